@@ -1,0 +1,100 @@
+// Package gateway is the resource-server side of caddy-mcp-auth as plain
+// net/http middleware: protected-resource metadata, bearer validation, a
+// policy decision per JSON-RPC message, response filtering, session binding
+// and audit events.
+//
+// CONTRACT (written before the implementation; caddymodule codes against
+// it): the exported names below are fixed; add, do not change.
+package gateway
+
+import (
+	"context"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Config configures a Gateway.
+type Config struct {
+	// Resource is this MCP endpoint's resource URL (RFC 8707 / RFC 9728),
+	// e.g. https://mcp.example.com/mcp. Tokens must carry it in aud.
+	Resource string
+	// Issuer is the authorization server's issuer identifier; tokens must
+	// carry it in iss, and it is published in authorization_servers.
+	Issuer string
+	// Keys verifies token signatures.
+	Keys KeySource
+	// Algorithms pinned for access tokens. Default: ES256, RS256, EdDSA.
+	Algorithms []string
+
+	// BaseScopes are needed for any access (initialize, tools/list, ping, ...).
+	BaseScopes []string
+	// Implies maps a broad scope to the narrower scopes it includes.
+	Implies map[string][]string
+	// Tools, Prompts and ResourceRules decide tools/call by tool name,
+	// prompts/get by prompt name (glob patterns, first match wins), and
+	// resources/read by URI prefix (longest prefix wins). A call that
+	// matches no rule is denied.
+	Tools         []Rule
+	Prompts       []Rule
+	ResourceRules []Rule
+
+	// AllowedOrigins lists Origin values accepted (scheme://host[:port]);
+	// requests without Origin are accepted; any other Origin gets 403.
+	AllowedOrigins []string
+	// MaxBodySize bounds request bodies (default 1 MiB); larger → 413.
+	MaxBodySize int64
+	// ForwardIdentity adds X-MCP-Subject / X-MCP-Client / X-MCP-Actor /
+	// X-MCP-Scope headers to the upstream request (client copies are
+	// always removed).
+	ForwardIdentity bool
+	// SessionKey is the HMAC key binding Mcp-Session-Id values to the
+	// principal; gateways sharing it can check each other's sessions.
+	SessionKey []byte
+
+	// Revoked, when set, reports whether a token (by jti or grant id) has
+	// been revoked (issue: agent identity / connected apps).
+	Revoked func(ctx context.Context, claims map[string]any) bool
+
+	Now         func() time.Time // default time.Now
+	Logger      *zap.Logger      // operational log
+	AuditLogger *zap.Logger      // one event per decision
+}
+
+// Rule says which scopes a tool, prompt or resource needs, and which actors
+// may use it.
+type Rule struct {
+	Pattern string   // glob (tools, prompts) or URI prefix (resources)
+	Scopes  []string // all required
+	Actor   ActorRule
+}
+
+// ActorRule restricts who may call, by the token's top-level claims and its
+// outermost act (RFC 8693).
+type ActorRule struct {
+	AllowedAgents []string // if non-empty, the acting agent must be listed
+	RequireUser   bool     // refuse agent-only tokens
+	RequireAgent  bool     // refuse tokens without an agent
+	UserOnly      bool     // refuse delegated (act) tokens
+	MaxDepth      int      // maximum act nesting; 0 = unlimited
+}
+
+// KeySource returns the public key for a kid. The local issuer and a remote
+// JWKS (RemoteKeys) both implement it.
+type KeySource interface {
+	Key(ctx context.Context, kid string) (any, error)
+}
+
+// Planned exported API (implemented in the package):
+//
+//	func New(cfg Config) (*Gateway, error)
+//	// Serve handles one request, calling next (the reverse proxy) only for
+//	// requests it authorized, with the authorized body.
+//	func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next http.Handler)
+//	// RemoteKeys fetches an issuer's metadata and JWKS (cached, refreshed on
+//	// unknown kid with a rate limit).
+//	func NewRemoteKeys(issuer string, client *http.Client, logger *zap.Logger) *RemoteKeys
+//	func (k *RemoteKeys) Key(ctx context.Context, kid string) (any, error)
+//	// Scopes returns every scope the gateway's rules mention (for the
+//	// issuer's resource registration and scopes_supported).
+//	func (g *Gateway) Scopes() []string

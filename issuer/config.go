@@ -1,0 +1,117 @@
+package issuer
+
+import (
+	"io"
+	"net/http"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Config configures an Issuer. The caddymodule package fills it from the
+// Caddyfile; tests fill it directly.
+type Config struct {
+	// Issuer is the issuer identifier: an https URL (http only for loopback
+	// hosts), optionally with a path. Endpoints live under it
+	// (<issuer>/authorize, <issuer>/token, ...).
+	Issuer string
+
+	AccessTokenTTL  time.Duration // default 1h
+	RefreshTokenTTL time.Duration // default 30 days (a family's absolute lifetime)
+	CodeTTL         time.Duration // default 5m (at most 10m)
+	IDTokenTTL      time.Duration // default 1h
+	PARTTL          time.Duration // default 60s
+	SessionTTL      time.Duration // login session; default 12h
+
+	// SigningAlg is ES256 (default), RS256 or EdDSA.
+	SigningAlg string
+
+	// RequirePAR refuses /authorize requests that do not use a request_uri.
+	RequirePAR bool
+
+	// Directory entries declared in configuration. They are not written to
+	// the store; runtime-managed entries (admin API, DCR, CIMD) are.
+	Users   []User
+	Groups  []Group
+	Clients []Client
+	Agents  []Agent
+
+	// Resources are the protected resources tokens may be issued for.
+	Resources []Resource
+
+	// CIMD (Client ID Metadata Documents).
+	CIMDAllowPrivate bool          // allow loopback/private/link-local targets and http (development only)
+	CIMDMaxBytes     int64         // default 5 KiB
+	CIMDTimeout      time.Duration // default 5s
+	// HTTPClient fetches CIMD documents and remote JWKS. When nil, a client
+	// with SSRF protection is built; tests may inject one.
+	HTTPClient *http.Client
+
+	// DisableRegistration turns off Dynamic Client Registration.
+	DisableRegistration bool
+
+	// Injected for tests. Defaults: time.Now, crypto/rand.Reader, zap.NewNop().
+	Now    func() time.Time
+	Rand   io.Reader
+	Logger *zap.Logger
+}
+
+// User is a local account.
+type User struct {
+	Username     string   `json:"username"`
+	PasswordHash string   `json:"password_hash"` // bcrypt
+	Groups       []string `json:"groups,omitempty"`
+	Name         string   `json:"name,omitempty"`
+	Email        string   `json:"email,omitempty"`
+	Disabled     bool     `json:"disabled,omitempty"`
+}
+
+// Group grants scopes to its members, per resource. Resource "*" applies to
+// every resource.
+type Group struct {
+	Name   string              `json:"name"`
+	Scopes map[string][]string `json:"scopes"` // resource URL (or "*") -> scopes
+}
+
+// Client is an OAuth client.
+type Client struct {
+	ID                      string   `json:"client_id"`
+	Name                    string   `json:"client_name,omitempty"`
+	SecretHash              string   `json:"secret_hash,omitempty"` // bcrypt or "sha256:<hex>"; empty for public clients
+	RedirectURIs            []string `json:"redirect_uris,omitempty"`
+	GrantTypes              []string `json:"grant_types,omitempty"`
+	TokenEndpointAuthMethod string   `json:"token_endpoint_auth_method,omitempty"` // none, client_secret_basic, client_secret_post, private_key_jwt
+	JWKS                    []byte   `json:"jwks,omitempty"`                       // raw JWK Set JSON for private_key_jwt
+	JWKSURI                 string   `json:"jwks_uri,omitempty"`
+	ApplicationType         string   `json:"application_type,omitempty"` // web or native
+	// Resources the client may get tokens for; empty means every resource.
+	Resources []string `json:"resources,omitempty"`
+	// Scopes the client may hold; empty means every scope of the resource.
+	Scopes    []string  `json:"scopes,omitempty"`
+	Source    string    `json:"source,omitempty"` // config, admin, dcr, cimd
+	CreatedAt time.Time `json:"created_at,omitempty"`
+}
+
+// Public reports whether the client has no credentials.
+func (c *Client) Public() bool {
+	return c.TokenEndpointAuthMethod == "" || c.TokenEndpointAuthMethod == "none"
+}
+
+// Agent is an AI agent (MCP host) principal.
+type Agent struct {
+	ID             string   `json:"agent_id"`
+	Name           string   `json:"name,omitempty"`
+	SecretHash     string   `json:"secret_hash,omitempty"`
+	JWKS           []byte   `json:"jwks,omitempty"`
+	JWKSURI        string   `json:"jwks_uri,omitempty"`
+	AllowedClients []string `json:"allowed_clients,omitempty"`
+	Scopes         []string `json:"scopes,omitempty"` // scopes it may ever hold
+	MaxDepth       int      `json:"max_depth,omitempty"`
+	Disabled       bool     `json:"disabled,omitempty"`
+}
+
+// Resource is a protected resource (an MCP server URL) and its scopes.
+type Resource struct {
+	URL    string   `json:"url"`
+	Scopes []string `json:"scopes"`
+}

@@ -1,0 +1,89 @@
+package issuer
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+)
+
+// Error is an OAuth 2.0 protocol error (RFC 6749 section 5.2 and friends).
+type Error struct {
+	Code        string // error
+	Description string // error_description
+	Status      int    // HTTP status for JSON answers; 400 when zero
+	Err         error  // underlying cause, never shown to clients
+}
+
+func (e *Error) Error() string {
+	if e.Description != "" {
+		return e.Code + ": " + e.Description
+	}
+	return e.Code
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Is matches errors with the same Code, so errors.Is(err, ErrInvalidGrant)
+// works for any description.
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t.Code == e.Code
+}
+
+// WithDescription returns a copy with the description set.
+func (e *Error) WithDescription(d string) *Error {
+	c := *e
+	c.Description = d
+	return &c
+}
+
+// Wrap returns a copy carrying cause.
+func (e *Error) Wrap(cause error) *Error {
+	c := *e
+	c.Err = cause
+	return &c
+}
+
+// Protocol errors.
+var (
+	ErrInvalidRequest          = &Error{Code: "invalid_request", Status: http.StatusBadRequest}
+	ErrInvalidClient           = &Error{Code: "invalid_client", Status: http.StatusUnauthorized}
+	ErrInvalidGrant            = &Error{Code: "invalid_grant", Status: http.StatusBadRequest}
+	ErrUnauthorizedClient      = &Error{Code: "unauthorized_client", Status: http.StatusBadRequest}
+	ErrUnsupportedGrantType    = &Error{Code: "unsupported_grant_type", Status: http.StatusBadRequest}
+	ErrUnsupportedResponseType = &Error{Code: "unsupported_response_type", Status: http.StatusBadRequest}
+	ErrInvalidScope            = &Error{Code: "invalid_scope", Status: http.StatusBadRequest}
+	ErrInvalidTarget           = &Error{Code: "invalid_target", Status: http.StatusBadRequest}
+	ErrAccessDenied            = &Error{Code: "access_denied", Status: http.StatusForbidden}
+	ErrServerError             = &Error{Code: "server_error", Status: http.StatusInternalServerError}
+	ErrTemporarilyUnavailable  = &Error{Code: "temporarily_unavailable", Status: http.StatusServiceUnavailable}
+	ErrInvalidRedirectURI      = &Error{Code: "invalid_redirect_uri", Status: http.StatusBadRequest}
+	ErrInvalidClientMetadata   = &Error{Code: "invalid_client_metadata", Status: http.StatusBadRequest}
+	ErrInvalidToken            = &Error{Code: "invalid_token", Status: http.StatusUnauthorized}
+	ErrSlowDown                = &Error{Code: "slow_down", Status: http.StatusTooManyRequests}
+)
+
+// writeError answers with an RFC 6749 JSON error. Errors that are not *Error
+// become server_error without leaking their text.
+func writeError(w http.ResponseWriter, err error) {
+	var e *Error
+	if !errors.As(err, &e) {
+		e = ErrServerError
+	}
+	status := e.Status
+	if status == 0 {
+		status = http.StatusBadRequest
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	if status == http.StatusUnauthorized {
+		h.Set("WWW-Authenticate", `Basic realm="token", charset="UTF-8"`)
+	}
+	w.WriteHeader(status)
+	body := map[string]string{"error": e.Code}
+	if e.Description != "" {
+		body["error_description"] = e.Description
+	}
+	_ = json.NewEncoder(w).Encode(body)
+}

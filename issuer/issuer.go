@@ -1,0 +1,210 @@
+// Package issuer is the OAuth 2.1 / OpenID Connect authorization server for
+// MCP as a plain http.Handler built from a Config and a store.Store.
+package issuer
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+// Endpoint paths, relative to the issuer URL's path.
+const (
+	pathAuthorize  = "/authorize"
+	pathToken      = "/token"
+	pathPAR        = "/par"
+	pathRegister   = "/register"
+	pathRevoke     = "/revoke"
+	pathIntrospect = "/introspect"
+	pathUserinfo   = "/userinfo"
+	pathJWKS       = "/jwks"
+	pathLogin      = "/login"
+	pathConsent    = "/consent"
+	pathLogout     = "/logout"
+	pathApps       = "/apps"    // connected apps and agents
+	pathAssets     = "/assets/" // embedded CSS
+)
+
+// Issuer is the authorization server.
+type Issuer struct {
+	cfg    Config
+	store  store.Store
+	log    *zap.Logger
+	now    func() time.Time
+	issuer *url.URL
+	base   string // issuer URL path without trailing slash ("" for a root issuer)
+
+	routes    map[string]http.HandlerFunc // exact request path -> handler
+	wellKnown map[string]http.HandlerFunc // well-known metadata paths
+
+	// fields owned by the implementation files
+	state
+}
+
+// New builds an Issuer. It validates cfg, applies defaults, and loads (or
+// generates and persists) the signing key.
+func New(cfg Config, st store.Store) (*Issuer, error) {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Reader
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	applyDefaults(&cfg)
+	u, err := parseIssuerURL(cfg.Issuer)
+	if err != nil {
+		return nil, err
+	}
+	i := &Issuer{
+		cfg:    cfg,
+		store:  st,
+		log:    cfg.Logger,
+		now:    cfg.Now,
+		issuer: u,
+		base:   strings.TrimSuffix(u.Path, "/"),
+	}
+	if err := i.init(); err != nil {
+		return nil, err
+	}
+	i.routes = map[string]http.HandlerFunc{
+		i.base + pathAuthorize:  i.handleAuthorize,
+		i.base + pathToken:      i.handleToken,
+		i.base + pathPAR:        i.handlePAR,
+		i.base + pathRegister:   i.handleRegister,
+		i.base + pathRevoke:     i.handleRevoke,
+		i.base + pathIntrospect: i.handleIntrospect,
+		i.base + pathUserinfo:   i.handleUserinfo,
+		i.base + pathJWKS:       i.handleJWKS,
+		i.base + pathLogin:      i.handleLogin,
+		i.base + pathConsent:    i.handleConsent,
+		i.base + pathLogout:     i.handleLogout,
+		i.base + pathApps:       i.handleApps,
+	}
+	tail := i.base // "" or "/t1"
+	meta := i.handleMetadata
+	i.wellKnown = map[string]http.HandlerFunc{
+		"/.well-known/oauth-authorization-server" + tail: meta,
+		"/.well-known/openid-configuration" + tail:       meta,
+	}
+	if tail != "" {
+		i.wellKnown[tail+"/.well-known/openid-configuration"] = meta
+		i.wellKnown[tail+"/.well-known/oauth-authorization-server"] = meta
+	}
+	return i, nil
+}
+
+// Match reports whether r is for one of the issuer's endpoints. A host
+// handler passes every other request on.
+func (i *Issuer) Match(r *http.Request) bool {
+	p := r.URL.Path
+	if _, ok := i.routes[p]; ok {
+		return true
+	}
+	if _, ok := i.wellKnown[p]; ok {
+		return true
+	}
+	return strings.HasPrefix(p, i.base+pathAssets)
+}
+
+// ServeHTTP serves the issuer's endpoints and answers 404 for anything else.
+func (i *Issuer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.Path
+	if h, ok := i.wellKnown[p]; ok {
+		h(w, r)
+		return
+	}
+	if h, ok := i.routes[p]; ok {
+		h(w, r)
+		return
+	}
+	if strings.HasPrefix(p, i.base+pathAssets) {
+		i.handleAssets(w, r)
+		return
+	}
+	http.NotFound(w, r)
+}
+
+// URL returns the issuer identifier.
+func (i *Issuer) URL() string { return i.issuer.String() }
+
+// endpoint returns the absolute URL of an endpoint path.
+func (i *Issuer) endpoint(path string) string {
+	u := *i.issuer
+	u.Path = i.base + path
+	u.RawQuery, u.Fragment = "", ""
+	return u.String()
+}
+
+func parseIssuerURL(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return nil, fmt.Errorf("issuer %q: must be an absolute URL without query, fragment or userinfo", s)
+	}
+	switch u.Scheme {
+	case "https":
+	case "http":
+		if !isLoopbackHost(u.Hostname()) {
+			return nil, fmt.Errorf("issuer %q: http is allowed only for loopback hosts", s)
+		}
+	default:
+		return nil, fmt.Errorf("issuer %q: scheme must be https", s)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	return u, nil
+}
+
+func isLoopbackHost(h string) bool {
+	return h == "localhost" || h == "127.0.0.1" || h == "::1" || strings.HasPrefix(h, "127.")
+}
+
+func applyDefaults(c *Config) {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.AccessTokenTTL, time.Hour)
+	def(&c.RefreshTokenTTL, 30*24*time.Hour)
+	def(&c.CodeTTL, 5*time.Minute)
+	def(&c.IDTokenTTL, time.Hour)
+	def(&c.PARTTL, 60*time.Second)
+	def(&c.SessionTTL, 12*time.Hour)
+	def(&c.CIMDTimeout, 5*time.Second)
+	if c.CodeTTL > 10*time.Minute {
+		c.CodeTTL = 10 * time.Minute
+	}
+	if c.CIMDMaxBytes <= 0 {
+		c.CIMDMaxBytes = 5 << 10
+	}
+	if c.SigningAlg == "" {
+		c.SigningAlg = "ES256"
+	}
+}
+
+// randomToken returns n random bytes, base64url encoded.
+func (i *Issuer) randomToken(n int) (string, error) {
+	b := make([]byte, n)
+	if _, err := i.cfg.Rand.Read(b); err != nil {
+		return "", fmt.Errorf("random: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// tokenKey is the storage key of an opaque secret: its SHA-256, so a copy of
+// the database yields no usable codes or refresh tokens.
+func tokenKey(secret string) string {
+	s := sha256.Sum256([]byte(secret))
+	return base64.RawURLEncoding.EncodeToString(s[:])
+}

@@ -1,0 +1,61 @@
+// Package store defines the storage contract of the authorization server.
+//
+// A Store is a transactional key/value store of named buckets whose entries
+// may expire. Every implementation runs the conformance suite in
+// storetest. The contract is deliberately small so that a distributed backend
+// (etcd: keys per bucket prefix, leases for expiry, transactions with
+// compare-on-revision) can implement it as well as the embedded bbolt one.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Sentinel errors. Implementations return them (possibly wrapped) so callers
+// can test with errors.Is.
+var (
+	// ErrNotFound: the key does not exist or its entry has expired.
+	ErrNotFound = errors.New("store: not found")
+	// ErrAlreadyExists: Create found a live entry under the key.
+	ErrAlreadyExists = errors.New("store: already exists")
+	// ErrClosed: the store was closed.
+	ErrClosed = errors.New("store: closed")
+)
+
+// Store is the issuer's storage.
+type Store interface {
+	// View runs fn in a read-only transaction. Writes inside fn fail.
+	View(ctx context.Context, fn func(Tx) error) error
+	// Update runs fn in a read-write transaction. If fn returns nil, all
+	// its writes are committed atomically and durably (synced to stable
+	// storage) before Update returns nil. If fn returns an error, or the
+	// commit fails, nothing is written and the error is returned.
+	// Concurrent Updates are serialized, which gives compare-and-swap
+	// semantics: read, compare, write in one fn.
+	Update(ctx context.Context, fn func(Tx) error) error
+	// Purge deletes expired entries and reports how many it removed.
+	// Expired entries are already invisible to Get and List; Purge only
+	// reclaims space.
+	Purge(ctx context.Context) (int, error)
+	// Close releases the store. Further calls return ErrClosed.
+	Close() error
+}
+
+// Tx is one transaction. It must not be used after its fn returns.
+type Tx interface {
+	// Get returns a copy of the value under key, or ErrNotFound.
+	Get(bucket, key string) ([]byte, error)
+	// Put stores value under key, replacing any entry. A zero expires
+	// means the entry never expires.
+	Put(bucket, key string, value []byte, expires time.Time) error
+	// Create is Put that fails with ErrAlreadyExists if a live entry exists.
+	Create(bucket, key string, value []byte, expires time.Time) error
+	// Delete removes the entry; deleting a missing key is not an error.
+	Delete(bucket, key string) error
+	// List calls fn for every live entry whose key starts with prefix, in
+	// key order. fn gets copies it may keep. An error from fn stops List
+	// and is returned.
+	List(bucket, prefix string, fn func(key string, value []byte) error) error
+}
