@@ -64,6 +64,7 @@ type User struct {
 	Name         string   `json:"name,omitempty"`
 	Email        string   `json:"email,omitempty"`
 	Disabled     bool     `json:"disabled,omitempty"`
+	Source       string   `json:"source,omitempty"` // config or admin; set by Users
 }
 
 // Group grants scopes to its members, per resource. Resource "*" applies to
@@ -75,10 +76,12 @@ type Group struct {
 
 // Client is an OAuth client.
 type Client struct {
-	ID                      string   `json:"client_id"`
-	Name                    string   `json:"client_name,omitempty"`
-	SecretHash              string   `json:"secret_hash,omitempty"` // bcrypt or "sha256:<hex>"; empty for public clients
-	RedirectURIs            []string `json:"redirect_uris,omitempty"`
+	ID           string   `json:"client_id"`
+	Name         string   `json:"client_name,omitempty"`
+	SecretHash   string   `json:"secret_hash,omitempty"` // bcrypt or "sha256:<hex>"; empty for public clients
+	RedirectURIs []string `json:"redirect_uris,omitempty"`
+	// GrantTypes the client may use. Empty means authorization_code and
+	// refresh_token; client_credentials must be listed explicitly.
 	GrantTypes              []string `json:"grant_types,omitempty"`
 	TokenEndpointAuthMethod string   `json:"token_endpoint_auth_method,omitempty"` // none, client_secret_basic, client_secret_post, private_key_jwt
 	JWKS                    []byte   `json:"jwks,omitempty"`                       // raw JWK Set JSON for private_key_jwt

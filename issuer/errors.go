@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
+	"time"
 )
 
 // Error is an OAuth 2.0 protocol error (RFC 6749 section 5.2 and friends).
@@ -11,7 +13,10 @@ type Error struct {
 	Code        string // error
 	Description string // error_description
 	Status      int    // HTTP status for JSON answers; 400 when zero
-	Err         error  // underlying cause, never shown to clients
+	// RetryAfter, when positive, is sent as a Retry-After header (slowed
+	// brute force).
+	RetryAfter time.Duration
+	Err        error // underlying cause, never shown to clients
 }
 
 func (e *Error) Error() string {
@@ -79,6 +84,9 @@ func writeError(w http.ResponseWriter, err error) {
 	h.Set("Cache-Control", "no-store")
 	if status == http.StatusUnauthorized {
 		h.Set("WWW-Authenticate", `Basic realm="token", charset="UTF-8"`)
+	}
+	if e.RetryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
 	}
 	w.WriteHeader(status)
 	body := map[string]string{"error": e.Code}

@@ -14,17 +14,20 @@ const (
 	bucketAgents   = "agents"   // agent id -> Agent (admin-managed)
 	bucketKeys     = "keys"     // kid -> signingKey
 	bucketCodes    = "codes"    // tokenKey(code) -> authCode
-	bucketPAR      = "par"      // tokenKey(request_uri) -> parRequest
+	bucketPAR      = "par"      // tokenKey(the whole request_uri value) -> parRequest
 	bucketRefresh  = "refresh"  // tokenKey(refresh token) -> refreshToken
 	bucketGrants   = "grants"   // grant id -> grant (a refresh family / connected app)
 	bucketConsents = "consents" // consentKey(...) -> consent
 	bucketRevoked  = "revoked"  // jti or "grant:"+id -> revocation (expires with the tokens)
 	bucketCIMD     = "cimd"     // client_id URL -> cached document (with expiry from HTTP caching)
+	bucketJTI      = "jti"      // client_id + "\x00" + jti of a client assertion -> seen (until its exp), RFC 7523 replay check
 )
 
 // authCode is an issued authorization code (single use).
 type authCode struct {
-	ClientID            string    `json:"client_id"`
+	ClientID string `json:"client_id"`
+	// RedirectURI is the redirect_uri parameter of the authorization
+	// request ("" if it was omitted); the token request must repeat it.
 	RedirectURI         string    `json:"redirect_uri"`
 	CodeChallenge       string    `json:"code_challenge"`
 	CodeChallengeMethod string    `json:"code_challenge_method"`
@@ -59,6 +62,7 @@ type grant struct {
 	Actor     string    `json:"actor,omitempty"`
 	Resource  string    `json:"resource"`
 	Scopes    []string  `json:"scopes"`
+	AuthTime  time.Time `json:"auth_time,omitzero"` // user login time, for ID tokens on refresh
 	CreatedAt time.Time `json:"created_at"`
 	LastUsed  time.Time `json:"last_used"`
 	ExpiresAt time.Time `json:"expires_at"`
