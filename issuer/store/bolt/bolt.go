@@ -1,0 +1,382 @@
+// Package bolt is the embedded store.Store: one bbolt file.
+//
+// Layout: each store bucket is a top-level bbolt bucket of the same name,
+// created by the first write to it. Each value is stored as
+//
+//	[8 bytes: expiry, big-endian int64 Unix nanoseconds; 0 = never][value]
+//
+// An expiry that falls exactly on the Unix epoch is stored as -1 ns so it
+// cannot read as "never"; expiries beyond what int64 nanoseconds can hold
+// (years before 1678 or after 2262) are clamped to the nearest end.
+//
+// Durability: bbolt fsyncs the file on every commit (its NoSync option is
+// left false), so an Update that returned nil survives a crash of the
+// process or the machine.
+//
+// bbolt holds an exclusive lock on the file, also against a second Open in
+// the same process; Open waits Options.Timeout for it and then fails, so a
+// caller must open a path once and share the Store.
+package bolt
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"sync/atomic"
+	"time"
+
+	bbolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+// DefaultTimeout is how long Open waits for the file lock by default.
+const DefaultTimeout = time.Second
+
+// headerLen is the size of the expiry prefix of every stored value.
+const headerLen = 8
+
+var (
+	errReadOnly = errors.New("bolt: write in a read-only transaction")
+	errTxDone   = errors.New("bolt: transaction used after its function returned")
+	errBucket   = errors.New("bolt: empty bucket name")
+	errKey      = errors.New("bolt: empty key")
+	errCorrupt  = errors.New("bolt: stored value shorter than its header")
+)
+
+// Options configures Open.
+type Options struct {
+	// Now is the clock that decides expiry. Default time.Now.
+	Now func() time.Time
+	// Timeout is how long Open waits for the file lock that another open
+	// Store holds. Zero or negative means DefaultTimeout; there is no way
+	// to wait forever, so a double open fails instead of hanging.
+	Timeout time.Duration
+}
+
+// Store is a store.Store backed by a bbolt file.
+type Store struct {
+	db     *bbolt.DB
+	now    func() time.Time
+	closed atomic.Bool
+}
+
+// Open opens or creates the bbolt file at path (mode 0600: it holds
+// session state). The directory must exist.
+func Open(path string, opts Options) (*Store, error) {
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	timeout := opts.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: timeout})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("bolt: open %s: file locked by another open store (this or another process) after %v: %w", path, timeout, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bolt: open %s: %w", path, err)
+	}
+	return &Store{db: db, now: now}, nil
+}
+
+// Path returns the file's path.
+func (s *Store) Path() string { return s.db.Path() }
+
+// View implements store.Store.
+func (s *Store) View(ctx context.Context, fn func(store.Tx) error) error {
+	if err := s.begin(ctx); err != nil {
+		return fmt.Errorf("bolt: view: %w", err)
+	}
+	err := s.db.View(func(btx *bbolt.Tx) error {
+		t := &tx{btx: btx, now: s.now()}
+		defer func() { t.done = true }()
+		return fn(t)
+	})
+	return closedErr(err)
+}
+
+// Update implements store.Store. If ctx is done when fn returns, the
+// transaction is rolled back and ctx.Err() returned.
+func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
+	if err := s.begin(ctx); err != nil {
+		return fmt.Errorf("bolt: update: %w", err)
+	}
+	err := s.db.Update(func(btx *bbolt.Tx) error {
+		t := &tx{btx: btx, now: s.now()}
+		defer func() { t.done = true }()
+		if err := fn(t); err != nil {
+			return err
+		}
+		// A caller that gave up must not find its writes applied later.
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("bolt: update: %w", err)
+		}
+		return nil
+	})
+	return closedErr(err)
+}
+
+// Purge implements store.Store. It runs as one Update.
+func (s *Store) Purge(ctx context.Context) (int, error) {
+	if err := s.begin(ctx); err != nil {
+		return 0, fmt.Errorf("bolt: purge: %w", err)
+	}
+	n := 0
+	err := s.db.Update(func(btx *bbolt.Tx) error {
+		n = 0
+		now := s.now()
+		var names [][]byte
+		err := btx.ForEach(func(name []byte, _ *bbolt.Bucket) error {
+			names = append(names, bytes.Clone(name))
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, name := range names {
+			b := btx.Bucket(name)
+			// Collect first: deleting under a cursor can skip entries.
+			var expired [][]byte
+			c := b.Cursor()
+			for k, v := c.First(); k != nil; k, v = c.Next() {
+				if v == nil {
+					continue // a nested bucket; this package creates none
+				}
+				exp, _, err := decode(v)
+				if err != nil {
+					return fmt.Errorf("%s/%q: %w", name, k, err)
+				}
+				if !live(exp, now) {
+					expired = append(expired, bytes.Clone(k))
+				}
+			}
+			for _, k := range expired {
+				if err := b.Delete(k); err != nil {
+					return fmt.Errorf("delete %s/%q: %w", name, k, err)
+				}
+			}
+			n += len(expired)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, closedErr(fmt.Errorf("bolt: purge: %w", err))
+	}
+	return n, nil
+}
+
+// Close implements store.Store. It waits for running transactions.
+func (s *Store) Close() error {
+	if !s.closed.CompareAndSwap(false, true) {
+		return store.ErrClosed
+	}
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("bolt: close: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) begin(ctx context.Context) error {
+	if s.closed.Load() {
+		return store.ErrClosed
+	}
+	return ctx.Err()
+}
+
+// closedErr reports bbolt's "not open" (a Close that won a race with begin)
+// as store.ErrClosed.
+func closedErr(err error) error {
+	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
+		return fmt.Errorf("%w: %w", store.ErrClosed, err)
+	}
+	return err
+}
+
+// encode returns the stored form of value.
+func encode(value []byte, expires time.Time) []byte {
+	buf := make([]byte, headerLen+len(value))
+	binary.BigEndian.PutUint64(buf, uint64(expiryNanos(expires)))
+	copy(buf[headerLen:], value)
+	return buf
+}
+
+// expiryNanos is the header form of expires: 0 for never, otherwise Unix
+// nanoseconds, clamped, never 0.
+func expiryNanos(expires time.Time) int64 {
+	switch {
+	case expires.IsZero():
+		return 0
+	case expires.Before(time.Unix(0, math.MinInt64)):
+		return math.MinInt64
+	case expires.After(time.Unix(0, math.MaxInt64)):
+		return math.MaxInt64
+	}
+	if n := expires.UnixNano(); n != 0 {
+		return n
+	}
+	return -1
+}
+
+// decode splits a stored value. The returned value aliases raw.
+func decode(raw []byte) (expires int64, value []byte, err error) {
+	if len(raw) < headerLen {
+		return 0, nil, errCorrupt
+	}
+	return int64(binary.BigEndian.Uint64(raw)), raw[headerLen:], nil
+}
+
+// live reports whether an entry with header expiry exp is visible at now.
+func live(exp int64, now time.Time) bool {
+	return exp == 0 || now.Before(time.Unix(0, exp))
+}
+
+type tx struct {
+	btx  *bbolt.Tx
+	now  time.Time // one instant per transaction
+	done bool
+}
+
+func (t *tx) check(bucket, key string, write bool) error {
+	switch {
+	case t.done:
+		return errTxDone
+	case write && !t.btx.Writable():
+		return errReadOnly
+	case bucket == "":
+		return errBucket
+	case key == "":
+		return errKey
+	}
+	return nil
+}
+
+// entry returns the live value under key (aliasing bbolt memory), or
+// ErrNotFound.
+func (t *tx) entry(bucket, key string) ([]byte, error) {
+	b := t.btx.Bucket([]byte(bucket))
+	if b == nil {
+		return nil, store.ErrNotFound
+	}
+	raw := b.Get([]byte(key))
+	if raw == nil {
+		return nil, store.ErrNotFound
+	}
+	exp, v, err := decode(raw)
+	if err != nil {
+		return nil, err
+	}
+	if !live(exp, t.now) {
+		return nil, store.ErrNotFound
+	}
+	return v, nil
+}
+
+func (t *tx) Get(bucket, key string) ([]byte, error) {
+	if err := t.check(bucket, key, false); err != nil {
+		return nil, err
+	}
+	v, err := t.entry(bucket, key)
+	if err != nil {
+		return nil, fmt.Errorf("bolt: get %s/%q: %w", bucket, key, err)
+	}
+	// bbolt's memory is only valid during the transaction.
+	return bytes.Clone(v), nil
+}
+
+func (t *tx) Put(bucket, key string, value []byte, expires time.Time) error {
+	if err := t.check(bucket, key, true); err != nil {
+		return err
+	}
+	return t.put(bucket, key, value, expires)
+}
+
+func (t *tx) put(bucket, key string, value []byte, expires time.Time) error {
+	b, err := t.btx.CreateBucketIfNotExists([]byte(bucket))
+	if err != nil {
+		return fmt.Errorf("bolt: put %s/%q: %w", bucket, key, err)
+	}
+	// encode copies value, and bbolt needs key and value unchanged until
+	// commit: both are fresh slices nobody else holds.
+	if err := b.Put([]byte(key), encode(value, expires)); err != nil {
+		return fmt.Errorf("bolt: put %s/%q: %w", bucket, key, err)
+	}
+	return nil
+}
+
+func (t *tx) Create(bucket, key string, value []byte, expires time.Time) error {
+	if err := t.check(bucket, key, true); err != nil {
+		return err
+	}
+	_, err := t.entry(bucket, key)
+	switch {
+	case err == nil:
+		return fmt.Errorf("bolt: create %s/%q: %w", bucket, key, store.ErrAlreadyExists)
+	case !errors.Is(err, store.ErrNotFound):
+		return fmt.Errorf("bolt: create %s/%q: %w", bucket, key, err)
+	}
+	return t.put(bucket, key, value, expires)
+}
+
+func (t *tx) Delete(bucket, key string) error {
+	if err := t.check(bucket, key, true); err != nil {
+		return err
+	}
+	b := t.btx.Bucket([]byte(bucket))
+	if b == nil {
+		return nil
+	}
+	if err := b.Delete([]byte(key)); err != nil {
+		return fmt.Errorf("bolt: delete %s/%q: %w", bucket, key, err)
+	}
+	return nil
+}
+
+func (t *tx) List(bucket, prefix string, fn func(key string, value []byte) error) error {
+	// The prefix may be empty; check a placeholder key instead.
+	if err := t.check(bucket, "-", false); err != nil {
+		return err
+	}
+	b := t.btx.Bucket([]byte(bucket))
+	if b == nil {
+		return nil
+	}
+	// Snapshot the matches first: fn may write to this bucket, and bbolt
+	// cursors are not safe across writes.
+	type kv struct {
+		key   string
+		value []byte
+	}
+	var matches []kv
+	p := []byte(prefix)
+	c := b.Cursor()
+	for k, raw := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, raw = c.Next() {
+		if raw == nil {
+			continue // a nested bucket; this package creates none
+		}
+		exp, v, err := decode(raw)
+		if err != nil {
+			return fmt.Errorf("bolt: list %s/%q: %w", bucket, k, err)
+		}
+		if live(exp, t.now) {
+			matches = append(matches, kv{string(k), bytes.Clone(v)})
+		}
+	}
+	for _, m := range matches {
+		if err := fn(m.key, m.value); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var (
+	_ store.Store = (*Store)(nil)
+	_ store.Tx    = (*tx)(nil)
+)
