@@ -341,6 +341,9 @@ func testReadYourWrites(t *testing.T, h *harness) {
 }
 
 func testCopies(t *testing.T, h *harness) {
+	// Big enough that bbolt keeps the bucket in its own (mmapped) pages.
+	pad := string(bytes.Repeat([]byte{'p'}, 4096))
+	h.put(t, "b", "pad", pad, time.Time{})
 	// The value passed to Put belongs to the caller once Put returns.
 	err := h.s.Update(h.ctx, func(tx store.Tx) error {
 		v := []byte("original")
@@ -362,40 +365,47 @@ func testCopies(t *testing.T, h *harness) {
 	h.wantValue(t, "b", "c", "created")
 
 	// Values returned by Get and List belong to the caller, during and
-	// after the transaction.
-	var kept [][]byte
-	err = h.s.Update(h.ctx, func(tx store.Tx) error {
-		got, err := tx.Get("b", "k")
+	// after the transaction, in View and in Update.
+	for _, update := range []bool{false, true} {
+		var kept [][]byte
+		fn := func(tx store.Tx) error {
+			got, err := tx.Get("b", "k")
+			if err != nil {
+				return err
+			}
+			copy(got, "YYYYYYYY")
+			kept = append(kept, got)
+			if again, err := tx.Get("b", "k"); err != nil || string(again) != "original" {
+				return fmt.Errorf("Get after mutating previous result = %q, %v, want original", again, err)
+			}
+			return tx.List("b", "", func(_ string, v []byte) error {
+				kept = append(kept, v)
+				copy(v, "ZZZ")
+				return nil
+			})
+		}
+		if update {
+			err = h.s.Update(h.ctx, fn)
+		} else {
+			err = h.s.View(h.ctx, fn)
+		}
 		if err != nil {
-			return err
+			t.Fatalf("fn mutating results (update=%v) = %v, want nil", update, err)
 		}
-		copy(got, "YYYYYYYY")
-		kept = append(kept, got)
-		if again, err := tx.Get("b", "k"); err != nil || string(again) != "original" {
-			return fmt.Errorf("Get after mutating previous result = %q, %v, want original", again, err)
+		h.wantValue(t, "b", "k", "original")
+		h.wantValue(t, "b", "c", "created")
+		// Writing more data must not disturb what the caller kept.
+		for i := range 100 {
+			h.put(t, "fill", strconv.Itoa(i), string(bytes.Repeat([]byte{'f'}, 1000)), time.Time{})
 		}
-		return tx.List("b", "", func(_ string, v []byte) error {
-			kept = append(kept, v)
-			copy(v, "ZZZ")
-			return nil
-		})
-	})
-	if err != nil {
-		t.Fatalf("Update = %v, want nil", err)
-	}
-	h.wantValue(t, "b", "k", "original")
-	h.wantValue(t, "b", "c", "created")
-	// Writing more data must not disturb what the caller kept.
-	for i := range 100 {
-		h.put(t, "b", "fill"+strconv.Itoa(i), string(bytes.Repeat([]byte{'f'}, 1000)), time.Time{})
-	}
-	want := []string{"YYYYYYYY", "ZZZated", "ZZZginal"}
-	var got []string
-	for _, v := range kept {
-		got = append(got, string(v))
-	}
-	if !equal(got, want) {
-		t.Fatalf("kept values = %q, want %q", got, want)
+		want := []string{"YYYYYYYY", "ZZZated", "ZZZginal", "ZZZ" + pad[3:]}
+		var got []string
+		for _, v := range kept {
+			got = append(got, string(v))
+		}
+		if !equal(got, want) {
+			t.Fatalf("kept values (update=%v) = %q, want %q", update, got, want)
+		}
 	}
 }
 
