@@ -33,7 +33,9 @@ type Store interface {
 	// storage) before Update returns nil. If fn returns an error, or the
 	// commit fails, nothing is written and the error is returned.
 	// Concurrent Updates are serialized, which gives compare-and-swap
-	// semantics: read, compare, write in one fn.
+	// semantics: read, compare, write in one fn. View, Update and Purge
+	// do nothing and return the ctx error (wrapped) if ctx is done before
+	// they start; Update also writes nothing if ctx is done when fn returns.
 	Update(ctx context.Context, fn func(Tx) error) error
 	// Purge deletes expired entries and reports how many it removed.
 	// Expired entries are already invisible to Get and List; Purge only
@@ -44,6 +46,11 @@ type Store interface {
 }
 
 // Tx is one transaction. It must not be used after its fn returns.
+//
+// Bucket names and keys must not be empty: an empty one is an error (not
+// ErrNotFound) and writes nothing. An entry is live while the transaction's
+// clock reading is before its expiry. A bucket that was never written
+// reads as empty.
 type Tx interface {
 	// Get returns a copy of the value under key, or ErrNotFound.
 	Get(bucket, key string) ([]byte, error)
@@ -56,6 +63,8 @@ type Tx interface {
 	Delete(bucket, key string) error
 	// List calls fn for every live entry whose key starts with prefix, in
 	// key order. fn gets copies it may keep. An error from fn stops List
-	// and is returned.
+	// and is returned. An empty prefix lists the whole bucket. List works
+	// from a snapshot taken before the first call, so fn may Put and
+	// Delete in the listed bucket.
 	List(bucket, prefix string, fn func(key string, value []byte) error) error
 }

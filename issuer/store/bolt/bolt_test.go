@@ -26,6 +26,20 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// rawView runs fn in a bbolt read transaction on the closed store file at
+// path, to look beneath the Store.
+func rawView(t *testing.T, path string, fn func(tx *bbolt.Tx)) {
+	t.Helper()
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second, ReadOnly: true})
+	if err != nil {
+		t.Fatalf("bbolt.Open(%s) = %v, want nil", path, err)
+	}
+	defer db.Close()
+	if err := db.View(func(tx *bbolt.Tx) error { fn(tx); return nil }); err != nil {
+		t.Fatalf("bbolt View = %v, want nil", err)
+	}
+}
+
 // open opens path and closes it at the end of the test.
 func open(t *testing.T, path string, opts bolt.Options) *bolt.Store {
 	t.Helper()
@@ -93,12 +107,7 @@ func TestFormat(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second, ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	err = db.View(func(tx *bbolt.Tx) error {
+	rawView(t, path, func(tx *bbolt.Tx) {
 		b := tx.Bucket([]byte("clients"))
 		if b == nil {
 			t.Fatalf("bucket clients missing")
@@ -123,11 +132,7 @@ func TestFormat(t *testing.T) {
 				t.Errorf("raw %s value = %q, want %q", tt.key, got, tt.value)
 			}
 		}
-		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 // TestCorrupt: a value too short for its header is an error, not a miss

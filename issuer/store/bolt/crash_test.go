@@ -86,20 +86,11 @@ func TestCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second, ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	err = db.View(func(tx *bbolt.Tx) error {
+	rawView(t, path, func(tx *bbolt.Tx) {
 		for err := range tx.Check() {
 			t.Errorf("bbolt consistency check after crash: %v", err)
 		}
-		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 func crashChild(t *testing.T, arg string) {
