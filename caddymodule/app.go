@@ -1,0 +1,457 @@
+package caddymodule
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"go.uber.org/zap"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+func init() {
+	caddy.RegisterModule(App{})
+}
+
+// App is the mcp_auth app: the authorization server shared by every
+// mcp_issuer and mcp_gateway handler of the config. It owns the store,
+// the signing keys and the directory of users, groups, clients and agents.
+type App struct {
+	// IssuerURL is the issuer identifier: an https URL (http only for
+	// loopback hosts), optionally with a path. Its endpoints are served
+	// by the mcp_issuer handler on the site with that address.
+	IssuerURL string `json:"issuer,omitempty"`
+
+	// StorageRaw selects where state (keys, sessions, refresh tokens,
+	// runtime-managed users and clients) lives. Default: bolt at
+	// "<caddy data dir>/mcp-auth/mcp-auth.db".
+	StorageRaw json.RawMessage `json:"storage,omitempty" caddy:"namespace=mcp_auth.storage inline_key=module"`
+
+	// Token and code lifetimes. Defaults: access 1h, refresh 30 days
+	// (a refresh family's absolute lifetime), code 5m (at most 10m),
+	// ID token 1h.
+	AccessTokenTTL  caddy.Duration `json:"access_token_ttl,omitempty"`
+	RefreshTokenTTL caddy.Duration `json:"refresh_token_ttl,omitempty"`
+	CodeTTL         caddy.Duration `json:"code_ttl,omitempty"`
+	IDTokenTTL      caddy.Duration `json:"id_token_ttl,omitempty"`
+
+	// SigningAlg is ES256 (default), RS256 or EdDSA.
+	SigningAlg string `json:"signing_alg,omitempty"`
+
+	// RequirePAR refuses authorization requests not pushed first (RFC 9126).
+	RequirePAR bool `json:"require_par,omitempty"`
+	// DisableRegistration turns off Dynamic Client Registration (RFC 7591).
+	DisableRegistration bool `json:"disable_registration,omitempty"`
+	// CIMDAllowPrivate lets Client ID Metadata Documents be fetched from
+	// loopback, private and link-local addresses and over http. For
+	// development only.
+	CIMDAllowPrivate bool `json:"cimd_allow_private,omitempty"`
+
+	// Users are local accounts. Password hashes are bcrypt (the output of
+	// `caddy hash-password`) and may be placeholders such as {env.HASH}.
+	Users []User `json:"users,omitempty"`
+	// Groups grant scopes to their members, per resource ("*": any).
+	Groups []issuer.Group `json:"groups,omitempty"`
+	// Clients are pre-registered OAuth clients.
+	Clients []Client `json:"clients,omitempty"`
+	// Agents are AI agent principals that may act on behalf of users.
+	Agents []Agent `json:"agents,omitempty"`
+	// Resources are protected resources in addition to the ones every
+	// mcp_gateway with the local issuer registers (e.g. a resource served
+	// by another Caddy instance).
+	Resources []issuer.Resource `json:"resources,omitempty"`
+
+	storage    Storage
+	iss        *issuer.Issuer
+	log        *zap.Logger
+	purgeEvery time.Duration
+	stop       context.CancelFunc // ends the purge loop
+	done       chan struct{}      // closed when the purge loop has returned
+}
+
+// User is a local account.
+type User struct {
+	Username string `json:"username"`
+	// PasswordHash is a bcrypt hash, as printed by `caddy hash-password`;
+	// a placeholder such as {env.ALICE_HASH} is replaced at load.
+	PasswordHash string   `json:"password_hash"`
+	Groups       []string `json:"groups,omitempty"`
+	Name         string   `json:"name,omitempty"`
+	Email        string   `json:"email,omitempty"`
+}
+
+// Client is a pre-registered OAuth client.
+type Client struct {
+	ID   string `json:"client_id"`
+	Name string `json:"client_name,omitempty"`
+	// SecretHash is the bcrypt hash (or "sha256:<hex>") of the client
+	// secret; a placeholder such as {env.CLIENT_HASH} is replaced at load.
+	SecretHash string `json:"secret_hash,omitempty"`
+	// Public marks a client without credentials (token_endpoint_auth_method
+	// none). A client must be public or have a secret or a key set.
+	Public       bool     `json:"public,omitempty"`
+	RedirectURIs []string `json:"redirect_uris,omitempty"`
+	GrantTypes   []string `json:"grant_types,omitempty"`
+	// AuthMethod is the token_endpoint_auth_method. Default: none for
+	// public clients, client_secret_basic with a secret, private_key_jwt
+	// with a key set.
+	AuthMethod string `json:"token_endpoint_auth_method,omitempty"`
+	// JWKSURI or JWKSFile (a JWK Set JSON file read at load) hold the
+	// client's keys for private_key_jwt.
+	JWKSURI  string `json:"jwks_uri,omitempty"`
+	JWKSFile string `json:"jwks_file,omitempty"`
+	// Resources the client may get tokens for; empty: all.
+	Resources []string `json:"resources,omitempty"`
+	// Scopes the client may hold; empty: all of the resource's.
+	Scopes []string `json:"scopes,omitempty"`
+}
+
+// Agent is an AI agent (MCP host) principal.
+type Agent struct {
+	ID   string `json:"agent_id"`
+	Name string `json:"name,omitempty"`
+	// SecretHash, JWKSURI or JWKSFile authenticate the agent (as for
+	// clients).
+	SecretHash string `json:"secret_hash,omitempty"`
+	JWKSURI    string `json:"jwks_uri,omitempty"`
+	JWKSFile   string `json:"jwks_file,omitempty"`
+	// AllowedClients may request tokens acting as this agent; empty: any.
+	AllowedClients []string `json:"allowed_clients,omitempty"`
+	// Scopes the agent may ever hold; empty: any.
+	Scopes []string `json:"scopes,omitempty"`
+	// MaxDepth limits act-chain nesting; 0: unlimited.
+	MaxDepth int `json:"max_depth,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "mcp_auth",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// Provision opens the store and builds the issuer.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.log = ctx.Logger()
+	if a.purgeEvery == 0 {
+		a.purgeEvery = 5 * time.Minute
+	}
+	cfg, err := a.issuerConfig()
+	if err != nil {
+		return err
+	}
+	cfg.Logger = a.log
+
+	if a.StorageRaw == nil {
+		a.StorageRaw = caddyconfig.JSONModuleObject(BoltStorage{}, "module", "bolt", nil)
+	}
+	mod, err := ctx.LoadModule(a, "StorageRaw")
+	if err != nil {
+		return fmt.Errorf("loading storage module: %w", err)
+	}
+	a.storage = mod.(Storage)
+
+	a.iss, err = issuer.New(cfg, a.storage.Store())
+	if err != nil {
+		return fmt.Errorf("mcp_auth: %w", err)
+	}
+	return nil
+}
+
+// issuerConfig translates the app's configuration, expanding placeholders
+// in secrets and reading key files.
+func (a *App) issuerConfig() (issuer.Config, error) {
+	if a.IssuerURL == "" {
+		return issuer.Config{}, errors.New("mcp_auth: issuer URL is required")
+	}
+	switch a.SigningAlg {
+	case "", "ES256", "RS256", "EdDSA":
+	default:
+		return issuer.Config{}, fmt.Errorf("mcp_auth: signing_alg %q: want ES256, RS256 or EdDSA", a.SigningAlg)
+	}
+	repl := caddy.NewReplacer()
+	cfg := issuer.Config{
+		Issuer:              a.IssuerURL,
+		AccessTokenTTL:      time.Duration(a.AccessTokenTTL),
+		RefreshTokenTTL:     time.Duration(a.RefreshTokenTTL),
+		CodeTTL:             time.Duration(a.CodeTTL),
+		IDTokenTTL:          time.Duration(a.IDTokenTTL),
+		SigningAlg:          a.SigningAlg,
+		RequirePAR:          a.RequirePAR,
+		DisableRegistration: a.DisableRegistration,
+		CIMDAllowPrivate:    a.CIMDAllowPrivate,
+		Groups:              a.Groups,
+		Resources:           a.Resources,
+	}
+	seen := map[string]bool{}
+	for _, u := range a.Users {
+		if u.Username == "" {
+			return cfg, errors.New("mcp_auth: user without a name")
+		}
+		if seen[u.Username] {
+			return cfg, fmt.Errorf("mcp_auth: user %q declared twice", u.Username)
+		}
+		seen[u.Username] = true
+		hash := repl.ReplaceKnown(u.PasswordHash, "")
+		if _, err := bcrypt.Cost([]byte(hash)); err != nil {
+			return cfg, fmt.Errorf("mcp_auth: user %q: password hash must be bcrypt, as printed by `caddy hash-password`: %w", u.Username, err)
+		}
+		cfg.Users = append(cfg.Users, issuer.User{
+			Username:     u.Username,
+			PasswordHash: hash,
+			Groups:       u.Groups,
+			Name:         u.Name,
+			Email:        u.Email,
+			Source:       "config",
+		})
+	}
+	clear(seen)
+	for _, c := range a.Clients {
+		ic, err := c.issuerClient(repl)
+		if err != nil {
+			return cfg, fmt.Errorf("mcp_auth: client %q: %w", c.ID, err)
+		}
+		if seen[c.ID] {
+			return cfg, fmt.Errorf("mcp_auth: client %q declared twice", c.ID)
+		}
+		seen[c.ID] = true
+		cfg.Clients = append(cfg.Clients, ic)
+	}
+	clear(seen)
+	for _, ag := range a.Agents {
+		ia, err := ag.issuerAgent(repl)
+		if err != nil {
+			return cfg, fmt.Errorf("mcp_auth: agent %q: %w", ag.ID, err)
+		}
+		if seen[ag.ID] {
+			return cfg, fmt.Errorf("mcp_auth: agent %q declared twice", ag.ID)
+		}
+		seen[ag.ID] = true
+		cfg.Agents = append(cfg.Agents, ia)
+	}
+	return cfg, nil
+}
+
+func (c Client) issuerClient(repl *caddy.Replacer) (issuer.Client, error) {
+	if c.ID == "" {
+		return issuer.Client{}, errors.New("client_id is required")
+	}
+	ic := issuer.Client{
+		ID:           c.ID,
+		Name:         c.Name,
+		SecretHash:   repl.ReplaceKnown(c.SecretHash, ""),
+		RedirectURIs: c.RedirectURIs,
+		GrantTypes:   c.GrantTypes,
+		JWKSURI:      c.JWKSURI,
+		Resources:    c.Resources,
+		Scopes:       c.Scopes,
+		Source:       "config",
+	}
+	var err error
+	if ic.JWKS, err = readJWKS(c.JWKSFile); err != nil {
+		return ic, err
+	}
+	hasKeys := ic.JWKSURI != "" || ic.JWKS != nil
+	if c.SecretHash != "" && ic.SecretHash == "" {
+		return ic, fmt.Errorf("secret %q expands to nothing", c.SecretHash)
+	}
+	if ic.SecretHash != "" {
+		if err := checkSecretHash(ic.SecretHash); err != nil {
+			return ic, err
+		}
+	}
+	ic.TokenEndpointAuthMethod = c.AuthMethod
+	if ic.TokenEndpointAuthMethod == "" {
+		switch {
+		case c.Public:
+			ic.TokenEndpointAuthMethod = "none"
+		case ic.SecretHash != "":
+			ic.TokenEndpointAuthMethod = "client_secret_basic"
+		case hasKeys:
+			ic.TokenEndpointAuthMethod = "private_key_jwt"
+		}
+	}
+	switch m := ic.TokenEndpointAuthMethod; m {
+	case "":
+		return ic, errors.New("needs a secret, a key set (jwks, jwks_uri), or public")
+	case "none":
+		if ic.SecretHash != "" || hasKeys {
+			return ic, errors.New("a public client has no secret or keys")
+		}
+	case "client_secret_basic", "client_secret_post":
+		if ic.SecretHash == "" {
+			return ic, fmt.Errorf("auth method %s needs a secret", m)
+		}
+	case "private_key_jwt":
+		if !hasKeys {
+			return ic, errors.New("auth method private_key_jwt needs jwks or jwks_uri")
+		}
+	default:
+		return ic, fmt.Errorf("unknown auth method %q", m)
+	}
+	if c.Public && ic.TokenEndpointAuthMethod != "none" {
+		return ic, errors.New("a public client's auth method is none")
+	}
+	return ic, nil
+}
+
+func (ag Agent) issuerAgent(repl *caddy.Replacer) (issuer.Agent, error) {
+	if ag.ID == "" {
+		return issuer.Agent{}, errors.New("agent id is required")
+	}
+	ia := issuer.Agent{
+		ID:             ag.ID,
+		Name:           ag.Name,
+		SecretHash:     repl.ReplaceKnown(ag.SecretHash, ""),
+		JWKSURI:        ag.JWKSURI,
+		AllowedClients: ag.AllowedClients,
+		Scopes:         ag.Scopes,
+		MaxDepth:       ag.MaxDepth,
+	}
+	var err error
+	if ia.JWKS, err = readJWKS(ag.JWKSFile); err != nil {
+		return ia, err
+	}
+	if ag.SecretHash != "" && ia.SecretHash == "" {
+		return ia, fmt.Errorf("secret %q expands to nothing", ag.SecretHash)
+	}
+	if ia.SecretHash != "" {
+		if err := checkSecretHash(ia.SecretHash); err != nil {
+			return ia, err
+		}
+	}
+	if ia.SecretHash == "" && ia.JWKS == nil && ia.JWKSURI == "" {
+		return ia, errors.New("needs a secret, jwks or jwks_uri")
+	}
+	if ag.MaxDepth < 0 {
+		return ia, errors.New("max_depth must not be negative")
+	}
+	return ia, nil
+}
+
+// checkSecretHash accepts the two forms the issuer verifies: bcrypt and
+// "sha256:<64 hex digits>".
+func checkSecretHash(h string) error {
+	if hx, ok := strings.CutPrefix(h, "sha256:"); ok {
+		if b, err := hex.DecodeString(hx); err != nil || len(b) != 32 {
+			return errors.New("secret hash sha256:<hex> must have 64 hex digits")
+		}
+		return nil
+	}
+	if _, err := bcrypt.Cost([]byte(h)); err != nil {
+		return fmt.Errorf("secret must be a bcrypt hash (caddy hash-password) or sha256:<hex>: %w", err)
+	}
+	return nil
+}
+
+func readJWKS(path string) ([]byte, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("jwks: %w", err)
+	}
+	var set struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	if err := json.Unmarshal(b, &set); err != nil || len(set.Keys) == 0 {
+		return nil, fmt.Errorf("jwks %s: not a JWK Set with keys", path)
+	}
+	return b, nil
+}
+
+// Start starts purging expired entries from the store.
+func (a *App) Start() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	a.stop = cancel
+	a.done = make(chan struct{})
+	go a.purge(ctx)
+	return nil
+}
+
+// Stop stops the purge loop and waits for it.
+func (a *App) Stop() error {
+	if a.stop != nil {
+		a.stop()
+		<-a.done
+	}
+	return nil
+}
+
+func (a *App) purge(ctx context.Context) {
+	defer close(a.done)
+	t := time.NewTicker(a.purgeEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n, err := a.storage.Store().Purge(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					a.log.Error("purging expired entries", zap.Error(err))
+				}
+				continue
+			}
+			a.log.Debug("purged expired entries", zap.Int("count", n))
+		}
+	}
+}
+
+// Issuer returns the authorization server. Valid after Provision.
+func (a *App) Issuer() *issuer.Issuer { return a.iss }
+
+// Store returns the app's store. Valid after Provision.
+func (a *App) Store() store.Store { return a.storage.Store() }
+
+// Gateway session keys live in this bucket so that every Caddy instance
+// sharing the store, and every reload, binds sessions with the same key.
+const (
+	bucketGateway  = "gateway"
+	sessionKeyName = "session_key"
+)
+
+// SessionKey returns the default HMAC key for gateway session binding,
+// creating and persisting a random one on first use.
+func (a *App) SessionKey(ctx context.Context) ([]byte, error) {
+	var key []byte
+	err := a.storage.Store().Update(ctx, func(tx store.Tx) error {
+		v, err := tx.Get(bucketGateway, sessionKeyName)
+		if err == nil {
+			key = v
+			return nil
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		key = make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return err
+		}
+		return tx.Create(bucketGateway, sessionKeyName, key, time.Time{})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("session key: %w", err)
+	}
+	return key, nil
+}
+
+// Interface guards
+var (
+	_ caddy.App         = (*App)(nil)
+	_ caddy.Provisioner = (*App)(nil)
+)

@@ -1,0 +1,481 @@
+package caddymodule
+
+import (
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/dustin/go-humanize"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer"
+)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("mcp_auth", parseGlobalOption)
+}
+
+func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
+	if existing != nil {
+		return nil, d.Err("mcp_auth may be given only once")
+	}
+	app := new(App)
+	if err := app.UnmarshalCaddyfile(d); err != nil {
+		return nil, err
+	}
+	return httpcaddyfile.App{Name: "mcp_auth", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+// UnmarshalCaddyfile sets up the app from the global mcp_auth option.
+// Syntax:
+//
+//	mcp_auth {
+//		issuer <url>
+//		storage bolt [<path>]
+//		storage memory
+//		access_token_ttl <duration>
+//		refresh_token_ttl <duration>
+//		code_ttl <duration>
+//		id_token_ttl <duration>
+//		signing_alg ES256|RS256|EdDSA
+//		require_par
+//		disable_registration
+//		cimd_allow_private
+//
+//		user <name> <bcrypt-hash> {
+//			groups <group...>
+//			name <display name>
+//			email <address>
+//		}
+//		group <name> {
+//			scopes <resource-url|*> <scope...>
+//		}
+//		client <client_id> {
+//			name <display name>
+//			secret <bcrypt-hash|sha256:hex>
+//			public
+//			redirect_uri <uri...>
+//			grant_types <grant-type...>
+//			auth_method none|client_secret_basic|client_secret_post|private_key_jwt
+//			jwks_uri <url>
+//			jwks <file>
+//			resources <resource-url...>
+//			scopes <scope...>
+//		}
+//		agent <agent_id> {
+//			name <display name>
+//			secret <bcrypt-hash|sha256:hex>
+//			jwks_uri <url>
+//			jwks <file>
+//			allowed_clients <client_id...>
+//			scopes <scope...>
+//			max_depth <n>
+//		}
+//		resource <url> {
+//			scopes <scope...>
+//		}
+//	}
+//
+// Hashes and secrets may be placeholders ({env.NAME}), replaced when the
+// config is loaded; {$NAME} is replaced when the Caddyfile is adapted.
+// The user, group, client, agent, redirect_uri, scopes and resource
+// subdirectives may repeat.
+func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // option name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		var err error
+		switch d.Val() {
+		case "issuer":
+			err = oneArg(d, &a.IssuerURL)
+		case "storage":
+			a.StorageRaw, err = parseStorage(d)
+		case "access_token_ttl":
+			err = durationArg(d, &a.AccessTokenTTL)
+		case "refresh_token_ttl":
+			err = durationArg(d, &a.RefreshTokenTTL)
+		case "code_ttl":
+			err = durationArg(d, &a.CodeTTL)
+		case "id_token_ttl":
+			err = durationArg(d, &a.IDTokenTTL)
+		case "signing_alg":
+			err = oneArg(d, &a.SigningAlg)
+			if err == nil && a.SigningAlg != "ES256" && a.SigningAlg != "RS256" && a.SigningAlg != "EdDSA" {
+				err = d.Errf("signing_alg %q: want ES256, RS256 or EdDSA", a.SigningAlg)
+			}
+		case "require_par":
+			err = flag(d, &a.RequirePAR)
+		case "disable_registration":
+			err = flag(d, &a.DisableRegistration)
+		case "cimd_allow_private":
+			err = flag(d, &a.CIMDAllowPrivate)
+		case "user":
+			var u User
+			u, err = parseUser(d)
+			a.Users = append(a.Users, u)
+		case "group":
+			err = a.parseGroup(d)
+		case "client":
+			var c Client
+			c, err = parseClient(d)
+			a.Clients = append(a.Clients, c)
+		case "agent":
+			var ag Agent
+			ag, err = parseAgent(d)
+			a.Agents = append(a.Agents, ag)
+		case "resource":
+			err = a.parseResource(d)
+		default:
+			return d.Errf("unrecognized subdirective %q", d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func parseStorage(d *caddyfile.Dispenser) ([]byte, error) {
+	if !d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	switch d.Val() {
+	case "bolt":
+		var b BoltStorage
+		if d.NextArg() {
+			b.Path = d.Val()
+		}
+		if d.NextArg() {
+			return nil, d.ArgErr()
+		}
+		return caddyconfig.JSONModuleObject(b, "module", "bolt", nil), nil
+	case "memory":
+		if d.NextArg() {
+			return nil, d.ArgErr()
+		}
+		return caddyconfig.JSONModuleObject(MemoryStorage{}, "module", "memory", nil), nil
+	default:
+		return nil, d.Errf("unknown storage %q: want bolt or memory", d.Val())
+	}
+}
+
+func parseUser(d *caddyfile.Dispenser) (User, error) {
+	var u User
+	if !d.Args(&u.Username, &u.PasswordHash) {
+		return u, d.Errf("user: want <name> <bcrypt-hash>")
+	}
+	if d.NextArg() {
+		return u, d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "groups":
+			err = listArg(d, &u.Groups)
+		case "name":
+			err = oneArg(d, &u.Name)
+		case "email":
+			err = oneArg(d, &u.Email)
+		default:
+			return u, d.Errf("unrecognized user subdirective %q", d.Val())
+		}
+		if err != nil {
+			return u, err
+		}
+	}
+	return u, nil
+}
+
+func (a *App) parseGroup(d *caddyfile.Dispenser) error {
+	var name string
+	if err := oneArg(d, &name); err != nil {
+		return err
+	}
+	scopes := map[string][]string{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "scopes":
+			args := d.RemainingArgs()
+			if len(args) < 2 {
+				return d.Errf("scopes: want <resource-url|*> <scope...>")
+			}
+			scopes[args[0]] = append(scopes[args[0]], args[1:]...)
+		default:
+			return d.Errf("unrecognized group subdirective %q", d.Val())
+		}
+	}
+	a.Groups = append(a.Groups, issuer.Group{Name: name, Scopes: scopes})
+	return nil
+}
+
+func parseClient(d *caddyfile.Dispenser) (Client, error) {
+	var c Client
+	if err := oneArg(d, &c.ID); err != nil {
+		return c, err
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "name":
+			err = oneArg(d, &c.Name)
+		case "secret":
+			err = oneArg(d, &c.SecretHash)
+		case "public":
+			err = flag(d, &c.Public)
+		case "redirect_uri", "redirect_uris":
+			err = listArg(d, &c.RedirectURIs)
+		case "grant_types":
+			err = listArg(d, &c.GrantTypes)
+		case "auth_method":
+			err = oneArg(d, &c.AuthMethod)
+		case "jwks_uri":
+			err = oneArg(d, &c.JWKSURI)
+		case "jwks":
+			err = oneArg(d, &c.JWKSFile)
+		case "resources":
+			err = listArg(d, &c.Resources)
+		case "scopes":
+			err = listArg(d, &c.Scopes)
+		default:
+			return c, d.Errf("unrecognized client subdirective %q", d.Val())
+		}
+		if err != nil {
+			return c, err
+		}
+	}
+	return c, nil
+}
+
+func parseAgent(d *caddyfile.Dispenser) (Agent, error) {
+	var ag Agent
+	if err := oneArg(d, &ag.ID); err != nil {
+		return ag, err
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "name":
+			err = oneArg(d, &ag.Name)
+		case "secret":
+			err = oneArg(d, &ag.SecretHash)
+		case "jwks_uri":
+			err = oneArg(d, &ag.JWKSURI)
+		case "jwks":
+			err = oneArg(d, &ag.JWKSFile)
+		case "allowed_clients":
+			err = listArg(d, &ag.AllowedClients)
+		case "scopes":
+			err = listArg(d, &ag.Scopes)
+		case "max_depth":
+			err = intArg(d, &ag.MaxDepth)
+		default:
+			return ag, d.Errf("unrecognized agent subdirective %q", d.Val())
+		}
+		if err != nil {
+			return ag, err
+		}
+	}
+	return ag, nil
+}
+
+func (a *App) parseResource(d *caddyfile.Dispenser) error {
+	var url string
+	if err := oneArg(d, &url); err != nil {
+		return err
+	}
+	var scopes []string
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "scopes":
+			if err := listArg(d, &scopes); err != nil {
+				return err
+			}
+		default:
+			return d.Errf("unrecognized resource subdirective %q", d.Val())
+		}
+	}
+	a.Resources = append(a.Resources, issuer.Resource{URL: url, Scopes: scopes})
+	return nil
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	mcp_gateway [<matcher>] {
+//		resource <url>
+//		issuer local|<issuer-url>
+//		scope <scope...>
+//		scope_implies <broad-scope> <narrow-scope...>
+//		tool <name|glob> [<scope...>] [{
+//			agents <agent_id...>
+//			require_user
+//			require_agent
+//			user_only
+//			max_depth <n>
+//		}]
+//		prompt <name|glob> [<scope...>] [{ ...as for tool... }]
+//		resource_rule <uri-prefix> [<scope...>] [{ ...as for tool... }]
+//		allowed_origins <origin...>
+//		max_body_size <size>
+//		forward_identity
+//		session_key <base64-key>
+//	}
+//
+// scope (the base scopes every request needs), scope_implies, tool,
+// prompt, resource_rule and allowed_origins may repeat. Tools and prompts
+// are matched in order (first match wins); a call that matches no rule is
+// refused. Sizes take units (1MB, 512KiB).
+func (h *GatewayHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		var err error
+		switch d.Val() {
+		case "resource":
+			err = oneArg(d, &h.Resource)
+		case "issuer":
+			err = oneArg(d, &h.Issuer)
+		case "scope", "scopes":
+			err = listArg(d, &h.Scopes)
+		case "scope_implies":
+			args := d.RemainingArgs()
+			if len(args) < 2 {
+				return d.Errf("scope_implies: want <broad-scope> <narrow-scope...>")
+			}
+			if h.ScopeImplies == nil {
+				h.ScopeImplies = map[string][]string{}
+			}
+			h.ScopeImplies[args[0]] = append(h.ScopeImplies[args[0]], args[1:]...)
+		case "tool":
+			err = appendRule(d, &h.Tools)
+		case "prompt":
+			err = appendRule(d, &h.Prompts)
+		case "resource_rule":
+			err = appendRule(d, &h.ResourceRules)
+		case "allowed_origins":
+			err = listArg(d, &h.AllowedOrigins)
+		case "max_body_size":
+			var s string
+			if err = oneArg(d, &s); err == nil {
+				size, perr := humanize.ParseBytes(s)
+				if perr != nil || size == 0 || size > 1<<40 {
+					return d.Errf("max_body_size %q: want a size such as 1MB", s)
+				}
+				h.MaxBodySize = int64(size)
+			}
+		case "forward_identity":
+			err = flag(d, &h.ForwardIdentity)
+		case "session_key":
+			err = oneArg(d, &h.SessionKey)
+		default:
+			return d.Errf("unrecognized subdirective %q", d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func appendRule(d *caddyfile.Dispenser, rules *[]Rule) error {
+	kind := d.Val()
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return d.Errf("%s: want <pattern> [<scope...>]", kind)
+	}
+	r := Rule{Match: args[0], Scopes: args[1:]}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "agents":
+			err = listArg(d, &r.Agents)
+		case "require_user":
+			err = flag(d, &r.RequireUser)
+		case "require_agent":
+			err = flag(d, &r.RequireAgent)
+		case "user_only":
+			err = flag(d, &r.UserOnly)
+		case "max_depth":
+			err = intArg(d, &r.MaxDepth)
+		default:
+			return d.Errf("unrecognized %s subdirective %q", kind, d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	*rules = append(*rules, r)
+	return nil
+}
+
+// oneArg reads exactly one argument.
+func oneArg(d *caddyfile.Dispenser, dst *string) error {
+	name := d.Val()
+	if !d.NextArg() {
+		return d.Errf("%s: missing argument", name)
+	}
+	*dst = d.Val()
+	if d.NextArg() {
+		return d.Errf("%s: too many arguments", name)
+	}
+	return nil
+}
+
+// listArg appends one or more arguments.
+func listArg(d *caddyfile.Dispenser, dst *[]string) error {
+	name := d.Val()
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return d.Errf("%s: missing argument", name)
+	}
+	*dst = append(*dst, args...)
+	return nil
+}
+
+// flag sets a boolean subdirective, which takes no arguments.
+func flag(d *caddyfile.Dispenser, dst *bool) error {
+	name := d.Val()
+	if d.NextArg() {
+		return d.Errf("%s: takes no arguments", name)
+	}
+	*dst = true
+	return nil
+}
+
+func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	name := d.Val()
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	v, err := caddy.ParseDuration(s)
+	if err != nil || v <= 0 {
+		return d.Errf("%s %q: want a positive duration such as 5m", name, s)
+	}
+	*dst = caddy.Duration(v)
+	return nil
+}
+
+func intArg(d *caddyfile.Dispenser, dst *int) error {
+	name := d.Val()
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return d.Errf("%s %q: want a non-negative integer", name, s)
+	}
+	*dst = n
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddyfile.Unmarshaler = (*App)(nil)
+	_ caddyfile.Unmarshaler = (*GatewayHandler)(nil)
+)

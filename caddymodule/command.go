@@ -1,0 +1,365 @@
+package caddymodule
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/cobra"
+	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/term"
+)
+
+func init() {
+	caddycmd.RegisterCommand(caddycmd.Command{
+		Name:  "mcp-auth",
+		Usage: "user|client|key <subcommand> [--address <admin address>]",
+		Short: "Manages mcp_auth users, clients and signing keys of a running Caddy",
+		Long: `
+Manages the users, OAuth clients and signing keys of the mcp_auth app of a
+running Caddy instance, through its admin API (routes under /mcp-auth/).
+
+  user add <name> [--group <g>]... [--name <n>] [--email <e>]
+  user list | show <name> | remove <name> | set-password <name>
+  client add <id> [--public] [--redirect-uri <uri>]... [--grant-type <t>]...
+                  [--auth-method <m>] [--jwks-uri <url>] [--jwks <file>]
+                  [--resource <url>]... [--scope <s>]... [--name <n>]
+  client list | show <id> | remove <id> | rotate-secret <id>
+  key rotate
+
+Passwords are read from the terminal (or one line of stdin) and hashed with
+bcrypt here; only the hash is sent. A confidential client's secret is
+printed once, when it is created or rotated.
+
+The admin address is --address, else the one in --config, else
+localhost:2019. Users and clients declared in the Caddyfile are listed but
+cannot be changed here.
+`,
+		CobraFunc: func(cmd *cobra.Command) { buildCommand(cmd, os.Stdin, os.Stdout, os.Stderr) },
+	})
+}
+
+// cli holds what the subcommands share.
+type cli struct {
+	in       io.Reader
+	out, msg io.Writer
+	address  string
+	config   string
+	adapter  string
+}
+
+func buildCommand(cmd *cobra.Command, in io.Reader, out, msg io.Writer) {
+	c := &cli{in: in, out: out, msg: msg}
+	pf := cmd.PersistentFlags()
+	pf.StringVar(&c.address, "address", "", "Admin API address of the running Caddy (default localhost:2019)")
+	pf.StringVarP(&c.config, "config", "c", "", "Configuration file to read the admin address from")
+	pf.StringVarP(&c.adapter, "adapter", "a", "", "Name of the config adapter for --config")
+
+	user := &cobra.Command{Use: "user", Short: "Manages users"}
+	user.AddCommand(c.userAdd(), c.userList(), c.userShow(), c.userRemove(), c.userSetPassword())
+	client := &cobra.Command{Use: "client", Short: "Manages OAuth clients"}
+	client.AddCommand(c.clientAdd(), c.clientList(), c.clientShow(), c.clientRemove(), c.clientRotate())
+	key := &cobra.Command{Use: "key", Short: "Manages signing keys"}
+	key.AddCommand(&cobra.Command{
+		Use:   "rotate",
+		Short: "Rotates the token signing key (the old key stays published until its tokens expire)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var res struct {
+				KID string `json:"kid"`
+			}
+			if err := c.call(http.MethodPost, "/mcp-auth/keys/rotate", nil, &res); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.out, "new signing key: %s\n", res.KID)
+			return nil
+		},
+	})
+	cmd.AddCommand(user, client, key)
+}
+
+func (c *cli) userAdd() *cobra.Command {
+	var nu NewUser
+	cmd := &cobra.Command{
+		Use:   "add <name>",
+		Short: "Adds a user (asks for the password)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			nu.Username = args[0]
+			hash, err := c.readPasswordHash()
+			if err != nil {
+				return err
+			}
+			nu.PasswordHash = hash
+			var v UserView
+			if err := c.call(http.MethodPost, "/mcp-auth/users", nu, &v); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.out, "added user %s\n", v.Username)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&nu.Groups, "group", nil, "Group to add the user to (repeatable)")
+	f.StringVar(&nu.Name, "name", "", "Display name")
+	f.StringVar(&nu.Email, "email", "", "Email address")
+	return cmd
+}
+
+func (c *cli) userList() *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "Lists users",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var users []UserView
+			if err := c.call(http.MethodGet, "/mcp-auth/users", nil, &users); err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "USERNAME\tGROUPS\tSOURCE\tDISABLED")
+			for _, u := range users {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%v\n", u.Username, strings.Join(u.Groups, ","), u.Source, u.Disabled)
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+func (c *cli) userShow() *cobra.Command {
+	return &cobra.Command{
+		Use:   "show <name>",
+		Short: "Shows a user",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var v UserView
+			if err := c.call(http.MethodGet, "/mcp-auth/users/"+url.PathEscape(args[0]), nil, &v); err != nil {
+				return err
+			}
+			return c.print(v)
+		},
+	}
+}
+
+func (c *cli) userRemove() *cobra.Command {
+	return &cobra.Command{
+		Use:   "remove <name>",
+		Short: "Removes a user",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := c.call(http.MethodDelete, "/mcp-auth/users/"+url.PathEscape(args[0]), nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.out, "removed user %s\n", args[0])
+			return nil
+		},
+	}
+}
+
+func (c *cli) userSetPassword() *cobra.Command {
+	return &cobra.Command{
+		Use:   "set-password <name>",
+		Short: "Sets a user's password (asks for it)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			hash, err := c.readPasswordHash()
+			if err != nil {
+				return err
+			}
+			body := NewPassword{PasswordHash: hash}
+			if err := c.call(http.MethodPut, "/mcp-auth/users/"+url.PathEscape(args[0])+"/password", body, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.out, "password of %s changed\n", args[0])
+			return nil
+		},
+	}
+}
+
+func (c *cli) clientAdd() *cobra.Command {
+	var nc NewClient
+	var jwksFile string
+	cmd := &cobra.Command{
+		Use:   "add <client_id>",
+		Short: "Adds an OAuth client (prints a generated secret once for confidential clients)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			nc.ID = args[0]
+			if jwksFile != "" {
+				b, err := readJWKS(jwksFile)
+				if err != nil {
+					return err
+				}
+				nc.JWKS = b
+			}
+			var v ClientView
+			if err := c.call(http.MethodPost, "/mcp-auth/clients", nc, &v); err != nil {
+				return err
+			}
+			if v.ClientSecret != "" {
+				fmt.Fprintln(c.msg, "Store the client secret now: it is not shown again.")
+			}
+			return c.print(v)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&nc.Name, "name", "", "Display name shown on the consent page")
+	f.BoolVar(&nc.Public, "public", false, "Public client (no secret; PKCE only)")
+	f.StringSliceVar(&nc.RedirectURIs, "redirect-uri", nil, "Redirect URI (repeatable)")
+	f.StringSliceVar(&nc.GrantTypes, "grant-type", nil, "Grant type (repeatable; default authorization_code, refresh_token)")
+	f.StringVar(&nc.AuthMethod, "auth-method", "", "Token endpoint auth method: none, client_secret_basic, client_secret_post, private_key_jwt")
+	f.StringVar(&nc.JWKSURI, "jwks-uri", "", "URL of the client's JWK Set (private_key_jwt)")
+	f.StringVar(&jwksFile, "jwks", "", "File holding the client's JWK Set (private_key_jwt)")
+	f.StringSliceVar(&nc.Resources, "resource", nil, "Resource the client may use (repeatable; default all)")
+	f.StringSliceVar(&nc.Scopes, "scope", nil, "Scope the client may hold (repeatable; default all)")
+	return cmd
+}
+
+func (c *cli) clientList() *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "Lists OAuth clients",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var clients []ClientView
+			if err := c.call(http.MethodGet, "/mcp-auth/clients", nil, &clients); err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "CLIENT_ID\tNAME\tAUTH_METHOD\tSOURCE")
+			for _, v := range clients {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", v.ID, v.Name, v.AuthMethod, v.Source)
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+func (c *cli) clientShow() *cobra.Command {
+	return &cobra.Command{
+		Use:   "show <client_id>",
+		Short: "Shows an OAuth client",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var v ClientView
+			if err := c.call(http.MethodGet, "/mcp-auth/clients/"+url.PathEscape(args[0]), nil, &v); err != nil {
+				return err
+			}
+			return c.print(v)
+		},
+	}
+}
+
+func (c *cli) clientRemove() *cobra.Command {
+	return &cobra.Command{
+		Use:   "remove <client_id>",
+		Short: "Removes an OAuth client",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := c.call(http.MethodDelete, "/mcp-auth/clients/"+url.PathEscape(args[0]), nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.out, "removed client %s\n", args[0])
+			return nil
+		},
+	}
+}
+
+func (c *cli) clientRotate() *cobra.Command {
+	return &cobra.Command{
+		Use:   "rotate-secret <client_id>",
+		Short: "Replaces a confidential client's secret and prints the new one once",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var res map[string]string
+			if err := c.call(http.MethodPost, "/mcp-auth/clients/"+url.PathEscape(args[0])+"/secret", nil, &res); err != nil {
+				return err
+			}
+			fmt.Fprintln(c.msg, "Store the client secret now: it is not shown again.")
+			return c.print(res)
+		},
+	}
+}
+
+// call sends one admin API request and decodes the JSON answer into res
+// (when not nil).
+func (c *cli) call(method, uri string, body, res any) error {
+	addr, err := caddycmd.DetermineAdminAPIAddress(c.address, nil, c.config, c.adapter)
+	if err != nil {
+		return fmt.Errorf("admin address: %w", err)
+	}
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	resp, err := caddycmd.AdminAPIRequest(addr, method, uri, nil, rd)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if res == nil {
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(res); err != nil {
+		return fmt.Errorf("reading answer: %w", err)
+	}
+	return nil
+}
+
+func (c *cli) print(v any) error {
+	enc := json.NewEncoder(c.out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// readPasswordHash asks for a password twice on a terminal, or reads one
+// line from a non-terminal stdin, and returns its bcrypt hash.
+func (c *cli) readPasswordHash() (string, error) {
+	var pw []byte
+	if f, ok := c.in.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		fd := int(f.Fd())
+		fmt.Fprint(c.msg, "Password: ")
+		p1, err := term.ReadPassword(fd)
+		fmt.Fprintln(c.msg)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprint(c.msg, "Confirm password: ")
+		p2, err := term.ReadPassword(fd)
+		fmt.Fprintln(c.msg)
+		if err != nil {
+			return "", err
+		}
+		if !bytes.Equal(p1, p2) {
+			return "", errors.New("passwords do not match")
+		}
+		pw = p1
+	} else {
+		line, err := bufio.NewReader(c.in).ReadBytes('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return "", err
+		}
+		pw = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
+	}
+	if len(pw) == 0 {
+		return "", errors.New("empty password")
+	}
+	hash, err := bcrypt.GenerateFromPassword(pw, bcrypt.DefaultCost)
+	if err != nil {
+		return "", fmt.Errorf("hashing password: %w", err)
+	}
+	return string(hash), nil
+}

@@ -1,0 +1,259 @@
+package caddymodule
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/gateway"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer"
+)
+
+func init() {
+	caddy.RegisterModule(GatewayHandler{})
+	httpcaddyfile.RegisterHandlerDirective("mcp_gateway", parseGatewayHandler)
+	// Early, right after encode and templates and before handle, route,
+	// respond and reverse_proxy: a top-level mcp_gateway must run before
+	// any handle block that proxies, or that block would bypass it.
+	// Running after encode lets it read upstream responses uncompressed.
+	httpcaddyfile.RegisterDirectiveOrder("mcp_gateway", httpcaddyfile.Before, "invoke")
+}
+
+// GatewayHandler enforces MCP authorization in front of an upstream MCP
+// server (usually reached through reverse_proxy after it). Every request
+// that reaches it is authorized or refused; it also serves the resource's
+// OAuth protected resource metadata (RFC 9728).
+//
+// Audit events (one per decision) go to the logger named
+// "http.handlers.mcp_gateway.audit", which a Caddy `log` configuration can
+// route to its own output.
+type GatewayHandler struct {
+	// Resource is this MCP endpoint's URL as clients use it, e.g.
+	// https://mcp.example.com/mcp. Tokens must name it in aud.
+	Resource string `json:"resource"`
+	// Issuer is "local" (default: the mcp_auth app of this config) or the
+	// issuer URL of a remote authorization server, whose keys are fetched
+	// from its metadata.
+	Issuer string `json:"issuer,omitempty"`
+	// Scopes are needed for any access (initialize, tools/list, ping, ...).
+	Scopes []string `json:"scopes,omitempty"`
+	// ScopeImplies maps a broad scope to the narrower ones it includes.
+	ScopeImplies map[string][]string `json:"scope_implies,omitempty"`
+	// Tools decide tools/call by tool name (glob; first match wins).
+	Tools []Rule `json:"tools,omitempty"`
+	// Prompts decide prompts/get by prompt name (glob; first match wins).
+	Prompts []Rule `json:"prompts,omitempty"`
+	// ResourceRules decide resources/read by URI prefix (longest wins).
+	ResourceRules []Rule `json:"resource_rules,omitempty"`
+	// AllowedOrigins are the accepted Origin header values
+	// (scheme://host[:port]); requests without Origin are accepted.
+	AllowedOrigins []string `json:"allowed_origins,omitempty"`
+	// MaxBodySize bounds request bodies in bytes. Default 1 MiB.
+	MaxBodySize int64 `json:"max_body_size,omitempty"`
+	// ForwardIdentity sends X-MCP-Subject, X-MCP-Client, X-MCP-Actor and
+	// X-MCP-Scope to the upstream.
+	ForwardIdentity bool `json:"forward_identity,omitempty"`
+	// SessionKey is the base64 HMAC key (at least 32 bytes) that binds
+	// MCP sessions to their principal; placeholders such as {env.KEY} are
+	// replaced. Default: a random key kept in the mcp_auth store, so every
+	// instance sharing the store and every reload agree.
+	SessionKey string `json:"session_key,omitempty"`
+
+	gw *gateway.Gateway
+}
+
+// Rule says which scopes a tool, prompt or resource needs and which actors
+// may use it.
+type Rule struct {
+	// Match is a glob (tools, prompts) or URI prefix (resources).
+	Match string `json:"match"`
+	// Scopes are all required, in addition to the base scopes.
+	Scopes []string `json:"scopes,omitempty"`
+	// Agents, if set, are the only agents that may act (outermost act.sub).
+	Agents []string `json:"agents,omitempty"`
+	// RequireUser refuses tokens without a user (agent-only tokens).
+	RequireUser bool `json:"require_user,omitempty"`
+	// RequireAgent refuses tokens without an acting agent.
+	RequireAgent bool `json:"require_agent,omitempty"`
+	// UserOnly refuses delegated (act) tokens.
+	UserOnly bool `json:"user_only,omitempty"`
+	// MaxDepth is the maximum act nesting; 0: unlimited.
+	MaxDepth int `json:"max_depth,omitempty"`
+}
+
+func (r Rule) gatewayRule() gateway.Rule {
+	return gateway.Rule{
+		Pattern: r.Match,
+		Scopes:  r.Scopes,
+		Actor: gateway.ActorRule{
+			AllowedAgents: r.Agents,
+			RequireUser:   r.RequireUser,
+			RequireAgent:  r.RequireAgent,
+			UserOnly:      r.UserOnly,
+			MaxDepth:      r.MaxDepth,
+		},
+	}
+}
+
+// CaddyModule returns the Caddy module information.
+func (GatewayHandler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.mcp_gateway",
+		New: func() caddy.Module { return new(GatewayHandler) },
+	}
+}
+
+// issuerKeys adapts the local issuer to gateway.KeySource.
+type issuerKeys struct{ iss *issuer.Issuer }
+
+func (k issuerKeys) Key(ctx context.Context, kid string) (any, error) {
+	return k.iss.PublicKey(ctx, kid)
+}
+
+// Provision builds the gateway and, with the local issuer, registers the
+// resource with it.
+func (h *GatewayHandler) Provision(ctx caddy.Context) error {
+	log := ctx.Logger()
+	if h.Resource == "" {
+		return errors.New("mcp_gateway: resource URL is required")
+	}
+	cfg := gateway.Config{
+		Resource:        h.Resource,
+		BaseScopes:      h.Scopes,
+		Implies:         h.ScopeImplies,
+		AllowedOrigins:  h.AllowedOrigins,
+		MaxBodySize:     h.MaxBodySize,
+		ForwardIdentity: h.ForwardIdentity,
+		Logger:          log,
+		AuditLogger:     log.Named("audit"),
+	}
+	for _, r := range h.Tools {
+		cfg.Tools = append(cfg.Tools, r.gatewayRule())
+	}
+	for _, r := range h.Prompts {
+		cfg.Prompts = append(cfg.Prompts, r.gatewayRule())
+	}
+	for _, r := range h.ResourceRules {
+		cfg.ResourceRules = append(cfg.ResourceRules, r.gatewayRule())
+	}
+
+	local := h.Issuer == "" || h.Issuer == "local"
+	var app *App
+	if local {
+		var err error
+		if app, err = authApp(ctx, "mcp_gateway with the local issuer"); err != nil {
+			return err
+		}
+		iss := app.Issuer()
+		cfg.Issuer = iss.URL()
+		cfg.Keys = issuerKeys{iss}
+		cfg.Revoked = func(ctx context.Context, claims map[string]any) bool {
+			return iss.Revoked(ctx, claimString(claims, "jti"), claimString(claims, grantIDClaim))
+		}
+	} else {
+		cfg.Issuer = h.Issuer
+		cfg.Keys = gateway.NewRemoteKeys(h.Issuer, &http.Client{Timeout: 10 * time.Second}, log)
+		// An mcp_auth app, if configured, still provides a shared
+		// session key.
+		if v, err := ctx.AppIfConfigured("mcp_auth"); err == nil {
+			app = v.(*App)
+		} else if !errors.Is(err, caddy.ErrNotConfigured) {
+			return err
+		}
+	}
+
+	key, err := h.sessionKey(ctx, app, log)
+	if err != nil {
+		return err
+	}
+	cfg.SessionKey = key
+
+	h.gw, err = gateway.New(cfg)
+	if err != nil {
+		return fmt.Errorf("mcp_gateway %s: %w", h.Resource, err)
+	}
+	if local {
+		app.Issuer().AddResource(issuer.Resource{URL: h.Resource, Scopes: h.gw.Scopes()})
+	}
+	return nil
+}
+
+// grantIDClaim is the access token claim naming the grant (refresh family)
+// a token belongs to, so revoking a connected app ends its access tokens.
+const grantIDClaim = "grant_id"
+
+func claimString(claims map[string]any, name string) string {
+	s, _ := claims[name].(string)
+	return s
+}
+
+func (h *GatewayHandler) sessionKey(ctx context.Context, app *App, log *zap.Logger) ([]byte, error) {
+	if h.SessionKey != "" {
+		s := caddy.NewReplacer().ReplaceKnown(h.SessionKey, "")
+		key, err := decodeKey(s)
+		if err != nil {
+			return nil, fmt.Errorf("mcp_gateway: session_key: %w", err)
+		}
+		return key, nil
+	}
+	if app != nil {
+		return app.SessionKey(ctx)
+	}
+	log.Warn("no session_key and no mcp_auth app: MCP sessions are bound with a random per-process key, so they do not survive a reload and other instances cannot check them")
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("mcp_gateway: session key: %w", err)
+	}
+	return key, nil
+}
+
+// decodeKey accepts standard or URL-safe base64, padded or not.
+func decodeKey(s string) ([]byte, error) {
+	s = strings.TrimRight(strings.TrimSpace(s), "=")
+	var key []byte
+	var err error
+	if strings.ContainsAny(s, "-_") {
+		key, err = base64.RawURLEncoding.DecodeString(s)
+	} else {
+		key, err = base64.RawStdEncoding.DecodeString(s)
+	}
+	if err != nil {
+		return nil, errors.New("not base64")
+	}
+	if len(key) < 32 {
+		return nil, fmt.Errorf("%d bytes, want at least 32", len(key))
+	}
+	return key, nil
+}
+
+// ServeHTTP implements caddyhttp.MiddlewareHandler. The gateway calls next
+// only for requests it authorized; next's error is returned to Caddy.
+func (h *GatewayHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	var nextErr error
+	h.gw.Serve(w, r, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		nextErr = next.ServeHTTP(w, r)
+	}))
+	return nextErr
+}
+
+func parseGatewayHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(GatewayHandler)
+	err := m.UnmarshalCaddyfile(h.Dispenser)
+	return m, err
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*GatewayHandler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*GatewayHandler)(nil)
+)

@@ -1,0 +1,99 @@
+package caddymodule
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer"
+)
+
+func init() {
+	caddy.RegisterModule(IssuerHandler{})
+	httpcaddyfile.RegisterHandlerDirective("mcp_issuer", parseIssuerHandler)
+	// OAuth endpoints must stay reachable without other credentials, so the
+	// issuer answers before any authentication directive.
+	httpcaddyfile.RegisterDirectiveOrder("mcp_issuer", httpcaddyfile.Before, "basic_auth")
+}
+
+// IssuerHandler serves the mcp_auth app's authorization server endpoints
+// (metadata, authorize, login, consent, token, ...) and passes every other
+// request on.
+type IssuerHandler struct {
+	iss *issuer.Issuer
+}
+
+// CaddyModule returns the Caddy module information.
+func (IssuerHandler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.mcp_issuer",
+		New: func() caddy.Module { return new(IssuerHandler) },
+	}
+}
+
+// Provision finds the mcp_auth app.
+func (h *IssuerHandler) Provision(ctx caddy.Context) error {
+	app, err := authApp(ctx, "mcp_issuer")
+	if err != nil {
+		return err
+	}
+	h.iss = app.Issuer()
+	return nil
+}
+
+// authApp returns the config's mcp_auth app, explaining how to add it when
+// it is missing.
+func authApp(ctx caddy.Context, who string) (*App, error) {
+	v, err := ctx.AppIfConfigured("mcp_auth")
+	if errors.Is(err, caddy.ErrNotConfigured) {
+		return nil, fmt.Errorf("%s needs the mcp_auth app: add a global option block `{ mcp_auth { issuer <url> } }` to the Caddyfile", who)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return v.(*App), nil
+}
+
+// ServeHTTP implements caddyhttp.MiddlewareHandler.
+func (h *IssuerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if h.iss.Match(r) {
+		h.iss.ServeHTTP(w, r)
+		return nil
+	}
+	return next.ServeHTTP(w, r)
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	mcp_issuer
+//
+// The issuer is configured in the global mcp_auth option; the directive
+// only chooses the site and routes that serve it.
+func (h *IssuerHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		return d.Errf("unrecognized subdirective %q", d.Val())
+	}
+	return nil
+}
+
+func parseIssuerHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(IssuerHandler)
+	err := m.UnmarshalCaddyfile(h.Dispenser)
+	return m, err
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*IssuerHandler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*IssuerHandler)(nil)
+	_ caddyfile.Unmarshaler       = (*IssuerHandler)(nil)
+)
