@@ -4,7 +4,7 @@
 // MCP server URL and nothing else. Login and consent are done headlessly
 // by robot.mjs inside the OAuthClientProvider's redirectToAuthorization.
 //
-//   node client.mjs --url http://127.0.0.1:8443/mcp \
+//   node client.mjs [--url] http://127.0.0.1:8443/mcp \
 //     --tool <permitted tool> [--tool-args '{"k":"v"}'] \
 //     [--step-up-tool <tool outside the first token's scopes>] [--step-up-args '{}']
 //   (MCP_USERNAME and MCP_PASSWORD in the environment, or --username/--password)
@@ -32,7 +32,8 @@ import { authorize } from './robot.mjs';
  * @property {object[]} http              every HTTP exchange of the SDK: method, path, status, WWW-Authenticate, MCP method, token-request grant/scope/resource
  */
 
-const { values: args } = parseArgs({
+const { values: args, positionals } = parseArgs({
+  allowPositionals: true,
   options: {
     url: { type: 'string', default: process.env.MCP_URL },
     username: { type: 'string', default: process.env.MCP_USERNAME },
@@ -44,6 +45,8 @@ const { values: args } = parseArgs({
     'redirect-port': { type: 'string' },
   },
 });
+// The URL may also come last, as the conformance tool's client runner passes it.
+args.url ??= positionals[0];
 
 /** @type {Report} */
 const report = { ok: false, registrations: 0, authorizations: [], tokens: [], tools: [], calls: [], http: [] };
@@ -233,10 +236,10 @@ async function main() {
     await client.connect(transport);
   }
 
-  // withStepUp runs fn; when the SDK answered a challenge by sending the
-  // user through authorization (UnauthorizedError after the robot ran), it
-  // exchanges the code and runs fn again on the same session.
-  const withStepUp = async (fn, record) => {
+  // withAuth runs fn; when the SDK answered a 401 or 403 challenge by
+  // sending the user through authorization (UnauthorizedError after the
+  // robot ran), it exchanges the code and runs fn again on the same session.
+  const withAuth = async (fn, record = {}) => {
     try {
       return await fn();
     } catch (err) {
@@ -248,14 +251,14 @@ async function main() {
     }
   };
 
-  const listed = await client.listTools();
+  const listed = await withAuth(() => client.listTools());
   report.tools = listed.tools.map((t) => t.name);
 
   const call = async (phase, name, argJSON) => {
     const rec = { phase, tool: name };
     report.calls.push(rec);
     try {
-      const result = await withStepUp(() => client.callTool({ name, arguments: JSON.parse(argJSON) }), rec);
+      const result = await withAuth(() => client.callTool({ name, arguments: JSON.parse(argJSON) }), rec);
       rec.ok = !result.isError;
       rec.isError = Boolean(result.isError);
       rec.text = contentText(result);
@@ -271,7 +274,7 @@ async function main() {
   if (args['step-up-tool']) ok = (await call('step_up', args['step-up-tool'], args['step-up-args'])).ok && ok;
   if (args['step-up-tool']) {
     // The list after step-up shows what the stepped-up token may call.
-    report.tools_after = (await client.listTools()).tools.map((t) => t.name);
+    report.tools_after = (await withAuth(() => client.listTools())).tools.map((t) => t.name);
   }
   await client.close();
   report.ok = ok;
