@@ -32,7 +32,7 @@ func main() {
 		<-sig
 		_ = srv.Close()
 	}()
-	fmt.Fprintf(os.Stderr, "demo MCP server listening on http://%s (tools: echo, add, write_note, delete_notes)\n", *addr)
+	fmt.Fprintf(os.Stderr, "demo MCP server listening on http://%s (tools: echo, add, add_note, delete_notes)\n", *addr)
 	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)

@@ -1,5 +1,5 @@
 // Package mcpdemo is a small MCP server for demos and tests: tools that
-// need different scopes (echo and add read, write_note writes,
+// need different scopes (echo and add read, add_note writes,
 // delete_notes administers), a prompt and a resource.
 package mcpdemo
 
@@ -59,7 +59,7 @@ type SumOut struct {
 	Sum float64 `json:"sum"`
 }
 
-// NoteIn is the input of the write_note tool.
+// NoteIn is the input of the add_note tool.
 type NoteIn struct {
 	Text string `json:"text" jsonschema:"the note"`
 }
@@ -77,7 +77,7 @@ func NewServer() *mcp.Server {
 		func(ctx context.Context, req *mcp.CallToolRequest, in AddIn) (*mcp.CallToolResult, SumOut, error) {
 			return nil, SumOut{Sum: in.A + in.B}, nil
 		})
-	mcp.AddTool(s, &mcp.Tool{Name: "write_note", Description: "Stores a note (needs a write scope)."},
+	mcp.AddTool(s, &mcp.Tool{Name: "add_note", Description: "Stores a note (needs a write scope)."},
 		func(ctx context.Context, req *mcp.CallToolRequest, in NoteIn) (*mcp.CallToolResult, any, error) {
 			k := n.add(in.Text)
 			return text(fmt.Sprintf("stored note %d", k)), nil, nil

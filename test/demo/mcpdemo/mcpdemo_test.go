@@ -29,7 +29,7 @@ func TestDemoServer(t *testing.T) {
 		names = append(names, tool.Name)
 	}
 	slices.Sort(names)
-	if want := []string{"add", "delete_notes", "echo", "write_note"}; !slices.Equal(names, want) {
+	if want := []string{"add", "add_note", "delete_notes", "echo"}; !slices.Equal(names, want) {
 		t.Errorf("Tools() = %v, want %v", names, want)
 	}
 
@@ -47,8 +47,8 @@ func TestDemoServer(t *testing.T) {
 	if got := call("add", map[string]any{"a": 2, "b": 3}); !strings.Contains(got, "5") {
 		t.Errorf("add = %q, want a sum of 5", got)
 	}
-	if got := call("write_note", map[string]any{"text": "buy milk"}); got != "stored note 1" {
-		t.Errorf("write_note = %q, want %q", got, "stored note 1")
+	if got := call("add_note", map[string]any{"text": "buy milk"}); got != "stored note 1" {
+		t.Errorf("add_note = %q, want %q", got, "stored note 1")
 	}
 	rr, err := cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: NotesURI})
 	if err != nil || rr.Contents[0].Text != "buy milk" {
