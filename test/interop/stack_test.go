@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -31,6 +32,7 @@ import (
 
 	"golang.org/x/oauth2/clientcredentials"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/demo/mcpdemo"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/e2e/harness"
 )
 
@@ -49,10 +51,9 @@ const (
 	baseScope   = "mcp:tools"  // initialize, tools/list, ping, ... and permitTool
 	writeScope  = "demo:write" // the step-up tool
 	otherScope  = "demo:other" // every other tool, prompt and resource
-	demoMCPPath = "/mcp"       // where test/demo serves MCP
+	demoMCPPath = "/mcp"       // the demo serves MCP on every path; the gateway's resource is /mcp
 	permitTool  = "echo"       // needs only the base scope, which the 401 challenge asks for
 	stepUpTool  = "add_note"   // needs writeScope, which the first token lacks
-	demoPackage = "../demo"    // relative to this package's directory
 )
 
 // nodeTools locates the Node 22 binary and the test/node directory, or
@@ -143,7 +144,7 @@ http://:{{.Port}} {
 		tool {{.StepUpTool}} {{.WriteScope}}
 		tool * {{.OtherScope}}
 		prompt * {{.OtherScope}}
-		resource_rule "" {{.OtherScope}}
+		resource_rule {{.NotesURI}} {{.OtherScope}}
 		allowed_origins http://127.0.0.1:{{.Port}} http://localhost:{{.Port}}
 	}
 	reverse_proxy {{.UpstreamHost}}
@@ -178,6 +179,7 @@ func startStack(t *testing.T) *stack {
 		"PermitTool":   permitTool,
 		"StepUpTool":   stepUpTool,
 		"UpstreamHost": upstreamHost,
+		"NotesURI":     mcpdemo.NotesURI,
 	})
 	if err != nil {
 		t.Fatalf("Caddyfile template: %v", err)
@@ -188,44 +190,13 @@ func startStack(t *testing.T) *stack {
 	return s
 }
 
-// startDemo builds test/demo and runs it on a free loopback port until the
-// test ends; it returns host:port.
+// startDemo serves the demo MCP server (test/demo/mcpdemo) on a loopback
+// port until the test ends; it returns host:port.
 func startDemo(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "demo")
-	build := exec.Command("go", "build", "-o", bin, demoPackage)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", demoPackage, err, out)
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, bin, "-addr", addr)
-	var logs bytes.Buffer
-	cmd.Stdout = &logs
-	cmd.Stderr = &logs
-	if err := cmd.Start(); err != nil {
-		cancel()
-		t.Fatalf("start demo: %v", err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("demo server output:\n%s", logs.String())
-		}
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return addr
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("demo server on %s never listened: %v\n%s", addr, err, logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	srv := httptest.NewServer(mcpdemo.Handler())
+	t.Cleanup(srv.Close)
+	return srv.Listener.Addr().String()
 }
 
 // clientCredentialsToken gets an access token for the stack's resource
