@@ -1,0 +1,480 @@
+// Package browser drives the issuer's login, consent and connected-apps
+// pages with a real headless Chromium against Caddy running in process.
+package browser
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"golang.org/x/oauth2"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/e2e/harness"
+)
+
+const (
+	chromiumPath = "/usr/bin/chromium"
+	clientID     = "notes-desktop"
+	clientName   = "Notes Desktop"
+	username     = "alice"
+	password     = "correct horse battery staple"
+	scopeRead    = "notes:read"
+	scopeWrite   = "notes:write"
+)
+
+// env is one Caddy with the issuer, a registered public client whose
+// loopback redirect URI is served by a recording callback server.
+type env struct {
+	issuer   string
+	resource string
+	md       *harness.Metadata
+	cfg      *oauth2.Config
+	callback *callback
+}
+
+// callback records the authorization responses the browser delivers.
+type callback struct {
+	srv *httptest.Server
+	got chan url.Values
+}
+
+func newCallback(t *testing.T) *callback {
+	t.Helper()
+	c := &callback{got: make(chan url.Values, 4)}
+	c.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/callback" {
+			http.NotFound(w, r)
+			return
+		}
+		select {
+		case c.got <- r.URL.Query():
+		default:
+		}
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprint(w, "<!doctype html><title>Signed in</title><p>You can close this window.</p>")
+	}))
+	t.Cleanup(c.srv.Close)
+	return c
+}
+
+func (c *callback) uri() string { return c.srv.URL + "/callback" }
+
+// wait returns the next authorization response.
+func (c *callback) wait(t *testing.T) url.Values {
+	t.Helper()
+	select {
+	case q := <-c.got:
+		return q
+	case <-time.After(15 * time.Second):
+		t.Fatal("the browser never reached the client's redirect URI")
+		return nil
+	}
+}
+
+func setup(t *testing.T) *env {
+	t.Helper()
+	cb := newCallback(t)
+	port := harness.FreePort(t)
+	dir := t.TempDir()
+	e := &env{
+		issuer:   fmt.Sprintf("http://127.0.0.1:%d", port),
+		resource: fmt.Sprintf("http://127.0.0.1:%d/mcp", port),
+		callback: cb,
+	}
+	harness.Start(t, caddyfile(e, dir, harness.HashPassword(t, password)))
+	harness.WaitReady(t, e.issuer+"/.well-known/oauth-authorization-server")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	md, err := harness.Discover(ctx, e.issuer)
+	if err != nil {
+		t.Fatalf("Discover(%s): %v", e.issuer, err)
+	}
+	e.md = md
+	e.cfg = md.Config(clientID, cb.uri(), scopeRead, scopeWrite)
+	return e
+}
+
+// caddyfile is the configuration under test: the issuer with one user, one
+// group granting the notes scopes, one public client, and the resource a
+// gateway would protect.
+func caddyfile(e *env, dir, hash string) string {
+	return fmt.Sprintf(`{
+	admin off
+	persist_config off
+	storage file_system %[1]s/caddy
+	mcp_auth {
+		issuer %[2]s
+		storage bolt %[1]s/mcp-auth.db
+		user %[3]s %[4]s {
+			groups writers
+		}
+		group writers {
+			scopes * %[7]s %[8]s
+		}
+		client %[5]s {
+			name "%[6]s"
+			public
+			redirect_uri %[9]s
+		}
+		resource %[10]s {
+			scopes %[7]s %[8]s
+		}
+	}
+}
+
+%[2]s {
+	mcp_issuer
+}
+`, dir, e.issuer, username, hash, clientID, clientName, scopeRead, scopeWrite, e.callback.uri(), e.resource)
+}
+
+// newBrowser starts a headless Chromium with a fresh profile.
+func newBrowser(t *testing.T) context.Context {
+	t.Helper()
+	if _, err := os.Stat(chromiumPath); err != nil {
+		if os.Getenv("CI_REQUIRE_BROWSER") == "" {
+			t.Skipf("%s not installed (set CI_REQUIRE_BROWSER to make this a failure)", chromiumPath)
+		}
+		t.Fatalf("CI_REQUIRE_BROWSER is set but %s is missing: %v", chromiumPath, err)
+	}
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromiumPath),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-quic", true),
+		// Without these Chromium's own background connections make page
+		// loads fail with connection refused here.
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.WindowSize(1000, 800),
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelCtx := chromedp.NewContext(actx)
+	ctx, cancelTimeout := context.WithTimeout(ctx, 60*time.Second)
+	t.Cleanup(func() {
+		cancelTimeout()
+		cancelCtx()
+		cancelAlloc() // waits for Chromium to exit, before TempDir removal
+	})
+	return ctx
+}
+
+// screenshot saves a full-page PNG under test/artifacts/ and logs its path.
+func screenshot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", name, err)
+	}
+	dir, err := filepath.Abs(filepath.Join("..", "artifacts"))
+	if err != nil {
+		t.Fatalf("artifacts dir: %v", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatalf("artifacts dir: %v", err)
+	}
+	p := filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+"-"+name+".png")
+	if err := os.WriteFile(p, png, 0o644); err != nil {
+		t.Fatalf("write screenshot: %v", err)
+	}
+	t.Logf("screenshot: %s", p)
+}
+
+func do(t *testing.T, ctx context.Context, what string, steps ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+func run[T any](t *testing.T, ctx context.Context, what string, a chromedp.Action[T]) T {
+	t.Helper()
+	v, err := chromedp.Run(ctx, a)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	return v
+}
+
+// bodyText is the page's rendered text.
+func bodyText(t *testing.T, ctx context.Context) string {
+	t.Helper()
+	return strings.Join(strings.Fields(run(t, ctx, "read page text", chromedp.Evaluate[string](`document.body.innerText`))), " ")
+}
+
+// login opens the authorization URL and signs in with the given password,
+// leaving the browser on whatever page follows.
+func login(t *testing.T, ctx context.Context, authURL, pw string) {
+	t.Helper()
+	do(t, ctx, "open authorize",
+		chromedp.Navigate(authURL),
+		chromedp.WaitVisible(chromedp.CSS(`form#login`)),
+	)
+	do(t, ctx, "fill login form",
+		chromedp.SendKeys(chromedp.CSS(`form#login input[name=username]`), username),
+		chromedp.SendKeys(chromedp.CSS(`form#login input[name=password]`), pw),
+		chromedp.Submit(chromedp.CSS(`form#login`)),
+	)
+}
+
+// consentDecision clicks one of the consent page's decision buttons.
+func consentDecision(t *testing.T, ctx context.Context, decision string) {
+	t.Helper()
+	do(t, ctx, "click "+decision,
+		chromedp.Click(chromedp.CSS(fmt.Sprintf(`form#consent [name=decision][value=%s]`, decision))))
+}
+
+func TestConsentApprove(t *testing.T) {
+	e := setup(t)
+	ctx := newBrowser(t)
+	ar := harness.NewAuthRequest(e.cfg, e.resource)
+
+	do(t, ctx, "open authorize",
+		chromedp.Navigate(ar.URL),
+		chromedp.WaitVisible(chromedp.CSS(`form#login`)),
+	)
+	screenshot(t, ctx, "login")
+	do(t, ctx, "sign in",
+		chromedp.SendKeys(chromedp.CSS(`form#login input[name=username]`), username),
+		chromedp.SendKeys(chromedp.CSS(`form#login input[name=password]`), password),
+		chromedp.Submit(chromedp.CSS(`form#login`)),
+		chromedp.WaitVisible(chromedp.CSS(`form#consent`)),
+	)
+	text := bodyText(t, ctx)
+	redirectHost := strings.TrimPrefix(e.callback.srv.URL, "http://")
+	for _, want := range []string{clientName, redirectHost, scopeRead, scopeWrite, e.resource} {
+		if !strings.Contains(text, want) {
+			t.Errorf("consent page text lacks %q; text: %s", want, text)
+		}
+	}
+	screenshot(t, ctx, "consent")
+
+	consentDecision(t, ctx, "approve")
+	q := e.callback.wait(t)
+	if got := q.Get("state"); got != ar.State {
+		t.Errorf("callback state = %q, want %q", got, ar.State)
+	}
+	if got := q.Get("iss"); got != e.issuer {
+		t.Errorf("callback iss = %q, want %q", got, e.issuer)
+	}
+	if q.Get("code") == "" {
+		t.Fatalf("callback has no code: %v", q.Encode())
+	}
+
+	tctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tok, err := ar.Exchange(tctx, e.cfg, q.Get("code"), e.resource)
+	if err != nil {
+		t.Fatalf("Exchange: %v", err)
+	}
+	claims, err := harness.Claims(tok.AccessToken)
+	if err != nil {
+		t.Fatalf("access token: %v", err)
+	}
+	if aud := harness.Audience(claims); !slices.Equal(aud, []string{e.resource}) {
+		t.Errorf("access token aud = %q, want [%q]", aud, e.resource)
+	}
+	scopes := strings.Fields(fmt.Sprint(claims["scope"]))
+	slices.Sort(scopes)
+	if want := []string{scopeRead, scopeWrite}; !slices.Equal(scopes, want) {
+		t.Errorf("access token scope = %q, want %q", scopes, want)
+	}
+	if got := claims["sub"]; got != username {
+		t.Errorf("access token sub = %v, want %q", got, username)
+	}
+	if got := claims["client_id"]; got != clientID {
+		t.Errorf("access token client_id = %v, want %q", got, clientID)
+	}
+}
+
+func TestConsentDeny(t *testing.T) {
+	e := setup(t)
+	ctx := newBrowser(t)
+	ar := harness.NewAuthRequest(e.cfg, e.resource)
+
+	login(t, ctx, ar.URL, password)
+	do(t, ctx, "consent page", chromedp.WaitVisible(chromedp.CSS(`form#consent`)))
+	consentDecision(t, ctx, "deny")
+
+	q := e.callback.wait(t)
+	if got := q.Get("error"); got != "access_denied" {
+		t.Errorf("callback error = %q, want access_denied (query %s)", got, q.Encode())
+	}
+	if got := q.Get("state"); got != ar.State {
+		t.Errorf("callback state = %q, want %q", got, ar.State)
+	}
+	if got := q.Get("iss"); got != e.issuer {
+		t.Errorf("callback iss = %q, want %q", got, e.issuer)
+	}
+	if q.Has("code") {
+		t.Errorf("denied callback carries a code")
+	}
+}
+
+func TestLoginWrongPassword(t *testing.T) {
+	e := setup(t)
+	ctx := newBrowser(t)
+	ar := harness.NewAuthRequest(e.cfg, e.resource)
+
+	do(t, ctx, "open authorize",
+		chromedp.Navigate(ar.URL),
+		chromedp.WaitVisible(chromedp.CSS(`form#login`)),
+	)
+	before := bodyText(t, ctx)
+	login(t, ctx, ar.URL, "wrong password")
+	// The answer is the login form again, now with an error message.
+	do(t, ctx, "login page again", chromedp.WaitVisible(chromedp.CSS(`form#login`)))
+	after := bodyText(t, ctx)
+	if after == before {
+		t.Errorf("login page after a wrong password shows no error; text: %s", after)
+	}
+	if strings.Contains(after, clientName) && strings.Contains(after, "approve") {
+		t.Errorf("wrong password reached consent: %s", after)
+	}
+	screenshot(t, ctx, "login-error")
+	select {
+	case q := <-e.callback.got:
+		t.Errorf("wrong password reached the client: %s", q.Encode())
+	default:
+	}
+}
+
+// TestConsentNotFramable checks the anti-clickjacking headers of the login
+// and consent pages over plain HTTP.
+func TestConsentNotFramable(t *testing.T) {
+	e := setup(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ar := harness.NewAuthRequest(e.cfg, e.resource)
+	robot := harness.NewRobot(username, password, e.callback.uri())
+
+	loginPage, err := robot.Get(ctx, ar.URL)
+	if err != nil {
+		t.Fatalf("authorize: %v", err)
+	}
+	form := loginPage.Form("login")
+	if form == nil {
+		t.Fatalf("authorize led to %s without a login form", loginPage.URL)
+	}
+	resp, err := robot.Submit(ctx, loginPage, form, url.Values{"username": {username}, "password": {password}})
+	if err != nil {
+		t.Fatalf("login: %v", err)
+	}
+	consentPage, err := harness.ReadPage(resp)
+	if err != nil {
+		t.Fatalf("consent: %v", err)
+	}
+	if consentPage.Form("consent") == nil {
+		t.Fatalf("login led to %s (status %d) without a consent form: %.300s", consentPage.URL, consentPage.Status, consentPage.Text())
+	}
+	for _, p := range []*harness.Page{loginPage, consentPage} {
+		t.Run(p.URL.Path, func(t *testing.T) {
+			if !frameDenied(p.Header) {
+				t.Errorf("%s: X-Frame-Options = %q, Content-Security-Policy = %q; want DENY or frame-ancestors 'none'",
+					p.URL.Path, p.Header.Get("X-Frame-Options"), p.Header.Values("Content-Security-Policy"))
+			}
+			if cc := p.Header.Get("Cache-Control"); !strings.Contains(cc, "no-store") {
+				t.Errorf("%s: Cache-Control = %q, want no-store", p.URL.Path, cc)
+			}
+		})
+	}
+}
+
+// frameDenied reports whether h forbids framing by any origin.
+func frameDenied(h http.Header) bool {
+	xfo := strings.ToUpper(strings.TrimSpace(h.Get("X-Frame-Options")))
+	csp := false
+	for _, v := range h.Values("Content-Security-Policy") {
+		for _, d := range strings.Split(v, ";") {
+			f := strings.Fields(d)
+			if len(f) == 2 && strings.EqualFold(f[0], "frame-ancestors") && f[1] == "'none'" {
+				csp = true
+			}
+		}
+	}
+	return xfo == "DENY" || csp
+}
+
+// TestConnectedApps signs in with offline_access, finds the app on the
+// connected apps page, revokes it there and checks its refresh token dies.
+func TestConnectedApps(t *testing.T) {
+	e := setup(t)
+	ctx := newBrowser(t)
+	cfg := *e.cfg
+	cfg.Scopes = []string{scopeRead, "offline_access"}
+	ar := harness.NewAuthRequest(&cfg, e.resource)
+
+	login(t, ctx, ar.URL, password)
+	do(t, ctx, "consent page", chromedp.WaitVisible(chromedp.CSS(`form#consent`)))
+	consentDecision(t, ctx, "approve")
+	q := e.callback.wait(t)
+
+	tctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	tok, err := ar.Exchange(tctx, &cfg, q.Get("code"), e.resource)
+	if err != nil {
+		t.Fatalf("Exchange: %v", err)
+	}
+	if tok.RefreshToken == "" {
+		t.Fatal("no refresh token for offline_access")
+	}
+	// The refresh token works before revocation (and rotates).
+	tr, err := harness.Refresh(tctx, e.md, clientID, tok.RefreshToken, e.resource)
+	if err != nil || tr.Status != http.StatusOK || tr.RefreshToken == "" {
+		t.Fatalf("Refresh before revocation = %+v, %v; want 200 with a new refresh token", tr, err)
+	}
+	refresh := tr.RefreshToken
+
+	appsURL := e.issuer + "/apps"
+	do(t, ctx, "open apps page",
+		chromedp.Navigate(appsURL),
+		chromedp.WaitVisible(chromedp.CSS(`body`)),
+	)
+	text := bodyText(t, ctx)
+	if !strings.Contains(text, clientName) {
+		t.Fatalf("apps page does not list %q; text: %s", clientName, text)
+	}
+	screenshot(t, ctx, "apps")
+
+	// The revoke control is a submit button in a form; revoke the app.
+	do(t, ctx, "revoke",
+		chromedp.Click(chromedp.CSS(`form [type=submit], form button`)),
+		chromedp.WaitVisible(chromedp.CSS(`body`)),
+	)
+	// Give the navigation a moment to finish, then read the page again.
+	waitFor(t, func() bool { return !strings.Contains(bodyText(t, ctx), clientName) })
+	screenshot(t, ctx, "apps-revoked")
+
+	tr, err = harness.Refresh(tctx, e.md, clientID, refresh, e.resource)
+	if err != nil {
+		t.Fatalf("Refresh after revocation: %v", err)
+	}
+	if tr.Status != http.StatusBadRequest || tr.Error != "invalid_grant" {
+		t.Errorf("Refresh after revocation = %d %q, want 400 invalid_grant", tr.Status, tr.Error)
+	}
+}
+
+// waitFor polls cond for a few seconds.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

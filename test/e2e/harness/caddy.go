@@ -1,0 +1,113 @@
+// Package harness runs Caddy in process for the integration tests in
+// test/e2e and test/browser, and completes OAuth flows over plain HTTP the
+// way the page automation contract in COMMON.md describes.
+//
+// Caddy keeps one running configuration per process, so tests that use
+// Start must not run in parallel with each other.
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile" // registers the caddyfile adapter
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	_ "github.com/caddy-mcp-auth/caddy-mcp-auth/caddymodule" // registers mcp_auth, mcp_issuer, mcp_gateway
+	"golang.org/x/crypto/bcrypt"
+)
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Adapt turns a Caddyfile into Caddy's JSON configuration.
+func Adapt(caddyfile string) ([]byte, []caddyconfig.Warning, error) {
+	a := caddyconfig.GetAdapter("caddyfile")
+	if a == nil {
+		return nil, nil, errors.New("caddyfile adapter not registered")
+	}
+	cfg, warns, err := a.Adapt([]byte(caddyfile), map[string]any{"filename": "Caddyfile"})
+	if err != nil {
+		return nil, warns, fmt.Errorf("adapt caddyfile: %w", err)
+	}
+	return cfg, warns, nil
+}
+
+// Load adapts caddyfile and runs it, replacing the running configuration.
+func Load(t testing.TB, caddyfile string) error {
+	t.Helper()
+	cfg, warns, err := Adapt(caddyfile)
+	for _, w := range warns {
+		t.Logf("caddyfile warning: %s", w.String())
+	}
+	if err != nil {
+		return err
+	}
+	if err := caddy.Load(cfg, true); err != nil {
+		return fmt.Errorf("load config: %w", err)
+	}
+	return nil
+}
+
+// Start runs caddyfile in this process and stops Caddy when the test ends.
+func Start(t testing.TB, caddyfile string) {
+	t.Helper()
+	if err := Load(t, caddyfile); err != nil {
+		t.Fatalf("start caddy: %v\n%s", err, caddyfile)
+	}
+	t.Cleanup(func() {
+		if err := caddy.Stop(); err != nil {
+			t.Errorf("stop caddy: %v", err)
+		}
+	})
+}
+
+// WaitReady polls url until it answers at all (any status), so a test does
+// not race a listener that is still starting.
+func WaitReady(t testing.TB, url string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			t.Fatalf("request %s: %v", url, err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s never answered: %v", url, err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// HashPassword returns a bcrypt hash of password, as an operator would put
+// in the configuration.
+func HashPassword(t testing.TB, password string) string {
+	t.Helper()
+	h, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	if err != nil {
+		t.Fatalf("bcrypt: %v", err)
+	}
+	return string(h)
+}

@@ -1,0 +1,219 @@
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"golang.org/x/oauth2"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/e2e/harness"
+)
+
+// retryable marks POSTs as safe to resend: net/http then retries a request
+// that met a keep-alive connection the old server closed as idle during the
+// reload (a race between client and server that HTTP/1.1 cannot avoid and
+// that no request was processed in). Nothing else is retried.
+type retryable struct{ base http.RoundTripper }
+
+func (r retryable) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method != http.MethodPost {
+		return r.base.RoundTrip(req)
+	}
+	req = req.Clone(req.Context())
+	req.Header.Set("Idempotency-Key", rand.Text())
+	return r.base.RoundTrip(req)
+}
+
+// TestReloadDuringTraffic reloads the configuration (same bolt database)
+// while clients refresh tokens and call tools through the gateway. Nothing
+// may fail, the reload must not hang, and what was stored before (a DCR
+// client, refresh tokens, the MCP session binding) stays valid after.
+func TestReloadDuringTraffic(t *testing.T) {
+	e := setup(t)
+	ctx := ctxTimeout(t, 3*time.Minute)
+	client := &http.Client{Transport: retryable{http.DefaultTransport}}
+
+	// Before the reload: a client registered with DCR and, per worker, a
+	// grant with a refresh token.
+	status, reg, err := harness.Register(ctx, e.md, map[string]any{
+		"client_name":                "Reload DCR Client",
+		"redirect_uris":              []string{redirectURI},
+		"grant_types":                []string{"authorization_code", "refresh_token"},
+		"response_types":             []string{"code"},
+		"token_endpoint_auth_method": "none",
+		"application_type":           "native",
+	})
+	if err != nil || status != http.StatusCreated {
+		t.Fatalf("Register = %d %v, %v; want 201", status, reg, err)
+	}
+	dcrID, _ := reg["client_id"].(string)
+	if dcrID == "" {
+		t.Fatalf("Register answered no client_id: %v", reg)
+	}
+	dcrCfg := e.md.Config(dcrID, redirectURI, scopeRead, "offline_access")
+	robot := harness.NewRobot(username, password, redirectURI)
+
+	const workers = 3
+	refresh := make([]string, workers)
+	for i := range refresh {
+		tok, err := e.authorize(ctx, robot, dcrCfg)
+		if err != nil {
+			t.Fatalf("authorize DCR client: %v", err)
+		}
+		if tok.RefreshToken == "" {
+			t.Fatal("no refresh token for offline_access")
+		}
+		refresh[i] = tok.RefreshToken
+	}
+
+	// An MCP session (2025-11-25: Mcp-Session-Id bound to the principal,
+	// standalone SSE stream open) that lives across the reloads.
+	sessTok, err := e.authorize(ctx, robot, e.oauthConfig(scopeRead))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := e.connect(ctx, oauth2.StaticTokenSource(sessTok), "2025-11-25", retryable{http.DefaultTransport})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+
+	var (
+		wg       sync.WaitGroup
+		stop     = make(chan struct{})
+		progress atomic.Int64
+		errMu    sync.Mutex
+		errs     []error
+	)
+	fail := func(err error) {
+		errMu.Lock()
+		defer errMu.Unlock()
+		errs = append(errs, err)
+	}
+	stopped := func() bool {
+		select {
+		case <-stop:
+			return true
+		default:
+			return false
+		}
+	}
+	for i := range workers {
+		wg.Go(func() {
+			for n := 0; n < 400 && !stopped(); n++ {
+				tr, err := refreshToken(ctx, client, e, dcrID, refresh[i])
+				if err != nil {
+					fail(fmt.Errorf("worker %d refresh %d: %w", i, n, err))
+					return
+				}
+				refresh[i] = tr.RefreshToken
+				if err := gatewayCall(ctx, client, e, tr.AccessToken); err != nil {
+					fail(fmt.Errorf("worker %d call %d: %w", i, n, err))
+					return
+				}
+				progress.Add(1)
+			}
+		})
+	}
+	wg.Go(func() {
+		for n := 0; n < 400 && !stopped(); n++ {
+			res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "read_note", Arguments: map[string]any{"id": "1"}})
+			if err != nil || res.IsError {
+				fail(fmt.Errorf("session call %d: %+v, %w", n, res, err))
+				return
+			}
+			progress.Add(1)
+		}
+	})
+
+	for v := 1; v <= 3; v++ {
+		waitProgress(t, &progress, 10)
+		done := make(chan error, 1)
+		start := time.Now()
+		go func() { done <- harness.Load(t, e.caddyfile(v)) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("reload %d: %v", v, err)
+			}
+			t.Logf("reload %d took %v", v, time.Since(start).Round(time.Millisecond))
+		case <-time.After(30 * time.Second):
+			t.Fatalf("reload %d hung for 30s", v)
+		}
+	}
+	waitProgress(t, &progress, 10)
+	close(stop)
+	wg.Wait()
+	for _, err := range errs {
+		t.Error(err)
+	}
+	if t.Failed() {
+		return
+	}
+	t.Logf("%d refresh+call rounds and session calls across 3 reloads", progress.Load())
+
+	// After: what was stored before the reloads still works.
+	for i, rt := range refresh {
+		if _, err := refreshToken(ctx, client, e, dcrID, rt); err != nil {
+			t.Errorf("worker %d refresh token after reloads: %v", i, err)
+		}
+	}
+	if _, err := e.authorize(ctx, harness.NewRobot(username, password, redirectURI), dcrCfg); err != nil {
+		t.Errorf("DCR client registered before the reloads: %v", err)
+	}
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "read_note", Arguments: map[string]any{"id": "1"}})
+	if err != nil || res.IsError {
+		t.Errorf("session call after reloads = %+v, %v; want success", res, err)
+	}
+}
+
+// waitProgress waits until n more rounds of traffic completed, so each
+// reload happens while requests are flowing.
+func waitProgress(t *testing.T, p *atomic.Int64, n int64) {
+	t.Helper()
+	target := p.Load() + n
+	deadline := time.Now().Add(30 * time.Second)
+	for p.Load() < target {
+		if time.Now().After(deadline) {
+			t.Fatalf("traffic stalled at %d rounds", p.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func refreshToken(ctx context.Context, client *http.Client, e *env, clientID, rt string) (*harness.TokenResponse, error) {
+	var tr harness.TokenResponse
+	status, err := harness.PostForm(ctx, client, e.md.TokenEndpoint, url.Values{
+		"grant_type":    {"refresh_token"},
+		"refresh_token": {rt},
+		"client_id":     {clientID},
+		"resource":      {e.resource},
+	}, &tr)
+	if err != nil {
+		return nil, err
+	}
+	if status != http.StatusOK || tr.AccessToken == "" || tr.RefreshToken == "" {
+		return nil, fmt.Errorf("refresh: status %d, error %q %q", status, tr.Error, tr.ErrorDescription)
+	}
+	return &tr, nil
+}
+
+// gatewayCall makes one stateless tools/call through the gateway.
+func gatewayCall(ctx context.Context, client *http.Client, e *env, token string) error {
+	resp, body, err := e.rawToolCallWith(ctx, client, token, "read_note")
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("tools/call: status %d: %.200s", resp.StatusCode, body)
+	}
+	return nil
+}
