@@ -1,0 +1,392 @@
+package issuer
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+// Client authentication methods.
+const (
+	authNone              = "none"
+	authClientSecretBasic = "client_secret_basic"
+	authClientSecretPost  = "client_secret_post"
+	authPrivateKeyJWT     = "private_key_jwt"
+)
+
+const jwtBearerAssertion = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+// assertionAlgs are the algorithms accepted for client assertions.
+var assertionAlgs = []string{"ES256", "ES384", "RS256", "PS256", "EdDSA"}
+
+const (
+	// maxAssertionLifetime bounds exp of a client assertion, and so how
+	// long its jti must be remembered.
+	maxAssertionLifetime = time.Hour
+	// jwksCacheTTL is how long a fetched client jwks_uri is reused.
+	jwksCacheTTL = 5 * time.Minute
+	maxJWKSBytes = 64 << 10
+)
+
+type cachedJWKS struct {
+	keys    []jwk
+	fetched time.Time
+}
+
+// authenticateClient authenticates the client of a back-channel request
+// (token, PAR, revocation, introspection): none (public client, client_id
+// form field), client_secret_basic, client_secret_post, private_key_jwt.
+// Exactly one method per request. Slowed per client and per address on
+// failure. Errors are *Error (invalid_client, or invalid_request for a
+// malformed request).
+func (i *Issuer) authenticateClient(r *http.Request) (*Client, error) {
+	if err := readForm(r); err != nil {
+		return nil, err
+	}
+	ctx := r.Context()
+	f := r.PostForm
+	id, secret, basic, err := basicCredentials(r)
+	if err != nil {
+		return nil, err
+	}
+	_, post := f["client_secret"]
+	_, assertion := f["client_assertion"]
+	_, assertionType := f["client_assertion_type"]
+	n := 0
+	for _, used := range []bool{basic, post, assertion || assertionType} {
+		if used {
+			n++
+		}
+	}
+	if n > 1 {
+		return nil, ErrInvalidRequest.WithDescription("use exactly one client authentication method")
+	}
+	formID := f.Get("client_id")
+	addr := clientAddr(r)
+	switch {
+	case basic:
+		if formID != "" && formID != id {
+			return nil, ErrInvalidClient.WithDescription("client_id does not match the credentials")
+		}
+		return i.authSecret(ctx, id, secret, addr)
+	case post:
+		if formID == "" {
+			return nil, ErrInvalidClient.WithDescription("client_id is required")
+		}
+		return i.authSecret(ctx, formID, f.Get("client_secret"), addr)
+	case assertion || assertionType:
+		return i.authAssertion(ctx, r, formID, addr)
+	}
+	if formID == "" {
+		return nil, ErrInvalidClient.WithDescription("client authentication is required")
+	}
+	c, err := i.lookupClient(ctx, formID)
+	if err != nil {
+		return nil, asInvalidClient(err)
+	}
+	if !c.Public() {
+		return nil, ErrInvalidClient.WithDescription("client authentication is required")
+	}
+	return c, nil
+}
+
+// basicCredentials decodes HTTP Basic client credentials. RFC 6749
+// section 2.3.1: id and secret are form-urlencoded before Basic encoding.
+func basicCredentials(r *http.Request) (id, secret string, ok bool, err error) {
+	vals := r.Header.Values("Authorization")
+	if len(vals) == 0 {
+		return "", "", false, nil
+	}
+	if len(vals) > 1 {
+		return "", "", false, ErrInvalidRequest.WithDescription("repeated Authorization header")
+	}
+	scheme, payload, _ := strings.Cut(vals[0], " ")
+	if !strings.EqualFold(scheme, "Basic") {
+		return "", "", false, nil // other schemes (DPoP, Bearer) are not client authentication
+	}
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(payload))
+	if err != nil {
+		return "", "", false, ErrInvalidClient.WithDescription("malformed Basic credentials")
+	}
+	u, p, found := strings.Cut(string(raw), ":")
+	if !found {
+		return "", "", false, ErrInvalidClient.WithDescription("malformed Basic credentials")
+	}
+	if id, err = url.QueryUnescape(u); err == nil {
+		secret, err = url.QueryUnescape(p)
+	}
+	if err != nil || id == "" {
+		return "", "", false, ErrInvalidClient.WithDescription("malformed Basic credentials")
+	}
+	return id, secret, true, nil
+}
+
+// tooManyAttempts is the answer while a client or address is slowed down.
+func tooManyAttempts(d time.Duration) *Error {
+	return &Error{Code: "invalid_client", Description: "too many failed attempts; retry later",
+		Status: http.StatusTooManyRequests, RetryAfter: d}
+}
+
+// authSecret checks client_secret_basic / client_secret_post. A client
+// registered for either may use either: both send the same secret.
+func (i *Issuer) authSecret(ctx context.Context, id, secret, addr string) (*Client, error) {
+	if d := i.attemptDelay("client:"+id, addr); d > 0 {
+		return nil, tooManyAttempts(d)
+	}
+	c, err := i.lookupClient(ctx, id)
+	if err != nil {
+		i.recordFailure("", addr) // unknown ids count against the address only
+		return nil, asInvalidClient(err)
+	}
+	m := c.TokenEndpointAuthMethod
+	if (m != authClientSecretBasic && m != authClientSecretPost) || !checkSecret(c.SecretHash, secret) {
+		i.recordFailure("client:"+id, addr)
+		return nil, ErrInvalidClient.WithDescription("client authentication failed")
+	}
+	i.recordSuccess("client:"+id, addr)
+	return c, nil
+}
+
+// checkSecret compares a secret with its stored hash: bcrypt, or
+// "sha256:<hex>" (generated high-entropy secrets), in constant time.
+func checkSecret(hash, secret string) bool {
+	if h, ok := strings.CutPrefix(hash, "sha256:"); ok {
+		want, err := hex.DecodeString(h)
+		if err != nil || len(want) != sha256.Size {
+			return false
+		}
+		got := sha256.Sum256([]byte(secret))
+		return subtle.ConstantTimeCompare(want, got[:]) == 1
+	}
+	if strings.HasPrefix(hash, "$2") {
+		return bcrypt.CompareHashAndPassword([]byte(hash), []byte(secret)) == nil
+	}
+	return false
+}
+
+// validSecretHash reports whether s is a hash checkSecret understands.
+func validSecretHash(s string) bool {
+	if h, ok := strings.CutPrefix(s, "sha256:"); ok {
+		b, err := hex.DecodeString(h)
+		return err == nil && len(b) == sha256.Size
+	}
+	_, err := bcrypt.Cost([]byte(s))
+	return err == nil
+}
+
+// authAssertion checks private_key_jwt (RFC 7523 sections 2.2 and 3):
+// iss = sub = client_id, aud = the issuer or the endpoint, exp required,
+// jti used once, signed by one of the client's keys with a pinned alg.
+func (i *Issuer) authAssertion(ctx context.Context, r *http.Request, formID, addr string) (*Client, error) {
+	f := r.PostForm
+	if f.Get("client_assertion_type") != jwtBearerAssertion {
+		return nil, ErrInvalidClient.WithDescription("client_assertion_type must be " + jwtBearerAssertion)
+	}
+	raw := f.Get("client_assertion")
+	if raw == "" {
+		return nil, ErrInvalidClient.WithDescription("client_assertion is required")
+	}
+	var peek jwt.RegisteredClaims
+	if _, _, err := jwt.NewParser().ParseUnverified(raw, &peek); err != nil || peek.Subject == "" {
+		return nil, ErrInvalidClient.WithDescription("malformed client assertion")
+	}
+	id := peek.Subject
+	if formID != "" && formID != id {
+		return nil, ErrInvalidClient.WithDescription("client_id does not match the assertion")
+	}
+	if d := i.attemptDelay("client:"+id, addr); d > 0 {
+		return nil, tooManyAttempts(d)
+	}
+	c, err := i.lookupClient(ctx, id)
+	if err != nil {
+		i.recordFailure("", addr)
+		return nil, asInvalidClient(err)
+	}
+	fail := func(desc string) (*Client, error) {
+		i.recordFailure("client:"+id, addr)
+		return nil, ErrInvalidClient.WithDescription(desc)
+	}
+	if c.TokenEndpointAuthMethod != authPrivateKeyJWT {
+		return fail("client is not registered for private_key_jwt")
+	}
+	endpoint := *i.issuer
+	endpoint.Path = r.URL.Path
+	var claims jwt.RegisteredClaims
+	_, err = jwt.ParseWithClaims(raw, &claims, func(t *jwt.Token) (any, error) {
+		return i.assertionKeys(ctx, c, t)
+	}, jwt.WithValidMethods(assertionAlgs), jwt.WithIssuer(id), jwt.WithSubject(id),
+		jwt.WithAudience(i.URL(), i.endpoint(pathToken), endpoint.String()),
+		jwt.WithExpirationRequired(), jwt.WithTimeFunc(i.now), jwt.WithLeeway(30*time.Second))
+	if err != nil {
+		return fail("client assertion is not valid")
+	}
+	now := i.now()
+	exp := claims.ExpiresAt.Time
+	if claims.ID == "" {
+		return fail("client assertion needs a jti")
+	}
+	if exp.Sub(now) > maxAssertionLifetime {
+		return fail("client assertion lives too long")
+	}
+	err = i.store.Update(ctx, func(tx store.Tx) error {
+		return tx.Create(bucketJTI, id+"\x00"+claims.ID, []byte(`{}`), exp.Add(time.Minute))
+	})
+	if errors.Is(err, store.ErrAlreadyExists) {
+		return fail("client assertion was already used")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("record assertion jti: %w", err)
+	}
+	i.recordSuccess("client:"+id, addr)
+	return c, nil
+}
+
+// assertionKeys returns the client's keys that fit the assertion's kid and
+// alg, refetching a jwks_uri once when none fits (the client rotated).
+func (i *Issuer) assertionKeys(ctx context.Context, c *Client, t *jwt.Token) (any, error) {
+	kid, _ := t.Header["kid"].(string)
+	alg := t.Method.Alg()
+	for _, refresh := range []bool{false, true} {
+		if refresh && c.JWKSURI == "" {
+			break
+		}
+		set, err := i.clientKeys(ctx, c, refresh)
+		if err != nil {
+			return nil, err
+		}
+		var ks jwt.VerificationKeySet
+		for _, j := range set {
+			if (kid != "" && j.Kid != kid) || (j.Alg != "" && j.Alg != alg) || (j.Use != "" && j.Use != "sig") {
+				continue
+			}
+			pub, err := parseJWK(j)
+			if err != nil || !keyFitsAlg(pub, alg) {
+				continue
+			}
+			ks.Keys = append(ks.Keys, pub)
+		}
+		if len(ks.Keys) > 0 {
+			return ks, nil
+		}
+	}
+	return nil, errors.New("no client key fits the assertion")
+}
+
+// keyFitsAlg pins each algorithm to its key type (and curve).
+func keyFitsAlg(pub crypto.PublicKey, alg string) bool {
+	switch p := pub.(type) {
+	case *ecdsa.PublicKey:
+		return alg == "ES256" && p.Curve.Params().Name == "P-256" || alg == "ES384" && p.Curve.Params().Name == "P-384"
+	case *rsa.PublicKey:
+		return alg == "RS256" || alg == "PS256"
+	case ed25519.PublicKey:
+		return alg == "EdDSA"
+	}
+	return false
+}
+
+// clientKeys returns a client's JWK Set: registered inline, or fetched from
+// jwks_uri (SSRF-protected client, cached for jwksCacheTTL).
+func (i *Issuer) clientKeys(ctx context.Context, c *Client, refresh bool) ([]jwk, error) {
+	if len(c.JWKS) > 0 {
+		return decodeJWKS(c.JWKS)
+	}
+	if c.JWKSURI == "" {
+		return nil, errors.New("client has no keys")
+	}
+	now := i.now()
+	i.jwksMu.Lock()
+	cached, ok := i.jwksCache[c.JWKSURI]
+	i.jwksMu.Unlock()
+	if ok && !refresh && now.Sub(cached.fetched) < jwksCacheTTL {
+		return cached.keys, nil
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.JWKSURI, nil)
+	if err != nil {
+		return nil, fmt.Errorf("jwks_uri: %w", err)
+	}
+	req.Header.Set("Accept", "application/jwk-set+json, application/json")
+	resp, err := i.jwksClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("fetch jwks_uri: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("fetch jwks_uri: status %d", resp.StatusCode)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKSBytes+1))
+	if err != nil || len(body) > maxJWKSBytes {
+		return nil, errors.New("fetch jwks_uri: unreadable or too large")
+	}
+	keys, err := decodeJWKS(body)
+	if err != nil {
+		return nil, err
+	}
+	i.jwksMu.Lock()
+	i.jwksCache[c.JWKSURI] = cachedJWKS{keys: keys, fetched: now}
+	i.jwksMu.Unlock()
+	return keys, nil
+}
+
+func decodeJWKS(b []byte) ([]jwk, error) {
+	var set struct {
+		Keys []jwk `json:"keys"`
+	}
+	if err := json.Unmarshal(b, &set); err != nil {
+		return nil, fmt.Errorf("decode jwks: %w", err)
+	}
+	return set.Keys, nil
+}
+
+// asInvalidClient turns a lookup failure into invalid_client, keeping the
+// cause for logs only.
+func asInvalidClient(err error) error {
+	var e *Error
+	if errors.As(err, &e) && e.Code == ErrInvalidClient.Code {
+		return e
+	}
+	if errors.Is(err, store.ErrNotFound) || errors.As(err, &e) {
+		return ErrInvalidClient.WithDescription("unknown client").Wrap(err)
+	}
+	return err
+}
+
+// clientAddr is the rate-limiting key of the request's source: the IP, or
+// its /64 for IPv6 (one host usually owns the whole prefix).
+func clientAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	ip = ip.Unmap()
+	if ip.Is6() {
+		p, _ := ip.Prefix(64)
+		return p.String()
+	}
+	return ip.String()
+}

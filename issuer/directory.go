@@ -1,0 +1,221 @@
+package issuer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+// Sources of directory entries.
+const (
+	sourceConfig = "config"
+	sourceAdmin  = "admin"
+)
+
+// dummyHash is compared against for unknown users, so a login for a
+// missing account costs the same time as a wrong password (cost 10, the
+// bcrypt default that `caddy hash-password` uses).
+const dummyHash = "$2a$10$pNWNVUd/zk3vs3x/lXWKjOVRIfXfhQHqgdoXGEE3vnfuFRwNiNGGC"
+
+// validateConfigDirectory checks and normalizes the configured users,
+// groups, clients, agents and resources once, at New. Slices are copied
+// so the caller's Config is not modified.
+func (i *Issuer) validateConfigDirectory() error {
+	seen := map[string]bool{}
+	for _, u := range i.cfg.Users {
+		if u.Username == "" || seen[u.Username] {
+			return fmt.Errorf("user %q: empty or repeated username", u.Username)
+		}
+		seen[u.Username] = true
+		if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
+			return fmt.Errorf("user %q: password hash is not a bcrypt hash", u.Username)
+		}
+	}
+	clear(seen)
+	for _, g := range i.cfg.Groups {
+		if g.Name == "" || seen[g.Name] {
+			return fmt.Errorf("group %q: empty or repeated name", g.Name)
+		}
+		seen[g.Name] = true
+	}
+	clear(seen)
+	clients := slices.Clone(i.cfg.Clients)
+	for n := range clients {
+		c := &clients[n]
+		if c.ID == "" || seen[c.ID] {
+			return fmt.Errorf("client %q: empty or repeated id", c.ID)
+		}
+		seen[c.ID] = true
+		normalizeAuthMethod(c)
+		if err := validateClientAuth(c); err != nil {
+			return fmt.Errorf("client %q: %w", c.ID, err)
+		}
+	}
+	i.cfg.Clients = clients
+	clear(seen)
+	for _, a := range i.cfg.Agents {
+		if a.ID == "" || seen[a.ID] {
+			return fmt.Errorf("agent %q: empty or repeated id", a.ID)
+		}
+		seen[a.ID] = true
+	}
+	for _, r := range i.cfg.Resources {
+		if err := validateResourceURL(r.URL); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// normalizeAuthMethod infers the method of a client declared without one,
+// so a configured secret or key is never silently ignored (an empty method
+// would make the client public).
+func normalizeAuthMethod(c *Client) {
+	if c.TokenEndpointAuthMethod != "" {
+		return
+	}
+	switch {
+	case c.SecretHash != "":
+		c.TokenEndpointAuthMethod = authClientSecretBasic
+	case len(c.JWKS) > 0 || c.JWKSURI != "":
+		c.TokenEndpointAuthMethod = authPrivateKeyJWT
+	default:
+		c.TokenEndpointAuthMethod = authNone
+	}
+}
+
+// validateClientAuth checks that a client's credentials fit its method.
+func validateClientAuth(c *Client) error {
+	switch c.TokenEndpointAuthMethod {
+	case authNone:
+		if c.SecretHash != "" || len(c.JWKS) > 0 || c.JWKSURI != "" {
+			return errors.New("a public client has no secret or keys")
+		}
+	case authClientSecretBasic, authClientSecretPost:
+		if !validSecretHash(c.SecretHash) {
+			return errors.New(`secret hash must be bcrypt or "sha256:<hex>"`)
+		}
+	case authPrivateKeyJWT:
+		if (len(c.JWKS) > 0) == (c.JWKSURI != "") {
+			return errors.New("private_key_jwt needs exactly one of jwks and jwks_uri")
+		}
+		if len(c.JWKS) > 0 {
+			keys, err := decodeJWKS(c.JWKS)
+			if err != nil || len(keys) == 0 {
+				return errors.New("jwks must be a JWK Set with keys")
+			}
+			for _, k := range keys {
+				if _, err := parseJWK(k); err != nil {
+					return fmt.Errorf("jwks: %w", err)
+				}
+			}
+		}
+		if c.JWKSURI != "" {
+			if u, err := url.Parse(c.JWKSURI); err != nil || u.Scheme != "https" || u.Host == "" {
+				return errors.New("jwks_uri must be an https URL")
+			}
+		}
+	default:
+		return fmt.Errorf("unsupported token_endpoint_auth_method %q", c.TokenEndpointAuthMethod)
+	}
+	return nil
+}
+
+// lookupClient finds a client by id: configured clients, then the store
+// (admin/DCR), then, for an https URL with a path, a Client ID Metadata
+// Document via fetchCIMD. Unknown -> ErrInvalidClient-wrapped error.
+func (i *Issuer) lookupClient(ctx context.Context, id string) (*Client, error) {
+	if id == "" {
+		return nil, ErrInvalidClient.WithDescription("client_id is required")
+	}
+	for _, c := range i.cfg.Clients {
+		if c.ID == id {
+			c.Source = sourceConfig
+			return &c, nil
+		}
+	}
+	var c Client
+	err := i.store.View(ctx, func(tx store.Tx) error { return getJSON(tx, bucketClients, id, &c) })
+	switch {
+	case err == nil:
+		return &c, nil
+	case !errors.Is(err, store.ErrNotFound):
+		return nil, fmt.Errorf("look up client: %w", err)
+	case i.isCIMDClientID(id):
+		return i.fetchCIMD(ctx, id)
+	}
+	return nil, ErrInvalidClient.WithDescription("unknown client").Wrap(err)
+}
+
+// lookupUser finds a user by username: configuration, then the store.
+// Unknown or disabled -> store.ErrNotFound-wrapped error.
+func (i *Issuer) lookupUser(ctx context.Context, username string) (*User, error) {
+	u, err := i.findUser(ctx, username)
+	if err != nil {
+		return nil, err
+	}
+	if u.Disabled {
+		return nil, fmt.Errorf("user %q disabled: %w", username, store.ErrNotFound)
+	}
+	return u, nil
+}
+
+// findUser is lookupUser that also returns disabled users (management).
+func (i *Issuer) findUser(ctx context.Context, username string) (*User, error) {
+	if username == "" {
+		return nil, fmt.Errorf("user: %w", store.ErrNotFound)
+	}
+	for _, u := range i.cfg.Users {
+		if u.Username == username {
+			u.Source = sourceConfig
+			return &u, nil
+		}
+	}
+	var u User
+	err := i.store.View(ctx, func(tx store.Tx) error { return getJSON(tx, bucketUsers, username, &u) })
+	if err != nil {
+		return nil, fmt.Errorf("user %q: %w", username, err)
+	}
+	u.Source = sourceAdmin
+	return &u, nil
+}
+
+// lookupAgent finds an agent by id: configuration, then the store.
+// Unknown or disabled -> store.ErrNotFound-wrapped error.
+func (i *Issuer) lookupAgent(ctx context.Context, id string) (*Agent, error) {
+	var found *Agent
+	for _, a := range i.cfg.Agents {
+		if a.ID == id {
+			found = &a
+			break
+		}
+	}
+	if found == nil {
+		var a Agent
+		err := i.store.View(ctx, func(tx store.Tx) error { return getJSON(tx, bucketAgents, id, &a) })
+		if err != nil {
+			return nil, fmt.Errorf("agent %q: %w", id, err)
+		}
+		found = &a
+	}
+	if id == "" || found.Disabled {
+		return nil, fmt.Errorf("agent %q disabled: %w", id, store.ErrNotFound)
+	}
+	return found, nil
+}
+
+// checkPassword verifies a password against a user's bcrypt hash in
+// constant time (and spends the same time for unknown or disabled users).
+func (i *Issuer) checkPassword(u *User, password string) bool {
+	if u == nil || u.Disabled || u.PasswordHash == "" {
+		_ = bcrypt.CompareHashAndPassword([]byte(dummyHash), []byte(password))
+		return false
+	}
+	return bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(password)) == nil
+}

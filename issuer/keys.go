@@ -1,0 +1,460 @@
+package issuer
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"go.uber.org/zap"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+// Signing algorithms this issuer signs with.
+var signingAlgs = []string{"ES256", "RS256", "EdDSA"}
+
+// keyReload bounds how long a key set read from the store is trusted
+// before the signing path re-reads it (another instance may have rotated).
+const keyReload = 30 * time.Second
+
+// publishedKey is a parsed signing key.
+type publishedKey struct {
+	kid     string
+	alg     string
+	method  jwt.SigningMethod
+	private crypto.Signer
+	public  crypto.PublicKey
+	jwk     jwk
+	created time.Time
+	retired time.Time // zero while it is the current key
+}
+
+// keyRing is the cached key set; the store is the source of truth.
+type keyRing struct {
+	mu       sync.RWMutex
+	current  *publishedKey
+	keys     map[string]*publishedKey // published keys by kid
+	loadedAt time.Time
+}
+
+// jwk is a public JSON Web Key (RFC 7517) of the kinds used here.
+type jwk struct {
+	Kty string `json:"kty"`
+	Use string `json:"use,omitempty"`
+	Alg string `json:"alg,omitempty"`
+	Kid string `json:"kid,omitempty"`
+	Crv string `json:"crv,omitempty"`
+	X   string `json:"x,omitempty"`
+	Y   string `json:"y,omitempty"`
+	N   string `json:"n,omitempty"`
+	E   string `json:"e,omitempty"`
+}
+
+// maxTokenTTL is how long a retired key must stay published.
+func (i *Issuer) maxTokenTTL() time.Duration {
+	return max(i.cfg.AccessTokenTTL, i.cfg.IDTokenTTL)
+}
+
+// initKeys loads the key set and makes sure a current key of the
+// configured algorithm exists.
+func (i *Issuer) initKeys(ctx context.Context) error {
+	if !slices.Contains(signingAlgs, i.cfg.SigningAlg) {
+		return fmt.Errorf("signing algorithm %q: must be one of %v", i.cfg.SigningAlg, signingAlgs)
+	}
+	if err := i.loadKeys(ctx); err != nil {
+		return err
+	}
+	i.keys.mu.RLock()
+	cur := i.keys.current
+	i.keys.mu.RUnlock()
+	if cur != nil && cur.alg == i.cfg.SigningAlg {
+		return nil
+	}
+	_, err := i.rotateKey(ctx, false)
+	return err
+}
+
+// RotateSigningKey generates a new signing key that signs from now on; the
+// old one stays published until its tokens expire. Returns the new kid.
+func (i *Issuer) RotateSigningKey(ctx context.Context) (string, error) {
+	return i.rotateKey(ctx, true)
+}
+
+// rotateKey makes a new key of the configured algorithm current. Unless
+// force, it keeps a current key that already has that algorithm: two
+// instances starting on the same store then agree on one key.
+func (i *Issuer) rotateKey(ctx context.Context, force bool) (string, error) {
+	// Generated outside the transaction: RSA generation is slow.
+	rec, err := i.newSigningKey()
+	if err != nil {
+		return "", err
+	}
+	now := i.now()
+	kid := rec.KID
+	err = i.store.Update(ctx, func(tx store.Tx) error {
+		var current []signingKey
+		err := tx.List(bucketKeys, "", func(_ string, v []byte) error {
+			var k signingKey
+			if err := json.Unmarshal(v, &k); err != nil {
+				return fmt.Errorf("decode key: %w", err)
+			}
+			if k.RetiredAt.IsZero() {
+				current = append(current, k)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if !force && len(current) == 1 && current[0].Alg == i.cfg.SigningAlg {
+			kid = current[0].KID
+			return nil
+		}
+		for _, k := range current {
+			k.RetiredAt = now
+			b, err := json.Marshal(k)
+			if err != nil {
+				return err
+			}
+			if err := tx.Put(bucketKeys, k.KID, b, now.Add(i.maxTokenTTL())); err != nil {
+				return err
+			}
+		}
+		b, err := json.Marshal(rec)
+		if err != nil {
+			return err
+		}
+		return tx.Create(bucketKeys, rec.KID, b, time.Time{})
+	})
+	if err != nil {
+		return "", fmt.Errorf("rotate signing key: %w", err)
+	}
+	if err := i.loadKeys(ctx); err != nil {
+		return "", err
+	}
+	return kid, nil
+}
+
+// newSigningKey generates a key of the configured algorithm.
+func (i *Issuer) newSigningKey() (*signingKey, error) {
+	var priv crypto.Signer
+	var err error
+	switch i.cfg.SigningAlg {
+	case "ES256":
+		priv, err = ecdsa.GenerateKey(elliptic.P256(), i.cfg.Rand)
+	case "RS256":
+		priv, err = rsa.GenerateKey(i.cfg.Rand, 2048)
+	case "EdDSA":
+		_, priv, err = ed25519.GenerateKey(i.cfg.Rand)
+	default:
+		err = fmt.Errorf("unsupported algorithm %q", i.cfg.SigningAlg)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("generate signing key: %w", err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		return nil, fmt.Errorf("encode signing key: %w", err)
+	}
+	j, err := publicJWK(priv.Public())
+	if err != nil {
+		return nil, err
+	}
+	return &signingKey{
+		KID:        thumbprint(j),
+		Alg:        i.cfg.SigningAlg,
+		PrivatePEM: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}),
+		CreatedAt:  i.now(),
+	}, nil
+}
+
+// loadKeys re-reads the key set from the store. Keys already parsed are
+// reused, so a reload costs one read transaction.
+func (i *Issuer) loadKeys(ctx context.Context) error {
+	var recs []signingKey
+	err := i.store.View(ctx, func(tx store.Tx) error {
+		return tx.List(bucketKeys, "", func(_ string, v []byte) error {
+			var k signingKey
+			if err := json.Unmarshal(v, &k); err != nil {
+				return fmt.Errorf("decode key: %w", err)
+			}
+			recs = append(recs, k)
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("load signing keys: %w", err)
+	}
+	now := i.now()
+	i.keys.mu.RLock()
+	old := i.keys.keys
+	i.keys.mu.RUnlock()
+	keys := make(map[string]*publishedKey, len(recs))
+	var current *publishedKey
+	for _, rec := range recs {
+		if !rec.RetiredAt.IsZero() && !now.Before(rec.RetiredAt.Add(i.maxTokenTTL())) {
+			continue
+		}
+		k := old[rec.KID]
+		if k == nil || k.alg != rec.Alg {
+			if k, err = parseSigningKey(rec); err != nil {
+				return err
+			}
+		} else {
+			c := *k
+			k = &c
+		}
+		k.retired = rec.RetiredAt
+		keys[k.kid] = k
+		if k.retired.IsZero() && (current == nil || k.created.After(current.created)) {
+			current = k
+		}
+	}
+	i.keys.mu.Lock()
+	i.keys.keys, i.keys.current, i.keys.loadedAt = keys, current, now
+	i.keys.mu.Unlock()
+	return nil
+}
+
+func parseSigningKey(rec signingKey) (*publishedKey, error) {
+	block, _ := pem.Decode(rec.PrivatePEM)
+	if block == nil || block.Type != "PRIVATE KEY" {
+		return nil, fmt.Errorf("signing key %s: not a PKCS#8 PEM block", rec.KID)
+	}
+	parsed, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("signing key %s: %w", rec.KID, err)
+	}
+	k := &publishedKey{kid: rec.KID, alg: rec.Alg, created: rec.CreatedAt, retired: rec.RetiredAt}
+	switch p := parsed.(type) {
+	case *ecdsa.PrivateKey:
+		if rec.Alg != "ES256" || p.Curve != elliptic.P256() {
+			return nil, fmt.Errorf("signing key %s: ECDSA key does not fit %s", rec.KID, rec.Alg)
+		}
+		k.private, k.method = p, jwt.SigningMethodES256
+	case *rsa.PrivateKey:
+		if rec.Alg != "RS256" || p.N.BitLen() < 2048 {
+			return nil, fmt.Errorf("signing key %s: RSA key does not fit %s", rec.KID, rec.Alg)
+		}
+		k.private, k.method = p, jwt.SigningMethodRS256
+	case ed25519.PrivateKey:
+		if rec.Alg != "EdDSA" {
+			return nil, fmt.Errorf("signing key %s: Ed25519 key does not fit %s", rec.KID, rec.Alg)
+		}
+		k.private, k.method = p, jwt.SigningMethodEdDSA
+	default:
+		return nil, fmt.Errorf("signing key %s: unsupported key type %T", rec.KID, parsed)
+	}
+	k.public = k.private.Public()
+	if k.jwk, err = publicJWK(k.public); err != nil {
+		return nil, err
+	}
+	if thumbprint(k.jwk) != rec.KID {
+		return nil, fmt.Errorf("signing key %s: kid is not the key's thumbprint", rec.KID)
+	}
+	k.jwk.Kid, k.jwk.Alg, k.jwk.Use = rec.KID, rec.Alg, "sig"
+	return k, nil
+}
+
+// currentKey returns the current key, re-reading the store when the cache
+// is old so a rotation by another instance on the same store is followed.
+func (i *Issuer) currentKey(ctx context.Context) (*publishedKey, error) {
+	i.keys.mu.RLock()
+	cur, loaded := i.keys.current, i.keys.loadedAt
+	i.keys.mu.RUnlock()
+	if cur != nil && i.now().Sub(loaded) < keyReload {
+		return cur, nil
+	}
+	if err := i.loadKeys(ctx); err != nil {
+		if cur != nil {
+			return cur, nil // keep signing with the known key if the store blips
+		}
+		return nil, err
+	}
+	i.keys.mu.RLock()
+	defer i.keys.mu.RUnlock()
+	if i.keys.current == nil {
+		return nil, errors.New("no current signing key")
+	}
+	return i.keys.current, nil
+}
+
+// verificationKey returns a published key by kid, re-reading the store for
+// a kid it does not know (another instance rotated).
+func (i *Issuer) verificationKey(ctx context.Context, kid string) (*publishedKey, error) {
+	if k := i.cachedKey(kid); k != nil {
+		return k, nil
+	}
+	if err := i.loadKeys(ctx); err != nil {
+		return nil, err
+	}
+	if k := i.cachedKey(kid); k != nil {
+		return k, nil
+	}
+	return nil, fmt.Errorf("signing key %q: %w", kid, store.ErrNotFound)
+}
+
+func (i *Issuer) cachedKey(kid string) *publishedKey {
+	i.keys.mu.RLock()
+	k := i.keys.keys[kid]
+	i.keys.mu.RUnlock()
+	if k == nil || (!k.retired.IsZero() && !i.now().Before(k.retired.Add(i.maxTokenTTL()))) {
+		return nil
+	}
+	return k
+}
+
+// PublicKey returns the public key of a published signing key (current or
+// retired but still published), for gateways in the same process.
+func (i *Issuer) PublicKey(ctx context.Context, kid string) (any, error) {
+	k, err := i.verificationKey(ctx, kid)
+	if err != nil {
+		return nil, err
+	}
+	return k.public, nil
+}
+
+// publishedJWKS returns the public keys to publish, current first.
+func (i *Issuer) publishedJWKS(ctx context.Context) ([]jwk, error) {
+	if _, err := i.currentKey(ctx); err != nil {
+		return nil, err
+	}
+	i.keys.mu.RLock()
+	defer i.keys.mu.RUnlock()
+	now := i.now()
+	out := make([]jwk, 0, len(i.keys.keys))
+	if c := i.keys.current; c != nil {
+		out = append(out, c.jwk)
+	}
+	for _, k := range i.keys.keys {
+		if k == i.keys.current || (!k.retired.IsZero() && !now.Before(k.retired.Add(i.maxTokenTTL()))) {
+			continue
+		}
+		out = append(out, k.jwk)
+	}
+	slices.SortStableFunc(out[min(1, len(out)):], func(a, b jwk) int {
+		if a.Kid < b.Kid {
+			return -1
+		}
+		if a.Kid > b.Kid {
+			return 1
+		}
+		return 0
+	})
+	return out, nil
+}
+
+func (i *Issuer) handleJWKS(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		methodNotAllowed(w, http.MethodGet, http.MethodHead)
+		return
+	}
+	keys, err := i.publishedJWKS(r.Context())
+	if err != nil {
+		i.log.Error("jwks", zap.Error(err))
+		writeError(w, ErrServerError)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/jwk-set+json")
+	// Short: verifiers must see a rotated key soon (they also refetch on
+	// an unknown kid).
+	h.Set("Cache-Control", "public, max-age=60")
+	_ = json.NewEncoder(w).Encode(map[string][]jwk{"keys": keys})
+}
+
+// publicJWK encodes a public key as a JWK (without kid, alg, use).
+func publicJWK(pub crypto.PublicKey) (jwk, error) {
+	b64 := base64.RawURLEncoding.EncodeToString
+	switch p := pub.(type) {
+	case *ecdsa.PublicKey:
+		raw, err := p.Bytes()
+		if err != nil {
+			return jwk{}, fmt.Errorf("encode EC key: %w", err)
+		}
+		n := (len(raw) - 1) / 2
+		return jwk{Kty: "EC", Crv: p.Curve.Params().Name, X: b64(raw[1 : 1+n]), Y: b64(raw[1+n:])}, nil
+	case *rsa.PublicKey:
+		return jwk{Kty: "RSA", N: b64(p.N.Bytes()), E: b64(big.NewInt(int64(p.E)).Bytes())}, nil
+	case ed25519.PublicKey:
+		return jwk{Kty: "OKP", Crv: "Ed25519", X: b64(p)}, nil
+	}
+	return jwk{}, fmt.Errorf("unsupported public key type %T", pub)
+}
+
+// thumbprint is the RFC 7638 JWK thumbprint (SHA-256, base64url): the hash
+// of the required members in lexicographic order, without whitespace. The
+// members are base64url strings and curve names, which need no escaping.
+func thumbprint(j jwk) string {
+	var s string
+	switch j.Kty {
+	case "EC":
+		s = `{"crv":"` + j.Crv + `","kty":"EC","x":"` + j.X + `","y":"` + j.Y + `"}`
+	case "RSA":
+		s = `{"e":"` + j.E + `","kty":"RSA","n":"` + j.N + `"}`
+	case "OKP":
+		s = `{"crv":"` + j.Crv + `","kty":"OKP","x":"` + j.X + `"}`
+	}
+	sum := sha256.Sum256([]byte(s))
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// parseJWK decodes a client's public JWK (private_key_jwt).
+func parseJWK(j jwk) (crypto.PublicKey, error) {
+	dec := base64.RawURLEncoding.DecodeString
+	switch j.Kty {
+	case "EC":
+		var curve elliptic.Curve
+		switch j.Crv {
+		case "P-256":
+			curve = elliptic.P256()
+		case "P-384":
+			curve = elliptic.P384()
+		case "P-521":
+			curve = elliptic.P521()
+		default:
+			return nil, fmt.Errorf("unsupported curve %q", j.Crv)
+		}
+		x, err1 := dec(j.X)
+		y, err2 := dec(j.Y)
+		size := (curve.Params().BitSize + 7) / 8
+		if err1 != nil || err2 != nil || len(x) != size || len(y) != size {
+			return nil, errors.New("malformed EC key")
+		}
+		return ecdsa.ParseUncompressedPublicKey(curve, append(append([]byte{4}, x...), y...))
+	case "RSA":
+		n, err1 := dec(j.N)
+		e, err2 := dec(j.E)
+		if err1 != nil || err2 != nil || len(e) == 0 || len(e) > 4 {
+			return nil, errors.New("malformed RSA key")
+		}
+		pub := &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}
+		if pub.N.BitLen() < 2048 || pub.E < 3 || pub.E%2 == 0 {
+			return nil, errors.New("RSA key too weak")
+		}
+		return pub, nil
+	case "OKP":
+		x, err := dec(j.X)
+		if j.Crv != "Ed25519" || err != nil || len(x) != ed25519.PublicKeySize {
+			return nil, errors.New("unsupported or malformed OKP key")
+		}
+		return ed25519.PublicKey(x), nil
+	}
+	return nil, fmt.Errorf("unsupported key type %q", j.Kty)
+}

@@ -1,0 +1,158 @@
+package issuer
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+)
+
+// AddResource registers a protected resource at runtime (every mcp_gateway
+// in the same Caddy config registers itself while Caddy provisions).
+// Safe for concurrent use; re-adding a URL replaces its scopes.
+func (i *Issuer) AddResource(r Resource) {
+	r.Scopes = slices.Clone(r.Scopes)
+	i.resMu.Lock()
+	defer i.resMu.Unlock()
+	i.runtimeResources[canonicalResource(r.URL)] = r
+}
+
+// resources lists the configured resources, then the registered ones; a
+// registered resource replaces a configured one with the same URL.
+func (i *Issuer) resources() []Resource {
+	i.resMu.RLock()
+	defer i.resMu.RUnlock()
+	out := make([]Resource, 0, len(i.cfg.Resources)+len(i.runtimeResources))
+	for _, r := range i.cfg.Resources {
+		if _, ok := i.runtimeResources[canonicalResource(r.URL)]; !ok {
+			out = append(out, r)
+		}
+	}
+	keys := make([]string, 0, len(i.runtimeResources))
+	for k := range i.runtimeResources {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		out = append(out, i.runtimeResources[k])
+	}
+	return out
+}
+
+// canonicalResource is the form resource URLs are compared in: scheme and
+// host lowercased, no trailing slash. Tokens carry the configured URL.
+func canonicalResource(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return s
+	}
+	u.Scheme = strings.ToLower(u.Scheme)
+	u.Host = strings.ToLower(u.Host)
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	u.RawPath = ""
+	return u.String()
+}
+
+func sameResource(a, b string) bool { return canonicalResource(a) == canonicalResource(b) }
+
+// validateResourceURL: RFC 8707 section 2, an absolute URI without a
+// fragment.
+func validateResourceURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || !u.IsAbs() || u.Host == "" || u.Fragment != "" || strings.Contains(s, "#") {
+		return fmt.Errorf("resource %q: must be an absolute URL without a fragment", s)
+	}
+	return nil
+}
+
+// resolveResource finds the resource a request targets and checks the
+// client may use it.
+func (i *Issuer) resolveResource(c *Client, resource string) (Resource, error) {
+	list := i.resources()
+	var res Resource
+	found := false
+	if resource == "" {
+		if len(list) != 1 {
+			return res, ErrInvalidTarget.WithDescription("resource is required")
+		}
+		res, found = list[0], true
+	} else {
+		if err := validateResourceURL(resource); err != nil {
+			return res, ErrInvalidTarget.WithDescription("resource must be an absolute URL without a fragment")
+		}
+		for _, r := range list {
+			if sameResource(r.URL, resource) {
+				res, found = r, true
+				break
+			}
+		}
+	}
+	if !found {
+		return res, ErrInvalidTarget.WithDescription("unknown resource")
+	}
+	if len(c.Resources) > 0 && !slices.ContainsFunc(c.Resources, func(s string) bool { return sameResource(s, res.URL) }) {
+		return res, ErrInvalidTarget.WithDescription("client may not get tokens for this resource")
+	}
+	return res, nil
+}
+
+// grantScopes resolves a request's target and scopes: resource "" means the
+// single configured resource (or invalid_target if there are several);
+// an unknown resource or one the client may not use -> ErrInvalidTarget; the
+// result is requested ∩ client's scopes ∩ (for user != nil) the user's group
+// scopes for that resource; requested empty means all of the resource's
+// scopes the others allow; an empty result when scopes were requested ->
+// ErrInvalidScope. OIDC scopes (openid, profile, email, offline_access) pass
+// through for user tokens when requested and are not resource scopes.
+//
+// A group's scope list may hold "*": every scope of the resource.
+func (i *Issuer) grantScopes(ctx context.Context, c *Client, u *User, resource string, requested []string) (string, []string, error) {
+	res, err := i.resolveResource(c, resource)
+	if err != nil {
+		return "", nil, err
+	}
+	allowed := slices.Clone(res.Scopes)
+	if len(c.Scopes) > 0 {
+		allowed = slices.DeleteFunc(allowed, func(s string) bool { return !slices.Contains(c.Scopes, s) })
+	}
+	if u != nil {
+		userScopes := i.groupScopes(u, res)
+		allowed = slices.DeleteFunc(allowed, func(s string) bool { return !slices.Contains(userScopes, s) })
+	}
+	if len(requested) == 0 {
+		return res.URL, allowed, nil
+	}
+	var out []string
+	for _, s := range requested {
+		if (u != nil && slices.Contains(oidcScopes, s)) || slices.Contains(allowed, s) {
+			if !slices.Contains(out, s) {
+				out = append(out, s)
+			}
+		}
+	}
+	if len(out) == 0 {
+		return "", nil, ErrInvalidScope.WithDescription("none of the requested scopes may be granted")
+	}
+	return res.URL, out, nil
+}
+
+// groupScopes is the union of what the user's groups allow for res.
+func (i *Issuer) groupScopes(u *User, res Resource) []string {
+	var out []string
+	for _, g := range i.cfg.Groups {
+		if !slices.Contains(u.Groups, g.Name) {
+			continue
+		}
+		for target, scopes := range g.Scopes {
+			if target != "*" && !sameResource(target, res.URL) {
+				continue
+			}
+			if slices.Contains(scopes, "*") {
+				return slices.Clone(res.Scopes)
+			}
+			out = append(out, scopes...)
+		}
+	}
+	return out
+}

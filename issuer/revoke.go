@@ -1,0 +1,105 @@
+package issuer
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+// Revoked reports whether an access token must be refused because its jti
+// or its grant was revoked, for gateways in the same process. A store error
+// counts as revoked (fail closed).
+func (i *Issuer) Revoked(ctx context.Context, jti, grantID string) bool {
+	revoked := false
+	err := i.store.View(ctx, func(tx store.Tx) error {
+		keys := []string{jti}
+		if grantID != "" {
+			keys = append(keys, "grant:"+grantID)
+		}
+		for _, k := range keys {
+			if k == "" {
+				continue
+			}
+			_, err := tx.Get(bucketRevoked, k)
+			if err == nil {
+				revoked = true
+				return nil
+			}
+			if !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		i.log.Error("revocation check", zap.Error(err))
+		return true
+	}
+	return revoked
+}
+
+// handleRevoke is RFC 7009 token revocation. A refresh token ends its whole
+// grant; an access token is refused until it expires. Unknown tokens,
+// tokens of other clients and already revoked ones all get 200, so the
+// endpoint reveals nothing.
+func (i *Issuer) handleRevoke(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		methodNotAllowed(w, http.MethodPost)
+		return
+	}
+	c, err := i.authenticateClient(r)
+	if err != nil {
+		i.writeErr(w, err)
+		return
+	}
+	tok := r.PostForm.Get("token")
+	if tok == "" {
+		i.writeErr(w, ErrInvalidRequest.WithDescription("token is required"))
+		return
+	}
+	// token_type_hint only orders the lookups; both are cheap, so it is
+	// not needed (RFC 7009 section 2.1 lets the server ignore it).
+	ctx := r.Context()
+	if err := i.revokeRefreshToken(ctx, c, tok); err != nil {
+		i.writeErr(w, err)
+		return
+	}
+	if err := i.revokeAccessToken(ctx, c, tok); err != nil {
+		i.writeErr(w, err)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+}
+
+func (i *Issuer) revokeRefreshToken(ctx context.Context, c *Client, tok string) error {
+	key := tokenKey(tok)
+	return i.store.Update(ctx, func(tx store.Tx) error {
+		var rec refreshToken
+		err := getJSON(tx, bucketRefresh, key, &rec)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if rec.ClientID != c.ID {
+			return nil
+		}
+		return i.revokeGrantTx(tx, rec.GrantID)
+	})
+}
+
+func (i *Issuer) revokeAccessToken(ctx context.Context, c *Client, tok string) error {
+	claims, err := i.parseAccessToken(ctx, tok)
+	if err != nil || claims.ClientID != c.ID {
+		return nil // not ours, expired, or another client's: nothing to do
+	}
+	return i.store.Update(ctx, func(tx store.Tx) error {
+		return i.revokeJTITx(tx, claims.ID, claims.ExpiresAt.Time)
+	})
+}
