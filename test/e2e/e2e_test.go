@@ -17,6 +17,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"golang.org/x/oauth2"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/demo/mcpdemo"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/e2e/harness"
 )
 
@@ -29,10 +30,12 @@ const (
 
 	scopeRead  = "notes:read"
 	scopeWrite = "notes:write"
-	scopeAdmin = "notes:admin" // required by delete_note; no user holds it
+	scopeAdmin = "notes:admin" // required by delete_notes; no user holds it
 )
 
-// env is Caddy with the issuer and a gateway in front of the notes server.
+// env is Caddy with the issuer and a gateway in front of the demo MCP
+// server (test/demo/mcpdemo: echo and add read, add_note writes,
+// delete_notes administers).
 type env struct {
 	t        *testing.T
 	port     int
@@ -46,7 +49,7 @@ type env struct {
 
 func setup(t *testing.T) *env {
 	t.Helper()
-	up := httptest.NewServer(notesServer())
+	up := httptest.NewServer(mcpdemo.Handler())
 	t.Cleanup(up.Close)
 	e := &env{
 		t:        t,
@@ -98,36 +101,17 @@ func (e *env) caddyfile(variant int) string {
 	mcp_gateway @mcp {
 		resource %[2]s/mcp
 		scope %[7]s
-		tool list_notes %[7]s
-		tool read_note %[7]s
-		tool write_note %[8]s
-		tool delete_note %[10]s
-		tool search_notes_v%[11]d %[7]s
+		tool echo %[7]s
+		tool add %[7]s
+		tool add_note %[8]s
+		tool delete_notes %[10]s
+		tool search_v%[11]d %[7]s
+		prompt * %[7]s
+		resource_rule notes:// %[7]s
 	}
 	reverse_proxy /mcp* %[12]s
 }
 `, e.dir, e.issuer, username, e.hash, clientID, clientName, scopeRead, scopeWrite, redirectURI, scopeAdmin, variant, e.upstream)
-}
-
-// notesServer is the MCP server behind the gateway: four tools with
-// different scope needs (see caddyfile).
-func notesServer() http.Handler {
-	s := mcp.NewServer(&mcp.Implementation{Name: "notes", Version: "1.0.0"}, nil)
-	type noteArgs struct {
-		ID   string `json:"id,omitempty" jsonschema:"note id"`
-		Text string `json:"text,omitempty" jsonschema:"note text"`
-	}
-	tool := func(name, desc string) {
-		mcp.AddTool(s, &mcp.Tool{Name: name, Description: desc},
-			func(ctx context.Context, req *mcp.CallToolRequest, in noteArgs) (*mcp.CallToolResult, any, error) {
-				return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: name + " ok"}}}, nil, nil
-			})
-	}
-	tool("list_notes", "List notes")
-	tool("read_note", "Read a note")
-	tool("write_note", "Write a note")
-	tool("delete_note", "Delete a note")
-	return mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
 }
 
 // oauthConfig is the pre-registered public client's configuration.

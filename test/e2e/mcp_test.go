@@ -19,7 +19,7 @@ func TestDiscovery(t *testing.T) {
 	e := setup(t)
 	ctx := ctxTimeout(t, 20*time.Second)
 
-	resp, _, err := e.rawToolCall(ctx, "", "read_note")
+	resp, _, err := e.rawToolCall(ctx, "", "echo")
 	if err != nil {
 		t.Fatalf("call without token: %v", err)
 	}
@@ -103,26 +103,26 @@ func TestScopesAndStepUp(t *testing.T) {
 				names = append(names, tl.Name)
 			}
 			slices.Sort(names)
-			if want := []string{"list_notes", "read_note"}; !slices.Equal(names, want) {
+			if want := []string{"add", "echo"}; !slices.Equal(names, want) {
 				t.Errorf("ListTools with %s = %q, want %q", scopeRead, names, want)
 			}
 
-			res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "read_note", Arguments: map[string]any{"id": "1"}})
+			res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "hi"}})
 			if err != nil || res.IsError {
-				t.Fatalf("CallTool(read_note) = %+v, %v; want success", res, err)
+				t.Fatalf("CallTool(echo) = %+v, %v; want success", res, err)
 			}
 
-			if res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "write_note", Arguments: map[string]any{"text": "x"}}); err == nil && !res.IsError {
-				t.Fatalf("CallTool(write_note) with %s succeeded, want refusal", scopeRead)
+			if res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "add_note", Arguments: map[string]any{"text": "x"}}); err == nil && !res.IsError {
+				t.Fatalf("CallTool(add_note) with %s succeeded, want refusal", scopeRead)
 			}
 
 			// The same call as raw HTTP, to read the challenge.
-			resp, body, err := e.rawToolCall(ctx, tok.AccessToken, "write_note")
+			resp, body, err := e.rawToolCall(ctx, tok.AccessToken, "add_note")
 			if err != nil {
-				t.Fatalf("raw write_note: %v", err)
+				t.Fatalf("raw add_note: %v", err)
 			}
 			if resp.StatusCode != http.StatusForbidden {
-				t.Fatalf("raw write_note: status %d, want 403; body %s", resp.StatusCode, body)
+				t.Fatalf("raw add_note: status %d, want 403; body %s", resp.StatusCode, body)
 			}
 			ch, ok := challenge(resp.Header.Get("WWW-Authenticate"))
 			if !ok {
@@ -145,18 +145,18 @@ func TestScopesAndStepUp(t *testing.T) {
 				t.Fatalf("re-authorize with %q: %v", challenged, err)
 			}
 			src.Set(tok2)
-			res, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "write_note", Arguments: map[string]any{"text": "x"}})
+			res, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "add_note", Arguments: map[string]any{"text": "x"}})
 			if err != nil || res.IsError {
-				t.Fatalf("CallTool(write_note) after step-up = %+v, %v; want success", res, err)
+				t.Fatalf("CallTool(add_note) after step-up = %+v, %v; want success", res, err)
 			}
 
 			// notes:admin is not grantable to this user: still refused.
-			resp, body, err = e.rawToolCall(ctx, tok2.AccessToken, "delete_note")
+			resp, body, err = e.rawToolCall(ctx, tok2.AccessToken, "delete_notes")
 			if err != nil {
-				t.Fatalf("raw delete_note: %v", err)
+				t.Fatalf("raw delete_notes: %v", err)
 			}
 			if resp.StatusCode != http.StatusForbidden {
-				t.Errorf("raw delete_note: status %d, want 403; body %s", resp.StatusCode, body)
+				t.Errorf("raw delete_notes: status %d, want 403; body %s", resp.StatusCode, body)
 			}
 		})
 	}

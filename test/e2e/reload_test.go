@@ -125,7 +125,7 @@ func TestReloadDuringTraffic(t *testing.T) {
 	}
 	wg.Go(func() {
 		for n := 0; n < 400 && !stopped(); n++ {
-			res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "read_note", Arguments: map[string]any{"id": "1"}})
+			res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "hi"}})
 			if err != nil || res.IsError {
 				fail(fmt.Errorf("session call %d: %+v, %w", n, res, err))
 				return
@@ -169,7 +169,7 @@ func TestReloadDuringTraffic(t *testing.T) {
 	if _, err := e.authorize(ctx, harness.NewRobot(username, password, redirectURI), dcrCfg); err != nil {
 		t.Errorf("DCR client registered before the reloads: %v", err)
 	}
-	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "read_note", Arguments: map[string]any{"id": "1"}})
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "hi"}})
 	if err != nil || res.IsError {
 		t.Errorf("session call after reloads = %+v, %v; want success", res, err)
 	}
@@ -208,7 +208,7 @@ func refreshToken(ctx context.Context, client *http.Client, e *env, clientID, rt
 
 // gatewayCall makes one stateless tools/call through the gateway.
 func gatewayCall(ctx context.Context, client *http.Client, e *env, token string) error {
-	resp, body, err := e.rawToolCallWith(ctx, client, token, "read_note")
+	resp, body, err := e.rawToolCallWith(ctx, client, token, "echo")
 	if err != nil {
 		return err
 	}
