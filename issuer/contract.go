@@ -38,8 +38,6 @@ func (i *Issuer) init() error {
 
 // ---- TOKENS half ----
 
-func (i *Issuer) handleMetadata(w http.ResponseWriter, r *http.Request)   { http.NotFound(w, r) }
-func (i *Issuer) handlePAR(w http.ResponseWriter, r *http.Request)        { http.NotFound(w, r) }
 func (i *Issuer) handleIntrospect(w http.ResponseWriter, r *http.Request) { http.NotFound(w, r) }
 func (i *Issuer) handleUserinfo(w http.ResponseWriter, r *http.Request)   { http.NotFound(w, r) }
 

@@ -1,0 +1,97 @@
+package issuer
+
+import (
+	"encoding/json"
+	"net/http"
+	"slices"
+)
+
+// metadata is the RFC 8414 / OpenID Connect Discovery 1.0 document.
+type metadata struct {
+	Issuer                                     string   `json:"issuer"`
+	AuthorizationEndpoint                      string   `json:"authorization_endpoint"`
+	TokenEndpoint                              string   `json:"token_endpoint"`
+	RegistrationEndpoint                       string   `json:"registration_endpoint,omitempty"`
+	JWKSURI                                    string   `json:"jwks_uri"`
+	RevocationEndpoint                         string   `json:"revocation_endpoint"`
+	IntrospectionEndpoint                      string   `json:"introspection_endpoint"`
+	UserinfoEndpoint                           string   `json:"userinfo_endpoint"`
+	PushedAuthorizationRequestEndpoint         string   `json:"pushed_authorization_request_endpoint"`
+	RequirePushedAuthorizationRequests         bool     `json:"require_pushed_authorization_requests"`
+	ResponseTypesSupported                     []string `json:"response_types_supported"`
+	ResponseModesSupported                     []string `json:"response_modes_supported"`
+	GrantTypesSupported                        []string `json:"grant_types_supported"`
+	CodeChallengeMethodsSupported              []string `json:"code_challenge_methods_supported"`
+	TokenEndpointAuthMethodsSupported          []string `json:"token_endpoint_auth_methods_supported"`
+	TokenEndpointAuthSigningAlgValuesSupported []string `json:"token_endpoint_auth_signing_alg_values_supported"`
+	RevocationEndpointAuthMethodsSupported     []string `json:"revocation_endpoint_auth_methods_supported"`
+	RevocationEndpointAuthSigningAlgs          []string `json:"revocation_endpoint_auth_signing_alg_values_supported"`
+	IntrospectionEndpointAuthMethodsSupported  []string `json:"introspection_endpoint_auth_methods_supported"`
+	IntrospectionEndpointAuthSigningAlgs       []string `json:"introspection_endpoint_auth_signing_alg_values_supported"`
+	ScopesSupported                            []string `json:"scopes_supported"`
+	SubjectTypesSupported                      []string `json:"subject_types_supported"`
+	IDTokenSigningAlgValuesSupported           []string `json:"id_token_signing_alg_values_supported"`
+	ClaimsSupported                            []string `json:"claims_supported"`
+	ClientIDMetadataDocumentSupported          bool     `json:"client_id_metadata_document_supported"`
+	AuthorizationResponseIssParameterSupported bool     `json:"authorization_response_iss_parameter_supported"`
+}
+
+// metadataDocument describes this issuer. It is built per request because
+// resources (and so scopes_supported) can be added at runtime.
+func (i *Issuer) metadataDocument() *metadata {
+	authMethods := []string{authNone, authClientSecretBasic, authClientSecretPost, authPrivateKeyJWT}
+	m := &metadata{
+		Issuer:                                     i.URL(),
+		AuthorizationEndpoint:                      i.endpoint(pathAuthorize),
+		TokenEndpoint:                              i.endpoint(pathToken),
+		JWKSURI:                                    i.endpoint(pathJWKS),
+		RevocationEndpoint:                         i.endpoint(pathRevoke),
+		IntrospectionEndpoint:                      i.endpoint(pathIntrospect),
+		UserinfoEndpoint:                           i.endpoint(pathUserinfo),
+		PushedAuthorizationRequestEndpoint:         i.endpoint(pathPAR),
+		RequirePushedAuthorizationRequests:         i.cfg.RequirePAR,
+		ResponseTypesSupported:                     []string{"code"},
+		ResponseModesSupported:                     []string{"query"},
+		GrantTypesSupported:                        []string{grantAuthorizationCode, grantRefreshToken, grantClientCredentials},
+		CodeChallengeMethodsSupported:              []string{"S256"},
+		TokenEndpointAuthMethodsSupported:          authMethods,
+		TokenEndpointAuthSigningAlgValuesSupported: assertionAlgs,
+		RevocationEndpointAuthMethodsSupported:     authMethods,
+		RevocationEndpointAuthSigningAlgs:          assertionAlgs,
+		// Introspection reveals token contents: only authenticated clients.
+		IntrospectionEndpointAuthMethodsSupported: []string{authClientSecretBasic, authClientSecretPost, authPrivateKeyJWT},
+		IntrospectionEndpointAuthSigningAlgs:      assertionAlgs,
+		SubjectTypesSupported:                     []string{"public"},
+		IDTokenSigningAlgValuesSupported:          []string{i.cfg.SigningAlg},
+		ClaimsSupported: []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "azp", "at_hash",
+			"name", "preferred_username", "email"},
+		ClientIDMetadataDocumentSupported:          true,
+		AuthorizationResponseIssParameterSupported: true,
+	}
+	if !i.cfg.DisableRegistration {
+		m.RegistrationEndpoint = i.endpoint(pathRegister)
+	}
+	scopes := slices.Clone(oidcScopes)
+	for _, r := range i.resources() {
+		for _, s := range r.Scopes {
+			if !slices.Contains(scopes, s) {
+				scopes = append(scopes, s)
+			}
+		}
+	}
+	m.ScopesSupported = scopes
+	return m
+}
+
+// handleMetadata serves the metadata document at every well-known URL
+// clients probe (the routes are set up in New).
+func (i *Issuer) handleMetadata(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		methodNotAllowed(w, http.MethodGet, http.MethodHead)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "public, max-age=300")
+	_ = json.NewEncoder(w).Encode(i.metadataDocument())
+}

@@ -1,0 +1,88 @@
+package issuer
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+// requestURIPrefix is RFC 9126 section 2.2's request_uri form.
+const requestURIPrefix = "urn:ietf:params:oauth:request_uri:"
+
+// clientAuthParams are consumed by client authentication and not kept
+// with a pushed request.
+var clientAuthParams = []string{"client_secret", "client_assertion", "client_assertion_type"}
+
+type parResponse struct {
+	RequestURI string `json:"request_uri"`
+	ExpiresIn  int64  `json:"expires_in"`
+}
+
+// handlePAR is the RFC 9126 pushed authorization request endpoint. The
+// request is validated now, as /authorize would, so errors reach the
+// client directly; /authorize consumes the stored request once, for the
+// same client only.
+func (i *Issuer) handlePAR(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		methodNotAllowed(w, http.MethodPost)
+		return
+	}
+	c, err := i.authenticateClient(r)
+	if err != nil {
+		i.writeErr(w, err)
+		return
+	}
+	ctx := r.Context()
+	f := r.PostForm
+	switch {
+	case f.Has("request_uri"):
+		i.writeErr(w, ErrInvalidRequest.WithDescription("request_uri is not allowed in a pushed authorization request"))
+		return
+	case f.Get("client_id") != "" && f.Get("client_id") != c.ID:
+		i.writeErr(w, ErrInvalidRequest.WithDescription("client_id does not match the authenticated client"))
+		return
+	}
+	if _, _, msg := authorizeRedirectURI(c, f); msg != "" {
+		i.writeErr(w, ErrInvalidRequest.WithDescription(msg))
+		return
+	}
+	if _, err := i.parseAuthorize(ctx, c, f, true); err != nil {
+		i.writeErr(w, err)
+		return
+	}
+
+	params := url.Values{}
+	for k, v := range f {
+		params[k] = v
+	}
+	for _, k := range clientAuthParams {
+		delete(params, k)
+	}
+	params.Set("client_id", c.ID)
+	tail, err := i.randomToken(32)
+	if err != nil {
+		i.writeErr(w, err)
+		return
+	}
+	uri := requestURIPrefix + tail
+	exp := i.now().Add(i.cfg.PARTTL)
+	err = i.store.Update(ctx, func(tx store.Tx) error {
+		b, err := json.Marshal(&parRequest{ClientID: c.ID, Params: params, ExpiresAt: exp})
+		if err != nil {
+			return err
+		}
+		return tx.Create(bucketPAR, tokenKey(uri), b, exp)
+	})
+	if errors.Is(err, store.ErrAlreadyExists) {
+		err = errors.New("request_uri collision")
+	}
+	if err != nil {
+		i.writeErr(w, fmt.Errorf("store pushed request: %w", err))
+		return
+	}
+	writeNoStoreJSON(w, http.StatusCreated, parResponse{RequestURI: uri, ExpiresIn: int64(i.cfg.PARTTL.Seconds())})
+}
