@@ -1,0 +1,162 @@
+// Package adapt checks that every Caddyfile form of the mcp_auth global
+// option and the mcp_issuer and mcp_gateway directives adapts to the
+// expected JSON (golden files in testdata/), and that malformed input is
+// refused with an error naming the problem.
+//
+// Update the golden files after an intended change with
+//
+//	go test ./test/adapt -update
+package adapt
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+	"github.com/google/go-cmp/cmp"
+
+	_ "github.com/caddy-mcp-auth/caddy-mcp-auth/caddymodule"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden JSON files")
+
+func adapt(t *testing.T, caddyfile []byte) ([]byte, error) {
+	t.Helper()
+	a := caddyconfig.GetAdapter("caddyfile")
+	if a == nil {
+		t.Fatal(`GetAdapter("caddyfile") = nil`)
+	}
+	out, warnings, err := a.Adapt(caddyfile, map[string]any{"filename": "Caddyfile"})
+	for _, w := range warnings {
+		t.Errorf("Adapt() warning: %s", w.String())
+	}
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	if err := json.Indent(&buf, out, "", "\t"); err != nil {
+		t.Fatalf("indent adapted JSON: %v", err)
+	}
+	buf.WriteByte('\n')
+	return buf.Bytes(), nil
+}
+
+func TestAdaptGolden(t *testing.T) {
+	// {$NAME} is expanded at adapt time; {env.NAME} is kept for load time.
+	t.Setenv("MCP_DEMO_ISSUER", "https://auth.example.com")
+
+	inputs, err := filepath.Glob("testdata/*.caddyfile")
+	if err != nil || len(inputs) == 0 {
+		t.Fatalf("Glob(testdata/*.caddyfile) = %v, %v", inputs, err)
+	}
+	for _, in := range inputs {
+		name := strings.TrimSuffix(filepath.Base(in), ".caddyfile")
+		t.Run(name, func(t *testing.T) {
+			src, err := os.ReadFile(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := adapt(t, src)
+			if err != nil {
+				t.Fatalf("Adapt(%s) error: %v", in, err)
+			}
+			golden := strings.TrimSuffix(in, ".caddyfile") + ".json"
+			if *update {
+				if err := os.WriteFile(golden, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run with -update to create it)", err)
+			}
+			if diff := cmp.Diff(string(want), string(got)); diff != "" {
+				t.Errorf("Adapt(%s) mismatch (-want +got):\n%s", in, diff)
+			}
+		})
+	}
+}
+
+func TestAdaptErrors(t *testing.T) {
+	global := func(body string) string {
+		return "{\n\tmcp_auth {\n\t\tissuer https://auth.example.com\n" + body + "\n\t}\n}\nexample.com {\n\tmcp_issuer\n}\n"
+	}
+	site := func(body string) string {
+		return "{\n\tmcp_auth {\n\t\tissuer https://auth.example.com\n\t}\n}\nexample.com {\n" + body + "\n}\n"
+	}
+	gw := func(body string) string {
+		return site("\tmcp_gateway {\n\t\tresource https://example.com/mcp\n" + body + "\n\t}\n\treverse_proxy localhost:3001")
+	}
+	tests := []struct {
+		name      string
+		caddyfile string
+		want      string // substring of the error
+	}{
+		{"global unknown subdirective", global("colour blue"), `unrecognized subdirective "colour"`},
+		{"global option argument", "{\n\tmcp_auth extra {\n\t}\n}\n", "wrong argument count"},
+		{"global twice", "{\n\tmcp_auth {\n\t\tissuer https://a.example\n\t}\n\tmcp_auth {\n\t}\n}\n", "only once"},
+		{"issuer missing url", global("issuer"), "issuer: missing argument"},
+		{"issuer two urls", global("issuer https://a https://b"), "issuer: too many arguments"},
+		{"storage missing kind", global("storage"), "wrong argument count"},
+		{"storage unknown kind", global("storage redis"), `unknown storage "redis"`},
+		{"storage bolt two paths", global("storage bolt a b"), "wrong argument count"},
+		{"storage memory path", global("storage memory /x"), "wrong argument count"},
+		{"ttl bad duration", global("access_token_ttl soon"), `access_token_ttl "soon"`},
+		{"ttl negative", global("code_ttl -5m"), `code_ttl "-5m"`},
+		{"ttl missing", global("id_token_ttl"), "id_token_ttl: missing argument"},
+		{"signing alg unknown", global("signing_alg HS256"), `signing_alg "HS256"`},
+		{"flag with argument", global("require_par yes"), "require_par: takes no arguments"},
+		{"user missing hash", global("user alice"), "user: want <name> <bcrypt-hash>"},
+		{"user extra argument", global("user alice $2a$10$x extra"), "wrong argument count"},
+		{"user unknown subdirective", global("user alice $2a$10$x {\n\t\t\tphone 1\n\t\t}"), `unrecognized user subdirective "phone"`},
+		{"user groups missing", global("user alice $2a$10$x {\n\t\t\tgroups\n\t\t}"), "groups: missing argument"},
+		{"group missing name", global("group"), "group: missing argument"},
+		{"group scopes missing scope", global("group g {\n\t\t\tscopes *\n\t\t}"), "scopes: want <resource-url|*> <scope...>"},
+		{"group unknown subdirective", global("group g {\n\t\t\tmembers a\n\t\t}"), `unrecognized group subdirective "members"`},
+		{"client missing id", global("client"), "client: missing argument"},
+		{"client unknown subdirective", global("client c {\n\t\t\tlogo x\n\t\t}"), `unrecognized client subdirective "logo"`},
+		{"client secret missing", global("client c {\n\t\t\tsecret\n\t\t}"), "secret: missing argument"},
+		{"client public argument", global("client c {\n\t\t\tpublic yes\n\t\t}"), "public: takes no arguments"},
+		{"agent unknown subdirective", global("agent a {\n\t\t\towner x\n\t\t}"), `unrecognized agent subdirective "owner"`},
+		{"agent bad max_depth", global("agent a {\n\t\t\tmax_depth deep\n\t\t}"), `max_depth "deep"`},
+		{"resource missing url", global("resource"), "resource: missing argument"},
+		{"resource unknown subdirective", global("resource https://x/mcp {\n\t\t\tname x\n\t\t}"), `unrecognized resource subdirective "name"`},
+		{"issuer handler argument", site("\tmcp_issuer now"), "wrong argument count"},
+		{"issuer handler subdirective", site("\tmcp_issuer {\n\t\tpath /x\n\t}"), `unrecognized subdirective "path"`},
+		{"gateway unknown subdirective", gw("rate_limit 5"), `unrecognized subdirective "rate_limit"`},
+		{"gateway inline argument", site("\tmcp_gateway https://example.com/mcp"), "wrong argument count"},
+		{"gateway resource missing", gw("resource"), "resource: missing argument"},
+		{"gateway issuer missing", gw("issuer"), "issuer: missing argument"},
+		{"gateway scope missing", gw("scope"), "scope: missing argument"},
+		{"gateway implies one scope", gw("scope_implies admin"), "scope_implies: want <broad-scope> <narrow-scope...>"},
+		{"gateway tool missing pattern", gw("tool"), "tool: want <pattern> [<scope...>]"},
+		{"gateway prompt missing pattern", gw("prompt"), "prompt: want <pattern> [<scope...>]"},
+		{"gateway resource_rule missing prefix", gw("resource_rule"), "resource_rule: want <pattern> [<scope...>]"},
+		{"gateway tool unknown subdirective", gw("tool echo read {\n\t\t\tagent x\n\t\t}"), `unrecognized tool subdirective "agent"`},
+		{"gateway tool bad max_depth", gw("tool echo read {\n\t\t\tmax_depth -1\n\t\t}"), `max_depth "-1"`},
+		{"gateway tool flag argument", gw("tool echo read {\n\t\t\tuser_only yes\n\t\t}"), "user_only: takes no arguments"},
+		{"gateway origins missing", gw("allowed_origins"), "allowed_origins: missing argument"},
+		{"gateway bad body size", gw("max_body_size lots"), `max_body_size "lots"`},
+		{"gateway zero body size", gw("max_body_size 0"), `max_body_size "0"`},
+		{"gateway forward_identity argument", gw("forward_identity on"), "forward_identity: takes no arguments"},
+		{"gateway session_key missing", gw("session_key"), "session_key: missing argument"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := adapt(t, []byte(tt.caddyfile))
+			if err == nil {
+				t.Fatalf("Adapt() = %s, want error containing %q", out, tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Adapt() error = %q, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
