@@ -17,9 +17,7 @@ package issuer
 // and deletes the stub from here. Signatures are fixed; ask before changing.
 
 import (
-	"context"
 	"errors"
-	"net/http"
 )
 
 var errUnimplemented = errors.New("unimplemented")
@@ -37,28 +35,11 @@ func (i *Issuer) init() error {
 }
 
 // ---- TOKENS half ----
+//
+// Implemented in keys.go, token.go, clientauth.go, ... (see above). For the
+// BROWSER half: the brute-force limiter in ratelimit.go is shared —
+// attemptDelay(account, addr) / allowAttempt(account, addr) before a
+// credential check, recordFailure(account, addr) and
+// recordSuccess(account, addr) after; clientAddr(r) is the address key.
+// Client accounts are "client:"+id. i.cors(h) wraps back-channel handlers.
 
-func (i *Issuer) handleIntrospect(w http.ResponseWriter, r *http.Request) { http.NotFound(w, r) }
-func (i *Issuer) handleUserinfo(w http.ResponseWriter, r *http.Request)   { http.NotFound(w, r) }
-
-// ---- TOKENS half: exported API used by caddymodule (admin API, CLI, gateway) ----
-
-// Runtime-managed directory (store-backed; configured entries are
-// read-only and listed with Source "config").
-func (i *Issuer) PutUser(ctx context.Context, u User) error         { return errUnimplemented }
-func (i *Issuer) Users(ctx context.Context) ([]User, error)         { return nil, errUnimplemented }
-func (i *Issuer) DeleteUser(ctx context.Context, name string) error { return errUnimplemented }
-
-// SetPassword stores a new bcrypt hash (hash, not the password).
-func (i *Issuer) SetPassword(ctx context.Context, name, bcryptHash string) error {
-	return errUnimplemented
-}
-func (i *Issuer) PutClient(ctx context.Context, c Client) error     { return errUnimplemented }
-func (i *Issuer) Clients(ctx context.Context) ([]Client, error)     { return nil, errUnimplemented }
-func (i *Issuer) DeleteClient(ctx context.Context, id string) error { return errUnimplemented }
-
-// RotateClientSecret generates a new secret for a confidential client,
-// stores only its hash, and returns it once.
-func (i *Issuer) RotateClientSecret(ctx context.Context, id string) (string, error) {
-	return "", errUnimplemented
-}

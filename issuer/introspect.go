@@ -1,0 +1,98 @@
+package issuer
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+// introspection is the RFC 7662 section 2.2 answer.
+type introspection struct {
+	Active    bool        `json:"active"`
+	Scope     string      `json:"scope,omitempty"`
+	ClientID  string      `json:"client_id,omitempty"`
+	TokenType string      `json:"token_type,omitempty"`
+	Exp       int64       `json:"exp,omitempty"`
+	Iat       int64       `json:"iat,omitempty"`
+	Sub       string      `json:"sub,omitempty"`
+	Aud       string      `json:"aud,omitempty"`
+	Iss       string      `json:"iss,omitempty"`
+	Jti       string      `json:"jti,omitempty"`
+	Act       *actorClaim `json:"act,omitempty"`
+}
+
+// handleIntrospect is RFC 7662 token introspection. Only authenticated
+// (confidential) clients may call it. Any of them may introspect an access
+// token (a resource server holding a token learns nothing it could not
+// read from the JWT); a refresh token only by the client it was issued to.
+// Revoked, expired, unknown and foreign tokens are {"active":false}.
+func (i *Issuer) handleIntrospect(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		methodNotAllowed(w, http.MethodPost)
+		return
+	}
+	c, err := i.authenticateClient(r)
+	if err != nil {
+		i.writeErr(w, err)
+		return
+	}
+	if c.Public() {
+		i.writeErr(w, ErrInvalidClient.WithDescription("introspection requires client authentication"))
+		return
+	}
+	tok := r.PostForm.Get("token")
+	if tok == "" {
+		i.writeErr(w, ErrInvalidRequest.WithDescription("token is required"))
+		return
+	}
+	ctx := r.Context()
+	resp := &introspection{}
+	if strings.Count(tok, ".") == 2 {
+		if cl, err := i.verifyAccessToken(ctx, tok); err == nil {
+			resp = &introspection{
+				Active: true, Scope: cl.Scope, ClientID: cl.ClientID, TokenType: "Bearer",
+				Exp: cl.ExpiresAt.Unix(), Iat: cl.IssuedAt.Unix(), Sub: cl.Subject, Aud: cl.Audience,
+				Iss: cl.Issuer, Jti: cl.ID, Act: cl.Actor,
+			}
+		}
+	} else {
+		resp, err = i.introspectRefresh(ctx, c, tok)
+		if err != nil {
+			i.writeErr(w, err)
+			return
+		}
+	}
+	writeNoStoreJSON(w, http.StatusOK, resp)
+}
+
+func (i *Issuer) introspectRefresh(ctx context.Context, c *Client, tok string) (*introspection, error) {
+	var rec refreshToken
+	var g grant
+	err := i.store.View(ctx, func(tx store.Tx) error {
+		if err := getJSON(tx, bucketRefresh, tokenKey(tok), &rec); err != nil {
+			return err
+		}
+		return getJSON(tx, bucketGrants, rec.GrantID, &g)
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return &introspection{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	now := i.now()
+	if rec.ClientID != c.ID || rec.Rotated || g.Revoked || !now.Before(rec.ExpiresAt) || !now.Before(g.ExpiresAt) {
+		return &introspection{}, nil
+	}
+	resp := &introspection{
+		Active: true, Scope: strings.Join(g.Scopes, " "), ClientID: g.ClientID,
+		Exp: rec.ExpiresAt.Unix(), Iat: g.CreatedAt.Unix(), Sub: g.Subject, Aud: g.Resource, Iss: i.URL(),
+	}
+	if g.Actor != "" {
+		resp.Act = &actorClaim{Subject: g.Actor}
+	}
+	return resp, nil
+}

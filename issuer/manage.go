@@ -1,0 +1,275 @@
+package issuer
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+// Errors of the management API. Callers test them with errors.Is; a
+// missing entry is store.ErrNotFound.
+var (
+	// ErrConfigured: the entry is declared in the Caddyfile and can only be
+	// changed there.
+	ErrConfigured = errors.New("declared in the Caddyfile; change it there")
+	// ErrInvalidEntry: the entry does not validate.
+	ErrInvalidEntry = errors.New("invalid entry")
+)
+
+func invalidEntry(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidEntry, fmt.Sprintf(format, a...))
+}
+
+// PutUser creates or replaces a runtime-managed user. PasswordHash must be
+// a bcrypt hash (the output of `caddy hash-password`).
+func (i *Issuer) PutUser(ctx context.Context, u User) error {
+	if u.Username == "" || len(u.Username) > 200 || strings.ContainsFunc(u.Username, isControlOrSpace) {
+		return invalidEntry("username must be 1 to 200 characters without spaces or control characters")
+	}
+	if i.configuredUser(u.Username) {
+		return fmt.Errorf("user %q: %w", u.Username, ErrConfigured)
+	}
+	if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
+		return invalidEntry("user %q: password hash is not a bcrypt hash", u.Username)
+	}
+	for _, g := range u.Groups {
+		if !slices.ContainsFunc(i.cfg.Groups, func(cg Group) bool { return cg.Name == g }) {
+			return invalidEntry("user %q: unknown group %q", u.Username, g)
+		}
+	}
+	u.Source = sourceAdmin
+	return i.store.Update(ctx, func(tx store.Tx) error {
+		return putJSON(tx, bucketUsers, u.Username, &u, time.Time{})
+	})
+}
+
+// Users lists configured and runtime-managed users, by name, without
+// their password hashes.
+func (i *Issuer) Users(ctx context.Context) ([]User, error) {
+	var out []User
+	for _, u := range i.cfg.Users {
+		u.Source = sourceConfig
+		out = append(out, u)
+	}
+	err := i.store.View(ctx, func(tx store.Tx) error {
+		return tx.List(bucketUsers, "", func(_ string, v []byte) error {
+			var u User
+			if err := json.Unmarshal(v, &u); err != nil {
+				return fmt.Errorf("decode user: %w", err)
+			}
+			if !i.configuredUser(u.Username) {
+				u.Source = sourceAdmin
+				out = append(out, u)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list users: %w", err)
+	}
+	for n := range out {
+		out[n].PasswordHash = ""
+	}
+	slices.SortFunc(out, func(a, b User) int { return cmp.Compare(a.Username, b.Username) })
+	return out, nil
+}
+
+// DeleteUser removes a runtime-managed user and revokes its grants, so a
+// later user of the same name inherits nothing.
+func (i *Issuer) DeleteUser(ctx context.Context, name string) error {
+	if i.configuredUser(name) {
+		return fmt.Errorf("user %q: %w", name, ErrConfigured)
+	}
+	return i.store.Update(ctx, func(tx store.Tx) error {
+		if _, err := tx.Get(bucketUsers, name); err != nil {
+			return fmt.Errorf("user %q: %w", name, err)
+		}
+		if err := tx.Delete(bucketUsers, name); err != nil {
+			return err
+		}
+		return i.revokeGrantsTx(tx, func(g *grant) bool { return g.Subject == name })
+	})
+}
+
+// SetPassword stores a new bcrypt hash (hash, not the password).
+func (i *Issuer) SetPassword(ctx context.Context, name, bcryptHash string) error {
+	if i.configuredUser(name) {
+		return fmt.Errorf("user %q: %w", name, ErrConfigured)
+	}
+	if _, err := bcrypt.Cost([]byte(bcryptHash)); err != nil {
+		return invalidEntry("password hash is not a bcrypt hash")
+	}
+	return i.store.Update(ctx, func(tx store.Tx) error {
+		var u User
+		if err := getJSON(tx, bucketUsers, name, &u); err != nil {
+			return fmt.Errorf("user %q: %w", name, err)
+		}
+		u.PasswordHash = bcryptHash
+		return putJSON(tx, bucketUsers, name, &u, time.Time{})
+	})
+}
+
+// PutClient creates or replaces a runtime-managed client. A confidential
+// client's SecretHash is bcrypt or "sha256:<hex>" (RotateClientSecret
+// makes one); a method left empty is inferred from the credentials given.
+func (i *Issuer) PutClient(ctx context.Context, c Client) error {
+	if c.ID == "" || len(c.ID) > 500 || strings.ContainsFunc(c.ID, isControlOrSpace) {
+		return invalidEntry("client id must be 1 to 500 characters without spaces or control characters")
+	}
+	if i.configuredClient(c.ID) {
+		return fmt.Errorf("client %q: %w", c.ID, ErrConfigured)
+	}
+	normalizeAuthMethod(&c)
+	if err := validateClientAuth(&c); err != nil {
+		return invalidEntry("client %q: %v", c.ID, err)
+	}
+	for _, g := range c.GrantTypes {
+		if g != grantAuthorizationCode && g != grantRefreshToken && g != grantClientCredentials {
+			return invalidEntry("client %q: unsupported grant type %q", c.ID, g)
+		}
+	}
+	if c.Public() && slices.Contains(c.GrantTypes, grantClientCredentials) {
+		return invalidEntry("client %q: client_credentials needs a confidential client", c.ID)
+	}
+	for _, u := range c.RedirectURIs {
+		p, err := url.Parse(u)
+		if err != nil || !p.IsAbs() || p.Fragment != "" || strings.ContainsAny(u, "#*") {
+			return invalidEntry("client %q: redirect URI %q must be absolute, without fragment or wildcard", c.ID, u)
+		}
+	}
+	for _, r := range c.Resources {
+		if err := validateResourceURL(r); err != nil {
+			return invalidEntry("client %q: %v", c.ID, err)
+		}
+	}
+	c.Source = sourceAdmin
+	return i.store.Update(ctx, func(tx store.Tx) error {
+		var old Client
+		switch err := getJSON(tx, bucketClients, c.ID, &old); {
+		case err == nil:
+			c.CreatedAt = old.CreatedAt
+		case errors.Is(err, store.ErrNotFound):
+			c.CreatedAt = i.now()
+		default:
+			return err
+		}
+		return putJSON(tx, bucketClients, c.ID, &c, time.Time{})
+	})
+}
+
+// Clients lists configured and stored (admin, DCR) clients, by id,
+// without their secret hashes.
+func (i *Issuer) Clients(ctx context.Context) ([]Client, error) {
+	var out []Client
+	for _, c := range i.cfg.Clients {
+		c.Source = sourceConfig
+		out = append(out, c)
+	}
+	err := i.store.View(ctx, func(tx store.Tx) error {
+		return tx.List(bucketClients, "", func(_ string, v []byte) error {
+			var c Client
+			if err := json.Unmarshal(v, &c); err != nil {
+				return fmt.Errorf("decode client: %w", err)
+			}
+			if !i.configuredClient(c.ID) {
+				out = append(out, c)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list clients: %w", err)
+	}
+	for n := range out {
+		out[n].SecretHash = ""
+	}
+	slices.SortFunc(out, func(a, b Client) int { return cmp.Compare(a.ID, b.ID) })
+	return out, nil
+}
+
+// DeleteClient removes a stored client and revokes its grants.
+func (i *Issuer) DeleteClient(ctx context.Context, id string) error {
+	if i.configuredClient(id) {
+		return fmt.Errorf("client %q: %w", id, ErrConfigured)
+	}
+	return i.store.Update(ctx, func(tx store.Tx) error {
+		if _, err := tx.Get(bucketClients, id); err != nil {
+			return fmt.Errorf("client %q: %w", id, err)
+		}
+		if err := tx.Delete(bucketClients, id); err != nil {
+			return err
+		}
+		return i.revokeGrantsTx(tx, func(g *grant) bool { return g.ClientID == id })
+	})
+}
+
+// RotateClientSecret generates a new secret for a confidential client,
+// stores only its hash, and returns it once. The old secret stops working.
+func (i *Issuer) RotateClientSecret(ctx context.Context, id string) (string, error) {
+	if i.configuredClient(id) {
+		return "", fmt.Errorf("client %q: %w", id, ErrConfigured)
+	}
+	secret, err := i.randomToken(32)
+	if err != nil {
+		return "", err
+	}
+	err = i.store.Update(ctx, func(tx store.Tx) error {
+		var c Client
+		if err := getJSON(tx, bucketClients, id, &c); err != nil {
+			return fmt.Errorf("client %q: %w", id, err)
+		}
+		if c.TokenEndpointAuthMethod != authClientSecretBasic && c.TokenEndpointAuthMethod != authClientSecretPost {
+			return invalidEntry("client %q does not authenticate with a secret", id)
+		}
+		c.SecretHash = hashClientSecret(secret)
+		return putJSON(tx, bucketClients, id, &c, time.Time{})
+	})
+	if err != nil {
+		return "", err
+	}
+	return secret, nil
+}
+
+// revokeGrantsTx revokes every live grant match selects.
+func (i *Issuer) revokeGrantsTx(tx store.Tx, match func(*grant) bool) error {
+	var ids []string
+	err := tx.List(bucketGrants, "", func(k string, v []byte) error {
+		var g grant
+		if err := json.Unmarshal(v, &g); err != nil {
+			return fmt.Errorf("decode grant: %w", err)
+		}
+		if !g.Revoked && match(&g) {
+			ids = append(ids, k)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if err := i.revokeGrantTx(tx, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (i *Issuer) configuredUser(name string) bool {
+	return slices.ContainsFunc(i.cfg.Users, func(u User) bool { return u.Username == name })
+}
+
+func (i *Issuer) configuredClient(id string) bool {
+	return slices.ContainsFunc(i.cfg.Clients, func(c Client) bool { return c.ID == id })
+}
+
+func isControlOrSpace(r rune) bool { return r <= ' ' || r == 0x7f }

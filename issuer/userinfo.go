@@ -1,0 +1,61 @@
+package issuer
+
+import (
+	"net/http"
+	"slices"
+	"strings"
+)
+
+// handleUserinfo is the OpenID Connect UserInfo endpoint (Core 5.3). The
+// access token comes from the Authorization header only and must carry
+// openid; claims follow the granted profile and email scopes.
+func (i *Issuer) handleUserinfo(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodPost {
+		methodNotAllowed(w, http.MethodGet, http.MethodPost)
+		return
+	}
+	challenge := func(status int, code, desc, extra string) {
+		v := "Bearer"
+		if code != "" {
+			v += ` error="` + code + `", error_description="` + desc + `"` + extra
+		}
+		w.Header().Set("WWW-Authenticate", v)
+		w.Header().Set("Cache-Control", "no-store")
+		http.Error(w, http.StatusText(status), status)
+	}
+	scheme, raw, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || raw == "" || len(r.Header.Values("Authorization")) > 1 {
+		challenge(http.StatusUnauthorized, "", "", "")
+		return
+	}
+	ctx := r.Context()
+	cl, err := i.verifyAccessToken(ctx, strings.TrimSpace(raw))
+	if err != nil {
+		challenge(http.StatusUnauthorized, "invalid_token", "the access token is invalid, expired or revoked", "")
+		return
+	}
+	scopes := strings.Fields(cl.Scope)
+	if !slices.Contains(scopes, scopeOpenID) {
+		challenge(http.StatusForbidden, "insufficient_scope", "the openid scope is required", `, scope="openid"`)
+		return
+	}
+	u, err := i.lookupUser(ctx, cl.Subject)
+	if err != nil {
+		challenge(http.StatusUnauthorized, "invalid_token", "the user no longer exists", "")
+		return
+	}
+	out := map[string]any{"sub": u.Username}
+	if slices.Contains(scopes, scopeProfile) {
+		out["preferred_username"] = u.Username
+		if u.Name != "" {
+			out["name"] = u.Name
+		}
+	}
+	if slices.Contains(scopes, scopeEmail) && u.Email != "" {
+		out["email"] = u.Email
+	}
+	if cl.Actor != nil {
+		out["act"] = cl.Actor
+	}
+	writeNoStoreJSON(w, http.StatusOK, out)
+}
