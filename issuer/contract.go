@@ -42,4 +42,3 @@ func (i *Issuer) init() error {
 // credential check, recordFailure(account, addr) and
 // recordSuccess(account, addr) after; clientAddr(r) is the address key.
 // Client accounts are "client:"+id. i.cors(h) wraps back-channel handlers.
-
