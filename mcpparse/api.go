@@ -6,8 +6,19 @@
 // data. Envelope classification never decodes tool arguments it does not
 // need. All functions are pure over bytes and readers.
 //
-// CONTRACT (written before the implementation; the gateway codes against it):
-// exported names and signatures below are fixed; add, do not change.
+// The contract (written before the implementation, the gateway codes
+// against it) fixes the exported names below; later additions are marked
+// as such in their doc comments.
+//
+// What is read:
+//
+//   - [Parse]: a request body, one message or a batch, into [Message]
+//     envelopes (kind, method, id, params.name / params.uri / params.taskId,
+//     the _meta protocol version).
+//   - [CheckHeaders], [DecodeHeaderValue]: the 2026-07-28 Streamable HTTP
+//     request metadata headers against the body.
+//   - [Reader], [WriteEvent]: server-sent event streams, event by event.
+//   - [FilterToolsList], [ResponseID]: response rewriting.
 package mcpparse
 
 import "errors"
@@ -21,12 +32,28 @@ const (
 	KindResponse                     // has result or error, and id
 )
 
+// String returns "request", "notification" or "response".
+func (k Kind) String() string {
+	switch k {
+	case KindRequest:
+		return "request"
+	case KindNotification:
+		return "notification"
+	case KindResponse:
+		return "response"
+	}
+	return "invalid"
+}
+
 // Message is the envelope of one JSON-RPC message.
 type Message struct {
 	Kind   Kind
 	Method string // "" for responses
 	// ID is the raw JSON of the id member (a string or number literal),
-	// nil when absent.
+	// nil when absent. It is the literal null only in an error response
+	// whose id is null. Numbers are always canonical integers (see Parse);
+	// compare ids with SameID, not bytes.Equal, since equal strings may be
+	// escaped differently.
 	ID []byte
 	// Name is params.name (tools/call, prompts/get) when present and a
 	// string. For tasks/* methods it is params.taskId (see spec).
@@ -35,6 +62,10 @@ type Message struct {
 	URI string
 	// HasName / HasURI tell an absent member from an empty string.
 	HasName, HasURI bool
+	// ProtocolVersion is params._meta["io.modelcontextprotocol/protocolVersion"]
+	// (2026-07-28: every request carries it), "" when absent. Added after
+	// the contract.
+	ProtocolVersion string
 	// Raw is the exact bytes of this message within the body.
 	Raw []byte
 }
@@ -58,61 +89,20 @@ var (
 	ErrTooDeep       = errors.New("mcpparse: nesting too deep")
 	ErrBatch         = errors.New("mcpparse: batch not allowed") // or empty / too large
 	ErrNotJSONRPC    = errors.New("mcpparse: not a JSON-RPC 2.0 message")
+
+	// ErrInvalidParams reports params that an MCP method needs but that are
+	// missing or of the wrong type (tools/call without a string
+	// params.name, ...) and members that are case variants of the ones
+	// read. It wraps ErrNotJSONRPC, so callers that only know the contract
+	// errors still classify it. Added after the contract.
+	ErrInvalidParams error = &subError{"mcpparse: invalid MCP params", ErrNotJSONRPC}
 )
 
-// Parse reads a request body: one message, or (if lim.AllowBatches) a
-// non-empty array of messages. It validates the entire body (including
-// params and arguments, for duplicates/case-variants/depth/UTF-8) but only
-// extracts the envelope fields of Message. batch reports whether the body
-// was an array.
-//
-//	func Parse(body []byte, lim Limits) (msgs []Message, batch bool, err error)
+// subError is a sentinel error that also matches a broader sentinel.
+type subError struct {
+	msg    string
+	parent error
+}
 
-// Header checks for the 2026-07-28 transport.
-//
-// DecodeHeaderValue decodes an Mcp-Name / Mcp-Method header value, including
-// the "=?base64?<b64>?=" form for non-ASCII values; it refuses malformed
-// encodings and control characters.
-//
-//	func DecodeHeaderValue(v string) (string, error)
-//
-// CheckHeaders compares the Mcp-Method and Mcp-Name headers of an HTTP
-// request with the message. It returns nil when they agree, or a
-// *HeaderMismatchError. For tools/call, resources/read and prompts/get,
-// Mcp-Name is required (params.name or params.uri); for tasks/* it is the
-// task id. A missing Mcp-Method is a mismatch.
-//
-//	func CheckHeaders(h http.Header, m Message) error
-//
-// HeaderMismatchError carries what disagreed; CodeHeaderMismatch is the
-// JSON-RPC error code (-32020) answered with it.
-//
-//	type HeaderMismatchError struct{ Header, Header Value, Body Value string }
-//	const CodeHeaderMismatch = -32020
-
-// Server-sent events.
-//
-// SSE: a Reader returns events one by one from an upstream text/event-stream
-// (fields event, data (multi-line joined with "\n"), id, retry; comments
-// kept so they can be re-emitted), and WriteEvent writes one back in
-// canonical form. Neither buffers more than one event (bounded by a
-// max event size).
-//
-//	type Event struct { Event, ID, Data string; Retry string; Comment string }
-//	func NewReader(r io.Reader, maxEvent int) *Reader
-//	func (r *Reader) Next() (Event, error)   // io.EOF at the end
-//	func WriteEvent(w io.Writer, ev Event) error
-//
-// Response rewriting.
-//
-// FilterToolsList takes one JSON-RPC response message (a tools/list result)
-// and returns it with result.tools reduced to those for which allow(name)
-// is true, every other member byte-for-byte unchanged where possible. It
-// returns the input unchanged if the message is an error response.
-//
-//	func FilterToolsList(msg []byte, allow func(name string) bool) ([]byte, error)
-//
-// ResponseID returns the raw id of a response message (to match it with the
-// request that asked for tools/list).
-//
-//	func ResponseID(msg []byte) ([]byte, error)
+func (e *subError) Error() string { return e.msg }
+func (e *subError) Unwrap() error { return e.parent }

@@ -1,0 +1,41 @@
+package mcpparse
+
+import (
+	"unicode"
+	"unicode/utf8"
+)
+
+// appendFolded appends the case-folded form of name to dst: two names have
+// the same folded form exactly when encoding/json v1 would match one
+// against the other (its foldName), which is also when bytes.EqualFold
+// reports them equal. Each rune becomes the smallest rune of its simple
+// case-folding orbit, so "K", "k" and the Kelvin sign U+212A all become "K",
+// and "s", "S" and U+017F (long s) all become "S".
+func appendFolded(dst, name []byte) []byte {
+	for i := 0; i < len(name); {
+		c := name[i]
+		if c < utf8.RuneSelf {
+			if 'a' <= c && c <= 'z' {
+				c -= 'a' - 'A'
+			}
+			dst = append(dst, c)
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRune(name[i:])
+		dst = utf8.AppendRune(dst, foldRune(r))
+		i += n
+	}
+	return dst
+}
+
+// foldRune returns the smallest rune in r's simple case-folding orbit.
+func foldRune(r rune) rune {
+	for {
+		r2 := unicode.SimpleFold(r)
+		if r2 <= r {
+			return r2
+		}
+		r = r2
+	}
+}

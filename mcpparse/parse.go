@@ -1,0 +1,684 @@
+package mcpparse
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/go-json-experiment/json/jsontext"
+)
+
+// maxTokenizerDepth is jsontext's own nesting limit; deeper Limits would
+// surface as a syntax error instead of ErrTooDeep.
+const maxTokenizerDepth = 10000
+
+// linearNames is how many names an object may hold before the case-variant
+// check switches from pairwise comparison to a map, so that a huge object
+// costs linear time and small ones cost no allocation.
+const linearNames = 16
+
+// metaProtocolVersion is the _meta key that carries a request's protocol
+// version from 2026-07-28 on.
+const metaProtocolVersion = "io.modelcontextprotocol/protocolVersion"
+
+// Folded forms of the member names Parse reads. A member whose folded name
+// equals one of these but which is not spelled exactly like it is refused:
+// a case-insensitive decoder (encoding/json) would read it as that member.
+var (
+	envelopeNames = []string{"JSONRPC", "METHOD", "ID", "PARAMS", "RESULT", "ERROR"}
+	paramNames    = []string{"NAME", "URI", "TASKID", "_META"}
+	metaNames     = []string{"IO.MODELCONTEXTPROTOCOL/PROTOCOLVERSION"}
+	errorNames    = []string{"CODE", "MESSAGE"}
+	toolNames     = []string{"NAME"}
+	resultNames   = []string{"TOOLS"}
+)
+
+// Parse reads a request body: one message, or (if lim.AllowBatches) a
+// non-empty array of messages. It validates the entire body (including
+// params and arguments, for duplicates/case-variants/depth/UTF-8) but only
+// extracts the envelope fields of Message. batch reports whether the body
+// was an array.
+//
+// Beyond JSON-RPC 2.0 it refuses, so that the gateway and the upstream
+// cannot disagree about a message: numeric ids that are not integers
+// within ±(2^53-1) written canonically (an upstream may rewrite 1.0 as 1),
+// params that are neither object nor array (null included), a method whose
+// target member is missing or not a string (params.name for tools/call and
+// prompts/get, params.uri for resources/read, subscribe and unsubscribe,
+// params.taskId for tasks/*), and envelope, params and _meta members that
+// are case variants of the members it reads (e.g. "Method" next to
+// "method", or "Name" alone).
+func Parse(body []byte, lim Limits) (msgs []Message, batch bool, err error) {
+	maxBatch := lim.MaxBatch
+	if maxBatch <= 0 {
+		maxBatch = DefaultMaxBatch
+	}
+	p := newParser(body, lim.MaxDepth)
+	tok, err := p.read()
+	if err != nil {
+		return nil, false, err
+	}
+	switch tok.Kind() {
+	case '{':
+		m, err := p.message()
+		if err != nil {
+			return nil, false, err
+		}
+		msgs = []Message{m}
+	case '[':
+		if !lim.AllowBatches {
+			return nil, true, ErrBatch
+		}
+		if err := p.checkDepth(); err != nil {
+			return nil, true, err
+		}
+		for {
+			tok, err := p.read()
+			if err != nil {
+				return nil, true, err
+			}
+			if tok.Kind() == ']' {
+				break
+			}
+			if tok.Kind() != '{' {
+				return nil, true, fmt.Errorf("%w: batch element %d is not an object", ErrNotJSONRPC, len(msgs))
+			}
+			if len(msgs) == maxBatch {
+				return nil, true, fmt.Errorf("%w: more than %d messages", ErrBatch, maxBatch)
+			}
+			m, err := p.message()
+			if err != nil {
+				return nil, true, fmt.Errorf("batch element %d: %w", len(msgs), err)
+			}
+			msgs = append(msgs, m)
+		}
+		if len(msgs) == 0 {
+			return nil, true, fmt.Errorf("%w: empty batch", ErrBatch)
+		}
+		batch = true
+	default:
+		return nil, false, fmt.Errorf("%w: body is not an object", ErrNotJSONRPC)
+	}
+	if err := p.end(); err != nil {
+		return nil, batch, err
+	}
+	return msgs, batch, nil
+}
+
+// parser walks one JSON text token by token. It checks nesting depth and
+// case-variant names itself; jsontext checks syntax, UTF-8 and exact
+// duplicate names.
+type parser struct {
+	body     []byte
+	dec      *jsontext.Decoder
+	maxDepth int
+
+	// Folded names of the members of every open object, back to back in
+	// fold, with their spans in names; an object's frame marks where its
+	// own names start.
+	fold  []byte
+	names []span
+	unq   []byte // scratch for unquoting escaped names
+
+	tools *toolsList // when set, message records result.tools
+}
+
+type span struct{ start, end int }
+
+// frame is the state of one open object.
+type frame struct {
+	firstName int
+	foldMark  int
+	set       map[string]struct{} // folded names, once there are many
+}
+
+func newParser(body []byte, maxDepth int) *parser {
+	if maxDepth <= 0 {
+		maxDepth = DefaultMaxDepth
+	}
+	maxDepth = min(maxDepth, maxTokenizerDepth)
+	return &parser{
+		body:     body,
+		maxDepth: maxDepth,
+		// A bytes.Buffer lets jsontext read the body in place.
+		dec: jsontext.NewDecoder(bytes.NewBuffer(body),
+			jsontext.AllowDuplicateNames(false),
+			jsontext.AllowInvalidUTF8(false)),
+	}
+}
+
+// read returns the next token.
+func (p *parser) read() (jsontext.Token, error) {
+	tok, err := p.dec.ReadToken()
+	if err != nil {
+		return tok, p.jsonErr(err)
+	}
+	return tok, nil
+}
+
+// end checks that nothing but whitespace follows the top-level value.
+func (p *parser) end() error {
+	switch _, err := p.dec.ReadToken(); {
+	case err == io.EOF:
+		return nil
+	case err == nil:
+		return fmt.Errorf("%w: trailing data at byte %d", ErrInvalidJSON, p.dec.InputOffset())
+	default:
+		return p.jsonErr(err)
+	}
+}
+
+// jsonErr translates a tokenizer error. It keeps the offset but not the
+// tokenizer's message, which quotes the input (possibly secret arguments).
+func (p *parser) jsonErr(err error) error {
+	off := p.dec.InputOffset()
+	var se *jsontext.SyntacticError
+	if errors.As(err, &se) {
+		off = se.ByteOffset
+	}
+	switch {
+	case errors.Is(err, jsontext.ErrDuplicateName):
+		return fmt.Errorf("%w at byte %d", ErrDuplicateName, off)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("%w: unexpected end of input", ErrInvalidJSON)
+	}
+	return fmt.Errorf("%w at byte %d", ErrInvalidJSON, off)
+}
+
+// checkDepth is called right after an object or array opened.
+func (p *parser) checkDepth() error {
+	if p.dec.StackDepth() > p.maxDepth {
+		return fmt.Errorf("%w: more than %d levels at byte %d", ErrTooDeep, p.maxDepth, p.dec.InputOffset())
+	}
+	return nil
+}
+
+// enter starts the name bookkeeping of an object whose '{' was just read.
+func (p *parser) enter() (frame, error) {
+	if err := p.checkDepth(); err != nil {
+		return frame{}, err
+	}
+	return frame{firstName: len(p.names), foldMark: len(p.fold)}, nil
+}
+
+// next reads the next member name of the object f, or reports ok == false
+// at its end. It refuses a name that folds to the same string as an
+// earlier name of the same object. name and folded are valid until the
+// next call.
+func (p *parser) next(f *frame) (name, folded []byte, ok bool, err error) {
+	before := p.dec.InputOffset()
+	tok, err := p.read()
+	if err != nil {
+		return nil, nil, false, err
+	}
+	if tok.Kind() == '}' {
+		p.names = p.names[:f.firstName]
+		p.fold = p.fold[:f.foldMark]
+		return nil, nil, false, nil
+	}
+	// The token is the quoted name, preceded only by whitespace and a comma.
+	raw := p.body[before:p.dec.InputOffset()]
+	raw = raw[bytes.IndexByte(raw, '"'):]
+	name = raw[1 : len(raw)-1]
+	if bytes.IndexByte(name, '\\') >= 0 {
+		p.unq, err = jsontext.AppendUnquote(p.unq[:0], raw)
+		if err != nil {
+			return nil, nil, false, fmt.Errorf("%w at byte %d", ErrInvalidJSON, before)
+		}
+		name = p.unq
+	}
+	start := len(p.fold)
+	p.fold = appendFolded(p.fold, name)
+	folded = p.fold[start:]
+
+	// jsontext has refused exact duplicates, so a match is a case variant.
+	if f.set == nil {
+		for _, s := range p.names[f.firstName:] {
+			if bytes.Equal(p.fold[s.start:s.end], folded) {
+				return nil, nil, false, fmt.Errorf("%w: case variant at byte %d", ErrDuplicateName, before)
+			}
+		}
+		if len(p.names)-f.firstName == linearNames {
+			f.set = make(map[string]struct{}, 2*linearNames)
+			for _, s := range p.names[f.firstName:] {
+				f.set[string(p.fold[s.start:s.end])] = struct{}{}
+			}
+		}
+	}
+	if f.set != nil {
+		if _, dup := f.set[string(folded)]; dup {
+			return nil, nil, false, fmt.Errorf("%w: case variant at byte %d", ErrDuplicateName, before)
+		}
+		f.set[string(folded)] = struct{}{}
+	}
+	p.names = append(p.names, span{start, len(p.fold)})
+	return name, folded, true, nil
+}
+
+// skip consumes the next value, checking it like everything else.
+func (p *parser) skip() error {
+	tok, err := p.read()
+	if err != nil {
+		return err
+	}
+	return p.skipRest(tok)
+}
+
+// skipRest consumes the rest of a value whose first token was tok.
+func (p *parser) skipRest(tok jsontext.Token) error {
+	switch tok.Kind() {
+	case '{':
+		f, err := p.enter()
+		if err != nil {
+			return err
+		}
+		for {
+			_, _, ok, err := p.next(&f)
+			if err != nil || !ok {
+				return err
+			}
+			if err := p.skip(); err != nil {
+				return err
+			}
+		}
+	case '[':
+		if err := p.checkDepth(); err != nil {
+			return err
+		}
+		for {
+			tok, err := p.read()
+			if err != nil {
+				return err
+			}
+			if tok.Kind() == ']' {
+				return nil
+			}
+			if err := p.skipRest(tok); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// variant reports whether folded is one of names, which the caller has
+// already failed to match exactly.
+func variant(folded []byte, names []string) (string, bool) {
+	for _, n := range names {
+		if string(folded) == n {
+			return n, true
+		}
+	}
+	return "", false
+}
+
+// envelope records which top-level members a message has.
+type envelope struct {
+	jsonrpc, method, id, nullID, params, result, error bool
+}
+
+// params holds what a message's params carry of interest, whatever the
+// method: the members come in any order, method possibly last.
+type params struct {
+	name, uri, taskID, version string
+	hasName, hasURI, hasTaskID bool
+}
+
+// message reads a message whose '{' was just read.
+func (p *parser) message() (Message, error) {
+	var (
+		m   Message
+		env envelope
+		pf  params
+	)
+	start := p.dec.InputOffset() - 1
+	f, err := p.enter()
+	if err != nil {
+		return m, err
+	}
+	for {
+		name, folded, ok, err := p.next(&f)
+		if err != nil {
+			return m, err
+		}
+		if !ok {
+			break
+		}
+		switch string(name) {
+		case "jsonrpc":
+			tok, err := p.read()
+			if err != nil {
+				return m, err
+			}
+			if tok.Kind() != '"' || tok.String() != "2.0" {
+				return m, fmt.Errorf(`%w: jsonrpc is not "2.0"`, ErrNotJSONRPC)
+			}
+			env.jsonrpc = true
+		case "method":
+			tok, err := p.read()
+			if err != nil {
+				return m, err
+			}
+			if tok.Kind() != '"' {
+				return m, fmt.Errorf("%w: method is not a string", ErrNotJSONRPC)
+			}
+			m.Method = tok.String()
+			env.method = true
+		case "id":
+			if err := p.id(&m, &env); err != nil {
+				return m, err
+			}
+		case "params":
+			env.params = true
+			tok, err := p.read()
+			if err != nil {
+				return m, err
+			}
+			switch tok.Kind() {
+			case '{':
+				err = p.params(&pf)
+			case '[':
+				err = p.skipRest(tok)
+			default:
+				err = fmt.Errorf("%w: params is neither object nor array", ErrNotJSONRPC)
+			}
+			if err != nil {
+				return m, err
+			}
+		case "result":
+			env.result = true
+			if p.tools != nil {
+				err = p.toolsResult()
+			} else {
+				err = p.skip()
+			}
+			if err != nil {
+				return m, err
+			}
+		case "error":
+			env.error = true
+			if err := p.errorObject(); err != nil {
+				return m, err
+			}
+		default:
+			if v, ok := variant(folded, envelopeNames); ok {
+				return m, fmt.Errorf("%w: member is a case variant of %q", ErrNotJSONRPC, v)
+			}
+			if err := p.skip(); err != nil {
+				return m, err
+			}
+		}
+	}
+	end := p.dec.InputOffset()
+	m.Raw = p.body[start:end:end]
+
+	if !env.jsonrpc {
+		return m, fmt.Errorf("%w: no jsonrpc member", ErrNotJSONRPC)
+	}
+	switch {
+	case env.method:
+		if env.result || env.error {
+			return m, fmt.Errorf("%w: method together with result or error", ErrNotJSONRPC)
+		}
+		if env.nullID {
+			return m, fmt.Errorf("%w: request id is null", ErrNotJSONRPC)
+		}
+		m.Kind = KindNotification
+		if env.id {
+			m.Kind = KindRequest
+		}
+		if err := m.target(&pf); err != nil {
+			return m, err
+		}
+	case env.result || env.error:
+		switch {
+		case env.result && env.error:
+			return m, fmt.Errorf("%w: both result and error", ErrNotJSONRPC)
+		case env.params:
+			return m, fmt.Errorf("%w: response with params", ErrNotJSONRPC)
+		case !env.id:
+			return m, fmt.Errorf("%w: response without id", ErrNotJSONRPC)
+		case env.nullID && !env.error:
+			return m, fmt.Errorf("%w: null id outside an error response", ErrNotJSONRPC)
+		}
+		m.Kind = KindResponse
+	default:
+		return m, fmt.Errorf("%w: neither method nor result nor error", ErrNotJSONRPC)
+	}
+	return m, nil
+}
+
+// id reads the id member: a string, a canonical integer, or null.
+func (p *parser) id(m *Message, env *envelope) error {
+	switch p.dec.PeekKind() {
+	case '"', '0', 'n':
+		v, err := p.dec.ReadValue()
+		if err != nil {
+			return p.jsonErr(err)
+		}
+		end := int(p.dec.InputOffset())
+		raw := p.body[end-len(v) : end : end]
+		switch v.Kind() {
+		case '0':
+			if !canonicalInt(raw) {
+				return fmt.Errorf("%w: numeric id is not an integer within ±(2^53-1) in canonical form", ErrNotJSONRPC)
+			}
+		case 'n':
+			env.nullID = true
+		}
+		m.ID = raw
+		env.id = true
+		return nil
+	}
+	if _, err := p.read(); err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: id is neither string nor number", ErrNotJSONRPC)
+}
+
+// canonicalInt reports whether a JSON number is an integer written without
+// fraction, exponent or "-0", within the range every JSON parser reads
+// exactly (IEEE 754 doubles hold integers up to 2^53-1).
+func canonicalInt(b []byte) bool {
+	neg := len(b) > 0 && b[0] == '-'
+	if neg {
+		b = b[1:]
+	}
+	if len(b) == 0 || len(b) > 16 || (b[0] == '0' && (len(b) > 1 || neg)) {
+		return false
+	}
+	var n uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	return n <= 1<<53-1
+}
+
+// params reads a params object whose '{' was just read.
+func (p *parser) params(pf *params) error {
+	f, err := p.enter()
+	if err != nil {
+		return err
+	}
+	for {
+		name, folded, ok, err := p.next(&f)
+		if err != nil || !ok {
+			return err
+		}
+		switch string(name) {
+		case "name":
+			err = p.optString(&pf.name, &pf.hasName)
+		case "uri":
+			err = p.optString(&pf.uri, &pf.hasURI)
+		case "taskId":
+			err = p.optString(&pf.taskID, &pf.hasTaskID)
+		case "_meta":
+			err = p.meta(pf)
+		default:
+			if v, ok := variant(folded, paramNames); ok {
+				return fmt.Errorf("%w: params member is a case variant of %q", ErrInvalidParams, v)
+			}
+			err = p.skip()
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// optString reads a value that matters only if it is a string.
+func (p *parser) optString(s *string, has *bool) error {
+	tok, err := p.read()
+	if err != nil {
+		return err
+	}
+	if tok.Kind() == '"' {
+		*s, *has = tok.String(), true
+		return nil
+	}
+	return p.skipRest(tok)
+}
+
+// meta reads params._meta, which must be an object.
+func (p *parser) meta(pf *params) error {
+	tok, err := p.read()
+	if err != nil {
+		return err
+	}
+	if tok.Kind() != '{' {
+		return fmt.Errorf("%w: params._meta is not an object", ErrInvalidParams)
+	}
+	f, err := p.enter()
+	if err != nil {
+		return err
+	}
+	for {
+		name, folded, ok, err := p.next(&f)
+		if err != nil || !ok {
+			return err
+		}
+		if string(name) == metaProtocolVersion {
+			tok, err := p.read()
+			if err != nil {
+				return err
+			}
+			if tok.Kind() != '"' {
+				return fmt.Errorf("%w: %s is not a string", ErrInvalidParams, metaProtocolVersion)
+			}
+			pf.version = tok.String()
+			continue
+		}
+		if _, ok := variant(folded, metaNames); ok {
+			return fmt.Errorf("%w: _meta member is a case variant of %q", ErrInvalidParams, metaProtocolVersion)
+		}
+		if err := p.skip(); err != nil {
+			return err
+		}
+	}
+}
+
+// errorObject reads the error member of a response.
+func (p *parser) errorObject() error {
+	tok, err := p.read()
+	if err != nil {
+		return err
+	}
+	if tok.Kind() != '{' {
+		return fmt.Errorf("%w: error is not an object", ErrNotJSONRPC)
+	}
+	f, err := p.enter()
+	if err != nil {
+		return err
+	}
+	var code, message bool
+	for {
+		name, folded, ok, err := p.next(&f)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			break
+		}
+		switch string(name) {
+		case "code":
+			tok, err := p.read()
+			if err != nil {
+				return err
+			}
+			if tok.Kind() != '0' {
+				return fmt.Errorf("%w: error.code is not a number", ErrNotJSONRPC)
+			}
+			code = true
+		case "message":
+			tok, err := p.read()
+			if err != nil {
+				return err
+			}
+			if tok.Kind() != '"' {
+				return fmt.Errorf("%w: error.message is not a string", ErrNotJSONRPC)
+			}
+			message = true
+		default:
+			if v, ok := variant(folded, errorNames); ok {
+				return fmt.Errorf("%w: error member is a case variant of %q", ErrNotJSONRPC, v)
+			}
+			if err := p.skip(); err != nil {
+				return err
+			}
+		}
+	}
+	if !code || !message {
+		return fmt.Errorf("%w: error without code or message", ErrNotJSONRPC)
+	}
+	return nil
+}
+
+// source is the params member that names what a method acts on.
+type source uint8
+
+const (
+	srcNone   source = iota
+	srcName          // params.name
+	srcURI           // params.uri
+	srcTaskID        // params.taskId
+)
+
+// sourceOf returns where a method's target is; the member is required.
+func sourceOf(method string) source {
+	switch method {
+	case "tools/call", "prompts/get":
+		return srcName
+	case "resources/read", "resources/subscribe", "resources/unsubscribe":
+		return srcURI
+	case "tasks/get", "tasks/update", "tasks/cancel", "tasks/result":
+		return srcTaskID
+	}
+	return srcNone
+}
+
+// target fills Name, URI and ProtocolVersion of a request or notification.
+func (m *Message) target(pf *params) error {
+	m.Name, m.HasName = pf.name, pf.hasName
+	m.URI, m.HasURI = pf.uri, pf.hasURI
+	m.ProtocolVersion = pf.version
+	switch sourceOf(m.Method) {
+	case srcName:
+		if !m.HasName {
+			return fmt.Errorf("%w: %s needs a string params.name", ErrInvalidParams, m.Method)
+		}
+	case srcURI:
+		if !m.HasURI {
+			return fmt.Errorf("%w: %s needs a string params.uri", ErrInvalidParams, m.Method)
+		}
+	case srcTaskID:
+		if !pf.hasTaskID {
+			return fmt.Errorf("%w: %s needs a string params.taskId", ErrInvalidParams, m.Method)
+		}
+		m.Name, m.HasName = pf.taskID, true
+	}
+	return nil
+}

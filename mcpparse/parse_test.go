@@ -1,0 +1,462 @@
+package mcpparse
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+)
+
+// want is the envelope expected of one message of a corpus file.
+type want struct {
+	Kind            Kind
+	Method          string
+	ID              string
+	Name, URI       string
+	HasName, HasURI bool
+	ProtocolVersion string
+}
+
+const taskID = "786512e2-9e0d-44bd-8f29-789f320fe840"
+
+// goodCorpus lists every file under testdata/<revision>/ with the messages
+// it holds; TestCorpusListed keeps it complete.
+var goodCorpus = map[string][]want{
+	"2024-11-05/initialize.json":             {{Kind: KindRequest, Method: "initialize", ID: "1"}},
+	"2024-11-05/initialize-result.json":      {{Kind: KindResponse, ID: "1"}},
+	"2024-11-05/initialized.json":            {{Kind: KindNotification, Method: "notifications/initialized"}},
+	"2024-11-05/ping.json":                   {{Kind: KindRequest, Method: "ping", ID: `"123"`}},
+	"2024-11-05/tools-list.json":             {{Kind: KindRequest, Method: "tools/list", ID: "1"}},
+	"2024-11-05/tools-list-result.json":      {{Kind: KindResponse, ID: "1"}},
+	"2024-11-05/tools-call.json":             {{Kind: KindRequest, Method: "tools/call", ID: "2", Name: "get_weather", HasName: true}},
+	"2024-11-05/tools-call-result.json":      {{Kind: KindResponse, ID: "2"}},
+	"2024-11-05/resources-read.json":         {{Kind: KindRequest, Method: "resources/read", ID: "2", URI: "file:///project/src/main.rs", HasURI: true}},
+	"2024-11-05/resources-read-result.json":  {{Kind: KindResponse, ID: "2"}},
+	"2024-11-05/resources-subscribe.json":    {{Kind: KindRequest, Method: "resources/subscribe", ID: "4", URI: "file:///project/src/main.rs", HasURI: true}},
+	"2024-11-05/resources-updated.json":      {{Kind: KindNotification, Method: "notifications/resources/updated", URI: "file:///project/src/main.rs", HasURI: true}},
+	"2024-11-05/prompts-get.json":            {{Kind: KindRequest, Method: "prompts/get", ID: "2", Name: "code_review", HasName: true}},
+	"2024-11-05/progress.json":               {{Kind: KindNotification, Method: "notifications/progress"}},
+	"2024-11-05/cancelled.json":              {{Kind: KindNotification, Method: "notifications/cancelled"}},
+	"2024-11-05/sampling-create.json":        {{Kind: KindRequest, Method: "sampling/createMessage", ID: "1"}},
+	"2024-11-05/logging-setlevel.json":       {{Kind: KindRequest, Method: "logging/setLevel", ID: "1"}},
+	"2024-11-05/error-method-not-found.json": {{Kind: KindResponse, ID: "3"}},
+	"2024-11-05/error-null-id.json":          {{Kind: KindResponse, ID: "null"}},
+
+	"2025-03-26/initialize.json": {{Kind: KindRequest, Method: "initialize", ID: "1"}},
+	"2025-03-26/batch-requests.json": {
+		{Kind: KindRequest, Method: "tools/call", ID: "10", Name: "get_weather", HasName: true},
+		{Kind: KindRequest, Method: "resources/read", ID: "11", URI: "file:///project/README.md", HasURI: true},
+		{Kind: KindNotification, Method: "notifications/progress"},
+	},
+	"2025-03-26/batch-responses.json": {{Kind: KindResponse, ID: "1"}, {Kind: KindResponse, ID: "2"}},
+	"2025-03-26/batch-notifications.json": {
+		{Kind: KindNotification, Method: "notifications/initialized"},
+		{Kind: KindNotification, Method: "notifications/roots/list_changed"},
+	},
+	"2025-03-26/tools-list-result-annotations.json": {{Kind: KindResponse, ID: "5"}},
+	"2025-03-26/completion-complete.json":           {{Kind: KindRequest, Method: "completion/complete", ID: "1"}},
+	"2025-03-26/tools-call-audio-result.json":       {{Kind: KindResponse, ID: "9"}},
+
+	"2025-06-18/initialize.json":                   {{Kind: KindRequest, Method: "initialize", ID: "1"}},
+	"2025-06-18/tools-call-meta.json":              {{Kind: KindRequest, Method: "tools/call", ID: `"req-7"`, Name: "get_weather_data", HasName: true}},
+	"2025-06-18/tools-call-structured-result.json": {{Kind: KindResponse, ID: `"req-7"`}},
+	"2025-06-18/elicitation-create.json":           {{Kind: KindRequest, Method: "elicitation/create", ID: "1"}},
+	"2025-06-18/elicitation-result.json":           {{Kind: KindResponse, ID: "1"}},
+	"2025-06-18/resources-read-unicode.json":       {{Kind: KindRequest, Method: "resources/read", ID: "3", URI: "file:///projets/données/résumé.md", HasURI: true}},
+	"2025-06-18/tools-list-result.json":            {{Kind: KindResponse, ID: "2"}},
+	"2025-06-18/prompts-get-escaped.json":          {{Kind: KindRequest, Method: "prompts/get", ID: "4", Name: "code_review", HasName: true}},
+	"2025-11-25/initialize.json":                   {{Kind: KindRequest, Method: "initialize", ID: "1"}},
+	"2025-11-25/tools-call-task.json":              {{Kind: KindRequest, Method: "tools/call", ID: "1", Name: "get_weather", HasName: true}},
+	"2025-11-25/create-task-result.json":           {{Kind: KindResponse, ID: "1"}},
+	"2025-11-25/tasks-get.json":                    {{Kind: KindRequest, Method: "tasks/get", ID: "3", Name: taskID, HasName: true}},
+	"2025-11-25/tasks-result.json":                 {{Kind: KindRequest, Method: "tasks/result", ID: "4", Name: taskID, HasName: true}},
+	"2025-11-25/tasks-list.json":                   {{Kind: KindRequest, Method: "tasks/list", ID: "5"}},
+	"2025-11-25/tasks-cancel.json":                 {{Kind: KindRequest, Method: "tasks/cancel", ID: "6", Name: taskID, HasName: true}},
+	"2025-11-25/task-status-notification.json":     {{Kind: KindNotification, Method: "notifications/tasks/status"}},
+	"2025-11-25/tools-list-result-icons.json":      {{Kind: KindResponse, ID: "1"}},
+	"2025-11-25/elicitation-url.json":              {{Kind: KindRequest, Method: "elicitation/create", ID: "3"}},
+	"2025-11-25/tools-call-unicode.json":           {{Kind: KindRequest, Method: "tools/call", ID: "12", Name: "天気", HasName: true}},
+	"2026-07-28/server-discover.json":              {{Kind: KindRequest, Method: "server/discover", ID: "1", ProtocolVersion: "2026-07-28"}},
+	"2026-07-28/server-discover-result.json":       {{Kind: KindResponse, ID: "1"}},
+	"2026-07-28/tools-call.json":                   {{Kind: KindRequest, Method: "tools/call", ID: "1", Name: "get_weather", HasName: true, ProtocolVersion: "2026-07-28"}},
+	"2026-07-28/tools-call-param-header.json":      {{Kind: KindRequest, Method: "tools/call", ID: "1", Name: "execute_sql", HasName: true, ProtocolVersion: "2026-07-28"}},
+	"2026-07-28/tools-call-unicode.json":           {{Kind: KindRequest, Method: "tools/call", ID: `"c-1"`, Name: "Hello, 世界", HasName: true, ProtocolVersion: "2026-07-28"}},
+	"2026-07-28/resources-read.json":               {{Kind: KindRequest, Method: "resources/read", ID: "2", URI: "file:///projects/myapp/config.json", HasURI: true, ProtocolVersion: "2026-07-28"}},
+	"2026-07-28/resources-read-result.json":        {{Kind: KindResponse, ID: "2"}},
+	"2026-07-28/prompts-get.json":                  {{Kind: KindRequest, Method: "prompts/get", ID: "3", Name: "code_review", HasName: true, ProtocolVersion: "2026-07-28"}},
+	"2026-07-28/tools-list.json":                   {{Kind: KindRequest, Method: "tools/list", ID: "4", ProtocolVersion: "2026-07-28"}},
+	"2026-07-28/tools-list-result.json":            {{Kind: KindResponse, ID: "4"}},
+	"2026-07-28/subscriptions-listen.json":         {{Kind: KindRequest, Method: "subscriptions/listen", ID: "1", ProtocolVersion: "2026-07-28"}},
+	"2026-07-28/subscriptions-acknowledged.json":   {{Kind: KindNotification, Method: "notifications/subscriptions/acknowledged"}},
+	"2026-07-28/resources-updated.json":            {{Kind: KindNotification, Method: "notifications/resources/updated", URI: "file:///project/config.json", HasURI: true}},
+	"2026-07-28/tasks-get.json":                    {{Kind: KindRequest, Method: "tasks/get", ID: "3", Name: taskID, HasName: true, ProtocolVersion: "2026-07-28"}},
+	"2026-07-28/tasks-update.json":                 {{Kind: KindRequest, Method: "tasks/update", ID: "6", Name: taskID, HasName: true, ProtocolVersion: "2026-07-28"}},
+	"2026-07-28/tasks-cancel.json":                 {{Kind: KindRequest, Method: "tasks/cancel", ID: "9", Name: taskID, HasName: true, ProtocolVersion: "2026-07-28"}},
+	"2026-07-28/create-task-result.json":           {{Kind: KindResponse, ID: "1"}},
+	"2026-07-28/input-required-result.json":        {{Kind: KindResponse, ID: "1"}},
+	"2026-07-28/header-mismatch-error.json":        {{Kind: KindResponse, ID: "1"}},
+	"2026-07-28/unsupported-version-error.json":    {{Kind: KindResponse, ID: "1"}},
+	"2026-07-28/progress.json":                     {{Kind: KindNotification, Method: "notifications/progress"}},
+}
+
+// badCorpus lists every file under testdata/bad/ with the error Parse
+// (batches allowed) must wrap.
+var badCorpus = map[string]error{
+	"duplicate-method.json":          ErrDuplicateName,
+	"duplicate-name.json":            ErrDuplicateName,
+	"duplicate-escaped-name.json":    ErrDuplicateName,
+	"duplicate-params.json":          ErrDuplicateName,
+	"duplicate-deep-arguments.json":  ErrDuplicateName,
+	"case-name.json":                 ErrDuplicateName,
+	"case-method.json":               ErrDuplicateName,
+	"case-only-Name.json":            ErrInvalidParams,
+	"case-only-Method-response.json": ErrNotJSONRPC,
+	"case-only-URI.json":             ErrInvalidParams,
+	"case-kelvin.json":               ErrDuplicateName,
+	"case-kelvin-escaped.json":       ErrDuplicateName,
+	"case-long-s.json":               ErrDuplicateName,
+	"case-long-s-alone.json":         ErrNotJSONRPC,
+	"case-deep-arguments.json":       ErrDuplicateName,
+	"case-meta-version.json":         ErrInvalidParams,
+	"case-taskid.json":               ErrDuplicateName,
+	"invalid-utf8-value.json":        ErrInvalidJSON,
+	"invalid-utf8-name.json":         ErrInvalidJSON,
+	"overlong-utf8.json":             ErrInvalidJSON,
+	"lone-surrogate.json":            ErrInvalidJSON,
+	"trailing-data.json":             ErrInvalidJSON,
+	"two-messages.json":              ErrInvalidJSON,
+	"trailing-comma.json":            ErrInvalidJSON,
+	"truncated.json":                 ErrInvalidJSON,
+	"deep-nesting.json":              ErrTooDeep,
+	"deep-nesting-objects.json":      ErrTooDeep,
+	"jsonrpc-1.0.json":               ErrNotJSONRPC,
+	"jsonrpc-number.json":            ErrNotJSONRPC,
+	"jsonrpc-missing.json":           ErrNotJSONRPC,
+	"bom.json":                       ErrInvalidJSON,
+	"empty.json":                     ErrInvalidJSON,
+	"whitespace.json":                ErrInvalidJSON,
+	"not-object-string.json":         ErrNotJSONRPC,
+	"not-object-null.json":           ErrNotJSONRPC,
+	"comment.json":                   ErrInvalidJSON,
+	"single-quotes.json":             ErrInvalidJSON,
+	"control-char.json":              ErrInvalidJSON,
+	"nan-id.json":                    ErrInvalidJSON,
+	"leading-zero-id.json":           ErrInvalidJSON,
+	"method-not-string.json":         ErrNotJSONRPC,
+	"id-null-request.json":           ErrNotJSONRPC,
+	"id-object.json":                 ErrNotJSONRPC,
+	"id-bool.json":                   ErrNotJSONRPC,
+	"id-float.json":                  ErrNotJSONRPC,
+	"id-exponent.json":               ErrNotJSONRPC,
+	"id-huge.json":                   ErrNotJSONRPC,
+	"id-negative-zero.json":          ErrNotJSONRPC,
+	"params-null.json":               ErrNotJSONRPC,
+	"params-string.json":             ErrNotJSONRPC,
+	"tools-call-no-params.json":      ErrInvalidParams,
+	"tools-call-no-name.json":        ErrInvalidParams,
+	"tools-call-name-number.json":    ErrInvalidParams,
+	"tools-call-params-array.json":   ErrInvalidParams,
+	"resources-read-no-uri.json":     ErrInvalidParams,
+	"prompts-get-name-null.json":     ErrInvalidParams,
+	"tasks-get-no-taskid.json":       ErrInvalidParams,
+	"meta-not-object.json":           ErrInvalidParams,
+	"meta-version-number.json":       ErrInvalidParams,
+	"both-result-error.json":         ErrNotJSONRPC,
+	"method-and-result.json":         ErrNotJSONRPC,
+	"response-no-id.json":            ErrNotJSONRPC,
+	"response-with-params.json":      ErrNotJSONRPC,
+	"null-id-result.json":            ErrNotJSONRPC,
+	"error-not-object.json":          ErrNotJSONRPC,
+	"error-no-code.json":             ErrNotJSONRPC,
+	"error-case-code.json":           ErrDuplicateName,
+	"no-kind.json":                   ErrNotJSONRPC,
+	"empty-batch.json":               ErrBatch,
+	"batch-non-object.json":          ErrNotJSONRPC,
+	"batch-nested.json":              ErrNotJSONRPC,
+	"batch-bad-element.json":         ErrDuplicateName,
+	"batch-trailing.json":            ErrInvalidJSON,
+}
+
+// corpusFiles returns the corpus files under testdata/dir, relative to
+// testdata.
+func corpusFiles(t testing.TB, dirs ...string) []string {
+	t.Helper()
+	var files []string
+	for _, dir := range dirs {
+		matches, err := filepath.Glob(filepath.Join("testdata", dir, "*.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range matches {
+			files = append(files, filepath.ToSlash(strings.TrimPrefix(m, "testdata"+string(filepath.Separator))))
+		}
+	}
+	return files
+}
+
+var revisions = []string{"2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28"}
+
+func readCorpus(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", filepath.FromSlash(name)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestCorpusListed(t *testing.T) {
+	for _, f := range corpusFiles(t, revisions...) {
+		if _, ok := goodCorpus[f]; !ok {
+			t.Errorf("testdata/%s has no entry in goodCorpus", f)
+		}
+	}
+	for _, f := range corpusFiles(t, "bad") {
+		if _, ok := badCorpus[strings.TrimPrefix(f, "bad/")]; !ok {
+			t.Errorf("testdata/%s has no entry in badCorpus", f)
+		}
+	}
+	for _, rev := range revisions {
+		if len(corpusFiles(t, rev)) == 0 {
+			t.Errorf("no corpus for revision %s", rev)
+		}
+	}
+}
+
+func envelopeOf(m Message) want {
+	return want{
+		Kind: m.Kind, Method: m.Method, ID: string(m.ID),
+		Name: m.Name, URI: m.URI, HasName: m.HasName, HasURI: m.HasURI,
+		ProtocolVersion: m.ProtocolVersion,
+	}
+}
+
+func TestParseCorpus(t *testing.T) {
+	for name, wantMsgs := range goodCorpus {
+		t.Run(name, func(t *testing.T) {
+			body := readCorpus(t, name)
+			msgs, batch, err := Parse(body, Limits{AllowBatches: true})
+			if err != nil {
+				t.Fatalf("Parse(%s) error = %v, want nil", name, err)
+			}
+			wantBatch := strings.Contains(name, "batch")
+			if batch != wantBatch {
+				t.Errorf("Parse(%s) batch = %v, want %v", name, batch, wantBatch)
+			}
+			var got []want
+			for _, m := range msgs {
+				got = append(got, envelopeOf(m))
+			}
+			if diff := cmp.Diff(wantMsgs, got); diff != "" {
+				t.Errorf("Parse(%s) envelopes (-want +got):\n%s", name, diff)
+			}
+			checkRaw(t, body, msgs)
+		})
+	}
+}
+
+// checkRaw checks that each Raw lies within body and reads back alone as
+// the same message.
+func checkRaw(t *testing.T, body []byte, msgs []Message) {
+	t.Helper()
+	for i, m := range msgs {
+		if len(m.Raw) == 0 || !strings.Contains(string(body), string(m.Raw)) {
+			t.Errorf("message %d Raw %q is not part of the body", i, m.Raw)
+			continue
+		}
+		again, batch, err := Parse(m.Raw, Limits{})
+		if err != nil || batch || len(again) != 1 {
+			t.Errorf("Parse(Raw of message %d) = %d messages, batch %v, error %v; want one message", i, len(again), batch, err)
+			continue
+		}
+		if diff := cmp.Diff(m, again[0], cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("Parse(Raw of message %d) differs (-first +again):\n%s", i, diff)
+		}
+	}
+}
+
+func TestParseBad(t *testing.T) {
+	for name, wantErr := range badCorpus {
+		t.Run(name, func(t *testing.T) {
+			body := readCorpus(t, "bad/"+name)
+			msgs, _, err := Parse(body, Limits{AllowBatches: true})
+			if !errors.Is(err, wantErr) {
+				t.Fatalf("Parse(%s) error = %v, want %v", name, err, wantErr)
+			}
+			if msgs != nil {
+				t.Errorf("Parse(%s) messages = %v, want none", name, msgs)
+			}
+		})
+	}
+}
+
+func TestParseLimits(t *testing.T) {
+	ping := `{"jsonrpc":"2.0","id":1,"method":"ping"}`
+	batchOf := func(n int) string {
+		return "[" + strings.TrimSuffix(strings.Repeat(ping+",", n), ",") + "]"
+	}
+	nested := func(depth int) string { // depth counts the message object
+		return `{"jsonrpc":"2.0","id":1,"method":"x","params":{"a":` +
+			strings.Repeat("[", depth-2) + strings.Repeat("]", depth-2) + `}}`
+	}
+	tests := []struct {
+		name    string
+		body    string
+		lim     Limits
+		wantN   int
+		wantErr error
+	}{
+		{"batch refused by default", batchOf(1), Limits{}, 0, ErrBatch},
+		{"batch allowed", batchOf(2), Limits{AllowBatches: true}, 2, nil},
+		{"batch at default limit", batchOf(DefaultMaxBatch), Limits{AllowBatches: true}, DefaultMaxBatch, nil},
+		{"batch over default limit", batchOf(DefaultMaxBatch + 1), Limits{AllowBatches: true}, 0, ErrBatch},
+		{"batch at own limit", batchOf(3), Limits{AllowBatches: true, MaxBatch: 3}, 3, nil},
+		{"batch over own limit", batchOf(4), Limits{AllowBatches: true, MaxBatch: 3}, 0, ErrBatch},
+		{"depth at default limit", nested(DefaultMaxDepth), Limits{}, 1, nil},
+		{"depth over default limit", nested(DefaultMaxDepth + 1), Limits{}, 0, ErrTooDeep},
+		{"depth at own limit", nested(10), Limits{MaxDepth: 10}, 1, nil},
+		{"depth over own limit", nested(11), Limits{MaxDepth: 10}, 0, ErrTooDeep},
+		{"batch array counts as a level", "[" + nested(10) + "]", Limits{MaxDepth: 10, AllowBatches: true}, 0, ErrTooDeep},
+		{"huge own limit is capped", nested(maxTokenizerDepth), Limits{MaxDepth: 1 << 30}, 1, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			msgs, _, err := Parse([]byte(tt.body), tt.lim)
+			if !errors.Is(err, tt.wantErr) || len(msgs) != tt.wantN {
+				t.Errorf("Parse() = %d messages, error %v; want %d, %v", len(msgs), err, tt.wantN, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestParseMessages(t *testing.T) {
+	tests := []struct {
+		name string
+		body string
+		want want
+	}{
+		{"whitespace around", " \r\n\t{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"} \n",
+			want{Kind: KindRequest, Method: "ping", ID: "1"}},
+		{"members in any order", `{"params":{"arguments":{},"name":"t"},"method":"tools/call","id":"x","jsonrpc":"2.0"}`,
+			want{Kind: KindRequest, Method: "tools/call", ID: `"x"`, Name: "t", HasName: true}},
+		{"escaped jsonrpc", `{"jsonrpc":"2\u002e0","id":1,"method":"ping"}`,
+			want{Kind: KindRequest, Method: "ping", ID: "1"}},
+		{"negative id", `{"jsonrpc":"2.0","id":-42,"method":"ping"}`,
+			want{Kind: KindRequest, Method: "ping", ID: "-42"}},
+		{"largest safe id", `{"jsonrpc":"2.0","id":9007199254740991,"method":"ping"}`,
+			want{Kind: KindRequest, Method: "ping", ID: "9007199254740991"}},
+		{"zero id", `{"jsonrpc":"2.0","id":0,"method":"ping"}`,
+			want{Kind: KindRequest, Method: "ping", ID: "0"}},
+		{"empty name is present", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":""}}`,
+			want{Kind: KindRequest, Method: "tools/call", ID: "1", HasName: true}},
+		{"non-string name elsewhere is ignored", `{"jsonrpc":"2.0","id":1,"method":"x/y","params":{"name":{"first":"a"},"uri":1}}`,
+			want{Kind: KindRequest, Method: "x/y", ID: "1"}},
+		{"name and uri of any method", `{"jsonrpc":"2.0","method":"x/y","params":{"name":"n","uri":"u"}}`,
+			want{Kind: KindNotification, Method: "x/y", Name: "n", URI: "u", HasName: true, HasURI: true}},
+		{"params array", `{"jsonrpc":"2.0","id":1,"method":"x","params":[1,{"a":[]}]}`,
+			want{Kind: KindRequest, Method: "x", ID: "1"}},
+		{"unknown members are allowed", `{"jsonrpc":"2.0","id":1,"method":"ping","extra":{"Method":1}}`,
+			want{Kind: KindRequest, Method: "ping", ID: "1"}},
+		{"error with data", `{"jsonrpc":"2.0","id":"a","error":{"code":-1,"message":"m","data":{"code":2}}}`,
+			want{Kind: KindResponse, ID: `"a"`}},
+		{"result of any type", `{"jsonrpc":"2.0","id":1,"result":null}`,
+			want{Kind: KindResponse, ID: "1"}},
+		{"same name in different objects", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"name":"b","x":{"Name":1}}}}`,
+			want{Kind: KindRequest, Method: "tools/call", ID: "1", Name: "a", HasName: true}},
+		{"case variants in sibling objects", `{"jsonrpc":"2.0","id":1,"method":"x","params":[{"a":1},{"A":1}]}`,
+			want{Kind: KindRequest, Method: "x", ID: "1"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			msgs, _, err := Parse([]byte(tt.body), Limits{})
+			if err != nil {
+				t.Fatalf("Parse(%s) error = %v", tt.body, err)
+			}
+			if diff := cmp.Diff(tt.want, envelopeOf(msgs[0])); diff != "" {
+				t.Errorf("Parse(%s) (-want +got):\n%s", tt.body, diff)
+			}
+			checkRaw(t, []byte(tt.body), msgs)
+		})
+	}
+}
+
+func TestParseCaseVariants(t *testing.T) {
+	// Each pair of names is one a case-insensitive decoder merges.
+	pairs := [][2]string{
+		{"path", "Path"},
+		{"path", "PATH"},
+		{"key", "\u212aey"},          // Kelvin sign
+		{"KEY", "\u212aEY"},          // Kelvin sign
+		{"size", "\u017fize"},        // long s
+		{"size", "sıze"},             // dotless i is its own orbit: not a pair
+		{"straße", "STRASSE"},        // a full fold only: not a pair
+		{"\u00b5", "\u039c"},         // micro sign and capital mu
+		{"name", "n\\u0041me"},       // escape of a case variant
+		{"\u01c4", "\u01c5"},         // DŽ and Dž
+		{"\u1e9e", "\u00df"},         // capital and small sharp s
+		{"\u03c3", "\u03c2"},         // sigma and final sigma
+		{"\u0398", "\u03d1"},         // theta and theta symbol
+		{"x\u212b", "x\u00e5"},       // Angstrom sign and å
+		{"\u2126mega", "\u03c9MEGA"}, // Ohm sign and omega
+	}
+	notPairs := map[string]bool{"s\u0131ze": true, "STRASSE": true}
+	body := func(a, b string) string {
+		return `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{"` + a + `":1,"` + b + `":2}}}`
+	}
+	for _, p := range pairs {
+		t.Run(p[0]+"|"+p[1], func(t *testing.T) {
+			_, _, err := Parse([]byte(body(p[0], p[1])), Limits{})
+			want := ErrDuplicateName
+			if notPairs[p[1]] {
+				want = nil
+			}
+			if !errors.Is(err, want) {
+				t.Errorf("Parse(%q, %q) error = %v, want %v", p[0], p[1], err, want)
+			}
+		})
+	}
+	// The map path (objects with many names) must catch variants too,
+	// wherever they sit.
+	for _, n := range []int{linearNames - 1, linearNames, linearNames + 1, 3 * linearNames} {
+		var b strings.Builder
+		for i := range n {
+			b.WriteString(`"k` + strings.Repeat("x", i) + `":0,`)
+		}
+		for _, at := range []string{"first", "last"} {
+			variant := `"K":1`
+			if at == "last" {
+				variant = `"K` + strings.Repeat("X", n-1) + `":1`
+			}
+			body := `{"jsonrpc":"2.0","id":1,"method":"x","params":{` + b.String() + variant + `}}`
+			_, _, err := Parse([]byte(body), Limits{})
+			if !errors.Is(err, ErrDuplicateName) {
+				t.Errorf("Parse(%d names + variant of %s) error = %v, want %v", n, at, err, ErrDuplicateName)
+			}
+		}
+	}
+}
+
+func TestCanonicalInt(t *testing.T) {
+	tests := map[string]bool{
+		"0": true, "1": true, "-1": true, "9007199254740991": true, "-9007199254740991": true,
+		"9007199254740992": false, "-0": false, "01": false, "1.0": false, "1e3": false,
+		"": false, "-": false, "12345678901234567": false,
+	}
+	for in, want := range tests {
+		if got := canonicalInt([]byte(in)); got != want {
+			t.Errorf("canonicalInt(%q) = %v, want %v", in, got, want)
+		}
+	}
+}
+
+func TestKindString(t *testing.T) {
+	for k, want := range map[Kind]string{KindRequest: "request", KindNotification: "notification", KindResponse: "response", 0: "invalid"} {
+		if got := k.String(); got != want {
+			t.Errorf("Kind(%d).String() = %q, want %q", k, got, want)
+		}
+	}
+}
