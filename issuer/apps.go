@@ -1,0 +1,228 @@
+package issuer
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+// revocation is the value of a bucketRevoked entry written here; the key
+// ("grant:"+id) is what token validation looks for.
+type revocation struct {
+	RevokedAt time.Time `json:"revoked_at"`
+}
+
+// appRow is one connection on the apps page: what a user granted one
+// client for one resource (and agent), merged from the consent and the
+// grants (refresh-token families) it led to.
+type appRow struct {
+	ClientID   string
+	ClientName string
+	Agent      string
+	Resource   string
+	Scopes     []string
+	Created    time.Time
+	LastUsed   time.Time
+}
+
+type appsView struct {
+	Action, CSRF, User, LogoutURL, Notice string
+	Rows                                  []appRow
+}
+
+// handleApps is the "connected apps and agents" page: it lists what the
+// logged-in user granted and lets them revoke it.
+func (i *Issuer) handleApps(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet:
+		i.appsGet(w, r)
+	case http.MethodPost:
+		i.appsPost(w, r)
+	default:
+		w.Header().Set("Allow", "GET, POST")
+		i.errorPage(w, http.StatusMethodNotAllowed, "Invalid request", "Use the page's buttons.")
+	}
+}
+
+func (i *Issuer) appsGet(w http.ResponseWriter, r *http.Request) {
+	s, _, err := i.currentSession(r)
+	if err != nil {
+		i.serverErrorPage(w, err)
+		return
+	}
+	if s == nil || s.User == "" {
+		i.seeOther(w, r, i.base+pathLogin)
+		return
+	}
+	rows, err := i.connections(r.Context(), s.User)
+	if err != nil {
+		i.serverErrorPage(w, err)
+		return
+	}
+	v := appsView{Action: i.base + pathApps, CSRF: s.CSRF, User: s.User, LogoutURL: i.base + pathLogout, Rows: rows}
+	if r.URL.Query().Get("revoked") == "1" {
+		v.Notice = "Access revoked."
+	}
+	i.render(w, http.StatusOK, "apps", "Connected apps and agents", v)
+}
+
+func (i *Issuer) appsPost(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxPageFormBytes)
+	if err := r.ParseForm(); err != nil {
+		i.errorPage(w, http.StatusBadRequest, "Invalid request", "The form could not be read.")
+		return
+	}
+	s, _, err := i.currentSession(r)
+	if err != nil {
+		i.serverErrorPage(w, err)
+		return
+	}
+	if !i.checkCSRF(r, s) || s.User == "" {
+		i.csrfPage(w)
+		return
+	}
+	f := r.PostForm
+	if f.Get("action") != "revoke" || f.Get("client_id") == "" {
+		i.errorPage(w, http.StatusBadRequest, "Invalid request", "Nothing to do.")
+		return
+	}
+	if err := i.revokeConnection(r.Context(), s.User, f.Get("client_id"), f.Get("resource"), f.Get("actor")); err != nil {
+		i.serverErrorPage(w, err)
+		return
+	}
+	i.seeOther(w, r, i.base+pathApps+"?revoked=1")
+}
+
+// connections lists the user's consents and live grants, one row per
+// client, resource and agent.
+func (i *Issuer) connections(ctx context.Context, user string) ([]appRow, error) {
+	rows := map[string]*appRow{}
+	row := func(clientID, resource, actor string) *appRow {
+		k := consentKey(user, clientID, resource, actor)
+		if rows[k] == nil {
+			rows[k] = &appRow{ClientID: clientID, Resource: resource, Agent: actor}
+		}
+		return rows[k]
+	}
+	addScopes := func(ar *appRow, scopes []string) {
+		for _, sc := range scopes {
+			if !slices.Contains(ar.Scopes, sc) {
+				ar.Scopes = append(ar.Scopes, sc)
+			}
+		}
+	}
+	earliest := func(a, b time.Time) time.Time {
+		if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+			return b
+		}
+		return a
+	}
+	err := i.store.View(ctx, func(tx store.Tx) error {
+		err := tx.List(bucketConsents, user+"\x00", func(key string, value []byte) error {
+			parts := strings.Split(key, "\x00")
+			if len(parts) != 4 || parts[0] != user {
+				return nil
+			}
+			var cs consent
+			if err := json.Unmarshal(value, &cs); err != nil {
+				return fmt.Errorf("decode consent: %w", err)
+			}
+			ar := row(parts[1], parts[2], parts[3])
+			addScopes(ar, cs.Scopes)
+			ar.Created = earliest(ar.Created, cs.GrantedAt)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		// Grants have no per-user index; the list is scanned. Fine for the
+		// sizes an embedded issuer serves.
+		return tx.List(bucketGrants, "", func(_ string, value []byte) error {
+			var g grant
+			if err := json.Unmarshal(value, &g); err != nil {
+				return fmt.Errorf("decode grant: %w", err)
+			}
+			if g.Subject != user || g.Revoked {
+				return nil
+			}
+			ar := row(g.ClientID, g.Resource, g.Actor)
+			addScopes(ar, g.Scopes)
+			ar.Created = earliest(ar.Created, g.CreatedAt)
+			if g.LastUsed.After(ar.LastUsed) {
+				ar.LastUsed = g.LastUsed
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list connections: %w", err)
+	}
+	out := make([]appRow, 0, len(rows))
+	for _, ar := range rows {
+		ar.ClientName = ar.ClientID
+		if c, err := i.lookupClient(ctx, ar.ClientID); err == nil && c.Name != "" {
+			ar.ClientName = c.Name
+		}
+		out = append(out, *ar)
+	}
+	slices.SortFunc(out, func(a, b appRow) int {
+		return strings.Compare(a.ClientName+"\x00"+a.Resource+"\x00"+a.Agent, b.ClientName+"\x00"+b.Resource+"\x00"+b.Agent)
+	})
+	return out, nil
+}
+
+// revokeConnection deletes the user's consent for client, resource and
+// actor, marks every matching grant revoked (ending its refresh tokens),
+// and writes a "grant:"+id revocation marker that outlives the grant's
+// access tokens, in one transaction.
+func (i *Issuer) revokeConnection(ctx context.Context, user, clientID, resource, actor string) error {
+	now := i.now()
+	marker, err := json.Marshal(revocation{RevokedAt: now})
+	if err != nil {
+		return err
+	}
+	markerExpiry := now.Add(i.cfg.AccessTokenTTL)
+	return i.store.Update(ctx, func(tx store.Tx) error {
+		if err := tx.Delete(bucketConsents, consentKey(user, clientID, resource, actor)); err != nil {
+			return err
+		}
+		type update struct {
+			id string
+			g  grant
+		}
+		var revoke []update
+		err := tx.List(bucketGrants, "", func(key string, value []byte) error {
+			var g grant
+			if err := json.Unmarshal(value, &g); err != nil {
+				return fmt.Errorf("decode grant: %w", err)
+			}
+			if g.Subject == user && g.ClientID == clientID && g.Resource == resource && g.Actor == actor && !g.Revoked {
+				revoke = append(revoke, update{key, g})
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, u := range revoke {
+			u.g.Revoked = true
+			b, err := json.Marshal(u.g)
+			if err != nil {
+				return err
+			}
+			if err := tx.Put(bucketGrants, u.id, b, u.g.ExpiresAt); err != nil {
+				return err
+			}
+			if err := tx.Put(bucketRevoked, "grant:"+u.g.ID, marker, markerExpiry); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}

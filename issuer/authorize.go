@@ -1,0 +1,602 @@
+package issuer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+// bucketPending holds authorization requests waiting for login or consent:
+// tokenKey(pending id) -> pendingAuth. The id travels in the login and
+// consent URLs; it is not a bearer secret because the record is bound to
+// the browser session that created it.
+const bucketPending = "authreq"
+
+// pendingTTL is how long a user has to log in and decide.
+const pendingTTL = 15 * time.Minute
+
+// maxPageFormBytes bounds form bodies of the browser endpoints.
+const maxPageFormBytes = 32 << 10
+
+// authRequest is a validated authorization request.
+type authRequest struct {
+	ClientID string `json:"client_id"`
+	// RedirectURI is where the response goes; RedirectParam is the
+	// redirect_uri parameter as sent ("" when omitted), which the token
+	// request must repeat.
+	RedirectURI         string   `json:"redirect_uri"`
+	RedirectParam       string   `json:"redirect_param,omitempty"`
+	State               string   `json:"state,omitempty"`
+	CodeChallenge       string   `json:"code_challenge"`
+	CodeChallengeMethod string   `json:"code_challenge_method"`
+	Resource            string   `json:"resource,omitempty"` // as requested ("" = default)
+	Scopes              []string `json:"scopes,omitempty"`   // as requested
+	Nonce               string   `json:"nonce,omitempty"`
+	Prompt              []string `json:"prompt,omitempty"`
+	Actor               string   `json:"actor,omitempty"` // requested_actor
+}
+
+func (a *authRequest) prompt(v string) bool { return slices.Contains(a.Prompt, v) }
+
+// pendingAuth is an authorization request parked while the user logs in or
+// decides.
+type pendingAuth struct {
+	Browser   string      `json:"browser"`
+	Request   authRequest `json:"request"`
+	ExpiresAt time.Time   `json:"expires_at"`
+}
+
+var errPendingGone = errors.New("pending authorization request not found")
+
+// handleAuthorize is the authorization endpoint (RFC 6749 section 4.1.1,
+// with PKCE, resource indicators, PAR and RFC 9207 iss).
+func (i *Issuer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
+	var params url.Values
+	switch r.Method {
+	case http.MethodGet:
+		params = r.URL.Query()
+	case http.MethodPost:
+		r.Body = http.MaxBytesReader(w, r.Body, maxPageFormBytes)
+		if err := r.ParseForm(); err != nil {
+			i.errorPage(w, http.StatusBadRequest, "Invalid request", "The authorization request could not be read.")
+			return
+		}
+		params = r.PostForm
+	default:
+		w.Header().Set("Allow", "GET, POST")
+		i.errorPage(w, http.StatusMethodNotAllowed, "Invalid request", "The authorization endpoint accepts GET and POST.")
+		return
+	}
+	ctx := r.Context()
+
+	c, params, usedPAR, msg := i.authorizeClient(ctx, params)
+	if msg != "" {
+		i.errorPage(w, http.StatusBadRequest, "Invalid request", msg)
+		return
+	}
+	redirectURI, redirectParam, msg := authorizeRedirectURI(c, params)
+	if msg != "" {
+		i.errorPage(w, http.StatusBadRequest, "Invalid redirect URI", msg)
+		return
+	}
+	// From here on, errors go back to the client's redirect URI.
+	state := params.Get("state")
+	ar, err := i.parseAuthorize(ctx, c, params, usedPAR)
+	if err != nil {
+		i.redirectError(w, r, redirectURI, state, err)
+		return
+	}
+	ar.RedirectURI, ar.RedirectParam = redirectURI, redirectParam
+
+	s, _, err := i.currentSession(r)
+	if err != nil {
+		i.redirectError(w, r, redirectURI, state, ErrServerError.Wrap(err))
+		return
+	}
+	loggedIn := s != nil && s.User != ""
+	if ar.prompt("none") && !loggedIn {
+		i.redirectError(w, r, redirectURI, state, &Error{Code: "login_required", Description: "the user is not logged in"})
+		return
+	}
+	if !loggedIn || ar.prompt("login") {
+		if s == nil {
+			if s, err = i.ensureSession(w, r); err != nil {
+				i.redirectError(w, r, redirectURI, state, ErrServerError.Wrap(err))
+				return
+			}
+		}
+		id, err := i.savePending(ctx, s, ar)
+		if err != nil {
+			i.redirectError(w, r, redirectURI, state, ErrServerError.Wrap(err))
+			return
+		}
+		i.seeOther(w, r, i.base+pathLogin+"?req="+url.QueryEscape(id))
+		return
+	}
+	i.proceed(w, r, s, ar, "")
+}
+
+// authorizeClient resolves the client and, for a pushed request, replaces
+// params by the pushed ones. A non-empty message means the request cannot
+// be answered at any redirect URI and gets an error page.
+func (i *Issuer) authorizeClient(ctx context.Context, params url.Values) (*Client, url.Values, bool, string) {
+	ids := params["client_id"]
+	if len(ids) != 1 || ids[0] == "" {
+		return nil, nil, false, "The request has no valid client_id."
+	}
+	c, err := i.lookupClient(ctx, ids[0])
+	if err != nil {
+		var e *Error
+		if errors.As(err, &e) && e.Description != "" && i.isCIMDClientID(ids[0]) {
+			return nil, nil, false, "The application could not be identified: " + e.Description + "."
+		}
+		return nil, nil, false, "The application (client_id) is not known to this server."
+	}
+	uris := params["request_uri"]
+	if len(uris) == 0 {
+		return c, params, false, ""
+	}
+	if len(uris) != 1 {
+		return nil, nil, false, "The request_uri parameter is repeated."
+	}
+	pr, err := i.consumePAR(ctx, uris[0])
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			i.log.Error("authorize: consume pushed request", zap.Error(err))
+		}
+		return nil, nil, false, "The pushed authorization request is unknown, expired or already used."
+	}
+	if pr.ClientID != c.ID {
+		return nil, nil, false, "The pushed authorization request belongs to another application."
+	}
+	if !i.now().Before(pr.ExpiresAt) {
+		return nil, nil, false, "The pushed authorization request is unknown, expired or already used."
+	}
+	// RFC 9126 section 4: only the pushed parameters count.
+	p := pr.Params
+	if ids := p["client_id"]; len(ids) > 0 && (len(ids) != 1 || ids[0] != c.ID) {
+		return nil, nil, false, "The pushed authorization request belongs to another application."
+	}
+	return c, p, true, ""
+}
+
+// consumePAR reads and deletes a pushed request in one transaction, so a
+// request_uri works exactly once.
+func (i *Issuer) consumePAR(ctx context.Context, requestURI string) (*parRequest, error) {
+	var pr parRequest
+	err := i.store.Update(ctx, func(tx store.Tx) error {
+		k := tokenKey(requestURI)
+		b, err := tx.Get(bucketPAR, k)
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal(b, &pr); err != nil {
+			return fmt.Errorf("decode pushed request: %w", err)
+		}
+		return tx.Delete(bucketPAR, k)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &pr, nil
+}
+
+// authorizeRedirectURI picks the redirect URI: the redirect_uri parameter
+// if it matches a registered one, or the only registered one when the
+// parameter is omitted.
+func authorizeRedirectURI(c *Client, params url.Values) (uri, param, msg string) {
+	rs := params["redirect_uri"]
+	switch {
+	case len(rs) > 1:
+		return "", "", "The redirect_uri parameter is repeated."
+	case len(rs) == 0 && len(c.RedirectURIs) == 1:
+		return c.RedirectURIs[0], "", ""
+	case len(rs) == 0:
+		return "", "", "The request has no redirect_uri and the application has not registered exactly one."
+	case !matchRedirectURI(c.RedirectURIs, rs[0]):
+		return "", "", "The redirect_uri is not registered for this application."
+	}
+	return rs[0], rs[0], ""
+}
+
+// matchRedirectURI compares a requested redirect URI with the registered
+// ones: exactly, except that for http loopback IP literals the port is
+// ignored (RFC 8252 section 7.3: native apps get an ephemeral port).
+// "localhost" is matched exactly, like any other host name.
+func matchRedirectURI(registered []string, got string) bool {
+	if slices.Contains(registered, got) {
+		return true
+	}
+	g, err := url.Parse(got)
+	if err != nil || g.Scheme != "http" || g.User != nil || g.Fragment != "" || strings.Contains(got, "#") || !isLoopbackIP(g.Hostname()) {
+		return false
+	}
+	for _, reg := range registered {
+		u, err := url.Parse(reg)
+		if err != nil || u.Scheme != "http" || u.User != nil || u.Fragment != "" {
+			continue
+		}
+		if u.Hostname() == g.Hostname() && u.EscapedPath() == g.EscapedPath() &&
+			u.RawQuery == g.RawQuery && u.ForceQuery == g.ForceQuery {
+			return true
+		}
+	}
+	return false
+}
+
+func isLoopbackIP(h string) bool {
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback() && !strings.Contains(h, "%")
+}
+
+// parseAuthorize validates the parameters after client and redirect URI.
+// Errors are *Error and go to the redirect URI.
+func (i *Issuer) parseAuthorize(ctx context.Context, c *Client, params url.Values, usedPAR bool) (*authRequest, error) {
+	invalid := func(d string) error { return ErrInvalidRequest.WithDescription(d) }
+	if i.cfg.RequirePAR && !usedPAR {
+		return nil, invalid("this server requires pushed authorization requests (request_uri)")
+	}
+	for k, v := range params {
+		if len(v) > 1 {
+			return nil, invalid(fmt.Sprintf("parameter %s is repeated", truncate(k, 40)))
+		}
+	}
+	if params.Has("request") {
+		return nil, &Error{Code: "request_not_supported", Description: "request objects are not supported; use PAR"}
+	}
+	switch rt := params.Get("response_type"); rt {
+	case "code":
+	case "":
+		return nil, invalid("response_type is required")
+	default:
+		return nil, ErrUnsupportedResponseType.WithDescription("only response_type code is supported")
+	}
+	if len(c.GrantTypes) > 0 && !slices.Contains(c.GrantTypes, "authorization_code") {
+		return nil, ErrUnauthorizedClient.WithDescription("the client may not use the authorization code grant")
+	}
+	if m := params.Get("response_mode"); m != "" && m != "query" {
+		return nil, invalid("only response_mode query is supported")
+	}
+	ar := &authRequest{
+		ClientID:            c.ID,
+		State:               params.Get("state"),
+		CodeChallenge:       params.Get("code_challenge"),
+		CodeChallengeMethod: params.Get("code_challenge_method"),
+		Resource:            params.Get("resource"),
+		Nonce:               params.Get("nonce"),
+		Actor:               params.Get("requested_actor"),
+	}
+	// OAuth 2.1: PKCE is required and plain is not accepted.
+	if ar.CodeChallenge == "" {
+		return nil, invalid("code_challenge is required (PKCE)")
+	}
+	if ar.CodeChallengeMethod != "S256" {
+		return nil, invalid("code_challenge_method must be S256")
+	}
+	if !validS256Challenge(ar.CodeChallenge) {
+		return nil, invalid("code_challenge is not a base64url SHA-256 value")
+	}
+	if ar.Resource != "" {
+		u, err := url.Parse(ar.Resource)
+		if err != nil || !u.IsAbs() || u.Fragment != "" || strings.Contains(ar.Resource, "#") {
+			return nil, ErrInvalidTarget.WithDescription("resource must be an absolute URI without a fragment")
+		}
+	}
+	scopes, err := parseScope(params.Get("scope"))
+	if err != nil {
+		return nil, err
+	}
+	ar.Scopes = scopes
+	if ar.Prompt, err = parsePrompt(params.Get("prompt")); err != nil {
+		return nil, err
+	}
+	if len(ar.State) > 2000 || len(ar.Nonce) > 2000 || len(ar.Actor) > 500 {
+		return nil, invalid("state, nonce or requested_actor too long")
+	}
+	// Check the target and the client's own limits before asking anyone to
+	// log in; the user's share is decided after login.
+	// OpenID Connect scopes are about the user, so they are left out here.
+	resourceScopes := slices.DeleteFunc(slices.Clone(ar.Scopes), func(s string) bool { return slices.Contains(oidcScopes, s) })
+	if _, _, err := i.grantScopes(ctx, c, nil, ar.Resource, resourceScopes); err != nil {
+		return nil, err
+	}
+	return ar, nil
+}
+
+// validS256Challenge: BASE64URL(SHA-256(verifier)) is 43 characters.
+func validS256Challenge(s string) bool {
+	if len(s) != 43 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// parseScope splits a scope parameter (RFC 6749 section 3.3), dropping
+// duplicates.
+func parseScope(s string) ([]string, error) {
+	var out []string
+	for _, t := range strings.Split(s, " ") {
+		if t == "" {
+			continue
+		}
+		for _, r := range t {
+			if r < 0x21 || r == 0x22 || r == 0x5c || r > 0x7e {
+				return nil, ErrInvalidScope.WithDescription("scope contains characters RFC 6749 does not allow")
+			}
+		}
+		if !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}
+
+// parsePrompt reads the OpenID Connect prompt parameter.
+func parsePrompt(s string) ([]string, error) {
+	vals := strings.Fields(s)
+	for _, v := range vals {
+		switch v {
+		case "none", "login", "consent", "select_account":
+		default:
+			return nil, ErrInvalidRequest.WithDescription(fmt.Sprintf("unsupported prompt value %q", truncate(v, 40)))
+		}
+	}
+	if slices.Contains(vals, "none") && len(vals) > 1 {
+		return nil, ErrInvalidRequest.WithDescription("prompt none cannot be combined with other values")
+	}
+	return vals, nil
+}
+
+// savePending parks ar for the browser of s and returns its id.
+func (i *Issuer) savePending(ctx context.Context, s *session, ar *authRequest) (string, error) {
+	id, err := i.randomToken(24)
+	if err != nil {
+		return "", err
+	}
+	p := pendingAuth{Browser: s.Browser, Request: *ar, ExpiresAt: i.now().Add(pendingTTL)}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return "", fmt.Errorf("encode pending request: %w", err)
+	}
+	err = i.store.Update(ctx, func(tx store.Tx) error {
+		return tx.Create(bucketPending, tokenKey(id), b, p.ExpiresAt)
+	})
+	if err != nil {
+		return "", fmt.Errorf("store pending request: %w", err)
+	}
+	return id, nil
+}
+
+// loadPending returns the pending request id if it exists, is live, and
+// was started by the browser of s.
+func (i *Issuer) loadPending(ctx context.Context, id string, s *session) (*pendingAuth, error) {
+	if id == "" || len(id) > 100 || s == nil {
+		return nil, errPendingGone
+	}
+	var p pendingAuth
+	err := i.store.View(ctx, func(tx store.Tx) error {
+		b, err := tx.Get(bucketPending, tokenKey(id))
+		if err != nil {
+			return err
+		}
+		return json.Unmarshal(b, &p)
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, errPendingGone
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load pending request: %w", err)
+	}
+	if !i.now().Before(p.ExpiresAt) || p.Browser != s.Browser {
+		return nil, errPendingGone
+	}
+	return &p, nil
+}
+
+func (i *Issuer) deletePending(ctx context.Context, id string) {
+	err := i.store.Update(ctx, func(tx store.Tx) error { return tx.Delete(bucketPending, tokenKey(id)) })
+	if err != nil {
+		i.log.Warn("delete pending request", zap.Error(err))
+	}
+}
+
+// pendingGonePage answers a login or consent step whose request is gone.
+func (i *Issuer) pendingGonePage(w http.ResponseWriter) {
+	i.errorPage(w, http.StatusBadRequest, "Request expired",
+		"This sign-in request has expired, was already completed, or was started in another browser. Go back to the application and connect again.")
+}
+
+// proceed continues a request for a logged-in session: it decides the
+// scopes, then issues a code right away when consent is remembered, or
+// shows the consent page (via /consent?req=… when called from /authorize,
+// pendingID "").
+func (i *Issuer) proceed(w http.ResponseWriter, r *http.Request, s *session, ar *authRequest, pendingID string) {
+	ctx := r.Context()
+	fail := func(err error) {
+		if pendingID != "" {
+			i.deletePending(ctx, pendingID)
+		}
+		i.redirectError(w, r, ar.RedirectURI, ar.State, err)
+	}
+	c, u, err := i.requestParties(ctx, s, ar)
+	if err != nil {
+		fail(err)
+		return
+	}
+	resource, scopes, err := i.grantScopes(ctx, c, u, ar.Resource, ar.Scopes)
+	if err != nil {
+		fail(err)
+		return
+	}
+	if !ar.prompt("consent") {
+		ok, err := i.hasConsent(ctx, u.Username, c.ID, resource, ar.Actor, scopes)
+		if err != nil {
+			fail(ErrServerError.Wrap(err))
+			return
+		}
+		if ok {
+			i.finish(w, r, s, ar, pendingID, resource, scopes, false)
+			return
+		}
+	}
+	if ar.prompt("none") {
+		fail(&Error{Code: "consent_required", Description: "the user has not approved this application"})
+		return
+	}
+	if pendingID == "" {
+		id, err := i.savePending(ctx, s, ar)
+		if err != nil {
+			fail(ErrServerError.Wrap(err))
+			return
+		}
+		i.seeOther(w, r, i.base+pathConsent+"?req="+url.QueryEscape(id))
+		return
+	}
+	i.renderConsent(w, s, c, u, ar, pendingID, resource, scopes)
+}
+
+// requestParties loads the client and the logged-in user of a request.
+func (i *Issuer) requestParties(ctx context.Context, s *session, ar *authRequest) (*Client, *User, error) {
+	c, err := i.lookupClient(ctx, ar.ClientID)
+	if err != nil {
+		return nil, nil, ErrUnauthorizedClient.WithDescription("the client is no longer available").Wrap(err)
+	}
+	u, err := i.lookupUser(ctx, s.User)
+	if err != nil {
+		return nil, nil, ErrAccessDenied.WithDescription("the user account is not available").Wrap(err)
+	}
+	return c, u, nil
+}
+
+// finish issues the code (consuming the pending request and, when
+// remember is set, storing the consent in the same transaction) and
+// redirects to the client.
+func (i *Issuer) finish(w http.ResponseWriter, r *http.Request, s *session, ar *authRequest, pendingID, resource string, scopes []string, remember bool) {
+	code, err := i.issueCode(r.Context(), s, ar, pendingID, resource, scopes, remember)
+	if errors.Is(err, errPendingGone) {
+		i.pendingGonePage(w)
+		return
+	}
+	if err != nil {
+		i.log.Error("authorize: issue code", zap.Error(err))
+		i.redirectError(w, r, ar.RedirectURI, ar.State, ErrServerError)
+		return
+	}
+	v := url.Values{"code": {code}}
+	if ar.State != "" {
+		v.Set("state", ar.State)
+	}
+	v.Set("iss", i.URL())
+	i.redirectTo(w, r, ar.RedirectURI, v)
+}
+
+func (i *Issuer) issueCode(ctx context.Context, s *session, ar *authRequest, pendingID, resource string, scopes []string, remember bool) (string, error) {
+	code, err := i.randomToken(32)
+	if err != nil {
+		return "", err
+	}
+	now := i.now()
+	ac := authCode{
+		ClientID:            ar.ClientID,
+		RedirectURI:         ar.RedirectParam,
+		CodeChallenge:       ar.CodeChallenge,
+		CodeChallengeMethod: ar.CodeChallengeMethod,
+		Subject:             s.User,
+		Scopes:              scopes,
+		Resource:            resource,
+		Nonce:               ar.Nonce,
+		Actor:               ar.Actor,
+		AuthTime:            s.AuthTime,
+		ExpiresAt:           now.Add(i.cfg.CodeTTL),
+	}
+	if ac.Scopes == nil {
+		ac.Scopes = []string{}
+	}
+	cb, err := json.Marshal(ac)
+	if err != nil {
+		return "", fmt.Errorf("encode code: %w", err)
+	}
+	err = i.store.Update(ctx, func(tx store.Tx) error {
+		if pendingID != "" {
+			if _, err := tx.Get(bucketPending, tokenKey(pendingID)); err != nil {
+				if errors.Is(err, store.ErrNotFound) {
+					return errPendingGone
+				}
+				return err
+			}
+			if err := tx.Delete(bucketPending, tokenKey(pendingID)); err != nil {
+				return err
+			}
+		}
+		if remember {
+			if err := putConsent(tx, consentKey(s.User, ar.ClientID, resource, ar.Actor), scopes, now); err != nil {
+				return err
+			}
+		}
+		return tx.Create(bucketCodes, tokenKey(code), cb, ac.ExpiresAt)
+	})
+	if err != nil {
+		return "", err
+	}
+	return code, nil
+}
+
+// redirectError sends an authorization error response to the client
+// (RFC 6749 section 4.1.2.1, with RFC 9207 iss).
+func (i *Issuer) redirectError(w http.ResponseWriter, r *http.Request, redirectURI, state string, err error) {
+	var e *Error
+	if !errors.As(err, &e) {
+		e = ErrServerError
+	}
+	if e.Code == ErrServerError.Code && e.Err != nil {
+		i.log.Error("authorize", zap.Error(e.Err))
+	}
+	v := url.Values{"error": {e.Code}}
+	if e.Description != "" {
+		v.Set("error_description", e.Description)
+	}
+	if state != "" {
+		v.Set("state", state)
+	}
+	v.Set("iss", i.URL())
+	i.redirectTo(w, r, redirectURI, v)
+}
+
+// redirectTo redirects to a client's redirect URI with v added to its
+// query, keeping the URI's own query as registered.
+func (i *Issuer) redirectTo(w http.ResponseWriter, r *http.Request, redirectURI string, v url.Values) {
+	u, err := url.Parse(redirectURI)
+	if err != nil {
+		i.errorPage(w, http.StatusBadRequest, "Invalid redirect URI", "The redirect URI cannot be used.")
+		return
+	}
+	if u.RawQuery != "" {
+		u.RawQuery += "&" + v.Encode()
+	} else {
+		u.RawQuery = v.Encode()
+	}
+	i.seeOther(w, r, u.String())
+}
+
+// seeOther answers 303, with the page headers (no caching, no referrer).
+func (i *Issuer) seeOther(w http.ResponseWriter, r *http.Request, location string) {
+	i.pageHeaders(w)
+	w.Header().Del("Content-Type")
+	http.Redirect(w, r, location, http.StatusSeeOther)
+}

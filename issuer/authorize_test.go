@@ -1,0 +1,413 @@
+package issuer
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+)
+
+func TestAuthorizeFlowIssuesCode(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	c := e.browser()
+	cb, err := e.robot(c, e.url(pathAuthorize, authParams(testChallenge)), bRedirect, bUser, bPassword, "approve")
+	if err != nil {
+		t.Fatalf("robot: %v", err)
+	}
+	q := cb.Query()
+	if q.Get("state") != "st-123" || q.Get("iss") != e.iss.URL() || q.Get("code") == "" || q.Has("error") {
+		t.Fatalf("callback query = %v, want code, state st-123 and iss %s", q, e.iss.URL())
+	}
+	var ac authCode
+	if err := e.get(bucketCodes, tokenKey(q.Get("code")), &ac); err != nil {
+		t.Fatalf("code record: %v", err)
+	}
+	if ac.ClientID != bClientID || ac.Subject != bUser || ac.Resource != bResource ||
+		!slices.Equal(ac.Scopes, []string{"files:read"}) || ac.CodeChallenge != testChallenge ||
+		ac.CodeChallengeMethod != "S256" || ac.RedirectURI != bRedirect {
+		t.Errorf("code record = %+v", ac)
+	}
+	if want := e.clock.Now().Add(5 * time.Minute); !ac.ExpiresAt.Equal(want) {
+		t.Errorf("code expires %v, want %v", ac.ExpiresAt, want)
+	}
+	if n := e.count(bucketPending); n != 0 {
+		t.Errorf("pending requests left = %d, want 0", n)
+	}
+	var cs consent
+	if err := e.get(bucketConsents, consentKey(bUser, bClientID, bResource, ""), &cs); err != nil || !slices.Equal(cs.Scopes, []string{"files:read"}) {
+		t.Errorf("consent = %+v, %v; want files:read", cs, err)
+	}
+}
+
+// TestAuthorizeFlowOAuth2Client drives the flow with golang.org/x/oauth2
+// (PKCE) and redeems the code at the token endpoint.
+func TestAuthorizeFlowOAuth2Client(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	conf := &oauth2.Config{
+		ClientID:    bClientID,
+		Endpoint:    oauth2.Endpoint{AuthURL: e.url(pathAuthorize, nil), TokenURL: e.url(pathToken, nil), AuthStyle: oauth2.AuthStyleInParams},
+		RedirectURL: "http://127.0.0.1:49152/callback", // any port: loopback
+		Scopes:      []string{"files:read", "files:write"},
+	}
+	verifier := oauth2.GenerateVerifier()
+	authURL := conf.AuthCodeURL("xyz", oauth2.S256ChallengeOption(verifier), oauth2.SetAuthURLParam("resource", bResource))
+	cb, err := e.robot(e.browser(), authURL, "http://127.0.0.1:49152/callback", bUser, bPassword, "approve")
+	if err != nil {
+		t.Fatalf("robot: %v", err)
+	}
+	if cb.Query().Get("state") != "xyz" {
+		t.Fatalf("state = %q, want xyz", cb.Query().Get("state"))
+	}
+	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, e.srv.Client())
+	tok, err := conf.Exchange(ctx, cb.Query().Get("code"), oauth2.VerifierOption(verifier), oauth2.SetAuthURLParam("resource", bResource))
+	if err != nil {
+		t.Fatalf("Exchange() error = %v", err)
+	}
+	if tok.AccessToken == "" {
+		t.Fatalf("Exchange() gave no access token")
+	}
+	if got := tok.Extra("scope"); got != "files:read files:write" {
+		t.Errorf("token scope = %v, want files:read files:write", got)
+	}
+}
+
+func TestAuthorizeRememberedConsentSkipsPage(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	c := e.browser()
+	if _, err := e.robot(c, e.url(pathAuthorize, authParams(testChallenge)), bRedirect, bUser, bPassword, "approve"); err != nil {
+		t.Fatalf("first robot run: %v", err)
+	}
+	// Same browser (session), same or fewer scopes: straight to the client.
+	resp, err := c.Get(e.url(pathAuthorize, authParams(testChallenge)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc, _ := url.Parse(resp.Header.Get("Location"))
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc.String(), bRedirect) || loc.Query().Get("code") == "" {
+		t.Fatalf("second authorize = %d %s, want 303 to the redirect URI with a code", resp.StatusCode, loc)
+	}
+
+	// More scopes than remembered: the consent page again.
+	p := authParams(testChallenge)
+	p.Set("scope", "files:read files:write")
+	resp, err = c.Get(e.url(pathAuthorize, p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc := resp.Header.Get("Location"); !strings.HasPrefix(loc, pathConsent+"?req=") {
+		t.Fatalf("authorize with new scope: Location = %q, want the consent page", loc)
+	}
+
+	// prompt=consent forces the page even when remembered.
+	p = authParams(testChallenge)
+	p.Set("prompt", "consent")
+	resp, err = c.Get(e.url(pathAuthorize, p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc := resp.Header.Get("Location"); !strings.HasPrefix(loc, pathConsent+"?req=") {
+		t.Fatalf("prompt=consent: Location = %q, want the consent page", loc)
+	}
+}
+
+func TestAuthorizeDeny(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	cb, err := e.robot(e.browser(), e.url(pathAuthorize, authParams(testChallenge)), bRedirect, bUser, bPassword, "deny")
+	if err != nil {
+		t.Fatalf("robot: %v", err)
+	}
+	q := cb.Query()
+	if q.Get("error") != "access_denied" || q.Get("state") != "st-123" || q.Get("iss") != e.iss.URL() || q.Has("code") {
+		t.Fatalf("callback query = %v, want access_denied with state and iss", q)
+	}
+	if n := e.count(bucketCodes); n != 0 {
+		t.Errorf("codes = %d, want 0", n)
+	}
+	if n := e.count(bucketConsents); n != 0 {
+		t.Errorf("consents = %d, want 0", n)
+	}
+}
+
+// TestAuthorizeErrorPage covers requests whose redirect URI cannot be
+// trusted: they get an HTML error page and never a redirect.
+func TestAuthorizeErrorPage(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	tests := []struct {
+		name   string
+		mutate func(url.Values)
+		raw    string // extra raw query appended
+	}{
+		{"unknown client", func(v url.Values) { v.Set("client_id", "nope") }, ""},
+		{"missing client_id", func(v url.Values) { v.Del("client_id") }, ""},
+		{"repeated client_id", nil, "&client_id=" + bClientID},
+		{"unregistered redirect_uri", func(v url.Values) { v.Set("redirect_uri", "https://evil.example/cb") }, ""},
+		{"redirect_uri with other path", func(v url.Values) { v.Set("redirect_uri", "http://127.0.0.1/other") }, ""},
+		{"localhost is exact, port matters", func(v url.Values) { v.Set("redirect_uri", "http://localhost:9999/cb") }, ""},
+		{"redirect_uri with userinfo", func(v url.Values) { v.Set("redirect_uri", "http://x@127.0.0.1:5000/callback") }, ""},
+		{"omitted redirect_uri with two registered", func(v url.Values) { v.Del("redirect_uri") }, ""},
+		{"repeated redirect_uri", nil, "&redirect_uri=" + url.QueryEscape(bRedirect)},
+		{"unknown request_uri", func(v url.Values) { v.Set("request_uri", "urn:ietf:params:oauth:request_uri:nope") }, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := authParams(testChallenge)
+			if tt.mutate != nil {
+				tt.mutate(p)
+			}
+			resp, err := e.browser().Get(e.url(pathAuthorize, p) + tt.raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := readBody(t, resp)
+			if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Location") != "" {
+				t.Fatalf("status %d, Location %q; want 400 and no redirect", resp.StatusCode, resp.Header.Get("Location"))
+			}
+			if !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") || !strings.Contains(body, "<h1>") {
+				t.Errorf("not an HTML error page: %s", body)
+			}
+		})
+	}
+}
+
+// TestAuthorizeRedirectErrors covers errors reported to the (trusted)
+// redirect URI, each with state and iss.
+func TestAuthorizeRedirectErrors(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	tests := []struct {
+		name   string
+		mutate func(url.Values)
+		raw    string
+		want   string
+	}{
+		{"missing code_challenge", func(v url.Values) { v.Del("code_challenge") }, "", "invalid_request"},
+		{"plain method", func(v url.Values) { v.Set("code_challenge_method", "plain") }, "", "invalid_request"},
+		{"absent method means plain", func(v url.Values) { v.Del("code_challenge_method") }, "", "invalid_request"},
+		{"malformed challenge", func(v url.Values) { v.Set("code_challenge", "short") }, "", "invalid_request"},
+		{"missing response_type", func(v url.Values) { v.Del("response_type") }, "", "invalid_request"},
+		{"token response_type", func(v url.Values) { v.Set("response_type", "token") }, "", "unsupported_response_type"},
+		{"repeated scope", nil, "&scope=files:write", "invalid_request"},
+		{"repeated resource", nil, "&resource=" + url.QueryEscape(bOther), "invalid_request"},
+		{"unknown resource", func(v url.Values) { v.Set("resource", "https://unknown.example/mcp") }, "", "invalid_target"},
+		{"resource with fragment", func(v url.Values) { v.Set("resource", bResource+"#x") }, "", "invalid_target"},
+		{"unknown scope", func(v url.Values) { v.Set("scope", "nope") }, "", "invalid_scope"},
+		{"prompt none without session", func(v url.Values) { v.Set("prompt", "none") }, "", "login_required"},
+		{"prompt none with login", func(v url.Values) { v.Set("prompt", "none login") }, "", "invalid_request"},
+		{"response_mode fragment", func(v url.Values) { v.Set("response_mode", "fragment") }, "", "invalid_request"},
+		{"request object", func(v url.Values) { v.Set("request", "eyJ...") }, "", "request_not_supported"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := authParams(testChallenge)
+			if tt.mutate != nil {
+				tt.mutate(p)
+			}
+			resp, err := e.browser().Get(e.url(pathAuthorize, p) + tt.raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			loc, err := url.Parse(resp.Header.Get("Location"))
+			if err != nil || resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc.String(), bRedirect+"?") {
+				t.Fatalf("status %d, Location %q; want 303 to %s", resp.StatusCode, resp.Header.Get("Location"), bRedirect)
+			}
+			q := loc.Query()
+			if q.Get("error") != tt.want || q.Get("state") != "st-123" || q.Get("iss") != e.iss.URL() || q.Has("code") {
+				t.Errorf("error response = %v, want error %s with state and iss", q, tt.want)
+			}
+		})
+	}
+	if n := e.count(bucketPending) + e.count(bucketCodes); n != 0 {
+		t.Errorf("records written by failed requests = %d, want 0", n)
+	}
+}
+
+func TestAuthorizeRedirectURIMatching(t *testing.T) {
+	reg := []string{"http://127.0.0.1/cb", "http://[::1]:3000/cb", "http://localhost:8080/cb", "https://app.example.com/cb?x=1", "com.example.app:/cb"}
+	tests := []struct {
+		got  string
+		want bool
+	}{
+		{"http://127.0.0.1/cb", true},
+		{"http://127.0.0.1:51234/cb", true},
+		{"http://[::1]:4000/cb", true},
+		{"http://[::1]/cb", true},
+		{"http://localhost:8080/cb", true},
+		{"http://localhost:8081/cb", false},
+		{"http://127.0.0.1:5000/cb2", false},
+		{"http://127.0.0.1:5000/cb?x=1", false},
+		{"http://127.0.0.1:5000/cb#f", false},
+		{"https://127.0.0.1:5000/cb", false},
+		{"http://127.0.0.2:5000/cb", false},
+		{"https://app.example.com/cb?x=1", true},
+		{"https://app.example.com/cb", false},
+		{"https://app.example.com:8443/cb?x=1", false},
+		{"com.example.app:/cb", true},
+		{"com.example.app:/cb2", false},
+	}
+	for _, tt := range tests {
+		if got := matchRedirectURI(reg, tt.got); got != tt.want {
+			t.Errorf("matchRedirectURI(%q) = %v, want %v", tt.got, got, tt.want)
+		}
+	}
+}
+
+func TestAuthorizeSingleRedirectURIMayBeOmitted(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	p := authParams(testChallenge)
+	p.Set("client_id", bWebClientID)
+	p.Del("redirect_uri")
+	cb, err := e.robot(e.browser(), e.url(pathAuthorize, p), bWebRedirect, bUser, bPassword, "approve")
+	if err != nil {
+		t.Fatalf("robot: %v", err)
+	}
+	var ac authCode
+	if err := e.get(bucketCodes, tokenKey(cb.Query().Get("code")), &ac); err != nil {
+		t.Fatal(err)
+	}
+	if ac.RedirectURI != "" {
+		t.Errorf("code redirect_uri = %q, want empty (omitted in the request)", ac.RedirectURI)
+	}
+}
+
+func TestAuthorizePromptLoginForcesLogin(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	c := e.browser()
+	if _, err := e.robot(c, e.url(pathAuthorize, authParams(testChallenge)), bRedirect, bUser, bPassword, "approve"); err != nil {
+		t.Fatal(err)
+	}
+	p := authParams(testChallenge)
+	p.Set("prompt", "login")
+	resp, err := c.Get(e.url(pathAuthorize, p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc := resp.Header.Get("Location"); !strings.HasPrefix(loc, pathLogin+"?req=") {
+		t.Fatalf("prompt=login: Location = %q, want the login page", loc)
+	}
+	// prompt=none with a session and remembered consent succeeds silently.
+	p.Set("prompt", "none")
+	resp, err = c.Get(e.url(pathAuthorize, p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc, _ := url.Parse(resp.Header.Get("Location"))
+	if loc.Query().Get("code") == "" {
+		t.Fatalf("prompt=none with consent: Location = %s, want a code", loc)
+	}
+	// ... and without consent for more scopes fails with consent_required.
+	p.Set("scope", "files:read files:write")
+	resp, err = c.Get(e.url(pathAuthorize, p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc, _ = url.Parse(resp.Header.Get("Location"))
+	if got := loc.Query().Get("error"); got != "consent_required" {
+		t.Fatalf("prompt=none without consent: error = %q, want consent_required", got)
+	}
+}
+
+func TestAuthorizePAR(t *testing.T) {
+	e := newBrowserEnv(t, func(c *Config) { c.RequirePAR = true })
+	push := func(clientID string, expires time.Time) string {
+		uri := "urn:ietf:params:oauth:request_uri:" + clientID + expires.Format("150405.000")
+		p := authParams(testChallenge)
+		p.Set("client_id", clientID)
+		if clientID == bWebClientID {
+			p.Set("redirect_uri", bWebRedirect)
+		}
+		e.put(bucketPAR, tokenKey(uri), parRequest{ClientID: clientID, Params: p, ExpiresAt: expires}, expires)
+		return uri
+	}
+	get := func(c *http.Client, q url.Values) *http.Response {
+		t.Helper()
+		resp, err := c.Get(e.url(pathAuthorize, q))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+
+	t.Run("without request_uri refused", func(t *testing.T) {
+		resp := get(e.browser(), authParams(testChallenge))
+		loc, _ := url.Parse(resp.Header.Get("Location"))
+		if loc.Query().Get("error") != "invalid_request" || loc.Query().Get("iss") == "" {
+			t.Fatalf("Location = %s, want invalid_request with iss", loc)
+		}
+	})
+	t.Run("used once", func(t *testing.T) {
+		uri := push(bClientID, e.clock.Now().Add(time.Minute))
+		// Only client_id and request_uri in the query; other query
+		// parameters are ignored (the pushed ones are authoritative).
+		q := url.Values{"client_id": {bClientID}, "request_uri": {uri}, "state": {"ignored"}}
+		cb, err := e.robot(e.browser(), e.url(pathAuthorize, q), bRedirect, bUser, bPassword, "approve")
+		if err != nil {
+			t.Fatalf("robot: %v", err)
+		}
+		if cb.Query().Get("code") == "" || cb.Query().Get("state") != "st-123" {
+			t.Fatalf("callback = %s, want a code and the pushed state", cb)
+		}
+		resp := get(e.browser(), q)
+		if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Location") != "" {
+			t.Fatalf("replay: status %d Location %q, want 400 error page", resp.StatusCode, resp.Header.Get("Location"))
+		}
+	})
+	t.Run("bound to client", func(t *testing.T) {
+		uri := push(bWebClientID, e.clock.Now().Add(time.Minute))
+		resp := get(e.browser(), url.Values{"client_id": {bClientID}, "request_uri": {uri}})
+		if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Location") != "" {
+			t.Fatalf("status %d Location %q, want 400 error page", resp.StatusCode, resp.Header.Get("Location"))
+		}
+	})
+	t.Run("expired", func(t *testing.T) {
+		uri := push(bClientID, e.clock.Now().Add(time.Minute))
+		e.clock.Advance(2 * time.Minute)
+		resp := get(e.browser(), url.Values{"client_id": {bClientID}, "request_uri": {uri}})
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("status %d, want 400", resp.StatusCode)
+		}
+	})
+}
+
+// TestAuthorizePAREndpoint pushes through the real /par endpoint.
+func TestAuthorizePAREndpoint(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	resp, err := e.srv.Client().PostForm(e.url(pathPAR, nil), authParams(testChallenge))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out struct {
+		RequestURI string `json:"request_uri"`
+	}
+	body := readBody(t, resp)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("PAR status %d: %s", resp.StatusCode, body)
+	}
+	if err := json.Unmarshal([]byte(body), &out); err != nil || out.RequestURI == "" {
+		t.Fatalf("PAR body %s: %v", body, err)
+	}
+	q := url.Values{"client_id": {bClientID}, "request_uri": {out.RequestURI}}
+	if _, err := e.robot(e.browser(), e.url(pathAuthorize, q), bRedirect, bUser, bPassword, "approve"); err != nil {
+		t.Fatalf("robot: %v", err)
+	}
+	resp, err = e.browser().Get(e.url(pathAuthorize, q))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("replayed request_uri: status %d, want 400", resp.StatusCode)
+	}
+}

@@ -1,0 +1,320 @@
+package issuer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/net/html"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
+)
+
+// Shared fixtures of the browser-side tests.
+const (
+	bResource    = "https://mcp.example.com/mcp"
+	bOther       = "https://other.example.com/mcp"
+	bClientID    = "test-app"
+	bRedirect    = "http://127.0.0.1/callback"
+	bWebClientID = "web-app"
+	bWebRedirect = "https://app.example.com/cb"
+	bUser        = "alice"
+	bPassword    = "correct horse battery staple"
+)
+
+// browserClock is a fixed clock that tests move by hand.
+type browserClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *browserClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *browserClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// browserEnv is an issuer served over real HTTP with an in-memory store
+// sharing the fixed clock.
+type browserEnv struct {
+	t     *testing.T
+	iss   *Issuer
+	srv   *httptest.Server
+	store *memory.Store
+	clock *browserClock
+}
+
+func newBrowserEnv(t *testing.T, mutate func(*Config)) *browserEnv {
+	t.Helper()
+	clock := &browserClock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
+	st := memory.New(memory.Options{Now: clock.Now})
+	var h http.Handler = http.NotFoundHandler()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) }))
+	t.Cleanup(srv.Close)
+	hash, err := bcrypt.GenerateFromPassword([]byte(bPassword), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{
+		Issuer: srv.URL,
+		Now:    clock.Now,
+		Users: []User{
+			{Username: bUser, PasswordHash: string(hash), Groups: []string{"staff"}, Name: "Alice"},
+			{Username: "bob", PasswordHash: string(hash), Groups: []string{"readers"}},
+		},
+		Groups: []Group{
+			{Name: "staff", Scopes: map[string][]string{"*": {"files:read", "files:write"}}},
+			{Name: "readers", Scopes: map[string][]string{bResource: {"files:read"}}},
+		},
+		Resources: []Resource{
+			{URL: bResource, Scopes: []string{"files:read", "files:write", "admin"}},
+			{URL: bOther, Scopes: []string{"files:read"}},
+		},
+		Clients: []Client{
+			{ID: bClientID, Name: "Test App", RedirectURIs: []string{bRedirect, "http://localhost:8080/cb"}, TokenEndpointAuthMethod: "none"},
+			{ID: bWebClientID, Name: "Web App", RedirectURIs: []string{bWebRedirect}, TokenEndpointAuthMethod: "none"},
+		},
+	}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	iss, err := New(cfg, st)
+	if err != nil {
+		t.Fatalf("New() error = %v", err)
+	}
+	h = iss
+	return &browserEnv{t: t, iss: iss, srv: srv, store: st, clock: clock}
+}
+
+// url returns the absolute URL of an issuer path with query parameters.
+func (e *browserEnv) url(path string, q url.Values) string {
+	u := e.srv.URL + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	return u
+}
+
+// browser is a cookie-jar HTTP client that does not follow redirects, so
+// tests see every hop.
+func (e *browserEnv) browser() *http.Client {
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return &http.Client{
+		Jar:           jar,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// authParams returns a valid authorization request for the test client.
+func authParams(challenge string) url.Values {
+	return url.Values{
+		"response_type":         {"code"},
+		"client_id":             {bClientID},
+		"redirect_uri":          {bRedirect},
+		"code_challenge":        {challenge},
+		"code_challenge_method": {"S256"},
+		"state":                 {"st-123"},
+		"resource":              {bResource},
+		"scope":                 {"files:read"},
+	}
+}
+
+const testChallenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM" // RFC 7636 appendix B
+
+// form is a parsed HTML form.
+type form struct {
+	id, method, action string
+	hidden             url.Values
+	buttons            []string // name=value of submit buttons
+}
+
+// parseForms returns the forms of an HTML page.
+func parseForms(t *testing.T, body string) []form {
+	t.Helper()
+	doc, err := html.Parse(strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("html.Parse: %v", err)
+	}
+	var forms []form
+	var cur *form
+	var walk func(n *html.Node)
+	walk = func(n *html.Node) {
+		attr := func(k string) string {
+			for _, a := range n.Attr {
+				if a.Key == k {
+					return a.Val
+				}
+			}
+			return ""
+		}
+		if n.Type == html.ElementNode {
+			switch n.Data {
+			case "form":
+				forms = append(forms, form{id: attr("id"), method: attr("method"), action: attr("action"), hidden: url.Values{}})
+				cur = &forms[len(forms)-1]
+				for c := n.FirstChild; c != nil; c = c.NextSibling {
+					walk(c)
+				}
+				cur = nil
+				return
+			case "input":
+				if cur != nil && attr("type") == "hidden" {
+					cur.hidden.Add(attr("name"), attr("value"))
+				}
+			case "button":
+				if cur != nil && attr("type") == "submit" {
+					cur.buttons = append(cur.buttons, attr("name")+"="+attr("value"))
+				}
+			}
+		}
+		for c := n.FirstChild; c != nil; c = c.NextSibling {
+			walk(c)
+		}
+	}
+	walk(doc)
+	return forms
+}
+
+func findForm(t *testing.T, body, id string) form {
+	t.Helper()
+	for _, f := range parseForms(t, body) {
+		if f.id == id {
+			return f
+		}
+	}
+	t.Fatalf("page has no form#%s:\n%s", id, body)
+	return form{}
+}
+
+func readBody(t *testing.T, resp *http.Response) string {
+	t.Helper()
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// robot runs the page/form automation contract: follow redirects with
+// the jar, fill form#login or form#consent (decision), and stop at the
+// first redirect to redirectURI, whose URL it returns.
+func (e *browserEnv) robot(c *http.Client, start, redirectURI, user, password, decision string) (*url.URL, error) {
+	next, err := url.Parse(start)
+	if err != nil {
+		return nil, err
+	}
+	var body url.Values
+	for range 10 {
+		var resp *http.Response
+		if body == nil {
+			resp, err = c.Get(next.String())
+		} else {
+			req, _ := http.NewRequest(http.MethodPost, next.String(), strings.NewReader(body.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.Header.Set("Origin", e.srv.URL)
+			resp, err = c.Do(req)
+		}
+		if err != nil {
+			return nil, err
+		}
+		body = nil
+		if loc := resp.Header.Get("Location"); loc != "" {
+			resp.Body.Close()
+			u, err := next.Parse(loc)
+			if err != nil {
+				return nil, err
+			}
+			if strings.HasPrefix(u.String(), redirectURI) {
+				return u, nil
+			}
+			next = u
+			continue
+		}
+		page := readBody(e.t, resp)
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("GET %s: status %d: %s", next, resp.StatusCode, page)
+		}
+		var f *form
+		for _, pf := range parseForms(e.t, page) {
+			if pf.id == "login" || pf.id == "consent" {
+				f = &pf
+				break
+			}
+		}
+		if f == nil {
+			return nil, fmt.Errorf("page %s has no login or consent form", next.Path)
+		}
+		body = f.hidden
+		if f.id == "login" {
+			body.Set("username", user)
+			body.Set("password", password)
+		} else {
+			body.Set("decision", decision)
+		}
+		if !strings.EqualFold(f.method, "post") {
+			return nil, fmt.Errorf("form#%s method %q, want post", f.id, f.method)
+		}
+		if next, err = next.Parse(f.action); err != nil {
+			return nil, err
+		}
+	}
+	return nil, errors.New("robot: too many steps")
+}
+
+// count returns the number of live entries in a bucket.
+func (e *browserEnv) count(bucket string) int {
+	e.t.Helper()
+	n := 0
+	err := e.store.View(context.Background(), func(tx store.Tx) error {
+		return tx.List(bucket, "", func(string, []byte) error { n++; return nil })
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return n
+}
+
+// get decodes one record.
+func (e *browserEnv) get(bucket, key string, v any) error {
+	return e.store.View(context.Background(), func(tx store.Tx) error {
+		b, err := tx.Get(bucket, key)
+		if err != nil {
+			return err
+		}
+		return json.Unmarshal(b, v)
+	})
+}
+
+func (e *browserEnv) put(bucket, key string, v any, expires time.Time) {
+	e.t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	err = e.store.Update(context.Background(), func(tx store.Tx) error { return tx.Put(bucket, key, b, expires) })
+	if err != nil {
+		e.t.Fatal(err)
+	}
+}

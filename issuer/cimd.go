@@ -1,0 +1,293 @@
+package issuer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+// CIMD caching (draft-ietf-oauth-client-id-metadata-document, "Metadata
+// Caching"): the document's Cache-Control max-age is honoured up to
+// cimdMaxCache; without one it is kept for cimdDefaultCache; no-store,
+// no-cache and max-age=0 mean it is fetched on every use. Errors are never
+// cached.
+const (
+	cimdDefaultCache = time.Hour
+	cimdMaxCache     = 24 * time.Hour
+	maxClientIDLen   = 2000
+)
+
+// cimdEntry is a cached, validated document in bucketCIMD.
+type cimdEntry struct {
+	Client    Client    `json:"client"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// isCIMDClientID reports whether a client_id names a Client ID Metadata
+// Document: an https URL with a path (http too when private targets are
+// allowed, for development).
+func (i *Issuer) isCIMDClientID(id string) bool {
+	u, err := url.Parse(id)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	if u.Scheme != "https" && (u.Scheme != "http" || !i.cfg.CIMDAllowPrivate) {
+		return false
+	}
+	return u.Path != "" && u.Path != "/"
+}
+
+// fetchCIMD fetches, validates and caches a Client ID Metadata Document
+// (SSRF-protected, size/time limited, HTTP caching honoured, errors never
+// cached) and returns it as a public (or private_key_jwt) Client.
+func (i *Issuer) fetchCIMD(ctx context.Context, clientID string) (*Client, error) {
+	if err := i.checkCIMDURL(clientID); err != nil {
+		return nil, ErrInvalidClient.WithDescription("client_id is not a valid client metadata URL").Wrap(err)
+	}
+	if c, ok := i.cachedCIMD(ctx, clientID); ok {
+		return c, nil
+	}
+	c, ttl, err := i.downloadCIMD(ctx, clientID)
+	if err != nil {
+		i.log.Info("client metadata document refused", zap.String("client_id", truncate(clientID, 200)), zap.Error(err))
+		return nil, ErrInvalidClient.WithDescription("client metadata document could not be used: " + describeCIMDError(err)).Wrap(err)
+	}
+	if ttl > 0 {
+		exp := i.now().Add(ttl)
+		b, err := json.Marshal(cimdEntry{Client: *c, ExpiresAt: exp})
+		if err == nil {
+			err = i.store.Update(ctx, func(tx store.Tx) error {
+				return tx.Put(bucketCIMD, clientID, b, exp)
+			})
+		}
+		if err != nil {
+			// The document is valid; failing to cache it only costs a refetch.
+			i.log.Warn("client metadata document: cache write", zap.Error(err))
+		}
+	}
+	return c, nil
+}
+
+func (i *Issuer) cachedCIMD(ctx context.Context, clientID string) (*Client, bool) {
+	var e cimdEntry
+	err := i.store.View(ctx, func(tx store.Tx) error {
+		b, err := tx.Get(bucketCIMD, clientID)
+		if err != nil {
+			return err
+		}
+		return json.Unmarshal(b, &e)
+	})
+	if err != nil || !i.now().Before(e.ExpiresAt) {
+		return nil, false
+	}
+	return &e.Client, true
+}
+
+// checkCIMDURL applies the draft's rules for client identifier URLs:
+// https, a host, a path without dot segments, no fragment, no userinfo.
+func (i *Issuer) checkCIMDURL(id string) error {
+	if len(id) > maxClientIDLen {
+		return errors.New("too long")
+	}
+	u, err := url.Parse(id)
+	if err != nil {
+		return err
+	}
+	switch {
+	case u.Scheme == "http" && i.cfg.CIMDAllowPrivate:
+	case u.Scheme != "https":
+		return errors.New("scheme must be https")
+	}
+	if u.Host == "" || u.User != nil || u.Fragment != "" || strings.Contains(id, "#") {
+		return errors.New("needs a host and no userinfo or fragment")
+	}
+	if u.Path == "" || u.Path == "/" {
+		return errors.New("needs a path")
+	}
+	for _, seg := range strings.Split(u.EscapedPath(), "/") {
+		switch strings.ToLower(seg) {
+		case ".", "..", "%2e", "%2e%2e", ".%2e", "%2e.":
+			return errors.New("dot segments are not allowed")
+		}
+	}
+	return nil
+}
+
+// cimdError is a reason a document was refused that is safe to show.
+type cimdError string
+
+func (e cimdError) Error() string { return string(e) }
+
+func describeCIMDError(err error) string {
+	var ce cimdError
+	switch {
+	case errors.As(err, &ce):
+		return string(ce)
+	case errors.Is(err, errForbiddenAddress):
+		return "the document's host is not a public address"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "fetching the document timed out"
+	case errors.Is(err, errRedirect):
+		return "the document URL redirects"
+	default:
+		return "fetching the document failed"
+	}
+}
+
+// downloadCIMD fetches and validates the document and returns the client
+// and how long it may be cached (0: not at all).
+func (i *Issuer) downloadCIMD(ctx context.Context, clientID string) (*Client, time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, i.cfg.CIMDTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, clientID, nil)
+	if err != nil {
+		return nil, 0, fmt.Errorf("build request: %w", err)
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := i.fetch.Do(req)
+	if err != nil {
+		return nil, 0, fmt.Errorf("fetch: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, 0, cimdError(fmt.Sprintf("the document URL answered HTTP %d", resp.StatusCode))
+	}
+	if mt, _, err := mime.ParseMediaType(resp.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		return nil, 0, cimdError("the document is not application/json")
+	}
+	if resp.ContentLength > i.cfg.CIMDMaxBytes {
+		return nil, 0, cimdError("the document is too large")
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, i.cfg.CIMDMaxBytes+1))
+	if err != nil {
+		return nil, 0, fmt.Errorf("read: %w", err)
+	}
+	if int64(len(body)) > i.cfg.CIMDMaxBytes {
+		return nil, 0, cimdError("the document is too large")
+	}
+	var m clientMetadata
+	if err := decodeJSONObject(body, &m); err != nil {
+		return nil, 0, cimdError("the document is not a valid JSON client metadata object")
+	}
+	c, err := validateCIMD(clientID, &m)
+	if err != nil {
+		return nil, 0, err
+	}
+	return c, cacheLifetime(resp.Header), nil
+}
+
+// validateCIMD checks a document's contents against its URL.
+func validateCIMD(clientID string, m *clientMetadata) (*Client, error) {
+	// Simple string comparison, no normalization (draft section 3).
+	if m.ClientID != clientID {
+		return nil, cimdError("the document's client_id does not equal its URL")
+	}
+	if m.ClientSecret != nil || m.ClientSecretExpiresAt != nil {
+		return nil, cimdError("the document must not contain a client secret")
+	}
+	if strings.TrimSpace(m.ClientName) == "" {
+		return nil, cimdError("the document has no client_name")
+	}
+	name, err := validateClientName(m.ClientName)
+	if err != nil {
+		return nil, cimdError("the document's client_name is not acceptable")
+	}
+	if len(m.RedirectURIs) == 0 {
+		return nil, cimdError("the document has no redirect_uris")
+	}
+	method := m.TokenEndpointAuthMethod
+	if method == "" {
+		method = "none"
+	}
+	if method != "none" && method != "private_key_jwt" {
+		return nil, cimdError("token_endpoint_auth_method must be none or private_key_jwt")
+	}
+	jwks, jwksURI, err := validateClientKeys(method, m.JWKS, m.JWKSURI)
+	if err != nil {
+		return nil, cimdError("private_key_jwt requires exactly one of jwks and jwks_uri (https)")
+	}
+	if method == "none" && (len(m.JWKS) > 0 || m.JWKSURI != "") {
+		return nil, cimdError("jwks and jwks_uri are only for private_key_jwt")
+	}
+	grants := m.GrantTypes
+	if len(grants) == 0 {
+		grants = []string{"authorization_code"}
+	}
+	for _, g := range grants {
+		switch g {
+		case "authorization_code", "refresh_token":
+		case "client_credentials":
+			if method == "none" {
+				return nil, cimdError("client_credentials requires private_key_jwt")
+			}
+		default:
+			return nil, cimdError(fmt.Sprintf("unsupported grant_type %q", truncate(g, 40)))
+		}
+	}
+	for _, rt := range m.ResponseTypes {
+		if rt != "code" {
+			return nil, cimdError(fmt.Sprintf("unsupported response_type %q", truncate(rt, 40)))
+		}
+	}
+	uris, appType, err := validateRedirectURIs(m.RedirectURIs, m.ApplicationType, true)
+	if err != nil {
+		var e *Error
+		if errors.As(err, &e) {
+			return nil, cimdError(e.Description)
+		}
+		return nil, err
+	}
+	return &Client{
+		ID:                      clientID,
+		Name:                    name,
+		RedirectURIs:            uris,
+		GrantTypes:              slices.Clone(grants),
+		TokenEndpointAuthMethod: method,
+		JWKS:                    jwks,
+		JWKSURI:                 jwksURI,
+		ApplicationType:         appType,
+		Source:                  "cimd",
+	}, nil
+}
+
+// cacheLifetime reads Cache-Control (RFC 9111) for how long a document may
+// be reused.
+func cacheLifetime(h http.Header) time.Duration {
+	cc := h.Values("Cache-Control")
+	if len(cc) == 0 {
+		return cimdDefaultCache
+	}
+	ttl := cimdDefaultCache
+	for _, v := range cc {
+		for _, d := range strings.Split(v, ",") {
+			name, arg, _ := strings.Cut(strings.TrimSpace(d), "=")
+			switch strings.ToLower(name) {
+			case "no-store", "no-cache":
+				return 0
+			case "max-age":
+				n, err := strconv.ParseInt(strings.Trim(arg, `"`), 10, 64)
+				if err != nil || n <= 0 {
+					return 0
+				}
+				ttl = cimdMaxCache
+				if n < int64(cimdMaxCache/time.Second) {
+					ttl = time.Duration(n) * time.Second
+				}
+			}
+		}
+	}
+	return ttl
+}

@@ -1,0 +1,250 @@
+package issuer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+// scopeDescriptions explain the OpenID Connect scopes on the consent page;
+// resource scopes are shown by name.
+var scopeDescriptions = map[string]string{
+	"openid":         "confirm who you are",
+	"profile":        "see your name",
+	"email":          "see your email address",
+	"offline_access": "stay connected while you are away",
+}
+
+type scopeView struct{ Name, Description string }
+
+type consentView struct {
+	Action, CSRF, Req string
+	ClientName        string
+	ClientID          string
+	RedirectHost      string
+	Resource          string
+	User              string
+	Agent             string
+	LocalOnly         bool
+	Scopes            []scopeView
+	ScopeList         string
+}
+
+// handleConsent shows the consent page for a pending request (GET) and
+// takes the decision (POST).
+func (i *Issuer) handleConsent(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet:
+		i.consentGet(w, r)
+	case http.MethodPost:
+		i.consentPost(w, r)
+	default:
+		w.Header().Set("Allow", "GET, POST")
+		i.errorPage(w, http.StatusMethodNotAllowed, "Invalid request", "Use the consent form.")
+	}
+}
+
+func (i *Issuer) consentGet(w http.ResponseWriter, r *http.Request) {
+	s, _, err := i.currentSession(r)
+	if err != nil {
+		i.serverErrorPage(w, err)
+		return
+	}
+	id := r.URL.Query().Get("req")
+	p, err := i.loadPending(r.Context(), id, s)
+	if errors.Is(err, errPendingGone) {
+		i.pendingGonePage(w)
+		return
+	}
+	if err != nil {
+		i.serverErrorPage(w, err)
+		return
+	}
+	if s.User == "" {
+		i.seeOther(w, r, i.base+pathLogin+"?req="+url.QueryEscape(id))
+		return
+	}
+	i.proceed(w, r, s, &p.Request, id)
+}
+
+func (i *Issuer) consentPost(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxPageFormBytes)
+	if err := r.ParseForm(); err != nil {
+		i.errorPage(w, http.StatusBadRequest, "Invalid request", "The form could not be read.")
+		return
+	}
+	s, _, err := i.currentSession(r)
+	if err != nil {
+		i.serverErrorPage(w, err)
+		return
+	}
+	if !i.checkCSRF(r, s) || s.User == "" {
+		i.csrfPage(w)
+		return
+	}
+	ctx := r.Context()
+	id := r.PostForm.Get("req")
+	p, err := i.loadPending(ctx, id, s)
+	if errors.Is(err, errPendingGone) {
+		i.pendingGonePage(w)
+		return
+	}
+	if err != nil {
+		i.serverErrorPage(w, err)
+		return
+	}
+	ar := &p.Request
+	switch r.PostForm.Get("decision") {
+	case "deny":
+		i.deletePending(ctx, id)
+		i.redirectError(w, r, ar.RedirectURI, ar.State, ErrAccessDenied.WithDescription("the user denied the request"))
+	case "approve":
+		c, u, err := i.requestParties(ctx, s, ar)
+		if err != nil {
+			i.deletePending(ctx, id)
+			i.redirectError(w, r, ar.RedirectURI, ar.State, err)
+			return
+		}
+		resource, scopes, err := i.grantScopes(ctx, c, u, ar.Resource, ar.Scopes)
+		if err != nil {
+			i.deletePending(ctx, id)
+			i.redirectError(w, r, ar.RedirectURI, ar.State, err)
+			return
+		}
+		// Grant no more than the page showed, even if policy changed since.
+		shown := strings.Fields(r.PostForm.Get("scope"))
+		scopes = slices.DeleteFunc(scopes, func(sc string) bool { return !slices.Contains(shown, sc) })
+		i.finish(w, r, s, ar, id, resource, scopes, true)
+	default:
+		i.errorPage(w, http.StatusBadRequest, "Invalid request", "Choose Allow or Deny.")
+	}
+}
+
+// renderConsent shows the consent page. Only grantable scopes are listed.
+func (i *Issuer) renderConsent(w http.ResponseWriter, s *session, c *Client, u *User, ar *authRequest, pendingID, resource string, scopes []string) {
+	v := consentView{
+		Action:       i.base + pathConsent,
+		CSRF:         s.CSRF,
+		Req:          pendingID,
+		ClientName:   c.Name,
+		ClientID:     c.ID,
+		RedirectHost: redirectHost(ar.RedirectURI),
+		Resource:     resource,
+		User:         u.Username,
+		Agent:        ar.Actor,
+		LocalOnly:    localOnly(c),
+		ScopeList:    strings.Join(scopes, " "),
+	}
+	if v.ClientName == "" {
+		v.ClientName = c.ID
+	}
+	if u.Name != "" {
+		v.User = u.Name + " (" + u.Username + ")"
+	}
+	for _, sc := range scopes {
+		v.Scopes = append(v.Scopes, scopeView{Name: sc, Description: scopeDescriptions[sc]})
+	}
+	i.render(w, http.StatusOK, "consent", "Allow access?", v, cspSource(ar.RedirectURI))
+}
+
+// redirectHost is what the consent page shows as the destination: the host
+// (and port) of web redirect URIs, the scheme of private-use ones.
+func redirectHost(uri string) string {
+	u, err := url.Parse(uri)
+	if err != nil {
+		return uri
+	}
+	if u.Host != "" {
+		return u.Host
+	}
+	return u.Scheme + ":"
+}
+
+// localOnly reports whether every redirect URI of the client points at the
+// user's own machine, so the page can warn that any local program could be
+// the one asking.
+func localOnly(c *Client) bool {
+	if len(c.RedirectURIs) == 0 {
+		return false
+	}
+	for _, uri := range c.RedirectURIs {
+		u, err := url.Parse(uri)
+		if err != nil || !isLoopbackHost(u.Hostname()) {
+			return false
+		}
+	}
+	return true
+}
+
+// hasConsent reports whether the user already approved at least scopes for
+// this client, resource and actor.
+func (i *Issuer) hasConsent(ctx context.Context, user, clientID, resource, actor string, scopes []string) (bool, error) {
+	var cs consent
+	err := i.store.View(ctx, func(tx store.Tx) error {
+		b, err := tx.Get(bucketConsents, consentKey(user, clientID, resource, actor))
+		if err != nil {
+			return err
+		}
+		return json.Unmarshal(b, &cs)
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("load consent: %w", err)
+	}
+	for _, sc := range scopes {
+		if !slices.Contains(cs.Scopes, sc) {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// putConsent records approved scopes, adding to what was approved before.
+// Consents do not expire; the user revokes them on the apps page.
+func putConsent(tx store.Tx, key string, scopes []string, now time.Time) error {
+	cs := consent{GrantedAt: now}
+	b, err := tx.Get(bucketConsents, key)
+	switch {
+	case err == nil:
+		if err := json.Unmarshal(b, &cs); err != nil {
+			return fmt.Errorf("decode consent: %w", err)
+		}
+	case !errors.Is(err, store.ErrNotFound):
+		return err
+	}
+	for _, sc := range scopes {
+		if !slices.Contains(cs.Scopes, sc) {
+			cs.Scopes = append(cs.Scopes, sc)
+		}
+	}
+	if cs.Scopes == nil {
+		cs.Scopes = []string{}
+	}
+	b, err = json.Marshal(cs)
+	if err != nil {
+		return fmt.Errorf("encode consent: %w", err)
+	}
+	return tx.Put(bucketConsents, key, b, time.Time{})
+}
+
+func (i *Issuer) csrfPage(w http.ResponseWriter) {
+	i.errorPage(w, http.StatusForbidden, "Form expired",
+		"This form is no longer valid (it may have expired or come from another site). Go back, reload the page and try again.")
+}
+
+func (i *Issuer) serverErrorPage(w http.ResponseWriter, err error) {
+	i.log.Error("page", zap.Error(err))
+	i.errorPage(w, http.StatusInternalServerError, "Something went wrong", "The server could not complete this step. Try again in a moment.")
+}

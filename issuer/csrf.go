@@ -1,0 +1,49 @@
+package issuer
+
+import (
+	"crypto/subtle"
+	"net/http"
+	"strings"
+)
+
+// csrfField is the form field that carries the session's CSRF token.
+const csrfField = "csrf_token"
+
+// checkCSRF verifies that a form POST comes from one of the issuer's own
+// pages: the form must echo the CSRF token of the browser's session (a
+// synchronizer token; the cookie is HttpOnly and the token is only ever in
+// our pages), and the browser's own cross-origin signals, when sent, must
+// agree. r.ParseForm must have been called.
+func (i *Issuer) checkCSRF(r *http.Request, s *session) bool {
+	if s == nil || s.CSRF == "" {
+		return false
+	}
+	if o := r.Header.Get("Origin"); o != "" && o != i.origin() {
+		return false
+	}
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "", "same-origin", "none":
+	default:
+		return false
+	}
+	vals := r.PostForm[csrfField]
+	if len(vals) != 1 {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(vals[0]), []byte(s.CSRF)) == 1
+}
+
+// origin is the issuer's web origin (scheme://host[:port]).
+func (i *Issuer) origin() string {
+	h, port := i.issuer.Hostname(), i.issuer.Port()
+	if (i.issuer.Scheme == "https" && port == "443") || (i.issuer.Scheme == "http" && port == "80") {
+		port = ""
+	}
+	if strings.Contains(h, ":") {
+		h = "[" + h + "]"
+	}
+	if port != "" {
+		h += ":" + port
+	}
+	return i.issuer.Scheme + "://" + h
+}

@@ -1,0 +1,197 @@
+package issuer
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+type loginView struct {
+	Action, CSRF, Req string
+	ClientName        string
+	Username          string
+	Error             string
+}
+
+// handleLogin shows the login form (GET) and checks credentials (POST).
+func (i *Issuer) handleLogin(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet:
+		i.loginGet(w, r)
+	case http.MethodPost:
+		i.loginPost(w, r)
+	default:
+		w.Header().Set("Allow", "GET, POST")
+		i.errorPage(w, http.StatusMethodNotAllowed, "Invalid request", "Use the sign-in form.")
+	}
+}
+
+func (i *Issuer) loginGet(w http.ResponseWriter, r *http.Request) {
+	s, err := i.ensureSession(w, r)
+	if err != nil {
+		i.serverErrorPage(w, err)
+		return
+	}
+	id := r.URL.Query().Get("req")
+	if id == "" && s.User != "" {
+		i.seeOther(w, r, i.base+pathApps)
+		return
+	}
+	v := loginView{Action: i.base + pathLogin, CSRF: s.CSRF, Req: id}
+	target, ok := i.loginContext(w, r, s, id, &v)
+	if !ok {
+		return
+	}
+	i.render(w, http.StatusOK, "login", "Sign in", v, target)
+}
+
+// loginContext fills the client name for a login that belongs to a
+// pending request and returns the CSP source of its redirect URI (the
+// login POST redirects on to the consent step, which may redirect to the
+// client at once). It answers the request itself and reports false when
+// the pending request is gone.
+func (i *Issuer) loginContext(w http.ResponseWriter, r *http.Request, s *session, id string, v *loginView) (string, bool) {
+	if id == "" {
+		return "", true
+	}
+	p, err := i.loadPending(r.Context(), id, s)
+	if errors.Is(err, errPendingGone) {
+		i.pendingGonePage(w)
+		return "", false
+	}
+	if err != nil {
+		i.serverErrorPage(w, err)
+		return "", false
+	}
+	v.ClientName = p.Request.ClientID
+	if c, err := i.lookupClient(r.Context(), p.Request.ClientID); err == nil && c.Name != "" {
+		v.ClientName = c.Name
+	}
+	return cspSource(p.Request.RedirectURI), true
+}
+
+func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxPageFormBytes)
+	if err := r.ParseForm(); err != nil {
+		i.errorPage(w, http.StatusBadRequest, "Invalid request", "The form could not be read.")
+		return
+	}
+	s, sid, err := i.currentSession(r)
+	if err != nil {
+		i.serverErrorPage(w, err)
+		return
+	}
+	if !i.checkCSRF(r, s) {
+		i.csrfPage(w)
+		return
+	}
+	ctx := r.Context()
+	id := r.PostForm.Get("req")
+	v := loginView{Action: i.base + pathLogin, CSRF: s.CSRF, Req: id}
+	target, ok := i.loginContext(w, r, s, id, &v)
+	if !ok {
+		return
+	}
+	username := strings.TrimSpace(r.PostForm.Get("username"))
+	password := r.PostForm.Get("password")
+	v.Username = username
+	if username == "" || password == "" || len(username) > 200 || len(password) > 1000 {
+		v.Error = "Enter your username and password."
+		i.render(w, http.StatusBadRequest, "login", "Sign in", v, target)
+		return
+	}
+
+	account, addr := "user:"+strings.ToLower(username), clientAddr(r)
+	if d := i.attemptDelay(account, addr); d > 0 {
+		secs := int((d + time.Second - 1) / time.Second)
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		v.Error = "Too many failed attempts. Wait " + strconv.Itoa(secs) + " seconds and try again."
+		i.render(w, http.StatusTooManyRequests, "login", "Sign in", v, target)
+		return
+	}
+	u, err := i.lookupUser(ctx, username)
+	if err != nil {
+		u = nil
+	}
+	// checkPassword spends the same time for unknown users, so timing does
+	// not reveal which usernames exist.
+	if !i.checkPassword(u, password) || u == nil || u.Disabled {
+		if u == nil {
+			account = "" // unknown names count against the address only
+		}
+		i.recordFailure(account, addr)
+		v.Error = "Invalid username or password."
+		i.render(w, http.StatusUnauthorized, "login", "Sign in", v, target)
+		return
+	}
+	i.recordSuccess(account, addr)
+
+	now := i.now()
+	ns := &session{Browser: s.Browser, User: u.Username, AuthTime: now, ExpiresAt: now.Add(i.cfg.SessionTTL)}
+	if err := i.startSession(ctx, w, ns, sid); err != nil {
+		i.serverErrorPage(w, err)
+		return
+	}
+	if id == "" {
+		i.seeOther(w, r, i.base+pathApps)
+		return
+	}
+	i.pageHeaders(w, target)
+	w.Header().Del("Content-Type")
+	http.Redirect(w, r, i.base+pathConsent+"?req="+url.QueryEscape(id), http.StatusSeeOther)
+}
+
+type logoutView struct {
+	Action, CSRF, User string
+}
+
+type messageView struct {
+	Heading, Message, Link, LinkText string
+}
+
+// handleLogout ends the browser session: GET asks for confirmation, the
+// CSRF-protected POST signs out.
+func (i *Issuer) handleLogout(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet:
+		s, _, err := i.currentSession(r)
+		if err != nil {
+			i.serverErrorPage(w, err)
+			return
+		}
+		if s == nil || s.User == "" {
+			i.render(w, http.StatusOK, "message", "Signed out", messageView{Heading: "Signed out", Message: "You are not signed in."})
+			return
+		}
+		i.render(w, http.StatusOK, "logout", "Sign out", logoutView{Action: i.base + pathLogout, CSRF: s.CSRF, User: s.User})
+	case http.MethodPost:
+		r.Body = http.MaxBytesReader(w, r.Body, maxPageFormBytes)
+		if err := r.ParseForm(); err != nil {
+			i.errorPage(w, http.StatusBadRequest, "Invalid request", "The form could not be read.")
+			return
+		}
+		s, sid, err := i.currentSession(r)
+		if err != nil {
+			i.serverErrorPage(w, err)
+			return
+		}
+		if !i.checkCSRF(r, s) {
+			i.csrfPage(w)
+			return
+		}
+		if err := i.endSession(r.Context(), w, sid); err != nil {
+			i.serverErrorPage(w, err)
+			return
+		}
+		i.render(w, http.StatusOK, "message", "Signed out", messageView{
+			Heading: "Signed out", Message: "You have been signed out.",
+			Link: i.base + pathApps, LinkText: "Sign in again",
+		})
+	default:
+		w.Header().Set("Allow", "GET, POST")
+		i.errorPage(w, http.StatusMethodNotAllowed, "Invalid request", "Use the sign-out form.")
+	}
+}

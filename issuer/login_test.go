@@ -1,0 +1,329 @@
+package issuer
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startLogin runs /authorize in a fresh browser and returns the browser,
+// the login page URL and its form.
+func (e *browserEnv) startLogin(t *testing.T) (*http.Client, string, form) {
+	t.Helper()
+	c := e.browser()
+	resp, err := c.Get(e.url(pathAuthorize, authParams(testChallenge)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc, pathLogin+"?req=") {
+		t.Fatalf("authorize without session = %d %q, want 303 to the login page", resp.StatusCode, loc)
+	}
+	page := e.srv.URL + loc
+	resp, err = c.Get(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := readBody(t, resp)
+	f := findForm(t, body, "login")
+	if f.hidden.Get(csrfField) == "" || f.hidden.Get("req") == "" || !strings.Contains(body, `name="username"`) || !strings.Contains(body, `name="password"`) {
+		t.Fatalf("login form lacks fields: %s", body)
+	}
+	if !strings.Contains(body, "Test App") {
+		t.Errorf("login page does not name the client")
+	}
+	return c, page, f
+}
+
+// post submits a form with the issuer's Origin.
+func (e *browserEnv) post(t *testing.T, c *http.Client, action string, v url.Values) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, e.srv.URL+action, strings.NewReader(v.Encode()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", e.srv.URL)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, readBody(t, resp)
+}
+
+func TestLoginFailuresAreGenericAndSlowedDown(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	c, _, f := e.startLogin(t)
+	try := func(user, pw string) (*http.Response, string) {
+		v := f.hidden
+		v.Set("username", user)
+		v.Set("password", pw)
+		return e.post(t, c, f.action, v)
+	}
+	for _, tt := range []struct{ name, user, pw string }{
+		{"wrong password", bUser, "wrong"},
+		{"unknown user", "mallory", "wrong"},
+	} {
+		resp, body := try(tt.user, tt.pw)
+		if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, "Invalid username or password.") {
+			t.Errorf("%s: status %d, want 401 with the generic message; body %s", tt.name, resp.StatusCode, body)
+		}
+		if resp.Header.Get("Location") != "" {
+			t.Errorf("%s: redirected to %q", tt.name, resp.Header.Get("Location"))
+		}
+	}
+	// Keep failing for alice until the limiter steps in.
+	var limited *http.Response
+	for n := 0; n < 10 && limited == nil; n++ {
+		if resp, _ := try(bUser, "wrong"); resp.StatusCode == http.StatusTooManyRequests {
+			limited = resp
+		}
+	}
+	if limited == nil || limited.Header.Get("Retry-After") == "" {
+		t.Fatalf("no 429 with Retry-After after repeated failures")
+	}
+	// Even the right password waits while slowed down.
+	if resp, _ := try(bUser, bPassword); resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("right password while slowed: status %d, want 429", resp.StatusCode)
+	}
+	e.clock.Advance(10 * time.Minute)
+	resp, _ := try(bUser, bPassword)
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), pathConsent+"?req=") {
+		t.Fatalf("login after waiting = %d %q, want 303 to consent", resp.StatusCode, resp.Header.Get("Location"))
+	}
+}
+
+func TestLoginRotatesSessionCookie(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	c, page, f := e.startLogin(t)
+	u, _ := url.Parse(page)
+	before := c.Jar.Cookies(u)
+	if len(before) != 1 || before[0].Name != "mcp_session" {
+		t.Fatalf("cookies before login = %v, want one mcp_session", before)
+	}
+	v := f.hidden
+	v.Set("username", bUser)
+	v.Set("password", bPassword)
+	resp, _ := e.post(t, c, f.action, v)
+	var set *http.Cookie
+	for _, ck := range resp.Cookies() {
+		if ck.Name == "mcp_session" {
+			set = ck
+		}
+	}
+	if set == nil || !set.HttpOnly || set.SameSite != http.SameSiteLaxMode || set.Path != "/" || set.Secure {
+		t.Fatalf("session cookie = %+v, want HttpOnly, SameSite=Lax, Path=/, not Secure on http", set)
+	}
+	if set.Value == before[0].Value {
+		t.Errorf("session id not replaced at login")
+	}
+	// The old session is gone from the store.
+	var s session
+	if err := e.get(bucketSessions, tokenKey(before[0].Value), &s); err == nil {
+		t.Errorf("pre-login session still stored")
+	}
+}
+
+func TestSessionCookieNameOnHTTPS(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	e.iss.issuer.Scheme = "https" // only the cookie attributes are under test
+	if got := e.iss.sessionCookieName(); got != "__Host-mcp_session" {
+		t.Errorf("sessionCookieName() = %q, want __Host-mcp_session", got)
+	}
+	rec := httptest.NewRecorder()
+	e.iss.setSessionCookie(rec, "v", e.clock.Now().Add(time.Hour))
+	ck := rec.Result().Cookies()
+	if len(ck) != 1 || !ck[0].Secure || ck[0].Path != "/" || ck[0].Domain != "" {
+		t.Errorf("cookie = %+v, want Secure, Path=/, no Domain", ck)
+	}
+}
+
+func TestCSRFRequired(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	c, _, f := e.startLogin(t)
+	sessions := e.count(bucketSessions)
+	good := func() url.Values {
+		v := url.Values{}
+		for k, vs := range f.hidden {
+			v[k] = append([]string(nil), vs...)
+		}
+		v.Set("username", bUser)
+		v.Set("password", bPassword)
+		return v
+	}
+	tests := []struct {
+		name   string
+		edit   func(url.Values)
+		origin string
+	}{
+		{"missing token", func(v url.Values) { v.Del(csrfField) }, ""},
+		{"wrong token", func(v url.Values) { v.Set(csrfField, "x"+v.Get(csrfField)) }, ""},
+		{"repeated token", func(v url.Values) { v.Add(csrfField, "other") }, ""},
+		{"cross-site origin", func(url.Values) {}, "https://evil.example"},
+	}
+	for _, tt := range tests {
+		t.Run("login "+tt.name, func(t *testing.T) {
+			v := good()
+			tt.edit(v)
+			req, _ := http.NewRequest(http.MethodPost, e.srv.URL+f.action, strings.NewReader(v.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			if tt.origin != "" {
+				req.Header.Set("Origin", tt.origin)
+			}
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusForbidden || len(resp.Cookies()) != 0 {
+				t.Fatalf("status %d cookies %v, want 403 and no cookie", resp.StatusCode, resp.Cookies())
+			}
+			if n := e.count(bucketSessions); n != sessions {
+				t.Errorf("sessions = %d, want %d (nothing written)", n, sessions)
+			}
+		})
+	}
+	// Another browser's token does not work for this one.
+	t.Run("login token of another browser", func(t *testing.T) {
+		_, _, f2 := e.startLogin(t)
+		v := good()
+		v.Set(csrfField, f2.hidden.Get(csrfField))
+		resp, _ := e.post(t, c, f.action, v)
+		if resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("status %d, want 403", resp.StatusCode)
+		}
+	})
+
+	// Log in properly and reach the consent form.
+	resp, _ := e.post(t, c, f.action, good())
+	resp, err := c.Get(e.srv.URL + resp.Header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf := findForm(t, readBody(t, resp), "consent")
+	pending := e.count(bucketPending)
+	for _, tt := range tests {
+		t.Run("consent "+tt.name, func(t *testing.T) {
+			v := url.Values{}
+			for k, vs := range cf.hidden {
+				v[k] = append([]string(nil), vs...)
+			}
+			v.Set("decision", "approve")
+			tt.edit(v)
+			req, _ := http.NewRequest(http.MethodPost, e.srv.URL+cf.action, strings.NewReader(v.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			if tt.origin != "" {
+				req.Header.Set("Origin", tt.origin)
+			}
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusForbidden || resp.Header.Get("Location") != "" {
+				t.Fatalf("status %d Location %q, want 403 and no redirect", resp.StatusCode, resp.Header.Get("Location"))
+			}
+			if e.count(bucketCodes) != 0 || e.count(bucketConsents) != 0 || e.count(bucketPending) != pending {
+				t.Errorf("state changed: codes %d consents %d pending %d, want 0 0 %d",
+					e.count(bucketCodes), e.count(bucketConsents), e.count(bucketPending), pending)
+			}
+		})
+	}
+}
+
+func TestLogout(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	c := e.browser()
+	if _, err := e.robot(c, e.url(pathAuthorize, authParams(testChallenge)), bRedirect, bUser, bPassword, "approve"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Get(e.url(pathLogout, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := findForm(t, readBody(t, resp), "logout")
+	// A POST without the token does nothing.
+	if resp, _ := e.post(t, c, f.action, url.Values{}); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("logout without CSRF: status %d, want 403", resp.StatusCode)
+	}
+	resp, body := e.post(t, c, f.action, f.hidden)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "signed out") {
+		t.Fatalf("logout: status %d body %s", resp.StatusCode, body)
+	}
+	if n := e.count(bucketSessions); n != 0 {
+		t.Errorf("sessions after logout = %d, want 0", n)
+	}
+	// Authorizing again asks for login.
+	resp, err = c.Get(e.url(pathAuthorize, authParams(testChallenge)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc := resp.Header.Get("Location"); !strings.HasPrefix(loc, pathLogin) {
+		t.Errorf("authorize after logout: Location %q, want login", loc)
+	}
+}
+
+func TestPageHeaders(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	c, page, _ := e.startLogin(t)
+	resp, err := c.Get(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	h := resp.Header
+	want := map[string]string{
+		"X-Frame-Options":        "DENY",
+		"Referrer-Policy":        "no-referrer",
+		"Cache-Control":          "no-store",
+		"X-Content-Type-Options": "nosniff",
+	}
+	for k, v := range want {
+		if h.Get(k) != v {
+			t.Errorf("%s = %q, want %q", k, h.Get(k), v)
+		}
+	}
+	csp := h.Get("Content-Security-Policy")
+	for _, d := range []string{"default-src 'none'", "style-src 'self'", "frame-ancestors 'none'", "form-action 'self' http://127.0.0.1"} {
+		if !strings.Contains(csp, d) {
+			t.Errorf("CSP %q lacks %q", csp, d)
+		}
+	}
+	// The stylesheet is served.
+	resp, err = c.Get(e.url(pathAssets+"style.css", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := readBody(t, resp)
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/css") || !strings.Contains(body, "font") {
+		t.Errorf("style.css: status %d type %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	resp, err = c.Get(e.url(pathAssets+"../issuer.go", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("asset path traversal: status %d, want 404", resp.StatusCode)
+	}
+}
+
+func TestCSPSource(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"http://127.0.0.1:5000/cb", "http://127.0.0.1:5000"},
+		{"https://app.example.com/cb?x=1", "https://app.example.com"},
+		{"http://[::1]:3000/cb", "http://[::1]:3000"},
+		{"com.example.app:/cb", "com.example.app:"},
+		{"https://a.example;script-src *", ""},
+	}
+	for _, tt := range tests {
+		if got := cspSource(tt.in); got != tt.want {
+			t.Errorf("cspSource(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}

@@ -1,0 +1,422 @@
+package issuer
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+	"unicode"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+// Limits on registration input, so a client cannot make the store hold
+// arbitrary amounts of data.
+const (
+	maxRegistrationBytes = 64 << 10
+	maxRedirectURIs      = 20
+	maxRedirectURILen    = 2000
+	maxClientNameLen     = 200
+)
+
+// clientMetadata is the RFC 7591 client metadata this issuer reads, from a
+// registration request or a Client ID Metadata Document. Unknown members
+// are ignored, as RFC 7591 section 2 requires.
+type clientMetadata struct {
+	ClientID                string          `json:"client_id"`
+	ClientSecret            *string         `json:"client_secret"`
+	ClientSecretExpiresAt   *int64          `json:"client_secret_expires_at"`
+	RedirectURIs            []string        `json:"redirect_uris"`
+	TokenEndpointAuthMethod string          `json:"token_endpoint_auth_method"`
+	GrantTypes              []string        `json:"grant_types"`
+	ResponseTypes           []string        `json:"response_types"`
+	ClientName              string          `json:"client_name"`
+	Scope                   string          `json:"scope"`
+	JWKSURI                 string          `json:"jwks_uri"`
+	JWKS                    json.RawMessage `json:"jwks"`
+	ApplicationType         string          `json:"application_type"`
+}
+
+// registrationResponse is the RFC 7591 section 3.2.1 answer.
+type registrationResponse struct {
+	ClientID                string          `json:"client_id"`
+	ClientSecret            string          `json:"client_secret,omitempty"`
+	ClientIDIssuedAt        int64           `json:"client_id_issued_at"`
+	ClientSecretExpiresAt   *int64          `json:"client_secret_expires_at,omitempty"`
+	ClientName              string          `json:"client_name,omitempty"`
+	RedirectURIs            []string        `json:"redirect_uris,omitempty"`
+	GrantTypes              []string        `json:"grant_types"`
+	ResponseTypes           []string        `json:"response_types"`
+	TokenEndpointAuthMethod string          `json:"token_endpoint_auth_method"`
+	ApplicationType         string          `json:"application_type"`
+	JWKSURI                 string          `json:"jwks_uri,omitempty"`
+	JWKS                    json.RawMessage `json:"jwks,omitempty"`
+	Scope                   string          `json:"scope,omitempty"`
+}
+
+// handleRegister is Dynamic Client Registration (RFC 7591). Registered
+// clients get no scopes or resources of their own: what they may obtain is
+// decided by the user's groups and consent, so a client cannot widen its
+// reach by registering with a broad scope (the requested scope is echoed
+// and otherwise ignored).
+func (i *Issuer) handleRegister(w http.ResponseWriter, r *http.Request) {
+	if i.cfg.DisableRegistration {
+		http.NotFound(w, r)
+		return
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeError(w, ErrInvalidRequest.WithDescription("registration requires POST"))
+		return
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		writeError(w, ErrInvalidClientMetadata.WithDescription("body must be application/json"))
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxRegistrationBytes+1))
+	if err != nil {
+		writeError(w, ErrInvalidRequest.WithDescription("unreadable body"))
+		return
+	}
+	if len(body) > maxRegistrationBytes {
+		writeError(w, ErrInvalidClientMetadata.WithDescription("registration request too large"))
+		return
+	}
+	var m clientMetadata
+	if err := decodeJSONObject(body, &m); err != nil {
+		writeError(w, ErrInvalidClientMetadata.WithDescription("body is not a valid client metadata object"))
+		return
+	}
+	c, err := validateRegistration(&m)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	now := i.now()
+	c.Source = "dcr"
+	c.CreatedAt = now
+	var secret string
+	if !c.Public() && c.TokenEndpointAuthMethod != "private_key_jwt" {
+		if secret, err = i.randomToken(32); err != nil {
+			writeError(w, err)
+			return
+		}
+		c.SecretHash = hashClientSecret(secret)
+	}
+	if err := i.createClient(r.Context(), c); err != nil {
+		i.log.Error("registration: store client", zap.Error(err))
+		writeError(w, ErrServerError)
+		return
+	}
+
+	resp := registrationResponse{
+		ClientID:                c.ID,
+		ClientSecret:            secret,
+		ClientIDIssuedAt:        now.Unix(),
+		ClientName:              c.Name,
+		RedirectURIs:            c.RedirectURIs,
+		GrantTypes:              c.GrantTypes,
+		ResponseTypes:           responseTypesFor(c.GrantTypes),
+		TokenEndpointAuthMethod: c.TokenEndpointAuthMethod,
+		ApplicationType:         c.ApplicationType,
+		JWKSURI:                 c.JWKSURI,
+		JWKS:                    json.RawMessage(c.JWKS),
+		Scope:                   m.Scope,
+	}
+	if secret != "" {
+		var never int64
+		resp.ClientSecretExpiresAt = &never
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusCreated)
+	_ = json.NewEncoder(w).Encode(resp)
+}
+
+// createClient stores a newly registered client under a fresh random id.
+// The write is durable before it returns (store.Update contract).
+func (i *Issuer) createClient(ctx context.Context, c *Client) error {
+	for range 3 {
+		id, err := i.randomToken(16)
+		if err != nil {
+			return err
+		}
+		c.ID = id
+		b, err := json.Marshal(c)
+		if err != nil {
+			return fmt.Errorf("encode client: %w", err)
+		}
+		err = i.store.Update(ctx, func(tx store.Tx) error {
+			return tx.Create(bucketClients, id, b, time.Time{})
+		})
+		if !errors.Is(err, store.ErrAlreadyExists) {
+			return err
+		}
+	}
+	return errors.New("create client: no free client id")
+}
+
+// hashClientSecret is the stored form of a generated client secret. A fast
+// hash is enough: the secret is 256 random bits, not a password.
+func hashClientSecret(secret string) string {
+	s := sha256.Sum256([]byte(secret))
+	return "sha256:" + hex.EncodeToString(s[:])
+}
+
+func responseTypesFor(grantTypes []string) []string {
+	if slices.Contains(grantTypes, "authorization_code") {
+		return []string{"code"}
+	}
+	return []string{}
+}
+
+// decodeJSONObject decodes a single JSON object and nothing after it.
+func decodeJSONObject(b []byte, v any) error {
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 || b[0] != '{' {
+		return errors.New("not a JSON object")
+	}
+	d := json.NewDecoder(bytes.NewReader(b))
+	if err := d.Decode(v); err != nil {
+		return err
+	}
+	if d.More() {
+		return errors.New("trailing data after JSON object")
+	}
+	if _, err := d.Token(); err != io.EOF {
+		return errors.New("trailing data after JSON object")
+	}
+	return nil
+}
+
+// validateRegistration checks DCR metadata and returns the client to store
+// (without id or secret).
+func validateRegistration(m *clientMetadata) (*Client, error) {
+	if m.ClientID != "" || m.ClientSecret != nil {
+		return nil, ErrInvalidClientMetadata.WithDescription("client_id and client_secret are assigned by the server")
+	}
+	grants := m.GrantTypes
+	if len(grants) == 0 {
+		grants = []string{"authorization_code"}
+	}
+	for _, g := range grants {
+		switch g {
+		case "authorization_code", "refresh_token", "client_credentials":
+		default:
+			return nil, ErrInvalidClientMetadata.WithDescription(fmt.Sprintf("unsupported grant_type %q", g))
+		}
+	}
+	responses := m.ResponseTypes
+	if len(responses) == 0 && slices.Contains(grants, "authorization_code") {
+		responses = []string{"code"}
+	}
+	for _, rt := range responses {
+		if rt != "code" {
+			return nil, ErrInvalidClientMetadata.WithDescription(fmt.Sprintf("unsupported response_type %q", rt))
+		}
+	}
+	// RFC 7591 section 2.1: grant_types and response_types must agree.
+	if slices.Contains(grants, "authorization_code") != slices.Contains(responses, "code") {
+		return nil, ErrInvalidClientMetadata.WithDescription("grant_type authorization_code and response_type code go together")
+	}
+
+	method := m.TokenEndpointAuthMethod
+	if method == "" {
+		method = "client_secret_basic" // RFC 7591 section 2 default
+	}
+	switch method {
+	case "none", "client_secret_basic", "client_secret_post":
+		if len(m.JWKS) > 0 || m.JWKSURI != "" {
+			return nil, ErrInvalidClientMetadata.WithDescription("jwks and jwks_uri are only for private_key_jwt")
+		}
+	case "private_key_jwt":
+	default:
+		return nil, ErrInvalidClientMetadata.WithDescription(fmt.Sprintf("unsupported token_endpoint_auth_method %q", method))
+	}
+	if method == "none" && slices.Contains(grants, "client_credentials") {
+		return nil, ErrInvalidClientMetadata.WithDescription("client_credentials requires client authentication")
+	}
+	jwks, jwksURI, err := validateClientKeys(method, m.JWKS, m.JWKSURI)
+	if err != nil {
+		return nil, err
+	}
+
+	name, err := validateClientName(m.ClientName)
+	if err != nil {
+		return nil, err
+	}
+	uris, appType, err := validateRedirectURIs(m.RedirectURIs, m.ApplicationType, slices.Contains(grants, "authorization_code"))
+	if err != nil {
+		return nil, err
+	}
+	return &Client{
+		Name:                    name,
+		RedirectURIs:            uris,
+		GrantTypes:              grants,
+		TokenEndpointAuthMethod: method,
+		JWKS:                    jwks,
+		JWKSURI:                 jwksURI,
+		ApplicationType:         appType,
+	}, nil
+}
+
+// validateClientKeys checks the key material of a private_key_jwt client:
+// exactly one of jwks (a JWK Set object with keys) and jwks_uri (https).
+func validateClientKeys(method string, jwks json.RawMessage, jwksURI string) ([]byte, string, error) {
+	if method != "private_key_jwt" {
+		return nil, "", nil
+	}
+	hasSet := len(jwks) > 0 && string(jwks) != "null"
+	if hasSet == (jwksURI != "") {
+		return nil, "", ErrInvalidClientMetadata.WithDescription("private_key_jwt requires exactly one of jwks and jwks_uri")
+	}
+	if jwksURI != "" {
+		u, err := url.Parse(jwksURI)
+		if err != nil || u.Scheme != "https" || u.Host == "" || u.Fragment != "" || u.User != nil {
+			return nil, "", ErrInvalidClientMetadata.WithDescription("jwks_uri must be an https URL")
+		}
+		return nil, jwksURI, nil
+	}
+	var set struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	if err := decodeJSONObject(jwks, &set); err != nil || len(set.Keys) == 0 {
+		return nil, "", ErrInvalidClientMetadata.WithDescription("jwks must be a JWK Set with at least one key")
+	}
+	return bytes.Clone(jwks), "", nil
+}
+
+// validateClientName refuses names that could mislead on the consent page
+// (control and bidirectional-override characters) or bloat it.
+func validateClientName(name string) (string, error) {
+	name = strings.TrimSpace(name)
+	if len(name) > maxClientNameLen {
+		return "", ErrInvalidClientMetadata.WithDescription("client_name too long")
+	}
+	for _, r := range name {
+		if unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) || r == unicode.ReplacementChar {
+			return "", ErrInvalidClientMetadata.WithDescription("client_name contains control characters")
+		}
+	}
+	return name, nil
+}
+
+// redirectKind classifies a redirect URI.
+type redirectKind int
+
+const (
+	redirectWeb      redirectKind = iota // https on a non-loopback host
+	redirectLoopback                     // http(s) on localhost or a loopback IP literal
+	redirectCustom                       // private-use scheme (RFC 8252 section 7.1)
+)
+
+// classifyRedirectURI checks one redirect URI against the rules every
+// client must follow (absolute, no fragment, no userinfo, no wildcard,
+// https or loopback http or a reverse-DNS private-use scheme) and says
+// which kind it is.
+func classifyRedirectURI(s string) (redirectKind, error) {
+	bad := func(why string) (redirectKind, error) {
+		return 0, ErrInvalidRedirectURI.WithDescription(fmt.Sprintf("redirect URI %q: %s", truncate(s, 100), why))
+	}
+	if len(s) > maxRedirectURILen {
+		return bad("too long")
+	}
+	if strings.ContainsAny(s, "#*") {
+		return bad("fragments and wildcards are not allowed")
+	}
+	for _, r := range s {
+		if r <= ' ' || r == 0x7f {
+			return bad("contains whitespace or control characters")
+		}
+	}
+	u, err := url.Parse(s)
+	if err != nil || !u.IsAbs() {
+		return bad("not an absolute URI")
+	}
+	if u.User != nil {
+		return bad("userinfo is not allowed")
+	}
+	switch u.Scheme {
+	case "https":
+		if u.Host == "" {
+			return bad("missing host")
+		}
+		if isLoopbackHost(u.Hostname()) {
+			return redirectLoopback, nil
+		}
+		return redirectWeb, nil
+	case "http":
+		if !isLoopbackHost(u.Hostname()) {
+			return bad("http is allowed only for loopback hosts")
+		}
+		return redirectLoopback, nil
+	}
+	// RFC 8252 section 7.1: private-use schemes are reverse domain names.
+	if !strings.Contains(u.Scheme, ".") {
+		return bad("custom schemes must be reverse-DNS names such as com.example.app")
+	}
+	return redirectCustom, nil
+}
+
+// validateRedirectURIs applies the per-URI rules and the application_type
+// rules of OpenID Connect Dynamic Client Registration (which the MCP
+// 2026-07-28 revision points at): web clients use https on non-loopback
+// hosts; native clients use loopback, private-use schemes, or https.
+// Clients of earlier MCP revisions often omit application_type; for them
+// the type is inferred (native if any URI is loopback or a custom scheme)
+// rather than defaulting to web and refusing localhost callbacks.
+func validateRedirectURIs(uris []string, appType string, required bool) ([]string, string, error) {
+	if required && len(uris) == 0 {
+		return nil, "", ErrInvalidRedirectURI.WithDescription("redirect_uris is required for the authorization_code grant")
+	}
+	if len(uris) > maxRedirectURIs {
+		return nil, "", ErrInvalidRedirectURI.WithDescription("too many redirect_uris")
+	}
+	if appType != "" && appType != "web" && appType != "native" {
+		return nil, "", ErrInvalidClientMetadata.WithDescription(fmt.Sprintf("unsupported application_type %q", appType))
+	}
+	kinds := make([]redirectKind, len(uris))
+	native := false
+	for n, s := range uris {
+		k, err := classifyRedirectURI(s)
+		if err != nil {
+			return nil, "", err
+		}
+		kinds[n] = k
+		native = native || k != redirectWeb
+	}
+	if appType == "" {
+		appType = "web"
+		if native {
+			appType = "native"
+		}
+	}
+	if appType == "web" {
+		for n, k := range kinds {
+			if k != redirectWeb {
+				return nil, "", ErrInvalidRedirectURI.WithDescription(fmt.Sprintf("redirect URI %q: web clients must use https on a non-loopback host (register as application_type native)", truncate(uris[n], 100)))
+			}
+		}
+	}
+	return slices.Clone(uris), appType, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

@@ -1,0 +1,123 @@
+package issuer
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"syscall"
+	"time"
+)
+
+// errForbiddenAddress is returned when an outbound fetch would connect to an
+// address that is not on the public internet.
+var errForbiddenAddress = errors.New("destination address not allowed")
+
+// forbiddenPrefixes are the destinations an outbound fetch (CIMD) must never
+// reach unless the operator allows private targets: anything that is not a
+// globally routed unicast address, plus the IPv6 transition prefixes that
+// embed an IPv4 address (they could smuggle a private one).
+var forbiddenPrefixes = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/8"),       // "this network", unspecified
+	netip.MustParsePrefix("10.0.0.0/8"),      // RFC 1918
+	netip.MustParsePrefix("100.64.0.0/10"),   // CGNAT, RFC 6598
+	netip.MustParsePrefix("127.0.0.0/8"),     // loopback
+	netip.MustParsePrefix("169.254.0.0/16"),  // link-local (cloud metadata)
+	netip.MustParsePrefix("172.16.0.0/12"),   // RFC 1918
+	netip.MustParsePrefix("192.0.0.0/24"),    // IETF protocol assignments
+	netip.MustParsePrefix("192.0.2.0/24"),    // TEST-NET-1
+	netip.MustParsePrefix("192.168.0.0/16"),  // RFC 1918
+	netip.MustParsePrefix("198.18.0.0/15"),   // benchmarking
+	netip.MustParsePrefix("198.51.100.0/24"), // TEST-NET-2
+	netip.MustParsePrefix("203.0.113.0/24"),  // TEST-NET-3
+	netip.MustParsePrefix("224.0.0.0/4"),     // multicast
+	netip.MustParsePrefix("240.0.0.0/4"),     // reserved, broadcast
+	netip.MustParsePrefix("::/128"),          // unspecified
+	netip.MustParsePrefix("::1/128"),         // loopback
+	netip.MustParsePrefix("64:ff9b::/96"),    // NAT64
+	netip.MustParsePrefix("64:ff9b:1::/48"),  // local-use NAT64
+	netip.MustParsePrefix("100::/64"),        // discard-only
+	netip.MustParsePrefix("2001:db8::/32"),   // documentation
+	netip.MustParsePrefix("2002::/16"),       // 6to4
+	netip.MustParsePrefix("fc00::/7"),        // unique local, RFC 4193
+	netip.MustParsePrefix("fe80::/10"),       // link-local
+	netip.MustParsePrefix("ff00::/8"),        // multicast
+	netip.MustParsePrefix("::ffff:0:0/96"),   // IPv4-mapped (checked unmapped too)
+	netip.MustParsePrefix("2001::/32"),       // Teredo
+	netip.MustParsePrefix("2001:10::/28"),    // ORCHID
+	netip.MustParsePrefix("fec0::/10"),       // deprecated site-local
+}
+
+// publicAddress reports whether ip may be contacted by an outbound fetch.
+func publicAddress(ip netip.Addr) bool {
+	if !ip.IsValid() {
+		return false
+	}
+	for _, a := range []netip.Addr{ip, ip.Unmap()} {
+		if a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() ||
+			a.IsLinkLocalMulticast() || a.IsMulticast() || a.IsUnspecified() ||
+			a.IsInterfaceLocalMulticast() {
+			return false
+		}
+		for _, p := range forbiddenPrefixes {
+			if p.Contains(a) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// ssrfControl is a net.Dialer Control function. It runs after name
+// resolution, on the address actually being connected to, so a DNS answer
+// that changes between a check and the connect (DNS rebinding) cannot slip
+// a private address through.
+func ssrfControl(network, address string, _ syscall.RawConn) error {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return fmt.Errorf("dial %s %s: %w", network, address, errForbiddenAddress)
+	}
+	if !publicAddress(ap.Addr()) {
+		return fmt.Errorf("dial %s: %w", ap.Addr(), errForbiddenAddress)
+	}
+	return nil
+}
+
+// newFetchClient builds the http.Client for outbound fetches of
+// client-supplied URLs. It starts from base (cfg.HTTPClient, whose TLS
+// settings tests rely on) when given, and always dials through a Dialer
+// whose Control refuses non-public addresses unless allowPrivate. Proxies
+// are not used: a proxy would hide the real destination from the check.
+// Redirects are refused (the CIMD draft allows only a direct 200).
+func newFetchClient(base *http.Client, allowPrivate bool, timeout time.Duration) (*http.Client, error) {
+	var t *http.Transport
+	switch {
+	case base == nil || base.Transport == nil:
+		t = http.DefaultTransport.(*http.Transport).Clone()
+	default:
+		bt, ok := base.Transport.(*http.Transport)
+		if !ok {
+			if allowPrivate {
+				// Nothing to protect; use the injected transport as is.
+				return &http.Client{Transport: base.Transport, Timeout: timeout, CheckRedirect: refuseRedirect}, nil
+			}
+			return nil, errors.New("http client: transport must be *http.Transport so outbound addresses can be checked")
+		}
+		t = bt.Clone()
+	}
+	d := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
+	if !allowPrivate {
+		d.Control = ssrfControl
+	}
+	t.Proxy = nil
+	t.DialContext = d.DialContext
+	t.DialTLSContext = nil
+	t.Dial = nil    //nolint:staticcheck // cleared so DialContext is the only dial path
+	t.DialTLS = nil //nolint:staticcheck // same
+	return &http.Client{Transport: t, Timeout: timeout, CheckRedirect: refuseRedirect}, nil
+}
+
+var errRedirect = errors.New("redirects are not followed")
+
+func refuseRedirect(*http.Request, []*http.Request) error { return errRedirect }
