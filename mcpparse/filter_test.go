@@ -1,0 +1,198 @@
+package mcpparse
+
+import (
+	"encoding/json"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// toolNamesOf decodes result.tools[].name with encoding/json, independently
+// of the code under test.
+func toolNamesOf(t *testing.T, msg []byte) []string {
+	t.Helper()
+	var v struct {
+		Result struct {
+			Tools []struct {
+				Name string `json:"name"`
+			} `json:"tools"`
+		} `json:"result"`
+	}
+	if err := json.Unmarshal(msg, &v); err != nil {
+		t.Fatalf("json.Unmarshal(%s) error = %v", msg, err)
+	}
+	var names []string
+	for _, tool := range v.Result.Tools {
+		names = append(names, tool.Name)
+	}
+	return names
+}
+
+func TestFilterToolsList(t *testing.T) {
+	deny := func(names ...string) func(string) bool {
+		return func(n string) bool { return !slices.Contains(names, n) }
+	}
+	tests := []struct {
+		name  string
+		msg   string
+		allow func(string) bool
+		want  string // "" = the input unchanged
+	}{
+		{"keep all", `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a"},{"name":"b"}]}}`, deny(), ""},
+		{"drop first", `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a"},{"name":"b"}]}}`, deny("a"),
+			`{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"b"}]}}`},
+		{"drop last", `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a"},{"name":"b"}]}}`, deny("b"),
+			`{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a"}]}}`},
+		{"drop all", `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a"},{"name":"b"}]}}`, deny("a", "b"),
+			`{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}`},
+		{"empty list", `{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}`, deny("a"), ""},
+		{"other members untouched", "{\"id\" : 7,\n \"result\": {\"nextCursor\": \"c\",\n  \"tools\" : [ {\"name\":\"a\", \"inputSchema\":{\"type\":\"object\"}} ,\n {\"description\":\"x\",\"name\":\"b\"} ],\"cacheScope\":\"public\"},\"jsonrpc\":\"2.0\"}\n",
+			deny("a"),
+			"{\"id\" : 7,\n \"result\": {\"nextCursor\": \"c\",\n  \"tools\" : [{\"description\":\"x\",\"name\":\"b\"}],\"cacheScope\":\"public\"},\"jsonrpc\":\"2.0\"}\n"},
+		{"escaped name", `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"dr\u006fp"},{"name":"keep"}]}}`, deny("drop"),
+			`{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"keep"}]}}`},
+		{"error response", `{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"boom"}}`, deny("a"), ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := FilterToolsList([]byte(tt.msg), tt.allow)
+			if err != nil {
+				t.Fatalf("FilterToolsList() error = %v", err)
+			}
+			want := tt.want
+			if want == "" {
+				want = tt.msg
+			}
+			if string(got) != want {
+				t.Errorf("FilterToolsList() = %s, want %s", got, want)
+			}
+		})
+	}
+}
+
+func TestFilterToolsListCorpus(t *testing.T) {
+	for _, name := range []string{
+		"2024-11-05/tools-list-result.json",
+		"2025-03-26/tools-list-result-annotations.json",
+		"2025-06-18/tools-list-result.json",
+		"2025-11-25/tools-list-result-icons.json",
+		"2026-07-28/tools-list-result.json",
+	} {
+		t.Run(name, func(t *testing.T) {
+			msg := readCorpus(t, name)
+			all := toolNamesOf(t, msg)
+			for _, dropped := range all {
+				got, err := FilterToolsList(msg, func(n string) bool { return n != dropped })
+				if err != nil {
+					t.Fatalf("FilterToolsList(without %s) error = %v", dropped, err)
+				}
+				want := slices.DeleteFunc(slices.Clone(all), func(n string) bool { return n == dropped })
+				if names := toolNamesOf(t, got); !slices.Equal(names, want) {
+					t.Errorf("FilterToolsList(without %s) tools = %v, want %v", dropped, names, want)
+				}
+				if _, _, err := Parse(got, Limits{}); err != nil {
+					t.Errorf("Parse(filtered) error = %v", err)
+				}
+			}
+		})
+	}
+}
+
+func TestFilterToolsListRefuses(t *testing.T) {
+	tests := []struct {
+		name    string
+		msg     string
+		wantErr error
+	}{
+		{"duplicate tools", `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a"}],"tools":[{"name":"evil"}]}}`, ErrDuplicateName},
+		{"case variant tools", `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a"}],"Tools":[{"name":"evil"}]}}`, ErrDuplicateName},
+		{"case variant tools alone", `{"jsonrpc":"2.0","id":1,"result":{"Tools":[{"name":"evil"}]}}`, ErrNotJSONRPC},
+		{"duplicate name", `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a","name":"evil"}]}}`, ErrDuplicateName},
+		{"case variant name", `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a","Name":"evil"}]}}`, ErrDuplicateName},
+		{"case variant name alone", `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"NAME":"evil"}]}}`, ErrNotJSONRPC},
+		{"duplicate result", `{"jsonrpc":"2.0","id":1,"result":{"tools":[]},"result":{"tools":[{"name":"evil"}]}}`, ErrDuplicateName},
+		{"nameless tool", `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"title":"x"}]}}`, ErrNotJSONRPC},
+		{"name not a string", `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":["a"]}]}}`, ErrNotJSONRPC},
+		{"tool not an object", `{"jsonrpc":"2.0","id":1,"result":{"tools":["a"]}}`, ErrNotJSONRPC},
+		{"tools not an array", `{"jsonrpc":"2.0","id":1,"result":{"tools":{"name":"a"}}}`, ErrNotJSONRPC},
+		{"no tools", `{"jsonrpc":"2.0","id":1,"result":{}}`, ErrNotJSONRPC},
+		{"result not an object", `{"jsonrpc":"2.0","id":1,"result":[]}`, ErrNotJSONRPC},
+		{"request", `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, ErrNotJSONRPC},
+		{"batch", `[{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}]`, ErrNotJSONRPC},
+		{"trailing data", `{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}{}`, ErrInvalidJSON},
+		{"invalid UTF-8", "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[{\"name\":\"\xff\"}]}}", ErrInvalidJSON},
+		{"too deep", `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a","inputSchema":` + strings.Repeat("[", 200) + strings.Repeat("]", 200) + `}]}}`, ErrTooDeep},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := FilterToolsList([]byte(tt.msg), func(string) bool { return true })
+			if !errors.Is(err, tt.wantErr) || got != nil {
+				t.Errorf("FilterToolsList() = %q, %v; want nil, %v", got, err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestFilterToolsListCallsAllowOnce(t *testing.T) {
+	msg := readCorpus(t, "2026-07-28/tools-list-result.json")
+	calls := map[string]int{}
+	if _, err := FilterToolsList(msg, func(n string) bool { calls[n]++; return n == "get_weather" }); err != nil {
+		t.Fatal(err)
+	}
+	for n, c := range calls {
+		if c != 1 {
+			t.Errorf("allow(%q) called %d times, want 1", n, c)
+		}
+	}
+	if len(calls) != 3 {
+		t.Errorf("allow called for %d tools, want 3", len(calls))
+	}
+}
+
+func TestResponseID(t *testing.T) {
+	tests := []struct {
+		msg     string
+		want    string
+		wantErr error
+	}{
+		{`{"jsonrpc":"2.0","id":1,"result":{}}`, "1", nil},
+		{`{"jsonrpc":"2.0","id":"a\u0062","result":{}}`, `"a\u0062"`, nil},
+		{`{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"Parse error"}}`, "null", nil},
+		{`{"jsonrpc":"2.0","id":1,"method":"ping"}`, "", ErrNotJSONRPC},
+		{`{"jsonrpc":"2.0","id":1.5,"result":{}}`, "", ErrNotJSONRPC},
+		{`{"jsonrpc":"2.0","id":1,"result":{},"id":2}`, "", ErrDuplicateName},
+		{`{"jsonrpc":"2.0","id":1,"result":{},"ID":2}`, "", ErrDuplicateName},
+		{`{"jsonrpc":"2.0","id":1,"result":{}} x`, "", ErrInvalidJSON},
+	}
+	for _, tt := range tests {
+		got, err := ResponseID([]byte(tt.msg))
+		if string(got) != tt.want || !errors.Is(err, tt.wantErr) {
+			t.Errorf("ResponseID(%s) = %s, %v; want %s, %v", tt.msg, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+func TestSameID(t *testing.T) {
+	tests := []struct {
+		a, b string
+		want bool
+	}{
+		{"1", "1", true},
+		{"1", "2", false},
+		{`"1"`, "1", false},
+		{`"abc"`, `"abc"`, true},
+		{`"abc"`, `"a\u0062c"`, true},
+		{`"\u00e9"`, `"é"`, true},
+		{`"\/"`, `"/"`, true},
+		{`"a"`, `"A"`, false},
+		{"null", "null", false},
+		{"", "", false},
+		{"-1", "-1", true},
+	}
+	for _, tt := range tests {
+		if got := SameID([]byte(tt.a), []byte(tt.b)); got != tt.want {
+			t.Errorf("SameID(%s, %s) = %v, want %v", tt.a, tt.b, got, tt.want)
+		}
+	}
+}
