@@ -1,0 +1,484 @@
+package issuer
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"net/url"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/oauth2"
+)
+
+func TestCodeExchangeWithOAuth2Client(t *testing.T) {
+	e := newTokEnv(t)
+	code, verifier := e.issueCode(t, codeSpec{scopes: []string{"openid", "profile", "read", "offline_access"}, nonce: "n-0S6_WzA2Mj"})
+	tok, err := e.exchange(t, tPublic, "", code, verifier, oauth2.SetAuthURLParam("resource", tResource))
+	if err != nil {
+		t.Fatalf("Exchange() error: %v", err)
+	}
+	if tok.TokenType != "Bearer" || tok.RefreshToken == "" {
+		t.Errorf("token_type = %q, refresh_token set = %v; want Bearer, true", tok.TokenType, tok.RefreshToken != "")
+	}
+	if got, want := tok.Extra("scope"), "openid profile read offline_access"; got != want {
+		t.Errorf("scope = %v, want %q", got, want)
+	}
+	if got := tok.ExpiresIn; got != 3600 {
+		t.Errorf("expires_in = %d, want 3600", got)
+	}
+
+	h, c := claimsOf(t, tok.AccessToken)
+	if h["typ"] != "at+jwt" || h["alg"] != "ES256" || h["kid"] == nil {
+		t.Errorf("access token header = %v, want typ at+jwt, alg ES256, kid", h)
+	}
+	now := float64(e.clock.Now().Unix())
+	want := map[string]any{
+		"iss": e.iss.URL(), "sub": tUser, "aud": tResource, "client_id": tPublic,
+		"scope": "openid profile read offline_access", "iat": now, "exp": now + 3600,
+		"auth_time": now - 60,
+	}
+	for k, v := range want {
+		if c[k] != v {
+			t.Errorf("access token claim %s = %v, want %v", k, c[k], v)
+		}
+	}
+	if c["jti"] == nil || c["gid"] == nil || c["act"] != nil {
+		t.Errorf("access token jti, gid, act = %v, %v, %v; want jti, gid, no act", c["jti"], c["gid"], c["act"])
+	}
+
+	idt, _ := tok.Extra("id_token").(string)
+	if idt == "" {
+		t.Fatal("no id_token for an openid grant")
+	}
+	ih, ic := claimsOf(t, idt)
+	sum := sha256.Sum256([]byte(tok.AccessToken))
+	wantID := map[string]any{
+		"iss": e.iss.URL(), "sub": tUser, "aud": tPublic, "azp": tPublic, "nonce": "n-0S6_WzA2Mj",
+		"at_hash": base64.RawURLEncoding.EncodeToString(sum[:16]), "auth_time": now - 60, "exp": now + 3600,
+	}
+	for k, v := range wantID {
+		if ic[k] != v {
+			t.Errorf("id token claim %s = %v, want %v", k, ic[k], v)
+		}
+	}
+	if ih["kid"] != h["kid"] {
+		t.Errorf("id token kid = %v, want %v", ih["kid"], h["kid"])
+	}
+}
+
+func TestTokenResponseHeaders(t *testing.T) {
+	e := newTokEnv(t)
+	code, verifier := e.issueCode(t, codeSpec{})
+	a := e.post(t, pathToken, url.Values{
+		"grant_type": {"authorization_code"}, "code": {code}, "code_verifier": {verifier},
+		"redirect_uri": {tRedirect}, "client_id": {tPublic},
+	}, "")
+	if a.status != http.StatusOK {
+		t.Fatalf("status = %d, want 200 (%s)", a.status, a.raw)
+	}
+	for k, v := range map[string]string{"Cache-Control": "no-store", "Pragma": "no-cache", "Content-Type": "application/json", "Access-Control-Allow-Origin": "*"} {
+		if got := a.header.Get(k); got != v {
+			t.Errorf("header %s = %q, want %q", k, got, v)
+		}
+	}
+	if _, ok := a.body["refresh_token"]; ok {
+		t.Error("refresh_token issued without offline_access")
+	}
+	if _, ok := a.body["id_token"]; ok {
+		t.Error("id_token issued without openid")
+	}
+	if a.str("scope") != "read" {
+		t.Errorf("scope = %q, want read", a.str("scope"))
+	}
+}
+
+func TestCodeGrantFailures(t *testing.T) {
+	e := newTokEnv(t)
+	tests := []struct {
+		name      string
+		spec      codeSpec
+		mutate    func(v url.Values)
+		basic     string
+		wantCode  string
+		wantState int
+	}{
+		{name: "wrong verifier", mutate: func(v url.Values) { v.Set("code_verifier", oauth2.GenerateVerifier()) }, wantCode: "invalid_grant"},
+		{name: "missing verifier", mutate: func(v url.Values) { v.Del("code_verifier") }, wantCode: "invalid_grant"},
+		{name: "short verifier", mutate: func(v url.Values) { v.Set("code_verifier", "abc") }, wantCode: "invalid_grant"},
+		{name: "code without challenge", spec: codeSpec{noChallenge: true}, wantCode: "invalid_grant"},
+		{name: "plain challenge method", spec: codeSpec{challengeMethod: "plain"}, wantCode: "invalid_grant"},
+		{name: "redirect mismatch", mutate: func(v url.Values) { v.Set("redirect_uri", "http://127.0.0.1:9999/other") }, wantCode: "invalid_grant"},
+		{name: "redirect missing", mutate: func(v url.Values) { v.Del("redirect_uri") }, wantCode: "invalid_grant"},
+		{name: "unknown code", mutate: func(v url.Values) { v.Set("code", "nope") }, wantCode: "invalid_grant"},
+		{name: "missing code", mutate: func(v url.Values) { v.Del("code") }, wantCode: "invalid_request"},
+		{name: "expired code", spec: codeSpec{ttl: -time.Second}, wantCode: "invalid_grant"},
+		{name: "unknown client", mutate: func(v url.Values) { v.Set("client_id", "who") }, wantCode: "invalid_client", wantState: 401},
+		{name: "code of another client", spec: codeSpec{client: tNarrow}, wantCode: "invalid_grant"},
+		{name: "confidential client without secret", spec: codeSpec{client: tConf}, mutate: func(v url.Values) { v.Set("client_id", tConf) }, wantCode: "invalid_client", wantState: 401},
+		{name: "bad client secret", spec: codeSpec{client: tConf}, mutate: func(v url.Values) { v.Del("client_id") }, basic: tConf + ":wrong", wantCode: "invalid_client", wantState: 401},
+		{name: "secret of a client for another client's code", spec: codeSpec{client: tPublic}, mutate: func(v url.Values) { v.Del("client_id") }, basic: tConf + ":" + tSecret, wantCode: "invalid_grant"},
+		{name: "resource differs", mutate: func(v url.Values) { v.Set("resource", tOther) }, wantCode: "invalid_target"},
+		{name: "disabled user", spec: codeSpec{user: "carol"}, wantCode: "invalid_grant"},
+		{name: "actor token without requested actor", mutate: func(v url.Values) { v.Set("actor_token", "x") }, wantCode: "invalid_request"},
+		{name: "delegated code without actor token", spec: codeSpec{actor: "agent-1"}, wantCode: "invalid_grant"},
+		{name: "delegated code with a bogus actor token", spec: codeSpec{actor: "agent-1"}, mutate: func(v url.Values) { v.Set("actor_token", "a.b.c") }, wantCode: "invalid_grant"},
+		{name: "missing grant type", mutate: func(v url.Values) { v.Del("grant_type") }, wantCode: "invalid_request"},
+		{name: "unsupported grant type", mutate: func(v url.Values) { v.Set("grant_type", "password") }, wantCode: "unsupported_grant_type"},
+		{name: "grant type not allowed", spec: codeSpec{client: tOnlyCC}, mutate: func(v url.Values) { v.Del("client_id") }, basic: tOnlyCC + ":" + tSecret, wantCode: "unauthorized_client"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, verifier := e.issueCode(t, tt.spec)
+			v := url.Values{
+				"grant_type": {"authorization_code"}, "code": {code}, "code_verifier": {verifier},
+				"redirect_uri": {tRedirect}, "client_id": {tPublic},
+			}
+			if tt.mutate != nil {
+				tt.mutate(v)
+			}
+			a := e.post(t, pathToken, v, tt.basic)
+			want := tt.wantState
+			if want == 0 {
+				want = http.StatusBadRequest
+			}
+			if a.status != want || a.str("error") != tt.wantCode {
+				t.Fatalf("token = %d %s, want %d %s (%s)", a.status, a.str("error"), want, tt.wantCode, a.raw)
+			}
+			// Bad input changes nothing: the code still works afterwards
+			// unless it was unusable to begin with.
+			if reflect.DeepEqual(tt.spec, codeSpec{}) && tt.mutate != nil && v.Get("code") == code {
+				tok, err := e.exchange(t, tPublic, "", code, verifier)
+				if err != nil || tok.AccessToken == "" {
+					t.Errorf("after a refused attempt, Exchange() error = %v, want the code still usable", err)
+				}
+			}
+		})
+	}
+}
+
+func TestCodeReuseRevokesFirstTokens(t *testing.T) {
+	e := newTokEnv(t)
+	code, verifier := e.issueCode(t, codeSpec{scopes: []string{"read", "offline_access"}})
+	tok, err := e.exchange(t, tPublic, "", code, verifier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !e.active(t, tok.AccessToken) {
+		t.Fatal("first access token not active before the replay")
+	}
+	_, err = e.exchange(t, tPublic, "", code, verifier)
+	var re *oauth2.RetrieveError
+	if !errors.As(err, &re) || re.ErrorCode != "invalid_grant" {
+		t.Fatalf("second Exchange() error = %v, want invalid_grant", err)
+	}
+	if e.active(t, tok.AccessToken) {
+		t.Error("access token of the first redemption still active after code reuse")
+	}
+	_, c := claimsOf(t, tok.AccessToken)
+	if !e.iss.Revoked(t.Context(), c["jti"].(string), "") {
+		t.Error("Revoked(jti) = false after code reuse, want true")
+	}
+	a := e.post(t, pathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok.RefreshToken}, "client_id": {tPublic}}, "")
+	if a.str("error") != "invalid_grant" {
+		t.Errorf("refresh after code reuse = %d %s, want invalid_grant", a.status, a.raw)
+	}
+}
+
+func TestRefreshRotationAndReuse(t *testing.T) {
+	e := newTokEnv(t)
+	code, verifier := e.issueCode(t, codeSpec{scopes: []string{"read", "write", "offline_access"}})
+	first, err := e.exchange(t, tPublic, "", code, verifier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refresh := func(rt string, extra url.Values) answer {
+		v := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {tPublic}}
+		for k, vs := range extra {
+			v[k] = vs
+		}
+		return e.post(t, pathToken, v, "")
+	}
+
+	e.clock.Advance(time.Minute)
+	a := refresh(first.RefreshToken, nil)
+	if a.status != 200 || a.str("refresh_token") == "" || a.str("refresh_token") == first.RefreshToken {
+		t.Fatalf("refresh = %d %s, want 200 with a new refresh token", a.status, a.raw)
+	}
+	if a.str("scope") != "read write offline_access" {
+		t.Errorf("refresh scope = %q, want the grant's scope", a.str("scope"))
+	}
+	_, c1 := claimsOf(t, first.AccessToken)
+	_, c2 := claimsOf(t, a.str("access_token"))
+	if c1["gid"] != c2["gid"] || c2["aud"] != tResource {
+		t.Errorf("refreshed token gid, aud = %v, %v; want %v, %s", c2["gid"], c2["aud"], c1["gid"], tResource)
+	}
+	second := a.str("refresh_token")
+
+	t.Run("narrowing", func(t *testing.T) {
+		a := refresh(second, url.Values{"scope": {"read"}})
+		if a.status != 200 || a.str("scope") != "read" {
+			t.Fatalf("narrowing refresh = %d %s, want scope read", a.status, a.raw)
+		}
+		second = a.str("refresh_token")
+		// The grant keeps its scope: a later refresh without scope gets it all.
+		a = refresh(second, nil)
+		if a.str("scope") != "read write offline_access" {
+			t.Fatalf("refresh after narrowing scope = %q, want the grant's scope", a.str("scope"))
+		}
+		second = a.str("refresh_token")
+	})
+
+	for _, tt := range []struct {
+		name, code string
+		extra      url.Values
+		basic      string
+	}{
+		{"widening scope", "invalid_scope", url.Values{"scope": {"read admin"}}, ""},
+		{"other resource", "invalid_target", url.Values{"resource": {tOther}}, ""},
+		{"other client", "invalid_grant", url.Values{"client_id": {tNarrow}}, ""},
+		{"missing token", "invalid_request", url.Values{"refresh_token": {""}}, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			a := refresh(second, tt.extra)
+			if a.str("error") != tt.code {
+				t.Fatalf("refresh = %d %s, want %s", a.status, a.raw, tt.code)
+			}
+		})
+	}
+
+	t.Run("reuse revokes the family", func(t *testing.T) {
+		a := refresh(first.RefreshToken, nil) // rotated long ago
+		if a.str("error") != "invalid_grant" {
+			t.Fatalf("reuse = %d %s, want invalid_grant", a.status, a.raw)
+		}
+		if a := refresh(second, nil); a.str("error") != "invalid_grant" {
+			t.Errorf("current refresh token after reuse = %d %s, want invalid_grant", a.status, a.raw)
+		}
+		if e.active(t, first.AccessToken) {
+			t.Error("access token of the family still active after reuse")
+		}
+	})
+}
+
+func TestRefreshTokenOnlyWithOfflineAccess(t *testing.T) {
+	e := newTokEnv(t)
+	tests := []struct {
+		name, client, secret string
+		scopes               []string
+		wantRefresh          bool
+		wantScope            string
+	}{
+		{"offline_access granted", tPublic, "", []string{"read", "offline_access"}, true, "read offline_access"},
+		{"no offline_access", tPublic, "", []string{"read"}, false, "read"},
+		// tPost may not use refresh_token, so offline_access is dropped.
+		{"client without refresh grant", tPost, tSecret2, []string{"read", "offline_access"}, false, "read"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, verifier := e.issueCode(t, codeSpec{client: tt.client, scopes: tt.scopes})
+			v := url.Values{"grant_type": {"authorization_code"}, "code": {code}, "code_verifier": {verifier},
+				"redirect_uri": {tRedirect}, "client_id": {tt.client}}
+			if tt.secret != "" {
+				v.Set("client_secret", tt.secret)
+			}
+			a := e.post(t, pathToken, v, "")
+			if a.status != 200 {
+				t.Fatalf("token = %d %s", a.status, a.raw)
+			}
+			if got := a.str("refresh_token") != ""; got != tt.wantRefresh || a.str("scope") != tt.wantScope {
+				t.Errorf("refresh issued, scope = %v, %q; want %v, %q", got, a.str("scope"), tt.wantRefresh, tt.wantScope)
+			}
+		})
+	}
+}
+
+func TestClientCredentials(t *testing.T) {
+	e := newTokEnv(t)
+	tests := []struct {
+		name      string
+		form      url.Values
+		basic     string
+		wantCode  string
+		wantScope string
+		wantAud   string
+	}{
+		{name: "all scopes of the resource", form: url.Values{"resource": {tResource}}, basic: tConf + ":" + tSecret, wantScope: "read write admin", wantAud: tResource},
+		{name: "requested scopes", form: url.Values{"resource": {tOther}, "scope": {"write openid nonsense"}}, basic: tConf + ":" + tSecret, wantScope: "write", wantAud: tOther},
+		{name: "client scope limit", form: url.Values{"resource": {tResource}}, basic: tOnlyCC + ":" + tSecret, wantScope: "read", wantAud: tResource},
+		{name: "secret post", form: url.Values{"resource": {tResource}, "scope": {"admin"}, "client_id": {tPost}, "client_secret": {tSecret2}}, wantScope: "admin", wantAud: tResource},
+		{name: "resource required with several", form: url.Values{}, basic: tConf + ":" + tSecret, wantCode: "invalid_target"},
+		{name: "unknown resource", form: url.Values{"resource": {"https://nope.example.com/mcp"}}, basic: tConf + ":" + tSecret, wantCode: "invalid_target"},
+		{name: "resource with fragment", form: url.Values{"resource": {tResource + "#x"}}, basic: tConf + ":" + tSecret, wantCode: "invalid_target"},
+		{name: "scope nobody may grant", form: url.Values{"resource": {tResource}, "scope": {"delete"}}, basic: tConf + ":" + tSecret, wantCode: "invalid_scope"},
+		{name: "scope outside the client's", form: url.Values{"resource": {tResource}, "scope": {"admin"}}, basic: tOnlyCC + ":" + tSecret, wantCode: "invalid_scope"},
+		{name: "malformed scope", form: url.Values{"resource": {tResource}, "scope": {"a\"b"}}, basic: tConf + ":" + tSecret, wantCode: "invalid_scope"},
+		{name: "public client", form: url.Values{"resource": {tResource}, "client_id": {tPublic}}, wantCode: "unauthorized_client"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.form.Set("grant_type", "client_credentials")
+			a := e.post(t, pathToken, tt.form, tt.basic)
+			if tt.wantCode != "" {
+				if a.str("error") != tt.wantCode {
+					t.Fatalf("token = %d %s, want %s", a.status, a.raw, tt.wantCode)
+				}
+				return
+			}
+			if a.status != 200 || a.str("scope") != tt.wantScope || a.str("refresh_token") != "" {
+				t.Fatalf("token = %d %s, want scope %q and no refresh token", a.status, a.raw, tt.wantScope)
+			}
+			_, c := claimsOf(t, a.str("access_token"))
+			id := c["client_id"]
+			if c["sub"] != id || c["aud"] != tt.wantAud || c["auth_time"] != nil {
+				t.Errorf("claims sub, client_id, aud, auth_time = %v, %v, %v, %v", c["sub"], id, c["aud"], c["auth_time"])
+			}
+		})
+	}
+}
+
+func TestResourcePolicy(t *testing.T) {
+	e := newTokEnv(t)
+	ctx := t.Context()
+	narrow, _ := e.iss.lookupClient(ctx, tNarrow)
+	pub, _ := e.iss.lookupClient(ctx, tPublic)
+	alice, _ := e.iss.lookupUser(ctx, tUser)
+	bob, _ := e.iss.lookupUser(ctx, "bob")
+	tests := []struct {
+		name      string
+		c         *Client
+		u         *User
+		resource  string
+		requested []string
+		want      []string
+		wantErr   error
+	}{
+		{"user gets group scopes", pub, alice, tResource, nil, []string{"read", "write"}, nil},
+		{"wildcard group scopes", pub, alice, tOther, nil, []string{"read", "write"}, nil},
+		{"group for every resource", pub, bob, tOther, []string{"read", "write"}, []string{"read"}, nil},
+		{"oidc scopes pass for users", pub, bob, tResource, []string{"openid", "email", "write"}, []string{"openid", "email"}, nil},
+		{"client scope limit", narrow, alice, tResource, []string{"read", "write"}, []string{"read"}, nil},
+		{"client resource limit", narrow, alice, tOther, nil, nil, ErrInvalidTarget},
+		{"nothing grantable", pub, bob, tResource, []string{"write"}, nil, ErrInvalidScope},
+		{"trailing slash is the same resource", pub, alice, tResource + "/", []string{"read"}, []string{"read"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res, got, err := e.iss.grantScopes(ctx, tt.c, tt.u, tt.resource, tt.requested)
+			if !errors.Is(err, tt.wantErr) || !slices.Equal(got, tt.want) {
+				t.Fatalf("grantScopes() = %v, %v; want %v, %v", got, err, tt.want, tt.wantErr)
+			}
+			if err == nil && res != strings.TrimSuffix(tt.resource, "/") {
+				t.Errorf("grantScopes() resource = %q, want the configured URL", res)
+			}
+		})
+	}
+
+	t.Run("runtime resource", func(t *testing.T) {
+		e.iss.AddResource(Resource{URL: "https://new.example.com/mcp", Scopes: []string{"x"}})
+		_, got, err := e.iss.grantScopes(ctx, pub, nil, "https://new.example.com/mcp", nil)
+		if err != nil || !slices.Equal(got, []string{"x"}) {
+			t.Fatalf("grantScopes(runtime resource) = %v, %v; want [x]", got, err)
+		}
+		e.iss.AddResource(Resource{URL: tResource, Scopes: []string{"only"}})
+		_, got, _ = e.iss.grantScopes(ctx, pub, nil, tResource, nil)
+		if !slices.Equal(got, []string{"only"}) {
+			t.Fatalf("grantScopes after re-adding = %v, want [only]", got)
+		}
+	})
+}
+
+func TestTokenRequestFormat(t *testing.T) {
+	e := newTokEnv(t)
+	code, verifier := e.issueCode(t, codeSpec{})
+	body := url.Values{"grant_type": {"authorization_code"}, "code": {code}, "code_verifier": {verifier},
+		"redirect_uri": {tRedirect}, "client_id": {tPublic}}.Encode()
+	tests := []struct {
+		name, method, ctype, body string
+		wantStatus                int
+	}{
+		{"duplicate parameter", http.MethodPost, "application/x-www-form-urlencoded", body + "&code=" + code, 400},
+		{"json body", http.MethodPost, "application/json", `{"grant_type":"authorization_code"}`, 400},
+		{"GET", http.MethodGet, "", "", 405},
+		{"oversized body", http.MethodPost, "application/x-www-form-urlencoded", body + "&pad=" + strings.Repeat("a", 70<<10), 413},
+		{"malformed body", http.MethodPost, "application/x-www-form-urlencoded", "a=%zz", 400},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequest(tt.method, e.iss.endpoint(pathToken), strings.NewReader(tt.body))
+			if tt.ctype != "" {
+				req.Header.Set("Content-Type", tt.ctype)
+			}
+			a := e.do(t, req)
+			if a.status != tt.wantStatus || a.str("error") != "invalid_request" {
+				t.Fatalf("token = %d %s, want %d invalid_request", a.status, a.raw, tt.wantStatus)
+			}
+		})
+	}
+	// None of that consumed the code.
+	if _, err := e.exchange(t, tPublic, "", code, verifier); err != nil {
+		t.Fatalf("Exchange() after bad requests error: %v", err)
+	}
+}
+
+func TestDelegatedCode(t *testing.T) {
+	e := newTokEnv(t)
+	// The agent's own token, as issue 4's agent login will mint it.
+	agentTok, _, err := e.iss.signAccessToken(t.Context(), tokenSubject{client: &Client{ID: "agent-1"}, subject: "agent-1", resource: tResource})
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherTok, _, _ := e.iss.signAccessToken(t.Context(), tokenSubject{client: &Client{ID: tConf}, subject: tConf, resource: tResource})
+	for _, tt := range []struct {
+		name, actorToken, wantErr string
+	}{
+		{"token of another principal", otherTok, "invalid_grant"},
+		{"agent token", agentTok, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			code, verifier := e.issueCode(t, codeSpec{actor: "agent-1", scopes: []string{"read", "offline_access"}})
+			a := e.post(t, pathToken, url.Values{"grant_type": {"authorization_code"}, "code": {code}, "code_verifier": {verifier},
+				"redirect_uri": {tRedirect}, "client_id": {tPublic}, "actor_token": {tt.actorToken},
+				"actor_token_type": {"urn:ietf:params:oauth:token-type:access_token"}}, "")
+			if a.str("error") != tt.wantErr {
+				t.Fatalf("token = %d %s, want error %q", a.status, a.raw, tt.wantErr)
+			}
+			if tt.wantErr != "" {
+				return
+			}
+			_, c := claimsOf(t, a.str("access_token"))
+			if act, _ := c["act"].(map[string]any); c["sub"] != tUser || act["sub"] != "agent-1" {
+				t.Errorf("claims sub, act = %v, %v; want %s, {sub: agent-1}", c["sub"], c["act"], tUser)
+			}
+			// Refresh keeps the delegation without a new actor token.
+			r := e.post(t, pathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {a.str("refresh_token")}, "client_id": {tPublic}}, "")
+			_, rc := claimsOf(t, r.str("access_token"))
+			if act, _ := rc["act"].(map[string]any); act["sub"] != "agent-1" {
+				t.Errorf("refreshed act = %v, want {sub: agent-1} (%s)", rc["act"], r.raw)
+			}
+		})
+	}
+}
+
+// verifyLikeGateway verifies an access token the way a resource server
+// must (RFC 9068 section 4), with jwt/v5 and pinned options.
+func verifyLikeGateway(t testing.TB, e *tokEnv, raw, alg string) jwt.MapClaims {
+	t.Helper()
+	claims := jwt.MapClaims{}
+	_, err := jwt.ParseWithClaims(raw, claims, func(tok *jwt.Token) (any, error) {
+		if tok.Header["typ"] != "at+jwt" {
+			return nil, errors.New("typ")
+		}
+		return e.iss.PublicKey(t.Context(), tok.Header["kid"].(string))
+	}, jwt.WithValidMethods([]string{alg}), jwt.WithIssuer(e.iss.URL()), jwt.WithAudience(tResource),
+		jwt.WithExpirationRequired(), jwt.WithTimeFunc(e.clock.Now))
+	if err != nil {
+		t.Fatalf("verify access token: %v", err)
+	}
+	return claims
+}
