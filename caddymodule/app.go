@@ -407,7 +407,9 @@ func (a *App) purge(ctx context.Context) {
 				}
 				continue
 			}
-			a.log.Debug("purged expired entries", zap.Int("count", n))
+			if n > 0 {
+				a.log.Debug("purged expired entries", zap.Int("count", n))
+			}
 		}
 	}
 }

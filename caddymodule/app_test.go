@@ -1,0 +1,251 @@
+package caddymodule
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/google/go-cmp/cmp"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer"
+)
+
+// testHash is a bcrypt hash of "password" at the minimum cost.
+var testHash = func() string {
+	h, err := bcrypt.GenerateFromPassword([]byte("password"), bcrypt.MinCost)
+	if err != nil {
+		panic(err)
+	}
+	return string(h)
+}()
+
+const sha256Hash = "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"
+
+func TestIssuerConfigClients(t *testing.T) {
+	jwks := filepath.Join(t.TempDir(), "jwks.json")
+	if err := os.WriteFile(jwks, []byte(`{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	notJWKS := filepath.Join(t.TempDir(), "empty.json")
+	if err := os.WriteFile(notJWKS, []byte(`{"keys":[]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TEST_CLIENT_HASH", testHash)
+
+	tests := []struct {
+		name       string
+		client     Client
+		wantMethod string
+		wantHash   string
+		wantErr    string
+	}{
+		{"public", Client{ID: "c", Public: true}, "none", "", ""},
+		{"secret means basic", Client{ID: "c", SecretHash: sha256Hash}, "client_secret_basic", sha256Hash, ""},
+		{"secret post", Client{ID: "c", SecretHash: testHash, AuthMethod: "client_secret_post"}, "client_secret_post", testHash, ""},
+		{"env secret", Client{ID: "c", SecretHash: "{env.TEST_CLIENT_HASH}"}, "client_secret_basic", testHash, ""},
+		{"jwks_uri means private_key_jwt", Client{ID: "c", JWKSURI: "https://c.example/jwks"}, "private_key_jwt", "", ""},
+		{"jwks file", Client{ID: "c", JWKSFile: jwks}, "private_key_jwt", "", ""},
+		{"no id", Client{Public: true}, "", "", "client_id is required"},
+		{"no credentials", Client{ID: "c"}, "", "", "needs a secret, a key set"},
+		{"unset env secret", Client{ID: "c", SecretHash: "{env.TEST_UNSET_HASH}"}, "", "", "expands to nothing"},
+		{"plain secret", Client{ID: "c", SecretHash: "hunter2"}, "", "", "must be a bcrypt hash"},
+		{"short sha256", Client{ID: "c", SecretHash: "sha256:abcd"}, "", "", "64 hex digits"},
+		{"public with secret", Client{ID: "c", Public: true, SecretHash: testHash}, "", "", "a public client has no secret or keys"},
+		{"public with private_key_jwt", Client{ID: "c", Public: true, AuthMethod: "private_key_jwt", JWKSURI: "https://c.example/jwks"}, "", "", "public client's auth method is none"},
+		{"none with keys", Client{ID: "c", AuthMethod: "none", JWKSURI: "https://c.example/jwks"}, "", "", "no secret or keys"},
+		{"basic without secret", Client{ID: "c", AuthMethod: "client_secret_basic"}, "", "", "needs a secret"},
+		{"private_key_jwt without keys", Client{ID: "c", AuthMethod: "private_key_jwt"}, "", "", "needs jwks or jwks_uri"},
+		{"unknown method", Client{ID: "c", AuthMethod: "tls_client_auth", SecretHash: testHash}, "", "", `unknown auth method "tls_client_auth"`},
+		{"missing jwks file", Client{ID: "c", JWKSFile: filepath.Join(t.TempDir(), "nope.json")}, "", "", "jwks:"},
+		{"empty jwks", Client{ID: "c", JWKSFile: notJWKS}, "", "", "not a JWK Set with keys"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := &App{IssuerURL: "https://auth.example.com", Clients: []Client{tt.client}}
+			cfg, err := a.issuerConfig()
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("issuerConfig() error = %v, want it to contain %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("issuerConfig() error = %v", err)
+			}
+			c := cfg.Clients[0]
+			if c.TokenEndpointAuthMethod != tt.wantMethod || c.SecretHash != tt.wantHash || c.Source != "config" {
+				t.Errorf("issuerConfig() client = method %q hash %q source %q, want %q %q config",
+					c.TokenEndpointAuthMethod, c.SecretHash, c.Source, tt.wantMethod, tt.wantHash)
+			}
+		})
+	}
+}
+
+func TestIssuerConfig(t *testing.T) {
+	t.Setenv("TEST_USER_HASH", testHash)
+	argon := "$argon2id$v=19$m=47104,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
+	tests := []struct {
+		name    string
+		app     App
+		wantErr string
+	}{
+		{"minimal", App{IssuerURL: "https://a.example"}, ""},
+		{"no issuer", App{}, "issuer URL is required"},
+		{"bad alg", App{IssuerURL: "https://a.example", SigningAlg: "HS256"}, `signing_alg "HS256"`},
+		{"env user hash", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: "{env.TEST_USER_HASH}"}}}, ""},
+		{"unset env user hash", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: "{env.TEST_NOT_SET}"}}}, `user "u": password hash must be bcrypt`},
+		{"argon2 user hash", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: argon}}}, "must be bcrypt"},
+		{"user without name", App{IssuerURL: "https://a.example", Users: []User{{PasswordHash: testHash}}}, "user without a name"},
+		{"duplicate user", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: testHash}, {Username: "u", PasswordHash: testHash}}}, `user "u" declared twice`},
+		{"duplicate client", App{IssuerURL: "https://a.example", Clients: []Client{{ID: "c", Public: true}, {ID: "c", Public: true}}}, `client "c" declared twice`},
+		{"agent", App{IssuerURL: "https://a.example", Agents: []Agent{{ID: "a", SecretHash: testHash, MaxDepth: 2}}}, ""},
+		{"agent without credentials", App{IssuerURL: "https://a.example", Agents: []Agent{{ID: "a"}}}, `agent "a": needs a secret`},
+		{"agent negative depth", App{IssuerURL: "https://a.example", Agents: []Agent{{ID: "a", SecretHash: testHash, MaxDepth: -1}}}, "max_depth must not be negative"},
+		{"duplicate agent", App{IssuerURL: "https://a.example", Agents: []Agent{{ID: "a", SecretHash: testHash}, {ID: "a", SecretHash: testHash}}}, `agent "a" declared twice`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := tt.app.issuerConfig()
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("issuerConfig() error = %v, want nil", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("issuerConfig() error = %v, want it to contain %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestIssuerConfigTranslation(t *testing.T) {
+	t.Setenv("TEST_USER_HASH", testHash)
+	a := &App{
+		IssuerURL:           "https://auth.example.com/t1",
+		AccessTokenTTL:      caddy.Duration(15 * time.Minute),
+		RefreshTokenTTL:     caddy.Duration(48 * time.Hour),
+		CodeTTL:             caddy.Duration(2 * time.Minute),
+		IDTokenTTL:          caddy.Duration(30 * time.Minute),
+		SigningAlg:          "EdDSA",
+		RequirePAR:          true,
+		DisableRegistration: true,
+		CIMDAllowPrivate:    true,
+		Users:               []User{{Username: "alice", PasswordHash: "{env.TEST_USER_HASH}", Groups: []string{"g"}, Name: "Alice", Email: "a@example.com"}},
+		Groups:              []issuer.Group{{Name: "g", Scopes: map[string][]string{"*": {"read"}}}},
+		Resources:           []issuer.Resource{{URL: "https://r.example/mcp", Scopes: []string{"read"}}},
+	}
+	got, err := a.issuerConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := issuer.Config{
+		Issuer:              "https://auth.example.com/t1",
+		AccessTokenTTL:      15 * time.Minute,
+		RefreshTokenTTL:     48 * time.Hour,
+		CodeTTL:             2 * time.Minute,
+		IDTokenTTL:          30 * time.Minute,
+		SigningAlg:          "EdDSA",
+		RequirePAR:          true,
+		DisableRegistration: true,
+		CIMDAllowPrivate:    true,
+		Users:               []issuer.User{{Username: "alice", PasswordHash: testHash, Groups: []string{"g"}, Name: "Alice", Email: "a@example.com", Source: "config"}},
+		Groups:              a.Groups,
+		Resources:           a.Resources,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("issuerConfig() mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestDecodeKey(t *testing.T) {
+	key := bytes.Repeat([]byte{0xfb}, 32) // encodes with + and / (std) or - and _ (URL)
+	tests := []struct {
+		in      string
+		wantErr string
+	}{
+		{"+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/s=", ""},
+		{"+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/s", ""},
+		{"-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_s", ""},
+		{"c2hvcnQ=", "want at least 32"},
+		{"not base64!", "not base64"},
+		{"", "want at least 32"},
+	}
+	for _, tt := range tests {
+		got, err := decodeKey(tt.in)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("decodeKey(%q) error = %v, want it to contain %q", tt.in, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || !bytes.Equal(got, key) {
+			t.Errorf("decodeKey(%q) = %x, %v, want %x", tt.in, got, err, key)
+		}
+	}
+}
+
+// provisionApp provisions an app on the in-memory store.
+func provisionApp(t *testing.T, a *App) *App {
+	t.Helper()
+	a.StorageRaw = caddyconfig.JSONModuleObject(MemoryStorage{}, "module", "memory", nil)
+	ctx := newContext(t)
+	if err := a.Provision(ctx); err != nil {
+		t.Fatalf("Provision() = %v", err)
+	}
+	t.Cleanup(func() { _ = a.storage.(*MemoryStorage).Cleanup() })
+	return a
+}
+
+func TestAppSessionKeyPersisted(t *testing.T) {
+	a := provisionApp(t, &App{IssuerURL: "http://127.0.0.1:8080"})
+	k1, err := a.SessionKey(context.Background())
+	if err != nil || len(k1) != 32 {
+		t.Fatalf("SessionKey() = %x, %v, want 32 bytes", k1, err)
+	}
+	// A reload shares the store, so it gets the same key.
+	b := provisionApp(t, &App{IssuerURL: "http://127.0.0.1:8080"})
+	k2, err := b.SessionKey(context.Background())
+	if err != nil || !bytes.Equal(k1, k2) {
+		t.Errorf("SessionKey() after reload = %x, %v, want %x", k2, err, k1)
+	}
+}
+
+func TestAppStartStop(t *testing.T) {
+	a := provisionApp(t, &App{IssuerURL: "http://127.0.0.1:8080"})
+	a.purgeEvery = time.Millisecond
+	if err := a.Start(); err != nil {
+		t.Fatalf("Start() = %v", err)
+	}
+	time.Sleep(10 * time.Millisecond) // let the loop purge a few times
+	if err := within(t, 5*time.Second, "Stop", a.Stop); err != nil {
+		t.Fatalf("Stop() = %v", err)
+	}
+	select {
+	case <-a.done:
+	default:
+		t.Error("Stop() returned before the purge loop ended")
+	}
+	if err := a.Stop(); err != nil {
+		t.Errorf("second Stop() = %v, want nil", err)
+	}
+}
+
+func TestAppProvisionErrors(t *testing.T) {
+	ctx := newContext(t)
+	a := &App{IssuerURL: "http://auth.example.com", StorageRaw: caddyconfig.JSONModuleObject(MemoryStorage{}, "module", "memory", nil)}
+	err := a.Provision(ctx)
+	if err == nil || !strings.Contains(err.Error(), "http is allowed only for loopback") {
+		t.Errorf("Provision(http non-loopback issuer) = %v, want the issuer's URL error", err)
+	}
+	if a.storage != nil {
+		_ = a.storage.(*MemoryStorage).Cleanup()
+	}
+}
