@@ -12,12 +12,6 @@ import (
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
-// revocation is the value of a bucketRevoked entry written here; the key
-// ("grant:"+id) is what token validation looks for.
-type revocation struct {
-	RevokedAt time.Time `json:"revoked_at"`
-}
-
 // appRow is one connection on the apps page: what a user granted one
 // client for one resource (and agent), merged from the consent and the
 // grants (refresh-token families) it led to.
@@ -178,48 +172,30 @@ func (i *Issuer) connections(ctx context.Context, user string) ([]appRow, error)
 }
 
 // revokeConnection deletes the user's consent for client, resource and
-// actor, marks every matching grant revoked (ending its refresh tokens),
-// and writes a "grant:"+id revocation marker that outlives the grant's
-// access tokens, in one transaction.
+// actor and revokes every matching grant (ending its refresh tokens, and
+// its access tokens through the "grant:"+id revocation marker), in one
+// transaction.
 func (i *Issuer) revokeConnection(ctx context.Context, user, clientID, resource, actor string) error {
-	now := i.now()
-	marker, err := json.Marshal(revocation{RevokedAt: now})
-	if err != nil {
-		return err
-	}
-	markerExpiry := now.Add(i.cfg.AccessTokenTTL)
 	return i.store.Update(ctx, func(tx store.Tx) error {
 		if err := tx.Delete(bucketConsents, consentKey(user, clientID, resource, actor)); err != nil {
 			return err
 		}
-		type update struct {
-			id string
-			g  grant
-		}
-		var revoke []update
+		var ids []string
 		err := tx.List(bucketGrants, "", func(key string, value []byte) error {
 			var g grant
 			if err := json.Unmarshal(value, &g); err != nil {
 				return fmt.Errorf("decode grant: %w", err)
 			}
 			if g.Subject == user && g.ClientID == clientID && g.Resource == resource && g.Actor == actor && !g.Revoked {
-				revoke = append(revoke, update{key, g})
+				ids = append(ids, key)
 			}
 			return nil
 		})
 		if err != nil {
 			return err
 		}
-		for _, u := range revoke {
-			u.g.Revoked = true
-			b, err := json.Marshal(u.g)
-			if err != nil {
-				return err
-			}
-			if err := tx.Put(bucketGrants, u.id, b, u.g.ExpiresAt); err != nil {
-				return err
-			}
-			if err := tx.Put(bucketRevoked, "grant:"+u.g.ID, marker, markerExpiry); err != nil {
+		for _, id := range ids {
+			if err := i.revokeGrantTx(tx, id); err != nil {
 				return err
 			}
 		}

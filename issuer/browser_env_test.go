@@ -296,6 +296,19 @@ func (e *browserEnv) count(bucket string) int {
 	return n
 }
 
+// keys lists the live keys of a bucket.
+func (e *browserEnv) keys(bucket string) []string {
+	e.t.Helper()
+	var out []string
+	err := e.store.View(context.Background(), func(tx store.Tx) error {
+		return tx.List(bucket, "", func(k string, _ []byte) error { out = append(out, k); return nil })
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return out
+}
+
 // get decodes one record.
 func (e *browserEnv) get(bucket, key string, v any) error {
 	return e.store.View(context.Background(), func(tx store.Tx) error {

@@ -78,7 +78,9 @@ func (i *Issuer) handleRegister(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		writeError(w, ErrInvalidRequest.WithDescription("registration requires POST"))
+		e := ErrInvalidRequest.WithDescription("registration requires POST")
+		e.Status = http.StatusMethodNotAllowed
+		writeError(w, e)
 		return
 	}
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {

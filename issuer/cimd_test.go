@@ -1,0 +1,328 @@
+package issuer
+
+import (
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// cimdHost serves client metadata documents over TLS on loopback and
+// counts requests per path.
+type cimdHost struct {
+	srv  *httptest.Server
+	mu   sync.Mutex
+	docs map[string]func(w http.ResponseWriter, r *http.Request)
+	hits sync.Map // path -> *atomic.Int64
+}
+
+func newCIMDHost(t *testing.T) *cimdHost {
+	h := &cimdHost{docs: map[string]func(http.ResponseWriter, *http.Request){}}
+	h.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := h.hits.LoadOrStore(r.URL.Path, new(atomic.Int64))
+		n.(*atomic.Int64).Add(1)
+		h.mu.Lock()
+		f := h.docs[r.URL.Path]
+		h.mu.Unlock()
+		if f == nil {
+			http.NotFound(w, r)
+			return
+		}
+		f(w, r)
+	}))
+	t.Cleanup(h.srv.Close)
+	return h
+}
+
+// serve registers a handler for path and returns the document URL.
+func (h *cimdHost) serve(path string, f func(w http.ResponseWriter, r *http.Request)) string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.docs[path] = f
+	return h.srv.URL + path
+}
+
+// doc serves body as JSON with the given Cache-Control.
+func (h *cimdHost) doc(path, cacheControl string, body func(id string) string) string {
+	id := h.srv.URL + path
+	return h.serve(path, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if cacheControl != "" {
+			w.Header().Set("Cache-Control", cacheControl)
+		}
+		_, _ = w.Write([]byte(body(id)))
+	})
+}
+
+func (h *cimdHost) count(path string) int64 {
+	n, ok := h.hits.Load(path)
+	if !ok {
+		return 0
+	}
+	return n.(*atomic.Int64).Load()
+}
+
+func validDoc(id string) string {
+	return `{"client_id":"` + id + `","client_name":"Doc Client","redirect_uris":["http://127.0.0.1:3000/callback"],
+		"grant_types":["authorization_code"],"response_types":["code"],"token_endpoint_auth_method":"none"}`
+}
+
+func newCIMDEnv(t *testing.T, allowPrivate bool, mutate func(*Config)) (*browserEnv, *cimdHost) {
+	host := newCIMDHost(t)
+	e := newBrowserEnv(t, func(c *Config) {
+		c.HTTPClient = host.srv.Client()
+		c.CIMDAllowPrivate = allowPrivate
+		if mutate != nil {
+			mutate(c)
+		}
+	})
+	return e, host
+}
+
+func TestCIMDAuthorizeFlow(t *testing.T) {
+	e, host := newCIMDEnv(t, true, nil)
+	id := host.doc("/client.json", "", validDoc)
+	p := authParams(testChallenge)
+	p.Set("client_id", id)
+	p.Set("redirect_uri", "http://127.0.0.1:3000/callback")
+
+	// Check the consent page on the way: names, host, localhost warning.
+	c := e.browser()
+	resp, err := c.Get(e.url(pathAuthorize, p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	login := e.srv.URL + resp.Header.Get("Location")
+	resp, err = c.Get(login)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := findForm(t, readBody(t, resp), "login")
+	v := f.hidden
+	v.Set("username", bUser)
+	v.Set("password", bPassword)
+	resp, _ = e.post(t, c, f.action, v)
+	resp, err = c.Get(e.srv.URL + resp.Header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := readBody(t, resp)
+	for _, want := range []string{"Doc Client", id, "127.0.0.1:3000", "This app runs on your computer", bResource, "files:read"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("consent page lacks %q", want)
+		}
+	}
+	cf := findForm(t, body, "consent")
+	if len(cf.buttons) != 2 || !strings.Contains(strings.Join(cf.buttons, " "), "decision=approve") || !strings.Contains(strings.Join(cf.buttons, " "), "decision=deny") {
+		t.Errorf("consent buttons = %v", cf.buttons)
+	}
+	cv := cf.hidden
+	cv.Set("decision", "approve")
+	resp, _ = e.post(t, c, cf.action, cv)
+	loc, _ := url.Parse(resp.Header.Get("Location"))
+	if !strings.HasPrefix(loc.String(), "http://127.0.0.1:3000/callback?") || loc.Query().Get("code") == "" {
+		t.Fatalf("approve: Location %s, want the client's callback with a code", loc)
+	}
+	if host.count("/client.json") != 1 {
+		t.Errorf("document fetched %d times, want 1 (cached)", host.count("/client.json"))
+	}
+}
+
+func TestCIMDRefused(t *testing.T) {
+	e, host := newCIMDEnv(t, true, func(c *Config) {
+		c.CIMDMaxBytes = 512
+		c.CIMDTimeout = 200 * time.Millisecond
+	})
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	jsonDoc := func(body string) func(w http.ResponseWriter, r *http.Request) {
+		return func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(body))
+		}
+	}
+	id := func(path string) string { return host.srv.URL + path }
+	tests := []struct {
+		name    string
+		path    string
+		handler func(w http.ResponseWriter, r *http.Request)
+	}{
+		{"client_id mismatch", "/mismatch", jsonDoc(validDoc(id("/other")))},
+		{"no client_name", "/noname", jsonDoc(`{"client_id":"` + id("/noname") + `","redirect_uris":["http://127.0.0.1/cb"]}`)},
+		{"no redirect_uris", "/noredirect", jsonDoc(`{"client_id":"` + id("/noredirect") + `","client_name":"x"}`)},
+		{"client secret", "/secret", jsonDoc(`{"client_id":"` + id("/secret") + `","client_name":"x","redirect_uris":["http://127.0.0.1/cb"],"client_secret":"s"}`)},
+		{"secret auth method", "/basic", jsonDoc(`{"client_id":"` + id("/basic") + `","client_name":"x","redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"client_secret_basic"}`)},
+		{"private_key_jwt without keys", "/pkjwt", jsonDoc(`{"client_id":"` + id("/pkjwt") + `","client_name":"x","redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"private_key_jwt"}`)},
+		{"bad redirect uri", "/badredirect", jsonDoc(`{"client_id":"` + id("/badredirect") + `","client_name":"x","redirect_uris":["http://evil.example/cb"]}`)},
+		{"not json", "/notjson", jsonDoc(`<html></html>`)},
+		{"wrong content type", "/ctype", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain")
+			_, _ = w.Write([]byte(validDoc(id("/ctype"))))
+		}},
+		{"oversize", "/big", jsonDoc(`{"client_id":"` + id("/big") + `","client_name":"` + strings.Repeat("x", 600) + `","redirect_uris":["http://127.0.0.1/cb"]}`)},
+		{"oversize streamed", "/bigstream", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			for range 10 {
+				_, _ = w.Write([]byte(strings.Repeat(" ", 100)))
+				w.(http.Flusher).Flush()
+			}
+		}},
+		{"timeout", "/slow", func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}},
+		{"redirect", "/redirect", func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, "/client.json", http.StatusFound)
+		}},
+		{"not found", "/missing", nil},
+		{"server error", "/fail", func(w http.ResponseWriter, r *http.Request) { http.Error(w, "no", http.StatusInternalServerError) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.handler != nil {
+				host.serve(tt.path, tt.handler)
+			}
+			start := time.Now()
+			c, err := e.iss.fetchCIMD(t.Context(), id(tt.path))
+			if err == nil {
+				t.Fatalf("fetchCIMD(%s) = %+v, want an error", tt.path, c)
+			}
+			if !errors.Is(err, ErrInvalidClient) {
+				t.Errorf("fetchCIMD(%s) error = %v, want invalid_client", tt.path, err)
+			}
+			if time.Since(start) > 5*time.Second {
+				t.Errorf("fetchCIMD took %v", time.Since(start))
+			}
+			if n := e.count(bucketCIMD); n != 0 {
+				t.Errorf("cached entries = %d, want 0 (errors are never cached)", n)
+			}
+		})
+	}
+	// The authorize endpoint shows an error page, never a redirect.
+	p := authParams(testChallenge)
+	p.Set("client_id", id("/mismatch"))
+	resp, err := e.browser().Get(e.url(pathAuthorize, p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := readBody(t, resp)
+	if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Location") != "" || !strings.Contains(body, "client_id does not equal") {
+		t.Errorf("authorize with bad document: %d %q %s", resp.StatusCode, resp.Header.Get("Location"), body)
+	}
+}
+
+// TestCIMDPrivateAddressRefused: with private targets not allowed, a
+// document on loopback is refused before any request reaches it.
+func TestCIMDPrivateAddressRefused(t *testing.T) {
+	e, host := newCIMDEnv(t, false, nil)
+	id := host.doc("/client.json", "", validDoc)
+	localhost := strings.Replace(host.srv.URL, "127.0.0.1", "localhost", 1) + "/client.json"
+	for _, u := range []string{id, localhost} {
+		if _, err := e.iss.fetchCIMD(t.Context(), u); !errors.Is(err, errForbiddenAddress) {
+			t.Errorf("fetchCIMD(%s) error = %v, want errForbiddenAddress", u, err)
+		}
+	}
+	// http is refused outright.
+	httpID := strings.Replace(id, "https://", "http://", 1)
+	if _, err := e.iss.fetchCIMD(t.Context(), httpID); err == nil {
+		t.Errorf("fetchCIMD(%s) succeeded, want an error", httpID)
+	}
+	if n := host.count("/client.json"); n != 0 {
+		t.Errorf("requests reaching the server = %d, want 0", n)
+	}
+}
+
+func TestCIMDCaching(t *testing.T) {
+	e, host := newCIMDEnv(t, true, nil)
+	fetch := func(id string) {
+		t.Helper()
+		if _, err := e.iss.fetchCIMD(t.Context(), id); err != nil {
+			t.Fatalf("fetchCIMD(%s): %v", id, err)
+		}
+	}
+	t.Run("max-age honoured", func(t *testing.T) {
+		id := host.doc("/maxage.json", "public, max-age=60", validDoc)
+		fetch(id)
+		fetch(id)
+		if n := host.count("/maxage.json"); n != 1 {
+			t.Fatalf("fetches = %d, want 1", n)
+		}
+		e.clock.Advance(61 * time.Second)
+		fetch(id)
+		if n := host.count("/maxage.json"); n != 2 {
+			t.Fatalf("fetches after max-age = %d, want 2", n)
+		}
+	})
+	t.Run("no-store", func(t *testing.T) {
+		id := host.doc("/nostore.json", "no-store", validDoc)
+		fetch(id)
+		fetch(id)
+		if n := host.count("/nostore.json"); n != 2 {
+			t.Fatalf("fetches = %d, want 2", n)
+		}
+	})
+	t.Run("default and cap", func(t *testing.T) {
+		if got := cacheLifetime(http.Header{}); got != time.Hour {
+			t.Errorf("cacheLifetime(none) = %v, want 1h", got)
+		}
+		if got := cacheLifetime(http.Header{"Cache-Control": {"max-age=99999999999"}}); got != 24*time.Hour {
+			t.Errorf("cacheLifetime(huge) = %v, want 24h", got)
+		}
+		if got := cacheLifetime(http.Header{"Cache-Control": {"max-age=0"}}); got != 0 {
+			t.Errorf("cacheLifetime(max-age=0) = %v, want 0", got)
+		}
+	})
+	t.Run("errors not cached", func(t *testing.T) {
+		var fail atomic.Bool
+		fail.Store(true)
+		id := host.srv.URL + "/flaky.json"
+		host.serve("/flaky.json", func(w http.ResponseWriter, r *http.Request) {
+			if fail.Load() {
+				http.Error(w, "down", http.StatusServiceUnavailable)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(validDoc(id)))
+		})
+		if _, err := e.iss.fetchCIMD(t.Context(), id); err == nil {
+			t.Fatal("fetchCIMD during outage succeeded")
+		}
+		fail.Store(false)
+		fetch(id)
+		if n := host.count("/flaky.json"); n != 2 {
+			t.Fatalf("fetches = %d, want 2", n)
+		}
+	})
+}
+
+func TestCIMDURLRules(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	tests := []struct {
+		id string
+		ok bool
+	}{
+		{"https://app.example.com/client.json", true},
+		{"https://app.example.com:8443/oauth/client", true},
+		{"https://app.example.com", false},
+		{"https://app.example.com/", false},
+		{"http://app.example.com/client.json", false},
+		{"https://app.example.com/a/../client.json", false},
+		{"https://app.example.com/a/./client.json", false},
+		{"https://app.example.com/a/%2e%2e/client.json", false},
+		{"https://user@app.example.com/client.json", false},
+		{"https://app.example.com/client.json#frag", false},
+	}
+	for _, tt := range tests {
+		if err := e.iss.checkCIMDURL(tt.id); (err == nil) != tt.ok {
+			t.Errorf("checkCIMDURL(%q) = %v, want ok %v", tt.id, err, tt.ok)
+		}
+	}
+}

@@ -1,0 +1,180 @@
+package issuer
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func (e *browserEnv) register(t *testing.T, body string) (*http.Response, map[string]any) {
+	t.Helper()
+	resp, err := e.srv.Client().Post(e.url(pathRegister, nil), "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := readBody(t, resp)
+	var out map[string]any
+	if err := json.Unmarshal([]byte(raw), &out); err != nil {
+		t.Fatalf("register answer %q: %v", raw, err)
+	}
+	return resp, out
+}
+
+func TestRegisterPublicNativeClient(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	resp, out := e.register(t, `{"client_name":"CLI","redirect_uris":["http://127.0.0.1:3000/cb","http://localhost:3000/cb"],
+		"token_endpoint_auth_method":"none","grant_types":["authorization_code","refresh_token"],"response_types":["code"],"scope":"files:read"}`)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("status %d: %v", resp.StatusCode, out)
+	}
+	if resp.Header.Get("Cache-Control") != "no-store" {
+		t.Errorf("Cache-Control = %q, want no-store", resp.Header.Get("Cache-Control"))
+	}
+	id, _ := out["client_id"].(string)
+	if id == "" || out["client_secret"] != nil || out["application_type"] != "native" || out["token_endpoint_auth_method"] != "none" || out["scope"] != "files:read" {
+		t.Fatalf("registration = %v", out)
+	}
+	c, err := e.iss.lookupClient(t.Context(), id)
+	if err != nil {
+		t.Fatalf("lookupClient(%s): %v", id, err)
+	}
+	if c.Source != "dcr" || c.Name != "CLI" || !slices.Equal(c.GrantTypes, []string{"authorization_code", "refresh_token"}) || len(c.Scopes) != 0 {
+		t.Errorf("stored client = %+v", c)
+	}
+	// The client can run the authorization flow (any loopback port).
+	p := authParams(testChallenge)
+	p.Set("client_id", id)
+	p.Set("redirect_uri", "http://127.0.0.1:4567/cb")
+	if _, err := e.robot(e.browser(), e.url(pathAuthorize, p), "http://127.0.0.1:4567/cb", bUser, bPassword, "approve"); err != nil {
+		t.Fatalf("robot with registered client: %v", err)
+	}
+}
+
+func TestRegisterConfidentialClient(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	resp, out := e.register(t, `{"client_name":"Web","redirect_uris":["https://app.example.com/cb"]}`)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("status %d: %v", resp.StatusCode, out)
+	}
+	secret, _ := out["client_secret"].(string)
+	if secret == "" || out["client_secret_expires_at"] != float64(0) || out["token_endpoint_auth_method"] != "client_secret_basic" || out["application_type"] != "web" {
+		t.Fatalf("registration = %v, want a secret for client_secret_basic", out)
+	}
+	c, err := e.iss.lookupClient(t.Context(), out["client_id"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte(secret))
+	if c.SecretHash != "sha256:"+hex.EncodeToString(sum[:]) {
+		t.Errorf("stored secret hash = %q, want sha256 of the secret", c.SecretHash)
+	}
+}
+
+func TestRegisterValidation(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	tests := []struct {
+		name, body, want string
+	}{
+		{"no redirect_uris", `{"token_endpoint_auth_method":"none"}`, "invalid_redirect_uri"},
+		{"fragment", `{"redirect_uris":["https://a.example/cb#x"]}`, "invalid_redirect_uri"},
+		{"wildcard", `{"redirect_uris":["https://*.example.com/cb"]}`, "invalid_redirect_uri"},
+		{"relative", `{"redirect_uris":["/cb"]}`, "invalid_redirect_uri"},
+		{"http non-loopback", `{"redirect_uris":["http://app.example.com/cb"]}`, "invalid_redirect_uri"},
+		{"custom scheme without dot", `{"redirect_uris":["myapp:/cb"],"application_type":"native"}`, "invalid_redirect_uri"},
+		{"javascript scheme", `{"redirect_uris":["javascript:alert(1)"],"application_type":"native"}`, "invalid_redirect_uri"},
+		{"custom scheme for web", `{"redirect_uris":["com.example.app:/cb"],"application_type":"web"}`, "invalid_redirect_uri"},
+		{"loopback for web", `{"redirect_uris":["http://127.0.0.1/cb"],"application_type":"web"}`, "invalid_redirect_uri"},
+		{"userinfo", `{"redirect_uris":["https://u:p@a.example/cb"]}`, "invalid_redirect_uri"},
+		{"unknown application_type", `{"redirect_uris":["https://a.example/cb"],"application_type":"desktop"}`, "invalid_client_metadata"},
+		{"implicit grant", `{"redirect_uris":["https://a.example/cb"],"grant_types":["implicit"]}`, "invalid_client_metadata"},
+		{"password grant", `{"redirect_uris":["https://a.example/cb"],"grant_types":["password"]}`, "invalid_client_metadata"},
+		{"token response type", `{"redirect_uris":["https://a.example/cb"],"response_types":["token"]}`, "invalid_client_metadata"},
+		{"grant and response disagree", `{"grant_types":["client_credentials"],"response_types":["code"]}`, "invalid_client_metadata"},
+		{"unknown auth method", `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"tls_client_auth"}`, "invalid_client_metadata"},
+		{"private_key_jwt without keys", `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt"}`, "invalid_client_metadata"},
+		{"private_key_jwt with both", `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks_uri":"https://a.example/jwks","jwks":{"keys":[{}]}}`, "invalid_client_metadata"},
+		{"private_key_jwt http jwks_uri", `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks_uri":"http://a.example/jwks"}`, "invalid_client_metadata"},
+		{"public client_credentials", `{"grant_types":["client_credentials"],"token_endpoint_auth_method":"none"}`, "invalid_client_metadata"},
+		{"client chooses its id", `{"client_id":"mine","redirect_uris":["https://a.example/cb"]}`, "invalid_client_metadata"},
+		{"control characters in name", `{"client_name":"Good\u202eApp","redirect_uris":["https://a.example/cb"]}`, "invalid_client_metadata"},
+		{"redirect_uris wrong type", `{"redirect_uris":"https://a.example/cb"}`, "invalid_client_metadata"},
+		{"not an object", `["https://a.example/cb"]`, "invalid_client_metadata"},
+		{"trailing data", `{"redirect_uris":["https://a.example/cb"]} {}`, "invalid_client_metadata"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := e.count(bucketClients)
+			resp, out := e.register(t, tt.body)
+			if resp.StatusCode != http.StatusBadRequest || out["error"] != tt.want {
+				t.Errorf("register(%s) = %d %v, want 400 %s", tt.body, resp.StatusCode, out, tt.want)
+			}
+			if n := e.count(bucketClients); n != before {
+				t.Errorf("clients = %d, want %d (nothing stored)", n, before)
+			}
+		})
+	}
+
+	ok := []struct{ name, body, appType string }{
+		{"custom scheme native", `{"redirect_uris":["com.example.app:/cb"],"token_endpoint_auth_method":"none","application_type":"native"}`, "native"},
+		{"custom scheme inferred native", `{"redirect_uris":["com.example.app:/cb"],"token_endpoint_auth_method":"none"}`, "native"},
+		{"https native (claimed URL)", `{"redirect_uris":["https://app.example.com/cb"],"token_endpoint_auth_method":"none","application_type":"native"}`, "native"},
+		{"client credentials only", `{"grant_types":["client_credentials"],"token_endpoint_auth_method":"client_secret_post"}`, "web"},
+		{"private_key_jwt with jwks_uri", `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks_uri":"https://a.example/jwks"}`, "web"},
+	}
+	for _, tt := range ok {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, out := e.register(t, tt.body)
+			if resp.StatusCode != http.StatusCreated || out["application_type"] != tt.appType {
+				t.Errorf("register(%s) = %d %v, want 201 %s", tt.body, resp.StatusCode, out, tt.appType)
+			}
+		})
+	}
+}
+
+func TestRegisterRequestShape(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	resp, err := e.srv.Client().Post(e.url(pathRegister, nil), "text/plain", strings.NewReader(`{"redirect_uris":["https://a.example/cb"]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("text/plain body: status %d, want 400", resp.StatusCode)
+	}
+	big := `{"client_name":"` + strings.Repeat("a", maxRegistrationBytes) + `"}`
+	resp, err = e.srv.Client().Post(e.url(pathRegister, nil), "application/json", strings.NewReader(big))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("oversized body: status %d, want 400", resp.StatusCode)
+	}
+	resp, err = e.srv.Client().Get(e.url(pathRegister, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusCreated || resp.StatusCode == http.StatusOK {
+		t.Errorf("GET /register: status %d, want an error", resp.StatusCode)
+	}
+}
+
+func TestRegisterDisabled(t *testing.T) {
+	e := newBrowserEnv(t, func(c *Config) { c.DisableRegistration = true })
+	resp, err := e.srv.Client().Post(e.url(pathRegister, nil), "application/json", strings.NewReader(`{"redirect_uris":["https://a.example/cb"]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("status %d, want 404", resp.StatusCode)
+	}
+	if n := e.count(bucketClients); n != 0 {
+		t.Errorf("clients = %d, want 0", n)
+	}
+}
