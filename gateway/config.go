@@ -9,6 +9,7 @@ package gateway
 
 import (
 	"context"
+	"net/http"
 	"time"
 
 	"go.uber.org/zap"
@@ -22,6 +23,15 @@ type Config struct {
 	// Issuer is the authorization server's issuer identifier; tokens must
 	// carry it in iss, and it is published in authorization_servers.
 	Issuer string
+	// ResourceName is the optional human-readable resource_name published
+	// in the protected resource metadata.
+	ResourceName string
+	// RootMetadata also serves the metadata at the root well-known URL
+	// (/.well-known/oauth-protected-resource) when the resource has a path.
+	// Several MCP servers on one host each serve their own path-inserted
+	// URL; set this on at most one of them (the host's primary server). A
+	// resource at the root path always serves the root URL.
+	RootMetadata bool
 	// Keys verifies token signatures.
 	Keys KeySource
 	// Algorithms pinned for access tokens. Default: ES256, RS256, EdDSA.
@@ -56,6 +66,10 @@ type Config struct {
 	// been revoked (issue: agent identity / connected apps).
 	Revoked func(ctx context.Context, claims map[string]any) bool
 
+	// RequestID, when set, returns an id for the HTTP request (Caddy's
+	// request UUID) to put in audit events.
+	RequestID func(r *http.Request) string
+
 	Now         func() time.Time // default time.Now
 	Logger      *zap.Logger      // operational log
 	AuditLogger *zap.Logger      // one event per decision
@@ -72,10 +86,10 @@ type Rule struct {
 // ActorRule restricts who may call, by the token's top-level claims and its
 // outermost act (RFC 8693).
 type ActorRule struct {
-	AllowedAgents []string // if non-empty, the acting agent must be listed
-	RequireUser   bool     // refuse agent-only tokens
-	RequireAgent  bool     // refuse tokens without an agent
-	UserOnly      bool     // refuse delegated (act) tokens
+	AllowedAgents []string // if non-empty, an acting agent (outermost act.sub, or sub of an agent-only token) must be listed
+	RequireUser   bool     // refuse tokens whose principal is not a user (principal_type other than absent or "user")
+	RequireAgent  bool     // refuse tokens without an agent (neither act nor principal_type "agent")
+	UserOnly      bool     // refuse delegated (act) tokens and agent-only tokens
 	MaxDepth      int      // maximum act nesting; 0 = unlimited
 }
 

@@ -1,0 +1,491 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestNewValidation(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*Config)
+		want   string // substring of the error; "" = ok
+	}{
+		{"valid", func(*Config) {}, ""},
+		{"loopback http resource", func(c *Config) { c.Resource = "http://127.0.0.1:8080/mcp" }, ""},
+		{"localhost http resource", func(c *Config) { c.Resource = "http://localhost/mcp" }, ""},
+		{"http resource", func(c *Config) { c.Resource = "http://mcp.example.com/mcp" }, "loopback"},
+		{"relative resource", func(c *Config) { c.Resource = "/mcp" }, "absolute"},
+		{"resource with fragment", func(c *Config) { c.Resource = testResource + "#x" }, "fragment"},
+		{"resource with query", func(c *Config) { c.Resource = testResource + "?a=b" }, "query"},
+		{"no issuer", func(c *Config) { c.Issuer = "" }, "issuer is required"},
+		{"ftp issuer", func(c *Config) { c.Issuer = "ftp://auth.example.com" }, "https"},
+		{"no keys", func(c *Config) { c.Keys = nil }, "keys"},
+		{"short session key", func(c *Config) { c.SessionKey = make([]byte, 31) }, "session key"},
+		{"no session key", func(c *Config) { c.SessionKey = nil }, "session key"},
+		{"HS256 pinned", func(c *Config) { c.Algorithms = []string{"HS256"} }, "not supported"},
+		{"none pinned", func(c *Config) { c.Algorithms = []string{"none"} }, "not supported"},
+		{"negative body size", func(c *Config) { c.MaxBodySize = -1 }, "negative"},
+		{"empty tool pattern", func(c *Config) { c.Tools = []Rule{{Pattern: "", Scopes: []string{"a"}}} }, "empty pattern"},
+		{"lone backslash", func(c *Config) { c.Tools = []Rule{{Pattern: `a\`, Scopes: []string{"a"}}} }, "lone"},
+		{"invalid UTF-8 pattern", func(c *Config) { c.Prompts = []Rule{{Pattern: "a\xff"}} }, "UTF-8"},
+		{"empty resource prefix", func(c *Config) { c.ResourceRules = []Rule{{Pattern: ""}} }, "empty URI prefix"},
+		{"scope with quote", func(c *Config) { c.Tools = []Rule{{Pattern: "x", Scopes: []string{`a"b`}}} }, "invalid scope"},
+		{"scope with space", func(c *Config) { c.BaseScopes = []string{"a b"} }, "invalid scope"},
+		{"implies bad scope", func(c *Config) { c.Implies = map[string][]string{"a": {""}} }, "invalid scope"},
+		{"contradictory actor", func(c *Config) {
+			c.Tools = []Rule{{Pattern: "x", Actor: ActorRule{RequireAgent: true, UserOnly: true}}}
+		}, "refuses agents"},
+		{"negative depth", func(c *Config) { c.Tools = []Rule{{Pattern: "x", Actor: ActorRule{MaxDepth: -1}}} }, "negative"},
+		{"bad origin", func(c *Config) { c.AllowedOrigins = []string{"https://a.example.com/path"} }, "scheme://host"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			tt.mutate(&cfg)
+			_, err := New(cfg)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("New() = %v, want nil", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("New() = %v, want error containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestNewDefaults(t *testing.T) {
+	g := newGateway(t, testConfig(t))
+	if g.cfg.MaxBodySize != 1<<20 {
+		t.Errorf("MaxBodySize = %d, want %d", g.cfg.MaxBodySize, 1<<20)
+	}
+	if diff := cmp.Diff([]string{"ES256", "RS256", "EdDSA"}, g.cfg.Algorithms); diff != "" {
+		t.Errorf("Algorithms (-want +got):\n%s", diff)
+	}
+}
+
+func TestMetadata(t *testing.T) {
+	tests := []struct {
+		name      string
+		resource  string
+		root      bool
+		wantPaths []string
+	}{
+		{"path resource", testResource, false, []string{"/.well-known/oauth-protected-resource/mcp"}},
+		{"path resource, root designated", testResource, true, []string{"/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-protected-resource"}},
+		{"nested path", "https://mcp.example.com/a/mcp", false, []string{"/.well-known/oauth-protected-resource/a/mcp"}},
+		{"root resource", "https://mcp.example.com/", false, []string{"/.well-known/oauth-protected-resource"}},
+		{"bare host resource", "https://mcp.example.com", false, []string{"/.well-known/oauth-protected-resource"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.Resource = tt.resource
+			cfg.RootMetadata = tt.root
+			cfg.ResourceName = "Example MCP"
+			h := newHarness(t, cfg, nil)
+			if diff := cmp.Diff(tt.wantPaths, h.g.MetadataPaths()); diff != "" {
+				t.Fatalf("MetadataPaths() (-want +got):\n%s", diff)
+			}
+			for _, p := range tt.wantPaths {
+				resp := h.do(t, call{method: http.MethodGet, path: p})
+				body := readBody(t, resp)
+				if resp.StatusCode != http.StatusOK {
+					t.Fatalf("GET %s = %d, want 200", p, resp.StatusCode)
+				}
+				if got := resp.Header.Get("Access-Control-Allow-Origin"); got != "*" {
+					t.Errorf("GET %s Access-Control-Allow-Origin = %q, want *", p, got)
+				}
+				var md map[string]any
+				if err := json.Unmarshal([]byte(body), &md); err != nil {
+					t.Fatal(err)
+				}
+				want := map[string]any{
+					"resource":                 tt.resource,
+					"authorization_servers":    []any{testIssuer},
+					"scopes_supported":         []any{"admin", "files:read", "files:secret", "mcp", "prompts:read", "tools:read", "tools:write"},
+					"bearer_methods_supported": []any{"header"},
+					"resource_name":            "Example MCP",
+				}
+				if diff := cmp.Diff(want, md); diff != "" {
+					t.Errorf("GET %s metadata (-want +got):\n%s", p, diff)
+				}
+			}
+			if !tt.root && tt.wantPaths[0] != wellKnownPRM {
+				// The root form belongs to another gateway: here it is MCP
+				// traffic and needs a token.
+				resp := h.do(t, call{method: http.MethodGet, path: wellKnownPRM})
+				readBody(t, resp)
+				if resp.StatusCode != http.StatusUnauthorized {
+					t.Errorf("GET %s = %d, want 401", wellKnownPRM, resp.StatusCode)
+				}
+			}
+			if n := len(h.up.requests()); n != 0 {
+				t.Errorf("upstream saw %d requests, want 0", n)
+			}
+		})
+	}
+}
+
+func TestMetadataPreflight(t *testing.T) {
+	h := newHarness(t, testConfig(t), nil)
+	resp := h.do(t, call{method: http.MethodOptions, path: "/.well-known/oauth-protected-resource/mcp",
+		headers: map[string]string{"Origin": "https://elsewhere.example", "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "mcp-protocol-version"}})
+	readBody(t, resp)
+	if resp.StatusCode != http.StatusNoContent || resp.Header.Get("Access-Control-Allow-Origin") != "*" ||
+		!strings.Contains(resp.Header.Get("Access-Control-Allow-Headers"), "MCP-Protocol-Version") {
+		t.Fatalf("preflight = %d %v, want 204 with CORS headers", resp.StatusCode, resp.Header)
+	}
+}
+
+func TestScopes(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.BaseScopes = []string{"mcp", "offline_access"}
+	g := newGateway(t, cfg)
+	want := []string{"admin", "files:read", "files:secret", "mcp", "prompts:read", "tools:read", "tools:write"}
+	if diff := cmp.Diff(want, g.Scopes()); diff != "" {
+		t.Errorf("Scopes() (-want +got):\n%s", diff)
+	}
+}
+
+func TestChallenges(t *testing.T) {
+	expired := claims()
+	expired["exp"] = testNow.Add(-time.Hour).Unix()
+	expired["iat"] = testNow.Add(-2 * time.Hour).Unix()
+	writer := claims()
+	writer["scope"] = "mcp tools:read"
+	tests := []struct {
+		name       string
+		c          call
+		wantStatus int
+		wantAuth   string
+		wantCode   int
+	}{
+		{"no token", call{body: toolCall("read_x")}, 401,
+			`Bearer resource_metadata="` + testPRM + `", scope="mcp"`, codeRefused},
+		{"other scheme", call{body: toolCall("read_x"), headers: map[string]string{"Authorization": "Basic YTpi"}}, 401,
+			`Bearer resource_metadata="` + testPRM + `", scope="mcp"`, codeRefused},
+		{"garbage token", call{body: toolCall("read_x"), token: "abc.def.ghi"}, 401,
+			`Bearer error="invalid_token", error_description="the access token is invalid", resource_metadata="` + testPRM + `", scope="mcp"`, codeRefused},
+		{"expired", call{body: toolCall("read_x"), token: mint(t, expired)}, 401,
+			`Bearer error="invalid_token", error_description="the access token expired", resource_metadata="` + testPRM + `", scope="mcp"`, codeRefused},
+		{"insufficient scope", call{body: toolCall("write_x"), token: mint(t, writer)}, 403,
+			`Bearer error="insufficient_scope", scope="mcp tools:write", resource_metadata="` + testPRM + `"`, codeRefused},
+		{"insufficient scope, admin", call{body: toolCall("delete_x"), token: mint(t, writer)}, 403,
+			`Bearer error="insufficient_scope", scope="admin mcp", resource_metadata="` + testPRM + `"`, codeRefused},
+		{"token in query", call{path: "/mcp?access_token=" + mint(t, claims()), body: toolCall("read_x")}, 400,
+			`Bearer error="invalid_request", error_description="access tokens are accepted in the Authorization header only", resource_metadata="` + testPRM + `"`, codeRefused},
+	}
+	h := newHarness(t, testConfig(t), nil)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := h.do(t, tt.c)
+			body := readBody(t, resp)
+			if resp.StatusCode != tt.wantStatus {
+				t.Fatalf("status = %d, want %d (body %s)", resp.StatusCode, tt.wantStatus, body)
+			}
+			if got := resp.Header.Get("WWW-Authenticate"); got != tt.wantAuth {
+				t.Errorf("WWW-Authenticate = %s\nwant %s", got, tt.wantAuth)
+			}
+			if code, _, _ := rpcErr(t, body); code != tt.wantCode {
+				t.Errorf("JSON-RPC error code = %d, want %d", code, tt.wantCode)
+			}
+		})
+	}
+	t.Run("two Authorization headers", func(t *testing.T) {
+		req, _ := http.NewRequest(http.MethodPost, h.front.URL+"/mcp", strings.NewReader(toolCall("read_x")))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Add("Authorization", "Bearer "+mint(t, claims()))
+		req.Header.Add("Authorization", "Bearer "+mint(t, claims()))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		readBody(t, resp)
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("status = %d, want 400", resp.StatusCode)
+		}
+	})
+	if n := len(h.up.requests()); n != 0 {
+		t.Errorf("upstream saw %d requests, want 0", n)
+	}
+	// An insufficient_scope body carries the request id, so clients match it.
+	resp := h.do(t, call{body: toolCall("write_x"), token: mint(t, writer)})
+	if _, id, _ := rpcErr(t, readBody(t, resp)); string(id) != "1" {
+		t.Errorf("403 body id = %s, want 1", id)
+	}
+}
+
+// token variants for the decision table.
+func tok(t *testing.T, mutate func(jwt.MapClaims)) string {
+	c := claims()
+	mutate(c)
+	return mint(t, c)
+}
+
+func TestDecisions(t *testing.T) {
+	scope := func(s string) func(jwt.MapClaims) { return func(c jwt.MapClaims) { c["scope"] = s } }
+	withAct := func(s string, act any) func(jwt.MapClaims) {
+		return func(c jwt.MapClaims) { c["scope"] = s; c["act"] = act }
+	}
+	agentOnly := func(c jwt.MapClaims) { c["sub"] = "agent-a"; c["principal_type"] = "agent"; c["scope"] = "mcp tools:read" }
+	readDeleg := map[string]any{"sub": "agent-a"}
+	deep := map[string]any{"sub": "agent-a", "act": map[string]any{"sub": "agent-b"}}
+	resRead := func(uri string) string {
+		return `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":` + quote(uri) + `}}`
+	}
+	prompt := func(name string) string {
+		return `{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":` + quote(name) + `}}`
+	}
+	tests := []struct {
+		name   string
+		token  func(jwt.MapClaims)
+		body   string
+		status int // 200 = forwarded
+	}{
+		// Tools: glob, first match wins.
+		{"tool read allowed", scope("mcp tools:read"), toolCall("read_file"), 200},
+		{"tool ? glob", scope("mcp tools:read"), toolCall("get_x"), 200},
+		{"tool ? glob is one character", scope("mcp tools:read"), toolCall("get_xy"), 403},
+		{"tool no rule", scope("mcp tools:read admin"), toolCall("unknown"), 403},
+		{"tool write needs write", scope("mcp tools:read"), toolCall("write_file"), 403},
+		{"tool write allowed", scope("mcp tools:write"), toolCall("write_file"), 200},
+		{"implies transitively", scope("mcp admin"), toolCall("read_file"), 200},
+		{"implies admin to write", scope("mcp admin"), toolCall("write_file"), 200},
+		{"implies not upward", scope("mcp tools:write"), toolCall("delete_all"), 403},
+		{"base scope required", scope("tools:read"), toolCall("read_file"), 403},
+		{"case matters", scope("mcp tools:read"), toolCall("READ_file"), 403},
+		{"Kelvin sign is not k", scope("mcp tools:read"), toolCall("read_\u212Aey"), 200},
+		// Base-scope methods.
+		{"tools/list base", scope("mcp"), `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, 200},
+		{"ping without base", scope("tools:read"), `{"jsonrpc":"2.0","id":1,"method":"ping"}`, 403},
+		{"notification base", scope("mcp"), `{"jsonrpc":"2.0","method":"notifications/initialized"}`, 200},
+		{"client response base", scope("mcp"), `{"jsonrpc":"2.0","id":"s1","result":{"content":{"type":"text","text":"hi"}}}`, 200},
+		{"tasks/get base", scope("mcp"), `{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{"taskId":"t1"}}`, 200},
+		// Prompts.
+		{"prompt allowed", scope("mcp prompts:read"), prompt("summary-long"), 200},
+		{"prompt scope", scope("mcp"), prompt("summary"), 403},
+		{"prompt no rule", scope("mcp prompts:read"), prompt("other"), 403},
+		// Resources: longest prefix wins.
+		{"resource prefix", scope("mcp files:read"), resRead("file:///etc/motd"), 200},
+		{"resource longest prefix", scope("mcp files:read"), resRead("file:///secret/key"), 403},
+		{"resource longest allowed", scope("mcp files:secret"), resRead("file:///secret/key"), 200},
+		{"resource no rule", scope("mcp files:read files:secret"), resRead("https://x/"), 403},
+		{"resource subscribe", scope("mcp"), `{"jsonrpc":"2.0","id":1,"method":"resources/subscribe","params":{"uri":"file:///a"}}`, 403},
+		// Actor rules.
+		{"require agent, user token", scope("mcp tools:read"), toolCall("agent_only"), 403},
+		{"require agent, delegated", withAct("mcp tools:read", readDeleg), toolCall("agent_only"), 200},
+		{"require agent, agent-only", agentOnly, toolCall("agent_only"), 200},
+		{"user only, delegated", withAct("mcp tools:read", readDeleg), toolCall("user_only"), 403},
+		{"user only, agent-only", agentOnly, toolCall("user_only"), 403},
+		{"user only, user", scope("mcp tools:read"), toolCall("user_only"), 200},
+		{"require user, agent-only", agentOnly, toolCall("human"), 403},
+		{"require user, delegated", withAct("mcp tools:read", readDeleg), toolCall("human"), 200},
+		{"allowed agent", withAct("mcp tools:read", readDeleg), toolCall("bot_tool"), 200},
+		{"other agent", withAct("mcp tools:read", map[string]any{"sub": "agent-z"}), toolCall("bot_tool"), 403},
+		{"allowed agents: outermost act only", withAct("mcp tools:read", map[string]any{"sub": "agent-z", "act": map[string]any{"sub": "agent-a"}}), toolCall("bot_tool"), 403},
+		{"allowed agents, no agent", scope("mcp tools:read"), toolCall("bot_tool"), 200},
+		{"max depth ok", withAct("mcp tools:read", readDeleg), toolCall("shallow"), 200},
+		{"max depth exceeded", withAct("mcp tools:read", deep), toolCall("shallow"), 403},
+		{"malformed act", withAct("mcp tools:read", "agent-a"), toolCall("read_x"), 401},
+		{"act without sub", withAct("mcp tools:read", map[string]any{"iss": "x"}), toolCall("read_x"), 401},
+		// Unclassifiable.
+		{"tools/call without name", scope("mcp tools:read"), `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}`, 400},
+	}
+	h := newHarness(t, testConfig(t), nil)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(h.up.requests())
+			resp := h.do(t, call{body: tt.body, token: tok(t, tt.token)})
+			body := readBody(t, resp)
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status = %d, want %d (body %s)", resp.StatusCode, tt.status, body)
+			}
+			forwarded := len(h.up.requests()) > before
+			if forwarded != (tt.status == 200) {
+				t.Fatalf("forwarded = %v, want %v", forwarded, tt.status == 200)
+			}
+		})
+	}
+}
+
+func TestActorRefusalBody(t *testing.T) {
+	h := newHarness(t, testConfig(t), nil)
+	resp := h.do(t, call{body: toolCall("agent_only"), token: mint(t, claims())})
+	body := readBody(t, resp)
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("status = %d, want 403", resp.StatusCode)
+	}
+	if got := resp.Header.Get("WWW-Authenticate"); got != "" {
+		t.Errorf("WWW-Authenticate = %q, want none (more scope cannot help)", got)
+	}
+	code, id, msg := rpcErr(t, body)
+	if code != codeRefused || string(id) != "1" || !strings.Contains(msg, `"agent_only"`) || !strings.Contains(msg, "an agent is required") {
+		t.Errorf("body = %s, want a JSON-RPC error with id 1 naming the rule", body)
+	}
+}
+
+func TestForwarding(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.ForwardIdentity = true
+	h := newHarness(t, cfg, nil)
+	c := claims()
+	c["act"] = map[string]any{"sub": "agent-a", "act": map[string]any{"sub": "agent-b"}}
+	token := mint(t, c)
+	// Odd but valid JSON: the upstream must get these very bytes.
+	body := "{ \"jsonrpc\" : \"2.0\",\n\t\"id\": 7, \"method\":\"tools/call\", \"params\": {\"name\":\"read_\\u0078\", \"arguments\": {\"a\": [1, 2.50, \"\\ud83d\\ude00\"]}} }\n"
+	resp := h.do(t, call{body: body, token: token, headers: map[string]string{
+		"X-MCP-Subject":  "mallory",
+		"x-mcp-client":   "evil",
+		"X-Mcp-Actor":    "root",
+		"X-MCP-Scope":    "admin",
+		"Cookie":         "session=secret",
+		"Content-Type":   "application/json; charset=UTF-8",
+		"Mcp-Method":     "tools/call",
+		"Content-Length": "",
+	}})
+	readBody(t, resp)
+	if resp.StatusCode != 200 {
+		t.Fatalf("status = %d, want 200", resp.StatusCode)
+	}
+	got := h.up.requests()
+	if len(got) != 1 {
+		t.Fatalf("upstream saw %d requests, want 1", len(got))
+	}
+	r := got[0]
+	if !bytes.Equal(r.Body, []byte(body)) {
+		t.Errorf("upstream body = %q, want %q", r.Body, body)
+	}
+	for _, k := range []string{"Authorization", "Cookie", "Mcp-Method"} {
+		if v := r.Header.Values(k); len(v) != 0 {
+			t.Errorf("upstream header %s = %q, want none", k, v)
+		}
+	}
+	want := map[string]string{"X-Mcp-Subject": "alice", "X-Mcp-Client": "client-1", "X-Mcp-Actor": "agent-a", "X-Mcp-Scope": "mcp tools:read"}
+	for k, v := range want {
+		if got := r.Header.Values(k); len(got) != 1 || got[0] != v {
+			t.Errorf("upstream header %s = %q, want [%q]", k, got, v)
+		}
+	}
+	if strings.Contains(strings.Join(r.Header.Values("X-Mcp-Subject"), ""), "mallory") {
+		t.Error("spoofed identity header reached the upstream")
+	}
+
+	// Without ForwardIdentity the client's copies are still removed.
+	h2 := newHarness(t, testConfig(t), nil)
+	resp = h2.do(t, call{body: toolCall("read_x"), token: token, headers: map[string]string{"X-MCP-Subject": "mallory"}})
+	readBody(t, resp)
+	if v := h2.up.requests()[0].Header.Values("X-Mcp-Subject"); len(v) != 0 {
+		t.Errorf("upstream X-Mcp-Subject = %q, want none", v)
+	}
+}
+
+func TestHeaderSafe(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"alice", "alice"},
+		{"a b", "a b"},
+		{"évé", "=?base64?w6l2w6k=?="},
+		{"x\r\nX-Evil: 1", "=?base64?eA0KWC1FdmlsOiAx?="},
+		{" pad", "=?base64?IHBhZA==?="},
+		{"=?base64?abc?=", "=?base64?PT9iYXNlNjQ/YWJjPz0=?="},
+	}
+	for _, tt := range tests {
+		if got := headerSafe(tt.in); got != tt.want {
+			t.Errorf("headerSafe(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestOriginAndMethods(t *testing.T) {
+	h := newHarness(t, testConfig(t), nil)
+	token := mint(t, claims())
+	tests := []struct {
+		name   string
+		c      call
+		status int
+	}{
+		{"allowed origin", call{body: toolCall("read_x"), token: token, headers: map[string]string{"Origin": "https://app.example.com"}}, 200},
+		{"allowed origin, case", call{body: toolCall("read_x"), token: token, headers: map[string]string{"Origin": "https://APP.example.com"}}, 200},
+		{"no origin", call{body: toolCall("read_x"), token: token}, 200},
+		{"foreign origin", call{body: toolCall("read_x"), token: token, headers: map[string]string{"Origin": "https://evil.example"}}, 403},
+		{"null origin", call{body: toolCall("read_x"), token: token, headers: map[string]string{"Origin": "null"}}, 403},
+		{"PUT", call{method: http.MethodPut, token: token}, 405},
+		{"PATCH", call{method: http.MethodPatch, token: token}, 405},
+		{"HEAD", call{method: http.MethodHead, token: token}, 405},
+		{"OPTIONS without preflight", call{method: http.MethodOptions, token: token}, 405},
+		{"GET 2025", call{method: http.MethodGet, token: token, headers: map[string]string{"MCP-Protocol-Version": "2025-06-18"}}, 200},
+		{"DELETE 2025", call{method: http.MethodDelete, token: token, headers: map[string]string{"MCP-Protocol-Version": "2025-11-25"}}, 200},
+		{"GET 2026", call{method: http.MethodGet, token: token, headers: map[string]string{"MCP-Protocol-Version": "2026-07-28"}}, 405},
+		{"DELETE 2026", call{method: http.MethodDelete, token: token, headers: map[string]string{"MCP-Protocol-Version": "2026-07-28"}}, 405},
+		{"GET without token", call{method: http.MethodGet}, 401},
+		{"GET without base scope", call{method: http.MethodGet, token: tok(t, func(c jwt.MapClaims) { c["scope"] = "tools:read" })}, 403},
+		{"upgrade", call{method: http.MethodGet, token: token, headers: map[string]string{"Upgrade": "websocket", "Connection": "Upgrade"}}, 400},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(h.up.requests())
+			resp := h.do(t, tt.c)
+			body := readBody(t, resp)
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status = %d, want %d (body %s)", resp.StatusCode, tt.status, body)
+			}
+			if forwarded := len(h.up.requests()) > before; forwarded != (tt.status == 200) {
+				t.Fatalf("forwarded = %v, want %v", forwarded, tt.status == 200)
+			}
+			if tt.status == 405 && tt.c.method != http.MethodHead {
+				if resp.Header.Get("Allow") == "" {
+					t.Error("405 without Allow header")
+				}
+				rpcErr(t, body)
+			}
+		})
+	}
+	t.Run("preflight", func(t *testing.T) {
+		resp := h.do(t, call{method: http.MethodOptions, headers: map[string]string{
+			"Origin": "https://app.example.com", "Access-Control-Request-Method": "POST"}})
+		readBody(t, resp)
+		if resp.StatusCode != 204 || resp.Header.Get("Access-Control-Allow-Origin") != "https://app.example.com" {
+			t.Fatalf("preflight = %d %v", resp.StatusCode, resp.Header)
+		}
+	})
+	t.Run("CORS on answers", func(t *testing.T) {
+		resp := h.do(t, call{body: toolCall("read_x"), token: token, headers: map[string]string{"Origin": "https://app.example.com"}})
+		readBody(t, resp)
+		if got := resp.Header.Get("Access-Control-Expose-Headers"); !strings.Contains(got, "Mcp-Session-Id") {
+			t.Errorf("Access-Control-Expose-Headers = %q, want Mcp-Session-Id listed", got)
+		}
+	})
+}
+
+func TestRevokedAndCache(t *testing.T) {
+	cfg := testConfig(t)
+	keys := cfg.Keys.(*testKeys)
+	revoked := map[string]bool{}
+	cfg.Revoked = func(_ context.Context, c map[string]any) bool { return revoked[c["jti"].(string)] }
+	h := newHarness(t, cfg, nil)
+	token := mint(t, claims())
+	for i := 0; i < 3; i++ {
+		resp := h.do(t, call{body: toolCall("read_x"), token: token})
+		readBody(t, resp)
+		if resp.StatusCode != 200 {
+			t.Fatalf("call %d: status = %d, want 200", i, resp.StatusCode)
+		}
+	}
+	if keys.calls != 1 {
+		t.Errorf("key lookups = %d, want 1 (claims cached)", keys.calls)
+	}
+	revoked["jti-1"] = true
+	resp := h.do(t, call{body: toolCall("read_x"), token: token})
+	readBody(t, resp)
+	if resp.StatusCode != 401 || !strings.Contains(resp.Header.Get("WWW-Authenticate"), "revoked") {
+		t.Errorf("revoked token: status = %d %q, want 401 invalid_token", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+	}
+}

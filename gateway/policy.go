@@ -1,0 +1,350 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/mcpparse"
+)
+
+// Rule kinds, also the audit field that names the target.
+const (
+	kindTool     = "tool"
+	kindPrompt   = "prompt"
+	kindResource = "uri"
+	kindBase     = "" // any other method: base scopes only
+)
+
+// compiledRule is a Rule with its full requirement (rule scopes ∪ base
+// scopes) computed once.
+type compiledRule struct {
+	Rule
+	required []string // sorted, deduplicated
+}
+
+// policy is the immutable decision table built by New.
+type policy struct {
+	base      []string
+	implied   map[string][]string // scope -> every scope it implies, transitively (excluding itself)
+	tools     []compiledRule
+	prompts   []compiledRule
+	resources []compiledRule
+}
+
+// decision is the outcome for one JSON-RPC message.
+type decision struct {
+	allow    bool
+	kind     string // kindTool, kindPrompt, kindResource or kindBase
+	target   string // tool or prompt name, or resource URI
+	rule     string // matched pattern, "" when none
+	required []string
+	reason   string
+	// scopeOnly is set on a denial that more scope would cure; the answer
+	// is then an insufficient_scope challenge.
+	scopeOnly bool
+}
+
+// errNoName marks a message that names no tool, prompt or resource where
+// its method needs one: it cannot be classified, so it is refused.
+var errNoName = errors.New("message names no target")
+
+func newPolicy(cfg *Config) (*policy, error) {
+	p := &policy{base: sortedSet(cfg.BaseScopes)}
+	for _, s := range p.base {
+		if !validScope(s) {
+			return nil, fmt.Errorf("base scope %q: invalid scope token", s)
+		}
+	}
+	for broad, narrow := range cfg.Implies {
+		if !validScope(broad) {
+			return nil, fmt.Errorf("implies: invalid scope token %q", broad)
+		}
+		for _, s := range narrow {
+			if !validScope(s) {
+				return nil, fmt.Errorf("implies %q: invalid scope token %q", broad, s)
+			}
+		}
+	}
+	p.implied = impliedClosure(cfg.Implies)
+	var err error
+	if p.tools, err = compileRules("tools", cfg.Tools, p.base, validGlob); err != nil {
+		return nil, err
+	}
+	if p.prompts, err = compileRules("prompts", cfg.Prompts, p.base, validGlob); err != nil {
+		return nil, err
+	}
+	if p.resources, err = compileRules("resources", cfg.ResourceRules, p.base, validPrefix); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func compileRules(what string, rules []Rule, base []string, validPattern func(string) error) ([]compiledRule, error) {
+	out := make([]compiledRule, 0, len(rules))
+	for i, r := range rules {
+		if err := validPattern(r.Pattern); err != nil {
+			return nil, fmt.Errorf("%s rule %d %q: %w", what, i, r.Pattern, err)
+		}
+		for _, s := range r.Scopes {
+			if !validScope(s) {
+				return nil, fmt.Errorf("%s rule %q: invalid scope token %q", what, r.Pattern, s)
+			}
+		}
+		if err := validActorRule(r.Actor); err != nil {
+			return nil, fmt.Errorf("%s rule %q: %w", what, r.Pattern, err)
+		}
+		out = append(out, compiledRule{Rule: r, required: sortedSet(append(slices.Clone(r.Scopes), base...))})
+	}
+	return out, nil
+}
+
+func validActorRule(a ActorRule) error {
+	switch {
+	case a.MaxDepth < 0:
+		return errors.New("actor max depth is negative")
+	case a.RequireAgent && a.UserOnly:
+		return errors.New("actor rule requires an agent and refuses agents")
+	}
+	for _, id := range a.AllowedAgents {
+		if id == "" {
+			return errors.New("empty agent id in allowed agents")
+		}
+	}
+	return nil
+}
+
+// impliedClosure expands Implies transitively, so "admin" → "tools:write"
+// → "tools:read" gives admin both. Cycles are harmless.
+func impliedClosure(implies map[string][]string) map[string][]string {
+	out := make(map[string][]string, len(implies))
+	for broad := range implies {
+		seen := map[string]bool{broad: true}
+		stack := slices.Clone(implies[broad])
+		var all []string
+		for len(stack) > 0 {
+			s := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			if seen[s] {
+				continue
+			}
+			seen[s] = true
+			all = append(all, s)
+			stack = append(stack, implies[s]...)
+		}
+		slices.Sort(all)
+		out[broad] = all
+	}
+	return out
+}
+
+// effectiveScopes is the set a token's scopes grant, implications included.
+func (p *policy) effectiveScopes(granted []string) map[string]struct{} {
+	set := make(map[string]struct{}, len(granted)*2)
+	for _, s := range granted {
+		set[s] = struct{}{}
+		for _, n := range p.implied[s] {
+			set[n] = struct{}{}
+		}
+	}
+	return set
+}
+
+// decide decides one message for a principal. An error means the message
+// cannot be classified (a tools/call without a name, say) and is refused.
+func (p *policy) decide(pr *principal, m *mcpparse.Message) (decision, error) {
+	if m.Kind != mcpparse.KindRequest {
+		// Notifications and the client's responses to server requests
+		// (sampling, elicitation, roots) carry no operation of their own.
+		return p.check(pr, decision{kind: kindBase, required: p.base}, nil), nil
+	}
+	switch m.Method {
+	case "tools/call":
+		if !m.HasName {
+			return decision{}, fmt.Errorf("tools/call: %w", errNoName)
+		}
+		return p.decideName(pr, kindTool, p.tools, m.Name), nil
+	case "prompts/get":
+		if !m.HasName {
+			return decision{}, fmt.Errorf("prompts/get: %w", errNoName)
+		}
+		return p.decideName(pr, kindPrompt, p.prompts, m.Name), nil
+	case "resources/read", "resources/subscribe", "resources/unsubscribe":
+		if !m.HasURI {
+			return decision{}, fmt.Errorf("%s: %w", m.Method, errNoName)
+		}
+		return p.decideURI(pr, m.URI), nil
+	}
+	// Everything else, tasks/* included (params.taskId is a task, not a
+	// tool), needs the base scopes.
+	return p.check(pr, decision{kind: kindBase, required: p.base}, nil), nil
+}
+
+// decideName applies the first rule whose glob matches name.
+func (p *policy) decideName(pr *principal, kind string, rules []compiledRule, name string) decision {
+	for i := range rules {
+		if globMatch(rules[i].Pattern, name) {
+			return p.check(pr, decision{kind: kind, target: name, rule: rules[i].Pattern, required: rules[i].required}, &rules[i])
+		}
+	}
+	return decision{kind: kind, target: name, required: p.base, reason: "no rule"}
+}
+
+// decideURI applies the rule with the longest prefix of uri.
+func (p *policy) decideURI(pr *principal, uri string) decision {
+	best := -1
+	for i := range p.resources {
+		if strings.HasPrefix(uri, p.resources[i].Pattern) &&
+			(best < 0 || len(p.resources[i].Pattern) > len(p.resources[best].Pattern)) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return decision{kind: kindResource, target: uri, required: p.base, reason: "no rule"}
+	}
+	r := &p.resources[best]
+	return p.check(pr, decision{kind: kindResource, target: uri, rule: r.Pattern, required: r.required}, r)
+}
+
+// allowTool reports whether the principal may call the named tool; it is
+// the filter for tools/list results.
+func (p *policy) allowTool(pr *principal, name string) bool {
+	return p.decideName(pr, kindTool, p.tools, name).allow
+}
+
+// check completes d: actor rules first (more scope cannot cure them), then
+// scopes.
+func (p *policy) check(pr *principal, d decision, r *compiledRule) decision {
+	if r != nil {
+		if reason := actorRefusal(r.Actor, pr); reason != "" {
+			d.reason = reason
+			return d
+		}
+	}
+	for _, s := range d.required {
+		if _, ok := pr.scopes[s]; !ok {
+			d.reason = "insufficient scope: missing " + s
+			d.scopeOnly = true
+			return d
+		}
+	}
+	d.allow = true
+	return d
+}
+
+// actorRefusal returns why the actor rule refuses the principal, or "".
+// Decisions use the top-level claims and the outermost act only (RFC 8693).
+func actorRefusal(a ActorRule, pr *principal) string {
+	agent := pr.agent()
+	switch {
+	case a.UserOnly && agent != "":
+		return "actor rule: agents may not call"
+	case a.RequireUser && !pr.isUser():
+		return "actor rule: a user principal is required"
+	case a.RequireAgent && agent == "":
+		return "actor rule: an agent is required"
+	case a.MaxDepth > 0 && len(pr.actors) > a.MaxDepth:
+		return fmt.Sprintf("actor rule: delegation depth %d exceeds %d", len(pr.actors), a.MaxDepth)
+	case agent != "" && len(a.AllowedAgents) > 0 && !slices.Contains(a.AllowedAgents, agent):
+		return "actor rule: agent " + agent + " is not allowed"
+	}
+	return ""
+}
+
+// globMatch matches name against pattern: '*' matches any run of
+// characters ('/' included, unlike path.Match), '?' exactly one character,
+// '\' makes the next character literal; everything else matches itself,
+// byte for byte (no case folding or normalization).
+func globMatch(pattern, name string) bool {
+	px, nx := 0, 0
+	starPx, starNx := -1, 0
+	for nx < len(name) {
+		if px < len(pattern) {
+			switch c := pattern[px]; c {
+			case '*':
+				starPx, starNx = px, nx
+				px++
+				continue
+			case '?':
+				_, size := utf8.DecodeRuneInString(name[nx:])
+				px++
+				nx += size
+				continue
+			case '\\':
+				if px+1 < len(pattern) && pattern[px+1] == name[nx] {
+					px += 2
+					nx++
+					continue
+				}
+			default:
+				if c == name[nx] {
+					px++
+					nx++
+					continue
+				}
+			}
+		}
+		if starPx < 0 {
+			return false
+		}
+		// Let the last '*' swallow one more character and retry.
+		_, size := utf8.DecodeRuneInString(name[starNx:])
+		starNx += size
+		px, nx = starPx+1, starNx
+	}
+	for px < len(pattern) && pattern[px] == '*' {
+		px++
+	}
+	return px == len(pattern)
+}
+
+func validGlob(p string) error {
+	if p == "" {
+		return errors.New("empty pattern")
+	}
+	if !utf8.ValidString(p) {
+		return errors.New("pattern is not valid UTF-8")
+	}
+	for i := 0; i < len(p); i++ {
+		if p[i] == '\\' {
+			i++
+			if i == len(p) {
+				return errors.New(`pattern ends with a lone '\'`)
+			}
+		}
+	}
+	return nil
+}
+
+func validPrefix(p string) error {
+	if p == "" {
+		return errors.New("empty URI prefix")
+	}
+	if !utf8.ValidString(p) {
+		return errors.New("URI prefix is not valid UTF-8")
+	}
+	return nil
+}
+
+// validScope checks RFC 6749 scope-token syntax, which also keeps scopes
+// safe inside a quoted WWW-Authenticate parameter.
+func validScope(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x21 || c == '"' || c == '\\' || c > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+func sortedSet(s []string) []string {
+	out := slices.Clone(s)
+	slices.Sort(out)
+	return slices.Compact(out)
+}

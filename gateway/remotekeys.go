@@ -1,0 +1,271 @@
+package gateway
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// RemoteKeys is a KeySource for an issuer in another process: it reads the
+// issuer's metadata (RFC 8414, falling back to OpenID Connect Discovery),
+// then its JWKS, and caches the keys. An unknown kid triggers a refetch at
+// most once per refetch interval, so a flood of made-up kids costs the
+// issuer nothing. Fetches are time- and size-limited.
+type RemoteKeys struct {
+	issuer string
+	client *http.Client
+	log    *zap.Logger
+	now    func() time.Time
+
+	refetchInterval time.Duration // minimum time between fetches
+	maxAge          time.Duration // keys older than this are refetched when asked for
+	maxBytes        int64
+	timeout         time.Duration
+
+	mu      sync.RWMutex
+	keys    map[string]any
+	fetched time.Time // last successful fetch
+
+	fetchMu sync.Mutex // one fetch at a time
+	lastTry time.Time
+	jwksURI string
+}
+
+// ErrUnknownKey is returned for a kid the issuer does not publish.
+var ErrUnknownKey = errors.New("unknown signing key")
+
+// NewRemoteKeys returns a RemoteKeys for issuer. client may be nil (a
+// client with a 10 s timeout is used); logger may be nil.
+func NewRemoteKeys(issuer string, client *http.Client, logger *zap.Logger) *RemoteKeys {
+	if client == nil {
+		client = &http.Client{Timeout: 10 * time.Second}
+	}
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	return &RemoteKeys{
+		issuer:          issuer,
+		client:          client,
+		log:             logger,
+		now:             time.Now,
+		refetchInterval: 30 * time.Second,
+		maxAge:          time.Hour,
+		maxBytes:        1 << 20,
+		timeout:         10 * time.Second,
+	}
+}
+
+// Key returns the public key published under kid.
+func (k *RemoteKeys) Key(ctx context.Context, kid string) (any, error) {
+	k.mu.RLock()
+	key, ok := k.keys[kid]
+	fresh := k.now().Sub(k.fetched) < k.maxAge
+	k.mu.RUnlock()
+	if ok && fresh {
+		return key, nil
+	}
+	k.refresh(ctx)
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	if key, ok := k.keys[kid]; ok {
+		return key, nil
+	}
+	return nil, ErrUnknownKey
+}
+
+// refresh refetches the keys unless that was tried within the refetch
+// interval. A failed fetch keeps the keys already known.
+func (k *RemoteKeys) refresh(ctx context.Context) {
+	k.fetchMu.Lock()
+	defer k.fetchMu.Unlock()
+	now := k.now()
+	if !k.lastTry.IsZero() && now.Sub(k.lastTry) < k.refetchInterval {
+		return
+	}
+	k.lastTry = now
+	keys, err := k.fetch(ctx)
+	if err != nil {
+		k.log.Warn("fetching issuer keys", zap.String("issuer", k.issuer), zap.Error(err))
+		return
+	}
+	k.mu.Lock()
+	k.keys, k.fetched = keys, now
+	k.mu.Unlock()
+}
+
+func (k *RemoteKeys) fetch(ctx context.Context) (map[string]any, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), k.timeout)
+	defer cancel()
+	if k.jwksURI == "" {
+		uri, err := k.discover(ctx)
+		if err != nil {
+			return nil, err
+		}
+		k.jwksURI = uri
+	}
+	var set struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	if err := k.getJSON(ctx, k.jwksURI, &set); err != nil {
+		return nil, fmt.Errorf("jwks: %w", err)
+	}
+	keys := make(map[string]any, len(set.Keys))
+	for _, raw := range set.Keys {
+		kid, key, err := parseJWK(raw)
+		if err != nil {
+			k.log.Debug("skipping JWK", zap.String("kid", kid), zap.Error(err))
+			continue
+		}
+		keys[kid] = key
+	}
+	return keys, nil
+}
+
+// discover finds jwks_uri: RFC 8414 path-inserted metadata first, then
+// OpenID Connect Discovery (path-appended). The document's issuer must
+// equal ours exactly (RFC 8414 §3.3).
+func (k *RemoteKeys) discover(ctx context.Context) (string, error) {
+	iss, err := url.Parse(k.issuer)
+	if err != nil {
+		return "", fmt.Errorf("issuer: %w", err)
+	}
+	path := strings.TrimSuffix(iss.Path, "/")
+	candidates := []string{
+		(&url.URL{Scheme: iss.Scheme, Host: iss.Host, Path: "/.well-known/oauth-authorization-server" + path}).String(),
+		(&url.URL{Scheme: iss.Scheme, Host: iss.Host, Path: path + "/.well-known/openid-configuration"}).String(),
+	}
+	var errs []error
+	for _, c := range candidates {
+		var md struct {
+			Issuer  string `json:"issuer"`
+			JWKSURI string `json:"jwks_uri"`
+		}
+		if err := k.getJSON(ctx, c, &md); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if md.Issuer != k.issuer {
+			errs = append(errs, fmt.Errorf("%s: issuer %q does not match", c, md.Issuer))
+			continue
+		}
+		u, err := parseHTTPSURL(md.JWKSURI)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: jwks_uri: %w", c, err))
+			continue
+		}
+		return u.String(), nil
+	}
+	return "", fmt.Errorf("issuer metadata: %w", errors.Join(errs...))
+}
+
+func (k *RemoteKeys) getJSON(ctx context.Context, u string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := k.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: status %d", u, resp.StatusCode)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, k.maxBytes+1))
+	if err != nil {
+		return fmt.Errorf("%s: %w", u, err)
+	}
+	if int64(len(body)) > k.maxBytes {
+		return fmt.Errorf("%s: response larger than %d bytes", u, k.maxBytes)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("%s: %w", u, err)
+	}
+	return nil
+}
+
+type jwk struct {
+	Kty string `json:"kty"`
+	Kid string `json:"kid"`
+	Use string `json:"use"`
+	Crv string `json:"crv"`
+	X   string `json:"x"`
+	Y   string `json:"y"`
+	N   string `json:"n"`
+	E   string `json:"e"`
+	D   string `json:"d"`
+}
+
+// parseJWK reads a public signing key: EC P-256/384/521, RSA (≥ 2048
+// bits) or OKP Ed25519. Keys for encryption, private keys and symmetric
+// keys are refused.
+func parseJWK(raw []byte) (string, any, error) {
+	var j jwk
+	if err := json.Unmarshal(raw, &j); err != nil {
+		return "", nil, err
+	}
+	switch {
+	case j.Kid == "":
+		return "", nil, errors.New("no kid")
+	case j.Use != "" && j.Use != "sig":
+		return j.Kid, nil, errors.New("not a signing key")
+	case j.D != "":
+		return j.Kid, nil, errors.New("private key material published")
+	}
+	b64 := base64.RawURLEncoding.Strict()
+	switch j.Kty {
+	case "EC":
+		curve := map[string]elliptic.Curve{"P-256": elliptic.P256(), "P-384": elliptic.P384(), "P-521": elliptic.P521()}[j.Crv]
+		if curve == nil {
+			return j.Kid, nil, fmt.Errorf("unsupported curve %q", j.Crv)
+		}
+		size := (curve.Params().BitSize + 7) / 8
+		x, errX := b64.DecodeString(j.X)
+		y, errY := b64.DecodeString(j.Y)
+		if errX != nil || errY != nil || len(x) != size || len(y) != size {
+			return j.Kid, nil, errors.New("bad EC coordinates")
+		}
+		point := append(append([]byte{4}, x...), y...)
+		key, err := ecdsa.ParseUncompressedPublicKey(curve, point)
+		if err != nil {
+			return j.Kid, nil, err
+		}
+		return j.Kid, key, nil
+	case "RSA":
+		n, errN := b64.DecodeString(j.N)
+		e, errE := b64.DecodeString(j.E)
+		if errN != nil || errE != nil || len(e) == 0 || len(e) > 4 {
+			return j.Kid, nil, errors.New("bad RSA parameters")
+		}
+		key := &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}
+		if key.N.BitLen() < minRSABits || key.E < 3 || key.E%2 == 0 {
+			return j.Kid, nil, errors.New("weak RSA key")
+		}
+		return j.Kid, key, nil
+	case "OKP":
+		x, err := b64.DecodeString(j.X)
+		if j.Crv != "Ed25519" || err != nil || len(x) != ed25519.PublicKeySize {
+			return j.Kid, nil, errors.New("unsupported OKP key")
+		}
+		return j.Kid, ed25519.PublicKey(x), nil
+	}
+	return j.Kid, nil, fmt.Errorf("unsupported key type %q", j.Kty)
+}
+
+var _ KeySource = (*RemoteKeys)(nil)

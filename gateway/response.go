@@ -1,0 +1,319 @@
+package gateway
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/mcpparse"
+)
+
+// maxFilteredBody bounds a tools/list response (JSON body or one SSE
+// event) the gateway must read whole to filter.
+const maxFilteredBody = 16 << 20
+
+type writeMode uint8
+
+const (
+	modePass   writeMode = iota // stream through untouched
+	modeJSON                    // buffer, filter, write at finish
+	modeSSE                     // filter event by event on a pump goroutine
+	modeRefuse                  // a tools/list answer we cannot read: 502
+)
+
+// toolsFilter says which response messages answer a tools/list request.
+type toolsFilter struct {
+	single  bool     // one request: every response message answers it
+	listIDs [][]byte // batch: ids of the tools/list requests
+	allIDs  [][]byte // batch: ids of every request
+	allow   func(name string) bool
+}
+
+// responseWriter sits between next and the client: it rewrites
+// Mcp-Session-Id, filters tools/list answers and otherwise streams
+// untouched, flushing when next flushes.
+type responseWriter struct {
+	w      http.ResponseWriter
+	g      *Gateway
+	x      *exchange
+	filter *toolsFilter
+
+	status      int
+	wroteHeader bool
+	mode        writeMode
+	buf         bytes.Buffer
+	pw          *io.PipeWriter
+	done        chan struct{}
+}
+
+func newResponseWriter(w http.ResponseWriter, g *Gateway, x *exchange) *responseWriter {
+	rw := &responseWriter{w: w, g: g, x: x}
+	var listIDs, allIDs [][]byte
+	for i := range x.msgs {
+		m := &x.msgs[i]
+		if m.Kind != mcpparse.KindRequest {
+			continue
+		}
+		allIDs = append(allIDs, m.ID)
+		if m.Method == "tools/list" {
+			listIDs = append(listIDs, m.ID)
+		}
+	}
+	if len(listIDs) > 0 {
+		p := x.p
+		rw.filter = &toolsFilter{
+			single:  !x.batch,
+			listIDs: listIDs,
+			allIDs:  allIDs,
+			allow:   func(name string) bool { return g.policy.allowTool(p, name) },
+		}
+	}
+	return rw
+}
+
+func (rw *responseWriter) Header() http.Header { return rw.w.Header() }
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (rw *responseWriter) Unwrap() http.ResponseWriter { return rw.w }
+
+func (rw *responseWriter) WriteHeader(code int) {
+	if rw.wroteHeader {
+		return
+	}
+	rw.rewriteSession()
+	if code >= 100 && code < 200 {
+		rw.w.WriteHeader(code)
+		return
+	}
+	rw.wroteHeader = true
+	rw.status = code
+	if rw.filter != nil && code == http.StatusOK {
+		h := rw.w.Header()
+		mt, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
+		switch mt {
+		case "application/json":
+			rw.mode = modeJSON
+			return // written at finish, with the filtered length
+		case "text/event-stream":
+			rw.mode = modeSSE
+			markPrivate(h)
+			h.Del("Content-Length")
+			rw.w.WriteHeader(code)
+			http.NewResponseController(rw.w).Flush()
+			pr, pw := io.Pipe()
+			rw.pw, rw.done = pw, make(chan struct{})
+			go rw.pump(pr)
+			return
+		default:
+			rw.mode = modeRefuse
+			return
+		}
+	}
+	rw.w.WriteHeader(code)
+}
+
+func (rw *responseWriter) Write(b []byte) (int, error) {
+	if !rw.wroteHeader {
+		rw.WriteHeader(http.StatusOK)
+	}
+	switch rw.mode {
+	case modeJSON:
+		if rw.buf.Len()+len(b) > maxFilteredBody {
+			rw.mode = modeRefuse
+			rw.buf = bytes.Buffer{}
+			return 0, errors.New("tools/list response too large to filter")
+		}
+		return rw.buf.Write(b)
+	case modeSSE:
+		return rw.pw.Write(b)
+	case modeRefuse:
+		return len(b), nil
+	}
+	return rw.w.Write(b)
+}
+
+// Flush passes flushes through when streaming untouched; the SSE pump
+// flushes after every event itself, and JSON is written at the end.
+func (rw *responseWriter) Flush() {
+	if !rw.wroteHeader {
+		rw.WriteHeader(http.StatusOK)
+	}
+	if rw.mode == modePass {
+		http.NewResponseController(rw.w).Flush()
+	}
+}
+
+// finish completes the response after next returns.
+func (rw *responseWriter) finish() {
+	if !rw.wroteHeader {
+		// Headers still go out (with the session id rewritten) even if
+		// next wrote nothing.
+		rw.WriteHeader(http.StatusOK)
+	}
+	switch rw.mode {
+	case modeJSON:
+		out, err := rw.filterJSON(rw.buf.Bytes())
+		if err != nil {
+			rw.g.log.Warn("tools/list response not filterable", zap.Error(err))
+			rw.badGateway()
+			return
+		}
+		h := rw.w.Header()
+		markPrivate(h)
+		h.Set("Content-Length", strconv.Itoa(len(out)))
+		rw.w.WriteHeader(rw.status)
+		rw.w.Write(out)
+	case modeSSE:
+		rw.pw.Close()
+		<-rw.done
+	case modeRefuse:
+		rw.g.log.Warn("tools/list response not filterable", zap.String("content_type", rw.w.Header().Get("Content-Type")))
+		rw.badGateway()
+	}
+}
+
+func (rw *responseWriter) badGateway() {
+	h := rw.w.Header()
+	for _, k := range []string{"Content-Length", "Content-Encoding", "ETag", "Last-Modified", "Mcp-Session-Id"} {
+		h.Del(k)
+	}
+	rw.status = http.StatusBadGateway
+	(&refusal{status: http.StatusBadGateway, code: codeRefused, message: "the upstream tools/list answer could not be filtered", id: singleID(rw.x)}).write(rw.w)
+}
+
+// markPrivate keeps shared caches from serving one caller's filtered list
+// to another.
+func markPrivate(h http.Header) {
+	h.Set("Cache-Control", "private")
+	h.Del("ETag")
+	h.Del("Last-Modified")
+}
+
+// rewriteSession replaces the upstream's Mcp-Session-Id with the wrapped,
+// principal-bound one. 2026-07-28 has no sessions: an upstream id is
+// dropped rather than echoed.
+func (rw *responseWriter) rewriteSession() {
+	h := rw.w.Header()
+	values := h.Values("Mcp-Session-Id")
+	if len(values) == 0 {
+		return
+	}
+	h.Del("Mcp-Session-Id")
+	if rw.x.modern {
+		return
+	}
+	wrapped, err := rw.g.wrapSession(rw.x.p, values[0])
+	if err != nil {
+		rw.g.log.Warn("upstream session id dropped", zap.Error(err))
+		return
+	}
+	h.Set("Mcp-Session-Id", wrapped)
+}
+
+// filterJSON filters the tools/list answers in a JSON response body (one
+// message, or a batch answer).
+func (rw *responseWriter) filterJSON(body []byte) ([]byte, error) {
+	msgs, batch, err := mcpparse.Parse(body, mcpparse.Limits{AllowBatches: true})
+	if err != nil {
+		return nil, err
+	}
+	parts := make([][]byte, len(msgs))
+	for i := range msgs {
+		if parts[i], err = rw.filterMessage(&msgs[i]); err != nil {
+			return nil, err
+		}
+	}
+	if !batch {
+		return parts[0], nil
+	}
+	out := []byte{'['}
+	out = append(out, bytes.Join(parts, []byte{','})...)
+	return append(out, ']'), nil
+}
+
+// filterMessage returns the message, filtered if it answers tools/list.
+// In a batch answer every response must carry the id of one of the
+// requests, so no answer goes unexamined.
+func (rw *responseWriter) filterMessage(m *mcpparse.Message) ([]byte, error) {
+	if m.Kind != mcpparse.KindResponse {
+		return m.Raw, nil
+	}
+	f := rw.filter
+	if !f.single {
+		if !containsID(f.allIDs, m.ID) {
+			return nil, errors.New("response id matches no request")
+		}
+		if !containsID(f.listIDs, m.ID) {
+			return m.Raw, nil
+		}
+	}
+	return mcpparse.FilterToolsList(m.Raw, f.allow)
+}
+
+func containsID(ids [][]byte, id []byte) bool {
+	for _, x := range ids {
+		if mcpparse.SameID(x, id) {
+			return true
+		}
+	}
+	return false
+}
+
+// pump reads the upstream's event stream from the pipe one event at a
+// time, filters the tools/list answer, and writes and flushes each event
+// at once: the stream is never buffered beyond one event. On any error it
+// closes the pipe, so next's writes fail and the upstream request ends.
+func (rw *responseWriter) pump(pr *io.PipeReader) {
+	defer close(rw.done)
+	rd := mcpparse.NewReader(pr, maxFilteredBody)
+	rc := http.NewResponseController(rw.w)
+	for {
+		ev, err := rd.Next()
+		if err == io.EOF {
+			return
+		}
+		if err == nil && ev.Data != "" {
+			err = rw.filterEvent(&ev)
+		}
+		if err == nil {
+			err = mcpparse.WriteEvent(rw.w, ev)
+		}
+		if err == nil {
+			err = rc.Flush()
+		}
+		if err != nil {
+			rw.g.log.Debug("event stream ended", zap.Error(err))
+			pr.CloseWithError(err)
+			return
+		}
+	}
+}
+
+func (rw *responseWriter) filterEvent(ev *mcpparse.Event) error {
+	msgs, batch, err := mcpparse.Parse([]byte(ev.Data), mcpparse.Limits{AllowBatches: true})
+	if err != nil {
+		return err
+	}
+	changed := false
+	parts := make([][]byte, len(msgs))
+	for i := range msgs {
+		if parts[i], err = rw.filterMessage(&msgs[i]); err != nil {
+			return err
+		}
+		changed = changed || !bytes.Equal(parts[i], msgs[i].Raw)
+	}
+	if !changed {
+		return nil
+	}
+	if batch {
+		ev.Data = "[" + string(bytes.Join(parts, []byte{','})) + "]"
+	} else {
+		ev.Data = string(parts[0])
+	}
+	return nil
+}

@@ -1,0 +1,455 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/mcpparse"
+)
+
+// MCP protocol versions the gateway understands.
+const (
+	version20241105 = "2024-11-05"
+	version20250326 = "2025-03-26"
+	version20250618 = "2025-06-18"
+	version20251125 = "2025-11-25"
+	version20260728 = "2026-07-28"
+)
+
+var supportedVersions = []string{version20260728, version20251125, version20250618, version20250326, version20241105}
+
+// Headers the client may not set: the identity headers are the gateway's
+// to assert (ForwardIdentity), never the client's.
+var identityHeaders = []string{"X-Mcp-Subject", "X-Mcp-Client", "X-Mcp-Actor", "X-Mcp-Scope"}
+
+const corsAllowHeaders = "Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Mcp-Method, Mcp-Name, Last-Event-ID"
+
+// exchange is one request on its way through the gateway.
+type exchange struct {
+	r       *http.Request
+	start   time.Time
+	version string // MCP-Protocol-Version header, "" when absent
+	modern  bool   // 2026-07-28: stateless, header checks
+	p       *principal
+	body    []byte
+	msgs    []mcpparse.Message
+	batch   bool
+	dec     []decision
+	session string // upstream session id, "" when none
+	// headerChecked: Mcp-Method / Mcp-Name were validated against the body.
+	headerChecked bool
+}
+
+// Serve handles one request: metadata at the metadata paths; otherwise the
+// request is MCP traffic, checked in full and, only if every message is
+// allowed, passed to next (the reverse proxy) with exactly the authorized
+// bytes. Anything that cannot be classified with certainty is refused and
+// next never sees it.
+func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	if g.isMetadataPath(r.URL.Path) {
+		g.serveMetadata(w, r)
+		return
+	}
+	x := &exchange{r: r, start: g.now()}
+	origin, f := g.checkOrigin(w, r)
+	if f == nil && r.Method == http.MethodOptions && origin != "" && r.Header.Get("Access-Control-Request-Method") != "" {
+		g.preflight(w)
+		return
+	}
+	if f == nil {
+		f = g.admit(x)
+	}
+	if f != nil {
+		f.write(w)
+		g.auditRefusal(x, f)
+		return
+	}
+
+	rw := newResponseWriter(w, g, x)
+	defer func() {
+		rw.finish()
+		g.auditForwarded(x, rw.status)
+	}()
+	next.ServeHTTP(rw, g.upstreamRequest(x))
+}
+
+// checkOrigin refuses a present Origin that is not allowed (DNS rebinding
+// protection) and sets CORS response headers for an allowed one.
+func (g *Gateway) checkOrigin(w http.ResponseWriter, r *http.Request) (string, *refusal) {
+	values := r.Header.Values("Origin")
+	switch len(values) {
+	case 0:
+		return "", nil
+	case 1:
+	default:
+		return "", &refusal{status: http.StatusForbidden, code: codeRefused, message: "more than one Origin header"}
+	}
+	if !g.origins[strings.ToLower(values[0])] {
+		return "", &refusal{status: http.StatusForbidden, code: codeRefused, message: "origin not allowed"}
+	}
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", values[0])
+	h.Add("Vary", "Origin")
+	h.Set("Access-Control-Expose-Headers", "Mcp-Session-Id, WWW-Authenticate")
+	return values[0], nil
+}
+
+func (g *Gateway) preflight(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Access-Control-Allow-Methods", "POST, GET, DELETE")
+	h.Set("Access-Control-Allow-Headers", corsAllowHeaders)
+	h.Set("Access-Control-Max-Age", "600")
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// admit runs every check; nil means forward.
+func (g *Gateway) admit(x *exchange) *refusal {
+	r := x.r
+	switch r.Method {
+	case http.MethodPost, http.MethodGet, http.MethodDelete:
+	default:
+		return &refusal{status: http.StatusMethodNotAllowed, code: codeRefused, message: "method not allowed", allow: "POST, GET, DELETE"}
+	}
+	if r.Header.Get("Upgrade") != "" {
+		// An upgraded connection would be an uninspected tunnel.
+		return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "protocol upgrades are not allowed"}
+	}
+	if f := g.protocolVersion(x); f != nil {
+		return f
+	}
+	if x.modern && r.Method != http.MethodPost {
+		// 2026-07-28 has no GET stream and no sessions to delete.
+		return &refusal{status: http.StatusMethodNotAllowed, code: codeRefused, message: r.Method + " is not part of protocol version " + version20260728, allow: "POST"}
+	}
+	if r.Method == http.MethodPost {
+		if f := checkContentHeaders(r); f != nil {
+			return f
+		}
+	} else if r.ContentLength != 0 {
+		return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: r.Method + " requests must not have a body"}
+	}
+
+	token, aerr := bearerToken(r)
+	if aerr == nil {
+		x.p, aerr = g.authenticate(r.Context(), token)
+	}
+	if aerr != nil {
+		return &refusal{status: aerr.status, code: codeRefused, message: authMessage(aerr), challenge: g.challenge(aerr)}
+	}
+
+	if f := g.checkSession(x); f != nil {
+		return f
+	}
+	if r.Method != http.MethodPost {
+		// GET (server stream) and DELETE (end session) need the base scopes.
+		d := g.policy.check(x.p, decision{kind: kindBase, required: g.policy.base}, nil)
+		x.dec = []decision{d}
+		if !d.allow {
+			return g.denial(x)
+		}
+		return nil
+	}
+	if f := g.readBody(x); f != nil {
+		return f
+	}
+	if f := g.classify(x); f != nil {
+		return f
+	}
+	return nil
+}
+
+func authMessage(a *authError) string {
+	if a.code == "" {
+		return "authorization required"
+	}
+	return a.desc
+}
+
+// protocolVersion reads MCP-Protocol-Version. Absent means a 2025 client
+// before 2025-06-18 or an initialize request: treated as 2025-03-26, as the
+// spec allows.
+func (g *Gateway) protocolVersion(x *exchange) *refusal {
+	values := x.r.Header.Values("Mcp-Protocol-Version")
+	switch len(values) {
+	case 0:
+		return nil
+	case 1:
+	default:
+		return &refusal{status: http.StatusBadRequest, code: codeHeaderMismatch, message: "more than one MCP-Protocol-Version header"}
+	}
+	v := values[0]
+	if !slices.Contains(supportedVersions, v) {
+		return &refusal{status: http.StatusBadRequest, code: codeUnsupportedProtocol, message: "Unsupported protocol version",
+			data: map[string]any{"supported": supportedVersions, "requested": v}}
+	}
+	x.version = v
+	x.modern = v == version20260728
+	return nil
+}
+
+// checkContentHeaders accepts exactly what the gateway reads: JSON
+// (charset utf-8 at most) with no content coding.
+func checkContentHeaders(r *http.Request) *refusal {
+	unsupported := func(msg string) *refusal {
+		return &refusal{status: http.StatusUnsupportedMediaType, code: codeRefused, message: msg}
+	}
+	ct := r.Header.Values("Content-Type")
+	if len(ct) != 1 {
+		return unsupported("Content-Type must be application/json")
+	}
+	mt, params, err := mime.ParseMediaType(ct[0])
+	if err != nil || mt != "application/json" {
+		return unsupported("Content-Type must be application/json")
+	}
+	for k, v := range params {
+		if k != "charset" || !strings.EqualFold(v, "utf-8") {
+			return unsupported("Content-Type parameters other than charset=utf-8 are not accepted")
+		}
+	}
+	for _, ce := range r.Header.Values("Content-Encoding") {
+		for _, c := range strings.Split(ce, ",") {
+			if c = strings.TrimSpace(c); c != "" && !strings.EqualFold(c, "identity") {
+				return unsupported("Content-Encoding is not accepted")
+			}
+		}
+	}
+	return nil
+}
+
+// checkSession verifies a 2025 session id against the principal. A
+// mismatch is answered 404 (session not found), which makes a client start
+// a new session, and reveals nothing about the session's existence.
+// 2026-07-28 has no sessions: the header is ignored and not forwarded.
+func (g *Gateway) checkSession(x *exchange) *refusal {
+	if x.modern {
+		return nil
+	}
+	values := x.r.Header.Values("Mcp-Session-Id")
+	switch len(values) {
+	case 0:
+		return nil
+	case 1:
+	default:
+		return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "more than one Mcp-Session-Id header"}
+	}
+	up, err := g.unwrapSession(x.p, values[0])
+	if err != nil {
+		return &refusal{status: http.StatusNotFound, code: codeSessionNotFound, message: "Session not found"}
+	}
+	x.session = up
+	return nil
+}
+
+// readBody reads the whole body within MaxBodySize. Nothing is forwarded
+// that was not read in full.
+func (g *Gateway) readBody(x *exchange) *refusal {
+	limit := g.cfg.MaxBodySize
+	tooLarge := &refusal{status: http.StatusRequestEntityTooLarge, code: codeInvalidRequest,
+		message: "request body exceeds " + strconv.FormatInt(limit, 10) + " bytes"}
+	if x.r.ContentLength > limit {
+		return tooLarge
+	}
+	size := int64(512)
+	if x.r.ContentLength > 0 {
+		size = x.r.ContentLength
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, size+1))
+	if _, err := buf.ReadFrom(io.LimitReader(x.r.Body, limit+1)); err != nil {
+		return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "could not read the request body"}
+	}
+	if int64(buf.Len()) > limit {
+		return tooLarge
+	}
+	x.body = buf.Bytes()
+	return nil
+}
+
+// classify parses the body strictly, checks the 2026-07-28 headers and
+// decides every message.
+func (g *Gateway) classify(x *exchange) *refusal {
+	effective := x.version
+	if effective == "" {
+		effective = version20250326
+	}
+	msgs, batch, err := mcpparse.Parse(x.body, mcpparse.Limits{AllowBatches: effective == version20250326})
+	if err != nil {
+		return parseRefusal(err, effective)
+	}
+	x.msgs, x.batch = msgs, batch
+	if x.modern && msgs[0].Kind == mcpparse.KindResponse {
+		return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "clients do not send responses in protocol version " + version20260728, id: msgs[0].ID}
+	}
+	if f := checkMetadataHeaders(x); f != nil {
+		return f
+	}
+	x.dec = make([]decision, len(msgs))
+	for i := range msgs {
+		d, err := g.policy.decide(x.p, &msgs[i])
+		if err != nil {
+			x.dec = nil
+			return &refusal{status: http.StatusBadRequest, code: codeInvalidParams, message: err.Error(), id: singleID(x)}
+		}
+		x.dec[i] = d
+	}
+	for i := range x.dec {
+		if !x.dec[i].allow {
+			return g.denial(x)
+		}
+	}
+	return nil
+}
+
+func parseRefusal(err error, version string) *refusal {
+	f := &refusal{status: http.StatusBadRequest, code: codeParseError, message: "parse error: " + err.Error()}
+	switch {
+	case errors.Is(err, mcpparse.ErrBatch):
+		f.code = codeInvalidRequest
+		f.message = "batches are not allowed in protocol version " + version
+	case errors.Is(err, mcpparse.ErrNotJSONRPC):
+		f.code = codeInvalidRequest
+		f.message = "invalid request: " + err.Error()
+	}
+	return f
+}
+
+// checkMetadataHeaders enforces the 2026-07-28 request metadata rules
+// (mcpparse.CheckHeaders: MCP-Protocol-Version equal to the body's _meta
+// version, Mcp-Method, Mcp-Name) whenever the header or any message says
+// 2026-07-28 or later, so omitting or "downgrading" the header cannot skip
+// them while a dual-era upstream serves the body as 2026-07-28. On older
+// versions the headers are not validated, so they are not forwarded
+// either (see upstreamRequest).
+func checkMetadataHeaders(x *exchange) *refusal {
+	if !mcpparse.NeedsHeaderCheck(x.r.Header, x.msgs) {
+		return nil
+	}
+	x.headerChecked = true
+	for i := range x.msgs {
+		m := &x.msgs[i]
+		if err := mcpparse.CheckHeaders(x.r.Header, *m); err != nil {
+			return &refusal{status: http.StatusBadRequest, code: codeHeaderMismatch, message: strings.TrimPrefix(err.Error(), "mcpparse: "), id: m.ID}
+		}
+	}
+	return nil
+}
+
+func singleID(x *exchange) []byte {
+	if x.batch || len(x.msgs) != 1 {
+		return nil
+	}
+	return x.msgs[0].ID
+}
+
+// denial builds the 403 for a request with at least one denied message. If
+// more scope would cure every denial, the answer is an insufficient_scope
+// challenge naming every scope the whole request needs (base included);
+// otherwise (no rule, actor rule) it is a JSON-RPC error naming the rule.
+func (g *Gateway) denial(x *exchange) *refusal {
+	var required []string
+	for i := range x.dec {
+		d := &x.dec[i]
+		required = append(required, d.required...)
+		if !d.allow && !d.scopeOnly {
+			msg := "forbidden: " + d.reason
+			if d.target != "" {
+				msg = fmt.Sprintf("forbidden: %s %q: %s", targetNoun(d.kind), d.target, d.reason)
+			}
+			data := map[string]string{"reason": d.reason}
+			if d.rule != "" {
+				data["rule"] = d.rule
+				msg += " (rule " + strconv.Quote(d.rule) + ")"
+			}
+			return &refusal{status: http.StatusForbidden, code: codeRefused, message: msg, id: singleID(x), data: data}
+		}
+	}
+	required = sortedSet(required)
+	return &refusal{
+		status:    http.StatusForbidden,
+		code:      codeRefused,
+		message:   "insufficient scope: this request needs " + strings.Join(required, " "),
+		id:        singleID(x),
+		data:      map[string]any{"required_scopes": required},
+		challenge: g.scopeChallenge(required),
+	}
+}
+
+func targetNoun(kind string) string {
+	switch kind {
+	case kindTool:
+		return "tool"
+	case kindPrompt:
+		return "prompt"
+	case kindResource:
+		return "resource"
+	}
+	return "target"
+}
+
+// upstreamRequest is the request next sees: the authorized bytes, the
+// upstream's own session id, and no client credentials. Cookie is dropped
+// too: MCP's transport does not use cookies, and on a host shared with the
+// issuer they would hand the user's login session to the MCP server.
+func (g *Gateway) upstreamRequest(x *exchange) *http.Request {
+	out := x.r.Clone(x.r.Context())
+	h := out.Header
+	h.Del("Authorization")
+	h.Del("Cookie")
+	for _, k := range identityHeaders {
+		h.Del(k)
+	}
+	if g.cfg.ForwardIdentity {
+		p := x.p
+		h.Set("X-Mcp-Subject", headerSafe(p.subject))
+		h.Set("X-Mcp-Client", headerSafe(p.clientID))
+		if len(p.actors) > 0 {
+			h.Set("X-Mcp-Actor", headerSafe(p.actors[0]))
+		}
+		h.Set("X-Mcp-Scope", headerSafe(p.scope))
+	}
+	if !x.headerChecked {
+		h.Del("Mcp-Method")
+		h.Del("Mcp-Name")
+	}
+	h.Del("Mcp-Session-Id")
+	if x.session != "" {
+		h.Set("Mcp-Session-Id", x.session)
+	}
+	h.Del("Content-Length")
+	out.TransferEncoding = nil
+	if x.r.Method == http.MethodPost {
+		body := x.body
+		out.Body = io.NopCloser(bytes.NewReader(body))
+		out.ContentLength = int64(len(body))
+		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	} else {
+		out.Body = http.NoBody
+		out.ContentLength = 0
+		out.GetBody = nil
+	}
+	return out
+}
+
+// headerSafe returns s, or its MCP base64 sentinel form when s is not
+// plain visible ASCII (or looks like the sentinel), so identity headers
+// can never inject or fail.
+func headerSafe(s string) string {
+	plain := !(strings.HasPrefix(s, "=?base64?") && strings.HasSuffix(s, "?="))
+	for i := 0; plain && i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			plain = false
+		}
+	}
+	if plain && s == strings.TrimSpace(s) {
+		return s
+	}
+	return "=?base64?" + base64.StdEncoding.EncodeToString([]byte(s)) + "?="
+}
