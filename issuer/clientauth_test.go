@@ -1,0 +1,309 @@
+package issuer
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+)
+
+func ccForm(extra url.Values) url.Values {
+	v := url.Values{"grant_type": {"client_credentials"}, "resource": {tResource}}
+	for k, vs := range extra {
+		v[k] = vs
+	}
+	return v
+}
+
+func TestClientSecretBasicEncoding(t *testing.T) {
+	e := newTokEnv(t)
+	// x/oauth2 form-urlencodes id and secret before Basic encoding, as
+	// RFC 6749 2.3.1 says; the secret has characters that change.
+	cc := clientcredentials.Config{
+		ClientID: tConf, ClientSecret: tSecret, TokenURL: e.iss.endpoint(pathToken),
+		EndpointParams: url.Values{"resource": {tResource}}, AuthStyle: oauth2.AuthStyleInHeader,
+	}
+	tok, err := cc.Token(e.ctx())
+	if err != nil {
+		t.Fatalf("clientcredentials Token() error: %v", err)
+	}
+	if tok.AccessToken == "" {
+		t.Fatal("no access token")
+	}
+
+	// Without the form-urlencoding the same secret does not match.
+	raw := e.postRawBasic(t, ccForm(nil), base64.StdEncoding.EncodeToString([]byte(tConf+":"+tSecret)))
+	if raw.status != http.StatusUnauthorized || raw.str("error") != "invalid_client" {
+		t.Errorf("unencoded Basic credentials = %d %s, want 401 invalid_client", raw.status, raw.raw)
+	}
+	if raw.header.Get("WWW-Authenticate") == "" {
+		t.Error("401 without WWW-Authenticate")
+	}
+}
+
+func (e *tokEnv) postRawBasic(t *testing.T, form url.Values, basicB64 string) answer {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, e.iss.endpoint(pathToken), strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Authorization", "Basic "+basicB64)
+	return e.do(t, req)
+}
+
+func TestClientAuthenticationMethods(t *testing.T) {
+	e := newTokEnv(t)
+	tests := []struct {
+		name       string
+		form       url.Values
+		basic      string
+		wantStatus int
+		wantCode   string
+	}{
+		{name: "basic", basic: tConf + ":" + tSecret, wantStatus: 200},
+		{name: "post", form: url.Values{"client_id": {tPost}, "client_secret": {tSecret2}}, wantStatus: 200},
+		{name: "post for a basic client", form: url.Values{"client_id": {tConf}, "client_secret": {tSecret}}, wantStatus: 200},
+		{name: "two methods", form: url.Values{"client_id": {tPost}, "client_secret": {tSecret2}}, basic: tConf + ":" + tSecret, wantStatus: 400, wantCode: "invalid_request"},
+		{name: "basic and assertion", form: url.Values{"client_assertion_type": {jwtBearerAssertion}, "client_assertion": {"x"}}, basic: tConf + ":" + tSecret, wantStatus: 400, wantCode: "invalid_request"},
+		{name: "client_id differs from basic", form: url.Values{"client_id": {tPost}}, basic: tConf + ":" + tSecret, wantStatus: 401, wantCode: "invalid_client"},
+		{name: "wrong secret", basic: tConf + ":nope", wantStatus: 401, wantCode: "invalid_client"},
+		{name: "sha256 secret wrong", form: url.Values{"client_id": {tPost}, "client_secret": {"nope"}}, wantStatus: 401, wantCode: "invalid_client"},
+		{name: "unknown client", basic: "ghost:" + tSecret, wantStatus: 401, wantCode: "invalid_client"},
+		{name: "secret for a public client", form: url.Values{"client_id": {tPublic}, "client_secret": {"x"}}, wantStatus: 401, wantCode: "invalid_client"},
+		{name: "no authentication", wantStatus: 401, wantCode: "invalid_client"},
+		{name: "secret for a private_key_jwt client", form: url.Values{"client_id": {tJWT}, "client_secret": {"x"}}, wantStatus: 401, wantCode: "invalid_client"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e.iss.limiter = newLimiter(e.clock.Now)
+			a := e.post(t, pathToken, ccForm(tt.form), tt.basic)
+			if a.status != tt.wantStatus || a.str("error") != tt.wantCode {
+				t.Fatalf("token = %d %s, want %d %q", a.status, a.raw, tt.wantStatus, tt.wantCode)
+			}
+		})
+	}
+}
+
+func TestPrivateKeyJWT(t *testing.T) {
+	e := newTokEnv(t)
+	send := func(assertion string, extra url.Values) answer {
+		f := ccForm(url.Values{"client_assertion_type": {jwtBearerAssertion}, "client_assertion": {assertion}})
+		for k, v := range extra {
+			f[k] = v
+		}
+		return e.post(t, pathToken, f, "")
+	}
+
+	good := e.clientAssertion(t, nil)
+	if a := send(good, nil); a.status != 200 {
+		t.Fatalf("private_key_jwt = %d %s, want 200", a.status, a.raw)
+	}
+	if a := send(good, nil); a.status != 401 || a.str("error") != "invalid_client" {
+		t.Errorf("replayed assertion = %d %s, want invalid_client", a.status, a.raw)
+	}
+
+	other := jwtOtherKey(t)
+	tests := []struct {
+		name   string
+		mutate func(jwt.MapClaims, *jwt.Token)
+		sign   func(*jwt.Token) (string, error)
+		extra  url.Values
+		ok     bool
+	}{
+		{name: "aud is the issuer", mutate: func(c jwt.MapClaims, _ *jwt.Token) { c["aud"] = e.iss.URL() }, ok: true},
+		{name: "aud list with the token endpoint", mutate: func(c jwt.MapClaims, _ *jwt.Token) { c["aud"] = []string{"x", e.iss.endpoint(pathToken)} }, ok: true},
+		{name: "matching client_id param", extra: url.Values{"client_id": {tJWT}}, ok: true},
+		{name: "no kid", mutate: func(_ jwt.MapClaims, tk *jwt.Token) { delete(tk.Header, "kid") }, ok: true},
+		{name: "wrong aud", mutate: func(c jwt.MapClaims, _ *jwt.Token) { c["aud"] = "https://elsewhere.example.com/token" }},
+		{name: "no aud", mutate: func(c jwt.MapClaims, _ *jwt.Token) { delete(c, "aud") }},
+		{name: "iss differs from sub", mutate: func(c jwt.MapClaims, _ *jwt.Token) { c["iss"] = tConf }},
+		{name: "sub of another client", mutate: func(c jwt.MapClaims, _ *jwt.Token) { c["sub"], c["iss"] = tConf, tConf }},
+		{name: "expired", mutate: func(c jwt.MapClaims, _ *jwt.Token) { c["exp"] = e.clock.Now().Add(-time.Hour).Unix() }},
+		{name: "no exp", mutate: func(c jwt.MapClaims, _ *jwt.Token) { delete(c, "exp") }},
+		{name: "lives too long", mutate: func(c jwt.MapClaims, _ *jwt.Token) { c["exp"] = e.clock.Now().Add(3 * time.Hour).Unix() }},
+		{name: "no jti", mutate: func(c jwt.MapClaims, _ *jwt.Token) { delete(c, "jti") }},
+		{name: "unknown kid", mutate: func(_ jwt.MapClaims, tk *jwt.Token) { tk.Header["kid"] = "k9" }},
+		{name: "client_id param differs", extra: url.Values{"client_id": {tConf}}},
+		{name: "wrong assertion type", extra: url.Values{"client_assertion_type": {"urn:other"}}},
+		{name: "signed by another key", sign: func(tk *jwt.Token) (string, error) { return tk.SignedString(other) }},
+		{name: "alg none", sign: func(tk *jwt.Token) (string, error) {
+			tk.Method = jwt.SigningMethodNone
+			tk.Header["alg"] = "none"
+			return tk.SignedString(jwt.UnsafeAllowNoneSignatureType)
+		}},
+		{name: "HS256 keyed with the public key", sign: func(tk *jwt.Token) (string, error) {
+			pub, _ := publicJWK(e.jwtKey.Public())
+			b, _ := json.Marshal(pub)
+			tk.Method = jwt.SigningMethodHS256
+			tk.Header["alg"] = "HS256"
+			return tk.SignedString(b)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var raw string
+			if tt.sign != nil {
+				now := e.clock.Now()
+				tk := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{"iss": tJWT, "sub": tJWT,
+					"aud": e.iss.endpoint(pathToken), "exp": now.Add(time.Minute).Unix(), "jti": rand.Text()})
+				tk.Header["kid"] = "k1"
+				var err error
+				if raw, err = tt.sign(tk); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				raw = e.clientAssertion(t, tt.mutate)
+			}
+			e.iss.limiter = newLimiter(e.clock.Now) // judge the check, not the slow-down
+			a := send(raw, tt.extra)
+			if tt.ok != (a.status == 200) || (!tt.ok && (a.status != 401 || a.str("error") != "invalid_client")) {
+				t.Fatalf("private_key_jwt = %d %s, want ok = %v (else 401 invalid_client)", a.status, a.raw, tt.ok)
+			}
+		})
+	}
+}
+
+func jwtOtherKey(t *testing.T) any {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func TestPrivateKeyJWTFromJWKSURI(t *testing.T) {
+	var jwks atomic.Pointer[[]byte]
+	var fetches atomic.Int32
+	keys := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fetches.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(*jwks.Load())
+	}))
+	defer keys.Close()
+	e := newTokEnv(t, func(c *Config) { c.HTTPClient = keys.Client(); c.CIMDAllowPrivate = true })
+	pub, _ := publicJWK(e.jwtKey.Public())
+	pub.Kid = "k1"
+	b, _ := json.Marshal(map[string][]jwk{"keys": {pub}})
+	jwks.Store(&b)
+	err := e.iss.PutClient(t.Context(), Client{ID: "remote", JWKSURI: keys.URL + "/jwks.json",
+		GrantTypes: []string{"client_credentials"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertion := func() string {
+		return e.clientAssertion(t, func(c jwt.MapClaims, _ *jwt.Token) { c["iss"], c["sub"] = "remote", "remote" })
+	}
+	for n := range 2 {
+		a := e.post(t, pathToken, ccForm(url.Values{"client_assertion_type": {jwtBearerAssertion}, "client_assertion": {assertion()}}), "")
+		if a.status != 200 {
+			t.Fatalf("attempt %d: private_key_jwt via jwks_uri = %d %s, want 200", n, a.status, a.raw)
+		}
+	}
+	if n := fetches.Load(); n != 1 {
+		t.Errorf("jwks_uri fetched %d times, want 1 (cached)", n)
+	}
+	// A rotated client key: the unknown kid triggers one refetch.
+	pub.Kid = "k2"
+	b, _ = json.Marshal(map[string][]jwk{"keys": {pub}})
+	jwks.Store(&b)
+	a := e.post(t, pathToken, ccForm(url.Values{"client_assertion_type": {jwtBearerAssertion},
+		"client_assertion": {e.clientAssertion(t, func(c jwt.MapClaims, tk *jwt.Token) {
+			c["iss"], c["sub"] = "remote", "remote"
+			tk.Header["kid"] = "k2"
+		})}}), "")
+	if n := fetches.Load(); a.status != 200 || n != 2 {
+		t.Errorf("after client key rotation = %d %s with %d fetches, want 200 with 2", a.status, a.raw, n)
+	}
+}
+
+func TestClientAuthRateLimited(t *testing.T) {
+	e := newTokEnv(t)
+	for n := range limitFreeAccount + 1 {
+		if a := e.post(t, pathToken, ccForm(nil), tConf+":wrong"); a.status != http.StatusUnauthorized {
+			t.Fatalf("failure %d = %d %s, want 401", n, a.status, a.raw)
+		}
+	}
+	// Now slowed down, even with the right secret.
+	a := e.post(t, pathToken, ccForm(nil), tConf+":"+tSecret)
+	if a.status != http.StatusTooManyRequests || a.header.Get("Retry-After") != "1" {
+		t.Fatalf("while slowed = %d Retry-After %q (%s), want 429 with Retry-After 1", a.status, a.header.Get("Retry-After"), a.raw)
+	}
+	// Other clients from the same address are not affected yet.
+	if a := e.post(t, pathToken, ccForm(nil), tOnlyCC+":"+tSecret); a.status != 200 {
+		t.Fatalf("another client = %d %s, want 200", a.status, a.raw)
+	}
+	e.clock.Advance(2 * time.Second)
+	if a := e.post(t, pathToken, ccForm(nil), tConf+":"+tSecret); a.status != 200 {
+		t.Fatalf("after the delay = %d %s, want 200", a.status, a.raw)
+	}
+}
+
+func TestLimiterDecays(t *testing.T) {
+	clock := &tokClock{t: time.Unix(1e9, 0)}
+	i := &Issuer{}
+	i.limiter = newLimiter(clock.Now)
+	fail := func(n int) {
+		for range n {
+			i.recordFailure("client:x", "192.0.2.1")
+		}
+	}
+	fail(limitFreeAccount)
+	if !i.allowAttempt("client:x", "192.0.2.1") {
+		t.Fatal("allowAttempt after the free failures = false, want true")
+	}
+	fail(4)
+	if d := i.attemptDelay("client:x", ""); d != 8*time.Second {
+		t.Fatalf("attemptDelay after 4 failures past the free ones = %v, want 8s (doubling)", d)
+	}
+	fail(30)
+	if d := i.attemptDelay("client:x", ""); d != limitMaxDelay {
+		t.Fatalf("attemptDelay after many failures = %v, want the cap %v", d, limitMaxDelay)
+	}
+	// A quiet period forgives: no permanent lockout.
+	clock.Advance(3 * time.Hour)
+	if !i.allowAttempt("client:x", "192.0.2.1") {
+		t.Fatal("allowAttempt after 3 quiet hours = false, want true")
+	}
+	fail(1)
+	if d := i.attemptDelay("client:x", ""); d != 0 {
+		t.Fatalf("attemptDelay for one failure after decay = %v, want 0", d)
+	}
+	// The address has its own, higher budget.
+	for n := range limitFreeAddr + 1 {
+		i.recordFailure("", "192.0.2.1")
+		_ = n
+	}
+	if i.allowAttempt("client:other", "192.0.2.1") {
+		t.Fatal("allowAttempt for a slowed address = true, want false")
+	}
+	i.recordSuccess("client:x", "192.0.2.1")
+	if i.allowAttempt("client:y", "192.0.2.1") {
+		t.Fatal("a success for one account reset the address, want it kept")
+	}
+}
+
+func TestClientAddr(t *testing.T) {
+	for _, tt := range []struct{ remote, want string }{
+		{"192.0.2.1:1234", "192.0.2.1"},
+		{"[2001:db8::1]:443", "2001:db8::/64"},
+		{"[2001:db8::ffff:1]:443", "2001:db8::/64"},
+		{"[::ffff:192.0.2.1]:1", "192.0.2.1"},
+	} {
+		r := httptest.NewRequest(http.MethodPost, "/", nil)
+		r.RemoteAddr = tt.remote
+		if got := clientAddr(r); got != tt.want {
+			t.Errorf("clientAddr(%q) = %q, want %q", tt.remote, got, tt.want)
+		}
+	}
+}
