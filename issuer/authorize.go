@@ -138,6 +138,9 @@ func (i *Issuer) authorizeClient(ctx context.Context, params url.Values) (*Clien
 	c, err := i.lookupClient(ctx, ids[0])
 	if err != nil {
 		var e *Error
+		if !errors.Is(err, ErrInvalidClient) {
+			i.log.Error("authorize: look up client", zap.Error(err))
+		}
 		if errors.As(err, &e) && e.Description != "" && i.isCIMDClientID(ids[0]) {
 			return nil, nil, false, "The application could not be identified: " + e.Description + "."
 		}
@@ -304,6 +307,12 @@ func (i *Issuer) parseAuthorize(ctx context.Context, c *Client, params url.Value
 	if len(ar.State) > 2000 || len(ar.Nonce) > 2000 || len(ar.Actor) > 500 {
 		return nil, invalid("state, nonce or requested_actor too long")
 	}
+	if params.Has("requested_actor") {
+		// The consent page names the agent, so it must be one we know.
+		if _, err := i.lookupAgent(ctx, ar.Actor); err != nil {
+			return nil, invalid("requested_actor is not a known agent")
+		}
+	}
 	// Check the target and the client's own limits before asking anyone to
 	// log in; the user's share is decided after login.
 	// OpenID Connect scopes are about the user, so they are left out here.
@@ -468,7 +477,7 @@ func (i *Issuer) proceed(w http.ResponseWriter, r *http.Request, s *session, ar 
 		i.seeOther(w, r, i.base+pathConsent+"?req="+url.QueryEscape(id))
 		return
 	}
-	i.renderConsent(w, s, c, u, ar, pendingID, resource, scopes)
+	i.renderConsent(ctx, w, s, c, u, ar, pendingID, resource, scopes)
 }
 
 // requestParties loads the client and the logged-in user of a request.

@@ -35,6 +35,7 @@ type consentView struct {
 	Resource          string
 	User              string
 	Agent             string
+	AgentName         string
 	LocalOnly         bool
 	Scopes            []scopeView
 	ScopeList         string
@@ -131,7 +132,7 @@ func (i *Issuer) consentPost(w http.ResponseWriter, r *http.Request) {
 }
 
 // renderConsent shows the consent page. Only grantable scopes are listed.
-func (i *Issuer) renderConsent(w http.ResponseWriter, s *session, c *Client, u *User, ar *authRequest, pendingID, resource string, scopes []string) {
+func (i *Issuer) renderConsent(ctx context.Context, w http.ResponseWriter, s *session, c *Client, u *User, ar *authRequest, pendingID, resource string, scopes []string) {
 	v := consentView{
 		Action:       i.base + pathConsent,
 		CSRF:         s.CSRF,
@@ -150,6 +151,11 @@ func (i *Issuer) renderConsent(w http.ResponseWriter, s *session, c *Client, u *
 	}
 	if u.Name != "" {
 		v.User = u.Name + " (" + u.Username + ")"
+	}
+	if ar.Actor != "" {
+		if a, err := i.lookupAgent(ctx, ar.Actor); err == nil && a.Name != "" {
+			v.AgentName = a.Name
+		}
 	}
 	for _, sc := range scopes {
 		v.Scopes = append(v.Scopes, scopeView{Name: sc, Description: scopeDescriptions[sc]})

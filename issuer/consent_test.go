@@ -1,0 +1,187 @@
+package issuer
+
+import (
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// consentPage logs user in through /authorize with p and returns the
+// browser and the consent page body.
+func (e *browserEnv) consentPage(t *testing.T, p url.Values, user string) (*http.Client, string) {
+	t.Helper()
+	c := e.browser()
+	resp, err := c.Get(e.url(pathAuthorize, p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	resp, err = c.Get(e.srv.URL + resp.Header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := findForm(t, readBody(t, resp), "login")
+	v := f.hidden
+	v.Set("username", user)
+	v.Set("password", bPassword)
+	resp, _ = e.post(t, c, f.action, v)
+	loc := resp.Header.Get("Location")
+	if !strings.HasPrefix(loc, pathConsent) {
+		t.Fatalf("after login: Location %q, want the consent step", loc)
+	}
+	resp, err = c.Get(e.srv.URL + loc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, readBody(t, resp)
+}
+
+func TestConsentShowsOnlyGrantableScopes(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	p := authParams(testChallenge)
+	p.Set("scope", "files:read files:write")
+	c, body := e.consentPage(t, p, "bob") // bob may only read
+	if !strings.Contains(body, "files:read") || strings.Contains(body, "files:write") {
+		t.Fatalf("consent page scopes wrong: %s", body)
+	}
+	for _, want := range []string{"Test App", bClientID, bResource, "127.0.0.1", "This app runs on your computer"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("consent page lacks %q", want)
+		}
+	}
+	// Tampering with the shown scopes cannot widen the grant.
+	f := findForm(t, body, "consent")
+	v := f.hidden
+	v.Set("scope", "files:read files:write admin")
+	v.Set("decision", "approve")
+	resp, _ := e.post(t, c, f.action, v)
+	loc, _ := url.Parse(resp.Header.Get("Location"))
+	var ac authCode
+	if err := e.get(bucketCodes, tokenKey(loc.Query().Get("code")), &ac); err != nil {
+		t.Fatalf("code: %v (Location %s)", err, loc)
+	}
+	if !slices.Equal(ac.Scopes, []string{"files:read"}) {
+		t.Errorf("granted scopes = %v, want [files:read]", ac.Scopes)
+	}
+}
+
+func TestConsentNoWarningForWebClient(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	p := authParams(testChallenge)
+	p.Set("client_id", bWebClientID)
+	p.Set("redirect_uri", bWebRedirect)
+	_, body := e.consentPage(t, p, bUser)
+	if strings.Contains(body, "runs on your computer") {
+		t.Errorf("web client consent page warns about a local app")
+	}
+	if !strings.Contains(body, "app.example.com") {
+		t.Errorf("consent page lacks the redirect host")
+	}
+}
+
+func TestConsentAgent(t *testing.T) {
+	e := newBrowserEnv(t, func(c *Config) {
+		c.Agents = []Agent{{ID: "agent-7", Name: "Planner Bot"}}
+	})
+	p := authParams(testChallenge)
+	p.Set("requested_actor", "agent-7")
+	c, body := e.consentPage(t, p, bUser)
+	if !strings.Contains(body, "Planner Bot") || !strings.Contains(body, "agent-7") {
+		t.Fatalf("consent page does not name the agent: %s", body)
+	}
+	f := findForm(t, body, "consent")
+	v := f.hidden
+	v.Set("decision", "approve")
+	resp, _ := e.post(t, c, f.action, v)
+	loc, _ := url.Parse(resp.Header.Get("Location"))
+	var ac authCode
+	if err := e.get(bucketCodes, tokenKey(loc.Query().Get("code")), &ac); err != nil {
+		t.Fatal(err)
+	}
+	if ac.Actor != "agent-7" {
+		t.Errorf("code actor = %q, want agent-7", ac.Actor)
+	}
+	var cs consent
+	if err := e.get(bucketConsents, consentKey(bUser, bClientID, bResource, "agent-7"), &cs); err != nil {
+		t.Errorf("consent for the agent not stored: %v", err)
+	}
+	// Consent for the agent is not consent without it (or for another).
+	if ok, _ := e.iss.hasConsent(t.Context(), bUser, bClientID, bResource, "", []string{"files:read"}); ok {
+		t.Errorf("agent consent counted for the client alone")
+	}
+
+	// Unknown agents are refused before login.
+	p.Set("requested_actor", "nobody")
+	resp, err := e.browser().Get(e.url(pathAuthorize, p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc, _ = url.Parse(resp.Header.Get("Location"))
+	if loc.Query().Get("error") != "invalid_request" {
+		t.Errorf("unknown agent: Location %s, want invalid_request", loc)
+	}
+}
+
+func TestConsentPendingBoundToBrowser(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	c := e.browser()
+	resp, err := c.Get(e.url(pathAuthorize, authParams(testChallenge)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	login := resp.Header.Get("Location") // /login?req=...
+	req := strings.TrimPrefix(login, pathLogin+"?req=")
+
+	// Another browser, even logged in, cannot use the pending request.
+	other := e.browser()
+	if _, err := e.robot(other, e.url(pathAuthorize, authParams(testChallenge)), bRedirect, bUser, bPassword, "approve"); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{pathLogin, pathConsent} {
+		resp, err := other.Get(e.srv.URL + path + "?req=" + req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := readBody(t, resp)
+		if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Location") != "" || !strings.Contains(body, "expired") {
+			t.Errorf("GET %s with another browser's request: %d %q", path, resp.StatusCode, resp.Header.Get("Location"))
+		}
+	}
+}
+
+func TestConsentUserWithoutScopes(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	p := authParams(testChallenge)
+	p.Set("scope", "files:write") // bob may not write
+	c := e.browser()
+	resp, err := c.Get(e.url(pathAuthorize, p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	resp, err = c.Get(e.srv.URL + resp.Header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := findForm(t, readBody(t, resp), "login")
+	v := f.hidden
+	v.Set("username", "bob")
+	v.Set("password", bPassword)
+	resp, _ = e.post(t, c, f.action, v)
+	resp, err = c.Get(e.srv.URL + resp.Header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc, _ := url.Parse(resp.Header.Get("Location"))
+	if loc.Query().Get("error") != "invalid_scope" || loc.Query().Get("iss") == "" || loc.Query().Get("state") != "st-123" {
+		t.Fatalf("Location %s, want invalid_scope with state and iss", loc)
+	}
+	if n := e.count(bucketPending); n != 0 {
+		t.Errorf("pending = %d, want 0", n)
+	}
+}
