@@ -280,9 +280,10 @@ func (g *Gateway) classify(x *exchange) *refusal {
 	if effective == "" {
 		effective = version20250326
 	}
-	msgs, batch, err := mcpparse.Parse(x.body, mcpparse.Limits{AllowBatches: effective == version20250326})
+	allowBatches := effective == version20250326
+	msgs, batch, err := mcpparse.Parse(x.body, mcpparse.Limits{AllowBatches: allowBatches})
 	if err != nil {
-		return parseRefusal(err, effective)
+		return parseRefusal(err, effective, allowBatches)
 	}
 	x.msgs, x.batch = msgs, batch
 	if x.modern && msgs[0].Kind == mcpparse.KindResponse {
@@ -308,9 +309,12 @@ func (g *Gateway) classify(x *exchange) *refusal {
 	return nil
 }
 
-func parseRefusal(err error, version string) *refusal {
+func parseRefusal(err error, version string, allowBatches bool) *refusal {
 	f := &refusal{status: http.StatusBadRequest, code: codeParseError, message: "parse error: " + err.Error()}
 	switch {
+	case errors.Is(err, mcpparse.ErrBatch) && allowBatches:
+		f.code = codeInvalidRequest
+		f.message = "invalid batch: " + err.Error()
 	case errors.Is(err, mcpparse.ErrBatch):
 		f.code = codeInvalidRequest
 		f.message = "batches are not allowed in protocol version " + version

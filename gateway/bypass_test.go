@@ -1,0 +1,165 @@
+package gateway
+
+import (
+	"crypto/x509"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// TestBypass: every known way around an MCP gateway is refused, and the
+// upstream sees nothing at all.
+func TestBypass(t *testing.T) {
+	k := theKeys(t)
+	good := mint(t, claims())
+	pub, err := x509.MarshalPKIXPublicKey(&k.ec.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	with := func(mutate func(jwt.MapClaims)) string {
+		c := claims()
+		mutate(c)
+		return mint(t, c)
+	}
+	v2026 := func(method, name string) map[string]string {
+		h := map[string]string{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": method}
+		if name != "" {
+			h["Mcp-Name"] = name
+		}
+		return h
+	}
+	meta26 := `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}`
+	call26 := func(name string) string {
+		return `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":` + quote(name) + `,"arguments":{},` + meta26 + `}}`
+	}
+	batch := `[` + toolCall("read_a") + `,{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_all"}},` + toolCall("read_b") + `]`
+	okBatch := `[` + toolCall("read_a") + `,{"jsonrpc":"2.0","id":2,"method":"tools/list"}]`
+	deep := strings.Repeat(`{"a":`, 200) + `1` + strings.Repeat(`}`, 200)
+
+	tests := []struct {
+		name   string
+		c      call
+		status int
+	}{
+		// Batches.
+		{"batch with one forbidden call (2025-03-26)", call{body: batch, headers: map[string]string{"MCP-Protocol-Version": "2025-03-26"}}, 403},
+		{"batch with one forbidden call (no version)", call{body: batch}, 403},
+		{"batch on 2025-06-18", call{body: okBatch, headers: map[string]string{"MCP-Protocol-Version": "2025-06-18"}}, 400},
+		{"batch on 2025-11-25", call{body: okBatch, headers: map[string]string{"MCP-Protocol-Version": "2025-11-25"}}, 400},
+		{"batch on 2026-07-28", call{body: `[` + call26("read_a") + `]`, headers: v2026("tools/call", "read_a")}, 400},
+		{"empty batch", call{body: `[]`}, 400},
+		// Keys two parsers read differently.
+		{"duplicate name", call{body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a","name":"delete_all"}}`}, 400},
+		{"name and Name", call{body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"Name":"delete_all","name":"read_a"}}`}, 400},
+		{"NAME only", call{body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"NAME":"delete_all"}}`}, 400},
+		{"duplicate method", call{body: `{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call","params":{"name":"delete_all"}}`}, 400},
+		{"Kelvin sign variant of taskId", call{body: `{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{"taskId":"a","tas\u212Aid":"b"}}`}, 400},
+		{"long s variant of params", call{body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a"},"param\u017f":{"name":"delete_all"}}`}, 400},
+		{"escaped duplicate name", call{body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a","n\u0061me":"delete_all"}}`}, 400},
+		{"invalid UTF-8", call{body: "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"read_\xff\"}}"}, 400},
+		{"trailing data", call{body: toolCall("read_a") + `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_all"}}`}, 400},
+		{"trailing garbage", call{body: toolCall("read_a") + `x`}, 400},
+		{"deeply nested", call{body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a","arguments":` + deep + `}}`}, 400},
+		{"not JSON-RPC", call{body: `{"id":1,"method":"tools/call","params":{"name":"read_a"}}`}, 400},
+		{"empty body", call{body: ""}, 400},
+		// Size and encodings.
+		{"body over limit", call{body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a","arguments":{"x":"` + strings.Repeat("a", 1<<20) + `"}}}`}, 413},
+		{"text/plain", call{body: toolCall("read_a"), headers: map[string]string{"Content-Type": "text/plain"}}, 415},
+		{"multipart", call{body: toolCall("read_a"), headers: map[string]string{"Content-Type": "multipart/form-data; boundary=x"}}, 415},
+		{"form", call{body: toolCall("read_a"), headers: map[string]string{"Content-Type": "application/x-www-form-urlencoded"}}, 415},
+		{"missing Content-Type", call{body: toolCall("read_a"), headers: map[string]string{"Content-Type": ""}}, 415},
+		{"JSON with odd parameter", call{body: toolCall("read_a"), headers: map[string]string{"Content-Type": "application/json; charset=utf-16"}}, 415},
+		{"gzip", call{body: toolCall("read_a"), headers: map[string]string{"Content-Encoding": "gzip"}}, 415},
+		{"identity, gzip", call{body: toolCall("read_a"), headers: map[string]string{"Content-Encoding": "identity, gzip"}}, 415},
+		// Tokens.
+		{"token in query", call{path: "/mcp?access_token=" + good, token: "-", body: toolCall("read_a")}, 400},
+		{"token only in query", call{path: "/mcp?access_token=" + good, body: toolCall("read_a")}, 400},
+		{"other audience", call{token: with(func(c jwt.MapClaims) { c["aud"] = "https://other.example.com/mcp" }), body: toolCall("read_a")}, 401},
+		{"audience prefix", call{token: with(func(c jwt.MapClaims) { c["aud"] = testResource + "/x" }), body: toolCall("read_a")}, 401},
+		{"alg none", call{token: mintWith(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, "ec1", claims(), nil), body: toolCall("read_a")}, 401},
+		{"HS256 with public key bytes", call{token: mintWith(t, jwt.SigningMethodHS256, pub, "ec1", claims(), nil), body: toolCall("read_a")}, 401},
+		{"wrong typ", call{token: mintWith(t, jwt.SigningMethodES256, k.ec, "ec1", claims(), func(h map[string]any) { h["typ"] = "JWT" }), body: toolCall("read_a")}, 401},
+		{"no typ", call{token: mintWith(t, jwt.SigningMethodES256, k.ec, "ec1", claims(), func(h map[string]any) { delete(h, "typ") }), body: toolCall("read_a")}, 401},
+		{"expired", call{token: with(func(c jwt.MapClaims) { c["exp"] = testNow.Add(-time.Minute).Unix() }), body: toolCall("read_a")}, 401},
+		{"no exp", call{token: with(func(c jwt.MapClaims) { delete(c, "exp") }), body: toolCall("read_a")}, 401},
+		{"nbf in future", call{token: with(func(c jwt.MapClaims) { c["nbf"] = testNow.Add(time.Hour).Unix() }), body: toolCall("read_a")}, 401},
+		{"iat in future", call{token: with(func(c jwt.MapClaims) { c["iat"] = testNow.Add(time.Hour).Unix() }), body: toolCall("read_a")}, 401},
+		{"wrong iss", call{token: with(func(c jwt.MapClaims) { c["iss"] = "https://evil.example.com" }), body: toolCall("read_a")}, 401},
+		{"unknown kid", call{token: mintWith(t, jwt.SigningMethodES256, k.ec, "nope", claims(), nil), body: toolCall("read_a")}, 401},
+		{"no kid", call{token: mintWith(t, jwt.SigningMethodES256, k.ec, "", claims(), nil), body: toolCall("read_a")}, 401},
+		{"ES256 header, RSA kid", call{token: mintWith(t, jwt.SigningMethodES256, k.ec, "rsa1", claims(), nil), body: toolCall("read_a")}, 401},
+		{"signed by another key", call{token: mintWith(t, jwt.SigningMethodRS256, k.rsa, "ec1", claims(), nil), body: toolCall("read_a")}, 401},
+		{"no sub", call{token: with(func(c jwt.MapClaims) { delete(c, "sub") }), body: toolCall("read_a")}, 401},
+		{"no client_id", call{token: with(func(c jwt.MapClaims) { delete(c, "client_id") }), body: toolCall("read_a")}, 401},
+		{"scope not a string", call{token: with(func(c jwt.MapClaims) { c["scope"] = []string{"mcp", "admin"} }), body: toolCall("delete_a")}, 401},
+		// Paths: the gateway checks whatever reaches it.
+		{"//mcp", call{path: "//mcp", token: "-", body: toolCall("delete_all")}, 403},
+		{"/mcp/", call{path: "/mcp/", token: "-", body: toolCall("delete_all")}, 403},
+		{"/./mcp", call{path: "/./mcp", token: "-", body: toolCall("delete_all")}, 403},
+		{"%2fmcp", call{path: "/%2fmcp", token: "-", body: toolCall("delete_all")}, 403},
+		{"metadata path with a body", call{path: "/.well-known/oauth-protected-resource/mcp/x", token: "-", body: toolCall("delete_all")}, 403},
+		// 2026-07-28 request metadata.
+		{"Mcp-Method disagrees", call{body: call26("read_a"), headers: v2026("tools/list", "read_a")}, 400},
+		{"Mcp-Method missing", call{body: call26("read_a"), headers: map[string]string{"MCP-Protocol-Version": "2026-07-28", "Mcp-Name": "read_a"}}, 400},
+		{"Mcp-Name disagrees", call{body: call26("delete_all"), headers: v2026("tools/call", "read_a")}, 400},
+		{"Mcp-Name missing", call{body: call26("read_a"), headers: v2026("tools/call", "")}, 400},
+		{"Mcp-Name base64 disagrees", call{body: call26("delete_all"), headers: v2026("tools/call", "=?base64?cmVhZF9h?=")}, 400},
+		{"Mcp-Name malformed base64", call{body: call26("read_a"), headers: v2026("tools/call", "=?base64?cmVhZF9h=?=")}, 400},
+		{"downgraded header on a 2026 body", call{body: call26("read_a"), headers: map[string]string{"MCP-Protocol-Version": "2025-06-18"}}, 400},
+		{"no header on a 2026 body", call{body: call26("read_a")}, 400},
+		{"2026 header, no _meta version", call{body: toolCall("read_a"), headers: v2026("tools/call", "read_a")}, 400},
+		{"2026 header, other _meta version", call{body: strings.Replace(call26("read_a"), "2026-07-28", "2025-11-25", 1), headers: v2026("tools/call", "read_a")}, 400},
+		{"unknown protocol version", call{body: toolCall("read_a"), headers: map[string]string{"MCP-Protocol-Version": "2099-01-01"}}, 400},
+		{"2026 response from client", call{body: `{"jsonrpc":"2.0","id":1,"result":{}}`, headers: v2026("", "")}, 400},
+		// Sessions.
+		{"forged session id", call{body: toolCall("read_a"), headers: map[string]string{"Mcp-Session-Id": "upstream-session-1"}}, 404},
+	}
+	h := newHarness(t, testConfig(t), nil)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			switch tt.c.token {
+			case "":
+				tt.c.token = good
+			case "-":
+				tt.c.token = mint(t, claims())
+			}
+			if strings.HasPrefix(tt.c.path, "/mcp?access_token") && tt.name == "token only in query" {
+				tt.c.token = ""
+			}
+			resp := h.do(t, tt.c)
+			body := readBody(t, resp)
+			if resp.StatusCode != tt.status {
+				t.Errorf("status = %d, want %d (body %s)", resp.StatusCode, tt.status, body)
+			}
+			if resp.StatusCode >= 400 && resp.StatusCode != 405 {
+				rpcErr(t, body) // every refusal is a JSON-RPC error
+			}
+			if got := h.up.requests(); len(got) != 0 {
+				t.Fatalf("upstream saw %d requests (%s %s), want none", len(got), got[0].Method, got[0].Body)
+			}
+		})
+	}
+}
+
+// TestHeaderMismatchBody: the 2026-07-28 mismatch answer is a JSON-RPC
+// error with code -32020 and the request id, so clients do not fall back.
+func TestHeaderMismatchBody(t *testing.T) {
+	h := newHarness(t, testConfig(t), nil)
+	body := `{"jsonrpc":"2.0","id":"r1","method":"tools/call","params":{"name":"read_a","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`
+	resp := h.do(t, call{body: body, token: mint(t, claims()), headers: map[string]string{
+		"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "delete_all"}})
+	got := readBody(t, resp)
+	code, id, _ := rpcErr(t, got)
+	if resp.StatusCode != http.StatusBadRequest || code != codeHeaderMismatch || string(id) != `"r1"` {
+		t.Errorf("answer = %d %s, want 400 with code -32020 and id \"r1\"", resp.StatusCode, got)
+	}
+
+	resp = h.do(t, call{body: toolCall("read_a"), token: mint(t, claims()), headers: map[string]string{"MCP-Protocol-Version": "2099-01-01"}})
+	got = readBody(t, resp)
+	if code, _, _ := rpcErr(t, got); code != codeUnsupportedProtocol || !strings.Contains(got, `"supported":["2026-07-28"`) {
+		t.Errorf("unknown version answer = %s, want code -32022 listing supported versions", got)
+	}
+}

@@ -1,0 +1,385 @@
+package gateway
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"net/http"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestSessionBinding(t *testing.T) {
+	h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Mcp-Session-Id", "upstream-session-1")
+		if r.Method != http.MethodPost {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}`)
+	})
+	alice := mint(t, claims())
+	other := func(mutate func(jwt.MapClaims)) string {
+		c := claims()
+		mutate(c)
+		return mint(t, c)
+	}
+	bob := other(func(c jwt.MapClaims) { c["sub"] = "bob" })
+	otherClient := other(func(c jwt.MapClaims) { c["client_id"] = "client-2" })
+	viaAgent := other(func(c jwt.MapClaims) { c["act"] = map[string]any{"sub": "agent-a"} })
+	aliceRefreshed := other(func(c jwt.MapClaims) { c["jti"] = "jti-2"; c["iat"] = testNow.Add(-time.Minute).Unix() })
+
+	init := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`
+	resp := h.do(t, call{body: init, token: alice})
+	readBody(t, resp)
+	sid := resp.Header.Get("Mcp-Session-Id")
+	if sid == "" || strings.Contains(sid, "upstream-session-1") {
+		t.Fatalf("client session id = %q, want a wrapped id", sid)
+	}
+	tampered := []byte(sid)
+	tampered[len(tampered)-2] ^= 1
+
+	tests := []struct {
+		name   string
+		method string
+		token  string
+		sid    string
+		status int
+	}{
+		{"same principal POST", http.MethodPost, alice, sid, 200},
+		{"same principal GET", http.MethodGet, alice, sid, 200},
+		{"same principal DELETE", http.MethodDelete, alice, sid, 200},
+		{"refreshed token keeps the session", http.MethodPost, aliceRefreshed, sid, 200},
+		{"other user POST", http.MethodPost, bob, sid, 404},
+		{"other user GET", http.MethodGet, bob, sid, 404},
+		{"other user DELETE", http.MethodDelete, bob, sid, 404},
+		{"other client", http.MethodPost, otherClient, sid, 404},
+		{"same user via agent", http.MethodPost, viaAgent, sid, 404},
+		{"tampered MAC POST", http.MethodPost, alice, string(tampered), 404},
+		{"tampered MAC GET", http.MethodGet, alice, string(tampered), 404},
+		{"tampered MAC DELETE", http.MethodDelete, alice, string(tampered), 404},
+		{"raw upstream id", http.MethodPost, alice, "upstream-session-1", 404},
+		{"truncated", http.MethodPost, alice, sid[:10], 404},
+		{"not base64", http.MethodPost, alice, sid + "!", 404},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(h.up.requests())
+			c := call{method: tt.method, token: tt.token, headers: map[string]string{"Mcp-Session-Id": tt.sid, "MCP-Protocol-Version": "2025-11-25"}}
+			if tt.method == http.MethodPost {
+				c.body = toolCall("read_a")
+			}
+			resp := h.do(t, c)
+			body := readBody(t, resp)
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status = %d, want %d (%s)", resp.StatusCode, tt.status, body)
+			}
+			got := h.up.requests()
+			if tt.status != 200 {
+				if len(got) != before {
+					t.Fatal("refused request reached the upstream")
+				}
+				if code, _, _ := rpcErr(t, body); code != codeSessionNotFound {
+					t.Errorf("code = %d, want %d", code, codeSessionNotFound)
+				}
+				return
+			}
+			if up := got[len(got)-1].Header.Get("Mcp-Session-Id"); up != "upstream-session-1" {
+				t.Errorf("upstream Mcp-Session-Id = %q, want upstream-session-1", up)
+			}
+			if back := resp.Header.Get("Mcp-Session-Id"); back != sid {
+				t.Errorf("answer Mcp-Session-Id = %q, want the wrapped %q", back, sid)
+			}
+		})
+	}
+
+	t.Run("2026-07-28 ignores sessions", func(t *testing.T) {
+		body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`
+		resp := h.do(t, call{body: body, token: alice, headers: map[string]string{
+			"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "read_a", "Mcp-Session-Id": "forged"}})
+		readBody(t, resp)
+		if resp.StatusCode != 200 {
+			t.Fatalf("status = %d, want 200", resp.StatusCode)
+		}
+		got := h.up.requests()
+		last := got[len(got)-1]
+		if v := last.Header.Values("Mcp-Session-Id"); len(v) != 0 {
+			t.Errorf("upstream Mcp-Session-Id = %q, want none", v)
+		}
+		if v := last.Header.Get("Mcp-Name"); v != "read_a" {
+			t.Errorf("upstream Mcp-Name = %q, want read_a (validated headers are forwarded)", v)
+		}
+		if v := resp.Header.Values("Mcp-Session-Id"); len(v) != 0 {
+			t.Errorf("answer Mcp-Session-Id = %q, want none", v)
+		}
+	})
+}
+
+func TestSessionWrapAnyInstance(t *testing.T) {
+	cfg := testConfig(t)
+	g1, g2 := newGateway(t, cfg), newGateway(t, cfg)
+	p := &principal{issuer: testIssuer, subject: "alice", clientID: "c"}
+	w, err := g1.wrapSession(p, "abc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if up, err := g2.unwrapSession(p, w); err != nil || up != "abc" {
+		t.Errorf("unwrapSession on another instance = %q, %v, want abc", up, err)
+	}
+	cfg.SessionKey = []byte(strings.Repeat("x", 32))
+	g3 := newGateway(t, cfg)
+	if _, err := g3.unwrapSession(p, w); err == nil {
+		t.Error("unwrapSession with another key succeeded")
+	}
+	if _, err := g1.wrapSession(p, "bad id"); err == nil {
+		t.Error("wrapSession accepted an id with a space")
+	}
+}
+
+// TestSSEStreaming proves the gateway streams: the client reads the first
+// event while the upstream is still blocked before its second.
+func TestSSEStreaming(t *testing.T) {
+	for _, method := range []string{"tools/call", "tools/list"} { // pass-through and filtering paths
+		t.Run(method, func(t *testing.T) {
+			release := make(chan struct{})
+			h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				w.WriteHeader(http.StatusOK)
+				io.WriteString(w, "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progress\":1}}\n\n")
+				w.(http.Flusher).Flush()
+				select {
+				case <-release:
+				case <-r.Context().Done():
+					return
+				}
+				io.WriteString(w, "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[]}}\n\n")
+			})
+			body := `{"jsonrpc":"2.0","id":1,"method":"` + method + `","params":{"name":"read_a"}}`
+			resp := h.do(t, call{body: body, token: mint(t, claims())})
+			defer resp.Body.Close()
+			if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+				t.Fatalf("Content-Type = %q", ct)
+			}
+			br := bufio.NewReader(resp.Body)
+			first := make(chan string, 1)
+			go func() {
+				var sb strings.Builder
+				for {
+					line, err := br.ReadString('\n')
+					sb.WriteString(line)
+					if err != nil || line == "\n" {
+						first <- sb.String()
+						return
+					}
+				}
+			}()
+			select {
+			case ev := <-first:
+				if !strings.Contains(ev, "notifications/progress") {
+					t.Fatalf("first event = %q", ev)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("first event not delivered while the upstream was still streaming: buffered")
+			}
+			close(release)
+			rest, _ := io.ReadAll(br)
+			if !strings.Contains(string(rest), `"id":1`) {
+				t.Errorf("rest of stream = %q, want the response", rest)
+			}
+		})
+	}
+}
+
+func TestClientDisconnectCancelsUpstream(t *testing.T) {
+	cancelled := make(chan struct{})
+	h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+		close(cancelled)
+	})
+	resp := h.do(t, call{body: toolCall("read_a"), token: mint(t, claims())})
+	resp.Body.Close()
+	select {
+	case <-cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("upstream request not cancelled after the client went away")
+	}
+}
+
+const toolsJSON = `[{"name":"read_a","inputSchema":{"type":"object"}},{"name":"delete_all","description":"boom"},{"name":"write_b"},{"name":"unlisted"},{"name":"read_c","annotations":{"x":1}}]`
+
+func toolNames(t *testing.T, msg string) []string {
+	t.Helper()
+	var m struct {
+		Result struct {
+			Tools []struct {
+				Name string `json:"name"`
+			} `json:"tools"`
+		} `json:"result"`
+	}
+	if err := json.Unmarshal([]byte(msg), &m); err != nil {
+		t.Fatalf("decoding %q: %v", msg, err)
+	}
+	var names []string
+	for _, tl := range m.Result.Tools {
+		names = append(names, tl.Name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func TestToolsListFiltering(t *testing.T) {
+	jsonAnswer := func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("ETag", `"v1"`)
+		w.Header().Set("Cache-Control", "public, max-age=60")
+		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":`+toolsJSON+`,"nextCursor":"c2"}}`)
+	}
+	sseAnswer := func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"level\":\"info\",\"data\":\"delete_all\"}}\n\n")
+		io.WriteString(w, "id: 7\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":"+toolsJSON+"}}\n\n")
+	}
+	tests := []struct {
+		name   string
+		answer http.HandlerFunc
+		scope  string
+		want   []string
+	}{
+		{"JSON, read scope", jsonAnswer, "mcp tools:read", []string{"read_a", "read_c"}},
+		{"JSON, write scope", jsonAnswer, "mcp tools:write", []string{"read_a", "read_c", "write_b"}},
+		{"JSON, admin", jsonAnswer, "mcp admin", []string{"delete_all", "read_a", "read_c", "write_b"}},
+		{"SSE, read scope", sseAnswer, "mcp tools:read", []string{"read_a", "read_c"}},
+		{"SSE, admin", sseAnswer, "mcp admin", []string{"delete_all", "read_a", "read_c", "write_b"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, testConfig(t), tt.answer)
+			c := claims()
+			c["scope"] = tt.scope
+			resp := h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, token: mint(t, c)})
+			body := readBody(t, resp)
+			if resp.StatusCode != 200 {
+				t.Fatalf("status = %d (%s)", resp.StatusCode, body)
+			}
+			if got := resp.Header.Get("Cache-Control"); got != "private" {
+				t.Errorf("Cache-Control = %q, want private", got)
+			}
+			if got := resp.Header.Get("ETag"); got != "" {
+				t.Errorf("ETag = %q, want none", got)
+			}
+			msg := body
+			if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+				if !strings.Contains(body, "notifications/message") || !strings.Contains(body, "id: 7") {
+					t.Errorf("stream lost events or ids: %q", body)
+				}
+				_, after, _ := strings.Cut(body, "id: 7\n")
+				_, msg, _ = strings.Cut(after, "data: ")
+				msg, _, _ = strings.Cut(msg, "\n")
+			} else if !strings.Contains(body, `"nextCursor":"c2"`) {
+				t.Errorf("other result members lost: %s", body)
+			}
+			if diff := cmp.Diff(tt.want, toolNames(t, msg)); diff != "" {
+				t.Errorf("tools (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestToolsListFilterActorRules(t *testing.T) {
+	h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"agent_only"},{"name":"user_only"},{"name":"read_a"}]}}`)
+	})
+	c := claims()
+	resp := h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, token: mint(t, c)})
+	if diff := cmp.Diff([]string{"read_a", "user_only"}, toolNames(t, readBody(t, resp))); diff != "" {
+		t.Errorf("user tools (-want +got):\n%s", diff)
+	}
+	c["act"] = map[string]any{"sub": "agent-a"}
+	resp = h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, token: mint(t, c)})
+	if diff := cmp.Diff([]string{"agent_only", "read_a"}, toolNames(t, readBody(t, resp))); diff != "" {
+		t.Errorf("delegated tools (-want +got):\n%s", diff)
+	}
+}
+
+func TestToolsListFailClosed(t *testing.T) {
+	tests := []struct {
+		name   string
+		answer http.HandlerFunc
+	}{
+		{"text/plain answer", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain")
+			io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"delete_all"}]}}`)
+		}},
+		{"duplicate keys in answer", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[],"tools":[{"name":"delete_all"}]}}`)
+		}},
+		{"not JSON", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"tools":[{"name":"delete_all"}`)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, testConfig(t), tt.answer)
+			resp := h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, token: mint(t, claims())})
+			body := readBody(t, resp)
+			if resp.StatusCode != http.StatusBadGateway || strings.Contains(body, "delete_all") {
+				t.Errorf("answer = %d %s, want 502 without the list", resp.StatusCode, body)
+			}
+		})
+	}
+}
+
+func TestToolsListBatch(t *testing.T) {
+	h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `[{"jsonrpc":"2.0","id":"a","result":{}},{"jsonrpc":"2.0","id":"b","result":{"tools":`+toolsJSON+`}}]`)
+	})
+	body := `[{"jsonrpc":"2.0","id":"a","method":"ping"},{"jsonrpc":"2.0","id":"b","method":"tools/list"}]`
+	resp := h.do(t, call{body: body, token: mint(t, claims()), headers: map[string]string{"MCP-Protocol-Version": "2025-03-26"}})
+	got := readBody(t, resp)
+	var msgs []json.RawMessage
+	if err := json.Unmarshal([]byte(got), &msgs); err != nil || len(msgs) != 2 {
+		t.Fatalf("batch answer = %s (%v)", got, err)
+	}
+	if string(msgs[0]) != `{"jsonrpc":"2.0","id":"a","result":{}}` {
+		t.Errorf("ping answer changed: %s", msgs[0])
+	}
+	if diff := cmp.Diff([]string{"read_a", "read_c"}, toolNames(t, string(msgs[1]))); diff != "" {
+		t.Errorf("tools (-want +got):\n%s", diff)
+	}
+}
+
+func TestProtocol2026(t *testing.T) {
+	h := newHarness(t, testConfig(t), nil)
+	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"réad","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`
+	// "réad" matches no rule: a base64 Mcp-Name that agrees is decoded and
+	// the body decides (403 no rule, not 400 mismatch).
+	resp := h.do(t, call{body: body, token: mint(t, claims()), headers: map[string]string{
+		"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "=?base64?csOpYWQ=?="}})
+	got := readBody(t, resp)
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(got, "no rule") {
+		t.Errorf("answer = %d %s, want 403 no rule", resp.StatusCode, got)
+	}
+	body = `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"read_a","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`
+	resp = h.do(t, call{body: body, token: mint(t, claims()), headers: map[string]string{
+		"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "read_a"}})
+	readBody(t, resp)
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("status = %d, want 200", resp.StatusCode)
+	}
+	if n := len(h.up.requests()); n != 1 {
+		t.Errorf("upstream saw %d requests, want 1", n)
+	}
+}
