@@ -1,6 +1,10 @@
 package caddymodule
 
 import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -331,53 +335,37 @@ func (a *AdminAPI) addClient(w http.ResponseWriter, r *http.Request, _ string) e
 		TokenEndpointAuthMethod: nc.AuthMethod, JWKSURI: nc.JWKSURI, JWKS: nc.JWKS,
 		Resources: nc.Resources, Scopes: nc.Scopes,
 	}
-	hasKeys := c.JWKSURI != "" || len(c.JWKS) > 0
-	if c.TokenEndpointAuthMethod == "" {
-		switch {
-		case nc.Public:
-			c.TokenEndpointAuthMethod = "none"
-		case hasKeys:
-			c.TokenEndpointAuthMethod = "private_key_jwt"
-		default:
-			c.TokenEndpointAuthMethod = "client_secret_basic"
-		}
-	}
-	needsSecret := false
-	switch m := c.TokenEndpointAuthMethod; m {
-	case "none":
-		if hasKeys {
-			return apiError(http.StatusBadRequest, errors.New("a public client has no keys"))
-		}
-	case "client_secret_basic", "client_secret_post":
-		needsSecret = true
-	case "private_key_jwt":
-		if !hasKeys {
-			return apiError(http.StatusBadRequest, errors.New("private_key_jwt needs jwks or jwks_uri"))
-		}
-	default:
-		return apiError(http.StatusBadRequest, fmt.Errorf("unknown token_endpoint_auth_method %q", m))
-	}
-	if nc.Public && c.TokenEndpointAuthMethod != "none" {
+	// The issuer validates the rest (credentials fitting the method).
+	switch {
+	case nc.Public && c.TokenEndpointAuthMethod != "" && c.TokenEndpointAuthMethod != "none":
 		return apiError(http.StatusBadRequest, errors.New("a public client's auth method is none"))
+	case nc.Public:
+		c.TokenEndpointAuthMethod = "none"
+	case c.TokenEndpointAuthMethod == "" && c.JWKSURI == "" && len(c.JWKS) == 0:
+		c.TokenEndpointAuthMethod = "client_secret_basic"
 	}
+	needsSecret := c.TokenEndpointAuthMethod == "client_secret_basic" || c.TokenEndpointAuthMethod == "client_secret_post"
 	if _, err := a.findClient(r, c.ID); err == nil {
 		return apiError(http.StatusConflict, fmt.Errorf("client %q: %w", c.ID, store.ErrAlreadyExists))
 	}
-	iss := a.app.Issuer()
-	if err := iss.PutClient(r.Context(), c); err != nil {
+	var secret string
+	if needsSecret {
+		// Generated here so that the client is stored once, complete; the
+		// issuer verifies "sha256:<hex>" hashes of high-entropy secrets.
+		b := make([]byte, 32)
+		if _, err := rand.Read(b); err != nil {
+			return apiError(http.StatusInternalServerError, err)
+		}
+		secret = base64.RawURLEncoding.EncodeToString(b)
+		sum := sha256.Sum256([]byte(secret))
+		c.SecretHash = "sha256:" + hex.EncodeToString(sum[:])
+	}
+	if err := a.app.Issuer().PutClient(r.Context(), c); err != nil {
 		return apiError(0, fmt.Errorf("client %q: %w", c.ID, err))
 	}
 	view := clientView(c)
 	view.Source = "admin"
-	if needsSecret {
-		secret, err := iss.RotateClientSecret(r.Context(), c.ID)
-		if err != nil {
-			// Do not leave a confidential client that nobody can use.
-			_ = iss.DeleteClient(r.Context(), c.ID)
-			return apiError(0, fmt.Errorf("client %q: secret: %w", c.ID, err))
-		}
-		view.ClientSecret = secret
-	}
+	view.ClientSecret = secret
 	w.Header().Set("Cache-Control", "no-store")
 	return writeJSON(w, http.StatusCreated, view)
 }
@@ -408,7 +396,8 @@ func (a *AdminAPI) rotateKey(w http.ResponseWriter, r *http.Request, _ string) e
 }
 
 // apiError maps err to an admin API error. A zero status is derived from
-// err: not found 404, already exists 409, an OAuth error 400, else 500.
+// err: not found 404; already exists or declared in the Caddyfile 409; an
+// invalid entry or OAuth error 400; else 500.
 func apiError(status int, err error) error {
 	var ae caddy.APIError
 	if errors.As(err, &ae) {
@@ -419,8 +408,10 @@ func apiError(status int, err error) error {
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			status = http.StatusNotFound
-		case errors.Is(err, store.ErrAlreadyExists):
+		case errors.Is(err, store.ErrAlreadyExists), errors.Is(err, issuer.ErrConfigured):
 			status = http.StatusConflict
+		case errors.Is(err, issuer.ErrInvalidEntry):
+			status = http.StatusBadRequest
 		case errors.As(err, &oe) && oe.Code != issuer.ErrServerError.Code:
 			status = http.StatusBadRequest
 		default:

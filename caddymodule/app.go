@@ -195,15 +195,10 @@ func (a *App) issuerConfig() (issuer.Config, error) {
 		Groups:              a.Groups,
 		Resources:           a.Resources,
 	}
-	seen := map[string]bool{}
+	// The issuer validates the directory (unique names, hash formats,
+	// credentials fitting the auth method); this only translates, with
+	// hints for mistakes that are easy to make in a Caddyfile.
 	for _, u := range a.Users {
-		if u.Username == "" {
-			return cfg, errors.New("mcp_auth: user without a name")
-		}
-		if seen[u.Username] {
-			return cfg, fmt.Errorf("mcp_auth: user %q declared twice", u.Username)
-		}
-		seen[u.Username] = true
 		hash := repl.ReplaceKnown(u.PasswordHash, "")
 		if _, err := bcrypt.Cost([]byte(hash)); err != nil {
 			return cfg, fmt.Errorf("mcp_auth: user %q: password hash must be bcrypt, as printed by `caddy hash-password`: %w", u.Username, err)
@@ -217,100 +212,59 @@ func (a *App) issuerConfig() (issuer.Config, error) {
 			Source:       "config",
 		})
 	}
-	clear(seen)
 	for _, c := range a.Clients {
 		ic, err := c.issuerClient(repl)
 		if err != nil {
 			return cfg, fmt.Errorf("mcp_auth: client %q: %w", c.ID, err)
 		}
-		if seen[c.ID] {
-			return cfg, fmt.Errorf("mcp_auth: client %q declared twice", c.ID)
-		}
-		seen[c.ID] = true
 		cfg.Clients = append(cfg.Clients, ic)
 	}
-	clear(seen)
 	for _, ag := range a.Agents {
 		ia, err := ag.issuerAgent(repl)
 		if err != nil {
 			return cfg, fmt.Errorf("mcp_auth: agent %q: %w", ag.ID, err)
 		}
-		if seen[ag.ID] {
-			return cfg, fmt.Errorf("mcp_auth: agent %q declared twice", ag.ID)
-		}
-		seen[ag.ID] = true
 		cfg.Agents = append(cfg.Agents, ia)
 	}
 	return cfg, nil
 }
 
 func (c Client) issuerClient(repl *caddy.Replacer) (issuer.Client, error) {
-	if c.ID == "" {
-		return issuer.Client{}, errors.New("client_id is required")
-	}
 	ic := issuer.Client{
-		ID:           c.ID,
-		Name:         c.Name,
-		SecretHash:   repl.ReplaceKnown(c.SecretHash, ""),
-		RedirectURIs: c.RedirectURIs,
-		GrantTypes:   c.GrantTypes,
-		JWKSURI:      c.JWKSURI,
-		Resources:    c.Resources,
-		Scopes:       c.Scopes,
-		Source:       "config",
+		ID:                      c.ID,
+		Name:                    c.Name,
+		SecretHash:              repl.ReplaceKnown(c.SecretHash, ""),
+		RedirectURIs:            c.RedirectURIs,
+		GrantTypes:              c.GrantTypes,
+		TokenEndpointAuthMethod: c.AuthMethod,
+		JWKSURI:                 c.JWKSURI,
+		Resources:               c.Resources,
+		Scopes:                  c.Scopes,
+		Source:                  "config",
 	}
 	var err error
 	if ic.JWKS, err = readJWKS(c.JWKSFile); err != nil {
 		return ic, err
 	}
-	hasKeys := ic.JWKSURI != "" || ic.JWKS != nil
-	if c.SecretHash != "" && ic.SecretHash == "" {
-		return ic, fmt.Errorf("secret %q expands to nothing", c.SecretHash)
-	}
-	if ic.SecretHash != "" {
-		if err := checkSecretHash(ic.SecretHash); err != nil {
+	if c.SecretHash != "" {
+		if err := checkSecretHash(c.SecretHash, ic.SecretHash); err != nil {
 			return ic, err
 		}
 	}
-	ic.TokenEndpointAuthMethod = c.AuthMethod
-	if ic.TokenEndpointAuthMethod == "" {
-		switch {
-		case c.Public:
-			ic.TokenEndpointAuthMethod = "none"
-		case ic.SecretHash != "":
-			ic.TokenEndpointAuthMethod = "client_secret_basic"
-		case hasKeys:
-			ic.TokenEndpointAuthMethod = "private_key_jwt"
-		}
-	}
-	switch m := ic.TokenEndpointAuthMethod; m {
-	case "":
-		return ic, errors.New("needs a secret, a key set (jwks, jwks_uri), or public")
-	case "none":
-		if ic.SecretHash != "" || hasKeys {
-			return ic, errors.New("a public client has no secret or keys")
-		}
-	case "client_secret_basic", "client_secret_post":
-		if ic.SecretHash == "" {
-			return ic, fmt.Errorf("auth method %s needs a secret", m)
-		}
-	case "private_key_jwt":
-		if !hasKeys {
-			return ic, errors.New("auth method private_key_jwt needs jwks or jwks_uri")
-		}
-	default:
-		return ic, fmt.Errorf("unknown auth method %q", m)
-	}
-	if c.Public && ic.TokenEndpointAuthMethod != "none" {
+	// Public is explicit: a client declared without credentials is a
+	// mistake more often than a wish for a public client.
+	switch {
+	case c.Public && ic.TokenEndpointAuthMethod != "" && ic.TokenEndpointAuthMethod != "none":
 		return ic, errors.New("a public client's auth method is none")
+	case c.Public:
+		ic.TokenEndpointAuthMethod = "none"
+	case ic.TokenEndpointAuthMethod == "" && ic.SecretHash == "" && ic.JWKS == nil && ic.JWKSURI == "":
+		return ic, errors.New("needs a secret, a key set (jwks, jwks_uri), or public")
 	}
 	return ic, nil
 }
 
 func (ag Agent) issuerAgent(repl *caddy.Replacer) (issuer.Agent, error) {
-	if ag.ID == "" {
-		return issuer.Agent{}, errors.New("agent id is required")
-	}
 	ia := issuer.Agent{
 		ID:             ag.ID,
 		Name:           ag.Name,
@@ -324,11 +278,8 @@ func (ag Agent) issuerAgent(repl *caddy.Replacer) (issuer.Agent, error) {
 	if ia.JWKS, err = readJWKS(ag.JWKSFile); err != nil {
 		return ia, err
 	}
-	if ag.SecretHash != "" && ia.SecretHash == "" {
-		return ia, fmt.Errorf("secret %q expands to nothing", ag.SecretHash)
-	}
-	if ia.SecretHash != "" {
-		if err := checkSecretHash(ia.SecretHash); err != nil {
+	if ag.SecretHash != "" {
+		if err := checkSecretHash(ag.SecretHash, ia.SecretHash); err != nil {
 			return ia, err
 		}
 	}
@@ -342,8 +293,11 @@ func (ag Agent) issuerAgent(repl *caddy.Replacer) (issuer.Agent, error) {
 }
 
 // checkSecretHash accepts the two forms the issuer verifies: bcrypt and
-// "sha256:<64 hex digits>".
-func checkSecretHash(h string) error {
+// "sha256:<64 hex digits>". raw is the configured value, h its expansion.
+func checkSecretHash(raw, h string) error {
+	if h == "" {
+		return fmt.Errorf("secret %q expands to nothing", raw)
+	}
 	if hx, ok := strings.CutPrefix(h, "sha256:"); ok {
 		if b, err := hex.DecodeString(hx); err != nil || len(b) != 32 {
 			return errors.New("secret hash sha256:<hex> must have 64 hex digits")

@@ -47,22 +47,17 @@ func TestIssuerConfigClients(t *testing.T) {
 		wantErr    string
 	}{
 		{"public", Client{ID: "c", Public: true}, "none", "", ""},
-		{"secret means basic", Client{ID: "c", SecretHash: sha256Hash}, "client_secret_basic", sha256Hash, ""},
+		{"secret, method left to the issuer", Client{ID: "c", SecretHash: sha256Hash}, "", sha256Hash, ""},
 		{"secret post", Client{ID: "c", SecretHash: testHash, AuthMethod: "client_secret_post"}, "client_secret_post", testHash, ""},
-		{"env secret", Client{ID: "c", SecretHash: "{env.TEST_CLIENT_HASH}"}, "client_secret_basic", testHash, ""},
-		{"jwks_uri means private_key_jwt", Client{ID: "c", JWKSURI: "https://c.example/jwks"}, "private_key_jwt", "", ""},
-		{"jwks file", Client{ID: "c", JWKSFile: jwks}, "private_key_jwt", "", ""},
-		{"no id", Client{Public: true}, "", "", "client_id is required"},
-		{"no credentials", Client{ID: "c"}, "", "", "needs a secret, a key set"},
+		{"env secret", Client{ID: "c", SecretHash: "{env.TEST_CLIENT_HASH}"}, "", testHash, ""},
+		{"jwks_uri", Client{ID: "c", JWKSURI: "https://c.example/jwks"}, "", "", ""},
+		{"jwks file", Client{ID: "c", JWKSFile: jwks}, "", "", ""},
+		{"explicit method", Client{ID: "c", AuthMethod: "private_key_jwt"}, "private_key_jwt", "", ""},
+		{"no credentials", Client{ID: "c"}, "", "", "needs a secret, a key set (jwks, jwks_uri), or public"},
 		{"unset env secret", Client{ID: "c", SecretHash: "{env.TEST_UNSET_HASH}"}, "", "", "expands to nothing"},
 		{"plain secret", Client{ID: "c", SecretHash: "hunter2"}, "", "", "must be a bcrypt hash"},
 		{"short sha256", Client{ID: "c", SecretHash: "sha256:abcd"}, "", "", "64 hex digits"},
-		{"public with secret", Client{ID: "c", Public: true, SecretHash: testHash}, "", "", "a public client has no secret or keys"},
 		{"public with private_key_jwt", Client{ID: "c", Public: true, AuthMethod: "private_key_jwt", JWKSURI: "https://c.example/jwks"}, "", "", "public client's auth method is none"},
-		{"none with keys", Client{ID: "c", AuthMethod: "none", JWKSURI: "https://c.example/jwks"}, "", "", "no secret or keys"},
-		{"basic without secret", Client{ID: "c", AuthMethod: "client_secret_basic"}, "", "", "needs a secret"},
-		{"private_key_jwt without keys", Client{ID: "c", AuthMethod: "private_key_jwt"}, "", "", "needs jwks or jwks_uri"},
-		{"unknown method", Client{ID: "c", AuthMethod: "tls_client_auth", SecretHash: testHash}, "", "", `unknown auth method "tls_client_auth"`},
 		{"missing jwks file", Client{ID: "c", JWKSFile: filepath.Join(t.TempDir(), "nope.json")}, "", "", "jwks:"},
 		{"empty jwks", Client{ID: "c", JWKSFile: notJWKS}, "", "", "not a JWK Set with keys"},
 	}
@@ -102,13 +97,9 @@ func TestIssuerConfig(t *testing.T) {
 		{"env user hash", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: "{env.TEST_USER_HASH}"}}}, ""},
 		{"unset env user hash", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: "{env.TEST_NOT_SET}"}}}, `user "u": password hash must be bcrypt`},
 		{"argon2 user hash", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: argon}}}, "must be bcrypt"},
-		{"user without name", App{IssuerURL: "https://a.example", Users: []User{{PasswordHash: testHash}}}, "user without a name"},
-		{"duplicate user", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: testHash}, {Username: "u", PasswordHash: testHash}}}, `user "u" declared twice`},
-		{"duplicate client", App{IssuerURL: "https://a.example", Clients: []Client{{ID: "c", Public: true}, {ID: "c", Public: true}}}, `client "c" declared twice`},
 		{"agent", App{IssuerURL: "https://a.example", Agents: []Agent{{ID: "a", SecretHash: testHash, MaxDepth: 2}}}, ""},
 		{"agent without credentials", App{IssuerURL: "https://a.example", Agents: []Agent{{ID: "a"}}}, `agent "a": needs a secret`},
 		{"agent negative depth", App{IssuerURL: "https://a.example", Agents: []Agent{{ID: "a", SecretHash: testHash, MaxDepth: -1}}}, "max_depth must not be negative"},
-		{"duplicate agent", App{IssuerURL: "https://a.example", Agents: []Agent{{ID: "a", SecretHash: testHash}, {ID: "a", SecretHash: testHash}}}, `agent "a" declared twice`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -239,13 +230,27 @@ func TestAppStartStop(t *testing.T) {
 }
 
 func TestAppProvisionErrors(t *testing.T) {
-	ctx := newContext(t)
-	a := &App{IssuerURL: "http://auth.example.com", StorageRaw: caddyconfig.JSONModuleObject(MemoryStorage{}, "module", "memory", nil)}
-	err := a.Provision(ctx)
-	if err == nil || !strings.Contains(err.Error(), "http is allowed only for loopback") {
-		t.Errorf("Provision(http non-loopback issuer) = %v, want the issuer's URL error", err)
+	tests := []struct {
+		name    string
+		app     App
+		wantErr string
+	}{
+		{"http issuer off loopback", App{IssuerURL: "http://auth.example.com"}, "http is allowed only for loopback"},
+		{"duplicate user", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: testHash}, {Username: "u", PasswordHash: testHash}}}, `user "u"`},
+		{"public client with secret", App{IssuerURL: "https://a.example", Clients: []Client{{ID: "c", Public: true, SecretHash: testHash}}}, "a public client has no secret or keys"},
+		{"unknown auth method", App{IssuerURL: "https://a.example", Clients: []Client{{ID: "c", SecretHash: testHash, AuthMethod: "tls_client_auth"}}}, "tls_client_auth"},
 	}
-	if a.storage != nil {
-		_ = a.storage.(*MemoryStorage).Cleanup()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := tt.app
+			a.StorageRaw = caddyconfig.JSONModuleObject(MemoryStorage{}, "module", "memory", nil)
+			err := a.Provision(newContext(t))
+			if a.storage != nil {
+				_ = a.storage.(*MemoryStorage).Cleanup()
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("Provision() = %v, want an error containing %q", err, tt.wantErr)
+			}
+		})
 	}
 }

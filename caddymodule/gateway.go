@@ -190,7 +190,7 @@ func (h *GatewayHandler) Provision(ctx caddy.Context) error {
 
 // grantIDClaim is the access token claim naming the grant (refresh family)
 // a token belongs to, so revoking a connected app ends its access tokens.
-const grantIDClaim = "grant_id"
+const grantIDClaim = "gid"
 
 func claimString(claims map[string]any, name string) string {
 	s, _ := claims[name].(string)
