@@ -1,0 +1,197 @@
+package issuer
+
+import (
+	"crypto"
+	"encoding/json"
+	"encoding/pem"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
+)
+
+func TestThumbprintRFC7638(t *testing.T) {
+	// RFC 7638 section 3.1.
+	j := jwk{Kty: "RSA", E: "AQAB", N: "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"}
+	if got, want := thumbprint(j), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"; got != want {
+		t.Errorf("thumbprint(RFC 7638 example) = %q, want %q", got, want)
+	}
+}
+
+// jwksOf fetches and decodes the issuer's JWKS.
+func (e *tokEnv) jwksOf(t *testing.T) ([]jwk, http.Header) {
+	t.Helper()
+	resp, err := e.srv.Client().Get(e.iss.endpoint(pathJWKS))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var set struct{ Keys []jwk }
+	if err := json.NewDecoder(resp.Body).Decode(&set); err != nil {
+		t.Fatal(err)
+	}
+	return set.Keys, resp.Header
+}
+
+func kids(keys []jwk) []string {
+	var out []string
+	for _, k := range keys {
+		out = append(out, k.Kid)
+	}
+	return out
+}
+
+func (e *tokEnv) clientToken(t testing.TB) string {
+	t.Helper()
+	tok, _, err := e.iss.signAccessToken(t.Context(), tokenSubject{client: &Client{ID: tConf}, subject: tConf, resource: tResource, scopes: []string{"read"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func TestSigningAlgorithms(t *testing.T) {
+	for _, tt := range []struct{ alg, kty, crv string }{
+		{"ES256", "EC", "P-256"},
+		{"RS256", "RSA", ""},
+		{"EdDSA", "OKP", "Ed25519"},
+	} {
+		t.Run(tt.alg, func(t *testing.T) {
+			e := newTokEnv(t, func(c *Config) { c.SigningAlg = tt.alg })
+			keys, h := e.jwksOf(t)
+			if len(keys) != 1 {
+				t.Fatalf("JWKS has %d keys, want 1", len(keys))
+			}
+			k := keys[0]
+			if k.Kty != tt.kty || k.Crv != tt.crv || k.Alg != tt.alg || k.Use != "sig" || k.Kid != thumbprint(k) {
+				t.Errorf("JWK = %+v, want kty %s crv %q alg %s use sig and kid = thumbprint", k, tt.kty, tt.crv, tt.alg)
+			}
+			if ct := h.Get("Content-Type"); ct != "application/jwk-set+json" {
+				t.Errorf("JWKS Content-Type = %q", ct)
+			}
+			if cc := h.Get("Cache-Control"); !strings.HasPrefix(cc, "public, max-age=") {
+				t.Errorf("JWKS Cache-Control = %q, want public with a short max-age", cc)
+			}
+			a := e.post(t, pathToken, ccForm(nil), tConf+":"+tSecret)
+			claims := verifyLikeGateway(t, e, a.str("access_token"), tt.alg)
+			if claims["sub"] != tConf {
+				t.Errorf("sub = %v, want %s", claims["sub"], tConf)
+			}
+			// The published JWK itself verifies the token.
+			pub, err := parseJWK(k)
+			if err != nil {
+				t.Fatalf("parseJWK(published) error: %v", err)
+			}
+			got, _ := e.iss.PublicKey(t.Context(), k.Kid)
+			if !pub.(interface{ Equal(crypto.PublicKey) bool }).Equal(got) {
+				t.Error("published JWK differs from PublicKey(kid)")
+			}
+		})
+	}
+}
+
+func TestSigningKeyPersisted(t *testing.T) {
+	e := newTokEnv(t)
+	var recs []signingKey
+	_ = e.store.View(t.Context(), func(tx store.Tx) error {
+		return tx.List(bucketKeys, "", func(_ string, v []byte) error {
+			var k signingKey
+			_ = json.Unmarshal(v, &k)
+			recs = append(recs, k)
+			return nil
+		})
+	})
+	if len(recs) != 1 {
+		t.Fatalf("stored keys = %d, want 1", len(recs))
+	}
+	b, _ := pem.Decode(recs[0].PrivatePEM)
+	if b == nil || b.Type != "PRIVATE KEY" || recs[0].Alg != "ES256" || !recs[0].RetiredAt.IsZero() {
+		t.Errorf("stored key = %+v, want a current ES256 PKCS#8 PEM key", recs[0])
+	}
+	if _, err := New(Config{Issuer: e.srv.URL, SigningAlg: "HS256"}, e.store); err == nil {
+		t.Error("New(SigningAlg HS256) error = nil, want an error")
+	}
+}
+
+func TestSigningKeyRotation(t *testing.T) {
+	e := newTokEnv(t)
+	old := e.clientToken(t)
+	oldKeys, _ := e.jwksOf(t)
+	kid, err := e.iss.RotateSigningKey(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kid == oldKeys[0].Kid {
+		t.Fatal("RotateSigningKey() returned the old kid")
+	}
+	keys, _ := e.jwksOf(t)
+	if got := kids(keys); len(got) != 2 || got[0] != kid || got[1] != oldKeys[0].Kid {
+		t.Fatalf("JWKS kids after rotation = %v, want [new old]", got)
+	}
+	// Tokens of the old key still verify; new tokens use the new key.
+	verifyLikeGateway(t, e, old, "ES256")
+	if !e.active(t, old) {
+		t.Error("old token inactive after rotation")
+	}
+	fresh := e.clientToken(t)
+	if h, _ := claimsOf(t, fresh); h["kid"] != kid {
+		t.Errorf("new token kid = %v, want %s", h["kid"], kid)
+	}
+	// Once every token of the old key has expired, it is withdrawn.
+	e.clock.Advance(time.Hour + time.Second)
+	keys, _ = e.jwksOf(t)
+	if got := kids(keys); len(got) != 1 || got[0] != kid {
+		t.Fatalf("JWKS kids after the old key's tokens expired = %v, want [%s]", got, kid)
+	}
+	if _, err := e.iss.PublicKey(t.Context(), oldKeys[0].Kid); err == nil {
+		t.Error("PublicKey(withdrawn kid) error = nil, want an error")
+	}
+}
+
+func TestSigningKeySharedAcrossInstances(t *testing.T) {
+	clock := &tokClock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
+	st := memory.New(memory.Options{Now: clock.Now})
+	a := newTokEnvStore(t, st, clock)
+	b := newTokEnvStore(t, st, clock) // a config reload: same store
+	ka, _ := a.jwksOf(t)
+	kb, _ := b.jwksOf(t)
+	if len(ka) != 1 || len(kb) != 1 || ka[0].Kid != kb[0].Kid {
+		t.Fatalf("instances publish %v and %v, want the same single key", kids(ka), kids(kb))
+	}
+	kid, err := b.iss.RotateSigningKey(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// a does not know the kid yet; it re-reads the store.
+	if _, err := a.iss.PublicKey(t.Context(), kid); err != nil {
+		t.Fatalf("other instance PublicKey(rotated kid) error: %v", err)
+	}
+	clock.Advance(keyReload)
+	if h, _ := claimsOf(t, a.clientToken(t)); h["kid"] != kid {
+		t.Errorf("other instance signs with %v after the reload interval, want %s", h["kid"], kid)
+	}
+
+	// A restart with another algorithm rotates to a key of that algorithm.
+	c := newTokEnvStore(t, st, clock, func(c *Config) { c.SigningAlg = "EdDSA" })
+	keys, _ := c.jwksOf(t)
+	if len(keys) != 3 || keys[0].Alg != "EdDSA" || keys[1].Kid != kid && keys[2].Kid != kid {
+		t.Fatalf("JWKS after an algorithm change = %+v, want the EdDSA key first and the old ones kept", keys)
+	}
+	if h, _ := claimsOf(t, c.clientToken(t)); h["alg"] != "EdDSA" {
+		t.Errorf("signing alg after the change = %v, want EdDSA", h["alg"])
+	}
+}
+
+func TestPublicKeyUnknown(t *testing.T) {
+	e := newTokEnv(t)
+	if _, err := e.iss.PublicKey(t.Context(), "nope"); err == nil {
+		t.Error("PublicKey(unknown) error = nil, want an error")
+	}
+	// A forged token with an unknown kid is not introspected as active.
+	if e.active(t, "eyJhbGciOiJFUzI1NiIsImtpZCI6Im5vcGUiLCJ0eXAiOiJhdCtqd3QifQ.e30.c2ln") {
+		t.Error("token with unknown kid is active")
+	}
+}
