@@ -17,11 +17,10 @@ import (
 
 const auditMessage = "mcp request"
 
-// auditForwarded logs the decisions of a forwarded request.
+// auditForwarded logs the decisions of a forwarded request. Status 0
+// means next wrote nothing (under Caddy: the proxy failed and its error
+// handler answers).
 func (g *Gateway) auditForwarded(x *exchange, status int) {
-	if status == 0 {
-		status = 200
-	}
 	if len(x.dec) == 0 {
 		g.auditOne(x, nil, nil, true, status, "")
 		return

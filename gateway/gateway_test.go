@@ -236,7 +236,11 @@ func TestDecisions(t *testing.T) {
 	withAct := func(s string, act any) func(jwt.MapClaims) {
 		return func(c jwt.MapClaims) { c["scope"] = s; c["act"] = act }
 	}
-	agentOnly := func(c jwt.MapClaims) { c["sub"] = "agent-a"; c["principal_type"] = "agent"; c["scope"] = "mcp tools:read" }
+	agentOnly := func(c jwt.MapClaims) {
+		c["sub"] = "agent-a"
+		c["principal_type"] = "agent"
+		c["scope"] = "mcp tools:read"
+	}
 	readDeleg := map[string]any{"sub": "agent-a"}
 	deep := map[string]any{"sub": "agent-a", "act": map[string]any{"sub": "agent-b"}}
 	resRead := func(uri string) string {

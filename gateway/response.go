@@ -45,6 +45,7 @@ type responseWriter struct {
 
 	status      int
 	wroteHeader bool
+	wrapped     string // the session id set by rewriteSession
 	mode        writeMode
 	buf         bytes.Buffer
 	pw          *io.PipeWriter
@@ -151,9 +152,11 @@ func (rw *responseWriter) Flush() {
 // finish completes the response after next returns.
 func (rw *responseWriter) finish() {
 	if !rw.wroteHeader {
-		// Headers still go out (with the session id rewritten) even if
-		// next wrote nothing.
-		rw.WriteHeader(http.StatusOK)
+		// next wrote nothing: under Caddy that is the error path, and the
+		// error handler answers after us. Leave the status to it, but
+		// never leave the upstream's session id in the headers.
+		rw.rewriteSession()
+		return
 	}
 	switch rw.mode {
 	case modeJSON:
@@ -200,8 +203,8 @@ func markPrivate(h http.Header) {
 func (rw *responseWriter) rewriteSession() {
 	h := rw.w.Header()
 	values := h.Values("Mcp-Session-Id")
-	if len(values) == 0 {
-		return
+	if len(values) == 0 || (len(values) == 1 && values[0] == rw.wrapped) {
+		return // none, or already rewritten (a 1xx went first)
 	}
 	h.Del("Mcp-Session-Id")
 	if rw.x.modern {
@@ -213,6 +216,7 @@ func (rw *responseWriter) rewriteSession() {
 		return
 	}
 	h.Set("Mcp-Session-Id", wrapped)
+	rw.wrapped = wrapped
 }
 
 // filterJSON filters the tools/list answers in a JSON response body (one

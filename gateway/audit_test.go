@@ -1,0 +1,109 @@
+package gateway
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+func TestAudit(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.RequestID = func(*http.Request) string { return "req-42" }
+	h := newHarness(t, cfg, nil)
+	c := claims()
+	c["act"] = map[string]any{"sub": "agent-a", "act": map[string]any{"sub": "agent-b"}}
+	token := mint(t, c)
+
+	resp := h.do(t, call{body: toolCall("read_file"), token: token})
+	readBody(t, resp)
+	resp = h.do(t, call{body: toolCall("delete_all"), token: token})
+	readBody(t, resp)
+	resp = h.do(t, call{body: toolCall("read_file")})
+	readBody(t, resp)
+
+	entries := h.logs.All()
+	if len(entries) != 3 {
+		t.Fatalf("audit events = %d, want 3", len(entries))
+	}
+	allow := entries[0].ContextMap()
+	delete(allow, "latency")
+	delete(allow, "remote_addr")
+	want := map[string]any{
+		"principal":      "alice",
+		"client":         "client-1",
+		"act":            []any{"agent-a", "agent-b"},
+		"principal_type": "",
+		"resource":       testResource,
+		"http_method":    "POST",
+		"method":         "tools/call",
+		"jsonrpc_id":     "1",
+		"tool":           "read_file",
+		"rule":           "read_*",
+		"decision":       "allow",
+		"status":         int64(200),
+		"request_id":     "req-42",
+	}
+	if diff := cmp.Diff(want, allow); diff != "" {
+		t.Errorf("allow event (-want +got):\n%s", diff)
+	}
+	deny := entries[1].ContextMap()
+	if deny["decision"] != "deny" || deny["rule"] != "delete_*" || deny["status"] != int64(403) ||
+		!strings.Contains(fmt.Sprint(deny["reason"]), "insufficient scope") {
+		t.Errorf("deny event = %v", deny)
+	}
+	anon := entries[2].ContextMap()
+	if anon["decision"] != "deny" || anon["status"] != int64(401) || anon["principal"] != nil {
+		t.Errorf("unauthenticated event = %v", anon)
+	}
+	for _, e := range entries {
+		if s := fmt.Sprint(e.ContextMap()); strings.Contains(s, token) || strings.Contains(s, token[len(token)-20:]) {
+			t.Fatal("audit event contains the token")
+		}
+	}
+}
+
+func TestAuditBatch(t *testing.T) {
+	h := newHarness(t, testConfig(t), nil)
+	body := `[` + toolCall("read_a") + `,{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_all"}}]`
+	resp := h.do(t, call{body: body, token: mint(t, claims())})
+	readBody(t, resp)
+	entries := h.logs.All()
+	if len(entries) != 2 {
+		t.Fatalf("audit events = %d, want one per message (2)", len(entries))
+	}
+	for i, wantReason := range []string{"refused with its batch", "insufficient scope: missing admin"} {
+		m := entries[i].ContextMap()
+		if m["decision"] != "deny" || m["reason"] != wantReason {
+			t.Errorf("event %d = %v, want deny with reason %q", i, m, wantReason)
+		}
+	}
+}
+
+// TestNextWritesNothing: under Caddy a failed proxy returns an error
+// without writing; the gateway must leave the status to the error
+// handler, and must not leak the upstream session id.
+func TestNextWritesNothing(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	cfg := testConfig(t)
+	cfg.AuditLogger = zap.New(core)
+	g := newGateway(t, cfg)
+	req := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(toolCall("read_a")))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+mint(t, claims()))
+	rec := httptest.NewRecorder()
+	g.Serve(rec, req, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Mcp-Session-Id", "upstream-1")
+	}))
+	if rec.Flushed || rec.Header().Get("Mcp-Session-Id") == "upstream-1" {
+		t.Errorf("after an empty next: flushed=%v session=%q", rec.Flushed, rec.Header().Get("Mcp-Session-Id"))
+	}
+	if e := logs.All(); len(e) != 1 || e[0].ContextMap()["status"] != int64(0) {
+		t.Errorf("audit = %v, want one event with status 0", e)
+	}
+}

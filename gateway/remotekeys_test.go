@@ -1,0 +1,193 @@
+package gateway
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+
+func ecJWK(kid string, k *ecdsa.PublicKey) map[string]any {
+	raw, _ := k.Bytes() // 0x04 || x || y
+	n := (len(raw) - 1) / 2
+	return map[string]any{"kty": "EC", "kid": kid, "crv": "P-256", "x": b64(raw[1 : 1+n]), "y": b64(raw[1+n:]), "use": "sig"}
+}
+
+func rsaJWK(kid string, k *rsa.PublicKey) map[string]any {
+	return map[string]any{"kty": "RSA", "kid": kid, "n": b64(k.N.Bytes()), "e": b64(big.NewInt(int64(k.E)).Bytes())}
+}
+
+func edJWK(kid string, k ed25519.PublicKey) map[string]any {
+	return map[string]any{"kty": "OKP", "kid": kid, "crv": "Ed25519", "x": b64(k)}
+}
+
+// fakeIssuer serves RFC 8414 metadata (or only OIDC discovery) and a JWKS.
+type fakeIssuer struct {
+	srv        *httptest.Server
+	issuer     string
+	oidcOnly   bool
+	jwks       atomic.Value // []map[string]any
+	jwksHits   atomic.Int32
+	wrongIssue bool
+}
+
+func newFakeIssuer(t *testing.T, path string, oidcOnly bool) *fakeIssuer {
+	f := &fakeIssuer{oidcOnly: oidcOnly}
+	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		md := func() {
+			iss := f.issuer
+			if f.wrongIssue {
+				iss += "/other"
+			}
+			json.NewEncoder(w).Encode(map[string]any{"issuer": iss, "jwks_uri": f.srv.URL + "/jwks"})
+		}
+		switch r.URL.Path {
+		case "/.well-known/oauth-authorization-server" + path:
+			if f.oidcOnly {
+				http.NotFound(w, r)
+				return
+			}
+			md()
+		case path + "/.well-known/openid-configuration":
+			md()
+		case "/jwks":
+			f.jwksHits.Add(1)
+			json.NewEncoder(w).Encode(map[string]any{"keys": f.jwks.Load()})
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(f.srv.Close)
+	f.issuer = f.srv.URL + path
+	return f
+}
+
+func TestRemoteKeys(t *testing.T) {
+	k := theKeys(t)
+	for _, tt := range []struct {
+		name     string
+		path     string
+		oidcOnly bool
+	}{
+		{"RFC 8414 root issuer", "", false},
+		{"RFC 8414 path issuer", "/tenant1", false},
+		{"OIDC discovery fallback", "/tenant1", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFakeIssuer(t, tt.path, tt.oidcOnly)
+			f.jwks.Store([]map[string]any{
+				ecJWK("ec1", &k.ec.PublicKey),
+				rsaJWK("rsa1", &k.rsa.PublicKey),
+				edJWK("ed1", k.ed.Public().(ed25519.PublicKey)),
+				{"kty": "oct", "kid": "hmac", "k": b64([]byte("secret"))},
+				{"kty": "RSA", "kid": "small", "n": b64(big.NewInt(12345).Bytes()), "e": "AQAB"},
+				{"kty": "EC", "kid": "enc", "use": "enc", "crv": "P-256", "x": "", "y": ""},
+			})
+			rk := NewRemoteKeys(f.issuer, f.srv.Client(), nil)
+			ctx := context.Background()
+			for kid, want := range map[string]any{"ec1": &k.ec.PublicKey, "rsa1": &k.rsa.PublicKey, "ed1": k.ed.Public()} {
+				got, err := rk.Key(ctx, kid)
+				if err != nil {
+					t.Fatalf("Key(%s) = %v", kid, err)
+				}
+				if eq, ok := got.(interface{ Equal(crypto.PublicKey) bool }); !ok || !eq.Equal(want) {
+					t.Errorf("Key(%s) = %T, want the published key", kid, got)
+				}
+			}
+			for _, kid := range []string{"hmac", "small", "enc", "unknown"} {
+				if _, err := rk.Key(ctx, kid); !errors.Is(err, ErrUnknownKey) {
+					t.Errorf("Key(%s) = %v, want ErrUnknownKey", kid, err)
+				}
+			}
+			if n := f.jwksHits.Load(); n != 1 {
+				t.Errorf("JWKS fetches = %d, want 1 (unknown kids rate-limited)", n)
+			}
+		})
+	}
+}
+
+func TestRemoteKeysRotation(t *testing.T) {
+	k := theKeys(t)
+	f := newFakeIssuer(t, "", false)
+	f.jwks.Store([]map[string]any{ecJWK("ec1", &k.ec.PublicKey)})
+	rk := NewRemoteKeys(f.issuer, f.srv.Client(), nil)
+	now := testNow
+	rk.now = func() time.Time { return now }
+	ctx := context.Background()
+	if _, err := rk.Key(ctx, "ec1"); err != nil {
+		t.Fatal(err)
+	}
+	f.jwks.Store([]map[string]any{ecJWK("ec1", &k.ec.PublicKey), edJWK("ed1", k.ed.Public().(ed25519.PublicKey))})
+	if _, err := rk.Key(ctx, "ed1"); !errors.Is(err, ErrUnknownKey) {
+		t.Fatalf("Key(ed1) within the refetch interval = %v, want ErrUnknownKey", err)
+	}
+	now = now.Add(time.Minute)
+	if _, err := rk.Key(ctx, "ed1"); err != nil {
+		t.Fatalf("Key(ed1) after the interval = %v, want the new key", err)
+	}
+	if n := f.jwksHits.Load(); n != 2 {
+		t.Errorf("JWKS fetches = %d, want 2", n)
+	}
+}
+
+func TestRemoteKeysRefusals(t *testing.T) {
+	t.Run("issuer mismatch", func(t *testing.T) {
+		f := newFakeIssuer(t, "", false)
+		f.wrongIssue = true
+		f.jwks.Store([]map[string]any{})
+		rk := NewRemoteKeys(f.issuer, f.srv.Client(), nil)
+		if _, err := rk.Key(context.Background(), "ec1"); err == nil {
+			t.Fatal("Key with a mismatched issuer succeeded")
+		}
+		if f.jwksHits.Load() != 0 {
+			t.Error("JWKS fetched despite an issuer mismatch")
+		}
+	})
+	t.Run("oversized JWKS", func(t *testing.T) {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/jwks" {
+				w.Write([]byte(`{"keys":[` + strings.Repeat(" ", 2<<20) + `]}`))
+				return
+			}
+			json.NewEncoder(w).Encode(map[string]any{"issuer": "http://" + r.Host, "jwks_uri": "http://" + r.Host + "/jwks"})
+		}))
+		defer srv.Close()
+		rk := NewRemoteKeys(srv.URL, srv.Client(), nil)
+		if _, err := rk.Key(context.Background(), "x"); !errors.Is(err, ErrUnknownKey) {
+			t.Fatalf("Key = %v, want ErrUnknownKey", err)
+		}
+	})
+}
+
+// TestRemoteKeysGateway runs a token through a gateway keyed by RemoteKeys.
+func TestRemoteKeysGateway(t *testing.T) {
+	k := theKeys(t)
+	f := newFakeIssuer(t, "", false)
+	f.jwks.Store([]map[string]any{edJWK("ed1", k.ed.Public().(ed25519.PublicKey))})
+	cfg := testConfig(t)
+	cfg.Issuer = f.issuer
+	cfg.Keys = NewRemoteKeys(f.issuer, f.srv.Client(), nil)
+	h := newHarness(t, cfg, nil)
+	c := claims()
+	c["iss"] = f.issuer
+	resp := h.do(t, call{body: toolCall("read_a"), token: mintWith(t, jwt.SigningMethodEdDSA, k.ed, "ed1", c, nil)})
+	body := readBody(t, resp)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status = %d (%s)", resp.StatusCode, body)
+	}
+}
