@@ -1,0 +1,79 @@
+package issuer
+
+import (
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+)
+
+func TestIntrospection(t *testing.T) {
+	e := newTokEnv(t)
+	code, verifier := e.issueCode(t, codeSpec{client: tConf, actor: "", scopes: []string{"read", "offline_access"}})
+	tok, err := e.exchange(t, tConf, tSecret, code, verifier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := e.introspect(t, tok.AccessToken)
+	now := float64(e.clock.Now().Unix())
+	want := map[string]any{
+		"active": true, "scope": "read offline_access", "client_id": tConf, "sub": tUser, "aud": tResource,
+		"iss": e.iss.URL(), "exp": now + 3600, "iat": now, "token_type": "Bearer",
+	}
+	for k, v := range want {
+		if a.body[k] != v {
+			t.Errorf("introspect access token %s = %v, want %v", k, a.body[k], v)
+		}
+	}
+	if a.str("jti") == "" || a.header.Get("Cache-Control") != "no-store" {
+		t.Errorf("introspection jti, Cache-Control = %q, %q", a.str("jti"), a.header.Get("Cache-Control"))
+	}
+
+	r := e.introspect(t, tok.RefreshToken)
+	if r.body["active"] != true || r.str("sub") != tUser || r.str("client_id") != tConf {
+		t.Errorf("introspect own refresh token = %s, want active", r.raw)
+	}
+	if o := e.post(t, pathIntrospect, url.Values{"token": {tok.RefreshToken}}, tOnlyCC+":"+tSecret); o.raw != "{\"active\":false}\n" {
+		t.Errorf("introspect another client's refresh token = %q, want only active false", o.raw)
+	}
+
+	for _, tt := range []struct {
+		name, token, basic string
+		form               url.Values
+		status             int
+		code               string
+	}{
+		{name: "no client authentication", token: tok.AccessToken, status: 401, code: "invalid_client"},
+		{name: "public client", token: tok.AccessToken, form: url.Values{"client_id": {tPublic}}, status: 401, code: "invalid_client"},
+		{name: "bad secret", token: tok.AccessToken, basic: tConf + ":x", status: 401, code: "invalid_client"},
+		{name: "no token", basic: tConf + ":" + tSecret, status: 400, code: "invalid_request"},
+		{name: "garbage", token: "not-a-token", basic: tConf + ":" + tSecret, status: 200},
+		{name: "tampered", token: tok.AccessToken[:len(tok.AccessToken)-4] + "AAAA", basic: tConf + ":" + tSecret, status: 200},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := url.Values{}
+			if tt.token != "" {
+				f.Set("token", tt.token)
+			}
+			for k, v := range tt.form {
+				f[k] = v
+			}
+			a := e.post(t, pathIntrospect, f, tt.basic)
+			if a.status != tt.status || a.str("error") != tt.code {
+				t.Fatalf("introspect = %d %s, want %d %q", a.status, a.raw, tt.status, tt.code)
+			}
+			if tt.status == 200 && a.body["active"] != false {
+				t.Fatalf("introspect = %s, want active false", a.raw)
+			}
+		})
+	}
+
+	e.clock.Advance(time.Hour)
+	if e.active(t, tok.AccessToken) {
+		t.Error("expired access token is active")
+	}
+	req, _ := http.NewRequest(http.MethodGet, e.iss.endpoint(pathIntrospect), nil)
+	if a := e.do(t, req); a.status != 405 {
+		t.Errorf("GET introspect = %d, want 405", a.status)
+	}
+}

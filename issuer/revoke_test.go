@@ -1,0 +1,112 @@
+package issuer
+
+import (
+	"net/http"
+	"net/url"
+	"testing"
+)
+
+func TestRevocation(t *testing.T) {
+	e := newTokEnv(t)
+	newGrant := func(t *testing.T) (at, rt string) {
+		t.Helper()
+		code, verifier := e.issueCode(t, codeSpec{client: tConf, scopes: []string{"read", "offline_access"}})
+		tok, err := e.exchange(t, tConf, tSecret, code, verifier)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok.AccessToken, tok.RefreshToken
+	}
+	revoke := func(t *testing.T, tok, hint, basic string) answer {
+		t.Helper()
+		v := url.Values{"token": {tok}}
+		if hint != "" {
+			v.Set("token_type_hint", hint)
+		}
+		return e.post(t, pathRevoke, v, basic)
+	}
+	refreshWorks := func(t *testing.T, rt string) bool {
+		t.Helper()
+		a := e.post(t, pathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}}, tConf+":"+tSecret)
+		return a.status == 200
+	}
+	owner := tConf + ":" + tSecret
+
+	t.Run("refresh token ends the grant", func(t *testing.T) {
+		at, rt := newGrant(t)
+		if a := revoke(t, rt, "refresh_token", owner); a.status != 200 || a.raw != "" {
+			t.Fatalf("revoke = %d %q, want 200 and no body", a.status, a.raw)
+		}
+		if refreshWorks(t, rt) {
+			t.Error("refresh works after revocation")
+		}
+		if e.active(t, at) {
+			t.Error("access token of a revoked grant still active")
+		}
+		_, c := claimsOf(t, at)
+		if !e.iss.Revoked(t.Context(), c["jti"].(string), c["gid"].(string)) {
+			t.Error("Revoked(jti, gid) = false, want true")
+		}
+	})
+	t.Run("access token only", func(t *testing.T) {
+		at, rt := newGrant(t)
+		if a := revoke(t, at, "", owner); a.status != 200 {
+			t.Fatalf("revoke = %d %s", a.status, a.raw)
+		}
+		if e.active(t, at) {
+			t.Error("revoked access token still active")
+		}
+		if !refreshWorks(t, rt) {
+			t.Error("revoking an access token ended its grant")
+		}
+	})
+	t.Run("wrong hint is ignored", func(t *testing.T) {
+		_, rt := newGrant(t)
+		revoke(t, rt, "access_token", owner)
+		if refreshWorks(t, rt) {
+			t.Error("refresh works after revocation with a wrong hint")
+		}
+	})
+	t.Run("another client's token", func(t *testing.T) {
+		at, rt := newGrant(t)
+		for _, tok := range []string{at, rt} {
+			if a := revoke(t, tok, "", tOnlyCC+":"+tSecret); a.status != 200 {
+				t.Fatalf("revoke foreign token = %d %s, want 200", a.status, a.raw)
+			}
+		}
+		if !e.active(t, at) || !refreshWorks(t, rt) {
+			t.Error("another client revoked the tokens")
+		}
+	})
+	t.Run("unknown token", func(t *testing.T) {
+		if a := revoke(t, "nonsense", "", owner); a.status != 200 {
+			t.Errorf("revoke unknown = %d %s, want 200", a.status, a.raw)
+		}
+	})
+	t.Run("errors", func(t *testing.T) {
+		if a := revoke(t, "", "", owner); a.status != 400 || a.str("error") != "invalid_request" {
+			t.Errorf("revoke without token = %d %s, want invalid_request", a.status, a.raw)
+		}
+		if a := revoke(t, "x", "", tConf+":bad"); a.status != 401 || a.str("error") != "invalid_client" {
+			t.Errorf("revoke with a bad secret = %d %s, want invalid_client", a.status, a.raw)
+		}
+		req, _ := http.NewRequest(http.MethodGet, e.iss.endpoint(pathRevoke), nil)
+		if a := e.do(t, req); a.status != 405 {
+			t.Errorf("GET revoke = %d, want 405", a.status)
+		}
+	})
+	t.Run("public client revokes its own refresh token", func(t *testing.T) {
+		code, verifier := e.issueCode(t, codeSpec{scopes: []string{"read", "offline_access"}})
+		tok, err := e.exchange(t, tPublic, "", code, verifier)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a := e.post(t, pathRevoke, url.Values{"token": {tok.RefreshToken}, "client_id": {tPublic}}, ""); a.status != 200 {
+			t.Fatalf("revoke = %d %s", a.status, a.raw)
+		}
+		a := e.post(t, pathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok.RefreshToken}, "client_id": {tPublic}}, "")
+		if a.str("error") != "invalid_grant" {
+			t.Errorf("refresh after revocation = %d %s, want invalid_grant", a.status, a.raw)
+		}
+	})
+}
