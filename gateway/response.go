@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"mime"
@@ -256,7 +257,43 @@ func (rw *responseWriter) filterMessage(m *mcpparse.Message) ([]byte, error) {
 			return m.Raw, nil
 		}
 	}
-	return mcpparse.FilterToolsList(m.Raw, f.allow)
+	out, err := mcpparse.FilterToolsList(m.Raw, f.allow)
+	if err != nil {
+		return nil, err
+	}
+	return privateCacheScope(out, rw.x.modern)
+}
+
+// privateCacheScope marks a filtered tools/list result cacheScope
+// "private" (2026-07-28, SEP-2549): the list now depends on who asks. A
+// 2026-07-28 result gets the member even if the upstream left it out;
+// older results are changed only if they carry one. msg was read strictly
+// by FilterToolsList, so encoding/json reads the same members; maps keep
+// names exact.
+func privateCacheScope(msg []byte, modern bool) ([]byte, error) {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(msg, &top); err != nil {
+		return nil, err
+	}
+	raw, ok := top["result"]
+	if !ok {
+		return msg, nil // an error response
+	}
+	var result map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &result); err != nil {
+		return nil, err
+	}
+	scope, has := result["cacheScope"]
+	if (!has && !modern) || string(scope) == `"private"` {
+		return msg, nil
+	}
+	result["cacheScope"] = json.RawMessage(`"private"`)
+	b, err := json.Marshal(result)
+	if err != nil {
+		return nil, err
+	}
+	top["result"] = b
+	return json.Marshal(top)
 }
 
 func containsID(ids [][]byte, id []byte) bool {

@@ -258,18 +258,23 @@ func (g *Gateway) readBody(x *exchange) *refusal {
 	if x.r.ContentLength > limit {
 		return tooLarge
 	}
-	size := int64(512)
-	if x.r.ContentLength > 0 {
-		size = x.r.ContentLength
+	unreadable := &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "could not read the request body"}
+	if n := x.r.ContentLength; n >= 0 {
+		// net/http stops the body at Content-Length.
+		x.body = make([]byte, n)
+		if _, err := io.ReadFull(x.r.Body, x.body); err != nil {
+			return unreadable
+		}
+		return nil
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, size+1))
-	if _, err := buf.ReadFrom(io.LimitReader(x.r.Body, limit+1)); err != nil {
-		return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "could not read the request body"}
+	body, err := io.ReadAll(io.LimitReader(x.r.Body, limit+1))
+	if err != nil {
+		return unreadable
 	}
-	if int64(buf.Len()) > limit {
+	if int64(len(body)) > limit {
 		return tooLarge
 	}
-	x.body = buf.Bytes()
+	x.body = body
 	return nil
 }
 

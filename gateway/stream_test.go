@@ -383,3 +383,88 @@ func TestProtocol2026(t *testing.T) {
 		t.Errorf("upstream saw %d requests, want 1", n)
 	}
 }
+
+func TestToolsListCacheScope(t *testing.T) {
+	tests := []struct {
+		name    string
+		version string
+		result  string
+		want    string // cacheScope member in the answer, "" = absent
+	}{
+		{"2026 public becomes private", "2026-07-28", `{"ttlMs":300000,"cacheScope":"public","tools":[{"name":"read_a"}]}`, `"private"`},
+		{"2026 absent is added", "2026-07-28", `{"tools":[{"name":"read_a"}]}`, `"private"`},
+		{"2025 absent stays absent", "2025-11-25", `{"tools":[{"name":"read_a"}]}`, ``},
+		{"2025 public becomes private", "2025-11-25", `{"cacheScope":"public","tools":[{"name":"read_a"}]}`, `"private"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":`+tt.result+`}`)
+			})
+			body := `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
+			headers := map[string]string{"MCP-Protocol-Version": tt.version}
+			if tt.version == "2026-07-28" {
+				body = `{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`
+				headers["Mcp-Method"] = "tools/list"
+			}
+			resp := h.do(t, call{body: body, token: mint(t, claims()), headers: headers})
+			got := readBody(t, resp)
+			var m struct {
+				Result map[string]json.RawMessage `json:"result"`
+			}
+			if err := json.Unmarshal([]byte(got), &m); err != nil {
+				t.Fatalf("answer %q: %v", got, err)
+			}
+			if string(m.Result["cacheScope"]) != tt.want {
+				t.Errorf("cacheScope = %s, want %s (answer %s)", m.Result["cacheScope"], tt.want, got)
+			}
+			if m.Result["tools"] == nil {
+				t.Errorf("tools lost: %s", got)
+			}
+		})
+	}
+}
+
+// TestChunkedBody: a body without Content-Length is read within the limit
+// too.
+func TestChunkedBody(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.MaxBodySize = 1024
+	h := newHarness(t, cfg, nil)
+	for _, tt := range []struct {
+		name   string
+		body   string
+		status int
+	}{
+		{"small", toolCall("read_a"), 200},
+		{"over limit", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a","arguments":{"x":"` + strings.Repeat("a", 2048) + `"}}}`, 413},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(h.up.requests())
+			pr, pw := io.Pipe()
+			go func() { io.WriteString(pw, tt.body); pw.Close() }()
+			req, _ := http.NewRequest(http.MethodPost, h.front.URL+"/mcp", pr)
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Authorization", "Bearer "+mint(t, claims()))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := readBody(t, resp)
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status = %d, want %d (%s)", resp.StatusCode, tt.status, body)
+			}
+			got := h.up.requests()
+			if tt.status != 200 {
+				if len(got) != before {
+					t.Fatal("over-limit body reached the upstream")
+				}
+				return
+			}
+			if string(got[len(got)-1].Body) != tt.body {
+				t.Errorf("upstream body = %q, want %q", got[len(got)-1].Body, tt.body)
+			}
+		})
+	}
+}

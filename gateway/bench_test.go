@@ -1,0 +1,69 @@
+package gateway
+
+import (
+	"bytes"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/mcpparse"
+)
+
+// BenchmarkClassify: a small tools/call from bytes to a policy decision.
+func BenchmarkClassify(b *testing.B) {
+	g := newGateway(b, testConfig(b))
+	p, aerr := g.authenticate(b.Context(), mint(b, claims()))
+	if aerr != nil {
+		b.Fatal(aerr)
+	}
+	body := []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/etc/motd"}}}`)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		msgs, _, err := mcpparse.Parse(body, mcpparse.Limits{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		d, err := g.policy.decide(p, &msgs[0])
+		if err != nil || !d.allow {
+			b.Fatal(d, err)
+		}
+	}
+}
+
+// nopWriter is a ResponseWriter that keeps nothing.
+type nopWriter struct{ h http.Header }
+
+func (w *nopWriter) Header() http.Header         { return w.h }
+func (w *nopWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (w *nopWriter) WriteHeader(int)             {}
+
+// BenchmarkServe: the full Serve path with a cached token and a no-op
+// upstream.
+func BenchmarkServe(b *testing.B) {
+	g := newGateway(b, testConfig(b))
+	token := "Bearer " + mint(b, claims())
+	body := []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/etc/motd"}}}`)
+	answer := []byte(`{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`)
+	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		w.Write(answer)
+	})
+	req := httptest.NewRequest(http.MethodPost, "/mcp", nil)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", token)
+	req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		r := req.Clone(req.Context())
+		r.Body = readCloser{bytes.NewReader(body)}
+		r.ContentLength = int64(len(body))
+		g.Serve(&nopWriter{h: http.Header{}}, r, next)
+	}
+}
+
+type readCloser struct{ *bytes.Reader }
+
+func (readCloser) Close() error { return nil }
