@@ -121,6 +121,10 @@ type parser struct {
 	names []span
 	unq   []byte // scratch for unquoting escaped names
 
+	// Room for the names of typical messages without further allocation.
+	foldBuf  [512]byte
+	namesBuf [48]span
+
 	tools *toolsList // when set, message records result.tools
 }
 
@@ -138,7 +142,7 @@ func newParser(body []byte, maxDepth int) *parser {
 		maxDepth = DefaultMaxDepth
 	}
 	maxDepth = min(maxDepth, maxTokenizerDepth)
-	return &parser{
+	p := &parser{
 		body:     body,
 		maxDepth: maxDepth,
 		// A bytes.Buffer lets jsontext read the body in place.
@@ -146,6 +150,8 @@ func newParser(body []byte, maxDepth int) *parser {
 			jsontext.AllowDuplicateNames(false),
 			jsontext.AllowInvalidUTF8(false)),
 	}
+	p.fold, p.names = p.foldBuf[:0], p.namesBuf[:0]
+	return p
 }
 
 // read returns the next token.
