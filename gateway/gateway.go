@@ -16,12 +16,47 @@ import (
 // Gateway is the policy-enforcing front of one MCP endpoint. It is safe for
 // concurrent use.
 //
-// Serve checks every request it is given: the Caddy adapter decides which
-// requests reach it (the matched path, or the whole site), and the gateway
-// never trusts r.URL.Path for policy. Only the exact metadata paths are
-// answered differently (with public metadata); everything else is treated
-// as MCP traffic and must carry a valid token, so "//mcp", "/mcp/", "/./mcp"
-// or "%2fmcp" gain nothing.
+// Decisions worth knowing (see also SPEC.md "Gateway duties"):
+//
+//   - Paths. Serve checks every request it is given: the Caddy adapter
+//     decides which requests reach it (the matched path, or the whole
+//     site), and r.URL.Path is never used for policy. Only the exact
+//     MetadataPaths are answered differently (with public metadata);
+//     everything else is MCP traffic and needs a valid token, so "//mcp",
+//     "/mcp/", "/./mcp" or "%2fmcp" gain nothing.
+//   - Metadata. The path-inserted RFC 9728 URL is always served; the root
+//     form only for a resource at "/" or with Config.RootMetadata (one
+//     gateway per host), since several MCP servers may share a host.
+//   - Tokens come from the Authorization header only (Bearer, any case,
+//     exactly one header). A query access_token is refused with 400
+//     invalid_request, never read. Tokens are RFC 9068 JWTs: sub and
+//     client_id required; the claim principal_type "agent" marks an
+//     agent-only token (the agent acting on its own); act is RFC 8693
+//     delegation, decided on its outermost sub, depth = nesting count.
+//   - Refusals carry a JSON-RPC error body (with the request id when one
+//     message was read), so 2026-07-28 clients do not fall back. More scope
+//     curing a denial → 403 insufficient_scope naming every scope the whole
+//     request needs; no rule or an actor rule → 403 naming the rule, no
+//     challenge. Any denied message refuses the whole batch.
+//   - Sessions (2025 revisions) are MAC-bound to iss, sub, client_id and
+//     the outermost act.sub (see session.go). A session id that does not
+//     verify for the caller is answered 404 "Session not found": the client
+//     starts a new session, and nothing is said about the session's
+//     existence. 2026-07-28 has no sessions: the header is dropped.
+//   - tasks/* need the base scopes. A follow-up is bound to its principal
+//     only through the 2025 session that carries it; 2026-07-28 task ids
+//     are not bound by the gateway.
+//   - Upstream request: Authorization and Cookie are removed (MCP does not
+//     use cookies, and on a host shared with the issuer they would hand
+//     the login session to the MCP server), as are client copies of the
+//     X-MCP-* identity headers, method-override headers, and Mcp-Method /
+//     Mcp-Name when they were not validated (protocol versions before
+//     2026-07-28). Upgrade requests are refused: a tunnel is uninspectable.
+//   - tools/list answers are filtered by the same decision as tools/call
+//     (actor rules included) and marked private; one the gateway cannot
+//     read is replaced by 502. Known gap: a 2025 server replaying a
+//     tools/list answer on a resumed GET stream (Last-Event-ID) is not
+//     filtered; calls are still enforced.
 type Gateway struct {
 	cfg    Config
 	now    func() time.Time

@@ -347,14 +347,15 @@ func TestForwarding(t *testing.T) {
 	// Odd but valid JSON: the upstream must get these very bytes.
 	body := "{ \"jsonrpc\" : \"2.0\",\n\t\"id\": 7, \"method\":\"tools/call\", \"params\": {\"name\":\"read_\\u0078\", \"arguments\": {\"a\": [1, 2.50, \"\\ud83d\\ude00\"]}} }\n"
 	resp := h.do(t, call{body: body, token: token, headers: map[string]string{
-		"X-MCP-Subject":  "mallory",
-		"x-mcp-client":   "evil",
-		"X-Mcp-Actor":    "root",
-		"X-MCP-Scope":    "admin",
-		"Cookie":         "session=secret",
-		"Content-Type":   "application/json; charset=UTF-8",
-		"Mcp-Method":     "tools/call",
-		"Content-Length": "",
+		"X-MCP-Subject":          "mallory",
+		"x-mcp-client":           "evil",
+		"X-Mcp-Actor":            "root",
+		"X-MCP-Scope":            "admin",
+		"Cookie":                 "session=secret",
+		"Content-Type":           "application/json; charset=UTF-8",
+		"Mcp-Method":             "tools/call",
+		"X-HTTP-Method-Override": "DELETE",
+		"Content-Length":         "",
 	}})
 	readBody(t, resp)
 	if resp.StatusCode != 200 {
@@ -368,7 +369,7 @@ func TestForwarding(t *testing.T) {
 	if !bytes.Equal(r.Body, []byte(body)) {
 		t.Errorf("upstream body = %q, want %q", r.Body, body)
 	}
-	for _, k := range []string{"Authorization", "Cookie", "Mcp-Method"} {
+	for _, k := range []string{"Authorization", "Cookie", "Mcp-Method", "X-Http-Method-Override"} {
 		if v := r.Header.Values(k); len(v) != 0 {
 			t.Errorf("upstream header %s = %q, want none", k, v)
 		}

@@ -323,6 +323,9 @@ func parseRefusal(err error, version string, allowBatches bool) *refusal {
 	case errors.Is(err, mcpparse.ErrBatch):
 		f.code = codeInvalidRequest
 		f.message = "batches are not allowed in protocol version " + version
+	case errors.Is(err, mcpparse.ErrInvalidParams):
+		f.code = codeInvalidParams
+		f.message = "invalid params: " + err.Error()
 	case errors.Is(err, mcpparse.ErrNotJSONRPC):
 		f.code = codeInvalidRequest
 		f.message = "invalid request: " + err.Error()
@@ -412,6 +415,11 @@ func (g *Gateway) upstreamRequest(x *exchange) *http.Request {
 	h := out.Header
 	h.Del("Authorization")
 	h.Del("Cookie")
+	// Some server frameworks let these turn the authorized POST into
+	// another method.
+	h.Del("X-Http-Method-Override")
+	h.Del("X-Http-Method")
+	h.Del("X-Method-Override")
 	for _, k := range identityHeaders {
 		h.Del(k)
 	}
