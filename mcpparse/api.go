@@ -15,10 +15,17 @@
 //   - [Parse]: a request body, one message or a batch, into [Message]
 //     envelopes (kind, method, id, params.name / params.uri / params.taskId,
 //     the _meta protocol version).
-//   - [CheckHeaders], [DecodeHeaderValue]: the 2026-07-28 Streamable HTTP
-//     request metadata headers against the body.
-//   - [Reader], [WriteEvent]: server-sent event streams, event by event.
-//   - [FilterToolsList], [ResponseID]: response rewriting.
+//   - [CheckHeaders], [DecodeHeaderValue], [NeedsHeaderCheck]: the
+//     2026-07-28 Streamable HTTP request metadata headers against the body.
+//   - [Reader], [WriteEvent], [CopyEvent]: server-sent event streams,
+//     event by event.
+//   - [FilterToolsList], [MarkPrivate], [ResponseID], [SameID]: responses.
+//
+// Spec sources: docs/specification/2026-07-28/basic/transports/streamable-http.mdx
+// (headers, Base64 sentinel, HeaderMismatch -32020) in
+// modelcontextprotocol/modelcontextprotocol, and the Tasks extension
+// (modelcontextprotocol/ext-tasks, specification/2026-07-28/tasks.md:
+// Mcp-Name carries params.taskId for tasks/get, tasks/update, tasks/cancel).
 package mcpparse
 
 import "errors"

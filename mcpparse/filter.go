@@ -11,11 +11,19 @@ import (
 // input schemas nest deeper than requests usually do.
 const responseMaxDepth = 2 * DefaultMaxDepth
 
-// toolsList is where result.tools sits in a response.
-type toolsList struct {
-	sawResult  bool
-	found      bool
-	start, end int // the array, brackets included
+// resultInfo is where the parts of a response's result that the
+// rewriting functions change sit.
+type resultInfo struct {
+	wantTools bool // read result.tools
+	sawResult bool // the response has a result (not an error)
+	open      int  // offset just after the result's '{'
+	members   int
+
+	scope    span // the cacheScope value, quotes included
+	hasScope bool
+
+	found      bool // result.tools is there
+	start, end int  // the tools array, brackets included
 	items      []toolItem
 }
 
@@ -36,11 +44,11 @@ type toolItem struct {
 // When every tool is allowed, msg itself is returned.
 func FilterToolsList(msg []byte, allow func(name string) bool) ([]byte, error) {
 	p := newParser(msg, responseMaxDepth)
-	p.tools = &toolsList{}
+	p.result = &resultInfo{wantTools: true}
 	if _, err := p.response(); err != nil {
 		return nil, err
 	}
-	t := p.tools
+	t := p.result
 	if !t.sawResult {
 		return msg, nil // an error response
 	}
@@ -108,10 +116,48 @@ func (p *parser) response() (Message, error) {
 	return m, nil
 }
 
-// toolsResult reads the result member of a response, recording where
-// result.tools and each tool are.
-func (p *parser) toolsResult() error {
-	p.tools.sawResult = true
+// MarkPrivate returns a response whose result.cacheScope is "private",
+// for a result that varies with the caller's authorization (2026-07-28
+// CacheableResult: tools/list and the other list results). It replaces
+// the member's value, or inserts the member first in a result without
+// one (earlier revisions ignore it); every other byte is unchanged. It
+// returns msg itself when the scope is already "private" and for an error
+// response. The message is read as strictly as FilterToolsList reads it.
+// Added after the contract.
+func MarkPrivate(msg []byte) ([]byte, error) {
+	p := newParser(msg, responseMaxDepth)
+	p.result = &resultInfo{}
+	if _, err := p.response(); err != nil {
+		return nil, err
+	}
+	r := p.result
+	const private = `"private"`
+	switch {
+	case !r.sawResult:
+		return msg, nil
+	case r.hasScope && string(msg[r.scope.start:r.scope.end]) == private:
+		return msg, nil
+	case r.hasScope:
+		out := make([]byte, 0, len(msg)+len(private))
+		out = append(out, msg[:r.scope.start]...)
+		out = append(out, private...)
+		return append(out, msg[r.scope.end:]...), nil
+	}
+	member := `"cacheScope":` + private
+	if r.members > 0 {
+		member += ","
+	}
+	out := make([]byte, 0, len(msg)+len(member))
+	out = append(out, msg[:r.open]...)
+	out = append(out, member...)
+	return append(out, msg[r.open:]...), nil
+}
+
+// resultObject reads the result member of a response, recording where
+// result.cacheScope and (if wanted) result.tools and each tool are.
+func (p *parser) resultObject() error {
+	r := p.result
+	r.sawResult = true
 	tok, err := p.read()
 	if err != nil {
 		return err
@@ -119,6 +165,7 @@ func (p *parser) toolsResult() error {
 	if tok.Kind() != '{' {
 		return fmt.Errorf("%w: result is not an object", ErrNotJSONRPC)
 	}
+	r.open = int(p.dec.InputOffset())
 	f, err := p.enter()
 	if err != nil {
 		return err
@@ -128,19 +175,42 @@ func (p *parser) toolsResult() error {
 		if err != nil || !ok {
 			return err
 		}
-		if string(name) != "tools" {
-			if _, ok := variant(folded, resultNames); ok {
-				return fmt.Errorf("%w: result member is a case variant of \"tools\"", ErrNotJSONRPC)
+		r.members++
+		switch {
+		case string(name) == "tools" && r.wantTools:
+			err = p.toolsArray()
+		case string(name) == "cacheScope":
+			err = p.cacheScope()
+		case string(name) == "tools":
+			err = p.skip()
+		default:
+			if v, ok := variant(folded, resultNames); ok {
+				return fmt.Errorf("%w: result member is a case variant of %q", ErrNotJSONRPC, v)
 			}
-			if err := p.skip(); err != nil {
-				return err
-			}
-			continue
+			err = p.skip()
 		}
-		if err := p.toolsArray(); err != nil {
+		if err != nil {
 			return err
 		}
 	}
+}
+
+// cacheScope reads result.cacheScope, which must be a string.
+func (p *parser) cacheScope() error {
+	if p.dec.PeekKind() != '"' {
+		if _, err := p.read(); err != nil {
+			return err
+		}
+		return fmt.Errorf("%w: result.cacheScope is not a string", ErrNotJSONRPC)
+	}
+	v, err := p.dec.ReadValue()
+	if err != nil {
+		return p.jsonErr(err)
+	}
+	end := int(p.dec.InputOffset())
+	p.result.scope = span{end - len(v), end}
+	p.result.hasScope = true
+	return nil
 }
 
 // toolsArray reads result.tools.
@@ -155,7 +225,7 @@ func (p *parser) toolsArray() error {
 	if err := p.checkDepth(); err != nil {
 		return err
 	}
-	t := p.tools
+	t := p.result
 	t.found = true
 	t.start = int(p.dec.InputOffset()) - 1
 	for {

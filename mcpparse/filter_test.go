@@ -196,3 +196,64 @@ func TestSameID(t *testing.T) {
 		}
 	}
 }
+
+func TestMarkPrivate(t *testing.T) {
+	tests := []struct {
+		name string
+		msg  string
+		want string // "" = the input unchanged
+	}{
+		{"public becomes private", `{"jsonrpc":"2.0","id":4,"result":{"ttlMs":1,"cacheScope":"public","tools":[]}}`,
+			`{"jsonrpc":"2.0","id":4,"result":{"ttlMs":1,"cacheScope":"private","tools":[]}}`},
+		{"escaped value is rewritten", `{"jsonrpc":"2.0","id":4,"result":{"cacheScope" : "publ\u0069c"}}`,
+			`{"jsonrpc":"2.0","id":4,"result":{"cacheScope" : "private"}}`},
+		{"already private", `{"jsonrpc":"2.0","id":4,"result":{"cacheScope":"private"}}`, ""},
+		{"inserted first", `{"jsonrpc":"2.0","id":4,"result":{ "tools":[]}}`,
+			`{"jsonrpc":"2.0","id":4,"result":{"cacheScope":"private", "tools":[]}}`},
+		{"inserted in an empty result", `{"jsonrpc":"2.0","id":4,"result":{}}`,
+			`{"jsonrpc":"2.0","id":4,"result":{"cacheScope":"private"}}`},
+		{"error response", `{"jsonrpc":"2.0","id":4,"error":{"code":1,"message":"m"}}`, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := MarkPrivate([]byte(tt.msg))
+			want := tt.want
+			if want == "" {
+				want = tt.msg
+			}
+			if err != nil || string(got) != want {
+				t.Errorf("MarkPrivate() = %s, %v; want %s", got, err, want)
+			}
+		})
+	}
+	for _, bad := range []string{
+		`{"jsonrpc":"2.0","id":4,"result":{"cacheScope":"public","cacheScope":"private"}}`,
+		`{"jsonrpc":"2.0","id":4,"result":{"cacheScope":"public","CacheScope":"private"}}`,
+		`{"jsonrpc":"2.0","id":4,"result":{"cachescope":"public"}}`,
+		`{"jsonrpc":"2.0","id":4,"result":{"cacheScope":1}}`,
+		`{"jsonrpc":"2.0","id":4,"result":[]}`,
+		`{"jsonrpc":"2.0","id":4,"method":"tools/list"}`,
+	} {
+		if got, err := MarkPrivate([]byte(bad)); err == nil {
+			t.Errorf("MarkPrivate(%s) = %s, want an error", bad, got)
+		}
+	}
+	// Every corpus result reads back with cacheScope "private".
+	for _, name := range corpusFiles(t, revisions...) {
+		msg := readCorpus(t, name)
+		if m, _, err := Parse(msg, Limits{}); err != nil || m[0].Kind != KindResponse || !strings.Contains(string(msg), `"result"`) {
+			continue
+		}
+		got, err := MarkPrivate(msg)
+		if err != nil {
+			t.Errorf("MarkPrivate(%s) error = %v", name, err)
+			continue
+		}
+		var v struct {
+			Result map[string]json.RawMessage `json:"result"`
+		}
+		if err := json.Unmarshal(got, &v); err != nil || string(v.Result["cacheScope"]) != `"private"` {
+			t.Errorf("MarkPrivate(%s) = %s (%v), want cacheScope \"private\"", name, got, err)
+		}
+	}
+}

@@ -31,7 +31,7 @@ var (
 	metaNames     = []string{"IO.MODELCONTEXTPROTOCOL/PROTOCOLVERSION"}
 	errorNames    = []string{"CODE", "MESSAGE"}
 	toolNames     = []string{"NAME"}
-	resultNames   = []string{"TOOLS"}
+	resultNames   = []string{"TOOLS", "CACHESCOPE"}
 )
 
 // Parse reads a request body: one message, or (if lim.AllowBatches) a
@@ -125,7 +125,7 @@ type parser struct {
 	foldBuf  [512]byte
 	namesBuf [48]span
 
-	tools *toolsList // when set, message records result.tools
+	result *resultInfo // when set, message records where parts of result are
 }
 
 type span struct{ start, end int }
@@ -225,7 +225,11 @@ func (p *parser) next(f *frame) (name, folded []byte, ok bool, err error) {
 	}
 	// The token is the quoted name, preceded only by whitespace and a comma.
 	raw := p.body[before:p.dec.InputOffset()]
-	raw = raw[bytes.IndexByte(raw, '"'):]
+	i := bytes.IndexByte(raw, '"')
+	if i < 0 || len(raw)-i < 2 {
+		return nil, nil, false, fmt.Errorf("%w at byte %d", ErrInvalidJSON, before)
+	}
+	raw = raw[i:]
 	name = raw[1 : len(raw)-1]
 	if bytes.IndexByte(name, '\\') >= 0 {
 		p.unq, err = jsontext.AppendUnquote(p.unq[:0], raw)
@@ -394,8 +398,8 @@ func (p *parser) message() (Message, error) {
 			}
 		case "result":
 			env.result = true
-			if p.tools != nil {
-				err = p.toolsResult()
+			if p.result != nil {
+				err = p.resultObject()
 			} else {
 				err = p.skip()
 			}
