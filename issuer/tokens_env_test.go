@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -64,12 +65,14 @@ func (c *tokClock) Advance(d time.Duration) {
 // tokEnv is an issuer served over real HTTP; its issuer URL is the test
 // server's URL (plus an optional path).
 type tokEnv struct {
-	t      *testing.T
+	t      testing.TB
 	iss    *Issuer
 	srv    *httptest.Server
 	store  store.Store
 	clock  *tokClock
 	jwtKey *ecdsa.PrivateKey // tJWT's signing key
+
+	handler atomic.Pointer[Issuer] // what the server serves; swapped by restart
 }
 
 type envOption func(*Config)
@@ -78,29 +81,35 @@ func withPath(p string) envOption {
 	return func(c *Config) { c.Issuer += p }
 }
 
-func newTokEnv(t *testing.T, opts ...envOption) *tokEnv {
+func newTokEnv(t testing.TB, opts ...envOption) *tokEnv {
 	t.Helper()
 	clock := &tokClock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
 	return newTokEnvStore(t, memory.New(memory.Options{Now: clock.Now}), clock, opts...)
 }
 
-func newTokEnvStore(t *testing.T, st store.Store, clock *tokClock, opts ...envOption) *tokEnv {
+func newTokEnvStore(t testing.TB, st store.Store, clock *tokClock, opts ...envOption) *tokEnv {
 	t.Helper()
 	e := &tokEnv{t: t, store: st, clock: clock}
-	var h http.Handler = http.NotFoundHandler()
-	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) }))
+	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { e.handler.Load().ServeHTTP(w, r) }))
 	t.Cleanup(e.srv.Close)
+	e.restart(st, opts...)
+	return e
+}
+
+// restart builds a new Issuer on st behind the same URL, as a config
+// reload or a process restart does.
+func (e *tokEnv) restart(st store.Store, opts ...envOption) {
+	e.t.Helper()
 	cfg := e.config()
 	for _, o := range opts {
 		o(&cfg)
 	}
 	iss, err := New(cfg, st)
 	if err != nil {
-		t.Fatalf("New() error: %v", err)
+		e.t.Fatalf("New() error: %v", err)
 	}
-	e.iss = iss
-	h = iss
-	return e
+	e.iss, e.store = iss, st
+	e.handler.Store(iss)
 }
 
 // jwtTestKey is generated once per process: key generation is slow under
