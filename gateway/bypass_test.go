@@ -63,6 +63,9 @@ func TestBypass(t *testing.T) {
 		{"trailing data", call{body: toolCall("read_a") + `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_all"}}`}, 400},
 		{"trailing garbage", call{body: toolCall("read_a") + `x`}, 400},
 		{"deeply nested", call{body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a","arguments":` + deep + `}}`}, 400},
+		{"tools/call as a notification", call{body: `{"jsonrpc":"2.0","method":"tools/call","params":{"name":"delete_all"}}`}, 403},
+		{"params as array", call{body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["delete_all"]}`}, 400},
+		{"name not a string", call{body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":["delete_all"]}}`}, 400},
 		{"not JSON-RPC", call{body: `{"id":1,"method":"tools/call","params":{"name":"read_a"}}`}, 400},
 		{"empty body", call{body: ""}, 400},
 		// Size and encodings.

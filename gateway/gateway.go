@@ -79,7 +79,8 @@ const (
 	minSessionKey      = 32
 )
 
-// DefaultAlgorithms are pinned when Config.Algorithms is empty.
+// supportedAlgorithms are the asymmetric JWS algorithms Config.Algorithms
+// may pin (never HMAC, never none).
 var supportedAlgorithms = []string{"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA"}
 
 // New validates cfg and builds a Gateway.

@@ -155,11 +155,13 @@ func (p *policy) effectiveScopes(granted []string) map[string]struct{} {
 // decide decides one message for a principal. An error means the message
 // cannot be classified (a tools/call without a name, say) and is refused.
 func (p *policy) decide(pr *principal, m *mcpparse.Message) (decision, error) {
-	if m.Kind != mcpparse.KindRequest {
-		// Notifications and the client's responses to server requests
-		// (sampling, elicitation, roots) carry no operation of their own.
+	if m.Kind == mcpparse.KindResponse {
+		// The client's answers to server requests (sampling, elicitation,
+		// roots) carry no operation of their own.
 		return p.check(pr, decision{kind: kindBase, required: p.base}, nil), nil
 	}
+	// Notifications are decided by method like requests: a "tools/call"
+	// without an id is still a tools/call to a lenient server.
 	switch m.Method {
 	case "tools/call":
 		if !m.HasName {
