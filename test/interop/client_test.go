@@ -84,7 +84,7 @@ func scopeSet(s string) map[string]bool {
 // (re-authorization with the challenged scope) must make the call succeed.
 func TestSDKClientStepUp(t *testing.T) {
 	nt := requireNode(t)
-	s := startStack(t)
+	s := startStack(t, startDemo(t))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

@@ -26,7 +26,7 @@ import (
 // person. The client it uses is registered with DCR first.
 func TestConformanceAuthorizationServer(t *testing.T) {
 	nt := requireNode(t)
-	s := startStack(t)
+	s := startStack(t, startDemo(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
@@ -126,7 +126,15 @@ func deliverAuthorization(ctx context.Context, t *testing.T, nt nodeTools, authU
 		u, _ := url.Parse(r.Redirect)
 		return fmt.Errorf("robot ended at %s, want %s", u.Redacted(), redirectURI)
 	}
-	status, err := getStatus(ctx, r.Redirect)
+	// The tool starts its callback server as it prints the URL; give it a
+	// moment in case the robot was faster.
+	var status int
+	for try := 0; ; try++ {
+		if status, err = getStatus(ctx, r.Redirect); err == nil || try == 50 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if err != nil {
 		return fmt.Errorf("deliver callback: %w", err)
 	}
@@ -137,47 +145,60 @@ func deliverAuthorization(ctx context.Context, t *testing.T, nt nodeTools, authU
 }
 
 // TestConformanceServerThroughGateway runs the conformance tool's server
-// scenarios against the demo MCP server directly and through the gateway
-// with a client_credentials token, and requires the same verdict for every
-// check. The tool has no option for request headers
+// scenarios, as each spec revision requires them, against the Go MCP SDK's
+// conformance server directly and through the gateway with a
+// client_credentials token, and requires the same verdict for every check.
+// The tool has no option for request headers
 // (modelcontextprotocol/conformance#453), so test/node/inject-auth.mjs is
 // preloaded to add the bearer token to every request to the gateway.
 func TestConformanceServerThroughGateway(t *testing.T) {
 	nt := requireNode(t)
-	s := startStack(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	defer cancel()
-	token := s.clientCredentialsToken(ctx, t)
+	for _, tc := range []struct {
+		revision  string
+		stateless bool // the revision's transport: 2026-07-28 has no sessions
+	}{
+		{"2025-11-25", false},
+		{"2026-07-28", true},
+	} {
+		t.Run(tc.revision, func(t *testing.T) {
+			upstream := startEverything(t, tc.stateless)
+			s := startStack(t, upstream)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			token := s.clientCredentialsToken(ctx, t)
 
-	direct := runServerSuite(ctx, t, nt, s.Upstream, nil)
-	gwURL, err := url.Parse(s.Resource)
-	if err != nil {
-		t.Fatalf("resource URL: %v", err)
-	}
-	inject := "file://" + filepath.ToSlash(filepath.Join(nt.dir, "inject-auth.mjs"))
-	gated := runServerSuite(ctx, t, nt, s.Resource, []string{
-		"NODE_OPTIONS=--import=" + inject,
-		"MCP_INJECT_AUTH_ORIGIN=" + gwURL.Scheme + "://" + gwURL.Host,
-		"MCP_INJECT_AUTH_TOKEN=" + token,
-	})
-	t.Logf("direct (%s):\n%s", s.Upstream, summary(direct))
-	t.Logf("through the gateway (%s):\n%s", s.Resource, summary(gated))
-	if len(direct) == 0 {
-		t.Fatalf("no conformance results against the demo server")
-	}
-	if diff := cmp.Diff(verdicts(direct), verdicts(gated)); diff != "" {
-		t.Errorf("conformance verdicts differ (-direct +gateway):\n%s", diff)
+			direct := runServerSuite(ctx, t, nt, s.Upstream, tc.revision, nil)
+			gwURL, err := url.Parse(s.Resource)
+			if err != nil {
+				t.Fatalf("resource URL: %v", err)
+			}
+			inject := "file://" + filepath.ToSlash(filepath.Join(nt.dir, "inject-auth.mjs"))
+			gated := runServerSuite(ctx, t, nt, s.Resource, tc.revision, []string{
+				"NODE_OPTIONS=--import=" + inject,
+				"MCP_INJECT_AUTH_ORIGIN=" + gwURL.Scheme + "://" + gwURL.Host,
+				"MCP_INJECT_AUTH_TOKEN=" + token,
+			})
+			t.Logf("direct (%s):\n%s", s.Upstream, summary(direct))
+			t.Logf("through the gateway (%s):\n%s", s.Resource, summary(gated))
+			if len(direct) == 0 {
+				t.Fatalf("no conformance results against the upstream")
+			}
+			if diff := cmp.Diff(verdicts(direct), verdicts(gated)); diff != "" {
+				t.Errorf("conformance verdicts differ (-direct +gateway):\n%s", diff)
+			}
+		})
 	}
 }
 
-// runServerSuite runs the conformance tool's default server suite against
-// mcpURL and returns its results. The tool's exit status is ignored: the
-// demo server does not implement every feature the suite exercises, and
-// what matters here is the comparison.
-func runServerSuite(ctx context.Context, t *testing.T, nt nodeTools, mcpURL string, env []string) map[string][]check {
+// runServerSuite runs the server scenarios that revision requires (and the
+// ones it runs unscored, such as extensions) against mcpURL and returns
+// their results. The tool's exit status is ignored: unscored extension
+// scenarios (tasks) fail against the upstream too, and what matters here
+// is the comparison.
+func runServerSuite(ctx context.Context, t *testing.T, nt nodeTools, mcpURL, revision string, env []string) map[string][]check {
 	t.Helper()
 	outDir := t.TempDir()
-	out, err := nt.run(ctx, t, env, nt.conformance, "server", "--url", mcpURL, "-o", outDir)
+	out, err := nt.run(ctx, t, env, nt.conformance, "server", "--url", mcpURL, "--requirements", revision, "-o", outDir)
 	if ctx.Err() != nil {
 		t.Fatalf("conformance server against %s: %v\n%s", mcpURL, ctx.Err(), out)
 	}

@@ -16,7 +16,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -25,10 +24,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"text/template"
-	"time"
 
 	"golang.org/x/oauth2/clientcredentials"
 
@@ -116,6 +115,7 @@ const caddyfileTemplate = `{
 	admin off
 	persist_config off
 	auto_https off
+	storage file_system {{.CaddyData}}
 	mcp_auth {
 		issuer {{.Issuer}}
 		storage bolt {{.DB}}
@@ -145,17 +145,19 @@ http://:{{.Port}} {
 		tool * {{.OtherScope}}
 		prompt * {{.OtherScope}}
 		resource_rule {{.NotesURI}} {{.OtherScope}}
+		resource_rule test:// {{.OtherScope}}
 		allowed_origins http://127.0.0.1:{{.Port}} http://localhost:{{.Port}}
 	}
 	reverse_proxy {{.UpstreamHost}}
 }
 `
 
-// startStack builds and starts the demo MCP server, then Caddy from a
-// Caddyfile, and stops both when the test ends.
-func startStack(t *testing.T) *stack {
+// startStack starts Caddy from a Caddyfile, in front of the MCP server at
+// upstreamHost (host:port, serving MCP at demoMCPPath), and stops it when
+// the test ends. The gateway's rules fit both the demo server and the Go
+// SDK's conformance server (test:// resources).
+func startStack(t *testing.T, upstreamHost string) *stack {
 	t.Helper()
-	upstreamHost := startDemo(t)
 	port := harness.FreePort(t)
 	issuer := fmt.Sprintf("http://127.0.0.1:%d", port)
 	s := &stack{
@@ -169,6 +171,7 @@ func startStack(t *testing.T) *stack {
 		"Port":         port,
 		"Resource":     s.Resource,
 		"DB":           filepath.Join(t.TempDir(), "mcp-auth.db"),
+		"CaddyData":    t.TempDir(),
 		"User":         userName,
 		"UserHash":     harness.HashPassword(t, userPassword),
 		"CCClient":     ccClientID,
@@ -197,6 +200,42 @@ func startDemo(t *testing.T) string {
 	srv := httptest.NewServer(mcpdemo.Handler())
 	t.Cleanup(srv.Close)
 	return srv.Listener.Addr().String()
+}
+
+// everythingServer is the Go MCP SDK's conformance server (the module's
+// conformance/everything-server): it implements every fixture the
+// conformance tool's server scenarios call, so it passes them all directly
+// and any failure through the gateway is the gateway's.
+const everythingServer = "github.com/modelcontextprotocol/go-sdk/conformance/everything-server"
+
+// startEverything builds the SDK's conformance server and runs it on a free
+// loopback port until the test ends; stateless selects the 2026-07-28
+// (stateless) transport, else the session-based one. It returns host:port.
+func startEverything(t *testing.T, stateless bool) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "everything-server")
+	if out, err := exec.Command("go", "build", "-o", bin, everythingServer).CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", everythingServer, err, out)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, bin, "-http", addr, "-stateless="+strconv.FormatBool(stateless))
+	var logs bytes.Buffer
+	cmd.Stdout = &logs
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatalf("start %s: %v", bin, err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("everything-server output:\n%s", logs.String())
+		}
+	})
+	harness.WaitReady(t, "http://"+addr+demoMCPPath)
+	return addr
 }
 
 // clientCredentialsToken gets an access token for the stack's resource
