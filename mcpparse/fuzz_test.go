@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 )
 
 // addCorpus seeds f with every JSON corpus file.
@@ -93,6 +94,7 @@ func FuzzParse(f *testing.F) {
 		}
 		for _, m := range msgs {
 			checkV1(t, m)
+			checkSDK(t, m)
 			again, b, err := Parse(m.Raw, Limits{})
 			if err != nil || b || len(again) != 1 {
 				t.Fatalf("Parse(Raw %q) = %d messages, %v", m.Raw, len(again), err)
@@ -165,6 +167,39 @@ func checkV1(t *testing.T, m Message) {
 		if c.exact != nil && !bytes.Equal(c.exact, c.raw) {
 			t.Fatalf("%s: exact key reads %q, case-insensitive %q in %q", c.what, c.exact, c.raw, m.Raw)
 		}
+	}
+}
+
+// checkSDK compares a message with what the Go MCP SDK decodes of its Raw,
+// when it decodes it at all (what it refuses, the upstream refuses).
+func checkSDK(t *testing.T, m Message) {
+	t.Helper()
+	decoded, err := jsonrpc.DecodeMessage(m.Raw)
+	if err != nil {
+		return
+	}
+	var id jsonrpc.ID
+	switch d := decoded.(type) {
+	case *jsonrpc.Request:
+		if m.Kind == KindResponse || d.Method != m.Method || d.IsCall() != (m.Kind == KindRequest) {
+			t.Fatalf("the SDK reads a request for %q (call %v) in %q, Parse a %s for %q", d.Method, d.IsCall(), m.Raw, m.Kind, m.Method)
+		}
+		id = d.ID
+	case *jsonrpc.Response:
+		if m.Kind != KindResponse {
+			t.Fatalf("the SDK reads a response in %q, Parse a %s", m.Raw, m.Kind)
+		}
+		id = d.ID
+	}
+	if !id.IsValid() {
+		if m.ID != nil && string(m.ID) != "null" {
+			t.Fatalf("the SDK reads no id in %q, Parse %s", m.Raw, m.ID)
+		}
+		return
+	}
+	want, err := json.Marshal(id.Raw())
+	if err != nil || !SameID(want, m.ID) {
+		t.Fatalf("the SDK reads id %s in %q, Parse %s", want, m.Raw, m.ID)
 	}
 }
 
