@@ -111,6 +111,21 @@ func (i *Issuer) authenticateClient(r *http.Request) (*Client, error) {
 	return c, nil
 }
 
+// authenticatedPost starts a back-channel endpoint: POST only, then client
+// authentication. It has answered when ok is false.
+func (i *Issuer) authenticatedPost(w http.ResponseWriter, r *http.Request) (c *Client, ok bool) {
+	if r.Method != http.MethodPost {
+		methodNotAllowed(w, http.MethodPost)
+		return nil, false
+	}
+	c, err := i.authenticateClient(r)
+	if err != nil {
+		i.writeErr(w, err)
+		return nil, false
+	}
+	return c, true
+}
+
 // basicCredentials decodes HTTP Basic client credentials. RFC 6749
 // section 2.3.1: id and secret are form-urlencoded before Basic encoding.
 func basicCredentials(r *http.Request) (id, secret string, ok bool, err error) {

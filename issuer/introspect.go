@@ -30,13 +30,8 @@ type introspection struct {
 // read from the JWT); a refresh token only by the client it was issued to.
 // Revoked, expired, unknown and foreign tokens are {"active":false}.
 func (i *Issuer) handleIntrospect(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		methodNotAllowed(w, http.MethodPost)
-		return
-	}
-	c, err := i.authenticateClient(r)
-	if err != nil {
-		i.writeErr(w, err)
+	c, ok := i.authenticatedPost(w, r)
+	if !ok {
 		return
 	}
 	if c.Public() {
@@ -59,8 +54,8 @@ func (i *Issuer) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	} else {
-		resp, err = i.introspectRefresh(ctx, c, tok)
-		if err != nil {
+		var err error
+		if resp, err = i.introspectRefresh(ctx, c, tok); err != nil {
 			i.writeErr(w, err)
 			return
 		}

@@ -27,13 +27,8 @@ type parResponse struct {
 // client directly; /authorize consumes the stored request once, for the
 // same client only.
 func (i *Issuer) handlePAR(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		methodNotAllowed(w, http.MethodPost)
-		return
-	}
-	c, err := i.authenticateClient(r)
-	if err != nil {
-		i.writeErr(w, err)
+	c, ok := i.authenticatedPost(w, r)
+	if !ok {
 		return
 	}
 	ctx := r.Context()

@@ -47,13 +47,8 @@ func (i *Issuer) Revoked(ctx context.Context, jti, grantID string) bool {
 // tokens of other clients and already revoked ones all get 200, so the
 // endpoint reveals nothing.
 func (i *Issuer) handleRevoke(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		methodNotAllowed(w, http.MethodPost)
-		return
-	}
-	c, err := i.authenticateClient(r)
-	if err != nil {
-		i.writeErr(w, err)
+	c, ok := i.authenticatedPost(w, r)
+	if !ok {
 		return
 	}
 	tok := r.PostForm.Get("token")

@@ -107,20 +107,11 @@ type tokenResponse struct {
 }
 
 func (i *Issuer) handleToken(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		methodNotAllowed(w, http.MethodPost)
-		return
-	}
-	if err := readForm(r); err != nil {
-		i.writeErr(w, err)
+	c, ok := i.authenticatedPost(w, r)
+	if !ok {
 		return
 	}
 	gt := r.PostForm.Get("grant_type")
-	c, err := i.authenticateClient(r)
-	if err != nil {
-		i.writeErr(w, err)
-		return
-	}
 	if gt == "" {
 		i.writeErr(w, ErrInvalidRequest.WithDescription("grant_type is required"))
 		return
@@ -748,7 +739,11 @@ func readForm(r *http.Request) error {
 		return ErrInvalidRequest.WithDescription("malformed form body")
 	}
 	for k, v := range vals {
-		if len(v) > 1 {
+		switch {
+		case len(v) > 1 && k == "resource":
+			// RFC 8707 allows several; this server issues one audience per token.
+			return ErrInvalidTarget.WithDescription("only one resource per request is supported")
+		case len(v) > 1:
 			return ErrInvalidRequest.WithDescription(fmt.Sprintf("parameter %q is repeated", k))
 		}
 	}

@@ -314,6 +314,7 @@ func TestClientCredentials(t *testing.T) {
 		{name: "secret post", form: url.Values{"resource": {tResource}, "scope": {"admin"}, "client_id": {tPost}, "client_secret": {tSecret2}}, wantScope: "admin", wantAud: tResource},
 		{name: "resource required with several", form: url.Values{}, basic: tConf + ":" + tSecret, wantCode: "invalid_target"},
 		{name: "unknown resource", form: url.Values{"resource": {"https://nope.example.com/mcp"}}, basic: tConf + ":" + tSecret, wantCode: "invalid_target"},
+		{name: "two resources", form: url.Values{"resource": {tResource, tOther}}, basic: tConf + ":" + tSecret, wantCode: "invalid_target"},
 		{name: "resource with fragment", form: url.Values{"resource": {tResource + "#x"}}, basic: tConf + ":" + tSecret, wantCode: "invalid_target"},
 		{name: "scope nobody may grant", form: url.Values{"resource": {tResource}, "scope": {"delete"}}, basic: tConf + ":" + tSecret, wantCode: "invalid_scope"},
 		{name: "scope outside the client's", form: url.Values{"resource": {tResource}, "scope": {"admin"}}, basic: tOnlyCC + ":" + tSecret, wantCode: "invalid_scope"},
