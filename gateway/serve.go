@@ -62,7 +62,7 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next http.Handle
 	x := &exchange{r: r, start: g.now()}
 	origin, f := g.checkOrigin(w, r)
 	if f == nil && r.Method == http.MethodOptions && origin != "" && r.Header.Get("Access-Control-Request-Method") != "" {
-		g.preflight(w)
+		g.preflight(w, r)
 		return
 	}
 	if f == nil {
@@ -103,10 +103,17 @@ func (g *Gateway) checkOrigin(w http.ResponseWriter, r *http.Request) (string, *
 	return values[0], nil
 }
 
-func (g *Gateway) preflight(w http.ResponseWriter) {
+// preflight answers a CORS preflight from an allowed origin. Requested
+// headers are allowed too: 2026-07-28 tools add Mcp-Param-* headers of
+// their own choosing.
+func (g *Gateway) preflight(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
+	allow := corsAllowHeaders
+	if req := r.Header.Get("Access-Control-Request-Headers"); req != "" {
+		allow += ", " + req
+	}
 	h.Set("Access-Control-Allow-Methods", "POST, GET, DELETE")
-	h.Set("Access-Control-Allow-Headers", corsAllowHeaders)
+	h.Set("Access-Control-Allow-Headers", allow)
 	h.Set("Access-Control-Max-Age", "600")
 	w.WriteHeader(http.StatusNoContent)
 }
