@@ -158,12 +158,8 @@ func MarkPrivate(msg []byte) ([]byte, error) {
 func (p *parser) resultObject() error {
 	r := p.result
 	r.sawResult = true
-	tok, err := p.read()
-	if err != nil {
+	if _, err := p.expect('{', ErrNotJSONRPC, "result is not an object"); err != nil {
 		return err
-	}
-	if tok.Kind() != '{' {
-		return fmt.Errorf("%w: result is not an object", ErrNotJSONRPC)
 	}
 	r.open = int(p.dec.InputOffset())
 	f, err := p.enter()
@@ -215,12 +211,8 @@ func (p *parser) cacheScope() error {
 
 // toolsArray reads result.tools.
 func (p *parser) toolsArray() error {
-	tok, err := p.read()
-	if err != nil {
+	if _, err := p.expect('[', ErrNotJSONRPC, "result.tools is not an array"); err != nil {
 		return err
-	}
-	if tok.Kind() != '[' {
-		return fmt.Errorf("%w: result.tools is not an array", ErrNotJSONRPC)
 	}
 	if err := p.checkDepth(); err != nil {
 		return err
@@ -265,12 +257,9 @@ func (p *parser) tool() (toolItem, error) {
 			break
 		}
 		if string(name) == "name" {
-			tok, err := p.read()
+			tok, err := p.expect('"', ErrNotJSONRPC, "tool name is not a string")
 			if err != nil {
 				return it, err
-			}
-			if tok.Kind() != '"' {
-				return it, fmt.Errorf("%w: tool name is not a string", ErrNotJSONRPC)
 			}
 			it.name, hasName = tok.String(), true
 			continue

@@ -163,6 +163,16 @@ func (p *parser) read() (jsontext.Token, error) {
 	return tok, nil
 }
 
+// expect reads the next token, which must be of kind; otherwise the error
+// wraps sentinel and says what was wrong.
+func (p *parser) expect(kind jsontext.Kind, sentinel error, what string) (jsontext.Token, error) {
+	tok, err := p.read()
+	if err == nil && tok.Kind() != kind {
+		err = fmt.Errorf("%w: %s", sentinel, what)
+	}
+	return tok, err
+}
+
 // end checks that nothing but whitespace follows the top-level value.
 func (p *parser) end() error {
 	switch _, err := p.dec.ReadToken(); {
@@ -357,21 +367,18 @@ func (p *parser) message() (Message, error) {
 		}
 		switch string(name) {
 		case "jsonrpc":
-			tok, err := p.read()
+			tok, err := p.expect('"', ErrNotJSONRPC, `jsonrpc is not "2.0"`)
 			if err != nil {
 				return m, err
 			}
-			if tok.Kind() != '"' || tok.String() != "2.0" {
+			if tok.String() != "2.0" {
 				return m, fmt.Errorf(`%w: jsonrpc is not "2.0"`, ErrNotJSONRPC)
 			}
 			env.jsonrpc = true
 		case "method":
-			tok, err := p.read()
+			tok, err := p.expect('"', ErrNotJSONRPC, "method is not a string")
 			if err != nil {
 				return m, err
-			}
-			if tok.Kind() != '"' {
-				return m, fmt.Errorf("%w: method is not a string", ErrNotJSONRPC)
 			}
 			m.Method = tok.String()
 			env.method = true
@@ -555,12 +562,8 @@ func (p *parser) optString(s *string, has *bool) error {
 
 // meta reads params._meta, which must be an object.
 func (p *parser) meta(pf *params) error {
-	tok, err := p.read()
-	if err != nil {
+	if _, err := p.expect('{', ErrInvalidParams, "params._meta is not an object"); err != nil {
 		return err
-	}
-	if tok.Kind() != '{' {
-		return fmt.Errorf("%w: params._meta is not an object", ErrInvalidParams)
 	}
 	f, err := p.enter()
 	if err != nil {
@@ -572,12 +575,9 @@ func (p *parser) meta(pf *params) error {
 			return err
 		}
 		if string(name) == metaProtocolVersion {
-			tok, err := p.read()
+			tok, err := p.expect('"', ErrInvalidParams, metaProtocolVersion+" is not a string")
 			if err != nil {
 				return err
-			}
-			if tok.Kind() != '"' {
-				return fmt.Errorf("%w: %s is not a string", ErrInvalidParams, metaProtocolVersion)
 			}
 			pf.version = tok.String()
 			continue
@@ -593,12 +593,8 @@ func (p *parser) meta(pf *params) error {
 
 // errorObject reads the error member of a response.
 func (p *parser) errorObject() error {
-	tok, err := p.read()
-	if err != nil {
+	if _, err := p.expect('{', ErrNotJSONRPC, "error is not an object"); err != nil {
 		return err
-	}
-	if tok.Kind() != '{' {
-		return fmt.Errorf("%w: error is not an object", ErrNotJSONRPC)
 	}
 	f, err := p.enter()
 	if err != nil {
@@ -615,30 +611,19 @@ func (p *parser) errorObject() error {
 		}
 		switch string(name) {
 		case "code":
-			tok, err := p.read()
-			if err != nil {
-				return err
-			}
-			if tok.Kind() != '0' {
-				return fmt.Errorf("%w: error.code is not a number", ErrNotJSONRPC)
-			}
+			_, err = p.expect('0', ErrNotJSONRPC, "error.code is not a number")
 			code = true
 		case "message":
-			tok, err := p.read()
-			if err != nil {
-				return err
-			}
-			if tok.Kind() != '"' {
-				return fmt.Errorf("%w: error.message is not a string", ErrNotJSONRPC)
-			}
+			_, err = p.expect('"', ErrNotJSONRPC, "error.message is not a string")
 			message = true
 		default:
 			if v, ok := variant(folded, errorNames); ok {
 				return fmt.Errorf("%w: error member is a case variant of %q", ErrNotJSONRPC, v)
 			}
-			if err := p.skip(); err != nil {
-				return err
-			}
+			err = p.skip()
+		}
+		if err != nil {
+			return err
 		}
 	}
 	if !code || !message {
