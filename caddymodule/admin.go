@@ -203,7 +203,7 @@ func (a *AdminAPI) addUser(w http.ResponseWriter, r *http.Request, _ string) err
 
 func (a *AdminAPI) removeUser(w http.ResponseWriter, r *http.Request, name string) error {
 	if err := a.app.Issuer().DeleteUser(r.Context(), name); err != nil {
-		return apiError(0, fmt.Errorf("user %q: %w", name, err))
+		return apiError(0, err)
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -219,7 +219,7 @@ func (a *AdminAPI) setPassword(w http.ResponseWriter, r *http.Request, name stri
 		return err
 	}
 	if err := a.app.Issuer().SetPassword(r.Context(), name, hash); err != nil {
-		return apiError(0, fmt.Errorf("user %q: %w", name, err))
+		return apiError(0, err)
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -361,7 +361,7 @@ func (a *AdminAPI) addClient(w http.ResponseWriter, r *http.Request, _ string) e
 		c.SecretHash = "sha256:" + hex.EncodeToString(sum[:])
 	}
 	if err := a.app.Issuer().PutClient(r.Context(), c); err != nil {
-		return apiError(0, fmt.Errorf("client %q: %w", c.ID, err))
+		return apiError(0, err)
 	}
 	view := clientView(c)
 	view.Source = "admin"
@@ -372,7 +372,7 @@ func (a *AdminAPI) addClient(w http.ResponseWriter, r *http.Request, _ string) e
 
 func (a *AdminAPI) removeClient(w http.ResponseWriter, r *http.Request, id string) error {
 	if err := a.app.Issuer().DeleteClient(r.Context(), id); err != nil {
-		return apiError(0, fmt.Errorf("client %q: %w", id, err))
+		return apiError(0, err)
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -381,7 +381,7 @@ func (a *AdminAPI) removeClient(w http.ResponseWriter, r *http.Request, id strin
 func (a *AdminAPI) rotateSecret(w http.ResponseWriter, r *http.Request, id string) error {
 	secret, err := a.app.Issuer().RotateClientSecret(r.Context(), id)
 	if err != nil {
-		return apiError(0, fmt.Errorf("client %q: %w", id, err))
+		return apiError(0, err)
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	return writeJSON(w, http.StatusOK, map[string]string{"client_id": id, "client_secret": secret})

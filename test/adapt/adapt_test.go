@@ -17,6 +17,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 	"github.com/google/go-cmp/cmp"
@@ -158,5 +159,40 @@ func TestAdaptErrors(t *testing.T) {
 				t.Errorf("Adapt() error = %q, want it to contain %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestCaddyfileExample adapts the repository's Caddyfile.example (golden
+// file testdata/Caddyfile.example.json) and validates the result the way
+// `caddy validate` does: every module is provisioned, the bbolt database
+// is created (in a temporary data directory), nothing is started.
+func TestCaddyfileExample(t *testing.T) {
+	src, err := os.ReadFile("../../Caddyfile.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := adapt(t, src)
+	if err != nil {
+		t.Fatalf("Adapt(Caddyfile.example) error: %v", err)
+	}
+	golden := "testdata/Caddyfile.example.json"
+	if *update {
+		if err := os.WriteFile(golden, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	} else if want, err := os.ReadFile(golden); err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	} else if diff := cmp.Diff(string(want), string(got)); diff != "" {
+		t.Errorf("Adapt(Caddyfile.example) mismatch (-want +got):\n%s", diff)
+	}
+
+	t.Setenv("XDG_DATA_HOME", t.TempDir())
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	var cfg caddy.Config
+	if err := json.Unmarshal(got, &cfg); err != nil {
+		t.Fatalf("decode adapted config: %v", err)
+	}
+	if err := caddy.Validate(&cfg); err != nil {
+		t.Errorf("Validate(Caddyfile.example) = %v", err)
 	}
 }
