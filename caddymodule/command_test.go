@@ -1,0 +1,77 @@
+package caddymodule
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/spf13/cobra"
+)
+
+// runCLI runs `caddy mcp-auth args...` against the admin server at addr.
+func runCLI(t *testing.T, addr, stdin string, args ...string) (string, string, error) {
+	t.Helper()
+	root := &cobra.Command{Use: "mcp-auth", SilenceUsage: true, SilenceErrors: true}
+	var out, msg bytes.Buffer
+	buildCommand(root, strings.NewReader(stdin), &out, &msg)
+	root.SetArgs(append(args, "--address", addr))
+	err := root.Execute()
+	return out.String(), msg.String(), err
+}
+
+func TestCommand(t *testing.T) {
+	app := boltApp(t)
+	srv := adminServer(t, &AdminAPI{app: app})
+	addr := strings.TrimPrefix(srv.URL, "http://")
+
+	tests := []struct {
+		name    string
+		stdin   string
+		args    []string
+		wantOut string // substring of stdout
+		wantErr string // substring of the error
+	}{
+		{"user add", "s3cret\n", []string{"user", "add", "bob", "--group", "users", "--name", "Bob B", "--email", "bob@example.com"}, "added user bob", ""},
+		{"user add empty password", "\n", []string{"user", "add", "eve"}, "", "empty password"},
+		{"user add no name", "", []string{"user", "add"}, "", "accepts 1 arg"},
+		{"user add existing", "pw\n", []string{"user", "add", "bob"}, "", "HTTP 409"},
+		{"user list", "", []string{"user", "list"}, "bob       users   admin", ""},
+		{"user show", "", []string{"user", "show", "bob"}, `"email": "bob@example.com"`, ""},
+		{"user set-password", "new-pw\r\n", []string{"user", "set-password", "bob"}, "password of bob changed", ""},
+		{"user set-password config user", "new-pw\n", []string{"user", "set-password", "alice"}, "", "HTTP 409"},
+		{"user remove", "", []string{"user", "remove", "bob"}, "removed user bob", ""},
+		{"user show removed", "", []string{"user", "show", "bob"}, "", "HTTP 404"},
+		{"client add public", "", []string{"client", "add", "cli", "--public", "--redirect-uri", "http://127.0.0.1/cb", "--name", "CLI"}, `"token_endpoint_auth_method": "none"`, ""},
+		{"client add confidential", "", []string{"client", "add", "svc", "--grant-type", "client_credentials", "--scope", "read"}, `"client_secret": "`, ""},
+		{"client list", "", []string{"client", "list"}, "svc", ""},
+		{"client show", "", []string{"client", "show", "cli"}, `"client_name": "CLI"`, ""},
+		{"client rotate-secret", "", []string{"client", "rotate-secret", "svc"}, `"client_secret": "`, ""},
+		{"client rotate-secret public", "", []string{"client", "rotate-secret", "cli"}, "", "HTTP 400"},
+		{"client remove", "", []string{"client", "remove", "cli"}, "removed client cli", ""},
+		{"client add bad jwks file", "", []string{"client", "add", "k", "--jwks", "/nonexistent/jwks.json"}, "", "jwks:"},
+		{"key rotate", "", []string{"key", "rotate"}, "new signing key: ", ""},
+		{"key rotate with argument", "", []string{"key", "rotate", "now"}, "", "unknown command"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, _, err := runCLI(t, addr, tt.stdin, tt.args...)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("mcp-auth %s = %q, %v, want error containing %q", strings.Join(tt.args, " "), out, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("mcp-auth %s error = %v", strings.Join(tt.args, " "), err)
+			}
+			if !strings.Contains(out, tt.wantOut) {
+				t.Errorf("mcp-auth %s = %q, want it to contain %q", strings.Join(tt.args, " "), out, tt.wantOut)
+			}
+		})
+	}
+
+	// The one-time secret comes with a warning on stderr, not stdout.
+	if _, msg, err := runCLI(t, addr, "", "client", "add", "svc2"); err != nil || !strings.Contains(msg, "not shown again") {
+		t.Errorf("client add svc2 = %q, %v, want the store-it-now note on stderr", msg, err)
+	}
+}
