@@ -1,0 +1,518 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+)
+
+// Protocol revisions the load generator speaks.
+const (
+	proto2025 = "2025-11-25" // no session with the fast upstream; -init for one
+	proto2026 = "2026-07-28" // stateless, Mcp-Method / Mcp-Name headers
+)
+
+// Request bodies: a small tools/call. 2026-07-28 requests carry their
+// protocol version in _meta, which the gateway compares with the header.
+const (
+	body2025 = `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}`
+	body2026 = `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`
+)
+
+// benchConfig is what `load bench` is told.
+type benchConfig struct {
+	plainURL, gatewayURL string
+	plainPID, gatewayPID int
+	upstreamPID          int // 0: not measured
+	upstreamName         string
+
+	issuer, clientID, clientSecret string
+	resource, scope                string
+
+	proto       string
+	initSession bool
+
+	rounds      int
+	concurrency int // N; every round runs c=1 and c=N
+	requests1   int // requests per run at c=1
+	requestsN   int // requests per run at c=N
+	warmup      int
+	clkTck      int
+	timeout     time.Duration
+	verbose     bool
+
+	// profileURL, when set, is the gateway Caddy's pprof CPU profile
+	// endpoint; after the rounds the gateway is driven at c=N while the
+	// profile is taken, and the profile is written to profileOut.
+	profileURL     string
+	profileOut     string
+	profileSeconds int
+}
+
+func parseBenchFlags(args []string) (benchConfig, error) {
+	var c benchConfig
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.StringVar(&c.plainURL, "plain", "", "MCP endpoint URL through plain reverse_proxy")
+	fs.IntVar(&c.plainPID, "plain-pid", 0, "pid of the plain Caddy process")
+	fs.StringVar(&c.gatewayURL, "gateway", "", "MCP endpoint URL through mcp_gateway + reverse_proxy")
+	fs.IntVar(&c.gatewayPID, "gateway-pid", 0, "pid of the gateway Caddy process")
+	fs.IntVar(&c.upstreamPID, "upstream-pid", 0, "pid of the upstream (optional, for its CPU per request)")
+	fs.StringVar(&c.upstreamName, "upstream-name", "fast", "upstream description for the report")
+	fs.StringVar(&c.issuer, "issuer", "", "issuer URL of the gateway process (token via client_credentials)")
+	fs.StringVar(&c.clientID, "client-id", "loadgen", "confidential client id (secret in $LOAD_CLIENT_SECRET)")
+	fs.StringVar(&c.resource, "resource", "", "resource indicator for the token (default: the -gateway URL)")
+	fs.StringVar(&c.scope, "scope", "", "space-separated scopes to request (default: all of the resource's)")
+	fs.StringVar(&c.proto, "proto", proto2025, "MCP protocol revision: "+proto2025+" or "+proto2026)
+	fs.BoolVar(&c.initSession, "init", false, "initialize an MCP session per proxy first (2025-11-25; for a real MCP server upstream)")
+	fs.IntVar(&c.rounds, "rounds", 5, "rounds; each runs plain then gateway at c=1 and at c=N")
+	fs.IntVar(&c.concurrency, "c", 16, "concurrency N")
+	fs.IntVar(&c.requests1, "n1", 3000, "requests per run at c=1")
+	fs.IntVar(&c.requestsN, "n", 20000, "requests per run at c=N")
+	fs.IntVar(&c.warmup, "warmup", 2000, "unmeasured requests per proxy before the first round")
+	fs.IntVar(&c.clkTck, "clk-tck", 100, "clock ticks per second (getconf CLK_TCK)")
+	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "per-request timeout")
+	fs.BoolVar(&c.verbose, "v", false, "also print every run")
+	fs.StringVar(&c.profileURL, "profile-url", "", "gateway admin pprof URL, e.g. http://127.0.0.1:2020/debug/pprof/profile (optional)")
+	fs.StringVar(&c.profileOut, "profile-out", "gateway.pprof", "where to write the gateway CPU profile")
+	fs.IntVar(&c.profileSeconds, "profile-seconds", 15, "CPU profile duration")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	c.clientSecret = os.Getenv("LOAD_CLIENT_SECRET")
+	if c.resource == "" {
+		c.resource = c.gatewayURL
+	}
+	switch {
+	case c.plainURL == "" || c.gatewayURL == "":
+		return c, errors.New("-plain and -gateway are required")
+	case c.plainPID <= 0 || c.gatewayPID <= 0:
+		return c, errors.New("-plain-pid and -gateway-pid are required")
+	case c.proto != proto2025 && c.proto != proto2026:
+		return c, fmt.Errorf("-proto %q: want %s or %s", c.proto, proto2025, proto2026)
+	case c.initSession && c.proto != proto2025:
+		return c, fmt.Errorf("-init needs -proto %s (%s has no sessions)", proto2025, proto2026)
+	case c.rounds < 1 || c.concurrency < 1 || c.requests1 < 1 || c.requestsN < 1 || c.warmup < 0:
+		return c, errors.New("-rounds, -c, -n1 and -n must be positive, -warmup not negative")
+	case c.clkTck < 1:
+		return c, errors.New("-clk-tck must be positive")
+	case c.profileURL != "" && c.profileSeconds < 1:
+		return c, errors.New("-profile-seconds must be positive")
+	}
+	return c, nil
+}
+
+// target is one proxy under test.
+type target struct {
+	name   string
+	url    string
+	pid    int
+	client *http.Client
+	header http.Header
+	body   []byte
+}
+
+func newTarget(name, url string, pid int, cfg benchConfig) *target {
+	tr := &http.Transport{
+		Proxy:               nil, // loopback; never an environment proxy
+		MaxIdleConns:        2 * cfg.concurrency,
+		MaxIdleConnsPerHost: 2 * cfg.concurrency,
+		IdleConnTimeout:     5 * time.Minute,
+		DisableCompression:  true,
+	}
+	h := http.Header{}
+	h.Set("Content-Type", "application/json")
+	h.Set("Accept", "application/json, text/event-stream")
+	h.Set("MCP-Protocol-Version", cfg.proto)
+	body := body2025
+	if cfg.proto == proto2026 {
+		h.Set("Mcp-Method", "tools/call")
+		h.Set("Mcp-Name", "echo")
+		body = body2026
+	}
+	return &target{
+		name:   name,
+		url:    url,
+		pid:    pid,
+		client: &http.Client{Transport: tr, Timeout: cfg.timeout},
+		header: h,
+		body:   []byte(body),
+	}
+}
+
+// call sends one tools/call and checks the answer is a JSON-RPC result;
+// buf is the caller's reusable response buffer.
+func (t *target) call(buf *bytes.Buffer) error {
+	req, err := http.NewRequest(http.MethodPost, t.url, bytes.NewReader(t.body))
+	if err != nil {
+		return fmt.Errorf("new request: %w", err)
+	}
+	req.Header = t.header.Clone()
+	resp, err := t.client.Do(req)
+	if err != nil {
+		return err
+	}
+	buf.Reset()
+	_, err = buf.ReadFrom(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return fmt.Errorf("read response: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %d: %s", resp.StatusCode, truncate(buf.String(), 300))
+	}
+	if !bytes.Contains(buf.Bytes(), []byte(`"result"`)) {
+		return fmt.Errorf("not a JSON-RPC result: %s", truncate(buf.String(), 300))
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+// runResult is one measured run of one proxy at one concurrency.
+type runResult struct {
+	n             int
+	wall          time.Duration
+	lat           []time.Duration // sorted
+	proxyTicks    uint64
+	upstreamTicks uint64
+}
+
+func (r runResult) rps() float64 { return float64(r.n) / r.wall.Seconds() }
+
+// percentile is the nearest-rank percentile (0 < p <= 1) of sorted latencies.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted))*p+0.999999999) - 1
+	i = max(0, min(i, len(sorted)-1))
+	return sorted[i]
+}
+
+// cpuPerRequest converts a tick delta to microseconds per request.
+func cpuPerRequest(ticks uint64, n, clkTck int) float64 {
+	return float64(ticks) * 1e6 / float64(clkTck) / float64(n)
+}
+
+// load sends n requests with c workers and returns the sorted latencies
+// and wall time. Any failed request fails the run: numbers over errors
+// would measure the error path.
+func load(t *target, c, n int) ([]time.Duration, time.Duration, error) {
+	lat := make([]time.Duration, n)
+	var next atomic.Int64
+	var failed atomic.Int64
+	var firstErr error
+	var errOnce sync.Once
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range c {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var buf bytes.Buffer
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n || failed.Load() > 0 {
+					return
+				}
+				t0 := time.Now()
+				err := t.call(&buf)
+				lat[i] = time.Since(t0)
+				if err != nil {
+					failed.Add(1)
+					errOnce.Do(func() { firstErr = err })
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	wall := time.Since(start)
+	if firstErr != nil {
+		return nil, 0, fmt.Errorf("%s: request failed: %w", t.name, firstErr)
+	}
+	slices.Sort(lat)
+	return lat, wall, nil
+}
+
+// measure runs one measured load and reads the CPU time of the proxy (and
+// upstream) around it.
+func measure(t *target, upstreamPID, c, n int) (runResult, error) {
+	p0, err := cpuTicks(t.pid)
+	if err != nil {
+		return runResult{}, fmt.Errorf("%s: %w", t.name, err)
+	}
+	var u0 uint64
+	if upstreamPID > 0 {
+		if u0, err = cpuTicks(upstreamPID); err != nil {
+			return runResult{}, fmt.Errorf("upstream: %w", err)
+		}
+	}
+	lat, wall, err := load(t, c, n)
+	if err != nil {
+		return runResult{}, err
+	}
+	p1, err := cpuTicks(t.pid)
+	if err != nil {
+		return runResult{}, fmt.Errorf("%s: %w", t.name, err)
+	}
+	r := runResult{n: n, wall: wall, lat: lat, proxyTicks: p1 - p0}
+	if upstreamPID > 0 {
+		u1, err := cpuTicks(upstreamPID)
+		if err != nil {
+			return runResult{}, fmt.Errorf("upstream: %w", err)
+		}
+		r.upstreamTicks = u1 - u0
+	}
+	return r, nil
+}
+
+// fetchToken gets an access token for the resource with client_credentials
+// from the issuer's token endpoint (found in its RFC 8414 metadata).
+func fetchToken(ctx context.Context, cfg benchConfig, hc *http.Client) (string, error) {
+	if cfg.clientSecret == "" {
+		return "", errors.New("LOAD_CLIENT_SECRET is not set")
+	}
+	tokenURL, err := tokenEndpoint(ctx, hc, cfg.issuer)
+	if err != nil {
+		return "", err
+	}
+	cc := clientcredentials.Config{
+		ClientID:       cfg.clientID,
+		ClientSecret:   cfg.clientSecret,
+		TokenURL:       tokenURL,
+		AuthStyle:      oauth2.AuthStyleInHeader,
+		EndpointParams: map[string][]string{"resource": {cfg.resource}},
+	}
+	if cfg.scope != "" {
+		cc.Scopes = strings.Fields(cfg.scope)
+	}
+	tok, err := cc.Token(context.WithValue(ctx, oauth2.HTTPClient, hc))
+	if err != nil {
+		return "", fmt.Errorf("client_credentials token: %w", err)
+	}
+	return tok.AccessToken, nil
+}
+
+func tokenEndpoint(ctx context.Context, hc *http.Client, issuer string) (string, error) {
+	u := strings.TrimSuffix(issuer, "/") + "/.well-known/oauth-authorization-server"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return "", fmt.Errorf("metadata request: %w", err)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("fetch issuer metadata: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("fetch issuer metadata: status %d", resp.StatusCode)
+	}
+	var md struct {
+		TokenEndpoint string `json:"token_endpoint"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&md); err != nil || md.TokenEndpoint == "" {
+		return "", fmt.Errorf("issuer metadata has no token_endpoint (%v)", err)
+	}
+	return md.TokenEndpoint, nil
+}
+
+// initSession runs the 2025 handshake (initialize, then
+// notifications/initialized) through t and makes t send the session id
+// it got. Each proxy gets its own session: the gateway hands out a
+// session id bound to the token, not the upstream's.
+func initSession(t *target) error {
+	post := func(body string, h http.Header) (*http.Response, []byte, error) {
+		req, err := http.NewRequest(http.MethodPost, t.url, strings.NewReader(body))
+		if err != nil {
+			return nil, nil, err
+		}
+		req.Header = h
+		resp, err := t.client.Do(req)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp, b, err
+	}
+	h := t.header.Clone()
+	h.Del("MCP-Protocol-Version") // not sent on initialize
+	resp, b, err := post(`{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"`+proto2025+`","capabilities":{},"clientInfo":{"name":"caddy-mcp-auth-load","version":"1"}}}`, h)
+	if err != nil {
+		return fmt.Errorf("%s: initialize: %w", t.name, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: initialize: status %d: %s", t.name, resp.StatusCode, truncate(string(b), 300))
+	}
+	sid := resp.Header.Get("Mcp-Session-Id")
+	if sid == "" {
+		return fmt.Errorf("%s: initialize: no Mcp-Session-Id", t.name)
+	}
+	t.header.Set("Mcp-Session-Id", sid)
+	resp, b, err = post(`{"jsonrpc":"2.0","method":"notifications/initialized"}`, t.header.Clone())
+	if err != nil {
+		return fmt.Errorf("%s: notifications/initialized: %w", t.name, err)
+	}
+	if resp.StatusCode != http.StatusAccepted && resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: notifications/initialized: status %d: %s", t.name, resp.StatusCode, truncate(string(b), 300))
+	}
+	return nil
+}
+
+func runBench(args []string, out io.Writer) error {
+	cfg, err := parseBenchFlags(args)
+	if err != nil {
+		return err
+	}
+	plain := newTarget("reverse_proxy", cfg.plainURL, cfg.plainPID, cfg)
+	gw := newTarget("mcp_gateway", cfg.gatewayURL, cfg.gatewayPID, cfg)
+	if cfg.issuer != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		tok, err := fetchToken(ctx, cfg, gw.client)
+		cancel()
+		if err != nil {
+			return err
+		}
+		gw.header.Set("Authorization", "Bearer "+tok)
+	}
+	return bench(cfg, plain, gw, out)
+}
+
+// bench runs the rounds and writes the report.
+func bench(cfg benchConfig, plain, gw *target, out io.Writer) error {
+	targets := []*target{plain, gw}
+	if cfg.initSession {
+		for _, t := range targets {
+			if err := initSession(t); err != nil {
+				return err
+			}
+		}
+	}
+	for _, t := range targets {
+		if cfg.warmup > 0 {
+			if _, _, err := load(t, cfg.concurrency, cfg.warmup); err != nil {
+				return fmt.Errorf("warmup: %w", err)
+			}
+		}
+	}
+	levels := []int{1}
+	if cfg.concurrency > 1 {
+		levels = append(levels, cfg.concurrency)
+	}
+	// results[level][target][round]
+	results := make([][][]runResult, len(levels))
+	for li := range levels {
+		results[li] = make([][]runResult, len(targets))
+	}
+	for round := range cfg.rounds {
+		for li, c := range levels {
+			n := cfg.requestsN
+			if c == 1 {
+				n = cfg.requests1
+			}
+			for ti, t := range targets {
+				r, err := measure(t, cfg.upstreamPID, c, n)
+				if err != nil {
+					return fmt.Errorf("round %d: %w", round+1, err)
+				}
+				results[li][ti] = append(results[li][ti], r)
+				if cfg.verbose {
+					fmt.Fprintf(os.Stderr, "round %d c=%-3d %-14s %8.0f req/s  p50 %6.3f ms  p99 %6.3f ms  %6.1f µs/req\n",
+						round+1, c, t.name, r.rps(), ms(percentile(r.lat, 0.50)), ms(percentile(r.lat, 0.99)),
+						cpuPerRequest(r.proxyTicks, r.n, cfg.clkTck))
+				}
+			}
+		}
+	}
+	writeReport(out, cfg, levels, results)
+	if cfg.profileURL != "" {
+		if err := profile(cfg, gw); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "\nGateway CPU profile (%d s at c=%d): %s\n", cfg.profileSeconds, cfg.concurrency, cfg.profileOut)
+	}
+	return nil
+}
+
+// profile drives t at c=N while fetching a CPU profile of its process.
+func profile(cfg benchConfig, t *target) error {
+	stop := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() { errc <- loadUntil(t, cfg.concurrency, stop) }()
+	perr := fetchProfile(cfg)
+	close(stop)
+	if err := <-errc; err != nil {
+		return fmt.Errorf("profile load: %w", err)
+	}
+	return perr
+}
+
+func fetchProfile(cfg benchConfig) error {
+	u := cfg.profileURL + "?seconds=" + strconv.Itoa(cfg.profileSeconds)
+	hc := &http.Client{Transport: &http.Transport{Proxy: nil}, Timeout: time.Duration(cfg.profileSeconds+30) * time.Second}
+	resp, err := hc.Get(u)
+	if err != nil {
+		return fmt.Errorf("fetch profile: %w", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("fetch profile: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("fetch profile: status %d: %s", resp.StatusCode, truncate(string(b), 300))
+	}
+	if err := os.WriteFile(cfg.profileOut, b, 0o644); err != nil {
+		return fmt.Errorf("write profile: %w", err)
+	}
+	return nil
+}
+
+// loadUntil sends requests with c workers until stop is closed.
+func loadUntil(t *target, c int, stop <-chan struct{}) error {
+	var wg sync.WaitGroup
+	var firstErr error
+	var errOnce sync.Once
+	for range c {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var buf bytes.Buffer
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := t.call(&buf); err != nil {
+					errOnce.Do(func() { firstErr = err })
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return firstErr
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

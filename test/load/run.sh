@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# Load comparison: small tools/call through plain Caddy reverse_proxy and
+# through mcp_gateway + reverse_proxy, two separate Caddy processes (the
+# built ./caddy) in front of the same upstream, in one run.
+#
+#   test/load/run.sh [load bench flags...]      e.g. -rounds 7 -c 32 -v
+#
+# Environment:
+#   UPSTREAM=fast|demo   fast: test/load's fixed-answer upstream (default);
+#                        demo: the demo MCP server (Go SDK, sessions: the
+#                        load generator initializes a session per proxy)
+#   PROTO=2025-11-25|2026-07-28   request headers/body revision (fast only)
+#   AUDIT=on|off         gateway audit events (one log line per request,
+#                        written to a file in the temp dir) on (default,
+#                        as shipped) or excluded from the log
+#   PROFILE=<seconds>    afterwards, drive the gateway and take a CPU
+#                        profile from its admin endpoint; prints the top
+#                        functions and keeps the profile in OUT
+#   OUT=dir              where the report (and profile) go
+#                        (default test/artifacts/load)
+#   REBUILD=1            rebuild ./caddy even if it exists
+#
+# Prints Markdown tables (throughput, p50/p99 at c=1 and c=N, CPU time per
+# request of each Caddy process) suitable for README.md.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+
+upstream_mode=${UPSTREAM:-fast}
+proto=${PROTO:-2025-11-25}
+audit=${AUDIT:-on}
+profile=${PROFILE:-0}
+out=${OUT:-$root/test/artifacts/load}
+case "$upstream_mode" in fast | demo) ;; *) echo "UPSTREAM must be fast or demo" >&2; exit 2 ;; esac
+case "$audit" in on | off) ;; *) echo "AUDIT must be on or off" >&2; exit 2 ;; esac
+if [ "$upstream_mode" = demo ] && [ "$proto" != 2025-11-25 ]; then
+	echo "UPSTREAM=demo needs PROTO=2025-11-25 (sessions)" >&2
+	exit 2
+fi
+
+if [ ! -x ./caddy ] || [ "${REBUILD:-0}" = 1 ]; then
+	./xcaddy.sh >&2
+fi
+mkdir -p "$out"
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+	local p
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+go build -o "$tmp/load" ./test/load
+if [ "$upstream_mode" = demo ]; then
+	go build -o "$tmp/demo" ./test/demo
+fi
+
+mapfile -t ports < <("$tmp/load" ports 5)
+up_port=${ports[0]} plain_port=${ports[1]} gw_port=${ports[2]}
+plain_admin=${ports[3]} gw_admin=${ports[4]}
+
+# A throwaway high-entropy client secret; the Caddyfile holds only its
+# sha256 (the form the issuer verifies for generated secrets). The secret
+# reaches the load generator through the environment, never argv.
+secret=$(openssl rand -base64 32 | tr -d '\n=' | tr '+/' '-_')
+hash=$(printf '%s' "$secret" | sha256sum | cut -d' ' -f1)
+
+log_opts=""
+if [ "$audit" = off ]; then
+	log_opts=$'\tlog default {\n\t\texclude http.handlers.mcp_gateway.audit\n\t}'
+fi
+
+cat >"$tmp/plain.Caddyfile" <<EOF
+{
+	admin 127.0.0.1:$plain_admin
+	auto_https off
+	persist_config off
+}
+
+http://127.0.0.1:$plain_port {
+	reverse_proxy 127.0.0.1:$up_port
+}
+EOF
+
+cat >"$tmp/gateway.Caddyfile" <<EOF
+{
+	admin 127.0.0.1:$gw_admin
+	auto_https off
+	persist_config off
+$log_opts
+	mcp_auth {
+		issuer http://127.0.0.1:$gw_port
+		storage bolt $tmp/mcp-auth.db
+		client loadgen {
+			name "load generator"
+			secret sha256:$hash
+			grant_types client_credentials
+			auth_method client_secret_basic
+		}
+	}
+}
+
+http://127.0.0.1:$gw_port {
+	mcp_issuer
+	mcp_gateway {
+		resource http://127.0.0.1:$gw_port/mcp
+		issuer local
+		scope mcp:use
+		tool echo mcp:call
+	}
+	reverse_proxy 127.0.0.1:$up_port
+}
+EOF
+
+# Caddy's data and config dirs (autosave, certificates) stay in the temp dir.
+export XDG_DATA_HOME=$tmp/data XDG_CONFIG_HOME=$tmp/config
+
+if [ "$upstream_mode" = demo ]; then
+	"$tmp/demo" -addr "127.0.0.1:$up_port" 2>"$tmp/upstream.log" &
+else
+	"$tmp/load" upstream -addr "127.0.0.1:$up_port" 2>"$tmp/upstream.log" &
+fi
+up_pid=$!
+pids+=("$up_pid")
+./caddy run --config "$tmp/plain.Caddyfile" --adapter caddyfile >"$tmp/plain.log" 2>&1 &
+plain_pid=$!
+pids+=("$plain_pid")
+./caddy run --config "$tmp/gateway.Caddyfile" --adapter caddyfile >"$tmp/gateway.log" 2>&1 &
+gw_pid=$!
+pids+=("$gw_pid")
+
+# wait_for URL PID LOG: until URL answers 200, or the process has died.
+wait_for() {
+	local i
+	for i in $(seq 1 100); do
+		if ! kill -0 "$2" 2>/dev/null; then
+			echo "process for $1 exited; its log:" >&2
+			cat "$3" >&2
+			exit 1
+		fi
+		if [ "$(curl -s -o /dev/null -w '%{http_code}' --noproxy '*' "$1" || true)" = 200 ]; then
+			return 0
+		fi
+		sleep 0.2
+	done
+	echo "timed out waiting for $1; log:" >&2
+	cat "$3" >&2
+	exit 1
+}
+wait_for "http://127.0.0.1:$plain_admin/config/" "$plain_pid" "$tmp/plain.log"
+wait_for "http://127.0.0.1:$gw_admin/config/" "$gw_pid" "$tmp/gateway.log"
+wait_for "http://127.0.0.1:$gw_port/.well-known/oauth-authorization-server" "$gw_pid" "$tmp/gateway.log"
+
+bench_flags=(
+	-plain "http://127.0.0.1:$plain_port/mcp" -plain-pid "$plain_pid"
+	-gateway "http://127.0.0.1:$gw_port/mcp" -gateway-pid "$gw_pid"
+	-upstream-pid "$up_pid" -upstream-name "$upstream_mode"
+	-issuer "http://127.0.0.1:$gw_port" -client-id loadgen -scope "mcp:use mcp:call"
+	-proto "$proto" -clk-tck "$(getconf CLK_TCK)"
+)
+if [ "$upstream_mode" = demo ]; then
+	bench_flags+=(-init)
+fi
+if [ "$profile" != 0 ]; then
+	bench_flags+=(-profile-url "http://127.0.0.1:$gw_admin/debug/pprof/profile"
+		-profile-seconds "$profile" -profile-out "$out/gateway.pprof")
+fi
+
+report=$out/report-$upstream_mode-$proto-audit-$audit.md
+{
+	echo "Commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(./caddy version | cut -d' ' -f1), $(go env GOVERSION), audit log $audit."
+	LOAD_CLIENT_SECRET=$secret "$tmp/load" bench "${bench_flags[@]}" "$@"
+} | tee "$report"
+echo "(report saved to $report)" >&2
+
+if [ "$profile" != 0 ]; then
+	go tool pprof -top -nodecount=35 ./caddy "$out/gateway.pprof" 2>/dev/null | tee "$out/gateway-top.txt"
+	echo >&2 "(profile: $out/gateway.pprof; cumulative view: go tool pprof -top -cum ./caddy $out/gateway.pprof)"
+fi
