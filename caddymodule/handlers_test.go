@@ -1,0 +1,290 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+const (
+	testIssuer      = "http://127.0.0.1:8080"
+	gatewayResource = "http://127.0.0.1:8080/mcp"
+)
+
+// caddyContext provisions a config holding only the given mcp_auth app
+// (none when app is nil), as Caddy does before provisioning the handlers.
+func caddyContext(t *testing.T, app *App) caddy.Context {
+	t.Helper()
+	t.Setenv("XDG_DATA_HOME", t.TempDir())
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	cfg := &caddy.Config{AppsRaw: caddy.ModuleMap{}}
+	if app != nil {
+		cfg.AppsRaw["mcp_auth"] = caddyconfig.JSON(app, nil)
+	}
+	ctx, err := caddy.ProvisionContext(cfg)
+	if err != nil {
+		t.Fatalf("ProvisionContext() = %v", err)
+	}
+	if app != nil {
+		t.Cleanup(func() {
+			a, err := ctx.App("mcp_auth")
+			if err == nil {
+				_ = a.(*App).storage.(*BoltStorage).Cleanup()
+			}
+		})
+	}
+	return ctx
+}
+
+func testApp(t *testing.T) *App {
+	return &App{
+		IssuerURL:  testIssuer,
+		StorageRaw: caddyconfig.JSONModuleObject(BoltStorage{Path: filepath.Join(t.TempDir(), "db")}, "module", "bolt", nil),
+		Clients:    []Client{{ID: "svc", SecretHash: sha256Hash, GrantTypes: []string{"client_credentials"}}},
+	}
+}
+
+// svcSecret is the secret whose hash is sha256Hash.
+const svcSecret = "foo"
+
+var errNext = errors.New("next handler failed")
+
+// recordingNext is a caddyhttp.Handler that records whether it ran.
+type recordingNext struct {
+	called bool
+	err    error
+}
+
+func (n *recordingNext) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
+	n.called = true
+	if n.err != nil {
+		return n.err
+	}
+	w.WriteHeader(http.StatusTeapot)
+	return nil
+}
+
+func TestIssuerHandler(t *testing.T) {
+	ctx := caddyContext(t, testApp(t))
+	h := new(IssuerHandler)
+	if err := h.Provision(ctx); err != nil {
+		t.Fatalf("Provision() = %v", err)
+	}
+
+	rec := httptest.NewRecorder()
+	next := &recordingNext{err: errNext}
+	err := h.ServeHTTP(rec, httptest.NewRequest("GET", testIssuer+"/.well-known/oauth-authorization-server", nil), next)
+	var md map[string]any
+	if err != nil || rec.Code != 200 || json.Unmarshal(rec.Body.Bytes(), &md) != nil || md["issuer"] != testIssuer || next.called {
+		t.Errorf("GET metadata = %d %s, err %v, next called %v; want 200 with issuer %s, next not called", rec.Code, rec.Body, err, next.called, testIssuer)
+	}
+
+	err = h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", testIssuer+"/elsewhere", nil), next)
+	if !next.called || !errors.Is(err, errNext) {
+		t.Errorf("GET /elsewhere: next called %v, err %v; want next called and its error returned", next.called, err)
+	}
+}
+
+func TestHandlersWithoutApp(t *testing.T) {
+	ctx := caddyContext(t, nil)
+	for _, p := range []caddy.Provisioner{new(IssuerHandler), &GatewayHandler{Resource: gatewayResource}} {
+		err := p.Provision(ctx)
+		if err == nil || !strings.Contains(err.Error(), "needs the mcp_auth app") || !strings.Contains(err.Error(), "mcp_auth {") {
+			t.Errorf("%T.Provision() without mcp_auth = %v, want an error explaining the global option", p, err)
+		}
+	}
+}
+
+// token gets a client_credentials access token for the gateway's resource.
+func token(t *testing.T, ctx caddy.Context, scope string) (int, string) {
+	t.Helper()
+	a, err := ctx.App("mcp_auth")
+	if err != nil {
+		t.Fatal(err)
+	}
+	form := url.Values{"grant_type": {"client_credentials"}, "resource": {gatewayResource}, "scope": {scope}}
+	req := httptest.NewRequest("POST", testIssuer+"/token", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth("svc", svcSecret)
+	rec := httptest.NewRecorder()
+	a.(*App).Issuer().ServeHTTP(rec, req)
+	var res struct {
+		AccessToken string `json:"access_token"`
+	}
+	_ = json.Unmarshal(rec.Body.Bytes(), &res)
+	return rec.Code, res.AccessToken
+}
+
+func mcpRequest(tok string) *http.Request {
+	body := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`
+	req := httptest.NewRequest("POST", gatewayResource, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	return req
+}
+
+func TestGatewayHandlerLocalIssuer(t *testing.T) {
+	ctx := caddyContext(t, testApp(t))
+
+	// Before the gateway registers its resource, the issuer refuses it.
+	if code, _ := token(t, ctx, "mcp"); code != http.StatusBadRequest {
+		t.Fatalf("token for an unregistered resource = %d, want 400", code)
+	}
+
+	h := &GatewayHandler{
+		Resource: gatewayResource,
+		Scopes:   []string{"mcp"},
+		Tools:    []Rule{{Match: "echo"}, {Match: "delete_*", Scopes: []string{"admin"}, UserOnly: true}},
+	}
+	if err := h.Provision(ctx); err != nil {
+		t.Fatalf("Provision() = %v", err)
+	}
+	code, tok := token(t, ctx, "mcp")
+	if code != http.StatusOK || tok == "" {
+		t.Fatalf("token for the registered resource = %d, want 200 with a token", code)
+	}
+
+	t.Run("metadata", func(t *testing.T) {
+		rec := httptest.NewRecorder()
+		next := &recordingNext{}
+		err := h.ServeHTTP(rec, httptest.NewRequest("GET", testIssuer+"/.well-known/oauth-protected-resource/mcp", nil), next)
+		var md map[string]any
+		if err != nil || rec.Code != 200 || json.Unmarshal(rec.Body.Bytes(), &md) != nil || md["resource"] != gatewayResource || next.called {
+			t.Errorf("GET resource metadata = %d %s, %v; want 200 naming %s", rec.Code, rec.Body, err, gatewayResource)
+		}
+	})
+	t.Run("no token", func(t *testing.T) {
+		rec := httptest.NewRecorder()
+		next := &recordingNext{}
+		err := h.ServeHTTP(rec, mcpRequest(""), next)
+		if err != nil || rec.Code != http.StatusUnauthorized || next.called {
+			t.Errorf("POST without token = %d, %v, next called %v; want 401, next not called", rec.Code, err, next.called)
+		}
+	})
+	t.Run("authorized", func(t *testing.T) {
+		rec := httptest.NewRecorder()
+		next := &recordingNext{}
+		err := h.ServeHTTP(rec, mcpRequest(tok), next)
+		if err != nil || !next.called || rec.Code != http.StatusTeapot {
+			t.Errorf("POST with token = %d, %v, next called %v; want next's 418", rec.Code, err, next.called)
+		}
+	})
+	t.Run("next error returned", func(t *testing.T) {
+		next := &recordingNext{err: caddyhttp.Error(http.StatusBadGateway, errNext)}
+		err := h.ServeHTTP(httptest.NewRecorder(), mcpRequest(tok), next)
+		if !next.called || !errors.Is(err, errNext) {
+			t.Errorf("ServeHTTP() = %v, next called %v; want next's error", err, next.called)
+		}
+	})
+	t.Run("revoked token", func(t *testing.T) {
+		a, _ := ctx.App("mcp_auth")
+		form := url.Values{"token": {tok}}
+		req := httptest.NewRequest("POST", testIssuer+"/revoke", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth("svc", svcSecret)
+		rec := httptest.NewRecorder()
+		a.(*App).Issuer().ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			t.Fatalf("revoke = %d %s", rec.Code, rec.Body)
+		}
+		rec = httptest.NewRecorder()
+		next := &recordingNext{}
+		_ = h.ServeHTTP(rec, mcpRequest(tok), next)
+		if rec.Code != http.StatusUnauthorized || next.called {
+			t.Errorf("POST with a revoked token = %d, next called %v; want 401", rec.Code, next.called)
+		}
+	})
+}
+
+func TestGatewaySessionKey(t *testing.T) {
+	t.Setenv("TEST_SESSION_KEY", "+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/s=")
+	app := provisionApp(t, &App{IssuerURL: testIssuer})
+	stored, err := app.SessionKey(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zap.WarnLevel)
+	log := zap.New(core)
+
+	tests := []struct {
+		name     string
+		key      string
+		app      *App
+		wantKey  []byte // nil: any 32 random bytes
+		wantErr  string
+		wantWarn bool
+	}{
+		{"env placeholder", "{env.TEST_SESSION_KEY}", nil, []byte(strings.Repeat("\xfb", 32)), "", false},
+		{"unset env", "{env.TEST_SESSION_KEY_UNSET}", app, nil, "session_key: 0 bytes", false},
+		{"too short", "c2hvcnQ=", app, nil, "want at least 32", false},
+		{"from the app's store", "", app, stored, "", false},
+		{"no app", "", nil, nil, "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			logs.TakeAll()
+			h := &GatewayHandler{SessionKey: tt.key}
+			got, err := h.sessionKey(t.Context(), tt.app, log)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("sessionKey() error = %v, want it to contain %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || len(got) < 32 || (tt.wantKey != nil && string(got) != string(tt.wantKey)) {
+				t.Errorf("sessionKey() = %x, %v, want %x", got, err, tt.wantKey)
+			}
+			if warned := logs.Len() > 0; warned != tt.wantWarn {
+				t.Errorf("sessionKey() warned = %v, want %v", warned, tt.wantWarn)
+			}
+		})
+	}
+}
+
+func TestGatewayHandlerRemoteIssuer(t *testing.T) {
+	ctx := caddyContext(t, nil)
+	h := &GatewayHandler{Resource: "https://mcp.example.com/mcp", Issuer: "https://auth.example.com", Scopes: []string{"mcp"}}
+	if err := h.Provision(ctx); err != nil {
+		t.Fatalf("Provision() with a remote issuer and no mcp_auth app = %v", err)
+	}
+	rec := httptest.NewRecorder()
+	_ = h.ServeHTTP(rec, httptest.NewRequest("GET", "https://mcp.example.com/.well-known/oauth-protected-resource/mcp", nil), &recordingNext{})
+	if !strings.Contains(rec.Body.String(), `"authorization_servers":["https://auth.example.com"]`) {
+		t.Errorf("resource metadata = %s, want the remote issuer", rec.Body)
+	}
+}
+
+func TestGatewayHandlerErrors(t *testing.T) {
+	ctx := caddyContext(t, testApp(t))
+	tests := []struct {
+		name    string
+		h       GatewayHandler
+		wantErr string
+	}{
+		{"no resource", GatewayHandler{}, "resource URL is required"},
+		{"bad session key", GatewayHandler{Resource: gatewayResource, SessionKey: "!!"}, "session_key"},
+		{"contradictory rule", GatewayHandler{Resource: gatewayResource, Tools: []Rule{{Match: "x", RequireAgent: true, UserOnly: true}}}, "mcp_gateway " + gatewayResource + ": tools rule"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.h.Provision(ctx)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("Provision() = %v, want an error containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
