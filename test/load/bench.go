@@ -124,6 +124,11 @@ type target struct {
 	client *http.Client
 	header http.Header
 	body   []byte
+	// uniqueIDs gives every request its own JSON-RPC id: a server with
+	// sessions refuses a duplicate in-flight id. Without sessions the
+	// fixed body (id 1) is sent.
+	uniqueIDs bool
+	lastID    atomic.Int64
 }
 
 func newTarget(name, url string, pid int, cfg benchConfig) *target {
@@ -157,7 +162,11 @@ func newTarget(name, url string, pid int, cfg benchConfig) *target {
 // call sends one tools/call and checks the answer is a JSON-RPC result;
 // buf is the caller's reusable response buffer.
 func (t *target) call(buf *bytes.Buffer) error {
-	req, err := http.NewRequest(http.MethodPost, t.url, bytes.NewReader(t.body))
+	body := t.body
+	if t.uniqueIDs {
+		body = withID(t.body, t.lastID.Add(1))
+	}
+	req, err := http.NewRequest(http.MethodPost, t.url, bytes.NewReader(body))
 	if err != nil {
 		return fmt.Errorf("new request: %w", err)
 	}
@@ -179,6 +188,12 @@ func (t *target) call(buf *bytes.Buffer) error {
 		return fmt.Errorf("not a JSON-RPC result: %s", truncate(buf.String(), 300))
 	}
 	return nil
+}
+
+// withID returns body (which has "id":1) with the id replaced by id.
+func withID(body []byte, id int64) []byte {
+	repl := append(strconv.AppendInt([]byte(`"id":`), id, 10), ',')
+	return bytes.Replace(body, []byte(`"id":1,`), repl, 1)
 }
 
 func truncate(s string, n int) string {
@@ -403,6 +418,7 @@ func bench(cfg benchConfig, plain, gw *target, out io.Writer) error {
 	targets := []*target{plain, gw}
 	if cfg.initSession {
 		for _, t := range targets {
+			t.uniqueIDs = true
 			if err := initSession(t); err != nil {
 				return err
 			}

@@ -1,0 +1,375 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/demo/mcpdemo"
+)
+
+func TestParseStatTicks(t *testing.T) {
+	// Fields after the command: state ppid pgrp session tty tpgid flags
+	// minflt cminflt majflt cmajflt utime stime ...
+	tail := " S 1 2 3 0 -1 4194560 100 0 0 0 250 17 0 0 20 0 8 0 1234 0 0"
+	tests := []struct {
+		name    string
+		line    string
+		want    uint64
+		wantErr bool
+	}{
+		{"plain", "4242 (caddy)" + tail, 267, false},
+		{"spaces and parens in command", "4242 (a) b (c))" + tail, 267, false},
+		{"no command", "4242 caddy" + tail, 0, true},
+		{"truncated", "4242 (caddy) S 1 2 3", 0, true},
+		{"bad utime", "4242 (caddy) S 1 2 3 0 -1 4194560 100 0 0 0 x 17 0", 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseStatTicks(tt.line)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("parseStatTicks(%q) error = %v, want error %v", tt.line, err, tt.wantErr)
+			}
+			if got != tt.want {
+				t.Errorf("parseStatTicks(%q) = %d, want %d", tt.line, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestCPUTicksSelf(t *testing.T) {
+	// Burn a little CPU so the count is not trivially zero on a fast tick.
+	deadline := time.Now().Add(50 * time.Millisecond)
+	for time.Now().Before(deadline) {
+	}
+	if _, err := cpuTicks(os.Getpid()); err != nil {
+		t.Fatalf("cpuTicks(self) error = %v, want nil", err)
+	}
+	if _, err := cpuTicks(-1); err == nil {
+		t.Errorf("cpuTicks(-1) error = nil, want an error")
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	d := func(ms ...int) []time.Duration {
+		var out []time.Duration
+		for _, m := range ms {
+			out = append(out, time.Duration(m)*time.Millisecond)
+		}
+		return out
+	}
+	hundred := make([]time.Duration, 100)
+	for i := range hundred {
+		hundred[i] = time.Duration(i+1) * time.Millisecond
+	}
+	tests := []struct {
+		name   string
+		sorted []time.Duration
+		p      float64
+		want   time.Duration
+	}{
+		{"empty", nil, 0.5, 0},
+		{"one", d(7), 0.99, 7 * time.Millisecond},
+		{"median of odd", d(1, 2, 3), 0.5, 2 * time.Millisecond},
+		{"nearest rank p50 of 100", hundred, 0.50, 50 * time.Millisecond},
+		{"nearest rank p99 of 100", hundred, 0.99, 99 * time.Millisecond},
+		{"max", hundred, 1, 100 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := percentile(tt.sorted, tt.p); got != tt.want {
+				t.Errorf("percentile(%v, %v) = %v, want %v", tt.sorted, tt.p, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestMedian(t *testing.T) {
+	tests := []struct {
+		in   []float64
+		want float64
+	}{
+		{nil, 0},
+		{[]float64{3}, 3},
+		{[]float64{5, 1, 3}, 3},
+		{[]float64{4, 1, 3, 2}, 2.5},
+	}
+	for _, tt := range tests {
+		in := append([]float64(nil), tt.in...)
+		if got := median(tt.in); got != tt.want {
+			t.Errorf("median(%v) = %v, want %v", in, got, tt.want)
+		}
+		for i := range in {
+			if in[i] != tt.in[i] {
+				t.Errorf("median(%v) reordered its input to %v", in, tt.in)
+			}
+		}
+	}
+}
+
+func TestWithID(t *testing.T) {
+	want := `{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}`
+	if got := string(withID([]byte(body2025), 42)); got != want {
+		t.Errorf("withID(body2025, 42) = %s, want %s", got, want)
+	}
+}
+
+func TestCPUPerRequest(t *testing.T) {
+	// 25 ticks at 100 Hz = 250 ms over 2500 requests = 100 µs each.
+	if got := cpuPerRequest(25, 2500, 100); got != 100 {
+		t.Errorf("cpuPerRequest(25, 2500, 100) = %v, want 100", got)
+	}
+}
+
+func TestUpstreamHandler(t *testing.T) {
+	srv := httptest.NewServer(upstreamHandler())
+	defer srv.Close()
+	tests := []struct {
+		name       string
+		method     string
+		wantStatus int
+		wantBody   string
+	}{
+		{"tools/call", http.MethodPost, http.StatusOK, toolsCallResult},
+		{"get", http.MethodGet, http.StatusMethodNotAllowed, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequest(tt.method, srv.URL+"/mcp", strings.NewReader(body2025))
+			resp, err := srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.wantStatus {
+				t.Fatalf("%s status = %d, want %d", tt.method, resp.StatusCode, tt.wantStatus)
+			}
+			if tt.wantBody != "" {
+				if string(b) != tt.wantBody {
+					t.Errorf("%s body = %s, want %s", tt.method, b, tt.wantBody)
+				}
+				if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+					t.Errorf("Content-Type = %q, want application/json", ct)
+				}
+			}
+		})
+	}
+}
+
+func TestParseBenchFlags(t *testing.T) {
+	base := []string{"-plain", "http://127.0.0.1:1/mcp", "-plain-pid", "10", "-gateway", "http://127.0.0.1:2/mcp", "-gateway-pid", "11"}
+	tests := []struct {
+		name    string
+		extra   []string
+		drop    int // leading flags to drop from base
+		wantErr string
+	}{
+		{"ok", nil, 0, ""},
+		{"no urls", nil, 2, "-plain and -gateway are required"},
+		{"bad proto", []string{"-proto", "2024-01-01"}, 0, "-proto"},
+		{"init on 2026", []string{"-proto", proto2026, "-init"}, 0, "-init needs"},
+		{"zero rounds", []string{"-rounds", "0"}, 0, "must be positive"},
+		{"zero clk", []string{"-clk-tck", "0"}, 0, "-clk-tck"},
+		{"profile seconds", []string{"-profile-url", "http://x", "-profile-seconds", "0"}, 0, "-profile-seconds"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append(append([]string(nil), base[tt.drop:]...), tt.extra...)
+			cfg, err := parseBenchFlags(args)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("parseBenchFlags(%q) error = %v, want nil", args, err)
+				}
+				if cfg.resource != cfg.gatewayURL {
+					t.Errorf("resource = %q, want the gateway URL %q", cfg.resource, cfg.gatewayURL)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("parseBenchFlags(%q) error = %v, want one containing %q", args, err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func testConfig() benchConfig {
+	return benchConfig{
+		proto: proto2025, rounds: 2, concurrency: 4, requests1: 20, requestsN: 100, warmup: 10,
+		clkTck: 100, timeout: 5 * time.Second, upstreamName: "test",
+		plainPID: os.Getpid(), gatewayPID: os.Getpid(),
+	}
+}
+
+// TestBenchReport runs the whole measurement against the fast upstream
+// (both "proxies" are the upstream itself, measured as this process).
+func TestBenchReport(t *testing.T) {
+	for _, proto := range []string{proto2025, proto2026} {
+		t.Run(proto, func(t *testing.T) {
+			// The first request's headers and body, kept once: the
+			// handler runs concurrently.
+			var first sync.Once
+			var h http.Header
+			var body string
+			up := upstreamHandler()
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				first.Do(func() {
+					b, _ := io.ReadAll(r.Body)
+					h, body = r.Header.Clone(), string(b)
+					r.Body = io.NopCloser(bytes.NewReader(b))
+				})
+				up.ServeHTTP(w, r)
+			}))
+			defer srv.Close()
+			cfg := testConfig()
+			cfg.proto = proto
+			cfg.plainURL, cfg.gatewayURL = srv.URL+"/mcp", srv.URL+"/mcp"
+			var out bytes.Buffer
+			if err := bench(cfg, newTarget("reverse_proxy", cfg.plainURL, cfg.plainPID, cfg), newTarget("mcp_gateway", cfg.gatewayURL, cfg.gatewayPID, cfg), &out); err != nil {
+				t.Fatalf("bench() error = %v, want nil", err)
+			}
+			report := out.String()
+			for _, want := range []string{
+				"| c | proxy | req/s | p50 ms | p99 ms | proxy CPU µs/req | upstream CPU µs/req |",
+				"| 1 | reverse_proxy |", "| 4 | mcp_gateway + reverse_proxy |",
+				"| 4 | ", "Targets: throughput ≥ 85% of plain at c=4",
+				"(" + proto + ", test upstream)",
+			} {
+				if !strings.Contains(report, want) {
+					t.Errorf("report lacks %q:\n%s", want, report)
+				}
+			}
+			if got := h.Get("Mcp-Protocol-Version"); got != proto {
+				t.Errorf("MCP-Protocol-Version = %q, want %q", got, proto)
+			}
+			wantMethod, wantName, wantBody := "", "", body2025
+			if proto == proto2026 {
+				wantMethod, wantName, wantBody = "tools/call", "echo", body2026
+			}
+			if h.Get("Mcp-Method") != wantMethod || h.Get("Mcp-Name") != wantName {
+				t.Errorf("Mcp-Method, Mcp-Name = %q, %q, want %q, %q", h.Get("Mcp-Method"), h.Get("Mcp-Name"), wantMethod, wantName)
+			}
+			if body != wantBody {
+				t.Errorf("body = %s, want %s", body, wantBody)
+			}
+		})
+	}
+}
+
+func TestBenchFailsOnRefusal(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") == "" {
+			http.Error(w, `{"error":"no token"}`, http.StatusUnauthorized)
+			return
+		}
+		upstreamHandler().ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	cfg := testConfig()
+	cfg.plainURL, cfg.gatewayURL = srv.URL, srv.URL
+	plain := newTarget("reverse_proxy", cfg.plainURL, cfg.plainPID, cfg)
+	plain.header.Set("Authorization", "Bearer x")
+	gw := newTarget("mcp_gateway", cfg.gatewayURL, cfg.gatewayPID, cfg)
+	var out bytes.Buffer
+	err := bench(cfg, plain, gw, &out)
+	if err == nil || !strings.Contains(err.Error(), "mcp_gateway") || !strings.Contains(err.Error(), "status 401") {
+		t.Errorf("bench() error = %v, want the gateway's 401", err)
+	}
+	if out.Len() != 0 {
+		t.Errorf("bench() wrote a report after a failure:\n%s", out.String())
+	}
+}
+
+// TestBenchDemoSession drives the demo MCP server (Go SDK, sessions) with
+// -init: each target gets its own session and tools/call succeeds.
+func TestBenchDemoSession(t *testing.T) {
+	srv := httptest.NewServer(mcpdemo.Handler())
+	defer srv.Close()
+	cfg := testConfig()
+	cfg.initSession = true
+	cfg.plainURL, cfg.gatewayURL = srv.URL+"/mcp", srv.URL+"/mcp"
+	plain := newTarget("reverse_proxy", cfg.plainURL, cfg.plainPID, cfg)
+	gw := newTarget("mcp_gateway", cfg.gatewayURL, cfg.gatewayPID, cfg)
+	var out bytes.Buffer
+	if err := bench(cfg, plain, gw, &out); err != nil {
+		t.Fatalf("bench() with -init error = %v, want nil", err)
+	}
+	a, b := plain.header.Get("Mcp-Session-Id"), gw.header.Get("Mcp-Session-Id")
+	if a == "" || b == "" || a == b {
+		t.Errorf("session ids = %q, %q, want two distinct ids", a, b)
+	}
+}
+
+// TestFetchToken checks the client_credentials request the issuer gets:
+// metadata discovery, HTTP Basic client authentication, the resource
+// indicator and the scopes.
+func TestFetchToken(t *testing.T) {
+	var srv *httptest.Server
+	var form url.Values
+	var user, pass string
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/.well-known/oauth-authorization-server":
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"issuer":"`+srv.URL+`","token_endpoint":"`+srv.URL+`/token"}`)
+		case "/token":
+			user, pass, _ = r.BasicAuth()
+			_ = r.ParseForm()
+			form = r.PostForm
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"access_token":"tok-123","token_type":"Bearer","expires_in":3600}`)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	cfg := testConfig()
+	cfg.issuer, cfg.clientID, cfg.clientSecret = srv.URL, "loadgen", "s3cret"
+	cfg.resource, cfg.scope = "http://127.0.0.1:9/mcp", "mcp:use mcp:call"
+	tok, err := fetchToken(t.Context(), cfg, srv.Client())
+	if err != nil {
+		t.Fatalf("fetchToken() error = %v, want nil", err)
+	}
+	if tok != "tok-123" {
+		t.Errorf("fetchToken() = %q, want tok-123", tok)
+	}
+	if user != "loadgen" || pass != "s3cret" {
+		t.Errorf("Basic credentials = %q, %q, want loadgen, s3cret", user, pass)
+	}
+	want := url.Values{"grant_type": {"client_credentials"}, "resource": {cfg.resource}, "scope": {cfg.scope}}
+	for k, v := range want {
+		if got := form[k]; len(got) != 1 || got[0] != v[0] {
+			t.Errorf("token form %s = %q, want %q", k, got, v)
+		}
+	}
+
+	cfg.clientSecret = ""
+	if _, err := fetchToken(t.Context(), cfg, srv.Client()); err == nil || !strings.Contains(err.Error(), "LOAD_CLIENT_SECRET") {
+		t.Errorf("fetchToken() without a secret error = %v, want one naming LOAD_CLIENT_SECRET", err)
+	}
+	cfg.clientSecret, cfg.issuer = "s3cret", srv.URL+"/nowhere"
+	if _, err := fetchToken(t.Context(), cfg, srv.Client()); err == nil || !strings.Contains(err.Error(), "metadata") {
+		t.Errorf("fetchToken() with no metadata error = %v, want a metadata error", err)
+	}
+}
+
+func TestPorts(t *testing.T) {
+	var out bytes.Buffer
+	if err := runPorts([]string{"3"}, &out); err != nil {
+		t.Fatalf("runPorts(3) error = %v", err)
+	}
+	lines := strings.Fields(out.String())
+	if len(lines) != 3 || lines[0] == lines[1] || lines[1] == lines[2] || lines[0] == lines[2] {
+		t.Errorf("runPorts(3) = %q, want 3 distinct ports", lines)
+	}
+	if err := runPorts([]string{"0"}, &out); err == nil {
+		t.Errorf("runPorts(0) error = nil, want an error")
+	}
+}
