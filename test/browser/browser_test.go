@@ -111,6 +111,9 @@ func caddyfile(e *env, dir, hash string) string {
 	admin off
 	persist_config off
 	storage file_system %[1]s/caddy
+	log {
+		level WARN
+	}
 	mcp_auth {
 		issuer %[2]s
 		storage bolt %[1]s/mcp-auth.db
@@ -209,6 +212,18 @@ func run[T any](t *testing.T, ctx context.Context, what string, a chromedp.Actio
 	return v
 }
 
+// navigate runs steps that submit a form or follow a link, waits until the
+// next page has loaded, and returns its HTTP status. (Waiting on a selector
+// instead would race: the old page may still match it.)
+func navigate(t *testing.T, ctx context.Context, what string, steps ...chromedp.Action[chromedp.Void]) int64 {
+	t.Helper()
+	resp, err := chromedp.RunResponse(ctx, steps...)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	return resp.Status
+}
+
 // bodyText is the page's rendered text.
 func bodyText(t *testing.T, ctx context.Context) string {
 	t.Helper()
@@ -216,18 +231,29 @@ func bodyText(t *testing.T, ctx context.Context) string {
 }
 
 // login opens the authorization URL and signs in with the given password,
-// leaving the browser on whatever page follows.
-func login(t *testing.T, ctx context.Context, authURL, pw string) {
+// leaving the browser on whatever page follows; it returns that page's
+// HTTP status.
+func login(t *testing.T, ctx context.Context, authURL, pw string) int64 {
 	t.Helper()
 	do(t, ctx, "open authorize",
 		chromedp.Navigate(authURL),
 		chromedp.WaitVisible(chromedp.CSS(`form#login`)),
 	)
-	do(t, ctx, "fill login form",
+	return navigate(t, ctx, "sign in",
 		chromedp.SendKeys(chromedp.CSS(`form#login input[name=username]`), username),
 		chromedp.SendKeys(chromedp.CSS(`form#login input[name=password]`), pw),
 		chromedp.Submit(chromedp.CSS(`form#login`)),
 	)
+}
+
+// requireConsent fails the test unless the browser shows the consent page.
+func requireConsent(t *testing.T, ctx context.Context, status int64) {
+	t.Helper()
+	n := run(t, ctx, "find consent form", chromedp.Evaluate[int](`document.querySelectorAll("form#consent").length`))
+	if status != http.StatusOK || n != 1 {
+		screenshot(t, ctx, "not-consent")
+		t.Fatalf("after sign-in: status %d, %d consent forms; page: %s", status, n, bodyText(t, ctx))
+	}
 }
 
 // consentDecision clicks one of the consent page's decision buttons.
@@ -247,12 +273,12 @@ func TestConsentApprove(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`form#login`)),
 	)
 	screenshot(t, ctx, "login")
-	do(t, ctx, "sign in",
+	status := navigate(t, ctx, "sign in",
 		chromedp.SendKeys(chromedp.CSS(`form#login input[name=username]`), username),
 		chromedp.SendKeys(chromedp.CSS(`form#login input[name=password]`), password),
 		chromedp.Submit(chromedp.CSS(`form#login`)),
-		chromedp.WaitVisible(chromedp.CSS(`form#consent`)),
 	)
+	requireConsent(t, ctx, status)
 	text := bodyText(t, ctx)
 	redirectHost := strings.TrimPrefix(e.callback.srv.URL, "http://")
 	for _, want := range []string{clientName, redirectHost, scopeRead, scopeWrite, e.resource} {
@@ -276,7 +302,7 @@ func TestConsentApprove(t *testing.T) {
 
 	tctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	tok, err := ar.Exchange(tctx, e.cfg, q.Get("code"), e.resource)
+	tok, err := ar.Exchange(tctx, e.cfg, q.Get("code"))
 	if err != nil {
 		t.Fatalf("Exchange: %v", err)
 	}
@@ -305,8 +331,7 @@ func TestConsentDeny(t *testing.T) {
 	ctx := newBrowser(t)
 	ar := harness.NewAuthRequest(e.cfg, e.resource)
 
-	login(t, ctx, ar.URL, password)
-	do(t, ctx, "consent page", chromedp.WaitVisible(chromedp.CSS(`form#consent`)))
+	requireConsent(t, ctx, login(t, ctx, ar.URL, password))
 	consentDecision(t, ctx, "deny")
 
 	q := e.callback.wait(t)
@@ -334,10 +359,14 @@ func TestLoginWrongPassword(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`form#login`)),
 	)
 	before := bodyText(t, ctx)
-	login(t, ctx, ar.URL, "wrong password")
+	status := login(t, ctx, ar.URL, "wrong password")
 	// The answer is the login form again, now with an error message.
-	do(t, ctx, "login page again", chromedp.WaitVisible(chromedp.CSS(`form#login`)))
+	n := run(t, ctx, "find login form", chromedp.Evaluate[int](`document.querySelectorAll("form#login").length`))
 	after := bodyText(t, ctx)
+	if n != 1 {
+		screenshot(t, ctx, "not-login")
+		t.Fatalf("after a wrong password: status %d, no login form; page: %s", status, after)
+	}
 	if after == before {
 		t.Errorf("login page after a wrong password shows no error; text: %s", after)
 	}
@@ -381,7 +410,7 @@ func TestConsentNotFramable(t *testing.T) {
 		t.Fatalf("login led to %s (status %d) without a consent form: %.300s", consentPage.URL, consentPage.Status, consentPage.Text())
 	}
 	for _, p := range []*harness.Page{loginPage, consentPage} {
-		t.Run(p.URL.Path, func(t *testing.T) {
+		t.Run(strings.TrimPrefix(p.URL.Path, "/"), func(t *testing.T) {
 			if !frameDenied(p.Header) {
 				t.Errorf("%s: X-Frame-Options = %q, Content-Security-Policy = %q; want DENY or frame-ancestors 'none'",
 					p.URL.Path, p.Header.Get("X-Frame-Options"), p.Header.Values("Content-Security-Policy"))
@@ -417,14 +446,13 @@ func TestConnectedApps(t *testing.T) {
 	cfg.Scopes = []string{scopeRead, "offline_access"}
 	ar := harness.NewAuthRequest(&cfg, e.resource)
 
-	login(t, ctx, ar.URL, password)
-	do(t, ctx, "consent page", chromedp.WaitVisible(chromedp.CSS(`form#consent`)))
+	requireConsent(t, ctx, login(t, ctx, ar.URL, password))
 	consentDecision(t, ctx, "approve")
 	q := e.callback.wait(t)
 
 	tctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	tok, err := ar.Exchange(tctx, &cfg, q.Get("code"), e.resource)
+	tok, err := ar.Exchange(tctx, &cfg, q.Get("code"))
 	if err != nil {
 		t.Fatalf("Exchange: %v", err)
 	}
@@ -449,13 +477,16 @@ func TestConnectedApps(t *testing.T) {
 	}
 	screenshot(t, ctx, "apps")
 
-	// The revoke control is a submit button in a form; revoke the app.
-	do(t, ctx, "revoke",
-		chromedp.Click(chromedp.CSS(`form [type=submit], form button`)),
-		chromedp.WaitVisible(chromedp.CSS(`body`)),
-	)
-	// Give the navigation a moment to finish, then read the page again.
-	waitFor(t, func() bool { return !strings.Contains(bodyText(t, ctx), clientName) })
+	// Each app has its own form; revoke this client's.
+	revoke := fmt.Sprintf(`form:has(input[name=client_id][value=%q]) button[name=action][value=revoke]`, clientID)
+	do(t, ctx, "revoke", chromedp.Click(chromedp.CSS(revoke)))
+	waitFor(t, func() bool {
+		n, err := chromedp.Run(ctx, chromedp.Evaluate[int](fmt.Sprintf("document.querySelectorAll(%q).length", revoke)))
+		return err == nil && n == 0
+	})
+	if text := bodyText(t, ctx); strings.Contains(text, clientName) {
+		t.Errorf("apps page still lists %q after revoking: %s", clientName, text)
+	}
 	screenshot(t, ctx, "apps-revoked")
 
 	tr, err = harness.Refresh(tctx, e.md, clientID, refresh, e.resource)

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"text/template"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -33,33 +34,41 @@ const (
 	scopeAdmin = "notes:admin" // required by delete_notes; no user holds it
 )
 
-// env is Caddy with the issuer and a gateway in front of the demo MCP
+// env is Caddy with the issuer and two gateways in front of the demo MCP
 // server (test/demo/mcpdemo: echo and add read, add_note writes,
-// delete_notes administers).
+// delete_notes administers): resource /mcp proxies to a stateful server
+// (sessions, protocol up to 2025-11-25), resource /v2/mcp to a stateless
+// one that also speaks 2026-07-28.
 type env struct {
-	t        *testing.T
 	port     int
 	dir      string
 	hash     string
-	upstream string // host:port of the MCP server
+	legacyUp string // host:port of the stateful MCP server
+	modernUp string // host:port of the stateless MCP server
 	issuer   string
-	resource string
+	legacy   string // resource URL of /mcp
+	modern   string // resource URL of /v2/mcp
 	md       *harness.Metadata
 }
 
 func setup(t *testing.T) *env {
 	t.Helper()
-	up := httptest.NewServer(mcpdemo.Handler())
-	t.Cleanup(up.Close)
+	legacy := httptest.NewServer(mcpdemo.Handler())
+	t.Cleanup(legacy.Close)
+	s := mcpdemo.NewServer()
+	modern := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s },
+		&mcp.StreamableHTTPOptions{Stateless: true}))
+	t.Cleanup(modern.Close)
 	e := &env{
-		t:        t,
 		port:     harness.FreePort(t),
 		dir:      t.TempDir(),
 		hash:     harness.HashPassword(t, password),
-		upstream: strings.TrimPrefix(up.URL, "http://"),
+		legacyUp: legacy.Listener.Addr().String(),
+		modernUp: modern.Listener.Addr().String(),
 	}
 	e.issuer = fmt.Sprintf("http://127.0.0.1:%d", e.port)
-	e.resource = e.issuer + "/mcp"
+	e.legacy = e.issuer + "/mcp"
+	e.modern = e.issuer + "/v2/mcp"
 	harness.Start(t, e.caddyfile(0))
 	harness.WaitReady(t, e.issuer+"/.well-known/oauth-authorization-server")
 	md, err := harness.Discover(context.Background(), e.issuer)
@@ -70,48 +79,77 @@ func setup(t *testing.T) *env {
 	return e
 }
 
-// caddyfile renders the configuration; variant changes details (a user's
-// display name, an extra tool rule) so a reload has something to do.
-func (e *env) caddyfile(variant int) string {
-	return fmt.Sprintf(`{
+var caddyfileTemplate = template.Must(template.New("Caddyfile").Parse(`{
 	admin off
 	persist_config off
-	storage file_system %[1]s/caddy
+	storage file_system {{.Dir}}/caddy
+	log {
+		level WARN
+	}
 	mcp_auth {
-		issuer %[2]s
-		storage bolt %[1]s/mcp-auth.db
-		user %[3]s %[4]s {
+		issuer {{.Issuer}}
+		storage bolt {{.Dir}}/mcp-auth.db
+		user {{.User}} {{.Hash}} {
 			groups writers
-			name "Alice v%[11]d"
+			name "Alice v{{.Variant}}"
 		}
 		group writers {
-			scopes * %[7]s %[8]s
+			scopes * {{.Read}} {{.Write}}
 		}
-		client %[5]s {
-			name "%[6]s"
+		client {{.ClientID}} {
+			name "{{.ClientName}}"
 			public
-			redirect_uri %[9]s
+			redirect_uri {{.RedirectURI}}
 		}
 	}
 }
 
-%[2]s {
-	mcp_issuer
-	@mcp path /mcp /mcp/* /.well-known/oauth-protected-resource /.well-known/oauth-protected-resource/*
-	mcp_gateway @mcp {
-		resource %[2]s/mcp
-		scope %[7]s
-		tool echo %[7]s
-		tool add %[7]s
-		tool add_note %[8]s
-		tool delete_notes %[10]s
-		tool search_v%[11]d %[7]s
-		prompt * %[7]s
-		resource_rule notes:// %[7]s
-	}
-	reverse_proxy /mcp* %[12]s
+(rules) {
+	scope {{.Read}}
+	tool echo {{.Read}}
+	tool add {{.Read}}
+	tool add_note {{.Write}}
+	tool delete_notes {{.Admin}}
+	tool search_v{{.Variant}} {{.Read}}
+	prompt * {{.Read}}
+	resource_rule notes:// {{.Read}}
 }
-`, e.dir, e.issuer, username, e.hash, clientID, clientName, scopeRead, scopeWrite, redirectURI, scopeAdmin, variant, e.upstream)
+
+{{.Issuer}} {
+	mcp_issuer
+	@legacy path /mcp /.well-known/oauth-protected-resource/mcp
+	handle @legacy {
+		mcp_gateway {
+			resource {{.Issuer}}/mcp
+			import rules
+		}
+		reverse_proxy {{.LegacyUp}}
+	}
+	@modern path /v2/mcp /.well-known/oauth-protected-resource/v2/mcp
+	handle @modern {
+		mcp_gateway {
+			resource {{.Issuer}}/v2/mcp
+			import rules
+		}
+		reverse_proxy {{.ModernUp}}
+	}
+}
+`))
+
+// caddyfile renders the configuration; variant changes details (a user's
+// display name, a tool rule) so a reload has something to do.
+func (e *env) caddyfile(variant int) string {
+	var b strings.Builder
+	err := caddyfileTemplate.Execute(&b, map[string]any{
+		"Dir": e.dir, "Issuer": e.issuer, "User": username, "Hash": e.hash,
+		"ClientID": clientID, "ClientName": clientName, "RedirectURI": redirectURI,
+		"Read": scopeRead, "Write": scopeWrite, "Admin": scopeAdmin,
+		"Variant": variant, "LegacyUp": e.legacyUp, "ModernUp": e.modernUp,
+	})
+	if err != nil {
+		panic(err) // the template is a constant
+	}
+	return b.String()
 }
 
 // oauthConfig is the pre-registered public client's configuration.
@@ -121,8 +159,8 @@ func (e *env) oauthConfig(scopes ...string) *oauth2.Config {
 
 // authorize runs the code flow with robot (login and consent over HTTP)
 // and redeems the code.
-func (e *env) authorize(ctx context.Context, robot *harness.Robot, cfg *oauth2.Config) (*oauth2.Token, error) {
-	ar := harness.NewAuthRequest(cfg, e.resource)
+func (e *env) authorize(ctx context.Context, robot *harness.Robot, cfg *oauth2.Config, resource string) (*oauth2.Token, error) {
+	ar := harness.NewAuthRequest(cfg, resource)
 	q, err := robot.Authorize(ctx, ar.URL)
 	if err != nil {
 		return nil, fmt.Errorf("authorize: %w", err)
@@ -130,22 +168,22 @@ func (e *env) authorize(ctx context.Context, robot *harness.Robot, cfg *oauth2.C
 	if q.Get("state") != ar.State || q.Get("iss") != e.issuer || q.Get("code") == "" {
 		return nil, fmt.Errorf("authorization response %q: want code, state %q, iss %q", q.Encode(), ar.State, e.issuer)
 	}
-	tok, err := ar.Exchange(ctx, cfg, q.Get("code"), e.resource)
+	tok, err := ar.Exchange(ctx, cfg, q.Get("code"))
 	if err != nil {
 		return nil, fmt.Errorf("exchange: %w", err)
 	}
 	return tok, nil
 }
 
-// connect opens an MCP client session through the gateway with tokens
-// from src.
-func (e *env) connect(ctx context.Context, src oauth2.TokenSource, version string, base http.RoundTripper) (*mcp.ClientSession, error) {
+// connect opens an MCP client session with resource through the gateway,
+// with tokens from src.
+func connect(ctx context.Context, resource string, src oauth2.TokenSource, version string, base http.RoundTripper) (*mcp.ClientSession, error) {
 	if base == nil {
 		base = http.DefaultTransport
 	}
 	hc := &http.Client{Transport: &oauth2.Transport{Source: src, Base: base}}
 	c := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1.0.0"}, nil)
-	cs, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: e.resource, HTTPClient: hc},
+	cs, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: resource, HTTPClient: hc},
 		&mcp.ClientSessionOptions{ProtocolVersion: version})
 	if err != nil {
 		return nil, fmt.Errorf("connect (%s): %w", version, err)
@@ -153,16 +191,12 @@ func (e *env) connect(ctx context.Context, src oauth2.TokenSource, version strin
 	return cs, nil
 }
 
-// rawToolCall posts one tools/call in the stateless 2026-07-28 form, with
-// the headers that must match the body, and returns the response with its
-// body read.
-func (e *env) rawToolCall(ctx context.Context, token, tool string) (*http.Response, string, error) {
-	return e.rawToolCallWith(ctx, http.DefaultClient, token, tool)
-}
-
-func (e *env) rawToolCallWith(ctx context.Context, client *http.Client, token, tool string) (*http.Response, string, error) {
+// rawToolCall posts one tools/call to resource in the stateless 2026-07-28
+// form, with the headers that must match the body, and returns the
+// response with its body read.
+func rawToolCall(ctx context.Context, client *http.Client, resource, token, tool string) (*http.Response, string, error) {
 	body := fmt.Sprintf(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":%q,"arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"raw","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}}}`, tool)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.resource, strings.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, resource, strings.NewReader(body))
 	if err != nil {
 		return nil, "", err
 	}
@@ -223,8 +257,11 @@ func ctxTimeout(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
-// resourceMetadataURL is where RFC 9728 puts this resource's metadata.
-func (e *env) resourceMetadataURL() string {
-	u, _ := url.Parse(e.resource)
-	return e.issuer + "/.well-known/oauth-protected-resource" + u.Path
+// metadataURL is where RFC 9728 puts a resource's metadata.
+func metadataURL(resource string) string {
+	u, err := url.Parse(resource)
+	if err != nil {
+		panic(err) // resources are built by setup
+	}
+	return u.Scheme + "://" + u.Host + "/.well-known/oauth-protected-resource" + u.Path
 }

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/oauth2"
+
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/e2e/harness"
 )
 
@@ -30,6 +32,11 @@ func newStepper(t *testing.T) *stepper {
 		Jar:           jar,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}}
+}
+
+// with returns a stepper sharing s's cookies that reports to t.
+func (s *stepper) with(t *testing.T) *stepper {
+	return &stepper{t: t, client: s.client}
 }
 
 func (s *stepper) do(req *http.Request) *harness.Page {
@@ -95,14 +102,14 @@ func location(t *testing.T, p *harness.Page, what string) *url.URL {
 func (s *stepper) follow(ctx context.Context, u *url.URL, issuerHost string) *harness.Page {
 	s.t.Helper()
 	for range 5 {
+		if u.Host != issuerHost {
+			s.t.Fatalf("redirect left the issuer to %s", redact(u.String()))
+		}
 		p := s.get(ctx, u.String())
 		if p.Status != http.StatusSeeOther {
 			return p
 		}
 		u = location(s.t, p, "follow "+u.String())
-		if u.Host != issuerHost {
-			s.t.Fatalf("redirect left the issuer to %s", u)
-		}
 	}
 	s.t.Fatalf("too many redirects from %s", u)
 	return nil
@@ -114,7 +121,7 @@ func TestCodeFlowPages(t *testing.T) {
 	e := setup(t)
 	ctx := ctxTimeout(t, 30*time.Second)
 	cfg := e.oauthConfig(scopeRead, scopeWrite)
-	ar := harness.NewAuthRequest(cfg, e.resource)
+	ar := harness.NewAuthRequest(cfg, e.legacy)
 	s := newStepper(t)
 	host := strings.TrimPrefix(e.issuer, "http://")
 
@@ -173,7 +180,7 @@ func TestCodeFlowPages(t *testing.T) {
 		}
 	}
 	text := consent.Text()
-	for _, want := range []string{clientName, "127.0.0.1", scopeRead, scopeWrite, e.resource} {
+	for _, want := range []string{clientName, "127.0.0.1", scopeRead, scopeWrite, e.legacy} {
 		if !strings.Contains(text, want) {
 			t.Errorf("consent page lacks %q: %s", want, text)
 		}
@@ -189,7 +196,7 @@ func TestCodeFlowPages(t *testing.T) {
 		t.Fatalf("authorization response %q: want code, state %q, iss %q", q.Encode(), ar.State, e.issuer)
 	}
 
-	tok, err := ar.Exchange(ctx, cfg, q.Get("code"), e.resource)
+	tok, err := ar.Exchange(ctx, cfg, q.Get("code"))
 	if err != nil {
 		t.Fatalf("Exchange: %v", err)
 	}
@@ -197,10 +204,10 @@ func TestCodeFlowPages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if aud := harness.Audience(claims); !slices.Equal(aud, []string{e.resource}) {
-		t.Errorf("aud = %q, want [%q]", aud, e.resource)
+	if aud := harness.Audience(claims); !slices.Equal(aud, []string{e.legacy}) {
+		t.Errorf("aud = %q, want [%q]", aud, e.legacy)
 	}
-	if _, err := ar.Exchange(ctx, cfg, q.Get("code"), e.resource); err == nil {
+	if _, err := ar.Exchange(ctx, cfg, q.Get("code")); err == nil {
 		t.Errorf("second Exchange of the same code succeeded, want invalid_grant")
 	}
 
@@ -226,54 +233,100 @@ func TestCodeFlowPages(t *testing.T) {
 }
 
 // TestConsentTamper changes each hidden input of the consent form in turn
-// (CSRF token, request reference, ...): every change must be refused
-// without sending a code to the client.
+// (CSRF token, request reference, shown scopes, ...). A change must be
+// refused, or, where the page's own data can only narrow the grant (the
+// scope list shown), the token must hold no scope the page did not show.
 func TestConsentTamper(t *testing.T) {
 	e := setup(t)
 	ctx := ctxTimeout(t, 60*time.Second)
 	host := strings.TrimPrefix(e.issuer, "http://")
-
-	consentPage := func(s *stepper) *harness.Page {
-		t.Helper()
-		ar := harness.NewAuthRequest(e.oauthConfig(scopeRead, scopeWrite), e.resource)
-		login := s.follow(ctx, location(t, s.get(ctx, ar.URL), "authorize"), host)
-		lf := login.Form("login")
-		if lf == nil {
-			// Already signed in: the authorize request went straight on.
-			return login
-		}
-		back := location(t, s.post(ctx, login, lf, url.Values{"username": {username}, "password": {password}}), "login")
-		return s.follow(ctx, back, host)
-	}
-
 	s := newStepper(t)
-	first := consentPage(s)
-	cf := first.Form("consent")
-	if cf == nil {
-		t.Fatalf("no consent form: %.300s", first.Text())
+
+	// consentPage starts a flow for scopes and returns its consent page.
+	consentPage := func(t *testing.T, resource string, scopes ...string) (*harness.Page, harness.AuthRequest, *oauth2.Config) {
+		t.Helper()
+		s := s.with(t)
+		cfg := e.oauthConfig(scopes...)
+		ar := harness.NewAuthRequest(cfg, resource)
+		p := s.follow(ctx, location(t, s.get(ctx, ar.URL), "authorize"), host)
+		if lf := p.Form("login"); lf != nil {
+			back := location(t, s.post(ctx, p, lf, url.Values{"username": {username}, "password": {password}}), "login")
+			p = s.follow(ctx, back, host)
+		}
+		if p.Form("consent") == nil {
+			t.Fatalf("no consent form: status %d: %.300s", p.Status, p.Text())
+		}
+		return p, ar, cfg
 	}
-	for name := range cf.Hidden {
-		t.Run(name, func(t *testing.T) {
-			p := consentPage(s)
-			f := p.Form("consent")
-			if f == nil {
-				t.Fatalf("no consent form: %.300s", p.Text())
-			}
-			forged := *f
-			forged.Hidden = url.Values{}
-			for k, v := range f.Hidden {
-				forged.Hidden[k] = v
-			}
-			forged.Hidden.Set(name, forged.Hidden.Get(name)+"x")
-			got := s.post(ctx, p, &forged, url.Values{"decision": {"approve"}})
-			if got.Status == http.StatusSeeOther {
-				t.Fatalf("consent with %s altered: 303 to %s, want a refusal", name, redact(got.Header.Get("Location")))
-			}
+	// submit posts the consent form with one hidden input replaced and
+	// returns the scopes granted, or nil when the issuer refused.
+	submit := func(t *testing.T, p *harness.Page, ar harness.AuthRequest, cfg *oauth2.Config, name, value string) []string {
+		t.Helper()
+		s := s.with(t)
+		f := *p.Form("consent")
+		f.Hidden = url.Values{}
+		for k, v := range p.Form("consent").Hidden {
+			f.Hidden[k] = v
+		}
+		f.Hidden.Set(name, value)
+		got := s.post(ctx, p, &f, url.Values{"decision": {"approve"}})
+		if got.Status != http.StatusSeeOther {
 			if got.Status < 400 {
-				t.Errorf("consent with %s altered: status %d, want 4xx: %.200s", name, got.Status, got.Text())
+				t.Errorf("consent with %s altered: status %d, want 4xx or a redirect: %.200s", name, got.Status, got.Text())
+			}
+			return nil
+		}
+		loc := location(t, got, "consent")
+		if !strings.HasPrefix(loc.String(), redirectURI+"?") {
+			t.Fatalf("consent with %s altered redirected to %s", name, redact(loc.String()))
+		}
+		if loc.Query().Get("code") == "" {
+			return nil // an error response to the client is a refusal too
+		}
+		tok, err := ar.Exchange(ctx, cfg, loc.Query().Get("code"))
+		if err != nil {
+			t.Fatalf("Exchange after consent with %s altered: %v", name, err)
+		}
+		claims, err := harness.Claims(tok.AccessToken)
+		if err != nil {
+			t.Fatal(err)
+		}
+		granted, _ := claims["scope"].(string)
+		return strings.Fields(granted)
+	}
+
+	first, _, _ := consentPage(t, e.legacy, scopeRead, scopeWrite)
+	for name := range first.Form("consent").Hidden {
+		t.Run(name, func(t *testing.T) {
+			p, ar, cfg := consentPage(t, e.legacy, scopeRead, scopeWrite)
+			granted := submit(t, p, ar, cfg, name, p.Form("consent").Hidden.Get(name)+"x")
+			switch {
+			case granted == nil: // refused
+			case name == "scope":
+				// The page's scope list may only narrow the grant.
+				for _, sc := range granted {
+					if sc != scopeRead && sc != scopeWrite {
+						t.Errorf("consent with the scope list altered granted %q, which the page did not show", sc)
+					}
+				}
+			default:
+				t.Errorf("consent with %s altered was accepted and granted %q, want a refusal", name, granted)
 			}
 		})
 	}
+
+	// The page showed notes:read only; a form that claims more must not
+	// widen the grant. (The other resource: no earlier consent covers it.)
+	t.Run("widen", func(t *testing.T) {
+		p, ar, cfg := consentPage(t, e.modern, scopeRead)
+		if _, ok := p.Form("consent").Hidden["scope"]; !ok {
+			t.Skip("the consent form carries no scope list")
+		}
+		granted := submit(t, p, ar, cfg, "scope", strings.Join([]string{scopeRead, scopeWrite, scopeAdmin}, " "))
+		if !slices.Equal(granted, []string{scopeRead}) {
+			t.Errorf("consent for %s with a widened scope list granted %q, want [%s]", scopeRead, granted, scopeRead)
+		}
+	})
 }
 
 // redact hides the code in a redirect URL for messages.

@@ -58,13 +58,14 @@ func TestReloadDuringTraffic(t *testing.T) {
 	if dcrID == "" {
 		t.Fatalf("Register answered no client_id: %v", reg)
 	}
+	// The workers use the stateless resource: each round is one request.
 	dcrCfg := e.md.Config(dcrID, redirectURI, scopeRead, "offline_access")
 	robot := harness.NewRobot(username, password, redirectURI)
 
 	const workers = 3
 	refresh := make([]string, workers)
 	for i := range refresh {
-		tok, err := e.authorize(ctx, robot, dcrCfg)
+		tok, err := e.authorize(ctx, robot, dcrCfg, e.modern)
 		if err != nil {
 			t.Fatalf("authorize DCR client: %v", err)
 		}
@@ -76,11 +77,11 @@ func TestReloadDuringTraffic(t *testing.T) {
 
 	// An MCP session (2025-11-25: Mcp-Session-Id bound to the principal,
 	// standalone SSE stream open) that lives across the reloads.
-	sessTok, err := e.authorize(ctx, robot, e.oauthConfig(scopeRead))
+	sessTok, err := e.authorize(ctx, robot, e.oauthConfig(scopeRead), e.legacy)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs, err := e.connect(ctx, oauth2.StaticTokenSource(sessTok), "2025-11-25", retryable{http.DefaultTransport})
+	cs, err := connect(ctx, e.legacy, oauth2.StaticTokenSource(sessTok), "2025-11-25", retryable{http.DefaultTransport})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +167,7 @@ func TestReloadDuringTraffic(t *testing.T) {
 			t.Errorf("worker %d refresh token after reloads: %v", i, err)
 		}
 	}
-	if _, err := e.authorize(ctx, harness.NewRobot(username, password, redirectURI), dcrCfg); err != nil {
+	if _, err := e.authorize(ctx, harness.NewRobot(username, password, redirectURI), dcrCfg, e.modern); err != nil {
 		t.Errorf("DCR client registered before the reloads: %v", err)
 	}
 	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "hi"}})
@@ -195,7 +196,7 @@ func refreshToken(ctx context.Context, client *http.Client, e *env, clientID, rt
 		"grant_type":    {"refresh_token"},
 		"refresh_token": {rt},
 		"client_id":     {clientID},
-		"resource":      {e.resource},
+		"resource":      {e.modern},
 	}, &tr)
 	if err != nil {
 		return nil, err
@@ -208,7 +209,7 @@ func refreshToken(ctx context.Context, client *http.Client, e *env, clientID, rt
 
 // gatewayCall makes one stateless tools/call through the gateway.
 func gatewayCall(ctx context.Context, client *http.Client, e *env, token string) error {
-	resp, body, err := e.rawToolCallWith(ctx, client, token, "echo")
+	resp, body, err := rawToolCall(ctx, client, e.modern, token, "echo")
 	if err != nil {
 		return err
 	}

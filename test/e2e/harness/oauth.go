@@ -65,6 +65,7 @@ type AuthRequest struct {
 	URL      string
 	State    string
 	Verifier string
+	Resource string
 }
 
 // NewAuthRequest builds an S256 PKCE authorization URL for resource.
@@ -74,14 +75,14 @@ func NewAuthRequest(cfg *oauth2.Config, resource string) AuthRequest {
 	u := cfg.AuthCodeURL(state,
 		oauth2.S256ChallengeOption(verifier),
 		oauth2.SetAuthURLParam("resource", resource))
-	return AuthRequest{URL: u, State: state, Verifier: verifier}
+	return AuthRequest{URL: u, State: state, Verifier: verifier, Resource: resource}
 }
 
-// Exchange redeems code with the request's verifier, for resource.
-func (a AuthRequest) Exchange(ctx context.Context, cfg *oauth2.Config, code, resource string) (*oauth2.Token, error) {
+// Exchange redeems code with the request's verifier, for its resource.
+func (a AuthRequest) Exchange(ctx context.Context, cfg *oauth2.Config, code string) (*oauth2.Token, error) {
 	return cfg.Exchange(ctx, code,
 		oauth2.VerifierOption(a.Verifier),
-		oauth2.SetAuthURLParam("resource", resource))
+		oauth2.SetAuthURLParam("resource", a.Resource))
 }
 
 // TokenResponse is a token endpoint answer, success or error.
