@@ -43,7 +43,7 @@ type GatewayHandler struct {
 	Resource string `json:"resource"`
 	// Issuer is "local" (default: the mcp_auth app of this config) or the
 	// issuer URL of a remote authorization server, whose keys are fetched
-	// from its metadata.
+	// from its metadata. The URL of this config's own issuer means local.
 	Issuer string `json:"issuer,omitempty"`
 	// Scopes are needed for any access (initialize, tools/list, ping, ...).
 	Scopes []string `json:"scopes,omitempty"`
@@ -147,13 +147,23 @@ func (h *GatewayHandler) Provision(ctx caddy.Context) error {
 		cfg.ResourceRules = append(cfg.ResourceRules, r.gatewayRule())
 	}
 
-	local := h.Issuer == "" || h.Issuer == "local"
 	var app *App
+	local := h.Issuer == "" || h.Issuer == "local"
 	if local {
 		var err error
 		if app, err = authApp(ctx, "mcp_gateway with the local issuer"); err != nil {
 			return err
 		}
+	} else if v, err := ctx.AppIfConfigured("mcp_auth"); err == nil {
+		// The app also provides the shared session key; and a gateway
+		// naming this config's own issuer by URL is local, so that its
+		// resource gets registered rather than its keys fetched over HTTP.
+		app = v.(*App)
+		local = strings.TrimSuffix(h.Issuer, "/") == app.Issuer().URL()
+	} else if !errors.Is(err, caddy.ErrNotConfigured) {
+		return err
+	}
+	if local {
 		iss := app.Issuer()
 		cfg.Issuer = iss.URL()
 		cfg.Keys = issuerKeys{iss}
@@ -163,13 +173,6 @@ func (h *GatewayHandler) Provision(ctx caddy.Context) error {
 	} else {
 		cfg.Issuer = h.Issuer
 		cfg.Keys = gateway.NewRemoteKeys(h.Issuer, &http.Client{Timeout: 10 * time.Second}, log)
-		// An mcp_auth app, if configured, still provides a shared
-		// session key.
-		if v, err := ctx.AppIfConfigured("mcp_auth"); err == nil {
-			app = v.(*App)
-		} else if !errors.Is(err, caddy.ErrNotConfigured) {
-			return err
-		}
 	}
 
 	key, err := h.sessionKey(ctx, app, log)

@@ -288,3 +288,16 @@ func TestGatewayHandlerErrors(t *testing.T) {
 		})
 	}
 }
+
+// A gateway that names this config's own issuer by URL is treated as
+// local: its resource is registered with the issuer.
+func TestGatewayHandlerOwnIssuerURL(t *testing.T) {
+	ctx := caddyContext(t, testApp(t))
+	h := &GatewayHandler{Resource: gatewayResource, Issuer: testIssuer + "/", Scopes: []string{"mcp"}}
+	if err := h.Provision(ctx); err != nil {
+		t.Fatalf("Provision() = %v", err)
+	}
+	if code, _ := token(t, ctx, "mcp"); code != http.StatusOK {
+		t.Errorf("token for the gateway's resource = %d, want 200 (resource registered)", code)
+	}
+}
