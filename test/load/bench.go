@@ -81,7 +81,7 @@ func parseBenchFlags(args []string) (benchConfig, error) {
 	fs.BoolVar(&c.initSession, "init", false, "initialize an MCP session per proxy first (2025-11-25; for a real MCP server upstream)")
 	fs.IntVar(&c.rounds, "rounds", 5, "rounds; each runs plain then gateway at c=1 and at c=N")
 	fs.IntVar(&c.concurrency, "c", 16, "concurrency N")
-	fs.IntVar(&c.requests1, "n1", 3000, "requests per run at c=1")
+	fs.IntVar(&c.requests1, "n1", 5000, "requests per run at c=1")
 	fs.IntVar(&c.requestsN, "n", 20000, "requests per run at c=N")
 	fs.IntVar(&c.warmup, "warmup", 2000, "unmeasured requests per proxy before the first round")
 	fs.IntVar(&c.clkTck, "clk-tck", 100, "clock ticks per second (getconf CLK_TCK)")

@@ -3,8 +3,10 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -70,6 +72,20 @@ func pair(plain, gw []runResult, clkTck int) paired {
 	return paired{ratio: median(ratio), p50Added: median(p50), p99Added: median(p99), cpuAdded: median(cpu), cpuRatio: median(cpuRatio)}
 }
 
+// loadAverage describes /proc/loadavg: other work on the machine skews
+// throughput and tail latency far more than CPU time per request.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return fmt.Sprintf(" (load average %s %s %s at the end)", f[0], f[1], f[2])
+}
+
 func verdict(ok bool) string {
 	if ok {
 		return "PASS"
@@ -83,8 +99,8 @@ func writeReport(w io.Writer, cfg benchConfig, levels []int, results [][][]runRe
 	fmt.Fprintf(w, "\n### mcp_gateway vs plain reverse_proxy: small tools/call (%s, %s upstream)\n\n", cfg.proto, cfg.upstreamName)
 	fmt.Fprintf(w, "%d rounds, runs alternated (plain, gateway, plain, gateway, ...); %d requests per run at c=1, %d at c=%d; medians over rounds.\n",
 		cfg.rounds, cfg.requests1, cfg.requestsN, cfg.concurrency)
-	fmt.Fprintf(w, "Host: %d CPUs shared by client, upstream and both Caddy processes. CPU = utime+stime of each Caddy process from /proc/<pid>/stat (CLK_TCK %d).\n\n",
-		runtime.NumCPU(), cfg.clkTck)
+	fmt.Fprintf(w, "Host: %d CPUs shared by client, upstream and both Caddy processes%s. CPU = utime+stime of each Caddy process from /proc/<pid>/stat (CLK_TCK %d).\n\n",
+		runtime.NumCPU(), loadAverage(), cfg.clkTck)
 
 	fmt.Fprintln(w, "| c | proxy | req/s | p50 ms | p99 ms | proxy CPU µs/req | upstream CPU µs/req |")
 	fmt.Fprintln(w, "|--:|:--|--:|--:|--:|--:|--:|")

@@ -19,6 +19,10 @@
 #   OUT=dir              where the report (and profile) go
 #                        (default test/artifacts/load)
 #   REBUILD=1            rebuild ./caddy even if it exists
+#   REBUILD=head         build Caddy from the committed HEAD (git archive)
+#                        in the temp dir, leaving ./caddy alone: measures
+#                        exactly the commit, not uncommitted edits
+#   CADDY=path           use this Caddy binary (default ./caddy)
 #
 # Prints Markdown tables (throughput, p50/p99 at c=1 and c=N, CPU time per
 # request of each Caddy process) suitable for README.md.
@@ -38,11 +42,7 @@ if [ "$upstream_mode" = demo ] && [ "$proto" != 2025-11-25 ]; then
 	exit 2
 fi
 
-if [ ! -x ./caddy ] || [ "${REBUILD:-0}" = 1 ]; then
-	./xcaddy.sh >&2
-fi
 mkdir -p "$out"
-
 tmp=$(mktemp -d)
 pids=()
 cleanup() {
@@ -52,6 +52,21 @@ cleanup() {
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
+
+caddy=${CADDY:-./caddy}
+build_note=""
+case "${REBUILD:-0}" in
+head)
+	mkdir "$tmp/src"
+	git archive HEAD | tar -x -C "$tmp/src"
+	(cd "$tmp/src" && ./xcaddy.sh) >&2
+	caddy=$tmp/src/caddy
+	build_note=" (built from the commit)"
+	;;
+1) ./xcaddy.sh >&2 ;;
+0) [ -x "$caddy" ] || ./xcaddy.sh >&2 ;;
+*) echo "REBUILD must be 0, 1 or head" >&2; exit 2 ;;
+esac
 
 go build -o "$tmp/load" ./test/load
 if [ "$upstream_mode" = demo ]; then
@@ -125,10 +140,10 @@ else
 fi
 up_pid=$!
 pids+=("$up_pid")
-./caddy run --config "$tmp/plain.Caddyfile" --adapter caddyfile >"$tmp/plain.log" 2>&1 &
+"$caddy" run --config "$tmp/plain.Caddyfile" --adapter caddyfile >"$tmp/plain.log" 2>&1 &
 plain_pid=$!
 pids+=("$plain_pid")
-./caddy run --config "$tmp/gateway.Caddyfile" --adapter caddyfile >"$tmp/gateway.log" 2>&1 &
+"$caddy" run --config "$tmp/gateway.Caddyfile" --adapter caddyfile >"$tmp/gateway.log" 2>&1 &
 gw_pid=$!
 pids+=("$gw_pid")
 
@@ -171,12 +186,12 @@ fi
 
 report=$out/report-$upstream_mode-$proto-audit-$audit.md
 {
-	echo "Commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(./caddy version | cut -d' ' -f1), $(go env GOVERSION), audit log $audit."
+	echo "Commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$build_note, Caddy $("$caddy" version | cut -d' ' -f1), $(go env GOVERSION), audit log $audit."
 	LOAD_CLIENT_SECRET=$secret "$tmp/load" bench "${bench_flags[@]}" "$@"
 } | tee "$report"
 echo "(report saved to $report)" >&2
 
 if [ "$profile" != 0 ]; then
-	go tool pprof -top -nodecount=35 ./caddy "$out/gateway.pprof" 2>/dev/null | tee "$out/gateway-top.txt"
-	echo >&2 "(profile: $out/gateway.pprof; cumulative view: go tool pprof -top -cum ./caddy $out/gateway.pprof)"
+	go tool pprof -top -nodecount=35 "$out/gateway.pprof" 2>/dev/null | tee "$out/gateway-top.txt"
+	echo >&2 "(profile: $out/gateway.pprof; cumulative view: go tool pprof -top -cum $out/gateway.pprof)"
 fi
