@@ -7,10 +7,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"text/template"
 	"time"
@@ -40,6 +42,7 @@ const (
 // (sessions, protocol up to 2025-11-25), resource /v2/mcp to a stateless
 // one that also speaks 2026-07-28.
 type env struct {
+	seen     *upstreamLog
 	port     int
 	dir      string
 	hash     string
@@ -53,13 +56,15 @@ type env struct {
 
 func setup(t *testing.T) *env {
 	t.Helper()
-	legacy := httptest.NewServer(mcpdemo.Handler())
+	seen := &upstreamLog{}
+	legacy := httptest.NewServer(seen.wrap(mcpdemo.Handler()))
 	t.Cleanup(legacy.Close)
 	s := mcpdemo.NewServer()
-	modern := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s },
-		&mcp.StreamableHTTPOptions{Stateless: true}))
+	modern := httptest.NewServer(seen.wrap(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s },
+		&mcp.StreamableHTTPOptions{Stateless: true})))
 	t.Cleanup(modern.Close)
 	e := &env{
+		seen:     seen,
 		port:     harness.FreePort(t),
 		dir:      t.TempDir(),
 		hash:     harness.HashPassword(t, password),
@@ -77,6 +82,35 @@ func setup(t *testing.T) *env {
 	}
 	e.md = md
 	return e
+}
+
+// upstreamLog records what reached the MCP servers behind the gateway.
+type upstreamLog struct {
+	mu            sync.Mutex
+	requests      map[string]int // by method
+	authorization int            // requests that carried an Authorization header
+}
+
+func (l *upstreamLog) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		l.mu.Lock()
+		if l.requests == nil {
+			l.requests = map[string]int{}
+		}
+		l.requests[r.Method]++
+		if r.Header.Get("Authorization") != "" {
+			l.authorization++
+		}
+		l.mu.Unlock()
+		h.ServeHTTP(w, r)
+	})
+}
+
+// counts returns the requests by method and how many carried a token.
+func (l *upstreamLog) counts() (map[string]int, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return maps.Clone(l.requests), l.authorization
 }
 
 var caddyfileTemplate = template.Must(template.New("Caddyfile").Parse(`{

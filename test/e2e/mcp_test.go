@@ -162,6 +162,10 @@ func TestScopesAndStepUp(t *testing.T) {
 				t.Fatalf("CallTool(add_note) after step-up = %+v, %v; want success", res, err)
 			}
 
+			if _, withToken := e.seen.counts(); withToken != 0 {
+				t.Errorf("%d requests reached the upstream with an Authorization header, want 0", withToken)
+			}
+
 			// notes:admin is not grantable to this user: still refused.
 			resp, body, err = rawToolCall(ctx, http.DefaultClient, tc.resource, tok2.AccessToken, "delete_notes")
 			if err != nil {

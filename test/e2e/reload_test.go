@@ -159,7 +159,11 @@ func TestReloadDuringTraffic(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	t.Logf("%d refresh+call rounds and session calls across 3 reloads", progress.Load())
+	byMethod, withToken := e.seen.counts()
+	t.Logf("%d refresh+call rounds and session calls across 3 reloads; upstream saw %v", progress.Load(), byMethod)
+	if withToken != 0 {
+		t.Errorf("%d requests reached the upstream with an Authorization header, want 0", withToken)
+	}
 
 	// After: what was stored before the reloads still works.
 	for i, rt := range refresh {
