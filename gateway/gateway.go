@@ -43,6 +43,10 @@ import (
 //     verify for the caller is answered 404 "Session not found": the client
 //     starts a new session, and nothing is said about the session's
 //     existence. 2026-07-28 has no sessions: the header is dropped.
+//   - Resource rules match URI text, so a URI a server could resolve to
+//     another resource (dot or empty segments, encoded unreserved
+//     characters or separators, backslashes) is refused as invalid params
+//     (see checkURI).
 //   - tasks/* need the base scopes. A follow-up is bound to its principal
 //     only through the 2025 session that carries it; 2026-07-28 task ids
 //     are not bound by the gateway.

@@ -177,6 +177,9 @@ func (p *policy) decide(pr *principal, m *mcpparse.Message) (decision, error) {
 		if !m.HasURI {
 			return decision{}, fmt.Errorf("%s: %w", m.Method, errNoName)
 		}
+		if err := checkURI(m.URI); err != nil {
+			return decision{}, fmt.Errorf("%s: %w", m.Method, err)
+		}
 		return p.decideURI(pr, m.URI), nil
 	}
 	// Everything else, tasks/* included (params.taskId is a task, not a
@@ -208,6 +211,71 @@ func (p *policy) decideURI(pr *principal, uri string) decision {
 	}
 	r := &p.resources[best]
 	return p.check(pr, decision{kind: kindResource, target: uri, rule: r.Pattern, required: r.required}, r)
+}
+
+// checkURI refuses a resource URI that a server could resolve to another
+// resource than the one its text names, since rules match text prefixes:
+// "file:///public/../secret/k" starts with "file:///public/" but names
+// /secret/k. Refused: dot segments (anywhere, as a server may not treat
+// "?" or ";" specially), empty segments in the path ("file:////secret" is
+// /secret to a file system), backslashes, malformed percent-encoding, and
+// percent-encoded unreserved characters or separators, which RFC 3986
+// §6.2.2 normalizes away ("%73ecret", "%2e%2e", "%2f").
+func checkURI(uri string) error {
+	bad := func(what string) error { return fmt.Errorf("resource URI %q: %s", uri, what) }
+	if strings.ContainsRune(uri, '\\') {
+		return bad("backslash")
+	}
+	for i := 0; i < len(uri); i++ {
+		if uri[i] != '%' {
+			continue
+		}
+		if i+2 >= len(uri) || unhex(uri[i+1]) < 0 || unhex(uri[i+2]) < 0 {
+			return bad("malformed percent-encoding")
+		}
+		c := byte(unhex(uri[i+1])<<4 | unhex(uri[i+2]))
+		if c == '/' || c == '\\' || c == '-' || c == '.' || c == '_' || c == '~' ||
+			'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' {
+			return bad("percent-encoded unreserved character or separator")
+		}
+	}
+	rest := uri
+	if i := strings.IndexAny(uri, ":/?#"); i >= 0 && uri[i] == ':' {
+		rest = uri[i+1:] // after the scheme
+	}
+	// Split where any server might end a segment: "/", the query and
+	// fragment marks, and ";" (path parameters, "..;/").
+	for _, seg := range strings.FieldsFunc(rest, func(r rune) bool { return strings.ContainsRune("/?#;", r) }) {
+		if seg == "." || seg == ".." {
+			return bad("dot segment")
+		}
+	}
+	if strings.HasPrefix(rest, "//") { // skip the authority
+		rest = rest[2:]
+		if i := strings.IndexByte(rest, '/'); i >= 0 {
+			rest = rest[i:]
+		} else {
+			rest = ""
+		}
+	}
+	path, _, _ := strings.Cut(rest, "?")
+	path, _, _ = strings.Cut(path, "#")
+	if strings.Contains(path, "//") {
+		return bad("empty path segment")
+	}
+	return nil
+}
+
+func unhex(c byte) int {
+	switch {
+	case '0' <= c && c <= '9':
+		return int(c - '0')
+	case 'a' <= c && c <= 'f':
+		return int(c-'a') + 10
+	case 'A' <= c && c <= 'F':
+		return int(c-'A') + 10
+	}
+	return -1
 }
 
 // allowTool reports whether the principal may call the named tool; it is
