@@ -55,7 +55,11 @@ import (
 //     the login session to the MCP server), as are client copies of the
 //     X-MCP-* identity headers, method-override headers, and Mcp-Method /
 //     Mcp-Name when they were not validated (protocol versions before
-//     2026-07-28). Upgrade requests are refused: a tunnel is uninspectable.
+//     2026-07-28), headers with an underscore in their name (CGI-style
+//     servers read them as the dashed ones) and request trailers. Upgrade
+//     requests are refused: a tunnel is uninspectable. So is a Connection
+//     header naming other headers, which a proxy would strip after the
+//     gateway checked or set them.
 //   - tools/list answers are filtered by the same decision as tools/call
 //     (actor rules included) and marked private; one the gateway cannot
 //     read is replaced by 502. Known gap: a 2025 server replaying a

@@ -130,6 +130,9 @@ func (g *Gateway) admit(x *exchange) *refusal {
 		// An upgraded connection would be an uninspected tunnel.
 		return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "protocol upgrades are not allowed"}
 	}
+	if f := checkConnection(r); f != nil {
+		return f
+	}
 	if f := g.protocolVersion(x); f != nil {
 		return f
 	}
@@ -200,6 +203,23 @@ func (g *Gateway) protocolVersion(x *exchange) *refusal {
 	}
 	x.version = v
 	x.modern = v == version20260728
+	return nil
+}
+
+// checkConnection refuses a Connection header that names anything but the
+// usual connection options: a proxy removes every header it names, so a
+// client could strip headers the gateway checked or sets (Mcp-Session-Id,
+// MCP-Protocol-Version, X-MCP-Subject) on their way to the upstream.
+func checkConnection(r *http.Request) *refusal {
+	for _, v := range r.Header.Values("Connection") {
+		for _, opt := range strings.Split(v, ",") {
+			switch strings.ToLower(strings.TrimSpace(opt)) {
+			case "", "close", "keep-alive", "te":
+			default:
+				return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "Connection may name only close, keep-alive and TE"}
+			}
+		}
+	}
 	return nil
 }
 
@@ -430,6 +450,18 @@ func (g *Gateway) upstreamRequest(x *exchange) *http.Request {
 	for _, k := range identityHeaders {
 		h.Del(k)
 	}
+	// CGI-style servers (FastCGI, PHP, WSGI) read "X_Mcp_Subject" or
+	// "Mcp_Session_Id" as the dashed header, so no client header with an
+	// underscore may stand in for one removed, checked or set here.
+	for k := range h {
+		if strings.ContainsRune(k, '_') {
+			delete(h, k)
+		}
+	}
+	// Request trailers arrive after the body was authorized, and a proxy
+	// that forwards them would deliver headers nobody checked.
+	h.Del("Trailer")
+	out.Trailer = nil
 	if g.cfg.ForwardIdentity {
 		p := x.p
 		h.Set("X-Mcp-Subject", headerSafe(p.subject))
