@@ -18,11 +18,15 @@ import (
 type appRow struct {
 	ClientID   string
 	ClientName string
-	Agent      string
-	Resource   string
-	Scopes     []string
-	Created    time.Time
-	LastUsed   time.Time
+	Agent      string // requested_actor the user delegated to
+	AgentName  string
+	// Delegates name the agents the client passed the access on to by
+	// token exchange; revoking the row ends theirs too.
+	Delegates []string
+	Resource  string
+	Scopes    []string
+	Created   time.Time
+	LastUsed  time.Time
 }
 
 type appsView struct {
@@ -142,11 +146,16 @@ func (i *Issuer) connections(ctx context.Context, user string) ([]appRow, error)
 			if err := json.Unmarshal(value, &g); err != nil {
 				return fmt.Errorf("decode grant: %w", err)
 			}
-			if g.Subject != user || g.Revoked {
+			if g.Subject != user || g.Revoked || g.PrincipalType == principalAgent {
 				return nil
 			}
 			ar := row(g.ClientID, g.Resource, g.Actor)
 			addScopes(ar, g.Scopes)
+			for _, d := range g.Delegates {
+				if !slices.Contains(ar.Delegates, d) {
+					ar.Delegates = append(ar.Delegates, d)
+				}
+			}
 			ar.Created = earliest(ar.Created, g.CreatedAt)
 			if g.LastUsed.After(ar.LastUsed) {
 				ar.LastUsed = g.LastUsed
@@ -163,12 +172,24 @@ func (i *Issuer) connections(ctx context.Context, user string) ([]appRow, error)
 		if c, err := i.lookupClient(ctx, ar.ClientID); err == nil && c.Name != "" {
 			ar.ClientName = c.Name
 		}
+		ar.AgentName = i.agentName(ctx, ar.Agent)
+		for n, d := range ar.Delegates {
+			ar.Delegates[n] = i.agentName(ctx, d)
+		}
 		out = append(out, *ar)
 	}
 	slices.SortFunc(out, func(a, b appRow) int {
 		return strings.Compare(a.ClientName+"\x00"+a.Resource+"\x00"+a.Agent, b.ClientName+"\x00"+b.Resource+"\x00"+b.Agent)
 	})
 	return out, nil
+}
+
+// agentName is the display name of an agent, or its id.
+func (i *Issuer) agentName(ctx context.Context, id string) string {
+	if a, err := i.findAgent(ctx, id); err == nil && a.Name != "" {
+		return a.Name
+	}
+	return id
 }
 
 // revokeConnection deletes the user's consent for client, resource and
@@ -186,7 +207,7 @@ func (i *Issuer) revokeConnection(ctx context.Context, user, clientID, resource,
 			if err := json.Unmarshal(value, &g); err != nil {
 				return fmt.Errorf("decode grant: %w", err)
 			}
-			if g.Subject == user && g.ClientID == clientID && g.Resource == resource && g.Actor == actor && !g.Revoked {
+			if g.Subject == user && g.PrincipalType != principalAgent && g.ClientID == clientID && g.Resource == resource && g.Actor == actor && !g.Revoked {
 				ids = append(ids, key)
 			}
 			return nil

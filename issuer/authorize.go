@@ -309,8 +309,12 @@ func (i *Issuer) parseAuthorize(ctx context.Context, c *Client, params url.Value
 	}
 	if params.Has("requested_actor") {
 		// The consent page names the agent, so it must be one we know.
-		if _, err := i.lookupAgent(ctx, ar.Actor); err != nil {
+		a, err := i.lookupAgent(ctx, ar.Actor)
+		if err != nil {
 			return nil, invalid("requested_actor is not a known agent")
+		}
+		if !a.allowsClient(c.ID) {
+			return nil, invalid("requested_actor may not act for this client")
 		}
 	}
 	// Check the target and the client's own limits before asking anyone to
@@ -448,7 +452,7 @@ func (i *Issuer) proceed(w http.ResponseWriter, r *http.Request, s *session, ar 
 		fail(err)
 		return
 	}
-	resource, scopes, err := i.grantScopes(ctx, c, u, ar.Resource, ar.Scopes)
+	resource, scopes, err := i.requestScopes(ctx, c, u, ar)
 	if err != nil {
 		fail(err)
 		return
@@ -478,6 +482,25 @@ func (i *Issuer) proceed(w http.ResponseWriter, r *http.Request, s *session, ar 
 		return
 	}
 	i.renderConsent(ctx, w, s, c, u, ar, pendingID, resource, scopes)
+}
+
+// requestScopes decides a request's resource and scopes for the user
+// (grantScopes), narrowed to what its agent, if any, may hold: the
+// consent page shows no more than the token will carry.
+func (i *Issuer) requestScopes(ctx context.Context, c *Client, u *User, ar *authRequest) (string, []string, error) {
+	resource, scopes, err := i.grantScopes(ctx, c, u, ar.Resource, ar.Scopes)
+	if err != nil || ar.Actor == "" {
+		return resource, scopes, err
+	}
+	a, err := i.agentFor(ctx, ar.Actor, c.ID)
+	if err != nil {
+		return "", nil, ErrInvalidRequest.WithDescription("requested_actor is unknown, disabled or may not act for this client").Wrap(err)
+	}
+	limited := a.limitScopes(scopes)
+	if len(limited) == 0 && len(scopes) > 0 {
+		return "", nil, ErrInvalidScope.WithDescription("the agent may hold none of the requested scopes")
+	}
+	return resource, limited, nil
 }
 
 // requestParties loads the client and the logged-in user of a request.

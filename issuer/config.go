@@ -93,6 +93,9 @@ type Client struct {
 	Scopes    []string  `json:"scopes,omitempty"`
 	Source    string    `json:"source,omitempty"` // config, admin, dcr, cimd
 	CreatedAt time.Time `json:"created_at,omitempty"`
+
+	// agent is set when the client is an agent authenticating as itself.
+	agent *Agent
 }
 
 // Public reports whether the client has no credentials.
@@ -100,17 +103,29 @@ func (c *Client) Public() bool {
 	return c.TokenEndpointAuthMethod == "" || c.TokenEndpointAuthMethod == "none"
 }
 
-// Agent is an AI agent (MCP host) principal.
+// Agent is an AI agent (MCP host) principal. It authenticates at the
+// token endpoint like a confidential client, with its own id (agents and
+// clients share one id namespace): a secret (client_secret_basic or
+// client_secret_post) or a key (private_key_jwt), exactly one.
 type Agent struct {
-	ID             string   `json:"agent_id"`
-	Name           string   `json:"name,omitempty"`
-	SecretHash     string   `json:"secret_hash,omitempty"`
-	JWKS           []byte   `json:"jwks,omitempty"`
-	JWKSURI        string   `json:"jwks_uri,omitempty"`
+	ID         string `json:"agent_id"`
+	Name       string `json:"name,omitempty"`
+	SecretHash string `json:"secret_hash,omitempty"` // bcrypt or "sha256:<hex>"
+	JWKS       []byte `json:"jwks,omitempty"`        // raw JWK Set JSON for private_key_jwt
+	JWKSURI    string `json:"jwks_uri,omitempty"`
+	// AllowedClients are the clients whose users may delegate to the agent
+	// (requested_actor, token exchange of their tokens); empty means any.
 	AllowedClients []string `json:"allowed_clients,omitempty"`
-	Scopes         []string `json:"scopes,omitempty"` // scopes it may ever hold
-	MaxDepth       int      `json:"max_depth,omitempty"`
-	Disabled       bool     `json:"disabled,omitempty"`
+	// Scopes the agent may ever hold, alone or for a user; empty means
+	// every scope.
+	Scopes []string `json:"scopes,omitempty"`
+	// MaxDepth bounds the act chain of tokens in which the agent is the
+	// newest actor (1: only directly for a user or agent); 0 means the
+	// issuer's limit, MaxDelegationDepth.
+	MaxDepth  int       `json:"max_depth,omitempty"`
+	Disabled  bool      `json:"disabled,omitempty"`
+	Source    string    `json:"source,omitempty"` // config or admin; set by Agents
+	CreatedAt time.Time `json:"created_at,omitzero"`
 }
 
 // Resource is a protected resource (an MCP server URL) and its scopes.

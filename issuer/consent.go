@@ -116,7 +116,7 @@ func (i *Issuer) consentPost(w http.ResponseWriter, r *http.Request) {
 			i.redirectError(w, r, ar.RedirectURI, ar.State, err)
 			return
 		}
-		resource, scopes, err := i.grantScopes(ctx, c, u, ar.Resource, ar.Scopes)
+		resource, scopes, err := i.requestScopes(ctx, c, u, ar)
 		if err != nil {
 			i.deletePending(ctx, id)
 			i.redirectError(w, r, ar.RedirectURI, ar.State, err)

@@ -83,7 +83,7 @@ func TestConsentNoWarningForWebClient(t *testing.T) {
 
 func TestConsentAgent(t *testing.T) {
 	e := newBrowserEnv(t, func(c *Config) {
-		c.Agents = []Agent{{ID: "agent-7", Name: "Planner Bot"}}
+		c.Agents = []Agent{{ID: "agent-7", Name: "Planner Bot", SecretHash: hashClientSecret("agent-7 secret")}}
 	})
 	p := authParams(testChallenge)
 	p.Set("requested_actor", "agent-7")

@@ -58,13 +58,19 @@ func (i *Issuer) validateConfigDirectory() error {
 		}
 	}
 	i.cfg.Clients = clients
-	clear(seen)
-	for _, a := range i.cfg.Agents {
-		if a.ID == "" || seen[a.ID] {
-			return fmt.Errorf("agent %q: empty or repeated id", a.ID)
+	// Agents authenticate as clients: one id namespace, so seen carries on.
+	agents := slices.Clone(i.cfg.Agents)
+	for n := range agents {
+		a := &agents[n]
+		if seen[a.ID] {
+			return fmt.Errorf("agent %q: repeated id, or a client has it", a.ID)
 		}
 		seen[a.ID] = true
+		if err := validateAgent(a); err != nil {
+			return fmt.Errorf("agent %q: %w", a.ID, err)
+		}
 	}
+	i.cfg.Agents = agents
 	for _, r := range i.cfg.Resources {
 		if err := validateResourceURL(r.URL); err != nil {
 			return err
@@ -147,6 +153,14 @@ func (i *Issuer) lookupClient(ctx context.Context, id string) (*Client, error) {
 		return &c, nil
 	case !errors.Is(err, store.ErrNotFound):
 		return nil, fmt.Errorf("look up client: %w", err)
+	}
+	// An agent authenticates as itself; a disabled one is unknown.
+	a, aerr := i.lookupAgent(ctx, id)
+	switch {
+	case aerr == nil:
+		return agentClient(a), nil
+	case !errors.Is(aerr, store.ErrNotFound):
+		return nil, fmt.Errorf("look up agent: %w", aerr)
 	case i.isCIMDClientID(id):
 		return i.fetchCIMD(ctx, id)
 	}
@@ -186,28 +200,38 @@ func (i *Issuer) findUser(ctx context.Context, username string) (*User, error) {
 	return &u, nil
 }
 
-// lookupAgent finds an agent by id: configuration, then the store.
+// lookupAgent finds an enabled agent by id: configuration, then the store.
 // Unknown or disabled -> store.ErrNotFound-wrapped error.
 func (i *Issuer) lookupAgent(ctx context.Context, id string) (*Agent, error) {
-	var found *Agent
-	for _, a := range i.cfg.Agents {
-		if a.ID == id {
-			found = &a
-			break
-		}
+	a, err := i.findAgent(ctx, id)
+	if err != nil {
+		return nil, err
 	}
-	if found == nil {
-		var a Agent
-		err := i.store.View(ctx, func(tx store.Tx) error { return getJSON(tx, bucketAgents, id, &a) })
-		if err != nil {
-			return nil, fmt.Errorf("agent %q: %w", id, err)
-		}
-		found = &a
-	}
-	if id == "" || found.Disabled {
+	if a.Disabled {
 		return nil, fmt.Errorf("agent %q disabled: %w", id, store.ErrNotFound)
 	}
-	return found, nil
+	return a, nil
+}
+
+// findAgent is lookupAgent that also returns disabled agents (management,
+// names on pages).
+func (i *Issuer) findAgent(ctx context.Context, id string) (*Agent, error) {
+	if id == "" {
+		return nil, fmt.Errorf("agent: %w", store.ErrNotFound)
+	}
+	for _, a := range i.cfg.Agents {
+		if a.ID == id {
+			a.Source = sourceConfig
+			return &a, nil
+		}
+	}
+	var a Agent
+	err := i.store.View(ctx, func(tx store.Tx) error { return getJSON(tx, bucketAgents, id, &a) })
+	if err != nil {
+		return nil, fmt.Errorf("agent %q: %w", id, err)
+	}
+	a.Source = sourceAdmin
+	return &a, nil
 }
 
 // checkPassword verifies a password against a user's bcrypt hash in

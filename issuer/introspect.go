@@ -21,7 +21,9 @@ type introspection struct {
 	Aud       string      `json:"aud,omitempty"`
 	Iss       string      `json:"iss,omitempty"`
 	Jti       string      `json:"jti,omitempty"`
-	Act       *actorClaim `json:"act,omitempty"`
+	Act       *actorClaim `json:"act,omitempty"` // the full chain, newest actor outermost
+	// PrincipalType is "user" or "agent" (absent for client credentials).
+	PrincipalType string `json:"principal_type,omitempty"`
 }
 
 // handleIntrospect is RFC 7662 token introspection. Only authenticated
@@ -50,7 +52,7 @@ func (i *Issuer) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 			resp = &introspection{
 				Active: true, Scope: cl.Scope, ClientID: cl.ClientID, TokenType: "Bearer",
 				Exp: cl.ExpiresAt.Unix(), Iat: cl.IssuedAt.Unix(), Sub: cl.Subject, Aud: cl.Audience,
-				Iss: cl.Issuer, Jti: cl.ID, Act: cl.Actor,
+				Iss: cl.Issuer, Jti: cl.ID, Act: cl.Actor, PrincipalType: cl.PrincipalType,
 			}
 		}
 	} else {
@@ -82,12 +84,9 @@ func (i *Issuer) introspectRefresh(ctx context.Context, c *Client, tok string) (
 	if rec.ClientID != c.ID || rec.Rotated || g.Revoked || !now.Before(rec.ExpiresAt) || !now.Before(g.ExpiresAt) {
 		return &introspection{}, nil
 	}
-	resp := &introspection{
+	return &introspection{
 		Active: true, Scope: strings.Join(g.Scopes, " "), ClientID: g.ClientID,
 		Exp: rec.ExpiresAt.Unix(), Iat: g.CreatedAt.Unix(), Sub: g.Subject, Aud: g.Resource, Iss: i.URL(),
-	}
-	if g.Actor != "" {
-		resp.Act = &actorClaim{Subject: g.Actor}
-	}
-	return resp, nil
+		Act: actorOf(g.Actor), PrincipalType: principalUser,
+	}, nil
 }

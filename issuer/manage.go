@@ -97,7 +97,7 @@ func (i *Issuer) DeleteUser(ctx context.Context, name string) error {
 		if err := tx.Delete(bucketUsers, name); err != nil {
 			return err
 		}
-		return i.revokeGrantsTx(tx, func(g *grant) bool { return g.Subject == name })
+		return i.revokeGrantsTx(tx, func(g *grant) bool { return g.Subject == name && g.PrincipalType != principalAgent })
 	})
 }
 
@@ -129,17 +129,20 @@ func (i *Issuer) PutClient(ctx context.Context, c Client) error {
 	if i.configuredClient(c.ID) {
 		return fmt.Errorf("client %q: %w", c.ID, ErrConfigured)
 	}
+	if i.configuredAgent(c.ID) {
+		return invalidEntry("client %q: an agent has this id", c.ID)
+	}
 	normalizeAuthMethod(&c)
 	if err := validateClientAuth(&c); err != nil {
 		return invalidEntry("client %q: %v", c.ID, err)
 	}
 	for _, g := range c.GrantTypes {
-		if g != grantAuthorizationCode && g != grantRefreshToken && g != grantClientCredentials {
+		if g != grantAuthorizationCode && g != grantRefreshToken && g != grantClientCredentials && g != grantTokenExchange {
 			return invalidEntry("client %q: unsupported grant type %q", c.ID, g)
 		}
 	}
-	if c.Public() && slices.Contains(c.GrantTypes, grantClientCredentials) {
-		return invalidEntry("client %q: client_credentials needs a confidential client", c.ID)
+	if c.Public() && (slices.Contains(c.GrantTypes, grantClientCredentials) || slices.Contains(c.GrantTypes, grantTokenExchange)) {
+		return invalidEntry("client %q: client_credentials and token exchange need a confidential client", c.ID)
 	}
 	for _, u := range c.RedirectURIs {
 		p, err := url.Parse(u)
@@ -154,6 +157,12 @@ func (i *Issuer) PutClient(ctx context.Context, c Client) error {
 	}
 	c.Source = sourceAdmin
 	return i.store.Update(ctx, func(tx store.Tx) error {
+		switch _, err := tx.Get(bucketAgents, c.ID); {
+		case err == nil:
+			return invalidEntry("client %q: an agent has this id", c.ID)
+		case !errors.Is(err, store.ErrNotFound):
+			return err
+		}
 		var old Client
 		switch err := getJSON(tx, bucketClients, c.ID, &old); {
 		case err == nil:

@@ -52,7 +52,7 @@ func (i *Issuer) metadataDocument() *metadata {
 		RequirePushedAuthorizationRequests:         i.cfg.RequirePAR,
 		ResponseTypesSupported:                     []string{"code"},
 		ResponseModesSupported:                     []string{"query"},
-		GrantTypesSupported:                        []string{grantAuthorizationCode, grantRefreshToken, grantClientCredentials},
+		GrantTypesSupported:                        []string{grantAuthorizationCode, grantRefreshToken, grantClientCredentials, grantTokenExchange},
 		CodeChallengeMethodsSupported:              []string{"S256"},
 		TokenEndpointAuthMethodsSupported:          authMethods,
 		TokenEndpointAuthSigningAlgValuesSupported: assertionAlgs,
@@ -64,7 +64,7 @@ func (i *Issuer) metadataDocument() *metadata {
 		SubjectTypesSupported:                     []string{"public"},
 		IDTokenSigningAlgValuesSupported:          []string{i.cfg.SigningAlg},
 		ClaimsSupported: []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "azp", "at_hash",
-			"name", "preferred_username", "email"},
+			"name", "preferred_username", "email", "act", "principal_type"},
 		ClientIDMetadataDocumentSupported:          true,
 		AuthorizationResponseIssParameterSupported: true,
 	}

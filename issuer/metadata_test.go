@@ -82,7 +82,7 @@ func checkMetadata(t *testing.T, e *tokEnv, m map[string]any) {
 	wantList := map[string][]string{
 		"response_types_supported":                         {"code"},
 		"response_modes_supported":                         {"query"},
-		"grant_types_supported":                            {"authorization_code", "refresh_token", "client_credentials"},
+		"grant_types_supported":                            {"authorization_code", "refresh_token", "client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"},
 		"code_challenge_methods_supported":                 {"S256"},
 		"token_endpoint_auth_methods_supported":            {"none", "client_secret_basic", "client_secret_post", "private_key_jwt"},
 		"revocation_endpoint_auth_methods_supported":       {"none", "client_secret_basic", "client_secret_post", "private_key_jwt"},

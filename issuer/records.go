@@ -52,14 +52,20 @@ type parRequest struct {
 	ExpiresAt time.Time  `json:"expires_at"`
 }
 
-// grant is what a user (or client) granted a client: the unit a refresh-token
+// grant is what a user granted a client (or an agent's own tokens): the unit a refresh-token
 // family belongs to and the row of the "connected apps" page. Revoking it
 // ends its refresh tokens and (via bucketRevoked) its access tokens.
 type grant struct {
-	ID        string    `json:"id"`
-	Subject   string    `json:"sub"`
-	ClientID  string    `json:"client_id"`
-	Actor     string    `json:"actor,omitempty"`
+	ID       string `json:"id"`
+	Subject  string `json:"sub"`
+	ClientID string `json:"client_id"`
+	// PrincipalType is principalAgent for an agent's own tokens (Subject is
+	// the agent); "" for a user's grant.
+	PrincipalType string `json:"principal_type,omitempty"`
+	Actor         string `json:"actor,omitempty"` // requested_actor the code was bound to
+	// Delegates are the agents that got tokens of this grant by token
+	// exchange; revoking the grant ends theirs too (they carry its id).
+	Delegates []string  `json:"delegates,omitempty"`
 	Resource  string    `json:"resource"`
 	Scopes    []string  `json:"scopes"`
 	AuthTime  time.Time `json:"auth_time,omitzero"` // user login time, for ID tokens on refresh

@@ -30,9 +30,12 @@ const (
 	grantAuthorizationCode = "authorization_code"
 	grantRefreshToken      = "refresh_token"
 	grantClientCredentials = "client_credentials"
+	grantTokenExchange     = "urn:ietf:params:oauth:grant-type:token-exchange" // RFC 8693
 )
 
-// Token types of RFC 8693 (actor_token_type).
+// Token types of RFC 8693 (subject_token_type, actor_token_type,
+// issued_token_type). This issuer's tokens are JWT access tokens; either
+// name is accepted for them.
 const (
 	tokenTypeAccessToken = "urn:ietf:params:oauth:token-type:access_token"
 	tokenTypeJWT         = "urn:ietf:params:oauth:token-type:jwt"
@@ -59,8 +62,7 @@ type tokenState struct {
 	resMu            sync.RWMutex
 	runtimeResources map[string]Resource // by URL, from AddResource
 
-	// grants maps a grant_type to its handler; RFC 8693 token exchange
-	// slots in here.
+	// grants maps a grant_type to its handler.
 	grants map[string]grantHandler
 
 	jwksClient *http.Client // fetches private_key_jwt clients' jwks_uri
@@ -81,6 +83,7 @@ func (i *Issuer) initTokens() error {
 		grantAuthorizationCode: i.grantAuthorizationCode,
 		grantRefreshToken:      i.grantRefreshToken,
 		grantClientCredentials: i.grantClientCredentials,
+		grantTokenExchange:     i.grantTokenExchange,
 	}
 	fc, err := newFetchClient(i.cfg.HTTPClient, i.cfg.CIMDAllowPrivate, i.cfg.CIMDTimeout)
 	if err != nil {
@@ -134,9 +137,10 @@ func (i *Issuer) handleToken(w http.ResponseWriter, r *http.Request) {
 }
 
 // clientMayUse reports whether c may use a grant type: the listed ones, or
-// authorization_code and refresh_token when none are listed.
+// authorization_code and refresh_token when none are listed. Grants
+// without a user need a confidential client.
 func clientMayUse(c *Client, gt string) bool {
-	if gt == grantClientCredentials && c.Public() {
+	if (gt == grantClientCredentials || gt == grantTokenExchange) && c.Public() {
 		return false
 	}
 	if len(c.GrantTypes) == 0 {
@@ -184,10 +188,15 @@ func (i *Issuer) grantAuthorizationCode(ctx context.Context, f url.Values, c *Cl
 	if err != nil {
 		return nil, ErrInvalidGrant.WithDescription("user is unknown or disabled").Wrap(err)
 	}
-	if err := i.checkActorToken(ctx, f, ac.Actor); err != nil {
+	agent, err := i.checkActorToken(ctx, f, ac.Actor, c.ID)
+	if err != nil {
 		return nil, err
 	}
 	scopes := ac.Scopes
+	if agent != nil {
+		// The user delegated no more than the agent may ever hold.
+		scopes = agent.limitScopes(scopes)
+	}
 	if !clientMayUse(c, grantRefreshToken) {
 		// The client could never use a refresh token; say so in scope.
 		scopes = slices.DeleteFunc(slices.Clone(scopes), func(s string) bool { return s == scopeOfflineAccess })
@@ -208,7 +217,7 @@ func (i *Issuer) grantAuthorizationCode(ctx context.Context, f url.Values, c *Cl
 	}
 	resp, jti, rt, err := i.issueTokens(ctx, tokenSubject{
 		client: c, user: u, subject: ac.Subject, resource: ac.Resource, scopes: scopes,
-		actor: ac.Actor, grantID: gid, authTime: ac.AuthTime, nonce: ac.Nonce,
+		act: actorOf(ac.Actor), grantID: gid, authTime: ac.AuthTime, nonce: ac.Nonce,
 	}, offline)
 	if err != nil {
 		return nil, err
@@ -245,7 +254,7 @@ func (i *Issuer) grantAuthorizationCode(ctx context.Context, f url.Values, c *Cl
 	if replayed {
 		return nil, ErrInvalidGrant.WithDescription("invalid, expired or used authorization code")
 	}
-	i.logIssued(grantAuthorizationCode, c.ID, ac.Subject, ac.Actor, ac.Resource, scopes, gid)
+	i.logIssued(grantAuthorizationCode, c.ID, ac.Subject, actorOf(ac.Actor), ac.Resource, scopes, gid)
 	return resp, nil
 }
 
@@ -321,31 +330,40 @@ func isUnreserved(b byte) bool {
 		b == '-' || b == '.' || b == '_' || b == '~'
 }
 
-// checkActorToken enforces the agent-on-behalf-of-user binding: a code (or
-// grant) bound to an actor requires actor_token, a valid access token of
-// this issuer whose sub is that actor; one not bound to an actor refuses it.
-func (i *Issuer) checkActorToken(ctx context.Context, f url.Values, actor string) error {
+// checkActorToken enforces the agent-on-behalf-of-user binding
+// (draft-oauth-ai-agents-on-behalf-of-user): a code bound to an actor
+// requires actor_token, the agent's own access token from this issuer
+// (valid, not revoked, principal_type agent, sub and client_id the actor,
+// no act of its own), and the agent must still be enabled and allow the
+// client; failures are invalid_grant. actor_token_type is optional here
+// (clients send it or not); when sent it must name an access token or a
+// JWT, else invalid_request. A code without an actor refuses actor_token
+// (invalid_request) rather than ignore a delegation the user never saw.
+func (i *Issuer) checkActorToken(ctx context.Context, f url.Values, actor, clientID string) (*Agent, error) {
 	raw, typ := f.Get("actor_token"), f.Get("actor_token_type")
 	if actor == "" {
 		if raw != "" || typ != "" {
-			return ErrInvalidRequest.WithDescription("actor_token is only accepted for a requested_actor authorization")
+			return nil, ErrInvalidRequest.WithDescription("actor_token is only accepted for a requested_actor authorization")
 		}
-		return nil
+		return nil, nil
 	}
 	if raw == "" {
-		return ErrInvalidGrant.WithDescription("actor_token is required: the authorization names an actor")
+		return nil, ErrInvalidGrant.WithDescription("actor_token is required: the authorization names an actor")
 	}
 	if typ != "" && typ != tokenTypeAccessToken && typ != tokenTypeJWT {
-		return ErrInvalidRequest.WithDescription("unsupported actor_token_type")
+		return nil, ErrInvalidRequest.WithDescription("unsupported actor_token_type")
 	}
 	claims, err := i.verifyAccessToken(ctx, raw)
-	if err != nil || claims.Subject != actor {
-		return ErrInvalidGrant.WithDescription("actor_token is not a valid token of the requested actor")
+	if err != nil || !ownAgentToken(claims) || claims.Subject != actor {
+		return nil, ErrInvalidGrant.WithDescription("actor_token is not a valid token of the requested actor")
 	}
-	if _, err := i.lookupAgent(ctx, actor); err != nil {
-		return ErrInvalidGrant.WithDescription("requested actor is unknown or disabled").Wrap(err)
-	}
-	return nil
+	return i.agentFor(ctx, actor, clientID)
+}
+
+// ownAgentToken reports whether c is an agent's token for itself: not a
+// user's, not delegated.
+func ownAgentToken(c *accessClaims) bool {
+	return c.PrincipalType == principalAgent && c.Subject == c.ClientID && c.Actor == nil
 }
 
 // grantRefreshToken rotates a refresh token (OAuth 2.1 4.3, 6.1).
@@ -398,20 +416,25 @@ func (i *Issuer) grantRefreshToken(ctx context.Context, f url.Values, c *Client)
 	if err != nil {
 		return nil, ErrInvalidGrant.WithDescription("user is unknown or disabled").Wrap(err)
 	}
-	if g.Actor != "" {
-		// The delegation was proven at redemption; it lasts while the agent does.
-		if _, err := i.lookupAgent(ctx, g.Actor); err != nil {
-			return nil, ErrInvalidGrant.WithDescription("actor is unknown or disabled").Wrap(err)
-		}
-	}
 	// Re-apply today's policy: a user who lost a group loses its scopes.
 	_, scopes, err := i.grantScopes(ctx, c, u, g.Resource, requested)
 	if err != nil {
 		return nil, err
 	}
+	if g.Actor != "" {
+		// The delegation was proven at redemption; it lasts while the agent
+		// does, within what the agent may hold today.
+		a, err := i.agentFor(ctx, g.Actor, c.ID)
+		if err != nil {
+			return nil, err
+		}
+		if scopes = a.limitScopes(scopes); len(scopes) == 0 {
+			return nil, ErrInvalidScope.WithDescription("the actor may hold none of the granted scopes")
+		}
+	}
 	resp, _, newRT, err := i.issueTokens(ctx, tokenSubject{
 		client: c, user: u, subject: g.Subject, resource: g.Resource, scopes: scopes,
-		actor: g.Actor, grantID: g.ID, authTime: g.AuthTime,
+		act: actorOf(g.Actor), grantID: g.ID, authTime: g.AuthTime,
 	}, true)
 	if err != nil {
 		return nil, err
@@ -450,7 +473,7 @@ func (i *Issuer) grantRefreshToken(ctx context.Context, f url.Values, c *Client)
 	if err != nil {
 		return nil, fmt.Errorf("rotate refresh token: %w", err)
 	}
-	i.logIssued(grantRefreshToken, c.ID, g.Subject, g.Actor, g.Resource, scopes, g.ID)
+	i.logIssued(grantRefreshToken, c.ID, g.Subject, actorOf(g.Actor), g.Resource, scopes, g.ID)
 	return resp, nil
 }
 
@@ -466,7 +489,9 @@ func (i *Issuer) refreshReused(ctx context.Context, grantID string) error {
 }
 
 // grantClientCredentials issues a token to a confidential client acting
-// for itself (RFC 6749 4.4): sub is the client, no refresh token.
+// for itself (RFC 6749 4.4): sub is the client, no refresh token. An agent
+// gets its own token the same way, marked principal_type agent and
+// recorded as a grant so that disabling the agent revokes it at once.
 func (i *Issuer) grantClientCredentials(ctx context.Context, f url.Values, c *Client) (*tokenResponse, error) {
 	requested, err := parseScope(f.Get("scope"))
 	if err != nil {
@@ -476,18 +501,38 @@ func (i *Issuer) grantClientCredentials(ctx context.Context, f url.Values, c *Cl
 	if err != nil {
 		return nil, err
 	}
-	resp, _, _, err := i.issueTokens(ctx, tokenSubject{client: c, subject: c.ID, resource: resource, scopes: scopes}, false)
+	s := tokenSubject{client: c, subject: c.ID, resource: resource, scopes: scopes}
+	var g *grant
+	if c.agent != nil {
+		gid, err := i.randomToken(16)
+		if err != nil {
+			return nil, err
+		}
+		now := i.now()
+		g = &grant{
+			ID: gid, Subject: c.ID, ClientID: c.ID, PrincipalType: principalAgent, Resource: resource,
+			Scopes: scopes, CreatedAt: now, LastUsed: now, ExpiresAt: now.Add(i.cfg.AccessTokenTTL),
+		}
+		s.principalType, s.grantID = principalAgent, gid
+	}
+	resp, _, _, err := i.issueTokens(ctx, s, false)
 	if err != nil {
 		return nil, err
 	}
-	i.logIssued(grantClientCredentials, c.ID, c.ID, "", resource, scopes, "")
+	if g != nil {
+		err := i.store.Update(ctx, func(tx store.Tx) error { return putJSON(tx, bucketGrants, g.ID, g, g.ExpiresAt) })
+		if err != nil {
+			return nil, fmt.Errorf("store agent grant: %w", err)
+		}
+	}
+	i.logIssued(grantClientCredentials, c.ID, c.ID, nil, resource, scopes, s.grantID)
 	return resp, nil
 }
 
-func (i *Issuer) logIssued(gt, client, sub, actor, resource string, scopes []string, grantID string) {
+func (i *Issuer) logIssued(gt, client, sub string, act *actorClaim, resource string, scopes []string, grantID string) {
 	if ce := i.log.Check(zap.InfoLevel, "token issued"); ce != nil {
 		ce.Write(zap.String("grant_type", gt), zap.String("client_id", client), zap.String("sub", sub),
-			zap.String("actor", actor), zap.String("resource", resource), zap.Strings("scopes", scopes),
+			zap.Strings("act", act.chain()), zap.String("resource", resource), zap.Strings("scopes", scopes),
 			zap.String("grant", grantID))
 	}
 }
@@ -495,14 +540,30 @@ func (i *Issuer) logIssued(gt, client, sub, actor, resource string, scopes []str
 // tokenSubject is what a token is issued for.
 type tokenSubject struct {
 	client   *Client
-	user     *User // nil for client tokens
+	user     *User // nil for client and agent tokens
 	subject  string
 	resource string
 	scopes   []string
-	actor    string // agent acting for the subject, if any
+	act      *actorClaim // who acts for the subject, newest outermost
+	mayAct   *actorClaim // RFC 8693 may_act
 	grantID  string
 	authTime time.Time
 	nonce    string
+	// principalType overrides the claim: principalUser when user is set,
+	// none otherwise.
+	principalType string
+	// notAfter, when set, caps the access token's expiry (an exchanged
+	// token never outlives its subject token).
+	notAfter time.Time
+}
+
+// expiry is when an access token issued now for s expires.
+func (i *Issuer) expiry(s tokenSubject) time.Time {
+	exp := i.now().Add(i.cfg.AccessTokenTTL)
+	if !s.notAfter.IsZero() && s.notAfter.Before(exp) {
+		exp = s.notAfter
+	}
+	return exp
 }
 
 // issueTokens signs the access token (and ID token when openid was
@@ -516,7 +577,7 @@ func (i *Issuer) issueTokens(ctx context.Context, s tokenSubject, refresh bool) 
 	resp := &tokenResponse{
 		AccessToken: at,
 		TokenType:   "Bearer",
-		ExpiresIn:   int64(i.cfg.AccessTokenTTL / time.Second),
+		ExpiresIn:   int64(i.expiry(s).Sub(i.now()) / time.Second),
 		Scope:       strings.Join(s.scopes, " "),
 	}
 	if refresh {
@@ -538,6 +599,23 @@ type actorClaim struct {
 	Actor   *actorClaim `json:"act,omitempty"`
 }
 
+// actorOf is the act claim of a single actor, nil for none.
+func actorOf(id string) *actorClaim {
+	if id == "" {
+		return nil
+	}
+	return &actorClaim{Subject: id}
+}
+
+// chain lists the actors, newest first.
+func (a *actorClaim) chain() []string {
+	var out []string
+	for ; a != nil; a = a.Actor {
+		out = append(out, a.Subject)
+	}
+	return out
+}
+
 // accessClaims are the claims of an RFC 9068 access token. aud is a single
 // string: one resource per token (RFC 8707).
 type accessClaims struct {
@@ -551,6 +629,10 @@ type accessClaims struct {
 	Scope     string           `json:"scope,omitempty"`
 	AuthTime  *jwt.NumericDate `json:"auth_time,omitempty"`
 	Actor     *actorClaim      `json:"act,omitempty"`
+	MayAct    *actorClaim      `json:"may_act,omitempty"`
+	// PrincipalType is "user" for a user's tokens (delegated or not),
+	// "agent" for an agent acting alone, absent for client credentials.
+	PrincipalType string `json:"principal_type,omitempty"`
 	// GrantID names the grant (refresh family) the token belongs to, so a
 	// resource server can refuse tokens of a revoked grant (Issuer.Revoked).
 	GrantID string `json:"gid,omitempty"`
@@ -576,21 +658,24 @@ func (i *Issuer) signAccessToken(ctx context.Context, s tokenSubject) (string, s
 	}
 	now := i.now()
 	c := &accessClaims{
-		Issuer:    i.URL(),
-		Subject:   s.subject,
-		Audience:  s.resource,
-		ClientID:  s.client.ID,
-		IssuedAt:  jwt.NewNumericDate(now),
-		ExpiresAt: jwt.NewNumericDate(now.Add(i.cfg.AccessTokenTTL)),
-		ID:        jti,
-		Scope:     strings.Join(s.scopes, " "),
-		GrantID:   s.grantID,
+		Issuer:        i.URL(),
+		Subject:       s.subject,
+		Audience:      s.resource,
+		ClientID:      s.client.ID,
+		IssuedAt:      jwt.NewNumericDate(now),
+		ExpiresAt:     jwt.NewNumericDate(i.expiry(s)),
+		ID:            jti,
+		Scope:         strings.Join(s.scopes, " "),
+		Actor:         s.act,
+		MayAct:        s.mayAct,
+		PrincipalType: s.principalType,
+		GrantID:       s.grantID,
 	}
-	if s.user != nil && !s.authTime.IsZero() {
-		c.AuthTime = jwt.NewNumericDate(s.authTime)
-	}
-	if s.actor != "" {
-		c.Actor = &actorClaim{Subject: s.actor}
+	if s.user != nil {
+		c.PrincipalType = principalUser
+		if !s.authTime.IsZero() {
+			c.AuthTime = jwt.NewNumericDate(s.authTime)
+		}
 	}
 	t := jwt.NewWithClaims(k.method, c)
 	t.Header["typ"] = "at+jwt"

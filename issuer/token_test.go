@@ -427,45 +427,6 @@ func TestTokenRequestFormat(t *testing.T) {
 	}
 }
 
-func TestDelegatedCode(t *testing.T) {
-	e := newTokEnv(t)
-	// The agent's own token, as issue 4's agent login will mint it.
-	agentTok, _, err := e.iss.signAccessToken(t.Context(), tokenSubject{client: &Client{ID: "agent-1"}, subject: "agent-1", resource: tResource})
-	if err != nil {
-		t.Fatal(err)
-	}
-	otherTok, _, _ := e.iss.signAccessToken(t.Context(), tokenSubject{client: &Client{ID: tConf}, subject: tConf, resource: tResource})
-	for _, tt := range []struct {
-		name, actorToken, wantErr string
-	}{
-		{"token of another principal", otherTok, "invalid_grant"},
-		{"agent token", agentTok, ""},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			code, verifier := e.issueCode(t, codeSpec{actor: "agent-1", scopes: []string{"read", "offline_access"}})
-			a := e.post(t, pathToken, url.Values{"grant_type": {"authorization_code"}, "code": {code}, "code_verifier": {verifier},
-				"redirect_uri": {tRedirect}, "client_id": {tPublic}, "actor_token": {tt.actorToken},
-				"actor_token_type": {"urn:ietf:params:oauth:token-type:access_token"}}, "")
-			if a.str("error") != tt.wantErr {
-				t.Fatalf("token = %d %s, want error %q", a.status, a.raw, tt.wantErr)
-			}
-			if tt.wantErr != "" {
-				return
-			}
-			_, c := claimsOf(t, a.str("access_token"))
-			if act, _ := c["act"].(map[string]any); c["sub"] != tUser || act["sub"] != "agent-1" {
-				t.Errorf("claims sub, act = %v, %v; want %s, {sub: agent-1}", c["sub"], c["act"], tUser)
-			}
-			// Refresh keeps the delegation without a new actor token.
-			r := e.post(t, pathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {a.str("refresh_token")}, "client_id": {tPublic}}, "")
-			_, rc := claimsOf(t, r.str("access_token"))
-			if act, _ := rc["act"].(map[string]any); act["sub"] != "agent-1" {
-				t.Errorf("refreshed act = %v, want {sub: agent-1} (%s)", rc["act"], r.raw)
-			}
-		})
-	}
-}
-
 // verifyLikeGateway verifies an access token the way a resource server
 // must (RFC 9068 section 4), with jwt/v5 and pinned options.
 func verifyLikeGateway(t testing.TB, e *tokEnv, raw, alg string) jwt.MapClaims {

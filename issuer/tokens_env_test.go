@@ -42,6 +42,13 @@ const (
 	tOnlyCC  = "svc"    // confidential, client_credentials only
 	tSecret  = "s3cr=t p&ss+%/é"
 	tSecret2 = "post-secret"
+
+	tAgent1      = "agent-1"      // read+write, max depth 2, any client
+	tAgent2      = "agent-2"      // every scope, default depth
+	tAgentNarrow = "agent-narrow" // read only, only for tConf's users, depth 1
+	tAgentKey    = "agent-key"    // private_key_jwt (the tJWT key)
+	tAgentOff    = "agent-off"    // disabled
+	tAgentSecret = "agent secret"
 )
 
 // tokClock is a fixed clock that tests move by hand.
@@ -170,7 +177,13 @@ func (e *tokEnv) config() Config {
 			{ID: tNarrow, RedirectURIs: []string{tRedirect}, Resources: []string{tResource}, Scopes: []string{"read"}},
 			{ID: tOnlyCC, SecretHash: secretHash(), GrantTypes: []string{"client_credentials"}, Scopes: []string{"read"}},
 		},
-		Agents: []Agent{{ID: "agent-1", Name: "Agent One"}},
+		Agents: []Agent{
+			{ID: tAgent1, Name: "Agent One", SecretHash: hashClientSecret(tAgentSecret), Scopes: []string{"read", "write"}, MaxDepth: 2},
+			{ID: tAgent2, Name: "Agent Two", SecretHash: hashClientSecret(tAgentSecret)},
+			{ID: tAgentNarrow, SecretHash: hashClientSecret(tAgentSecret), AllowedClients: []string{tConf}, Scopes: []string{"read"}, MaxDepth: 1},
+			{ID: tAgentKey, JWKS: jwks},
+			{ID: tAgentOff, SecretHash: hashClientSecret(tAgentSecret), Disabled: true},
+		},
 		Resources: []Resource{
 			{URL: tResource, Scopes: []string{"read", "write", "admin"}},
 			{URL: tOther, Scopes: []string{"read", "write"}},

@@ -40,8 +40,8 @@ func (i *Issuer) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	u, err := i.lookupUser(ctx, cl.Subject)
-	if err != nil {
-		challenge(http.StatusUnauthorized, "invalid_token", "the user no longer exists", "")
+	if cl.PrincipalType != principalUser || err != nil {
+		challenge(http.StatusUnauthorized, "invalid_token", "the token is not of a current user", "")
 		return
 	}
 	out := map[string]any{"sub": u.Username}
@@ -54,6 +54,8 @@ func (i *Issuer) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 	if slices.Contains(scopes, scopeEmail) && u.Email != "" {
 		out["email"] = u.Email
 	}
+	// The delegation is part of who is asking (unlike peers that drop it).
+	out["principal_type"] = principalUser
 	if cl.Actor != nil {
 		out["act"] = cl.Actor
 	}

@@ -29,9 +29,9 @@ func TestUserinfo(t *testing.T) {
 		want       map[string]any
 		challenge  string
 	}{
-		{name: "openid only", auth: "Bearer " + token("openid", "read"), status: 200, want: map[string]any{"sub": tUser}},
+		{name: "openid only", auth: "Bearer " + token("openid", "read"), status: 200, want: map[string]any{"sub": tUser, "principal_type": "user"}},
 		{name: "profile and email", auth: "Bearer " + token("openid", "profile", "email"), status: 200,
-			want: map[string]any{"sub": tUser, "name": "Alice A.", "preferred_username": tUser, "email": "alice@example.com"}},
+			want: map[string]any{"sub": tUser, "name": "Alice A.", "preferred_username": tUser, "email": "alice@example.com", "principal_type": "user"}},
 		{name: "no token", status: 401, challenge: "Bearer"},
 		{name: "basic scheme", auth: "Basic eDp5", status: 401, challenge: "Bearer"},
 		{name: "bad token", auth: "Bearer abc.def.ghi", status: 401, challenge: `error="invalid_token"`},

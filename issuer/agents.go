@@ -1,0 +1,281 @@
+package issuer
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+// MaxDelegationDepth is the longest act chain this issuer mints (RFC 8693
+// section 4.1 nesting), whatever an agent's MaxDepth says.
+const MaxDelegationDepth = 5
+
+// principal_type claim values. User tokens carry principalUser; tokens of
+// an agent acting alone (sub is the agent) carry principalAgent; client
+// credentials tokens carry none.
+const (
+	principalUser  = "user"
+	principalAgent = "agent"
+)
+
+// sourceAgent marks the Client an agent authenticates as.
+const sourceAgent = "agent"
+
+// validateAgent checks an agent's id, credentials and limits.
+func validateAgent(a *Agent) error {
+	if a.ID == "" || len(a.ID) > 500 || strings.ContainsFunc(a.ID, isControlOrSpace) {
+		return errors.New("agent id must be 1 to 500 characters without spaces or control characters")
+	}
+	if a.MaxDepth < 0 || a.MaxDepth > MaxDelegationDepth {
+		return fmt.Errorf("max_depth must be 0 to %d", MaxDelegationDepth)
+	}
+	// An agent without credentials could never prove itself; refusing it
+	// keeps "public agent" from meaning "anyone who knows the id".
+	n := 0
+	for _, set := range []bool{a.SecretHash != "", len(a.JWKS) > 0, a.JWKSURI != ""} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		return errors.New("needs exactly one of a secret hash, jwks or jwks_uri")
+	}
+	return validateClientAuth(agentClient(a))
+}
+
+// maxDepth is the longest act chain the agent may head.
+func (a *Agent) maxDepth() int {
+	if a.MaxDepth <= 0 || a.MaxDepth > MaxDelegationDepth {
+		return MaxDelegationDepth
+	}
+	return a.MaxDepth
+}
+
+// allowsClient reports whether users of client id may delegate to a.
+func (a *Agent) allowsClient(id string) bool {
+	return len(a.AllowedClients) == 0 || slices.Contains(a.AllowedClients, id)
+}
+
+// limitScopes keeps the scopes the agent may hold. OpenID Connect scopes
+// are about the user, who approved them, and pass.
+func (a *Agent) limitScopes(scopes []string) []string {
+	if len(a.Scopes) == 0 {
+		return slices.Clone(scopes)
+	}
+	return slices.DeleteFunc(slices.Clone(scopes), func(s string) bool {
+		return !slices.Contains(a.Scopes, s) && !slices.Contains(oidcScopes, s)
+	})
+}
+
+// agentClient is the confidential client an agent authenticates as at the
+// back-channel endpoints: its own credentials, client_credentials (its
+// own token) and token exchange, its scope limit.
+func agentClient(a *Agent) *Client {
+	c := &Client{
+		ID: a.ID, Name: a.Name, SecretHash: a.SecretHash, JWKS: a.JWKS, JWKSURI: a.JWKSURI,
+		GrantTypes: []string{grantClientCredentials, grantTokenExchange},
+		Scopes:     a.Scopes, Source: sourceAgent, agent: a,
+	}
+	normalizeAuthMethod(c)
+	return c
+}
+
+// agentFor loads the enabled agent actor and checks it may act for the
+// users of clientID. Errors are invalid_grant.
+func (i *Issuer) agentFor(ctx context.Context, actor, clientID string) (*Agent, error) {
+	a, err := i.lookupAgent(ctx, actor)
+	if err != nil {
+		return nil, ErrInvalidGrant.WithDescription("the actor is unknown or disabled").Wrap(err)
+	}
+	if !a.allowsClient(clientID) {
+		return nil, ErrInvalidGrant.WithDescription("the actor may not act for this client")
+	}
+	return a, nil
+}
+
+// ---- management API ----
+
+// PutAgent creates or replaces a runtime-managed agent. SecretHash is
+// bcrypt or "sha256:<hex>" (RotateAgentSecret makes one), or JWKS /
+// JWKSURI for private_key_jwt. The id must not be a client's. Putting an
+// agent with Disabled set revokes its grants, as DisableAgent does.
+func (i *Issuer) PutAgent(ctx context.Context, a Agent) error {
+	if err := validateAgent(&a); err != nil {
+		return invalidEntry("agent %q: %v", a.ID, err)
+	}
+	if i.configuredAgent(a.ID) {
+		return fmt.Errorf("agent %q: %w", a.ID, ErrConfigured)
+	}
+	if i.configuredClient(a.ID) {
+		return invalidEntry("agent %q: a client has this id", a.ID)
+	}
+	a.Source = sourceAdmin
+	return i.store.Update(ctx, func(tx store.Tx) error {
+		switch _, err := tx.Get(bucketClients, a.ID); {
+		case err == nil:
+			return invalidEntry("agent %q: a client has this id", a.ID)
+		case !errors.Is(err, store.ErrNotFound):
+			return err
+		}
+		var old Agent
+		switch err := getJSON(tx, bucketAgents, a.ID, &old); {
+		case err == nil:
+			a.CreatedAt = old.CreatedAt
+		case errors.Is(err, store.ErrNotFound):
+			a.CreatedAt = i.now()
+		default:
+			return err
+		}
+		if err := putJSON(tx, bucketAgents, a.ID, &a, time.Time{}); err != nil {
+			return err
+		}
+		if a.Disabled {
+			return i.revokeAgentGrantsTx(tx, a.ID)
+		}
+		return nil
+	})
+}
+
+// Agents lists configured and runtime-managed agents, by id, without their
+// secret hashes.
+func (i *Issuer) Agents(ctx context.Context) ([]Agent, error) {
+	var out []Agent
+	for _, a := range i.cfg.Agents {
+		a.Source = sourceConfig
+		out = append(out, a)
+	}
+	err := i.store.View(ctx, func(tx store.Tx) error {
+		return tx.List(bucketAgents, "", func(_ string, v []byte) error {
+			var a Agent
+			if err := json.Unmarshal(v, &a); err != nil {
+				return fmt.Errorf("decode agent: %w", err)
+			}
+			if !i.configuredAgent(a.ID) {
+				a.Source = sourceAdmin
+				out = append(out, a)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list agents: %w", err)
+	}
+	for n := range out {
+		out[n].SecretHash = ""
+	}
+	slices.SortFunc(out, func(a, b Agent) int { return cmp.Compare(a.ID, b.ID) })
+	return out, nil
+}
+
+// Agent returns one agent, disabled or not, without its secret hash. An
+// unknown id is store.ErrNotFound.
+func (i *Issuer) Agent(ctx context.Context, id string) (Agent, error) {
+	a, err := i.findAgent(ctx, id)
+	if err != nil {
+		return Agent{}, err
+	}
+	a.SecretHash = ""
+	return *a, nil
+}
+
+// DeleteAgent removes a runtime-managed agent and revokes every grant it
+// holds or acts in: its own tokens, the users' delegations to it, and the
+// grants whose tokens were exchanged to it.
+func (i *Issuer) DeleteAgent(ctx context.Context, id string) error {
+	if i.configuredAgent(id) {
+		return fmt.Errorf("agent %q: %w", id, ErrConfigured)
+	}
+	return i.store.Update(ctx, func(tx store.Tx) error {
+		if _, err := tx.Get(bucketAgents, id); err != nil {
+			return fmt.Errorf("agent %q: %w", id, err)
+		}
+		if err := tx.Delete(bucketAgents, id); err != nil {
+			return err
+		}
+		return i.revokeAgentGrantsTx(tx, id)
+	})
+}
+
+// DisableAgent disables a runtime-managed agent and revokes its grants
+// (as DeleteAgent). It can no longer authenticate, act, or be requested.
+func (i *Issuer) DisableAgent(ctx context.Context, id string) error {
+	return i.setAgentDisabled(ctx, id, true)
+}
+
+// EnableAgent enables a disabled runtime-managed agent. Revoked grants
+// stay revoked.
+func (i *Issuer) EnableAgent(ctx context.Context, id string) error {
+	return i.setAgentDisabled(ctx, id, false)
+}
+
+func (i *Issuer) setAgentDisabled(ctx context.Context, id string, disabled bool) error {
+	if i.configuredAgent(id) {
+		return fmt.Errorf("agent %q: %w", id, ErrConfigured)
+	}
+	return i.store.Update(ctx, func(tx store.Tx) error {
+		var a Agent
+		if err := getJSON(tx, bucketAgents, id, &a); err != nil {
+			return fmt.Errorf("agent %q: %w", id, err)
+		}
+		a.Disabled = disabled
+		if err := putJSON(tx, bucketAgents, id, &a, time.Time{}); err != nil {
+			return err
+		}
+		if disabled {
+			return i.revokeAgentGrantsTx(tx, id)
+		}
+		return nil
+	})
+}
+
+// RotateAgentSecret generates a new secret for an agent that
+// authenticates with one, stores only its hash, and returns it once. The
+// old secret stops working and the agent's own tokens are revoked (a
+// rotation usually means the old secret leaked); delegations made for it
+// by users stay.
+func (i *Issuer) RotateAgentSecret(ctx context.Context, id string) (string, error) {
+	if i.configuredAgent(id) {
+		return "", fmt.Errorf("agent %q: %w", id, ErrConfigured)
+	}
+	secret, err := i.randomToken(32)
+	if err != nil {
+		return "", err
+	}
+	err = i.store.Update(ctx, func(tx store.Tx) error {
+		var a Agent
+		if err := getJSON(tx, bucketAgents, id, &a); err != nil {
+			return fmt.Errorf("agent %q: %w", id, err)
+		}
+		if a.SecretHash == "" {
+			return invalidEntry("agent %q does not authenticate with a secret", id)
+		}
+		a.SecretHash = hashClientSecret(secret)
+		if err := putJSON(tx, bucketAgents, id, &a, time.Time{}); err != nil {
+			return err
+		}
+		return i.revokeGrantsTx(tx, func(g *grant) bool { return g.PrincipalType == principalAgent && g.Subject == id })
+	})
+	if err != nil {
+		return "", err
+	}
+	return secret, nil
+}
+
+// revokeAgentGrantsTx revokes the agent's own grants, the grants bound to
+// it by requested_actor, and those whose tokens were exchanged to it.
+func (i *Issuer) revokeAgentGrantsTx(tx store.Tx, id string) error {
+	return i.revokeGrantsTx(tx, func(g *grant) bool {
+		return (g.PrincipalType == principalAgent && g.Subject == id) || g.Actor == id || slices.Contains(g.Delegates, id)
+	})
+}
+
+func (i *Issuer) configuredAgent(id string) bool {
+	return slices.ContainsFunc(i.cfg.Agents, func(a Agent) bool { return a.ID == id })
+}

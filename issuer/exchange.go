@@ -1,0 +1,247 @@
+package issuer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+// grantTokenExchange is RFC 8693 token exchange of this issuer's own access
+// tokens. The subject token's sub, principal and grant carry over (so
+// revoking the user's grant ends every token derived from it), and so
+// does its client_id: the application the user connected stays the
+// client, act says who acts.
+//
+// With actor_token (an agent's own token), the agent becomes the newest
+// actor: act = {"sub": agent, "act": <subject's act>}. The chain's length
+// is bounded by the agent's MaxDepth (and MaxDelegationDepth), may_act in
+// the subject token must name the agent, and the agent must allow the
+// subject's client. Without actor_token the exchange keeps the act chain
+// and may only narrow scopes or move to another resource.
+//
+// Who may exchange: the subject token's client, its newest actor, or the
+// new actor itself (an agent authenticated with its own credentials).
+//
+// Scope: requested ⊆ subject's scopes ∩ the actor's Scopes ∩ today's
+// policy for the target (client and user limits), else invalid_scope;
+// no scope parameter means all of that intersection. The target is
+// resource (or audience), default the subject's aud; an unknown one is
+// invalid_target. No refresh token is issued, and the new token expires
+// no later than the subject token.
+//
+// As RFC 8693 section 2.2.2 says, an invalid or unacceptable subject or
+// actor token (expired, revoked, may_act mismatch, depth exceeded,
+// disabled agent) is invalid_request.
+func (i *Issuer) grantTokenExchange(ctx context.Context, f url.Values, c *Client) (*tokenResponse, error) {
+	invalid := func(d string) *Error { return ErrInvalidRequest.WithDescription(d) }
+	actRaw, actType := f.Get("actor_token"), f.Get("actor_token_type")
+	switch {
+	case f.Get("subject_token") == "" || f.Get("subject_token_type") == "":
+		return nil, invalid("subject_token and subject_token_type are required")
+	case !accessTokenType(f.Get("subject_token_type")):
+		return nil, invalid("unsupported subject_token_type")
+	case actRaw == "" && actType != "":
+		return nil, invalid("actor_token_type without actor_token")
+	case actRaw != "" && !accessTokenType(actType):
+		return nil, invalid("actor_token_type must be " + tokenTypeAccessToken + " or " + tokenTypeJWT)
+	case f.Get("requested_token_type") != "" && f.Get("requested_token_type") != tokenTypeAccessToken:
+		return nil, invalid("only access tokens are issued")
+	}
+	requested, err := parseScope(f.Get("scope"))
+	if err != nil {
+		return nil, err
+	}
+	subj, err := i.verifyAccessToken(ctx, f.Get("subject_token"))
+	if err != nil {
+		return nil, invalid("subject_token is invalid, expired or revoked").Wrap(err)
+	}
+	target, err := exchangeTarget(f, subj.Audience)
+	if err != nil {
+		return nil, err
+	}
+	app, u, err := i.exchangeParties(ctx, subj)
+	if err != nil {
+		return nil, err
+	}
+
+	act := subj.Actor
+	var actor *Agent
+	if actRaw != "" {
+		if actor, err = i.exchangeActor(ctx, actRaw, subj); err != nil {
+			return nil, err
+		}
+		act = &actorClaim{Subject: actor.ID, Actor: subj.Actor}
+		if d := len(act.chain()); d > actor.maxDepth() {
+			return nil, invalid(fmt.Sprintf("delegation depth %d exceeds the actor's limit of %d", d, actor.maxDepth()))
+		}
+	}
+	if c.ID != subj.ClientID && (actor == nil || c.ID != actor.ID) && (subj.Actor == nil || c.ID != subj.Actor.Subject) {
+		return nil, invalid("the client may not exchange this subject_token")
+	}
+
+	res, err := i.resolveResource(app, target)
+	if err != nil {
+		return nil, err
+	}
+	scopes, err := i.exchangeScopes(ctx, app, u, actor, subj, res.URL, requested)
+	if err != nil {
+		return nil, err
+	}
+	if err := i.touchGrant(ctx, subj.GrantID, actor); err != nil {
+		return nil, err
+	}
+	s := tokenSubject{
+		client: app, user: u, subject: subj.Subject, resource: res.URL, scopes: scopes, act: act,
+		grantID: subj.GrantID, principalType: subj.PrincipalType, notAfter: subj.ExpiresAt.Time,
+	}
+	if u != nil && subj.AuthTime != nil {
+		s.authTime = subj.AuthTime.Time
+	}
+	at, _, err := i.signAccessToken(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	i.logIssued(grantTokenExchange, app.ID, subj.Subject, act, res.URL, scopes, subj.GrantID)
+	return &tokenResponse{
+		AccessToken:     at,
+		IssuedTokenType: tokenTypeAccessToken,
+		TokenType:       "Bearer",
+		ExpiresIn:       int64(i.expiry(s).Sub(i.now()) / time.Second),
+		Scope:           strings.Join(scopes, " "),
+	}, nil
+}
+
+func accessTokenType(t string) bool { return t == tokenTypeAccessToken || t == tokenTypeJWT }
+
+// exchangeTarget is the resource the new token is for: resource or
+// audience (one target; both only if they agree), else def.
+func exchangeTarget(f url.Values, def string) (string, error) {
+	res, aud := f.Get("resource"), f.Get("audience")
+	switch {
+	case res != "" && aud != "" && !sameResource(res, aud):
+		return "", ErrInvalidTarget.WithDescription("resource and audience name different targets")
+	case res != "":
+		return res, nil
+	case aud != "":
+		return aud, nil
+	}
+	return def, nil
+}
+
+// exchangeParties loads the subject token's client and, for a user's
+// token, the user; both must still be available. An agent's token must
+// come from an enabled agent, and every actor in its chain too.
+func (i *Issuer) exchangeParties(ctx context.Context, subj *accessClaims) (*Client, *User, error) {
+	app, err := i.lookupClient(ctx, subj.ClientID)
+	if err != nil {
+		return nil, nil, ErrInvalidRequest.WithDescription("the subject token's client is no longer available").Wrap(err)
+	}
+	for _, id := range subj.Actor.chain() {
+		if _, err := i.lookupAgent(ctx, id); err != nil {
+			return nil, nil, ErrInvalidRequest.WithDescription("an actor of the subject token is unknown or disabled").Wrap(err)
+		}
+	}
+	if subj.PrincipalType != principalUser {
+		// An agent's own token (app is the enabled agent, found above) or
+		// a client's.
+		return app, nil, nil
+	}
+	u, err := i.lookupUser(ctx, subj.Subject)
+	if err != nil {
+		return nil, nil, ErrInvalidRequest.WithDescription("the subject token's user is unknown or disabled").Wrap(err)
+	}
+	return app, u, nil
+}
+
+// exchangeActor verifies actor_token (an enabled agent's own token) and
+// the agent's right to act on subj.
+func (i *Issuer) exchangeActor(ctx context.Context, raw string, subj *accessClaims) (*Agent, error) {
+	invalid := func(d string) *Error { return ErrInvalidRequest.WithDescription(d) }
+	ac, err := i.verifyAccessToken(ctx, raw)
+	if err != nil || !ownAgentToken(ac) {
+		return nil, invalid("actor_token is not a valid, unrevoked token of an agent acting for itself")
+	}
+	a, err := i.lookupAgent(ctx, ac.Subject)
+	if err != nil {
+		return nil, invalid("the actor is unknown or disabled").Wrap(err)
+	}
+	switch {
+	case subj.MayAct != nil && subj.MayAct.Subject != a.ID:
+		return nil, invalid("the subject token's may_act does not name the actor")
+	case subj.PrincipalType == principalAgent && subj.Subject == a.ID:
+		return nil, invalid("an agent cannot act for itself")
+	case !a.allowsClient(subj.ClientID):
+		return nil, invalid("the actor may not act for the subject token's client")
+	}
+	return a, nil
+}
+
+// exchangeScopes narrows the subject's scopes to the request, the actor's
+// limit and today's policy for the target. Only the subject's scopes can
+// be had; offline_access never (no refresh token).
+func (i *Issuer) exchangeScopes(ctx context.Context, app *Client, u *User, actor *Agent, subj *accessClaims, target string, requested []string) ([]string, error) {
+	have := strings.Fields(subj.Scope)
+	explicit := len(requested) > 0
+	if !explicit {
+		requested = have
+	}
+	for _, s := range requested {
+		if !slices.Contains(have, s) {
+			return nil, ErrInvalidScope.WithDescription(fmt.Sprintf("scope %q exceeds the subject token", s))
+		}
+	}
+	want := slices.DeleteFunc(slices.Clone(requested), func(s string) bool { return s == scopeOfflineAccess })
+	if actor != nil {
+		want = actor.limitScopes(want)
+	}
+	if len(want) == 0 {
+		if len(have) == 0 {
+			return []string{}, nil // nothing to narrow; grantScopes would read it as "everything"
+		}
+		return nil, ErrInvalidScope.WithDescription("none of the requested scopes may be delegated")
+	}
+	_, out, err := i.grantScopes(ctx, app, u, target, want)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range requested {
+		if explicit && s != scopeOfflineAccess && !slices.Contains(out, s) {
+			return nil, ErrInvalidScope.WithDescription(fmt.Sprintf("scope %q may not be granted to this actor or target", s))
+		}
+	}
+	return out, nil
+}
+
+// touchGrant records a use of the subject's grant (last use, and the agent
+// it was delegated to) and refuses a grant revoked meanwhile.
+func (i *Issuer) touchGrant(ctx context.Context, gid string, actor *Agent) error {
+	if gid == "" {
+		return nil
+	}
+	err := i.store.Update(ctx, func(tx store.Tx) error {
+		var g grant
+		if err := getJSON(tx, bucketGrants, gid, &g); err != nil {
+			return err
+		}
+		if g.Revoked {
+			return ErrInvalidRequest.WithDescription("subject_token is invalid, expired or revoked")
+		}
+		g.LastUsed = i.now()
+		if actor != nil && !slices.Contains(g.Delegates, actor.ID) {
+			g.Delegates = append(g.Delegates, actor.ID)
+		}
+		return putJSON(tx, bucketGrants, gid, &g, g.ExpiresAt)
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		// The grant record ended before the token did (its revocation
+		// marker, checked already, outlives it): nothing to record.
+		return nil
+	}
+	return err
+}
