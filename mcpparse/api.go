@@ -16,16 +16,20 @@
 //     envelopes (kind, method, id, params.name / params.uri / params.taskId,
 //     the _meta protocol version).
 //   - [CheckHeaders], [DecodeHeaderValue], [NeedsHeaderCheck]: the
-//     2026-07-28 Streamable HTTP request metadata headers against the body.
+//     2026-07-28 Streamable HTTP request metadata headers against the body,
+//     and the body's required _meta protocol version.
 //   - [Reader], [WriteEvent], [CopyEvent]: server-sent event streams,
 //     event by event.
 //   - [FilterToolsList], [MarkPrivate], [ResponseID], [SameID]: responses.
 //
 // Spec sources: docs/specification/2026-07-28/basic/transports/streamable-http.mdx
-// (headers, Base64 sentinel, HeaderMismatch -32020) in
-// modelcontextprotocol/modelcontextprotocol, and the Tasks extension
+// (headers, Base64 sentinel, HeaderMismatch -32020) and basic/index.mdx
+// (per-request _meta fields; a request missing a required one is invalid
+// params, -32602) in modelcontextprotocol/modelcontextprotocol, and the
+// Tasks extension
 // (modelcontextprotocol/ext-tasks, specification/2026-07-28/tasks.md:
-// Mcp-Name carries params.taskId for tasks/get, tasks/update, tasks/cancel).
+// Mcp-Name carries params.taskId for tasks/get, tasks/update, tasks/cancel;
+// tasks/result is gone).
 package mcpparse
 
 import "errors"
@@ -63,11 +67,16 @@ type Message struct {
 	// escaped differently.
 	ID []byte
 	// Name is params.name (tools/call, prompts/get) when present and a
-	// string. For tasks/* methods it is params.taskId (see spec).
+	// string. For tasks/get, tasks/update, tasks/cancel and tasks/result
+	// it is params.taskId (see spec).
 	Name string
 	// URI is params.uri (resources/read, resources/subscribe, ...).
 	URI string
-	// HasName / HasURI tell an absent member from an empty string.
+	// HasName / HasURI tell an absent member from an empty string. Parse
+	// requires the target of most methods (see Parse), but not the
+	// params.uri of resources/subscribe and resources/unsubscribe: a
+	// caller that authorizes them by URI must refuse them when HasURI is
+	// false.
 	HasName, HasURI bool
 	// ProtocolVersion is params._meta["io.modelcontextprotocol/protocolVersion"]
 	// (2026-07-28: every request carries it), "" when absent. Added after

@@ -144,7 +144,7 @@ func checkV1(t *testing.T, m Message) {
 		}
 	}
 	nameRaw, nameExact := p.Name, pExact["name"]
-	if sourceOf(m.Method) == srcTaskID {
+	if targetOf(m.Method).src == srcTaskID {
 		nameRaw, nameExact = p.TaskID, pExact["taskId"]
 	}
 	for _, c := range []struct {

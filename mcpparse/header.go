@@ -35,6 +35,14 @@ const (
 // the contract.
 var ErrMalformedHeader = errors.New("mcpparse: malformed header value")
 
+// ErrMissingProtocolVersion is CheckHeaders' error for a request without
+// params._meta["io.modelcontextprotocol/protocolVersion"] (no _meta at
+// all included). 2026-07-28 makes that field required and a request
+// without it malformed: invalid params (-32602, HTTP 400), not a header
+// mismatch, since there is no body value to compare. It wraps
+// ErrInvalidParams. Added after the contract.
+var ErrMissingProtocolVersion error = &subError{"mcpparse: request params._meta has no " + metaProtocolVersion, ErrInvalidParams}
+
 // DecodeHeaderValue decodes an Mcp-Name (or Mcp-Param-*) header value,
 // including the "=?base64?<b64>?=" form for values that are not plain
 // ASCII. It refuses what a client may not send as a plain value: bytes
@@ -122,20 +130,23 @@ func NeedsHeaderCheck(h http.Header, msgs []Message) bool {
 }
 
 // CheckHeaders compares the Mcp-Method and Mcp-Name headers of an HTTP
-// request with the message. It returns nil when they agree, or a
-// *HeaderMismatchError. For tools/call, resources/read and prompts/get,
-// Mcp-Name is required (params.name or params.uri); for tasks/* it is the
-// task id. A missing Mcp-Method is a mismatch.
+// request with the message. It returns nil when they agree,
+// ErrMissingProtocolVersion for a request whose body has no protocol
+// version to compare, or a *HeaderMismatchError. A missing Mcp-Method is
+// a mismatch.
 //
 // It applies the 2026-07-28 rules (see NeedsHeaderCheck for when):
 // MCP-Protocol-Version is required and must equal the message's _meta
-// protocol version (which every request must carry; a notification only if
-// it carries one); Mcp-Method is required for every message and compared
-// as is (the spec allows the Base64 form for Mcp-Name only), so a response
-// never passes, clients may not POST responses in this revision; Mcp-Name
-// is decoded with DecodeHeaderValue, required for every method that has a
-// target (see Parse), and refused on a method that has none, since the
-// body cannot agree with it. Each header must appear once.
+// protocol version (which every request must carry, an empty string
+// counting as none; a notification only if it carries one); Mcp-Method is
+// required for every message and compared as is (the spec allows the
+// Base64 form for Mcp-Name only), so a response never passes, clients may
+// not POST responses in this revision; Mcp-Name is decoded with
+// DecodeHeaderValue, required where the spec mirrors a target into it
+// (params.name of tools/call and prompts/get, params.uri of
+// resources/read, params.taskId of the Tasks extension's tasks/get,
+// tasks/update and tasks/cancel), and refused on every other method, since
+// the body cannot agree with it. Each header must appear once.
 func CheckHeaders(h http.Header, m Message) error {
 	method, err := single(h, HeaderMethod, m.Method)
 	if err != nil {
@@ -155,20 +166,23 @@ func CheckHeaders(h http.Header, m Message) error {
 	if checkPlain(version) != nil {
 		return &HeaderMismatchError{Header: HeaderProtocolVersion, HeaderValue: version, BodyValue: m.ProtocolVersion, Reason: "malformed"}
 	}
-	if (m.Kind == KindRequest || m.ProtocolVersion != "") && version != m.ProtocolVersion {
+	if m.Kind == KindRequest && m.ProtocolVersion == "" {
+		return ErrMissingProtocolVersion
+	}
+	if m.ProtocolVersion != "" && version != m.ProtocolVersion {
 		return &HeaderMismatchError{Header: HeaderProtocolVersion, HeaderValue: version, BodyValue: m.ProtocolVersion, Reason: "mismatch"}
 	}
 
-	src := sourceOf(m.Method)
+	t := targetOf(m.Method)
 	body := m.Name
-	if src == srcURI {
-		body = m.URI
-	}
-	if src == srcNone {
+	switch {
+	case !t.header:
 		body = ""
 		if len(h.Values(HeaderName)) == 0 {
 			return nil
 		}
+	case t.src == srcURI:
+		body = m.URI
 	}
 	raw, err := single(h, HeaderName, body)
 	if err != nil {
@@ -178,7 +192,7 @@ func CheckHeaders(h http.Header, m Message) error {
 	if err != nil {
 		return &HeaderMismatchError{Header: HeaderName, HeaderValue: raw, BodyValue: body, Reason: "malformed"}
 	}
-	if src == srcNone || name != body {
+	if !t.header || name != body {
 		return &HeaderMismatchError{Header: HeaderName, HeaderValue: raw, BodyValue: body, Reason: "mismatch"}
 	}
 	return nil

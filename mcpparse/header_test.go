@@ -86,57 +86,83 @@ func TestCheckHeaders(t *testing.T) {
 	notification := parseOne(t, "2026-07-28/progress.json")
 	response := parseOne(t, "2026-07-28/tools-list-result.json")
 	oldCall := parseOne(t, "2025-06-18/tools-call-meta.json")
+	noMeta := parseOne(t, "2026-07-28/server-discover-no-meta.json")
+	noVersion := parseOne(t, "2026-07-28/server-discover-no-version.json")
+	subscribe := parseOne(t, "2026-07-28/resources-subscribe-removed.json")
+	tasksResult := parseOne(t, "2026-07-28/tasks-result-removed.json")
+	emptyVersion := toolsCall
+	emptyVersion.ProtocolVersion = ""
 
 	tests := []struct {
 		name       string
 		h          http.Header
 		m          Message
-		wantHeader string // "" = no error
+		wantHeader string // "" = no *HeaderMismatchError
 		wantReason string
+		wantErr    error // another error, not a *HeaderMismatchError
 	}{
-		{"tools/call", h("MCP-Protocol-Version", v, "Mcp-Method", "tools/call", "Mcp-Name", "get_weather"), toolsCall, "", ""},
-		{"header names are case-insensitive", h("mcp-protocol-version", v, "MCP-METHOD", "tools/call", "mcp-name", "get_weather"), toolsCall, "", ""},
-		{"base64 name", h("MCP-Protocol-Version", v, "Mcp-Method", "tools/call", "Mcp-Name", "=?base64?SGVsbG8sIOS4lueVjA==?="), unicodeCall, "", ""},
-		{"resources/read", h("MCP-Protocol-Version", v, "Mcp-Method", "resources/read", "Mcp-Name", "file:///projects/myapp/config.json"), read, "", ""},
-		{"prompts/get", h("MCP-Protocol-Version", v, "Mcp-Method", "prompts/get", "Mcp-Name", "code_review"), prompt, "", ""},
-		{"tools/list without name", h("MCP-Protocol-Version", v, "Mcp-Method", "tools/list"), list, "", ""},
-		{"tasks/get names the task", h("MCP-Protocol-Version", v, "Mcp-Method", "tasks/get", "Mcp-Name", taskID), tasksGet, "", ""},
-		{"notification without _meta", h("MCP-Protocol-Version", v, "Mcp-Method", "notifications/progress"), notification, "", ""},
+		{"tools/call", h("MCP-Protocol-Version", v, "Mcp-Method", "tools/call", "Mcp-Name", "get_weather"), toolsCall, "", "", nil},
+		{"header names are case-insensitive", h("mcp-protocol-version", v, "MCP-METHOD", "tools/call", "mcp-name", "get_weather"), toolsCall, "", "", nil},
+		{"base64 name", h("MCP-Protocol-Version", v, "Mcp-Method", "tools/call", "Mcp-Name", "=?base64?SGVsbG8sIOS4lueVjA==?="), unicodeCall, "", "", nil},
+		{"resources/read", h("MCP-Protocol-Version", v, "Mcp-Method", "resources/read", "Mcp-Name", "file:///projects/myapp/config.json"), read, "", "", nil},
+		{"prompts/get", h("MCP-Protocol-Version", v, "Mcp-Method", "prompts/get", "Mcp-Name", "code_review"), prompt, "", "", nil},
+		{"tools/list without name", h("MCP-Protocol-Version", v, "Mcp-Method", "tools/list"), list, "", "", nil},
+		{"tasks/get names the task", h("MCP-Protocol-Version", v, "Mcp-Method", "tasks/get", "Mcp-Name", taskID), tasksGet, "", "", nil},
+		{"notification without _meta", h("MCP-Protocol-Version", v, "Mcp-Method", "notifications/progress"), notification, "", "", nil},
 
-		{"missing method", h("MCP-Protocol-Version", v, "Mcp-Name", "get_weather"), toolsCall, HeaderMethod, "missing"},
-		{"other method", h("MCP-Protocol-Version", v, "Mcp-Method", "tools/list", "Mcp-Name", "get_weather"), toolsCall, HeaderMethod, "mismatch"},
-		{"method differs in case", h("MCP-Protocol-Version", v, "Mcp-Method", "Tools/Call", "Mcp-Name", "get_weather"), toolsCall, HeaderMethod, "mismatch"},
-		{"method repeated", h("MCP-Protocol-Version", v, "Mcp-Method", "tools/call", "Mcp-Method", "tools/call", "Mcp-Name", "get_weather"), toolsCall, HeaderMethod, "repeated"},
-		{"method base64 is not decoded", h("MCP-Protocol-Version", v, "Mcp-Method", "=?base64?dG9vbHMvY2FsbA==?=", "Mcp-Name", "get_weather"), toolsCall, HeaderMethod, "mismatch"},
-		{"method with control character", h("MCP-Protocol-Version", v, "Mcp-Method", "tools/call\x00", "Mcp-Name", "get_weather"), toolsCall, HeaderMethod, "malformed"},
-		{"response", h("MCP-Protocol-Version", v, "Mcp-Method", ""), response, HeaderMethod, "mismatch"},
+		{"missing method", h("MCP-Protocol-Version", v, "Mcp-Name", "get_weather"), toolsCall, HeaderMethod, "missing", nil},
+		{"other method", h("MCP-Protocol-Version", v, "Mcp-Method", "tools/list", "Mcp-Name", "get_weather"), toolsCall, HeaderMethod, "mismatch", nil},
+		{"method differs in case", h("MCP-Protocol-Version", v, "Mcp-Method", "Tools/Call", "Mcp-Name", "get_weather"), toolsCall, HeaderMethod, "mismatch", nil},
+		{"method repeated", h("MCP-Protocol-Version", v, "Mcp-Method", "tools/call", "Mcp-Method", "tools/call", "Mcp-Name", "get_weather"), toolsCall, HeaderMethod, "repeated", nil},
+		{"method base64 is not decoded", h("MCP-Protocol-Version", v, "Mcp-Method", "=?base64?dG9vbHMvY2FsbA==?=", "Mcp-Name", "get_weather"), toolsCall, HeaderMethod, "mismatch", nil},
+		{"method with control character", h("MCP-Protocol-Version", v, "Mcp-Method", "tools/call\x00", "Mcp-Name", "get_weather"), toolsCall, HeaderMethod, "malformed", nil},
+		{"response", h("MCP-Protocol-Version", v, "Mcp-Method", ""), response, HeaderMethod, "mismatch", nil},
 
-		{"missing version", h("Mcp-Method", "tools/call", "Mcp-Name", "get_weather"), toolsCall, HeaderProtocolVersion, "missing"},
-		{"version differs from _meta", h("MCP-Protocol-Version", "2025-11-25", "Mcp-Method", "tools/call", "Mcp-Name", "get_weather"), toolsCall, HeaderProtocolVersion, "mismatch"},
-		{"request without _meta version", h("MCP-Protocol-Version", v, "Mcp-Method", "tools/call", "Mcp-Name", "get_weather_data"), oldCall, HeaderProtocolVersion, "mismatch"},
+		{"missing version", h("Mcp-Method", "tools/call", "Mcp-Name", "get_weather"), toolsCall, HeaderProtocolVersion, "missing", nil},
+		{"version differs from _meta", h("MCP-Protocol-Version", "2025-11-25", "Mcp-Method", "tools/call", "Mcp-Name", "get_weather"), toolsCall, HeaderProtocolVersion, "mismatch", nil},
+		{"server/discover without _meta", h("MCP-Protocol-Version", v, "Mcp-Method", "server/discover"), noMeta, "", "", ErrMissingProtocolVersion},
+		{"_meta without version", h("MCP-Protocol-Version", v, "Mcp-Method", "server/discover"), noVersion, "", "", ErrMissingProtocolVersion},
+		{"older request without _meta version", h("MCP-Protocol-Version", v, "Mcp-Method", "tools/call", "Mcp-Name", "get_weather_data"), oldCall, "", "", ErrMissingProtocolVersion},
+		{"empty _meta version", h("MCP-Protocol-Version", v, "Mcp-Method", "tools/call", "Mcp-Name", "get_weather"), emptyVersion, "", "", ErrMissingProtocolVersion},
+		{"no version anywhere", h("Mcp-Method", "server/discover"), noMeta, HeaderProtocolVersion, "missing", nil},
+		{"version header repeated, no _meta", h("MCP-Protocol-Version", v, "MCP-Protocol-Version", v, "Mcp-Method", "server/discover"), noMeta, HeaderProtocolVersion, "repeated", nil},
+		{"method checked before _meta", h("MCP-Protocol-Version", v, "Mcp-Method", "tools/list"), noMeta, HeaderMethod, "mismatch", nil},
 
-		{"missing name", h("MCP-Protocol-Version", v, "Mcp-Method", "tools/call"), toolsCall, HeaderName, "missing"},
-		{"other name", h("MCP-Protocol-Version", v, "Mcp-Method", "tools/call", "Mcp-Name", "delete_everything"), toolsCall, HeaderName, "mismatch"},
-		{"name differs in case", h("MCP-Protocol-Version", v, "Mcp-Method", "tools/call", "Mcp-Name", "Get_Weather"), toolsCall, HeaderName, "mismatch"},
-		{"name repeated", h("MCP-Protocol-Version", v, "Mcp-Method", "tools/call", "Mcp-Name", "get_weather", "Mcp-Name", "get_weather"), toolsCall, HeaderName, "repeated"},
-		{"raw non-ASCII name", h("MCP-Protocol-Version", v, "Mcp-Method", "tools/call", "Mcp-Name", "Hello, 世界"), unicodeCall, HeaderName, "malformed"},
-		{"bad base64 name", h("MCP-Protocol-Version", v, "Mcp-Method", "tools/call", "Mcp-Name", "=?base64?SGVsbG8?="), toolsCall, HeaderName, "malformed"},
-		{"base64 of another name", h("MCP-Protocol-Version", v, "Mcp-Method", "tools/call", "Mcp-Name", "=?base64?ZXZpbA==?="), toolsCall, HeaderName, "mismatch"},
-		{"uri in place of name", h("MCP-Protocol-Version", v, "Mcp-Method", "resources/read", "Mcp-Name", "file:///etc/passwd"), read, HeaderName, "mismatch"},
-		{"name on a method without one", h("MCP-Protocol-Version", v, "Mcp-Method", "tools/list", "Mcp-Name", "get_weather"), list, HeaderName, "mismatch"},
-		{"tasks/get without task id", h("MCP-Protocol-Version", v, "Mcp-Method", "tasks/get"), tasksGet, HeaderName, "missing"},
-		{"tasks/get with another task", h("MCP-Protocol-Version", v, "Mcp-Method", "tasks/get", "Mcp-Name", "other"), tasksGet, HeaderName, "mismatch"},
+		{"missing name", h("MCP-Protocol-Version", v, "Mcp-Method", "tools/call"), toolsCall, HeaderName, "missing", nil},
+		{"other name", h("MCP-Protocol-Version", v, "Mcp-Method", "tools/call", "Mcp-Name", "delete_everything"), toolsCall, HeaderName, "mismatch", nil},
+		{"name differs in case", h("MCP-Protocol-Version", v, "Mcp-Method", "tools/call", "Mcp-Name", "Get_Weather"), toolsCall, HeaderName, "mismatch", nil},
+		{"name repeated", h("MCP-Protocol-Version", v, "Mcp-Method", "tools/call", "Mcp-Name", "get_weather", "Mcp-Name", "get_weather"), toolsCall, HeaderName, "repeated", nil},
+		{"raw non-ASCII name", h("MCP-Protocol-Version", v, "Mcp-Method", "tools/call", "Mcp-Name", "Hello, 世界"), unicodeCall, HeaderName, "malformed", nil},
+		{"bad base64 name", h("MCP-Protocol-Version", v, "Mcp-Method", "tools/call", "Mcp-Name", "=?base64?SGVsbG8?="), toolsCall, HeaderName, "malformed", nil},
+		{"base64 of another name", h("MCP-Protocol-Version", v, "Mcp-Method", "tools/call", "Mcp-Name", "=?base64?ZXZpbA==?="), toolsCall, HeaderName, "mismatch", nil},
+		{"uri in place of name", h("MCP-Protocol-Version", v, "Mcp-Method", "resources/read", "Mcp-Name", "file:///etc/passwd"), read, HeaderName, "mismatch", nil},
+		{"name on a method without one", h("MCP-Protocol-Version", v, "Mcp-Method", "tools/list", "Mcp-Name", "get_weather"), list, HeaderName, "mismatch", nil},
+		{"tasks/get without task id", h("MCP-Protocol-Version", v, "Mcp-Method", "tasks/get"), tasksGet, HeaderName, "missing", nil},
+		{"tasks/get with another task", h("MCP-Protocol-Version", v, "Mcp-Method", "tasks/get", "Mcp-Name", "other"), tasksGet, HeaderName, "mismatch", nil},
+
+		// Removed in 2026-07-28: no Mcp-Name, so the server can answer
+		// "method not found".
+		{"tasks/result has no name header", h("MCP-Protocol-Version", v, "Mcp-Method", "tasks/result"), tasksResult, "", "", nil},
+		{"tasks/result with a name header", h("MCP-Protocol-Version", v, "Mcp-Method", "tasks/result", "Mcp-Name", taskID), tasksResult, HeaderName, "mismatch", nil},
+		{"resources/subscribe has no name header", h("MCP-Protocol-Version", v, "Mcp-Method", "resources/subscribe"), subscribe, "", "", nil},
+		{"resources/subscribe with a name header", h("MCP-Protocol-Version", v, "Mcp-Method", "resources/subscribe", "Mcp-Name", "file:///a"), subscribe, HeaderName, "mismatch", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := CheckHeaders(tt.h, tt.m)
+			var hm *HeaderMismatchError
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) || errors.As(err, &hm) {
+					t.Errorf("CheckHeaders() = %v, want %v", err, tt.wantErr)
+				}
+				return
+			}
 			if tt.wantHeader == "" {
 				if err != nil {
 					t.Errorf("CheckHeaders() = %v, want nil", err)
 				}
 				return
 			}
-			var hm *HeaderMismatchError
 			if !errors.As(err, &hm) {
 				t.Fatalf("CheckHeaders() = %v, want a *HeaderMismatchError", err)
 			}
@@ -144,6 +170,16 @@ func TestCheckHeaders(t *testing.T) {
 				t.Errorf("CheckHeaders() = %s %s (%v), want %s %s", hm.Header, hm.Reason, err, tt.wantHeader, tt.wantReason)
 			}
 		})
+	}
+}
+
+// TestMissingProtocolVersionIsInvalidParams: callers map the error to
+// -32602 by the contract sentinels.
+func TestMissingProtocolVersionIsInvalidParams(t *testing.T) {
+	for _, target := range []error{ErrInvalidParams, ErrNotJSONRPC} {
+		if !errors.Is(ErrMissingProtocolVersion, target) {
+			t.Errorf("errors.Is(ErrMissingProtocolVersion, %v) = false, want true", target)
+		}
 	}
 }
 

@@ -43,12 +43,17 @@ var (
 // Beyond JSON-RPC 2.0 it refuses, so that the gateway and the upstream
 // cannot disagree about a message: numeric ids that are not integers
 // within ±(2^53-1) written canonically (an upstream may rewrite 1.0 as 1),
-// params that are neither object nor array (null included), a method whose
-// target member is missing or not a string (params.name for tools/call and
-// prompts/get, params.uri for resources/read, subscribe and unsubscribe,
-// params.taskId for tasks/*), and envelope, params and _meta members that
-// are case variants of the members it reads (e.g. "Method" next to
-// "method", or "Name" alone).
+// params that are neither object nor array (null included), a target
+// member that is present but not a string (params.name of tools/call and
+// prompts/get, params.uri of resources/read, resources/subscribe and
+// resources/unsubscribe, params.taskId of tasks/get, tasks/update,
+// tasks/cancel and tasks/result), a missing target member except on the
+// methods that 2026-07-28 removed (resources/subscribe,
+// resources/unsubscribe, tasks/result: a request for one of them must
+// reach the server to be answered "method not found", and callers that
+// authorize by target refuse them without one, see Message.HasURI), and
+// envelope, params and _meta members that are case variants of the
+// members it reads (e.g. "Method" next to "method", or "Name" alone).
 func Parse(body []byte, lim Limits) (msgs []Message, batch bool, err error) {
 	maxBatch := lim.MaxBatch
 	if maxBatch <= 0 {
@@ -341,8 +346,14 @@ type envelope struct {
 // params holds what a message's params carry of interest, whatever the
 // method: the members come in any order, method possibly last.
 type params struct {
-	name, uri, taskID, version string
-	hasName, hasURI, hasTaskID bool
+	name, uri, taskID member
+	version           string
+}
+
+// member is a params member that names a target.
+type member struct {
+	s                 string
+	present, isString bool
 }
 
 // message reads a message whose '{' was just read.
@@ -528,11 +539,11 @@ func (p *parser) params(pf *params) error {
 		}
 		switch string(name) {
 		case "name":
-			err = p.optString(&pf.name, &pf.hasName)
+			err = p.member(&pf.name)
 		case "uri":
-			err = p.optString(&pf.uri, &pf.hasURI)
+			err = p.member(&pf.uri)
 		case "taskId":
-			err = p.optString(&pf.taskID, &pf.hasTaskID)
+			err = p.member(&pf.taskID)
 		case "_meta":
 			err = p.meta(pf)
 		default:
@@ -547,14 +558,16 @@ func (p *parser) params(pf *params) error {
 	}
 }
 
-// optString reads a value that matters only if it is a string.
-func (p *parser) optString(s *string, has *bool) error {
+// member reads a params member that names a target if it is a string
+// (target decides whether it must be one).
+func (p *parser) member(mb *member) error {
 	tok, err := p.read()
 	if err != nil {
 		return err
 	}
+	mb.present = true
 	if tok.Kind() == '"' {
-		*s, *has = tok.String(), true
+		mb.s, mb.isString = tok.String(), true
 		return nil
 	}
 	return p.skipRest(tok)
@@ -642,38 +655,62 @@ const (
 	srcTaskID        // params.taskId
 )
 
-// sourceOf returns where a method's target is; the member is required.
-func sourceOf(method string) source {
+// target is where a method names what it acts on.
+type target struct {
+	src source
+	// required: the member must be present. It is not on the methods that
+	// 2026-07-28 removed (resources/subscribe and resources/unsubscribe from
+	// the core, tasks/result from the Tasks extension): their requests then
+	// carry only _meta and must reach the server to be answered "method not
+	// found" (Streamable HTTP: 404, -32601).
+	required bool
+	// header: 2026-07-28 mirrors the member into Mcp-Name (the transport's
+	// tools/call, resources/read, prompts/get; the Tasks extension's
+	// tasks/get, tasks/update, tasks/cancel).
+	header bool
+}
+
+// targetOf returns where a method's target is.
+func targetOf(method string) target {
 	switch method {
 	case "tools/call", "prompts/get":
-		return srcName
-	case "resources/read", "resources/subscribe", "resources/unsubscribe":
-		return srcURI
-	case "tasks/get", "tasks/update", "tasks/cancel", "tasks/result":
-		return srcTaskID
+		return target{src: srcName, required: true, header: true}
+	case "resources/read":
+		return target{src: srcURI, required: true, header: true}
+	case "resources/subscribe", "resources/unsubscribe":
+		return target{src: srcURI}
+	case "tasks/get", "tasks/update", "tasks/cancel":
+		return target{src: srcTaskID, required: true, header: true}
+	case "tasks/result":
+		return target{src: srcTaskID}
 	}
-	return srcNone
+	return target{}
 }
 
 // target fills Name, URI and ProtocolVersion of a request or notification.
+// A target member, when there is one, must be a string even where it is
+// optional: a lenient server could coerce another value (["a"] reads as
+// "a" in JavaScript) into a target nobody checked.
 func (m *Message) target(pf *params) error {
-	m.Name, m.HasName = pf.name, pf.hasName
-	m.URI, m.HasURI = pf.uri, pf.hasURI
+	m.Name, m.HasName = pf.name.s, pf.name.isString
+	m.URI, m.HasURI = pf.uri.s, pf.uri.isString
 	m.ProtocolVersion = pf.version
-	switch sourceOf(m.Method) {
+	t := targetOf(m.Method)
+	var mb *member
+	var what string
+	switch t.src {
+	case srcNone:
+		return nil
 	case srcName:
-		if !m.HasName {
-			return fmt.Errorf("%w: %s needs a string params.name", ErrInvalidParams, m.Method)
-		}
+		mb, what = &pf.name, "params.name"
 	case srcURI:
-		if !m.HasURI {
-			return fmt.Errorf("%w: %s needs a string params.uri", ErrInvalidParams, m.Method)
-		}
+		mb, what = &pf.uri, "params.uri"
 	case srcTaskID:
-		if !pf.hasTaskID {
-			return fmt.Errorf("%w: %s needs a string params.taskId", ErrInvalidParams, m.Method)
-		}
-		m.Name, m.HasName = pf.taskID, true
+		mb, what = &pf.taskID, "params.taskId"
+		m.Name, m.HasName = pf.taskID.s, pf.taskID.isString
+	}
+	if (t.required || mb.present) && !mb.isString {
+		return fmt.Errorf("%w: %s needs a string %s", ErrInvalidParams, m.Method, what)
 	}
 	return nil
 }
