@@ -62,7 +62,9 @@ import (
 //     gateway checked or set them.
 //   - tools/list answers are filtered by the same decision as tools/call
 //     (actor rules included) and marked private; one the gateway cannot
-//     read is replaced by 502. Known gap: a 2025 server replaying a
+//     read is replaced by 502. A tools/list notification's answer is
+//     filtered too, and Accept-Encoding is not forwarded with a
+//     tools/list, so that the answer arrives readable. Known gap: a 2025 server replaying a
 //     tools/list answer on a resumed GET stream (Last-Event-ID) is not
 //     filtered; calls are still enforced.
 type Gateway struct {

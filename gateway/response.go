@@ -66,7 +66,7 @@ func newResponseWriter(w http.ResponseWriter, g *Gateway, x *exchange) *response
 			listIDs = append(listIDs, m.ID)
 		}
 	}
-	if len(listIDs) > 0 {
+	if x.listsTools() {
 		p := x.p
 		rw.filter = &toolsFilter{
 			single:  !x.batch,
@@ -76,6 +76,18 @@ func newResponseWriter(w http.ResponseWriter, g *Gateway, x *exchange) *response
 		}
 	}
 	return rw
+}
+
+// listsTools reports whether the answer must be filtered: a message asks
+// for tools/list. A notification counts too, since a lenient server may
+// answer it all the same.
+func (x *exchange) listsTools() bool {
+	for i := range x.msgs {
+		if x.msgs[i].Kind != mcpparse.KindResponse && x.msgs[i].Method == "tools/list" {
+			return true
+		}
+	}
+	return false
 }
 
 func (rw *responseWriter) Header() http.Header { return rw.w.Header() }

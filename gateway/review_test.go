@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"compress/gzip"
 	"fmt"
 	"io"
 	"net/http"
@@ -289,5 +290,52 @@ func TestReviewTrailers(t *testing.T) {
 	}
 	if len(seen.Trailer) != 0 || len(seen.Header.Values("Trailer")) != 0 {
 		t.Errorf("next saw trailers %v, Trailer header %q, want none", seen.Trailer, seen.Header.Values("Trailer"))
+	}
+}
+
+// TestReviewToolsListNotification: a tools/list sent without an id is
+// still a tools/list to a lenient server; whatever answers it is filtered.
+func TestReviewToolsListNotification(t *testing.T) {
+	h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"delete_all"},{"name":"read_a"}]}}`)
+	})
+	resp := h.do(t, call{body: `{"jsonrpc":"2.0","method":"tools/list"}`, token: mint(t, claims())})
+	body := readBody(t, resp)
+	if strings.Contains(body, "delete_all") {
+		t.Errorf("answer to a tools/list notification = %s, want delete_all filtered out", body)
+	}
+}
+
+// TestReviewAcceptEncoding: a client asking for compressed answers (Go's
+// client does by default) must not make a compressing upstream's
+// tools/list unfilterable.
+func TestReviewAcceptEncoding(t *testing.T) {
+	h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		list := `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"delete_all"},{"name":"read_a"}]}}`
+		if !strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+			io.WriteString(w, list)
+			return
+		}
+		w.Header().Set("Content-Encoding", "gzip")
+		zw := gzip.NewWriter(w)
+		io.WriteString(zw, list)
+		zw.Close()
+	})
+	resp := h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, token: mint(t, claims()),
+		headers: map[string]string{"Accept-Encoding": "gzip"}})
+	raw := readBody(t, resp)
+	body := raw
+	if resp.Header.Get("Content-Encoding") == "gzip" {
+		zr, err := gzip.NewReader(strings.NewReader(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(zr)
+		body = string(b)
+	}
+	if resp.StatusCode != 200 || !strings.Contains(body, "read_a") || strings.Contains(body, "delete_all") {
+		t.Errorf("tools/list with Accept-Encoding gzip = %d %q, want 200 with read_a only", resp.StatusCode, body)
 	}
 }

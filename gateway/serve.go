@@ -462,6 +462,11 @@ func (g *Gateway) upstreamRequest(x *exchange) *http.Request {
 	// that forwards them would deliver headers nobody checked.
 	h.Del("Trailer")
 	out.Trailer = nil
+	if x.listsTools() {
+		// A compressed answer could not be filtered (502); the
+		// upstream answers uncompressed, or the transport decodes.
+		h.Del("Accept-Encoding")
+	}
 	if g.cfg.ForwardIdentity {
 		p := x.p
 		h.Set("X-Mcp-Subject", headerSafe(p.subject))
