@@ -29,6 +29,7 @@ const (
 	clientName  = "E2E Client"
 	redirectURI = "http://127.0.0.1/callback"
 	username    = "alice"
+	otherUser   = "bob" // same password and group
 	password    = "e2e password, never logged"
 
 	scopeRead  = "notes:read"
@@ -127,6 +128,9 @@ var caddyfileTemplate = template.Must(template.New("Caddyfile").Parse(`{
 			groups writers
 			name "Alice v{{.Variant}}"
 		}
+		user {{.OtherUser}} {{.Hash}} {
+			groups writers
+		}
 		group writers {
 			scopes * {{.Read}} {{.Write}}
 		}
@@ -175,7 +179,7 @@ var caddyfileTemplate = template.Must(template.New("Caddyfile").Parse(`{
 func (e *env) caddyfile(variant int) string {
 	var b strings.Builder
 	err := caddyfileTemplate.Execute(&b, map[string]any{
-		"Dir": e.dir, "Issuer": e.issuer, "User": username, "Hash": e.hash,
+		"Dir": e.dir, "Issuer": e.issuer, "User": username, "OtherUser": otherUser, "Hash": e.hash,
 		"ClientID": clientID, "ClientName": clientName, "RedirectURI": redirectURI,
 		"Read": scopeRead, "Write": scopeWrite, "Admin": scopeAdmin,
 		"Variant": variant, "LegacyUp": e.legacyUp, "ModernUp": e.modernUp,

@@ -1,0 +1,152 @@
+package e2e
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/e2e/harness"
+)
+
+// TestAudienceIsolation: a token issued for one resource is refused by the
+// gateway of another, even on the same host and issuer.
+func TestAudienceIsolation(t *testing.T) {
+	e := setup(t)
+	ctx := ctxTimeout(t, 30*time.Second)
+	robot := harness.NewRobot(username, password, redirectURI)
+	tok, err := e.authorize(ctx, robot, e.oauthConfig(scopeRead), e.legacy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, body, err := rawToolCall(ctx, http.DefaultClient, e.modern, tok.AccessToken, "echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("token for %s at %s: status %d, want 401; body %s", e.legacy, e.modern, resp.StatusCode, body)
+	}
+	if ch, _ := challenge(resp.Header.Get("WWW-Authenticate")); ch["error"] != "invalid_token" {
+		t.Errorf("token for another resource: WWW-Authenticate = %q, want error=\"invalid_token\"", resp.Header.Get("WWW-Authenticate"))
+	}
+}
+
+// TestSessionBinding: an MCP session created with alice's token cannot be
+// used with bob's, though bob's token is valid for the same resource.
+func TestSessionBinding(t *testing.T) {
+	e := setup(t)
+	ctx := ctxTimeout(t, 30*time.Second)
+	alice, err := e.authorize(ctx, harness.NewRobot(username, password, redirectURI), e.oauthConfig(scopeRead), e.legacy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob, err := e.authorize(ctx, harness.NewRobot(otherUser, password, redirectURI), e.oauthConfig(scopeRead), e.legacy)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	resp, body := legacyPost(ctx, t, e, alice.AccessToken, "", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`)
+	sid := resp.Header.Get("Mcp-Session-Id")
+	if resp.StatusCode != http.StatusOK || sid == "" {
+		t.Fatalf("initialize: status %d, session %q; body %s", resp.StatusCode, sid, body)
+	}
+	legacyPost(ctx, t, e, alice.AccessToken, sid, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+
+	const list = `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`
+	if resp, body := legacyPost(ctx, t, e, alice.AccessToken, sid, list); resp.StatusCode != http.StatusOK {
+		t.Fatalf("tools/list in alice's session with alice's token: status %d; body %s", resp.StatusCode, body)
+	}
+	resp, body = legacyPost(ctx, t, e, bob.AccessToken, sid, list)
+	t.Logf("tools/list in alice's session with bob's token: status %d", resp.StatusCode)
+	if resp.StatusCode < 400 || strings.Contains(body, `"echo"`) {
+		t.Errorf("tools/list in alice's session with bob's token: status %d, want a refusal; body %s", resp.StatusCode, body)
+	}
+}
+
+// legacyPost sends one 2025-11-25 message to the stateful resource.
+func legacyPost(ctx context.Context, t *testing.T, e *env, token, session, body string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.legacy, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+token)
+	if session != "" {
+		req.Header.Set("Mcp-Session-Id", session)
+		req.Header.Set("MCP-Protocol-Version", "2025-11-25")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("POST %s: %v", e.legacy, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	return resp, string(b)
+}
+
+// TestRevokeConnectedApp revokes an app on the connected apps page (over
+// HTTP with the user's session) and checks that both its refresh token and
+// its unexpired access token stop working at once.
+func TestRevokeConnectedApp(t *testing.T) {
+	e := setup(t)
+	ctx := ctxTimeout(t, 30*time.Second)
+	robot := harness.NewRobot(username, password, redirectURI)
+	tok, err := e.authorize(ctx, robot, e.oauthConfig(scopeRead, "offline_access"), e.modern)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.RefreshToken == "" {
+		t.Fatal("no refresh token for offline_access")
+	}
+	if resp, body, err := rawToolCall(ctx, http.DefaultClient, e.modern, tok.AccessToken, "echo"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("call before revocation: %v, %v; body %s", resp, err, body)
+	}
+
+	apps, err := robot.Get(ctx, e.issuer+"/apps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var form *harness.Form
+	for i := range apps.Forms {
+		if apps.Forms[i].Hidden.Get("client_id") == clientID {
+			form = &apps.Forms[i]
+		}
+	}
+	if form == nil {
+		t.Fatalf("apps page has no form for %s: %.300s", clientID, apps.Text())
+	}
+	resp, err := robot.Submit(ctx, apps, form, url.Values{"action": {"revoke"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := harness.ReadPage(resp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Status != http.StatusOK || strings.Contains(after.Text(), clientName) {
+		t.Fatalf("after revoking: status %d, page %.300s", after.Status, after.Text())
+	}
+
+	resp, body, err := rawToolCall(ctx, http.DefaultClient, e.modern, tok.AccessToken, "echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("access token of a revoked app: status %d, want 401; body %s", resp.StatusCode, body)
+	}
+	tr, err := harness.Refresh(ctx, e.md, clientID, tok.RefreshToken, e.modern)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.Status != http.StatusBadRequest || tr.Error != "invalid_grant" {
+		t.Errorf("refresh token of a revoked app: %d %q, want 400 invalid_grant", tr.Status, tr.Error)
+	}
+}
