@@ -28,11 +28,14 @@ import (
 //     form only for a resource at "/" or with Config.RootMetadata (one
 //     gateway per host), since several MCP servers may share a host.
 //   - Tokens come from the Authorization header only (Bearer, any case,
-//     exactly one header). A query access_token is refused with 400
-//     invalid_request, never read. Tokens are RFC 9068 JWTs: sub and
-//     client_id required; the claim principal_type "agent" marks an
-//     agent-only token (the agent acting on its own); act is RFC 8693
-//     delegation, decided on its outermost sub, depth = nesting count.
+//     exactly one header). A query access_token (or a query that does
+//     not parse) is refused with 400 invalid_request, never read. Tokens
+//     are RFC 9068 JWTs: sub and client_id required; aud must contain
+//     the resource (other audiences may be listed, RFC 9068 §4); a crit
+//     header is refused (no extension is understood); the claim
+//     principal_type "agent" marks an agent-only token (the agent acting
+//     on its own); act is RFC 8693 delegation, decided on its outermost
+//     sub, depth = nesting count.
 //   - Refusals carry a JSON-RPC error body (with the request id when one
 //     message was read), so 2026-07-28 clients do not fall back. More scope
 //     curing a denial → 403 insufficient_scope naming every scope the whole

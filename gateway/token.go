@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -88,8 +89,16 @@ func invalidRequest(desc string) *authError {
 // bearerToken takes the access token from the Authorization header only
 // (RFC 6750 §2.1); a token in the query is refused, never read.
 func bearerToken(r *http.Request) (string, *authError) {
-	if r.URL.RawQuery != "" && r.URL.Query().Has("access_token") {
-		return "", invalidRequest("access tokens are accepted in the Authorization header only")
+	if r.URL.RawQuery != "" {
+		// A query Go cannot parse (";" separators, bad escapes) may still
+		// carry access_token to a server that reads it another way.
+		q, err := url.ParseQuery(r.URL.RawQuery)
+		if err != nil {
+			return "", invalidRequest("the query string is malformed")
+		}
+		if q.Has("access_token") {
+			return "", invalidRequest("access tokens are accepted in the Authorization header only")
+		}
 	}
 	values := r.Header.Values("Authorization")
 	switch len(values) {
@@ -156,6 +165,11 @@ func (g *Gateway) authenticate(ctx context.Context, token string) (*principal, *
 func (g *Gateway) verify(ctx context.Context, token string) (*principal, *authError) {
 	claims := jwt.MapClaims{}
 	_, err := g.parser.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
+		if _, ok := t.Header["crit"]; ok {
+			// RFC 7515 §4.1.11: extensions listed in crit must be
+			// understood, and none is here.
+			return nil, errCritical
+		}
 		typ, _ := t.Header["typ"].(string)
 		if !strings.EqualFold(typ, "at+jwt") && !strings.EqualFold(typ, "application/at+jwt") {
 			return nil, errWrongType
@@ -189,6 +203,7 @@ var (
 	errWrongType = errors.New("token type is not at+jwt")
 	errNoKid     = errors.New("token has no kid")
 	errKeyType   = errors.New("key does not fit the algorithm")
+	errCritical  = errors.New("token has critical header extensions")
 )
 
 // describeJWTError maps a validation failure to a fixed description.
