@@ -18,12 +18,13 @@ build() {
 
 run() {
 	build
-	local tmp
+	local tmp demo
 	tmp=$(mktemp -d)
 	go build -o "$tmp/demo" ./test/demo
 	"$tmp/demo" -addr 127.0.0.1:3001 &
-	local demo=$!
-	trap 'kill "$demo" 2>/dev/null || true; wait "$demo" 2>/dev/null || true; rm -rf "$tmp"' EXIT
+	demo=$!
+	# Expanded now: the trap runs at exit, after these locals are gone.
+	trap "kill $demo 2>/dev/null || true; wait $demo 2>/dev/null || true; rm -rf '$tmp'" EXIT
 
 	cat <<'MSG'
 
