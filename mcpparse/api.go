@@ -114,6 +114,18 @@ var (
 	ErrInvalidParams error = &subError{"mcpparse: invalid MCP params", ErrNotJSONRPC}
 )
 
+// ParamsError is Parse's error for a body that is a single request, valid
+// JSON-RPC but for its params, so that the answer (invalid params) can
+// carry the request's id. It wraps an ErrInvalidParams error. Added after
+// the contract.
+type ParamsError struct {
+	ID  []byte // the raw id of the request, a string or canonical integer
+	Err error
+}
+
+func (e *ParamsError) Error() string { return e.Err.Error() }
+func (e *ParamsError) Unwrap() error { return e.Err }
+
 // subError is a sentinel error that also matches a broader sentinel.
 type subError struct {
 	msg    string

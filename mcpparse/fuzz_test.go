@@ -3,6 +3,7 @@ package mcpparse
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -70,6 +71,7 @@ func FuzzParse(f *testing.F) {
 			if msgs != nil {
 				t.Fatalf("Parse() = %d messages and error %v", len(msgs), err)
 			}
+			checkParamsError(t, body, err)
 			return
 		}
 		if !json.Valid(body) {
@@ -104,6 +106,28 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// checkParamsError checks that a *ParamsError comes only for one valid
+// JSON object whose id encoding/json reads as the error's.
+func checkParamsError(t *testing.T, body []byte, err error) {
+	t.Helper()
+	var pe *ParamsError
+	if !errors.As(err, &pe) {
+		return
+	}
+	if !errors.Is(err, ErrInvalidParams) {
+		t.Fatalf("ParamsError %v does not wrap ErrInvalidParams", err)
+	}
+	var w struct {
+		ID json.RawMessage `json:"id"`
+	}
+	if !json.Valid(body) || json.Unmarshal(body, &w) != nil {
+		t.Fatalf("ParamsError for what encoding/json does not read as an object: %q", body)
+	}
+	if !SameID(w.ID, pe.ID) {
+		t.Fatalf("ParamsError id %s, encoding/json reads %s in %q", pe.ID, w.ID, body)
+	}
 }
 
 // checkV1 compares a message with what encoding/json reads of its Raw,

@@ -54,6 +54,9 @@ var (
 // authorize by target refuse them without one, see Message.HasURI), and
 // envelope, params and _meta members that are case variants of the
 // members it reads (e.g. "Method" next to "method", or "Name" alone).
+//
+// A body that is one request, valid but for its params, is refused with a
+// *ParamsError carrying the request's id.
 func Parse(body []byte, lim Limits) (msgs []Message, batch bool, err error) {
 	maxBatch := lim.MaxBatch
 	if maxBatch <= 0 {
@@ -68,6 +71,14 @@ func Parse(body []byte, lim Limits) (msgs []Message, batch bool, err error) {
 	case '{':
 		m, err := p.message()
 		if err != nil {
+			if m.Kind == KindRequest && errors.Is(err, ErrInvalidParams) {
+				// The request was read in full; a fault in the rest of
+				// the body comes first.
+				if err := p.end(); err != nil {
+					return nil, false, err
+				}
+				return nil, false, &ParamsError{ID: m.ID, Err: err}
+			}
 			return nil, false, err
 		}
 		msgs = []Message{m}
@@ -348,6 +359,17 @@ type envelope struct {
 type params struct {
 	name, uri, taskID member
 	version           string
+	// invalid is the first fault of the params object. Reading goes on,
+	// so that the message's envelope (its id above all) is known and the
+	// rest of the body checked before the fault is reported.
+	invalid error
+}
+
+// fault records an invalid params fault unless there is one already.
+func (pf *params) fault(format string, args ...any) {
+	if pf.invalid == nil {
+		pf.invalid = fmt.Errorf("%w: "+format, append([]any{ErrInvalidParams}, args...)...)
+	}
 }
 
 // member is a params member that names a target.
@@ -548,7 +570,7 @@ func (p *parser) params(pf *params) error {
 			err = p.meta(pf)
 		default:
 			if v, ok := variant(folded, paramNames); ok {
-				return fmt.Errorf("%w: params member is a case variant of %q", ErrInvalidParams, v)
+				pf.fault("params member is a case variant of %q", v)
 			}
 			err = p.skip()
 		}
@@ -575,8 +597,13 @@ func (p *parser) member(mb *member) error {
 
 // meta reads params._meta, which must be an object.
 func (p *parser) meta(pf *params) error {
-	if _, err := p.expect('{', ErrInvalidParams, "params._meta is not an object"); err != nil {
+	tok, err := p.read()
+	if err != nil {
 		return err
+	}
+	if tok.Kind() != '{' {
+		pf.fault("params._meta is not an object")
+		return p.skipRest(tok)
 	}
 	f, err := p.enter()
 	if err != nil {
@@ -588,15 +615,22 @@ func (p *parser) meta(pf *params) error {
 			return err
 		}
 		if string(name) == metaProtocolVersion {
-			tok, err := p.expect('"', ErrInvalidParams, metaProtocolVersion+" is not a string")
+			tok, err := p.read()
 			if err != nil {
 				return err
 			}
-			pf.version = tok.String()
+			if tok.Kind() == '"' {
+				pf.version = tok.String()
+				continue
+			}
+			pf.fault("%s is not a string", metaProtocolVersion)
+			if err := p.skipRest(tok); err != nil {
+				return err
+			}
 			continue
 		}
 		if _, ok := variant(folded, metaNames); ok {
-			return fmt.Errorf("%w: _meta member is a case variant of %q", ErrInvalidParams, metaProtocolVersion)
+			pf.fault("_meta member is a case variant of %q", metaProtocolVersion)
 		}
 		if err := p.skip(); err != nil {
 			return err
@@ -692,6 +726,9 @@ func targetOf(method string) target {
 // optional: a lenient server could coerce another value (["a"] reads as
 // "a" in JavaScript) into a target nobody checked.
 func (m *Message) target(pf *params) error {
+	if pf.invalid != nil {
+		return pf.invalid
+	}
 	m.Name, m.HasName = pf.name.s, pf.name.isString
 	m.URI, m.HasURI = pf.uri.s, pf.uri.isString
 	m.ProtocolVersion = pf.version

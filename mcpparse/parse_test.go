@@ -476,3 +476,45 @@ func TestKindString(t *testing.T) {
 		}
 	}
 }
+
+func TestParseParamsError(t *testing.T) {
+	tests := []struct {
+		name    string
+		body    string
+		lim     Limits
+		wantID  string // "" = no *ParamsError
+		wantErr error
+	}{
+		{"missing name", `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{}}`, Limits{}, "7", ErrInvalidParams},
+		{"string id", `{"jsonrpc":"2.0","id":"a\u0062","method":"resources/read"}`, Limits{}, `"a\u0062"`, ErrInvalidParams},
+		{"id after a case variant", `{"jsonrpc":"2.0","method":"tools/call","params":{"Name":"x"},"id":"a"}`, Limits{}, `"a"`, ErrInvalidParams},
+		{"id after _meta that is no object", `{"method":"x","params":{"_meta":[]},"jsonrpc":"2.0","id":3}`, Limits{}, "3", ErrInvalidParams},
+		{"id after a numeric version", `{"method":"x","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":1}},"id":4,"jsonrpc":"2.0"}`, Limits{}, "4", ErrInvalidParams},
+		{"non-string uri of a removed method", `{"jsonrpc":"2.0","id":5,"method":"resources/unsubscribe","params":{"uri":{}}}`, Limits{}, "5", ErrInvalidParams},
+		{"first fault is reported", `{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"_meta":1,"Name":2}}`, Limits{}, "6", ErrInvalidParams},
+
+		{"notification has no id", `{"jsonrpc":"2.0","method":"tools/call","params":{}}`, Limits{}, "", ErrInvalidParams},
+		{"trailing data comes first", `{"jsonrpc":"2.0","id":1,"method":"tools/call"} x`, Limits{}, "", ErrInvalidJSON},
+		{"later duplicate comes first", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"Name":"x"},"id":2}`, Limits{}, "", ErrDuplicateName},
+		{"later deep fault comes first", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"Name":"x","a":{"b":1,"B":2}}}`, Limits{}, "", ErrDuplicateName},
+		{"envelope fault comes first", `{"jsonrpc":"1.0","id":1,"method":"tools/call","params":{"Name":"x"}}`, Limits{}, "", ErrNotJSONRPC},
+		{"response with bad params", `{"jsonrpc":"2.0","id":1,"result":{},"params":{"_meta":1}}`, Limits{}, "", ErrNotJSONRPC},
+		{"batch element", `[{"jsonrpc":"2.0","id":1,"method":"tools/call"}]`, Limits{AllowBatches: true}, "", ErrInvalidParams},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			msgs, _, err := Parse([]byte(tt.body), tt.lim)
+			if !errors.Is(err, tt.wantErr) || msgs != nil {
+				t.Fatalf("Parse(%s) = %d messages, %v; want %v", tt.body, len(msgs), err, tt.wantErr)
+			}
+			var pe *ParamsError
+			gotID := ""
+			if errors.As(err, &pe) {
+				gotID = string(pe.ID)
+			}
+			if gotID != tt.wantID {
+				t.Errorf("Parse(%s) ParamsError id = %q, want %q", tt.body, gotID, tt.wantID)
+			}
+		})
+	}
+}
