@@ -35,7 +35,7 @@ func TestBypass(t *testing.T) {
 	call26 := func(name string) string {
 		return `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":` + quote(name) + `,"arguments":{},` + meta26 + `}}`
 	}
-	batch := `[` + toolCall("read_a") + `,{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_all"}},` + toolCall("read_b") + `]`
+	batch := `[` + toolCall("read_a") + `,{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_all"}},{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"read_b"}}]`
 	okBatch := `[` + toolCall("read_a") + `,{"jsonrpc":"2.0","id":2,"method":"tools/list"}]`
 	deep := strings.Repeat(`{"a":`, 200) + `1` + strings.Repeat(`}`, 200)
 

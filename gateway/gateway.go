@@ -40,7 +40,8 @@ import (
 //     message was read), so 2026-07-28 clients do not fall back. More scope
 //     curing a denial → 403 insufficient_scope naming every scope the whole
 //     request needs; no rule or an actor rule → 403 naming the rule, no
-//     challenge. Any denied message refuses the whole batch.
+//     challenge. Any denied message refuses the whole batch, and so
+//     do two requests sharing an id (answers must match one request).
 //   - Sessions (2025 revisions) are MAC-bound to iss, sub, client_id and
 //     the outermost act.sub (see session.go). A session id that does not
 //     verify for the caller is answered 404 "Session not found": the client

@@ -105,7 +105,8 @@ func TestReviewBodies(t *testing.T) {
 		{"id true", `{"jsonrpc":"2.0","id":true,"method":"tools/call","params":{"name":"read_a"}}`, nil, 400},
 		{"nested batch", `[[` + toolCall("delete_all") + `]]`, nil, 400},
 		{"batch of notification calls", `[{"jsonrpc":"2.0","method":"tools/call","params":{"name":"read_a"}},{"jsonrpc":"2.0","method":"tools/call","params":{"name":"delete_all"}}]`, nil, 403},
-		{"batch with same ids", `[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a"}},{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_all"}}]`, nil, 403},
+		{"batch with same ids", `[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a"}},{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_all"}}]`, nil, 400},
+		{"batch with same ids, escaped", `[{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"read_a"}},{"jsonrpc":"2.0","id":"\u0061","method":"ping"}]`, nil, 400},
 		{"method and result", `{"jsonrpc":"2.0","id":1,"method":"tools/call","result":{},"params":{"name":"delete_all"}}`, nil, 400},
 		{"two Content-Type headers", toolCall("read_a"), map[string]string{"Content-Type": "application/json, text/plain"}, 415},
 		{"charset utf-16", toolCall("read_a"), map[string]string{"Content-Type": "application/json; charset=utf-16"}, 415},
@@ -418,4 +419,63 @@ func TestReviewTokens(t *testing.T) {
 			t.Errorf("status = %d, want 401", resp.StatusCode)
 		}
 	})
+}
+
+// TestReviewToolsListEvasions: upstream answers shaped to slip a tools/list
+// past the filter (odd SSE framing, case variants, ids that match another
+// request) never show a filtered-out tool to the client.
+func TestReviewToolsListEvasions(t *testing.T) {
+	list := `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"delete_all"},{"name":"read_a"}]}}`
+	sse := func(chunks ...string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			for _, c := range chunks {
+				io.WriteString(w, c)
+				w.(http.Flusher).Flush()
+			}
+		}
+	}
+	jsonAnswer := func(body string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, body)
+		}
+	}
+	tests := []struct {
+		name    string
+		request string
+		answer  http.HandlerFunc
+	}{
+		{"SSE CRLF", "", sse("data: " + list + "\r\n\r\n")},
+		{"SSE lone CR", "", sse("data: " + list + "\r\r")},
+		{"SSE BOM, no space", "", sse("\ufeffdata:" + list + "\n\n")},
+		{"SSE data split over lines", "", sse("data: {\"jsonrpc\":\"2.0\",\"id\":1,\ndata: \"result\":{\"tools\":[{\"name\":\"delete_all\"}]}}\n\n")},
+		{"SSE event split across writes", "", sse("id: 1\nevent: x\nda", "ta: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[{\"name\"", ":\"delete_all\"}]}}\r", "\n\r\n")},
+		{"SSE batch in one event", "", sse("data: [" + list + "]\n\n")},
+		{"SSE answer without a blank line", "", sse("data: " + list + "\n")},
+		{"JSON Tools variant", "", jsonAnswer(`{"jsonrpc":"2.0","id":1,"result":{"Tools":[{"name":"delete_all"}]}}`)},
+		{"JSON tool Name variant", "", jsonAnswer(`{"jsonrpc":"2.0","id":1,"result":{"tools":[{"Name":"delete_all","name":"read_a"}]}}`)},
+		{"JSON escaped tools member", "", jsonAnswer(`{"jsonrpc":"2.0","id":1,"result":{"t\u006fols":[{"name":"delete_all"}]}}`)},
+		{"JSON batch answer to one request", "", jsonAnswer(`[` + list + `,` + list + `]`)},
+		{"batch: duplicate ids",
+			`[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":1,"method":"ping"}]`,
+			jsonAnswer(`[{"jsonrpc":"2.0","id":1,"result":{}},{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"delete_all"}]}}]`)},
+		{"batch: answer to the notification",
+			`[{"jsonrpc":"2.0","method":"tools/list"},{"jsonrpc":"2.0","id":2,"method":"ping"}]`,
+			jsonAnswer(`[{"jsonrpc":"2.0","id":2,"result":{}},{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"delete_all"}]}}]`)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, testConfig(t), tt.answer)
+			req := tt.request
+			if req == "" {
+				req = `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
+			}
+			resp := h.do(t, call{body: req, token: mint(t, claims()), headers: map[string]string{"MCP-Protocol-Version": "2025-03-26"}})
+			body := readBody(t, resp)
+			if strings.Contains(body, "delete_all") {
+				t.Errorf("answer = %d %q, want delete_all filtered out", resp.StatusCode, body)
+			}
+		})
+	}
 }

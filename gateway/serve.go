@@ -318,6 +318,9 @@ func (g *Gateway) classify(x *exchange) *refusal {
 		return parseRefusal(err, effective, allowBatches)
 	}
 	x.msgs, x.batch = msgs, batch
+	if f := checkBatchIDs(msgs); f != nil {
+		return f
+	}
 	if x.modern && msgs[0].Kind == mcpparse.KindResponse {
 		return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "clients do not send responses in protocol version " + version20260728, id: msgs[0].ID}
 	}
@@ -336,6 +339,23 @@ func (g *Gateway) classify(x *exchange) *refusal {
 	for i := range x.dec {
 		if !x.dec[i].allow {
 			return g.denial(x)
+		}
+	}
+	return nil
+}
+
+// checkBatchIDs refuses a batch whose requests share an id (MCP: a
+// requestor never reuses an id in a session), so that every answer
+// matches exactly one request and is filtered as its request needs.
+func checkBatchIDs(msgs []mcpparse.Message) *refusal {
+	for i := range msgs {
+		if msgs[i].Kind != mcpparse.KindRequest {
+			continue
+		}
+		for j := range msgs[:i] {
+			if msgs[j].Kind == mcpparse.KindRequest && mcpparse.SameID(msgs[i].ID, msgs[j].ID) {
+				return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "invalid batch: requests " + strconv.Itoa(j) + " and " + strconv.Itoa(i) + " share an id"}
+			}
 		}
 	}
 	return nil
