@@ -210,6 +210,7 @@ type runResult struct {
 	lat           []time.Duration // sorted
 	proxyTicks    uint64
 	upstreamTicks uint64
+	clientTicks   uint64 // the load generator itself
 }
 
 func (r runResult) rps() float64 { return float64(r.n) / r.wall.Seconds() }
@@ -269,36 +270,41 @@ func load(t *target, c, n int) ([]time.Duration, time.Duration, error) {
 	return lat, wall, nil
 }
 
-// measure runs one measured load and reads the CPU time of the proxy (and
-// upstream) around it.
+// measure runs one measured load and reads the CPU time of the proxy,
+// this process (the client) and the upstream around it.
 func measure(t *target, upstreamPID, c, n int) (runResult, error) {
-	p0, err := cpuTicks(t.pid)
-	if err != nil {
-		return runResult{}, fmt.Errorf("%s: %w", t.name, err)
-	}
-	var u0 uint64
+	pids := []int{t.pid, os.Getpid()}
 	if upstreamPID > 0 {
-		if u0, err = cpuTicks(upstreamPID); err != nil {
-			return runResult{}, fmt.Errorf("upstream: %w", err)
-		}
+		pids = append(pids, upstreamPID)
+	}
+	before, err := readTicks(pids)
+	if err != nil {
+		return runResult{}, err
 	}
 	lat, wall, err := load(t, c, n)
 	if err != nil {
 		return runResult{}, err
 	}
-	p1, err := cpuTicks(t.pid)
+	after, err := readTicks(pids)
 	if err != nil {
-		return runResult{}, fmt.Errorf("%s: %w", t.name, err)
+		return runResult{}, err
 	}
-	r := runResult{n: n, wall: wall, lat: lat, proxyTicks: p1 - p0}
+	r := runResult{n: n, wall: wall, lat: lat, proxyTicks: after[0] - before[0], clientTicks: after[1] - before[1]}
 	if upstreamPID > 0 {
-		u1, err := cpuTicks(upstreamPID)
-		if err != nil {
-			return runResult{}, fmt.Errorf("upstream: %w", err)
-		}
-		r.upstreamTicks = u1 - u0
+		r.upstreamTicks = after[2] - before[2]
 	}
 	return r, nil
+}
+
+func readTicks(pids []int) ([]uint64, error) {
+	out := make([]uint64, len(pids))
+	for i, pid := range pids {
+		var err error
+		if out[i], err = cpuTicks(pid); err != nil {
+			return nil, fmt.Errorf("pid %d: %w", pid, err)
+		}
+	}
+	return out, nil
 }
 
 // fetchToken gets an access token for the resource with client_credentials

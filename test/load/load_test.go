@@ -237,7 +237,7 @@ func TestBenchReport(t *testing.T) {
 			}
 			report := out.String()
 			for _, want := range []string{
-				"| c | proxy | req/s | p50 ms | p99 ms | proxy CPU µs/req | upstream CPU µs/req |",
+				"| c | proxy | req/s | p50 ms | p99 ms | proxy CPU µs/req | upstream CPU µs/req | client CPU µs/req |",
 				"| 1 | reverse_proxy |", "| 4 | mcp_gateway + reverse_proxy |",
 				"| 4 | ", "Targets: throughput ≥ 85% of plain at c=4",
 				"(" + proto + ", test upstream)",

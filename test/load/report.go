@@ -19,8 +19,8 @@ const (
 
 // summary is the medians over rounds of one proxy at one concurrency.
 type summary struct {
-	rps, p50, p99    float64 // req/s, ms, ms
-	cpu, upstreamCPU float64 // µs per request
+	rps, p50, p99               float64 // req/s, ms, ms
+	cpu, upstreamCPU, clientCPU float64 // µs per request
 }
 
 // paired are the medians over rounds of gateway-vs-plain differences,
@@ -30,6 +30,11 @@ type paired struct {
 	ratio              float64 // gateway req/s / plain req/s
 	p50Added, p99Added float64 // ms
 	cpuAdded, cpuRatio float64 // µs per request, gateway/plain
+	// cpuBoundRatio is plain's over the gateway's CPU per request of the
+	// whole chain (client + upstream + proxy): the throughput ratio when
+	// CPU is the only limit, which other work on a shared machine does
+	// not skew the way it skews req/s.
+	cpuBoundRatio float64
 }
 
 func median(v []float64) float64 {
@@ -45,19 +50,20 @@ func median(v []float64) float64 {
 }
 
 func summarize(runs []runResult, clkTck int) summary {
-	var rps, p50, p99, cpu, up []float64
+	var rps, p50, p99, cpu, up, cl []float64
 	for _, r := range runs {
+		cl = append(cl, cpuPerRequest(r.clientTicks, r.n, clkTck))
 		rps = append(rps, r.rps())
 		p50 = append(p50, ms(percentile(r.lat, 0.50)))
 		p99 = append(p99, ms(percentile(r.lat, 0.99)))
 		cpu = append(cpu, cpuPerRequest(r.proxyTicks, r.n, clkTck))
 		up = append(up, cpuPerRequest(r.upstreamTicks, r.n, clkTck))
 	}
-	return summary{rps: median(rps), p50: median(p50), p99: median(p99), cpu: median(cpu), upstreamCPU: median(up)}
+	return summary{rps: median(rps), p50: median(p50), p99: median(p99), cpu: median(cpu), upstreamCPU: median(up), clientCPU: median(cl)}
 }
 
 func pair(plain, gw []runResult, clkTck int) paired {
-	var ratio, p50, p99, cpu, cpuRatio []float64
+	var ratio, p50, p99, cpu, cpuRatio, bound []float64
 	for i := range min(len(plain), len(gw)) {
 		a, b := plain[i], gw[i]
 		ratio = append(ratio, b.rps()/a.rps())
@@ -68,8 +74,13 @@ func pair(plain, gw []runResult, clkTck int) paired {
 		if ca > 0 {
 			cpuRatio = append(cpuRatio, cb/ca)
 		}
+		chainA := float64(a.clientTicks+a.upstreamTicks+a.proxyTicks) / float64(a.n)
+		chainB := float64(b.clientTicks+b.upstreamTicks+b.proxyTicks) / float64(b.n)
+		if chainB > 0 {
+			bound = append(bound, chainA/chainB)
+		}
 	}
-	return paired{ratio: median(ratio), p50Added: median(p50), p99Added: median(p99), cpuAdded: median(cpu), cpuRatio: median(cpuRatio)}
+	return paired{ratio: median(ratio), p50Added: median(p50), p99Added: median(p99), cpuAdded: median(cpu), cpuRatio: median(cpuRatio), cpuBoundRatio: median(bound)}
 }
 
 // loadAverage describes /proc/loadavg: other work on the machine skews
@@ -102,8 +113,8 @@ func writeReport(w io.Writer, cfg benchConfig, levels []int, results [][][]runRe
 	fmt.Fprintf(w, "Host: %d CPUs shared by client, upstream and both Caddy processes%s. CPU = utime+stime of each Caddy process from /proc/<pid>/stat (CLK_TCK %d).\n\n",
 		runtime.NumCPU(), loadAverage(), cfg.clkTck)
 
-	fmt.Fprintln(w, "| c | proxy | req/s | p50 ms | p99 ms | proxy CPU µs/req | upstream CPU µs/req |")
-	fmt.Fprintln(w, "|--:|:--|--:|--:|--:|--:|--:|")
+	fmt.Fprintln(w, "| c | proxy | req/s | p50 ms | p99 ms | proxy CPU µs/req | upstream CPU µs/req | client CPU µs/req |")
+	fmt.Fprintln(w, "|--:|:--|--:|--:|--:|--:|--:|--:|")
 	names := []string{"reverse_proxy", "mcp_gateway + reverse_proxy"}
 	for li, c := range levels {
 		for ti, name := range names {
@@ -112,18 +123,22 @@ func writeReport(w io.Writer, cfg benchConfig, levels []int, results [][][]runRe
 			if cfg.upstreamPID > 0 {
 				up = fmt.Sprintf("%.1f", s.upstreamCPU)
 			}
-			fmt.Fprintf(w, "| %d | %s | %.0f | %.3f | %.3f | %.1f | %s |\n", c, name, s.rps, s.p50, s.p99, s.cpu, up)
+			fmt.Fprintf(w, "| %d | %s | %.0f | %.3f | %.3f | %.1f | %s | %.1f |\n", c, name, s.rps, s.p50, s.p99, s.cpu, up, s.clientCPU)
 		}
 	}
 
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| c | throughput gateway/plain | p50 added ms | p99 added ms | CPU added µs/req | CPU gateway/plain |")
-	fmt.Fprintln(w, "|--:|--:|--:|--:|--:|--:|")
+	fmt.Fprintln(w, "| c | throughput gateway/plain | CPU-bound throughput gateway/plain | p50 added ms | p99 added ms | proxy CPU added µs/req | proxy CPU gateway/plain |")
+	fmt.Fprintln(w, "|--:|--:|--:|--:|--:|--:|--:|")
 	pairs := make([]paired, len(levels))
 	for li, c := range levels {
 		p := pair(results[li][0], results[li][1], cfg.clkTck)
 		pairs[li] = p
-		fmt.Fprintf(w, "| %d | %.1f%% | %+.3f | %+.3f | %+.1f | %.2f× |\n", c, 100*p.ratio, p.p50Added, p.p99Added, p.cpuAdded, p.cpuRatio)
+		bound := "-"
+		if cfg.upstreamPID > 0 {
+			bound = fmt.Sprintf("%.1f%%", 100*p.cpuBoundRatio)
+		}
+		fmt.Fprintf(w, "| %d | %.1f%% | %s | %+.3f | %+.3f | %+.1f | %.2f× |\n", c, 100*p.ratio, bound, p.p50Added, p.p99Added, p.cpuAdded, p.cpuRatio)
 	}
 
 	fmt.Fprintln(w)
@@ -133,6 +148,7 @@ func writeReport(w io.Writer, cfg benchConfig, levels []int, results [][][]runRe
 		fmt.Fprintf(w, "; p99 added < %v at c=%d: %+.3f ms %s", targetP99Added, c, pairs[li].p99Added, verdict(pairs[li].p99Added < ms(targetP99Added)))
 	}
 	fmt.Fprintln(w, ".")
+	fmt.Fprintln(w, "CPU-bound throughput: plain's CPU per request of the whole chain (client + upstream + proxy) over the gateway's, the req/s ratio a machine with no other work would show when CPU-bound.")
 	minN := min(cfg.requests1, cfg.requestsN)
 	fmt.Fprintf(w, "CPU resolution: one clock tick is %.1f µs/req at %d requests per run.\n",
 		cpuPerRequest(1, minN, cfg.clkTck), minN)
