@@ -2,12 +2,16 @@ package issuer
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
 )
 
 func TestAppsListAndRevoke(t *testing.T) {
@@ -125,5 +129,111 @@ func TestAppsNeedsLogin(t *testing.T) {
 	}
 	if body := readBody(t, resp); !strings.Contains(body, "No apps or agents") {
 		t.Errorf("apps page for a new user: %s", body)
+	}
+}
+
+// TestAppsAgentsRevoke runs the whole agent story in one issuer: an agent
+// gets its own token, the user delegates to it through login and consent
+// (requested_actor), a second agent takes over by token exchange, the
+// apps page names both, and revoking the row there ends every one of
+// those tokens at once (Revoked, as a gateway asks) and the refresh token.
+func TestAppsAgentsRevoke(t *testing.T) {
+	e := newBrowserEnv(t, func(c *Config) {
+		c.Agents = []Agent{
+			{ID: "planner", Name: "Planner Bot", SecretHash: hashClientSecret("planner secret"), Scopes: []string{"files:read"}},
+			{ID: "helper", Name: "Helper Bot", SecretHash: hashClientSecret("helper secret")},
+		}
+	})
+	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, e.srv.Client())
+	agentToken := func(id, secret string) string {
+		cc := clientcredentials.Config{ClientID: id, ClientSecret: secret, TokenURL: e.url(pathToken, nil),
+			EndpointParams: url.Values{"resource": {bResource}}}
+		tok, err := cc.Token(ctx)
+		if err != nil {
+			t.Fatalf("agent %s token: %v", id, err)
+		}
+		return tok.AccessToken
+	}
+	planner := agentToken("planner", "planner secret")
+
+	c := e.browser()
+	conf := &oauth2.Config{
+		ClientID:    bClientID,
+		Endpoint:    oauth2.Endpoint{AuthURL: e.url(pathAuthorize, nil), TokenURL: e.url(pathToken, nil), AuthStyle: oauth2.AuthStyleInParams},
+		RedirectURL: bRedirect,
+		Scopes:      []string{"files:read", "files:write", "offline_access"},
+	}
+	verifier := oauth2.GenerateVerifier()
+	authURL := conf.AuthCodeURL("s", oauth2.S256ChallengeOption(verifier),
+		oauth2.SetAuthURLParam("resource", bResource), oauth2.SetAuthURLParam("requested_actor", "planner"))
+	cb, err := e.robot(c, authURL, bRedirect, bUser, bPassword, "approve")
+	if err != nil {
+		t.Fatalf("robot: %v", err)
+	}
+	tok, err := conf.Exchange(ctx, cb.Query().Get("code"), oauth2.VerifierOption(verifier),
+		oauth2.SetAuthURLParam("resource", bResource), oauth2.SetAuthURLParam("actor_token", planner))
+	if err != nil {
+		t.Fatalf("Exchange() error = %v", err)
+	}
+	if got := tok.Extra("scope"); got != "files:read offline_access" {
+		t.Errorf("delegated scope = %v, want files:read offline_access (the agent may hold no more)", got)
+	}
+
+	// helper takes over from planner by token exchange.
+	form := url.Values{"grant_type": {grantTokenExchange}, "subject_token": {tok.AccessToken},
+		"subject_token_type": {tokenTypeAccessToken}, "actor_token": {agentToken("helper", "helper secret")},
+		"actor_token_type": {tokenTypeAccessToken}}
+	req, _ := http.NewRequest(http.MethodPost, e.url(pathToken, nil), strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth("helper", url.QueryEscape("helper secret"))
+	resp, err := e.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ex struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&ex); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("token exchange = %d, %v", resp.StatusCode, err)
+	}
+	resp.Body.Close()
+
+	resp, err = c.Get(e.url(pathApps, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := readBody(t, resp)
+	for _, want := range []string{"Test App", "Planner Bot", "Helper Bot", "files:read"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("apps page lacks %q: %s", want, body)
+		}
+	}
+	forms := parseForms(t, body)
+	if len(forms) != 1 || forms[0].hidden.Get("actor") != "planner" {
+		t.Fatalf("apps page forms = %+v, want one revoke form for planner", forms)
+	}
+	v := forms[0].hidden
+	v.Set("action", "revoke")
+	if resp, _ := e.post(t, c, forms[0].action, v); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("revoke: status %d, want 303", resp.StatusCode)
+	}
+
+	for name, raw := range map[string]string{"delegated": tok.AccessToken, "exchanged": ex.AccessToken} {
+		var claims struct {
+			JTI string `json:"jti"`
+			GID string `json:"gid"`
+		}
+		parts := strings.Split(raw, ".")
+		b, _ := base64.RawURLEncoding.DecodeString(parts[1])
+		if err := json.Unmarshal(b, &claims); err != nil || claims.GID == "" {
+			t.Fatalf("%s token claims: %v, gid %q", name, err, claims.GID)
+		}
+		if !e.iss.Revoked(context.Background(), claims.JTI, claims.GID) {
+			t.Errorf("Revoked(%s token) = false after revoking on the apps page, want true", name)
+		}
+	}
+	tok.Expiry = time.Now().Add(-time.Minute) // oauth2 uses the wall clock; force a refresh
+	if _, err := conf.TokenSource(ctx, tok).Token(); err == nil || !strings.Contains(err.Error(), "invalid_grant") {
+		t.Errorf("refresh after revoke error = %v, want invalid_grant", err)
 	}
 }

@@ -169,7 +169,7 @@ func (e *tokEnv) config() Config {
 		Clients: []Client{
 			{ID: tPublic, RedirectURIs: []string{tRedirect}, TokenEndpointAuthMethod: "none"},
 			{ID: tConf, SecretHash: secretHash(), RedirectURIs: []string{tRedirect},
-				GrantTypes: []string{"authorization_code", "refresh_token", "client_credentials"}},
+				GrantTypes: []string{"authorization_code", "refresh_token", "client_credentials", grantTokenExchange}},
 			{ID: tPost, SecretHash: "sha256:" + hexString(sum[:]), TokenEndpointAuthMethod: "client_secret_post",
 				RedirectURIs: []string{tRedirect}, GrantTypes: []string{"authorization_code", "client_credentials"}},
 			{ID: tJWT, JWKS: jwks, RedirectURIs: []string{tRedirect},

@@ -1,0 +1,280 @@
+package issuer
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
+)
+
+// agentToken gets an agent's own token with the x/oauth2 client
+// credentials client (secret in the Basic header).
+func (e *tokEnv) agentToken(t *testing.T, id, secret string, scopes ...string) string {
+	t.Helper()
+	tok, err := e.agentTokenErr(id, secret, scopes...)
+	if err != nil {
+		t.Fatalf("agent %s: client credentials error: %v", id, err)
+	}
+	return tok
+}
+
+func (e *tokEnv) agentTokenErr(id, secret string, scopes ...string) (string, error) {
+	cc := clientcredentials.Config{
+		ClientID: id, ClientSecret: secret, TokenURL: e.iss.endpoint(pathToken), Scopes: scopes,
+		EndpointParams: url.Values{"resource": {tResource}}, AuthStyle: oauth2.AuthStyleInHeader,
+	}
+	tok, err := cc.Token(e.ctx())
+	if err != nil {
+		return "", err
+	}
+	return tok.AccessToken, nil
+}
+
+func TestAgentOwnToken(t *testing.T) {
+	e := newTokEnv(t)
+	tok := e.agentToken(t, tAgent1, tAgentSecret, "read", "write", "admin")
+	c := verifyLikeGateway(t, e, tok, "ES256")
+	for k, want := range map[string]any{
+		"sub": tAgent1, "client_id": tAgent1, "principal_type": "agent", "scope": "read write", "aud": tResource,
+	} {
+		if c[k] != want {
+			t.Errorf("claim %s = %v, want %v", k, c[k], want)
+		}
+	}
+	if _, ok := c["act"]; ok {
+		t.Errorf("act = %v, want none on an agent's own token", c["act"])
+	}
+	gid, _ := c["gid"].(string)
+	var g grant
+	err := e.store.View(t.Context(), func(tx store.Tx) error { return getJSON(tx, bucketGrants, gid, &g) })
+	if err != nil || g.PrincipalType != principalAgent || g.Subject != tAgent1 {
+		t.Errorf("agent grant %q = %+v, %v; want an agent grant", gid, g, err)
+	}
+
+	// client_secret_post works as well.
+	a := e.post(t, pathToken, url.Values{"grant_type": {"client_credentials"}, "client_id": {tAgent2},
+		"client_secret": {tAgentSecret}, "resource": {tResource}}, "")
+	if a.status != http.StatusOK || a.str("refresh_token") != "" {
+		t.Fatalf("client_secret_post agent token = %d %s, want 200 without refresh token", a.status, a.raw)
+	}
+	if _, c := claimsOf(t, a.str("access_token")); c["scope"] != "read write admin" || c["principal_type"] != "agent" {
+		t.Errorf("agent-2 scope, principal_type = %v, %v; want every scope, agent", c["scope"], c["principal_type"])
+	}
+
+	// private_key_jwt, with the key in the agent's JWKS.
+	assertion := e.clientAssertion(t, func(m jwt.MapClaims, _ *jwt.Token) { m["iss"], m["sub"] = tAgentKey, tAgentKey })
+	a = e.post(t, pathToken, url.Values{"grant_type": {"client_credentials"}, "resource": {tResource}, "scope": {"read"},
+		"client_assertion_type": {jwtBearerAssertion}, "client_assertion": {assertion}}, "")
+	if a.status != http.StatusOK {
+		t.Fatalf("private_key_jwt agent token = %d %s, want 200", a.status, a.raw)
+	}
+	if _, c := claimsOf(t, a.str("access_token")); c["sub"] != tAgentKey || c["principal_type"] != "agent" {
+		t.Errorf("private_key_jwt agent claims sub, principal_type = %v, %v", c["sub"], c["principal_type"])
+	}
+}
+
+func TestAgentOwnTokenFailures(t *testing.T) {
+	e := newTokEnv(t)
+	tests := []struct {
+		name, basic string
+		form        url.Values
+		wantStatus  int
+		wantCode    string
+	}{
+		{"wrong secret", tAgent1 + ":nope", url.Values{}, 401, "invalid_client"},
+		{"disabled agent", tAgentOff + ":" + tAgentSecret, url.Values{}, 401, "invalid_client"},
+		{"unknown agent", "agent-x:" + tAgentSecret, url.Values{}, 401, "invalid_client"},
+		{"no credentials", "", url.Values{"client_id": {tAgent1}}, 401, "invalid_client"},
+		{"scope the agent may not hold", tAgent1 + ":" + tAgentSecret, url.Values{"scope": {"admin"}}, 400, "invalid_scope"},
+		{"unknown resource", tAgent1 + ":" + tAgentSecret, url.Values{"resource": {"https://nowhere.example/mcp"}}, 400, "invalid_target"},
+		{"authorization code grant", tAgent1 + ":" + tAgentSecret, url.Values{"grant_type": {"authorization_code"}, "code": {"x"}}, 400, "unauthorized_client"},
+		{"refresh grant", tAgent1 + ":" + tAgentSecret, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"x"}}, 400, "unauthorized_client"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := url.Values{"grant_type": {"client_credentials"}, "resource": {tResource}}
+			for k, v := range tt.form {
+				f[k] = v
+			}
+			a := e.post(t, pathToken, f, tt.basic)
+			if a.status != tt.wantStatus || a.str("error") != tt.wantCode {
+				t.Fatalf("token = %d %s, want %d %s", a.status, a.raw, tt.wantStatus, tt.wantCode)
+			}
+		})
+	}
+}
+
+func TestAgentConfigValidation(t *testing.T) {
+	sec := hashClientSecret("s")
+	tests := []struct {
+		name    string
+		agents  []Agent
+		wantErr string
+	}{
+		{"ok", []Agent{{ID: "a", SecretHash: sec, MaxDepth: MaxDelegationDepth}}, ""},
+		{"id of a client", []Agent{{ID: "c", SecretHash: sec}}, "a client has it"},
+		{"repeated id", []Agent{{ID: "a", SecretHash: sec}, {ID: "a", SecretHash: sec}}, "repeated id"},
+		{"empty id", []Agent{{SecretHash: sec}}, "agent id must be"},
+		{"no credentials", []Agent{{ID: "a"}}, "exactly one of"},
+		{"two credentials", []Agent{{ID: "a", SecretHash: sec, JWKSURI: "https://k.example/jwks"}}, "exactly one of"},
+		{"bad secret hash", []Agent{{ID: "a", SecretHash: "plain"}}, "secret hash"},
+		{"http jwks_uri", []Agent{{ID: "a", JWKSURI: "http://k.example/jwks"}}, "https"},
+		{"negative depth", []Agent{{ID: "a", SecretHash: sec, MaxDepth: -1}}, "max_depth"},
+		{"depth over the limit", []Agent{{ID: "a", SecretHash: sec, MaxDepth: MaxDelegationDepth + 1}}, "max_depth"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := Config{Issuer: "https://issuer.example", Clients: []Client{{ID: "c"}}, Agents: tt.agents}
+			_, err := New(cfg, newMemStore())
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("New() error = %v, want %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestAgentManagement(t *testing.T) {
+	e := newTokEnv(t)
+	ctx := t.Context()
+	iss := e.iss
+	rt := Agent{ID: "rt", Name: "Runtime", SecretHash: hashClientSecret("first"), Scopes: []string{"read"}}
+	if err := iss.PutAgent(ctx, rt); err != nil {
+		t.Fatalf("PutAgent() error = %v", err)
+	}
+	for _, tt := range []struct {
+		name string
+		a    Agent
+		want error
+	}{
+		{"configured", Agent{ID: tAgent1, SecretHash: hashClientSecret("x")}, ErrConfigured},
+		{"id of a configured client", Agent{ID: tConf, SecretHash: hashClientSecret("x")}, ErrInvalidEntry},
+		{"no credentials", Agent{ID: "nocred"}, ErrInvalidEntry},
+		{"space in id", Agent{ID: "a b", SecretHash: hashClientSecret("x")}, ErrInvalidEntry},
+	} {
+		if err := iss.PutAgent(ctx, tt.a); !errors.Is(err, tt.want) {
+			t.Errorf("PutAgent(%s) error = %v, want %v", tt.name, err, tt.want)
+		}
+	}
+	if err := iss.PutClient(ctx, Client{ID: "stored-client", TokenEndpointAuthMethod: "none"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := iss.PutAgent(ctx, Agent{ID: "stored-client", SecretHash: hashClientSecret("x")}); !errors.Is(err, ErrInvalidEntry) {
+		t.Errorf("PutAgent(id of a stored client) error = %v, want ErrInvalidEntry", err)
+	}
+	for _, id := range []string{"rt", tAgent1} {
+		if err := iss.PutClient(ctx, Client{ID: id, TokenEndpointAuthMethod: "none"}); !errors.Is(err, ErrInvalidEntry) {
+			t.Errorf("PutClient(id of agent %s) error = %v, want ErrInvalidEntry", id, err)
+		}
+	}
+
+	list, err := iss.Agents(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, a := range list {
+		ids = append(ids, a.ID+"/"+a.Source)
+		if a.SecretHash != "" {
+			t.Errorf("Agents() shows the secret hash of %s", a.ID)
+		}
+	}
+	if got, want := strings.Join(ids, " "), "agent-1/config agent-2/config agent-key/config agent-narrow/config agent-off/config rt/admin"; got != want {
+		t.Errorf("Agents() = %s, want %s", got, want)
+	}
+	if a, err := iss.Agent(ctx, "rt"); err != nil || a.Name != "Runtime" || a.SecretHash != "" || a.CreatedAt.IsZero() {
+		t.Errorf("Agent(rt) = %+v, %v; want it without secret hash, with a creation time", a, err)
+	}
+	if _, err := iss.Agent(ctx, "nobody"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Agent(nobody) error = %v, want store.ErrNotFound", err)
+	}
+
+	// Rotation: the old secret stops working, the new one works, the
+	// agent's own tokens are revoked.
+	old := e.agentToken(t, "rt", "first")
+	secret, err := iss.RotateAgentSecret(ctx, "rt")
+	if err != nil || secret == "" {
+		t.Fatalf("RotateAgentSecret() = %q, %v", secret, err)
+	}
+	if _, err := e.agentTokenErr("rt", "first"); err == nil {
+		t.Error("old secret still works after rotation")
+	}
+	if e.revokedToken(t, old) != true {
+		t.Error("token from before the rotation not revoked")
+	}
+	tok := e.agentToken(t, "rt", secret)
+	if _, err := iss.RotateAgentSecret(ctx, tAgent1); !errors.Is(err, ErrConfigured) {
+		t.Errorf("RotateAgentSecret(configured) error = %v, want ErrConfigured", err)
+	}
+
+	// Disable: can't authenticate, tokens revoked at once; enable again.
+	if err := iss.DisableAgent(ctx, "rt"); err != nil {
+		t.Fatal(err)
+	}
+	if !e.revokedToken(t, tok) {
+		t.Error("token of a disabled agent not revoked")
+	}
+	if _, err := e.agentTokenErr("rt", secret); err == nil {
+		t.Error("disabled agent got a token")
+	}
+	if a, err := iss.Agent(ctx, "rt"); err != nil || !a.Disabled {
+		t.Errorf("Agent(rt) after disable = %+v, %v; want disabled", a, err)
+	}
+	if err := iss.EnableAgent(ctx, "rt"); err != nil {
+		t.Fatal(err)
+	}
+	tok = e.agentToken(t, "rt", secret)
+	if e.revokedToken(t, tok) {
+		t.Error("token after enable is revoked")
+	}
+	if err := iss.DisableAgent(ctx, tAgent1); !errors.Is(err, ErrConfigured) {
+		t.Errorf("DisableAgent(configured) error = %v, want ErrConfigured", err)
+	}
+
+	// Delete: gone, its tokens and the delegations to it revoked.
+	code, verifier := e.issueCode(t, codeSpec{actor: "rt", scopes: []string{"read", "offline_access"}})
+	del, err := e.exchange(t, tPublic, "", code, verifier, oauth2.SetAuthURLParam("actor_token", tok))
+	if err != nil {
+		t.Fatalf("delegation to rt: %v", err)
+	}
+	if err := iss.DeleteAgent(ctx, "rt"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := iss.Agent(ctx, "rt"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Agent(rt) after delete error = %v, want store.ErrNotFound", err)
+	}
+	if !e.revokedToken(t, tok) || !e.revokedToken(t, del.AccessToken) {
+		t.Error("after DeleteAgent its own or delegated tokens are not revoked")
+	}
+	r := e.post(t, pathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {del.RefreshToken}, "client_id": {tPublic}}, "")
+	if r.str("error") != "invalid_grant" {
+		t.Errorf("refresh of a deleted agent's delegation = %s, want invalid_grant", r.raw)
+	}
+	if err := iss.DeleteAgent(ctx, "rt"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("DeleteAgent twice error = %v, want store.ErrNotFound", err)
+	}
+}
+
+// revokedToken reports what a gateway's Revoked hook says of a token.
+func (e *tokEnv) revokedToken(t *testing.T, raw string) bool {
+	t.Helper()
+	_, c := claimsOf(t, raw)
+	jti, _ := c["jti"].(string)
+	gid, _ := c["gid"].(string)
+	return e.iss.Revoked(t.Context(), jti, gid)
+}
+
+// newMemStore is a memory store on a fixed clock for tests that only need
+// New to run.
+func newMemStore() store.Store {
+	clock := &tokClock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
+	return memory.New(memory.Options{Now: clock.Now})
+}

@@ -1,0 +1,202 @@
+package issuer
+
+import (
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+// delegated redeems a code bound to actor with actorTok, as the MCP client
+// tPublic does with x/oauth2.
+func (e *tokEnv) delegated(t *testing.T, actor, actorTok string, scopes ...string) *oauth2.Token {
+	t.Helper()
+	code, verifier := e.issueCode(t, codeSpec{actor: actor, scopes: scopes})
+	tok, err := e.exchange(t, tPublic, "", code, verifier,
+		oauth2.SetAuthURLParam("actor_token", actorTok), oauth2.SetAuthURLParam("actor_token_type", tokenTypeAccessToken))
+	if err != nil {
+		t.Fatalf("delegated code for %s: %v", actor, err)
+	}
+	return tok
+}
+
+func TestOnBehalfOf(t *testing.T) {
+	e := newTokEnv(t)
+	agentTok := e.agentToken(t, tAgent1, tAgentSecret)
+	// admin is in the code but agent-1 may never hold it.
+	tok := e.delegated(t, tAgent1, agentTok, "read", "write", "admin", "openid", "offline_access")
+	c := verifyLikeGateway(t, e, tok.AccessToken, "ES256")
+	act, _ := c["act"].(map[string]any)
+	if c["sub"] != tUser || c["client_id"] != tPublic || c["principal_type"] != "user" || act["sub"] != tAgent1 || len(act) != 1 {
+		t.Fatalf("claims sub, client_id, principal_type, act = %v, %v, %v, %v; want %s, %s, user, {sub: %s}",
+			c["sub"], c["client_id"], c["principal_type"], c["act"], tUser, tPublic, tAgent1)
+	}
+	if c["scope"] != "read write openid offline_access" {
+		t.Errorf("scope = %v, want the code's scopes the agent may hold", c["scope"])
+	}
+
+	// Introspection and userinfo show the delegation.
+	in := e.introspect(t, tok.AccessToken)
+	if ia, _ := in.body["act"].(map[string]any); ia["sub"] != tAgent1 || in.str("principal_type") != "user" {
+		t.Errorf("introspection = %s, want act {sub: %s} and principal_type user", in.raw, tAgent1)
+	}
+	req, _ := http.NewRequest(http.MethodGet, e.iss.endpoint(pathUserinfo), nil)
+	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+	if ui := e.do(t, req); ui.status != 200 || ui.body["act"].(map[string]any)["sub"] != tAgent1 {
+		t.Errorf("userinfo = %d %s, want act {sub: %s}", ui.status, ui.raw, tAgent1)
+	}
+
+	// Refresh keeps the delegation without a new actor token, and never
+	// widens it.
+	refresh := func(rt, scope string) answer {
+		v := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {tPublic}}
+		if scope != "" {
+			v.Set("scope", scope)
+		}
+		return e.post(t, pathToken, v, "")
+	}
+	if a := refresh(tok.RefreshToken, "read admin"); a.str("error") != "invalid_scope" {
+		t.Errorf("refresh asking for admin = %s, want invalid_scope", a.raw)
+	}
+	a := refresh(tok.RefreshToken, "read offline_access")
+	if a.status != 200 {
+		t.Fatalf("narrowing refresh = %d %s", a.status, a.raw)
+	}
+	_, rc := claimsOf(t, a.str("access_token"))
+	if ract, _ := rc["act"].(map[string]any); ract["sub"] != tAgent1 || rc["scope"] != "read offline_access" || rc["sub"] != tUser {
+		t.Errorf("refreshed sub, act, scope = %v, %v, %v; want %s, {sub: %s}, read offline_access", rc["sub"], rc["act"], rc["scope"], tUser, tAgent1)
+	}
+	a = refresh(a.str("refresh_token"), "")
+	if _, rc := claimsOf(t, a.str("access_token")); rc["scope"] != "read write openid offline_access" {
+		// Refresh without scope gives the grant back, no more.
+		t.Errorf("refresh without scope: scope = %v (%s)", rc["scope"], a.raw)
+	}
+}
+
+func TestOnBehalfOfFailures(t *testing.T) {
+	e := newTokEnv(t)
+	ctx := t.Context()
+	agentTok := e.agentToken(t, tAgent1, tAgentSecret)
+	otherAgentTok := e.agentToken(t, tAgent2, tAgentSecret)
+	userTok := e.delegated(t, tAgent1, agentTok, "read").AccessToken // a user's token, delegated
+
+	revokedTok := e.agentToken(t, tAgent1, tAgentSecret)
+	if a := e.post(t, pathRevoke, url.Values{"token": {revokedTok}}, tAgent1+":"+tAgentSecret); a.status != 200 {
+		t.Fatalf("agent revoking its token = %d %s", a.status, a.raw)
+	}
+
+	// A runtime agent disabled after it got its token.
+	if err := e.iss.PutAgent(ctx, Agent{ID: "rt", SecretHash: hashClientSecret("rt")}); err != nil {
+		t.Fatal(err)
+	}
+	disabledTok := e.agentToken(t, "rt", "rt")
+	if err := e.iss.DisableAgent(ctx, "rt"); err != nil {
+		t.Fatal(err)
+	}
+	narrowTok := e.agentToken(t, tAgentNarrow, tAgentSecret)
+
+	// An expired agent token: minted an access-token lifetime ago.
+	expiredTok := e.agentToken(t, tAgent1, tAgentSecret)
+	e.clock.Advance(time.Hour + time.Second)
+	agentTok = e.agentToken(t, tAgent1, tAgentSecret)
+
+	tests := []struct {
+		name, actor, actorTok, actorType, wantCode string
+	}{
+		{"no actor token", tAgent1, "", "", "invalid_grant"},
+		{"actor token of a different agent", tAgent1, otherAgentTok, tokenTypeAccessToken, "invalid_grant"},
+		{"expired actor token", tAgent1, expiredTok, tokenTypeAccessToken, "invalid_grant"},
+		{"revoked actor token", tAgent1, revokedTok, tokenTypeAccessToken, "invalid_grant"},
+		{"user token as actor token", tAgent1, userTok, tokenTypeAccessToken, "invalid_grant"},
+		{"not a token", tAgent1, "a.b.c", tokenTypeAccessToken, "invalid_grant"},
+		{"disabled agent", "rt", disabledTok, tokenTypeAccessToken, "invalid_grant"},
+		{"agent not allowed for the client", tAgentNarrow, narrowTok, tokenTypeAccessToken, "invalid_grant"},
+		{"wrong actor_token_type", tAgent1, agentTok, "urn:ietf:params:oauth:token-type:id_token", "invalid_request"},
+		{"actor token without requested_actor", "", agentTok, tokenTypeAccessToken, "invalid_request"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, verifier := e.issueCode(t, codeSpec{actor: tt.actor, scopes: []string{"read"}})
+			v := url.Values{"grant_type": {"authorization_code"}, "code": {code}, "code_verifier": {verifier},
+				"redirect_uri": {tRedirect}, "client_id": {tPublic}}
+			if tt.actorTok != "" {
+				v.Set("actor_token", tt.actorTok)
+			}
+			if tt.actorType != "" {
+				v.Set("actor_token_type", tt.actorType)
+			}
+			a := e.post(t, pathToken, v, "")
+			if a.status != http.StatusBadRequest || a.str("error") != tt.wantCode {
+				t.Fatalf("token = %d %s, want 400 %s", a.status, a.raw, tt.wantCode)
+			}
+			// A refused attempt does not use up the code.
+			if tt.actor == tAgent1 {
+				v.Set("actor_token", agentTok)
+				v.Set("actor_token_type", tokenTypeJWT) // the other accepted name
+				if a := e.post(t, pathToken, v, ""); a.status != 200 {
+					t.Errorf("code after a refused attempt = %d %s, want 200", a.status, a.raw)
+				}
+			}
+		})
+	}
+}
+
+func TestAuthorizeRequestedActor(t *testing.T) {
+	e := newTokEnv(t)
+	c := e.srv.Client()
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	for _, tt := range []struct {
+		actor, wantErr string
+	}{
+		{tAgentNarrow, "requested_actor may not act for this client"},
+		{tAgentOff, "requested_actor is not a known agent"},
+		{tAgent1, ""}, // on to login
+	} {
+		t.Run(tt.actor, func(t *testing.T) {
+			q := url.Values{"client_id": {tPublic}, "redirect_uri": {tRedirect}, "response_type": {"code"},
+				"code_challenge": {oauth2.S256ChallengeFromVerifier(oauth2.GenerateVerifier())}, "code_challenge_method": {"S256"},
+				"scope": {"read"}, "resource": {tResource}, "requested_actor": {tt.actor}}
+			resp, err := c.Get(e.iss.endpoint(pathAuthorize) + "?" + q.Encode())
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			loc, _ := url.Parse(resp.Header.Get("Location"))
+			toClient := strings.HasPrefix(loc.String(), tRedirect)
+			if tt.wantErr == "" {
+				if resp.StatusCode != http.StatusSeeOther || toClient {
+					t.Fatalf("authorize = %d %s, want 303 to login", resp.StatusCode, loc)
+				}
+				return
+			}
+			if !toClient || loc.Query().Get("error") != "invalid_request" || loc.Query().Get("error_description") != tt.wantErr {
+				t.Fatalf("authorize redirect = %s, want invalid_request %q", loc, tt.wantErr)
+			}
+		})
+	}
+}
+
+// grantOf reads a grant record.
+func (e *tokEnv) grantOf(t *testing.T, gid string) grant {
+	t.Helper()
+	var g grant
+	if err := e.store.View(t.Context(), func(tx store.Tx) error { return getJSON(tx, bucketGrants, gid, &g) }); err != nil {
+		t.Fatalf("grant %q: %v", gid, err)
+	}
+	return g
+}
+
+func hasAll(list []string, want ...string) bool {
+	for _, w := range want {
+		if !slices.Contains(list, w) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,267 @@
+package issuer
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+)
+
+// tokenExchange posts an RFC 8693 request; basic is "id:secret".
+func (e *tokEnv) tokenExchange(t *testing.T, basic string, f url.Values) answer {
+	t.Helper()
+	v := url.Values{"grant_type": {grantTokenExchange}}
+	for k, vals := range f {
+		v[k] = vals
+	}
+	return e.post(t, pathToken, v, basic)
+}
+
+// exchangeForm is a request by an agent for itself: subject token, its
+// own token as actor token.
+func exchangeForm(subject, actor string) url.Values {
+	v := url.Values{"subject_token": {subject}, "subject_token_type": {tokenTypeAccessToken}}
+	if actor != "" {
+		v.Set("actor_token", actor)
+		v.Set("actor_token_type", tokenTypeAccessToken)
+	}
+	return v
+}
+
+// userToken is alice's token for client (tPublic or tConf).
+func (e *tokEnv) userToken(t *testing.T, client string, scopes ...string) *oauth2.Token {
+	t.Helper()
+	code, verifier := e.issueCode(t, codeSpec{client: client, scopes: scopes})
+	secret := ""
+	if client == tConf {
+		secret = tSecret
+	}
+	tok, err := e.exchange(t, client, secret, code, verifier)
+	if err != nil {
+		t.Fatalf("user token: %v", err)
+	}
+	return tok
+}
+
+func TestTokenExchange(t *testing.T) {
+	e := newTokEnv(t)
+	user := e.userToken(t, tPublic, "read", "write", "openid", "offline_access")
+	_, uc := claimsOf(t, user.AccessToken)
+	gid := uc["gid"].(string)
+	e.clock.Advance(10 * time.Minute)
+
+	// agent-1 turns the user's token into a token it acts with.
+	a1 := e.agentToken(t, tAgent1, tAgentSecret)
+	a := e.tokenExchange(t, tAgent1+":"+tAgentSecret, exchangeForm(user.AccessToken, a1))
+	if a.status != http.StatusOK {
+		t.Fatalf("exchange = %d %s, want 200", a.status, a.raw)
+	}
+	if a.str("issued_token_type") != tokenTypeAccessToken || a.str("token_type") != "Bearer" || a.str("refresh_token") != "" || a.str("scope") != "read write openid" {
+		t.Errorf("exchange response = %s, want an access token (Bearer, no refresh token) for read write openid", a.raw)
+	}
+	if exp, _ := a.body["expires_in"].(float64); exp != 50*60 {
+		t.Errorf("expires_in = %v, want %d: no longer than the subject token", a.body["expires_in"], 50*60)
+	}
+	one := a.str("access_token")
+	c := verifyLikeGateway(t, e, one, "ES256")
+	want := map[string]any{"sub": tUser, "client_id": tPublic, "principal_type": "user", "gid": gid, "exp": uc["exp"]}
+	for k, v := range want {
+		if c[k] != v {
+			t.Errorf("claim %s = %v, want %v", k, c[k], v)
+		}
+	}
+	if got := fmt.Sprint(c["act"]); got != "map[sub:agent-1]" {
+		t.Errorf("act = %s, want {sub: agent-1}", got)
+	}
+	g := e.grantOf(t, gid)
+	if !g.LastUsed.Equal(e.clock.Now()) || !hasAll(g.Delegates, tAgent1) {
+		t.Errorf("grant last use, delegates = %v, %v; want now, [agent-1]", g.LastUsed, g.Delegates)
+	}
+
+	// agent-2 takes over from agent-1: the chain nests, newest outermost.
+	a2 := e.agentToken(t, tAgent2, tAgentSecret)
+	a = e.tokenExchange(t, tAgent2+":"+tAgentSecret, exchangeForm(one, a2))
+	if a.status != http.StatusOK {
+		t.Fatalf("second exchange = %d %s, want 200", a.status, a.raw)
+	}
+	two := a.str("access_token")
+	if _, c := claimsOf(t, two); fmt.Sprint(c["act"]) != "map[act:map[sub:agent-1] sub:agent-2]" || c["sub"] != tUser || c["gid"] != gid {
+		t.Errorf("chained sub, act, gid = %v, %v, %v; want %s, {sub: agent-2, act: {sub: agent-1}}, %s", c["sub"], c["act"], c["gid"], tUser, gid)
+	}
+	in := e.introspect(t, two)
+	if !strings.Contains(in.raw, `"act":{"sub":"agent-2","act":{"sub":"agent-1"}}`) || in.str("principal_type") != "user" {
+		t.Errorf("introspection = %s, want the full act chain and principal_type user", in.raw)
+	}
+	req, _ := http.NewRequest(http.MethodGet, e.iss.endpoint(pathUserinfo), nil)
+	req.Header.Set("Authorization", "Bearer "+two)
+	if ui := e.do(t, req); !strings.Contains(ui.raw, `"act":{"sub":"agent-2","act":{"sub":"agent-1"}}`) {
+		t.Errorf("userinfo = %d %s, want the full act chain", ui.status, ui.raw)
+	}
+
+	// agent-1 (max depth 2) cannot come back as a third actor.
+	a = e.tokenExchange(t, tAgent1+":"+tAgentSecret, exchangeForm(two, a1))
+	if a.str("error") != "invalid_request" || !strings.Contains(a.str("error_description"), "depth 3") {
+		t.Errorf("third actor = %s, want invalid_request for depth", a.raw)
+	}
+
+	// Revoking the user's grant ends every derived token at once.
+	if r := e.post(t, pathRevoke, url.Values{"token": {user.RefreshToken}, "client_id": {tPublic}}, ""); r.status != 200 {
+		t.Fatal(r.raw)
+	}
+	for n, tok := range []string{user.AccessToken, one, two} {
+		if !e.revokedToken(t, tok) || e.active(t, tok) {
+			t.Errorf("token %d still valid after its grant was revoked", n)
+		}
+	}
+	if a := e.tokenExchange(t, tAgent2+":"+tAgentSecret, exchangeForm(one, a2)); a.str("error") != "invalid_request" {
+		t.Errorf("exchange of a revoked grant's token = %s, want invalid_request", a.raw)
+	}
+}
+
+func TestTokenExchangeDepthLimit(t *testing.T) {
+	e := newTokEnv(t)
+	tok := e.userToken(t, tPublic, "read").AccessToken
+	a2 := e.agentToken(t, tAgent2, tAgentSecret) // max depth 0: the issuer's limit
+	for depth := 1; depth <= MaxDelegationDepth+1; depth++ {
+		a := e.tokenExchange(t, tAgent2+":"+tAgentSecret, exchangeForm(tok, a2))
+		if depth > MaxDelegationDepth {
+			if a.str("error") != "invalid_request" {
+				t.Fatalf("depth %d = %s, want invalid_request", depth, a.raw)
+			}
+			return
+		}
+		if a.status != http.StatusOK {
+			t.Fatalf("depth %d = %d %s, want 200", depth, a.status, a.raw)
+		}
+		tok = a.str("access_token")
+	}
+}
+
+func TestTokenExchangeWithoutActor(t *testing.T) {
+	e := newTokEnv(t)
+	conf := tConf + ":" + tSecret
+	user := e.userToken(t, tConf, "read", "write")
+
+	// The client narrows its own token and moves it to another resource.
+	a := e.tokenExchange(t, conf, url.Values{"subject_token": {user.AccessToken}, "subject_token_type": {tokenTypeJWT},
+		"audience": {tOther}, "scope": {"read"}})
+	if a.status != 200 {
+		t.Fatalf("down-scoping exchange = %d %s", a.status, a.raw)
+	}
+	if _, c := claimsOf(t, a.str("access_token")); c["aud"] != tOther || c["scope"] != "read" || c["sub"] != tUser || c["act"] != nil {
+		t.Errorf("claims aud, scope, sub, act = %v, %v, %v, %v; want %s, read, %s, none", c["aud"], c["scope"], c["sub"], c["act"], tOther, tUser)
+	}
+	if a := e.tokenExchange(t, conf, url.Values{"subject_token": {a.str("access_token")}, "subject_token_type": {tokenTypeJWT},
+		"scope": {"read write"}}); a.str("error") != "invalid_scope" {
+		t.Errorf("widening a narrowed token = %s, want invalid_scope", a.raw)
+	}
+
+	// The agent acting in a token may narrow it; the act chain stays.
+	a1 := e.agentToken(t, tAgent1, tAgentSecret)
+	del := e.delegated(t, tAgent1, a1, "read", "write").AccessToken
+	a = e.tokenExchange(t, tAgent1+":"+tAgentSecret, url.Values{"subject_token": {del}, "subject_token_type": {tokenTypeAccessToken}, "scope": {"read"}})
+	if _, c := claimsOf(t, a.str("access_token")); fmt.Sprint(c["act"]) != "map[sub:agent-1]" || c["scope"] != "read" {
+		t.Errorf("agent narrowing = %s; act, scope = %v, %v", a.raw, c["act"], c["scope"])
+	}
+
+	// An agent's own token, moved to another resource by the agent.
+	a = e.tokenExchange(t, tAgent1+":"+tAgentSecret, url.Values{"subject_token": {a1}, "subject_token_type": {tokenTypeAccessToken}, "resource": {tOther}})
+	if _, c := claimsOf(t, a.str("access_token")); c["sub"] != tAgent1 || c["principal_type"] != "agent" || c["aud"] != tOther {
+		t.Errorf("agent re-audience = %s; sub, principal_type, aud = %v, %v, %v", a.raw, c["sub"], c["principal_type"], c["aud"])
+	}
+}
+
+func TestTokenExchangeFailures(t *testing.T) {
+	e := newTokEnv(t)
+	ctx := t.Context()
+	conf := tConf + ":" + tSecret
+	agent1 := tAgent1 + ":" + tAgentSecret
+	revokedUser := e.userToken(t, tPublic, "read").AccessToken
+	if r := e.post(t, pathRevoke, url.Values{"token": {revokedUser}, "client_id": {tPublic}}, ""); r.status != 200 {
+		t.Fatal(r.raw)
+	}
+	revokedActor := e.agentToken(t, tAgent1, tAgentSecret)
+	if r := e.post(t, pathRevoke, url.Values{"token": {revokedActor}}, agent1); r.status != 200 {
+		t.Fatal(r.raw)
+	}
+	// A runtime agent disabled after it got its token.
+	if err := e.iss.PutAgent(ctx, Agent{ID: "rt", SecretHash: hashClientSecret("rt")}); err != nil {
+		t.Fatal(err)
+	}
+	disabled := e.agentToken(t, "rt", "rt")
+	if err := e.iss.DisableAgent(ctx, "rt"); err != nil {
+		t.Fatal(err)
+	}
+	expiredUser := e.userToken(t, tPublic, "read").AccessToken
+	expiredActor := e.agentToken(t, tAgent1, tAgentSecret)
+	e.clock.Advance(time.Hour + time.Second)
+	a1 := e.agentToken(t, tAgent1, tAgentSecret)
+	a2 := e.agentToken(t, tAgent2, tAgentSecret)
+	narrow := e.agentToken(t, tAgentNarrow, tAgentSecret)
+	userPub := e.userToken(t, tPublic, "read").AccessToken
+	userConf := e.userToken(t, tConf, "read", "write").AccessToken
+	// may_act: the subject's issuer said only agent-2 may act for it.
+	mayAct, _, err := e.iss.signAccessToken(ctx, tokenSubject{client: &Client{ID: tPublic}, user: &User{Username: tUser},
+		subject: tUser, resource: tResource, scopes: []string{"read"}, mayAct: &actorClaim{Subject: tAgent2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	with := func(v url.Values, kv ...string) url.Values {
+		for n := 0; n < len(kv); n += 2 {
+			if kv[n+1] == "" {
+				v.Del(kv[n])
+			} else {
+				v.Set(kv[n], kv[n+1])
+			}
+		}
+		return v
+	}
+	tests := []struct {
+		name, basic string
+		form        url.Values
+		wantStatus  int
+		wantCode    string
+	}{
+		{"happy path (control)", agent1, exchangeForm(userPub, a1), 200, ""},
+		{"may_act names the actor (control)", tAgent2 + ":" + tAgentSecret, exchangeForm(mayAct, a2), 200, ""},
+		{"scope widening", agent1, with(exchangeForm(userPub, a1), "scope", "read write"), 400, "invalid_scope"},
+		{"scope the actor may not hold", tAgentNarrow + ":" + tAgentSecret, with(exchangeForm(userConf, narrow), "scope", "write"), 400, "invalid_scope"},
+		{"scope outside the resource", agent1, with(exchangeForm(userPub, a1), "scope", "admin"), 400, "invalid_scope"},
+		{"unknown audience", agent1, with(exchangeForm(userPub, a1), "audience", "https://nowhere.example/mcp"), 400, "invalid_target"},
+		{"unknown resource", agent1, with(exchangeForm(userPub, a1), "resource", "https://nowhere.example/mcp"), 400, "invalid_target"},
+		{"resource and audience differ", agent1, with(exchangeForm(userPub, a1), "resource", tResource, "audience", tOther), 400, "invalid_target"},
+		{"may_act mismatch", agent1, exchangeForm(mayAct, a1), 400, "invalid_request"},
+		{"subject token revoked", agent1, exchangeForm(revokedUser, a1), 400, "invalid_request"},
+		{"subject token expired", agent1, exchangeForm(expiredUser, a1), 400, "invalid_request"},
+		{"subject token not a token", agent1, exchangeForm("a.b.c", a1), 400, "invalid_request"},
+		{"actor token revoked", agent1, exchangeForm(userPub, revokedActor), 400, "invalid_request"},
+		{"actor token expired", agent1, exchangeForm(userPub, expiredActor), 400, "invalid_request"},
+		{"actor token is a user's", conf, exchangeForm(userConf, userPub), 400, "invalid_request"},
+		{"actor disabled", conf, exchangeForm(userConf, disabled), 400, "invalid_request"},
+		{"actor not allowed for the subject's client", tAgentNarrow + ":" + tAgentSecret, exchangeForm(userPub, narrow), 400, "invalid_request"},
+		{"actor acting for itself", agent1, exchangeForm(a1, a1), 400, "invalid_request"},
+		{"client is no party to the subject token", conf, exchangeForm(userPub, a1), 400, "invalid_request"},
+		{"another agent without actor token", tAgent2 + ":" + tAgentSecret, exchangeForm(userPub, ""), 400, "invalid_request"},
+		{"public client", "", with(exchangeForm(userPub, a1), "client_id", tPublic), 400, "unauthorized_client"},
+		{"client without the grant type", tOnlyCC + ":" + tSecret, exchangeForm(userPub, a1), 400, "unauthorized_client"},
+		{"missing subject_token_type", agent1, with(exchangeForm(userPub, a1), "subject_token_type", ""), 400, "invalid_request"},
+		{"unsupported subject_token_type", agent1, with(exchangeForm(userPub, a1), "subject_token_type", "urn:ietf:params:oauth:token-type:refresh_token"), 400, "invalid_request"},
+		{"actor_token without type", agent1, with(exchangeForm(userPub, a1), "actor_token_type", ""), 400, "invalid_request"},
+		{"actor_token_type without actor_token", agent1, with(exchangeForm(userPub, a1), "actor_token", ""), 400, "invalid_request"},
+		{"requested_token_type refresh token", agent1, with(exchangeForm(userPub, a1), "requested_token_type", "urn:ietf:params:oauth:token-type:refresh_token"), 400, "invalid_request"},
+		{"wrong agent secret", tAgent1 + ":nope", exchangeForm(userPub, a1), 401, "invalid_client"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := e.tokenExchange(t, tt.basic, tt.form)
+			if a.status != tt.wantStatus || a.str("error") != tt.wantCode {
+				t.Fatalf("exchange = %d %s, want %d %q", a.status, a.raw, tt.wantStatus, tt.wantCode)
+			}
+		})
+	}
+}
