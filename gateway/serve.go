@@ -373,6 +373,9 @@ func parseRefusal(err error, version string, allowBatches bool) *refusal {
 	case errors.Is(err, mcpparse.ErrInvalidParams):
 		f.code = codeInvalidParams
 		f.message = "invalid params: " + err.Error()
+		if pe := (*mcpparse.ParamsError)(nil); errors.As(err, &pe) {
+			f.id = pe.ID
+		}
 	case errors.Is(err, mcpparse.ErrNotJSONRPC):
 		f.code = codeInvalidRequest
 		f.message = "invalid request: " + err.Error()
@@ -395,7 +398,11 @@ func checkMetadataHeaders(x *exchange) *refusal {
 	for i := range x.msgs {
 		m := &x.msgs[i]
 		if err := mcpparse.CheckHeaders(x.r.Header, *m); err != nil {
-			return &refusal{status: http.StatusBadRequest, code: codeHeaderMismatch, message: strings.TrimPrefix(err.Error(), "mcpparse: "), id: m.ID}
+			code := codeHeaderMismatch
+			if errors.Is(err, mcpparse.ErrInvalidParams) {
+				code = codeInvalidParams // no _meta protocol version: nothing to compare
+			}
+			return &refusal{status: http.StatusBadRequest, code: code, message: strings.TrimPrefix(err.Error(), "mcpparse: "), id: m.ID}
 		}
 	}
 	return nil
