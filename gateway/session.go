@@ -16,8 +16,11 @@ import (
 //
 //	base64url(upstreamID || HMAC-SHA256(SessionKey, binding || upstreamID))
 //
-// where binding is the length-prefixed sequence "mcp-session-v1", iss, sub,
-// client_id and the outermost act.sub ("" when none). On every request
+// where binding is the length-prefixed sequence "mcp-session-v2", the
+// resource, iss, sub, client_id and the outermost act.sub ("" when none).
+// The resource keeps a session of one MCP server from being presented to
+// another gateway that shares the key (the mcp_auth app gives every
+// gateway the same one). On every request
 // carrying Mcp-Session-Id the gateway recomputes the MAC for the current
 // token's principal; only on a match does it forward the upstream's id.
 // Nothing is stored, so any gateway instance holding the key can check a
@@ -63,7 +66,7 @@ func (g *Gateway) unwrapSession(p *principal, wrapped string) (string, error) {
 
 func (g *Gateway) sessionMAC(dst []byte, p *principal, upstream string) []byte {
 	m := hmac.New(sha256.New, g.cfg.SessionKey)
-	for _, f := range []string{"mcp-session-v1", p.issuer, p.subject, p.clientID, outermostActor(p), upstream} {
+	for _, f := range []string{"mcp-session-v2", g.cfg.Resource, p.issuer, p.subject, p.clientID, outermostActor(p), upstream} {
 		writeField(m, f)
 	}
 	return m.Sum(dst)

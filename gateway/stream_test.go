@@ -132,6 +132,11 @@ func TestSessionWrapAnyInstance(t *testing.T) {
 	if up, err := g2.unwrapSession(p, w); err != nil || up != "abc" {
 		t.Errorf("unwrapSession on another instance = %q, %v, want abc", up, err)
 	}
+	other := cfg
+	other.Resource = "https://mcp.example.com/other"
+	if _, err := newGateway(t, other).unwrapSession(p, w); err == nil {
+		t.Error("unwrapSession for another resource with the same key succeeded")
+	}
 	cfg.SessionKey = []byte(strings.Repeat("x", 32))
 	g3 := newGateway(t, cfg)
 	if _, err := g3.unwrapSession(p, w); err == nil {
