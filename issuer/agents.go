@@ -276,6 +276,23 @@ func (i *Issuer) revokeAgentGrantsTx(tx store.Tx, id string) error {
 	})
 }
 
+// checkAgentIDs refuses configured agents whose id a stored client (admin
+// or DCR) already has: the client would shadow the agent at the token
+// endpoint.
+func (i *Issuer) checkAgentIDs(ctx context.Context) error {
+	return i.store.View(ctx, func(tx store.Tx) error {
+		for _, a := range i.cfg.Agents {
+			switch _, err := tx.Get(bucketClients, a.ID); {
+			case err == nil:
+				return fmt.Errorf("agent %q: a stored client has this id; remove it first", a.ID)
+			case !errors.Is(err, store.ErrNotFound):
+				return fmt.Errorf("check agent ids: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
 func (i *Issuer) configuredAgent(id string) bool {
 	return slices.ContainsFunc(i.cfg.Agents, func(a Agent) bool { return a.ID == id })
 }

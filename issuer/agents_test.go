@@ -170,6 +170,12 @@ func TestAgentManagement(t *testing.T) {
 	if err := iss.PutAgent(ctx, Agent{ID: "stored-client", SecretHash: hashClientSecret("x")}); !errors.Is(err, ErrInvalidEntry) {
 		t.Errorf("PutAgent(id of a stored client) error = %v, want ErrInvalidEntry", err)
 	}
+	// A configured agent may not take a stored client's id either.
+	cfg := e.config()
+	cfg.Agents = append(cfg.Agents, Agent{ID: "stored-client", SecretHash: hashClientSecret("x")})
+	if _, err := New(cfg, e.store); err == nil || !strings.Contains(err.Error(), "stored client") {
+		t.Errorf("New(agent with a stored client's id) error = %v, want refusal", err)
+	}
 	for _, id := range []string{"rt", tAgent1} {
 		if err := iss.PutClient(ctx, Client{ID: id, TokenEndpointAuthMethod: "none"}); !errors.Is(err, ErrInvalidEntry) {
 			t.Errorf("PutClient(id of agent %s) error = %v, want ErrInvalidEntry", id, err)

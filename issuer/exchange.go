@@ -172,6 +172,10 @@ func (i *Issuer) exchangeActor(ctx context.Context, raw string, subj *accessClai
 		return nil, invalid("the actor is unknown or disabled").Wrap(err)
 	}
 	switch {
+	case subj.PrincipalType != principalUser && subj.PrincipalType != principalAgent:
+		// A client's own token names no user or agent; a delegated one
+		// would read as a user's token at the gateway.
+		return nil, invalid("only a user's or an agent's token can be delegated")
 	case subj.MayAct != nil && subj.MayAct.Subject != a.ID:
 		return nil, invalid("the subject token's may_act does not name the actor")
 	case subj.PrincipalType == principalAgent && subj.Subject == a.ID:

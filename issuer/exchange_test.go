@@ -204,6 +204,8 @@ func TestTokenExchangeFailures(t *testing.T) {
 	narrow := e.agentToken(t, tAgentNarrow, tAgentSecret)
 	userPub := e.userToken(t, tPublic, "read").AccessToken
 	userConf := e.userToken(t, tConf, "read", "write").AccessToken
+	cc := e.post(t, pathToken, url.Values{"grant_type": {"client_credentials"}, "resource": {tResource}}, conf)
+	clientTok := cc.str("access_token")
 	// may_act: the subject's issuer said only agent-2 may act for it.
 	mayAct, _, err := e.iss.signAccessToken(ctx, tokenSubject{client: &Client{ID: tPublic}, user: &User{Username: tUser},
 		subject: tUser, resource: tResource, scopes: []string{"read"}, mayAct: &actorClaim{Subject: tAgent2}})
@@ -245,6 +247,7 @@ func TestTokenExchangeFailures(t *testing.T) {
 		{"actor disabled", conf, exchangeForm(userConf, disabled), 400, "invalid_request"},
 		{"actor not allowed for the subject's client", tAgentNarrow + ":" + tAgentSecret, exchangeForm(userPub, narrow), 400, "invalid_request"},
 		{"actor acting for itself", agent1, exchangeForm(a1, a1), 400, "invalid_request"},
+		{"client's own token delegated", conf, exchangeForm(clientTok, a1), 400, "invalid_request"},
 		{"client is no party to the subject token", conf, exchangeForm(userPub, a1), 400, "invalid_request"},
 		{"another agent without actor token", tAgent2 + ":" + tAgentSecret, exchangeForm(userPub, ""), 400, "invalid_request"},
 		{"public client", "", with(exchangeForm(userPub, a1), "client_id", tPublic), 400, "unauthorized_client"},

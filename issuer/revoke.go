@@ -11,8 +11,17 @@ import (
 )
 
 // Revoked reports whether an access token must be refused because its jti
-// or its grant was revoked, for gateways in the same process. A store error
-// counts as revoked (fail closed).
+// or its grant (the gid claim) was revoked, for gateways in the same
+// process. A store error counts as revoked (fail closed).
+//
+// Bound: revocation is a committed store write and this is a store read,
+// so a gateway that asks on every request (as ours does, after its claims
+// cache) refuses the token on the very next request, on this instance and
+// on any other sharing the store. Tokens derived by token exchange carry
+// their subject's gid, so revoking a user's grant ends them too; an
+// agent's own tokens carry a grant of their own (DisableAgent,
+// DeleteAgent). Client credentials tokens of plain clients have no grant:
+// only their jti can be revoked.
 func (i *Issuer) Revoked(ctx context.Context, jti, grantID string) bool {
 	revoked := false
 	err := i.store.View(ctx, func(tx store.Tx) error {

@@ -95,6 +95,9 @@ func (i *Issuer) initTokens() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	if err := i.checkAgentIDs(ctx); err != nil {
+		return err
+	}
 	return i.initKeys(ctx)
 }
 
