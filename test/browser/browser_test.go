@@ -83,14 +83,14 @@ func (c *callback) wait(t *testing.T) url.Values {
 func setup(t *testing.T) *env {
 	t.Helper()
 	cb := newCallback(t)
-	port := harness.FreePort(t)
 	dir := t.TempDir()
-	e := &env{
-		issuer:   fmt.Sprintf("http://127.0.0.1:%d", port),
-		resource: fmt.Sprintf("http://127.0.0.1:%d/mcp", port),
-		callback: cb,
-	}
-	harness.Start(t, caddyfile(e, dir, harness.HashPassword(t, password)))
+	hash := harness.HashPassword(t, password)
+	e := &env{callback: cb}
+	harness.StartFree(t, func(port int) string {
+		e.issuer = fmt.Sprintf("http://127.0.0.1:%d", port)
+		e.resource = e.issuer + "/mcp"
+		return caddyfile(e, dir, hash)
+	})
 	harness.WaitReady(t, e.issuer+"/.well-known/oauth-authorization-server")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

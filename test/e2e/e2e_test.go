@@ -66,16 +66,18 @@ func setup(t *testing.T) *env {
 	t.Cleanup(modern.Close)
 	e := &env{
 		seen:     seen,
-		port:     harness.FreePort(t),
 		dir:      t.TempDir(),
 		hash:     harness.HashPassword(t, password),
 		legacyUp: legacy.Listener.Addr().String(),
 		modernUp: modern.Listener.Addr().String(),
 	}
-	e.issuer = fmt.Sprintf("http://127.0.0.1:%d", e.port)
-	e.legacy = e.issuer + "/mcp"
-	e.modern = e.issuer + "/v2/mcp"
-	harness.Start(t, e.caddyfile(0))
+	harness.StartFree(t, func(port int) string {
+		e.port = port
+		e.issuer = fmt.Sprintf("http://127.0.0.1:%d", port)
+		e.legacy = e.issuer + "/mcp"
+		e.modern = e.issuer + "/v2/mcp"
+		return e.caddyfile(0)
+	})
 	harness.WaitReady(t, e.issuer+"/.well-known/oauth-authorization-server")
 	md, err := harness.Discover(context.Background(), e.issuer)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -75,6 +76,30 @@ func Start(t testing.TB, caddyfile string) {
 			t.Errorf("stop caddy: %v", err)
 		}
 	})
+}
+
+// StartFree runs the Caddyfile that caddyfile renders for a free loopback
+// port and returns the port. A port found free can be taken by another
+// process before Caddy binds it; then it tries another.
+func StartFree(t testing.TB, caddyfile func(port int) string) int {
+	t.Helper()
+	for try := 0; ; try++ {
+		port := FreePort(t)
+		cfg := caddyfile(port)
+		err := Load(t, cfg)
+		if err == nil {
+			t.Cleanup(func() {
+				if err := caddy.Stop(); err != nil {
+					t.Errorf("stop caddy: %v", err)
+				}
+			})
+			return port
+		}
+		if try == 2 || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatalf("start caddy: %v\n%s", err, cfg)
+		}
+		t.Logf("port %d was taken, trying another: %v", port, err)
+	}
 }
 
 // WaitReady polls url until it answers at all (any status), so a test does
