@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"cmp"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -40,12 +41,21 @@ const adminBase = "/mcp-auth/"
 //	GET    /mcp-auth/clients/<id>             show a client
 //	DELETE /mcp-auth/clients/<id>             remove a client
 //	POST   /mcp-auth/clients/<id>/secret      rotate a client's secret
+//	GET    /mcp-auth/agents                   list agents
+//	POST   /mcp-auth/agents                   add an agent
+//	GET    /mcp-auth/agents/<id>              show an agent
+//	DELETE /mcp-auth/agents/<id>              remove an agent
+//	POST   /mcp-auth/agents/<id>/secret       rotate an agent's secret
+//	POST   /mcp-auth/agents/<id>/disable      disable an agent (revokes its grants)
+//	POST   /mcp-auth/agents/<id>/enable       enable an agent
 //	POST   /mcp-auth/keys/rotate              rotate the signing key
 //
 // Bodies are JSON. Password and secret hashes are never returned; a newly
-// generated client secret is returned once, by the request that made it.
+// generated client or agent secret is returned once, by the request that
+// made it.
 type AdminAPI struct {
-	app *App
+	app      *App
+	hashCost int // bcrypt cost of passwords sent in the clear; 0: bcrypt.DefaultCost
 }
 
 // CaddyModule returns the Caddy module information.
@@ -91,6 +101,16 @@ func (a *AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		return a.methods(w, r, map[string]handlerFunc{"GET": a.showClient, "DELETE": a.removeClient}, parts[1])
 	case len(parts) == 3 && parts[0] == "clients" && parts[1] != "" && parts[2] == "secret":
 		return a.methods(w, r, map[string]handlerFunc{"POST": a.rotateSecret}, parts[1])
+	case len(parts) == 1 && parts[0] == "agents":
+		return a.methods(w, r, map[string]handlerFunc{"GET": a.listAgents, "POST": a.addAgent}, "")
+	case len(parts) == 2 && parts[0] == "agents" && parts[1] != "":
+		return a.methods(w, r, map[string]handlerFunc{"GET": a.showAgent, "DELETE": a.removeAgent}, parts[1])
+	case len(parts) == 3 && parts[0] == "agents" && parts[1] != "" && parts[2] == "secret":
+		return a.methods(w, r, map[string]handlerFunc{"POST": a.rotateAgentSecret}, parts[1])
+	case len(parts) == 3 && parts[0] == "agents" && parts[1] != "" && parts[2] == "disable":
+		return a.methods(w, r, map[string]handlerFunc{"POST": a.disableAgent}, parts[1])
+	case len(parts) == 3 && parts[0] == "agents" && parts[1] != "" && parts[2] == "enable":
+		return a.methods(w, r, map[string]handlerFunc{"POST": a.enableAgent}, parts[1])
 	case len(parts) == 2 && parts[0] == "keys" && parts[1] == "rotate":
 		return a.methods(w, r, map[string]handlerFunc{"POST": a.rotateKey}, "")
 	}
@@ -186,12 +206,12 @@ func (a *AdminAPI) addUser(w http.ResponseWriter, r *http.Request, _ string) err
 	if nu.Username == "" {
 		return apiError(http.StatusBadRequest, errors.New("username is required"))
 	}
-	hash, err := passwordHash(nu.Password, nu.PasswordHash)
-	if err != nil {
-		return err
-	}
 	if _, err := a.findUser(r, nu.Username); err == nil {
 		return apiError(http.StatusConflict, fmt.Errorf("user %q: %w", nu.Username, store.ErrAlreadyExists))
+	}
+	hash, err := a.passwordHash(nu.Password, nu.PasswordHash)
+	if err != nil {
+		return err
 	}
 	u := issuer.User{Username: nu.Username, PasswordHash: hash, Groups: nu.Groups, Name: nu.Name, Email: nu.Email}
 	if err := a.app.Issuer().PutUser(r.Context(), u); err != nil {
@@ -214,7 +234,7 @@ func (a *AdminAPI) setPassword(w http.ResponseWriter, r *http.Request, name stri
 	if err := readJSON(r, &np); err != nil {
 		return err
 	}
-	hash, err := passwordHash(np.Password, np.PasswordHash)
+	hash, err := a.passwordHash(np.Password, np.PasswordHash)
 	if err != nil {
 		return err
 	}
@@ -227,12 +247,12 @@ func (a *AdminAPI) setPassword(w http.ResponseWriter, r *http.Request, name stri
 
 // passwordHash takes exactly one of a password (hashed here) and a bcrypt
 // hash (checked).
-func passwordHash(password, hash string) (string, error) {
+func (a *AdminAPI) passwordHash(password, hash string) (string, error) {
 	switch {
 	case password != "" && hash != "":
 		return "", apiError(http.StatusBadRequest, errors.New("give password or password_hash, not both"))
 	case password != "":
-		b, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+		b, err := bcrypt.GenerateFromPassword([]byte(password), cmp.Or(a.hashCost, bcrypt.DefaultCost))
 		if err != nil {
 			return "", apiError(http.StatusBadRequest, fmt.Errorf("password: %w", err))
 		}
@@ -350,15 +370,11 @@ func (a *AdminAPI) addClient(w http.ResponseWriter, r *http.Request, _ string) e
 	}
 	var secret string
 	if needsSecret {
-		// Generated here so that the client is stored once, complete; the
-		// issuer verifies "sha256:<hex>" hashes of high-entropy secrets.
-		b := make([]byte, 32)
-		if _, err := rand.Read(b); err != nil {
+		// Generated here so that the client is stored once, complete.
+		var err error
+		if secret, c.SecretHash, err = newSecret(); err != nil {
 			return apiError(http.StatusInternalServerError, err)
 		}
-		secret = base64.RawURLEncoding.EncodeToString(b)
-		sum := sha256.Sum256([]byte(secret))
-		c.SecretHash = "sha256:" + hex.EncodeToString(sum[:])
 	}
 	if err := a.app.Issuer().PutClient(r.Context(), c); err != nil {
 		return apiError(0, err)
@@ -385,6 +401,139 @@ func (a *AdminAPI) rotateSecret(w http.ResponseWriter, r *http.Request, id strin
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	return writeJSON(w, http.StatusOK, map[string]string{"client_id": id, "client_secret": secret})
+}
+
+// AgentView is an agent as the admin API shows it (no secret hash).
+type AgentView struct {
+	ID             string    `json:"agent_id"`
+	Name           string    `json:"name,omitempty"`
+	JWKSURI        string    `json:"jwks_uri,omitempty"`
+	HasJWKS        bool      `json:"has_jwks,omitempty"`
+	AllowedClients []string  `json:"allowed_clients,omitempty"`
+	Scopes         []string  `json:"scopes,omitempty"`
+	MaxDepth       int       `json:"max_depth,omitempty"`
+	Disabled       bool      `json:"disabled,omitempty"`
+	Source         string    `json:"source,omitempty"`
+	CreatedAt      time.Time `json:"created_at,omitzero"`
+	// Secret is set only in the answer that generated it.
+	Secret string `json:"secret,omitempty"`
+}
+
+func agentView(ag issuer.Agent) AgentView {
+	return AgentView{
+		ID: ag.ID, Name: ag.Name, JWKSURI: ag.JWKSURI, HasJWKS: len(ag.JWKS) > 0,
+		AllowedClients: ag.AllowedClients, Scopes: ag.Scopes, MaxDepth: ag.MaxDepth,
+		Disabled: ag.Disabled, Source: ag.Source, CreatedAt: ag.CreatedAt,
+	}
+}
+
+// NewAgent is the body of POST /mcp-auth/agents. An agent without keys
+// (jwks_uri or jwks) gets a generated secret, returned once.
+type NewAgent struct {
+	ID             string          `json:"agent_id"`
+	Name           string          `json:"name,omitempty"`
+	JWKSURI        string          `json:"jwks_uri,omitempty"`
+	JWKS           json.RawMessage `json:"jwks,omitempty"`
+	AllowedClients []string        `json:"allowed_clients,omitempty"`
+	Scopes         []string        `json:"scopes,omitempty"`
+	MaxDepth       int             `json:"max_depth,omitempty"`
+}
+
+func (a *AdminAPI) listAgents(w http.ResponseWriter, r *http.Request, _ string) error {
+	agents, err := a.app.Issuer().Agents(r.Context())
+	if err != nil {
+		return apiError(0, err)
+	}
+	out := make([]AgentView, 0, len(agents))
+	for _, ag := range agents {
+		out = append(out, agentView(ag))
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+func (a *AdminAPI) showAgent(w http.ResponseWriter, r *http.Request, id string) error {
+	ag, err := a.app.Issuer().Agent(r.Context(), id)
+	if err != nil {
+		return apiError(0, err)
+	}
+	return writeJSON(w, http.StatusOK, agentView(ag))
+}
+
+func (a *AdminAPI) addAgent(w http.ResponseWriter, r *http.Request, _ string) error {
+	var na NewAgent
+	if err := readJSON(r, &na); err != nil {
+		return err
+	}
+	if na.ID == "" {
+		return apiError(http.StatusBadRequest, errors.New("agent_id is required"))
+	}
+	if _, err := a.app.Issuer().Agent(r.Context(), na.ID); err == nil {
+		return apiError(http.StatusConflict, fmt.Errorf("agent %q: %w", na.ID, store.ErrAlreadyExists))
+	}
+	ag := issuer.Agent{
+		ID: na.ID, Name: na.Name, JWKSURI: na.JWKSURI, JWKS: na.JWKS,
+		AllowedClients: na.AllowedClients, Scopes: na.Scopes, MaxDepth: na.MaxDepth,
+	}
+	var secret string
+	if ag.JWKSURI == "" && len(ag.JWKS) == 0 {
+		var err error
+		if secret, ag.SecretHash, err = newSecret(); err != nil {
+			return apiError(http.StatusInternalServerError, err)
+		}
+	}
+	if err := a.app.Issuer().PutAgent(r.Context(), ag); err != nil {
+		return apiError(0, err)
+	}
+	view := agentView(ag)
+	view.Source = "admin"
+	view.Secret = secret
+	w.Header().Set("Cache-Control", "no-store")
+	return writeJSON(w, http.StatusCreated, view)
+}
+
+func (a *AdminAPI) removeAgent(w http.ResponseWriter, r *http.Request, id string) error {
+	if err := a.app.Issuer().DeleteAgent(r.Context(), id); err != nil {
+		return apiError(0, err)
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (a *AdminAPI) rotateAgentSecret(w http.ResponseWriter, r *http.Request, id string) error {
+	secret, err := a.app.Issuer().RotateAgentSecret(r.Context(), id)
+	if err != nil {
+		return apiError(0, err)
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	return writeJSON(w, http.StatusOK, map[string]string{"agent_id": id, "secret": secret})
+}
+
+func (a *AdminAPI) disableAgent(w http.ResponseWriter, r *http.Request, id string) error {
+	if err := a.app.Issuer().DisableAgent(r.Context(), id); err != nil {
+		return apiError(0, err)
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (a *AdminAPI) enableAgent(w http.ResponseWriter, r *http.Request, id string) error {
+	if err := a.app.Issuer().EnableAgent(r.Context(), id); err != nil {
+		return apiError(0, err)
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// newSecret returns a random secret and the "sha256:<hex>" hash the issuer
+// verifies it against (a high-entropy secret needs no slow hash).
+func newSecret() (secret, hash string, err error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", "", err
+	}
+	secret = base64.RawURLEncoding.EncodeToString(b)
+	sum := sha256.Sum256([]byte(secret))
+	return secret, "sha256:" + hex.EncodeToString(sum[:]), nil
 }
 
 func (a *AdminAPI) rotateKey(w http.ResponseWriter, r *http.Request, _ string) error {

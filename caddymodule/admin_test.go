@@ -13,6 +13,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer"
 )
@@ -108,7 +109,7 @@ func runAPI(t *testing.T, srv *httptest.Server, tt apiCase) string {
 }
 
 func TestAdminUsers(t *testing.T) {
-	srv := adminServer(t, &AdminAPI{app: boltApp(t)})
+	srv := adminServer(t, &AdminAPI{app: boltApp(t), hashCost: bcrypt.MinCost})
 	steps := []apiCase{
 		{"list config user", "GET", "/mcp-auth/users", "", 200, `"username":"alice"`},
 		{"add with password", "POST", "/mcp-auth/users", `{"username":"bob","password":"pw","groups":["users"],"name":"Bob"}`, 201, `"source":"admin"`},
@@ -223,4 +224,44 @@ func TestAdminKeys(t *testing.T) {
 func TestAdminWithoutApp(t *testing.T) {
 	srv := adminServer(t, &AdminAPI{})
 	runAPI(t, srv, apiCase{"users", "GET", "/mcp-auth/users", "", 404, "mcp_auth app is not configured"})
+}
+
+func TestAdminAgents(t *testing.T) {
+	app := boltApp(t)
+	srv := adminServer(t, &AdminAPI{app: app})
+	body := runAPI(t, srv, apiCase{"add with secret", "POST", "/mcp-auth/agents",
+		`{"agent_id":"planner","name":"Planner","allowed_clients":["configured"],"scopes":["read"],"max_depth":1}`, 201, `"secret"`})
+	var created AgentView
+	if err := json.Unmarshal([]byte(body), &created); err != nil || created.Secret == "" || created.Source != "admin" {
+		t.Fatalf("POST /mcp-auth/agents = %s, %v, want an admin agent with a secret", body, err)
+	}
+	steps := []apiCase{
+		{"add with jwks_uri", "POST", "/mcp-auth/agents", `{"agent_id":"keyed","jwks_uri":"https://agent.example.com/jwks.json"}`, 201, `"jwks_uri":"https://agent.example.com/jwks.json"`},
+		{"add existing", "POST", "/mcp-auth/agents", `{"agent_id":"planner"}`, 409, ""},
+		{"add with a client's id", "POST", "/mcp-auth/agents", `{"agent_id":"configured"}`, 400, "a client has this id"},
+		{"add bad depth", "POST", "/mcp-auth/agents", `{"agent_id":"deep","max_depth":-1}`, 400, "max_depth"},
+		{"add no id", "POST", "/mcp-auth/agents", `{}`, 400, "agent_id is required"},
+		{"list", "GET", "/mcp-auth/agents", "", 200, `"agent_id":"keyed"`},
+		{"show", "GET", "/mcp-auth/agents/planner", "", 200, `"allowed_clients":["configured"]`},
+		{"show unknown", "GET", "/mcp-auth/agents/nope", "", 404, ""},
+		{"disable", "POST", "/mcp-auth/agents/planner/disable", "", 204, ""},
+		{"show disabled", "GET", "/mcp-auth/agents/planner", "", 200, `"disabled":true`},
+		{"enable", "POST", "/mcp-auth/agents/planner/enable", "", 204, ""},
+		{"rotate keyed", "POST", "/mcp-auth/agents/keyed/secret", "", 400, "does not authenticate with a secret"},
+		{"rotate unknown", "POST", "/mcp-auth/agents/nope/secret", "", 404, ""},
+		{"remove", "DELETE", "/mcp-auth/agents/keyed", "", 204, ""},
+		{"remove again", "DELETE", "/mcp-auth/agents/keyed", "", 404, ""},
+		{"disable with GET", "GET", "/mcp-auth/agents/planner/disable", "", 405, ""},
+	}
+	for _, tt := range steps {
+		t.Run(tt.name, func(t *testing.T) { runAPI(t, srv, tt) })
+	}
+	body = runAPI(t, srv, apiCase{"rotate", "POST", "/mcp-auth/agents/planner/secret", "", 200, `"secret"`})
+	var rotated map[string]string
+	if err := json.Unmarshal([]byte(body), &rotated); err != nil || rotated["secret"] == "" || rotated["secret"] == created.Secret {
+		t.Errorf("rotate = %s, %v, want a new secret", body, err)
+	}
+	if strings.Contains(runAPI(t, srv, apiCase{"list", "GET", "/mcp-auth/agents", "", 200, ""}), `"secret"`) {
+		t.Error("agent listing shows a secret")
+	}
 }

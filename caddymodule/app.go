@@ -121,8 +121,9 @@ type Client struct {
 type Agent struct {
 	ID   string `json:"agent_id"`
 	Name string `json:"name,omitempty"`
-	// SecretHash, JWKSURI or JWKSFile authenticate the agent (as for
-	// clients).
+	// Exactly one of SecretHash, JWKSURI and JWKSFile authenticates the
+	// agent at the token endpoint (as for clients; agents and clients
+	// share one id namespace).
 	SecretHash string `json:"secret_hash,omitempty"`
 	JWKSURI    string `json:"jwks_uri,omitempty"`
 	JWKSFile   string `json:"jwks_file,omitempty"`
@@ -130,7 +131,8 @@ type Agent struct {
 	AllowedClients []string `json:"allowed_clients,omitempty"`
 	// Scopes the agent may ever hold; empty: any.
 	Scopes []string `json:"scopes,omitempty"`
-	// MaxDepth limits act-chain nesting; 0: unlimited.
+	// MaxDepth bounds the act chain of tokens the agent heads (1: only
+	// directly for a user); 0: the issuer's limit.
 	MaxDepth int `json:"max_depth,omitempty"`
 }
 
@@ -282,12 +284,6 @@ func (ag Agent) issuerAgent(repl *caddy.Replacer) (issuer.Agent, error) {
 		if err := checkSecretHash(ag.SecretHash, ia.SecretHash); err != nil {
 			return ia, err
 		}
-	}
-	if ia.SecretHash == "" && ia.JWKS == nil && ia.JWKSURI == "" {
-		return ia, errors.New("needs a secret, jwks or jwks_uri")
-	}
-	if ag.MaxDepth < 0 {
-		return ia, errors.New("max_depth must not be negative")
 	}
 	return ia, nil
 }

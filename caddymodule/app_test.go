@@ -98,8 +98,7 @@ func TestIssuerConfig(t *testing.T) {
 		{"unset env user hash", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: "{env.TEST_NOT_SET}"}}}, `user "u": password hash must be bcrypt`},
 		{"argon2 user hash", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: argon}}}, "must be bcrypt"},
 		{"agent", App{IssuerURL: "https://a.example", Agents: []Agent{{ID: "a", SecretHash: testHash, MaxDepth: 2}}}, ""},
-		{"agent without credentials", App{IssuerURL: "https://a.example", Agents: []Agent{{ID: "a"}}}, `agent "a": needs a secret`},
-		{"agent negative depth", App{IssuerURL: "https://a.example", Agents: []Agent{{ID: "a", SecretHash: testHash, MaxDepth: -1}}}, "max_depth must not be negative"},
+		{"agent unset env secret", App{IssuerURL: "https://a.example", Agents: []Agent{{ID: "a", SecretHash: "{env.TEST_NOT_SET}"}}}, `agent "a": secret "{env.TEST_NOT_SET}" expands to nothing`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -239,6 +238,9 @@ func TestAppProvisionErrors(t *testing.T) {
 		{"duplicate user", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: testHash}, {Username: "u", PasswordHash: testHash}}}, `user "u"`},
 		{"public client with secret", App{IssuerURL: "https://a.example", Clients: []Client{{ID: "c", Public: true, SecretHash: testHash}}}, "a public client has no secret or keys"},
 		{"unknown auth method", App{IssuerURL: "https://a.example", Clients: []Client{{ID: "c", SecretHash: testHash, AuthMethod: "tls_client_auth"}}}, "tls_client_auth"},
+		{"agent without credentials", App{IssuerURL: "https://a.example", Agents: []Agent{{ID: "a"}}}, `agent "a"`},
+		{"agent with two credentials", App{IssuerURL: "https://a.example", Agents: []Agent{{ID: "a", SecretHash: testHash, JWKSURI: "https://a.example/jwks"}}}, "exactly one"},
+		{"agent with a client's id", App{IssuerURL: "https://a.example", Clients: []Client{{ID: "x", Public: true}}, Agents: []Agent{{ID: "x", SecretHash: testHash}}}, `agent "x"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,10 +23,10 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "mcp-auth",
-		Usage: "user|client|key <subcommand> [--address <admin address>]",
-		Short: "Manages mcp_auth users, clients and signing keys of a running Caddy",
+		Usage: "user|client|agent|key <subcommand> [--address <admin address>]",
+		Short: "Manages mcp_auth users, clients, agents and signing keys of a running Caddy",
 		Long: `
-Manages the users, OAuth clients and signing keys of the mcp_auth app of a
+Manages the users, OAuth clients, agents and signing keys of the mcp_auth app of a
 running Caddy instance, through its admin API (routes under /mcp-auth/).
 
   user add <name> [--group <g>]... [--name <n>] [--email <e>]
@@ -34,15 +35,19 @@ running Caddy instance, through its admin API (routes under /mcp-auth/).
                   [--auth-method <m>] [--jwks-uri <url>] [--jwks <file>]
                   [--resource <url>]... [--scope <s>]... [--name <n>]
   client list | show <id> | remove <id> | rotate-secret <id>
+  agent add <id> [--name <n>] [--jwks-uri <url>] [--jwks <file>]
+                 [--allowed-client <id>]... [--scope <s>]... [--max-depth <n>]
+  agent list | show <id> | remove <id> | disable <id> | enable <id>
+        | rotate-secret <id>
   key rotate
 
 Passwords are read from the terminal (or one line of stdin) and hashed with
 bcrypt here; only the hash is sent. A confidential client's secret is
-printed once, when it is created or rotated.
+printed once, when it is created or rotated; so is an agent's.
 
 The admin address is --address, else the one in --config, else
-localhost:2019. Users and clients declared in the Caddyfile are listed but
-cannot be changed here.
+localhost:2019. Users, clients and agents declared in the Caddyfile are
+listed but cannot be changed here.
 `,
 		CobraFunc: func(cmd *cobra.Command) { buildCommand(cmd, os.Stdin, os.Stdout, os.Stderr) },
 	})
@@ -52,13 +57,17 @@ cannot be changed here.
 type cli struct {
 	in       io.Reader
 	out, msg io.Writer
+	hashCost int // bcrypt cost; 0: bcrypt.DefaultCost
 	address  string
 	config   string
 	adapter  string
 }
 
 func buildCommand(cmd *cobra.Command, in io.Reader, out, msg io.Writer) {
-	c := &cli{in: in, out: out, msg: msg}
+	newCLI(cmd, &cli{in: in, out: out, msg: msg})
+}
+
+func newCLI(cmd *cobra.Command, c *cli) {
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&c.address, "address", "", "Admin API address of the running Caddy (default localhost:2019)")
 	pf.StringVarP(&c.config, "config", "c", "", "Configuration file to read the admin address from")
@@ -68,6 +77,13 @@ func buildCommand(cmd *cobra.Command, in io.Reader, out, msg io.Writer) {
 	user.AddCommand(c.userAdd(), c.userList(), c.userShow(), c.userRemove(), c.userSetPassword())
 	client := &cobra.Command{Use: "client", Short: "Manages OAuth clients"}
 	client.AddCommand(c.clientAdd(), c.clientList(), c.clientShow(), c.clientRemove(), c.clientRotate())
+	agent := &cobra.Command{Use: "agent", Short: "Manages AI agent principals"}
+	agent.AddCommand(c.agentAdd(), c.agentList(),
+		c.agentAction("show", "Shows an agent", http.MethodGet, "", ""),
+		c.agentAction("remove", "Removes an agent and revokes every grant it holds or acts in", http.MethodDelete, "", "removed agent %s\n"),
+		c.agentAction("disable", "Disables an agent and revokes its grants", http.MethodPost, "/disable", "disabled agent %s\n"),
+		c.agentAction("enable", "Enables a disabled agent", http.MethodPost, "/enable", "enabled agent %s\n"),
+		c.agentAction("rotate-secret", "Replaces an agent's secret and prints the new one once", http.MethodPost, "/secret", ""))
 	key := &cobra.Command{Use: "key", Short: "Manages signing keys"}
 	key.AddCommand(&cobra.Command{
 		Use:   "rotate",
@@ -84,7 +100,7 @@ func buildCommand(cmd *cobra.Command, in io.Reader, out, msg io.Writer) {
 			return nil
 		},
 	})
-	cmd.AddCommand(user, client, key)
+	cmd.AddCommand(user, client, agent, key)
 }
 
 func (c *cli) userAdd() *cobra.Command {
@@ -290,6 +306,90 @@ func (c *cli) clientRotate() *cobra.Command {
 	}
 }
 
+func (c *cli) agentAdd() *cobra.Command {
+	var na NewAgent
+	var jwksFile string
+	cmd := &cobra.Command{
+		Use:   "add <agent_id>",
+		Short: "Adds an agent (prints a generated secret once unless it has keys)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			na.ID = args[0]
+			if jwksFile != "" {
+				b, err := readJWKS(jwksFile)
+				if err != nil {
+					return err
+				}
+				na.JWKS = b
+			}
+			var v AgentView
+			if err := c.call(http.MethodPost, "/mcp-auth/agents", na, &v); err != nil {
+				return err
+			}
+			if v.Secret != "" {
+				fmt.Fprintln(c.msg, "Store the agent secret now: it is not shown again.")
+			}
+			return c.print(v)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&na.Name, "name", "", "Display name shown on consent pages")
+	f.StringVar(&na.JWKSURI, "jwks-uri", "", "URL of the agent's JWK Set (private_key_jwt)")
+	f.StringVar(&jwksFile, "jwks", "", "File holding the agent's JWK Set (private_key_jwt)")
+	f.StringSliceVar(&na.AllowedClients, "allowed-client", nil, "Client whose users may delegate to the agent (repeatable; default any)")
+	f.StringSliceVar(&na.Scopes, "scope", nil, "Scope the agent may ever hold (repeatable; default any)")
+	f.IntVar(&na.MaxDepth, "max-depth", 0, "Longest act chain the agent may head (0: the issuer's limit)")
+	return cmd
+}
+
+func (c *cli) agentList() *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "Lists agents",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var agents []AgentView
+			if err := c.call(http.MethodGet, "/mcp-auth/agents", nil, &agents); err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "AGENT_ID\tNAME\tSOURCE\tDISABLED")
+			for _, v := range agents {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%v\n", v.ID, v.Name, v.Source, v.Disabled)
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+// agentAction is a subcommand acting on one agent: it prints the answer as
+// JSON, or done (with the id) when the answer has no body.
+func (c *cli) agentAction(use, short, method, suffix, done string) *cobra.Command {
+	return &cobra.Command{
+		Use:   use + " <agent_id>",
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			uri := "/mcp-auth/agents/" + url.PathEscape(args[0]) + suffix
+			if done != "" {
+				if err := c.call(method, uri, nil, nil); err != nil {
+					return err
+				}
+				fmt.Fprintf(c.out, done, args[0])
+				return nil
+			}
+			var res map[string]any
+			if err := c.call(method, uri, nil, &res); err != nil {
+				return err
+			}
+			if _, ok := res["secret"]; ok {
+				fmt.Fprintln(c.msg, "Store the agent secret now: it is not shown again.")
+			}
+			return c.print(res)
+		},
+	}
+}
+
 // call sends one admin API request and decodes the JSON answer into res
 // (when not nil).
 func (c *cli) call(method, uri string, body, res any) error {
@@ -357,7 +457,7 @@ func (c *cli) readPasswordHash() (string, error) {
 	if len(pw) == 0 {
 		return "", errors.New("empty password")
 	}
-	hash, err := bcrypt.GenerateFromPassword(pw, bcrypt.DefaultCost)
+	hash, err := bcrypt.GenerateFromPassword(pw, cmp.Or(c.hashCost, bcrypt.DefaultCost))
 	if err != nil {
 		return "", fmt.Errorf("hashing password: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // runCLI runs `caddy mcp-auth args...` against the admin server at addr.
@@ -13,7 +14,7 @@ func runCLI(t *testing.T, addr, stdin string, args ...string) (string, string, e
 	t.Helper()
 	root := &cobra.Command{Use: "mcp-auth", SilenceUsage: true, SilenceErrors: true}
 	var out, msg bytes.Buffer
-	buildCommand(root, strings.NewReader(stdin), &out, &msg)
+	newCLI(root, &cli{in: strings.NewReader(stdin), out: &out, msg: &msg, hashCost: bcrypt.MinCost})
 	root.SetArgs(append(args, "--address", addr))
 	err := root.Execute()
 	return out.String(), msg.String(), err
@@ -21,7 +22,7 @@ func runCLI(t *testing.T, addr, stdin string, args ...string) (string, string, e
 
 func TestCommand(t *testing.T) {
 	app := boltApp(t)
-	srv := adminServer(t, &AdminAPI{app: app})
+	srv := adminServer(t, &AdminAPI{app: app, hashCost: bcrypt.MinCost})
 	addr := strings.TrimPrefix(srv.URL, "http://")
 
 	tests := []struct {
@@ -49,6 +50,15 @@ func TestCommand(t *testing.T) {
 		{"client rotate-secret public", "", []string{"client", "rotate-secret", "cli"}, "", "HTTP 400"},
 		{"client remove", "", []string{"client", "remove", "cli"}, "removed client cli", ""},
 		{"client add bad jwks file", "", []string{"client", "add", "k", "--jwks", "/nonexistent/jwks.json"}, "", "jwks:"},
+		{"agent add", "", []string{"agent", "add", "planner", "--name", "Planner", "--allowed-client", "configured", "--scope", "read", "--max-depth", "1"}, `"secret": "`, ""},
+		{"agent add bad depth", "", []string{"agent", "add", "deep", "--max-depth", "-1"}, "", "HTTP 400"},
+		{"agent list", "", []string{"agent", "list"}, "planner   Planner", ""},
+		{"agent show", "", []string{"agent", "show", "planner"}, `"max_depth": 1`, ""},
+		{"agent disable", "", []string{"agent", "disable", "planner"}, "disabled agent planner", ""},
+		{"agent enable", "", []string{"agent", "enable", "planner"}, "enabled agent planner", ""},
+		{"agent rotate-secret", "", []string{"agent", "rotate-secret", "planner"}, `"secret": "`, ""},
+		{"agent remove", "", []string{"agent", "remove", "planner"}, "removed agent planner", ""},
+		{"agent show removed", "", []string{"agent", "show", "planner"}, "", "HTTP 404"},
 		{"key rotate", "", []string{"key", "rotate"}, "new signing key: ", ""},
 		{"key rotate with argument", "", []string{"key", "rotate", "now"}, "", "unknown command"},
 	}
