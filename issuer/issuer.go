@@ -1,5 +1,20 @@
 // Package issuer is the OAuth 2.1 / OpenID Connect authorization server for
 // MCP as a plain http.Handler built from a Config and a store.Store.
+//
+// Agents are principals of their own. Access tokens (RFC 9068) say who is
+// who:
+//
+//   - a user's token: sub = user, client_id = the client, principal_type
+//     "user"; delegated to an agent it also has act = {"sub": agent}
+//     (requested_actor at /authorize, then actor_token at /token), and
+//     token exchange (RFC 8693) nests further actors, newest outermost;
+//   - an agent acting alone (client_credentials with the agent's own
+//     credentials): sub = client_id = the agent, principal_type "agent";
+//   - a client's own token (client_credentials): sub = client_id = the
+//     client, no principal_type.
+//
+// gid names the grant a token belongs to; Revoked(jti, gid) is how a
+// resource server learns that it was revoked.
 package issuer
 
 import (
