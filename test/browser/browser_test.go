@@ -381,8 +381,8 @@ func TestLoginWrongPassword(t *testing.T) {
 	}
 }
 
-// TestConsentNotFramable checks the anti-clickjacking headers of the login
-// and consent pages over plain HTTP.
+// TestConsentNotFramable checks the anti-clickjacking headers of the login,
+// consent and connected apps pages over plain HTTP.
 func TestConsentNotFramable(t *testing.T) {
 	e := setup(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -409,7 +409,14 @@ func TestConsentNotFramable(t *testing.T) {
 	if consentPage.Form("consent") == nil {
 		t.Fatalf("login led to %s (status %d) without a consent form: %.300s", consentPage.URL, consentPage.Status, consentPage.Text())
 	}
-	for _, p := range []*harness.Page{loginPage, consentPage} {
+	appsPage, err := robot.Get(ctx, e.issuer+"/apps")
+	if err != nil {
+		t.Fatalf("apps page: %v", err)
+	}
+	if appsPage.Status != http.StatusOK {
+		t.Fatalf("apps page: status %d", appsPage.Status)
+	}
+	for _, p := range []*harness.Page{loginPage, consentPage, appsPage} {
 		t.Run(strings.TrimPrefix(p.URL.Path, "/"), func(t *testing.T) {
 			if !frameDenied(p.Header) {
 				t.Errorf("%s: X-Frame-Options = %q, Content-Security-Policy = %q; want DENY or frame-ancestors 'none'",
