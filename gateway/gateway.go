@@ -64,6 +64,8 @@ import (
 //     requests are refused: a tunnel is uninspectable. So is a Connection
 //     header naming other headers, which a proxy would strip after the
 //     gateway checked or set them.
+//   - Upstream answers: Mcp-Session-Id is wrapped (above) and Set-Cookie
+//     dropped, as Cookie is on the way up.
 //   - tools/list answers are filtered by the same decision as tools/call
 //     (actor rules included) and marked private; one the gateway cannot
 //     read is replaced by 502. A tools/list notification's answer is

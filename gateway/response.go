@@ -99,7 +99,7 @@ func (rw *responseWriter) WriteHeader(code int) {
 	if rw.wroteHeader {
 		return
 	}
-	rw.rewriteSession()
+	rw.upstreamHeaders()
 	if code >= 100 && code < 200 {
 		rw.w.WriteHeader(code)
 		return
@@ -168,7 +168,7 @@ func (rw *responseWriter) finish() {
 		// next wrote nothing: under Caddy that is the error path, and the
 		// error handler answers after us. Leave the status to it, but
 		// never leave the upstream's session id in the headers.
-		rw.rewriteSession()
+		rw.upstreamHeaders()
 		return
 	}
 	switch rw.mode {
@@ -208,6 +208,16 @@ func markPrivate(h http.Header) {
 	h.Set("Cache-Control", "private")
 	h.Del("ETag")
 	h.Del("Last-Modified")
+}
+
+// upstreamHeaders fixes the upstream's response headers before they are
+// written: the session id is wrapped, and Set-Cookie is dropped, as
+// Cookie is on the way up: MCP does not use cookies, and on a host
+// shared with the issuer an MCP server could otherwise set the issuer's
+// login cookies (session fixation).
+func (rw *responseWriter) upstreamHeaders() {
+	rw.w.Header().Del("Set-Cookie")
+	rw.rewriteSession()
 }
 
 // rewriteSession replaces the upstream's Mcp-Session-Id with the wrapped,

@@ -581,3 +581,20 @@ func TestReviewConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// TestReviewSetCookie: an MCP server cannot set cookies through the
+// gateway (on a host shared with the issuer they would be the issuer's).
+func TestReviewSetCookie(t *testing.T) {
+	h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+		http.SetCookie(w, &http.Cookie{Name: "__Host-mcp_auth_session", Value: "attacker", Path: "/", Secure: true})
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}`)
+	})
+	for _, body := range []string{toolCall("read_a"), `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`} {
+		resp := h.do(t, call{body: body, token: mint(t, claims())})
+		readBody(t, resp)
+		if v := resp.Header.Values("Set-Cookie"); resp.StatusCode != 200 || len(v) != 0 {
+			t.Errorf("answer to %s = %d, Set-Cookie %q, want 200 without cookies", body, resp.StatusCode, v)
+		}
+	}
+}
