@@ -38,6 +38,10 @@ func TestIssuerConfigClients(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("TEST_CLIENT_HASH", testHash)
+	hashFile := filepath.Join(t.TempDir(), "hash")
+	if err := os.WriteFile(hashFile, []byte(testHash+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	tests := []struct {
 		name       string
@@ -50,6 +54,7 @@ func TestIssuerConfigClients(t *testing.T) {
 		{"secret, method left to the issuer", Client{ID: "c", SecretHash: sha256Hash}, "", sha256Hash, ""},
 		{"secret post", Client{ID: "c", SecretHash: testHash, AuthMethod: "client_secret_post"}, "client_secret_post", testHash, ""},
 		{"env secret", Client{ID: "c", SecretHash: "{env.TEST_CLIENT_HASH}"}, "", testHash, ""},
+		{"file secret", Client{ID: "c", SecretHash: "{file." + hashFile + "}"}, "", testHash, ""},
 		{"jwks_uri", Client{ID: "c", JWKSURI: "https://c.example/jwks"}, "", "", ""},
 		{"jwks file", Client{ID: "c", JWKSFile: jwks}, "", "", ""},
 		{"explicit method", Client{ID: "c", AuthMethod: "private_key_jwt"}, "private_key_jwt", "", ""},

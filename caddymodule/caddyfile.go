@@ -77,8 +77,9 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		}
 //	}
 //
-// Hashes and secrets may be placeholders ({env.NAME}), replaced when the
-// config is loaded; {$NAME} is replaced when the Caddyfile is adapted.
+// Hashes and secrets may be placeholders ({env.NAME}, {file.PATH}),
+// replaced when the config is loaded; {$NAME} is replaced when the
+// Caddyfile is adapted.
 // The user, group, client, agent, redirect_uri, scopes and resource
 // subdirectives may repeat.
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
