@@ -14,7 +14,8 @@
 //
 //   - [Parse]: a request body, one message or a batch, into [Message]
 //     envelopes (kind, method, id, params.name / params.uri / params.taskId,
-//     the _meta protocol version).
+//     the _meta protocol version); a [ParamsError] carries the id of a
+//     request refused for its params.
 //   - [CheckHeaders], [DecodeHeaderValue], [NeedsHeaderCheck]: the
 //     2026-07-28 Streamable HTTP request metadata headers against the body,
 //     and the body's required _meta protocol version.

@@ -36,8 +36,8 @@ const (
 var ErrMalformedHeader = errors.New("mcpparse: malformed header value")
 
 // ErrMissingProtocolVersion is CheckHeaders' error for a request without
-// params._meta["io.modelcontextprotocol/protocolVersion"] (no _meta at
-// all included). 2026-07-28 makes that field required and a request
+// params._meta["io.modelcontextprotocol/protocolVersion"], or without
+// _meta at all. 2026-07-28 makes that field required and a request
 // without it malformed: invalid params (-32602, HTTP 400), not a header
 // mismatch, since there is no body value to compare. It wraps
 // ErrInvalidParams. Added after the contract.
