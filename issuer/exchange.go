@@ -23,7 +23,12 @@ import (
 // is bounded by the agent's MaxDepth (and MaxDelegationDepth), may_act in
 // the subject token must name the agent, and the agent must allow the
 // subject's client. Without actor_token the exchange keeps the act chain
-// and may only narrow scopes or move to another resource.
+// and may only narrow scopes.
+//
+// A user's token stays on the resource the user consented to: moving it to
+// another audience would hand the client access the consent page never
+// showed (invalid_target). Agent and client tokens may move to another
+// resource their own policy allows.
 //
 // Who may exchange: the subject token's client, its newest actor, or the
 // new actor itself (an agent authenticated with its own credentials).
@@ -88,6 +93,9 @@ func (i *Issuer) grantTokenExchange(ctx context.Context, f url.Values, c *Client
 	res, err := i.resolveResource(app, target)
 	if err != nil {
 		return nil, err
+	}
+	if u != nil && !sameResource(res.URL, subj.Audience) {
+		return nil, ErrInvalidTarget.WithDescription("a user's token can only be exchanged for the resource the user consented to")
 	}
 	scopes, err := i.exchangeScopes(ctx, app, u, actor, subj, res.URL, requested)
 	if err != nil {

@@ -146,14 +146,19 @@ func TestTokenExchangeWithoutActor(t *testing.T) {
 	conf := tConf + ":" + tSecret
 	user := e.userToken(t, tConf, "read", "write")
 
-	// The client narrows its own token and moves it to another resource.
+	// The client narrows its own token; it may not move it to a resource
+	// the user never consented to.
+	if a := e.tokenExchange(t, conf, url.Values{"subject_token": {user.AccessToken}, "subject_token_type": {tokenTypeJWT},
+		"audience": {tOther}, "scope": {"read"}}); a.str("error") != "invalid_target" {
+		t.Errorf("moving a user's token to another resource = %d %s, want invalid_target", a.status, a.raw)
+	}
 	a := e.tokenExchange(t, conf, url.Values{"subject_token": {user.AccessToken}, "subject_token_type": {tokenTypeJWT},
-		"audience": {tOther}, "scope": {"read"}})
+		"scope": {"read"}})
 	if a.status != 200 {
 		t.Fatalf("down-scoping exchange = %d %s", a.status, a.raw)
 	}
-	if _, c := claimsOf(t, a.str("access_token")); c["aud"] != tOther || c["scope"] != "read" || c["sub"] != tUser || c["act"] != nil {
-		t.Errorf("claims aud, scope, sub, act = %v, %v, %v, %v; want %s, read, %s, none", c["aud"], c["scope"], c["sub"], c["act"], tOther, tUser)
+	if _, c := claimsOf(t, a.str("access_token")); c["aud"] != tResource || c["scope"] != "read" || c["sub"] != tUser || c["act"] != nil {
+		t.Errorf("claims aud, scope, sub, act = %v, %v, %v, %v; want %s, read, %s, none", c["aud"], c["scope"], c["sub"], c["act"], tResource, tUser)
 	}
 	if a := e.tokenExchange(t, conf, url.Values{"subject_token": {a.str("access_token")}, "subject_token_type": {tokenTypeJWT},
 		"scope": {"read write"}}); a.str("error") != "invalid_scope" {
@@ -237,6 +242,7 @@ func TestTokenExchangeFailures(t *testing.T) {
 		{"unknown audience", agent1, with(exchangeForm(userPub, a1), "audience", "https://nowhere.example/mcp"), 400, "invalid_target"},
 		{"unknown resource", agent1, with(exchangeForm(userPub, a1), "resource", "https://nowhere.example/mcp"), 400, "invalid_target"},
 		{"resource and audience differ", agent1, with(exchangeForm(userPub, a1), "resource", tResource, "audience", tOther), 400, "invalid_target"},
+		{"user's token to another resource", agent1, with(exchangeForm(userPub, a1), "resource", tOther), 400, "invalid_target"},
 		{"may_act mismatch", agent1, exchangeForm(mayAct, a1), 400, "invalid_request"},
 		{"subject token revoked", agent1, exchangeForm(revokedUser, a1), 400, "invalid_request"},
 		{"subject token expired", agent1, exchangeForm(expiredUser, a1), 400, "invalid_request"},
