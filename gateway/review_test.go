@@ -400,6 +400,16 @@ func TestReviewTokens(t *testing.T) {
 		})
 	}
 
+	for _, auth := range []string{"bearer %s", "BEARER %s", "Bearer  %s"} {
+		t.Run("scheme "+strings.TrimSuffix(auth, "%s"), func(t *testing.T) {
+			resp := h.do(t, call{body: toolCall("read_a"), headers: map[string]string{"Authorization": fmt.Sprintf(auth, mint(t, claims()))}})
+			readBody(t, resp)
+			if resp.StatusCode != 200 {
+				t.Errorf("Authorization %q: status = %d, want 200", auth, resp.StatusCode)
+			}
+		})
+	}
+
 	t.Run("embedded keys are ignored", func(t *testing.T) {
 		// Signed by a key the issuer never published, which the token
 		// carries itself (jwk) or points to (jku, x5u).
