@@ -135,7 +135,8 @@ func writeReport(w io.Writer, cfg benchConfig, levels []int, results [][][]runRe
 		p := pair(results[li][0], results[li][1], cfg.clkTck)
 		pairs[li] = p
 		bound := "-"
-		if cfg.upstreamPID > 0 {
+		if cfg.upstreamPID > 0 && c > 1 {
+			// At c=1 throughput is bound by latency, not CPU.
 			bound = fmt.Sprintf("%.1f%%", 100*p.cpuBoundRatio)
 		}
 		fmt.Fprintf(w, "| %d | %.1f%% | %s | %+.3f | %+.3f | %+.1f | %.2f× |\n", c, 100*p.ratio, bound, p.p50Added, p.p99Added, p.cpuAdded, p.cpuRatio)
@@ -149,6 +150,7 @@ func writeReport(w io.Writer, cfg benchConfig, levels []int, results [][][]runRe
 	}
 	fmt.Fprintln(w, ".")
 	fmt.Fprintln(w, "CPU-bound throughput: plain's CPU per request of the whole chain (client + upstream + proxy) over the gateway's, the req/s ratio a machine with no other work would show when CPU-bound.")
+	fmt.Fprintln(w, "At c=1 each request wakes every process in turn, so CPU per request there includes scheduler idle spinning and varies with other load; the c=N figures are the steady ones.")
 	minN := min(cfg.requests1, cfg.requestsN)
 	fmt.Fprintf(w, "CPU resolution: one clock tick is %.1f µs/req at %d requests per run.\n",
 		cpuPerRequest(1, minN, cfg.clkTck), minN)
