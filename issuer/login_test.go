@@ -164,6 +164,7 @@ func TestCSRFRequired(t *testing.T) {
 		{"wrong token", func(v url.Values) { v.Set(csrfField, "x"+v.Get(csrfField)) }, ""},
 		{"repeated token", func(v url.Values) { v.Add(csrfField, "other") }, ""},
 		{"cross-site origin", func(url.Values) {}, "https://evil.example"},
+		{"null origin without fetch metadata", func(url.Values) {}, "null"},
 	}
 	for _, tt := range tests {
 		t.Run("login "+tt.name, func(t *testing.T) {
@@ -279,7 +280,7 @@ func TestPageHeaders(t *testing.T) {
 	h := resp.Header
 	want := map[string]string{
 		"X-Frame-Options":        "DENY",
-		"Referrer-Policy":        "no-referrer",
+		"Referrer-Policy":        "same-origin",
 		"Cache-Control":          "no-store",
 		"X-Content-Type-Options": "nosniff",
 	}
@@ -324,6 +325,41 @@ func TestCSPSource(t *testing.T) {
 	for _, tt := range tests {
 		if got := cspSource(tt.in); got != tt.want {
 			t.Errorf("cspSource(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestCheckCSRFOrigin(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	s := &session{CSRF: "tok"}
+	tests := []struct {
+		origin, site string
+		want         bool
+	}{
+		{"", "", true},
+		{e.srv.URL, "same-origin", true},
+		// Chromium sends Origin: null for same-origin posts under some
+		// referrer policies; Fetch Metadata vouches for them.
+		{"null", "same-origin", true},
+		{"null", "", false},
+		{"null", "cross-site", false},
+		{"https://evil.example", "same-origin", false},
+		{e.srv.URL, "cross-site", false},
+	}
+	for _, tt := range tests {
+		r := httptest.NewRequest(http.MethodPost, "/login", strings.NewReader(csrfField+"=tok"))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if tt.origin != "" {
+			r.Header.Set("Origin", tt.origin)
+		}
+		if tt.site != "" {
+			r.Header.Set("Sec-Fetch-Site", tt.site)
+		}
+		if err := r.ParseForm(); err != nil {
+			t.Fatal(err)
+		}
+		if got := e.iss.checkCSRF(r, s); got != tt.want {
+			t.Errorf("checkCSRF(Origin %q, Sec-Fetch-Site %q) = %v, want %v", tt.origin, tt.site, got, tt.want)
 		}
 	}
 }
