@@ -245,6 +245,14 @@ func (h *GatewayHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next 
 	var nextErr error
 	h.gw.Serve(w, r, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		nextErr = next.ServeHTTP(w, r)
+		if nextErr != nil {
+			status := http.StatusInternalServerError
+			var he caddyhttp.HandlerError
+			if errors.As(nextErr, &he) && he.StatusCode != 0 {
+				status = he.StatusCode
+			}
+			gateway.ReportStatus(w, status)
+		}
 	}))
 	return nextErr
 }

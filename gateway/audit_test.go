@@ -107,3 +107,34 @@ func TestNextWritesNothing(t *testing.T) {
 		t.Errorf("audit = %v, want one event with status 0", e)
 	}
 }
+
+func TestReportStatus(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	cfg := testConfig(t)
+	cfg.AuditLogger = zap.New(core)
+	g := newGateway(t, cfg)
+	req := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(toolCall("read_a")))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+mint(t, claims()))
+	rec := httptest.NewRecorder()
+	// A Caddy reverse_proxy that cannot reach its upstream writes nothing
+	// and returns a 502 error; the adapter reports it for the audit event.
+	g.Serve(rec, req, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ReportStatus(w, http.StatusBadGateway)
+	}))
+	if e := logs.All(); len(e) != 1 || e[0].ContextMap()["status"] != int64(http.StatusBadGateway) {
+		t.Errorf("audit = %v, want one event with status 502", e)
+	}
+	// A status the upstream already wrote wins.
+	logs.TakeAll()
+	req = httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(toolCall("read_a")))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+mint(t, claims()))
+	g.Serve(httptest.NewRecorder(), req, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusTeapot)
+		ReportStatus(w, http.StatusBadGateway)
+	}))
+	if e := logs.All(); len(e) != 1 || e[0].ContextMap()["status"] != int64(http.StatusTeapot) {
+		t.Errorf("audit = %v, want one event with status 418", e)
+	}
+}
