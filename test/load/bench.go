@@ -58,10 +58,12 @@ type benchConfig struct {
 
 	// profileURL, when set, is the gateway Caddy's pprof CPU profile
 	// endpoint; after the rounds the gateway is driven at c=N while the
-	// profile is taken, and the profile is written to profileOut.
-	profileURL     string
-	profileOut     string
-	profileSeconds int
+	// profile is taken, and the profile is written to profileOut. The
+	// plain Caddy is profiled the same way when plainProfileURL is set,
+	// for a diff (go tool pprof -diff_base).
+	profileURL, profileOut           string
+	plainProfileURL, plainProfileOut string
+	profileSeconds                   int
 }
 
 func parseBenchFlags(args []string) (benchConfig, error) {
@@ -89,6 +91,8 @@ func parseBenchFlags(args []string) (benchConfig, error) {
 	fs.BoolVar(&c.verbose, "v", false, "also print every run")
 	fs.StringVar(&c.profileURL, "profile-url", "", "gateway admin pprof URL, e.g. http://127.0.0.1:2020/debug/pprof/profile (optional)")
 	fs.StringVar(&c.profileOut, "profile-out", "gateway.pprof", "where to write the gateway CPU profile")
+	fs.StringVar(&c.plainProfileURL, "plain-profile-url", "", "plain Caddy admin pprof URL (optional, with -profile-url)")
+	fs.StringVar(&c.plainProfileOut, "plain-profile-out", "plain.pprof", "where to write the plain Caddy CPU profile")
 	fs.IntVar(&c.profileSeconds, "profile-seconds", 15, "CPU profile duration")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -467,31 +471,46 @@ func bench(cfg benchConfig, plain, gw *target, out io.Writer) error {
 		}
 	}
 	writeReport(out, cfg, levels, results)
-	if cfg.profileURL != "" {
-		if err := profile(cfg, gw); err != nil {
+	if cfg.profileURL == "" {
+		return nil
+	}
+	fmt.Fprintln(out)
+	profiles := []struct {
+		t        *target
+		url, out string
+	}{{gw, cfg.profileURL, cfg.profileOut}, {plain, cfg.plainProfileURL, cfg.plainProfileOut}}
+	for _, p := range profiles {
+		if p.url == "" {
+			continue
+		}
+		n, err := profile(p.t, p.url, p.out, cfg)
+		if err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "\nGateway CPU profile (%d s at c=%d): %s\n", cfg.profileSeconds, cfg.concurrency, cfg.profileOut)
+		fmt.Fprintf(out, "CPU profile of %s: %s, %d s at c=%d, %d requests (%.0f req/s); sampled µs/req = profile seconds × %.1f.\n",
+			p.t.name, p.out, cfg.profileSeconds, cfg.concurrency, n, float64(n)/float64(cfg.profileSeconds), 1e6/float64(n))
 	}
 	return nil
 }
 
-// profile drives t at c=N while fetching a CPU profile of its process.
-func profile(cfg benchConfig, t *target) error {
+// profile drives t at c=N while fetching a CPU profile of its process,
+// and returns how many requests were served meanwhile.
+func profile(t *target, url, out string, cfg benchConfig) (int64, error) {
 	stop := make(chan struct{})
+	var n atomic.Int64
 	errc := make(chan error, 1)
-	go func() { errc <- loadUntil(t, cfg.concurrency, stop) }()
-	perr := fetchProfile(cfg)
+	go func() { errc <- loadUntil(t, cfg.concurrency, stop, &n) }()
+	perr := fetchProfile(url, out, cfg.profileSeconds)
 	close(stop)
 	if err := <-errc; err != nil {
-		return fmt.Errorf("profile load: %w", err)
+		return 0, fmt.Errorf("profile load: %w", err)
 	}
-	return perr
+	return n.Load(), perr
 }
 
-func fetchProfile(cfg benchConfig) error {
-	u := cfg.profileURL + "?seconds=" + strconv.Itoa(cfg.profileSeconds)
-	hc := &http.Client{Transport: &http.Transport{Proxy: nil}, Timeout: time.Duration(cfg.profileSeconds+30) * time.Second}
+func fetchProfile(url, out string, seconds int) error {
+	u := url + "?seconds=" + strconv.Itoa(seconds)
+	hc := &http.Client{Transport: &http.Transport{Proxy: nil}, Timeout: time.Duration(seconds+30) * time.Second}
 	resp, err := hc.Get(u)
 	if err != nil {
 		return fmt.Errorf("fetch profile: %w", err)
@@ -504,14 +523,15 @@ func fetchProfile(cfg benchConfig) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("fetch profile: status %d: %s", resp.StatusCode, truncate(string(b), 300))
 	}
-	if err := os.WriteFile(cfg.profileOut, b, 0o644); err != nil {
+	if err := os.WriteFile(out, b, 0o644); err != nil {
 		return fmt.Errorf("write profile: %w", err)
 	}
 	return nil
 }
 
-// loadUntil sends requests with c workers until stop is closed.
-func loadUntil(t *target, c int, stop <-chan struct{}) error {
+// loadUntil sends requests with c workers until stop is closed, counting
+// them in n.
+func loadUntil(t *target, c int, stop <-chan struct{}, n *atomic.Int64) error {
 	var wg sync.WaitGroup
 	var firstErr error
 	var errOnce sync.Once
@@ -530,6 +550,7 @@ func loadUntil(t *target, c int, stop <-chan struct{}) error {
 					errOnce.Do(func() { firstErr = err })
 					return
 				}
+				n.Add(1)
 			}
 		}()
 	}

@@ -13,9 +13,11 @@
 #   AUDIT=on|off         gateway audit events (one log line per request,
 #                        written to a file in the temp dir) on (default,
 #                        as shipped) or excluded from the log
-#   PROFILE=<seconds>    afterwards, drive the gateway and take a CPU
-#                        profile from its admin endpoint; prints the top
-#                        functions and keeps the profile in OUT
+#   PROFILE=<seconds>    afterwards, drive each Caddy in turn and take a
+#                        CPU profile from its admin endpoint
+#                        (/debug/pprof/profile); prints the gateway's top
+#                        functions and the gateway-minus-plain diff, and
+#                        keeps both profiles in OUT
 #   OUT=dir              where the report (and profile) go
 #                        (default test/artifacts/load)
 #   REBUILD=1            rebuild ./caddy even if it exists
@@ -181,7 +183,9 @@ if [ "$upstream_mode" = demo ]; then
 fi
 if [ "$profile" != 0 ]; then
 	bench_flags+=(-profile-url "http://127.0.0.1:$gw_admin/debug/pprof/profile"
-		-profile-seconds "$profile" -profile-out "$out/gateway.pprof")
+		-profile-seconds "$profile" -profile-out "$out/gateway.pprof"
+		-plain-profile-url "http://127.0.0.1:$plain_admin/debug/pprof/profile"
+		-plain-profile-out "$out/plain.pprof")
 fi
 
 report=$out/report-$upstream_mode-$proto-audit-$audit.md
@@ -192,6 +196,21 @@ report=$out/report-$upstream_mode-$proto-audit-$audit.md
 echo "(report saved to $report)" >&2
 
 if [ "$profile" != 0 ]; then
-	go tool pprof -top -nodecount=35 "$out/gateway.pprof" 2>/dev/null | tee "$out/gateway-top.txt"
-	echo >&2 "(profile: $out/gateway.pprof; cumulative view: go tool pprof -top -cum $out/gateway.pprof)"
+	# per_request PROFILE REQUESTS: cumulative sampled CPU per request of
+	# the frames that tell where a request's time goes.
+	per_request() {
+		go tool pprof -top -cum -nodecount=600 -unit=us "$1" 2>/dev/null | awk -v n="$2" '
+			/Total samples = / { t = $0; sub(/.*Total samples = /, "", t); sub(/us.*/, "", t); printf "%8.1f  all sampled CPU\n", t / n }
+			$6 ~ /^(net\/http\.\(\*conn\)\.serve|.*caddyhttp\.\(\*Server\)\.ServeHTTP|.*reverseproxy\.\(\*Handler\)\.ServeHTTP|runtime\.gcBgMarkWorker|runtime\.mallocgc|.*caddy-mcp-auth.*|go\.uber\.org\/zap\.\(\*Logger\)\.With|.*zapcore\.\(\*CheckedEntry\)\.Write|go\.etcd\.io\/bbolt\.\(\*DB\)\.View|net\/http\.\(\*Request\)\.Clone|crypto\/sha256\.Sum256)$/ {
+				v = $4; sub(/us$/, "", v); if (v / n >= 0.3) printf "%8.1f  %s\n", v / n, $6 }'
+	}
+	requests() { sed -n "s/^CPU profile of $1: .* at c=[0-9]*, \([0-9]*\) requests.*/\1/p" "$report"; }
+	{
+		echo "== µs per request (cumulative, sampled) in the gateway Caddy =="
+		per_request "$out/gateway.pprof" "$(requests mcp_gateway)"
+		echo
+		echo "== µs per request (cumulative, sampled) in the plain Caddy =="
+		per_request "$out/plain.pprof" "$(requests reverse_proxy)"
+	} | tee "$out/profile-top.txt"
+	echo >&2 "(profiles: $out/gateway.pprof, $out/plain.pprof; e.g. go tool pprof -top -cum $out/gateway.pprof)"
 fi
