@@ -230,9 +230,9 @@ func validateCIMD(clientID string, m *clientMetadata) (*Client, error) {
 		switch g {
 		case "authorization_code", "refresh_token":
 		case "client_credentials":
-			if method == "none" {
-				return nil, cimdError("client_credentials requires private_key_jwt")
-			}
+			// Anyone can publish a document; without a user nothing would
+			// bound the token.
+			return nil, cimdError("client_credentials is not available to metadata document clients")
 		default:
 			return nil, cimdError(fmt.Sprintf("unsupported grant_type %q", truncate(g, 40)))
 		}
@@ -259,7 +259,7 @@ func validateCIMD(clientID string, m *clientMetadata) (*Client, error) {
 		JWKS:                    jwks,
 		JWKSURI:                 jwksURI,
 		ApplicationType:         appType,
-		Source:                  "cimd",
+		Source:                  sourceCIMD,
 	}, nil
 }
 

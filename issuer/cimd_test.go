@@ -159,6 +159,7 @@ func TestCIMDRefused(t *testing.T) {
 		{"client secret", "/secret", jsonDoc(`{"client_id":"` + id("/secret") + `","client_name":"x","redirect_uris":["http://127.0.0.1/cb"],"client_secret":"s"}`)},
 		{"secret auth method", "/basic", jsonDoc(`{"client_id":"` + id("/basic") + `","client_name":"x","redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"client_secret_basic"}`)},
 		{"private_key_jwt without keys", "/pkjwt", jsonDoc(`{"client_id":"` + id("/pkjwt") + `","client_name":"x","redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"private_key_jwt"}`)},
+		{"client_credentials", "/cc", jsonDoc(`{"client_id":"` + id("/cc") + `","client_name":"x","redirect_uris":["http://127.0.0.1/cb"],"grant_types":["authorization_code","client_credentials"],"token_endpoint_auth_method":"private_key_jwt","jwks":{"keys":[{"kty":"EC"}]}}`)},
 		{"bad redirect uri", "/badredirect", jsonDoc(`{"client_id":"` + id("/badredirect") + `","client_name":"x","redirect_uris":["http://evil.example/cb"]}`)},
 		{"not json", "/notjson", jsonDoc(`<html></html>`)},
 		{"wrong content type", "/ctype", func(w http.ResponseWriter, r *http.Request) {

@@ -87,9 +87,12 @@ type Client struct {
 	JWKS                    []byte   `json:"jwks,omitempty"`                       // raw JWK Set JSON for private_key_jwt
 	JWKSURI                 string   `json:"jwks_uri,omitempty"`
 	ApplicationType         string   `json:"application_type,omitempty"` // web or native
-	// Resources the client may get tokens for; empty means every resource.
+	// Resources the client may get tokens for; empty means every resource
+	// (for a self-registered client, DCR or CIMD, none in grants without
+	// a user).
 	Resources []string `json:"resources,omitempty"`
-	// Scopes the client may hold; empty means every scope of the resource.
+	// Scopes the client may hold; empty means every scope of the resource
+	// (for a self-registered client, none in grants without a user).
 	Scopes    []string  `json:"scopes,omitempty"`
 	Source    string    `json:"source,omitempty"` // config, admin, dcr, cimd
 	CreatedAt time.Time `json:"created_at,omitempty"`
@@ -97,6 +100,10 @@ type Client struct {
 	// agent is set when the client is an agent authenticating as itself.
 	agent *Agent
 }
+
+// selfRegistered reports whether anyone could have created the client
+// (DCR, CIMD) rather than an operator.
+func (c *Client) selfRegistered() bool { return c.Source == sourceDCR || c.Source == sourceCIMD }
 
 // Public reports whether the client has no credentials.
 func (c *Client) Public() bool {

@@ -16,6 +16,8 @@ import (
 const (
 	sourceConfig = "config"
 	sourceAdmin  = "admin"
+	sourceDCR    = "dcr"  // Dynamic Client Registration: anyone may have made it
+	sourceCIMD   = "cimd" // Client ID Metadata Document: anyone may host one
 )
 
 // dummyHash is compared against for unknown users, so a login for a

@@ -218,7 +218,13 @@ func (i *Issuer) exchangeScopes(ctx context.Context, app *Client, u *User, actor
 		}
 		return nil, ErrInvalidScope.WithDescription("none of the requested scopes may be delegated")
 	}
-	_, out, err := i.grantScopes(ctx, app, u, target, want)
+	var out []string
+	var err error
+	if u != nil {
+		_, out, err = i.grantScopes(ctx, app, u, target, want)
+	} else {
+		_, out, err = i.clientGrantScopes(ctx, app, target, want)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -137,6 +137,18 @@ func (i *Issuer) grantScopes(ctx context.Context, c *Client, u *User, resource s
 	return res.URL, out, nil
 }
 
+// clientGrantScopes is grantScopes for a client acting on its own account
+// (no user: client_credentials, exchanging a client's own token). A
+// self-registered client's empty Resources and Scopes mean none here, not
+// every: anyone can register one, and no user's groups or consent bound
+// what it would get.
+func (i *Issuer) clientGrantScopes(ctx context.Context, c *Client, resource string, requested []string) (string, []string, error) {
+	if c.selfRegistered() && (len(c.Resources) == 0 || len(c.Scopes) == 0) {
+		return "", nil, ErrUnauthorizedClient.WithDescription("a self-registered client gets no tokens of its own")
+	}
+	return i.grantScopes(ctx, c, nil, resource, requested)
+}
+
 // groupScopes is the union of what the user's groups allow for res.
 func (i *Issuer) groupScopes(u *User, res Resource) []string {
 	var out []string

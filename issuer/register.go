@@ -70,7 +70,9 @@ type registrationResponse struct {
 // clients get no scopes or resources of their own: what they may obtain is
 // decided by the user's groups and consent, so a client cannot widen its
 // reach by registering with a broad scope (the requested scope is echoed
-// and otherwise ignored).
+// and otherwise ignored, and must not cap later requests: step-up asks
+// for more). For the same reason they may not register client_credentials:
+// anyone can register, and without a user nothing would bound the token.
 func (i *Issuer) handleRegister(w http.ResponseWriter, r *http.Request) {
 	if i.cfg.DisableRegistration {
 		http.NotFound(w, r)
@@ -107,7 +109,7 @@ func (i *Issuer) handleRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := i.now()
-	c.Source = "dcr"
+	c.Source = sourceDCR
 	c.CreatedAt = now
 	var secret string
 	if !c.Public() && c.TokenEndpointAuthMethod != "private_key_jwt" {
@@ -216,7 +218,9 @@ func validateRegistration(m *clientMetadata) (*Client, error) {
 	}
 	for _, g := range grants {
 		switch g {
-		case "authorization_code", "refresh_token", "client_credentials":
+		case "authorization_code", "refresh_token":
+		case "client_credentials":
+			return nil, ErrInvalidClientMetadata.WithDescription("client_credentials is not available to dynamically registered clients; ask the operator for a client")
 		default:
 			return nil, ErrInvalidClientMetadata.WithDescription(fmt.Sprintf("unsupported grant_type %q", g))
 		}
@@ -247,9 +251,6 @@ func validateRegistration(m *clientMetadata) (*Client, error) {
 	case "private_key_jwt":
 	default:
 		return nil, ErrInvalidClientMetadata.WithDescription(fmt.Sprintf("unsupported token_endpoint_auth_method %q", method))
-	}
-	if method == "none" && slices.Contains(grants, "client_credentials") {
-		return nil, ErrInvalidClientMetadata.WithDescription("client_credentials requires client authentication")
 	}
 	jwks, jwksURI, err := validateClientKeys(method, m.JWKS, m.JWKSURI)
 	if err != nil {

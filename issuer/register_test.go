@@ -99,6 +99,8 @@ func TestRegisterValidation(t *testing.T) {
 		{"private_key_jwt with both", `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks_uri":"https://a.example/jwks","jwks":{"keys":[{}]}}`, "invalid_client_metadata"},
 		{"private_key_jwt http jwks_uri", `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks_uri":"http://a.example/jwks"}`, "invalid_client_metadata"},
 		{"public client_credentials", `{"grant_types":["client_credentials"],"token_endpoint_auth_method":"none"}`, "invalid_client_metadata"},
+		{"client_credentials", `{"grant_types":["client_credentials"],"token_endpoint_auth_method":"client_secret_post"}`, "invalid_client_metadata"},
+		{"client_credentials with code", `{"redirect_uris":["https://a.example/cb"],"grant_types":["authorization_code","client_credentials"]}`, "invalid_client_metadata"},
 		{"client chooses its id", `{"client_id":"mine","redirect_uris":["https://a.example/cb"]}`, "invalid_client_metadata"},
 		{"control characters in name", `{"client_name":"Good\u202eApp","redirect_uris":["https://a.example/cb"]}`, "invalid_client_metadata"},
 		{"redirect_uris wrong type", `{"redirect_uris":"https://a.example/cb"}`, "invalid_client_metadata"},
@@ -122,7 +124,6 @@ func TestRegisterValidation(t *testing.T) {
 		{"custom scheme native", `{"redirect_uris":["com.example.app:/cb"],"token_endpoint_auth_method":"none","application_type":"native"}`, "native"},
 		{"custom scheme inferred native", `{"redirect_uris":["com.example.app:/cb"],"token_endpoint_auth_method":"none"}`, "native"},
 		{"https native (claimed URL)", `{"redirect_uris":["https://app.example.com/cb"],"token_endpoint_auth_method":"none","application_type":"native"}`, "native"},
-		{"client credentials only", `{"grant_types":["client_credentials"],"token_endpoint_auth_method":"client_secret_post"}`, "web"},
 		{"private_key_jwt with jwks_uri", `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks_uri":"https://a.example/jwks"}`, "web"},
 	}
 	for _, tt := range ok {

@@ -500,7 +500,7 @@ func (i *Issuer) grantClientCredentials(ctx context.Context, f url.Values, c *Cl
 	if err != nil {
 		return nil, err
 	}
-	resource, scopes, err := i.grantScopes(ctx, c, nil, f.Get("resource"), requested)
+	resource, scopes, err := i.clientGrantScopes(ctx, c, f.Get("resource"), requested)
 	if err != nil {
 		return nil, err
 	}

@@ -1,8 +1,10 @@
 package issuer
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
@@ -14,6 +16,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/oauth2"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
 func TestCodeExchangeWithOAuth2Client(t *testing.T) {
@@ -443,4 +447,72 @@ func verifyLikeGateway(t testing.TB, e *tokEnv, raw, alg string) jwt.MapClaims {
 		t.Fatalf("verify access token: %v", err)
 	}
 	return claims
+}
+
+// TestClientCredentialsSelfRegistered: a DCR or CIMD client that lists
+// client_credentials (stored before registration refused it) gets no
+// token of its own: its empty Resources and Scopes mean none without a
+// user. Its user grants are unaffected.
+func TestClientCredentialsSelfRegistered(t *testing.T) {
+	e := newTokEnv(t)
+	const dcrSecret = "dcr-secret"
+	const cimdID = "https://app.example.com/client.json"
+	e.putClientRecord(t, bucketClients, "dcr-cc", Client{ID: "dcr-cc", SecretHash: hashClientSecret(dcrSecret),
+		TokenEndpointAuthMethod: authClientSecretBasic, RedirectURIs: []string{tRedirect},
+		GrantTypes: []string{"authorization_code", "client_credentials"}, Source: sourceDCR})
+	e.putClientRecord(t, bucketClients, "dcr-limited", Client{ID: "dcr-limited", SecretHash: hashClientSecret(dcrSecret),
+		TokenEndpointAuthMethod: authClientSecretBasic, GrantTypes: []string{"client_credentials"},
+		Resources: []string{tResource}, Source: sourceDCR}) // resources but no scopes: still none
+	pub, err := publicJWK(e.jwtKey.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwks, _ := json.Marshal(map[string][]jwk{"keys": {pub}})
+	e.putClientRecord(t, bucketCIMD, cimdID, cimdEntry{ExpiresAt: e.clock.Now().Add(time.Hour), Client: Client{
+		ID: cimdID, TokenEndpointAuthMethod: authPrivateKeyJWT, JWKS: jwks, RedirectURIs: []string{tRedirect},
+		GrantTypes: []string{"authorization_code", "client_credentials"}, Source: sourceCIMD}})
+	cimdAssertion := e.clientAssertion(t, func(c jwt.MapClaims, tok *jwt.Token) {
+		c["iss"], c["sub"] = cimdID, cimdID
+		delete(tok.Header, "kid")
+	})
+
+	tests := []struct {
+		name  string
+		form  url.Values
+		basic string
+	}{
+		{"dcr", url.Values{"resource": {tResource}}, "dcr-cc:" + dcrSecret},
+		{"dcr with scope", url.Values{"resource": {tResource}, "scope": {"read"}}, "dcr-cc:" + dcrSecret},
+		{"dcr with resources only", url.Values{"resource": {tResource}}, "dcr-limited:" + dcrSecret},
+		{"cimd", url.Values{"resource": {tResource}, "client_assertion_type": {jwtBearerAssertion}, "client_assertion": {cimdAssertion}}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.form.Set("grant_type", "client_credentials")
+			a := e.post(t, pathToken, tt.form, tt.basic)
+			if a.status != http.StatusBadRequest || a.str("error") != "unauthorized_client" || a.str("access_token") != "" {
+				t.Errorf("client_credentials = %d %s, want 400 unauthorized_client", a.status, a.raw)
+			}
+		})
+	}
+
+	// The same DCR client still gets a user's token, bounded by the user.
+	code, verifier := e.issueCode(t, codeSpec{client: "dcr-cc", scopes: []string{"read", "write"}})
+	tok, err := e.exchange(t, "dcr-cc", dcrSecret, code, verifier)
+	if err != nil {
+		t.Fatalf("code exchange by a DCR client: %v", err)
+	}
+	if got := tok.Extra("scope"); got != "read write" {
+		t.Errorf("user token scope = %v, want read write", got)
+	}
+}
+
+// putClientRecord writes a record (a stored client, a cached CIMD
+// document) straight into the store.
+func (e *tokEnv) putClientRecord(t *testing.T, bucket, key string, v any) {
+	t.Helper()
+	err := e.store.Update(context.Background(), func(tx store.Tx) error { return putJSON(tx, bucket, key, v, time.Time{}) })
+	if err != nil {
+		t.Fatal(err)
+	}
 }
