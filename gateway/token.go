@@ -33,8 +33,12 @@ type principal struct {
 	subject  string
 	clientID string
 	// principalType is the principal_type claim: "agent" marks an
-	// agent-only token (the agent acts on its own); absent or "user" is a
-	// user.
+	// agent-only token (the agent acts on its own), "client" a client's
+	// own token (client credentials); absent or "user" is a user. Absent
+	// means user because other issuers do not send the claim (RFC 9068
+	// has none) and mostly issue tokens for users; this project's issuer
+	// always sends it, so its client tokens never pass as a user's.
+	// Any other value is neither a user nor an agent.
 	principalType string
 	actors        []string // act chain, outermost (newest actor) first
 	scope         string   // the scope claim as issued
@@ -55,7 +59,8 @@ func (p *principal) agent() string {
 	return ""
 }
 
-// isUser reports whether the top-level principal is a user.
+// isUser reports whether the top-level principal is a user: not an
+// agent, not a client, nothing unknown.
 func (p *principal) isUser() bool {
 	return p.principalType == "" || p.principalType == "user"
 }

@@ -118,3 +118,39 @@ func TestClaimsCacheBounded(t *testing.T) {
 		t.Error("expired entry returned")
 	}
 }
+
+// TestPrincipalTypes: principal_type decides who the top-level principal
+// is. A client's own token (principal_type "client", as the issuer sends
+// for client credentials) is neither a user nor an agent; absent stays a
+// user (foreign issuers do not send the claim).
+func TestPrincipalTypes(t *testing.T) {
+	h := newHarness(t, testConfig(t), nil)
+	tests := []struct {
+		principalType string // "-" leaves the claim out
+		tool          string
+		status        int
+	}{
+		{"-", "human", http.StatusOK},
+		{"user", "human", http.StatusOK},
+		{"client", "human", http.StatusForbidden},
+		{"agent", "human", http.StatusForbidden},
+		{"robot", "human", http.StatusForbidden},
+		{"client", "agent_only", http.StatusForbidden},
+		{"client", "read_file", http.StatusOK},
+		{"-", "agent_only", http.StatusForbidden},
+	}
+	for _, tt := range tests {
+		t.Run(tt.principalType+" "+tt.tool, func(t *testing.T) {
+			c := claims()
+			c["sub"], c["client_id"] = "svc", "svc"
+			if tt.principalType != "-" {
+				c["principal_type"] = tt.principalType
+			}
+			resp := h.do(t, call{body: toolCall(tt.tool), token: mint(t, c)})
+			body := readBody(t, resp)
+			if resp.StatusCode != tt.status {
+				t.Errorf("tools/call %s with principal_type %s: status %d, want %d (%s)", tt.tool, tt.principalType, resp.StatusCode, tt.status, body)
+			}
+		})
+	}
+}

@@ -18,11 +18,13 @@ import (
 const MaxDelegationDepth = 5
 
 // principal_type claim values. User tokens carry principalUser; tokens of
-// an agent acting alone (sub is the agent) carry principalAgent; client
-// credentials tokens carry none.
+// an agent acting alone (sub is the agent) carry principalAgent; a
+// client's own tokens (client credentials) carry principalClient, so a
+// resource server that reads an absent claim as a user is never misled.
 const (
-	principalUser  = "user"
-	principalAgent = "agent"
+	principalUser   = "user"
+	principalAgent  = "agent"
+	principalClient = "client"
 )
 
 // sourceAgent marks the Client an agent authenticates as.

@@ -22,7 +22,7 @@ type introspection struct {
 	Iss       string      `json:"iss,omitempty"`
 	Jti       string      `json:"jti,omitempty"`
 	Act       *actorClaim `json:"act,omitempty"` // the full chain, newest actor outermost
-	// PrincipalType is "user" or "agent" (absent for client credentials).
+	// PrincipalType is "user", "agent" or "client".
 	PrincipalType string `json:"principal_type,omitempty"`
 }
 

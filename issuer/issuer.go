@@ -11,7 +11,7 @@
 //   - an agent acting alone (client_credentials with the agent's own
 //     credentials): sub = client_id = the agent, principal_type "agent";
 //   - a client's own token (client_credentials): sub = client_id = the
-//     client, no principal_type.
+//     client, principal_type "client".
 //
 // gid names the grant a token belongs to; Revoked(jti, gid) is how a
 // resource server learns that it was revoked.

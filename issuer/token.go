@@ -492,7 +492,8 @@ func (i *Issuer) refreshReused(ctx context.Context, grantID string) error {
 }
 
 // grantClientCredentials issues a token to a confidential client acting
-// for itself (RFC 6749 4.4): sub is the client, no refresh token. An agent
+// for itself (RFC 6749 4.4): sub is the client, principal_type client, no
+// refresh token. An agent
 // gets its own token the same way, marked principal_type agent and
 // recorded as a grant so that disabling the agent revokes it at once.
 func (i *Issuer) grantClientCredentials(ctx context.Context, f url.Values, c *Client) (*tokenResponse, error) {
@@ -504,7 +505,7 @@ func (i *Issuer) grantClientCredentials(ctx context.Context, f url.Values, c *Cl
 	if err != nil {
 		return nil, err
 	}
-	s := tokenSubject{client: c, subject: c.ID, resource: resource, scopes: scopes}
+	s := tokenSubject{client: c, subject: c.ID, resource: resource, scopes: scopes, principalType: principalClient}
 	var g *grant
 	if c.agent != nil {
 		gid, err := i.randomToken(16)
@@ -552,8 +553,8 @@ type tokenSubject struct {
 	grantID  string
 	authTime time.Time
 	nonce    string
-	// principalType overrides the claim: principalUser when user is set,
-	// none otherwise.
+	// principalType is the claim when user is nil (principalAgent,
+	// principalClient); a user's token always says principalUser.
 	principalType string
 	// notAfter, when set, caps the access token's expiry (an exchanged
 	// token never outlives its subject token).
@@ -634,7 +635,7 @@ type accessClaims struct {
 	Actor     *actorClaim      `json:"act,omitempty"`
 	MayAct    *actorClaim      `json:"may_act,omitempty"`
 	// PrincipalType is "user" for a user's tokens (delegated or not),
-	// "agent" for an agent acting alone, absent for client credentials.
+	// "agent" for an agent acting alone, "client" for a client's own.
 	PrincipalType string `json:"principal_type,omitempty"`
 	// GrantID names the grant (refresh family) the token belongs to, so a
 	// resource server can refuse tokens of a revoked grant (Issuer.Revoked).

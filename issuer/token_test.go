@@ -340,8 +340,14 @@ func TestClientCredentials(t *testing.T) {
 			}
 			_, c := claimsOf(t, a.str("access_token"))
 			id := c["client_id"]
-			if c["sub"] != id || c["aud"] != tt.wantAud || c["auth_time"] != nil {
-				t.Errorf("claims sub, client_id, aud, auth_time = %v, %v, %v, %v", c["sub"], id, c["aud"], c["auth_time"])
+			if c["sub"] != id || c["aud"] != tt.wantAud || c["auth_time"] != nil || c["principal_type"] != "client" {
+				t.Errorf("claims sub, client_id, aud, auth_time, principal_type = %v, %v, %v, %v, %v; want principal_type client",
+					c["sub"], id, c["aud"], c["auth_time"], c["principal_type"])
+			}
+			// A resource server that reads an absent principal_type as a
+			// user learns the truth from introspection too.
+			if in := e.introspect(t, a.str("access_token")); in.str("principal_type") != "client" {
+				t.Errorf("introspection = %s, want principal_type client", in.raw)
 			}
 		})
 	}
