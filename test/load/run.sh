@@ -56,14 +56,15 @@ cleanup() {
 trap cleanup EXIT
 
 caddy=${CADDY:-./caddy}
-build_note=""
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+build_note="Caddy binary $caddy (working tree at commit $commit)"
 case "${REBUILD:-0}" in
 head)
 	mkdir "$tmp/src"
 	git archive HEAD | tar -x -C "$tmp/src"
 	(cd "$tmp/src" && ./xcaddy.sh) >&2
 	caddy=$tmp/src/caddy
-	build_note=" (built from the commit)"
+	build_note="Caddy built from commit $commit"
 	;;
 1) ./xcaddy.sh >&2 ;;
 0) [ -x "$caddy" ] || ./xcaddy.sh >&2 ;;
@@ -190,7 +191,7 @@ fi
 
 report=$out/report-$upstream_mode-$proto-audit-$audit.md
 {
-	echo "Commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$build_note, Caddy $("$caddy" version | cut -d' ' -f1), $(go env GOVERSION), audit log $audit."
+	echo "$build_note, Caddy $("$caddy" version | cut -d' ' -f1), $(go env GOVERSION), audit log $audit."
 	LOAD_CLIENT_SECRET=$secret "$tmp/load" bench "${bench_flags[@]}" "$@"
 } | tee "$report"
 echo "(report saved to $report)" >&2
