@@ -57,8 +57,7 @@ type cachedJWKS struct {
 // authenticateClient authenticates the client of a back-channel request
 // (token, PAR, revocation, introspection): none (public client, client_id
 // form field), client_secret_basic, client_secret_post, private_key_jwt.
-// Exactly one method per request. Slowed per client and per address on
-// failure. Errors are *Error (invalid_client, or invalid_request for a
+// Exactly one method per request. Slowed on failure (ratelimit.go). Errors are *Error (invalid_client, or invalid_request for a
 // malformed request).
 func (i *Issuer) authenticateClient(r *http.Request) (*Client, error) {
 	if err := readForm(r); err != nil {
@@ -169,6 +168,9 @@ func (i *Issuer) authSecret(ctx context.Context, id, secret, addr string) (*Clie
 	if d := i.attemptDelay("client:"+id, addr); d > 0 {
 		return nil, tooManyAttempts(d)
 	}
+	if err := i.slowAttempt(ctx, "client:"+id); err != nil {
+		return nil, ErrTemporarilyUnavailable.Wrap(err) // the caller went away
+	}
 	c, err := i.lookupClient(ctx, id)
 	if err != nil {
 		i.recordFailure("", addr) // unknown ids count against the address only
@@ -230,7 +232,9 @@ func (i *Issuer) authAssertion(ctx context.Context, r *http.Request, formID, add
 	if formID != "" && formID != id {
 		return nil, ErrInvalidClient.WithDescription("client_id does not match the assertion")
 	}
-	if d := i.attemptDelay("client:"+id, addr); d > 0 {
+	// A signature cannot be guessed: failures count against the address
+	// only, so forged assertions cannot slow the client down.
+	if d := i.attemptDelay("", addr); d > 0 {
 		return nil, tooManyAttempts(d)
 	}
 	c, err := i.lookupClient(ctx, id)
@@ -239,7 +243,7 @@ func (i *Issuer) authAssertion(ctx context.Context, r *http.Request, formID, add
 		return nil, asInvalidClient(err)
 	}
 	fail := func(desc string) (*Client, error) {
-		i.recordFailure("client:"+id, addr)
+		i.recordFailure("", addr)
 		return nil, ErrInvalidClient.WithDescription(desc)
 	}
 	if c.TokenEndpointAuthMethod != authPrivateKeyJWT {
@@ -273,7 +277,6 @@ func (i *Issuer) authAssertion(ctx context.Context, r *http.Request, formID, add
 	if err != nil {
 		return nil, fmt.Errorf("record assertion jti: %w", err)
 	}
-	i.recordSuccess("client:"+id, addr)
 	return c, nil
 }
 

@@ -229,12 +229,12 @@ func TestPrivateKeyJWTFromJWKSURI(t *testing.T) {
 
 func TestClientAuthRateLimited(t *testing.T) {
 	e := newTokEnv(t)
-	for n := range limitFreeAccount + 1 {
+	for n := range limitFreePair + 1 {
 		if a := e.post(t, pathToken, ccForm(nil), tConf+":wrong"); a.status != http.StatusUnauthorized {
 			t.Fatalf("failure %d = %d %s, want 401", n, a.status, a.raw)
 		}
 	}
-	// Now slowed down, even with the right secret.
+	// Now blocked from this address, even with the right secret.
 	a := e.post(t, pathToken, ccForm(nil), tConf+":"+tSecret)
 	if a.status != http.StatusTooManyRequests || a.header.Get("Retry-After") != "1" {
 		t.Fatalf("while slowed = %d Retry-After %q (%s), want 429 with Retry-After 1", a.status, a.header.Get("Retry-After"), a.raw)
@@ -249,46 +249,101 @@ func TestClientAuthRateLimited(t *testing.T) {
 	}
 }
 
-func TestLimiterDecays(t *testing.T) {
+// TestPrivateKeyJWTFailuresCountPerAddress: forged assertions for a
+// private_key_jwt client block the address that sends them, never the
+// client (a signature cannot be guessed).
+func TestPrivateKeyJWTFailuresCountPerAddress(t *testing.T) {
+	e := newTokEnv(t)
+	other := jwtOtherKey(t)
+	forged := func() url.Values {
+		now := e.clock.Now()
+		tk := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{"iss": tJWT, "sub": tJWT,
+			"aud": e.iss.URL(), "exp": now.Add(time.Minute).Unix(), "jti": rand.Text()})
+		raw, err := tk.SignedString(other)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ccForm(url.Values{"client_assertion_type": {jwtBearerAssertion}, "client_assertion": {raw}})
+	}
+	attacker, client := "203.0.113.9:4000", "198.51.100.7:4000"
+	blocked := false
+	for range 3 * limitFreeAddr {
+		if code := e.serveFrom(t, attacker, forged()); code == http.StatusTooManyRequests {
+			blocked = true
+		}
+	}
+	if !blocked {
+		t.Errorf("forged assertions from one address: never 429, want the address blocked")
+	}
+	good := ccForm(url.Values{"client_assertion_type": {jwtBearerAssertion}, "client_assertion": {e.clientAssertion(t, nil)}})
+	if code := e.serveFrom(t, client, good); code != http.StatusOK {
+		t.Errorf("the client from its own address after forged assertions = %d, want 200", code)
+	}
+}
+
+// serveFrom posts form to the token endpoint as if from remote (the
+// issuer's own handler: httptest servers are all on one address).
+func (e *tokEnv) serveFrom(t *testing.T, remote string, form url.Values) int {
+	t.Helper()
+	r := httptest.NewRequest(http.MethodPost, e.iss.endpoint(pathToken), strings.NewReader(form.Encode()))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	r.RemoteAddr = remote
+	w := httptest.NewRecorder()
+	e.iss.ServeHTTP(w, r)
+	return w.Code
+}
+
+func TestLimiter(t *testing.T) {
 	clock := &tokClock{t: time.Unix(1e9, 0)}
 	i := &Issuer{}
 	i.limiter = newLimiter(clock.Now)
-	fail := func(n int) {
+	const acct, addr, other = "client:x", "192.0.2.1", "198.51.100.7"
+	fail := func(n int, from string) {
 		for range n {
-			i.recordFailure("client:x", "192.0.2.1")
+			i.recordFailure(acct, from)
 		}
 	}
-	fail(limitFreeAccount)
-	if !i.allowAttempt("client:x", "192.0.2.1") {
+	fail(limitFreePair, addr)
+	if !i.allowAttempt(acct, addr) {
 		t.Fatal("allowAttempt after the free failures = false, want true")
 	}
-	fail(4)
-	if d := i.attemptDelay("client:x", ""); d != 8*time.Second {
+	fail(4, addr)
+	if d := i.attemptDelay(acct, addr); d != 8*time.Second {
 		t.Fatalf("attemptDelay after 4 failures past the free ones = %v, want 8s (doubling)", d)
 	}
-	fail(30)
-	if d := i.attemptDelay("client:x", ""); d != limitMaxDelay {
+	fail(30, addr)
+	if d := i.attemptDelay(acct, addr); d != limitMaxDelay {
 		t.Fatalf("attemptDelay after many failures = %v, want the cap %v", d, limitMaxDelay)
+	}
+	// The account itself is never blocked elsewhere, only slowed, and
+	// by no more than limitMaxSlow.
+	if d := i.attemptDelay(acct, other); d != 0 {
+		t.Fatalf("attemptDelay from another address = %v, want 0", d)
+	}
+	if d := i.accountSlowness(acct); d != limitMaxSlow {
+		t.Fatalf("accountSlowness after many failures = %v, want %v", d, limitMaxSlow)
 	}
 	// A quiet period forgives: no permanent lockout.
 	clock.Advance(3 * time.Hour)
-	if !i.allowAttempt("client:x", "192.0.2.1") {
+	if !i.allowAttempt(acct, addr) {
 		t.Fatal("allowAttempt after 3 quiet hours = false, want true")
 	}
-	fail(1)
-	if d := i.attemptDelay("client:x", ""); d != 0 {
+	if d := i.accountSlowness(acct); d != 0 {
+		t.Fatalf("accountSlowness after 3 quiet hours = %v, want 0", d)
+	}
+	fail(1, addr)
+	if d := i.attemptDelay(acct, addr); d != 0 {
 		t.Fatalf("attemptDelay for one failure after decay = %v, want 0", d)
 	}
-	// The address has its own, higher budget.
-	for n := range limitFreeAddr + 1 {
-		i.recordFailure("", "192.0.2.1")
-		_ = n
+	// The address has its own, higher budget, over all accounts.
+	for range limitFreeAddr + 1 {
+		i.recordFailure("", addr)
 	}
-	if i.allowAttempt("client:other", "192.0.2.1") {
+	if i.allowAttempt("client:other", addr) {
 		t.Fatal("allowAttempt for a slowed address = true, want false")
 	}
-	i.recordSuccess("client:x", "192.0.2.1")
-	if i.allowAttempt("client:y", "192.0.2.1") {
+	i.recordSuccess(acct, addr)
+	if i.allowAttempt("client:y", addr) {
 		t.Fatal("a success for one account reset the address, want it kept")
 	}
 }

@@ -112,6 +112,9 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 		i.render(w, http.StatusTooManyRequests, "login", "Sign in", v, target)
 		return
 	}
+	if err := i.slowAttempt(ctx, account); err != nil {
+		return // the browser went away
+	}
 	u, err := i.lookupUser(ctx, username)
 	if err != nil {
 		u = nil

@@ -1,10 +1,13 @@
 package issuer
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -94,6 +97,86 @@ func TestLoginFailuresAreGenericAndSlowedDown(t *testing.T) {
 	resp, _ := try(bUser, bPassword)
 	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), pathConsent+"?req=") {
 		t.Fatalf("login after waiting = %d %q, want 303 to consent", resp.StatusCode, resp.Header.Get("Location"))
+	}
+}
+
+// loginFrom signs in at the login page (no pending request) as if from
+// remote, through the issuer's own handler (httptest servers are all on
+// one address), and returns the status and Retry-After of the POST.
+func (e *browserEnv) loginFrom(t *testing.T, remote, user, password string) (int, time.Duration) {
+	t.Helper()
+	r := httptest.NewRequest(http.MethodGet, e.url(pathLogin, nil), nil)
+	r.RemoteAddr = remote
+	w := httptest.NewRecorder()
+	e.iss.ServeHTTP(w, r)
+	f := findForm(t, w.Body.String(), "login")
+	v := f.hidden
+	v.Set("username", user)
+	v.Set("password", password)
+	r = httptest.NewRequest(http.MethodPost, e.srv.URL+f.action, strings.NewReader(v.Encode()))
+	r.RemoteAddr = remote
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	r.Header.Set("Origin", e.srv.URL)
+	for _, ck := range w.Result().Cookies() {
+		r.AddCookie(ck)
+	}
+	w = httptest.NewRecorder()
+	e.iss.ServeHTTP(w, r)
+	secs, _ := strconv.Atoi(w.Header().Get("Retry-After"))
+	return w.Code, time.Duration(secs) * time.Second
+}
+
+// TestLoginAttackerCannotLockOutUser: failing for alice from one address,
+// for as long as the attacker likes, slows that address down but never
+// locks alice out at hers; her attempts are only slowed, by at most
+// limitMaxSlow.
+func TestLoginAttackerCannotLockOutUser(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	var mu sync.Mutex
+	var slept []time.Duration
+	e.iss.limiter.sleep = func(_ context.Context, d time.Duration) error {
+		mu.Lock()
+		defer mu.Unlock()
+		slept = append(slept, d)
+		return nil
+	}
+	const attacker, alice = "203.0.113.9:4000", "198.51.100.7:4000"
+	// The attacker guesses for 6 hours, each time its block ends; alice
+	// signs in once an hour, right after one of its failures.
+	start := e.clock.Now()
+	guesses, nextAlice := 0, start.Add(30*time.Minute)
+	for e.clock.Now().Sub(start) < 6*time.Hour {
+		switch code, retry := e.loginFrom(t, attacker, bUser, "wrong"); code {
+		case http.StatusUnauthorized:
+			guesses++
+		case http.StatusTooManyRequests:
+			e.clock.Advance(retry)
+			continue
+		default:
+			t.Fatalf("attacker's attempt = %d, want 401 or 429", code)
+		}
+		if !e.clock.Now().Before(nextAlice) {
+			if code, _ := e.loginFrom(t, alice, bUser, bPassword); code != http.StatusSeeOther {
+				t.Fatalf("alice at her own address %v into the attack = %d, want 303", e.clock.Now().Sub(start), code)
+			}
+			nextAlice = nextAlice.Add(time.Hour)
+		}
+		e.clock.Advance(time.Second)
+	}
+	// Unthrottled, one guess a second would be 21600; the blocks settle
+	// near one guess in 100 seconds.
+	if guesses > 6*60 {
+		t.Errorf("attacker's guesses in 6 hours from one address = %d, want fewer than one a minute", guesses)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(slept) == 0 {
+		t.Errorf("alice's attempts were never slowed, want the account's failures to slow them")
+	}
+	for _, d := range slept {
+		if d <= 0 || d > limitMaxSlow {
+			t.Errorf("slowed by %v, want (0, %v]", d, limitMaxSlow)
+		}
 	}
 }
 

@@ -1,27 +1,49 @@
 package issuer
 
 import (
+	"context"
 	"math"
 	"sync"
 	"time"
 )
 
-// Brute-force slow-down. Each account (client id, username) and each source
-// address has a failure score that decays with a half-life, so a quiet
-// period forgives old failures: there is no permanent lockout. Past a few
-// free failures, each further one blocks attempts for a delay that doubles,
-// up to a cap.
+// Brute-force slow-down. Failed credential checks raise failure scores
+// that decay with a half-life, so a quiet period forgives old failures:
+// there is no permanent lockout. Three scores, with different powers:
+//
+//   - an account from one address (the pair): past a few free failures,
+//     each further one blocks that pair for a delay that doubles, up to a
+//     cap. This is what stops guessing one password from one place.
+//   - an address, over all accounts: the same, with a larger budget. This
+//     stops one place from guessing many accounts.
+//   - an account from anywhere: only slows its attempts by a short,
+//     bounded wait (limitMaxSlow), and never refuses them. Refusing would
+//     let anyone lock a user or client out for good by failing on purpose
+//     from an address of their own; the pair and address blocks already
+//     bound what each attacking address can try.
+//
+// A user who shares an address with an attacker (one NAT) shares its
+// blocks; a "known device" cookie could exempt browsers that logged in
+// before, at the price of more state. Not done: the blocks decay.
+//
+// private_key_jwt failures count against the address only: a signature
+// cannot be guessed, and counting them against the client would let
+// anyone slow a client down by sending it forged assertions.
 const (
-	limitFreeAccount = 5  // failures per account before slowing down
+	limitFreePair    = 5  // failures of one account from one address before blocking
 	limitFreeAddr    = 20 // per address (it may try many accounts)
+	limitFreeAccount = 10 // per account from anywhere before its attempts are slowed
 	limitBaseDelay   = time.Second
 	limitMaxDelay    = 5 * time.Minute
+	limitBaseSlow    = 250 * time.Millisecond
+	limitMaxSlow     = 3 * time.Second // the most an account's attempts wait
 	limitHalfLife    = 15 * time.Minute
 	limitMaxEntries  = 100_000 // memory bound; see record
 )
 
 type limiter struct {
 	now     func() time.Time
+	sleep   func(context.Context, time.Duration) error // injected by tests
 	mu      sync.Mutex
 	entries map[string]*limitEntry
 }
@@ -33,7 +55,18 @@ type limitEntry struct {
 }
 
 func newLimiter(now func() time.Time) *limiter {
-	return &limiter{now: now, entries: make(map[string]*limitEntry)}
+	return &limiter{now: now, sleep: sleepContext, entries: make(map[string]*limitEntry)}
+}
+
+func sleepContext(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (e *limitEntry) decayed(now time.Time) float64 {
@@ -52,6 +85,8 @@ func (l *limiter) delay(key string, now time.Time) time.Duration {
 	return e.blockedUntil.Sub(now)
 }
 
+// record adds a failure to key's score and, when free > 0 and the score
+// is past it, blocks key for a doubling delay.
 func (l *limiter) record(key string, free int, now time.Time) {
 	e := l.entries[key]
 	if e == nil {
@@ -68,7 +103,7 @@ func (l *limiter) record(key string, free int, now time.Time) {
 	}
 	e.score = e.decayed(now) + 1
 	e.at = now
-	if over := int(e.score) - free; over > 0 {
+	if over := int(e.score) - free; free > 0 && over > 0 {
 		d := limitMaxDelay
 		if over <= 20 {
 			d = min(limitBaseDelay<<(over-1), limitMaxDelay)
@@ -86,22 +121,24 @@ func (l *limiter) sweep(now time.Time) {
 	}
 }
 
-func accountKey(account string) string { return "a\x00" + account }
-func addrKey(addr string) string       { return "n\x00" + addr }
+func pairKey(account, addr string) string { return "p\x00" + account + "\x00" + addr }
+func accountKey(account string) string    { return "a\x00" + account }
+func addrKey(addr string) string          { return "n\x00" + addr }
 
-// attemptDelay is how long attempts for account from addr must wait; zero
-// means an attempt is allowed now. Either may be empty.
+// attemptDelay is how long attempts for account from addr are refused;
+// zero means an attempt may run now. Only the pair's and the address's
+// blocks count (see the top of this file). account may be empty.
 func (i *Issuer) attemptDelay(account, addr string) time.Duration {
 	l := i.limiter
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var d time.Duration
-	if account != "" {
-		d = l.delay(accountKey(account), now)
-	}
 	if addr != "" {
-		d = max(d, l.delay(addrKey(addr), now))
+		d = l.delay(addrKey(addr), now)
+	}
+	if account != "" {
+		d = max(d, l.delay(pairKey(account, addr), now))
 	}
 	return d
 }
@@ -112,27 +149,58 @@ func (i *Issuer) allowAttempt(account, addr string) bool {
 	return i.attemptDelay(account, addr) == 0
 }
 
-// recordFailure counts a failed credential check. account "" counts
-// against the address only (for unknown accounts, so they cannot fill
-// the table).
+// accountSlowness is how long an attempt for account waits because of
+// failures from anywhere: doubling past limitFreeAccount, at most
+// limitMaxSlow.
+func (i *Issuer) accountSlowness(account string) time.Duration {
+	l := i.limiter
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.entries[accountKey(account)]
+	if account == "" || e == nil {
+		return 0
+	}
+	over := int(e.decayed(now)) - limitFreeAccount
+	if over <= 0 {
+		return 0
+	}
+	return min(limitBaseSlow<<min(over-1, 10), limitMaxSlow)
+}
+
+// slowAttempt waits out accountSlowness before a credential check. It
+// fails only when ctx ends (the caller went away).
+func (i *Issuer) slowAttempt(ctx context.Context, account string) error {
+	if d := i.accountSlowness(account); d > 0 {
+		return i.limiter.sleep(ctx, d)
+	}
+	return nil
+}
+
+// recordFailure counts a failed credential check against the pair, the
+// address and the account. account "" counts against the address only
+// (unknown accounts, so they cannot fill the table; private_key_jwt).
 func (i *Issuer) recordFailure(account, addr string) {
 	l := i.limiter
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if account != "" {
-		l.record(accountKey(account), limitFreeAccount, now)
+		l.record(pairKey(account, addr), limitFreePair, now)
+		l.record(accountKey(account), 0, now)
 	}
 	if addr != "" {
 		l.record(addrKey(addr), limitFreeAddr, now)
 	}
 }
 
-// recordSuccess clears the account's failures. The address keeps its
-// score: one valid account must not reset guessing at others.
-func (i *Issuer) recordSuccess(account, _ string) {
+// recordSuccess clears the pair's failures. The address keeps its score
+// (one valid account must not reset guessing at others), and so does the
+// account (the right password from one place must not reset guessing
+// from others); both decay.
+func (i *Issuer) recordSuccess(account, addr string) {
 	l := i.limiter
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	delete(l.entries, accountKey(account))
+	delete(l.entries, pairKey(account, addr))
 }
