@@ -90,35 +90,37 @@ func (i *Issuer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		i.errorPage(w, http.StatusBadRequest, "Invalid redirect URI", msg)
 		return
 	}
-	// From here on, errors go back to the client's redirect URI.
+	// From here on, errors go back to the client's redirect URI, if the
+	// client may have them unprompted (earlyError).
 	state := params.Get("state")
+	fail := func(err error) { i.earlyError(w, r, c, redirectURI, state, err) }
 	ar, err := i.parseAuthorize(ctx, c, params, usedPAR)
 	if err != nil {
-		i.redirectError(w, r, redirectURI, state, err)
+		fail(err)
 		return
 	}
 	ar.RedirectURI, ar.RedirectParam = redirectURI, redirectParam
 
 	s, _, err := i.currentSession(r)
 	if err != nil {
-		i.redirectError(w, r, redirectURI, state, ErrServerError.Wrap(err))
+		fail(ErrServerError.Wrap(err))
 		return
 	}
 	loggedIn := s != nil && s.User != ""
 	if ar.prompt("none") && !loggedIn {
-		i.redirectError(w, r, redirectURI, state, &Error{Code: "login_required", Description: "the user is not logged in"})
+		fail(&Error{Code: "login_required", Description: "the user is not logged in"})
 		return
 	}
 	if !loggedIn || ar.prompt("login") {
 		if s == nil {
 			if s, err = i.ensureSession(w, r); err != nil {
-				i.redirectError(w, r, redirectURI, state, ErrServerError.Wrap(err))
+				fail(ErrServerError.Wrap(err))
 				return
 			}
 		}
 		id, err := i.savePending(ctx, s, ar)
 		if err != nil {
-			i.redirectError(w, r, redirectURI, state, ErrServerError.Wrap(err))
+			fail(ErrServerError.Wrap(err))
 			return
 		}
 		i.seeOther(w, r, i.base+pathLogin+"?req="+url.QueryEscape(id))
@@ -441,10 +443,14 @@ func (i *Issuer) pendingGonePage(w http.ResponseWriter) {
 // pendingID "").
 func (i *Issuer) proceed(w http.ResponseWriter, r *http.Request, s *session, ar *authRequest, pendingID string) {
 	ctx := r.Context()
+	var c *Client
 	fail := func(err error) {
-		if pendingID != "" {
-			i.deletePending(ctx, pendingID)
+		if pendingID == "" {
+			// Straight from /authorize: the user has seen no page yet.
+			i.earlyError(w, r, c, ar.RedirectURI, ar.State, err)
+			return
 		}
+		i.deletePending(ctx, pendingID)
 		i.redirectError(w, r, ar.RedirectURI, ar.State, err)
 	}
 	c, u, err := i.requestParties(ctx, s, ar)
@@ -504,6 +510,7 @@ func (i *Issuer) requestScopes(ctx context.Context, c *Client, u *User, ar *auth
 }
 
 // requestParties loads the client and the logged-in user of a request.
+// The client is returned even when the user is not available.
 func (i *Issuer) requestParties(ctx context.Context, s *session, ar *authRequest) (*Client, *User, error) {
 	c, err := i.lookupClient(ctx, ar.ClientID)
 	if err != nil {
@@ -511,7 +518,7 @@ func (i *Issuer) requestParties(ctx context.Context, s *session, ar *authRequest
 	}
 	u, err := i.lookupUser(ctx, s.User)
 	if err != nil {
-		return nil, nil, ErrAccessDenied.WithDescription("the user account is not available").Wrap(err)
+		return c, nil, ErrAccessDenied.WithDescription("the user account is not available").Wrap(err)
 	}
 	return c, u, nil
 }
@@ -587,6 +594,37 @@ func (i *Issuer) issueCode(ctx context.Context, s *session, ar *authRequest, pen
 		return "", err
 	}
 	return code, nil
+}
+
+// earlyError answers an authorization error raised before the user has
+// seen any page of this request. An operator's client (config, admin) gets
+// the error at its redirect URI (RFC 6749 section 4.1.2.1). A
+// self-registered one (DCR, CIMD), or one that could not be loaded, gets
+// an error page instead: anyone can register any redirect URI, and
+// sending browsers there unprompted would make /authorize an open
+// redirector (RFC 9700 section 4.11.2). After the user has seen the login
+// or consent page, which name the client, errors redirect as usual.
+func (i *Issuer) earlyError(w http.ResponseWriter, r *http.Request, c *Client, redirectURI, state string, err error) {
+	if c != nil && !c.selfRegistered() {
+		i.redirectError(w, r, redirectURI, state, err)
+		return
+	}
+	var e *Error
+	if !errors.As(err, &e) {
+		e = ErrServerError
+	}
+	status := http.StatusBadRequest
+	if e.Code == ErrServerError.Code {
+		if e.Err != nil {
+			i.log.Error("authorize", zap.Error(e.Err))
+		}
+		status = http.StatusInternalServerError
+	}
+	msg := "The application's request cannot be completed (" + e.Code + ")."
+	if e.Description != "" {
+		msg = "The application's request cannot be completed: " + e.Description + " (" + e.Code + ")."
+	}
+	i.errorPage(w, status, "Request not accepted", msg)
 }
 
 // redirectError sends an authorization error response to the client

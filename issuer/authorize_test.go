@@ -411,3 +411,65 @@ func TestAuthorizePAREndpoint(t *testing.T) {
 		t.Fatalf("replayed request_uri: status %d, want 400", resp.StatusCode)
 	}
 }
+
+// TestAuthorizeSelfRegisteredErrorPage: a self-registered client (DCR,
+// CIMD) can name any redirect URI, so errors raised before the user has
+// seen a page get an error page, never a redirect (no open redirector).
+// Once the user has seen the login or consent page, errors redirect.
+func TestAuthorizeSelfRegisteredErrorPage(t *testing.T) {
+	e, host := newCIMDEnv(t, true, nil)
+	const land = "https://evil.example/land"
+	resp, out := e.register(t, `{"client_name":"Evil","redirect_uris":["`+land+`"],"token_endpoint_auth_method":"none"}`)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("register = %d %v", resp.StatusCode, out)
+	}
+	dcrID := out["client_id"].(string)
+	cimdID := host.doc("/evil.json", "", func(id string) string {
+		return `{"client_id":"` + id + `","client_name":"Evil","redirect_uris":["` + land + `"],"token_endpoint_auth_method":"none"}`
+	})
+	loggedIn := e.browser()
+	if _, err := e.robot(loggedIn, e.url(pathAuthorize, authParams(testChallenge)), bRedirect, bUser, bPassword, "approve"); err != nil {
+		t.Fatalf("log in: %v", err)
+	}
+	tests := []struct {
+		name   string
+		c      *http.Client
+		mutate func(url.Values)
+	}{
+		{"bad response_type", e.browser(), func(v url.Values) { v.Set("response_type", "bogus") }},
+		{"no PKCE", e.browser(), func(v url.Values) { v.Del("code_challenge") }},
+		{"prompt none without session", e.browser(), func(v url.Values) { v.Set("prompt", "none") }},
+		{"unknown resource", e.browser(), func(v url.Values) { v.Set("resource", "https://unknown.example/mcp") }},
+		{"prompt none without consent", loggedIn, func(v url.Values) { v.Set("prompt", "none") }},
+		{"no grantable scope for the user", loggedIn, func(v url.Values) { v.Set("scope", "admin") }},
+	}
+	for _, cl := range []struct{ kind, id string }{{"dcr", dcrID}, {"cimd", cimdID}} {
+		for _, tt := range tests {
+			t.Run(cl.kind+" "+tt.name, func(t *testing.T) {
+				p := authParams(testChallenge)
+				p.Set("client_id", cl.id)
+				p.Set("redirect_uri", land)
+				tt.mutate(p)
+				resp, err := tt.c.Get(e.url(pathAuthorize, p))
+				if err != nil {
+					t.Fatal(err)
+				}
+				body := readBody(t, resp)
+				if loc := resp.Header.Get("Location"); loc != "" || resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "<h1>") {
+					t.Errorf("authorize = %d Location %q, want a 400 error page and no redirect", resp.StatusCode, loc)
+				}
+			})
+		}
+	}
+	// After the login and consent pages, a denial goes back to the client.
+	p := authParams(testChallenge)
+	p.Set("client_id", dcrID)
+	p.Set("redirect_uri", land)
+	cb, err := e.robot(e.browser(), e.url(pathAuthorize, p), land, bUser, bPassword, "deny")
+	if err != nil {
+		t.Fatalf("robot: %v", err)
+	}
+	if q := cb.Query(); q.Get("error") != "access_denied" || q.Get("state") != "st-123" || q.Get("iss") != e.iss.URL() {
+		t.Errorf("denied callback = %s, want access_denied with state and iss", cb)
+	}
+}
