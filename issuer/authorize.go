@@ -463,7 +463,7 @@ func (i *Issuer) proceed(w http.ResponseWriter, r *http.Request, s *session, ar 
 		fail(err)
 		return
 	}
-	if !ar.prompt("consent") {
+	if !ar.prompt("consent") && !consentEveryTime(c, ar.RedirectURI) {
 		ok, err := i.hasConsent(ctx, u.Username, c.ID, resource, ar.Actor, scopes)
 		if err != nil {
 			fail(ErrServerError.Wrap(err))

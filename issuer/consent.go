@@ -192,6 +192,21 @@ func localOnly(c *Client) bool {
 	return true
 }
 
+// consentEveryTime reports whether remembered consent must not be used
+// for c redirecting to redirectURI: a public self-registered client whose
+// redirect URI is on the user's machine (loopback or a private-use
+// scheme) cannot prove who it is, since any local program can claim its
+// client_id and receive the code, so the user decides every time
+// (RFC 8252 section 8.6; MCP "Localhost Redirect URI Risks").
+// Operators' clients keep remembered consent.
+func consentEveryTime(c *Client, redirectURI string) bool {
+	if !c.selfRegistered() || !c.Public() {
+		return false
+	}
+	k, err := classifyRedirectURI(redirectURI)
+	return err != nil || k != redirectWeb
+}
+
 // hasConsent reports whether the user already approved at least scopes for
 // this client, resource and actor.
 func (i *Issuer) hasConsent(ctx context.Context, user, clientID, resource, actor string, scopes []string) (bool, error) {

@@ -185,3 +185,67 @@ func TestConsentUserWithoutScopes(t *testing.T) {
 		t.Errorf("pending = %d, want 0", n)
 	}
 }
+
+// TestConsentEveryTimeForLocalPublicClients: a self-registered public
+// client with a loopback or private-use redirect URI cannot prove its
+// identity, so the consent page comes every time and prompt=none fails;
+// operator clients and web redirect URIs keep remembered consent.
+func TestConsentEveryTimeForLocalPublicClients(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	register := func(body string) string {
+		t.Helper()
+		resp, out := e.register(t, body)
+		if resp.StatusCode != http.StatusCreated {
+			t.Fatalf("register = %d %v", resp.StatusCode, out)
+		}
+		return out["client_id"].(string)
+	}
+	loopback := register(`{"client_name":"CLI","redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"none"}`)
+	custom := register(`{"client_name":"App","redirect_uris":["com.example.app:/cb"],"token_endpoint_auth_method":"none"}`)
+	web := register(`{"client_name":"Web","redirect_uris":["https://app.example.com/dcr"],"token_endpoint_auth_method":"none"}`)
+	tests := []struct {
+		name, client, redirect string
+		remembered             bool
+	}{
+		{"dcr loopback", loopback, "http://127.0.0.1:4567/cb", false},
+		{"dcr private-use scheme", custom, "com.example.app:/cb", false},
+		{"dcr web", web, "https://app.example.com/dcr", true},
+		{"configured loopback", bClientID, bRedirect, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := e.browser()
+			p := authParams(testChallenge)
+			p.Set("client_id", tt.client)
+			p.Set("redirect_uri", tt.redirect)
+			if _, err := e.robot(c, e.url(pathAuthorize, p), tt.redirect, bUser, bPassword, "approve"); err != nil {
+				t.Fatalf("first authorization: %v", err)
+			}
+			resp, err := c.Get(e.url(pathAuthorize, p))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			loc := resp.Header.Get("Location")
+			if got := strings.HasPrefix(loc, tt.redirect); got != tt.remembered {
+				t.Fatalf("second authorization: Location %q, want remembered consent = %v", loc, tt.remembered)
+			}
+			if !tt.remembered && !strings.HasPrefix(loc, pathConsent+"?req=") {
+				t.Fatalf("second authorization: Location %q, want the consent page", loc)
+			}
+			p.Set("prompt", "none")
+			resp, err = c.Get(e.url(pathAuthorize, p))
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := readBody(t, resp)
+			if tt.remembered {
+				if !strings.Contains(resp.Header.Get("Location"), "code=") {
+					t.Errorf("prompt=none: Location %q, want a code", resp.Header.Get("Location"))
+				}
+			} else if resp.Header.Get("Location") != "" || !strings.Contains(body, "consent_required") {
+				t.Errorf("prompt=none: %d Location %q, want an error page saying consent_required", resp.StatusCode, resp.Header.Get("Location"))
+			}
+		})
+	}
+}
