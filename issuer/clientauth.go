@@ -213,8 +213,13 @@ func validSecretHash(s string) bool {
 }
 
 // authAssertion checks private_key_jwt (RFC 7523 sections 2.2 and 3):
-// iss = sub = client_id, aud = the issuer or the endpoint, exp required,
-// jti used once, signed by one of the client's keys with a pinned alg.
+// iss = sub = client_id, exp required, jti used once, signed by one of the
+// client's keys with a pinned alg. aud must be one value: the issuer
+// identifier (what draft-ietf-oauth-rfc7523bis requires), or, for clients
+// written to RFC 7523 and RFC 9126, the token endpoint URL or the URL of
+// the endpoint the request went to (PAR, revocation, introspection). A
+// list with any other value is refused: an assertion addressed to several
+// servers could have been replayed from one of them.
 func (i *Issuer) authAssertion(ctx context.Context, r *http.Request, formID, addr string) (*Client, error) {
 	f := r.PostForm
 	if f.Get("client_assertion_type") != jwtBearerAssertion {
@@ -259,6 +264,9 @@ func (i *Issuer) authAssertion(ctx context.Context, r *http.Request, formID, add
 		jwt.WithExpirationRequired(), jwt.WithTimeFunc(i.now), jwt.WithLeeway(30*time.Second))
 	if err != nil {
 		return fail("client assertion is not valid")
+	}
+	if len(claims.Audience) != 1 {
+		return fail("client assertion aud must be a single value")
 	}
 	now := i.now()
 	exp := claims.ExpiresAt.Time

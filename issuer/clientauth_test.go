@@ -121,7 +121,12 @@ func TestPrivateKeyJWT(t *testing.T) {
 		ok     bool
 	}{
 		{name: "aud is the issuer", mutate: func(c jwt.MapClaims, _ *jwt.Token) { c["aud"] = e.iss.URL() }, ok: true},
-		{name: "aud list with the token endpoint", mutate: func(c jwt.MapClaims, _ *jwt.Token) { c["aud"] = []string{"x", e.iss.endpoint(pathToken)} }, ok: true},
+		{name: "aud is the issuer in a list", mutate: func(c jwt.MapClaims, _ *jwt.Token) { c["aud"] = []string{e.iss.URL()} }, ok: true},
+		{name: "aud list with another server", mutate: func(c jwt.MapClaims, _ *jwt.Token) {
+			c["aud"] = []string{"https://as.example.com", e.iss.endpoint(pathToken)}
+		}},
+		{name: "aud list of the issuer and the endpoint", mutate: func(c jwt.MapClaims, _ *jwt.Token) { c["aud"] = []string{e.iss.URL(), e.iss.endpoint(pathToken)} }},
+		{name: "aud is another endpoint", mutate: func(c jwt.MapClaims, _ *jwt.Token) { c["aud"] = e.iss.endpoint(pathRevoke) }},
 		{name: "matching client_id param", extra: url.Values{"client_id": {tJWT}}, ok: true},
 		{name: "no kid", mutate: func(_ jwt.MapClaims, tk *jwt.Token) { delete(tk.Header, "kid") }, ok: true},
 		{name: "wrong aud", mutate: func(c jwt.MapClaims, _ *jwt.Token) { c["aud"] = "https://elsewhere.example.com/token" }},
@@ -170,6 +175,15 @@ func TestPrivateKeyJWT(t *testing.T) {
 				t.Fatalf("private_key_jwt = %d %s, want ok = %v (else 401 invalid_client)", a.status, a.raw, tt.ok)
 			}
 		})
+	}
+	// At another endpoint, its own URL is an accepted aud too (RFC 9126
+	// says so for PAR); the token endpoint's still is.
+	for _, aud := range []string{e.iss.endpoint(pathRevoke), e.iss.endpoint(pathToken), e.iss.URL()} {
+		raw := e.clientAssertion(t, func(c jwt.MapClaims, _ *jwt.Token) { c["aud"] = aud })
+		a := e.post(t, pathRevoke, url.Values{"token": {"unknown"}, "client_assertion_type": {jwtBearerAssertion}, "client_assertion": {raw}}, "")
+		if a.status != 200 {
+			t.Errorf("revoke with aud %s = %d %s, want 200", aud, a.status, a.raw)
+		}
 	}
 }
 
