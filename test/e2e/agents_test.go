@@ -357,6 +357,50 @@ func (e *agentEnv) revoke(ctx context.Context, t *testing.T, id, secret, token s
 	}
 }
 
+// introspect introspects token as the confidential client svc.
+func (e *agentEnv) introspect(ctx context.Context, t *testing.T, token string, out any) int {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.md.IntrospectionEndpoint,
+		strings.NewReader(url.Values{"token": {token}}.Encode()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(svcID, svcSecret)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("POST %s: %v", e.md.IntrospectionEndpoint, err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		t.Fatalf("introspection answer: status %d: %v", resp.StatusCode, err)
+	}
+	return resp.StatusCode
+}
+
+// metadataString reads one string field of the issuer's metadata.
+func (e *agentEnv) metadataString(ctx context.Context, t *testing.T, field string) string {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.issuer+"/.well-known/oauth-authorization-server", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+		t.Fatalf("metadata: %v", err)
+	}
+	v, _ := m[field].(string)
+	if v == "" {
+		t.Fatalf("metadata has no %s", field)
+	}
+	return v
+}
+
 // ---- authorization code flow ----
 
 // hostConfig is the public MCP client's configuration.
@@ -374,6 +418,28 @@ func (e *agentEnv) authRequest(cfg *oauth2.Config, actor string) harness.AuthReq
 		opts = append(opts, oauth2.SetAuthURLParam("requested_actor", actor))
 	}
 	return harness.AuthRequest{URL: cfg.AuthCodeURL(state, opts...), State: state, Verifier: verifier, Resource: e.resource}
+}
+
+// pushed pushes an authorization request naming actor (RFC 9126) for the
+// public client and returns the authorization URL that refers to it.
+func (e *agentEnv) pushed(ctx context.Context, t *testing.T, actor string, scopes ...string) harness.AuthRequest {
+	t.Helper()
+	verifier, state := oauth2.GenerateVerifier(), oauth2.GenerateVerifier()[:22]
+	var par struct {
+		RequestURI string `json:"request_uri"`
+	}
+	status, err := harness.PostForm(ctx, http.DefaultClient, e.metadataString(ctx, t, "pushed_authorization_request_endpoint"), url.Values{
+		"client_id": {hostID}, "response_type": {"code"}, "redirect_uri": {redirectURI}, "scope": {strings.Join(scopes, " ")},
+		"state": {state}, "code_challenge": {oauth2.S256ChallengeFromVerifier(verifier)}, "code_challenge_method": {"S256"},
+		"resource": {e.resource}, "requested_actor": {actor},
+	}, &par)
+	if err != nil || status != http.StatusCreated || par.RequestURI == "" {
+		t.Fatalf("PAR with requested_actor: status %d, request_uri %q, %v; want 201 with a request_uri", status, par.RequestURI, err)
+	}
+	return harness.AuthRequest{
+		URL:   e.md.AuthorizationEndpoint + "?" + url.Values{"client_id": {hostID}, "request_uri": {par.RequestURI}}.Encode(),
+		State: state, Verifier: verifier, Resource: e.resource,
+	}
 }
 
 // code drives login and consent with robot and returns the code.
@@ -846,6 +912,58 @@ func TestAgentPatterns(t *testing.T) {
 		}
 	})
 
+	t.Run("requested_actor through PAR", func(t *testing.T) {
+		cfg := e.hostConfig(hostID, scopeTools)
+		ar := e.pushed(ctx, t, agentA, scopeTools)
+		code := e.code(ctx, t, alice, ar)
+		if text := lastConsent(t, alice).Text(); !strings.Contains(text, agentAName) || !strings.Contains(text, hostName) {
+			t.Errorf("consent page of a pushed requested_actor request does not name %q and %q: %s", hostName, agentAName, text)
+		}
+		if _, err := redeem(ctx, cfg, ar, code, "", ""); oauthErrorCode(err) != "invalid_grant" {
+			t.Errorf("redeem of a pushed requested_actor code without actor_token: %v, want invalid_grant", err)
+		}
+		ar = e.pushed(ctx, t, agentA, scopeTools)
+		tok, err := redeem(ctx, cfg, ar, e.code(ctx, t, alice, ar), ownA, typeAccessToken)
+		if err != nil {
+			t.Fatalf("redeem of a pushed requested_actor code: %v", err)
+		}
+		e.audit.secret(tok.AccessToken)
+		checkShape(t, "delegated token (PAR)", tok.AccessToken, shape{sub: username, clientID: hostID, principalType: "user", act: []string{agentA}})
+	})
+
+	t.Run("introspection and userinfo show the delegation", func(t *testing.T) {
+		tok := e.delegate(ctx, t, alice, agentA, ownA, scopeTools, "openid")
+		var in struct {
+			Active        bool           `json:"active"`
+			Sub           string         `json:"sub"`
+			ClientID      string         `json:"client_id"`
+			PrincipalType string         `json:"principal_type"`
+			Act           map[string]any `json:"act"`
+		}
+		status := e.introspect(ctx, t, tok.AccessToken, &in)
+		if status != http.StatusOK || !in.Active || in.Sub != username || in.ClientID != hostID || in.PrincipalType != "user" || in.Act["sub"] != agentA {
+			t.Errorf("introspection of the delegated token: status %d, %+v; want active, sub %s, client_id %s, principal_type user, act.sub %s",
+				status, in, username, hostID, agentA)
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.metadataString(ctx, t, "userinfo_endpoint"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var ui map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&ui); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("userinfo with the delegated token: status %d, %v", resp.StatusCode, err)
+		}
+		if act, _ := ui["act"].(map[string]any); ui["sub"] != username || act["sub"] != agentA {
+			t.Errorf("userinfo = %v, want sub %s and act.sub %s", ui, username, agentA)
+		}
+	})
+
 	t.Run("agent on behalf of a user via token exchange", func(t *testing.T) {
 		if userTok == "" {
 			t.Skip("needs the user token of pattern A")
@@ -876,6 +994,15 @@ func TestAgentPatterns(t *testing.T) {
 		}
 		chain := []string{agentB, agentA} // newest actor outermost
 		checkShape(t, "chained token", a.AccessToken, shape{sub: username, clientID: hostID, principalType: "user", act: chain})
+		var in struct {
+			Active bool           `json:"active"`
+			Act    map[string]any `json:"act"`
+		}
+		e.introspect(ctx, t, a.AccessToken, &in)
+		inner, _ := in.Act["act"].(map[string]any)
+		if !in.Active || in.Act["sub"] != agentB || inner["sub"] != agentA {
+			t.Errorf("introspection of the chained token: %+v, want active with act {sub %s, act {sub %s}}", in, agentB, agentA)
+		}
 		both := auditEvent{Principal: username, Client: hostID, Act: chain, PrincipalType: "user", Decision: "allow", Rule: toolPlain}
 		checkAudit(t, e.callSDK(ctx, t, a.AccessToken, toolPlain), both)
 
@@ -1198,6 +1325,90 @@ func TestAgentRegisteredAtRuntime(t *testing.T) {
 	if tr.Status != http.StatusBadRequest || tr.Error != "invalid_grant" {
 		t.Errorf("refresh after the user revoked the delegation = %v, want 400 invalid_grant", tr)
 	}
+
+	// The rest of the agent's life cycle through the admin API.
+	secret := added.Secret
+	t.Run("rotate secret", func(t *testing.T) {
+		var rot struct {
+			Secret string `json:"secret"`
+		}
+		if status := e.adminJSON(ctx, t, http.MethodPost, "/mcp-auth/agents/"+rtAgent+"/secret", nil, &rot); status != http.StatusOK || rot.Secret == "" {
+			t.Fatalf("rotate secret: status %d, want 200 with a new secret", status)
+		}
+		e.audit.secret(rot.Secret)
+		if a := e.clientCredentials(ctx, t, rtAgent, secret); a.Status != http.StatusUnauthorized || a.Error != "invalid_client" {
+			t.Errorf("client_credentials with the rotated-out secret = %v, want 401 invalid_client", a)
+		}
+		if a := e.clientCredentials(ctx, t, rtAgent, rot.Secret); a.Status != http.StatusOK {
+			t.Errorf("client_credentials with the new secret = %v, want 200", a)
+		}
+		secret = rot.Secret
+	})
+	t.Run("disable and enable", func(t *testing.T) {
+		own := e.ownToken(ctx, t, rtAgent, secret)
+		if status := e.adminJSON(ctx, t, http.MethodPost, "/mcp-auth/agents/"+rtAgent+"/disable", nil, nil); status != http.StatusNoContent {
+			t.Fatalf("disable: status %d, want 204", status)
+		}
+		if resp, body, _ := e.callRaw(ctx, t, own, toolPlain); resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("a disabled agent's own token at the gateway: status %d, want 401; body %s", resp.StatusCode, body)
+		}
+		if a := e.clientCredentials(ctx, t, rtAgent, secret); a.Status == http.StatusOK {
+			t.Errorf("client_credentials of a disabled agent = %v, want a refusal", a)
+		}
+		ar := e.authRequest(e.hostConfig(hostID, scopeTools), rtAgent)
+		if q, err := alice.Authorize(ctx, ar.URL); err != nil || q.Has("code") || q.Get("error") != "invalid_request" {
+			t.Errorf("requested_actor of a disabled agent: %q, %v; want error=invalid_request", redact("?"+q.Encode()), err)
+		}
+		if status := e.adminJSON(ctx, t, http.MethodPost, "/mcp-auth/agents/"+rtAgent+"/enable", nil, nil); status != http.StatusNoContent {
+			t.Fatalf("enable: status %d, want 204", status)
+		}
+		if a := e.clientCredentials(ctx, t, rtAgent, secret); a.Status != http.StatusOK {
+			t.Errorf("client_credentials of the enabled agent = %v, want 200", a)
+		}
+	})
+	t.Run("configured agents are read-only", func(t *testing.T) {
+		var list []map[string]any
+		if status := e.adminJSON(ctx, t, http.MethodGet, "/mcp-auth/agents", nil, &list); status != http.StatusOK {
+			t.Fatalf("list agents: status %d", status)
+		}
+		sources := map[string]any{}
+		for _, a := range list {
+			sources[fmt.Sprint(a["agent_id"])] = a["source"]
+			if _, has := a["secret"]; has {
+				t.Errorf("agent list shows a secret for %v", a["agent_id"])
+			}
+		}
+		if want := map[string]any{agentA: "config", agentB: "config", rtAgent: "admin"}; fmt.Sprint(sources) != fmt.Sprint(want) {
+			t.Errorf("agent sources = %v, want %v", sources, want)
+		}
+		for _, tc := range []struct{ method, path string }{
+			{http.MethodDelete, "/mcp-auth/agents/" + agentA},
+			{http.MethodPost, "/mcp-auth/agents/" + agentA + "/disable"},
+			{http.MethodPost, "/mcp-auth/agents/" + agentA + "/secret"},
+		} {
+			if status := e.adminJSON(ctx, t, tc.method, tc.path, nil, nil); status != http.StatusConflict {
+				t.Errorf("%s %s: status %d, want 409", tc.method, tc.path, status)
+			}
+		}
+		if a := e.clientCredentials(ctx, t, agentA, agentASecret); a.Status != http.StatusOK {
+			t.Errorf("client_credentials of %s after the refused changes = %v, want 200", agentA, a)
+		}
+	})
+	t.Run("remove", func(t *testing.T) {
+		own := e.ownToken(ctx, t, rtAgent, secret)
+		if status := e.adminJSON(ctx, t, http.MethodDelete, "/mcp-auth/agents/"+rtAgent, nil, nil); status != http.StatusNoContent {
+			t.Fatalf("remove: status %d, want 204", status)
+		}
+		if status := e.adminJSON(ctx, t, http.MethodGet, "/mcp-auth/agents/"+rtAgent, nil, nil); status != http.StatusNotFound {
+			t.Errorf("show a removed agent: status %d, want 404", status)
+		}
+		if resp, body, _ := e.callRaw(ctx, t, own, toolPlain); resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("a removed agent's own token at the gateway: status %d, want 401; body %s", resp.StatusCode, body)
+		}
+		if a := e.clientCredentials(ctx, t, rtAgent, secret); a.Status != http.StatusUnauthorized || a.Error != "invalid_client" {
+			t.Errorf("client_credentials of a removed agent = %v, want 401 invalid_client", a)
+		}
+	})
 }
 
 // adminJSON calls the admin API and decodes its JSON answer into out.
@@ -1225,8 +1436,18 @@ func (e *agentEnv) adminJSON(ctx context.Context, t *testing.T, method, path str
 	if err != nil {
 		t.Fatal(err)
 	}
+	if out == nil {
+		return resp.StatusCode
+	}
 	if err := json.Unmarshal(b, out); err != nil {
 		t.Fatalf("%s %s: status %d, body %.300q: %v", method, path, resp.StatusCode, b, err)
 	}
 	return resp.StatusCode
+}
+
+// clientCredentials is the status and error of a client credentials
+// request as id.
+func (e *agentEnv) clientCredentials(ctx context.Context, t *testing.T, id, secret string) tokenAnswer {
+	t.Helper()
+	return e.tokenRequest(ctx, t, id, secret, url.Values{"grant_type": {"client_credentials"}, "resource": {e.resource}})
 }
