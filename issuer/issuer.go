@@ -23,6 +23,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -180,8 +181,15 @@ func parseIssuerURL(s string) (*url.URL, error) {
 	return u, nil
 }
 
+// isLoopbackHost reports whether a URL host (without port) is "localhost"
+// or a loopback IP literal. Names are not resolved: "127.evil.example" is
+// whatever its DNS says, not loopback.
 func isLoopbackHost(h string) bool {
-	return h == "localhost" || h == "127.0.0.1" || h == "::1" || strings.HasPrefix(h, "127.")
+	if h == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(h)
+	return err == nil && ip.Zone() == "" && ip.Unmap().IsLoopback()
 }
 
 func applyDefaults(c *Config) {

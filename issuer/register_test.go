@@ -88,6 +88,8 @@ func TestRegisterValidation(t *testing.T) {
 		{"javascript scheme", `{"redirect_uris":["javascript:alert(1)"],"application_type":"native"}`, "invalid_redirect_uri"},
 		{"custom scheme for web", `{"redirect_uris":["com.example.app:/cb"],"application_type":"web"}`, "invalid_redirect_uri"},
 		{"loopback for web", `{"redirect_uris":["http://127.0.0.1/cb"],"application_type":"web"}`, "invalid_redirect_uri"},
+		{"http on a 127. name", `{"redirect_uris":["http://127.evil.example/cb"],"token_endpoint_auth_method":"none"}`, "invalid_redirect_uri"},
+		{"http on a 127.0.0.1. name", `{"redirect_uris":["http://127.0.0.1.nip.io/cb"],"token_endpoint_auth_method":"none"}`, "invalid_redirect_uri"},
 		{"userinfo", `{"redirect_uris":["https://u:p@a.example/cb"]}`, "invalid_redirect_uri"},
 		{"unknown application_type", `{"redirect_uris":["https://a.example/cb"],"application_type":"desktop"}`, "invalid_client_metadata"},
 		{"implicit grant", `{"redirect_uris":["https://a.example/cb"],"grant_types":["implicit"]}`, "invalid_client_metadata"},
@@ -177,5 +179,36 @@ func TestRegisterDisabled(t *testing.T) {
 	}
 	if n := e.count(bucketClients); n != 0 {
 		t.Errorf("clients = %d, want 0", n)
+	}
+}
+
+func TestIsLoopbackHost(t *testing.T) {
+	for _, tt := range []struct {
+		host string
+		want bool
+	}{
+		{"localhost", true},
+		{"127.0.0.1", true},
+		{"127.1.2.3", true},
+		{"::1", true},
+		{"::ffff:127.0.0.1", true},
+		{"127.evil.example", false},
+		{"127.0.0.1.nip.io", false},
+		{"localhost.", false},
+		{"localhost.evil.example", false},
+		{"::1%eth0", false},
+		{"0.0.0.0", false},
+		{"192.0.2.1", false},
+		{"", false},
+	} {
+		if got := isLoopbackHost(tt.host); got != tt.want {
+			t.Errorf("isLoopbackHost(%q) = %v, want %v", tt.host, got, tt.want)
+		}
+	}
+	// The issuer URL may be http only on a loopback host.
+	for _, s := range []string{"http://127.evil.example", "http://127.0.0.1.nip.io/t1"} {
+		if _, err := parseIssuerURL(s); err == nil {
+			t.Errorf("parseIssuerURL(%q) succeeded, want an error", s)
+		}
 	}
 }
