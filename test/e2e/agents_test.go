@@ -39,16 +39,18 @@ const (
 	hostID       = "agent-host" // the MCP client (public, PKCE)
 	hostName     = "Agent Host App"
 	otherHostID  = "other-host" // a client agent-a may not act for
+	webHostID    = "web-host"   // a client whose consent is remembered (not loopback)
 	svcID        = "svc"        // a confidential client (client credentials)
 	svcSecret    = "svc-secret-3f9c1e0a7b5d4c2e8f6a9b0c1d2e3f4a"
-	agentA       = "agent-a" // may head chains of 1, only for hostID
+	agentA       = "agent-a" // may head chains of 1, not for otherHostID
 	agentAName   = "Planner Agent"
 	agentASecret = "agent-a-secret-6b1d9e2f0a3c4b5d6e7f8091a2b3c4d5"
 	agentB       = "agent-b" // may head chains of 2
 	agentBName   = "Reviewer Agent"
 	agentBSecret = "agent-b-secret-0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 
-	scopeTools = "mcp:tools"
+	scopeTools     = "mcp:tools"
+	webRedirectURI = "https://app.example.com/callback"
 
 	auditLoggerName = "http.handlers.mcp_gateway.audit"
 	grantExchange   = "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -182,6 +184,11 @@ var agentsCaddyfile = template.Must(template.New("Caddyfile").Parse(`{
 			public
 			redirect_uri {{.RedirectURI}}
 		}
+		client {{.WebHostID}} {
+			name "Web Host"
+			public
+			redirect_uri {{.WebRedirectURI}}
+		}
 		client {{.SvcID}} {
 			name "Backend Service"
 			secret {{.SvcHash}}
@@ -190,7 +197,7 @@ var agentsCaddyfile = template.Must(template.New("Caddyfile").Parse(`{
 		agent {{.AgentA}} {
 			name "{{.AgentAName}}"
 			secret {{.AgentAHash}}
-			allowed_clients {{.HostID}}
+			allowed_clients {{.HostID}} {{.WebHostID}}
 			max_depth 1
 		}
 		agent {{.AgentB}} {
@@ -237,6 +244,7 @@ func (e *agentEnv) caddyfile(admin string) string {
 		"Issuer": e.issuer, "TTL": e.ttl, "User": username, "OtherUser": otherUser, "Hash": e.hash,
 		"Tools": scopeTools, "Read": scopeRead, "Write": scopeWrite,
 		"HostID": hostID, "HostName": hostName, "OtherHostID": otherHostID, "RedirectURI": redirectURI,
+		"WebHostID": webHostID, "WebRedirectURI": webRedirectURI,
 		"SvcID": svcID, "SvcHash": secretHash(svcSecret),
 		"AgentA": agentA, "AgentAName": agentAName, "AgentAHash": secretHash(agentASecret),
 		"AgentB": agentB, "AgentBName": agentBName, "AgentBHash": secretHash(agentBSecret),
@@ -1066,6 +1074,48 @@ func TestAgentFailures(t *testing.T) {
 		}
 	})
 
+	t.Run("consent is per agent", func(t *testing.T) {
+		// web-host's consent is remembered, unlike a loopback client's:
+		// what the user approved for the client alone, or for one agent,
+		// must not cover another agent.
+		robot := harness.NewRobot(username, password, webRedirectURI)
+		cfg := e.md.Config(webHostID, webRedirectURI, scopeTools)
+		consents := func() int {
+			n := 0
+			for _, p := range robot.Pages {
+				if p.Form("consent") != nil {
+					n++
+				}
+			}
+			return n
+		}
+		for _, step := range []struct {
+			actor       string
+			wantConsent bool
+		}{
+			{"", true},
+			{"", false}, // remembered
+			{agentA, true},
+			{agentA, false},
+			{agentB, true},
+		} {
+			before := consents()
+			ar := e.authRequest(cfg, step.actor)
+			q, err := robot.Authorize(ctx, ar.URL)
+			if err != nil || q.Get("code") == "" {
+				t.Fatalf("authorize %s for agent %q: %q, %v; want a code", webHostID, step.actor, redact("?"+q.Encode()), err)
+			}
+			if shown := consents() > before; shown != step.wantConsent {
+				t.Errorf("authorize %s for agent %q: consent shown %v, want %v", webHostID, step.actor, shown, step.wantConsent)
+			}
+			if step.actor != "" && step.wantConsent {
+				if text := lastConsent(t, robot).Text(); !strings.Contains(text, map[string]string{agentA: agentAName, agentB: agentBName}[step.actor]) {
+					t.Errorf("consent for agent %q does not name it: %s", step.actor, text)
+				}
+			}
+		}
+	})
+
 	t.Run("requested_actor authorization", func(t *testing.T) {
 		for _, tc := range []struct{ name, client, actor string }{
 			{"unknown agent", hostID, "no-such-agent"},
@@ -1196,6 +1246,26 @@ func TestAgentFailures(t *testing.T) {
 		// the same client alone.
 		if resp, body, _ := e.callRaw(ctx, t, direct, toolPlain); resp.StatusCode != http.StatusOK {
 			t.Errorf("the user's direct token after revoking only the agent's delegation: status %d, want 200; body %s", resp.StatusCode, body)
+		}
+
+		// The client passed the user's own token on to agent-a by token
+		// exchange: the apps page says so, and revoking the client's row
+		// ends the agent's token too.
+		passed := e.exchange(ctx, t, agentA, agentASecret, direct, ownA, nil)
+		if passed.Status != http.StatusOK {
+			t.Fatalf("exchange of bob's token by %s = %v, want 200", agentA, passed)
+		}
+		apps = e.revokeOnAppsPage(ctx, t, bob, hostID, "")
+		if text := apps.Text(); !strings.Contains(text, "Also passed to") || !strings.Contains(text, agentAName) {
+			t.Errorf("apps page does not show that the connection was passed to %q: %s", agentAName, text)
+		}
+		for _, tc := range []struct{ name, token string }{
+			{"direct token", direct},
+			{"token exchanged from it", passed.AccessToken},
+		} {
+			if resp, body, _ := e.callRaw(ctx, t, tc.token, toolPlain); resp.StatusCode != http.StatusUnauthorized {
+				t.Errorf("%s after revoking the client's row: status %d, want 401; body %s", tc.name, resp.StatusCode, body)
+			}
 		}
 	})
 }
@@ -1346,11 +1416,23 @@ func TestAgentRegisteredAtRuntime(t *testing.T) {
 	})
 	t.Run("disable and enable", func(t *testing.T) {
 		own := e.ownToken(ctx, t, rtAgent, secret)
+		acting := e.delegate(ctx, t, alice, rtAgent, own, scopeTools, "offline_access")
 		if status := e.adminJSON(ctx, t, http.MethodPost, "/mcp-auth/agents/"+rtAgent+"/disable", nil, nil); status != http.StatusNoContent {
 			t.Fatalf("disable: status %d, want 204", status)
 		}
-		if resp, body, _ := e.callRaw(ctx, t, own, toolPlain); resp.StatusCode != http.StatusUnauthorized {
-			t.Errorf("a disabled agent's own token at the gateway: status %d, want 401; body %s", resp.StatusCode, body)
+		for _, tc := range []struct{ name, token string }{
+			{"a disabled agent's own token", own},
+			{"a token of a disabled agent acting for a user", acting.AccessToken},
+		} {
+			if resp, body, _ := e.callRaw(ctx, t, tc.token, toolPlain); resp.StatusCode != http.StatusUnauthorized {
+				t.Errorf("%s at the gateway: status %d, want 401; body %s", tc.name, resp.StatusCode, body)
+			}
+		}
+		tr := e.tokenRequest(ctx, t, "", "", url.Values{
+			"grant_type": {"refresh_token"}, "refresh_token": {acting.RefreshToken}, "client_id": {hostID}, "resource": {e.resource},
+		})
+		if tr.Status != http.StatusBadRequest || tr.Error != "invalid_grant" {
+			t.Errorf("refresh of a disabled agent's delegation = %v, want 400 invalid_grant", tr)
 		}
 		if a := e.clientCredentials(ctx, t, rtAgent, secret); a.Status == http.StatusOK {
 			t.Errorf("client_credentials of a disabled agent = %v, want a refusal", a)
