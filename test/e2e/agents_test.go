@@ -79,7 +79,8 @@ const (
 // to a file.
 type agentEnv struct {
 	dir, hash string
-	up        string // host:port of the MCP server
+	up        string // host:port of the stateless MCP server behind /mcp
+	sessionUp string // host:port of the MCP server with sessions behind /s/mcp
 	issuer    string
 	resource  string
 	admin     string // admin API base URL; "" when off
@@ -98,11 +99,17 @@ func setupAgents(t *testing.T, o agentOpts) *agentEnv {
 	up := httptest.NewServer(mcp.NewStreamableHTTPHandler(
 		func(*http.Request) *mcp.Server { return agentDemoServer() }, &mcp.StreamableHTTPOptions{Stateless: true}))
 	t.Cleanup(up.Close)
+	sessionUp := httptest.NewServer(mcp.NewStreamableHTTPHandler(func() func(*http.Request) *mcp.Server {
+		s := agentDemoServer()
+		return func(*http.Request) *mcp.Server { return s }
+	}(), nil))
+	t.Cleanup(sessionUp.Close)
 	e := &agentEnv{
-		dir:  t.TempDir(),
-		hash: harness.HashPassword(t, password),
-		up:   up.Listener.Addr().String(),
-		ttl:  o.accessTTL,
+		dir:       t.TempDir(),
+		hash:      harness.HashPassword(t, password),
+		up:        up.Listener.Addr().String(),
+		sessionUp: sessionUp.Listener.Addr().String(),
+		ttl:       o.accessTTL,
 	}
 	e.audit = &auditLog{path: filepath.Join(e.dir, "audit.log")}
 	harness.StartFree(t, func(port int) string {
@@ -208,31 +215,43 @@ var agentsCaddyfile = template.Must(template.New("Caddyfile").Parse(`{
 	}
 }
 
+(rules) {
+	scope {{.Tools}}
+	tool echo {{.Tools}}
+	tool add {{.Tools}} {
+		require_user
+	}
+	tool add_note {{.Write}} {
+		agents {{.AgentA}}
+	}
+	tool delete_notes {{.Write}} {
+		user_only
+	}
+	tool agent_report {{.Tools}} {
+		require_agent
+	}
+	tool shallow_echo {{.Tools}} {
+		max_depth 1
+	}
+}
+
 {{.Issuer}} {
 	mcp_issuer
 	@mcp path /mcp /.well-known/oauth-protected-resource/mcp
 	handle @mcp {
 		mcp_gateway {
 			resource {{.Issuer}}/mcp
-			scope {{.Tools}}
-			tool echo {{.Tools}}
-			tool add {{.Tools}} {
-				require_user
-			}
-			tool add_note {{.Write}} {
-				agents {{.AgentA}}
-			}
-			tool delete_notes {{.Write}} {
-				user_only
-			}
-			tool agent_report {{.Tools}} {
-				require_agent
-			}
-			tool shallow_echo {{.Tools}} {
-				max_depth 1
-			}
+			import rules
 		}
 		reverse_proxy {{.Up}}
+	}
+	@sessions path /s/mcp /.well-known/oauth-protected-resource/s/mcp
+	handle @sessions {
+		mcp_gateway {
+			resource {{.Issuer}}/s/mcp
+			import rules
+		}
+		reverse_proxy {{.SessionUp}}
 	}
 }
 `))
@@ -248,7 +267,7 @@ func (e *agentEnv) caddyfile(admin string) string {
 		"SvcID": svcID, "SvcHash": secretHash(svcSecret),
 		"AgentA": agentA, "AgentAName": agentAName, "AgentAHash": secretHash(agentASecret),
 		"AgentB": agentB, "AgentBName": agentBName, "AgentBHash": secretHash(agentBSecret),
-		"Up": e.up,
+		"Up": e.up, "SessionUp": e.sessionUp,
 	})
 	if err != nil {
 		panic(err) // the template is a constant
@@ -815,7 +834,7 @@ func TestAgentPatterns(t *testing.T) {
 	ownA := e.ownToken(ctx, t, agentA, agentASecret)
 	ownB := e.ownToken(ctx, t, agentB, agentBSecret)
 
-	var userTok, exchangedA string
+	var userTok, svcTok, exchangedA, chainBA string
 
 	t.Run("A user delegates to a client", func(t *testing.T) {
 		userTok = e.userToken(ctx, t, alice, scopeTools, scopeRead, scopeWrite).AccessToken
@@ -835,6 +854,7 @@ func TestAgentPatterns(t *testing.T) {
 
 	t.Run("B client credentials", func(t *testing.T) {
 		tok := e.ownToken(ctx, t, svcID, svcSecret)
+		svcTok = tok
 		checkShape(t, "client credentials token", tok, shape{sub: svcID, clientID: svcID, principalType: "client"})
 		client := auditEvent{Principal: svcID, Client: svcID, PrincipalType: "client", Decision: "allow", Rule: toolPlain}
 		checkAudit(t, e.callSDK(ctx, t, tok, toolPlain), client)
@@ -1000,6 +1020,7 @@ func TestAgentPatterns(t *testing.T) {
 		if a.Status != http.StatusOK {
 			t.Fatalf("exchange by %s of %s's delegation = %v, want 200", agentB, agentA, a)
 		}
+		chainBA = a.AccessToken
 		chain := []string{agentB, agentA} // newest actor outermost
 		checkShape(t, "chained token", a.AccessToken, shape{sub: username, clientID: hostID, principalType: "user", act: chain})
 		var in struct {
@@ -1019,6 +1040,52 @@ func TestAgentPatterns(t *testing.T) {
 		both.Decision, both.Rule, both.Reason, both.Status = "deny", toolShallow, "delegation depth 2 exceeds 1", http.StatusForbidden
 		checkAudit(t, ev, both)
 	})
+
+	// tools/list shows each principal what the actor rules let it call.
+	t.Run("tools/list", func(t *testing.T) {
+		for _, tc := range []struct {
+			name  string
+			token *string
+			want  []string
+		}{
+			{"user", &userTok, []string{toolUser, toolAgentA, toolUserOnly, toolPlain, toolShallow}},
+			{"client", &svcTok, []string{toolAgentA, toolUserOnly, toolPlain, toolShallow}},
+			{"agent-a alone", &ownA, []string{toolAgentA, toolAgent, toolPlain, toolShallow}},
+			{"agent-b alone", &ownB, []string{toolAgent, toolPlain, toolShallow}},
+			{"agent-a for the user", &exchangedA, []string{toolUser, toolAgentA, toolAgent, toolPlain, toolShallow}},
+			{"agent-b for agent-a for the user", &chainBA, []string{toolUser, toolAgent, toolPlain}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				if *tc.token == "" {
+					t.Skip("the token was not issued")
+				}
+				want := slices.Sorted(slices.Values(tc.want))
+				if got := e.listTools(ctx, t, *tc.token); !slices.Equal(got, want) {
+					t.Errorf("ListTools = %q, want %q", got, want)
+				}
+			})
+		}
+	})
+}
+
+// listTools lists the tools the gateway lets token see, sorted.
+func (e *agentEnv) listTools(ctx context.Context, t *testing.T, token string) []string {
+	t.Helper()
+	cs, err := connect(ctx, e.resource, oauth2.StaticTokenSource(&oauth2.Token{AccessToken: token}), agentsProtocol, nil)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer cs.Close()
+	lt, err := cs.ListTools(ctx, nil)
+	if err != nil {
+		t.Fatalf("ListTools: %v", err)
+	}
+	var names []string
+	for _, tl := range lt.Tools {
+		names = append(names, tl.Name)
+	}
+	slices.Sort(names)
+	return names
 }
 
 // TestAgentFailures is the failure table of issue 4: what the issuer
@@ -1532,4 +1599,73 @@ func (e *agentEnv) adminJSON(ctx context.Context, t *testing.T, method, path str
 func (e *agentEnv) clientCredentials(ctx context.Context, t *testing.T, id, secret string) tokenAnswer {
 	t.Helper()
 	return e.tokenRequest(ctx, t, id, secret, url.Values{"grant_type": {"client_credentials"}, "resource": {e.resource}})
+}
+
+// TestAgentSessionBinding: an MCP session (2025-11-25, server with
+// sessions) opened by an agent acting for a user belongs to that user,
+// client and agent; the user's own token, the agent's own token and a
+// token whose outermost actor is another agent cannot use it.
+func TestAgentSessionBinding(t *testing.T) {
+	e := setupAgents(t, agentOpts{})
+	s := *e
+	s.resource = e.issuer + "/s/mcp"
+	ctx := ctxTimeout(t, agentsTestLimit)
+	alice := harness.NewRobot(username, password, redirectURI)
+	ownA := s.ownToken(ctx, t, agentA, agentASecret)
+	delegated := s.delegate(ctx, t, alice, agentA, ownA, scopeTools).AccessToken
+	direct := s.userToken(ctx, t, alice, scopeTools).AccessToken
+	chain := s.exchange(ctx, t, agentB, agentBSecret, delegated, s.ownToken(ctx, t, agentB, agentBSecret), nil).AccessToken
+
+	resp, body := sessionPost(ctx, t, s.resource, delegated, "", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`)
+	sid := resp.Header.Get("Mcp-Session-Id")
+	if resp.StatusCode != http.StatusOK || sid == "" {
+		t.Fatalf("initialize with the delegated token: status %d, session %q; body %s", resp.StatusCode, sid, body)
+	}
+	sessionPost(ctx, t, s.resource, delegated, sid, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	const list = `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`
+	if resp, body := sessionPost(ctx, t, s.resource, delegated, sid, list); resp.StatusCode != http.StatusOK {
+		t.Fatalf("tools/list in the session with the token that opened it: status %d; body %s", resp.StatusCode, body)
+	}
+	for _, tc := range []struct{ name, token string }{
+		{"the user's own token", direct},
+		{"the agent's own token", ownA},
+		{"another agent acting on the delegation", chain},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.token == "" {
+				t.Fatal("the token was not issued")
+			}
+			resp, body := sessionPost(ctx, t, s.resource, tc.token, sid, list)
+			if resp.StatusCode < 400 || strings.Contains(body, `"echo"`) {
+				t.Errorf("tools/list in the delegated session: status %d, want a refusal; body %s", resp.StatusCode, body)
+			}
+		})
+	}
+}
+
+// sessionPost sends one 2025-11-25 message to resource, in session when
+// set.
+func sessionPost(ctx context.Context, t *testing.T, resource, token, session, body string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, resource, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+token)
+	if session != "" {
+		req.Header.Set("Mcp-Session-Id", session)
+		req.Header.Set("MCP-Protocol-Version", "2025-11-25")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("POST %s: %v", resource, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	return resp, string(b)
 }
