@@ -96,6 +96,9 @@ type Client struct {
 	Scopes    []string  `json:"scopes,omitempty"`
 	Source    string    `json:"source,omitempty"` // config, admin, dcr, cimd
 	CreatedAt time.Time `json:"created_at,omitempty"`
+	// ExpiresAt is when a DCR client that obtains no more tokens is
+	// deleted; zero for the others.
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
 
 	// agent is set when the client is an agent authenticating as itself.
 	agent *Agent

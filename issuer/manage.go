@@ -155,7 +155,7 @@ func (i *Issuer) PutClient(ctx context.Context, c Client) error {
 			return invalidEntry("client %q: %v", c.ID, err)
 		}
 	}
-	c.Source = sourceAdmin
+	c.Source, c.ExpiresAt = sourceAdmin, time.Time{}
 	return i.store.Update(ctx, func(tx store.Tx) error {
 		switch _, err := tx.Get(bucketAgents, c.ID); {
 		case err == nil:

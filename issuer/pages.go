@@ -23,8 +23,9 @@ var assetFS embed.FS
 
 // browserState holds the BROWSER half's fields.
 type browserState struct {
-	pages map[string]*template.Template // page name -> layout + page
-	fetch *http.Client                  // SSRF-protected client for CIMD
+	pages         map[string]*template.Template // page name -> layout + page
+	fetch         *http.Client                  // SSRF-protected client for CIMD
+	registrations *registrationLimiter          // DCR requests per address
 }
 
 // pageNames are the templates/<name>.html files rendered inside layout.html.
@@ -52,6 +53,7 @@ func (i *Issuer) initBrowser() error {
 		return err
 	}
 	i.fetch = c
+	i.registrations = &registrationLimiter{buckets: make(map[string]registrationBucket)}
 	return nil
 }
 

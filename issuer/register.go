@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 
@@ -22,13 +23,22 @@ import (
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
-// Limits on registration input, so a client cannot make the store hold
-// arbitrary amounts of data.
+// Registration is open to anyone, so it is bounded: input size (the store
+// must not hold arbitrary amounts of data), registrations per address (a
+// burst of registrationBurst, refilled at that many a minute; only valid
+// registrations count), and
+// lifetime: a registered client that obtains no token for
+// registrationIdleTTL is deleted (its store entry expires; every token it
+// obtains pushes the expiry out again, at most once a day).
 const (
-	maxRegistrationBytes = 64 << 10
+	maxRegistrationBytes = 16 << 10
 	maxRedirectURIs      = 20
 	maxRedirectURILen    = 2000
 	maxClientNameLen     = 200
+
+	registrationBurst      = 20
+	registrationIdleTTL    = 30 * 24 * time.Hour
+	maxRegistrationBuckets = 100_000
 )
 
 // clientMetadata is the RFC 7591 client metadata this issuer reads, from a
@@ -108,9 +118,16 @@ func (i *Issuer) handleRegister(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	if d := i.registrations.take(clientAddr(r), i.now()); d > 0 {
+		e := ErrSlowDown.WithDescription("too many registrations from this address; retry later")
+		e.RetryAfter = d
+		writeError(w, e)
+		return
+	}
 	now := i.now()
 	c.Source = sourceDCR
 	c.CreatedAt = now
+	c.ExpiresAt = now.Add(registrationIdleTTL)
 	var secret string
 	if !c.Public() && c.TokenEndpointAuthMethod != "private_key_jwt" {
 		if secret, err = i.randomToken(32); err != nil {
@@ -164,13 +181,80 @@ func (i *Issuer) createClient(ctx context.Context, c *Client) error {
 			return fmt.Errorf("encode client: %w", err)
 		}
 		err = i.store.Update(ctx, func(tx store.Tx) error {
-			return tx.Create(bucketClients, id, b, time.Time{})
+			return tx.Create(bucketClients, id, b, c.ExpiresAt)
 		})
 		if !errors.Is(err, store.ErrAlreadyExists) {
 			return err
 		}
 	}
 	return errors.New("create client: no free client id")
+}
+
+// keepRegistration pushes out the expiry of a registered client that just
+// obtained a token, at most once a day. Failing to only costs an earlier
+// expiry, so it is logged, not returned.
+func (i *Issuer) keepRegistration(ctx context.Context, c *Client) {
+	now := i.now()
+	if c.Source != sourceDCR || (!c.ExpiresAt.IsZero() && c.ExpiresAt.Sub(now) > registrationIdleTTL-24*time.Hour) {
+		return
+	}
+	err := i.store.Update(ctx, func(tx store.Tx) error {
+		var cur Client
+		if err := getJSON(tx, bucketClients, c.ID, &cur); err != nil {
+			return err
+		}
+		if cur.Source != sourceDCR {
+			return nil
+		}
+		cur.ExpiresAt = now.Add(registrationIdleTTL)
+		return putJSON(tx, bucketClients, c.ID, &cur, cur.ExpiresAt)
+	})
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		i.log.Warn("registration: extend client expiry", zap.Error(err))
+	}
+}
+
+// registrationLimiter is a token bucket per address.
+type registrationLimiter struct {
+	mu      sync.Mutex
+	buckets map[string]registrationBucket
+}
+
+type registrationBucket struct {
+	tokens float64
+	at     time.Time
+}
+
+// take spends a token of addr's bucket and returns 0, or how long until
+// one is available.
+func (l *registrationLimiter) take(addr string, now time.Time) time.Duration {
+	const perNanosecond = float64(registrationBurst) / float64(time.Minute)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.buckets[addr]
+	if !ok {
+		if len(l.buckets) >= maxRegistrationBuckets {
+			// A bucket idle for a minute is full again: the same as none.
+			for k, v := range l.buckets {
+				if now.Sub(v.at) >= time.Minute {
+					delete(l.buckets, k)
+				}
+			}
+		}
+		if len(l.buckets) >= maxRegistrationBuckets {
+			return time.Minute // full of live buckets: refuse rather than forget one
+		}
+		b = registrationBucket{tokens: registrationBurst, at: now}
+	}
+	b.tokens = min(registrationBurst, b.tokens+float64(now.Sub(b.at))*perNanosecond)
+	b.at = now
+	if b.tokens < 1 {
+		l.buckets[addr] = b
+		return time.Duration((1 - b.tokens) / perNanosecond)
+	}
+	b.tokens--
+	l.buckets[addr] = b
+	return 0
 }
 
 // hashClientSecret is the stored form of a generated client secret. A fast

@@ -5,9 +5,14 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
 )
 
 func (e *browserEnv) register(t *testing.T, body string) (*http.Response, map[string]any) {
@@ -210,5 +215,95 @@ func TestIsLoopbackHost(t *testing.T) {
 		if _, err := parseIssuerURL(s); err == nil {
 			t.Errorf("parseIssuerURL(%q) succeeded, want an error", s)
 		}
+	}
+}
+
+func TestRegisterRateLimitedPerAddress(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	const body = `{"client_name":"CLI","redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"none"}`
+	registerFrom := func(remote string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(http.MethodPost, e.url(pathRegister, nil), strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		r.RemoteAddr = remote
+		w := httptest.NewRecorder()
+		e.iss.ServeHTTP(w, r)
+		return w
+	}
+	const a, b = "203.0.113.9:1000", "198.51.100.7:1000"
+	for n := range registrationBurst {
+		if w := registerFrom(a); w.Code != http.StatusCreated {
+			t.Fatalf("registration %d = %d %s, want 201", n+1, w.Code, w.Body)
+		}
+	}
+	w := registerFrom(a)
+	if w.Code != http.StatusTooManyRequests || w.Header().Get("Retry-After") != "3" || !strings.Contains(w.Body.String(), "slow_down") {
+		t.Fatalf("registration past the burst = %d Retry-After %q %s, want 429 slow_down, Retry-After 3", w.Code, w.Header().Get("Retry-After"), w.Body)
+	}
+	if n := e.count(bucketClients); n != registrationBurst {
+		t.Errorf("clients = %d, want %d (the refused one not stored)", n, registrationBurst)
+	}
+	if w := registerFrom(b); w.Code != http.StatusCreated {
+		t.Errorf("registration from another address = %d, want 201", w.Code)
+	}
+	e.clock.Advance(3 * time.Second)
+	if w := registerFrom(a); w.Code != http.StatusCreated {
+		t.Errorf("registration after the refill = %d, want 201", w.Code)
+	}
+}
+
+func TestRegisterBodyLimit(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	pad := strings.Repeat(" ", 16<<10)
+	resp, out := e.register(t, `{"client_name":"CLI","redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"none"`+pad+`}`)
+	if resp.StatusCode != http.StatusBadRequest || out["error"] != "invalid_client_metadata" {
+		t.Errorf("register(16 KiB + 1) = %d %v, want 400 invalid_client_metadata", resp.StatusCode, out)
+	}
+}
+
+// TestRegisteredClientExpiresUnlessUsed: a DCR client is deleted after
+// registrationIdleTTL without a token; each token it obtains extends it.
+func TestRegisteredClientExpiresUnlessUsed(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	register := func() string {
+		t.Helper()
+		resp, out := e.register(t, `{"client_name":"CLI","redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"none"}`)
+		if resp.StatusCode != http.StatusCreated {
+			t.Fatalf("register = %d %v", resp.StatusCode, out)
+		}
+		return out["client_id"].(string)
+	}
+	known := func(id string) bool {
+		_, err := e.iss.lookupClient(t.Context(), id)
+		return err == nil
+	}
+	unused, used := register(), register()
+	e.clock.Advance(registrationIdleTTL - 48*time.Hour)
+	// used obtains a token: its expiry moves to a full idle period from now.
+	verifier := oauth2.GenerateVerifier()
+	p := authParams(oauth2.S256ChallengeFromVerifier(verifier))
+	p.Set("client_id", used)
+	p.Set("redirect_uri", "http://127.0.0.1/cb")
+	cb, err := e.robot(e.browser(), e.url(pathAuthorize, p), "http://127.0.0.1/cb", bUser, bPassword, "approve")
+	if err != nil {
+		t.Fatalf("robot: %v", err)
+	}
+	resp, err := e.srv.Client().PostForm(e.url(pathToken, nil), url.Values{"grant_type": {"authorization_code"}, "client_id": {used},
+		"code": {cb.Query().Get("code")}, "code_verifier": {verifier}, "redirect_uri": {"http://127.0.0.1/cb"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := readBody(t, resp); resp.StatusCode != http.StatusOK {
+		t.Fatalf("token = %d %s", resp.StatusCode, body)
+	}
+	e.clock.Advance(72 * time.Hour)
+	if known(unused) {
+		t.Errorf("client unused for %v is still registered, want it deleted", registrationIdleTTL+24*time.Hour)
+	}
+	if !known(used) {
+		t.Errorf("client that obtained a token 3 days ago is gone, want it kept")
+	}
+	e.clock.Advance(registrationIdleTTL)
+	if known(used) {
+		t.Errorf("client unused for %v after its last token is still registered", registrationIdleTTL+72*time.Hour)
 	}
 }

@@ -136,6 +136,7 @@ func (i *Issuer) handleToken(w http.ResponseWriter, r *http.Request) {
 		i.writeErr(w, err)
 		return
 	}
+	i.keepRegistration(r.Context(), c)
 	writeNoStoreJSON(w, http.StatusOK, resp)
 }
 
