@@ -84,8 +84,9 @@ func (i *Issuer) Users(ctx context.Context) ([]User, error) {
 	return out, nil
 }
 
-// DeleteUser removes a runtime-managed user and revokes its grants, so a
-// later user of the same name inherits nothing.
+// DeleteUser removes a runtime-managed user, revokes its grants and
+// deletes its consents and login sessions, so a later user of the same
+// name inherits nothing.
 func (i *Issuer) DeleteUser(ctx context.Context, name string) error {
 	if i.configuredUser(name) {
 		return fmt.Errorf("user %q: %w", name, ErrConfigured)
@@ -97,11 +98,40 @@ func (i *Issuer) DeleteUser(ctx context.Context, name string) error {
 		if err := tx.Delete(bucketUsers, name); err != nil {
 			return err
 		}
+		if err := deleteConsentsTx(tx, name); err != nil {
+			return err
+		}
+		if err := endSessionsTx(tx, name); err != nil {
+			return err
+		}
 		return i.revokeGrantsTx(tx, func(g *grant) bool { return g.Subject == name && g.PrincipalType != principalAgent })
 	})
 }
 
-// SetPassword stores a new bcrypt hash (hash, not the password).
+// deleteConsentsTx deletes every consent the user gave.
+func deleteConsentsTx(tx store.Tx, user string) error {
+	return tx.List(bucketConsents, user+"\x00", func(k string, _ []byte) error {
+		return tx.Delete(bucketConsents, k)
+	})
+}
+
+// endSessionsTx deletes the user's login sessions. Sessions are keyed by
+// their cookie, so this reads them all; it runs only on account changes.
+func endSessionsTx(tx store.Tx, user string) error {
+	return tx.List(bucketSessions, "", func(k string, v []byte) error {
+		var s session
+		if err := json.Unmarshal(v, &s); err != nil {
+			return fmt.Errorf("decode session: %w", err)
+		}
+		if s.User != user {
+			return nil
+		}
+		return tx.Delete(bucketSessions, k)
+	})
+}
+
+// SetPassword stores a new bcrypt hash (hash, not the password) and ends
+// the user's login sessions: whoever knew the old password is signed out.
 func (i *Issuer) SetPassword(ctx context.Context, name, bcryptHash string) error {
 	if i.configuredUser(name) {
 		return fmt.Errorf("user %q: %w", name, ErrConfigured)
@@ -115,7 +145,10 @@ func (i *Issuer) SetPassword(ctx context.Context, name, bcryptHash string) error
 			return fmt.Errorf("user %q: %w", name, err)
 		}
 		u.PasswordHash = bcryptHash
-		return putJSON(tx, bucketUsers, name, &u, time.Time{})
+		if err := putJSON(tx, bucketUsers, name, &u, time.Time{}); err != nil {
+			return err
+		}
+		return endSessionsTx(tx, name)
 	})
 }
 

@@ -3,6 +3,7 @@ package issuer
 import (
 	"errors"
 	"net/url"
+	"strings"
 	"testing"
 
 	"golang.org/x/crypto/bcrypt"
@@ -202,5 +203,83 @@ func TestConfigValidation(t *testing.T) {
 	}
 	if c, _ := iss.lookupClient(t.Context(), "a"); c.Public() || c.Source != "config" {
 		t.Errorf("client with a secret and no method = %+v, want confidential from config", c)
+	}
+}
+
+// TestManageUserEndsSessionsAndConsents: a new password signs the user
+// out everywhere; deleting the user also forgets its consents, so a new
+// user of the same name starts from nothing.
+func TestManageUserEndsSessionsAndConsents(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	ctx := t.Context()
+	hash := func(pw string) string {
+		h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.MinCost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(h)
+	}
+	if err := e.iss.PutUser(ctx, User{Username: "dave", PasswordHash: hash(bPassword), Groups: []string{"staff"}}); err != nil {
+		t.Fatal(err)
+	}
+	c := e.browser()
+	login := func(password string) {
+		t.Helper()
+		if _, err := e.robot(c, e.url(pathAuthorize, authParams(testChallenge)), bRedirect, "dave", password, "approve"); err != nil {
+			t.Fatalf("robot: %v", err)
+		}
+	}
+	// sentToLogin reports whether /authorize asks the browser to log in
+	// (rather than answering the client at once: remembered consent).
+	sentToLogin := func() bool {
+		t.Helper()
+		resp, err := c.Get(e.url(pathAuthorize, authParams(testChallenge)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return strings.HasPrefix(resp.Header.Get("Location"), pathLogin+"?")
+	}
+	login(bPassword)
+	if sentToLogin() {
+		t.Fatal("/authorize after login asks to log in again, want the session kept")
+	}
+	other := e.browser() // alice's session must survive dave's changes
+	if _, err := e.robot(other, e.url(pathAuthorize, authParams(testChallenge)), bRedirect, bUser, bPassword, "approve"); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := e.iss.SetPassword(ctx, "dave", hash("new password")); err != nil {
+		t.Fatal(err)
+	}
+	if !sentToLogin() {
+		t.Error("/authorize after SetPassword answered with the old session, want a new login")
+	}
+	login("new password")
+
+	if err := e.iss.DeleteUser(ctx, "dave"); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range e.keys(bucketConsents) {
+		if strings.HasPrefix(k, "dave\x00") {
+			t.Errorf("consent %q of the deleted user kept, want it deleted", k)
+		}
+	}
+	if err := e.iss.PutUser(ctx, User{Username: "dave", PasswordHash: hash(bPassword), Groups: []string{"staff"}}); err != nil {
+		t.Fatal(err)
+	}
+	if !sentToLogin() {
+		t.Error("/authorize for the re-created user answered with the deleted user's session, want a new login")
+	}
+	if n := len(e.keys(bucketConsents)); n != 1 {
+		t.Errorf("consents = %d, want 1 (alice's)", n)
+	}
+	resp, err := other.Get(e.url(pathAuthorize, authParams(testChallenge)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if !strings.HasPrefix(resp.Header.Get("Location"), bRedirect) {
+		t.Errorf("alice's /authorize = %q, want her session and consent kept", resp.Header.Get("Location"))
 	}
 }
