@@ -45,7 +45,7 @@ const (
 	agentA       = "agent-a" // may head chains of 1, not for otherHostID
 	agentAName   = "Planner Agent"
 	agentASecret = "agent-a-secret-6b1d9e2f0a3c4b5d6e7f8091a2b3c4d5"
-	agentB       = "agent-b" // may head chains of 2
+	agentB       = "agent-b" // may head chains of 2, never holds notes:write
 	agentBName   = "Reviewer Agent"
 	agentBSecret = "agent-b-secret-0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 
@@ -210,6 +210,7 @@ var agentsCaddyfile = template.Must(template.New("Caddyfile").Parse(`{
 		agent {{.AgentB}} {
 			name "{{.AgentBName}}"
 			secret {{.AgentBHash}}
+			scopes {{.Tools}} {{.Read}}
 			max_depth 2
 		}
 	}
@@ -913,6 +914,33 @@ func TestAgentPatterns(t *testing.T) {
 					Principal: username, Client: hostID, Act: []string{agentA}, PrincipalType: "user", Decision: "allow", Rule: toolAgentA,
 				})
 			})
+		}
+	})
+
+	t.Run("the agent's scope limit bounds the delegation", func(t *testing.T) {
+		cfg := e.hostConfig(hostID, scopeTools, scopeWrite)
+		ar := e.authRequest(cfg, agentB)
+		code := e.code(ctx, t, alice, ar)
+		if text := lastConsent(t, alice).Text(); !strings.Contains(text, agentBName) || !strings.Contains(text, scopeTools) || strings.Contains(text, scopeWrite) {
+			t.Errorf("consent for %s shows %s (which it may never hold) or lacks %s: %s", agentB, scopeWrite, scopeTools, text)
+		}
+		tok, err := redeem(ctx, cfg, ar, code, ownB, "")
+		if err != nil {
+			t.Fatalf("redeem: %v", err)
+		}
+		e.audit.secret(tok.AccessToken)
+		c, err := harness.Claims(tok.AccessToken)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Fields(fmt.Sprint(c["scope"])); !slices.Equal(got, []string{scopeTools}) {
+			t.Errorf("token delegated to %s has scope %q, want [%s]", agentB, got, scopeTools)
+		}
+		if userTok == "" {
+			t.Skip("needs the user token of pattern A")
+		}
+		if a := e.exchange(ctx, t, agentB, agentBSecret, userTok, ownB, url.Values{"scope": {scopeWrite}}); a.Status != http.StatusBadRequest || a.Error != "invalid_scope" {
+			t.Errorf("exchange to %s asking for %s = %v, want 400 invalid_scope", agentB, scopeWrite, a)
 		}
 	})
 
