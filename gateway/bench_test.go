@@ -24,7 +24,7 @@ func BenchmarkClassify(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		d, err := g.policy.decide(p, &msgs[0])
+		d, err := g.policy.decide(p, &msgs[0], false)
 		if err != nil || !d.allow {
 			b.Fatal(d, err)
 		}

@@ -154,7 +154,8 @@ func (p *policy) effectiveScopes(granted []string) map[string]struct{} {
 
 // decide decides one message for a principal. An error means the message
 // cannot be classified (a tools/call without a name, say) and is refused.
-func (p *policy) decide(pr *principal, m *mcpparse.Message) (decision, error) {
+// modern is protocol version 2026-07-28.
+func (p *policy) decide(pr *principal, m *mcpparse.Message, modern bool) (decision, error) {
 	if m.Kind == mcpparse.KindResponse {
 		// The client's answers to server requests (sampling, elicitation,
 		// roots) carry no operation of their own.
@@ -174,6 +175,13 @@ func (p *policy) decide(pr *principal, m *mcpparse.Message) (decision, error) {
 		}
 		return p.decideName(pr, kindPrompt, p.prompts, m.Name), nil
 	case "resources/read", "resources/subscribe", "resources/unsubscribe":
+		if !m.HasURI && modern && m.Method != "resources/read" {
+			// 2026-07-28 removed subscribe and unsubscribe: without a URI
+			// they name nothing, and the upstream answers "method not
+			// found". With one, it is checked in case the upstream still
+			// serves them.
+			break
+		}
 		if !m.HasURI {
 			return decision{}, fmt.Errorf("%s: %w", m.Method, errNoName)
 		}

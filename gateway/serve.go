@@ -133,8 +133,9 @@ func (g *Gateway) admit(x *exchange) *refusal {
 	if f := checkConnection(r); f != nil {
 		return f
 	}
-	if f := g.protocolVersion(x); f != nil {
-		return f
+	unsupported := g.protocolVersion(x)
+	if unsupported != nil && unsupported.code != codeUnsupportedProtocol {
+		return unsupported
 	}
 	if x.modern && r.Method != http.MethodPost {
 		// 2026-07-28 has no GET stream and no sessions to delete.
@@ -154,6 +155,14 @@ func (g *Gateway) admit(x *exchange) *refusal {
 	}
 	if aerr != nil {
 		return &refusal{status: aerr.status, code: codeRefused, message: authMessage(aerr), challenge: g.challenge(aerr)}
+	}
+	if unsupported != nil {
+		// Answered after authentication, which allows reading the body
+		// for the request id the answer must carry.
+		if r.Method == http.MethodPost && g.readBody(x) == nil {
+			unsupported.id = requestID(x.body)
+		}
+		return unsupported
 	}
 
 	if f := g.checkSession(x); f != nil {
@@ -329,7 +338,7 @@ func (g *Gateway) classify(x *exchange) *refusal {
 	}
 	x.dec = make([]decision, len(msgs))
 	for i := range msgs {
-		d, err := g.policy.decide(x.p, &msgs[i])
+		d, err := g.policy.decide(x.p, &msgs[i], x.modern)
 		if err != nil {
 			x.dec = nil
 			return &refusal{status: http.StatusBadRequest, code: codeInvalidParams, message: err.Error(), id: singleID(x)}
@@ -404,6 +413,19 @@ func checkMetadataHeaders(x *exchange) *refusal {
 			}
 			return &refusal{status: http.StatusBadRequest, code: code, message: strings.TrimPrefix(err.Error(), "mcpparse: "), id: m.ID}
 		}
+	}
+	return nil
+}
+
+// requestID is the id of a body that is one request, nil otherwise.
+func requestID(body []byte) []byte {
+	msgs, _, err := mcpparse.Parse(body, mcpparse.Limits{})
+	var pe *mcpparse.ParamsError
+	switch {
+	case err == nil && msgs[0].Kind == mcpparse.KindRequest:
+		return msgs[0].ID
+	case errors.As(err, &pe):
+		return pe.ID
 	}
 	return nil
 }

@@ -1,0 +1,84 @@
+package gateway
+
+import (
+	"net/http"
+	"testing"
+)
+
+// TestRevisionErrors: what the official conformance tool checks of a
+// 2026-07-28 server's refusals (status, code, the request id) holds for
+// the gateway's own, and methods that 2026-07-28 removed reach the
+// upstream to be answered "method not found".
+func TestRevisionErrors(t *testing.T) {
+	const meta26 = `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}`
+	v2026 := func(method, name string) map[string]string {
+		h := map[string]string{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": method}
+		if name != "" {
+			h["Mcp-Name"] = name
+		}
+		return h
+	}
+	request := func(id, method, params string) string {
+		return `{"jsonrpc":"2.0","id":` + id + `,"method":"` + method + `","params":{` + params + `}}`
+	}
+	token := mint(t, claims())
+	tests := []struct {
+		name   string
+		c      call
+		status int    // 0: forwarded
+		code   int    // JSON-RPC error code of a refusal
+		id     string // id of a refusal, "" for none
+	}{
+		// A required _meta field missing is invalid params, not a header
+		// mismatch (basic/index: per-request protocol fields).
+		{name: "no _meta", c: call{body: request("101", "server/discover", ""), headers: v2026("server/discover", "")},
+			status: 400, code: codeInvalidParams, id: "101"},
+		{name: "_meta without version", c: call{body: request(`"r2"`, "server/discover", `"_meta":{"io.modelcontextprotocol/clientCapabilities":{}}`), headers: v2026("server/discover", "")},
+			status: 400, code: codeInvalidParams, id: `"r2"`},
+		{name: "header and _meta disagree", c: call{body: request("302", "server/discover", `"_meta":{"io.modelcontextprotocol/protocolVersion":"v999"}`), headers: v2026("server/discover", "")},
+			status: 400, code: codeHeaderMismatch, id: "302"},
+		// The unsupported-version answer carries the id too.
+		{name: "unsupported version", c: call{body: request("301", "server/discover", `"_meta":{"io.modelcontextprotocol/protocolVersion":"v999.0.0"}`), headers: map[string]string{"MCP-Protocol-Version": "v999.0.0", "Mcp-Method": "server/discover"}},
+			status: 400, code: codeUnsupportedProtocol, id: "301"},
+		{name: "unsupported version, body no request", c: call{body: `{"jsonrpc":"2.0","method":"x"}`, headers: map[string]string{"MCP-Protocol-Version": "v999.0.0"}},
+			status: 400, code: codeUnsupportedProtocol},
+		{name: "unsupported version, unauthenticated", c: call{body: request("1", "server/discover", ""), headers: map[string]string{"MCP-Protocol-Version": "v999.0.0", "Authorization": ""}},
+			status: 401, code: codeRefused},
+		// Invalid params found by the parser carry the id.
+		{name: "tools/call without name", c: call{body: request("7", "tools/call", meta26), headers: v2026("tools/call", "")},
+			status: 400, code: codeInvalidParams, id: "7"},
+		{name: "2025 subscribe without uri", c: call{body: request("8", "resources/subscribe", ""), headers: map[string]string{"MCP-Protocol-Version": "2025-11-25"}},
+			status: 400, code: codeInvalidParams, id: "8"},
+		// Removed in 2026-07-28: forwarded on the base scopes.
+		{name: "subscribe without uri", c: call{body: request("500", "resources/subscribe", meta26), headers: v2026("resources/subscribe", "")}},
+		{name: "unsubscribe without uri", c: call{body: request("501", "resources/unsubscribe", meta26), headers: v2026("resources/unsubscribe", "")}},
+		{name: "tasks/result", c: call{body: request("10", "tasks/result", `"taskId":"t1",`+meta26), headers: v2026("tasks/result", "")}},
+		// ... but a URI they carry is still checked.
+		{name: "subscribe to a forbidden uri", c: call{body: request("502", "resources/subscribe", `"uri":"file:///a",`+meta26), headers: v2026("resources/subscribe", "")},
+			status: 403, code: codeRefused, id: "502"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, testConfig(t), nil)
+			if _, ok := tt.c.headers["Authorization"]; !ok {
+				tt.c.token = token
+			}
+			resp := h.do(t, tt.c)
+			body := readBody(t, resp)
+			forwarded := len(h.up.requests()) > 0
+			if tt.status == 0 {
+				if !forwarded || resp.StatusCode != http.StatusOK {
+					t.Errorf("answer = %d %s (forwarded %v), want the upstream's", resp.StatusCode, body, forwarded)
+				}
+				return
+			}
+			if forwarded {
+				t.Errorf("refused request reached the upstream")
+			}
+			code, id, _ := rpcErr(t, body)
+			if resp.StatusCode != tt.status || code != tt.code || string(id) != tt.id {
+				t.Errorf("answer = %d %s, want %d with code %d and id %q", resp.StatusCode, body, tt.status, tt.code, tt.id)
+			}
+		})
+	}
+}
