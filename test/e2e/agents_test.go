@@ -1077,6 +1077,8 @@ func TestAgentPatterns(t *testing.T) {
 			want  []string
 		}{
 			{"user", &userTok, []string{toolUser, toolAgentA, toolUserOnly, toolPlain, toolShallow}},
+			// user_only means "no delegated tokens" (README): a client's own
+			// token has no agent, so it passes.
 			{"client", &svcTok, []string{toolAgentA, toolUserOnly, toolPlain, toolShallow}},
 			{"agent-a alone", &ownA, []string{toolAgentA, toolAgent, toolPlain, toolShallow}},
 			{"agent-b alone", &ownB, []string{toolAgent, toolPlain, toolShallow}},
