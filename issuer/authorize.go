@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -45,9 +46,22 @@ type authRequest struct {
 	Nonce               string   `json:"nonce,omitempty"`
 	Prompt              []string `json:"prompt,omitempty"`
 	Actor               string   `json:"actor,omitempty"` // requested_actor
+	// LoginAfter (max_age) is the earliest login time the request accepts.
+	LoginAfter time.Time `json:"login_after,omitzero"`
+	// StaleSession (prompt=login) is the storage key of the session that
+	// was logged in when the request came. The user must log in again,
+	// and every login replaces the session, so it must not be the one.
+	StaleSession string `json:"stale_session,omitempty"`
 }
 
 func (a *authRequest) prompt(v string) bool { return slices.Contains(a.Prompt, v) }
+
+// freshLogin reports whether s (with id sid) is a login this request
+// accepts (max_age, prompt=login).
+func (a *authRequest) freshLogin(s *session, sid string) bool {
+	return s != nil && s.User != "" && !s.AuthTime.Before(a.LoginAfter) &&
+		(a.StaleSession == "" || tokenKey(sid) != a.StaleSession)
+}
 
 // pendingAuth is an authorization request parked while the user logs in or
 // decides.
@@ -101,17 +115,20 @@ func (i *Issuer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	}
 	ar.RedirectURI, ar.RedirectParam = redirectURI, redirectParam
 
-	s, _, err := i.currentSession(r)
+	s, sid, err := i.currentSession(r)
 	if err != nil {
 		fail(ErrServerError.Wrap(err))
 		return
 	}
-	loggedIn := s != nil && s.User != ""
+	loggedIn := ar.freshLogin(s, sid)
 	if ar.prompt("none") && !loggedIn {
-		fail(&Error{Code: "login_required", Description: "the user is not logged in"})
+		fail(&Error{Code: "login_required", Description: "the user is not logged in, or not recently enough"})
 		return
 	}
 	if !loggedIn || ar.prompt("login") {
+		if ar.prompt("login") && loggedIn {
+			ar.StaleSession = tokenKey(sid)
+		}
 		if s == nil {
 			if s, err = i.ensureSession(w, r); err != nil {
 				fail(ErrServerError.Wrap(err))
@@ -305,6 +322,13 @@ func (i *Issuer) parseAuthorize(ctx context.Context, c *Client, params url.Value
 	ar.Scopes = scopes
 	if ar.Prompt, err = parsePrompt(params.Get("prompt")); err != nil {
 		return nil, err
+	}
+	if v := params.Get("max_age"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil {
+			return nil, invalid("max_age must be a number of seconds")
+		}
+		ar.LoginAfter = i.now().Add(-time.Duration(n) * time.Second)
 	}
 	if len(ar.State) > 2000 || len(ar.Nonce) > 2000 || len(ar.Actor) > 500 {
 		return nil, invalid("state, nonce or requested_actor too long")

@@ -473,3 +473,73 @@ func TestAuthorizeSelfRegisteredErrorPage(t *testing.T) {
 		t.Errorf("denied callback = %s, want access_denied with state and iss", cb)
 	}
 }
+
+// TestAuthorizeReauthenticationEnforced: prompt=login and max_age ask for
+// a new login; going to the consent step directly with the old session
+// does not skip it.
+func TestAuthorizeReauthenticationEnforced(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	c := e.browser()
+	if _, err := e.robot(c, e.url(pathAuthorize, authParams(testChallenge)), bRedirect, bUser, bPassword, "approve"); err != nil {
+		t.Fatal(err)
+	}
+	get := func(u string) (int, string) {
+		t.Helper()
+		resp, err := c.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("Location")
+	}
+	authorize := func(extra ...string) string {
+		t.Helper()
+		p := authParams(testChallenge)
+		for n := 0; n < len(extra); n += 2 {
+			p.Set(extra[n], extra[n+1])
+		}
+		_, loc := get(e.url(pathAuthorize, p))
+		return loc
+	}
+	// skipToConsent tries the consent step of the pending request behind
+	// a login redirect, by GET and by approving POST, with the old login.
+	skipToConsent := func(login string) {
+		t.Helper()
+		if !strings.HasPrefix(login, pathLogin+"?req=") {
+			t.Fatalf("authorize: Location %q, want the login page", login)
+		}
+		req := strings.TrimPrefix(login, pathLogin+"?req=")
+		if _, loc := get(e.url(pathConsent, nil) + "?req=" + req); loc != login {
+			t.Errorf("GET consent with the old login: Location %q, want %q", loc, login)
+		}
+		resp, err := c.Get(e.srv.URL + login)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := findForm(t, readBody(t, resp), "login").hidden
+		v.Set("decision", "approve")
+		resp, _ = e.post(t, c, pathConsent, v)
+		if loc := resp.Header.Get("Location"); loc != login {
+			t.Errorf("POST consent with the old login: Location %q, want %q", loc, login)
+		}
+	}
+
+	login := authorize("prompt", "login")
+	skipToConsent(login)
+	if cb, err := e.robot(c, e.srv.URL+login, bRedirect, bUser, bPassword, "approve"); err != nil || cb.Query().Get("code") == "" {
+		t.Fatalf("after logging in again: %v, %v; want a code", cb, err)
+	}
+
+	e.clock.Advance(time.Hour)
+	if loc := authorize("max_age", "7200"); !strings.HasPrefix(loc, bRedirect) {
+		t.Errorf("max_age 7200 after an hour: Location %q, want the client (login recent enough)", loc)
+	}
+	loc, _ := url.Parse(authorize("max_age", "60", "prompt", "none"))
+	if loc.Query().Get("error") != "login_required" {
+		t.Errorf("max_age 60, prompt none after an hour: Location %s, want login_required", loc)
+	}
+	skipToConsent(authorize("max_age", "60"))
+	if loc, _ := url.Parse(authorize("max_age", "x")); loc.Query().Get("error") != "invalid_request" {
+		t.Errorf("max_age x: Location %s, want invalid_request", loc)
+	}
+}

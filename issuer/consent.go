@@ -56,7 +56,7 @@ func (i *Issuer) handleConsent(w http.ResponseWriter, r *http.Request) {
 }
 
 func (i *Issuer) consentGet(w http.ResponseWriter, r *http.Request) {
-	s, _, err := i.currentSession(r)
+	s, sid, err := i.currentSession(r)
 	if err != nil {
 		i.serverErrorPage(w, err)
 		return
@@ -71,7 +71,7 @@ func (i *Issuer) consentGet(w http.ResponseWriter, r *http.Request) {
 		i.serverErrorPage(w, err)
 		return
 	}
-	if s.User == "" {
+	if !p.Request.freshLogin(s, sid) {
 		i.seeOther(w, r, i.base+pathLogin+"?req="+url.QueryEscape(id))
 		return
 	}
@@ -84,7 +84,7 @@ func (i *Issuer) consentPost(w http.ResponseWriter, r *http.Request) {
 		i.errorPage(w, http.StatusBadRequest, "Invalid request", "The form could not be read.")
 		return
 	}
-	s, _, err := i.currentSession(r)
+	s, sid, err := i.currentSession(r)
 	if err != nil {
 		i.serverErrorPage(w, err)
 		return
@@ -105,6 +105,11 @@ func (i *Issuer) consentPost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ar := &p.Request
+	if !ar.freshLogin(s, sid) {
+		// prompt=login or max_age asked for a login this session lacks.
+		i.seeOther(w, r, i.base+pathLogin+"?req="+url.QueryEscape(id))
+		return
+	}
 	switch r.PostForm.Get("decision") {
 	case "deny":
 		i.deletePending(ctx, id)
