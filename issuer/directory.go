@@ -2,10 +2,12 @@ package issuer
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
 	"slices"
+	"sync"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -20,10 +22,61 @@ const (
 	sourceCIMD   = "cimd" // Client ID Metadata Document: anyone may host one
 )
 
-// dummyHash is compared against for unknown users, so a login for a
-// missing account costs the same time as a wrong password (cost 10, the
-// bcrypt default that `caddy hash-password` uses).
-const dummyHash = "$2a$10$pNWNVUd/zk3vs3x/lXWKjOVRIfXfhQHqgdoXGEE3vnfuFRwNiNGGC"
+// dummyPassword is what unknown users' passwords are checked against: a
+// login for a missing account must take as long as a wrong password.
+type dummyPassword struct {
+	mu   sync.Mutex
+	cost int    // the highest bcrypt cost of a known user's hash; 0: none seen
+	hash []byte // made lazily at cost (a cost-14 hash takes about a second)
+}
+
+// note records the cost of a user's password hash.
+func (d *dummyPassword) note(hash string) {
+	c, err := bcrypt.Cost([]byte(hash))
+	if err != nil {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.cost = max(d.cost, c)
+}
+
+// check spends the time of checking password against a hash of the
+// highest cost seen (bcrypt.DefaultCost when no user is known).
+func (d *dummyPassword) check(password string) {
+	d.mu.Lock()
+	cost := d.cost
+	if cost == 0 {
+		cost = bcrypt.DefaultCost
+	}
+	if c, err := bcrypt.Cost(d.hash); err != nil || c != cost {
+		h, err := bcrypt.GenerateFromPassword([]byte("no such user"), cost)
+		if err == nil {
+			d.hash = h
+		}
+	}
+	h := d.hash
+	d.mu.Unlock()
+	_ = bcrypt.CompareHashAndPassword(h, []byte(password))
+}
+
+// noteStoredUsers feeds the costs of the configured and stored users'
+// hashes to the dummy password.
+func (i *Issuer) noteStoredUsers(ctx context.Context) error {
+	for _, u := range i.cfg.Users {
+		i.dummy.note(u.PasswordHash)
+	}
+	return i.store.View(ctx, func(tx store.Tx) error {
+		return tx.List(bucketUsers, "", func(_ string, v []byte) error {
+			var u User
+			if err := json.Unmarshal(v, &u); err != nil {
+				return fmt.Errorf("decode user: %w", err)
+			}
+			i.dummy.note(u.PasswordHash)
+			return nil
+		})
+	})
+}
 
 // validateConfigDirectory checks and normalizes the configured users,
 // groups, clients, agents and resources once, at New. Slices are copied
@@ -240,7 +293,7 @@ func (i *Issuer) findAgent(ctx context.Context, id string) (*Agent, error) {
 // constant time (and spends the same time for unknown or disabled users).
 func (i *Issuer) checkPassword(u *User, password string) bool {
 	if u == nil || u.Disabled || u.PasswordHash == "" {
-		_ = bcrypt.CompareHashAndPassword([]byte(dummyHash), []byte(password))
+		i.dummy.check(password)
 		return false
 	}
 	return bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(password)) == nil

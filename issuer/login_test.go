@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 // startLogin runs /authorize in a fresh browser and returns the browser,
@@ -444,5 +446,44 @@ func TestCheckCSRFOrigin(t *testing.T) {
 		if got := e.iss.checkCSRF(r, s); got != tt.want {
 			t.Errorf("checkCSRF(Origin %q, Sec-Fetch-Site %q) = %v, want %v", tt.origin, tt.site, got, tt.want)
 		}
+	}
+}
+
+// TestUnknownUserPasswordCost: a login for a missing account checks a
+// dummy hash of the highest cost among known users, so it takes as long
+// as a wrong password for the slowest real account.
+func TestUnknownUserPasswordCost(t *testing.T) {
+	e := newBrowserEnv(t, nil) // configured users' hashes have bcrypt.MinCost
+	dummyCost := func(i *Issuer) int {
+		t.Helper()
+		if i.checkPassword(nil, "guess") {
+			t.Fatal("checkPassword(nil) = true")
+		}
+		c, err := bcrypt.Cost(i.dummy.hash)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	if c := dummyCost(e.iss); c != bcrypt.MinCost {
+		t.Errorf("dummy hash cost = %d, want %d (the configured users')", c, bcrypt.MinCost)
+	}
+	h, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost+2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.iss.PutUser(t.Context(), User{Username: "dave", PasswordHash: string(h)}); err != nil {
+		t.Fatal(err)
+	}
+	if c := dummyCost(e.iss); c != bcrypt.MinCost+2 {
+		t.Errorf("dummy hash cost after adding a cost %d user = %d, want %d", bcrypt.MinCost+2, c, bcrypt.MinCost+2)
+	}
+	// A new instance on the same store counts the stored users.
+	i2, err := New(Config{Issuer: e.srv.URL, Now: e.clock.Now}, e.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := dummyCost(i2); c != bcrypt.MinCost+2 {
+		t.Errorf("dummy hash cost of a new instance = %d, want %d (the stored user's)", c, bcrypt.MinCost+2)
 	}
 }

@@ -48,6 +48,7 @@ func (i *Issuer) PutUser(ctx context.Context, u User) error {
 		}
 	}
 	u.Source = sourceAdmin
+	i.dummy.note(u.PasswordHash)
 	return i.store.Update(ctx, func(tx store.Tx) error {
 		return putJSON(tx, bucketUsers, u.Username, &u, time.Time{})
 	})
@@ -139,6 +140,7 @@ func (i *Issuer) SetPassword(ctx context.Context, name, bcryptHash string) error
 	if _, err := bcrypt.Cost([]byte(bcryptHash)); err != nil {
 		return invalidEntry("password hash is not a bcrypt hash")
 	}
+	i.dummy.note(bcryptHash)
 	return i.store.Update(ctx, func(tx store.Tx) error {
 		var u User
 		if err := getJSON(tx, bucketUsers, name, &u); err != nil {

@@ -68,6 +68,8 @@ type tokenState struct {
 	jwksClient *http.Client // fetches private_key_jwt clients' jwks_uri
 	jwksMu     sync.Mutex
 	jwksCache  map[string]cachedJWKS
+
+	dummy dummyPassword // checked for unknown users
 }
 
 // grantHandler runs one grant type for an authenticated client.
@@ -97,6 +99,9 @@ func (i *Issuer) initTokens() error {
 	defer cancel()
 	if err := i.checkAgentIDs(ctx); err != nil {
 		return err
+	}
+	if err := i.noteStoredUsers(ctx); err != nil {
+		return fmt.Errorf("read users: %w", err)
 	}
 	return i.initKeys(ctx)
 }
