@@ -27,10 +27,12 @@ type introspection struct {
 }
 
 // handleIntrospect is RFC 7662 token introspection. Only authenticated
-// (confidential) clients may call it. Any of them may introspect an access
-// token (a resource server holding a token learns nothing it could not
-// read from the JWT); a refresh token only by the client it was issued to.
-// Revoked, expired, unknown and foreign tokens are {"active":false}.
+// (confidential) clients may call it. An operator's client (a resource
+// server) may introspect any access token: it learns little it could not
+// read from the JWT, but whether the token is revoked. A self-registered
+// client (DCR, CIMD), which anyone can create, only its own tokens. A
+// refresh token only by the client it was issued to. Revoked, expired,
+// unknown and foreign tokens are {"active":false}.
 func (i *Issuer) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 	c, ok := i.authenticatedPost(w, r)
 	if !ok {
@@ -48,7 +50,7 @@ func (i *Issuer) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	resp := &introspection{}
 	if strings.Count(tok, ".") == 2 {
-		if cl, err := i.verifyAccessToken(ctx, tok); err == nil {
+		if cl, err := i.verifyAccessToken(ctx, tok); err == nil && (!c.selfRegistered() || cl.ClientID == c.ID) {
 			resp = &introspection{
 				Active: true, Scope: cl.Scope, ClientID: cl.ClientID, TokenType: "Bearer",
 				Exp: cl.ExpiresAt.Unix(), Iat: cl.IssuedAt.Unix(), Sub: cl.Subject, Aud: cl.Audience,

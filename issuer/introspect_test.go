@@ -77,3 +77,41 @@ func TestIntrospection(t *testing.T) {
 		t.Errorf("GET introspect = %d, want 405", a.status)
 	}
 }
+
+// TestIntrospectionBySelfRegisteredClient: anyone can register a client,
+// so a DCR client may introspect only its own tokens; an operator's
+// client may introspect any.
+func TestIntrospectionBySelfRegisteredClient(t *testing.T) {
+	e := newTokEnv(t)
+	const dcrSecret = "dcr-secret"
+	e.putClientRecord(t, bucketClients, "dcr", Client{ID: "dcr", SecretHash: hashClientSecret(dcrSecret),
+		TokenEndpointAuthMethod: authClientSecretBasic, RedirectURIs: []string{tRedirect}, Source: sourceDCR})
+	token := func(client, secret string) string {
+		t.Helper()
+		code, verifier := e.issueCode(t, codeSpec{client: client})
+		tok, err := e.exchange(t, client, secret, code, verifier)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok.AccessToken
+	}
+	others, own := token(tConf, tSecret), token("dcr", dcrSecret)
+	for _, tt := range []struct {
+		name, basic, token string
+		active             bool
+	}{
+		{"dcr, another client's token", "dcr:" + dcrSecret, others, false},
+		{"dcr, its own token", "dcr:" + dcrSecret, own, true},
+		{"operator client, another client's token", tOnlyCC + ":" + tSecret, own, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			a := e.post(t, pathIntrospect, url.Values{"token": {tt.token}}, tt.basic)
+			if a.status != http.StatusOK || a.body["active"] != tt.active {
+				t.Errorf("introspect = %d %s, want active %v", a.status, a.raw, tt.active)
+			}
+			if !tt.active && a.raw != "{\"active\":false}\n" {
+				t.Errorf("introspect = %q, want only active false", a.raw)
+			}
+		})
+	}
+}
