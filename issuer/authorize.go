@@ -663,7 +663,7 @@ func (i *Issuer) redirectError(w http.ResponseWriter, r *http.Request, redirectU
 	}
 	v := url.Values{"error": {e.Code}}
 	if e.Description != "" {
-		v.Set("error_description", e.Description)
+		v.Set("error_description", errorDescription(e.Description))
 	}
 	if state != "" {
 		v.Set("state", state)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -91,7 +92,25 @@ func writeError(w http.ResponseWriter, err error) {
 	w.WriteHeader(status)
 	body := map[string]string{"error": e.Code}
 	if e.Description != "" {
-		body["error_description"] = e.Description
+		body["error_description"] = errorDescription(e.Description)
 	}
 	_ = json.NewEncoder(w).Encode(body)
+}
+
+// errorDescription fits a description to RFC 6749's error_description
+// syntax (%x20-21 / %x23-5B / %x5D-7E): double quotes become single
+// ones, backslashes slashes, anything else outside it '?'. Descriptions
+// may quote client input.
+func errorDescription(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r == '"':
+			return '\''
+		case r == '\\':
+			return '/'
+		case r < 0x20 || r > 0x7e:
+			return '?'
+		}
+		return r
+	}, s)
 }
