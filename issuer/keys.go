@@ -66,9 +66,11 @@ type jwk struct {
 	E   string `json:"e,omitempty"`
 }
 
-// maxTokenTTL is how long a retired key must stay published.
-func (i *Issuer) maxTokenTTL() time.Duration {
-	return max(i.cfg.AccessTokenTTL, i.cfg.IDTokenTTL)
+// keyRetention is how long a retired key stays published: the longest
+// token lifetime, plus keyReload because another instance on the same
+// store may go on signing with the key that long after the rotation.
+func (i *Issuer) keyRetention() time.Duration {
+	return max(i.cfg.AccessTokenTTL, i.cfg.IDTokenTTL) + keyReload
 }
 
 // initKeys loads the key set and makes sure a current key of the
@@ -132,7 +134,7 @@ func (i *Issuer) rotateKey(ctx context.Context, force bool) (string, error) {
 			if err != nil {
 				return err
 			}
-			if err := tx.Put(bucketKeys, k.KID, b, now.Add(i.maxTokenTTL())); err != nil {
+			if err := tx.Put(bucketKeys, k.KID, b, now.Add(i.keyRetention())); err != nil {
 				return err
 			}
 		}
@@ -208,7 +210,7 @@ func (i *Issuer) loadKeys(ctx context.Context) error {
 	keys := make(map[string]*publishedKey, len(recs))
 	var current *publishedKey
 	for _, rec := range recs {
-		if !rec.RetiredAt.IsZero() && !now.Before(rec.RetiredAt.Add(i.maxTokenTTL())) {
+		if !rec.RetiredAt.IsZero() && !now.Before(rec.RetiredAt.Add(i.keyRetention())) {
 			continue
 		}
 		k := old[rec.KID]
@@ -314,7 +316,7 @@ func (i *Issuer) cachedKey(kid string) *publishedKey {
 	i.keys.mu.RLock()
 	k := i.keys.keys[kid]
 	i.keys.mu.RUnlock()
-	if k == nil || (!k.retired.IsZero() && !i.now().Before(k.retired.Add(i.maxTokenTTL()))) {
+	if k == nil || (!k.retired.IsZero() && !i.now().Before(k.retired.Add(i.keyRetention()))) {
 		return nil
 	}
 	return k
@@ -343,7 +345,7 @@ func (i *Issuer) publishedJWKS(ctx context.Context) ([]jwk, error) {
 		out = append(out, c.jwk)
 	}
 	for _, k := range i.keys.keys {
-		if k == i.keys.current || (!k.retired.IsZero() && !now.Before(k.retired.Add(i.maxTokenTTL()))) {
+		if k == i.keys.current || (!k.retired.IsZero() && !now.Before(k.retired.Add(i.keyRetention()))) {
 			continue
 		}
 		out = append(out, k.jwk)

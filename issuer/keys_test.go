@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -141,7 +142,7 @@ func TestSigningKeyRotation(t *testing.T) {
 		t.Errorf("new token kid = %v, want %s", h["kid"], kid)
 	}
 	// Once every token of the old key has expired, it is withdrawn.
-	e.clock.Advance(time.Hour + time.Second)
+	e.clock.Advance(time.Hour + keyReload + time.Second)
 	keys, _ = e.jwksOf(t)
 	if got := kids(keys); len(got) != 1 || got[0] != kid {
 		t.Fatalf("JWKS kids after the old key's tokens expired = %v, want [%s]", got, kid)
@@ -194,4 +195,31 @@ func TestPublicKeyUnknown(t *testing.T) {
 	if e.active(t, "eyJhbGciOiJFUzI1NiIsImtpZCI6Im5vcGUiLCJ0eXAiOiJhdCtqd3QifQ.e30.c2ln") {
 		t.Error("token with unknown kid is active")
 	}
+}
+
+// TestRetiredKeyOutlivesOtherInstancesTokens: after a rotation another
+// instance signs with the old key until it re-reads the store (keyReload);
+// the old key stays published until those tokens expire too.
+func TestRetiredKeyOutlivesOtherInstancesTokens(t *testing.T) {
+	clock := &tokClock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
+	st := memory.New(memory.Options{Now: clock.Now})
+	a := newTokEnvStore(t, st, clock)
+	b := newTokEnvStore(t, st, clock)
+	old := a.clientToken(t) // a has the key cached from now on
+	h, _ := claimsOf(t, old)
+	oldKid := h["kid"].(string)
+	if _, err := b.iss.RotateSigningKey(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(keyReload - time.Second)
+	late := a.clientToken(t)
+	if h, _ := claimsOf(t, late); h["kid"] != oldKid {
+		t.Fatalf("a's token before its reload: kid %v, want the old key %s", h["kid"], oldKid)
+	}
+	clock.Advance(time.Hour - time.Second) // the late token's last second
+	keys, _ := b.jwksOf(t)
+	if got := kids(keys); !slices.Contains(got, oldKid) {
+		t.Errorf("JWKS before the late token expires = %v, want the old key %s kept", got, oldKid)
+	}
+	verifyLikeGateway(t, a, late, "ES256")
 }

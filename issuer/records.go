@@ -103,6 +103,6 @@ type signingKey struct {
 	PrivatePEM []byte    `json:"private_pem"` // PKCS#8
 	CreatedAt  time.Time `json:"created_at"`
 	// RetiredAt is set when a newer key takes over; the key stays published
-	// in the JWKS until RetiredAt + the longest token lifetime.
+	// in the JWKS until RetiredAt + keyRetention.
 	RetiredAt time.Time `json:"retired_at,omitempty"`
 }
