@@ -44,6 +44,7 @@ type toolItem struct {
 // When every tool is allowed, msg itself is returned.
 func FilterToolsList(msg []byte, allow func(name string) bool) ([]byte, error) {
 	p := newParser(msg, responseMaxDepth)
+	defer p.free()
 	p.result = &resultInfo{wantTools: true}
 	if _, err := p.response(); err != nil {
 		return nil, err
@@ -87,7 +88,9 @@ func FilterToolsList(msg []byte, allow func(name string) bool) ([]byte, error) {
 // request that asked for tools/list). The id of an error response may be
 // the literal null. Compare ids with SameID.
 func ResponseID(msg []byte) ([]byte, error) {
-	m, err := newParser(msg, responseMaxDepth).response()
+	p := newParser(msg, responseMaxDepth)
+	defer p.free()
+	m, err := p.response()
 	if err != nil {
 		return nil, err
 	}
@@ -126,6 +129,7 @@ func (p *parser) response() (Message, error) {
 // Added after the contract.
 func MarkPrivate(msg []byte) ([]byte, error) {
 	p := newParser(msg, responseMaxDepth)
+	defer p.free()
 	p.result = &resultInfo{}
 	if _, err := p.response(); err != nil {
 		return nil, err

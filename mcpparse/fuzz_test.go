@@ -9,6 +9,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -76,6 +77,11 @@ func FuzzParse(f *testing.F) {
 		}
 		if !json.Valid(body) {
 			t.Fatalf("Parse accepted what encoding/json calls invalid: %q", body)
+		}
+		if !jsontext.Value(body).IsValid() {
+			// RFC 7493: unique names in every object, valid UTF-8. Parse
+			// keeps its own record of names; this is an independent one.
+			t.Fatalf("Parse accepted what RFC 7493 refuses (a duplicate name or invalid UTF-8): %q", body)
 		}
 		if batch != (bytes.TrimLeft(body, " \t\r\n")[0] == '[') || (batch && !allowBatches) {
 			t.Fatalf("Parse() batch = %v for %q (batches allowed: %v)", batch, body, allowBatches)
@@ -285,6 +291,11 @@ func FuzzFilterToolsList(f *testing.F) {
 		var seen []string
 		allow := func(n string) bool { seen = append(seen, n); return len(n)%2 == 0 }
 		out, err := FilterToolsList(msg, allow)
+		_, errPrivate := MarkPrivate(msg)
+		_, errID := ResponseID(msg)
+		if (err == nil || errPrivate == nil || errID == nil) && !jsontext.Value(msg).IsValid() {
+			t.Fatalf("accepted what RFC 7493 refuses (a duplicate name or invalid UTF-8): %q (errors %v, %v, %v)", msg, err, errPrivate, errID)
+		}
 		if err != nil {
 			return
 		}

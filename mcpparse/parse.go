@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/go-json-experiment/json/jsontext"
 )
@@ -63,6 +64,7 @@ func Parse(body []byte, lim Limits) (msgs []Message, batch bool, err error) {
 		maxBatch = DefaultMaxBatch
 	}
 	p := newParser(body, lim.MaxDepth)
+	defer p.free()
 	tok, err := p.read()
 	if err != nil {
 		return nil, false, err
@@ -123,11 +125,12 @@ func Parse(body []byte, lim Limits) (msgs []Message, batch bool, err error) {
 }
 
 // parser walks one JSON text token by token. It checks nesting depth and
-// case-variant names itself; jsontext checks syntax, UTF-8 and exact
-// duplicate names.
+// duplicate names itself (exact duplicates and case variants alike, in
+// next); jsontext checks syntax and UTF-8.
 type parser struct {
 	body     []byte
-	dec      *jsontext.Decoder
+	src      bytes.Buffer // body, for dec: a bytes.Buffer is read in place
+	dec      jsontext.Decoder
 	maxDepth int
 
 	// Folded names of the members of every open object, back to back in
@@ -153,21 +156,47 @@ type frame struct {
 	set       map[string]struct{} // folded names, once there are many
 }
 
+// parsers recycles parsers: for a small message, setting up the tokenizer
+// and its stacks costs about as much as the reading. A parser holds
+// nothing from one use to the next (newParser sets every field, free
+// drops every reference to the input).
+var parsers = sync.Pool{New: func() any { return new(parser) }}
+
+// maxPooledScratch bounds the name scratch a pooled parser keeps, so one
+// huge message does not pin its names' memory.
+const maxPooledScratch = 4 << 10
+
+// newParser returns a parser for body; the caller must call free once
+// done with it and with everything it returned that is not a copy.
 func newParser(body []byte, maxDepth int) *parser {
 	if maxDepth <= 0 {
 		maxDepth = DefaultMaxDepth
 	}
-	maxDepth = min(maxDepth, maxTokenizerDepth)
-	p := &parser{
-		body:     body,
-		maxDepth: maxDepth,
-		// A bytes.Buffer lets jsontext read the body in place.
-		dec: jsontext.NewDecoder(bytes.NewBuffer(body),
-			jsontext.AllowDuplicateNames(false),
-			jsontext.AllowInvalidUTF8(false)),
-	}
+	p := parsers.Get().(*parser)
+	p.body = body
+	p.maxDepth = min(maxDepth, maxTokenizerDepth)
+	p.src = *bytes.NewBuffer(body)
+	// Duplicate names are refused by next, which compares the folded
+	// form of every name (equal names have equal folded forms): a second
+	// record of every name in jsontext would only cost time.
+	p.dec.Reset(&p.src, jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(false))
 	p.fold, p.names = p.foldBuf[:0], p.namesBuf[:0]
+	p.unq = p.unq[:0]
+	p.result = nil
 	return p
+}
+
+// free returns p to the pool.
+func (p *parser) free() {
+	p.body = nil
+	p.src = bytes.Buffer{}
+	p.dec.Reset(&p.src) // forgets the previous input
+	p.result = nil
+	p.fold, p.names = nil, nil
+	if cap(p.unq) > maxPooledScratch {
+		p.unq = nil
+	}
+	parsers.Put(p)
 }
 
 // read returns the next token.
@@ -209,10 +238,7 @@ func (p *parser) jsonErr(err error) error {
 	if errors.As(err, &se) {
 		off = se.ByteOffset
 	}
-	switch {
-	case errors.Is(err, jsontext.ErrDuplicateName):
-		return fmt.Errorf("%w at byte %d", ErrDuplicateName, off)
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return fmt.Errorf("%w: unexpected end of input", ErrInvalidJSON)
 	}
 	return fmt.Errorf("%w at byte %d", ErrInvalidJSON, off)
@@ -236,7 +262,9 @@ func (p *parser) enter() (frame, error) {
 
 // next reads the next member name of the object f, or reports ok == false
 // at its end. It refuses a name that folds to the same string as an
-// earlier name of the same object. name and folded are valid until the
+// earlier name of the same object: an exact duplicate (after unescaping)
+// or a case variant. Every object the parser reads goes through next, so
+// this is the only duplicate check. name and folded are valid until the
 // next call.
 func (p *parser) next(f *frame) (name, folded []byte, ok bool, err error) {
 	before := p.dec.InputOffset()
@@ -268,11 +296,10 @@ func (p *parser) next(f *frame) (name, folded []byte, ok bool, err error) {
 	p.fold = appendFolded(p.fold, name)
 	folded = p.fold[start:]
 
-	// jsontext has refused exact duplicates, so a match is a case variant.
 	if f.set == nil {
 		for _, s := range p.names[f.firstName:] {
 			if bytes.Equal(p.fold[s.start:s.end], folded) {
-				return nil, nil, false, fmt.Errorf("%w: case variant at byte %d", ErrDuplicateName, before)
+				return nil, nil, false, fmt.Errorf("%w at byte %d", ErrDuplicateName, before)
 			}
 		}
 		if len(p.names)-f.firstName == linearNames {
@@ -284,7 +311,7 @@ func (p *parser) next(f *frame) (name, folded []byte, ok bool, err error) {
 	}
 	if f.set != nil {
 		if _, dup := f.set[string(folded)]; dup {
-			return nil, nil, false, fmt.Errorf("%w: case variant at byte %d", ErrDuplicateName, before)
+			return nil, nil, false, fmt.Errorf("%w at byte %d", ErrDuplicateName, before)
 		}
 		f.set[string(folded)] = struct{}{}
 	}

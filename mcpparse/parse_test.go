@@ -2,8 +2,10 @@ package mcpparse
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -514,6 +516,125 @@ func TestParseParamsError(t *testing.T) {
 			}
 			if gotID != tt.wantID {
 				t.Errorf("Parse(%s) ParamsError id = %q, want %q", tt.body, gotID, tt.wantID)
+			}
+		})
+	}
+}
+
+// TestDuplicateNamesEveryDepth: Parse, FilterToolsList, MarkPrivate and
+// ResponseID refuse an exact duplicate name (plain, escaped, past the
+// switch to a name set) in an object at every depth the limits allow,
+// inside objects or arrays, in a single message or a batch; the same
+// text with distinct names is accepted, so the refusal is the duplicate's.
+func TestDuplicateNamesEveryDepth(t *testing.T) {
+	many := ""
+	for i := range linearNames + 4 {
+		many += `"n` + strconv.Itoa(i) + `":0,`
+	}
+	objects := []struct {
+		name      string
+		dup, twin string // an object with a duplicate, and with distinct names
+	}{
+		{"plain", `{"k":1,"k":2}`, `{"k":1,"j":2}`},
+		{"escaped", `{"k":1,"\u006b":2}`, `{"k":1,"\u006a":2}`},
+		{"not adjacent", `{"k":1,"x":null,"k":2}`, `{"k":1,"x":null,"j":2}`},
+		{"many names", `{` + many + `"k":1,"k":2}`, `{` + many + `"k":1,"j":2}`},
+		{"many names escaped", `{` + many + `"k":1,"\u006b":2}`, `{` + many + `"k":1,"\u006a":2}`},
+	}
+	// nest wraps inner (an object at depth d+n) in n objects or arrays.
+	nest := func(n int, inner string, arrays bool) string {
+		for range n {
+			if arrays {
+				inner = `[0,` + inner + `]`
+			} else {
+				inner = `{"a":` + inner + `}`
+			}
+		}
+		return inner
+	}
+	type text struct {
+		name, dup, twin string
+		parse           func(string) error
+	}
+	parseLim := func(lim Limits) func(string) error {
+		return func(s string) error { _, _, err := Parse([]byte(s), lim); return err }
+	}
+	response := func(f func([]byte) error) func(string) error {
+		return func(s string) error { return f([]byte(s)) }
+	}
+	responses := map[string]func(string) error{
+		"FilterToolsList": response(func(b []byte) error {
+			_, err := FilterToolsList(b, func(string) bool { return false })
+			return err
+		}),
+		"MarkPrivate": response(func(b []byte) error { _, err := MarkPrivate(b); return err }),
+		"ResponseID":  response(func(b []byte) error { _, err := ResponseID(b); return err }),
+	}
+	var texts []text
+	for _, o := range objects {
+		for _, arrays := range []bool{false, true} {
+			kind := "objects"
+			if arrays {
+				kind = "arrays"
+			}
+			// Requests: the envelope is depth 1, params 2, arguments 3.
+			for d := 3; d <= DefaultMaxDepth; d++ {
+				req := func(obj string) string {
+					return `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":` + nest(d-3, obj, arrays) + `}}`
+				}
+				texts = append(texts, text{
+					name: fmt.Sprintf("request %s %s depth %d", o.name, kind, d),
+					dup:  req(o.dup), twin: req(o.twin), parse: parseLim(Limits{}),
+				})
+				if d < DefaultMaxDepth {
+					batch := func(obj string) string { return `[{"jsonrpc":"2.0","method":"n"},` + req(obj) + `]` }
+					texts = append(texts, text{
+						name: fmt.Sprintf("batch %s %s depth %d", o.name, kind, d+1),
+						dup:  batch(o.dup), twin: batch(o.twin), parse: parseLim(Limits{AllowBatches: true}),
+					})
+				}
+			}
+			// Responses: the envelope is depth 1, result 2, tools 3, a tool 4.
+			for d := 5; d <= responseMaxDepth; d++ {
+				resp := func(obj string) string {
+					return `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"t","inputSchema":` + nest(d-5, obj, arrays) + `}]}}`
+				}
+				for fn, parse := range responses {
+					texts = append(texts, text{
+						name: fmt.Sprintf("%s %s %s depth %d", fn, o.name, kind, d),
+						dup:  resp(o.dup), twin: resp(o.twin), parse: parse,
+					})
+				}
+			}
+		}
+	}
+	// Every object the envelope readers own.
+	for _, s := range []struct{ name, dup, twin string }{
+		{"envelope", `{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}`, `{"jsonrpc":"2.0","id":1,"method":"ping"}`},
+		{"params", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b"}}`, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","nam":"b"}}`},
+		{"_meta", `{"jsonrpc":"2.0","id":1,"method":"ping","params":{"_meta":{"x":1,"x":2}}}`, `{"jsonrpc":"2.0","id":1,"method":"ping","params":{"_meta":{"x":1,"y":2}}}`},
+		{"params array", `{"jsonrpc":"2.0","id":1,"method":"x","params":[{"x":1,"x":2}]}`, `{"jsonrpc":"2.0","id":1,"method":"x","params":[{"x":1,"y":2}]}`},
+		{"error", `{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"m","code":2}}`, `{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"m","cod":2}}`},
+		{"error data", `{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"m","data":{"x":1,"x":2}}}`, `{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"m","data":{"x":1,"y":2}}}`},
+	} {
+		texts = append(texts, text{name: s.name, dup: s.dup, twin: s.twin, parse: parseLim(Limits{})})
+	}
+	for _, s := range []struct{ name, dup, twin string }{
+		{"result", `{"jsonrpc":"2.0","id":1,"result":{"tools":[],"x":1,"x":2}}`, `{"jsonrpc":"2.0","id":1,"result":{"tools":[],"x":1,"y":2}}`},
+		{"tool", `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a","name":"b"}]}}`, `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a","nam":"b"}]}}`},
+		{"cacheScope", `{"jsonrpc":"2.0","id":1,"result":{"tools":[],"cacheScope":"a","cacheScope":"b"}}`, `{"jsonrpc":"2.0","id":1,"result":{"tools":[],"cacheScope":"a","cacheScop":"b"}}`},
+	} {
+		for fn, parse := range responses {
+			texts = append(texts, text{name: fn + " " + s.name, dup: s.dup, twin: s.twin, parse: parse})
+		}
+	}
+	for _, tt := range texts {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.parse(tt.dup); !errors.Is(err, ErrDuplicateName) {
+				t.Errorf("reading %s: error = %v, want %v", tt.dup, err, ErrDuplicateName)
+			}
+			if err := tt.parse(tt.twin); err != nil {
+				t.Errorf("reading %s: error = %v, want nil", tt.twin, err)
 			}
 		})
 	}
