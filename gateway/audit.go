@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"time"
+
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -22,11 +24,12 @@ const auditMessage = "mcp request"
 // handler answers).
 func (g *Gateway) auditForwarded(x *exchange, status int) {
 	if len(x.dec) == 0 {
-		g.auditOne(x, nil, nil, true, status, "")
+		g.auditOne(&x.events(1)[0], x, nil, nil, true, status, "")
 		return
 	}
+	events := x.events(len(x.dec))
 	for i := range x.dec {
-		g.auditOne(x, &x.dec[i], x.message(i), true, status, "")
+		g.auditOne(&events[i], x, &x.dec[i], x.message(i), true, status, "")
 	}
 }
 
@@ -34,9 +37,10 @@ func (g *Gateway) auditForwarded(x *exchange, status int) {
 // messages were read, otherwise one event with the refusal's reason.
 func (g *Gateway) auditRefusal(x *exchange, f *refusal) {
 	if len(x.dec) == 0 || len(x.dec) != max(len(x.msgs), 1) {
-		g.auditOne(x, nil, nil, false, f.status, f.message)
+		g.auditOne(&x.events(1)[0], x, nil, nil, false, f.status, f.message)
 		return
 	}
+	events := x.events(len(x.dec))
 	for i := range x.dec {
 		d := &x.dec[i]
 		reason := d.reason
@@ -44,7 +48,7 @@ func (g *Gateway) auditRefusal(x *exchange, f *refusal) {
 			// An allowed message shares the fate of its denied batch mates.
 			reason = "refused with its batch"
 		}
-		g.auditOne(x, d, x.message(i), false, f.status, reason)
+		g.auditOne(&events[i], x, d, x.message(i), false, f.status, reason)
 	}
 }
 
@@ -55,56 +59,99 @@ func (x *exchange) message(i int) *mcpparse.Message {
 	return nil
 }
 
-func (g *Gateway) auditOne(x *exchange, d *decision, m *mcpparse.Message, allowed bool, status int, reason string) {
+// events returns room for n audit events: the exchange's own for one.
+// Each request is audited once, so the room is never reused.
+func (x *exchange) events(n int) []auditEvent {
+	if n <= len(x.eventBuf) {
+		return x.eventBuf[:n]
+	}
+	return make([]auditEvent, n)
+}
+
+// auditEvent is one audit event. It encodes its own fields (zap.Inline),
+// so an event costs no []zap.Field and no per-field conversions. It is
+// not changed once written: a core may encode it later (zaptest's
+// observer does).
+type auditEvent struct {
+	g         *Gateway
+	x         *exchange
+	d         *decision         // nil when no message was decided
+	m         *mcpparse.Message // nil when no message was read
+	allowed   bool
+	status    int
+	reason    string
+	latency   time.Duration
+	requestID string
+	field     [1]zap.Field // the event as ce.Write's argument
+}
+
+func (g *Gateway) auditOne(e *auditEvent, x *exchange, d *decision, m *mcpparse.Message, allowed bool, status int, reason string) {
 	ce := g.audit.Check(zapcore.InfoLevel, auditMessage)
 	if ce == nil {
 		return
 	}
-	fields := make([]zap.Field, 0, 18)
-	if p := x.p; p != nil {
-		fields = append(fields,
-			zap.String("principal", p.subject),
-			zap.String("client", p.clientID),
-			zap.Strings("act", p.actors),
-			zap.String("principal_type", p.principalType),
-		)
+	if d != nil && reason == "" {
+		reason = d.reason
 	}
-	fields = append(fields,
-		zap.String("resource", g.cfg.Resource),
-		zap.String("http_method", x.r.Method),
-	)
-	if m != nil {
-		fields = append(fields, zap.String("method", m.Method))
+	*e = auditEvent{g: g, x: x, d: d, m: m, allowed: allowed, status: status, reason: reason, latency: g.now().Sub(x.start)}
+	if g.cfg.RequestID != nil {
+		e.requestID = g.cfg.RequestID(x.r)
+	}
+	e.field[0] = zap.Inline(e)
+	ce.Write(e.field[:]...)
+}
+
+// MarshalLogObject writes the event's fields, in the order of the list
+// above; request_id only when Config.RequestID is set.
+func (e *auditEvent) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	if p := e.x.p; p != nil {
+		enc.AddString("principal", p.subject)
+		enc.AddString("client", p.clientID)
+		if err := enc.AddArray("act", (*stringArray)(&p.actors)); err != nil {
+			return err
+		}
+		enc.AddString("principal_type", p.principalType)
+	}
+	enc.AddString("resource", e.g.cfg.Resource)
+	enc.AddString("http_method", e.x.r.Method)
+	if m := e.m; m != nil {
+		enc.AddString("method", m.Method)
 		if m.ID != nil {
-			fields = append(fields, zap.ByteString("jsonrpc_id", m.ID))
+			enc.AddByteString("jsonrpc_id", m.ID)
 		}
 	}
-	if d != nil {
+	if d := e.d; d != nil {
 		if d.target != "" {
-			fields = append(fields, zap.String(d.kind, d.target))
+			enc.AddString(d.kind, d.target)
 		}
 		if d.rule != "" {
-			fields = append(fields, zap.String("rule", d.rule))
-		}
-		if reason == "" {
-			reason = d.reason
+			enc.AddString("rule", d.rule)
 		}
 	}
 	decision := "deny"
-	if allowed {
+	if e.allowed {
 		decision = "allow"
 	}
-	fields = append(fields, zap.String("decision", decision))
-	if reason != "" {
-		fields = append(fields, zap.String("reason", reason))
+	enc.AddString("decision", decision)
+	if e.reason != "" {
+		enc.AddString("reason", e.reason)
 	}
-	fields = append(fields,
-		zap.Int("status", status),
-		zap.Duration("latency", g.now().Sub(x.start)),
-		zap.String("remote_addr", x.r.RemoteAddr),
-	)
-	if g.cfg.RequestID != nil {
-		fields = append(fields, zap.String("request_id", g.cfg.RequestID(x.r)))
+	enc.AddInt64("status", int64(e.status))
+	enc.AddDuration("latency", e.latency)
+	enc.AddString("remote_addr", e.x.r.RemoteAddr)
+	if e.g.cfg.RequestID != nil {
+		enc.AddString("request_id", e.requestID)
 	}
-	ce.Write(fields...)
+	return nil
+}
+
+// stringArray encodes a []string as an array (a pointer, so that passing
+// it to zap allocates nothing).
+type stringArray []string
+
+func (a *stringArray) MarshalLogArray(enc zapcore.ArrayEncoder) error {
+	for _, s := range *a {
+		enc.AppendString(s)
+	}
+	return nil
 }

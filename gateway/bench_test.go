@@ -2,9 +2,13 @@ package gateway
 
 import (
 	"bytes"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/mcpparse"
 )
@@ -39,9 +43,23 @@ func (w *nopWriter) Write(b []byte) (int, error) { return len(b), nil }
 func (w *nopWriter) WriteHeader(int)             {}
 
 // BenchmarkServe: the full Serve path with a cached token and a no-op
-// upstream.
+// upstream, audit events off.
 func BenchmarkServe(b *testing.B) {
-	g := newGateway(b, testConfig(b))
+	benchmarkServe(b, testConfig(b))
+}
+
+// BenchmarkServeAudit: as BenchmarkServe, with audit events JSON-encoded
+// (as Caddy's default log encoder does) to a discarding writer.
+func BenchmarkServeAudit(b *testing.B) {
+	cfg := testConfig(b)
+	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
+	cfg.AuditLogger = zap.New(zapcore.NewCore(enc, zapcore.AddSync(io.Discard), zap.InfoLevel))
+	cfg.RequestID = func(*http.Request) string { return "0b6a4e4e-2f1c-4f7e-9d0a-3c2b1a0f9e8d" }
+	benchmarkServe(b, cfg)
+}
+
+func benchmarkServe(b *testing.B, cfg Config) {
+	g := newGateway(b, cfg)
 	token := "Bearer " + mint(b, claims())
 	body := []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/etc/motd"}}}`)
 	answer := []byte(`{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`)

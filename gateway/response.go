@@ -53,8 +53,12 @@ type responseWriter struct {
 	done        chan struct{}
 }
 
-func newResponseWriter(w http.ResponseWriter, g *Gateway, x *exchange) *responseWriter {
-	rw := &responseWriter{w: w, g: g, x: x}
+// responseWriter readies the exchange's writer to next.
+func (x *exchange) responseWriter(w http.ResponseWriter, g *Gateway) *responseWriter {
+	x.rw = responseWriter{w: w, g: g, x: x}
+	if !x.listsTools() {
+		return &x.rw
+	}
 	var listIDs, allIDs [][]byte
 	for i := range x.msgs {
 		m := &x.msgs[i]
@@ -66,16 +70,14 @@ func newResponseWriter(w http.ResponseWriter, g *Gateway, x *exchange) *response
 			listIDs = append(listIDs, m.ID)
 		}
 	}
-	if x.listsTools() {
-		p := x.p
-		rw.filter = &toolsFilter{
-			single:  !x.batch,
-			listIDs: listIDs,
-			allIDs:  allIDs,
-			allow:   func(name string) bool { return g.policy.allowTool(p, name) },
-		}
+	p := x.p
+	x.rw.filter = &toolsFilter{
+		single:  !x.batch,
+		listIDs: listIDs,
+		allIDs:  allIDs,
+		allow:   func(name string) bool { return g.policy.allowTool(p, name) },
 	}
-	return rw
+	return &x.rw
 }
 
 // listsTools reports whether the answer must be filtered: a message asks

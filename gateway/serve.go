@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/textproto"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,10 +28,6 @@ const (
 
 var supportedVersions = []string{version20260728, version20251125, version20250618, version20250326, version20241105}
 
-// Headers the client may not set: the identity headers are the gateway's
-// to assert (ForwardIdentity), never the client's.
-var identityHeaders = []string{"X-Mcp-Subject", "X-Mcp-Client", "X-Mcp-Actor", "X-Mcp-Scope"}
-
 const corsAllowHeaders = "Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Mcp-Method, Mcp-Name, Last-Event-ID"
 
 // exchange is one request on its way through the gateway.
@@ -47,6 +44,14 @@ type exchange struct {
 	session string // upstream session id, "" when none
 	// headerChecked: Mcp-Method / Mcp-Name were validated against the body.
 	headerChecked bool
+
+	// What a request needs along the way, allocated with the exchange:
+	// the decision and audit event of a single message, the authorized
+	// body as next reads it, and the writer next writes to.
+	decBuf   [1]decision
+	eventBuf [1]auditEvent
+	upBody   requestBody
+	rw       responseWriter
 }
 
 // Serve handles one request: metadata at the metadata paths; otherwise the
@@ -74,7 +79,7 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next http.Handle
 		return
 	}
 
-	rw := newResponseWriter(w, g, x)
+	rw := x.responseWriter(w, g)
 	defer func() {
 		rw.finish()
 		g.auditForwarded(x, rw.status)
@@ -170,9 +175,9 @@ func (g *Gateway) admit(x *exchange) *refusal {
 	}
 	if r.Method != http.MethodPost {
 		// GET (server stream) and DELETE (end session) need the base scopes.
-		d := g.policy.check(x.p, decision{kind: kindBase, required: g.policy.base}, nil)
-		x.dec = []decision{d}
-		if !d.allow {
+		x.dec = x.decBuf[:1]
+		x.dec[0] = g.policy.check(x.p, decision{kind: kindBase, required: g.policy.base}, nil)
+		if !x.dec[0].allow {
 			return g.denial(x)
 		}
 		return nil
@@ -242,13 +247,16 @@ func checkContentHeaders(r *http.Request) *refusal {
 	if len(ct) != 1 {
 		return unsupported("Content-Type must be application/json")
 	}
-	mt, params, err := mime.ParseMediaType(ct[0])
-	if err != nil || mt != "application/json" {
-		return unsupported("Content-Type must be application/json")
-	}
-	for k, v := range params {
-		if k != "charset" || !strings.EqualFold(v, "utf-8") {
-			return unsupported("Content-Type parameters other than charset=utf-8 are not accepted")
+	// The usual value needs no parsing (ParseMediaType allocates).
+	if ct[0] != "application/json" {
+		mt, params, err := mime.ParseMediaType(ct[0])
+		if err != nil || mt != "application/json" {
+			return unsupported("Content-Type must be application/json")
+		}
+		for k, v := range params {
+			if k != "charset" || !strings.EqualFold(v, "utf-8") {
+				return unsupported("Content-Type parameters other than charset=utf-8 are not accepted")
+			}
 		}
 	}
 	for _, ce := range r.Header.Values("Content-Encoding") {
@@ -289,26 +297,30 @@ func (g *Gateway) checkSession(x *exchange) *refusal {
 // that was not read in full.
 func (g *Gateway) readBody(x *exchange) *refusal {
 	limit := g.cfg.MaxBodySize
-	tooLarge := &refusal{status: http.StatusRequestEntityTooLarge, code: codeInvalidRequest,
-		message: "request body exceeds " + strconv.FormatInt(limit, 10) + " bytes"}
-	if x.r.ContentLength > limit {
-		return tooLarge
+	tooLarge := func() *refusal {
+		return &refusal{status: http.StatusRequestEntityTooLarge, code: codeInvalidRequest,
+			message: "request body exceeds " + strconv.FormatInt(limit, 10) + " bytes"}
 	}
-	unreadable := &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "could not read the request body"}
+	unreadable := func() *refusal {
+		return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "could not read the request body"}
+	}
+	if x.r.ContentLength > limit {
+		return tooLarge()
+	}
 	if n := x.r.ContentLength; n >= 0 {
 		// net/http stops the body at Content-Length.
 		x.body = make([]byte, n)
 		if _, err := io.ReadFull(x.r.Body, x.body); err != nil {
-			return unreadable
+			return unreadable()
 		}
 		return nil
 	}
 	body, err := io.ReadAll(io.LimitReader(x.r.Body, limit+1))
 	if err != nil {
-		return unreadable
+		return unreadable()
 	}
 	if int64(len(body)) > limit {
-		return tooLarge
+		return tooLarge()
 	}
 	x.body = body
 	return nil
@@ -336,7 +348,11 @@ func (g *Gateway) classify(x *exchange) *refusal {
 	if f := checkMetadataHeaders(x); f != nil {
 		return f
 	}
-	x.dec = make([]decision, len(msgs))
+	if len(msgs) <= len(x.decBuf) {
+		x.dec = x.decBuf[:len(msgs)]
+	} else {
+		x.dec = make([]decision, len(msgs))
+	}
 	for i := range msgs {
 		d, err := g.policy.decide(x.p, &msgs[i], x.modern)
 		if err != nil {
@@ -486,36 +502,20 @@ func targetNoun(kind string) string {
 // upstream's own session id, and no client credentials. Cookie is dropped
 // too: MCP's transport does not use cookies, and on a host shared with the
 // issuer they would hand the user's login session to the MCP server.
+//
+// It is a shallow copy of the client's request with its own URL and
+// header (next may change either in place, and Caddy's logs and error
+// routes read the client's request as it came).
 func (g *Gateway) upstreamRequest(x *exchange) *http.Request {
-	out := x.r.Clone(x.r.Context())
-	h := out.Header
-	h.Del("Authorization")
-	h.Del("Cookie")
-	// Some server frameworks let these turn the authorized POST into
-	// another method.
-	h.Del("X-Http-Method-Override")
-	h.Del("X-Http-Method")
-	h.Del("X-Method-Override")
-	for _, k := range identityHeaders {
-		h.Del(k)
-	}
-	// CGI-style servers (FastCGI, PHP, WSGI) read "X_Mcp_Subject" or
-	// "Mcp_Session_Id" as the dashed header, so no client header with an
-	// underscore may stand in for one removed, checked or set here.
-	for k := range h {
-		if strings.ContainsRune(k, '_') {
-			delete(h, k)
-		}
-	}
+	out := new(http.Request)
+	*out = *x.r
+	u := *x.r.URL
+	out.URL = &u
+	h := g.upstreamHeader(x)
+	out.Header = h
 	// Request trailers arrive after the body was authorized, and a proxy
 	// that forwards them would deliver headers nobody checked.
-	h.Del("Trailer")
 	out.Trailer = nil
-	if x.listsTools() {
-		// A compressed answer could not be filtered (502); the
-		// upstream answers uncompressed, or the transport decodes.
-		h.Del("Accept-Encoding")
-	}
 	if g.cfg.ForwardIdentity {
 		p := x.p
 		h.Set("X-Mcp-Subject", headerSafe(p.subject))
@@ -525,19 +525,14 @@ func (g *Gateway) upstreamRequest(x *exchange) *http.Request {
 		}
 		h.Set("X-Mcp-Scope", headerSafe(p.scope))
 	}
-	if !x.headerChecked {
-		h.Del("Mcp-Method")
-		h.Del("Mcp-Name")
-	}
-	h.Del("Mcp-Session-Id")
 	if x.session != "" {
 		h.Set("Mcp-Session-Id", x.session)
 	}
-	h.Del("Content-Length")
 	out.TransferEncoding = nil
 	if x.r.Method == http.MethodPost {
 		body := x.body
-		out.Body = io.NopCloser(bytes.NewReader(body))
+		x.upBody.Reset(body)
+		out.Body = &x.upBody
 		out.ContentLength = int64(len(body))
 		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	} else {
@@ -547,6 +542,68 @@ func (g *Gateway) upstreamRequest(x *exchange) *http.Request {
 	}
 	return out
 }
+
+// upstreamHeader copies the client's header fields that may reach the
+// upstream, values included (one backing array, as http.Header.Clone).
+// Names are compared in canonical form, so a field stored under another
+// spelling is dropped all the same.
+func (g *Gateway) upstreamHeader(x *exchange) http.Header {
+	src := x.r.Header
+	n := 0
+	for _, vv := range src {
+		n += len(vv)
+	}
+	values := make([]string, n)
+	h := make(http.Header, len(src)+5) // room for what upstreamRequest sets
+	for k, vv := range src {
+		if !x.forwardsHeader(k) {
+			continue
+		}
+		if vv == nil {
+			h[k] = nil
+			continue
+		}
+		n := copy(values, vv)
+		h[k] = values[:n:n]
+		values = values[n:]
+	}
+	return h
+}
+
+// forwardsHeader reports whether a client header field may reach the
+// upstream.
+func (x *exchange) forwardsHeader(name string) bool {
+	if strings.IndexByte(name, '_') >= 0 {
+		// CGI-style servers (FastCGI, PHP, WSGI) read "X_Mcp_Subject" or
+		// "Mcp_Session_Id" as the dashed header, so no client header with
+		// an underscore may stand in for one removed, checked or set here.
+		return false
+	}
+	switch textproto.CanonicalMIMEHeaderKey(name) {
+	case "Authorization", "Cookie",
+		// Some server frameworks let these turn the authorized POST
+		// into another method.
+		"X-Http-Method-Override", "X-Http-Method", "X-Method-Override",
+		// The gateway's to assert (ForwardIdentity), never the client's.
+		"X-Mcp-Subject", "X-Mcp-Client", "X-Mcp-Actor", "X-Mcp-Scope",
+		// The upstream's session id replaces the client's.
+		"Mcp-Session-Id",
+		"Trailer", "Content-Length":
+		return false
+	case "Accept-Encoding":
+		// A compressed tools/list answer could not be filtered (502): the
+		// upstream answers uncompressed, or the transport decodes.
+		return !x.listsTools()
+	case "Mcp-Method", "Mcp-Name":
+		return x.headerChecked
+	}
+	return true
+}
+
+// requestBody is the authorized body as next reads it.
+type requestBody struct{ bytes.Reader }
+
+func (*requestBody) Close() error { return nil }
 
 // headerSafe returns s, or its MCP base64 sentinel form when s is not
 // plain visible ASCII (or looks like the sentinel), so identity headers
