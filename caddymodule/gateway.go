@@ -85,7 +85,8 @@ type Rule struct {
 	RequireUser bool `json:"require_user,omitempty"`
 	// RequireAgent refuses tokens without an acting agent.
 	RequireAgent bool `json:"require_agent,omitempty"`
-	// UserOnly refuses delegated (act) tokens.
+	// UserOnly admits only a user acting directly: delegated (act),
+	// agent-only and client-credentials tokens are refused.
 	UserOnly bool `json:"user_only,omitempty"`
 	// MaxDepth is the maximum act nesting; 0: unlimited.
 	MaxDepth int `json:"max_depth,omitempty"`

@@ -87,6 +87,7 @@ func TestBypass(t *testing.T) {
 		{"wrong typ", call{token: mintWith(t, jwt.SigningMethodES256, k.ec, "ec1", claims(), func(h map[string]any) { h["typ"] = "JWT" }), body: toolCall("read_a")}, 401},
 		{"no typ", call{token: mintWith(t, jwt.SigningMethodES256, k.ec, "ec1", claims(), func(h map[string]any) { delete(h, "typ") }), body: toolCall("read_a")}, 401},
 		{"expired", call{token: with(func(c jwt.MapClaims) { c["exp"] = testNow.Add(-time.Minute).Unix() }), body: toolCall("read_a")}, 401},
+		{"expired beyond the leeway", call{token: with(func(c jwt.MapClaims) { c["exp"] = testNow.Add(-6 * time.Second).Unix() }), body: toolCall("read_a")}, 401},
 		{"no exp", call{token: with(func(c jwt.MapClaims) { delete(c, "exp") }), body: toolCall("read_a")}, 401},
 		{"nbf in future", call{token: with(func(c jwt.MapClaims) { c["nbf"] = testNow.Add(time.Hour).Unix() }), body: toolCall("read_a")}, 401},
 		{"iat in future", call{token: with(func(c jwt.MapClaims) { c["iat"] = testNow.Add(time.Hour).Unix() }), body: toolCall("read_a")}, 401},

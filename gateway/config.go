@@ -89,7 +89,7 @@ type ActorRule struct {
 	AllowedAgents []string // if non-empty, an acting agent (outermost act.sub, or sub of an agent-only token) must be listed
 	RequireUser   bool     // refuse tokens whose principal is not a user (principal_type other than absent or "user")
 	RequireAgent  bool     // refuse tokens without an agent (neither act nor principal_type "agent")
-	UserOnly      bool     // refuse delegated (act) tokens and agent-only tokens
+	UserOnly      bool     // only a user acting directly: refuse delegated (act), agent-only and client tokens
 	MaxDepth      int      // maximum act nesting; 0 = unlimited
 }
 

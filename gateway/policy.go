@@ -319,6 +319,8 @@ func actorRefusal(a ActorRule, pr *principal) string {
 	switch {
 	case a.UserOnly && agent != "":
 		return "actor rule: agents may not call"
+	case a.UserOnly && !pr.isUser():
+		return "actor rule: only users may call"
 	case a.RequireUser && !pr.isUser():
 		return "actor rule: a user principal is required"
 	case a.RequireAgent && agent == "":

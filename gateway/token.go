@@ -20,9 +20,11 @@ import (
 
 // Token handling limits.
 const (
-	maxTokenLen     = 16 << 10 // bytes; far above any access token we issue
-	maxActDepth     = 32       // act nesting beyond this is refused outright
-	tokenLeeway     = 30 * time.Second
+	maxTokenLen = 16 << 10 // bytes; far above any access token we issue
+	maxActDepth = 32       // act nesting beyond this is refused outright
+	// tokenLeeway tolerates clock skew with a remote issuer; an expired
+	// token is refused within seconds, not half a minute.
+	tokenLeeway     = 5 * time.Second
 	claimsCacheSize = 10000
 	minRSABits      = 2048
 )

@@ -29,7 +29,7 @@ func TestTokenAccepted(t *testing.T) {
 		}, "Bearer "},
 		{"within leeway", func() string {
 			c := claims()
-			c["exp"] = testNow.Add(-10 * time.Second).Unix()
+			c["exp"] = testNow.Add(-3 * time.Second).Unix()
 			return mint(t, c)
 		}, "Bearer "},
 	}
@@ -137,6 +137,8 @@ func TestPrincipalTypes(t *testing.T) {
 		{"robot", "human", http.StatusForbidden},
 		{"client", "agent_only", http.StatusForbidden},
 		{"client", "read_file", http.StatusOK},
+		{"client", "user_only", http.StatusForbidden},
+		{"-", "user_only", http.StatusOK},
 		{"-", "agent_only", http.StatusForbidden},
 	}
 	for _, tt := range tests {

@@ -862,6 +862,7 @@ func TestAgentPatterns(t *testing.T) {
 		for _, tc := range []struct{ tool, reason string }{
 			{toolUser, "a user principal is required"},
 			{toolAgent, "an agent is required"},
+			{toolUserOnly, "only users may call"},
 		} {
 			resp, body, ev := e.callRaw(ctx, t, tok, tc.tool)
 			checkActorRefusal(t, resp, body, tc.tool, tc.reason)
@@ -1077,9 +1078,8 @@ func TestAgentPatterns(t *testing.T) {
 			want  []string
 		}{
 			{"user", &userTok, []string{toolUser, toolAgentA, toolUserOnly, toolPlain, toolShallow}},
-			// user_only means "no delegated tokens" (README): a client's own
-			// token has no agent, so it passes.
-			{"client", &svcTok, []string{toolAgentA, toolUserOnly, toolPlain, toolShallow}},
+			// user_only admits only a user acting directly (README).
+			{"client", &svcTok, []string{toolAgentA, toolPlain, toolShallow}},
 			{"agent-a alone", &ownA, []string{toolAgentA, toolAgent, toolPlain, toolShallow}},
 			{"agent-b alone", &ownB, []string{toolAgent, toolPlain, toolShallow}},
 			{"agent-a for the user", &exchangedA, []string{toolUser, toolAgentA, toolAgent, toolPlain, toolShallow}},
