@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"net/textproto"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -46,10 +47,12 @@ type exchange struct {
 	headerChecked bool
 
 	// What a request needs along the way, allocated with the exchange:
-	// the decision and audit event of a single message, the authorized
-	// body as next reads it, and the writer next writes to.
+	// the decision and audit event of a single message, the request next
+	// gets, and the writer next writes to.
 	decBuf   [1]decision
 	eventBuf [1]auditEvent
+	up       http.Request
+	upURL    url.URL
 	upBody   requestBody
 	rw       responseWriter
 }
@@ -507,10 +510,10 @@ func targetNoun(kind string) string {
 // header (next may change either in place, and Caddy's logs and error
 // routes read the client's request as it came).
 func (g *Gateway) upstreamRequest(x *exchange) *http.Request {
-	out := new(http.Request)
+	out := &x.up
 	*out = *x.r
-	u := *x.r.URL
-	out.URL = &u
+	x.upURL = *x.r.URL
+	out.URL = &x.upURL
 	h := g.upstreamHeader(x)
 	out.Header = h
 	// Request trailers arrive after the body was authorized, and a proxy
