@@ -37,15 +37,7 @@ type appsView struct {
 // handleApps is the "connected apps and agents" page: it lists what the
 // logged-in user granted and lets them revoke it.
 func (i *Issuer) handleApps(w http.ResponseWriter, r *http.Request) {
-	switch r.Method {
-	case http.MethodGet:
-		i.appsGet(w, r)
-	case http.MethodPost:
-		i.appsPost(w, r)
-	default:
-		w.Header().Set("Allow", "GET, POST")
-		i.errorPage(w, http.StatusMethodNotAllowed, "Invalid request", "Use the page's buttons.")
-	}
+	i.formPage(w, r, i.appsGet, i.appsPost, "Use the page's buttons.")
 }
 
 func (i *Issuer) appsGet(w http.ResponseWriter, r *http.Request) {

@@ -44,15 +44,7 @@ type consentView struct {
 // handleConsent shows the consent page for a pending request (GET) and
 // takes the decision (POST).
 func (i *Issuer) handleConsent(w http.ResponseWriter, r *http.Request) {
-	switch r.Method {
-	case http.MethodGet:
-		i.consentGet(w, r)
-	case http.MethodPost:
-		i.consentPost(w, r)
-	default:
-		w.Header().Set("Allow", "GET, POST")
-		i.errorPage(w, http.StatusMethodNotAllowed, "Invalid request", "Use the consent form.")
-	}
+	i.formPage(w, r, i.consentGet, i.consentPost, "Use the consent form.")
 }
 
 func (i *Issuer) consentGet(w http.ResponseWriter, r *http.Request) {

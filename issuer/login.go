@@ -18,15 +18,7 @@ type loginView struct {
 
 // handleLogin shows the login form (GET) and checks credentials (POST).
 func (i *Issuer) handleLogin(w http.ResponseWriter, r *http.Request) {
-	switch r.Method {
-	case http.MethodGet:
-		i.loginGet(w, r)
-	case http.MethodPost:
-		i.loginPost(w, r)
-	default:
-		w.Header().Set("Allow", "GET, POST")
-		i.errorPage(w, http.StatusMethodNotAllowed, "Invalid request", "Use the sign-in form.")
-	}
+	i.formPage(w, r, i.loginGet, i.loginPost, "Use the sign-in form.")
 }
 
 func (i *Issuer) loginGet(w http.ResponseWriter, r *http.Request) {

@@ -157,3 +157,17 @@ func (i *Issuer) handleAssets(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "public, max-age=3600")
 	http.ServeContent(w, r, name, time.Time{}, bytes.NewReader(b))
 }
+
+// formPage dispatches a page that is shown with GET and submitted with
+// POST; any other method gets an error page saying how to use it.
+func (i *Issuer) formPage(w http.ResponseWriter, r *http.Request, get, post http.HandlerFunc, hint string) {
+	switch r.Method {
+	case http.MethodGet:
+		get(w, r)
+	case http.MethodPost:
+		post(w, r)
+	default:
+		w.Header().Set("Allow", "GET, POST")
+		i.errorPage(w, http.StatusMethodNotAllowed, "Invalid request", hint)
+	}
+}
