@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"testing"
 
 	"go.uber.org/zap"
@@ -72,6 +73,10 @@ func benchmarkServe(b *testing.B, cfg Config) {
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", token)
 	req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Accept-Encoding", "gzip")
+	req.Header.Set("User-Agent", "Go-http-client/1.1")
+	req.Header.Set("Content-Length", strconv.Itoa(len(body)))
 	b.ReportAllocs()
 	b.SetBytes(int64(len(body)))
 	for b.Loop() {

@@ -557,7 +557,7 @@ func (g *Gateway) upstreamHeader(x *exchange) http.Header {
 		n += len(vv)
 	}
 	values := make([]string, n)
-	h := make(http.Header, len(src)+5) // room for what upstreamRequest sets
+	h := make(http.Header, len(src))
 	for k, vv := range src {
 		if !x.forwardsHeader(k) {
 			continue
