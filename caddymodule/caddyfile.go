@@ -321,6 +321,7 @@ func (a *App) parseResource(d *caddyfile.Dispenser) error {
 //		allowed_origins <origin...>
 //		max_body_size <size>
 //		forward_identity
+//		audit all|denials_only
 //		session_key <base64-key>
 //	}
 //
@@ -370,6 +371,10 @@ func (h *GatewayHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "forward_identity":
 			err = flag(d, &h.ForwardIdentity)
+		case "audit":
+			if err = oneArg(d, &h.Audit); err == nil && h.Audit != "all" && h.Audit != "denials_only" {
+				return d.Errf("audit %q: want all or denials_only", h.Audit)
+			}
 		case "session_key":
 			err = oneArg(d, &h.SessionKey)
 		default:

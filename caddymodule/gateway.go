@@ -63,6 +63,9 @@ type GatewayHandler struct {
 	// ForwardIdentity sends X-MCP-Subject, X-MCP-Client, X-MCP-Actor and
 	// X-MCP-Scope to the upstream.
 	ForwardIdentity bool `json:"forward_identity,omitempty"`
+	// Audit is "all" (default: an audit event for every decision) or
+	// "denials_only" (events for refused requests only).
+	Audit string `json:"audit,omitempty"`
 	// SessionKey is the base64 HMAC key (at least 32 bytes) that binds
 	// MCP sessions to their principal; placeholders such as {env.KEY} are
 	// replaced. Default: a random key kept in the mcp_auth store, so every
@@ -137,6 +140,13 @@ func (h *GatewayHandler) Provision(ctx caddy.Context) error {
 		ForwardIdentity: h.ForwardIdentity,
 		Logger:          log,
 		AuditLogger:     log.Named("audit"),
+	}
+	switch h.Audit {
+	case "", "all":
+	case "denials_only":
+		cfg.AuditDenialsOnly = true
+	default:
+		return fmt.Errorf("mcp_gateway: audit %q: want all or denials_only", h.Audit)
 	}
 	for _, r := range h.Tools {
 		cfg.Tools = append(cfg.Tools, r.gatewayRule())

@@ -277,6 +277,7 @@ func TestGatewayHandlerErrors(t *testing.T) {
 	}{
 		{"no resource", GatewayHandler{}, "resource URL is required"},
 		{"bad session key", GatewayHandler{Resource: gatewayResource, SessionKey: "!!"}, "session_key"},
+		{"unknown audit mode", GatewayHandler{Resource: gatewayResource, Audit: "none"}, `audit "none": want all or denials_only`},
 		{"contradictory rule", GatewayHandler{Resource: gatewayResource, Tools: []Rule{{Match: "x", RequireAgent: true, UserOnly: true}}}, "mcp_gateway " + gatewayResource + ": tools rule"},
 	}
 	for _, tt := range tests {

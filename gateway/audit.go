@@ -11,7 +11,8 @@ import (
 
 // Audit events: one per JSON-RPC message decision (one per request for GET
 // and DELETE, and for requests refused before their messages were read),
-// logged after the upstream answered so the upstream status is part of it.
+// logged after the upstream answered so the upstream status is part of it;
+// with Config.AuditDenialsOnly, for refused requests only.
 // Fields: principal, client, act (full chain, outermost first),
 // principal_type, resource, http_method, method, tool | prompt | uri,
 // jsonrpc_id, decision, rule, reason, status, latency, request_id,
@@ -19,10 +20,13 @@ import (
 
 const auditMessage = "mcp request"
 
-// auditForwarded logs the decisions of a forwarded request. Status 0
-// means next wrote nothing (under Caddy: the proxy failed and its error
-// handler answers).
+// auditForwarded logs the decisions of a forwarded request, unless only
+// denials are audited. Status 0 means next wrote nothing (under Caddy:
+// the proxy failed and its error handler answers).
 func (g *Gateway) auditForwarded(x *exchange, status int) {
+	if g.cfg.AuditDenialsOnly {
+		return
+	}
 	if len(x.dec) == 0 {
 		g.auditOne(&x.events(1)[0], x, nil, nil, true, status, "")
 		return

@@ -138,3 +138,39 @@ func TestReportStatus(t *testing.T) {
 		t.Errorf("audit = %v, want one event with status 418", e)
 	}
 }
+
+// TestAuditDenialsOnly: with AuditDenialsOnly, forwarded requests leave no
+// event and refused ones (a denied batch included, message by message)
+// are audited as always.
+func TestAuditDenialsOnly(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.AuditDenialsOnly = true
+	h := newHarness(t, cfg, nil)
+	token := mint(t, claims())
+	for _, c := range []call{
+		{body: toolCall("read_file"), token: token},
+		{body: `[` + toolCall("read_a") + `,{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"read_b"}}]`, token: token},
+		{method: http.MethodGet, token: token},
+		{body: toolCall("delete_all"), token: token},
+		{body: `[` + toolCall("read_a") + `,{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_all"}}]`, token: token},
+		{body: toolCall("read_file")},
+	} {
+		readBody(t, h.do(t, c))
+	}
+	if n := len(h.up.requests()); n != 3 {
+		t.Fatalf("upstream requests = %d, want 3", n)
+	}
+	var got []string
+	for _, e := range h.logs.All() {
+		m := e.ContextMap()
+		got = append(got, fmt.Sprintf("%v %v %v", m["decision"], m["tool"], m["status"]))
+	}
+	want := []string{
+		"deny delete_all 403",
+		"deny read_a 403", "deny delete_all 403",
+		"deny <nil> 401",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("audit events (-want +got):\n%s", diff)
+	}
+}

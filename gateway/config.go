@@ -70,6 +70,12 @@ type Config struct {
 	// request UUID) to put in audit events.
 	RequestID func(r *http.Request) string
 
+	// AuditDenialsOnly leaves out the audit events of allowed decisions
+	// (requests forwarded to the upstream), for deployments whose log
+	// volume matters more than a record of every access. Default false:
+	// every decision is audited. Added after the contract.
+	AuditDenialsOnly bool
+
 	Now         func() time.Time // default time.Now
 	Logger      *zap.Logger      // operational log
 	AuditLogger *zap.Logger      // one event per decision

@@ -147,6 +147,8 @@ func TestAdaptErrors(t *testing.T) {
 		{"gateway bad body size", gw("max_body_size lots"), `max_body_size "lots"`},
 		{"gateway zero body size", gw("max_body_size 0"), `max_body_size "0"`},
 		{"gateway forward_identity argument", gw("forward_identity on"), "forward_identity: takes no arguments"},
+		{"gateway audit missing", gw("audit"), "audit: missing argument"},
+		{"gateway audit unknown", gw("audit allowed_only"), `audit "allowed_only": want all or denials_only`},
 		{"gateway session_key missing", gw("session_key"), "session_key: missing argument"},
 	}
 	for _, tt := range tests {
