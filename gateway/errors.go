@@ -14,6 +14,7 @@ import (
 const (
 	codeParseError          = -32700
 	codeInvalidRequest      = -32600
+	codeMethodNotFound      = -32601
 	codeInvalidParams       = -32602
 	codeRefused             = -32000
 	codeSessionNotFound     = -32001

@@ -214,6 +214,7 @@ func newHarness(t testing.TB, cfg Config, answer http.HandlerFunc) *harness {
 		up.mu.Lock()
 		up.got = append(up.got, received{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Body: body})
 		up.mu.Unlock()
+		r.Body = io.NopCloser(bytes.NewReader(body))
 		if up.handler != nil {
 			up.handler(w, r)
 			return

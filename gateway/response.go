@@ -36,13 +36,14 @@ type toolsFilter struct {
 }
 
 // responseWriter sits between next and the client: it rewrites
-// Mcp-Session-Id, filters tools/list answers and otherwise streams
-// untouched, flushing when next flushes.
+// Mcp-Session-Id, filters tools/list answers, wraps task ids (task.go) and
+// otherwise streams untouched, flushing when next flushes.
 type responseWriter struct {
 	w      http.ResponseWriter
 	g      *Gateway
 	x      *exchange
 	filter *toolsFilter
+	tasks  bool // wrap the task ids of a 2026-07-28 answer
 
 	status      int
 	wroteHeader bool
@@ -55,7 +56,7 @@ type responseWriter struct {
 
 // responseWriter readies the exchange's writer to next.
 func (x *exchange) responseWriter(w http.ResponseWriter, g *Gateway) *responseWriter {
-	x.rw = responseWriter{w: w, g: g, x: x}
+	x.rw = responseWriter{w: w, g: g, x: x, tasks: x.rewritesTasks()}
 	if !x.listsTools() {
 		return &x.rw
 	}
@@ -108,7 +109,7 @@ func (rw *responseWriter) WriteHeader(code int) {
 	}
 	rw.wroteHeader = true
 	rw.status = code
-	if rw.filter != nil && code == http.StatusOK {
+	if (rw.filter != nil || rw.tasks) && code == http.StatusOK {
 		h := rw.w.Header()
 		mt, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
 		switch mt {
@@ -117,7 +118,9 @@ func (rw *responseWriter) WriteHeader(code int) {
 			return // written at finish, with the filtered length
 		case "text/event-stream":
 			rw.mode = modeSSE
-			markPrivate(h)
+			if rw.filter != nil {
+				markPrivate(h)
+			}
 			h.Del("Content-Length")
 			rw.w.WriteHeader(code)
 			http.NewResponseController(rw.w).Flush()
@@ -142,7 +145,7 @@ func (rw *responseWriter) Write(b []byte) (int, error) {
 		if rw.buf.Len()+len(b) > maxFilteredBody {
 			rw.mode = modeRefuse
 			rw.buf = bytes.Buffer{}
-			return 0, errors.New("tools/list response too large to filter")
+			return 0, errors.New("response too large to filter")
 		}
 		return rw.buf.Write(b)
 	case modeSSE:
@@ -177,12 +180,14 @@ func (rw *responseWriter) finish() {
 	case modeJSON:
 		out, err := rw.filterJSON(rw.buf.Bytes())
 		if err != nil {
-			rw.g.log.Warn("tools/list response not filterable", zap.Error(err))
+			rw.g.log.Warn("response not filterable", zap.Error(err))
 			rw.badGateway()
 			return
 		}
 		h := rw.w.Header()
-		markPrivate(h)
+		if rw.filter != nil {
+			markPrivate(h)
+		}
 		h.Set("Content-Length", strconv.Itoa(len(out)))
 		rw.w.WriteHeader(rw.status)
 		rw.w.Write(out)
@@ -190,7 +195,7 @@ func (rw *responseWriter) finish() {
 		rw.pw.Close()
 		<-rw.done
 	case modeRefuse:
-		rw.g.log.Warn("tools/list response not filterable", zap.String("content_type", rw.w.Header().Get("Content-Type")))
+		rw.g.log.Warn("response not filterable", zap.String("content_type", rw.w.Header().Get("Content-Type")))
 		rw.badGateway()
 	}
 }
@@ -201,7 +206,14 @@ func (rw *responseWriter) badGateway() {
 		h.Del(k)
 	}
 	rw.status = http.StatusBadGateway
-	(&refusal{status: http.StatusBadGateway, code: codeRefused, message: "the upstream tools/list answer could not be filtered", id: singleID(rw.x)}).write(rw.w)
+	(&refusal{status: http.StatusBadGateway, code: codeRefused, message: rw.badGatewayMessage(), id: singleID(rw.x)}).write(rw.w)
+}
+
+func (rw *responseWriter) badGatewayMessage() string {
+	if rw.filter != nil {
+		return "the upstream tools/list answer could not be filtered"
+	}
+	return "the upstream answer's task ids could not be rewritten"
 }
 
 // markPrivate keeps shared caches from serving one caller's filtered list
@@ -265,13 +277,26 @@ func (rw *responseWriter) filterJSON(body []byte) ([]byte, error) {
 	return append(out, ']'), nil
 }
 
-// filterMessage returns the message, filtered if it answers tools/list.
-// In a batch answer every response must carry the id of one of the
-// requests, so no answer goes unexamined.
+// filterMessage returns the message, filtered if it answers tools/list,
+// with its task ids wrapped if the request may produce some.
 func (rw *responseWriter) filterMessage(m *mcpparse.Message) ([]byte, error) {
-	if m.Kind != mcpparse.KindResponse {
-		return m.Raw, nil
+	out := m.Raw
+	if rw.filter != nil && m.Kind == mcpparse.KindResponse {
+		var err error
+		if out, err = rw.filterTools(m); err != nil {
+			return nil, err
+		}
 	}
+	if rw.tasks {
+		return rw.g.wrapTaskIDs(rw.x.p, m, out)
+	}
+	return out, nil
+}
+
+// filterTools filters a response that answers tools/list. In a batch
+// answer every response must carry the id of one of the requests, so no
+// answer goes unexamined.
+func (rw *responseWriter) filterTools(m *mcpparse.Message) ([]byte, error) {
 	f := rw.filter
 	if !f.single {
 		if !containsID(f.allIDs, m.ID) {

@@ -52,7 +52,14 @@ func TestRevisionErrors(t *testing.T) {
 		// Removed in 2026-07-28: forwarded on the base scopes.
 		{name: "subscribe without uri", c: call{body: request("500", "resources/subscribe", meta26), headers: v2026("resources/subscribe", "")}},
 		{name: "unsubscribe without uri", c: call{body: request("501", "resources/unsubscribe", meta26), headers: v2026("resources/unsubscribe", "")}},
-		{name: "tasks/result", c: call{body: request("10", "tasks/result", `"taskId":"t1",`+meta26), headers: v2026("tasks/result", "")}},
+		// ... except the tasks methods 2026-07-28 does not define: a server
+		// still serving them would take unbound task ids (task.go).
+		{name: "tasks/result", c: call{body: request("10", "tasks/result", `"taskId":"t1",`+meta26), headers: v2026("tasks/result", "")},
+			status: 404, code: codeMethodNotFound, id: "10"},
+		{name: "tasks/result without taskId", c: call{body: request("11", "tasks/result", meta26), headers: v2026("tasks/result", "")},
+			status: 404, code: codeMethodNotFound, id: "11"},
+		{name: "tasks/list", c: call{body: request("12", "tasks/list", meta26), headers: v2026("tasks/list", "")},
+			status: 404, code: codeMethodNotFound, id: "12"},
 		// ... but a URI they carry is still checked.
 		{name: "subscribe to a forbidden uri", c: call{body: request("502", "resources/subscribe", `"uri":"file:///a",`+meta26), headers: v2026("resources/subscribe", "")},
 			status: 403, code: codeRefused, id: "502"},

@@ -45,6 +45,9 @@ type exchange struct {
 	session string // upstream session id, "" when none
 	// headerChecked: Mcp-Method / Mcp-Name were validated against the body.
 	headerChecked bool
+	// upTaskName: the Mcp-Name the upstream gets for a task request whose
+	// wrapped task id was replaced (see task.go), "" otherwise.
+	upTaskName string
 
 	// What a request needs along the way, allocated with the exchange:
 	// the decision and audit event of a single message, the request next
@@ -369,7 +372,7 @@ func (g *Gateway) classify(x *exchange) *refusal {
 			return g.denial(x)
 		}
 	}
-	return nil
+	return g.bindTasks(x)
 }
 
 // checkBatchIDs refuses a batch whose requests share an id (MCP: a
@@ -531,6 +534,9 @@ func (g *Gateway) upstreamRequest(x *exchange) *http.Request {
 	if x.session != "" {
 		h.Set("Mcp-Session-Id", x.session)
 	}
+	if x.upTaskName != "" {
+		setTaskName(h, x.upTaskName)
+	}
 	out.TransferEncoding = nil
 	if x.r.Method == http.MethodPost {
 		body := x.body
@@ -594,9 +600,10 @@ func (x *exchange) forwardsHeader(name string) bool {
 		"Trailer", "Content-Length":
 		return false
 	case "Accept-Encoding":
-		// A compressed tools/list answer could not be filtered (502): the
-		// upstream answers uncompressed, or the transport decodes.
-		return !x.listsTools()
+		// A compressed tools/list or task answer could not be rewritten
+		// (502): the upstream answers uncompressed, or the transport
+		// decodes.
+		return !x.listsTools() && !x.rewritesTasks()
 	case "Mcp-Method", "Mcp-Name":
 		return x.headerChecked
 	}

@@ -40,33 +40,54 @@ func (g *Gateway) wrapSession(p *principal, upstream string) (string, error) {
 	if !validSessionID(upstream) || len(upstream) > maxUpstreamSession {
 		return "", errors.New("upstream session id is not visible ASCII or too long")
 	}
-	buf := make([]byte, 0, len(upstream)+sessionMACSize)
-	buf = append(buf, upstream...)
-	buf = g.sessionMAC(buf, p, upstream)
-	return base64.RawURLEncoding.EncodeToString(buf), nil
+	return g.wrapBound(labelSession, p, upstream), nil
 }
 
 // unwrapSession verifies a client-facing session id against the principal
 // and returns the upstream id.
 func (g *Gateway) unwrapSession(p *principal, wrapped string) (string, error) {
-	if len(wrapped) > base64.RawURLEncoding.EncodedLen(maxUpstreamSession+sessionMACSize) {
-		return "", errSession
-	}
-	raw, err := base64.RawURLEncoding.Strict().DecodeString(wrapped)
-	if err != nil || len(raw) <= sessionMACSize {
-		return "", errSession
-	}
-	upstream := string(raw[:len(raw)-sessionMACSize])
-	want := g.sessionMAC(nil, p, upstream)
-	if !hmac.Equal(raw[len(raw)-sessionMACSize:], want) || !validSessionID(upstream) {
+	upstream, ok := g.unwrapBound(labelSession, p, wrapped, maxUpstreamSession)
+	if !ok || !validSessionID(upstream) {
 		return "", errSession
 	}
 	return upstream, nil
 }
 
-func (g *Gateway) sessionMAC(dst []byte, p *principal, upstream string) []byte {
+// MAC labels: a session id can never pass as a task id or the reverse.
+const (
+	labelSession = "mcp-session-v2"
+	labelTask    = "mcp-task-v1"
+)
+
+// wrapBound returns base64url(upstream || MAC(label, principal, upstream)).
+func (g *Gateway) wrapBound(label string, p *principal, upstream string) string {
+	buf := make([]byte, 0, len(upstream)+sessionMACSize)
+	buf = append(buf, upstream...)
+	buf = g.boundMAC(buf, label, p, upstream)
+	return base64.RawURLEncoding.EncodeToString(buf)
+}
+
+// unwrapBound verifies a wrapped id for the principal and returns the
+// upstream id it carries (at most maxLen bytes).
+func (g *Gateway) unwrapBound(label string, p *principal, wrapped string, maxLen int) (string, bool) {
+	if len(wrapped) > base64.RawURLEncoding.EncodedLen(maxLen+sessionMACSize) {
+		return "", false
+	}
+	raw, err := base64.RawURLEncoding.Strict().DecodeString(wrapped)
+	if err != nil || len(raw) <= sessionMACSize {
+		return "", false
+	}
+	upstream := string(raw[:len(raw)-sessionMACSize])
+	want := g.boundMAC(nil, label, p, upstream)
+	if !hmac.Equal(raw[len(raw)-sessionMACSize:], want) {
+		return "", false
+	}
+	return upstream, true
+}
+
+func (g *Gateway) boundMAC(dst []byte, label string, p *principal, upstream string) []byte {
 	m := hmac.New(sha256.New, g.cfg.SessionKey)
-	for _, f := range []string{"mcp-session-v2", g.cfg.Resource, p.issuer, p.subject, p.clientID, outermostActor(p), upstream} {
+	for _, f := range []string{label, g.cfg.Resource, p.issuer, p.subject, p.clientID, outermostActor(p), upstream} {
 		writeField(m, f)
 	}
 	return m.Sum(dst)

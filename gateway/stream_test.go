@@ -473,25 +473,3 @@ func TestChunkedBody(t *testing.T) {
 		})
 	}
 }
-
-func TestTasks2026(t *testing.T) {
-	h := newHarness(t, testConfig(t), nil)
-	body := `{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{"taskId":"task-9","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`
-	for _, tt := range []struct {
-		name, mcpName string
-		status        int
-	}{
-		{"task id agrees", "task-9", 200},
-		{"task id disagrees", "task-1", 400},
-		{"tool name instead of task id", "delete_all", 400},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			resp := h.do(t, call{body: body, token: mint(t, claims()), headers: map[string]string{
-				"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tasks/get", "Mcp-Name": tt.mcpName}})
-			got := readBody(t, resp)
-			if resp.StatusCode != tt.status {
-				t.Errorf("status = %d, want %d (%s)", resp.StatusCode, tt.status, got)
-			}
-		})
-	}
-}

@@ -1,0 +1,237 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/textproto"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/mcpparse"
+)
+
+// Task binding (2026-07-28, Tasks extension io.modelcontextprotocol/tasks,
+// modelcontextprotocol/ext-tasks specification/2026-07-28/tasks.md).
+//
+// The protocol is stateless: a tools/call may answer with a task
+// (CreateTaskResult, result.taskId), and tasks/get, tasks/update and
+// tasks/cancel name it in params.taskId and Mcp-Name with nothing else tying
+// them to the caller. So task ids are bound like 2025 session ids (see
+// session.go): the client only ever sees
+//
+//	base64url(upstreamID || HMAC-SHA256(SessionKey, "mcp-task-v1", resource, iss, sub, client_id, act.sub, upstreamID))
+//
+// Answers to the requests that carry task ids (tools/call, tasks/*,
+// subscriptions/listen) have result.taskId and the params.taskId of
+// notifications/tasks wrapped on the way back (JSON answers are read
+// whole, up to maxFilteredBody, SSE event by event). A follow-up's id is
+// verified for the current token's principal; a mismatch is answered as an
+// unknown task and never forwarded, otherwise the upstream gets the body
+// with exactly that string replaced, parsed and decided again.
+//
+// Shapes that cannot be rewritten with certainty are refused: task ids in
+// arrays (subscriptions/listen params.notifications.taskIds and its
+// acknowledgement), and tasks/list and tasks/result, which the extension
+// does not define but an older server could answer with every caller's
+// tasks or for an unbound id (answered "method not found"). A task id anywhere
+// else (a result of another method) is passed as is and is then useless
+// as a follow-up, since it does not verify.
+
+const maxUpstreamTask = 1024 // bytes; far above what servers mint
+
+// wrapTask returns the client-facing task id for an upstream one.
+func (g *Gateway) wrapTask(p *principal, upstream string) (string, error) {
+	if upstream == "" || len(upstream) > maxUpstreamTask {
+		return "", errors.New("upstream task id is empty or too long")
+	}
+	return g.wrapBound(labelTask, p, upstream), nil
+}
+
+// unwrapTask verifies a client-facing task id against the principal and
+// returns the upstream id.
+func (g *Gateway) unwrapTask(p *principal, wrapped string) (string, bool) {
+	return g.unwrapBound(labelTask, p, wrapped, maxUpstreamTask)
+}
+
+// taskRequest reports whether a method names a task in params.taskId.
+func taskRequest(method string) bool {
+	switch method {
+	case "tasks/get", "tasks/update", "tasks/cancel":
+		return true
+	}
+	return false
+}
+
+// rewritesTasks reports whether the answer may carry task ids to wrap.
+func (x *exchange) rewritesTasks() bool {
+	if !x.modern {
+		return false
+	}
+	for i := range x.msgs {
+		m := &x.msgs[i]
+		if m.Kind == mcpparse.KindRequest && (m.Method == "tools/call" || m.Method == "subscriptions/listen" || taskRequest(m.Method)) {
+			return true
+		}
+	}
+	return false
+}
+
+// bindTasks checks the task ids of an authorized 2026-07-28 request and
+// replaces a wrapped one with the upstream's, in the body and Mcp-Name.
+func (g *Gateway) bindTasks(x *exchange) *refusal {
+	if !x.modern {
+		return nil
+	}
+	if len(x.msgs) != 1 || x.batch {
+		// Parse allows no batches in this revision; stay sure of it.
+		return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "batches are not allowed in protocol version " + version20260728}
+	}
+	m := &x.msgs[0]
+	if m.Kind == mcpparse.KindResponse {
+		return nil
+	}
+	switch {
+	case m.Method == "tasks/list" || m.Method == "tasks/result":
+		// Not methods of this revision (tasks/result was removed,
+		// tasks/list never defined): answered as a conforming server
+		// does, since a server still serving them would take an
+		// unbound task id or list every caller's tasks.
+		return &refusal{status: http.StatusNotFound, code: codeMethodNotFound, message: "Method not found", id: m.ID}
+	case m.Method == "subscriptions/listen":
+		has, err := hasTaskIDs(m.Raw)
+		if err != nil || has {
+			return &refusal{status: http.StatusBadRequest, code: codeInvalidParams, id: m.ID,
+				message: "task notifications are not available through this gateway (params.notifications.taskIds); poll tasks/get"}
+		}
+		return nil
+	case taskRequest(m.Method) && m.HasName:
+		return g.rewriteTaskRequest(x)
+	}
+	return nil
+}
+
+// rewriteTaskRequest verifies params.taskId and readies the body and
+// Mcp-Name the upstream gets.
+func (g *Gateway) rewriteTaskRequest(x *exchange) *refusal {
+	m := x.msgs[0]
+	up, ok := g.unwrapTask(x.p, m.Name)
+	if !ok {
+		// The answer for a task that does not exist (the extension's
+		// invalid params), so a foreign id reveals nothing.
+		return &refusal{status: http.StatusNotFound, code: codeInvalidParams, message: "Task not found", id: m.ID}
+	}
+	if err := g.replaceTaskID(x, m, up); err != nil {
+		g.log.Warn("task request not rewritten", zap.Error(err))
+		return &refusal{status: http.StatusBadRequest, code: codeInvalidParams, message: "the task id could not be rewritten", id: m.ID}
+	}
+	return nil
+}
+
+// replaceTaskID replaces exactly the params.taskId string, then reads the
+// new body again and decides it anew: it must be the same request for the
+// upstream's task, authorized the same way, so that what is forwarded is
+// exactly what was authorized.
+func (g *Gateway) replaceTaskID(x *exchange, m mcpparse.Message, up string) error {
+	span, found, err := mcpparse.LocateString(x.body, "params", "taskId")
+	if err != nil || !found || span.Value != m.Name {
+		return fmt.Errorf("locating params.taskId: found %v: %w", found, err)
+	}
+	body, err := mcpparse.ReplaceString(x.body, span, up)
+	if err != nil {
+		return err
+	}
+	msgs, batch, err := mcpparse.Parse(body, mcpparse.Limits{})
+	if err != nil {
+		return fmt.Errorf("reading the rewritten body: %w", err)
+	}
+	n := &msgs[0]
+	if batch || len(msgs) != 1 || n.Kind != m.Kind || n.Method != m.Method || !mcpparse.SameID(n.ID, m.ID) ||
+		!n.HasName || n.Name != up || n.ProtocolVersion != m.ProtocolVersion {
+		return errors.New("the rewritten body is another request")
+	}
+	name := headerSafe(up)
+	h := http.Header{}
+	for _, k := range []string{mcpparse.HeaderMethod, mcpparse.HeaderProtocolVersion} {
+		h[k] = x.r.Header.Values(k)
+	}
+	h.Set(mcpparse.HeaderName, name)
+	if err := mcpparse.CheckHeaders(h, *n); err != nil {
+		return fmt.Errorf("checking the rewritten headers: %w", err)
+	}
+	d, err := g.policy.decide(x.p, n, x.modern)
+	if err != nil || !d.allow || d.kind != x.dec[0].kind {
+		return errors.New("the rewritten request is decided differently")
+	}
+	x.body, x.msgs, x.dec[0], x.upTaskName = body, msgs, d, name
+	return nil
+}
+
+// setTaskName replaces the client's Mcp-Name with the upstream task id,
+// whatever spelling the client's field had.
+func setTaskName(h http.Header, name string) {
+	for k := range h {
+		if textproto.CanonicalMIMEHeaderKey(k) == mcpparse.HeaderName {
+			delete(h, k)
+		}
+	}
+	h.Set(mcpparse.HeaderName, name)
+}
+
+// hasTaskIDs reports whether a message has params.notifications.taskIds.
+// encoding/json matches names regardless of case, so a case variant
+// counts as well: more is refused, never less.
+func hasTaskIDs(raw []byte) (bool, error) {
+	var msg struct {
+		Params struct {
+			Notifications map[string]json.RawMessage `json:"notifications"`
+		} `json:"params"`
+	}
+	if err := json.Unmarshal(raw, &msg); err != nil {
+		return false, err
+	}
+	for k := range msg.Params.Notifications {
+		if strings.EqualFold(k, "taskIds") {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// wrapTaskIDs wraps the task ids of one message of the upstream's answer:
+// result.taskId of a response (CreateTaskResult, tasks/get) and
+// params.taskId of notifications/tasks. An acknowledgement listing task
+// ids cannot be rewritten with certainty and fails the answer.
+func (g *Gateway) wrapTaskIDs(p *principal, m *mcpparse.Message, msg []byte) ([]byte, error) {
+	var path [2]string
+	switch {
+	case m.Kind == mcpparse.KindResponse:
+		path = [2]string{"result", "taskId"}
+	case m.Method == "notifications/tasks":
+		path = [2]string{"params", "taskId"}
+	case m.Method == "notifications/subscriptions/acknowledged":
+		has, err := hasTaskIDs(msg)
+		if err != nil || has {
+			return nil, errors.New("task ids in a subscription acknowledgement")
+		}
+		return msg, nil
+	default:
+		return msg, nil
+	}
+	span, found, err := mcpparse.LocateString(msg, path[:]...)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("task id: %w", err)
+	case !found && m.Kind != mcpparse.KindResponse:
+		return nil, errors.New("notifications/tasks without params.taskId")
+	case !found:
+		return msg, nil
+	}
+	wrapped, err := g.wrapTask(p, span.Value)
+	if err != nil {
+		return nil, err
+	}
+	return mcpparse.ReplaceString(msg, span, wrapped)
+}

@@ -1,0 +1,312 @@
+package gateway
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+const meta2026 = `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}`
+
+// taskUpstream answers like a Tasks extension server: tools/call creates
+// task upTask (as JSON, or as SSE after a notifications/tasks event when
+// sse is set), tasks/get reports the task it was asked for, tasks/update
+// and tasks/cancel acknowledge.
+func taskUpstream(upTask string, sse bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+			Params struct {
+				TaskID string `json:"taskId"`
+			} `json:"params"`
+		}
+		body, _ := io.ReadAll(r.Body)
+		json.Unmarshal(body, &req)
+		var result string
+		switch req.Method {
+		case "tools/call":
+			result = `{"resultType":"task","taskId":` + quote(upTask) + `,"status":"working","createdAt":"2026-03-01T12:00:00Z","lastUpdatedAt":"2026-03-01T12:00:00Z","ttlMs":60000}`
+		case "tasks/get":
+			result = `{"resultType":"complete","taskId":` + quote(req.Params.TaskID) + `,"status":"completed","result":{"content":[{"type":"text","text":"taskId ` + req.Params.TaskID + `"}]}}`
+		default:
+			result = `{"resultType":"complete"}`
+		}
+		answer := `{"jsonrpc":"2.0","id":` + string(req.ID) + `,"result":` + result + `}`
+		if sse {
+			w.Header().Set("Content-Type", "text/event-stream")
+			io.WriteString(w, "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tasks\",\"params\":{\"taskId\":"+quote(upTask)+",\"status\":\"working\"}}\n\n")
+			io.WriteString(w, "data: "+answer+"\n\n")
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, answer)
+	}
+}
+
+func taskHeaders(method, name string) map[string]string {
+	h := map[string]string{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": method}
+	switch name {
+	case "":
+	case "-":
+		h["Mcp-Name"] = "=?base64??=" // the empty string
+	default:
+		h["Mcp-Name"] = name
+	}
+	return h
+}
+
+func taskRequestBody(id, method, taskID string) string {
+	extra := ""
+	if method == "tasks/update" {
+		extra = `"inputResponses":{},`
+	}
+	return `{"jsonrpc":"2.0","id":` + id + `,"method":"` + method + `","params":{"taskId":` + quote(taskID) + `,` + extra + meta2026 + `}}`
+}
+
+// createTask makes alice's tools/call and returns the task id she sees.
+func createTask(t *testing.T, h *harness, token string, sse bool) string {
+	t.Helper()
+	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a","arguments":{},` + meta2026 + `}}`
+	resp := h.do(t, call{body: body, token: token, headers: taskHeaders("tools/call", "read_a")})
+	got := readBody(t, resp)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("tools/call = %d %s, want 200", resp.StatusCode, got)
+	}
+	ids := taskIDs(t, got)
+	if want := map[bool]int{false: 1, true: 2}[sse]; len(ids) != want || ids[0] != ids[len(ids)-1] {
+		t.Fatalf("task ids = %q, want %d, equal", ids, want)
+	}
+	return ids[0]
+}
+
+// taskIDs returns the task id of a JSON answer, or of every event of an
+// SSE answer.
+func taskIDs(t *testing.T, answer string) []string {
+	t.Helper()
+	if !strings.HasPrefix(answer, "data: ") {
+		return []string{resultTaskID(t, answer)}
+	}
+	var ids []string
+	for _, line := range strings.Split(answer, "\n") {
+		if data, ok := strings.CutPrefix(line, "data: "); ok {
+			ids = append(ids, resultTaskID(t, data))
+		}
+	}
+	return ids
+}
+
+// resultTaskID returns result.taskId or params.taskId of a message.
+func resultTaskID(t *testing.T, msg string) string {
+	t.Helper()
+	var m struct {
+		Result, Params *struct {
+			TaskID string `json:"taskId"`
+		}
+	}
+	if err := json.Unmarshal([]byte(msg), &m); err != nil {
+		t.Fatalf("message %q: %v", msg, err)
+	}
+	switch {
+	case m.Result != nil:
+		return m.Result.TaskID
+	case m.Params != nil:
+		return m.Params.TaskID
+	}
+	t.Fatalf("message %q has no task id", msg)
+	return ""
+}
+
+func TestTaskBinding(t *testing.T) {
+	alice := &principal{issuer: testIssuer, subject: "alice", clientID: "client-1"}
+	for _, tt := range []struct {
+		name, upTask string
+		sse          bool
+	}{
+		{"JSON", "786512e2-9e0d-44bd-8f29-789f320fe840", false},
+		{"SSE", "786512e2-9e0d-44bd-8f29-789f320fe840", true},
+		{"non-ASCII upstream id", "tâche 1", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, testConfig(t), taskUpstream(tt.upTask, tt.sse))
+			tokenA := mint(t, claims())
+			wrapped := createTask(t, h, tokenA, tt.sse)
+			if want, _ := h.g.wrapTask(alice, tt.upTask); wrapped != want {
+				t.Fatalf("client task id = %q, want %q (the upstream's, bound to alice)", wrapped, want)
+			}
+
+			for _, method := range []string{"tasks/get", "tasks/update", "tasks/cancel"} {
+				before := len(h.up.requests())
+				body := taskRequestBody("7", method, wrapped)
+				resp := h.do(t, call{body: body, token: tokenA, headers: taskHeaders(method, wrapped)})
+				got := readBody(t, resp)
+				if resp.StatusCode != http.StatusOK {
+					t.Fatalf("alice's %s = %d %s, want 200", method, resp.StatusCode, got)
+				}
+				reqs := h.up.requests()
+				if len(reqs) != before+1 {
+					t.Fatalf("upstream saw %d requests, want %d", len(reqs), before+1)
+				}
+				r := reqs[len(reqs)-1]
+				if want := taskRequestBody("7", method, tt.upTask); string(r.Body) != want {
+					t.Errorf("%s upstream body = %s, want %s", method, r.Body, want)
+				}
+				if got, want := r.Header.Values("Mcp-Name"), []string{headerSafe(tt.upTask)}; len(got) != 1 || got[0] != want[0] {
+					t.Errorf("%s upstream Mcp-Name = %q, want %q", method, got, want)
+				}
+				if method == "tasks/get" {
+					for _, id := range taskIDs(t, got) {
+						if id != wrapped {
+							t.Errorf("tasks/get answer task id = %q, want %q", id, wrapped)
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestTaskBindingRefusals(t *testing.T) {
+	const upTask = "task-1"
+	h := newHarness(t, testConfig(t), taskUpstream(upTask, false))
+	tokenA := mint(t, claims())
+	wrapped := createTask(t, h, tokenA, false)
+	raw, _ := base64.RawURLEncoding.DecodeString(wrapped)
+	flipped := append([]byte(nil), raw...)
+	flipped[len(flipped)-1] ^= 1
+	alice := &principal{issuer: testIssuer, subject: "alice", clientID: "client-1"}
+	session, _ := h.g.wrapSession(alice, upTask)
+
+	other := func(mut func(jwt.MapClaims)) string {
+		c := claims()
+		mut(c)
+		return mint(t, c)
+	}
+	tokenB := other(func(c jwt.MapClaims) { c["sub"] = "bob" })
+	tokenOtherClient := other(func(c jwt.MapClaims) { c["client_id"] = "client-2" })
+	tokenAgent := other(func(c jwt.MapClaims) { c["act"] = map[string]any{"sub": "agent-a"} })
+
+	for _, tt := range []struct {
+		name, token, taskID string
+	}{
+		{"another user", tokenB, wrapped},
+		{"another client of alice", tokenOtherClient, wrapped},
+		{"an agent acting for alice", tokenAgent, wrapped},
+		{"tampered MAC", tokenA, base64.RawURLEncoding.EncodeToString(flipped)},
+		{"truncated", tokenA, wrapped[:len(wrapped)-4]},
+		{"the upstream id", tokenA, upTask},
+		{"padded base64", tokenA, base64.URLEncoding.EncodeToString(raw)},
+		{"alice's session id for the same string", tokenA, session},
+		{"empty", tokenA, ""},
+	} {
+		for _, method := range []string{"tasks/get", "tasks/update", "tasks/cancel"} {
+			t.Run(tt.name+"/"+method, func(t *testing.T) {
+				before := len(h.up.requests())
+				name := tt.taskID
+				if name == "" {
+					name = "-"
+				}
+				resp := h.do(t, call{body: taskRequestBody(`"q1"`, method, tt.taskID), token: tt.token, headers: taskHeaders(method, name)})
+				got := readBody(t, resp)
+				code, id, _ := rpcErr(t, got)
+				if resp.StatusCode != http.StatusNotFound || code != codeInvalidParams || string(id) != `"q1"` {
+					t.Errorf("answer = %d %s, want 404 with code %d and id \"q1\"", resp.StatusCode, got, codeInvalidParams)
+				}
+				if n := len(h.up.requests()); n != before {
+					t.Errorf("upstream saw %d more requests, want none", n-before)
+				}
+			})
+		}
+	}
+
+	t.Run("Mcp-Name disagrees", func(t *testing.T) {
+		before := len(h.up.requests())
+		for _, name := range []string{upTask, wrapped + "x", "read_a"} {
+			resp := h.do(t, call{body: taskRequestBody("3", "tasks/get", wrapped), token: tokenA, headers: taskHeaders("tasks/get", name)})
+			got := readBody(t, resp)
+			if code, _, _ := rpcErr(t, got); resp.StatusCode != http.StatusBadRequest || code != codeHeaderMismatch {
+				t.Errorf("Mcp-Name %q: answer = %d %s, want 400 with code %d", name, resp.StatusCode, got, codeHeaderMismatch)
+			}
+		}
+		if n := len(h.up.requests()); n != before {
+			t.Errorf("upstream saw %d more requests, want none", n-before)
+		}
+	})
+
+	t.Run("subscriptions/listen with task ids", func(t *testing.T) {
+		before := len(h.up.requests())
+		for _, notif := range []string{`{"taskIds":[` + quote(wrapped) + `]}`, `{"TaskIDs":[]}`, `[]`} {
+			body := `{"jsonrpc":"2.0","id":4,"method":"subscriptions/listen","params":{"notifications":` + notif + `,` + meta2026 + `}}`
+			resp := h.do(t, call{body: body, token: tokenA, headers: taskHeaders("subscriptions/listen", "")})
+			got := readBody(t, resp)
+			if code, _, _ := rpcErr(t, got); resp.StatusCode != http.StatusBadRequest || code != codeInvalidParams {
+				t.Errorf("notifications %s: answer = %d %s, want 400 with code %d", notif, resp.StatusCode, got, codeInvalidParams)
+			}
+		}
+		if n := len(h.up.requests()); n != before {
+			t.Errorf("upstream saw %d more requests, want none", n-before)
+		}
+	})
+}
+
+// TestTaskAnswersFailClosed: an answer whose task ids cannot be wrapped
+// with certainty never reaches the client.
+func TestTaskAnswersFailClosed(t *testing.T) {
+	for _, tt := range []struct {
+		name, contentType, body string
+	}{
+		{"task id not a string", "application/json", `{"jsonrpc":"2.0","id":1,"result":{"resultType":"task","taskId":7}}`},
+		{"result not an object", "application/json", `{"jsonrpc":"2.0","id":1,"result":["taskId"]}`},
+		{"empty task id", "application/json", `{"jsonrpc":"2.0","id":1,"result":{"taskId":""}}`},
+		{"not JSON", "text/plain", `taskId: up`},
+		{"notification without task id", "text/event-stream", "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tasks\",\"params\":{\"status\":\"working\"}}\n\n"},
+		{"acknowledgement with task ids", "text/event-stream", "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/subscriptions/acknowledged\",\"params\":{\"notifications\":{\"taskIds\":[\"up\"]}}}\n\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", tt.contentType)
+				io.WriteString(w, tt.body)
+			})
+			body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a",` + meta2026 + `}}`
+			resp := h.do(t, call{body: body, token: mint(t, claims()), headers: taskHeaders("tools/call", "read_a")})
+			got := readBody(t, resp)
+			if tt.contentType == "text/event-stream" {
+				if strings.Contains(got, "taskIds") || strings.Contains(got, "notifications/tasks") {
+					t.Errorf("stream = %q, want the event withheld", got)
+				}
+				return
+			}
+			if resp.StatusCode != http.StatusBadGateway {
+				t.Errorf("answer = %d %s, want 502", resp.StatusCode, got)
+			}
+		})
+	}
+}
+
+// TestTasks2025Unaffected: before 2026-07-28 tasks live in sessions, which
+// are bound already (session.go); task ids pass as they are.
+func TestTasks2025Unaffected(t *testing.T) {
+	const upTask = "task-25"
+	h := newHarness(t, testConfig(t), taskUpstream(upTask, false))
+	token := mint(t, claims())
+	hdr := map[string]string{"MCP-Protocol-Version": "2025-11-25"}
+	resp := h.do(t, call{body: toolCall("read_a"), token: token, headers: hdr})
+	if id := resultTaskID(t, readBody(t, resp)); id != upTask {
+		t.Errorf("2025-11-25 tools/call task id = %q, want %q untouched", id, upTask)
+	}
+	body := `{"jsonrpc":"2.0","id":2,"method":"tasks/get","params":{"taskId":"task-25"}}`
+	resp = h.do(t, call{body: body, token: token, headers: hdr})
+	got := readBody(t, resp)
+	if resp.StatusCode != http.StatusOK || resultTaskID(t, got) != upTask {
+		t.Errorf("2025-11-25 tasks/get = %d %s, want 200 for %s", resp.StatusCode, got, upTask)
+	}
+	reqs := h.up.requests()
+	if last := reqs[len(reqs)-1]; string(last.Body) != body {
+		t.Errorf("upstream body = %s, want %s", last.Body, body)
+	}
+}
