@@ -183,11 +183,33 @@ func TestConformanceServerThroughGateway(t *testing.T) {
 			if len(direct) == 0 {
 				t.Fatalf("no conformance results against the upstream")
 			}
-			if diff := cmp.Diff(verdicts(direct), verdicts(gated)); diff != "" {
+			dv, gv := verdicts(direct), verdicts(gated)
+			for key, why := range gatewayAnswers {
+				scenario, check, _ := strings.Cut(key, "/")
+				if _, ok := gv[scenario][check]; !ok {
+					continue // not required by this revision
+				}
+				for _, v := range gv[scenario][check] {
+					if v != "SUCCESS" {
+						t.Errorf("%s through the gateway = %v, want SUCCESS (%s)", key, gv[scenario][check], why)
+					}
+				}
+				t.Logf("%s: direct %v, through the gateway %v: %s", key, dv[scenario][check], gv[scenario][check], why)
+				gv[scenario][check] = dv[scenario][check]
+			}
+			if diff := cmp.Diff(dv, gv); diff != "" {
 				t.Errorf("conformance verdicts differ (-direct +gateway):\n%s", diff)
 			}
 		})
 	}
+}
+
+// gatewayAnswers lists the checks the gateway answers itself, so their
+// verdict through the gateway need not equal the upstream's; each must
+// pass through the gateway. scenario/check -> why.
+var gatewayAnswers = map[string]string{
+	"tasks-dispatch-and-envelope/sep-2663-tasks-get-invalid-task-id-32602": "a task id the gateway cannot verify as the caller's is answered " +
+		"by the gateway with the spec's -32602 and never forwarded (task binding); the upstream does not implement ext-tasks and answers -32601",
 }
 
 // runServerSuite runs the server scenarios that revision requires (and the
