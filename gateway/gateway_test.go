@@ -273,7 +273,8 @@ func TestDecisions(t *testing.T) {
 		{"ping without base", scope("tools:read"), `{"jsonrpc":"2.0","id":1,"method":"ping"}`, 403},
 		{"notification base", scope("mcp"), `{"jsonrpc":"2.0","method":"notifications/initialized"}`, 200},
 		{"client response base", scope("mcp"), `{"jsonrpc":"2.0","id":"s1","result":{"content":{"type":"text","text":"hi"}}}`, 200},
-		{"tasks/get base", scope("mcp"), `{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{"taskId":"t1"}}`, 200},
+		// 2025 tasks are bound through the session; none here.
+		{"tasks/get without a session", scope("mcp"), `{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{"taskId":"t1"}}`, 400},
 		// Prompts.
 		{"prompt allowed", scope("mcp prompts:read"), prompt("summary-long"), 200},
 		{"prompt scope", scope("mcp"), prompt("summary"), 403},

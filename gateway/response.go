@@ -18,6 +18,10 @@ import (
 // event) the gateway must read whole to filter.
 const maxFilteredBody = 16 << 20
 
+// maxTaskBody bounds how much of an answer is held to wrap its task ids;
+// a larger one streams unchanged (see passUnwrapped).
+const maxTaskBody = 1 << 20
+
 type writeMode uint8
 
 const (
@@ -129,12 +133,25 @@ func (rw *responseWriter) WriteHeader(code int) {
 			go rw.pump(pr)
 			return
 		default:
-			rw.mode = modeRefuse
-			return
+			if rw.filter != nil {
+				rw.mode = modeRefuse
+				return
+			}
+			// Only task ids to wrap: an answer we cannot read goes
+			// through unchanged (see passUnwrapped).
 		}
 	}
 	rw.w.WriteHeader(code)
 }
+
+// passUnwrapped reports whether an answer whose task ids cannot be
+// rewritten may pass unchanged: when no tools/list filter applies. An
+// upstream task id the client sees unwrapped names no task through the
+// gateway (follow-ups must carry a wrapped id, and 2025 task requests
+// need a bound session), so this costs the client a usable id, never
+// another caller's task; the tools/list filter, which hides tools, fails
+// closed instead.
+func (rw *responseWriter) passUnwrapped() bool { return rw.filter == nil }
 
 func (rw *responseWriter) Write(b []byte) (int, error) {
 	if !rw.wroteHeader {
@@ -142,6 +159,17 @@ func (rw *responseWriter) Write(b []byte) (int, error) {
 	}
 	switch rw.mode {
 	case modeJSON:
+		if rw.passUnwrapped() && rw.buf.Len()+len(b) > maxTaskBody {
+			// Too large to hold for task ids (a completed task's
+			// result, say): stream it unchanged from here on.
+			rw.mode = modePass
+			rw.w.WriteHeader(rw.status)
+			if _, err := rw.w.Write(rw.buf.Bytes()); err != nil {
+				return 0, err
+			}
+			rw.buf = bytes.Buffer{}
+			return rw.w.Write(b)
+		}
 		if rw.buf.Len()+len(b) > maxFilteredBody {
 			rw.mode = modeRefuse
 			rw.buf = bytes.Buffer{}
@@ -179,6 +207,10 @@ func (rw *responseWriter) finish() {
 	switch rw.mode {
 	case modeJSON:
 		out, err := rw.filterJSON(rw.buf.Bytes())
+		if err != nil && rw.passUnwrapped() {
+			rw.g.log.Debug("task ids not rewritten", zap.Error(err))
+			out, err = rw.buf.Bytes(), nil
+		}
 		if err != nil {
 			rw.g.log.Warn("response not filterable", zap.Error(err))
 			rw.badGateway()
@@ -368,7 +400,10 @@ func (rw *responseWriter) pump(pr *io.PipeReader) {
 			return
 		}
 		if err == nil && ev.Data != "" {
-			err = rw.filterEvent(&ev)
+			if err = rw.filterEvent(&ev); err != nil && rw.passUnwrapped() {
+				rw.g.log.Debug("task ids not rewritten", zap.Error(err))
+				err = nil // the event goes out as it came
+			}
 		}
 		if err == nil {
 			err = mcpparse.WriteEvent(rw.w, ev)

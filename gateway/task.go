@@ -83,6 +83,18 @@ func (x *exchange) rewritesTasks() bool {
 // replaces a wrapped one with the upstream's, in the body and Mcp-Name.
 func (g *Gateway) bindTasks(x *exchange) *refusal {
 	if !x.modern {
+		// 2025 revisions keep tasks in the session, which is bound to the
+		// principal; without a session nothing ties a task id to its
+		// creator, and an upstream that also serves 2026-07-28 would
+		// answer an id read out of another caller's wrapped one.
+		if x.session == "" {
+			for i := range x.msgs {
+				if m := &x.msgs[i]; m.Kind != mcpparse.KindResponse && strings.HasPrefix(m.Method, "tasks/") {
+					return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, id: m.ID,
+						message: m.Method + " needs a session in protocol versions before " + version20260728}
+				}
+			}
+		}
 		return nil
 	}
 	if len(x.msgs) != 1 || x.batch {
