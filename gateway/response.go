@@ -320,7 +320,7 @@ func (rw *responseWriter) filterMessage(m *mcpparse.Message) ([]byte, error) {
 		}
 	}
 	if rw.tasks {
-		return rw.g.wrapTaskIDs(rw.x.p, m, out)
+		return rw.g.wrapTaskIDs(rw.x, m, out)
 	}
 	return out, nil
 }

@@ -216,7 +216,19 @@ func hasTaskIDs(raw []byte) (bool, error) {
 // result.taskId of a response (CreateTaskResult, tasks/get) and
 // params.taskId of notifications/tasks. An acknowledgement listing task
 // ids cannot be rewritten with certainty and fails the answer.
-func (g *Gateway) wrapTaskIDs(p *principal, m *mcpparse.Message, msg []byte) ([]byte, error) {
+//
+// Only ids the caller is entitled to are wrapped, so an upstream that
+// leaks another caller's task never turns it into a usable handle: ids
+// in answers to a tools/call (the tasks it creates), and in answers to
+// tasks/get|update|cancel only the id the request named. Answers to
+// subscriptions/listen carry none the caller asked for (task
+// subscriptions are refused), so nothing there is wrapped. An id left
+// unwrapped names no task through the gateway.
+func (g *Gateway) wrapTaskIDs(x *exchange, m *mcpparse.Message, msg []byte) ([]byte, error) {
+	req := &x.msgs[0]
+	if req.Method == "subscriptions/listen" {
+		return msg, nil
+	}
 	var path [2]string
 	switch {
 	case m.Kind == mcpparse.KindResponse:
@@ -241,7 +253,10 @@ func (g *Gateway) wrapTaskIDs(p *principal, m *mcpparse.Message, msg []byte) ([]
 	case !found:
 		return msg, nil
 	}
-	wrapped, err := g.wrapTask(p, span.Value)
+	if taskRequest(req.Method) && span.Value != req.Name {
+		return msg, nil // not the task this caller asked about
+	}
+	wrapped, err := g.wrapTask(x.p, span.Value)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -319,4 +320,47 @@ func TestTasks2025Unaffected(t *testing.T) {
 	if last := reqs[len(reqs)-1]; string(last.Body) != body {
 		t.Errorf("upstream body = %s, want %s", last.Body, body)
 	}
+}
+
+// TestTaskIDsOnlyForTheCaller: ids the caller is not entitled to are never
+// wrapped, so an upstream leaking another caller's task gives no handle.
+func TestTaskIDsOnlyForTheCaller(t *testing.T) {
+	const mine, other = "task-mine", "task-other"
+	h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		switch {
+		case strings.Contains(string(body), `"subscriptions/listen"`):
+			w.Header().Set("Content-Type", "text/event-stream")
+			io.WriteString(w, "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tasks\",\"params\":{\"taskId\":"+quote(other)+",\"status\":\"completed\"}}\n\n")
+		default: // tasks/get answered for another task than asked
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"jsonrpc":"2.0","id":2,"result":{"resultType":"complete","taskId":`+quote(other)+`,"status":"completed"}}`)
+		}
+	})
+	token := mint(t, claims())
+	body := `{"jsonrpc":"2.0","id":3,"method":"subscriptions/listen","params":{"notifications":{},` + meta2026 + `}}`
+	resp := h.do(t, call{body: body, token: token, headers: taskHeaders("subscriptions/listen", "")})
+	if got := readBody(t, resp); !strings.Contains(got, quote(other)) {
+		t.Errorf("subscriptions/listen stream = %q, want the foreign id %q left unwrapped", got, other)
+	}
+	wrapped := wrapFor(t, h, token, mine)
+	resp = h.do(t, call{body: taskRequestBody("2", "tasks/get", wrapped), token: token, headers: taskHeaders("tasks/get", wrapped)})
+	if got := readBody(t, resp); resultTaskID(t, got) != other {
+		t.Errorf("tasks/get answer naming another task = %s, want its id %q left unwrapped", got, other)
+	}
+}
+
+// wrapFor returns the id the gateway hands token's principal for an
+// upstream task id.
+func wrapFor(t *testing.T, h *harness, token, upstream string) string {
+	t.Helper()
+	p, aerr := h.g.verify(context.Background(), token)
+	if aerr != nil {
+		t.Fatal(aerr)
+	}
+	w, err := h.g.wrapTask(p, upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
 }
