@@ -63,18 +63,8 @@ func (i *Issuer) appsGet(w http.ResponseWriter, r *http.Request) {
 }
 
 func (i *Issuer) appsPost(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, maxPageFormBytes)
-	if err := r.ParseForm(); err != nil {
-		i.errorPage(w, http.StatusBadRequest, "Invalid request", "The form could not be read.")
-		return
-	}
-	s, _, err := i.currentSession(r)
-	if err != nil {
-		i.serverErrorPage(w, err)
-		return
-	}
-	if !i.checkCSRF(r, s) || s.User == "" {
-		i.csrfPage(w)
+	s, _, ok := i.postedForm(w, r, true)
+	if !ok {
 		return
 	}
 	f := r.PostForm

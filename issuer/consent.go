@@ -71,18 +71,8 @@ func (i *Issuer) consentGet(w http.ResponseWriter, r *http.Request) {
 }
 
 func (i *Issuer) consentPost(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, maxPageFormBytes)
-	if err := r.ParseForm(); err != nil {
-		i.errorPage(w, http.StatusBadRequest, "Invalid request", "The form could not be read.")
-		return
-	}
-	s, sid, err := i.currentSession(r)
-	if err != nil {
-		i.serverErrorPage(w, err)
-		return
-	}
-	if !i.checkCSRF(r, s) || s.User == "" {
-		i.csrfPage(w)
+	s, sid, ok := i.postedForm(w, r, true)
+	if !ok {
 		return
 	}
 	ctx := r.Context()

@@ -51,3 +51,25 @@ func (i *Issuer) origin() string {
 	}
 	return i.issuer.Scheme + "://" + h
 }
+
+// postedForm reads the form POST of one of the issuer's pages and checks
+// that it comes from the browser's own session (checkCSRF); needUser also
+// requires a signed-in session. On failure it has answered the request
+// and ok is false.
+func (i *Issuer) postedForm(w http.ResponseWriter, r *http.Request, needUser bool) (s *session, sid string, ok bool) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxPageFormBytes)
+	if err := r.ParseForm(); err != nil {
+		i.errorPage(w, http.StatusBadRequest, "Invalid request", "The form could not be read.")
+		return nil, "", false
+	}
+	s, sid, err := i.currentSession(r)
+	if err != nil {
+		i.serverErrorPage(w, err)
+		return nil, "", false
+	}
+	if !i.checkCSRF(r, s) || (needUser && s.User == "") {
+		i.csrfPage(w)
+		return nil, "", false
+	}
+	return s, sid, true
+}

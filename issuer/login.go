@@ -66,18 +66,8 @@ func (i *Issuer) loginContext(w http.ResponseWriter, r *http.Request, s *session
 }
 
 func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, maxPageFormBytes)
-	if err := r.ParseForm(); err != nil {
-		i.errorPage(w, http.StatusBadRequest, "Invalid request", "The form could not be read.")
-		return
-	}
-	s, sid, err := i.currentSession(r)
-	if err != nil {
-		i.serverErrorPage(w, err)
-		return
-	}
-	if !i.checkCSRF(r, s) {
-		i.csrfPage(w)
+	s, sid, ok := i.postedForm(w, r, false)
+	if !ok {
 		return
 	}
 	ctx := r.Context()
@@ -163,18 +153,8 @@ func (i *Issuer) handleLogout(w http.ResponseWriter, r *http.Request) {
 		}
 		i.render(w, http.StatusOK, "logout", "Sign out", logoutView{Action: i.base + pathLogout, CSRF: s.CSRF, User: s.User})
 	case http.MethodPost:
-		r.Body = http.MaxBytesReader(w, r.Body, maxPageFormBytes)
-		if err := r.ParseForm(); err != nil {
-			i.errorPage(w, http.StatusBadRequest, "Invalid request", "The form could not be read.")
-			return
-		}
-		s, sid, err := i.currentSession(r)
-		if err != nil {
-			i.serverErrorPage(w, err)
-			return
-		}
-		if !i.checkCSRF(r, s) {
-			i.csrfPage(w)
+		_, sid, ok := i.postedForm(w, r, false)
+		if !ok {
 			return
 		}
 		if err := i.endSession(r.Context(), w, sid); err != nil {
