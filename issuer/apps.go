@@ -183,25 +183,8 @@ func (i *Issuer) revokeConnection(ctx context.Context, user, clientID, resource,
 		if err := tx.Delete(bucketConsents, consentKey(user, clientID, resource, actor)); err != nil {
 			return err
 		}
-		var ids []string
-		err := tx.List(bucketGrants, "", func(key string, value []byte) error {
-			var g grant
-			if err := json.Unmarshal(value, &g); err != nil {
-				return fmt.Errorf("decode grant: %w", err)
-			}
-			if g.Subject == user && g.PrincipalType != principalAgent && g.ClientID == clientID && g.Resource == resource && g.Actor == actor && !g.Revoked {
-				ids = append(ids, key)
-			}
-			return nil
+		return i.revokeGrantsTx(tx, func(g *grant) bool {
+			return g.Subject == user && g.PrincipalType != principalAgent && g.ClientID == clientID && g.Resource == resource && g.Actor == actor
 		})
-		if err != nil {
-			return err
-		}
-		for _, id := range ids {
-			if err := i.revokeGrantTx(tx, id); err != nil {
-				return err
-			}
-		}
-		return nil
 	})
 }
