@@ -14,6 +14,7 @@ import (
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
 )
 
 // agentToken gets an agent's own token with the x/oauth2 client
@@ -281,6 +282,6 @@ func (e *tokEnv) revokedToken(t *testing.T, raw string) bool {
 // newMemStore is a memory store on a fixed clock for tests that only need
 // New to run.
 func newMemStore() store.Store {
-	clock := &tokClock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
 	return memory.New(memory.Options{Now: clock.Now})
 }

@@ -7,13 +7,14 @@ import (
 	"time"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/bolt"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
 )
 
 // TestFlowSurvivesRestartOnBolt runs the token flow on a real bbolt file,
 // closes it, reopens it under a new Issuer, and checks that keys, grants
 // and refresh tokens survived.
 func TestFlowSurvivesRestartOnBolt(t *testing.T) {
-	clock := &tokClock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
 	path := filepath.Join(t.TempDir(), "auth.db")
 	st, err := bolt.Open(path, bolt.Options{Now: clock.Now})
 	if err != nil {

@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
 )
 
 // Shared fixtures of the browser-side tests.
@@ -34,24 +34,6 @@ const (
 	bPassword    = "correct horse battery staple"
 )
 
-// browserClock is a fixed clock that tests move by hand.
-type browserClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *browserClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *browserClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // browserEnv is an issuer served over real HTTP with an in-memory store
 // sharing the fixed clock.
 type browserEnv struct {
@@ -59,12 +41,12 @@ type browserEnv struct {
 	iss   *Issuer
 	srv   *httptest.Server
 	store *memory.Store
-	clock *browserClock
+	clock *storetest.Clock
 }
 
 func newBrowserEnv(t *testing.T, mutate func(*Config)) *browserEnv {
 	t.Helper()
-	clock := &browserClock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
 	st := memory.New(memory.Options{Now: clock.Now})
 	var h http.Handler = http.NotFoundHandler()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) }))

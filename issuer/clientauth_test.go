@@ -17,6 +17,8 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
 )
 
 func ccForm(extra url.Values) url.Values {
@@ -308,7 +310,7 @@ func (e *tokEnv) serveFrom(t *testing.T, remote string, form url.Values) int {
 }
 
 func TestLimiter(t *testing.T) {
-	clock := &tokClock{t: time.Unix(1e9, 0)}
+	clock := storetest.NewClock(time.Unix(1e9, 0))
 	i := &Issuer{}
 	i.limiter = newLimiter(clock.Now)
 	const acct, addr, other = "client:x", "192.0.2.1", "198.51.100.7"

@@ -12,6 +12,7 @@ import (
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
 )
 
 func TestThumbprintRFC7638(t *testing.T) {
@@ -153,7 +154,7 @@ func TestSigningKeyRotation(t *testing.T) {
 }
 
 func TestSigningKeySharedAcrossInstances(t *testing.T) {
-	clock := &tokClock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
 	st := memory.New(memory.Options{Now: clock.Now})
 	a := newTokEnvStore(t, st, clock)
 	b := newTokEnvStore(t, st, clock) // a config reload: same store
@@ -201,7 +202,7 @@ func TestPublicKeyUnknown(t *testing.T) {
 // instance signs with the old key until it re-reads the store (keyReload);
 // the old key stays published until those tokens expire too.
 func TestRetiredKeyOutlivesOtherInstancesTokens(t *testing.T) {
-	clock := &tokClock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
 	st := memory.New(memory.Options{Now: clock.Now})
 	a := newTokEnvStore(t, st, clock)
 	b := newTokEnvStore(t, st, clock)

@@ -24,6 +24,7 @@ import (
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
 )
 
 // Fixtures of the token-side tests.
@@ -51,24 +52,6 @@ const (
 	tAgentSecret = "agent secret"
 )
 
-// tokClock is a fixed clock that tests move by hand.
-type tokClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *tokClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *tokClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // tokEnv is an issuer served over real HTTP; its issuer URL is the test
 // server's URL (plus an optional path).
 type tokEnv struct {
@@ -76,7 +59,7 @@ type tokEnv struct {
 	iss    *Issuer
 	srv    *httptest.Server
 	store  store.Store
-	clock  *tokClock
+	clock  *storetest.Clock
 	jwtKey *ecdsa.PrivateKey // tJWT's signing key
 
 	handler atomic.Pointer[Issuer] // what the server serves; swapped by restart
@@ -90,11 +73,11 @@ func withPath(p string) envOption {
 
 func newTokEnv(t testing.TB, opts ...envOption) *tokEnv {
 	t.Helper()
-	clock := &tokClock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
 	return newTokEnvStore(t, memory.New(memory.Options{Now: clock.Now}), clock, opts...)
 }
 
-func newTokEnvStore(t testing.TB, st store.Store, clock *tokClock, opts ...envOption) *tokEnv {
+func newTokEnvStore(t testing.TB, st store.Store, clock *storetest.Clock, opts ...envOption) *tokEnv {
 	t.Helper()
 	e := &tokEnv{t: t, store: st, clock: clock}
 	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { e.handler.Load().ServeHTTP(w, r) }))

@@ -96,19 +96,25 @@ func Run(t *testing.T, open OpenFunc) {
 // Unix epoch, so neither can be confused with "never expires".
 var epoch = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 
-// clock is a settable time source shared by a test and its store.
-type clock struct {
+// Clock is a settable time source shared by a test and the stores (and
+// issuers) it drives. Safe for concurrent use.
+type Clock struct {
 	mu  sync.Mutex
 	now time.Time
 }
 
-func (c *clock) Now() time.Time {
+// NewClock returns a clock standing at t.
+func NewClock(t time.Time) *Clock { return &Clock{now: t} }
+
+// Now returns the clock's time.
+func (c *Clock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.now
 }
 
-func (c *clock) Advance(d time.Duration) {
+// Advance moves the clock forward by d.
+func (c *Clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.now = c.now.Add(d)
@@ -116,13 +122,13 @@ func (c *clock) Advance(d time.Duration) {
 
 type harness struct {
 	s     store.Store
-	clock *clock
+	clock *Clock
 	ctx   context.Context
 }
 
 func newHarness(t *testing.T, open OpenFunc) *harness {
 	t.Helper()
-	c := &clock{now: epoch}
+	c := NewClock(epoch)
 	s := open(t, c.Now)
 	t.Cleanup(func() {
 		if err := s.Close(); err != nil && !errors.Is(err, store.ErrClosed) {
