@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"unicode/utf8"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/mcpparse"
@@ -23,6 +22,7 @@ const (
 type compiledRule struct {
 	Rule
 	required []string // sorted, deduplicated
+	foldLen  int      // resource prefixes: length of the case-insensitive head (see hasURIPrefix)
 }
 
 // policy is the immutable decision table built by New.
@@ -70,24 +70,28 @@ func newPolicy(cfg *Config) (*policy, error) {
 	}
 	p.implied = impliedClosure(cfg.Implies)
 	var err error
-	if p.tools, err = compileRules("tools", cfg.Tools, p.base, validGlob); err != nil {
+	if p.tools, err = compileRules("tools", cfg.Tools, p.base, compileGlob); err != nil {
 		return nil, err
 	}
-	if p.prompts, err = compileRules("prompts", cfg.Prompts, p.base, validGlob); err != nil {
+	if p.prompts, err = compileRules("prompts", cfg.Prompts, p.base, compileGlob); err != nil {
 		return nil, err
 	}
-	if p.resources, err = compileRules("resources", cfg.ResourceRules, p.base, validPrefix); err != nil {
+	if p.resources, err = compileRules("resources", cfg.ResourceRules, p.base, compilePrefix); err != nil {
 		return nil, err
 	}
 	return p, nil
 }
 
-func compileRules(what string, rules []Rule, base []string, validPattern func(string) error) ([]compiledRule, error) {
+// compileRules checks rules and puts their patterns in canonical form
+// (compile returns it with the pattern's foldLen).
+func compileRules(what string, rules []Rule, base []string, compile func(string) (string, int, error)) ([]compiledRule, error) {
 	out := make([]compiledRule, 0, len(rules))
 	for i, r := range rules {
-		if err := validPattern(r.Pattern); err != nil {
+		pattern, foldLen, err := compile(r.Pattern)
+		if err != nil {
 			return nil, fmt.Errorf("%s rule %d %q: %w", what, i, r.Pattern, err)
 		}
+		r.Pattern = pattern
 		for _, s := range r.Scopes {
 			if !validScope(s) {
 				return nil, fmt.Errorf("%s rule %q: invalid scope token %q", what, r.Pattern, s)
@@ -96,7 +100,7 @@ func compileRules(what string, rules []Rule, base []string, validPattern func(st
 		if err := validActorRule(r.Actor); err != nil {
 			return nil, fmt.Errorf("%s rule %q: %w", what, r.Pattern, err)
 		}
-		out = append(out, compiledRule{Rule: r, required: sortedSet(append(slices.Clone(r.Scopes), base...))})
+		out = append(out, compiledRule{Rule: r, required: sortedSet(append(slices.Clone(r.Scopes), base...)), foldLen: foldLen})
 	}
 	return out, nil
 }
@@ -209,7 +213,7 @@ func (p *policy) decideName(pr *principal, kind string, rules []compiledRule, na
 func (p *policy) decideURI(pr *principal, uri string) decision {
 	best := -1
 	for i := range p.resources {
-		if strings.HasPrefix(uri, p.resources[i].Pattern) &&
+		if hasURIPrefix(uri, &p.resources[i]) &&
 			(best < 0 || len(p.resources[i].Pattern) > len(p.resources[best].Pattern)) {
 			best = i
 		}
@@ -219,59 +223,6 @@ func (p *policy) decideURI(pr *principal, uri string) decision {
 	}
 	r := &p.resources[best]
 	return p.check(pr, decision{kind: kindResource, target: uri, rule: r.Pattern, required: r.required}, r)
-}
-
-// checkURI refuses a resource URI that a server could resolve to another
-// resource than the one its text names, since rules match text prefixes:
-// "file:///public/../secret/k" starts with "file:///public/" but names
-// /secret/k. Refused: dot segments (anywhere, as a server may not treat
-// "?" or ";" specially), empty segments in the path ("file:////secret" is
-// /secret to a file system), backslashes, malformed percent-encoding, and
-// percent-encoded unreserved characters or separators, which RFC 3986
-// §6.2.2 normalizes away ("%73ecret", "%2e%2e", "%2f").
-func checkURI(uri string) error {
-	bad := func(what string) error { return fmt.Errorf("resource URI %q: %s", uri, what) }
-	if strings.ContainsRune(uri, '\\') {
-		return bad("backslash")
-	}
-	for i := 0; i < len(uri); i++ {
-		if uri[i] != '%' {
-			continue
-		}
-		if i+2 >= len(uri) || unhex(uri[i+1]) < 0 || unhex(uri[i+2]) < 0 {
-			return bad("malformed percent-encoding")
-		}
-		c := byte(unhex(uri[i+1])<<4 | unhex(uri[i+2]))
-		if c == '/' || c == '\\' || c == '-' || c == '.' || c == '_' || c == '~' ||
-			'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' {
-			return bad("percent-encoded unreserved character or separator")
-		}
-	}
-	rest := uri
-	if i := strings.IndexAny(uri, ":/?#"); i >= 0 && uri[i] == ':' {
-		rest = uri[i+1:] // after the scheme
-	}
-	// Split where any server might end a segment: "/", the query and
-	// fragment marks, and ";" (path parameters, "..;/").
-	for _, seg := range strings.FieldsFunc(rest, func(r rune) bool { return strings.ContainsRune("/?#;", r) }) {
-		if seg == "." || seg == ".." {
-			return bad("dot segment")
-		}
-	}
-	if strings.HasPrefix(rest, "//") { // skip the authority
-		rest = rest[2:]
-		if i := strings.IndexByte(rest, '/'); i >= 0 {
-			rest = rest[i:]
-		} else {
-			rest = ""
-		}
-	}
-	path, _, _ := strings.Cut(rest, "?")
-	path, _, _ = strings.Cut(path, "#")
-	if strings.Contains(path, "//") {
-		return bad("empty path segment")
-	}
-	return nil
 }
 
 func unhex(c byte) int {
@@ -380,6 +331,10 @@ func globMatch(pattern, name string) bool {
 	return px == len(pattern)
 }
 
+func compileGlob(p string) (string, int, error) {
+	return p, 0, validGlob(p)
+}
+
 func validGlob(p string) error {
 	if p == "" {
 		return errors.New("empty pattern")
@@ -394,16 +349,6 @@ func validGlob(p string) error {
 				return errors.New(`pattern ends with a lone '\'`)
 			}
 		}
-	}
-	return nil
-}
-
-func validPrefix(p string) error {
-	if p == "" {
-		return errors.New("empty URI prefix")
-	}
-	if !utf8.ValidString(p) {
-		return errors.New("URI prefix is not valid UTF-8")
 	}
 	return nil
 }

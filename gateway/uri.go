@@ -1,0 +1,383 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
+)
+
+// Resource URIs are matched by text prefix, so a URI is accepted only when
+// every common parser (WHATWG URL as in Node and the Rust url crate under
+// pydantic, Python's urllib, Go's net/url) reads it as the same resource
+// the text names: it is a fixed point of their normalisations, up to the
+// case of scheme and host, which the match ignores. Anything a parser
+// would strip, decode, resolve or rewrite is refused instead of being
+// normalised here, since normalising like one parser is still unlike the
+// others.
+//
+// Accepted, byte by byte: the unreserved characters, the RFC 3986
+// delimiters : / ? # [ ] @ ! $ & ' ( ) * + , ; = and percent-encodings
+// with upper-case hex digits. A percent-encoding may encode only a byte
+// that cannot appear raw: an ASCII character outside that set (space, '"',
+// '<', '>', '^', '`', '{', '|', '}', controls excluded), '%', '?', '#', or
+// UTF-8 of a character that no Unicode normalisation or IDNA mapping turns
+// into ASCII or into nothing. Raw non-ASCII is refused: WHATWG
+// percent-encodes it in paths but maps it through IDNA in hosts.
+//
+// Structure: a scheme; for http, https, ws, wss and ftp an authority with
+// a host and a path; for file an authority (empty, or a host other than
+// localhost) and a path. An authority has no user information and no
+// percent-encoding; its host is an IPv6 literal in RFC 5952 form, a
+// dotted-decimal IPv4 address, or dot-separated non-empty labels of
+// letters, digits, '-' and '_' whose last is not a number; its port is
+// decimal without leading zeros and not the scheme's default. No segment
+// of the path, query or fragment (split at / ? # ;) is made of dots only,
+// nor of dots and encoded spaces; the path has no empty segment.
+
+// specialPorts maps WHATWG's special schemes to their default port ("" for
+// file, which has none).
+var specialPorts = map[string]string{"http": "80", "https": "443", "ws": "80", "wss": "443", "ftp": "21", "file": ""}
+
+// splitURI returns the scheme (as written) and the authority's end; auth
+// is -1 when the URI has no authority.
+func splitURI(uri string) (scheme string, authStart, authEnd int, err error) {
+	i := strings.IndexByte(uri, ':')
+	if i <= 0 || !validScheme(uri[:i]) {
+		return "", 0, 0, errors.New("no scheme: not an absolute URI")
+	}
+	scheme = uri[:i]
+	if !strings.HasPrefix(uri[i+1:], "//") {
+		return scheme, -1, -1, nil
+	}
+	authStart = i + 3
+	authEnd = len(uri)
+	if j := strings.IndexAny(uri[authStart:], "/?#"); j >= 0 {
+		authEnd = authStart + j
+	}
+	return scheme, authStart, authEnd, nil
+}
+
+func validScheme(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i] | 0x20
+		if !('a' <= c && c <= 'z' || i > 0 && ('0' <= s[i] && s[i] <= '9' || s[i] == '+' || s[i] == '-' || s[i] == '.')) {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// checkURI refuses a resource URI that some parser reads differently from
+// its text (see above).
+func checkURI(uri string) error {
+	if err := checkURIText(uri); err != nil {
+		return fmt.Errorf("resource URI %q: %w", uri, err)
+	}
+	return nil
+}
+
+func checkURIText(uri string) error {
+	if err := checkURIBytes(uri); err != nil {
+		return err
+	}
+	scheme, as, ae, err := splitURI(uri)
+	if err != nil {
+		return err
+	}
+	lower := strings.ToLower(scheme)
+	defPort, special := specialPorts[lower]
+	path := uri[len(scheme)+1:]
+	if as >= 0 {
+		if err := checkAuthority(uri[as:ae], lower, defPort, special); err != nil {
+			return err
+		}
+		path = uri[ae:]
+	} else if special {
+		return errors.New(scheme + " URI without \"//\" and authority")
+	}
+	if err := checkSegments(path); err != nil {
+		return err
+	}
+	if _, query, ok := strings.Cut(path, "?"); ok && special && strings.ContainsRune(strings.SplitN(query, "#", 2)[0], '\'') {
+		return errors.New("\"'\" in the query (WHATWG percent-encodes it)")
+	}
+	path, _, _ = strings.Cut(path, "?")
+	path, _, _ = strings.Cut(path, "#")
+	if special && !strings.HasPrefix(path, "/") {
+		return errors.New("no path (WHATWG adds \"/\")")
+	}
+	if strings.Contains(path, "//") {
+		return errors.New("empty path segment")
+	}
+	return nil
+}
+
+// checkURIBytes checks the characters and percent-encodings.
+func checkURIBytes(uri string) error {
+	for i := 0; i < len(uri); i++ {
+		c := uri[i]
+		switch {
+		case c >= 0x80:
+			return errors.New("non-ASCII character (percent-encode it)")
+		case c <= 0x20 || c == 0x7f:
+			return errors.New("control character or space")
+		case c == '%':
+			n, err := checkEscape(uri[i:])
+			if err != nil {
+				return err
+			}
+			i += n - 1
+		case !rawURIByte(c):
+			return fmt.Errorf("character %q must be percent-encoded", c)
+		}
+	}
+	return nil
+}
+
+// rawURIByte: unreserved characters and RFC 3986 delimiters.
+func rawURIByte(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+		strings.IndexByte("-._~:/?#[]@!$&'()*+,;=", c) >= 0
+}
+
+// checkEscape checks the percent-encoding at the start of s (one character:
+// a UTF-8 sequence is taken whole) and returns its length in bytes.
+func checkEscape(s string) (int, error) {
+	var buf [utf8.UTFMax]byte
+	n := 0
+	for n == 0 || buf[0] >= 0x80 && n < len(buf) && !utf8.FullRune(buf[:n]) {
+		b, ok := escapedByte(s[3*n:])
+		if !ok {
+			if n == 0 {
+				return 0, errors.New("malformed percent-encoding (two upper-case hex digits)")
+			}
+			return 0, errors.New("percent-encoding is not UTF-8")
+		}
+		buf[n] = b
+		n++
+	}
+	if c := buf[0]; c < 0x80 {
+		if c != '%' && c != '?' && c != '#' && strings.IndexByte(" \"<>^`{|}", c) < 0 {
+			return 0, fmt.Errorf("percent-encoded %q (write it raw, or not at all)", c)
+		}
+		return 3, nil
+	}
+	if r, size := utf8.DecodeRune(buf[:n]); r == utf8.RuneError || size != n {
+		return 0, errors.New("percent-encoding is not UTF-8")
+	} else if !safeURIRune(r) {
+		return 0, fmt.Errorf("percent-encoded %U, which normalisation or IDNA turns into ASCII or nothing", r)
+	}
+	return 3 * n, nil
+}
+
+// escapedByte decodes the "%HH" at the start of s.
+func escapedByte(s string) (byte, bool) {
+	if len(s) < 3 || s[0] != '%' || upperHex(s[1]) < 0 || upperHex(s[2]) < 0 {
+		return 0, false
+	}
+	return byte(upperHex(s[1])<<4 | upperHex(s[2])), true
+}
+
+// safeURIRune refuses characters that a decoding server may turn into
+// ASCII (NFKC: U+FF0E FULLWIDTH FULL STOP is '.', U+FF0F is '/'), into a
+// label separator (IDNA: U+3002 IDEOGRAPHIC FULL STOP) or into nothing
+// (IDNA and many normalisers drop default-ignorable characters), and
+// invisible characters and separators of any kind.
+func safeURIRune(r rune) bool {
+	if r == 0x3002 || r == 0xFF61 || r == 0x034F || !unicode.IsGraphic(r) || unicode.Is(unicode.Zs, r) ||
+		unicode.Is(unicode.Variation_Selector, r) || unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r) {
+		return false
+	}
+	var b [utf8.UTFMax]byte
+	for _, c := range norm.NFKC.Bytes(b[:utf8.EncodeRune(b[:], r)]) {
+		if c < 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+func upperHex(c byte) int {
+	if 'a' <= c && c <= 'f' {
+		return -1
+	}
+	return unhex(c)
+}
+
+// checkAuthority checks an authority (between "//" and the path); scheme
+// is lower case.
+func checkAuthority(auth, scheme, defPort string, special bool) error {
+	if strings.ContainsAny(auth, "@%") {
+		return errors.New("user information or percent-encoding in the authority")
+	}
+	host, port := auth, ""
+	if strings.HasPrefix(auth, "[") {
+		end := strings.IndexByte(auth, ']')
+		if end < 0 {
+			return errors.New("unterminated IPv6 literal")
+		}
+		host, port = auth[:end+1], auth[end+1:]
+		if port != "" && port[0] != ':' {
+			return errors.New("junk after the IPv6 literal")
+		}
+		a, err := netip.ParseAddr(host[1 : len(host)-1])
+		if err != nil || !a.Is6() || a.Zone() != "" || strings.Contains(host, ".") || a.String() != strings.ToLower(host[1:len(host)-1]) {
+			return errors.New("IPv6 literal not in canonical (RFC 5952) form")
+		}
+	} else {
+		if i := strings.IndexByte(auth, ':'); i >= 0 {
+			host, port = auth[:i], auth[i:]
+		}
+		if err := checkHost(host, scheme, special); err != nil {
+			return err
+		}
+	}
+	if port != "" {
+		p := port[1:]
+		n, err := strconv.Atoi(p)
+		switch {
+		case p == "" || err != nil || n > 65535 || strings.IndexFunc(p, func(r rune) bool { return r < '0' || r > '9' }) >= 0:
+			return errors.New("invalid port")
+		case len(p) > 1 && p[0] == '0':
+			return errors.New("port with a leading zero")
+		case special && p == defPort:
+			return errors.New("default port written out")
+		}
+	}
+	return nil
+}
+
+func checkHost(host, scheme string, special bool) error {
+	if host == "" {
+		if special && scheme != "file" {
+			return errors.New("no host")
+		}
+		return nil
+	}
+	if scheme == "file" && strings.EqualFold(host, "localhost") {
+		return errors.New("file host localhost (WHATWG drops it)")
+	}
+	labels := strings.Split(host, ".")
+	for _, l := range labels {
+		if l == "" {
+			return errors.New("empty host label")
+		}
+		for i := 0; i < len(l); i++ {
+			c := l[i]
+			if !('a' <= c|0x20 && c|0x20 <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+				return fmt.Errorf("host character %q", c)
+			}
+		}
+	}
+	last := labels[len(labels)-1]
+	if !numericLabel(last) {
+		return nil
+	}
+	// WHATWG reads a host ending in a number as IPv4 ("0x7f.1" is
+	// 127.0.0.1): only the canonical dotted quad reads the same everywhere.
+	a, err := netip.ParseAddr(host)
+	if err != nil || !a.Is4() || a.String() != host {
+		return errors.New("host ending in a number is not a dotted-decimal IPv4 address")
+	}
+	return nil
+}
+
+// numericLabel reports whether WHATWG's "ends in a number" reads l as a
+// number: decimal digits, or 0x followed by hex digits.
+func numericLabel(l string) bool {
+	if len(l) >= 2 && l[0] == '0' && l[1]|0x20 == 'x' {
+		l = l[2:]
+		for i := 0; i < len(l); i++ {
+			if unhex(l[i]) < 0 {
+				return false
+			}
+		}
+		return true
+	}
+	for i := 0; i < len(l); i++ {
+		if l[i] < '0' || l[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// checkSegments refuses dot segments anywhere after the authority: split
+// where any server might end a segment ("/", query and fragment marks,
+// ";" for "..;/"), a segment of dots only, or of dots and encoded spaces
+// (which Windows trims), resolves to another resource on some server.
+func checkSegments(s string) error {
+	start := 0
+	for i := 0; i <= len(s); i++ {
+		if i < len(s) && strings.IndexByte("/?#;", s[i]) < 0 {
+			continue
+		}
+		seg := s[start:i]
+		start = i + 1
+		if seg == "" || seg[0] != '.' && !strings.HasPrefix(seg, "%20") {
+			continue
+		}
+		if strings.Trim(strings.ReplaceAll(seg, "%20", ""), ".") == "" {
+			return errors.New("dot segment")
+		}
+	}
+	return nil
+}
+
+// compilePrefix checks a resource rule prefix and returns it in canonical
+// form (scheme and host lower case) with the length of its case-insensitive
+// head (scheme and authority). A prefix is a URI checkURI accepts, cut
+// anywhere after its authority, or just "scheme:" or "scheme://"; the cut
+// may not fall inside the authority ("https://a" would match
+// "https://a.evil.example/").
+func compilePrefix(p string) (string, int, error) {
+	if p == "" {
+		return "", 0, errors.New("empty URI prefix")
+	}
+	if err := checkURIBytes(p); err != nil {
+		return "", 0, err
+	}
+	scheme, as, ae, err := splitURI(p)
+	if err != nil {
+		return "", 0, err
+	}
+	head := len(scheme) + 1
+	switch {
+	case as < 0 && head == len(p), as == len(p):
+		// "scheme:" or "scheme://": every URI of the scheme.
+		return strings.ToLower(p), len(p), nil
+	case as < 0:
+		if _, special := specialPorts[strings.ToLower(scheme)]; special {
+			return "", 0, errors.New(scheme + " prefix without \"//\" and authority")
+		}
+	case ae == len(p):
+		return "", 0, errors.New("prefix ends inside the authority: end it with \"/\"")
+	default:
+		head = ae
+	}
+	// The prefix must be a URI's beginning: checked as a URI, with an "x"
+	// after a trailing "." ("file:///a/." is the start of "file:///a/.x").
+	probe := p
+	if strings.HasSuffix(p, ".") {
+		probe += "x"
+	}
+	if err := checkURIText(probe); err != nil {
+		return "", 0, err
+	}
+	return strings.ToLower(p[:head]) + p[head:], head, nil
+}
+
+// hasURIPrefix matches a checked URI against a compiled prefix: scheme
+// and authority case-insensitively, the rest exactly. The URI's authority
+// ends where the prefix's does, since the prefix's is followed by a
+// character an authority cannot contain.
+func hasURIPrefix(uri string, r *compiledRule) bool {
+	p := r.Pattern
+	return len(uri) >= len(p) && strings.EqualFold(uri[:r.foldLen], p[:r.foldLen]) && uri[r.foldLen:len(p)] == p[r.foldLen:]
+}

@@ -1,0 +1,335 @@
+package gateway
+
+import (
+	"net/url"
+	"path"
+	"strings"
+	"testing"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// uriConfig guards /secret/ and two hosts behind their own scopes, under a
+// broad rule, so a URI that a server resolves differently from its text
+// could reach them with the broad scope only.
+func uriConfig(t testing.TB) Config {
+	cfg := testConfig(t)
+	cfg.ResourceRules = []Rule{
+		{Pattern: "file:", Scopes: []string{"files:read"}},
+		{Pattern: "file:///secret/", Scopes: []string{"files:secret"}},
+		{Pattern: "https://", Scopes: []string{"files:read"}},
+		{Pattern: "HTTPS://Internal.Example/", Scopes: []string{"files:secret"}},
+		{Pattern: "https://127.0.0.1/", Scopes: []string{"files:secret"}},
+		{Pattern: "https://[::1]/", Scopes: []string{"files:secret"}},
+		{Pattern: "Demo://X/", Scopes: []string{"files:secret"}},
+		{Pattern: "demo:", Scopes: []string{"files:read"}},
+		{Pattern: "file:///%C3%A9t%C3%A9/", Scopes: []string{"files:secret"}},
+	}
+	return cfg
+}
+
+// uriVariants: URIs that some parser reads as another resource than the
+// text names, and their neighbours that every parser reads as written.
+var uriVariants = []struct {
+	uri   string
+	allow bool // with files:read only; false: refused before the upstream
+}{
+	// Plain.
+	{"file:///public/a.txt", true},
+	{"file:///public/a%20b.txt", true},
+	{"file:///public/%C3%A9.txt", true},
+	{"file:///public/a.b/..c/d..", true},
+	{"file:///public/x?q=a//b", true},
+	{"file:///public/x%3Fy%23z%25", true},
+	{"https://public.example/a", true},
+	{"https://public.example:8443/a", true},
+	{"demo://y/a", true},
+	{"demo:opaque", true},
+	{"mem:", false}, // no rule
+	// Guarded: the narrower rule applies whatever the case of scheme and host.
+	{"file:///secret/key", false},
+	{"FILE:///secret/key", false},
+	{"https://INTERNAL.example/k", false},
+	{"https://internal.example/k", false},
+	{"demo://x/k", false},
+	{"DEMO://x/k", false},
+	{"file:///%C3%A9t%C3%A9/k", false},
+	// Tab, newline and carriage return, which WHATWG removes.
+	{"file:///public/.\t./secret/key", false},
+	{"file:///public/.\n./secret/key", false},
+	{"file:///public/.\r./secret/key", false},
+	{"file:///public/\t../secret/key", false},
+	{"file:///secr\tet/key", false},
+	{"fi\tle:///secret/key", false},
+	{"ht\ntps://internal.example/k", false},
+	// Leading and trailing C0 and space, which WHATWG and urllib strip.
+	{" file:///secret/key", false},
+	{"\x00file:///secret/key", false},
+	{"\x1ffile:///public/a", false},
+	{"file:///public/a ", false},
+	{"file:///public/a\x7f", false},
+	{"file:///public/a b", false},
+	// Dot segments in any spelling.
+	{"file:///public/../secret/key", false},
+	{"file:///public/./a", false},
+	{"file:///public/...", false},
+	{"file:///public/%2e%2e/secret/key", false},
+	{"file:///public/%2E%2e/secret/key", false},
+	{"file:///public/.%2e/secret/key", false},
+	{"file:///public/%2e./secret/key", false},
+	{"file:///public/%2e/a", false},
+	{"file:///public/..%20/secret/key", false},
+	{"file:///public/%20../secret/key", false},
+	{"file:///public/..;/secret/key", false},
+	{"file:///public/x?/../../secret", false},
+	{"file:///public/x#/../../secret", false},
+	{"file:///public/..", false},
+	// Unicode that NFKC or IDNA turns into '.' or '/', or into nothing.
+	{"file:///public/%EF%BC%8E%EF%BC%8E/secret/key", false}, // U+FF0E
+	{"file:///public/\uff0e\uff0e/secret/key", false},
+	{"file:///public/%E2%80%A5/secret/key", false}, // U+2025 two dot leader
+	{"file:///public/%EF%B9%92./secret/key", false}, // U+FE52 small full stop
+	{"file:///public%EF%BC%8Fsecret", false},        // U+FF0F fullwidth solidus
+	{"file:///secr%C2%ADet/key", false},             // soft hyphen
+	{"file:///secr%E2%80%8Bet/key", false},          // zero-width space
+	{"file:///secret%EF%B8%8F/key", false},          // variation selector
+	{"file:///%EF%BD%93ecret/key", false},           // fullwidth s
+	{"https://internal%E3%80%82example/k", false},   // ideographic full stop
+	{"https://internal\u3002example/k", false},
+	{"https://\uff49nternal.example/k", false},
+	{"file:///public/%C3", false},
+	{"file:///public/%C3%28", false},
+	{"file:///public/%FF", false},
+	{"file:///public/%ED%A0%80", false}, // surrogate
+	// Backslashes, which WHATWG reads as '/' in special schemes.
+	{`file:///public\..\secret\key`, false},
+	{`file:///public/..\secret`, false},
+	{`https:\\internal.example\k`, false},
+	{"file:///public%5C..%5Csecret", false},
+	// Percent-encodings that decoding servers read as the raw character.
+	{"file:///%73ecret/key", false},
+	{"file:///public%2f..%2fsecret", false},
+	{"file:///%2fsecret/key", false},
+	{"file:///public/%c3%a9.txt", false}, // lower-case hex
+	{"file:///%C3%A9t%C3%A9/k", false},
+	{"file:///public/%21", false},
+	{"file:///public/%zz", false},
+	{"file:///public/%", false},
+	{"file:///public/%0a", false},
+	{"file:///public/%00", false},
+	// Raw characters that WHATWG encodes, and raw non-ASCII.
+	{"file:///public/a{b}", false},
+	{"file:///public/a|b", false},
+	{"file:///public/a\"b", false},
+	{"file:///public/\u00e9.txt", false},
+	{"https://public.example/a?it's", false},
+	// Empty path segments.
+	{"file:////secret/key", false},
+	{"file:///public//../secret", false},
+	// Authorities WHATWG rewrites.
+	{"file://localhost/secret/key", false},
+	{"file://LOCALHOST/secret/key", false},
+	{"https://internal.example:443/k", false},
+	{"https://internal.example:0443/k", false},
+	{"https://internal.example:/k", false},
+	{"https://internal.example./k", false},
+	{"https://internal..example/k", false},
+	{"https://user@internal.example/k", false},
+	{"https://public.example@internal.example/k", false},
+	{"https://%69nternal.example/k", false},
+	{"https://0x7f.1/k", false},
+	{"https://2130706433/k", false},
+	{"https://127.1/k", false},
+	{"https://127.0.0.01/k", false},
+	{"https://[0:0::1]/k", false},
+	{"https://[::ffff:127.0.0.1]/k", false},
+	{"https://[::1%25eth0]/k", false},
+	{"https://internal.example", false},
+	{"https://internal.example?x", false},
+	{"https:/internal.example/k", false},
+	{"https:internal.example/k", false},
+	{"https:///internal.example/k", false},
+	{"file:/secret/key", false},
+	{"file:secret/key", false},
+	{"file://../secret/key", false},
+	{"file://C:/secret", false},
+	// Not absolute.
+	{"/secret/key", false},
+	{"secret/key", false},
+	{"", false},
+	{":x", false},
+	{"1file:///public/a", false},
+}
+
+// TestResourceURIVariants: every variant is refused before the upstream
+// (which sees nothing), and the accepted ones reach it byte for byte.
+func TestResourceURIVariants(t *testing.T) {
+	h := newHarness(t, uriConfig(t), nil)
+	token := mint(t, func() jwt.MapClaims { c := claims(); c["scope"] = "mcp files:read"; return c }())
+	for _, method := range []string{"resources/read", "resources/subscribe", "resources/unsubscribe"} {
+		for _, tt := range uriVariants {
+			t.Run(method+" "+tt.uri, func(t *testing.T) {
+				body := `{"jsonrpc":"2.0","id":1,"method":"` + method + `","params":{"uri":` + quote(tt.uri) + `}}`
+				before := len(h.up.requests())
+				resp := h.do(t, call{body: body, token: token})
+				got := readBody(t, resp)
+				reqs := h.up.requests()[before:]
+				if !tt.allow {
+					if resp.StatusCode != 400 && resp.StatusCode != 403 {
+						t.Errorf("status = %d, want 400 or 403 (%s)", resp.StatusCode, got)
+					}
+					rpcErr(t, got)
+					if len(reqs) != 0 {
+						t.Fatalf("upstream saw %s", reqs[0].Body)
+					}
+					return
+				}
+				if resp.StatusCode != 200 || len(reqs) != 1 || string(reqs[0].Body) != body {
+					t.Fatalf("status = %d (%s), upstream saw %d requests, want the exact body", resp.StatusCode, got, len(reqs))
+				}
+			})
+		}
+	}
+}
+
+func TestCompilePrefix(t *testing.T) {
+	good := []struct{ in, want string }{
+		{"file:", "file:"},
+		{"file://", "file://"},
+		{"file:///", "file:///"},
+		{"FILE:///Public/", "file:///Public/"},
+		{"Demo://X/", "demo://x/"},
+		{"HTTPS://Internal.Example:8443/A", "https://internal.example:8443/A"},
+		{"https://[::1]/", "https://[::1]/"},
+		{"file:///a/.", "file:///a/."},
+		{"file:///a%20", "file:///a%20"},
+		{"urn:isbn:", "urn:isbn:"},
+	}
+	for _, tt := range good {
+		got, _, err := compilePrefix(tt.in)
+		if err != nil || got != tt.want {
+			t.Errorf("compilePrefix(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+		}
+	}
+	for _, in := range []string{
+		"", "/secret/", "secret", "file:///a/../", "file:///a/./", "file:///a\t/", "file:///a b/",
+		"file:///a%2e/", "file:///a%c3%a9/", "file:///\u00e9/", `file:///a\`, "file:////", "file:/a/",
+		"https://internal.example", "demo://x", "https://a@b/", "https://internal.example:443/",
+		"https://0x7f.1/", "file://localhost/", "https:internal.example/", "file:///%EF%BC%8E/",
+	} {
+		if got, _, err := compilePrefix(in); err == nil {
+			t.Errorf("compilePrefix(%q) = %q, want an error", in, got)
+		}
+		if _, err := New(Config{Resource: testResource, Issuer: testIssuer, Keys: newTestKeys(theKeys(t)), ResourceRules: []Rule{{Pattern: in}}}); err == nil {
+			t.Errorf("New accepted resource rule %q", in)
+		}
+	}
+}
+
+// whatwgNormalize is a small reference of what a WHATWG URL parser does to
+// the text of a URL: strip leading and trailing C0 and space, remove tab,
+// LF and CR, read '\' as '/' in special schemes, lower-case scheme and
+// host, decode %2e and resolve dot segments in the path.
+func whatwgNormalize(s string) string {
+	s = strings.TrimFunc(s, func(r rune) bool { return r <= 0x20 })
+	s = strings.NewReplacer("\t", "", "\n", "", "\r", "").Replace(s)
+	i := strings.IndexByte(s, ':')
+	if i < 0 {
+		return s
+	}
+	scheme, rest := strings.ToLower(s[:i]), s[i+1:]
+	if _, special := specialPorts[scheme]; special {
+		rest = strings.ReplaceAll(rest, `\`, "/")
+	}
+	auth := ""
+	if strings.HasPrefix(rest, "//") {
+		rest = rest[2:]
+		end := strings.IndexAny(rest, "/?#")
+		if end < 0 {
+			end = len(rest)
+		}
+		auth, rest = "//"+strings.ToLower(rest[:end]), rest[end:]
+	}
+	p, tail := rest, ""
+	if j := strings.IndexAny(rest, "?#"); j >= 0 {
+		p, tail = rest[:j], rest[j:]
+	}
+	segs := strings.Split(p, "/")
+	var out []string
+	for k, seg := range segs {
+		switch strings.ToLower(seg) {
+		case ".", "%2e":
+			seg = ""
+			if k != len(segs)-1 {
+				continue
+			}
+		case "..", ".%2e", "%2e.", "%2e%2e":
+			if len(out) > 1 {
+				out = out[:len(out)-1]
+			}
+			seg = ""
+			if k != len(segs)-1 {
+				continue
+			}
+		}
+		out = append(out, seg)
+	}
+	return scheme + ":" + auth + strings.Join(out, "/") + tail
+}
+
+// goResolved is what a Go server that resolves the decoded path reads.
+func goResolved(u *url.URL) string {
+	p := u.Path
+	if p == "" {
+		return ""
+	}
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c
+}
+
+// FuzzResourceURI: a URI the gateway accepts is a fixed point of a WHATWG
+// parser's normalisation (up to the case of scheme and host, which the
+// match ignores) and of Go's, so it stays under every prefix it matched.
+func FuzzResourceURI(f *testing.F) {
+	for _, v := range uriVariants {
+		f.Add(v.uri, "file:///public/")
+	}
+	for _, s := range []string{
+		"file:///public/.\t./secret", "file:///public/.\n./secret", "file:///public/%2E%2e/secret",
+		"HTTPS://Internal.Example/a/b", "demo://X/a/./b", "file:///public/%EF%BC%8E%EF%BC%8E/x",
+	} {
+		f.Add(s, "file:///public/")
+		f.Add(s, "https://internal.example/a/")
+		f.Add(s, "demo://x/a/")
+	}
+	f.Fuzz(func(t *testing.T, uri, prefix string) {
+		p, foldLen, err := compilePrefix(prefix)
+		if err != nil || checkURI(uri) != nil {
+			return
+		}
+		norm := whatwgNormalize(uri)
+		scheme, as, ae, _ := splitURI(uri)
+		head := len(scheme) + 1
+		if as >= 0 {
+			head = ae
+		}
+		canon := strings.ToLower(uri[:head]) + uri[head:]
+		if norm != canon {
+			t.Fatalf("accepted %q, which WHATWG normalizes to %q", uri, norm)
+		}
+		u, err := url.Parse(uri)
+		if err != nil {
+			t.Fatalf("accepted %q, which net/url refuses: %v", uri, err)
+		}
+		if r := goResolved(u); r != u.Path {
+			t.Fatalf("accepted %q, whose path %q resolves to %q", uri, u.Path, r)
+		}
+		r := compiledRule{Rule: Rule{Pattern: p}, foldLen: foldLen}
+		if hasURIPrefix(uri, &r) && !strings.HasPrefix(norm, p) {
+			t.Fatalf("%q matched prefix %q but normalizes to %q", uri, p, norm)
+		}
+	})
+}
