@@ -29,7 +29,7 @@ func BenchmarkClassify(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		d, err := g.policy.decide(p, &msgs[0], false)
+		d, err := g.policy.decide(p, &msgs[0], rev20250326)
 		if err != nil || !d.allow {
 			b.Fatal(d, err)
 		}

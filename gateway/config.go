@@ -48,6 +48,12 @@ type Config struct {
 	Tools         []Rule
 	Prompts       []Rule
 	ResourceRules []Rule
+	// Methods pass requests and notifications whose method the request's
+	// protocol revision does not define (extensions), by glob on the
+	// method name, first match wins; every other undefined method is
+	// refused with -32601. A pattern that matches a method some revision
+	// defines, ignoring case, is refused by New. Added after the contract.
+	Methods []Rule
 
 	// AllowedOrigins lists Origin values accepted (scheme://host[:port]);
 	// requests without Origin are accepted; any other Origin gets 403.

@@ -267,7 +267,9 @@ func TestDecisions(t *testing.T) {
 		{"implies not upward", scope("mcp tools:write"), toolCall("delete_all"), 403},
 		{"base scope required", scope("tools:read"), toolCall("read_file"), 403},
 		{"case matters", scope("mcp tools:read"), toolCall("READ_file"), 403},
-		{"Kelvin sign is not k", scope("mcp tools:read"), toolCall("read_\u212Aey"), 200},
+		// Not folded to "read_Key" (which read_* would pass too): outside
+		// SEP-986, so refused before any rule.
+		{"Kelvin sign is not k", scope("mcp tools:read"), toolCall("read_\u212Aey"), 400},
 		// Base-scope methods.
 		{"tools/list base", scope("mcp"), `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, 200},
 		{"ping without base", scope("tools:read"), `{"jsonrpc":"2.0","id":1,"method":"ping"}`, 403},

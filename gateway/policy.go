@@ -14,7 +14,8 @@ const (
 	kindTool     = "tool"
 	kindPrompt   = "prompt"
 	kindResource = "uri"
-	kindBase     = "" // any other method: base scopes only
+	kindMethod   = "method" // a method no revision defines, passed by a method rule
+	kindBase     = ""       // any other method: base scopes only
 )
 
 // compiledRule is a Rule with its full requirement (rule scopes ∪ base
@@ -32,6 +33,7 @@ type policy struct {
 	tools     []compiledRule
 	prompts   []compiledRule
 	resources []compiledRule
+	methods   []compiledRule
 }
 
 // decision is the outcome for one JSON-RPC message.
@@ -77,6 +79,9 @@ func newPolicy(cfg *Config) (*policy, error) {
 		return nil, err
 	}
 	if p.resources, err = compileRules("resources", cfg.ResourceRules, p.base, compilePrefix); err != nil {
+		return nil, err
+	}
+	if p.methods, err = compileRules("methods", cfg.Methods, p.base, compileMethodPattern); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -156,10 +161,11 @@ func (p *policy) effectiveScopes(granted []string) map[string]struct{} {
 	return set
 }
 
-// decide decides one message for a principal. An error means the message
-// cannot be classified (a tools/call without a name, say) and is refused.
-// modern is protocol version 2026-07-28.
-func (p *policy) decide(pr *principal, m *mcpparse.Message, modern bool) (decision, error) {
+// decide decides one message of a request of revision rev. An error
+// means the message is refused before any rule: it cannot be classified
+// (a tools/call without a name, say), or its method is not one of rev
+// (errMethodNotFound).
+func (p *policy) decide(pr *principal, m *mcpparse.Message, rev revision) (decision, error) {
 	if m.Kind == mcpparse.KindResponse {
 		// The client's answers to server requests (sampling, elicitation,
 		// roots) carry no operation of their own.
@@ -167,25 +173,27 @@ func (p *policy) decide(pr *principal, m *mcpparse.Message, modern bool) (decisi
 	}
 	// Notifications are decided by method like requests: a "tools/call"
 	// without an id is still a tools/call to a lenient server.
+	if !knownMethod(m.Method, rev) {
+		return p.decideMethod(pr, m.Method)
+	}
 	switch m.Method {
 	case "tools/call":
 		if !m.HasName {
 			return decision{}, fmt.Errorf("tools/call: %w", errNoName)
+		}
+		if !validToolName(m.Name) {
+			return decision{}, fmt.Errorf("tools/call: tool name %q is not 1-128 characters of A-Z a-z 0-9 _ - . /", m.Name)
 		}
 		return p.decideName(pr, kindTool, p.tools, m.Name), nil
 	case "prompts/get":
 		if !m.HasName {
 			return decision{}, fmt.Errorf("prompts/get: %w", errNoName)
 		}
+		if !validPromptName(m.Name) {
+			return decision{}, fmt.Errorf("prompts/get: prompt name %q has whitespace, control, invisible or compatibility characters", m.Name)
+		}
 		return p.decideName(pr, kindPrompt, p.prompts, m.Name), nil
 	case "resources/read", "resources/subscribe", "resources/unsubscribe":
-		if !m.HasURI && modern && m.Method != "resources/read" {
-			// 2026-07-28 removed subscribe and unsubscribe: without a URI
-			// they name nothing, and the upstream answers "method not
-			// found". With one, it is checked in case the upstream still
-			// serves them.
-			break
-		}
 		if !m.HasURI {
 			return decision{}, fmt.Errorf("%s: %w", m.Method, errNoName)
 		}
@@ -197,6 +205,20 @@ func (p *policy) decide(pr *principal, m *mcpparse.Message, modern bool) (decisi
 	// Everything else, tasks/* included (params.taskId is a task, not a
 	// tool), needs the base scopes.
 	return p.check(pr, decision{kind: kindBase, required: p.base}, nil), nil
+}
+
+// decideMethod applies the first method rule whose glob matches a method
+// the revision does not define; without one the method is not found.
+func (p *policy) decideMethod(pr *principal, method string) (decision, error) {
+	if visibleASCII(method) {
+		for i := range p.methods {
+			if globMatch(p.methods[i].Pattern, method) {
+				r := &p.methods[i]
+				return p.check(pr, decision{kind: kindMethod, target: method, rule: r.Pattern, required: r.required}, r), nil
+			}
+		}
+	}
+	return decision{}, errMethodNotFound
 }
 
 // decideName applies the first rule whose glob matches name.
@@ -240,7 +262,7 @@ func unhex(c byte) int {
 // allowTool reports whether the principal may call the named tool; it is
 // the filter for tools/list results.
 func (p *policy) allowTool(pr *principal, name string) bool {
-	return p.decideName(pr, kindTool, p.tools, name).allow
+	return validToolName(name) && p.decideName(pr, kindTool, p.tools, name).allow
 }
 
 // check completes d: actor rules first (more scope cannot cure them), then

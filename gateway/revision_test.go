@@ -7,8 +7,8 @@ import (
 
 // TestRevisionErrors: what the official conformance tool checks of a
 // 2026-07-28 server's refusals (status, code, the request id) holds for
-// the gateway's own, and methods that 2026-07-28 removed reach the
-// upstream to be answered "method not found".
+// the gateway's own, and methods that 2026-07-28 does not define are
+// answered "method not found" (404, -32601).
 func TestRevisionErrors(t *testing.T) {
 	const meta26 = `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}`
 	v2026 := func(method, name string) map[string]string {
@@ -49,20 +49,25 @@ func TestRevisionErrors(t *testing.T) {
 			status: 400, code: codeInvalidParams, id: "7"},
 		{name: "2025 subscribe without uri", c: call{body: request("8", "resources/subscribe", ""), headers: map[string]string{"MCP-Protocol-Version": "2025-11-25"}},
 			status: 400, code: codeInvalidParams, id: "8"},
-		// Removed in 2026-07-28: forwarded on the base scopes.
-		{name: "subscribe without uri", c: call{body: request("500", "resources/subscribe", meta26), headers: v2026("resources/subscribe", "")}},
-		{name: "unsubscribe without uri", c: call{body: request("501", "resources/unsubscribe", meta26), headers: v2026("resources/unsubscribe", "")}},
-		// ... except the tasks methods 2026-07-28 does not define: a server
-		// still serving them would take unbound task ids (task.go).
+		// Methods 2026-07-28 does not define are answered as a conforming
+		// server does, never forwarded: an upstream still serving them would
+		// take unbound task ids (task.go) or subscriptions nobody checked.
+		{name: "subscribe without uri", c: call{body: request("500", "resources/subscribe", meta26), headers: v2026("resources/subscribe", "")},
+			status: 404, code: codeMethodNotFound, id: "500"},
+		{name: "unsubscribe without uri", c: call{body: request("501", "resources/unsubscribe", meta26), headers: v2026("resources/unsubscribe", "")},
+			status: 404, code: codeMethodNotFound, id: "501"},
 		{name: "tasks/result", c: call{body: request("10", "tasks/result", `"taskId":"t1",`+meta26), headers: v2026("tasks/result", "")},
 			status: 404, code: codeMethodNotFound, id: "10"},
 		{name: "tasks/result without taskId", c: call{body: request("11", "tasks/result", meta26), headers: v2026("tasks/result", "")},
 			status: 404, code: codeMethodNotFound, id: "11"},
 		{name: "tasks/list", c: call{body: request("12", "tasks/list", meta26), headers: v2026("tasks/list", "")},
 			status: 404, code: codeMethodNotFound, id: "12"},
-		// ... but a URI they carry is still checked.
-		{name: "subscribe to a forbidden uri", c: call{body: request("502", "resources/subscribe", `"uri":"file:///a",`+meta26), headers: v2026("resources/subscribe", "")},
-			status: 403, code: codeRefused, id: "502"},
+		{name: "subscribe to a uri", c: call{body: request("502", "resources/subscribe", `"uri":"file:///a",`+meta26), headers: v2026("resources/subscribe", "")},
+			status: 404, code: codeMethodNotFound, id: "502"},
+		{name: "ping", c: call{body: request("503", "ping", meta26), headers: v2026("ping", "")},
+			status: 404, code: codeMethodNotFound, id: "503"},
+		{name: "initialize", c: call{body: request("504", "initialize", meta26), headers: v2026("initialize", "")},
+			status: 404, code: codeMethodNotFound, id: "504"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -359,11 +359,12 @@ func (g *Gateway) classify(x *exchange) *refusal {
 	} else {
 		x.dec = make([]decision, len(msgs))
 	}
+	rev := revisionOf(x.version)
 	for i := range msgs {
-		d, err := g.policy.decide(x.p, &msgs[i], x.modern)
+		d, err := g.policy.decide(x.p, &msgs[i], rev)
 		if err != nil {
 			x.dec = nil
-			return &refusal{status: http.StatusBadRequest, code: codeInvalidParams, message: err.Error(), id: singleID(x)}
+			return decideRefusal(err, &msgs[i], x)
 		}
 		x.dec[i] = d
 	}
@@ -373,6 +374,22 @@ func (g *Gateway) classify(x *exchange) *refusal {
 		}
 	}
 	return g.bindTasks(x)
+}
+
+// decideRefusal answers a message decide refused before any rule. An
+// unknown method is "Method not found" (-32601), with 404 in 2026-07-28
+// (streamable HTTP: MUST) and 400 before it, where 404 means the session
+// is gone and makes the client start a new one.
+func decideRefusal(err error, m *mcpparse.Message, x *exchange) *refusal {
+	if errors.Is(err, errMethodNotFound) {
+		status := http.StatusBadRequest
+		if x.modern {
+			status = http.StatusNotFound
+		}
+		return &refusal{status: status, code: codeMethodNotFound, message: "Method not found: " + strconv.Quote(m.Method), id: singleID(x),
+			data: map[string]string{"method": m.Method}}
+	}
+	return &refusal{status: http.StatusBadRequest, code: codeInvalidParams, message: err.Error(), id: singleID(x)}
 }
 
 // checkBatchIDs refuses a batch whose requests share an id (MCP: a

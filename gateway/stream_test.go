@@ -368,11 +368,11 @@ func TestToolsListBatch(t *testing.T) {
 
 func TestProtocol2026(t *testing.T) {
 	h := newHarness(t, testConfig(t), nil)
-	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"réad","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`
-	// "réad" matches no rule: a base64 Mcp-Name that agrees is decoded and
-	// the body decides (403 no rule, not 400 mismatch).
+	body := `{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"réad","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`
+	// The prompt "réad" matches no rule: a base64 Mcp-Name that agrees is
+	// decoded and the body decides (403 no rule, not 400 mismatch).
 	resp := h.do(t, call{body: body, token: mint(t, claims()), headers: map[string]string{
-		"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "=?base64?csOpYWQ=?="}})
+		"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "prompts/get", "Mcp-Name": "=?base64?csOpYWQ=?="}})
 	got := readBody(t, resp)
 	if resp.StatusCode != http.StatusForbidden || !strings.Contains(got, "no rule") {
 		t.Errorf("answer = %d %s, want 403 no rule", resp.StatusCode, got)

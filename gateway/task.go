@@ -36,7 +36,8 @@ import (
 // arrays (subscriptions/listen params.notifications.taskIds and its
 // acknowledgement), and tasks/list and tasks/result, which the extension
 // does not define but an older server could answer with every caller's
-// tasks or for an unbound id (answered "method not found"). A task id anywhere
+// tasks or for an unbound id (answered "method not found", as every method
+// the revision does not define: method.go). A task id anywhere
 // else (a result of another method) is passed as is and is then useless
 // as a follow-up, since it does not verify.
 
@@ -106,12 +107,6 @@ func (g *Gateway) bindTasks(x *exchange) *refusal {
 		return nil
 	}
 	switch {
-	case m.Method == "tasks/list" || m.Method == "tasks/result":
-		// Not methods of this revision (tasks/result was removed,
-		// tasks/list never defined): answered as a conforming server
-		// does, since a server still serving them would take an
-		// unbound task id or list every caller's tasks.
-		return &refusal{status: http.StatusNotFound, code: codeMethodNotFound, message: "Method not found", id: m.ID}
 	case m.Method == "subscriptions/listen":
 		has, err := hasTaskIDs(m.Raw)
 		if err != nil || has {
@@ -173,7 +168,7 @@ func (g *Gateway) replaceTaskID(x *exchange, m mcpparse.Message, up string) erro
 	if err := mcpparse.CheckHeaders(h, *n); err != nil {
 		return fmt.Errorf("checking the rewritten headers: %w", err)
 	}
-	d, err := g.policy.decide(x.p, n, x.modern)
+	d, err := g.policy.decide(x.p, n, rev20260728)
 	if err != nil || !d.allow || d.kind != x.dec[0].kind {
 		return errors.New("the rewritten request is decided differently")
 	}

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"unicode"
 	"unicode/utf8"
 
 	"golang.org/x/text/unicode/norm"
@@ -190,8 +189,7 @@ func escapedByte(s string) (byte, bool) {
 // (IDNA and many normalisers drop default-ignorable characters), and
 // invisible characters and separators of any kind.
 func safeURIRune(r rune) bool {
-	if r == 0x3002 || r == 0xFF61 || r == 0x034F || !unicode.IsGraphic(r) || unicode.Is(unicode.Zs, r) ||
-		unicode.Is(unicode.Variation_Selector, r) || unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r) {
+	if r == 0x3002 || r == 0xFF61 || !visibleRune(r) {
 		return false
 	}
 	var b [utf8.UTFMax]byte

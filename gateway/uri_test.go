@@ -87,7 +87,7 @@ var uriVariants = []struct {
 	// Unicode that NFKC or IDNA turns into '.' or '/', or into nothing.
 	{"file:///public/%EF%BC%8E%EF%BC%8E/secret/key", false}, // U+FF0E
 	{"file:///public/\uff0e\uff0e/secret/key", false},
-	{"file:///public/%E2%80%A5/secret/key", false}, // U+2025 two dot leader
+	{"file:///public/%E2%80%A5/secret/key", false},  // U+2025 two dot leader
 	{"file:///public/%EF%B9%92./secret/key", false}, // U+FE52 small full stop
 	{"file:///public%EF%BC%8Fsecret", false},        // U+FF0F fullwidth solidus
 	{"file:///secr%C2%ADet/key", false},             // soft hyphen

@@ -1,0 +1,160 @@
+package gateway
+
+import (
+	"errors"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
+)
+
+// revision is a bit per protocol revision, for the method table.
+type revision uint8
+
+const (
+	rev20250326 revision = 1 << iota // also 2024-11-05 (same client methods) and no header
+	rev20250618
+	rev20251125
+	rev20260728
+)
+
+// revisionOf maps an MCP-Protocol-Version ("" when absent) to its bit.
+func revisionOf(version string) revision {
+	switch version {
+	case version20250618:
+		return rev20250618
+	case version20251125:
+		return rev20251125
+	case version20260728:
+		return rev20260728
+	}
+	return rev20250326
+}
+
+// clientMethods lists, per method, the revisions whose schema defines it
+// as a client request or notification (schema/<revision>/schema.ts,
+// ClientRequest and ClientNotification, in
+// modelcontextprotocol/modelcontextprotocol; for 2026-07-28 also the Tasks
+// extension's tasks/get, tasks/update and tasks/cancel). Any other method
+// is refused unless a method rule names it: an upstream that matches
+// methods loosely ("Tools/Call", "tools/call ") would otherwise run an
+// operation the gateway decided as something else.
+var clientMethods = func() map[string]revision {
+	const (
+		r2025 = rev20250326 | rev20250618 | rev20251125
+		all   = r2025 | rev20260728
+	)
+	return map[string]revision{
+		"initialize":                       r2025,
+		"ping":                             r2025,
+		"logging/setLevel":                 r2025,
+		"resources/subscribe":              r2025,
+		"resources/unsubscribe":            r2025,
+		"notifications/initialized":        r2025,
+		"notifications/progress":           r2025,
+		"notifications/roots/list_changed": r2025,
+		"completion/complete":              all,
+		"prompts/get":                      all,
+		"prompts/list":                     all,
+		"resources/list":                   all,
+		"resources/templates/list":         all,
+		"resources/read":                   all,
+		"tools/call":                       all,
+		"tools/list":                       all,
+		"notifications/cancelled":          all,
+		"tasks/get":                        rev20251125 | rev20260728,
+		"tasks/cancel":                     rev20251125 | rev20260728,
+		"tasks/result":                     rev20251125,
+		"tasks/list":                       rev20251125,
+		"notifications/tasks/status":       rev20251125,
+		"tasks/update":                     rev20260728,
+		"server/discover":                  rev20260728,
+		"subscriptions/listen":             rev20260728,
+	}
+}()
+
+// knownMethod reports whether the revision defines the client method.
+func knownMethod(method string, rev revision) bool {
+	return clientMethods[method]&rev != 0
+}
+
+// errMethodNotFound marks a method that the request's revision does not
+// define and no method rule passes.
+var errMethodNotFound = errors.New("method not found")
+
+// compileMethodPattern checks a method rule's glob: visible ASCII, and
+// matching no method any revision defines, compared without case, so no
+// rule can take a method from its dedicated handling (tools/call,
+// prompts/get, resources/*, tasks/*), nor pass a spelling of it to an
+// upstream that ignores case.
+func compileMethodPattern(p string) (string, int, error) {
+	if err := validGlob(p); err != nil {
+		return "", 0, err
+	}
+	if !visibleASCII(p) {
+		return "", 0, errors.New("method pattern must be visible ASCII")
+	}
+	lower := strings.ToLower(p)
+	for m := range clientMethods {
+		if globMatch(lower, strings.ToLower(m)) {
+			return "", 0, errors.New("pattern matches MCP method " + m + ", which has its own handling")
+		}
+	}
+	return p, 0, nil
+}
+
+// visibleASCII: 0x21-0x7e only, so no whitespace, controls or anything a
+// server could trim, fold or normalise away.
+func visibleASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// validToolName is SEP-986: 1 to 128 characters of A-Z a-z 0-9 _ - . /
+// (case-sensitive). A name outside it is refused on tools/call and left out
+// of tools/list, since a server could trim, fold or normalise it into a
+// name another rule decides.
+func validToolName(name string) bool {
+	if name == "" || len(name) > 128 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-' || c == '.' || c == '/') {
+			return false
+		}
+	}
+	return true
+}
+
+// validPromptName refuses prompt names with controls, whitespace, invisible
+// or unassigned characters, or characters NFKC changes ("ｄelete" is
+// "delete" to a normalising server): MCP does not restrict prompt names,
+// but none of those names one prompt for every server.
+func validPromptName(name string) bool {
+	if visibleASCII(name) {
+		return true
+	}
+	if name == "" || !norm.NFKC.IsNormalString(name) {
+		return false
+	}
+	for _, r := range name {
+		if r == utf8.RuneError || !visibleRune(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// visibleRune refuses controls, separators and characters that are
+// invisible or that normalisers drop (format characters, variation
+// selectors, other default-ignorable code points).
+func visibleRune(r rune) bool {
+	return unicode.IsGraphic(r) && !unicode.Is(unicode.Zs, r) && r != 0x034F &&
+		!unicode.Is(unicode.Variation_Selector, r) && !unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r)
+}

@@ -1,0 +1,194 @@
+package gateway
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/go-cmp/cmp"
+)
+
+func methodConfig(t testing.TB) Config {
+	cfg := testConfig(t)
+	cfg.Methods = []Rule{
+		{Pattern: "x-acme/*"},
+		{Pattern: "admin-ext/*", Scopes: []string{"admin"}},
+		{Pattern: "agents-ext/run", Actor: ActorRule{RequireAgent: true}},
+	}
+	return cfg
+}
+
+// TestMethodVariants: a method the request's revision does not define is
+// refused with -32601 (404 in 2026-07-28, 400 before) and the upstream sees
+// nothing; defined methods and methods a method rule names reach it byte
+// for byte. Tool and prompt names that a server could trim, fold or
+// normalise are refused the same way.
+func TestMethodVariants(t *testing.T) {
+	const meta26 = `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}`
+	h := newHarness(t, methodConfig(t), nil)
+	token := mint(t, func() jwt.MapClaims { c := claims(); c["scope"] = "mcp tools:read prompts:read"; return c }())
+	req := func(method, params string) string {
+		return `{"jsonrpc":"2.0","id":1,"method":` + quote(method) + `,"params":{` + params + `}}`
+	}
+	note := func(method string) string { return `{"jsonrpc":"2.0","method":` + quote(method) + `}` }
+	v := func(version string) map[string]string { return map[string]string{"MCP-Protocol-Version": version} }
+	v26 := func(method, name string) map[string]string {
+		h := map[string]string{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": method}
+		if name != "" {
+			h["Mcp-Name"] = name
+		}
+		return h
+	}
+	call26 := func(name string) string { return req("tools/call", `"name":`+quote(name)+`,`+meta26) }
+	tests := []struct {
+		name    string
+		body    string
+		headers map[string]string
+		status  int // 200/202: forwarded
+		code    int
+	}{
+		// Loose spellings of defined methods.
+		{"Tools/Call", req("Tools/Call", `"name":"delete_all"`), nil, 400, codeMethodNotFound},
+		{"TOOLS/CALL", req("TOOLS/CALL", `"name":"delete_all"`), nil, 400, codeMethodNotFound},
+		{"trailing space", req("tools/call ", `"name":"delete_all"`), nil, 400, codeMethodNotFound},
+		{"leading space", req(" tools/call", `"name":"delete_all"`), nil, 400, codeMethodNotFound},
+		{"trailing NUL", req("tools/call\x00", `"name":"delete_all"`), nil, 400, codeMethodNotFound},
+		{"trailing tab", req("tools/call\t", `"name":"delete_all"`), nil, 400, codeMethodNotFound},
+		{"trailing newline", req("tools/call\n", `"name":"delete_all"`), nil, 400, codeMethodNotFound},
+		{"zero-width space", req("tools/call\u200b", `"name":"delete_all"`), nil, 400, codeMethodNotFound},
+		{"fullwidth t", req("\uff54ools/call", `"name":"delete_all"`), nil, 400, codeMethodNotFound},
+		{"Cyrillic o", req("t\u043eols/call", `"name":"delete_all"`), nil, 400, codeMethodNotFound},
+		{"trailing slash", req("tools/call/", `"name":"delete_all"`), nil, 400, codeMethodNotFound},
+		{"double slash", req("tools//call", `"name":"delete_all"`), nil, 400, codeMethodNotFound},
+		{"backslash", req(`tools\call`, `"name":"delete_all"`), nil, 400, codeMethodNotFound},
+		{"dot", req("tools.call", `"name":"delete_all"`), nil, 400, codeMethodNotFound},
+		{"resources/Read", req("resources/Read", `"uri":"file:///secret/key"`), nil, 400, codeMethodNotFound},
+		{"empty method", req("", ""), nil, 400, 0},
+		{"unknown", req("admin/shutdown", ""), nil, 400, codeMethodNotFound},
+		// Notifications.
+		{"notification Tools/Call", `{"jsonrpc":"2.0","method":"Tools/Call","params":{"name":"delete_all"}}`, nil, 400, codeMethodNotFound},
+		{"notifications/Initialized", note("notifications/Initialized"), nil, 400, codeMethodNotFound},
+		{"notifications/cancelled with space", note("notifications/cancelled "), nil, 400, codeMethodNotFound},
+		{"server notification from a client", note("notifications/tools/list_changed"), nil, 400, codeMethodNotFound},
+		{"notifications/initialized", note("notifications/initialized"), nil, 200, 0},
+		// Batches (2025-03-26): one undefined method refuses all.
+		{"batch with Tools/Call", `[` + req("tools/list", "") + `,{"jsonrpc":"2.0","id":2,"method":"Tools/Call","params":{"name":"delete_all"}}]`, nil, 400, codeMethodNotFound},
+		// Per revision.
+		{"ping 2025-06-18", req("ping", ""), v("2025-06-18"), 200, 0},
+		{"tasks/get 2025-06-18", req("tasks/get", `"taskId":"t"`), v("2025-06-18"), 400, codeMethodNotFound},
+		{"tasks/list 2025-06-18", req("tasks/list", ""), v("2025-06-18"), 400, codeMethodNotFound},
+		{"notifications/tasks/status 2025-03-26", note("notifications/tasks/status"), v("2025-03-26"), 400, codeMethodNotFound},
+		{"server/discover 2025-11-25", req("server/discover", ""), v("2025-11-25"), 400, codeMethodNotFound},
+		{"subscriptions/listen 2025-11-25", req("subscriptions/listen", ""), v("2025-11-25"), 400, codeMethodNotFound},
+		{"tasks/update 2025-11-25", req("tasks/update", `"taskId":"t"`), v("2025-11-25"), 400, codeMethodNotFound},
+		{"server/discover 2026", req("server/discover", meta26), v26("server/discover", ""), 200, 0},
+		{"ping 2026", req("ping", meta26), v26("ping", ""), 404, codeMethodNotFound},
+		{"logging/setLevel 2026", req("logging/setLevel", `"level":"debug",`+meta26), v26("logging/setLevel", ""), 404, codeMethodNotFound},
+		{"Tools/Call 2026", req("Tools/Call", `"name":"delete_all",`+meta26), v26("Tools/Call", ""), 404, codeMethodNotFound},
+		// Method rules pass extension methods, exactly as written.
+		{"x-acme/run", req("x-acme/run", ""), nil, 200, 0},
+		{"x-acme/run notification", note("x-acme/run"), nil, 200, 0},
+		{"X-ACME/run", req("X-ACME/run", ""), nil, 400, codeMethodNotFound},
+		{"x-acme/run with space", req("x-acme/run ", ""), nil, 400, codeMethodNotFound},
+		{"x-acme/run with NUL", req("x-acme/run\x00", ""), nil, 400, codeMethodNotFound},
+		{"x-acme/run with é", req("x-acme/r\u00e9n", ""), nil, 400, codeMethodNotFound},
+		{"x-acme/run 2026", req("x-acme/run", meta26), v26("x-acme/run", ""), 200, 0},
+		{"admin-ext without admin", req("admin-ext/do", ""), nil, 403, codeRefused},
+		{"agent-only extension for a user", req("agents-ext/run", ""), nil, 403, codeRefused},
+		// Tool names: SEP-986.
+		{"tool read_a", call26("read_a.b/c-D"), v26("tools/call", "read_a.b/c-D"), 200, 0},
+		{"tool with trailing space", toolCall("read_a "), nil, 400, codeInvalidParams},
+		{"tool with leading space", toolCall(" delete_all"), nil, 400, codeInvalidParams},
+		{"tool with NUL", toolCall("read_a\x00"), nil, 400, codeInvalidParams},
+		{"tool with tab", toolCall("read_a\t"), nil, 400, codeInvalidParams},
+		{"tool with zero-width space", toolCall("read_\u200bdelete_all"), nil, 400, codeInvalidParams},
+		{"tool with fullwidth letter", toolCall("read_\uff41"), nil, 400, codeInvalidParams},
+		{"tool with Kelvin sign", toolCall("read_\u212a"), nil, 400, codeInvalidParams},
+		{"tool with soft hyphen", toolCall("read_\u00ada"), nil, 400, codeInvalidParams},
+		{"tool with colon", toolCall("read_a:b"), nil, 400, codeInvalidParams},
+		{"tool name of 129 characters", toolCall("read_" + strings.Repeat("a", 124)), nil, 400, codeInvalidParams},
+		{"tool name of 128 characters", toolCall("read_" + strings.Repeat("a", 123)), nil, 200, 0},
+		{"empty tool name", toolCall(""), nil, 400, codeInvalidParams},
+		{"fullwidth tool 2026", call26("\uff44elete_all"), v26("tools/call", "=?base64?772EZWxldGVfYWxs?="), 400, codeInvalidParams},
+		// Prompt names: no controls, whitespace, invisible or compatibility characters.
+		{"prompt summary_é", req("prompts/get", `"name":"summary_\u00e9"`), nil, 200, 0},
+		{"prompt with trailing space", req("prompts/get", `"name":"summary "`), nil, 400, codeInvalidParams},
+		{"prompt with inner space", req("prompts/get", `"name":"summary x"`), nil, 400, codeInvalidParams},
+		{"prompt with NUL", req("prompts/get", `"name":"summary\u0000"`), nil, 400, codeInvalidParams},
+		{"prompt with newline", req("prompts/get", `"name":"summary\n"`), nil, 400, codeInvalidParams},
+		{"prompt with fullwidth letter", req("prompts/get", `"name":"\uff53ummary"`), nil, 400, codeInvalidParams},
+		{"prompt with zero-width joiner", req("prompts/get", `"name":"summary\u200d"`), nil, 400, codeInvalidParams},
+		{"prompt with BOM", req("prompts/get", `"name":"\ufeffsummary"`), nil, 400, codeInvalidParams},
+		{"prompt with ideographic space", req("prompts/get", `"name":"summary\u3000"`), nil, 400, codeInvalidParams},
+		{"prompt decomposed", req("prompts/get", `"name":"summary_e\u0301"`), nil, 400, codeInvalidParams},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(h.up.requests())
+			resp := h.do(t, call{body: tt.body, token: token, headers: tt.headers})
+			got := readBody(t, resp)
+			reqs := h.up.requests()[before:]
+			if tt.status == 200 {
+				if resp.StatusCode >= 300 || len(reqs) != 1 || string(reqs[0].Body) != tt.body {
+					t.Fatalf("answer %d %s, upstream saw %d requests; want the exact body forwarded", resp.StatusCode, got, len(reqs))
+				}
+				return
+			}
+			if len(reqs) != 0 {
+				t.Fatalf("upstream saw %q", reqs[0].Body)
+			}
+			code, _, msg := rpcErr(t, got)
+			if resp.StatusCode != tt.status || tt.code != 0 && code != tt.code {
+				t.Fatalf("answer = %d %s, want %d with code %d", resp.StatusCode, got, tt.status, tt.code)
+			}
+			if code == codeMethodNotFound && !strings.Contains(msg, "Method not found: ") {
+				t.Errorf("message %q does not name the method", msg)
+			}
+		})
+	}
+}
+
+// TestMethodRuleLoad: a method rule cannot take a method any revision
+// defines, in any case, from its dedicated handling.
+func TestMethodRuleLoad(t *testing.T) {
+	for _, p := range []string{
+		"*", "tools/*", "Tools/Call", "TOOLS/*", "*/call", "t?ols/call", "tools/call*", "resources/*",
+		"*/read", "prompts/get", "tasks/*", "TASKS/LIST", "notifications/*", "*initialize*", "ping",
+		"logging/SETLEVEL", "server/*", "subscriptions/listen", "x y", "x\tz", "x-\u00e9", "", `x\`,
+	} {
+		cfg := testConfig(t)
+		cfg.Methods = []Rule{{Pattern: p}}
+		if _, err := New(cfg); err == nil {
+			t.Errorf("New accepted method rule %q", p)
+		}
+	}
+	cfg := testConfig(t)
+	cfg.Methods = []Rule{{Pattern: "x-acme/*"}, {Pattern: "tools/x-*"}, {Pattern: "notifications/x-acme/*"}}
+	if _, err := New(cfg); err != nil {
+		t.Errorf("New: %v", err)
+	}
+}
+
+// TestToolsListHidesRefusedNames: a listed tool the gateway would refuse
+// to call, for its rule or for its name, is left out.
+func TestToolsListHidesRefusedNames(t *testing.T) {
+	list := `{"jsonrpc":"2.0","id":1,"result":{"tools":[` +
+		`{"name":"read_a","inputSchema":{"type":"object"}},` +
+		`{"name":"read_a ","inputSchema":{"type":"object"}},` +
+		`{"name":"read_\u212a","inputSchema":{"type":"object"}},` +
+		`{"name":"read_\u0000","inputSchema":{"type":"object"}},` +
+		`{"name":"read_` + strings.Repeat("b", 124) + `","inputSchema":{"type":"object"}},` +
+		`{"name":"delete_all","inputSchema":{"type":"object"}}]}}`
+	h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, list)
+	})
+	token := mint(t, func() jwt.MapClaims { c := claims(); c["scope"] = "mcp tools:read"; return c }())
+	resp := h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, token: token})
+	got := readBody(t, resp)
+	if diff := cmp.Diff([]string{"read_a"}, toolNames(t, got)); diff != "" {
+		t.Errorf("tools (-want +got):\n%s", diff)
+	}
+}
