@@ -318,6 +318,7 @@ func (a *App) parseResource(d *caddyfile.Dispenser) error {
 //		}]
 //		prompt <name|glob> [<scope...>] [{ ...as for tool... }]
 //		resource_rule <uri-prefix> [<scope...>] [{ ...as for tool... }]
+//		method <name|glob> [<scope...>] [{ ...as for tool... }]
 //		allowed_origins <origin...>
 //		max_body_size <size>
 //		forward_identity
@@ -326,9 +327,12 @@ func (a *App) parseResource(d *caddyfile.Dispenser) error {
 //	}
 //
 // scope (the base scopes every request needs), scope_implies, tool,
-// prompt, resource_rule and allowed_origins may repeat. Tools and prompts
-// are matched in order (first match wins); a call that matches no rule is
-// refused. Sizes take units (1MB, 512KiB).
+// prompt, resource_rule, method and allowed_origins may repeat. Tools,
+// prompts and methods are matched in order (first match wins); a call that
+// matches no rule is refused. A method rule passes an extension method the
+// request's protocol revision does not define (every other one is refused
+// as not found); it cannot match an MCP method. Sizes take units (1MB,
+// 512KiB).
 func (h *GatewayHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {
@@ -358,6 +362,8 @@ func (h *GatewayHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = appendRule(d, &h.Prompts)
 		case "resource_rule":
 			err = appendRule(d, &h.ResourceRules)
+		case "method":
+			err = appendRule(d, &h.Methods)
 		case "allowed_origins":
 			err = listArg(d, &h.AllowedOrigins)
 		case "max_body_size":

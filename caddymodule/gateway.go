@@ -55,6 +55,11 @@ type GatewayHandler struct {
 	Prompts []Rule `json:"prompts,omitempty"`
 	// ResourceRules decide resources/read by URI prefix (longest wins).
 	ResourceRules []Rule `json:"resource_rules,omitempty"`
+	// Methods pass methods the request's protocol revision does not
+	// define (extensions) by glob on the method name (first match wins);
+	// any other such method is refused. A glob that matches an MCP
+	// method, in any case, is a configuration error.
+	Methods []Rule `json:"methods,omitempty"`
 	// AllowedOrigins are the accepted Origin header values
 	// (scheme://host[:port]); requests without Origin are accepted.
 	AllowedOrigins []string `json:"allowed_origins,omitempty"`
@@ -78,7 +83,7 @@ type GatewayHandler struct {
 // Rule says which scopes a tool, prompt or resource needs and which actors
 // may use it.
 type Rule struct {
-	// Match is a glob (tools, prompts) or URI prefix (resources).
+	// Match is a glob (tools, prompts, methods) or URI prefix (resources).
 	Match string `json:"match"`
 	// Scopes are all required, in addition to the base scopes.
 	Scopes []string `json:"scopes,omitempty"`
@@ -156,6 +161,9 @@ func (h *GatewayHandler) Provision(ctx caddy.Context) error {
 	}
 	for _, r := range h.ResourceRules {
 		cfg.ResourceRules = append(cfg.ResourceRules, r.gatewayRule())
+	}
+	for _, r := range h.Methods {
+		cfg.Methods = append(cfg.Methods, r.gatewayRule())
 	}
 
 	var app *App

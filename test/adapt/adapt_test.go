@@ -138,6 +138,8 @@ func TestAdaptErrors(t *testing.T) {
 		{"gateway scope missing", gw("scope"), "scope: missing argument"},
 		{"gateway implies one scope", gw("scope_implies admin"), "scope_implies: want <broad-scope> <narrow-scope...>"},
 		{"gateway tool missing pattern", gw("tool"), "tool: want <pattern> [<scope...>]"},
+		{"gateway method missing pattern", gw("method"), "method: want <pattern> [<scope...>]"},
+		{"gateway method unknown subdirective", gw("method x-a/* {\n\t\t\tcolour blue\n\t\t}"), `unrecognized method subdirective "colour"`},
 		{"gateway prompt missing pattern", gw("prompt"), "prompt: want <pattern> [<scope...>]"},
 		{"gateway resource_rule missing prefix", gw("resource_rule"), "resource_rule: want <pattern> [<scope...>]"},
 		{"gateway tool unknown subdirective", gw("tool echo read {\n\t\t\tagent x\n\t\t}"), `unrecognized tool subdirective "agent"`},
