@@ -13,6 +13,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 	"golang.org/x/crypto/bcrypt"
 
@@ -72,6 +73,7 @@ type App struct {
 	// by another Caddy instance).
 	Resources []issuer.Resource `json:"resources,omitempty"`
 
+	ctx        caddy.Context
 	storage    Storage
 	iss        *issuer.Issuer
 	log        *zap.Logger
@@ -146,6 +148,7 @@ func (App) CaddyModule() caddy.ModuleInfo {
 
 // Provision opens the store and builds the issuer.
 func (a *App) Provision(ctx caddy.Context) error {
+	a.ctx = ctx
 	a.log = ctx.Logger()
 	if a.purgeEvery == 0 {
 		a.purgeEvery = 5 * time.Minute
@@ -323,8 +326,13 @@ func readJWKS(path string) ([]byte, error) {
 	return b, nil
 }
 
-// Start starts purging expired entries from the store.
+// Start starts purging expired entries from the store, and warns about
+// reverse proxies that bypass the gateways. That check runs here because
+// only now is the http app, with every route, fully provisioned.
 func (a *App) Start() error {
+	if v, err := a.ctx.AppIfConfigured("http"); err == nil {
+		warnUnguardedProxies(v.(*caddyhttp.App), a.log)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a.stop = cancel
 	a.done = make(chan struct{})

@@ -1,0 +1,170 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"go.uber.org/zap"
+)
+
+// unguardedProxy is a reverse_proxy that a request can reach without
+// passing an mcp_gateway, in a site that has one.
+type unguardedProxy struct {
+	server    string
+	upstreams []string
+	match     string // the matchers on the way to it, outermost first
+}
+
+// unguardedProxies finds, in every server of the http app, the
+// reverse_proxy handlers that some request reaches without passing an
+// mcp_gateway, in sites that contain a gateway. A gateway with a path
+// matcher followed by a reverse_proxy with none (or another one) is the
+// classic mistake: Caddy's path matcher is exact, so /mcp/, /mcp;x or
+// /mcp%2F skip the gateway and reach the upstream without a token.
+//
+// The check is conservative: a proxy counts as guarded only when a
+// gateway ran earlier in its own route, or in an earlier route (of its
+// list or an enclosing one) with no matcher or with exactly its matcher
+// sets. A terminal route (a site block's host route) is its own site.
+func unguardedProxies(app *caddyhttp.App) []unguardedProxy {
+	var found []unguardedProxy
+	names := make([]string, 0, len(app.Servers))
+	for name := range app.Servers {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		w := layoutWalk{server: name}
+		gw, open := w.routes(app.Servers[name].Routes, coverage{}, nil)
+		if gw {
+			w.found = append(w.found, open...)
+		}
+		found = append(found, w.found...)
+	}
+	return found
+}
+
+// coverage is what earlier gateways guard: every request (all), or the
+// requests matching one of the matcher sets.
+type coverage struct {
+	all  bool
+	sets []caddyhttp.MatcherSet
+}
+
+func (c coverage) covers(sets caddyhttp.MatcherSets) bool {
+	if c.all {
+		return true
+	}
+	if len(sets) == 0 {
+		return false
+	}
+	for _, s := range sets {
+		if !slices.ContainsFunc(c.sets, func(g caddyhttp.MatcherSet) bool { return reflect.DeepEqual(g, s) }) {
+			return false
+		}
+	}
+	return true
+}
+
+type layoutWalk struct {
+	server string
+	found  []unguardedProxy
+}
+
+// routes walks one route list with the coverage of the gateways before
+// it. It reports whether the list contains a gateway and the unguarded
+// proxies not yet attributed to a site.
+func (w *layoutWalk) routes(routes caddyhttp.RouteList, cov coverage, path []string) (bool, []unguardedProxy) {
+	var hasGateway bool
+	var open []unguardedProxy
+	for _, r := range routes {
+		rpath := path
+		if d := describeMatchers(r.MatcherSets); d != "" {
+			rpath = append(append([]string(nil), path...), d)
+		}
+		guarded := cov.covers(r.MatcherSets)
+		for _, h := range r.Handlers {
+			switch h := h.(type) {
+			case *GatewayHandler:
+				hasGateway = true
+				guarded = true
+				if len(r.MatcherSets) == 0 {
+					cov = coverage{all: true}
+				} else if !cov.all {
+					cov.sets = append(cov.sets[:len(cov.sets):len(cov.sets)], r.MatcherSets...)
+				}
+			case *reverseproxy.Handler:
+				if !guarded {
+					open = append(open, unguardedProxy{server: w.server, upstreams: upstreams(h), match: strings.Join(rpath, " > ")})
+				}
+			case *caddyhttp.Subroute:
+				inner := cov
+				if guarded {
+					inner = coverage{all: true}
+				}
+				gw, sub := w.routes(h.Routes, inner, rpath)
+				if r.Terminal {
+					// A site of its own: its proxies matter only if it
+					// has a gateway.
+					if gw {
+						w.found = append(w.found, sub...)
+					}
+					continue
+				}
+				hasGateway = hasGateway || gw
+				open = append(open, sub...)
+			}
+		}
+	}
+	return hasGateway, open
+}
+
+func upstreams(h *reverseproxy.Handler) []string {
+	var dials []string
+	for _, u := range h.Upstreams {
+		dials = append(dials, u.Dial)
+	}
+	if h.DynamicUpstreams != nil {
+		dials = append(dials, "(dynamic)")
+	}
+	return dials
+}
+
+// describeMatchers renders matcher sets as `path ["/a"]`, sets joined
+// by " or ".
+func describeMatchers(sets caddyhttp.MatcherSets) string {
+	var alts []string
+	for _, set := range sets {
+		var parts []string
+		for _, m := range set {
+			name := "matcher"
+			if mod, ok := m.(caddy.Module); ok {
+				name = mod.CaddyModule().ID.Name()
+			}
+			b, err := json.Marshal(m)
+			if err != nil {
+				b = []byte("?")
+			}
+			parts = append(parts, name+" "+string(b))
+		}
+		alts = append(alts, strings.Join(parts, " "))
+	}
+	return strings.Join(alts, " or ")
+}
+
+// warnUnguardedProxies logs a warning for each reverse_proxy of the http
+// app that bypasses every mcp_gateway of its site.
+func warnUnguardedProxies(app *caddyhttp.App, log *zap.Logger) {
+	for _, p := range unguardedProxies(app) {
+		log.Warn("reverse_proxy reachable without mcp_gateway: requests that its matchers accept but the gateway's do not (such as /mcp/, /mcp;x or /mcp%2F for a gateway on path /mcp) reach the upstream without a token; put the reverse_proxy in the same handle block as the mcp_gateway, and answer other paths with 404",
+			zap.String("server", p.server),
+			zap.Strings("upstreams", p.upstreams),
+			zap.String("match", p.match))
+	}
+}

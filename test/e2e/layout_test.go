@@ -1,0 +1,475 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/demo/mcpdemo"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/e2e/harness"
+)
+
+// The warning Caddy logs for a reverse_proxy that bypasses the gateways.
+const bypassWarning = "reverse_proxy reachable without mcp_gateway"
+
+// The password of alice in every documented config ({env.ALICE_HASH} is
+// set to its hash; Caddyfile.example has the hash inline).
+const docPassword = "demo-password"
+
+// TestDocumentedLayoutsNoBypass runs every config with a gateway that the
+// README and Caddyfile.example show, on loopback, in front of MCP servers
+// that log what they receive, and sends each gateway's endpoint a table
+// of path spellings and methods without a valid token: the upstreams must
+// receive nothing, and Caddy must not warn about the layout. A request
+// with a valid token must then get through, which proves the config is
+// wired to the upstreams at all.
+func TestDocumentedLayoutsNoBypass(t *testing.T) {
+	docs := documentedGatewayConfigs(t)
+	if len(docs) < 4 {
+		t.Fatalf("%d documented configs with a gateway, want at least 4 (README examples, Safe layouts, Caddyfile.example)", len(docs))
+	}
+	for _, d := range docs {
+		t.Run(d.name, func(t *testing.T) {
+			l := startLayout(t, d.caddyfile)
+			if hits := l.probe(t); len(hits) > 0 {
+				t.Errorf("without a valid token the upstream received:\n%s", strings.Join(hits, "\n"))
+			}
+			if w := l.warnings(t); len(w) > 0 {
+				t.Errorf("Caddy warned about a documented layout:\n%s", strings.Join(w, "\n"))
+			}
+			l.authorizedReaches(t)
+		})
+	}
+}
+
+// TestUnsafeLayoutsBypassAndWarn is the other side: a gateway under a
+// path matcher with the proxy outside it lets path spellings through,
+// which the same table detects, and Caddy warns about it at load. The
+// proxy on the gateway's own matcher is safe and not warned about.
+func TestUnsafeLayoutsBypassAndWarn(t *testing.T) {
+	const global = `{
+	mcp_auth {
+		issuer https://mcp.example.com
+		user alice {env.ALICE_HASH} {
+			groups staff
+		}
+		group staff {
+			scopes * notes:read
+		}
+	}
+}
+`
+	const gateway = `
+	@notes path /notes/mcp /.well-known/oauth-protected-resource/notes/mcp
+	mcp_gateway @notes {
+		resource https://mcp.example.com/notes/mcp
+		scope notes:read
+		tool * notes:read
+	}
+`
+	site := func(proxy string) string {
+		return global + "\nmcp.example.com {\n\tmcp_issuer\n" + gateway + "\t" + proxy + "\n}\n"
+	}
+	tests := []struct {
+		name      string
+		caddyfile string
+		unsafe    bool
+	}{
+		{"proxy without matcher", site("reverse_proxy 127.0.0.1:3001"), true},
+		{"proxy on a prefix", site("reverse_proxy /notes/* 127.0.0.1:3001"), true},
+		{"proxy in another handle", site("handle /notes/* {\n\t\treverse_proxy 127.0.0.1:3001\n\t}"), true},
+		{"proxy on the gateway's matcher", site("reverse_proxy @notes 127.0.0.1:3001"), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := startLayout(t, tt.caddyfile)
+			hits := l.probe(t)
+			warns := l.warnings(t)
+			t.Logf("%d requests reached the upstream without a token; %d warnings", len(hits), len(warns))
+			if tt.unsafe {
+				if !slicesContain(hits, "GET /notes/mcp/") || !slicesContain(hits, "POST /notes/mcp;x") {
+					t.Errorf("upstream received %q, want at least GET /notes/mcp/ and POST /notes/mcp;x (the table no longer detects the bypass)", hits)
+				}
+				if len(warns) != 1 {
+					t.Errorf("warnings %q, want one %q", warns, bypassWarning)
+				}
+				return
+			}
+			if len(hits) > 0 || len(warns) > 0 {
+				t.Errorf("upstream received %q, warnings %q; want neither", hits, warns)
+			}
+			l.authorizedReaches(t)
+		})
+	}
+}
+
+func slicesContain(list []string, prefix string) bool {
+	for _, s := range list {
+		if strings.HasPrefix(s, prefix+" ") || s == prefix {
+			return true
+		}
+	}
+	return false
+}
+
+type documented struct {
+	name      string
+	caddyfile string
+}
+
+// documentedGatewayConfigs returns the configs with an mcp_gateway that
+// the README shows, and Caddyfile.example.
+func documentedGatewayConfigs(t *testing.T) []documented {
+	t.Helper()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks, err := harness.CaddyfileBlocks(string(readme))
+	if err != nil {
+		t.Fatalf("CaddyfileBlocks(README.md): %v", err)
+	}
+	var docs []documented
+	for _, b := range blocks {
+		if !b.Syntax && gatewayDirective.MatchString(b.Text) {
+			docs = append(docs, documented{fmt.Sprintf("README.md:%d", b.Line), b.Text})
+		}
+	}
+	example, err := os.ReadFile("../../Caddyfile.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(docs, documented{"Caddyfile.example", string(example)})
+}
+
+// layout is a documented config running on loopback.
+type layout struct {
+	caddyfile string
+	issuer    string
+	gateways  []gatewayConf
+	upstreams []*recorder
+	logFile   string
+}
+
+type gatewayConf struct {
+	resource string
+	scopes   []string
+}
+
+// recorder is an MCP server (the demo) that logs every request.
+type recorder struct {
+	mu   sync.Mutex
+	seen []string // "METHOD request-uri authorization"
+}
+
+func (r *recorder) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		auth := "no-token"
+		if req.Header.Get("Authorization") != "" {
+			auth = "token"
+		}
+		r.mu.Lock()
+		r.seen = append(r.seen, req.Method+" "+req.RequestURI+" "+auth)
+		r.mu.Unlock()
+		h.ServeHTTP(w, req)
+	})
+}
+
+func (r *recorder) take() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.seen
+	r.seen = nil
+	return s
+}
+
+// The hosts the documentation uses; each becomes a loopback origin.
+var documentedHosts = []string{"mcp.example.com", "auth.example.com", "localhost:8080"}
+
+var (
+	gatewayDirective = regexp.MustCompile(`(?m)^\s*mcp_gateway(\s|$)`)
+	upstreamDial     = regexp.MustCompile(`127\.0\.0\.1:\d+`)
+	adminLine        = regexp.MustCompile(`(?m)^\s*admin\s.*\n`)
+	issuerLine       = regexp.MustCompile(`(?m)^\s*issuer (\S+)`)
+	resourceLine     = regexp.MustCompile(`(?m)^\s*resource (\S+)\s*$`)
+	scopeLine        = regexp.MustCompile(`(?m)^\s*scope (.+)$`)
+)
+
+// startLayout rewrites a documented config for loopback (site addresses
+// and URLs to free ports, upstream addresses to logging MCP servers, the
+// admin endpoint off, state and logs in a temporary directory) and runs
+// it in this process.
+func startLayout(t *testing.T, doc string) *layout {
+	t.Helper()
+	dir := t.TempDir()
+	t.Setenv("XDG_DATA_HOME", filepath.Join(dir, "data"))
+	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
+	t.Setenv("ALICE_HASH", harness.HashPassword(t, docPassword))
+	l := &layout{logFile: filepath.Join(dir, "caddy.log")}
+
+	// Upstreams first: the rewritten site addresses are loopback too.
+	dials := map[string]string{}
+	cfg := upstreamDial.ReplaceAllStringFunc(doc, func(dial string) string {
+		if _, ok := dials[dial]; !ok {
+			rec := &recorder{}
+			srv := httptest.NewServer(rec.wrap(mcpdemo.Handler()))
+			t.Cleanup(srv.Close)
+			l.upstreams = append(l.upstreams, rec)
+			dials[dial] = srv.Listener.Addr().String()
+		}
+		return dials[dial]
+	})
+	if len(l.upstreams) == 0 {
+		t.Fatalf("no upstream address (127.0.0.1:port) in the config:\n%s", doc)
+	}
+	cfg = adminLine.ReplaceAllString(cfg, "")
+	const globalOpen = "\n{\n"
+	i := strings.Index("\n"+cfg, globalOpen)
+	if i < 0 {
+		t.Fatalf("no global options block in the config:\n%s", doc)
+	}
+	cfg = cfg[:i] + fmt.Sprintf(`{
+	admin off
+	persist_config off
+	storage file_system %s
+	log {
+		output file %s
+		format json
+		level WARN
+	}
+`, filepath.Join(dir, "caddy"), l.logFile) + cfg[i+len(globalOpen)-1:]
+
+	harness.StartFree(t, func(port int) string {
+		out := cfg
+		first := true
+		for _, h := range documentedHosts {
+			if !strings.Contains(out, h) {
+				continue
+			}
+			p := port
+			if !first {
+				p = harness.FreePort(t)
+			}
+			first = false
+			origin := fmt.Sprintf("http://127.0.0.1:%d", p)
+			out = strings.NewReplacer("https://"+h, origin, "http://"+h, origin).Replace(out)
+			out = regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(h)+` \{`).ReplaceAllString(out, origin+" {")
+			if strings.Contains(out, h) {
+				t.Fatalf("host %s left in the rewritten config:\n%s", h, out)
+			}
+		}
+		l.caddyfile = out
+		return out
+	})
+	if m := issuerLine.FindStringSubmatch(l.caddyfile); m != nil {
+		l.issuer = m[1]
+	}
+	for rest := l.caddyfile; ; {
+		loc := gatewayDirective.FindStringIndex(rest)
+		if loc == nil {
+			break
+		}
+		i := loc[0]
+		block := braceBlock(rest[i:])
+		rest = rest[i+len(block):]
+		g := gatewayConf{}
+		if m := resourceLine.FindStringSubmatch(block); m != nil {
+			g.resource = m[1]
+		}
+		for _, m := range scopeLine.FindAllStringSubmatch(block, -1) {
+			g.scopes = append(g.scopes, strings.Fields(m[1])...)
+		}
+		if g.resource == "" {
+			t.Fatalf("mcp_gateway without a resource line:\n%s", block)
+		}
+		l.gateways = append(l.gateways, g)
+	}
+	if l.issuer == "" || len(l.gateways) == 0 {
+		t.Fatalf("issuer %q, %d gateways in the config:\n%s", l.issuer, len(l.gateways), l.caddyfile)
+	}
+	harness.WaitReady(t, l.issuer+"/.well-known/oauth-authorization-server")
+	return l
+}
+
+// braceBlock returns s up to the brace that closes its first block.
+func braceBlock(s string) string {
+	depth := 0
+	for i, c := range s {
+		switch c {
+		case '{':
+			depth++
+		case '}':
+			depth--
+			if depth == 0 {
+				return s[:i+1]
+			}
+		}
+	}
+	return s
+}
+
+// pathVariants are spellings of an endpoint path that a path matcher, a
+// router or an upstream may each read differently.
+func pathVariants(p string) []string {
+	dir, last := p[:strings.LastIndex(p, "/")], p[strings.LastIndex(p, "/")+1:]
+	mixed := []byte(p)
+	for i := range mixed {
+		if i%2 == 0 && mixed[i] >= 'a' && mixed[i] <= 'z' {
+			mixed[i] -= 'a' - 'A'
+		}
+	}
+	return []string{
+		p, p + "/", p + ";x", p + "%2F", p + "%2f", p + "/x", p + "/.", p + "/..",
+		p + "%00", p + "%20", p + ".", p + "?x=1", p + "#x", p + "%3Fx", p + "%23x",
+		strings.ToUpper(p), string(mixed),
+		dir + "//" + last, "/" + p, dir + "/./" + last, dir + "/x/../" + last,
+		dir + "/%2e/" + last, dir + "%2F" + last,
+		fmt.Sprintf("%s/%%%02x%s", dir, last[0], last[1:]),
+		fmt.Sprintf("%s/%%%02X%s", dir, last[0], last[1:]),
+		"/.well-known/oauth-protected-resource" + p,
+		"/.well-known/oauth-protected-resource" + p + "/",
+		dir + "/", dir, "/", "/x", "/mcp", "/mcp/",
+	}
+}
+
+var probeMethods = []string{"GET", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "HEAD"}
+
+// probe sends every gateway's path variants with every method, without a
+// token and with a bad one, and returns what reached the upstreams.
+func (l *layout) probe(t *testing.T) []string {
+	t.Helper()
+	const initialize = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"probe","version":"1"}}}`
+	for _, g := range l.gateways {
+		u, err := url.Parse(g.resource)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, target := range pathVariants(u.Path) {
+			if !strings.HasPrefix(target, "/") {
+				continue
+			}
+			for _, method := range probeMethods {
+				for _, auth := range []string{"", "Authorization: Bearer not-a-token\r\n"} {
+					head := "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\nOrigin: " + u.Scheme + "://" + u.Host + "\r\n" + auth
+					if err := rawRequest(u.Host, method, target, head, initialize); err != nil {
+						t.Fatalf("%s %s: %v", method, target, err)
+					}
+				}
+			}
+		}
+	}
+	var hits []string
+	for _, up := range l.upstreams {
+		hits = append(hits, up.take()...)
+	}
+	sort.Strings(hits)
+	return hits
+}
+
+// rawRequest writes one HTTP/1.1 request with target exactly as given
+// (no client-side cleaning or escaping) and reads the answer.
+func rawRequest(host, method, target, head, body string) error {
+	conn, err := net.DialTimeout("tcp", host, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		return err
+	}
+	if _, err := fmt.Fprintf(conn, "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n%sContent-Length: %d\r\n\r\n%s", method, target, host, head, len(body), body); err != nil {
+		return err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: method})
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return err
+}
+
+// warnings returns the bypass warnings Caddy logged.
+func (l *layout) warnings(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile(l.logFile)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var w []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, bypassWarning) {
+			w = append(w, line)
+		}
+	}
+	return w
+}
+
+// authorizedReaches gets a token for each gateway's resource (Dynamic
+// Client Registration, login and consent as alice) and checks that an
+// initialize with it reaches an upstream.
+func (l *layout) authorizedReaches(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	md, err := harness.Discover(ctx, l.issuer)
+	if err != nil {
+		t.Fatalf("Discover(%s): %v", l.issuer, err)
+	}
+	status, reg, err := harness.Register(ctx, md, map[string]any{
+		"client_name":                "Layout test",
+		"redirect_uris":              []string{redirectURI},
+		"token_endpoint_auth_method": "none",
+		"grant_types":                []string{"authorization_code"},
+		"response_types":             []string{"code"},
+	})
+	id, _ := reg["client_id"].(string)
+	if err != nil || status != http.StatusCreated || id == "" {
+		t.Fatalf("register: %d %v %v", status, reg, err)
+	}
+	for _, g := range l.gateways {
+		cfg := md.Config(id, redirectURI, g.scopes...)
+		ar := harness.NewAuthRequest(cfg, g.resource)
+		q, err := harness.NewRobot("alice", docPassword, redirectURI).Authorize(ctx, ar.URL)
+		if err != nil || q.Get("code") == "" {
+			t.Fatalf("authorize for %s: %v %v", g.resource, q, err)
+		}
+		tok, err := ar.Exchange(ctx, cfg, q.Get("code"))
+		if err != nil {
+			t.Fatalf("exchange for %s: %v", g.resource, err)
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.resource, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"probe","version":"1"}}}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		resp.Body.Close()
+		var seen []string
+		for _, up := range l.upstreams {
+			seen = append(seen, up.take()...)
+		}
+		if resp.StatusCode != http.StatusOK || len(seen) != 1 {
+			t.Errorf("initialize with a valid token at %s: status %d, upstreams saw %q; want 200 and the request; body %s", g.resource, resp.StatusCode, seen, body)
+		}
+	}
+}
