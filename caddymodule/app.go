@@ -323,8 +323,15 @@ func readJWKS(path string) ([]byte, error) {
 	return b, nil
 }
 
-// Start starts purging expired entries from the store.
+// Start revokes what this config took away from the previous one
+// (removed or re-keyed users, clients and agents; see
+// issuer.ApplyConfigChanges) and starts purging expired entries from the
+// store. It runs once the whole config has provisioned, so a config that
+// fails to load revokes nothing.
 func (a *App) Start() error {
+	if err := a.iss.ApplyConfigChanges(context.Background()); err != nil {
+		return fmt.Errorf("mcp_auth: %w", err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a.stop = cancel
 	a.done = make(chan struct{})

@@ -284,7 +284,9 @@ func (i *Issuer) revokeAgentOwnGrantsTx(tx store.Tx, id string) error {
 	return i.revokeGrantsTx(tx, func(g *grant) bool { return ownAgentGrant(g, id) })
 }
 
-func ownAgentGrant(g *grant, id string) bool { return g.PrincipalType == principalAgent && g.Subject == id }
+func ownAgentGrant(g *grant, id string) bool {
+	return g.PrincipalType == principalAgent && g.Subject == id
+}
 
 // checkAgentIDs refuses configured agents whose id a stored client (admin
 // or DCR) already has: the client would shadow the agent at the token
