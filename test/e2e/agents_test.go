@@ -78,6 +78,8 @@ const (
 // with actor rules in front of the demo MCP server, its audit log routed
 // to a file.
 type agentEnv struct {
+	seen      *upstreamLog // what reached the MCP server behind /mcp
+	extra     string       // more mcp_auth directives (users, clients, agents)
 	dir, hash string
 	up        string // host:port of the stateless MCP server behind /mcp
 	sessionUp string // host:port of the MCP server with sessions behind /s/mcp
@@ -92,12 +94,14 @@ type agentEnv struct {
 type agentOpts struct {
 	accessTTL string // e.g. "2s"
 	admin     bool   // serve the admin API on a free loopback port
+	extra     string // more mcp_auth directives
 }
 
 func setupAgents(t *testing.T, o agentOpts) *agentEnv {
 	t.Helper()
-	up := httptest.NewServer(mcp.NewStreamableHTTPHandler(
-		func(*http.Request) *mcp.Server { return agentDemoServer() }, &mcp.StreamableHTTPOptions{Stateless: true}))
+	seen := &upstreamLog{}
+	up := httptest.NewServer(seen.wrap(mcp.NewStreamableHTTPHandler(
+		func(*http.Request) *mcp.Server { return agentDemoServer() }, &mcp.StreamableHTTPOptions{Stateless: true})))
 	t.Cleanup(up.Close)
 	sessionUp := httptest.NewServer(mcp.NewStreamableHTTPHandler(func() func(*http.Request) *mcp.Server {
 		s := agentDemoServer()
@@ -105,6 +109,8 @@ func setupAgents(t *testing.T, o agentOpts) *agentEnv {
 	}(), nil))
 	t.Cleanup(sessionUp.Close)
 	e := &agentEnv{
+		seen:      seen,
+		extra:     o.extra,
 		dir:       t.TempDir(),
 		hash:      harness.HashPassword(t, password),
 		up:        up.Listener.Addr().String(),
@@ -213,6 +219,9 @@ var agentsCaddyfile = template.Must(template.New("Caddyfile").Parse(`{
 			scopes {{.Tools}} {{.Read}}
 			max_depth 2
 		}
+{{- with .Extra}}
+{{.}}
+{{- end}}
 	}
 }
 
@@ -268,7 +277,7 @@ func (e *agentEnv) caddyfile(admin string) string {
 		"SvcID": svcID, "SvcHash": secretHash(svcSecret),
 		"AgentA": agentA, "AgentAName": agentAName, "AgentAHash": secretHash(agentASecret),
 		"AgentB": agentB, "AgentBName": agentBName, "AgentBHash": secretHash(agentBSecret),
-		"Up": e.up, "SessionUp": e.sessionUp,
+		"Up": e.up, "SessionUp": e.sessionUp, "Extra": e.extra,
 	})
 	if err != nil {
 		panic(err) // the template is a constant
