@@ -78,6 +78,8 @@ const (
 // with actor rules in front of the demo MCP server, its audit log routed
 // to a file.
 type agentEnv struct {
+	// client resends requests that met a connection a reload closed.
+	client    *http.Client
 	seen      *upstreamLog // what reached the MCP server behind /mcp
 	extra     string       // more mcp_auth directives (users, clients, agents)
 	dir, hash string
@@ -109,6 +111,7 @@ func setupAgents(t *testing.T, o agentOpts) *agentEnv {
 	}(), nil))
 	t.Cleanup(sessionUp.Close)
 	e := &agentEnv{
+		client:    &http.Client{Transport: retryable{http.DefaultTransport}},
 		seen:      seen,
 		extra:     o.extra,
 		dir:       t.TempDir(),
@@ -325,7 +328,7 @@ func (e *agentEnv) tokenRequest(ctx context.Context, t *testing.T, id, secret st
 	if id != "" {
 		req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := e.client.Do(req)
 	if err != nil {
 		t.Fatalf("POST %s: %v", e.md.TokenEndpoint, err)
 	}
@@ -384,7 +387,7 @@ func (e *agentEnv) revoke(ctx context.Context, t *testing.T, id, secret, token s
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := e.client.Do(req)
 	if err != nil {
 		t.Fatalf("POST %s: %v", e.md.RevocationEndpoint, err)
 	}
@@ -404,7 +407,7 @@ func (e *agentEnv) introspect(ctx context.Context, t *testing.T, token string, o
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth(svcID, svcSecret)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := e.client.Do(req)
 	if err != nil {
 		t.Fatalf("POST %s: %v", e.md.IntrospectionEndpoint, err)
 	}
@@ -620,7 +623,7 @@ func toolArgs(tool string) map[string]any {
 // callRaw posts one tools/call and returns the answer and its audit event.
 func (e *agentEnv) callRaw(ctx context.Context, t *testing.T, token, tool string) (*http.Response, string, auditEvent) {
 	t.Helper()
-	resp, body, err := rawToolCall(ctx, http.DefaultClient, e.resource, token, tool)
+	resp, body, err := rawToolCall(ctx, e.client, e.resource, token, tool)
 	if err != nil {
 		t.Fatalf("call %s: %v", tool, err)
 	}
