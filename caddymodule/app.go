@@ -326,10 +326,16 @@ func readJWKS(path string) ([]byte, error) {
 	return b, nil
 }
 
-// Start starts purging expired entries from the store, and warns about
-// reverse proxies that bypass the gateways. That check runs here because
-// only now is the http app, with every route, fully provisioned.
+// Start revokes what this config took away from the previous one
+// (removed or re-keyed users, clients and agents; see
+// issuer.ApplyConfigChanges), warns about reverse proxies that bypass the
+// gateways, and starts purging expired entries from the store. It runs once
+// the whole config has provisioned: a config that fails to load revokes
+// nothing, and only now is the http app, with every route, provisioned.
 func (a *App) Start() error {
+	if err := a.iss.ApplyConfigChanges(context.Background()); err != nil {
+		return fmt.Errorf("mcp_auth: %w", err)
+	}
 	if v, err := a.ctx.AppIfConfigured("http"); err == nil {
 		warnUnguardedProxies(v.(*caddyhttp.App), a.log)
 	}

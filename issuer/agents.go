@@ -262,7 +262,7 @@ func (i *Issuer) RotateAgentSecret(ctx context.Context, id string) (string, erro
 		if err := putJSON(tx, bucketAgents, id, &a, time.Time{}); err != nil {
 			return err
 		}
-		return i.revokeGrantsTx(tx, func(g *grant) bool { return g.PrincipalType == principalAgent && g.Subject == id })
+		return i.revokeAgentOwnGrantsTx(tx, id)
 	})
 	if err != nil {
 		return "", err
@@ -274,8 +274,18 @@ func (i *Issuer) RotateAgentSecret(ctx context.Context, id string) (string, erro
 // it by requested_actor, and those whose tokens were exchanged to it.
 func (i *Issuer) revokeAgentGrantsTx(tx store.Tx, id string) error {
 	return i.revokeGrantsTx(tx, func(g *grant) bool {
-		return (g.PrincipalType == principalAgent && g.Subject == id) || g.Actor == id || slices.Contains(g.Delegates, id)
+		return ownAgentGrant(g, id) || g.Actor == id || slices.Contains(g.Delegates, id)
 	})
+}
+
+// revokeAgentOwnGrantsTx revokes the agent's own tokens (client
+// credentials) and what was exchanged from them.
+func (i *Issuer) revokeAgentOwnGrantsTx(tx store.Tx, id string) error {
+	return i.revokeGrantsTx(tx, func(g *grant) bool { return ownAgentGrant(g, id) })
+}
+
+func ownAgentGrant(g *grant, id string) bool {
+	return g.PrincipalType == principalAgent && g.Subject == id
 }
 
 // checkAgentIDs refuses configured agents whose id a stored client (admin

@@ -128,7 +128,7 @@ func (i *Issuer) connections(ctx context.Context, user string) ([]appRow, error)
 			if err := json.Unmarshal(value, &g); err != nil {
 				return fmt.Errorf("decode grant: %w", err)
 			}
-			if g.Subject != user || g.Revoked || g.PrincipalType == principalAgent {
+			if !g.ofUser(user) || g.Revoked {
 				return nil
 			}
 			ar := row(g.ClientID, g.Resource, g.Actor)
@@ -184,7 +184,7 @@ func (i *Issuer) revokeConnection(ctx context.Context, user, clientID, resource,
 			return err
 		}
 		return i.revokeGrantsTx(tx, func(g *grant) bool {
-			return g.Subject == user && g.PrincipalType != principalAgent && g.ClientID == clientID && g.Resource == resource && g.Actor == actor
+			return g.ofUser(user) && g.ClientID == clientID && g.Resource == resource && g.Actor == actor
 		})
 	})
 }

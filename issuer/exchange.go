@@ -20,9 +20,9 @@ import (
 //
 // With actor_token (an agent's own token), the agent becomes the newest
 // actor: act = {"sub": agent, "act": <subject's act>}. The chain's length
-// is bounded by the agent's MaxDepth (and MaxDelegationDepth), may_act in
-// the subject token must name the agent, and the agent must allow the
-// subject's client. Without actor_token the exchange keeps the act chain
+// is bounded by the agent's MaxDepth (and MaxDelegationDepth) and the
+// agent must allow the subject's client. This issuer never issues may_act,
+// so none is read: who may act is the agent's own policy. Without actor_token the exchange keeps the act chain
 // and may only narrow scopes.
 //
 // A user's token stays on the resource the user consented to: moving it to
@@ -41,7 +41,7 @@ import (
 // no later than the subject token.
 //
 // As RFC 8693 section 2.2.2 says, an invalid or unacceptable subject or
-// actor token (expired, revoked, may_act mismatch, depth exceeded,
+// actor token (expired, revoked, depth exceeded,
 // disabled agent) is invalid_request.
 func (i *Issuer) grantTokenExchange(ctx context.Context, f url.Values, c *Client) (*tokenResponse, error) {
 	invalid := func(d string) *Error { return ErrInvalidRequest.WithDescription(d) }
@@ -184,8 +184,6 @@ func (i *Issuer) exchangeActor(ctx context.Context, raw string, subj *accessClai
 		// A client's own token names no user or agent; a delegated one
 		// would read as a user's token at the gateway.
 		return nil, invalid("only a user's or an agent's token can be delegated")
-	case subj.MayAct != nil && subj.MayAct.Subject != a.ID:
-		return nil, invalid("the subject token's may_act does not name the actor")
 	case subj.PrincipalType == principalAgent && subj.Subject == a.ID:
 		return nil, invalid("an agent cannot act for itself")
 	case !a.allowsClient(subj.ClientID):

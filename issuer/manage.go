@@ -99,14 +99,27 @@ func (i *Issuer) DeleteUser(ctx context.Context, name string) error {
 		if err := tx.Delete(bucketUsers, name); err != nil {
 			return err
 		}
-		if err := deleteConsentsTx(tx, name); err != nil {
-			return err
-		}
-		if err := endSessionsTx(tx, name); err != nil {
-			return err
-		}
-		return i.revokeGrantsTx(tx, func(g *grant) bool { return g.Subject == name && g.PrincipalType != principalAgent })
+		return i.forgetUserTx(tx, name)
 	})
+}
+
+// forgetUserTx is what removing a user does: signOutUserTx, and its
+// consents are deleted, so a later user of the same name inherits nothing.
+func (i *Issuer) forgetUserTx(tx store.Tx, name string) error {
+	if err := deleteConsentsTx(tx, name); err != nil {
+		return err
+	}
+	return i.signOutUserTx(tx, name)
+}
+
+// signOutUserTx ends the user's login sessions and revokes the user's
+// grants (refresh tokens, and access tokens, delegated and exchanged ones
+// included): whoever knew the old password holds nothing any more.
+func (i *Issuer) signOutUserTx(tx store.Tx, name string) error {
+	if err := endSessionsTx(tx, name); err != nil {
+		return err
+	}
+	return i.revokeGrantsTx(tx, func(g *grant) bool { return g.ofUser(name) })
 }
 
 // deleteConsentsTx deletes every consent the user gave.
@@ -131,8 +144,8 @@ func endSessionsTx(tx store.Tx, user string) error {
 	})
 }
 
-// SetPassword stores a new bcrypt hash (hash, not the password) and ends
-// the user's login sessions: whoever knew the old password is signed out.
+// SetPassword stores a new bcrypt hash (hash, not the password), ends the
+// user's login sessions and revokes the user's grants (signOutUserTx).
 func (i *Issuer) SetPassword(ctx context.Context, name, bcryptHash string) error {
 	if i.configuredUser(name) {
 		return fmt.Errorf("user %q: %w", name, ErrConfigured)
@@ -150,7 +163,7 @@ func (i *Issuer) SetPassword(ctx context.Context, name, bcryptHash string) error
 		if err := putJSON(tx, bucketUsers, name, &u, time.Time{}); err != nil {
 			return err
 		}
-		return endSessionsTx(tx, name)
+		return i.signOutUserTx(tx, name)
 	})
 }
 
@@ -241,7 +254,8 @@ func (i *Issuer) Clients(ctx context.Context) ([]Client, error) {
 	return out, nil
 }
 
-// DeleteClient removes a stored client and revokes its grants.
+// DeleteClient removes a stored client and revokes every grant it holds
+// (revokeClientGrantsTx).
 func (i *Issuer) DeleteClient(ctx context.Context, id string) error {
 	if i.configuredClient(id) {
 		return fmt.Errorf("client %q: %w", id, ErrConfigured)
@@ -253,12 +267,21 @@ func (i *Issuer) DeleteClient(ctx context.Context, id string) error {
 		if err := tx.Delete(bucketClients, id); err != nil {
 			return err
 		}
-		return i.revokeGrantsTx(tx, func(g *grant) bool { return g.ClientID == id })
+		return i.revokeClientGrantsTx(tx, id)
 	})
 }
 
+// revokeClientGrantsTx revokes every grant the client holds: the users'
+// grants to it (and the tokens exchanged from them) and its own client
+// credentials tokens.
+func (i *Issuer) revokeClientGrantsTx(tx store.Tx, id string) error {
+	return i.revokeGrantsTx(tx, func(g *grant) bool { return g.ClientID == id })
+}
+
 // RotateClientSecret generates a new secret for a confidential client,
-// stores only its hash, and returns it once. The old secret stops working.
+// stores only its hash, and returns it once. The old secret stops working
+// and every grant the client holds is revoked (a rotation usually means
+// the old secret leaked, and with it what the client held).
 func (i *Issuer) RotateClientSecret(ctx context.Context, id string) (string, error) {
 	if i.configuredClient(id) {
 		return "", fmt.Errorf("client %q: %w", id, ErrConfigured)
@@ -276,7 +299,10 @@ func (i *Issuer) RotateClientSecret(ctx context.Context, id string) (string, err
 			return invalidEntry("client %q does not authenticate with a secret", id)
 		}
 		c.SecretHash = hashClientSecret(secret)
-		return putJSON(tx, bucketClients, id, &c, time.Time{})
+		if err := putJSON(tx, bucketClients, id, &c, time.Time{}); err != nil {
+			return err
+		}
+		return i.revokeClientGrantsTx(tx, id)
 	})
 	if err != nil {
 		return "", err

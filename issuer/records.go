@@ -21,6 +21,7 @@ const (
 	bucketRevoked  = "revoked"  // jti or "grant:"+id -> revocation (expires with the tokens)
 	bucketCIMD     = "cimd"     // client_id URL -> cached document (with expiry from HTTP caching)
 	bucketJTI      = "jti"      // client_id + "\x00" + jti of a client assertion -> seen (until its exp), RFC 7523 replay check
+	bucketConfig   = "config"   // issuer URL -> directorySnapshot of the configuration last applied
 )
 
 // authCode is an issued authorization code (single use).
@@ -52,15 +53,18 @@ type parRequest struct {
 	ExpiresAt time.Time  `json:"expires_at"`
 }
 
-// grant is what a user granted a client (or an agent's own tokens): the unit a refresh-token
-// family belongs to and the row of the "connected apps" page. Revoking it
-// ends its refresh tokens and (via bucketRevoked) its access tokens.
+// grant is what a user granted a client, or a client's or an agent's own
+// token (client credentials): the unit a refresh-token family belongs to,
+// the row of the "connected apps" page, and what the gid claim names.
+// Revoking it ends its refresh tokens and (via bucketRevoked) its access
+// tokens.
 type grant struct {
 	ID       string `json:"id"`
 	Subject  string `json:"sub"`
 	ClientID string `json:"client_id"`
-	// PrincipalType is principalAgent for an agent's own tokens (Subject is
-	// the agent); "" for a user's grant.
+	// PrincipalType is principalAgent or principalClient for an agent's or
+	// a client's own token (Subject is the agent or client); "" for a
+	// user's grant.
 	PrincipalType string `json:"principal_type,omitempty"`
 	Actor         string `json:"actor,omitempty"` // requested_actor the code was bound to
 	// Delegates are the agents that got tokens of this grant by token
@@ -74,6 +78,10 @@ type grant struct {
 	ExpiresAt time.Time `json:"expires_at"`
 	Revoked   bool      `json:"revoked,omitempty"`
 }
+
+// ofUser reports whether g is a grant of the user name (not an agent's or
+// a client's own, whose Subject may be the same string).
+func (g *grant) ofUser(name string) bool { return g.PrincipalType == "" && g.Subject == name }
 
 // refreshToken is one refresh token of a grant's family. Rotation marks the
 // old one Rotated; presenting a Rotated token revokes the whole grant.

@@ -18,10 +18,9 @@ import (
 // so a gateway that asks on every request (as ours does, after its claims
 // cache) refuses the token on the very next request, on this instance and
 // on any other sharing the store. Tokens derived by token exchange carry
-// their subject's gid, so revoking a user's grant ends them too; an
-// agent's own tokens carry a grant of their own (DisableAgent,
-// DeleteAgent). Client credentials tokens of plain clients have no grant:
-// only their jti can be revoked.
+// their subject's gid, so revoking a user's grant ends them too; a
+// client's or an agent's own tokens (client credentials) carry a grant of
+// their own, so every access token has a gid.
 func (i *Issuer) Revoked(ctx context.Context, jti, grantID string) bool {
 	revoked := false
 	err := i.store.View(ctx, func(tx store.Tx) error {

@@ -499,9 +499,10 @@ func (i *Issuer) refreshReused(ctx context.Context, grantID string) error {
 
 // grantClientCredentials issues a token to a confidential client acting
 // for itself (RFC 6749 4.4): sub is the client, principal_type client, no
-// refresh token. An agent
-// gets its own token the same way, marked principal_type agent and
-// recorded as a grant so that disabling the agent revokes it at once.
+// refresh token. An agent gets its own token the same way, marked
+// principal_type agent. Either is recorded as a grant of its own, so that
+// deleting the client or agent, disabling the agent, or rotating its
+// secret revokes the token at once (through its gid, as a user's grant).
 func (i *Issuer) grantClientCredentials(ctx context.Context, f url.Values, c *Client) (*tokenResponse, error) {
 	requested, err := parseScope(f.Get("scope"))
 	if err != nil {
@@ -511,29 +512,26 @@ func (i *Issuer) grantClientCredentials(ctx context.Context, f url.Values, c *Cl
 	if err != nil {
 		return nil, err
 	}
-	s := tokenSubject{client: c, subject: c.ID, resource: resource, scopes: scopes, principalType: principalClient}
-	var g *grant
+	gid, err := i.randomToken(16)
+	if err != nil {
+		return nil, err
+	}
+	s := tokenSubject{client: c, subject: c.ID, resource: resource, scopes: scopes, principalType: principalClient, grantID: gid}
 	if c.agent != nil {
-		gid, err := i.randomToken(16)
-		if err != nil {
-			return nil, err
-		}
-		now := i.now()
-		g = &grant{
-			ID: gid, Subject: c.ID, ClientID: c.ID, PrincipalType: principalAgent, Resource: resource,
-			Scopes: scopes, CreatedAt: now, LastUsed: now, ExpiresAt: now.Add(i.cfg.AccessTokenTTL),
-		}
-		s.principalType, s.grantID = principalAgent, gid
+		s.principalType = principalAgent
+	}
+	now := i.now()
+	g := &grant{
+		ID: gid, Subject: c.ID, ClientID: c.ID, PrincipalType: s.principalType, Resource: resource,
+		Scopes: scopes, CreatedAt: now, LastUsed: now, ExpiresAt: now.Add(i.cfg.AccessTokenTTL),
 	}
 	resp, _, _, err := i.issueTokens(ctx, s, false)
 	if err != nil {
 		return nil, err
 	}
-	if g != nil {
-		err := i.store.Update(ctx, func(tx store.Tx) error { return putJSON(tx, bucketGrants, g.ID, g, g.ExpiresAt) })
-		if err != nil {
-			return nil, fmt.Errorf("store agent grant: %w", err)
-		}
+	err = i.store.Update(ctx, func(tx store.Tx) error { return putJSON(tx, bucketGrants, g.ID, g, g.ExpiresAt) })
+	if err != nil {
+		return nil, fmt.Errorf("store client credentials grant: %w", err)
 	}
 	i.logIssued(grantClientCredentials, c.ID, c.ID, nil, resource, scopes, s.grantID)
 	return resp, nil
@@ -555,7 +553,6 @@ type tokenSubject struct {
 	resource string
 	scopes   []string
 	act      *actorClaim // who acts for the subject, newest outermost
-	mayAct   *actorClaim // RFC 8693 may_act
 	grantID  string
 	authTime time.Time
 	nonce    string
@@ -639,7 +636,6 @@ type accessClaims struct {
 	Scope     string           `json:"scope,omitempty"`
 	AuthTime  *jwt.NumericDate `json:"auth_time,omitempty"`
 	Actor     *actorClaim      `json:"act,omitempty"`
-	MayAct    *actorClaim      `json:"may_act,omitempty"`
 	// PrincipalType is "user" for a user's tokens (delegated or not),
 	// "agent" for an agent acting alone, "client" for a client's own.
 	PrincipalType string `json:"principal_type,omitempty"`
@@ -677,7 +673,6 @@ func (i *Issuer) signAccessToken(ctx context.Context, s tokenSubject) (string, s
 		ID:            jti,
 		Scope:         strings.Join(s.scopes, " "),
 		Actor:         s.act,
-		MayAct:        s.mayAct,
 		PrincipalType: s.principalType,
 		GrantID:       s.grantID,
 	}

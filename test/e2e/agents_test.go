@@ -78,6 +78,10 @@ const (
 // with actor rules in front of the demo MCP server, its audit log routed
 // to a file.
 type agentEnv struct {
+	// client resends requests that met a connection a reload closed.
+	client    *http.Client
+	seen      *upstreamLog // what reached the MCP server behind /mcp
+	extra     string       // more mcp_auth directives (users, clients, agents)
 	dir, hash string
 	up        string // host:port of the stateless MCP server behind /mcp
 	sessionUp string // host:port of the MCP server with sessions behind /s/mcp
@@ -92,12 +96,14 @@ type agentEnv struct {
 type agentOpts struct {
 	accessTTL string // e.g. "2s"
 	admin     bool   // serve the admin API on a free loopback port
+	extra     string // more mcp_auth directives
 }
 
 func setupAgents(t *testing.T, o agentOpts) *agentEnv {
 	t.Helper()
-	up := httptest.NewServer(mcp.NewStreamableHTTPHandler(
-		func(*http.Request) *mcp.Server { return agentDemoServer() }, &mcp.StreamableHTTPOptions{Stateless: true}))
+	seen := &upstreamLog{}
+	up := httptest.NewServer(seen.wrap(mcp.NewStreamableHTTPHandler(
+		func(*http.Request) *mcp.Server { return agentDemoServer() }, &mcp.StreamableHTTPOptions{Stateless: true})))
 	t.Cleanup(up.Close)
 	sessionUp := httptest.NewServer(mcp.NewStreamableHTTPHandler(func() func(*http.Request) *mcp.Server {
 		s := agentDemoServer()
@@ -105,6 +111,9 @@ func setupAgents(t *testing.T, o agentOpts) *agentEnv {
 	}(), nil))
 	t.Cleanup(sessionUp.Close)
 	e := &agentEnv{
+		client:    &http.Client{Transport: retryable{http.DefaultTransport}},
+		seen:      seen,
+		extra:     o.extra,
 		dir:       t.TempDir(),
 		hash:      harness.HashPassword(t, password),
 		up:        up.Listener.Addr().String(),
@@ -213,6 +222,9 @@ var agentsCaddyfile = template.Must(template.New("Caddyfile").Parse(`{
 			scopes {{.Tools}} {{.Read}}
 			max_depth 2
 		}
+{{- with .Extra}}
+{{.}}
+{{- end}}
 	}
 }
 
@@ -268,7 +280,7 @@ func (e *agentEnv) caddyfile(admin string) string {
 		"SvcID": svcID, "SvcHash": secretHash(svcSecret),
 		"AgentA": agentA, "AgentAName": agentAName, "AgentAHash": secretHash(agentASecret),
 		"AgentB": agentB, "AgentBName": agentBName, "AgentBHash": secretHash(agentBSecret),
-		"Up": e.up, "SessionUp": e.sessionUp,
+		"Up": e.up, "SessionUp": e.sessionUp, "Extra": e.extra,
 	})
 	if err != nil {
 		panic(err) // the template is a constant
@@ -316,7 +328,7 @@ func (e *agentEnv) tokenRequest(ctx context.Context, t *testing.T, id, secret st
 	if id != "" {
 		req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := e.client.Do(req)
 	if err != nil {
 		t.Fatalf("POST %s: %v", e.md.TokenEndpoint, err)
 	}
@@ -375,7 +387,7 @@ func (e *agentEnv) revoke(ctx context.Context, t *testing.T, id, secret, token s
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := e.client.Do(req)
 	if err != nil {
 		t.Fatalf("POST %s: %v", e.md.RevocationEndpoint, err)
 	}
@@ -395,7 +407,7 @@ func (e *agentEnv) introspect(ctx context.Context, t *testing.T, token string, o
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth(svcID, svcSecret)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := e.client.Do(req)
 	if err != nil {
 		t.Fatalf("POST %s: %v", e.md.IntrospectionEndpoint, err)
 	}
@@ -611,7 +623,7 @@ func toolArgs(tool string) map[string]any {
 // callRaw posts one tools/call and returns the answer and its audit event.
 func (e *agentEnv) callRaw(ctx context.Context, t *testing.T, token, tool string) (*http.Response, string, auditEvent) {
 	t.Helper()
-	resp, body, err := rawToolCall(ctx, http.DefaultClient, e.resource, token, tool)
+	resp, body, err := rawToolCall(ctx, e.client, e.resource, token, tool)
 	if err != nil {
 		t.Fatalf("call %s: %v", tool, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -221,4 +222,120 @@ func gatewayCall(ctx context.Context, client *http.Client, e *env, token string)
 		return fmt.Errorf("tools/call: status %d: %.200s", resp.StatusCode, body)
 	}
 	return nil
+}
+
+// TestReloadRevokes: a reload that removes a user, client or agent from
+// the Caddyfile, or changes its password or secret hash, ends what it
+// holds, as the admin API does (README: Connected apps and agents);
+// reloading the same configuration ends nothing.
+func TestReloadRevokes(t *testing.T) {
+	hash := harness.HashPassword(t, password)
+	user := func(name, hash string) string {
+		return fmt.Sprintf("\t\tuser %s %s {\n\t\t\tgroups writers\n\t\t}", name, hash)
+	}
+	client := func(id, secret string) string {
+		return fmt.Sprintf("\t\tclient %s {\n\t\t\tsecret %s\n\t\t\tgrant_types client_credentials %s\n\t\t}", id, secretHash(secret), typeTokenExchange)
+	}
+	agent := func(id, secret string) string {
+		return fmt.Sprintf("\t\tagent %s {\n\t\t\tsecret %s\n\t\t}", id, secretHash(secret))
+	}
+	const (
+		s1, s1New, s2 = "svc-r1-secret-5e0c2b7a9d1f4e3c8b6a", "svc-r1-secret-new-7d2e9a1c4b", "svc-r2-secret-1a2b3c4d5e6f7a8b9c0d"
+		a1, a1New, a2 = "agent-r1-secret-0c9b8a7d6e5f4a3b", "agent-r1-secret-new-3f4e5d6c7b", "agent-r2-secret-9f8e7d6c5b4a3f2e"
+	)
+	// The directory beyond setupAgents's, in order; rows change it.
+	names := []string{"dave", "erin", "svc-r1", "svc-r2", "agent-r1", "agent-r2"}
+	blocks := map[string]string{
+		"dave": user("dave", hash), "erin": user("erin", hash),
+		"svc-r1": client("svc-r1", s1), "svc-r2": client("svc-r2", s2),
+		"agent-r1": agent("agent-r1", a1), "agent-r2": agent("agent-r2", a2),
+	}
+	extra := func() string {
+		var b strings.Builder
+		for _, n := range names {
+			if blocks[n] != "" {
+				b.WriteString(blocks[n] + "\n")
+			}
+		}
+		return strings.TrimSuffix(b.String(), "\n")
+	}
+	e := setupAgents(t, agentOpts{extra: extra()})
+	// A connection kept alive across a reload may meet the old server
+	// closing it after the request was sent, which no client can retry.
+	e.client = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	e.audit.secret(s1, s1New, s2, a1, a1New, a2)
+	ctx := ctxTimeout(t, agentsTestLimit)
+	reload := func(t *testing.T) {
+		t.Helper()
+		e.extra = extra()
+		if err := harness.Load(t, e.caddyfile("")); err != nil {
+			t.Fatalf("reload: %v", err)
+		}
+		settle(t, e.client, e.issuer+"/.well-known/oauth-authorization-server")
+	}
+
+	bystanders := e.bystanders(ctx, t)
+	heldBy := map[string][]held{
+		"dave":     e.userHeld(ctx, t, "dave"),
+		"erin":     e.userHeld(ctx, t, "erin"),
+		"svc-r1":   e.ownHeld(ctx, t, "svc-r1", s1),
+		"svc-r2":   e.ownHeld(ctx, t, "svc-r2", s2),
+		"agent-r1": e.ownHeld(ctx, t, "agent-r1", a1),
+		"agent-r2": append(e.ownHeld(ctx, t, "agent-r2", a2), e.actingHeld(ctx, t, "agent-r2", a2)...),
+	}
+	// Users' delegations to an agent stay when only its secret changes.
+	actingR1 := e.actingHeld(ctx, t, "agent-r1", a1)
+
+	reload(t) // the same configuration
+	for _, n := range names {
+		e.requireLive(ctx, t, heldBy[n])
+	}
+
+	tests := []struct {
+		name, principal string
+		change          func()
+		kept            func(t *testing.T) []held // tokens that must work after the change
+	}{
+		{"user password hash changed", "dave", func() { blocks["dave"] = user("dave", harness.HashPassword(t, password)) }, nil},
+		{"user removed", "erin", func() { delete(blocks, "erin") }, nil},
+		{"client secret changed", "svc-r1", func() { blocks["svc-r1"] = client("svc-r1", s1New) },
+			func(t *testing.T) []held { return e.ownHeld(ctx, t, "svc-r1", s1New) }},
+		{"client removed", "svc-r2", func() { delete(blocks, "svc-r2") }, nil},
+		{"agent secret changed", "agent-r1", func() { blocks["agent-r1"] = agent("agent-r1", a1New) },
+			func(t *testing.T) []held { return append(e.ownHeld(ctx, t, "agent-r1", a1New), actingR1...) }},
+		{"agent removed", "agent-r2", func() { delete(blocks, "agent-r2") }, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e.requireLive(ctx, t, heldBy[tc.principal]) // earlier rows took nothing of it
+			tc.change()
+			reload(t)
+			e.requireRevoked(ctx, t, heldBy[tc.principal])
+			if tc.kept != nil {
+				e.requireLive(ctx, t, tc.kept(t))
+			}
+		})
+	}
+	e.requireBystandersLive(ctx, t, bystanders)
+}
+
+// settle waits until 20 requests in a row to u succeed on new
+// connections: the old config's socket (SO_REUSEPORT) is closed a moment
+// after a reload and resets the connections queued on it.
+func settle(t *testing.T, client *http.Client, u string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for ok := 0; ok < 20; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not answer steadily after the reload", u)
+		}
+		resp, err := client.Get(u)
+		if err != nil {
+			ok = 0
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		resp.Body.Close()
+		ok++
+	}
 }

@@ -1,0 +1,127 @@
+package issuer
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+// directorySnapshot is what a configuration declared: each user, client
+// and agent with a fingerprint of its credential. Config-declared
+// principals live in memory only, so this record is how the next
+// configuration learns which of them it removed or re-keyed.
+type directorySnapshot struct {
+	Users   map[string]string `json:"users"`
+	Clients map[string]string `json:"clients"`
+	Agents  map[string]string `json:"agents"`
+}
+
+// fingerprint identifies a credential hash without storing it again.
+func fingerprint(hash string) string {
+	sum := sha256.Sum256([]byte(hash))
+	return hex.EncodeToString(sum[:])
+}
+
+func (i *Issuer) directorySnapshot() directorySnapshot {
+	d := directorySnapshot{Users: map[string]string{}, Clients: map[string]string{}, Agents: map[string]string{}}
+	for _, u := range i.cfg.Users {
+		d.Users[u.Username] = fingerprint(u.PasswordHash)
+	}
+	for _, c := range i.cfg.Clients {
+		d.Clients[c.ID] = fingerprint(c.SecretHash)
+	}
+	for _, a := range i.cfg.Agents {
+		d.Agents[a.ID] = fingerprint(a.SecretHash)
+	}
+	return d
+}
+
+// ApplyConfigChanges ends what this configuration took away from the one
+// applied before it to the same store under the same issuer URL, exactly
+// as the management API does for runtime-managed entries:
+//
+//   - a removed user: DeleteUser (grants revoked, sessions ended, consents
+//     deleted); a changed password hash: SetPassword (grants revoked,
+//     sessions ended);
+//   - a removed client, or a changed secret hash: DeleteClient and
+//     RotateClientSecret (every grant the client holds revoked, its
+//     client credentials tokens included);
+//   - a removed agent: DeleteAgent (its own tokens, delegations to it,
+//     grants exchanged to it); a changed secret hash: RotateAgentSecret
+//     (its own tokens).
+//
+// Applying the same configuration again changes nothing; the first
+// configuration applied to a store only records itself. Call it when the
+// configuration takes effect (Caddy: the app's Start, so a configuration
+// that fails to load changes nothing). Instances sharing a store should
+// load the same directory: each one applied counts as a change.
+func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
+	cur := i.directorySnapshot()
+	var ended []string
+	err := i.store.Update(ctx, func(tx store.Tx) error {
+		ended = ended[:0] // the function may run again
+		var prev directorySnapshot
+		switch err := getJSON(tx, bucketConfig, i.URL(), &prev); {
+		case errors.Is(err, store.ErrNotFound):
+			return putJSON(tx, bucketConfig, i.URL(), &cur, time.Time{})
+		case err != nil:
+			return err
+		}
+		for name, fp := range prev.Users {
+			now, kept := cur.Users[name]
+			var err error
+			switch {
+			case !kept:
+				err = i.forgetUserTx(tx, name)
+			case now != fp:
+				err = i.signOutUserTx(tx, name)
+			default:
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			ended = append(ended, "user "+name)
+		}
+		for id, fp := range prev.Clients {
+			if now, kept := cur.Clients[id]; kept && now == fp {
+				continue
+			}
+			if err := i.revokeClientGrantsTx(tx, id); err != nil {
+				return err
+			}
+			ended = append(ended, "client "+id)
+		}
+		for id, fp := range prev.Agents {
+			now, kept := cur.Agents[id]
+			var err error
+			switch {
+			case !kept:
+				err = i.revokeAgentGrantsTx(tx, id)
+			case now != fp:
+				err = i.revokeAgentOwnGrantsTx(tx, id)
+			default:
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			ended = append(ended, "agent "+id)
+		}
+		return putJSON(tx, bucketConfig, i.URL(), &cur, time.Time{})
+	})
+	if err != nil {
+		return fmt.Errorf("apply configuration changes: %w", err)
+	}
+	if len(ended) > 0 {
+		i.log.Info("configuration removed or re-keyed principals; their grants are revoked", zap.Strings("principals", ended))
+	}
+	return nil
+}

@@ -1,0 +1,316 @@
+package e2e
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"testing"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/e2e/harness"
+)
+
+// Revocation: every way a user, client or agent is removed or re-keyed
+// (admin API, Caddyfile reload) ends the tokens it holds, at the gateway,
+// at introspection and at the token endpoint, and nothing else's.
+
+const typeTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
+
+// held is a token and how to use it after a revoking action.
+type held struct {
+	what    string
+	access  string
+	refresh string  // "" when none
+	client  string  // the refresh token's client
+	secret  *string // the client's current secret; nil for a public client
+	// refreshErr is the refresh's error: invalid_grant unless set (a
+	// deleted client's is invalid_client: it cannot authenticate).
+	refreshErr string
+}
+
+// requireLive: each access token is forwarded by the gateway and active at
+// introspection.
+func (e *agentEnv) requireLive(ctx context.Context, t *testing.T, hs []held) {
+	t.Helper()
+	for _, h := range hs {
+		if resp, body, _ := e.callRaw(ctx, t, h.access, toolPlain); resp.StatusCode != http.StatusOK {
+			t.Errorf("%s at the gateway: status %d, want 200; body %.200s", h.what, resp.StatusCode, body)
+		}
+		if !e.active(ctx, t, h.access) {
+			t.Errorf("%s: introspection says inactive, want active", h.what)
+		}
+	}
+}
+
+// requireRevoked: each access token is refused by the gateway (the
+// upstream receives nothing) and inactive at introspection; each refresh
+// token is invalid_grant.
+func (e *agentEnv) requireRevoked(ctx context.Context, t *testing.T, hs []held) {
+	t.Helper()
+	for _, h := range hs {
+		before := e.seen.total()
+		resp, body, _ := e.callRaw(ctx, t, h.access, toolPlain)
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("%s at the gateway: status %d, want 401; body %.200s", h.what, resp.StatusCode, body)
+		}
+		if n := e.seen.total() - before; n != 0 {
+			t.Errorf("%s: the upstream received %d requests, want 0", h.what, n)
+		}
+		if e.active(ctx, t, h.access) {
+			t.Errorf("%s: introspection says active, want inactive", h.what)
+		}
+		if h.refresh == "" {
+			continue
+		}
+		form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {h.refresh}, "resource": {e.resource}}
+		id, secret := "", ""
+		if h.secret != nil {
+			id, secret = h.client, *h.secret
+		} else {
+			form.Set("client_id", h.client)
+		}
+		want, wantStatus := "invalid_grant", http.StatusBadRequest
+		if h.refreshErr != "" {
+			want, wantStatus = h.refreshErr, http.StatusUnauthorized
+		}
+		if a := e.tokenRequest(ctx, t, id, secret, form); a.Status != wantStatus || a.Error != want {
+			t.Errorf("%s: refresh = %v, want %d %s", h.what, a, wantStatus, want)
+		}
+	}
+}
+
+// active introspects token (as the configured client svc).
+func (e *agentEnv) active(ctx context.Context, t *testing.T, token string) bool {
+	t.Helper()
+	var in struct {
+		Active bool `json:"active"`
+	}
+	if status := e.introspect(ctx, t, token, &in); status != http.StatusOK {
+		t.Fatalf("introspection: status %d, want 200", status)
+	}
+	return in.Active
+}
+
+// total is how many requests reached the upstream.
+func (l *upstreamLog) total() int {
+	n := 0
+	byMethod, _ := l.counts()
+	for _, c := range byMethod {
+		n += c
+	}
+	return n
+}
+
+// userHeld is what user holds: its own token (with a refresh token), a
+// delegation to agent-a (requested_actor, with a refresh token), and its
+// token exchanged to agent-b as actor.
+func (e *agentEnv) userHeld(ctx context.Context, t *testing.T, user string) []held {
+	t.Helper()
+	robot := harness.NewRobot(user, password, redirectURI)
+	own := e.userToken(ctx, t, robot, scopeTools, "offline_access")
+	acting := e.delegate(ctx, t, robot, agentA, e.ownToken(ctx, t, agentA, agentASecret), scopeTools, "offline_access")
+	x := e.exchange(ctx, t, agentB, agentBSecret, own.AccessToken, e.ownToken(ctx, t, agentB, agentBSecret), nil)
+	if x.Status != http.StatusOK {
+		t.Fatalf("exchange %s's token to %s = %v, want 200", user, agentB, x)
+	}
+	return []held{
+		{what: user + "'s token", access: own.AccessToken, refresh: own.RefreshToken, client: hostID},
+		{what: user + "'s delegation to " + agentA, access: acting.AccessToken, refresh: acting.RefreshToken, client: hostID},
+		{what: user + "'s token exchanged to " + agentB, access: x.AccessToken},
+	}
+}
+
+// ownHeld is what a client or agent holds of its own: its client
+// credentials token and that token exchanged (no actor).
+func (e *agentEnv) ownHeld(ctx context.Context, t *testing.T, id, secret string) []held {
+	t.Helper()
+	own := e.ownToken(ctx, t, id, secret)
+	x := e.exchange(ctx, t, id, secret, own, "", nil)
+	if x.Status != http.StatusOK {
+		t.Fatalf("exchange %s's own token = %v, want 200", id, x)
+	}
+	return []held{
+		{what: id + "'s client credentials token", access: own},
+		{what: id + "'s own token exchanged", access: x.AccessToken},
+	}
+}
+
+// actingHeld is what agent holds for alice: a delegation (requested_actor,
+// with a refresh token) and alice's token exchanged to it as actor.
+func (e *agentEnv) actingHeld(ctx context.Context, t *testing.T, agent, secret string) []held {
+	t.Helper()
+	alice := harness.NewRobot(username, password, redirectURI)
+	acting := e.delegate(ctx, t, alice, agent, e.ownToken(ctx, t, agent, secret), scopeTools, "offline_access")
+	user := e.userToken(ctx, t, alice, scopeTools)
+	x := e.exchange(ctx, t, agent, secret, user.AccessToken, e.ownToken(ctx, t, agent, secret), nil)
+	if x.Status != http.StatusOK {
+		t.Fatalf("exchange alice's token to %s = %v, want 200", agent, x)
+	}
+	return []held{
+		{what: "alice's delegation to " + agent, access: acting.AccessToken, refresh: acting.RefreshToken, client: hostID},
+		{what: "alice's token exchanged to " + agent, access: x.AccessToken},
+	}
+}
+
+// bystanders are tokens no row touches: alice's (with refresh), svc's and
+// agent-a's own.
+func (e *agentEnv) bystanders(ctx context.Context, t *testing.T) []held {
+	t.Helper()
+	alice := e.userToken(ctx, t, harness.NewRobot(username, password, redirectURI), scopeTools, "offline_access")
+	return []held{
+		{what: "alice's token", access: alice.AccessToken, refresh: alice.RefreshToken, client: hostID},
+		{what: "svc's token", access: e.ownToken(ctx, t, svcID, svcSecret)},
+		{what: "agent-a's own token", access: e.ownToken(ctx, t, agentA, agentASecret)},
+	}
+}
+
+// requireBystandersLive: the bystanders still work, refresh included.
+func (e *agentEnv) requireBystandersLive(ctx context.Context, t *testing.T, hs []held) {
+	t.Helper()
+	e.requireLive(ctx, t, hs)
+	for _, h := range hs {
+		if h.refresh == "" {
+			continue
+		}
+		a := e.tokenRequest(ctx, t, "", "", url.Values{
+			"grant_type": {"refresh_token"}, "refresh_token": {h.refresh}, "client_id": {h.client}, "resource": {e.resource},
+		})
+		if a.Status != http.StatusOK {
+			t.Errorf("%s: refresh = %v, want 200", h.what, a)
+		}
+	}
+}
+
+// TestRevocationByAdminAPI: deleting a client or rotating its secret,
+// deleting, disabling or re-keying an agent, changing a user's password
+// or deleting the user end what each holds (README: Admin API).
+func TestRevocationByAdminAPI(t *testing.T) {
+	e := setupAgents(t, agentOpts{admin: true})
+	ctx := ctxTimeout(t, agentsTestLimit)
+	bystanders := e.bystanders(ctx, t)
+
+	addClient := func(t *testing.T, id string) *string {
+		var added struct {
+			Secret string `json:"client_secret"`
+		}
+		status := e.adminJSON(ctx, t, http.MethodPost, "/mcp-auth/clients", map[string]any{
+			"client_id": id, "redirect_uris": []string{redirectURI},
+			"grant_types": []string{"authorization_code", "refresh_token", "client_credentials", typeTokenExchange},
+		}, &added)
+		if status != http.StatusCreated || added.Secret == "" {
+			t.Fatalf("POST /mcp-auth/clients %s: status %d; want 201 with a secret", id, status)
+		}
+		e.audit.secret(added.Secret)
+		return &added.Secret
+	}
+	// clientHeld: the client's own tokens and alice's grant to it.
+	clientHeld := func(t *testing.T, id string, secret *string) []held {
+		hs := e.ownHeld(ctx, t, id, *secret)
+		cfg := e.hostConfig(id, scopeTools, "offline_access")
+		cfg.ClientSecret = *secret
+		ar := e.authRequest(cfg, "")
+		tok, err := redeem(ctx, cfg, ar, e.code(ctx, t, harness.NewRobot(username, password, redirectURI), ar), "", "")
+		if err != nil {
+			t.Fatalf("alice's grant to %s: %v", id, err)
+		}
+		e.audit.secret(tok.AccessToken, tok.RefreshToken)
+		return append(hs, held{what: "alice's grant to " + id, access: tok.AccessToken, refresh: tok.RefreshToken, client: id, secret: secret})
+	}
+	addAgent := func(t *testing.T, id string) string {
+		var added struct {
+			Secret string `json:"secret"`
+		}
+		if status := e.adminJSON(ctx, t, http.MethodPost, "/mcp-auth/agents", map[string]any{"agent_id": id}, &added); status != http.StatusCreated || added.Secret == "" {
+			t.Fatalf("POST /mcp-auth/agents %s: status %d; want 201 with a secret", id, status)
+		}
+		e.audit.secret(added.Secret)
+		return added.Secret
+	}
+	addUser := func(t *testing.T, name string) {
+		if status := e.adminJSON(ctx, t, http.MethodPost, "/mcp-auth/users",
+			map[string]any{"username": name, "password": password, "groups": []string{"writers"}}, nil); status != http.StatusCreated {
+			t.Fatalf("POST /mcp-auth/users %s: status %d, want 201", name, status)
+		}
+	}
+	do := func(t *testing.T, method, path string, in any, wantStatus int, out any) {
+		if status := e.adminJSON(ctx, t, method, path, in, out); status != wantStatus {
+			t.Fatalf("%s %s: status %d, want %d", method, path, status, wantStatus)
+		}
+	}
+
+	tests := []struct {
+		name string
+		// run sets up what the principal holds, acts, and returns what
+		// must be revoked and what must stay.
+		run func(t *testing.T) (revoked, kept []held)
+	}{
+		{"client deleted", func(t *testing.T) ([]held, []held) {
+			secret := addClient(t, "rt-client-del")
+			hs := clientHeld(t, "rt-client-del", secret)
+			e.requireLive(ctx, t, hs)
+			do(t, http.MethodDelete, "/mcp-auth/clients/rt-client-del", nil, http.StatusNoContent, nil)
+			hs[len(hs)-1].refreshErr = "invalid_client"
+			return hs, nil
+		}},
+		{"client secret rotated", func(t *testing.T) ([]held, []held) {
+			secret := addClient(t, "rt-client-rot")
+			hs := clientHeld(t, "rt-client-rot", secret)
+			e.requireLive(ctx, t, hs)
+			var rot struct {
+				Secret string `json:"client_secret"`
+			}
+			do(t, http.MethodPost, "/mcp-auth/clients/rt-client-rot/secret", nil, http.StatusOK, &rot)
+			e.audit.secret(rot.Secret)
+			*secret = rot.Secret // refresh with the new secret: the grant, not the client, is refused
+			return hs, e.ownHeld(ctx, t, "rt-client-rot", rot.Secret)
+		}},
+		{"agent deleted", func(t *testing.T) ([]held, []held) {
+			secret := addAgent(t, "rt-agent-del")
+			hs := append(e.ownHeld(ctx, t, "rt-agent-del", secret), e.actingHeld(ctx, t, "rt-agent-del", secret)...)
+			e.requireLive(ctx, t, hs)
+			do(t, http.MethodDelete, "/mcp-auth/agents/rt-agent-del", nil, http.StatusNoContent, nil)
+			return hs, nil
+		}},
+		{"agent disabled", func(t *testing.T) ([]held, []held) {
+			secret := addAgent(t, "rt-agent-off")
+			hs := append(e.ownHeld(ctx, t, "rt-agent-off", secret), e.actingHeld(ctx, t, "rt-agent-off", secret)...)
+			e.requireLive(ctx, t, hs)
+			do(t, http.MethodPost, "/mcp-auth/agents/rt-agent-off/disable", nil, http.StatusNoContent, nil)
+			return hs, nil
+		}},
+		{"agent secret rotated", func(t *testing.T) ([]held, []held) {
+			secret := addAgent(t, "rt-agent-rot")
+			own := e.ownHeld(ctx, t, "rt-agent-rot", secret)
+			acting := e.actingHeld(ctx, t, "rt-agent-rot", secret)
+			e.requireLive(ctx, t, append(own, acting...))
+			var rot struct {
+				Secret string `json:"secret"`
+			}
+			do(t, http.MethodPost, "/mcp-auth/agents/rt-agent-rot/secret", nil, http.StatusOK, &rot)
+			e.audit.secret(rot.Secret)
+			// Users' delegations to the agent stay (README).
+			return own, append(acting, e.ownHeld(ctx, t, "rt-agent-rot", rot.Secret)...)
+		}},
+		{"user password changed", func(t *testing.T) ([]held, []held) {
+			addUser(t, "rt-user-pw")
+			hs := e.userHeld(ctx, t, "rt-user-pw")
+			e.requireLive(ctx, t, hs)
+			do(t, http.MethodPut, "/mcp-auth/users/rt-user-pw/password", map[string]any{"password": password + " new"}, http.StatusNoContent, nil)
+			return hs, nil
+		}},
+		{"user deleted", func(t *testing.T) ([]held, []held) {
+			addUser(t, "rt-user-del")
+			hs := e.userHeld(ctx, t, "rt-user-del")
+			e.requireLive(ctx, t, hs)
+			do(t, http.MethodDelete, "/mcp-auth/users/rt-user-del", nil, http.StatusNoContent, nil)
+			return hs, nil
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			revoked, kept := tc.run(t)
+			e.requireRevoked(ctx, t, revoked)
+			e.requireLive(ctx, t, kept)
+		})
+	}
+	e.requireBystandersLive(ctx, t, bystanders)
+}
