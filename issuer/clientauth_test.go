@@ -358,7 +358,7 @@ func TestLimiter(t *testing.T) {
 	if i.allowAttempt("client:other", addr) {
 		t.Fatal("allowAttempt for a slowed address = true, want false")
 	}
-	i.recordSuccess(acct, addr)
+	i.attemptSucceeded(acct, addr)
 	if i.allowAttempt("client:y", addr) {
 		t.Fatal("a success for one account reset the address, want it kept")
 	}

@@ -133,6 +133,10 @@ func (i *Issuer) attemptDelay(account, addr string) time.Duration {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.attemptDelay(account, addr, now)
+}
+
+func (l *limiter) attemptDelay(account, addr string, now time.Time) time.Duration {
 	var d time.Duration
 	if addr != "" {
 		d = l.delay(addrKey(addr), now)
@@ -185,6 +189,10 @@ func (i *Issuer) recordFailure(account, addr string) {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.recordAll(account, addr, now)
+}
+
+func (l *limiter) recordAll(account, addr string, now time.Time) {
 	if account != "" {
 		l.record(pairKey(account, addr), limitFreePair, now)
 		l.record(accountKey(account), 0, now)
@@ -194,13 +202,72 @@ func (i *Issuer) recordFailure(account, addr string) {
 	}
 }
 
-// recordSuccess clears the pair's failures. The address keeps its score
-// (one valid account must not reset guessing at others), and so does the
-// account (the right password from one place must not reset guessing
-// from others); both decay.
-func (i *Issuer) recordSuccess(account, addr string) {
+// reserveAttempt is what a check of a password or secret does before it
+// hashes: under one lock, it either refuses (returns how long, counting
+// nothing) or counts the attempt as failed up front. Checking first and
+// counting after the hash would let any number of concurrent guesses
+// past the limit, each costing a hash. The caller settles the
+// reservation with attemptSucceeded or attemptNotRun; a wrong guess
+// needs nothing more.
+func (i *Issuer) reserveAttempt(account, addr string) time.Duration {
 	l := i.limiter
+	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	delete(l.entries, pairKey(account, addr))
+	d := l.attemptDelay(account, addr, now)
+	if d == 0 {
+		l.recordAll(account, addr, now)
+	}
+	return d
+}
+
+// attemptSucceeded settles a reservation whose check passed: the pair's
+// failures are cleared, and the address and the account get back only
+// the failure reserved for this attempt (one valid account must not
+// reset guessing at others, and the right password from one place must
+// not reset guessing from others).
+func (i *Issuer) attemptSucceeded(account, addr string) {
+	l := i.limiter
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if account != "" {
+		delete(l.entries, pairKey(account, addr))
+		l.refund(accountKey(account), 0, now)
+	}
+	if addr != "" {
+		l.refund(addrKey(addr), limitFreeAddr, now)
+	}
+}
+
+// attemptNotRun settles a reservation whose check never ran (no hashing
+// capacity): no guess was judged, so nothing counts.
+func (i *Issuer) attemptNotRun(account, addr string) {
+	l := i.limiter
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if account != "" {
+		l.refund(pairKey(account, addr), limitFreePair, now)
+		l.refund(accountKey(account), 0, now)
+	}
+	if addr != "" {
+		l.refund(addrKey(addr), limitFreeAddr, now)
+	}
+}
+
+// refund takes one failure back from key's score, and lifts its block
+// once the score is within the free budget again (older failures' blocks
+// end long before their score decays that far: the longest block is a
+// third of the half-life).
+func (l *limiter) refund(key string, free int, now time.Time) {
+	e := l.entries[key]
+	if e == nil {
+		return
+	}
+	e.score = max(0, e.decayed(now)-1)
+	e.at = now
+	if free > 0 && int(e.score) <= free {
+		e.blockedUntil = time.Time{}
+	}
 }

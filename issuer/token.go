@@ -69,7 +69,8 @@ type tokenState struct {
 	jwksMu     sync.Mutex
 	jwksCache  map[string]cachedJWKS
 
-	dummy dummyPassword // checked for unknown users
+	dummy  dummyPassword // checked for unknown users
+	hashes *hashGate     // bounds concurrent password and secret hashing
 }
 
 // grantHandler runs one grant type for an authenticated client.
@@ -79,6 +80,7 @@ type grantHandler func(ctx context.Context, f url.Values, c *Client) (*tokenResp
 // and persists) the signing key.
 func (i *Issuer) initTokens() error {
 	i.limiter = newLimiter(i.now)
+	i.hashes = newHashGate()
 	i.runtimeResources = make(map[string]Resource)
 	i.jwksCache = make(map[string]cachedJWKS)
 	i.grants = map[string]grantHandler{
