@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -23,6 +22,12 @@ func (i *Issuer) handleLogin(w http.ResponseWriter, r *http.Request) {
 
 func (i *Issuer) loginGet(w http.ResponseWriter, r *http.Request) {
 	s, err := i.ensureSession(w, r)
+	var e *Error
+	if errors.As(err, &e) && e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", retryAfter(e.RetryAfter))
+		i.errorPage(w, e.Status, "Too many requests", "Too many sign-in requests came from your network. Try again in a minute.")
+		return
+	}
 	if err != nil {
 		i.serverErrorPage(w, err)
 		return
@@ -111,7 +116,7 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 		if ctx.Err() != nil {
 			return // the browser went away
 		}
-		w.Header().Set("Retry-After", strconv.Itoa(int(hashRetryAfter/time.Second)))
+		w.Header().Set("Retry-After", retryAfter(hashRetryAfter))
 		v.Error = "The server is busy. Try again in a few seconds."
 		i.render(w, http.StatusServiceUnavailable, "login", "Sign in", v, target)
 		return
@@ -140,9 +145,9 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 
 // tooManyLogins answers a login refused by the brute-force limiter.
 func (i *Issuer) tooManyLogins(w http.ResponseWriter, v loginView, target string, d time.Duration) {
-	secs := int((d + time.Second - 1) / time.Second)
-	w.Header().Set("Retry-After", strconv.Itoa(secs))
-	v.Error = "Too many failed attempts. Wait " + strconv.Itoa(secs) + " seconds and try again."
+	secs := retryAfter(d)
+	w.Header().Set("Retry-After", secs)
+	v.Error = "Too many failed attempts. Wait " + secs + " seconds and try again."
 	i.render(w, http.StatusTooManyRequests, "login", "Sign in", v, target)
 }
 

@@ -3,6 +3,7 @@ package issuer
 import (
 	"context"
 	"math"
+	"net/http"
 	"sync"
 	"time"
 )
@@ -270,4 +271,102 @@ func (l *limiter) refund(key string, free int, now time.Time) {
 	if free > 0 && int(e.score) <= free {
 		e.blockedUntil = time.Time{}
 	}
+}
+
+// What anyone may make the issuer store is bounded in size where it is
+// written and in rate by token buckets: registrations (register.go), and
+// per address the writes a caller makes before it has authenticated as
+// anything (anonWriteBurst: a browser's session and pending authorization
+// request before login, a public client's pushed request, a client
+// metadata document fetched and cached), and pushed requests per client
+// (parClientBurst), so many addresses cannot flood through one public
+// client either. A sign-in from a browser with no session costs two
+// writes (session, pending request), a pushed one three.
+const (
+	anonWriteBurst = 60  // per address, refilled at that many a minute
+	parClientBurst = 300 // per client, refilled at that many a minute
+	maxRateBuckets = 100_000
+)
+
+// rateLimiter is a token bucket per key: burst tokens, refilled at burst
+// per period.
+type rateLimiter struct {
+	burst   float64
+	period  time.Duration
+	mu      sync.Mutex
+	buckets map[string]rateBucket
+}
+
+type rateBucket struct {
+	tokens float64
+	at     time.Time
+}
+
+func newRateLimiter(burst int, period time.Duration) *rateLimiter {
+	return &rateLimiter{burst: float64(burst), period: period, buckets: make(map[string]rateBucket)}
+}
+
+// take spends a token of key's bucket and returns 0, or how long until
+// one is available.
+func (l *rateLimiter) take(key string, now time.Time) time.Duration {
+	perNanosecond := l.burst / float64(l.period)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.buckets[key]
+	if !ok {
+		if len(l.buckets) >= maxRateBuckets {
+			// A bucket idle for a period is full again: the same as none.
+			for k, v := range l.buckets {
+				if now.Sub(v.at) >= l.period {
+					delete(l.buckets, k)
+				}
+			}
+		}
+		if len(l.buckets) >= maxRateBuckets {
+			return l.period // full of live buckets: refuse rather than forget one
+		}
+		b = rateBucket{tokens: l.burst, at: now}
+	}
+	b.tokens = min(l.burst, b.tokens+float64(now.Sub(b.at))*perNanosecond)
+	b.at = now
+	if b.tokens < 1 {
+		l.buckets[key] = b
+		return time.Duration((1 - b.tokens) / perNanosecond)
+	}
+	b.tokens--
+	l.buckets[key] = b
+	return 0
+}
+
+// addrContextKey carries clientAddr of the request in its context, for
+// limits applied below the handlers (fetching client metadata documents).
+type addrContextKey struct{}
+
+func withClientAddr(r *http.Request) *http.Request {
+	return r.WithContext(context.WithValue(r.Context(), addrContextKey{}, clientAddr(r)))
+}
+
+// contextAddr is the address withClientAddr stored; "" (one bucket shared
+// by all such callers) when the call did not come from a request.
+func contextAddr(ctx context.Context) string {
+	a, _ := ctx.Value(addrContextKey{}).(string)
+	return a
+}
+
+// anonymousWrite spends one of addr's unauthenticated store writes and
+// returns 0, or how long until one is available.
+func (i *Issuer) anonymousWrite(addr string) time.Duration {
+	return i.anonWrites.take(addr, i.now())
+}
+
+// rateLimited answers a request over a rate limit: 429 with Retry-After
+// d. base is slow_down at the back-channel endpoints (as RFC 8628 uses it
+// at the token endpoint; RFC 9126 section 2.3 names 429 for PAR), and
+// temporarily_unavailable at the authorization endpoint, the code RFC 6749
+// section 4.1.2.1 has for it.
+func rateLimited(base *Error, d time.Duration, desc string) *Error {
+	e := base.WithDescription(desc)
+	e.Status = http.StatusTooManyRequests
+	e.RetryAfter = d
+	return e
 }
