@@ -44,7 +44,7 @@ var authorizeParams = []string{
 
 const (
 	maxAuthorizeParam  = 2000 // as long as a client_id or redirect URI may be
-	maxAuthorizeParams = 8 << 10
+	maxAuthorizeParams = 4 << 10
 )
 
 // authRequest is a validated authorization request.
