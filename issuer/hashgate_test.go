@@ -119,14 +119,8 @@ func TestConcurrentWrongPasswordsHashBounded(t *testing.T) {
 // tokenFrom posts a client_credentials request with client_secret_post
 // from remote.
 func (e *tokEnv) tokenFrom(remote, clientID, secret string) *httptest.ResponseRecorder {
-	f := url.Values{"grant_type": {"client_credentials"}, "resource": {tResource},
-		"client_id": {clientID}, "client_secret": {secret}}
-	r := httptest.NewRequest(http.MethodPost, e.iss.endpoint(pathToken), strings.NewReader(f.Encode()))
-	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	r.RemoteAddr = remote
-	w := httptest.NewRecorder()
-	e.iss.ServeHTTP(w, r)
-	return w
+	return e.postFrom(remote, pathToken, url.Values{"grant_type": {"client_credentials"}, "resource": {tResource},
+		"client_id": {clientID}, "client_secret": {secret}})
 }
 
 func errorCode(t *testing.T, w *httptest.ResponseRecorder) string {

@@ -113,12 +113,7 @@ func countBucket(t *testing.T, e *tokEnv, bucket string) int {
 // pushFrom pushes form to /par as if from remote (httptest servers are
 // all on one address).
 func (e *tokEnv) pushFrom(remote string, form url.Values) *httptest.ResponseRecorder {
-	r := httptest.NewRequest(http.MethodPost, e.iss.endpoint(pathPAR), strings.NewReader(form.Encode()))
-	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	r.RemoteAddr = remote
-	w := httptest.NewRecorder()
-	e.iss.ServeHTTP(w, r)
-	return w
+	return e.postFrom(remote, pathPAR, form)
 }
 
 // TestPARRateLimited: anyone can push for a public client, so pushes are

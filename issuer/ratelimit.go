@@ -227,29 +227,23 @@ func (i *Issuer) reserveAttempt(account, addr string) time.Duration {
 // the failure reserved for this attempt (one valid account must not
 // reset guessing at others, and the right password from one place must
 // not reset guessing from others).
-func (i *Issuer) attemptSucceeded(account, addr string) {
-	l := i.limiter
-	now := l.now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if account != "" {
-		delete(l.entries, pairKey(account, addr))
-		l.refund(accountKey(account), 0, now)
-	}
-	if addr != "" {
-		l.refund(addrKey(addr), limitFreeAddr, now)
-	}
-}
+func (i *Issuer) attemptSucceeded(account, addr string) { i.settleAttempt(account, addr, true) }
 
 // attemptNotRun settles a reservation whose check never ran (no hashing
 // capacity): no guess was judged, so nothing counts.
-func (i *Issuer) attemptNotRun(account, addr string) {
+func (i *Issuer) attemptNotRun(account, addr string) { i.settleAttempt(account, addr, false) }
+
+func (i *Issuer) settleAttempt(account, addr string, succeeded bool) {
 	l := i.limiter
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if account != "" {
-		l.refund(pairKey(account, addr), limitFreePair, now)
+		if succeeded {
+			delete(l.entries, pairKey(account, addr))
+		} else {
+			l.refund(pairKey(account, addr), limitFreePair, now)
+		}
 		l.refund(accountKey(account), 0, now)
 	}
 	if addr != "" {
