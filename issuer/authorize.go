@@ -30,6 +30,23 @@ const pendingTTL = 15 * time.Minute
 // maxPageFormBytes bounds form bodies of the browser endpoints.
 const maxPageFormBytes = 32 << 10
 
+// authorizeParams are the authorization request parameters this server
+// reads (authorizeClient, authorizeRedirectURI, parseAuthorize; request
+// and request_uri are refused or consumed). A pushed request stores only
+// these, others are ignored (RFC 6749 section 3.1). Each value is bounded
+// by maxAuthorizeParam and all together by maxAuthorizeParams, so what a
+// request parks in the store (pushed or pending) stays small.
+var authorizeParams = []string{
+	"client_id", "response_type", "response_mode", "redirect_uri", "scope", "state",
+	"code_challenge", "code_challenge_method", "resource", "nonce", "requested_actor",
+	"prompt", "max_age",
+}
+
+const (
+	maxAuthorizeParam  = 2000 // as long as a client_id or redirect URI may be
+	maxAuthorizeParams = 4 << 10
+)
+
 // authRequest is a validated authorization request.
 type authRequest struct {
 	ClientID string `json:"client_id"`
@@ -129,9 +146,17 @@ func (i *Issuer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		if ar.prompt("login") && loggedIn {
 			ar.StaleSession = tokenKey(sid)
 		}
+		if s == nil || s.User == "" {
+			// Nobody has signed in: the pending request is an
+			// unauthenticated write.
+			if d := i.anonymousWrite(clientAddr(r)); d > 0 {
+				fail(tooManySignIns(d))
+				return
+			}
+		}
 		if s == nil {
 			if s, err = i.ensureSession(w, r); err != nil {
-				fail(ErrServerError.Wrap(err))
+				fail(err)
 				return
 			}
 		}
@@ -276,6 +301,17 @@ func (i *Issuer) parseAuthorize(ctx context.Context, c *Client, params url.Value
 	}
 	if params.Has("request") {
 		return nil, &Error{Code: "request_not_supported", Description: "request objects are not supported; use PAR"}
+	}
+	total := 0
+	for _, k := range authorizeParams {
+		n := len(params.Get(k))
+		if n > maxAuthorizeParam {
+			return nil, invalid(fmt.Sprintf("parameter %s is too long", k))
+		}
+		total += n
+	}
+	if total > maxAuthorizeParams {
+		return nil, invalid("the request's parameters are too long")
 	}
 	switch rt := params.Get("response_type"); rt {
 	case "code":
@@ -638,11 +674,15 @@ func (i *Issuer) earlyError(w http.ResponseWriter, r *http.Request, c *Client, r
 		e = ErrServerError
 	}
 	status := http.StatusBadRequest
-	if e.Code == ErrServerError.Code {
+	switch {
+	case e.Code == ErrServerError.Code:
 		if e.Err != nil {
 			i.log.Error("authorize", zap.Error(e.Err))
 		}
 		status = http.StatusInternalServerError
+	case e.RetryAfter > 0:
+		status = e.Status
+		w.Header().Set("Retry-After", retryAfter(e.RetryAfter))
 	}
 	msg := "The application's request cannot be completed (" + e.Code + ")."
 	if e.Description != "" {

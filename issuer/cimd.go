@@ -60,6 +60,10 @@ func (i *Issuer) fetchCIMD(ctx context.Context, clientID string) (*Client, error
 	if c, ok := i.cachedCIMD(ctx, clientID); ok {
 		return c, nil
 	}
+	// Anyone can name any URL: each fetch may fill a cache entry.
+	if d := i.anonymousWrite(contextAddr(ctx)); d > 0 {
+		return nil, ErrInvalidClient.WithDescription("too many client metadata documents fetched from this address; retry later")
+	}
 	c, ttl, err := i.downloadCIMD(ctx, clientID)
 	if err != nil {
 		i.log.Info("client metadata document refused", zap.String("client_id", truncate(clientID, 200)), zap.Error(err))

@@ -165,10 +165,11 @@ func tooManyAttempts(d time.Duration) *Error {
 // authSecret checks client_secret_basic / client_secret_post. A client
 // registered for either may use either: both send the same secret.
 func (i *Issuer) authSecret(ctx context.Context, id, secret, addr string) (*Client, error) {
-	if d := i.attemptDelay("client:"+id, addr); d > 0 {
+	account := "client:" + id
+	if d := i.attemptDelay(account, addr); d > 0 {
 		return nil, tooManyAttempts(d)
 	}
-	if err := i.slowAttempt(ctx, "client:"+id); err != nil {
+	if err := i.slowAttempt(ctx, account); err != nil {
 		return nil, ErrTemporarilyUnavailable.Wrap(err) // the caller went away
 	}
 	c, err := i.lookupClient(ctx, id)
@@ -176,30 +177,43 @@ func (i *Issuer) authSecret(ctx context.Context, id, secret, addr string) (*Clie
 		i.recordFailure("", addr) // unknown ids count against the address only
 		return nil, asInvalidClient(err)
 	}
+	if d := i.reserveAttempt(account, addr); d > 0 {
+		return nil, tooManyAttempts(d)
+	}
 	m := c.TokenEndpointAuthMethod
-	if (m != authClientSecretBasic && m != authClientSecretPost) || !checkSecret(c.SecretHash, secret) {
-		i.recordFailure("client:"+id, addr)
+	ok := false
+	if m == authClientSecretBasic || m == authClientSecretPost {
+		if ok, err = i.checkSecret(ctx, c.SecretHash, secret); err != nil {
+			i.attemptNotRun(account, addr)
+			return nil, hashBusyError(err)
+		}
+	}
+	if !ok {
 		return nil, ErrInvalidClient.WithDescription("client authentication failed")
 	}
-	i.recordSuccess("client:"+id, addr)
+	i.attemptSucceeded(account, addr)
 	return c, nil
 }
 
-// checkSecret compares a secret with its stored hash: bcrypt, or
-// "sha256:<hex>" (generated high-entropy secrets), in constant time.
-func checkSecret(hash, secret string) bool {
-	if h, ok := strings.CutPrefix(hash, "sha256:"); ok {
+// checkSecret compares a secret with its stored hash: bcrypt (in a slot of
+// the hash gate; an error means no check ran), or "sha256:<hex>"
+// (generated high-entropy secrets), in constant time.
+func (i *Issuer) checkSecret(ctx context.Context, hash, secret string) (ok bool, err error) {
+	if h, found := strings.CutPrefix(hash, "sha256:"); found {
 		want, err := hex.DecodeString(h)
 		if err != nil || len(want) != sha256.Size {
-			return false
+			return false, nil
 		}
 		got := sha256.Sum256([]byte(secret))
-		return subtle.ConstantTimeCompare(want, got[:]) == 1
+		return subtle.ConstantTimeCompare(want, got[:]) == 1, nil
 	}
-	if strings.HasPrefix(hash, "$2") {
-		return bcrypt.CompareHashAndPassword([]byte(hash), []byte(secret)) == nil
+	if !strings.HasPrefix(hash, "$2") {
+		return false, nil
 	}
-	return false
+	err = i.hashes.run(ctx, func() {
+		ok = bcrypt.CompareHashAndPassword([]byte(hash), []byte(secret)) == nil
+	})
+	return ok && err == nil, err
 }
 
 // validSecretHash reports whether s is a hash checkSecret understands.

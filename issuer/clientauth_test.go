@@ -301,12 +301,17 @@ func TestPrivateKeyJWTFailuresCountPerAddress(t *testing.T) {
 // issuer's own handler: httptest servers are all on one address).
 func (e *tokEnv) serveFrom(t *testing.T, remote string, form url.Values) int {
 	t.Helper()
-	r := httptest.NewRequest(http.MethodPost, e.iss.endpoint(pathToken), strings.NewReader(form.Encode()))
+	return e.postFrom(remote, pathToken, form).Code
+}
+
+// postFrom posts form to an endpoint path as if from remote.
+func (e *tokEnv) postFrom(remote, path string, form url.Values) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(http.MethodPost, e.iss.endpoint(path), strings.NewReader(form.Encode()))
 	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	r.RemoteAddr = remote
 	w := httptest.NewRecorder()
 	e.iss.ServeHTTP(w, r)
-	return w.Code
+	return w
 }
 
 func TestLimiter(t *testing.T) {
@@ -358,7 +363,7 @@ func TestLimiter(t *testing.T) {
 	if i.allowAttempt("client:other", addr) {
 		t.Fatal("allowAttempt for a slowed address = true, want false")
 	}
-	i.recordSuccess(acct, addr)
+	i.attemptSucceeded(acct, addr)
 	if i.allowAttempt("client:y", addr) {
 		t.Fatal("a success for one account reset the address, want it kept")
 	}

@@ -39,7 +39,9 @@ func (i *Issuer) init() error {
 // Implemented in keys.go, token.go, clientauth.go, ... (see above). For the
 // BROWSER half: the brute-force limiter in ratelimit.go is shared —
 // attemptDelay(account, addr) (refuse while positive) and
-// slowAttempt(ctx, account) before a credential check,
-// recordFailure(account, addr) and recordSuccess(account, addr) after;
-// clientAddr(r) is the address key.
+// slowAttempt(ctx, account) before a credential check; a check that
+// hashes reserves its attempt first (reserveAttempt) and settles it
+// (attemptSucceeded, attemptNotRun), others recordFailure(account, addr);
+// hashing runs through i.hashes (hashgate.go). clientAddr(r) is the
+// address key.
 // Client accounts are "client:"+id. i.cors(h) wraps back-channel handlers.

@@ -290,11 +290,16 @@ func (i *Issuer) findAgent(ctx context.Context, id string) (*Agent, error) {
 }
 
 // checkPassword verifies a password against a user's bcrypt hash in
-// constant time (and spends the same time for unknown or disabled users).
-func (i *Issuer) checkPassword(u *User, password string) bool {
-	if u == nil || u.Disabled || u.PasswordHash == "" {
-		i.dummy.check(password)
-		return false
-	}
-	return bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(password)) == nil
+// constant time (and spends the same time for unknown or disabled users),
+// in a slot of the hash gate. An error (errHashBusy, or ctx's) means no
+// check ran.
+func (i *Issuer) checkPassword(ctx context.Context, u *User, password string) (ok bool, err error) {
+	err = i.hashes.run(ctx, func() {
+		if u == nil || u.Disabled || u.PasswordHash == "" {
+			i.dummy.check(password)
+			return
+		}
+		ok = bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(password)) == nil
+	})
+	return ok && err == nil, err
 }

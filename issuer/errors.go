@@ -87,7 +87,7 @@ func writeError(w http.ResponseWriter, err error) {
 		h.Set("WWW-Authenticate", `Basic realm="token", charset="UTF-8"`)
 	}
 	if e.RetryAfter > 0 {
-		h.Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
+		h.Set("Retry-After", retryAfter(e.RetryAfter))
 	}
 	w.WriteHeader(status)
 	body := map[string]string{"error": e.Code}
@@ -113,4 +113,9 @@ func errorDescription(s string) string {
 		}
 		return r
 	}, s)
+}
+
+// retryAfter is a Retry-After value: d in whole seconds, rounded up.
+func retryAfter(d time.Duration) string {
+	return strconv.Itoa(int((d + time.Second - 1) / time.Second))
 }

@@ -142,7 +142,7 @@ func (i *Issuer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if h, ok := i.routes[p]; ok {
-		h(w, r)
+		h(w, withClientAddr(r))
 		return
 	}
 	if strings.HasPrefix(p, i.base+pathAssets) {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -23,6 +22,12 @@ func (i *Issuer) handleLogin(w http.ResponseWriter, r *http.Request) {
 
 func (i *Issuer) loginGet(w http.ResponseWriter, r *http.Request) {
 	s, err := i.ensureSession(w, r)
+	var e *Error
+	if errors.As(err, &e) && e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", retryAfter(e.RetryAfter))
+		i.errorPage(w, e.Status, "Too many requests", "Too many sign-in requests came from your network. Try again in a minute.")
+		return
+	}
 	if err != nil {
 		i.serverErrorPage(w, err)
 		return
@@ -88,10 +93,7 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 
 	account, addr := "user:"+strings.ToLower(username), clientAddr(r)
 	if d := i.attemptDelay(account, addr); d > 0 {
-		secs := int((d + time.Second - 1) / time.Second)
-		w.Header().Set("Retry-After", strconv.Itoa(secs))
-		v.Error = "Too many failed attempts. Wait " + strconv.Itoa(secs) + " seconds and try again."
-		i.render(w, http.StatusTooManyRequests, "login", "Sign in", v, target)
+		i.tooManyLogins(w, v, target, d)
 		return
 	}
 	if err := i.slowAttempt(ctx, account); err != nil {
@@ -100,19 +102,31 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 	u, err := i.lookupUser(ctx, username)
 	if err != nil {
 		u = nil
+		account = "" // unknown names count against the address only
+	}
+	if d := i.reserveAttempt(account, addr); d > 0 {
+		i.tooManyLogins(w, v, target, d)
+		return
 	}
 	// checkPassword spends the same time for unknown users, so timing does
 	// not reveal which usernames exist.
-	if !i.checkPassword(u, password) || u == nil || u.Disabled {
-		if u == nil {
-			account = "" // unknown names count against the address only
+	ok, err = i.checkPassword(ctx, u, password)
+	if err != nil {
+		i.attemptNotRun(account, addr)
+		if ctx.Err() != nil {
+			return // the browser went away
 		}
-		i.recordFailure(account, addr)
+		w.Header().Set("Retry-After", retryAfter(hashRetryAfter))
+		v.Error = "The server is busy. Try again in a few seconds."
+		i.render(w, http.StatusServiceUnavailable, "login", "Sign in", v, target)
+		return
+	}
+	if !ok {
 		v.Error = "Invalid username or password."
 		i.render(w, http.StatusUnauthorized, "login", "Sign in", v, target)
 		return
 	}
-	i.recordSuccess(account, addr)
+	i.attemptSucceeded(account, addr)
 
 	now := i.now()
 	ns := &session{Browser: s.Browser, User: u.Username, AuthTime: now, ExpiresAt: now.Add(i.cfg.SessionTTL)}
@@ -127,6 +141,14 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 	i.pageHeaders(w, target)
 	w.Header().Del("Content-Type")
 	http.Redirect(w, r, i.base+pathConsent+"?req="+url.QueryEscape(id), http.StatusSeeOther)
+}
+
+// tooManyLogins answers a login refused by the brute-force limiter.
+func (i *Issuer) tooManyLogins(w http.ResponseWriter, v loginView, target string, d time.Duration) {
+	secs := retryAfter(d)
+	w.Header().Set("Retry-After", secs)
+	v.Error = "Too many failed attempts. Wait " + secs + " seconds and try again."
+	i.render(w, http.StatusTooManyRequests, "login", "Sign in", v, target)
 }
 
 type logoutView struct {

@@ -456,7 +456,7 @@ func TestUnknownUserPasswordCost(t *testing.T) {
 	e := newBrowserEnv(t, nil) // configured users' hashes have bcrypt.MinCost
 	dummyCost := func(i *Issuer) int {
 		t.Helper()
-		if i.checkPassword(nil, "guess") {
+		if ok, _ := i.checkPassword(t.Context(), nil, "guess"); ok {
 			t.Fatal("checkPassword(nil) = true")
 		}
 		c, err := bcrypt.Cost(i.dummy.hash)

@@ -33,7 +33,7 @@ func TestManageUsers(t *testing.T) {
 		})
 	}
 	u, err := e.iss.lookupUser(ctx, "dave")
-	if err != nil || u.Source != "admin" || !e.iss.checkPassword(u, tPassword) {
+	if err != nil || u.Source != "admin" || !passwordOK(t, e.iss, u, tPassword) {
 		t.Fatalf("lookupUser(dave) = %+v, %v; want the stored user", u, err)
 	}
 	users, err := e.iss.Users(ctx)
@@ -67,7 +67,7 @@ func TestManageUsers(t *testing.T) {
 		})
 	}
 	u, _ = e.iss.lookupUser(ctx, "dave")
-	if !e.iss.checkPassword(u, "new password") || e.iss.checkPassword(u, tPassword) {
+	if !passwordOK(t, e.iss, u, "new password") || passwordOK(t, e.iss, u, tPassword) {
 		t.Error("SetPassword did not replace the password")
 	}
 
@@ -282,4 +282,14 @@ func TestManageUserEndsSessionsAndConsents(t *testing.T) {
 	if !strings.HasPrefix(resp.Header.Get("Location"), bRedirect) {
 		t.Errorf("alice's /authorize = %q, want her session and consent kept", resp.Header.Get("Location"))
 	}
+}
+
+// passwordOK reports whether password is u's.
+func passwordOK(t *testing.T, i *Issuer, u *User, password string) bool {
+	t.Helper()
+	ok, err := i.checkPassword(t.Context(), u, password)
+	if err != nil {
+		t.Fatalf("checkPassword() error = %v", err)
+	}
+	return ok
 }

@@ -25,7 +25,7 @@ var assetFS embed.FS
 type browserState struct {
 	pages         map[string]*template.Template // page name -> layout + page
 	fetch         *http.Client                  // SSRF-protected client for CIMD
-	registrations *registrationLimiter          // DCR requests per address
+	registrations *rateLimiter                  // DCR requests per address
 }
 
 // pageNames are the templates/<name>.html files rendered inside layout.html.
@@ -53,7 +53,7 @@ func (i *Issuer) initBrowser() error {
 		return err
 	}
 	i.fetch = c
-	i.registrations = &registrationLimiter{buckets: make(map[string]registrationBucket)}
+	i.registrations = newRateLimiter(registrationBurst, time.Minute)
 	return nil
 }
 

@@ -13,10 +13,6 @@ import (
 // requestURIPrefix is RFC 9126 section 2.2's request_uri form.
 const requestURIPrefix = "urn:ietf:params:oauth:request_uri:"
 
-// clientAuthParams are consumed by client authentication and not kept
-// with a pushed request.
-var clientAuthParams = []string{"client_secret", "client_assertion", "client_assertion_type"}
-
 type parResponse struct {
 	RequestURI string `json:"request_uri"`
 	ExpiresIn  int64  `json:"expires_in"`
@@ -25,7 +21,11 @@ type parResponse struct {
 // handlePAR is the RFC 9126 pushed authorization request endpoint. The
 // request is validated now, as /authorize would, so errors reach the
 // client directly; /authorize consumes the stored request once, for the
-// same client only.
+// same client only. Only the parameters /authorize reads are stored
+// (parseAuthorize bounds their size), and pushes are rate limited
+// (ratelimit.go): per client, and per address for public clients, which
+// anyone can push for. Over the limit: 429 (RFC 9126 section 2.3) with
+// slow_down and Retry-After, as at registration.
 func (i *Issuer) handlePAR(w http.ResponseWriter, r *http.Request) {
 	c, ok := i.authenticatedPost(w, r)
 	if !ok {
@@ -50,12 +50,22 @@ func (i *Issuer) handlePAR(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	params := url.Values{}
-	for k, v := range f {
-		params[k] = v
+	if c.Public() {
+		if d := i.anonymousWrite(clientAddr(r)); d > 0 {
+			i.writeErr(w, rateLimited(ErrSlowDown, d, "too many pushed requests from this address; retry later"))
+			return
+		}
 	}
-	for _, k := range clientAuthParams {
-		delete(params, k)
+	if d := i.parClients.take(c.ID, i.now()); d > 0 {
+		i.writeErr(w, rateLimited(ErrSlowDown, d, "too many pushed requests for this client; retry later"))
+		return
+	}
+
+	params := url.Values{}
+	for _, k := range authorizeParams {
+		if v, ok := f[k]; ok {
+			params[k] = v
+		}
 	}
 	params.Set("client_id", c.ID)
 	tail, err := i.randomToken(32)

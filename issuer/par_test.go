@@ -1,8 +1,11 @@
 package issuer
 
 import (
+	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -105,4 +108,121 @@ func countBucket(t *testing.T, e *tokEnv, bucket string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// pushFrom pushes form to /par as if from remote (httptest servers are
+// all on one address).
+func (e *tokEnv) pushFrom(remote string, form url.Values) *httptest.ResponseRecorder {
+	return e.postFrom(remote, pathPAR, form)
+}
+
+// TestPARRateLimited: anyone can push for a public client, so pushes are
+// limited per address, and per client (many addresses, one client_id).
+// Refused pushes answer 429 slow_down with Retry-After and store nothing.
+func TestPARRateLimited(t *testing.T) {
+	refused := func(t *testing.T, e *tokEnv, w *httptest.ResponseRecorder, what string) {
+		t.Helper()
+		if w.Code != http.StatusTooManyRequests || w.Header().Get("Retry-After") == "" || errorCode(t, w) != "slow_down" {
+			t.Fatalf("%s = %d %v %s, want 429 slow_down with Retry-After", what, w.Code, w.Header(), w.Body)
+		}
+	}
+	pushN := func(t *testing.T, e *tokEnv, n int, remote func(int) string, form url.Values) {
+		t.Helper()
+		for k := range n {
+			if w := e.pushFrom(remote(k), form); w.Code != http.StatusCreated {
+				t.Fatalf("push %d = %d %s, want 201", k, w.Code, w.Body)
+			}
+		}
+	}
+	t.Run("public client per address", func(t *testing.T) {
+		e := newTokEnv(t)
+		const from = "203.0.113.9:4000"
+		pushN(t, e, anonWriteBurst, func(int) string { return from }, parForm(nil))
+		refused(t, e, e.pushFrom(from, parForm(nil)), "push past the address's burst")
+		if n := countBucket(t, e, bucketPAR); n != anonWriteBurst {
+			t.Errorf("stored pushes = %d, want %d (the refused one not stored)", n, anonWriteBurst)
+		}
+		if w := e.pushFrom("198.51.100.7:4000", parForm(nil)); w.Code != http.StatusCreated {
+			t.Errorf("push from another address = %d %s, want 201", w.Code, w.Body)
+		}
+		e.clock.Advance(time.Minute)
+		if w := e.pushFrom(from, parForm(nil)); w.Code != http.StatusCreated {
+			t.Errorf("push after a minute = %d %s, want 201 (the bucket refills)", w.Code, w.Body)
+		}
+	})
+	t.Run("public client from many addresses", func(t *testing.T) {
+		e := newTokEnv(t)
+		remote := func(k int) string { return fmt.Sprintf("10.0.%d.%d:4000", k/200, k%200) }
+		pushN(t, e, parClientBurst, remote, parForm(nil))
+		refused(t, e, e.pushFrom("198.51.100.7:4000", parForm(nil)), "push past the client's burst")
+		if n := countBucket(t, e, bucketPAR); n != parClientBurst {
+			t.Errorf("stored pushes = %d, want %d", n, parClientBurst)
+		}
+	})
+	t.Run("confidential client", func(t *testing.T) {
+		e := newTokEnv(t)
+		const from = "203.0.113.9:4000"
+		form := parForm(url.Values{"client_id": {tPost}, "client_secret": {tSecret2}})
+		// Authenticated: one backend may push for many users, so only
+		// the client's own budget applies.
+		pushN(t, e, parClientBurst, func(int) string { return from }, form)
+		refused(t, e, e.pushFrom(from, form), "push past the client's burst")
+		if w := e.pushFrom(from, parForm(nil)); w.Code != http.StatusCreated {
+			t.Errorf("push for another client from the same address = %d %s, want 201", w.Code, w.Body)
+		}
+	})
+}
+
+// TestPARStoresOnlyKnownBoundedParameters: a pushed request keeps only the
+// parameters /authorize reads; oversize values are refused with
+// invalid_request and store nothing.
+func TestPARStoresOnlyKnownBoundedParameters(t *testing.T) {
+	e := newTokEnv(t)
+	a := e.post(t, pathPAR, parForm(url.Values{
+		"junk": {strings.Repeat("x", 30<<10)}, "login_hint": {"alice"}, "claims": {"{}"},
+		"nonce": {"n-1"}, "prompt": {"consent"}, "max_age": {"60"},
+		"client_id": {tPost}, "client_secret": {tSecret2},
+	}), "")
+	if a.status != http.StatusCreated {
+		t.Fatalf("PAR with unknown parameters = %d %s, want 201", a.status, a.raw)
+	}
+	var pr parRequest
+	err := e.store.View(t.Context(), func(tx store.Tx) error { return getJSON(tx, bucketPAR, tokenKey(a.str("request_uri")), &pr) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range pr.Params {
+		if !slices.Contains(authorizeParams, k) {
+			t.Errorf("stored parameter %q, want only those /authorize reads", k)
+		}
+	}
+	for _, k := range []string{"nonce", "prompt", "max_age", "state", "scope", "resource"} {
+		if !pr.Params.Has(k) {
+			t.Errorf("parameter %q not stored", k)
+		}
+	}
+
+	long := strings.Repeat("a", maxAuthorizeParam+1)
+	full := strings.Repeat("a", maxAuthorizeParam)
+	for _, tt := range []struct {
+		name  string
+		extra url.Values
+	}{
+		{"long state", url.Values{"state": {long}}},
+		{"long nonce", url.Values{"nonce": {long}}},
+		{"long scope", url.Values{"scope": {long}}},
+		{"long resource", url.Values{"resource": {"https://mcp.example.com/" + long}}},
+		{"too long together", url.Values{"state": {full}, "nonce": {full}, "scope": {strings.Repeat("read ", 40)}}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := countBucket(t, e, bucketPAR)
+			a := e.post(t, pathPAR, parForm(tt.extra), "")
+			if a.status != http.StatusBadRequest || a.str("error") != "invalid_request" || !strings.Contains(a.str("error_description"), "too long") {
+				t.Errorf("PAR = %d %s, want 400 invalid_request: too long", a.status, a.raw)
+			}
+			if n := countBucket(t, e, bucketPAR); n != before {
+				t.Errorf("refused push stored a request (%d -> %d)", before, n)
+			}
+		})
+	}
 }

@@ -3,6 +3,7 @@ package issuer
 import (
 	"context"
 	"math"
+	"net/http"
 	"sync"
 	"time"
 )
@@ -133,6 +134,10 @@ func (i *Issuer) attemptDelay(account, addr string) time.Duration {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.attemptDelay(account, addr, now)
+}
+
+func (l *limiter) attemptDelay(account, addr string, now time.Time) time.Duration {
 	var d time.Duration
 	if addr != "" {
 		d = l.delay(addrKey(addr), now)
@@ -185,6 +190,10 @@ func (i *Issuer) recordFailure(account, addr string) {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.recordAll(account, addr, now)
+}
+
+func (l *limiter) recordAll(account, addr string, now time.Time) {
 	if account != "" {
 		l.record(pairKey(account, addr), limitFreePair, now)
 		l.record(accountKey(account), 0, now)
@@ -194,13 +203,164 @@ func (i *Issuer) recordFailure(account, addr string) {
 	}
 }
 
-// recordSuccess clears the pair's failures. The address keeps its score
-// (one valid account must not reset guessing at others), and so does the
-// account (the right password from one place must not reset guessing
-// from others); both decay.
-func (i *Issuer) recordSuccess(account, addr string) {
+// reserveAttempt is what a check of a password or secret does before it
+// hashes: under one lock, it either refuses (returns how long, counting
+// nothing) or counts the attempt as failed up front. Checking first and
+// counting after the hash would let any number of concurrent guesses
+// past the limit, each costing a hash. The caller settles the
+// reservation with attemptSucceeded or attemptNotRun; a wrong guess
+// needs nothing more.
+func (i *Issuer) reserveAttempt(account, addr string) time.Duration {
 	l := i.limiter
+	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	delete(l.entries, pairKey(account, addr))
+	d := l.attemptDelay(account, addr, now)
+	if d == 0 {
+		l.recordAll(account, addr, now)
+	}
+	return d
+}
+
+// attemptSucceeded settles a reservation whose check passed: the pair's
+// failures are cleared, and the address and the account get back only
+// the failure reserved for this attempt (one valid account must not
+// reset guessing at others, and the right password from one place must
+// not reset guessing from others).
+func (i *Issuer) attemptSucceeded(account, addr string) { i.settleAttempt(account, addr, true) }
+
+// attemptNotRun settles a reservation whose check never ran (no hashing
+// capacity): no guess was judged, so nothing counts.
+func (i *Issuer) attemptNotRun(account, addr string) { i.settleAttempt(account, addr, false) }
+
+func (i *Issuer) settleAttempt(account, addr string, succeeded bool) {
+	l := i.limiter
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if account != "" {
+		if succeeded {
+			delete(l.entries, pairKey(account, addr))
+		} else {
+			l.refund(pairKey(account, addr), limitFreePair, now)
+		}
+		l.refund(accountKey(account), 0, now)
+	}
+	if addr != "" {
+		l.refund(addrKey(addr), limitFreeAddr, now)
+	}
+}
+
+// refund takes one failure back from key's score, and lifts its block
+// once the score is within the free budget again (older failures' blocks
+// end long before their score decays that far: the longest block is a
+// third of the half-life).
+func (l *limiter) refund(key string, free int, now time.Time) {
+	e := l.entries[key]
+	if e == nil {
+		return
+	}
+	e.score = max(0, e.decayed(now)-1)
+	e.at = now
+	if free > 0 && int(e.score) <= free {
+		e.blockedUntil = time.Time{}
+	}
+}
+
+// What anyone may make the issuer store is bounded in size where it is
+// written and in rate by token buckets: registrations (register.go), and
+// per address the writes a caller makes before it has authenticated as
+// anything (anonWriteBurst: a browser's session and pending authorization
+// request before login, a public client's pushed request, a client
+// metadata document fetched and cached), and pushed requests per client
+// (parClientBurst), so many addresses cannot flood through one public
+// client either. A sign-in from a browser with no session costs two
+// writes (session, pending request), a pushed one three.
+const (
+	anonWriteBurst = 60  // per address, refilled at that many a minute
+	parClientBurst = 300 // per client, refilled at that many a minute
+	maxRateBuckets = 100_000
+)
+
+// rateLimiter is a token bucket per key: burst tokens, refilled at burst
+// per period.
+type rateLimiter struct {
+	burst   float64
+	period  time.Duration
+	mu      sync.Mutex
+	buckets map[string]rateBucket
+}
+
+type rateBucket struct {
+	tokens float64
+	at     time.Time
+}
+
+func newRateLimiter(burst int, period time.Duration) *rateLimiter {
+	return &rateLimiter{burst: float64(burst), period: period, buckets: make(map[string]rateBucket)}
+}
+
+// take spends a token of key's bucket and returns 0, or how long until
+// one is available.
+func (l *rateLimiter) take(key string, now time.Time) time.Duration {
+	perNanosecond := l.burst / float64(l.period)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.buckets[key]
+	if !ok {
+		if len(l.buckets) >= maxRateBuckets {
+			// A bucket idle for a period is full again: the same as none.
+			for k, v := range l.buckets {
+				if now.Sub(v.at) >= l.period {
+					delete(l.buckets, k)
+				}
+			}
+		}
+		if len(l.buckets) >= maxRateBuckets {
+			return l.period // full of live buckets: refuse rather than forget one
+		}
+		b = rateBucket{tokens: l.burst, at: now}
+	}
+	b.tokens = min(l.burst, b.tokens+float64(now.Sub(b.at))*perNanosecond)
+	b.at = now
+	if b.tokens < 1 {
+		l.buckets[key] = b
+		return time.Duration((1 - b.tokens) / perNanosecond)
+	}
+	b.tokens--
+	l.buckets[key] = b
+	return 0
+}
+
+// addrContextKey carries clientAddr of the request in its context, for
+// limits applied below the handlers (fetching client metadata documents).
+type addrContextKey struct{}
+
+func withClientAddr(r *http.Request) *http.Request {
+	return r.WithContext(context.WithValue(r.Context(), addrContextKey{}, clientAddr(r)))
+}
+
+// contextAddr is the address withClientAddr stored; "" (one bucket shared
+// by all such callers) when the call did not come from a request.
+func contextAddr(ctx context.Context) string {
+	a, _ := ctx.Value(addrContextKey{}).(string)
+	return a
+}
+
+// anonymousWrite spends one of addr's unauthenticated store writes and
+// returns 0, or how long until one is available.
+func (i *Issuer) anonymousWrite(addr string) time.Duration {
+	return i.anonWrites.take(addr, i.now())
+}
+
+// rateLimited answers a request over a rate limit: 429 with Retry-After
+// d. base is slow_down at the back-channel endpoints (as RFC 8628 uses it
+// at the token endpoint; RFC 9126 section 2.3 names 429 for PAR), and
+// temporarily_unavailable at the authorization endpoint, the code RFC 6749
+// section 4.1.2.1 has for it.
+func rateLimited(base *Error, d time.Duration, desc string) *Error {
+	e := base.WithDescription(desc)
+	e.Status = http.StatusTooManyRequests
+	e.RetryAfter = d
+	return e
 }

@@ -14,7 +14,6 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 	"unicode"
 
@@ -36,9 +35,8 @@ const (
 	maxRedirectURILen    = 2000
 	maxClientNameLen     = 200
 
-	registrationBurst      = 20
-	registrationIdleTTL    = 30 * 24 * time.Hour
-	maxRegistrationBuckets = 100_000
+	registrationBurst   = 20
+	registrationIdleTTL = 30 * 24 * time.Hour
 )
 
 // clientMetadata is the RFC 7591 client metadata this issuer reads, from a
@@ -119,9 +117,7 @@ func (i *Issuer) handleRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if d := i.registrations.take(clientAddr(r), i.now()); d > 0 {
-		e := ErrSlowDown.WithDescription("too many registrations from this address; retry later")
-		e.RetryAfter = d
-		writeError(w, e)
+		writeError(w, rateLimited(ErrSlowDown, d, "too many registrations from this address; retry later"))
 		return
 	}
 	now := i.now()
@@ -212,49 +208,6 @@ func (i *Issuer) keepRegistration(ctx context.Context, c *Client) {
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		i.log.Warn("registration: extend client expiry", zap.Error(err))
 	}
-}
-
-// registrationLimiter is a token bucket per address.
-type registrationLimiter struct {
-	mu      sync.Mutex
-	buckets map[string]registrationBucket
-}
-
-type registrationBucket struct {
-	tokens float64
-	at     time.Time
-}
-
-// take spends a token of addr's bucket and returns 0, or how long until
-// one is available.
-func (l *registrationLimiter) take(addr string, now time.Time) time.Duration {
-	const perNanosecond = float64(registrationBurst) / float64(time.Minute)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b, ok := l.buckets[addr]
-	if !ok {
-		if len(l.buckets) >= maxRegistrationBuckets {
-			// A bucket idle for a minute is full again: the same as none.
-			for k, v := range l.buckets {
-				if now.Sub(v.at) >= time.Minute {
-					delete(l.buckets, k)
-				}
-			}
-		}
-		if len(l.buckets) >= maxRegistrationBuckets {
-			return time.Minute // full of live buckets: refuse rather than forget one
-		}
-		b = registrationBucket{tokens: registrationBurst, at: now}
-	}
-	b.tokens = min(registrationBurst, b.tokens+float64(now.Sub(b.at))*perNanosecond)
-	b.at = now
-	if b.tokens < 1 {
-		l.buckets[addr] = b
-		return time.Duration((1 - b.tokens) / perNanosecond)
-	}
-	b.tokens--
-	l.buckets[addr] = b
-	return 0
 }
 
 // hashClientSecret is the stored form of a generated client secret. A fast

@@ -70,11 +70,16 @@ func (i *Issuer) currentSession(r *http.Request) (*session, string, error) {
 }
 
 // ensureSession returns the request's session, starting an anonymous one
-// (and setting its cookie) when there is none.
+// (and setting its cookie) when there is none. Starting one is an
+// unauthenticated write: over the address's limit, the error is
+// tooManySignIns.
 func (i *Issuer) ensureSession(w http.ResponseWriter, r *http.Request) (*session, error) {
 	s, _, err := i.currentSession(r)
 	if err != nil || s != nil {
 		return s, err
+	}
+	if d := i.anonymousWrite(clientAddr(r)); d > 0 {
+		return nil, tooManySignIns(d)
 	}
 	browser, err := i.randomToken(16)
 	if err != nil {
@@ -147,4 +152,10 @@ func (i *Issuer) setSessionCookie(w http.ResponseWriter, value string, expires t
 		c.MaxAge = max(1, int(expires.Sub(i.now())/time.Second))
 	}
 	http.SetCookie(w, c)
+}
+
+// tooManySignIns answers a browser whose address started too many
+// sign-ins (sessions, pending requests) lately.
+func tooManySignIns(d time.Duration) *Error {
+	return rateLimited(ErrTemporarilyUnavailable, d, "too many sign-in requests from this address; retry later")
 }

@@ -56,8 +56,10 @@ const maxFormBytes = 64 << 10
 
 // tokenState holds the TOKENS half's fields.
 type tokenState struct {
-	keys    keyRing
-	limiter *limiter
+	keys       keyRing
+	limiter    *limiter
+	anonWrites *rateLimiter // unauthenticated store writes per address
+	parClients *rateLimiter // pushed requests per client
 
 	resMu            sync.RWMutex
 	runtimeResources map[string]Resource // by URL, from AddResource
@@ -69,7 +71,8 @@ type tokenState struct {
 	jwksMu     sync.Mutex
 	jwksCache  map[string]cachedJWKS
 
-	dummy dummyPassword // checked for unknown users
+	dummy  dummyPassword // checked for unknown users
+	hashes *hashGate     // bounds concurrent password and secret hashing
 }
 
 // grantHandler runs one grant type for an authenticated client.
@@ -79,6 +82,9 @@ type grantHandler func(ctx context.Context, f url.Values, c *Client) (*tokenResp
 // and persists) the signing key.
 func (i *Issuer) initTokens() error {
 	i.limiter = newLimiter(i.now)
+	i.hashes = newHashGate()
+	i.anonWrites = newRateLimiter(anonWriteBurst, time.Minute)
+	i.parClients = newRateLimiter(parClientBurst, time.Minute)
 	i.runtimeResources = make(map[string]Resource)
 	i.jwksCache = make(map[string]cachedJWKS)
 	i.grants = map[string]grantHandler{

@@ -1,0 +1,231 @@
+package issuer
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// loginAttempt is one prepared login POST from remote: a session and
+// its form, fetched beforehand so that attempts can run at once.
+type loginAttempt struct {
+	remote  string
+	form    form
+	cookies []*http.Cookie
+}
+
+func (e *browserEnv) prepareLogin(t *testing.T, remote string) loginAttempt {
+	t.Helper()
+	r := httptest.NewRequest(http.MethodGet, e.url(pathLogin, nil), nil)
+	r.RemoteAddr = remote
+	w := httptest.NewRecorder()
+	e.iss.ServeHTTP(w, r)
+	if w.Code != http.StatusOK {
+		t.Fatalf("login page from %s = %d, want 200", remote, w.Code)
+	}
+	return loginAttempt{remote: remote, form: findForm(t, w.Body.String(), "login"), cookies: w.Result().Cookies()}
+}
+
+// submit posts the prepared form with user and password.
+func (e *browserEnv) submit(a loginAttempt, user, password string) *httptest.ResponseRecorder {
+	v := url.Values{}
+	for k, vs := range a.form.hidden {
+		v[k] = vs
+	}
+	v.Set("username", user)
+	v.Set("password", password)
+	r := httptest.NewRequest(http.MethodPost, e.srv.URL+a.form.action, strings.NewReader(v.Encode()))
+	r.RemoteAddr = a.remote
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	r.Header.Set("Origin", e.srv.URL)
+	for _, ck := range a.cookies {
+		r.AddCookie(ck)
+	}
+	w := httptest.NewRecorder()
+	e.iss.ServeHTTP(w, r)
+	return w
+}
+
+// recordSleeps makes the limiter's waits return at once and records them.
+func recordSleeps(i *Issuer) func() []time.Duration {
+	var mu sync.Mutex
+	var slept []time.Duration
+	i.limiter.sleep = func(_ context.Context, d time.Duration) error {
+		mu.Lock()
+		defer mu.Unlock()
+		slept = append(slept, d)
+		return nil
+	}
+	return func() []time.Duration {
+		mu.Lock()
+		defer mu.Unlock()
+		return slept
+	}
+}
+
+// TestConcurrentWrongPasswordsHashBounded: wrong passwords sent all at
+// once for one account from one address run no more hashes than the
+// brute-force limit lets one by one; the rest get 429 with Retry-After.
+// The owner, elsewhere, then signs in at once.
+func TestConcurrentWrongPasswordsHashBounded(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	slept := recordSleeps(e.iss)
+	const attacker, owner, n = "203.0.113.9:4000", "198.51.100.7:4000", 50
+	attempts := make([]loginAttempt, n)
+	for k := range attempts {
+		attempts[k] = e.prepareLogin(t, attacker)
+	}
+	before := e.iss.hashes.runs.Load()
+	codes := make([]*httptest.ResponseRecorder, n)
+	var wg sync.WaitGroup
+	for k := range attempts {
+		wg.Go(func() { codes[k] = e.submit(attempts[k], bUser, "wrong") })
+	}
+	wg.Wait()
+	hashed := e.iss.hashes.runs.Load() - before
+	if max := int64(limitFreePair + 1); hashed < 1 || hashed > max {
+		t.Errorf("hashes for %d concurrent wrong passwords = %d, want 1..%d (the pair's free failures, then the one that blocks)", n, hashed, max)
+	}
+	refused := 0
+	for _, w := range codes {
+		switch w.Code {
+		case http.StatusUnauthorized:
+		case http.StatusTooManyRequests:
+			refused++
+			if w.Header().Get("Retry-After") == "" {
+				t.Errorf("429 without Retry-After")
+			}
+		default:
+			t.Errorf("concurrent wrong password = %d, want 401 or 429", w.Code)
+		}
+	}
+	if int64(refused) != n-hashed {
+		t.Errorf("refused %d of %d with %d hashed, want every attempt that did not hash refused", refused, n, hashed)
+	}
+	if w := e.submit(e.prepareLogin(t, owner), bUser, bPassword); w.Code != http.StatusSeeOther {
+		t.Fatalf("right password from another address after the flood = %d, want 303", w.Code)
+	}
+	if s := slept(); len(s) != 0 {
+		t.Errorf("the owner's login waited %v, want no wait", s)
+	}
+}
+
+// tokenFrom posts a client_credentials request with client_secret_post
+// from remote.
+func (e *tokEnv) tokenFrom(remote, clientID, secret string) *httptest.ResponseRecorder {
+	return e.postFrom(remote, pathToken, url.Values{"grant_type": {"client_credentials"}, "resource": {tResource},
+		"client_id": {clientID}, "client_secret": {secret}})
+}
+
+func errorCode(t *testing.T, w *httptest.ResponseRecorder) string {
+	t.Helper()
+	var body struct {
+		Error string `json:"error"`
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil {
+		t.Fatalf("error body %q: %v", w.Body.String(), err)
+	}
+	return body.Error
+}
+
+// TestConcurrentWrongSecretsHashBounded is the same for a bcrypt client
+// secret at the token endpoint.
+func TestConcurrentWrongSecretsHashBounded(t *testing.T) {
+	e := newTokEnv(t)
+	slept := recordSleeps(e.iss)
+	const attacker, owner, n = "203.0.113.9:4000", "198.51.100.7:4000", 50
+	before := e.iss.hashes.runs.Load()
+	answers := make([]*httptest.ResponseRecorder, n)
+	var wg sync.WaitGroup
+	for k := range answers {
+		wg.Go(func() { answers[k] = e.tokenFrom(attacker, tConf, "wrong") })
+	}
+	wg.Wait()
+	hashed := e.iss.hashes.runs.Load() - before
+	if max := int64(limitFreePair + 1); hashed < 1 || hashed > max {
+		t.Errorf("hashes for %d concurrent wrong secrets = %d, want 1..%d", n, hashed, max)
+	}
+	for _, w := range answers {
+		switch w.Code {
+		case http.StatusUnauthorized:
+		case http.StatusTooManyRequests:
+			if w.Header().Get("Retry-After") == "" || errorCode(t, w) != "invalid_client" {
+				t.Errorf("429 = %v %s, want invalid_client with Retry-After", w.Header(), w.Body)
+			}
+		default:
+			t.Errorf("concurrent wrong secret = %d %s, want 401 or 429", w.Code, w.Body)
+		}
+	}
+	if w := e.tokenFrom(owner, tConf, tSecret); w.Code != http.StatusOK {
+		t.Fatalf("right secret from another address after the flood = %d %s, want 200", w.Code, w.Body)
+	}
+	if s := slept(); len(s) != 0 {
+		t.Errorf("the owner's request waited %v, want no wait", s)
+	}
+}
+
+// fillHashGate takes every slot of the gate and makes waiting short; the
+// returned func gives the slots back.
+func fillHashGate(i *Issuer) func() {
+	i.hashes.wait = 10 * time.Millisecond
+	for range cap(i.hashes.slots) {
+		i.hashes.slots <- struct{}{}
+	}
+	return func() {
+		for range cap(i.hashes.slots) {
+			<-i.hashes.slots
+		}
+	}
+}
+
+// TestHashGateBusy: with no hashing capacity, logins and secret checks
+// are answered 503 with Retry-After at once, hash nothing, and count
+// nothing against the account or address: once capacity is back, the
+// right password works from the same address.
+func TestHashGateBusy(t *testing.T) {
+	t.Run("login", func(t *testing.T) {
+		e := newBrowserEnv(t, nil)
+		const from = "203.0.113.9:4000"
+		release := fillHashGate(e.iss)
+		for range 2 * limitFreeAddr {
+			w := e.submit(e.prepareLogin(t, from), bUser, "wrong")
+			if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" ||
+				!strings.Contains(w.Body.String(), "The server is busy.") {
+				t.Fatalf("login while busy = %d %v, want 503 with Retry-After and a message", w.Code, w.Header())
+			}
+		}
+		release()
+		if n := e.iss.hashes.runs.Load(); n != 0 {
+			t.Errorf("hashes while busy = %d, want 0", n)
+		}
+		if w := e.submit(e.prepareLogin(t, from), bUser, bPassword); w.Code != http.StatusSeeOther {
+			t.Fatalf("right password after busy answers = %d, want 303 (busy answers must not count as failures)", w.Code)
+		}
+	})
+	t.Run("token", func(t *testing.T) {
+		e := newTokEnv(t)
+		const from = "203.0.113.9:4000"
+		release := fillHashGate(e.iss)
+		for range 2 * limitFreeAddr {
+			w := e.tokenFrom(from, tConf, "wrong")
+			if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" ||
+				errorCode(t, w) != "temporarily_unavailable" {
+				t.Fatalf("token while busy = %d %v %s, want 503 temporarily_unavailable with Retry-After", w.Code, w.Header(), w.Body)
+			}
+		}
+		// sha256 secrets are cheap and need no slot.
+		if w := e.tokenFrom(from, tPost, tSecret2); w.Code != http.StatusOK {
+			t.Errorf("sha256 secret while busy = %d %s, want 200", w.Code, w.Body)
+		}
+		release()
+		if w := e.tokenFrom(from, tConf, tSecret); w.Code != http.StatusOK {
+			t.Fatalf("right secret after busy answers = %d %s, want 200", w.Code, w.Body)
+		}
+	})
+}

@@ -1,0 +1,99 @@
+package issuer
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+// getFrom serves a GET of path?q as if from remote, with no cookies.
+func (e *browserEnv) getFrom(remote, path string, q url.Values) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(http.MethodGet, e.url(path, q), nil)
+	r.RemoteAddr = remote
+	w := httptest.NewRecorder()
+	e.iss.ServeHTTP(w, r)
+	return w
+}
+
+// TestAnonymousWritesRateLimited: what a browser that has not signed in
+// makes the issuer store (a session, a pending authorization request) is
+// limited per address. Past the limit nothing is stored: /authorize
+// answers temporarily_unavailable (to an operator's client at its
+// redirect URI), the login page 429 with Retry-After.
+func TestAnonymousWritesRateLimited(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	const from, other = "203.0.113.9:4000", "198.51.100.7:4000"
+	// A cookieless /authorize stores a session and a pending request.
+	for k := range anonWriteBurst / 2 {
+		if w := e.getFrom(from, pathAuthorize, authParams(testChallenge)); w.Code != http.StatusSeeOther ||
+			!strings.HasPrefix(w.Header().Get("Location"), pathLogin) {
+			t.Fatalf("authorize %d = %d %q, want 303 to the login page", k, w.Code, w.Header().Get("Location"))
+		}
+	}
+	sessions, pending := e.count(bucketSessions), e.count(bucketPending)
+	if sessions != anonWriteBurst/2 || pending != anonWriteBurst/2 {
+		t.Fatalf("stored sessions, pending = %d, %d; want %d each", sessions, pending, anonWriteBurst/2)
+	}
+
+	w := e.getFrom(from, pathAuthorize, authParams(testChallenge))
+	loc, err := url.Parse(w.Header().Get("Location"))
+	if err != nil || w.Code != http.StatusSeeOther || !strings.HasPrefix(loc.String(), bRedirect) ||
+		loc.Query().Get("error") != "temporarily_unavailable" {
+		t.Errorf("authorize past the limit = %d %q, want 303 to the client with temporarily_unavailable", w.Code, loc)
+	}
+	w = e.getFrom(from, pathLogin, nil)
+	if w.Code != http.StatusTooManyRequests || w.Header().Get("Retry-After") == "" || len(w.Result().Cookies()) != 0 {
+		t.Errorf("login page past the limit = %d %v, want 429 with Retry-After and no session", w.Code, w.Header())
+	}
+	if s, p := e.count(bucketSessions), e.count(bucketPending); s != sessions || p != pending {
+		t.Errorf("stored sessions, pending past the limit = %d, %d; want %d, %d (nothing stored)", s, p, sessions, pending)
+	}
+
+	// Other addresses are not affected, and the bucket refills.
+	if w := e.getFrom(other, pathLogin, nil); w.Code != http.StatusOK {
+		t.Errorf("login page from another address = %d, want 200", w.Code)
+	}
+	e.clock.Advance(time.Minute)
+	if w := e.getFrom(from, pathAuthorize, authParams(testChallenge)); w.Code != http.StatusSeeOther ||
+		!strings.HasPrefix(w.Header().Get("Location"), pathLogin) {
+		t.Errorf("authorize after a minute = %d %q, want 303 to the login page", w.Code, w.Header().Get("Location"))
+	}
+}
+
+// TestCIMDFetchesRateLimited: any URL can be named as a client_id, and
+// each new one is fetched and cached, so fetches are limited per address;
+// past the limit the document is not fetched and nothing is cached.
+func TestCIMDFetchesRateLimited(t *testing.T) {
+	e, host := newCIMDEnv(t, true, nil)
+	const from = "203.0.113.9:4000"
+	authorize := func(n int) *httptest.ResponseRecorder {
+		p := authParams(testChallenge)
+		p.Set("client_id", host.doc(fmt.Sprintf("/c%d.json", n), "", validDoc))
+		p.Set("redirect_uri", "http://127.0.0.1:3000/callback")
+		p.Del("resource")
+		p.Del("scope")
+		// prompt=none ends at login_required: only the fetch writes.
+		p.Set("prompt", "none")
+		return e.getFrom(from, pathAuthorize, p)
+	}
+	for n := range anonWriteBurst {
+		if w := authorize(n); w.Code == http.StatusBadRequest && strings.Contains(w.Body.String(), "could not be identified") {
+			t.Fatalf("authorize with document %d = %d %s, want the document used", n, w.Code, w.Body)
+		}
+	}
+	cached := e.count(bucketCIMD)
+	if cached != anonWriteBurst {
+		t.Fatalf("cached documents = %d, want %d", cached, anonWriteBurst)
+	}
+	w := authorize(anonWriteBurst)
+	if w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "too many client metadata documents") {
+		t.Errorf("authorize with one document too many = %d %s, want an error page saying so", w.Code, w.Body)
+	}
+	if host.count(fmt.Sprintf("/c%d.json", anonWriteBurst)) != 0 || e.count(bucketCIMD) != cached {
+		t.Errorf("the refused document was fetched or cached")
+	}
+}
