@@ -80,22 +80,22 @@ func TestAuthorizeFlowOAuth2Client(t *testing.T) {
 func TestAuthorizeRememberedConsentSkipsPage(t *testing.T) {
 	e := newBrowserEnv(t, nil)
 	c := e.browser()
-	if _, err := e.robot(c, e.url(pathAuthorize, authParams(testChallenge)), bRedirect, bUser, bPassword, "approve"); err != nil {
+	if _, err := e.robot(c, e.url(pathAuthorize, webAuthParams(testChallenge)), bWebRedirect, bUser, bPassword, "approve"); err != nil {
 		t.Fatalf("first robot run: %v", err)
 	}
 	// Same browser (session), same or fewer scopes: straight to the client.
-	resp, err := c.Get(e.url(pathAuthorize, authParams(testChallenge)))
+	resp, err := c.Get(e.url(pathAuthorize, webAuthParams(testChallenge)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
 	loc, _ := url.Parse(resp.Header.Get("Location"))
-	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc.String(), bRedirect) || loc.Query().Get("code") == "" {
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc.String(), bWebRedirect) || loc.Query().Get("code") == "" {
 		t.Fatalf("second authorize = %d %s, want 303 to the redirect URI with a code", resp.StatusCode, loc)
 	}
 
 	// More scopes than remembered: the consent page again.
-	p := authParams(testChallenge)
+	p := webAuthParams(testChallenge)
 	p.Set("scope", "files:read files:write")
 	resp, err = c.Get(e.url(pathAuthorize, p))
 	if err != nil {
@@ -107,7 +107,7 @@ func TestAuthorizeRememberedConsentSkipsPage(t *testing.T) {
 	}
 
 	// prompt=consent forces the page even when remembered.
-	p = authParams(testChallenge)
+	p = webAuthParams(testChallenge)
 	p.Set("prompt", "consent")
 	resp, err = c.Get(e.url(pathAuthorize, p))
 	if err != nil {
@@ -281,10 +281,10 @@ func TestAuthorizeSingleRedirectURIMayBeOmitted(t *testing.T) {
 func TestAuthorizePromptLoginForcesLogin(t *testing.T) {
 	e := newBrowserEnv(t, nil)
 	c := e.browser()
-	if _, err := e.robot(c, e.url(pathAuthorize, authParams(testChallenge)), bRedirect, bUser, bPassword, "approve"); err != nil {
+	if _, err := e.robot(c, e.url(pathAuthorize, webAuthParams(testChallenge)), bWebRedirect, bUser, bPassword, "approve"); err != nil {
 		t.Fatal(err)
 	}
-	p := authParams(testChallenge)
+	p := webAuthParams(testChallenge)
 	p.Set("prompt", "login")
 	resp, err := c.Get(e.url(pathAuthorize, p))
 	if err != nil {
@@ -634,7 +634,7 @@ func TestAuthorizeSelfRegisteredErrorPage(t *testing.T) {
 func TestAuthorizeReauthenticationEnforced(t *testing.T) {
 	e := newBrowserEnv(t, nil)
 	c := e.browser()
-	if _, err := e.robot(c, e.url(pathAuthorize, authParams(testChallenge)), bRedirect, bUser, bPassword, "approve"); err != nil {
+	if _, err := e.robot(c, e.url(pathAuthorize, webAuthParams(testChallenge)), bWebRedirect, bUser, bPassword, "approve"); err != nil {
 		t.Fatal(err)
 	}
 	get := func(u string) (int, string) {
@@ -648,7 +648,7 @@ func TestAuthorizeReauthenticationEnforced(t *testing.T) {
 	}
 	authorize := func(extra ...string) string {
 		t.Helper()
-		p := authParams(testChallenge)
+		p := webAuthParams(testChallenge)
 		for n := 0; n < len(extra); n += 2 {
 			p.Set(extra[n], extra[n+1])
 		}
@@ -680,12 +680,12 @@ func TestAuthorizeReauthenticationEnforced(t *testing.T) {
 
 	login := authorize("prompt", "login")
 	skipToConsent(login)
-	if cb, err := e.robot(c, e.srv.URL+login, bRedirect, bUser, bPassword, "approve"); err != nil || cb.Query().Get("code") == "" {
+	if cb, err := e.robot(c, e.srv.URL+login, bWebRedirect, bUser, bPassword, "approve"); err != nil || cb.Query().Get("code") == "" {
 		t.Fatalf("after logging in again: %v, %v; want a code", cb, err)
 	}
 
 	e.clock.Advance(time.Hour)
-	if loc := authorize("max_age", "7200"); !strings.HasPrefix(loc, bRedirect) {
+	if loc := authorize("max_age", "7200"); !strings.HasPrefix(loc, bWebRedirect) {
 		t.Errorf("max_age 7200 after an hour: Location %q, want the client (login recent enough)", loc)
 	}
 	loc, _ := url.Parse(authorize("max_age", "60", "prompt", "none"))
