@@ -278,6 +278,7 @@ type ClientView struct {
 	ApplicationType string    `json:"application_type,omitempty"`
 	Resources       []string  `json:"resources,omitempty"`
 	Scopes          []string  `json:"scopes,omitempty"`
+	Introspect      bool      `json:"introspect,omitempty"`
 	Source          string    `json:"source,omitempty"`
 	CreatedAt       time.Time `json:"created_at,omitzero"`
 	// ClientSecret is set only in the answer that generated it.
@@ -289,7 +290,7 @@ func clientView(c issuer.Client) ClientView {
 		ID: c.ID, Name: c.Name, RedirectURIs: c.RedirectURIs, GrantTypes: c.GrantTypes,
 		AuthMethod: c.TokenEndpointAuthMethod, JWKSURI: c.JWKSURI, HasJWKS: len(c.JWKS) > 0,
 		ApplicationType: c.ApplicationType, Resources: c.Resources, Scopes: c.Scopes,
-		Source: c.Source, CreatedAt: c.CreatedAt,
+		Introspect: c.Introspect, Source: c.Source, CreatedAt: c.CreatedAt,
 	}
 }
 
@@ -307,6 +308,9 @@ type NewClient struct {
 	JWKS         json.RawMessage `json:"jwks,omitempty"`
 	Resources    []string        `json:"resources,omitempty"`
 	Scopes       []string        `json:"scopes,omitempty"`
+	// Introspect marks a resource server, which may introspect every
+	// token.
+	Introspect bool `json:"introspect,omitempty"`
 }
 
 func (a *AdminAPI) listClients(w http.ResponseWriter, r *http.Request, _ string) error {
@@ -353,7 +357,7 @@ func (a *AdminAPI) addClient(w http.ResponseWriter, r *http.Request, _ string) e
 	c := issuer.Client{
 		ID: nc.ID, Name: nc.Name, RedirectURIs: nc.RedirectURIs, GrantTypes: nc.GrantTypes,
 		TokenEndpointAuthMethod: nc.AuthMethod, JWKSURI: nc.JWKSURI, JWKS: nc.JWKS,
-		Resources: nc.Resources, Scopes: nc.Scopes,
+		Resources: nc.Resources, Scopes: nc.Scopes, Introspect: nc.Introspect,
 	}
 	// The issuer validates the rest (credentials fitting the method).
 	switch {

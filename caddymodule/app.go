@@ -117,6 +117,9 @@ type Client struct {
 	Resources []string `json:"resources,omitempty"`
 	// Scopes the client may hold; empty: all of the resource's.
 	Scopes []string `json:"scopes,omitempty"`
+	// Introspect marks a resource server: the client may introspect
+	// every token, not only its own. It needs client authentication.
+	Introspect bool `json:"introspect,omitempty"`
 }
 
 // Agent is an AI agent (MCP host) principal.
@@ -245,6 +248,7 @@ func (c Client) issuerClient(repl *caddy.Replacer) (issuer.Client, error) {
 		JWKSURI:                 c.JWKSURI,
 		Resources:               c.Resources,
 		Scopes:                  c.Scopes,
+		Introspect:              c.Introspect,
 		Source:                  "config",
 	}
 	var err error

@@ -62,6 +62,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			jwks <file>
 //			resources <resource-url...>
 //			scopes <scope...>
+//			introspect
 //		}
 //		agent <agent_id> {
 //			name <display name>
@@ -240,6 +241,8 @@ func parseClient(d *caddyfile.Dispenser) (Client, error) {
 			err = listArg(d, &c.Resources)
 		case "scopes":
 			err = listArg(d, &c.Scopes)
+		case "introspect":
+			err = flag(d, &c.Introspect)
 		default:
 			return c, d.Errf("unrecognized client subdirective %q", d.Val())
 		}

@@ -33,7 +33,7 @@ running Caddy instance, through its admin API (routes under /mcp-auth/).
   user list | show <name> | remove <name> | set-password <name>
   client add <id> [--public] [--redirect-uri <uri>]... [--grant-type <t>]...
                   [--auth-method <m>] [--jwks-uri <url>] [--jwks <file>]
-                  [--resource <url>]... [--scope <s>]... [--name <n>]
+                  [--resource <url>]... [--scope <s>]... [--name <n>] [--introspect]
   client list | show <id> | remove <id> | rotate-secret <id>
   agent add <id> [--name <n>] [--jwks-uri <url>] [--jwks <file>]
                  [--allowed-client <id>]... [--scope <s>]... [--max-depth <n>]
@@ -237,6 +237,7 @@ func (c *cli) clientAdd() *cobra.Command {
 	f.StringVar(&jwksFile, "jwks", "", "File holding the client's JWK Set (private_key_jwt)")
 	f.StringSliceVar(&nc.Resources, "resource", nil, "Resource the client may use (repeatable; default all)")
 	f.StringSliceVar(&nc.Scopes, "scope", nil, "Scope the client may hold (repeatable; default all)")
+	f.BoolVar(&nc.Introspect, "introspect", false, "Resource server: may introspect every token, not only its own")
 	return cmd
 }
 

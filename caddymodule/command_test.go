@@ -44,6 +44,7 @@ func TestCommand(t *testing.T) {
 		{"user show removed", "", []string{"user", "show", "bob"}, "", "HTTP 404"},
 		{"client add public", "", []string{"client", "add", "cli", "--public", "--redirect-uri", "http://127.0.0.1/cb", "--name", "CLI"}, `"token_endpoint_auth_method": "none"`, ""},
 		{"client add confidential", "", []string{"client", "add", "svc", "--grant-type", "client_credentials", "--scope", "read"}, `"client_secret": "`, ""},
+		{"client add resource server", "", []string{"client", "add", "rs", "--grant-type", "client_credentials", "--introspect"}, `"introspect": true`, ""},
 		{"client list", "", []string{"client", "list"}, "svc", ""},
 		{"client show", "", []string{"client", "show", "cli"}, `"client_name": "CLI"`, ""},
 		{"client rotate-secret", "", []string{"client", "rotate-secret", "svc"}, `"client_secret": "`, ""},

@@ -197,30 +197,24 @@ func (i *Issuer) authorizeClient(ctx context.Context, params url.Values) (*Clien
 	if len(uris) != 1 {
 		return nil, nil, false, "The request_uri parameter is repeated."
 	}
-	pr, err := i.consumePAR(ctx, uris[0])
+	pr, err := i.consumePAR(ctx, c, uris[0])
 	if err != nil {
 		if !errors.Is(err, store.ErrNotFound) {
 			i.log.Error("authorize: consume pushed request", zap.Error(err))
 		}
-		return nil, nil, false, "The pushed authorization request is unknown, expired or already used."
+		return nil, nil, false, "The pushed authorization request is unknown, expired, already used, or belongs to another application."
 	}
-	if pr.ClientID != c.ID {
-		return nil, nil, false, "The pushed authorization request belongs to another application."
-	}
-	if !i.now().Before(pr.ExpiresAt) {
-		return nil, nil, false, "The pushed authorization request is unknown, expired or already used."
-	}
-	// RFC 9126 section 4: only the pushed parameters count.
-	p := pr.Params
-	if ids := p["client_id"]; len(ids) > 0 && (len(ids) != 1 || ids[0] != c.ID) {
-		return nil, nil, false, "The pushed authorization request belongs to another application."
-	}
-	return c, p, true, ""
+	// RFC 9126 section 4: only the pushed parameters count; client_id and
+	// request_uri in the query only find them.
+	return c, pr.Params, true, ""
 }
 
-// consumePAR reads and deletes a pushed request in one transaction, so a
-// request_uri works exactly once.
-func (i *Issuer) consumePAR(ctx context.Context, requestURI string) (*parRequest, error) {
+// consumePAR redeems a pushed request for client c: read, checked and
+// deleted in one transaction, so a request_uri works exactly once. One
+// that is expired or was pushed by another client is left as it is
+// (store.ErrNotFound): presenting a leaked request_uri must not let
+// another client use up the request of the one that pushed it.
+func (i *Issuer) consumePAR(ctx context.Context, c *Client, requestURI string) (*parRequest, error) {
 	var pr parRequest
 	err := i.store.Update(ctx, func(tx store.Tx) error {
 		k := tokenKey(requestURI)
@@ -228,8 +222,12 @@ func (i *Issuer) consumePAR(ctx context.Context, requestURI string) (*parRequest
 		if err != nil {
 			return err
 		}
+		pr = parRequest{}
 		if err := json.Unmarshal(b, &pr); err != nil {
 			return fmt.Errorf("decode pushed request: %w", err)
+		}
+		if ids := pr.Params["client_id"]; pr.ClientID != c.ID || len(ids) != 1 || ids[0] != c.ID || !i.now().Before(pr.ExpiresAt) {
+			return store.ErrNotFound
 		}
 		return tx.Delete(bucketPAR, k)
 	})

@@ -80,22 +80,22 @@ func TestAuthorizeFlowOAuth2Client(t *testing.T) {
 func TestAuthorizeRememberedConsentSkipsPage(t *testing.T) {
 	e := newBrowserEnv(t, nil)
 	c := e.browser()
-	if _, err := e.robot(c, e.url(pathAuthorize, authParams(testChallenge)), bRedirect, bUser, bPassword, "approve"); err != nil {
+	if _, err := e.robot(c, e.url(pathAuthorize, webAuthParams(testChallenge)), bWebRedirect, bUser, bPassword, "approve"); err != nil {
 		t.Fatalf("first robot run: %v", err)
 	}
 	// Same browser (session), same or fewer scopes: straight to the client.
-	resp, err := c.Get(e.url(pathAuthorize, authParams(testChallenge)))
+	resp, err := c.Get(e.url(pathAuthorize, webAuthParams(testChallenge)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
 	loc, _ := url.Parse(resp.Header.Get("Location"))
-	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc.String(), bRedirect) || loc.Query().Get("code") == "" {
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc.String(), bWebRedirect) || loc.Query().Get("code") == "" {
 		t.Fatalf("second authorize = %d %s, want 303 to the redirect URI with a code", resp.StatusCode, loc)
 	}
 
 	// More scopes than remembered: the consent page again.
-	p := authParams(testChallenge)
+	p := webAuthParams(testChallenge)
 	p.Set("scope", "files:read files:write")
 	resp, err = c.Get(e.url(pathAuthorize, p))
 	if err != nil {
@@ -107,7 +107,7 @@ func TestAuthorizeRememberedConsentSkipsPage(t *testing.T) {
 	}
 
 	// prompt=consent forces the page even when remembered.
-	p = authParams(testChallenge)
+	p = webAuthParams(testChallenge)
 	p.Set("prompt", "consent")
 	resp, err = c.Get(e.url(pathAuthorize, p))
 	if err != nil {
@@ -281,10 +281,10 @@ func TestAuthorizeSingleRedirectURIMayBeOmitted(t *testing.T) {
 func TestAuthorizePromptLoginForcesLogin(t *testing.T) {
 	e := newBrowserEnv(t, nil)
 	c := e.browser()
-	if _, err := e.robot(c, e.url(pathAuthorize, authParams(testChallenge)), bRedirect, bUser, bPassword, "approve"); err != nil {
+	if _, err := e.robot(c, e.url(pathAuthorize, webAuthParams(testChallenge)), bWebRedirect, bUser, bPassword, "approve"); err != nil {
 		t.Fatal(err)
 	}
-	p := authParams(testChallenge)
+	p := webAuthParams(testChallenge)
 	p.Set("prompt", "login")
 	resp, err := c.Get(e.url(pathAuthorize, p))
 	if err != nil {
@@ -412,6 +412,160 @@ func TestAuthorizePAREndpoint(t *testing.T) {
 	}
 }
 
+// push sends an authorization request for the public client clientID to
+// the /par endpoint and returns its request_uri and PKCE verifier.
+func (e *browserEnv) push(t *testing.T, clientID, redirectURI string, extra url.Values) (requestURI, verifier string) {
+	t.Helper()
+	verifier = oauth2.GenerateVerifier()
+	p := authParams(oauth2.S256ChallengeFromVerifier(verifier))
+	p.Set("client_id", clientID)
+	p.Set("redirect_uri", redirectURI)
+	for k, v := range extra {
+		p[k] = v
+	}
+	resp, err := e.srv.Client().PostForm(e.url(pathPAR, nil), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := readBody(t, resp)
+	var out struct {
+		RequestURI string `json:"request_uri"`
+	}
+	if err := json.Unmarshal([]byte(body), &out); err != nil || resp.StatusCode != http.StatusCreated || out.RequestURI == "" {
+		t.Fatalf("PAR = %d %s, want 201 with a request_uri", resp.StatusCode, body)
+	}
+	return out.RequestURI, verifier
+}
+
+// TestAuthorizePARRedemption: a request_uri is redeemed only by the
+// client that pushed it, once, before it expires, and only its pushed
+// parameters count. Another client presenting it (one from the
+// configuration, the admin API, DCR, CIMD, or an unknown one) gets an error page and leaves
+// it usable by its own client.
+func TestAuthorizePARRedemption(t *testing.T) {
+	e, host := newCIMDEnv(t, true, nil)
+	resp, out := e.register(t, `{"client_name":"Other","redirect_uris":["`+bWebRedirect+`"],"token_endpoint_auth_method":"none"}`)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("register = %d %v", resp.StatusCode, out)
+	}
+	dcrID := out["client_id"].(string)
+	cimdID := host.doc("/other.json", "", func(id string) string {
+		return `{"client_id":"` + id + `","client_name":"Other","redirect_uris":["` + bWebRedirect + `"],"token_endpoint_auth_method":"none"}`
+	})
+	const adminID = "admin-app"
+	if err := e.iss.PutClient(t.Context(), Client{ID: adminID, RedirectURIs: []string{bWebRedirect}, TokenEndpointAuthMethod: "none"}); err != nil {
+		t.Fatal(err)
+	}
+	conf := &oauth2.Config{
+		ClientID:    bWebClientID,
+		Endpoint:    oauth2.Endpoint{AuthURL: e.url(pathAuthorize, nil), TokenURL: e.url(pathToken, nil), AuthStyle: oauth2.AuthStyleInParams},
+		RedirectURL: bWebRedirect,
+	}
+	ctx := context.WithValue(t.Context(), oauth2.HTTPClient, e.srv.Client())
+	// redeem runs the flow for the pushed request and checks that the
+	// token is the pushed request's, whatever else the query said.
+	redeem := func(t *testing.T, q url.Values, verifier string) {
+		t.Helper()
+		cb, err := e.robot(e.browser(), e.url(pathAuthorize, q), bWebRedirect, bUser, bPassword, "approve")
+		if err != nil {
+			t.Fatalf("robot: %v", err)
+		}
+		if cb.Query().Get("code") == "" || cb.Query().Get("state") != "st-123" || !strings.HasPrefix(cb.String(), bWebRedirect+"?") {
+			t.Fatalf("callback = %s, want a code and the pushed state at the pushed redirect URI", cb)
+		}
+		tok, err := conf.Exchange(ctx, cb.Query().Get("code"), oauth2.VerifierOption(verifier), oauth2.SetAuthURLParam("resource", bResource))
+		if err != nil {
+			t.Fatalf("Exchange() error = %v", err)
+		}
+		if tok.Extra("scope") != "files:read" {
+			t.Errorf("token scope = %v, want the pushed files:read", tok.Extra("scope"))
+		}
+	}
+	rejected := func(t *testing.T, q url.Values) {
+		t.Helper()
+		resp, err := e.browser().Get(e.url(pathAuthorize, q))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := readBody(t, resp)
+		if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Location") != "" || !strings.Contains(body, "<h1>") {
+			t.Fatalf("authorize = %d Location %q, want a 400 error page", resp.StatusCode, resp.Header.Get("Location"))
+		}
+	}
+
+	t.Run("wrong clients do not consume it", func(t *testing.T) {
+		uri, verifier := e.push(t, bWebClientID, bWebRedirect, nil)
+		for _, id := range []string{bClientID, adminID, dcrID, cimdID, "ghost"} {
+			rejected(t, url.Values{"client_id": {id}, "request_uri": {uri}})
+		}
+		if n := e.count(bucketPAR); n != 1 {
+			t.Fatalf("pushed requests after wrong clients = %d, want 1", n)
+		}
+		q := url.Values{"client_id": {bWebClientID}, "request_uri": {uri}}
+		redeem(t, q, verifier)
+		rejected(t, q) // used once
+		if n := e.count(bucketPAR); n != 0 {
+			t.Errorf("pushed requests after use = %d, want 0", n)
+		}
+	})
+
+	// Query parameters besides client_id and request_uri are ignored
+	// (RFC 9101 section 5, RFC 9126 section 4), each of them a change an
+	// attacker holding the URL would want.
+	for _, tt := range []struct{ name, key, value string }{
+		{"redirect_uri", "redirect_uri", "https://evil.example/cb"},
+		{"state", "state", "attacker"},
+		{"wider scope", "scope", "files:read files:write"},
+		{"other resource", "resource", bOther},
+		{"other code_challenge", "code_challenge", testChallenge},
+		{"plain PKCE", "code_challenge_method", "plain"},
+		{"prompt none", "prompt", "none"},
+		{"response_type token", "response_type", "token"},
+		{"request object", "request", "a.b.c"},
+	} {
+		t.Run("query "+tt.name+" ignored", func(t *testing.T) {
+			uri, verifier := e.push(t, bWebClientID, bWebRedirect, nil)
+			redeem(t, url.Values{"client_id": {bWebClientID}, "request_uri": {uri}, tt.key: {tt.value}}, verifier)
+		})
+	}
+
+	for _, tt := range []struct {
+		name   string
+		q      func(uri string) url.Values
+		before func(uri string)
+	}{
+		{"expired", func(uri string) url.Values { return url.Values{"client_id": {bWebClientID}, "request_uri": {uri}} },
+			func(string) { e.clock.Advance(61 * time.Second) }},
+		{"expired, still in the store", func(uri string) url.Values { return url.Values{"client_id": {bWebClientID}, "request_uri": {uri}} },
+			func(uri string) {
+				var pr parRequest
+				if err := e.get(bucketPAR, tokenKey(uri), &pr); err != nil {
+					t.Fatal(err)
+				}
+				pr.ExpiresAt = e.clock.Now().Add(-time.Second)
+				e.put(bucketPAR, tokenKey(uri), pr, e.clock.Now().Add(time.Hour))
+			}},
+		{"no client_id", func(uri string) url.Values { return url.Values{"request_uri": {uri}} }, nil},
+		{"repeated request_uri", func(uri string) url.Values {
+			return url.Values{"client_id": {bWebClientID}, "request_uri": {uri, uri}}
+		}, nil},
+		{"repeated client_id", func(uri string) url.Values {
+			return url.Values{"client_id": {bWebClientID, bWebClientID}, "request_uri": {uri}}
+		}, nil},
+		{"unknown request_uri", func(uri string) url.Values {
+			return url.Values{"client_id": {bWebClientID}, "request_uri": {uri + "x"}}
+		}, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			uri, _ := e.push(t, bWebClientID, bWebRedirect, nil)
+			if tt.before != nil {
+				tt.before(uri)
+			}
+			rejected(t, tt.q(uri))
+		})
+	}
+}
+
 // TestAuthorizeSelfRegisteredErrorPage: a self-registered client (DCR,
 // CIMD) can name any redirect URI, so errors raised before the user has
 // seen a page get an error page, never a redirect (no open redirector).
@@ -480,7 +634,7 @@ func TestAuthorizeSelfRegisteredErrorPage(t *testing.T) {
 func TestAuthorizeReauthenticationEnforced(t *testing.T) {
 	e := newBrowserEnv(t, nil)
 	c := e.browser()
-	if _, err := e.robot(c, e.url(pathAuthorize, authParams(testChallenge)), bRedirect, bUser, bPassword, "approve"); err != nil {
+	if _, err := e.robot(c, e.url(pathAuthorize, webAuthParams(testChallenge)), bWebRedirect, bUser, bPassword, "approve"); err != nil {
 		t.Fatal(err)
 	}
 	get := func(u string) (int, string) {
@@ -494,7 +648,7 @@ func TestAuthorizeReauthenticationEnforced(t *testing.T) {
 	}
 	authorize := func(extra ...string) string {
 		t.Helper()
-		p := authParams(testChallenge)
+		p := webAuthParams(testChallenge)
 		for n := 0; n < len(extra); n += 2 {
 			p.Set(extra[n], extra[n+1])
 		}
@@ -526,12 +680,12 @@ func TestAuthorizeReauthenticationEnforced(t *testing.T) {
 
 	login := authorize("prompt", "login")
 	skipToConsent(login)
-	if cb, err := e.robot(c, e.srv.URL+login, bRedirect, bUser, bPassword, "approve"); err != nil || cb.Query().Get("code") == "" {
+	if cb, err := e.robot(c, e.srv.URL+login, bWebRedirect, bUser, bPassword, "approve"); err != nil || cb.Query().Get("code") == "" {
 		t.Fatalf("after logging in again: %v, %v; want a code", cb, err)
 	}
 
 	e.clock.Advance(time.Hour)
-	if loc := authorize("max_age", "7200"); !strings.HasPrefix(loc, bRedirect) {
+	if loc := authorize("max_age", "7200"); !strings.HasPrefix(loc, bWebRedirect) {
 		t.Errorf("max_age 7200 after an hour: Location %q, want the client (login recent enough)", loc)
 	}
 	loc, _ := url.Parse(authorize("max_age", "60", "prompt", "none"))

@@ -122,6 +122,16 @@ func authParams(challenge string) url.Values {
 	}
 }
 
+// webAuthParams is authParams for the web client: a public client with a
+// loopback redirect URI sees the consent page every time, this one has
+// its consent remembered.
+func webAuthParams(challenge string) url.Values {
+	p := authParams(challenge)
+	p.Set("client_id", bWebClientID)
+	p.Set("redirect_uri", bWebRedirect)
+	return p
+}
+
 const testChallenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM" // RFC 7636 appendix B
 
 // form is a parsed HTML form.

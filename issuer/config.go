@@ -93,9 +93,13 @@ type Client struct {
 	Resources []string `json:"resources,omitempty"`
 	// Scopes the client may hold; empty means every scope of the resource
 	// (for a self-registered client, none in grants without a user).
-	Scopes    []string  `json:"scopes,omitempty"`
-	Source    string    `json:"source,omitempty"` // config, admin, dcr, cimd
-	CreatedAt time.Time `json:"created_at,omitempty"`
+	Scopes []string `json:"scopes,omitempty"`
+	// Introspect marks a resource server: it may introspect every token
+	// (RFC 7662), not only those issued to it. Ignored for DCR and CIMD
+	// clients; a public client cannot have it.
+	Introspect bool      `json:"introspect,omitempty"`
+	Source     string    `json:"source,omitempty"` // config, admin, dcr, cimd
+	CreatedAt  time.Time `json:"created_at,omitempty"`
 	// ExpiresAt is when a DCR client that obtains no more tokens is
 	// deleted; zero for the others.
 	ExpiresAt time.Time `json:"expires_at,omitzero"`

@@ -180,14 +180,16 @@ func localOnly(c *Client) bool {
 }
 
 // consentEveryTime reports whether remembered consent must not be used
-// for c redirecting to redirectURI: a public self-registered client whose
-// redirect URI is on the user's machine (loopback or a private-use
-// scheme) cannot prove who it is, since any local program can claim its
-// client_id and receive the code, so the user decides every time
-// (RFC 8252 section 8.6; MCP "Localhost Redirect URI Risks").
-// Operators' clients keep remembered consent.
+// for c redirecting to redirectURI: a public client whose redirect URI is
+// on the user's machine (loopback or a private-use scheme) cannot prove
+// who it is, since any local program can claim its client_id and receive
+// the code on any loopback port, so the user decides every time and
+// prompt=none cannot succeed (RFC 8252 section 8.6; MCP "Localhost
+// Redirect URI Risks"). That holds for an operator's client as much as
+// for a self-registered one: the operator vouches for the application,
+// not for whichever local program uses its client_id.
 func consentEveryTime(c *Client, redirectURI string) bool {
-	if !c.selfRegistered() || !c.Public() {
+	if !c.Public() {
 		return false
 	}
 	k, err := classifyRedirectURI(redirectURI)

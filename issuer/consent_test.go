@@ -186,12 +186,26 @@ func TestConsentUserWithoutScopes(t *testing.T) {
 	}
 }
 
-// TestConsentEveryTimeForLocalPublicClients: a self-registered public
-// client with a loopback or private-use redirect URI cannot prove its
-// identity, so the consent page comes every time and prompt=none fails;
-// operator clients and web redirect URIs keep remembered consent.
+// TestConsentEveryTimeForLocalPublicClients: a public client with a
+// loopback or private-use redirect URI cannot prove its identity (any
+// local program can use its client_id, on any loopback port), so the
+// consent page comes every time and prompt=none fails with
+// consent_required, whoever registered the client: the configuration,
+// the admin API, DCR or CIMD (RFC 8252 section 8.6). Web redirect URIs
+// and confidential clients keep remembered consent.
 func TestConsentEveryTimeForLocalPublicClients(t *testing.T) {
-	e := newBrowserEnv(t, nil)
+	e, host := newCIMDEnv(t, true, func(c *Config) {
+		c.Clients = append(c.Clients, Client{ID: "cfg-native", RedirectURIs: []string{"com.example.cfg:/cb"}, TokenEndpointAuthMethod: "none"})
+	})
+	for _, c := range []Client{
+		{ID: "admin-loopback", RedirectURIs: []string{"http://127.0.0.1/cb"}, TokenEndpointAuthMethod: "none"},
+		{ID: "admin-native", RedirectURIs: []string{"com.example.admin:/cb"}, TokenEndpointAuthMethod: "none"},
+		{ID: "admin-confidential", RedirectURIs: []string{"http://127.0.0.1/cb"}, SecretHash: hashClientSecret("s")},
+	} {
+		if err := e.iss.PutClient(t.Context(), c); err != nil {
+			t.Fatal(err)
+		}
+	}
 	register := func(body string) string {
 		t.Helper()
 		resp, out := e.register(t, body)
@@ -203,31 +217,46 @@ func TestConsentEveryTimeForLocalPublicClients(t *testing.T) {
 	loopback := register(`{"client_name":"CLI","redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"none"}`)
 	custom := register(`{"client_name":"App","redirect_uris":["com.example.app:/cb"],"token_endpoint_auth_method":"none"}`)
 	web := register(`{"client_name":"Web","redirect_uris":["https://app.example.com/dcr"],"token_endpoint_auth_method":"none"}`)
+	cimdLoopback := host.doc("/loopback.json", "", validDoc)
+	cimdWeb := host.doc("/web.json", "", func(id string) string {
+		return `{"client_id":"` + id + `","client_name":"Web Doc","redirect_uris":["https://app.example.com/cimd"],"token_endpoint_auth_method":"none"}`
+	})
 	tests := []struct {
-		name, client, redirect string
-		remembered             bool
+		name, client   string
+		first, second  string // redirect URIs of the first and the second authorization
+		remembered     bool
+		selfRegistered bool // errors are an error page rather than a redirect
 	}{
-		{"dcr loopback", loopback, "http://127.0.0.1:4567/cb", false},
-		{"dcr private-use scheme", custom, "com.example.app:/cb", false},
-		{"dcr web", web, "https://app.example.com/dcr", true},
-		{"configured loopback", bClientID, bRedirect, true},
+		{"config loopback", bClientID, bRedirect, "http://127.0.0.1:4567/callback", false, false},
+		{"config localhost", bClientID, "http://localhost:8080/cb", "http://localhost:8080/cb", false, false},
+		{"config private-use scheme", "cfg-native", "com.example.cfg:/cb", "com.example.cfg:/cb", false, false},
+		{"config web", bWebClientID, bWebRedirect, bWebRedirect, true, false},
+		{"admin loopback", "admin-loopback", "http://127.0.0.1/cb", "http://127.0.0.1:5678/cb", false, false},
+		{"admin private-use scheme", "admin-native", "com.example.admin:/cb", "com.example.admin:/cb", false, false},
+		{"admin confidential loopback", "admin-confidential", "http://127.0.0.1/cb", "http://127.0.0.1/cb", true, false},
+		{"dcr loopback", loopback, "http://127.0.0.1:4567/cb", "http://127.0.0.1:4568/cb", false, true},
+		{"dcr private-use scheme", custom, "com.example.app:/cb", "com.example.app:/cb", false, true},
+		{"dcr web", web, "https://app.example.com/dcr", "https://app.example.com/dcr", true, true},
+		{"cimd loopback", cimdLoopback, "http://127.0.0.1:3000/callback", "http://127.0.0.1:3001/callback", false, true},
+		{"cimd web", cimdWeb, "https://app.example.com/cimd", "https://app.example.com/cimd", true, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := e.browser()
 			p := authParams(testChallenge)
 			p.Set("client_id", tt.client)
-			p.Set("redirect_uri", tt.redirect)
-			if _, err := e.robot(c, e.url(pathAuthorize, p), tt.redirect, bUser, bPassword, "approve"); err != nil {
+			p.Set("redirect_uri", tt.first)
+			if _, err := e.robot(c, e.url(pathAuthorize, p), tt.first, bUser, bPassword, "approve"); err != nil {
 				t.Fatalf("first authorization: %v", err)
 			}
+			p.Set("redirect_uri", tt.second)
 			resp, err := c.Get(e.url(pathAuthorize, p))
 			if err != nil {
 				t.Fatal(err)
 			}
 			resp.Body.Close()
 			loc := resp.Header.Get("Location")
-			if got := strings.HasPrefix(loc, tt.redirect); got != tt.remembered {
+			if got := strings.HasPrefix(loc, tt.second); got != tt.remembered {
 				t.Fatalf("second authorization: Location %q, want remembered consent = %v", loc, tt.remembered)
 			}
 			if !tt.remembered && !strings.HasPrefix(loc, pathConsent+"?req=") {
@@ -239,12 +268,21 @@ func TestConsentEveryTimeForLocalPublicClients(t *testing.T) {
 				t.Fatal(err)
 			}
 			body := readBody(t, resp)
-			if tt.remembered {
-				if !strings.Contains(resp.Header.Get("Location"), "code=") {
-					t.Errorf("prompt=none: Location %q, want a code", resp.Header.Get("Location"))
+			loc = resp.Header.Get("Location")
+			switch {
+			case tt.remembered:
+				if !strings.Contains(loc, "code=") {
+					t.Errorf("prompt=none: Location %q, want a code", loc)
 				}
-			} else if resp.Header.Get("Location") != "" || !strings.Contains(body, "consent_required") {
-				t.Errorf("prompt=none: %d Location %q, want an error page saying consent_required", resp.StatusCode, resp.Header.Get("Location"))
+			case tt.selfRegistered:
+				if loc != "" || !strings.Contains(body, "consent_required") {
+					t.Errorf("prompt=none: %d Location %q, want an error page saying consent_required", resp.StatusCode, loc)
+				}
+			default:
+				u, _ := url.Parse(loc)
+				if !strings.HasPrefix(loc, tt.second) || u.Query().Get("error") != "consent_required" || u.Query().Has("code") {
+					t.Errorf("prompt=none: Location %q, want consent_required at the redirect URI", loc)
+				}
 			}
 		})
 	}

@@ -158,6 +158,9 @@ func validateClientAuth(c *Client) error {
 		if c.SecretHash != "" || len(c.JWKS) > 0 || c.JWKSURI != "" {
 			return errors.New("a public client has no secret or keys")
 		}
+		if c.Introspect {
+			return errors.New("a public client cannot introspect (introspection needs client authentication)")
+		}
 	case authClientSecretBasic, authClientSecretPost:
 		if !validSecretHash(c.SecretHash) {
 			return errors.New(`secret hash must be bcrypt or "sha256:<hex>"`)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
@@ -27,12 +28,10 @@ type introspection struct {
 }
 
 // handleIntrospect is RFC 7662 token introspection. Only authenticated
-// (confidential) clients may call it. An operator's client (a resource
-// server) may introspect any access token: it learns little it could not
-// read from the JWT, but whether the token is revoked. A self-registered
-// client (DCR, CIMD), which anyone can create, only its own tokens. A
-// refresh token only by the client it was issued to. Revoked, expired,
-// unknown and foreign tokens are {"active":false}.
+// (confidential) clients may call it, and a token is active only to a
+// caller entitled to see it (mayIntrospect); revoked, expired, unknown
+// and foreign tokens alike are {"active":false} (RFC 7662 section 2.2),
+// so a caller learns nothing of tokens that are not its business.
 func (i *Issuer) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 	c, ok := i.authenticatedPost(w, r)
 	if !ok {
@@ -50,7 +49,7 @@ func (i *Issuer) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	resp := &introspection{}
 	if strings.Count(tok, ".") == 2 {
-		if cl, err := i.verifyAccessToken(ctx, tok); err == nil && (!c.selfRegistered() || cl.ClientID == c.ID) {
+		if cl, err := i.verifyAccessToken(ctx, tok); err == nil {
 			resp = &introspection{
 				Active: true, Scope: cl.Scope, ClientID: cl.ClientID, TokenType: "Bearer",
 				Exp: cl.ExpiresAt.Unix(), Iat: cl.IssuedAt.Unix(), Sub: cl.Subject, Aud: cl.Audience,
@@ -59,15 +58,42 @@ func (i *Issuer) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 		}
 	} else {
 		var err error
-		if resp, err = i.introspectRefresh(ctx, c, tok); err != nil {
+		if resp, err = i.introspectRefresh(ctx, tok); err != nil {
 			i.writeErr(w, err)
 			return
 		}
 	}
+	if resp.Active && !c.mayIntrospect(resp) {
+		resp = &introspection{}
+	}
 	writeNoStoreJSON(w, http.StatusOK, resp)
 }
 
-func (i *Issuer) introspectRefresh(ctx context.Context, c *Client, tok string) (*introspection, error) {
+// mayIntrospect reports whether c may see that token t is active: the
+// client it was issued to; an agent acting in it (anywhere in its act
+// chain) or, acting alone, its subject; or a client the operator marked
+// as a resource server (Introspect), which learns little it could not
+// read from a JWT but whether the token is revoked. A self-registered
+// client (DCR, CIMD), which anyone can create, is never a resource
+// server. Agents and clients share one id namespace, so an id names one
+// party.
+func (c *Client) mayIntrospect(t *introspection) bool {
+	switch {
+	case c.Introspect && !c.selfRegistered():
+		return true
+	case t.ClientID == c.ID:
+		return true
+	case c.agent == nil:
+		return false
+	case t.PrincipalType == principalAgent && t.Sub == c.ID:
+		return true
+	}
+	return slices.Contains(t.Act.chain(), c.ID)
+}
+
+// introspectRefresh describes a live refresh token; mayIntrospect decides
+// who may see it, as for access tokens.
+func (i *Issuer) introspectRefresh(ctx context.Context, tok string) (*introspection, error) {
 	var rec refreshToken
 	var g grant
 	err := i.store.View(ctx, func(tx store.Tx) error {
@@ -83,11 +109,11 @@ func (i *Issuer) introspectRefresh(ctx context.Context, c *Client, tok string) (
 		return nil, err
 	}
 	now := i.now()
-	if rec.ClientID != c.ID || rec.Rotated || g.Revoked || !now.Before(rec.ExpiresAt) || !now.Before(g.ExpiresAt) {
+	if rec.Rotated || g.Revoked || !now.Before(rec.ExpiresAt) || !now.Before(g.ExpiresAt) {
 		return &introspection{}, nil
 	}
 	return &introspection{
-		Active: true, Scope: strings.Join(g.Scopes, " "), ClientID: g.ClientID,
+		Active: true, Scope: strings.Join(g.Scopes, " "), ClientID: rec.ClientID,
 		Exp: rec.ExpiresAt.Unix(), Iat: g.CreatedAt.Unix(), Sub: g.Subject, Aud: g.Resource, Iss: i.URL(),
 		Act: actorOf(g.Actor), PrincipalType: principalUser,
 	}, nil

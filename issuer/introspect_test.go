@@ -1,8 +1,12 @@
 package issuer
 
 import (
+	"errors"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -33,7 +37,7 @@ func TestIntrospection(t *testing.T) {
 	if r.body["active"] != true || r.str("sub") != tUser || r.str("client_id") != tConf {
 		t.Errorf("introspect own refresh token = %s, want active", r.raw)
 	}
-	if o := e.post(t, pathIntrospect, url.Values{"token": {tok.RefreshToken}}, tOnlyCC+":"+tSecret); o.raw != "{\"active\":false}\n" {
+	if o := e.post(t, pathIntrospect, url.Values{"token": {tok.RefreshToken}, "client_id": {tPost}, "client_secret": {tSecret2}}, ""); o.raw != "{\"active\":false}\n" {
 		t.Errorf("introspect another client's refresh token = %q, want only active false", o.raw)
 	}
 
@@ -78,40 +82,108 @@ func TestIntrospection(t *testing.T) {
 	}
 }
 
-// TestIntrospectionBySelfRegisteredClient: anyone can register a client,
-// so a DCR client may introspect only its own tokens; an operator's
-// client may introspect any.
-func TestIntrospectionBySelfRegisteredClient(t *testing.T) {
+// TestIntrospectionEntitlement: a token is active only to its own client,
+// an agent acting in it (or, alone, its subject) and a resource server
+// the operator marked (Introspect); every other caller gets exactly
+// {"active":false}, access and refresh tokens alike. A self-registered
+// client is never a resource server, whatever its record says.
+func TestIntrospectionEntitlement(t *testing.T) {
 	e := newTokEnv(t)
-	const dcrSecret = "dcr-secret"
-	e.putClientRecord(t, bucketClients, "dcr", Client{ID: "dcr", SecretHash: hashClientSecret(dcrSecret),
-		TokenEndpointAuthMethod: authClientSecretBasic, RedirectURIs: []string{tRedirect}, Source: sourceDCR})
-	token := func(client, secret string) string {
-		t.Helper()
-		code, verifier := e.issueCode(t, codeSpec{client: client})
-		tok, err := e.exchange(t, client, secret, code, verifier)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tok.AccessToken
+	const dcrSecret, forgedSecret = "dcr-secret", "forged-secret"
+	for id, secret := range map[string]string{"dcr": dcrSecret, "forged": forgedSecret} {
+		e.putClientRecord(t, bucketClients, id, Client{ID: id, SecretHash: hashClientSecret(secret), Introspect: id == "forged",
+			TokenEndpointAuthMethod: authClientSecretBasic, RedirectURIs: []string{tRedirect}, Source: sourceDCR})
 	}
-	others, own := token(tConf, tSecret), token("dcr", dcrSecret)
+	confTok := e.userToken(t, tConf, "read", "offline_access")             // alice through tConf
+	agent1 := e.agentToken(t, tAgent1, tAgentSecret)                       // agent-1 alone
+	delegated := e.delegated(t, tAgent1, agent1, "read", "offline_access") // alice through tPublic, agent-1 acting
+	chained := e.tokenExchange(t, tAgent2+":"+tAgentSecret, exchangeForm(delegated.AccessToken, e.agentToken(t, tAgent2, tAgentSecret)))
+	if chained.status != http.StatusOK {
+		t.Fatalf("token exchange = %d %s", chained.status, chained.raw)
+	}
+	ccTok := e.clientToken(t) // tConf alone
+	code, verifier := e.issueCode(t, codeSpec{client: "dcr"})
+	dcrTok, err := e.exchange(t, "dcr", dcrSecret, code, verifier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens := map[string]string{
+		"conf access":                  confTok.AccessToken,
+		"conf refresh":                 confTok.RefreshToken,
+		"conf client credentials":      ccTok,
+		"agent-1 alone":                agent1,
+		"delegated access":             delegated.AccessToken,
+		"delegated refresh":            delegated.RefreshToken,
+		"chained agent-2 over agent-1": chained.str("access_token"),
+		"dcr access":                   dcrTok.AccessToken,
+	}
 	for _, tt := range []struct {
-		name, basic, token string
-		active             bool
+		caller, basic string
+		form          url.Values
+		active        []string // the tokens this caller sees active; all others must be inactive
 	}{
-		{"dcr, another client's token", "dcr:" + dcrSecret, others, false},
-		{"dcr, its own token", "dcr:" + dcrSecret, own, true},
-		{"operator client, another client's token", tOnlyCC + ":" + tSecret, own, true},
+		{caller: "own client (basic)", basic: tConf + ":" + tSecret, active: []string{"conf access", "conf refresh", "conf client credentials"}},
+		{caller: "other client (post)", form: url.Values{"client_id": {tPost}, "client_secret": {tSecret2}}},
+		{caller: "resource server", basic: tOnlyCC + ":" + tSecret, active: slices.Collect(maps.Keys(tokens))},
+		{caller: "agent in the act chain, alone too", basic: tAgent1 + ":" + tAgentSecret,
+			active: []string{"agent-1 alone", "delegated access", "delegated refresh", "chained agent-2 over agent-1"}},
+		{caller: "agent outermost in a chain", basic: tAgent2 + ":" + tAgentSecret, active: []string{"chained agent-2 over agent-1"}},
+		{caller: "unrelated agent", basic: tAgentNarrow + ":" + tAgentSecret},
+		{caller: "dcr client", basic: "dcr:" + dcrSecret, active: []string{"dcr access"}},
+		{caller: "dcr client whose record says introspect", basic: "forged:" + forgedSecret},
 	} {
-		t.Run(tt.name, func(t *testing.T) {
-			a := e.post(t, pathIntrospect, url.Values{"token": {tt.token}}, tt.basic)
-			if a.status != http.StatusOK || a.body["active"] != tt.active {
-				t.Errorf("introspect = %d %s, want active %v", a.status, a.raw, tt.active)
-			}
-			if !tt.active && a.raw != "{\"active\":false}\n" {
-				t.Errorf("introspect = %q, want only active false", a.raw)
+		for name, tok := range tokens {
+			t.Run(tt.caller+", "+name, func(t *testing.T) {
+				f := url.Values{"token": {tok}}
+				for k, v := range tt.form {
+					f[k] = v
+				}
+				a := e.post(t, pathIntrospect, f, tt.basic)
+				want := slices.Contains(tt.active, name)
+				if a.status != http.StatusOK || a.body["active"] != want {
+					t.Fatalf("introspect = %d %s, want active %v", a.status, a.raw, want)
+				}
+				if !want && a.raw != "{\"active\":false}\n" {
+					t.Errorf("introspect = %q, want only active false", a.raw)
+				}
+			})
+		}
+	}
+	for _, tt := range []struct{ caller, basic string }{
+		{"own client, wrong secret", tConf + ":x"},
+		{"resource server, wrong secret", tOnlyCC + ":x"},
+		{"agent, wrong secret", tAgent1 + ":x"},
+		{"disabled agent", tAgentOff + ":" + tAgentSecret},
+		{"unknown client", "ghost:" + tSecret},
+	} {
+		t.Run(tt.caller, func(t *testing.T) {
+			a := e.post(t, pathIntrospect, url.Values{"token": {confTok.AccessToken}}, tt.basic)
+			if a.status != http.StatusUnauthorized || a.str("error") != "invalid_client" {
+				t.Errorf("introspect = %d %s, want 401 invalid_client", a.status, a.raw)
 			}
 		})
+	}
+}
+
+// TestIntrospectOption: only an operator's confidential client can be a
+// resource server.
+func TestIntrospectOption(t *testing.T) {
+	e := newTokEnv(t)
+	cfg := e.config()
+	cfg.Clients = append(cfg.Clients, Client{ID: "rs-public", TokenEndpointAuthMethod: authNone, Introspect: true})
+	if _, err := New(cfg, e.store); err == nil || !strings.Contains(err.Error(), "introspect") {
+		t.Errorf("New() with a public introspect client: error = %v, want one about introspection", err)
+	}
+	err := e.iss.PutClient(t.Context(), Client{ID: "rs-public", TokenEndpointAuthMethod: authNone, Introspect: true})
+	if !errors.Is(err, ErrInvalidEntry) {
+		t.Errorf("PutClient(public, introspect) error = %v, want ErrInvalidEntry", err)
+	}
+	const secret = "rs-secret"
+	if err := e.iss.PutClient(t.Context(), Client{ID: "rs-admin", SecretHash: hashClientSecret(secret), Introspect: true}); err != nil {
+		t.Fatal(err)
+	}
+	tok := e.userToken(t, tConf, "read")
+	if a := e.post(t, pathIntrospect, url.Values{"token": {tok.AccessToken}}, "rs-admin:"+secret); a.body["active"] != true {
+		t.Errorf("introspect as an admin-API resource server = %s, want active", a.raw)
 	}
 }

@@ -225,7 +225,7 @@ func TestManageUserEndsSessionsAndConsents(t *testing.T) {
 	c := e.browser()
 	login := func(password string) {
 		t.Helper()
-		if _, err := e.robot(c, e.url(pathAuthorize, authParams(testChallenge)), bRedirect, "dave", password, "approve"); err != nil {
+		if _, err := e.robot(c, e.url(pathAuthorize, webAuthParams(testChallenge)), bWebRedirect, "dave", password, "approve"); err != nil {
 			t.Fatalf("robot: %v", err)
 		}
 	}
@@ -233,7 +233,7 @@ func TestManageUserEndsSessionsAndConsents(t *testing.T) {
 	// (rather than answering the client at once: remembered consent).
 	sentToLogin := func() bool {
 		t.Helper()
-		resp, err := c.Get(e.url(pathAuthorize, authParams(testChallenge)))
+		resp, err := c.Get(e.url(pathAuthorize, webAuthParams(testChallenge)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -245,7 +245,7 @@ func TestManageUserEndsSessionsAndConsents(t *testing.T) {
 		t.Fatal("/authorize after login asks to log in again, want the session kept")
 	}
 	other := e.browser() // alice's session must survive dave's changes
-	if _, err := e.robot(other, e.url(pathAuthorize, authParams(testChallenge)), bRedirect, bUser, bPassword, "approve"); err != nil {
+	if _, err := e.robot(other, e.url(pathAuthorize, webAuthParams(testChallenge)), bWebRedirect, bUser, bPassword, "approve"); err != nil {
 		t.Fatal(err)
 	}
 
@@ -274,12 +274,12 @@ func TestManageUserEndsSessionsAndConsents(t *testing.T) {
 	if n := len(e.keys(bucketConsents)); n != 1 {
 		t.Errorf("consents = %d, want 1 (alice's)", n)
 	}
-	resp, err := other.Get(e.url(pathAuthorize, authParams(testChallenge)))
+	resp, err := other.Get(e.url(pathAuthorize, webAuthParams(testChallenge)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if !strings.HasPrefix(resp.Header.Get("Location"), bRedirect) {
+	if !strings.HasPrefix(resp.Header.Get("Location"), bWebRedirect) {
 		t.Errorf("alice's /authorize = %q, want her session and consent kept", resp.Header.Get("Location"))
 	}
 }

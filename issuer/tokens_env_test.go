@@ -40,7 +40,7 @@ const (
 	tPost    = "post"   // client_secret_post, sha256 secret hash
 	tJWT     = "jwtc"   // private_key_jwt, inline JWKS
 	tNarrow  = "narrow" // public, limited to tResource and "read"
-	tOnlyCC  = "svc"    // confidential, client_credentials only
+	tOnlyCC  = "svc"    // confidential, client_credentials only; a resource server (Introspect)
 	tSecret  = "s3cr=t p&ss+%/é"
 	tSecret2 = "post-secret"
 
@@ -158,7 +158,7 @@ func (e *tokEnv) config() Config {
 			{ID: tJWT, JWKS: jwks, RedirectURIs: []string{tRedirect},
 				GrantTypes: []string{"authorization_code", "refresh_token", "client_credentials"}},
 			{ID: tNarrow, RedirectURIs: []string{tRedirect}, Resources: []string{tResource}, Scopes: []string{"read"}},
-			{ID: tOnlyCC, SecretHash: secretHash(), GrantTypes: []string{"client_credentials"}, Scopes: []string{"read"}},
+			{ID: tOnlyCC, SecretHash: secretHash(), GrantTypes: []string{"client_credentials"}, Scopes: []string{"read"}, Introspect: true},
 		},
 		Agents: []Agent{
 			{ID: tAgent1, Name: "Agent One", SecretHash: hashClientSecret(tAgentSecret), Scopes: []string{"read", "write"}, MaxDepth: 2},
@@ -354,10 +354,11 @@ func claimsOf(t *testing.T, raw string) (map[string]any, map[string]any) {
 	return h, c
 }
 
-// introspect asks whether a token is active, as tConf.
+// introspect asks whether a token is active, as the resource server
+// tOnlyCC, which may see every token.
 func (e *tokEnv) introspect(t *testing.T, tok string) answer {
 	t.Helper()
-	return e.post(t, pathIntrospect, url.Values{"token": {tok}}, tConf+":"+tSecret)
+	return e.post(t, pathIntrospect, url.Values{"token": {tok}}, tOnlyCC+":"+tSecret)
 }
 
 func (e *tokEnv) active(t *testing.T, tok string) bool {

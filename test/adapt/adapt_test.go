@@ -125,6 +125,7 @@ func TestAdaptErrors(t *testing.T) {
 		{"client unknown subdirective", global("client c {\n\t\t\tlogo x\n\t\t}"), `unrecognized client subdirective "logo"`},
 		{"client secret missing", global("client c {\n\t\t\tsecret\n\t\t}"), "secret: missing argument"},
 		{"client public argument", global("client c {\n\t\t\tpublic yes\n\t\t}"), "public: takes no arguments"},
+		{"client introspect argument", global("client c {\n\t\t\tintrospect yes\n\t\t}"), "introspect: takes no arguments"},
 		{"agent unknown subdirective", global("agent a {\n\t\t\towner x\n\t\t}"), `unrecognized agent subdirective "owner"`},
 		{"agent bad max_depth", global("agent a {\n\t\t\tmax_depth deep\n\t\t}"), `max_depth "deep"`},
 		{"resource missing url", global("resource"), "resource: missing argument"},

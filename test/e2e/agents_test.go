@@ -40,7 +40,7 @@ const (
 	hostName     = "Agent Host App"
 	otherHostID  = "other-host" // a client agent-a may not act for
 	webHostID    = "web-host"   // a client whose consent is remembered (not loopback)
-	svcID        = "svc"        // a confidential client (client credentials)
+	svcID        = "svc"        // a confidential client (client credentials), a resource server (introspect)
 	svcSecret    = "svc-secret-3f9c1e0a7b5d4c2e8f6a9b0c1d2e3f4a"
 	agentA       = "agent-a" // may head chains of 1, not for otherHostID
 	agentAName   = "Planner Agent"
@@ -209,6 +209,7 @@ var agentsCaddyfile = template.Must(template.New("Caddyfile").Parse(`{
 			name "Backend Service"
 			secret {{.SvcHash}}
 			grant_types client_credentials
+			introspect
 		}
 		agent {{.AgentA}} {
 			name "{{.AgentAName}}"
@@ -397,7 +398,7 @@ func (e *agentEnv) revoke(ctx context.Context, t *testing.T, id, secret, token s
 	}
 }
 
-// introspect introspects token as the confidential client svc.
+// introspect introspects token as svc, which may see every token.
 func (e *agentEnv) introspect(ctx context.Context, t *testing.T, token string, out any) int {
 	t.Helper()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.md.IntrospectionEndpoint,
