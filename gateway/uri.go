@@ -331,9 +331,10 @@ func checkSegments(s string) error {
 // compilePrefix checks a resource rule prefix and returns it in canonical
 // form (scheme and host lower case) with the length of its case-insensitive
 // head (scheme and authority). A prefix is a URI checkURI accepts, cut
-// anywhere after its authority, or just "scheme:" or "scheme://"; the cut
-// may not fall inside the authority ("https://a" would match
-// "https://a.evil.example/").
+// anywhere after its authority, or just "scheme:" or "scheme://". A prefix
+// that ends with its authority ("notes://all") names that whole authority:
+// it matches the URI itself and URIs that go on with "/", "?" or "#", never
+// "notes://allsecret" (see hasURIPrefix).
 func compilePrefix(p string) (string, int, error) {
 	if p == "" {
 		return "", 0, errors.New("empty URI prefix")
@@ -354,16 +355,18 @@ func compilePrefix(p string) (string, int, error) {
 		if _, special := specialPorts[strings.ToLower(scheme)]; special {
 			return "", 0, errors.New(scheme + " prefix without \"//\" and authority")
 		}
-	case ae == len(p):
-		return "", 0, errors.New("prefix ends inside the authority: end it with \"/\"")
 	default:
 		head = ae
 	}
 	// The prefix must be a URI's beginning: checked as a URI, with an "x"
 	// after a trailing "." ("file:///a/." is the start of "file:///a/.x").
+	// A whole-authority prefix is checked with the "/" a special scheme's
+	// URI needs after it.
 	probe := p
 	if strings.HasSuffix(p, ".") {
 		probe += "x"
+	} else if head == len(p) {
+		probe += "/"
 	}
 	if err := checkURIText(probe); err != nil {
 		return "", 0, err
@@ -373,9 +376,16 @@ func compilePrefix(p string) (string, int, error) {
 
 // hasURIPrefix matches a checked URI against a compiled prefix: scheme
 // and authority case-insensitively, the rest exactly. The URI's authority
-// ends where the prefix's does, since the prefix's is followed by a
-// character an authority cannot contain.
+// ends where the prefix's does: a prefix that goes past its authority
+// has there a character an authority cannot contain, and one that ends
+// with its authority (not with ":" or "//") needs the URI's to end there.
 func hasURIPrefix(uri string, r *compiledRule) bool {
 	p := r.Pattern
-	return len(uri) >= len(p) && strings.EqualFold(uri[:r.foldLen], p[:r.foldLen]) && uri[r.foldLen:len(p)] == p[r.foldLen:]
+	if len(uri) < len(p) || !strings.EqualFold(uri[:r.foldLen], p[:r.foldLen]) || uri[r.foldLen:len(p)] != p[r.foldLen:] {
+		return false
+	}
+	if r.foldLen == len(p) && len(uri) > len(p) && p[len(p)-1] != ':' && p[len(p)-1] != '/' {
+		return strings.IndexByte("/?#", uri[len(p)]) >= 0
+	}
+	return true
 }

@@ -204,6 +204,9 @@ func TestCompilePrefix(t *testing.T) {
 		{"file:///a/.", "file:///a/."},
 		{"file:///a%20", "file:///a%20"},
 		{"urn:isbn:", "urn:isbn:"},
+		{"Notes://All", "notes://all"},
+		{"https://Internal.Example", "https://internal.example"},
+		{"https://internal.example:8443", "https://internal.example:8443"},
 	}
 	for _, tt := range good {
 		got, _, err := compilePrefix(tt.in)
@@ -214,7 +217,7 @@ func TestCompilePrefix(t *testing.T) {
 	for _, in := range []string{
 		"", "/secret/", "secret", "file:///a/../", "file:///a/./", "file:///a\t/", "file:///a b/",
 		"file:///a%2e/", "file:///a%c3%a9/", "file:///\u00e9/", `file:///a\`, "file:////", "file:/a/",
-		"https://internal.example", "demo://x", "https://a@b/", "https://internal.example:443/",
+		"https://a@b/", "https://internal.example:443/",
 		"https://0x7f.1/", "file://localhost/", "https:internal.example/", "file:///%EF%BC%8E/",
 	} {
 		if got, _, err := compilePrefix(in); err == nil {
@@ -332,4 +335,34 @@ func FuzzResourceURI(f *testing.F) {
 			t.Fatalf("%q matched prefix %q but normalizes to %q", uri, p, norm)
 		}
 	})
+}
+
+// A prefix that ends with its authority matches that authority only.
+func TestWholeAuthorityPrefix(t *testing.T) {
+	for _, tt := range []struct {
+		prefix, uri string
+		want        bool
+	}{
+		{"notes://all", "notes://all", true},
+		{"notes://all", "NOTES://ALL", true},
+		{"notes://all", "notes://all/x", true},
+		{"notes://all", "notes://all?x", true},
+		{"notes://all", "notes://all#x", true},
+		{"notes://all", "notes://allsecret", false},
+		{"notes://all", "notes://all.evil.example/", false},
+		{"notes://all", "notes://all:80/", false},
+		{"https://internal.example", "https://internal.example/a", true},
+		{"https://internal.example", "https://internal.example.evil/a", false},
+		{"notes://", "notes://anything", true},
+		{"notes:", "notes:x", true},
+	} {
+		p, foldLen, err := compilePrefix(tt.prefix)
+		if err != nil {
+			t.Fatalf("compilePrefix(%q): %v", tt.prefix, err)
+		}
+		r := compiledRule{Rule: Rule{Pattern: p}, foldLen: foldLen}
+		if got := hasURIPrefix(tt.uri, &r); got != tt.want {
+			t.Errorf("hasURIPrefix(%q, %q) = %v, want %v", tt.uri, tt.prefix, got, tt.want)
+		}
+	}
 }
