@@ -266,7 +266,7 @@ func TestDecisions(t *testing.T) {
 		{"implies admin to write", scope("mcp admin"), toolCall("write_file"), 200},
 		{"implies not upward", scope("mcp tools:write"), toolCall("delete_all"), 403},
 		{"base scope required", scope("tools:read"), toolCall("read_file"), 403},
-		{"case matters", scope("mcp tools:read"), toolCall("READ_file"), 403},
+		{"case variant of read_* is refused as unclassifiable", scope("mcp tools:read"), toolCall("READ_file"), 400},
 		// Not folded to "read_Key" (which read_* would pass too): outside
 		// SEP-986, so refused before any rule.
 		{"Kelvin sign is not k", scope("mcp tools:read"), toolCall("read_\u212Aey"), 400},

@@ -17,6 +17,9 @@ func methodConfig(t testing.TB) Config {
 		{Pattern: "admin-ext/*", Scopes: []string{"admin"}},
 		{Pattern: "agents-ext/run", Actor: ActorRule{RequireAgent: true}},
 	}
+	// A catch-all, so a case variant of delete_* would otherwise pass on
+	// tools:read.
+	cfg.Tools = append(cfg.Tools, Rule{Pattern: "*", Scopes: []string{"tools:read"}})
 	return cfg
 }
 
@@ -111,6 +114,15 @@ func TestMethodVariants(t *testing.T) {
 		{"tool name of 129 characters", toolCall("read_" + strings.Repeat("a", 124)), nil, 400, codeInvalidParams},
 		{"tool name of 128 characters", toolCall("read_" + strings.Repeat("a", 123)), nil, 200, 0},
 		{"empty tool name", toolCall(""), nil, 400, codeInvalidParams},
+		// Case variants that fall under another rule than their lower-case
+		// form (delete_* needs admin; * only tools:read).
+		{"tool delete_all", toolCall("delete_all"), nil, 403, 0},
+		{"tool Delete_all", toolCall("Delete_all"), nil, 400, codeInvalidParams},
+		{"tool DELETE_ALL", toolCall("DELETE_ALL"), nil, 400, codeInvalidParams},
+		{"tool deLete_all", toolCall("deLete_all"), nil, 400, codeInvalidParams},
+		{"tool Delete_all 2026", call26("Delete_all"), v26("tools/call", "Delete_all"), 400, codeInvalidParams},
+		{"tool Other_thing", toolCall("Other_thing"), nil, 200, 0},
+		{"prompt Summary", req("prompts/get", `"name":"Summary"`), nil, 400, codeInvalidParams},
 		{"fullwidth tool 2026", call26("\uff44elete_all"), v26("tools/call", "=?base64?772EZWxldGVfYWxs?="), 400, codeInvalidParams},
 		// Prompt names: no controls, whitespace, invisible or compatibility characters.
 		{"prompt summary_é", req("prompts/get", `"name":"summary_\u00e9"`), nil, 200, 0},

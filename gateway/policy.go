@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/mcpparse"
@@ -24,6 +25,7 @@ type compiledRule struct {
 	Rule
 	required []string // sorted, deduplicated
 	foldLen  int      // resource prefixes: length of the case-insensitive head (see hasURIPrefix)
+	lower    string   // tool and prompt globs: the pattern in lower case (see decideName)
 }
 
 // policy is the immutable decision table built by New.
@@ -105,7 +107,7 @@ func compileRules(what string, rules []Rule, base []string, compile func(string)
 		if err := validActorRule(r.Actor); err != nil {
 			return nil, fmt.Errorf("%s rule %q: %w", what, r.Pattern, err)
 		}
-		out = append(out, compiledRule{Rule: r, required: sortedSet(append(slices.Clone(r.Scopes), base...)), foldLen: foldLen})
+		out = append(out, compiledRule{Rule: r, required: sortedSet(append(slices.Clone(r.Scopes), base...)), foldLen: foldLen, lower: strings.ToLower(pattern)})
 	}
 	return out, nil
 }
@@ -184,7 +186,7 @@ func (p *policy) decide(pr *principal, m *mcpparse.Message, rev revision) (decis
 		if !validToolName(m.Name) {
 			return decision{}, fmt.Errorf("tools/call: tool name %q is not 1-128 characters of A-Z a-z 0-9 _ - . /", m.Name)
 		}
-		return p.decideName(pr, kindTool, p.tools, m.Name), nil
+		return p.decideCaseless(pr, kindTool, p.tools, m.Name)
 	case "prompts/get":
 		if !m.HasName {
 			return decision{}, fmt.Errorf("prompts/get: %w", errNoName)
@@ -192,7 +194,7 @@ func (p *policy) decide(pr *principal, m *mcpparse.Message, rev revision) (decis
 		if !validPromptName(m.Name) {
 			return decision{}, fmt.Errorf("prompts/get: prompt name %q has whitespace, control, invisible or compatibility characters", m.Name)
 		}
-		return p.decideName(pr, kindPrompt, p.prompts, m.Name), nil
+		return p.decideCaseless(pr, kindPrompt, p.prompts, m.Name)
 	case "resources/read", "resources/subscribe", "resources/unsubscribe":
 		if !m.HasURI {
 			return decision{}, fmt.Errorf("%s: %w", m.Method, errNoName)
@@ -223,12 +225,43 @@ func (p *policy) decideMethod(pr *principal, method string) (decision, error) {
 
 // decideName applies the first rule whose glob matches name.
 func (p *policy) decideName(pr *principal, kind string, rules []compiledRule, name string) decision {
+	i := firstRule(rules, name, false)
+	if i < 0 {
+		return decision{kind: kind, target: name, required: p.base, reason: "no rule"}
+	}
+	return p.check(pr, decision{kind: kind, target: name, rule: rules[i].Pattern, required: rules[i].required}, &rules[i])
+}
+
+// decideCaseless is decideName for a name an upstream might match without
+// regard to case: with rules "delete_*" (admin) and "*", "Delete_all"
+// would be decided under "*" and run as delete_all. A name whose rule
+// changes when case is ignored cannot be classified with certainty.
+func (p *policy) decideCaseless(pr *principal, kind string, rules []compiledRule, name string) (decision, error) {
+	if !caseStable(rules, name) {
+		return decision{}, fmt.Errorf("%s name %q falls under another rule when case is ignored", kind, name)
+	}
+	return p.decideName(pr, kind, rules, name), nil
+}
+
+// caseStable reports whether name and its lower-case form match the same
+// first rule when patterns are also read in lower case.
+func caseStable(rules []compiledRule, name string) bool {
+	return firstRule(rules, name, false) == firstRule(rules, strings.ToLower(name), true)
+}
+
+// firstRule is the index of the first rule whose glob (lower-cased when
+// lower is set) matches name, or -1.
+func firstRule(rules []compiledRule, name string, lower bool) int {
 	for i := range rules {
-		if globMatch(rules[i].Pattern, name) {
-			return p.check(pr, decision{kind: kind, target: name, rule: rules[i].Pattern, required: rules[i].required}, &rules[i])
+		pattern := rules[i].Pattern
+		if lower {
+			pattern = rules[i].lower
+		}
+		if globMatch(pattern, name) {
+			return i
 		}
 	}
-	return decision{kind: kind, target: name, required: p.base, reason: "no rule"}
+	return -1
 }
 
 // decideURI applies the rule with the longest prefix of uri.
@@ -262,7 +295,7 @@ func unhex(c byte) int {
 // allowTool reports whether the principal may call the named tool; it is
 // the filter for tools/list results.
 func (p *policy) allowTool(pr *principal, name string) bool {
-	return validToolName(name) && p.decideName(pr, kindTool, p.tools, name).allow
+	return validToolName(name) && caseStable(p.tools, name) && p.decideName(pr, kindTool, p.tools, name).allow
 }
 
 // check completes d: actor rules first (more scope cannot cure them), then
