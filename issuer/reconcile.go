@@ -29,16 +29,27 @@ func fingerprint(hash string) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// credentialFingerprint identifies a client's or agent's credentials:
+// its secret hash and its keys (a JWK Set or its URL), so that re-keying
+// a private_key_jwt principal in the configuration counts as a rotation.
+// Without keys it is fingerprint(secretHash), as before keys counted.
+func credentialFingerprint(secretHash string, jwks []byte, jwksURI string) string {
+	if len(jwks) == 0 && jwksURI == "" {
+		return fingerprint(secretHash)
+	}
+	return fingerprint(secretHash + "\x00jwks\x00" + string(jwks) + "\x00" + jwksURI)
+}
+
 func (i *Issuer) directorySnapshot() directorySnapshot {
 	d := directorySnapshot{Users: map[string]string{}, Clients: map[string]string{}, Agents: map[string]string{}}
 	for _, u := range i.cfg.Users {
 		d.Users[u.Username] = fingerprint(u.PasswordHash)
 	}
 	for _, c := range i.cfg.Clients {
-		d.Clients[c.ID] = fingerprint(c.SecretHash)
+		d.Clients[c.ID] = credentialFingerprint(c.SecretHash, c.JWKS, c.JWKSURI)
 	}
 	for _, a := range i.cfg.Agents {
-		d.Agents[a.ID] = fingerprint(a.SecretHash)
+		d.Agents[a.ID] = credentialFingerprint(a.SecretHash, a.JWKS, a.JWKSURI)
 	}
 	return d
 }
@@ -50,11 +61,11 @@ func (i *Issuer) directorySnapshot() directorySnapshot {
 //   - a removed user: DeleteUser (grants revoked, sessions ended, consents
 //     deleted); a changed password hash: SetPassword (grants revoked,
 //     sessions ended);
-//   - a removed client, or a changed secret hash: DeleteClient and
+//   - a removed client, or a changed secret hash or keys: DeleteClient and
 //     RotateClientSecret (every grant the client holds revoked, its
 //     client credentials tokens included);
 //   - a removed agent: DeleteAgent (its own tokens, delegations to it,
-//     grants exchanged to it); a changed secret hash: RotateAgentSecret
+//     grants exchanged to it); a changed secret hash or keys: RotateAgentSecret
 //     (its own tokens).
 //
 // Applying the same configuration again changes nothing; the first
