@@ -61,7 +61,7 @@ func (i *Issuer) newAdmin(hashCost int) *admin {
 		iss:               i,
 		mux:               http.NewServeMux(),
 		hashCost:          hashCost,
-		minPasswordLength: cmp.Or(i.cfg.MinPasswordLength, DefaultMinPasswordLength),
+		minPasswordLength: cmp.Or(max(i.cfg.MinPasswordLength, 0), DefaultMinPasswordLength),
 	}
 	for pattern, h := range map[string]func(http.ResponseWriter, *http.Request) error{
 		"GET /users":                 a.listUsers,

@@ -51,7 +51,7 @@ type Config struct {
 	DisableRegistration bool
 
 	// MinPasswordLength is the shortest password the admin API accepts in
-	// the clear (a bcrypt hash sent instead cannot be checked); default
+	// the clear (a bcrypt hash sent instead cannot be checked); 0 or less:
 	// DefaultMinPasswordLength.
 	MinPasswordLength int
 
