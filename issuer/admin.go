@@ -2,6 +2,7 @@ package issuer
 
 import (
 	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -64,23 +65,23 @@ func (i *Issuer) newAdmin(hashCost int) *admin {
 		minPasswordLength: cmp.Or(max(i.cfg.MinPasswordLength, 0), DefaultMinPasswordLength),
 	}
 	for pattern, h := range map[string]func(http.ResponseWriter, *http.Request) error{
-		"GET /users":                 a.listUsers,
+		"GET /users":                 listRoute(i.Users, userView),
 		"POST /users":                a.addUser,
 		"GET /users/{name}":          a.showUser,
-		"DELETE /users/{name}":       a.removeUser,
+		"DELETE /users/{name}":       actRoute(i.DeleteUser, "name"),
 		"PUT /users/{name}/password": a.setPassword,
-		"GET /clients":               a.listClients,
+		"GET /clients":               listRoute(i.Clients, clientView),
 		"POST /clients":              a.addClient,
 		"GET /clients/{id}":          a.showClient,
-		"DELETE /clients/{id}":       a.removeClient,
+		"DELETE /clients/{id}":       actRoute(i.DeleteClient, "id"),
 		"POST /clients/{id}/secret":  a.rotateClientSecret,
-		"GET /agents":                a.listAgents,
+		"GET /agents":                listRoute(i.Agents, agentView),
 		"POST /agents":               a.addAgent,
 		"GET /agents/{id}":           a.showAgent,
-		"DELETE /agents/{id}":        a.removeAgent,
+		"DELETE /agents/{id}":        actRoute(i.DeleteAgent, "id"),
 		"POST /agents/{id}/secret":   a.rotateAgentSecret,
-		"POST /agents/{id}/disable":  a.disableAgent,
-		"POST /agents/{id}/enable":   a.enableAgent,
+		"POST /agents/{id}/disable":  actRoute(i.DisableAgent, "id"),
+		"POST /agents/{id}/enable":   actRoute(i.EnableAgent, "id"),
 		"POST /keys/rotate":          a.rotateKey,
 	} {
 		a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
@@ -90,6 +91,33 @@ func (i *Issuer) newAdmin(hashCost int) *admin {
 		})
 	}
 	return a
+}
+
+// listRoute answers the views of all entries of a kind.
+func listRoute[T, V any](all func(context.Context) ([]T, error), view func(T) V) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		entries, err := all(r.Context())
+		if err != nil {
+			return err
+		}
+		out := make([]V, 0, len(entries))
+		for _, e := range entries {
+			out = append(out, view(e))
+		}
+		return writeAdminJSON(w, http.StatusOK, out)
+	}
+}
+
+// actRoute applies fn to the entry the path names (path value param) and
+// answers 204.
+func actRoute(fn func(context.Context, string) error, param string) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if err := fn(r.Context(), r.PathValue(param)); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
 }
 
 // adminMethods are the methods the routes use, in the order an Allow
@@ -158,29 +186,23 @@ type PasswordRequest struct {
 	PasswordHash string `json:"password_hash,omitempty"`
 }
 
-func (a *admin) listUsers(w http.ResponseWriter, r *http.Request) error {
-	users, err := a.iss.Users(r.Context())
+// findEntry returns the entry of a kind named name.
+func findEntry[T any](ctx context.Context, all func(context.Context) ([]T, error), kind, name string, nameOf func(T) string) (T, error) {
+	var zero T
+	entries, err := all(ctx)
 	if err != nil {
-		return err
+		return zero, err
 	}
-	out := make([]UserView, 0, len(users))
-	for _, u := range users {
-		out = append(out, userView(u))
+	for _, e := range entries {
+		if nameOf(e) == name {
+			return e, nil
+		}
 	}
-	return writeAdminJSON(w, http.StatusOK, out)
+	return zero, fmt.Errorf("%s %q: %w", kind, name, store.ErrNotFound)
 }
 
 func (a *admin) findUser(r *http.Request, name string) (User, error) {
-	users, err := a.iss.Users(r.Context())
-	if err != nil {
-		return User{}, err
-	}
-	for _, u := range users {
-		if u.Username == name {
-			return u, nil
-		}
-	}
-	return User{}, fmt.Errorf("user %q: %w", name, store.ErrNotFound)
+	return findEntry(r.Context(), a.iss.Users, "user", name, func(u User) string { return u.Username })
 }
 
 func (a *admin) showUser(w http.ResponseWriter, r *http.Request) error {
@@ -212,14 +234,6 @@ func (a *admin) addUser(w http.ResponseWriter, r *http.Request) error {
 	}
 	u.Source = sourceAdmin
 	return writeAdminJSON(w, http.StatusCreated, userView(u))
-}
-
-func (a *admin) removeUser(w http.ResponseWriter, r *http.Request) error {
-	if err := a.iss.DeleteUser(r.Context(), r.PathValue("name")); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
 }
 
 func (a *admin) setPassword(w http.ResponseWriter, r *http.Request) error {
@@ -309,29 +323,8 @@ type NewClientRequest struct {
 	Introspect bool `json:"introspect,omitempty"`
 }
 
-func (a *admin) listClients(w http.ResponseWriter, r *http.Request) error {
-	clients, err := a.iss.Clients(r.Context())
-	if err != nil {
-		return err
-	}
-	out := make([]ClientView, 0, len(clients))
-	for _, c := range clients {
-		out = append(out, clientView(c))
-	}
-	return writeAdminJSON(w, http.StatusOK, out)
-}
-
 func (a *admin) findClient(r *http.Request, id string) (Client, error) {
-	clients, err := a.iss.Clients(r.Context())
-	if err != nil {
-		return Client{}, err
-	}
-	for _, c := range clients {
-		if c.ID == id {
-			return c, nil
-		}
-	}
-	return Client{}, fmt.Errorf("client %q: %w", id, store.ErrNotFound)
+	return findEntry(r.Context(), a.iss.Clients, "client", id, func(c Client) string { return c.ID })
 }
 
 func (a *admin) showClient(w http.ResponseWriter, r *http.Request) error {
@@ -385,14 +378,6 @@ func (a *admin) addClient(w http.ResponseWriter, r *http.Request) error {
 	return writeAdminJSON(w, http.StatusCreated, view)
 }
 
-func (a *admin) removeClient(w http.ResponseWriter, r *http.Request) error {
-	if err := a.iss.DeleteClient(r.Context(), r.PathValue("id")); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
-}
-
 func (a *admin) rotateClientSecret(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
 	secret, err := a.iss.RotateClientSecret(r.Context(), id)
@@ -439,18 +424,6 @@ type NewAgentRequest struct {
 	MaxDepth       int             `json:"max_depth,omitempty"`
 }
 
-func (a *admin) listAgents(w http.ResponseWriter, r *http.Request) error {
-	agents, err := a.iss.Agents(r.Context())
-	if err != nil {
-		return err
-	}
-	out := make([]AgentView, 0, len(agents))
-	for _, ag := range agents {
-		out = append(out, agentView(ag))
-	}
-	return writeAdminJSON(w, http.StatusOK, out)
-}
-
 func (a *admin) showAgent(w http.ResponseWriter, r *http.Request) error {
 	ag, err := a.iss.Agent(r.Context(), r.PathValue("id"))
 	if err != nil {
@@ -491,14 +464,6 @@ func (a *admin) addAgent(w http.ResponseWriter, r *http.Request) error {
 	return writeAdminJSON(w, http.StatusCreated, view)
 }
 
-func (a *admin) removeAgent(w http.ResponseWriter, r *http.Request) error {
-	if err := a.iss.DeleteAgent(r.Context(), r.PathValue("id")); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
-}
-
 func (a *admin) rotateAgentSecret(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
 	secret, err := a.iss.RotateAgentSecret(r.Context(), id)
@@ -507,22 +472,6 @@ func (a *admin) rotateAgentSecret(w http.ResponseWriter, r *http.Request) error 
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	return writeAdminJSON(w, http.StatusOK, map[string]string{"agent_id": id, "secret": secret})
-}
-
-func (a *admin) disableAgent(w http.ResponseWriter, r *http.Request) error {
-	if err := a.iss.DisableAgent(r.Context(), r.PathValue("id")); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
-}
-
-func (a *admin) enableAgent(w http.ResponseWriter, r *http.Request) error {
-	if err := a.iss.EnableAgent(r.Context(), r.PathValue("id")); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
 }
 
 func (a *admin) rotateKey(w http.ResponseWriter, r *http.Request) error {
