@@ -3,19 +3,16 @@ package caddymodule
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
-	"golang.org/x/crypto/bcrypt"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
@@ -58,6 +55,9 @@ type App struct {
 	// loopback, private and link-local addresses and over http. For
 	// development only.
 	CIMDAllowPrivate bool `json:"cimd_allow_private,omitempty"`
+	// MinPasswordLength is the shortest password the admin API accepts
+	// in the clear. Default: 8.
+	MinPasswordLength int `json:"min_password_length,omitempty"`
 
 	// Users are local accounts. Password hashes are bcrypt (the output of
 	// `caddy hash-password`) and may be placeholders such as {env.HASH}.
@@ -189,6 +189,9 @@ func (a *App) issuerConfig() (issuer.Config, error) {
 	default:
 		return issuer.Config{}, fmt.Errorf("mcp_auth: signing_alg %q: want ES256, RS256 or EdDSA", a.SigningAlg)
 	}
+	if a.MinPasswordLength < 0 {
+		return issuer.Config{}, fmt.Errorf("mcp_auth: min_password_length %d: want a non-negative integer", a.MinPasswordLength)
+	}
 	repl := caddy.NewReplacer()
 	cfg := issuer.Config{
 		Issuer:              a.IssuerURL,
@@ -200,6 +203,7 @@ func (a *App) issuerConfig() (issuer.Config, error) {
 		RequirePAR:          a.RequirePAR,
 		DisableRegistration: a.DisableRegistration,
 		CIMDAllowPrivate:    a.CIMDAllowPrivate,
+		MinPasswordLength:   a.MinPasswordLength,
 		Groups:              a.Groups,
 		Resources:           a.Resources,
 	}
@@ -208,8 +212,8 @@ func (a *App) issuerConfig() (issuer.Config, error) {
 	// hints for mistakes that are easy to make in a Caddyfile.
 	for _, u := range a.Users {
 		hash := repl.ReplaceKnown(u.PasswordHash, "")
-		if _, err := bcrypt.Cost([]byte(hash)); err != nil {
-			return cfg, fmt.Errorf("mcp_auth: user %q: password hash must be bcrypt, as printed by `caddy hash-password`: %w", u.Username, err)
+		if err := issuer.CheckPasswordHash(hash); err != nil {
+			return cfg, fmt.Errorf("mcp_auth: user %q: %w", u.Username, err)
 		}
 		cfg.Users = append(cfg.Users, issuer.User{
 			Username:     u.Username,
@@ -295,22 +299,13 @@ func (ag Agent) issuerAgent(repl *caddy.Replacer) (issuer.Agent, error) {
 	return ia, nil
 }
 
-// checkSecretHash accepts the two forms the issuer verifies: bcrypt and
-// "sha256:<64 hex digits>". raw is the configured value, h its expansion.
+// checkSecretHash checks a configured secret hash: raw is the configured
+// value, h its expansion.
 func checkSecretHash(raw, h string) error {
 	if h == "" {
 		return fmt.Errorf("secret %q expands to nothing", raw)
 	}
-	if hx, ok := strings.CutPrefix(h, "sha256:"); ok {
-		if b, err := hex.DecodeString(hx); err != nil || len(b) != 32 {
-			return errors.New("secret hash sha256:<hex> must have 64 hex digits")
-		}
-		return nil
-	}
-	if _, err := bcrypt.Cost([]byte(h)); err != nil {
-		return fmt.Errorf("secret must be a bcrypt hash (caddy hash-password) or sha256:<hex>: %w", err)
-	}
-	return nil
+	return issuer.CheckSecretHash(h)
 }
 
 func readJWKS(path string) ([]byte, error) {

@@ -42,6 +42,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		require_par
 //		disable_registration
 //		cimd_allow_private
+//		min_password_length <n>
 //
 //		user <name> <bcrypt-hash> {
 //			groups <group...>
@@ -114,6 +115,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = flag(d, &a.DisableRegistration)
 		case "cimd_allow_private":
 			err = flag(d, &a.CIMDAllowPrivate)
+		case "min_password_length":
+			err = intArg(d, &a.MinPasswordLength)
 		case "user":
 			var u User
 			u, err = parseUser(d)

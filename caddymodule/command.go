@@ -3,7 +3,6 @@ package caddymodule
 import (
 	"bufio"
 	"bytes"
-	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,8 +15,9 @@ import (
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
-	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/term"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer"
 )
 
 func init() {
@@ -41,8 +41,8 @@ running Caddy instance, through its admin API (routes under /mcp-auth/).
         | rotate-secret <id>
   key rotate
 
-Passwords are read from the terminal (or one line of stdin) and hashed with
-bcrypt here; only the hash is sent. A confidential client's secret is
+Passwords are read from the terminal (or one line of stdin), must have at
+least 8 characters, and are hashed with bcrypt here; only the hash is sent. A confidential client's secret is
 printed once, when it is created or rotated; so is an agent's.
 
 The admin address is --address, else the one in --config, else
@@ -104,7 +104,7 @@ func newCLI(cmd *cobra.Command, c *cli) {
 }
 
 func (c *cli) userAdd() *cobra.Command {
-	var nu NewUser
+	var nu issuer.NewUserRequest
 	cmd := &cobra.Command{
 		Use:   "add <name>",
 		Short: "Adds a user (asks for the password)",
@@ -116,7 +116,7 @@ func (c *cli) userAdd() *cobra.Command {
 				return err
 			}
 			nu.PasswordHash = hash
-			var v UserView
+			var v issuer.UserView
 			if err := c.call(http.MethodPost, "/mcp-auth/users", nu, &v); err != nil {
 				return err
 			}
@@ -137,7 +137,7 @@ func (c *cli) userList() *cobra.Command {
 		Short: "Lists users",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var users []UserView
+			var users []issuer.UserView
 			if err := c.call(http.MethodGet, "/mcp-auth/users", nil, &users); err != nil {
 				return err
 			}
@@ -157,7 +157,7 @@ func (c *cli) userShow() *cobra.Command {
 		Short: "Shows a user",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var v UserView
+			var v issuer.UserView
 			if err := c.call(http.MethodGet, "/mcp-auth/users/"+url.PathEscape(args[0]), nil, &v); err != nil {
 				return err
 			}
@@ -191,7 +191,7 @@ func (c *cli) userSetPassword() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			body := NewPassword{PasswordHash: hash}
+			body := issuer.PasswordRequest{PasswordHash: hash}
 			if err := c.call(http.MethodPut, "/mcp-auth/users/"+url.PathEscape(args[0])+"/password", body, nil); err != nil {
 				return err
 			}
@@ -202,7 +202,7 @@ func (c *cli) userSetPassword() *cobra.Command {
 }
 
 func (c *cli) clientAdd() *cobra.Command {
-	var nc NewClient
+	var nc issuer.NewClientRequest
 	var jwksFile string
 	cmd := &cobra.Command{
 		Use:   "add <client_id>",
@@ -217,7 +217,7 @@ func (c *cli) clientAdd() *cobra.Command {
 				}
 				nc.JWKS = b
 			}
-			var v ClientView
+			var v issuer.ClientView
 			if err := c.call(http.MethodPost, "/mcp-auth/clients", nc, &v); err != nil {
 				return err
 			}
@@ -247,7 +247,7 @@ func (c *cli) clientList() *cobra.Command {
 		Short: "Lists OAuth clients",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var clients []ClientView
+			var clients []issuer.ClientView
 			if err := c.call(http.MethodGet, "/mcp-auth/clients", nil, &clients); err != nil {
 				return err
 			}
@@ -267,7 +267,7 @@ func (c *cli) clientShow() *cobra.Command {
 		Short: "Shows an OAuth client",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var v ClientView
+			var v issuer.ClientView
 			if err := c.call(http.MethodGet, "/mcp-auth/clients/"+url.PathEscape(args[0]), nil, &v); err != nil {
 				return err
 			}
@@ -308,7 +308,7 @@ func (c *cli) clientRotate() *cobra.Command {
 }
 
 func (c *cli) agentAdd() *cobra.Command {
-	var na NewAgent
+	var na issuer.NewAgentRequest
 	var jwksFile string
 	cmd := &cobra.Command{
 		Use:   "add <agent_id>",
@@ -323,7 +323,7 @@ func (c *cli) agentAdd() *cobra.Command {
 				}
 				na.JWKS = b
 			}
-			var v AgentView
+			var v issuer.AgentView
 			if err := c.call(http.MethodPost, "/mcp-auth/agents", na, &v); err != nil {
 				return err
 			}
@@ -349,7 +349,7 @@ func (c *cli) agentList() *cobra.Command {
 		Short: "Lists agents",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var agents []AgentView
+			var agents []issuer.AgentView
 			if err := c.call(http.MethodGet, "/mcp-auth/agents", nil, &agents); err != nil {
 				return err
 			}
@@ -458,9 +458,9 @@ func (c *cli) readPasswordHash() (string, error) {
 	if len(pw) == 0 {
 		return "", errors.New("empty password")
 	}
-	hash, err := bcrypt.GenerateFromPassword(pw, cmp.Or(c.hashCost, bcrypt.DefaultCost))
-	if err != nil {
-		return "", fmt.Errorf("hashing password: %w", err)
+	// The admin API sees only the hash, so the length is checked here.
+	if err := issuer.CheckPassword(string(pw), issuer.DefaultMinPasswordLength); err != nil {
+		return "", err
 	}
-	return string(hash), nil
+	return issuer.HashPassword(string(pw), c.hashCost)
 }

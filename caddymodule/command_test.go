@@ -22,7 +22,7 @@ func runCLI(t *testing.T, addr, stdin string, args ...string) (string, string, e
 
 func TestCommand(t *testing.T) {
 	app := boltApp(t)
-	srv := adminServer(t, &AdminAPI{app: app, hashCost: bcrypt.MinCost})
+	srv := adminServer(t, &AdminAPI{app: app})
 	addr := strings.TrimPrefix(srv.URL, "http://")
 
 	tests := []struct {
@@ -32,14 +32,15 @@ func TestCommand(t *testing.T) {
 		wantOut string // substring of stdout
 		wantErr string // substring of the error
 	}{
-		{"user add", "s3cret\n", []string{"user", "add", "bob", "--group", "users", "--name", "Bob B", "--email", "bob@example.com"}, "added user bob", ""},
+		{"user add", "s3cret pw\n", []string{"user", "add", "bob", "--group", "users", "--name", "Bob B", "--email", "bob@example.com"}, "added user bob", ""},
 		{"user add empty password", "\n", []string{"user", "add", "eve"}, "", "empty password"},
+		{"user add short password", "1234567\n", []string{"user", "add", "eve"}, "", "at least 8 characters"},
 		{"user add no name", "", []string{"user", "add"}, "", "accepts 1 arg"},
-		{"user add existing", "pw\n", []string{"user", "add", "bob"}, "", "HTTP 409"},
+		{"user add existing", "password\n", []string{"user", "add", "bob"}, "", "HTTP 409"},
 		{"user list", "", []string{"user", "list"}, "bob       users   admin", ""},
 		{"user show", "", []string{"user", "show", "bob"}, `"email": "bob@example.com"`, ""},
-		{"user set-password", "new-pw\r\n", []string{"user", "set-password", "bob"}, "password of bob changed", ""},
-		{"user set-password config user", "new-pw\n", []string{"user", "set-password", "alice"}, "", "HTTP 409"},
+		{"user set-password", "new-password\r\n", []string{"user", "set-password", "bob"}, "password of bob changed", ""},
+		{"user set-password config user", "new-password\n", []string{"user", "set-password", "alice"}, "", "HTTP 409"},
 		{"user remove", "", []string{"user", "remove", "bob"}, "removed user bob", ""},
 		{"user show removed", "", []string{"user", "show", "bob"}, "", "HTTP 404"},
 		{"client add public", "", []string{"client", "add", "cli", "--public", "--redirect-uri", "http://127.0.0.1/cb", "--name", "CLI"}, `"token_endpoint_auth_method": "none"`, ""},

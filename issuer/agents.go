@@ -246,7 +246,7 @@ func (i *Issuer) RotateAgentSecret(ctx context.Context, id string) (string, erro
 	if i.configuredAgent(id) {
 		return "", fmt.Errorf("agent %q: %w", id, ErrConfigured)
 	}
-	secret, err := i.randomToken(32)
+	secret, hash, err := i.newSecret()
 	if err != nil {
 		return "", err
 	}
@@ -258,7 +258,7 @@ func (i *Issuer) RotateAgentSecret(ctx context.Context, id string) (string, erro
 		if a.SecretHash == "" {
 			return invalidEntry("agent %q does not authenticate with a secret", id)
 		}
-		a.SecretHash = hashClientSecret(secret)
+		a.SecretHash = hash
 		if err := putJSON(tx, bucketAgents, id, &a, time.Time{}); err != nil {
 			return err
 		}

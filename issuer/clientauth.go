@@ -6,10 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rsa"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,7 +19,6 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-	"golang.org/x/crypto/bcrypt"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
@@ -193,37 +189,6 @@ func (i *Issuer) authSecret(ctx context.Context, id, secret, addr string) (*Clie
 	}
 	i.attemptSucceeded(account, addr)
 	return c, nil
-}
-
-// checkSecret compares a secret with its stored hash: bcrypt (in a slot of
-// the hash gate; an error means no check ran), or "sha256:<hex>"
-// (generated high-entropy secrets), in constant time.
-func (i *Issuer) checkSecret(ctx context.Context, hash, secret string) (ok bool, err error) {
-	if h, found := strings.CutPrefix(hash, "sha256:"); found {
-		want, err := hex.DecodeString(h)
-		if err != nil || len(want) != sha256.Size {
-			return false, nil
-		}
-		got := sha256.Sum256([]byte(secret))
-		return subtle.ConstantTimeCompare(want, got[:]) == 1, nil
-	}
-	if !strings.HasPrefix(hash, "$2") {
-		return false, nil
-	}
-	err = i.hashes.run(ctx, func() {
-		ok = bcrypt.CompareHashAndPassword([]byte(hash), []byte(secret)) == nil
-	})
-	return ok && err == nil, err
-}
-
-// validSecretHash reports whether s is a hash checkSecret understands.
-func validSecretHash(s string) bool {
-	if h, ok := strings.CutPrefix(s, "sha256:"); ok {
-		b, err := hex.DecodeString(h)
-		return err == nil && len(b) == sha256.Size
-	}
-	_, err := bcrypt.Cost([]byte(s))
-	return err == nil
 }
 
 // authAssertion checks private_key_jwt (RFC 7523 sections 2.2 and 3):

@@ -50,6 +50,11 @@ type Config struct {
 	// DisableRegistration turns off Dynamic Client Registration.
 	DisableRegistration bool
 
+	// MinPasswordLength is the shortest password the admin API accepts in
+	// the clear (a bcrypt hash sent instead cannot be checked); 0 or less:
+	// DefaultMinPasswordLength.
+	MinPasswordLength int
+
 	// Injected for tests. Defaults: time.Now, crypto/rand.Reader, zap.NewNop().
 	Now    func() time.Time
 	Rand   io.Reader

@@ -88,7 +88,7 @@ func (i *Issuer) validateConfigDirectory() error {
 			return fmt.Errorf("user %q: empty or repeated username", u.Username)
 		}
 		seen[u.Username] = true
-		if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
+		if CheckPasswordHash(u.PasswordHash) != nil {
 			return fmt.Errorf("user %q: password hash is not a bcrypt hash", u.Username)
 		}
 	}
@@ -162,7 +162,7 @@ func validateClientAuth(c *Client) error {
 			return errors.New("a public client cannot introspect (introspection needs client authentication)")
 		}
 	case authClientSecretBasic, authClientSecretPost:
-		if !validSecretHash(c.SecretHash) {
+		if CheckSecretHash(c.SecretHash) != nil {
 			return errors.New(`secret hash must be bcrypt or "sha256:<hex>"`)
 		}
 	case authPrivateKeyJWT:

@@ -6,12 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
-
-	"golang.org/x/crypto/bcrypt"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
@@ -39,7 +36,7 @@ func (i *Issuer) PutUser(ctx context.Context, u User) error {
 	if i.configuredUser(u.Username) {
 		return fmt.Errorf("user %q: %w", u.Username, ErrConfigured)
 	}
-	if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
+	if CheckPasswordHash(u.PasswordHash) != nil {
 		return invalidEntry("user %q: password hash is not a bcrypt hash", u.Username)
 	}
 	for _, g := range u.Groups {
@@ -150,7 +147,7 @@ func (i *Issuer) SetPassword(ctx context.Context, name, bcryptHash string) error
 	if i.configuredUser(name) {
 		return fmt.Errorf("user %q: %w", name, ErrConfigured)
 	}
-	if _, err := bcrypt.Cost([]byte(bcryptHash)); err != nil {
+	if CheckPasswordHash(bcryptHash) != nil {
 		return invalidEntry("password hash is not a bcrypt hash")
 	}
 	i.dummy.note(bcryptHash)
@@ -192,11 +189,12 @@ func (i *Issuer) PutClient(ctx context.Context, c Client) error {
 	if c.Public() && (slices.Contains(c.GrantTypes, grantClientCredentials) || slices.Contains(c.GrantTypes, grantTokenExchange)) {
 		return invalidEntry("client %q: client_credentials and token exchange need a confidential client", c.ID)
 	}
-	for _, u := range c.RedirectURIs {
-		p, err := url.Parse(u)
-		if err != nil || !p.IsAbs() || p.Fragment != "" || strings.ContainsAny(u, "#*") {
-			return invalidEntry("client %q: redirect URI %q must be absolute, without fragment or wildcard", c.ID, u)
-		}
+	// The rules of Dynamic Client Registration: an operator's typo must not
+	// become a redirect to plain http or a wildcard.
+	if _, _, err := validateRedirectURIs(c.RedirectURIs, c.ApplicationType, false); err != nil {
+		var oe *Error
+		errors.As(err, &oe)
+		return invalidEntry("client %q: %s", c.ID, oe.Description)
 	}
 	for _, r := range c.Resources {
 		if err := validateResourceURL(r); err != nil {
@@ -286,7 +284,7 @@ func (i *Issuer) RotateClientSecret(ctx context.Context, id string) (string, err
 	if i.configuredClient(id) {
 		return "", fmt.Errorf("client %q: %w", id, ErrConfigured)
 	}
-	secret, err := i.randomToken(32)
+	secret, hash, err := i.newSecret()
 	if err != nil {
 		return "", err
 	}
@@ -298,7 +296,7 @@ func (i *Issuer) RotateClientSecret(ctx context.Context, id string) (string, err
 		if c.TokenEndpointAuthMethod != authClientSecretBasic && c.TokenEndpointAuthMethod != authClientSecretPost {
 			return invalidEntry("client %q does not authenticate with a secret", id)
 		}
-		c.SecretHash = hashClientSecret(secret)
+		c.SecretHash = hash
 		if err := putJSON(tx, bucketClients, id, &c, time.Time{}); err != nil {
 			return err
 		}

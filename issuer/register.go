@@ -3,8 +3,6 @@ package issuer
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -126,11 +124,10 @@ func (i *Issuer) handleRegister(w http.ResponseWriter, r *http.Request) {
 	c.ExpiresAt = now.Add(registrationIdleTTL)
 	var secret string
 	if !c.Public() && c.TokenEndpointAuthMethod != "private_key_jwt" {
-		if secret, err = i.randomToken(32); err != nil {
+		if secret, c.SecretHash, err = i.newSecret(); err != nil {
 			writeError(w, err)
 			return
 		}
-		c.SecretHash = hashClientSecret(secret)
 	}
 	if err := i.createClient(r.Context(), c); err != nil {
 		i.log.Error("registration: store client", zap.Error(err))
@@ -208,13 +205,6 @@ func (i *Issuer) keepRegistration(ctx context.Context, c *Client) {
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		i.log.Warn("registration: extend client expiry", zap.Error(err))
 	}
-}
-
-// hashClientSecret is the stored form of a generated client secret. A fast
-// hash is enough: the secret is 256 random bits, not a password.
-func hashClientSecret(secret string) string {
-	s := sha256.Sum256([]byte(secret))
-	return "sha256:" + hex.EncodeToString(s[:])
 }
 
 func responseTypesFor(grantTypes []string) []string {

@@ -128,6 +128,8 @@ func TestAdaptErrors(t *testing.T) {
 		{"client introspect argument", global("client c {\n\t\t\tintrospect yes\n\t\t}"), "introspect: takes no arguments"},
 		{"agent unknown subdirective", global("agent a {\n\t\t\towner x\n\t\t}"), `unrecognized agent subdirective "owner"`},
 		{"agent bad max_depth", global("agent a {\n\t\t\tmax_depth deep\n\t\t}"), `max_depth "deep"`},
+		{"bad min_password_length", global("min_password_length -3"), `min_password_length "-3"`},
+		{"min_password_length without value", global("min_password_length"), "min_password_length: missing argument"},
 		{"resource missing url", global("resource"), "resource: missing argument"},
 		{"resource unknown subdirective", global("resource https://x/mcp {\n\t\t\tname x\n\t\t}"), `unrecognized resource subdirective "name"`},
 		{"issuer handler argument", site("\tmcp_issuer now"), "wrong argument count"},

@@ -1,0 +1,564 @@
+package issuer
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"path"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+// AdminHandler returns the management API, a REST API over the management
+// methods (PutUser, PutClient, ...). Its routes, relative to where it is
+// mounted:
+//
+//	GET    /users                    list users
+//	POST   /users                    add a user (NewUserRequest)
+//	GET    /users/{name}             show a user
+//	DELETE /users/{name}             remove a user
+//	PUT    /users/{name}/password    set a user's password (PasswordRequest)
+//	GET    /clients                  list clients
+//	POST   /clients                  add a client (NewClientRequest)
+//	GET    /clients/{id}             show a client
+//	DELETE /clients/{id}             remove a client
+//	POST   /clients/{id}/secret      rotate a client's secret
+//	GET    /agents                   list agents
+//	POST   /agents                   add an agent (NewAgentRequest)
+//	GET    /agents/{id}              show an agent
+//	DELETE /agents/{id}              remove an agent
+//	POST   /agents/{id}/secret       rotate an agent's secret
+//	POST   /agents/{id}/disable      disable an agent (revokes its grants)
+//	POST   /agents/{id}/enable       enable an agent
+//	POST   /keys/rotate              rotate the signing key
+//
+// Bodies are JSON, errors {"error": "..."}. Password and secret hashes are
+// never returned; a generated client or agent secret is returned once, by
+// the request that made it. The handler does no access control: mount it
+// only where the operator alone can reach it (Caddy's admin endpoint).
+func (i *Issuer) AdminHandler() http.Handler {
+	return i.newAdmin(0)
+}
+
+// admin serves AdminHandler.
+type admin struct {
+	iss               *Issuer
+	mux               *http.ServeMux
+	hashCost          int // bcrypt cost of passwords sent in the clear; 0: bcrypt.DefaultCost
+	minPasswordLength int
+}
+
+func (i *Issuer) newAdmin(hashCost int) *admin {
+	a := &admin{
+		iss:               i,
+		mux:               http.NewServeMux(),
+		hashCost:          hashCost,
+		minPasswordLength: cmp.Or(max(i.cfg.MinPasswordLength, 0), DefaultMinPasswordLength),
+	}
+	for pattern, h := range map[string]func(http.ResponseWriter, *http.Request) error{
+		"GET /users":                 listRoute(i.Users, userView),
+		"POST /users":                a.addUser,
+		"GET /users/{name}":          a.showUser,
+		"DELETE /users/{name}":       actRoute(i.DeleteUser, "name"),
+		"PUT /users/{name}/password": a.setPassword,
+		"GET /clients":               listRoute(i.Clients, clientView),
+		"POST /clients":              a.addClient,
+		"GET /clients/{id}":          a.showClient,
+		"DELETE /clients/{id}":       actRoute(i.DeleteClient, "id"),
+		"POST /clients/{id}/secret":  a.rotateClientSecret,
+		"GET /agents":                listRoute(i.Agents, agentView),
+		"POST /agents":               a.addAgent,
+		"GET /agents/{id}":           a.showAgent,
+		"DELETE /agents/{id}":        actRoute(i.DeleteAgent, "id"),
+		"POST /agents/{id}/secret":   a.rotateAgentSecret,
+		"POST /agents/{id}/disable":  actRoute(i.DisableAgent, "id"),
+		"POST /agents/{id}/enable":   actRoute(i.EnableAgent, "id"),
+		"POST /keys/rotate":          a.rotateKey,
+	} {
+		a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			if err := h(w, r); err != nil {
+				a.writeError(w, err)
+			}
+		})
+	}
+	return a
+}
+
+// listRoute answers the views of all entries of a kind.
+func listRoute[T, V any](all func(context.Context) ([]T, error), view func(T) V) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		entries, err := all(r.Context())
+		if err != nil {
+			return err
+		}
+		out := make([]V, 0, len(entries))
+		for _, e := range entries {
+			out = append(out, view(e))
+		}
+		return writeAdminJSON(w, http.StatusOK, out)
+	}
+}
+
+// actRoute applies fn to the entry the path names (path value param) and
+// answers 204.
+func actRoute(fn func(context.Context, string) error, param string) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if err := fn(r.Context(), r.PathValue(param)); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+}
+
+// adminMethods are the methods the routes use, in the order an Allow
+// header lists them.
+var adminMethods = [...]string{http.MethodDelete, http.MethodGet, http.MethodPost, http.MethodPut}
+
+func (a *admin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// An unclean path would get the mux's redirect, which knows nothing of
+	// where the handler is mounted.
+	if path.Clean(r.URL.Path) != r.URL.Path {
+		a.writeError(w, adminErr(http.StatusNotFound, fmt.Errorf("no such resource: %s", r.URL.Path)))
+		return
+	}
+	// HEAD would match the GET routes; nothing here needs it.
+	if _, pattern := a.mux.Handler(r); pattern != "" && r.Method != http.MethodHead {
+		a.mux.ServeHTTP(w, r)
+		return
+	}
+	// The mux answers unknown paths and methods in plain text; this API
+	// answers in JSON.
+	var allowed []string
+	for _, m := range adminMethods {
+		probe := *r
+		probe.Method = m
+		if _, pattern := a.mux.Handler(&probe); pattern != "" {
+			allowed = append(allowed, m)
+		}
+	}
+	if len(allowed) == 0 {
+		a.writeError(w, adminErr(http.StatusNotFound, fmt.Errorf("no such resource: %s", r.URL.Path)))
+		return
+	}
+	w.Header().Set("Allow", strings.Join(allowed, ", "))
+	a.writeError(w, adminErr(http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed", r.Method)))
+}
+
+// UserView is a user as the admin API shows it (no password hash).
+type UserView struct {
+	Username string   `json:"username"`
+	Groups   []string `json:"groups,omitempty"`
+	Name     string   `json:"name,omitempty"`
+	Email    string   `json:"email,omitempty"`
+	Disabled bool     `json:"disabled,omitempty"`
+	Source   string   `json:"source,omitempty"`
+}
+
+func userView(u User) UserView {
+	return UserView{Username: u.Username, Groups: u.Groups, Name: u.Name, Email: u.Email, Disabled: u.Disabled, Source: u.Source}
+}
+
+// NewUserRequest is the body of POST /users. Exactly one of Password and
+// PasswordHash is given; the CLI sends a hash, so the password never
+// leaves the operator's machine.
+type NewUserRequest struct {
+	Username     string   `json:"username"`
+	Password     string   `json:"password,omitempty"`
+	PasswordHash string   `json:"password_hash,omitempty"`
+	Groups       []string `json:"groups,omitempty"`
+	Name         string   `json:"name,omitempty"`
+	Email        string   `json:"email,omitempty"`
+}
+
+// PasswordRequest is the body of PUT /users/{name}/password.
+type PasswordRequest struct {
+	Password     string `json:"password,omitempty"`
+	PasswordHash string `json:"password_hash,omitempty"`
+}
+
+// findEntry returns the entry of a kind named name.
+func findEntry[T any](ctx context.Context, all func(context.Context) ([]T, error), kind, name string, nameOf func(T) string) (T, error) {
+	var zero T
+	entries, err := all(ctx)
+	if err != nil {
+		return zero, err
+	}
+	for _, e := range entries {
+		if nameOf(e) == name {
+			return e, nil
+		}
+	}
+	return zero, fmt.Errorf("%s %q: %w", kind, name, store.ErrNotFound)
+}
+
+func (a *admin) findUser(r *http.Request, name string) (User, error) {
+	return findEntry(r.Context(), a.iss.Users, "user", name, func(u User) string { return u.Username })
+}
+
+func (a *admin) showUser(w http.ResponseWriter, r *http.Request) error {
+	u, err := a.findUser(r, r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	return writeAdminJSON(w, http.StatusOK, userView(u))
+}
+
+func (a *admin) addUser(w http.ResponseWriter, r *http.Request) error {
+	var nu NewUserRequest
+	if err := readAdminJSON(r, &nu); err != nil {
+		return err
+	}
+	if nu.Username == "" {
+		return adminErr(http.StatusBadRequest, errors.New("username is required"))
+	}
+	if _, err := a.findUser(r, nu.Username); err == nil {
+		return fmt.Errorf("user %q: %w", nu.Username, store.ErrAlreadyExists)
+	}
+	hash, err := a.passwordHash(nu.Password, nu.PasswordHash)
+	if err != nil {
+		return err
+	}
+	u := User{Username: nu.Username, PasswordHash: hash, Groups: nu.Groups, Name: nu.Name, Email: nu.Email}
+	if err := a.iss.PutUser(r.Context(), u); err != nil {
+		return err
+	}
+	u.Source = sourceAdmin
+	return writeAdminJSON(w, http.StatusCreated, userView(u))
+}
+
+func (a *admin) setPassword(w http.ResponseWriter, r *http.Request) error {
+	var np PasswordRequest
+	if err := readAdminJSON(r, &np); err != nil {
+		return err
+	}
+	hash, err := a.passwordHash(np.Password, np.PasswordHash)
+	if err != nil {
+		return err
+	}
+	if err := a.iss.SetPassword(r.Context(), r.PathValue("name"), hash); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// passwordHash takes exactly one of a password (checked for length and
+// hashed here) and a bcrypt hash (checked for form).
+func (a *admin) passwordHash(password, hash string) (string, error) {
+	switch {
+	case password != "" && hash != "":
+		return "", adminErr(http.StatusBadRequest, errors.New("give password or password_hash, not both"))
+	case password != "":
+		if err := CheckPassword(password, a.minPasswordLength); err != nil {
+			return "", adminErr(http.StatusBadRequest, err)
+		}
+		h, err := HashPassword(password, a.hashCost)
+		if err != nil {
+			return "", adminErr(http.StatusBadRequest, err)
+		}
+		return h, nil
+	case hash != "":
+		if err := CheckPasswordHash(hash); err != nil {
+			return "", adminErr(http.StatusBadRequest, fmt.Errorf("password_hash: %w", err))
+		}
+		return hash, nil
+	}
+	return "", adminErr(http.StatusBadRequest, errors.New("password or password_hash is required"))
+}
+
+// ClientView is a client as the admin API shows it (no secret hash).
+type ClientView struct {
+	ID              string    `json:"client_id"`
+	Name            string    `json:"client_name,omitempty"`
+	RedirectURIs    []string  `json:"redirect_uris,omitempty"`
+	GrantTypes      []string  `json:"grant_types,omitempty"`
+	AuthMethod      string    `json:"token_endpoint_auth_method,omitempty"`
+	JWKSURI         string    `json:"jwks_uri,omitempty"`
+	HasJWKS         bool      `json:"has_jwks,omitempty"`
+	ApplicationType string    `json:"application_type,omitempty"`
+	Resources       []string  `json:"resources,omitempty"`
+	Scopes          []string  `json:"scopes,omitempty"`
+	Introspect      bool      `json:"introspect,omitempty"`
+	Source          string    `json:"source,omitempty"`
+	CreatedAt       time.Time `json:"created_at,omitzero"`
+	// ClientSecret is set only in the answer that generated it.
+	ClientSecret string `json:"client_secret,omitempty"`
+}
+
+func clientView(c Client) ClientView {
+	return ClientView{
+		ID: c.ID, Name: c.Name, RedirectURIs: c.RedirectURIs, GrantTypes: c.GrantTypes,
+		AuthMethod: c.TokenEndpointAuthMethod, JWKSURI: c.JWKSURI, HasJWKS: len(c.JWKS) > 0,
+		ApplicationType: c.ApplicationType, Resources: c.Resources, Scopes: c.Scopes,
+		Introspect: c.Introspect, Source: c.Source, CreatedAt: c.CreatedAt,
+	}
+}
+
+// NewClientRequest is the body of POST /clients. A confidential client
+// (auth method client_secret_basic or client_secret_post, the default when
+// not public and without keys) gets a generated secret, returned once.
+type NewClientRequest struct {
+	ID           string          `json:"client_id"`
+	Name         string          `json:"client_name,omitempty"`
+	Public       bool            `json:"public,omitempty"`
+	RedirectURIs []string        `json:"redirect_uris,omitempty"`
+	GrantTypes   []string        `json:"grant_types,omitempty"`
+	AuthMethod   string          `json:"token_endpoint_auth_method,omitempty"`
+	JWKSURI      string          `json:"jwks_uri,omitempty"`
+	JWKS         json.RawMessage `json:"jwks,omitempty"`
+	Resources    []string        `json:"resources,omitempty"`
+	Scopes       []string        `json:"scopes,omitempty"`
+	// Introspect marks a resource server, which may introspect every
+	// token.
+	Introspect bool `json:"introspect,omitempty"`
+}
+
+func (a *admin) findClient(r *http.Request, id string) (Client, error) {
+	return findEntry(r.Context(), a.iss.Clients, "client", id, func(c Client) string { return c.ID })
+}
+
+func (a *admin) showClient(w http.ResponseWriter, r *http.Request) error {
+	c, err := a.findClient(r, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	return writeAdminJSON(w, http.StatusOK, clientView(c))
+}
+
+func (a *admin) addClient(w http.ResponseWriter, r *http.Request) error {
+	var nc NewClientRequest
+	if err := readAdminJSON(r, &nc); err != nil {
+		return err
+	}
+	if nc.ID == "" {
+		return adminErr(http.StatusBadRequest, errors.New("client_id is required"))
+	}
+	c := Client{
+		ID: nc.ID, Name: nc.Name, RedirectURIs: nc.RedirectURIs, GrantTypes: nc.GrantTypes,
+		TokenEndpointAuthMethod: nc.AuthMethod, JWKSURI: nc.JWKSURI, JWKS: nc.JWKS,
+		Resources: nc.Resources, Scopes: nc.Scopes, Introspect: nc.Introspect,
+	}
+	// PutClient validates the rest (credentials fitting the method).
+	switch {
+	case nc.Public && c.TokenEndpointAuthMethod != "" && c.TokenEndpointAuthMethod != authNone:
+		return adminErr(http.StatusBadRequest, errors.New("a public client's auth method is none"))
+	case nc.Public:
+		c.TokenEndpointAuthMethod = authNone
+	case c.TokenEndpointAuthMethod == "" && c.JWKSURI == "" && len(c.JWKS) == 0:
+		c.TokenEndpointAuthMethod = authClientSecretBasic
+	}
+	if _, err := a.findClient(r, c.ID); err == nil {
+		return fmt.Errorf("client %q: %w", c.ID, store.ErrAlreadyExists)
+	}
+	var secret string
+	if c.TokenEndpointAuthMethod == authClientSecretBasic || c.TokenEndpointAuthMethod == authClientSecretPost {
+		// Generated here so that the client is stored once, complete.
+		var err error
+		if secret, c.SecretHash, err = a.iss.newSecret(); err != nil {
+			return err
+		}
+	}
+	if err := a.iss.PutClient(r.Context(), c); err != nil {
+		return err
+	}
+	view := clientView(c)
+	view.Source = sourceAdmin
+	view.ClientSecret = secret
+	w.Header().Set("Cache-Control", "no-store")
+	return writeAdminJSON(w, http.StatusCreated, view)
+}
+
+func (a *admin) rotateClientSecret(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	secret, err := a.iss.RotateClientSecret(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	return writeAdminJSON(w, http.StatusOK, map[string]string{"client_id": id, "client_secret": secret})
+}
+
+// AgentView is an agent as the admin API shows it (no secret hash).
+type AgentView struct {
+	ID             string    `json:"agent_id"`
+	Name           string    `json:"name,omitempty"`
+	JWKSURI        string    `json:"jwks_uri,omitempty"`
+	HasJWKS        bool      `json:"has_jwks,omitempty"`
+	AllowedClients []string  `json:"allowed_clients,omitempty"`
+	Scopes         []string  `json:"scopes,omitempty"`
+	MaxDepth       int       `json:"max_depth,omitempty"`
+	Disabled       bool      `json:"disabled,omitempty"`
+	Source         string    `json:"source,omitempty"`
+	CreatedAt      time.Time `json:"created_at,omitzero"`
+	// Secret is set only in the answer that generated it.
+	Secret string `json:"secret,omitempty"`
+}
+
+func agentView(ag Agent) AgentView {
+	return AgentView{
+		ID: ag.ID, Name: ag.Name, JWKSURI: ag.JWKSURI, HasJWKS: len(ag.JWKS) > 0,
+		AllowedClients: ag.AllowedClients, Scopes: ag.Scopes, MaxDepth: ag.MaxDepth,
+		Disabled: ag.Disabled, Source: ag.Source, CreatedAt: ag.CreatedAt,
+	}
+}
+
+// NewAgentRequest is the body of POST /agents. An agent without keys
+// (jwks_uri or jwks) gets a generated secret, returned once.
+type NewAgentRequest struct {
+	ID             string          `json:"agent_id"`
+	Name           string          `json:"name,omitempty"`
+	JWKSURI        string          `json:"jwks_uri,omitempty"`
+	JWKS           json.RawMessage `json:"jwks,omitempty"`
+	AllowedClients []string        `json:"allowed_clients,omitempty"`
+	Scopes         []string        `json:"scopes,omitempty"`
+	MaxDepth       int             `json:"max_depth,omitempty"`
+}
+
+func (a *admin) showAgent(w http.ResponseWriter, r *http.Request) error {
+	ag, err := a.iss.Agent(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	return writeAdminJSON(w, http.StatusOK, agentView(ag))
+}
+
+func (a *admin) addAgent(w http.ResponseWriter, r *http.Request) error {
+	var na NewAgentRequest
+	if err := readAdminJSON(r, &na); err != nil {
+		return err
+	}
+	if na.ID == "" {
+		return adminErr(http.StatusBadRequest, errors.New("agent_id is required"))
+	}
+	if _, err := a.iss.Agent(r.Context(), na.ID); err == nil {
+		return fmt.Errorf("agent %q: %w", na.ID, store.ErrAlreadyExists)
+	}
+	ag := Agent{
+		ID: na.ID, Name: na.Name, JWKSURI: na.JWKSURI, JWKS: na.JWKS,
+		AllowedClients: na.AllowedClients, Scopes: na.Scopes, MaxDepth: na.MaxDepth,
+	}
+	var secret string
+	if ag.JWKSURI == "" && len(ag.JWKS) == 0 {
+		var err error
+		if secret, ag.SecretHash, err = a.iss.newSecret(); err != nil {
+			return err
+		}
+	}
+	if err := a.iss.PutAgent(r.Context(), ag); err != nil {
+		return err
+	}
+	view := agentView(ag)
+	view.Source = sourceAdmin
+	view.Secret = secret
+	w.Header().Set("Cache-Control", "no-store")
+	return writeAdminJSON(w, http.StatusCreated, view)
+}
+
+func (a *admin) rotateAgentSecret(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	secret, err := a.iss.RotateAgentSecret(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	return writeAdminJSON(w, http.StatusOK, map[string]string{"agent_id": id, "secret": secret})
+}
+
+func (a *admin) rotateKey(w http.ResponseWriter, r *http.Request) error {
+	kid, err := a.iss.RotateSigningKey(r.Context())
+	if err != nil {
+		return err
+	}
+	return writeAdminJSON(w, http.StatusOK, map[string]string{"kid": kid})
+}
+
+// adminError is an admin API failure with its status.
+type adminError struct {
+	status int
+	err    error
+}
+
+func (e *adminError) Error() string { return e.err.Error() }
+func (e *adminError) Unwrap() error { return e.err }
+
+func adminErr(status int, err error) error { return &adminError{status: status, err: err} }
+
+// adminStatus is the status of an error from a handler: its own, else
+// derived from what went wrong: not found 404; already exists or declared
+// in the configuration 409; an invalid entry or OAuth error 400; else
+// 500.
+func adminStatus(err error) int {
+	var ae *adminError
+	var oe *Error
+	switch {
+	case errors.As(err, &ae):
+		return ae.status
+	case errors.Is(err, store.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, store.ErrAlreadyExists), errors.Is(err, ErrConfigured):
+		return http.StatusConflict
+	case errors.Is(err, ErrInvalidEntry):
+		return http.StatusBadRequest
+	case errors.As(err, &oe) && oe.Code != ErrServerError.Code:
+		return http.StatusBadRequest
+	}
+	return http.StatusInternalServerError
+}
+
+// writeError answers {"error": message}, the form of Caddy's admin API.
+func (a *admin) writeError(w http.ResponseWriter, err error) {
+	status := adminStatus(err)
+	if status >= http.StatusInternalServerError {
+		a.iss.log.Error("admin API", zap.Int("status", status), zap.Error(err))
+	}
+	_ = writeAdminJSON(w, status, map[string]string{"error": err.Error()})
+}
+
+// maxAdminBody bounds admin request bodies (a JWK Set is the largest).
+const maxAdminBody = 64 << 10
+
+// readAdminJSON decodes one JSON value with known fields only. A request
+// without a Content-Type is read as JSON.
+func readAdminJSON(r *http.Request, dst any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+			return adminErr(http.StatusUnsupportedMediaType,
+				fmt.Errorf("content type %q: send a JSON body, with Content-Type: application/json or none", ct))
+		}
+	}
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxAdminBody+1))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			// Without the Go type names the decoder's message carries.
+			if te.Field == "" {
+				return adminErr(http.StatusBadRequest, errors.New("request body: want a JSON object"))
+			}
+			return adminErr(http.StatusBadRequest, fmt.Errorf("request body: field %s has the wrong type (JSON %s)", te.Field, te.Value))
+		}
+		return adminErr(http.StatusBadRequest, fmt.Errorf("request body: %w", err))
+	}
+	if dec.More() {
+		return adminErr(http.StatusBadRequest, errors.New("request body: more than one JSON value"))
+	}
+	return nil
+}
+
+func writeAdminJSON(w http.ResponseWriter, status int, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	return json.NewEncoder(w).Encode(v)
+}
+
+var _ http.Handler = (*admin)(nil)

@@ -1,0 +1,376 @@
+package issuer
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/bolt"
+)
+
+const adminResource = "https://mcp.example.com/mcp"
+
+// newAdminIssuer is an issuer on a bbolt file of its own, with one
+// configured user, group and public client, and a bcrypt hash of
+// "password" at the minimum cost.
+func newAdminIssuer(t *testing.T, mutate func(*Config)) (*Issuer, string) {
+	t.Helper()
+	h, err := bcrypt.GenerateFromPassword([]byte("password"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "mcp-auth.db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	cfg := Config{
+		Issuer:    "http://127.0.0.1:8080",
+		Users:     []User{{Username: "alice", PasswordHash: string(h), Groups: []string{"users"}}},
+		Groups:    []Group{{Name: "users", Scopes: map[string][]string{"*": {"read"}}}},
+		Clients:   []Client{{ID: "configured", TokenEndpointAuthMethod: authNone, RedirectURIs: []string{"http://127.0.0.1/cb"}}},
+		Resources: []Resource{{URL: adminResource, Scopes: []string{"read", "write"}}},
+	}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	iss, err := New(cfg, st)
+	if err != nil {
+		t.Fatalf("New() = %v", err)
+	}
+	return iss, string(h)
+}
+
+// adminServer serves iss's admin API under /mcp-auth, where Caddy mounts
+// it.
+func adminServer(t *testing.T, iss *Issuer) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.StripPrefix("/mcp-auth", iss.newAdmin(bcrypt.MinCost)))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+type apiCase struct {
+	name, method, path, body string
+	wantStatus               int
+	wantBody                 string // substring, if set
+}
+
+func runAPI(t *testing.T, srv *httptest.Server, tt apiCase) string {
+	t.Helper()
+	req, err := http.NewRequest(tt.method, srv.URL+tt.path, strings.NewReader(tt.body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tt.body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return doAPI(t, srv, req, tt.wantStatus, tt.wantBody)
+}
+
+func doAPI(t *testing.T, srv *httptest.Server, req *http.Request, wantStatus int, wantBody string) string {
+	t.Helper()
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	_, _ = b.ReadFrom(resp.Body)
+	got := b.String()
+	if resp.StatusCode != wantStatus {
+		t.Errorf("%s %s = %d %s, want %d", req.Method, req.URL.Path, resp.StatusCode, got, wantStatus)
+	}
+	if wantBody != "" && !strings.Contains(got, wantBody) {
+		t.Errorf("%s %s body = %s, want it to contain %s", req.Method, req.URL.Path, got, wantBody)
+	}
+	if req.Method != http.MethodHead && resp.StatusCode != http.StatusNoContent {
+		if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+			t.Errorf("%s %s Content-Type = %q, want application/json", req.Method, req.URL.Path, ct)
+		}
+	}
+	if resp.StatusCode >= 400 && req.Method != http.MethodHead {
+		var e map[string]string
+		if err := json.Unmarshal(b.Bytes(), &e); err != nil || e["error"] == "" || len(e) != 1 {
+			t.Errorf("%s %s error body = %s, want {\"error\": message}", req.Method, req.URL.Path, got)
+		}
+	}
+	for _, leak := range []string{"$2a$", `"password_hash":`, `"secret_hash":`, "sha256:", "Go struct", "issuer."} {
+		if strings.Contains(got, leak) {
+			t.Errorf("%s %s body = %s, leaks %q", req.Method, req.URL.Path, got, leak)
+		}
+	}
+	return got
+}
+
+func TestAdminUsers(t *testing.T) {
+	iss, hash := newAdminIssuer(t, nil)
+	srv := adminServer(t, iss)
+	steps := []apiCase{
+		{"list config user", "GET", "/mcp-auth/users", "", 200, `"username":"alice"`},
+		{"add with password", "POST", "/mcp-auth/users", `{"username":"bob","password":"bob password","groups":["users"],"name":"Bob"}`, 201, `"source":"admin"`},
+		{"add with hash", "POST", "/mcp-auth/users", `{"username":"carol","password_hash":"` + hash + `"}`, 201, `"username":"carol"`},
+		{"add existing", "POST", "/mcp-auth/users", `{"username":"bob","password":"bob password"}`, 409, "already exists"},
+		{"add config user", "POST", "/mcp-auth/users", `{"username":"alice","password":"alice password"}`, 409, ""},
+		{"add both secrets", "POST", "/mcp-auth/users", `{"username":"dan","password":"dan password","password_hash":"` + hash + `"}`, 400, "not both"},
+		{"add no secret", "POST", "/mcp-auth/users", `{"username":"dan"}`, 400, "password or password_hash is required"},
+		{"add no name", "POST", "/mcp-auth/users", `{"password":"dan password"}`, 400, "username is required"},
+		{"add bad hash", "POST", "/mcp-auth/users", `{"username":"dan","password_hash":"plain"}`, 400, "must be bcrypt"},
+		{"add short password", "POST", "/mcp-auth/users", `{"username":"dan","password":"1234567"}`, 400, "at least 8 characters"},
+		{"add short multibyte password", "POST", "/mcp-auth/users", `{"username":"dan","password":"ééééééé"}`, 400, "at least 8 characters"},
+		{"add unknown group", "POST", "/mcp-auth/users", `{"username":"dan","password":"dan password","groups":["nope"]}`, 400, "unknown group"},
+		{"add unknown field", "POST", "/mcp-auth/users", `{"username":"dan","password":"dan password","admin":true}`, 400, "unknown field"},
+		{"add wrong type", "POST", "/mcp-auth/users", `{"username":"dan","password":"dan password","groups":"users"}`, 400, "field groups has the wrong type (JSON string)"},
+		{"add array", "POST", "/mcp-auth/users", `[]`, 400, "want a JSON object"},
+		{"add two values", "POST", "/mcp-auth/users", `{"username":"dan","password":"dan password"} {}`, 400, "more than one JSON value"},
+		{"add not json", "POST", "/mcp-auth/users", `username=dan`, 400, "request body"},
+		{"show", "GET", "/mcp-auth/users/bob", "", 200, `"name":"Bob"`},
+		{"show unknown", "GET", "/mcp-auth/users/zed", "", 404, "not found"},
+		{"set password", "PUT", "/mcp-auth/users/bob/password", `{"password":"new password"}`, 204, ""},
+		{"set password short", "PUT", "/mcp-auth/users/bob/password", `{"password":"new"}`, 400, "at least 8 characters"},
+		{"set password config user", "PUT", "/mcp-auth/users/alice/password", `{"password":"new password"}`, 409, "Caddyfile"},
+		{"set password unknown", "PUT", "/mcp-auth/users/zed/password", `{"password":"new password"}`, 404, ""},
+		{"set password empty", "PUT", "/mcp-auth/users/bob/password", `{}`, 400, ""},
+		{"remove", "DELETE", "/mcp-auth/users/bob", "", 204, ""},
+		{"remove again", "DELETE", "/mcp-auth/users/bob", "", 404, ""},
+		{"remove config user", "DELETE", "/mcp-auth/users/alice", "", 409, ""},
+		{"method not allowed", "PATCH", "/mcp-auth/users", "", 405, ""},
+		{"HEAD not allowed", "HEAD", "/mcp-auth/users", "", 405, ""},
+		{"unknown path", "GET", "/mcp-auth/users/bob/x/y", "", 404, "no such resource"},
+		{"empty name", "GET", "/mcp-auth/users/", "", 404, "no such resource"},
+		{"unclean path", "GET", "/mcp-auth/users/x/../carol", "", 404, "no such resource"},
+		{"root", "GET", "/mcp-auth/", "", 404, "no such resource"},
+		{"list after", "GET", "/mcp-auth/users", "", 200, `"username":"carol"`},
+	}
+	for _, tt := range steps {
+		t.Run(tt.name, func(t *testing.T) { runAPI(t, srv, tt) })
+	}
+	u, err := iss.lookupUser(t.Context(), "carol")
+	if err != nil || u.PasswordHash != hash {
+		t.Errorf("lookupUser(carol) = %+v, %v, want the hash sent", u, err)
+	}
+}
+
+func TestAdminAllowHeader(t *testing.T) {
+	iss, _ := newAdminIssuer(t, nil)
+	srv := adminServer(t, iss)
+	for _, tt := range []struct{ method, path, want string }{
+		{"PATCH", "/mcp-auth/users", "GET, POST"},
+		{"POST", "/mcp-auth/users/bob", "DELETE, GET"},
+		{"GET", "/mcp-auth/users/bob/password", "PUT"},
+		{"GET", "/mcp-auth/keys/rotate", "POST"},
+	} {
+		req, _ := http.NewRequest(tt.method, srv.URL+tt.path, nil)
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get("Allow"); resp.StatusCode != 405 || got != tt.want {
+			t.Errorf("%s %s = %d, Allow %q, want 405, Allow %q", tt.method, tt.path, resp.StatusCode, got, tt.want)
+		}
+	}
+}
+
+// TestAdminContentType: JSON is read with or without a Content-Type; any
+// other type is refused with a message saying what to send.
+func TestAdminContentType(t *testing.T) {
+	iss, _ := newAdminIssuer(t, nil)
+	srv := adminServer(t, iss)
+	for _, tt := range []struct {
+		name, contentType, user string
+		wantStatus              int
+		wantBody                string
+	}{
+		{"none", "", "u1", 201, `"username":"u1"`},
+		{"json with charset", "application/json; charset=utf-8", "u2", 201, `"username":"u2"`},
+		{"form, as curl -d sends", "application/x-www-form-urlencoded", "u3", 415, "Content-Type: application/json"},
+		{"text", "text/plain", "u4", 415, "send a JSON body"},
+		{"malformed", "application/json;;", "u5", 415, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			body := `{"username":"` + tt.user + `","password":"long enough"}`
+			req, _ := http.NewRequest("POST", srv.URL+"/mcp-auth/users", strings.NewReader(body))
+			if tt.contentType != "" {
+				req.Header.Set("Content-Type", tt.contentType)
+			}
+			doAPI(t, srv, req, tt.wantStatus, tt.wantBody)
+			_, err := iss.lookupUser(t.Context(), tt.user)
+			if created := err == nil; created != (tt.wantStatus == 201) {
+				t.Errorf("user %s created = %v, want %v", tt.user, created, tt.wantStatus == 201)
+			}
+		})
+	}
+}
+
+func TestAdminMinPasswordLength(t *testing.T) {
+	iss, _ := newAdminIssuer(t, func(c *Config) { c.MinPasswordLength = 12 })
+	srv := adminServer(t, iss)
+	runAPI(t, srv, apiCase{"eleven", "POST", "/mcp-auth/users", `{"username":"dan","password":"12345678901"}`, 400, "at least 12 characters"})
+	runAPI(t, srv, apiCase{"twelve", "POST", "/mcp-auth/users", `{"username":"dan","password":"123456789012"}`, 201, ""})
+}
+
+func TestAdminClients(t *testing.T) {
+	iss, _ := newAdminIssuer(t, nil)
+	srv := adminServer(t, iss)
+
+	var created ClientView
+	body := runAPI(t, srv, apiCase{"add confidential", "POST", "/mcp-auth/clients",
+		`{"client_id":"svc","grant_types":["client_credentials"],"scopes":["read"]}`, 201, `"client_secret"`})
+	if err := json.Unmarshal([]byte(body), &created); err != nil || created.ClientSecret == "" || created.AuthMethod != "client_secret_basic" {
+		t.Fatalf("POST /mcp-auth/clients = %s, %v, want a client_secret_basic client with a secret", body, err)
+	}
+	// The secret returned once is the one the issuer accepts.
+	if got := clientCredentialsStatus(t, iss, "svc", created.ClientSecret); got != http.StatusOK {
+		t.Errorf("token request with the generated secret = %d, want 200", got)
+	}
+
+	steps := []apiCase{
+		{"add public", "POST", "/mcp-auth/clients", `{"client_id":"cli","public":true,"redirect_uris":["http://127.0.0.1/cb"]}`, 201, `"token_endpoint_auth_method":"none"`},
+		{"add existing", "POST", "/mcp-auth/clients", `{"client_id":"svc"}`, 409, ""},
+		{"add config client", "POST", "/mcp-auth/clients", `{"client_id":"configured","public":true}`, 409, ""},
+		{"add public with method", "POST", "/mcp-auth/clients", `{"client_id":"x","public":true,"token_endpoint_auth_method":"client_secret_post"}`, 400, "auth method is none"},
+		{"add unknown method", "POST", "/mcp-auth/clients", `{"client_id":"x","token_endpoint_auth_method":"tls_client_auth"}`, 400, "tls_client_auth"},
+		{"add key client without keys", "POST", "/mcp-auth/clients", `{"client_id":"x","token_endpoint_auth_method":"private_key_jwt"}`, 400, ""},
+		{"add no id", "POST", "/mcp-auth/clients", `{"public":true}`, 400, "client_id is required"},
+		{"add resource server", "POST", "/mcp-auth/clients", `{"client_id":"rs","introspect":true}`, 201, `"introspect":true`},
+		{"show resource server", "GET", "/mcp-auth/clients/rs", "", 200, `"introspect":true`},
+		{"add public resource server", "POST", "/mcp-auth/clients", `{"client_id":"x","public":true,"introspect":true}`, 400, "introspect"},
+		{"list", "GET", "/mcp-auth/clients", "", 200, `"client_id":"cli"`},
+		{"show", "GET", "/mcp-auth/clients/svc", "", 200, `"grant_types":["client_credentials"]`},
+		{"show unknown", "GET", "/mcp-auth/clients/nope", "", 404, ""},
+		{"rotate public", "POST", "/mcp-auth/clients/cli/secret", "", 400, "does not authenticate with a secret"},
+		{"rotate config client", "POST", "/mcp-auth/clients/configured/secret", "", 409, ""},
+		{"rotate unknown", "POST", "/mcp-auth/clients/nope/secret", "", 404, ""},
+		{"remove", "DELETE", "/mcp-auth/clients/cli", "", 204, ""},
+		{"remove again", "DELETE", "/mcp-auth/clients/cli", "", 404, ""},
+		{"method not allowed", "PUT", "/mcp-auth/clients/svc", "", 405, ""},
+	}
+	for _, tt := range steps {
+		t.Run(tt.name, func(t *testing.T) { runAPI(t, srv, tt) })
+	}
+	for _, body := range []string{runAPI(t, srv, apiCase{"list", "GET", "/mcp-auth/clients", "", 200, ""}),
+		runAPI(t, srv, apiCase{"show", "GET", "/mcp-auth/clients/svc", "", 200, ""})} {
+		if strings.Contains(body, "client_secret\"") {
+			t.Errorf("client listing %s shows a secret", body)
+		}
+	}
+
+	body = runAPI(t, srv, apiCase{"rotate", "POST", "/mcp-auth/clients/svc/secret", "", 200, `"client_secret"`})
+	var rotated map[string]string
+	if err := json.Unmarshal([]byte(body), &rotated); err != nil || rotated["client_secret"] == created.ClientSecret {
+		t.Fatalf("rotate = %s, %v, want a new secret", body, err)
+	}
+	if got := clientCredentialsStatus(t, iss, "svc", created.ClientSecret); got != http.StatusUnauthorized {
+		t.Errorf("token request with the old secret = %d, want 401", got)
+	}
+	if got := clientCredentialsStatus(t, iss, "svc", rotated["client_secret"]); got != http.StatusOK {
+		t.Errorf("token request with the rotated secret = %d, want 200", got)
+	}
+}
+
+// TestAdminClientRedirectURIs: an added client's redirect URIs follow the
+// rules of Dynamic Client Registration, and a refused one stores nothing.
+func TestAdminClientRedirectURIs(t *testing.T) {
+	iss, _ := newAdminIssuer(t, nil)
+	srv := adminServer(t, iss)
+	for _, tt := range []struct {
+		name, uri  string
+		wantStatus int
+		wantBody   string
+	}{
+		{"https", "https://app.example.com/cb", 201, ""},
+		{"loopback http", "http://127.0.0.1:9000/cb", 201, ""},
+		{"localhost http", "http://localhost/cb", 201, ""},
+		{"private-use scheme", "com.example.app:/cb", 201, ""},
+		{"http on a public host", "http://app.example.com/cb", 400, "http is allowed only for loopback hosts"},
+		{"wildcard", "https://app.example.com/*", 400, "wildcards"},
+		{"fragment", "https://app.example.com/cb#x", 400, "fragments"},
+		{"relative", "/cb", 400, "not an absolute URI"},
+		{"userinfo", "https://user@app.example.com/cb", 400, "userinfo"},
+		{"custom scheme without a dot", "myapp:/cb", 400, "reverse-DNS"},
+		{"javascript", "javascript:alert(1)", 400, "reverse-DNS"},
+		{"space", "https://app.example.com/c b", 400, "whitespace"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			id := "c-" + strings.NewReplacer(" ", "-").Replace(tt.name)
+			b, _ := json.Marshal(map[string]any{"client_id": id, "public": true, "redirect_uris": []string{tt.uri}})
+			runAPI(t, srv, apiCase{tt.name, "POST", "/mcp-auth/clients", string(b), tt.wantStatus, tt.wantBody})
+			status := http.StatusOK
+			if tt.wantStatus != 201 {
+				status = http.StatusNotFound
+			}
+			runAPI(t, srv, apiCase{"show", "GET", "/mcp-auth/clients/" + id, "", status, ""})
+		})
+	}
+}
+
+// clientCredentialsStatus asks iss for a token and returns the status.
+func clientCredentialsStatus(t *testing.T, iss *Issuer, id, secret string) int {
+	t.Helper()
+	form := url.Values{"grant_type": {"client_credentials"}, "resource": {adminResource}, "scope": {"read"}}
+	req := httptest.NewRequest("POST", "http://127.0.0.1:8080/token", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
+	rec := httptest.NewRecorder()
+	iss.ServeHTTP(rec, req)
+	return rec.Code
+}
+
+func TestAdminKeys(t *testing.T) {
+	iss, _ := newAdminIssuer(t, nil)
+	srv := adminServer(t, iss)
+	body := runAPI(t, srv, apiCase{"rotate", "POST", "/mcp-auth/keys/rotate", "", 200, `"kid"`})
+	var res map[string]string
+	if err := json.Unmarshal([]byte(body), &res); err != nil || res["kid"] == "" {
+		t.Errorf("POST /mcp-auth/keys/rotate = %s, %v, want a kid", body, err)
+	}
+	runAPI(t, srv, apiCase{"rotate with GET", "GET", "/mcp-auth/keys/rotate", "", 405, ""})
+}
+
+func TestAdminAgents(t *testing.T) {
+	iss, _ := newAdminIssuer(t, nil)
+	srv := adminServer(t, iss)
+	body := runAPI(t, srv, apiCase{"add with secret", "POST", "/mcp-auth/agents",
+		`{"agent_id":"planner","name":"Planner","allowed_clients":["configured"],"scopes":["read"],"max_depth":1}`, 201, `"secret"`})
+	var created AgentView
+	if err := json.Unmarshal([]byte(body), &created); err != nil || created.Secret == "" || created.Source != "admin" {
+		t.Fatalf("POST /mcp-auth/agents = %s, %v, want an admin agent with a secret", body, err)
+	}
+	steps := []apiCase{
+		{"add with jwks_uri", "POST", "/mcp-auth/agents", `{"agent_id":"keyed","jwks_uri":"https://agent.example.com/jwks.json"}`, 201, `"jwks_uri":"https://agent.example.com/jwks.json"`},
+		{"add existing", "POST", "/mcp-auth/agents", `{"agent_id":"planner"}`, 409, ""},
+		{"add with a client's id", "POST", "/mcp-auth/agents", `{"agent_id":"configured"}`, 400, "a client has this id"},
+		{"add bad depth", "POST", "/mcp-auth/agents", `{"agent_id":"deep","max_depth":-1}`, 400, "max_depth"},
+		{"add no id", "POST", "/mcp-auth/agents", `{}`, 400, "agent_id is required"},
+		{"list", "GET", "/mcp-auth/agents", "", 200, `"agent_id":"keyed"`},
+		{"show", "GET", "/mcp-auth/agents/planner", "", 200, `"allowed_clients":["configured"]`},
+		{"show unknown", "GET", "/mcp-auth/agents/nope", "", 404, ""},
+		{"disable", "POST", "/mcp-auth/agents/planner/disable", "", 204, ""},
+		{"show disabled", "GET", "/mcp-auth/agents/planner", "", 200, `"disabled":true`},
+		{"enable", "POST", "/mcp-auth/agents/planner/enable", "", 204, ""},
+		{"rotate keyed", "POST", "/mcp-auth/agents/keyed/secret", "", 400, "does not authenticate with a secret"},
+		{"rotate unknown", "POST", "/mcp-auth/agents/nope/secret", "", 404, ""},
+		{"remove", "DELETE", "/mcp-auth/agents/keyed", "", 204, ""},
+		{"remove again", "DELETE", "/mcp-auth/agents/keyed", "", 404, ""},
+		{"disable with GET", "GET", "/mcp-auth/agents/planner/disable", "", 405, ""},
+	}
+	for _, tt := range steps {
+		t.Run(tt.name, func(t *testing.T) { runAPI(t, srv, tt) })
+	}
+	body = runAPI(t, srv, apiCase{"rotate", "POST", "/mcp-auth/agents/planner/secret", "", 200, `"secret"`})
+	var rotated map[string]string
+	if err := json.Unmarshal([]byte(body), &rotated); err != nil || rotated["secret"] == "" || rotated["secret"] == created.Secret {
+		t.Errorf("rotate = %s, %v, want a new secret", body, err)
+	}
+	if strings.Contains(runAPI(t, srv, apiCase{"list", "GET", "/mcp-auth/agents", "", 200, ""}), `"secret"`) {
+		t.Error("agent listing shows a secret")
+	}
+}

@@ -1,0 +1,106 @@
+package issuer
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// The stored forms of credentials. A password has little entropy, so only
+// a slow hash will do: bcrypt. A client or agent secret is bcrypt (an
+// operator's choice, as printed by `caddy hash-password`) or
+// "sha256:<hex>": the form of the secrets the issuer generates, 256 random
+// bits, for which a fast hash is enough.
+
+// sha256Prefix marks a generated secret's hash.
+const sha256Prefix = "sha256:"
+
+// DefaultMinPasswordLength is the shortest password accepted in the clear
+// unless Config.MinPasswordLength says otherwise.
+const DefaultMinPasswordLength = 8
+
+// CheckPassword refuses a password shorter than minLength characters.
+func CheckPassword(password string, minLength int) error {
+	if utf8.RuneCountInString(password) < minLength {
+		return fmt.Errorf("password must have at least %d characters", minLength)
+	}
+	return nil
+}
+
+// HashPassword returns the bcrypt hash of password at cost (0:
+// bcrypt.DefaultCost).
+func HashPassword(password string, cost int) (string, error) {
+	h, err := bcrypt.GenerateFromPassword([]byte(password), cmp.Or(cost, bcrypt.DefaultCost))
+	if err != nil {
+		return "", fmt.Errorf("password: %w", err)
+	}
+	return string(h), nil
+}
+
+// CheckPasswordHash reports whether hash is a password hash the issuer
+// accepts: bcrypt.
+func CheckPasswordHash(hash string) error {
+	if _, err := bcrypt.Cost([]byte(hash)); err != nil {
+		return fmt.Errorf("password hash must be bcrypt, as printed by `caddy hash-password`: %w", err)
+	}
+	return nil
+}
+
+// CheckSecretHash reports whether hash is a client or agent secret hash
+// the issuer accepts: bcrypt or "sha256:<64 hex digits>".
+func CheckSecretHash(hash string) error {
+	if hx, ok := strings.CutPrefix(hash, sha256Prefix); ok {
+		if b, err := hex.DecodeString(hx); err != nil || len(b) != sha256.Size {
+			return errors.New("secret hash sha256:<hex> must have 64 hex digits")
+		}
+		return nil
+	}
+	if _, err := bcrypt.Cost([]byte(hash)); err != nil {
+		return fmt.Errorf("secret must be a bcrypt hash (caddy hash-password) or sha256:<hex>: %w", err)
+	}
+	return nil
+}
+
+// newSecret returns a generated client or agent secret and its stored
+// form.
+func (i *Issuer) newSecret() (secret, hash string, err error) {
+	if secret, err = i.randomToken(32); err != nil {
+		return "", "", err
+	}
+	return secret, hashClientSecret(secret), nil
+}
+
+// hashClientSecret is the stored form of a generated secret.
+func hashClientSecret(secret string) string {
+	s := sha256.Sum256([]byte(secret))
+	return sha256Prefix + hex.EncodeToString(s[:])
+}
+
+// checkSecret compares a secret with its stored hash: bcrypt (in a slot of
+// the hash gate; an error means no check ran), or "sha256:<hex>", in
+// constant time.
+func (i *Issuer) checkSecret(ctx context.Context, hash, secret string) (ok bool, err error) {
+	if h, found := strings.CutPrefix(hash, sha256Prefix); found {
+		want, err := hex.DecodeString(h)
+		if err != nil || len(want) != sha256.Size {
+			return false, nil
+		}
+		got := sha256.Sum256([]byte(secret))
+		return subtle.ConstantTimeCompare(want, got[:]) == 1, nil
+	}
+	if !strings.HasPrefix(hash, "$2") {
+		return false, nil
+	}
+	err = i.hashes.run(ctx, func() {
+		ok = bcrypt.CompareHashAndPassword([]byte(hash), []byte(secret)) == nil
+	})
+	return ok && err == nil, err
+}
