@@ -199,14 +199,25 @@ func provisionApp(t *testing.T, a *App) *App {
 	return a
 }
 
+// runApp provisions and starts an app on the in-memory store.
+func runApp(t *testing.T, a *App) *App {
+	t.Helper()
+	provisionApp(t, a)
+	if err := a.Start(); err != nil {
+		t.Fatalf("Start() = %v", err)
+	}
+	t.Cleanup(func() { _ = a.Stop() })
+	return a
+}
+
 func TestAppSessionKeyPersisted(t *testing.T) {
-	a := provisionApp(t, &App{IssuerURL: "http://127.0.0.1:8080"})
+	a := runApp(t, &App{IssuerURL: "http://127.0.0.1:8080"})
 	k1, err := a.SessionKey(context.Background())
 	if err != nil || len(k1) != 32 {
 		t.Fatalf("SessionKey() = %x, %v, want 32 bytes", k1, err)
 	}
 	// A reload shares the store, so it gets the same key.
-	b := provisionApp(t, &App{IssuerURL: "http://127.0.0.1:8080"})
+	b := runApp(t, &App{IssuerURL: "http://127.0.0.1:8080"})
 	k2, err := b.SessionKey(context.Background())
 	if err != nil || !bytes.Equal(k1, k2) {
 		t.Errorf("SessionKey() after reload = %x, %v, want %x", k2, err, k1)
