@@ -221,10 +221,22 @@ func (a *App) issuerConfig() (issuer.Config, error) {
 	// The issuer validates the directory (unique names, hash formats,
 	// credentials fitting the auth method); this only translates, with
 	// hints for mistakes that are easy to make in a Caddyfile.
+	groups := make(map[string]bool, len(a.Groups))
+	for _, g := range a.Groups {
+		groups[g.Name] = true
+	}
 	for _, u := range a.Users {
-		hash := repl.ReplaceKnown(u.PasswordHash, "")
-		if _, err := bcrypt.Cost([]byte(hash)); err != nil {
-			return cfg, fmt.Errorf("mcp_auth: user %q: password hash must be bcrypt, as printed by `caddy hash-password`: %w", u.Username, err)
+		hash, err := expandSecret(repl, u.PasswordHash)
+		if err == nil {
+			err = checkBcrypt(hash)
+		}
+		if err != nil {
+			return cfg, fmt.Errorf("mcp_auth: user %q: password hash: %w", u.Username, err)
+		}
+		for _, g := range u.Groups {
+			if !groups[g] {
+				return cfg, fmt.Errorf("mcp_auth: user %q: %s", u.Username, unknownGroup(g, a.Groups))
+			}
 		}
 		cfg.Users = append(cfg.Users, issuer.User{
 			Username:     u.Username,
@@ -253,10 +265,14 @@ func (a *App) issuerConfig() (issuer.Config, error) {
 }
 
 func (c Client) issuerClient(repl *caddy.Replacer) (issuer.Client, error) {
+	secret, err := expandSecret(repl, c.SecretHash)
+	if err != nil {
+		return issuer.Client{}, fmt.Errorf("secret: %w", err)
+	}
 	ic := issuer.Client{
 		ID:                      c.ID,
 		Name:                    c.Name,
-		SecretHash:              repl.ReplaceKnown(c.SecretHash, ""),
+		SecretHash:              secret,
 		RedirectURIs:            c.RedirectURIs,
 		GrantTypes:              c.GrantTypes,
 		TokenEndpointAuthMethod: c.AuthMethod,
@@ -266,12 +282,11 @@ func (c Client) issuerClient(repl *caddy.Replacer) (issuer.Client, error) {
 		Introspect:              c.Introspect,
 		Source:                  "config",
 	}
-	var err error
 	if ic.JWKS, err = readJWKS(c.JWKSFile); err != nil {
 		return ic, err
 	}
 	if c.SecretHash != "" {
-		if err := checkSecretHash(c.SecretHash, ic.SecretHash); err != nil {
+		if err := checkSecretHash(ic.SecretHash); err != nil {
 			return ic, err
 		}
 	}
@@ -289,21 +304,24 @@ func (c Client) issuerClient(repl *caddy.Replacer) (issuer.Client, error) {
 }
 
 func (ag Agent) issuerAgent(repl *caddy.Replacer) (issuer.Agent, error) {
+	secret, err := expandSecret(repl, ag.SecretHash)
+	if err != nil {
+		return issuer.Agent{}, fmt.Errorf("secret: %w", err)
+	}
 	ia := issuer.Agent{
 		ID:             ag.ID,
 		Name:           ag.Name,
-		SecretHash:     repl.ReplaceKnown(ag.SecretHash, ""),
+		SecretHash:     secret,
 		JWKSURI:        ag.JWKSURI,
 		AllowedClients: ag.AllowedClients,
 		Scopes:         ag.Scopes,
 		MaxDepth:       ag.MaxDepth,
 	}
-	var err error
 	if ia.JWKS, err = readJWKS(ag.JWKSFile); err != nil {
 		return ia, err
 	}
 	if ag.SecretHash != "" {
-		if err := checkSecretHash(ag.SecretHash, ia.SecretHash); err != nil {
+		if err := checkSecretHash(ia.SecretHash); err != nil {
 			return ia, err
 		}
 	}
@@ -311,21 +329,70 @@ func (ag Agent) issuerAgent(repl *caddy.Replacer) (issuer.Agent, error) {
 }
 
 // checkSecretHash accepts the two forms the issuer verifies: bcrypt and
-// "sha256:<64 hex digits>". raw is the configured value, h its expansion.
-func checkSecretHash(raw, h string) error {
-	if h == "" {
-		return fmt.Errorf("secret %q expands to nothing", raw)
-	}
+// "sha256:<64 hex digits>".
+func checkSecretHash(h string) error {
 	if hx, ok := strings.CutPrefix(h, "sha256:"); ok {
 		if b, err := hex.DecodeString(hx); err != nil || len(b) != 32 {
 			return errors.New("secret hash sha256:<hex> must have 64 hex digits")
 		}
 		return nil
 	}
-	if _, err := bcrypt.Cost([]byte(h)); err != nil {
-		return fmt.Errorf("secret must be a bcrypt hash (caddy hash-password) or sha256:<hex>: %w", err)
+	if err := checkBcrypt(h); err != nil {
+		return fmt.Errorf("secret: %w (or give sha256:<hex>)", err)
 	}
 	return nil
+}
+
+// checkBcrypt explains what is wrong with a hash that is not bcrypt,
+// naming its algorithm when it has a recognisable prefix; never the hash.
+func checkBcrypt(h string) error {
+	if _, err := bcrypt.Cost([]byte(h)); err == nil {
+		return nil
+	}
+	alg := "not a bcrypt hash"
+	switch {
+	case strings.HasPrefix(h, "$argon2"):
+		alg = "an argon2 hash"
+	case strings.HasPrefix(h, "$scrypt$"), strings.HasPrefix(h, "$7$"):
+		alg = "an scrypt hash"
+	case strings.HasPrefix(h, "$pbkdf2"):
+		alg = "a PBKDF2 hash"
+	case strings.HasPrefix(h, "$6$"), strings.HasPrefix(h, "$5$"), strings.HasPrefix(h, "$1$"):
+		alg = "a crypt(3) hash"
+	}
+	return fmt.Errorf("%s; only bcrypt is accepted: make one with `caddy hash-password`", alg)
+}
+
+// expandSecret replaces the placeholders ({env.NAME}, {file.PATH}) of a
+// configured hash or key. One that resolves to nothing is an error naming
+// the placeholder, never a value.
+func expandSecret(repl *caddy.Replacer, raw string) (string, error) {
+	var empty []string
+	out, err := repl.ReplaceFunc(raw, func(name string, val any) (any, error) {
+		if val == nil || fmt.Sprint(val) == "" {
+			empty = append(empty, "{"+name+"}")
+		}
+		return val, nil
+	})
+	if err != nil {
+		return "", err
+	}
+	if len(empty) > 0 {
+		return "", fmt.Errorf("%s resolves to nothing (an unset environment variable, or a missing or empty file)", strings.Join(empty, ", "))
+	}
+	return out, nil
+}
+
+// unknownGroup says that a user's group is not declared.
+func unknownGroup(name string, groups []issuer.Group) string {
+	if len(groups) == 0 {
+		return fmt.Sprintf("group %q is not declared (no group is): add `group %s { scopes <resource> <scope...> }` to mcp_auth", name, name)
+	}
+	names := make([]string, len(groups))
+	for n, g := range groups {
+		names[n] = g.Name
+	}
+	return fmt.Sprintf("group %q is not declared (groups: %s)", name, strings.Join(names, ", "))
 }
 
 func readJWKS(path string) ([]byte, error) {

@@ -255,7 +255,10 @@ func claimString(claims map[string]any, name string) string {
 func (h *GatewayHandler) sessionKey(app *App, log *zap.Logger) ([]byte, error) {
 	switch {
 	case h.SessionKey != "":
-		s := caddy.NewReplacer().ReplaceKnown(h.SessionKey, "")
+		s, err := expandSecret(caddy.NewReplacer(), h.SessionKey)
+		if err != nil {
+			return nil, fmt.Errorf("mcp_gateway: session_key: %w", err)
+		}
 		key, err := decodeKey(s)
 		if err != nil {
 			return nil, fmt.Errorf("mcp_gateway: session_key: %w", err)

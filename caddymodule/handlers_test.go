@@ -242,7 +242,7 @@ func TestGatewaySessionKey(t *testing.T) {
 		wantWarn bool
 	}{
 		{"env placeholder", "{env.TEST_SESSION_KEY}", nil, []byte(strings.Repeat("\xfb", 32)), "", false},
-		{"unset env", "{env.TEST_SESSION_KEY_UNSET}", app, nil, "session_key: 0 bytes", false},
+		{"unset env", "{env.TEST_SESSION_KEY_UNSET}", app, nil, "session_key: {env.TEST_SESSION_KEY_UNSET} resolves to nothing", false},
 		{"too short", "c2hvcnQ=", app, nil, "want at least 32", false},
 		{"from the app's store", "", app, nil, "", false},
 		{"no app", "", nil, nil, "", true},
