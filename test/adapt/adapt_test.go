@@ -175,8 +175,8 @@ func TestAdaptErrors(t *testing.T) {
 
 // TestCaddyfileExample adapts the repository's Caddyfile.example (golden
 // file testdata/Caddyfile.example.json) and validates the result the way
-// `caddy validate` does: every module is provisioned, the bbolt database
-// is created (in a temporary data directory), nothing is started.
+// `caddy validate` does: every module is provisioned, no store is opened,
+// nothing is started.
 func TestCaddyfileExample(t *testing.T) {
 	src, err := os.ReadFile("../../Caddyfile.example")
 	if err != nil {
