@@ -35,6 +35,10 @@ func boltApp(t *testing.T) *App {
 		t.Fatalf("Provision() = %v", err)
 	}
 	t.Cleanup(func() { _ = a.storage.(*BoltStorage).Cleanup() })
+	if err := a.Start(); err != nil {
+		t.Fatalf("Start() = %v", err)
+	}
+	t.Cleanup(func() { _ = a.Stop() })
 	return a
 }
 

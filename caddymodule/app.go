@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -74,8 +76,14 @@ type App struct {
 	Resources []issuer.Resource `json:"resources,omitempty"`
 
 	ctx        caddy.Context
+	cfg        issuer.Config     // checked at Provision
+	url        string            // the issuer identifier, as the issuer spells it
+	gateways   []*GatewayHandler // provisioned with this app; finished by Start
 	storage    Storage
+	st         store.Store // opened by Start
 	iss        *issuer.Issuer
+	ready      chan struct{} // closed when Start returns
+	running    bool          // Start succeeded; read after ready is closed
 	log        *zap.Logger
 	purgeEvery time.Duration
 	stop       context.CancelFunc // ends the purge loop
@@ -149,10 +157,13 @@ func (App) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision opens the store and builds the issuer.
+// Provision checks the configuration. It opens no store and writes
+// nothing, so that `caddy validate` works beside a running Caddy and has no
+// side effects: Start opens the store and builds the issuer.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.ctx = ctx
 	a.log = ctx.Logger()
+	a.ready = make(chan struct{})
 	if a.purgeEvery == 0 {
 		a.purgeEvery = 5 * time.Minute
 	}
@@ -161,6 +172,16 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	cfg.Logger = a.log
+	if err := issuer.CheckConfig(cfg); err != nil {
+		return fmt.Errorf("mcp_auth: %w", err)
+	}
+	a.cfg = cfg
+	u, err := url.Parse(a.IssuerURL)
+	if err != nil {
+		return fmt.Errorf("mcp_auth: issuer %q: %w", a.IssuerURL, err)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	a.url = u.String()
 
 	if a.StorageRaw == nil {
 		a.StorageRaw = caddyconfig.JSONModuleObject(BoltStorage{}, "module", "bolt", nil)
@@ -170,11 +191,6 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("loading storage module: %w", err)
 	}
 	a.storage = mod.(Storage)
-
-	a.iss, err = issuer.New(cfg, a.storage.Store())
-	if err != nil {
-		return fmt.Errorf("mcp_auth: %w", err)
-	}
 	return nil
 }
 
@@ -210,10 +226,22 @@ func (a *App) issuerConfig() (issuer.Config, error) {
 	// The issuer validates the directory (unique names, hash formats,
 	// credentials fitting the auth method); this only translates, with
 	// hints for mistakes that are easy to make in a Caddyfile.
+	groups := make(map[string]bool, len(a.Groups))
+	for _, g := range a.Groups {
+		groups[g.Name] = true
+	}
 	for _, u := range a.Users {
-		hash := repl.ReplaceKnown(u.PasswordHash, "")
-		if err := issuer.CheckPasswordHash(hash); err != nil {
-			return cfg, fmt.Errorf("mcp_auth: user %q: %w", u.Username, err)
+		hash, err := expandSecret(repl, u.PasswordHash)
+		if err == nil {
+			err = issuer.CheckPasswordHash(hash)
+		}
+		if err != nil {
+			return cfg, fmt.Errorf("mcp_auth: user %q: password hash: %w", u.Username, err)
+		}
+		for _, g := range u.Groups {
+			if !groups[g] {
+				return cfg, fmt.Errorf("mcp_auth: user %q: %s", u.Username, unknownGroup(g, a.Groups))
+			}
 		}
 		cfg.Users = append(cfg.Users, issuer.User{
 			Username:     u.Username,
@@ -242,10 +270,14 @@ func (a *App) issuerConfig() (issuer.Config, error) {
 }
 
 func (c Client) issuerClient(repl *caddy.Replacer) (issuer.Client, error) {
+	secret, err := expandSecret(repl, c.SecretHash)
+	if err != nil {
+		return issuer.Client{}, fmt.Errorf("secret: %w", err)
+	}
 	ic := issuer.Client{
 		ID:                      c.ID,
 		Name:                    c.Name,
-		SecretHash:              repl.ReplaceKnown(c.SecretHash, ""),
+		SecretHash:              secret,
 		RedirectURIs:            c.RedirectURIs,
 		GrantTypes:              c.GrantTypes,
 		TokenEndpointAuthMethod: c.AuthMethod,
@@ -255,12 +287,11 @@ func (c Client) issuerClient(repl *caddy.Replacer) (issuer.Client, error) {
 		Introspect:              c.Introspect,
 		Source:                  "config",
 	}
-	var err error
 	if ic.JWKS, err = readJWKS(c.JWKSFile); err != nil {
 		return ic, err
 	}
 	if c.SecretHash != "" {
-		if err := checkSecretHash(c.SecretHash, ic.SecretHash); err != nil {
+		if err := issuer.CheckSecretHash(ic.SecretHash); err != nil {
 			return ic, err
 		}
 	}
@@ -278,34 +309,60 @@ func (c Client) issuerClient(repl *caddy.Replacer) (issuer.Client, error) {
 }
 
 func (ag Agent) issuerAgent(repl *caddy.Replacer) (issuer.Agent, error) {
+	secret, err := expandSecret(repl, ag.SecretHash)
+	if err != nil {
+		return issuer.Agent{}, fmt.Errorf("secret: %w", err)
+	}
 	ia := issuer.Agent{
 		ID:             ag.ID,
 		Name:           ag.Name,
-		SecretHash:     repl.ReplaceKnown(ag.SecretHash, ""),
+		SecretHash:     secret,
 		JWKSURI:        ag.JWKSURI,
 		AllowedClients: ag.AllowedClients,
 		Scopes:         ag.Scopes,
 		MaxDepth:       ag.MaxDepth,
 	}
-	var err error
 	if ia.JWKS, err = readJWKS(ag.JWKSFile); err != nil {
 		return ia, err
 	}
 	if ag.SecretHash != "" {
-		if err := checkSecretHash(ag.SecretHash, ia.SecretHash); err != nil {
+		if err := issuer.CheckSecretHash(ia.SecretHash); err != nil {
 			return ia, err
 		}
 	}
 	return ia, nil
 }
 
-// checkSecretHash checks a configured secret hash: raw is the configured
-// value, h its expansion.
-func checkSecretHash(raw, h string) error {
-	if h == "" {
-		return fmt.Errorf("secret %q expands to nothing", raw)
+// expandSecret replaces the placeholders ({env.NAME}, {file.PATH}) of a
+// configured hash or key. One that resolves to nothing is an error naming
+// the placeholder, never a value.
+func expandSecret(repl *caddy.Replacer, raw string) (string, error) {
+	var empty []string
+	out, err := repl.ReplaceFunc(raw, func(name string, val any) (any, error) {
+		if val == nil || fmt.Sprint(val) == "" {
+			empty = append(empty, "{"+name+"}")
+		}
+		return val, nil
+	})
+	if err != nil {
+		return "", err
 	}
-	return issuer.CheckSecretHash(h)
+	if len(empty) > 0 {
+		return "", fmt.Errorf("%s resolves to nothing (an unset environment variable, or a missing or empty file)", strings.Join(empty, ", "))
+	}
+	return out, nil
+}
+
+// unknownGroup says that a user's group is not declared.
+func unknownGroup(name string, groups []issuer.Group) string {
+	if len(groups) == 0 {
+		return fmt.Sprintf("group %q is not declared (no group is): add `group %s { scopes <resource> <scope...> }` to mcp_auth", name, name)
+	}
+	names := make([]string, len(groups))
+	for n, g := range groups {
+		names[n] = g.Name
+	}
+	return fmt.Sprintf("group %q is not declared (groups: %s)", name, strings.Join(names, ", "))
 }
 
 func readJWKS(path string) ([]byte, error) {
@@ -325,24 +382,64 @@ func readJWKS(path string) ([]byte, error) {
 	return b, nil
 }
 
-// Start revokes what this config took away from the previous one
-// (removed or re-keyed users, clients and agents; see
-// issuer.ApplyConfigChanges), warns about reverse proxies that bypass the
-// gateways, and starts purging expired entries from the store. It runs once
-// the whole config has provisioned: a config that fails to load revokes
-// nothing, and only now is the http app, with every route, provisioned.
+// Start checks the config against the http app's sites, opens the store,
+// builds the issuer and finishes the gateways provisioned with the app
+// (session keys from the store, resources registered). Then it revokes
+// what this config took away from the previous one (removed or re-keyed
+// users, clients and agents; see issuer.ApplyConfigChanges), warns about
+// reverse proxies that bypass the gateways, and starts purging expired
+// entries from the store. It runs once the whole config has provisioned: a
+// config that fails to load revokes nothing, and only now is the http app,
+// with every route, provisioned.
+//
+// Caddy starts apps in no particular order, so the http app may already
+// serve requests: the handlers wait until Start returns (see started).
 func (a *App) Start() error {
+	defer close(a.ready)
+	var httpApp *caddyhttp.App
+	if v, err := a.ctx.AppIfConfigured("http"); err == nil {
+		httpApp = v.(*caddyhttp.App)
+	}
+	if err := a.checkAgainstSites(httpApp); err != nil {
+		return fmt.Errorf("mcp_auth: %w", err)
+	}
+	st, err := a.storage.Open()
+	if err != nil {
+		return fmt.Errorf("mcp_auth: %w", err)
+	}
+	a.st = st
+	if a.iss, err = issuer.New(a.cfg, st); err != nil {
+		return fmt.Errorf("mcp_auth: %w", err)
+	}
+	for _, h := range a.gateways {
+		if err := h.start(a); err != nil {
+			return err
+		}
+	}
 	if err := a.iss.ApplyConfigChanges(context.Background()); err != nil {
 		return fmt.Errorf("mcp_auth: %w", err)
 	}
-	if v, err := a.ctx.AppIfConfigured("http"); err == nil {
-		warnUnguardedProxies(v.(*caddyhttp.App), a.log)
+	if httpApp != nil {
+		warnUnguardedProxies(httpApp, a.log)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a.stop = cancel
 	a.done = make(chan struct{})
 	go a.purge(ctx)
+	a.running = true
 	return nil
+}
+
+// started waits until Start has returned and reports whether it
+// succeeded; false as well when ctx ends or the config is unloaded first.
+func (a *App) started(ctx context.Context) bool {
+	select {
+	case <-a.ready:
+		return a.running
+	case <-ctx.Done():
+	case <-a.ctx.Done():
+	}
+	return false
 }
 
 // Stop stops the purge loop and waits for it.
@@ -363,7 +460,7 @@ func (a *App) purge(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			n, err := a.storage.Store().Purge(ctx)
+			n, err := a.st.Purge(ctx)
 			if err != nil {
 				if ctx.Err() == nil {
 					a.log.Error("purging expired entries", zap.Error(err))
@@ -377,11 +474,23 @@ func (a *App) purge(ctx context.Context) {
 	}
 }
 
-// Issuer returns the authorization server. Valid after Provision.
-func (a *App) Issuer() *issuer.Issuer { return a.iss }
+// Issuer returns the authorization server, waiting for Start; nil if the
+// app did not start.
+func (a *App) Issuer() *issuer.Issuer {
+	if !a.started(context.Background()) {
+		return nil
+	}
+	return a.iss
+}
 
-// Store returns the app's store. Valid after Provision.
-func (a *App) Store() store.Store { return a.storage.Store() }
+// Store returns the app's store, waiting for Start; nil if the app did
+// not start.
+func (a *App) Store() store.Store {
+	if !a.started(context.Background()) {
+		return nil
+	}
+	return a.st
+}
 
 // Gateway session keys live in this bucket so that every Caddy instance
 // sharing the store, and every reload, binds sessions with the same key.
@@ -391,10 +500,11 @@ const (
 )
 
 // SessionKey returns the default HMAC key for gateway session binding,
-// creating and persisting a random one on first use.
+// creating and persisting a random one on first use. The store must be
+// open (Start).
 func (a *App) SessionKey(ctx context.Context) ([]byte, error) {
 	var key []byte
-	err := a.storage.Store().Update(ctx, func(tx store.Tx) error {
+	err := a.st.Update(ctx, func(tx store.Tx) error {
 		v, err := tx.Get(bucketGateway, sessionKeyName)
 		if err == nil {
 			key = v

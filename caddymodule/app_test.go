@@ -59,8 +59,8 @@ func TestIssuerConfigClients(t *testing.T) {
 		{"jwks file", Client{ID: "c", JWKSFile: jwks}, "", "", ""},
 		{"explicit method", Client{ID: "c", AuthMethod: "private_key_jwt"}, "private_key_jwt", "", ""},
 		{"no credentials", Client{ID: "c"}, "", "", "needs a secret, a key set (jwks, jwks_uri), or public"},
-		{"unset env secret", Client{ID: "c", SecretHash: "{env.TEST_UNSET_HASH}"}, "", "", "expands to nothing"},
-		{"plain secret", Client{ID: "c", SecretHash: "hunter2"}, "", "", "must be a bcrypt hash"},
+		{"unset env secret", Client{ID: "c", SecretHash: "{env.TEST_UNSET_HASH}"}, "", "", "secret: {env.TEST_UNSET_HASH} resolves to nothing"},
+		{"plain secret", Client{ID: "c", SecretHash: "hunter2"}, "", "", "not a bcrypt hash; only bcrypt is accepted: make one with `caddy hash-password` (or give sha256:<hex>)"},
 		{"short sha256", Client{ID: "c", SecretHash: "sha256:abcd"}, "", "", "64 hex digits"},
 		{"public with private_key_jwt", Client{ID: "c", Public: true, AuthMethod: "private_key_jwt", JWKSURI: "https://c.example/jwks"}, "", "", "public client's auth method is none"},
 		{"missing jwks file", Client{ID: "c", JWKSFile: filepath.Join(t.TempDir(), "nope.json")}, "", "", "jwks:"},
@@ -91,6 +91,7 @@ func TestIssuerConfigClients(t *testing.T) {
 func TestIssuerConfig(t *testing.T) {
 	t.Setenv("TEST_USER_HASH", testHash)
 	argon := "$argon2id$v=19$m=47104,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
+	t.Setenv("TEST_ARGON_HASH", argon)
 	tests := []struct {
 		name    string
 		app     App
@@ -101,10 +102,14 @@ func TestIssuerConfig(t *testing.T) {
 		{"bad alg", App{IssuerURL: "https://a.example", SigningAlg: "HS256"}, `signing_alg "HS256"`},
 		{"negative min_password_length", App{IssuerURL: "https://a.example", MinPasswordLength: -1}, "min_password_length -1"},
 		{"env user hash", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: "{env.TEST_USER_HASH}"}}}, ""},
-		{"unset env user hash", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: "{env.TEST_NOT_SET}"}}}, `user "u": password hash must be bcrypt`},
-		{"argon2 user hash", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: argon}}}, "must be bcrypt"},
+		{"unset env user hash", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: "{env.TEST_NOT_SET}"}}}, `user "u": password hash: {env.TEST_NOT_SET} resolves to nothing`},
+		{"argon2 user hash", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: argon}}}, "user \"u\": password hash: an argon2 hash; only bcrypt is accepted: make one with `caddy hash-password`"},
+		{"argon2 hash from env", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: "{env.TEST_ARGON_HASH}"}}}, "an argon2 hash; only bcrypt is accepted"},
+		{"unreadable file hash", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: "{file./nonexistent/hash}"}}}, "{file./nonexistent/hash} resolves to nothing"},
+		{"unknown group", App{IssuerURL: "https://a.example", Groups: []issuer.Group{{Name: "staff"}, {Name: "ops"}}, Users: []User{{Username: "u", PasswordHash: testHash, Groups: []string{"admins"}}}}, `user "u": group "admins" is not declared (groups: staff, ops)`},
+		{"no groups", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: testHash, Groups: []string{"staff"}}}}, `group "staff" is not declared (no group is)`},
 		{"agent", App{IssuerURL: "https://a.example", Agents: []Agent{{ID: "a", SecretHash: testHash, MaxDepth: 2}}}, ""},
-		{"agent unset env secret", App{IssuerURL: "https://a.example", Agents: []Agent{{ID: "a", SecretHash: "{env.TEST_NOT_SET}"}}}, `agent "a": secret "{env.TEST_NOT_SET}" expands to nothing`},
+		{"agent unset env secret", App{IssuerURL: "https://a.example", Agents: []Agent{{ID: "a", SecretHash: "{env.TEST_NOT_SET}"}}}, `agent "a": secret: {env.TEST_NOT_SET} resolves to nothing`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -202,14 +207,25 @@ func provisionApp(t *testing.T, a *App) *App {
 	return a
 }
 
+// runApp provisions and starts an app on the in-memory store.
+func runApp(t *testing.T, a *App) *App {
+	t.Helper()
+	provisionApp(t, a)
+	if err := a.Start(); err != nil {
+		t.Fatalf("Start() = %v", err)
+	}
+	t.Cleanup(func() { _ = a.Stop() })
+	return a
+}
+
 func TestAppSessionKeyPersisted(t *testing.T) {
-	a := provisionApp(t, &App{IssuerURL: "http://127.0.0.1:8080"})
+	a := runApp(t, &App{IssuerURL: "http://127.0.0.1:8080"})
 	k1, err := a.SessionKey(context.Background())
 	if err != nil || len(k1) != 32 {
 		t.Fatalf("SessionKey() = %x, %v, want 32 bytes", k1, err)
 	}
 	// A reload shares the store, so it gets the same key.
-	b := provisionApp(t, &App{IssuerURL: "http://127.0.0.1:8080"})
+	b := runApp(t, &App{IssuerURL: "http://127.0.0.1:8080"})
 	k2, err := b.SessionKey(context.Background())
 	if err != nil || !bytes.Equal(k1, k2) {
 		t.Errorf("SessionKey() after reload = %x, %v, want %x", k2, err, k1)

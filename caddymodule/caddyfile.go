@@ -1,7 +1,9 @@
 package caddymodule
 
 import (
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -89,6 +91,13 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	// Users may name groups declared further down: checked at the end,
+	// with the line of the user's groups.
+	type groupRef struct {
+		user, group string
+		at          caddyfile.Token
+	}
+	var refs []groupRef
 	for d.NextBlock(0) {
 		var err error
 		switch d.Val() {
@@ -119,8 +128,12 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = intArg(d, &a.MinPasswordLength)
 		case "user":
 			var u User
-			u, err = parseUser(d)
+			var at caddyfile.Token
+			u, at, err = parseUser(d)
 			a.Users = append(a.Users, u)
+			for _, g := range u.Groups {
+				refs = append(refs, groupRef{u.Username, g, at})
+			}
 		case "group":
 			err = a.parseGroup(d)
 		case "client":
@@ -138,6 +151,36 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 		if err != nil {
 			return err
+		}
+	}
+	for _, r := range refs {
+		if !slices.ContainsFunc(a.Groups, func(g issuer.Group) bool { return g.Name == r.group }) {
+			return errAt(r.at, "user %q: %s", r.user, unknownGroup(r.group, a.Groups))
+		}
+	}
+	return nil
+}
+
+// errAt is a Caddyfile error at the line of tok.
+func errAt(tok caddyfile.Token, format string, args ...any) error {
+	d := caddyfile.NewDispenser([]caddyfile.Token{tok})
+	d.Next()
+	return d.Errf(format, args...)
+}
+
+// isPlaceholder reports whether a configured value is replaced at load
+// (and can only be checked then).
+func isPlaceholder(s string) bool { return strings.Contains(s, "{") }
+
+// secretArg reads a secret hash, checking it now unless it is a
+// placeholder.
+func secretArg(d *caddyfile.Dispenser, v *string) error {
+	if err := oneArg(d, v); err != nil {
+		return err
+	}
+	if !isPlaceholder(*v) {
+		if err := issuer.CheckSecretHash(*v); err != nil {
+			return d.Errf("%v", err)
 		}
 	}
 	return nil
@@ -167,31 +210,38 @@ func parseStorage(d *caddyfile.Dispenser) ([]byte, error) {
 	}
 }
 
-func parseUser(d *caddyfile.Dispenser) (User, error) {
+func parseUser(d *caddyfile.Dispenser) (User, caddyfile.Token, error) {
 	var u User
+	at := d.Token()
 	if !d.Args(&u.Username, &u.PasswordHash) {
-		return u, d.Errf("user: want <name> <bcrypt-hash>")
+		return u, at, d.Errf("user: want <name> <bcrypt-hash>")
 	}
 	if d.NextArg() {
-		return u, d.ArgErr()
+		return u, at, d.ArgErr()
+	}
+	if !isPlaceholder(u.PasswordHash) {
+		if err := issuer.CheckPasswordHash(u.PasswordHash); err != nil {
+			return u, at, d.Errf("user %q: password hash: %v", u.Username, err)
+		}
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		var err error
 		switch d.Val() {
 		case "groups":
+			at = d.Token()
 			err = listArg(d, &u.Groups)
 		case "name":
 			err = oneArg(d, &u.Name)
 		case "email":
 			err = oneArg(d, &u.Email)
 		default:
-			return u, d.Errf("unrecognized user subdirective %q", d.Val())
+			return u, at, d.Errf("unrecognized user subdirective %q", d.Val())
 		}
 		if err != nil {
-			return u, err
+			return u, at, err
 		}
 	}
-	return u, nil
+	return u, at, nil
 }
 
 func (a *App) parseGroup(d *caddyfile.Dispenser) error {
@@ -227,7 +277,7 @@ func parseClient(d *caddyfile.Dispenser) (Client, error) {
 		case "name":
 			err = oneArg(d, &c.Name)
 		case "secret":
-			err = oneArg(d, &c.SecretHash)
+			err = secretArg(d, &c.SecretHash)
 		case "public":
 			err = flag(d, &c.Public)
 		case "redirect_uri", "redirect_uris":
@@ -267,7 +317,7 @@ func parseAgent(d *caddyfile.Dispenser) (Agent, error) {
 		case "name":
 			err = oneArg(d, &ag.Name)
 		case "secret":
-			err = oneArg(d, &ag.SecretHash)
+			err = secretArg(d, &ag.SecretHash)
 		case "jwks_uri":
 			err = oneArg(d, &ag.JWKSURI)
 		case "jwks":

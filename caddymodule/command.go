@@ -73,18 +73,21 @@ func newCLI(cmd *cobra.Command, c *cli) {
 	pf.StringVarP(&c.config, "config", "c", "", "Configuration file to read the admin address from")
 	pf.StringVarP(&c.adapter, "adapter", "a", "", "Name of the config adapter for --config")
 
-	user := &cobra.Command{Use: "user", Short: "Manages users"}
+	// Commands that only group subcommands refuse unknown or missing
+	// subcommands with an error (cobra would print help and succeed).
+	group(cmd)
+	user := group(&cobra.Command{Use: "user", Short: "Manages users"})
 	user.AddCommand(c.userAdd(), c.userList(), c.userShow(), c.userRemove(), c.userSetPassword())
-	client := &cobra.Command{Use: "client", Short: "Manages OAuth clients"}
+	client := group(&cobra.Command{Use: "client", Short: "Manages OAuth clients"})
 	client.AddCommand(c.clientAdd(), c.clientList(), c.clientShow(), c.clientRemove(), c.clientRotate())
-	agent := &cobra.Command{Use: "agent", Short: "Manages AI agent principals"}
+	agent := group(&cobra.Command{Use: "agent", Short: "Manages AI agent principals"})
 	agent.AddCommand(c.agentAdd(), c.agentList(),
 		c.agentAction("show", "Shows an agent", http.MethodGet, "", ""),
 		c.agentAction("remove", "Removes an agent and revokes every grant it holds or acts in", http.MethodDelete, "", "removed agent %s\n"),
 		c.agentAction("disable", "Disables an agent and revokes its grants", http.MethodPost, "/disable", "disabled agent %s\n"),
 		c.agentAction("enable", "Enables a disabled agent", http.MethodPost, "/enable", "enabled agent %s\n"),
 		c.agentAction("rotate-secret", "Replaces an agent's secret and prints the new one once", http.MethodPost, "/secret", ""))
-	key := &cobra.Command{Use: "key", Short: "Manages signing keys"}
+	key := group(&cobra.Command{Use: "key", Short: "Manages signing keys"})
 	key.AddCommand(&cobra.Command{
 		Use:   "rotate",
 		Short: "Rotates the token signing key (the old key stays published until its tokens expire)",
@@ -101,6 +104,31 @@ func newCLI(cmd *cobra.Command, c *cli) {
 		},
 	})
 	cmd.AddCommand(user, client, agent, key)
+}
+
+// group makes cmd, which only holds subcommands, fail when run without
+// one or with an unknown one.
+func group(cmd *cobra.Command) *cobra.Command {
+	cmd.Args = func(cmd *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return fmt.Errorf("unknown command %q for %q; want one of: %s", args[0], cmd.CommandPath(), subcommands(cmd))
+		}
+		return nil
+	}
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		return fmt.Errorf("%s: missing subcommand; want one of: %s", cmd.CommandPath(), subcommands(cmd))
+	}
+	return cmd
+}
+
+func subcommands(cmd *cobra.Command) string {
+	var names []string
+	for _, c := range cmd.Commands() {
+		if c.IsAvailableCommand() {
+			names = append(names, c.Name())
+		}
+	}
+	return strings.Join(names, ", ")
 }
 
 func (c *cli) userAdd() *cobra.Command {
@@ -394,7 +422,11 @@ func (c *cli) agentAction(use, short, method, suffix, done string) *cobra.Comman
 // call sends one admin API request and decodes the JSON answer into res
 // (when not nil).
 func (c *cli) call(method, uri string, body, res any) error {
-	addr, err := caddycmd.DetermineAdminAPIAddress(c.address, nil, c.config, c.adapter)
+	addr, err := adminAddress(c.address)
+	if err != nil {
+		return err
+	}
+	addr, err = caddycmd.DetermineAdminAPIAddress(addr, nil, c.config, c.adapter)
 	if err != nil {
 		return fmt.Errorf("admin address: %w", err)
 	}
@@ -418,6 +450,19 @@ func (c *cli) call(method, uri string, body, res any) error {
 		return fmt.Errorf("reading answer: %w", err)
 	}
 	return nil
+}
+
+// adminAddress accepts the admin address as Caddy writes it
+// (localhost:2019, unix//path) or as a URL (http://localhost:2019).
+func adminAddress(s string) (string, error) {
+	if !strings.Contains(s, "://") {
+		return s, nil
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "http" || u.Host == "" || strings.Trim(u.Path, "/") != "" || u.RawQuery != "" || u.User != nil {
+		return "", fmt.Errorf("--address %q: want host:port or http://host:port (the admin API speaks plain http)", s)
+	}
+	return u.Host, nil
 }
 
 func (c *cli) print(v any) error {

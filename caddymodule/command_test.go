@@ -63,6 +63,10 @@ func TestCommand(t *testing.T) {
 		{"agent show removed", "", []string{"agent", "show", "planner"}, "", "HTTP 404"},
 		{"key rotate", "", []string{"key", "rotate"}, "new signing key: ", ""},
 		{"key rotate with argument", "", []string{"key", "rotate", "now"}, "", "unknown command"},
+		{"unknown subcommand", "", []string{"user", "frobnicate"}, "", `unknown command "frobnicate" for "mcp-auth user"; want one of: add, list`},
+		{"missing subcommand", "", []string{"agent"}, "", "mcp-auth agent: missing subcommand; want one of: add"},
+		{"unknown group", "", []string{"users", "list"}, "", `unknown command "users" for "mcp-auth"`},
+		{"no group", "", nil, "", "mcp-auth: missing subcommand; want one of: agent, client"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -80,6 +84,18 @@ func TestCommand(t *testing.T) {
 				t.Errorf("mcp-auth %s = %q, want it to contain %q", strings.Join(tt.args, " "), out, tt.wantOut)
 			}
 		})
+	}
+
+	// --address takes a URL as well as Caddy's host:port form.
+	for _, a := range []string{"http://" + addr, "http://" + addr + "/"} {
+		if out, _, err := runCLI(t, a, "", "user", "list"); err != nil || !strings.Contains(out, "alice") {
+			t.Errorf("mcp-auth user list --address %s = %q, %v, want the users", a, out, err)
+		}
+	}
+	for _, a := range []string{"https://" + addr, "http://" + addr + "/config", "ftp://" + addr} {
+		if _, _, err := runCLI(t, a, "", "user", "list"); err == nil || !strings.Contains(err.Error(), "want host:port or http://host:port") {
+			t.Errorf("mcp-auth user list --address %s = %v, want an error explaining the address forms", a, err)
+		}
 	}
 
 	// The one-time secret comes with a warning on stderr, not stdout.

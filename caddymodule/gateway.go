@@ -77,7 +77,10 @@ type GatewayHandler struct {
 	// instance sharing the store and every reload agree.
 	SessionKey string `json:"session_key,omitempty"`
 
-	gw *gateway.Gateway
+	app   *App           // the config's mcp_auth app, if any: it finishes the gateway at Start
+	local bool           // the app is the issuer
+	cfg   gateway.Config // what start completes
+	gw    *gateway.Gateway
 }
 
 // Rule says which scopes a tool, prompt or resource needs and which actors
@@ -122,15 +125,16 @@ func (GatewayHandler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// issuerKeys adapts the local issuer to gateway.KeySource.
-type issuerKeys struct{ iss *issuer.Issuer }
+// issuerKeys adapts the local issuer to gateway.KeySource. The gateway
+// asks only while serving, after the app started (see ServeHTTP).
+type issuerKeys struct{ app *App }
 
 func (k issuerKeys) Key(ctx context.Context, kid string) (any, error) {
-	return k.iss.PublicKey(ctx, kid)
+	return k.app.iss.PublicKey(ctx, kid)
 }
 
-// Provision builds the gateway and, with the local issuer, registers the
-// resource with it.
+// Provision checks the gateway's configuration and builds it; with an
+// mcp_auth app in the config, the app's Start finishes it (see start).
 func (h *GatewayHandler) Provision(ctx caddy.Context) error {
 	log := ctx.Logger()
 	if h.Resource == "" {
@@ -178,34 +182,61 @@ func (h *GatewayHandler) Provision(ctx caddy.Context) error {
 		// naming this config's own issuer by URL is local, so that its
 		// resource gets registered rather than its keys fetched over HTTP.
 		app = v.(*App)
-		local = strings.TrimSuffix(h.Issuer, "/") == app.Issuer().URL()
+		local = strings.TrimSuffix(h.Issuer, "/") == app.url
 	} else if !errors.Is(err, caddy.ErrNotConfigured) {
 		return err
 	}
 	if local {
-		iss := app.Issuer()
-		cfg.Issuer = iss.URL()
-		cfg.Keys = issuerKeys{iss}
+		cfg.Issuer = app.url
+		cfg.Keys = issuerKeys{app}
 		cfg.Revoked = func(ctx context.Context, claims map[string]any) bool {
-			return iss.Revoked(ctx, claimString(claims, "jti"), claimString(claims, grantIDClaim))
+			return app.iss.Revoked(ctx, claimString(claims, "jti"), claimString(claims, grantIDClaim))
 		}
 	} else {
 		cfg.Issuer = h.Issuer
 		cfg.Keys = gateway.NewRemoteKeys(h.Issuer, &http.Client{Timeout: 10 * time.Second}, log)
 	}
 
-	key, err := h.sessionKey(ctx, app, log)
+	key, err := h.sessionKey(app, log)
 	if err != nil {
 		return err
 	}
 	cfg.SessionKey = key
-
+	if key == nil {
+		// The key is in the store, which only Start opens; a stand-in
+		// lets gateway.New check the rest of the configuration now.
+		cfg.SessionKey = make([]byte, 32)
+	}
 	h.gw, err = gateway.New(cfg)
 	if err != nil {
 		return fmt.Errorf("mcp_gateway %s: %w", h.Resource, err)
 	}
-	if local {
-		app.Issuer().AddResource(issuer.Resource{URL: h.Resource, Scopes: h.gw.Scopes()})
+	if app != nil {
+		if key == nil {
+			h.gw, h.cfg = nil, cfg
+		}
+		h.app, h.local = app, local
+		app.gateways = append(app.gateways, h)
+	}
+	return nil
+}
+
+// start finishes the gateway once the app has opened the store and built
+// the issuer: the session key from the store, the resource registered
+// with the local issuer.
+func (h *GatewayHandler) start(a *App) error {
+	if h.gw == nil {
+		key, err := a.SessionKey(context.Background())
+		if err != nil {
+			return fmt.Errorf("mcp_gateway %s: %w", h.Resource, err)
+		}
+		h.cfg.SessionKey = key
+		if h.gw, err = gateway.New(h.cfg); err != nil {
+			return fmt.Errorf("mcp_gateway %s: %w", h.Resource, err)
+		}
+	}
+	if h.local {
+		a.iss.AddResource(issuer.Resource{URL: h.Resource, Scopes: h.gw.Scopes()})
 	}
 	return nil
 }
@@ -219,17 +250,22 @@ func claimString(claims map[string]any, name string) string {
 	return s
 }
 
-func (h *GatewayHandler) sessionKey(ctx context.Context, app *App, log *zap.Logger) ([]byte, error) {
-	if h.SessionKey != "" {
-		s := caddy.NewReplacer().ReplaceKnown(h.SessionKey, "")
+// sessionKey returns the configured key; nil when the app's store holds
+// it (start reads it); with neither, a random key.
+func (h *GatewayHandler) sessionKey(app *App, log *zap.Logger) ([]byte, error) {
+	switch {
+	case h.SessionKey != "":
+		s, err := expandSecret(caddy.NewReplacer(), h.SessionKey)
+		if err != nil {
+			return nil, fmt.Errorf("mcp_gateway: session_key: %w", err)
+		}
 		key, err := decodeKey(s)
 		if err != nil {
 			return nil, fmt.Errorf("mcp_gateway: session_key: %w", err)
 		}
 		return key, nil
-	}
-	if app != nil {
-		return app.SessionKey(ctx)
+	case app != nil:
+		return nil, nil
 	}
 	log.Warn("no session_key and no mcp_auth app: MCP sessions are bound with a random per-process key, so they do not survive a reload and other instances cannot check them")
 	key := make([]byte, 32)
@@ -261,6 +297,9 @@ func decodeKey(s string) ([]byte, error) {
 // ServeHTTP implements caddyhttp.MiddlewareHandler. The gateway calls next
 // only for requests it authorized; next's error is returned to Caddy.
 func (h *GatewayHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if h.app != nil && !h.app.started(r.Context()) {
+		return caddyhttp.Error(http.StatusServiceUnavailable, errNotRunning)
+	}
 	var nextErr error
 	h.gw.Serve(w, r, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		nextErr = next.ServeHTTP(w, r)

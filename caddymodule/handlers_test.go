@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -47,6 +48,22 @@ func caddyContext(t *testing.T, app *App) caddy.Context {
 	return ctx
 }
 
+// startApp starts the config's mcp_auth app, as Caddy does once every
+// module is provisioned.
+func startApp(t *testing.T, ctx caddy.Context) *App {
+	t.Helper()
+	v, err := ctx.App("mcp_auth")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := v.(*App)
+	if err := a.Start(); err != nil {
+		t.Fatalf("Start() = %v", err)
+	}
+	t.Cleanup(func() { _ = a.Stop() })
+	return a
+}
+
 func testApp(t *testing.T) *App {
 	return &App{
 		IssuerURL:  testIssuer,
@@ -81,6 +98,7 @@ func TestIssuerHandler(t *testing.T) {
 	if err := h.Provision(ctx); err != nil {
 		t.Fatalf("Provision() = %v", err)
 	}
+	startApp(t, ctx)
 
 	rec := httptest.NewRecorder()
 	next := &recordingNext{err: errNext}
@@ -139,12 +157,6 @@ func mcpRequest(tok string) *http.Request {
 
 func TestGatewayHandlerLocalIssuer(t *testing.T) {
 	ctx := caddyContext(t, testApp(t))
-
-	// Before the gateway registers its resource, the issuer refuses it.
-	if code, _ := token(t, ctx, "mcp"); code != http.StatusBadRequest {
-		t.Fatalf("token for an unregistered resource = %d, want 400", code)
-	}
-
 	h := &GatewayHandler{
 		Resource: gatewayResource,
 		Scopes:   []string{"mcp"},
@@ -152,6 +164,11 @@ func TestGatewayHandlerLocalIssuer(t *testing.T) {
 	}
 	if err := h.Provision(ctx); err != nil {
 		t.Fatalf("Provision() = %v", err)
+	}
+	app := startApp(t, ctx)
+	// The session key comes from the store, which Start opened.
+	if stored, err := app.SessionKey(t.Context()); err != nil || !bytes.Equal(h.cfg.SessionKey, stored) {
+		t.Errorf("gateway session key = %x, want the store's %x (%v)", h.cfg.SessionKey, stored, err)
 	}
 	code, tok := token(t, ctx, "mcp")
 	if code != http.StatusOK || tok == "" {
@@ -213,10 +230,6 @@ func TestGatewayHandlerLocalIssuer(t *testing.T) {
 func TestGatewaySessionKey(t *testing.T) {
 	t.Setenv("TEST_SESSION_KEY", "+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/s=")
 	app := provisionApp(t, &App{IssuerURL: testIssuer})
-	stored, err := app.SessionKey(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
 	core, logs := observer.New(zap.WarnLevel)
 	log := zap.New(core)
 
@@ -224,24 +237,30 @@ func TestGatewaySessionKey(t *testing.T) {
 		name     string
 		key      string
 		app      *App
-		wantKey  []byte // nil: any 32 random bytes
+		wantKey  []byte // nil: any 32 random bytes, or none from the app's store
 		wantErr  string
 		wantWarn bool
 	}{
 		{"env placeholder", "{env.TEST_SESSION_KEY}", nil, []byte(strings.Repeat("\xfb", 32)), "", false},
-		{"unset env", "{env.TEST_SESSION_KEY_UNSET}", app, nil, "session_key: 0 bytes", false},
+		{"unset env", "{env.TEST_SESSION_KEY_UNSET}", app, nil, "session_key: {env.TEST_SESSION_KEY_UNSET} resolves to nothing", false},
 		{"too short", "c2hvcnQ=", app, nil, "want at least 32", false},
-		{"from the app's store", "", app, stored, "", false},
+		{"from the app's store", "", app, nil, "", false},
 		{"no app", "", nil, nil, "", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			logs.TakeAll()
 			h := &GatewayHandler{SessionKey: tt.key}
-			got, err := h.sessionKey(t.Context(), tt.app, log)
+			got, err := h.sessionKey(tt.app, log)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("sessionKey() error = %v, want it to contain %q", err, tt.wantErr)
+				}
+				return
+			}
+			if tt.app != nil && tt.key == "" {
+				if err != nil || got != nil {
+					t.Errorf("sessionKey() = %x, %v, want none: the app's store has it", got, err)
 				}
 				return
 			}
@@ -298,6 +317,7 @@ func TestGatewayHandlerOwnIssuerURL(t *testing.T) {
 	if err := h.Provision(ctx); err != nil {
 		t.Fatalf("Provision() = %v", err)
 	}
+	startApp(t, ctx)
 	if code, _ := token(t, ctx, "mcp"); code != http.StatusOK {
 		t.Errorf("token for the gateway's resource = %d, want 200 (resource registered)", code)
 	}

@@ -9,8 +9,6 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-
-	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer"
 )
 
 func init() {
@@ -25,7 +23,7 @@ func init() {
 // (metadata, authorize, login, consent, token, ...) and passes every other
 // request on.
 type IssuerHandler struct {
-	iss *issuer.Issuer
+	app *App
 }
 
 // CaddyModule returns the Caddy module information.
@@ -42,9 +40,13 @@ func (h *IssuerHandler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	h.iss = app.Issuer()
+	h.app = app
 	return nil
 }
+
+// errNotRunning answers requests that arrive when the mcp_auth app did not
+// start: the config failed to load and is being taken down.
+var errNotRunning = errors.New("the mcp_auth app is not running")
 
 // authApp returns the config's mcp_auth app, explaining how to add it when
 // it is missing.
@@ -61,8 +63,12 @@ func authApp(ctx caddy.Context, who string) (*App, error) {
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (h *IssuerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	if h.iss.Match(r) {
-		h.iss.ServeHTTP(w, r)
+	// Caddy starts apps in no particular order: wait for the issuer.
+	if !h.app.started(r.Context()) {
+		return caddyhttp.Error(http.StatusServiceUnavailable, errNotRunning)
+	}
+	if h.app.iss.Match(r) {
+		h.app.iss.ServeHTTP(w, r)
 		return nil
 	}
 	return next.ServeHTTP(w, r)

@@ -17,10 +17,12 @@ func init() {
 	caddy.RegisterModule(MemoryStorage{})
 }
 
-// Storage is implemented by modules in the mcp_auth.storage namespace. The
-// store is valid from Provision until Cleanup.
+// Storage is implemented by modules in the mcp_auth.storage namespace.
+// Provision only checks the configuration and touches nothing: `caddy
+// validate` provisions while another Caddy may hold the store. Open, called
+// from App.Start, opens the store (at most once); it is valid until Cleanup.
 type Storage interface {
-	Store() store.Store
+	Open() (store.Store, error)
 }
 
 // stores holds open stores across config reloads. bbolt locks its file, so
@@ -41,7 +43,8 @@ type BoltStorage struct {
 	// "<caddy data dir>/mcp-auth/mcp-auth.db".
 	Path string `json:"path,omitempty"`
 
-	key string
+	abs string // Path, absolute
+	key string // in stores
 	st  store.Store
 }
 
@@ -53,8 +56,7 @@ func (BoltStorage) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision opens the database, or shares the handle a previous config
-// opened.
+// Provision resolves the database path. It opens nothing: see Storage.
 func (b *BoltStorage) Provision(ctx caddy.Context) error {
 	path := b.Path
 	if path == "" {
@@ -64,33 +66,38 @@ func (b *BoltStorage) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("storage path %q: %w", path, err)
 	}
-	b.key = "bolt:" + abs
+	b.abs, b.key = abs, "bolt:"+abs
+	return nil
+}
+
+// Open opens the database, creating its directory, or shares the handle
+// a previous config opened.
+func (b *BoltStorage) Open() (store.Store, error) {
+	abs := b.abs
 	v, _, err := stores.LoadOrNew(b.key, func() (caddy.Destructor, error) {
 		if err := os.MkdirAll(filepath.Dir(abs), 0o700); err != nil {
 			return nil, fmt.Errorf("storage directory: %w", err)
 		}
 		st, err := bolt.Open(abs, bolt.Options{})
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("storage %s: %w", abs, err)
 		}
 		return pooledStore{st}, nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	b.st = v.(pooledStore).Store
-	return nil
+	return b.st, nil
 }
-
-// Store implements Storage.
-func (b *BoltStorage) Store() store.Store { return b.st }
 
 // Cleanup releases this config's reference; the file is closed when no
 // config uses it any more.
 func (b *BoltStorage) Cleanup() error {
-	if b.key == "" {
+	if b.st == nil {
 		return nil
 	}
+	b.st = nil
 	_, err := stores.Delete(b.key)
 	return err
 }
@@ -114,26 +121,24 @@ func (MemoryStorage) CaddyModule() caddy.ModuleInfo {
 // app per config, so one memory store per process.
 const memoryKey = "memory"
 
-// Provision creates the store, or shares the one a previous config created.
-func (m *MemoryStorage) Provision(ctx caddy.Context) error {
+// Open creates the store, or shares the one a previous config created.
+func (m *MemoryStorage) Open() (store.Store, error) {
 	v, _, err := stores.LoadOrNew(memoryKey, func() (caddy.Destructor, error) {
 		return pooledStore{memory.New(memory.Options{})}, nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	m.st = v.(pooledStore).Store
-	return nil
+	return m.st, nil
 }
-
-// Store implements Storage.
-func (m *MemoryStorage) Store() store.Store { return m.st }
 
 // Cleanup releases this config's reference.
 func (m *MemoryStorage) Cleanup() error {
 	if m.st == nil {
 		return nil
 	}
+	m.st = nil
 	_, err := stores.Delete(memoryKey)
 	return err
 }
@@ -144,6 +149,5 @@ var (
 	_ caddy.Provisioner  = (*BoltStorage)(nil)
 	_ caddy.CleanerUpper = (*BoltStorage)(nil)
 	_ Storage            = (*MemoryStorage)(nil)
-	_ caddy.Provisioner  = (*MemoryStorage)(nil)
 	_ caddy.CleanerUpper = (*MemoryStorage)(nil)
 )

@@ -41,6 +41,36 @@ func put(st store.Store, key string) error {
 	})
 }
 
+// storageModule is what the tests need of a storage module.
+type storageModule interface {
+	Storage
+	caddy.Provisioner
+	caddy.CleanerUpper
+}
+
+// open provisions s and opens its store, as a config's Provision and Start do.
+func open(ctx caddy.Context, s storageModule) (store.Store, error) {
+	if err := s.Provision(ctx); err != nil {
+		return nil, err
+	}
+	return s.Open()
+}
+
+// Provision, as `caddy validate` runs it, creates no file or directory.
+func TestBoltStorageProvisionTouchesNothing(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "absent")
+	s := &BoltStorage{Path: filepath.Join(dir, "mcp-auth.db")}
+	if err := s.Provision(newContext(t)); err != nil {
+		t.Fatalf("Provision() = %v", err)
+	}
+	if err := s.Cleanup(); err != nil {
+		t.Fatalf("Cleanup() = %v", err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Stat(%s) after Provision = %v, want it not to exist", dir, err)
+	}
+}
+
 func TestBoltStorageSharedAcrossProvisions(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "sub", "mcp-auth.db")
@@ -49,15 +79,16 @@ func TestBoltStorageSharedAcrossProvisions(t *testing.T) {
 	// The old and the new config of a reload, the second naming the same
 	// file by a relative path.
 	old := &BoltStorage{Path: path}
-	if err := within(t, 5*time.Second, "first Provision", func() error { return old.Provision(ctx) }); err != nil {
-		t.Fatalf("Provision(old) = %v", err)
+	var oldSt, curSt store.Store
+	if err := within(t, 5*time.Second, "first Open", func() (err error) { oldSt, err = open(ctx, old); return err }); err != nil {
+		t.Fatalf("Open(old) = %v", err)
 	}
 	t.Chdir(dir)
 	cur := &BoltStorage{Path: filepath.Join("sub", "mcp-auth.db")}
-	if err := within(t, 5*time.Second, "second Provision", func() error { return cur.Provision(ctx) }); err != nil {
-		t.Fatalf("Provision(new) = %v", err)
+	if err := within(t, 5*time.Second, "second Open", func() (err error) { curSt, err = open(ctx, cur); return err }); err != nil {
+		t.Fatalf("Open(new) = %v", err)
 	}
-	if old.Store() != cur.Store() {
+	if oldSt != curSt {
 		t.Fatalf("Store() differs between two provisions of %s, want the shared handle", path)
 	}
 	if refs, ok := stores.References(cur.key); !ok || refs != 2 {
@@ -68,24 +99,24 @@ func TestBoltStorageSharedAcrossProvisions(t *testing.T) {
 	if err := old.Cleanup(); err != nil {
 		t.Fatalf("Cleanup(old) = %v", err)
 	}
-	if err := put(cur.Store(), "after-old-cleanup"); err != nil {
+	if err := put(curSt, "after-old-cleanup"); err != nil {
 		t.Fatalf("Update after the old config's Cleanup = %v, want nil", err)
 	}
 
 	// The last user closes the file, and a later config can open it again.
-	st := cur.Store()
 	if err := cur.Cleanup(); err != nil {
 		t.Fatalf("Cleanup(new) = %v", err)
 	}
-	if err := put(st, "after-close"); !errors.Is(err, store.ErrClosed) {
+	if err := put(curSt, "after-close"); !errors.Is(err, store.ErrClosed) {
 		t.Errorf("Update after the last Cleanup = %v, want %v", err, store.ErrClosed)
 	}
 	again := &BoltStorage{Path: path}
-	if err := within(t, 5*time.Second, "Provision after close", func() error { return again.Provision(ctx) }); err != nil {
-		t.Fatalf("Provision after close = %v", err)
+	var st store.Store
+	if err := within(t, 5*time.Second, "Open after close", func() (err error) { st, err = open(ctx, again); return err }); err != nil {
+		t.Fatalf("Open after close = %v", err)
 	}
 	defer again.Cleanup()
-	err := again.Store().View(context.Background(), func(tx store.Tx) error {
+	err := st.View(context.Background(), func(tx store.Tx) error {
 		_, err := tx.Get("test", "after-old-cleanup")
 		return err
 	})
@@ -98,13 +129,16 @@ func TestBoltStorageDistinctPaths(t *testing.T) {
 	ctx := newContext(t)
 	a := &BoltStorage{Path: filepath.Join(t.TempDir(), "a.db")}
 	b := &BoltStorage{Path: filepath.Join(t.TempDir(), "b.db")}
+	var sts []store.Store
 	for _, s := range []*BoltStorage{a, b} {
-		if err := s.Provision(ctx); err != nil {
-			t.Fatalf("Provision(%s) = %v", s.Path, err)
+		st, err := open(ctx, s)
+		if err != nil {
+			t.Fatalf("Open(%s) = %v", s.Path, err)
 		}
 		defer s.Cleanup()
+		sts = append(sts, st)
 	}
-	if a.Store() == b.Store() {
+	if sts[0] == sts[1] {
 		t.Errorf("Store() is shared between %s and %s, want separate handles", a.Path, b.Path)
 	}
 }
@@ -113,8 +147,8 @@ func TestBoltStorageDefaultPath(t *testing.T) {
 	data := t.TempDir()
 	t.Setenv("XDG_DATA_HOME", data)
 	s := &BoltStorage{}
-	if err := s.Provision(newContext(t)); err != nil {
-		t.Fatalf("Provision() = %v", err)
+	if _, err := open(newContext(t), s); err != nil {
+		t.Fatalf("Open() = %v", err)
 	}
 	defer s.Cleanup()
 	want := filepath.Join(data, "caddy", "mcp-auth", "mcp-auth.db")
@@ -124,23 +158,24 @@ func TestBoltStorageDefaultPath(t *testing.T) {
 }
 
 func TestMemoryStorageShared(t *testing.T) {
-	ctx := newContext(t)
 	old, cur := new(MemoryStorage), new(MemoryStorage)
-	for _, m := range []*MemoryStorage{old, cur} {
-		if err := m.Provision(ctx); err != nil {
-			t.Fatalf("Provision() = %v", err)
-		}
+	oldSt, err := old.Open()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if old.Store() != cur.Store() {
+	st, err := cur.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if oldSt != st {
 		t.Fatal("Store() differs between two provisions, want the shared store")
 	}
 	if err := old.Cleanup(); err != nil {
 		t.Fatal(err)
 	}
-	if err := put(cur.Store(), "k"); err != nil {
+	if err := put(st, "k"); err != nil {
 		t.Errorf("Update after the old config's Cleanup = %v, want nil", err)
 	}
-	st := cur.Store()
 	if err := cur.Cleanup(); err != nil {
 		t.Fatal(err)
 	}

@@ -122,7 +122,7 @@ func TestAdminUsers(t *testing.T) {
 		{"add both secrets", "POST", "/mcp-auth/users", `{"username":"dan","password":"dan password","password_hash":"` + hash + `"}`, 400, "not both"},
 		{"add no secret", "POST", "/mcp-auth/users", `{"username":"dan"}`, 400, "password or password_hash is required"},
 		{"add no name", "POST", "/mcp-auth/users", `{"password":"dan password"}`, 400, "username is required"},
-		{"add bad hash", "POST", "/mcp-auth/users", `{"username":"dan","password_hash":"plain"}`, 400, "must be bcrypt"},
+		{"add bad hash", "POST", "/mcp-auth/users", `{"username":"dan","password_hash":"plain"}`, 400, "only bcrypt is accepted"},
 		{"add short password", "POST", "/mcp-auth/users", `{"username":"dan","password":"1234567"}`, 400, "at least 8 characters"},
 		{"add short multibyte password", "POST", "/mcp-auth/users", `{"username":"dan","password":"ééééééé"}`, 400, "at least 8 characters"},
 		{"add unknown group", "POST", "/mcp-auth/users", `{"username":"dan","password":"dan password","groups":["nope"]}`, 400, "unknown group"},

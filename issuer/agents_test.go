@@ -90,15 +90,16 @@ func TestAgentOwnTokenFailures(t *testing.T) {
 		form        url.Values
 		wantStatus  int
 		wantCode    string
+		wantDesc    string // error_description, when set
 	}{
-		{"wrong secret", tAgent1 + ":nope", url.Values{}, 401, "invalid_client"},
-		{"disabled agent", tAgentOff + ":" + tAgentSecret, url.Values{}, 401, "invalid_client"},
-		{"unknown agent", "agent-x:" + tAgentSecret, url.Values{}, 401, "invalid_client"},
-		{"no credentials", "", url.Values{"client_id": {tAgent1}}, 401, "invalid_client"},
-		{"scope the agent may not hold", tAgent1 + ":" + tAgentSecret, url.Values{"scope": {"admin"}}, 400, "invalid_scope"},
-		{"unknown resource", tAgent1 + ":" + tAgentSecret, url.Values{"resource": {"https://nowhere.example/mcp"}}, 400, "invalid_target"},
-		{"authorization code grant", tAgent1 + ":" + tAgentSecret, url.Values{"grant_type": {"authorization_code"}, "code": {"x"}}, 400, "unauthorized_client"},
-		{"refresh grant", tAgent1 + ":" + tAgentSecret, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"x"}}, 400, "unauthorized_client"},
+		{"wrong secret", tAgent1 + ":nope", url.Values{}, 401, "invalid_client", ""},
+		{"disabled agent", tAgentOff + ":" + tAgentSecret, url.Values{}, 401, "invalid_client", "agent disabled"},
+		{"unknown agent", "agent-x:" + tAgentSecret, url.Values{}, 401, "invalid_client", "unknown client"},
+		{"no credentials", "", url.Values{"client_id": {tAgent1}}, 401, "invalid_client", ""},
+		{"scope the agent may not hold", tAgent1 + ":" + tAgentSecret, url.Values{"scope": {"admin"}}, 400, "invalid_scope", ""},
+		{"unknown resource", tAgent1 + ":" + tAgentSecret, url.Values{"resource": {"https://nowhere.example/mcp"}}, 400, "invalid_target", ""},
+		{"authorization code grant", tAgent1 + ":" + tAgentSecret, url.Values{"grant_type": {"authorization_code"}, "code": {"x"}}, 400, "unauthorized_client", ""},
+		{"refresh grant", tAgent1 + ":" + tAgentSecret, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"x"}}, 400, "unauthorized_client", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -107,8 +108,8 @@ func TestAgentOwnTokenFailures(t *testing.T) {
 				f[k] = v
 			}
 			a := e.post(t, pathToken, f, tt.basic)
-			if a.status != tt.wantStatus || a.str("error") != tt.wantCode {
-				t.Fatalf("token = %d %s, want %d %s", a.status, a.raw, tt.wantStatus, tt.wantCode)
+			if a.status != tt.wantStatus || a.str("error") != tt.wantCode || (tt.wantDesc != "" && a.str("error_description") != tt.wantDesc) {
+				t.Fatalf("token = %d %s, want %d %s %q", a.status, a.raw, tt.wantStatus, tt.wantCode, tt.wantDesc)
 			}
 		})
 	}

@@ -212,11 +212,13 @@ func (i *Issuer) lookupClient(ctx context.Context, id string) (*Client, error) {
 	case !errors.Is(err, store.ErrNotFound):
 		return nil, fmt.Errorf("look up client: %w", err)
 	}
-	// An agent authenticates as itself; a disabled one is unknown.
+	// An agent authenticates as itself; a disabled one cannot.
 	a, aerr := i.lookupAgent(ctx, id)
 	switch {
 	case aerr == nil:
 		return agentClient(a), nil
+	case errors.Is(aerr, errAgentDisabled):
+		return nil, ErrInvalidClient.WithDescription("agent disabled").Wrap(aerr)
 	case !errors.Is(aerr, store.ErrNotFound):
 		return nil, fmt.Errorf("look up agent: %w", aerr)
 	case i.isCIMDClientID(id):
@@ -266,10 +268,14 @@ func (i *Issuer) lookupAgent(ctx context.Context, id string) (*Agent, error) {
 		return nil, err
 	}
 	if a.Disabled {
-		return nil, fmt.Errorf("agent %q disabled: %w", id, store.ErrNotFound)
+		return nil, fmt.Errorf("agent %q: %w", id, errAgentDisabled)
 	}
 	return a, nil
 }
+
+// errAgentDisabled is a disabled agent's lookup error: not found for
+// every purpose, but said as it is to the operator and the agent.
+var errAgentDisabled = fmt.Errorf("agent disabled: %w", store.ErrNotFound)
 
 // findAgent is lookupAgent that also returns disabled agents (management,
 // names on pages).

@@ -121,6 +121,18 @@ func New(cfg Config, st store.Store) (*Issuer, error) {
 	return i, nil
 }
 
+// CheckConfig reports the configuration errors New would report, without
+// a store: Caddy checks a config (caddy validate) without opening storage.
+func CheckConfig(cfg Config) error {
+	applyDefaults(&cfg)
+	u, err := parseIssuerURL(cfg.Issuer)
+	if err != nil {
+		return err
+	}
+	i := &Issuer{cfg: cfg, issuer: u}
+	return i.validateConfigDirectory()
+}
+
 // Match reports whether r is for one of the issuer's endpoints. A host
 // handler passes every other request on.
 func (i *Issuer) Match(r *http.Request) bool {

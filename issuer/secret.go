@@ -46,12 +46,24 @@ func HashPassword(password string, cost int) (string, error) {
 }
 
 // CheckPasswordHash reports whether hash is a password hash the issuer
-// accepts: bcrypt.
+// accepts: bcrypt. The error names the algorithm of another hash (never
+// the hash) and how to make a bcrypt one.
 func CheckPasswordHash(hash string) error {
-	if _, err := bcrypt.Cost([]byte(hash)); err != nil {
-		return fmt.Errorf("password hash must be bcrypt, as printed by `caddy hash-password`: %w", err)
+	if _, err := bcrypt.Cost([]byte(hash)); err == nil {
+		return nil
 	}
-	return nil
+	alg := "not a bcrypt hash"
+	switch {
+	case strings.HasPrefix(hash, "$argon2"):
+		alg = "an argon2 hash"
+	case strings.HasPrefix(hash, "$scrypt$"), strings.HasPrefix(hash, "$7$"):
+		alg = "an scrypt hash"
+	case strings.HasPrefix(hash, "$pbkdf2"):
+		alg = "a PBKDF2 hash"
+	case strings.HasPrefix(hash, "$6$"), strings.HasPrefix(hash, "$5$"), strings.HasPrefix(hash, "$1$"):
+		alg = "a crypt(3) hash"
+	}
+	return fmt.Errorf("%s; only bcrypt is accepted: make one with `caddy hash-password`", alg)
 }
 
 // CheckSecretHash reports whether hash is a client or agent secret hash
@@ -63,8 +75,8 @@ func CheckSecretHash(hash string) error {
 		}
 		return nil
 	}
-	if _, err := bcrypt.Cost([]byte(hash)); err != nil {
-		return fmt.Errorf("secret must be a bcrypt hash (caddy hash-password) or sha256:<hex>: %w", err)
+	if err := CheckPasswordHash(hash); err != nil {
+		return fmt.Errorf("secret: %w (or give sha256:<hex>)", err)
 	}
 	return nil
 }

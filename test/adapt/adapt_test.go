@@ -115,9 +115,15 @@ func TestAdaptErrors(t *testing.T) {
 		{"signing alg unknown", global("signing_alg HS256"), `signing_alg "HS256"`},
 		{"flag with argument", global("require_par yes"), "require_par: takes no arguments"},
 		{"user missing hash", global("user alice"), "user: want <name> <bcrypt-hash>"},
-		{"user extra argument", global("user alice $2a$10$x extra"), "wrong argument count"},
-		{"user unknown subdirective", global("user alice $2a$10$x {\n\t\t\tphone 1\n\t\t}"), `unrecognized user subdirective "phone"`},
-		{"user groups missing", global("user alice $2a$10$x {\n\t\t\tgroups\n\t\t}"), "groups: missing argument"},
+		{"user extra argument", global("user alice $2a$04$9jzmNsMhg4JvinvxvJr.s.8dpjl8hwwsuuQQmhnluCuonJ5SowuhK extra"), "wrong argument count"},
+		{"user unknown subdirective", global("user alice $2a$04$9jzmNsMhg4JvinvxvJr.s.8dpjl8hwwsuuQQmhnluCuonJ5SowuhK {\n\t\t\tphone 1\n\t\t}"), `unrecognized user subdirective "phone"`},
+		{"user groups missing", global("user alice $2a$04$9jzmNsMhg4JvinvxvJr.s.8dpjl8hwwsuuQQmhnluCuonJ5SowuhK {\n\t\t\tgroups\n\t\t}"), "groups: missing argument"},
+		{"user argon2 hash", global("user alice $argon2id$v=19$m=47104,t=1,p=1$c2FsdA$aGFzaA"), "user \"alice\": password hash: an argon2 hash; only bcrypt is accepted: make one with `caddy hash-password`, at Caddyfile:4"},
+		{"user plain password", global("user alice hunter2"), "user \"alice\": password hash: not a bcrypt hash; only bcrypt is accepted: make one with `caddy hash-password`, at Caddyfile:4"},
+		{"user unknown group", global("user alice $2a$04$9jzmNsMhg4JvinvxvJr.s.8dpjl8hwwsuuQQmhnluCuonJ5SowuhK {\n\t\t\tgroups staff admins\n\t\t}\n\t\tgroup staff {\n\t\t\tscopes * read\n\t\t}"), "user \"alice\": group \"admins\" is not declared (groups: staff), at Caddyfile:5"},
+		{"user group none declared", global("user alice $2a$04$9jzmNsMhg4JvinvxvJr.s.8dpjl8hwwsuuQQmhnluCuonJ5SowuhK {\n\t\t\tgroups staff\n\t\t}"), "group \"staff\" is not declared (no group is): add `group staff { scopes <resource> <scope...> }` to mcp_auth, at Caddyfile:5"},
+		{"client argon2 secret", global("client c {\n\t\t\tsecret $argon2id$v=19$m=1,t=1,p=1$c2FsdA$aGFzaA\n\t\t}"), "secret: an argon2 hash; only bcrypt is accepted: make one with `caddy hash-password` (or give sha256:<hex>), at Caddyfile:5"},
+		{"agent short sha256", global("agent a {\n\t\t\tsecret sha256:abcd\n\t\t}"), "sha256:<hex> must have 64 hex digits, at Caddyfile:5"},
 		{"group missing name", global("group"), "group: missing argument"},
 		{"group scopes missing scope", global("group g {\n\t\t\tscopes *\n\t\t}"), "scopes: want <resource-url|*> <scope...>"},
 		{"group unknown subdirective", global("group g {\n\t\t\tmembers a\n\t\t}"), `unrecognized group subdirective "members"`},
@@ -171,8 +177,8 @@ func TestAdaptErrors(t *testing.T) {
 
 // TestCaddyfileExample adapts the repository's Caddyfile.example (golden
 // file testdata/Caddyfile.example.json) and validates the result the way
-// `caddy validate` does: every module is provisioned, the bbolt database
-// is created (in a temporary data directory), nothing is started.
+// `caddy validate` does: every module is provisioned, no store is opened,
+// nothing is started.
 func TestCaddyfileExample(t *testing.T) {
 	src, err := os.ReadFile("../../Caddyfile.example")
 	if err != nil {

@@ -1,0 +1,185 @@
+package caddymodule
+
+import (
+	"fmt"
+	"net/url"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// checkAgainstSites finds mistakes that only show once the whole config is
+// provisioned: group scopes for a resource nothing declares (they would
+// surface only as invalid_scope at login), and an issuer URL that its site
+// does not serve.
+func (a *App) checkAgainstSites(httpApp *caddyhttp.App) error {
+	if err := a.checkGroupResources(); err != nil {
+		return err
+	}
+	if httpApp == nil {
+		return nil
+	}
+	return checkIssuerSite(a.url, httpApp)
+}
+
+// checkGroupResources refuses group scopes for a resource that no
+// mcp_gateway with the local issuer and no `resource` declares, suggesting
+// the declared resource it most likely means.
+func (a *App) checkGroupResources() error {
+	var declared []string
+	for _, r := range a.cfg.Resources {
+		declared = append(declared, r.URL)
+	}
+	for _, h := range a.gateways {
+		if h.local {
+			declared = append(declared, h.Resource)
+		}
+	}
+	for _, g := range a.Groups {
+		names := make([]string, 0, len(g.Scopes))
+		for res := range g.Scopes {
+			names = append(names, res)
+		}
+		sort.Strings(names)
+		for _, res := range names {
+			if res == "*" || slices.ContainsFunc(declared, func(d string) bool { return sameResource(d, res) }) {
+				continue
+			}
+			msg := fmt.Sprintf("group %q has scopes for %s, which no mcp_gateway or resource declares", g.Name, res)
+			for _, d := range declared {
+				if nearResource(d, res) {
+					return fmt.Errorf("%s; did you mean %s?", msg, d)
+				}
+			}
+			if len(declared) == 0 {
+				return fmt.Errorf("%s (none is declared): add `resource %s` to mcp_auth if another Caddy serves it", msg, res)
+			}
+			return fmt.Errorf("%s (declared: %s): add `resource %s` to mcp_auth if another Caddy serves it", msg, strings.Join(declared, ", "), res)
+		}
+	}
+	return nil
+}
+
+// sameResource compares resource URLs as the issuer does: scheme and host
+// case-insensitively, the path exactly.
+func sameResource(a, b string) bool {
+	ua, err1 := url.Parse(a)
+	ub, err2 := url.Parse(b)
+	if err1 != nil || err2 != nil {
+		return a == b
+	}
+	return strings.EqualFold(ua.Scheme, ub.Scheme) && strings.EqualFold(ua.Host, ub.Host) && ua.Path == ub.Path
+}
+
+// nearResource reports whether two resource URLs differ only in what is
+// easy to get wrong: the scheme, a trailing slash, the case of the path.
+func nearResource(a, b string) bool {
+	norm := func(s string) string {
+		_, rest, ok := strings.Cut(s, "://")
+		if !ok {
+			rest = s
+		}
+		return strings.ToLower(strings.TrimRight(rest, "/"))
+	}
+	return norm(a) == norm(b)
+}
+
+// checkIssuerSite finds the route that would serve the issuer URL: in
+// every server listening on its port, the first route for its host (a
+// site for it, or one for any host). That route must contain mcp_issuer,
+// and the server must speak the issuer URL's scheme.
+func checkIssuerSite(issuerURL string, httpApp *caddyhttp.App) error {
+	u, err := url.Parse(issuerURL)
+	if err != nil {
+		return nil // Provision reported it
+	}
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"https": "443", "http": "80"}[u.Scheme]
+	}
+	p, _ := strconv.ParseUint(port, 10, 32)
+	names := make([]string, 0, len(httpApp.Servers))
+	for name := range httpApp.Servers {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		srv := httpApp.Servers[name]
+		if !listensOn(srv, uint(p)) {
+			continue
+		}
+		i := slices.IndexFunc(srv.Routes, func(r caddyhttp.Route) bool { return routeForHost(r, u.Hostname()) })
+		if i < 0 {
+			continue
+		}
+		site := "the site for " + u.Host
+		if !hasIssuerHandler(srv.Routes[i].Handlers) {
+			return fmt.Errorf("%s (server %s) serves the issuer URL %s but has no mcp_issuer: add `mcp_issuer` to that site block", site, name, issuerURL)
+		}
+		tls := len(srv.TLSConnPolicies) > 0
+		switch {
+		case u.Scheme == "https" && !tls:
+			return fmt.Errorf("the issuer %s is https, but %s (server %s) is served over plain http: serve the site over https (e.g. site address https://%s), or use an http issuer for a loopback host", issuerURL, site, name, u.Host)
+		case u.Scheme == "http" && tls:
+			return fmt.Errorf("the issuer %s is http, but %s (server %s) is served over https: make the issuer an https URL, or the site address http://%s", issuerURL, site, name, u.Host)
+		}
+	}
+	return nil
+}
+
+func listensOn(srv *caddyhttp.Server, port uint) bool {
+	for _, l := range srv.Listen {
+		na, err := caddy.ParseNetworkAddress(l)
+		if err == nil && na.StartPort <= port && port <= na.EndPort {
+			return true
+		}
+	}
+	return false
+}
+
+// routeForHost reports whether a route takes every request for host: it
+// has no matcher, or a matcher set of only a host matcher naming host.
+func routeForHost(r caddyhttp.Route, host string) bool {
+	if len(r.MatcherSets) == 0 {
+		return true
+	}
+	for _, set := range r.MatcherSets {
+		if len(set) != 1 {
+			continue
+		}
+		if hosts, ok := set[0].(*caddyhttp.MatchHost); ok && slices.ContainsFunc(*hosts, func(h string) bool { return hostMatches(h, host) }) {
+			return true
+		}
+	}
+	return false
+}
+
+// hostMatches matches a host matcher's pattern (exact or one "*" label).
+func hostMatches(pattern, host string) bool {
+	if strings.EqualFold(pattern, host) {
+		return true
+	}
+	rest, ok := strings.CutPrefix(pattern, "*.")
+	_, tail, found := strings.Cut(host, ".")
+	return ok && found && strings.EqualFold(rest, tail)
+}
+
+func hasIssuerHandler(handlers []caddyhttp.MiddlewareHandler) bool {
+	for _, h := range handlers {
+		switch h := h.(type) {
+		case *IssuerHandler:
+			return true
+		case *caddyhttp.Subroute:
+			for _, r := range h.Routes {
+				if hasIssuerHandler(r.Handlers) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}

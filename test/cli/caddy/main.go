@@ -1,0 +1,14 @@
+// Command caddy is the Caddy binary with this plugin, as xcaddy.sh builds
+// it (the same main that xcaddy generates), for tests of the command line.
+package main
+
+import (
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	_ "github.com/caddy-mcp-auth/caddy-mcp-auth"
+)
+
+func main() {
+	caddycmd.Main()
+}

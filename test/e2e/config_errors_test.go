@@ -1,0 +1,126 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/e2e/harness"
+)
+
+// Mistakes only the whole loaded config shows are refused when it loads,
+// with a message that names the mistake and the fix; the config that
+// fixes it loads.
+func TestConfigErrorsAtLoad(t *testing.T) {
+	hash := harness.HashPassword(t, "pw")
+	dir := t.TempDir()
+	port := harness.FreePort(t)
+	local := fmt.Sprintf("localhost:%d", port)
+	render := func(issuer, site, group, handlers string) string {
+		return fmt.Sprintf(`{
+	admin off
+	skip_install_trust
+	mcp_auth {
+		issuer %s
+		storage bolt %s
+		user alice %s {
+			groups staff
+		}
+		group staff {
+			scopes %s read
+		}
+	}
+}
+
+%s {
+	%s
+	mcp_gateway {
+		resource http://%s/mcp
+		scope read
+	}
+	respond "upstream"
+}
+`, issuer, filepath.Join(dir, "mcp-auth.db"), hash, group, site, handlers, local)
+	}
+	good := render("http://"+local, "http://"+local, "http://"+local+"/mcp", "mcp_issuer")
+	tests := []struct {
+		name      string
+		caddyfile string
+		want      string
+	}{
+		{"group resource with trailing slash", render("http://"+local, "http://"+local, "http://"+local+"/mcp/", "mcp_issuer"),
+			fmt.Sprintf(`group "staff" has scopes for http://%[1]s/mcp/, which no mcp_gateway or resource declares; did you mean http://%[1]s/mcp?`, local)},
+		{"group resource with https", render("http://"+local, "http://"+local, "https://"+local+"/mcp", "mcp_issuer"),
+			fmt.Sprintf(`group "staff" has scopes for https://%[1]s/mcp, which no mcp_gateway or resource declares; did you mean http://%[1]s/mcp?`, local)},
+		{"group resource elsewhere", render("http://"+local, "http://"+local, "https://other.example/mcp", "mcp_issuer"),
+			fmt.Sprintf("(declared: http://%s/mcp): add `resource https://other.example/mcp` to mcp_auth if another Caddy serves it", local)},
+		{"issuer site without mcp_issuer", render("http://"+local, "http://"+local, "*", ""),
+			fmt.Sprintf("the site for %[1]s (server srv0) serves the issuer URL http://%[1]s but has no mcp_issuer: add `mcp_issuer` to that site block", local)},
+		{"https issuer on an http site", render("https://"+local, "http://"+local, "*", "mcp_issuer"),
+			fmt.Sprintf("the issuer https://%[1]s is https, but the site for %[1]s (server srv0) is served over plain http", local)},
+		{"http issuer on an https site", render("http://"+local, local, "*", "mcp_issuer"),
+			fmt.Sprintf("the issuer http://%[1]s is http, but the site for %[1]s (server srv0) is served over https", local)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := harness.Load(t, tt.caddyfile)
+			if err == nil {
+				_ = caddy.Stop()
+				t.Fatalf("Load() = nil, want an error containing %q", tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Load() error = %v\nwant it to contain %q", err, tt.want)
+			}
+		})
+	}
+	// After all those refusals, the corrected config loads on the same
+	// store: none of them left it locked or half open.
+	harness.Start(t, good)
+}
+
+// A placeholder that resolves to nothing is named, not its value, already
+// when the config is checked (caddy validate).
+func TestConfigPlaceholdersAtValidate(t *testing.T) {
+	argon := "$argon2id$v=19$m=47104,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
+	t.Setenv("MCP_TEST_EMPTY_HASH", "")
+	t.Setenv("MCP_TEST_ARGON_HASH", argon)
+	t.Setenv("XDG_DATA_HOME", t.TempDir())
+	tests := []struct {
+		name, hash, want string
+	}{
+		{"unset env", "{env.MCP_TEST_UNSET_HASH}", `user "alice": password hash: {env.MCP_TEST_UNSET_HASH} resolves to nothing`},
+		{"empty env", "{env.MCP_TEST_EMPTY_HASH}", `user "alice": password hash: {env.MCP_TEST_EMPTY_HASH} resolves to nothing`},
+		{"missing file", "{file./nonexistent/alice.hash}", `user "alice": password hash: {file./nonexistent/alice.hash} resolves to nothing`},
+		{"argon2 from env", "{env.MCP_TEST_ARGON_HASH}", "an argon2 hash; only bcrypt is accepted: make one with `caddy hash-password`"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, _, err := harness.Adapt(fmt.Sprintf(`{
+	admin off
+	mcp_auth {
+		issuer http://localhost:9
+		user alice %s
+	}
+}
+`, tt.hash))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var c caddy.Config
+			if err := json.Unmarshal(cfg, &c); err != nil {
+				t.Fatal(err)
+			}
+			err = caddy.Validate(&c)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Validate() = %v, want an error containing %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), argon) {
+				t.Errorf("Validate() error %q shows the hash", err)
+			}
+		})
+	}
+}
