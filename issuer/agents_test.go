@@ -55,10 +55,8 @@ func TestAgentOwnToken(t *testing.T) {
 		t.Errorf("act = %v, want none on an agent's own token", c["act"])
 	}
 	gid, _ := c["gid"].(string)
-	var g grant
-	err := e.store.View(t.Context(), func(tx store.Tx) error { return getJSON(tx, bucketGrants, gid, &g) })
-	if err != nil || g.PrincipalType != principalAgent || g.Subject != tAgent1 {
-		t.Errorf("agent grant %q = %+v, %v; want an agent grant", gid, g, err)
+	if g := e.grantOf(t, gid); g.PrincipalType != principalAgent || g.Subject != tAgent1 {
+		t.Errorf("agent grant %q = %+v; want an agent grant", gid, g)
 	}
 
 	// client_secret_post works as well.

@@ -323,3 +323,21 @@ func (e *browserEnv) put(bucket, key string, v any, expires time.Time) {
 		e.t.Fatal(err)
 	}
 }
+
+// getRecord decodes the raw entry of a bucket, to check what was stored.
+func getRecord(tx store.Tx, bucket, key string, v any) error {
+	b, err := tx.Get(bucket, key)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
+
+// putRecord writes a raw entry, to set up what a test needs stored.
+func putRecord(tx store.Tx, bucket, key string, v any, expires time.Time) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return tx.Put(bucket, key, b, expires)
+}

@@ -256,7 +256,7 @@ func (i *Issuer) authAssertion(ctx context.Context, r *http.Request, formID, add
 		return fail("client assertion lives too long")
 	}
 	err = i.store.Update(ctx, func(tx store.Tx) error {
-		return tx.Create(bucketJTI, id+"\x00"+claims.ID, []byte(`{}`), exp.Add(time.Minute))
+		return assertionsIn(tx).use(id, claims.ID, exp.Add(time.Minute))
 	})
 	if errors.Is(err, store.ErrAlreadyExists) {
 		return fail("client assertion was already used")

@@ -185,11 +185,16 @@ func TestAuthorizeRequestedActor(t *testing.T) {
 // grantOf reads a grant record.
 func (e *tokEnv) grantOf(t *testing.T, gid string) grant {
 	t.Helper()
-	var g grant
-	if err := e.store.View(t.Context(), func(tx store.Tx) error { return getJSON(tx, bucketGrants, gid, &g) }); err != nil {
+	var g *grant
+	err := e.store.View(t.Context(), func(tx store.Tx) error {
+		var err error
+		g, err = grantsIn(tx).get(gid)
+		return err
+	})
+	if err != nil {
 		t.Fatalf("grant %q: %v", gid, err)
 	}
-	return g
+	return *g
 }
 
 func hasAll(list []string, want ...string) bool {

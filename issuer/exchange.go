@@ -240,20 +240,14 @@ func (i *Issuer) touchGrant(ctx context.Context, gid string, actor *Agent) error
 	if gid == "" {
 		return nil
 	}
-	err := i.store.Update(ctx, func(tx store.Tx) error {
-		var g grant
-		if err := getJSON(tx, bucketGrants, gid, &g); err != nil {
-			return err
-		}
-		if g.Revoked {
-			return ErrInvalidRequest.WithDescription("subject_token is invalid, expired or revoked")
-		}
-		g.LastUsed = i.now()
-		if actor != nil && !slices.Contains(g.Delegates, actor.ID) {
-			g.Delegates = append(g.Delegates, actor.ID)
-		}
-		return putJSON(tx, bucketGrants, gid, &g, g.ExpiresAt)
-	})
+	delegate := ""
+	if actor != nil {
+		delegate = actor.ID
+	}
+	err := i.store.Update(ctx, func(tx store.Tx) error { return grantsIn(tx).touch(gid, i.now(), delegate) })
+	if errors.Is(err, errGrantRevoked) {
+		return ErrInvalidRequest.WithDescription("subject_token is invalid, expired or revoked")
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		// The grant record ended before the token did (its revocation
 		// marker, checked already, outlives it): nothing to record.

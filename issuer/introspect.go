@@ -94,13 +94,12 @@ func (c *Client) mayIntrospect(t *introspection) bool {
 // introspectRefresh describes a live refresh token; mayIntrospect decides
 // who may see it, as for access tokens.
 func (i *Issuer) introspectRefresh(ctx context.Context, tok string) (*introspection, error) {
-	var rec refreshToken
-	var g grant
+	var rec *refreshToken
+	var g *grant
 	err := i.store.View(ctx, func(tx store.Tx) error {
-		if err := getJSON(tx, bucketRefresh, tokenKey(tok), &rec); err != nil {
-			return err
-		}
-		return getJSON(tx, bucketGrants, rec.GrantID, &g)
+		var err error
+		rec, g, err = refreshIn(tx).family(tok)
+		return err
 	})
 	if errors.Is(err, store.ErrNotFound) {
 		return &introspection{}, nil

@@ -1,7 +1,6 @@
 package issuer
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -76,11 +75,7 @@ func (i *Issuer) handlePAR(w http.ResponseWriter, r *http.Request) {
 	uri := requestURIPrefix + tail
 	exp := i.now().Add(i.cfg.PARTTL)
 	err = i.store.Update(ctx, func(tx store.Tx) error {
-		b, err := json.Marshal(&parRequest{ClientID: c.ID, Params: params, ExpiresAt: exp})
-		if err != nil {
-			return err
-		}
-		return tx.Create(bucketPAR, tokenKey(uri), b, exp)
+		return parIn(tx).create(uri, &parRequest{ClientID: c.ID, Params: params, ExpiresAt: exp})
 	})
 	if errors.Is(err, store.ErrAlreadyExists) {
 		err = errors.New("request_uri collision")

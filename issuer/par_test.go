@@ -40,7 +40,7 @@ func TestPARStoresRequestBoundToClient(t *testing.T) {
 		t.Fatalf("PAR answer = %s, want an urn request_uri and expires_in 60", a.raw)
 	}
 	var pr parRequest
-	err := e.store.View(t.Context(), func(tx store.Tx) error { return getJSON(tx, bucketPAR, tokenKey(uri), &pr) })
+	err := e.store.View(t.Context(), func(tx store.Tx) error { return getRecord(tx, bucketPAR, tokenKey(uri), &pr) })
 	if err != nil {
 		t.Fatalf("stored pushed request: %v", err)
 	}
@@ -55,7 +55,7 @@ func TestPARStoresRequestBoundToClient(t *testing.T) {
 
 	// Client credentials are not kept with the request.
 	a = e.post(t, pathPAR, parForm(url.Values{"client_id": {tPost}, "client_secret": {tSecret2}}), "")
-	err = e.store.View(t.Context(), func(tx store.Tx) error { return getJSON(tx, bucketPAR, tokenKey(a.str("request_uri")), &pr) })
+	err = e.store.View(t.Context(), func(tx store.Tx) error { return getRecord(tx, bucketPAR, tokenKey(a.str("request_uri")), &pr) })
 	if err != nil || pr.Params.Has("client_secret") {
 		t.Errorf("stored params = %v, %v; want no client_secret", pr.Params, err)
 	}
@@ -187,7 +187,7 @@ func TestPARStoresOnlyKnownBoundedParameters(t *testing.T) {
 		t.Fatalf("PAR with unknown parameters = %d %s, want 201", a.status, a.raw)
 	}
 	var pr parRequest
-	err := e.store.View(t.Context(), func(tx store.Tx) error { return getJSON(tx, bucketPAR, tokenKey(a.str("request_uri")), &pr) })
+	err := e.store.View(t.Context(), func(tx store.Tx) error { return getRecord(tx, bucketPAR, tokenKey(a.str("request_uri")), &pr) })
 	if err != nil {
 		t.Fatal(err)
 	}

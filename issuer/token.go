@@ -170,11 +170,14 @@ func (i *Issuer) grantAuthorizationCode(ctx context.Context, f url.Values, c *Cl
 	if code == "" {
 		return nil, ErrInvalidRequest.WithDescription("code is required")
 	}
-	key := tokenKey(code)
 	// Read first: lookups of the user and agent must not run inside the
 	// write transaction. The write below re-checks that nothing changed.
-	var ac authCode
-	err := i.store.View(ctx, func(tx store.Tx) error { return getJSON(tx, bucketCodes, key, &ac) })
+	var ac *authCode
+	err := i.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		ac, err = codesIn(tx).get(code)
+		return err
+	})
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, ErrInvalidGrant.WithDescription("invalid, expired or used authorization code")
 	}
@@ -182,7 +185,7 @@ func (i *Issuer) grantAuthorizationCode(ctx context.Context, f url.Values, c *Cl
 		return nil, err
 	}
 	if ac.Redeemed {
-		return nil, i.codeReplayed(ctx, key)
+		return nil, i.codeReplayed(ctx, code)
 	}
 	now := i.now()
 	switch {
@@ -238,27 +241,20 @@ func (i *Issuer) grantAuthorizationCode(ctx context.Context, f url.Values, c *Cl
 		return nil, err
 	}
 
-	replayed := false
+	var replayed bool
 	err = i.store.Update(ctx, func(tx store.Tx) error {
-		var cur authCode
-		if err := getJSON(tx, bucketCodes, key, &cur); err != nil {
+		var err error
+		// Lost a race with another redemption: revoke what it issued.
+		if replayed, err = codesIn(tx).redeem(code, gid, jti, i.revokeUntil()); err != nil || replayed {
 			return err
 		}
-		if cur.Redeemed { // lost a race with another redemption
-			replayed = true
-			return i.revokeCodeTx(tx, &cur)
-		}
-		cur.Redeemed, cur.GrantID, cur.JTI = true, gid, jti
-		if err := putJSON(tx, bucketCodes, key, &cur, cur.ExpiresAt); err != nil {
-			return err
-		}
-		if err := putJSON(tx, bucketGrants, gid, &g, g.ExpiresAt); err != nil {
+		if err := grantsIn(tx).put(&g); err != nil {
 			return err
 		}
 		if rt == "" {
 			return nil
 		}
-		return putJSON(tx, bucketRefresh, tokenKey(rt), &refreshToken{GrantID: gid, ClientID: c.ID, ExpiresAt: g.ExpiresAt}, g.ExpiresAt)
+		return refreshIn(tx).issue(rt, &g, c.ID)
 	})
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, ErrInvalidGrant.WithDescription("invalid, expired or used authorization code")
@@ -275,36 +271,13 @@ func (i *Issuer) grantAuthorizationCode(ctx context.Context, f url.Values, c *Cl
 
 // codeReplayed handles a second use of a code: RFC 6749 4.1.2 says deny
 // and revoke what the first use issued.
-func (i *Issuer) codeReplayed(ctx context.Context, key string) error {
-	err := i.store.Update(ctx, func(tx store.Tx) error {
-		var ac authCode
-		if err := getJSON(tx, bucketCodes, key, &ac); err != nil {
-			return err
-		}
-		return i.revokeCodeTx(tx, &ac)
-	})
+func (i *Issuer) codeReplayed(ctx context.Context, code string) error {
+	err := i.store.Update(ctx, func(tx store.Tx) error { return codesIn(tx).replayed(code, i.revokeUntil()) })
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("revoke replayed code: %w", err)
 	}
 	i.log.Warn("authorization code replayed; its grant is revoked")
 	return ErrInvalidGrant.WithDescription("invalid, expired or used authorization code")
-}
-
-// revokeCodeTx revokes the grant and access token a redeemed code issued.
-func (i *Issuer) revokeCodeTx(tx store.Tx, ac *authCode) error {
-	if !ac.Redeemed {
-		return nil
-	}
-	if ac.JTI != "" {
-		// Any token of this code expires within one access-token lifetime.
-		if err := i.revokeJTITx(tx, ac.JTI, i.now().Add(i.cfg.AccessTokenTTL)); err != nil {
-			return err
-		}
-	}
-	if ac.GrantID != "" {
-		return i.revokeGrantTx(tx, ac.GrantID)
-	}
-	return nil
 }
 
 // checkPKCE verifies an RFC 7636 S256 code_verifier.
@@ -387,14 +360,12 @@ func (i *Issuer) grantRefreshToken(ctx context.Context, f url.Values, c *Client)
 	if rt == "" {
 		return nil, ErrInvalidRequest.WithDescription("refresh_token is required")
 	}
-	key := tokenKey(rt)
-	var rec refreshToken
-	var g grant
+	var rec *refreshToken
+	var g *grant
 	err := i.store.View(ctx, func(tx store.Tx) error {
-		if err := getJSON(tx, bucketRefresh, key, &rec); err != nil {
-			return err
-		}
-		return getJSON(tx, bucketGrants, rec.GrantID, &g)
+		var err error
+		rec, g, err = refreshIn(tx).family(rt)
+		return err
 	})
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, ErrInvalidGrant.WithDescription("invalid, expired or revoked refresh token")
@@ -454,35 +425,13 @@ func (i *Issuer) grantRefreshToken(ctx context.Context, f url.Values, c *Client)
 	if err != nil {
 		return nil, err
 	}
-	outcome := ""
+	var refused bool
 	err = i.store.Update(ctx, func(tx store.Tx) error {
-		var cur refreshToken
-		var cg grant
-		if err := getJSON(tx, bucketRefresh, key, &cur); err != nil {
-			return err
-		}
-		if cur.Rotated { // a concurrent refresh won: treat as reuse
-			outcome = "reused"
-			return i.revokeGrantTx(tx, cur.GrantID)
-		}
-		if err := getJSON(tx, bucketGrants, cur.GrantID, &cg); err != nil {
-			return err
-		}
-		if cg.Revoked {
-			outcome = "revoked"
-			return nil
-		}
-		cur.Rotated = true
-		if err := putJSON(tx, bucketRefresh, key, &cur, cur.ExpiresAt); err != nil {
-			return err
-		}
-		cg.LastUsed = now
-		if err := putJSON(tx, bucketGrants, cg.ID, &cg, cg.ExpiresAt); err != nil {
-			return err
-		}
-		return putJSON(tx, bucketRefresh, tokenKey(newRT), &refreshToken{GrantID: cg.ID, ClientID: c.ID, ExpiresAt: cg.ExpiresAt}, cg.ExpiresAt)
+		var err error
+		refused, err = refreshIn(tx).rotate(rt, newRT, c.ID, now, i.revokeUntil())
+		return err
 	})
-	if errors.Is(err, store.ErrNotFound) || outcome != "" {
+	if errors.Is(err, store.ErrNotFound) || refused {
 		return nil, ErrInvalidGrant.WithDescription("invalid, expired or revoked refresh token")
 	}
 	if err != nil {
@@ -495,7 +444,7 @@ func (i *Issuer) grantRefreshToken(ctx context.Context, f url.Values, c *Client)
 // refreshReused revokes the family of a rotated refresh token that was
 // presented again: either the client or an attacker holds a stolen copy.
 func (i *Issuer) refreshReused(ctx context.Context, grantID string) error {
-	err := i.store.Update(ctx, func(tx store.Tx) error { return i.revokeGrantTx(tx, grantID) })
+	err := i.store.Update(ctx, func(tx store.Tx) error { return grantsIn(tx).revoke(grantID, i.revokeUntil()) })
 	if err != nil {
 		return fmt.Errorf("revoke reused refresh token family: %w", err)
 	}
@@ -535,7 +484,7 @@ func (i *Issuer) grantClientCredentials(ctx context.Context, f url.Values, c *Cl
 	if err != nil {
 		return nil, err
 	}
-	err = i.store.Update(ctx, func(tx store.Tx) error { return putJSON(tx, bucketGrants, g.ID, g, g.ExpiresAt) })
+	err = i.store.Update(ctx, func(tx store.Tx) error { return grantsIn(tx).put(g) })
 	if err != nil {
 		return nil, fmt.Errorf("store client credentials grant: %w", err)
 	}
@@ -782,29 +731,9 @@ func (i *Issuer) parseAccessToken(ctx context.Context, raw string) (*accessClaim
 	return &c, nil
 }
 
-// revokeGrantTx marks a grant revoked and records it in bucketRevoked
-// until every access token it issued has expired.
-func (i *Issuer) revokeGrantTx(tx store.Tx, id string) error {
-	now := i.now()
-	var g grant
-	switch err := getJSON(tx, bucketGrants, id, &g); {
-	case err == nil:
-		if !g.Revoked {
-			g.Revoked = true
-			if err := putJSON(tx, bucketGrants, id, &g, g.ExpiresAt); err != nil {
-				return err
-			}
-		}
-	case !errors.Is(err, store.ErrNotFound):
-		return err
-	}
-	return tx.Put(bucketRevoked, "grant:"+id, []byte(`{}`), now.Add(i.cfg.AccessTokenTTL))
-}
-
-// revokeJTITx refuses an access token until it expires.
-func (i *Issuer) revokeJTITx(tx store.Tx, jti string, exp time.Time) error {
-	return tx.Put(bucketRevoked, jti, []byte(`{}`), exp)
-}
+// revokeUntil is how long a revocation issued now must last: until every
+// access token issued so far has expired.
+func (i *Issuer) revokeUntil() time.Time { return i.now().Add(i.cfg.AccessTokenTTL) }
 
 // ---- request and response helpers for the back-channel endpoints ----
 
@@ -869,23 +798,4 @@ func (i *Issuer) writeErr(w http.ResponseWriter, err error) {
 func methodNotAllowed(w http.ResponseWriter, allow ...string) {
 	w.Header().Set("Allow", strings.Join(allow, ", "))
 	writeError(w, &Error{Code: "invalid_request", Description: "method not allowed", Status: http.StatusMethodNotAllowed})
-}
-
-func getJSON(tx store.Tx, bucket, key string, v any) error {
-	b, err := tx.Get(bucket, key)
-	if err != nil {
-		return err
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("decode %s record: %w", bucket, err)
-	}
-	return nil
-}
-
-func putJSON(tx store.Tx, bucket, key string, v any, expires time.Time) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Errorf("encode %s record: %w", bucket, err)
-	}
-	return tx.Put(bucket, key, b, expires)
 }

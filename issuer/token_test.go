@@ -517,7 +517,7 @@ func TestClientCredentialsSelfRegistered(t *testing.T) {
 // document) straight into the store.
 func (e *tokEnv) putClientRecord(t *testing.T, bucket, key string, v any) {
 	t.Helper()
-	err := e.store.Update(context.Background(), func(tx store.Tx) error { return putJSON(tx, bucket, key, v, time.Time{}) })
+	err := e.store.Update(context.Background(), func(tx store.Tx) error { return putRecord(tx, bucket, key, v, time.Time{}) })
 	if err != nil {
 		t.Fatal(err)
 	}

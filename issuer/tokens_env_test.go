@@ -229,7 +229,7 @@ func (e *tokEnv) issueCode(t *testing.T, s codeSpec) (code, verifier string) {
 		ac.CodeChallenge = oauth2.S256ChallengeFromVerifier(verifier)
 	}
 	err := e.store.Update(context.Background(), func(tx store.Tx) error {
-		return putJSON(tx, bucketCodes, tokenKey(code), &ac, ac.ExpiresAt)
+		return codesIn(tx).create(code, &ac)
 	})
 	if err != nil {
 		t.Fatal(err)
