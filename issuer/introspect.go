@@ -33,15 +33,16 @@ type introspection struct {
 // and foreign tokens alike are {"active":false} (RFC 7662 section 2.2),
 // so a caller learns nothing of tokens that are not its business.
 func (i *Issuer) handleIntrospect(w http.ResponseWriter, r *http.Request) {
-	c, ok := i.authenticatedPost(w, r)
+	req, ok := i.authenticatedPost(w, r)
 	if !ok {
 		return
 	}
+	c := req.client
 	if c.Public() {
 		i.writeErr(w, ErrInvalidClient.WithDescription("introspection requires client authentication"))
 		return
 	}
-	tok := r.PostForm.Get("token")
+	tok := req.form.Get("token")
 	if tok == "" {
 		i.writeErr(w, ErrInvalidRequest.WithDescription("token is required"))
 		return

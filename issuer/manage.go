@@ -132,7 +132,7 @@ func (i *Issuer) PutClient(ctx context.Context, c Client) error {
 		return invalidEntry("client %q: %v", c.ID, err)
 	}
 	for _, g := range c.GrantTypes {
-		if g != grantAuthorizationCode && g != grantRefreshToken && g != grantClientCredentials && g != grantTokenExchange {
+		if _, ok := i.grants[g]; !ok {
 			return invalidEntry("client %q: unsupported grant type %q", c.ID, g)
 		}
 	}

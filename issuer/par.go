@@ -26,12 +26,12 @@ type parResponse struct {
 // anyone can push for. Over the limit: 429 (RFC 9126 section 2.3) with
 // slow_down and Retry-After, as at registration.
 func (i *Issuer) handlePAR(w http.ResponseWriter, r *http.Request) {
-	c, ok := i.authenticatedPost(w, r)
+	req, ok := i.authenticatedPost(w, r)
 	if !ok {
 		return
 	}
 	ctx := r.Context()
-	f := r.PostForm
+	c, f := req.client, req.form
 	switch {
 	case f.Has("request_uri"):
 		i.writeErr(w, ErrInvalidRequest.WithDescription("request_uri is not allowed in a pushed authorization request"))

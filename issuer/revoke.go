@@ -39,11 +39,12 @@ func (i *Issuer) Revoked(ctx context.Context, jti, grantID string) bool {
 // tokens of other clients and already revoked ones all get 200, so the
 // endpoint reveals nothing.
 func (i *Issuer) handleRevoke(w http.ResponseWriter, r *http.Request) {
-	c, ok := i.authenticatedPost(w, r)
+	req, ok := i.authenticatedPost(w, r)
 	if !ok {
 		return
 	}
-	tok := r.PostForm.Get("token")
+	c := req.client
+	tok := req.form.Get("token")
 	if tok == "" {
 		i.writeErr(w, ErrInvalidRequest.WithDescription("token is required"))
 		return
