@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -39,27 +38,6 @@ const (
 
 var oidcScopes = []string{scopeOpenID, scopeProfile, scopeEmail, scopeOfflineAccess}
 
-// tokenState holds the TOKENS half's fields.
-type tokenState struct {
-	keys       keyRing
-	limiter    *limiter
-	anonWrites *rateLimiter // unauthenticated store writes per address
-	parClients *rateLimiter // pushed requests per client
-
-	resMu            sync.RWMutex
-	runtimeResources map[string]Resource // by URL, from AddResource
-
-	grants map[string]tokenGrant // by grant_type
-	mint   minter
-
-	jwksClient *http.Client // fetches private_key_jwt clients' jwks_uri
-	jwksMu     sync.Mutex
-	jwksCache  map[string]cachedJWKS
-
-	dummy  dummyPassword // checked for unknown users
-	hashes *hashGate     // bounds concurrent password and secret hashing
-}
-
 // tokenGrant is one grant type of the token endpoint, in a file of its
 // own (grant_*.go). It checks a request read once and says what to issue;
 // the minter signs and records that.
@@ -78,39 +56,6 @@ func tokenGrants(i *Issuer) []tokenGrant {
 		clientCredentials{i},
 		tokenExchange{i},
 	}
-}
-
-// initTokens validates the configured directory and loads (or generates
-// and persists) the signing key.
-func (i *Issuer) initTokens() error {
-	i.limiter = newLimiter(i.now)
-	i.hashes = newHashGate()
-	i.anonWrites = newRateLimiter(anonWriteBurst, time.Minute)
-	i.parClients = newRateLimiter(parClientBurst, time.Minute)
-	i.runtimeResources = make(map[string]Resource)
-	i.jwksCache = make(map[string]cachedJWKS)
-	i.grants = make(map[string]tokenGrant)
-	for _, g := range tokenGrants(i) {
-		i.grants[g.name()] = g
-	}
-	i.mint = minter{i}
-	fc, err := newFetchClient(i.cfg.HTTPClient, i.cfg.CIMDAllowPrivate, i.cfg.CIMDTimeout)
-	if err != nil {
-		return err
-	}
-	i.jwksClient = fc
-	if err := i.validateConfigDirectory(); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := i.checkAgentIDs(ctx); err != nil {
-		return err
-	}
-	if err := i.noteStoredUsers(ctx); err != nil {
-		return fmt.Errorf("read users: %w", err)
-	}
-	return i.initKeys(ctx)
 }
 
 // tokenResponse is the RFC 6749 section 5.1 answer.
