@@ -15,7 +15,7 @@ import (
 
 // delegated redeems a code bound to actor with actorTok, as the MCP client
 // tPublic does with x/oauth2.
-func (e *tokEnv) delegated(t *testing.T, actor, actorTok string, scopes ...string) *oauth2.Token {
+func (e *testEnv) delegated(t *testing.T, actor, actorTok string, scopes ...string) *oauth2.Token {
 	t.Helper()
 	code, verifier := e.issueCode(t, codeSpec{actor: actor, scopes: scopes})
 	tok, err := e.exchange(t, tPublic, "", code, verifier,
@@ -183,7 +183,7 @@ func TestAuthorizeRequestedActor(t *testing.T) {
 }
 
 // grantOf reads a grant record.
-func (e *tokEnv) grantOf(t *testing.T, gid string) grant {
+func (e *testEnv) grantOf(t *testing.T, gid string) grant {
 	t.Helper()
 	var g *grant
 	err := e.store.View(t.Context(), func(tx store.Tx) error {
