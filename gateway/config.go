@@ -52,7 +52,7 @@ type Config struct {
 	// protocol revision does not define (extensions), by glob on the
 	// method name, first match wins; every other undefined method is
 	// refused with -32601. A pattern that matches a method some revision
-	// defines, ignoring case, is refused by New. Added after the contract.
+	// defines, ignoring case, is refused by New.
 	Methods []Rule
 
 	// AllowedOrigins lists Origin values accepted (scheme://host[:port]);
@@ -79,7 +79,7 @@ type Config struct {
 	// AuditDenialsOnly leaves out the audit events of allowed decisions
 	// (requests forwarded to the upstream), for deployments whose log
 	// volume matters more than a record of every access. Default false:
-	// every decision is audited. Added after the contract.
+	// every decision is audited.
 	AuditDenialsOnly bool
 
 	Now         func() time.Time // default time.Now

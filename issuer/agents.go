@@ -3,14 +3,11 @@ package issuer
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 	"slices"
 	"strings"
-	"time"
-
-	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
 // MaxDelegationDepth is the longest act chain this issuer mints (RFC 8693
@@ -120,14 +117,14 @@ func (i *Issuer) PutAgent(ctx context.Context, a Agent) error {
 	}
 	a.Source = sourceAdmin
 	return i.store.Update(ctx, func(tx store.Tx) error {
-		switch _, err := tx.Get(bucketClients, a.ID); {
-		case err == nil:
-			return invalidEntry("agent %q: a client has this id", a.ID)
-		case !errors.Is(err, store.ErrNotFound):
+		switch taken, err := clientsIn(tx).has(a.ID); {
+		case err != nil:
 			return err
+		case taken:
+			return invalidEntry("agent %q: a client has this id", a.ID)
 		}
-		var old Agent
-		switch err := getJSON(tx, bucketAgents, a.ID, &old); {
+		agents := agentsIn(tx)
+		switch old, err := agents.get(a.ID); {
 		case err == nil:
 			a.CreatedAt = old.CreatedAt
 		case errors.Is(err, store.ErrNotFound):
@@ -135,11 +132,11 @@ func (i *Issuer) PutAgent(ctx context.Context, a Agent) error {
 		default:
 			return err
 		}
-		if err := putJSON(tx, bucketAgents, a.ID, &a, time.Time{}); err != nil {
+		if err := agents.put(&a); err != nil {
 			return err
 		}
 		if a.Disabled {
-			return i.revokeAgentGrantsTx(tx, a.ID)
+			return grantsIn(tx).revokeAgent(a.ID, i.revokeUntil())
 		}
 		return nil
 	})
@@ -154,14 +151,10 @@ func (i *Issuer) Agents(ctx context.Context) ([]Agent, error) {
 		out = append(out, a)
 	}
 	err := i.store.View(ctx, func(tx store.Tx) error {
-		return tx.List(bucketAgents, "", func(_ string, v []byte) error {
-			var a Agent
-			if err := json.Unmarshal(v, &a); err != nil {
-				return fmt.Errorf("decode agent: %w", err)
-			}
+		return agentsIn(tx).each(func(a *Agent) error {
 			if !i.configuredAgent(a.ID) {
 				a.Source = sourceAdmin
-				out = append(out, a)
+				out = append(out, *a)
 			}
 			return nil
 		})
@@ -195,13 +188,10 @@ func (i *Issuer) DeleteAgent(ctx context.Context, id string) error {
 		return fmt.Errorf("agent %q: %w", id, ErrConfigured)
 	}
 	return i.store.Update(ctx, func(tx store.Tx) error {
-		if _, err := tx.Get(bucketAgents, id); err != nil {
+		if err := agentsIn(tx).remove(id); err != nil {
 			return fmt.Errorf("agent %q: %w", id, err)
 		}
-		if err := tx.Delete(bucketAgents, id); err != nil {
-			return err
-		}
-		return i.revokeAgentGrantsTx(tx, id)
+		return grantsIn(tx).revokeAgent(id, i.revokeUntil())
 	})
 }
 
@@ -222,16 +212,17 @@ func (i *Issuer) setAgentDisabled(ctx context.Context, id string, disabled bool)
 		return fmt.Errorf("agent %q: %w", id, ErrConfigured)
 	}
 	return i.store.Update(ctx, func(tx store.Tx) error {
-		var a Agent
-		if err := getJSON(tx, bucketAgents, id, &a); err != nil {
+		agents := agentsIn(tx)
+		a, err := agents.get(id)
+		if err != nil {
 			return fmt.Errorf("agent %q: %w", id, err)
 		}
 		a.Disabled = disabled
-		if err := putJSON(tx, bucketAgents, id, &a, time.Time{}); err != nil {
+		if err := agents.put(a); err != nil {
 			return err
 		}
 		if disabled {
-			return i.revokeAgentGrantsTx(tx, id)
+			return grantsIn(tx).revokeAgent(id, i.revokeUntil())
 		}
 		return nil
 	})
@@ -251,18 +242,19 @@ func (i *Issuer) RotateAgentSecret(ctx context.Context, id string) (string, erro
 		return "", err
 	}
 	err = i.store.Update(ctx, func(tx store.Tx) error {
-		var a Agent
-		if err := getJSON(tx, bucketAgents, id, &a); err != nil {
+		agents := agentsIn(tx)
+		a, err := agents.get(id)
+		if err != nil {
 			return fmt.Errorf("agent %q: %w", id, err)
 		}
 		if a.SecretHash == "" {
 			return invalidEntry("agent %q does not authenticate with a secret", id)
 		}
 		a.SecretHash = hash
-		if err := putJSON(tx, bucketAgents, id, &a, time.Time{}); err != nil {
+		if err := agents.put(a); err != nil {
 			return err
 		}
-		return i.revokeAgentOwnGrantsTx(tx, id)
+		return grantsIn(tx).revokeAgentOwn(id, i.revokeUntil())
 	})
 	if err != nil {
 		return "", err
@@ -270,35 +262,18 @@ func (i *Issuer) RotateAgentSecret(ctx context.Context, id string) (string, erro
 	return secret, nil
 }
 
-// revokeAgentGrantsTx revokes the agent's own grants, the grants bound to
-// it by requested_actor, and those whose tokens were exchanged to it.
-func (i *Issuer) revokeAgentGrantsTx(tx store.Tx, id string) error {
-	return i.revokeGrantsTx(tx, func(g *grant) bool {
-		return ownAgentGrant(g, id) || g.Actor == id || slices.Contains(g.Delegates, id)
-	})
-}
-
-// revokeAgentOwnGrantsTx revokes the agent's own tokens (client
-// credentials) and what was exchanged from them.
-func (i *Issuer) revokeAgentOwnGrantsTx(tx store.Tx, id string) error {
-	return i.revokeGrantsTx(tx, func(g *grant) bool { return ownAgentGrant(g, id) })
-}
-
-func ownAgentGrant(g *grant, id string) bool {
-	return g.PrincipalType == principalAgent && g.Subject == id
-}
-
 // checkAgentIDs refuses configured agents whose id a stored client (admin
 // or DCR) already has: the client would shadow the agent at the token
 // endpoint.
 func (i *Issuer) checkAgentIDs(ctx context.Context) error {
 	return i.store.View(ctx, func(tx store.Tx) error {
+		clients := clientsIn(tx)
 		for _, a := range i.cfg.Agents {
-			switch _, err := tx.Get(bucketClients, a.ID); {
-			case err == nil:
-				return fmt.Errorf("agent %q: a stored client has this id; remove it first", a.ID)
-			case !errors.Is(err, store.ErrNotFound):
+			switch taken, err := clients.has(a.ID); {
+			case err != nil:
 				return fmt.Errorf("check agent ids: %w", err)
+			case taken:
+				return fmt.Errorf("agent %q: a stored client has this id; remove it first", a.ID)
 			}
 		}
 		return nil

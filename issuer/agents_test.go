@@ -19,7 +19,7 @@ import (
 
 // agentToken gets an agent's own token with the x/oauth2 client
 // credentials client (secret in the Basic header).
-func (e *tokEnv) agentToken(t *testing.T, id, secret string, scopes ...string) string {
+func (e *testEnv) agentToken(t *testing.T, id, secret string, scopes ...string) string {
 	t.Helper()
 	tok, err := e.agentTokenErr(id, secret, scopes...)
 	if err != nil {
@@ -28,7 +28,7 @@ func (e *tokEnv) agentToken(t *testing.T, id, secret string, scopes ...string) s
 	return tok
 }
 
-func (e *tokEnv) agentTokenErr(id, secret string, scopes ...string) (string, error) {
+func (e *testEnv) agentTokenErr(id, secret string, scopes ...string) (string, error) {
 	cc := clientcredentials.Config{
 		ClientID: id, ClientSecret: secret, TokenURL: e.iss.endpoint(pathToken), Scopes: scopes,
 		EndpointParams: url.Values{"resource": {tResource}}, AuthStyle: oauth2.AuthStyleInHeader,
@@ -55,10 +55,8 @@ func TestAgentOwnToken(t *testing.T) {
 		t.Errorf("act = %v, want none on an agent's own token", c["act"])
 	}
 	gid, _ := c["gid"].(string)
-	var g grant
-	err := e.store.View(t.Context(), func(tx store.Tx) error { return getJSON(tx, bucketGrants, gid, &g) })
-	if err != nil || g.PrincipalType != principalAgent || g.Subject != tAgent1 {
-		t.Errorf("agent grant %q = %+v, %v; want an agent grant", gid, g, err)
+	if g := e.grantOf(t, gid); g.PrincipalType != principalAgent || g.Subject != tAgent1 {
+		t.Errorf("agent grant %q = %+v; want an agent grant", gid, g)
 	}
 
 	// client_secret_post works as well.
@@ -272,7 +270,7 @@ func TestAgentManagement(t *testing.T) {
 }
 
 // revokedToken reports what a gateway's Revoked hook says of a token.
-func (e *tokEnv) revokedToken(t *testing.T, raw string) bool {
+func (e *testEnv) revokedToken(t *testing.T, raw string) bool {
 	t.Helper()
 	_, c := claimsOf(t, raw)
 	jti, _ := c["jti"].(string)

@@ -2,7 +2,6 @@ package issuer
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -104,16 +103,8 @@ func (i *Issuer) connections(ctx context.Context, user string) ([]appRow, error)
 		return a
 	}
 	err := i.store.View(ctx, func(tx store.Tx) error {
-		err := tx.List(bucketConsents, user+"\x00", func(key string, value []byte) error {
-			parts := strings.Split(key, "\x00")
-			if len(parts) != 4 || parts[0] != user {
-				return nil
-			}
-			var cs consent
-			if err := json.Unmarshal(value, &cs); err != nil {
-				return fmt.Errorf("decode consent: %w", err)
-			}
-			ar := row(parts[1], parts[2], parts[3])
+		err := consentsIn(tx).ofUser(user, func(clientID, resource, actor string, cs *consent) error {
+			ar := row(clientID, resource, actor)
 			addScopes(ar, cs.Scopes)
 			ar.Created = earliest(ar.Created, cs.GrantedAt)
 			return nil
@@ -121,13 +112,7 @@ func (i *Issuer) connections(ctx context.Context, user string) ([]appRow, error)
 		if err != nil {
 			return err
 		}
-		// Grants have no per-user index; the list is scanned. Fine for the
-		// sizes an embedded issuer serves.
-		return tx.List(bucketGrants, "", func(_ string, value []byte) error {
-			var g grant
-			if err := json.Unmarshal(value, &g); err != nil {
-				return fmt.Errorf("decode grant: %w", err)
-			}
+		return grantsIn(tx).each(func(g *grant) error {
 			if !g.ofUser(user) || g.Revoked {
 				return nil
 			}
@@ -180,11 +165,11 @@ func (i *Issuer) agentName(ctx context.Context, id string) string {
 // transaction.
 func (i *Issuer) revokeConnection(ctx context.Context, user, clientID, resource, actor string) error {
 	return i.store.Update(ctx, func(tx store.Tx) error {
-		if err := tx.Delete(bucketConsents, consentKey(user, clientID, resource, actor)); err != nil {
+		if err := consentsIn(tx).delete(user, clientID, resource, actor); err != nil {
 			return err
 		}
-		return i.revokeGrantsTx(tx, func(g *grant) bool {
+		return grantsIn(tx).revokeWhere(func(g *grant) bool {
 			return g.ofUser(user) && g.ClientID == clientID && g.Resource == resource && g.Actor == actor
-		})
+		}, i.revokeUntil())
 	})
 }

@@ -56,14 +56,14 @@ func TestAppsListAndRevoke(t *testing.T) {
 	v := f.hidden
 	v.Set("action", "revoke")
 	bad := map[string][]string{"action": {"revoke"}, "client_id": {bClientID}, "resource": {bResource}, "actor": {""}}
-	if resp, _ := e.post(t, c, f.action, bad); resp.StatusCode != http.StatusForbidden {
+	if resp, _ := e.postPage(t, c, f.action, bad); resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("revoke without CSRF: status %d, want 403", resp.StatusCode)
 	}
 	if e.count(bucketConsents) != 1 || e.count(bucketRevoked) != 0 {
 		t.Fatalf("revoke without CSRF changed state")
 	}
 
-	resp, _ = e.post(t, c, f.action, v)
+	resp, _ = e.postPage(t, c, f.action, v)
 	if resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("revoke: status %d, want 303", resp.StatusCode)
 	}
@@ -119,7 +119,7 @@ func TestAppsNeedsLogin(t *testing.T) {
 	v := f.hidden
 	v.Set("username", bUser)
 	v.Set("password", bPassword)
-	resp, _ = e.post(t, c, f.action, v)
+	resp, _ = e.postPage(t, c, f.action, v)
 	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != pathApps {
 		t.Fatalf("login = %d %q, want 303 to apps", resp.StatusCode, resp.Header.Get("Location"))
 	}
@@ -214,7 +214,7 @@ func TestAppsAgentsRevoke(t *testing.T) {
 	}
 	v := forms[0].hidden
 	v.Set("action", "revoke")
-	if resp, _ := e.post(t, c, forms[0].action, v); resp.StatusCode != http.StatusSeeOther {
+	if resp, _ := e.postPage(t, c, forms[0].action, v); resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("revoke: status %d, want 303", resp.StatusCode)
 	}
 

@@ -2,7 +2,6 @@ package issuer
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -17,12 +16,6 @@ import (
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
-
-// bucketPending holds authorization requests waiting for login or consent:
-// tokenKey(pending id) -> pendingAuth. The id travels in the login and
-// consent URLs; it is not a bearer secret because the record is bound to
-// the browser session that created it.
-const bucketPending = "authreq"
 
 // pendingTTL is how long a user has to log in and decide.
 const pendingTTL = 15 * time.Minute
@@ -79,16 +72,6 @@ func (a *authRequest) freshLogin(s *session, sid string) bool {
 	return s != nil && s.User != "" && !s.AuthTime.Before(a.LoginAfter) &&
 		(a.StaleSession == "" || tokenKey(sid) != a.StaleSession)
 }
-
-// pendingAuth is an authorization request parked while the user logs in or
-// decides.
-type pendingAuth struct {
-	Browser   string      `json:"browser"`
-	Request   authRequest `json:"request"`
-	ExpiresAt time.Time   `json:"expires_at"`
-}
-
-var errPendingGone = errors.New("pending authorization request not found")
 
 // handleAuthorize is the authorization endpoint (RFC 6749 section 4.1.1,
 // with PKCE, resource indicators, PAR and RFC 9207 iss).
@@ -215,26 +198,16 @@ func (i *Issuer) authorizeClient(ctx context.Context, params url.Values) (*Clien
 // (store.ErrNotFound): presenting a leaked request_uri must not let
 // another client use up the request of the one that pushed it.
 func (i *Issuer) consumePAR(ctx context.Context, c *Client, requestURI string) (*parRequest, error) {
-	var pr parRequest
+	var pr *parRequest
 	err := i.store.Update(ctx, func(tx store.Tx) error {
-		k := tokenKey(requestURI)
-		b, err := tx.Get(bucketPAR, k)
-		if err != nil {
-			return err
-		}
-		pr = parRequest{}
-		if err := json.Unmarshal(b, &pr); err != nil {
-			return fmt.Errorf("decode pushed request: %w", err)
-		}
-		if ids := pr.Params["client_id"]; pr.ClientID != c.ID || len(ids) != 1 || ids[0] != c.ID || !i.now().Before(pr.ExpiresAt) {
-			return store.ErrNotFound
-		}
-		return tx.Delete(bucketPAR, k)
+		var err error
+		pr, err = parIn(tx).consume(requestURI, c.ID, i.now())
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &pr, nil
+	return pr, nil
 }
 
 // authorizeRedirectURI picks the redirect URI: the redirect_uri parameter
@@ -443,13 +416,7 @@ func (i *Issuer) savePending(ctx context.Context, s *session, ar *authRequest) (
 		return "", err
 	}
 	p := pendingAuth{Browser: s.Browser, Request: *ar, ExpiresAt: i.now().Add(pendingTTL)}
-	b, err := json.Marshal(p)
-	if err != nil {
-		return "", fmt.Errorf("encode pending request: %w", err)
-	}
-	err = i.store.Update(ctx, func(tx store.Tx) error {
-		return tx.Create(bucketPending, tokenKey(id), b, p.ExpiresAt)
-	})
+	err = i.store.Update(ctx, func(tx store.Tx) error { return pendingIn(tx).create(id, &p) })
 	if err != nil {
 		return "", fmt.Errorf("store pending request: %w", err)
 	}
@@ -462,13 +429,11 @@ func (i *Issuer) loadPending(ctx context.Context, id string, s *session) (*pendi
 	if id == "" || len(id) > 100 || s == nil {
 		return nil, errPendingGone
 	}
-	var p pendingAuth
+	var p *pendingAuth
 	err := i.store.View(ctx, func(tx store.Tx) error {
-		b, err := tx.Get(bucketPending, tokenKey(id))
-		if err != nil {
-			return err
-		}
-		return json.Unmarshal(b, &p)
+		var err error
+		p, err = pendingIn(tx).get(id)
+		return err
 	})
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, errPendingGone
@@ -479,11 +444,11 @@ func (i *Issuer) loadPending(ctx context.Context, id string, s *session) (*pendi
 	if !i.now().Before(p.ExpiresAt) || p.Browser != s.Browser {
 		return nil, errPendingGone
 	}
-	return &p, nil
+	return p, nil
 }
 
 func (i *Issuer) deletePending(ctx context.Context, id string) {
-	err := i.store.Update(ctx, func(tx store.Tx) error { return tx.Delete(bucketPending, tokenKey(id)) })
+	err := i.store.Update(ctx, func(tx store.Tx) error { return pendingIn(tx).delete(id) })
 	if err != nil {
 		i.log.Warn("delete pending request", zap.Error(err))
 	}
@@ -625,28 +590,18 @@ func (i *Issuer) issueCode(ctx context.Context, s *session, ar *authRequest, pen
 	if ac.Scopes == nil {
 		ac.Scopes = []string{}
 	}
-	cb, err := json.Marshal(ac)
-	if err != nil {
-		return "", fmt.Errorf("encode code: %w", err)
-	}
 	err = i.store.Update(ctx, func(tx store.Tx) error {
 		if pendingID != "" {
-			if _, err := tx.Get(bucketPending, tokenKey(pendingID)); err != nil {
-				if errors.Is(err, store.ErrNotFound) {
-					return errPendingGone
-				}
-				return err
-			}
-			if err := tx.Delete(bucketPending, tokenKey(pendingID)); err != nil {
+			if err := pendingIn(tx).finish(pendingID); err != nil {
 				return err
 			}
 		}
 		if remember {
-			if err := putConsent(tx, consentKey(s.User, ar.ClientID, resource, ar.Actor), scopes, now); err != nil {
+			if err := consentsIn(tx).add(s.User, ar.ClientID, resource, ar.Actor, scopes, now); err != nil {
 				return err
 			}
 		}
-		return tx.Create(bucketCodes, tokenKey(code), cb, ac.ExpiresAt)
+		return codesIn(tx).create(code, &ac)
 	})
 	if err != nil {
 		return "", err

@@ -414,7 +414,7 @@ func TestAuthorizePAREndpoint(t *testing.T) {
 
 // push sends an authorization request for the public client clientID to
 // the /par endpoint and returns its request_uri and PKCE verifier.
-func (e *browserEnv) push(t *testing.T, clientID, redirectURI string, extra url.Values) (requestURI, verifier string) {
+func (e *testEnv) push(t *testing.T, clientID, redirectURI string, extra url.Values) (requestURI, verifier string) {
 	t.Helper()
 	verifier = oauth2.GenerateVerifier()
 	p := authParams(oauth2.S256ChallengeFromVerifier(verifier))
@@ -672,7 +672,7 @@ func TestAuthorizeReauthenticationEnforced(t *testing.T) {
 		}
 		v := findForm(t, readBody(t, resp), "login").hidden
 		v.Set("decision", "approve")
-		resp, _ = e.post(t, c, pathConsent, v)
+		resp, _ = e.postPage(t, c, pathConsent, v)
 		if loc := resp.Header.Get("Location"); loc != login {
 			t.Errorf("POST consent with the old login: Location %q, want %q", loc, login)
 		}

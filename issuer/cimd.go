@@ -2,7 +2,6 @@ package issuer
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -29,12 +28,6 @@ const (
 	cimdMaxCache     = 24 * time.Hour
 	maxClientIDLen   = 2000
 )
-
-// cimdEntry is a cached, validated document in bucketCIMD.
-type cimdEntry struct {
-	Client    Client    `json:"client"`
-	ExpiresAt time.Time `json:"expires_at"`
-}
 
 // isCIMDClientID reports whether a client_id names a Client ID Metadata
 // Document: an https URL with a path (http too when private targets are
@@ -71,12 +64,9 @@ func (i *Issuer) fetchCIMD(ctx context.Context, clientID string) (*Client, error
 	}
 	if ttl > 0 {
 		exp := i.now().Add(ttl)
-		b, err := json.Marshal(cimdEntry{Client: *c, ExpiresAt: exp})
-		if err == nil {
-			err = i.store.Update(ctx, func(tx store.Tx) error {
-				return tx.Put(bucketCIMD, clientID, b, exp)
-			})
-		}
+		err := i.store.Update(ctx, func(tx store.Tx) error {
+			return cimdIn(tx).put(clientID, &cimdEntry{Client: *c, ExpiresAt: exp})
+		})
 		if err != nil {
 			// The document is valid; failing to cache it only costs a refetch.
 			i.log.Warn("client metadata document: cache write", zap.Error(err))
@@ -86,13 +76,11 @@ func (i *Issuer) fetchCIMD(ctx context.Context, clientID string) (*Client, error
 }
 
 func (i *Issuer) cachedCIMD(ctx context.Context, clientID string) (*Client, bool) {
-	var e cimdEntry
+	var e *cimdEntry
 	err := i.store.View(ctx, func(tx store.Tx) error {
-		b, err := tx.Get(bucketCIMD, clientID)
-		if err != nil {
-			return err
-		}
-		return json.Unmarshal(b, &e)
+		var err error
+		e, err = cimdIn(tx).get(clientID)
+		return err
 	})
 	if err != nil || !i.now().Before(e.ExpiresAt) {
 		return nil, false

@@ -72,7 +72,7 @@ func validDoc(id string) string {
 		"grant_types":["authorization_code"],"response_types":["code"],"token_endpoint_auth_method":"none"}`
 }
 
-func newCIMDEnv(t *testing.T, allowPrivate bool, mutate func(*Config)) (*browserEnv, *cimdHost) {
+func newCIMDEnv(t *testing.T, allowPrivate bool, mutate func(*Config)) (*testEnv, *cimdHost) {
 	host := newCIMDHost(t)
 	e := newBrowserEnv(t, func(c *Config) {
 		c.HTTPClient = host.srv.Client()
@@ -107,7 +107,7 @@ func TestCIMDAuthorizeFlow(t *testing.T) {
 	v := f.hidden
 	v.Set("username", bUser)
 	v.Set("password", bPassword)
-	resp, _ = e.post(t, c, f.action, v)
+	resp, _ = e.postPage(t, c, f.action, v)
 	resp, err = c.Get(e.srv.URL + resp.Header.Get("Location"))
 	if err != nil {
 		t.Fatal(err)
@@ -124,7 +124,7 @@ func TestCIMDAuthorizeFlow(t *testing.T) {
 	}
 	cv := cf.hidden
 	cv.Set("decision", "approve")
-	resp, _ = e.post(t, c, cf.action, cv)
+	resp, _ = e.postPage(t, c, cf.action, cv)
 	loc, _ := url.Parse(resp.Header.Get("Location"))
 	if !strings.HasPrefix(loc.String(), "http://127.0.0.1:3000/callback?") || loc.Query().Get("code") == "" {
 		t.Fatalf("approve: Location %s, want the client's callback with a code", loc)

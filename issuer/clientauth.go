@@ -55,12 +55,8 @@ type cachedJWKS struct {
 // form field), client_secret_basic, client_secret_post, private_key_jwt.
 // Exactly one method per request. Slowed on failure (ratelimit.go). Errors are *Error (invalid_client, or invalid_request for a
 // malformed request).
-func (i *Issuer) authenticateClient(r *http.Request) (*Client, error) {
-	if err := readForm(r); err != nil {
-		return nil, err
-	}
+func (i *Issuer) authenticateClient(r *http.Request, f url.Values) (*Client, error) {
 	ctx := r.Context()
-	f := r.PostForm
 	id, secret, basic, err := basicCredentials(r)
 	if err != nil {
 		return nil, err
@@ -91,7 +87,7 @@ func (i *Issuer) authenticateClient(r *http.Request) (*Client, error) {
 		}
 		return i.authSecret(ctx, formID, f.Get("client_secret"), addr)
 	case assertion || assertionType:
-		return i.authAssertion(ctx, r, formID, addr)
+		return i.authAssertion(ctx, r, f, formID, addr)
 	}
 	if formID == "" {
 		return nil, ErrInvalidClient.WithDescription("client authentication is required")
@@ -106,19 +102,32 @@ func (i *Issuer) authenticateClient(r *http.Request) (*Client, error) {
 	return c, nil
 }
 
-// authenticatedPost starts a back-channel endpoint: POST only, then client
-// authentication. It has answered when ok is false.
-func (i *Issuer) authenticatedPost(w http.ResponseWriter, r *http.Request) (c *Client, ok bool) {
+// clientRequest is a back-channel request (token, PAR, revocation,
+// introspection) read once: its form and the client it authenticated.
+type clientRequest struct {
+	client *Client
+	form   url.Values
+}
+
+// authenticatedPost starts a back-channel endpoint: POST only, the form
+// read (readForm), then client authentication. It has answered when ok is
+// false.
+func (i *Issuer) authenticatedPost(w http.ResponseWriter, r *http.Request) (req *clientRequest, ok bool) {
 	if r.Method != http.MethodPost {
 		methodNotAllowed(w, http.MethodPost)
 		return nil, false
 	}
-	c, err := i.authenticateClient(r)
+	f, err := readForm(r)
 	if err != nil {
 		i.writeErr(w, err)
 		return nil, false
 	}
-	return c, true
+	c, err := i.authenticateClient(r, f)
+	if err != nil {
+		i.writeErr(w, err)
+		return nil, false
+	}
+	return &clientRequest{client: c, form: f}, true
 }
 
 // basicCredentials decodes HTTP Basic client credentials. RFC 6749
@@ -199,8 +208,7 @@ func (i *Issuer) authSecret(ctx context.Context, id, secret, addr string) (*Clie
 // the endpoint the request went to (PAR, revocation, introspection). A
 // list with any other value is refused: an assertion addressed to several
 // servers could have been replayed from one of them.
-func (i *Issuer) authAssertion(ctx context.Context, r *http.Request, formID, addr string) (*Client, error) {
-	f := r.PostForm
+func (i *Issuer) authAssertion(ctx context.Context, r *http.Request, f url.Values, formID, addr string) (*Client, error) {
 	if f.Get("client_assertion_type") != jwtBearerAssertion {
 		return nil, ErrInvalidClient.WithDescription("client_assertion_type must be " + jwtBearerAssertion)
 	}
@@ -256,7 +264,7 @@ func (i *Issuer) authAssertion(ctx context.Context, r *http.Request, formID, add
 		return fail("client assertion lives too long")
 	}
 	err = i.store.Update(ctx, func(tx store.Tx) error {
-		return tx.Create(bucketJTI, id+"\x00"+claims.ID, []byte(`{}`), exp.Add(time.Minute))
+		return assertionsIn(tx).use(id, claims.ID, exp.Add(time.Minute))
 	})
 	if errors.Is(err, store.ErrAlreadyExists) {
 		return fail("client assertion was already used")

@@ -55,7 +55,7 @@ func TestClientSecretBasicEncoding(t *testing.T) {
 	}
 }
 
-func (e *tokEnv) postRawBasic(t *testing.T, form url.Values, basicB64 string) answer {
+func (e *testEnv) postRawBasic(t *testing.T, form url.Values, basicB64 string) answer {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, e.iss.endpoint(pathToken), strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
@@ -299,13 +299,13 @@ func TestPrivateKeyJWTFailuresCountPerAddress(t *testing.T) {
 
 // serveFrom posts form to the token endpoint as if from remote (the
 // issuer's own handler: httptest servers are all on one address).
-func (e *tokEnv) serveFrom(t *testing.T, remote string, form url.Values) int {
+func (e *testEnv) serveFrom(t *testing.T, remote string, form url.Values) int {
 	t.Helper()
 	return e.postFrom(remote, pathToken, form).Code
 }
 
 // postFrom posts form to an endpoint path as if from remote.
-func (e *tokEnv) postFrom(remote, path string, form url.Values) *httptest.ResponseRecorder {
+func (e *testEnv) postFrom(remote, path string, form url.Values) *httptest.ResponseRecorder {
 	r := httptest.NewRequest(http.MethodPost, e.iss.endpoint(path), strings.NewReader(form.Encode()))
 	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	r.RemoteAddr = remote

@@ -2,16 +2,13 @@ package issuer
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"go.uber.org/zap"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
-	"time"
-
-	"go.uber.org/zap"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
@@ -199,13 +196,11 @@ func consentEveryTime(c *Client, redirectURI string) bool {
 // hasConsent reports whether the user already approved at least scopes for
 // this client, resource and actor.
 func (i *Issuer) hasConsent(ctx context.Context, user, clientID, resource, actor string, scopes []string) (bool, error) {
-	var cs consent
+	var cs *consent
 	err := i.store.View(ctx, func(tx store.Tx) error {
-		b, err := tx.Get(bucketConsents, consentKey(user, clientID, resource, actor))
-		if err != nil {
-			return err
-		}
-		return json.Unmarshal(b, &cs)
+		var err error
+		cs, err = consentsIn(tx).get(user, clientID, resource, actor)
+		return err
 	})
 	if errors.Is(err, store.ErrNotFound) {
 		return false, nil
@@ -219,34 +214,6 @@ func (i *Issuer) hasConsent(ctx context.Context, user, clientID, resource, actor
 		}
 	}
 	return true, nil
-}
-
-// putConsent records approved scopes, adding to what was approved before.
-// Consents do not expire; the user revokes them on the apps page.
-func putConsent(tx store.Tx, key string, scopes []string, now time.Time) error {
-	cs := consent{GrantedAt: now}
-	b, err := tx.Get(bucketConsents, key)
-	switch {
-	case err == nil:
-		if err := json.Unmarshal(b, &cs); err != nil {
-			return fmt.Errorf("decode consent: %w", err)
-		}
-	case !errors.Is(err, store.ErrNotFound):
-		return err
-	}
-	for _, sc := range scopes {
-		if !slices.Contains(cs.Scopes, sc) {
-			cs.Scopes = append(cs.Scopes, sc)
-		}
-	}
-	if cs.Scopes == nil {
-		cs.Scopes = []string{}
-	}
-	b, err = json.Marshal(cs)
-	if err != nil {
-		return fmt.Errorf("encode consent: %w", err)
-	}
-	return tx.Put(bucketConsents, key, b, time.Time{})
 }
 
 func (i *Issuer) csrfPage(w http.ResponseWriter) {

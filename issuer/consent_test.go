@@ -10,7 +10,7 @@ import (
 
 // consentPage logs user in through /authorize with p and returns the
 // browser and the consent page body.
-func (e *browserEnv) consentPage(t *testing.T, p url.Values, user string) (*http.Client, string) {
+func (e *testEnv) consentPage(t *testing.T, p url.Values, user string) (*http.Client, string) {
 	t.Helper()
 	c := e.browser()
 	resp, err := c.Get(e.url(pathAuthorize, p))
@@ -26,7 +26,7 @@ func (e *browserEnv) consentPage(t *testing.T, p url.Values, user string) (*http
 	v := f.hidden
 	v.Set("username", user)
 	v.Set("password", bPassword)
-	resp, _ = e.post(t, c, f.action, v)
+	resp, _ = e.postPage(t, c, f.action, v)
 	loc := resp.Header.Get("Location")
 	if !strings.HasPrefix(loc, pathConsent) {
 		t.Fatalf("after login: Location %q, want the consent step", loc)
@@ -56,7 +56,7 @@ func TestConsentShowsOnlyGrantableScopes(t *testing.T) {
 	v := f.hidden
 	v.Set("scope", "files:read files:write admin")
 	v.Set("decision", "approve")
-	resp, _ := e.post(t, c, f.action, v)
+	resp, _ := e.postPage(t, c, f.action, v)
 	loc, _ := url.Parse(resp.Header.Get("Location"))
 	var ac authCode
 	if err := e.get(bucketCodes, tokenKey(loc.Query().Get("code")), &ac); err != nil {
@@ -94,7 +94,7 @@ func TestConsentAgent(t *testing.T) {
 	f := findForm(t, body, "consent")
 	v := f.hidden
 	v.Set("decision", "approve")
-	resp, _ := e.post(t, c, f.action, v)
+	resp, _ := e.postPage(t, c, f.action, v)
 	loc, _ := url.Parse(resp.Header.Get("Location"))
 	var ac authCode
 	if err := e.get(bucketCodes, tokenKey(loc.Query().Get("code")), &ac); err != nil {
@@ -171,7 +171,7 @@ func TestConsentUserWithoutScopes(t *testing.T) {
 	v := f.hidden
 	v.Set("username", "bob")
 	v.Set("password", bPassword)
-	resp, _ = e.post(t, c, f.action, v)
+	resp, _ = e.postPage(t, c, f.action, v)
 	resp, err = c.Get(e.srv.URL + resp.Header.Get("Location"))
 	if err != nil {
 		t.Fatal(err)

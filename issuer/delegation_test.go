@@ -15,7 +15,7 @@ import (
 
 // delegated redeems a code bound to actor with actorTok, as the MCP client
 // tPublic does with x/oauth2.
-func (e *tokEnv) delegated(t *testing.T, actor, actorTok string, scopes ...string) *oauth2.Token {
+func (e *testEnv) delegated(t *testing.T, actor, actorTok string, scopes ...string) *oauth2.Token {
 	t.Helper()
 	code, verifier := e.issueCode(t, codeSpec{actor: actor, scopes: scopes})
 	tok, err := e.exchange(t, tPublic, "", code, verifier,
@@ -183,13 +183,18 @@ func TestAuthorizeRequestedActor(t *testing.T) {
 }
 
 // grantOf reads a grant record.
-func (e *tokEnv) grantOf(t *testing.T, gid string) grant {
+func (e *testEnv) grantOf(t *testing.T, gid string) grant {
 	t.Helper()
-	var g grant
-	if err := e.store.View(t.Context(), func(tx store.Tx) error { return getJSON(tx, bucketGrants, gid, &g) }); err != nil {
+	var g *grant
+	err := e.store.View(t.Context(), func(tx store.Tx) error {
+		var err error
+		g, err = grantsIn(tx).get(gid)
+		return err
+	})
+	if err != nil {
 		t.Fatalf("grant %q: %v", gid, err)
 	}
-	return g
+	return *g
 }
 
 func hasAll(list []string, want ...string) bool {

@@ -2,7 +2,6 @@ package issuer
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -67,11 +66,7 @@ func (i *Issuer) noteStoredUsers(ctx context.Context) error {
 		i.dummy.note(u.PasswordHash)
 	}
 	return i.store.View(ctx, func(tx store.Tx) error {
-		return tx.List(bucketUsers, "", func(_ string, v []byte) error {
-			var u User
-			if err := json.Unmarshal(v, &u); err != nil {
-				return fmt.Errorf("decode user: %w", err)
-			}
+		return usersIn(tx).each(func(u *User) error {
 			i.dummy.note(u.PasswordHash)
 			return nil
 		})
@@ -204,11 +199,15 @@ func (i *Issuer) lookupClient(ctx context.Context, id string) (*Client, error) {
 			return &c, nil
 		}
 	}
-	var c Client
-	err := i.store.View(ctx, func(tx store.Tx) error { return getJSON(tx, bucketClients, id, &c) })
+	var c *Client
+	err := i.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		c, err = clientsIn(tx).get(id)
+		return err
+	})
 	switch {
 	case err == nil:
-		return &c, nil
+		return c, nil
 	case !errors.Is(err, store.ErrNotFound):
 		return nil, fmt.Errorf("look up client: %w", err)
 	}
@@ -251,13 +250,17 @@ func (i *Issuer) findUser(ctx context.Context, username string) (*User, error) {
 			return &u, nil
 		}
 	}
-	var u User
-	err := i.store.View(ctx, func(tx store.Tx) error { return getJSON(tx, bucketUsers, username, &u) })
+	var u *User
+	err := i.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		u, err = usersIn(tx).get(username)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("user %q: %w", username, err)
 	}
 	u.Source = sourceAdmin
-	return &u, nil
+	return u, nil
 }
 
 // lookupAgent finds an enabled agent by id: configuration, then the store.
@@ -289,13 +292,17 @@ func (i *Issuer) findAgent(ctx context.Context, id string) (*Agent, error) {
 			return &a, nil
 		}
 	}
-	var a Agent
-	err := i.store.View(ctx, func(tx store.Tx) error { return getJSON(tx, bucketAgents, id, &a) })
+	var a *Agent
+	err := i.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		a, err = agentsIn(tx).get(id)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("agent %q: %w", id, err)
 	}
 	a.Source = sourceAdmin
-	return &a, nil
+	return a, nil
 }
 
 // checkPassword verifies a password against a user's bcrypt hash in

@@ -20,7 +20,7 @@ type loginAttempt struct {
 	cookies []*http.Cookie
 }
 
-func (e *browserEnv) prepareLogin(t *testing.T, remote string) loginAttempt {
+func (e *testEnv) prepareLogin(t *testing.T, remote string) loginAttempt {
 	t.Helper()
 	r := httptest.NewRequest(http.MethodGet, e.url(pathLogin, nil), nil)
 	r.RemoteAddr = remote
@@ -33,7 +33,7 @@ func (e *browserEnv) prepareLogin(t *testing.T, remote string) loginAttempt {
 }
 
 // submit posts the prepared form with user and password.
-func (e *browserEnv) submit(a loginAttempt, user, password string) *httptest.ResponseRecorder {
+func (e *testEnv) submit(a loginAttempt, user, password string) *httptest.ResponseRecorder {
 	v := url.Values{}
 	for k, vs := range a.form.hidden {
 		v[k] = vs
@@ -118,7 +118,7 @@ func TestConcurrentWrongPasswordsHashBounded(t *testing.T) {
 
 // tokenFrom posts a client_credentials request with client_secret_post
 // from remote.
-func (e *tokEnv) tokenFrom(remote, clientID, secret string) *httptest.ResponseRecorder {
+func (e *testEnv) tokenFrom(remote, clientID, secret string) *httptest.ResponseRecorder {
 	return e.postFrom(remote, pathToken, url.Values{"grant_type": {"client_credentials"}, "resource": {tResource},
 		"client_id": {clientID}, "client_secret": {secret}})
 }

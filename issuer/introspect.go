@@ -33,15 +33,16 @@ type introspection struct {
 // and foreign tokens alike are {"active":false} (RFC 7662 section 2.2),
 // so a caller learns nothing of tokens that are not its business.
 func (i *Issuer) handleIntrospect(w http.ResponseWriter, r *http.Request) {
-	c, ok := i.authenticatedPost(w, r)
+	req, ok := i.authenticatedPost(w, r)
 	if !ok {
 		return
 	}
+	c := req.client
 	if c.Public() {
 		i.writeErr(w, ErrInvalidClient.WithDescription("introspection requires client authentication"))
 		return
 	}
-	tok := r.PostForm.Get("token")
+	tok := req.form.Get("token")
 	if tok == "" {
 		i.writeErr(w, ErrInvalidRequest.WithDescription("token is required"))
 		return
@@ -94,13 +95,12 @@ func (c *Client) mayIntrospect(t *introspection) bool {
 // introspectRefresh describes a live refresh token; mayIntrospect decides
 // who may see it, as for access tokens.
 func (i *Issuer) introspectRefresh(ctx context.Context, tok string) (*introspection, error) {
-	var rec refreshToken
-	var g grant
+	var rec *refreshToken
+	var g *grant
 	err := i.store.View(ctx, func(tx store.Tx) error {
-		if err := getJSON(tx, bucketRefresh, tokenKey(tok), &rec); err != nil {
-			return err
-		}
-		return getJSON(tx, bucketGrants, rec.GrantID, &g)
+		var err error
+		rec, g, err = refreshIn(tx).family(tok)
+		return err
 	})
 	if errors.Is(err, store.ErrNotFound) {
 		return &introspection{}, nil

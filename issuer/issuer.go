@@ -18,14 +18,17 @@
 package issuer
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
+	"html/template"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -62,8 +65,28 @@ type Issuer struct {
 	routes    map[string]http.HandlerFunc // exact request path -> handler
 	wellKnown map[string]http.HandlerFunc // well-known metadata paths
 
-	// fields owned by the implementation files
-	state
+	keys   keyRing
+	grants map[string]tokenGrant // by grant_type
+	mint   minter
+	pages  map[string]*template.Template // page name -> layout + page
+
+	resMu            sync.RWMutex
+	runtimeResources map[string]Resource // by URL, from AddResource
+
+	// Outbound fetches (SSRF-protected): CIMD documents, and jwks_uri of
+	// private_key_jwt clients with their cache.
+	fetch      *http.Client
+	jwksClient *http.Client
+	jwksMu     sync.Mutex
+	jwksCache  map[string]cachedJWKS
+
+	// Abuse limits (ratelimit.go, hashgate.go).
+	limiter       *limiter
+	anonWrites    *rateLimiter  // unauthenticated store writes per address
+	parClients    *rateLimiter  // pushed requests per client
+	registrations *rateLimiter  // DCR requests per address
+	dummy         dummyPassword // checked for unknown users
+	hashes        *hashGate     // bounds concurrent password and secret hashing
 }
 
 // New builds an Issuer. It validates cfg, applies defaults, and loads (or
@@ -91,6 +114,11 @@ func New(cfg Config, st store.Store) (*Issuer, error) {
 		issuer: u,
 		base:   strings.TrimSuffix(u.Path, "/"),
 	}
+	i.grants = make(map[string]tokenGrant)
+	for _, g := range tokenGrants(i) {
+		i.grants[g.name()] = g
+	}
+	i.mint = minter{i}
 	if err := i.init(); err != nil {
 		return nil, err
 	}
@@ -131,6 +159,40 @@ func CheckConfig(cfg Config) error {
 	}
 	i := &Issuer{cfg: cfg, issuer: u}
 	return i.validateConfigDirectory()
+}
+
+// init builds the limiters and clients, validates the configured
+// directory against the store, and loads (or generates and persists) the
+// signing key.
+func (i *Issuer) init() error {
+	var err error
+	if i.pages, err = parsePages(); err != nil {
+		return err
+	}
+	i.limiter = newLimiter(i.now)
+	i.hashes = newHashGate()
+	i.anonWrites = newRateLimiter(anonWriteBurst, time.Minute)
+	i.parClients = newRateLimiter(parClientBurst, time.Minute)
+	i.registrations = newRateLimiter(registrationBurst, time.Minute)
+	i.runtimeResources = make(map[string]Resource)
+	i.jwksCache = make(map[string]cachedJWKS)
+	for _, c := range []**http.Client{&i.fetch, &i.jwksClient} {
+		if *c, err = newFetchClient(i.cfg.HTTPClient, i.cfg.CIMDAllowPrivate, i.cfg.CIMDTimeout); err != nil {
+			return err
+		}
+	}
+	if err := i.validateConfigDirectory(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := i.checkAgentIDs(ctx); err != nil {
+		return err
+	}
+	if err := i.noteStoredUsers(ctx); err != nil {
+		return fmt.Errorf("read users: %w", err)
+	}
+	return i.initKeys(ctx)
 }
 
 // Match reports whether r is for one of the issuer's endpoints. A host

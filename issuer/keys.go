@@ -107,42 +107,11 @@ func (i *Issuer) rotateKey(ctx context.Context, force bool) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	now := i.now()
-	kid := rec.KID
+	var kid string
 	err = i.store.Update(ctx, func(tx store.Tx) error {
-		var current []signingKey
-		err := tx.List(bucketKeys, "", func(_ string, v []byte) error {
-			var k signingKey
-			if err := json.Unmarshal(v, &k); err != nil {
-				return fmt.Errorf("decode key: %w", err)
-			}
-			if k.RetiredAt.IsZero() {
-				current = append(current, k)
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		if !force && len(current) == 1 && current[0].Alg == i.cfg.SigningAlg {
-			kid = current[0].KID
-			return nil
-		}
-		for _, k := range current {
-			k.RetiredAt = now
-			b, err := json.Marshal(k)
-			if err != nil {
-				return err
-			}
-			if err := tx.Put(bucketKeys, k.KID, b, now.Add(i.keyRetention())); err != nil {
-				return err
-			}
-		}
-		b, err := json.Marshal(rec)
-		if err != nil {
-			return err
-		}
-		return tx.Create(bucketKeys, rec.KID, b, time.Time{})
+		var err error
+		kid, err = keysIn(tx).rotate(rec, force, i.now(), i.keyRetention())
+		return err
 	})
 	if err != nil {
 		return "", fmt.Errorf("rotate signing key: %w", err)
@@ -191,14 +160,9 @@ func (i *Issuer) newSigningKey() (*signingKey, error) {
 func (i *Issuer) loadKeys(ctx context.Context) error {
 	var recs []signingKey
 	err := i.store.View(ctx, func(tx store.Tx) error {
-		return tx.List(bucketKeys, "", func(_ string, v []byte) error {
-			var k signingKey
-			if err := json.Unmarshal(v, &k); err != nil {
-				return fmt.Errorf("decode key: %w", err)
-			}
-			recs = append(recs, k)
-			return nil
-		})
+		var err error
+		recs, err = keysIn(tx).all()
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("load signing keys: %w", err)

@@ -24,7 +24,7 @@ func TestThumbprintRFC7638(t *testing.T) {
 }
 
 // jwksOf fetches and decodes the issuer's JWKS.
-func (e *tokEnv) jwksOf(t *testing.T) ([]jwk, http.Header) {
+func (e *testEnv) jwksOf(t *testing.T) ([]jwk, http.Header) {
 	t.Helper()
 	resp, err := e.srv.Client().Get(e.iss.endpoint(pathJWKS))
 	if err != nil {
@@ -46,7 +46,7 @@ func kids(keys []jwk) []string {
 	return out
 }
 
-func (e *tokEnv) clientToken(t testing.TB) string {
+func (e *testEnv) clientToken(t testing.TB) string {
 	t.Helper()
 	tok, _, err := e.iss.signAccessToken(t.Context(), tokenSubject{client: &Client{ID: tConf}, subject: tConf, resource: tResource, scopes: []string{"read"}})
 	if err != nil {

@@ -16,7 +16,7 @@ import (
 
 // startLogin runs /authorize in a fresh browser and returns the browser,
 // the login page URL and its form.
-func (e *browserEnv) startLogin(t *testing.T) (*http.Client, string, form) {
+func (e *testEnv) startLogin(t *testing.T) (*http.Client, string, form) {
 	t.Helper()
 	c := e.browser()
 	resp, err := c.Get(e.url(pathAuthorize, authParams(testChallenge)))
@@ -45,7 +45,7 @@ func (e *browserEnv) startLogin(t *testing.T) (*http.Client, string, form) {
 }
 
 // post submits a form with the issuer's Origin.
-func (e *browserEnv) post(t *testing.T, c *http.Client, action string, v url.Values) (*http.Response, string) {
+func (e *testEnv) postPage(t *testing.T, c *http.Client, action string, v url.Values) (*http.Response, string) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, e.srv.URL+action, strings.NewReader(v.Encode()))
 	if err != nil {
@@ -67,7 +67,7 @@ func TestLoginFailuresAreGenericAndSlowedDown(t *testing.T) {
 		v := f.hidden
 		v.Set("username", user)
 		v.Set("password", pw)
-		return e.post(t, c, f.action, v)
+		return e.postPage(t, c, f.action, v)
 	}
 	for _, tt := range []struct{ name, user, pw string }{
 		{"wrong password", bUser, "wrong"},
@@ -105,7 +105,7 @@ func TestLoginFailuresAreGenericAndSlowedDown(t *testing.T) {
 // loginFrom signs in at the login page (no pending request) as if from
 // remote, through the issuer's own handler (httptest servers are all on
 // one address), and returns the status and Retry-After of the POST.
-func (e *browserEnv) loginFrom(t *testing.T, remote, user, password string) (int, time.Duration) {
+func (e *testEnv) loginFrom(t *testing.T, remote, user, password string) (int, time.Duration) {
 	t.Helper()
 	r := httptest.NewRequest(http.MethodGet, e.url(pathLogin, nil), nil)
 	r.RemoteAddr = remote
@@ -193,7 +193,7 @@ func TestLoginRotatesSessionCookie(t *testing.T) {
 	v := f.hidden
 	v.Set("username", bUser)
 	v.Set("password", bPassword)
-	resp, _ := e.post(t, c, f.action, v)
+	resp, _ := e.postPage(t, c, f.action, v)
 	var set *http.Cookie
 	for _, ck := range resp.Cookies() {
 		if ck.Name == "mcp_session" {
@@ -278,14 +278,14 @@ func TestCSRFRequired(t *testing.T) {
 		_, _, f2 := e.startLogin(t)
 		v := good()
 		v.Set(csrfField, f2.hidden.Get(csrfField))
-		resp, _ := e.post(t, c, f.action, v)
+		resp, _ := e.postPage(t, c, f.action, v)
 		if resp.StatusCode != http.StatusForbidden {
 			t.Fatalf("status %d, want 403", resp.StatusCode)
 		}
 	})
 
 	// Log in properly and reach the consent form.
-	resp, _ := e.post(t, c, f.action, good())
+	resp, _ := e.postPage(t, c, f.action, good())
 	resp, err := c.Get(e.srv.URL + resp.Header.Get("Location"))
 	if err != nil {
 		t.Fatal(err)
@@ -333,10 +333,10 @@ func TestLogout(t *testing.T) {
 	}
 	f := findForm(t, readBody(t, resp), "logout")
 	// A POST without the token does nothing.
-	if resp, _ := e.post(t, c, f.action, url.Values{}); resp.StatusCode != http.StatusForbidden {
+	if resp, _ := e.postPage(t, c, f.action, url.Values{}); resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("logout without CSRF: status %d, want 403", resp.StatusCode)
 	}
-	resp, body := e.post(t, c, f.action, f.hidden)
+	resp, body := e.postPage(t, c, f.action, f.hidden)
 	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "signed out") {
 		t.Fatalf("logout: status %d body %s", resp.StatusCode, body)
 	}

@@ -3,7 +3,6 @@ package issuer
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -46,9 +45,7 @@ func (i *Issuer) PutUser(ctx context.Context, u User) error {
 	}
 	u.Source = sourceAdmin
 	i.dummy.note(u.PasswordHash)
-	return i.store.Update(ctx, func(tx store.Tx) error {
-		return putJSON(tx, bucketUsers, u.Username, &u, time.Time{})
-	})
+	return i.store.Update(ctx, func(tx store.Tx) error { return usersIn(tx).put(&u) })
 }
 
 // Users lists configured and runtime-managed users, by name, without
@@ -60,14 +57,10 @@ func (i *Issuer) Users(ctx context.Context) ([]User, error) {
 		out = append(out, u)
 	}
 	err := i.store.View(ctx, func(tx store.Tx) error {
-		return tx.List(bucketUsers, "", func(_ string, v []byte) error {
-			var u User
-			if err := json.Unmarshal(v, &u); err != nil {
-				return fmt.Errorf("decode user: %w", err)
-			}
+		return usersIn(tx).each(func(u *User) error {
 			if !i.configuredUser(u.Username) {
 				u.Source = sourceAdmin
-				out = append(out, u)
+				out = append(out, *u)
 			}
 			return nil
 		})
@@ -90,59 +83,15 @@ func (i *Issuer) DeleteUser(ctx context.Context, name string) error {
 		return fmt.Errorf("user %q: %w", name, ErrConfigured)
 	}
 	return i.store.Update(ctx, func(tx store.Tx) error {
-		if _, err := tx.Get(bucketUsers, name); err != nil {
+		if err := usersIn(tx).remove(name); err != nil {
 			return fmt.Errorf("user %q: %w", name, err)
 		}
-		if err := tx.Delete(bucketUsers, name); err != nil {
-			return err
-		}
-		return i.forgetUserTx(tx, name)
-	})
-}
-
-// forgetUserTx is what removing a user does: signOutUserTx, and its
-// consents are deleted, so a later user of the same name inherits nothing.
-func (i *Issuer) forgetUserTx(tx store.Tx, name string) error {
-	if err := deleteConsentsTx(tx, name); err != nil {
-		return err
-	}
-	return i.signOutUserTx(tx, name)
-}
-
-// signOutUserTx ends the user's login sessions and revokes the user's
-// grants (refresh tokens, and access tokens, delegated and exchanged ones
-// included): whoever knew the old password holds nothing any more.
-func (i *Issuer) signOutUserTx(tx store.Tx, name string) error {
-	if err := endSessionsTx(tx, name); err != nil {
-		return err
-	}
-	return i.revokeGrantsTx(tx, func(g *grant) bool { return g.ofUser(name) })
-}
-
-// deleteConsentsTx deletes every consent the user gave.
-func deleteConsentsTx(tx store.Tx, user string) error {
-	return tx.List(bucketConsents, user+"\x00", func(k string, _ []byte) error {
-		return tx.Delete(bucketConsents, k)
-	})
-}
-
-// endSessionsTx deletes the user's login sessions. Sessions are keyed by
-// their cookie, so this reads them all; it runs only on account changes.
-func endSessionsTx(tx store.Tx, user string) error {
-	return tx.List(bucketSessions, "", func(k string, v []byte) error {
-		var s session
-		if err := json.Unmarshal(v, &s); err != nil {
-			return fmt.Errorf("decode session: %w", err)
-		}
-		if s.User != user {
-			return nil
-		}
-		return tx.Delete(bucketSessions, k)
+		return forgetUser(tx, name, i.revokeUntil())
 	})
 }
 
 // SetPassword stores a new bcrypt hash (hash, not the password), ends the
-// user's login sessions and revokes the user's grants (signOutUserTx).
+// user's login sessions and revokes the user's grants (signOutUser).
 func (i *Issuer) SetPassword(ctx context.Context, name, bcryptHash string) error {
 	if i.configuredUser(name) {
 		return fmt.Errorf("user %q: %w", name, ErrConfigured)
@@ -152,15 +101,16 @@ func (i *Issuer) SetPassword(ctx context.Context, name, bcryptHash string) error
 	}
 	i.dummy.note(bcryptHash)
 	return i.store.Update(ctx, func(tx store.Tx) error {
-		var u User
-		if err := getJSON(tx, bucketUsers, name, &u); err != nil {
+		users := usersIn(tx)
+		u, err := users.get(name)
+		if err != nil {
 			return fmt.Errorf("user %q: %w", name, err)
 		}
 		u.PasswordHash = bcryptHash
-		if err := putJSON(tx, bucketUsers, name, &u, time.Time{}); err != nil {
+		if err := users.put(u); err != nil {
 			return err
 		}
-		return i.signOutUserTx(tx, name)
+		return signOutUser(tx, name, i.revokeUntil())
 	})
 }
 
@@ -182,7 +132,7 @@ func (i *Issuer) PutClient(ctx context.Context, c Client) error {
 		return invalidEntry("client %q: %v", c.ID, err)
 	}
 	for _, g := range c.GrantTypes {
-		if g != grantAuthorizationCode && g != grantRefreshToken && g != grantClientCredentials && g != grantTokenExchange {
+		if _, ok := i.grants[g]; !ok {
 			return invalidEntry("client %q: unsupported grant type %q", c.ID, g)
 		}
 	}
@@ -203,14 +153,14 @@ func (i *Issuer) PutClient(ctx context.Context, c Client) error {
 	}
 	c.Source, c.ExpiresAt = sourceAdmin, time.Time{}
 	return i.store.Update(ctx, func(tx store.Tx) error {
-		switch _, err := tx.Get(bucketAgents, c.ID); {
-		case err == nil:
-			return invalidEntry("client %q: an agent has this id", c.ID)
-		case !errors.Is(err, store.ErrNotFound):
+		switch taken, err := agentsIn(tx).has(c.ID); {
+		case err != nil:
 			return err
+		case taken:
+			return invalidEntry("client %q: an agent has this id", c.ID)
 		}
-		var old Client
-		switch err := getJSON(tx, bucketClients, c.ID, &old); {
+		clients := clientsIn(tx)
+		switch old, err := clients.get(c.ID); {
 		case err == nil:
 			c.CreatedAt = old.CreatedAt
 		case errors.Is(err, store.ErrNotFound):
@@ -218,7 +168,7 @@ func (i *Issuer) PutClient(ctx context.Context, c Client) error {
 		default:
 			return err
 		}
-		return putJSON(tx, bucketClients, c.ID, &c, time.Time{})
+		return clients.put(&c)
 	})
 }
 
@@ -231,13 +181,9 @@ func (i *Issuer) Clients(ctx context.Context) ([]Client, error) {
 		out = append(out, c)
 	}
 	err := i.store.View(ctx, func(tx store.Tx) error {
-		return tx.List(bucketClients, "", func(_ string, v []byte) error {
-			var c Client
-			if err := json.Unmarshal(v, &c); err != nil {
-				return fmt.Errorf("decode client: %w", err)
-			}
+		return clientsIn(tx).each(func(c *Client) error {
 			if !i.configuredClient(c.ID) {
-				out = append(out, c)
+				out = append(out, *c)
 			}
 			return nil
 		})
@@ -253,27 +199,17 @@ func (i *Issuer) Clients(ctx context.Context) ([]Client, error) {
 }
 
 // DeleteClient removes a stored client and revokes every grant it holds
-// (revokeClientGrantsTx).
+// (grantRecords.revokeClient).
 func (i *Issuer) DeleteClient(ctx context.Context, id string) error {
 	if i.configuredClient(id) {
 		return fmt.Errorf("client %q: %w", id, ErrConfigured)
 	}
 	return i.store.Update(ctx, func(tx store.Tx) error {
-		if _, err := tx.Get(bucketClients, id); err != nil {
+		if err := clientsIn(tx).remove(id); err != nil {
 			return fmt.Errorf("client %q: %w", id, err)
 		}
-		if err := tx.Delete(bucketClients, id); err != nil {
-			return err
-		}
-		return i.revokeClientGrantsTx(tx, id)
+		return grantsIn(tx).revokeClient(id, i.revokeUntil())
 	})
-}
-
-// revokeClientGrantsTx revokes every grant the client holds: the users'
-// grants to it (and the tokens exchanged from them) and its own client
-// credentials tokens.
-func (i *Issuer) revokeClientGrantsTx(tx store.Tx, id string) error {
-	return i.revokeGrantsTx(tx, func(g *grant) bool { return g.ClientID == id })
 }
 
 // RotateClientSecret generates a new secret for a confidential client,
@@ -289,47 +225,24 @@ func (i *Issuer) RotateClientSecret(ctx context.Context, id string) (string, err
 		return "", err
 	}
 	err = i.store.Update(ctx, func(tx store.Tx) error {
-		var c Client
-		if err := getJSON(tx, bucketClients, id, &c); err != nil {
+		clients := clientsIn(tx)
+		c, err := clients.get(id)
+		if err != nil {
 			return fmt.Errorf("client %q: %w", id, err)
 		}
 		if c.TokenEndpointAuthMethod != authClientSecretBasic && c.TokenEndpointAuthMethod != authClientSecretPost {
 			return invalidEntry("client %q does not authenticate with a secret", id)
 		}
 		c.SecretHash = hash
-		if err := putJSON(tx, bucketClients, id, &c, time.Time{}); err != nil {
+		if err := clients.put(c); err != nil {
 			return err
 		}
-		return i.revokeClientGrantsTx(tx, id)
+		return grantsIn(tx).revokeClient(id, i.revokeUntil())
 	})
 	if err != nil {
 		return "", err
 	}
 	return secret, nil
-}
-
-// revokeGrantsTx revokes every live grant match selects.
-func (i *Issuer) revokeGrantsTx(tx store.Tx, match func(*grant) bool) error {
-	var ids []string
-	err := tx.List(bucketGrants, "", func(k string, v []byte) error {
-		var g grant
-		if err := json.Unmarshal(v, &g); err != nil {
-			return fmt.Errorf("decode grant: %w", err)
-		}
-		if !g.Revoked && match(&g) {
-			ids = append(ids, k)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	for _, id := range ids {
-		if err := i.revokeGrantTx(tx, id); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 func (i *Issuer) configuredUser(name string) bool {

@@ -40,6 +40,10 @@ type metadata struct {
 // resources (and so scopes_supported) can be added at runtime.
 func (i *Issuer) metadataDocument() *metadata {
 	authMethods := []string{authNone, authClientSecretBasic, authClientSecretPost, authPrivateKeyJWT}
+	var grantTypes []string
+	for _, g := range tokenGrants(i) {
+		grantTypes = append(grantTypes, g.name())
+	}
 	m := &metadata{
 		Issuer:                                     i.URL(),
 		AuthorizationEndpoint:                      i.endpoint(pathAuthorize),
@@ -52,7 +56,7 @@ func (i *Issuer) metadataDocument() *metadata {
 		RequirePushedAuthorizationRequests:         i.cfg.RequirePAR,
 		ResponseTypesSupported:                     []string{"code"},
 		ResponseModesSupported:                     []string{"query"},
-		GrantTypesSupported:                        []string{grantAuthorizationCode, grantRefreshToken, grantClientCredentials, grantTokenExchange},
+		GrantTypesSupported:                        grantTypes,
 		CodeChallengeMethodsSupported:              []string{"S256"},
 		TokenEndpointAuthMethodsSupported:          authMethods,
 		TokenEndpointAuthSigningAlgValuesSupported: assertionAlgs,

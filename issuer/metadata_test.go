@@ -51,7 +51,7 @@ func TestMetadataAtEveryWellKnownURL(t *testing.T) {
 	}
 }
 
-func checkMetadata(t *testing.T, e *tokEnv, m map[string]any) {
+func checkMetadata(t *testing.T, e *testEnv, m map[string]any) {
 	t.Helper()
 	base := e.iss.URL()
 	wantStr := map[string]string{

@@ -21,17 +21,11 @@ var templateFS embed.FS
 //go:embed assets
 var assetFS embed.FS
 
-// browserState holds the BROWSER half's fields.
-type browserState struct {
-	pages         map[string]*template.Template // page name -> layout + page
-	fetch         *http.Client                  // SSRF-protected client for CIMD
-	registrations *rateLimiter                  // DCR requests per address
-}
-
 // pageNames are the templates/<name>.html files rendered inside layout.html.
 var pageNames = []string{"error", "login", "consent", "logout", "apps", "message"}
 
-func (i *Issuer) initBrowser() error {
+// parsePages parses every page with the layout.
+func parsePages() (map[string]*template.Template, error) {
 	funcs := template.FuncMap{
 		"date": func(t time.Time) string {
 			if t.IsZero() {
@@ -40,21 +34,15 @@ func (i *Issuer) initBrowser() error {
 			return t.UTC().Format("2006-01-02 15:04 UTC")
 		},
 	}
-	i.pages = make(map[string]*template.Template, len(pageNames))
+	pages := make(map[string]*template.Template, len(pageNames))
 	for _, name := range pageNames {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html")
 		if err != nil {
-			return fmt.Errorf("parse template %s: %w", name, err)
+			return nil, fmt.Errorf("parse template %s: %w", name, err)
 		}
-		i.pages[name] = t
+		pages[name] = t
 	}
-	c, err := newFetchClient(i.cfg.HTTPClient, i.cfg.CIMDAllowPrivate, i.cfg.CIMDTimeout)
-	if err != nil {
-		return err
-	}
-	i.fetch = c
-	i.registrations = newRateLimiter(registrationBurst, time.Minute)
-	return nil
+	return pages, nil
 }
 
 // page is what every template gets; Data is the page's own content.

@@ -1,7 +1,6 @@
 package issuer
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -27,12 +26,12 @@ type parResponse struct {
 // anyone can push for. Over the limit: 429 (RFC 9126 section 2.3) with
 // slow_down and Retry-After, as at registration.
 func (i *Issuer) handlePAR(w http.ResponseWriter, r *http.Request) {
-	c, ok := i.authenticatedPost(w, r)
+	req, ok := i.authenticatedPost(w, r)
 	if !ok {
 		return
 	}
 	ctx := r.Context()
-	f := r.PostForm
+	c, f := req.client, req.form
 	switch {
 	case f.Has("request_uri"):
 		i.writeErr(w, ErrInvalidRequest.WithDescription("request_uri is not allowed in a pushed authorization request"))
@@ -76,11 +75,7 @@ func (i *Issuer) handlePAR(w http.ResponseWriter, r *http.Request) {
 	uri := requestURIPrefix + tail
 	exp := i.now().Add(i.cfg.PARTTL)
 	err = i.store.Update(ctx, func(tx store.Tx) error {
-		b, err := json.Marshal(&parRequest{ClientID: c.ID, Params: params, ExpiresAt: exp})
-		if err != nil {
-			return err
-		}
-		return tx.Create(bucketPAR, tokenKey(uri), b, exp)
+		return parIn(tx).create(uri, &parRequest{ClientID: c.ID, Params: params, ExpiresAt: exp})
 	})
 	if errors.Is(err, store.ErrAlreadyExists) {
 		err = errors.New("request_uri collision")

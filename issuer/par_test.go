@@ -40,7 +40,7 @@ func TestPARStoresRequestBoundToClient(t *testing.T) {
 		t.Fatalf("PAR answer = %s, want an urn request_uri and expires_in 60", a.raw)
 	}
 	var pr parRequest
-	err := e.store.View(t.Context(), func(tx store.Tx) error { return getJSON(tx, bucketPAR, tokenKey(uri), &pr) })
+	err := e.store.View(t.Context(), func(tx store.Tx) error { return getRecord(tx, bucketPAR, tokenKey(uri), &pr) })
 	if err != nil {
 		t.Fatalf("stored pushed request: %v", err)
 	}
@@ -55,7 +55,7 @@ func TestPARStoresRequestBoundToClient(t *testing.T) {
 
 	// Client credentials are not kept with the request.
 	a = e.post(t, pathPAR, parForm(url.Values{"client_id": {tPost}, "client_secret": {tSecret2}}), "")
-	err = e.store.View(t.Context(), func(tx store.Tx) error { return getJSON(tx, bucketPAR, tokenKey(a.str("request_uri")), &pr) })
+	err = e.store.View(t.Context(), func(tx store.Tx) error { return getRecord(tx, bucketPAR, tokenKey(a.str("request_uri")), &pr) })
 	if err != nil || pr.Params.Has("client_secret") {
 		t.Errorf("stored params = %v, %v; want no client_secret", pr.Params, err)
 	}
@@ -98,7 +98,7 @@ func TestPARValidation(t *testing.T) {
 	}
 }
 
-func countBucket(t *testing.T, e *tokEnv, bucket string) int {
+func countBucket(t *testing.T, e *testEnv, bucket string) int {
 	t.Helper()
 	n := 0
 	err := e.store.View(t.Context(), func(tx store.Tx) error {
@@ -112,7 +112,7 @@ func countBucket(t *testing.T, e *tokEnv, bucket string) int {
 
 // pushFrom pushes form to /par as if from remote (httptest servers are
 // all on one address).
-func (e *tokEnv) pushFrom(remote string, form url.Values) *httptest.ResponseRecorder {
+func (e *testEnv) pushFrom(remote string, form url.Values) *httptest.ResponseRecorder {
 	return e.postFrom(remote, pathPAR, form)
 }
 
@@ -120,13 +120,13 @@ func (e *tokEnv) pushFrom(remote string, form url.Values) *httptest.ResponseReco
 // limited per address, and per client (many addresses, one client_id).
 // Refused pushes answer 429 slow_down with Retry-After and store nothing.
 func TestPARRateLimited(t *testing.T) {
-	refused := func(t *testing.T, e *tokEnv, w *httptest.ResponseRecorder, what string) {
+	refused := func(t *testing.T, e *testEnv, w *httptest.ResponseRecorder, what string) {
 		t.Helper()
 		if w.Code != http.StatusTooManyRequests || w.Header().Get("Retry-After") == "" || errorCode(t, w) != "slow_down" {
 			t.Fatalf("%s = %d %v %s, want 429 slow_down with Retry-After", what, w.Code, w.Header(), w.Body)
 		}
 	}
-	pushN := func(t *testing.T, e *tokEnv, n int, remote func(int) string, form url.Values) {
+	pushN := func(t *testing.T, e *testEnv, n int, remote func(int) string, form url.Values) {
 		t.Helper()
 		for k := range n {
 			if w := e.pushFrom(remote(k), form); w.Code != http.StatusCreated {
@@ -187,7 +187,7 @@ func TestPARStoresOnlyKnownBoundedParameters(t *testing.T) {
 		t.Fatalf("PAR with unknown parameters = %d %s, want 201", a.status, a.raw)
 	}
 	var pr parRequest
-	err := e.store.View(t.Context(), func(tx store.Tx) error { return getJSON(tx, bucketPAR, tokenKey(a.str("request_uri")), &pr) })
+	err := e.store.View(t.Context(), func(tx store.Tx) error { return getRecord(tx, bucketPAR, tokenKey(a.str("request_uri")), &pr) })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 )
 
 // getFrom serves a GET of path?q as if from remote, with no cookies.
-func (e *browserEnv) getFrom(remote, path string, q url.Values) *httptest.ResponseRecorder {
+func (e *testEnv) getFrom(remote, path string, q url.Values) *httptest.ResponseRecorder {
 	r := httptest.NewRequest(http.MethodGet, e.url(path, q), nil)
 	r.RemoteAddr = remote
 	w := httptest.NewRecorder()

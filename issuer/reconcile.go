@@ -6,22 +6,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
-
-// directorySnapshot is what a configuration declared: each user, client
-// and agent with a fingerprint of its credential. Config-declared
-// principals live in memory only, so this record is how the next
-// configuration learns which of them it removed or re-keyed.
-type directorySnapshot struct {
-	Users   map[string]string `json:"users"`
-	Clients map[string]string `json:"clients"`
-	Agents  map[string]string `json:"agents"`
-}
 
 // fingerprint identifies a credential hash without storing it again.
 func fingerprint(hash string) string {
@@ -78,21 +67,24 @@ func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
 	var ended []string
 	err := i.store.Update(ctx, func(tx store.Tx) error {
 		ended = ended[:0] // the function may run again
-		var prev directorySnapshot
-		switch err := getJSON(tx, bucketConfig, i.URL(), &prev); {
+		configs := configIn(tx)
+		prev, err := configs.get(i.URL())
+		switch {
 		case errors.Is(err, store.ErrNotFound):
-			return putJSON(tx, bucketConfig, i.URL(), &cur, time.Time{})
+			return configs.put(i.URL(), &cur)
 		case err != nil:
 			return err
 		}
+		until := i.revokeUntil()
+		grants := grantsIn(tx)
 		for name, fp := range prev.Users {
 			now, kept := cur.Users[name]
 			var err error
 			switch {
 			case !kept:
-				err = i.forgetUserTx(tx, name)
+				err = forgetUser(tx, name, until)
 			case now != fp:
-				err = i.signOutUserTx(tx, name)
+				err = signOutUser(tx, name, until)
 			default:
 				continue
 			}
@@ -105,7 +97,7 @@ func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
 			if now, kept := cur.Clients[id]; kept && now == fp {
 				continue
 			}
-			if err := i.revokeClientGrantsTx(tx, id); err != nil {
+			if err := grants.revokeClient(id, until); err != nil {
 				return err
 			}
 			ended = append(ended, "client "+id)
@@ -115,9 +107,9 @@ func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
 			var err error
 			switch {
 			case !kept:
-				err = i.revokeAgentGrantsTx(tx, id)
+				err = grants.revokeAgent(id, until)
 			case now != fp:
-				err = i.revokeAgentOwnGrantsTx(tx, id)
+				err = grants.revokeAgentOwn(id, until)
 			default:
 				continue
 			}
@@ -126,7 +118,7 @@ func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
 			}
 			ended = append(ended, "agent "+id)
 		}
-		return putJSON(tx, bucketConfig, i.URL(), &cur, time.Time{})
+		return configs.put(i.URL(), &cur)
 	})
 	if err != nil {
 		return fmt.Errorf("apply configuration changes: %w", err)

@@ -169,13 +169,7 @@ func (i *Issuer) createClient(ctx context.Context, c *Client) error {
 			return err
 		}
 		c.ID = id
-		b, err := json.Marshal(c)
-		if err != nil {
-			return fmt.Errorf("encode client: %w", err)
-		}
-		err = i.store.Update(ctx, func(tx store.Tx) error {
-			return tx.Create(bucketClients, id, b, c.ExpiresAt)
-		})
+		err = i.store.Update(ctx, func(tx store.Tx) error { return clientsIn(tx).create(c) })
 		if !errors.Is(err, store.ErrAlreadyExists) {
 			return err
 		}
@@ -192,15 +186,13 @@ func (i *Issuer) keepRegistration(ctx context.Context, c *Client) {
 		return
 	}
 	err := i.store.Update(ctx, func(tx store.Tx) error {
-		var cur Client
-		if err := getJSON(tx, bucketClients, c.ID, &cur); err != nil {
+		clients := clientsIn(tx)
+		cur, err := clients.get(c.ID)
+		if err != nil || cur.Source != sourceDCR {
 			return err
 		}
-		if cur.Source != sourceDCR {
-			return nil
-		}
 		cur.ExpiresAt = now.Add(registrationIdleTTL)
-		return putJSON(tx, bucketClients, c.ID, &cur, cur.ExpiresAt)
+		return clients.put(cur)
 	})
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		i.log.Warn("registration: extend client expiry", zap.Error(err))

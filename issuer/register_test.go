@@ -15,7 +15,7 @@ import (
 	"golang.org/x/oauth2"
 )
 
-func (e *browserEnv) register(t *testing.T, body string) (*http.Response, map[string]any) {
+func (e *testEnv) register(t *testing.T, body string) (*http.Response, map[string]any) {
 	t.Helper()
 	resp, err := e.srv.Client().Post(e.url(pathRegister, nil), "application/json", strings.NewReader(body))
 	if err != nil {

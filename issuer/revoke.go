@@ -2,7 +2,6 @@ package issuer
 
 import (
 	"context"
-	"errors"
 	"net/http"
 
 	"go.uber.org/zap"
@@ -22,26 +21,11 @@ import (
 // client's or an agent's own tokens (client credentials) carry a grant of
 // their own, so every access token has a gid.
 func (i *Issuer) Revoked(ctx context.Context, jti, grantID string) bool {
-	revoked := false
+	var revoked bool
 	err := i.store.View(ctx, func(tx store.Tx) error {
-		keys := []string{jti}
-		if grantID != "" {
-			keys = append(keys, "grant:"+grantID)
-		}
-		for _, k := range keys {
-			if k == "" {
-				continue
-			}
-			_, err := tx.Get(bucketRevoked, k)
-			if err == nil {
-				revoked = true
-				return nil
-			}
-			if !errors.Is(err, store.ErrNotFound) {
-				return err
-			}
-		}
-		return nil
+		var err error
+		revoked, err = revocationsIn(tx).revoked(jti, grantID)
+		return err
 	})
 	if err != nil {
 		i.log.Error("revocation check", zap.Error(err))
@@ -55,11 +39,12 @@ func (i *Issuer) Revoked(ctx context.Context, jti, grantID string) bool {
 // tokens of other clients and already revoked ones all get 200, so the
 // endpoint reveals nothing.
 func (i *Issuer) handleRevoke(w http.ResponseWriter, r *http.Request) {
-	c, ok := i.authenticatedPost(w, r)
+	req, ok := i.authenticatedPost(w, r)
 	if !ok {
 		return
 	}
-	tok := r.PostForm.Get("token")
+	c := req.client
+	tok := req.form.Get("token")
 	if tok == "" {
 		i.writeErr(w, ErrInvalidRequest.WithDescription("token is required"))
 		return
@@ -80,21 +65,7 @@ func (i *Issuer) handleRevoke(w http.ResponseWriter, r *http.Request) {
 }
 
 func (i *Issuer) revokeRefreshToken(ctx context.Context, c *Client, tok string) error {
-	key := tokenKey(tok)
-	return i.store.Update(ctx, func(tx store.Tx) error {
-		var rec refreshToken
-		err := getJSON(tx, bucketRefresh, key, &rec)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if rec.ClientID != c.ID {
-			return nil
-		}
-		return i.revokeGrantTx(tx, rec.GrantID)
-	})
+	return i.store.Update(ctx, func(tx store.Tx) error { return refreshIn(tx).revokeFamily(tok, c.ID, i.revokeUntil()) })
 }
 
 func (i *Issuer) revokeAccessToken(ctx context.Context, c *Client, tok string) error {
@@ -103,6 +74,6 @@ func (i *Issuer) revokeAccessToken(ctx context.Context, c *Client, tok string) e
 		return nil // not ours, expired, or another client's: nothing to do
 	}
 	return i.store.Update(ctx, func(tx store.Tx) error {
-		return i.revokeJTITx(tx, claims.ID, claims.ExpiresAt.Time)
+		return revocationsIn(tx).revokeToken(claims.ID, claims.ExpiresAt.Time)
 	})
 }

@@ -2,7 +2,6 @@ package issuer
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -11,24 +10,9 @@ import (
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
-// bucketSessions holds browser sessions: tokenKey(cookie value) -> session.
-const bucketSessions = "sessions"
-
 // anonymousSessionTTL bounds sessions that never logged in: they exist only
 // to carry a CSRF token and bind pending requests to one browser.
 const anonymousSessionTTL = time.Hour
-
-// session is a browser session. Every browser that reaches a form gets one,
-// logged in or not, so forms can carry a CSRF token bound to it.
-type session struct {
-	// Browser stays the same when the session id is replaced at login; it
-	// binds pending authorization requests to the browser that started them.
-	Browser   string    `json:"browser"`
-	CSRF      string    `json:"csrf"`
-	User      string    `json:"user,omitempty"` // "" until login
-	AuthTime  time.Time `json:"auth_time,omitzero"`
-	ExpiresAt time.Time `json:"expires_at"`
-}
 
 // sessionCookieName is __Host- prefixed (Secure, host-only, Path=/) when
 // the issuer is https; plain http is only allowed on loopback, where
@@ -49,13 +33,11 @@ func (i *Issuer) currentSession(r *http.Request) (*session, string, error) {
 	if err != nil || ck.Value == "" || len(ck.Value) > 100 {
 		return nil, "", nil
 	}
-	var s session
+	var s *session
 	err = i.store.View(r.Context(), func(tx store.Tx) error {
-		b, err := tx.Get(bucketSessions, tokenKey(ck.Value))
-		if err != nil {
-			return err
-		}
-		return json.Unmarshal(b, &s)
+		var err error
+		s, err = sessionsIn(tx).get(ck.Value)
+		return err
 	})
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, "", nil
@@ -66,7 +48,7 @@ func (i *Issuer) currentSession(r *http.Request) (*session, string, error) {
 	if !i.now().Before(s.ExpiresAt) {
 		return nil, "", nil
 	}
-	return &s, ck.Value, nil
+	return s, ck.Value, nil
 }
 
 // ensureSession returns the request's session, starting an anonymous one
@@ -103,18 +85,7 @@ func (i *Issuer) startSession(ctx context.Context, w http.ResponseWriter, s *ses
 	if s.CSRF, err = i.randomToken(32); err != nil {
 		return err
 	}
-	b, err := json.Marshal(s)
-	if err != nil {
-		return fmt.Errorf("encode session: %w", err)
-	}
-	err = i.store.Update(ctx, func(tx store.Tx) error {
-		if oldID != "" {
-			if err := tx.Delete(bucketSessions, tokenKey(oldID)); err != nil {
-				return err
-			}
-		}
-		return tx.Create(bucketSessions, tokenKey(id), b, s.ExpiresAt)
-	})
+	err = i.store.Update(ctx, func(tx store.Tx) error { return sessionsIn(tx).replace(oldID, id, s) })
 	if err != nil {
 		return fmt.Errorf("store session: %w", err)
 	}
@@ -124,9 +95,7 @@ func (i *Issuer) startSession(ctx context.Context, w http.ResponseWriter, s *ses
 
 // endSession deletes the session and clears its cookie.
 func (i *Issuer) endSession(ctx context.Context, w http.ResponseWriter, id string) error {
-	err := i.store.Update(ctx, func(tx store.Tx) error {
-		return tx.Delete(bucketSessions, tokenKey(id))
-	})
+	err := i.store.Update(ctx, func(tx store.Tx) error { return sessionsIn(tx).delete(id) })
 	if err != nil {
 		return fmt.Errorf("delete session: %w", err)
 	}

@@ -2,27 +2,14 @@ package issuer
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/sha512"
-	"crypto/subtle"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
-	"io"
-	"mime"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-	"go.uber.org/zap"
-
-	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
 // Grant types.
@@ -51,65 +38,24 @@ const (
 
 var oidcScopes = []string{scopeOpenID, scopeProfile, scopeEmail, scopeOfflineAccess}
 
-// maxFormBytes bounds back-channel request bodies.
-const maxFormBytes = 64 << 10
-
-// tokenState holds the TOKENS half's fields.
-type tokenState struct {
-	keys       keyRing
-	limiter    *limiter
-	anonWrites *rateLimiter // unauthenticated store writes per address
-	parClients *rateLimiter // pushed requests per client
-
-	resMu            sync.RWMutex
-	runtimeResources map[string]Resource // by URL, from AddResource
-
-	// grants maps a grant_type to its handler.
-	grants map[string]grantHandler
-
-	jwksClient *http.Client // fetches private_key_jwt clients' jwks_uri
-	jwksMu     sync.Mutex
-	jwksCache  map[string]cachedJWKS
-
-	dummy  dummyPassword // checked for unknown users
-	hashes *hashGate     // bounds concurrent password and secret hashing
+// tokenGrant is one grant type of the token endpoint, in a file of its
+// own (grant_*.go). It checks a request read once and says what to issue;
+// the minter signs and records that.
+type tokenGrant interface {
+	name() string // the grant_type value
+	grant(ctx context.Context, req *clientRequest) (*issuance, error)
 }
 
-// grantHandler runs one grant type for an authenticated client.
-type grantHandler func(ctx context.Context, f url.Values, c *Client) (*tokenResponse, error)
-
-// initTokens validates the configured directory and loads (or generates
-// and persists) the signing key.
-func (i *Issuer) initTokens() error {
-	i.limiter = newLimiter(i.now)
-	i.hashes = newHashGate()
-	i.anonWrites = newRateLimiter(anonWriteBurst, time.Minute)
-	i.parClients = newRateLimiter(parClientBurst, time.Minute)
-	i.runtimeResources = make(map[string]Resource)
-	i.jwksCache = make(map[string]cachedJWKS)
-	i.grants = map[string]grantHandler{
-		grantAuthorizationCode: i.grantAuthorizationCode,
-		grantRefreshToken:      i.grantRefreshToken,
-		grantClientCredentials: i.grantClientCredentials,
-		grantTokenExchange:     i.grantTokenExchange,
+// tokenGrants are the grant types the issuer supports, in the order its
+// metadata lists them. A new grant type is a grant_*.go file and its line
+// here.
+func tokenGrants(i *Issuer) []tokenGrant {
+	return []tokenGrant{
+		authorizationCode{i},
+		refreshTokenGrant{i},
+		clientCredentials{i},
+		tokenExchange{i},
 	}
-	fc, err := newFetchClient(i.cfg.HTTPClient, i.cfg.CIMDAllowPrivate, i.cfg.CIMDTimeout)
-	if err != nil {
-		return err
-	}
-	i.jwksClient = fc
-	if err := i.validateConfigDirectory(); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := i.checkAgentIDs(ctx); err != nil {
-		return err
-	}
-	if err := i.noteStoredUsers(ctx); err != nil {
-		return fmt.Errorf("read users: %w", err)
-	}
-	return i.initKeys(ctx)
 }
 
 // tokenResponse is the RFC 6749 section 5.1 answer.
@@ -124,11 +70,11 @@ type tokenResponse struct {
 }
 
 func (i *Issuer) handleToken(w http.ResponseWriter, r *http.Request) {
-	c, ok := i.authenticatedPost(w, r)
+	req, ok := i.authenticatedPost(w, r)
 	if !ok {
 		return
 	}
-	gt := r.PostForm.Get("grant_type")
+	c, gt := req.client, req.form.Get("grant_type")
 	if gt == "" {
 		i.writeErr(w, ErrInvalidRequest.WithDescription("grant_type is required"))
 		return
@@ -142,7 +88,12 @@ func (i *Issuer) handleToken(w http.ResponseWriter, r *http.Request) {
 		i.writeErr(w, ErrUnauthorizedClient.WithDescription(fmt.Sprintf("client may not use grant_type %q", gt)))
 		return
 	}
-	resp, err := grant(r.Context(), r.PostForm, c)
+	is, err := grant.grant(r.Context(), req)
+	if err != nil {
+		i.writeErr(w, err)
+		return
+	}
+	resp, err := i.mint.issue(r.Context(), is)
 	if err != nil {
 		i.writeErr(w, err)
 		return
@@ -162,448 +113,6 @@ func clientMayUse(c *Client, gt string) bool {
 		return gt == grantAuthorizationCode || gt == grantRefreshToken
 	}
 	return slices.Contains(c.GrantTypes, gt)
-}
-
-// grantAuthorizationCode redeems a code (RFC 6749 4.1.3, RFC 7636 4.6).
-func (i *Issuer) grantAuthorizationCode(ctx context.Context, f url.Values, c *Client) (*tokenResponse, error) {
-	code := f.Get("code")
-	if code == "" {
-		return nil, ErrInvalidRequest.WithDescription("code is required")
-	}
-	key := tokenKey(code)
-	// Read first: lookups of the user and agent must not run inside the
-	// write transaction. The write below re-checks that nothing changed.
-	var ac authCode
-	err := i.store.View(ctx, func(tx store.Tx) error { return getJSON(tx, bucketCodes, key, &ac) })
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, ErrInvalidGrant.WithDescription("invalid, expired or used authorization code")
-	}
-	if err != nil {
-		return nil, err
-	}
-	if ac.Redeemed {
-		return nil, i.codeReplayed(ctx, key)
-	}
-	now := i.now()
-	switch {
-	case !now.Before(ac.ExpiresAt):
-		return nil, ErrInvalidGrant.WithDescription("invalid, expired or used authorization code")
-	case ac.ClientID != c.ID:
-		return nil, ErrInvalidGrant.WithDescription("authorization code was issued to another client")
-	case f.Get("redirect_uri") != ac.RedirectURI:
-		return nil, ErrInvalidGrant.WithDescription("redirect_uri does not match the authorization request")
-	}
-	if err := checkPKCE(ac.CodeChallenge, ac.CodeChallengeMethod, f.Get("code_verifier")); err != nil {
-		return nil, err
-	}
-	if res := f.Get("resource"); res != "" && !sameResource(res, ac.Resource) {
-		return nil, ErrInvalidTarget.WithDescription("resource differs from the authorization request")
-	}
-	u, err := i.lookupUser(ctx, ac.Subject)
-	if err != nil {
-		return nil, ErrInvalidGrant.WithDescription("user is unknown or disabled").Wrap(err)
-	}
-	agent, err := i.checkActorToken(ctx, f, ac.Actor, c.ID)
-	if err != nil {
-		return nil, err
-	}
-	scopes := ac.Scopes
-	if agent != nil {
-		// The user delegated no more than the agent may ever hold.
-		scopes = agent.limitScopes(scopes)
-	}
-	if !clientMayUse(c, grantRefreshToken) {
-		// The client could never use a refresh token; say so in scope.
-		scopes = slices.DeleteFunc(slices.Clone(scopes), func(s string) bool { return s == scopeOfflineAccess })
-	}
-	offline := slices.Contains(scopes, scopeOfflineAccess)
-
-	gid, err := i.randomToken(16)
-	if err != nil {
-		return nil, err
-	}
-	g := grant{
-		ID: gid, Subject: ac.Subject, ClientID: c.ID, Actor: ac.Actor, Resource: ac.Resource,
-		Scopes: scopes, AuthTime: ac.AuthTime, CreatedAt: now, LastUsed: now,
-		ExpiresAt: now.Add(i.cfg.AccessTokenTTL),
-	}
-	if offline {
-		g.ExpiresAt = now.Add(i.cfg.RefreshTokenTTL)
-	}
-	resp, jti, rt, err := i.issueTokens(ctx, tokenSubject{
-		client: c, user: u, subject: ac.Subject, resource: ac.Resource, scopes: scopes,
-		act: actorOf(ac.Actor), grantID: gid, authTime: ac.AuthTime, nonce: ac.Nonce,
-	}, offline)
-	if err != nil {
-		return nil, err
-	}
-
-	replayed := false
-	err = i.store.Update(ctx, func(tx store.Tx) error {
-		var cur authCode
-		if err := getJSON(tx, bucketCodes, key, &cur); err != nil {
-			return err
-		}
-		if cur.Redeemed { // lost a race with another redemption
-			replayed = true
-			return i.revokeCodeTx(tx, &cur)
-		}
-		cur.Redeemed, cur.GrantID, cur.JTI = true, gid, jti
-		if err := putJSON(tx, bucketCodes, key, &cur, cur.ExpiresAt); err != nil {
-			return err
-		}
-		if err := putJSON(tx, bucketGrants, gid, &g, g.ExpiresAt); err != nil {
-			return err
-		}
-		if rt == "" {
-			return nil
-		}
-		return putJSON(tx, bucketRefresh, tokenKey(rt), &refreshToken{GrantID: gid, ClientID: c.ID, ExpiresAt: g.ExpiresAt}, g.ExpiresAt)
-	})
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, ErrInvalidGrant.WithDescription("invalid, expired or used authorization code")
-	}
-	if err != nil {
-		return nil, fmt.Errorf("redeem code: %w", err)
-	}
-	if replayed {
-		return nil, ErrInvalidGrant.WithDescription("invalid, expired or used authorization code")
-	}
-	i.logIssued(grantAuthorizationCode, c.ID, ac.Subject, actorOf(ac.Actor), ac.Resource, scopes, gid)
-	return resp, nil
-}
-
-// codeReplayed handles a second use of a code: RFC 6749 4.1.2 says deny
-// and revoke what the first use issued.
-func (i *Issuer) codeReplayed(ctx context.Context, key string) error {
-	err := i.store.Update(ctx, func(tx store.Tx) error {
-		var ac authCode
-		if err := getJSON(tx, bucketCodes, key, &ac); err != nil {
-			return err
-		}
-		return i.revokeCodeTx(tx, &ac)
-	})
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("revoke replayed code: %w", err)
-	}
-	i.log.Warn("authorization code replayed; its grant is revoked")
-	return ErrInvalidGrant.WithDescription("invalid, expired or used authorization code")
-}
-
-// revokeCodeTx revokes the grant and access token a redeemed code issued.
-func (i *Issuer) revokeCodeTx(tx store.Tx, ac *authCode) error {
-	if !ac.Redeemed {
-		return nil
-	}
-	if ac.JTI != "" {
-		// Any token of this code expires within one access-token lifetime.
-		if err := i.revokeJTITx(tx, ac.JTI, i.now().Add(i.cfg.AccessTokenTTL)); err != nil {
-			return err
-		}
-	}
-	if ac.GrantID != "" {
-		return i.revokeGrantTx(tx, ac.GrantID)
-	}
-	return nil
-}
-
-// checkPKCE verifies an RFC 7636 S256 code_verifier.
-func checkPKCE(challenge, method, verifier string) error {
-	if challenge == "" || (method != "S256" && method != "") {
-		// authorize never issues such a code; refuse rather than skip PKCE.
-		return ErrInvalidGrant.WithDescription("authorization code has no S256 code challenge")
-	}
-	if verifier == "" {
-		return ErrInvalidGrant.WithDescription("code_verifier is required")
-	}
-	if !validVerifier(verifier) {
-		return ErrInvalidGrant.WithDescription("code_verifier must be 43 to 128 unreserved characters")
-	}
-	sum := sha256.Sum256([]byte(verifier))
-	got := base64.RawURLEncoding.EncodeToString(sum[:])
-	if subtle.ConstantTimeCompare([]byte(got), []byte(challenge)) != 1 {
-		return ErrInvalidGrant.WithDescription("code_verifier does not match the code challenge")
-	}
-	return nil
-}
-
-// validVerifier: RFC 7636 section 4.1, 43*128 unreserved characters.
-func validVerifier(v string) bool {
-	if len(v) < 43 || len(v) > 128 {
-		return false
-	}
-	for _, b := range []byte(v) {
-		if !isUnreserved(b) {
-			return false
-		}
-	}
-	return true
-}
-
-func isUnreserved(b byte) bool {
-	return 'A' <= b && b <= 'Z' || 'a' <= b && b <= 'z' || '0' <= b && b <= '9' ||
-		b == '-' || b == '.' || b == '_' || b == '~'
-}
-
-// checkActorToken enforces the agent-on-behalf-of-user binding
-// (draft-oauth-ai-agents-on-behalf-of-user): a code bound to an actor
-// requires actor_token, the agent's own access token from this issuer
-// (valid, not revoked, principal_type agent, sub and client_id the actor,
-// no act of its own), and the agent must still be enabled and allow the
-// client; failures are invalid_grant. actor_token_type is optional here
-// (clients send it or not); when sent it must name an access token or a
-// JWT, else invalid_request. A code without an actor refuses actor_token
-// (invalid_request) rather than ignore a delegation the user never saw.
-func (i *Issuer) checkActorToken(ctx context.Context, f url.Values, actor, clientID string) (*Agent, error) {
-	raw, typ := f.Get("actor_token"), f.Get("actor_token_type")
-	if actor == "" {
-		if raw != "" || typ != "" {
-			return nil, ErrInvalidRequest.WithDescription("actor_token is only accepted for a requested_actor authorization")
-		}
-		return nil, nil
-	}
-	if raw == "" {
-		return nil, ErrInvalidGrant.WithDescription("actor_token is required: the authorization names an actor")
-	}
-	if typ != "" && typ != tokenTypeAccessToken && typ != tokenTypeJWT {
-		return nil, ErrInvalidRequest.WithDescription("unsupported actor_token_type")
-	}
-	claims, err := i.verifyAccessToken(ctx, raw)
-	if err != nil || !ownAgentToken(claims) || claims.Subject != actor {
-		return nil, ErrInvalidGrant.WithDescription("actor_token is not a valid token of the requested actor")
-	}
-	return i.agentFor(ctx, actor, clientID)
-}
-
-// ownAgentToken reports whether c is an agent's token for itself: not a
-// user's, not delegated.
-func ownAgentToken(c *accessClaims) bool {
-	return c.PrincipalType == principalAgent && c.Subject == c.ClientID && c.Actor == nil
-}
-
-// grantRefreshToken rotates a refresh token (OAuth 2.1 4.3, 6.1).
-func (i *Issuer) grantRefreshToken(ctx context.Context, f url.Values, c *Client) (*tokenResponse, error) {
-	rt := f.Get("refresh_token")
-	if rt == "" {
-		return nil, ErrInvalidRequest.WithDescription("refresh_token is required")
-	}
-	key := tokenKey(rt)
-	var rec refreshToken
-	var g grant
-	err := i.store.View(ctx, func(tx store.Tx) error {
-		if err := getJSON(tx, bucketRefresh, key, &rec); err != nil {
-			return err
-		}
-		return getJSON(tx, bucketGrants, rec.GrantID, &g)
-	})
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, ErrInvalidGrant.WithDescription("invalid, expired or revoked refresh token")
-	}
-	if err != nil {
-		return nil, err
-	}
-	if rec.ClientID != c.ID {
-		return nil, ErrInvalidGrant.WithDescription("refresh token was issued to another client")
-	}
-	if rec.Rotated {
-		return nil, i.refreshReused(ctx, rec.GrantID)
-	}
-	now := i.now()
-	if g.Revoked || !now.Before(g.ExpiresAt) || !now.Before(rec.ExpiresAt) {
-		return nil, ErrInvalidGrant.WithDescription("invalid, expired or revoked refresh token")
-	}
-	if res := f.Get("resource"); res != "" && !sameResource(res, g.Resource) {
-		return nil, ErrInvalidTarget.WithDescription("a refresh token cannot change the resource")
-	}
-	requested, err := parseScope(f.Get("scope"))
-	if err != nil {
-		return nil, err
-	}
-	for _, s := range requested {
-		if !slices.Contains(g.Scopes, s) {
-			return nil, ErrInvalidScope.WithDescription(fmt.Sprintf("scope %q was not granted", s))
-		}
-	}
-	if len(requested) == 0 {
-		requested = g.Scopes
-	}
-	u, err := i.lookupUser(ctx, g.Subject)
-	if err != nil {
-		return nil, ErrInvalidGrant.WithDescription("user is unknown or disabled").Wrap(err)
-	}
-	// Re-apply today's policy: a user who lost a group loses its scopes.
-	_, scopes, err := i.grantScopes(ctx, c, u, g.Resource, requested)
-	if err != nil {
-		return nil, err
-	}
-	if g.Actor != "" {
-		// The delegation was proven at redemption; it lasts while the agent
-		// does, within what the agent may hold today.
-		a, err := i.agentFor(ctx, g.Actor, c.ID)
-		if err != nil {
-			return nil, err
-		}
-		if scopes = a.limitScopes(scopes); len(scopes) == 0 {
-			return nil, ErrInvalidScope.WithDescription("the actor may hold none of the granted scopes")
-		}
-	}
-	resp, _, newRT, err := i.issueTokens(ctx, tokenSubject{
-		client: c, user: u, subject: g.Subject, resource: g.Resource, scopes: scopes,
-		act: actorOf(g.Actor), grantID: g.ID, authTime: g.AuthTime,
-	}, true)
-	if err != nil {
-		return nil, err
-	}
-	outcome := ""
-	err = i.store.Update(ctx, func(tx store.Tx) error {
-		var cur refreshToken
-		var cg grant
-		if err := getJSON(tx, bucketRefresh, key, &cur); err != nil {
-			return err
-		}
-		if cur.Rotated { // a concurrent refresh won: treat as reuse
-			outcome = "reused"
-			return i.revokeGrantTx(tx, cur.GrantID)
-		}
-		if err := getJSON(tx, bucketGrants, cur.GrantID, &cg); err != nil {
-			return err
-		}
-		if cg.Revoked {
-			outcome = "revoked"
-			return nil
-		}
-		cur.Rotated = true
-		if err := putJSON(tx, bucketRefresh, key, &cur, cur.ExpiresAt); err != nil {
-			return err
-		}
-		cg.LastUsed = now
-		if err := putJSON(tx, bucketGrants, cg.ID, &cg, cg.ExpiresAt); err != nil {
-			return err
-		}
-		return putJSON(tx, bucketRefresh, tokenKey(newRT), &refreshToken{GrantID: cg.ID, ClientID: c.ID, ExpiresAt: cg.ExpiresAt}, cg.ExpiresAt)
-	})
-	if errors.Is(err, store.ErrNotFound) || outcome != "" {
-		return nil, ErrInvalidGrant.WithDescription("invalid, expired or revoked refresh token")
-	}
-	if err != nil {
-		return nil, fmt.Errorf("rotate refresh token: %w", err)
-	}
-	i.logIssued(grantRefreshToken, c.ID, g.Subject, actorOf(g.Actor), g.Resource, scopes, g.ID)
-	return resp, nil
-}
-
-// refreshReused revokes the family of a rotated refresh token that was
-// presented again: either the client or an attacker holds a stolen copy.
-func (i *Issuer) refreshReused(ctx context.Context, grantID string) error {
-	err := i.store.Update(ctx, func(tx store.Tx) error { return i.revokeGrantTx(tx, grantID) })
-	if err != nil {
-		return fmt.Errorf("revoke reused refresh token family: %w", err)
-	}
-	i.log.Warn("rotated refresh token reused; its grant is revoked", zap.String("grant", grantID))
-	return ErrInvalidGrant.WithDescription("invalid, expired or revoked refresh token")
-}
-
-// grantClientCredentials issues a token to a confidential client acting
-// for itself (RFC 6749 4.4): sub is the client, principal_type client, no
-// refresh token. An agent gets its own token the same way, marked
-// principal_type agent. Either is recorded as a grant of its own, so that
-// deleting the client or agent, disabling the agent, or rotating its
-// secret revokes the token at once (through its gid, as a user's grant).
-func (i *Issuer) grantClientCredentials(ctx context.Context, f url.Values, c *Client) (*tokenResponse, error) {
-	requested, err := parseScope(f.Get("scope"))
-	if err != nil {
-		return nil, err
-	}
-	resource, scopes, err := i.clientGrantScopes(ctx, c, f.Get("resource"), requested)
-	if err != nil {
-		return nil, err
-	}
-	gid, err := i.randomToken(16)
-	if err != nil {
-		return nil, err
-	}
-	s := tokenSubject{client: c, subject: c.ID, resource: resource, scopes: scopes, principalType: principalClient, grantID: gid}
-	if c.agent != nil {
-		s.principalType = principalAgent
-	}
-	now := i.now()
-	g := &grant{
-		ID: gid, Subject: c.ID, ClientID: c.ID, PrincipalType: s.principalType, Resource: resource,
-		Scopes: scopes, CreatedAt: now, LastUsed: now, ExpiresAt: now.Add(i.cfg.AccessTokenTTL),
-	}
-	resp, _, _, err := i.issueTokens(ctx, s, false)
-	if err != nil {
-		return nil, err
-	}
-	err = i.store.Update(ctx, func(tx store.Tx) error { return putJSON(tx, bucketGrants, g.ID, g, g.ExpiresAt) })
-	if err != nil {
-		return nil, fmt.Errorf("store client credentials grant: %w", err)
-	}
-	i.logIssued(grantClientCredentials, c.ID, c.ID, nil, resource, scopes, s.grantID)
-	return resp, nil
-}
-
-func (i *Issuer) logIssued(gt, client, sub string, act *actorClaim, resource string, scopes []string, grantID string) {
-	if ce := i.log.Check(zap.InfoLevel, "token issued"); ce != nil {
-		ce.Write(zap.String("grant_type", gt), zap.String("client_id", client), zap.String("sub", sub),
-			zap.Strings("act", act.chain()), zap.String("resource", resource), zap.Strings("scopes", scopes),
-			zap.String("grant", grantID))
-	}
-}
-
-// tokenSubject is what a token is issued for.
-type tokenSubject struct {
-	client   *Client
-	user     *User // nil for client and agent tokens
-	subject  string
-	resource string
-	scopes   []string
-	act      *actorClaim // who acts for the subject, newest outermost
-	grantID  string
-	authTime time.Time
-	nonce    string
-	// principalType is the claim when user is nil (principalAgent,
-	// principalClient); a user's token always says principalUser.
-	principalType string
-	// notAfter, when set, caps the access token's expiry (an exchanged
-	// token never outlives its subject token).
-	notAfter time.Time
-}
-
-// expiry is when an access token issued now for s expires.
-func (i *Issuer) expiry(s tokenSubject) time.Time {
-	exp := i.now().Add(i.cfg.AccessTokenTTL)
-	if !s.notAfter.IsZero() && s.notAfter.Before(exp) {
-		exp = s.notAfter
-	}
-	return exp
-}
-
-// issueTokens signs the access token (and ID token when openid was
-// granted) and draws a refresh token when refresh is set. It writes
-// nothing; the caller stores the refresh token in its transaction.
-func (i *Issuer) issueTokens(ctx context.Context, s tokenSubject, refresh bool) (*tokenResponse, string, string, error) {
-	at, jti, err := i.signAccessToken(ctx, s)
-	if err != nil {
-		return nil, "", "", err
-	}
-	resp := &tokenResponse{
-		AccessToken: at,
-		TokenType:   "Bearer",
-		ExpiresIn:   int64(i.expiry(s).Sub(i.now()) / time.Second),
-		Scope:       strings.Join(s.scopes, " "),
-	}
-	if refresh {
-		if resp.RefreshToken, err = i.randomToken(32); err != nil {
-			return nil, "", "", err
-		}
-	}
-	if s.user != nil && slices.Contains(s.scopes, scopeOpenID) {
-		if resp.IDToken, err = i.signIDToken(ctx, s, at); err != nil {
-			return nil, "", "", err
-		}
-	}
-	return resp, jti, resp.RefreshToken, nil
 }
 
 // actorClaim is the RFC 8693 act claim; chains nest, newest outermost.
@@ -698,49 +207,6 @@ func (i *Issuer) signAccessToken(ctx context.Context, s tokenSubject) (string, s
 	return raw, jti, nil
 }
 
-// signIDToken signs an OpenID Connect ID token (Core 2, 3.1.3.6).
-func (i *Issuer) signIDToken(ctx context.Context, s tokenSubject, accessToken string) (string, error) {
-	k, err := i.currentKey(ctx)
-	if err != nil {
-		return "", err
-	}
-	now := i.now()
-	c := jwt.MapClaims{
-		"iss":     i.URL(),
-		"sub":     s.subject,
-		"aud":     s.client.ID,
-		"azp":     s.client.ID,
-		"iat":     now.Unix(),
-		"exp":     now.Add(i.cfg.IDTokenTTL).Unix(),
-		"at_hash": atHash(k.alg, accessToken),
-	}
-	if !s.authTime.IsZero() {
-		c["auth_time"] = s.authTime.Unix()
-	}
-	if s.nonce != "" {
-		c["nonce"] = s.nonce
-	}
-	t := jwt.NewWithClaims(k.method, c)
-	t.Header["kid"] = k.kid
-	raw, err := t.SignedString(k.private)
-	if err != nil {
-		return "", fmt.Errorf("sign id token: %w", err)
-	}
-	return raw, nil
-}
-
-// atHash is OIDC Core 3.1.3.6's at_hash: the left half of the hash the
-// signing algorithm uses (SHA-512 for Ed25519).
-func atHash(alg, token string) string {
-	var h hash.Hash = sha256.New()
-	if alg == "EdDSA" {
-		h = sha512.New()
-	}
-	h.Write([]byte(token))
-	sum := h.Sum(nil)
-	return base64.RawURLEncoding.EncodeToString(sum[:len(sum)/2])
-}
-
 // verifyAccessToken verifies an access token this issuer signed, for any
 // audience, and refuses revoked ones. Used by introspection, userinfo,
 // revocation and actor tokens.
@@ -782,110 +248,6 @@ func (i *Issuer) parseAccessToken(ctx context.Context, raw string) (*accessClaim
 	return &c, nil
 }
 
-// revokeGrantTx marks a grant revoked and records it in bucketRevoked
-// until every access token it issued has expired.
-func (i *Issuer) revokeGrantTx(tx store.Tx, id string) error {
-	now := i.now()
-	var g grant
-	switch err := getJSON(tx, bucketGrants, id, &g); {
-	case err == nil:
-		if !g.Revoked {
-			g.Revoked = true
-			if err := putJSON(tx, bucketGrants, id, &g, g.ExpiresAt); err != nil {
-				return err
-			}
-		}
-	case !errors.Is(err, store.ErrNotFound):
-		return err
-	}
-	return tx.Put(bucketRevoked, "grant:"+id, []byte(`{}`), now.Add(i.cfg.AccessTokenTTL))
-}
-
-// revokeJTITx refuses an access token until it expires.
-func (i *Issuer) revokeJTITx(tx store.Tx, jti string, exp time.Time) error {
-	return tx.Put(bucketRevoked, jti, []byte(`{}`), exp)
-}
-
-// ---- request and response helpers for the back-channel endpoints ----
-
-// readForm reads a back-channel POST body: form-encoded, at most
-// maxFormBytes, no parameter repeated (RFC 6749 section 3.2). It fills
-// r.PostForm and may be called again.
-func readForm(r *http.Request) error {
-	if r.PostForm != nil {
-		return nil
-	}
-	if r.Method != http.MethodPost {
-		return ErrInvalidRequest.WithDescription("POST required")
-	}
-	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || mt != "application/x-www-form-urlencoded" {
-		return ErrInvalidRequest.WithDescription("body must be application/x-www-form-urlencoded")
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxFormBytes))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return (&Error{Code: "invalid_request", Status: http.StatusRequestEntityTooLarge}).WithDescription("request body too large")
-		}
-		return ErrInvalidRequest.WithDescription("unreadable body").Wrap(err)
-	}
-	vals, err := url.ParseQuery(string(body))
-	if err != nil {
-		return ErrInvalidRequest.WithDescription("malformed form body")
-	}
-	for k, v := range vals {
-		switch {
-		case len(v) > 1 && k == "resource":
-			// RFC 8707 allows several; this server issues one audience per token.
-			return ErrInvalidTarget.WithDescription("only one resource per request is supported")
-		case len(v) > 1:
-			return ErrInvalidRequest.WithDescription(fmt.Sprintf("parameter %q is repeated", k))
-		}
-	}
-	r.PostForm = vals
-	return nil
-}
-
-func writeNoStoreJSON(w http.ResponseWriter, status int, v any) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("Pragma", "no-cache")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-// writeErr logs unexpected errors (never protocol ones, which may carry
-// client input) and answers with the OAuth error.
-func (i *Issuer) writeErr(w http.ResponseWriter, err error) {
-	var e *Error
-	if !errors.As(err, &e) {
-		i.log.Error("request failed", zap.Error(err))
-	}
-	writeError(w, err)
-}
-
-func methodNotAllowed(w http.ResponseWriter, allow ...string) {
-	w.Header().Set("Allow", strings.Join(allow, ", "))
-	writeError(w, &Error{Code: "invalid_request", Description: "method not allowed", Status: http.StatusMethodNotAllowed})
-}
-
-func getJSON(tx store.Tx, bucket, key string, v any) error {
-	b, err := tx.Get(bucket, key)
-	if err != nil {
-		return err
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("decode %s record: %w", bucket, err)
-	}
-	return nil
-}
-
-func putJSON(tx store.Tx, bucket, key string, v any, expires time.Time) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Errorf("encode %s record: %w", bucket, err)
-	}
-	return tx.Put(bucket, key, b, expires)
-}
+// revokeUntil is how long a revocation issued now must last: until every
+// access token issued so far has expired.
+func (i *Issuer) revokeUntil() time.Time { return i.now().Add(i.cfg.AccessTokenTTL) }

@@ -439,7 +439,7 @@ func TestTokenRequestFormat(t *testing.T) {
 
 // verifyLikeGateway verifies an access token the way a resource server
 // must (RFC 9068 section 4), with jwt/v5 and pinned options.
-func verifyLikeGateway(t testing.TB, e *tokEnv, raw, alg string) jwt.MapClaims {
+func verifyLikeGateway(t testing.TB, e *testEnv, raw, alg string) jwt.MapClaims {
 	t.Helper()
 	claims := jwt.MapClaims{}
 	_, err := jwt.ParseWithClaims(raw, claims, func(tok *jwt.Token) (any, error) {
@@ -515,9 +515,9 @@ func TestClientCredentialsSelfRegistered(t *testing.T) {
 
 // putClientRecord writes a record (a stored client, a cached CIMD
 // document) straight into the store.
-func (e *tokEnv) putClientRecord(t *testing.T, bucket, key string, v any) {
+func (e *testEnv) putClientRecord(t *testing.T, bucket, key string, v any) {
 	t.Helper()
-	err := e.store.Update(context.Background(), func(tx store.Tx) error { return putJSON(tx, bucket, key, v, time.Time{}) })
+	err := e.store.Update(context.Background(), func(tx store.Tx) error { return putRecord(tx, bucket, key, v, time.Time{}) })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -111,7 +111,7 @@ var (
 	// missing or of the wrong type (tools/call without a string
 	// params.name, ...) and members that are case variants of the ones
 	// read. It wraps ErrNotJSONRPC, so callers that only know the contract
-	// errors still classify it. Added after the contract.
+	// errors still classify it.
 	ErrInvalidParams error = &subError{"mcpparse: invalid MCP params", ErrNotJSONRPC}
 )
 

@@ -126,7 +126,6 @@ func (p *parser) response() (Message, error) {
 // one (earlier revisions ignore it); every other byte is unchanged. It
 // returns msg itself when the scope is already "private" and for an error
 // response. The message is read as strictly as FilterToolsList reads it.
-// Added after the contract.
 func MarkPrivate(msg []byte) ([]byte, error) {
 	p := newParser(msg, responseMaxDepth)
 	defer p.free()
@@ -284,7 +283,7 @@ func (p *parser) tool() (toolItem, error) {
 
 // SameID reports whether two raw ids (as in Message.ID and ResponseID)
 // denote the same JSON-RPC id: equal strings however escaped, or equal
-// integers. Added after the contract: the upstream may re-encode an id.
+// integers. The upstream may re-encode an id.
 func SameID(a, b []byte) bool {
 	if len(a) == 0 || len(b) == 0 {
 		return false

@@ -14,7 +14,7 @@ import (
 const CodeHeaderMismatch = -32020
 
 // The 2026-07-28 Streamable HTTP request metadata headers, in canonical
-// form. Added after the contract.
+// form.
 const (
 	HeaderProtocolVersion = "Mcp-Protocol-Version"
 	HeaderMethod          = "Mcp-Method"
@@ -22,7 +22,7 @@ const (
 )
 
 // HeaderRevision is the first protocol revision whose requests mirror body
-// fields into headers. Added after the contract.
+// fields into headers.
 const HeaderRevision = "2026-07-28"
 
 // The sentinel around a Base64-encoded header value; case-sensitive.
@@ -40,7 +40,7 @@ var ErrMalformedHeader = errors.New("mcpparse: malformed header value")
 // _meta at all. 2026-07-28 makes that field required and a request
 // without it malformed: invalid params (-32602, HTTP 400), not a header
 // mismatch, since there is no body value to compare. It wraps
-// ErrInvalidParams. Added after the contract.
+// ErrInvalidParams.
 var ErrMissingProtocolVersion error = &subError{"mcpparse: request params._meta has no " + metaProtocolVersion, ErrInvalidParams}
 
 // DecodeHeaderValue decodes an Mcp-Name (or Mcp-Param-*) header value,
@@ -91,8 +91,7 @@ type HeaderMismatchError struct {
 	Header      string // canonical header name
 	HeaderValue string // as received; "" when missing
 	BodyValue   string // what the body says; "" when it says nothing
-	// Reason is "missing", "repeated", "malformed" or "mismatch". Added
-	// after the contract.
+	// Reason is "missing", "repeated", "malformed" or "mismatch".
 	Reason string
 }
 
@@ -114,7 +113,7 @@ func (e *HeaderMismatchError) Error() string {
 // unknown later revision included), or one of its messages carries a
 // _meta protocol version, which only such revisions define. The second
 // case keeps a client from skipping the checks by omitting or downgrading
-// the header. Added after the contract.
+// the header.
 func NeedsHeaderCheck(h http.Header, msgs []Message) bool {
 	for _, v := range h.Values(HeaderProtocolVersion) {
 		if v >= HeaderRevision {

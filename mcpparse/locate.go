@@ -16,7 +16,7 @@ var ErrNotString = errors.New("mcpparse: member is not of the expected type")
 
 // Span is where a JSON string value lies in a message: msg[Start:End] is
 // the quoted literal as written (escapes included), Value its decoded
-// text. Added after the contract.
+// text.
 type Span struct {
 	Start, End int
 	Value      string
@@ -28,8 +28,8 @@ type Span struct {
 // exactly, and the first match is taken without reading further: msg
 // must have passed Parse, which refuses duplicate and case-variant names,
 // so the member found is the only one any decoder reads. found is false when a member on the path is absent; a member
-// present but of another type is ErrNotString. Added after the contract
-// (task id binding in the gateway).
+// present but of another type is ErrNotString.
+// Used for task id binding in the gateway.
 func LocateString(msg []byte, path ...string) (s Span, found bool, err error) {
 	if len(path) == 0 {
 		return Span{}, false, errors.New("mcpparse: empty path")
@@ -93,7 +93,7 @@ func enterObject(dec *jsontext.Decoder, what string) error {
 }
 
 // ReplaceString returns msg with the string literal at s replaced by value,
-// quoted; every other byte is kept. Added after the contract.
+// quoted; every other byte is kept.
 func ReplaceString(msg []byte, s Span, value string) ([]byte, error) {
 	if s.Start < 0 || s.End > len(msg) || s.Start >= s.End || msg[s.Start] != '"' || msg[s.End-1] != '"' {
 		return nil, errors.New("mcpparse: span is not a string literal of msg")

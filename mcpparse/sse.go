@@ -10,18 +10,16 @@ import (
 	"unicode/utf8"
 )
 
-// DefaultMaxEvent bounds an event when NewReader is given no size. Added
-// after the contract.
+// DefaultMaxEvent bounds an event when NewReader is given no size.
 const DefaultMaxEvent = 4 << 20
 
 // ErrEventTooLarge is returned by Reader.Next when an event (all its lines,
-// terminators included) exceeds the reader's bound. Added after the
-// contract.
+// terminators included) exceeds the reader's bound.
 var ErrEventTooLarge = errors.New("mcpparse: event too large")
 
 // ErrInvalidEvent is returned by Reader.Next for a stream that is not
 // UTF-8, and by WriteEvent for an event that cannot be written without
-// changing its meaning. Added after the contract.
+// changing its meaning.
 var ErrInvalidEvent = errors.New("mcpparse: invalid event")
 
 // Event is one server-sent event, as a WHATWG EventSource would see it,
@@ -37,13 +35,11 @@ type Event struct {
 
 	// HasData, HasID and HasComment tell an absent field from an empty
 	// one: "data:" alone still dispatches a message event with empty
-	// data, and "id:" alone resets the last event id. Added after the
-	// contract.
+	// data, and "id:" alone resets the last event id.
 	HasData, HasID, HasComment bool
 	// Raw is the event's bytes exactly as read, its terminating blank
 	// line included, so that an unchanged event can be passed on as is
 	// (see CopyEvent). It is only valid until the next call to Next.
-	// Added after the contract.
 	Raw []byte
 }
 
@@ -255,7 +251,7 @@ func appendField(b []byte, name, value string) []byte {
 
 // CopyEvent passes an event on: its Raw bytes when it has them (an event
 // from Reader.Next, unchanged), its canonical form otherwise. Callers that
-// change an event clear Raw. Added after the contract.
+// change an event clear Raw.
 func CopyEvent(w io.Writer, ev Event) error {
 	if ev.Raw == nil {
 		return WriteEvent(w, ev)

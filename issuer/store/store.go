@@ -36,6 +36,12 @@ type Store interface {
 	// semantics: read, compare, write in one fn. View, Update and Purge
 	// do nothing and return the ctx error (wrapped) if ctx is done before
 	// they start; Update also writes nothing if ctx is done when fn returns.
+	//
+	// An implementation may run fn more than once (a backend that retries
+	// a transaction after a serialization failure), and only the last run
+	// counts. Callers therefore keep fn free of side effects outside the
+	// transaction: no sending, no logging, and any outer variable fn sets
+	// is set afresh (reset at the start of fn) on every run.
 	Update(ctx context.Context, fn func(Tx) error) error
 	// Purge deletes expired entries and reports how many it removed.
 	// Expired entries are already invisible to Get and List; Purge only

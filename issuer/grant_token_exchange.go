@@ -12,7 +12,7 @@ import (
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
-// grantTokenExchange is RFC 8693 token exchange of this issuer's own access
+// tokenExchange is RFC 8693 token exchange of this issuer's own access
 // tokens. The subject token's sub, principal and grant carry over (so
 // revoking the user's grant ends every token derived from it), and so
 // does its client_id: the application the user connected stays the
@@ -43,7 +43,12 @@ import (
 // As RFC 8693 section 2.2.2 says, an invalid or unacceptable subject or
 // actor token (expired, revoked, depth exceeded,
 // disabled agent) is invalid_request.
-func (i *Issuer) grantTokenExchange(ctx context.Context, f url.Values, c *Client) (*tokenResponse, error) {
+type tokenExchange struct{ iss *Issuer }
+
+func (tokenExchange) name() string { return grantTokenExchange }
+
+func (x tokenExchange) grant(ctx context.Context, req *clientRequest) (*issuance, error) {
+	i, f, c := x.iss, req.form, req.client
 	invalid := func(d string) *Error { return ErrInvalidRequest.WithDescription(d) }
 	actRaw, actType := f.Get("actor_token"), f.Get("actor_token_type")
 	switch {
@@ -70,7 +75,7 @@ func (i *Issuer) grantTokenExchange(ctx context.Context, f url.Values, c *Client
 	if err != nil {
 		return nil, err
 	}
-	app, u, err := i.exchangeParties(ctx, subj)
+	app, u, err := x.parties(ctx, subj)
 	if err != nil {
 		return nil, err
 	}
@@ -78,7 +83,7 @@ func (i *Issuer) grantTokenExchange(ctx context.Context, f url.Values, c *Client
 	act := subj.Actor
 	var actor *Agent
 	if actRaw != "" {
-		if actor, err = i.exchangeActor(ctx, actRaw, subj); err != nil {
+		if actor, err = x.actor(ctx, actRaw, subj); err != nil {
 			return nil, err
 		}
 		act = &actorClaim{Subject: actor.ID, Actor: subj.Actor}
@@ -97,11 +102,8 @@ func (i *Issuer) grantTokenExchange(ctx context.Context, f url.Values, c *Client
 	if u != nil && !sameResource(res.URL, subj.Audience) {
 		return nil, ErrInvalidTarget.WithDescription("a user's token can only be exchanged for the resource the user consented to")
 	}
-	scopes, err := i.exchangeScopes(ctx, app, u, actor, subj, res.URL, requested)
+	scopes, err := x.scopes(ctx, app, u, actor, subj, res.URL, requested)
 	if err != nil {
-		return nil, err
-	}
-	if err := i.touchGrant(ctx, subj.GrantID, actor); err != nil {
 		return nil, err
 	}
 	s := tokenSubject{
@@ -111,17 +113,18 @@ func (i *Issuer) grantTokenExchange(ctx context.Context, f url.Values, c *Client
 	if u != nil && subj.AuthTime != nil {
 		s.authTime = subj.AuthTime.Time
 	}
-	at, _, err := i.signAccessToken(ctx, s)
-	if err != nil {
-		return nil, err
+	delegate := ""
+	if actor != nil {
+		delegate = actor.ID
 	}
-	i.logIssued(grantTokenExchange, app.ID, subj.Subject, act, res.URL, scopes, subj.GrantID)
-	return &tokenResponse{
-		AccessToken:     at,
-		IssuedTokenType: tokenTypeAccessToken,
-		TokenType:       "Bearer",
-		ExpiresIn:       int64(i.expiry(s).Sub(i.now()) / time.Second),
-		Scope:           strings.Join(scopes, " "),
+	return &issuance{
+		grantType: grantTokenExchange,
+		subject:   s,
+		exchanged: true,
+		record: func(tx store.Tx, _ *minted) error {
+			return touchGrant(tx, subj.GrantID, i.now(), delegate)
+		},
+		recording: "record token exchange",
 	}, nil
 }
 
@@ -142,10 +145,11 @@ func exchangeTarget(f url.Values, def string) (string, error) {
 	return def, nil
 }
 
-// exchangeParties loads the subject token's client and, for a user's
+// parties loads the subject token's client and, for a user's
 // token, the user; both must still be available. An agent's token must
 // come from an enabled agent, and every actor in its chain too.
-func (i *Issuer) exchangeParties(ctx context.Context, subj *accessClaims) (*Client, *User, error) {
+func (x tokenExchange) parties(ctx context.Context, subj *accessClaims) (*Client, *User, error) {
+	i := x.iss
 	app, err := i.lookupClient(ctx, subj.ClientID)
 	if err != nil {
 		return nil, nil, ErrInvalidRequest.WithDescription("the subject token's client is no longer available").Wrap(err)
@@ -167,9 +171,10 @@ func (i *Issuer) exchangeParties(ctx context.Context, subj *accessClaims) (*Clie
 	return app, u, nil
 }
 
-// exchangeActor verifies actor_token (an enabled agent's own token) and
+// actor verifies actor_token (an enabled agent's own token) and
 // the agent's right to act on subj.
-func (i *Issuer) exchangeActor(ctx context.Context, raw string, subj *accessClaims) (*Agent, error) {
+func (x tokenExchange) actor(ctx context.Context, raw string, subj *accessClaims) (*Agent, error) {
+	i := x.iss
 	invalid := func(d string) *Error { return ErrInvalidRequest.WithDescription(d) }
 	ac, err := i.verifyAccessToken(ctx, raw)
 	if err != nil || !ownAgentToken(ac) {
@@ -192,10 +197,11 @@ func (i *Issuer) exchangeActor(ctx context.Context, raw string, subj *accessClai
 	return a, nil
 }
 
-// exchangeScopes narrows the subject's scopes to the request, the actor's
+// scopes narrows the subject's scopes to the request, the actor's
 // limit and today's policy for the target. Only the subject's scopes can
 // be had; offline_access never (no refresh token).
-func (i *Issuer) exchangeScopes(ctx context.Context, app *Client, u *User, actor *Agent, subj *accessClaims, target string, requested []string) ([]string, error) {
+func (x tokenExchange) scopes(ctx context.Context, app *Client, u *User, actor *Agent, subj *accessClaims, target string, requested []string) ([]string, error) {
+	i := x.iss
 	have := strings.Fields(subj.Scope)
 	explicit := len(requested) > 0
 	if !explicit {
@@ -234,30 +240,20 @@ func (i *Issuer) exchangeScopes(ctx context.Context, app *Client, u *User, actor
 	return out, nil
 }
 
-// touchGrant records a use of the subject's grant (last use, and the agent
-// it was delegated to) and refuses a grant revoked meanwhile.
-func (i *Issuer) touchGrant(ctx context.Context, gid string, actor *Agent) error {
+// touchGrant records a use of the subject's grant (last use, and the
+// agent it was delegated to) and refuses a grant revoked meanwhile.
+func touchGrant(tx store.Tx, gid string, now time.Time, delegate string) error {
 	if gid == "" {
 		return nil
 	}
-	err := i.store.Update(ctx, func(tx store.Tx) error {
-		var g grant
-		if err := getJSON(tx, bucketGrants, gid, &g); err != nil {
-			return err
-		}
-		if g.Revoked {
-			return ErrInvalidRequest.WithDescription("subject_token is invalid, expired or revoked")
-		}
-		g.LastUsed = i.now()
-		if actor != nil && !slices.Contains(g.Delegates, actor.ID) {
-			g.Delegates = append(g.Delegates, actor.ID)
-		}
-		return putJSON(tx, bucketGrants, gid, &g, g.ExpiresAt)
-	})
-	if errors.Is(err, store.ErrNotFound) {
+	switch err := grantsIn(tx).touch(gid, now, delegate); {
+	case errors.Is(err, errGrantRevoked):
+		return ErrInvalidRequest.WithDescription("subject_token is invalid, expired or revoked")
+	case errors.Is(err, store.ErrNotFound):
 		// The grant record ended before the token did (its revocation
 		// marker, checked already, outlives it): nothing to record.
 		return nil
+	default:
+		return err
 	}
-	return err
 }

@@ -52,9 +52,11 @@ const (
 	tAgentSecret = "agent secret"
 )
 
-// tokEnv is an issuer served over real HTTP; its issuer URL is the test
-// server's URL (plus an optional path).
-type tokEnv struct {
+// testEnv is an issuer served over real HTTP, on a store sharing the fixed
+// clock; its issuer URL is the test server's URL (plus an optional path).
+// newTokEnv configures the token-side fixtures (t*), newBrowserEnv the
+// browser-side ones (b*).
+type testEnv struct {
 	t      testing.TB
 	iss    *Issuer
 	srv    *httptest.Server
@@ -65,41 +67,55 @@ type tokEnv struct {
 	handler atomic.Pointer[Issuer] // what the server serves; swapped by restart
 }
 
+// newEnv starts the server of an environment; serve puts an issuer behind it.
+func newEnv(t testing.TB, st store.Store, clock *storetest.Clock) *testEnv {
+	t.Helper()
+	e := &testEnv{t: t, store: st, clock: clock}
+	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { e.handler.Load().ServeHTTP(w, r) }))
+	t.Cleanup(e.srv.Close)
+	return e
+}
+
+// serve builds an Issuer from cfg on the environment's store and serves it.
+func (e *testEnv) serve(cfg Config) {
+	e.t.Helper()
+	iss, err := New(cfg, e.store)
+	if err != nil {
+		e.t.Fatalf("New() error: %v", err)
+	}
+	e.iss = iss
+	e.handler.Store(iss)
+}
+
 type envOption func(*Config)
 
 func withPath(p string) envOption {
 	return func(c *Config) { c.Issuer += p }
 }
 
-func newTokEnv(t testing.TB, opts ...envOption) *tokEnv {
+func newTokEnv(t testing.TB, opts ...envOption) *testEnv {
 	t.Helper()
 	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
 	return newTokEnvStore(t, memory.New(memory.Options{Now: clock.Now}), clock, opts...)
 }
 
-func newTokEnvStore(t testing.TB, st store.Store, clock *storetest.Clock, opts ...envOption) *tokEnv {
+func newTokEnvStore(t testing.TB, st store.Store, clock *storetest.Clock, opts ...envOption) *testEnv {
 	t.Helper()
-	e := &tokEnv{t: t, store: st, clock: clock}
-	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { e.handler.Load().ServeHTTP(w, r) }))
-	t.Cleanup(e.srv.Close)
+	e := newEnv(t, st, clock)
 	e.restart(st, opts...)
 	return e
 }
 
 // restart builds a new Issuer on st behind the same URL, as a config
 // reload or a process restart does.
-func (e *tokEnv) restart(st store.Store, opts ...envOption) {
+func (e *testEnv) restart(st store.Store, opts ...envOption) {
 	e.t.Helper()
 	cfg := e.config()
 	for _, o := range opts {
 		o(&cfg)
 	}
-	iss, err := New(cfg, st)
-	if err != nil {
-		e.t.Fatalf("New() error: %v", err)
-	}
-	e.iss, e.store = iss, st
-	e.handler.Store(iss)
+	e.store = st
+	e.serve(cfg)
 }
 
 // jwtTestKey is generated once per process: key generation is slow under
@@ -128,7 +144,7 @@ var passwordHash = sync.OnceValue(func() string {
 	return string(h)
 })
 
-func (e *tokEnv) config() Config {
+func (e *testEnv) config() Config {
 	e.jwtKey = jwtTestKey()
 	pub, err := publicJWK(e.jwtKey.Public())
 	if err != nil {
@@ -195,7 +211,7 @@ type codeSpec struct {
 
 // issueCode stores an authorization code and returns it with its PKCE
 // verifier.
-func (e *tokEnv) issueCode(t *testing.T, s codeSpec) (code, verifier string) {
+func (e *testEnv) issueCode(t *testing.T, s codeSpec) (code, verifier string) {
 	t.Helper()
 	if s.client == "" {
 		s.client = tPublic
@@ -229,7 +245,7 @@ func (e *tokEnv) issueCode(t *testing.T, s codeSpec) (code, verifier string) {
 		ac.CodeChallenge = oauth2.S256ChallengeFromVerifier(verifier)
 	}
 	err := e.store.Update(context.Background(), func(tx store.Tx) error {
-		return putJSON(tx, bucketCodes, tokenKey(code), &ac, ac.ExpiresAt)
+		return codesIn(tx).create(code, &ac)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -238,7 +254,7 @@ func (e *tokEnv) issueCode(t *testing.T, s codeSpec) (code, verifier string) {
 }
 
 // oauthConfig is a golang.org/x/oauth2 client for this issuer.
-func (e *tokEnv) oauthConfig(clientID, secret string, style oauth2.AuthStyle) *oauth2.Config {
+func (e *testEnv) oauthConfig(clientID, secret string, style oauth2.AuthStyle) *oauth2.Config {
 	return &oauth2.Config{
 		ClientID:     clientID,
 		ClientSecret: secret,
@@ -251,12 +267,12 @@ func (e *tokEnv) oauthConfig(clientID, secret string, style oauth2.AuthStyle) *o
 	}
 }
 
-func (e *tokEnv) ctx() context.Context {
+func (e *testEnv) ctx() context.Context {
 	return context.WithValue(context.Background(), oauth2.HTTPClient, e.srv.Client())
 }
 
 // exchange redeems a code with the x/oauth2 client.
-func (e *tokEnv) exchange(t *testing.T, clientID, secret, code, verifier string, opts ...oauth2.AuthCodeOption) (*oauth2.Token, error) {
+func (e *testEnv) exchange(t *testing.T, clientID, secret, code, verifier string, opts ...oauth2.AuthCodeOption) (*oauth2.Token, error) {
 	t.Helper()
 	style := oauth2.AuthStyleInHeader
 	if secret == "" {
@@ -281,12 +297,12 @@ func (a answer) str(k string) string {
 
 // post sends a form to an endpoint path; basic, when set, is "id:secret"
 // (sent form-urlencoded, as RFC 6749 2.3.1 says).
-func (e *tokEnv) post(t *testing.T, path string, form url.Values, basic string) answer {
+func (e *testEnv) post(t *testing.T, path string, form url.Values, basic string) answer {
 	t.Helper()
 	return e.postRaw(t, path, form.Encode(), basic)
 }
 
-func (e *tokEnv) postRaw(t *testing.T, path, body, basic string) answer {
+func (e *testEnv) postRaw(t *testing.T, path, body, basic string) answer {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, e.iss.endpoint(path), strings.NewReader(body))
 	if err != nil {
@@ -300,7 +316,7 @@ func (e *tokEnv) postRaw(t *testing.T, path, body, basic string) answer {
 	return e.do(t, req)
 }
 
-func (e *tokEnv) do(t *testing.T, req *http.Request) answer {
+func (e *testEnv) do(t *testing.T, req *http.Request) answer {
 	t.Helper()
 	resp, err := e.srv.Client().Do(req)
 	if err != nil {
@@ -314,7 +330,7 @@ func (e *tokEnv) do(t *testing.T, req *http.Request) answer {
 }
 
 // clientAssertion signs an RFC 7523 client assertion for tJWT.
-func (e *tokEnv) clientAssertion(t *testing.T, mutate func(jwt.MapClaims, *jwt.Token)) string {
+func (e *testEnv) clientAssertion(t *testing.T, mutate func(jwt.MapClaims, *jwt.Token)) string {
 	t.Helper()
 	now := e.clock.Now()
 	claims := jwt.MapClaims{
@@ -356,12 +372,12 @@ func claimsOf(t *testing.T, raw string) (map[string]any, map[string]any) {
 
 // introspect asks whether a token is active, as the resource server
 // tOnlyCC, which may see every token.
-func (e *tokEnv) introspect(t *testing.T, tok string) answer {
+func (e *testEnv) introspect(t *testing.T, tok string) answer {
 	t.Helper()
 	return e.post(t, pathIntrospect, url.Values{"token": {tok}}, tOnlyCC+":"+tSecret)
 }
 
-func (e *tokEnv) active(t *testing.T, tok string) bool {
+func (e *testEnv) active(t *testing.T, tok string) bool {
 	t.Helper()
 	a := e.introspect(t, tok)
 	if a.status != http.StatusOK {

@@ -12,7 +12,7 @@ import (
 )
 
 // tokenExchange posts an RFC 8693 request; basic is "id:secret".
-func (e *tokEnv) tokenExchange(t *testing.T, basic string, f url.Values) answer {
+func (e *testEnv) tokenExchange(t *testing.T, basic string, f url.Values) answer {
 	t.Helper()
 	v := url.Values{"grant_type": {grantTokenExchange}}
 	for k, vals := range f {
@@ -33,7 +33,7 @@ func exchangeForm(subject, actor string) url.Values {
 }
 
 // userToken is alice's token for client (tPublic or tConf).
-func (e *tokEnv) userToken(t *testing.T, client string, scopes ...string) *oauth2.Token {
+func (e *testEnv) userToken(t *testing.T, client string, scopes ...string) *oauth2.Token {
 	t.Helper()
 	code, verifier := e.issueCode(t, codeSpec{client: client, scopes: scopes})
 	secret := ""

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/cookiejar"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -34,29 +33,17 @@ const (
 	bPassword    = "correct horse battery staple"
 )
 
-// browserEnv is an issuer served over real HTTP with an in-memory store
-// sharing the fixed clock.
-type browserEnv struct {
-	t     *testing.T
-	iss   *Issuer
-	srv   *httptest.Server
-	store *memory.Store
-	clock *storetest.Clock
-}
-
-func newBrowserEnv(t *testing.T, mutate func(*Config)) *browserEnv {
+func newBrowserEnv(t *testing.T, mutate func(*Config)) *testEnv {
 	t.Helper()
 	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
 	st := memory.New(memory.Options{Now: clock.Now})
-	var h http.Handler = http.NotFoundHandler()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) }))
-	t.Cleanup(srv.Close)
+	e := newEnv(t, st, clock)
 	hash, err := bcrypt.GenerateFromPassword([]byte(bPassword), bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := Config{
-		Issuer: srv.URL,
+		Issuer: e.srv.URL,
 		Now:    clock.Now,
 		Users: []User{
 			{Username: bUser, PasswordHash: string(hash), Groups: []string{"staff"}, Name: "Alice"},
@@ -78,16 +65,12 @@ func newBrowserEnv(t *testing.T, mutate func(*Config)) *browserEnv {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	iss, err := New(cfg, st)
-	if err != nil {
-		t.Fatalf("New() error = %v", err)
-	}
-	h = iss
-	return &browserEnv{t: t, iss: iss, srv: srv, store: st, clock: clock}
+	e.serve(cfg)
+	return e
 }
 
 // url returns the absolute URL of an issuer path with query parameters.
-func (e *browserEnv) url(path string, q url.Values) string {
+func (e *testEnv) url(path string, q url.Values) string {
 	u := e.srv.URL + path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
@@ -97,7 +80,7 @@ func (e *browserEnv) url(path string, q url.Values) string {
 
 // browser is a cookie-jar HTTP client that does not follow redirects, so
 // tests see every hop.
-func (e *browserEnv) browser() *http.Client {
+func (e *testEnv) browser() *http.Client {
 	jar, err := cookiejar.New(nil)
 	if err != nil {
 		e.t.Fatal(err)
@@ -142,7 +125,7 @@ type form struct {
 }
 
 // parseForms returns the forms of an HTML page.
-func parseForms(t *testing.T, body string) []form {
+func parseForms(t testing.TB, body string) []form {
 	t.Helper()
 	doc, err := html.Parse(strings.NewReader(body))
 	if err != nil {
@@ -188,7 +171,7 @@ func parseForms(t *testing.T, body string) []form {
 	return forms
 }
 
-func findForm(t *testing.T, body, id string) form {
+func findForm(t testing.TB, body, id string) form {
 	t.Helper()
 	for _, f := range parseForms(t, body) {
 		if f.id == id {
@@ -199,7 +182,7 @@ func findForm(t *testing.T, body, id string) form {
 	return form{}
 }
 
-func readBody(t *testing.T, resp *http.Response) string {
+func readBody(t testing.TB, resp *http.Response) string {
 	t.Helper()
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
@@ -212,7 +195,7 @@ func readBody(t *testing.T, resp *http.Response) string {
 // robot runs the page/form automation contract: follow redirects with
 // the jar, fill form#login or form#consent (decision), and stop at the
 // first redirect to redirectURI, whose URL it returns.
-func (e *browserEnv) robot(c *http.Client, start, redirectURI, user, password, decision string) (*url.URL, error) {
+func (e *testEnv) robot(c *http.Client, start, redirectURI, user, password, decision string) (*url.URL, error) {
 	next, err := url.Parse(start)
 	if err != nil {
 		return nil, err
@@ -276,7 +259,7 @@ func (e *browserEnv) robot(c *http.Client, start, redirectURI, user, password, d
 }
 
 // count returns the number of live entries in a bucket.
-func (e *browserEnv) count(bucket string) int {
+func (e *testEnv) count(bucket string) int {
 	e.t.Helper()
 	n := 0
 	err := e.store.View(context.Background(), func(tx store.Tx) error {
@@ -289,7 +272,7 @@ func (e *browserEnv) count(bucket string) int {
 }
 
 // keys lists the live keys of a bucket.
-func (e *browserEnv) keys(bucket string) []string {
+func (e *testEnv) keys(bucket string) []string {
 	e.t.Helper()
 	var out []string
 	err := e.store.View(context.Background(), func(tx store.Tx) error {
@@ -302,7 +285,7 @@ func (e *browserEnv) keys(bucket string) []string {
 }
 
 // get decodes one record.
-func (e *browserEnv) get(bucket, key string, v any) error {
+func (e *testEnv) get(bucket, key string, v any) error {
 	return e.store.View(context.Background(), func(tx store.Tx) error {
 		b, err := tx.Get(bucket, key)
 		if err != nil {
@@ -312,7 +295,7 @@ func (e *browserEnv) get(bucket, key string, v any) error {
 	})
 }
 
-func (e *browserEnv) put(bucket, key string, v any, expires time.Time) {
+func (e *testEnv) put(bucket, key string, v any, expires time.Time) {
 	e.t.Helper()
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -322,4 +305,22 @@ func (e *browserEnv) put(bucket, key string, v any, expires time.Time) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+}
+
+// getRecord decodes the raw entry of a bucket, to check what was stored.
+func getRecord(tx store.Tx, bucket, key string, v any) error {
+	b, err := tx.Get(bucket, key)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
+
+// putRecord writes a raw entry, to set up what a test needs stored.
+func putRecord(tx store.Tx, bucket, key string, v any, expires time.Time) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return tx.Put(bucket, key, b, expires)
 }

@@ -1,0 +1,78 @@
+package issuer
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"go.uber.org/zap"
+)
+
+// Reading and answering the back-channel endpoints (token, PAR,
+// revocation, introspection, registration).
+
+// maxFormBytes bounds back-channel request bodies.
+const maxFormBytes = 64 << 10
+
+// readForm reads a back-channel POST body: form-encoded, at most
+// maxFormBytes, no parameter repeated (RFC 6749 section 3.2).
+func readForm(r *http.Request) (url.Values, error) {
+	if r.Method != http.MethodPost {
+		return nil, ErrInvalidRequest.WithDescription("POST required")
+	}
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/x-www-form-urlencoded" {
+		return nil, ErrInvalidRequest.WithDescription("body must be application/x-www-form-urlencoded")
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxFormBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, (&Error{Code: "invalid_request", Status: http.StatusRequestEntityTooLarge}).WithDescription("request body too large")
+		}
+		return nil, ErrInvalidRequest.WithDescription("unreadable body").Wrap(err)
+	}
+	vals, err := url.ParseQuery(string(body))
+	if err != nil {
+		return nil, ErrInvalidRequest.WithDescription("malformed form body")
+	}
+	for k, v := range vals {
+		switch {
+		case len(v) > 1 && k == "resource":
+			// RFC 8707 allows several; this server issues one audience per token.
+			return nil, ErrInvalidTarget.WithDescription("only one resource per request is supported")
+		case len(v) > 1:
+			return nil, ErrInvalidRequest.WithDescription(fmt.Sprintf("parameter %q is repeated", k))
+		}
+	}
+	return vals, nil
+}
+
+func writeNoStoreJSON(w http.ResponseWriter, status int, v any) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Pragma", "no-cache")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// writeErr logs unexpected errors (never protocol ones, which may carry
+// client input) and answers with the OAuth error.
+func (i *Issuer) writeErr(w http.ResponseWriter, err error) {
+	var e *Error
+	if !errors.As(err, &e) {
+		i.log.Error("request failed", zap.Error(err))
+	}
+	writeError(w, err)
+}
+
+func methodNotAllowed(w http.ResponseWriter, allow ...string) {
+	w.Header().Set("Allow", strings.Join(allow, ", "))
+	writeError(w, &Error{Code: "invalid_request", Description: "method not allowed", Status: http.StatusMethodNotAllowed})
+}

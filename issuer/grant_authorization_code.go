@@ -1,0 +1,205 @@
+package issuer
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+// authorizationCode redeems a code (RFC 6749 4.1.3, RFC 7636 4.6), once:
+// a replay revokes what the first redemption issued.
+type authorizationCode struct{ iss *Issuer }
+
+func (authorizationCode) name() string { return grantAuthorizationCode }
+
+func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issuance, error) {
+	i, f, c := g.iss, req.form, req.client
+	code := f.Get("code")
+	if code == "" {
+		return nil, ErrInvalidRequest.WithDescription("code is required")
+	}
+	// Read first: lookups of the user and agent must not run inside the
+	// write transaction. The write below re-checks that nothing changed.
+	var ac *authCode
+	err := i.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		ac, err = codesIn(tx).get(code)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, ErrInvalidGrant.WithDescription("invalid, expired or used authorization code")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if ac.Redeemed {
+		return nil, g.replayed(ctx, code)
+	}
+	now := i.now()
+	switch {
+	case !now.Before(ac.ExpiresAt):
+		return nil, ErrInvalidGrant.WithDescription("invalid, expired or used authorization code")
+	case ac.ClientID != c.ID:
+		return nil, ErrInvalidGrant.WithDescription("authorization code was issued to another client")
+	case f.Get("redirect_uri") != ac.RedirectURI:
+		return nil, ErrInvalidGrant.WithDescription("redirect_uri does not match the authorization request")
+	}
+	if err := checkPKCE(ac.CodeChallenge, ac.CodeChallengeMethod, f.Get("code_verifier")); err != nil {
+		return nil, err
+	}
+	if res := f.Get("resource"); res != "" && !sameResource(res, ac.Resource) {
+		return nil, ErrInvalidTarget.WithDescription("resource differs from the authorization request")
+	}
+	u, err := i.lookupUser(ctx, ac.Subject)
+	if err != nil {
+		return nil, ErrInvalidGrant.WithDescription("user is unknown or disabled").Wrap(err)
+	}
+	agent, err := g.checkActorToken(ctx, f, ac.Actor, c.ID)
+	if err != nil {
+		return nil, err
+	}
+	scopes := ac.Scopes
+	if agent != nil {
+		// The user delegated no more than the agent may ever hold.
+		scopes = agent.limitScopes(scopes)
+	}
+	if !clientMayUse(c, grantRefreshToken) {
+		// The client could never use a refresh token; say so in scope.
+		scopes = slices.DeleteFunc(slices.Clone(scopes), func(s string) bool { return s == scopeOfflineAccess })
+	}
+	offline := slices.Contains(scopes, scopeOfflineAccess)
+
+	gid, err := i.randomToken(16)
+	if err != nil {
+		return nil, err
+	}
+	gr := &grant{
+		ID: gid, Subject: ac.Subject, ClientID: c.ID, Actor: ac.Actor, Resource: ac.Resource,
+		Scopes: scopes, AuthTime: ac.AuthTime, CreatedAt: now, LastUsed: now,
+		ExpiresAt: now.Add(i.cfg.AccessTokenTTL),
+	}
+	if offline {
+		gr.ExpiresAt = now.Add(i.cfg.RefreshTokenTTL)
+	}
+	used := ErrInvalidGrant.WithDescription("invalid, expired or used authorization code")
+	return &issuance{
+		grantType: grantAuthorizationCode,
+		subject: tokenSubject{
+			client: c, user: u, subject: ac.Subject, resource: ac.Resource, scopes: scopes,
+			act: actorOf(ac.Actor), grantID: gid, authTime: ac.AuthTime, nonce: ac.Nonce,
+		},
+		refresh: offline,
+		record: func(tx store.Tx, t *minted) error {
+			// Lost a race with another redemption: revoke what it issued.
+			switch replayed, err := codesIn(tx).redeem(code, gid, t.jti, i.revokeUntil()); {
+			case err != nil:
+				return err
+			case replayed:
+				return refuse(used)
+			}
+			if err := grantsIn(tx).put(gr); err != nil {
+				return err
+			}
+			if t.refreshToken == "" {
+				return nil
+			}
+			return refreshIn(tx).issue(t.refreshToken, gr, c.ID)
+		},
+		recording: "redeem code",
+		gone:      used,
+	}, nil
+}
+
+// replayed handles a second use of a code: RFC 6749 4.1.2 says deny
+// and revoke what the first use issued.
+func (g authorizationCode) replayed(ctx context.Context, code string) error {
+	i := g.iss
+	err := i.store.Update(ctx, func(tx store.Tx) error { return codesIn(tx).replayed(code, i.revokeUntil()) })
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("revoke replayed code: %w", err)
+	}
+	i.log.Warn("authorization code replayed; its grant is revoked")
+	return ErrInvalidGrant.WithDescription("invalid, expired or used authorization code")
+}
+
+// checkPKCE verifies an RFC 7636 S256 code_verifier.
+func checkPKCE(challenge, method, verifier string) error {
+	if challenge == "" || (method != "S256" && method != "") {
+		// authorize never issues such a code; refuse rather than skip PKCE.
+		return ErrInvalidGrant.WithDescription("authorization code has no S256 code challenge")
+	}
+	if verifier == "" {
+		return ErrInvalidGrant.WithDescription("code_verifier is required")
+	}
+	if !validVerifier(verifier) {
+		return ErrInvalidGrant.WithDescription("code_verifier must be 43 to 128 unreserved characters")
+	}
+	sum := sha256.Sum256([]byte(verifier))
+	got := base64.RawURLEncoding.EncodeToString(sum[:])
+	if subtle.ConstantTimeCompare([]byte(got), []byte(challenge)) != 1 {
+		return ErrInvalidGrant.WithDescription("code_verifier does not match the code challenge")
+	}
+	return nil
+}
+
+// validVerifier: RFC 7636 section 4.1, 43*128 unreserved characters.
+func validVerifier(v string) bool {
+	if len(v) < 43 || len(v) > 128 {
+		return false
+	}
+	for _, b := range []byte(v) {
+		if !isUnreserved(b) {
+			return false
+		}
+	}
+	return true
+}
+
+func isUnreserved(b byte) bool {
+	return 'A' <= b && b <= 'Z' || 'a' <= b && b <= 'z' || '0' <= b && b <= '9' ||
+		b == '-' || b == '.' || b == '_' || b == '~'
+}
+
+// checkActorToken enforces the agent-on-behalf-of-user binding
+// (draft-oauth-ai-agents-on-behalf-of-user): a code bound to an actor
+// requires actor_token, the agent's own access token from this issuer
+// (valid, not revoked, principal_type agent, sub and client_id the actor,
+// no act of its own), and the agent must still be enabled and allow the
+// client; failures are invalid_grant. actor_token_type is optional here
+// (clients send it or not); when sent it must name an access token or a
+// JWT, else invalid_request. A code without an actor refuses actor_token
+// (invalid_request) rather than ignore a delegation the user never saw.
+func (g authorizationCode) checkActorToken(ctx context.Context, f url.Values, actor, clientID string) (*Agent, error) {
+	i := g.iss
+	raw, typ := f.Get("actor_token"), f.Get("actor_token_type")
+	if actor == "" {
+		if raw != "" || typ != "" {
+			return nil, ErrInvalidRequest.WithDescription("actor_token is only accepted for a requested_actor authorization")
+		}
+		return nil, nil
+	}
+	if raw == "" {
+		return nil, ErrInvalidGrant.WithDescription("actor_token is required: the authorization names an actor")
+	}
+	if typ != "" && typ != tokenTypeAccessToken && typ != tokenTypeJWT {
+		return nil, ErrInvalidRequest.WithDescription("unsupported actor_token_type")
+	}
+	claims, err := i.verifyAccessToken(ctx, raw)
+	if err != nil || !ownAgentToken(claims) || claims.Subject != actor {
+		return nil, ErrInvalidGrant.WithDescription("actor_token is not a valid token of the requested actor")
+	}
+	return i.agentFor(ctx, actor, clientID)
+}
+
+// ownAgentToken reports whether c is an agent's token for itself: not a
+// user's, not delegated.
+func ownAgentToken(c *accessClaims) bool {
+	return c.PrincipalType == principalAgent && c.Subject == c.ClientID && c.Actor == nil
+}

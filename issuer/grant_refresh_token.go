@@ -1,0 +1,116 @@
+package issuer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+// refreshToken rotates a refresh token (OAuth 2.1 4.3, 6.1); presenting
+// a rotated one again revokes its family.
+type refreshTokenGrant struct{ iss *Issuer }
+
+func (refreshTokenGrant) name() string { return grantRefreshToken }
+
+func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*issuance, error) {
+	i, f, c := rg.iss, req.form, req.client
+	rt := f.Get("refresh_token")
+	if rt == "" {
+		return nil, ErrInvalidRequest.WithDescription("refresh_token is required")
+	}
+	var rec *refreshToken
+	var g *grant
+	err := i.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		rec, g, err = refreshIn(tx).family(rt)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, ErrInvalidGrant.WithDescription("invalid, expired or revoked refresh token")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if rec.ClientID != c.ID {
+		return nil, ErrInvalidGrant.WithDescription("refresh token was issued to another client")
+	}
+	if rec.Rotated {
+		return nil, rg.reused(ctx, rec.GrantID)
+	}
+	now := i.now()
+	if g.Revoked || !now.Before(g.ExpiresAt) || !now.Before(rec.ExpiresAt) {
+		return nil, ErrInvalidGrant.WithDescription("invalid, expired or revoked refresh token")
+	}
+	if res := f.Get("resource"); res != "" && !sameResource(res, g.Resource) {
+		return nil, ErrInvalidTarget.WithDescription("a refresh token cannot change the resource")
+	}
+	requested, err := parseScope(f.Get("scope"))
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range requested {
+		if !slices.Contains(g.Scopes, s) {
+			return nil, ErrInvalidScope.WithDescription(fmt.Sprintf("scope %q was not granted", s))
+		}
+	}
+	if len(requested) == 0 {
+		requested = g.Scopes
+	}
+	u, err := i.lookupUser(ctx, g.Subject)
+	if err != nil {
+		return nil, ErrInvalidGrant.WithDescription("user is unknown or disabled").Wrap(err)
+	}
+	// Re-apply today's policy: a user who lost a group loses its scopes.
+	_, scopes, err := i.grantScopes(ctx, c, u, g.Resource, requested)
+	if err != nil {
+		return nil, err
+	}
+	if g.Actor != "" {
+		// The delegation was proven at redemption; it lasts while the agent
+		// does, within what the agent may hold today.
+		a, err := i.agentFor(ctx, g.Actor, c.ID)
+		if err != nil {
+			return nil, err
+		}
+		if scopes = a.limitScopes(scopes); len(scopes) == 0 {
+			return nil, ErrInvalidScope.WithDescription("the actor may hold none of the granted scopes")
+		}
+	}
+	invalid := ErrInvalidGrant.WithDescription("invalid, expired or revoked refresh token")
+	return &issuance{
+		grantType: grantRefreshToken,
+		subject: tokenSubject{
+			client: c, user: u, subject: g.Subject, resource: g.Resource, scopes: scopes,
+			act: actorOf(g.Actor), grantID: g.ID, authTime: g.AuthTime,
+		},
+		refresh: true,
+		record: func(tx store.Tx, t *minted) error {
+			switch refused, err := refreshIn(tx).rotate(rt, t.refreshToken, c.ID, now, i.revokeUntil()); {
+			case err != nil:
+				return err
+			case refused:
+				return refuse(invalid)
+			}
+			return nil
+		},
+		recording: "rotate refresh token",
+		gone:      invalid,
+	}, nil
+}
+
+// reused revokes the family of a rotated refresh token that was
+// presented again: either the client or an attacker holds a stolen copy.
+func (rg refreshTokenGrant) reused(ctx context.Context, grantID string) error {
+	i := rg.iss
+	err := i.store.Update(ctx, func(tx store.Tx) error { return grantsIn(tx).revoke(grantID, i.revokeUntil()) })
+	if err != nil {
+		return fmt.Errorf("revoke reused refresh token family: %w", err)
+	}
+	i.log.Warn("rotated refresh token reused; its grant is revoked", zap.String("grant", grantID))
+	return ErrInvalidGrant.WithDescription("invalid, expired or revoked refresh token")
+}

@@ -1,0 +1,185 @@
+package issuer
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"hash"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"go.uber.org/zap"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+// tokenSubject is what a token is issued for.
+type tokenSubject struct {
+	client   *Client
+	user     *User // nil for client and agent tokens
+	subject  string
+	resource string
+	scopes   []string
+	act      *actorClaim // who acts for the subject, newest outermost
+	grantID  string
+	authTime time.Time
+	nonce    string
+	// principalType is the claim when user is nil (principalAgent,
+	// principalClient); a user's token always says principalUser.
+	principalType string
+	// notAfter, when set, caps the access token's expiry (an exchanged
+	// token never outlives its subject token).
+	notAfter time.Time
+}
+
+// expiry is when an access token issued now for s expires.
+func (i *Issuer) expiry(s tokenSubject) time.Time {
+	exp := i.now().Add(i.cfg.AccessTokenTTL)
+	if !s.notAfter.IsZero() && s.notAfter.Before(exp) {
+		exp = s.notAfter
+	}
+	return exp
+}
+
+// issuance is what a grant decided to issue: the minter signs it and
+// records it.
+type issuance struct {
+	grantType string
+	subject   tokenSubject
+	// refresh draws a refresh token (for record to store).
+	refresh bool
+	// exchanged answers as RFC 8693 does: issued_token_type, and only an
+	// access token.
+	exchanged bool
+	// record stores what was minted in the transaction that commits the
+	// issue; nil stores nothing. It may return refuse(err): what it wrote
+	// is committed and the request fails with err (a replay's revocation).
+	// Like every store.Update function, it may run more than once.
+	record func(tx store.Tx, t *minted) error
+	// recording names record's write in errors; gone is the answer when
+	// record finds its record gone (store.ErrNotFound).
+	recording string
+	gone      error
+}
+
+// minted is what the minter signed and drew, for record.
+type minted struct {
+	jti          string // of the access token
+	refreshToken string // "" unless refresh
+}
+
+// refusal is what record returns to commit its writes and still refuse.
+type refusal struct{ err error }
+
+func (r *refusal) Error() string { return r.err.Error() }
+func (r *refusal) Unwrap() error { return r.err }
+
+func refuse(err error) error { return &refusal{err} }
+
+// minter signs the tokens of an issuance and records them.
+type minter struct{ iss *Issuer }
+
+// issue signs the access token (and an ID token when the user granted
+// openid), draws a refresh token when asked, then runs record; the
+// tokens are returned only when record committed.
+func (m minter) issue(ctx context.Context, is *issuance) (*tokenResponse, error) {
+	i, s := m.iss, is.subject
+	at, jti, err := i.signAccessToken(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	resp := &tokenResponse{
+		AccessToken: at,
+		TokenType:   "Bearer",
+		ExpiresIn:   int64(i.expiry(s).Sub(i.now()) / time.Second),
+		Scope:       strings.Join(s.scopes, " "),
+	}
+	if is.refresh {
+		if resp.RefreshToken, err = i.randomToken(32); err != nil {
+			return nil, err
+		}
+	}
+	switch {
+	case is.exchanged:
+		resp.IssuedTokenType = tokenTypeAccessToken
+	case s.user != nil && slices.Contains(s.scopes, scopeOpenID):
+		if resp.IDToken, err = m.signIDToken(ctx, s, at); err != nil {
+			return nil, err
+		}
+	}
+	if is.record != nil {
+		t := &minted{jti: jti, refreshToken: resp.RefreshToken}
+		var refused error
+		err := i.store.Update(ctx, func(tx store.Tx) error {
+			refused = nil
+			err := is.record(tx, t)
+			if r := (*refusal)(nil); errors.As(err, &r) {
+				refused = r.err
+				return nil
+			}
+			return err
+		})
+		switch {
+		case errors.Is(err, store.ErrNotFound) && is.gone != nil:
+			return nil, is.gone
+		case err != nil:
+			return nil, fmt.Errorf("%s: %w", is.recording, err)
+		case refused != nil:
+			return nil, refused
+		}
+	}
+	if ce := i.log.Check(zap.InfoLevel, "token issued"); ce != nil {
+		ce.Write(zap.String("grant_type", is.grantType), zap.String("client_id", s.client.ID), zap.String("sub", s.subject),
+			zap.Strings("act", s.act.chain()), zap.String("resource", s.resource), zap.Strings("scopes", s.scopes),
+			zap.String("grant", s.grantID))
+	}
+	return resp, nil
+}
+
+// signIDToken signs an OpenID Connect ID token (Core 2, 3.1.3.6).
+func (m minter) signIDToken(ctx context.Context, s tokenSubject, accessToken string) (string, error) {
+	k, err := m.iss.currentKey(ctx)
+	if err != nil {
+		return "", err
+	}
+	now := m.iss.now()
+	c := jwt.MapClaims{
+		"iss":     m.iss.URL(),
+		"sub":     s.subject,
+		"aud":     s.client.ID,
+		"azp":     s.client.ID,
+		"iat":     now.Unix(),
+		"exp":     now.Add(m.iss.cfg.IDTokenTTL).Unix(),
+		"at_hash": atHash(k.alg, accessToken),
+	}
+	if !s.authTime.IsZero() {
+		c["auth_time"] = s.authTime.Unix()
+	}
+	if s.nonce != "" {
+		c["nonce"] = s.nonce
+	}
+	t := jwt.NewWithClaims(k.method, c)
+	t.Header["kid"] = k.kid
+	raw, err := t.SignedString(k.private)
+	if err != nil {
+		return "", fmt.Errorf("sign id token: %w", err)
+	}
+	return raw, nil
+}
+
+// atHash is OIDC Core 3.1.3.6's at_hash: the left half of the hash the
+// signing algorithm uses (SHA-512 for Ed25519).
+func atHash(alg, token string) string {
+	var h hash.Hash = sha256.New()
+	if alg == "EdDSA" {
+		h = sha512.New()
+	}
+	h.Write([]byte(token))
+	sum := h.Sum(nil)
+	return base64.RawURLEncoding.EncodeToString(sum[:len(sum)/2])
+}

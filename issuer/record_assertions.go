@@ -1,0 +1,24 @@
+package issuer
+
+import (
+	"time"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+// bucketJTI: client_id + NUL + jti of a client assertion -> an empty
+// marker, until the assertion has expired (RFC 7523 replay check).
+const bucketJTI = "jti"
+
+// assertionRecords are the client assertions seen.
+type assertionRecords struct{ t table[struct{}] }
+
+func assertionsIn(tx store.Tx) assertionRecords {
+	return assertionRecords{table[struct{}]{tx, bucketJTI}}
+}
+
+// use records the assertion jti of clientID until until; a second use is
+// store.ErrAlreadyExists.
+func (r assertionRecords) use(clientID, jti string, until time.Time) error {
+	return r.t.create(clientID+"\x00"+jti, &struct{}{}, until)
+}

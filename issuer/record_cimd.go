@@ -1,0 +1,28 @@
+package issuer
+
+import (
+	"time"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+// bucketCIMD: client_id URL -> cimdEntry, with the expiry HTTP caching
+// allowed.
+const bucketCIMD = "cimd"
+
+// cimdEntry is a cached, validated Client ID Metadata Document.
+type cimdEntry struct {
+	Client    Client    `json:"client"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// cimdRecords are the cached client metadata documents.
+type cimdRecords struct{ t table[cimdEntry] }
+
+func cimdIn(tx store.Tx) cimdRecords { return cimdRecords{table[cimdEntry]{tx, bucketCIMD}} }
+
+func (r cimdRecords) get(clientID string) (*cimdEntry, error) { return r.t.get(clientID) }
+
+func (r cimdRecords) put(clientID string, e *cimdEntry) error {
+	return r.t.put(clientID, e, e.ExpiresAt)
+}

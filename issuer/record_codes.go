@@ -1,0 +1,85 @@
+package issuer
+
+import (
+	"time"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+// bucketCodes: tokenKey(code) -> authCode, until the code expires.
+const bucketCodes = "codes"
+
+// authCode is an issued authorization code (single use).
+type authCode struct {
+	ClientID string `json:"client_id"`
+	// RedirectURI is the redirect_uri parameter of the authorization
+	// request ("" if it was omitted); the token request must repeat it.
+	RedirectURI         string    `json:"redirect_uri"`
+	CodeChallenge       string    `json:"code_challenge"`
+	CodeChallengeMethod string    `json:"code_challenge_method"`
+	Subject             string    `json:"sub"`
+	Scopes              []string  `json:"scopes"`
+	Resource            string    `json:"resource"`
+	Nonce               string    `json:"nonce,omitempty"`
+	Actor               string    `json:"actor,omitempty"` // requested_actor (agent id)
+	AuthTime            time.Time `json:"auth_time"`
+	ExpiresAt           time.Time `json:"expires_at"`
+	// Redeemed is set on first use; the record is kept until expiry so a
+	// replay can revoke what the code issued (GrantID, JTI).
+	Redeemed bool   `json:"redeemed,omitempty"`
+	GrantID  string `json:"grant_id,omitempty"`
+	JTI      string `json:"jti,omitempty"`
+}
+
+// codeRecords are the authorization codes.
+type codeRecords struct{ t table[authCode] }
+
+func codesIn(tx store.Tx) codeRecords { return codeRecords{table[authCode]{tx, bucketCodes}} }
+
+func (c codeRecords) get(code string) (*authCode, error) { return c.t.get(tokenKey(code)) }
+
+func (c codeRecords) create(code string, ac *authCode) error {
+	return c.t.create(tokenKey(code), ac, ac.ExpiresAt)
+}
+
+// redeem marks the code used by grant gid and access token jti. A code
+// redeemed before is a replay (RFC 6749 4.1.2): what its first use issued
+// is revoked until revokeUntil and replayed is true; the caller commits
+// that revocation and refuses the request.
+func (c codeRecords) redeem(code, gid, jti string, revokeUntil time.Time) (replayed bool, err error) {
+	ac, err := c.get(code)
+	if err != nil {
+		return false, err
+	}
+	if ac.Redeemed {
+		return true, c.revokeIssued(ac, revokeUntil)
+	}
+	ac.Redeemed, ac.GrantID, ac.JTI = true, gid, jti
+	return false, c.t.put(tokenKey(code), ac, ac.ExpiresAt)
+}
+
+// replayed revokes what the redeemed code issued.
+func (c codeRecords) replayed(code string, revokeUntil time.Time) error {
+	ac, err := c.get(code)
+	if err != nil {
+		return err
+	}
+	return c.revokeIssued(ac, revokeUntil)
+}
+
+// revokeIssued revokes the grant and access token a redeemed code issued;
+// any token of the code expires by until (one access-token lifetime).
+func (c codeRecords) revokeIssued(ac *authCode, until time.Time) error {
+	if !ac.Redeemed {
+		return nil
+	}
+	if ac.JTI != "" {
+		if err := revocationsIn(c.t.tx).revokeToken(ac.JTI, until); err != nil {
+			return err
+		}
+	}
+	if ac.GrantID != "" {
+		return grantsIn(c.t.tx).revoke(ac.GrantID, until)
+	}
+	return nil
+}

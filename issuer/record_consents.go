@@ -1,0 +1,78 @@
+package issuer
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+// bucketConsents: user, client_id, resource and actor joined by NUL ->
+// consent. Consents do not expire; the user revokes them on the apps page.
+const bucketConsents = "consents"
+
+// consent remembers that a user approved scopes for a client, resource and
+// actor, so the consent page is not shown again for the same or fewer scopes.
+type consent struct {
+	Scopes    []string  `json:"scopes"`
+	GrantedAt time.Time `json:"granted_at"`
+}
+
+// consentKey is the bucketConsents key.
+func consentKey(user, clientID, resource, actor string) string {
+	return user + "\x00" + clientID + "\x00" + resource + "\x00" + actor
+}
+
+// consentRecords are the users' remembered consents.
+type consentRecords struct{ t table[consent] }
+
+func consentsIn(tx store.Tx) consentRecords {
+	return consentRecords{table[consent]{tx, bucketConsents}}
+}
+
+func (r consentRecords) get(user, clientID, resource, actor string) (*consent, error) {
+	return r.t.get(consentKey(user, clientID, resource, actor))
+}
+
+// add records approved scopes, adding to what was approved before.
+func (r consentRecords) add(user, clientID, resource, actor string, scopes []string, now time.Time) error {
+	key := consentKey(user, clientID, resource, actor)
+	cs, err := r.t.get(key)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		cs = &consent{GrantedAt: now}
+	case err != nil:
+		return err
+	}
+	for _, sc := range scopes {
+		if !slices.Contains(cs.Scopes, sc) {
+			cs.Scopes = append(cs.Scopes, sc)
+		}
+	}
+	if cs.Scopes == nil {
+		cs.Scopes = []string{}
+	}
+	return r.t.put(key, cs, time.Time{})
+}
+
+func (r consentRecords) delete(user, clientID, resource, actor string) error {
+	return r.t.delete(consentKey(user, clientID, resource, actor))
+}
+
+// ofUser calls fn for every consent the user gave.
+func (r consentRecords) ofUser(user string, fn func(clientID, resource, actor string, cs *consent) error) error {
+	return r.t.list(user+"\x00", func(key string, cs *consent) error {
+		parts := strings.Split(key, "\x00")
+		if len(parts) != 4 || parts[0] != user {
+			return nil
+		}
+		return fn(parts[1], parts[2], parts[3], cs)
+	})
+}
+
+// deleteUser deletes every consent the user gave.
+func (r consentRecords) deleteUser(user string) error {
+	return r.t.list(user+"\x00", func(key string, _ *consent) error { return r.t.delete(key) })
+}

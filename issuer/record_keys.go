@@ -1,0 +1,64 @@
+package issuer
+
+import (
+	"time"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+// bucketKeys: kid -> signingKey. The current key never expires; a retired
+// one expires when it is no longer published.
+const bucketKeys = "keys"
+
+// signingKey is a persisted signing key.
+type signingKey struct {
+	KID        string    `json:"kid"`
+	Alg        string    `json:"alg"`
+	PrivatePEM []byte    `json:"private_pem"` // PKCS#8
+	CreatedAt  time.Time `json:"created_at"`
+	// RetiredAt is set when a newer key takes over; the key stays published
+	// in the JWKS until RetiredAt + keyRetention.
+	RetiredAt time.Time `json:"retired_at,omitempty"`
+}
+
+// keyRecords are the signing keys.
+type keyRecords struct{ t table[signingKey] }
+
+func keysIn(tx store.Tx) keyRecords { return keyRecords{table[signingKey]{tx, bucketKeys}} }
+
+// all returns every stored key, current and retired.
+func (r keyRecords) all() ([]signingKey, error) {
+	var out []signingKey
+	err := r.t.list("", func(_ string, k *signingKey) error {
+		out = append(out, *k)
+		return nil
+	})
+	return out, err
+}
+
+// rotate makes next the current key, retiring the current ones at now;
+// they stay published for retention. Unless force, a single current key
+// of next's algorithm is kept instead, so that two instances starting on
+// the same store agree on one key. It returns the kid now current.
+func (r keyRecords) rotate(next *signingKey, force bool, now time.Time, retention time.Duration) (string, error) {
+	all, err := r.all()
+	if err != nil {
+		return "", err
+	}
+	var current []signingKey
+	for _, k := range all {
+		if k.RetiredAt.IsZero() {
+			current = append(current, k)
+		}
+	}
+	if !force && len(current) == 1 && current[0].Alg == next.Alg {
+		return current[0].KID, nil
+	}
+	for _, k := range current {
+		k.RetiredAt = now
+		if err := r.t.put(k.KID, &k, now.Add(retention)); err != nil {
+			return "", err
+		}
+	}
+	return next.KID, r.t.create(next.KID, next, time.Time{})
+}

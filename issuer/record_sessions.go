@@ -1,0 +1,55 @@
+package issuer
+
+import (
+	"time"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+// bucketSessions: tokenKey(cookie value) -> session, until it expires.
+const bucketSessions = "sessions"
+
+// session is a browser session. Every browser that reaches a form gets one,
+// logged in or not, so forms can carry a CSRF token bound to it.
+type session struct {
+	// Browser stays the same when the session id is replaced at login; it
+	// binds pending authorization requests to the browser that started them.
+	Browser   string    `json:"browser"`
+	CSRF      string    `json:"csrf"`
+	User      string    `json:"user,omitempty"` // "" until login
+	AuthTime  time.Time `json:"auth_time,omitzero"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// sessionRecords are the browser sessions.
+type sessionRecords struct{ t table[session] }
+
+func sessionsIn(tx store.Tx) sessionRecords {
+	return sessionRecords{table[session]{tx, bucketSessions}}
+}
+
+func (r sessionRecords) get(id string) (*session, error) { return r.t.get(tokenKey(id)) }
+
+// replace stores s under the new id and deletes the session oldID, if
+// given (a new id at login prevents session fixation).
+func (r sessionRecords) replace(oldID, id string, s *session) error {
+	if oldID != "" {
+		if err := r.delete(oldID); err != nil {
+			return err
+		}
+	}
+	return r.t.create(tokenKey(id), s, s.ExpiresAt)
+}
+
+func (r sessionRecords) delete(id string) error { return r.t.delete(tokenKey(id)) }
+
+// deleteUser deletes the user's login sessions. Sessions are keyed by
+// their cookie, so this reads them all; it runs only on account changes.
+func (r sessionRecords) deleteUser(user string) error {
+	return r.t.list("", func(k string, s *session) error {
+		if s.User != user {
+			return nil
+		}
+		return r.t.delete(k)
+	})
+}
