@@ -122,6 +122,16 @@ func TestMethodVariants(t *testing.T) {
 		{"tool deLete_all", toolCall("deLete_all"), nil, 400, codeInvalidParams},
 		{"tool Delete_all 2026", call26("Delete_all"), v26("tools/call", "Delete_all"), 400, codeInvalidParams},
 		{"tool Other_thing", toolCall("Other_thing"), nil, 200, 0},
+		// Separator variants, which an upstream may read as '_'.
+		{"tool delete-all", toolCall("delete-all"), nil, 400, codeInvalidParams},
+		{"tool delete.all", toolCall("delete.all"), nil, 400, codeInvalidParams},
+		{"tool delete/all", toolCall("delete/all"), nil, 400, codeInvalidParams},
+		{"tool Delete-All", toolCall("Delete-All"), nil, 400, codeInvalidParams},
+		{"tool write-x", toolCall("write-x"), nil, 400, codeInvalidParams},
+		{"tool read-a", toolCall("read-a"), nil, 400, codeInvalidParams}, // read_* rather than *: refused too
+		{"tool delete-all 2026", call26("delete-all"), v26("tools/call", "delete-all"), 400, codeInvalidParams},
+		{"tool other-thing.v2", toolCall("other-thing.v2"), nil, 200, 0},
+		{"prompt summary-x", req("prompts/get", `"name":"summary-x"`), nil, 200, 0},
 		{"prompt Summary", req("prompts/get", `"name":"Summary"`), nil, 400, codeInvalidParams},
 		{"fullwidth tool 2026", call26("\uff44elete_all"), v26("tools/call", "=?base64?772EZWxldGVfYWxs?="), 400, codeInvalidParams},
 		// Prompt names: no controls, whitespace, invisible or compatibility characters.
@@ -192,15 +202,38 @@ func TestToolsListHidesRefusedNames(t *testing.T) {
 		`{"name":"read_\u212a","inputSchema":{"type":"object"}},` +
 		`{"name":"read_\u0000","inputSchema":{"type":"object"}},` +
 		`{"name":"read_` + strings.Repeat("b", 124) + `","inputSchema":{"type":"object"}},` +
-		`{"name":"delete_all","inputSchema":{"type":"object"}}]}}`
-	h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+		`{"name":"delete_all","inputSchema":{"type":"object"}},` +
+		`{"name":"delete-all","inputSchema":{"type":"object"}},` +
+		`{"name":"Delete_all","inputSchema":{"type":"object"}},` +
+		`{"name":"other-tool","inputSchema":{"type":"object"}}]}}`
+	cfg := testConfig(t)
+	cfg.Tools = append(cfg.Tools, Rule{Pattern: "*", Scopes: []string{"tools:read"}})
+	h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, list)
 	})
 	token := mint(t, func() jwt.MapClaims { c := claims(); c["scope"] = "mcp tools:read"; return c }())
 	resp := h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, token: token})
 	got := readBody(t, resp)
-	if diff := cmp.Diff([]string{"read_a"}, toolNames(t, got)); diff != "" {
+	if diff := cmp.Diff([]string{"other-tool", "read_a"}, toolNames(t, got)); diff != "" {
 		t.Errorf("tools (-want +got):\n%s", diff)
+	}
+}
+
+// TestLooseNameAllocs: the loose reading of a name allocates only when it
+// changes the name.
+func TestLooseNameAllocs(t *testing.T) {
+	cfg := methodConfig(t)
+	p, err := newPolicy(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name   string
+		allocs float64
+	}{{"delete_all", 0}, {"read_a_b", 0}, {"summary_\u00e9", 0}, {"delete-all", 1}, {"Read_A", 1}} {
+		if got := testing.AllocsPerRun(100, func() { caseStable(p.tools, tt.name) }); got != tt.allocs {
+			t.Errorf("caseStable(%q): %v allocations, want %v", tt.name, got, tt.allocs)
+		}
 	}
 }

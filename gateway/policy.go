@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/mcpparse"
@@ -25,7 +26,7 @@ type compiledRule struct {
 	Rule
 	required []string // sorted, deduplicated
 	foldLen  int      // resource prefixes: length of the case-insensitive head (see hasURIPrefix)
-	lower    string   // tool and prompt globs: the pattern in lower case (see decideName)
+	loose    string   // tool and prompt globs: looseName of the pattern (see decideCaseless)
 }
 
 // policy is the immutable decision table built by New.
@@ -107,7 +108,7 @@ func compileRules(what string, rules []Rule, base []string, compile func(string)
 		if err := validActorRule(r.Actor); err != nil {
 			return nil, fmt.Errorf("%s rule %q: %w", what, r.Pattern, err)
 		}
-		out = append(out, compiledRule{Rule: r, required: sortedSet(append(slices.Clone(r.Scopes), base...)), foldLen: foldLen, lower: strings.ToLower(pattern)})
+		out = append(out, compiledRule{Rule: r, required: sortedSet(append(slices.Clone(r.Scopes), base...)), foldLen: foldLen, loose: looseName(pattern)})
 	}
 	return out, nil
 }
@@ -202,7 +203,7 @@ func (p *policy) decide(pr *principal, m *mcpparse.Message, rev revision) (decis
 		if err := checkURI(m.URI); err != nil {
 			return decision{}, fmt.Errorf("%s: %w", m.Method, err)
 		}
-		return p.decideURI(pr, m.URI), nil
+		return p.decideURI(pr, m.URI)
 	}
 	// Everything else, tasks/* included (params.taskId is a task, not a
 	// tool), needs the base scopes.
@@ -232,30 +233,51 @@ func (p *policy) decideName(pr *principal, kind string, rules []compiledRule, na
 	return p.check(pr, decision{kind: kind, target: name, rule: rules[i].Pattern, required: rules[i].required}, &rules[i])
 }
 
-// decideCaseless is decideName for a name an upstream might match without
-// regard to case: with rules "delete_*" (admin) and "*", "Delete_all"
-// would be decided under "*" and run as delete_all. A name whose rule
-// changes when case is ignored cannot be classified with certainty.
+// decideCaseless is decideName for a name an upstream might match
+// loosely: without regard to case, or with '-', '.' and '/' read as '_'
+// (as many tool registries and aggregating proxies do). With rules
+// "delete_*" (admin) and "*", "Delete_all" or "delete-all" would be
+// decided under "*" and run as delete_all. A name whose rule changes in
+// the loose reading cannot be classified with certainty.
 func (p *policy) decideCaseless(pr *principal, kind string, rules []compiledRule, name string) (decision, error) {
 	if !caseStable(rules, name) {
-		return decision{}, fmt.Errorf("%s name %q falls under another rule when case is ignored", kind, name)
+		return decision{}, fmt.Errorf("%s name %q falls under another rule when case and the separators - . / _ are ignored", kind, name)
 	}
 	return p.decideName(pr, kind, rules, name), nil
 }
 
-// caseStable reports whether name and its lower-case form match the same
-// first rule when patterns are also read in lower case.
+// caseStable reports whether name and its loose form match the same first
+// rule when patterns are also read loosely.
 func caseStable(rules []compiledRule, name string) bool {
-	return firstRule(rules, name, false) == firstRule(rules, strings.ToLower(name), true)
+	return firstRule(rules, name, false) == firstRule(rules, looseName(name), true)
 }
 
-// firstRule is the index of the first rule whose glob (lower-cased when
-// lower is set) matches name, or -1.
-func firstRule(rules []compiledRule, name string, lower bool) int {
+// looseName lower-cases s and turns '-', '.' and '/' into '_'. It returns
+// s itself, without allocating, when nothing changes.
+func looseName(s string) string {
+	return strings.Map(looseRune, s)
+}
+
+func looseRune(r rune) rune {
+	switch {
+	case r == '-' || r == '.' || r == '/':
+		return '_'
+	case r < utf8.RuneSelf:
+		if 'A' <= r && r <= 'Z' {
+			r += 'a' - 'A'
+		}
+		return r
+	}
+	return unicode.ToLower(r)
+}
+
+// firstRule is the index of the first rule whose glob (read loosely when
+// loose is set) matches name, or -1.
+func firstRule(rules []compiledRule, name string, loose bool) int {
 	for i := range rules {
 		pattern := rules[i].Pattern
-		if lower {
-			pattern = rules[i].lower
+		if loose {
+			pattern = rules[i].loose
 		}
 		if globMatch(pattern, name) {
 			return i
@@ -264,20 +286,33 @@ func firstRule(rules []compiledRule, name string, lower bool) int {
 	return -1
 }
 
-// decideURI applies the rule with the longest prefix of uri.
-func (p *policy) decideURI(pr *principal, uri string) decision {
+// decideURI applies the rule with the longest prefix of uri. A URI whose
+// rule changes when case is ignored cannot be classified with certainty:
+// with rules "file:///srv/secret/" (admin) and "file:///srv/", a server on
+// a case-insensitive file system reads "file:///srv/Secret/a" as the
+// secret one.
+func (p *policy) decideURI(pr *principal, uri string) (decision, error) {
+	best := longestRule(p.resources, uri, hasURIPrefix)
+	if longestRule(p.resources, uri, hasURIPrefixFold) != best {
+		return decision{}, fmt.Errorf("resource URI %q falls under another rule when case is ignored", uri)
+	}
+	if best < 0 {
+		return decision{kind: kindResource, target: uri, required: p.base, reason: "no rule"}, nil
+	}
+	r := &p.resources[best]
+	return p.check(pr, decision{kind: kindResource, target: uri, rule: r.Pattern, required: r.required}, r), nil
+}
+
+// longestRule is the index of the first of the longest prefixes that
+// match uri, or -1.
+func longestRule(rules []compiledRule, uri string, match func(string, *compiledRule) bool) int {
 	best := -1
-	for i := range p.resources {
-		if hasURIPrefix(uri, &p.resources[i]) &&
-			(best < 0 || len(p.resources[i].Pattern) > len(p.resources[best].Pattern)) {
+	for i := range rules {
+		if (best < 0 || len(rules[i].Pattern) > len(rules[best].Pattern)) && match(uri, &rules[i]) {
 			best = i
 		}
 	}
-	if best < 0 {
-		return decision{kind: kindResource, target: uri, required: p.base, reason: "no rule"}
-	}
-	r := &p.resources[best]
-	return p.check(pr, decision{kind: kindResource, target: uri, rule: r.Pattern, required: r.required}, r)
+	return best
 }
 
 func unhex(c byte) int {

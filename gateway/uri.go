@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"golang.org/x/text/unicode/norm"
@@ -113,6 +114,40 @@ func checkURIText(uri string) error {
 	}
 	if strings.Contains(path, "//") {
 		return errors.New("empty path segment")
+	}
+	return checkFilePath(path, lower, as >= 0 || strings.HasPrefix(path, "/"))
+}
+
+// checkFilePath refuses a path (without query and fragment) that a Windows
+// file system or a servlet container reads as another name: a segment
+// ending in '.' or an encoded space (Windows trims them: "secret." is
+// "secret"), an 8.3 short name ("SECRE~1" is "secret"), an NTFS stream
+// (":$DATA", and in file URIs any ':' but a drive letter's: "secret::$DATA"
+// and "secret::$INDEX_ALLOCATION" are "secret"), and in hierarchical URIs
+// any ';' (servlet path parameters: "/secret;x/a" is "/secret/a"). Case is
+// handled by the rule match (see decideURI).
+func checkFilePath(path, scheme string, hierarchical bool) error {
+	if hierarchical && strings.IndexByte(path, ';') >= 0 {
+		return errors.New("';' in the path (servlet containers drop path parameters)")
+	}
+	for i := 0; i < len(path); i++ {
+		if path[i] == '~' && i+1 < len(path) && '0' <= path[i+1] && path[i+1] <= '9' {
+			return errors.New("'~' and a digit in the path (a Windows 8.3 short name)")
+		}
+		if (i+1 == len(path) || path[i+1] == '/') && (path[i] == '.' || strings.HasSuffix(path[:i+1], "%20")) {
+			return errors.New("path segment ending in '.' or space (Windows trims them)")
+		}
+	}
+	if scheme == "file" {
+		// A drive letter ("file:///C:/x") is the only ':' a file path has.
+		if len(path) >= 3 && 'a' <= path[1]|0x20 && path[1]|0x20 <= 'z' && path[2] == ':' && (len(path) == 3 || path[3] == '/') {
+			path = path[3:]
+		}
+		if strings.IndexByte(path, ':') >= 0 {
+			return errors.New("':' in a file path other than a drive letter's (NTFS streams)")
+		}
+	} else if strings.Contains(path, ":$") {
+		return errors.New("\":$\" in the path (an NTFS stream)")
 	}
 	return nil
 }
@@ -359,11 +394,12 @@ func compilePrefix(p string) (string, int, error) {
 		head = ae
 	}
 	// The prefix must be a URI's beginning: checked as a URI, with an "x"
-	// after a trailing "." ("file:///a/." is the start of "file:///a/.x").
+	// after a trailing "." or "%20" ("file:///a/." is the start of
+	// "file:///a/.x").
 	// A whole-authority prefix is checked with the "/" a special scheme's
 	// URI needs after it.
 	probe := p
-	if strings.HasSuffix(p, ".") {
+	if strings.HasSuffix(p, ".") || strings.HasSuffix(p, "%20") {
 		probe += "x"
 	} else if head == len(p) {
 		probe += "/"
@@ -375,17 +411,80 @@ func compilePrefix(p string) (string, int, error) {
 }
 
 // hasURIPrefix matches a checked URI against a compiled prefix: scheme
-// and authority case-insensitively, the rest exactly. The URI's authority
-// ends where the prefix's does: a prefix that goes past its authority
-// has there a character an authority cannot contain, and one that ends
-// with its authority (not with ":" or "//") needs the URI's to end there.
+// and authority case-insensitively, the rest exactly.
 func hasURIPrefix(uri string, r *compiledRule) bool {
 	p := r.Pattern
 	if len(uri) < len(p) || !strings.EqualFold(uri[:r.foldLen], p[:r.foldLen]) || uri[r.foldLen:len(p)] != p[r.foldLen:] {
 		return false
 	}
-	if r.foldLen == len(p) && len(uri) > len(p) && p[len(p)-1] != ':' && p[len(p)-1] != '/' {
-		return strings.IndexByte("/?#", uri[len(p)]) >= 0
+	return prefixEnds(uri, len(p), r)
+}
+
+// hasURIPrefixFold is hasURIPrefix with the whole URI compared as a
+// case-insensitive file system would: ASCII letters and percent-encoded
+// UTF-8 characters without regard to case.
+func hasURIPrefixFold(uri string, r *compiledRule) bool {
+	p := r.Pattern
+	i, j := 0, 0
+	for j < len(p) {
+		if i == len(uri) {
+			return false
+		}
+		a, m := uriRune(uri[i:])
+		b, n := uriRune(p[j:])
+		if !equalFoldRune(a, b) {
+			return false
+		}
+		i, j = i+m, j+n
+	}
+	return prefixEnds(uri, i, r)
+}
+
+// prefixEnds checks where a matched prefix ends in uri (at n): the URI's
+// authority ends where the prefix's does. A prefix that goes past its
+// authority has there a character an authority cannot contain, and one
+// that ends with its authority (not with ":" or "//") needs the URI's to
+// end there.
+func prefixEnds(uri string, n int, r *compiledRule) bool {
+	p := r.Pattern
+	if r.foldLen == len(p) && len(uri) > n && p[len(p)-1] != ':' && p[len(p)-1] != '/' {
+		return strings.IndexByte("/?#", uri[n]) >= 0
 	}
 	return true
+}
+
+// uriRune returns the first character of checked URI text and its length:
+// a percent-encoded non-ASCII character decoded, anything else one byte
+// ("%20" is '%', '2', '0').
+func uriRune(s string) (rune, int) {
+	b, ok := escapedByte(s)
+	if !ok || b < 0xc0 {
+		return rune(s[0]), 1
+	}
+	var buf [utf8.UTFMax]byte
+	n := 0
+	for ; n < len(buf); n++ {
+		c, ok := escapedByte(s[3*n:])
+		if !ok || n > 0 && c&0xc0 != 0x80 {
+			break
+		}
+		buf[n] = c
+	}
+	r, size := utf8.DecodeRune(buf[:n])
+	return r, 3 * size
+}
+
+func equalFoldRune(a, b rune) bool {
+	if a == b {
+		return true
+	}
+	if a < utf8.RuneSelf && b < utf8.RuneSelf {
+		return a|0x20 == b|0x20 && 'a' <= a|0x20 && a|0x20 <= 'z'
+	}
+	for r := unicode.SimpleFold(a); r != a; r = unicode.SimpleFold(r) {
+		if r == b {
+			return true
+		}
+	}
+	return false
 }
