@@ -420,3 +420,58 @@ func TestWholeAuthorityPrefix(t *testing.T) {
 		}
 	}
 }
+
+// TestFileSystemReadings: with the README's rules, names that a Windows,
+// servlet or case-insensitive file system server reads as the admin
+// directory are refused (400) before the upstream on a base-only token.
+func TestFileSystemReadings(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.ResourceRules = []Rule{
+		{Pattern: "file:///srv/secret/", Scopes: []string{"admin"}},
+		{Pattern: "file:///srv/"},
+		{Pattern: "http://files.example/secret/", Scopes: []string{"admin"}},
+		{Pattern: "http://files.example/"},
+	}
+	h := newHarness(t, cfg, nil)
+	token := mint(t, claims())
+	for _, tt := range []struct {
+		uri    string
+		status int
+	}{
+		{"file:///srv/public/a", 200},
+		{"http://files.example/public/a", 200},
+		{"file:///srv/secret/a", 403},
+		{"http://files.example/secret/a", 403},
+		{"file:///srv/secret./a", 400},
+		{"file:///srv/secret%20/a", 400},
+		{"file:///srv/secret;x/a", 400},
+		{"file:///srv/Secret/a", 400},
+		{"file:///srv/SECRET~1/a", 400},
+		{"file:///srv/secret::$DATA", 400},
+		{"file:///srv/secret::$INDEX_ALLOCATION/a", 400},
+		{"http://files.example/secret;jsessionid=1/a", 400},
+		{"http://files.example/secret./a", 400},
+		{"http://files.example/SECRET/a", 400},
+	} {
+		t.Run(tt.uri, func(t *testing.T) {
+			body := `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":` + quote(tt.uri) + `}}`
+			before := len(h.up.requests())
+			resp := h.do(t, call{body: body, token: token})
+			got := readBody(t, resp)
+			reqs := h.up.requests()[before:]
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status = %d (%s), want %d", resp.StatusCode, got, tt.status)
+			}
+			if tt.status != 200 {
+				if code, _, _ := rpcErr(t, got); tt.status == 400 && code != codeInvalidParams {
+					t.Errorf("code = %d, want %d", code, codeInvalidParams)
+				}
+				if len(reqs) != 0 {
+					t.Fatalf("upstream saw %s", reqs[0].Body)
+				}
+			} else if len(reqs) != 1 {
+				t.Fatalf("upstream saw %d requests", len(reqs))
+			}
+		})
+	}
+}
