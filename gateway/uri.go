@@ -430,6 +430,13 @@ func hasURIPrefixFold(uri string, r *compiledRule) bool {
 		if i == len(uri) {
 			return false
 		}
+		if c, d := uri[i], p[j]; c != '%' && d != '%' {
+			if c != d && (c|0x20 != d|0x20 || c|0x20 < 'a' || c|0x20 > 'z') {
+				return false
+			}
+			i, j = i+1, j+1
+			continue
+		}
 		a, m := uriRune(uri[i:])
 		b, n := uriRune(p[j:])
 		if !equalFoldRune(a, b) {
