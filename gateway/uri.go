@@ -86,6 +86,9 @@ func checkURIText(uri string) error {
 	if err := checkURIBytes(uri); err != nil {
 		return err
 	}
+	if !decodedNFC(uri) {
+		return errors.New("percent-encoded text not in Unicode NFC (a normalising file system reads it composed)")
+	}
 	scheme, as, ae, err := splitURI(uri)
 	if err != nil {
 		return err
@@ -172,6 +175,28 @@ func checkURIBytes(uri string) error {
 		}
 	}
 	return nil
+}
+
+// decodedNFC reports whether checked URI text, percent-decoded, is in
+// NFC: macOS file systems compare names up to canonical equivalence, so
+// "e%CC%81" (e and a combining acute accent) names the same file as
+// "%C3%A9". Only a URI with encoded non-ASCII is decoded.
+func decodedNFC(uri string) bool {
+	// Encoded non-ASCII starts with a lead byte, %C2 to %F4 (hex digits
+	// are upper case in checked text).
+	if !strings.Contains(uri, "%C") && !strings.Contains(uri, "%D") && !strings.Contains(uri, "%E") && !strings.Contains(uri, "%F") {
+		return true
+	}
+	b := make([]byte, 0, len(uri))
+	for j := 0; j < len(uri); j++ {
+		if c, ok := escapedByte(uri[j:]); ok {
+			b = append(b, c)
+			j += 2
+		} else {
+			b = append(b, uri[j])
+		}
+	}
+	return norm.NFC.IsNormal(b)
 }
 
 // rawURIByte: unreserved characters and RFC 3986 delimiters.

@@ -188,6 +188,9 @@ var uriVariants = []struct {
 	{"https://PUBLIC.example/SECRET/a", false},
 	{"file:///%C3%89t%C3%A9/k", false}, // Été for été
 	{"file:///%C3%89T%C3%89/k", false},
+	{"file:///e%CC%81t%C3%A9/k", false}, // été decomposed, which macOS file systems compose
+	{"file:///public/e%CC%81", false},
+	{"file:///public/%E0%A4%B9%E0%A4%BF", true}, // हि: a spacing mark that NFC keeps
 	{"file:///SECRET~1/key", false},
 	{"file:///secre~1/key", false},
 	{"file:///public/a~9", false},
