@@ -82,11 +82,13 @@ type Issuer struct {
 
 	// Abuse limits (ratelimit.go, hashgate.go).
 	limiter       *limiter
-	anonWrites    *rateLimiter  // unauthenticated store writes per address
-	parClients    *rateLimiter  // pushed requests per client
-	registrations *rateLimiter  // DCR requests per address
-	dummy         dummyPassword // checked for unknown users
-	hashes        *hashGate     // bounds concurrent password and secret hashing
+	anonWrites    *rateLimiter // unauthenticated store writes per address
+	parClients    *rateLimiter // pushed requests per client
+	registrations *rateLimiter // DCR requests per address
+	// registrationsAll is DCR over all addresses (one key, "").
+	registrationsAll *rateLimiter
+	dummy            dummyPassword // checked for unknown users
+	hashes           *hashGate     // bounds concurrent password and secret hashing
 }
 
 // New builds an Issuer. It validates cfg, applies defaults, and loads (or
@@ -174,6 +176,7 @@ func (i *Issuer) init() error {
 	i.anonWrites = newRateLimiter(anonWriteBurst, time.Minute)
 	i.parClients = newRateLimiter(parClientBurst, time.Minute)
 	i.registrations = newRateLimiter(registrationBurst, time.Minute)
+	i.registrationsAll = newRateLimiter(registrationGlobalBurst, time.Hour)
 	i.runtimeResources = make(map[string]Resource)
 	i.jwksCache = make(map[string]cachedJWKS)
 	for _, c := range []**http.Client{&i.fetch, &i.jwksClient} {

@@ -20,21 +20,39 @@ import (
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
-// Registration is open to anyone, so it is bounded: input size (the store
-// must not hold arbitrary amounts of data), registrations per address (a
-// burst of registrationBurst, refilled at that many a minute; only valid
-// registrations count), and
-// lifetime: a registered client that obtains no token for
-// registrationIdleTTL is deleted (its store entry expires; every token it
-// obtains pushes the expiry out again, at most once a day).
+// Registration is open to anyone, so what it may store is bounded:
+//
+//   - in size: the request body, each field the server keeps (client_name,
+//     redirect_uris, jwks) and the stored record as a whole; nothing else
+//     of the request is stored;
+//   - in rate: registrationBurst per address (refilled at that many a
+//     minute), and registrationGlobalBurst over all addresses (refilled at
+//     that many an hour), so that many addresses together cannot fill the
+//     disk either. Only valid registrations count. The price of the global
+//     bound is that a flood from many addresses can keep others from
+//     registering for a while (429 with Retry-After); clients with a
+//     metadata document (CIMD) and the operator's clients are unaffected;
+//   - in lifetime: a registered client that has obtained no token is
+//     deleted after registrationUnusedTTL (long enough for one sign-in);
+//     once it obtains one, it is kept until it has obtained none for
+//     registrationIdleTTL (every token pushes the expiry out, at most
+//     once a day).
+//
+// Together the live never-used registrations are at most about
+// registrationGlobalBurst * (1 + registrationUnusedTTL/time.Hour) records
+// of at most maxStoredRegistration bytes each (about 1.7 MB).
 const (
-	maxRegistrationBytes = 16 << 10
-	maxRedirectURIs      = 20
-	maxRedirectURILen    = 2000
-	maxClientNameLen     = 200
+	maxRegistrationBytes  = 16 << 10 // request body; unknown members are ignored, not stored
+	maxStoredRegistration = 4 << 10  // the stored client record
+	maxRedirectURIs       = 10
+	maxRedirectURILen     = 1000
+	maxClientNameLen      = 100
+	maxStoredJWKS         = 3 << 10 // a few public keys; more belong behind jwks_uri
 
-	registrationBurst   = 20
-	registrationIdleTTL = 30 * 24 * time.Hour
+	registrationBurst       = 20  // per address, refilled at that many a minute
+	registrationGlobalBurst = 200 // over all addresses, refilled at that many an hour
+	registrationUnusedTTL   = time.Hour
+	registrationIdleTTL     = 30 * 24 * time.Hour
 )
 
 // clientMetadata is the RFC 7591 client metadata this issuer reads, from a
@@ -118,10 +136,14 @@ func (i *Issuer) handleRegister(w http.ResponseWriter, r *http.Request) {
 		writeError(w, rateLimited(ErrSlowDown, d, "too many registrations from this address; retry later"))
 		return
 	}
+	if d := i.registrationsAll.take("", i.now()); d > 0 {
+		writeError(w, rateLimited(ErrSlowDown, d, "too many registrations on this server; retry later"))
+		return
+	}
 	now := i.now()
 	c.Source = sourceDCR
 	c.CreatedAt = now
-	c.ExpiresAt = now.Add(registrationIdleTTL)
+	c.ExpiresAt = now.Add(registrationUnusedTTL)
 	var secret string
 	if !c.Public() && c.TokenEndpointAuthMethod != "private_key_jwt" {
 		if secret, c.SecretHash, err = i.newSecret(); err != nil {
@@ -178,8 +200,10 @@ func (i *Issuer) createClient(ctx context.Context, c *Client) error {
 }
 
 // keepRegistration pushes out the expiry of a registered client that just
-// obtained a token, at most once a day. Failing to only costs an earlier
-// expiry, so it is logged, not returned.
+// obtained a token to registrationIdleTTL, at most once a day (the first
+// token always does: a never-used client expires within
+// registrationUnusedTTL). Failing to only costs an earlier expiry, so it
+// is logged, not returned.
 func (i *Issuer) keepRegistration(ctx context.Context, c *Client) {
 	now := i.now()
 	if c.Source != sourceDCR || (!c.ExpiresAt.IsZero() && c.ExpiresAt.Sub(now) > registrationIdleTTL-24*time.Hour) {
@@ -284,7 +308,7 @@ func validateRegistration(m *clientMetadata) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Client{
+	c := &Client{
 		Name:                    name,
 		RedirectURIs:            uris,
 		GrantTypes:              grants,
@@ -292,7 +316,12 @@ func validateRegistration(m *clientMetadata) (*Client, error) {
 		JWKS:                    jwks,
 		JWKSURI:                 jwksURI,
 		ApplicationType:         appType,
-	}, nil
+	}
+	// The fields' bounds allow more than one record may hold together.
+	if b, err := json.Marshal(c); err != nil || len(b) > maxStoredRegistration {
+		return nil, ErrInvalidClientMetadata.WithDescription(fmt.Sprintf("client metadata too large: client_name, redirect_uris and jwks together must fit in %d bytes", maxStoredRegistration))
+	}
+	return c, nil
 }
 
 // validateClientKeys checks the key material of a private_key_jwt client:
@@ -307,10 +336,13 @@ func validateClientKeys(method string, jwks json.RawMessage, jwksURI string) ([]
 	}
 	if jwksURI != "" {
 		u, err := url.Parse(jwksURI)
-		if err != nil || u.Scheme != "https" || u.Host == "" || u.Fragment != "" || u.User != nil {
+		if err != nil || u.Scheme != "https" || u.Host == "" || u.Fragment != "" || u.User != nil || len(jwksURI) > maxRedirectURILen {
 			return nil, "", ErrInvalidClientMetadata.WithDescription("jwks_uri must be an https URL")
 		}
 		return nil, jwksURI, nil
+	}
+	if len(jwks) > maxStoredJWKS {
+		return nil, "", ErrInvalidClientMetadata.WithDescription(fmt.Sprintf("jwks larger than %d bytes; publish the keys at a jwks_uri", maxStoredJWKS))
 	}
 	var set struct {
 		Keys []json.RawMessage `json:"keys"`

@@ -4,15 +4,23 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/oauth2"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/bolt"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
 )
 
 func (e *testEnv) register(t *testing.T, body string) (*http.Response, map[string]any) {
@@ -113,6 +121,12 @@ func TestRegisterValidation(t *testing.T) {
 		{"redirect_uris wrong type", `{"redirect_uris":"https://a.example/cb"}`, "invalid_client_metadata"},
 		{"not an object", `["https://a.example/cb"]`, "invalid_client_metadata"},
 		{"trailing data", `{"redirect_uris":["https://a.example/cb"]} {}`, "invalid_client_metadata"},
+		{"long client_name", `{"client_name":"` + strings.Repeat("n", maxClientNameLen+1) + `","redirect_uris":["https://a.example/cb"]}`, "invalid_client_metadata"},
+		{"too many redirect_uris", `{"redirect_uris":[` + strings.Repeat(`"https://a.example/cb",`, maxRedirectURIs) + `"https://a.example/cb"]}`, "invalid_redirect_uri"},
+		{"long redirect URI", `{"redirect_uris":["https://a.example/` + strings.Repeat("p", maxRedirectURILen) + `"]}`, "invalid_redirect_uri"},
+		{"redirect_uris too large together", `{"redirect_uris":[` + strings.Repeat(`"https://a.example/`+strings.Repeat("p", 900)+`",`, 5) + `"https://a.example/cb"]}`, "invalid_client_metadata"},
+		{"large jwks", `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks":{"keys":[{"kty":"oct","k":"` + strings.Repeat("k", maxStoredJWKS) + `"}]}}`, "invalid_client_metadata"},
+		{"long jwks_uri", `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks_uri":"https://a.example/` + strings.Repeat("j", maxRedirectURILen) + `"}`, "invalid_client_metadata"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -260,8 +274,9 @@ func TestRegisterBodyLimit(t *testing.T) {
 	}
 }
 
-// TestRegisteredClientExpiresUnlessUsed: a DCR client is deleted after
-// registrationIdleTTL without a token; each token it obtains extends it.
+// TestRegisteredClientExpiresUnlessUsed: a DCR client that obtains no
+// token is deleted after registrationUnusedTTL; one that does is kept
+// until registrationIdleTTL after its last token.
 func TestRegisteredClientExpiresUnlessUsed(t *testing.T) {
 	e := newBrowserEnv(t, nil)
 	register := func() string {
@@ -276,34 +291,171 @@ func TestRegisteredClientExpiresUnlessUsed(t *testing.T) {
 		_, err := e.iss.lookupClient(t.Context(), id)
 		return err == nil
 	}
+	token := func(id string) {
+		t.Helper()
+		verifier := oauth2.GenerateVerifier()
+		p := authParams(oauth2.S256ChallengeFromVerifier(verifier))
+		p.Set("client_id", id)
+		p.Set("redirect_uri", "http://127.0.0.1/cb")
+		cb, err := e.robot(e.browser(), e.url(pathAuthorize, p), "http://127.0.0.1/cb", bUser, bPassword, "approve")
+		if err != nil {
+			t.Fatalf("robot: %v", err)
+		}
+		resp, err := e.srv.Client().PostForm(e.url(pathToken, nil), url.Values{"grant_type": {"authorization_code"}, "client_id": {id},
+			"code": {cb.Query().Get("code")}, "code_verifier": {verifier}, "redirect_uri": {"http://127.0.0.1/cb"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body := readBody(t, resp); resp.StatusCode != http.StatusOK {
+			t.Fatalf("token = %d %s", resp.StatusCode, body)
+		}
+	}
 	unused, used := register(), register()
-	e.clock.Advance(registrationIdleTTL - 48*time.Hour)
-	// used obtains a token: its expiry moves to a full idle period from now.
-	verifier := oauth2.GenerateVerifier()
-	p := authParams(oauth2.S256ChallengeFromVerifier(verifier))
-	p.Set("client_id", used)
-	p.Set("redirect_uri", "http://127.0.0.1/cb")
-	cb, err := e.robot(e.browser(), e.url(pathAuthorize, p), "http://127.0.0.1/cb", bUser, bPassword, "approve")
-	if err != nil {
-		t.Fatalf("robot: %v", err)
+	e.clock.Advance(registrationUnusedTTL - time.Minute)
+	if !known(unused) || !known(used) {
+		t.Fatalf("clients gone before %v", registrationUnusedTTL)
 	}
-	resp, err := e.srv.Client().PostForm(e.url(pathToken, nil), url.Values{"grant_type": {"authorization_code"}, "client_id": {used},
-		"code": {cb.Query().Get("code")}, "code_verifier": {verifier}, "redirect_uri": {"http://127.0.0.1/cb"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if body := readBody(t, resp); resp.StatusCode != http.StatusOK {
-		t.Fatalf("token = %d %s", resp.StatusCode, body)
-	}
-	e.clock.Advance(72 * time.Hour)
+	token(used) // signed in within the hour: kept for a full idle period
+	e.clock.Advance(2 * time.Minute)
 	if known(unused) {
-		t.Errorf("client unused for %v is still registered, want it deleted", registrationIdleTTL+24*time.Hour)
+		t.Errorf("client that obtained no token for %v is still registered, want it deleted", registrationUnusedTTL+time.Minute)
 	}
+	if !known(used) {
+		t.Fatalf("client that obtained a token is gone after %v, want it kept", registrationUnusedTTL+time.Minute)
+	}
+	e.clock.Advance(registrationIdleTTL - 48*time.Hour)
+	token(used)
+	e.clock.Advance(72 * time.Hour)
 	if !known(used) {
 		t.Errorf("client that obtained a token 3 days ago is gone, want it kept")
 	}
 	e.clock.Advance(registrationIdleTTL)
 	if known(used) {
 		t.Errorf("client unused for %v after its last token is still registered", registrationIdleTTL+72*time.Hour)
+	}
+}
+
+// registerFrom posts a registration as if from remote.
+func registerFrom(iss *Issuer, remote, body string) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(http.MethodPost, iss.endpoint(pathRegister), strings.NewReader(body))
+	r.Header.Set("Content-Type", "application/json")
+	r.RemoteAddr = remote
+	w := httptest.NewRecorder()
+	iss.ServeHTTP(w, r)
+	return w
+}
+
+// largestRegistration is a registration body near every size bound: a
+// name of maxClientNameLen and redirect URIs filling the record.
+func largestRegistration() string {
+	uri := func(n int) string { return fmt.Sprintf(`"http://127.0.0.1/%d/%s"`, n, strings.Repeat("p", 850)) }
+	var uris []string
+	for n := range 4 {
+		uris = append(uris, uri(n))
+	}
+	return `{"client_name":"` + strings.Repeat("n", maxClientNameLen) + `","redirect_uris":[` + strings.Join(uris, ",") +
+		`],"token_endpoint_auth_method":"none","logo_uri":"https://a.example/` + strings.Repeat("l", 8<<10) + `"}`
+}
+
+// TestRegisterGlobalLimit: registrations from many addresses, each within
+// its own limit, stop at registrationGlobalBurst an hour over all of them
+// (429 with Retry-After, nothing stored), and resume as the bucket refills.
+func TestRegisterGlobalLimit(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	const body = `{"client_name":"CLI","redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"none"}`
+	from := func(n int) string { return fmt.Sprintf("198.51.100.%d:1000", n%250) }
+	for n := range registrationGlobalBurst {
+		if w := registerFrom(e.iss, from(n), body); w.Code != http.StatusCreated {
+			t.Fatalf("registration %d = %d %s, want 201", n+1, w.Code, w.Body)
+		}
+	}
+	w := registerFrom(e.iss, "203.0.113.77:1000", body)
+	retry, _ := strconv.Atoi(w.Header().Get("Retry-After"))
+	if w.Code != http.StatusTooManyRequests || retry < 1 || retry > int(time.Hour/registrationGlobalBurst/time.Second)+1 || !strings.Contains(w.Body.String(), "slow_down") {
+		t.Fatalf("registration past the global burst = %d Retry-After %q %s, want 429 slow_down with Retry-After", w.Code, w.Header().Get("Retry-After"), w.Body)
+	}
+	if n := e.count(bucketClients); n != registrationGlobalBurst {
+		t.Errorf("clients = %d, want %d (the refused one not stored)", n, registrationGlobalBurst)
+	}
+	e.clock.Advance(time.Duration(retry) * time.Second)
+	if w := registerFrom(e.iss, "203.0.113.77:1000", body); w.Code != http.StatusCreated {
+		t.Errorf("registration after the refill = %d %s, want 201", w.Code, w.Body)
+	}
+}
+
+// TestRegistrationStorageBounded: what anonymous registrations can add to
+// a real bbolt file is bounded whatever the number of addresses: 2000
+// registrations of the largest accepted size from 100 addresses store at
+// most registrationGlobalBurst small records, these expire unused after
+// registrationUnusedTTL, and the next flood reuses their pages instead of
+// growing the file.
+func TestRegistrationStorageBounded(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	path := filepath.Join(t.TempDir(), "auth.db")
+	st, err := bolt.Open(path, bolt.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	e := newTokEnvStore(t, st, clock)
+	body := largestRegistration()
+	if w := registerFrom(e.iss, "192.0.2.1:1", body); w.Code != http.StatusCreated {
+		t.Fatalf("largest registration = %d %s, want 201", w.Code, w.Body)
+	}
+	size := func() int64 {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	flood := func() (created int) {
+		for n := range 2000 {
+			w := registerFrom(e.iss, fmt.Sprintf("10.0.0.%d:1000", n%100), body)
+			switch w.Code {
+			case http.StatusCreated:
+				created++
+			case http.StatusTooManyRequests:
+			default:
+				t.Fatalf("registration = %d %s", w.Code, w.Body)
+			}
+		}
+		return created
+	}
+	before := size()
+	created := flood()
+	first := size()
+	var largest int
+	err = st.View(t.Context(), func(tx store.Tx) error {
+		return tx.List(bucketClients, "", func(_ string, v []byte) error { largest = max(largest, len(v)); return nil })
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("2000 registrations from 100 addresses: %d stored, largest record %d bytes, file %d -> %d bytes", created, largest, before, first)
+	if created > registrationGlobalBurst {
+		t.Errorf("stored %d registrations, want at most %d", created, registrationGlobalBurst)
+	}
+	if largest > maxStoredRegistration+512 { // id, secret hash and times come on top
+		t.Errorf("largest stored client = %d bytes, want about %d at most", largest, maxStoredRegistration)
+	}
+	if grew := first - before; grew > 4<<20 {
+		t.Errorf("file grew by %d bytes, want under 4 MiB", grew)
+	}
+
+	clock.Advance(registrationUnusedTTL + time.Minute)
+	if _, err := st.Purge(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := countBucket(t, e, bucketClients); n != 0 {
+		t.Errorf("%d unused registrations left after %v, want none", n, registrationUnusedTTL)
+	}
+	again := flood()
+	t.Logf("an hour later, another flood: %d stored, file %d bytes", again, size())
+	if again == 0 || again > registrationGlobalBurst {
+		t.Errorf("second flood stored %d, want 1..%d", again, registrationGlobalBurst)
+	}
+	if second := size(); second > first {
+		t.Errorf("file grew from %d to %d bytes on the second flood, want the expired records' pages reused", first, second)
 	}
 }
