@@ -242,6 +242,12 @@ func TestAuthorizeRedirectURIMatching(t *testing.T) {
 		{"http://[::1]/cb", true},
 		{"http://localhost:8080/cb", true},
 		{"http://localhost:8081/cb", false},
+		// Names that are loopback to a browser still match exactly: the
+		// port is free only for IP literals (RFC 8252 section 7.3).
+		{"http://LOCALHOST:8080/cb", false},
+		{"http://localhost.:8080/cb", false},
+		{"http://app.localhost:8080/cb", false},
+		{"http://127.0.0.1.:5000/cb", false},
 		{"http://127.0.0.1:5000/cb2", false},
 		{"http://127.0.0.1:5000/cb?x=1", false},
 		{"http://127.0.0.1:5000/cb#f", false},

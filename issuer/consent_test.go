@@ -201,6 +201,11 @@ func TestConsentEveryTimeForLocalPublicClients(t *testing.T) {
 		{ID: "admin-loopback", RedirectURIs: []string{"http://127.0.0.1/cb"}, TokenEndpointAuthMethod: "none"},
 		{ID: "admin-native", RedirectURIs: []string{"com.example.admin:/cb"}, TokenEndpointAuthMethod: "none"},
 		{ID: "admin-confidential", RedirectURIs: []string{"http://127.0.0.1/cb"}, SecretHash: hashClientSecret("s")},
+		{ID: "admin-upper", RedirectURIs: []string{"https://LOCALHOST/cb"}, TokenEndpointAuthMethod: "none"},
+		{ID: "admin-dot", RedirectURIs: []string{"https://localhost./cb"}, TokenEndpointAuthMethod: "none"},
+		{ID: "admin-sub", RedirectURIs: []string{"https://app.localhost/cb"}, TokenEndpointAuthMethod: "none"},
+		{ID: "admin-ipdot", RedirectURIs: []string{"https://127.0.0.1./cb"}, TokenEndpointAuthMethod: "none"},
+		{ID: "admin-hexip", RedirectURIs: []string{"https://0x7f.1/cb"}, TokenEndpointAuthMethod: "none"},
 	} {
 		if err := e.iss.PutClient(t.Context(), c); err != nil {
 			t.Fatal(err)
@@ -217,6 +222,7 @@ func TestConsentEveryTimeForLocalPublicClients(t *testing.T) {
 	loopback := register(`{"client_name":"CLI","redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"none"}`)
 	custom := register(`{"client_name":"App","redirect_uris":["com.example.app:/cb"],"token_endpoint_auth_method":"none"}`)
 	web := register(`{"client_name":"Web","redirect_uris":["https://app.example.com/dcr"],"token_endpoint_auth_method":"none"}`)
+	dcrSub := register(`{"client_name":"Sub","redirect_uris":["https://App.Localhost/cb"],"token_endpoint_auth_method":"none"}`)
 	cimdLoopback := host.doc("/loopback.json", "", validDoc)
 	cimdWeb := host.doc("/web.json", "", func(id string) string {
 		return `{"client_id":"` + id + `","client_name":"Web Doc","redirect_uris":["https://app.example.com/cimd"],"token_endpoint_auth_method":"none"}`
@@ -234,6 +240,12 @@ func TestConsentEveryTimeForLocalPublicClients(t *testing.T) {
 		{"admin loopback", "admin-loopback", "http://127.0.0.1/cb", "http://127.0.0.1:5678/cb", false, false},
 		{"admin private-use scheme", "admin-native", "com.example.admin:/cb", "com.example.admin:/cb", false, false},
 		{"admin confidential loopback", "admin-confidential", "http://127.0.0.1/cb", "http://127.0.0.1/cb", true, false},
+		{"admin LOCALHOST", "admin-upper", "https://LOCALHOST/cb", "https://LOCALHOST/cb", false, false},
+		{"admin localhost.", "admin-dot", "https://localhost./cb", "https://localhost./cb", false, false},
+		{"admin *.localhost", "admin-sub", "https://app.localhost/cb", "https://app.localhost/cb", false, false},
+		{"admin 127.0.0.1.", "admin-ipdot", "https://127.0.0.1./cb", "https://127.0.0.1./cb", false, false},
+		{"admin hex IPv4", "admin-hexip", "https://0x7f.1/cb", "https://0x7f.1/cb", false, false},
+		{"dcr *.localhost", dcrSub, "https://App.Localhost/cb", "https://App.Localhost/cb", false, true},
 		{"dcr loopback", loopback, "http://127.0.0.1:4567/cb", "http://127.0.0.1:4568/cb", false, true},
 		{"dcr private-use scheme", custom, "com.example.app:/cb", "com.example.app:/cb", false, true},
 		{"dcr web", web, "https://app.example.com/dcr", "https://app.example.com/dcr", true, true},

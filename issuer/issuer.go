@@ -258,11 +258,16 @@ func parseIssuerURL(s string) (*url.URL, error) {
 	return u, nil
 }
 
-// isLoopbackHost reports whether a URL host (without port) is "localhost"
-// or a loopback IP literal. Names are not resolved: "127.evil.example" is
-// whatever its DNS says, not loopback.
+// isLoopbackHost reports whether a URL host (without port) names the
+// machine itself as a browser reads it: localhost or a name under it
+// (RFC 6761 section 6.3; browsers resolve them to loopback), in any case
+// and with a trailing dot or not, or a loopback IP literal. Other names
+// are not resolved: "127.evil.example" is whatever its DNS says.
+// Numeric hosts that are not plain IP literals (0x7f.1, 2130706433) are
+// loopback to a browser too; classifyRedirectURI refuses them.
 func isLoopbackHost(h string) bool {
-	if h == "localhost" {
+	h = strings.ToLower(strings.TrimSuffix(h, "."))
+	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
 		return true
 	}
 	ip, err := netip.ParseAddr(h)

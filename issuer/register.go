@@ -9,11 +9,13 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 
@@ -403,6 +405,9 @@ func classifyRedirectURI(s string) (redirectKind, error) {
 	if u.User != nil {
 		return bad("userinfo is not allowed")
 	}
+	if !plainHost(u.Hostname()) {
+		return bad("the host must be an ASCII DNS name (xn-- form) or a dotted IP address")
+	}
 	switch u.Scheme {
 	case "https":
 		if u.Host == "" {
@@ -423,6 +428,30 @@ func classifyRedirectURI(s string) (redirectKind, error) {
 		return bad("custom schemes must be reverse-DNS names such as com.example.app")
 	}
 	return redirectCustom, nil
+}
+
+// plainHost reports whether a browser reads host as Go does: ASCII (a
+// browser maps Unicode hosts such as fullwidth "ｌｏｃａｌｈｏｓｔ" to other
+// names) and, if its last label is numeric (which makes it an IPv4
+// address to a WHATWG URL parser, as 0x7f.1 or 2130706433 is 127.0.0.1),
+// a dotted-decimal IP literal.
+func plainHost(host string) bool {
+	for _, r := range host {
+		if r >= utf8.RuneSelf {
+			return false
+		}
+	}
+	h := strings.TrimSuffix(host, ".")
+	last := h[strings.LastIndexByte(h, '.')+1:]
+	numeric := last != "" && strings.Trim(last, "0123456789") == ""
+	if hex, ok := strings.CutPrefix(strings.ToLower(last), "0x"); ok && strings.Trim(hex, "0123456789abcdef") == "" {
+		numeric = true
+	}
+	if !numeric || strings.Contains(h, ":") {
+		return true
+	}
+	ip, err := netip.ParseAddr(h)
+	return err == nil && ip.Is4()
 }
 
 // validateRedirectURIs applies the per-URI rules and the application_type
