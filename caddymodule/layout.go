@@ -32,6 +32,10 @@ type unguardedProxy struct {
 // gateway ran earlier in its own route, or in an earlier route (of its
 // list or an enclosing one) with no matcher or with exactly its matcher
 // sets. A terminal route (a site block's host route) is its own site.
+// Named routes are walked where they are invoked. Error routes
+// (handle_errors) run for any request that fails, a 404 for an unknown
+// path included, so a proxy there is unguarded unless a gateway runs
+// before it in the error routes themselves.
 func unguardedProxies(app *caddyhttp.App) []unguardedProxy {
 	var found []unguardedProxy
 	names := make([]string, 0, len(app.Servers))
@@ -40,10 +44,21 @@ func unguardedProxies(app *caddyhttp.App) []unguardedProxy {
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		w := layoutWalk{server: name}
-		gw, open := w.routes(app.Servers[name].Routes, coverage{}, nil)
+		srv := app.Servers[name]
+		w := layoutWalk{server: name, named: srv.NamedRoutes}
+		gw, open := w.routes(srv.Routes, coverage{}, nil)
 		if gw {
 			w.found = append(w.found, open...)
+		}
+		if srv.Errors != nil {
+			// A site's error routes belong to the site of the same matchers.
+			w.gatewaySite = func(site caddyhttp.MatcherSets) bool {
+				return gw || slices.ContainsFunc(w.sites, func(s caddyhttp.MatcherSets) bool { return reflect.DeepEqual(s, site) })
+			}
+			egw, open := w.routes(srv.Errors.Routes, coverage{}, []string{"handle_errors"})
+			if gw || egw {
+				w.found = append(w.found, open...)
+			}
 		}
 		found = append(found, w.found...)
 	}
@@ -73,8 +88,16 @@ func (c coverage) covers(sets caddyhttp.MatcherSets) bool {
 }
 
 type layoutWalk struct {
-	server string
-	found  []unguardedProxy
+	server   string
+	named    map[string]*caddyhttp.Route
+	invoking []string // named routes being walked (a route may invoke itself)
+	// sites are the matchers of the sites (terminal routes) that have a
+	// gateway in their primary routes.
+	sites []caddyhttp.MatcherSets
+	// gatewaySite, set while walking error routes, reports whether the
+	// site with these matchers has a gateway.
+	gatewaySite func(caddyhttp.MatcherSets) bool
+	found       []unguardedProxy
 }
 
 // routes walks one route list with the coverage of the gateways before
@@ -112,11 +135,30 @@ func (w *layoutWalk) routes(routes caddyhttp.RouteList, cov coverage, path []str
 				if r.Terminal {
 					// A site of its own: its proxies matter only if it
 					// has a gateway.
-					if gw {
+					if gw && w.gatewaySite == nil {
+						w.sites = append(w.sites, r.MatcherSets)
+					}
+					if gw || w.gatewaySite != nil && w.gatewaySite(r.MatcherSets) {
 						w.found = append(w.found, sub...)
 					}
 					continue
 				}
+				hasGateway = hasGateway || gw
+				open = append(open, sub...)
+			case *caddyhttp.Invoke:
+				named := w.named[h.Name]
+				if named == nil || slices.Contains(w.invoking, h.Name) {
+					continue
+				}
+				inner := cov
+				if guarded {
+					inner = coverage{all: true}
+				}
+				nr := *named
+				nr.Terminal = false // ends the invoking route, not a site
+				w.invoking = append(w.invoking, h.Name)
+				gw, sub := w.routes(caddyhttp.RouteList{nr}, inner, append(rpath[:len(rpath):len(rpath)], "invoke "+h.Name))
+				w.invoking = w.invoking[:len(w.invoking)-1]
 				hasGateway = hasGateway || gw
 				open = append(open, sub...)
 			}
@@ -162,7 +204,7 @@ func describeMatchers(sets caddyhttp.MatcherSets) string {
 // app that bypasses every mcp_gateway of its site.
 func warnUnguardedProxies(app *caddyhttp.App, log *zap.Logger) {
 	for _, p := range unguardedProxies(app) {
-		log.Warn("reverse_proxy reachable without mcp_gateway: requests that its matchers accept but the gateway's do not (such as /mcp/, /mcp;x or /mcp%2F for a gateway on path /mcp) reach the upstream without a token; put the reverse_proxy in the same handle block as the mcp_gateway, and answer other paths with 404",
+		log.Warn("reverse_proxy reachable without mcp_gateway: requests that its matchers accept but the gateway's do not (such as /mcp/, /mcp;x or /mcp%2F for a gateway on path /mcp) reach the upstream without a token; put the reverse_proxy (or the invoke of a named route holding it) in the same handle block as the mcp_gateway, answer other paths with 404, and keep reverse_proxy out of handle_errors unless an mcp_gateway runs before it there",
 			zap.String("server", p.server),
 			zap.Strings("upstreams", p.upstreams),
 			zap.String("match", p.match))

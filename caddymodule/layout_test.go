@@ -25,35 +25,67 @@ func TestUnguardedProxies(t *testing.T) {
 	sub := func(m caddyhttp.MatcherSets, terminal bool, routes ...caddyhttp.Route) caddyhttp.Route {
 		return caddyhttp.Route{MatcherSets: m, Terminal: terminal, Handlers: []caddyhttp.MiddlewareHandler{&caddyhttp.Subroute{Routes: routes}}}
 	}
+	invoke := func(m caddyhttp.MatcherSets, handlers ...caddyhttp.MiddlewareHandler) caddyhttp.Route {
+		return caddyhttp.Route{MatcherSets: m, Handlers: append(handlers, &caddyhttp.Invoke{Name: "up"})}
+	}
+	errs := func(routes ...caddyhttp.Route) *caddyhttp.HTTPErrorConfig {
+		return &caddyhttp.HTTPErrorConfig{Routes: routes}
+	}
 	notes := path("/notes/mcp", "/.well-known/oauth-protected-resource/notes/mcp")
+	up := proxy(nil)
+	named := map[string]*caddyhttp.Route{"up": &up}
 	tests := []struct {
 		name   string
 		routes caddyhttp.RouteList
 		want   []string // match descriptions of the unguarded proxies
+		named  map[string]*caddyhttp.Route
+		errors *caddyhttp.HTTPErrorConfig
 	}{
-		{"gateway without matcher", caddyhttp.RouteList{gw(nil), proxy(nil)}, nil},
-		{"gateway and proxy in one route", caddyhttp.RouteList{{MatcherSets: notes, Handlers: []caddyhttp.MiddlewareHandler{&GatewayHandler{}, &reverseproxy.Handler{}}}}, nil},
-		{"proxy on the gateway's matcher", caddyhttp.RouteList{gw(notes), proxy(notes)}, nil},
-		{"proxy without matcher", caddyhttp.RouteList{gw(notes), proxy(nil)}, []string{""}},
-		{"proxy on a prefix", caddyhttp.RouteList{gw(notes), proxy(path("/notes/*"))}, []string{`path ["/notes/*"]`}},
-		{"proxy on a wider matcher", caddyhttp.RouteList{gw(path("/notes/mcp")), proxy(append(path("/notes/mcp"), caddyhttp.MatcherSet{caddyhttp.MatchPath{"/x"}}))}, []string{`path ["/notes/mcp"] or path ["/x"]`}},
-		{"proxy before the gateway", caddyhttp.RouteList{proxy(nil), gw(nil)}, []string{""}},
-		{"handle with gateway and proxy", caddyhttp.RouteList{sub(notes, false, gw(nil), proxy(nil)), sub(nil, false, proxy(nil))}, []string{""}},
-		{"handle blocks and 404", caddyhttp.RouteList{sub(notes, false, gw(nil), proxy(nil)), sub(path("/files/mcp"), false, gw(nil), proxy(nil))}, nil},
-		{"gateway's matcher inside a handle", caddyhttp.RouteList{gw(notes), sub(notes, false, proxy(nil))}, nil},
+		{"gateway without matcher", caddyhttp.RouteList{gw(nil), proxy(nil)}, nil, nil, nil},
+		{"gateway and proxy in one route", caddyhttp.RouteList{{MatcherSets: notes, Handlers: []caddyhttp.MiddlewareHandler{&GatewayHandler{}, &reverseproxy.Handler{}}}}, nil, nil, nil},
+		{"proxy on the gateway's matcher", caddyhttp.RouteList{gw(notes), proxy(notes)}, nil, nil, nil},
+		{"proxy without matcher", caddyhttp.RouteList{gw(notes), proxy(nil)}, []string{""}, nil, nil},
+		{"proxy on a prefix", caddyhttp.RouteList{gw(notes), proxy(path("/notes/*"))}, []string{`path ["/notes/*"]`}, nil, nil},
+		{"proxy on a wider matcher", caddyhttp.RouteList{gw(path("/notes/mcp")), proxy(append(path("/notes/mcp"), caddyhttp.MatcherSet{caddyhttp.MatchPath{"/x"}}))}, []string{`path ["/notes/mcp"] or path ["/x"]`}, nil, nil},
+		{"proxy before the gateway", caddyhttp.RouteList{proxy(nil), gw(nil)}, []string{""}, nil, nil},
+		{"handle with gateway and proxy", caddyhttp.RouteList{sub(notes, false, gw(nil), proxy(nil)), sub(nil, false, proxy(nil))}, []string{""}, nil, nil},
+		{"handle blocks and 404", caddyhttp.RouteList{sub(notes, false, gw(nil), proxy(nil)), sub(path("/files/mcp"), false, gw(nil), proxy(nil))}, nil, nil, nil},
+		{"gateway's matcher inside a handle", caddyhttp.RouteList{gw(notes), sub(notes, false, proxy(nil))}, nil, nil, nil},
 		{"other site without gateway", caddyhttp.RouteList{
 			sub(host("mcp.example.com"), true, gw(nil), proxy(nil)),
 			sub(host("app.example.com"), true, proxy(nil)),
-		}, nil},
+		}, nil, nil, nil},
 		{"site with a bypass", caddyhttp.RouteList{
 			sub(host("app.example.com"), true, proxy(nil)),
 			sub(host("mcp.example.com"), true, gw(notes), proxy(nil)),
-		}, []string{`host ["mcp.example.com"]`}},
-		{"no gateway at all", caddyhttp.RouteList{proxy(nil)}, nil},
+		}, []string{`host ["mcp.example.com"]`}, nil, nil},
+		{"no gateway at all", caddyhttp.RouteList{proxy(nil)}, nil, nil, nil},
+		{name: "invoke after the gateway", routes: caddyhttp.RouteList{invoke(notes, &GatewayHandler{}), sub(nil, false)}, named: named},
+		{name: "invoke without the gateway", routes: caddyhttp.RouteList{invoke(notes, &GatewayHandler{}), sub(nil, false, invoke(nil))},
+			want: []string{"invoke up"}, named: named},
+		{name: "invoke in a handle of its own", routes: caddyhttp.RouteList{sub(notes, false, gw(nil), invoke(nil)), sub(nil, false, invoke(nil))},
+			want: []string{"invoke up"}, named: named},
+		{name: "invoke of a route with a subroute", routes: caddyhttp.RouteList{gw(notes), invoke(nil)}, want: []string{`invoke up > path ["/x"]`},
+			named: map[string]*caddyhttp.Route{"up": {Handlers: []caddyhttp.MiddlewareHandler{&caddyhttp.Subroute{Routes: caddyhttp.RouteList{proxy(path("/x"))}}}}}},
+		{name: "invoke of itself", routes: caddyhttp.RouteList{gw(notes), invoke(nil)},
+			named: map[string]*caddyhttp.Route{"up": {Handlers: []caddyhttp.MiddlewareHandler{&caddyhttp.Invoke{Name: "up"}}}}},
+		{name: "invoke of a missing route", routes: caddyhttp.RouteList{gw(notes), invoke(nil)}},
+		{name: "proxy in handle_errors", routes: caddyhttp.RouteList{sub(notes, false, gw(nil), proxy(nil))},
+			want: []string{"handle_errors"}, errors: errs(proxy(nil))},
+		{name: "gateway in handle_errors", routes: caddyhttp.RouteList{sub(notes, false, gw(nil), proxy(nil))}, errors: errs(gw(nil), proxy(nil))},
+		{name: "invoke in handle_errors", routes: caddyhttp.RouteList{sub(notes, false, gw(nil), invoke(nil))},
+			want: []string{"handle_errors > invoke up"}, named: named, errors: errs(invoke(nil))},
+		{name: "handle_errors of a site with a gateway", routes: caddyhttp.RouteList{sub(host("mcp.example.com"), true, gw(notes), proxy(notes))},
+			want: []string{`handle_errors > host ["mcp.example.com"]`}, errors: errs(sub(host("mcp.example.com"), true, proxy(nil)))},
+		{name: "handle_errors of a site without a gateway", routes: caddyhttp.RouteList{
+			sub(host("mcp.example.com"), true, gw(notes), proxy(notes)),
+			sub(host("app.example.com"), true, proxy(nil)),
+		}, errors: errs(sub(host("app.example.com"), true, proxy(nil)))},
+		{name: "handle_errors without any gateway", routes: caddyhttp.RouteList{proxy(nil)}, errors: errs(proxy(nil))},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			app := &caddyhttp.App{Servers: map[string]*caddyhttp.Server{"srv0": {Routes: tt.routes}}}
+			app := &caddyhttp.App{Servers: map[string]*caddyhttp.Server{"srv0": {Routes: tt.routes, NamedRoutes: tt.named, Errors: tt.errors}}}
 			var got []string
 			for _, p := range unguardedProxies(app) {
 				got = append(got, p.match)

@@ -83,6 +83,26 @@ func TestUnsafeLayoutsBypassAndWarn(t *testing.T) {
 	site := func(proxy string) string {
 		return global + "\nmcp.example.com {\n\tmcp_issuer\n" + gateway + "\t" + proxy + "\n}\n"
 	}
+	// handled puts the gateway in a handle block with then after it, and
+	// rest after the site.
+	handled := func(then, other, rest string) string {
+		return global + `
+mcp.example.com {
+	mcp_issuer
+	@notes path /notes/mcp /.well-known/oauth-protected-resource/notes/mcp
+	handle @notes {
+		mcp_gateway {
+			resource https://mcp.example.com/notes/mcp
+			scope notes:read
+			tool * notes:read
+		}
+		` + then + `
+	}
+	` + other + `
+}
+` + rest
+	}
+	const named = "\n&(up) {\n\treverse_proxy 127.0.0.1:3001\n}\n"
 	tests := []struct {
 		name      string
 		caddyfile string
@@ -92,6 +112,9 @@ func TestUnsafeLayoutsBypassAndWarn(t *testing.T) {
 		{"proxy on a prefix", site("reverse_proxy /notes/* 127.0.0.1:3001"), true},
 		{"proxy in another handle", site("handle /notes/* {\n\t\treverse_proxy 127.0.0.1:3001\n\t}"), true},
 		{"proxy on the gateway's matcher", site("reverse_proxy @notes 127.0.0.1:3001"), false},
+		{"named route invoked without the gateway", handled("invoke up", "handle {\n\t\tinvoke up\n\t}", named), true},
+		{"proxy in handle_errors", handled("reverse_proxy 127.0.0.1:3001", "handle {\n\t\terror 404\n\t}\n\thandle_errors {\n\t\treverse_proxy 127.0.0.1:3001\n\t}", ""), true},
+		{"named route invoked after the gateway", handled("invoke up", "handle {\n\t\terror 404\n\t}", named), false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
