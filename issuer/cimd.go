@@ -26,7 +26,12 @@ import (
 const (
 	cimdDefaultCache = time.Hour
 	cimdMaxCache     = 24 * time.Hour
-	maxClientIDLen   = 2000
+	// cimdCacheBurst documents newly cached per hour over all addresses:
+	// anyone can name documents of their own, and each cached one lives
+	// up to cimdMaxCache (at most about 2500 entries of at most
+	// maxStoredRegistration bytes and their URLs).
+	cimdCacheBurst = 100
+	maxClientIDLen = 2000
 )
 
 // isCIMDClientID reports whether a client_id names a Client ID Metadata
@@ -62,7 +67,9 @@ func (i *Issuer) fetchCIMD(ctx context.Context, clientID string) (*Client, error
 		i.log.Info("client metadata document refused", zap.String("client_id", truncate(clientID, 200)), zap.Error(err))
 		return nil, ErrInvalidClient.WithDescription("client metadata document could not be used: " + describeCIMDError(err)).Wrap(err)
 	}
-	if ttl > 0 {
+	// Caching is bounded over all addresses too: past the budget a
+	// document is fetched again on every use instead.
+	if ttl > 0 && i.cimdCaches.take("", i.now()) == 0 {
 		exp := i.now().Add(ttl)
 		err := i.store.Update(ctx, func(tx store.Tx) error {
 			return cimdIn(tx).put(clientID, &cimdEntry{Client: *c, ExpiresAt: exp})
@@ -242,7 +249,7 @@ func validateCIMD(clientID string, m *clientMetadata) (*Client, error) {
 		}
 		return nil, err
 	}
-	return &Client{
+	c := &Client{
 		ID:                      clientID,
 		Name:                    name,
 		RedirectURIs:            uris,
@@ -252,7 +259,11 @@ func validateCIMD(clientID string, m *clientMetadata) (*Client, error) {
 		JWKSURI:                 jwksURI,
 		ApplicationType:         appType,
 		Source:                  sourceCIMD,
-	}, nil
+	}
+	if err := checkStoredSize(c); err != nil {
+		return nil, cimdError(fmt.Sprintf("the document is too large: client_id, client_name, redirect_uris and jwks together must fit in %d bytes", maxStoredRegistration))
+	}
+	return c, nil
 }
 
 // cacheLifetime reads Cache-Control (RFC 9111) for how long a document may

@@ -1,7 +1,9 @@
 package issuer
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -325,5 +327,60 @@ func TestCIMDURLRules(t *testing.T) {
 		if err := e.iss.checkCIMDURL(tt.id); (err == nil) != tt.ok {
 			t.Errorf("checkCIMDURL(%q) = %v, want ok %v", tt.id, err, tt.ok)
 		}
+	}
+}
+
+// TestCIMDCacheBoundedOverAllAddresses: anyone can name documents of
+// their own, so at most cimdCacheBurst new ones an hour are cached,
+// whatever the number of addresses; past that a document still works but
+// is fetched on every use.
+func TestCIMDCacheBoundedOverAllAddresses(t *testing.T) {
+	e, host := newCIMDEnv(t, true, nil)
+	fetchFrom := func(n int, id string) {
+		t.Helper()
+		ctx := context.WithValue(t.Context(), addrContextKey{}, fmt.Sprintf("198.51.100.%d", n%250))
+		if _, err := e.iss.fetchCIMD(ctx, id); err != nil {
+			t.Fatalf("fetchCIMD(%s): %v", id, err)
+		}
+	}
+	for n := range cimdCacheBurst {
+		fetchFrom(n, host.doc(fmt.Sprintf("/doc%d.json", n), "", validDoc))
+	}
+	if n := e.count(bucketCIMD); n != cimdCacheBurst {
+		t.Fatalf("cached documents = %d, want %d", n, cimdCacheBurst)
+	}
+	id := host.doc("/over.json", "", validDoc)
+	fetchFrom(1, id)
+	fetchFrom(2, id)
+	if n := e.count(bucketCIMD); n != cimdCacheBurst {
+		t.Errorf("cached documents = %d, want still %d", n, cimdCacheBurst)
+	}
+	if n := host.count("/over.json"); n != 2 {
+		t.Errorf("fetches of an uncached document = %d, want 2 (one per use)", n)
+	}
+	e.clock.Advance(time.Hour / cimdCacheBurst)
+	fetchFrom(3, id)
+	fetchFrom(4, id)
+	if n := host.count("/over.json"); n != 3 {
+		t.Errorf("fetches after the budget refilled = %d, want 3 (cached again)", n)
+	}
+}
+
+// TestCIMDRecordBounded: a document whose client would not fit the
+// stored-record bound of a registration is refused.
+func TestCIMDRecordBounded(t *testing.T) {
+	e, host := newCIMDEnv(t, true, func(c *Config) { c.CIMDMaxBytes = 64 << 10 })
+	id := host.doc("/big.json", "", func(id string) string {
+		var uris []string
+		for n := range 5 {
+			uris = append(uris, fmt.Sprintf(`"http://127.0.0.1/%d/%s"`, n, strings.Repeat("p", 900)))
+		}
+		return `{"client_id":"` + id + `","client_name":"Big","redirect_uris":[` + strings.Join(uris, ",") + `],"token_endpoint_auth_method":"none"}`
+	})
+	if _, err := e.iss.fetchCIMD(t.Context(), id); err == nil || !strings.Contains(err.Error(), "too large") {
+		t.Errorf("fetchCIMD(document of 5 redirect URIs of 900 bytes) = %v, want too large", err)
+	}
+	if n := e.count(bucketCIMD); n != 0 {
+		t.Errorf("cached documents = %d, want 0", n)
 	}
 }

@@ -87,6 +87,7 @@ type Issuer struct {
 	registrations *rateLimiter // DCR requests per address
 	// registrationsAll is DCR over all addresses (one key, "").
 	registrationsAll *rateLimiter
+	cimdCaches       *rateLimiter  // metadata documents newly cached, over all addresses
 	dummy            dummyPassword // checked for unknown users
 	hashes           *hashGate     // bounds concurrent password and secret hashing
 }
@@ -177,6 +178,7 @@ func (i *Issuer) init() error {
 	i.parClients = newRateLimiter(parClientBurst, time.Minute)
 	i.registrations = newRateLimiter(registrationBurst, time.Minute)
 	i.registrationsAll = newRateLimiter(registrationGlobalBurst, time.Hour)
+	i.cimdCaches = newRateLimiter(cimdCacheBurst, time.Hour)
 	i.runtimeResources = make(map[string]Resource)
 	i.jwksCache = make(map[string]cachedJWKS)
 	for _, c := range []**http.Client{&i.fetch, &i.jwksClient} {

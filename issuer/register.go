@@ -319,11 +319,20 @@ func validateRegistration(m *clientMetadata) (*Client, error) {
 		JWKSURI:                 jwksURI,
 		ApplicationType:         appType,
 	}
-	// The fields' bounds allow more than one record may hold together.
-	if b, err := json.Marshal(c); err != nil || len(b) > maxStoredRegistration {
-		return nil, ErrInvalidClientMetadata.WithDescription(fmt.Sprintf("client metadata too large: client_name, redirect_uris and jwks together must fit in %d bytes", maxStoredRegistration))
+	if err := checkStoredSize(c); err != nil {
+		return nil, err
 	}
 	return c, nil
+}
+
+// checkStoredSize bounds the record of a self-registered client (DCR, or
+// a cached metadata document): the fields' own bounds allow more than one
+// record may hold together.
+func checkStoredSize(c *Client) error {
+	if b, err := json.Marshal(c); err != nil || len(b) > maxStoredRegistration {
+		return ErrInvalidClientMetadata.WithDescription(fmt.Sprintf("client metadata too large: client_name, redirect_uris and jwks together must fit in %d bytes", maxStoredRegistration))
+	}
+	return nil
 }
 
 // validateClientKeys checks the key material of a private_key_jwt client:
