@@ -46,8 +46,8 @@ import (
 const (
 	maxRegistrationBytes  = 16 << 10 // request body; unknown members are ignored, not stored
 	maxStoredRegistration = 4 << 10  // the stored client record
-	maxRedirectURIs       = 10
-	maxRedirectURILen     = 1000
+	maxRedirectURIs       = 20       // also for the operator's clients
+	maxRedirectURILen     = 2000     // also for the operator's clients
 	maxClientNameLen      = 100
 	maxStoredJWKS         = 3 << 10 // a few public keys; more belong behind jwks_uri
 
