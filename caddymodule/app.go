@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -492,37 +491,10 @@ func (a *App) Store() store.Store {
 	return a.st
 }
 
-// Gateway session keys live in this bucket so that every Caddy instance
-// sharing the store, and every reload, binds sessions with the same key.
-const (
-	bucketGateway  = "gateway"
-	sessionKeyName = "session_key"
-)
-
 // SessionKey returns the default HMAC key for gateway session binding,
-// creating and persisting a random one on first use. The store must be
-// open (Start).
+// shared by every instance on the store. The store must be open (Start).
 func (a *App) SessionKey(ctx context.Context) ([]byte, error) {
-	var key []byte
-	err := a.st.Update(ctx, func(tx store.Tx) error {
-		v, err := tx.Get(bucketGateway, sessionKeyName)
-		if err == nil {
-			key = v
-			return nil
-		}
-		if !errors.Is(err, store.ErrNotFound) {
-			return err
-		}
-		key = make([]byte, 32)
-		if _, err := rand.Read(key); err != nil {
-			return err
-		}
-		return tx.Create(bucketGateway, sessionKeyName, key, time.Time{})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("session key: %w", err)
-	}
-	return key, nil
+	return a.iss.GatewaySessionKey(ctx)
 }
 
 // Interface guards
