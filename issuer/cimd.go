@@ -72,7 +72,7 @@ func (i *Issuer) fetchCIMD(ctx context.Context, clientID string) (*Client, error
 	if ttl > 0 && i.cimdCaches.take("", i.now()) == 0 {
 		exp := i.now().Add(ttl)
 		err := i.store.Update(ctx, func(tx store.Tx) error {
-			return cimdIn(tx).put(clientID, &cimdEntry{Client: *c, ExpiresAt: exp})
+			return cimdIn(tx).put(clientID, &cimdEntry{Client: *clientRecord(c), ExpiresAt: exp})
 		})
 		if err != nil {
 			// The document is valid; failing to cache it only costs a refetch.
@@ -92,7 +92,7 @@ func (i *Issuer) cachedCIMD(ctx context.Context, clientID string) (*Client, bool
 	if err != nil || !i.now().Before(e.ExpiresAt) {
 		return nil, false
 	}
-	return &e.Client, true
+	return e.Client.client(), true
 }
 
 // checkCIMDURL applies the draft's rules for client identifier URLs:

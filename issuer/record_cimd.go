@@ -12,8 +12,8 @@ const bucketCIMD = "cimd"
 
 // cimdEntry is a cached, validated Client ID Metadata Document.
 type cimdEntry struct {
-	Client    Client    `json:"client"`
-	ExpiresAt time.Time `json:"expires_at"`
+	Client    storedClient `json:"client"`
+	ExpiresAt time.Time    `json:"expires_at"`
 }
 
 // cimdRecords are the cached client metadata documents.

@@ -6,19 +6,69 @@ import (
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
-// bucketUsers: username -> User (admin-managed; never expires).
+// bucketUsers: username -> storedUser (admin-managed; never expires).
 const bucketUsers = "users"
 
+// storedUser is a User as the store keeps it. It is a type of its own so
+// that User, the public API type, can change without changing what is on
+// disk; the field names are the format of existing databases.
+type storedUser struct {
+	Username     string   `json:"username"`
+	PasswordHash string   `json:"password_hash"`
+	Groups       []string `json:"groups,omitempty"`
+	Name         string   `json:"name,omitempty"`
+	Email        string   `json:"email,omitempty"`
+	Disabled     bool     `json:"disabled,omitempty"`
+	Source       string   `json:"source,omitempty"`
+}
+
+func userRecord(u *User) *storedUser {
+	return &storedUser{
+		Username:     u.Username,
+		PasswordHash: u.PasswordHash,
+		Groups:       u.Groups,
+		Name:         u.Name,
+		Email:        u.Email,
+		Disabled:     u.Disabled,
+		Source:       u.Source,
+	}
+}
+
+func (s *storedUser) user() *User {
+	return &User{
+		Username:     s.Username,
+		PasswordHash: s.PasswordHash,
+		Groups:       s.Groups,
+		Name:         s.Name,
+		Email:        s.Email,
+		Disabled:     s.Disabled,
+		Source:       s.Source,
+	}
+}
+
 // userRecords are the runtime-managed users.
-type userRecords struct{ table[User] }
+type userRecords struct{ t table[storedUser] }
 
-func usersIn(tx store.Tx) userRecords { return userRecords{table[User]{tx, bucketUsers}} }
+func usersIn(tx store.Tx) userRecords { return userRecords{table[storedUser]{tx, bucketUsers}} }
 
-func (r userRecords) put(u *User) error { return r.table.put(u.Username, u, time.Time{}) }
+func (r userRecords) get(name string) (*User, error) {
+	s, err := r.t.get(name)
+	if err != nil {
+		return nil, err
+	}
+	return s.user(), nil
+}
+
+func (r userRecords) put(u *User) error {
+	return r.t.put(u.Username, userRecord(u), time.Time{})
+}
+
+// remove deletes the user, or returns store.ErrNotFound.
+func (r userRecords) remove(name string) error { return r.t.remove(name) }
 
 // each calls fn for every stored user.
 func (r userRecords) each(fn func(*User) error) error {
-	return r.list("", func(_ string, u *User) error { return fn(u) })
+	return r.t.list("", func(_ string, s *storedUser) error { return fn(s.user()) })
 }
 
 // signOutUser ends the user's login sessions and revokes the user's

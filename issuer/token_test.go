@@ -474,7 +474,7 @@ func TestClientCredentialsSelfRegistered(t *testing.T) {
 		t.Fatal(err)
 	}
 	jwks, _ := json.Marshal(map[string][]jwk{"keys": {pub}})
-	e.putClientRecord(t, bucketCIMD, cimdID, cimdEntry{ExpiresAt: e.clock.Now().Add(time.Hour), Client: Client{
+	e.putClientRecord(t, bucketCIMD, cimdID, cimdEntry{ExpiresAt: e.clock.Now().Add(time.Hour), Client: storedClient{
 		ID: cimdID, TokenEndpointAuthMethod: authPrivateKeyJWT, JWKS: jwks, RedirectURIs: []string{tRedirect},
 		GrantTypes: []string{"authorization_code", "client_credentials"}, Source: sourceCIMD}})
 	cimdAssertion := e.clientAssertion(t, func(c jwt.MapClaims, tok *jwt.Token) {
