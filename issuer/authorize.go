@@ -132,7 +132,7 @@ func (i *Issuer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		if s == nil || s.User == "" {
 			// Nobody has signed in: the pending request is an
 			// unauthenticated write.
-			if d := i.anonymousWrite(clientAddr(r)); d > 0 {
+			if d := i.anonWrites.take(clientAddr(r), i.now()); d > 0 {
 				fail(tooManySignIns(d))
 				return
 			}

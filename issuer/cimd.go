@@ -59,7 +59,7 @@ func (i *Issuer) fetchCIMD(ctx context.Context, clientID string) (*Client, error
 		return c, nil
 	}
 	// Anyone can name any URL: each fetch may fill a cache entry.
-	if d := i.anonymousWrite(contextAddr(ctx)); d > 0 {
+	if d := i.anonWrites.take(contextAddr(ctx), i.now()); d > 0 {
 		return nil, ErrInvalidClient.WithDescription("too many client metadata documents fetched from this address; retry later")
 	}
 	c, ttl, err := i.downloadCIMD(ctx, clientID)

@@ -171,32 +171,32 @@ func tooManyAttempts(d time.Duration) *Error {
 // registered for either may use either: both send the same secret.
 func (i *Issuer) authSecret(ctx context.Context, id, secret, addr string) (*Client, error) {
 	account := "client:" + id
-	if d := i.attemptDelay(account, addr); d > 0 {
+	if d := i.limiter.attemptDelay(account, addr); d > 0 {
 		return nil, tooManyAttempts(d)
 	}
-	if err := i.slowAttempt(ctx, account); err != nil {
+	if err := i.limiter.slowAttempt(ctx, account); err != nil {
 		return nil, ErrTemporarilyUnavailable.Wrap(err) // the caller went away
 	}
 	c, err := i.lookupClient(ctx, id)
 	if err != nil {
-		i.recordFailure("", addr) // unknown ids count against the address only
+		i.limiter.recordFailure("", addr) // unknown ids count against the address only
 		return nil, asInvalidClient(err)
 	}
-	if d := i.reserveAttempt(account, addr); d > 0 {
+	if d := i.limiter.reserveAttempt(account, addr); d > 0 {
 		return nil, tooManyAttempts(d)
 	}
 	m := c.TokenEndpointAuthMethod
 	ok := false
 	if m == authClientSecretBasic || m == authClientSecretPost {
 		if ok, err = i.checkSecret(ctx, c.SecretHash, secret); err != nil {
-			i.attemptNotRun(account, addr)
+			i.limiter.attemptNotRun(account, addr)
 			return nil, hashBusyError(err)
 		}
 	}
 	if !ok {
 		return nil, ErrInvalidClient.WithDescription("client authentication failed")
 	}
-	i.attemptSucceeded(account, addr)
+	i.limiter.attemptSucceeded(account, addr)
 	return c, nil
 }
 
@@ -226,16 +226,16 @@ func (i *Issuer) authAssertion(ctx context.Context, r *http.Request, f url.Value
 	}
 	// A signature cannot be guessed: failures count against the address
 	// only, so forged assertions cannot slow the client down.
-	if d := i.attemptDelay("", addr); d > 0 {
+	if d := i.limiter.attemptDelay("", addr); d > 0 {
 		return nil, tooManyAttempts(d)
 	}
 	c, err := i.lookupClient(ctx, id)
 	if err != nil {
-		i.recordFailure("", addr)
+		i.limiter.recordFailure("", addr)
 		return nil, asInvalidClient(err)
 	}
 	fail := func(desc string) (*Client, error) {
-		i.recordFailure("", addr)
+		i.limiter.recordFailure("", addr)
 		return nil, ErrInvalidClient.WithDescription(desc)
 	}
 	if c.TokenEndpointAuthMethod != authPrivateKeyJWT {

@@ -321,50 +321,50 @@ func TestLimiter(t *testing.T) {
 	const acct, addr, other = "client:x", "192.0.2.1", "198.51.100.7"
 	fail := func(n int, from string) {
 		for range n {
-			i.recordFailure(acct, from)
+			i.limiter.recordFailure(acct, from)
 		}
 	}
 	fail(limitFreePair, addr)
-	if !i.allowAttempt(acct, addr) {
+	if !i.limiter.allowAttempt(acct, addr) {
 		t.Fatal("allowAttempt after the free failures = false, want true")
 	}
 	fail(4, addr)
-	if d := i.attemptDelay(acct, addr); d != 8*time.Second {
+	if d := i.limiter.attemptDelay(acct, addr); d != 8*time.Second {
 		t.Fatalf("attemptDelay after 4 failures past the free ones = %v, want 8s (doubling)", d)
 	}
 	fail(30, addr)
-	if d := i.attemptDelay(acct, addr); d != limitMaxDelay {
+	if d := i.limiter.attemptDelay(acct, addr); d != limitMaxDelay {
 		t.Fatalf("attemptDelay after many failures = %v, want the cap %v", d, limitMaxDelay)
 	}
 	// The account itself is never blocked elsewhere, only slowed, and
 	// by no more than limitMaxSlow.
-	if d := i.attemptDelay(acct, other); d != 0 {
+	if d := i.limiter.attemptDelay(acct, other); d != 0 {
 		t.Fatalf("attemptDelay from another address = %v, want 0", d)
 	}
-	if d := i.accountSlowness(acct); d != limitMaxSlow {
+	if d := i.limiter.accountSlowness(acct); d != limitMaxSlow {
 		t.Fatalf("accountSlowness after many failures = %v, want %v", d, limitMaxSlow)
 	}
 	// A quiet period forgives: no permanent lockout.
 	clock.Advance(3 * time.Hour)
-	if !i.allowAttempt(acct, addr) {
+	if !i.limiter.allowAttempt(acct, addr) {
 		t.Fatal("allowAttempt after 3 quiet hours = false, want true")
 	}
-	if d := i.accountSlowness(acct); d != 0 {
+	if d := i.limiter.accountSlowness(acct); d != 0 {
 		t.Fatalf("accountSlowness after 3 quiet hours = %v, want 0", d)
 	}
 	fail(1, addr)
-	if d := i.attemptDelay(acct, addr); d != 0 {
+	if d := i.limiter.attemptDelay(acct, addr); d != 0 {
 		t.Fatalf("attemptDelay for one failure after decay = %v, want 0", d)
 	}
 	// The address has its own, higher budget, over all accounts.
 	for range limitFreeAddr + 1 {
-		i.recordFailure("", addr)
+		i.limiter.recordFailure("", addr)
 	}
-	if i.allowAttempt("client:other", addr) {
+	if i.limiter.allowAttempt("client:other", addr) {
 		t.Fatal("allowAttempt for a slowed address = true, want false")
 	}
-	i.attemptSucceeded(acct, addr)
-	if i.allowAttempt("client:y", addr) {
+	i.limiter.attemptSucceeded(acct, addr)
+	if i.limiter.allowAttempt("client:y", addr) {
 		t.Fatal("a success for one account reset the address, want it kept")
 	}
 }

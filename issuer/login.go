@@ -92,11 +92,11 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 	}
 
 	account, addr := "user:"+strings.ToLower(username), clientAddr(r)
-	if d := i.attemptDelay(account, addr); d > 0 {
+	if d := i.limiter.attemptDelay(account, addr); d > 0 {
 		i.tooManyLogins(w, v, target, d)
 		return
 	}
-	if err := i.slowAttempt(ctx, account); err != nil {
+	if err := i.limiter.slowAttempt(ctx, account); err != nil {
 		return // the browser went away
 	}
 	u, err := i.lookupUser(ctx, username)
@@ -104,7 +104,7 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 		u = nil
 		account = "" // unknown names count against the address only
 	}
-	if d := i.reserveAttempt(account, addr); d > 0 {
+	if d := i.limiter.reserveAttempt(account, addr); d > 0 {
 		i.tooManyLogins(w, v, target, d)
 		return
 	}
@@ -112,7 +112,7 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 	// not reveal which usernames exist.
 	ok, err = i.checkPassword(ctx, u, password)
 	if err != nil {
-		i.attemptNotRun(account, addr)
+		i.limiter.attemptNotRun(account, addr)
 		if ctx.Err() != nil {
 			return // the browser went away
 		}
@@ -126,7 +126,7 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 		i.render(w, http.StatusUnauthorized, "login", "Sign in", v, target)
 		return
 	}
-	i.attemptSucceeded(account, addr)
+	i.limiter.attemptSucceeded(account, addr)
 
 	now := i.now()
 	ns := &session{Browser: s.Browser, User: u.Username, AuthTime: now, ExpiresAt: now.Add(i.cfg.SessionTTL)}

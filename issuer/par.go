@@ -50,7 +50,7 @@ func (i *Issuer) handlePAR(w http.ResponseWriter, r *http.Request) {
 	}
 
 	if c.Public() {
-		if d := i.anonymousWrite(clientAddr(r)); d > 0 {
+		if d := i.anonWrites.take(clientAddr(r), i.now()); d > 0 {
 			i.writeErr(w, rateLimited(ErrSlowDown, d, "too many pushed requests from this address; retry later"))
 			return
 		}

@@ -129,15 +129,14 @@ func addrKey(addr string) string          { return "n\x00" + addr }
 // attemptDelay is how long attempts for account from addr are refused;
 // zero means an attempt may run now. Only the pair's and the address's
 // blocks count (see the top of this file). account may be empty.
-func (i *Issuer) attemptDelay(account, addr string) time.Duration {
-	l := i.limiter
+func (l *limiter) attemptDelay(account, addr string) time.Duration {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.attemptDelay(account, addr, now)
+	return l.blocked(account, addr, now)
 }
 
-func (l *limiter) attemptDelay(account, addr string, now time.Time) time.Duration {
+func (l *limiter) blocked(account, addr string, now time.Time) time.Duration {
 	var d time.Duration
 	if addr != "" {
 		d = l.delay(addrKey(addr), now)
@@ -150,15 +149,14 @@ func (l *limiter) attemptDelay(account, addr string, now time.Time) time.Duratio
 
 // allowAttempt reports whether a credential check for account from addr
 // may run now (login and client authentication share the limiter).
-func (i *Issuer) allowAttempt(account, addr string) bool {
-	return i.attemptDelay(account, addr) == 0
+func (l *limiter) allowAttempt(account, addr string) bool {
+	return l.attemptDelay(account, addr) == 0
 }
 
 // accountSlowness is how long an attempt for account waits because of
 // failures from anywhere: doubling past limitFreeAccount, at most
 // limitMaxSlow.
-func (i *Issuer) accountSlowness(account string) time.Duration {
-	l := i.limiter
+func (l *limiter) accountSlowness(account string) time.Duration {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -175,9 +173,9 @@ func (i *Issuer) accountSlowness(account string) time.Duration {
 
 // slowAttempt waits out accountSlowness before a credential check. It
 // fails only when ctx ends (the caller went away).
-func (i *Issuer) slowAttempt(ctx context.Context, account string) error {
-	if d := i.accountSlowness(account); d > 0 {
-		return i.limiter.sleep(ctx, d)
+func (l *limiter) slowAttempt(ctx context.Context, account string) error {
+	if d := l.accountSlowness(account); d > 0 {
+		return l.sleep(ctx, d)
 	}
 	return nil
 }
@@ -185,8 +183,7 @@ func (i *Issuer) slowAttempt(ctx context.Context, account string) error {
 // recordFailure counts a failed credential check against the pair, the
 // address and the account. account "" counts against the address only
 // (unknown accounts, so they cannot fill the table; private_key_jwt).
-func (i *Issuer) recordFailure(account, addr string) {
-	l := i.limiter
+func (l *limiter) recordFailure(account, addr string) {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -210,12 +207,11 @@ func (l *limiter) recordAll(account, addr string, now time.Time) {
 // past the limit, each costing a hash. The caller settles the
 // reservation with attemptSucceeded or attemptNotRun; a wrong guess
 // needs nothing more.
-func (i *Issuer) reserveAttempt(account, addr string) time.Duration {
-	l := i.limiter
+func (l *limiter) reserveAttempt(account, addr string) time.Duration {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	d := l.attemptDelay(account, addr, now)
+	d := l.blocked(account, addr, now)
 	if d == 0 {
 		l.recordAll(account, addr, now)
 	}
@@ -227,14 +223,13 @@ func (i *Issuer) reserveAttempt(account, addr string) time.Duration {
 // the failure reserved for this attempt (one valid account must not
 // reset guessing at others, and the right password from one place must
 // not reset guessing from others).
-func (i *Issuer) attemptSucceeded(account, addr string) { i.settleAttempt(account, addr, true) }
+func (l *limiter) attemptSucceeded(account, addr string) { l.settleAttempt(account, addr, true) }
 
 // attemptNotRun settles a reservation whose check never ran (no hashing
 // capacity): no guess was judged, so nothing counts.
-func (i *Issuer) attemptNotRun(account, addr string) { i.settleAttempt(account, addr, false) }
+func (l *limiter) attemptNotRun(account, addr string) { l.settleAttempt(account, addr, false) }
 
-func (i *Issuer) settleAttempt(account, addr string, succeeded bool) {
-	l := i.limiter
+func (l *limiter) settleAttempt(account, addr string, succeeded bool) {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -345,12 +340,6 @@ func withClientAddr(r *http.Request) *http.Request {
 func contextAddr(ctx context.Context) string {
 	a, _ := ctx.Value(addrContextKey{}).(string)
 	return a
-}
-
-// anonymousWrite spends one of addr's unauthenticated store writes and
-// returns 0, or how long until one is available.
-func (i *Issuer) anonymousWrite(addr string) time.Duration {
-	return i.anonWrites.take(addr, i.now())
 }
 
 // rateLimited answers a request over a rate limit: 429 with Retry-After

@@ -60,7 +60,7 @@ func (i *Issuer) ensureSession(w http.ResponseWriter, r *http.Request) (*session
 	if err != nil || s != nil {
 		return s, err
 	}
-	if d := i.anonymousWrite(clientAddr(r)); d > 0 {
+	if d := i.anonWrites.take(clientAddr(r), i.now()); d > 0 {
 		return nil, tooManySignIns(d)
 	}
 	browser, err := i.randomToken(16)
