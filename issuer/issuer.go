@@ -65,7 +65,7 @@ type Issuer struct {
 	routes    map[string]http.HandlerFunc // exact request path -> handler
 	wellKnown map[string]http.HandlerFunc // well-known metadata paths
 
-	keys   keyRing
+	keys   *keyRing
 	grants map[string]tokenGrant // by grant_type
 	mint   minter
 	pages  map[string]*template.Template // page name -> layout + page
@@ -197,7 +197,8 @@ func (i *Issuer) init() error {
 	if err := i.noteStoredUsers(ctx); err != nil {
 		return fmt.Errorf("read users: %w", err)
 	}
-	return i.initKeys(ctx)
+	i.keys, err = newKeyRing(ctx, i.store, i.now, i.cfg.Rand, i.cfg.SigningAlg, max(i.cfg.AccessTokenTTL, i.cfg.IDTokenTTL))
+	return err
 }
 
 // Match reports whether r is for one of the issuer's endpoints. A host

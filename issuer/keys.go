@@ -14,6 +14,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net/http"
 	"slices"
@@ -45,12 +46,43 @@ type publishedKey struct {
 	retired time.Time // zero while it is the current key
 }
 
-// keyRing is the cached key set; the store is the source of truth.
+// keyRing holds the signing keys: it generates, rotates and publishes
+// them, and caches the key set; the store is the source of truth.
 type keyRing struct {
+	store     store.Store
+	now       func() time.Time
+	rand      io.Reader
+	alg       string        // the algorithm new keys have
+	retention time.Duration // how long a retired key stays published
+
 	mu       sync.RWMutex
-	current  *publishedKey
-	keys     map[string]*publishedKey // published keys by kid
+	cur      *publishedKey
+	byKID    map[string]*publishedKey // published keys
 	loadedAt time.Time
+}
+
+// newKeyRing loads the key set and makes sure a current key of alg
+// exists. Retired keys stay published for retention, the longest token
+// lifetime: newKeyRing adds keyReload because another instance on the
+// same store may go on signing with the key that long after a rotation.
+func newKeyRing(ctx context.Context, st store.Store, now func() time.Time, rnd io.Reader, alg string, retention time.Duration) (*keyRing, error) {
+	if !slices.Contains(signingAlgs, alg) {
+		return nil, fmt.Errorf("signing algorithm %q: must be one of %v", alg, signingAlgs)
+	}
+	k := &keyRing{store: st, now: now, rand: rnd, alg: alg, retention: retention + keyReload}
+	if err := k.load(ctx); err != nil {
+		return nil, err
+	}
+	k.mu.RLock()
+	cur := k.cur
+	k.mu.RUnlock()
+	if cur != nil && cur.alg == alg {
+		return k, nil
+	}
+	if _, err := k.rotate(ctx, false); err != nil {
+		return nil, err
+	}
+	return k, nil
 }
 
 // jwk is a public JSON Web Key (RFC 7517) of the kinds used here.
@@ -66,75 +98,49 @@ type jwk struct {
 	E   string `json:"e,omitempty"`
 }
 
-// keyRetention is how long a retired key stays published: the longest
-// token lifetime, plus keyReload because another instance on the same
-// store may go on signing with the key that long after the rotation.
-func (i *Issuer) keyRetention() time.Duration {
-	return max(i.cfg.AccessTokenTTL, i.cfg.IDTokenTTL) + keyReload
-}
-
-// initKeys loads the key set and makes sure a current key of the
-// configured algorithm exists.
-func (i *Issuer) initKeys(ctx context.Context) error {
-	if !slices.Contains(signingAlgs, i.cfg.SigningAlg) {
-		return fmt.Errorf("signing algorithm %q: must be one of %v", i.cfg.SigningAlg, signingAlgs)
-	}
-	if err := i.loadKeys(ctx); err != nil {
-		return err
-	}
-	i.keys.mu.RLock()
-	cur := i.keys.current
-	i.keys.mu.RUnlock()
-	if cur != nil && cur.alg == i.cfg.SigningAlg {
-		return nil
-	}
-	_, err := i.rotateKey(ctx, false)
-	return err
-}
-
 // RotateSigningKey generates a new signing key that signs from now on; the
 // old one stays published until its tokens expire. Returns the new kid.
 func (i *Issuer) RotateSigningKey(ctx context.Context) (string, error) {
-	return i.rotateKey(ctx, true)
+	return i.keys.rotate(ctx, true)
 }
 
-// rotateKey makes a new key of the configured algorithm current. Unless
+// rotate makes a new key of the configured algorithm current. Unless
 // force, it keeps a current key that already has that algorithm: two
 // instances starting on the same store then agree on one key.
-func (i *Issuer) rotateKey(ctx context.Context, force bool) (string, error) {
+func (k *keyRing) rotate(ctx context.Context, force bool) (string, error) {
 	// Generated outside the transaction: RSA generation is slow.
-	rec, err := i.newSigningKey()
+	rec, err := k.newSigningKey()
 	if err != nil {
 		return "", err
 	}
 	var kid string
-	err = i.store.Update(ctx, func(tx store.Tx) error {
+	err = k.store.Update(ctx, func(tx store.Tx) error {
 		var err error
-		kid, err = keysIn(tx).rotate(rec, force, i.now(), i.keyRetention())
+		kid, err = keysIn(tx).rotate(rec, force, k.now(), k.retention)
 		return err
 	})
 	if err != nil {
 		return "", fmt.Errorf("rotate signing key: %w", err)
 	}
-	if err := i.loadKeys(ctx); err != nil {
+	if err := k.load(ctx); err != nil {
 		return "", err
 	}
 	return kid, nil
 }
 
 // newSigningKey generates a key of the configured algorithm.
-func (i *Issuer) newSigningKey() (*signingKey, error) {
+func (k *keyRing) newSigningKey() (*signingKey, error) {
 	var priv crypto.Signer
 	var err error
-	switch i.cfg.SigningAlg {
+	switch k.alg {
 	case "ES256":
-		priv, err = ecdsa.GenerateKey(elliptic.P256(), i.cfg.Rand)
+		priv, err = ecdsa.GenerateKey(elliptic.P256(), k.rand)
 	case "RS256":
-		priv, err = rsa.GenerateKey(i.cfg.Rand, 2048)
+		priv, err = rsa.GenerateKey(k.rand, 2048)
 	case "EdDSA":
-		_, priv, err = ed25519.GenerateKey(i.cfg.Rand)
+		_, priv, err = ed25519.GenerateKey(k.rand)
 	default:
-		err = fmt.Errorf("unsupported algorithm %q", i.cfg.SigningAlg)
+		err = fmt.Errorf("unsupported algorithm %q", k.alg)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("generate signing key: %w", err)
@@ -149,17 +155,17 @@ func (i *Issuer) newSigningKey() (*signingKey, error) {
 	}
 	return &signingKey{
 		KID:        thumbprint(j),
-		Alg:        i.cfg.SigningAlg,
+		Alg:        k.alg,
 		PrivatePEM: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}),
-		CreatedAt:  i.now(),
+		CreatedAt:  k.now(),
 	}, nil
 }
 
-// loadKeys re-reads the key set from the store. Keys already parsed are
+// load re-reads the key set from the store. Keys already parsed are
 // reused, so a reload costs one read transaction.
-func (i *Issuer) loadKeys(ctx context.Context) error {
+func (k *keyRing) load(ctx context.Context) error {
 	var recs []signingKey
-	err := i.store.View(ctx, func(tx store.Tx) error {
+	err := k.store.View(ctx, func(tx store.Tx) error {
 		var err error
 		recs, err = keysIn(tx).all()
 		return err
@@ -167,34 +173,34 @@ func (i *Issuer) loadKeys(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("load signing keys: %w", err)
 	}
-	now := i.now()
-	i.keys.mu.RLock()
-	old := i.keys.keys
-	i.keys.mu.RUnlock()
+	now := k.now()
+	k.mu.RLock()
+	old := k.byKID
+	k.mu.RUnlock()
 	keys := make(map[string]*publishedKey, len(recs))
 	var current *publishedKey
 	for _, rec := range recs {
-		if !rec.RetiredAt.IsZero() && !now.Before(rec.RetiredAt.Add(i.keyRetention())) {
+		if !rec.RetiredAt.IsZero() && !now.Before(rec.RetiredAt.Add(k.retention)) {
 			continue
 		}
-		k := old[rec.KID]
-		if k == nil || k.alg != rec.Alg {
-			if k, err = parseSigningKey(rec); err != nil {
+		pk := old[rec.KID]
+		if pk == nil || pk.alg != rec.Alg {
+			if pk, err = parseSigningKey(rec); err != nil {
 				return err
 			}
 		} else {
-			c := *k
-			k = &c
+			c := *pk
+			pk = &c
 		}
-		k.retired = rec.RetiredAt
-		keys[k.kid] = k
-		if k.retired.IsZero() && (current == nil || k.created.After(current.created)) {
-			current = k
+		pk.retired = rec.RetiredAt
+		keys[pk.kid] = pk
+		if pk.retired.IsZero() && (current == nil || pk.created.After(current.created)) {
+			current = pk
 		}
 	}
-	i.keys.mu.Lock()
-	i.keys.keys, i.keys.current, i.keys.loadedAt = keys, current, now
-	i.keys.mu.Unlock()
+	k.mu.Lock()
+	k.byKID, k.cur, k.loadedAt = keys, current, now
+	k.mu.Unlock()
 	return nil
 }
 
@@ -238,58 +244,64 @@ func parseSigningKey(rec signingKey) (*publishedKey, error) {
 	return k, nil
 }
 
-// currentKey returns the current key, re-reading the store when the cache
+// current returns the current key, re-reading the store when the cache
 // is old so a rotation by another instance on the same store is followed.
-func (i *Issuer) currentKey(ctx context.Context) (*publishedKey, error) {
-	i.keys.mu.RLock()
-	cur, loaded := i.keys.current, i.keys.loadedAt
-	i.keys.mu.RUnlock()
-	if cur != nil && i.now().Sub(loaded) < keyReload {
+func (k *keyRing) current(ctx context.Context) (*publishedKey, error) {
+	k.mu.RLock()
+	cur, loaded := k.cur, k.loadedAt
+	k.mu.RUnlock()
+	if cur != nil && k.now().Sub(loaded) < keyReload {
 		return cur, nil
 	}
-	if err := i.loadKeys(ctx); err != nil {
+	if err := k.load(ctx); err != nil {
 		if cur != nil {
 			return cur, nil // keep signing with the known key if the store blips
 		}
 		return nil, err
 	}
-	i.keys.mu.RLock()
-	defer i.keys.mu.RUnlock()
-	if i.keys.current == nil {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	if k.cur == nil {
 		return nil, errors.New("no current signing key")
 	}
-	return i.keys.current, nil
+	return k.cur, nil
 }
 
-// verificationKey returns a published key by kid, re-reading the store for
+// verification returns a published key by kid, re-reading the store for
 // a kid it does not know (another instance rotated).
-func (i *Issuer) verificationKey(ctx context.Context, kid string) (*publishedKey, error) {
-	if k := i.cachedKey(kid); k != nil {
-		return k, nil
+func (k *keyRing) verification(ctx context.Context, kid string) (*publishedKey, error) {
+	if pk := k.cached(kid); pk != nil {
+		return pk, nil
 	}
-	if err := i.loadKeys(ctx); err != nil {
+	if err := k.load(ctx); err != nil {
 		return nil, err
 	}
-	if k := i.cachedKey(kid); k != nil {
-		return k, nil
+	if pk := k.cached(kid); pk != nil {
+		return pk, nil
 	}
 	return nil, fmt.Errorf("signing key %q: %w", kid, store.ErrNotFound)
 }
 
-func (i *Issuer) cachedKey(kid string) *publishedKey {
-	i.keys.mu.RLock()
-	k := i.keys.keys[kid]
-	i.keys.mu.RUnlock()
-	if k == nil || (!k.retired.IsZero() && !i.now().Before(k.retired.Add(i.keyRetention()))) {
+func (k *keyRing) cached(kid string) *publishedKey {
+	k.mu.RLock()
+	pk := k.byKID[kid]
+	k.mu.RUnlock()
+	if pk == nil || !k.published(pk, k.now()) {
 		return nil
 	}
-	return k
+	return pk
+}
+
+// published reports whether pk is current or retired recently enough to
+// be published.
+func (k *keyRing) published(pk *publishedKey, now time.Time) bool {
+	return pk.retired.IsZero() || now.Before(pk.retired.Add(k.retention))
 }
 
 // PublicKey returns the public key of a published signing key (current or
 // retired but still published), for gateways in the same process.
 func (i *Issuer) PublicKey(ctx context.Context, kid string) (any, error) {
-	k, err := i.verificationKey(ctx, kid)
+	k, err := i.keys.verification(ctx, kid)
 	if err != nil {
 		return nil, err
 	}
@@ -297,22 +309,22 @@ func (i *Issuer) PublicKey(ctx context.Context, kid string) (any, error) {
 }
 
 // publishedJWKS returns the public keys to publish, current first.
-func (i *Issuer) publishedJWKS(ctx context.Context) ([]jwk, error) {
-	if _, err := i.currentKey(ctx); err != nil {
+func (k *keyRing) publishedJWKS(ctx context.Context) ([]jwk, error) {
+	if _, err := k.current(ctx); err != nil {
 		return nil, err
 	}
-	i.keys.mu.RLock()
-	defer i.keys.mu.RUnlock()
-	now := i.now()
-	out := make([]jwk, 0, len(i.keys.keys))
-	if c := i.keys.current; c != nil {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	now := k.now()
+	out := make([]jwk, 0, len(k.byKID))
+	if c := k.cur; c != nil {
 		out = append(out, c.jwk)
 	}
-	for _, k := range i.keys.keys {
-		if k == i.keys.current || (!k.retired.IsZero() && !now.Before(k.retired.Add(i.keyRetention()))) {
+	for _, pk := range k.byKID {
+		if pk == k.cur || !k.published(pk, now) {
 			continue
 		}
-		out = append(out, k.jwk)
+		out = append(out, pk.jwk)
 	}
 	slices.SortStableFunc(out[min(1, len(out)):], func(a, b jwk) int {
 		if a.Kid < b.Kid {
@@ -331,7 +343,7 @@ func (i *Issuer) handleJWKS(w http.ResponseWriter, r *http.Request) {
 		methodNotAllowed(w, http.MethodGet, http.MethodHead)
 		return
 	}
-	keys, err := i.publishedJWKS(r.Context())
+	keys, err := i.keys.publishedJWKS(r.Context())
 	if err != nil {
 		i.log.Error("jwks", zap.Error(err))
 		writeError(w, ErrServerError)

@@ -143,7 +143,7 @@ func (m minter) issue(ctx context.Context, is *issuance) (*tokenResponse, error)
 
 // signIDToken signs an OpenID Connect ID token (Core 2, 3.1.3.6).
 func (m minter) signIDToken(ctx context.Context, s tokenSubject, accessToken string) (string, error) {
-	k, err := m.iss.currentKey(ctx)
+	k, err := m.iss.keys.current(ctx)
 	if err != nil {
 		return "", err
 	}

@@ -169,7 +169,7 @@ func (c *accessClaims) GetAudience() (jwt.ClaimStrings, error) {
 }
 
 func (i *Issuer) signAccessToken(ctx context.Context, s tokenSubject) (string, string, error) {
-	k, err := i.currentKey(ctx)
+	k, err := i.keys.current(ctx)
 	if err != nil {
 		return "", "", err
 	}
@@ -229,7 +229,7 @@ func (i *Issuer) parseAccessToken(ctx context.Context, raw string) (*accessClaim
 			return nil, errors.New("not an access token")
 		}
 		kid, _ := t.Header["kid"].(string)
-		k, err := i.verificationKey(ctx, kid)
+		k, err := i.keys.verification(ctx, kid)
 		if err != nil {
 			return nil, err
 		}
