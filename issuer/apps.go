@@ -40,7 +40,7 @@ func (i *Issuer) handleApps(w http.ResponseWriter, r *http.Request) {
 }
 
 func (i *Issuer) appsGet(w http.ResponseWriter, r *http.Request) {
-	s, _, err := i.currentSession(r)
+	s, _, err := i.sessions.current(r)
 	if err != nil {
 		i.serverErrorPage(w, err)
 		return

@@ -115,7 +115,7 @@ func (i *Issuer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	}
 	ar.RedirectURI, ar.RedirectParam = redirectURI, redirectParam
 
-	s, sid, err := i.currentSession(r)
+	s, sid, err := i.sessions.current(r)
 	if err != nil {
 		fail(ErrServerError.Wrap(err))
 		return
@@ -138,7 +138,7 @@ func (i *Issuer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		if s == nil {
-			if s, err = i.ensureSession(w, r); err != nil {
+			if s, err = i.sessions.ensure(w, r); err != nil {
 				fail(err)
 				return
 			}

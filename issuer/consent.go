@@ -45,7 +45,7 @@ func (i *Issuer) handleConsent(w http.ResponseWriter, r *http.Request) {
 }
 
 func (i *Issuer) consentGet(w http.ResponseWriter, r *http.Request) {
-	s, sid, err := i.currentSession(r)
+	s, sid, err := i.sessions.current(r)
 	if err != nil {
 		i.serverErrorPage(w, err)
 		return

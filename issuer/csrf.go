@@ -3,6 +3,7 @@ package issuer
 import (
 	"crypto/subtle"
 	"net/http"
+	"net/url"
 	"strings"
 )
 
@@ -14,7 +15,7 @@ const csrfField = "csrf_token"
 // synchronizer token; the cookie is HttpOnly and the token is only ever in
 // our pages), and the browser's own cross-origin signals, when sent, must
 // agree. r.ParseForm must have been called.
-func (i *Issuer) checkCSRF(r *http.Request, s *session) bool {
+func (ss *sessions) checkCSRF(r *http.Request, s *session) bool {
 	if s == nil || s.CSRF == "" {
 		return false
 	}
@@ -22,7 +23,7 @@ func (i *Issuer) checkCSRF(r *http.Request, s *session) bool {
 	// same-origin posts; accept it only when Fetch Metadata vouches for
 	// the same origin.
 	site := r.Header.Get("Sec-Fetch-Site")
-	if o := r.Header.Get("Origin"); o != "" && o != i.origin() && (o != "null" || site != "same-origin") {
+	if o := r.Header.Get("Origin"); o != "" && o != ss.origin && (o != "null" || site != "same-origin") {
 		return false
 	}
 	switch site {
@@ -37,10 +38,10 @@ func (i *Issuer) checkCSRF(r *http.Request, s *session) bool {
 	return subtle.ConstantTimeCompare([]byte(vals[0]), []byte(s.CSRF)) == 1
 }
 
-// origin is the issuer's web origin (scheme://host[:port]).
-func (i *Issuer) origin() string {
-	h, port := i.issuer.Hostname(), i.issuer.Port()
-	if (i.issuer.Scheme == "https" && port == "443") || (i.issuer.Scheme == "http" && port == "80") {
+// webOrigin is the web origin (scheme://host[:port]) of u.
+func webOrigin(u *url.URL) string {
+	h, port := u.Hostname(), u.Port()
+	if (u.Scheme == "https" && port == "443") || (u.Scheme == "http" && port == "80") {
 		port = ""
 	}
 	if strings.Contains(h, ":") {
@@ -49,7 +50,7 @@ func (i *Issuer) origin() string {
 	if port != "" {
 		h += ":" + port
 	}
-	return i.issuer.Scheme + "://" + h
+	return u.Scheme + "://" + h
 }
 
 // postedForm reads the form POST of one of the issuer's pages and checks
@@ -62,12 +63,12 @@ func (i *Issuer) postedForm(w http.ResponseWriter, r *http.Request, needUser boo
 		i.errorPage(w, http.StatusBadRequest, "Invalid request", "The form could not be read.")
 		return nil, "", false
 	}
-	s, sid, err := i.currentSession(r)
+	s, sid, err := i.sessions.current(r)
 	if err != nil {
 		i.serverErrorPage(w, err)
 		return nil, "", false
 	}
-	if !i.checkCSRF(r, s) || (needUser && s.User == "") {
+	if !i.sessions.checkCSRF(r, s) || (needUser && s.User == "") {
 		i.csrfPage(w)
 		return nil, "", false
 	}

@@ -24,6 +24,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"html/template"
+	"io"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -65,10 +66,11 @@ type Issuer struct {
 	routes    map[string]http.HandlerFunc // exact request path -> handler
 	wellKnown map[string]http.HandlerFunc // well-known metadata paths
 
-	keys   *keyRing
-	grants map[string]tokenGrant // by grant_type
-	mint   minter
-	pages  map[string]*template.Template // page name -> layout + page
+	keys     *keyRing
+	sessions *sessions
+	grants   map[string]tokenGrant // by grant_type
+	mint     minter
+	pages    map[string]*template.Template // page name -> layout + page
 
 	resMu            sync.RWMutex
 	runtimeResources map[string]Resource // by URL, from AddResource
@@ -180,6 +182,7 @@ func (i *Issuer) init() error {
 	i.registrationsAll = newRateLimiter(registrationGlobalBurst, time.Hour)
 	i.cimdCaches = newRateLimiter(cimdCacheBurst, time.Hour)
 	i.runtimeResources = make(map[string]Resource)
+	i.sessions = newSessions(i.store, &i.cfg, i.issuer, i.anonWrites)
 	i.jwksCache = make(map[string]cachedJWKS)
 	for _, c := range []**http.Client{&i.fetch, &i.jwksClient} {
 		if *c, err = newFetchClient(i.cfg.HTTPClient, i.cfg.CIMDAllowPrivate, i.cfg.CIMDTimeout); err != nil {
@@ -302,9 +305,12 @@ func applyDefaults(c *Config) {
 }
 
 // randomToken returns n random bytes, base64url encoded.
-func (i *Issuer) randomToken(n int) (string, error) {
+func (i *Issuer) randomToken(n int) (string, error) { return randomToken(i.cfg.Rand, n) }
+
+// randomToken returns n bytes of r, base64url encoded.
+func randomToken(r io.Reader, n int) (string, error) {
 	b := make([]byte, n)
-	if _, err := i.cfg.Rand.Read(b); err != nil {
+	if _, err := io.ReadFull(r, b); err != nil {
 		return "", fmt.Errorf("random: %w", err)
 	}
 	return base64.RawURLEncoding.EncodeToString(b), nil

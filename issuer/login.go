@@ -21,7 +21,7 @@ func (i *Issuer) handleLogin(w http.ResponseWriter, r *http.Request) {
 }
 
 func (i *Issuer) loginGet(w http.ResponseWriter, r *http.Request) {
-	s, err := i.ensureSession(w, r)
+	s, err := i.sessions.ensure(w, r)
 	var e *Error
 	if errors.As(err, &e) && e.RetryAfter > 0 {
 		w.Header().Set("Retry-After", retryAfter(e.RetryAfter))
@@ -130,7 +130,7 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 
 	now := i.now()
 	ns := &session{Browser: s.Browser, User: u.Username, AuthTime: now, ExpiresAt: now.Add(i.cfg.SessionTTL)}
-	if err := i.startSession(ctx, w, ns, sid); err != nil {
+	if err := i.sessions.start(ctx, w, ns, sid); err != nil {
 		i.serverErrorPage(w, err)
 		return
 	}
@@ -164,7 +164,7 @@ type messageView struct {
 func (i *Issuer) handleLogout(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodGet:
-		s, _, err := i.currentSession(r)
+		s, _, err := i.sessions.current(r)
 		if err != nil {
 			i.serverErrorPage(w, err)
 			return
@@ -179,7 +179,7 @@ func (i *Issuer) handleLogout(w http.ResponseWriter, r *http.Request) {
 		if !ok {
 			return
 		}
-		if err := i.endSession(r.Context(), w, sid); err != nil {
+		if err := i.sessions.end(r.Context(), w, sid); err != nil {
 			i.serverErrorPage(w, err)
 			return
 		}

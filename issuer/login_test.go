@@ -215,12 +215,12 @@ func TestLoginRotatesSessionCookie(t *testing.T) {
 
 func TestSessionCookieNameOnHTTPS(t *testing.T) {
 	e := newBrowserEnv(t, nil)
-	e.iss.issuer.Scheme = "https" // only the cookie attributes are under test
-	if got := e.iss.sessionCookieName(); got != "__Host-mcp_session" {
-		t.Errorf("sessionCookieName() = %q, want __Host-mcp_session", got)
+	e.iss.sessions.secure = true // as for an https issuer; only the cookie attributes are under test
+	if got := e.iss.sessions.cookieName(); got != "__Host-mcp_session" {
+		t.Errorf("cookieName() = %q, want __Host-mcp_session", got)
 	}
 	rec := httptest.NewRecorder()
-	e.iss.setSessionCookie(rec, "v", e.clock.Now().Add(time.Hour))
+	e.iss.sessions.setCookie(rec, "v", e.clock.Now().Add(time.Hour))
 	ck := rec.Result().Cookies()
 	if len(ck) != 1 || !ck[0].Secure || ck[0].Path != "/" || ck[0].Domain != "" {
 		t.Errorf("cookie = %+v, want Secure, Path=/, no Domain", ck)
@@ -443,7 +443,7 @@ func TestCheckCSRFOrigin(t *testing.T) {
 		if err := r.ParseForm(); err != nil {
 			t.Fatal(err)
 		}
-		if got := e.iss.checkCSRF(r, s); got != tt.want {
+		if got := e.iss.sessions.checkCSRF(r, s); got != tt.want {
 			t.Errorf("checkCSRF(Origin %q, Sec-Fetch-Site %q) = %v, want %v", tt.origin, tt.site, got, tt.want)
 		}
 	}
