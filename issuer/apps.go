@@ -36,13 +36,13 @@ type appsView struct {
 // handleApps is the "connected apps and agents" page: it lists what the
 // logged-in user granted and lets them revoke it.
 func (i *Issuer) handleApps(w http.ResponseWriter, r *http.Request) {
-	i.formPage(w, r, i.appsGet, i.appsPost, "Use the page's buttons.")
+	i.pages.formPage(w, r, i.appsGet, i.appsPost, "Use the page's buttons.")
 }
 
 func (i *Issuer) appsGet(w http.ResponseWriter, r *http.Request) {
 	s, _, err := i.sessions.current(r)
 	if err != nil {
-		i.serverErrorPage(w, err)
+		i.pages.serverErrorPage(w, err)
 		return
 	}
 	if s == nil || s.User == "" {
@@ -51,14 +51,14 @@ func (i *Issuer) appsGet(w http.ResponseWriter, r *http.Request) {
 	}
 	rows, err := i.connections(r.Context(), s.User)
 	if err != nil {
-		i.serverErrorPage(w, err)
+		i.pages.serverErrorPage(w, err)
 		return
 	}
 	v := appsView{Action: i.base + pathApps, CSRF: s.CSRF, User: s.User, LogoutURL: i.base + pathLogout, Rows: rows}
 	if r.URL.Query().Get("revoked") == "1" {
 		v.Notice = "Access revoked."
 	}
-	i.render(w, http.StatusOK, "apps", "Connected apps and agents", v)
+	i.pages.render(w, http.StatusOK, "apps", "Connected apps and agents", v)
 }
 
 func (i *Issuer) appsPost(w http.ResponseWriter, r *http.Request) {
@@ -68,11 +68,11 @@ func (i *Issuer) appsPost(w http.ResponseWriter, r *http.Request) {
 	}
 	f := r.PostForm
 	if f.Get("action") != "revoke" || f.Get("client_id") == "" {
-		i.errorPage(w, http.StatusBadRequest, "Invalid request", "Nothing to do.")
+		i.pages.errorPage(w, http.StatusBadRequest, "Invalid request", "Nothing to do.")
 		return
 	}
 	if err := i.revokeConnection(r.Context(), s.User, f.Get("client_id"), f.Get("resource"), f.Get("actor")); err != nil {
-		i.serverErrorPage(w, err)
+		i.pages.serverErrorPage(w, err)
 		return
 	}
 	i.seeOther(w, r, i.base+pathApps+"?revoked=1")

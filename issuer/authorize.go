@@ -83,25 +83,25 @@ func (i *Issuer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	case http.MethodPost:
 		r.Body = http.MaxBytesReader(w, r.Body, maxPageFormBytes)
 		if err := r.ParseForm(); err != nil {
-			i.errorPage(w, http.StatusBadRequest, "Invalid request", "The authorization request could not be read.")
+			i.pages.errorPage(w, http.StatusBadRequest, "Invalid request", "The authorization request could not be read.")
 			return
 		}
 		params = r.PostForm
 	default:
 		w.Header().Set("Allow", "GET, POST")
-		i.errorPage(w, http.StatusMethodNotAllowed, "Invalid request", "The authorization endpoint accepts GET and POST.")
+		i.pages.errorPage(w, http.StatusMethodNotAllowed, "Invalid request", "The authorization endpoint accepts GET and POST.")
 		return
 	}
 	ctx := r.Context()
 
 	c, params, usedPAR, msg := i.authorizeClient(ctx, params)
 	if msg != "" {
-		i.errorPage(w, http.StatusBadRequest, "Invalid request", msg)
+		i.pages.errorPage(w, http.StatusBadRequest, "Invalid request", msg)
 		return
 	}
 	redirectURI, redirectParam, msg := authorizeRedirectURI(c, params)
 	if msg != "" {
-		i.errorPage(w, http.StatusBadRequest, "Invalid redirect URI", msg)
+		i.pages.errorPage(w, http.StatusBadRequest, "Invalid redirect URI", msg)
 		return
 	}
 	// From here on, errors go back to the client's redirect URI, if the
@@ -454,12 +454,6 @@ func (i *Issuer) deletePending(ctx context.Context, id string) {
 	}
 }
 
-// pendingGonePage answers a login or consent step whose request is gone.
-func (i *Issuer) pendingGonePage(w http.ResponseWriter) {
-	i.errorPage(w, http.StatusBadRequest, "Request expired",
-		"This sign-in request has expired, was already completed, or was started in another browser. Go back to the application and connect again.")
-}
-
 // proceed continues a request for a logged-in session: it decides the
 // scopes, then issues a code right away when consent is remembered, or
 // shows the consent page (via /consent?req=… when called from /authorize,
@@ -552,7 +546,7 @@ func (i *Issuer) requestParties(ctx context.Context, s *session, ar *authRequest
 func (i *Issuer) finish(w http.ResponseWriter, r *http.Request, s *session, ar *authRequest, pendingID, resource string, scopes []string, remember bool) {
 	code, err := i.issueCode(r.Context(), s, ar, pendingID, resource, scopes, remember)
 	if errors.Is(err, errPendingGone) {
-		i.pendingGonePage(w)
+		i.pages.pendingGonePage(w)
 		return
 	}
 	if err != nil {
@@ -641,7 +635,7 @@ func (i *Issuer) earlyError(w http.ResponseWriter, r *http.Request, c *Client, r
 	if e.Description != "" {
 		msg = "The application's request cannot be completed: " + e.Description + " (" + e.Code + ")."
 	}
-	i.errorPage(w, status, "Request not accepted", msg)
+	i.pages.errorPage(w, status, "Request not accepted", msg)
 }
 
 // redirectError sends an authorization error response to the client
@@ -670,7 +664,7 @@ func (i *Issuer) redirectError(w http.ResponseWriter, r *http.Request, redirectU
 func (i *Issuer) redirectTo(w http.ResponseWriter, r *http.Request, redirectURI string, v url.Values) {
 	u, err := url.Parse(redirectURI)
 	if err != nil {
-		i.errorPage(w, http.StatusBadRequest, "Invalid redirect URI", "The redirect URI cannot be used.")
+		i.pages.errorPage(w, http.StatusBadRequest, "Invalid redirect URI", "The redirect URI cannot be used.")
 		return
 	}
 	if u.RawQuery != "" {
@@ -683,7 +677,7 @@ func (i *Issuer) redirectTo(w http.ResponseWriter, r *http.Request, redirectURI 
 
 // seeOther answers 303, with the page headers (no caching, no referrer).
 func (i *Issuer) seeOther(w http.ResponseWriter, r *http.Request, location string) {
-	i.pageHeaders(w)
+	pageHeaders(w)
 	w.Header().Del("Content-Type")
 	http.Redirect(w, r, location, http.StatusSeeOther)
 }

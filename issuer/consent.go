@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"go.uber.org/zap"
 	"net/http"
 	"net/url"
 	"slices"
@@ -41,23 +40,23 @@ type consentView struct {
 // handleConsent shows the consent page for a pending request (GET) and
 // takes the decision (POST).
 func (i *Issuer) handleConsent(w http.ResponseWriter, r *http.Request) {
-	i.formPage(w, r, i.consentGet, i.consentPost, "Use the consent form.")
+	i.pages.formPage(w, r, i.consentGet, i.consentPost, "Use the consent form.")
 }
 
 func (i *Issuer) consentGet(w http.ResponseWriter, r *http.Request) {
 	s, sid, err := i.sessions.current(r)
 	if err != nil {
-		i.serverErrorPage(w, err)
+		i.pages.serverErrorPage(w, err)
 		return
 	}
 	id := r.URL.Query().Get("req")
 	p, err := i.loadPending(r.Context(), id, s)
 	if errors.Is(err, errPendingGone) {
-		i.pendingGonePage(w)
+		i.pages.pendingGonePage(w)
 		return
 	}
 	if err != nil {
-		i.serverErrorPage(w, err)
+		i.pages.serverErrorPage(w, err)
 		return
 	}
 	if !p.Request.freshLogin(s, sid) {
@@ -76,11 +75,11 @@ func (i *Issuer) consentPost(w http.ResponseWriter, r *http.Request) {
 	id := r.PostForm.Get("req")
 	p, err := i.loadPending(ctx, id, s)
 	if errors.Is(err, errPendingGone) {
-		i.pendingGonePage(w)
+		i.pages.pendingGonePage(w)
 		return
 	}
 	if err != nil {
-		i.serverErrorPage(w, err)
+		i.pages.serverErrorPage(w, err)
 		return
 	}
 	ar := &p.Request
@@ -111,7 +110,7 @@ func (i *Issuer) consentPost(w http.ResponseWriter, r *http.Request) {
 		scopes = slices.DeleteFunc(scopes, func(sc string) bool { return !slices.Contains(shown, sc) })
 		i.finish(w, r, s, ar, id, resource, scopes, true)
 	default:
-		i.errorPage(w, http.StatusBadRequest, "Invalid request", "Choose Allow or Deny.")
+		i.pages.errorPage(w, http.StatusBadRequest, "Invalid request", "Choose Allow or Deny.")
 	}
 }
 
@@ -144,7 +143,7 @@ func (i *Issuer) renderConsent(ctx context.Context, w http.ResponseWriter, s *se
 	for _, sc := range scopes {
 		v.Scopes = append(v.Scopes, scopeView{Name: sc, Description: scopeDescriptions[sc]})
 	}
-	i.render(w, http.StatusOK, "consent", "Allow access?", v, cspSource(ar.RedirectURI))
+	i.pages.render(w, http.StatusOK, "consent", "Allow access?", v, cspSource(ar.RedirectURI))
 }
 
 // redirectHost is what the consent page shows as the destination: the host
@@ -214,14 +213,4 @@ func (i *Issuer) hasConsent(ctx context.Context, user, clientID, resource, actor
 		}
 	}
 	return true, nil
-}
-
-func (i *Issuer) csrfPage(w http.ResponseWriter) {
-	i.errorPage(w, http.StatusForbidden, "Form expired",
-		"This form is no longer valid (it may have expired or come from another site). Go back, reload the page and try again.")
-}
-
-func (i *Issuer) serverErrorPage(w http.ResponseWriter, err error) {
-	i.log.Error("page", zap.Error(err))
-	i.errorPage(w, http.StatusInternalServerError, "Something went wrong", "The server could not complete this step. Try again in a moment.")
 }

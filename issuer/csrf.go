@@ -60,16 +60,16 @@ func webOrigin(u *url.URL) string {
 func (i *Issuer) postedForm(w http.ResponseWriter, r *http.Request, needUser bool) (s *session, sid string, ok bool) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxPageFormBytes)
 	if err := r.ParseForm(); err != nil {
-		i.errorPage(w, http.StatusBadRequest, "Invalid request", "The form could not be read.")
+		i.pages.errorPage(w, http.StatusBadRequest, "Invalid request", "The form could not be read.")
 		return nil, "", false
 	}
 	s, sid, err := i.sessions.current(r)
 	if err != nil {
-		i.serverErrorPage(w, err)
+		i.pages.serverErrorPage(w, err)
 		return nil, "", false
 	}
 	if !i.sessions.checkCSRF(r, s) || (needUser && s.User == "") {
-		i.csrfPage(w)
+		i.pages.csrfPage(w)
 		return nil, "", false
 	}
 	return s, sid, true

@@ -23,7 +23,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
-	"html/template"
 	"io"
 	"net/http"
 	"net/netip"
@@ -70,7 +69,7 @@ type Issuer struct {
 	sessions *sessions
 	grants   map[string]tokenGrant // by grant_type
 	mint     minter
-	pages    map[string]*template.Template // page name -> layout + page
+	pages    *pages
 
 	resMu            sync.RWMutex
 	runtimeResources map[string]Resource // by URL, from AddResource
@@ -171,7 +170,7 @@ func CheckConfig(cfg Config) error {
 // signing key.
 func (i *Issuer) init() error {
 	var err error
-	if i.pages, err = parsePages(); err != nil {
+	if i.pages, err = parsePages(i.base+pathAssets, i.log); err != nil {
 		return err
 	}
 	i.limiter = newLimiter(i.now)

@@ -17,7 +17,7 @@ type loginView struct {
 
 // handleLogin shows the login form (GET) and checks credentials (POST).
 func (i *Issuer) handleLogin(w http.ResponseWriter, r *http.Request) {
-	i.formPage(w, r, i.loginGet, i.loginPost, "Use the sign-in form.")
+	i.pages.formPage(w, r, i.loginGet, i.loginPost, "Use the sign-in form.")
 }
 
 func (i *Issuer) loginGet(w http.ResponseWriter, r *http.Request) {
@@ -25,11 +25,11 @@ func (i *Issuer) loginGet(w http.ResponseWriter, r *http.Request) {
 	var e *Error
 	if errors.As(err, &e) && e.RetryAfter > 0 {
 		w.Header().Set("Retry-After", retryAfter(e.RetryAfter))
-		i.errorPage(w, e.Status, "Too many requests", "Too many sign-in requests came from your network. Try again in a minute.")
+		i.pages.errorPage(w, e.Status, "Too many requests", "Too many sign-in requests came from your network. Try again in a minute.")
 		return
 	}
 	if err != nil {
-		i.serverErrorPage(w, err)
+		i.pages.serverErrorPage(w, err)
 		return
 	}
 	id := r.URL.Query().Get("req")
@@ -42,7 +42,7 @@ func (i *Issuer) loginGet(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	i.render(w, http.StatusOK, "login", "Sign in", v, target)
+	i.pages.render(w, http.StatusOK, "login", "Sign in", v, target)
 }
 
 // loginContext fills the client name for a login that belongs to a
@@ -56,11 +56,11 @@ func (i *Issuer) loginContext(w http.ResponseWriter, r *http.Request, s *session
 	}
 	p, err := i.loadPending(r.Context(), id, s)
 	if errors.Is(err, errPendingGone) {
-		i.pendingGonePage(w)
+		i.pages.pendingGonePage(w)
 		return "", false
 	}
 	if err != nil {
-		i.serverErrorPage(w, err)
+		i.pages.serverErrorPage(w, err)
 		return "", false
 	}
 	v.ClientName = p.Request.ClientID
@@ -87,7 +87,7 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 	v.Username = username
 	if username == "" || password == "" || len(username) > 200 || len(password) > 1000 {
 		v.Error = "Enter your username and password."
-		i.render(w, http.StatusBadRequest, "login", "Sign in", v, target)
+		i.pages.render(w, http.StatusBadRequest, "login", "Sign in", v, target)
 		return
 	}
 
@@ -118,12 +118,12 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 		}
 		w.Header().Set("Retry-After", retryAfter(hashRetryAfter))
 		v.Error = "The server is busy. Try again in a few seconds."
-		i.render(w, http.StatusServiceUnavailable, "login", "Sign in", v, target)
+		i.pages.render(w, http.StatusServiceUnavailable, "login", "Sign in", v, target)
 		return
 	}
 	if !ok {
 		v.Error = "Invalid username or password."
-		i.render(w, http.StatusUnauthorized, "login", "Sign in", v, target)
+		i.pages.render(w, http.StatusUnauthorized, "login", "Sign in", v, target)
 		return
 	}
 	i.limiter.attemptSucceeded(account, addr)
@@ -131,14 +131,14 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 	now := i.now()
 	ns := &session{Browser: s.Browser, User: u.Username, AuthTime: now, ExpiresAt: now.Add(i.cfg.SessionTTL)}
 	if err := i.sessions.start(ctx, w, ns, sid); err != nil {
-		i.serverErrorPage(w, err)
+		i.pages.serverErrorPage(w, err)
 		return
 	}
 	if id == "" {
 		i.seeOther(w, r, i.base+pathApps)
 		return
 	}
-	i.pageHeaders(w, target)
+	pageHeaders(w, target)
 	w.Header().Del("Content-Type")
 	http.Redirect(w, r, i.base+pathConsent+"?req="+url.QueryEscape(id), http.StatusSeeOther)
 }
@@ -148,7 +148,7 @@ func (i *Issuer) tooManyLogins(w http.ResponseWriter, v loginView, target string
 	secs := retryAfter(d)
 	w.Header().Set("Retry-After", secs)
 	v.Error = "Too many failed attempts. Wait " + secs + " seconds and try again."
-	i.render(w, http.StatusTooManyRequests, "login", "Sign in", v, target)
+	i.pages.render(w, http.StatusTooManyRequests, "login", "Sign in", v, target)
 }
 
 type logoutView struct {
@@ -166,29 +166,29 @@ func (i *Issuer) handleLogout(w http.ResponseWriter, r *http.Request) {
 	case http.MethodGet:
 		s, _, err := i.sessions.current(r)
 		if err != nil {
-			i.serverErrorPage(w, err)
+			i.pages.serverErrorPage(w, err)
 			return
 		}
 		if s == nil || s.User == "" {
-			i.render(w, http.StatusOK, "message", "Signed out", messageView{Heading: "Signed out", Message: "You are not signed in."})
+			i.pages.render(w, http.StatusOK, "message", "Signed out", messageView{Heading: "Signed out", Message: "You are not signed in."})
 			return
 		}
-		i.render(w, http.StatusOK, "logout", "Sign out", logoutView{Action: i.base + pathLogout, CSRF: s.CSRF, User: s.User})
+		i.pages.render(w, http.StatusOK, "logout", "Sign out", logoutView{Action: i.base + pathLogout, CSRF: s.CSRF, User: s.User})
 	case http.MethodPost:
 		_, sid, ok := i.postedForm(w, r, false)
 		if !ok {
 			return
 		}
 		if err := i.sessions.end(r.Context(), w, sid); err != nil {
-			i.serverErrorPage(w, err)
+			i.pages.serverErrorPage(w, err)
 			return
 		}
-		i.render(w, http.StatusOK, "message", "Signed out", messageView{
+		i.pages.render(w, http.StatusOK, "message", "Signed out", messageView{
 			Heading: "Signed out", Message: "You have been signed out.",
 			Link: i.base + pathApps, LinkText: "Sign in again",
 		})
 	default:
 		w.Header().Set("Allow", "GET, POST")
-		i.errorPage(w, http.StatusMethodNotAllowed, "Invalid request", "Use the sign-out form.")
+		i.pages.errorPage(w, http.StatusMethodNotAllowed, "Invalid request", "Use the sign-out form.")
 	}
 }

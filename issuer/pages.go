@@ -25,7 +25,7 @@ var assetFS embed.FS
 var pageNames = []string{"error", "login", "consent", "logout", "apps", "message"}
 
 // parsePages parses every page with the layout.
-func parsePages() (map[string]*template.Template, error) {
+func parsePages(assets string, log *zap.Logger) (*pages, error) {
 	funcs := template.FuncMap{
 		"date": func(t time.Time) string {
 			if t.IsZero() {
@@ -34,15 +34,22 @@ func parsePages() (map[string]*template.Template, error) {
 			return t.UTC().Format("2006-01-02 15:04 UTC")
 		},
 	}
-	pages := make(map[string]*template.Template, len(pageNames))
+	byName := make(map[string]*template.Template, len(pageNames))
 	for _, name := range pageNames {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("parse template %s: %w", name, err)
 		}
-		pages[name] = t
+		byName[name] = t
 	}
-	return pages, nil
+	return &pages{byName: byName, assets: assets, log: log}, nil
+}
+
+// pages renders the issuer's HTML pages.
+type pages struct {
+	byName map[string]*template.Template // page name -> layout + page
+	assets string                        // URL path prefix of the embedded assets
+	log    *zap.Logger
 }
 
 // page is what every template gets; Data is the page's own content.
@@ -56,23 +63,23 @@ type page struct {
 // formTargets are the origins a form on the page may end up at through
 // redirects after its POST (CSP form-action applies to the whole redirect
 // chain in Chrome), in addition to the issuer itself.
-func (i *Issuer) render(w http.ResponseWriter, status int, name, title string, data any, formTargets ...string) {
+func (p *pages) render(w http.ResponseWriter, status int, name, title string, data any, formTargets ...string) {
 	var buf bytes.Buffer
-	err := i.pages[name].ExecuteTemplate(&buf, "layout", page{Title: title, Assets: i.base + pathAssets, Data: data})
+	err := p.byName[name].ExecuteTemplate(&buf, "layout", page{Title: title, Assets: p.assets, Data: data})
 	if err != nil {
-		i.log.Error("render page", zap.String("page", name), zap.Error(err))
+		p.log.Error("render page", zap.String("page", name), zap.Error(err))
 		status = http.StatusInternalServerError
 		buf.Reset()
 		buf.WriteString("internal error\n")
 	}
-	i.pageHeaders(w, formTargets...)
+	pageHeaders(w, formTargets...)
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
 }
 
 // pageHeaders sets the headers of every HTML answer (and of redirects out
 // of pages): not frameable, no caching, no referrer, strict CSP.
-func (i *Issuer) pageHeaders(w http.ResponseWriter, formTargets ...string) {
+func pageHeaders(w http.ResponseWriter, formTargets ...string) {
 	formAction := "'self'"
 	for _, t := range formTargets {
 		if t != "" {
@@ -90,8 +97,8 @@ func (i *Issuer) pageHeaders(w http.ResponseWriter, formTargets ...string) {
 
 // errorPage renders a page for an error that must not be sent to a
 // redirect URI (unknown client, untrusted redirect URI, CSRF failure).
-func (i *Issuer) errorPage(w http.ResponseWriter, status int, heading, message string) {
-	i.render(w, status, "error", heading, struct{ Heading, Message string }{heading, message})
+func (p *pages) errorPage(w http.ResponseWriter, status int, heading, message string) {
+	p.render(w, status, "error", heading, struct{ Heading, Message string }{heading, message})
 }
 
 // cspSourceChars is what a CSP source expression built from a URL may
@@ -148,7 +155,7 @@ func (i *Issuer) handleAssets(w http.ResponseWriter, r *http.Request) {
 
 // formPage dispatches a page that is shown with GET and submitted with
 // POST; any other method gets an error page saying how to use it.
-func (i *Issuer) formPage(w http.ResponseWriter, r *http.Request, get, post http.HandlerFunc, hint string) {
+func (p *pages) formPage(w http.ResponseWriter, r *http.Request, get, post http.HandlerFunc, hint string) {
 	switch r.Method {
 	case http.MethodGet:
 		get(w, r)
@@ -156,6 +163,22 @@ func (i *Issuer) formPage(w http.ResponseWriter, r *http.Request, get, post http
 		post(w, r)
 	default:
 		w.Header().Set("Allow", "GET, POST")
-		i.errorPage(w, http.StatusMethodNotAllowed, "Invalid request", hint)
+		p.errorPage(w, http.StatusMethodNotAllowed, "Invalid request", hint)
 	}
+}
+
+func (p *pages) csrfPage(w http.ResponseWriter) {
+	p.errorPage(w, http.StatusForbidden, "Form expired",
+		"This form is no longer valid (it may have expired or come from another site). Go back, reload the page and try again.")
+}
+
+func (p *pages) serverErrorPage(w http.ResponseWriter, err error) {
+	p.log.Error("page", zap.Error(err))
+	p.errorPage(w, http.StatusInternalServerError, "Something went wrong", "The server could not complete this step. Try again in a moment.")
+}
+
+// pendingGonePage answers a login or consent step whose request is gone.
+func (p *pages) pendingGonePage(w http.ResponseWriter) {
+	p.errorPage(w, http.StatusBadRequest, "Request expired",
+		"This sign-in request has expired, was already completed, or was started in another browser. Go back to the application and connect again.")
 }
