@@ -329,7 +329,7 @@ func validateRegistration(m *clientMetadata) (*Client, error) {
 // a cached metadata document): the fields' own bounds allow more than one
 // record may hold together.
 func checkStoredSize(c *Client) error {
-	if b, err := json.Marshal(c); err != nil || len(b) > maxStoredRegistration {
+	if b, err := json.Marshal(clientRecord(c)); err != nil || len(b) > maxStoredRegistration {
 		return ErrInvalidClientMetadata.WithDescription(fmt.Sprintf("client metadata too large: client_name, redirect_uris and jwks together must fit in %d bytes", maxStoredRegistration))
 	}
 	return nil
