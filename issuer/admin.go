@@ -40,6 +40,7 @@ import (
 //	POST   /agents/{id}/disable      disable an agent (revokes its grants)
 //	POST   /agents/{id}/enable       enable an agent
 //	POST   /keys/rotate              rotate the signing key
+//	GET    /backup                   a consistent copy of the store
 //
 // Bodies are JSON, errors {"error": "..."}. Password and secret hashes are
 // never returned; a generated client or agent secret is returned once, by
@@ -83,6 +84,7 @@ func (i *Issuer) newAdmin(hashCost int) *admin {
 		"POST /agents/{id}/disable":  actRoute(i.DisableAgent, "id"),
 		"POST /agents/{id}/enable":   actRoute(i.EnableAgent, "id"),
 		"POST /keys/rotate":          a.rotateKey,
+		"GET /backup":                a.backup,
 	} {
 		a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 			if err := h(w, r); err != nil {
@@ -480,6 +482,50 @@ func (a *admin) rotateKey(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return writeAdminJSON(w, http.StatusOK, map[string]string{"kid": kid})
+}
+
+// backup answers a consistent copy of the store, taken while the issuer
+// serves (for bolt storage, a bbolt file to put in place of the database
+// while Caddy is stopped). Once the copy has begun a failure can only
+// abort the connection, so the client sees a truncated answer, never a
+// complete-looking one.
+func (a *admin) backup(w http.ResponseWriter, r *http.Request) error {
+	b, ok := a.iss.store.(store.Backuper)
+	if !ok {
+		return adminErr(http.StatusNotImplemented, errors.New("this storage cannot be backed up: memory storage keeps nothing across restarts; use storage bolt"))
+	}
+	sw := &streamWriter{w: w}
+	n, err := b.Backup(r.Context(), sw)
+	switch {
+	case err != nil && !sw.started:
+		return err
+	case err != nil:
+		if r.Context().Err() == nil {
+			a.iss.log.Error("admin API: backup aborted", zap.Int64("bytes", n), zap.Error(err))
+		}
+		panic(http.ErrAbortHandler)
+	}
+	a.iss.log.Info("admin API: backup", zap.Int64("bytes", n))
+	return nil
+}
+
+// streamWriter sends the backup's headers with its first bytes, so that a
+// failure before them is still an ordinary JSON error.
+type streamWriter struct {
+	w       http.ResponseWriter
+	started bool
+}
+
+func (s *streamWriter) Write(p []byte) (int, error) {
+	if !s.started {
+		s.started = true
+		h := s.w.Header()
+		h.Set("Content-Type", "application/octet-stream")
+		h.Set("Content-Disposition", `attachment; filename="mcp-auth.db"`)
+		h.Set("Cache-Control", "no-store")
+		s.w.WriteHeader(http.StatusOK)
+	}
+	return s.w.Write(p)
 }
 
 // adminError is an admin API failure with its status.

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -373,4 +374,52 @@ func TestAdminAgents(t *testing.T) {
 	if strings.Contains(runAPI(t, srv, apiCase{"list", "GET", "/mcp-auth/agents", "", 200, ""}), `"secret"`) {
 		t.Error("agent listing shows a secret")
 	}
+}
+
+// GET /backup answers a bbolt file that opens as the issuer's store, with
+// what was there when it was taken; a store that cannot be copied is told
+// apart in words.
+func TestAdminBackup(t *testing.T) {
+	iss, _ := newAdminIssuer(t, nil)
+	srv := adminServer(t, iss)
+	runAPI(t, srv, apiCase{"add user", "POST", "/mcp-auth/users", `{"username":"bob","password":"bob password"}`, 201, ""})
+
+	resp, err := srv.Client().Get(srv.URL + "/mcp-auth/backup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	if _, err := b.ReadFrom(resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/octet-stream" || resp.Header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("GET /backup = %d %v", resp.StatusCode, resp.Header)
+	}
+	path := filepath.Join(t.TempDir(), "backup.db")
+	if err := os.WriteFile(path, b.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := bolt.Check(path); err != nil {
+		t.Fatalf("Check(backup) = %v", err)
+	}
+	st, err := bolt.Open(path, bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	restored, err := New(iss.cfg, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := restored.lookupUser(t.Context(), "bob"); err != nil {
+		t.Errorf("restored: lookupUser(bob) = %v, want the user added before the backup", err)
+	}
+
+	mem, err := New(iss.cfg, newMemStore())
+	if err != nil {
+		t.Fatal(err)
+	}
+	runAPI(t, adminServer(t, mem), apiCase{"memory", "GET", "/mcp-auth/backup", "", 501, "memory storage keeps nothing across restarts"})
+	runAPI(t, srv, apiCase{"POST", "POST", "/mcp-auth/backup", "", 405, ""})
 }
