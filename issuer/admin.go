@@ -200,7 +200,7 @@ func findEntry[T any](ctx context.Context, all func(context.Context) ([]T, error
 			return e, nil
 		}
 	}
-	return zero, fmt.Errorf("%s %q: %w", kind, name, store.ErrNotFound)
+	return zero, entryErr(kind, name, store.ErrNotFound)
 }
 
 func (a *admin) findUser(r *http.Request, name string) (User, error) {
@@ -224,7 +224,7 @@ func (a *admin) addUser(w http.ResponseWriter, r *http.Request) error {
 		return adminErr(http.StatusBadRequest, errors.New("username is required"))
 	}
 	if _, err := a.findUser(r, nu.Username); err == nil {
-		return fmt.Errorf("user %q: %w", nu.Username, store.ErrAlreadyExists)
+		return entryErr("user", nu.Username, store.ErrAlreadyExists)
 	}
 	hash, err := a.passwordHash(nu.Password, nu.PasswordHash)
 	if err != nil {
@@ -360,7 +360,7 @@ func (a *admin) addClient(w http.ResponseWriter, r *http.Request) error {
 		c.TokenEndpointAuthMethod = authClientSecretBasic
 	}
 	if _, err := a.findClient(r, c.ID); err == nil {
-		return fmt.Errorf("client %q: %w", c.ID, store.ErrAlreadyExists)
+		return entryErr("client", c.ID, store.ErrAlreadyExists)
 	}
 	var secret string
 	if c.TokenEndpointAuthMethod == authClientSecretBasic || c.TokenEndpointAuthMethod == authClientSecretPost {
@@ -443,7 +443,7 @@ func (a *admin) addAgent(w http.ResponseWriter, r *http.Request) error {
 		return adminErr(http.StatusBadRequest, errors.New("agent_id is required"))
 	}
 	if _, err := a.iss.Agent(r.Context(), na.ID); err == nil {
-		return fmt.Errorf("agent %q: %w", na.ID, store.ErrAlreadyExists)
+		return entryErr("agent", na.ID, store.ErrAlreadyExists)
 	}
 	ag := Agent{
 		ID: na.ID, Name: na.Name, JWKSURI: na.JWKSURI, JWKS: na.JWKS,
@@ -564,10 +564,14 @@ func adminStatus(err error) int {
 // writeError answers {"error": message}, the form of Caddy's admin API.
 func (a *admin) writeError(w http.ResponseWriter, err error) {
 	status := adminStatus(err)
-	if status >= http.StatusInternalServerError {
+	msg := err.Error()
+	if status == http.StatusInternalServerError {
+		// The details are the storage's, for the log; the operator is told
+		// where to look.
 		a.iss.log.Error("admin API", zap.Int("status", status), zap.Error(err))
+		msg = `internal error; the details are in Caddy's log (message "admin API")`
 	}
-	_ = writeAdminJSON(w, status, map[string]string{"error": err.Error()})
+	_ = writeAdminJSON(w, status, map[string]string{"error": msg})
 }
 
 // maxAdminBody bounds admin request bodies (a JWK Set is the largest).
