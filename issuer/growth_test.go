@@ -21,7 +21,7 @@ const (
 	growthFamilies  = 10   // new refresh-token families (grants)
 	growthFamilyTTL = 30 * time.Minute
 	growthBatch     = 100 // records per transaction
-	growthPurge     = 5  // minutes between purges, as the app's loop
+	growthPurge     = 5   // minutes between purges, as the app's loop
 )
 
 // growthRun writes minutes of growthTraffic through the records layer
