@@ -119,7 +119,7 @@ func TestAdminMount(t *testing.T) {
 		{"list config user", "GET", "/mcp-auth/users", "", 200, `"username":"alice"`},
 		{"add", "POST", "/mcp-auth/users", `{"username":"carol","password_hash":"` + testHash + `"}`, 201, `"source":"admin"`},
 		{"show", "GET", "/mcp-auth/users/carol", "", 200, `"username":"carol"`},
-		{"add existing", "POST", "/mcp-auth/users", `{"username":"carol","password_hash":"` + testHash + `"}`, 409, `{"error":"user \"carol\": store: already exists"}`},
+		{"add existing", "POST", "/mcp-auth/users", `{"username":"carol","password_hash":"` + testHash + `"}`, 409, `{"error":"user \"carol\" already exists"}`},
 		{"method not allowed", "PATCH", "/mcp-auth/users", "", 405, `"error":"method PATCH not allowed"`},
 		{"unknown path", "GET", "/mcp-auth/users/bob/x/y", "", 404, `"error":"no such resource`},
 		{"list clients", "GET", "/mcp-auth/clients", "", 200, `"client_id":"configured"`},

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 
@@ -18,13 +19,14 @@ import (
 	"golang.org/x/term"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/bolt"
 )
 
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "mcp-auth",
-		Usage: "user|client|agent|key <subcommand> [--address <admin address>]",
-		Short: "Manages mcp_auth users, clients, agents and signing keys of a running Caddy",
+		Usage: "user|client|agent|key <subcommand> | backup <file> [--address <admin address>]",
+		Short: "Manages mcp_auth users, clients, agents and signing keys of a running Caddy, and backs up its store",
 		Long: `
 Manages the users, OAuth clients, agents and signing keys of the mcp_auth app of a
 running Caddy instance, through its admin API (routes under /mcp-auth/).
@@ -40,10 +42,15 @@ running Caddy instance, through its admin API (routes under /mcp-auth/).
   agent list | show <id> | remove <id> | disable <id> | enable <id>
         | rotate-secret <id>
   key rotate
+  backup <file>
 
 Passwords are read from the terminal (or one line of stdin), must have at
 least 8 characters, and are hashed with bcrypt here; only the hash is sent. A confidential client's secret is
 printed once, when it is created or rotated; so is an agent's.
+
+backup copies the store (bolt storage) while Caddy runs, consistently, to
+<file> (mode 0600; written to a temporary file, checked, then renamed). To
+restore: stop Caddy, copy the file to the storage path, start Caddy.
 
 The admin address is --address, else the one in --config, else
 localhost:2019. Users, clients and agents declared in the Caddyfile are
@@ -103,7 +110,7 @@ func newCLI(cmd *cobra.Command, c *cli) {
 			return nil
 		},
 	})
-	cmd.AddCommand(user, client, agent, key)
+	cmd.AddCommand(user, client, agent, key, c.backup())
 }
 
 // group makes cmd, which only holds subcommands, fail when run without
@@ -422,14 +429,6 @@ func (c *cli) agentAction(use, short, method, suffix, done string) *cobra.Comman
 // call sends one admin API request and decodes the JSON answer into res
 // (when not nil).
 func (c *cli) call(method, uri string, body, res any) error {
-	addr, err := adminAddress(c.address)
-	if err != nil {
-		return err
-	}
-	addr, err = caddycmd.DetermineAdminAPIAddress(addr, nil, c.config, c.adapter)
-	if err != nil {
-		return fmt.Errorf("admin address: %w", err)
-	}
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -438,7 +437,7 @@ func (c *cli) call(method, uri string, body, res any) error {
 		}
 		rd = bytes.NewReader(b)
 	}
-	resp, err := caddycmd.AdminAPIRequest(addr, method, uri, nil, rd)
+	resp, err := c.request(method, uri, rd)
 	if err != nil {
 		return err
 	}
@@ -450,6 +449,62 @@ func (c *cli) call(method, uri string, body, res any) error {
 		return fmt.Errorf("reading answer: %w", err)
 	}
 	return nil
+}
+
+// request sends one admin API request; an error status is an error.
+func (c *cli) request(method, uri string, body io.Reader) (*http.Response, error) {
+	addr, err := adminAddress(c.address)
+	if err != nil {
+		return nil, err
+	}
+	addr, err = caddycmd.DetermineAdminAPIAddress(addr, nil, c.config, c.adapter)
+	if err != nil {
+		return nil, fmt.Errorf("admin address: %w", err)
+	}
+	return caddycmd.AdminAPIRequest(addr, method, uri, nil, body)
+}
+
+// backup writes a copy of the running store to file: into a temporary
+// file beside it (mode 0600: it holds every secret hash and session of
+// the store), checked, then renamed over file, so that file is never a
+// partial copy.
+func (c *cli) backup() *cobra.Command {
+	return &cobra.Command{
+		Use:   "backup <file>",
+		Short: "Writes a consistent copy of the running store (bolt storage) to file",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			file := args[0]
+			resp, err := c.request(http.MethodGet, "/mcp-auth/backup", nil)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			tmp, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".*.tmp")
+			if err != nil {
+				return fmt.Errorf("backup: %w", err)
+			}
+			defer os.Remove(tmp.Name()) // after the rename, nothing to remove
+			n, err := io.Copy(tmp, resp.Body)
+			if err == nil {
+				err = tmp.Sync()
+			}
+			if cerr := tmp.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return fmt.Errorf("backup: writing %s: %w", tmp.Name(), err)
+			}
+			if err := bolt.Check(tmp.Name()); err != nil {
+				return fmt.Errorf("backup: the copy received is not a sound database, %s left unchanged: %w", file, err)
+			}
+			if err := os.Rename(tmp.Name(), file); err != nil {
+				return fmt.Errorf("backup: %w", err)
+			}
+			fmt.Fprintf(c.out, "backed up %d bytes to %s\n", n, file)
+			return nil
+		},
+	}
 }
 
 // adminAddress accepts the admin address as Caddy writes it

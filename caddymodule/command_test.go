@@ -2,11 +2,17 @@ package caddymodule
 
 import (
 	"bytes"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/bolt"
 )
 
 // runCLI runs `caddy mcp-auth args...` against the admin server at addr.
@@ -66,7 +72,7 @@ func TestCommand(t *testing.T) {
 		{"unknown subcommand", "", []string{"user", "frobnicate"}, "", `unknown command "frobnicate" for "mcp-auth user"; want one of: add, list`},
 		{"missing subcommand", "", []string{"agent"}, "", "mcp-auth agent: missing subcommand; want one of: add"},
 		{"unknown group", "", []string{"users", "list"}, "", `unknown command "users" for "mcp-auth"`},
-		{"no group", "", nil, "", "mcp-auth: missing subcommand; want one of: agent, client"},
+		{"no group", "", nil, "", "mcp-auth: missing subcommand; want one of: agent, backup, client"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -101,5 +107,51 @@ func TestCommand(t *testing.T) {
 	// The one-time secret comes with a warning on stderr, not stdout.
 	if _, msg, err := runCLI(t, addr, "", "client", "add", "svc2"); err != nil || !strings.Contains(msg, "not shown again") {
 		t.Errorf("client add svc2 = %q, %v, want the store-it-now note on stderr", msg, err)
+	}
+}
+
+// backup writes a checked copy, mode 0600, atomically: a bad answer leaves
+// the target as it was and no temporary file behind.
+func TestCommandBackup(t *testing.T) {
+	app := boltApp(t)
+	srv := adminServer(t, &AdminAPI{app: app})
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	dir := t.TempDir()
+	file := filepath.Join(dir, "backup.db")
+
+	for range 2 { // the second replaces the first
+		out, _, err := runCLI(t, addr, "", "backup", file)
+		if err != nil || !strings.Contains(out, "backed up ") {
+			t.Fatalf("mcp-auth backup = %q, %v", out, err)
+		}
+	}
+	fi, err := os.Stat(file)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("Stat(backup) = %v, %v, want mode 0600", fi, err)
+	}
+	if err := bolt.Check(file); err != nil {
+		t.Errorf("Check(backup) = %v", err)
+	}
+	good, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	junk := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write(good[:len(good)/2]) // a copy cut short
+	}))
+	t.Cleanup(junk.Close)
+	if _, _, err := runCLI(t, strings.TrimPrefix(junk.URL, "http://"), "", "backup", file); err == nil || !strings.Contains(err.Error(), "left unchanged") {
+		t.Errorf("mcp-auth backup of a truncated answer = %v, want a refusal", err)
+	}
+	if now, err := os.ReadFile(file); err != nil || !bytes.Equal(now, good) {
+		t.Errorf("after a refused backup the file changed (%v)", err)
+	}
+	if _, _, err := runCLI(t, addr, "", "backup", filepath.Join(dir, "absent", "backup.db")); err == nil {
+		t.Error("mcp-auth backup into a missing directory = nil, want an error")
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Errorf("backup directory holds %v, want only backup.db", entries)
 	}
 }

@@ -40,6 +40,7 @@ import (
 //	POST   /agents/{id}/disable      disable an agent (revokes its grants)
 //	POST   /agents/{id}/enable       enable an agent
 //	POST   /keys/rotate              rotate the signing key
+//	GET    /backup                   a consistent copy of the store
 //
 // Bodies are JSON, errors {"error": "..."}. Password and secret hashes are
 // never returned; a generated client or agent secret is returned once, by
@@ -83,6 +84,7 @@ func (i *Issuer) newAdmin(hashCost int) *admin {
 		"POST /agents/{id}/disable":  actRoute(i.DisableAgent, "id"),
 		"POST /agents/{id}/enable":   actRoute(i.EnableAgent, "id"),
 		"POST /keys/rotate":          a.rotateKey,
+		"GET /backup":                a.backup,
 	} {
 		a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 			if err := h(w, r); err != nil {
@@ -198,7 +200,7 @@ func findEntry[T any](ctx context.Context, all func(context.Context) ([]T, error
 			return e, nil
 		}
 	}
-	return zero, fmt.Errorf("%s %q: %w", kind, name, store.ErrNotFound)
+	return zero, entryErr(kind, name, store.ErrNotFound)
 }
 
 func (a *admin) findUser(r *http.Request, name string) (User, error) {
@@ -222,7 +224,7 @@ func (a *admin) addUser(w http.ResponseWriter, r *http.Request) error {
 		return adminErr(http.StatusBadRequest, errors.New("username is required"))
 	}
 	if _, err := a.findUser(r, nu.Username); err == nil {
-		return fmt.Errorf("user %q: %w", nu.Username, store.ErrAlreadyExists)
+		return entryErr("user", nu.Username, store.ErrAlreadyExists)
 	}
 	hash, err := a.passwordHash(nu.Password, nu.PasswordHash)
 	if err != nil {
@@ -358,7 +360,7 @@ func (a *admin) addClient(w http.ResponseWriter, r *http.Request) error {
 		c.TokenEndpointAuthMethod = authClientSecretBasic
 	}
 	if _, err := a.findClient(r, c.ID); err == nil {
-		return fmt.Errorf("client %q: %w", c.ID, store.ErrAlreadyExists)
+		return entryErr("client", c.ID, store.ErrAlreadyExists)
 	}
 	var secret string
 	if c.TokenEndpointAuthMethod == authClientSecretBasic || c.TokenEndpointAuthMethod == authClientSecretPost {
@@ -441,7 +443,7 @@ func (a *admin) addAgent(w http.ResponseWriter, r *http.Request) error {
 		return adminErr(http.StatusBadRequest, errors.New("agent_id is required"))
 	}
 	if _, err := a.iss.Agent(r.Context(), na.ID); err == nil {
-		return fmt.Errorf("agent %q: %w", na.ID, store.ErrAlreadyExists)
+		return entryErr("agent", na.ID, store.ErrAlreadyExists)
 	}
 	ag := Agent{
 		ID: na.ID, Name: na.Name, JWKSURI: na.JWKSURI, JWKS: na.JWKS,
@@ -482,6 +484,50 @@ func (a *admin) rotateKey(w http.ResponseWriter, r *http.Request) error {
 	return writeAdminJSON(w, http.StatusOK, map[string]string{"kid": kid})
 }
 
+// backup answers a consistent copy of the store, taken while the issuer
+// serves (for bolt storage, a bbolt file to put in place of the database
+// while Caddy is stopped). Once the copy has begun a failure can only
+// abort the connection, so the client sees a truncated answer, never a
+// complete-looking one.
+func (a *admin) backup(w http.ResponseWriter, r *http.Request) error {
+	b, ok := a.iss.store.(store.Backuper)
+	if !ok {
+		return adminErr(http.StatusNotImplemented, errors.New("this storage cannot be backed up: memory storage keeps nothing across restarts; use storage bolt"))
+	}
+	sw := &streamWriter{w: w}
+	n, err := b.Backup(r.Context(), sw)
+	switch {
+	case err != nil && !sw.started:
+		return err
+	case err != nil:
+		if r.Context().Err() == nil {
+			a.iss.log.Error("admin API: backup aborted", zap.Int64("bytes", n), zap.Error(err))
+		}
+		panic(http.ErrAbortHandler)
+	}
+	a.iss.log.Info("admin API: backup", zap.Int64("bytes", n))
+	return nil
+}
+
+// streamWriter sends the backup's headers with its first bytes, so that a
+// failure before them is still an ordinary JSON error.
+type streamWriter struct {
+	w       http.ResponseWriter
+	started bool
+}
+
+func (s *streamWriter) Write(p []byte) (int, error) {
+	if !s.started {
+		s.started = true
+		h := s.w.Header()
+		h.Set("Content-Type", "application/octet-stream")
+		h.Set("Content-Disposition", `attachment; filename="mcp-auth.db"`)
+		h.Set("Cache-Control", "no-store")
+		s.w.WriteHeader(http.StatusOK)
+	}
+	return s.w.Write(p)
+}
+
 // adminError is an admin API failure with its status.
 type adminError struct {
 	status int
@@ -518,10 +564,14 @@ func adminStatus(err error) int {
 // writeError answers {"error": message}, the form of Caddy's admin API.
 func (a *admin) writeError(w http.ResponseWriter, err error) {
 	status := adminStatus(err)
-	if status >= http.StatusInternalServerError {
+	msg := err.Error()
+	if status == http.StatusInternalServerError {
+		// The details are the storage's, for the log; the operator is told
+		// where to look.
 		a.iss.log.Error("admin API", zap.Int("status", status), zap.Error(err))
+		msg = `internal error; the details are in Caddy's log (message "admin API")`
 	}
-	_ = writeAdminJSON(w, status, map[string]string{"error": err.Error()})
+	_ = writeAdminJSON(w, status, map[string]string{"error": msg})
 }
 
 // maxAdminBody bounds admin request bodies (a JWK Set is the largest).

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -373,4 +374,104 @@ func TestAdminAgents(t *testing.T) {
 	if strings.Contains(runAPI(t, srv, apiCase{"list", "GET", "/mcp-auth/agents", "", 200, ""}), `"secret"`) {
 		t.Error("agent listing shows a secret")
 	}
+}
+
+// GET /backup answers a bbolt file that opens as the issuer's store, with
+// what was there when it was taken; a store that cannot be copied is told
+// apart in words.
+func TestAdminBackup(t *testing.T) {
+	iss, _ := newAdminIssuer(t, nil)
+	srv := adminServer(t, iss)
+	runAPI(t, srv, apiCase{"add user", "POST", "/mcp-auth/users", `{"username":"bob","password":"bob password"}`, 201, ""})
+
+	resp, err := srv.Client().Get(srv.URL + "/mcp-auth/backup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	if _, err := b.ReadFrom(resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/octet-stream" || resp.Header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("GET /backup = %d %v", resp.StatusCode, resp.Header)
+	}
+	path := filepath.Join(t.TempDir(), "backup.db")
+	if err := os.WriteFile(path, b.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := bolt.Check(path); err != nil {
+		t.Fatalf("Check(backup) = %v", err)
+	}
+	st, err := bolt.Open(path, bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	restored, err := New(iss.cfg, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := restored.lookupUser(t.Context(), "bob"); err != nil {
+		t.Errorf("restored: lookupUser(bob) = %v, want the user added before the backup", err)
+	}
+
+	mem, err := New(iss.cfg, newMemStore())
+	if err != nil {
+		t.Fatal(err)
+	}
+	runAPI(t, adminServer(t, mem), apiCase{"memory", "GET", "/mcp-auth/backup", "", 501, "memory storage keeps nothing across restarts"})
+	runAPI(t, srv, apiCase{"POST", "POST", "/mcp-auth/backup", "", 405, ""})
+}
+
+// Errors speak of users, clients and agents, never of the storage's
+// buckets, keys or sentinel errors; a storage failure says where the
+// details are.
+func TestAdminErrorMessages(t *testing.T) {
+	iss, _ := newAdminIssuer(t, func(c *Config) {
+		c.Agents = []Agent{{ID: "cfg-agent", SecretHash: "sha256:" + strings.Repeat("0", 64)}}
+	})
+	srv := adminServer(t, iss)
+	runAPI(t, srv, apiCase{"add bob", "POST", "/mcp-auth/users", `{"username":"bob","password":"bob password"}`, 201, ""})
+	tests := []struct {
+		method, path, body string
+		status             int
+		want               string
+	}{
+		{"GET", "/mcp-auth/users/zed", "", 404, `user "zed" not found`},
+		{"DELETE", "/mcp-auth/users/zed", "", 404, `user "zed" not found`},
+		{"PUT", "/mcp-auth/users/zed/password", `{"password":"long enough"}`, 404, `user "zed" not found`},
+		{"POST", "/mcp-auth/users", `{"username":"bob","password":"bob password"}`, 409, `user "bob" already exists`},
+		{"DELETE", "/mcp-auth/users/alice", "", 409, `user "alice": declared in the Caddyfile; change it there`},
+		{"GET", "/mcp-auth/clients/nope", "", 404, `client "nope" not found`},
+		{"DELETE", "/mcp-auth/clients/nope", "", 404, `client "nope" not found`},
+		{"POST", "/mcp-auth/clients/nope/secret", "", 404, `client "nope" not found`},
+		{"DELETE", "/mcp-auth/clients/configured", "", 409, `client "configured": declared in the Caddyfile; change it there`},
+		{"GET", "/mcp-auth/agents/nope", "", 404, `agent "nope" not found`},
+		{"DELETE", "/mcp-auth/agents/nope", "", 404, `agent "nope" not found`},
+		{"POST", "/mcp-auth/agents/nope/disable", "", 404, `agent "nope" not found`},
+		{"POST", "/mcp-auth/agents/nope/enable", "", 404, `agent "nope" not found`},
+		{"POST", "/mcp-auth/agents/nope/secret", "", 404, `agent "nope" not found`},
+		{"POST", "/mcp-auth/agents", `{"agent_id":"cfg-agent"}`, 409, `agent "cfg-agent" already exists`},
+	}
+	check := func(method, path, body string, status int, want string) {
+		t.Helper()
+		got := runAPI(t, srv, apiCase{method + " " + path, method, path, body, status, ""})
+		var e map[string]string
+		if err := json.Unmarshal([]byte(got), &e); err != nil || e["error"] != want {
+			t.Errorf("%s %s error = %s, want %q", method, path, got, want)
+		}
+		for _, leak := range []string{"bolt", "store:", "users/", "clients/", "agents/"} {
+			if strings.Contains(got, leak) {
+				t.Errorf("%s %s error = %s, shows the storage (%q)", method, path, got, leak)
+			}
+		}
+	}
+	for _, tt := range tests {
+		check(tt.method, tt.path, tt.body, tt.status, tt.want)
+	}
+	if err := iss.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	check("GET", "/mcp-auth/users", "", 500, `internal error; the details are in Caddy's log (message "admin API")`)
 }

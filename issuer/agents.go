@@ -110,7 +110,7 @@ func (i *Issuer) PutAgent(ctx context.Context, a Agent) error {
 		return invalidEntry("agent %q: %v", a.ID, err)
 	}
 	if i.configuredAgent(a.ID) {
-		return fmt.Errorf("agent %q: %w", a.ID, ErrConfigured)
+		return entryErr("agent", a.ID, ErrConfigured)
 	}
 	if i.configuredClient(a.ID) {
 		return invalidEntry("agent %q: a client has this id", a.ID)
@@ -185,11 +185,11 @@ func (i *Issuer) Agent(ctx context.Context, id string) (Agent, error) {
 // grants whose tokens were exchanged to it.
 func (i *Issuer) DeleteAgent(ctx context.Context, id string) error {
 	if i.configuredAgent(id) {
-		return fmt.Errorf("agent %q: %w", id, ErrConfigured)
+		return entryErr("agent", id, ErrConfigured)
 	}
 	return i.store.Update(ctx, func(tx store.Tx) error {
 		if err := agentsIn(tx).remove(id); err != nil {
-			return fmt.Errorf("agent %q: %w", id, err)
+			return entryErr("agent", id, err)
 		}
 		return grantsIn(tx).revokeAgent(id, i.revokeUntil())
 	})
@@ -209,13 +209,13 @@ func (i *Issuer) EnableAgent(ctx context.Context, id string) error {
 
 func (i *Issuer) setAgentDisabled(ctx context.Context, id string, disabled bool) error {
 	if i.configuredAgent(id) {
-		return fmt.Errorf("agent %q: %w", id, ErrConfigured)
+		return entryErr("agent", id, ErrConfigured)
 	}
 	return i.store.Update(ctx, func(tx store.Tx) error {
 		agents := agentsIn(tx)
 		a, err := agents.get(id)
 		if err != nil {
-			return fmt.Errorf("agent %q: %w", id, err)
+			return entryErr("agent", id, err)
 		}
 		a.Disabled = disabled
 		if err := agents.put(a); err != nil {
@@ -235,7 +235,7 @@ func (i *Issuer) setAgentDisabled(ctx context.Context, id string, disabled bool)
 // by users stay.
 func (i *Issuer) RotateAgentSecret(ctx context.Context, id string) (string, error) {
 	if i.configuredAgent(id) {
-		return "", fmt.Errorf("agent %q: %w", id, ErrConfigured)
+		return "", entryErr("agent", id, ErrConfigured)
 	}
 	secret, hash, err := i.newSecret()
 	if err != nil {
@@ -245,7 +245,7 @@ func (i *Issuer) RotateAgentSecret(ctx context.Context, id string) (string, erro
 		agents := agentsIn(tx)
 		a, err := agents.get(id)
 		if err != nil {
-			return fmt.Errorf("agent %q: %w", id, err)
+			return entryErr("agent", id, err)
 		}
 		if a.SecretHash == "" {
 			return invalidEntry("agent %q does not authenticate with a secret", id)

@@ -104,7 +104,7 @@ func (i *Issuer) validateConfigDirectory() error {
 		seen[c.ID] = true
 		normalizeAuthMethod(c)
 		if err := validateClientAuth(c); err != nil {
-			return fmt.Errorf("client %q: %w", c.ID, err)
+			return entryErr("client", c.ID, err)
 		}
 	}
 	i.cfg.Clients = clients
@@ -117,7 +117,7 @@ func (i *Issuer) validateConfigDirectory() error {
 		}
 		seen[a.ID] = true
 		if err := validateAgent(a); err != nil {
-			return fmt.Errorf("agent %q: %w", a.ID, err)
+			return entryErr("agent", a.ID, err)
 		}
 	}
 	i.cfg.Agents = agents
@@ -257,7 +257,7 @@ func (i *Issuer) findUser(ctx context.Context, username string) (*User, error) {
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("user %q: %w", username, err)
+		return nil, entryErr("user", username, err)
 	}
 	u.Source = sourceAdmin
 	return u, nil
@@ -299,7 +299,7 @@ func (i *Issuer) findAgent(ctx context.Context, id string) (*Agent, error) {
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("agent %q: %w", id, err)
+		return nil, entryErr("agent", id, err)
 	}
 	a.Source = sourceAdmin
 	return a, nil

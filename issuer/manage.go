@@ -26,6 +26,30 @@ func invalidEntry(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", ErrInvalidEntry, fmt.Sprintf(format, a...))
 }
 
+// entryErr is err about the user, client or agent name, in the operator's
+// words: `user "bob" not found`, not the store's key path. errors.Is sees
+// err.
+func entryErr(kind, name string, err error) error {
+	return &entryError{kind: kind, name: name, err: err}
+}
+
+type entryError struct {
+	kind, name string
+	err        error
+}
+
+func (e *entryError) Error() string {
+	switch {
+	case errors.Is(e.err, store.ErrNotFound):
+		return fmt.Sprintf("%s %q not found", e.kind, e.name)
+	case errors.Is(e.err, store.ErrAlreadyExists):
+		return fmt.Sprintf("%s %q already exists", e.kind, e.name)
+	}
+	return fmt.Sprintf("%s %q: %v", e.kind, e.name, e.err)
+}
+
+func (e *entryError) Unwrap() error { return e.err }
+
 // PutUser creates or replaces a runtime-managed user. PasswordHash must be
 // a bcrypt hash (the output of `caddy hash-password`).
 func (i *Issuer) PutUser(ctx context.Context, u User) error {
@@ -33,7 +57,7 @@ func (i *Issuer) PutUser(ctx context.Context, u User) error {
 		return invalidEntry("username must be 1 to 200 characters without spaces or control characters")
 	}
 	if i.configuredUser(u.Username) {
-		return fmt.Errorf("user %q: %w", u.Username, ErrConfigured)
+		return entryErr("user", u.Username, ErrConfigured)
 	}
 	if CheckPasswordHash(u.PasswordHash) != nil {
 		return invalidEntry("user %q: password hash is not a bcrypt hash", u.Username)
@@ -80,11 +104,11 @@ func (i *Issuer) Users(ctx context.Context) ([]User, error) {
 // name inherits nothing.
 func (i *Issuer) DeleteUser(ctx context.Context, name string) error {
 	if i.configuredUser(name) {
-		return fmt.Errorf("user %q: %w", name, ErrConfigured)
+		return entryErr("user", name, ErrConfigured)
 	}
 	return i.store.Update(ctx, func(tx store.Tx) error {
 		if err := usersIn(tx).remove(name); err != nil {
-			return fmt.Errorf("user %q: %w", name, err)
+			return entryErr("user", name, err)
 		}
 		return forgetUser(tx, name, i.revokeUntil())
 	})
@@ -94,7 +118,7 @@ func (i *Issuer) DeleteUser(ctx context.Context, name string) error {
 // user's login sessions and revokes the user's grants (signOutUser).
 func (i *Issuer) SetPassword(ctx context.Context, name, bcryptHash string) error {
 	if i.configuredUser(name) {
-		return fmt.Errorf("user %q: %w", name, ErrConfigured)
+		return entryErr("user", name, ErrConfigured)
 	}
 	if CheckPasswordHash(bcryptHash) != nil {
 		return invalidEntry("password hash is not a bcrypt hash")
@@ -104,7 +128,7 @@ func (i *Issuer) SetPassword(ctx context.Context, name, bcryptHash string) error
 		users := usersIn(tx)
 		u, err := users.get(name)
 		if err != nil {
-			return fmt.Errorf("user %q: %w", name, err)
+			return entryErr("user", name, err)
 		}
 		u.PasswordHash = bcryptHash
 		if err := users.put(u); err != nil {
@@ -122,7 +146,7 @@ func (i *Issuer) PutClient(ctx context.Context, c Client) error {
 		return invalidEntry("client id must be 1 to 500 characters without spaces or control characters")
 	}
 	if i.configuredClient(c.ID) {
-		return fmt.Errorf("client %q: %w", c.ID, ErrConfigured)
+		return entryErr("client", c.ID, ErrConfigured)
 	}
 	if i.configuredAgent(c.ID) {
 		return invalidEntry("client %q: an agent has this id", c.ID)
@@ -202,11 +226,11 @@ func (i *Issuer) Clients(ctx context.Context) ([]Client, error) {
 // (grantRecords.revokeClient).
 func (i *Issuer) DeleteClient(ctx context.Context, id string) error {
 	if i.configuredClient(id) {
-		return fmt.Errorf("client %q: %w", id, ErrConfigured)
+		return entryErr("client", id, ErrConfigured)
 	}
 	return i.store.Update(ctx, func(tx store.Tx) error {
 		if err := clientsIn(tx).remove(id); err != nil {
-			return fmt.Errorf("client %q: %w", id, err)
+			return entryErr("client", id, err)
 		}
 		return grantsIn(tx).revokeClient(id, i.revokeUntil())
 	})
@@ -218,7 +242,7 @@ func (i *Issuer) DeleteClient(ctx context.Context, id string) error {
 // the old secret leaked, and with it what the client held).
 func (i *Issuer) RotateClientSecret(ctx context.Context, id string) (string, error) {
 	if i.configuredClient(id) {
-		return "", fmt.Errorf("client %q: %w", id, ErrConfigured)
+		return "", entryErr("client", id, ErrConfigured)
 	}
 	secret, hash, err := i.newSecret()
 	if err != nil {
@@ -228,7 +252,7 @@ func (i *Issuer) RotateClientSecret(ctx context.Context, id string) (string, err
 		clients := clientsIn(tx)
 		c, err := clients.get(id)
 		if err != nil {
-			return fmt.Errorf("client %q: %w", id, err)
+			return entryErr("client", id, err)
 		}
 		if c.TokenEndpointAuthMethod != authClientSecretBasic && c.TokenEndpointAuthMethod != authClientSecretPost {
 			return invalidEntry("client %q does not authenticate with a secret", id)

@@ -10,6 +10,7 @@ package store
 import (
 	"context"
 	"errors"
+	"io"
 	"time"
 )
 
@@ -49,6 +50,16 @@ type Store interface {
 	Purge(ctx context.Context) (int, error)
 	// Close releases the store. Further calls return ErrClosed.
 	Close() error
+}
+
+// Backuper is implemented by a Store that can copy itself while in use.
+// A store without it (memory) has nothing that outlives the process.
+type Backuper interface {
+	// Backup writes a consistent copy of the whole store, as of one
+	// instant, to w while other transactions go on, and returns the number
+	// of bytes written. The copy is a file the store can open in place of
+	// its own (for bolt, a bbolt database file): that is the restore.
+	Backup(ctx context.Context, w io.Writer) (int64, error)
 }
 
 // Tx is one transaction. It must not be used after its fn returns.

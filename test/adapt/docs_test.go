@@ -79,3 +79,32 @@ func TestCaddyfileBlocks(t *testing.T) {
 		})
 	}
 }
+
+// TestREADMEJSONConfig: the README's JSON config example is exactly what
+// the Caddyfile before it adapts to.
+func TestREADMEJSONConfig(t *testing.T) {
+	src, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(src), "\n## JSON config\n")
+	if !ok {
+		t.Fatal("README.md has no JSON config section")
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	fenced := func(info string) string {
+		_, rest, ok := strings.Cut(section, "\n```"+info+"\n")
+		if !ok {
+			t.Fatalf("JSON config section has no %s block", info)
+		}
+		body, _, _ := strings.Cut(rest, "\n```\n")
+		return body + "\n"
+	}
+	got, err := adapt(t, []byte(fenced("caddyfile")))
+	if err != nil {
+		t.Fatalf("Adapt(README's Caddyfile): %v", err)
+	}
+	if want := fenced("json"); string(got) != want {
+		t.Errorf("README's JSON config differs from `caddy adapt` of its Caddyfile; adapt gives:\n%s", got)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -108,8 +109,9 @@ func (e env) write(t *testing.T, name, content string) string {
 	return p
 }
 
-// run starts `caddy run` and waits until the issuer answers.
-func (e env) run(t *testing.T, config string, port int) {
+// run starts `caddy run` and waits until the issuer answers. stop stops it
+// (as Ctrl-C does) and waits; it runs at the end of the test in any case.
+func (e env) run(t *testing.T, config string, port int) (stop func()) {
 	t.Helper()
 	cmd := exec.Command(caddyBin, "run", "--config", config, "--adapter", "caddyfile")
 	cmd.Env = e.vars
@@ -121,7 +123,7 @@ func (e env) run(t *testing.T, config string, port int) {
 	}
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
+	stop = sync.OnceFunc(func() {
 		_ = cmd.Process.Signal(os.Interrupt)
 		select {
 		case <-exited:
@@ -130,6 +132,7 @@ func (e env) run(t *testing.T, config string, port int) {
 			<-exited
 		}
 	})
+	t.Cleanup(stop)
 	url := fmt.Sprintf("http://localhost:%d/.well-known/oauth-authorization-server", port)
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
@@ -142,12 +145,13 @@ func (e env) run(t *testing.T, config string, port int) {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return
+				return stop
 			}
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("issuer not ready at %s:\n%s", url, out.String())
+	return nil
 }
 
 // `caddy validate && caddy reload` is the habit: validate must work while

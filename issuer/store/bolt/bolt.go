@@ -24,7 +24,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -170,6 +172,118 @@ func (s *Store) Purge(ctx context.Context) (int, error) {
 		return 0, closedErr(fmt.Errorf("bolt: purge: %w", err))
 	}
 	return n, nil
+}
+
+// Backup implements store.Backuper: bbolt copies the file inside one read
+// transaction, so the copy is consistent and writers go on meanwhile
+// (except a commit that must grow the file's memory map, which waits for
+// the copy to end). It stops with ctx's error when ctx ends.
+func (s *Store) Backup(ctx context.Context, w io.Writer) (int64, error) {
+	if err := s.begin(ctx); err != nil {
+		return 0, fmt.Errorf("bolt: backup: %w", err)
+	}
+	var n int64
+	err := s.db.View(func(btx *bbolt.Tx) error {
+		var err error
+		n, err = btx.WriteTo(ctxWriter{ctx, w})
+		return err
+	})
+	if err != nil {
+		return n, closedErr(fmt.Errorf("bolt: backup: %w", err))
+	}
+	return n, nil
+}
+
+// ctxWriter fails writes once ctx is done, so a long copy for a caller
+// that gave up ends early.
+type ctxWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (c ctxWriter) Write(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.w.Write(p)
+}
+
+// Check opens the bbolt file at path read-only and verifies its page
+// structure, e.g. a backup before it replaces anything. The file must not
+// be open in a Store.
+func Check(path string) error {
+	// bbolt maps the file and faults (SIGBUS) on pages past its end, so a
+	// truncated copy is refused before it is opened.
+	if err := checkSize(path); err != nil {
+		return fmt.Errorf("bolt: check %s: %w", path, err)
+	}
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: DefaultTimeout})
+	if err != nil {
+		return fmt.Errorf("bolt: check %s: %w", path, err)
+	}
+	defer db.Close()
+	return db.View(func(btx *bbolt.Tx) error {
+		var first error
+		// Drained to the end: the checker reads the transaction until it
+		// closes the channel.
+		for err := range btx.Check() {
+			if first == nil {
+				first = fmt.Errorf("bolt: check %s: %w", path, err)
+			}
+		}
+		return first
+	})
+}
+
+// The on-disk meta page of bbolt (format version 2), in the machine's byte
+// order: a 16-byte page header, then magic, version, page size, flags (4
+// bytes each), root bucket (16), freelist page (8) and the high-water
+// page id (8).
+const (
+	metaMagic      = 0xED0CDAED
+	metaMagicAt    = 16
+	metaPageSizeAt = 24
+	metaPgidAt     = 56
+	metaEnd        = 64
+)
+
+// checkSize refuses a file shorter than the pages its two meta pages
+// claim.
+func checkSize(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	var head [metaEnd]byte
+	if _, err := f.ReadAt(head[:], 0); err != nil {
+		return errors.New("not a bbolt database (too short)")
+	}
+	ne := binary.NativeEndian
+	if ne.Uint32(head[metaMagicAt:]) != metaMagic {
+		return errors.New("not a bbolt database (no magic number)")
+	}
+	pageSize := int64(ne.Uint32(head[metaPageSizeAt:]))
+	if pageSize < 512 || pageSize > 1<<20 {
+		return fmt.Errorf("not a bbolt database (page size %d)", pageSize)
+	}
+	need := int64(0)
+	for _, at := range []int64{0, pageSize} {
+		if _, err := f.ReadAt(head[:], at); err != nil {
+			return fmt.Errorf("truncated: %d bytes, shorter than its meta pages", fi.Size())
+		}
+		if ne.Uint32(head[metaMagicAt:]) == metaMagic {
+			need = max(need, int64(ne.Uint64(head[metaPgidAt:]))*pageSize)
+		}
+	}
+	if fi.Size() < need {
+		return fmt.Errorf("truncated: %d bytes, its pages need %d", fi.Size(), need)
+	}
+	return nil
 }
 
 // Close implements store.Store. It waits for running transactions.
@@ -377,6 +491,7 @@ func (t *tx) List(bucket, prefix string, fn func(key string, value []byte) error
 }
 
 var (
-	_ store.Store = (*Store)(nil)
-	_ store.Tx    = (*tx)(nil)
+	_ store.Store    = (*Store)(nil)
+	_ store.Backuper = (*Store)(nil)
+	_ store.Tx       = (*tx)(nil)
 )

@@ -1,0 +1,158 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"io"
+	"maps"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// curlArgs splits a shell line of the README's curl examples into words;
+// only single quotes are used there.
+func curlArgs(line string) []string {
+	var words []string
+	var w strings.Builder
+	quoted, inWord := false, false
+	for _, r := range line {
+		switch {
+		case r == '\'':
+			quoted, inWord = !quoted, true
+		case r == ' ' && !quoted:
+			if inWord {
+				words = append(words, w.String())
+				w.Reset()
+				inWord = false
+			}
+		default:
+			w.WriteRune(r)
+			inWord = true
+		}
+	}
+	if inWord {
+		words = append(words, w.String())
+	}
+	return words
+}
+
+// TestREADMEAdminExamples sends the README's admin API curl examples, in
+// order, to the admin routes as Caddy mounts them, and checks the answers
+// against the JSON shapes the README documents.
+func TestREADMEAdminExamples(t *testing.T) {
+	src, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(src)
+	_, section, _ := strings.Cut(readme, "\n## Admin API\n")
+	section, _, _ = strings.Cut(section, "\n## ")
+	_, block, ok := strings.Cut(section, "\n```sh\n")
+	if !ok {
+		t.Fatal("README.md: no sh block in the Admin API section")
+	}
+	block, _, _ = strings.Cut(block, "\n```\n")
+
+	// Shapes the README documents: a value "..." stands for any.
+	shapes := map[string]string{
+		"POST /mcp-auth/users":       `{"username": "bob", "groups": ["users"], "source": "admin"}`,
+		"POST /mcp-auth/clients":     `{"client_id": "ci-bot", "grant_types": ["client_credentials"], "token_endpoint_auth_method": "client_secret_basic", "scopes": ["read"], "source": "admin", "client_secret": "..."}`,
+		"POST /mcp-auth/keys/rotate": `{"kid": "..."}`,
+	}
+	for route, shape := range shapes {
+		if !strings.Contains(strings.Join(strings.Fields(section), " "), shape) {
+			t.Errorf("README.md does not document %s as %s", route, shape)
+		}
+	}
+
+	srv := adminServer(t, &AdminAPI{app: boltApp(t)})
+	var n int
+	for line := range strings.Lines(block) {
+		args := curlArgs(strings.TrimSpace(line))
+		if len(args) == 0 || args[0] != "curl" {
+			t.Fatalf("README.md admin example %q: not a curl command", line)
+		}
+		method, body, target, output := http.MethodGet, "", "", false
+		header := http.Header{}
+		for i := 1; i < len(args); i++ {
+			switch args[i] {
+			case "-X":
+				i++
+				method = args[i]
+			case "-d":
+				i++
+				body = args[i]
+				if method == http.MethodGet {
+					method = http.MethodPost
+				}
+			case "-H":
+				i++
+				k, v, _ := strings.Cut(args[i], ":")
+				header.Set(k, strings.TrimSpace(v))
+			case "-o":
+				i++
+				output = true
+			default:
+				target = args[i]
+			}
+		}
+		path, ok := strings.CutPrefix(target, "localhost:2019")
+		if !ok {
+			t.Fatalf("README.md admin example %q: want a URL at localhost:2019", line)
+		}
+		req, err := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// As curl: -d without a type sends a form type.
+		if body != "" {
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		}
+		maps.Copy(req.Header, header)
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		n++
+		if resp.StatusCode >= 300 {
+			t.Errorf("README.md example %s: %d %s", strings.TrimSpace(line), resp.StatusCode, got)
+			continue
+		}
+		if output {
+			if len(got) == 0 || resp.Header.Get("Content-Type") != "application/octet-stream" {
+				t.Errorf("README.md example %s: %d bytes of %s", strings.TrimSpace(line), len(got), resp.Header.Get("Content-Type"))
+			}
+			continue
+		}
+		if shape, ok := shapes[method+" "+path]; ok {
+			var want, have map[string]any
+			if err := json.Unmarshal([]byte(shape), &want); err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal(got, &have); err != nil {
+				t.Fatalf("%s %s answer %s: %v", method, path, got, err)
+			}
+			if !slices.Equal(slices.Sorted(maps.Keys(have)), slices.Sorted(maps.Keys(want))) {
+				t.Errorf("%s %s answers %s, README documents %s", method, path, got, shape)
+			}
+			for k, v := range want {
+				if v != "..." && !jsonEqual(v, have[k]) {
+					t.Errorf("%s %s answers %s = %v, README documents %v", method, path, k, have[k], v)
+				}
+			}
+		}
+	}
+	if n < 8 {
+		t.Errorf("README.md: %d admin examples ran, want the whole block", n)
+	}
+}
+
+func jsonEqual(a, b any) bool {
+	x, _ := json.Marshal(a)
+	y, _ := json.Marshal(b)
+	return string(x) == string(y)
+}
