@@ -125,12 +125,17 @@ func (GatewayHandler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// issuerKeys adapts the local issuer to gateway.KeySource. The gateway
-// asks only while serving, after the app started (see ServeHTTP).
-type issuerKeys struct{ app *App }
+// localIssuer is the local issuer as the gateway's key source and
+// revocation list. The gateway asks only while serving, after the app
+// started (see ServeHTTP), so the issuer is looked up then.
+type localIssuer struct{ app *App }
 
-func (k issuerKeys) Key(ctx context.Context, kid string) (any, error) {
-	return k.app.iss.PublicKey(ctx, kid)
+func (l localIssuer) PublicKey(ctx context.Context, kid string) (any, error) {
+	return l.app.iss.PublicKey(ctx, kid)
+}
+
+func (l localIssuer) Revoked(ctx context.Context, jti, grantID string) bool {
+	return l.app.iss.Revoked(ctx, jti, grantID)
 }
 
 // Provision checks the gateway's configuration and builds it; with an
@@ -188,10 +193,8 @@ func (h *GatewayHandler) Provision(ctx caddy.Context) error {
 	}
 	if local {
 		cfg.Issuer = app.url
-		cfg.Keys = issuerKeys{app}
-		cfg.Revoked = func(ctx context.Context, claims map[string]any) bool {
-			return app.iss.Revoked(ctx, claimString(claims, "jti"), claimString(claims, grantIDClaim))
-		}
+		cfg.Keys = localIssuer{app}
+		cfg.Revocations = localIssuer{app}
 	} else {
 		cfg.Issuer = h.Issuer
 		cfg.Keys = gateway.NewRemoteKeys(h.Issuer, &http.Client{Timeout: 10 * time.Second}, log)
@@ -239,15 +242,6 @@ func (h *GatewayHandler) start(a *App) error {
 		a.iss.AddResource(issuer.Resource{URL: h.Resource, Scopes: h.gw.Scopes()})
 	}
 	return nil
-}
-
-// grantIDClaim is the access token claim naming the grant (refresh family)
-// a token belongs to, so revoking a connected app ends its access tokens.
-const grantIDClaim = "gid"
-
-func claimString(claims map[string]any, name string) string {
-	s, _ := claims[name].(string)
-	return s
 }
 
 // sessionKey returns the configured key; nil when the app's store holds

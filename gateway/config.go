@@ -68,9 +68,9 @@ type Config struct {
 	// principal; gateways sharing it can check each other's sessions.
 	SessionKey []byte
 
-	// Revoked, when set, reports whether a token (by jti or grant id) has
-	// been revoked (issue: agent identity / connected apps).
-	Revoked func(ctx context.Context, claims map[string]any) bool
+	// Revocations, when set, is asked on every request whether the token
+	// has been revoked.
+	Revocations Revocations
 
 	// RequestID, when set, returns an id for the HTTP request (Caddy's
 	// request UUID) to put in audit events.
@@ -106,9 +106,19 @@ type ActorRule struct {
 }
 
 // KeySource returns the public key for a kid. The local issuer and a remote
-// JWKS (RemoteKeys) both implement it.
+// JWKS (RemoteKeys) both implement it. The key must fit the token's
+// algorithm (accesstoken.KeyFitsAlg) or the token is refused.
 type KeySource interface {
-	Key(ctx context.Context, kid string) (any, error)
+	PublicKey(ctx context.Context, kid string) (any, error)
+}
+
+// Revocations knows which access tokens were revoked before they expired.
+// It is asked on every request, so it must answer from memory or a fast
+// local store, and fail closed: an error it cannot resolve is "revoked".
+type Revocations interface {
+	// Revoked reports whether the token jti, or the grant grantID it
+	// belongs to ("" when the token names none), has been revoked.
+	Revoked(ctx context.Context, jti, grantID string) bool
 }
 
 // Planned exported API (implemented in the package):

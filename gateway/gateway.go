@@ -5,12 +5,13 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 )
 
 // Gateway is the policy-enforcing front of one MCP endpoint. It is safe for
@@ -95,10 +96,6 @@ const (
 	minSessionKey      = 32
 )
 
-// supportedAlgorithms are the asymmetric JWS algorithms Config.Algorithms
-// may pin (never HMAC, never none).
-var supportedAlgorithms = []string{"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA"}
-
 // New validates cfg and builds a Gateway.
 func New(cfg Config) (*Gateway, error) {
 	res, err := parseHTTPSURL(cfg.Resource)
@@ -130,7 +127,7 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.Algorithms = []string{"ES256", "RS256", "EdDSA"}
 	}
 	for _, a := range cfg.Algorithms {
-		if !slices.Contains(supportedAlgorithms, a) {
+		if !accesstoken.Supported(a) {
 			return nil, fmt.Errorf("algorithm %q is not supported (asymmetric JWS algorithms only)", a)
 		}
 	}

@@ -473,11 +473,18 @@ func TestOriginAndMethods(t *testing.T) {
 	})
 }
 
+// revocationSet is a Revocations over revoked jtis and grant ids.
+type revocationSet struct{ jtis, grants map[string]bool }
+
+func (s revocationSet) Revoked(_ context.Context, jti, grantID string) bool {
+	return s.jtis[jti] || (grantID != "" && s.grants[grantID])
+}
+
 func TestRevokedAndCache(t *testing.T) {
 	cfg := testConfig(t)
 	keys := cfg.Keys.(*testKeys)
-	revoked := map[string]bool{}
-	cfg.Revoked = func(_ context.Context, c map[string]any) bool { return revoked[c["jti"].(string)] }
+	revoked := revocationSet{jtis: map[string]bool{}, grants: map[string]bool{}}
+	cfg.Revocations = revoked
 	h := newHarness(t, cfg, nil)
 	token := mint(t, claims())
 	for i := 0; i < 3; i++ {
@@ -490,10 +497,16 @@ func TestRevokedAndCache(t *testing.T) {
 	if keys.calls != 1 {
 		t.Errorf("key lookups = %d, want 1 (claims cached)", keys.calls)
 	}
-	revoked["jti-1"] = true
-	resp := h.do(t, call{body: toolCall("read_x"), token: token})
-	readBody(t, resp)
-	if resp.StatusCode != 401 || !strings.Contains(resp.Header.Get("WWW-Authenticate"), "revoked") {
-		t.Errorf("revoked token: status = %d %q, want 401 invalid_token", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+	c := claims()
+	c["jti"], c["gid"] = "jti-2", "grant-1"
+	ofGrant := mint(t, c)
+	revoked.jtis["jti-1"] = true
+	revoked.grants["grant-1"] = true
+	for name, token := range map[string]string{"revoked jti": token, "revoked grant": ofGrant} {
+		resp := h.do(t, call{body: toolCall("read_x"), token: token})
+		readBody(t, resp)
+		if resp.StatusCode != 401 || !strings.Contains(resp.Header.Get("WWW-Authenticate"), "revoked") {
+			t.Errorf("%s: status = %d %q, want 401 invalid_token", name, resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+		}
 	}
 }

@@ -39,7 +39,7 @@ type testKeys struct {
 	calls int
 }
 
-func (k *testKeys) Key(_ context.Context, kid string) (any, error) {
+func (k *testKeys) PublicKey(_ context.Context, kid string) (any, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.calls++

@@ -2,16 +2,10 @@ package gateway
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rsa"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net/http"
 	"net/url"
 	"strings"
@@ -19,6 +13,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 )
 
 // RemoteKeys is a KeySource for an issuer in another process: it reads the
@@ -70,8 +66,8 @@ func NewRemoteKeys(issuer string, client *http.Client, logger *zap.Logger) *Remo
 	}
 }
 
-// Key returns the public key published under kid.
-func (k *RemoteKeys) Key(ctx context.Context, kid string) (any, error) {
+// PublicKey returns the public key published under kid.
+func (k *RemoteKeys) PublicKey(ctx context.Context, kid string) (any, error) {
 	k.mu.RLock()
 	key, ok := k.keys[kid]
 	fresh := k.now().Sub(k.fetched) < k.maxAge
@@ -200,72 +196,21 @@ func (k *RemoteKeys) getJSON(ctx context.Context, u string, v any) error {
 	return nil
 }
 
-type jwk struct {
-	Kty string `json:"kty"`
-	Kid string `json:"kid"`
-	Use string `json:"use"`
-	Crv string `json:"crv"`
-	X   string `json:"x"`
-	Y   string `json:"y"`
-	N   string `json:"n"`
-	E   string `json:"e"`
-	D   string `json:"d"`
-}
-
-// parseJWK reads a public signing key: EC P-256/384/521, RSA (≥ 2048
-// bits) or OKP Ed25519. Keys for encryption, private keys and symmetric
-// keys are refused.
+// parseJWK reads a published signing key (accesstoken.JWK.PublicKey):
+// it must have a kid and be for signatures.
 func parseJWK(raw []byte) (string, any, error) {
-	var j jwk
+	var j accesstoken.JWK
 	if err := json.Unmarshal(raw, &j); err != nil {
 		return "", nil, err
 	}
 	switch {
 	case j.Kid == "":
 		return "", nil, errors.New("no kid")
-	case j.Use != "" && j.Use != "sig":
+	case !j.ForSignatures():
 		return j.Kid, nil, errors.New("not a signing key")
-	case j.D != "":
-		return j.Kid, nil, errors.New("private key material published")
 	}
-	b64 := base64.RawURLEncoding.Strict()
-	switch j.Kty {
-	case "EC":
-		curve := map[string]elliptic.Curve{"P-256": elliptic.P256(), "P-384": elliptic.P384(), "P-521": elliptic.P521()}[j.Crv]
-		if curve == nil {
-			return j.Kid, nil, fmt.Errorf("unsupported curve %q", j.Crv)
-		}
-		size := (curve.Params().BitSize + 7) / 8
-		x, errX := b64.DecodeString(j.X)
-		y, errY := b64.DecodeString(j.Y)
-		if errX != nil || errY != nil || len(x) != size || len(y) != size {
-			return j.Kid, nil, errors.New("bad EC coordinates")
-		}
-		point := append(append([]byte{4}, x...), y...)
-		key, err := ecdsa.ParseUncompressedPublicKey(curve, point)
-		if err != nil {
-			return j.Kid, nil, err
-		}
-		return j.Kid, key, nil
-	case "RSA":
-		n, errN := b64.DecodeString(j.N)
-		e, errE := b64.DecodeString(j.E)
-		if errN != nil || errE != nil || len(e) == 0 || len(e) > 4 {
-			return j.Kid, nil, errors.New("bad RSA parameters")
-		}
-		key := &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}
-		if key.N.BitLen() < minRSABits || key.E < 3 || key.E%2 == 0 {
-			return j.Kid, nil, errors.New("weak RSA key")
-		}
-		return j.Kid, key, nil
-	case "OKP":
-		x, err := b64.DecodeString(j.X)
-		if j.Crv != "Ed25519" || err != nil || len(x) != ed25519.PublicKeySize {
-			return j.Kid, nil, errors.New("unsupported OKP key")
-		}
-		return j.Kid, ed25519.PublicKey(x), nil
-	}
-	return j.Kid, nil, fmt.Errorf("unsupported key type %q", j.Kty)
+	key, err := j.PublicKey()
+	return j.Kid, key, err
 }
 
 var _ KeySource = (*RemoteKeys)(nil)

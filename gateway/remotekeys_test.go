@@ -101,7 +101,7 @@ func TestRemoteKeys(t *testing.T) {
 			rk := NewRemoteKeys(f.issuer, f.srv.Client(), nil)
 			ctx := context.Background()
 			for kid, want := range map[string]any{"ec1": &k.ec.PublicKey, "rsa1": &k.rsa.PublicKey, "ed1": k.ed.Public()} {
-				got, err := rk.Key(ctx, kid)
+				got, err := rk.PublicKey(ctx, kid)
 				if err != nil {
 					t.Fatalf("Key(%s) = %v", kid, err)
 				}
@@ -110,7 +110,7 @@ func TestRemoteKeys(t *testing.T) {
 				}
 			}
 			for _, kid := range []string{"hmac", "small", "enc", "unknown"} {
-				if _, err := rk.Key(ctx, kid); !errors.Is(err, ErrUnknownKey) {
+				if _, err := rk.PublicKey(ctx, kid); !errors.Is(err, ErrUnknownKey) {
 					t.Errorf("Key(%s) = %v, want ErrUnknownKey", kid, err)
 				}
 			}
@@ -129,15 +129,15 @@ func TestRemoteKeysRotation(t *testing.T) {
 	now := testNow
 	rk.now = func() time.Time { return now }
 	ctx := context.Background()
-	if _, err := rk.Key(ctx, "ec1"); err != nil {
+	if _, err := rk.PublicKey(ctx, "ec1"); err != nil {
 		t.Fatal(err)
 	}
 	f.jwks.Store([]map[string]any{ecJWK("ec1", &k.ec.PublicKey), edJWK("ed1", k.ed.Public().(ed25519.PublicKey))})
-	if _, err := rk.Key(ctx, "ed1"); !errors.Is(err, ErrUnknownKey) {
+	if _, err := rk.PublicKey(ctx, "ed1"); !errors.Is(err, ErrUnknownKey) {
 		t.Fatalf("Key(ed1) within the refetch interval = %v, want ErrUnknownKey", err)
 	}
 	now = now.Add(time.Minute)
-	if _, err := rk.Key(ctx, "ed1"); err != nil {
+	if _, err := rk.PublicKey(ctx, "ed1"); err != nil {
 		t.Fatalf("Key(ed1) after the interval = %v, want the new key", err)
 	}
 	if n := f.jwksHits.Load(); n != 2 {
@@ -151,7 +151,7 @@ func TestRemoteKeysRefusals(t *testing.T) {
 		f.wrongIssue = true
 		f.jwks.Store([]map[string]any{})
 		rk := NewRemoteKeys(f.issuer, f.srv.Client(), nil)
-		if _, err := rk.Key(context.Background(), "ec1"); err == nil {
+		if _, err := rk.PublicKey(context.Background(), "ec1"); err == nil {
 			t.Fatal("Key with a mismatched issuer succeeded")
 		}
 		if f.jwksHits.Load() != 0 {
@@ -168,7 +168,7 @@ func TestRemoteKeysRefusals(t *testing.T) {
 		}))
 		defer srv.Close()
 		rk := NewRemoteKeys(srv.URL, srv.Client(), nil)
-		if _, err := rk.Key(context.Background(), "x"); !errors.Is(err, ErrUnknownKey) {
+		if _, err := rk.PublicKey(context.Background(), "x"); !errors.Is(err, ErrUnknownKey) {
 			t.Fatalf("Key = %v, want ErrUnknownKey", err)
 		}
 	})

@@ -2,13 +2,8 @@ package gateway
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rsa"
 	"crypto/sha256"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -16,17 +11,17 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 )
 
 // Token handling limits.
 const (
 	maxTokenLen = 16 << 10 // bytes; far above any access token we issue
-	maxActDepth = 32       // act nesting beyond this is refused outright
 	// tokenLeeway tolerates clock skew with a remote issuer; an expired
 	// token is refused within seconds, not half a minute.
 	tokenLeeway     = 5 * time.Second
 	claimsCacheSize = 10000
-	minRSABits      = 2048
 )
 
 // principal is who a verified access token speaks for.
@@ -45,7 +40,8 @@ type principal struct {
 	actors        []string // act chain, outermost (newest actor) first
 	scope         string   // the scope claim as issued
 	scopes        map[string]struct{}
-	claims        map[string]any
+	jti           string // for revocation
+	grantID       string // gid: the grant the token belongs to, for revocation
 	expiry        time.Time
 }
 
@@ -55,7 +51,7 @@ func (p *principal) agent() string {
 	if len(p.actors) > 0 {
 		return p.actors[0]
 	}
-	if p.principalType == "agent" {
+	if p.principalType == accesstoken.PrincipalAgent {
 		return p.subject
 	}
 	return ""
@@ -64,7 +60,7 @@ func (p *principal) agent() string {
 // isUser reports whether the top-level principal is a user: not an
 // agent, not a client, nothing unknown.
 func (p *principal) isUser() bool {
-	return p.principalType == "" || p.principalType == "user"
+	return p.principalType == "" || p.principalType == accesstoken.PrincipalUser
 }
 
 // authError is a failed authentication, answered with a Bearer challenge.
@@ -149,8 +145,8 @@ func validB64Token(s string) bool {
 }
 
 // authenticate verifies a bearer token and returns its principal. Verified
-// claims are cached by token hash until expiry; the Revoked hook is asked
-// every time.
+// claims are cached by token hash until expiry; revocation is asked every
+// time.
 func (g *Gateway) authenticate(ctx context.Context, token string) (*principal, *authError) {
 	key := sha256.Sum256([]byte(token))
 	p := g.cache.get(key, g.now())
@@ -161,61 +157,41 @@ func (g *Gateway) authenticate(ctx context.Context, token string) (*principal, *
 		}
 		g.cache.put(key, p, g.now())
 	}
-	if g.cfg.Revoked != nil && g.cfg.Revoked(ctx, p.claims) {
+	if g.cfg.Revocations != nil && g.cfg.Revocations.Revoked(ctx, p.jti, p.grantID) {
 		return nil, invalidToken("the access token has been revoked")
 	}
 	return p, nil
 }
 
-// verify checks an RFC 9068 JWT access token: pinned algorithm, typ
-// at+jwt, kid, key type matching the algorithm, iss, aud, exp, iat, nbf.
+// verify checks an RFC 9068 JWT access token (accesstoken.Parse): pinned
+// algorithm, typ at+jwt, kid, key type matching the algorithm, iss, aud,
+// exp, iat, nbf, sub and client_id.
 func (g *Gateway) verify(ctx context.Context, token string) (*principal, *authError) {
-	claims := jwt.MapClaims{}
-	_, err := g.parser.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
-		if _, ok := t.Header["crit"]; ok {
-			// RFC 7515 §4.1.11: extensions listed in crit must be
-			// understood, and none is here.
-			return nil, errCritical
-		}
-		typ, _ := t.Header["typ"].(string)
-		if !strings.EqualFold(typ, "at+jwt") && !strings.EqualFold(typ, "application/at+jwt") {
-			return nil, errWrongType
-		}
-		kid, _ := t.Header["kid"].(string)
-		if kid == "" {
-			return nil, errNoKid
-		}
-		key, err := g.cfg.Keys.Key(ctx, kid)
-		if err != nil {
-			return nil, fmt.Errorf("key %q: %w", kid, err)
-		}
-		if err := keyFitsAlg(t.Method.Alg(), key); err != nil {
-			return nil, err
-		}
-		return key, nil
-	})
+	c, err := accesstoken.Parse(ctx, g.parser, token, g.cfg.Keys.PublicKey)
 	if err != nil {
-		return nil, invalidToken(describeJWTError(err))
+		return nil, invalidToken(describeTokenError(err))
 	}
-	p, err := principalFromClaims(claims)
-	if err != nil {
-		return nil, invalidToken(err.Error())
+	p := &principal{
+		issuer:        c.Issuer,
+		subject:       c.Subject,
+		clientID:      c.ClientID,
+		principalType: c.PrincipalType,
+		actors:        c.Actor.Chain(),
+		scope:         c.Scope,
+		jti:           c.ID,
+		grantID:       c.GrantID,
+		expiry:        c.ExpiresAt.Time,
 	}
-	granted := strings.Fields(p.scope)
-	p.scopes = g.policy.effectiveScopes(granted)
+	p.scopes = g.policy.effectiveScopes(strings.Fields(p.scope))
 	return p, nil
 }
 
-var (
-	errWrongType = errors.New("token type is not at+jwt")
-	errNoKid     = errors.New("token has no kid")
-	errKeyType   = errors.New("key does not fit the algorithm")
-	errCritical  = errors.New("token has critical header extensions")
-)
-
-// describeJWTError maps a validation failure to a fixed description.
-func describeJWTError(err error) string {
+// describeTokenError maps a validation failure to a fixed description.
+func describeTokenError(err error) string {
+	var ce *accesstoken.ClaimError
 	switch {
+	case errors.As(err, &ce):
+		return ce.Error()
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return "the access token expired"
 	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
@@ -224,106 +200,12 @@ func describeJWTError(err error) string {
 		return "the access token is not for this resource"
 	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
 		return "the access token is from another issuer"
-	case errors.Is(err, errWrongType):
+	case errors.Is(err, accesstoken.ErrWrongType):
 		return "the token is not a JWT access token (typ at+jwt)"
 	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
 		return "the access token lacks a required claim"
 	default:
 		return "the access token is invalid"
-	}
-}
-
-// keyFitsAlg refuses a key of the wrong type or size for alg, so that a
-// key source can never be tricked into verifying with, say, an RSA key
-// under an ECDSA header. HMAC and none never reach here (pinned methods).
-func keyFitsAlg(alg string, key any) error {
-	switch alg {
-	case "ES256", "ES384", "ES512":
-		k, ok := key.(*ecdsa.PublicKey)
-		if !ok {
-			return errKeyType
-		}
-		want := map[string]elliptic.Curve{"ES256": elliptic.P256(), "ES384": elliptic.P384(), "ES512": elliptic.P521()}[alg]
-		if k.Curve != want {
-			return errKeyType
-		}
-	case "RS256", "RS384", "RS512", "PS256", "PS384", "PS512":
-		k, ok := key.(*rsa.PublicKey)
-		if !ok || k.N == nil || k.N.BitLen() < minRSABits {
-			return errKeyType
-		}
-	case "EdDSA":
-		k, ok := key.(ed25519.PublicKey)
-		if !ok || len(k) != ed25519.PublicKeySize {
-			return errKeyType
-		}
-	default:
-		return errKeyType
-	}
-	return nil
-}
-
-// principalFromClaims reads the claims the gateway decides on. Required
-// (RFC 9068): sub and client_id strings. Wrongly typed optional claims are
-// refused rather than ignored.
-func principalFromClaims(c jwt.MapClaims) (*principal, error) {
-	p := &principal{claims: c}
-	var ok bool
-	if p.issuer, ok = c["iss"].(string); !ok {
-		return nil, errors.New("the access token lacks iss")
-	}
-	if p.subject, ok = c["sub"].(string); !ok || p.subject == "" {
-		return nil, errors.New("the access token lacks sub")
-	}
-	if p.clientID, ok = c["client_id"].(string); !ok || p.clientID == "" {
-		return nil, errors.New("the access token lacks client_id")
-	}
-	if v, present := c["scope"]; present {
-		if p.scope, ok = v.(string); !ok {
-			return nil, errors.New("the access token has a malformed scope")
-		}
-	}
-	if v, present := c["principal_type"]; present {
-		if p.principalType, ok = v.(string); !ok {
-			return nil, errors.New("the access token has a malformed principal_type")
-		}
-	}
-	if v, present := c["act"]; present {
-		chain, err := actChain(v)
-		if err != nil {
-			return nil, err
-		}
-		p.actors = chain
-	}
-	exp, err := c.GetExpirationTime()
-	if err != nil || exp == nil {
-		return nil, errors.New("the access token lacks exp")
-	}
-	p.expiry = exp.Time
-	return p, nil
-}
-
-// actChain flattens nested act claims (RFC 8693 §4.1), outermost first.
-func actChain(v any) ([]string, error) {
-	var chain []string
-	for {
-		m, ok := v.(map[string]any)
-		if !ok {
-			return nil, errors.New("the access token has a malformed act claim")
-		}
-		sub, ok := m["sub"].(string)
-		if !ok || sub == "" {
-			return nil, errors.New("the access token has an act claim without sub")
-		}
-		chain = append(chain, sub)
-		if len(chain) > maxActDepth {
-			return nil, errors.New("the access token's act chain is too deep")
-		}
-		next, present := m["act"]
-		if !present {
-			return chain, nil
-		}
-		v = next
 	}
 }
 

@@ -45,32 +45,6 @@ func TestTokenAccepted(t *testing.T) {
 	}
 }
 
-func TestKeyFitsAlg(t *testing.T) {
-	k := theKeys(t)
-	tests := []struct {
-		alg string
-		key any
-		ok  bool
-	}{
-		{"ES256", &k.ec.PublicKey, true},
-		{"ES384", &k.ec.PublicKey, false}, // P-256 key under ES384
-		{"ES256", &k.rsa.PublicKey, false},
-		{"RS256", &k.rsa.PublicKey, true},
-		{"PS256", &k.rsa.PublicKey, true},
-		{"RS256", &k.ec.PublicKey, false},
-		{"EdDSA", k.ed.Public(), true},
-		{"EdDSA", &k.ec.PublicKey, false},
-		{"HS256", []byte("secret"), false},
-		{"ES256", []byte("secret"), false},
-		{"none", nil, false},
-	}
-	for _, tt := range tests {
-		if err := keyFitsAlg(tt.alg, tt.key); (err == nil) != tt.ok {
-			t.Errorf("keyFitsAlg(%s, %T) = %v, want ok=%v", tt.alg, tt.key, err, tt.ok)
-		}
-	}
-}
-
 func TestGlobMatch(t *testing.T) {
 	tests := []struct {
 		pattern, name string

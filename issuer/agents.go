@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 	"slices"
 	"strings"
@@ -19,9 +20,9 @@ const MaxDelegationDepth = 5
 // client's own tokens (client credentials) carry principalClient, so a
 // resource server that reads an absent claim as a user is never misled.
 const (
-	principalUser   = "user"
-	principalAgent  = "agent"
-	principalClient = "client"
+	principalUser   = accesstoken.PrincipalUser
+	principalAgent  = accesstoken.PrincipalAgent
+	principalClient = accesstoken.PrincipalClient
 )
 
 // sourceAgent marks the Client an agent authenticates as.

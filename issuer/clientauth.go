@@ -2,10 +2,6 @@ package issuer
 
 import (
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -20,6 +16,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
@@ -33,9 +30,6 @@ const (
 
 const jwtBearerAssertion = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
-// assertionAlgs are the algorithms accepted for client assertions.
-var assertionAlgs = []string{"ES256", "ES384", "RS256", "PS256", "EdDSA"}
-
 const (
 	// maxAssertionLifetime bounds exp of a client assertion, and so how
 	// long its jti must be remembered.
@@ -46,7 +40,7 @@ const (
 )
 
 type cachedJWKS struct {
-	keys    []jwk
+	keys    []accesstoken.JWK
 	fetched time.Time
 }
 
@@ -246,7 +240,7 @@ func (i *Issuer) authAssertion(ctx context.Context, r *http.Request, f url.Value
 	var claims jwt.RegisteredClaims
 	_, err = jwt.ParseWithClaims(raw, &claims, func(t *jwt.Token) (any, error) {
 		return i.assertionKeys(ctx, c, t)
-	}, jwt.WithValidMethods(assertionAlgs), jwt.WithIssuer(id), jwt.WithSubject(id),
+	}, jwt.WithValidMethods(accesstoken.Algorithms()), jwt.WithIssuer(id), jwt.WithSubject(id),
 		jwt.WithAudience(i.URL(), i.endpoint(pathToken), endpoint.String()),
 		jwt.WithExpirationRequired(), jwt.WithTimeFunc(i.now), jwt.WithLeeway(30*time.Second))
 	if err != nil {
@@ -290,11 +284,11 @@ func (i *Issuer) assertionKeys(ctx context.Context, c *Client, t *jwt.Token) (an
 		}
 		var ks jwt.VerificationKeySet
 		for _, j := range set {
-			if (kid != "" && j.Kid != kid) || (j.Alg != "" && j.Alg != alg) || (j.Use != "" && j.Use != "sig") {
+			if (kid != "" && j.Kid != kid) || (j.Alg != "" && j.Alg != alg) || !j.ForSignatures() {
 				continue
 			}
-			pub, err := parseJWK(j)
-			if err != nil || !keyFitsAlg(pub, alg) {
+			pub, err := j.PublicKey()
+			if err != nil || accesstoken.KeyFitsAlg(alg, pub) != nil {
 				continue
 			}
 			ks.Keys = append(ks.Keys, pub)
@@ -306,22 +300,9 @@ func (i *Issuer) assertionKeys(ctx context.Context, c *Client, t *jwt.Token) (an
 	return nil, errors.New("no client key fits the assertion")
 }
 
-// keyFitsAlg pins each algorithm to its key type (and curve).
-func keyFitsAlg(pub crypto.PublicKey, alg string) bool {
-	switch p := pub.(type) {
-	case *ecdsa.PublicKey:
-		return alg == "ES256" && p.Curve.Params().Name == "P-256" || alg == "ES384" && p.Curve.Params().Name == "P-384"
-	case *rsa.PublicKey:
-		return alg == "RS256" || alg == "PS256"
-	case ed25519.PublicKey:
-		return alg == "EdDSA"
-	}
-	return false
-}
-
 // clientKeys returns a client's JWK Set: registered inline, or fetched from
 // jwks_uri (SSRF-protected client, cached for jwksCacheTTL).
-func (i *Issuer) clientKeys(ctx context.Context, c *Client, refresh bool) ([]jwk, error) {
+func (i *Issuer) clientKeys(ctx context.Context, c *Client, refresh bool) ([]accesstoken.JWK, error) {
 	if len(c.JWKS) > 0 {
 		return decodeJWKS(c.JWKS)
 	}
@@ -362,9 +343,9 @@ func (i *Issuer) clientKeys(ctx context.Context, c *Client, refresh bool) ([]jwk
 	return keys, nil
 }
 
-func decodeJWKS(b []byte) ([]jwk, error) {
+func decodeJWKS(b []byte) ([]accesstoken.JWK, error) {
 	var set struct {
-		Keys []jwk `json:"keys"`
+		Keys []accesstoken.JWK `json:"keys"`
 	}
 	if err := json.Unmarshal(b, &set); err != nil {
 		return nil, fmt.Errorf("decode jwks: %w", err)

@@ -19,6 +19,8 @@ import (
 	"golang.org/x/oauth2/clientcredentials"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 )
 
 func ccForm(extra url.Values) url.Values {
@@ -210,7 +212,7 @@ func TestPrivateKeyJWTFromJWKSURI(t *testing.T) {
 	e := newTokEnv(t, func(c *Config) { c.HTTPClient = keys.Client(); c.CIMDAllowPrivate = true })
 	pub, _ := publicJWK(e.jwtKey.Public())
 	pub.Kid = "k1"
-	b, _ := json.Marshal(map[string][]jwk{"keys": {pub}})
+	b, _ := json.Marshal(map[string][]accesstoken.JWK{"keys": {pub}})
 	jwks.Store(&b)
 	err := e.iss.PutClient(t.Context(), Client{ID: "remote", JWKSURI: keys.URL + "/jwks.json",
 		GrantTypes: []string{"client_credentials"}})
@@ -231,7 +233,7 @@ func TestPrivateKeyJWTFromJWKSURI(t *testing.T) {
 	}
 	// A rotated client key: the unknown kid triggers one refetch.
 	pub.Kid = "k2"
-	b, _ = json.Marshal(map[string][]jwk{"keys": {pub}})
+	b, _ = json.Marshal(map[string][]accesstoken.JWK{"keys": {pub}})
 	jwks.Store(&b)
 	a := e.post(t, pathToken, ccForm(url.Values{"client_assertion_type": {jwtBearerAssertion},
 		"client_assertion": {e.clientAssertion(t, func(c jwt.MapClaims, tk *jwt.Token) {

@@ -170,7 +170,7 @@ func validateClientAuth(c *Client) error {
 				return errors.New("jwks must be a JWK Set with keys")
 			}
 			for _, k := range keys {
-				if _, err := parseJWK(k); err != nil {
+				if _, err := k.PublicKey(); err != nil {
 					return fmt.Errorf("jwks: %w", err)
 				}
 			}

@@ -25,6 +25,8 @@ import (
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 )
 
 // Fixtures of the token-side tests.
@@ -151,7 +153,7 @@ func (e *testEnv) config() Config {
 		e.t.Fatal(err)
 	}
 	pub.Kid = "k1"
-	jwks, _ := json.Marshal(map[string][]jwk{"keys": {pub}})
+	jwks, _ := json.Marshal(map[string][]accesstoken.JWK{"keys": {pub}})
 	sum := sha256.Sum256([]byte(tSecret2))
 	return Config{
 		Issuer: e.srv.URL,

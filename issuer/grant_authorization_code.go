@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
@@ -200,6 +201,6 @@ func (g authorizationCode) checkActorToken(ctx context.Context, f url.Values, ac
 
 // ownAgentToken reports whether c is an agent's token for itself: not a
 // user's, not delegated.
-func ownAgentToken(c *accessClaims) bool {
+func ownAgentToken(c *accesstoken.Claims) bool {
 	return c.PrincipalType == principalAgent && c.Subject == c.ClientID && c.Actor == nil
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
@@ -71,7 +72,7 @@ func (x tokenExchange) grant(ctx context.Context, req *clientRequest) (*issuance
 	if err != nil {
 		return nil, invalid("subject_token is invalid, expired or revoked").Wrap(err)
 	}
-	target, err := exchangeTarget(f, subj.Audience)
+	target, err := exchangeTarget(f, subj.Audience[0])
 	if err != nil {
 		return nil, err
 	}
@@ -86,8 +87,8 @@ func (x tokenExchange) grant(ctx context.Context, req *clientRequest) (*issuance
 		if actor, err = x.actor(ctx, actRaw, subj); err != nil {
 			return nil, err
 		}
-		act = &actorClaim{Subject: actor.ID, Actor: subj.Actor}
-		if d := len(act.chain()); d > actor.maxDepth() {
+		act = &accesstoken.Actor{Subject: actor.ID, Actor: subj.Actor}
+		if d := len(act.Chain()); d > actor.maxDepth() {
 			return nil, invalid(fmt.Sprintf("delegation depth %d exceeds the actor's limit of %d", d, actor.maxDepth()))
 		}
 	}
@@ -99,7 +100,7 @@ func (x tokenExchange) grant(ctx context.Context, req *clientRequest) (*issuance
 	if err != nil {
 		return nil, err
 	}
-	if u != nil && !sameResource(res.URL, subj.Audience) {
+	if u != nil && !sameResource(res.URL, subj.Audience[0]) {
 		return nil, ErrInvalidTarget.WithDescription("a user's token can only be exchanged for the resource the user consented to")
 	}
 	scopes, err := x.scopes(ctx, app, u, actor, subj, res.URL, requested)
@@ -148,13 +149,13 @@ func exchangeTarget(f url.Values, def string) (string, error) {
 // parties loads the subject token's client and, for a user's
 // token, the user; both must still be available. An agent's token must
 // come from an enabled agent, and every actor in its chain too.
-func (x tokenExchange) parties(ctx context.Context, subj *accessClaims) (*Client, *User, error) {
+func (x tokenExchange) parties(ctx context.Context, subj *accesstoken.Claims) (*Client, *User, error) {
 	i := x.iss
 	app, err := i.lookupClient(ctx, subj.ClientID)
 	if err != nil {
 		return nil, nil, ErrInvalidRequest.WithDescription("the subject token's client is no longer available").Wrap(err)
 	}
-	for _, id := range subj.Actor.chain() {
+	for _, id := range subj.Actor.Chain() {
 		if _, err := i.lookupAgent(ctx, id); err != nil {
 			return nil, nil, ErrInvalidRequest.WithDescription("an actor of the subject token is unknown or disabled").Wrap(err)
 		}
@@ -173,7 +174,7 @@ func (x tokenExchange) parties(ctx context.Context, subj *accessClaims) (*Client
 
 // actor verifies actor_token (an enabled agent's own token) and
 // the agent's right to act on subj.
-func (x tokenExchange) actor(ctx context.Context, raw string, subj *accessClaims) (*Agent, error) {
+func (x tokenExchange) actor(ctx context.Context, raw string, subj *accesstoken.Claims) (*Agent, error) {
 	i := x.iss
 	invalid := func(d string) *Error { return ErrInvalidRequest.WithDescription(d) }
 	ac, err := i.verifyAccessToken(ctx, raw)
@@ -200,7 +201,7 @@ func (x tokenExchange) actor(ctx context.Context, raw string, subj *accessClaims
 // scopes narrows the subject's scopes to the request, the actor's
 // limit and today's policy for the target. Only the subject's scopes can
 // be had; offline_access never (no refresh token).
-func (x tokenExchange) scopes(ctx context.Context, app *Client, u *User, actor *Agent, subj *accessClaims, target string, requested []string) ([]string, error) {
+func (x tokenExchange) scopes(ctx context.Context, app *Client, u *User, actor *Agent, subj *accesstoken.Claims, target string, requested []string) ([]string, error) {
 	i := x.iss
 	have := strings.Fields(subj.Scope)
 	explicit := len(requested) > 0

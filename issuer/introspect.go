@@ -7,22 +7,23 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
 // introspection is the RFC 7662 section 2.2 answer.
 type introspection struct {
-	Active    bool        `json:"active"`
-	Scope     string      `json:"scope,omitempty"`
-	ClientID  string      `json:"client_id,omitempty"`
-	TokenType string      `json:"token_type,omitempty"`
-	Exp       int64       `json:"exp,omitempty"`
-	Iat       int64       `json:"iat,omitempty"`
-	Sub       string      `json:"sub,omitempty"`
-	Aud       string      `json:"aud,omitempty"`
-	Iss       string      `json:"iss,omitempty"`
-	Jti       string      `json:"jti,omitempty"`
-	Act       *actorClaim `json:"act,omitempty"` // the full chain, newest actor outermost
+	Active    bool               `json:"active"`
+	Scope     string             `json:"scope,omitempty"`
+	ClientID  string             `json:"client_id,omitempty"`
+	TokenType string             `json:"token_type,omitempty"`
+	Exp       int64              `json:"exp,omitempty"`
+	Iat       int64              `json:"iat,omitempty"`
+	Sub       string             `json:"sub,omitempty"`
+	Aud       string             `json:"aud,omitempty"`
+	Iss       string             `json:"iss,omitempty"`
+	Jti       string             `json:"jti,omitempty"`
+	Act       *accesstoken.Actor `json:"act,omitempty"` // the full chain, newest actor outermost
 	// PrincipalType is "user", "agent" or "client".
 	PrincipalType string `json:"principal_type,omitempty"`
 }
@@ -53,7 +54,7 @@ func (i *Issuer) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 		if cl, err := i.verifyAccessToken(ctx, tok); err == nil {
 			resp = &introspection{
 				Active: true, Scope: cl.Scope, ClientID: cl.ClientID, TokenType: "Bearer",
-				Exp: cl.ExpiresAt.Unix(), Iat: cl.IssuedAt.Unix(), Sub: cl.Subject, Aud: cl.Audience,
+				Exp: cl.ExpiresAt.Unix(), Iat: cl.IssuedAt.Unix(), Sub: cl.Subject, Aud: cl.Audience[0],
 				Iss: cl.Issuer, Jti: cl.ID, Act: cl.Actor, PrincipalType: cl.PrincipalType,
 			}
 		}
@@ -89,7 +90,7 @@ func (c *Client) mayIntrospect(t *introspection) bool {
 	case t.PrincipalType == principalAgent && t.Sub == c.ID:
 		return true
 	}
-	return slices.Contains(t.Act.chain(), c.ID)
+	return slices.Contains(t.Act.Chain(), c.ID)
 }
 
 // introspectRefresh describes a live refresh token; mayIntrospect decides

@@ -24,6 +24,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
@@ -41,7 +42,7 @@ type publishedKey struct {
 	method  jwt.SigningMethod
 	private crypto.Signer
 	public  crypto.PublicKey
-	jwk     jwk
+	jwk     accesstoken.JWK
 	created time.Time
 	retired time.Time // zero while it is the current key
 }
@@ -83,19 +84,6 @@ func newKeyRing(ctx context.Context, st store.Store, now func() time.Time, rnd i
 		return nil, err
 	}
 	return k, nil
-}
-
-// jwk is a public JSON Web Key (RFC 7517) of the kinds used here.
-type jwk struct {
-	Kty string `json:"kty"`
-	Use string `json:"use,omitempty"`
-	Alg string `json:"alg,omitempty"`
-	Kid string `json:"kid,omitempty"`
-	Crv string `json:"crv,omitempty"`
-	X   string `json:"x,omitempty"`
-	Y   string `json:"y,omitempty"`
-	N   string `json:"n,omitempty"`
-	E   string `json:"e,omitempty"`
 }
 
 // RotateSigningKey generates a new signing key that signs from now on; the
@@ -309,14 +297,14 @@ func (i *Issuer) PublicKey(ctx context.Context, kid string) (any, error) {
 }
 
 // publishedJWKS returns the public keys to publish, current first.
-func (k *keyRing) publishedJWKS(ctx context.Context) ([]jwk, error) {
+func (k *keyRing) publishedJWKS(ctx context.Context) ([]accesstoken.JWK, error) {
 	if _, err := k.current(ctx); err != nil {
 		return nil, err
 	}
 	k.mu.RLock()
 	defer k.mu.RUnlock()
 	now := k.now()
-	out := make([]jwk, 0, len(k.byKID))
+	out := make([]accesstoken.JWK, 0, len(k.byKID))
 	if c := k.cur; c != nil {
 		out = append(out, c.jwk)
 	}
@@ -326,7 +314,7 @@ func (k *keyRing) publishedJWKS(ctx context.Context) ([]jwk, error) {
 		}
 		out = append(out, pk.jwk)
 	}
-	slices.SortStableFunc(out[min(1, len(out)):], func(a, b jwk) int {
+	slices.SortStableFunc(out[min(1, len(out)):], func(a, b accesstoken.JWK) int {
 		if a.Kid < b.Kid {
 			return -1
 		}
@@ -354,32 +342,32 @@ func (i *Issuer) handleJWKS(w http.ResponseWriter, r *http.Request) {
 	// Short: verifiers must see a rotated key soon (they also refetch on
 	// an unknown kid).
 	h.Set("Cache-Control", "public, max-age=60")
-	_ = json.NewEncoder(w).Encode(map[string][]jwk{"keys": keys})
+	_ = json.NewEncoder(w).Encode(map[string][]accesstoken.JWK{"keys": keys})
 }
 
 // publicJWK encodes a public key as a JWK (without kid, alg, use).
-func publicJWK(pub crypto.PublicKey) (jwk, error) {
+func publicJWK(pub crypto.PublicKey) (accesstoken.JWK, error) {
 	b64 := base64.RawURLEncoding.EncodeToString
 	switch p := pub.(type) {
 	case *ecdsa.PublicKey:
 		raw, err := p.Bytes()
 		if err != nil {
-			return jwk{}, fmt.Errorf("encode EC key: %w", err)
+			return accesstoken.JWK{}, fmt.Errorf("encode EC key: %w", err)
 		}
 		n := (len(raw) - 1) / 2
-		return jwk{Kty: "EC", Crv: p.Curve.Params().Name, X: b64(raw[1 : 1+n]), Y: b64(raw[1+n:])}, nil
+		return accesstoken.JWK{Kty: "EC", Crv: p.Curve.Params().Name, X: b64(raw[1 : 1+n]), Y: b64(raw[1+n:])}, nil
 	case *rsa.PublicKey:
-		return jwk{Kty: "RSA", N: b64(p.N.Bytes()), E: b64(big.NewInt(int64(p.E)).Bytes())}, nil
+		return accesstoken.JWK{Kty: "RSA", N: b64(p.N.Bytes()), E: b64(big.NewInt(int64(p.E)).Bytes())}, nil
 	case ed25519.PublicKey:
-		return jwk{Kty: "OKP", Crv: "Ed25519", X: b64(p)}, nil
+		return accesstoken.JWK{Kty: "OKP", Crv: "Ed25519", X: b64(p)}, nil
 	}
-	return jwk{}, fmt.Errorf("unsupported public key type %T", pub)
+	return accesstoken.JWK{}, fmt.Errorf("unsupported public key type %T", pub)
 }
 
 // thumbprint is the RFC 7638 JWK thumbprint (SHA-256, base64url): the hash
 // of the required members in lexicographic order, without whitespace. The
 // members are base64url strings and curve names, which need no escaping.
-func thumbprint(j jwk) string {
+func thumbprint(j accesstoken.JWK) string {
 	var s string
 	switch j.Kty {
 	case "EC":
@@ -391,48 +379,4 @@ func thumbprint(j jwk) string {
 	}
 	sum := sha256.Sum256([]byte(s))
 	return base64.RawURLEncoding.EncodeToString(sum[:])
-}
-
-// parseJWK decodes a client's public JWK (private_key_jwt).
-func parseJWK(j jwk) (crypto.PublicKey, error) {
-	dec := base64.RawURLEncoding.DecodeString
-	switch j.Kty {
-	case "EC":
-		var curve elliptic.Curve
-		switch j.Crv {
-		case "P-256":
-			curve = elliptic.P256()
-		case "P-384":
-			curve = elliptic.P384()
-		case "P-521":
-			curve = elliptic.P521()
-		default:
-			return nil, fmt.Errorf("unsupported curve %q", j.Crv)
-		}
-		x, err1 := dec(j.X)
-		y, err2 := dec(j.Y)
-		size := (curve.Params().BitSize + 7) / 8
-		if err1 != nil || err2 != nil || len(x) != size || len(y) != size {
-			return nil, errors.New("malformed EC key")
-		}
-		return ecdsa.ParseUncompressedPublicKey(curve, append(append([]byte{4}, x...), y...))
-	case "RSA":
-		n, err1 := dec(j.N)
-		e, err2 := dec(j.E)
-		if err1 != nil || err2 != nil || len(e) == 0 || len(e) > 4 {
-			return nil, errors.New("malformed RSA key")
-		}
-		pub := &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}
-		if pub.N.BitLen() < 2048 || pub.E < 3 || pub.E%2 == 0 {
-			return nil, errors.New("RSA key too weak")
-		}
-		return pub, nil
-	case "OKP":
-		x, err := dec(j.X)
-		if j.Crv != "Ed25519" || err != nil || len(x) != ed25519.PublicKeySize {
-			return nil, errors.New("unsupported or malformed OKP key")
-		}
-		return ed25519.PublicKey(x), nil
-	}
-	return nil, fmt.Errorf("unsupported key type %q", j.Kty)
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
@@ -17,28 +18,28 @@ import (
 
 func TestThumbprintRFC7638(t *testing.T) {
 	// RFC 7638 section 3.1.
-	j := jwk{Kty: "RSA", E: "AQAB", N: "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"}
+	j := accesstoken.JWK{Kty: "RSA", E: "AQAB", N: "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"}
 	if got, want := thumbprint(j), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"; got != want {
 		t.Errorf("thumbprint(RFC 7638 example) = %q, want %q", got, want)
 	}
 }
 
 // jwksOf fetches and decodes the issuer's JWKS.
-func (e *testEnv) jwksOf(t *testing.T) ([]jwk, http.Header) {
+func (e *testEnv) jwksOf(t *testing.T) ([]accesstoken.JWK, http.Header) {
 	t.Helper()
 	resp, err := e.srv.Client().Get(e.iss.endpoint(pathJWKS))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var set struct{ Keys []jwk }
+	var set struct{ Keys []accesstoken.JWK }
 	if err := json.NewDecoder(resp.Body).Decode(&set); err != nil {
 		t.Fatal(err)
 	}
 	return set.Keys, resp.Header
 }
 
-func kids(keys []jwk) []string {
+func kids(keys []accesstoken.JWK) []string {
 	var out []string
 	for _, k := range keys {
 		out = append(out, k.Kid)
@@ -83,9 +84,9 @@ func TestSigningAlgorithms(t *testing.T) {
 				t.Errorf("sub = %v, want %s", claims["sub"], tConf)
 			}
 			// The published JWK itself verifies the token.
-			pub, err := parseJWK(k)
+			pub, err := k.PublicKey()
 			if err != nil {
-				t.Fatalf("parseJWK(published) error: %v", err)
+				t.Fatalf("PublicKey(published) error: %v", err)
 			}
 			got, _ := e.iss.PublicKey(t.Context(), k.Kid)
 			if !pub.(interface{ Equal(crypto.PublicKey) bool }).Equal(got) {

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"slices"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 )
 
 // metadata is the RFC 8414 / OpenID Connect Discovery 1.0 document.
@@ -59,12 +61,12 @@ func (i *Issuer) metadataDocument() *metadata {
 		GrantTypesSupported:                        grantTypes,
 		CodeChallengeMethodsSupported:              []string{"S256"},
 		TokenEndpointAuthMethodsSupported:          authMethods,
-		TokenEndpointAuthSigningAlgValuesSupported: assertionAlgs,
+		TokenEndpointAuthSigningAlgValuesSupported: accesstoken.Algorithms(),
 		RevocationEndpointAuthMethodsSupported:     authMethods,
-		RevocationEndpointAuthSigningAlgs:          assertionAlgs,
+		RevocationEndpointAuthSigningAlgs:          accesstoken.Algorithms(),
 		// Introspection reveals token contents: only authenticated clients.
 		IntrospectionEndpointAuthMethodsSupported: []string{authClientSecretBasic, authClientSecretPost, authPrivateKeyJWT},
-		IntrospectionEndpointAuthSigningAlgs:      assertionAlgs,
+		IntrospectionEndpointAuthSigningAlgs:      accesstoken.Algorithms(),
 		SubjectTypesSupported:                     []string{"public"},
 		IDTokenSigningAlgValuesSupported:          []string{i.cfg.SigningAlg},
 		ClaimsSupported: []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "azp", "at_hash",

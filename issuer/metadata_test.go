@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"slices"
 	"testing"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 )
 
 func TestMetadataAtEveryWellKnownURL(t *testing.T) {
@@ -90,7 +92,7 @@ func checkMetadata(t *testing.T, e *testEnv, m map[string]any) {
 		"subject_types_supported":                          {"public"},
 		"id_token_signing_alg_values_supported":            {"ES256"},
 		"scopes_supported":                                 {"openid", "profile", "email", "offline_access", "read", "write", "admin"},
-		"token_endpoint_auth_signing_alg_values_supported": assertionAlgs,
+		"token_endpoint_auth_signing_alg_values_supported": accesstoken.Algorithms(),
 	}
 	for k, v := range wantList {
 		if got := strList(m[k]); !slices.Equal(got, v) {

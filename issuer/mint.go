@@ -15,6 +15,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
@@ -25,7 +26,7 @@ type tokenSubject struct {
 	subject  string
 	resource string
 	scopes   []string
-	act      *actorClaim // who acts for the subject, newest outermost
+	act      *accesstoken.Actor // who acts for the subject, newest outermost
 	grantID  string
 	authTime time.Time
 	nonce    string
@@ -135,7 +136,7 @@ func (m minter) issue(ctx context.Context, is *issuance) (*tokenResponse, error)
 	}
 	if ce := i.log.Check(zap.InfoLevel, "token issued"); ce != nil {
 		ce.Write(zap.String("grant_type", is.grantType), zap.String("client_id", s.client.ID), zap.String("sub", s.subject),
-			zap.Strings("act", s.act.chain()), zap.String("resource", s.resource), zap.Strings("scopes", s.scopes),
+			zap.Strings("act", s.act.Chain()), zap.String("resource", s.resource), zap.Strings("scopes", s.scopes),
 			zap.String("grant", s.grantID))
 	}
 	return resp, nil

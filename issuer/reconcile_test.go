@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 )
 
 // TestApplyConfigChanges: a configuration applied after another to the
@@ -39,7 +41,7 @@ func TestApplyConfigChanges(t *testing.T) {
 			t.Fatal(err)
 		}
 		pub.Kid = "k2" // another key set: a rotation, as for a secret
-		jwks, _ := json.Marshal(map[string][]jwk{"keys": {pub}})
+		jwks, _ := json.Marshal(map[string][]accesstoken.JWK{"keys": {pub}})
 		c.Agents = slices.Clone(c.Agents)
 		for n := range c.Agents {
 			if c.Agents[n].ID == tAgentKey {

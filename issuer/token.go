@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 )
 
 // Grant types.
@@ -115,57 +117,12 @@ func clientMayUse(c *Client, gt string) bool {
 	return slices.Contains(c.GrantTypes, gt)
 }
 
-// actorClaim is the RFC 8693 act claim; chains nest, newest outermost.
-type actorClaim struct {
-	Subject string      `json:"sub"`
-	Actor   *actorClaim `json:"act,omitempty"`
-}
-
 // actorOf is the act claim of a single actor, nil for none.
-func actorOf(id string) *actorClaim {
+func actorOf(id string) *accesstoken.Actor {
 	if id == "" {
 		return nil
 	}
-	return &actorClaim{Subject: id}
-}
-
-// chain lists the actors, newest first.
-func (a *actorClaim) chain() []string {
-	var out []string
-	for ; a != nil; a = a.Actor {
-		out = append(out, a.Subject)
-	}
-	return out
-}
-
-// accessClaims are the claims of an RFC 9068 access token. aud is a single
-// string: one resource per token (RFC 8707).
-type accessClaims struct {
-	Issuer    string           `json:"iss"`
-	Subject   string           `json:"sub"`
-	Audience  string           `json:"aud"`
-	ClientID  string           `json:"client_id"`
-	IssuedAt  *jwt.NumericDate `json:"iat"`
-	ExpiresAt *jwt.NumericDate `json:"exp"`
-	ID        string           `json:"jti"`
-	Scope     string           `json:"scope,omitempty"`
-	AuthTime  *jwt.NumericDate `json:"auth_time,omitempty"`
-	Actor     *actorClaim      `json:"act,omitempty"`
-	// PrincipalType is "user" for a user's tokens (delegated or not),
-	// "agent" for an agent acting alone, "client" for a client's own.
-	PrincipalType string `json:"principal_type,omitempty"`
-	// GrantID names the grant (refresh family) the token belongs to, so a
-	// resource server can refuse tokens of a revoked grant (Issuer.Revoked).
-	GrantID string `json:"gid,omitempty"`
-}
-
-func (c *accessClaims) GetExpirationTime() (*jwt.NumericDate, error) { return c.ExpiresAt, nil }
-func (c *accessClaims) GetIssuedAt() (*jwt.NumericDate, error)       { return c.IssuedAt, nil }
-func (c *accessClaims) GetNotBefore() (*jwt.NumericDate, error)      { return nil, nil }
-func (c *accessClaims) GetIssuer() (string, error)                   { return c.Issuer, nil }
-func (c *accessClaims) GetSubject() (string, error)                  { return c.Subject, nil }
-func (c *accessClaims) GetAudience() (jwt.ClaimStrings, error) {
-	return jwt.ClaimStrings{c.Audience}, nil
+	return &accesstoken.Actor{Subject: id}
 }
 
 func (i *Issuer) signAccessToken(ctx context.Context, s tokenSubject) (string, string, error) {
@@ -178,10 +135,10 @@ func (i *Issuer) signAccessToken(ctx context.Context, s tokenSubject) (string, s
 		return "", "", err
 	}
 	now := i.now()
-	c := &accessClaims{
+	c := &accesstoken.Claims{
 		Issuer:        i.URL(),
 		Subject:       s.subject,
-		Audience:      s.resource,
+		Audience:      accesstoken.Audience{s.resource},
 		ClientID:      s.client.ID,
 		IssuedAt:      jwt.NewNumericDate(now),
 		ExpiresAt:     jwt.NewNumericDate(i.expiry(s)),
@@ -198,7 +155,7 @@ func (i *Issuer) signAccessToken(ctx context.Context, s tokenSubject) (string, s
 		}
 	}
 	t := jwt.NewWithClaims(k.method, c)
-	t.Header["typ"] = "at+jwt"
+	t.Header["typ"] = accesstoken.Type
 	t.Header["kid"] = k.kid
 	raw, err := t.SignedString(k.private)
 	if err != nil {
@@ -210,7 +167,7 @@ func (i *Issuer) signAccessToken(ctx context.Context, s tokenSubject) (string, s
 // verifyAccessToken verifies an access token this issuer signed, for any
 // audience, and refuses revoked ones. Used by introspection, userinfo,
 // revocation and actor tokens.
-func (i *Issuer) verifyAccessToken(ctx context.Context, raw string) (*accessClaims, error) {
+func (i *Issuer) verifyAccessToken(ctx context.Context, raw string) (*accesstoken.Claims, error) {
 	c, err := i.parseAccessToken(ctx, raw)
 	if err != nil {
 		return nil, err
@@ -222,30 +179,17 @@ func (i *Issuer) verifyAccessToken(ctx context.Context, raw string) (*accessClai
 }
 
 // parseAccessToken checks signature, typ, iss and expiry, not revocation.
-func (i *Issuer) parseAccessToken(ctx context.Context, raw string) (*accessClaims, error) {
-	var c accessClaims
-	_, err := jwt.ParseWithClaims(raw, &c, func(t *jwt.Token) (any, error) {
-		if typ, _ := t.Header["typ"].(string); !strings.EqualFold(typ, "at+jwt") && !strings.EqualFold(typ, "application/at+jwt") {
-			return nil, errors.New("not an access token")
-		}
-		kid, _ := t.Header["kid"].(string)
-		k, err := i.keys.verification(ctx, kid)
-		if err != nil {
-			return nil, err
-		}
-		if t.Method.Alg() != k.alg {
-			return nil, errors.New("algorithm does not match the key")
-		}
-		return k.public, nil
-	}, jwt.WithValidMethods(signingAlgs), jwt.WithIssuer(i.URL()), jwt.WithExpirationRequired(),
+func (i *Issuer) parseAccessToken(ctx context.Context, raw string) (*accesstoken.Claims, error) {
+	p := jwt.NewParser(jwt.WithValidMethods(signingAlgs), jwt.WithIssuer(i.URL()), jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(), jwt.WithTimeFunc(i.now))
+	c, err := accesstoken.Parse(ctx, p, raw, i.PublicKey)
 	if err != nil {
 		return nil, fmt.Errorf("access token: %w", err)
 	}
-	if c.ID == "" || c.Subject == "" || c.ClientID == "" || c.Audience == "" {
+	if c.ID == "" || len(c.Audience) != 1 || c.Audience[0] == "" {
 		return nil, errors.New("access token: missing claims")
 	}
-	return &c, nil
+	return c, nil
 }
 
 // revokeUntil is how long a revocation issued now must last: until every

@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 )
 
 // BenchmarkIssueAccessToken measures signing one RFC 9068 access token
@@ -48,7 +50,7 @@ func BenchmarkVerifyAccessToken(b *testing.B) {
 			}
 			b.ReportAllocs()
 			for b.Loop() {
-				var c accessClaims
+				var c accesstoken.Claims
 				if _, err := p.ParseWithClaims(raw, &c, keyfunc); err != nil {
 					b.Fatal(err)
 				}

@@ -17,6 +17,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/oauth2"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
@@ -473,7 +474,7 @@ func TestClientCredentialsSelfRegistered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	jwks, _ := json.Marshal(map[string][]jwk{"keys": {pub}})
+	jwks, _ := json.Marshal(map[string][]accesstoken.JWK{"keys": {pub}})
 	e.putClientRecord(t, bucketCIMD, cimdID, cimdEntry{ExpiresAt: e.clock.Now().Add(time.Hour), Client: storedClient{
 		ID: cimdID, TokenEndpointAuthMethod: authPrivateKeyJWT, JWKS: jwks, RedirectURIs: []string{tRedirect},
 		GrantTypes: []string{"authorization_code", "client_credentials"}, Source: sourceCIMD}})

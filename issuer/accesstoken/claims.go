@@ -1,0 +1,216 @@
+// Package accesstoken is the access-token format that the issuer mints and
+// the gateway verifies, defined once: the claims of an RFC 9068 JWT access
+// token (with the RFC 8693 act chain and this project's principal_type and
+// grant id), its verification, JWK parsing and the signature algorithms
+// that may verify it. It imports nothing else of the issuer, so that the
+// gateway can depend on it.
+package accesstoken
+
+import (
+	"encoding/json"
+	"errors"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Type is the JWS typ of an access token (RFC 9068 §2.1); verification
+// also accepts its long form, application/at+jwt, in any case.
+const Type = "at+jwt"
+
+// Values of the principal_type claim.
+const (
+	PrincipalUser   = "user"   // a user's token, delegated or not
+	PrincipalAgent  = "agent"  // an agent acting on its own (sub is the agent)
+	PrincipalClient = "client" // a client's own token (client credentials)
+)
+
+// MaxActDepth bounds the act nesting a token may carry; deeper chains are
+// refused as malformed.
+const MaxActDepth = 32
+
+// Claims are the claims of an access token. Names are matched exactly
+// (not case-insensitively as encoding/json would), a null or wrongly
+// typed known claim is refused, and unknown claims are ignored.
+type Claims struct {
+	Issuer    string           `json:"iss"`
+	Subject   string           `json:"sub"`
+	Audience  Audience         `json:"aud"`
+	ClientID  string           `json:"client_id"`
+	IssuedAt  *jwt.NumericDate `json:"iat"`
+	ExpiresAt *jwt.NumericDate `json:"exp"`
+	NotBefore *jwt.NumericDate `json:"nbf,omitempty"`
+	ID        string           `json:"jti"`
+	Scope     string           `json:"scope,omitempty"`
+	AuthTime  *jwt.NumericDate `json:"auth_time,omitempty"`
+	Actor     *Actor           `json:"act,omitempty"`
+	// PrincipalType is PrincipalUser, PrincipalAgent or PrincipalClient.
+	// Other issuers do not send it (RFC 9068 has no such claim); absent
+	// is read as a user by the gateway.
+	PrincipalType string `json:"principal_type,omitempty"`
+	// GrantID names the grant (refresh family) the token belongs to, so
+	// that a resource server can refuse every token of a revoked grant.
+	GrantID string `json:"gid,omitempty"`
+}
+
+// Actor is the RFC 8693 act claim; chains nest, the newest actor outermost.
+type Actor struct {
+	Subject string `json:"sub"`
+	Actor   *Actor `json:"act,omitempty"`
+}
+
+// Chain lists the actors, newest (outermost) first.
+func (a *Actor) Chain() []string {
+	var out []string
+	for ; a != nil; a = a.Actor {
+		out = append(out, a.Subject)
+	}
+	return out
+}
+
+// Audience is the aud claim: one resource per token as this issuer mints
+// it (a single string on the wire), several as other issuers may send.
+type Audience []string
+
+// MarshalJSON writes a single audience as a string (RFC 7519 §4.1.3).
+func (a Audience) MarshalJSON() ([]byte, error) {
+	if len(a) == 1 {
+		return json.Marshal(a[0])
+	}
+	return json.Marshal([]string(a))
+}
+
+// ClaimError is a claim that is missing or malformed. Its message is
+// fixed, never derived from the token, so it may be shown to the client.
+type ClaimError struct{ msg string }
+
+func (e *ClaimError) Error() string { return e.msg }
+
+func malformed(name string) error {
+	return &ClaimError{"the access token has a malformed " + name + " claim"}
+}
+
+// UnmarshalJSON reads the claims the project decides on, by exact name.
+func (c *Claims) UnmarshalJSON(b []byte) error {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	strs := []struct {
+		name string
+		dst  *string
+	}{
+		{"iss", &c.Issuer}, {"sub", &c.Subject}, {"client_id", &c.ClientID}, {"jti", &c.ID},
+		{"scope", &c.Scope}, {"principal_type", &c.PrincipalType}, {"gid", &c.GrantID},
+	}
+	for _, s := range strs {
+		if raw, ok := m[s.name]; ok {
+			if err := decodeString(raw, s.dst); err != nil {
+				return malformed(s.name)
+			}
+		}
+	}
+	dates := []struct {
+		name string
+		dst  **jwt.NumericDate
+	}{
+		{"iat", &c.IssuedAt}, {"exp", &c.ExpiresAt}, {"nbf", &c.NotBefore}, {"auth_time", &c.AuthTime},
+	}
+	for _, d := range dates {
+		if raw, ok := m[d.name]; ok {
+			// jwt.NumericDate also reads a number in a string; a
+			// NumericDate is a JSON number (RFC 7519 §2).
+			nd := new(jwt.NumericDate)
+			if len(raw) == 0 || (raw[0] != '-' && (raw[0] < '0' || raw[0] > '9')) || nd.UnmarshalJSON(raw) != nil {
+				return malformed(d.name)
+			}
+			*d.dst = nd
+		}
+	}
+	if raw, ok := m["aud"]; ok {
+		if err := c.Audience.decode(raw); err != nil {
+			return malformed("aud")
+		}
+	}
+	if raw, ok := m["act"]; ok {
+		act, err := decodeActor(raw)
+		if err != nil {
+			return err
+		}
+		c.Actor = act
+	}
+	return nil
+}
+
+// decodeString reads a JSON string; null is not one.
+func decodeString(raw json.RawMessage, dst *string) error {
+	if len(raw) == 0 || raw[0] != '"' {
+		return errors.New("not a string")
+	}
+	return json.Unmarshal(raw, dst)
+}
+
+func (a *Audience) decode(raw json.RawMessage) error {
+	if len(raw) > 0 && raw[0] == '"' {
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return err
+		}
+		*a = Audience{s}
+		return nil
+	}
+	if len(raw) == 0 || raw[0] != '[' {
+		return errors.New("not a string or an array")
+	}
+	var list []json.RawMessage
+	if err := json.Unmarshal(raw, &list); err != nil {
+		return err
+	}
+	out := make(Audience, len(list))
+	for i, v := range list {
+		if err := decodeString(v, &out[i]); err != nil {
+			return err
+		}
+	}
+	*a = out
+	return nil
+}
+
+// decodeActor reads a nested act claim iteratively, so that its depth is
+// bounded before it is read rather than after.
+func decodeActor(raw json.RawMessage) (*Actor, error) {
+	var head *Actor
+	link := &head
+	for depth := 1; ; depth++ {
+		if depth > MaxActDepth {
+			return nil, &ClaimError{"the access token's act chain is too deep"}
+		}
+		if len(raw) == 0 || raw[0] != '{' {
+			return nil, malformed("act")
+		}
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &m); err != nil {
+			return nil, malformed("act")
+		}
+		a := new(Actor)
+		if err := decodeString(m["sub"], &a.Subject); err != nil || a.Subject == "" {
+			return nil, &ClaimError{"the access token has an act claim without sub"}
+		}
+		*link, link = a, &a.Actor
+		next, ok := m["act"]
+		if !ok {
+			return head, nil
+		}
+		raw = next
+	}
+}
+
+// The jwt.Claims methods, for the parser's validation.
+
+func (c *Claims) GetExpirationTime() (*jwt.NumericDate, error) { return c.ExpiresAt, nil }
+func (c *Claims) GetIssuedAt() (*jwt.NumericDate, error)       { return c.IssuedAt, nil }
+func (c *Claims) GetNotBefore() (*jwt.NumericDate, error)      { return c.NotBefore, nil }
+func (c *Claims) GetIssuer() (string, error)                   { return c.Issuer, nil }
+func (c *Claims) GetSubject() (string, error)                  { return c.Subject, nil }
+func (c *Claims) GetAudience() (jwt.ClaimStrings, error)       { return jwt.ClaimStrings(c.Audience), nil }
+
+var _ jwt.Claims = (*Claims)(nil)

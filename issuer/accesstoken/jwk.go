@@ -1,0 +1,139 @@
+package accesstoken
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"math/big"
+	"slices"
+)
+
+// MinRSABits is the smallest RSA modulus accepted for a signature.
+const MinRSABits = 2048
+
+// algorithms are the JWS algorithms a public key may verify: asymmetric
+// only, so that a public key can never be used as an HMAC secret, and
+// never none.
+var algorithms = [...]string{"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA"}
+
+// Algorithms returns the JWS algorithms a JWK-published key may verify.
+func Algorithms() []string { return slices.Clone(algorithms[:]) }
+
+// Supported reports whether alg is one of Algorithms.
+func Supported(alg string) bool { return slices.Contains(algorithms[:], alg) }
+
+// ErrKeyType is a key of the wrong type, curve or size for an algorithm.
+var ErrKeyType = errors.New("key does not fit the algorithm")
+
+// KeyFitsAlg refuses a key of the wrong type or size for alg, so that a
+// key can never verify under another algorithm's header (an RSA key under
+// ES256, a P-256 key under ES384). Algorithms outside Algorithms fit no key.
+func KeyFitsAlg(alg string, key crypto.PublicKey) error {
+	switch alg {
+	case "ES256", "ES384", "ES512":
+		k, ok := key.(*ecdsa.PublicKey)
+		if !ok || k.Curve != curveOf(alg) {
+			return ErrKeyType
+		}
+	case "RS256", "RS384", "RS512", "PS256", "PS384", "PS512":
+		k, ok := key.(*rsa.PublicKey)
+		if !ok || k.N == nil || k.N.BitLen() < MinRSABits {
+			return ErrKeyType
+		}
+	case "EdDSA":
+		k, ok := key.(ed25519.PublicKey)
+		if !ok || len(k) != ed25519.PublicKeySize {
+			return ErrKeyType
+		}
+	default:
+		return ErrKeyType
+	}
+	return nil
+}
+
+func curveOf(alg string) elliptic.Curve {
+	switch alg {
+	case "ES256":
+		return elliptic.P256()
+	case "ES384":
+		return elliptic.P384()
+	case "ES512":
+		return elliptic.P521()
+	}
+	return nil
+}
+
+// JWK is a public JSON Web Key (RFC 7517) of the kinds used here: EC
+// P-256/384/521, RSA, OKP Ed25519.
+type JWK struct {
+	Kty string `json:"kty"`
+	Use string `json:"use,omitempty"`
+	Alg string `json:"alg,omitempty"`
+	Kid string `json:"kid,omitempty"`
+	Crv string `json:"crv,omitempty"`
+	X   string `json:"x,omitempty"`
+	Y   string `json:"y,omitempty"`
+	N   string `json:"n,omitempty"`
+	E   string `json:"e,omitempty"`
+	// D is private key material, which a published key must not carry.
+	D string `json:"d,omitempty"`
+}
+
+// ForSignatures reports whether the key may verify signatures (use absent
+// or "sig").
+func (j JWK) ForSignatures() bool { return j.Use == "" || j.Use == "sig" }
+
+// PublicKey decodes the key: EC P-256/384/521, RSA of at least
+// MinRSABits with an odd exponent, or OKP Ed25519, in strict base64url.
+// Symmetric keys, other curves and keys carrying private material are
+// refused.
+func (j JWK) PublicKey() (crypto.PublicKey, error) {
+	if j.D != "" {
+		return nil, errors.New("private key material published")
+	}
+	dec := base64.RawURLEncoding.Strict().DecodeString
+	switch j.Kty {
+	case "EC":
+		var curve elliptic.Curve
+		switch j.Crv {
+		case "P-256":
+			curve = elliptic.P256()
+		case "P-384":
+			curve = elliptic.P384()
+		case "P-521":
+			curve = elliptic.P521()
+		default:
+			return nil, fmt.Errorf("unsupported curve %q", j.Crv)
+		}
+		x, errX := dec(j.X)
+		y, errY := dec(j.Y)
+		size := (curve.Params().BitSize + 7) / 8
+		if errX != nil || errY != nil || len(x) != size || len(y) != size {
+			return nil, errors.New("malformed EC key")
+		}
+		return ecdsa.ParseUncompressedPublicKey(curve, append(append([]byte{4}, x...), y...))
+	case "RSA":
+		n, errN := dec(j.N)
+		e, errE := dec(j.E)
+		if errN != nil || errE != nil || len(e) == 0 || len(e) > 4 {
+			return nil, errors.New("malformed RSA key")
+		}
+		pub := &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}
+		if pub.N.BitLen() < MinRSABits || pub.E < 3 || pub.E%2 == 0 {
+			return nil, errors.New("RSA key too weak")
+		}
+		return pub, nil
+	case "OKP":
+		x, err := dec(j.X)
+		if j.Crv != "Ed25519" || err != nil || len(x) != ed25519.PublicKeySize {
+			return nil, errors.New("unsupported or malformed OKP key")
+		}
+		return ed25519.PublicKey(x), nil
+	}
+	return nil, fmt.Errorf("unsupported key type %q", j.Kty)
+}

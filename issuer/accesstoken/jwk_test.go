@@ -1,0 +1,158 @@
+package accesstoken
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/base64"
+	"math/big"
+	"testing"
+)
+
+type testKeys struct {
+	p256, p384, p521 *ecdsa.PrivateKey
+	rsa, rsaSmall    *rsa.PrivateKey
+	ed               ed25519.PrivateKey
+}
+
+func newTestKeys(t testing.TB) testKeys {
+	t.Helper()
+	var k testKeys
+	var err error
+	must := func(e error) {
+		if e != nil {
+			t.Fatal(e)
+		}
+	}
+	k.p256, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	must(err)
+	k.p384, err = ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	must(err)
+	k.p521, err = ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
+	must(err)
+	k.rsa, err = rsa.GenerateKey(rand.Reader, 2048)
+	must(err)
+	k.rsaSmall, err = rsa.GenerateKey(rand.Reader, 1024)
+	must(err)
+	_, k.ed, err = ed25519.GenerateKey(rand.Reader)
+	must(err)
+	return k
+}
+
+func TestKeyFitsAlg(t *testing.T) {
+	k := newTestKeys(t)
+	tests := []struct {
+		alg string
+		key any
+		ok  bool
+	}{
+		{"ES256", &k.p256.PublicKey, true},
+		{"ES384", &k.p384.PublicKey, true},
+		{"ES512", &k.p521.PublicKey, true},
+		{"ES384", &k.p256.PublicKey, false}, // P-256 key under ES384
+		{"ES256", &k.p521.PublicKey, false},
+		{"ES256", &k.rsa.PublicKey, false},
+		{"RS256", &k.rsa.PublicKey, true},
+		{"RS512", &k.rsa.PublicKey, true},
+		{"PS256", &k.rsa.PublicKey, true},
+		{"PS384", &k.rsa.PublicKey, true},
+		{"RS256", &k.rsaSmall.PublicKey, false},
+		{"RS256", &rsa.PublicKey{E: 65537}, false},
+		{"RS256", &k.p256.PublicKey, false},
+		{"EdDSA", k.ed.Public(), true},
+		{"EdDSA", ed25519.PublicKey(make([]byte, 31)), false},
+		{"EdDSA", &k.p256.PublicKey, false},
+		{"HS256", []byte("secret"), false},
+		{"HS256", &k.rsa.PublicKey, false},
+		{"ES256", []byte("secret"), false},
+		{"none", nil, false},
+		{"", &k.p256.PublicKey, false},
+	}
+	for _, tt := range tests {
+		if err := KeyFitsAlg(tt.alg, tt.key); (err == nil) != tt.ok {
+			t.Errorf("KeyFitsAlg(%s, %T) = %v, want ok=%v", tt.alg, tt.key, err, tt.ok)
+		}
+	}
+}
+
+// TestAlgorithms: the allow-list is asymmetric only and its copies
+// cannot change it.
+func TestAlgorithms(t *testing.T) {
+	algs := Algorithms()
+	for _, a := range algs {
+		if a == "none" || a[0] == 'H' {
+			t.Errorf("Algorithms() contains %q", a)
+		}
+	}
+	algs[0] = "none"
+	if Supported("none") || Supported("HS256") || !Supported("ES256") || !Supported("EdDSA") {
+		t.Error("Supported: none or HS256 allowed, or ES256/EdDSA refused")
+	}
+}
+
+func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+
+func ecJWK(k *ecdsa.PrivateKey) JWK {
+	raw, _ := k.PublicKey.Bytes()
+	n := (len(raw) - 1) / 2
+	return JWK{Kty: "EC", Crv: k.Curve.Params().Name, X: b64(raw[1 : 1+n]), Y: b64(raw[1+n:])}
+}
+
+func TestJWKPublicKey(t *testing.T) {
+	k := newTestKeys(t)
+	rsaJWK := func(pub *rsa.PublicKey) JWK {
+		return JWK{Kty: "RSA", N: b64(pub.N.Bytes()), E: b64(big.NewInt(int64(pub.E)).Bytes())}
+	}
+	mod := func(j JWK, f func(*JWK)) JWK { f(&j); return j }
+	tests := []struct {
+		name string
+		jwk  JWK
+		want any // nil: refused
+	}{
+		{"EC P-256", ecJWK(k.p256), &k.p256.PublicKey},
+		{"EC P-384", ecJWK(k.p384), &k.p384.PublicKey},
+		{"EC P-521", ecJWK(k.p521), &k.p521.PublicKey},
+		{"RSA 2048", rsaJWK(&k.rsa.PublicKey), &k.rsa.PublicKey},
+		{"OKP Ed25519", JWK{Kty: "OKP", Crv: "Ed25519", X: b64(k.ed.Public().(ed25519.PublicKey))}, k.ed.Public()},
+		{"RSA 1024", rsaJWK(&k.rsaSmall.PublicKey), nil},
+		{"RSA even exponent", mod(rsaJWK(&k.rsa.PublicKey), func(j *JWK) { j.E = b64([]byte{1, 0, 0}) }), nil},
+		{"RSA exponent too long", mod(rsaJWK(&k.rsa.PublicKey), func(j *JWK) { j.E = b64([]byte{1, 0, 0, 0, 1}) }), nil},
+		{"private key material", mod(ecJWK(k.p256), func(j *JWK) { j.D = b64(k.p256.D.Bytes()) }), nil},
+		{"unknown curve", mod(ecJWK(k.p256), func(j *JWK) { j.Crv = "secp256k1" }), nil},
+		{"curve mismatch", mod(ecJWK(k.p256), func(j *JWK) { j.Crv = "P-384" }), nil},
+		{"point not on curve", mod(ecJWK(k.p256), func(j *JWK) { j.Y = j.X }), nil},
+		{"padded base64", mod(ecJWK(k.p256), func(j *JWK) { j.X += "=" }), nil},
+		{"non-canonical base64", JWK{Kty: "OKP", Crv: "Ed25519", X: b64(make([]byte, 32))[:42] + "B"}, nil},
+		{"X25519", JWK{Kty: "OKP", Crv: "X25519", X: b64(make([]byte, 32))}, nil},
+		{"symmetric", JWK{Kty: "oct"}, nil},
+		{"no kty", JWK{}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := tt.jwk.PublicKey()
+			if tt.want == nil {
+				if err == nil {
+					t.Fatalf("PublicKey() = %T, want error", got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("PublicKey() error: %v", err)
+			}
+			if eq, ok := got.(interface{ Equal(crypto.PublicKey) bool }); !ok || !eq.Equal(tt.want) {
+				t.Errorf("PublicKey() = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestJWKForSignatures(t *testing.T) {
+	for use, want := range map[string]bool{"": true, "sig": true, "enc": false, "SIG": false} {
+		if got := (JWK{Use: use}).ForSignatures(); got != want {
+			t.Errorf("JWK{Use: %q}.ForSignatures() = %v, want %v", use, got, want)
+		}
+	}
+}
