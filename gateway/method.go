@@ -9,29 +9,6 @@ import (
 	"golang.org/x/text/unicode/norm"
 )
 
-// revision is a bit per protocol revision, for the method table.
-type revision uint8
-
-const (
-	rev20250326 revision = 1 << iota // also 2024-11-05 (same client methods) and no header
-	rev20250618
-	rev20251125
-	rev20260728
-)
-
-// revisionOf maps an MCP-Protocol-Version ("" when absent) to its bit.
-func revisionOf(version string) revision {
-	switch version {
-	case version20250618:
-		return rev20250618
-	case version20251125:
-		return rev20251125
-	case version20260728:
-		return rev20260728
-	}
-	return rev20250326
-}
-
 // clientMethods lists, per method, the revisions whose schema defines it
 // as a client request or notification (schema/<revision>/schema.ts,
 // ClientRequest and ClientNotification, in
@@ -42,7 +19,7 @@ func revisionOf(version string) revision {
 // operation the gateway decided as something else.
 var clientMethods = func() map[string]revision {
 	const (
-		r2025 = rev20250326 | rev20250618 | rev20251125
+		r2025 = rev20241105 | rev20250326 | rev20250618 | rev20251125
 		all   = r2025 | rev20260728
 	)
 	return map[string]revision{
@@ -73,11 +50,6 @@ var clientMethods = func() map[string]revision {
 		"subscriptions/listen":             rev20260728,
 	}
 }()
-
-// knownMethod reports whether the revision defines the client method.
-func knownMethod(method string, rev revision) bool {
-	return clientMethods[method]&rev != 0
-}
 
 // errMethodNotFound marks a method that the request's revision does not
 // define and no method rule passes.

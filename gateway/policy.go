@@ -176,7 +176,7 @@ func (p *policy) decide(pr *principal, m *mcpparse.Message, rev revision) (decis
 	}
 	// Notifications are decided by method like requests: a "tools/call"
 	// without an id is still a tools/call to a lenient server.
-	if !knownMethod(m.Method, rev) {
+	if !rev.defines(m.Method) {
 		return p.decideMethod(pr, m.Method)
 	}
 	switch m.Method {

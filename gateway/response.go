@@ -276,7 +276,7 @@ func (rw *responseWriter) rewriteSession() {
 		return // none, or already rewritten (a 1xx went first)
 	}
 	h.Del("Mcp-Session-Id")
-	if rw.x.modern {
+	if !rw.x.rev.hasSessions() {
 		return
 	}
 	wrapped, err := rw.g.wrapSession(rw.x.p, values[0])
@@ -342,7 +342,7 @@ func (rw *responseWriter) filterTools(m *mcpparse.Message) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return privateCacheScope(out, rw.x.modern)
+	return privateCacheScope(out, rw.x.rev.requiresCacheScope())
 }
 
 // privateCacheScope marks a filtered tools/list result cacheScope
@@ -351,7 +351,7 @@ func (rw *responseWriter) filterTools(m *mcpparse.Message) ([]byte, error) {
 // older results are changed only if they carry one. msg was read strictly
 // by FilterToolsList, so encoding/json reads the same members; maps keep
 // names exact.
-func privateCacheScope(msg []byte, modern bool) ([]byte, error) {
+func privateCacheScope(msg []byte, required bool) ([]byte, error) {
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(msg, &top); err != nil {
 		return nil, err
@@ -365,7 +365,7 @@ func privateCacheScope(msg []byte, modern bool) ([]byte, error) {
 		return nil, err
 	}
 	scope, has := result["cacheScope"]
-	if (!has && !modern) || string(scope) == `"private"` {
+	if (!has && !required) || string(scope) == `"private"` {
 		return msg, nil
 	}
 	result["cacheScope"] = json.RawMessage(`"private"`)

@@ -94,3 +94,32 @@ func TestRevisionErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestParseRevision(t *testing.T) {
+	tests := []struct {
+		header string
+		want   revision
+		ok     bool
+	}{
+		{"", rev20250326, true},
+		{"2024-11-05", rev20241105, true},
+		{"2025-03-26", rev20250326, true},
+		{"2025-06-18", rev20250618, true},
+		{"2025-11-25", rev20251125, true},
+		{"2026-07-28", rev20260728, true},
+		{"2026-07-28 ", 0, false},
+		{"2025-06-18, 2026-07-28", 0, false},
+		{"unknown", 0, false},
+	}
+	for _, tt := range tests {
+		got, ok := parseRevision(tt.header)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("parseRevision(%q) = %v, %v, want %v, %v", tt.header, got, ok, tt.want, tt.ok)
+		}
+	}
+	for _, r := range revisions {
+		if got, ok := parseRevision(r.String()); !ok || got != r {
+			t.Errorf("parseRevision(%v.String()) = %v, %v", r, got, ok)
+		}
+	}
+}

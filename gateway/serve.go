@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -18,25 +17,13 @@ import (
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/mcpparse"
 )
 
-// MCP protocol versions the gateway understands.
-const (
-	version20241105 = "2024-11-05"
-	version20250326 = "2025-03-26"
-	version20250618 = "2025-06-18"
-	version20251125 = "2025-11-25"
-	version20260728 = "2026-07-28"
-)
-
-var supportedVersions = []string{version20260728, version20251125, version20250618, version20250326, version20241105}
-
 const corsAllowHeaders = "Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Mcp-Method, Mcp-Name, Last-Event-ID"
 
 // exchange is one request on its way through the gateway.
 type exchange struct {
 	r       *http.Request
 	start   time.Time
-	version string // MCP-Protocol-Version header, "" when absent
-	modern  bool   // 2026-07-28: stateless, header checks
+	rev     revision
 	p       *principal
 	body    []byte
 	msgs    []mcpparse.Message
@@ -148,9 +135,8 @@ func (g *Gateway) admit(x *exchange) *refusal {
 	if unsupported != nil && unsupported.code != codeUnsupportedProtocol {
 		return unsupported
 	}
-	if x.modern && r.Method != http.MethodPost {
-		// 2026-07-28 has no GET stream and no sessions to delete.
-		return &refusal{status: http.StatusMethodNotAllowed, code: codeRefused, message: r.Method + " is not part of protocol version " + version20260728, allow: "POST"}
+	if (r.Method == http.MethodGet && !x.rev.hasGetStream()) || (r.Method == http.MethodDelete && !x.rev.hasSessions()) {
+		return &refusal{status: http.StatusMethodNotAllowed, code: codeRefused, message: r.Method + " is not part of protocol version " + x.rev.String(), allow: "POST"}
 	}
 	if r.Method == http.MethodPost {
 		if f := checkContentHeaders(r); f != nil {
@@ -204,25 +190,24 @@ func authMessage(a *authError) string {
 	return a.desc
 }
 
-// protocolVersion reads MCP-Protocol-Version. Absent means a 2025 client
-// before 2025-06-18 or an initialize request: treated as 2025-03-26, as the
-// spec allows.
+// protocolVersion chooses the request's revision from MCP-Protocol-Version
+// (parseRevision).
 func (g *Gateway) protocolVersion(x *exchange) *refusal {
 	values := x.r.Header.Values("Mcp-Protocol-Version")
+	v := ""
 	switch len(values) {
 	case 0:
-		return nil
 	case 1:
+		v = values[0]
 	default:
 		return &refusal{status: http.StatusBadRequest, code: codeHeaderMismatch, message: "more than one MCP-Protocol-Version header"}
 	}
-	v := values[0]
-	if !slices.Contains(supportedVersions, v) {
+	rev, ok := parseRevision(v)
+	if !ok {
 		return &refusal{status: http.StatusBadRequest, code: codeUnsupportedProtocol, message: "Unsupported protocol version",
 			data: map[string]any{"supported": supportedVersions, "requested": v}}
 	}
-	x.version = v
-	x.modern = v == version20260728
+	x.rev = rev
 	return nil
 }
 
@@ -280,7 +265,7 @@ func checkContentHeaders(r *http.Request) *refusal {
 // a new session, and reveals nothing about the session's existence.
 // 2026-07-28 has no sessions: the header is ignored and not forwarded.
 func (g *Gateway) checkSession(x *exchange) *refusal {
-	if x.modern {
+	if !x.rev.hasSessions() {
 		return nil
 	}
 	values := x.r.Header.Values("Mcp-Session-Id")
@@ -335,21 +320,16 @@ func (g *Gateway) readBody(x *exchange) *refusal {
 // classify parses the body strictly, checks the 2026-07-28 headers and
 // decides every message.
 func (g *Gateway) classify(x *exchange) *refusal {
-	effective := x.version
-	if effective == "" {
-		effective = version20250326
-	}
-	allowBatches := effective == version20250326
-	msgs, batch, err := mcpparse.Parse(x.body, mcpparse.Limits{AllowBatches: allowBatches})
+	msgs, batch, err := mcpparse.Parse(x.body, mcpparse.Limits{AllowBatches: x.rev.allowsBatches()})
 	if err != nil {
-		return parseRefusal(err, effective, allowBatches)
+		return parseRefusal(err, x.rev)
 	}
 	x.msgs, x.batch = msgs, batch
 	if f := checkBatchIDs(msgs); f != nil {
 		return f
 	}
-	if x.modern && msgs[0].Kind == mcpparse.KindResponse {
-		return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "clients do not send responses in protocol version " + version20260728, id: msgs[0].ID}
+	if !x.rev.clientAnswers() && msgs[0].Kind == mcpparse.KindResponse {
+		return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "clients do not send responses in protocol version " + x.rev.String(), id: msgs[0].ID}
 	}
 	if f := checkMetadataHeaders(x); f != nil {
 		return f
@@ -359,9 +339,8 @@ func (g *Gateway) classify(x *exchange) *refusal {
 	} else {
 		x.dec = make([]decision, len(msgs))
 	}
-	rev := revisionOf(x.version)
 	for i := range msgs {
-		d, err := g.policy.decide(x.p, &msgs[i], rev)
+		d, err := g.policy.decide(x.p, &msgs[i], x.rev)
 		if err != nil {
 			x.dec = nil
 			return decideRefusal(err, &msgs[i], x)
@@ -377,16 +356,10 @@ func (g *Gateway) classify(x *exchange) *refusal {
 }
 
 // decideRefusal answers a message decide refused before any rule. An
-// unknown method is "Method not found" (-32601), with 404 in 2026-07-28
-// (streamable HTTP: MUST) and 400 before it, where 404 means the session
-// is gone and makes the client start a new one.
+// unknown method is "Method not found" (-32601).
 func decideRefusal(err error, m *mcpparse.Message, x *exchange) *refusal {
 	if errors.Is(err, errMethodNotFound) {
-		status := http.StatusBadRequest
-		if x.modern {
-			status = http.StatusNotFound
-		}
-		return &refusal{status: status, code: codeMethodNotFound, message: "Method not found: " + strconv.Quote(m.Method), id: singleID(x),
+		return &refusal{status: x.rev.methodNotFoundStatus(), code: codeMethodNotFound, message: "Method not found: " + strconv.Quote(m.Method), id: singleID(x),
 			data: map[string]string{"method": m.Method}}
 	}
 	return &refusal{status: http.StatusBadRequest, code: codeInvalidParams, message: err.Error(), id: singleID(x)}
@@ -409,15 +382,15 @@ func checkBatchIDs(msgs []mcpparse.Message) *refusal {
 	return nil
 }
 
-func parseRefusal(err error, version string, allowBatches bool) *refusal {
+func parseRefusal(err error, rev revision) *refusal {
 	f := &refusal{status: http.StatusBadRequest, code: codeParseError, message: "parse error: " + err.Error()}
 	switch {
-	case errors.Is(err, mcpparse.ErrBatch) && allowBatches:
+	case errors.Is(err, mcpparse.ErrBatch) && rev.allowsBatches():
 		f.code = codeInvalidRequest
 		f.message = "invalid batch: " + err.Error()
 	case errors.Is(err, mcpparse.ErrBatch):
 		f.code = codeInvalidRequest
-		f.message = "batches are not allowed in protocol version " + version
+		f.message = "batches are not allowed in protocol version " + rev.String()
 	case errors.Is(err, mcpparse.ErrInvalidParams):
 		f.code = codeInvalidParams
 		f.message = "invalid params: " + err.Error()

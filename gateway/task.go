@@ -68,7 +68,7 @@ func taskRequest(method string) bool {
 
 // rewritesTasks reports whether the answer may carry task ids to wrap.
 func (x *exchange) rewritesTasks() bool {
-	if !x.modern {
+	if !x.rev.bindsTaskIDs() {
 		return false
 	}
 	for i := range x.msgs {
@@ -83,7 +83,7 @@ func (x *exchange) rewritesTasks() bool {
 // bindTasks checks the task ids of an authorized 2026-07-28 request and
 // replaces a wrapped one with the upstream's, in the body and Mcp-Name.
 func (g *Gateway) bindTasks(x *exchange) *refusal {
-	if !x.modern {
+	if !x.rev.bindsTaskIDs() {
 		// 2025 revisions keep tasks in the session, which is bound to the
 		// principal; without a session nothing ties a task id to its
 		// creator, and an upstream that also serves 2026-07-28 would
@@ -92,7 +92,7 @@ func (g *Gateway) bindTasks(x *exchange) *refusal {
 			for i := range x.msgs {
 				if m := &x.msgs[i]; m.Kind != mcpparse.KindResponse && strings.HasPrefix(m.Method, "tasks/") {
 					return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, id: m.ID,
-						message: m.Method + " needs a session in protocol versions before " + version20260728}
+						message: m.Method + " needs a session in protocol versions before " + rev20260728.String()}
 				}
 			}
 		}
@@ -100,7 +100,7 @@ func (g *Gateway) bindTasks(x *exchange) *refusal {
 	}
 	if len(x.msgs) != 1 || x.batch {
 		// Parse allows no batches in this revision; stay sure of it.
-		return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "batches are not allowed in protocol version " + version20260728}
+		return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "batches are not allowed in protocol version " + x.rev.String()}
 	}
 	m := &x.msgs[0]
 	if m.Kind == mcpparse.KindResponse {
@@ -168,7 +168,7 @@ func (g *Gateway) replaceTaskID(x *exchange, m mcpparse.Message, up string) erro
 	if err := mcpparse.CheckHeaders(h, *n); err != nil {
 		return fmt.Errorf("checking the rewritten headers: %w", err)
 	}
-	d, err := g.policy.decide(x.p, n, rev20260728)
+	d, err := g.policy.decide(x.p, n, x.rev)
 	if err != nil || !d.allow || d.kind != x.dec[0].kind {
 		return errors.New("the rewritten request is decided differently")
 	}
