@@ -154,6 +154,7 @@ func (h *GatewayHandler) Provision(ctx caddy.Context) error {
 		ForwardIdentity: h.ForwardIdentity,
 		Logger:          log,
 		AuditLogger:     log.Named("audit"),
+		ErrorStatus:     errorStatus,
 	}
 	switch h.Audit {
 	case "", "all":
@@ -294,19 +295,16 @@ func (h *GatewayHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next 
 	if h.app != nil && !h.app.started(r.Context()) {
 		return caddyhttp.Error(http.StatusServiceUnavailable, errNotRunning)
 	}
-	var nextErr error
-	h.gw.Serve(w, r, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		nextErr = next.ServeHTTP(w, r)
-		if nextErr != nil {
-			status := http.StatusInternalServerError
-			var he caddyhttp.HandlerError
-			if errors.As(nextErr, &he) && he.StatusCode != 0 {
-				status = he.StatusCode
-			}
-			gateway.ReportStatus(w, status)
-		}
-	}))
-	return nextErr
+	return h.gw.Serve(w, r, next)
+}
+
+// errorStatus is the status Caddy answers a handler error with.
+func errorStatus(err error) int {
+	var he caddyhttp.HandlerError
+	if errors.As(err, &he) && he.StatusCode != 0 {
+		return he.StatusCode
+	}
+	return http.StatusInternalServerError
 }
 
 func parseGatewayHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {

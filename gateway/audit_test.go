@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -97,9 +98,9 @@ func TestNextWritesNothing(t *testing.T) {
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+mint(t, claims()))
 	rec := httptest.NewRecorder()
-	g.Serve(rec, req, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	g.Serve(rec, req, NextHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Mcp-Session-Id", "upstream-1")
-	}))
+	})))
 	if rec.Flushed || rec.Header().Get("Mcp-Session-Id") == "upstream-1" {
 		t.Errorf("after an empty next: flushed=%v session=%q", rec.Flushed, rec.Header().Get("Mcp-Session-Id"))
 	}
@@ -108,34 +109,47 @@ func TestNextWritesNothing(t *testing.T) {
 	}
 }
 
-func TestReportStatus(t *testing.T) {
-	core, logs := observer.New(zap.InfoLevel)
-	cfg := testConfig(t)
-	cfg.AuditLogger = zap.New(core)
-	g := newGateway(t, cfg)
-	req := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(toolCall("read_a")))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+mint(t, claims()))
-	rec := httptest.NewRecorder()
-	// A Caddy reverse_proxy that cannot reach its upstream writes nothing
-	// and returns a 502 error; the adapter reports it for the audit event.
-	g.Serve(rec, req, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ReportStatus(w, http.StatusBadGateway)
-	}))
-	if e := logs.All(); len(e) != 1 || e[0].ContextMap()["status"] != int64(http.StatusBadGateway) {
-		t.Errorf("audit = %v, want one event with status 502", e)
+// TestNextError: a Caddy reverse_proxy that cannot reach its upstream
+// writes nothing and returns an error (with status 502), which Serve
+// returns for Caddy's error handler and records, mapped by ErrorStatus,
+// in the audit event. A status the upstream already wrote wins.
+func TestNextError(t *testing.T) {
+	errUpstream := errors.New("dial upstream: connection refused")
+	tests := []struct {
+		name        string
+		errorStatus func(error) int
+		next        NextFunc
+		want        int
+	}{
+		{"default status", nil, func(w http.ResponseWriter, r *http.Request) error { return errUpstream }, http.StatusInternalServerError},
+		{"mapped status", func(err error) int {
+			if errors.Is(err, errUpstream) {
+				return http.StatusBadGateway
+			}
+			return 0
+		}, func(w http.ResponseWriter, r *http.Request) error { return errUpstream }, http.StatusBadGateway},
+		{"written status wins", func(error) int { return http.StatusBadGateway }, func(w http.ResponseWriter, r *http.Request) error {
+			w.WriteHeader(http.StatusTeapot)
+			return errUpstream
+		}, http.StatusTeapot},
 	}
-	// A status the upstream already wrote wins.
-	logs.TakeAll()
-	req = httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(toolCall("read_a")))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+mint(t, claims()))
-	g.Serve(httptest.NewRecorder(), req, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(http.StatusTeapot)
-		ReportStatus(w, http.StatusBadGateway)
-	}))
-	if e := logs.All(); len(e) != 1 || e[0].ContextMap()["status"] != int64(http.StatusTeapot) {
-		t.Errorf("audit = %v, want one event with status 418", e)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			core, logs := observer.New(zap.InfoLevel)
+			cfg := testConfig(t)
+			cfg.AuditLogger = zap.New(core)
+			cfg.ErrorStatus = tt.errorStatus
+			g := newGateway(t, cfg)
+			req := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(toolCall("read_a")))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Authorization", "Bearer "+mint(t, claims()))
+			if err := g.Serve(httptest.NewRecorder(), req, tt.next); !errors.Is(err, errUpstream) {
+				t.Errorf("Serve() = %v, want next's error", err)
+			}
+			if e := logs.All(); len(e) != 1 || e[0].ContextMap()["status"] != int64(tt.want) {
+				t.Errorf("audit = %v, want one event with status %d", e, tt.want)
+			}
+		})
 	}
 }
 

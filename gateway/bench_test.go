@@ -64,10 +64,11 @@ func benchmarkServe(b *testing.B, cfg Config) {
 	token := "Bearer " + mint(b, claims())
 	body := []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/etc/motd"}}}`)
 	answer := []byte(`{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`)
-	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	next := NextFunc(func(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusOK)
-		w.Write(answer)
+		_, err := w.Write(answer)
+		return err
 	})
 	req := httptest.NewRequest(http.MethodPost, "/mcp", nil)
 	req.Header.Set("Content-Type", "application/json")

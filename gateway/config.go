@@ -72,6 +72,11 @@ type Config struct {
 	// has been revoked.
 	Revocations Revocations
 
+	// ErrorStatus maps an error next returned without writing a response
+	// to the status its error handler answers with, for the audit event.
+	// Default: 500.
+	ErrorStatus func(error) int
+
 	// RequestID, when set, returns an id for the HTTP request (Caddy's
 	// request UUID) to put in audit events.
 	RequestID func(r *http.Request) string

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 	"strings"
 	"time"
@@ -133,6 +134,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.ErrorStatus == nil {
+		cfg.ErrorStatus = func(error) int { return http.StatusInternalServerError }
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()

@@ -227,7 +227,7 @@ func newHarness(t testing.TB, cfg Config, answer http.HandlerFunc) *harness {
 	proxy := httputil.NewSingleHostReverseProxy(target)
 	proxy.FlushInterval = -1
 	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		g.Serve(w, r, proxy)
+		g.Serve(w, r, NextHandler(proxy))
 	}))
 	t.Cleanup(front.Close)
 	return &harness{g: g, up: up, front: front, logs: logs}

@@ -442,13 +442,3 @@ func (rw *responseWriter) filterEvent(ev *mcpparse.Event) error {
 	}
 	return nil
 }
-
-// ReportStatus tells the gateway the status a failed next handler will
-// answer with, when next returned an error instead of writing a response
-// (Caddy's reverse_proxy returns 502 that way and writes it later), so the
-// audit event records it. w is the writer the gateway passed to next.
-func ReportStatus(w http.ResponseWriter, status int) {
-	if rw, ok := w.(*responseWriter); ok && !rw.wroteHeader && rw.status == 0 {
-		rw.status = status
-	}
-}

@@ -291,7 +291,7 @@ func TestReviewTrailers(t *testing.T) {
 	r.Trailer = http.Header{"Mcp-Session-Id": {"someone-elses-upstream-session"}, "X-Mcp-Subject": {"mallory"}}
 	var seen *http.Request
 	w := httptest.NewRecorder()
-	g.Serve(w, r, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen = r }))
+	g.Serve(w, r, NextHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen = r })))
 	if seen == nil {
 		t.Fatalf("Serve did not forward (status %d, %s)", w.Code, w.Body)
 	}

@@ -47,21 +47,44 @@ type exchange struct {
 	rw       responseWriter
 }
 
+// Next is where an authorized request goes: the reverse proxy. Its method
+// has the shape of caddyhttp.Handler: it may return an error instead of
+// writing a response, and leave the answer to an error handler.
+type Next interface {
+	ServeHTTP(http.ResponseWriter, *http.Request) error
+}
+
+// NextFunc adapts a function to Next.
+type NextFunc func(http.ResponseWriter, *http.Request) error
+
+// ServeHTTP calls f.
+func (f NextFunc) ServeHTTP(w http.ResponseWriter, r *http.Request) error { return f(w, r) }
+
+// NextHandler adapts an http.Handler, which answers every request itself,
+// to Next.
+func NextHandler(h http.Handler) Next {
+	return NextFunc(func(w http.ResponseWriter, r *http.Request) error {
+		h.ServeHTTP(w, r)
+		return nil
+	})
+}
+
 // Serve handles one request: metadata at the metadata paths; otherwise the
 // request is MCP traffic, checked in full and, only if every message is
 // allowed, passed to next (the reverse proxy) with exactly the authorized
 // bytes. Anything that cannot be classified with certainty is refused and
-// next never sees it.
-func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next http.Handler) {
+// next never sees it. It returns next's error, after recording the status
+// the error will be answered with (Config.ErrorStatus) in the audit event.
+func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next Next) (err error) {
 	if g.isMetadataPath(r.URL.Path) {
 		g.serveMetadata(w, r)
-		return
+		return nil
 	}
 	x := &exchange{r: r, start: g.now()}
 	origin, f := g.checkOrigin(w, r)
 	if f == nil && r.Method == http.MethodOptions && origin != "" && r.Header.Get("Access-Control-Request-Method") != "" {
 		g.preflight(w, r)
-		return
+		return nil
 	}
 	if f == nil {
 		f = g.admit(x)
@@ -69,15 +92,19 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next http.Handle
 	if f != nil {
 		f.write(w)
 		g.auditRefusal(x, f)
-		return
+		return nil
 	}
 
 	rw := x.responseWriter(w, g)
 	defer func() {
 		rw.finish()
-		g.auditForwarded(x, rw.status)
+		status := rw.status
+		if err != nil && !rw.wroteHeader {
+			status = g.cfg.ErrorStatus(err)
+		}
+		g.auditForwarded(x, status)
 	}()
-	next.ServeHTTP(rw, g.upstreamRequest(x))
+	return next.ServeHTTP(rw, g.upstreamRequest(x))
 }
 
 // checkOrigin refuses a present Origin that is not allowed (DNS rebinding

@@ -30,7 +30,7 @@ func TestUpstreamRequestIsolated(t *testing.T) {
 	var got []byte
 	var again []byte
 	var upstream http.Header
-	g.Serve(httptest.NewRecorder(), r, http.HandlerFunc(func(w http.ResponseWriter, out *http.Request) {
+	g.Serve(httptest.NewRecorder(), r, NextHandler(http.HandlerFunc(func(w http.ResponseWriter, out *http.Request) {
 		upstream = out.Header.Clone()
 		var err error
 		if got, err = io.ReadAll(out.Body); err != nil {
@@ -50,7 +50,7 @@ func TestUpstreamRequestIsolated(t *testing.T) {
 		out.URL.Path = "/rewritten"
 		out.URL.RawQuery = ""
 		w.WriteHeader(http.StatusOK)
-	}))
+	})))
 
 	if string(got) != body || string(again) != body {
 		t.Errorf("upstream body = %q, GetBody = %q, want %q", got, again, body)
@@ -79,9 +79,9 @@ func TestUpstreamHeaderSpelling(t *testing.T) {
 			r.Header.Set("Authorization", "Bearer "+token)
 			r.Header[key] = []string{"from-the-client"}
 			var upstream http.Header
-			g.Serve(httptest.NewRecorder(), r, http.HandlerFunc(func(w http.ResponseWriter, out *http.Request) {
+			g.Serve(httptest.NewRecorder(), r, NextHandler(http.HandlerFunc(func(w http.ResponseWriter, out *http.Request) {
 				upstream = out.Header
-			}))
+			})))
 			if upstream == nil {
 				t.Fatal("request not forwarded")
 			}
