@@ -1,13 +1,16 @@
 package gateway
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
@@ -186,5 +189,40 @@ func TestAuditDenialsOnly(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("audit events (-want +got):\n%s", diff)
+	}
+}
+
+// TestAuditNoTokens: no log line carries token material, whatever
+// the request.
+func TestAuditNoTokens(t *testing.T) {
+	h := newHarness(t, testConfig(t), nil)
+	good := mint(t, claims())
+	expired := mint(t, func() jwt.MapClaims { c := claims(); c["exp"] = testNow.Add(-time.Hour).Unix(); return c }())
+	for _, c := range []call{
+		{body: toolCall("read_a"), token: good},
+		{body: toolCall("delete_all"), token: good},
+		{body: toolCall("read_a"), token: expired},
+		{body: toolCall("read_a"), token: good + "x"},
+		{path: "/mcp?access_token=" + good, body: toolCall("read_a")},
+		{body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`, token: good,
+			headers: map[string]string{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "x"}},
+	} {
+		readBody(t, h.do(t, c))
+	}
+	var all bytes.Buffer
+	for _, e := range h.logs.All() {
+		all.WriteString(e.Message)
+		for k, v := range e.ContextMap() {
+			all.WriteString(" " + k + "=")
+			all.WriteString(fmt.Sprint(v))
+		}
+		all.WriteString("\n")
+	}
+	for _, tok := range []string{good, expired} {
+		for _, part := range strings.Split(tok, ".") {
+			if strings.Contains(all.String(), part) {
+				t.Fatalf("audit log contains token material %q:\n%s", part, all.String())
+			}
+		}
 	}
 }

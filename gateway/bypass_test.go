@@ -167,3 +167,94 @@ func TestHeaderMismatchBody(t *testing.T) {
 		t.Errorf("unknown version answer = %s, want code -32022 listing supported versions", got)
 	}
 }
+
+// TestAmbiguousBodies: body and header shapes that two parsers could read
+// differently are refused before the upstream.
+func TestAmbiguousBodies(t *testing.T) {
+	h := newHarness(t, testConfig(t), nil)
+	token := mint(t, claims())
+	tests := []struct {
+		name    string
+		body    string
+		headers map[string]string
+		status  int
+	}{
+		{"UTF-8 BOM", "\xef\xbb\xbf" + toolCall("read_a"), nil, 400},
+		{"UTF-16 with BOM", "\xff\xfe{\x00}\x00", nil, 400},
+		{"overlong slash", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools\xc0\xafcall\",\"params\":{\"name\":\"delete_all\"}}", nil, 400},
+		{"lone surrogate in name", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_all\ud800"}}`, nil, 400},
+		{"escaped method", `{"jsonrpc":"2.0","id":1,"method":"tools\/call","params":{"name":"delete_all"}}`, nil, 403},
+		{"escaped name member", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"n\u0061me":"delete_all"}}`, nil, 403},
+		{"escaped tool name", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete\u005fall"}}`, nil, 403},
+		{"jsonrpc 2.00", `{"jsonrpc":"2.00","id":1,"method":"tools/call","params":{"name":"delete_all"}}`, nil, 400},
+		{"jsonrpc number", `{"jsonrpc":2.0,"id":1,"method":"tools/call","params":{"name":"delete_all"}}`, nil, 400},
+		{"id 1.0", `{"jsonrpc":"2.0","id":1.0,"method":"tools/call","params":{"name":"read_a"}}`, nil, 400},
+		{"id object", `{"jsonrpc":"2.0","id":{},"method":"tools/call","params":{"name":"read_a"}}`, nil, 400},
+		{"id true", `{"jsonrpc":"2.0","id":true,"method":"tools/call","params":{"name":"read_a"}}`, nil, 400},
+		{"nested batch", `[[` + toolCall("delete_all") + `]]`, nil, 400},
+		{"batch of notification calls", `[{"jsonrpc":"2.0","method":"tools/call","params":{"name":"read_a"}},{"jsonrpc":"2.0","method":"tools/call","params":{"name":"delete_all"}}]`, nil, 403},
+		{"batch with same ids", `[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a"}},{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_all"}}]`, nil, 400},
+		{"batch with same ids, escaped", `[{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"read_a"}},{"jsonrpc":"2.0","id":"\u0061","method":"ping"}]`, nil, 400},
+		{"method and result", `{"jsonrpc":"2.0","id":1,"method":"tools/call","result":{},"params":{"name":"delete_all"}}`, nil, 400},
+		{"two Content-Type headers", toolCall("read_a"), map[string]string{"Content-Type": "application/json, text/plain"}, 415},
+		{"charset utf-16", toolCall("read_a"), map[string]string{"Content-Type": "application/json; charset=utf-16"}, 415},
+		{"charset twice", toolCall("read_a"), map[string]string{"Content-Type": "application/json; charset=utf-8; charset=utf-16"}, 415},
+		{"json-seq", toolCall("read_a"), map[string]string{"Content-Type": "application/json-seq"}, 415},
+		{"deflate", toolCall("read_a"), map[string]string{"Content-Encoding": "deflate"}, 415},
+		{"version list", toolCall("read_a"), map[string]string{"MCP-Protocol-Version": "2025-06-18, 2026-07-28"}, 400},
+		{"version case", toolCall("read_a"), map[string]string{"MCP-Protocol-Version": "2025-06-18X"}, 400},
+		{"session list", toolCall("read_a"), map[string]string{"Mcp-Session-Id": "a, b"}, 404},
+		{"Authorization list", toolCall("read_a"), map[string]string{"Authorization": "Bearer " + token + ", Bearer " + token}, 401},
+		{"Basic scheme", toolCall("read_a"), map[string]string{"Authorization": "Basic " + token}, 401},
+		{"Bearer with tab", toolCall("read_a"), map[string]string{"Authorization": "Bearer\t" + token}, 401},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(h.up.requests())
+			resp := h.do(t, call{body: tt.body, token: token, headers: tt.headers})
+			body := readBody(t, resp)
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status = %d, want %d (%s)", resp.StatusCode, tt.status, body)
+			}
+			if len(h.up.requests()) != before {
+				t.Fatal("refused request reached the upstream")
+			}
+		})
+	}
+
+	for _, m := range []string{"HEAD", "OPTIONS", "PUT", "PATCH", "post", "TRACE"} {
+		t.Run("method "+m, func(t *testing.T) {
+			before := len(h.up.requests())
+			req, _ := http.NewRequest(m, h.front.URL+"/mcp", strings.NewReader(toolCall("delete_all")))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Authorization", "Bearer "+mint(t, claims()))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			readBody(t, resp)
+			if resp.StatusCode != http.StatusMethodNotAllowed {
+				t.Errorf("%s: status = %d, want 405", m, resp.StatusCode)
+			}
+			if len(h.up.requests()) != before {
+				t.Fatalf("%s reached the upstream", m)
+			}
+		})
+	}
+
+	t.Run("Expect 100-continue, refused without reading", func(t *testing.T) {
+		before := len(h.up.requests())
+		req, _ := http.NewRequest(http.MethodPost, h.front.URL+"/mcp", strings.NewReader(toolCall("delete_all")))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Expect", "100-continue")
+		req.Header.Set("Authorization", "Bearer "+mint(t, claims()))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		readBody(t, resp)
+		if resp.StatusCode != 403 || len(h.up.requests()) != before {
+			t.Errorf("status = %d, want 403 and no upstream request", resp.StatusCode)
+		}
+	})
+}

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -507,6 +510,74 @@ func TestRevokedAndCache(t *testing.T) {
 		readBody(t, resp)
 		if resp.StatusCode != 401 || !strings.Contains(resp.Header.Get("WWW-Authenticate"), "revoked") {
 			t.Errorf("%s: status = %d %q, want 401 invalid_token", name, resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+		}
+	}
+}
+
+// TestConcurrentPrincipals: many principals at once through one gateway (the
+// claims cache, session binding and the SSE pump shared): each gets its
+// own session and filtered lists, and nobody's session works for another.
+func TestConcurrentPrincipals(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.ForwardIdentity = true
+	list := `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"delete_all"},{"name":"read_a"}]}}`
+	h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Mcp-Session-Id", "up-"+r.Header.Get("X-Mcp-Subject"))
+		if strings.Contains(r.Header.Get("X-Mcp-Subject"), "odd") {
+			w.Header().Set("Content-Type", "text/event-stream")
+			io.WriteString(w, "data: "+list+"\n\n")
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, list)
+	})
+	const n = 12
+	tokens := make([]string, n)
+	for i := range tokens {
+		c := claims()
+		c["sub"] = fmt.Sprintf("user-%d-%s", i, map[bool]string{true: "odd", false: "even"}[i%2 == 1])
+		tokens[i] = mint(t, c)
+	}
+	sids := make([]string, n)
+	errs := make(chan error, n*10)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 5 {
+				resp := h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, token: tokens[i]})
+				body := readBody(t, resp)
+				if resp.StatusCode != 200 || strings.Contains(body, "delete_all") || !strings.Contains(body, "read_a") {
+					errs <- fmt.Errorf("principal %d: tools/list = %d %q", i, resp.StatusCode, body)
+				}
+				sids[i] = resp.Header.Get("Mcp-Session-Id")
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			j := (i + 1) % n
+			for k, want := range map[string]int{sids[i]: 200, sids[j]: 404} {
+				resp := h.do(t, call{body: toolCall("read_a"), token: tokens[i], headers: map[string]string{"Mcp-Session-Id": k}})
+				readBody(t, resp)
+				if resp.StatusCode != want {
+					errs <- fmt.Errorf("principal %d with session of %d: status %d, want %d", i, map[bool]int{true: i, false: j}[want == 200], resp.StatusCode, want)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	for _, r := range h.up.requests() {
+		if sid := r.Header.Get("Mcp-Session-Id"); sid != "" && sid != "up-"+r.Header.Get("X-Mcp-Subject") {
+			t.Errorf("upstream got session %q for %q", sid, r.Header.Get("X-Mcp-Subject"))
 		}
 	}
 }

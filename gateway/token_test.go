@@ -1,7 +1,13 @@
 package gateway
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -129,4 +135,90 @@ func TestPrincipalTypes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestTokenVariants: JWT header and claim variants.
+func TestTokenVariants(t *testing.T) {
+	k := theKeys(t)
+	h := newHarness(t, testConfig(t), nil)
+	hdr := func(mutate func(map[string]any)) string {
+		return mintWith(t, jwt.SigningMethodES256, k.ec, "ec1", claims(), mutate)
+	}
+	with := func(mutate func(jwt.MapClaims)) string {
+		c := claims()
+		mutate(c)
+		return mint(t, c)
+	}
+	tests := []struct {
+		name   string
+		token  string
+		query  string
+		status int
+	}{
+		{"crit header", hdr(func(h map[string]any) { h["crit"] = []string{"exp"} }), "", 401},
+		{"crit unknown extension", hdr(func(h map[string]any) { h["crit"] = []string{"x-ext"}; h["x-ext"] = true }), "", 401},
+		{"typ application/at+jwt", hdr(func(h map[string]any) { h["typ"] = "application/at+jwt" }), "", 200},
+		{"typ AT+JWT", hdr(func(h map[string]any) { h["typ"] = "AT+JWT" }), "", 200},
+		{"typ at+jwt with parameter", hdr(func(h map[string]any) { h["typ"] = "at+jwt; x=y" }), "", 401},
+		{"kid path trick", hdr(func(h map[string]any) { h["kid"] = "../ec1" }), "", 401},
+		{"kid not a string", hdr(func(h map[string]any) { h["kid"] = []string{"ec1"} }), "", 401},
+		// RFC 9068 §4: aud must contain the resource; other entries are allowed.
+		{"aud array with us", with(func(c jwt.MapClaims) { c["aud"] = []string{"https://other.example.com", testResource} }), "", 200},
+		{"aud array without us", with(func(c jwt.MapClaims) { c["aud"] = []string{"https://other.example.com"} }), "", 401},
+		{"aud with trailing slash", with(func(c jwt.MapClaims) { c["aud"] = testResource + "/" }), "", 401},
+		{"exp as string", with(func(c jwt.MapClaims) { c["exp"] = "9999999999" }), "", 401},
+		{"iss as array", with(func(c jwt.MapClaims) { c["iss"] = []string{testIssuer} }), "", 401},
+		{"sub as number", with(func(c jwt.MapClaims) { c["sub"] = 7 }), "", 401},
+		{"act without sub", with(func(c jwt.MapClaims) { c["act"] = map[string]any{"client_id": "x"} }), "", 401},
+		{"token in query after a semicolon", "", "?x;access_token=" + mint(t, claims()), 400},
+		{"token in query, encoded name", "", "?access%5Ftoken=" + mint(t, claims()), 400},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(h.up.requests())
+			token := tt.token
+			if token == "" {
+				token = mint(t, claims())
+			}
+			resp := h.do(t, call{path: "/mcp" + tt.query, body: toolCall("read_a"), token: token})
+			body := readBody(t, resp)
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status = %d, want %d (%s)", resp.StatusCode, tt.status, body)
+			}
+			if tt.status != 200 && len(h.up.requests()) != before {
+				t.Fatal("refused request reached the upstream")
+			}
+		})
+	}
+
+	for _, auth := range []string{"bearer %s", "BEARER %s", "Bearer  %s"} {
+		t.Run("scheme "+strings.TrimSuffix(auth, "%s"), func(t *testing.T) {
+			resp := h.do(t, call{body: toolCall("read_a"), headers: map[string]string{"Authorization": fmt.Sprintf(auth, mint(t, claims()))}})
+			readBody(t, resp)
+			if resp.StatusCode != 200 {
+				t.Errorf("Authorization %q: status = %d, want 200", auth, resp.StatusCode)
+			}
+		})
+	}
+
+	t.Run("embedded keys are ignored", func(t *testing.T) {
+		// Signed by a key the issuer never published, which the token
+		// carries itself (jwk) or points to (jku, x5u).
+		own, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		evil := mintWith(t, jwt.SigningMethodES256, own, "ec1", claims(), func(h map[string]any) {
+			h["jwk"] = map[string]any{"kty": "EC", "crv": "P-256", "kid": "ec1",
+				"x": base64.RawURLEncoding.EncodeToString(own.X.FillBytes(make([]byte, 32))),
+				"y": base64.RawURLEncoding.EncodeToString(own.Y.FillBytes(make([]byte, 32)))}
+			h["jku"] = "https://evil.example.com/jwks"
+			h["x5u"] = "https://evil.example.com/cert"
+		})
+		resp := h.do(t, call{body: toolCall("read_a"), token: evil})
+		readBody(t, resp)
+		if resp.StatusCode != 401 {
+			t.Errorf("status = %d, want 401", resp.StatusCode)
+		}
+	})
 }

@@ -93,3 +93,95 @@ func TestUpstreamHeaderSpelling(t *testing.T) {
 		})
 	}
 }
+
+// TestConnectionHeader: a proxy removes every header the Connection
+// header names, so a client could strip headers the gateway checked or
+// set (X-MCP-Subject, Mcp-Session-Id, MCP-Protocol-Version). Such a
+// request is refused; the usual connection options still pass.
+func TestConnectionHeader(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.ForwardIdentity = true
+	h := newHarness(t, cfg, nil)
+	token := mint(t, claims())
+	tests := []struct {
+		value  string
+		status int
+	}{
+		{"keep-alive", 200},
+		{"close", 200},
+		{"TE", 200},
+		{"X-Mcp-Subject", 400},
+		{"keep-alive, X-MCP-Scope", 400},
+		{"Mcp-Session-Id", 400},
+		{"MCP-Protocol-Version", 400},
+		{"Content-Type", 400},
+	}
+	for _, tt := range tests {
+		t.Run(tt.value, func(t *testing.T) {
+			before := len(h.up.requests())
+			resp := h.do(t, call{body: toolCall("read_a"), token: token, headers: map[string]string{"Connection": tt.value}})
+			body := readBody(t, resp)
+			if resp.StatusCode != tt.status {
+				t.Fatalf("Connection: %s: status = %d, want %d (%s)", tt.value, resp.StatusCode, tt.status, body)
+			}
+			got := h.up.requests()
+			if tt.status != 200 {
+				if len(got) != before {
+					t.Fatalf("Connection: %s reached the upstream", tt.value)
+				}
+				return
+			}
+			if v := got[len(got)-1].Header.Get("X-Mcp-Subject"); v != "alice" {
+				t.Errorf("upstream X-Mcp-Subject = %q, want alice", v)
+			}
+		})
+	}
+}
+
+// TestUnderscoreHeaders: CGI-style servers (FastCGI, PHP, WSGI) read
+// "X_Mcp_Subject" and "X-Mcp-Subject" as the same variable, so a client
+// copy spelled with underscores would stand in for a header the gateway
+// asserts or binds. No header with an underscore in its name reaches the
+// upstream.
+func TestUnderscoreHeaders(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.ForwardIdentity = true
+	h := newHarness(t, cfg, nil)
+	resp := h.do(t, call{body: toolCall("read_a"), token: mint(t, claims()), headers: map[string]string{
+		"X_Mcp_Subject":  "mallory",
+		"Mcp_Session_Id": "someone-elses-upstream-session",
+		"Mcp_Name":       "delete_all",
+	}})
+	readBody(t, resp)
+	if resp.StatusCode != 200 {
+		t.Fatalf("status = %d, want 200", resp.StatusCode)
+	}
+	got := h.up.requests()
+	for k, v := range got[len(got)-1].Header {
+		if strings.Contains(k, "_") {
+			t.Errorf("upstream header %s = %q, want no header with an underscore", k, v)
+		}
+	}
+}
+
+// TestRequestTrailers: request trailers are not part of what was
+// authorized; next never sees them (Caddy's reverse_proxy forwards them).
+func TestRequestTrailers(t *testing.T) {
+	g := newGateway(t, testConfig(t))
+	body := toolCall("read_a")
+	r := httptest.NewRequest(http.MethodPost, "/mcp", io.NopCloser(strings.NewReader(body)))
+	r.ContentLength = -1
+	r.Header.Set("Content-Type", "application/json")
+	r.Header.Set("Authorization", "Bearer "+mint(t, claims()))
+	r.Header.Set("Trailer", "Mcp-Session-Id")
+	r.Trailer = http.Header{"Mcp-Session-Id": {"someone-elses-upstream-session"}, "X-Mcp-Subject": {"mallory"}}
+	var seen *http.Request
+	w := httptest.NewRecorder()
+	g.Serve(w, r, NextHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen = r })))
+	if seen == nil {
+		t.Fatalf("Serve did not forward (status %d, %s)", w.Code, w.Body)
+	}
+	if len(seen.Trailer) != 0 || len(seen.Header.Values("Trailer")) != 0 {
+		t.Errorf("next saw trailers %v, Trailer header %q, want none", seen.Trailer, seen.Header.Values("Trailer"))
+	}
+}

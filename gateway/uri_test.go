@@ -478,3 +478,63 @@ func TestFileSystemReadings(t *testing.T) {
 		})
 	}
 }
+
+// TestResourceURIsResolvingElsewhere: a resource URI that a server resolves to another
+// resource than its text names (dot segments, empty segments, encoded
+// characters, backslashes) is refused, so a broad prefix rule cannot
+// reach what a narrower one guards.
+func TestResourceURIsResolvingElsewhere(t *testing.T) {
+	h := newHarness(t, testConfig(t), nil)
+	token := mint(t, func() jwt.MapClaims { c := claims(); c["scope"] = "mcp files:read"; return c }())
+	read := func(uri string) string {
+		return `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":` + quote(uri) + `}}`
+	}
+	tests := []struct {
+		uri    string
+		status int
+	}{
+		{"file:///public/a.txt", 200},
+		{"file:///public/a%20b.txt", 200},
+		{"file:///public/", 200},
+		{"file:///secret/key", 403},
+		{"file:///public/../secret/key", 400},
+		{"file:///./secret/key", 400},
+		{"file:///public/..", 400},
+		{"file:////secret/key", 400},
+		{"file:///public//../secret/key", 400},
+		{"file:///%73ecret/key", 400},
+		{"file:///public/%2e%2e/secret/key", 400},
+		{"file:///public/.%2E/secret/key", 400},
+		{"file:///public%2f..%2fsecret/key", 400},
+		{`file:///public\..\secret\key`, 400},
+		{"file:///public/%zz", 400},
+		{"file:///public/?/../../secret/key", 400},
+		{"file:///public/..?x", 400},
+		{"file:///public/..;/secret/key", 400},
+		{"file://../secret/key", 400},
+		{"file:///public/a.b/..c/d..", 400}, // Windows trims the trailing dots
+		{"file:///public/a.b/..c/d..e", 200},
+		{"file:///public/?q=a//b", 200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.uri, func(t *testing.T) {
+			before := len(h.up.requests())
+			resp := h.do(t, call{body: read(tt.uri), token: token})
+			body := readBody(t, resp)
+			if resp.StatusCode != tt.status {
+				t.Fatalf("resources/read %q: status = %d, want %d (%s)", tt.uri, resp.StatusCode, tt.status, body)
+			}
+			if tt.status != 200 && len(h.up.requests()) != before {
+				t.Fatalf("resources/read %q reached the upstream", tt.uri)
+			}
+		})
+	}
+	t.Run("subscribe", func(t *testing.T) {
+		body := `{"jsonrpc":"2.0","id":1,"method":"resources/subscribe","params":{"uri":"file:///public/../secret/key"}}`
+		resp := h.do(t, call{body: body, token: token})
+		readBody(t, resp)
+		if resp.StatusCode != 400 {
+			t.Errorf("resources/subscribe with dot segments: status = %d, want 400", resp.StatusCode)
+		}
+	})
+}

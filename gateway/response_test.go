@@ -1,0 +1,132 @@
+package gateway
+
+import (
+	"compress/gzip"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// TestToolsListNotificationFiltered: a tools/list sent without an id is
+// still a tools/list to a lenient server; whatever answers it is filtered.
+func TestToolsListNotificationFiltered(t *testing.T) {
+	h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"delete_all"},{"name":"read_a"}]}}`)
+	})
+	resp := h.do(t, call{body: `{"jsonrpc":"2.0","method":"tools/list"}`, token: mint(t, claims())})
+	body := readBody(t, resp)
+	if strings.Contains(body, "delete_all") {
+		t.Errorf("answer to a tools/list notification = %s, want delete_all filtered out", body)
+	}
+}
+
+// TestToolsListAcceptEncoding: a client asking for compressed answers (Go's
+// client does by default) must not make a compressing upstream's
+// tools/list unfilterable.
+func TestToolsListAcceptEncoding(t *testing.T) {
+	h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		list := `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"delete_all"},{"name":"read_a"}]}}`
+		if !strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+			io.WriteString(w, list)
+			return
+		}
+		w.Header().Set("Content-Encoding", "gzip")
+		zw := gzip.NewWriter(w)
+		io.WriteString(zw, list)
+		zw.Close()
+	})
+	resp := h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, token: mint(t, claims()),
+		headers: map[string]string{"Accept-Encoding": "gzip"}})
+	raw := readBody(t, resp)
+	body := raw
+	if resp.Header.Get("Content-Encoding") == "gzip" {
+		zr, err := gzip.NewReader(strings.NewReader(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(zr)
+		body = string(b)
+	}
+	if resp.StatusCode != 200 || !strings.Contains(body, "read_a") || strings.Contains(body, "delete_all") {
+		t.Errorf("tools/list with Accept-Encoding gzip = %d %q, want 200 with read_a only", resp.StatusCode, body)
+	}
+}
+
+// TestToolsListEvasions: upstream answers shaped to slip a tools/list
+// past the filter (odd SSE framing, case variants, ids that match another
+// request) never show a filtered-out tool to the client.
+func TestToolsListEvasions(t *testing.T) {
+	list := `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"delete_all"},{"name":"read_a"}]}}`
+	sse := func(chunks ...string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			for _, c := range chunks {
+				io.WriteString(w, c)
+				w.(http.Flusher).Flush()
+			}
+		}
+	}
+	jsonAnswer := func(body string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, body)
+		}
+	}
+	tests := []struct {
+		name    string
+		request string
+		answer  http.HandlerFunc
+	}{
+		{"SSE CRLF", "", sse("data: " + list + "\r\n\r\n")},
+		{"SSE lone CR", "", sse("data: " + list + "\r\r")},
+		{"SSE BOM, no space", "", sse("\ufeffdata:" + list + "\n\n")},
+		{"SSE data split over lines", "", sse("data: {\"jsonrpc\":\"2.0\",\"id\":1,\ndata: \"result\":{\"tools\":[{\"name\":\"delete_all\"}]}}\n\n")},
+		{"SSE event split across writes", "", sse("id: 1\nevent: x\nda", "ta: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[{\"name\"", ":\"delete_all\"}]}}\r", "\n\r\n")},
+		{"SSE batch in one event", "", sse("data: [" + list + "]\n\n")},
+		{"SSE answer without a blank line", "", sse("data: " + list + "\n")},
+		{"JSON Tools variant", "", jsonAnswer(`{"jsonrpc":"2.0","id":1,"result":{"Tools":[{"name":"delete_all"}]}}`)},
+		{"JSON tool Name variant", "", jsonAnswer(`{"jsonrpc":"2.0","id":1,"result":{"tools":[{"Name":"delete_all","name":"read_a"}]}}`)},
+		{"JSON escaped tools member", "", jsonAnswer(`{"jsonrpc":"2.0","id":1,"result":{"t\u006fols":[{"name":"delete_all"}]}}`)},
+		{"JSON batch answer to one request", "", jsonAnswer(`[` + list + `,` + list + `]`)},
+		{"batch: duplicate ids",
+			`[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":1,"method":"ping"}]`,
+			jsonAnswer(`[{"jsonrpc":"2.0","id":1,"result":{}},{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"delete_all"}]}}]`)},
+		{"batch: answer to the notification",
+			`[{"jsonrpc":"2.0","method":"tools/list"},{"jsonrpc":"2.0","id":2,"method":"ping"}]`,
+			jsonAnswer(`[{"jsonrpc":"2.0","id":2,"result":{}},{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"delete_all"}]}}]`)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, testConfig(t), tt.answer)
+			req := tt.request
+			if req == "" {
+				req = `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
+			}
+			resp := h.do(t, call{body: req, token: mint(t, claims()), headers: map[string]string{"MCP-Protocol-Version": "2025-03-26"}})
+			body := readBody(t, resp)
+			if strings.Contains(body, "delete_all") {
+				t.Errorf("answer = %d %q, want delete_all filtered out", resp.StatusCode, body)
+			}
+		})
+	}
+}
+
+// TestUpstreamSetCookie: an MCP server cannot set cookies through the
+// gateway (on a host shared with the issuer they would be the issuer's).
+func TestUpstreamSetCookie(t *testing.T) {
+	h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+		http.SetCookie(w, &http.Cookie{Name: "__Host-mcp_auth_session", Value: "attacker", Path: "/", Secure: true})
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}`)
+	})
+	for _, body := range []string{toolCall("read_a"), `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`} {
+		resp := h.do(t, call{body: body, token: mint(t, claims())})
+		readBody(t, resp)
+		if v := resp.Header.Values("Set-Cookie"); resp.StatusCode != 200 || len(v) != 0 {
+			t.Errorf("answer to %s = %d, Set-Cookie %q, want 200 without cookies", body, resp.StatusCode, v)
+		}
+	}
+}
