@@ -2,9 +2,6 @@
 // net/http middleware: protected-resource metadata, bearer validation, a
 // policy decision per JSON-RPC message, response filtering, session binding
 // and audit events.
-//
-// CONTRACT (written before the implementation; caddymodule codes against
-// it): the exported names below are fixed; add, do not change.
 package gateway
 
 import (
@@ -125,17 +122,3 @@ type Revocations interface {
 	// belongs to ("" when the token names none), has been revoked.
 	Revoked(ctx context.Context, jti, grantID string) bool
 }
-
-// Planned exported API (implemented in the package):
-//
-//	func New(cfg Config) (*Gateway, error)
-//	// Serve handles one request, calling next (the reverse proxy) only for
-//	// requests it authorized, with the authorized body.
-//	func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next http.Handler)
-//	// RemoteKeys fetches an issuer's metadata and JWKS (cached, refreshed on
-//	// unknown kid with a rate limit).
-//	func NewRemoteKeys(issuer string, client *http.Client, logger *zap.Logger) *RemoteKeys
-//	func (k *RemoteKeys) Key(ctx context.Context, kid string) (any, error)
-//	// Scopes returns every scope the gateway's rules mention (for the
-//	// issuer's resource registration and scopes_supported).
-//	func (g *Gateway) Scopes() []string

@@ -6,10 +6,6 @@
 // data. Envelope classification never decodes tool arguments it does not
 // need. All functions are pure over bytes and readers.
 //
-// The contract (written before the implementation, the gateway codes
-// against it) fixes the exported names below; later additions are marked
-// as such in their doc comments.
-//
 // What is read:
 //
 //   - [Parse]: a request body, one message or a batch, into [Message]
@@ -80,8 +76,7 @@ type Message struct {
 	// false.
 	HasName, HasURI bool
 	// ProtocolVersion is params._meta["io.modelcontextprotocol/protocolVersion"]
-	// (2026-07-28: every request carries it), "" when absent. Added after
-	// the contract.
+	// (2026-07-28: every request carries it), "" when absent.
 	ProtocolVersion string
 	// Raw is the exact bytes of this message within the body.
 	Raw []byte
@@ -110,15 +105,14 @@ var (
 	// ErrInvalidParams reports params that an MCP method needs but that are
 	// missing or of the wrong type (tools/call without a string
 	// params.name, ...) and members that are case variants of the ones
-	// read. It wraps ErrNotJSONRPC, so callers that only know the contract
-	// errors still classify it.
+	// read. It wraps ErrNotJSONRPC, so callers that only know that error still
+	// classify it.
 	ErrInvalidParams error = &subError{"mcpparse: invalid MCP params", ErrNotJSONRPC}
 )
 
 // ParamsError is Parse's error for a body that is a single request, valid
 // JSON-RPC but for its params, so that the answer (invalid params) can
-// carry the request's id. It wraps an ErrInvalidParams error. Added after
-// the contract.
+// carry the request's id. It wraps an ErrInvalidParams error.
 type ParamsError struct {
 	ID  []byte // the raw id of the request, a string or canonical integer
 	Err error

@@ -31,8 +31,7 @@ const (
 	base64Suffix = "?="
 )
 
-// ErrMalformedHeader is wrapped by DecodeHeaderValue's errors. Added after
-// the contract.
+// ErrMalformedHeader is wrapped by DecodeHeaderValue's errors.
 var ErrMalformedHeader = errors.New("mcpparse: malformed header value")
 
 // ErrMissingProtocolVersion is CheckHeaders' error for a request without

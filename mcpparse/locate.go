@@ -10,8 +10,7 @@ import (
 )
 
 // ErrNotString reports a member on a LocateString path that is present
-// but not an object (on the way) or not a string (at the end). Added after
-// the contract.
+// but not an object (on the way) or not a string (at the end).
 var ErrNotString = errors.New("mcpparse: member is not of the expected type")
 
 // Span is where a JSON string value lies in a message: msg[Start:End] is
