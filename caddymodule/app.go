@@ -432,6 +432,14 @@ func (a *App) Start() error {
 // started waits until Start has returned and reports whether it
 // succeeded; false as well when ctx ends or the config is unloaded first.
 func (a *App) started(ctx context.Context) bool {
+	// Started first: once the config is unloaded after a reload, a.ctx is
+	// done too, and requests still in flight on the old config must not
+	// be refused at random by select's choice.
+	select {
+	case <-a.ready:
+		return a.running
+	default:
+	}
 	select {
 	case <-a.ready:
 		return a.running
