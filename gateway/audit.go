@@ -20,10 +20,12 @@ import (
 
 const auditMessage = "mcp request"
 
-// auditForwarded logs the decisions of a forwarded request, unless only
-// denials are audited. Status 0 means next wrote nothing (under Caddy:
+// auditForwarded counts and logs the decisions of a forwarded request
+// (logs them unless only denials are audited). Status 0 means next wrote nothing (under Caddy:
 // the proxy failed and its error handler answers).
 func (g *Gateway) auditForwarded(x *exchange, status int) {
+	g.metrics.Upstream(g.now().Sub(x.upStart))
+	g.countDecisions(x, true)
 	if g.cfg.AuditDenialsOnly {
 		return
 	}
@@ -37,9 +39,11 @@ func (g *Gateway) auditForwarded(x *exchange, status int) {
 	}
 }
 
-// auditRefusal logs a refused request: each message decision if the
+// auditRefusal counts and logs a refused request: each message decision if the
 // messages were read, otherwise one event with the refusal's reason.
 func (g *Gateway) auditRefusal(x *exchange, f *refusal) {
+	g.metrics.Refusal(refusalReason(f))
+	g.countDecisions(x, false)
 	if len(x.dec) == 0 || len(x.dec) != max(len(x.msgs), 1) {
 		g.auditOne(&x.events(1)[0], x, nil, nil, false, f.status, f.message)
 		return

@@ -87,6 +87,7 @@ type Config struct {
 	Now         func() time.Time // default time.Now
 	Logger      *zap.Logger      // operational log
 	AuditLogger *zap.Logger      // one event per decision
+	Metrics     Metrics          // default: counts nothing
 }
 
 // Rule says which scopes a tool, prompt or resource needs, and which actors

@@ -89,6 +89,8 @@ type Gateway struct {
 	metadataJSON  []byte
 	scopes        []string
 	origins       map[string]bool
+
+	metrics Metrics
 }
 
 // Defaults.
@@ -144,6 +146,9 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.AuditLogger == nil {
 		cfg.AuditLogger = zap.NewNop()
 	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = nopMetrics{}
+	}
 	pol, err := newPolicy(&cfg)
 	if err != nil {
 		return nil, err
@@ -166,6 +171,7 @@ func New(cfg Config) (*Gateway, error) {
 		cache:   newClaimsCache(claimsCacheSize),
 		origins: origins,
 		scopes:  collectScopes(&cfg),
+		metrics: cfg.Metrics,
 	}
 	g.parser = jwt.NewParser(
 		jwt.WithValidMethods(cfg.Algorithms),

@@ -24,6 +24,7 @@ type exchange struct {
 	r       *http.Request
 	start   time.Time
 	rev     revision
+	upStart time.Time // when next was called
 	p       *principal
 	body    []byte
 	msgs    []mcpparse.Message
@@ -566,6 +567,7 @@ func (g *Gateway) upstreamRequest(x *exchange) *http.Request {
 		out.ContentLength = 0
 		out.GetBody = nil
 	}
+	x.upStart = g.now()
 	return out
 }
 

@@ -150,6 +150,7 @@ func validB64Token(s string) bool {
 func (g *Gateway) authenticate(ctx context.Context, token string) (*principal, *authError) {
 	key := sha256.Sum256([]byte(token))
 	p := g.cache.get(key, g.now())
+	g.metrics.TokenCache(p != nil)
 	if p == nil {
 		var err *authError
 		if p, err = g.verify(ctx, token); err != nil {

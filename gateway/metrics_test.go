@@ -1,0 +1,81 @@
+package gateway
+
+import (
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// countingMetrics counts every call by its arguments.
+type countingMetrics struct {
+	mu        sync.Mutex
+	counts    map[string]int
+	upstreams int
+}
+
+func (m *countingMetrics) add(k string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.counts[k]++
+}
+
+func (m *countingMetrics) Decision(method, rule string, allowed bool) {
+	m.add(fmt.Sprintf("decision %s %q %v", method, rule, allowed))
+}
+func (m *countingMetrics) Refusal(reason string) { m.add("refusal " + reason) }
+func (m *countingMetrics) Upstream(time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.upstreams++
+}
+func (m *countingMetrics) TokenCache(hit bool) { m.add(fmt.Sprintf("cache hit=%v", hit)) }
+
+func TestMetrics(t *testing.T) {
+	m := &countingMetrics{counts: map[string]int{}}
+	cfg := testConfig(t)
+	cfg.Metrics = m
+	h := newHarness(t, cfg, nil)
+	token := mint(t, claims())
+	calls := []struct {
+		c    call
+		want int
+	}{
+		{call{body: toolCall("read_file"), token: token}, http.StatusOK},
+		{call{body: toolCall("read_other"), token: token}, http.StatusOK},
+		{call{body: toolCall("write_file"), token: token}, http.StatusForbidden},
+		{call{body: toolCall("unlisted"), token: token}, http.StatusForbidden},
+		{call{body: `{"jsonrpc":"2.0","id":1,"method":"x/custom"}`, token: token}, http.StatusBadRequest}, // a method no revision defines
+		{call{body: toolCall("read_file")}, http.StatusUnauthorized},
+		{call{body: toolCall("read_file"), token: "not-a-jwt"}, http.StatusUnauthorized},
+	}
+	for _, c := range calls {
+		resp := h.do(t, c.c)
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Fatalf("%s: status %d, want %d", c.c.body, resp.StatusCode, c.want)
+		}
+	}
+	want := map[string]int{
+		`decision tools/call "read_*" true`:   2,
+		`decision tools/call "write_*" false`: 1, // more scope would cure it
+		`decision tools/call "" false`:        1, // no rule
+		`refusal insufficient_scope`:          1,
+		`refusal forbidden`:                   1,
+		`refusal method_not_found`:            1, // refused before any decision
+		`refusal unauthorized`:                2,
+		`cache hit=false`:                     2, // the token's first use, and the malformed one
+		`cache hit=true`:                      4,
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if diff := cmp.Diff(want, m.counts); diff != "" {
+		t.Errorf("metrics (-want +got):\n%s", diff)
+	}
+	if m.upstreams != 2 {
+		t.Errorf("upstream observations = %d, want 2 (the forwarded calls)", m.upstreams)
+	}
+}
