@@ -89,6 +89,9 @@ func (i *Issuer) newAdmin(hashCost int) *admin {
 		a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 			if err := h(w, r); err != nil {
 				a.writeError(w, err)
+			} else if r.Method != http.MethodGet {
+				// The admin endpoint does not know who called.
+				i.sec.Info("admin change", zap.String("action", pattern), zap.String("target", cmp.Or(r.PathValue("name"), r.PathValue("id"))))
 			}
 		})
 	}

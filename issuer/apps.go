@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
@@ -75,6 +77,8 @@ func (i *Issuer) appsPost(w http.ResponseWriter, r *http.Request) {
 		i.pages.serverErrorPage(w, err)
 		return
 	}
+	i.securityEvent(r.Context(), zap.InfoLevel, "connection revoked by its user", zap.String("user", s.User),
+		zap.String("client_id", f.Get("client_id")), zap.String("resource", f.Get("resource")), zap.String("actor", f.Get("actor")))
 	i.seeOther(w, r, i.base+pathApps+"?revoked=1")
 }
 

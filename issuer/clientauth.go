@@ -88,9 +88,11 @@ func (i *Issuer) authenticateClient(r *http.Request, f url.Values) (*Client, err
 	}
 	c, err := i.lookupClient(ctx, formID)
 	if err != nil {
+		i.clientAuthFailed(formID, addr, "unknown_client")
 		return nil, asInvalidClient(err)
 	}
 	if !c.Public() {
+		i.clientAuthFailed(formID, addr, "no_credentials")
 		return nil, ErrInvalidClient.WithDescription("client authentication is required")
 	}
 	return c, nil
@@ -166,6 +168,7 @@ func tooManyAttempts(d time.Duration) *Error {
 func (i *Issuer) authSecret(ctx context.Context, id, secret, addr string) (*Client, error) {
 	account := "client:" + id
 	if d := i.limiter.attemptDelay(account, addr); d > 0 {
+		i.clientAuthFailed(id, addr, "throttled")
 		return nil, tooManyAttempts(d)
 	}
 	if err := i.limiter.slowAttempt(ctx, account); err != nil {
@@ -174,9 +177,11 @@ func (i *Issuer) authSecret(ctx context.Context, id, secret, addr string) (*Clie
 	c, err := i.lookupClient(ctx, id)
 	if err != nil {
 		i.limiter.recordFailure("", addr) // unknown ids count against the address only
+		i.clientAuthFailed(id, addr, "unknown_client")
 		return nil, asInvalidClient(err)
 	}
 	if d := i.limiter.reserveAttempt(account, addr); d > 0 {
+		i.clientAuthFailed(id, addr, "throttled")
 		return nil, tooManyAttempts(d)
 	}
 	m := c.TokenEndpointAuthMethod
@@ -188,6 +193,7 @@ func (i *Issuer) authSecret(ctx context.Context, id, secret, addr string) (*Clie
 		}
 	}
 	if !ok {
+		i.clientAuthFailed(id, addr, "invalid_secret")
 		return nil, ErrInvalidClient.WithDescription("client authentication failed")
 	}
 	i.limiter.attemptSucceeded(account, addr)
@@ -221,15 +227,19 @@ func (i *Issuer) authAssertion(ctx context.Context, r *http.Request, f url.Value
 	// A signature cannot be guessed: failures count against the address
 	// only, so forged assertions cannot slow the client down.
 	if d := i.limiter.attemptDelay("", addr); d > 0 {
+		i.clientAuthFailed(id, addr, "throttled")
 		return nil, tooManyAttempts(d)
 	}
 	c, err := i.lookupClient(ctx, id)
 	if err != nil {
 		i.limiter.recordFailure("", addr)
+		i.clientAuthFailed(id, addr, "unknown_client")
 		return nil, asInvalidClient(err)
 	}
+	reason := "invalid_assertion"
 	fail := func(desc string) (*Client, error) {
 		i.limiter.recordFailure("", addr)
+		i.clientAuthFailed(id, addr, reason)
 		return nil, ErrInvalidClient.WithDescription(desc)
 	}
 	if c.TokenEndpointAuthMethod != authPrivateKeyJWT {
@@ -261,6 +271,7 @@ func (i *Issuer) authAssertion(ctx context.Context, r *http.Request, f url.Value
 		return assertionsIn(tx).use(id, claims.ID, exp.Add(time.Minute))
 	})
 	if errors.Is(err, store.ErrAlreadyExists) {
+		reason = "assertion_reused"
 		return fail("client assertion was already used")
 	}
 	if err != nil {

@@ -59,6 +59,9 @@ type Config struct {
 	Now    func() time.Time
 	Rand   io.Reader
 	Logger *zap.Logger
+	// Metrics counts tokens issued and refused logins and client
+	// authentications; nil counts nothing.
+	Metrics Metrics
 }
 
 // User is a local account.

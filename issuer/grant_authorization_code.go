@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"slices"
 
+	"go.uber.org/zap"
+
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
@@ -126,7 +128,7 @@ func (g authorizationCode) replayed(ctx context.Context, code string) error {
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("revoke replayed code: %w", err)
 	}
-	i.log.Warn("authorization code replayed; its grant is revoked")
+	i.securityEvent(ctx, zap.WarnLevel, "authorization code reused; its grant is revoked")
 	return ErrInvalidGrant.WithDescription("invalid, expired or used authorization code")
 }
 

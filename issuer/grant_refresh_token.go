@@ -111,6 +111,6 @@ func (rg refreshTokenGrant) reused(ctx context.Context, grantID string) error {
 	if err != nil {
 		return fmt.Errorf("revoke reused refresh token family: %w", err)
 	}
-	i.log.Warn("rotated refresh token reused; its grant is revoked", zap.String("grant", grantID))
+	i.securityEvent(ctx, zap.WarnLevel, "rotated refresh token reused; its grant is revoked", zap.String("grant", grantID))
 	return ErrInvalidGrant.WithDescription("invalid, expired or revoked refresh token")
 }

@@ -51,6 +51,7 @@ const (
 	pathLogout     = "/logout"
 	pathApps       = "/apps"    // connected apps and agents
 	pathAssets     = "/assets/" // embedded CSS
+	pathHealth     = "/healthz" // orchestrator probe (health.go)
 )
 
 // Issuer is the authorization server.
@@ -91,6 +92,9 @@ type Issuer struct {
 	cimdCaches       *rateLimiter  // metadata documents newly cached, over all addresses
 	dummy            dummyPassword // checked for unknown users
 	hashes           *hashGate     // bounds concurrent password and secret hashing
+
+	metrics Metrics
+	sec     *zap.Logger // security events (security.go)
 }
 
 // New builds an Issuer. It validates cfg, applies defaults, and loads (or
@@ -123,6 +127,10 @@ func New(cfg Config, st store.Store) (*Issuer, error) {
 		i.grants[g.name()] = g
 	}
 	i.mint = minter{i}
+	i.metrics, i.sec = cfg.Metrics, cfg.Logger.Named("security")
+	if i.metrics == nil {
+		i.metrics = nopMetrics{}
+	}
 	if err := i.init(); err != nil {
 		return nil, err
 	}
@@ -139,6 +147,7 @@ func New(cfg Config, st store.Store) (*Issuer, error) {
 		i.base + pathConsent:    i.handleConsent,
 		i.base + pathLogout:     i.handleLogout,
 		i.base + pathApps:       i.handleApps,
+		i.base + pathHealth:     i.handleHealth,
 	}
 	tail := i.base // "" or "/t1"
 	meta := i.cors(i.handleMetadata)

@@ -93,6 +93,7 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 
 	account, addr := "user:"+strings.ToLower(username), clientAddr(r)
 	if d := i.limiter.attemptDelay(account, addr); d > 0 {
+		i.loginFailed(username, addr, "throttled")
 		i.tooManyLogins(w, v, target, d)
 		return
 	}
@@ -105,6 +106,7 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 		account = "" // unknown names count against the address only
 	}
 	if d := i.limiter.reserveAttempt(account, addr); d > 0 {
+		i.loginFailed(username, addr, "throttled")
 		i.tooManyLogins(w, v, target, d)
 		return
 	}
@@ -122,6 +124,11 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !ok {
+		reason := "wrong_password"
+		if u == nil {
+			reason = "unknown_user"
+		}
+		i.loginFailed(username, addr, reason)
 		v.Error = "Invalid username or password."
 		i.pages.render(w, http.StatusUnauthorized, "login", "Sign in", v, target)
 		return

@@ -134,6 +134,7 @@ func (m minter) issue(ctx context.Context, is *issuance) (*tokenResponse, error)
 			return nil, refused
 		}
 	}
+	i.metrics.TokenIssued(is.grantType)
 	if ce := i.log.Check(zap.InfoLevel, "token issued"); ce != nil {
 		ce.Write(zap.String("grant_type", is.grantType), zap.String("client_id", s.client.ID), zap.String("sub", s.subject),
 			zap.Strings("act", s.act.Chain()), zap.String("resource", s.resource), zap.Strings("scopes", s.scopes),

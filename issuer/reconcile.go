@@ -124,7 +124,7 @@ func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
 		return fmt.Errorf("apply configuration changes: %w", err)
 	}
 	if len(ended) > 0 {
-		i.log.Info("configuration removed or re-keyed principals; their grants are revoked", zap.Strings("principals", ended))
+		i.sec.Info("configuration removed or re-keyed principals; their grants are revoked", zap.Strings("principals", ended))
 	}
 	return nil
 }

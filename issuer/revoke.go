@@ -60,6 +60,7 @@ func (i *Issuer) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		i.writeErr(w, err)
 		return
 	}
+	i.securityEvent(ctx, zap.InfoLevel, "token revocation requested", zap.String("client_id", c.ID))
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 }

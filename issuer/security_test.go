@@ -1,0 +1,116 @@
+package issuer
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+	"golang.org/x/oauth2"
+)
+
+// countingMetrics counts every call by its arguments.
+type countingMetrics struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func (m *countingMetrics) add(k string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.counts[k]++
+}
+func (m *countingMetrics) TokenIssued(g string)      { m.add("issued " + g) }
+func (m *countingMetrics) LoginFailed(r string)      { m.add("login " + r) }
+func (m *countingMetrics) ClientAuthFailed(r string) { m.add("client " + r) }
+
+// TestSecurityEvents: failed logins, failed client authentications and a
+// reused code are security events with who, where and why, counted by
+// reason; no password, secret, code, verifier or token is in any log
+// entry.
+func TestSecurityEvents(t *testing.T) {
+	core, logs := observer.New(zap.DebugLevel)
+	m := &countingMetrics{counts: map[string]int{}}
+	e := newTokEnv(t, func(c *Config) { c.Logger, c.Metrics = zap.New(core), m })
+	const (
+		attacker      = "203.0.113.7:4711"
+		wrongPassword = "correct horse battery staple"
+		wrongSecret   = "not-the-secret-0123456789"
+	)
+
+	if code, _ := e.loginFrom(t, attacker, tUser, wrongPassword); code != http.StatusUnauthorized {
+		t.Fatalf("wrong password: status %d, want 401", code)
+	}
+	if code, _ := e.loginFrom(t, attacker, "mallory", wrongPassword); code != http.StatusUnauthorized {
+		t.Fatalf("unknown user: status %d, want 401", code)
+	}
+	if a := e.post(t, pathToken, url.Values{"grant_type": {"client_credentials"}}, tConf+":"+wrongSecret); a.status != http.StatusUnauthorized {
+		t.Fatalf("wrong client secret: %d %s, want 401", a.status, a.raw)
+	}
+	if a := e.post(t, pathToken, url.Values{"grant_type": {"client_credentials"}, "resource": {tResource}}, tConf+":"+tSecret); a.status != http.StatusOK {
+		t.Fatalf("client credentials: %d %s, want 200", a.status, a.raw)
+	}
+	code, verifier := e.issueCode(t, codeSpec{scopes: []string{"read", "offline_access"}})
+	tok, err := e.exchange(t, tPublic, "", code, verifier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var re *oauth2.RetrieveError
+	if _, err := e.exchange(t, tPublic, "", code, verifier); !errors.As(err, &re) {
+		t.Fatalf("second exchange error = %v, want invalid_grant", err)
+	}
+
+	// What must never be logged, by any logger of the issuer.
+	for _, entry := range logs.All() {
+		text := fmt.Sprint(entry.Message, entry.ContextMap())
+		for name, s := range map[string]string{
+			"password": wrongPassword, "user password": tPassword, "secret": wrongSecret, "client secret": tSecret,
+			"code": code, "verifier": verifier, "access token": tok.AccessToken, "refresh token": tok.RefreshToken,
+		} {
+			if strings.Contains(text, s) {
+				t.Errorf("log entry %q (%s) contains the %s", entry.Message, entry.LoggerName, name)
+			}
+		}
+	}
+
+	type event struct {
+		msg    string
+		fields map[string]any
+	}
+	var got []event
+	for _, entry := range logs.FilterLoggerName("security").All() {
+		f := entry.ContextMap()
+		if entry.Level < zapcore.InfoLevel {
+			continue
+		}
+		got = append(got, event{entry.Message, f})
+	}
+	want := []event{
+		{"login failed", map[string]any{"user": tUser, "remote_addr": "203.0.113.7", "reason": "wrong_password"}},
+		{"login failed", map[string]any{"remote_addr": "203.0.113.7", "reason": "unknown_user"}},
+		{"client authentication failed", map[string]any{"client_id": tConf, "remote_addr": "127.0.0.1", "reason": "invalid_secret"}},
+		{"authorization code reused; its grant is revoked", map[string]any{"remote_addr": "127.0.0.1"}},
+	}
+	if diff := cmp.Diff(want, got, cmp.AllowUnexported(event{})); diff != "" {
+		t.Errorf("security events (-want +got):\n%s", diff)
+	}
+	wantCounts := map[string]int{
+		"login wrong_password":      1,
+		"login unknown_user":        1,
+		"client invalid_secret":     1,
+		"issued client_credentials": 1,
+		"issued authorization_code": 1,
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if diff := cmp.Diff(wantCounts, m.counts); diff != "" {
+		t.Errorf("metrics (-want +got):\n%s", diff)
+	}
+}
