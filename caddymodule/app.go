@@ -171,6 +171,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	cfg.Logger = a.log
+	if cfg.Metrics, err = newIssuerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("mcp_auth: metrics: %w", err)
+	}
 	if err := issuer.CheckConfig(cfg); err != nil {
 		return fmt.Errorf("mcp_auth: %w", err)
 	}

@@ -156,6 +156,11 @@ func (h *GatewayHandler) Provision(ctx caddy.Context) error {
 		AuditLogger:     log.Named("audit"),
 		ErrorStatus:     errorStatus,
 	}
+	vecs, err := newGatewayVecs(ctx.GetMetricsRegistry())
+	if err != nil {
+		return fmt.Errorf("mcp_gateway: metrics: %w", err)
+	}
+	cfg.Metrics = newGatewayMetrics(vecs, h.Resource)
 	switch h.Audit {
 	case "", "all":
 	case "denials_only":
