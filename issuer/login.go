@@ -93,7 +93,7 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 
 	account, addr := "user:"+strings.ToLower(username), clientAddr(r)
 	if d := i.limiter.attemptDelay(account, addr); d > 0 {
-		i.loginFailed(username, addr, "throttled")
+		i.loginFailed("", addr, "throttled") // before the lookup: the name may be no account
 		i.tooManyLogins(w, v, target, d)
 		return
 	}
@@ -106,7 +106,7 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 		account = "" // unknown names count against the address only
 	}
 	if d := i.limiter.reserveAttempt(account, addr); d > 0 {
-		i.loginFailed(username, addr, "throttled")
+		i.loginFailed(accountName(u), addr, "throttled")
 		i.tooManyLogins(w, v, target, d)
 		return
 	}
@@ -128,7 +128,7 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 		if u == nil {
 			reason = "unknown_user"
 		}
-		i.loginFailed(username, addr, reason)
+		i.loginFailed(accountName(u), addr, reason)
 		v.Error = "Invalid username or password."
 		i.pages.render(w, http.StatusUnauthorized, "login", "Sign in", v, target)
 		return

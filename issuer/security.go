@@ -35,15 +35,24 @@ func (nopMetrics) ClientAuthFailed(string) {}
 // revocations and admin changes. They name accounts, clients and
 // addresses, never a password, secret, code or token.
 
-// loginFailed records a refused login. The name is left out for an
-// unknown user: what was typed may be a password in the wrong field.
+// loginFailed records a refused login. user is "" unless the account
+// exists: a name that matches none may be a password typed in the wrong
+// field.
 func (i *Issuer) loginFailed(user, addr, reason string) {
 	i.metrics.LoginFailed(reason)
 	fields := []zap.Field{zap.String("remote_addr", addr), zap.String("reason", reason)}
-	if reason != "unknown_user" {
+	if user != "" {
 		fields = append(fields, zap.String("user", user))
 	}
 	i.sec.Warn("login failed", fields...)
+}
+
+// accountName is u's name, "" for no user.
+func accountName(u *User) string {
+	if u == nil {
+		return ""
+	}
+	return u.Username
 }
 
 // clientAuthFailed records a refused client authentication.

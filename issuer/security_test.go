@@ -109,8 +109,25 @@ func TestSecurityEvents(t *testing.T) {
 		"issued authorization_code": 1,
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if diff := cmp.Diff(wantCounts, m.counts); diff != "" {
 		t.Errorf("metrics (-want +got):\n%s", diff)
+	}
+	m.mu.Unlock()
+
+	// Brute force: the limiter steps in, and says so.
+	throttled := 0
+	for n := 0; n < 20 && throttled == 0; n++ {
+		if code, _ := e.loginFrom(t, attacker, tUser, wrongPassword); code == http.StatusTooManyRequests {
+			throttled++
+		}
+	}
+	events := logs.FilterLoggerName("security").FilterMessage("login failed").FilterField(zap.String("reason", "throttled")).All()
+	if throttled != 1 || len(events) != 1 || events[0].ContextMap()["remote_addr"] != "203.0.113.7" {
+		t.Errorf("throttled logins = %d, events %v; want one event with the address", throttled, events)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.counts["login throttled"] != 1 {
+		t.Errorf("throttled logins counted %d times, want 1", m.counts["login throttled"])
 	}
 }
