@@ -60,17 +60,12 @@ func newGatewayVecs(reg prometheus.Registerer) (*gatewayVecs, error) {
 			Help: "Lookups of verified access tokens in the gateway's cache, by resource and result (hit, miss).",
 		}, []string{"resource", "result"}),
 	}
-	var err error
-	if v.decisions, err = register(reg, v.decisions); err != nil {
-		return nil, err
-	}
-	if v.refusals, err = register(reg, v.refusals); err != nil {
-		return nil, err
-	}
-	if v.upstream, err = register(reg, v.upstream); err != nil {
-		return nil, err
-	}
-	if v.cache, err = register(reg, v.cache); err != nil {
+	errs := make([]error, 4)
+	v.decisions, errs[0] = register(reg, v.decisions)
+	v.refusals, errs[1] = register(reg, v.refusals)
+	v.upstream, errs[2] = register(reg, v.upstream)
+	v.cache, errs[3] = register(reg, v.cache)
+	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 	return v, nil
@@ -171,11 +166,12 @@ func newIssuerMetrics(reg prometheus.Registerer) (*issuerMetrics, error) {
 			Help: "Refused client authentications at the back-channel endpoints, by reason.",
 		}, []string{"reason"}),
 	}
-	for _, v := range []**prometheus.CounterVec{&m.issued, &m.loginFailures, &m.clientAuthFailures} {
-		var err error
-		if *v, err = register(reg, *v); err != nil {
-			return nil, err
-		}
+	errs := make([]error, 3)
+	m.issued, errs[0] = register(reg, m.issued)
+	m.loginFailures, errs[1] = register(reg, m.loginFailures)
+	m.clientAuthFailures, errs[2] = register(reg, m.clientAuthFailures)
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
