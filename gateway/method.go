@@ -6,6 +6,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"golang.org/x/text/cases"
+	"golang.org/x/text/language"
 	"golang.org/x/text/unicode/norm"
 )
 
@@ -105,9 +107,10 @@ func validToolName(name string) bool {
 }
 
 // validPromptName refuses prompt names with controls, whitespace, invisible
-// or unassigned characters, or characters NFKC changes ("ｄelete" is
-// "delete" to a normalising server): MCP does not restrict prompt names,
-// but none of those names one prompt for every server.
+// or unassigned characters, characters NFKC changes ("ｄelete" is "delete"
+// to a normalising server), or characters a full case mapping takes out
+// of their simple case-fold class (see foldStable): MCP does not restrict
+// prompt names, but none of those names one prompt for every server.
 func validPromptName(name string) bool {
 	if visibleASCII(name) {
 		return true
@@ -120,7 +123,7 @@ func validPromptName(name string) bool {
 			return false
 		}
 	}
-	return true
+	return foldStable(name)
 }
 
 // visibleRune refuses controls, separators and characters that are
@@ -129,4 +132,43 @@ func validPromptName(name string) bool {
 func visibleRune(r rune) bool {
 	return unicode.IsGraphic(r) && !unicode.Is(unicode.Zs, r) && r != 0x034F &&
 		!unicode.Is(unicode.Variation_Selector, r) && !unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r)
+}
+
+// foldStable reports whether every full Unicode case mapping of s (upper,
+// lower and fold; Turkish and Azeri upper and lower; Lithuanian upper)
+// maps each non-ASCII character to one non-ASCII character of
+// its simple case-fold class, the class the gateway's case-insensitive
+// comparisons use. Otherwise an upstream that compares names with
+// toUpperCase, upper() or equalsIgnoreCase, or a file system that
+// upper-cases names, reads another name than the gateway: "admın" (dotless
+// ı) is "ADMIN", "ß" is "SS", "I" and a combining dot above are "i" in
+// Turkish. ASCII text is not looked at (Turkish "i" to "İ" maps the rules
+// the same way), so only non-ASCII text pays for the mappings.
+func foldStable(s string) bool {
+	ascii := true
+	for i := 0; i < len(s) && ascii; i++ {
+		ascii = s[i] < utf8.RuneSelf
+	}
+	if ascii {
+		return true
+	}
+	for _, c := range []cases.Caser{
+		cases.Upper(language.Und), cases.Lower(language.Und), cases.Fold(),
+		cases.Upper(language.Turkish), cases.Lower(language.Turkish), // Azeri casing is Turkish
+		cases.Upper(language.Lithuanian), // drops a dot above after i: "i\u0307" is "I"
+	} {
+		mapped := c.String(s)
+		if utf8.RuneCountInString(mapped) != utf8.RuneCountInString(s) {
+			return false
+		}
+		j := 0
+		for _, r := range s {
+			m, size := utf8.DecodeRuneInString(mapped[j:])
+			j += size
+			if r >= utf8.RuneSelf && (m < utf8.RuneSelf || !equalFoldRune(r, m)) {
+				return false
+			}
+		}
+	}
+	return true
 }

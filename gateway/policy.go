@@ -252,7 +252,7 @@ func caseStable(rules []compiledRule, name string) bool {
 	return firstRule(rules, name, false) == firstRule(rules, looseName(name), true)
 }
 
-// looseName lower-cases s and turns '-', '.' and '/' into '_'. It returns
+// looseName folds the case of s and turns '-', '.' and '/' into '_'. It returns
 // s itself, without allocating, when nothing changes.
 func looseName(s string) string {
 	return strings.Map(looseRune, s)
@@ -268,7 +268,18 @@ func looseRune(r rune) rune {
 		}
 		return r
 	}
-	return unicode.ToLower(r)
+	// The least member of r's simple case-fold class, so that every
+	// member reads the same ("ς" as "σ", which a case-folding upstream
+	// also does); foldStable refuses names whose other case mappings
+	// leave the class.
+	least := r
+	for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+		least = min(least, f)
+	}
+	if 'A' <= least && least <= 'Z' {
+		least += 'a' - 'A'
+	}
+	return least
 }
 
 // firstRule is the index of the first rule whose glob (read loosely when
