@@ -268,18 +268,16 @@ func looseRune(r rune) rune {
 		}
 		return r
 	}
-	// The least member of r's simple case-fold class, so that every
-	// member reads the same ("ς" as "σ", which a case-folding upstream
-	// also does); foldStable refuses names whose other case mappings
+	// The lower case of the least member of r's simple case-fold class,
+	// so that every member reads the same ("ς" as "σ", which a
+	// case-folding upstream also does) and most lower-case letters read
+	// as themselves; foldStable refuses names whose other case mappings
 	// leave the class.
 	least := r
 	for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
 		least = min(least, f)
 	}
-	if 'A' <= least && least <= 'Z' {
-		least += 'a' - 'A'
-	}
-	return least
+	return unicode.ToLower(least)
 }
 
 // firstRule is the index of the first rule whose glob (read loosely when
