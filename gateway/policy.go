@@ -193,7 +193,7 @@ func (p *policy) decide(pr *principal, m *mcpparse.Message, rev revision) (decis
 			return decision{}, fmt.Errorf("prompts/get: %w", errNoName)
 		}
 		if !validPromptName(m.Name) {
-			return decision{}, fmt.Errorf("prompts/get: prompt name %q has whitespace, control, invisible or compatibility characters", m.Name)
+			return decision{}, fmt.Errorf("prompts/get: prompt name %q has whitespace, control, invisible or compatibility characters, or characters that a full case mapping reads beyond simple case folding", m.Name)
 		}
 		return p.decideCaseless(pr, kindPrompt, p.prompts, m.Name)
 	case "resources/read", "resources/subscribe", "resources/unsubscribe":

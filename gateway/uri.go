@@ -203,7 +203,7 @@ func checkDecoded(uri string) error {
 		return errors.New("percent-encoded text not in Unicode NFC (a normalising file system reads it composed)")
 	}
 	if !foldStable(string(b)) {
-		return errors.New("percent-encoded character whose full case mapping is ASCII, several characters or of another case class (\"%C4%B1\" is \"I\" in upper case)")
+		return errors.New("percent-encoded character that a full case mapping reads beyond simple case folding (\"%C4%B1\", a dotless i, is \"I\" in upper case)")
 	}
 	return nil
 }
@@ -307,7 +307,7 @@ func checkAuthority(auth, scheme, defPort string, special bool) error {
 		if i := strings.IndexByte(auth, ':'); i >= 0 {
 			host, port = auth[:i], auth[i:]
 		}
-		if err := checkHost(host, scheme, special); err != nil {
+		if err := checkHost(host, special); err != nil {
 			return err
 		}
 	}
@@ -326,7 +326,7 @@ func checkAuthority(auth, scheme, defPort string, special bool) error {
 	return nil
 }
 
-func checkHost(host, scheme string, special bool) error {
+func checkHost(host string, special bool) error {
 	if host == "" {
 		if special {
 			return errors.New("no host")
