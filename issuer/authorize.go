@@ -579,6 +579,8 @@ func (i *Issuer) issueCode(ctx context.Context, s *session, ar *authRequest, pen
 		Nonce:               ar.Nonce,
 		Actor:               ar.Actor,
 		AuthTime:            s.AuthTime,
+		IssuedAt:            now,
+		Issuer:              i.URL(),
 		ExpiresAt:           now.Add(i.cfg.CodeTTL),
 	}
 	if ac.Scopes == nil {
