@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"testing"
 	"time"
@@ -224,5 +225,32 @@ func TestCodeFromBeforeRevocation(t *testing.T) {
 				t.Errorf("code from after the revocation = %d %q, want 200", status, got)
 			}
 		})
+	}
+}
+
+// TestLoginDuringPasswordChange: a login whose password check began
+// before the user's password changed or the user was removed starts no
+// session (its password may be the old one); one that began after does.
+func TestLoginDuringPasswordChange(t *testing.T) {
+	e := raceEnv(t)
+	ctx := t.Context()
+	began := e.clock.Now()
+	e.clock.Advance(time.Second)
+	if err := e.iss.SetPassword(ctx, "dave", secretHash()); err != nil {
+		t.Fatal(err)
+	}
+	before := e.count(bucketSessions)
+	login := func(at time.Time) error {
+		s := &session{Browser: "b", User: "dave", AuthTime: at, ExpiresAt: e.clock.Now().Add(time.Hour)}
+		return e.iss.sessions.start(ctx, httptest.NewRecorder(), s, "")
+	}
+	if err := login(began); !errors.Is(err, errSignedOut) {
+		t.Errorf("session of a login from before the password change: %v, want errSignedOut", err)
+	}
+	if n := e.count(bucketSessions); n != before {
+		t.Errorf("sessions %d -> %d, want none started", before, n)
+	}
+	if err := login(e.clock.Now()); err != nil {
+		t.Errorf("session of a login after the password change: %v", err)
 	}
 }
