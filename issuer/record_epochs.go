@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"errors"
 	"time"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
@@ -76,4 +77,20 @@ func (r epochRecords) ended(bases []principalBasis) (string, error) {
 		}
 	}
 	return "", nil
+}
+
+// errSignedOut: the user's password changed or the user was removed
+// after the login began; no session or code rests on that login.
+var errSignedOut = errors.New("user signed out during the login")
+
+// signedOut is errSignedOut when the user was stamped after a login at
+// authTime.
+func (r epochRecords) signedOut(user string, authTime time.Time) error {
+	switch ended, err := r.ended([]principalBasis{{userPrincipal(user), authTime}}); {
+	case err != nil:
+		return err
+	case ended != "":
+		return errSignedOut
+	}
+	return nil
 }

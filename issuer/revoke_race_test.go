@@ -253,4 +253,15 @@ func TestLoginDuringPasswordChange(t *testing.T) {
 	if err := login(e.clock.Now()); err != nil {
 		t.Errorf("session of a login after the password change: %v", err)
 	}
+	// A code (and remembered consent) drawn from a session the change
+	// ended while the authorization request ran is not stored either.
+	consents := e.count(bucketConsents)
+	ar := &authRequest{ClientID: tPublic, RedirectURI: tRedirect}
+	old := &session{Browser: "b", User: "dave", AuthTime: began}
+	if _, err := e.iss.issueCode(ctx, old, ar, "", tResource, []string{"read"}, true); !errors.Is(err, errSignedOut) {
+		t.Errorf("code from a session the change ended: %v, want errSignedOut", err)
+	}
+	if n := e.count(bucketConsents); n != consents {
+		t.Errorf("consents %d -> %d, want none stored", consents, n)
+	}
 }

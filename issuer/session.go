@@ -93,10 +93,6 @@ func (ss *sessions) ensure(w http.ResponseWriter, r *http.Request) (*session, er
 	return s, nil
 }
 
-// errSignedOut: the user's password changed or the user was removed
-// after the login began (record_epochs.go); no session is started.
-var errSignedOut = errors.New("user signed out during the login")
-
 // start stores s under a fresh id (with a fresh CSRF token),
 // deletes the session oldID if given, and sets the cookie. A new id at
 // login prevents session fixation. A user's session whose login began
@@ -112,11 +108,8 @@ func (ss *sessions) start(ctx context.Context, w http.ResponseWriter, s *session
 	}
 	err = ss.store.Update(ctx, func(tx store.Tx) error {
 		if s.User != "" {
-			switch ended, err := epochsIn(tx).ended([]principalBasis{{userPrincipal(s.User), s.AuthTime}}); {
-			case err != nil:
+			if err := epochsIn(tx).signedOut(s.User, s.AuthTime); err != nil {
 				return err
-			case ended != "":
-				return errSignedOut
 			}
 		}
 		return sessionsIn(tx).replace(oldID, id, s)
