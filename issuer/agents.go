@@ -137,7 +137,7 @@ func (i *Issuer) PutAgent(ctx context.Context, a Agent) error {
 			return err
 		}
 		if a.Disabled {
-			return grantsIn(tx).revokeAgent(a.ID, i.revokeUntil())
+			return grantsIn(tx).revokeAgent(a.ID, i.revocation())
 		}
 		return nil
 	})
@@ -192,7 +192,7 @@ func (i *Issuer) DeleteAgent(ctx context.Context, id string) error {
 		if err := agentsIn(tx).remove(id); err != nil {
 			return entryErr("agent", id, err)
 		}
-		return grantsIn(tx).revokeAgent(id, i.revokeUntil())
+		return grantsIn(tx).revokeAgent(id, i.revocation())
 	})
 }
 
@@ -223,7 +223,7 @@ func (i *Issuer) setAgentDisabled(ctx context.Context, id string, disabled bool)
 			return err
 		}
 		if disabled {
-			return grantsIn(tx).revokeAgent(id, i.revokeUntil())
+			return grantsIn(tx).revokeAgent(id, i.revocation())
 		}
 		return nil
 	})
@@ -255,7 +255,7 @@ func (i *Issuer) RotateAgentSecret(ctx context.Context, id string) (string, erro
 		if err := agents.put(a); err != nil {
 			return err
 		}
-		return grantsIn(tx).revokeAgentOwn(id, i.revokeUntil())
+		return grantsIn(tx).revokeAgentOwn(id, i.revocation())
 	})
 	if err != nil {
 		return "", err

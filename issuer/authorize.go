@@ -549,6 +549,10 @@ func (i *Issuer) finish(w http.ResponseWriter, r *http.Request, s *session, ar *
 		i.pages.pendingGonePage(w)
 		return
 	}
+	if errors.Is(err, errSignedOut) {
+		i.redirectError(w, r, ar.RedirectURI, ar.State, ErrAccessDenied.WithDescription("the user signed out"))
+		return
+	}
 	if err != nil {
 		i.log.Error("authorize: issue code", zap.Error(err))
 		i.redirectError(w, r, ar.RedirectURI, ar.State, ErrServerError)
@@ -579,12 +583,20 @@ func (i *Issuer) issueCode(ctx context.Context, s *session, ar *authRequest, pen
 		Nonce:               ar.Nonce,
 		Actor:               ar.Actor,
 		AuthTime:            s.AuthTime,
+		IssuedAt:            now,
+		Issuer:              i.URL(),
 		ExpiresAt:           now.Add(i.cfg.CodeTTL),
 	}
 	if ac.Scopes == nil {
 		ac.Scopes = []string{}
 	}
 	err = i.store.Update(ctx, func(tx store.Tx) error {
+		// A session the user's password change or removal ended while
+		// this request ran stores no consent (a later user of the same
+		// name would inherit it) and no code.
+		if err := epochsIn(tx).signedOut(s.User, s.AuthTime); err != nil {
+			return err
+		}
 		if pendingID != "" {
 			if err := pendingIn(tx).finish(pendingID); err != nil {
 				return err

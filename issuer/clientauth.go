@@ -101,6 +101,9 @@ func (i *Issuer) authenticateClient(r *http.Request, f url.Values) (*Client, err
 type clientRequest struct {
 	client *Client
 	form   url.Values
+	// basis is when the request began, before its client authenticated: a
+	// revocation after it refuses what the request would issue.
+	basis time.Time
 }
 
 // authenticatedPost starts a back-channel endpoint: POST only, the form
@@ -111,6 +114,7 @@ func (i *Issuer) authenticatedPost(w http.ResponseWriter, r *http.Request) (req 
 		methodNotAllowed(w, http.MethodPost)
 		return nil, false
 	}
+	basis := i.now()
 	f, err := readForm(r)
 	if err != nil {
 		i.writeErr(w, err)
@@ -121,7 +125,7 @@ func (i *Issuer) authenticatedPost(w http.ResponseWriter, r *http.Request) (req 
 		i.writeErr(w, err)
 		return nil, false
 	}
-	return &clientRequest{client: c, form: f}, true
+	return &clientRequest{client: c, form: f, basis: basis}, true
 }
 
 // basicCredentials decodes HTTP Basic client credentials. RFC 6749

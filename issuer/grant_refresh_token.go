@@ -43,7 +43,12 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 		return nil, rg.reused(ctx, rec.GrantID)
 	}
 	now := i.now()
-	if g.Revoked || !now.Before(g.ExpiresAt) || !now.Before(rec.ExpiresAt) {
+	// A family is this issuer URL's: one an issuer at another URL of the
+	// same store created (or this one before its URL changed) is not, and
+	// the revocations of a reload compare against its own URL's
+	// directory only (ApplyConfigChanges). Families from before grants
+	// recorded their issuer are taken as this one's.
+	if g.Revoked || !now.Before(g.ExpiresAt) || !now.Before(rec.ExpiresAt) || !i.issued(g.Issuer) {
 		return nil, ErrInvalidGrant.WithDescription("invalid, expired or revoked refresh token")
 	}
 	if res := f.Get("resource"); res != "" && !sameResource(res, g.Resource) {
@@ -82,13 +87,15 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 		}
 	}
 	invalid := ErrInvalidGrant.WithDescription("invalid, expired or revoked refresh token")
+	s := tokenSubject{
+		client: c, user: u, subject: g.Subject, resource: g.Resource, scopes: scopes,
+		act: actorOf(g.Actor), grantID: g.ID, authTime: g.AuthTime,
+	}
 	return &issuance{
 		grantType: grantRefreshToken,
-		subject: tokenSubject{
-			client: c, user: u, subject: g.Subject, resource: g.Resource, scopes: scopes,
-			act: actorOf(g.Actor), grantID: g.ID, authTime: g.AuthTime,
-		},
-		refresh: true,
+		subject:   s,
+		bases:     s.principals(req.basis, req.basis),
+		refresh:   true,
 		record: func(tx store.Tx, t *minted) error {
 			switch refused, err := refreshIn(tx).rotate(rt, t.refreshToken, c.ID, now, i.revokeUntil()); {
 			case err != nil:

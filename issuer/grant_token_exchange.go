@@ -126,6 +126,9 @@ func (x tokenExchange) grant(ctx context.Context, req *clientRequest) (*issuance
 			return touchGrant(tx, subj.GrantID, i.now(), delegate)
 		},
 		recording: "record token exchange",
+		// The requesting client too: it may be the actor or not be the
+		// subject's client at all.
+		bases: append(s.principals(req.basis, req.basis), principalBasis{clientPrincipal(c.ID), req.basis}),
 	}, nil
 }
 

@@ -122,7 +122,7 @@ func New(cfg Config, st store.Store) (*Issuer, error) {
 	for _, g := range tokenGrants(i) {
 		i.grants[g.name()] = g
 	}
-	i.mint = minter{i}
+	i.mint = minter{iss: i}
 	if err := i.init(); err != nil {
 		return nil, err
 	}

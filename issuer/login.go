@@ -91,6 +91,10 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	// The login happened before the password was checked: a password
+	// change or removal committed while it was checked ends it
+	// (sessions.start, record_epochs.go).
+	authTime := i.now()
 	account, addr := "user:"+strings.ToLower(username), clientAddr(r)
 	if d := i.limiter.attemptDelay(account, addr); d > 0 {
 		i.tooManyLogins(w, v, target, d)
@@ -128,9 +132,13 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 	}
 	i.limiter.attemptSucceeded(account, addr)
 
-	now := i.now()
-	ns := &session{Browser: s.Browser, User: u.Username, AuthTime: now, ExpiresAt: now.Add(i.cfg.SessionTTL)}
-	if err := i.sessions.start(ctx, w, ns, sid); err != nil {
+	ns := &session{Browser: s.Browser, User: u.Username, AuthTime: authTime, ExpiresAt: i.now().Add(i.cfg.SessionTTL)}
+	switch err := i.sessions.start(ctx, w, ns, sid); {
+	case errors.Is(err, errSignedOut):
+		v.Error = "Invalid username or password."
+		i.pages.render(w, http.StatusUnauthorized, "login", "Sign in", v, target)
+		return
+	case err != nil:
 		i.pages.serverErrorPage(w, err)
 		return
 	}

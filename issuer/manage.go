@@ -110,7 +110,7 @@ func (i *Issuer) DeleteUser(ctx context.Context, name string) error {
 		if err := usersIn(tx).remove(name); err != nil {
 			return entryErr("user", name, err)
 		}
-		return forgetUser(tx, name, i.revokeUntil())
+		return forgetUser(tx, name, i.revocation())
 	})
 }
 
@@ -134,7 +134,7 @@ func (i *Issuer) SetPassword(ctx context.Context, name, bcryptHash string) error
 		if err := users.put(u); err != nil {
 			return err
 		}
-		return signOutUser(tx, name, i.revokeUntil())
+		return signOutUser(tx, name, i.revocation())
 	})
 }
 
@@ -232,7 +232,7 @@ func (i *Issuer) DeleteClient(ctx context.Context, id string) error {
 		if err := clientsIn(tx).remove(id); err != nil {
 			return entryErr("client", id, err)
 		}
-		return grantsIn(tx).revokeClient(id, i.revokeUntil())
+		return grantsIn(tx).revokeClient(id, i.revocation())
 	})
 }
 
@@ -261,7 +261,7 @@ func (i *Issuer) RotateClientSecret(ctx context.Context, id string) (string, err
 		if err := clients.put(c); err != nil {
 			return err
 		}
-		return grantsIn(tx).revokeClient(id, i.revokeUntil())
+		return grantsIn(tx).revokeClient(id, i.revocation())
 	})
 	if err != nil {
 		return "", err

@@ -75,16 +75,16 @@ func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
 		case err != nil:
 			return err
 		}
-		until := i.revokeUntil()
+		rv := i.revocation()
 		grants := grantsIn(tx)
 		for name, fp := range prev.Users {
 			now, kept := cur.Users[name]
 			var err error
 			switch {
 			case !kept:
-				err = forgetUser(tx, name, until)
+				err = forgetUser(tx, name, rv)
 			case now != fp:
-				err = signOutUser(tx, name, until)
+				err = signOutUser(tx, name, rv)
 			default:
 				continue
 			}
@@ -97,7 +97,7 @@ func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
 			if now, kept := cur.Clients[id]; kept && now == fp {
 				continue
 			}
-			if err := grants.revokeClient(id, until); err != nil {
+			if err := grants.revokeClient(id, rv); err != nil {
 				return err
 			}
 			ended = append(ended, "client "+id)
@@ -107,9 +107,9 @@ func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
 			var err error
 			switch {
 			case !kept:
-				err = grants.revokeAgent(id, until)
+				err = grants.revokeAgent(id, rv)
 			case now != fp:
-				err = grants.revokeAgentOwn(id, until)
+				err = grants.revokeAgentOwn(id, rv)
 			default:
 				continue
 			}
