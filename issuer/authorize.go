@@ -168,7 +168,7 @@ func (i *Issuer) authorizeClient(ctx context.Context, params url.Values) (*Clien
 		if !errors.Is(err, ErrInvalidClient) {
 			i.log.Error("authorize: look up client", zap.Error(err))
 		}
-		if errors.As(err, &e) && e.Description != "" && i.isCIMDClientID(ids[0]) {
+		if errors.As(err, &e) && e.Description != "" && i.cimd.isClientID(ids[0]) {
 			return nil, nil, false, "The application could not be identified: " + e.Description + "."
 		}
 		return nil, nil, false, "The application (client_id) is not known to this server."

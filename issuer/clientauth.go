@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -34,15 +33,7 @@ const (
 	// maxAssertionLifetime bounds exp of a client assertion, and so how
 	// long its jti must be remembered.
 	maxAssertionLifetime = time.Hour
-	// jwksCacheTTL is how long a fetched client jwks_uri is reused.
-	jwksCacheTTL = 5 * time.Minute
-	maxJWKSBytes = 64 << 10
 )
-
-type cachedJWKS struct {
-	keys    []accesstoken.JWK
-	fetched time.Time
-}
 
 // authenticateClient authenticates the client of a back-channel request
 // (token, PAR, revocation, introspection): none (public client, client_id
@@ -278,7 +269,7 @@ func (i *Issuer) assertionKeys(ctx context.Context, c *Client, t *jwt.Token) (an
 		if refresh && c.JWKSURI == "" {
 			break
 		}
-		set, err := i.clientKeys(ctx, c, refresh)
+		set, err := i.cimd.clientKeys(ctx, c, refresh)
 		if err != nil {
 			return nil, err
 		}
@@ -298,49 +289,6 @@ func (i *Issuer) assertionKeys(ctx context.Context, c *Client, t *jwt.Token) (an
 		}
 	}
 	return nil, errors.New("no client key fits the assertion")
-}
-
-// clientKeys returns a client's JWK Set: registered inline, or fetched from
-// jwks_uri (SSRF-protected client, cached for jwksCacheTTL).
-func (i *Issuer) clientKeys(ctx context.Context, c *Client, refresh bool) ([]accesstoken.JWK, error) {
-	if len(c.JWKS) > 0 {
-		return decodeJWKS(c.JWKS)
-	}
-	if c.JWKSURI == "" {
-		return nil, errors.New("client has no keys")
-	}
-	now := i.now()
-	i.jwksMu.Lock()
-	cached, ok := i.jwksCache[c.JWKSURI]
-	i.jwksMu.Unlock()
-	if ok && !refresh && now.Sub(cached.fetched) < jwksCacheTTL {
-		return cached.keys, nil
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.JWKSURI, nil)
-	if err != nil {
-		return nil, fmt.Errorf("jwks_uri: %w", err)
-	}
-	req.Header.Set("Accept", "application/jwk-set+json, application/json")
-	resp, err := i.jwksClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("fetch jwks_uri: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("fetch jwks_uri: status %d", resp.StatusCode)
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKSBytes+1))
-	if err != nil || len(body) > maxJWKSBytes {
-		return nil, errors.New("fetch jwks_uri: unreadable or too large")
-	}
-	keys, err := decodeJWKS(body)
-	if err != nil {
-		return nil, err
-	}
-	i.jwksMu.Lock()
-	i.jwksCache[c.JWKSURI] = cachedJWKS{keys: keys, fetched: now}
-	i.jwksMu.Unlock()
-	return keys, nil
 }
 
 func decodeJWKS(b []byte) ([]accesstoken.JWK, error) {

@@ -188,7 +188,7 @@ func validateClientAuth(c *Client) error {
 
 // lookupClient finds a client by id: configured clients, then the store
 // (admin/DCR), then, for an https URL with a path, a Client ID Metadata
-// Document via fetchCIMD. Unknown -> ErrInvalidClient-wrapped error.
+// Document via cimdFetcher.fetch. Unknown -> ErrInvalidClient-wrapped error.
 func (i *Issuer) lookupClient(ctx context.Context, id string) (*Client, error) {
 	if id == "" {
 		return nil, ErrInvalidClient.WithDescription("client_id is required")
@@ -220,8 +220,8 @@ func (i *Issuer) lookupClient(ctx context.Context, id string) (*Client, error) {
 		return nil, ErrInvalidClient.WithDescription("agent disabled").Wrap(aerr)
 	case !errors.Is(aerr, store.ErrNotFound):
 		return nil, fmt.Errorf("look up agent: %w", aerr)
-	case i.isCIMDClientID(id):
-		return i.fetchCIMD(ctx, id)
+	case i.cimd.isClientID(id):
+		return i.cimd.fetch(ctx, id)
 	}
 	return nil, ErrInvalidClient.WithDescription("unknown client").Wrap(err)
 }

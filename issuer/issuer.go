@@ -74,12 +74,7 @@ type Issuer struct {
 	resMu            sync.RWMutex
 	runtimeResources map[string]Resource // by URL, from AddResource
 
-	// Outbound fetches (SSRF-protected): CIMD documents, and jwks_uri of
-	// private_key_jwt clients with their cache.
-	fetch      *http.Client
-	jwksClient *http.Client
-	jwksMu     sync.Mutex
-	jwksCache  map[string]cachedJWKS
+	cimd *cimdFetcher // outbound: CIMD documents, client jwks_uri
 
 	// Abuse limits (ratelimit.go, hashgate.go).
 	limiter       *limiter
@@ -88,7 +83,6 @@ type Issuer struct {
 	registrations *rateLimiter // DCR requests per address
 	// registrationsAll is DCR over all addresses (one key, "").
 	registrationsAll *rateLimiter
-	cimdCaches       *rateLimiter  // metadata documents newly cached, over all addresses
 	dummy            dummyPassword // checked for unknown users
 	hashes           *hashGate     // bounds concurrent password and secret hashing
 }
@@ -179,14 +173,10 @@ func (i *Issuer) init() error {
 	i.parClients = newRateLimiter(parClientBurst, time.Minute)
 	i.registrations = newRateLimiter(registrationBurst, time.Minute)
 	i.registrationsAll = newRateLimiter(registrationGlobalBurst, time.Hour)
-	i.cimdCaches = newRateLimiter(cimdCacheBurst, time.Hour)
 	i.runtimeResources = make(map[string]Resource)
 	i.sessions = newSessions(i.store, &i.cfg, i.issuer, i.anonWrites)
-	i.jwksCache = make(map[string]cachedJWKS)
-	for _, c := range []**http.Client{&i.fetch, &i.jwksClient} {
-		if *c, err = newFetchClient(i.cfg.HTTPClient, i.cfg.CIMDAllowPrivate, i.cfg.CIMDTimeout); err != nil {
-			return err
-		}
+	if i.cimd, err = newCIMDFetcher(&i.cfg, i.store, i.log, i.now, i.anonWrites); err != nil {
+		return err
 	}
 	if err := i.validateConfigDirectory(); err != nil {
 		return err
