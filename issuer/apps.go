@@ -136,12 +136,12 @@ func (i *Issuer) connections(ctx context.Context, user string) ([]appRow, error)
 	out := make([]appRow, 0, len(rows))
 	for _, ar := range rows {
 		ar.ClientName = ar.ClientID
-		if c, err := i.lookupClient(ctx, ar.ClientID); err == nil && c.Name != "" {
+		if c, err := i.dir.lookupClient(ctx, ar.ClientID); err == nil && c.Name != "" {
 			ar.ClientName = c.Name
 		}
-		ar.AgentName = i.agentName(ctx, ar.Agent)
+		ar.AgentName = i.dir.agentName(ctx, ar.Agent)
 		for n, d := range ar.Delegates {
-			ar.Delegates[n] = i.agentName(ctx, d)
+			ar.Delegates[n] = i.dir.agentName(ctx, d)
 		}
 		out = append(out, *ar)
 	}
@@ -149,14 +149,6 @@ func (i *Issuer) connections(ctx context.Context, user string) ([]appRow, error)
 		return strings.Compare(a.ClientName+"\x00"+a.Resource+"\x00"+a.Agent, b.ClientName+"\x00"+b.Resource+"\x00"+b.Agent)
 	})
 	return out, nil
-}
-
-// agentName is the display name of an agent, or its id.
-func (i *Issuer) agentName(ctx context.Context, id string) string {
-	if a, err := i.findAgent(ctx, id); err == nil && a.Name != "" {
-		return a.Name
-	}
-	return id
 }
 
 // revokeConnection deletes the user's consent for client, resource and

@@ -162,7 +162,7 @@ func (i *Issuer) authorizeClient(ctx context.Context, params url.Values) (*Clien
 	if len(ids) != 1 || ids[0] == "" {
 		return nil, nil, false, "The request has no valid client_id."
 	}
-	c, err := i.lookupClient(ctx, ids[0])
+	c, err := i.dir.lookupClient(ctx, ids[0])
 	if err != nil {
 		var e *Error
 		if !errors.Is(err, ErrInvalidClient) {
@@ -342,7 +342,7 @@ func (i *Issuer) parseAuthorize(ctx context.Context, c *Client, params url.Value
 	}
 	if params.Has("requested_actor") {
 		// The consent page names the agent, so it must be one we know.
-		a, err := i.lookupAgent(ctx, ar.Actor)
+		a, err := i.dir.lookupAgent(ctx, ar.Actor)
 		if err != nil {
 			return nil, invalid("requested_actor is not a known agent")
 		}
@@ -515,7 +515,7 @@ func (i *Issuer) requestScopes(ctx context.Context, c *Client, u *User, ar *auth
 	if err != nil || ar.Actor == "" {
 		return resource, scopes, err
 	}
-	a, err := i.agentFor(ctx, ar.Actor, c.ID)
+	a, err := i.dir.agentFor(ctx, ar.Actor, c.ID)
 	if err != nil {
 		return "", nil, ErrInvalidRequest.WithDescription("requested_actor is unknown, disabled or may not act for this client").Wrap(err)
 	}
@@ -529,11 +529,11 @@ func (i *Issuer) requestScopes(ctx context.Context, c *Client, u *User, ar *auth
 // requestParties loads the client and the logged-in user of a request.
 // The client is returned even when the user is not available.
 func (i *Issuer) requestParties(ctx context.Context, s *session, ar *authRequest) (*Client, *User, error) {
-	c, err := i.lookupClient(ctx, ar.ClientID)
+	c, err := i.dir.lookupClient(ctx, ar.ClientID)
 	if err != nil {
 		return nil, nil, ErrUnauthorizedClient.WithDescription("the client is no longer available").Wrap(err)
 	}
-	u, err := i.lookupUser(ctx, s.User)
+	u, err := i.dir.lookupUser(ctx, s.User)
 	if err != nil {
 		return c, nil, ErrAccessDenied.WithDescription("the user account is not available").Wrap(err)
 	}

@@ -77,7 +77,7 @@ func (i *Issuer) authenticateClient(r *http.Request, f url.Values) (*Client, err
 	if formID == "" {
 		return nil, ErrInvalidClient.WithDescription("client authentication is required")
 	}
-	c, err := i.lookupClient(ctx, formID)
+	c, err := i.dir.lookupClient(ctx, formID)
 	if err != nil {
 		return nil, asInvalidClient(err)
 	}
@@ -162,7 +162,7 @@ func (i *Issuer) authSecret(ctx context.Context, id, secret, addr string) (*Clie
 	if err := i.limiter.slowAttempt(ctx, account); err != nil {
 		return nil, ErrTemporarilyUnavailable.Wrap(err) // the caller went away
 	}
-	c, err := i.lookupClient(ctx, id)
+	c, err := i.dir.lookupClient(ctx, id)
 	if err != nil {
 		i.limiter.recordFailure("", addr) // unknown ids count against the address only
 		return nil, asInvalidClient(err)
@@ -214,7 +214,7 @@ func (i *Issuer) authAssertion(ctx context.Context, r *http.Request, f url.Value
 	if d := i.limiter.attemptDelay("", addr); d > 0 {
 		return nil, tooManyAttempts(d)
 	}
-	c, err := i.lookupClient(ctx, id)
+	c, err := i.dir.lookupClient(ctx, id)
 	if err != nil {
 		i.limiter.recordFailure("", addr)
 		return nil, asInvalidClient(err)

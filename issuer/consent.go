@@ -136,7 +136,7 @@ func (i *Issuer) renderConsent(ctx context.Context, w http.ResponseWriter, s *se
 		v.User = u.Name + " (" + u.Username + ")"
 	}
 	if ar.Actor != "" {
-		if a, err := i.lookupAgent(ctx, ar.Actor); err == nil && a.Name != "" {
+		if a, err := i.dir.lookupAgent(ctx, ar.Actor); err == nil && a.Name != "" {
 			v.AgentName = a.Name
 		}
 	}

@@ -61,7 +61,7 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 	if len(requested) == 0 {
 		requested = g.Scopes
 	}
-	u, err := i.lookupUser(ctx, g.Subject)
+	u, err := i.dir.lookupUser(ctx, g.Subject)
 	if err != nil {
 		return nil, ErrInvalidGrant.WithDescription("user is unknown or disabled").Wrap(err)
 	}
@@ -73,7 +73,7 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 	if g.Actor != "" {
 		// The delegation was proven at redemption; it lasts while the agent
 		// does, within what the agent may hold today.
-		a, err := i.agentFor(ctx, g.Actor, c.ID)
+		a, err := i.dir.agentFor(ctx, g.Actor, c.ID)
 		if err != nil {
 			return nil, err
 		}

@@ -75,6 +75,7 @@ type Issuer struct {
 	runtimeResources map[string]Resource // by URL, from AddResource
 
 	cimd *cimdFetcher // outbound: CIMD documents, client jwks_uri
+	dir  *directory   // users, clients, agents
 
 	// Abuse limits (ratelimit.go, hashgate.go).
 	limiter       *limiter
@@ -83,8 +84,7 @@ type Issuer struct {
 	registrations *rateLimiter // DCR requests per address
 	// registrationsAll is DCR over all addresses (one key, "").
 	registrationsAll *rateLimiter
-	dummy            dummyPassword // checked for unknown users
-	hashes           *hashGate     // bounds concurrent password and secret hashing
+	hashes           *hashGate // bounds concurrent password and secret hashing
 }
 
 // New builds an Issuer. It validates cfg, applies defaults, and loads (or
@@ -151,12 +151,11 @@ func New(cfg Config, st store.Store) (*Issuer, error) {
 // a store: Caddy checks a config (caddy validate) without opening storage.
 func CheckConfig(cfg Config) error {
 	applyDefaults(&cfg)
-	u, err := parseIssuerURL(cfg.Issuer)
-	if err != nil {
+	if _, err := parseIssuerURL(cfg.Issuer); err != nil {
 		return err
 	}
-	i := &Issuer{cfg: cfg, issuer: u}
-	return i.validateConfigDirectory()
+	d := &directory{cfg: &cfg}
+	return d.validateConfig()
 }
 
 // init builds the limiters and clients, validates the configured
@@ -178,15 +177,16 @@ func (i *Issuer) init() error {
 	if i.cimd, err = newCIMDFetcher(&i.cfg, i.store, i.log, i.now, i.anonWrites); err != nil {
 		return err
 	}
-	if err := i.validateConfigDirectory(); err != nil {
+	i.dir = &directory{cfg: &i.cfg, store: i.store, cimd: i.cimd, hashes: i.hashes}
+	if err := i.dir.validateConfig(); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := i.checkAgentIDs(ctx); err != nil {
+	if err := i.dir.checkAgentIDs(ctx); err != nil {
 		return err
 	}
-	if err := i.noteStoredUsers(ctx); err != nil {
+	if err := i.dir.noteStoredUsers(ctx); err != nil {
 		return fmt.Errorf("read users: %w", err)
 	}
 	i.keys, err = newKeyRing(ctx, i.store, i.now, i.cfg.Rand, i.cfg.SigningAlg, max(i.cfg.AccessTokenTTL, i.cfg.IDTokenTTL))

@@ -64,7 +64,7 @@ func (i *Issuer) loginContext(w http.ResponseWriter, r *http.Request, s *session
 		return "", false
 	}
 	v.ClientName = p.Request.ClientID
-	if c, err := i.lookupClient(r.Context(), p.Request.ClientID); err == nil && c.Name != "" {
+	if c, err := i.dir.lookupClient(r.Context(), p.Request.ClientID); err == nil && c.Name != "" {
 		v.ClientName = c.Name
 	}
 	return cspSource(p.Request.RedirectURI), true
@@ -99,7 +99,7 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 	if err := i.limiter.slowAttempt(ctx, account); err != nil {
 		return // the browser went away
 	}
-	u, err := i.lookupUser(ctx, username)
+	u, err := i.dir.lookupUser(ctx, username)
 	if err != nil {
 		u = nil
 		account = "" // unknown names count against the address only
@@ -110,7 +110,7 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 	}
 	// checkPassword spends the same time for unknown users, so timing does
 	// not reveal which usernames exist.
-	ok, err = i.checkPassword(ctx, u, password)
+	ok, err = i.dir.checkPassword(ctx, u, password)
 	if err != nil {
 		i.limiter.attemptNotRun(account, addr)
 		if ctx.Err() != nil {

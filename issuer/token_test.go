@@ -357,10 +357,10 @@ func TestClientCredentials(t *testing.T) {
 func TestResourcePolicy(t *testing.T) {
 	e := newTokEnv(t)
 	ctx := t.Context()
-	narrow, _ := e.iss.lookupClient(ctx, tNarrow)
-	pub, _ := e.iss.lookupClient(ctx, tPublic)
-	alice, _ := e.iss.lookupUser(ctx, tUser)
-	bob, _ := e.iss.lookupUser(ctx, "bob")
+	narrow, _ := e.iss.dir.lookupClient(ctx, tNarrow)
+	pub, _ := e.iss.dir.lookupClient(ctx, tPublic)
+	alice, _ := e.iss.dir.lookupUser(ctx, tUser)
+	bob, _ := e.iss.dir.lookupUser(ctx, "bob")
 	tests := []struct {
 		name      string
 		c         *Client
