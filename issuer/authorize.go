@@ -354,7 +354,7 @@ func (i *Issuer) parseAuthorize(ctx context.Context, c *Client, params url.Value
 	// log in; the user's share is decided after login.
 	// OpenID Connect scopes are about the user, so they are left out here.
 	resourceScopes := slices.DeleteFunc(slices.Clone(ar.Scopes), func(s string) bool { return slices.Contains(oidcScopes, s) })
-	if _, _, err := i.grantScopes(ctx, c, nil, ar.Resource, resourceScopes); err != nil {
+	if _, _, err := i.policy.grantScopes(ctx, c, nil, ar.Resource, resourceScopes); err != nil {
 		return nil, err
 	}
 	return ar, nil
@@ -511,7 +511,7 @@ func (i *Issuer) proceed(w http.ResponseWriter, r *http.Request, s *session, ar 
 // (grantScopes), narrowed to what its agent, if any, may hold: the
 // consent page shows no more than the token will carry.
 func (i *Issuer) requestScopes(ctx context.Context, c *Client, u *User, ar *authRequest) (string, []string, error) {
-	resource, scopes, err := i.grantScopes(ctx, c, u, ar.Resource, ar.Scopes)
+	resource, scopes, err := i.policy.grantScopes(ctx, c, u, ar.Resource, ar.Scopes)
 	if err != nil || ar.Actor == "" {
 		return resource, scopes, err
 	}

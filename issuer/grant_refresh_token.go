@@ -66,7 +66,7 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 		return nil, ErrInvalidGrant.WithDescription("user is unknown or disabled").Wrap(err)
 	}
 	// Re-apply today's policy: a user who lost a group loses its scopes.
-	_, scopes, err := i.grantScopes(ctx, c, u, g.Resource, requested)
+	_, scopes, err := i.policy.grantScopes(ctx, c, u, g.Resource, requested)
 	if err != nil {
 		return nil, err
 	}

@@ -96,7 +96,7 @@ func (x tokenExchange) grant(ctx context.Context, req *clientRequest) (*issuance
 		return nil, invalid("the client may not exchange this subject_token")
 	}
 
-	res, err := i.resolveResource(app, target)
+	res, err := i.policy.resolveResource(app, target)
 	if err != nil {
 		return nil, err
 	}
@@ -226,9 +226,9 @@ func (x tokenExchange) scopes(ctx context.Context, app *Client, u *User, actor *
 	var out []string
 	var err error
 	if u != nil {
-		_, out, err = i.grantScopes(ctx, app, u, target, want)
+		_, out, err = i.policy.grantScopes(ctx, app, u, target, want)
 	} else {
-		_, out, err = i.clientGrantScopes(ctx, app, target, want)
+		_, out, err = i.policy.clientGrantScopes(ctx, app, target, want)
 	}
 	if err != nil {
 		return nil, err

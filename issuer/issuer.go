@@ -28,7 +28,6 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -70,12 +69,9 @@ type Issuer struct {
 	grants   map[string]tokenGrant // by grant_type
 	mint     minter
 	pages    *pages
-
-	resMu            sync.RWMutex
-	runtimeResources map[string]Resource // by URL, from AddResource
-
-	cimd *cimdFetcher // outbound: CIMD documents, client jwks_uri
-	dir  *directory   // users, clients, agents
+	dir      *directory   // users, clients, agents
+	policy   *policy      // resources and the scopes they grant
+	cimd     *cimdFetcher // outbound: CIMD documents, client jwks_uri
 
 	// Abuse limits (ratelimit.go, hashgate.go).
 	limiter       *limiter
@@ -172,7 +168,7 @@ func (i *Issuer) init() error {
 	i.parClients = newRateLimiter(parClientBurst, time.Minute)
 	i.registrations = newRateLimiter(registrationBurst, time.Minute)
 	i.registrationsAll = newRateLimiter(registrationGlobalBurst, time.Hour)
-	i.runtimeResources = make(map[string]Resource)
+	i.policy = newPolicy(&i.cfg)
 	i.sessions = newSessions(i.store, &i.cfg, i.issuer, i.anonWrites)
 	if i.cimd, err = newCIMDFetcher(&i.cfg, i.store, i.log, i.now, i.anonWrites); err != nil {
 		return err
