@@ -17,9 +17,6 @@ import (
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
-// pendingTTL is how long a user has to log in and decide.
-const pendingTTL = 15 * time.Minute
-
 // maxPageFormBytes bounds form bodies of the browser endpoints.
 const maxPageFormBytes = 32 << 10
 
@@ -143,7 +140,7 @@ func (i *Issuer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
-		id, err := i.savePending(ctx, s, ar)
+		id, err := i.pending.save(ctx, s, ar)
 		if err != nil {
 			fail(ErrServerError.Wrap(err))
 			return
@@ -409,51 +406,6 @@ func parsePrompt(s string) ([]string, error) {
 	return vals, nil
 }
 
-// savePending parks ar for the browser of s and returns its id.
-func (i *Issuer) savePending(ctx context.Context, s *session, ar *authRequest) (string, error) {
-	id, err := i.randomToken(24)
-	if err != nil {
-		return "", err
-	}
-	p := pendingAuth{Browser: s.Browser, Request: *ar, ExpiresAt: i.now().Add(pendingTTL)}
-	err = i.store.Update(ctx, func(tx store.Tx) error { return pendingIn(tx).create(id, &p) })
-	if err != nil {
-		return "", fmt.Errorf("store pending request: %w", err)
-	}
-	return id, nil
-}
-
-// loadPending returns the pending request id if it exists, is live, and
-// was started by the browser of s.
-func (i *Issuer) loadPending(ctx context.Context, id string, s *session) (*pendingAuth, error) {
-	if id == "" || len(id) > 100 || s == nil {
-		return nil, errPendingGone
-	}
-	var p *pendingAuth
-	err := i.store.View(ctx, func(tx store.Tx) error {
-		var err error
-		p, err = pendingIn(tx).get(id)
-		return err
-	})
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, errPendingGone
-	}
-	if err != nil {
-		return nil, fmt.Errorf("load pending request: %w", err)
-	}
-	if !i.now().Before(p.ExpiresAt) || p.Browser != s.Browser {
-		return nil, errPendingGone
-	}
-	return p, nil
-}
-
-func (i *Issuer) deletePending(ctx context.Context, id string) {
-	err := i.store.Update(ctx, func(tx store.Tx) error { return pendingIn(tx).delete(id) })
-	if err != nil {
-		i.log.Warn("delete pending request", zap.Error(err))
-	}
-}
-
 // proceed continues a request for a logged-in session: it decides the
 // scopes, then issues a code right away when consent is remembered, or
 // shows the consent page (via /consent?req=… when called from /authorize,
@@ -467,7 +419,7 @@ func (i *Issuer) proceed(w http.ResponseWriter, r *http.Request, s *session, ar 
 			i.earlyError(w, r, c, ar.RedirectURI, ar.State, err)
 			return
 		}
-		i.deletePending(ctx, pendingID)
+		i.pending.delete(ctx, pendingID)
 		i.redirectError(w, r, ar.RedirectURI, ar.State, err)
 	}
 	c, u, err := i.requestParties(ctx, s, ar)
@@ -496,7 +448,7 @@ func (i *Issuer) proceed(w http.ResponseWriter, r *http.Request, s *session, ar 
 		return
 	}
 	if pendingID == "" {
-		id, err := i.savePending(ctx, s, ar)
+		id, err := i.pending.save(ctx, s, ar)
 		if err != nil {
 			fail(ErrServerError.Wrap(err))
 			return

@@ -50,7 +50,7 @@ func (i *Issuer) consentGet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.URL.Query().Get("req")
-	p, err := i.loadPending(r.Context(), id, s)
+	p, err := i.pending.load(r.Context(), id, s)
 	if errors.Is(err, errPendingGone) {
 		i.pages.pendingGonePage(w)
 		return
@@ -73,7 +73,7 @@ func (i *Issuer) consentPost(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	id := r.PostForm.Get("req")
-	p, err := i.loadPending(ctx, id, s)
+	p, err := i.pending.load(ctx, id, s)
 	if errors.Is(err, errPendingGone) {
 		i.pages.pendingGonePage(w)
 		return
@@ -90,18 +90,18 @@ func (i *Issuer) consentPost(w http.ResponseWriter, r *http.Request) {
 	}
 	switch r.PostForm.Get("decision") {
 	case "deny":
-		i.deletePending(ctx, id)
+		i.pending.delete(ctx, id)
 		i.redirectError(w, r, ar.RedirectURI, ar.State, ErrAccessDenied.WithDescription("the user denied the request"))
 	case "approve":
 		c, u, err := i.requestParties(ctx, s, ar)
 		if err != nil {
-			i.deletePending(ctx, id)
+			i.pending.delete(ctx, id)
 			i.redirectError(w, r, ar.RedirectURI, ar.State, err)
 			return
 		}
 		resource, scopes, err := i.requestScopes(ctx, c, u, ar)
 		if err != nil {
-			i.deletePending(ctx, id)
+			i.pending.delete(ctx, id)
 			i.redirectError(w, r, ar.RedirectURI, ar.State, err)
 			return
 		}

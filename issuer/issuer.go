@@ -72,6 +72,7 @@ type Issuer struct {
 	dir      *directory   // users, clients, agents
 	policy   *policy      // resources and the scopes they grant
 	cimd     *cimdFetcher // outbound: CIMD documents, client jwks_uri
+	pending  *pendingRequests
 
 	// Abuse limits (ratelimit.go, hashgate.go).
 	limiter       *limiter
@@ -169,6 +170,7 @@ func (i *Issuer) init() error {
 	i.registrations = newRateLimiter(registrationBurst, time.Minute)
 	i.registrationsAll = newRateLimiter(registrationGlobalBurst, time.Hour)
 	i.policy = newPolicy(&i.cfg)
+	i.pending = &pendingRequests{store: i.store, now: i.now, rand: i.cfg.Rand, log: i.log}
 	i.sessions = newSessions(i.store, &i.cfg, i.issuer, i.anonWrites)
 	if i.cimd, err = newCIMDFetcher(&i.cfg, i.store, i.log, i.now, i.anonWrites); err != nil {
 		return err

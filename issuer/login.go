@@ -54,7 +54,7 @@ func (i *Issuer) loginContext(w http.ResponseWriter, r *http.Request, s *session
 	if id == "" {
 		return "", true
 	}
-	p, err := i.loadPending(r.Context(), id, s)
+	p, err := i.pending.load(r.Context(), id, s)
 	if errors.Is(err, errPendingGone) {
 		i.pages.pendingGonePage(w)
 		return "", false
