@@ -46,7 +46,7 @@ func (i *Issuer) appsGet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s == nil || s.User == "" {
-		i.seeOther(w, r, i.base+pathLogin)
+		i.pages.seeOther(w, r, i.base+pathLogin)
 		return
 	}
 	rows, err := i.connections(r.Context(), s.User)
@@ -75,7 +75,7 @@ func (i *Issuer) appsPost(w http.ResponseWriter, r *http.Request) {
 		i.pages.serverErrorPage(w, err)
 		return
 	}
-	i.seeOther(w, r, i.base+pathApps+"?revoked=1")
+	i.pages.seeOther(w, r, i.base+pathApps+"?revoked=1")
 }
 
 // connections lists the user's consents and live grants, one row per

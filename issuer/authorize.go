@@ -145,7 +145,7 @@ func (i *Issuer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 			fail(ErrServerError.Wrap(err))
 			return
 		}
-		i.seeOther(w, r, i.base+pathLogin+"?req="+url.QueryEscape(id))
+		i.pages.seeOther(w, r, i.base+pathLogin+"?req="+url.QueryEscape(id))
 		return
 	}
 	i.proceed(w, r, s, ar, "")
@@ -453,7 +453,7 @@ func (i *Issuer) proceed(w http.ResponseWriter, r *http.Request, s *session, ar 
 			fail(ErrServerError.Wrap(err))
 			return
 		}
-		i.seeOther(w, r, i.base+pathConsent+"?req="+url.QueryEscape(id))
+		i.pages.seeOther(w, r, i.base+pathConsent+"?req="+url.QueryEscape(id))
 		return
 	}
 	i.renderConsent(ctx, w, s, c, u, ar, pendingID, resource, scopes)
@@ -511,7 +511,7 @@ func (i *Issuer) finish(w http.ResponseWriter, r *http.Request, s *session, ar *
 		v.Set("state", ar.State)
 	}
 	v.Set("iss", i.URL())
-	i.redirectTo(w, r, ar.RedirectURI, v)
+	i.pages.redirectTo(w, r, ar.RedirectURI, v)
 }
 
 func (i *Issuer) issueCode(ctx context.Context, s *session, ar *authRequest, pendingID, resource string, scopes []string, remember bool) (string, error) {
@@ -608,28 +608,5 @@ func (i *Issuer) redirectError(w http.ResponseWriter, r *http.Request, redirectU
 		v.Set("state", state)
 	}
 	v.Set("iss", i.URL())
-	i.redirectTo(w, r, redirectURI, v)
-}
-
-// redirectTo redirects to a client's redirect URI with v added to its
-// query, keeping the URI's own query as registered.
-func (i *Issuer) redirectTo(w http.ResponseWriter, r *http.Request, redirectURI string, v url.Values) {
-	u, err := url.Parse(redirectURI)
-	if err != nil {
-		i.pages.errorPage(w, http.StatusBadRequest, "Invalid redirect URI", "The redirect URI cannot be used.")
-		return
-	}
-	if u.RawQuery != "" {
-		u.RawQuery += "&" + v.Encode()
-	} else {
-		u.RawQuery = v.Encode()
-	}
-	i.seeOther(w, r, u.String())
-}
-
-// seeOther answers 303, with the page headers (no caching, no referrer).
-func (i *Issuer) seeOther(w http.ResponseWriter, r *http.Request, location string) {
-	pageHeaders(w)
-	w.Header().Del("Content-Type")
-	http.Redirect(w, r, location, http.StatusSeeOther)
+	i.pages.redirectTo(w, r, redirectURI, v)
 }

@@ -60,7 +60,7 @@ func (i *Issuer) consentGet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !p.Request.freshLogin(s, sid) {
-		i.seeOther(w, r, i.base+pathLogin+"?req="+url.QueryEscape(id))
+		i.pages.seeOther(w, r, i.base+pathLogin+"?req="+url.QueryEscape(id))
 		return
 	}
 	i.proceed(w, r, s, &p.Request, id)
@@ -85,7 +85,7 @@ func (i *Issuer) consentPost(w http.ResponseWriter, r *http.Request) {
 	ar := &p.Request
 	if !ar.freshLogin(s, sid) {
 		// prompt=login or max_age asked for a login this session lacks.
-		i.seeOther(w, r, i.base+pathLogin+"?req="+url.QueryEscape(id))
+		i.pages.seeOther(w, r, i.base+pathLogin+"?req="+url.QueryEscape(id))
 		return
 	}
 	switch r.PostForm.Get("decision") {

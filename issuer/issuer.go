@@ -119,20 +119,20 @@ func New(cfg Config, st store.Store) (*Issuer, error) {
 	}
 	i.routes = map[string]http.HandlerFunc{
 		i.base + pathAuthorize:  i.handleAuthorize,
-		i.base + pathToken:      i.cors(i.handleToken),
-		i.base + pathPAR:        i.cors(i.handlePAR),
-		i.base + pathRegister:   i.cors(i.handleRegister),
-		i.base + pathRevoke:     i.cors(i.handleRevoke),
-		i.base + pathIntrospect: i.cors(i.handleIntrospect),
-		i.base + pathUserinfo:   i.cors(i.handleUserinfo),
-		i.base + pathJWKS:       i.cors(i.handleJWKS),
+		i.base + pathToken:      cors(i.handleToken),
+		i.base + pathPAR:        cors(i.handlePAR),
+		i.base + pathRegister:   cors(i.handleRegister),
+		i.base + pathRevoke:     cors(i.handleRevoke),
+		i.base + pathIntrospect: cors(i.handleIntrospect),
+		i.base + pathUserinfo:   cors(i.handleUserinfo),
+		i.base + pathJWKS:       cors(i.handleJWKS),
 		i.base + pathLogin:      i.handleLogin,
 		i.base + pathConsent:    i.handleConsent,
 		i.base + pathLogout:     i.handleLogout,
 		i.base + pathApps:       i.handleApps,
 	}
 	tail := i.base // "" or "/t1"
-	meta := i.cors(i.handleMetadata)
+	meta := cors(i.handleMetadata)
 	i.wellKnown = map[string]http.HandlerFunc{
 		"/.well-known/oauth-authorization-server" + tail: meta,
 		"/.well-known/openid-configuration" + tail:       meta,
@@ -216,7 +216,7 @@ func (i *Issuer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if strings.HasPrefix(p, i.base+pathAssets) {
-		i.handleAssets(w, r)
+		i.pages.serveAsset(w, r)
 		return
 	}
 	http.NotFound(w, r)

@@ -34,7 +34,7 @@ func (i *Issuer) loginGet(w http.ResponseWriter, r *http.Request) {
 	}
 	id := r.URL.Query().Get("req")
 	if id == "" && s.User != "" {
-		i.seeOther(w, r, i.base+pathApps)
+		i.pages.seeOther(w, r, i.base+pathApps)
 		return
 	}
 	v := loginView{Action: i.base + pathLogin, CSRF: s.CSRF, Req: id}
@@ -135,7 +135,7 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if id == "" {
-		i.seeOther(w, r, i.base+pathApps)
+		i.pages.seeOther(w, r, i.base+pathApps)
 		return
 	}
 	pageHeaders(w, target)

@@ -122,9 +122,9 @@ func cspSource(s string) string {
 	return src
 }
 
-// handleAssets serves the embedded stylesheet.
-func (i *Issuer) handleAssets(w http.ResponseWriter, r *http.Request) {
-	name := strings.TrimPrefix(r.URL.Path, i.base+pathAssets)
+// serveAsset serves the embedded stylesheet and images.
+func (p *pages) serveAsset(w http.ResponseWriter, r *http.Request) {
+	name := strings.TrimPrefix(r.URL.Path, p.assets)
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
@@ -181,4 +181,27 @@ func (p *pages) serverErrorPage(w http.ResponseWriter, err error) {
 func (p *pages) pendingGonePage(w http.ResponseWriter) {
 	p.errorPage(w, http.StatusBadRequest, "Request expired",
 		"This sign-in request has expired, was already completed, or was started in another browser. Go back to the application and connect again.")
+}
+
+// redirectTo redirects to a client's redirect URI with v added to its
+// query, keeping the URI's own query as registered.
+func (p *pages) redirectTo(w http.ResponseWriter, r *http.Request, redirectURI string, v url.Values) {
+	u, err := url.Parse(redirectURI)
+	if err != nil {
+		p.errorPage(w, http.StatusBadRequest, "Invalid redirect URI", "The redirect URI cannot be used.")
+		return
+	}
+	if u.RawQuery != "" {
+		u.RawQuery += "&" + v.Encode()
+	} else {
+		u.RawQuery = v.Encode()
+	}
+	p.seeOther(w, r, u.String())
+}
+
+// seeOther answers 303, with the page headers (no caching, no referrer).
+func (p *pages) seeOther(w http.ResponseWriter, r *http.Request, location string) {
+	pageHeaders(w)
+	w.Header().Del("Content-Type")
+	http.Redirect(w, r, location, http.StatusSeeOther)
 }
