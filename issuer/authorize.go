@@ -433,7 +433,7 @@ func (i *Issuer) proceed(w http.ResponseWriter, r *http.Request, s *session, ar 
 		return
 	}
 	if !ar.prompt("consent") && !consentEveryTime(c, ar.RedirectURI) {
-		ok, err := i.hasConsent(ctx, u.Username, c.ID, resource, ar.Actor, scopes)
+		ok, err := i.consents.has(ctx, u.Username, c.ID, resource, ar.Actor, scopes)
 		if err != nil {
 			fail(ErrServerError.Wrap(err))
 			return

@@ -173,7 +173,7 @@ func (i *Issuer) authSecret(ctx context.Context, id, secret, addr string) (*Clie
 	m := c.TokenEndpointAuthMethod
 	ok := false
 	if m == authClientSecretBasic || m == authClientSecretPost {
-		if ok, err = i.checkSecret(ctx, c.SecretHash, secret); err != nil {
+		if ok, err = i.dir.checkSecret(ctx, c.SecretHash, secret); err != nil {
 			i.limiter.attemptNotRun(account, addr)
 			return nil, hashBusyError(err)
 		}

@@ -192,11 +192,18 @@ func consentEveryTime(c *Client, redirectURI string) bool {
 	return err != nil || k != redirectWeb
 }
 
-// hasConsent reports whether the user already approved at least scopes for
-// this client, resource and actor.
-func (i *Issuer) hasConsent(ctx context.Context, user, clientID, resource, actor string, scopes []string) (bool, error) {
+// consents are what users approved: remembered consents and, with the live
+// grants, the connections listed on the apps page.
+type consents struct {
+	store store.Store
+	dir   *directory // names of clients and agents
+}
+
+// has reports whether the user already approved at least scopes for this
+// client, resource and actor.
+func (co *consents) has(ctx context.Context, user, clientID, resource, actor string, scopes []string) (bool, error) {
 	var cs *consent
-	err := i.store.View(ctx, func(tx store.Tx) error {
+	err := co.store.View(ctx, func(tx store.Tx) error {
 		var err error
 		cs, err = consentsIn(tx).get(user, clientID, resource, actor)
 		return err

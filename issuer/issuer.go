@@ -73,6 +73,7 @@ type Issuer struct {
 	policy   *policy      // resources and the scopes they grant
 	cimd     *cimdFetcher // outbound: CIMD documents, client jwks_uri
 	pending  *pendingRequests
+	consents *consents
 
 	// Abuse limits (ratelimit.go, hashgate.go).
 	limiter       *limiter
@@ -176,6 +177,7 @@ func (i *Issuer) init() error {
 		return err
 	}
 	i.dir = &directory{cfg: &i.cfg, store: i.store, cimd: i.cimd, hashes: i.hashes}
+	i.consents = &consents{store: i.store, dir: i.dir}
 	if err := i.dir.validateConfig(); err != nil {
 		return err
 	}
