@@ -104,7 +104,7 @@ func (i *Issuer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	// From here on, errors go back to the client's redirect URI, if the
 	// client may have them unprompted (earlyError).
 	state := params.Get("state")
-	fail := func(err error) { i.earlyError(w, r, c, redirectURI, state, err) }
+	fail := func(err error) { i.pages.earlyError(w, r, c, redirectURI, state, err) }
 	ar, err := i.parseAuthorize(ctx, c, params, usedPAR)
 	if err != nil {
 		fail(err)
@@ -416,11 +416,11 @@ func (i *Issuer) proceed(w http.ResponseWriter, r *http.Request, s *session, ar 
 	fail := func(err error) {
 		if pendingID == "" {
 			// Straight from /authorize: the user has seen no page yet.
-			i.earlyError(w, r, c, ar.RedirectURI, ar.State, err)
+			i.pages.earlyError(w, r, c, ar.RedirectURI, ar.State, err)
 			return
 		}
 		i.pending.delete(ctx, pendingID)
-		i.redirectError(w, r, ar.RedirectURI, ar.State, err)
+		i.pages.redirectError(w, r, ar.RedirectURI, ar.State, err)
 	}
 	c, u, err := i.requestParties(ctx, s, ar)
 	if err != nil {
@@ -503,7 +503,7 @@ func (i *Issuer) finish(w http.ResponseWriter, r *http.Request, s *session, ar *
 	}
 	if err != nil {
 		i.log.Error("authorize: issue code", zap.Error(err))
-		i.redirectError(w, r, ar.RedirectURI, ar.State, ErrServerError)
+		i.pages.redirectError(w, r, ar.RedirectURI, ar.State, ErrServerError)
 		return
 	}
 	v := url.Values{"code": {code}}
@@ -553,60 +553,4 @@ func (i *Issuer) issueCode(ctx context.Context, s *session, ar *authRequest, pen
 		return "", err
 	}
 	return code, nil
-}
-
-// earlyError answers an authorization error raised before the user has
-// seen any page of this request. An operator's client (config, admin) gets
-// the error at its redirect URI (RFC 6749 section 4.1.2.1). A
-// self-registered one (DCR, CIMD), or one that could not be loaded, gets
-// an error page instead: anyone can register any redirect URI, and
-// sending browsers there unprompted would make /authorize an open
-// redirector (RFC 9700 section 4.11.2). After the user has seen the login
-// or consent page, which name the client, errors redirect as usual.
-func (i *Issuer) earlyError(w http.ResponseWriter, r *http.Request, c *Client, redirectURI, state string, err error) {
-	if c != nil && !c.selfRegistered() {
-		i.redirectError(w, r, redirectURI, state, err)
-		return
-	}
-	var e *Error
-	if !errors.As(err, &e) {
-		e = ErrServerError
-	}
-	status := http.StatusBadRequest
-	switch {
-	case e.Code == ErrServerError.Code:
-		if e.Err != nil {
-			i.log.Error("authorize", zap.Error(e.Err))
-		}
-		status = http.StatusInternalServerError
-	case e.RetryAfter > 0:
-		status = e.Status
-		w.Header().Set("Retry-After", retryAfter(e.RetryAfter))
-	}
-	msg := "The application's request cannot be completed (" + e.Code + ")."
-	if e.Description != "" {
-		msg = "The application's request cannot be completed: " + e.Description + " (" + e.Code + ")."
-	}
-	i.pages.errorPage(w, status, "Request not accepted", msg)
-}
-
-// redirectError sends an authorization error response to the client
-// (RFC 6749 section 4.1.2.1, with RFC 9207 iss).
-func (i *Issuer) redirectError(w http.ResponseWriter, r *http.Request, redirectURI, state string, err error) {
-	var e *Error
-	if !errors.As(err, &e) {
-		e = ErrServerError
-	}
-	if e.Code == ErrServerError.Code && e.Err != nil {
-		i.log.Error("authorize", zap.Error(e.Err))
-	}
-	v := url.Values{"error": {e.Code}}
-	if e.Description != "" {
-		v.Set("error_description", errorDescription(e.Description))
-	}
-	if state != "" {
-		v.Set("state", state)
-	}
-	v.Set("iss", i.URL())
-	i.pages.redirectTo(w, r, redirectURI, v)
 }

@@ -91,18 +91,18 @@ func (i *Issuer) consentPost(w http.ResponseWriter, r *http.Request) {
 	switch r.PostForm.Get("decision") {
 	case "deny":
 		i.pending.delete(ctx, id)
-		i.redirectError(w, r, ar.RedirectURI, ar.State, ErrAccessDenied.WithDescription("the user denied the request"))
+		i.pages.redirectError(w, r, ar.RedirectURI, ar.State, ErrAccessDenied.WithDescription("the user denied the request"))
 	case "approve":
 		c, u, err := i.requestParties(ctx, s, ar)
 		if err != nil {
 			i.pending.delete(ctx, id)
-			i.redirectError(w, r, ar.RedirectURI, ar.State, err)
+			i.pages.redirectError(w, r, ar.RedirectURI, ar.State, err)
 			return
 		}
 		resource, scopes, err := i.requestScopes(ctx, c, u, ar)
 		if err != nil {
 			i.pending.delete(ctx, id)
-			i.redirectError(w, r, ar.RedirectURI, ar.State, err)
+			i.pages.redirectError(w, r, ar.RedirectURI, ar.State, err)
 			return
 		}
 		// Grant no more than the page showed, even if policy changed since.

@@ -161,7 +161,7 @@ func CheckConfig(cfg Config) error {
 // signing key.
 func (i *Issuer) init() error {
 	var err error
-	if i.pages, err = parsePages(i.base+pathAssets, i.log); err != nil {
+	if i.pages, err = parsePages(i.base+pathAssets, i.URL(), i.log); err != nil {
 		return err
 	}
 	i.limiter = newLimiter(i.now)

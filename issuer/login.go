@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 )
 
 type loginView struct {
@@ -93,7 +92,7 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 
 	account, addr := "user:"+strings.ToLower(username), clientAddr(r)
 	if d := i.limiter.attemptDelay(account, addr); d > 0 {
-		i.tooManyLogins(w, v, target, d)
+		i.pages.tooManyLogins(w, v, target, d)
 		return
 	}
 	if err := i.limiter.slowAttempt(ctx, account); err != nil {
@@ -105,7 +104,7 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 		account = "" // unknown names count against the address only
 	}
 	if d := i.limiter.reserveAttempt(account, addr); d > 0 {
-		i.tooManyLogins(w, v, target, d)
+		i.pages.tooManyLogins(w, v, target, d)
 		return
 	}
 	// checkPassword spends the same time for unknown users, so timing does
@@ -141,14 +140,6 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 	pageHeaders(w, target)
 	w.Header().Del("Content-Type")
 	http.Redirect(w, r, i.base+pathConsent+"?req="+url.QueryEscape(id), http.StatusSeeOther)
-}
-
-// tooManyLogins answers a login refused by the brute-force limiter.
-func (i *Issuer) tooManyLogins(w http.ResponseWriter, v loginView, target string, d time.Duration) {
-	secs := retryAfter(d)
-	w.Header().Set("Retry-After", secs)
-	v.Error = "Too many failed attempts. Wait " + secs + " seconds and try again."
-	i.pages.render(w, http.StatusTooManyRequests, "login", "Sign in", v, target)
 }
 
 type logoutView struct {
