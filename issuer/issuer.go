@@ -69,11 +69,11 @@ type Issuer struct {
 	grants   map[string]tokenGrant // by grant_type
 	mint     minter
 	pages    *pages
-	dir      *directory   // users, clients, agents
-	policy   *policy      // resources and the scopes they grant
-	cimd     *cimdFetcher // outbound: CIMD documents, client jwks_uri
-	pending  *pendingRequests
-	consents *consents
+	dir      *directory       // users, clients, agents
+	policy   *policy          // resources and the scopes they grant
+	cimd     *cimdFetcher     // outbound: CIMD documents, client jwks_uri
+	pending  *pendingRequests // authorization requests waiting for login or consent
+	consents *consents        // approvals, connected apps
 
 	// Abuse limits (ratelimit.go, hashgate.go).
 	limiter       *limiter
