@@ -62,7 +62,7 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 	if res := f.Get("resource"); res != "" && !sameResource(res, ac.Resource) {
 		return nil, ErrInvalidTarget.WithDescription("resource differs from the authorization request")
 	}
-	u, err := i.lookupUser(ctx, ac.Subject)
+	u, err := i.dir.lookupUser(ctx, ac.Subject)
 	if err != nil {
 		return nil, ErrInvalidGrant.WithDescription("user is unknown or disabled").Wrap(err)
 	}
@@ -205,7 +205,7 @@ func (g authorizationCode) checkActorToken(ctx context.Context, f url.Values, ac
 	if err != nil || !ownAgentToken(claims) || claims.Subject != actor {
 		return nil, ErrInvalidGrant.WithDescription("actor_token is not a valid token of the requested actor")
 	}
-	return i.agentFor(ctx, actor, clientID)
+	return i.dir.agentFor(ctx, actor, clientID)
 }
 
 // ownAgentToken reports whether c is an agent's token for itself: not a

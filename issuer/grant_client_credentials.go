@@ -22,7 +22,7 @@ func (cg clientCredentials) grant(ctx context.Context, req *clientRequest) (*iss
 	if err != nil {
 		return nil, err
 	}
-	resource, scopes, err := i.clientGrantScopes(ctx, c, f.Get("resource"), requested)
+	resource, scopes, err := i.policy.clientGrantScopes(ctx, c, f.Get("resource"), requested)
 	if err != nil {
 		return nil, err
 	}

@@ -66,19 +66,19 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 	if len(requested) == 0 {
 		requested = g.Scopes
 	}
-	u, err := i.lookupUser(ctx, g.Subject)
+	u, err := i.dir.lookupUser(ctx, g.Subject)
 	if err != nil {
 		return nil, ErrInvalidGrant.WithDescription("user is unknown or disabled").Wrap(err)
 	}
 	// Re-apply today's policy: a user who lost a group loses its scopes.
-	_, scopes, err := i.grantScopes(ctx, c, u, g.Resource, requested)
+	_, scopes, err := i.policy.grantScopes(ctx, c, u, g.Resource, requested)
 	if err != nil {
 		return nil, err
 	}
 	if g.Actor != "" {
 		// The delegation was proven at redemption; it lasts while the agent
 		// does, within what the agent may hold today.
-		a, err := i.agentFor(ctx, g.Actor, c.ID)
+		a, err := i.dir.agentFor(ctx, g.Actor, c.ID)
 		if err != nil {
 			return nil, err
 		}
