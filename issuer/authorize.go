@@ -502,7 +502,7 @@ func (i *Issuer) finish(w http.ResponseWriter, r *http.Request, s *session, ar *
 		return
 	}
 	if errors.Is(err, errSignedOut) {
-		i.redirectError(w, r, ar.RedirectURI, ar.State, ErrAccessDenied.WithDescription("the user signed out"))
+		i.pages.redirectError(w, r, ar.RedirectURI, ar.State, ErrAccessDenied.WithDescription("the user signed out"))
 		return
 	}
 	if err != nil {
