@@ -6,6 +6,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"golang.org/x/text/cases"
+	"golang.org/x/text/language"
 	"golang.org/x/text/unicode/norm"
 )
 
@@ -105,9 +107,10 @@ func validToolName(name string) bool {
 }
 
 // validPromptName refuses prompt names with controls, whitespace, invisible
-// or unassigned characters, or characters NFKC changes ("ｄelete" is
-// "delete" to a normalising server): MCP does not restrict prompt names,
-// but none of those names one prompt for every server.
+// or unassigned characters, characters NFKC changes ("ｄelete" is "delete"
+// to a normalising server), or characters a full case mapping takes out
+// of their simple case-fold class (see foldStable): MCP does not restrict
+// prompt names, but none of those names one prompt for every server.
 func validPromptName(name string) bool {
 	if visibleASCII(name) {
 		return true
@@ -120,7 +123,7 @@ func validPromptName(name string) bool {
 			return false
 		}
 	}
-	return true
+	return foldStable(name)
 }
 
 // visibleRune refuses controls, separators and characters that are
@@ -129,4 +132,53 @@ func validPromptName(name string) bool {
 func visibleRune(r rune) bool {
 	return unicode.IsGraphic(r) && !unicode.Is(unicode.Zs, r) && r != 0x034F &&
 		!unicode.Is(unicode.Variation_Selector, r) && !unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r)
+}
+
+// foldStable reports whether every full Unicode case mapping (upper,
+// lower and fold; Turkish and Azeri upper and lower; Lithuanian upper)
+// maps each non-ASCII character of s to one non-ASCII character of its
+// simple case-fold class, the class the gateway's case-insensitive
+// comparisons use. Otherwise an upstream that compares names with
+// toUpperCase, upper() or equalsIgnoreCase, or a file system that
+// upper-cases names, reads another name than the gateway: "admın" (dotless
+// ı) is "ADMIN", "ß" is "SS". U+0307 COMBINING DOT ABOVE is refused: the
+// mappings that depend on context remove it ("I\u0307" is "i" in Turkish
+// lower case, "i\u0307" is "I" in Lithuanian upper case); every other
+// mapping is one character's, so each cased character is mapped once,
+// which bounds the cost by the number of cased characters Unicode has.
+// ASCII is not looked at (Turkish "i" to "İ" maps the rules the same way),
+// so only non-ASCII text pays.
+func foldStable(s string) bool {
+	var casers []cases.Caser
+	var seen map[rune]bool
+	for _, r := range s {
+		if r < utf8.RuneSelf || !casedRune(r) || seen[r] {
+			if r == 0x0307 {
+				return false
+			}
+			continue
+		}
+		if casers == nil {
+			casers = []cases.Caser{
+				cases.Upper(language.Und), cases.Lower(language.Und), cases.Fold(),
+				cases.Upper(language.Turkish), cases.Lower(language.Turkish), // Azeri casing is Turkish
+				cases.Upper(language.Lithuanian),
+			}
+			seen = make(map[rune]bool)
+		}
+		for _, c := range casers {
+			m := c.String(string(r))
+			if n, size := utf8.DecodeRuneInString(m); size != len(m) || n < utf8.RuneSelf || !equalFoldRune(r, n) {
+				return false
+			}
+		}
+		seen[r] = true
+	}
+	return true
+}
+
+// casedRune: the characters Unicode gives case mappings (Cased, and
+// those with a simple case-fold class).
+func casedRune(r rune) bool {
+	return unicode.In(r, unicode.Lu, unicode.Ll, unicode.Lt, unicode.Other_Lowercase, unicode.Other_Uppercase) || unicode.SimpleFold(r) != r
 }

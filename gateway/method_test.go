@@ -20,6 +20,13 @@ func methodConfig(t testing.TB) Config {
 	// A catch-all, so a case variant of delete_* would otherwise pass on
 	// tools:read.
 	cfg.Tools = append(cfg.Tools, Rule{Pattern: "*", Scopes: []string{"tools:read"}})
+	// Admin prompts and a catch-all, so a name an upstream reads as admin_x
+	// or σ_x would otherwise pass on prompts:read.
+	cfg.Prompts = append([]Rule{
+		{Pattern: "admin_*", Scopes: []string{"admin"}},
+		{Pattern: "σ_*", Scopes: []string{"admin"}},
+	}, cfg.Prompts...)
+	cfg.Prompts = append(cfg.Prompts, Rule{Pattern: "*", Scopes: []string{"prompts:read"}})
 	return cfg
 }
 
@@ -145,6 +152,29 @@ func TestMethodVariants(t *testing.T) {
 		{"prompt with BOM", req("prompts/get", `"name":"\ufeffsummary"`), nil, 400, codeInvalidParams},
 		{"prompt with ideographic space", req("prompts/get", `"name":"summary\u3000"`), nil, 400, codeInvalidParams},
 		{"prompt decomposed", req("prompts/get", `"name":"summary_e\u0301"`), nil, 400, codeInvalidParams},
+		// Prompt names whose full case mappings (upper, lower, fold, Turkish,
+		// Lithuanian) give ASCII, several characters or another case class:
+		// an upstream comparing with toUpperCase, upper() or casefold()
+		// reads them as the admin prompt.
+		{"prompt admin_x", req("prompts/get", `"name":"admin_x"`), nil, 403, codeRefused},
+		{"prompt dotless ı", req("prompts/get", `"name":"adm\u0131n_x"`), nil, 400, codeInvalidParams},
+		{"prompt dotted İ", req("prompts/get", `"name":"ADM\u0130N_X"`), nil, 400, codeInvalidParams},
+		{"prompt i and dot above", req("prompts/get", `"name":"admi\u0307n_x"`), nil, 400, codeInvalidParams},
+		{"prompt sharp s", req("prompts/get", `"name":"stra\u00dfe"`), nil, 400, codeInvalidParams},
+		{"prompt capital sharp s", req("prompts/get", `"name":"STRA\u1e9eE"`), nil, 400, codeInvalidParams},
+		{"prompt long s", req("prompts/get", `"name":"\u017fummary"`), nil, 400, codeInvalidParams},
+		{"prompt Kelvin sign", req("prompts/get", `"name":"\u212aey"`), nil, 400, codeInvalidParams},
+		{"prompt Angstrom sign", req("prompts/get", `"name":"\u212bngstrom"`), nil, 400, codeInvalidParams},
+		{"prompt fi ligature", req("prompts/get", `"name":"\ufb01le"`), nil, 400, codeInvalidParams},
+		{"prompt final sigma", req("prompts/get", `"name":"\u03c2_x"`), nil, 400, codeInvalidParams}, // casefold: σ_x
+		{"prompt capital sigma", req("prompts/get", `"name":"\u03a3_x"`), nil, 400, codeInvalidParams},
+		{"prompt σ_x", req("prompts/get", `"name":"\u03c3_x"`), nil, 403, codeRefused},
+		// Ordinary non-ASCII names pass unchanged.
+		{"prompt résumé", req("prompts/get", `"name":"r\u00e9sum\u00e9_\u00c9"`), nil, 200, 0},
+		{"prompt über", req("prompts/get", `"name":"\u00fcber_\u00dcBER"`), nil, 200, 0},
+		{"prompt Cyrillic", req("prompts/get", `"name":"\u0441\u0432\u043e\u0434\u043a\u0430"`), nil, 200, 0},
+		{"prompt CJK", req("prompts/get", `"name":"\u8981\u7d04"`), nil, 200, 0},
+		{"prompt Greek word", req("prompts/get", `"name":"\u03bb\u03cc\u03b3\u03bf\u03c2"`), nil, 200, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -193,7 +193,7 @@ func (p *policy) decide(pr *principal, m *mcpparse.Message, rev revision) (decis
 			return decision{}, fmt.Errorf("prompts/get: %w", errNoName)
 		}
 		if !validPromptName(m.Name) {
-			return decision{}, fmt.Errorf("prompts/get: prompt name %q has whitespace, control, invisible or compatibility characters", m.Name)
+			return decision{}, fmt.Errorf("prompts/get: prompt name %q has whitespace, control, invisible or compatibility characters, or characters that a full case mapping reads beyond simple case folding", m.Name)
 		}
 		return p.decideCaseless(pr, kindPrompt, p.prompts, m.Name)
 	case "resources/read", "resources/subscribe", "resources/unsubscribe":
@@ -252,7 +252,7 @@ func caseStable(rules []compiledRule, name string) bool {
 	return firstRule(rules, name, false) == firstRule(rules, looseName(name), true)
 }
 
-// looseName lower-cases s and turns '-', '.' and '/' into '_'. It returns
+// looseName folds the case of s and turns '-', '.' and '/' into '_'. It returns
 // s itself, without allocating, when nothing changes.
 func looseName(s string) string {
 	return strings.Map(looseRune, s)
@@ -268,7 +268,16 @@ func looseRune(r rune) rune {
 		}
 		return r
 	}
-	return unicode.ToLower(r)
+	// The lower case of the least member of r's simple case-fold class,
+	// so that every member reads the same ("ς" as "σ", which a
+	// case-folding upstream also does) and most lower-case letters read
+	// as themselves; foldStable refuses names whose other case mappings
+	// leave the class.
+	least := r
+	for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+		least = min(least, f)
+	}
+	return unicode.ToLower(least)
 }
 
 // firstRule is the index of the first rule whose glob (read loosely when

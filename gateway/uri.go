@@ -27,12 +27,14 @@ import (
 // that cannot appear raw: an ASCII character outside that set (space, '"',
 // '<', '>', '^', '`', '{', '|', '}', controls excluded), '%', '?', '#', or
 // UTF-8 of a character that no Unicode normalisation or IDNA mapping turns
-// into ASCII or into nothing. Raw non-ASCII is refused: WHATWG
+// into ASCII or into nothing, and that full case mappings keep in its
+// simple case-fold class (see checkDecoded). Raw non-ASCII is refused: WHATWG
 // percent-encodes it in paths but maps it through IDNA in hosts.
 //
 // Structure: a scheme; for http, https, ws, wss and ftp an authority with
-// a host and a path; for file an authority (empty, or a host other than
-// localhost) and a path. An authority has no user information and no
+// a host and a path; for file an empty authority and a path without a
+// drive letter (file servers ignore the host, and on Windows
+// "file:///C:/x" is "file:///x"). An authority has no user information and no
 // percent-encoding; its host is an IPv6 literal in RFC 5952 form, a
 // dotted-decimal IPv4 address, or dot-separated non-empty labels of
 // letters, digits, '-' and '_' whose last is not a number; its port is
@@ -86,8 +88,8 @@ func checkURIText(uri string) error {
 	if err := checkURIBytes(uri); err != nil {
 		return err
 	}
-	if !decodedNFC(uri) {
-		return errors.New("percent-encoded text not in Unicode NFC (a normalising file system reads it composed)")
+	if err := checkDecoded(uri); err != nil {
+		return err
 	}
 	scheme, as, ae, err := splitURI(uri)
 	if err != nil {
@@ -125,8 +127,10 @@ func checkURIText(uri string) error {
 // file system or a servlet container reads as another name: a segment
 // ending in '.' or an encoded space (Windows trims them: "secret." is
 // "secret"), an 8.3 short name ("SECRE~1" is "secret"), an NTFS stream
-// (":$DATA", and in file URIs any ':' but a drive letter's: "secret::$DATA"
-// and "secret::$INDEX_ALLOCATION" are "secret"), and in hierarchical URIs
+// (":$DATA", and in file URIs any ':': "secret::$DATA" and
+// "secret::$INDEX_ALLOCATION" are "secret"), a drive letter in a file URI
+// ("file:///C:/x" is "file:///x" on Windows: no ':', and no "%7C", '|',
+// which WHATWG and Python read as ':' there), and in hierarchical URIs
 // any ';' (servlet path parameters: "/secret;x/a" is "/secret/a"). Case is
 // handled by the rule match (see decideURI).
 func checkFilePath(path, scheme string, hierarchical bool) error {
@@ -142,12 +146,8 @@ func checkFilePath(path, scheme string, hierarchical bool) error {
 		}
 	}
 	if scheme == "file" {
-		// A drive letter ("file:///C:/x") is the only ':' a file path has.
-		if len(path) >= 3 && 'a' <= path[1]|0x20 && path[1]|0x20 <= 'z' && path[2] == ':' && (len(path) == 3 || path[3] == '/') {
-			path = path[3:]
-		}
-		if strings.IndexByte(path, ':') >= 0 {
-			return errors.New("':' in a file path other than a drive letter's (NTFS streams)")
+		if strings.IndexByte(path, ':') >= 0 || strings.Contains(path, "%7C") {
+			return errors.New("':' or '|' in a file path (a drive letter or an NTFS stream)")
 		}
 	} else if strings.Contains(path, ":$") {
 		return errors.New("\":$\" in the path (an NTFS stream)")
@@ -177,15 +177,18 @@ func checkURIBytes(uri string) error {
 	return nil
 }
 
-// decodedNFC reports whether checked URI text, percent-decoded, is in
-// NFC: macOS file systems compare names up to canonical equivalence, so
-// "e%CC%81" (e and a combining acute accent) names the same file as
-// "%C3%A9". Only a URI with encoded non-ASCII is decoded.
-func decodedNFC(uri string) bool {
+// checkDecoded checks checked URI text, percent-decoded, as a file
+// system reads it: in NFC, since macOS file systems compare names up to
+// canonical equivalence ("e%CC%81", e and a combining acute accent, names
+// the same file as "%C3%A9"), and stable under full case mappings (see
+// foldStable), since NTFS upper-cases names ("pr%C4%B1vate", with a
+// dotless ı, is "PRIVATE") and the gateway compares case by simple
+// folding. Only a URI with encoded non-ASCII is decoded.
+func checkDecoded(uri string) error {
 	// Encoded non-ASCII starts with a lead byte, %C2 to %F4 (hex digits
 	// are upper case in checked text).
 	if !strings.Contains(uri, "%C") && !strings.Contains(uri, "%D") && !strings.Contains(uri, "%E") && !strings.Contains(uri, "%F") {
-		return true
+		return nil
 	}
 	b := make([]byte, 0, len(uri))
 	for j := 0; j < len(uri); j++ {
@@ -196,7 +199,13 @@ func decodedNFC(uri string) bool {
 			b = append(b, uri[j])
 		}
 	}
-	return norm.NFC.IsNormal(b)
+	if !norm.NFC.IsNormal(b) {
+		return errors.New("percent-encoded text not in Unicode NFC (a normalising file system reads it composed)")
+	}
+	if !foldStable(string(b)) {
+		return errors.New("percent-encoded character that a full case mapping reads beyond simple case folding (\"%C4%B1\", a dotless i, is \"I\" in upper case)")
+	}
+	return nil
 }
 
 // rawURIByte: unreserved characters and RFC 3986 delimiters.
@@ -271,6 +280,12 @@ func upperHex(c byte) int {
 // checkAuthority checks an authority (between "//" and the path); scheme
 // is lower case.
 func checkAuthority(auth, scheme, defPort string, special bool) error {
+	if scheme == "file" {
+		if auth != "" {
+			return errors.New("file URI with a host (file servers ignore it and read the path: write file:///path)")
+		}
+		return nil
+	}
 	if strings.ContainsAny(auth, "@%") {
 		return errors.New("user information or percent-encoding in the authority")
 	}
@@ -292,7 +307,7 @@ func checkAuthority(auth, scheme, defPort string, special bool) error {
 		if i := strings.IndexByte(auth, ':'); i >= 0 {
 			host, port = auth[:i], auth[i:]
 		}
-		if err := checkHost(host, scheme, special); err != nil {
+		if err := checkHost(host, special); err != nil {
 			return err
 		}
 	}
@@ -311,15 +326,12 @@ func checkAuthority(auth, scheme, defPort string, special bool) error {
 	return nil
 }
 
-func checkHost(host, scheme string, special bool) error {
+func checkHost(host string, special bool) error {
 	if host == "" {
-		if special && scheme != "file" {
+		if special {
 			return errors.New("no host")
 		}
 		return nil
-	}
-	if scheme == "file" && strings.EqualFold(host, "localhost") {
-		return errors.New("file host localhost (WHATWG drops it)")
 	}
 	labels := strings.Split(host, ".")
 	for _, l := range labels {

@@ -25,6 +25,7 @@ func uriConfig(t testing.TB) Config {
 		{Pattern: "demo:", Scopes: []string{"files:read"}},
 		{Pattern: "file:///%C3%A9t%C3%A9/", Scopes: []string{"files:secret"}},
 		{Pattern: "https://public.example/secret/", Scopes: []string{"files:secret"}},
+		{Pattern: "file:///private/", Scopes: []string{"files:secret"}},
 	}
 	return cfg
 }
@@ -40,8 +41,6 @@ var uriVariants = []struct {
 	{"file:///public/a%20b.txt", true},
 	{"file:///public/%C3%A9.txt", true},
 	{"file:///public/a.b/..c/d..e", true},
-	{"file:///C:/public/a", true},
-	{"file:///c:", true},
 	{"file:///public/a~b/c~", true},
 	{"file:///public/Other", true},
 	{"file:///Public/a", true},
@@ -191,6 +190,23 @@ var uriVariants = []struct {
 	{"file:///e%CC%81t%C3%A9/k", false}, // été decomposed, which macOS file systems compose
 	{"file:///public/e%CC%81", false},
 	{"file:///public/%E0%A4%B9%E0%A4%BF", true}, // हि: a spacing mark that NFC keeps
+	// Percent-encoded characters whose full case mapping (NTFS upper-cases
+	// names; Python and JS upper-case and fold fully) is ASCII, several
+	// characters or of another case class: "pr%C4%B1vate" is "PRIVATE".
+	{"file:///pr%C4%B1vate/key", false},      // dotless ı
+	{"file:///PR%C4%B0VATE/key", false},      // İ
+	{"file:///pri%CC%87vate/key", false},     // i and a combining dot above (Lithuanian upper case: I)
+	{"file:///public/stra%C3%9Fe", false},    // ß: SS
+	{"file:///public/STRA%E1%BA%9EE", false}, // ẞ: ss folded
+	{"file:///%C5%BFecret/key", false},       // ſ: S
+	{"file:///public/%E2%84%AAey", false},    // Kelvin sign: k
+	{"file:///public/%EF%AC%81le", false},    // ﬁ: FI
+	{"https://public.example/pr%C4%B1vate", false},
+	{"file:///public/x?q=stra%C3%9Fe", false},
+	{"file:///public/%C3%BCber%C3%9CBER", true},             // üÜ
+	{"file:///public/%D1%81%D0%B2%D0%BE%D0%B4", true},       // Cyrillic
+	{"file:///public/%E8%A6%81%E7%B4%84", true},             // CJK
+	{"file:///public/%CE%BB%CF%8C%CE%B3%CE%BF%CF%82", true}, // λόγος, final sigma
 	{"file:///SECRET~1/key", false},
 	{"file:///secre~1/key", false},
 	{"file:///public/a~9", false},
@@ -201,6 +217,22 @@ var uriVariants = []struct {
 	{"file:///public/a:b", false},
 	{"file:///C:secret/key", false},
 	{"file:///C:/a:b", false},
+	// Drive letters: on Windows "file:///C:/secret" is "file:///secret".
+	{"file:///C:/secret/key", false},
+	{"file:///C:/public/a", false},
+	{"file:///c:", false},
+	{"file:///C%7C/secret/key", false},
+	{"file:///c|/secret/key", false},
+	{"file:///C%3A/secret/key", false},
+	{"file:///public/a%7Cb", false},
+	// Hosts in file URIs, which file servers ignore: "file://h/secret" is
+	// "/secret" to Python's urlparse, url2pathname and pydantic.
+	{"file://h/secret/key", false},
+	{"file://H/public/a", false},
+	{"file://127.0.0.1/secret/key", false},
+	{"file://[::1]/secret/key", false},
+	{"file://h:8080/secret/key", false},
+	{"file://public.example/public/a", false},
 	{"file:///CC:/a", false},
 	{"file:///1:/a", false},
 	{"https://public.example/secret::$INDEX_ALLOCATION/a", false},
@@ -245,6 +277,10 @@ func TestResourceURIVariants(t *testing.T) {
 }
 
 func TestCompilePrefix(t *testing.T) {
+	// A file prefix with a host could match nothing; say why.
+	if _, _, err := compilePrefix("file://h/data/"); err == nil || !strings.Contains(err.Error(), "file URI with a host") {
+		t.Errorf("compilePrefix(file://h/data/) error = %v, want one naming the host", err)
+	}
 	good := []struct{ in, want string }{
 		{"file:", "file:"},
 		{"file://", "file://"},
@@ -255,7 +291,6 @@ func TestCompilePrefix(t *testing.T) {
 		{"https://[::1]/", "https://[::1]/"},
 		{"file:///a/.", "file:///a/."},
 		{"file:///a%20", "file:///a%20"},
-		{"file:///C:/", "file:///C:/"},
 		{"file:///a~", "file:///a~"},
 		{"https://h/a:b/", "https://h/a:b/"},
 		{"urn:isbn:", "urn:isbn:"},
@@ -276,6 +311,8 @@ func TestCompilePrefix(t *testing.T) {
 		"https://0x7f.1/", "file://localhost/", "https:internal.example/", "file:///%EF%BC%8E/",
 		"file:///a./", "file:///a%20/", "file:///a;b/", "https://h/a;", "file:///a~1/", "file:///a:b/", "file:///ab:",
 		"https://h/a:$DATA/",
+		"file:///C:/", "file:///c:", "file:///C%7C/", "file://h/", "file://h", "file://127.0.0.1/data/", "file://[::1]/",
+		"file:///pr%C4%B1vate/", "file:///stra%C3%9Fe/",
 	} {
 		if got, _, err := compilePrefix(in); err == nil {
 			t.Errorf("compilePrefix(%q) = %q, want an error", in, got)
@@ -431,6 +468,7 @@ func TestFileSystemReadings(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.ResourceRules = []Rule{
 		{Pattern: "file:///srv/secret/", Scopes: []string{"admin"}},
+		{Pattern: "file:///srv/private/", Scopes: []string{"admin"}},
 		{Pattern: "file:///srv/"},
 		{Pattern: "http://files.example/secret/", Scopes: []string{"admin"}},
 		{Pattern: "http://files.example/"},
@@ -455,6 +493,13 @@ func TestFileSystemReadings(t *testing.T) {
 		{"http://files.example/secret;jsessionid=1/a", 400},
 		{"http://files.example/secret./a", 400},
 		{"http://files.example/SECRET/a", 400},
+		{"file://h/srv/secret/a", 400},
+		{"file://127.0.0.1/srv/secret/a", 400},
+		{"file:///C:/srv/secret/a", 400},
+		{"file:///c%7C/srv/secret/a", 400},
+		{"file:///srv/pr%C4%B1vate/a", 400},
+		{"file:///srv/PR%C4%B0VATE/a", 400},
+		{"file:///srv/%C3%A9t%C3%A9/a", 200},
 	} {
 		t.Run(tt.uri, func(t *testing.T) {
 			body := `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":` + quote(tt.uri) + `}}`

@@ -153,7 +153,7 @@ func TestAdminUsers(t *testing.T) {
 	for _, tt := range steps {
 		t.Run(tt.name, func(t *testing.T) { runAPI(t, srv, tt) })
 	}
-	u, err := iss.lookupUser(t.Context(), "carol")
+	u, err := iss.dir.lookupUser(t.Context(), "carol")
 	if err != nil || u.PasswordHash != hash {
 		t.Errorf("lookupUser(carol) = %+v, %v, want the hash sent", u, err)
 	}
@@ -203,7 +203,7 @@ func TestAdminContentType(t *testing.T) {
 				req.Header.Set("Content-Type", tt.contentType)
 			}
 			doAPI(t, srv, req, tt.wantStatus, tt.wantBody)
-			_, err := iss.lookupUser(t.Context(), tt.user)
+			_, err := iss.dir.lookupUser(t.Context(), tt.user)
 			if created := err == nil; created != (tt.wantStatus == 201) {
 				t.Errorf("user %s created = %v, want %v", tt.user, created, tt.wantStatus == 201)
 			}
@@ -412,7 +412,7 @@ func TestAdminBackup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := restored.lookupUser(t.Context(), "bob"); err != nil {
+	if _, err := restored.dir.lookupUser(t.Context(), "bob"); err != nil {
 		t.Errorf("restored: lookupUser(bob) = %v, want the user added before the backup", err)
 	}
 

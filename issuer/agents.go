@@ -87,19 +87,6 @@ func agentClient(a *Agent) *Client {
 	return c
 }
 
-// agentFor loads the enabled agent actor and checks it may act for the
-// users of clientID. Errors are invalid_grant.
-func (i *Issuer) agentFor(ctx context.Context, actor, clientID string) (*Agent, error) {
-	a, err := i.lookupAgent(ctx, actor)
-	if err != nil {
-		return nil, ErrInvalidGrant.WithDescription("the actor is unknown or disabled").Wrap(err)
-	}
-	if !a.allowsClient(clientID) {
-		return nil, ErrInvalidGrant.WithDescription("the actor may not act for this client")
-	}
-	return a, nil
-}
-
 // ---- management API ----
 
 // PutAgent creates or replaces a runtime-managed agent. SecretHash is
@@ -110,10 +97,10 @@ func (i *Issuer) PutAgent(ctx context.Context, a Agent) error {
 	if err := validateAgent(&a); err != nil {
 		return invalidEntry("agent %q: %v", a.ID, err)
 	}
-	if i.configuredAgent(a.ID) {
+	if i.dir.configuredAgent(a.ID) {
 		return entryErr("agent", a.ID, ErrConfigured)
 	}
-	if i.configuredClient(a.ID) {
+	if i.dir.configuredClient(a.ID) {
 		return invalidEntry("agent %q: a client has this id", a.ID)
 	}
 	a.Source = sourceAdmin
@@ -137,7 +124,7 @@ func (i *Issuer) PutAgent(ctx context.Context, a Agent) error {
 			return err
 		}
 		if a.Disabled {
-			return grantsIn(tx).revokeAgent(a.ID, i.revokeUntil())
+			return grantsIn(tx).revokeAgent(a.ID, i.revocation())
 		}
 		return nil
 	})
@@ -153,7 +140,7 @@ func (i *Issuer) Agents(ctx context.Context) ([]Agent, error) {
 	}
 	err := i.store.View(ctx, func(tx store.Tx) error {
 		return agentsIn(tx).each(func(a *Agent) error {
-			if !i.configuredAgent(a.ID) {
+			if !i.dir.configuredAgent(a.ID) {
 				a.Source = sourceAdmin
 				out = append(out, *a)
 			}
@@ -173,7 +160,7 @@ func (i *Issuer) Agents(ctx context.Context) ([]Agent, error) {
 // Agent returns one agent, disabled or not, without its secret hash. An
 // unknown id is store.ErrNotFound.
 func (i *Issuer) Agent(ctx context.Context, id string) (Agent, error) {
-	a, err := i.findAgent(ctx, id)
+	a, err := i.dir.findAgent(ctx, id)
 	if err != nil {
 		return Agent{}, err
 	}
@@ -185,14 +172,14 @@ func (i *Issuer) Agent(ctx context.Context, id string) (Agent, error) {
 // holds or acts in: its own tokens, the users' delegations to it, and the
 // grants whose tokens were exchanged to it.
 func (i *Issuer) DeleteAgent(ctx context.Context, id string) error {
-	if i.configuredAgent(id) {
+	if i.dir.configuredAgent(id) {
 		return entryErr("agent", id, ErrConfigured)
 	}
 	return i.store.Update(ctx, func(tx store.Tx) error {
 		if err := agentsIn(tx).remove(id); err != nil {
 			return entryErr("agent", id, err)
 		}
-		return grantsIn(tx).revokeAgent(id, i.revokeUntil())
+		return grantsIn(tx).revokeAgent(id, i.revocation())
 	})
 }
 
@@ -209,7 +196,7 @@ func (i *Issuer) EnableAgent(ctx context.Context, id string) error {
 }
 
 func (i *Issuer) setAgentDisabled(ctx context.Context, id string, disabled bool) error {
-	if i.configuredAgent(id) {
+	if i.dir.configuredAgent(id) {
 		return entryErr("agent", id, ErrConfigured)
 	}
 	return i.store.Update(ctx, func(tx store.Tx) error {
@@ -223,7 +210,7 @@ func (i *Issuer) setAgentDisabled(ctx context.Context, id string, disabled bool)
 			return err
 		}
 		if disabled {
-			return grantsIn(tx).revokeAgent(id, i.revokeUntil())
+			return grantsIn(tx).revokeAgent(id, i.revocation())
 		}
 		return nil
 	})
@@ -235,7 +222,7 @@ func (i *Issuer) setAgentDisabled(ctx context.Context, id string, disabled bool)
 // rotation usually means the old secret leaked); delegations made for it
 // by users stay.
 func (i *Issuer) RotateAgentSecret(ctx context.Context, id string) (string, error) {
-	if i.configuredAgent(id) {
+	if i.dir.configuredAgent(id) {
 		return "", entryErr("agent", id, ErrConfigured)
 	}
 	secret, hash, err := i.newSecret()
@@ -255,32 +242,10 @@ func (i *Issuer) RotateAgentSecret(ctx context.Context, id string) (string, erro
 		if err := agents.put(a); err != nil {
 			return err
 		}
-		return grantsIn(tx).revokeAgentOwn(id, i.revokeUntil())
+		return grantsIn(tx).revokeAgentOwn(id, i.revocation())
 	})
 	if err != nil {
 		return "", err
 	}
 	return secret, nil
-}
-
-// checkAgentIDs refuses configured agents whose id a stored client (admin
-// or DCR) already has: the client would shadow the agent at the token
-// endpoint.
-func (i *Issuer) checkAgentIDs(ctx context.Context) error {
-	return i.store.View(ctx, func(tx store.Tx) error {
-		clients := clientsIn(tx)
-		for _, a := range i.cfg.Agents {
-			switch taken, err := clients.has(a.ID); {
-			case err != nil:
-				return fmt.Errorf("check agent ids: %w", err)
-			case taken:
-				return fmt.Errorf("agent %q: a stored client has this id; remove it first", a.ID)
-			}
-		}
-		return nil
-	})
-}
-
-func (i *Issuer) configuredAgent(id string) bool {
-	return slices.ContainsFunc(i.cfg.Agents, func(a Agent) bool { return a.ID == id })
 }

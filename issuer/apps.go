@@ -48,10 +48,10 @@ func (i *Issuer) appsGet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s == nil || s.User == "" {
-		i.seeOther(w, r, i.base+pathLogin)
+		i.pages.seeOther(w, r, i.base+pathLogin)
 		return
 	}
-	rows, err := i.connections(r.Context(), s.User)
+	rows, err := i.consents.connections(r.Context(), s.User)
 	if err != nil {
 		i.pages.serverErrorPage(w, err)
 		return
@@ -79,12 +79,12 @@ func (i *Issuer) appsPost(w http.ResponseWriter, r *http.Request) {
 	}
 	i.securityEvent(r.Context(), zap.InfoLevel, "connection revoked by its user", zap.String("user", s.User),
 		zap.String("client_id", f.Get("client_id")), zap.String("resource", f.Get("resource")), zap.String("actor", f.Get("actor")))
-	i.seeOther(w, r, i.base+pathApps+"?revoked=1")
+	i.pages.seeOther(w, r, i.base+pathApps+"?revoked=1")
 }
 
 // connections lists the user's consents and live grants, one row per
 // client, resource and agent.
-func (i *Issuer) connections(ctx context.Context, user string) ([]appRow, error) {
+func (co *consents) connections(ctx context.Context, user string) ([]appRow, error) {
 	rows := map[string]*appRow{}
 	row := func(clientID, resource, actor string) *appRow {
 		k := consentKey(user, clientID, resource, actor)
@@ -106,7 +106,7 @@ func (i *Issuer) connections(ctx context.Context, user string) ([]appRow, error)
 		}
 		return a
 	}
-	err := i.store.View(ctx, func(tx store.Tx) error {
+	err := co.store.View(ctx, func(tx store.Tx) error {
 		err := consentsIn(tx).ofUser(user, func(clientID, resource, actor string, cs *consent) error {
 			ar := row(clientID, resource, actor)
 			addScopes(ar, cs.Scopes)
@@ -140,12 +140,12 @@ func (i *Issuer) connections(ctx context.Context, user string) ([]appRow, error)
 	out := make([]appRow, 0, len(rows))
 	for _, ar := range rows {
 		ar.ClientName = ar.ClientID
-		if c, err := i.lookupClient(ctx, ar.ClientID); err == nil && c.Name != "" {
+		if c, err := co.dir.lookupClient(ctx, ar.ClientID); err == nil && c.Name != "" {
 			ar.ClientName = c.Name
 		}
-		ar.AgentName = i.agentName(ctx, ar.Agent)
+		ar.AgentName = co.dir.agentName(ctx, ar.Agent)
 		for n, d := range ar.Delegates {
-			ar.Delegates[n] = i.agentName(ctx, d)
+			ar.Delegates[n] = co.dir.agentName(ctx, d)
 		}
 		out = append(out, *ar)
 	}
@@ -153,14 +153,6 @@ func (i *Issuer) connections(ctx context.Context, user string) ([]appRow, error)
 		return strings.Compare(a.ClientName+"\x00"+a.Resource+"\x00"+a.Agent, b.ClientName+"\x00"+b.Resource+"\x00"+b.Agent)
 	})
 	return out, nil
-}
-
-// agentName is the display name of an agent, or its id.
-func (i *Issuer) agentName(ctx context.Context, id string) string {
-	if a, err := i.findAgent(ctx, id); err == nil && a.Name != "" {
-		return a.Name
-	}
-	return id
 }
 
 // revokeConnection deletes the user's consent for client, resource and

@@ -17,9 +17,6 @@ import (
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
-// pendingTTL is how long a user has to log in and decide.
-const pendingTTL = 15 * time.Minute
-
 // maxPageFormBytes bounds form bodies of the browser endpoints.
 const maxPageFormBytes = 32 << 10
 
@@ -107,7 +104,7 @@ func (i *Issuer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	// From here on, errors go back to the client's redirect URI, if the
 	// client may have them unprompted (earlyError).
 	state := params.Get("state")
-	fail := func(err error) { i.earlyError(w, r, c, redirectURI, state, err) }
+	fail := func(err error) { i.pages.earlyError(w, r, c, redirectURI, state, err) }
 	ar, err := i.parseAuthorize(ctx, c, params, usedPAR)
 	if err != nil {
 		fail(err)
@@ -143,12 +140,12 @@ func (i *Issuer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
-		id, err := i.savePending(ctx, s, ar)
+		id, err := i.pending.save(ctx, s, ar)
 		if err != nil {
 			fail(ErrServerError.Wrap(err))
 			return
 		}
-		i.seeOther(w, r, i.base+pathLogin+"?req="+url.QueryEscape(id))
+		i.pages.seeOther(w, r, i.base+pathLogin+"?req="+url.QueryEscape(id))
 		return
 	}
 	i.proceed(w, r, s, ar, "")
@@ -162,13 +159,13 @@ func (i *Issuer) authorizeClient(ctx context.Context, params url.Values) (*Clien
 	if len(ids) != 1 || ids[0] == "" {
 		return nil, nil, false, "The request has no valid client_id."
 	}
-	c, err := i.lookupClient(ctx, ids[0])
+	c, err := i.dir.lookupClient(ctx, ids[0])
 	if err != nil {
 		var e *Error
 		if !errors.Is(err, ErrInvalidClient) {
 			i.log.Error("authorize: look up client", zap.Error(err))
 		}
-		if errors.As(err, &e) && e.Description != "" && i.isCIMDClientID(ids[0]) {
+		if errors.As(err, &e) && e.Description != "" && i.cimd.isClientID(ids[0]) {
 			return nil, nil, false, "The application could not be identified: " + e.Description + "."
 		}
 		return nil, nil, false, "The application (client_id) is not known to this server."
@@ -342,7 +339,7 @@ func (i *Issuer) parseAuthorize(ctx context.Context, c *Client, params url.Value
 	}
 	if params.Has("requested_actor") {
 		// The consent page names the agent, so it must be one we know.
-		a, err := i.lookupAgent(ctx, ar.Actor)
+		a, err := i.dir.lookupAgent(ctx, ar.Actor)
 		if err != nil {
 			return nil, invalid("requested_actor is not a known agent")
 		}
@@ -354,7 +351,7 @@ func (i *Issuer) parseAuthorize(ctx context.Context, c *Client, params url.Value
 	// log in; the user's share is decided after login.
 	// OpenID Connect scopes are about the user, so they are left out here.
 	resourceScopes := slices.DeleteFunc(slices.Clone(ar.Scopes), func(s string) bool { return slices.Contains(oidcScopes, s) })
-	if _, _, err := i.grantScopes(ctx, c, nil, ar.Resource, resourceScopes); err != nil {
+	if _, _, err := i.policy.grantScopes(ctx, c, nil, ar.Resource, resourceScopes); err != nil {
 		return nil, err
 	}
 	return ar, nil
@@ -409,51 +406,6 @@ func parsePrompt(s string) ([]string, error) {
 	return vals, nil
 }
 
-// savePending parks ar for the browser of s and returns its id.
-func (i *Issuer) savePending(ctx context.Context, s *session, ar *authRequest) (string, error) {
-	id, err := i.randomToken(24)
-	if err != nil {
-		return "", err
-	}
-	p := pendingAuth{Browser: s.Browser, Request: *ar, ExpiresAt: i.now().Add(pendingTTL)}
-	err = i.store.Update(ctx, func(tx store.Tx) error { return pendingIn(tx).create(id, &p) })
-	if err != nil {
-		return "", fmt.Errorf("store pending request: %w", err)
-	}
-	return id, nil
-}
-
-// loadPending returns the pending request id if it exists, is live, and
-// was started by the browser of s.
-func (i *Issuer) loadPending(ctx context.Context, id string, s *session) (*pendingAuth, error) {
-	if id == "" || len(id) > 100 || s == nil {
-		return nil, errPendingGone
-	}
-	var p *pendingAuth
-	err := i.store.View(ctx, func(tx store.Tx) error {
-		var err error
-		p, err = pendingIn(tx).get(id)
-		return err
-	})
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, errPendingGone
-	}
-	if err != nil {
-		return nil, fmt.Errorf("load pending request: %w", err)
-	}
-	if !i.now().Before(p.ExpiresAt) || p.Browser != s.Browser {
-		return nil, errPendingGone
-	}
-	return p, nil
-}
-
-func (i *Issuer) deletePending(ctx context.Context, id string) {
-	err := i.store.Update(ctx, func(tx store.Tx) error { return pendingIn(tx).delete(id) })
-	if err != nil {
-		i.log.Warn("delete pending request", zap.Error(err))
-	}
-}
-
 // proceed continues a request for a logged-in session: it decides the
 // scopes, then issues a code right away when consent is remembered, or
 // shows the consent page (via /consent?req=… when called from /authorize,
@@ -464,11 +416,11 @@ func (i *Issuer) proceed(w http.ResponseWriter, r *http.Request, s *session, ar 
 	fail := func(err error) {
 		if pendingID == "" {
 			// Straight from /authorize: the user has seen no page yet.
-			i.earlyError(w, r, c, ar.RedirectURI, ar.State, err)
+			i.pages.earlyError(w, r, c, ar.RedirectURI, ar.State, err)
 			return
 		}
-		i.deletePending(ctx, pendingID)
-		i.redirectError(w, r, ar.RedirectURI, ar.State, err)
+		i.pending.delete(ctx, pendingID)
+		i.pages.redirectError(w, r, ar.RedirectURI, ar.State, err)
 	}
 	c, u, err := i.requestParties(ctx, s, ar)
 	if err != nil {
@@ -481,7 +433,7 @@ func (i *Issuer) proceed(w http.ResponseWriter, r *http.Request, s *session, ar 
 		return
 	}
 	if !ar.prompt("consent") && !consentEveryTime(c, ar.RedirectURI) {
-		ok, err := i.hasConsent(ctx, u.Username, c.ID, resource, ar.Actor, scopes)
+		ok, err := i.consents.has(ctx, u.Username, c.ID, resource, ar.Actor, scopes)
 		if err != nil {
 			fail(ErrServerError.Wrap(err))
 			return
@@ -496,12 +448,12 @@ func (i *Issuer) proceed(w http.ResponseWriter, r *http.Request, s *session, ar 
 		return
 	}
 	if pendingID == "" {
-		id, err := i.savePending(ctx, s, ar)
+		id, err := i.pending.save(ctx, s, ar)
 		if err != nil {
 			fail(ErrServerError.Wrap(err))
 			return
 		}
-		i.seeOther(w, r, i.base+pathConsent+"?req="+url.QueryEscape(id))
+		i.pages.seeOther(w, r, i.base+pathConsent+"?req="+url.QueryEscape(id))
 		return
 	}
 	i.renderConsent(ctx, w, s, c, u, ar, pendingID, resource, scopes)
@@ -511,11 +463,11 @@ func (i *Issuer) proceed(w http.ResponseWriter, r *http.Request, s *session, ar 
 // (grantScopes), narrowed to what its agent, if any, may hold: the
 // consent page shows no more than the token will carry.
 func (i *Issuer) requestScopes(ctx context.Context, c *Client, u *User, ar *authRequest) (string, []string, error) {
-	resource, scopes, err := i.grantScopes(ctx, c, u, ar.Resource, ar.Scopes)
+	resource, scopes, err := i.policy.grantScopes(ctx, c, u, ar.Resource, ar.Scopes)
 	if err != nil || ar.Actor == "" {
 		return resource, scopes, err
 	}
-	a, err := i.agentFor(ctx, ar.Actor, c.ID)
+	a, err := i.dir.agentFor(ctx, ar.Actor, c.ID)
 	if err != nil {
 		return "", nil, ErrInvalidRequest.WithDescription("requested_actor is unknown, disabled or may not act for this client").Wrap(err)
 	}
@@ -529,11 +481,11 @@ func (i *Issuer) requestScopes(ctx context.Context, c *Client, u *User, ar *auth
 // requestParties loads the client and the logged-in user of a request.
 // The client is returned even when the user is not available.
 func (i *Issuer) requestParties(ctx context.Context, s *session, ar *authRequest) (*Client, *User, error) {
-	c, err := i.lookupClient(ctx, ar.ClientID)
+	c, err := i.dir.lookupClient(ctx, ar.ClientID)
 	if err != nil {
 		return nil, nil, ErrUnauthorizedClient.WithDescription("the client is no longer available").Wrap(err)
 	}
-	u, err := i.lookupUser(ctx, s.User)
+	u, err := i.dir.lookupUser(ctx, s.User)
 	if err != nil {
 		return c, nil, ErrAccessDenied.WithDescription("the user account is not available").Wrap(err)
 	}
@@ -549,9 +501,13 @@ func (i *Issuer) finish(w http.ResponseWriter, r *http.Request, s *session, ar *
 		i.pages.pendingGonePage(w)
 		return
 	}
+	if errors.Is(err, errSignedOut) {
+		i.pages.redirectError(w, r, ar.RedirectURI, ar.State, ErrAccessDenied.WithDescription("the user signed out"))
+		return
+	}
 	if err != nil {
 		i.log.Error("authorize: issue code", zap.Error(err))
-		i.redirectError(w, r, ar.RedirectURI, ar.State, ErrServerError)
+		i.pages.redirectError(w, r, ar.RedirectURI, ar.State, ErrServerError)
 		return
 	}
 	v := url.Values{"code": {code}}
@@ -559,7 +515,7 @@ func (i *Issuer) finish(w http.ResponseWriter, r *http.Request, s *session, ar *
 		v.Set("state", ar.State)
 	}
 	v.Set("iss", i.URL())
-	i.redirectTo(w, r, ar.RedirectURI, v)
+	i.pages.redirectTo(w, r, ar.RedirectURI, v)
 }
 
 func (i *Issuer) issueCode(ctx context.Context, s *session, ar *authRequest, pendingID, resource string, scopes []string, remember bool) (string, error) {
@@ -579,12 +535,20 @@ func (i *Issuer) issueCode(ctx context.Context, s *session, ar *authRequest, pen
 		Nonce:               ar.Nonce,
 		Actor:               ar.Actor,
 		AuthTime:            s.AuthTime,
+		IssuedAt:            now,
+		Issuer:              i.URL(),
 		ExpiresAt:           now.Add(i.cfg.CodeTTL),
 	}
 	if ac.Scopes == nil {
 		ac.Scopes = []string{}
 	}
 	err = i.store.Update(ctx, func(tx store.Tx) error {
+		// A session the user's password change or removal ended while
+		// this request ran stores no consent (a later user of the same
+		// name would inherit it) and no code.
+		if err := epochsIn(tx).signedOut(s.User, s.AuthTime); err != nil {
+			return err
+		}
 		if pendingID != "" {
 			if err := pendingIn(tx).finish(pendingID); err != nil {
 				return err
@@ -601,83 +565,4 @@ func (i *Issuer) issueCode(ctx context.Context, s *session, ar *authRequest, pen
 		return "", err
 	}
 	return code, nil
-}
-
-// earlyError answers an authorization error raised before the user has
-// seen any page of this request. An operator's client (config, admin) gets
-// the error at its redirect URI (RFC 6749 section 4.1.2.1). A
-// self-registered one (DCR, CIMD), or one that could not be loaded, gets
-// an error page instead: anyone can register any redirect URI, and
-// sending browsers there unprompted would make /authorize an open
-// redirector (RFC 9700 section 4.11.2). After the user has seen the login
-// or consent page, which name the client, errors redirect as usual.
-func (i *Issuer) earlyError(w http.ResponseWriter, r *http.Request, c *Client, redirectURI, state string, err error) {
-	if c != nil && !c.selfRegistered() {
-		i.redirectError(w, r, redirectURI, state, err)
-		return
-	}
-	var e *Error
-	if !errors.As(err, &e) {
-		e = ErrServerError
-	}
-	status := http.StatusBadRequest
-	switch {
-	case e.Code == ErrServerError.Code:
-		if e.Err != nil {
-			i.log.Error("authorize", zap.Error(e.Err))
-		}
-		status = http.StatusInternalServerError
-	case e.RetryAfter > 0:
-		status = e.Status
-		w.Header().Set("Retry-After", retryAfter(e.RetryAfter))
-	}
-	msg := "The application's request cannot be completed (" + e.Code + ")."
-	if e.Description != "" {
-		msg = "The application's request cannot be completed: " + e.Description + " (" + e.Code + ")."
-	}
-	i.pages.errorPage(w, status, "Request not accepted", msg)
-}
-
-// redirectError sends an authorization error response to the client
-// (RFC 6749 section 4.1.2.1, with RFC 9207 iss).
-func (i *Issuer) redirectError(w http.ResponseWriter, r *http.Request, redirectURI, state string, err error) {
-	var e *Error
-	if !errors.As(err, &e) {
-		e = ErrServerError
-	}
-	if e.Code == ErrServerError.Code && e.Err != nil {
-		i.log.Error("authorize", zap.Error(e.Err))
-	}
-	v := url.Values{"error": {e.Code}}
-	if e.Description != "" {
-		v.Set("error_description", errorDescription(e.Description))
-	}
-	if state != "" {
-		v.Set("state", state)
-	}
-	v.Set("iss", i.URL())
-	i.redirectTo(w, r, redirectURI, v)
-}
-
-// redirectTo redirects to a client's redirect URI with v added to its
-// query, keeping the URI's own query as registered.
-func (i *Issuer) redirectTo(w http.ResponseWriter, r *http.Request, redirectURI string, v url.Values) {
-	u, err := url.Parse(redirectURI)
-	if err != nil {
-		i.pages.errorPage(w, http.StatusBadRequest, "Invalid redirect URI", "The redirect URI cannot be used.")
-		return
-	}
-	if u.RawQuery != "" {
-		u.RawQuery += "&" + v.Encode()
-	} else {
-		u.RawQuery = v.Encode()
-	}
-	i.seeOther(w, r, u.String())
-}
-
-// seeOther answers 303, with the page headers (no caching, no referrer).
-func (i *Issuer) seeOther(w http.ResponseWriter, r *http.Request, location string) {
-	pageHeaders(w)
-	w.Header().Del("Content-Type")
-	http.Redirect(w, r, location, http.StatusSeeOther)
 }

@@ -11,10 +11,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
@@ -32,72 +34,114 @@ const (
 	// maxStoredRegistration bytes and their URLs).
 	cimdCacheBurst = 100
 	maxClientIDLen = 2000
+
+	// jwksCacheTTL is how long a fetched client jwks_uri is reused.
+	jwksCacheTTL = 5 * time.Minute
+	maxJWKSBytes = 64 << 10
 )
 
-// isCIMDClientID reports whether a client_id names a Client ID Metadata
+type cachedJWKS struct {
+	keys    []accesstoken.JWK
+	fetched time.Time
+}
+
+// cimdFetcher fetches what clients publish at their own URLs, over one
+// SSRF-protected HTTP client: Client ID Metadata Documents (cached in the
+// store) and the jwks_uri of private_key_jwt clients (cached in memory).
+type cimdFetcher struct {
+	client     *http.Client
+	cfg        *Config
+	store      store.Store
+	log        *zap.Logger
+	now        func() time.Time
+	anonWrites *rateLimiter // fetches per address (each may fill a cache entry)
+	caches     *rateLimiter // documents newly cached, over all addresses
+
+	jwksMu    sync.Mutex
+	jwksCache map[string]cachedJWKS // by jwks_uri
+}
+
+func newCIMDFetcher(cfg *Config, st store.Store, log *zap.Logger, now func() time.Time, anonWrites *rateLimiter) (*cimdFetcher, error) {
+	client, err := newFetchClient(cfg.HTTPClient, cfg.CIMDAllowPrivate, cfg.CIMDTimeout)
+	if err != nil {
+		return nil, err
+	}
+	return &cimdFetcher{
+		client:     client,
+		cfg:        cfg,
+		store:      st,
+		log:        log,
+		now:        now,
+		anonWrites: anonWrites,
+		caches:     newRateLimiter(cimdCacheBurst, time.Hour),
+		jwksCache:  make(map[string]cachedJWKS),
+	}, nil
+}
+
+// isClientID reports whether a client_id names a Client ID Metadata
 // Document: an https URL with a path (http too when private targets are
 // allowed, for development).
-func (i *Issuer) isCIMDClientID(id string) bool {
+func (f *cimdFetcher) isClientID(id string) bool {
 	u, err := url.Parse(id)
 	if err != nil || u.Host == "" {
 		return false
 	}
-	if u.Scheme != "https" && (u.Scheme != "http" || !i.cfg.CIMDAllowPrivate) {
+	if u.Scheme != "https" && (u.Scheme != "http" || !f.cfg.CIMDAllowPrivate) {
 		return false
 	}
 	return u.Path != "" && u.Path != "/"
 }
 
-// fetchCIMD fetches, validates and caches a Client ID Metadata Document
+// fetch fetches, validates and caches a Client ID Metadata Document
 // (SSRF-protected, size/time limited, HTTP caching honoured, errors never
 // cached) and returns it as a public (or private_key_jwt) Client.
-func (i *Issuer) fetchCIMD(ctx context.Context, clientID string) (*Client, error) {
-	if err := i.checkCIMDURL(clientID); err != nil {
+func (f *cimdFetcher) fetch(ctx context.Context, clientID string) (*Client, error) {
+	if err := f.checkURL(clientID); err != nil {
 		return nil, ErrInvalidClient.WithDescription("client_id is not a valid client metadata URL").Wrap(err)
 	}
-	if c, ok := i.cachedCIMD(ctx, clientID); ok {
+	if c, ok := f.cached(ctx, clientID); ok {
 		return c, nil
 	}
 	// Anyone can name any URL: each fetch may fill a cache entry.
-	if d := i.anonWrites.take(contextAddr(ctx), i.now()); d > 0 {
+	if d := f.anonWrites.take(contextAddr(ctx), f.now()); d > 0 {
 		return nil, ErrInvalidClient.WithDescription("too many client metadata documents fetched from this address; retry later")
 	}
-	c, ttl, err := i.downloadCIMD(ctx, clientID)
+	c, ttl, err := f.download(ctx, clientID)
 	if err != nil {
-		i.log.Info("client metadata document refused", zap.String("client_id", truncate(clientID, 200)), zap.Error(err))
+		f.log.Info("client metadata document refused", zap.String("client_id", truncate(clientID, 200)), zap.Error(err))
 		return nil, ErrInvalidClient.WithDescription("client metadata document could not be used: " + describeCIMDError(err)).Wrap(err)
 	}
 	// Caching is bounded over all addresses too: past the budget a
 	// document is fetched again on every use instead.
-	if ttl > 0 && i.cimdCaches.take("", i.now()) == 0 {
-		exp := i.now().Add(ttl)
-		err := i.store.Update(ctx, func(tx store.Tx) error {
+	if ttl > 0 && f.caches.take("", f.now()) == 0 {
+		exp := f.now().Add(ttl)
+		err := f.store.Update(ctx, func(tx store.Tx) error {
 			return cimdIn(tx).put(clientID, &cimdEntry{Client: *clientRecord(c), ExpiresAt: exp})
 		})
 		if err != nil {
 			// The document is valid; failing to cache it only costs a refetch.
-			i.log.Warn("client metadata document: cache write", zap.Error(err))
+			f.log.Warn("client metadata document: cache write", zap.Error(err))
 		}
 	}
 	return c, nil
 }
 
-func (i *Issuer) cachedCIMD(ctx context.Context, clientID string) (*Client, bool) {
+func (f *cimdFetcher) cached(ctx context.Context, clientID string) (*Client, bool) {
 	var e *cimdEntry
-	err := i.store.View(ctx, func(tx store.Tx) error {
+	err := f.store.View(ctx, func(tx store.Tx) error {
 		var err error
 		e, err = cimdIn(tx).get(clientID)
 		return err
 	})
-	if err != nil || !i.now().Before(e.ExpiresAt) {
+	if err != nil || !f.now().Before(e.ExpiresAt) {
 		return nil, false
 	}
 	return e.Client.client(), true
 }
 
-// checkCIMDURL applies the draft's rules for client identifier URLs:
+// checkURL applies the draft's rules for client identifier URLs:
 // https, a host, a path without dot segments, no fragment, no userinfo.
-func (i *Issuer) checkCIMDURL(id string) error {
+func (f *cimdFetcher) checkURL(id string) error {
 	if len(id) > maxClientIDLen {
 		return errors.New("too long")
 	}
@@ -106,7 +150,7 @@ func (i *Issuer) checkCIMDURL(id string) error {
 		return err
 	}
 	switch {
-	case u.Scheme == "http" && i.cfg.CIMDAllowPrivate:
+	case u.Scheme == "http" && f.cfg.CIMDAllowPrivate:
 	case u.Scheme != "https":
 		return errors.New("scheme must be https")
 	}
@@ -123,6 +167,49 @@ func (i *Issuer) checkCIMDURL(id string) error {
 		}
 	}
 	return nil
+}
+
+// clientKeys returns a client's JWK Set: registered inline, or fetched from
+// jwks_uri (SSRF-protected client, cached for jwksCacheTTL).
+func (f *cimdFetcher) clientKeys(ctx context.Context, c *Client, refresh bool) ([]accesstoken.JWK, error) {
+	if len(c.JWKS) > 0 {
+		return decodeJWKS(c.JWKS)
+	}
+	if c.JWKSURI == "" {
+		return nil, errors.New("client has no keys")
+	}
+	now := f.now()
+	f.jwksMu.Lock()
+	cached, ok := f.jwksCache[c.JWKSURI]
+	f.jwksMu.Unlock()
+	if ok && !refresh && now.Sub(cached.fetched) < jwksCacheTTL {
+		return cached.keys, nil
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.JWKSURI, nil)
+	if err != nil {
+		return nil, fmt.Errorf("jwks_uri: %w", err)
+	}
+	req.Header.Set("Accept", "application/jwk-set+json, application/json")
+	resp, err := f.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("fetch jwks_uri: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("fetch jwks_uri: status %d", resp.StatusCode)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKSBytes+1))
+	if err != nil || len(body) > maxJWKSBytes {
+		return nil, errors.New("fetch jwks_uri: unreadable or too large")
+	}
+	keys, err := decodeJWKS(body)
+	if err != nil {
+		return nil, err
+	}
+	f.jwksMu.Lock()
+	f.jwksCache[c.JWKSURI] = cachedJWKS{keys: keys, fetched: now}
+	f.jwksMu.Unlock()
+	return keys, nil
 }
 
 // cimdError is a reason a document was refused that is safe to show.
@@ -146,17 +233,17 @@ func describeCIMDError(err error) string {
 	}
 }
 
-// downloadCIMD fetches and validates the document and returns the client
+// download fetches and validates the document and returns the client
 // and how long it may be cached (0: not at all).
-func (i *Issuer) downloadCIMD(ctx context.Context, clientID string) (*Client, time.Duration, error) {
-	ctx, cancel := context.WithTimeout(ctx, i.cfg.CIMDTimeout)
+func (f *cimdFetcher) download(ctx context.Context, clientID string) (*Client, time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, f.cfg.CIMDTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, clientID, nil)
 	if err != nil {
 		return nil, 0, fmt.Errorf("build request: %w", err)
 	}
 	req.Header.Set("Accept", "application/json")
-	resp, err := i.fetch.Do(req)
+	resp, err := f.client.Do(req)
 	if err != nil {
 		return nil, 0, fmt.Errorf("fetch: %w", err)
 	}
@@ -167,14 +254,14 @@ func (i *Issuer) downloadCIMD(ctx context.Context, clientID string) (*Client, ti
 	if mt, _, err := mime.ParseMediaType(resp.Header.Get("Content-Type")); err != nil || mt != "application/json" {
 		return nil, 0, cimdError("the document is not application/json")
 	}
-	if resp.ContentLength > i.cfg.CIMDMaxBytes {
+	if resp.ContentLength > f.cfg.CIMDMaxBytes {
 		return nil, 0, cimdError("the document is too large")
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, i.cfg.CIMDMaxBytes+1))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, f.cfg.CIMDMaxBytes+1))
 	if err != nil {
 		return nil, 0, fmt.Errorf("read: %w", err)
 	}
-	if int64(len(body)) > i.cfg.CIMDMaxBytes {
+	if int64(len(body)) > f.cfg.CIMDMaxBytes {
 		return nil, 0, cimdError("the document is too large")
 	}
 	var m clientMetadata

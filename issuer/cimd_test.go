@@ -194,15 +194,15 @@ func TestCIMDRefused(t *testing.T) {
 				host.serve(tt.path, tt.handler)
 			}
 			start := time.Now()
-			c, err := e.iss.fetchCIMD(t.Context(), id(tt.path))
+			c, err := e.iss.cimd.fetch(t.Context(), id(tt.path))
 			if err == nil {
-				t.Fatalf("fetchCIMD(%s) = %+v, want an error", tt.path, c)
+				t.Fatalf("cimd.fetch(%s) = %+v, want an error", tt.path, c)
 			}
 			if !errors.Is(err, ErrInvalidClient) {
-				t.Errorf("fetchCIMD(%s) error = %v, want invalid_client", tt.path, err)
+				t.Errorf("cimd.fetch(%s) error = %v, want invalid_client", tt.path, err)
 			}
 			if time.Since(start) > 5*time.Second {
-				t.Errorf("fetchCIMD took %v", time.Since(start))
+				t.Errorf("cimd.fetch took %v", time.Since(start))
 			}
 			if n := e.count(bucketCIMD); n != 0 {
 				t.Errorf("cached entries = %d, want 0 (errors are never cached)", n)
@@ -229,14 +229,14 @@ func TestCIMDPrivateAddressRefused(t *testing.T) {
 	id := host.doc("/client.json", "", validDoc)
 	localhost := strings.Replace(host.srv.URL, "127.0.0.1", "localhost", 1) + "/client.json"
 	for _, u := range []string{id, localhost} {
-		if _, err := e.iss.fetchCIMD(t.Context(), u); !errors.Is(err, errForbiddenAddress) {
-			t.Errorf("fetchCIMD(%s) error = %v, want errForbiddenAddress", u, err)
+		if _, err := e.iss.cimd.fetch(t.Context(), u); !errors.Is(err, errForbiddenAddress) {
+			t.Errorf("cimd.fetch(%s) error = %v, want errForbiddenAddress", u, err)
 		}
 	}
 	// http is refused outright.
 	httpID := strings.Replace(id, "https://", "http://", 1)
-	if _, err := e.iss.fetchCIMD(t.Context(), httpID); err == nil {
-		t.Errorf("fetchCIMD(%s) succeeded, want an error", httpID)
+	if _, err := e.iss.cimd.fetch(t.Context(), httpID); err == nil {
+		t.Errorf("cimd.fetch(%s) succeeded, want an error", httpID)
 	}
 	if n := host.count("/client.json"); n != 0 {
 		t.Errorf("requests reaching the server = %d, want 0", n)
@@ -247,8 +247,8 @@ func TestCIMDCaching(t *testing.T) {
 	e, host := newCIMDEnv(t, true, nil)
 	fetch := func(id string) {
 		t.Helper()
-		if _, err := e.iss.fetchCIMD(t.Context(), id); err != nil {
-			t.Fatalf("fetchCIMD(%s): %v", id, err)
+		if _, err := e.iss.cimd.fetch(t.Context(), id); err != nil {
+			t.Fatalf("cimd.fetch(%s): %v", id, err)
 		}
 	}
 	t.Run("max-age honoured", func(t *testing.T) {
@@ -295,8 +295,8 @@ func TestCIMDCaching(t *testing.T) {
 			w.Header().Set("Content-Type", "application/json")
 			_, _ = w.Write([]byte(validDoc(id)))
 		})
-		if _, err := e.iss.fetchCIMD(t.Context(), id); err == nil {
-			t.Fatal("fetchCIMD during outage succeeded")
+		if _, err := e.iss.cimd.fetch(t.Context(), id); err == nil {
+			t.Fatal("cimd.fetch during outage succeeded")
 		}
 		fail.Store(false)
 		fetch(id)
@@ -324,8 +324,8 @@ func TestCIMDURLRules(t *testing.T) {
 		{"https://app.example.com/client.json#frag", false},
 	}
 	for _, tt := range tests {
-		if err := e.iss.checkCIMDURL(tt.id); (err == nil) != tt.ok {
-			t.Errorf("checkCIMDURL(%q) = %v, want ok %v", tt.id, err, tt.ok)
+		if err := e.iss.cimd.checkURL(tt.id); (err == nil) != tt.ok {
+			t.Errorf("cimd.checkURL(%q) = %v, want ok %v", tt.id, err, tt.ok)
 		}
 	}
 }
@@ -339,8 +339,8 @@ func TestCIMDCacheBoundedOverAllAddresses(t *testing.T) {
 	fetchFrom := func(n int, id string) {
 		t.Helper()
 		ctx := context.WithValue(t.Context(), addrContextKey{}, fmt.Sprintf("198.51.100.%d", n%250))
-		if _, err := e.iss.fetchCIMD(ctx, id); err != nil {
-			t.Fatalf("fetchCIMD(%s): %v", id, err)
+		if _, err := e.iss.cimd.fetch(ctx, id); err != nil {
+			t.Fatalf("cimd.fetch(%s): %v", id, err)
 		}
 	}
 	for n := range cimdCacheBurst {
@@ -377,8 +377,8 @@ func TestCIMDRecordBounded(t *testing.T) {
 		}
 		return `{"client_id":"` + id + `","client_name":"Big","redirect_uris":[` + strings.Join(uris, ",") + `],"token_endpoint_auth_method":"none"}`
 	})
-	if _, err := e.iss.fetchCIMD(t.Context(), id); err == nil || !strings.Contains(err.Error(), "too large") {
-		t.Errorf("fetchCIMD(document of 5 redirect URIs of 900 bytes) = %v, want too large", err)
+	if _, err := e.iss.cimd.fetch(t.Context(), id); err == nil || !strings.Contains(err.Error(), "too large") {
+		t.Errorf("cimd.fetch(document of 5 redirect URIs of 900 bytes) = %v, want too large", err)
 	}
 	if n := e.count(bucketCIMD); n != 0 {
 		t.Errorf("cached documents = %d, want 0", n)

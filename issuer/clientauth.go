@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -34,15 +33,7 @@ const (
 	// maxAssertionLifetime bounds exp of a client assertion, and so how
 	// long its jti must be remembered.
 	maxAssertionLifetime = time.Hour
-	// jwksCacheTTL is how long a fetched client jwks_uri is reused.
-	jwksCacheTTL = 5 * time.Minute
-	maxJWKSBytes = 64 << 10
 )
-
-type cachedJWKS struct {
-	keys    []accesstoken.JWK
-	fetched time.Time
-}
 
 // authenticateClient authenticates the client of a back-channel request
 // (token, PAR, revocation, introspection): none (public client, client_id
@@ -86,7 +77,7 @@ func (i *Issuer) authenticateClient(r *http.Request, f url.Values) (*Client, err
 	if formID == "" {
 		return nil, ErrInvalidClient.WithDescription("client authentication is required")
 	}
-	c, err := i.lookupClient(ctx, formID)
+	c, err := i.dir.lookupClient(ctx, formID)
 	if err != nil {
 		i.clientAuthFailed(formID, addr, "unknown_client")
 		return nil, asInvalidClient(err)
@@ -103,6 +94,9 @@ func (i *Issuer) authenticateClient(r *http.Request, f url.Values) (*Client, err
 type clientRequest struct {
 	client *Client
 	form   url.Values
+	// basis is when the request began, before its client authenticated: a
+	// revocation after it refuses what the request would issue.
+	basis time.Time
 }
 
 // authenticatedPost starts a back-channel endpoint: POST only, the form
@@ -113,6 +107,7 @@ func (i *Issuer) authenticatedPost(w http.ResponseWriter, r *http.Request) (req 
 		methodNotAllowed(w, http.MethodPost)
 		return nil, false
 	}
+	basis := i.now()
 	f, err := readForm(r)
 	if err != nil {
 		i.writeErr(w, err)
@@ -123,7 +118,7 @@ func (i *Issuer) authenticatedPost(w http.ResponseWriter, r *http.Request) (req 
 		i.writeErr(w, err)
 		return nil, false
 	}
-	return &clientRequest{client: c, form: f}, true
+	return &clientRequest{client: c, form: f, basis: basis}, true
 }
 
 // basicCredentials decodes HTTP Basic client credentials. RFC 6749
@@ -174,7 +169,7 @@ func (i *Issuer) authSecret(ctx context.Context, id, secret, addr string) (*Clie
 	if err := i.limiter.slowAttempt(ctx, account); err != nil {
 		return nil, ErrTemporarilyUnavailable.Wrap(err) // the caller went away
 	}
-	c, err := i.lookupClient(ctx, id)
+	c, err := i.dir.lookupClient(ctx, id)
 	if err != nil {
 		i.limiter.recordFailure("", addr) // unknown ids count against the address only
 		i.clientAuthFailed(id, addr, "unknown_client")
@@ -187,7 +182,7 @@ func (i *Issuer) authSecret(ctx context.Context, id, secret, addr string) (*Clie
 	m := c.TokenEndpointAuthMethod
 	ok := false
 	if m == authClientSecretBasic || m == authClientSecretPost {
-		if ok, err = i.checkSecret(ctx, c.SecretHash, secret); err != nil {
+		if ok, err = i.dir.checkSecret(ctx, c.SecretHash, secret); err != nil {
 			i.limiter.attemptNotRun(account, addr)
 			return nil, hashBusyError(err)
 		}
@@ -230,7 +225,7 @@ func (i *Issuer) authAssertion(ctx context.Context, r *http.Request, f url.Value
 		i.clientAuthFailed(id, addr, "throttled")
 		return nil, tooManyAttempts(d)
 	}
-	c, err := i.lookupClient(ctx, id)
+	c, err := i.dir.lookupClient(ctx, id)
 	if err != nil {
 		i.limiter.recordFailure("", addr)
 		i.clientAuthFailed(id, addr, "unknown_client")
@@ -289,7 +284,7 @@ func (i *Issuer) assertionKeys(ctx context.Context, c *Client, t *jwt.Token) (an
 		if refresh && c.JWKSURI == "" {
 			break
 		}
-		set, err := i.clientKeys(ctx, c, refresh)
+		set, err := i.cimd.clientKeys(ctx, c, refresh)
 		if err != nil {
 			return nil, err
 		}
@@ -309,49 +304,6 @@ func (i *Issuer) assertionKeys(ctx context.Context, c *Client, t *jwt.Token) (an
 		}
 	}
 	return nil, errors.New("no client key fits the assertion")
-}
-
-// clientKeys returns a client's JWK Set: registered inline, or fetched from
-// jwks_uri (SSRF-protected client, cached for jwksCacheTTL).
-func (i *Issuer) clientKeys(ctx context.Context, c *Client, refresh bool) ([]accesstoken.JWK, error) {
-	if len(c.JWKS) > 0 {
-		return decodeJWKS(c.JWKS)
-	}
-	if c.JWKSURI == "" {
-		return nil, errors.New("client has no keys")
-	}
-	now := i.now()
-	i.jwksMu.Lock()
-	cached, ok := i.jwksCache[c.JWKSURI]
-	i.jwksMu.Unlock()
-	if ok && !refresh && now.Sub(cached.fetched) < jwksCacheTTL {
-		return cached.keys, nil
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.JWKSURI, nil)
-	if err != nil {
-		return nil, fmt.Errorf("jwks_uri: %w", err)
-	}
-	req.Header.Set("Accept", "application/jwk-set+json, application/json")
-	resp, err := i.jwksClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("fetch jwks_uri: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("fetch jwks_uri: status %d", resp.StatusCode)
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKSBytes+1))
-	if err != nil || len(body) > maxJWKSBytes {
-		return nil, errors.New("fetch jwks_uri: unreadable or too large")
-	}
-	keys, err := decodeJWKS(body)
-	if err != nil {
-		return nil, err
-	}
-	i.jwksMu.Lock()
-	i.jwksCache[c.JWKSURI] = cachedJWKS{keys: keys, fetched: now}
-	i.jwksMu.Unlock()
-	return keys, nil
 }
 
 func decodeJWKS(b []byte) ([]accesstoken.JWK, error) {

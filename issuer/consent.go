@@ -50,7 +50,7 @@ func (i *Issuer) consentGet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.URL.Query().Get("req")
-	p, err := i.loadPending(r.Context(), id, s)
+	p, err := i.pending.load(r.Context(), id, s)
 	if errors.Is(err, errPendingGone) {
 		i.pages.pendingGonePage(w)
 		return
@@ -60,7 +60,7 @@ func (i *Issuer) consentGet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !p.Request.freshLogin(s, sid) {
-		i.seeOther(w, r, i.base+pathLogin+"?req="+url.QueryEscape(id))
+		i.pages.seeOther(w, r, i.base+pathLogin+"?req="+url.QueryEscape(id))
 		return
 	}
 	i.proceed(w, r, s, &p.Request, id)
@@ -73,7 +73,7 @@ func (i *Issuer) consentPost(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	id := r.PostForm.Get("req")
-	p, err := i.loadPending(ctx, id, s)
+	p, err := i.pending.load(ctx, id, s)
 	if errors.Is(err, errPendingGone) {
 		i.pages.pendingGonePage(w)
 		return
@@ -85,24 +85,24 @@ func (i *Issuer) consentPost(w http.ResponseWriter, r *http.Request) {
 	ar := &p.Request
 	if !ar.freshLogin(s, sid) {
 		// prompt=login or max_age asked for a login this session lacks.
-		i.seeOther(w, r, i.base+pathLogin+"?req="+url.QueryEscape(id))
+		i.pages.seeOther(w, r, i.base+pathLogin+"?req="+url.QueryEscape(id))
 		return
 	}
 	switch r.PostForm.Get("decision") {
 	case "deny":
-		i.deletePending(ctx, id)
-		i.redirectError(w, r, ar.RedirectURI, ar.State, ErrAccessDenied.WithDescription("the user denied the request"))
+		i.pending.delete(ctx, id)
+		i.pages.redirectError(w, r, ar.RedirectURI, ar.State, ErrAccessDenied.WithDescription("the user denied the request"))
 	case "approve":
 		c, u, err := i.requestParties(ctx, s, ar)
 		if err != nil {
-			i.deletePending(ctx, id)
-			i.redirectError(w, r, ar.RedirectURI, ar.State, err)
+			i.pending.delete(ctx, id)
+			i.pages.redirectError(w, r, ar.RedirectURI, ar.State, err)
 			return
 		}
 		resource, scopes, err := i.requestScopes(ctx, c, u, ar)
 		if err != nil {
-			i.deletePending(ctx, id)
-			i.redirectError(w, r, ar.RedirectURI, ar.State, err)
+			i.pending.delete(ctx, id)
+			i.pages.redirectError(w, r, ar.RedirectURI, ar.State, err)
 			return
 		}
 		// Grant no more than the page showed, even if policy changed since.
@@ -136,7 +136,7 @@ func (i *Issuer) renderConsent(ctx context.Context, w http.ResponseWriter, s *se
 		v.User = u.Name + " (" + u.Username + ")"
 	}
 	if ar.Actor != "" {
-		if a, err := i.lookupAgent(ctx, ar.Actor); err == nil && a.Name != "" {
+		if a, err := i.dir.lookupAgent(ctx, ar.Actor); err == nil && a.Name != "" {
 			v.AgentName = a.Name
 		}
 	}
@@ -192,11 +192,18 @@ func consentEveryTime(c *Client, redirectURI string) bool {
 	return err != nil || k != redirectWeb
 }
 
-// hasConsent reports whether the user already approved at least scopes for
-// this client, resource and actor.
-func (i *Issuer) hasConsent(ctx context.Context, user, clientID, resource, actor string, scopes []string) (bool, error) {
+// consents are what users approved: remembered consents and, with the live
+// grants, the connections listed on the apps page.
+type consents struct {
+	store store.Store
+	dir   *directory // names of clients and agents
+}
+
+// has reports whether the user already approved at least scopes for this
+// client, resource and actor.
+func (co *consents) has(ctx context.Context, user, clientID, resource, actor string, scopes []string) (bool, error) {
 	var cs *consent
-	err := i.store.View(ctx, func(tx store.Tx) error {
+	err := co.store.View(ctx, func(tx store.Tx) error {
 		var err error
 		cs, err = consentsIn(tx).get(user, clientID, resource, actor)
 		return err

@@ -108,7 +108,7 @@ func TestConsentAgent(t *testing.T) {
 		t.Errorf("consent for the agent not stored: %v", err)
 	}
 	// Consent for the agent is not consent without it (or for another).
-	if ok, _ := e.iss.hasConsent(t.Context(), bUser, bClientID, bResource, "", []string{"files:read"}); ok {
+	if ok, _ := e.iss.consents.has(t.Context(), bUser, bClientID, bResource, "", []string{"files:read"}); ok {
 		t.Errorf("agent consent counted for the client alone")
 	}
 

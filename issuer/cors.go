@@ -8,7 +8,7 @@ import "net/http"
 // userinfo). A wildcard origin is safe there: none of them uses cookies,
 // and browsers never send credentials to a wildcard-origin response.
 // The cookie-based pages (authorize, login, consent) are not wrapped.
-func (i *Issuer) cors(h http.HandlerFunc) http.HandlerFunc {
+func cors(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		hd := w.Header()
 		hd.Set("Access-Control-Allow-Origin", "*")

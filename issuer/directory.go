@@ -21,6 +21,18 @@ const (
 	sourceCIMD   = "cimd" // Client ID Metadata Document: anyone may host one
 )
 
+// directory finds users, clients and agents: the configured ones first,
+// then those in the store (management API, DCR), then Client ID Metadata
+// Documents. Changing entries (manage.go, agents.go) stays with the Issuer,
+// which revokes what a change takes away.
+type directory struct {
+	cfg    *Config
+	store  store.Store
+	cimd   *cimdFetcher
+	hashes *hashGate
+	dummy  dummyPassword
+}
+
 // dummyPassword is what unknown users' passwords are checked against: a
 // login for a missing account must take as long as a wrong password.
 type dummyPassword struct {
@@ -61,24 +73,24 @@ func (d *dummyPassword) check(password string) {
 
 // noteStoredUsers feeds the costs of the configured and stored users'
 // hashes to the dummy password.
-func (i *Issuer) noteStoredUsers(ctx context.Context) error {
-	for _, u := range i.cfg.Users {
-		i.dummy.note(u.PasswordHash)
+func (d *directory) noteStoredUsers(ctx context.Context) error {
+	for _, u := range d.cfg.Users {
+		d.dummy.note(u.PasswordHash)
 	}
-	return i.store.View(ctx, func(tx store.Tx) error {
+	return d.store.View(ctx, func(tx store.Tx) error {
 		return usersIn(tx).each(func(u *User) error {
-			i.dummy.note(u.PasswordHash)
+			d.dummy.note(u.PasswordHash)
 			return nil
 		})
 	})
 }
 
-// validateConfigDirectory checks and normalizes the configured users,
+// validateConfig checks and normalizes the configured users,
 // groups, clients, agents and resources once, at New. Slices are copied
 // so the caller's Config is not modified.
-func (i *Issuer) validateConfigDirectory() error {
+func (d *directory) validateConfig() error {
 	seen := map[string]bool{}
-	for _, u := range i.cfg.Users {
+	for _, u := range d.cfg.Users {
 		if u.Username == "" || seen[u.Username] {
 			return fmt.Errorf("user %q: empty or repeated username", u.Username)
 		}
@@ -88,14 +100,14 @@ func (i *Issuer) validateConfigDirectory() error {
 		}
 	}
 	clear(seen)
-	for _, g := range i.cfg.Groups {
+	for _, g := range d.cfg.Groups {
 		if g.Name == "" || seen[g.Name] {
 			return fmt.Errorf("group %q: empty or repeated name", g.Name)
 		}
 		seen[g.Name] = true
 	}
 	clear(seen)
-	clients := slices.Clone(i.cfg.Clients)
+	clients := slices.Clone(d.cfg.Clients)
 	for n := range clients {
 		c := &clients[n]
 		if c.ID == "" || seen[c.ID] {
@@ -107,9 +119,9 @@ func (i *Issuer) validateConfigDirectory() error {
 			return entryErr("client", c.ID, err)
 		}
 	}
-	i.cfg.Clients = clients
+	d.cfg.Clients = clients
 	// Agents authenticate as clients: one id namespace, so seen carries on.
-	agents := slices.Clone(i.cfg.Agents)
+	agents := slices.Clone(d.cfg.Agents)
 	for n := range agents {
 		a := &agents[n]
 		if seen[a.ID] {
@@ -120,8 +132,8 @@ func (i *Issuer) validateConfigDirectory() error {
 			return entryErr("agent", a.ID, err)
 		}
 	}
-	i.cfg.Agents = agents
-	for _, r := range i.cfg.Resources {
+	d.cfg.Agents = agents
+	for _, r := range d.cfg.Resources {
 		if err := validateResourceURL(r.URL); err != nil {
 			return err
 		}
@@ -188,19 +200,19 @@ func validateClientAuth(c *Client) error {
 
 // lookupClient finds a client by id: configured clients, then the store
 // (admin/DCR), then, for an https URL with a path, a Client ID Metadata
-// Document via fetchCIMD. Unknown -> ErrInvalidClient-wrapped error.
-func (i *Issuer) lookupClient(ctx context.Context, id string) (*Client, error) {
+// Document via cimdFetcher.fetch. Unknown -> ErrInvalidClient-wrapped error.
+func (d *directory) lookupClient(ctx context.Context, id string) (*Client, error) {
 	if id == "" {
 		return nil, ErrInvalidClient.WithDescription("client_id is required")
 	}
-	for _, c := range i.cfg.Clients {
+	for _, c := range d.cfg.Clients {
 		if c.ID == id {
 			c.Source = sourceConfig
 			return &c, nil
 		}
 	}
 	var c *Client
-	err := i.store.View(ctx, func(tx store.Tx) error {
+	err := d.store.View(ctx, func(tx store.Tx) error {
 		var err error
 		c, err = clientsIn(tx).get(id)
 		return err
@@ -212,7 +224,7 @@ func (i *Issuer) lookupClient(ctx context.Context, id string) (*Client, error) {
 		return nil, fmt.Errorf("look up client: %w", err)
 	}
 	// An agent authenticates as itself; a disabled one cannot.
-	a, aerr := i.lookupAgent(ctx, id)
+	a, aerr := d.lookupAgent(ctx, id)
 	switch {
 	case aerr == nil:
 		return agentClient(a), nil
@@ -220,16 +232,16 @@ func (i *Issuer) lookupClient(ctx context.Context, id string) (*Client, error) {
 		return nil, ErrInvalidClient.WithDescription("agent disabled").Wrap(aerr)
 	case !errors.Is(aerr, store.ErrNotFound):
 		return nil, fmt.Errorf("look up agent: %w", aerr)
-	case i.isCIMDClientID(id):
-		return i.fetchCIMD(ctx, id)
+	case d.cimd.isClientID(id):
+		return d.cimd.fetch(ctx, id)
 	}
 	return nil, ErrInvalidClient.WithDescription("unknown client").Wrap(err)
 }
 
 // lookupUser finds a user by username: configuration, then the store.
 // Unknown or disabled -> store.ErrNotFound-wrapped error.
-func (i *Issuer) lookupUser(ctx context.Context, username string) (*User, error) {
-	u, err := i.findUser(ctx, username)
+func (d *directory) lookupUser(ctx context.Context, username string) (*User, error) {
+	u, err := d.findUser(ctx, username)
 	if err != nil {
 		return nil, err
 	}
@@ -240,18 +252,18 @@ func (i *Issuer) lookupUser(ctx context.Context, username string) (*User, error)
 }
 
 // findUser is lookupUser that also returns disabled users (management).
-func (i *Issuer) findUser(ctx context.Context, username string) (*User, error) {
+func (d *directory) findUser(ctx context.Context, username string) (*User, error) {
 	if username == "" {
 		return nil, fmt.Errorf("user: %w", store.ErrNotFound)
 	}
-	for _, u := range i.cfg.Users {
+	for _, u := range d.cfg.Users {
 		if u.Username == username {
 			u.Source = sourceConfig
 			return &u, nil
 		}
 	}
 	var u *User
-	err := i.store.View(ctx, func(tx store.Tx) error {
+	err := d.store.View(ctx, func(tx store.Tx) error {
 		var err error
 		u, err = usersIn(tx).get(username)
 		return err
@@ -265,8 +277,8 @@ func (i *Issuer) findUser(ctx context.Context, username string) (*User, error) {
 
 // lookupAgent finds an enabled agent by id: configuration, then the store.
 // Unknown or disabled -> store.ErrNotFound-wrapped error.
-func (i *Issuer) lookupAgent(ctx context.Context, id string) (*Agent, error) {
-	a, err := i.findAgent(ctx, id)
+func (d *directory) lookupAgent(ctx context.Context, id string) (*Agent, error) {
+	a, err := d.findAgent(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -282,18 +294,18 @@ var errAgentDisabled = fmt.Errorf("agent disabled: %w", store.ErrNotFound)
 
 // findAgent is lookupAgent that also returns disabled agents (management,
 // names on pages).
-func (i *Issuer) findAgent(ctx context.Context, id string) (*Agent, error) {
+func (d *directory) findAgent(ctx context.Context, id string) (*Agent, error) {
 	if id == "" {
 		return nil, fmt.Errorf("agent: %w", store.ErrNotFound)
 	}
-	for _, a := range i.cfg.Agents {
+	for _, a := range d.cfg.Agents {
 		if a.ID == id {
 			a.Source = sourceConfig
 			return &a, nil
 		}
 	}
 	var a *Agent
-	err := i.store.View(ctx, func(tx store.Tx) error {
+	err := d.store.View(ctx, func(tx store.Tx) error {
 		var err error
 		a, err = agentsIn(tx).get(id)
 		return err
@@ -309,13 +321,80 @@ func (i *Issuer) findAgent(ctx context.Context, id string) (*Agent, error) {
 // constant time (and spends the same time for unknown or disabled users),
 // in a slot of the hash gate. An error (errHashBusy, or ctx's) means no
 // check ran.
-func (i *Issuer) checkPassword(ctx context.Context, u *User, password string) (ok bool, err error) {
-	err = i.hashes.run(ctx, func() {
+func (d *directory) checkPassword(ctx context.Context, u *User, password string) (ok bool, err error) {
+	err = d.hashes.run(ctx, func() {
 		if u == nil || u.Disabled || u.PasswordHash == "" {
-			i.dummy.check(password)
+			d.dummy.check(password)
 			return
 		}
 		ok = bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(password)) == nil
 	})
 	return ok && err == nil, err
+}
+
+// agentFor loads the enabled agent actor and checks it may act for the
+// users of clientID. Errors are invalid_grant.
+func (d *directory) agentFor(ctx context.Context, actor, clientID string) (*Agent, error) {
+	a, err := d.lookupAgent(ctx, actor)
+	if err != nil {
+		return nil, ErrInvalidGrant.WithDescription("the actor is unknown or disabled").Wrap(err)
+	}
+	if !a.allowsClient(clientID) {
+		return nil, ErrInvalidGrant.WithDescription("the actor may not act for this client")
+	}
+	return a, nil
+}
+
+// checkAgentIDs refuses configured agents whose id a stored client (admin
+// or DCR) already has: the client would shadow the agent at the token
+// endpoint.
+func (d *directory) checkAgentIDs(ctx context.Context) error {
+	return d.store.View(ctx, func(tx store.Tx) error {
+		clients := clientsIn(tx)
+		for _, a := range d.cfg.Agents {
+			switch taken, err := clients.has(a.ID); {
+			case err != nil:
+				return fmt.Errorf("check agent ids: %w", err)
+			case taken:
+				return fmt.Errorf("agent %q: a stored client has this id; remove it first", a.ID)
+			}
+		}
+		return nil
+	})
+}
+
+func (d *directory) configuredAgent(id string) bool {
+	return slices.ContainsFunc(d.cfg.Agents, func(a Agent) bool { return a.ID == id })
+}
+
+func (d *directory) configuredUser(name string) bool {
+	return slices.ContainsFunc(d.cfg.Users, func(u User) bool { return u.Username == name })
+}
+
+func (d *directory) configuredClient(id string) bool {
+	return slices.ContainsFunc(d.cfg.Clients, func(c Client) bool { return c.ID == id })
+}
+
+// agentName is the display name of an agent, or its id.
+func (d *directory) agentName(ctx context.Context, id string) string {
+	if a, err := d.findAgent(ctx, id); err == nil && a.Name != "" {
+		return a.Name
+	}
+	return id
+}
+
+// snapshot is what ApplyConfigChanges compares: the configured entries
+// and fingerprints of their credentials.
+func (d *directory) snapshot() directorySnapshot {
+	s := directorySnapshot{Users: map[string]string{}, Clients: map[string]string{}, Agents: map[string]string{}}
+	for _, u := range d.cfg.Users {
+		s.Users[u.Username] = fingerprint(u.PasswordHash)
+	}
+	for _, c := range d.cfg.Clients {
+		s.Clients[c.ID] = credentialFingerprint(c.SecretHash, c.JWKS, c.JWKSURI)
+	}
+	for _, a := range d.cfg.Agents {
+		s.Agents[a.ID] = credentialFingerprint(a.SecretHash, a.JWKS, a.JWKSURI)
+	}
+	return s
 }

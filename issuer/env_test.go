@@ -241,7 +241,8 @@ func (e *testEnv) issueCode(t *testing.T, s codeSpec) (code, verifier string) {
 	ac := authCode{
 		ClientID: s.client, RedirectURI: s.redirect, Subject: s.user, Scopes: s.scopes,
 		Resource: s.resource, Nonce: s.nonce, Actor: s.actor, AuthTime: e.clock.Now().Add(-time.Minute),
-		ExpiresAt: e.clock.Now().Add(s.ttl), CodeChallengeMethod: s.challengeMethod,
+		IssuedAt: e.clock.Now(), Issuer: e.iss.URL(), ExpiresAt: e.clock.Now().Add(s.ttl),
+		CodeChallengeMethod: s.challengeMethod,
 	}
 	if !s.noChallenge {
 		ac.CodeChallenge = oauth2.S256ChallengeFromVerifier(verifier)

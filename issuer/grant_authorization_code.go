@@ -49,6 +49,10 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 	switch {
 	case !now.Before(ac.ExpiresAt):
 		return nil, ErrInvalidGrant.WithDescription("invalid, expired or used authorization code")
+	case !i.issued(ac.Issuer):
+		// Issued at another URL of the store: the directory this
+		// issuer's reloads compare against never saw it.
+		return nil, ErrInvalidGrant.WithDescription("invalid, expired or used authorization code")
 	case ac.ClientID != c.ID:
 		return nil, ErrInvalidGrant.WithDescription("authorization code was issued to another client")
 	case f.Get("redirect_uri") != ac.RedirectURI:
@@ -60,7 +64,7 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 	if res := f.Get("resource"); res != "" && !sameResource(res, ac.Resource) {
 		return nil, ErrInvalidTarget.WithDescription("resource differs from the authorization request")
 	}
-	u, err := i.lookupUser(ctx, ac.Subject)
+	u, err := i.dir.lookupUser(ctx, ac.Subject)
 	if err != nil {
 		return nil, ErrInvalidGrant.WithDescription("user is unknown or disabled").Wrap(err)
 	}
@@ -85,19 +89,24 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 	}
 	gr := &grant{
 		ID: gid, Subject: ac.Subject, ClientID: c.ID, Actor: ac.Actor, Resource: ac.Resource,
-		Scopes: scopes, AuthTime: ac.AuthTime, CreatedAt: now, LastUsed: now,
+		Scopes: scopes, Issuer: i.URL(), AuthTime: ac.AuthTime, CreatedAt: now, LastUsed: now,
 		ExpiresAt: now.Add(i.cfg.AccessTokenTTL),
 	}
 	if offline {
 		gr.ExpiresAt = now.Add(i.cfg.RefreshTokenTTL)
 	}
 	used := ErrInvalidGrant.WithDescription("invalid, expired or used authorization code")
+	s := tokenSubject{
+		client: c, user: u, subject: ac.Subject, resource: ac.Resource, scopes: scopes,
+		act: actorOf(ac.Actor), grantID: gid, authTime: ac.AuthTime, nonce: ac.Nonce,
+	}
 	return &issuance{
 		grantType: grantAuthorizationCode,
-		subject: tokenSubject{
-			client: c, user: u, subject: ac.Subject, resource: ac.Resource, scopes: scopes,
-			act: actorOf(ac.Actor), grantID: gid, authTime: ac.AuthTime, nonce: ac.Nonce,
-		},
+		subject:   s,
+		// The user rests on the login the code came from: a password
+		// change or removal after it refuses the code, whenever redeemed.
+		// The client and actor rest on the code's issue.
+		bases:   s.principals(ac.IssuedAt, ac.AuthTime),
 		refresh: offline,
 		record: func(tx store.Tx, t *minted) error {
 			// Lost a race with another redemption: revoke what it issued.
@@ -198,7 +207,7 @@ func (g authorizationCode) checkActorToken(ctx context.Context, f url.Values, ac
 	if err != nil || !ownAgentToken(claims) || claims.Subject != actor {
 		return nil, ErrInvalidGrant.WithDescription("actor_token is not a valid token of the requested actor")
 	}
-	return i.agentFor(ctx, actor, clientID)
+	return i.dir.agentFor(ctx, actor, clientID)
 }
 
 // ownAgentToken reports whether c is an agent's token for itself: not a

@@ -22,7 +22,7 @@ func (cg clientCredentials) grant(ctx context.Context, req *clientRequest) (*iss
 	if err != nil {
 		return nil, err
 	}
-	resource, scopes, err := i.clientGrantScopes(ctx, c, f.Get("resource"), requested)
+	resource, scopes, err := i.policy.clientGrantScopes(ctx, c, f.Get("resource"), requested)
 	if err != nil {
 		return nil, err
 	}
@@ -37,12 +37,13 @@ func (cg clientCredentials) grant(ctx context.Context, req *clientRequest) (*iss
 	now := i.now()
 	g := &grant{
 		ID: gid, Subject: c.ID, ClientID: c.ID, PrincipalType: s.principalType, Resource: resource,
-		Scopes: scopes, CreatedAt: now, LastUsed: now, ExpiresAt: now.Add(i.cfg.AccessTokenTTL),
+		Scopes: scopes, Issuer: i.URL(), CreatedAt: now, LastUsed: now, ExpiresAt: now.Add(i.cfg.AccessTokenTTL),
 	}
 	return &issuance{
 		grantType: grantClientCredentials,
 		subject:   s,
 		record:    func(tx store.Tx, _ *minted) error { return grantsIn(tx).put(g) },
 		recording: "store client credentials grant",
+		bases:     s.principals(req.basis, req.basis),
 	}, nil
 }

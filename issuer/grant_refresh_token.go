@@ -43,7 +43,12 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 		return nil, rg.reused(ctx, rec.GrantID)
 	}
 	now := i.now()
-	if g.Revoked || !now.Before(g.ExpiresAt) || !now.Before(rec.ExpiresAt) {
+	// A family is this issuer URL's: one an issuer at another URL of the
+	// same store created (or this one before its URL changed) is not, and
+	// the revocations of a reload compare against its own URL's
+	// directory only (ApplyConfigChanges). Families from before grants
+	// recorded their issuer are taken as this one's.
+	if g.Revoked || !now.Before(g.ExpiresAt) || !now.Before(rec.ExpiresAt) || !i.issued(g.Issuer) {
 		return nil, ErrInvalidGrant.WithDescription("invalid, expired or revoked refresh token")
 	}
 	if res := f.Get("resource"); res != "" && !sameResource(res, g.Resource) {
@@ -61,19 +66,19 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 	if len(requested) == 0 {
 		requested = g.Scopes
 	}
-	u, err := i.lookupUser(ctx, g.Subject)
+	u, err := i.dir.lookupUser(ctx, g.Subject)
 	if err != nil {
 		return nil, ErrInvalidGrant.WithDescription("user is unknown or disabled").Wrap(err)
 	}
 	// Re-apply today's policy: a user who lost a group loses its scopes.
-	_, scopes, err := i.grantScopes(ctx, c, u, g.Resource, requested)
+	_, scopes, err := i.policy.grantScopes(ctx, c, u, g.Resource, requested)
 	if err != nil {
 		return nil, err
 	}
 	if g.Actor != "" {
 		// The delegation was proven at redemption; it lasts while the agent
 		// does, within what the agent may hold today.
-		a, err := i.agentFor(ctx, g.Actor, c.ID)
+		a, err := i.dir.agentFor(ctx, g.Actor, c.ID)
 		if err != nil {
 			return nil, err
 		}
@@ -82,13 +87,15 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 		}
 	}
 	invalid := ErrInvalidGrant.WithDescription("invalid, expired or revoked refresh token")
+	s := tokenSubject{
+		client: c, user: u, subject: g.Subject, resource: g.Resource, scopes: scopes,
+		act: actorOf(g.Actor), grantID: g.ID, authTime: g.AuthTime,
+	}
 	return &issuance{
 		grantType: grantRefreshToken,
-		subject: tokenSubject{
-			client: c, user: u, subject: g.Subject, resource: g.Resource, scopes: scopes,
-			act: actorOf(g.Actor), grantID: g.ID, authTime: g.AuthTime,
-		},
-		refresh: true,
+		subject:   s,
+		bases:     s.principals(req.basis, req.basis),
+		refresh:   true,
 		record: func(tx store.Tx, t *minted) error {
 			switch refused, err := refreshIn(tx).rotate(rt, t.refreshToken, c.ID, now, i.revokeUntil()); {
 			case err != nil:

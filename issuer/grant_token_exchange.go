@@ -96,7 +96,7 @@ func (x tokenExchange) grant(ctx context.Context, req *clientRequest) (*issuance
 		return nil, invalid("the client may not exchange this subject_token")
 	}
 
-	res, err := i.resolveResource(app, target)
+	res, err := i.policy.resolveResource(app, target)
 	if err != nil {
 		return nil, err
 	}
@@ -126,6 +126,9 @@ func (x tokenExchange) grant(ctx context.Context, req *clientRequest) (*issuance
 			return touchGrant(tx, subj.GrantID, i.now(), delegate)
 		},
 		recording: "record token exchange",
+		// The requesting client too: it may be the actor or not be the
+		// subject's client at all.
+		bases: append(s.principals(req.basis, req.basis), principalBasis{clientPrincipal(c.ID), req.basis}),
 	}, nil
 }
 
@@ -151,12 +154,12 @@ func exchangeTarget(f url.Values, def string) (string, error) {
 // come from an enabled agent, and every actor in its chain too.
 func (x tokenExchange) parties(ctx context.Context, subj *accesstoken.Claims) (*Client, *User, error) {
 	i := x.iss
-	app, err := i.lookupClient(ctx, subj.ClientID)
+	app, err := i.dir.lookupClient(ctx, subj.ClientID)
 	if err != nil {
 		return nil, nil, ErrInvalidRequest.WithDescription("the subject token's client is no longer available").Wrap(err)
 	}
 	for _, id := range subj.Actor.Chain() {
-		if _, err := i.lookupAgent(ctx, id); err != nil {
+		if _, err := i.dir.lookupAgent(ctx, id); err != nil {
 			return nil, nil, ErrInvalidRequest.WithDescription("an actor of the subject token is unknown or disabled").Wrap(err)
 		}
 	}
@@ -165,7 +168,7 @@ func (x tokenExchange) parties(ctx context.Context, subj *accesstoken.Claims) (*
 		// a client's.
 		return app, nil, nil
 	}
-	u, err := i.lookupUser(ctx, subj.Subject)
+	u, err := i.dir.lookupUser(ctx, subj.Subject)
 	if err != nil {
 		return nil, nil, ErrInvalidRequest.WithDescription("the subject token's user is unknown or disabled").Wrap(err)
 	}
@@ -181,7 +184,7 @@ func (x tokenExchange) actor(ctx context.Context, raw string, subj *accesstoken.
 	if err != nil || !ownAgentToken(ac) {
 		return nil, invalid("actor_token is not a valid, unrevoked token of an agent acting for itself")
 	}
-	a, err := i.lookupAgent(ctx, ac.Subject)
+	a, err := i.dir.lookupAgent(ctx, ac.Subject)
 	if err != nil {
 		return nil, invalid("the actor is unknown or disabled").Wrap(err)
 	}
@@ -226,9 +229,9 @@ func (x tokenExchange) scopes(ctx context.Context, app *Client, u *User, actor *
 	var out []string
 	var err error
 	if u != nil {
-		_, out, err = i.grantScopes(ctx, app, u, target, want)
+		_, out, err = i.policy.grantScopes(ctx, app, u, target, want)
 	} else {
-		_, out, err = i.clientGrantScopes(ctx, app, target, want)
+		_, out, err = i.policy.clientGrantScopes(ctx, app, target, want)
 	}
 	if err != nil {
 		return nil, err

@@ -28,7 +28,6 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -71,16 +70,11 @@ type Issuer struct {
 	grants   map[string]tokenGrant // by grant_type
 	mint     minter
 	pages    *pages
-
-	resMu            sync.RWMutex
-	runtimeResources map[string]Resource // by URL, from AddResource
-
-	// Outbound fetches (SSRF-protected): CIMD documents, and jwks_uri of
-	// private_key_jwt clients with their cache.
-	fetch      *http.Client
-	jwksClient *http.Client
-	jwksMu     sync.Mutex
-	jwksCache  map[string]cachedJWKS
+	dir      *directory       // users, clients, agents
+	policy   *policy          // resources and the scopes they grant
+	cimd     *cimdFetcher     // outbound: CIMD documents, client jwks_uri
+	pending  *pendingRequests // authorization requests waiting for login or consent
+	consents *consents        // approvals, connected apps
 
 	// Abuse limits (ratelimit.go, hashgate.go).
 	limiter       *limiter
@@ -89,9 +83,7 @@ type Issuer struct {
 	registrations *rateLimiter // DCR requests per address
 	// registrationsAll is DCR over all addresses (one key, "").
 	registrationsAll *rateLimiter
-	cimdCaches       *rateLimiter  // metadata documents newly cached, over all addresses
-	dummy            dummyPassword // checked for unknown users
-	hashes           *hashGate     // bounds concurrent password and secret hashing
+	hashes           *hashGate // bounds concurrent password and secret hashing
 
 	metrics Metrics
 	sec     *zap.Logger // security events (security.go)
@@ -126,7 +118,7 @@ func New(cfg Config, st store.Store) (*Issuer, error) {
 	for _, g := range tokenGrants(i) {
 		i.grants[g.name()] = g
 	}
-	i.mint = minter{i}
+	i.mint = minter{iss: i}
 	i.metrics, i.sec = cfg.Metrics, cfg.Logger.Named("security")
 	if i.metrics == nil {
 		i.metrics = nopMetrics{}
@@ -136,13 +128,13 @@ func New(cfg Config, st store.Store) (*Issuer, error) {
 	}
 	i.routes = map[string]http.HandlerFunc{
 		i.base + pathAuthorize:  i.handleAuthorize,
-		i.base + pathToken:      i.cors(i.handleToken),
-		i.base + pathPAR:        i.cors(i.handlePAR),
-		i.base + pathRegister:   i.cors(i.handleRegister),
-		i.base + pathRevoke:     i.cors(i.handleRevoke),
-		i.base + pathIntrospect: i.cors(i.handleIntrospect),
-		i.base + pathUserinfo:   i.cors(i.handleUserinfo),
-		i.base + pathJWKS:       i.cors(i.handleJWKS),
+		i.base + pathToken:      cors(i.handleToken),
+		i.base + pathPAR:        cors(i.handlePAR),
+		i.base + pathRegister:   cors(i.handleRegister),
+		i.base + pathRevoke:     cors(i.handleRevoke),
+		i.base + pathIntrospect: cors(i.handleIntrospect),
+		i.base + pathUserinfo:   cors(i.handleUserinfo),
+		i.base + pathJWKS:       cors(i.handleJWKS),
 		i.base + pathLogin:      i.handleLogin,
 		i.base + pathConsent:    i.handleConsent,
 		i.base + pathLogout:     i.handleLogout,
@@ -150,7 +142,7 @@ func New(cfg Config, st store.Store) (*Issuer, error) {
 		i.base + pathHealth:     i.handleHealth,
 	}
 	tail := i.base // "" or "/t1"
-	meta := i.cors(i.handleMetadata)
+	meta := cors(i.handleMetadata)
 	i.wellKnown = map[string]http.HandlerFunc{
 		"/.well-known/oauth-authorization-server" + tail: meta,
 		"/.well-known/openid-configuration" + tail:       meta,
@@ -166,12 +158,11 @@ func New(cfg Config, st store.Store) (*Issuer, error) {
 // a store: Caddy checks a config (caddy validate) without opening storage.
 func CheckConfig(cfg Config) error {
 	applyDefaults(&cfg)
-	u, err := parseIssuerURL(cfg.Issuer)
-	if err != nil {
+	if _, err := parseIssuerURL(cfg.Issuer); err != nil {
 		return err
 	}
-	i := &Issuer{cfg: cfg, issuer: u}
-	return i.validateConfigDirectory()
+	d := &directory{cfg: &cfg}
+	return d.validateConfig()
 }
 
 // init builds the limiters and clients, validates the configured
@@ -179,7 +170,7 @@ func CheckConfig(cfg Config) error {
 // signing key.
 func (i *Issuer) init() error {
 	var err error
-	if i.pages, err = parsePages(i.base+pathAssets, i.log); err != nil {
+	if i.pages, err = parsePages(i.base+pathAssets, i.URL(), i.log); err != nil {
 		return err
 	}
 	i.limiter = newLimiter(i.now)
@@ -188,24 +179,23 @@ func (i *Issuer) init() error {
 	i.parClients = newRateLimiter(parClientBurst, time.Minute)
 	i.registrations = newRateLimiter(registrationBurst, time.Minute)
 	i.registrationsAll = newRateLimiter(registrationGlobalBurst, time.Hour)
-	i.cimdCaches = newRateLimiter(cimdCacheBurst, time.Hour)
-	i.runtimeResources = make(map[string]Resource)
+	i.policy = newPolicy(&i.cfg)
+	i.pending = &pendingRequests{store: i.store, now: i.now, rand: i.cfg.Rand, log: i.log}
 	i.sessions = newSessions(i.store, &i.cfg, i.issuer, i.anonWrites)
-	i.jwksCache = make(map[string]cachedJWKS)
-	for _, c := range []**http.Client{&i.fetch, &i.jwksClient} {
-		if *c, err = newFetchClient(i.cfg.HTTPClient, i.cfg.CIMDAllowPrivate, i.cfg.CIMDTimeout); err != nil {
-			return err
-		}
+	if i.cimd, err = newCIMDFetcher(&i.cfg, i.store, i.log, i.now, i.anonWrites); err != nil {
+		return err
 	}
-	if err := i.validateConfigDirectory(); err != nil {
+	i.dir = &directory{cfg: &i.cfg, store: i.store, cimd: i.cimd, hashes: i.hashes}
+	i.consents = &consents{store: i.store, dir: i.dir}
+	if err := i.dir.validateConfig(); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := i.checkAgentIDs(ctx); err != nil {
+	if err := i.dir.checkAgentIDs(ctx); err != nil {
 		return err
 	}
-	if err := i.noteStoredUsers(ctx); err != nil {
+	if err := i.dir.noteStoredUsers(ctx); err != nil {
 		return fmt.Errorf("read users: %w", err)
 	}
 	i.keys, err = newKeyRing(ctx, i.store, i.now, i.cfg.Rand, i.cfg.SigningAlg, max(i.cfg.AccessTokenTTL, i.cfg.IDTokenTTL))
@@ -237,7 +227,7 @@ func (i *Issuer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if strings.HasPrefix(p, i.base+pathAssets) {
-		i.handleAssets(w, r)
+		i.pages.serveAsset(w, r)
 		return
 	}
 	http.NotFound(w, r)

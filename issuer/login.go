@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 )
 
 type loginView struct {
@@ -34,7 +33,7 @@ func (i *Issuer) loginGet(w http.ResponseWriter, r *http.Request) {
 	}
 	id := r.URL.Query().Get("req")
 	if id == "" && s.User != "" {
-		i.seeOther(w, r, i.base+pathApps)
+		i.pages.seeOther(w, r, i.base+pathApps)
 		return
 	}
 	v := loginView{Action: i.base + pathLogin, CSRF: s.CSRF, Req: id}
@@ -54,7 +53,7 @@ func (i *Issuer) loginContext(w http.ResponseWriter, r *http.Request, s *session
 	if id == "" {
 		return "", true
 	}
-	p, err := i.loadPending(r.Context(), id, s)
+	p, err := i.pending.load(r.Context(), id, s)
 	if errors.Is(err, errPendingGone) {
 		i.pages.pendingGonePage(w)
 		return "", false
@@ -64,7 +63,7 @@ func (i *Issuer) loginContext(w http.ResponseWriter, r *http.Request, s *session
 		return "", false
 	}
 	v.ClientName = p.Request.ClientID
-	if c, err := i.lookupClient(r.Context(), p.Request.ClientID); err == nil && c.Name != "" {
+	if c, err := i.dir.lookupClient(r.Context(), p.Request.ClientID); err == nil && c.Name != "" {
 		v.ClientName = c.Name
 	}
 	return cspSource(p.Request.RedirectURI), true
@@ -91,28 +90,32 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	// The login happened before the password was checked: a password
+	// change or removal committed while it was checked ends it
+	// (sessions.start, record_epochs.go).
+	authTime := i.now()
 	account, addr := "user:"+strings.ToLower(username), clientAddr(r)
 	if d := i.limiter.attemptDelay(account, addr); d > 0 {
 		i.loginFailed("", addr, "throttled") // before the lookup: the name may be no account
-		i.tooManyLogins(w, v, target, d)
+		i.pages.tooManyLogins(w, v, target, d)
 		return
 	}
 	if err := i.limiter.slowAttempt(ctx, account); err != nil {
 		return // the browser went away
 	}
-	u, err := i.lookupUser(ctx, username)
+	u, err := i.dir.lookupUser(ctx, username)
 	if err != nil {
 		u = nil
 		account = "" // unknown names count against the address only
 	}
 	if d := i.limiter.reserveAttempt(account, addr); d > 0 {
 		i.loginFailed(accountName(u), addr, "throttled")
-		i.tooManyLogins(w, v, target, d)
+		i.pages.tooManyLogins(w, v, target, d)
 		return
 	}
 	// checkPassword spends the same time for unknown users, so timing does
 	// not reveal which usernames exist.
-	ok, err = i.checkPassword(ctx, u, password)
+	ok, err = i.dir.checkPassword(ctx, u, password)
 	if err != nil {
 		i.limiter.attemptNotRun(account, addr)
 		if ctx.Err() != nil {
@@ -135,27 +138,23 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 	}
 	i.limiter.attemptSucceeded(account, addr)
 
-	now := i.now()
-	ns := &session{Browser: s.Browser, User: u.Username, AuthTime: now, ExpiresAt: now.Add(i.cfg.SessionTTL)}
-	if err := i.sessions.start(ctx, w, ns, sid); err != nil {
+	ns := &session{Browser: s.Browser, User: u.Username, AuthTime: authTime, ExpiresAt: i.now().Add(i.cfg.SessionTTL)}
+	switch err := i.sessions.start(ctx, w, ns, sid); {
+	case errors.Is(err, errSignedOut):
+		v.Error = "Invalid username or password."
+		i.pages.render(w, http.StatusUnauthorized, "login", "Sign in", v, target)
+		return
+	case err != nil:
 		i.pages.serverErrorPage(w, err)
 		return
 	}
 	if id == "" {
-		i.seeOther(w, r, i.base+pathApps)
+		i.pages.seeOther(w, r, i.base+pathApps)
 		return
 	}
 	pageHeaders(w, target)
 	w.Header().Del("Content-Type")
 	http.Redirect(w, r, i.base+pathConsent+"?req="+url.QueryEscape(id), http.StatusSeeOther)
-}
-
-// tooManyLogins answers a login refused by the brute-force limiter.
-func (i *Issuer) tooManyLogins(w http.ResponseWriter, v loginView, target string, d time.Duration) {
-	secs := retryAfter(d)
-	w.Header().Set("Retry-After", secs)
-	v.Error = "Too many failed attempts. Wait " + secs + " seconds and try again."
-	i.pages.render(w, http.StatusTooManyRequests, "login", "Sign in", v, target)
 }
 
 type logoutView struct {

@@ -456,10 +456,10 @@ func TestUnknownUserPasswordCost(t *testing.T) {
 	e := newBrowserEnv(t, nil) // configured users' hashes have bcrypt.MinCost
 	dummyCost := func(i *Issuer) int {
 		t.Helper()
-		if ok, _ := i.checkPassword(t.Context(), nil, "guess"); ok {
+		if ok, _ := i.dir.checkPassword(t.Context(), nil, "guess"); ok {
 			t.Fatal("checkPassword(nil) = true")
 		}
-		c, err := bcrypt.Cost(i.dummy.hash)
+		c, err := bcrypt.Cost(i.dir.dummy.hash)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -56,7 +56,7 @@ func (i *Issuer) PutUser(ctx context.Context, u User) error {
 	if u.Username == "" || len(u.Username) > 200 || strings.ContainsFunc(u.Username, isControlOrSpace) {
 		return invalidEntry("username must be 1 to 200 characters without spaces or control characters")
 	}
-	if i.configuredUser(u.Username) {
+	if i.dir.configuredUser(u.Username) {
 		return entryErr("user", u.Username, ErrConfigured)
 	}
 	if CheckPasswordHash(u.PasswordHash) != nil {
@@ -68,7 +68,7 @@ func (i *Issuer) PutUser(ctx context.Context, u User) error {
 		}
 	}
 	u.Source = sourceAdmin
-	i.dummy.note(u.PasswordHash)
+	i.dir.dummy.note(u.PasswordHash)
 	return i.store.Update(ctx, func(tx store.Tx) error { return usersIn(tx).put(&u) })
 }
 
@@ -82,7 +82,7 @@ func (i *Issuer) Users(ctx context.Context) ([]User, error) {
 	}
 	err := i.store.View(ctx, func(tx store.Tx) error {
 		return usersIn(tx).each(func(u *User) error {
-			if !i.configuredUser(u.Username) {
+			if !i.dir.configuredUser(u.Username) {
 				u.Source = sourceAdmin
 				out = append(out, *u)
 			}
@@ -103,27 +103,27 @@ func (i *Issuer) Users(ctx context.Context) ([]User, error) {
 // deletes its consents and login sessions, so a later user of the same
 // name inherits nothing.
 func (i *Issuer) DeleteUser(ctx context.Context, name string) error {
-	if i.configuredUser(name) {
+	if i.dir.configuredUser(name) {
 		return entryErr("user", name, ErrConfigured)
 	}
 	return i.store.Update(ctx, func(tx store.Tx) error {
 		if err := usersIn(tx).remove(name); err != nil {
 			return entryErr("user", name, err)
 		}
-		return forgetUser(tx, name, i.revokeUntil())
+		return forgetUser(tx, name, i.revocation())
 	})
 }
 
 // SetPassword stores a new bcrypt hash (hash, not the password), ends the
 // user's login sessions and revokes the user's grants (signOutUser).
 func (i *Issuer) SetPassword(ctx context.Context, name, bcryptHash string) error {
-	if i.configuredUser(name) {
+	if i.dir.configuredUser(name) {
 		return entryErr("user", name, ErrConfigured)
 	}
 	if CheckPasswordHash(bcryptHash) != nil {
 		return invalidEntry("password hash is not a bcrypt hash")
 	}
-	i.dummy.note(bcryptHash)
+	i.dir.dummy.note(bcryptHash)
 	return i.store.Update(ctx, func(tx store.Tx) error {
 		users := usersIn(tx)
 		u, err := users.get(name)
@@ -134,7 +134,7 @@ func (i *Issuer) SetPassword(ctx context.Context, name, bcryptHash string) error
 		if err := users.put(u); err != nil {
 			return err
 		}
-		return signOutUser(tx, name, i.revokeUntil())
+		return signOutUser(tx, name, i.revocation())
 	})
 }
 
@@ -145,10 +145,10 @@ func (i *Issuer) PutClient(ctx context.Context, c Client) error {
 	if c.ID == "" || len(c.ID) > 500 || strings.ContainsFunc(c.ID, isControlOrSpace) {
 		return invalidEntry("client id must be 1 to 500 characters without spaces or control characters")
 	}
-	if i.configuredClient(c.ID) {
+	if i.dir.configuredClient(c.ID) {
 		return entryErr("client", c.ID, ErrConfigured)
 	}
-	if i.configuredAgent(c.ID) {
+	if i.dir.configuredAgent(c.ID) {
 		return invalidEntry("client %q: an agent has this id", c.ID)
 	}
 	normalizeAuthMethod(&c)
@@ -206,7 +206,7 @@ func (i *Issuer) Clients(ctx context.Context) ([]Client, error) {
 	}
 	err := i.store.View(ctx, func(tx store.Tx) error {
 		return clientsIn(tx).each(func(c *Client) error {
-			if !i.configuredClient(c.ID) {
+			if !i.dir.configuredClient(c.ID) {
 				out = append(out, *c)
 			}
 			return nil
@@ -225,14 +225,14 @@ func (i *Issuer) Clients(ctx context.Context) ([]Client, error) {
 // DeleteClient removes a stored client and revokes every grant it holds
 // (grantRecords.revokeClient).
 func (i *Issuer) DeleteClient(ctx context.Context, id string) error {
-	if i.configuredClient(id) {
+	if i.dir.configuredClient(id) {
 		return entryErr("client", id, ErrConfigured)
 	}
 	return i.store.Update(ctx, func(tx store.Tx) error {
 		if err := clientsIn(tx).remove(id); err != nil {
 			return entryErr("client", id, err)
 		}
-		return grantsIn(tx).revokeClient(id, i.revokeUntil())
+		return grantsIn(tx).revokeClient(id, i.revocation())
 	})
 }
 
@@ -241,7 +241,7 @@ func (i *Issuer) DeleteClient(ctx context.Context, id string) error {
 // and every grant the client holds is revoked (a rotation usually means
 // the old secret leaked, and with it what the client held).
 func (i *Issuer) RotateClientSecret(ctx context.Context, id string) (string, error) {
-	if i.configuredClient(id) {
+	if i.dir.configuredClient(id) {
 		return "", entryErr("client", id, ErrConfigured)
 	}
 	secret, hash, err := i.newSecret()
@@ -261,20 +261,12 @@ func (i *Issuer) RotateClientSecret(ctx context.Context, id string) (string, err
 		if err := clients.put(c); err != nil {
 			return err
 		}
-		return grantsIn(tx).revokeClient(id, i.revokeUntil())
+		return grantsIn(tx).revokeClient(id, i.revocation())
 	})
 	if err != nil {
 		return "", err
 	}
 	return secret, nil
-}
-
-func (i *Issuer) configuredUser(name string) bool {
-	return slices.ContainsFunc(i.cfg.Users, func(u User) bool { return u.Username == name })
-}
-
-func (i *Issuer) configuredClient(id string) bool {
-	return slices.ContainsFunc(i.cfg.Clients, func(c Client) bool { return c.ID == id })
 }
 
 func isControlOrSpace(r rune) bool { return r <= ' ' || r == 0x7f }

@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -32,7 +33,7 @@ func TestManageUsers(t *testing.T) {
 			}
 		})
 	}
-	u, err := e.iss.lookupUser(ctx, "dave")
+	u, err := e.iss.dir.lookupUser(ctx, "dave")
 	if err != nil || u.Source != "admin" || !passwordOK(t, e.iss, u, tPassword) {
 		t.Fatalf("lookupUser(dave) = %+v, %v; want the stored user", u, err)
 	}
@@ -66,12 +67,14 @@ func TestManageUsers(t *testing.T) {
 			}
 		})
 	}
-	u, _ = e.iss.lookupUser(ctx, "dave")
+	u, _ = e.iss.dir.lookupUser(ctx, "dave")
 	if !passwordOK(t, e.iss, u, "new password") || passwordOK(t, e.iss, u, tPassword) {
 		t.Error("SetPassword did not replace the password")
 	}
 
-	// Deleting a user ends its grants.
+	// Deleting a user ends its grants. (dave logs in after the change of
+	// password: a code from a login before it is refused.)
+	e.clock.Advance(2 * time.Minute)
 	code, verifier := e.issueCode(t, codeSpec{user: "dave", scopes: []string{"read", "offline_access"}})
 	tok, err := e.exchange(t, tPublic, "", code, verifier)
 	if err != nil {
@@ -127,7 +130,7 @@ func TestManageClients(t *testing.T) {
 			}
 		})
 	}
-	c, err := e.iss.lookupClient(ctx, "backend")
+	c, err := e.iss.dir.lookupClient(ctx, "backend")
 	if err != nil || c.TokenEndpointAuthMethod != "client_secret_basic" || c.Source != "admin" || c.CreatedAt.IsZero() {
 		t.Fatalf("lookupClient(backend) = %+v, %v; want an admin client_secret_basic client", c, err)
 	}
@@ -201,7 +204,7 @@ func TestConfigValidation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c, _ := iss.lookupClient(t.Context(), "a"); c.Public() || c.Source != "config" {
+	if c, _ := iss.dir.lookupClient(t.Context(), "a"); c.Public() || c.Source != "config" {
 		t.Errorf("client with a secret and no method = %+v, want confidential from config", c)
 	}
 }
@@ -287,7 +290,7 @@ func TestManageUserEndsSessionsAndConsents(t *testing.T) {
 // passwordOK reports whether password is u's.
 func passwordOK(t *testing.T, i *Issuer, u *User, password string) bool {
 	t.Helper()
-	ok, err := i.checkPassword(t.Context(), u, password)
+	ok, err := i.dir.checkPassword(t.Context(), u, password)
 	if err != nil {
 		t.Fatalf("checkPassword() error = %v", err)
 	}

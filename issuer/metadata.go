@@ -78,7 +78,7 @@ func (i *Issuer) metadataDocument() *metadata {
 		m.RegistrationEndpoint = i.endpoint(pathRegister)
 	}
 	scopes := slices.Clone(oidcScopes)
-	for _, r := range i.resources() {
+	for _, r := range i.policy.resources() {
 		for _, s := range r.Scopes {
 			if !slices.Contains(scopes, s) {
 				scopes = append(scopes, s)

@@ -66,7 +66,27 @@ type issuance struct {
 	// record finds its record gone (store.ErrNotFound).
 	recording string
 	gone      error
+	// bases are the principals the issuance rests on: if a revocation
+	// stamped one after its basis, nothing is issued (record_epochs.go).
+	bases []principalBasis
 }
+
+// principals are s's client, user and actors, the client and actors
+// established at clientBasis and the user at userBasis.
+func (s tokenSubject) principals(clientBasis, userBasis time.Time) []principalBasis {
+	out := []principalBasis{{clientPrincipal(s.client.ID), clientBasis}}
+	if s.user != nil {
+		out = append(out, principalBasis{userPrincipal(s.subject), userBasis})
+	}
+	for _, a := range s.act.Chain() {
+		out = append(out, principalBasis{agentPrincipal(a), clientBasis})
+	}
+	return out
+}
+
+// errPrincipalRevoked: a revocation of the request's client, user or
+// agent committed while the request ran.
+var errPrincipalRevoked = ErrInvalidGrant.WithDescription("the client, user or agent of this request was revoked")
 
 // minted is what the minter signed and drew, for record.
 type minted struct {
@@ -83,7 +103,12 @@ func (r *refusal) Unwrap() error { return r.err }
 func refuse(err error) error { return &refusal{err} }
 
 // minter signs the tokens of an issuance and records them.
-type minter struct{ iss *Issuer }
+type minter struct {
+	iss *Issuer
+	// beforeRecord, in tests, runs between signing and recording: where a
+	// concurrent revocation can land.
+	beforeRecord func()
+}
 
 // issue signs the access token (and an ID token when the user granted
 // openid), draws a refresh token when asked, then runs record; the
@@ -113,11 +138,24 @@ func (m minter) issue(ctx context.Context, is *issuance) (*tokenResponse, error)
 			return nil, err
 		}
 	}
-	if is.record != nil {
+	if m.beforeRecord != nil {
+		m.beforeRecord()
+	}
+	if is.record != nil || len(is.bases) > 0 {
 		t := &minted{jti: jti, refreshToken: resp.RefreshToken}
 		var refused error
 		err := i.store.Update(ctx, func(tx store.Tx) error {
 			refused = nil
+			switch ended, err := epochsIn(tx).ended(is.bases); {
+			case err != nil:
+				return err
+			case ended != "":
+				refused = errPrincipalRevoked
+				return nil
+			}
+			if is.record == nil {
+				return nil
+			}
 			err := is.record(tx, t)
 			if r := (*refusal)(nil); errors.As(err, &r) {
 				refused = r.err

@@ -3,6 +3,7 @@ package issuer
 import (
 	"bytes"
 	"embed"
+	"errors"
 	"fmt"
 	"html/template"
 	"io/fs"
@@ -25,7 +26,7 @@ var assetFS embed.FS
 var pageNames = []string{"error", "login", "consent", "logout", "apps", "message"}
 
 // parsePages parses every page with the layout.
-func parsePages(assets string, log *zap.Logger) (*pages, error) {
+func parsePages(assets, issuer string, log *zap.Logger) (*pages, error) {
 	funcs := template.FuncMap{
 		"date": func(t time.Time) string {
 			if t.IsZero() {
@@ -42,13 +43,15 @@ func parsePages(assets string, log *zap.Logger) (*pages, error) {
 		}
 		byName[name] = t
 	}
-	return &pages{byName: byName, assets: assets, log: log}, nil
+	return &pages{byName: byName, assets: assets, issuer: issuer, log: log}, nil
 }
 
-// pages renders the issuer's HTML pages.
+// pages answers the browser: the issuer's HTML pages, and redirects to
+// clients (authorization responses and errors).
 type pages struct {
 	byName map[string]*template.Template // page name -> layout + page
 	assets string                        // URL path prefix of the embedded assets
+	issuer string                        // iss of authorization error redirects (RFC 9207)
 	log    *zap.Logger
 }
 
@@ -122,9 +125,9 @@ func cspSource(s string) string {
 	return src
 }
 
-// handleAssets serves the embedded stylesheet.
-func (i *Issuer) handleAssets(w http.ResponseWriter, r *http.Request) {
-	name := strings.TrimPrefix(r.URL.Path, i.base+pathAssets)
+// serveAsset serves the embedded stylesheet and images.
+func (p *pages) serveAsset(w http.ResponseWriter, r *http.Request) {
+	name := strings.TrimPrefix(r.URL.Path, p.assets)
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
@@ -181,4 +184,91 @@ func (p *pages) serverErrorPage(w http.ResponseWriter, err error) {
 func (p *pages) pendingGonePage(w http.ResponseWriter) {
 	p.errorPage(w, http.StatusBadRequest, "Request expired",
 		"This sign-in request has expired, was already completed, or was started in another browser. Go back to the application and connect again.")
+}
+
+// redirectTo redirects to a client's redirect URI with v added to its
+// query, keeping the URI's own query as registered.
+func (p *pages) redirectTo(w http.ResponseWriter, r *http.Request, redirectURI string, v url.Values) {
+	u, err := url.Parse(redirectURI)
+	if err != nil {
+		p.errorPage(w, http.StatusBadRequest, "Invalid redirect URI", "The redirect URI cannot be used.")
+		return
+	}
+	if u.RawQuery != "" {
+		u.RawQuery += "&" + v.Encode()
+	} else {
+		u.RawQuery = v.Encode()
+	}
+	p.seeOther(w, r, u.String())
+}
+
+// seeOther answers 303, with the page headers (no caching, no referrer).
+func (p *pages) seeOther(w http.ResponseWriter, r *http.Request, location string) {
+	pageHeaders(w)
+	w.Header().Del("Content-Type")
+	http.Redirect(w, r, location, http.StatusSeeOther)
+}
+
+// tooManyLogins answers a login refused by the brute-force limiter.
+func (p *pages) tooManyLogins(w http.ResponseWriter, v loginView, target string, d time.Duration) {
+	secs := retryAfter(d)
+	w.Header().Set("Retry-After", secs)
+	v.Error = "Too many failed attempts. Wait " + secs + " seconds and try again."
+	p.render(w, http.StatusTooManyRequests, "login", "Sign in", v, target)
+}
+
+// earlyError answers an authorization error raised before the user has
+// seen any page of this request. An operator's client (config, admin) gets
+// the error at its redirect URI (RFC 6749 section 4.1.2.1). A
+// self-registered one (DCR, CIMD), or one that could not be loaded, gets
+// an error page instead: anyone can register any redirect URI, and
+// sending browsers there unprompted would make /authorize an open
+// redirector (RFC 9700 section 4.11.2). After the user has seen the login
+// or consent page, which name the client, errors redirect as usual.
+func (p *pages) earlyError(w http.ResponseWriter, r *http.Request, c *Client, redirectURI, state string, err error) {
+	if c != nil && !c.selfRegistered() {
+		p.redirectError(w, r, redirectURI, state, err)
+		return
+	}
+	var e *Error
+	if !errors.As(err, &e) {
+		e = ErrServerError
+	}
+	status := http.StatusBadRequest
+	switch {
+	case e.Code == ErrServerError.Code:
+		if e.Err != nil {
+			p.log.Error("authorize", zap.Error(e.Err))
+		}
+		status = http.StatusInternalServerError
+	case e.RetryAfter > 0:
+		status = e.Status
+		w.Header().Set("Retry-After", retryAfter(e.RetryAfter))
+	}
+	msg := "The application's request cannot be completed (" + e.Code + ")."
+	if e.Description != "" {
+		msg = "The application's request cannot be completed: " + e.Description + " (" + e.Code + ")."
+	}
+	p.errorPage(w, status, "Request not accepted", msg)
+}
+
+// redirectError sends an authorization error response to the client
+// (RFC 6749 section 4.1.2.1, with RFC 9207 iss).
+func (p *pages) redirectError(w http.ResponseWriter, r *http.Request, redirectURI, state string, err error) {
+	var e *Error
+	if !errors.As(err, &e) {
+		e = ErrServerError
+	}
+	if e.Code == ErrServerError.Code && e.Err != nil {
+		p.log.Error("authorize", zap.Error(e.Err))
+	}
+	v := url.Values{"error": {e.Code}}
+	if e.Description != "" {
+		v.Set("error_description", errorDescription(e.Description))
+	}
+	if state != "" {
+		v.Set("state", state)
+	}
+	v.Set("iss", p.issuer)
+	p.redirectTo(w, r, redirectURI, v)
 }

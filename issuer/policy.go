@@ -6,36 +6,52 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // AddResource registers a protected resource at runtime (every mcp_gateway
 // in the same Caddy config registers itself while Caddy provisions).
 // Safe for concurrent use; re-adding a URL replaces its scopes.
-func (i *Issuer) AddResource(r Resource) {
+func (i *Issuer) AddResource(r Resource) { i.policy.add(r) }
+
+// policy decides what a token may grant: which protected resources exist
+// (configured and registered at runtime), and which of their scopes a
+// client, and a user through their groups, may get.
+type policy struct {
+	cfg     *Config
+	mu      sync.RWMutex
+	runtime map[string]Resource // by canonical URL, from AddResource
+}
+
+func newPolicy(cfg *Config) *policy {
+	return &policy{cfg: cfg, runtime: make(map[string]Resource)}
+}
+
+func (p *policy) add(r Resource) {
 	r.Scopes = slices.Clone(r.Scopes)
-	i.resMu.Lock()
-	defer i.resMu.Unlock()
-	i.runtimeResources[canonicalResource(r.URL)] = r
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.runtime[canonicalResource(r.URL)] = r
 }
 
 // resources lists the configured resources, then the registered ones; a
 // registered resource replaces a configured one with the same URL.
-func (i *Issuer) resources() []Resource {
-	i.resMu.RLock()
-	defer i.resMu.RUnlock()
-	out := make([]Resource, 0, len(i.cfg.Resources)+len(i.runtimeResources))
-	for _, r := range i.cfg.Resources {
-		if _, ok := i.runtimeResources[canonicalResource(r.URL)]; !ok {
+func (p *policy) resources() []Resource {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	out := make([]Resource, 0, len(p.cfg.Resources)+len(p.runtime))
+	for _, r := range p.cfg.Resources {
+		if _, ok := p.runtime[canonicalResource(r.URL)]; !ok {
 			out = append(out, r)
 		}
 	}
-	keys := make([]string, 0, len(i.runtimeResources))
-	for k := range i.runtimeResources {
+	keys := make([]string, 0, len(p.runtime))
+	for k := range p.runtime {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
 	for _, k := range keys {
-		out = append(out, i.runtimeResources[k])
+		out = append(out, p.runtime[k])
 	}
 	return out
 }
@@ -68,8 +84,8 @@ func validateResourceURL(s string) error {
 
 // resolveResource finds the resource a request targets and checks the
 // client may use it.
-func (i *Issuer) resolveResource(c *Client, resource string) (Resource, error) {
-	list := i.resources()
+func (p *policy) resolveResource(c *Client, resource string) (Resource, error) {
+	list := p.resources()
 	var res Resource
 	found := false
 	if resource == "" {
@@ -107,8 +123,8 @@ func (i *Issuer) resolveResource(c *Client, resource string) (Resource, error) {
 // through for user tokens when requested and are not resource scopes.
 //
 // A group's scope list may hold "*": every scope of the resource.
-func (i *Issuer) grantScopes(ctx context.Context, c *Client, u *User, resource string, requested []string) (string, []string, error) {
-	res, err := i.resolveResource(c, resource)
+func (p *policy) grantScopes(ctx context.Context, c *Client, u *User, resource string, requested []string) (string, []string, error) {
+	res, err := p.resolveResource(c, resource)
 	if err != nil {
 		return "", nil, err
 	}
@@ -117,7 +133,7 @@ func (i *Issuer) grantScopes(ctx context.Context, c *Client, u *User, resource s
 		allowed = slices.DeleteFunc(allowed, func(s string) bool { return !slices.Contains(c.Scopes, s) })
 	}
 	if u != nil {
-		userScopes := i.groupScopes(u, res)
+		userScopes := p.groupScopes(u, res)
 		allowed = slices.DeleteFunc(allowed, func(s string) bool { return !slices.Contains(userScopes, s) })
 	}
 	if len(requested) == 0 {
@@ -142,17 +158,17 @@ func (i *Issuer) grantScopes(ctx context.Context, c *Client, u *User, resource s
 // self-registered client's empty Resources and Scopes mean none here, not
 // every: anyone can register one, and no user's groups or consent bound
 // what it would get.
-func (i *Issuer) clientGrantScopes(ctx context.Context, c *Client, resource string, requested []string) (string, []string, error) {
+func (p *policy) clientGrantScopes(ctx context.Context, c *Client, resource string, requested []string) (string, []string, error) {
 	if c.selfRegistered() && (len(c.Resources) == 0 || len(c.Scopes) == 0) {
 		return "", nil, ErrUnauthorizedClient.WithDescription("a self-registered client gets no tokens of its own")
 	}
-	return i.grantScopes(ctx, c, nil, resource, requested)
+	return p.grantScopes(ctx, c, nil, resource, requested)
 }
 
 // groupScopes is the union of what the user's groups allow for res.
-func (i *Issuer) groupScopes(u *User, res Resource) []string {
+func (p *policy) groupScopes(u *User, res Resource) []string {
 	var out []string
-	for _, g := range i.cfg.Groups {
+	for _, g := range p.cfg.Groups {
 		if !slices.Contains(u.Groups, g.Name) {
 			continue
 		}

@@ -29,20 +29,6 @@ func credentialFingerprint(secretHash string, jwks []byte, jwksURI string) strin
 	return fingerprint(secretHash + "\x00jwks\x00" + string(jwks) + "\x00" + jwksURI)
 }
 
-func (i *Issuer) directorySnapshot() directorySnapshot {
-	d := directorySnapshot{Users: map[string]string{}, Clients: map[string]string{}, Agents: map[string]string{}}
-	for _, u := range i.cfg.Users {
-		d.Users[u.Username] = fingerprint(u.PasswordHash)
-	}
-	for _, c := range i.cfg.Clients {
-		d.Clients[c.ID] = credentialFingerprint(c.SecretHash, c.JWKS, c.JWKSURI)
-	}
-	for _, a := range i.cfg.Agents {
-		d.Agents[a.ID] = credentialFingerprint(a.SecretHash, a.JWKS, a.JWKSURI)
-	}
-	return d
-}
-
 // ApplyConfigChanges ends what this configuration took away from the one
 // applied before it to the same store under the same issuer URL, exactly
 // as the management API does for runtime-managed entries:
@@ -63,7 +49,7 @@ func (i *Issuer) directorySnapshot() directorySnapshot {
 // that fails to load changes nothing). Instances sharing a store should
 // load the same directory: each one applied counts as a change.
 func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
-	cur := i.directorySnapshot()
+	cur := i.dir.snapshot()
 	var ended []string
 	err := i.store.Update(ctx, func(tx store.Tx) error {
 		ended = ended[:0] // the function may run again
@@ -75,16 +61,16 @@ func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
 		case err != nil:
 			return err
 		}
-		until := i.revokeUntil()
+		rv := i.revocation()
 		grants := grantsIn(tx)
 		for name, fp := range prev.Users {
 			now, kept := cur.Users[name]
 			var err error
 			switch {
 			case !kept:
-				err = forgetUser(tx, name, until)
+				err = forgetUser(tx, name, rv)
 			case now != fp:
-				err = signOutUser(tx, name, until)
+				err = signOutUser(tx, name, rv)
 			default:
 				continue
 			}
@@ -97,7 +83,7 @@ func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
 			if now, kept := cur.Clients[id]; kept && now == fp {
 				continue
 			}
-			if err := grants.revokeClient(id, until); err != nil {
+			if err := grants.revokeClient(id, rv); err != nil {
 				return err
 			}
 			ended = append(ended, "client "+id)
@@ -107,9 +93,9 @@ func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
 			var err error
 			switch {
 			case !kept:
-				err = grants.revokeAgent(id, until)
+				err = grants.revokeAgent(id, rv)
 			case now != fp:
-				err = grants.revokeAgentOwn(id, until)
+				err = grants.revokeAgentOwn(id, rv)
 			default:
 				continue
 			}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -76,4 +77,54 @@ func TestApplyConfigChanges(t *testing.T) {
 	revoked(map[string]bool{"client": true, "user": true})
 	apply(rekeyClient, withoutUser, rekeyAgent)
 	revoked(map[string]bool{"client": true, "user": true, "key agent": true})
+}
+
+// TestGrantsBoundToIssuerURL: a reload that changes the issuer URL (and,
+// say, a user's password at the same time) compares against no earlier
+// directory of the new URL, so it revokes nothing; the refresh tokens and
+// codes of the old URL are refused at the new one instead. Grants from
+// before grants recorded their issuer stay valid.
+func TestGrantsBoundToIssuerURL(t *testing.T) {
+	e := newTokEnv(t)
+	ctx := t.Context()
+	if err := e.iss.ApplyConfigChanges(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tok := e.userToken(t, tPublic, "read", "offline_access")
+	legacy := e.userToken(t, tPublic, "read", "offline_access")
+	_, lc := claimsOf(t, legacy.AccessToken)
+	g := e.grantOf(t, lc["gid"].(string))
+	g.Issuer = ""
+	e.put(bucketGrants, g.ID, &g, g.ExpiresAt)
+	code, verifier := e.issueCode(t, codeSpec{scopes: []string{"read"}})
+
+	newPassword := func(c *Config) {
+		c.Users = slices.Clone(c.Users)
+		c.Users[0].PasswordHash = secretHash()
+	}
+	e.restart(e.store, withPath("/auth"), newPassword)
+	if err := e.iss.ApplyConfigChanges(ctx); err != nil {
+		t.Fatal(err)
+	}
+	refresh := func(rt string) answer {
+		return e.post(t, pathToken, url.Values{"grant_type": {grantRefreshToken}, "refresh_token": {rt}, "client_id": {tPublic}}, "")
+	}
+	if a := refresh(tok.RefreshToken); a.status != 400 || a.str("error") != "invalid_grant" {
+		t.Errorf("refresh of the old URL's grant at the new URL = %d %s, want 400 invalid_grant", a.status, a.raw)
+	}
+	if _, err := e.exchange(t, tPublic, "", code, verifier); err == nil || !strings.Contains(err.Error(), "invalid_grant") {
+		t.Errorf("code of the old URL redeemed at the new URL: %v, want invalid_grant", err)
+	}
+	if a := refresh(legacy.RefreshToken); a.status != 200 {
+		t.Errorf("refresh of a grant that recorded no issuer = %d %s, want 200", a.status, a.raw)
+	}
+	// Back at the old URL, the reload's password change is seen: alice's
+	// grants there are revoked.
+	e.restart(e.store, newPassword)
+	if err := e.iss.ApplyConfigChanges(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if a := refresh(tok.RefreshToken); a.status != 400 || a.str("error") != "invalid_grant" {
+		t.Errorf("refresh after the password change at the old URL = %d %s, want 400 invalid_grant", a.status, a.raw)
+	}
 }

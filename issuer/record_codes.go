@@ -23,7 +23,12 @@ type authCode struct {
 	Nonce               string    `json:"nonce,omitempty"`
 	Actor               string    `json:"actor,omitempty"` // requested_actor (agent id)
 	AuthTime            time.Time `json:"auth_time"`
-	ExpiresAt           time.Time `json:"expires_at"`
+	// IssuedAt and Issuer (the issuer URL) are zero in codes from before
+	// they were recorded: such a code is refused once its client, user or
+	// agent has been revoked, and taken as this issuer's.
+	IssuedAt  time.Time `json:"iat,omitzero"`
+	Issuer    string    `json:"iss,omitempty"`
+	ExpiresAt time.Time `json:"expires_at"`
 	// Redeemed is set on first use; the record is kept until expiry so a
 	// replay can revoke what the code issued (GrantID, JTI).
 	Redeemed bool   `json:"redeemed,omitempty"`

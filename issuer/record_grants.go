@@ -24,7 +24,10 @@ type grant struct {
 	// a client's own token (Subject is the agent or client); "" for a
 	// user's grant.
 	PrincipalType string `json:"principal_type,omitempty"`
-	Actor         string `json:"actor,omitempty"` // requested_actor the code was bound to
+	// Issuer is the issuer URL that created the grant ("" before grants
+	// recorded it): a refresh at another URL is refused.
+	Issuer string `json:"iss,omitempty"`
+	Actor  string `json:"actor,omitempty"` // requested_actor the code was bound to
 	// Delegates are the agents that got tokens of this grant by token
 	// exchange; revoking the grant ends theirs too (they carry its id).
 	Delegates []string  `json:"delegates,omitempty"`
@@ -121,28 +124,45 @@ func (r grantRecords) revokeWhere(match func(*grant) bool, until time.Time) erro
 }
 
 // revokeUser revokes the user's grants (delegated and exchanged tokens
-// included).
-func (r grantRecords) revokeUser(name string, until time.Time) error {
-	return r.revokeWhere(func(g *grant) bool { return g.ofUser(name) }, until)
+// included) and stamps the user (record_epochs.go).
+func (r grantRecords) revokeUser(name string, rv revocation) error {
+	if err := epochsIn(r.t.tx).stamp(userPrincipal(name), rv); err != nil {
+		return err
+	}
+	return r.revokeWhere(func(g *grant) bool { return g.ofUser(name) }, rv.until)
 }
 
 // revokeClient revokes every grant the client holds: the users' grants to
 // it (and the tokens exchanged from them) and its own client credentials
-// tokens.
-func (r grantRecords) revokeClient(id string, until time.Time) error {
-	return r.revokeWhere(func(g *grant) bool { return g.ClientID == id }, until)
+// tokens; and stamps the client.
+func (r grantRecords) revokeClient(id string, rv revocation) error {
+	if err := epochsIn(r.t.tx).stamp(clientPrincipal(id), rv); err != nil {
+		return err
+	}
+	return r.revokeWhere(func(g *grant) bool { return g.ClientID == id }, rv.until)
 }
 
 // revokeAgent revokes the agent's own grants, the grants bound to it by
-// requested_actor, and those whose tokens were exchanged to it.
-func (r grantRecords) revokeAgent(id string, until time.Time) error {
+// requested_actor, and those whose tokens were exchanged to it; and
+// stamps it as a client and as an actor.
+func (r grantRecords) revokeAgent(id string, rv revocation) error {
+	if err := epochsIn(r.t.tx).stamp(agentPrincipal(id), rv); err != nil {
+		return err
+	}
+	if err := epochsIn(r.t.tx).stamp(clientPrincipal(id), rv); err != nil {
+		return err
+	}
 	return r.revokeWhere(func(g *grant) bool {
 		return g.ownAgentGrant(id) || g.Actor == id || slices.Contains(g.Delegates, id)
-	}, until)
+	}, rv.until)
 }
 
 // revokeAgentOwn revokes the agent's own tokens (client credentials) and
-// what was exchanged from them.
-func (r grantRecords) revokeAgentOwn(id string, until time.Time) error {
-	return r.revokeWhere(func(g *grant) bool { return g.ownAgentGrant(id) }, until)
+// what was exchanged from them, and stamps it as a client: what it
+// requested with its old credentials is refused.
+func (r grantRecords) revokeAgentOwn(id string, rv revocation) error {
+	if err := epochsIn(r.t.tx).stamp(clientPrincipal(id), rv); err != nil {
+		return err
+	}
+	return r.revokeWhere(func(g *grant) bool { return g.ownAgentGrant(id) }, rv.until)
 }

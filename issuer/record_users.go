@@ -73,20 +73,21 @@ func (r userRecords) each(fn func(*User) error) error {
 
 // signOutUser ends the user's login sessions and revokes the user's
 // grants (refresh tokens, and access tokens, delegated and exchanged ones
-// included) until revokeUntil: whoever knew the old password holds
-// nothing any more.
-func signOutUser(tx store.Tx, name string, revokeUntil time.Time) error {
+// included) until rv.until, and stamps the user: whoever knew the old
+// password holds nothing any more, and what they requested with it is
+// refused (record_epochs.go).
+func signOutUser(tx store.Tx, name string, rv revocation) error {
 	if err := sessionsIn(tx).deleteUser(name); err != nil {
 		return err
 	}
-	return grantsIn(tx).revokeUser(name, revokeUntil)
+	return grantsIn(tx).revokeUser(name, rv)
 }
 
 // forgetUser is what removing a user does: signOutUser, and its consents
 // are deleted, so a later user of the same name inherits nothing.
-func forgetUser(tx store.Tx, name string, revokeUntil time.Time) error {
+func forgetUser(tx store.Tx, name string, rv revocation) error {
 	if err := consentsIn(tx).deleteUser(name); err != nil {
 		return err
 	}
-	return signOutUser(tx, name, revokeUntil)
+	return signOutUser(tx, name, rv)
 }

@@ -51,7 +51,7 @@ func TestRegisterPublicNativeClient(t *testing.T) {
 	if id == "" || out["client_secret"] != nil || out["application_type"] != "native" || out["token_endpoint_auth_method"] != "none" || out["scope"] != "files:read" {
 		t.Fatalf("registration = %v", out)
 	}
-	c, err := e.iss.lookupClient(t.Context(), id)
+	c, err := e.iss.dir.lookupClient(t.Context(), id)
 	if err != nil {
 		t.Fatalf("lookupClient(%s): %v", id, err)
 	}
@@ -77,7 +77,7 @@ func TestRegisterConfidentialClient(t *testing.T) {
 	if secret == "" || out["client_secret_expires_at"] != float64(0) || out["token_endpoint_auth_method"] != "client_secret_basic" || out["application_type"] != "web" {
 		t.Fatalf("registration = %v, want a secret for client_secret_basic", out)
 	}
-	c, err := e.iss.lookupClient(t.Context(), out["client_id"].(string))
+	c, err := e.iss.dir.lookupClient(t.Context(), out["client_id"].(string))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,7 +303,7 @@ func TestRegisteredClientExpiresUnlessUsed(t *testing.T) {
 		return out["client_id"].(string)
 	}
 	known := func(id string) bool {
-		_, err := e.iss.lookupClient(t.Context(), id)
+		_, err := e.iss.dir.lookupClient(t.Context(), id)
 		return err == nil
 	}
 	token := func(id string) {

@@ -99,7 +99,7 @@ func hashClientSecret(secret string) string {
 // checkSecret compares a secret with its stored hash: bcrypt (in a slot of
 // the hash gate; an error means no check ran), or "sha256:<hex>", in
 // constant time.
-func (i *Issuer) checkSecret(ctx context.Context, hash, secret string) (ok bool, err error) {
+func (d *directory) checkSecret(ctx context.Context, hash, secret string) (ok bool, err error) {
 	if h, found := strings.CutPrefix(hash, sha256Prefix); found {
 		want, err := hex.DecodeString(h)
 		if err != nil || len(want) != sha256.Size {
@@ -111,7 +111,7 @@ func (i *Issuer) checkSecret(ctx context.Context, hash, secret string) (ok bool,
 	if !strings.HasPrefix(hash, "$2") {
 		return false, nil
 	}
-	err = i.hashes.run(ctx, func() {
+	err = d.hashes.run(ctx, func() {
 		ok = bcrypt.CompareHashAndPassword([]byte(hash), []byte(secret)) == nil
 	})
 	return ok && err == nil, err

@@ -95,7 +95,9 @@ func (ss *sessions) ensure(w http.ResponseWriter, r *http.Request) (*session, er
 
 // start stores s under a fresh id (with a fresh CSRF token),
 // deletes the session oldID if given, and sets the cookie. A new id at
-// login prevents session fixation.
+// login prevents session fixation. A user's session whose login began
+// before the user's password changed or the user was removed is refused
+// (errSignedOut).
 func (ss *sessions) start(ctx context.Context, w http.ResponseWriter, s *session, oldID string) error {
 	id, err := randomToken(ss.rand, 32)
 	if err != nil {
@@ -104,7 +106,17 @@ func (ss *sessions) start(ctx context.Context, w http.ResponseWriter, s *session
 	if s.CSRF, err = randomToken(ss.rand, 32); err != nil {
 		return err
 	}
-	err = ss.store.Update(ctx, func(tx store.Tx) error { return sessionsIn(tx).replace(oldID, id, s) })
+	err = ss.store.Update(ctx, func(tx store.Tx) error {
+		if s.User != "" {
+			if err := epochsIn(tx).signedOut(s.User, s.AuthTime); err != nil {
+				return err
+			}
+		}
+		return sessionsIn(tx).replace(oldID, id, s)
+	})
+	if errors.Is(err, errSignedOut) {
+		return err
+	}
 	if err != nil {
 		return fmt.Errorf("store session: %w", err)
 	}

@@ -194,4 +194,15 @@ func (i *Issuer) parseAccessToken(ctx context.Context, raw string) (*accesstoken
 
 // revokeUntil is how long a revocation issued now must last: until every
 // access token issued so far has expired.
-func (i *Issuer) revokeUntil() time.Time { return i.now().Add(i.cfg.AccessTokenTTL) }
+func (i *Issuer) revokeUntil() time.Time { return i.revocation().until }
+
+// issued reports whether a grant or code recorded as created by the issuer
+// URL iss is this issuer's: the same URL, or none recorded (records from
+// before the URL was recorded stay valid across an upgrade).
+func (i *Issuer) issued(iss string) bool { return iss == "" || iss == i.URL() }
+
+// revocation is a revoking action happening now (record_epochs.go).
+func (i *Issuer) revocation() revocation {
+	now := i.now()
+	return revocation{at: now, until: now.Add(i.cfg.AccessTokenTTL)}
+}

@@ -357,10 +357,10 @@ func TestClientCredentials(t *testing.T) {
 func TestResourcePolicy(t *testing.T) {
 	e := newTokEnv(t)
 	ctx := t.Context()
-	narrow, _ := e.iss.lookupClient(ctx, tNarrow)
-	pub, _ := e.iss.lookupClient(ctx, tPublic)
-	alice, _ := e.iss.lookupUser(ctx, tUser)
-	bob, _ := e.iss.lookupUser(ctx, "bob")
+	narrow, _ := e.iss.dir.lookupClient(ctx, tNarrow)
+	pub, _ := e.iss.dir.lookupClient(ctx, tPublic)
+	alice, _ := e.iss.dir.lookupUser(ctx, tUser)
+	bob, _ := e.iss.dir.lookupUser(ctx, "bob")
 	tests := []struct {
 		name      string
 		c         *Client
@@ -381,7 +381,7 @@ func TestResourcePolicy(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res, got, err := e.iss.grantScopes(ctx, tt.c, tt.u, tt.resource, tt.requested)
+			res, got, err := e.iss.policy.grantScopes(ctx, tt.c, tt.u, tt.resource, tt.requested)
 			if !errors.Is(err, tt.wantErr) || !slices.Equal(got, tt.want) {
 				t.Fatalf("grantScopes() = %v, %v; want %v, %v", got, err, tt.want, tt.wantErr)
 			}
@@ -393,12 +393,12 @@ func TestResourcePolicy(t *testing.T) {
 
 	t.Run("runtime resource", func(t *testing.T) {
 		e.iss.AddResource(Resource{URL: "https://new.example.com/mcp", Scopes: []string{"x"}})
-		_, got, err := e.iss.grantScopes(ctx, pub, nil, "https://new.example.com/mcp", nil)
+		_, got, err := e.iss.policy.grantScopes(ctx, pub, nil, "https://new.example.com/mcp", nil)
 		if err != nil || !slices.Equal(got, []string{"x"}) {
 			t.Fatalf("grantScopes(runtime resource) = %v, %v; want [x]", got, err)
 		}
 		e.iss.AddResource(Resource{URL: tResource, Scopes: []string{"only"}})
-		_, got, _ = e.iss.grantScopes(ctx, pub, nil, tResource, nil)
+		_, got, _ = e.iss.policy.grantScopes(ctx, pub, nil, tResource, nil)
 		if !slices.Equal(got, []string{"only"}) {
 			t.Fatalf("grantScopes after re-adding = %v, want [only]", got)
 		}

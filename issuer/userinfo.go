@@ -39,7 +39,7 @@ func (i *Issuer) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 		challenge(http.StatusForbidden, "insufficient_scope", "the openid scope is required", `, scope="openid"`)
 		return
 	}
-	u, err := i.lookupUser(ctx, cl.Subject)
+	u, err := i.dir.lookupUser(ctx, cl.Subject)
 	if cl.PrincipalType != principalUser || err != nil {
 		challenge(http.StatusUnauthorized, "invalid_token", "the token is not of a current user", "")
 		return

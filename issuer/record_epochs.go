@@ -1,0 +1,96 @@
+package issuer
+
+import (
+	"errors"
+	"time"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+// bucketEpochs: principal key -> when what the principal held last ended
+// (a client deleted or re-keyed, an agent deleted, disabled or re-keyed, a
+// user removed or given a new password).
+//
+// Revoking a principal's grants cannot reach a token request that
+// authenticated before the revocation and records its grant after it. So
+// every revocation also stamps the principal, in the same transaction,
+// and the minter refuses, in the transaction that records an issuance,
+// an issuance whose principals were stamped after its basis (the time
+// the request began, or the user's login for a code). The store's
+// updates are serialised: either the revocation commits first and the
+// issuance sees the stamp, or the issuance commits first and the
+// revocation finds and revokes its grant.
+const bucketEpochs = "epochs"
+
+// epochKeep is how long a stamp outlives the revocation's until: past
+// the longest a code may live (Config.CodeTTL is at most 10 minutes), so
+// a code issued before the stamp cannot outlive it.
+const epochKeep = 10 * time.Minute
+
+type epoch struct {
+	At time.Time `json:"at"`
+}
+
+// Principal keys of the epochs bucket: the authenticated client (an agent
+// authenticating for itself is one too), an actor agent, a user.
+func clientPrincipal(id string) string { return "client:" + id }
+func agentPrincipal(id string) string  { return "agent:" + id }
+func userPrincipal(name string) string { return "user:" + name }
+
+// revocation is when a revoking action happens (at) and until when what
+// it revokes must stay refused (every access token issued before at has
+// expired by until).
+type revocation struct{ at, until time.Time }
+
+// principalBasis is one principal of an issuance and the time it was
+// established for the issuance: a stamp after basis refuses it.
+type principalBasis struct {
+	key   string
+	basis time.Time
+}
+
+type epochRecords struct{ t table[epoch] }
+
+func epochsIn(tx store.Tx) epochRecords { return epochRecords{table[epoch]{tx, bucketEpochs}} }
+
+// stamp records that what the principal key held ended at rv.at.
+func (r epochRecords) stamp(key string, rv revocation) error {
+	if old, err := r.t.get(key); err == nil && !rv.at.After(old.At) {
+		return nil
+	} else if ignoreNotFound(err) != nil {
+		return err
+	}
+	return r.t.put(key, &epoch{At: rv.at}, rv.until.Add(epochKeep))
+}
+
+// ended returns the first of bases whose principal was stamped strictly
+// after its basis ("" for none). Strictly: an issuance that began the
+// instant of a revocation, which a coarse clock cannot order, is allowed.
+func (r epochRecords) ended(bases []principalBasis) (string, error) {
+	for _, b := range bases {
+		e, err := r.t.get(b.key)
+		switch {
+		case err == nil && e.At.After(b.basis):
+			return b.key, nil
+		case ignoreNotFound(err) != nil:
+			return "", err
+		}
+	}
+	return "", nil
+}
+
+// errSignedOut: the user's password changed or the user was removed
+// after the login began; no session or code rests on that login.
+var errSignedOut = errors.New("user signed out during the login")
+
+// signedOut is errSignedOut when the user was stamped after a login at
+// authTime.
+func (r epochRecords) signedOut(user string, authTime time.Time) error {
+	switch ended, err := r.ended([]principalBasis{{userPrincipal(user), authTime}}); {
+	case err != nil:
+		return err
+	case ended != "":
+		return errSignedOut
+	}
+	return nil
+}

@@ -1,0 +1,267 @@
+package issuer
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+)
+
+// raceEnv is a token env with a runtime client (backend, secret
+// tPassword), agent (rt, secret "first") and user (dave, password
+// tPassword), the principals the admin API can revoke.
+func raceEnv(t *testing.T) *testEnv {
+	t.Helper()
+	e := newTokEnv(t)
+	ctx := t.Context()
+	for _, err := range []error{
+		e.iss.PutClient(ctx, Client{ID: "backend", SecretHash: passwordHash(), GrantTypes: []string{grantClientCredentials}}),
+		e.iss.PutAgent(ctx, Agent{ID: "rt", SecretHash: hashClientSecret("first"), Scopes: []string{"read"}}),
+		e.iss.PutUser(ctx, User{Username: "dave", PasswordHash: passwordHash(), Groups: []string{"staff"}}),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.clock.Advance(time.Minute)
+	return e
+}
+
+// during makes revoke commit inside the next token request, after its
+// client authenticated and its grant was checked, before what it issues
+// is recorded: the window a concurrent revocation can hit.
+func (e *testEnv) during(t *testing.T, revoke func(context.Context, *Issuer) error) {
+	e.iss.mint.beforeRecord = func() {
+		e.iss.mint.beforeRecord = nil
+		e.clock.Advance(time.Second)
+		if err := revoke(context.Background(), e.iss); err != nil {
+			t.Errorf("revocation during the request: %v", err)
+		}
+	}
+}
+
+// tokenAnswer turns an x/oauth2 result into the status and error code of
+// the token response.
+func tokenAnswer(tok *oauth2.Token, err error) (int, string) {
+	var re *oauth2.RetrieveError
+	switch {
+	case err == nil:
+		return http.StatusOK, tok.AccessToken
+	case errors.As(err, &re):
+		return re.Response.StatusCode, re.ErrorCode
+	}
+	return 0, err.Error()
+}
+
+// TestRevocationDuringTokenRequest: whatever revokes a request's client,
+// agent or user while the request runs (secret rotation, deletion,
+// disabling, a password change), the request issues nothing; a
+// revocation of another principal does not disturb it. The other order
+// (the issue committed first) is revoked by the revocation itself
+// (TestManageClients, TestAgentManagement, TestManageUsers).
+func TestRevocationDuringTokenRequest(t *testing.T) {
+	rotateClient := func(ctx context.Context, i *Issuer) error { _, err := i.RotateClientSecret(ctx, "backend"); return err }
+	deleteClient := func(ctx context.Context, i *Issuer) error { return i.DeleteClient(ctx, "backend") }
+	rotateAgent := func(ctx context.Context, i *Issuer) error { _, err := i.RotateAgentSecret(ctx, "rt"); return err }
+	disableAgent := func(ctx context.Context, i *Issuer) error { return i.DisableAgent(ctx, "rt") }
+	deleteAgent := func(ctx context.Context, i *Issuer) error { return i.DeleteAgent(ctx, "rt") }
+	newPassword := func(ctx context.Context, i *Issuer) error { return i.SetPassword(ctx, "dave", secretHash()) }
+	deleteUser := func(ctx context.Context, i *Issuer) error { return i.DeleteUser(ctx, "dave") }
+
+	// Requests: each prepares what it needs, then arms the revocation.
+	backendCC := func(t *testing.T, e *testEnv, arm func()) (int, string) {
+		arm()
+		a := e.post(t, pathToken, ccForm(nil), "backend:"+tPassword)
+		return a.status, a.str("error") + a.str("access_token")
+	}
+	agentCC := func(t *testing.T, e *testEnv, arm func()) (int, string) {
+		arm()
+		a := e.post(t, pathToken, ccForm(nil), "rt:first")
+		return a.status, a.str("error") + a.str("access_token")
+	}
+	daveCode := func(t *testing.T, e *testEnv, arm func()) (int, string) {
+		code, verifier := e.issueCode(t, codeSpec{user: "dave", scopes: []string{"read", "offline_access"}})
+		arm()
+		return tokenAnswer(e.exchange(t, tPublic, "", code, verifier))
+	}
+	delegatedCode := func(t *testing.T, e *testEnv, arm func()) (int, string) {
+		actorTok := e.agentToken(t, "rt", "first")
+		code, verifier := e.issueCode(t, codeSpec{user: "dave", actor: "rt", scopes: []string{"read"}})
+		arm()
+		return tokenAnswer(e.exchange(t, tPublic, "", code, verifier, oauth2.SetAuthURLParam("actor_token", actorTok)))
+	}
+	daveRefresh := func(t *testing.T, e *testEnv, arm func()) (int, string) {
+		code, verifier := e.issueCode(t, codeSpec{user: "dave", scopes: []string{"read", "offline_access"}})
+		tok, err := e.exchange(t, tPublic, "", code, verifier)
+		if err != nil {
+			t.Fatal(err)
+		}
+		arm()
+		a := e.post(t, pathToken, url.Values{"grant_type": {grantRefreshToken}, "refresh_token": {tok.RefreshToken}, "client_id": {tPublic}}, "")
+		return a.status, a.str("error") + a.str("access_token")
+	}
+	agentExchange := func(t *testing.T, e *testEnv, arm func()) (int, string) {
+		code, verifier := e.issueCode(t, codeSpec{user: "dave", scopes: []string{"read"}})
+		user, err := e.exchange(t, tPublic, "", code, verifier)
+		if err != nil {
+			t.Fatal(err)
+		}
+		actorTok := e.agentToken(t, "rt", "first")
+		arm()
+		a := e.tokenExchange(t, "rt:first", exchangeForm(user.AccessToken, actorTok))
+		return a.status, a.str("error") + a.str("access_token")
+	}
+
+	for _, tt := range []struct {
+		name    string
+		request func(*testing.T, *testEnv, func()) (int, string)
+		revoke  func(context.Context, *Issuer) error
+		refused bool
+	}{
+		{"client credentials, client secret rotated", backendCC, rotateClient, true},
+		{"client credentials, client deleted", backendCC, deleteClient, true},
+		{"client credentials, another user's password changed", backendCC, newPassword, false},
+		{"agent's own token, agent secret rotated", agentCC, rotateAgent, true},
+		{"agent's own token, agent disabled", agentCC, disableAgent, true},
+		{"agent's own token, agent deleted", agentCC, deleteAgent, true},
+		{"agent's own token, another client rotated", agentCC, rotateClient, false},
+		{"code, user's password changed", daveCode, newPassword, true},
+		{"code, user deleted", daveCode, deleteUser, true},
+		{"code, an unrelated agent disabled", daveCode, disableAgent, false},
+		{"code bound to an agent, agent disabled", delegatedCode, disableAgent, true},
+		{"code bound to an agent, agent deleted", delegatedCode, deleteAgent, true},
+		{"refresh, user's password changed", daveRefresh, newPassword, true},
+		{"refresh, user deleted", daveRefresh, deleteUser, true},
+		{"refresh, an unrelated client deleted", daveRefresh, deleteClient, false},
+		{"exchange to an agent, agent deleted", agentExchange, deleteAgent, true},
+		{"exchange to an agent, agent disabled", agentExchange, disableAgent, true},
+		{"exchange to an agent, agent secret rotated", agentExchange, rotateAgent, true},
+		{"exchange to an agent, user's password changed", agentExchange, newPassword, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := raceEnv(t)
+			status, got := tt.request(t, e, func() { e.during(t, tt.revoke) })
+			if e.iss.mint.beforeRecord != nil {
+				t.Fatal("the request never reached the minter")
+			}
+			switch {
+			case tt.refused && (status != http.StatusBadRequest || got != "invalid_grant"):
+				t.Errorf("token request during the revocation = %d %q, want 400 invalid_grant", status, got)
+			case !tt.refused && status != http.StatusOK:
+				t.Errorf("token request during an unrelated revocation = %d %q, want 200", status, got)
+			case !tt.refused && e.revokedToken(t, got):
+				t.Error("token issued during an unrelated revocation is revoked")
+			}
+		})
+	}
+}
+
+// TestCodeFromBeforeRevocation: a code issued before its user's password
+// changed, or its user, client or agent was removed, is refused when
+// redeemed afterwards, however soon; a code from a login after the change
+// is not.
+func TestCodeFromBeforeRevocation(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		spec   codeSpec
+		revoke func(context.Context, *Issuer) error
+	}{
+		{"password changed", codeSpec{user: "dave"}, func(ctx context.Context, i *Issuer) error {
+			return i.SetPassword(ctx, "dave", secretHash())
+		}},
+		{"user deleted and recreated", codeSpec{user: "dave"}, func(ctx context.Context, i *Issuer) error {
+			if err := i.DeleteUser(ctx, "dave"); err != nil {
+				return err
+			}
+			return i.PutUser(ctx, User{Username: "dave", PasswordHash: secretHash(), Groups: []string{"staff"}})
+		}},
+		{"client deleted and recreated", codeSpec{user: "dave", client: "spa"}, func(ctx context.Context, i *Issuer) error {
+			if err := i.DeleteClient(ctx, "spa"); err != nil {
+				return err
+			}
+			return i.PutClient(ctx, Client{ID: "spa", RedirectURIs: []string{tRedirect}})
+		}},
+		{"agent disabled and enabled", codeSpec{user: "dave", actor: "rt"}, func(ctx context.Context, i *Issuer) error {
+			if err := i.DisableAgent(ctx, "rt"); err != nil {
+				return err
+			}
+			return i.EnableAgent(ctx, "rt")
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := raceEnv(t)
+			if err := e.iss.PutClient(t.Context(), Client{ID: "spa", RedirectURIs: []string{tRedirect}}); err != nil {
+				t.Fatal(err)
+			}
+			client := tt.spec.client
+			if client == "" {
+				client = tPublic
+			}
+			var opts []oauth2.AuthCodeOption
+			if tt.spec.actor != "" {
+				opts = append(opts, oauth2.SetAuthURLParam("actor_token", e.agentToken(t, "rt", "first")))
+			}
+			code, verifier := e.issueCode(t, tt.spec)
+			e.clock.Advance(time.Second)
+			if err := tt.revoke(t.Context(), e.iss); err != nil {
+				t.Fatal(err)
+			}
+			if status, got := tokenAnswer(e.exchange(t, client, "", code, verifier, opts...)); status != http.StatusBadRequest || got != "invalid_grant" {
+				t.Errorf("code from before the revocation = %d %q, want 400 invalid_grant", status, got)
+			}
+			// A login (and so a code) after the revocation is served (the
+			// test codes' login is a minute before their issue).
+			e.clock.Advance(2 * time.Minute)
+			if tt.spec.actor != "" {
+				opts = []oauth2.AuthCodeOption{oauth2.SetAuthURLParam("actor_token", e.agentToken(t, "rt", "first"))}
+			}
+			code, verifier = e.issueCode(t, tt.spec)
+			if status, got := tokenAnswer(e.exchange(t, client, "", code, verifier, opts...)); status != http.StatusOK {
+				t.Errorf("code from after the revocation = %d %q, want 200", status, got)
+			}
+		})
+	}
+}
+
+// TestLoginDuringPasswordChange: a login whose password check began
+// before the user's password changed or the user was removed starts no
+// session (its password may be the old one); one that began after does.
+func TestLoginDuringPasswordChange(t *testing.T) {
+	e := raceEnv(t)
+	ctx := t.Context()
+	began := e.clock.Now()
+	e.clock.Advance(time.Second)
+	if err := e.iss.SetPassword(ctx, "dave", secretHash()); err != nil {
+		t.Fatal(err)
+	}
+	before := e.count(bucketSessions)
+	login := func(at time.Time) error {
+		s := &session{Browser: "b", User: "dave", AuthTime: at, ExpiresAt: e.clock.Now().Add(time.Hour)}
+		return e.iss.sessions.start(ctx, httptest.NewRecorder(), s, "")
+	}
+	if err := login(began); !errors.Is(err, errSignedOut) {
+		t.Errorf("session of a login from before the password change: %v, want errSignedOut", err)
+	}
+	if n := e.count(bucketSessions); n != before {
+		t.Errorf("sessions %d -> %d, want none started", before, n)
+	}
+	if err := login(e.clock.Now()); err != nil {
+		t.Errorf("session of a login after the password change: %v", err)
+	}
+	// A code (and remembered consent) drawn from a session the change
+	// ended while the authorization request ran is not stored either.
+	consents := e.count(bucketConsents)
+	ar := &authRequest{ClientID: tPublic, RedirectURI: tRedirect}
+	old := &session{Browser: "b", User: "dave", AuthTime: began}
+	if _, err := e.iss.issueCode(ctx, old, ar, "", tResource, []string{"read"}, true); !errors.Is(err, errSignedOut) {
+		t.Errorf("code from a session the change ended: %v, want errSignedOut", err)
+	}
+	if n := e.count(bucketConsents); n != consents {
+		t.Errorf("consents %d -> %d, want none stored", consents, n)
+	}
+}
