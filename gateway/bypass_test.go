@@ -59,6 +59,10 @@ func TestBypass(t *testing.T) {
 		{"Kelvin sign variant of taskId", call{body: `{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{"taskId":"a","tas\u212Aid":"b"}}`}, 400},
 		{"long s variant of params", call{body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a"},"param\u017f":{"name":"delete_all"}}`}, 400},
 		{"escaped duplicate name", call{body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a","n\u0061me":"delete_all"}}`}, 400},
+		// C-string decoders (cJSON) end a name at its first NUL.
+		{"name with NUL before name", call{body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name\u0000":"delete_all","name":"read_a"}}`}, 400},
+		{"method with NUL before method", call{body: `{"jsonrpc":"2.0","id":1,"method\u0000x":"tools/call","method":"ping","params":{"name":"delete_all"}}`}, 400},
+		{"params with NUL before params", call{body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params\u0000":{"name":"delete_all"},"params":{"name":"read_a"}}`}, 400},
 		{"invalid UTF-8", call{body: "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"read_\xff\"}}"}, 400},
 		{"trailing data", call{body: toolCall("read_a") + `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_all"}}`}, 400},
 		{"trailing garbage", call{body: toolCall("read_a") + `x`}, 400},

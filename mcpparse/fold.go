@@ -1,6 +1,7 @@
 package mcpparse
 
 import (
+	"bytes"
 	"unicode"
 	"unicode/utf8"
 )
@@ -10,8 +11,13 @@ import (
 // against the other (its foldName), which is also when bytes.EqualFold
 // reports them equal. Each rune becomes the smallest rune of its simple
 // case-folding orbit, so "K", "k" and the Kelvin sign U+212A all become "K",
-// and "s", "S" and U+017F (long s) all become "S".
+// and "s", "S" and U+017F (long s) all become "S". The folded form ends
+// at the first NUL ("\u0000" once unescaped): decoders that keep names as
+// C strings (cJSON) read "method\u0000x" as "method".
 func appendFolded(dst, name []byte) []byte {
+	if i := bytes.IndexByte(name, 0); i >= 0 {
+		name = name[:i]
+	}
 	for i := 0; i < len(name); {
 		c := name[i]
 		if c < utf8.RuneSelf {
