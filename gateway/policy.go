@@ -204,6 +204,12 @@ func (p *policy) decide(pr *principal, m *mcpparse.Message, rev revision) (decis
 			return decision{}, fmt.Errorf("%s: %w", m.Method, err)
 		}
 		return p.decideURI(pr, m.URI)
+	case "subscriptions/listen":
+		uris, err := resourceSubscriptions(m.Raw)
+		if err != nil {
+			return decision{}, fmt.Errorf("%s: %w", m.Method, err)
+		}
+		return p.decideSubscriptions(pr, uris)
 	}
 	// Everything else, tasks/* included (params.taskId is a task, not a
 	// tool), needs the base scopes.
@@ -310,6 +316,40 @@ func (p *policy) decideURI(pr *principal, uri string) (decision, error) {
 	}
 	r := &p.resources[best]
 	return p.check(pr, decision{kind: kindResource, target: uri, rule: r.Pattern, required: r.required}, r), nil
+}
+
+// decideSubscriptions decides a subscription to resources as
+// resources/subscribe of each would be: the first refusal that more
+// scope cannot cure stands, otherwise the decision needs the base scopes
+// and every scope any URI needs.
+func (p *policy) decideSubscriptions(pr *principal, uris []string) (decision, error) {
+	if len(uris) == 0 {
+		return p.check(pr, decision{kind: kindBase, required: p.base}, nil), nil
+	}
+	d := decision{kind: kindResource, target: strings.Join(uris, " "), required: slices.Clone(p.base)}
+	var denied *decision
+	for _, uri := range uris {
+		if err := checkURI(uri); err != nil {
+			return decision{}, err
+		}
+		u, err := p.decideURI(pr, uri)
+		if err != nil {
+			return decision{}, err
+		}
+		if !u.allow && !u.scopeOnly {
+			return u, nil
+		}
+		if !u.allow && denied == nil {
+			denied = &u
+		}
+		d.required = append(d.required, u.required...)
+	}
+	d.required = sortedSet(d.required)
+	if denied != nil {
+		denied.required = d.required
+		return *denied, nil
+	}
+	return p.check(pr, d, nil), nil
 }
 
 // longestRule is the index of the first of the longest prefixes that

@@ -123,3 +123,58 @@ func TestParseRevision(t *testing.T) {
 		}
 	}
 }
+
+// TestListenResourceSubscriptions: in 2026-07-28, subscriptions/listen
+// params.notifications.resourceSubscriptions replaces resources/subscribe,
+// so each URI is checked and decided by the resource rules as a
+// resources/subscribe of it is in 2025 revisions; what is refused never
+// reaches the upstream.
+func TestListenResourceSubscriptions(t *testing.T) {
+	listen := func(notifications string) string {
+		return `{"jsonrpc":"2.0","id":7,"method":"subscriptions/listen","params":{"notifications":` + notifications + `,` + meta2026 + `}}`
+	}
+	headers := map[string]string{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "subscriptions/listen"}
+	withScope := func(s string) string {
+		c := claims()
+		c["scope"] = s
+		return mint(t, c)
+	}
+	tests := []struct {
+		name, scope, notifications string
+		status                     int // 0: forwarded
+		code                       int
+	}{
+		{"no resources", "mcp", `{"toolsListChanged":true}`, 0, 0},
+		{"empty list", "mcp", `{"resourceSubscriptions":[]}`, 0, 0},
+		{"allowed", "mcp files:read", `{"resourceSubscriptions":["file:///etc/motd"]}`, 0, 0},
+		{"allowed, longest prefix", "mcp files:secret", `{"resourceSubscriptions":["file:///secret/key"]}`, 0, 0},
+		{"scope missing", "mcp", `{"resourceSubscriptions":["file:///etc/motd"]}`, 403, codeRefused},
+		{"one of two needs more scope", "mcp files:read", `{"resourceSubscriptions":["file:///etc/motd","file:///secret/key"]}`, 403, codeRefused},
+		{"no rule", "mcp files:read files:secret", `{"resourceSubscriptions":["https://x/"]}`, 403, codeRefused},
+		{"dot segments", "mcp files:read", `{"resourceSubscriptions":["file:///etc/../secret/key"]}`, 400, codeInvalidParams},
+		{"case-insensitive member name", "mcp files:read", `{"ResourceSubscriptions":["file:///secret/key"]}`, 403, codeRefused},
+		{"not a list", "mcp files:read files:secret", `{"resourceSubscriptions":"file:///etc/motd"}`, 400, codeInvalidParams},
+		{"not strings", "mcp files:read files:secret", `{"resourceSubscriptions":[{"uri":"file:///etc/motd"}]}`, 400, codeInvalidParams},
+		{"null entry", "mcp files:read files:secret", `{"resourceSubscriptions":[null]}`, 400, codeInvalidParams},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, testConfig(t), nil)
+			resp := h.do(t, call{body: listen(tt.notifications), token: withScope(tt.scope), headers: headers})
+			body := readBody(t, resp)
+			forwarded := len(h.up.requests()) > 0
+			if tt.status == 0 {
+				if !forwarded || resp.StatusCode != http.StatusOK {
+					t.Errorf("answer = %d %s (forwarded %v), want the upstream's", resp.StatusCode, body, forwarded)
+				}
+				return
+			}
+			if forwarded {
+				t.Errorf("refused request reached the upstream")
+			}
+			if code, _, _ := rpcErr(t, body); resp.StatusCode != tt.status || code != tt.code {
+				t.Errorf("answer = %d %s, want %d with code %d", resp.StatusCode, body, tt.status, tt.code)
+			}
+		})
+	}
+}

@@ -188,23 +188,53 @@ func setTaskName(h http.Header, name string) {
 }
 
 // hasTaskIDs reports whether a message has params.notifications.taskIds.
-// encoding/json matches names regardless of case, so a case variant
-// counts as well: more is refused, never less.
+// A case variant of the name counts as well: more is refused, never less.
 func hasTaskIDs(raw []byte) (bool, error) {
+	n, err := listenNotifications(raw)
+	_, has := memberFold(n, "taskIds")
+	return has, err
+}
+
+// resourceSubscriptions returns the URIs of a subscriptions/listen
+// request's params.notifications.resourceSubscriptions, which replaces
+// resources/subscribe in 2026-07-28.
+func resourceSubscriptions(raw []byte) ([]string, error) {
+	n, err := listenNotifications(raw)
+	v, ok := memberFold(n, "resourceSubscriptions")
+	if err != nil || !ok {
+		return nil, err
+	}
+	var uris []string
+	if err := json.Unmarshal(v, &uris); err != nil {
+		return nil, errors.New("params.notifications.resourceSubscriptions is not a list of URIs")
+	}
+	return uris, nil
+}
+
+// listenNotifications returns params.notifications of a
+// subscriptions/listen request or its acknowledgement.
+func listenNotifications(raw []byte) (map[string]json.RawMessage, error) {
 	var msg struct {
 		Params struct {
 			Notifications map[string]json.RawMessage `json:"notifications"`
 		} `json:"params"`
 	}
 	if err := json.Unmarshal(raw, &msg); err != nil {
-		return false, err
+		return nil, errors.New("params.notifications is not an object")
 	}
-	for k := range msg.Params.Notifications {
-		if strings.EqualFold(k, "taskIds") {
-			return true, nil
+	return msg.Params.Notifications, nil
+}
+
+// memberFold returns the member of n whose name is name up to case, as a
+// case-insensitive decoder reads it (mcpparse admits no two such names in
+// one object).
+func memberFold(n map[string]json.RawMessage, name string) (json.RawMessage, bool) {
+	for k, v := range n {
+		if strings.EqualFold(k, name) {
+			return v, true
 		}
 	}
-	return false, nil
+	return nil, false
 }
 
 // wrapTaskIDs wraps the task ids of one message of the upstream's answer:
