@@ -90,9 +90,9 @@ func visibleASCII(s string) bool {
 }
 
 // validToolName is SEP-986: 1 to 128 characters of A-Z a-z 0-9 _ - . /
-// (case-sensitive). A name outside it is refused on tools/call and left out
-// of tools/list, since a server could trim, fold or normalise it into a
-// name another rule decides.
+// (case-sensitive), and pathSafeName. A name outside it is refused on
+// tools/call and left out of tools/list, since a server could trim, fold,
+// normalise or resolve it into a name another rule decides.
 func validToolName(name string) bool {
 	if name == "" || len(name) > 128 {
 		return false
@@ -103,15 +103,38 @@ func validToolName(name string) bool {
 			return false
 		}
 	}
+	return pathSafeName(name)
+}
+
+// pathSafeName refuses a name with a segment, split at '/' or '\', that is
+// empty or made of dots only: a server that maps names to paths (a prompt
+// per file, a tool per URL) resolves it to another name, so
+// "read_/../delete_all" is delete_all there and "/admin_x" is admin_x to
+// Node's path.join.
+func pathSafeName(name string) bool {
+	start := 0
+	for i := 0; i <= len(name); i++ {
+		if i < len(name) && name[i] != '/' && name[i] != '\\' {
+			continue
+		}
+		if strings.Trim(name[start:i], ".") == "" {
+			return false
+		}
+		start = i + 1
+	}
 	return true
 }
 
 // validPromptName refuses prompt names with controls, whitespace, invisible
 // or unassigned characters, characters NFKC changes ("ｄelete" is "delete"
 // to a normalising server), or characters a full case mapping takes out
-// of their simple case-fold class (see foldStable): MCP does not restrict
-// prompt names, but none of those names one prompt for every server.
+// of their simple case-fold class (see foldStable), and names pathSafeName
+// refuses: MCP does not restrict prompt names, but none of those names one
+// prompt for every server.
 func validPromptName(name string) bool {
+	if !pathSafeName(name) {
+		return false
+	}
 	if visibleASCII(name) {
 		return true
 	}

@@ -138,6 +138,19 @@ func TestMethodVariants(t *testing.T) {
 		{"tool read-a", toolCall("read-a"), nil, 400, codeInvalidParams}, // read_* rather than *: refused too
 		{"tool delete-all 2026", call26("delete-all"), v26("tools/call", "delete-all"), 400, codeInvalidParams},
 		{"tool other-thing.v2", toolCall("other-thing.v2"), nil, 200, 0},
+		// Dot and empty segments, which a server mapping names to paths
+		// (files, URLs) resolves: read_/../delete_all is delete_all there.
+		{"tool read_/../delete_all", toolCall("read_/../delete_all"), nil, 400, codeInvalidParams},
+		{"tool read_/./x", toolCall("read_/./x"), nil, 400, codeInvalidParams},
+		{"tool ..", toolCall(".."), nil, 400, codeInvalidParams},
+		{"tool /delete_all", toolCall("/delete_all"), nil, 400, codeInvalidParams},
+		{"tool read_//x", toolCall("read_//x"), nil, 400, codeInvalidParams},
+		{"tool read_/x/", toolCall("read_/x/"), nil, 400, codeInvalidParams},
+		{"tool read_/...x", toolCall("read_/...x"), nil, 200, 0},
+		{"prompt summary/../admin_x", req("prompts/get", `"name":"summary/../admin_x"`), nil, 400, codeInvalidParams},
+		{"prompt summary\\..\\admin_x", req("prompts/get", `"name":"summary\\..\\admin_x"`), nil, 400, codeInvalidParams},
+		{"prompt /admin_x", req("prompts/get", `"name":"/admin_x"`), nil, 400, codeInvalidParams},
+		{"prompt summary/x.y", req("prompts/get", `"name":"summary/x.y"`), nil, 200, 0},
 		{"prompt summary-x", req("prompts/get", `"name":"summary-x"`), nil, 200, 0},
 		{"prompt Summary", req("prompts/get", `"name":"Summary"`), nil, 400, codeInvalidParams},
 		{"fullwidth tool 2026", call26("\uff44elete_all"), v26("tools/call", "=?base64?772EZWxldGVfYWxs?="), 400, codeInvalidParams},

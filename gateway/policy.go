@@ -185,7 +185,7 @@ func (p *policy) decide(pr *principal, m *mcpparse.Message, rev revision) (decis
 			return decision{}, fmt.Errorf("tools/call: %w", errNoName)
 		}
 		if !validToolName(m.Name) {
-			return decision{}, fmt.Errorf("tools/call: tool name %q is not 1-128 characters of A-Z a-z 0-9 _ - . /", m.Name)
+			return decision{}, fmt.Errorf("tools/call: tool name %q is not 1-128 characters of A-Z a-z 0-9 _ - . / without empty or dot-only segments between slashes", m.Name)
 		}
 		return p.decideCaseless(pr, kindTool, p.tools, m.Name)
 	case "prompts/get":
@@ -193,7 +193,7 @@ func (p *policy) decide(pr *principal, m *mcpparse.Message, rev revision) (decis
 			return decision{}, fmt.Errorf("prompts/get: %w", errNoName)
 		}
 		if !validPromptName(m.Name) {
-			return decision{}, fmt.Errorf("prompts/get: prompt name %q has whitespace, control, invisible or compatibility characters, or characters that a full case mapping reads beyond simple case folding", m.Name)
+			return decision{}, fmt.Errorf("prompts/get: prompt name %q has whitespace, control, invisible or compatibility characters, characters that a full case mapping reads beyond simple case folding, or empty or dot-only segments between slashes", m.Name)
 		}
 		return p.decideCaseless(pr, kindPrompt, p.prompts, m.Name)
 	case "resources/read", "resources/subscribe", "resources/unsubscribe":
