@@ -2,8 +2,10 @@ package caddymodule
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -111,6 +113,44 @@ func TestIssuerHandler(t *testing.T) {
 	err = h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", testIssuer+"/elsewhere", nil), next)
 	if !next.called || !errors.Is(err, errNext) {
 		t.Errorf("GET /elsewhere: next called %v, err %v; want next called and its error returned", next.called, err)
+	}
+}
+
+// TestIssuerHandlerClientIP: the issuer's per-address limits count the
+// client address Caddy determined (trusted_proxies), not the proxy's, so
+// failures from many clients behind one proxy do not lock out another.
+func TestIssuerHandlerClientIP(t *testing.T) {
+	ctx := caddyContext(t, testApp(t))
+	h := new(IssuerHandler)
+	if err := h.Provision(ctx); err != nil {
+		t.Fatalf("Provision() = %v", err)
+	}
+	// The gateway registers the resource the tokens are for.
+	if err := (&GatewayHandler{Resource: gatewayResource}).Provision(ctx); err != nil {
+		t.Fatalf("gateway Provision() = %v", err)
+	}
+	startApp(t, ctx)
+	tokenRequest := func(clientIP, id, secret string) int {
+		form := url.Values{"grant_type": {"client_credentials"}, "resource": {gatewayResource}}
+		req := httptest.NewRequest("POST", testIssuer+"/token", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth(id, secret)
+		req.RemoteAddr = "192.0.2.1:443" // the proxy
+		vars := map[string]any{caddyhttp.ClientIPVarKey: clientIP}
+		req = req.WithContext(context.WithValue(req.Context(), caddyhttp.VarsCtxKey, vars))
+		rec := httptest.NewRecorder()
+		if err := h.ServeHTTP(rec, req, &recordingNext{}); err != nil {
+			t.Fatalf("ServeHTTP() = %v", err)
+		}
+		return rec.Code
+	}
+	for i := range 40 {
+		if code := tokenRequest(fmt.Sprintf("198.51.100.%d", i), fmt.Sprintf("nobody%d", i), "wrong"); code != http.StatusUnauthorized {
+			t.Fatalf("failed attempt %d from its own address = %d, want 401", i, code)
+		}
+	}
+	if code := tokenRequest("203.0.113.7", "svc", svcSecret); code != http.StatusOK {
+		t.Errorf("right secret from another client address = %d, want 200", code)
 	}
 }
 

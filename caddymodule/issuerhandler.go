@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 
 	"github.com/caddyserver/caddy/v2"
@@ -68,10 +69,25 @@ func (h *IssuerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next c
 		return caddyhttp.Error(http.StatusServiceUnavailable, errNotRunning)
 	}
 	if h.app.iss.Match(r) {
-		h.app.iss.ServeHTTP(w, r)
+		h.app.iss.ServeHTTP(w, clientAddress(r))
 		return nil
 	}
 	return next.ServeHTTP(w, r)
+}
+
+// clientAddress returns r, or a shallow copy whose RemoteAddr is the
+// client address Caddy determined (its client_ip, which honours
+// X-Forwarded-For only from trusted_proxies): the issuer limits attempts
+// per address, and behind a proxy every client would share the proxy's.
+func clientAddress(r *http.Request) *http.Request {
+	ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	host, port, err := net.SplitHostPort(r.RemoteAddr)
+	if ip == "" || err == nil && host == ip {
+		return r
+	}
+	c := *r
+	c.RemoteAddr = net.JoinHostPort(ip, port)
+	return &c
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
