@@ -75,23 +75,29 @@ func TestRevisionErrors(t *testing.T) {
 			if _, ok := tt.c.headers["Authorization"]; !ok {
 				tt.c.token = token
 			}
-			resp := h.do(t, tt.c)
-			body := readBody(t, resp)
-			forwarded := len(h.up.requests()) > 0
-			if tt.status == 0 {
-				if !forwarded || resp.StatusCode != http.StatusOK {
-					t.Errorf("answer = %d %s (forwarded %v), want the upstream's", resp.StatusCode, body, forwarded)
-				}
-				return
-			}
-			if forwarded {
-				t.Errorf("refused request reached the upstream")
-			}
-			code, id, _ := rpcErr(t, body)
-			if resp.StatusCode != tt.status || code != tt.code || string(id) != tt.id {
-				t.Errorf("answer = %d %s, want %d with code %d and id %q", resp.StatusCode, body, tt.status, tt.code, tt.id)
-			}
+			checkAnswer(t, h, h.do(t, tt.c), tt.status, tt.code, tt.id)
 		})
+	}
+}
+
+// checkAnswer checks that an answer is the upstream's (status 0), or a
+// refusal with that status, JSON-RPC code and id that never reached the
+// upstream.
+func checkAnswer(t *testing.T, h *harness, resp *http.Response, status, code int, id string) {
+	t.Helper()
+	body := readBody(t, resp)
+	forwarded := len(h.up.requests()) > 0
+	if status == 0 {
+		if !forwarded || resp.StatusCode != http.StatusOK {
+			t.Errorf("answer = %d %s (forwarded %v), want the upstream's", resp.StatusCode, body, forwarded)
+		}
+		return
+	}
+	if forwarded {
+		t.Errorf("refused request reached the upstream")
+	}
+	if got, gotID, _ := rpcErr(t, body); resp.StatusCode != status || got != code || string(gotID) != id {
+		t.Errorf("answer = %d %s, want %d with code %d and id %q", resp.StatusCode, body, status, code, id)
 	}
 }
 
@@ -161,20 +167,7 @@ func TestListenResourceSubscriptions(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t, testConfig(t), nil)
 			resp := h.do(t, call{body: listen(tt.notifications), token: withScope(tt.scope), headers: headers})
-			body := readBody(t, resp)
-			forwarded := len(h.up.requests()) > 0
-			if tt.status == 0 {
-				if !forwarded || resp.StatusCode != http.StatusOK {
-					t.Errorf("answer = %d %s (forwarded %v), want the upstream's", resp.StatusCode, body, forwarded)
-				}
-				return
-			}
-			if forwarded {
-				t.Errorf("refused request reached the upstream")
-			}
-			if code, _, _ := rpcErr(t, body); resp.StatusCode != tt.status || code != tt.code {
-				t.Errorf("answer = %d %s, want %d with code %d", resp.StatusCode, body, tt.status, tt.code)
-			}
+			checkAnswer(t, h, resp, tt.status, tt.code, "7")
 		})
 	}
 }
