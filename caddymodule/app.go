@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -85,8 +86,8 @@ type App struct {
 	running    bool          // Start succeeded; read after ready is closed
 	log        *zap.Logger
 	purgeEvery time.Duration
-	stop       context.CancelFunc // ends the purge loop
-	done       chan struct{}      // closed when the purge loop has returned
+	stop       context.CancelFunc // ends the purge loop and the revocation watch
+	done       chan struct{}      // closed when both have returned
 }
 
 // User is a local account.
@@ -390,7 +391,8 @@ func readJWKS(path string) ([]byte, error) {
 // what this config took away from the previous one (removed or re-keyed
 // users, clients and agents; see issuer.ApplyConfigChanges), warns about
 // reverse proxies that bypass the gateways, and starts purging expired
-// entries from the store. It runs once the whole config has provisioned: a
+// entries from the store and keeping the issuer's revocation set current
+// (issuer.WatchRevocations). It runs once the whole config has provisioned: a
 // config that fails to load revokes nothing, and only now is the http app,
 // with every route, provisioned.
 //
@@ -427,7 +429,13 @@ func (a *App) Start() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	a.stop = cancel
 	a.done = make(chan struct{})
-	go a.purge(ctx)
+	go func() {
+		defer close(a.done)
+		var wg sync.WaitGroup
+		wg.Go(func() { a.iss.WatchRevocations(ctx) })
+		a.purge(ctx)
+		wg.Wait()
+	}()
 	a.running = true
 	return nil
 }
@@ -452,7 +460,8 @@ func (a *App) started(ctx context.Context) bool {
 	return false
 }
 
-// Stop stops the purge loop and waits for it.
+// Stop stops the purge loop and the issuer's revocation watch and waits
+// for them.
 func (a *App) Stop() error {
 	if a.stop != nil {
 		a.stop()
@@ -462,7 +471,6 @@ func (a *App) Stop() error {
 }
 
 func (a *App) purge(ctx context.Context) {
-	defer close(a.done)
 	t := time.NewTicker(a.purgeEvery)
 	defer t.Stop()
 	for {

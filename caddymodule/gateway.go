@@ -134,7 +134,7 @@ func (l localIssuer) PublicKey(ctx context.Context, kid string) (any, error) {
 	return l.app.iss.PublicKey(ctx, kid)
 }
 
-func (l localIssuer) Revoked(ctx context.Context, jti, grantID string) bool {
+func (l localIssuer) Revoked(ctx context.Context, jti, grantID string) (bool, error) {
 	return l.app.iss.Revoked(ctx, jti, grantID)
 }
 

@@ -116,10 +116,12 @@ type KeySource interface {
 }
 
 // Revocations knows which access tokens were revoked before they expired.
-// It is asked on every request, so it must answer from memory or a fast
-// local store, and fail closed: an error it cannot resolve is "revoked".
+// It is asked on every request, so it must answer from memory, without
+// allocating, and fail closed.
 type Revocations interface {
 	// Revoked reports whether the token jti, or the grant grantID it
-	// belongs to ("" when the token names none), has been revoked.
-	Revoked(ctx context.Context, jti, grantID string) bool
+	// belongs to ("" when the token names none), has been revoked. An
+	// error means it cannot tell (its state is too old): the request is
+	// refused with 503, whatever the bool says.
+	Revoked(ctx context.Context, jti, grantID string) (bool, error)
 }

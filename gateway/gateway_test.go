@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -476,11 +477,18 @@ func TestOriginAndMethods(t *testing.T) {
 	})
 }
 
-// revocationSet is a Revocations over revoked jtis and grant ids.
-type revocationSet struct{ jtis, grants map[string]bool }
+// revocationSet is a Revocations over revoked jtis and grant ids; with
+// *unknown set it cannot tell.
+type revocationSet struct {
+	jtis, grants map[string]bool
+	unknown      *bool
+}
 
-func (s revocationSet) Revoked(_ context.Context, jti, grantID string) bool {
-	return s.jtis[jti] || (grantID != "" && s.grants[grantID])
+func (s revocationSet) Revoked(_ context.Context, jti, grantID string) (bool, error) {
+	if s.unknown != nil && *s.unknown {
+		return true, errors.New("stale")
+	}
+	return s.jtis[jti] || (grantID != "" && s.grants[grantID]), nil
 }
 
 func TestRevokedAndCache(t *testing.T) {
@@ -511,6 +519,39 @@ func TestRevokedAndCache(t *testing.T) {
 		if resp.StatusCode != 401 || !strings.Contains(resp.Header.Get("WWW-Authenticate"), "revoked") {
 			t.Errorf("%s: status = %d %q, want 401 invalid_token", name, resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
 		}
+	}
+}
+
+// TestRevocationsUnknown: when the revocation state cannot be trusted
+// (the issuer's store unread for too long), every request is refused with
+// 503 and a JSON-RPC error, without a Bearer challenge (the token is not
+// at fault) and without reaching the upstream; it passes again once the
+// state is current.
+func TestRevocationsUnknown(t *testing.T) {
+	cfg := testConfig(t)
+	unknown := true
+	cfg.Revocations = revocationSet{jtis: map[string]bool{}, grants: map[string]bool{}, unknown: &unknown}
+	upstream := 0
+	h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+		upstream++
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{}}`)
+	})
+	token := mint(t, claims())
+	resp := h.do(t, call{body: toolCall("read_x"), token: token})
+	body := readBody(t, resp)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("WWW-Authenticate") != "" ||
+		!strings.Contains(body, `"code":-32000`) || !strings.Contains(body, "revocations cannot be checked") {
+		t.Errorf("stale revocations: %d %q %s, want 503, no challenge, a JSON-RPC error", resp.StatusCode, resp.Header.Get("WWW-Authenticate"), body)
+	}
+	if upstream != 0 {
+		t.Errorf("upstream called %d times with revocations unknown", upstream)
+	}
+	unknown = false
+	resp = h.do(t, call{body: toolCall("read_x"), token: token})
+	readBody(t, resp)
+	if resp.StatusCode != 200 || upstream != 1 {
+		t.Errorf("current revocations: status %d, upstream calls %d, want 200 and 1", resp.StatusCode, upstream)
 	}
 }
 

@@ -178,6 +178,9 @@ func (g *Gateway) admit(x *exchange) *refusal {
 	if aerr == nil {
 		x.p, aerr = g.authenticate(r.Context(), token)
 	}
+	if aerr == errRevocationsUnknown {
+		return &refusal{status: aerr.status, code: codeRefused, message: aerr.desc}
+	}
 	if aerr != nil {
 		return &refusal{status: aerr.status, code: codeRefused, message: authMessage(aerr), challenge: g.challenge(aerr)}
 	}

@@ -79,6 +79,11 @@ func (e *authError) Error() string {
 
 var (
 	errNoToken = &authError{status: http.StatusUnauthorized}
+	// errRevocationsUnknown: the token may have been revoked without this
+	// gateway knowing (Revocations cannot tell); not the token's fault, so
+	// no challenge, and the client may retry.
+	errRevocationsUnknown = &authError{status: http.StatusServiceUnavailable,
+		desc: "revocations cannot be checked at the moment; retry later"}
 )
 
 func invalidToken(desc string) *authError {
@@ -158,8 +163,13 @@ func (g *Gateway) authenticate(ctx context.Context, token string) (*principal, *
 		}
 		g.cache.put(key, p, g.now())
 	}
-	if g.cfg.Revocations != nil && g.cfg.Revocations.Revoked(ctx, p.jti, p.grantID) {
-		return nil, invalidToken("the access token has been revoked")
+	if g.cfg.Revocations != nil {
+		switch revoked, err := g.cfg.Revocations.Revoked(ctx, p.jti, p.grantID); {
+		case err != nil:
+			return nil, errRevocationsUnknown
+		case revoked:
+			return nil, invalidToken("the access token has been revoked")
+		}
 	}
 	return p, nil
 }

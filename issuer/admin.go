@@ -493,7 +493,7 @@ func (a *admin) rotateKey(w http.ResponseWriter, r *http.Request) error {
 // abort the connection, so the client sees a truncated answer, never a
 // complete-looking one.
 func (a *admin) backup(w http.ResponseWriter, r *http.Request) error {
-	b, ok := a.iss.store.(store.Backuper)
+	b, ok := a.iss.backend.(store.Backuper)
 	if !ok {
 		return adminErr(http.StatusNotImplemented, errors.New("this storage cannot be backed up: memory storage keeps nothing across restarts; use storage bolt"))
 	}

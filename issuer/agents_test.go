@@ -275,7 +275,7 @@ func (e *testEnv) revokedToken(t *testing.T, raw string) bool {
 	_, c := claimsOf(t, raw)
 	jti, _ := c["jti"].(string)
 	gid, _ := c["gid"].(string)
-	return e.iss.Revoked(t.Context(), jti, gid)
+	return e.revoked(t, jti, gid)
 }
 
 // newMemStore is a memory store on a fixed clock for tests that only need

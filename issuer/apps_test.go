@@ -81,7 +81,7 @@ func TestAppsListAndRevoke(t *testing.T) {
 	if len(gs) != 1 || !gs[0].Revoked {
 		t.Fatalf("grants after revoke = %+v, want one revoked", gs)
 	}
-	if !e.iss.Revoked(context.Background(), "", gs[0].ID) {
+	if !e.revoked(t, "", gs[0].ID) {
 		t.Errorf("Revoked(grant) = false, want true")
 	}
 	// The refresh token no longer works.
@@ -228,7 +228,7 @@ func TestAppsAgentsRevoke(t *testing.T) {
 		if err := json.Unmarshal(b, &claims); err != nil || claims.GID == "" {
 			t.Fatalf("%s token claims: %v, gid %q", name, err, claims.GID)
 		}
-		if !e.iss.Revoked(context.Background(), claims.JTI, claims.GID) {
+		if !e.revoked(t, claims.JTI, claims.GID) {
 			t.Errorf("Revoked(%s token) = false after revoking on the apps page, want true", name)
 		}
 	}

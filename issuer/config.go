@@ -23,6 +23,15 @@ type Config struct {
 	PARTTL          time.Duration // default 60s
 	SessionTTL      time.Duration // login session; default 12h
 
+	// RevocationResync is how often the revocation set catches up with
+	// the store without a RevocationsChanged signal; default
+	// DefaultRevocationResync.
+	RevocationResync time.Duration
+	// RevocationMaxStale is how long the revocation set may go without
+	// catching up before Revoked fails closed (ErrRevocationsStale);
+	// default DefaultRevocationMaxStale, at least twice RevocationResync.
+	RevocationMaxStale time.Duration
+
 	// SigningAlg is ES256 (default), RS256 or EdDSA.
 	SigningAlg string
 

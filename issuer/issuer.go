@@ -55,12 +55,18 @@ const (
 
 // Issuer is the authorization server.
 type Issuer struct {
-	cfg    Config
-	store  store.Store
-	log    *zap.Logger
-	now    func() time.Time
-	issuer *url.URL
-	base   string // issuer URL path without trailing slash ("" for a root issuer)
+	cfg   Config
+	store store.Store // backend, with revocations joining revs as they commit
+	// backend is the store as given to New.
+	backend store.Store
+	// revs answers Revoked (revocations.go); revsChanged wakes
+	// WatchRevocations.
+	revs        *revocationSet
+	revsChanged chan struct{}
+	log         *zap.Logger
+	now         func() time.Time
+	issuer      *url.URL
+	base        string // issuer URL path without trailing slash ("" for a root issuer)
 
 	routes    map[string]http.HandlerFunc // exact request path -> handler
 	wellKnown map[string]http.HandlerFunc // well-known metadata paths
@@ -106,13 +112,20 @@ func New(cfg Config, st store.Store) (*Issuer, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkRevocationTiming(&cfg); err != nil {
+		return nil, err
+	}
+	revs := newRevocationSet(cfg.Now, cfg.AccessTokenTTL, cfg.RevocationMaxStale)
 	i := &Issuer{
-		cfg:    cfg,
-		store:  st,
-		log:    cfg.Logger,
-		now:    cfg.Now,
-		issuer: u,
-		base:   strings.TrimSuffix(u.Path, "/"),
+		cfg:         cfg,
+		store:       revocationStore{st, revs},
+		backend:     st,
+		revs:        revs,
+		revsChanged: make(chan struct{}, 1),
+		log:         cfg.Logger,
+		now:         cfg.Now,
+		issuer:      u,
+		base:        strings.TrimSuffix(u.Path, "/"),
 	}
 	i.grants = make(map[string]tokenGrant)
 	for _, g := range tokenGrants(i) {
@@ -125,6 +138,11 @@ func New(cfg Config, st store.Store) (*Issuer, error) {
 	}
 	if err := i.init(); err != nil {
 		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := i.SyncRevocations(ctx); err != nil {
+		return nil, fmt.Errorf("load revocations: %w", err)
 	}
 	i.routes = map[string]http.HandlerFunc{
 		i.base + pathAuthorize:  i.handleAuthorize,
@@ -159,6 +177,9 @@ func New(cfg Config, st store.Store) (*Issuer, error) {
 func CheckConfig(cfg Config) error {
 	applyDefaults(&cfg)
 	if _, err := parseIssuerURL(cfg.Issuer); err != nil {
+		return err
+	}
+	if err := checkRevocationTiming(&cfg); err != nil {
 		return err
 	}
 	d := &directory{cfg: &cfg}
@@ -291,6 +312,8 @@ func applyDefaults(c *Config) {
 	def(&c.PARTTL, 60*time.Second)
 	def(&c.SessionTTL, 12*time.Hour)
 	def(&c.CIMDTimeout, 5*time.Second)
+	def(&c.RevocationResync, DefaultRevocationResync)
+	def(&c.RevocationMaxStale, DefaultRevocationMaxStale)
 	if c.CodeTTL > 10*time.Minute {
 		c.CodeTTL = 10 * time.Minute
 	}

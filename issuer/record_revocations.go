@@ -1,31 +1,52 @@
 package issuer
 
 import (
+	"context"
 	"time"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
-// bucketRevoked: an access token's jti, or "grant:"+grant id, -> an empty
+// bucketRevoked: an access token's jti, or "grant:"+grant id, -> its
 // marker, until every token it refuses has expired.
 const bucketRevoked = "revoked"
 
+// grantKeyPrefix marks a grant's key in bucketRevoked and the revocation
+// log.
+const grantKeyPrefix = "grant:"
+
+// marker is a revocation's record. Until is its store expiry, kept in the
+// value too because a listing does not return expiries (loadRevocations);
+// markers written before Until was recorded read as zero.
+type marker struct {
+	Until time.Time `json:"until,omitzero"`
+}
+
 // revocationRecords are the markers that refuse access tokens before they
-// expire.
-type revocationRecords struct{ t table[struct{}] }
+// expire. Every marker written is also appended to the revocation log
+// (record_revocation_log.go), in the same transaction, which is how other
+// instances' revocation sets learn of it.
+type revocationRecords struct{ t table[marker] }
 
 func revocationsIn(tx store.Tx) revocationRecords {
-	return revocationRecords{table[struct{}]{tx, bucketRevoked}}
+	return revocationRecords{table[marker]{tx, bucketRevoked}}
 }
 
 // revokeToken refuses the access token jti until exp.
 func (r revocationRecords) revokeToken(jti string, exp time.Time) error {
-	return r.t.put(jti, &struct{}{}, exp)
+	return r.put(jti, exp)
 }
 
 // revokeGrantTokens refuses every access token of the grant until until.
 func (r revocationRecords) revokeGrantTokens(grantID string, until time.Time) error {
-	return r.t.put("grant:"+grantID, &struct{}{}, until)
+	return r.put(grantKeyPrefix+grantID, until)
+}
+
+func (r revocationRecords) put(key string, until time.Time) error {
+	if err := r.t.put(key, &marker{Until: until}, until); err != nil {
+		return err
+	}
+	return revocationLogIn(r.t.tx).append(key, until)
 }
 
 // revoked reports whether the token jti or its grant was revoked.
@@ -38,5 +59,49 @@ func (r revocationRecords) revoked(jti, grantID string) (bool, error) {
 	if grantID == "" {
 		return false, nil
 	}
-	return r.t.has("grant:" + grantID)
+	return r.t.has(grantKeyPrefix + grantID)
+}
+
+// each calls fn for every live marker with its key ("grant:"+id or a
+// jti).
+func (r revocationRecords) each(fn func(key string, m *marker) error) error {
+	return r.t.list("", fn)
+}
+
+// revocationStore is the store as the issuer uses it: when an Update that
+// wrote markers commits, they join the revocation set before Update
+// returns, so whichever path revoked (the records layer has several), the
+// revocation is effective on this instance's very next request. Other
+// instances learn of it from the log.
+type revocationStore struct {
+	store.Store
+	set *revocationSet
+}
+
+func (s revocationStore) Update(ctx context.Context, fn func(store.Tx) error) error {
+	var added []logEntry
+	err := s.Store.Update(ctx, func(tx store.Tx) error {
+		added = added[:0] // fn may run again; only the last run counts
+		return fn(markerTx{tx, &added})
+	})
+	if err == nil && len(added) > 0 {
+		s.set.add(added)
+	}
+	return err
+}
+
+// markerTx notes the markers written through it.
+type markerTx struct {
+	store.Tx
+	added *[]logEntry
+}
+
+func (t markerTx) Put(bucket, key string, value []byte, expires time.Time) error {
+	if err := t.Tx.Put(bucket, key, value, expires); err != nil {
+		return err
+	}
+	if bucket == bucketRevoked {
+		*t.added = append(*t.added, logEntry{Key: key, Until: expires})
+	}
+	return nil
 }

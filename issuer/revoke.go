@@ -9,18 +9,13 @@ import (
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
-// Revoked reports whether an access token must be refused because its jti
-// or its grant (the gid claim) was revoked, for gateways in the same
-// process. A store error counts as revoked (fail closed).
-//
-// Bound: revocation is a committed store write and this is a store read,
-// so a gateway that asks on every request (as ours does, after its claims
-// cache) refuses the token on the very next request, on this instance and
-// on any other sharing the store. Tokens derived by token exchange carry
-// their subject's gid, so revoking a user's grant ends them too; a
-// client's or an agent's own tokens (client credentials) carry a grant of
-// their own, so every access token has a gid.
-func (i *Issuer) Revoked(ctx context.Context, jti, grantID string) bool {
+// revokedInStore is Revoked read from the store, for the issuer's own
+// endpoints (introspection, userinfo, actor tokens, revocation): they are
+// what resource servers elsewhere rely on, so they see a revocation
+// committed by any instance at once, not at the set's next catch-up, and
+// a store they cannot read fails them anyway. A store error counts as
+// revoked (fail closed).
+func (i *Issuer) revokedInStore(ctx context.Context, jti, grantID string) bool {
 	var revoked bool
 	err := i.store.View(ctx, func(tx store.Tx) error {
 		var err error

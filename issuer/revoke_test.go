@@ -44,7 +44,7 @@ func TestRevocation(t *testing.T) {
 			t.Error("access token of a revoked grant still active")
 		}
 		_, c := claimsOf(t, at)
-		if !e.iss.Revoked(t.Context(), c["jti"].(string), c["gid"].(string)) {
+		if !e.revoked(t, c["jti"].(string), c["gid"].(string)) {
 			t.Error("Revoked(jti, gid) = false, want true")
 		}
 	})

@@ -172,7 +172,7 @@ func (i *Issuer) verifyAccessToken(ctx context.Context, raw string) (*accesstoke
 	if err != nil {
 		return nil, err
 	}
-	if i.Revoked(ctx, c.ID, c.GrantID) {
+	if i.revokedInStore(ctx, c.ID, c.GrantID) {
 		return nil, errors.New("token revoked")
 	}
 	return c, nil

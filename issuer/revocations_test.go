@@ -1,0 +1,335 @@
+package issuer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/bolt"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
+)
+
+// neverStale is a RevocationMaxStale no test clock reaches.
+const neverStale = 100 * 365 * 24 * time.Hour
+
+// revoked is what the gateway's Revoked hook says of a jti and grant id;
+// the set must be current.
+func (e *testEnv) revoked(t testing.TB, jti, gid string) bool {
+	t.Helper()
+	got, err := e.iss.Revoked(t.Context(), jti, gid)
+	if err != nil {
+		t.Fatalf("Revoked(%q, %q) error: %v", jti, gid, err)
+	}
+	return got
+}
+
+// TestRevocationPathsJoinTheSet: whatever revokes a token, the gateway's
+// Revoked refuses it on the very next request, with nothing catching up
+// in between (no WatchRevocations runs here), and the set agrees with the
+// store. The apps page, code reuse, agents and config removal are checked
+// the same way in their own tests (e.revoked, e.revokedToken).
+func TestRevocationPathsJoinTheSet(t *testing.T) {
+	e := newTokEnv(t)
+	ctx := t.Context()
+	owner := tConf + ":" + tSecret
+	tests := []struct {
+		name   string
+		revoke func(t *testing.T, user, at, rt string)
+	}{
+		{"RFC 7009 access token", func(t *testing.T, _, at, _ string) {
+			e.post(t, pathRevoke, url.Values{"token": {at}}, owner)
+		}},
+		{"RFC 7009 refresh token", func(t *testing.T, _, _, rt string) {
+			e.post(t, pathRevoke, url.Values{"token": {rt}}, owner)
+		}},
+		{"refresh token reuse", func(t *testing.T, _, _, rt string) {
+			form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}}
+			if a := e.post(t, pathToken, form, owner); a.status != 200 {
+				t.Fatalf("first refresh = %d %s", a.status, a.raw)
+			}
+			if a := e.post(t, pathToken, form, owner); a.status != 400 {
+				t.Fatalf("reused refresh = %d %s, want 400", a.status, a.raw)
+			}
+		}},
+		{"user deleted", func(t *testing.T, user, _, _ string) {
+			if err := e.iss.DeleteUser(ctx, user); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"password changed", func(t *testing.T, user, _, _ string) {
+			if err := e.iss.SetPassword(ctx, user, passwordHash()); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for n, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			user := fmt.Sprintf("user%d", n)
+			if err := e.iss.PutUser(ctx, User{Username: user, PasswordHash: passwordHash(), Groups: []string{"staff"}}); err != nil {
+				t.Fatal(err)
+			}
+			code, verifier := e.issueCode(t, codeSpec{client: tConf, user: user, scopes: []string{"read", "offline_access"}})
+			tok, err := e.exchange(t, tConf, tSecret, code, verifier)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, c := claimsOf(t, tok.AccessToken)
+			jti, gid := c["jti"].(string), c["gid"].(string)
+			if e.revoked(t, jti, gid) {
+				t.Fatal("fresh token revoked")
+			}
+			tt.revoke(t, user, tok.AccessToken, tok.RefreshToken)
+			if !e.revoked(t, jti, gid) {
+				t.Error("Revoked = false right after the revocation, want true")
+			}
+			if !e.iss.revokedInStore(ctx, jti, gid) {
+				t.Error("the store does not hold the revocation the set has")
+			}
+		})
+	}
+}
+
+// TestRevocationsAcrossInstances: two issuers on one store, as two
+// instances on one database. A revocation on A reaches B's set at B's
+// next catch-up (WatchRevocations, every RevocationResync) or at once on
+// RevocationsChanged, and B's own reads of the log are incremental.
+func TestRevocationsAcrossInstances(t *testing.T) {
+	e := newTokEnv(t)
+	const resync = 50 * time.Millisecond
+	b, err := New(Config{Issuer: e.srv.URL, Now: e.clock.Now, RevocationResync: resync}, e.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	watch := func(t *testing.T, iss *Issuer) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); iss.WatchRevocations(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+	}
+	watch(t, b)
+	revokeOnA := func(t *testing.T) (jti, gid string) {
+		t.Helper()
+		tok := e.userToken(t, tConf, "read")
+		_, c := claimsOf(t, tok.AccessToken)
+		jti, gid = c["jti"].(string), c["gid"].(string)
+		if got, err := b.Revoked(t.Context(), jti, gid); got || err != nil {
+			t.Fatalf("B: Revoked(fresh token) = %v, %v", got, err)
+		}
+		e.post(t, pathRevoke, url.Values{"token": {tok.AccessToken}}, tConf+":"+tSecret)
+		return jti, gid
+	}
+	waitRevoked := func(t *testing.T, jti, gid string, within time.Duration) time.Duration {
+		t.Helper()
+		start := time.Now()
+		for {
+			got, err := b.Revoked(t.Context(), jti, gid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got {
+				return time.Since(start)
+			}
+			if time.Since(start) > within {
+				t.Fatalf("B still accepts a token revoked on A after %s", within)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	t.Run("periodic", func(t *testing.T) {
+		var worst time.Duration
+		for range 5 {
+			jti, gid := revokeOnA(t)
+			worst = max(worst, waitRevoked(t, jti, gid, 20*resync))
+		}
+		t.Logf("revocation on A refused by B after at most %s (RevocationResync %s)", worst, resync)
+	})
+	t.Run("notified", func(t *testing.T) {
+		slow, err := New(Config{Issuer: e.srv.URL, Now: e.clock.Now, RevocationResync: time.Hour, RevocationMaxStale: 2 * time.Hour}, e.store)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b = slow
+		watch(t, b)
+		jti, gid := revokeOnA(t)
+		b.RevocationsChanged()
+		d := waitRevoked(t, jti, gid, 10*time.Second)
+		t.Logf("revocation on A refused by B %s after RevocationsChanged (no tick in an hour)", d)
+	})
+}
+
+// failingStore fails every View while down, as a store out of reach.
+type failingStore struct {
+	store.Store
+	down atomic.Bool
+}
+
+func (s *failingStore) View(ctx context.Context, fn func(store.Tx) error) error {
+	if s.down.Load() {
+		return errors.New("store unreachable")
+	}
+	return s.Store.View(ctx, fn)
+}
+
+// TestRevocationsStale: while the store cannot be read, Revoked keeps
+// answering from the set until RevocationMaxStale has passed since the
+// last catch-up, then fails closed with ErrRevocationsStale for every
+// token; a catch-up after the store is back ends that.
+func TestRevocationsStale(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	st := &failingStore{Store: memory.New(memory.Options{Now: clock.Now})}
+	iss, err := New(Config{Issuer: "https://issuer.example", Now: clock.Now}, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	st.down.Store(true)
+	if err := iss.SyncRevocations(ctx); err == nil {
+		t.Fatal("SyncRevocations with the store down: no error")
+	}
+	clock.Advance(DefaultRevocationMaxStale)
+	if got, err := iss.Revoked(ctx, "jti", "gid"); got || err != nil {
+		t.Errorf("Revoked at exactly RevocationMaxStale = %v, %v, want false, nil", got, err)
+	}
+	clock.Advance(time.Nanosecond)
+	if got, err := iss.Revoked(ctx, "jti", "gid"); !got || !errors.Is(err, ErrRevocationsStale) {
+		t.Errorf("Revoked past RevocationMaxStale = %v, %v, want true, ErrRevocationsStale", got, err)
+	}
+	st.down.Store(false)
+	if err := iss.SyncRevocations(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := iss.Revoked(ctx, "jti", "gid"); got || err != nil {
+		t.Errorf("Revoked after the store is back = %v, %v, want false, nil", got, err)
+	}
+	if _, err := New(Config{Issuer: "https://issuer.example", RevocationResync: time.Minute, RevocationMaxStale: time.Minute}, st); err == nil {
+		t.Error("New accepted a RevocationMaxStale shorter than two resync intervals")
+	}
+	st.down.Store(true)
+	if _, err := New(Config{Issuer: "https://issuer.example", Now: clock.Now}, st); err == nil {
+		t.Error("New with the store unreadable: no error (it must load the revocations before serving)")
+	}
+}
+
+// TestRevocationSetBounded: the set holds only revocations whose tokens
+// may still be valid. Revoking many tokens over several access-token
+// lifetimes leaves at most about one lifetime's worth (plus a prune
+// period) in the set, however many were revoked in all; another instance
+// loading the store later holds the same, and the log stays bounded too.
+func TestRevocationSetBounded(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	st := memory.New(memory.Options{Now: clock.Now})
+	const ttl = 10 * time.Minute
+	cfg := Config{Issuer: "https://issuer.example", Now: clock.Now, AccessTokenTTL: ttl, RevocationMaxStale: neverStale}
+	iss, err := New(cfg, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// follower reads only the log after its first load: its set must
+	// match across the log's slot boundaries.
+	follower, err := New(cfg, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	const perMinute, minutes = 200, 60 // 12,000 revocations over six lifetimes
+	peak := 0
+	for m := range minutes {
+		err := iss.store.Update(ctx, func(tx store.Tx) error {
+			for k := range perMinute {
+				if err := revocationsIn(tx).revokeToken(fmt.Sprintf("jti-%d-%d", m, k), clock.Now().Add(ttl)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := iss.SyncRevocations(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := follower.SyncRevocations(ctx); err != nil {
+			t.Fatal(err)
+		}
+		peak = max(peak, iss.revs.size())
+		if a, b := iss.revs.size(), follower.revs.size(); a != b {
+			t.Fatalf("minute %d: the follower holds %d revocations, the writer %d", m, b, a)
+		}
+		clock.Advance(time.Minute)
+	}
+	bound := perMinute * int((ttl+revocationPruneEvery)/time.Minute+1)
+	t.Logf("%d revocations in all; set peak %d, bound %d", perMinute*minutes, peak, bound)
+	if peak > bound {
+		t.Errorf("set peaked at %d revocations, want at most %d", peak, bound)
+	}
+	if got, err := iss.Revoked(ctx, fmt.Sprintf("jti-%d-0", minutes-1), ""); !got || err != nil {
+		t.Errorf("Revoked(latest) = %v, %v, want true", got, err)
+	}
+	if got, _ := iss.Revoked(ctx, "jti-0-0", ""); got {
+		t.Error("Revoked(expired) = true: a revocation outlived its tokens")
+	}
+	other, err := New(cfg, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := other.revs.size(); n > perMinute*int(ttl/time.Minute) {
+		t.Errorf("a new instance loaded %d revocations, want at most %d (the live ones)", n, perMinute*int(ttl/time.Minute))
+	}
+}
+
+// BenchmarkRevoked is the gateway's revocation check: no store access and
+// no allocation, over a set of 10,000 revocations. The InStore variant is
+// the same answer read from bbolt, as the issuer's endpoints (and gateways
+// before the set) get it.
+func BenchmarkRevoked(b *testing.B) {
+	st, err := bolt.Open(filepath.Join(b.TempDir(), "bench.db"), bolt.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	iss, err := New(Config{Issuer: "https://issuer.example"}, st)
+	if err != nil {
+		b.Fatal(err)
+	}
+	err = iss.store.Update(b.Context(), func(tx store.Tx) error {
+		for k := range 5000 {
+			until := time.Now().Add(time.Hour)
+			if err := revocationsIn(tx).revokeToken(fmt.Sprintf("jti-%d", k), until); err != nil {
+				return err
+			}
+			if err := revocationsIn(tx).revokeGrantTokens(fmt.Sprintf("gid-%d", k), until); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := b.Context()
+	if allocs := testing.AllocsPerRun(100, func() { iss.Revoked(ctx, "some-jti", "some-gid") }); allocs != 0 {
+		b.Fatalf("Revoked allocates %v times per call, want 0", allocs)
+	}
+	if got, err := iss.Revoked(ctx, "jti-1", "gid-x"); !got || err != nil {
+		b.Fatalf("Revoked(revoked jti) = %v, %v", got, err)
+	}
+	b.Run("Set", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			iss.Revoked(ctx, "some-jti", "some-gid")
+		}
+	})
+	b.Run("InStore", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			iss.revokedInStore(ctx, "some-jti", "some-gid")
+		}
+	})
+}
