@@ -98,7 +98,7 @@ func withPath(p string) envOption {
 func newTokEnv(t testing.TB, opts ...envOption) *testEnv {
 	t.Helper()
 	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
-	return newTokEnvStore(t, memory.New(memory.Options{Now: clock.Now}), clock, opts...)
+	return newTokEnvStore(t, memory.New(memory.Options{Now: clock.Now, RunTwice: true}), clock, opts...)
 }
 
 func newTokEnvStore(t testing.TB, st store.Store, clock *storetest.Clock, opts ...envOption) *testEnv {
