@@ -240,6 +240,29 @@ func (s *Store) Purge(ctx context.Context) (int, error) {
 	}
 }
 
+// Import copies entries into the store in one transaction, as Create
+// does: it fails, writing nothing, if the store already holds a live entry
+// under one of their keys, so it fills an empty database and never mixes
+// two states. entries calls put for each entry (an exporter such as
+// bolt.Store.Export); Import returns how many it copied.
+func (s *Store) Import(ctx context.Context, entries func(ctx context.Context, put func(bucket, key string, value []byte, expires time.Time) error) error) (int, error) {
+	n := 0
+	err := s.Update(ctx, func(tx store.Tx) error {
+		n = 0
+		return entries(ctx, func(bucket, key string, value []byte, expires time.Time) error {
+			if err := tx.Create(bucket, key, value, expires); err != nil {
+				return err
+			}
+			n++
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("postgres: import: %w", err)
+	}
+	return n, nil
+}
+
 // Close implements store.Store. It waits for running transactions.
 func (s *Store) Close() error {
 	if !s.closed.CompareAndSwap(false, true) {
