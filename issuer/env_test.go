@@ -213,7 +213,7 @@ type codeSpec struct {
 
 // issueCode stores an authorization code and returns it with its PKCE
 // verifier.
-func (e *testEnv) issueCode(t *testing.T, s codeSpec) (code, verifier string) {
+func (e *testEnv) issueCode(t testing.TB, s codeSpec) (code, verifier string) {
 	t.Helper()
 	if s.client == "" {
 		s.client = tPublic
@@ -275,7 +275,7 @@ func (e *testEnv) ctx() context.Context {
 }
 
 // exchange redeems a code with the x/oauth2 client.
-func (e *testEnv) exchange(t *testing.T, clientID, secret, code, verifier string, opts ...oauth2.AuthCodeOption) (*oauth2.Token, error) {
+func (e *testEnv) exchange(t testing.TB, clientID, secret, code, verifier string, opts ...oauth2.AuthCodeOption) (*oauth2.Token, error) {
 	t.Helper()
 	style := oauth2.AuthStyleInHeader
 	if secret == "" {
@@ -300,12 +300,12 @@ func (a answer) str(k string) string {
 
 // post sends a form to an endpoint path; basic, when set, is "id:secret"
 // (sent form-urlencoded, as RFC 6749 2.3.1 says).
-func (e *testEnv) post(t *testing.T, path string, form url.Values, basic string) answer {
+func (e *testEnv) post(t testing.TB, path string, form url.Values, basic string) answer {
 	t.Helper()
 	return e.postRaw(t, path, form.Encode(), basic)
 }
 
-func (e *testEnv) postRaw(t *testing.T, path, body, basic string) answer {
+func (e *testEnv) postRaw(t testing.TB, path, body, basic string) answer {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, e.iss.endpoint(path), strings.NewReader(body))
 	if err != nil {
@@ -319,7 +319,7 @@ func (e *testEnv) postRaw(t *testing.T, path, body, basic string) answer {
 	return e.do(t, req)
 }
 
-func (e *testEnv) do(t *testing.T, req *http.Request) answer {
+func (e *testEnv) do(t testing.TB, req *http.Request) answer {
 	t.Helper()
 	resp, err := e.srv.Client().Do(req)
 	if err != nil {
