@@ -495,7 +495,7 @@ func (a *admin) rotateKey(w http.ResponseWriter, r *http.Request) error {
 func (a *admin) backup(w http.ResponseWriter, r *http.Request) error {
 	b, ok := a.iss.store.(store.Backuper)
 	if !ok {
-		return adminErr(http.StatusNotImplemented, errors.New("this storage cannot be backed up: memory storage keeps nothing across restarts; use storage bolt"))
+		return adminErr(http.StatusNotImplemented, errors.New("this storage cannot be backed up here: memory storage keeps nothing across restarts; back up postgres storage with pg_dump"))
 	}
 	sw := &streamWriter{w: w}
 	n, err := b.Backup(r.Context(), sw)

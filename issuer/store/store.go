@@ -2,9 +2,9 @@
 //
 // A Store is a transactional key/value store of named buckets whose entries
 // may expire. Every implementation runs the conformance suite in
-// storetest. The contract is deliberately small so that a distributed backend
-// (etcd: keys per bucket prefix, leases for expiry, transactions with
-// compare-on-revision) can implement it as well as the embedded bbolt one.
+// storetest. The contract is deliberately small so that a networked backend
+// (postgres: one table, serializable transactions retried on conflict) can
+// implement it as well as the embedded bbolt one.
 package store
 
 import (
