@@ -36,6 +36,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		issuer <url>
 //		storage bolt [<path>]
 //		storage memory
+//		storage postgres <dsn>
 //		access_token_ttl <duration>
 //		refresh_token_ttl <duration>
 //		code_ttl <duration>
@@ -205,8 +206,17 @@ func parseStorage(d *caddyfile.Dispenser) ([]byte, error) {
 			return nil, d.ArgErr()
 		}
 		return caddyconfig.JSONModuleObject(MemoryStorage{}, "module", "memory", nil), nil
+	case "postgres":
+		var p PostgresStorage
+		if !d.Args(&p.DSN) || d.NextArg() {
+			return nil, d.Errf("storage postgres: want one <dsn> (quoted if it has spaces)")
+		}
+		if err := checkDSN(p.DSN); err != nil {
+			return nil, d.Errf("%v", err)
+		}
+		return caddyconfig.JSONModuleObject(p, "module", "postgres", nil), nil
 	default:
-		return nil, d.Errf("unknown storage %q: want bolt or memory", d.Val())
+		return nil, d.Errf("unknown storage %q: want bolt, memory or postgres", d.Val())
 	}
 }
 

@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,18 +15,21 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/bolt"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres"
 )
 
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "mcp-auth",
-		Usage: "user|client|agent|key <subcommand> | backup <file> [--address <admin address>]",
+		Usage: "user|client|agent|key <subcommand> | backup <file> [--address <admin address>] | migrate-storage --from <bolt file> --to <dsn>",
 		Short: "Manages mcp_auth users, clients, agents and signing keys of a running Caddy, and backs up its store",
 		Long: `
 Manages the users, OAuth clients, agents and signing keys of the mcp_auth app of a
@@ -43,6 +47,7 @@ running Caddy instance, through its admin API (routes under /mcp-auth/).
         | rotate-secret <id>
   key rotate
   backup <file>
+  migrate-storage --from <bolt file> --to <dsn>
 
 Passwords are read from the terminal (or one line of stdin), must have at
 least 8 characters, and are hashed with bcrypt here; only the hash is sent. A confidential client's secret is
@@ -51,6 +56,13 @@ printed once, when it is created or rotated; so is an agent's.
 backup copies the store (bolt storage) while Caddy runs, consistently, to
 <file> (mode 0600; written to a temporary file, checked, then renamed). To
 restore: stop Caddy, copy the file to the storage path, start Caddy.
+
+migrate-storage copies a bolt store into an empty PostgreSQL database, for
+moving to "storage postgres": stop Caddy first (the bolt file is locked
+while it runs). The copy is one transaction: all entries or none; it
+refuses a database that already holds any of them. --to may be a
+placeholder ({env.NAME}, {file.PATH}); a password is better given through
+PGPASSWORD or a .pgpass file than on the command line.
 
 The admin address is --address, else the one in --config, else
 localhost:2019. Users, clients and agents declared in the Caddyfile are
@@ -110,7 +122,7 @@ func newCLI(cmd *cobra.Command, c *cli) {
 			return nil
 		},
 	})
-	cmd.AddCommand(user, client, agent, key, c.backup())
+	cmd.AddCommand(user, client, agent, key, c.backup(), c.migrateStorage())
 }
 
 // group makes cmd, which only holds subcommands, fail when run without
@@ -505,6 +517,53 @@ func (c *cli) backup() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+func (c *cli) migrateStorage() *cobra.Command {
+	var from, to string
+	cmd := &cobra.Command{
+		Use:   "migrate-storage --from <bolt file> --to <dsn>",
+		Short: "Copies a bolt store (Caddy stopped) into an empty PostgreSQL database",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if from == "" || to == "" {
+				return errors.New("migrate-storage: --from and --to are required")
+			}
+			dsn, err := expandSecret(caddy.NewReplacer(), to)
+			if err != nil {
+				return fmt.Errorf("migrate-storage: --to: %w", err)
+			}
+			if _, err := os.Stat(from); err != nil {
+				return fmt.Errorf("migrate-storage: %w", err) // bolt.Open would create it
+			}
+			src, err := bolt.Open(from, bolt.Options{})
+			if err != nil {
+				return fmt.Errorf("migrate-storage: %w (stop Caddy first)", err)
+			}
+			defer src.Close()
+			ctx := cmd.Context()
+			if ctx == nil {
+				ctx = context.Background()
+			}
+			dst, err := postgres.Open(ctx, dsn, postgres.Options{})
+			if err != nil {
+				return fmt.Errorf("migrate-storage: %w", err)
+			}
+			defer dst.Close()
+			n, err := dst.Import(ctx, src.Export)
+			if errors.Is(err, store.ErrAlreadyExists) {
+				return fmt.Errorf("migrate-storage: the database already holds entries of this store; nothing was copied (migrate into an empty database): %w", err)
+			}
+			if err != nil {
+				return fmt.Errorf("migrate-storage: nothing was copied: %w", err)
+			}
+			fmt.Fprintf(c.out, "copied %d entries from %s\n", n, from)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&from, "from", "", "The bolt database file (storage bolt's path)")
+	cmd.Flags().StringVar(&to, "to", "", "The PostgreSQL connection string (libpq key=value or postgres:// URL), or a placeholder")
+	return cmd
 }
 
 // adminAddress accepts the admin address as Caddy writes it

@@ -1,20 +1,29 @@
 package caddymodule
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/bolt"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres"
 )
 
 func init() {
 	caddy.RegisterModule(BoltStorage{})
 	caddy.RegisterModule(MemoryStorage{})
+	caddy.RegisterModule(PostgresStorage{})
 }
 
 // Storage is implemented by modules in the mcp_auth.storage namespace.
@@ -28,7 +37,7 @@ type Storage interface {
 // stores holds open stores across config reloads. bbolt locks its file, so
 // a second open of the same path in this process would block forever; the
 // new config must share the old config's handle instead. Keys are
-// "bolt:<absolute path>" and "memory".
+// "bolt:<absolute path>", "memory" and "postgres:<SHA-256 of the DSN>".
 var stores = caddy.NewUsagePool()
 
 // pooledStore closes the store when the last config using it is cleaned up.
@@ -143,6 +152,120 @@ func (m *MemoryStorage) Cleanup() error {
 	return err
 }
 
+// PostgresStorage keeps the issuer's state in a PostgreSQL database, which
+// several Caddy instances may share. The schema is created or migrated
+// when the app starts.
+type PostgresStorage struct {
+	// DSN is the database's connection string: a libpq "key=value ..."
+	// string or a postgres:// URL. Caddy shows its configuration (adapted
+	// JSON, the admin API, autosave.json), so the DSN must not hold a
+	// password in clear: make the whole DSN a placeholder
+	// ({env.MCP_AUTH_DSN}, {file./run/secrets/mcp-auth-dsn}), or the
+	// password alone ("postgres://mcp:{env.PGPASSWORD_MCP}@db/mcp"), or
+	// leave it out and let PGPASSWORD or a .pgpass file supply it.
+	// Placeholders are replaced when the app starts.
+	DSN string `json:"dsn,omitempty"`
+
+	key string // in stores
+	st  store.Store
+}
+
+// CaddyModule returns the Caddy module information.
+func (PostgresStorage) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "mcp_auth.storage.postgres",
+		New: func() caddy.Module { return new(PostgresStorage) },
+	}
+}
+
+// Provision checks the DSN. It connects to nothing: see Storage.
+func (p *PostgresStorage) Provision(caddy.Context) error {
+	return checkDSN(p.DSN)
+}
+
+// postgresOpenTimeout bounds connecting and migrating at start.
+const postgresOpenTimeout = 30 * time.Second
+
+// Open replaces the DSN's placeholders, connects and migrates the schema,
+// or shares the store a previous config opened on the same DSN.
+func (p *PostgresStorage) Open() (store.Store, error) {
+	dsn, err := expandSecret(caddy.NewReplacer(), p.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("storage postgres: dsn: %w", err)
+	}
+	sum := sha256.Sum256([]byte(dsn))
+	key := "postgres:" + hex.EncodeToString(sum[:])
+	v, _, err := stores.LoadOrNew(key, func() (caddy.Destructor, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), postgresOpenTimeout)
+		defer cancel()
+		st, err := postgres.Open(ctx, dsn, postgres.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("storage: %w", err)
+		}
+		return pooledStore{st}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	p.key, p.st = key, v.(pooledStore).Store
+	return p.st, nil
+}
+
+// Cleanup releases this config's reference; the pool is closed when no
+// config uses it any more.
+func (p *PostgresStorage) Cleanup() error {
+	if p.st == nil {
+		return nil
+	}
+	p.st = nil
+	_, err := stores.Delete(p.key)
+	return err
+}
+
+// checkDSN refuses an empty DSN and one that holds a password in clear
+// (see PostgresStorage.DSN). A password that is one placeholder is fine.
+func checkDSN(dsn string) error {
+	if strings.TrimSpace(dsn) == "" {
+		return errors.New("storage postgres: the dsn is empty")
+	}
+	if pw, ok := dsnPassword(dsn); ok && !wholePlaceholder(pw) {
+		return errors.New("storage postgres: the dsn holds a password in clear, which Caddy would show in its configuration; " +
+			"give the whole dsn as a placeholder ({env.MCP_AUTH_DSN} or {file.<path>}), the password as one, or use PGPASSWORD or a .pgpass file")
+	}
+	return nil
+}
+
+// kvPassword finds password=... in a libpq key/value DSN or a URL's query.
+var kvPassword = regexp.MustCompile(`(?:^|[\s?&])password\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&]*)`)
+
+// dsnPassword returns the password a DSN states (placeholders not yet
+// replaced), if any: a URL's userinfo password or a password parameter.
+func dsnPassword(dsn string) (string, bool) {
+	if m := kvPassword.FindStringSubmatch(dsn); m != nil {
+		return strings.Trim(m[1], "'"), true
+	}
+	rest, ok := strings.CutPrefix(dsn, "postgres://")
+	if !ok {
+		rest, ok = strings.CutPrefix(dsn, "postgresql://")
+	}
+	if !ok {
+		return "", false
+	}
+	// The authority ends at the first '/' or '?' after the last '@'
+	// (placeholders hold neither '@' nor '/' here).
+	at := strings.LastIndex(rest, "@")
+	if end := strings.IndexAny(rest, "/?"); at < 0 || (end >= 0 && end < at) {
+		return "", false
+	}
+	_, pw, found := strings.Cut(rest[:at], ":")
+	return pw, found && pw != ""
+}
+
+// wholePlaceholder reports whether s is exactly one placeholder.
+func wholePlaceholder(s string) bool {
+	return len(s) > 2 && s[0] == '{' && s[len(s)-1] == '}' && strings.Count(s, "{") == 1 && strings.Count(s, "}") == 1
+}
+
 // Interface guards
 var (
 	_ Storage            = (*BoltStorage)(nil)
@@ -150,4 +273,7 @@ var (
 	_ caddy.CleanerUpper = (*BoltStorage)(nil)
 	_ Storage            = (*MemoryStorage)(nil)
 	_ caddy.CleanerUpper = (*MemoryStorage)(nil)
+	_ Storage            = (*PostgresStorage)(nil)
+	_ caddy.Provisioner  = (*PostgresStorage)(nil)
+	_ caddy.CleanerUpper = (*PostgresStorage)(nil)
 )

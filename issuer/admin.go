@@ -495,7 +495,7 @@ func (a *admin) rotateKey(w http.ResponseWriter, r *http.Request) error {
 func (a *admin) backup(w http.ResponseWriter, r *http.Request) error {
 	b, ok := a.iss.backend.(store.Backuper)
 	if !ok {
-		return adminErr(http.StatusNotImplemented, errors.New("this storage cannot be backed up: memory storage keeps nothing across restarts; use storage bolt"))
+		return adminErr(http.StatusNotImplemented, errors.New("this storage cannot be backed up here: memory storage keeps nothing across restarts; back up postgres storage with pg_dump"))
 	}
 	sw := &streamWriter{w: w}
 	n, err := b.Backup(r.Context(), sw)
@@ -552,6 +552,8 @@ func adminStatus(err error) int {
 	switch {
 	case errors.As(err, &ae):
 		return ae.status
+	case errors.Is(err, store.ErrUnavailable):
+		return http.StatusServiceUnavailable
 	case errors.Is(err, store.ErrNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, store.ErrAlreadyExists), errors.Is(err, ErrConfigured):
@@ -568,11 +570,15 @@ func adminStatus(err error) int {
 func (a *admin) writeError(w http.ResponseWriter, err error) {
 	status := adminStatus(err)
 	msg := err.Error()
-	if status == http.StatusInternalServerError {
+	switch status {
+	case http.StatusInternalServerError:
 		// The details are the storage's, for the log; the operator is told
 		// where to look.
 		a.iss.log.Error("admin API", zap.Int("status", status), zap.Error(err))
 		msg = `internal error; the details are in Caddy's log (message "admin API")`
+	case http.StatusServiceUnavailable:
+		a.iss.log.Error("admin API", zap.Int("status", status), zap.Error(err))
+		msg = `storage temporarily unavailable, nothing was changed; retry later (details in Caddy's log, message "admin API")`
 	}
 	_ = writeAdminJSON(w, status, map[string]string{"error": msg})
 }

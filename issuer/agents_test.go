@@ -282,5 +282,5 @@ func (e *testEnv) revokedToken(t *testing.T, raw string) bool {
 // New to run.
 func newMemStore() store.Store {
 	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
-	return memory.New(memory.Options{Now: clock.Now})
+	return memory.New(memory.Options{Now: clock.Now, RunTwice: true})
 }

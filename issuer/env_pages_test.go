@@ -36,7 +36,7 @@ const (
 func newBrowserEnv(t *testing.T, mutate func(*Config)) *testEnv {
 	t.Helper()
 	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
-	st := memory.New(memory.Options{Now: clock.Now})
+	st := memory.New(memory.Options{Now: clock.Now, RunTwice: true})
 	e := newEnv(t, st, clock)
 	hash, err := bcrypt.GenerateFromPassword([]byte(bPassword), bcrypt.MinCost)
 	if err != nil {

@@ -104,7 +104,7 @@ func withPath(p string) envOption {
 func newTokEnv(t testing.TB, opts ...envOption) *testEnv {
 	t.Helper()
 	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
-	return newTokEnvStore(t, memory.New(memory.Options{Now: clock.Now}), clock, opts...)
+	return newTokEnvStore(t, memory.New(memory.Options{Now: clock.Now, RunTwice: true}), clock, opts...)
 }
 
 func newTokEnvStore(t testing.TB, st store.Store, clock *storetest.Clock, opts ...envOption) *testEnv {
@@ -219,7 +219,7 @@ type codeSpec struct {
 
 // issueCode stores an authorization code and returns it with its PKCE
 // verifier.
-func (e *testEnv) issueCode(t *testing.T, s codeSpec) (code, verifier string) {
+func (e *testEnv) issueCode(t testing.TB, s codeSpec) (code, verifier string) {
 	t.Helper()
 	if s.client == "" {
 		s.client = tPublic
@@ -281,7 +281,7 @@ func (e *testEnv) ctx() context.Context {
 }
 
 // exchange redeems a code with the x/oauth2 client.
-func (e *testEnv) exchange(t *testing.T, clientID, secret, code, verifier string, opts ...oauth2.AuthCodeOption) (*oauth2.Token, error) {
+func (e *testEnv) exchange(t testing.TB, clientID, secret, code, verifier string, opts ...oauth2.AuthCodeOption) (*oauth2.Token, error) {
 	t.Helper()
 	style := oauth2.AuthStyleInHeader
 	if secret == "" {
@@ -306,12 +306,12 @@ func (a answer) str(k string) string {
 
 // post sends a form to an endpoint path; basic, when set, is "id:secret"
 // (sent form-urlencoded, as RFC 6749 2.3.1 says).
-func (e *testEnv) post(t *testing.T, path string, form url.Values, basic string) answer {
+func (e *testEnv) post(t testing.TB, path string, form url.Values, basic string) answer {
 	t.Helper()
 	return e.postRaw(t, path, form.Encode(), basic)
 }
 
-func (e *testEnv) postRaw(t *testing.T, path, body, basic string) answer {
+func (e *testEnv) postRaw(t testing.TB, path, body, basic string) answer {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, e.iss.endpoint(path), strings.NewReader(body))
 	if err != nil {
@@ -325,7 +325,7 @@ func (e *testEnv) postRaw(t *testing.T, path, body, basic string) answer {
 	return e.do(t, req)
 }
 
-func (e *testEnv) do(t *testing.T, req *http.Request) answer {
+func (e *testEnv) do(t testing.TB, req *http.Request) answer {
 	t.Helper()
 	resp, err := e.srv.Client().Do(req)
 	if err != nil {

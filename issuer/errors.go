@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
 // Error is an OAuth 2.0 protocol error (RFC 6749 section 5.2 and friends).
@@ -69,13 +71,25 @@ var (
 	ErrSlowDown                = &Error{Code: "slow_down", Status: http.StatusTooManyRequests}
 )
 
-// writeError answers with an RFC 6749 JSON error. Errors that are not *Error
-// become server_error without leaking their text.
-func writeError(w http.ResponseWriter, err error) {
+// protocolError is the protocol error to answer err with: err's *Error,
+// except that a store that could not run a transaction now (its database
+// unreachable, or conflicts past its retries; nothing was written) is
+// temporarily_unavailable, whatever wrapped it; any other error is
+// server_error, without its text.
+func protocolError(err error) *Error {
 	var e *Error
-	if !errors.As(err, &e) {
-		e = ErrServerError
+	switch {
+	case errors.Is(err, store.ErrUnavailable):
+		return ErrTemporarilyUnavailable.WithDescription("the server's storage is busy or unreachable; retry later").Wrap(err)
+	case errors.As(err, &e):
+		return e
 	}
+	return ErrServerError
+}
+
+// writeError answers with an RFC 6749 JSON error (see protocolError).
+func writeError(w http.ResponseWriter, err error) {
+	e := protocolError(err)
 	status := e.Status
 	if status == 0 {
 		status = http.StatusBadRequest

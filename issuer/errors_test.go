@@ -1,9 +1,18 @@
 package issuer
 
 import (
+	"context"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
 )
 
 // validDescription: RFC 6749 section 5.2 error_description characters.
@@ -56,5 +65,62 @@ func TestErrorDescriptionCharacters(t *testing.T) {
 	}
 	if d := loc.Query().Get("error_description"); loc.Query().Get("error") != "invalid_request" || d == "" || !validDescription(d) {
 		t.Errorf("authorize error = %v, want invalid_request with a valid error_description", loc.Query())
+	}
+}
+
+// unavailableStore fails every Update, once down is set, as a store whose
+// database is unreachable or whose retries ran out.
+type unavailableStore struct {
+	store.Store
+	down atomic.Bool
+}
+
+func (s *unavailableStore) Update(ctx context.Context, fn func(store.Tx) error) error {
+	if s.down.Load() {
+		return fmt.Errorf("test store: %w", store.ErrUnavailable)
+	}
+	return s.Store.Update(ctx, fn)
+}
+
+// TestStoreUnavailable: while the store cannot write, token requests
+// answer 503 temporarily_unavailable (not server_error), the admin API 503,
+// and nothing is issued; afterwards the same requests succeed.
+func TestStoreUnavailable(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	st := &unavailableStore{Store: memory.New(memory.Options{Now: clock.Now, RunTwice: true})}
+	e := newTokEnvStore(t, st, clock)
+	code, verifier := e.issueCode(t, codeSpec{client: tPublic, scopes: []string{"read"}})
+	grants := e.count(bucketGrants)
+
+	st.down.Store(true)
+	requests := []struct {
+		name  string
+		form  url.Values
+		basic string
+	}{
+		{"authorization_code", url.Values{"grant_type": {"authorization_code"}, "code": {code}, "code_verifier": {verifier},
+			"client_id": {tPublic}, "redirect_uri": {tRedirect}}, ""},
+		{"client_credentials", url.Values{"grant_type": {"client_credentials"}, "scope": {"read"}, "resource": {tResource}}, tConf + ":" + tSecret},
+	}
+	for _, r := range requests {
+		a := e.post(t, pathToken, r.form, r.basic)
+		if a.status != http.StatusServiceUnavailable || a.str("error") != "temporarily_unavailable" {
+			t.Errorf("%s while the store is down = %d %s, want 503 temporarily_unavailable", r.name, a.status, a.raw)
+		}
+	}
+	if got := e.count(bucketGrants); got != grants {
+		t.Fatalf("grants after refused requests = %d, want %d", got, grants)
+	}
+	rec := httptest.NewRecorder()
+	e.iss.AdminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodDelete, "/users/nobody", nil))
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Errorf("admin DELETE while the store is down = %d %s, want 503", rec.Code, rec.Body)
+	}
+
+	st.down.Store(false)
+	for _, r := range requests {
+		if a := e.post(t, pathToken, r.form, r.basic); a.status != http.StatusOK {
+			t.Errorf("%s after the store is back = %d %s, want 200", r.name, a.status, a.raw)
+		}
 	}
 }

@@ -156,7 +156,7 @@ func TestSigningKeyRotation(t *testing.T) {
 
 func TestSigningKeySharedAcrossInstances(t *testing.T) {
 	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
-	st := memory.New(memory.Options{Now: clock.Now})
+	st := memory.New(memory.Options{Now: clock.Now, RunTwice: true})
 	a := newTokEnvStore(t, st, clock)
 	b := newTokEnvStore(t, st, clock) // a config reload: same store
 	ka, _ := a.jwksOf(t)
@@ -204,7 +204,7 @@ func TestPublicKeyUnknown(t *testing.T) {
 // the old key stays published until those tokens expire too.
 func TestRetiredKeyOutlivesOtherInstancesTokens(t *testing.T) {
 	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
-	st := memory.New(memory.Options{Now: clock.Now})
+	st := memory.New(memory.Options{Now: clock.Now, RunTwice: true})
 	a := newTokEnvStore(t, st, clock)
 	b := newTokEnvStore(t, st, clock)
 	old := a.clientToken(t) // a has the key cached from now on

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
 //go:embed templates/*.html
@@ -177,6 +179,10 @@ func (p *pages) csrfPage(w http.ResponseWriter) {
 
 func (p *pages) serverErrorPage(w http.ResponseWriter, err error) {
 	p.log.Error("page", zap.Error(err))
+	if errors.Is(err, store.ErrUnavailable) {
+		p.errorPage(w, http.StatusServiceUnavailable, "Temporarily unavailable", "The server cannot complete this step right now. Try again in a moment.")
+		return
+	}
 	p.errorPage(w, http.StatusInternalServerError, "Something went wrong", "The server could not complete this step. Try again in a moment.")
 }
 
@@ -230,12 +236,12 @@ func (p *pages) earlyError(w http.ResponseWriter, r *http.Request, c *Client, re
 		p.redirectError(w, r, redirectURI, state, err)
 		return
 	}
-	var e *Error
-	if !errors.As(err, &e) {
-		e = ErrServerError
-	}
+	e := protocolError(err)
 	status := http.StatusBadRequest
 	switch {
+	case e.Code == ErrTemporarilyUnavailable.Code && e.Err != nil:
+		p.log.Error("authorize", zap.Error(e.Err))
+		status = e.Status
 	case e.Code == ErrServerError.Code:
 		if e.Err != nil {
 			p.log.Error("authorize", zap.Error(e.Err))
@@ -255,11 +261,8 @@ func (p *pages) earlyError(w http.ResponseWriter, r *http.Request, c *Client, re
 // redirectError sends an authorization error response to the client
 // (RFC 6749 section 4.1.2.1, with RFC 9207 iss).
 func (p *pages) redirectError(w http.ResponseWriter, r *http.Request, redirectURI, state string, err error) {
-	var e *Error
-	if !errors.As(err, &e) {
-		e = ErrServerError
-	}
-	if e.Code == ErrServerError.Code && e.Err != nil {
+	e := protocolError(err)
+	if (e.Code == ErrServerError.Code || e.Code == ErrTemporarilyUnavailable.Code) && e.Err != nil {
 		p.log.Error("authorize", zap.Error(e.Err))
 	}
 	v := url.Values{"error": {e.Code}}

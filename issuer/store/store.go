@@ -2,9 +2,9 @@
 //
 // A Store is a transactional key/value store of named buckets whose entries
 // may expire. Every implementation runs the conformance suite in
-// storetest. The contract is deliberately small so that a distributed backend
-// (etcd: keys per bucket prefix, leases for expiry, transactions with
-// compare-on-revision) can implement it as well as the embedded bbolt one.
+// storetest. The contract is deliberately small so that a networked backend
+// (postgres: one table, serializable transactions retried on conflict) can
+// implement it as well as the embedded bbolt one.
 package store
 
 import (
@@ -23,6 +23,11 @@ var (
 	ErrAlreadyExists = errors.New("store: already exists")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("store: closed")
+	// ErrUnavailable: the store could not run the transaction now (a
+	// networked backend that cannot reach its database, or an Update that
+	// kept conflicting with concurrent ones until its retries ran out).
+	// Nothing was written; the caller may try again later.
+	ErrUnavailable = errors.New("store: temporarily unavailable")
 )
 
 // Store is the issuer's storage.
@@ -38,11 +43,17 @@ type Store interface {
 	// do nothing and return the ctx error (wrapped) if ctx is done before
 	// they start; Update also writes nothing if ctx is done when fn returns.
 	//
-	// An implementation may run fn more than once (a backend that retries
-	// a transaction after a serialization failure), and only the last run
-	// counts. Callers therefore keep fn free of side effects outside the
-	// transaction: no sending, no logging, and any outer variable fn sets
-	// is set afresh (reset at the start of fn) on every run.
+	// An implementation may run fn more than once (postgres retries a
+	// transaction after a serialization failure or deadlock), and only the
+	// last run counts: its writes are committed, its return value is
+	// Update's. Callers therefore keep fn free of side effects outside the
+	// transaction: no sending, no logging, no metrics, no appending to an
+	// outer slice without resetting it; any outer variable fn sets is set
+	// afresh on every run, and a value that must be the same on every run
+	// (a random id, a token) is drawn before Update. Reading the clock or
+	// randomness inside fn is fine when the last run's reading is the one
+	// wanted. memory.Options.RunTwice runs every fn twice to catch callers
+	// that break this.
 	Update(ctx context.Context, fn func(Tx) error) error
 	// Purge deletes expired entries and reports how many it removed.
 	// Expired entries are already invisible to Get and List; Purge only

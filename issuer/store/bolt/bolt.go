@@ -194,6 +194,45 @@ func (s *Store) Backup(ctx context.Context, w io.Writer) (int64, error) {
 	return n, nil
 }
 
+// Export calls fn for every live entry of every bucket with its expiry
+// (zero: never), in bucket and key order, from one read transaction: a
+// consistent copy for moving the store to another backend. fn gets copies
+// it may keep. An error from fn stops Export and is returned.
+func (s *Store) Export(ctx context.Context, fn func(bucket, key string, value []byte, expires time.Time) error) error {
+	if err := s.begin(ctx); err != nil {
+		return fmt.Errorf("bolt: export: %w", err)
+	}
+	now := s.now()
+	err := s.db.View(func(btx *bbolt.Tx) error {
+		return btx.ForEach(func(name []byte, b *bbolt.Bucket) error {
+			return b.ForEach(func(k, raw []byte) error {
+				if raw == nil {
+					return nil // a nested bucket; this package creates none
+				}
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				exp, v, err := decode(raw)
+				if err != nil {
+					return fmt.Errorf("%s/%q: %w", name, k, err)
+				}
+				if !live(exp, now) {
+					return nil
+				}
+				var expires time.Time
+				if exp != 0 {
+					expires = time.Unix(0, exp)
+				}
+				return fn(string(name), string(k), bytes.Clone(v), expires)
+			})
+		})
+	})
+	if err != nil {
+		return closedErr(fmt.Errorf("bolt: export: %w", err))
+	}
+	return nil
+}
+
 // ctxWriter fails writes once ctx is done, so a long copy for a caller
 // that gave up ends early.
 type ctxWriter struct {

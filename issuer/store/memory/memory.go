@@ -35,11 +35,17 @@ var (
 type Options struct {
 	// Now is the clock that decides expiry. Default time.Now.
 	Now func() time.Time
+	// RunTwice runs every Update's fn twice and commits only the second
+	// run, as a backend that retries a transaction after a conflict may
+	// (see store.Store.Update). Tests set it to catch a caller whose fn
+	// is not safe to run again.
+	RunTwice bool
 }
 
 // Store is an in-memory store.Store. The zero value is not usable; call New.
 type Store struct {
-	now func() time.Time
+	now      func() time.Time
+	runTwice bool
 
 	mu      sync.RWMutex
 	closed  bool
@@ -64,7 +70,7 @@ func New(opts Options) *Store {
 	if now == nil {
 		now = time.Now
 	}
-	return &Store{now: now, buckets: make(map[string]bucket)}
+	return &Store{now: now, runTwice: opts.RunTwice, buckets: make(map[string]bucket)}
 }
 
 // View implements store.Store.
@@ -91,6 +97,13 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
 	defer s.mu.Unlock()
 	if s.closed {
 		return store.ErrClosed
+	}
+	if s.runTwice {
+		// A run whose writes and result are thrown away, as after a
+		// serialization failure.
+		discard := &tx{s: s, now: s.now(), writable: true, dirty: make(map[string]bucket)}
+		_ = fn(discard)
+		discard.done = true
 	}
 	t := &tx{s: s, now: s.now(), writable: true, dirty: make(map[string]bucket)}
 	defer func() { t.done = true }()

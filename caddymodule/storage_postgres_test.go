@@ -1,0 +1,195 @@
+package caddymodule
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/bolt"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres/pgtest"
+)
+
+func TestCheckDSN(t *testing.T) {
+	tests := []struct {
+		dsn string
+		ok  bool
+	}{
+		{"{env.MCP_AUTH_DSN}", true},
+		{"{file./run/secrets/dsn}", true},
+		{"postgres://mcp@db.internal/mcp?sslmode=verify-full", true},
+		{"postgres://mcp:{env.PW}@db.internal/mcp", true},
+		{"postgresql://mcp:{file./run/pw}@db.internal:5432/mcp", true},
+		{"host=db user=mcp dbname=mcp", true},
+		{"host=db user=mcp password={env.PW} dbname=mcp", true},
+		{"host=db user=mcp password='{env.PW}' dbname=mcp", true},
+		{"postgres://db.internal/mcp?user=mcp&password={env.PW}", true},
+		{"postgres://mcp:hunter2@db.internal/mcp", false},
+		{"postgresql://mcp:hunter2@db.internal/mcp", false},
+		{"postgres://mcp:x{env.PW}@db/mcp", false},
+		{"postgres://mcp:{env.A}{env.B}@db/mcp", false},
+		{"host=db user=mcp password=hunter2 dbname=mcp", false},
+		{"host=db user=mcp password = 'hunter 2' dbname=mcp", false},
+		{"password=hunter2", false},
+		{"postgres://mcp@db/mcp?sslmode=require&password=hunter2", false},
+		{"", false},
+		{"   ", false},
+	}
+	for _, tt := range tests {
+		err := checkDSN(tt.dsn)
+		if (err == nil) != tt.ok {
+			t.Errorf("checkDSN(%q) = %v, want ok=%v", tt.dsn, err, tt.ok)
+		}
+		if err != nil && strings.Contains(err.Error(), "hunter") {
+			t.Errorf("checkDSN(%q) error shows the password: %v", tt.dsn, err)
+		}
+	}
+}
+
+// TestPostgresStorage: Provision connects to nothing and refuses a
+// password in clear; Open replaces the placeholder, and a second config
+// on the same DSN shares the pool until the last one is cleaned up.
+func TestPostgresStorage(t *testing.T) {
+	ctx := newContext(t)
+	if err := (&PostgresStorage{DSN: "postgres://mcp:hunter2@127.0.0.1:1/mcp"}).Provision(ctx); err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("Provision(password in clear) = %v, want a refusal that does not show it", err)
+	}
+	if err := (&PostgresStorage{DSN: "host=127.0.0.1 port=1 dbname=none"}).Provision(ctx); err != nil {
+		t.Fatalf("Provision(unreachable database) = %v, want nil: it connects to nothing", err)
+	}
+	unset := &PostgresStorage{DSN: "{env.MCP_AUTH_TEST_UNSET_DSN}"}
+	if _, err := open(ctx, unset); err == nil || !strings.Contains(err.Error(), "{env.MCP_AUTH_TEST_UNSET_DSN} resolves to nothing") {
+		t.Fatalf("Open(unset placeholder) = %v, want an error naming the placeholder", err)
+	}
+
+	t.Setenv("MCP_AUTH_TEST_DSN", pgtest.NewDatabase(t))
+	a, b := &PostgresStorage{DSN: "{env.MCP_AUTH_TEST_DSN}"}, &PostgresStorage{DSN: "{env.MCP_AUTH_TEST_DSN}"}
+	sa, err := open(ctx, a)
+	if err != nil {
+		t.Fatalf("Open() = %v, want nil", err)
+	}
+	sb, err := open(ctx, b)
+	if err != nil {
+		t.Fatalf("second Open() = %v, want nil", err)
+	}
+	if sa != sb {
+		t.Fatalf("two configs on one DSN got different stores")
+	}
+	if err := a.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if err := put(sb, "k"); err != nil {
+		t.Fatalf("Update after the first config's Cleanup = %v, want nil", err)
+	}
+	if err := b.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if err := put(sb, "k"); !errors.Is(err, store.ErrClosed) {
+		t.Fatalf("Update after the last Cleanup = %v, want ErrClosed", err)
+	}
+}
+
+// TestMigrateStorage copies a bolt store into PostgreSQL with the command
+// and reads back every live entry with its expiry; expired entries stay
+// behind, a second copy into the same database is refused whole, and a
+// bolt file in use is refused.
+func TestMigrateStorage(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mcp-auth.db")
+	clock := time.Now()
+	src, err := bolt.Open(path, bolt.Options{Now: func() time.Time { return clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type entry struct {
+		bucket, key, value string
+		expires            time.Time
+	}
+	live := []entry{
+		{"grants", "g1", `{"id":"g1"}`, time.Time{}},
+		{"grants", "g2", "", clock.Add(time.Hour)},
+		{"refresh", "\x00\xffbinary", "\x01\x02", clock.Add(30 * 24 * time.Hour)},
+		{"keys", "kid-1", "private", time.Time{}},
+	}
+	expired := entry{"codes", "c1", "old", clock.Add(time.Second)}
+	err = src.Update(context.Background(), func(tx store.Tx) error {
+		for _, e := range append(live, expired) {
+			if err := tx.Put(e.bucket, e.key, []byte(e.value), e.expires); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dsn := pgtest.NewDatabase(t)
+	if _, _, err := runCLI(t, "localhost:1", "", "migrate-storage", "--from", path, "--to", dsn); err == nil || !strings.Contains(err.Error(), "stop Caddy first") {
+		t.Fatalf("migrate-storage of a bolt file in use = %v, want a refusal", err)
+	}
+	clock = clock.Add(time.Second) // expired's time is up
+	if err := src.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Setenv("MCP_AUTH_TEST_DSN", dsn)
+	out, _, err := runCLI(t, "localhost:1", "", "migrate-storage", "--from", path, "--to", "{env.MCP_AUTH_TEST_DSN}")
+	if err != nil || !strings.Contains(out, fmt.Sprintf("copied %d entries", len(live))) {
+		t.Fatalf("migrate-storage = %q, %v, want %d entries copied", out, err, len(live))
+	}
+
+	// Read back at the bolt clock, then just before and at each expiry.
+	at := clock
+	dst, err := postgres.Open(context.Background(), dsn, postgres.Options{Now: func() time.Time { return at }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	read := func(e entry) ([]byte, error) {
+		var v []byte
+		err := dst.View(context.Background(), func(tx store.Tx) error {
+			var err error
+			v, err = tx.Get(e.bucket, e.key)
+			return err
+		})
+		return v, err
+	}
+	for _, e := range live {
+		if v, err := read(e); err != nil || string(v) != e.value {
+			t.Errorf("Get(%s/%q) after migration = %q, %v, want %q", e.bucket, e.key, v, err, e.value)
+		}
+		if e.expires.IsZero() {
+			continue
+		}
+		at = e.expires.Add(-time.Nanosecond)
+		if _, err := read(e); err != nil {
+			t.Errorf("Get(%s/%q) just before its expiry = %v, want it live", e.bucket, e.key, err)
+		}
+		at = e.expires
+		if _, err := read(e); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("Get(%s/%q) at its expiry = %v, want ErrNotFound", e.bucket, e.key, err)
+		}
+		at = clock
+	}
+	if _, err := read(expired); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("expired entry copied: Get = %v, want ErrNotFound", err)
+	}
+
+	// Again into the same database: refused, and nothing changes.
+	if err := dst.Update(context.Background(), func(tx store.Tx) error { return tx.Put("grants", "g1", []byte("changed"), time.Time{}) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := runCLI(t, "localhost:1", "", "migrate-storage", "--from", path, "--to", dsn); err == nil || !strings.Contains(err.Error(), "already holds entries") {
+		t.Fatalf("second migrate-storage = %v, want a refusal", err)
+	}
+	if v, err := read(live[0]); err != nil || string(v) != "changed" {
+		t.Errorf("after the refused copy Get(grants/g1) = %q, %v, want changed", v, err)
+	}
+	if _, _, err := runCLI(t, "localhost:1", "", "migrate-storage", "--from", filepath.Join(t.TempDir(), "none.db"), "--to", dsn); err == nil {
+		t.Errorf("migrate-storage from a missing file = nil, want an error")
+	}
+}

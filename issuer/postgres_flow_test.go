@@ -1,0 +1,76 @@
+package issuer
+
+import (
+	"context"
+	"net/url"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/bolt"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres/pgtest"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
+)
+
+// TestFlowSurvivesMigrationToPostgres runs the token flow on bbolt, copies
+// the store into PostgreSQL (what `caddy mcp-auth migrate-storage` does),
+// and continues on PostgreSQL under a new Issuer: same signing key, the
+// access token still valid, the refresh token rotates once, and its reuse
+// is still detected.
+func TestFlowSurvivesMigrationToPostgres(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	path := filepath.Join(t.TempDir(), "auth.db")
+	src, err := bolt.Open(path, bolt.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newTokEnvStore(t, src, clock)
+	code, verifier := e.issueCode(t, codeSpec{scopes: []string{"openid", "read", "offline_access"}})
+	tok, err := e.exchange(t, tPublic, "", code, verifier)
+	if err != nil {
+		t.Fatalf("Exchange() error: %v", err)
+	}
+	keys, _ := e.jwksOf(t)
+	if err := src.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	src, err = bolt.Open(path, bolt.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst, err := postgres.Open(context.Background(), dsn, postgres.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = dst.Close() })
+	if n, err := dst.Import(context.Background(), src.Export); err != nil || n == 0 {
+		t.Fatalf("Import() = %d, %v, want entries, nil", n, err)
+	}
+	if err := src.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	e.restart(dst)
+	if after, _ := e.jwksOf(t); len(after) != 1 || after[0].Kid != keys[0].Kid {
+		t.Fatalf("JWKS after migration = %v, want the same key %s", kids(after), keys[0].Kid)
+	}
+	if !e.active(t, tok.AccessToken) {
+		t.Error("access token inactive after migration")
+	}
+	refresh := func(rt string) answer {
+		return e.post(t, pathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {tPublic}}, "")
+	}
+	a := refresh(tok.RefreshToken)
+	if a.status != 200 || a.str("refresh_token") == "" {
+		t.Fatalf("refresh after migration = %d %s, want 200 with a new refresh token", a.status, a.raw)
+	}
+	if again := refresh(tok.RefreshToken); again.status != 400 || again.str("error") != "invalid_grant" {
+		t.Fatalf("reuse of the rotated refresh token = %d %s, want 400 invalid_grant", again.status, again.raw)
+	}
+	if next := refresh(a.str("refresh_token")); next.status != 400 {
+		t.Fatalf("refresh token of a family revoked for reuse = %d %s, want 400", next.status, next.raw)
+	}
+}

@@ -1,0 +1,490 @@
+// Package postgres is a store.Store on PostgreSQL, so that several
+// instances can share one authorization server's state. It is the only
+// package that imports pgx.
+//
+// Layout: one table, mcp_auth_entries (bucket, key, value, expires), with
+// bucket and key as bytea so any Go string is a key and key order is byte
+// order, as on bbolt; expires is Unix nanoseconds (NULL: never), compared
+// with the store's clock, which the queries pass in. The schema is created
+// on first Open and migrated by the ordered, versioned migrations in
+// migrate.go, each recorded in mcp_auth_schema.
+//
+// Update runs its function in a SERIALIZABLE transaction and runs it again
+// after a serialization failure or deadlock (see Options.MaxAttempts), so
+// concurrent Updates on any number of instances behave as if run one after
+// the other: the compare-and-swap the issuer relies on. View runs in a
+// read-only REPEATABLE READ transaction: one consistent snapshot.
+//
+// Durability: an Update returns nil once PostgreSQL has committed, which
+// with the default synchronous_commit=on means the commit is flushed to
+// its write-ahead log (and, with synchronous replication configured, to
+// the standbys that setting names). Do not turn synchronous_commit off for
+// this database.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+// Defaults of Options.
+const (
+	DefaultMaxAttempts = 20
+	DefaultPurgeBatch  = 500
+)
+
+// Retry backoff: a random wait up to minBackoff doubled per attempt, at
+// most maxBackoff, so that conflicting transactions spread out.
+const (
+	minBackoff = time.Millisecond
+	maxBackoff = 50 * time.Millisecond
+)
+
+var (
+	errReadOnly = errors.New("postgres: write in a read-only transaction")
+	errTxDone   = errors.New("postgres: transaction used after its function returned")
+	errBucket   = errors.New("postgres: empty bucket name")
+	errKey      = errors.New("postgres: empty key")
+)
+
+// Options configures Open.
+type Options struct {
+	// Now is the clock that decides expiry. Default time.Now. Instances
+	// sharing a database need clocks that agree (NTP): an entry expires
+	// when the clock of the instance reading it passes its expiry.
+	Now func() time.Time
+	// MaxAttempts bounds how many times Update runs a transaction that
+	// fails to serialize before it gives up with store.ErrUnavailable.
+	// Zero or negative means DefaultMaxAttempts.
+	MaxAttempts int
+	// PurgeBatch is how many expired entries Purge deletes per statement;
+	// each batch is its own short transaction. Zero or negative means
+	// DefaultPurgeBatch.
+	PurgeBatch int
+}
+
+// Store is a store.Store on a PostgreSQL database.
+type Store struct {
+	pool        *pgxpool.Pool
+	now         func() time.Time
+	maxAttempts int
+	purgeBatch  int
+	closed      atomic.Bool
+}
+
+// Open connects to the database dsn names (a libpq connection string or
+// URL, see pgxpool.ParseConfig), creates or migrates its schema, and
+// returns the Store. It refuses a database whose schema is newer than
+// this build knows. Several instances may Open the same database at once.
+// Errors never contain the DSN's password.
+func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		// pgx's message shows the DSN with its password masked.
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	s := &Store{
+		pool:        pool,
+		now:         opts.Now,
+		maxAttempts: opts.MaxAttempts,
+		purgeBatch:  opts.PurgeBatch,
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.maxAttempts <= 0 {
+		s.maxAttempts = DefaultMaxAttempts
+	}
+	if s.purgeBatch <= 0 {
+		s.purgeBatch = DefaultPurgeBatch
+	}
+	if err := migrate(ctx, pool); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// View implements store.Store.
+func (s *Store) View(ctx context.Context, fn func(store.Tx) error) error {
+	if err := s.begin(ctx); err != nil {
+		return fmt.Errorf("postgres: view: %w", err)
+	}
+	ptx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return s.beginErr("view", err)
+	}
+	t := &tx{ctx: ctx, ptx: ptx, now: nanos(s.now())}
+	defer func() {
+		t.done = true
+		_ = ptx.Rollback(context.WithoutCancel(ctx))
+	}()
+	if err := fn(t); err != nil {
+		return err
+	}
+	return t.err
+}
+
+// Update implements store.Store. fn runs in a SERIALIZABLE transaction; on
+// a serialization failure or deadlock the transaction is rolled back and
+// fn runs again in a new one, up to Options.MaxAttempts times, after
+// which Update returns an error wrapping store.ErrUnavailable.
+func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
+	if err := s.begin(ctx); err != nil {
+		return fmt.Errorf("postgres: update: %w", err)
+	}
+	for attempt := 1; ; attempt++ {
+		err := s.attempt(ctx, fn)
+		if !retryable(err) {
+			return err
+		}
+		if attempt >= s.maxAttempts {
+			return fmt.Errorf("postgres: update: %w: still conflicting after %d attempts: %w", store.ErrUnavailable, attempt, err)
+		}
+		wait := time.Duration(rand.Int64N(int64(min(minBackoff<<attempt, maxBackoff)) + 1))
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("postgres: update: %w", ctx.Err())
+		case <-time.After(wait):
+		}
+	}
+}
+
+// attempt runs fn once in its own transaction and commits it.
+func (s *Store) attempt(ctx context.Context, fn func(store.Tx) error) error {
+	if s.closed.Load() {
+		return store.ErrClosed
+	}
+	ptx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.Serializable})
+	if err != nil {
+		return s.beginErr("update", err)
+	}
+	t := &tx{ctx: ctx, ptx: ptx, now: nanos(s.now()), writable: true}
+	committed := false
+	defer func() {
+		t.done = true
+		if !committed { // also when fn panics
+			_ = ptx.Rollback(context.WithoutCancel(ctx))
+		}
+	}()
+	ferr := fn(t)
+	switch {
+	case retryable(t.err):
+		// fn decided on a transaction that cannot commit: run it again,
+		// whatever it returned.
+		return t.err
+	case ferr != nil:
+		return ferr
+	case t.err != nil:
+		// fn ignored a database error; PostgreSQL has aborted the
+		// transaction, so nothing fn wrote can commit.
+		return t.err
+	}
+	// A caller that gave up must not find its writes applied later.
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("postgres: update: %w", err)
+	}
+	if err := ptx.Commit(ctx); err != nil {
+		return fmt.Errorf("postgres: commit: %w", err)
+	}
+	committed = true
+	return nil
+}
+
+// Purge implements store.Store. It deletes expired entries in batches of
+// Options.PurgeBatch, each in its own short transaction that skips rows
+// other transactions hold, so it never blocks writers for long and
+// instances purging at the same time do not wait for each other.
+func (s *Store) Purge(ctx context.Context) (int, error) {
+	if err := s.begin(ctx); err != nil {
+		return 0, fmt.Errorf("postgres: purge: %w", err)
+	}
+	now := nanos(s.now())
+	total := 0
+	for {
+		tag, err := s.pool.Exec(ctx, `
+			DELETE FROM mcp_auth_entries e
+			USING (
+				SELECT bucket, key FROM mcp_auth_entries
+				WHERE expires <= $1
+				LIMIT $2
+				FOR UPDATE SKIP LOCKED
+			) d
+			WHERE e.bucket = d.bucket AND e.key = d.key`, now, s.purgeBatch)
+		if err != nil {
+			if s.closed.Load() {
+				err = fmt.Errorf("%w: %w", store.ErrClosed, err)
+			}
+			return total, fmt.Errorf("postgres: purge: %w", err)
+		}
+		n := int(tag.RowsAffected())
+		total += n
+		if n < s.purgeBatch {
+			return total, nil
+		}
+	}
+}
+
+// Import copies entries into the store in one transaction, as Create
+// does: it fails, writing nothing, if the store already holds a live entry
+// under one of their keys, so it fills an empty database and never mixes
+// two states. entries calls put for each entry (an exporter such as
+// bolt.Store.Export); Import returns how many it copied.
+func (s *Store) Import(ctx context.Context, entries func(ctx context.Context, put func(bucket, key string, value []byte, expires time.Time) error) error) (int, error) {
+	n := 0
+	err := s.Update(ctx, func(tx store.Tx) error {
+		n = 0
+		return entries(ctx, func(bucket, key string, value []byte, expires time.Time) error {
+			if err := tx.Create(bucket, key, value, expires); err != nil {
+				return err
+			}
+			n++
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("postgres: import: %w", err)
+	}
+	return n, nil
+}
+
+// Close implements store.Store. It waits for running transactions.
+func (s *Store) Close() error {
+	if !s.closed.CompareAndSwap(false, true) {
+		return store.ErrClosed
+	}
+	s.pool.Close()
+	return nil
+}
+
+func (s *Store) begin(ctx context.Context) error {
+	if s.closed.Load() {
+		return store.ErrClosed
+	}
+	return ctx.Err()
+}
+
+// beginErr explains a failure to start a transaction: the store was
+// closed meanwhile, the caller gave up, or the database cannot be reached
+// (store.ErrUnavailable: nothing was sent, so nothing was written).
+func (s *Store) beginErr(op string, err error) error {
+	switch {
+	case s.closed.Load():
+		return fmt.Errorf("postgres: %s: %w: %w", op, store.ErrClosed, err)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("postgres: %s: %w", op, err)
+	}
+	return fmt.Errorf("postgres: %s: %w: %w", op, store.ErrUnavailable, err)
+}
+
+// retryable reports a serialization failure or deadlock: PostgreSQL rolled
+// the transaction back, and running it again may succeed.
+func retryable(err error) bool {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return false
+	}
+	return pe.Code == "40001" || pe.Code == "40P01"
+}
+
+// nanos is t as Unix nanoseconds, clamped to what int64 holds.
+func nanos(t time.Time) int64 {
+	switch {
+	case t.Before(time.Unix(0, math.MinInt64)):
+		return math.MinInt64
+	case t.After(time.Unix(0, math.MaxInt64)):
+		return math.MaxInt64
+	}
+	return t.UnixNano()
+}
+
+// expiry is the stored form of expires: NULL for never.
+func expiry(expires time.Time) *int64 {
+	if expires.IsZero() {
+		return nil
+	}
+	n := nanos(expires)
+	return &n
+}
+
+type tx struct {
+	ctx      context.Context
+	ptx      pgx.Tx
+	now      int64 // one instant per transaction, Unix nanoseconds
+	writable bool
+	done     bool
+	// err is the first database error. PostgreSQL aborts the transaction
+	// on it, so every later operation fails with it too.
+	err error
+}
+
+func (t *tx) check(bucket, key string, write bool) error {
+	switch {
+	case t.done:
+		return errTxDone
+	case write && !t.writable:
+		return errReadOnly
+	case bucket == "":
+		return errBucket
+	case key == "":
+		return errKey
+	}
+	return t.err
+}
+
+// fail records err as the transaction's database error.
+func (t *tx) fail(op, bucket, key string, err error) error {
+	err = fmt.Errorf("postgres: %s %s/%q: %w", op, bucket, key, err)
+	if t.err == nil {
+		t.err = err
+	}
+	return err
+}
+
+func (t *tx) Get(bucket, key string) ([]byte, error) {
+	if err := t.check(bucket, key, false); err != nil {
+		return nil, err
+	}
+	var v []byte
+	err := t.ptx.QueryRow(t.ctx, `
+		SELECT value FROM mcp_auth_entries
+		WHERE bucket = $1 AND key = $2 AND (expires IS NULL OR expires > $3)`,
+		[]byte(bucket), []byte(key), t.now).Scan(&v)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil, fmt.Errorf("postgres: get %s/%q: %w", bucket, key, store.ErrNotFound)
+	case err != nil:
+		return nil, t.fail("get", bucket, key, err)
+	}
+	return v, nil // pgx scans bytea into a fresh slice
+}
+
+func (t *tx) Put(bucket, key string, value []byte, expires time.Time) error {
+	if err := t.check(bucket, key, true); err != nil {
+		return err
+	}
+	if value == nil {
+		value = []byte{} // nil would be NULL
+	}
+	_, err := t.ptx.Exec(t.ctx, `
+		INSERT INTO mcp_auth_entries (bucket, key, value, expires) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (bucket, key) DO UPDATE SET value = EXCLUDED.value, expires = EXCLUDED.expires`,
+		[]byte(bucket), []byte(key), value, expiry(expires))
+	if err != nil {
+		return t.fail("put", bucket, key, err)
+	}
+	return nil
+}
+
+func (t *tx) Create(bucket, key string, value []byte, expires time.Time) error {
+	if err := t.check(bucket, key, true); err != nil {
+		return err
+	}
+	if value == nil {
+		value = []byte{}
+	}
+	// Replaces only an expired entry; a live one leaves the row alone and
+	// reports no row affected, without aborting the transaction.
+	tag, err := t.ptx.Exec(t.ctx, `
+		INSERT INTO mcp_auth_entries (bucket, key, value, expires) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (bucket, key) DO UPDATE SET value = EXCLUDED.value, expires = EXCLUDED.expires
+		WHERE mcp_auth_entries.expires IS NOT NULL AND mcp_auth_entries.expires <= $5`,
+		[]byte(bucket), []byte(key), value, expiry(expires), t.now)
+	if err != nil {
+		return t.fail("create", bucket, key, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("postgres: create %s/%q: %w", bucket, key, store.ErrAlreadyExists)
+	}
+	return nil
+}
+
+func (t *tx) Delete(bucket, key string) error {
+	if err := t.check(bucket, key, true); err != nil {
+		return err
+	}
+	_, err := t.ptx.Exec(t.ctx, `DELETE FROM mcp_auth_entries WHERE bucket = $1 AND key = $2`, []byte(bucket), []byte(key))
+	if err != nil {
+		return t.fail("delete", bucket, key, err)
+	}
+	return nil
+}
+
+func (t *tx) List(bucket, prefix string, fn func(key string, value []byte) error) error {
+	// The prefix may be empty; check a placeholder key instead.
+	if err := t.check(bucket, "-", false); err != nil {
+		return err
+	}
+	// Every key with the prefix sorts in [prefix, end); no end when the
+	// prefix is empty or all 0xff bytes.
+	var end []byte
+	if e, ok := prefixEnd([]byte(prefix)); ok {
+		end = e
+	}
+	rows, err := t.ptx.Query(t.ctx, `
+		SELECT key, value FROM mcp_auth_entries
+		WHERE bucket = $1 AND key >= $2 AND ($3::bytea IS NULL OR key < $3)
+		  AND (expires IS NULL OR expires > $4)
+		ORDER BY key`,
+		[]byte(bucket), []byte(prefix), end, t.now)
+	if err != nil {
+		return t.fail("list", bucket, prefix, err)
+	}
+	// Read every match before calling fn: fn may write to this bucket,
+	// and the connection serves one statement at a time.
+	type kv struct {
+		key   []byte
+		value []byte
+	}
+	var matches []kv
+	for rows.Next() {
+		var m kv
+		if err := rows.Scan(&m.key, &m.value); err != nil {
+			rows.Close()
+			return t.fail("list", bucket, prefix, err)
+		}
+		matches = append(matches, m)
+	}
+	if err := rows.Err(); err != nil {
+		return t.fail("list", bucket, prefix, err)
+	}
+	for _, m := range matches {
+		if err := fn(string(m.key), m.value); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// prefixEnd returns the least byte string greater than every string with
+// prefix p, and false when there is none (p empty or all 0xff).
+func prefixEnd(p []byte) ([]byte, bool) {
+	for i := len(p) - 1; i >= 0; i-- {
+		if p[i] != 0xff {
+			end := append([]byte(nil), p[:i+1]...)
+			end[i]++
+			return end, true
+		}
+	}
+	return nil, false
+}
+
+var (
+	_ store.Store = (*Store)(nil)
+	_ store.Tx    = (*tx)(nil)
+)

@@ -1,0 +1,241 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres/pgtest"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// open opens dsn and closes the store at the end of the test.
+func open(t *testing.T, dsn string, opts postgres.Options) *postgres.Store {
+	t.Helper()
+	s, err := postgres.Open(context.Background(), dsn, opts)
+	if err != nil {
+		t.Fatalf("Open() = %v, want nil", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T, now func() time.Time) store.Store {
+		return open(t, pgtest.NewDatabase(t), postgres.Options{Now: now})
+	})
+}
+
+// sql runs statements on the database as a plain client would, beneath
+// the Store.
+func sql(t *testing.T, dsn, query string) string {
+	t.Helper()
+	out, err := pgtest.Shared(t).Psql(dsn, query)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestMigrations(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	s := open(t, dsn, postgres.Options{})
+	if got, want := sql(t, dsn, "SELECT string_agg(version::text, ',' ORDER BY version) FROM mcp_auth_schema"), versions(postgres.SchemaVersion); got != want {
+		t.Fatalf("recorded versions after first Open = %q, want %q", got, want)
+	}
+	ctx := context.Background()
+	if err := s.Update(ctx, func(tx store.Tx) error { return tx.Put("b", "k", []byte("v"), time.Time{}) }); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+
+	// A second start migrates nothing and keeps the data.
+	s = open(t, dsn, postgres.Options{})
+	if got, want := sql(t, dsn, "SELECT count(*) FROM mcp_auth_schema"), fmt.Sprint(postgres.SchemaVersion); got != want {
+		t.Fatalf("recorded versions after second Open = %s, want %s", got, want)
+	}
+	err := s.View(ctx, func(tx store.Tx) error {
+		v, err := tx.Get("b", "k")
+		if err == nil && string(v) != "v" {
+			err = fmt.Errorf("Get = %q, want v", v)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("View after reopening = %v, want nil", err)
+	}
+	_ = s.Close()
+
+	// A newer build migrated the database: this one refuses it.
+	newer := postgres.SchemaVersion + 1
+	sql(t, dsn, fmt.Sprintf("INSERT INTO mcp_auth_schema (version) VALUES (%d)", newer))
+	_, err = postgres.Open(ctx, dsn, postgres.Options{})
+	if !errors.Is(err, postgres.ErrSchemaTooNew) || !strings.Contains(err.Error(), fmt.Sprintf("schema version %d", newer)) {
+		t.Fatalf("Open(newer schema) = %v, want ErrSchemaTooNew naming version %d", err, newer)
+	}
+}
+
+func versions(n int) string {
+	var v []string
+	for i := 1; i <= n; i++ {
+		v = append(v, fmt.Sprint(i))
+	}
+	return strings.Join(v, ",")
+}
+
+// TestConcurrentFirstStarts opens one fresh database from several
+// instances at once: every Open succeeds and the schema is created once.
+func TestConcurrentFirstStarts(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	const instances = 8
+	var wg sync.WaitGroup
+	errs := make([]error, instances)
+	for n := range instances {
+		wg.Go(func() {
+			s, err := postgres.Open(context.Background(), dsn, postgres.Options{})
+			if err == nil {
+				err = s.Update(context.Background(), func(tx store.Tx) error {
+					return tx.Put("b", fmt.Sprint(n), nil, time.Time{})
+				})
+				_ = s.Close()
+			}
+			errs[n] = err
+		})
+	}
+	wg.Wait()
+	for n, err := range errs {
+		if err != nil {
+			t.Errorf("instance %d: %v", n, err)
+		}
+	}
+	if got, want := sql(t, dsn, "SELECT count(*) FROM mcp_auth_schema"), fmt.Sprint(postgres.SchemaVersion); got != want {
+		t.Fatalf("recorded versions = %s, want %s", got, want)
+	}
+	if got := sql(t, dsn, "SELECT count(*) FROM mcp_auth_entries"); got != fmt.Sprint(instances) {
+		t.Fatalf("entries = %s, want %d", got, instances)
+	}
+}
+
+// conflict runs fn in an Update whose first run reads "b"/"k", then lets
+// another Update change it and commit, then writes it: a serialization
+// failure. It returns Update's error and how often fn ran.
+func conflict(t *testing.T, s *postgres.Store) (error, int) {
+	t.Helper()
+	ctx := context.Background()
+	runs := 0
+	read := make(chan struct{})
+	written := make(chan error)
+	go func() {
+		<-read
+		written <- s.Update(ctx, func(tx store.Tx) error { return tx.Put("b", "k", []byte("other"), time.Time{}) })
+	}()
+	err := s.Update(ctx, func(tx store.Tx) error {
+		runs++
+		v, err := tx.Get("b", "k")
+		if err != nil {
+			return err
+		}
+		if runs == 1 {
+			close(read)
+			if err := <-written; err != nil {
+				return fmt.Errorf("concurrent Update: %w", err)
+			}
+		}
+		return tx.Put("b", "k", append(v, "+mine"...), time.Time{})
+	})
+	return err, runs
+}
+
+func TestRetry(t *testing.T) {
+	t.Run("retried", func(t *testing.T) {
+		s := open(t, pgtest.NewDatabase(t), postgres.Options{MaxAttempts: 2})
+		if err := s.Update(context.Background(), func(tx store.Tx) error { return tx.Put("b", "k", []byte("first"), time.Time{}) }); err != nil {
+			t.Fatal(err)
+		}
+		err, runs := conflict(t, s)
+		if err != nil || runs != 2 {
+			t.Fatalf("Update(conflicting) = %v after %d runs, want nil after 2", err, runs)
+		}
+		// The second run read what the concurrent Update committed.
+		err = s.View(context.Background(), func(tx store.Tx) error {
+			v, err := tx.Get("b", "k")
+			if err == nil && string(v) != "other+mine" {
+				err = fmt.Errorf("Get = %q, want other+mine", v)
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("gives up", func(t *testing.T) {
+		s := open(t, pgtest.NewDatabase(t), postgres.Options{MaxAttempts: 1})
+		if err := s.Update(context.Background(), func(tx store.Tx) error { return tx.Put("b", "k", []byte("first"), time.Time{}) }); err != nil {
+			t.Fatal(err)
+		}
+		err, runs := conflict(t, s)
+		if !errors.Is(err, store.ErrUnavailable) || runs != 1 {
+			t.Fatalf("Update(conflicting, 1 attempt) = %v after %d runs, want ErrUnavailable after 1", err, runs)
+		}
+		err = s.View(context.Background(), func(tx store.Tx) error {
+			v, err := tx.Get("b", "k")
+			if err == nil && string(v) != "other" {
+				err = fmt.Errorf("Get = %q, want other (the failed Update wrote nothing)", v)
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// TestPurgeBatches purges more expired entries than one batch holds.
+func TestPurgeBatches(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
+	s := open(t, pgtest.NewDatabase(t), postgres.Options{Now: clock.Now, PurgeBatch: 3})
+	ctx := context.Background()
+	err := s.Update(ctx, func(tx store.Tx) error {
+		for i := range 10 {
+			if err := tx.Put("b", fmt.Sprintf("exp%d", i), nil, clock.Now().Add(time.Minute)); err != nil {
+				return err
+			}
+		}
+		return tx.Put("b", "live", nil, clock.Now().Add(time.Hour))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Minute)
+	if n, err := s.Purge(ctx); err != nil || n != 10 {
+		t.Fatalf("Purge() = %d, %v, want 10, nil", n, err)
+	}
+	if n, err := s.Purge(ctx); err != nil || n != 0 {
+		t.Fatalf("second Purge() = %d, %v, want 0, nil", n, err)
+	}
+}
+
+// TestOpenErrorsHidePassword: a DSN's password never shows in an error.
+func TestOpenErrorsHidePassword(t *testing.T) {
+	for _, dsn := range []string{
+		"postgres://mcp:s3cret-pw@127.0.0.1:1/mcp?connect_timeout=2",
+		"host=127.0.0.1 port=1 user=mcp password=s3cret-pw dbname=mcp connect_timeout=2",
+		"postgres://mcp:s3cret-pw@127.0.0.1:1/mcp?sslmode=nonsense",
+	} {
+		_, err := postgres.Open(context.Background(), dsn, postgres.Options{})
+		if err == nil {
+			t.Fatalf("Open(unreachable) = nil, want an error")
+		}
+		if strings.Contains(err.Error(), "s3cret-pw") {
+			t.Errorf("Open error shows the password: %v", err)
+		}
+	}
+}
