@@ -1,0 +1,304 @@
+package gateway
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// argConfig has one tool rule per argument predicate (the tool is named
+// after it).
+func argConfig(t testing.TB) Config {
+	cfg := testConfig(t)
+	a := func(ptr, pred string, values ...string) ArgRule {
+		return ArgRule{Pointer: ptr, Predicate: pred, Values: values}
+	}
+	cfg.Tools = []Rule{
+		{Pattern: "equals", Args: []ArgRule{a("/v", "equals", "hello")}},
+		{Pattern: "equals_num", Args: []ArgRule{a("/n", "equals", "100")}},
+		{Pattern: "one_of", Args: []ArgRule{a("/v", "one_of", "a", "b", "1.5", "true")}},
+		{Pattern: "glob", Args: []ArgRule{a("/to", "glob", "*@example.com")}},
+		{Pattern: "prefix", Args: []ArgRule{a("/path", "prefix", "/home/{token.sub}/")}},
+		{Pattern: "regex", Args: []ArgRule{a("/to", "regex", `[a-z0-9._%+-]+@example\.com`)}},
+		{Pattern: "max_length", Args: []ArgRule{a("/s", "max_length", "3")}},
+		{Pattern: "min", Args: []ArgRule{a("/n", "min", "-1")}},
+		{Pattern: "max", Args: []ArgRule{a("/n", "max", "9007199254740992")}},
+		{Pattern: "present", Args: []ArgRule{a("/x", "present")}},
+		{Pattern: "absent", Args: []ArgRule{a("/x", "absent")}},
+		{Pattern: "type", Args: []ArgRule{a("/x", "type", "integer", "null")}},
+		{Pattern: "optional", Args: []ArgRule{{Pointer: "/cc", Predicate: "glob", Values: []string{"*@example.com"}, Optional: true}}},
+		{Pattern: "nested", Args: []ArgRule{a("/filter/a~1b/0", "equals", "x")}},
+		{Pattern: "own", Args: []ArgRule{a("/owner", "equals", "{token.sub}")}},
+		{Pattern: "from", Args: []ArgRule{a("/from", "equals", "{token.email}")}},
+		{Pattern: "org", Args: []ArgRule{a("/org", "glob", "{token.org.id}/*")}},
+		{Pattern: "unset_claim", Args: []ArgRule{a("/x", "equals", "{token.missing}")}},
+		{Pattern: "two", Args: []ArgRule{a("/a", "equals", "1"), a("/b", "equals", "2")}},
+		{Pattern: "scoped", Scopes: []string{"admin"}, Args: []ArgRule{a("/v", "equals", "ok")}},
+		{Pattern: "*"},
+	}
+	return cfg
+}
+
+func argToken(t testing.TB) string {
+	c := claims()
+	c["email"] = "alice@example.com"
+	c["org"] = map[string]any{"id": "acme*"} // a glob metacharacter matches only itself
+	return mint(t, c)
+}
+
+// TestArgRules: a table per predicate; each case asserts the status and
+// what reached the upstream (the exact body, or nothing).
+func TestArgRules(t *testing.T) {
+	h := newHarness(t, argConfig(t), nil)
+	token := argToken(t)
+	const (
+		pass   = 200
+		refuse = 403
+		bad    = 400
+	)
+	tests := map[string][]struct {
+		args   string // the arguments member, verbatim; "" for none
+		status int
+	}{
+		"equals": {
+			{`{"v":"hello"}`, pass},
+			{`{"v":"h\u0065llo"}`, pass}, // compared after unescaping
+			{`{"v":"Hello"}`, refuse},    // no case folding
+			{`{"v":"hello "}`, refuse},
+			{`{}`, refuse},            // missing
+			{``, refuse},              // no arguments at all
+			{`{"v":null}`, refuse},    // null is not missing
+			{`{"v":["hello"]}`, pass}, // every element
+			{`{"v":["hello","x"]}`, refuse},
+			{`{"v":[]}`, refuse}, // empty array
+			{`{"v":[["hello"]]}`, refuse},
+			{`{"v":{"hello":1}}`, refuse},
+			{`{"v":"hello\u0000"}`, refuse},
+			{`{"V":"hello"}`, refuse},                  // the pointer names /v: missing
+			{`{"v":"hello","V":"x"}`, bad},             // case variant: refused by the parser
+			{`{"v":"hello","v":"x"}`, bad},             // duplicate
+			{`{"v":"hello","\u0076":"x"}`, bad},        // escaped duplicate
+			{`{"v":"\ud800"}`, bad},                    // lone surrogate
+			{`"hello"`, refuse},                        // arguments not an object
+			{`{"v":"hello","w":{"a":1,"a":2}}`, bad},   // nested duplicate elsewhere
+			{`{"v":"hello","w":[{"a":1,"A":2}]}`, bad}, // nested case variant in an array
+		},
+		"equals_num": {
+			{`{"n":100}`, pass},
+			{`{"n":100.0}`, pass},
+			{`{"n":1e2}`, pass},
+			{`{"n":1E+2}`, pass},
+			{`{"n":10000e-2}`, pass},
+			{`{"n":0.1e3}`, pass},
+			{`{"n":100.000000000000000000001}`, refuse}, // no rounding
+			{`{"n":99.99999999999999999999}`, refuse},
+			{`{"n":"100"}`, pass},     // a string is compared as text: "100" equals "100"
+			{`{"n":"100.0"}`, refuse}, // ... and only as text
+			{`{"n":-100}`, refuse},
+			{`{"n":[100,1e2]}`, pass},
+		},
+		"one_of": {
+			{`{"v":"a"}`, pass},
+			{`{"v":"b"}`, pass},
+			{`{"v":"c"}`, refuse},
+			{`{"v":1.5}`, pass},
+			{`{"v":15e-1}`, pass},
+			{`{"v":1.50}`, pass},
+			{`{"v":1.4999999999999999999}`, refuse},
+			{`{"v":true}`, pass},
+			{`{"v":false}`, refuse},
+			{`{"v":["a","b","a"]}`, pass},
+			{`{"v":["a","c"]}`, refuse},
+		},
+		"glob": {
+			{`{"to":"bob@example.com"}`, pass},
+			{`{"to":"bob@example.com.evil"}`, refuse},
+			{`{"to":"bob@EXAMPLE.com"}`, refuse},
+			{`{"to":"bob@evil.com\u0000@example.com"}`, refuse}, // NUL
+			{`{"to":"bob@evil.com\r\n@example.com"}`, refuse},   // line break
+			{`{"to":["a@example.com","b@example.com"]}`, pass},
+			{`{"to":["a@example.com","b@evil.com"]}`, refuse},
+			{`{"to":"bob@exampl\u0065.com"}`, pass},
+			{`{"to":42}`, refuse},
+			{`{"\u0074o":"bob@example.com"}`, pass},
+			{`{"to":"bob@example.com","t\u006f":"x@evil.com"}`, bad},
+		},
+		"prefix": {
+			{`{"path":"/home/alice/notes.txt"}`, pass},
+			{`{"path":"/home/alice"}`, refuse},
+			{`{"path":"/home/alicex/a"}`, refuse},
+			{`{"path":"/home/bob/a"}`, refuse},
+			{`{"path":"/home/ali\u0063e/a"}`, pass},
+			{`{"path":"/home/alice/e\u0301"}`, refuse}, // not NFC
+			{`{"path":"/home/alice/\u00e9"}`, pass},
+		},
+		"regex": {
+			{`{"to":"bob@example.com"}`, pass},
+			{`{"to":"bob@example.com\n"}`, refuse},
+			{`{"to":"a@x.com,bob@example.com"}`, refuse}, // anchored, no comma
+			{`{"to":"xbob@example.comx"}`, refuse},
+			{`{"to":["bob@example.com"]}`, pass},
+		},
+		"max_length": {
+			{`{"s":"abc"}`, pass},
+			{`{"s":"abcd"}`, refuse},
+			{`{"s":"\u00e9\u00e9\u00e9"}`, pass}, // code points, not bytes
+			{`{"s":"😀😀😀"}`, pass},
+			{`{"s":"\ud83d\ude00\ud83d\ude00\ud83d\ude00\ud83d\ude00"}`, refuse},
+			{`{"s":"` + strings.Repeat("a", 100000) + `"}`, refuse},
+			{`{"s":3}`, refuse},
+			{`{"s":["ab","abc"]}`, pass},
+			{`{"s":["ab","abcd"]}`, refuse},
+		},
+		"min": {
+			{`{"n":-1}`, pass},
+			{`{"n":-1.0}`, pass},
+			{`{"n":-0.1e1}`, pass},
+			{`{"n":-1.0000000000000000001}`, refuse},
+			{`{"n":-0}`, pass},
+			{`{"n":0}`, pass},
+			{`{"n":1e400}`, pass},
+			{`{"n":-1e400}`, refuse},
+			{`{"n":-1e-400}`, pass},
+			{`{"n":"5"}`, refuse},
+			{`{"n":[0,5,-1]}`, pass},
+			{`{"n":[0,-2]}`, refuse},
+		},
+		"max": {
+			{`{"n":9007199254740992}`, pass},
+			{`{"n":9007199254740993}`, refuse}, // the same float64, not the same number
+			{`{"n":9007199254740992.0000001}`, refuse},
+			{`{"n":9.007199254740992e15}`, pass},
+			{`{"n":1e999999999999999999999999}`, refuse},
+			{`{"n":-1e999999999999999999999999}`, pass},
+			{`{"n":123456789012345678901234567890}`, refuse},
+			{`{"n":true}`, refuse},
+		},
+		"present": {
+			{`{"x":null}`, pass},
+			{`{"x":0}`, pass},
+			{`{}`, refuse},
+			{`{"X":1}`, refuse},
+		},
+		"absent": {
+			{`{}`, pass},
+			{``, pass},
+			{`{"x":null}`, refuse},
+			{`{"\u0078":1}`, refuse},
+			{`{"X":1}`, pass}, // another member; and only one of x/X can exist
+		},
+		"type": {
+			{`{"x":1}`, pass},
+			{`{"x":1.0}`, pass},
+			{`{"x":1e2}`, pass},
+			{`{"x":1.5}`, refuse},
+			{`{"x":null}`, pass},
+			{`{"x":"1"}`, refuse},
+			{`{"x":[1]}`, refuse}, // type applies to the value itself
+			{`{}`, refuse},
+		},
+		"optional": {
+			{`{}`, pass},
+			{``, pass},
+			{`{"cc":"a@example.com"}`, pass},
+			{`{"cc":"a@evil.com"}`, refuse},
+			{`{"cc":null}`, refuse},
+			{`{"cc":[]}`, refuse},
+		},
+		"nested": {
+			{`{"filter":{"a/b":["x"]}}`, pass},
+			{`{"filter":{"a/b":["y","x"]}}`, refuse},
+			{`{"filter":{"a/b":[]}}`, refuse},
+			{`{"filter":{"a\/b":["x"]}}`, pass},
+			{`{"filter":{"a/b":"x"}}`, refuse}, // through a string
+			{`{"filter":"x"}`, refuse},
+			{`{"filter":{"a/b":["x"],"A/B":["y"]}}`, bad},
+		},
+		"own": {
+			{`{"owner":"alice"}`, pass},
+			{`{"owner":"bob"}`, refuse},
+			{`{"owner":"Alice"}`, refuse},
+			{`{"owner":["alice","alice"]}`, pass},
+			{`{"owner":["alice","bob"]}`, refuse},
+		},
+		"from": {
+			{`{"from":"alice@example.com"}`, pass},
+			{`{"from":"bob@example.com"}`, refuse},
+		},
+		"org": {
+			{`{"org":"acme*/x"}`, pass},
+			{`{"org":"acmeX/x"}`, refuse}, // the claim's * is literal
+		},
+		"unset_claim": {
+			{`{"x":""}`, refuse},
+			{`{"x":"{token.missing}"}`, refuse},
+		},
+		"two": {
+			{`{"a":"1","b":"2"}`, pass},
+			{`{"a":"1","b":"3"}`, refuse},
+			{`{"a":1,"b":2.0}`, pass},
+		},
+	}
+	for tool, cases := range tests {
+		for _, tt := range cases {
+			params := `"name":` + quote(tool)
+			if tt.args != "" {
+				params += `,"arguments":` + tt.args
+			}
+			body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{` + params + `}}`
+			before := len(h.up.requests())
+			resp := h.do(t, call{body: body, token: token})
+			got := readBody(t, resp)
+			if resp.StatusCode != tt.status {
+				t.Errorf("%s %s: status %d, want %d (%s)", tool, shorten(tt.args), resp.StatusCode, tt.status, got)
+				continue
+			}
+			reqs := h.up.requests()[before:]
+			if tt.status == pass {
+				if len(reqs) != 1 || string(reqs[0].Body) != body {
+					t.Errorf("%s %s: upstream got %d requests, want the body unchanged", tool, shorten(tt.args), len(reqs))
+				}
+				continue
+			}
+			if len(reqs) != 0 {
+				t.Errorf("%s %s: refused, but the upstream got %s", tool, shorten(tt.args), reqs[0].Body)
+			}
+			if tt.status == refuse {
+				checkArgRefusal(t, resp, got, tool)
+			}
+		}
+	}
+}
+
+func shorten(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "…"
+	}
+	return s
+}
+
+// checkArgRefusal: an argument refusal is a JSON-RPC error naming the
+// rule and the argument, with no scope challenge.
+func checkArgRefusal(t *testing.T, resp *http.Response, body, rule string) {
+	t.Helper()
+	if c := resp.Header.Get("WWW-Authenticate"); c != "" {
+		t.Errorf("WWW-Authenticate = %q, want none (no scope cures an argument)", c)
+	}
+	var b struct {
+		Error struct {
+			Code    int               `json:"code"`
+			Message string            `json:"message"`
+			Data    map[string]string `json:"data"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(body), &b); err != nil {
+		t.Fatal(err)
+	}
+	if b.Error.Code != codeRefused || b.Error.Data["rule"] != rule || !strings.Contains(b.Error.Message, `(rule "`+rule+`")`) {
+		t.Errorf("refusal %s: want code %d naming rule %q", body, codeRefused, rule)
+	}
+	if arg := b.Error.Data["argument"]; arg != "" && !strings.Contains(b.Error.Message, `argument "`+arg+`"`) {
+		t.Errorf("refusal %s: message does not name argument %q", body, arg)
+	}
+}
