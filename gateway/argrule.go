@@ -408,8 +408,7 @@ func (c *argCheck) numberRefusal(v mcpparse.Value) string {
 }
 
 func (c *argCheck) stringRefusal(pr *principal, v mcpparse.Value) string {
-	var buf [128]byte
-	b, err := v.AppendText(buf[:0])
+	b, err := v.Text()
 	if err != nil {
 		return "cannot be read"
 	}
@@ -432,9 +431,8 @@ func (c *argCheck) stringRefusal(pr *principal, v mcpparse.Value) string {
 	if !norm.NFC.IsNormal(b) {
 		return "is not in Unicode NFC"
 	}
-	s := string(b)
 	if c.predicate == argRegex {
-		if !c.re.MatchString(s) {
+		if !c.re.Match(b) {
 			return "does not match " + c.desc
 		}
 		return ""
@@ -450,11 +448,11 @@ func (c *argCheck) stringRefusal(pr *principal, v mcpparse.Value) string {
 		}
 		switch c.predicate {
 		case argEquals, argOneOf:
-			ok = s == want
+			ok = string(b) == want
 		case argPrefix:
-			ok = strings.HasPrefix(s, want)
+			ok = len(b) >= len(want) && string(b[:len(want)]) == want
 		case argGlob:
-			ok = globMatch(want, s)
+			ok = globMatch(want, string(b))
 		}
 		if ok {
 			return ""

@@ -302,3 +302,186 @@ func checkArgRefusal(t *testing.T, resp *http.Response, body, rule string) {
 		t.Errorf("refusal %s: message does not name argument %q", body, arg)
 	}
 }
+
+// TestArgRuleConfig: mistakes in argument rules are load errors.
+func TestArgRuleConfig(t *testing.T) {
+	tests := []struct {
+		name string
+		arg  ArgRule
+	}{
+		{"pointer without slash", ArgRule{Pointer: "to", Predicate: "equals", Values: []string{"x"}}},
+		{"bad escape", ArgRule{Pointer: "/a~2", Predicate: "equals", Values: []string{"x"}}},
+		{"pointer -", ArgRule{Pointer: "/a/-", Predicate: "equals", Values: []string{"x"}}},
+		{"unknown predicate", ArgRule{Pointer: "/a", Predicate: "contains", Values: []string{"x"}}},
+		{"equals two values", ArgRule{Pointer: "/a", Predicate: "equals", Values: []string{"x", "y"}}},
+		{"one_of none", ArgRule{Pointer: "/a", Predicate: "one_of"}},
+		{"unknown placeholder", ArgRule{Pointer: "/a", Predicate: "equals", Values: []string{"{http.request.host}"}}},
+		{"token without claim", ArgRule{Pointer: "/a", Predicate: "equals", Values: []string{"{token}"}}},
+		{"empty claim segment", ArgRule{Pointer: "/a", Predicate: "equals", Values: []string{"{token.org..id}"}}},
+		{"unbalanced brace", ArgRule{Pointer: "/a", Predicate: "prefix", Values: []string{"/home/{token.sub"}}},
+		{"stray closing brace", ArgRule{Pointer: "/a", Predicate: "prefix", Values: []string{"/home/}"}}},
+		{"value not NFC", ArgRule{Pointer: "/a", Predicate: "equals", Values: []string{"e\u0301"}}},
+		{"glob ending in backslash", ArgRule{Pointer: "/a", Predicate: "glob", Values: []string{`a\`}}},
+		{"bad regex", ArgRule{Pointer: "/a", Predicate: "regex", Values: []string{"a("}}},
+		{"placeholder in regex", ArgRule{Pointer: "/a", Predicate: "regex", Values: []string{"{token.sub}"}}},
+		{"max_length negative", ArgRule{Pointer: "/a", Predicate: "max_length", Values: []string{"-1"}}},
+		{"max_length not a number", ArgRule{Pointer: "/a", Predicate: "max_length", Values: []string{"ten"}}},
+		{"min not a JSON number", ArgRule{Pointer: "/a", Predicate: "min", Values: []string{"0x10"}}},
+		{"max with leading zero", ArgRule{Pointer: "/a", Predicate: "max", Values: []string{"01"}}},
+		{"max huge exponent", ArgRule{Pointer: "/a", Predicate: "max", Values: []string{"1e9999999"}}},
+		{"present with a value", ArgRule{Pointer: "/a", Predicate: "present", Values: []string{"x"}}},
+		{"optional absent", ArgRule{Pointer: "/a", Predicate: "absent", Optional: true}},
+		{"unknown type", ArgRule{Pointer: "/a", Predicate: "type", Values: []string{"int"}}},
+	}
+	for _, tt := range tests {
+		cfg := testConfig(t)
+		cfg.Tools = []Rule{{Pattern: "t", Args: []ArgRule{tt.arg}}}
+		if _, err := New(cfg); err == nil {
+			t.Errorf("%s: New accepted %+v", tt.name, tt.arg)
+		}
+	}
+	cfg := testConfig(t)
+	cfg.Prompts = []Rule{{Pattern: "p", Args: []ArgRule{{Pointer: "/a", Predicate: "present"}}}}
+	if _, err := New(cfg); err == nil {
+		t.Error("New accepted argument rules on a prompt rule")
+	}
+	if _, err := New(argConfig(t)); err != nil {
+		t.Errorf("New(argConfig) = %v", err)
+	}
+}
+
+// TestArgRuleOrder: scopes are checked first (a caller without them gets
+// the step-up challenge and learns nothing of the argument rules); with
+// them, the argument refusal has no challenge. tools/list still lists
+// the tool, its schema untouched.
+func TestArgRuleOrder(t *testing.T) {
+	list := `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"scoped","inputSchema":{"type":"object","properties":{"v":{"type":"string"}}}}]}}`
+	h := newHarness(t, argConfig(t), func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(list))
+	})
+	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"scoped","arguments":{"v":"no"}}}`
+	resp := h.do(t, call{body: body, token: argToken(t)})
+	readBody(t, resp)
+	if resp.StatusCode != 403 || !strings.Contains(resp.Header.Get("WWW-Authenticate"), "insufficient_scope") {
+		t.Errorf("without scope: %d %q, want 403 insufficient_scope", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+	}
+	c := claims()
+	c["scope"] = "mcp admin"
+	admin := mint(t, c)
+	resp = h.do(t, call{body: body, token: admin})
+	checkArgRefusal(t, resp, readBody(t, resp), "scoped")
+	if resp.StatusCode != 403 {
+		t.Errorf("with scope, bad argument: %d, want 403", resp.StatusCode)
+	}
+	resp = h.do(t, call{body: `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`, token: admin})
+	if got := readBody(t, resp); got != list {
+		t.Errorf("tools/list = %s, want the upstream's answer unchanged", got)
+	}
+	if n := len(h.up.requests()); n != 1 {
+		t.Errorf("upstream got %d requests, want only the tools/list", n)
+	}
+}
+
+// TestArgRule2026: on 2026-07-28 (Mcp-Name header, _meta version) the
+// same rules hold.
+func TestArgRule2026(t *testing.T) {
+	h := newHarness(t, argConfig(t), nil)
+	meta := `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}`
+	hdr := map[string]string{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "own"}
+	for owner, want := range map[string]int{"alice": 200, "bob": 403} {
+		body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"own","arguments":{"owner":"` + owner + `"},` + meta + `}}`
+		before := len(h.up.requests())
+		resp := h.do(t, call{body: body, token: argToken(t), headers: hdr})
+		got := readBody(t, resp)
+		if resp.StatusCode != want {
+			t.Errorf("owner %s: %d %s, want %d", owner, resp.StatusCode, got, want)
+		}
+		if forwarded := len(h.up.requests()) - before; forwarded != map[bool]int{true: 1, false: 0}[want == 200] {
+			t.Errorf("owner %s: upstream got %d requests", owner, forwarded)
+		}
+	}
+}
+
+// TestArgRuleAudit: the audit event names the rule and the argument;
+// argument values appear only with AuditArguments.
+func TestArgRuleAudit(t *testing.T) {
+	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"own","arguments":{"owner":"bob-secret"}}}`
+	for _, withArgs := range []bool{false, true} {
+		cfg := argConfig(t)
+		cfg.AuditArguments = withArgs
+		h := newHarness(t, cfg, nil)
+		readBody(t, h.do(t, call{body: body, token: argToken(t)}))
+		entries := h.logs.All()
+		if len(entries) != 1 {
+			t.Fatalf("audit events = %d, want 1", len(entries))
+		}
+		e := entries[0].ContextMap()
+		if e["decision"] != "deny" || e["rule"] != "own" || e["argument"] != "/owner" || e["tool"] != "own" {
+			t.Errorf("audit event %v, want a denial naming rule own and argument /owner", e)
+		}
+		args, logged := e["arguments"]
+		if logged != withArgs {
+			t.Errorf("AuditArguments %v: arguments logged = %v (%v)", withArgs, logged, args)
+		}
+		if withArgs && !strings.Contains(fmtAny(args), "bob-secret") {
+			t.Errorf("arguments = %v, want the call's arguments", args)
+		}
+		if !withArgs && strings.Contains(fmtAny(e), "bob-secret") {
+			t.Errorf("audit event %v carries an argument value", e)
+		}
+	}
+}
+
+func fmtAny(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func TestDecimal(t *testing.T) {
+	equal := [][]string{
+		{"100", "100.0", "1e2", "1E+2", "10000e-2", "0.1e3", "100.000"},
+		{"0", "-0", "0.0", "-0.0e5", "0e-10"},
+		{"-1.5", "-15e-1", "-0.15E1"},
+		{"9007199254740993", "9.007199254740993e15"},
+		{"0.000123", "1.23e-4", "123e-6"},
+	}
+	for _, group := range equal {
+		for _, a := range group {
+			for _, b := range group {
+				if c := mustDecimal(t, a).cmp(mustDecimal(t, b)); c != 0 {
+					t.Errorf("cmp(%s, %s) = %d, want 0", a, b, c)
+				}
+			}
+		}
+	}
+	ascending := []string{"-1e400", "-9007199254740993", "-9007199254740992", "-1", "-0.5", "-1e-400", "0", "1e-400",
+		"0.1", "0.10000000000000000001", "1", "1.5", "10", "99.999999999999999999", "100", "100.00000000000000001",
+		"9007199254740992", "9007199254740993", "123456789012345678901234567890", "1e400", "1e99999999999999999999"}
+	for i := range ascending {
+		for j := range ascending {
+			if c := mustDecimal(t, ascending[i]).cmp(mustDecimal(t, ascending[j])); c != compare(i, j) {
+				t.Errorf("cmp(%s, %s) = %d, want %d", ascending[i], ascending[j], c, compare(i, j))
+			}
+		}
+	}
+	for n, want := range map[string]bool{"1": true, "1.0": true, "1e2": true, "1.5": false, "15e-1": false, "0": true, "1e-1": false, "1.5e1": true} {
+		if got := mustDecimal(t, n).isInteger(); got != want {
+			t.Errorf("isInteger(%s) = %v, want %v", n, got, want)
+		}
+	}
+	for _, bad := range []string{"", "-", "01", "1.", ".5", "1e", "1e+", "+1", "0x1", "1_000", "NaN", "Infinity", " 1"} {
+		if _, err := parseDecimal(bad); err == nil {
+			t.Errorf("parseDecimal(%q) accepted", bad)
+		}
+	}
+}
+
+func mustDecimal(t *testing.T, s string) decimal {
+	t.Helper()
+	d, err := parseDecimal(s)
+	if err != nil {
+		t.Fatalf("parseDecimal(%q): %v", s, err)
+	}
+	return d
+}

@@ -75,11 +75,15 @@ func (v Value) Type() string {
 // Raw is the value's bytes as written in the document.
 func (v Value) Raw() []byte { return v.raw }
 
-// AppendText appends a string value's text, unescaped, to dst.
-func (v Value) AppendText(dst []byte) ([]byte, error) {
-	out, err := jsontext.AppendUnquote(dst, v.raw)
+// Text returns a string value's text, unescaped: a slice of the
+// document when the literal has no escapes, a copy otherwise.
+func (v Value) Text() ([]byte, error) {
+	if len(v.raw) >= 2 && v.raw[0] == '"' && bytes.IndexByte(v.raw, '\\') < 0 {
+		return v.raw[1 : len(v.raw)-1], nil
+	}
+	out, err := jsontext.AppendUnquote(nil, v.raw)
 	if err != nil {
-		return dst, fmt.Errorf("%w: %v", ErrInvalidJSON, err)
+		return nil, fmt.Errorf("%w: %v", ErrInvalidJSON, err)
 	}
 	return out, nil
 }
