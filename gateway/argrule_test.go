@@ -35,6 +35,9 @@ func argConfig(t testing.TB) Config {
 		{Pattern: "unset_claim", Args: []ArgRule{a("/x", "equals", "{token.missing}")}},
 		{Pattern: "two", Args: []ArgRule{a("/a", "equals", "1"), a("/b", "equals", "2")}},
 		{Pattern: "scoped", Scopes: []string{"admin"}, Args: []ArgRule{a("/v", "equals", "ok")}},
+		// The README's read_file and transfer examples.
+		{Pattern: "read_file", Args: []ArgRule{a("/path", "prefix", "/srv/shared/", "/home/{token.sub}/"), a("/path", "regex", "(?:[^/]|/[^./])*")}},
+		{Pattern: "transfer", Args: []ArgRule{a("/amount", "min", "0.01"), a("/amount", "max", "100"), a("/currency", "one_of", "EUR"), a("/note", "absent")}},
 		{Pattern: "*"},
 	}
 	return cfg
@@ -114,6 +117,7 @@ func TestArgRules(t *testing.T) {
 		"glob": {
 			{`{"to":"bob@example.com"}`, pass},
 			{`{"to":"bob@example.com.evil"}`, refuse},
+			{`{"to":"eve@evil.com,bob@example.com"}`, pass}, // what a glob says (the README's caveat; use a regex)
 			{`{"to":"bob@EXAMPLE.com"}`, refuse},
 			{`{"to":"bob@evil.com\u0000@example.com"}`, refuse}, // NUL
 			{`{"to":"bob@evil.com\r\n@example.com"}`, refuse},   // line break
@@ -233,6 +237,25 @@ func TestArgRules(t *testing.T) {
 		"unset_claim": {
 			{`{"x":""}`, refuse},
 			{`{"x":"{token.missing}"}`, refuse},
+		},
+		"read_file": {
+			{`{"path":"/srv/shared/a.txt"}`, pass},
+			{`{"path":"/home/alice/notes"}`, pass},
+			{`{"path":"/home/alice/../bob/notes"}`, refuse},
+			{`{"path":"/home/bob/notes"}`, refuse},
+			{`{"path":"/srv/shared/.hidden"}`, refuse},
+			{`{"path":"/home/alice//etc"}`, refuse},
+			{`{"path":"/home/alice/./x"}`, refuse},
+		},
+		"transfer": {
+			{`{"amount":100,"currency":"EUR"}`, pass},
+			{`{"amount":0.01,"currency":"EUR"}`, pass},
+			{`{"amount":1e2,"currency":"EUR"}`, pass},
+			{`{"amount":100.000000000000000001,"currency":"EUR"}`, refuse},
+			{`{"amount":0.00999999999999999999,"currency":"EUR"}`, refuse},
+			{`{"amount":"50","currency":"EUR"}`, refuse},
+			{`{"amount":50,"currency":"eur"}`, refuse},
+			{`{"amount":50,"currency":"EUR","note":null}`, refuse},
 		},
 		"two": {
 			{`{"a":"1","b":"2"}`, pass},
