@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -223,7 +222,10 @@ func TestArgumentRules(t *testing.T) {
 		`{"owner":"\ud800"}`:                   400,
 	} {
 		before := len(ran.list())
-		resp, body := rawArgsCall(ctx, t, e.modern, tok.AccessToken, "get_record", args)
+		resp, body, err := rawToolCallArgs(ctx, http.DefaultClient, e.modern, tok.AccessToken, "get_record", args)
+		if err != nil {
+			t.Fatal(err)
+		}
 		if resp.StatusCode != want {
 			t.Errorf("get_record %s: status %d, want %d (%s)", args, resp.StatusCode, want, body)
 		}
@@ -236,27 +238,4 @@ func TestArgumentRules(t *testing.T) {
 				args, body, resp.Header.Get("WWW-Authenticate"))
 		}
 	}
-}
-
-// rawArgsCall posts one 2026-07-28 tools/call with arguments given verbatim.
-func rawArgsCall(ctx context.Context, t *testing.T, resource, token, tool, args string) (*http.Response, string) {
-	t.Helper()
-	body := fmt.Sprintf(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":%q,"arguments":%s,"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"raw","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}}}`, tool, args)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, resource, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json, text/event-stream")
-	req.Header.Set("MCP-Protocol-Version", "2026-07-28")
-	req.Header.Set("Mcp-Method", "tools/call")
-	req.Header.Set("Mcp-Name", tool)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	return resp, string(b)
 }
