@@ -381,6 +381,7 @@ func (a *App) parseResource(d *caddyfile.Dispenser) error {
 //			require_agent
 //			user_only
 //			max_depth <n>
+//			arg <json-pointer> [optional] <predicate> [<value...>]
 //		}]
 //		prompt <name|glob> [<scope...>] [{ ...as for tool... }]
 //		resource_rule <uri-prefix> [<scope...>] [{ ...as for tool... }]
@@ -389,6 +390,7 @@ func (a *App) parseResource(d *caddyfile.Dispenser) error {
 //		max_body_size <size>
 //		forward_identity
 //		audit all|denials_only
+//		audit_arguments
 //		session_key <base64-key>
 //	}
 //
@@ -399,6 +401,16 @@ func (a *App) parseResource(d *caddyfile.Dispenser) error {
 // request's protocol revision does not define (every other one is refused
 // as not found); it cannot match an MCP method. Sizes take units (1MB,
 // 512KiB).
+//
+// arg (tool rules only, may repeat, all must hold) checks one argument of
+// a tools/call, named by an RFC 6901 pointer into params.arguments, with
+// a predicate: equals <v>, one_of <v...>, glob <pattern...>,
+// prefix <prefix...>, regex <re2>, max_length <n>, min <n>, max <n>,
+// present, absent, type <type...>. Values of equals, one_of, glob and
+// prefix may hold {token.sub}, {token.email}, {token.client_id} or any
+// {token.<claim>}. optional lets a missing argument pass. See
+// gateway.ArgRule for the exact semantics.
+
 func (h *GatewayHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {
@@ -443,6 +455,8 @@ func (h *GatewayHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "forward_identity":
 			err = flag(d, &h.ForwardIdentity)
+		case "audit_arguments":
+			err = flag(d, &h.AuditArguments)
 		case "audit":
 			if err = oneArg(d, &h.Audit); err == nil && h.Audit != "all" && h.Audit != "denials_only" {
 				return d.Errf("audit %q: want all or denials_only", h.Audit)
@@ -479,6 +493,21 @@ func appendRule(d *caddyfile.Dispenser, rules *[]Rule) error {
 			err = flag(d, &r.UserOnly)
 		case "max_depth":
 			err = intArg(d, &r.MaxDepth)
+		case "arg":
+			if kind != "tool" {
+				return d.Errf("arg: argument rules apply to tool rules only")
+			}
+			args := d.RemainingArgs()
+			a := ArgRule{}
+			if len(args) > 1 && args[1] == "optional" {
+				a.Optional = true
+				args = slices.Delete(args, 1, 2)
+			}
+			if len(args) < 2 {
+				return d.Errf("arg: want <json-pointer> [optional] <predicate> [<value...>]")
+			}
+			a.Pointer, a.Predicate, a.Values = args[0], args[1], args[2:]
+			r.Args = append(r.Args, a)
 		default:
 			return d.Errf("unrecognized %s subdirective %q", kind, d.Val())
 		}

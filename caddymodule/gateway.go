@@ -71,6 +71,10 @@ type GatewayHandler struct {
 	// Audit is "all" (default: an audit event for every decision) or
 	// "denials_only" (events for refused requests only).
 	Audit string `json:"audit,omitempty"`
+	// AuditArguments adds each tools/call's arguments to its audit
+	// events. Default false: refusals then name only the argument's
+	// pointer, never its value.
+	AuditArguments bool `json:"audit_arguments,omitempty"`
 	// SessionKey is the base64 HMAC key (at least 32 bytes) that binds
 	// MCP sessions to their principal; placeholders such as {env.KEY} are
 	// replaced. Default: a random key kept in the mcp_auth store, so every
@@ -101,9 +105,30 @@ type Rule struct {
 	UserOnly bool `json:"user_only,omitempty"`
 	// MaxDepth is the maximum act nesting; 0: unlimited.
 	MaxDepth int `json:"max_depth,omitempty"`
+	// Args are conditions on a tools/call's arguments (tool rules only),
+	// all of which must hold (see gateway.ArgRule).
+	Args []ArgRule `json:"args,omitempty"`
+}
+
+// ArgRule is a condition on one argument of a tools/call.
+type ArgRule struct {
+	// Pointer is an RFC 6901 JSON pointer into params.arguments.
+	Pointer string `json:"pointer"`
+	// Predicate is equals, one_of, glob, prefix, regex, max_length, min,
+	// max, present, absent or type.
+	Predicate string `json:"predicate"`
+	// Values are the predicate's operands; equals, one_of, glob and
+	// prefix values may hold {token.<claim>} placeholders.
+	Values []string `json:"values,omitempty"`
+	// Optional lets a missing argument pass.
+	Optional bool `json:"optional,omitempty"`
 }
 
 func (r Rule) gatewayRule() gateway.Rule {
+	var args []gateway.ArgRule
+	for _, a := range r.Args {
+		args = append(args, gateway.ArgRule(a))
+	}
 	return gateway.Rule{
 		Pattern: r.Match,
 		Scopes:  r.Scopes,
@@ -114,6 +139,7 @@ func (r Rule) gatewayRule() gateway.Rule {
 			UserOnly:      r.UserOnly,
 			MaxDepth:      r.MaxDepth,
 		},
+		Args: args,
 	}
 }
 
@@ -152,6 +178,7 @@ func (h *GatewayHandler) Provision(ctx caddy.Context) error {
 		AllowedOrigins:  h.AllowedOrigins,
 		MaxBodySize:     h.MaxBodySize,
 		ForwardIdentity: h.ForwardIdentity,
+		AuditArguments:  h.AuditArguments,
 		Logger:          log,
 		AuditLogger:     log.Named("audit"),
 		ErrorStatus:     errorStatus,

@@ -338,6 +338,8 @@ func TestGatewayHandlerErrors(t *testing.T) {
 		{"bad session key", GatewayHandler{Resource: gatewayResource, SessionKey: "!!"}, "session_key"},
 		{"unknown audit mode", GatewayHandler{Resource: gatewayResource, Audit: "none"}, `audit "none": want all or denials_only`},
 		{"contradictory rule", GatewayHandler{Resource: gatewayResource, Tools: []Rule{{Match: "x", RequireAgent: true, UserOnly: true}}}, "mcp_gateway " + gatewayResource + ": tools rule"},
+		{"unknown placeholder", GatewayHandler{Resource: gatewayResource, Tools: []Rule{{Match: "x", Args: []ArgRule{{Pointer: "/a", Predicate: "equals", Values: []string{"{http.request.host}"}}}}}}, "unknown placeholder {http.request.host}"},
+		{"bad pointer", GatewayHandler{Resource: gatewayResource, Tools: []Rule{{Match: "x", Args: []ArgRule{{Pointer: "a", Predicate: "present"}}}}}, `arg "a" present`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/json"
 	"time"
 
 	"go.uber.org/zap"
@@ -15,8 +16,10 @@ import (
 // with Config.AuditDenialsOnly, for refused requests only.
 // Fields: principal, client, act (full chain, outermost first),
 // principal_type, resource, http_method, method, tool | prompt | uri,
-// jsonrpc_id, decision, rule, reason, status, latency, request_id,
-// remote_addr. Never a token or session id.
+// jsonrpc_id, rule, argument (the pointer of a refusing argument rule),
+// arguments (a tools/call's arguments, only with Config.AuditArguments),
+// decision, reason, status, latency, request_id, remote_addr. Never a
+// token or session id.
 
 const auditMessage = "mcp request"
 
@@ -134,6 +137,14 @@ func (e *auditEvent) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 		}
 		if d.rule != "" {
 			enc.AddString("rule", d.rule)
+		}
+		if d.argument != "" {
+			enc.AddString("argument", d.argument)
+		}
+	}
+	if m := e.m; m != nil && e.g.cfg.AuditArguments && m.Method == "tools/call" && m.Arguments != nil {
+		if err := enc.AddReflected("arguments", json.RawMessage(m.Arguments)); err != nil {
+			return err
 		}
 	}
 	decision := "deny"

@@ -16,7 +16,27 @@ import (
 
 // BenchmarkClassify: a small tools/call from bytes to a policy decision.
 func BenchmarkClassify(b *testing.B) {
-	g := newGateway(b, testConfig(b))
+	benchmarkClassify(b, testConfig(b))
+}
+
+// BenchmarkClassifyArgs: as BenchmarkClassify, with two argument rules on
+// the tool (a prefix with a token placeholder, a length), which read the
+// arguments the parse already delimited.
+func BenchmarkClassifyArgs(b *testing.B) {
+	cfg := testConfig(b)
+	for i := range cfg.Tools {
+		if cfg.Tools[i].Pattern == "read_*" {
+			cfg.Tools[i].Args = []ArgRule{
+				{Pointer: "/path", Predicate: "prefix", Values: []string{"/etc/", "/home/{token.sub}/"}},
+				{Pointer: "/path", Predicate: "max_length", Values: []string{"4096"}},
+			}
+		}
+	}
+	benchmarkClassify(b, cfg)
+}
+
+func benchmarkClassify(b *testing.B, cfg Config) {
+	g := newGateway(b, cfg)
 	p, aerr := g.authenticate(b.Context(), mint(b, claims()))
 	if aerr != nil {
 		b.Fatal(aerr)

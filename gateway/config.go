@@ -83,6 +83,10 @@ type Config struct {
 	// volume matters more than a record of every access. Default false:
 	// every decision is audited.
 	AuditDenialsOnly bool
+	// AuditArguments adds the arguments of every tools/call to its audit
+	// events. Default false: argument values may be personal data or
+	// secrets, and refusals name only the argument's pointer.
+	AuditArguments bool
 
 	Now         func() time.Time // default time.Now
 	Logger      *zap.Logger      // operational log
@@ -96,6 +100,50 @@ type Rule struct {
 	Pattern string   // glob (tools, prompts) or URI prefix (resources)
 	Scopes  []string // all required
 	Actor   ActorRule
+	// Args are conditions on a tools/call's arguments (tool rules only),
+	// all of which must hold; they are checked once scopes and actor
+	// rules allow the call.
+	Args []ArgRule
+}
+
+// ArgRule is a condition on one argument of a tools/call, read from
+// params.arguments exactly as forwarded.
+//
+// Pointer is an RFC 6901 JSON pointer into the arguments ("/to",
+// "/filter/owner", "/ids/0"). Predicate is one of:
+//
+//   - equals <value>, one_of <value...>: a string equals a value exactly
+//     (after JSON unescaping; no case folding or normalization); a number
+//     equals a value that is a number, exactly (1e2 = 100 = 100.0, -0 = 0,
+//     no rounding); true, false and null equal themselves.
+//   - glob <pattern...>: a string matches a pattern ('*' any run of
+//     characters, '/' and '@' included; '?' one character; '\' escapes).
+//   - prefix <prefix...>: a string starts with a prefix.
+//   - regex <re2>: a string matches the RE2 expression as a whole (it is
+//     anchored at both ends).
+//   - max_length <n>: a string has at most n Unicode code points.
+//   - min <number>, max <number>: a number, compared exactly.
+//   - present, absent: the argument exists (null included), or does not.
+//   - type <type...>: the JSON type is one of string, number, integer
+//     (a number without fraction: 1.0 and 1e2 count), boolean, null,
+//     object, array.
+//
+// Values of equals, one_of, glob and prefix may contain {token.sub},
+// {token.client_id}, {token.email} or any {token.<claim>.<member>}: the
+// access token's claim, which must be a non-empty string, or the
+// predicate fails. Any other brace is a configuration error.
+//
+// Strings tested by equals, one_of, glob, prefix and regex must be in
+// Unicode NFC and free of control characters, or the predicate fails (an
+// upstream may normalize them, or stop at NUL or a line break). On an
+// array, a predicate other than present, absent and type holds for every
+// element of a non-empty array (an empty one fails). A missing argument
+// fails every predicate but absent, unless Optional is set.
+type ArgRule struct {
+	Pointer   string
+	Predicate string
+	Values    []string
+	Optional  bool // a missing argument passes (null is not missing)
 }
 
 // ActorRule restricts who may call, by the token's top-level claims and its

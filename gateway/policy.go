@@ -27,6 +27,7 @@ type compiledRule struct {
 	required []string // sorted, deduplicated
 	foldLen  int      // resource prefixes: length of the case-insensitive head (see hasURIPrefix)
 	loose    string   // tool and prompt globs: looseName of the pattern (see decideCaseless)
+	args     []argCheck
 }
 
 // policy is the immutable decision table built by New.
@@ -37,6 +38,9 @@ type policy struct {
 	prompts   []compiledRule
 	resources []compiledRule
 	methods   []compiledRule
+	// claims are the claim paths argument rules read from tokens, other
+	// than sub and client_id (see principal.claim).
+	claims []string
 }
 
 // decision is the outcome for one JSON-RPC message.
@@ -50,6 +54,10 @@ type decision struct {
 	// scopeOnly is set on a denial that more scope would cure; the answer
 	// is then an insufficient_scope challenge.
 	scopeOnly bool
+	// args are the matched tool rule's argument rules; argument is the
+	// pointer of the one that refused the call.
+	args     []argCheck
+	argument string
 }
 
 // errNoName marks a message that names no tool, prompt or resource where
@@ -87,6 +95,17 @@ func newPolicy(cfg *Config) (*policy, error) {
 	if p.methods, err = compileRules("methods", cfg.Methods, p.base, compileMethodPattern); err != nil {
 		return nil, err
 	}
+	for _, r := range p.tools {
+		for _, c := range r.args {
+			for _, t := range c.values {
+				for _, path := range t.claims() {
+					if path != "sub" && path != "client_id" && !slices.Contains(p.claims, path) {
+						p.claims = append(p.claims, path)
+					}
+				}
+			}
+		}
+	}
 	return p, nil
 }
 
@@ -108,7 +127,14 @@ func compileRules(what string, rules []Rule, base []string, compile func(string)
 		if err := validActorRule(r.Actor); err != nil {
 			return nil, fmt.Errorf("%s rule %q: %w", what, r.Pattern, err)
 		}
-		out = append(out, compiledRule{Rule: r, required: sortedSet(append(slices.Clone(r.Scopes), base...)), foldLen: foldLen, loose: looseName(pattern)})
+		if len(r.Args) > 0 && what != "tools" {
+			return nil, fmt.Errorf("%s rule %q: argument rules apply to tool rules only", what, r.Pattern)
+		}
+		args, err := compileArgs(r.Args)
+		if err != nil {
+			return nil, fmt.Errorf("%s rule %q: %w", what, r.Pattern, err)
+		}
+		out = append(out, compiledRule{Rule: r, required: sortedSet(append(slices.Clone(r.Scopes), base...)), foldLen: foldLen, loose: looseName(pattern), args: args})
 	}
 	return out, nil
 }
@@ -187,7 +213,16 @@ func (p *policy) decide(pr *principal, m *mcpparse.Message, rev revision) (decis
 		if !validToolName(m.Name) {
 			return decision{}, fmt.Errorf("tools/call: tool name %q is not 1-128 characters of A-Z a-z 0-9 _ - . / without empty or dot-only segments between slashes", m.Name)
 		}
-		return p.decideCaseless(pr, kindTool, p.tools, m.Name)
+		d, err := p.decideCaseless(pr, kindTool, p.tools, m.Name)
+		if err == nil && d.allow && len(d.args) > 0 {
+			// Only a call that may otherwise proceed: more scope cannot
+			// cure an argument, and a caller without it learns nothing
+			// of the argument rules.
+			if d.argument, d.reason = argRefusal(d.args, pr, m.Arguments); d.reason != "" {
+				d.allow = false
+			}
+		}
+		return d, err
 	case "prompts/get":
 		if !m.HasName {
 			return decision{}, fmt.Errorf("prompts/get: %w", errNoName)
@@ -236,7 +271,7 @@ func (p *policy) decideName(pr *principal, kind string, rules []compiledRule, na
 	if i < 0 {
 		return decision{kind: kind, target: name, required: p.base, reason: "no rule"}
 	}
-	return p.check(pr, decision{kind: kind, target: name, rule: rules[i].Pattern, required: rules[i].required}, &rules[i])
+	return p.check(pr, decision{kind: kind, target: name, rule: rules[i].Pattern, required: rules[i].required, args: rules[i].args}, &rules[i])
 }
 
 // decideCaseless is decideName for a name an upstream might match

@@ -483,7 +483,8 @@ func singleID(x *exchange) []byte {
 // denial builds the 403 for a request with at least one denied message. If
 // more scope would cure every denial, the answer is an insufficient_scope
 // challenge naming every scope the whole request needs (base included);
-// otherwise (no rule, actor rule) it is a JSON-RPC error naming the rule.
+// otherwise (no rule, actor rule, argument rule) it is a JSON-RPC error
+// naming the rule (and the argument's pointer).
 func (g *Gateway) denial(x *exchange) *refusal {
 	var required []string
 	for i := range x.dec {
@@ -498,6 +499,9 @@ func (g *Gateway) denial(x *exchange) *refusal {
 			if d.rule != "" {
 				data["rule"] = d.rule
 				msg += " (rule " + strconv.Quote(d.rule) + ")"
+			}
+			if d.argument != "" {
+				data["argument"] = d.argument
 			}
 			return &refusal{status: http.StatusForbidden, code: codeRefused, message: msg, id: singleID(x), data: data}
 		}

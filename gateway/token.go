@@ -3,6 +3,8 @@ package gateway
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
@@ -43,6 +45,60 @@ type principal struct {
 	jti           string // for revocation
 	grantID       string // gid: the grant the token belongs to, for revocation
 	expiry        time.Time
+	claims        map[string]string // string claims argument rules read, by dotted path
+}
+
+// claim is the string claim at a dotted path ("sub", "email",
+// "org.id"), "" when absent or not a string.
+func (p *principal) claim(path string) string {
+	switch path {
+	case "sub":
+		return p.subject
+	case "client_id":
+		return p.clientID
+	}
+	return p.claims[path]
+}
+
+// stringClaims reads the string claims at paths from a verified token's
+// payload, by exact member names (as accesstoken reads the claims it
+// knows). Claims absent or of another type are left out, so rules that
+// need them fail.
+func stringClaims(token string, paths []string) map[string]string {
+	parts := strings.Split(token, ".")
+	if len(paths) == 0 || len(parts) != 3 {
+		return nil
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return nil
+	}
+	var top map[string]json.RawMessage
+	if json.Unmarshal(payload, &top) != nil {
+		return nil
+	}
+	out := make(map[string]string, len(paths))
+	for _, path := range paths {
+		obj := top
+		names := strings.Split(path, ".")
+		for i, name := range names {
+			raw, ok := obj[name]
+			if !ok {
+				break
+			}
+			if i < len(names)-1 {
+				if obj = nil; json.Unmarshal(raw, &obj) != nil || obj == nil {
+					break
+				}
+				continue
+			}
+			var s string
+			if len(raw) > 0 && raw[0] == '"' && json.Unmarshal(raw, &s) == nil {
+				out[path] = s
+			}
+		}
+	}
+	return out
 }
 
 // agent returns the acting agent: the outermost act.sub of a delegated
@@ -192,6 +248,7 @@ func (g *Gateway) verify(ctx context.Context, token string) (*principal, *authEr
 		jti:           c.ID,
 		grantID:       c.GrantID,
 		expiry:        c.ExpiresAt.Time,
+		claims:        stringClaims(token, g.policy.claims),
 	}
 	p.scopes = g.policy.effectiveScopes(strings.Fields(p.scope))
 	return p, nil

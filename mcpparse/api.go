@@ -10,8 +10,10 @@
 //
 //   - [Parse]: a request body, one message or a batch, into [Message]
 //     envelopes (kind, method, id, params.name / params.uri / params.taskId,
-//     the _meta protocol version); a [ParamsError] carries the id of a
-//     request refused for its params.
+//     the _meta protocol version, the raw params.arguments); a
+//     [ParamsError] carries the id of a request refused for its params.
+//   - [ParsePointer], [Pointer.Lookup]: a value inside the arguments, by
+//     RFC 6901 pointer, without parsing the body again.
 //   - [CheckHeaders], [DecodeHeaderValue], [NeedsHeaderCheck]: the
 //     2026-07-28 Streamable HTTP request metadata headers against the body,
 //     and the body's required _meta protocol version.
@@ -78,6 +80,10 @@ type Message struct {
 	// ProtocolVersion is params._meta["io.modelcontextprotocol/protocolVersion"]
 	// (2026-07-28: every request carries it), "" when absent.
 	ProtocolVersion string
+	// Arguments is params.arguments as written (tools/call, prompts/get),
+	// a slice of the body, nil when absent. Its values can be read with
+	// Pointer.Lookup without parsing the body again.
+	Arguments []byte
 	// Raw is the exact bytes of this message within the body.
 	Raw []byte
 }

@@ -28,7 +28,7 @@ const metaProtocolVersion = "io.modelcontextprotocol/protocolVersion"
 // a case-insensitive decoder (encoding/json) would read it as that member.
 var (
 	envelopeNames = []string{"JSONRPC", "METHOD", "ID", "PARAMS", "RESULT", "ERROR"}
-	paramNames    = []string{"NAME", "URI", "TASKID", "_META"}
+	paramNames    = []string{"NAME", "URI", "TASKID", "_META", "ARGUMENTS"}
 	metaNames     = []string{"IO.MODELCONTEXTPROTOCOL/PROTOCOLVERSION"}
 	errorNames    = []string{"CODE", "MESSAGE"}
 	toolNames     = []string{"NAME"}
@@ -386,6 +386,7 @@ type envelope struct {
 type params struct {
 	name, uri, taskID member
 	version           string
+	arguments         []byte
 	// invalid is the first fault of the params object. Reading goes on,
 	// so that the message's envelope (its id above all) is known and the
 	// rest of the body checked before the fault is reported.
@@ -595,6 +596,11 @@ func (p *parser) params(pf *params) error {
 			err = p.member(&pf.taskID)
 		case "_meta":
 			err = p.meta(pf)
+		case "arguments":
+			before := p.dec.InputOffset()
+			err = p.skip()
+			end := p.dec.InputOffset()
+			pf.arguments = bytes.TrimLeft(p.body[before:end:end], " \t\r\n:")
 		default:
 			if v, ok := variant(folded, paramNames); ok {
 				pf.fault("params member is a case variant of %q", v)
@@ -759,6 +765,7 @@ func (m *Message) target(pf *params) error {
 	m.Name, m.HasName = pf.name.s, pf.name.isString
 	m.URI, m.HasURI = pf.uri.s, pf.uri.isString
 	m.ProtocolVersion = pf.version
+	m.Arguments = pf.arguments
 	t := targetOf(m.Method)
 	var mb *member
 	var what string

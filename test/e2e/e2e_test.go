@@ -235,7 +235,12 @@ func connect(ctx context.Context, resource string, src oauth2.TokenSource, versi
 // form, with the headers that must match the body, and returns the
 // response with its body read.
 func rawToolCall(ctx context.Context, client *http.Client, resource, token, tool string) (*http.Response, string, error) {
-	body := fmt.Sprintf(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":%q,"arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"raw","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}}}`, tool)
+	return rawToolCallArgs(ctx, client, resource, token, tool, `{}`)
+}
+
+// rawToolCallArgs is rawToolCall with the arguments member given verbatim.
+func rawToolCallArgs(ctx context.Context, client *http.Client, resource, token, tool, args string) (*http.Response, string, error) {
+	body := fmt.Sprintf(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":%q,"arguments":%s,"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"raw","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}}}`, tool, args)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, resource, strings.NewReader(body))
 	if err != nil {
 		return nil, "", err

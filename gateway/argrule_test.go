@@ -1,0 +1,510 @@
+package gateway
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// argConfig has one tool rule per argument predicate (the tool is named
+// after it).
+func argConfig(t testing.TB) Config {
+	cfg := testConfig(t)
+	a := func(ptr, pred string, values ...string) ArgRule {
+		return ArgRule{Pointer: ptr, Predicate: pred, Values: values}
+	}
+	cfg.Tools = []Rule{
+		{Pattern: "equals", Args: []ArgRule{a("/v", "equals", "hello")}},
+		{Pattern: "equals_num", Args: []ArgRule{a("/n", "equals", "100")}},
+		{Pattern: "one_of", Args: []ArgRule{a("/v", "one_of", "a", "b", "1.5", "true")}},
+		{Pattern: "glob", Args: []ArgRule{a("/to", "glob", "*@example.com")}},
+		{Pattern: "prefix", Args: []ArgRule{a("/path", "prefix", "/home/{token.sub}/")}},
+		{Pattern: "regex", Args: []ArgRule{a("/to", "regex", `[a-z0-9._%+-]+@example\.com`)}},
+		{Pattern: "max_length", Args: []ArgRule{a("/s", "max_length", "3")}},
+		{Pattern: "min", Args: []ArgRule{a("/n", "min", "-1")}},
+		{Pattern: "max", Args: []ArgRule{a("/n", "max", "9007199254740992")}},
+		{Pattern: "present", Args: []ArgRule{a("/x", "present")}},
+		{Pattern: "absent", Args: []ArgRule{a("/x", "absent")}},
+		{Pattern: "type", Args: []ArgRule{a("/x", "type", "integer", "null")}},
+		{Pattern: "optional", Args: []ArgRule{{Pointer: "/cc", Predicate: "glob", Values: []string{"*@example.com"}, Optional: true}}},
+		{Pattern: "nested", Args: []ArgRule{a("/filter/a~1b/0", "equals", "x")}},
+		{Pattern: "own", Args: []ArgRule{a("/owner", "equals", "{token.sub}")}},
+		{Pattern: "from", Args: []ArgRule{a("/from", "equals", "{token.email}")}},
+		{Pattern: "org", Args: []ArgRule{a("/org", "glob", "{token.org.id}/*")}},
+		{Pattern: "unset_claim", Args: []ArgRule{a("/x", "equals", "{token.missing}")}},
+		{Pattern: "two", Args: []ArgRule{a("/a", "equals", "1"), a("/b", "equals", "2")}},
+		{Pattern: "scoped", Scopes: []string{"admin"}, Args: []ArgRule{a("/v", "equals", "ok")}},
+		// The README's read_file and transfer examples.
+		{Pattern: "read_file", Args: []ArgRule{a("/path", "prefix", "/srv/shared/", "/home/{token.sub}/"), a("/path", "regex", "(?:[^/]|/[^./])*")}},
+		{Pattern: "transfer", Args: []ArgRule{a("/amount", "min", "0.01"), a("/amount", "max", "100"), a("/currency", "one_of", "EUR"), a("/note", "absent")}},
+		{Pattern: "*"},
+	}
+	return cfg
+}
+
+func argToken(t testing.TB) string {
+	c := claims()
+	c["email"] = "alice@example.com"
+	c["org"] = map[string]any{"id": "acme*"} // a glob metacharacter matches only itself
+	return mint(t, c)
+}
+
+// TestArgRules: a table per predicate; each case asserts the status and
+// what reached the upstream (the exact body, or nothing).
+func TestArgRules(t *testing.T) {
+	h := newHarness(t, argConfig(t), nil)
+	token := argToken(t)
+	const (
+		pass   = 200
+		refuse = 403
+		bad    = 400
+	)
+	tests := map[string][]struct {
+		args   string // the arguments member, verbatim; "" for none
+		status int
+	}{
+		"equals": {
+			{`{"v":"hello"}`, pass},
+			{`{"v":"h\u0065llo"}`, pass}, // compared after unescaping
+			{`{"v":"Hello"}`, refuse},    // no case folding
+			{`{"v":"hello "}`, refuse},
+			{`{}`, refuse},            // missing
+			{``, refuse},              // no arguments at all
+			{`{"v":null}`, refuse},    // null is not missing
+			{`{"v":["hello"]}`, pass}, // every element
+			{`{"v":["hello","x"]}`, refuse},
+			{`{"v":[]}`, refuse}, // empty array
+			{`{"v":[["hello"]]}`, refuse},
+			{`{"v":{"hello":1}}`, refuse},
+			{`{"v":"hello\u0000"}`, refuse},
+			{`{"V":"hello"}`, refuse},                  // the pointer names /v: missing
+			{`{"v":"hello","V":"x"}`, bad},             // case variant: refused by the parser
+			{`{"v":"hello","v":"x"}`, bad},             // duplicate
+			{`{"v":"hello","\u0076":"x"}`, bad},        // escaped duplicate
+			{`{"v":"\ud800"}`, bad},                    // lone surrogate
+			{`"hello"`, refuse},                        // arguments not an object
+			{`{"v":"hello","w":{"a":1,"a":2}}`, bad},   // nested duplicate elsewhere
+			{`{"v":"hello","w":[{"a":1,"A":2}]}`, bad}, // nested case variant in an array
+		},
+		"equals_num": {
+			{`{"n":100}`, pass},
+			{`{"n":100.0}`, pass},
+			{`{"n":1e2}`, pass},
+			{`{"n":1E+2}`, pass},
+			{`{"n":10000e-2}`, pass},
+			{`{"n":0.1e3}`, pass},
+			{`{"n":100.000000000000000000001}`, refuse}, // no rounding
+			{`{"n":99.99999999999999999999}`, refuse},
+			{`{"n":"100"}`, pass},     // a string is compared as text: "100" equals "100"
+			{`{"n":"100.0"}`, refuse}, // ... and only as text
+			{`{"n":-100}`, refuse},
+			{`{"n":[100,1e2]}`, pass},
+		},
+		"one_of": {
+			{`{"v":"a"}`, pass},
+			{`{"v":"b"}`, pass},
+			{`{"v":"c"}`, refuse},
+			{`{"v":1.5}`, pass},
+			{`{"v":15e-1}`, pass},
+			{`{"v":1.50}`, pass},
+			{`{"v":1.4999999999999999999}`, refuse},
+			{`{"v":true}`, pass},
+			{`{"v":false}`, refuse},
+			{`{"v":["a","b","a"]}`, pass},
+			{`{"v":["a","c"]}`, refuse},
+		},
+		"glob": {
+			{`{"to":"bob@example.com"}`, pass},
+			{`{"to":"bob@example.com.evil"}`, refuse},
+			{`{"to":"eve@evil.com,bob@example.com"}`, pass}, // what a glob says (the README's caveat; use a regex)
+			{`{"to":"bob@EXAMPLE.com"}`, refuse},
+			{`{"to":"bob@evil.com\u0000@example.com"}`, refuse}, // NUL
+			{`{"to":"bob@evil.com\r\n@example.com"}`, refuse},   // line break
+			{`{"to":["a@example.com","b@example.com"]}`, pass},
+			{`{"to":["a@example.com","b@evil.com"]}`, refuse},
+			{`{"to":"bob@exampl\u0065.com"}`, pass},
+			{`{"to":42}`, refuse},
+			{`{"\u0074o":"bob@example.com"}`, pass},
+			{`{"to":"bob@example.com","t\u006f":"x@evil.com"}`, bad},
+		},
+		"prefix": {
+			{`{"path":"/home/alice/notes.txt"}`, pass},
+			{`{"path":"/home/alice"}`, refuse},
+			{`{"path":"/home/alicex/a"}`, refuse},
+			{`{"path":"/home/bob/a"}`, refuse},
+			{`{"path":"/home/ali\u0063e/a"}`, pass},
+			{`{"path":"/home/alice/e\u0301"}`, refuse}, // not NFC
+			{`{"path":"/home/alice/\u00e9"}`, pass},
+		},
+		"regex": {
+			{`{"to":"bob@example.com"}`, pass},
+			{`{"to":"bob@example.com\n"}`, refuse},
+			{`{"to":"a@x.com,bob@example.com"}`, refuse}, // anchored, no comma
+			{`{"to":"xbob@example.comx"}`, refuse},
+			{`{"to":["bob@example.com"]}`, pass},
+		},
+		"max_length": {
+			{`{"s":"abc"}`, pass},
+			{`{"s":"abcd"}`, refuse},
+			{`{"s":"\u00e9\u00e9\u00e9"}`, pass}, // code points, not bytes
+			{`{"s":"😀😀😀"}`, pass},
+			{`{"s":"\ud83d\ude00\ud83d\ude00\ud83d\ude00\ud83d\ude00"}`, refuse},
+			{`{"s":"` + strings.Repeat("a", 100000) + `"}`, refuse},
+			{`{"s":3}`, refuse},
+			{`{"s":["ab","abc"]}`, pass},
+			{`{"s":["ab","abcd"]}`, refuse},
+		},
+		"min": {
+			{`{"n":-1}`, pass},
+			{`{"n":-1.0}`, pass},
+			{`{"n":-0.1e1}`, pass},
+			{`{"n":-1.0000000000000000001}`, refuse},
+			{`{"n":-0}`, pass},
+			{`{"n":0}`, pass},
+			{`{"n":1e400}`, pass},
+			{`{"n":-1e400}`, refuse},
+			{`{"n":-1e-400}`, pass},
+			{`{"n":"5"}`, refuse},
+			{`{"n":[0,5,-1]}`, pass},
+			{`{"n":[0,-2]}`, refuse},
+		},
+		"max": {
+			{`{"n":9007199254740992}`, pass},
+			{`{"n":9007199254740993}`, refuse}, // the same float64, not the same number
+			{`{"n":9007199254740992.0000001}`, refuse},
+			{`{"n":9.007199254740992e15}`, pass},
+			{`{"n":1e999999999999999999999999}`, refuse},
+			{`{"n":-1e999999999999999999999999}`, pass},
+			{`{"n":123456789012345678901234567890}`, refuse},
+			{`{"n":true}`, refuse},
+		},
+		"present": {
+			{`{"x":null}`, pass},
+			{`{"x":0}`, pass},
+			{`{}`, refuse},
+			{`{"X":1}`, refuse},
+		},
+		"absent": {
+			{`{}`, pass},
+			{``, pass},
+			{`{"x":null}`, refuse},
+			{`{"\u0078":1}`, refuse},
+			{`{"X":1}`, pass}, // another member; and only one of x/X can exist
+		},
+		"type": {
+			{`{"x":1}`, pass},
+			{`{"x":1.0}`, pass},
+			{`{"x":1e2}`, pass},
+			{`{"x":1.5}`, refuse},
+			{`{"x":null}`, pass},
+			{`{"x":"1"}`, refuse},
+			{`{"x":[1]}`, refuse}, // type applies to the value itself
+			{`{}`, refuse},
+		},
+		"optional": {
+			{`{}`, pass},
+			{``, pass},
+			{`{"cc":"a@example.com"}`, pass},
+			{`{"cc":"a@evil.com"}`, refuse},
+			{`{"cc":null}`, refuse},
+			{`{"cc":[]}`, refuse},
+		},
+		"nested": {
+			{`{"filter":{"a/b":["x"]}}`, pass},
+			{`{"filter":{"a/b":["y","x"]}}`, refuse},
+			{`{"filter":{"a/b":[]}}`, refuse},
+			{`{"filter":{"a\/b":["x"]}}`, pass},
+			{`{"filter":{"a/b":"x"}}`, refuse}, // through a string
+			{`{"filter":"x"}`, refuse},
+			{`{"filter":{"a/b":["x"],"A/B":["y"]}}`, bad},
+		},
+		"own": {
+			{`{"owner":"alice"}`, pass},
+			{`{"owner":"bob"}`, refuse},
+			{`{"owner":"Alice"}`, refuse},
+			{`{"owner":["alice","alice"]}`, pass},
+			{`{"owner":["alice","bob"]}`, refuse},
+		},
+		"from": {
+			{`{"from":"alice@example.com"}`, pass},
+			{`{"from":"bob@example.com"}`, refuse},
+		},
+		"org": {
+			{`{"org":"acme*/x"}`, pass},
+			{`{"org":"acmeX/x"}`, refuse}, // the claim's * is literal
+		},
+		"unset_claim": {
+			{`{"x":""}`, refuse},
+			{`{"x":"{token.missing}"}`, refuse},
+		},
+		"read_file": {
+			{`{"path":"/srv/shared/a.txt"}`, pass},
+			{`{"path":"/home/alice/notes"}`, pass},
+			{`{"path":"/home/alice/../bob/notes"}`, refuse},
+			{`{"path":"/home/bob/notes"}`, refuse},
+			{`{"path":"/srv/shared/.hidden"}`, refuse},
+			{`{"path":"/home/alice//etc"}`, refuse},
+			{`{"path":"/home/alice/./x"}`, refuse},
+		},
+		"transfer": {
+			{`{"amount":100,"currency":"EUR"}`, pass},
+			{`{"amount":0.01,"currency":"EUR"}`, pass},
+			{`{"amount":1e2,"currency":"EUR"}`, pass},
+			{`{"amount":100.000000000000000001,"currency":"EUR"}`, refuse},
+			{`{"amount":0.00999999999999999999,"currency":"EUR"}`, refuse},
+			{`{"amount":"50","currency":"EUR"}`, refuse},
+			{`{"amount":50,"currency":"eur"}`, refuse},
+			{`{"amount":50,"currency":"EUR","note":null}`, refuse},
+		},
+		"two": {
+			{`{"a":"1","b":"2"}`, pass},
+			{`{"a":"1","b":"3"}`, refuse},
+			{`{"a":1,"b":2.0}`, pass},
+		},
+	}
+	for tool, cases := range tests {
+		for _, tt := range cases {
+			params := `"name":` + quote(tool)
+			if tt.args != "" {
+				params += `,"arguments":` + tt.args
+			}
+			body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{` + params + `}}`
+			before := len(h.up.requests())
+			resp := h.do(t, call{body: body, token: token})
+			got := readBody(t, resp)
+			if resp.StatusCode != tt.status {
+				t.Errorf("%s %s: status %d, want %d (%s)", tool, shorten(tt.args), resp.StatusCode, tt.status, got)
+				continue
+			}
+			reqs := h.up.requests()[before:]
+			if tt.status == pass {
+				if len(reqs) != 1 || string(reqs[0].Body) != body {
+					t.Errorf("%s %s: upstream got %d requests, want the body unchanged", tool, shorten(tt.args), len(reqs))
+				}
+				continue
+			}
+			if len(reqs) != 0 {
+				t.Errorf("%s %s: refused, but the upstream got %s", tool, shorten(tt.args), reqs[0].Body)
+			}
+			if tt.status == refuse {
+				checkArgRefusal(t, resp, got, tool)
+			}
+		}
+	}
+}
+
+func shorten(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "…"
+	}
+	return s
+}
+
+// checkArgRefusal: an argument refusal is a JSON-RPC error naming the
+// rule and the argument, with no scope challenge.
+func checkArgRefusal(t *testing.T, resp *http.Response, body, rule string) {
+	t.Helper()
+	if c := resp.Header.Get("WWW-Authenticate"); c != "" {
+		t.Errorf("WWW-Authenticate = %q, want none (no scope cures an argument)", c)
+	}
+	var b struct {
+		Error struct {
+			Code    int               `json:"code"`
+			Message string            `json:"message"`
+			Data    map[string]string `json:"data"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(body), &b); err != nil {
+		t.Fatal(err)
+	}
+	if b.Error.Code != codeRefused || b.Error.Data["rule"] != rule || !strings.Contains(b.Error.Message, `(rule "`+rule+`")`) {
+		t.Errorf("refusal %s: want code %d naming rule %q", body, codeRefused, rule)
+	}
+	if arg := b.Error.Data["argument"]; arg != "" && !strings.Contains(b.Error.Message, `argument "`+arg+`"`) {
+		t.Errorf("refusal %s: message does not name argument %q", body, arg)
+	}
+}
+
+// TestArgRuleConfig: mistakes in argument rules are load errors.
+func TestArgRuleConfig(t *testing.T) {
+	tests := []struct {
+		name string
+		arg  ArgRule
+	}{
+		{"pointer without slash", ArgRule{Pointer: "to", Predicate: "equals", Values: []string{"x"}}},
+		{"bad escape", ArgRule{Pointer: "/a~2", Predicate: "equals", Values: []string{"x"}}},
+		{"pointer -", ArgRule{Pointer: "/a/-", Predicate: "equals", Values: []string{"x"}}},
+		{"unknown predicate", ArgRule{Pointer: "/a", Predicate: "contains", Values: []string{"x"}}},
+		{"equals two values", ArgRule{Pointer: "/a", Predicate: "equals", Values: []string{"x", "y"}}},
+		{"one_of none", ArgRule{Pointer: "/a", Predicate: "one_of"}},
+		{"unknown placeholder", ArgRule{Pointer: "/a", Predicate: "equals", Values: []string{"{http.request.host}"}}},
+		{"token without claim", ArgRule{Pointer: "/a", Predicate: "equals", Values: []string{"{token}"}}},
+		{"empty claim segment", ArgRule{Pointer: "/a", Predicate: "equals", Values: []string{"{token.org..id}"}}},
+		{"unbalanced brace", ArgRule{Pointer: "/a", Predicate: "prefix", Values: []string{"/home/{token.sub"}}},
+		{"stray closing brace", ArgRule{Pointer: "/a", Predicate: "prefix", Values: []string{"/home/}"}}},
+		{"value not NFC", ArgRule{Pointer: "/a", Predicate: "equals", Values: []string{"e\u0301"}}},
+		{"glob ending in backslash", ArgRule{Pointer: "/a", Predicate: "glob", Values: []string{`a\`}}},
+		{"bad regex", ArgRule{Pointer: "/a", Predicate: "regex", Values: []string{"a("}}},
+		{"placeholder in regex", ArgRule{Pointer: "/a", Predicate: "regex", Values: []string{"{token.sub}"}}},
+		{"max_length negative", ArgRule{Pointer: "/a", Predicate: "max_length", Values: []string{"-1"}}},
+		{"max_length not a number", ArgRule{Pointer: "/a", Predicate: "max_length", Values: []string{"ten"}}},
+		{"min not a JSON number", ArgRule{Pointer: "/a", Predicate: "min", Values: []string{"0x10"}}},
+		{"max with leading zero", ArgRule{Pointer: "/a", Predicate: "max", Values: []string{"01"}}},
+		{"max huge exponent", ArgRule{Pointer: "/a", Predicate: "max", Values: []string{"1e9999999"}}},
+		{"present with a value", ArgRule{Pointer: "/a", Predicate: "present", Values: []string{"x"}}},
+		{"optional absent", ArgRule{Pointer: "/a", Predicate: "absent", Optional: true}},
+		{"unknown type", ArgRule{Pointer: "/a", Predicate: "type", Values: []string{"int"}}},
+	}
+	for _, tt := range tests {
+		cfg := testConfig(t)
+		cfg.Tools = []Rule{{Pattern: "t", Args: []ArgRule{tt.arg}}}
+		if _, err := New(cfg); err == nil {
+			t.Errorf("%s: New accepted %+v", tt.name, tt.arg)
+		}
+	}
+	cfg := testConfig(t)
+	cfg.Prompts = []Rule{{Pattern: "p", Args: []ArgRule{{Pointer: "/a", Predicate: "present"}}}}
+	if _, err := New(cfg); err == nil {
+		t.Error("New accepted argument rules on a prompt rule")
+	}
+	if _, err := New(argConfig(t)); err != nil {
+		t.Errorf("New(argConfig) = %v", err)
+	}
+}
+
+// TestArgRuleOrder: scopes are checked first (a caller without them gets
+// the step-up challenge and learns nothing of the argument rules); with
+// them, the argument refusal has no challenge. tools/list still lists
+// the tool, its schema untouched.
+func TestArgRuleOrder(t *testing.T) {
+	list := `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"scoped","inputSchema":{"type":"object","properties":{"v":{"type":"string"}}}}]}}`
+	h := newHarness(t, argConfig(t), func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(list))
+	})
+	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"scoped","arguments":{"v":"no"}}}`
+	resp := h.do(t, call{body: body, token: argToken(t)})
+	readBody(t, resp)
+	if resp.StatusCode != 403 || !strings.Contains(resp.Header.Get("WWW-Authenticate"), "insufficient_scope") {
+		t.Errorf("without scope: %d %q, want 403 insufficient_scope", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+	}
+	c := claims()
+	c["scope"] = "mcp admin"
+	admin := mint(t, c)
+	resp = h.do(t, call{body: body, token: admin})
+	checkArgRefusal(t, resp, readBody(t, resp), "scoped")
+	if resp.StatusCode != 403 {
+		t.Errorf("with scope, bad argument: %d, want 403", resp.StatusCode)
+	}
+	resp = h.do(t, call{body: `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`, token: admin})
+	if got := readBody(t, resp); got != list {
+		t.Errorf("tools/list = %s, want the upstream's answer unchanged", got)
+	}
+	if n := len(h.up.requests()); n != 1 {
+		t.Errorf("upstream got %d requests, want only the tools/list", n)
+	}
+}
+
+// TestArgRule2026: on 2026-07-28 (Mcp-Name header, _meta version) the
+// same rules hold.
+func TestArgRule2026(t *testing.T) {
+	h := newHarness(t, argConfig(t), nil)
+	meta := `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}`
+	hdr := map[string]string{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "own"}
+	for owner, want := range map[string]int{"alice": 200, "bob": 403} {
+		body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"own","arguments":{"owner":"` + owner + `"},` + meta + `}}`
+		before := len(h.up.requests())
+		resp := h.do(t, call{body: body, token: argToken(t), headers: hdr})
+		got := readBody(t, resp)
+		if resp.StatusCode != want {
+			t.Errorf("owner %s: %d %s, want %d", owner, resp.StatusCode, got, want)
+		}
+		if forwarded := len(h.up.requests()) - before; forwarded != map[bool]int{true: 1, false: 0}[want == 200] {
+			t.Errorf("owner %s: upstream got %d requests", owner, forwarded)
+		}
+	}
+}
+
+// TestArgRuleAudit: the audit event names the rule and the argument;
+// argument values appear only with AuditArguments.
+func TestArgRuleAudit(t *testing.T) {
+	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"own","arguments":{"owner":"bob-secret"}}}`
+	for _, withArgs := range []bool{false, true} {
+		cfg := argConfig(t)
+		cfg.AuditArguments = withArgs
+		h := newHarness(t, cfg, nil)
+		readBody(t, h.do(t, call{body: body, token: argToken(t)}))
+		entries := h.logs.All()
+		if len(entries) != 1 {
+			t.Fatalf("audit events = %d, want 1", len(entries))
+		}
+		e := entries[0].ContextMap()
+		if e["decision"] != "deny" || e["rule"] != "own" || e["argument"] != "/owner" || e["tool"] != "own" {
+			t.Errorf("audit event %v, want a denial naming rule own and argument /owner", e)
+		}
+		args, logged := e["arguments"]
+		if logged != withArgs {
+			t.Errorf("AuditArguments %v: arguments logged = %v (%v)", withArgs, logged, args)
+		}
+		if withArgs && !strings.Contains(fmtAny(args), "bob-secret") {
+			t.Errorf("arguments = %v, want the call's arguments", args)
+		}
+		if !withArgs && strings.Contains(fmtAny(e), "bob-secret") {
+			t.Errorf("audit event %v carries an argument value", e)
+		}
+	}
+}
+
+func fmtAny(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func TestDecimal(t *testing.T) {
+	equal := [][]string{
+		{"100", "100.0", "1e2", "1E+2", "10000e-2", "0.1e3", "100.000"},
+		{"0", "-0", "0.0", "-0.0e5", "0e-10"},
+		{"-1.5", "-15e-1", "-0.15E1"},
+		{"9007199254740993", "9.007199254740993e15"},
+		{"0.000123", "1.23e-4", "123e-6"},
+	}
+	for _, group := range equal {
+		for _, a := range group {
+			for _, b := range group {
+				if c := mustDecimal(t, a).cmp(mustDecimal(t, b)); c != 0 {
+					t.Errorf("cmp(%s, %s) = %d, want 0", a, b, c)
+				}
+			}
+		}
+	}
+	ascending := []string{"-1e400", "-9007199254740993", "-9007199254740992", "-1", "-0.5", "-1e-400", "0", "1e-400",
+		"0.1", "0.10000000000000000001", "1", "1.5", "10", "99.999999999999999999", "100", "100.00000000000000001",
+		"9007199254740992", "9007199254740993", "123456789012345678901234567890", "1e400", "1e99999999999999999999"}
+	for i := range ascending {
+		for j := range ascending {
+			if c := mustDecimal(t, ascending[i]).cmp(mustDecimal(t, ascending[j])); c != compare(i, j) {
+				t.Errorf("cmp(%s, %s) = %d, want %d", ascending[i], ascending[j], c, compare(i, j))
+			}
+		}
+	}
+	for n, want := range map[string]bool{"1": true, "1.0": true, "1e2": true, "1.5": false, "15e-1": false, "0": true, "1e-1": false, "1.5e1": true} {
+		if got := mustDecimal(t, n).isInteger(); got != want {
+			t.Errorf("isInteger(%s) = %v, want %v", n, got, want)
+		}
+	}
+	for _, bad := range []string{"", "-", "01", "1.", ".5", "1e", "1e+", "+1", "0x1", "1_000", "NaN", "Infinity", " 1"} {
+		if _, err := parseDecimal(bad); err == nil {
+			t.Errorf("parseDecimal(%q) accepted", bad)
+		}
+	}
+}
+
+func mustDecimal(t *testing.T, s string) decimal {
+	t.Helper()
+	d, err := parseDecimal(s)
+	if err != nil {
+		t.Fatalf("parseDecimal(%q): %v", s, err)
+	}
+	return d
+}

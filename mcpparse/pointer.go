@@ -1,0 +1,212 @@
+package mcpparse
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/go-json-experiment/json/jsontext"
+)
+
+// ErrNotContainer reports a JSON pointer that goes through a value that
+// is neither object nor array, or names an array element by something
+// other than an index.
+var ErrNotContainer = errors.New("mcpparse: pointer goes through a value that has no such member")
+
+// Pointer is a JSON pointer (RFC 6901), split into its reference tokens.
+type Pointer struct {
+	text   string
+	tokens []string
+}
+
+// ParsePointer reads an RFC 6901 pointer: "" (the whole document) or
+// "/"-separated tokens in which "~1" stands for "/" and "~0" for "~".
+// A "~" followed by anything else, and the token "-" (the element after
+// an array's last, which never exists), are refused.
+func ParsePointer(s string) (Pointer, error) {
+	if s == "" {
+		return Pointer{}, nil
+	}
+	if s[0] != '/' {
+		return Pointer{}, errors.New("a JSON pointer is empty or starts with '/'")
+	}
+	var tokens []string
+	for _, raw := range strings.Split(s[1:], "/") {
+		for i := 0; i < len(raw); i++ {
+			if raw[i] == '~' && (i+1 == len(raw) || (raw[i+1] != '0' && raw[i+1] != '1')) {
+				return Pointer{}, errors.New(`'~' in a JSON pointer is not followed by '0' or '1'`)
+			}
+		}
+		if raw == "-" {
+			return Pointer{}, errors.New(`the JSON pointer token "-" names no existing element`)
+		}
+		tokens = append(tokens, strings.NewReplacer("~1", "/", "~0", "~").Replace(raw))
+	}
+	return Pointer{text: s, tokens: tokens}, nil
+}
+
+// String returns the pointer as written.
+func (ptr Pointer) String() string { return ptr.text }
+
+// Value is one JSON value inside a document that passed Parse.
+type Value struct{ raw []byte }
+
+// Type names the value's JSON type: "string", "number", "boolean",
+// "null", "object" or "array".
+func (v Value) Type() string {
+	switch jsontext.Value(v.raw).Kind() {
+	case '"':
+		return "string"
+	case '0':
+		return "number"
+	case 't', 'f':
+		return "boolean"
+	case 'n':
+		return "null"
+	case '{':
+		return "object"
+	case '[':
+		return "array"
+	}
+	return ""
+}
+
+// Raw is the value's bytes as written in the document.
+func (v Value) Raw() []byte { return v.raw }
+
+// Text returns a string value's text, unescaped: a slice of the
+// document when the literal has no escapes, a copy otherwise.
+func (v Value) Text() ([]byte, error) {
+	if len(v.raw) >= 2 && v.raw[0] == '"' && bytes.IndexByte(v.raw, '\\') < 0 {
+		return v.raw[1 : len(v.raw)-1], nil
+	}
+	out, err := jsontext.AppendUnquote(nil, v.raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidJSON, err)
+	}
+	return out, nil
+}
+
+// Elements calls yield with each element of an array value, in order,
+// until yield returns false.
+func (v Value) Elements(yield func(Value) bool) error {
+	p := newParser(v.raw, maxTokenizerDepth)
+	defer p.free()
+	if _, err := p.expect('[', ErrNotContainer, "not an array"); err != nil {
+		return err
+	}
+	for p.dec.PeekKind() != ']' {
+		e, err := p.value()
+		if err != nil {
+			return err
+		}
+		if !yield(e) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// value reads the next value as a slice of the input.
+func (p *parser) value() (Value, error) {
+	v, err := p.dec.ReadValue()
+	if err != nil {
+		return Value{}, p.jsonErr(err)
+	}
+	end := int(p.dec.InputOffset())
+	return Value{p.body[end-len(v) : end : end]}, nil
+}
+
+// Lookup finds the value ptr refers to in doc, which must have passed
+// Parse (or be a part of a message that did, such as Message.Arguments):
+// Parse refused duplicate and case-variant names, so the first member of
+// a name is the only one any decoder reads, and Lookup reads no further.
+// It reads only along the pointer's path, skipping other values whole.
+// Member names are compared after JSON unescaping, exactly. found is
+// false when a member or element on the path is absent; a path through a
+// scalar, or an element named by a token that is not an index (RFC 6901:
+// digits without leading zeros), is ErrNotContainer.
+func (ptr Pointer) Lookup(doc []byte) (v Value, found bool, err error) {
+	p := newParser(doc, maxTokenizerDepth)
+	defer p.free()
+	for _, tok := range ptr.tokens {
+		switch p.dec.PeekKind() {
+		case '{':
+			found, err = p.toMember(tok)
+		case '[':
+			found, err = p.toElement(tok)
+		default:
+			return Value{}, false, fmt.Errorf("%w: %q", ErrNotContainer, tok)
+		}
+		if err != nil || !found {
+			return Value{}, false, err
+		}
+	}
+	v, err = p.value()
+	return v, err == nil, err
+}
+
+// toMember moves to the value of the object member name, whose '{' comes
+// next.
+func (p *parser) toMember(name string) (bool, error) {
+	if _, err := p.read(); err != nil {
+		return false, err
+	}
+	for p.dec.PeekKind() != '}' {
+		raw, err := p.dec.ReadValue()
+		if err != nil {
+			return false, p.jsonErr(err)
+		}
+		text := raw[1 : len(raw)-1]
+		if bytes.IndexByte(text, '\\') >= 0 {
+			if p.unq, err = jsontext.AppendUnquote(p.unq[:0], raw); err != nil {
+				return false, fmt.Errorf("%w: %v", ErrInvalidJSON, err)
+			}
+			text = p.unq
+		}
+		if string(text) == name {
+			return true, nil
+		}
+		if err := p.dec.SkipValue(); err != nil {
+			return false, p.jsonErr(err)
+		}
+	}
+	return false, nil
+}
+
+// toElement moves to the array element at index tok, whose '[' comes next.
+func (p *parser) toElement(tok string) (bool, error) {
+	n, ok := arrayIndex(tok)
+	if !ok {
+		return false, fmt.Errorf("%w: array index %q", ErrNotContainer, tok)
+	}
+	if _, err := p.read(); err != nil {
+		return false, err
+	}
+	for i := 0; p.dec.PeekKind() != ']'; i++ {
+		if i == n {
+			return true, nil
+		}
+		if err := p.dec.SkipValue(); err != nil {
+			return false, p.jsonErr(err)
+		}
+	}
+	return false, nil
+}
+
+// arrayIndex reads an RFC 6901 array index: "0" or digits without a
+// leading zero.
+func arrayIndex(tok string) (int, bool) {
+	if tok == "" || len(tok) > 9 || (tok[0] == '0' && len(tok) > 1) {
+		return 0, false
+	}
+	n := 0
+	for i := 0; i < len(tok); i++ {
+		if tok[i] < '0' || tok[i] > '9' {
+			return 0, false
+		}
+		n = n*10 + int(tok[i]-'0')
+	}
+	return n, true
+}

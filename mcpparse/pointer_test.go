@@ -1,0 +1,116 @@
+package mcpparse
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestParsePointer(t *testing.T) {
+	good := map[string][]string{
+		"":        nil,
+		"/":       {""},
+		"/a/b":    {"a", "b"},
+		"/a~1b":   {"a/b"},
+		"/m~0n":   {"m~n"},
+		"/~01":    {"~1"}, // ~0 first, then a literal 1: not "/"
+		"/0/10":   {"0", "10"},
+		"/a b/%/": {"a b", "%", ""},
+	}
+	for in, want := range good {
+		p, err := ParsePointer(in)
+		if err != nil || p.String() != in || len(p.tokens) != len(want) {
+			t.Errorf("ParsePointer(%q) = %q, %v; want tokens %q", in, p.tokens, err, want)
+			continue
+		}
+		for i := range want {
+			if p.tokens[i] != want[i] {
+				t.Errorf("ParsePointer(%q) tokens = %q, want %q", in, p.tokens, want)
+			}
+		}
+	}
+	for _, in := range []string{"a", "a/b", "/~", "/~2", "/a~", "/-", "/a/-"} {
+		if _, err := ParsePointer(in); err == nil {
+			t.Errorf("ParsePointer(%q) accepted", in)
+		}
+	}
+}
+
+func TestLookup(t *testing.T) {
+	doc := []byte(`{"a":{"b":[10,{"c":"x"},[1,2]],"\u0074o":"t","x/y":1,"m~n":2,"":3},"z":null}`)
+	tests := []struct {
+		ptr   string
+		raw   string
+		found bool
+		err   error
+	}{
+		{"", string(doc), true, nil},
+		{"/a/b/0", "10", true, nil},
+		{"/a/b/1/c", `"x"`, true, nil},
+		{"/a/b/2/1", "2", true, nil},
+		{"/a/b/3", "", false, nil},
+		{"/a/to", `"t"`, true, nil}, // escaped name, compared unescaped
+		{"/a/x~1y", "1", true, nil},
+		{"/a/m~0n", "2", true, nil},
+		{"/a/", "3", true, nil},
+		{"/z", "null", true, nil},
+		{"/missing", "", false, nil},
+		{"/a/missing/deeper", "", false, nil},
+		{"/a/to/x", "", false, ErrNotContainer}, // through a string
+		{"/z/x", "", false, ErrNotContainer},    // through null
+		{"/a/b/x", "", false, ErrNotContainer},  // not an index
+		{"/a/b/01", "", false, ErrNotContainer}, // leading zero
+		{"/A", "", false, nil},                  // names are exact
+	}
+	for _, tt := range tests {
+		p, err := ParsePointer(tt.ptr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, found, err := p.Lookup(doc)
+		if string(v.Raw()) != tt.raw || found != tt.found || !errors.Is(err, tt.err) {
+			t.Errorf("Lookup(%q) = %s, %v, %v; want %s, %v, %v", tt.ptr, v.Raw(), found, err, tt.raw, tt.found, tt.err)
+		}
+	}
+}
+
+func TestArguments(t *testing.T) {
+	tests := []struct{ body, args string }{
+		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{"a":1}}}`, `{"a":1}`},
+		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments" :  {"a":[1 , 2]} ,"name":"t"}}`, `{"a":[1 , 2]}`},
+		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":"s"}}`, `"s"`},
+		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t"}}`, ``},
+	}
+	for _, tt := range tests {
+		msgs, _, err := Parse([]byte(tt.body), Limits{})
+		if err != nil || string(msgs[0].Arguments) != tt.args {
+			t.Errorf("Parse(%s).Arguments = %s, %v; want %s", tt.body, msgs[0].Arguments, err, tt.args)
+		}
+	}
+	// A case variant of arguments would be read as it by a case-insensitive
+	// decoder, unchecked.
+	for _, body := range []string{
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","Arguments":{"a":1}}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{},"ARGUMENTS":{"a":1}}}`,
+	} {
+		if _, _, err := Parse([]byte(body), Limits{}); !errors.Is(err, ErrInvalidParams) && !errors.Is(err, ErrDuplicateName) {
+			t.Errorf("Parse(%s) = %v, want a refusal", body, err)
+		}
+	}
+}
+
+func TestElements(t *testing.T) {
+	var got []string
+	err := Value{[]byte(`[ "a", 1 ,{"b":[2]}, [] ]`)}.Elements(func(v Value) bool {
+		got = append(got, string(v.Raw()))
+		return true
+	})
+	want := []string{`"a"`, "1", `{"b":[2]}`, "[]"}
+	if err != nil || len(got) != len(want) {
+		t.Fatalf("Elements = %q, %v; want %q", got, err, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("element %d = %s, want %s", i, got[i], want[i])
+		}
+	}
+}

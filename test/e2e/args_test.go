@@ -1,0 +1,241 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"text/template"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/e2e/harness"
+)
+
+// EmailIn and RecordIn are the inputs of the argument-rule test tools.
+type EmailIn struct {
+	To      string `json:"to"`
+	Subject string `json:"subject"`
+}
+
+type RecordIn struct {
+	Owner string `json:"owner"`
+}
+
+// executed records the tool calls the MCP server ran.
+type executed struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+func (x *executed) add(s string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.calls = append(x.calls, s)
+}
+
+func (x *executed) list() []string {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return append([]string(nil), x.calls...)
+}
+
+func argServer(x *executed) *mcp.Server {
+	s := mcp.NewServer(&mcp.Implementation{Name: "args", Version: "v1"}, nil)
+	mcp.AddTool(s, &mcp.Tool{Name: "send_email", Description: "Sends an email."},
+		func(ctx context.Context, req *mcp.CallToolRequest, in EmailIn) (*mcp.CallToolResult, any, error) {
+			x.add("send_email to " + in.To)
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "sent"}}}, nil, nil
+		})
+	mcp.AddTool(s, &mcp.Tool{Name: "get_record", Description: "Reads a user's record."},
+		func(ctx context.Context, req *mcp.CallToolRequest, in RecordIn) (*mcp.CallToolResult, any, error) {
+			x.add("get_record of " + in.Owner)
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "record of " + in.Owner}}}, nil, nil
+		})
+	return s
+}
+
+var argsCaddyfile = template.Must(template.New("Caddyfile").Parse(`{
+	admin off
+	persist_config off
+	storage file_system {{.Dir}}/caddy
+	log {
+		level WARN
+	}
+	mcp_auth {
+		issuer {{.Issuer}}
+		storage bolt {{.Dir}}/mcp-auth.db
+		user alice {{.Hash}} {
+			groups staff
+		}
+		group staff {
+			scopes * mail records
+		}
+		client {{.ClientID}} {
+			public
+			redirect_uri {{.RedirectURI}}
+		}
+	}
+}
+
+(rules) {
+	tool send_email mail {
+		arg /to regex [A-Za-z0-9._%+-]+@example\.com
+	}
+	tool get_record records {
+		arg /owner equals {token.sub}
+	}
+}
+
+{{.Issuer}} {
+	mcp_issuer
+	@legacy path /mcp /.well-known/oauth-protected-resource/mcp
+	handle @legacy {
+		mcp_gateway {
+			resource {{.Issuer}}/mcp
+			import rules
+		}
+		reverse_proxy {{.LegacyUp}}
+	}
+	@modern path /v2/mcp /.well-known/oauth-protected-resource/v2/mcp
+	handle @modern {
+		mcp_gateway {
+			resource {{.Issuer}}/v2/mcp
+			import rules
+		}
+		reverse_proxy {{.ModernUp}}
+	}
+}
+`))
+
+// TestArgumentRules: "only to @example.com" and "only your own records"
+// as Caddyfile lines, through Caddy to a Go SDK server, in the 2025-11-25
+// (session) and 2026-07-28 (stateless, Mcp-Name) revisions. A refused
+// call never runs; tools/list still shows both tools.
+func TestArgumentRules(t *testing.T) {
+	var ran executed
+	srv := argServer(&ran)
+	legacy := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil))
+	t.Cleanup(legacy.Close)
+	modern := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv },
+		&mcp.StreamableHTTPOptions{Stateless: true}))
+	t.Cleanup(modern.Close)
+	e := &env{dir: t.TempDir(), hash: harness.HashPassword(t, password)}
+	harness.StartFree(t, func(port int) string {
+		e.issuer = fmt.Sprintf("http://127.0.0.1:%d", port)
+		e.legacy, e.modern = e.issuer+"/mcp", e.issuer+"/v2/mcp"
+		var b strings.Builder
+		if err := argsCaddyfile.Execute(&b, map[string]any{
+			"Dir": e.dir, "Issuer": e.issuer, "Hash": e.hash, "ClientID": clientID, "RedirectURI": redirectURI,
+			"LegacyUp": legacy.Listener.Addr().String(), "ModernUp": modern.Listener.Addr().String(),
+		}); err != nil {
+			panic(err)
+		}
+		return b.String()
+	})
+	harness.WaitReady(t, e.issuer+"/.well-known/oauth-authorization-server")
+	md, err := harness.Discover(context.Background(), e.issuer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.md = md
+
+	for _, tc := range []struct{ version, resource string }{
+		{"2025-11-25", e.legacy},
+		{"2026-07-28", e.modern},
+	} {
+		t.Run(tc.version, func(t *testing.T) {
+			ctx := ctxTimeout(t, 60*time.Second)
+			robot := harness.NewRobot("alice", password, redirectURI)
+			tok, err := e.authorize(ctx, robot, e.oauthConfig("mail", "records"), tc.resource)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cs, err := connect(ctx, tc.resource, harness.NewSwapSource(tok), tc.version, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cs.Close()
+			lt, err := cs.ListTools(ctx, nil)
+			if err != nil || len(lt.Tools) != 2 {
+				t.Fatalf("ListTools = %v, %v; want both tools listed", lt, err)
+			}
+
+			tests := []struct {
+				tool string
+				args map[string]any
+				ok   bool
+			}{
+				{"send_email", map[string]any{"to": "bob@example.com", "subject": "hi"}, true},
+				{"send_email", map[string]any{"to": "eve@evil.com", "subject": "hi"}, false},
+				{"send_email", map[string]any{"to": "eve@evil.com,bob@example.com"}, false},
+				{"send_email", map[string]any{"to": "eve@evil.com\n@example.com"}, false},
+				{"send_email", map[string]any{"subject": "no recipient"}, false},
+				{"get_record", map[string]any{"owner": "alice"}, true},
+				{"get_record", map[string]any{"owner": "bob"}, false},
+				{"get_record", map[string]any{"owner": "Alice"}, false},
+			}
+			for _, tt := range tests {
+				before := len(ran.list())
+				res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: tt.tool, Arguments: tt.args})
+				got := ran.list()[before:]
+				if tt.ok {
+					if err != nil || res.IsError || len(got) != 1 {
+						t.Errorf("%s %v = %v, %v (ran %q); want it run", tt.tool, tt.args, res, err, got)
+					}
+					continue
+				}
+				if err == nil && !res.IsError {
+					t.Errorf("%s %v succeeded, want refusal", tt.tool, tt.args)
+				}
+				if len(got) != 0 {
+					t.Errorf("%s %v: the server ran %q", tt.tool, tt.args, got)
+				}
+			}
+		})
+	}
+
+	// Encodings the SDK client would not produce, as raw 2026-07-28
+	// requests: the server runs none of them.
+	ctx := ctxTimeout(t, 60*time.Second)
+	robot := harness.NewRobot("alice", password, redirectURI)
+	tok, err := e.authorize(ctx, robot, e.oauthConfig("mail", "records"), e.modern)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for args, want := range map[string]int{
+		`{"owner":"alice"}`:                    200,
+		`{"\u006fwner":"alice"}`:               200,
+		`{"owner":"bob"}`:                      403,
+		`{"owner":"alice","owner":"bob"}`:      400,
+		`{"owner":"alice","Owner":"bob"}`:      400,
+		`{"owner":"alice","\u006fwner":"bob"}`: 400,
+		`{"owner":["alice","bob"]}`:            403,
+		`{"owner":"alice\u0000bob"}`:           403,
+		`{"owner":"alice","x":{"a":1,"a":2}}`:  400,
+		`{"Owner":"bob"}`:                      403,
+		`{"owner":"alic\u0065"}`:               200,
+		`{"owner":"\ud800"}`:                   400,
+	} {
+		before := len(ran.list())
+		resp, body, err := rawToolCallArgs(ctx, http.DefaultClient, e.modern, tok.AccessToken, "get_record", args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != want {
+			t.Errorf("get_record %s: status %d, want %d (%s)", args, resp.StatusCode, want, body)
+		}
+		if ranNow := ran.list()[before:]; (want == 200) != (len(ranNow) == 1) {
+			t.Errorf("get_record %s: the server ran %q", args, ranNow)
+		}
+		if want == 403 && (!strings.Contains(body, `"rule":"get_record"`) || !strings.Contains(body, `"argument":"/owner"`) ||
+			resp.Header.Get("WWW-Authenticate") != "") {
+			t.Errorf("get_record %s: refusal %s (WWW-Authenticate %q), want one naming rule and argument, no challenge",
+				args, body, resp.Header.Get("WWW-Authenticate"))
+		}
+	}
+}
