@@ -91,6 +91,7 @@ type Gateway struct {
 	origins       map[string]bool
 
 	metrics Metrics
+	pins    *pinSet // nil when PinTools is PinOff
 }
 
 // Defaults.
@@ -149,6 +150,12 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = nopMetrics{}
 	}
+	if cfg.PinTools != PinOff && cfg.Pins == nil {
+		return nil, fmt.Errorf("pin_tools %s needs a pin store", cfg.PinTools)
+	}
+	if cfg.PinReload <= 0 {
+		cfg.PinReload = DefaultPinReload
+	}
 	pol, err := newPolicy(&cfg)
 	if err != nil {
 		return nil, err
@@ -172,6 +179,9 @@ func New(cfg Config) (*Gateway, error) {
 		origins: origins,
 		scopes:  collectScopes(&cfg),
 		metrics: cfg.Metrics,
+	}
+	if cfg.PinTools != PinOff {
+		g.pins = newPinSet(g, &g.cfg)
 	}
 	g.parser = jwt.NewParser(
 		jwt.WithValidMethods(cfg.Algorithms),
