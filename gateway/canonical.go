@@ -79,11 +79,12 @@ func appendCanonical(dst []byte, dec *jsontext.Decoder) ([]byte, error) {
 			if err != nil {
 				return nil, fmt.Errorf("canonical json: %w", err)
 			}
+			name := nt.String() // before the decoder moves on
 			v, err := appendCanonical(nil, dec)
 			if err != nil {
 				return nil, err
 			}
-			members = append(members, member{nt.String(), v})
+			members = append(members, member{name, v})
 		}
 		if _, err := dec.ReadToken(); err != nil {
 			return nil, fmt.Errorf("canonical json: %w", err)
