@@ -191,6 +191,17 @@ func (s *pinSet) refresh(ctx context.Context) {
 	})
 }
 
+// ReloadPins reloads the tool pins from the store now, so that an
+// approval made in this process applies at once (elsewhere it applies
+// within Config.PinReload). It does nothing when pinning is off.
+func (g *Gateway) ReloadPins(ctx context.Context) {
+	if g.pins == nil {
+		return
+	}
+	g.pins.update(func(v *pinView) { v.loaded = time.Time{} })
+	g.pins.refresh(ctx)
+}
+
 // update publishes a changed copy of the view.
 func (s *pinSet) update(change func(v *pinView)) {
 	s.mu.Lock()
