@@ -163,14 +163,8 @@ func (g *Gateway) fetchToolsPage(x *exchange, next Next, cursor string) ([]byte,
 	if cursor != "" {
 		params["cursor"] = cursor
 	}
-	version := ""
-	for i := range x.msgs {
-		if v := x.msgs[i].ProtocolVersion; v != "" {
-			version = v
-		}
-	}
-	if version != "" {
-		params["_meta"] = map[string]string{"io.modelcontextprotocol/protocolVersion": version}
+	if meta := callerMeta(x); meta != nil {
+		params["_meta"] = meta
 	}
 	body, err := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": json.RawMessage(pinFetchID), "method": "tools/list", "params": params})
 	if err != nil {
@@ -226,6 +220,28 @@ func (g *Gateway) fetchToolsPage(x *exchange, next Next, cursor string) ([]byte,
 		}
 	}
 	return nil, fmt.Errorf("tools/list: upstream answered Content-Type %s", strconv.Quote(mt))
+}
+
+// callerMeta is the _meta of the caller's first message that has one,
+// without its progress token: in 2026-07-28 it carries what every request
+// must (protocol version, client info and capabilities). nil when none.
+func callerMeta(x *exchange) map[string]json.RawMessage {
+	for i := range x.msgs {
+		if x.msgs[i].ProtocolVersion == "" {
+			continue
+		}
+		var m struct {
+			Params struct {
+				Meta map[string]json.RawMessage `json:"_meta"`
+			} `json:"params"`
+		}
+		// Parse read the message strictly, so this reads the same members.
+		if json.Unmarshal(x.msgs[i].Raw, &m) == nil && m.Params.Meta != nil {
+			delete(m.Params.Meta, "progressToken")
+			return m.Params.Meta
+		}
+	}
+	return nil
 }
 
 // captureWriter holds the answer to the gateway's own request.
