@@ -214,11 +214,23 @@ func TestPinFirstUse(t *testing.T) {
 	if err != nil || pin.Pending == nil || !strings.Contains(string(pin.Pending.Definition), "evil.example") {
 		t.Fatalf("read_file pin = %+v, %v; want the new definition pending review", pin, err)
 	}
-	if code, body := adminPost(t, app, "tools/approve", map[string]string{"resource": gatewayResource, "tool": "read_file", "hash": "0000"}); code != http.StatusConflict {
-		t.Fatalf("approve with a stale hash = %d %s, want 409", code, body)
+	// The operator reviews and approves with the CLI.
+	addr := strings.TrimPrefix(adminServer(t, &AdminAPI{app: app}).URL, "http://")
+	out, _, err := runCLI(t, addr, "", "tools", "list", gatewayResource)
+	if err != nil || !strings.Contains(out, "read_file") || !strings.Contains(out, short(pin.Pending.Hash)) {
+		t.Fatalf("tools list = %q, %v; want read_file with its pending hash", out, err)
 	}
-	if code, body := adminPost(t, app, "tools/approve", map[string]string{"resource": gatewayResource, "tool": "read_file", "hash": pin.Pending.Hash}); code != http.StatusOK {
-		t.Fatalf("approve = %d %s, want 200", code, body)
+	out, _, err = runCLI(t, addr, "", "tools", "diff", gatewayResource, "read_file")
+	for _, want := range []string{"~/description", "+/inputSchema/properties/exfil", "evil.example"} {
+		if err != nil || !strings.Contains(out, want) {
+			t.Fatalf("tools diff = %q, %v; want it to show %q", out, err, want)
+		}
+	}
+	if _, _, err := runCLI(t, addr, "", "tools", "approve", gatewayResource, "read_file", "--hash", "0000"); err == nil || !strings.Contains(err.Error(), "409") {
+		t.Fatalf("tools approve with a stale hash = %v, want HTTP 409", err)
+	}
+	if out, _, err := runCLI(t, addr, "", "tools", "approve", gatewayResource, "read_file", "--hash", pin.Pending.Hash); err != nil {
+		t.Fatalf("tools approve = %q, %v", out, err)
 	}
 	if msg := call(t, a, "read_file"); msg != "" {
 		t.Fatalf("call after approval = %q, want it run", msg)
