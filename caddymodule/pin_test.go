@@ -19,7 +19,7 @@ import (
 )
 
 // pinServer is a real MCP server (the Go SDK, stateful, answering
-// requests as event streams, one tool per tools/list page) whose
+// requests as event streams or JSON, one tool per tools/list page) whose
 // read_file tool the test changes at runtime; calls counts the tool
 // calls that reached it.
 type pinServer struct {
@@ -28,12 +28,13 @@ type pinServer struct {
 	url   string
 }
 
-func newPinServer(t *testing.T) *pinServer {
+func newPinServer(t *testing.T, jsonResponse bool) *pinServer {
 	t.Helper()
 	ps := &pinServer{s: mcp.NewServer(&mcp.Implementation{Name: "pinned", Version: "1"}, &mcp.ServerOptions{PageSize: 1})}
 	ps.addTool("read_file", "Reads a file.", nil)
 	ps.addTool("echo", "Echoes its input.", nil)
-	srv := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return ps.s }, nil))
+	srv := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return ps.s },
+		&mcp.StreamableHTTPOptions{JSONResponse: jsonResponse}))
 	t.Cleanup(srv.Close)
 	ps.url = srv.URL
 	return ps
@@ -148,7 +149,13 @@ func pinHandler(t *testing.T, ctx interface{ Value(any) any }, mode string) *Gat
 // without reaching the server, on this gateway and on another instance
 // sharing the store; an operator's approval restores it on both.
 func TestPinFirstUse(t *testing.T) {
-	ps := newPinServer(t)
+	for _, answers := range []string{"event stream", "json"} {
+		t.Run(answers, func(t *testing.T) { testPinFirstUse(t, answers == "json") })
+	}
+}
+
+func testPinFirstUse(t *testing.T, jsonResponse bool) {
+	ps := newPinServer(t, jsonResponse)
 	ctx := caddyContext(t, testApp(t))
 	h := pinHandler(t, ctx, "")
 	if err := h.Provision(ctx); err != nil {
@@ -250,7 +257,7 @@ func TestPinFirstUse(t *testing.T) {
 // TestPinApproved: only approved definitions are listed and callable; a
 // tool the server adds later stays hidden and refused until approved.
 func TestPinApproved(t *testing.T) {
-	ps := newPinServer(t)
+	ps := newPinServer(t, false)
 	ctx := caddyContext(t, testApp(t))
 	h := pinHandler(t, ctx, "approved")
 	if err := h.Provision(ctx); err != nil {
