@@ -303,3 +303,22 @@ func TestPinApproved(t *testing.T) {
 		t.Fatalf("call after approval = %q, server calls %d; want it run", msg, ps.calls.Load())
 	}
 }
+
+func TestPinToolsConfig(t *testing.T) {
+	ctx := caddyContext(t, nil)
+	tests := []struct {
+		mode, wantErr string
+	}{
+		{"", ""}, // first_use, pins in memory
+		{"off", ""},
+		{"approved", "pin_tools approved needs the mcp_auth app"},
+		{"sometimes", `pin mode "sometimes": want off, first_use or approved`},
+	}
+	for _, tt := range tests {
+		h := &GatewayHandler{Resource: "https://mcp.example.com/mcp", Issuer: "https://auth.example.com", PinTools: tt.mode}
+		err := h.Provision(ctx)
+		if (err == nil) != (tt.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
+			t.Errorf("Provision(pin_tools %q) without an mcp_auth app = %v, want %q", tt.mode, err, tt.wantErr)
+		}
+	}
+}
