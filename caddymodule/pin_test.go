@@ -139,9 +139,19 @@ func adminPost(t *testing.T, app *App, route string, req any) (int, string) {
 	return rec.Code, rec.Body.String()
 }
 
-func pinHandler(t *testing.T, ctx interface{ Value(any) any }, mode string) *GatewayHandler {
+// pinGateway starts an mcp_auth app with a gateway (pin_tools mode) and
+// returns them, a token for the gateway, and its endpoint in front of ps.
+func pinGateway(t *testing.T, ps *pinServer, mode string) (*App, *GatewayHandler, string, string) {
 	t.Helper()
-	return &GatewayHandler{Resource: gatewayResource, Scopes: []string{"mcp"}, Tools: []Rule{{Match: "*"}}, PinTools: mode}
+	ctx := caddyContext(t, testApp(t))
+	h := &GatewayHandler{Resource: gatewayResource, Scopes: []string{"mcp"}, Tools: []Rule{{Match: "*"}}, PinTools: mode}
+	if err := h.Provision(ctx); err != nil {
+		t.Fatalf("Provision() = %v", err)
+	}
+	app := startApp(t, ctx)
+	_, tok := token(t, ctx, "mcp")
+	end := pinFront(t, ps.url, func(w http.ResponseWriter, r *http.Request, next gateway.Next) error { return h.gw.Serve(w, r, next) })
+	return app, h, tok, end
 }
 
 // TestPinFirstUse: a tool changed at runtime (description and schema,
@@ -156,13 +166,7 @@ func TestPinFirstUse(t *testing.T) {
 
 func testPinFirstUse(t *testing.T, jsonResponse bool) {
 	ps := newPinServer(t, jsonResponse)
-	ctx := caddyContext(t, testApp(t))
-	h := pinHandler(t, ctx, "")
-	if err := h.Provision(ctx); err != nil {
-		t.Fatalf("Provision() = %v", err)
-	}
-	app := startApp(t, ctx)
-	_, tok := token(t, ctx, "mcp")
+	app, h, tok, endA := pinGateway(t, ps, "")
 
 	// Another instance on the same store: its own gateway and pin cache.
 	cfgB := h.cfg
@@ -175,7 +179,6 @@ func testPinFirstUse(t *testing.T, jsonResponse bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	endA := pinFront(t, ps.url, func(w http.ResponseWriter, r *http.Request, next gateway.Next) error { return h.gw.Serve(w, r, next) })
 	endB := pinFront(t, ps.url, gwB.Serve)
 
 	changed := make(chan struct{}, 1)
@@ -258,14 +261,7 @@ func testPinFirstUse(t *testing.T, jsonResponse bool) {
 // tool the server adds later stays hidden and refused until approved.
 func TestPinApproved(t *testing.T) {
 	ps := newPinServer(t, false)
-	ctx := caddyContext(t, testApp(t))
-	h := pinHandler(t, ctx, "approved")
-	if err := h.Provision(ctx); err != nil {
-		t.Fatalf("Provision() = %v", err)
-	}
-	app := startApp(t, ctx)
-	_, tok := token(t, ctx, "mcp")
-	end := pinFront(t, ps.url, func(w http.ResponseWriter, r *http.Request, next gateway.Next) error { return h.gw.Serve(w, r, next) })
+	app, _, tok, end := pinGateway(t, ps, "approved")
 	cs := connect(t, end, tok, nil)
 
 	if got := listed(t, cs); len(got) != 0 {
