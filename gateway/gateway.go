@@ -75,6 +75,12 @@ import (
 //     tools/list, so that the answer arrives readable. Known gap: a 2025 server replaying a
 //     tools/list answer on a resumed GET stream (Last-Event-ID) is not
 //     filtered; calls are still enforced.
+//   - Tool pinning (Config.PinTools, pin.go): a tool whose listed
+//     definition differs from its pin is left out of tools/list answers
+//     and its calls are refused (403, rule "pin_tools"); a call naming a
+//     tool not seen listed, or after notifications/tools/list_changed,
+//     makes the gateway fetch tools/list itself first, and is refused if
+//     the definition still cannot be learned.
 type Gateway struct {
 	cfg    Config
 	now    func() time.Time
