@@ -54,6 +54,12 @@ func (a *AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	// Built per request: a few route patterns, cheap, and no state kept
 	// here.
 	http.StripPrefix(strings.TrimSuffix(adminBase, "/"), a.app.Issuer().AdminHandler()).ServeHTTP(w, r)
+	if r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, adminBase+"tools/") {
+		// An approval applies to this process's gateways at once.
+		for _, h := range a.app.gateways {
+			h.gw.ReloadPins(r.Context())
+		}
+	}
 	return nil
 }
 

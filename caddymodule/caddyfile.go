@@ -392,6 +392,7 @@ func (a *App) parseResource(d *caddyfile.Dispenser) error {
 //		audit all|denials_only
 //		audit_arguments
 //		session_key <base64-key>
+//		pin_tools off|first_use|approved
 //	}
 //
 // scope (the base scopes every request needs), scope_implies, tool,
@@ -463,6 +464,8 @@ func (h *GatewayHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "session_key":
 			err = oneArg(d, &h.SessionKey)
+		case "pin_tools":
+			err = oneArg(d, &h.PinTools) // checked by Provision
 		default:
 			return d.Errf("unrecognized subdirective %q", d.Val())
 		}

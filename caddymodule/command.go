@@ -29,8 +29,8 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "mcp-auth",
-		Usage: "user|client|agent|key <subcommand> | backup <file> [--address <admin address>] | migrate-storage --from <bolt file> --to <dsn>",
-		Short: "Manages mcp_auth users, clients, agents and signing keys of a running Caddy, and backs up its store",
+		Usage: "user|client|agent|key|tools <subcommand> | backup <file> [--address <admin address>] | migrate-storage --from <bolt file> --to <dsn>",
+		Short: "Manages mcp_auth users, clients, agents, signing keys and pinned tools of a running Caddy, and backs up its store",
 		Long: `
 Manages the users, OAuth clients, agents and signing keys of the mcp_auth app of a
 running Caddy instance, through its admin API (routes under /mcp-auth/).
@@ -46,6 +46,8 @@ running Caddy instance, through its admin API (routes under /mcp-auth/).
   agent list | show <id> | remove <id> | disable <id> | enable <id>
         | rotate-secret <id>
   key rotate
+  tools list [<resource>] | diff <resource> <tool>
+        | approve <resource> <tool> [--hash <h>] | reject <resource> <tool> [--hash <h>]
   backup <file>
   migrate-storage --from <bolt file> --to <dsn>
 
@@ -122,7 +124,7 @@ func newCLI(cmd *cobra.Command, c *cli) {
 			return nil
 		},
 	})
-	cmd.AddCommand(user, client, agent, key, c.backup(), c.migrateStorage())
+	cmd.AddCommand(user, client, agent, key, c.backup(), c.migrateStorage(), c.tools())
 }
 
 // group makes cmd, which only holds subcommands, fail when run without

@@ -17,6 +17,7 @@ import (
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/gateway"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
 )
 
 func init() {
@@ -80,6 +81,15 @@ type GatewayHandler struct {
 	// replaced. Default: a random key kept in the mcp_auth store, so every
 	// instance sharing the store and every reload agree.
 	SessionKey string `json:"session_key,omitempty"`
+	// PinTools pins tool definitions: "first_use" (default: the first
+	// definition seen of each tool is pinned), "approved" (only
+	// definitions an operator approved through the admin API or `caddy
+	// mcp-auth tools`) or "off". A tool whose definition differs from its
+	// pin is hidden from tools/list and its calls are refused. Pins are
+	// kept in the mcp_auth app's store; without an mcp_auth app,
+	// first_use keeps them in memory (per process) and approved is an
+	// error.
+	PinTools string `json:"pin_tools,omitempty"`
 
 	app   *App           // the config's mcp_auth app, if any: it finishes the gateway at Start
 	local bool           // the app is the issuer
@@ -233,6 +243,9 @@ func (h *GatewayHandler) Provision(ctx caddy.Context) error {
 		cfg.Keys = gateway.NewRemoteKeys(h.Issuer, &http.Client{Timeout: 10 * time.Second}, log)
 	}
 
+	if err := h.pinConfig(&cfg, app, log); err != nil {
+		return err
+	}
 	key, err := h.sessionKey(app, log)
 	if err != nil {
 		return err
@@ -275,6 +288,79 @@ func (h *GatewayHandler) start(a *App) error {
 		a.iss.AddResource(issuer.Resource{URL: h.Resource, Scopes: h.gw.Scopes()})
 	}
 	return nil
+}
+
+// pinConfig sets the pin mode and where pins are kept.
+func (h *GatewayHandler) pinConfig(cfg *gateway.Config, app *App, log *zap.Logger) error {
+	mode := gateway.PinFirstUse
+	if h.PinTools != "" {
+		var err error
+		if mode, err = gateway.ParsePinMode(h.PinTools); err != nil {
+			return fmt.Errorf("mcp_gateway: %w", err)
+		}
+	}
+	cfg.PinTools = mode
+	switch {
+	case mode == gateway.PinOff:
+	case app != nil:
+		cfg.Pins = appPins{app}
+	case mode == gateway.PinApproved:
+		return errors.New("mcp_gateway: pin_tools approved needs the mcp_auth app, whose store keeps the approvals (add an mcp_auth global option with its storage)")
+	default:
+		log.Warn("no mcp_auth app: tool pins (pin_tools first_use) are kept in memory, so they are not shared with other instances and a restart pins definitions afresh")
+		cfg.Pins = toolPins{issuer.NewToolPins(memory.New(memory.Options{}), nil)}
+	}
+	return nil
+}
+
+// appPins are the tool pins in the app's store, which only Start opens:
+// the gateway asks only while serving.
+type appPins struct{ app *App }
+
+func (a appPins) LoadPins(ctx context.Context, resource string) (map[string]gateway.Pin, error) {
+	return toolPins{a.app.iss.ToolPins()}.LoadPins(ctx, resource)
+}
+
+func (a appPins) ObservePin(ctx context.Context, resource, tool, hash string, def []byte, firstUse bool) (gateway.Pin, []byte, bool, error) {
+	return toolPins{a.app.iss.ToolPins()}.ObservePin(ctx, resource, tool, hash, def, firstUse)
+}
+
+// toolPins is issuer.ToolPins as the gateway's pin store.
+type toolPins struct{ p *issuer.ToolPins }
+
+func (t toolPins) LoadPins(ctx context.Context, resource string) (map[string]gateway.Pin, error) {
+	list, err := t.p.List(ctx, resource)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]gateway.Pin, len(list))
+	for _, p := range list {
+		out[p.Tool] = gatewayPin(p)
+	}
+	return out, nil
+}
+
+func (t toolPins) ObservePin(ctx context.Context, resource, tool, hash string, def []byte, firstUse bool) (gateway.Pin, []byte, bool, error) {
+	p, changed, err := t.p.Observe(ctx, resource, tool, hash, def, firstUse)
+	if err != nil {
+		return gateway.Pin{}, nil, false, err
+	}
+	var pinnedDef []byte
+	if p.Pinned != nil && p.Pinned.Hash != hash {
+		pinnedDef = p.Pinned.Definition
+	}
+	return gatewayPin(p), pinnedDef, changed, nil
+}
+
+func gatewayPin(p issuer.ToolPin) gateway.Pin {
+	var g gateway.Pin
+	if p.Pinned != nil {
+		g.Pinned, g.Operator = p.Pinned.Hash, p.Pinned.By == issuer.PinnedByOperator
+	}
+	if p.Pending != nil {
+		g.Pending = p.Pending.Hash
+	}
+	return g
 }
 
 // sessionKey returns the configured key; nil when the app's store holds
@@ -349,4 +435,6 @@ func parseGatewayHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, e
 var (
 	_ caddy.Provisioner           = (*GatewayHandler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*GatewayHandler)(nil)
+	_ gateway.PinStore            = appPins{}
+	_ gateway.PinStore            = toolPins{}
 )

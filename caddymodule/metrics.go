@@ -37,6 +37,7 @@ type gatewayVecs struct {
 	refusals  *prometheus.CounterVec
 	upstream  *prometheus.HistogramVec
 	cache     *prometheus.CounterVec
+	pins      *prometheus.CounterVec
 }
 
 func newGatewayVecs(reg prometheus.Registerer) (*gatewayVecs, error) {
@@ -59,12 +60,17 @@ func newGatewayVecs(reg prometheus.Registerer) (*gatewayVecs, error) {
 			Name: "token_cache_total",
 			Help: "Lookups of verified access tokens in the gateway's cache, by resource and result (hit, miss).",
 		}, []string{"resource", "result"}),
+		pins: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: metricsNamespace, Subsystem: sub,
+			Name: "tool_pin_total",
+			Help: "Tool pinning events, by resource and event (changed: a definition other than the pinned one offered; hidden: a tool left out of a tools/list answer; refused: a call refused).",
+		}, []string{"resource", "event"}),
 	}
-	errs := make([]error, 4)
+	errs := make([]error, 5)
 	v.decisions, errs[0] = register(reg, v.decisions)
 	v.refusals, errs[1] = register(reg, v.refusals)
 	v.upstream, errs[2] = register(reg, v.upstream)
 	v.cache, errs[3] = register(reg, v.cache)
+	v.pins, errs[4] = register(reg, v.pins)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -83,6 +89,7 @@ type gatewayMetrics struct {
 	mu        sync.RWMutex
 	decisions map[decisionKey]prometheus.Counter
 	refusals  map[string]prometheus.Counter
+	pins      map[string]prometheus.Counter
 }
 
 type decisionKey struct {
@@ -99,6 +106,7 @@ func newGatewayMetrics(vecs *gatewayVecs, resource string) *gatewayMetrics {
 		miss:      vecs.cache.WithLabelValues(resource, "miss"),
 		decisions: make(map[decisionKey]prometheus.Counter),
 		refusals:  make(map[string]prometheus.Counter),
+		pins:      make(map[string]prometheus.Counter),
 	}
 }
 
@@ -132,6 +140,12 @@ func (g *gatewayMetrics) Decision(method, rule string, allowed bool) {
 func (g *gatewayMetrics) Refusal(reason string) {
 	counter(&g.mu, g.refusals, reason, func() prometheus.Counter {
 		return g.vecs.refusals.WithLabelValues(g.resource, reason)
+	}).Inc()
+}
+
+func (g *gatewayMetrics) ToolPin(event string) {
+	counter(&g.mu, g.pins, event, func() prometheus.Counter {
+		return g.vecs.pins.WithLabelValues(g.resource, event)
 	}).Inc()
 }
 

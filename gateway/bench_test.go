@@ -80,7 +80,10 @@ func BenchmarkServeAudit(b *testing.B) {
 }
 
 func benchmarkServe(b *testing.B, cfg Config) {
-	g := newGateway(b, cfg)
+	benchmarkServeWith(b, newGateway(b, cfg))
+}
+
+func benchmarkServeWith(b *testing.B, g *Gateway) {
 	token := "Bearer " + mint(b, claims())
 	body := []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/etc/motd"}}}`)
 	answer := []byte(`{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`)

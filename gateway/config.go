@@ -69,6 +69,15 @@ type Config struct {
 	// has been revoked.
 	Revocations Revocations
 
+	// PinTools pins tool definitions (see PinMode); Pins keeps the pins
+	// and is required unless PinTools is PinOff (the default). PinReload
+	// is how often the pins are reloaded from Pins (default
+	// DefaultPinReload): the longest an approval made elsewhere takes to
+	// apply here.
+	PinTools  PinMode
+	Pins      PinStore
+	PinReload time.Duration
+
 	// ErrorStatus maps an error next returned without writing a response
 	// to the status its error handler answers with, for the audit event.
 	// Default: 500.

@@ -75,6 +75,12 @@ import (
 //     tools/list, so that the answer arrives readable. Known gap: a 2025 server replaying a
 //     tools/list answer on a resumed GET stream (Last-Event-ID) is not
 //     filtered; calls are still enforced.
+//   - Tool pinning (Config.PinTools, pin.go): a tool whose listed
+//     definition differs from its pin is left out of tools/list answers
+//     and its calls are refused (403, rule "pin_tools"); a call naming a
+//     tool not seen listed, or after notifications/tools/list_changed,
+//     makes the gateway fetch tools/list itself first, and is refused if
+//     the definition still cannot be learned.
 type Gateway struct {
 	cfg    Config
 	now    func() time.Time
@@ -91,6 +97,7 @@ type Gateway struct {
 	origins       map[string]bool
 
 	metrics Metrics
+	pins    *pinSet // nil when PinTools is PinOff
 }
 
 // Defaults.
@@ -149,6 +156,12 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = nopMetrics{}
 	}
+	if cfg.PinTools != PinOff && cfg.Pins == nil {
+		return nil, fmt.Errorf("pin_tools %s needs a pin store", cfg.PinTools)
+	}
+	if cfg.PinReload <= 0 {
+		cfg.PinReload = DefaultPinReload
+	}
 	pol, err := newPolicy(&cfg)
 	if err != nil {
 		return nil, err
@@ -172,6 +185,9 @@ func New(cfg Config) (*Gateway, error) {
 		origins: origins,
 		scopes:  collectScopes(&cfg),
 		metrics: cfg.Metrics,
+	}
+	if cfg.PinTools != PinOff {
+		g.pins = newPinSet(g, &g.cfg)
 	}
 	g.parser = jwt.NewParser(
 		jwt.WithValidMethods(cfg.Algorithms),

@@ -22,6 +22,11 @@ type Metrics interface {
 	Upstream(d time.Duration)
 	// TokenCache counts a verified-claims cache lookup.
 	TokenCache(hit bool)
+	// ToolPin counts a pinning event: "changed" (a definition other than
+	// the pinned one was offered, counted once per definition), "hidden"
+	// (a tool left out of a tools/list answer) or "refused" (a call
+	// refused).
+	ToolPin(event string)
 }
 
 type nopMetrics struct{}
@@ -30,6 +35,7 @@ func (nopMetrics) Decision(string, string, bool) {}
 func (nopMetrics) Refusal(string)                {}
 func (nopMetrics) Upstream(time.Duration)        {}
 func (nopMetrics) TokenCache(bool)               {}
+func (nopMetrics) ToolPin(string)                {}
 
 // countDecisions counts the decisions of a request, forwarded or not.
 func (g *Gateway) countDecisions(x *exchange, allowed bool) {

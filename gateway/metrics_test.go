@@ -32,7 +32,8 @@ func (m *countingMetrics) Upstream(time.Duration) {
 	defer m.mu.Unlock()
 	m.upstreams++
 }
-func (m *countingMetrics) TokenCache(hit bool) { m.add(fmt.Sprintf("cache hit=%v", hit)) }
+func (m *countingMetrics) TokenCache(hit bool)  { m.add(fmt.Sprintf("cache hit=%v", hit)) }
+func (m *countingMetrics) ToolPin(event string) { m.add("tool pin " + event) }
 
 func TestMetrics(t *testing.T) {
 	m := &countingMetrics{counts: map[string]int{}}

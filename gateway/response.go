@@ -8,6 +8,7 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"go.uber.org/zap"
 
@@ -36,7 +37,7 @@ type toolsFilter struct {
 	single  bool     // one request: every response message answers it
 	listIDs [][]byte // batch: ids of the tools/list requests
 	allIDs  [][]byte // batch: ids of every request
-	allow   func(name string) bool
+	allow   func(name string, def []byte) bool
 }
 
 // responseWriter sits between next and the client: it rewrites
@@ -48,6 +49,7 @@ type responseWriter struct {
 	x      *exchange
 	filter *toolsFilter
 	tasks  bool // wrap the task ids of a 2026-07-28 answer
+	watch  bool // look for notifications/tools/list_changed in event streams (pinning)
 
 	status      int
 	wroteHeader bool
@@ -60,7 +62,7 @@ type responseWriter struct {
 
 // responseWriter readies the exchange's writer to next.
 func (x *exchange) responseWriter(w http.ResponseWriter, g *Gateway) *responseWriter {
-	x.rw = responseWriter{w: w, g: g, x: x, tasks: x.rewritesTasks()}
+	x.rw = responseWriter{w: w, g: g, x: x, tasks: x.rewritesTasks(), watch: g.pins != nil}
 	if !x.listsTools() {
 		return &x.rw
 	}
@@ -80,7 +82,16 @@ func (x *exchange) responseWriter(w http.ResponseWriter, g *Gateway) *responseWr
 		single:  !x.batch,
 		listIDs: listIDs,
 		allIDs:  allIDs,
-		allow:   func(name string) bool { return g.policy.allowTool(p, name) },
+		allow: func(name string, def []byte) bool {
+			if !g.policy.allowTool(p, name) {
+				return false
+			}
+			if g.pins == nil {
+				return true
+			}
+			keep, _ := g.pins.listed(x.r.Context(), name, def)
+			return keep
+		},
 	}
 	return &x.rw
 }
@@ -113,14 +124,16 @@ func (rw *responseWriter) WriteHeader(code int) {
 	}
 	rw.wroteHeader = true
 	rw.status = code
-	if (rw.filter != nil || rw.tasks) && code == http.StatusOK {
+	if (rw.filter != nil || rw.tasks || (rw.watch && eventStream(rw.w.Header().Get("Content-Type")))) && code == http.StatusOK {
 		h := rw.w.Header()
 		mt, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
-		switch mt {
-		case "application/json":
+		switch {
+		case rw.filter == nil && !rw.tasks && mt != "text/event-stream":
+			// Only watching event streams: anything else passes.
+		case mt == "application/json":
 			rw.mode = modeJSON
 			return // written at finish, with the filtered length
-		case "text/event-stream":
+		case mt == "text/event-stream":
 			rw.mode = modeSSE
 			if rw.filter != nil {
 				markPrivate(h)
@@ -338,7 +351,7 @@ func (rw *responseWriter) filterTools(m *mcpparse.Message) ([]byte, error) {
 			return m.Raw, nil
 		}
 	}
-	out, err := mcpparse.FilterToolsList(m.Raw, f.allow)
+	out, err := mcpparse.FilterTools(m.Raw, f.allow)
 	if err != nil {
 		return nil, err
 	}
@@ -420,9 +433,19 @@ func (rw *responseWriter) pump(pr *io.PipeReader) {
 }
 
 func (rw *responseWriter) filterEvent(ev *mcpparse.Event) error {
+	if rw.filter == nil && !rw.tasks && !mayChangeList(ev.Data) {
+		return nil // watching only, and no list_changed here
+	}
 	msgs, batch, err := mcpparse.Parse([]byte(ev.Data), mcpparse.Limits{AllowBatches: true})
 	if err != nil {
 		return err
+	}
+	if rw.watch {
+		for i := range msgs {
+			if msgs[i].Kind == mcpparse.KindNotification && msgs[i].Method == "notifications/tools/list_changed" {
+				rw.g.pins.listChanged()
+			}
+		}
 	}
 	changed := false
 	parts := make([][]byte, len(msgs))
@@ -441,4 +464,18 @@ func (rw *responseWriter) filterEvent(ev *mcpparse.Event) error {
 		ev.Data = string(parts[0])
 	}
 	return nil
+}
+
+// mayChangeList reports whether an event's data may hold
+// notifications/tools/list_changed: it names it, or it has escapes that
+// could spell it.
+func mayChangeList(data string) bool {
+	return strings.Contains(data, "list_changed") || strings.Contains(data, `\u`)
+}
+
+// eventStream is a cheap test for an event stream's Content-Type, so that
+// watching for list_changed costs other answers no media type parsing.
+func eventStream(ct string) bool {
+	const es = "text/event-stream"
+	return len(ct) >= len(es) && strings.EqualFold(ct[:len(es)], es)
 }

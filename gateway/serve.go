@@ -90,6 +90,9 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next Next) (err 
 	if f == nil {
 		f = g.admit(x)
 	}
+	if f == nil {
+		f = g.checkPins(x, next)
+	}
 	if f != nil {
 		f.write(w)
 		g.auditRefusal(x, f)
@@ -547,15 +550,7 @@ func (g *Gateway) upstreamRequest(x *exchange) *http.Request {
 	// Request trailers arrive after the body was authorized, and a proxy
 	// that forwards them would deliver headers nobody checked.
 	out.Trailer = nil
-	if g.cfg.ForwardIdentity {
-		p := x.p
-		h.Set("X-Mcp-Subject", headerSafe(p.subject))
-		h.Set("X-Mcp-Client", headerSafe(p.clientID))
-		if len(p.actors) > 0 {
-			h.Set("X-Mcp-Actor", headerSafe(p.actors[0]))
-		}
-		h.Set("X-Mcp-Scope", headerSafe(p.scope))
-	}
+	g.setIdentity(h, x)
 	if x.session != "" {
 		h.Set("Mcp-Session-Id", x.session)
 	}
@@ -576,6 +571,20 @@ func (g *Gateway) upstreamRequest(x *exchange) *http.Request {
 	}
 	x.upStart = g.now()
 	return out
+}
+
+// setIdentity adds the X-MCP-* identity headers (Config.ForwardIdentity).
+func (g *Gateway) setIdentity(h http.Header, x *exchange) {
+	if !g.cfg.ForwardIdentity {
+		return
+	}
+	p := x.p
+	h.Set("X-Mcp-Subject", headerSafe(p.subject))
+	h.Set("X-Mcp-Client", headerSafe(p.clientID))
+	if len(p.actors) > 0 {
+		h.Set("X-Mcp-Actor", headerSafe(p.actors[0]))
+	}
+	h.Set("X-Mcp-Scope", headerSafe(p.scope))
 }
 
 // upstreamHeader copies the client's header fields that may reach the

@@ -41,6 +41,9 @@ import (
 //	POST   /agents/{id}/enable       enable an agent
 //	POST   /keys/rotate              rotate the signing key
 //	GET    /backup                   a consistent copy of the store
+//	GET    /tools?resource=R[&tool=T] pinned tool definitions (ToolPin)
+//	POST   /tools/approve            pin a tool's pending definition (ToolPinRequest)
+//	POST   /tools/reject             refuse a tool's pending definition (ToolPinRequest)
 //
 // Bodies are JSON, errors {"error": "..."}. Password and secret hashes are
 // never returned; a generated client or agent secret is returned once, by
@@ -85,6 +88,9 @@ func (i *Issuer) newAdmin(hashCost int) *admin {
 		"POST /agents/{id}/enable":   actRoute(i.EnableAgent, "id"),
 		"POST /keys/rotate":          a.rotateKey,
 		"GET /backup":                a.backup,
+		"GET /tools":                 a.listTools,
+		"POST /tools/approve":        a.pinRoute((*ToolPins).Approve),
+		"POST /tools/reject":         a.pinRoute((*ToolPins).Reject),
 	} {
 		a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 			if err := h(w, r); err != nil {
@@ -487,6 +493,59 @@ func (a *admin) rotateKey(w http.ResponseWriter, r *http.Request) error {
 	return writeAdminJSON(w, http.StatusOK, map[string]string{"kid": kid})
 }
 
+// listTools answers the tool pins of a resource (all without one), or
+// of one tool.
+func (a *admin) listTools(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	resource, tool := q.Get("resource"), q.Get("tool")
+	pins := a.iss.ToolPins()
+	if tool != "" {
+		if resource == "" {
+			return adminErr(http.StatusBadRequest, errors.New("tool needs resource"))
+		}
+		p, err := pins.Get(r.Context(), resource, tool)
+		if err != nil {
+			return err
+		}
+		return writeAdminJSON(w, http.StatusOK, p)
+	}
+	list, err := pins.List(r.Context(), resource)
+	if err != nil {
+		return err
+	}
+	if list == nil {
+		list = []ToolPin{}
+	}
+	return writeAdminJSON(w, http.StatusOK, list)
+}
+
+// ToolPinRequest names a tool's definition to approve or reject; Hash,
+// when set, must be the definition's (see ToolPins.Approve).
+type ToolPinRequest struct {
+	Resource string `json:"resource"`
+	Tool     string `json:"tool"`
+	Hash     string `json:"hash,omitempty"`
+}
+
+// pinRoute applies an approval or rejection and answers the pin.
+func (a *admin) pinRoute(fn func(*ToolPins, context.Context, string, string, string) (ToolPin, error)) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		var req ToolPinRequest
+		if err := readAdminJSON(r, &req); err != nil {
+			return err
+		}
+		if req.Resource == "" || req.Tool == "" {
+			return adminErr(http.StatusBadRequest, errors.New("resource and tool are required"))
+		}
+		p, err := fn(a.iss.ToolPins(), r.Context(), req.Resource, req.Tool, req.Hash)
+		if err != nil {
+			return err
+		}
+		a.iss.sec.Info("tool pin changed", zap.String("resource", req.Resource), zap.String("tool", req.Tool), zap.String("path", r.URL.Path))
+		return writeAdminJSON(w, http.StatusOK, p)
+	}
+}
+
 // backup answers a consistent copy of the store, taken while the issuer
 // serves (for bolt storage, a bbolt file to put in place of the database
 // while Caddy is stopped). Once the copy has begun a failure can only
@@ -556,7 +615,7 @@ func adminStatus(err error) int {
 		return http.StatusServiceUnavailable
 	case errors.Is(err, store.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, store.ErrAlreadyExists), errors.Is(err, ErrConfigured):
+	case errors.Is(err, store.ErrAlreadyExists), errors.Is(err, ErrConfigured), errors.Is(err, ErrPinMismatch):
 		return http.StatusConflict
 	case errors.Is(err, ErrInvalidEntry):
 		return http.StatusBadRequest

@@ -40,9 +40,16 @@ type toolItem struct {
 // The message is read as strictly as Parse reads requests (duplicate and
 // case-variant names anywhere, depth, UTF-8, trailing data). A result
 // without a tools array, or a tool without a string name, is an error: the
-// caller cannot know what it would forward. allow is called once per tool.
+// caller cannot know what it would forward. allow is called once per tool,
+// in order.
 // When every tool is allowed, msg itself is returned.
 func FilterToolsList(msg []byte, allow func(name string) bool) ([]byte, error) {
+	return FilterTools(msg, func(name string, _ []byte) bool { return allow(name) })
+}
+
+// FilterTools is FilterToolsList with allow also given each tool's
+// definition: the tool object's bytes exactly as the message has them.
+func FilterTools(msg []byte, allow func(name string, def []byte) bool) ([]byte, error) {
 	p := newParser(msg, responseMaxDepth)
 	defer p.free()
 	p.result = &resultInfo{wantTools: true}
@@ -59,7 +66,7 @@ func FilterToolsList(msg []byte, allow func(name string) bool) ([]byte, error) {
 	keep := make([]bool, len(t.items))
 	kept := 0
 	for i, it := range t.items {
-		if allow(it.name) {
+		if allow(it.name, msg[it.start:it.end]) {
 			keep[i] = true
 			kept++
 		}

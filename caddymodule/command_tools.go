@@ -1,0 +1,119 @@
+package caddymodule
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/gateway"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer"
+)
+
+// tools is `caddy mcp-auth tools`: review and approve pinned tool
+// definitions (mcp_gateway pin_tools).
+func (c *cli) tools() *cobra.Command {
+	cmd := group(&cobra.Command{Use: "tools", Short: "Reviews and approves pinned MCP tool definitions"})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "list [<resource>]",
+		Short: "Lists the pinned tools of a resource (of every resource without one)",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			q := url.Values{}
+			if len(args) == 1 {
+				q.Set("resource", args[0])
+			}
+			var pins []issuer.ToolPin
+			if err := c.call(http.MethodGet, "/mcp-auth/tools?"+q.Encode(), nil, &pins); err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "RESOURCE\tTOOL\tPINNED\tBY\tPENDING")
+			for _, p := range pins {
+				pinned, by, pending := "-", "-", "-"
+				if p.Pinned != nil {
+					pinned, by = short(p.Pinned.Hash), p.Pinned.By
+				}
+				if p.Pending != nil {
+					pending = short(p.Pending.Hash)
+					if p.Pending.Rejected {
+						pending += " (rejected)"
+					}
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Resource, p.Tool, pinned, by, pending)
+			}
+			return tw.Flush()
+		},
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "diff <resource> <tool>",
+		Short: "Shows where the pending definition differs from the pinned one, and both",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var p issuer.ToolPin
+			q := url.Values{"resource": {args[0]}, "tool": {args[1]}}
+			if err := c.call(http.MethodGet, "/mcp-auth/tools?"+q.Encode(), nil, &p); err != nil {
+				return err
+			}
+			var pinned, pending []byte
+			if p.Pinned != nil {
+				pinned = p.Pinned.Definition
+				fmt.Fprintf(c.out, "pinned %s (%s, %s):\n%s\n", p.Pinned.Hash, p.Pinned.By, p.Pinned.At.Format("2006-01-02 15:04:05Z07:00"), indent(pinned))
+			}
+			if p.Pending == nil {
+				fmt.Fprintln(c.out, "nothing pending: the server offers the pinned definition")
+				return nil
+			}
+			pending = p.Pending.Definition
+			fmt.Fprintf(c.out, "pending %s (offered %s):\n%s\n", p.Pending.Hash, p.Pending.At.Format("2006-01-02 15:04:05Z07:00"), indent(pending))
+			fmt.Fprintln(c.out, "changes:")
+			for _, ch := range gateway.DefinitionChanges(pinned, pending) {
+				fmt.Fprintf(c.out, "  %s\n", ch)
+			}
+			return nil
+		},
+	})
+	for _, a := range []struct{ use, short, done string }{
+		{"approve", "Pins the tool's pending definition (or confirms a first-use pin) for every gateway on the store", "approved"},
+		{"reject", "Refuses the tool's pending definition: it stays hidden and refused", "rejected"},
+	} {
+		var hash string
+		sub := &cobra.Command{
+			Use:   a.use + " <resource> <tool>",
+			Short: a.short,
+			Args:  cobra.ExactArgs(2),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				var p issuer.ToolPin
+				req := issuer.ToolPinRequest{Resource: args[0], Tool: args[1], Hash: hash}
+				if err := c.call(http.MethodPost, "/mcp-auth/tools/"+a.use, req, &p); err != nil {
+					return err
+				}
+				fmt.Fprintf(c.out, "%s %s of %s\n", a.done, args[1], args[0])
+				return nil
+			},
+		}
+		sub.Flags().StringVar(&hash, "hash", "", "the definition hash (from tools diff) the decision is about; refused if the server changed it since")
+		cmd.AddCommand(sub)
+	}
+	return cmd
+}
+
+// short abbreviates a definition hash for tables.
+func short(hash string) string {
+	if len(hash) > 12 {
+		return hash[:12]
+	}
+	return hash
+}
+
+func indent(def []byte) string {
+	var b bytes.Buffer
+	if json.Indent(&b, def, "  ", "  ") != nil {
+		return "  " + string(def)
+	}
+	return "  " + b.String()
+}

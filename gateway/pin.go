@@ -1,0 +1,334 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// PinMode says whether and how the gateway pins tool definitions: a tool
+// whose definition (as the server lists it) differs from its pin is hidden
+// from tools/list answers and its calls are refused, so a server cannot
+// change a reviewed tool behind the operator's back.
+type PinMode uint8
+
+const (
+	// PinOff trusts every definition the server lists.
+	PinOff PinMode = iota
+	// PinFirstUse pins the first definition seen of each tool.
+	PinFirstUse
+	// PinApproved admits only definitions an operator approved.
+	PinApproved
+)
+
+// ParsePinMode reads "off", "first_use" or "approved".
+func ParsePinMode(s string) (PinMode, error) {
+	for m := PinOff; m <= PinApproved; m++ {
+		if s == m.String() {
+			return m, nil
+		}
+	}
+	return PinOff, fmt.Errorf("pin mode %q: want off, first_use or approved", s)
+}
+
+func (m PinMode) String() string {
+	switch m {
+	case PinFirstUse:
+		return "first_use"
+	case PinApproved:
+		return "approved"
+	}
+	return "off"
+}
+
+// Pin is what a PinStore holds for one tool of one resource. Hashes are
+// the hex SHA-256 of a definition's canonical JSON (canonicalJSON).
+type Pin struct {
+	Pinned   string // the pinned definition, "" when none
+	Operator bool   // an operator approved Pinned (rather than first use)
+	Pending  string // a definition the server offered that differs from Pinned, "" when none
+}
+
+// PinStore keeps tool pins where every gateway instance serving the
+// resource sees them; operators approve through it (the local issuer's
+// store, in the Caddy adapter). The gateway reads it only to refresh its
+// in-memory copy (Config.PinReload) and when a list shows a definition
+// it has no record of.
+type PinStore interface {
+	// LoadPins returns the pins of every tool of resource by name.
+	LoadPins(ctx context.Context, resource string) (map[string]Pin, error)
+	// ObservePin records, atomically, that resource's server offers tool
+	// with definition def (canonical JSON) whose hash is hash: with no
+	// pin yet and firstUse, def becomes the pin; a definition other than
+	// the pinned one becomes Pending; the pinned one again clears
+	// Pending. It returns the tool's pin afterwards, the pinned
+	// definition when hash differs from it (for the audit's diff), and
+	// whether the record changed.
+	ObservePin(ctx context.Context, resource, tool, hash string, def []byte, firstUse bool) (p Pin, pinnedDef []byte, changed bool, err error)
+}
+
+// DefaultPinReload is how often pins are reloaded from the store, so that
+// an approval made through another instance takes effect here.
+const DefaultPinReload = 5 * time.Second
+
+// maxPinFetches bounds the tools/list requests the gateway makes itself
+// at once (see learnTools).
+const maxPinFetches = 4
+
+// pinSet is a gateway's view of its resource's pins: the store's records
+// and the definitions this instance last saw listed, kept in memory so
+// that a call costs map lookups.
+type pinSet struct {
+	mode     PinMode
+	store    PinStore
+	resource string
+	reload   time.Duration
+	g        *Gateway
+
+	view    atomic.Pointer[pinView]
+	mu      sync.Mutex  // serializes changes to view
+	loading atomic.Bool // a reload is under way
+	gen     atomic.Uint64
+
+	fetches  chan struct{}
+	fmu      sync.Mutex
+	inflight map[string]*pinFetch
+}
+
+// pinView is one immutable state of a pinSet; changes publish a copy.
+type pinView struct {
+	loaded  time.Time
+	stored  map[string]Pin
+	current map[string]string // tool → hash of the definition last listed
+	stale   bool              // the server said its list changed: current needs a fetch
+}
+
+// pinVerdict is what pinning says of a call or a listed definition.
+type pinVerdict uint8
+
+const (
+	pinOK         pinVerdict = iota
+	pinUnknown               // no current definition known: fetch the list
+	pinChanged               // the definition differs from its pin
+	pinUnapproved            // no operator approval (approved mode), or no pin
+)
+
+func (v pinVerdict) reason() string {
+	switch v {
+	case pinChanged:
+		return "tool definition changed and needs approval"
+	case pinUnapproved:
+		return "tool definition is not approved"
+	}
+	return "tool definition unknown"
+}
+
+func newPinSet(g *Gateway, cfg *Config) *pinSet {
+	s := &pinSet{
+		mode:     cfg.PinTools,
+		store:    cfg.Pins,
+		resource: cfg.Resource,
+		reload:   cfg.PinReload,
+		g:        g,
+		fetches:  make(chan struct{}, maxPinFetches),
+		inflight: map[string]*pinFetch{},
+	}
+	s.view.Store(&pinView{stored: map[string]Pin{}, current: map[string]string{}})
+	return s
+}
+
+// judge says whether a definition of hash may be used under pin p.
+func (s *pinSet) judge(p Pin, hash string) pinVerdict {
+	switch {
+	case p.Pinned == "" || (s.mode == PinApproved && !p.Operator):
+		return pinUnapproved
+	case hash != p.Pinned || p.Pending != "":
+		// A pending definition another instance saw counts too, so that
+		// every instance refuses the tool alike.
+		return pinChanged
+	}
+	return pinOK
+}
+
+// callVerdict judges a call of tool by the definition last listed.
+func (s *pinSet) callVerdict(ctx context.Context, tool string) pinVerdict {
+	s.refresh(ctx)
+	v := s.view.Load()
+	cur, ok := v.current[tool]
+	if !ok || v.stale {
+		return pinUnknown
+	}
+	return s.judge(v.stored[tool], cur)
+}
+
+// refresh reloads the pins from the store once Config.PinReload has
+// passed since the last load. One request does it; others meanwhile use
+// the pins they have, so the store is read once per period, never per
+// request.
+func (s *pinSet) refresh(ctx context.Context) {
+	if s.g.now().Sub(s.view.Load().loaded) < s.reload || !s.loading.CompareAndSwap(false, true) {
+		return
+	}
+	defer s.loading.Store(false)
+	pins, err := s.store.LoadPins(ctx, s.resource)
+	if err != nil {
+		// The pins held stay in force; try again next period.
+		s.g.log.Warn("tool pins not reloaded", zap.String("resource", s.resource), zap.Error(err))
+	}
+	s.update(func(v *pinView) {
+		v.loaded = s.g.now()
+		if err == nil {
+			v.stored = pins
+		}
+	})
+}
+
+// ReloadPins reloads the tool pins from the store now, so that an
+// approval made in this process applies at once (elsewhere it applies
+// within Config.PinReload). It does nothing when pinning is off.
+func (g *Gateway) ReloadPins(ctx context.Context) {
+	if g.pins == nil {
+		return
+	}
+	g.pins.update(func(v *pinView) { v.loaded = time.Time{} })
+	g.pins.refresh(ctx)
+}
+
+// update publishes a changed copy of the view.
+func (s *pinSet) update(change func(v *pinView)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.view.Load()
+	v := &pinView{loaded: old.loaded, stored: maps.Clone(old.stored), current: maps.Clone(old.current), stale: old.stale}
+	change(v)
+	s.view.Store(v)
+}
+
+// listChanged marks the current definitions stale after the server's
+// notifications/tools/list_changed: the next call fetches the list.
+func (s *pinSet) listChanged() {
+	s.gen.Add(1)
+	s.update(func(v *pinView) { v.stale = true })
+}
+
+// listed learns one tool definition as the server lists it and says
+// whether the listing may show it, and the definition's hash ("" when it
+// cannot be canonicalized). A definition that cannot be canonicalized,
+// or whose pin cannot be recorded, is hidden.
+func (s *pinSet) listed(ctx context.Context, tool string, raw []byte) (keep bool, hash string) {
+	s.refresh(ctx)
+	canon, err := canonicalJSON(raw)
+	if err != nil {
+		s.g.log.Warn("tool definition hidden: not canonicalizable", zap.String("resource", s.resource), zap.String("tool", tool), zap.Error(err))
+		s.g.metrics.ToolPin("hidden")
+		return false, ""
+	}
+	hash = definitionHash(canon)
+	v := s.view.Load()
+	p, cur := v.stored[tool], v.current[tool]
+	known := (p.Pinned == hash && p.Pending == "") || (p.Pinned != hash && p.Pending == hash)
+	if !known {
+		np, pinnedDef, changed, err := s.store.ObservePin(ctx, s.resource, tool, hash, canon, s.mode == PinFirstUse)
+		if err != nil {
+			s.g.log.Warn("tool definition hidden: pin not recorded", zap.String("resource", s.resource), zap.String("tool", tool), zap.Error(err))
+			s.g.metrics.ToolPin("hidden")
+			return false, hash
+		}
+		p = np
+		if changed && p.Pending == hash {
+			s.auditChange(tool, p.Pinned, hash, pinnedDef, canon)
+		}
+	}
+	if !known || cur != hash {
+		s.update(func(v *pinView) {
+			v.stored[tool] = p
+			v.current[tool] = hash
+		})
+	}
+	if s.judge(p, hash) != pinOK {
+		s.g.metrics.ToolPin("hidden")
+		return false, hash
+	}
+	return true, hash
+}
+
+// auditChange records a definition the server offers that differs from
+// the pin (or, in approved mode, a tool no one approved yet): which
+// members differ, not the whole definitions (the admin API shows them).
+func (s *pinSet) auditChange(tool, pinned, offered string, pinnedDef, offeredDef []byte) {
+	s.g.metrics.ToolPin("changed")
+	s.g.audit.Warn("tool definition changed",
+		zap.String("resource", s.resource),
+		zap.String("tool", tool),
+		zap.String("pinned_hash", pinned),
+		zap.String("offered_hash", offered),
+		zap.Strings("changes", DefinitionChanges(pinnedDef, offeredDef)),
+		zap.String("pin_mode", s.mode.String()),
+	)
+}
+
+// maxChanges bounds the paths DefinitionChanges lists.
+const maxChanges = 20
+
+// DefinitionChanges lists where two tool definitions (JSON) differ, as
+// JSON Pointers marked "+" (only in b), "-" (only in a) or "~" (different
+// values), in order, at most 20 (then "…"). With a empty, b is new: "+".
+func DefinitionChanges(a, b []byte) []string {
+	if len(a) == 0 {
+		return []string{"+"}
+	}
+	var va, vb any
+	if json.Unmarshal(a, &va) != nil || json.Unmarshal(b, &vb) != nil {
+		return []string{"~"}
+	}
+	var out []string
+	diffValues(&out, "", va, vb)
+	if len(out) > maxChanges {
+		out = append(out[:maxChanges], "…")
+	}
+	return out
+}
+
+func diffValues(out *[]string, path string, a, b any) {
+	if len(*out) > maxChanges {
+		return
+	}
+	ma, aObj := a.(map[string]any)
+	mb, bObj := b.(map[string]any)
+	if aObj && bObj {
+		keys := slices.Sorted(maps.Keys(ma))
+		for k := range mb {
+			if _, ok := ma[k]; !ok {
+				keys = append(keys, k)
+			}
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			p := path + "/" + strings.NewReplacer("~", "~0", "/", "~1").Replace(k)
+			va, inA := ma[k]
+			vb, inB := mb[k]
+			switch {
+			case !inA:
+				*out = append(*out, "+"+p)
+			case !inB:
+				*out = append(*out, "-"+p)
+			default:
+				diffValues(out, p, va, vb)
+			}
+		}
+		return
+	}
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	if string(ja) != string(jb) {
+		*out = append(*out, "~"+path)
+	}
+}

@@ -1,0 +1,272 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/mcpparse"
+)
+
+// maxPinPages bounds the pages of one tools/list fetch.
+const maxPinPages = 100
+
+// pinFetchID is the JSON-RPC id of the gateway's own tools/list requests.
+const pinFetchID = `"mcp-auth-pin"`
+
+// pinFetch is one tools/list fetch that callers of the same session wait
+// for together.
+type pinFetch struct {
+	done chan struct{}
+	err  error
+}
+
+// checkPins refuses the tools/call messages of an authorized request
+// whose tool's current definition is not the pinned one. A tool no list
+// has shown (or after the server said its list changed) makes the
+// gateway fetch tools/list itself first; if the definition still cannot
+// be learned the call is refused in either mode: a tool the server does
+// not list was never reviewed, and the call fails closed.
+func (g *Gateway) checkPins(x *exchange, next Next) *refusal {
+	if g.pins == nil {
+		return nil
+	}
+	ctx := x.r.Context()
+	for i := range x.msgs {
+		m := &x.msgs[i]
+		if m.Kind != mcpparse.KindRequest || m.Method != "tools/call" {
+			continue
+		}
+		v := g.pins.callVerdict(ctx, m.Name)
+		if v == pinUnknown {
+			if err := g.pins.fetchOnce(ctx, x.session, func() error { return g.learnTools(x, next) }); err != nil {
+				g.log.Warn("tool definitions not learned", zap.String("resource", g.cfg.Resource), zap.Error(err))
+				return &refusal{status: http.StatusBadGateway, code: codeRefused, id: singleID(x),
+					message: fmt.Sprintf("could not learn the definition of tool %q from the upstream", m.Name)}
+			}
+			v = g.pins.callVerdict(ctx, m.Name)
+		}
+		if v == pinOK {
+			continue
+		}
+		d := &x.dec[i]
+		d.allow, d.scopeOnly, d.rule = false, false, "pin_tools"
+		d.reason = v.reason()
+		if v == pinUnknown {
+			d.reason = "tool is not listed by the server"
+		}
+		g.metrics.ToolPin("refused")
+		f := g.denial(x)
+		f.data = map[string]string{"reason": d.reason, "rule": d.rule, "tool": m.Name}
+		return f
+	}
+	return nil
+}
+
+// fetchOnce runs fetch unless one for the same session is under way, in
+// which case it waits for that one; at most maxPinFetches run at once.
+func (s *pinSet) fetchOnce(ctx context.Context, session string, fetch func() error) error {
+	s.fmu.Lock()
+	if c, ok := s.inflight[session]; ok {
+		s.fmu.Unlock()
+		select {
+		case <-c.done:
+			return c.err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	c := &pinFetch{done: make(chan struct{})}
+	s.inflight[session] = c
+	s.fmu.Unlock()
+	defer func() {
+		s.fmu.Lock()
+		delete(s.inflight, session)
+		s.fmu.Unlock()
+		close(c.done)
+	}()
+	select {
+	case s.fetches <- struct{}{}:
+	case <-ctx.Done():
+		c.err = ctx.Err()
+		return c.err
+	}
+	c.err = fetch()
+	<-s.fetches
+	return c.err
+}
+
+// learnTools asks the upstream for tools/list, every page, on the
+// caller's behalf (its session, protocol version and forwarded identity)
+// and learns each definition as if a listing had passed. The definitions
+// it finds become the whole current set.
+func (g *Gateway) learnTools(x *exchange, next Next) error {
+	gen := g.pins.gen.Load()
+	ctx := x.r.Context()
+	seen := map[string]string{}
+	cursor := ""
+	for page := 0; ; page++ {
+		if page == maxPinPages {
+			return fmt.Errorf("tools/list has more than %d pages", maxPinPages)
+		}
+		msg, err := g.fetchToolsPage(x, next, cursor)
+		if err != nil {
+			return err
+		}
+		_, err = mcpparse.FilterTools(msg, func(name string, def []byte) bool {
+			if _, hash := g.pins.listed(ctx, name, def); hash != "" {
+				seen[name] = hash
+			}
+			return true
+		})
+		if err != nil {
+			return fmt.Errorf("tools/list answer: %w", err)
+		}
+		var page struct {
+			Error  json.RawMessage `json:"error"`
+			Result struct {
+				NextCursor *string `json:"nextCursor"`
+			} `json:"result"`
+		}
+		if err := json.Unmarshal(msg, &page); err != nil {
+			return fmt.Errorf("tools/list answer: %w", err)
+		}
+		if page.Error != nil {
+			return fmt.Errorf("tools/list answered an error: %s", page.Error)
+		}
+		if page.Result.NextCursor == nil || *page.Result.NextCursor == "" {
+			break
+		}
+		cursor = *page.Result.NextCursor
+	}
+	g.pins.update(func(v *pinView) {
+		v.current = seen
+		if g.pins.gen.Load() == gen {
+			v.stale = false
+		}
+	})
+	return nil
+}
+
+// fetchToolsPage sends one tools/list request through next and returns
+// the response message that answers it.
+func (g *Gateway) fetchToolsPage(x *exchange, next Next, cursor string) ([]byte, error) {
+	params := map[string]any{}
+	if cursor != "" {
+		params["cursor"] = cursor
+	}
+	if meta := callerMeta(x); meta != nil {
+		params["_meta"] = meta
+	}
+	body, err := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": json.RawMessage(pinFetchID), "method": "tools/list", "params": params})
+	if err != nil {
+		return nil, err
+	}
+	req := x.r.Clone(x.r.Context())
+	req.Method = http.MethodPost
+	h := g.upstreamHeader(x)
+	g.setIdentity(h, x)
+	h.Del("Accept-Encoding")
+	h.Del("Mcp-Name")
+	h.Set("Content-Type", "application/json")
+	h.Set("Accept", "application/json, text/event-stream")
+	if x.headerChecked {
+		h.Set("Mcp-Method", "tools/list")
+	}
+	if x.session != "" {
+		h.Set("Mcp-Session-Id", x.session)
+	}
+	req.Header, req.Trailer, req.TransferEncoding = h, nil, nil
+	req.Body = io.NopCloser(bytes.NewReader(body))
+	req.ContentLength = int64(len(body))
+	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+
+	rec := &captureWriter{header: http.Header{}}
+	if err := next.ServeHTTP(rec, req); err != nil {
+		return nil, fmt.Errorf("tools/list: %w", err)
+	}
+	if rec.status == 0 {
+		rec.status = http.StatusOK
+	}
+	if rec.status != http.StatusOK || rec.overflow {
+		return nil, fmt.Errorf("tools/list: upstream answered %d", rec.status)
+	}
+	mt, _, _ := mime.ParseMediaType(rec.header.Get("Content-Type"))
+	switch mt {
+	case "application/json":
+		return rec.body.Bytes(), nil
+	case "text/event-stream":
+		rd := mcpparse.NewReader(&rec.body, maxFilteredBody)
+		for {
+			ev, err := rd.Next()
+			if err != nil {
+				return nil, errors.New("tools/list: no answer in the event stream")
+			}
+			if ev.Data == "" {
+				continue
+			}
+			msg := []byte(ev.Data)
+			if id, err := mcpparse.ResponseID(msg); err == nil && mcpparse.SameID(id, []byte(pinFetchID)) {
+				return msg, nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("tools/list: upstream answered Content-Type %s", strconv.Quote(mt))
+}
+
+// callerMeta is the _meta of the caller's first message that has one,
+// without its progress token: in 2026-07-28 it carries what every request
+// must (protocol version, client info and capabilities). nil when none.
+func callerMeta(x *exchange) map[string]json.RawMessage {
+	for i := range x.msgs {
+		if x.msgs[i].ProtocolVersion == "" {
+			continue
+		}
+		var m struct {
+			Params struct {
+				Meta map[string]json.RawMessage `json:"_meta"`
+			} `json:"params"`
+		}
+		// Parse read the message strictly, so this reads the same members.
+		if json.Unmarshal(x.msgs[i].Raw, &m) == nil && m.Params.Meta != nil {
+			delete(m.Params.Meta, "progressToken")
+			return m.Params.Meta
+		}
+	}
+	return nil
+}
+
+// captureWriter holds the answer to the gateway's own request.
+type captureWriter struct {
+	header   http.Header
+	status   int
+	body     bytes.Buffer
+	overflow bool
+}
+
+func (c *captureWriter) Header() http.Header { return c.header }
+
+func (c *captureWriter) WriteHeader(code int) {
+	if c.status == 0 && code >= 200 {
+		c.status = code
+	}
+}
+
+func (c *captureWriter) Write(b []byte) (int, error) {
+	if c.status == 0 {
+		c.status = http.StatusOK
+	}
+	if c.body.Len()+len(b) > maxFilteredBody {
+		c.overflow = true
+		return 0, errors.New("tools/list answer too large")
+	}
+	return c.body.Write(b)
+}
