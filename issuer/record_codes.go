@@ -22,6 +22,9 @@ type authCode struct {
 	Resource            string    `json:"resource"`
 	Nonce               string    `json:"nonce,omitempty"`
 	Actor               string    `json:"actor,omitempty"` // requested_actor (agent id)
+	// DPoPJKT is the authorization request's dpop_jkt (RFC 9449 section
+	// 10): the code is redeemed only with a proof of that key.
+	DPoPJKT string `json:"dpop_jkt,omitempty"`
 	AuthTime            time.Time `json:"auth_time"`
 	// IssuedAt and Issuer (the issuer URL) are zero in codes from before
 	// they were recorded: such a code is refused once its client, user or
