@@ -76,6 +76,10 @@ type GatewayHandler struct {
 	// replaced. Default: a random key kept in the mcp_auth store, so every
 	// instance sharing the store and every reload agree.
 	SessionKey string `json:"session_key,omitempty"`
+	// RequireDPoP refuses access tokens that are not DPoP-bound (RFC 9449).
+	RequireDPoP bool `json:"require_dpop,omitempty"`
+	// DPoPNonce makes DPoP proofs carry a nonce the gateway issued.
+	DPoPNonce bool `json:"dpop_nonce,omitempty"`
 
 	app   *App           // the config's mcp_auth app, if any: it finishes the gateway at Start
 	local bool           // the app is the issuer
@@ -152,6 +156,8 @@ func (h *GatewayHandler) Provision(ctx caddy.Context) error {
 		AllowedOrigins:  h.AllowedOrigins,
 		MaxBodySize:     h.MaxBodySize,
 		ForwardIdentity: h.ForwardIdentity,
+		RequireDPoP:     h.RequireDPoP,
+		DPoPNonce:       h.DPoPNonce,
 		Logger:          log,
 		AuditLogger:     log.Named("audit"),
 		ErrorStatus:     errorStatus,

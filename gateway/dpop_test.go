@@ -238,4 +238,3 @@ func TestDPoPNonce(t *testing.T) {
 		t.Errorf("proof with a made-up nonce: %d, want 401", resp.StatusCode)
 	}
 }
-
