@@ -209,6 +209,7 @@ type codeSpec struct {
 	ttl                                            time.Duration
 	challengeMethod                                string // default S256
 	noChallenge                                    bool
+	dpopJKT                                        string
 }
 
 // issueCode stores an authorization code and returns it with its PKCE
@@ -242,7 +243,7 @@ func (e *testEnv) issueCode(t *testing.T, s codeSpec) (code, verifier string) {
 		ClientID: s.client, RedirectURI: s.redirect, Subject: s.user, Scopes: s.scopes,
 		Resource: s.resource, Nonce: s.nonce, Actor: s.actor, AuthTime: e.clock.Now().Add(-time.Minute),
 		IssuedAt: e.clock.Now(), Issuer: e.iss.URL(), ExpiresAt: e.clock.Now().Add(s.ttl),
-		CodeChallengeMethod: s.challengeMethod,
+		CodeChallengeMethod: s.challengeMethod, DPoPJKT: s.dpopJKT,
 	}
 	if !s.noChallenge {
 		ac.CodeChallenge = oauth2.S256ChallengeFromVerifier(verifier)
