@@ -341,3 +341,26 @@ func TestSameURI(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkVerify: one ES256 proof with ath, as the gateway checks it per
+// request (proofs are made before the timer starts).
+func BenchmarkVerify(b *testing.B) {
+	now := time.Unix(1_800_000_000, 0)
+	v := New(Options{Now: func() time.Time { return now }, MaxReplayEntries: b.N + 1})
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	const uri, token = "https://mcp.example.com/mcp", "the-access-token"
+	proofs := make([]string, b.N)
+	for i := range proofs {
+		p := newProof(b, key, jwt.SigningMethodES256, "POST", uri, now)
+		p.claims["ath"] = ath(token)
+		proofs[i] = p.sign(b)
+	}
+	req := Request{Method: "POST", URI: uri, AccessToken: token}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := v.Verify(proofs[i:i+1], req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
