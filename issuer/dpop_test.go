@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -56,15 +55,7 @@ func (k *dpopKey) proof(t testing.TB, e *testEnv, url string, extra jwt.MapClaim
 // postDPoP posts a form with a DPoP header ("" for none).
 func (e *testEnv) postDPoP(t *testing.T, path string, form url.Values, basic, proof string) answer {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, e.iss.endpoint(path), strings.NewReader(form.Encode()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	if basic != "" {
-		id, secret, _ := strings.Cut(basic, ":")
-		req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
-	}
+	req := e.postRequest(t, path, form.Encode(), basic)
 	if proof != "" {
 		req.Header.Set("DPoP", proof)
 	}

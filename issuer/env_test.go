@@ -308,6 +308,12 @@ func (e *testEnv) post(t *testing.T, path string, form url.Values, basic string)
 
 func (e *testEnv) postRaw(t *testing.T, path, body, basic string) answer {
 	t.Helper()
+	return e.do(t, e.postRequest(t, path, body, basic))
+}
+
+// postRequest is the request postRaw sends.
+func (e *testEnv) postRequest(t *testing.T, path, body, basic string) *http.Request {
+	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, e.iss.endpoint(path), strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
@@ -317,7 +323,7 @@ func (e *testEnv) postRaw(t *testing.T, path, body, basic string) answer {
 		id, secret, _ := strings.Cut(basic, ":")
 		req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
 	}
-	return e.do(t, req)
+	return req
 }
 
 func (e *testEnv) do(t *testing.T, req *http.Request) answer {
