@@ -99,7 +99,13 @@ func TestDPoPClientCredentials(t *testing.T) {
 	k := newDPoPKey(t)
 	form := url.Values{"grant_type": {grantClientCredentials}, "resource": {tResource}}
 	tokenURL := e.iss.endpoint(pathToken)
-	wantBound(t, "with a proof", e.postDPoP(t, pathToken, form, tConf+":"+tSecret, k.proof(t, e, tokenURL, nil)), k)
+	bound := e.postDPoP(t, pathToken, form, tConf+":"+tSecret, k.proof(t, e, tokenURL, nil))
+	wantBound(t, "with a proof", bound, k)
+	// Introspection says so (RFC 9449 section 6.2).
+	in := e.introspect(t, bound.str("access_token"))
+	if cnf, _ := in.body["cnf"].(map[string]any); in.str("token_type") != "DPoP" || cnf["jkt"] != k.jkt {
+		t.Errorf("introspection = %s, want token_type DPoP and cnf.jkt %s", in.raw, k.jkt)
+	}
 	wantBound(t, "without a proof", e.postDPoP(t, pathToken, form, tConf+":"+tSecret, ""), nil)
 
 	proof := k.proof(t, e, tokenURL, nil)
