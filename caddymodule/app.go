@@ -51,6 +51,9 @@ type App struct {
 
 	// RequirePAR refuses authorization requests not pushed first (RFC 9126).
 	RequirePAR bool `json:"require_par,omitempty"`
+	// DPoPNonce makes DPoP proofs at the token and PAR endpoints carry a
+	// server nonce (RFC 9449 section 8).
+	DPoPNonce bool `json:"dpop_nonce,omitempty"`
 	// DisableRegistration turns off Dynamic Client Registration (RFC 7591).
 	DisableRegistration bool `json:"disable_registration,omitempty"`
 	// CIMDAllowPrivate lets Client ID Metadata Documents be fetched from
@@ -128,6 +131,9 @@ type Client struct {
 	// Introspect marks a resource server: the client may introspect
 	// every token, not only its own. It needs client authentication.
 	Introspect bool `json:"introspect,omitempty"`
+	// DPoPBoundAccessTokens: the client always uses DPoP (RFC 9449
+	// section 5.2); token requests without a proof are refused.
+	DPoPBoundAccessTokens bool `json:"dpop_bound_access_tokens,omitempty"`
 }
 
 // Agent is an AI agent (MCP host) principal.
@@ -220,6 +226,7 @@ func (a *App) issuerConfig() (issuer.Config, error) {
 		IDTokenTTL:          time.Duration(a.IDTokenTTL),
 		SigningAlg:          a.SigningAlg,
 		RequirePAR:          a.RequirePAR,
+		DPoPNonce:           a.DPoPNonce,
 		DisableRegistration: a.DisableRegistration,
 		CIMDAllowPrivate:    a.CIMDAllowPrivate,
 		MinPasswordLength:   a.MinPasswordLength,
@@ -288,6 +295,7 @@ func (c Client) issuerClient(repl *caddy.Replacer) (issuer.Client, error) {
 		Resources:               c.Resources,
 		Scopes:                  c.Scopes,
 		Introspect:              c.Introspect,
+		DPoPBoundAccessTokens:   c.DPoPBoundAccessTokens,
 		Source:                  "config",
 	}
 	if ic.JWKS, err = readJWKS(c.JWKSFile); err != nil {

@@ -43,6 +43,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		id_token_ttl <duration>
 //		signing_alg ES256|RS256|EdDSA
 //		require_par
+//		dpop_nonce
 //		disable_registration
 //		cimd_allow_private
 //		min_password_length <n>
@@ -67,6 +68,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			resources <resource-url...>
 //			scopes <scope...>
 //			introspect
+//			dpop_bound_access_tokens
 //		}
 //		agent <agent_id> {
 //			name <display name>
@@ -121,6 +123,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "require_par":
 			err = flag(d, &a.RequirePAR)
+		case "dpop_nonce":
+			err = flag(d, &a.DPoPNonce)
 		case "disable_registration":
 			err = flag(d, &a.DisableRegistration)
 		case "cimd_allow_private":
@@ -306,6 +310,8 @@ func parseClient(d *caddyfile.Dispenser) (Client, error) {
 			err = listArg(d, &c.Scopes)
 		case "introspect":
 			err = flag(d, &c.Introspect)
+		case "dpop_bound_access_tokens":
+			err = flag(d, &c.DPoPBoundAccessTokens)
 		default:
 			return c, d.Errf("unrecognized client subdirective %q", d.Val())
 		}
@@ -393,6 +399,8 @@ func (a *App) parseResource(d *caddyfile.Dispenser) error {
 //		audit_arguments
 //		session_key <base64-key>
 //		pin_tools off|first_use|approved
+//		require_dpop
+//		dpop_nonce
 //	}
 //
 // scope (the base scopes every request needs), scope_implies, tool,
@@ -466,6 +474,10 @@ func (h *GatewayHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneArg(d, &h.SessionKey)
 		case "pin_tools":
 			err = oneArg(d, &h.PinTools) // checked by Provision
+		case "require_dpop":
+			err = flag(d, &h.RequireDPoP)
+		case "dpop_nonce":
+			err = flag(d, &h.DPoPNonce)
 		default:
 			return d.Errf("unrecognized subdirective %q", d.Val())
 		}

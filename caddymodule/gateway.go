@@ -90,6 +90,10 @@ type GatewayHandler struct {
 	// first_use keeps them in memory (per process) and approved is an
 	// error.
 	PinTools string `json:"pin_tools,omitempty"`
+	// RequireDPoP refuses access tokens that are not DPoP-bound (RFC 9449).
+	RequireDPoP bool `json:"require_dpop,omitempty"`
+	// DPoPNonce makes DPoP proofs carry a nonce the gateway issued.
+	DPoPNonce bool `json:"dpop_nonce,omitempty"`
 
 	app   *App           // the config's mcp_auth app, if any: it finishes the gateway at Start
 	local bool           // the app is the issuer
@@ -189,6 +193,8 @@ func (h *GatewayHandler) Provision(ctx caddy.Context) error {
 		MaxBodySize:     h.MaxBodySize,
 		ForwardIdentity: h.ForwardIdentity,
 		AuditArguments:  h.AuditArguments,
+		RequireDPoP:     h.RequireDPoP,
+		DPoPNonce:       h.DPoPNonce,
 		Logger:          log,
 		AuditLogger:     log.Named("audit"),
 		ErrorStatus:     errorStatus,

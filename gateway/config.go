@@ -65,6 +65,14 @@ type Config struct {
 	// principal; gateways sharing it can check each other's sessions.
 	SessionKey []byte
 
+	// RequireDPoP refuses access tokens that are not DPoP-bound (RFC
+	// 9449): bearer tokens get 401 with a DPoP challenge. Bound tokens
+	// always need a valid proof, whatever this says.
+	RequireDPoP bool
+	// DPoPNonce makes every DPoP proof carry a nonce the gateway issued
+	// (RFC 9449 §9, DPoP-Nonce header), keyed by SessionKey.
+	DPoPNonce bool
+
 	// Revocations, when set, is asked on every request whether the token
 	// has been revoked.
 	Revocations Revocations

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
 )
 
 // JSON-RPC error codes the gateway answers with. -32000 is the generic
@@ -30,7 +32,10 @@ type refusal struct {
 	id        []byte // raw JSON-RPC id, nil when unknown (a batch, or before parsing)
 	data      any
 	challenge string // WWW-Authenticate value, "" for none
-	allow     string // Allow header for 405
+	// dpopChallenge is a second WWW-Authenticate value (RFC 9449 §7.1),
+	// and dpopNonce the DPoP-Nonce to send with it; "" for none.
+	dpopChallenge, dpopNonce string
+	allow                    string // Allow header for 405
 }
 
 type rpcErrorBody struct {
@@ -53,6 +58,12 @@ func (f *refusal) write(w http.ResponseWriter) {
 	if f.challenge != "" {
 		h.Set("WWW-Authenticate", f.challenge)
 	}
+	if f.dpopChallenge != "" {
+		h.Add("WWW-Authenticate", f.dpopChallenge)
+	}
+	if f.dpopNonce != "" {
+		h.Set(dpop.NonceHeader, f.dpopNonce)
+	}
 	if f.allow != "" {
 		h.Set("Allow", f.allow)
 	}
@@ -74,9 +85,12 @@ func (f *refusal) write(w http.ResponseWriter) {
 // there is one, then resource_metadata and scope for 401, scope and
 // resource_metadata for 403.
 func (g *Gateway) challenge(a *authError) string {
+	if g.cfg.RequireDPoP {
+		return "" // the DPoP challenge alone
+	}
 	var b strings.Builder
 	b.WriteString("Bearer ")
-	if a.code != "" {
+	if a.code != "" && !a.dpop {
 		b.WriteString(`error="` + a.code + `", `)
 		if a.desc != "" {
 			b.WriteString(`error_description="` + a.desc + `", `)

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
 )
 
 // Gateway is the policy-enforcing front of one MCP endpoint. It is safe for
@@ -89,6 +90,8 @@ type Gateway struct {
 	policy *policy
 	parser *jwt.Parser
 	cache  *claimsCache
+	proofs *dpop.Verifier
+	origin string // the resource URL's scheme://host, for htu
 
 	metadataURL   string
 	metadataPaths []string
@@ -185,6 +188,8 @@ func New(cfg Config) (*Gateway, error) {
 		origins: origins,
 		scopes:  collectScopes(&cfg),
 		metrics: cfg.Metrics,
+		proofs:  newProofs(&cfg),
+		origin:  res.Scheme + "://" + res.Host,
 	}
 	if cfg.PinTools != PinOff {
 		g.pins = newPinSet(g, &g.cfg)

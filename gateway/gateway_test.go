@@ -113,11 +113,13 @@ func TestMetadata(t *testing.T) {
 					t.Fatal(err)
 				}
 				want := map[string]any{
-					"resource":                 tt.resource,
-					"authorization_servers":    []any{testIssuer},
-					"scopes_supported":         []any{"admin", "files:read", "files:secret", "mcp", "prompts:read", "tools:read", "tools:write"},
-					"bearer_methods_supported": []any{"header"},
-					"resource_name":            "Example MCP",
+					"resource":                          tt.resource,
+					"authorization_servers":             []any{testIssuer},
+					"scopes_supported":                  []any{"admin", "files:read", "files:secret", "mcp", "prompts:read", "tools:read", "tools:write"},
+					"bearer_methods_supported":          []any{"header"},
+					"resource_name":                     "Example MCP",
+					"dpop_signing_alg_values_supported": []any{"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA"},
+					"dpop_bound_access_tokens_required": false,
 				}
 				if diff := cmp.Diff(want, md); diff != "" {
 					t.Errorf("GET %s metadata (-want +got):\n%s", p, diff)

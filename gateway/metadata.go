@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
 )
 
 const wellKnownPRM = "/.well-known/oauth-protected-resource"
@@ -17,6 +19,10 @@ type protectedResourceMetadata struct {
 	ScopesSupported        []string `json:"scopes_supported,omitempty"`
 	BearerMethodsSupported []string `json:"bearer_methods_supported"`
 	ResourceName           string   `json:"resource_name,omitempty"`
+	// RFC 9449 §7.1 (published through RFC 9728): the proof algorithms
+	// accepted, and whether bearer tokens are refused.
+	DPoPSigningAlgValuesSupported []string `json:"dpop_signing_alg_values_supported"`
+	DPoPBoundAccessTokensRequired bool     `json:"dpop_bound_access_tokens_required"`
 }
 
 // metadataLocation returns the path-inserted well-known path for a resource
@@ -96,10 +102,12 @@ func (g *Gateway) serveMetadata(w http.ResponseWriter, r *http.Request) {
 
 func buildMetadata(cfg *Config, scopes []string) ([]byte, error) {
 	return json.Marshal(protectedResourceMetadata{
-		Resource:               cfg.Resource,
-		AuthorizationServers:   []string{cfg.Issuer},
-		ScopesSupported:        scopes,
-		BearerMethodsSupported: []string{"header"},
-		ResourceName:           cfg.ResourceName,
+		Resource:                      cfg.Resource,
+		AuthorizationServers:          []string{cfg.Issuer},
+		ScopesSupported:               scopes,
+		BearerMethodsSupported:        []string{"header"},
+		ResourceName:                  cfg.ResourceName,
+		DPoPSigningAlgValuesSupported: dpop.Algorithms(),
+		DPoPBoundAccessTokensRequired: cfg.RequireDPoP,
 	})
 }

@@ -121,5 +121,5 @@ func BenchmarkServePinned(b *testing.B) {
 	if keep, _ := g.pins.listed(b.Context(), "read_file", []byte(`{"name":"read_file","inputSchema":{"type":"object"}}`)); !keep {
 		b.Fatal("definition not pinned")
 	}
-	benchmarkServeWith(b, g)
+	benchmarkServeWith(b, g, "Bearer "+mint(b, claims()), nil)
 }

@@ -14,10 +14,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/mcpparse"
 )
 
-const corsAllowHeaders = "Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Mcp-Method, Mcp-Name, Last-Event-ID"
+const corsAllowHeaders = "Authorization, DPoP, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Mcp-Method, Mcp-Name, Last-Event-ID"
 
 // exchange is one request on its way through the gateway.
 type exchange struct {
@@ -93,6 +94,11 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next Next) (err 
 	if f == nil {
 		f = g.checkPins(x, next)
 	}
+	if n := g.proofs.Nonces(); n != nil && f == nil && x.p != nil && x.p.jkt != "" {
+		// A fresh nonce with every answer spares the client a refusal
+		// when the one it holds expires (RFC 9449 §8.2).
+		w.Header().Set(dpop.NonceHeader, n.Current(g.now()))
+	}
 	if f != nil {
 		f.write(w)
 		g.auditRefusal(x, f)
@@ -128,7 +134,7 @@ func (g *Gateway) checkOrigin(w http.ResponseWriter, r *http.Request) (string, *
 	h := w.Header()
 	h.Set("Access-Control-Allow-Origin", values[0])
 	h.Add("Vary", "Origin")
-	h.Set("Access-Control-Expose-Headers", "Mcp-Session-Id, WWW-Authenticate")
+	h.Set("Access-Control-Expose-Headers", "Mcp-Session-Id, WWW-Authenticate, DPoP-Nonce")
 	return values[0], nil
 }
 
@@ -177,15 +183,25 @@ func (g *Gateway) admit(x *exchange) *refusal {
 		return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: r.Method + " requests must not have a body"}
 	}
 
-	token, aerr := bearerToken(r)
+	token, scheme, aerr := bearerToken(r)
 	if aerr == nil {
 		x.p, aerr = g.authenticate(r.Context(), token)
 	}
 	if aerr == errRevocationsUnknown {
 		return &refusal{status: aerr.status, code: codeRefused, message: aerr.desc}
 	}
+	if aerr == nil {
+		aerr = g.checkBinding(r, x.p, token, scheme)
+	}
 	if aerr != nil {
-		return &refusal{status: aerr.status, code: codeRefused, message: authMessage(aerr), challenge: g.challenge(aerr)}
+		f := &refusal{status: aerr.status, code: codeRefused, message: authMessage(aerr), challenge: g.challenge(aerr)}
+		if aerr.status == http.StatusUnauthorized {
+			f.dpopChallenge = g.dpopChallenge(aerr)
+			if n := g.proofs.Nonces(); n != nil {
+				f.dpopNonce = n.Current(g.now())
+			}
+		}
+		return f
 	}
 	if unsupported != nil {
 		// Answered after authentication, which allows reading the body
@@ -625,6 +641,8 @@ func (x *exchange) forwardsHeader(name string) bool {
 	}
 	switch textproto.CanonicalMIMEHeaderKey(name) {
 	case "Authorization", "Cookie",
+		// The DPoP proof is for this request to the gateway only.
+		"Dpop",
 		// Some server frameworks let these turn the authorized POST
 		// into another method.
 		"X-Http-Method-Override", "X-Http-Method", "X-Method-Override",

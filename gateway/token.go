@@ -45,6 +45,7 @@ type principal struct {
 	jti           string // for revocation
 	grantID       string // gid: the grant the token belongs to, for revocation
 	expiry        time.Time
+	jkt           string            // cnf.jkt: the DPoP key the token is bound to, "" for a bearer token
 	claims        map[string]string // string claims argument rules read, by dotted path
 }
 
@@ -124,6 +125,9 @@ type authError struct {
 	status int
 	code   string // RFC 6750 error code; "" when no token was presented
 	desc   string // fixed, never derived from the token
+	// dpop marks a failure of a DPoP request or of DPoP rules: its error
+	// goes in the DPoP challenge, not the Bearer one.
+	dpop bool
 }
 
 func (e *authError) Error() string {
@@ -150,38 +154,51 @@ func invalidRequest(desc string) *authError {
 	return &authError{status: http.StatusBadRequest, code: "invalid_request", desc: desc}
 }
 
+// Authorization schemes that carry an access token.
+const (
+	schemeBearer = "Bearer"
+	schemeDPoP   = "DPoP"
+)
+
 // bearerToken takes the access token from the Authorization header only
-// (RFC 6750 §2.1); a token in the query is refused, never read.
-func bearerToken(r *http.Request) (string, *authError) {
+// (RFC 6750 §2.1), with the Bearer or the DPoP scheme (RFC 9449 §7.1),
+// and returns it with its scheme; a token in the query is refused, never
+// read.
+func bearerToken(r *http.Request) (string, string, *authError) {
 	if r.URL.RawQuery != "" {
 		// A query Go cannot parse (";" separators, bad escapes) may still
 		// carry access_token to a server that reads it another way.
 		q, err := url.ParseQuery(r.URL.RawQuery)
 		if err != nil {
-			return "", invalidRequest("the query string is malformed")
+			return "", "", invalidRequest("the query string is malformed")
 		}
 		if q.Has("access_token") {
-			return "", invalidRequest("access tokens are accepted in the Authorization header only")
+			return "", "", invalidRequest("access tokens are accepted in the Authorization header only")
 		}
 	}
 	values := r.Header.Values("Authorization")
 	switch len(values) {
 	case 0:
-		return "", errNoToken
+		return "", "", errNoToken
 	case 1:
 	default:
-		return "", invalidRequest("more than one Authorization header")
+		return "", "", invalidRequest("more than one Authorization header")
 	}
 	scheme, token, ok := strings.Cut(values[0], " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		// Another scheme is no bearer token: challenge as for none.
-		return "", errNoToken
+	switch {
+	case ok && strings.EqualFold(scheme, schemeBearer):
+		scheme = schemeBearer
+	case ok && strings.EqualFold(scheme, schemeDPoP):
+		scheme = schemeDPoP
+	default:
+		// Another scheme is no access token: challenge as for none.
+		return "", "", errNoToken
 	}
 	token = strings.TrimLeft(token, " ")
 	if token == "" || len(token) > maxTokenLen || !validB64Token(token) {
-		return "", invalidToken("malformed bearer token")
+		return "", "", invalidToken("malformed bearer token")
 	}
-	return token, nil
+	return token, scheme, nil
 }
 
 // validB64Token checks RFC 6750 b64token syntax.
@@ -249,6 +266,7 @@ func (g *Gateway) verify(ctx context.Context, token string) (*principal, *authEr
 		grantID:       c.GrantID,
 		expiry:        c.ExpiresAt.Time,
 		claims:        stringClaims(token, g.policy.claims),
+		jkt:           c.BoundKey(),
 	}
 	p.scopes = g.policy.effectiveScopes(strings.Fields(p.scope))
 	return p, nil

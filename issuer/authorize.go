@@ -29,7 +29,7 @@ const maxPageFormBytes = 32 << 10
 var authorizeParams = []string{
 	"client_id", "response_type", "response_mode", "redirect_uri", "scope", "state",
 	"code_challenge", "code_challenge_method", "resource", "nonce", "requested_actor",
-	"prompt", "max_age",
+	"prompt", "max_age", "dpop_jkt",
 }
 
 const (
@@ -53,6 +53,7 @@ type authRequest struct {
 	Nonce               string   `json:"nonce,omitempty"`
 	Prompt              []string `json:"prompt,omitempty"`
 	Actor               string   `json:"actor,omitempty"` // requested_actor
+	DPoPJKT             string   `json:"dpop_jkt,omitempty"`
 	// LoginAfter (max_age) is the earliest login time the request accepts.
 	LoginAfter time.Time `json:"login_after,omitzero"`
 	// StaleSession (prompt=login) is the storage key of the session that
@@ -304,6 +305,9 @@ func (i *Issuer) parseAuthorize(ctx context.Context, c *Client, params url.Value
 		Actor:               params.Get("requested_actor"),
 	}
 	// OAuth 2.1: PKCE is required and plain is not accepted.
+	if ar.DPoPJKT = params.Get("dpop_jkt"); ar.DPoPJKT != "" && !validJKT(ar.DPoPJKT) {
+		return nil, invalid("dpop_jkt is not a base64url SHA-256 JWK thumbprint")
+	}
 	if ar.CodeChallenge == "" {
 		return nil, invalid("code_challenge is required (PKCE)")
 	}
@@ -534,6 +538,7 @@ func (i *Issuer) issueCode(ctx context.Context, s *session, ar *authRequest, pen
 		Resource:            resource,
 		Nonce:               ar.Nonce,
 		Actor:               ar.Actor,
+		DPoPJKT:             ar.DPoPJKT,
 		AuthTime:            s.AuthTime,
 		IssuedAt:            now,
 		Issuer:              i.URL(),

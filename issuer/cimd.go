@@ -345,6 +345,7 @@ func validateCIMD(clientID string, m *clientMetadata) (*Client, error) {
 		JWKS:                    jwks,
 		JWKSURI:                 jwksURI,
 		ApplicationType:         appType,
+		DPoPBoundAccessTokens:   m.DPoPBoundAccessTokens,
 		Source:                  sourceCIMD,
 	}
 	if err := checkStoredSize(c); err != nil {

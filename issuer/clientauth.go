@@ -97,6 +97,9 @@ type clientRequest struct {
 	// basis is when the request began, before its client authenticated: a
 	// revocation after it refuses what the request would issue.
 	basis time.Time
+	// jkt is the thumbprint of the request's DPoP proof key, "" when it
+	// carries no proof.
+	jkt string
 }
 
 // authenticatedPost starts a back-channel endpoint: POST only, the form

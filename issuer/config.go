@@ -38,6 +38,12 @@ type Config struct {
 	// RequirePAR refuses /authorize requests that do not use a request_uri.
 	RequirePAR bool
 
+	// DPoPNonce makes every DPoP proof at the token and PAR endpoints carry
+	// a nonce this server issued (RFC 9449 section 8), which bounds a
+	// proof's usefulness to minutes even if its iat is forged ahead.
+	// Clients learn it from the DPoP-Nonce header of any answer.
+	DPoPNonce bool
+
 	// Directory entries declared in configuration. They are not written to
 	// the store; runtime-managed entries (admin API, DCR, CIMD) are.
 	Users   []User
@@ -104,6 +110,9 @@ type Client struct {
 	JWKS                    []byte   `json:"jwks,omitempty"`                       // raw JWK Set JSON for private_key_jwt
 	JWKSURI                 string   `json:"jwks_uri,omitempty"`
 	ApplicationType         string   `json:"application_type,omitempty"` // web or native
+	// DPoPBoundAccessTokens (RFC 9449 section 5.2): the client always
+	// uses DPoP, and token requests without a proof are refused.
+	DPoPBoundAccessTokens bool `json:"dpop_bound_access_tokens,omitempty"`
 	// Resources the client may get tokens for; empty means every resource
 	// (for a self-registered client, DCR or CIMD, none in grants without
 	// a user).

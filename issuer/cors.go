@@ -21,7 +21,7 @@ func cors(h http.HandlerFunc) http.HandlerFunc {
 			w.WriteHeader(http.StatusNoContent)
 			return
 		}
-		hd.Set("Access-Control-Expose-Headers", "WWW-Authenticate, Retry-After")
+		hd.Set("Access-Control-Expose-Headers", "WWW-Authenticate, Retry-After, DPoP-Nonce")
 		h(w, r)
 	}
 }

@@ -215,6 +215,7 @@ type codeSpec struct {
 	ttl                                            time.Duration
 	challengeMethod                                string // default S256
 	noChallenge                                    bool
+	dpopJKT                                        string
 }
 
 // issueCode stores an authorization code and returns it with its PKCE
@@ -248,7 +249,7 @@ func (e *testEnv) issueCode(t testing.TB, s codeSpec) (code, verifier string) {
 		ClientID: s.client, RedirectURI: s.redirect, Subject: s.user, Scopes: s.scopes,
 		Resource: s.resource, Nonce: s.nonce, Actor: s.actor, AuthTime: e.clock.Now().Add(-time.Minute),
 		IssuedAt: e.clock.Now(), Issuer: e.iss.URL(), ExpiresAt: e.clock.Now().Add(s.ttl),
-		CodeChallengeMethod: s.challengeMethod,
+		CodeChallengeMethod: s.challengeMethod, DPoPJKT: s.dpopJKT,
 	}
 	if !s.noChallenge {
 		ac.CodeChallenge = oauth2.S256ChallengeFromVerifier(verifier)
@@ -313,6 +314,12 @@ func (e *testEnv) post(t testing.TB, path string, form url.Values, basic string)
 
 func (e *testEnv) postRaw(t testing.TB, path, body, basic string) answer {
 	t.Helper()
+	return e.do(t, e.postRequest(t, path, body, basic))
+}
+
+// postRequest is the request postRaw sends.
+func (e *testEnv) postRequest(t *testing.T, path, body, basic string) *http.Request {
+	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, e.iss.endpoint(path), strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
@@ -322,7 +329,7 @@ func (e *testEnv) postRaw(t testing.TB, path, body, basic string) answer {
 		id, secret, _ := strings.Cut(basic, ":")
 		req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
 	}
-	return e.do(t, req)
+	return req
 }
 
 func (e *testEnv) do(t testing.TB, req *http.Request) answer {

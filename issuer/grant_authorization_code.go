@@ -58,6 +58,9 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 	case f.Get("redirect_uri") != ac.RedirectURI:
 		return nil, ErrInvalidGrant.WithDescription("redirect_uri does not match the authorization request")
 	}
+	if ac.DPoPJKT != "" && req.jkt != ac.DPoPJKT {
+		return nil, ErrInvalidDPoPProof.WithDescription("the authorization request named a DPoP key (dpop_jkt): the request needs a DPoP proof signed by it")
+	}
 	if err := checkPKCE(ac.CodeChallenge, ac.CodeChallengeMethod, f.Get("code_verifier")); err != nil {
 		return nil, err
 	}
@@ -68,7 +71,7 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 	if err != nil {
 		return nil, ErrInvalidGrant.WithDescription("user is unknown or disabled").Wrap(err)
 	}
-	agent, err := g.checkActorToken(ctx, f, ac.Actor, c.ID)
+	agent, err := g.checkActorToken(ctx, f, ac.Actor, c.ID, req.jkt)
 	if err != nil {
 		return nil, err
 	}
@@ -94,6 +97,11 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 	}
 	if offline {
 		gr.ExpiresAt = now.Add(i.cfg.RefreshTokenTTL)
+	}
+	if c.Public() {
+		// A confidential client's refresh token is bound by its
+		// authentication already (RFC 9449 section 5).
+		gr.DPoPJKT = req.jkt
 	}
 	used := ErrInvalidGrant.WithDescription("invalid, expired or used authorization code")
 	s := tokenSubject{
@@ -188,7 +196,7 @@ func isUnreserved(b byte) bool {
 // (clients send it or not); when sent it must name an access token or a
 // JWT, else invalid_request. A code without an actor refuses actor_token
 // (invalid_request) rather than ignore a delegation the user never saw.
-func (g authorizationCode) checkActorToken(ctx context.Context, f url.Values, actor, clientID string) (*Agent, error) {
+func (g authorizationCode) checkActorToken(ctx context.Context, f url.Values, actor, clientID, jkt string) (*Agent, error) {
 	i := g.iss
 	raw, typ := f.Get("actor_token"), f.Get("actor_token_type")
 	if actor == "" {
@@ -206,6 +214,9 @@ func (g authorizationCode) checkActorToken(ctx context.Context, f url.Values, ac
 	claims, err := i.verifyAccessToken(ctx, raw)
 	if err != nil || !ownAgentToken(claims) || claims.Subject != actor {
 		return nil, ErrInvalidGrant.WithDescription("actor_token is not a valid token of the requested actor")
+	}
+	if err := possessed(claims, jkt, "actor_token"); err != nil {
+		return nil, err
 	}
 	return i.dir.agentFor(ctx, actor, clientID)
 }

@@ -51,6 +51,9 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 	if g.Revoked || !now.Before(g.ExpiresAt) || !now.Before(rec.ExpiresAt) || !i.issued(g.Issuer) {
 		return nil, ErrInvalidGrant.WithDescription("invalid, expired or revoked refresh token")
 	}
+	if g.DPoPJKT != "" && req.jkt != g.DPoPJKT {
+		return nil, ErrInvalidDPoPProof.WithDescription("the refresh token is DPoP-bound: the request needs a DPoP proof signed by its key")
+	}
 	if res := f.Get("resource"); res != "" && !sameResource(res, g.Resource) {
 		return nil, ErrInvalidTarget.WithDescription("a refresh token cannot change the resource")
 	}

@@ -41,6 +41,11 @@ import (
 // invalid_target. No refresh token is issued, and the new token expires
 // no later than the subject token.
 //
+// DPoP (RFC 9449): the new token is bound to the request's proof key, as
+// every grant's; a DPoP-bound subject or actor token is accepted only with
+// a proof signed by its own key, so an exchange never moves a binding to
+// another key nor drops it.
+//
 // As RFC 8693 section 2.2.2 says, an invalid or unacceptable subject or
 // actor token (expired, revoked, depth exceeded,
 // disabled agent) is invalid_request.
@@ -72,6 +77,9 @@ func (x tokenExchange) grant(ctx context.Context, req *clientRequest) (*issuance
 	if err != nil {
 		return nil, invalid("subject_token is invalid, expired or revoked").Wrap(err)
 	}
+	if err := possessed(subj, req.jkt, "subject_token"); err != nil {
+		return nil, err
+	}
 	target, err := exchangeTarget(f, subj.Audience[0])
 	if err != nil {
 		return nil, err
@@ -84,7 +92,7 @@ func (x tokenExchange) grant(ctx context.Context, req *clientRequest) (*issuance
 	act := subj.Actor
 	var actor *Agent
 	if actRaw != "" {
-		if actor, err = x.actor(ctx, actRaw, subj); err != nil {
+		if actor, err = x.actor(ctx, actRaw, subj, req.jkt); err != nil {
 			return nil, err
 		}
 		act = &accesstoken.Actor{Subject: actor.ID, Actor: subj.Actor}
@@ -177,12 +185,15 @@ func (x tokenExchange) parties(ctx context.Context, subj *accesstoken.Claims) (*
 
 // actor verifies actor_token (an enabled agent's own token) and
 // the agent's right to act on subj.
-func (x tokenExchange) actor(ctx context.Context, raw string, subj *accesstoken.Claims) (*Agent, error) {
+func (x tokenExchange) actor(ctx context.Context, raw string, subj *accesstoken.Claims, jkt string) (*Agent, error) {
 	i := x.iss
 	invalid := func(d string) *Error { return ErrInvalidRequest.WithDescription(d) }
 	ac, err := i.verifyAccessToken(ctx, raw)
 	if err != nil || !ownAgentToken(ac) {
 		return nil, invalid("actor_token is not a valid, unrevoked token of an agent acting for itself")
+	}
+	if err := possessed(ac, jkt, "actor_token"); err != nil {
+		return nil, err
 	}
 	a, err := i.dir.lookupAgent(ctx, ac.Subject)
 	if err != nil {

@@ -26,6 +26,8 @@ type introspection struct {
 	Act       *accesstoken.Actor `json:"act,omitempty"` // the full chain, newest actor outermost
 	// PrincipalType is "user", "agent" or "client".
 	PrincipalType string `json:"principal_type,omitempty"`
+	// Cnf is a DPoP-bound token's key (RFC 9449 section 6.2).
+	Cnf *accesstoken.Confirmation `json:"cnf,omitempty"`
 }
 
 // handleIntrospect is RFC 7662 token introspection. Only authenticated
@@ -56,6 +58,10 @@ func (i *Issuer) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 				Active: true, Scope: cl.Scope, ClientID: cl.ClientID, TokenType: "Bearer",
 				Exp: cl.ExpiresAt.Unix(), Iat: cl.IssuedAt.Unix(), Sub: cl.Subject, Aud: cl.Audience[0],
 				Iss: cl.Issuer, Jti: cl.ID, Act: cl.Actor, PrincipalType: cl.PrincipalType,
+				Cnf: cl.Confirmation,
+			}
+			if cl.BoundKey() != "" {
+				resp.TokenType = "DPoP"
 			}
 		}
 	} else {

@@ -32,6 +32,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
@@ -90,6 +91,8 @@ type Issuer struct {
 	// registrationsAll is DCR over all addresses (one key, "").
 	registrationsAll *rateLimiter
 	hashes           *hashGate // bounds concurrent password and secret hashing
+
+	proofs *dpop.Verifier // DPoP proofs at the token and PAR endpoints
 
 	metrics Metrics
 	sec     *zap.Logger // security events (security.go)
@@ -208,6 +211,9 @@ func (i *Issuer) init() error {
 	}
 	i.dir = &directory{cfg: &i.cfg, store: i.store, cimd: i.cimd, hashes: i.hashes}
 	i.consents = &consents{store: i.store, dir: i.dir}
+	if err := i.newDPoP(context.Background()); err != nil {
+		return err
+	}
 	if err := i.dir.validateConfig(); err != nil {
 		return err
 	}

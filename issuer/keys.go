@@ -7,7 +7,6 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -142,7 +141,7 @@ func (k *keyRing) newSigningKey() (*signingKey, error) {
 		return nil, err
 	}
 	return &signingKey{
-		KID:        thumbprint(j),
+		KID:        j.Thumbprint(),
 		Alg:        k.alg,
 		PrivatePEM: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}),
 		CreatedAt:  k.now(),
@@ -225,7 +224,7 @@ func parseSigningKey(rec signingKey) (*publishedKey, error) {
 	if k.jwk, err = publicJWK(k.public); err != nil {
 		return nil, err
 	}
-	if thumbprint(k.jwk) != rec.KID {
+	if k.jwk.Thumbprint() != rec.KID {
 		return nil, fmt.Errorf("signing key %s: kid is not the key's thumbprint", rec.KID)
 	}
 	k.jwk.Kid, k.jwk.Alg, k.jwk.Use = rec.KID, rec.Alg, "sig"
@@ -362,21 +361,4 @@ func publicJWK(pub crypto.PublicKey) (accesstoken.JWK, error) {
 		return accesstoken.JWK{Kty: "OKP", Crv: "Ed25519", X: b64(p)}, nil
 	}
 	return accesstoken.JWK{}, fmt.Errorf("unsupported public key type %T", pub)
-}
-
-// thumbprint is the RFC 7638 JWK thumbprint (SHA-256, base64url): the hash
-// of the required members in lexicographic order, without whitespace. The
-// members are base64url strings and curve names, which need no escaping.
-func thumbprint(j accesstoken.JWK) string {
-	var s string
-	switch j.Kty {
-	case "EC":
-		s = `{"crv":"` + j.Crv + `","kty":"EC","x":"` + j.X + `","y":"` + j.Y + `"}`
-	case "RSA":
-		s = `{"e":"` + j.E + `","kty":"RSA","n":"` + j.N + `"}`
-	case "OKP":
-		s = `{"crv":"` + j.Crv + `","kty":"OKP","x":"` + j.X + `"}`
-	}
-	sum := sha256.Sum256([]byte(s))
-	return base64.RawURLEncoding.EncodeToString(sum[:])
 }

@@ -16,14 +16,6 @@ import (
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
 )
 
-func TestThumbprintRFC7638(t *testing.T) {
-	// RFC 7638 section 3.1.
-	j := accesstoken.JWK{Kty: "RSA", E: "AQAB", N: "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"}
-	if got, want := thumbprint(j), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"; got != want {
-		t.Errorf("thumbprint(RFC 7638 example) = %q, want %q", got, want)
-	}
-}
-
 // jwksOf fetches and decodes the issuer's JWKS.
 func (e *testEnv) jwksOf(t *testing.T) ([]accesstoken.JWK, http.Header) {
 	t.Helper()
@@ -69,7 +61,7 @@ func TestSigningAlgorithms(t *testing.T) {
 				t.Fatalf("JWKS has %d keys, want 1", len(keys))
 			}
 			k := keys[0]
-			if k.Kty != tt.kty || k.Crv != tt.crv || k.Alg != tt.alg || k.Use != "sig" || k.Kid != thumbprint(k) {
+			if k.Kty != tt.kty || k.Crv != tt.crv || k.Alg != tt.alg || k.Use != "sig" || k.Kid != k.Thumbprint() {
 				t.Errorf("JWK = %+v, want kty %s crv %q alg %s use sig and kid = thumbprint", k, tt.kty, tt.crv, tt.alg)
 			}
 			if ct := h.Get("Content-Type"); ct != "application/jwk-set+json" {

@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
 )
 
 // metadata is the RFC 8414 / OpenID Connect Discovery 1.0 document.
@@ -36,6 +37,7 @@ type metadata struct {
 	ClaimsSupported                            []string `json:"claims_supported"`
 	ClientIDMetadataDocumentSupported          bool     `json:"client_id_metadata_document_supported"`
 	AuthorizationResponseIssParameterSupported bool     `json:"authorization_response_iss_parameter_supported"`
+	DPoPSigningAlgValuesSupported              []string `json:"dpop_signing_alg_values_supported"`
 }
 
 // metadataDocument describes this issuer. It is built per request because
@@ -73,6 +75,7 @@ func (i *Issuer) metadataDocument() *metadata {
 			"name", "preferred_username", "email", "act", "principal_type"},
 		ClientIDMetadataDocumentSupported:          true,
 		AuthorizationResponseIssParameterSupported: true,
+		DPoPSigningAlgValuesSupported:              dpop.Algorithms(),
 	}
 	if !i.cfg.DisableRegistration {
 		m.RegistrationEndpoint = i.endpoint(pathRegister)

@@ -36,6 +36,9 @@ type tokenSubject struct {
 	// notAfter, when set, caps the access token's expiry (an exchanged
 	// token never outlives its subject token).
 	notAfter time.Time
+	// jkt binds the access token to a DPoP key (cnf.jkt); "" for a bearer
+	// token.
+	jkt string
 }
 
 // expiry is when an access token issued now for s expires.
@@ -121,7 +124,7 @@ func (m minter) issue(ctx context.Context, is *issuance) (*tokenResponse, error)
 	}
 	resp := &tokenResponse{
 		AccessToken: at,
-		TokenType:   "Bearer",
+		TokenType:   tokenTypeOf(s),
 		ExpiresIn:   int64(i.expiry(s).Sub(i.now()) / time.Second),
 		Scope:       strings.Join(s.scopes, " "),
 	}
@@ -179,6 +182,15 @@ func (m minter) issue(ctx context.Context, is *issuance) (*tokenResponse, error)
 			zap.String("grant", s.grantID))
 	}
 	return resp, nil
+}
+
+// tokenTypeOf is the token_type answered: DPoP for a bound token (RFC
+// 9449 section 5), else Bearer.
+func tokenTypeOf(s tokenSubject) string {
+	if s.jkt != "" {
+		return "DPoP"
+	}
+	return "Bearer"
 }
 
 // signIDToken signs an OpenID Connect ID token (Core 2, 3.1.3.6).

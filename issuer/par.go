@@ -40,6 +40,17 @@ func (i *Issuer) handlePAR(w http.ResponseWriter, r *http.Request) {
 		i.writeErr(w, ErrInvalidRequest.WithDescription("client_id does not match the authenticated client"))
 		return
 	}
+	// A proof binds the code as dpop_jkt does (RFC 9449 section 10.1).
+	switch jkt, err := i.dpopProof(w, r, pathPAR); {
+	case err != nil:
+		i.writeErr(w, err)
+		return
+	case jkt != "" && f.Has("dpop_jkt") && f.Get("dpop_jkt") != jkt:
+		i.writeErr(w, ErrInvalidDPoPProof.WithDescription("dpop_jkt is not the thumbprint of the DPoP proof's key"))
+		return
+	case jkt != "":
+		f.Set("dpop_jkt", jkt)
+	}
 	if _, _, msg := authorizeRedirectURI(c, f); msg != "" {
 		i.writeErr(w, ErrInvalidRequest.WithDescription(msg))
 		return

@@ -27,6 +27,7 @@ type storedClient struct {
 	Resources               []string  `json:"resources,omitempty"`
 	Scopes                  []string  `json:"scopes,omitempty"`
 	Introspect              bool      `json:"introspect,omitempty"`
+	DPoPBoundAccessTokens   bool      `json:"dpop_bound_access_tokens,omitempty"`
 	Source                  string    `json:"source,omitempty"`
 	CreatedAt               time.Time `json:"created_at,omitempty"`
 	ExpiresAt               time.Time `json:"expires_at,omitzero"`
@@ -46,6 +47,7 @@ func clientRecord(c *Client) *storedClient {
 		Resources:               c.Resources,
 		Scopes:                  c.Scopes,
 		Introspect:              c.Introspect,
+		DPoPBoundAccessTokens:   c.DPoPBoundAccessTokens,
 		Source:                  c.Source,
 		CreatedAt:               c.CreatedAt,
 		ExpiresAt:               c.ExpiresAt,
@@ -66,6 +68,7 @@ func (s *storedClient) client() *Client {
 		Resources:               s.Resources,
 		Scopes:                  s.Scopes,
 		Introspect:              s.Introspect,
+		DPoPBoundAccessTokens:   s.DPoPBoundAccessTokens,
 		Source:                  s.Source,
 		CreatedAt:               s.CreatedAt,
 		ExpiresAt:               s.ExpiresAt,

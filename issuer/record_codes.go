@@ -14,15 +14,18 @@ type authCode struct {
 	ClientID string `json:"client_id"`
 	// RedirectURI is the redirect_uri parameter of the authorization
 	// request ("" if it was omitted); the token request must repeat it.
-	RedirectURI         string    `json:"redirect_uri"`
-	CodeChallenge       string    `json:"code_challenge"`
-	CodeChallengeMethod string    `json:"code_challenge_method"`
-	Subject             string    `json:"sub"`
-	Scopes              []string  `json:"scopes"`
-	Resource            string    `json:"resource"`
-	Nonce               string    `json:"nonce,omitempty"`
-	Actor               string    `json:"actor,omitempty"` // requested_actor (agent id)
-	AuthTime            time.Time `json:"auth_time"`
+	RedirectURI         string   `json:"redirect_uri"`
+	CodeChallenge       string   `json:"code_challenge"`
+	CodeChallengeMethod string   `json:"code_challenge_method"`
+	Subject             string   `json:"sub"`
+	Scopes              []string `json:"scopes"`
+	Resource            string   `json:"resource"`
+	Nonce               string   `json:"nonce,omitempty"`
+	Actor               string   `json:"actor,omitempty"` // requested_actor (agent id)
+	// DPoPJKT is the authorization request's dpop_jkt (RFC 9449 section
+	// 10): the code is redeemed only with a proof of that key.
+	DPoPJKT  string    `json:"dpop_jkt,omitempty"`
+	AuthTime time.Time `json:"auth_time"`
 	// IssuedAt and Issuer (the issuer URL) are zero in codes from before
 	// they were recorded: such a code is refused once its client, user or
 	// agent has been revoked, and taken as this issuer's.

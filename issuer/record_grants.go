@@ -38,6 +38,10 @@ type grant struct {
 	LastUsed  time.Time `json:"last_used"`
 	ExpiresAt time.Time `json:"expires_at"`
 	Revoked   bool      `json:"revoked,omitempty"`
+	// DPoPJKT binds the refresh tokens of a public client's grant to the
+	// DPoP key of the request that created it (RFC 9449 section 5): a
+	// refresh needs a proof of that key.
+	DPoPJKT string `json:"dpop_jkt,omitempty"`
 }
 
 // ofUser reports whether g is a grant of the user name (not an agent's or

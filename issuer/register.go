@@ -73,6 +73,7 @@ type clientMetadata struct {
 	JWKSURI                 string          `json:"jwks_uri"`
 	JWKS                    json.RawMessage `json:"jwks"`
 	ApplicationType         string          `json:"application_type"`
+	DPoPBoundAccessTokens   bool            `json:"dpop_bound_access_tokens"`
 }
 
 // registrationResponse is the RFC 7591 section 3.2.1 answer.
@@ -90,6 +91,7 @@ type registrationResponse struct {
 	JWKSURI                 string          `json:"jwks_uri,omitempty"`
 	JWKS                    json.RawMessage `json:"jwks,omitempty"`
 	Scope                   string          `json:"scope,omitempty"`
+	DPoPBoundAccessTokens   bool            `json:"dpop_bound_access_tokens,omitempty"`
 }
 
 // handleRegister is Dynamic Client Registration (RFC 7591). Registered
@@ -172,6 +174,7 @@ func (i *Issuer) handleRegister(w http.ResponseWriter, r *http.Request) {
 		JWKSURI:                 c.JWKSURI,
 		JWKS:                    json.RawMessage(c.JWKS),
 		Scope:                   m.Scope,
+		DPoPBoundAccessTokens:   c.DPoPBoundAccessTokens,
 	}
 	if secret != "" {
 		var never int64
@@ -318,6 +321,7 @@ func validateRegistration(m *clientMetadata) (*Client, error) {
 		JWKS:                    jwks,
 		JWKSURI:                 jwksURI,
 		ApplicationType:         appType,
+		DPoPBoundAccessTokens:   m.DPoPBoundAccessTokens,
 	}
 	if err := checkStoredSize(c); err != nil {
 		return nil, err

@@ -76,6 +76,15 @@ func (i *Issuer) handleToken(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	jkt, err := i.dpopProof(w, r, pathToken)
+	if err == nil {
+		err = requireDPoP(req.client, jkt)
+	}
+	if err != nil {
+		i.writeErr(w, err)
+		return
+	}
+	req.jkt = jkt
 	c, gt := req.client, req.form.Get("grant_type")
 	if gt == "" {
 		i.writeErr(w, ErrInvalidRequest.WithDescription("grant_type is required"))
@@ -95,6 +104,9 @@ func (i *Issuer) handleToken(w http.ResponseWriter, r *http.Request) {
 		i.writeErr(w, err)
 		return
 	}
+	// Every grant binds its access token to the proof's key (RFC 9449
+	// section 5), if the request has one.
+	is.subject.jkt = req.jkt
 	resp, err := i.mint.issue(r.Context(), is)
 	if err != nil {
 		i.writeErr(w, err)
@@ -147,6 +159,9 @@ func (i *Issuer) signAccessToken(ctx context.Context, s tokenSubject) (string, s
 		Actor:         s.act,
 		PrincipalType: s.principalType,
 		GrantID:       s.grantID,
+	}
+	if s.jkt != "" {
+		c.Confirmation = &accesstoken.Confirmation{JKT: s.jkt}
 	}
 	if s.user != nil {
 		c.PrincipalType = principalUser

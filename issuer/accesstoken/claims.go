@@ -50,6 +50,27 @@ type Claims struct {
 	// GrantID names the grant (refresh family) the token belongs to, so
 	// that a resource server can refuse every token of a revoked grant.
 	GrantID string `json:"gid,omitempty"`
+	// Confirmation binds the token to a key (RFC 7800); nil for a bearer
+	// token.
+	Confirmation *Confirmation `json:"cnf,omitempty"`
+}
+
+// Confirmation is the cnf claim of a DPoP-bound token (RFC 9449 §6.1).
+// A cnf naming another confirmation method (a certificate thumbprint, a
+// key) is refused as malformed: a binding that cannot be checked must not
+// be read as none.
+type Confirmation struct {
+	// JKT is the RFC 7638 thumbprint of the key that must sign every
+	// DPoP proof presented with the token.
+	JKT string `json:"jkt"`
+}
+
+// BoundKey is the thumbprint the token is bound to, "" for a bearer token.
+func (c *Claims) BoundKey() string {
+	if c.Confirmation == nil {
+		return ""
+	}
+	return c.Confirmation.JKT
 }
 
 // Actor is the RFC 8693 act claim; chains nest, the newest actor outermost.
@@ -129,6 +150,16 @@ func (c *Claims) UnmarshalJSON(b []byte) error {
 	if raw, ok := m["aud"]; ok {
 		if err := c.Audience.decode(raw); err != nil {
 			return malformed("aud")
+		}
+	}
+	if raw, ok := m["cnf"]; ok {
+		var cnf map[string]json.RawMessage
+		if len(raw) == 0 || raw[0] != '{' || json.Unmarshal(raw, &cnf) != nil || len(cnf) != 1 {
+			return malformed("cnf")
+		}
+		c.Confirmation = new(Confirmation)
+		if err := decodeString(cnf["jkt"], &c.Confirmation.JKT); err != nil || c.Confirmation.JKT == "" {
+			return malformed("cnf")
 		}
 	}
 	if raw, ok := m["act"]; ok {

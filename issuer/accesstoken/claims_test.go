@@ -19,7 +19,7 @@ func TestClaimsWireFormat(t *testing.T) {
 		Issuer: "https://auth.example.com", Subject: "alice", Audience: Audience{"https://mcp.example.com/mcp"},
 		ClientID: "app", IssuedAt: jwt.NewNumericDate(at), ExpiresAt: jwt.NewNumericDate(at.Add(time.Hour)),
 		ID: "j1", Scope: "mcp", Actor: &Actor{Subject: "agent-a", Actor: &Actor{Subject: "agent-b"}},
-		PrincipalType: PrincipalUser, GrantID: "g1",
+		PrincipalType: PrincipalUser, GrantID: "g1", Confirmation: &Confirmation{JKT: "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"},
 	}
 	got, err := json.Marshal(&c)
 	if err != nil {
@@ -27,7 +27,7 @@ func TestClaimsWireFormat(t *testing.T) {
 	}
 	want := `{"iss":"https://auth.example.com","sub":"alice","aud":"https://mcp.example.com/mcp","client_id":"app",` +
 		`"iat":1700000000,"exp":1700003600,"jti":"j1","scope":"mcp","act":{"sub":"agent-a","act":{"sub":"agent-b"}},` +
-		`"principal_type":"user","gid":"g1"}`
+		`"principal_type":"user","gid":"g1","cnf":{"jkt":"0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}}`
 	if string(got) != want {
 		t.Errorf("json.Marshal(claims) =\n%s\nwant\n%s", got, want)
 	}
@@ -58,6 +58,14 @@ func TestClaimsDecode(t *testing.T) {
 			return cmp.Equal(c.Actor.Chain(), []string{"a", "b"})
 		}, ""},
 		{"sub as number", `{"sub":7}`, nil, "malformed sub"},
+		{"cnf jkt", `{` + base + `,"cnf":{"jkt":"abc"}}`, func(c *Claims) bool { return c.BoundKey() == "abc" }, ""},
+		{"no cnf is a bearer token", `{` + base + `}`, func(c *Claims) bool { return c.BoundKey() == "" }, ""},
+		// A binding that cannot be checked is not read as none.
+		{"cnf by certificate", `{` + base + `,"cnf":{"x5t#S256":"abc"}}`, nil, "malformed cnf"},
+		{"cnf jkt and more", `{` + base + `,"cnf":{"jkt":"abc","jwk":{}}}`, nil, "malformed cnf"},
+		{"cnf jkt empty", `{` + base + `,"cnf":{"jkt":""}}`, nil, "malformed cnf"},
+		{"cnf jkt number", `{` + base + `,"cnf":{"jkt":1}}`, nil, "malformed cnf"},
+		{"cnf null", `{` + base + `,"cnf":null}`, nil, "malformed cnf"},
 		{"sub null", `{"sub":null}`, nil, "malformed sub"},
 		{"scope as array", `{"scope":["a"]}`, nil, "malformed scope"},
 		{"principal_type as bool", `{"principal_type":true}`, nil, "malformed principal_type"},

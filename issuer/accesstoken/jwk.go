@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -136,4 +137,22 @@ func (j JWK) PublicKey() (crypto.PublicKey, error) {
 		return ed25519.PublicKey(x), nil
 	}
 	return nil, fmt.Errorf("unsupported key type %q", j.Kty)
+}
+
+// Thumbprint is the RFC 7638 JWK thumbprint (SHA-256, base64url): the hash
+// of the required members in lexicographic order, without whitespace. Call
+// it on a key PublicKey accepted: its members are then base64url strings
+// and known curve names, which need no JSON escaping.
+func (j JWK) Thumbprint() string {
+	var s string
+	switch j.Kty {
+	case "EC":
+		s = `{"crv":"` + j.Crv + `","kty":"EC","x":"` + j.X + `","y":"` + j.Y + `"}`
+	case "RSA":
+		s = `{"e":"` + j.E + `","kty":"RSA","n":"` + j.N + `"}`
+	case "OKP":
+		s = `{"crv":"` + j.Crv + `","kty":"OKP","x":"` + j.X + `"}`
+	}
+	sum := sha256.Sum256([]byte(s))
+	return base64.RawURLEncoding.EncodeToString(sum[:])
 }

@@ -156,3 +156,22 @@ func TestJWKForSignatures(t *testing.T) {
 		}
 	}
 }
+
+func TestThumbprint(t *testing.T) {
+	tests := []struct {
+		name string
+		jwk  JWK
+		want string
+	}{
+		{"RFC 7638 section 3.1", JWK{Kty: "RSA", E: "AQAB", Kid: "2011-04-29", N: "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"},
+			"NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"},
+		// RFC 9449 sections 4.1 and 6.1: the proof key and its cnf.jkt.
+		{"RFC 9449 section 6.1", JWK{Kty: "EC", Crv: "P-256", X: "l8tFrhx-34tV3hRICRDY9zCkDlpBhF42UQUfWVAWBFs", Y: "9VE4jf_Ok_o64zbTTlcuNJajHmt6v9TDVrU0CdvGRDA"},
+			"0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"},
+	}
+	for _, tt := range tests {
+		if got := tt.jwk.Thumbprint(); got != tt.want {
+			t.Errorf("%s: Thumbprint() = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}

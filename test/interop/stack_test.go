@@ -119,6 +119,7 @@ const caddyfileTemplate = `{
 	mcp_auth {
 		issuer {{.Issuer}}
 		storage bolt {{.DB}}
+		dpop_nonce
 		user {{.User}} {{.UserHash}} {
 			groups users
 		}
@@ -147,6 +148,7 @@ http://:{{.Port}} {
 		resource_rule {{.NotesURI}} {{.OtherScope}}
 		resource_rule test:// {{.OtherScope}}
 		allowed_origins http://127.0.0.1:{{.Port}} http://localhost:{{.Port}}
+		dpop_nonce
 	}
 	reverse_proxy {{.UpstreamHost}}
 }

@@ -1,0 +1,80 @@
+package gateway
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
+)
+
+// dpopAlgs is the algs parameter of DPoP challenges (RFC 9449 §7.1).
+var dpopAlgs = strings.Join(dpop.Algorithms(), " ")
+
+// newProofs builds the proof verifier; nonces are keyed by the session
+// key (domain-separated inside dpop.Nonces), so gateways sharing it
+// accept each other's nonces.
+func newProofs(cfg *Config) *dpop.Verifier {
+	o := dpop.Options{Now: cfg.Now}
+	if cfg.DPoPNonce {
+		o.Nonces = dpop.NewNonces(cfg.SessionKey, 0)
+	}
+	return dpop.New(o)
+}
+
+// requestURI is the htu a proof must name: the resource URL's scheme and
+// host (what the client addressed, whatever a TLS-terminating proxy in
+// front forwarded) and the request's path.
+func (g *Gateway) requestURI(r *http.Request) string {
+	return g.origin + r.URL.EscapedPath()
+}
+
+// checkBinding enforces DPoP on an authenticated request (RFC 9449 §7):
+// a cnf.jkt-bound token only with the DPoP scheme and a valid proof for
+// this request signed by the bound key; the DPoP scheme only with a bound
+// token; with RequireDPoP, bound tokens only.
+func (g *Gateway) checkBinding(r *http.Request, p *principal, token string, scheme string) *authError {
+	if scheme != schemeDPoP {
+		switch {
+		case p.jkt != "":
+			return &authError{status: http.StatusUnauthorized, code: "invalid_token", dpop: true,
+				desc: "the access token is DPoP-bound: send it with the DPoP scheme and a DPoP proof"}
+		case g.cfg.RequireDPoP:
+			return &authError{status: http.StatusUnauthorized, code: "invalid_token", dpop: true,
+				desc: "this resource requires DPoP-bound access tokens"}
+		}
+		return nil
+	}
+	if p.jkt == "" {
+		return &authError{status: http.StatusUnauthorized, code: "invalid_token", dpop: true,
+			desc: "the access token is not DPoP-bound; send it with the Bearer scheme"}
+	}
+	jkt, err := g.proofs.Verify(r.Header.Values(dpop.Header), dpop.Request{Method: r.Method, URI: g.requestURI(r), AccessToken: token})
+	var e *dpop.Error
+	switch {
+	case errors.As(err, &e):
+		return &authError{status: http.StatusUnauthorized, code: e.Code, desc: e.Description, dpop: true}
+	case err != nil:
+		return &authError{status: http.StatusUnauthorized, code: dpop.CodeInvalidProof, desc: "the DPoP proof is invalid", dpop: true}
+	case jkt != p.jkt:
+		return &authError{status: http.StatusUnauthorized, code: dpop.CodeInvalidProof, dpop: true,
+			desc: "the DPoP proof is not signed by the key the access token is bound to"}
+	}
+	return nil
+}
+
+// dpopChallenge is the DPoP challenge of a 401: with the error when the
+// failure concerns a DPoP request, always with algs and the resource
+// metadata.
+func (g *Gateway) dpopChallenge(a *authError) string {
+	var b strings.Builder
+	b.WriteString("DPoP ")
+	if a.dpop && a.code != "" {
+		b.WriteString(`error="` + a.code + `", `)
+		if a.desc != "" {
+			b.WriteString(`error_description="` + a.desc + `", `)
+		}
+	}
+	b.WriteString(`algs="` + dpopAlgs + `", resource_metadata="` + g.metadataURL + `"`)
+	return b.String()
+}

@@ -1,0 +1,240 @@
+package gateway
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// dpopKey is a client's DPoP key pair with its public JWK and thumbprint.
+type dpopKey struct {
+	priv *ecdsa.PrivateKey
+	jwk  map[string]any
+	jkt  string
+}
+
+func newDPoPKey(t testing.TB) *dpopKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := k.PublicKey.Bytes()
+	b64 := base64.RawURLEncoding.EncodeToString
+	x, y := b64(raw[1:33]), b64(raw[33:])
+	// RFC 7638 thumbprint, written out here as a client would compute it.
+	sum := sha256.Sum256([]byte(`{"crv":"P-256","kty":"EC","x":"` + x + `","y":"` + y + `"}`))
+	return &dpopKey{priv: k, jwk: map[string]any{"kty": "EC", "crv": "P-256", "x": x, "y": y}, jkt: b64(sum[:])}
+}
+
+// proof makes a DPoP proof for a request with token; edit changes the
+// header or claims before signing.
+func (k *dpopKey) proof(t testing.TB, method, htu, token string, edit func(h map[string]any, c jwt.MapClaims)) string {
+	t.Helper()
+	jti := make([]byte, 12)
+	rand.Read(jti)
+	sum := sha256.Sum256([]byte(token))
+	c := jwt.MapClaims{
+		"jti": base64.RawURLEncoding.EncodeToString(jti), "htm": method, "htu": htu, "iat": testNow.Unix(),
+		"ath": base64.RawURLEncoding.EncodeToString(sum[:]),
+	}
+	h := map[string]any{"typ": "dpop+jwt", "jwk": k.jwk}
+	var m jwt.SigningMethod = jwt.SigningMethodES256
+	var key any = k.priv
+	if edit != nil {
+		edit(h, c)
+		switch h["alg"] {
+		case "none":
+			m, key = jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType
+		case "HS256":
+			m, key = jwt.SigningMethodHS256, []byte(k.jwk["x"].(string))
+		}
+	}
+	tok := jwt.NewWithClaims(m, c)
+	for name, v := range h {
+		if name != "alg" {
+			tok.Header[name] = v
+		}
+	}
+	s, err := tok.SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func boundToken(t testing.TB, jkt string) string {
+	t.Helper()
+	c := claims()
+	c["cnf"] = map[string]any{"jkt": jkt}
+	return mint(t, c)
+}
+
+// dpopCall is a tools/call with the DPoP scheme and the given proof ("":
+// none).
+func dpopCall(token, proof string) call {
+	h := map[string]string{"Authorization": "DPoP " + token}
+	if proof != "" {
+		h["DPoP"] = proof
+	}
+	return call{body: toolCall("read_file"), headers: h}
+}
+
+func TestDPoP(t *testing.T) {
+	alice, mallory := newDPoPKey(t), newDPoPKey(t)
+	token := boundToken(t, alice.jkt)
+	malloryToken := boundToken(t, mallory.jkt)
+	proof := func(edit func(h map[string]any, c jwt.MapClaims)) string {
+		return alice.proof(t, http.MethodPost, testResource, token, edit)
+	}
+	replayed := proof(nil)
+	tests := []struct {
+		name  string
+		calls []call // the last one's answer is checked; every one before must pass
+		code  string // error in the DPoP challenge; "" for success
+	}{
+		{"valid proof", []call{dpopCall(token, proof(nil))}, ""},
+		{"scheme in lower case", []call{{body: toolCall("read_file"), headers: map[string]string{"Authorization": "dpop " + token, "DPoP": proof(nil)}}}, ""},
+		{"bound token sent as Bearer", []call{{body: toolCall("read_file"), token: token}}, "invalid_token"},
+		{"bound token as Bearer with a proof", []call{{body: toolCall("read_file"), token: token, headers: map[string]string{"DPoP": proof(nil)}}}, "invalid_token"},
+		{"bearer token with the DPoP scheme", []call{dpopCall(mint(t, claims()), proof(nil))}, "invalid_token"},
+		{"no proof", []call{dpopCall(token, "")}, "invalid_dpop_proof"},
+		{"wrong htm", []call{dpopCall(token, proof(func(_ map[string]any, c jwt.MapClaims) { c["htm"] = "GET" }))}, "invalid_dpop_proof"},
+		{"wrong htu", []call{dpopCall(token, proof(func(_ map[string]any, c jwt.MapClaims) { c["htu"] = "https://mcp.example.com/other" }))}, "invalid_dpop_proof"},
+		{"htu of another host", []call{dpopCall(token, proof(func(_ map[string]any, c jwt.MapClaims) { c["htu"] = "https://evil.example.com/mcp" }))}, "invalid_dpop_proof"},
+		{"missing ath", []call{dpopCall(token, proof(func(_ map[string]any, c jwt.MapClaims) { delete(c, "ath") }))}, "invalid_dpop_proof"},
+		{"ath of another token", []call{dpopCall(token, proof(func(_ map[string]any, c jwt.MapClaims) { c["ath"] = "AAAA" }))}, "invalid_dpop_proof"},
+		{"stale iat", []call{dpopCall(token, proof(func(_ map[string]any, c jwt.MapClaims) { c["iat"] = testNow.Add(-2 * time.Minute).Unix() }))}, "invalid_dpop_proof"},
+		{"future iat", []call{dpopCall(token, proof(func(_ map[string]any, c jwt.MapClaims) { c["iat"] = testNow.Add(2 * time.Minute).Unix() }))}, "invalid_dpop_proof"},
+		{"replayed jti", []call{dpopCall(token, replayed), dpopCall(token, replayed)}, "invalid_dpop_proof"},
+		{"alg none", []call{dpopCall(token, proof(func(h map[string]any, _ jwt.MapClaims) { h["alg"] = "none" }))}, "invalid_dpop_proof"},
+		{"alg HS256", []call{dpopCall(token, proof(func(h map[string]any, _ jwt.MapClaims) { h["alg"] = "HS256" }))}, "invalid_dpop_proof"},
+		{"typ JWT", []call{dpopCall(token, proof(func(h map[string]any, _ jwt.MapClaims) { h["typ"] = "JWT" }))}, "invalid_dpop_proof"},
+		{"jwk with the private key", []call{dpopCall(token, proof(func(h map[string]any, _ jwt.MapClaims) {
+			j := map[string]any{"d": base64.RawURLEncoding.EncodeToString(alice.priv.D.FillBytes(make([]byte, 32)))}
+			for k, v := range alice.jwk {
+				j[k] = v
+			}
+			h["jwk"] = j
+		}))}, "invalid_dpop_proof"},
+		{"proof signed by another key than its jwk", []call{dpopCall(token, proof(func(h map[string]any, _ jwt.MapClaims) { h["jwk"] = mallory.jwk }))}, "invalid_dpop_proof"},
+		// Mallory stole Alice's token: her own valid proof does not help.
+		{"stolen token with the thief's key", []call{dpopCall(token, mallory.proof(t, http.MethodPost, testResource, token, nil))}, "invalid_dpop_proof"},
+		{"thief's own token is fine", []call{dpopCall(malloryToken, mallory.proof(t, http.MethodPost, testResource, malloryToken, nil))}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, testConfig(t), nil)
+			var resp *http.Response
+			var body string
+			for i, c := range tt.calls {
+				resp = h.do(t, c)
+				body = readBody(t, resp)
+				if i < len(tt.calls)-1 && resp.StatusCode != http.StatusOK {
+					t.Fatalf("call %d = %d %s, want 200", i, resp.StatusCode, body)
+				}
+			}
+			got := h.up.requests()
+			if tt.code == "" {
+				if resp.StatusCode != http.StatusOK {
+					t.Fatalf("status = %d %s, want 200", resp.StatusCode, body)
+				}
+				last := got[len(got)-1]
+				if last.Header.Get("Authorization") != "" || last.Header.Get("DPoP") != "" {
+					t.Errorf("upstream received Authorization %q, DPoP %q; want neither", last.Header.Get("Authorization"), last.Header.Get("DPoP"))
+				}
+				return
+			}
+			if resp.StatusCode != http.StatusUnauthorized {
+				t.Fatalf("status = %d %s, want 401", resp.StatusCode, body)
+			}
+			if len(got) != len(tt.calls)-1 {
+				t.Errorf("upstream received %d requests, want %d", len(got), len(tt.calls)-1)
+			}
+			var dpopChallenge string
+			for _, v := range resp.Header.Values("WWW-Authenticate") {
+				if strings.HasPrefix(v, "DPoP ") {
+					dpopChallenge = v
+				} else if strings.Contains(v, "error=") {
+					t.Errorf("Bearer challenge %q carries the DPoP failure's error", v)
+				}
+			}
+			if !strings.HasPrefix(dpopChallenge, `DPoP error="`+tt.code+`"`) || !strings.Contains(dpopChallenge, `algs="ES256 `) ||
+				!strings.Contains(dpopChallenge, `resource_metadata="`+testPRM+`"`) {
+				t.Errorf("DPoP challenge = %q, want error %q, algs and resource_metadata", dpopChallenge, tt.code)
+			}
+		})
+	}
+}
+
+func TestRequireDPoP(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.RequireDPoP = true
+	h := newHarness(t, cfg, nil)
+	alice := newDPoPKey(t)
+	token := boundToken(t, alice.jkt)
+
+	resp := h.do(t, call{body: toolCall("read_file"), token: mint(t, claims())})
+	readBody(t, resp)
+	ch := resp.Header.Values("WWW-Authenticate")
+	if resp.StatusCode != http.StatusUnauthorized || len(ch) != 1 || !strings.HasPrefix(ch[0], `DPoP error="invalid_token"`) {
+		t.Errorf("bearer token: %d %q, want 401 with only a DPoP invalid_token challenge", resp.StatusCode, ch)
+	}
+	resp = h.do(t, call{body: toolCall("read_file")})
+	readBody(t, resp)
+	ch = resp.Header.Values("WWW-Authenticate")
+	if resp.StatusCode != http.StatusUnauthorized || len(ch) != 1 || !strings.HasPrefix(ch[0], `DPoP algs="`) {
+		t.Errorf("no token: %d %q, want 401 with only a DPoP challenge without error", resp.StatusCode, ch)
+	}
+	if resp := h.do(t, dpopCall(token, alice.proof(t, http.MethodPost, testResource, token, nil))); resp.StatusCode != http.StatusOK {
+		t.Errorf("bound token with proof: %d %s, want 200", resp.StatusCode, readBody(t, resp))
+	}
+	if len(h.up.requests()) != 1 {
+		t.Errorf("upstream received %d requests, want 1", len(h.up.requests()))
+	}
+
+	resp = h.do(t, call{method: http.MethodGet, path: "/.well-known/oauth-protected-resource/mcp"})
+	var md map[string]any
+	if err := json.Unmarshal([]byte(readBody(t, resp)), &md); err != nil {
+		t.Fatal(err)
+	}
+	if md["dpop_bound_access_tokens_required"] != true {
+		t.Errorf("metadata dpop_bound_access_tokens_required = %v, want true", md["dpop_bound_access_tokens_required"])
+	}
+}
+
+func TestDPoPNonce(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.DPoPNonce = true
+	h := newHarness(t, cfg, nil)
+	alice := newDPoPKey(t)
+	token := boundToken(t, alice.jkt)
+
+	resp := h.do(t, dpopCall(token, alice.proof(t, http.MethodPost, testResource, token, nil)))
+	readBody(t, resp)
+	nonce := resp.Header.Get("DPoP-Nonce")
+	if resp.StatusCode != http.StatusUnauthorized || nonce == "" || !strings.Contains(strings.Join(resp.Header.Values("WWW-Authenticate"), "\n"), `DPoP error="use_dpop_nonce"`) {
+		t.Fatalf("proof without nonce: %d, DPoP-Nonce %q, %q; want 401 use_dpop_nonce with a nonce", resp.StatusCode, nonce, resp.Header.Values("WWW-Authenticate"))
+	}
+	withNonce := func(n string) string {
+		return alice.proof(t, http.MethodPost, testResource, token, func(_ map[string]any, c jwt.MapClaims) { c["nonce"] = n })
+	}
+	resp = h.do(t, dpopCall(token, withNonce(nonce)))
+	if body := readBody(t, resp); resp.StatusCode != http.StatusOK || resp.Header.Get("DPoP-Nonce") == "" {
+		t.Fatalf("proof with the nonce: %d %s, DPoP-Nonce %q; want 200 with a nonce", resp.StatusCode, body, resp.Header.Get("DPoP-Nonce"))
+	}
+	resp = h.do(t, dpopCall(token, withNonce("made-up")))
+	readBody(t, resp)
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("proof with a made-up nonce: %d, want 401", resp.StatusCode)
+	}
+}

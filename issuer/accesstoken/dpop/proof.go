@@ -1,0 +1,285 @@
+// Package dpop verifies DPoP proofs (RFC 9449) for the token endpoint and
+// for resource servers alike: one definition of the checks of RFC 9449
+// §4.3 that the issuer and the gateway share. Like accesstoken, it imports
+// nothing else of the issuer.
+package dpop
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
+)
+
+// Type is the JWS typ of a DPoP proof.
+const Type = "dpop+jwt"
+
+// Header is the HTTP header that carries a proof, and NonceHeader the one
+// that carries a server nonce.
+const (
+	Header      = "DPoP"
+	NonceHeader = "DPoP-Nonce"
+)
+
+// Error codes of RFC 9449 (§5, §7.1, §8).
+const (
+	CodeInvalidProof = "invalid_dpop_proof"
+	CodeUseNonce     = "use_dpop_nonce"
+)
+
+// DefaultWindow is how far a proof's iat may lie from the server's clock,
+// either way: proofs are made just before the request, so a minute covers
+// clock skew and slow networks, and bounds how long a jti is remembered.
+const DefaultWindow = time.Minute
+
+// maxProofLen bounds a proof; an RSA-4096 key and signature fit easily.
+const maxProofLen = 8 << 10
+
+// maxJTILen bounds the jti remembered per proof.
+const maxJTILen = 256
+
+// Error is a refused proof. Its description is fixed, never derived from
+// the proof, so it may be shown to the client.
+type Error struct {
+	Code        string // CodeInvalidProof or CodeUseNonce
+	Description string
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Description }
+
+func invalid(desc string) *Error { return &Error{Code: CodeInvalidProof, Description: desc} }
+
+// Options configure a Verifier.
+type Options struct {
+	// Window bounds |now - iat|; default DefaultWindow.
+	Window time.Duration
+	// Nonces, when set, makes every proof carry a nonce it issued
+	// (RFC 9449 §8, §9); nil requires none.
+	Nonces *Nonces
+	// MaxReplayEntries bounds the jti memory; default 1<<19 (about 50 MB
+	// at most). When full, proofs are refused until entries expire.
+	MaxReplayEntries int
+	Now              func() time.Time // default time.Now
+}
+
+// Verifier checks proofs and remembers their jti, in memory, until their
+// iat leaves the window. Safe for concurrent use.
+type Verifier struct {
+	window time.Duration
+	nonces *Nonces
+	now    func() time.Time
+	replay *replayCache
+	parser *jwt.Parser
+}
+
+// New returns a Verifier.
+func New(o Options) *Verifier {
+	if o.Window <= 0 {
+		o.Window = DefaultWindow
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.MaxReplayEntries <= 0 {
+		o.MaxReplayEntries = 1 << 19
+	}
+	return &Verifier{
+		window: o.Window,
+		nonces: o.Nonces,
+		now:    o.Now,
+		// A jti must be remembered while its proof could still be
+		// accepted: until iat+window, and iat may be up to window ahead.
+		replay: newReplayCache(o.MaxReplayEntries, 2*o.Window),
+		// The claims are checked here, with the window, not by jwt.
+		parser: jwt.NewParser(jwt.WithValidMethods(accesstoken.Algorithms()), jwt.WithoutClaimsValidation()),
+	}
+}
+
+// Algorithms are the proof algorithms accepted (asymmetric only), for
+// dpop_signing_alg_values_supported and the algs challenge parameter.
+func Algorithms() []string { return accesstoken.Algorithms() }
+
+// Nonces returns the Verifier's nonce source, nil when none is required.
+func (v *Verifier) Nonces() *Nonces { return v.nonces }
+
+// Request is the HTTP request a proof must be for.
+type Request struct {
+	Method string
+	// URI is the absolute URI the client addressed (its scheme and host
+	// as the client saw them, not as a proxy forwarded them); query and
+	// fragment are ignored.
+	URI string
+	// AccessToken is the token presented with the proof at a resource
+	// server; its hash must be the proof's ath. Empty at the token
+	// endpoint, where no ath is checked.
+	AccessToken string
+}
+
+// Verify checks the DPoP header values of a request (RFC 9449 §4.3): one
+// well-formed proof of typ dpop+jwt, signed with an allowed asymmetric
+// algorithm by the public key in its jwk header (no private parts), with
+// htm, htu, iat within the window, a jti not seen before for this key,
+// ath when an access token is presented, and the nonce when required. It
+// returns the key's RFC 7638 thumbprint, which the caller compares to
+// cnf.jkt (or binds the tokens it issues to).
+func (v *Verifier) Verify(values []string, req Request) (string, error) {
+	switch {
+	case len(values) == 0:
+		return "", invalid("the DPoP header is missing")
+	case len(values) > 1:
+		return "", invalid("more than one DPoP header")
+	case len(values[0]) > maxProofLen:
+		return "", invalid("the DPoP proof is too long")
+	}
+	var jwk accesstoken.JWK
+	var claims proofClaims
+	_, err := v.parser.ParseWithClaims(values[0], &claims, func(t *jwt.Token) (any, error) {
+		if _, ok := t.Header["crit"]; ok {
+			return nil, errors.New("crit")
+		}
+		if typ, _ := t.Header["typ"].(string); typ != Type {
+			return nil, errors.New("typ")
+		}
+		var err error
+		if jwk, err = headerKey(t.Header["jwk"]); err != nil {
+			return nil, err
+		}
+		key, err := jwk.PublicKey()
+		if err != nil {
+			return nil, err
+		}
+		if err := accesstoken.KeyFitsAlg(t.Method.Alg(), key); err != nil {
+			return nil, err
+		}
+		return key, nil
+	})
+	if err != nil {
+		return "", invalid("the DPoP proof is malformed, not of typ dpop+jwt, or not validly signed with an asymmetric algorithm by the public key in its jwk header")
+	}
+	now := v.now()
+	switch {
+	case claims.jti == "" || len(claims.jti) > maxJTILen:
+		return "", invalid("the DPoP proof lacks a valid jti")
+	case claims.htm != req.Method:
+		return "", invalid("the DPoP proof's htm is not this request's method")
+	case !SameURI(claims.htu, req.URI):
+		return "", invalid("the DPoP proof's htu is not this request's URI")
+	case !claims.hasIAT:
+		return "", invalid("the DPoP proof lacks iat")
+	case claims.iat.Before(now.Add(-v.window)) || claims.iat.After(now.Add(v.window)):
+		return "", invalid("the DPoP proof's iat is outside the accepted window")
+	}
+	if req.AccessToken != "" {
+		sum := sha256.Sum256([]byte(req.AccessToken))
+		want := base64.RawURLEncoding.EncodeToString(sum[:])
+		if subtle.ConstantTimeCompare([]byte(claims.ath), []byte(want)) != 1 {
+			return "", invalid("the DPoP proof's ath is not the hash of the access token")
+		}
+	}
+	if v.nonces != nil && !v.nonces.valid(claims.nonce, now) {
+		return "", &Error{Code: CodeUseNonce, Description: "the DPoP proof must carry the nonce of the DPoP-Nonce header"}
+	}
+	jkt := jwk.Thumbprint()
+	// Last: only proofs that passed every other check take up memory.
+	switch v.replay.add(replayKey(jkt, claims.jti), now) {
+	case errReplayed:
+		return "", invalid("the DPoP proof was used before")
+	case errReplayFull:
+		return "", invalid("too many DPoP proofs; retry later")
+	}
+	return jkt, nil
+}
+
+// headerKey reads the jwk header: string members only, and no private
+// key member of any key type (RFC 9449 §4.3 step 7).
+func headerKey(v any) (accesstoken.JWK, error) {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return accesstoken.JWK{}, errors.New("no jwk")
+	}
+	for _, private := range [...]string{"d", "p", "q", "dp", "dq", "qi", "oth", "k"} {
+		if _, ok := m[private]; ok {
+			return accesstoken.JWK{}, errors.New("private key in jwk")
+		}
+	}
+	str := func(name string) (string, bool) {
+		v, present := m[name]
+		s, ok := v.(string)
+		return s, ok || !present
+	}
+	var j accesstoken.JWK
+	var ok1, ok2, ok3, ok4, ok5, ok6 bool
+	j.Kty, ok1 = str("kty")
+	j.Crv, ok2 = str("crv")
+	j.X, ok3 = str("x")
+	j.Y, ok4 = str("y")
+	j.N, ok5 = str("n")
+	j.E, ok6 = str("e")
+	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) {
+		return accesstoken.JWK{}, errors.New("malformed jwk")
+	}
+	return j, nil
+}
+
+// proofClaims are the proof's claims, read by exact name.
+type proofClaims struct {
+	jti, htm, htu, ath, nonce string
+	iat                       time.Time
+	hasIAT                    bool
+}
+
+func (c *proofClaims) UnmarshalJSON(b []byte) error {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	for name, dst := range map[string]*string{"jti": &c.jti, "htm": &c.htm, "htu": &c.htu, "ath": &c.ath, "nonce": &c.nonce} {
+		raw, ok := m[name]
+		if !ok {
+			continue
+		}
+		if len(raw) == 0 || raw[0] != '"' || json.Unmarshal(raw, dst) != nil {
+			return errors.New("malformed " + name)
+		}
+	}
+	if raw, ok := m["iat"]; ok {
+		var n json.Number
+		if len(raw) == 0 || raw[0] == '"' || json.Unmarshal(raw, &n) != nil {
+			return errors.New("malformed iat")
+		}
+		f, err := n.Float64()
+		if err != nil {
+			return errors.New("malformed iat")
+		}
+		c.iat, c.hasIAT = time.Unix(int64(f), 0), true
+	}
+	return nil
+}
+
+// The jwt.Claims methods; the parser is told not to validate them.
+
+func (c *proofClaims) GetExpirationTime() (*jwt.NumericDate, error) { return nil, nil }
+func (c *proofClaims) GetIssuedAt() (*jwt.NumericDate, error)       { return nil, nil }
+func (c *proofClaims) GetNotBefore() (*jwt.NumericDate, error)      { return nil, nil }
+func (c *proofClaims) GetIssuer() (string, error)                   { return "", nil }
+func (c *proofClaims) GetSubject() (string, error)                  { return "", nil }
+func (c *proofClaims) GetAudience() (jwt.ClaimStrings, error)       { return nil, nil }
+
+var _ jwt.Claims = (*proofClaims)(nil)
+
+// Scheme reports whether an Authorization header value uses the DPoP
+// scheme, and returns its token.
+func Scheme(authorization string) (token string, ok bool) {
+	scheme, token, ok := strings.Cut(authorization, " ")
+	if !ok || !strings.EqualFold(scheme, "DPoP") {
+		return "", false
+	}
+	return strings.TrimLeft(token, " "), true
+}

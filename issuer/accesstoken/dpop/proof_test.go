@@ -1,0 +1,366 @@
+package dpop
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"math/big"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+var b64 = base64.RawURLEncoding.EncodeToString
+
+// publicJWK is the jwk header member for a public key.
+func publicJWK(t testing.TB, pub crypto.PublicKey) map[string]any {
+	t.Helper()
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		raw, err := k.Bytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := (len(raw) - 1) / 2
+		return map[string]any{"kty": "EC", "crv": k.Curve.Params().Name, "x": b64(raw[1 : 1+n]), "y": b64(raw[1+n:])}
+	case *rsa.PublicKey:
+		return map[string]any{"kty": "RSA", "n": b64(k.N.Bytes()), "e": b64(big.NewInt(int64(k.E)).Bytes())}
+	case ed25519.PublicKey:
+		return map[string]any{"kty": "OKP", "crv": "Ed25519", "x": b64(k)}
+	}
+	t.Fatalf("unsupported key %T", pub)
+	return nil
+}
+
+// proof is a DPoP proof under construction; sign makes it.
+type proof struct {
+	method jwt.SigningMethod
+	key    crypto.Signer
+	header map[string]any
+	claims jwt.MapClaims
+}
+
+func newProof(t testing.TB, key crypto.Signer, method jwt.SigningMethod, htm, htu string, iat time.Time) *proof {
+	t.Helper()
+	jti := make([]byte, 16)
+	rand.Read(jti)
+	return &proof{
+		method: method, key: key,
+		header: map[string]any{"typ": Type, "jwk": publicJWK(t, key.Public())},
+		claims: jwt.MapClaims{"jti": b64(jti), "htm": htm, "htu": htu, "iat": iat.Unix()},
+	}
+}
+
+func (p *proof) sign(t testing.TB) string {
+	t.Helper()
+	tok := jwt.NewWithClaims(p.method, p.claims)
+	for k, v := range p.header {
+		tok.Header[k] = v
+	}
+	var key any = p.key
+	if p.method == jwt.SigningMethodNone {
+		key = jwt.UnsafeAllowNoneSignatureType
+	}
+	s, err := tok.SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func ath(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return b64(sum[:])
+}
+
+func TestVerify(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	p256, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	_, edKey, _ := ed25519.GenerateKey(rand.Reader)
+	const uri, token = "https://mcp.example.com/mcp", "the-access-token"
+	req := Request{Method: "POST", URI: uri, AccessToken: token}
+	good := func() *proof {
+		p := newProof(t, p256, jwt.SigningMethodES256, "POST", uri, now)
+		p.claims["ath"] = ath(token)
+		return p
+	}
+	tests := []struct {
+		name   string
+		edit   func(p *proof)
+		values func(s string) []string
+		req    *Request
+		want   string // substring of the error; "" for success
+	}{
+		{name: "valid ES256", edit: func(*proof) {}},
+		{name: "valid ES384", edit: func(p *proof) {
+			p.method, p.key, p.header["jwk"] = jwt.SigningMethodES384, p384, publicJWK(t, p384.Public())
+		}},
+		{name: "valid RS256", edit: func(p *proof) {
+			p.method, p.key, p.header["jwk"] = jwt.SigningMethodRS256, rsaKey, publicJWK(t, rsaKey.Public())
+		}},
+		{name: "valid PS256", edit: func(p *proof) {
+			p.method, p.key, p.header["jwk"] = jwt.SigningMethodPS256, rsaKey, publicJWK(t, rsaKey.Public())
+		}},
+		{name: "valid EdDSA", edit: func(p *proof) {
+			p.method, p.key, p.header["jwk"] = jwt.SigningMethodEdDSA, edKey, publicJWK(t, edKey.Public())
+		}},
+		{name: "htu with default port, upper-case host and a query", edit: func(p *proof) {
+			p.claims["htu"] = "HTTPS://MCP.example.com:443/mcp?x=1#f"
+		}},
+		{name: "iat at the window's edge", edit: func(p *proof) { p.claims["iat"] = now.Add(-DefaultWindow).Unix() }},
+		{name: "no header", values: func(string) []string { return nil }, want: "missing"},
+		{name: "two headers", values: func(s string) []string { return []string{s, s} }, want: "more than one"},
+		{name: "not a JWT", values: func(string) []string { return []string{"abc"} }, want: "malformed"},
+		{name: "wrong typ", edit: func(p *proof) { p.header["typ"] = "JWT" }, want: "malformed"},
+		{name: "at+jwt typ", edit: func(p *proof) { p.header["typ"] = "at+jwt" }, want: "malformed"},
+		{name: "no typ", edit: func(p *proof) { delete(p.header, "typ") }, want: "malformed"},
+		{name: "crit header", edit: func(p *proof) { p.header["crit"] = []string{"x"} }, want: "malformed"},
+		{name: "alg none", edit: func(p *proof) { p.method = jwt.SigningMethodNone }, want: "malformed"},
+		{name: "alg HS256 with the public key as secret", values: func(string) []string {
+			p := good()
+			tok := jwt.NewWithClaims(jwt.SigningMethodHS256, p.claims)
+			tok.Header["typ"], tok.Header["jwk"] = Type, p.header["jwk"]
+			s, _ := tok.SignedString([]byte(p.header["jwk"].(map[string]any)["x"].(string)))
+			return []string{s}
+		}, want: "malformed"},
+		{name: "signed by another key", edit: func(p *proof) { p.key = other }, want: "malformed"},
+		{name: "RSA key under ES256 header", edit: func(p *proof) { p.header["jwk"] = publicJWK(t, rsaKey.Public()) }, want: "malformed"},
+		{name: "no jwk", edit: func(p *proof) { delete(p.header, "jwk") }, want: "malformed"},
+		{name: "jwk with private key", edit: func(p *proof) {
+			j := publicJWK(t, p256.Public())
+			j["d"] = b64(p256.D.Bytes())
+			p.header["jwk"] = j
+		}, want: "malformed"},
+		{name: "jwk with RSA private parts", edit: func(p *proof) {
+			p.method, p.key = jwt.SigningMethodRS256, rsaKey
+			j := publicJWK(t, rsaKey.Public())
+			j["p"] = b64(rsaKey.Primes[0].Bytes())
+			p.header["jwk"] = j
+		}, want: "malformed"},
+		{name: "symmetric jwk", edit: func(p *proof) { p.header["jwk"] = map[string]any{"kty": "oct", "k": "c2VjcmV0"} }, want: "malformed"},
+		{name: "wrong htm", edit: func(p *proof) { p.claims["htm"] = "GET" }, want: "htm"},
+		{name: "htm in lower case", edit: func(p *proof) { p.claims["htm"] = "post" }, want: "htm"},
+		{name: "wrong htu path", edit: func(p *proof) { p.claims["htu"] = "https://mcp.example.com/other" }, want: "htu"},
+		{name: "wrong htu host", edit: func(p *proof) { p.claims["htu"] = "https://evil.example.com/mcp" }, want: "htu"},
+		{name: "wrong htu scheme", edit: func(p *proof) { p.claims["htu"] = "http://mcp.example.com/mcp" }, want: "htu"},
+		{name: "relative htu", edit: func(p *proof) { p.claims["htu"] = "/mcp" }, want: "htu"},
+		{name: "missing ath", edit: func(p *proof) { delete(p.claims, "ath") }, want: "ath"},
+		{name: "wrong ath", edit: func(p *proof) { p.claims["ath"] = ath("another token") }, want: "ath"},
+		{name: "stale iat", edit: func(p *proof) { p.claims["iat"] = now.Add(-DefaultWindow - time.Second).Unix() }, want: "iat"},
+		{name: "future iat", edit: func(p *proof) { p.claims["iat"] = now.Add(DefaultWindow + time.Second).Unix() }, want: "iat"},
+		{name: "no iat", edit: func(p *proof) { delete(p.claims, "iat") }, want: "iat"},
+		{name: "iat as string", edit: func(p *proof) { p.claims["iat"] = "1800000000" }, want: "malformed"},
+		{name: "no jti", edit: func(p *proof) { delete(p.claims, "jti") }, want: "jti"},
+		{name: "jti too long", edit: func(p *proof) { p.claims["jti"] = strings.Repeat("a", 300) }, want: "jti"},
+		{name: "token endpoint needs no ath", edit: func(p *proof) { delete(p.claims, "ath") },
+			req: &Request{Method: "POST", URI: uri}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := New(Options{Now: func() time.Time { return now }})
+			var values []string
+			p := good()
+			if tt.edit != nil {
+				tt.edit(p)
+			}
+			if tt.values != nil {
+				values = tt.values(p.sign(t))
+			} else {
+				values = []string{p.sign(t)}
+			}
+			r := req
+			if tt.req != nil {
+				r = *tt.req
+			}
+			jkt, err := v.Verify(values, r)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("Verify() error = %v, want success", err)
+				}
+				if want := thumbprintOf(t, p.key.Public()); jkt != want {
+					t.Errorf("Verify() = %q, want the key's thumbprint %q", jkt, want)
+				}
+				return
+			}
+			var e *Error
+			if !errors.As(err, &e) || e.Code != CodeInvalidProof || !strings.Contains(e.Description, tt.want) {
+				t.Errorf("Verify() = %q, %v; want %s error naming %q", jkt, err, CodeInvalidProof, tt.want)
+			}
+		})
+	}
+}
+
+func thumbprintOf(t testing.TB, pub crypto.PublicKey) string {
+	t.Helper()
+	j, err := headerKey(publicJWK(t, pub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j.Thumbprint()
+}
+
+func TestVerifyReplay(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time { return now }
+	v := New(Options{Now: clock})
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	req := Request{Method: "POST", URI: "https://as.example.com/token"}
+	p := newProof(t, key, jwt.SigningMethodES256, "POST", req.URI, now)
+	s := p.sign(t)
+	if _, err := v.Verify([]string{s}, req); err != nil {
+		t.Fatalf("first use: %v", err)
+	}
+	// Replayed at any time its iat is still acceptable.
+	for _, d := range []time.Duration{0, time.Second, DefaultWindow} {
+		now = time.Unix(1_800_000_000, 0).Add(d)
+		if _, err := v.Verify([]string{s}, req); err == nil || !strings.Contains(err.Error(), "used before") {
+			t.Errorf("replay after %v: error = %v, want used before", d, err)
+		}
+	}
+	// The same jti under another key is another proof.
+	now = time.Unix(1_800_000_000, 0)
+	q := newProof(t, other, jwt.SigningMethodES256, "POST", req.URI, now)
+	q.claims["jti"] = p.claims["jti"]
+	if _, err := v.Verify([]string{q.sign(t)}, req); err != nil {
+		t.Errorf("same jti, other key: %v", err)
+	}
+	// Remembered while its iat could be accepted: a proof made a window
+	// ahead stays refused until a window after that.
+	future := newProof(t, key, jwt.SigningMethodES256, "POST", req.URI, now.Add(DefaultWindow))
+	fs := future.sign(t)
+	if _, err := v.Verify([]string{fs}, req); err != nil {
+		t.Fatalf("future-dated proof in the window: %v", err)
+	}
+	for _, d := range []time.Duration{DefaultWindow, 2 * DefaultWindow} {
+		now = time.Unix(1_800_000_000, 0).Add(d)
+		if _, err := v.Verify([]string{fs}, req); err == nil || !strings.Contains(err.Error(), "used before") {
+			t.Errorf("replay of a future-dated proof after %v: error = %v, want used before", d, err)
+		}
+	}
+}
+
+func TestReplayCacheBound(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	c := newReplayCache(3, time.Minute)
+	for i := range 3 {
+		if err := c.add(replayKey("k", string(rune('a'+i))), now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.add(replayKey("k", "d"), now); !errors.Is(err, errReplayFull) {
+		t.Errorf("add to a full cache = %v, want %v", err, errReplayFull)
+	}
+	// Two periods later every entry is gone.
+	if err := c.add(replayKey("k", "d"), now.Add(2*time.Minute)); err != nil {
+		t.Errorf("add after expiry = %v", err)
+	}
+	if err := c.add(replayKey("k", "a"), now.Add(2*time.Minute)); err != nil {
+		t.Errorf("expired entry still remembered: %v", err)
+	}
+}
+
+func TestNonce(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	nonces := NewNonces([]byte(strings.Repeat("k", 32)), time.Minute)
+	v := New(Options{Now: func() time.Time { return now }, Nonces: nonces})
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	req := Request{Method: "POST", URI: "https://as.example.com/token"}
+	try := func(nonce any) error {
+		p := newProof(t, key, jwt.SigningMethodES256, "POST", req.URI, now)
+		if nonce != nil {
+			p.claims["nonce"] = nonce
+		}
+		_, err := v.Verify([]string{p.sign(t)}, req)
+		return err
+	}
+	useNonce := func(err error) bool {
+		var e *Error
+		return errors.As(err, &e) && e.Code == CodeUseNonce
+	}
+	if err := try(nil); !useNonce(err) {
+		t.Errorf("no nonce: %v, want %s", err, CodeUseNonce)
+	}
+	if err := try("made-up"); !useNonce(err) {
+		t.Errorf("made-up nonce: %v, want %s", err, CodeUseNonce)
+	}
+	other := NewNonces([]byte(strings.Repeat("x", 32)), time.Minute)
+	if err := try(other.Current(now)); !useNonce(err) {
+		t.Errorf("nonce under another key: %v, want %s", err, CodeUseNonce)
+	}
+	n := nonces.Current(now)
+	if err := try(n); err != nil {
+		t.Errorf("current nonce: %v", err)
+	}
+	now = now.Add(time.Minute)
+	if err := try(n); err != nil {
+		t.Errorf("nonce of the previous period: %v", err)
+	}
+	now = now.Add(time.Minute)
+	if err := try(n); !useNonce(err) {
+		t.Errorf("nonce two periods old: %v, want %s", err, CodeUseNonce)
+	}
+}
+
+func TestSameURI(t *testing.T) {
+	tests := []struct {
+		htu, uri string
+		want     bool
+	}{
+		{"https://a.example/mcp", "https://a.example/mcp", true},
+		{"https://A.EXAMPLE/mcp", "https://a.example/mcp", true},
+		{"HTTPS://a.example:443/mcp", "https://a.example/mcp", true},
+		{"http://a.example:80/mcp", "http://a.example/mcp", true},
+		{"https://a.example", "https://a.example/", true},
+		{"https://a.example/mcp?x=1#y", "https://a.example/mcp", true},
+		{"https://a.example/%7Emcp", "https://a.example/~mcp", true},
+		{"https://a.example/a%2fb", "https://a.example/a%2Fb", true},
+		{"https://a.example/a%2Fb", "https://a.example/a/b", false},
+		{"https://a.example/MCP", "https://a.example/mcp", false},
+		{"https://a.example:8443/mcp", "https://a.example/mcp", false},
+		{"http://a.example/mcp", "https://a.example/mcp", false},
+		{"https://a.example/mcp/", "https://a.example/mcp", false},
+		{"https://u@a.example/mcp", "https://a.example/mcp", false},
+		{"ftp://a.example/mcp", "ftp://a.example/mcp", false},
+		{"/mcp", "/mcp", false},
+	}
+	for _, tt := range tests {
+		if got := SameURI(tt.htu, tt.uri); got != tt.want {
+			t.Errorf("SameURI(%q, %q) = %v, want %v", tt.htu, tt.uri, got, tt.want)
+		}
+	}
+}
+
+// BenchmarkVerify: one ES256 proof with ath, as the gateway checks it per
+// request (proofs are made before the timer starts).
+func BenchmarkVerify(b *testing.B) {
+	now := time.Unix(1_800_000_000, 0)
+	v := New(Options{Now: func() time.Time { return now }, MaxReplayEntries: b.N + 1})
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	const uri, token = "https://mcp.example.com/mcp", "the-access-token"
+	proofs := make([]string, b.N)
+	for i := range proofs {
+		p := newProof(b, key, jwt.SigningMethodES256, "POST", uri, now)
+		p.claims["ath"] = ath(token)
+		proofs[i] = p.sign(b)
+	}
+	req := Request{Method: "POST", URI: uri, AccessToken: token}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := v.Verify(proofs[i:i+1], req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,87 @@
+package dpop
+
+import (
+	"net/url"
+	"strings"
+)
+
+// SameURI reports whether a proof's htu names the request URI (RFC 9449
+// §4.3): both absolute http(s) URIs, compared without query and fragment
+// after RFC 3986 syntax- and scheme-based normalization (case of scheme
+// and host, default port, empty path as "/", percent-encoding case and
+// unreserved characters decoded).
+func SameURI(htu, uri string) bool {
+	a, ok := normalURI(htu)
+	if !ok {
+		return false
+	}
+	b, ok := normalURI(uri)
+	return ok && a == b
+}
+
+func normalURI(s string) (string, bool) {
+	u, err := url.Parse(s)
+	if err != nil || u.Opaque != "" || u.User != nil || u.Host == "" {
+		return "", false
+	}
+	scheme := strings.ToLower(u.Scheme)
+	host := strings.ToLower(u.Host)
+	switch scheme {
+	case "https":
+		host = strings.TrimSuffix(host, ":443")
+	case "http":
+		host = strings.TrimSuffix(host, ":80")
+	default:
+		return "", false
+	}
+	host = strings.TrimSuffix(host, ":") // an empty port is the default
+	path := normalPercent(u.EscapedPath())
+	if path == "" {
+		path = "/"
+	}
+	return scheme + "://" + host + path, true
+}
+
+// normalPercent upper-cases percent-encodings and decodes those of
+// unreserved characters (RFC 3986 §6.2.2.1, §6.2.2.2).
+func normalPercent(p string) string {
+	if strings.IndexByte(p, '%') < 0 {
+		return p
+	}
+	var b strings.Builder
+	for i := 0; i < len(p); i++ {
+		if p[i] != '%' || i+2 >= len(p) {
+			b.WriteByte(p[i])
+			continue
+		}
+		hi, lo := unhex(p[i+1]), unhex(p[i+2])
+		if hi < 0 || lo < 0 {
+			b.WriteByte(p[i])
+			continue
+		}
+		c := byte(hi<<4 | lo)
+		if unreserved(c) {
+			b.WriteByte(c)
+		} else {
+			b.WriteString("%" + strings.ToUpper(p[i+1:i+3]))
+		}
+		i += 2
+	}
+	return b.String()
+}
+
+func unhex(c byte) int {
+	switch {
+	case '0' <= c && c <= '9':
+		return int(c - '0')
+	case 'a' <= c && c <= 'f':
+		return int(c - 'a' + 10)
+	case 'A' <= c && c <= 'F':
+		return int(c - 'A' + 10)
+	}
+	return -1
+}
+
+func unreserved(c byte) bool {
+	return 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~'
+}

@@ -1,0 +1,80 @@
+package issuer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+// ErrInvalidDPoPProof is RFC 9449 section 5's error for a refused proof.
+var ErrInvalidDPoPProof = &Error{Code: dpop.CodeInvalidProof, Status: http.StatusBadRequest}
+
+// newDPoP builds the token endpoint's proof verifier; with nonces, their
+// key is the gateways' shared key (domain-separated by dpop.Nonces), so
+// every instance sharing the store accepts every other's nonces.
+func (i *Issuer) newDPoP(ctx context.Context) error {
+	o := dpop.Options{Now: i.now}
+	if i.cfg.DPoPNonce {
+		var key []byte
+		err := i.store.Update(ctx, func(tx store.Tx) (err error) {
+			key, err = gatewayIn(tx).sessionKey(i.cfg.Rand)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("dpop nonce key: %w", err)
+		}
+		o.Nonces = dpop.NewNonces(key, 0)
+	}
+	i.proofs = dpop.New(o)
+	return nil
+}
+
+// dpopProof verifies the DPoP proof of a request to endpoint (RFC 9449
+// section 5): "" when the request carries none, else the thumbprint of
+// its key. A refused proof is invalid_dpop_proof, or use_dpop_nonce with
+// a DPoP-Nonce header set on w. With nonces, every answer carries the
+// current one (section 8.2), so clients need not fail to learn it.
+func (i *Issuer) dpopProof(w http.ResponseWriter, r *http.Request, endpoint string) (string, error) {
+	n := i.proofs.Nonces()
+	if n != nil {
+		w.Header().Set(dpop.NonceHeader, n.Current(i.now()))
+	}
+	values := r.Header.Values(dpop.Header)
+	if len(values) == 0 {
+		return "", nil
+	}
+	jkt, err := i.proofs.Verify(values, dpop.Request{Method: r.Method, URI: i.endpoint(endpoint)})
+	var e *dpop.Error
+	if errors.As(err, &e) {
+		return "", &Error{Code: e.Code, Description: e.Description, Status: http.StatusBadRequest}
+	}
+	return jkt, err
+}
+
+// requireDPoP refuses a token request without a proof from a client
+// registered with dpop_bound_access_tokens (RFC 9449 section 5.2).
+func requireDPoP(c *Client, jkt string) error {
+	if c.DPoPBoundAccessTokens && jkt == "" {
+		return ErrInvalidDPoPProof.WithDescription("this client is registered with dpop_bound_access_tokens: a DPoP proof is required")
+	}
+	return nil
+}
+
+// possessed refuses a DPoP-bound token presented at the token endpoint
+// (subject_token, actor_token) unless the request's proof is signed by
+// the key it is bound to: a grant must not turn a stolen bound token into
+// one bound to the thief's key, or into a bearer token.
+func possessed(t *accesstoken.Claims, jkt string, what string) error {
+	if k := t.BoundKey(); k != "" && k != jkt {
+		return ErrInvalidDPoPProof.WithDescription(what + " is DPoP-bound: the request needs a DPoP proof signed by its key")
+	}
+	return nil
+}
+
+// validJKT: a dpop_jkt is a base64url SHA-256 thumbprint.
+func validJKT(s string) bool { return validS256Challenge(s) }

@@ -1,0 +1,277 @@
+package issuer
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"net/http"
+	"net/url"
+	"slices"
+	"testing"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+// dpopKey is a client's DPoP key, its public JWK and RFC 7638 thumbprint.
+type dpopKey struct {
+	priv *ecdsa.PrivateKey
+	jwk  map[string]any
+	jkt  string
+}
+
+func newDPoPKey(t testing.TB) *dpopKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := publicJWK(k.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &dpopKey{priv: k, jwk: map[string]any{"kty": j.Kty, "crv": j.Crv, "x": j.X, "y": j.Y}, jkt: j.Thumbprint()}
+}
+
+// proof is a DPoP proof for a POST to url; extra claims are added.
+func (k *dpopKey) proof(t testing.TB, e *testEnv, url string, extra jwt.MapClaims) string {
+	t.Helper()
+	c := jwt.MapClaims{"jti": rand.Text(), "htm": http.MethodPost, "htu": url, "iat": e.clock.Now().Unix()}
+	for n, v := range extra {
+		c[n] = v
+	}
+	tok := jwt.NewWithClaims(jwt.SigningMethodES256, c)
+	tok.Header["typ"], tok.Header["jwk"] = "dpop+jwt", k.jwk
+	s, err := tok.SignedString(k.priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// postDPoP posts a form with a DPoP header ("" for none).
+func (e *testEnv) postDPoP(t *testing.T, path string, form url.Values, basic, proof string) answer {
+	t.Helper()
+	req := e.postRequest(t, path, form.Encode(), basic)
+	if proof != "" {
+		req.Header.Set("DPoP", proof)
+	}
+	return e.do(t, req)
+}
+
+// wantBound checks a token answer bound to k (k nil: a bearer token).
+func wantBound(t *testing.T, what string, a answer, k *dpopKey) {
+	t.Helper()
+	if a.status != http.StatusOK {
+		t.Fatalf("%s: %d %s, want 200", what, a.status, a.raw)
+	}
+	_, c := claimsOf(t, a.str("access_token"))
+	cnf, _ := c["cnf"].(map[string]any)
+	switch {
+	case k == nil && (cnf != nil || a.str("token_type") != "Bearer"):
+		t.Errorf("%s: token_type %q, cnf %v; want a Bearer token without cnf", what, a.str("token_type"), cnf)
+	case k != nil && (cnf == nil || cnf["jkt"] != k.jkt || a.str("token_type") != "DPoP"):
+		t.Errorf("%s: token_type %q, cnf %v; want DPoP bound to %s", what, a.str("token_type"), cnf, k.jkt)
+	}
+}
+
+func wantRefused(t *testing.T, what string, a answer, code string) {
+	t.Helper()
+	if a.status != http.StatusBadRequest || a.str("error") != code || a.str("access_token") != "" {
+		t.Errorf("%s: %d %s, want 400 %s and no token", what, a.status, a.raw, code)
+	}
+}
+
+func TestDPoPMetadata(t *testing.T) {
+	e := newTokEnv(t)
+	md := e.iss.metadataDocument()
+	want := []string{"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA"}
+	if !slices.Equal(md.DPoPSigningAlgValuesSupported, want) {
+		t.Errorf("dpop_signing_alg_values_supported = %v, want %v (asymmetric only)", md.DPoPSigningAlgValuesSupported, want)
+	}
+}
+
+func TestDPoPClientCredentials(t *testing.T) {
+	e := newTokEnv(t)
+	k := newDPoPKey(t)
+	form := url.Values{"grant_type": {grantClientCredentials}, "resource": {tResource}}
+	tokenURL := e.iss.endpoint(pathToken)
+	bound := e.postDPoP(t, pathToken, form, tConf+":"+tSecret, k.proof(t, e, tokenURL, nil))
+	wantBound(t, "with a proof", bound, k)
+	// Introspection says so (RFC 9449 section 6.2).
+	in := e.introspect(t, bound.str("access_token"))
+	if cnf, _ := in.body["cnf"].(map[string]any); in.str("token_type") != "DPoP" || cnf["jkt"] != k.jkt {
+		t.Errorf("introspection = %s, want token_type DPoP and cnf.jkt %s", in.raw, k.jkt)
+	}
+	wantBound(t, "without a proof", e.postDPoP(t, pathToken, form, tConf+":"+tSecret, ""), nil)
+
+	proof := k.proof(t, e, tokenURL, nil)
+	wantBound(t, "first use of a proof", e.postDPoP(t, pathToken, form, tConf+":"+tSecret, proof), k)
+	refused := []struct {
+		name  string
+		proof string
+	}{
+		{"replayed proof", proof},
+		{"proof for another endpoint", k.proof(t, e, e.iss.endpoint(pathPAR), nil)},
+		{"stale proof", k.proof(t, e, tokenURL, jwt.MapClaims{"iat": e.clock.Now().Unix() - 300})},
+		{"malformed proof", "not-a-jwt"},
+	}
+	for _, tt := range refused {
+		wantRefused(t, tt.name, e.postDPoP(t, pathToken, form, tConf+":"+tSecret, tt.proof), "invalid_dpop_proof")
+	}
+}
+
+// TestDPoPAuthorizationCode: a public client's code and refresh tokens are
+// bound to its key; a confidential client's refresh binds to the key of
+// each refresh.
+func TestDPoPAuthorizationCode(t *testing.T) {
+	e := newTokEnv(t)
+	alice, mallory := newDPoPKey(t), newDPoPKey(t)
+	tokenURL := e.iss.endpoint(pathToken)
+	redeem := func(client, basic string, k *dpopKey) answer {
+		code, verifier := e.issueCode(t, codeSpec{client: client, scopes: []string{"read", "offline_access"}})
+		f := url.Values{"grant_type": {grantAuthorizationCode}, "code": {code}, "code_verifier": {verifier}, "redirect_uri": {tRedirect}, "client_id": {client}}
+		return e.postDPoP(t, pathToken, f, basic, k.proof(t, e, tokenURL, nil))
+	}
+	refresh := func(rt, basic string, k *dpopKey) answer {
+		f := url.Values{"grant_type": {grantRefreshToken}, "refresh_token": {rt}, "client_id": {tPublic}}
+		p := ""
+		if k != nil {
+			p = k.proof(t, e, tokenURL, nil)
+		}
+		return e.postDPoP(t, pathToken, f, basic, p)
+	}
+
+	a := redeem(tPublic, "", alice)
+	wantBound(t, "public client's code", a, alice)
+	rt := a.str("refresh_token")
+	wantRefused(t, "public client's refresh with another key", refresh(rt, "", mallory), "invalid_dpop_proof")
+	wantRefused(t, "public client's refresh without a proof", refresh(rt, "", nil), "invalid_dpop_proof")
+	r := refresh(rt, "", alice)
+	wantBound(t, "public client's refresh with its key", r, alice)
+	// The rotated token stays bound.
+	wantRefused(t, "rotated token with another key", refresh(r.str("refresh_token"), "", mallory), "invalid_dpop_proof")
+
+	c := redeem(tConf, tConf+":"+tSecret, alice)
+	wantBound(t, "confidential client's code", c, alice)
+	f := url.Values{"grant_type": {grantRefreshToken}, "refresh_token": {c.str("refresh_token")}}
+	wantBound(t, "confidential client's refresh with a new key",
+		e.postDPoP(t, pathToken, f, tConf+":"+tSecret, mallory.proof(t, e, tokenURL, nil)), mallory)
+}
+
+// TestDPoPJKT: a code whose authorization request named dpop_jkt (or was
+// pushed with a proof) is redeemed only with a proof of that key.
+func TestDPoPJKT(t *testing.T) {
+	e := newTokEnv(t)
+	alice, mallory := newDPoPKey(t), newDPoPKey(t)
+	tokenURL := e.iss.endpoint(pathToken)
+	for _, tt := range []struct {
+		name string
+		key  *dpopKey
+		ok   bool
+	}{{"no proof", nil, false}, {"another key", mallory, false}, {"the named key", alice, true}} {
+		code, verifier := e.issueCode(t, codeSpec{dpopJKT: alice.jkt})
+		f := url.Values{"grant_type": {grantAuthorizationCode}, "code": {code}, "code_verifier": {verifier}, "redirect_uri": {tRedirect}, "client_id": {tPublic}}
+		p := ""
+		if tt.key != nil {
+			p = tt.key.proof(t, e, tokenURL, nil)
+		}
+		a := e.postDPoP(t, pathToken, f, "", p)
+		if tt.ok {
+			wantBound(t, tt.name, a, alice)
+		} else {
+			wantRefused(t, tt.name, a, "invalid_dpop_proof")
+		}
+	}
+
+	// PAR: a proof on the push binds the request; a dpop_jkt that
+	// disagrees with it is refused.
+	parURL := e.iss.endpoint(pathPAR)
+	push := url.Values{"client_id": {tPublic}, "response_type": {"code"}, "redirect_uri": {tRedirect}, "scope": {"read"},
+		"code_challenge": {"E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"}, "code_challenge_method": {"S256"}, "resource": {tResource}}
+	a := e.postDPoP(t, pathPAR, push, "", alice.proof(t, e, parURL, nil))
+	if a.status != http.StatusCreated {
+		t.Fatalf("PAR with a proof: %d %s", a.status, a.raw)
+	}
+	var pr *parRequest
+	err := e.store.Update(t.Context(), func(tx store.Tx) (err error) {
+		pr, err = parIn(tx).consume(a.str("request_uri"), tPublic, e.clock.Now())
+		return err
+	})
+	if err != nil || pr.Params.Get("dpop_jkt") != alice.jkt {
+		t.Errorf("pushed request's dpop_jkt = %v, %v; want %s", pr, err, alice.jkt)
+	}
+	push.Set("dpop_jkt", mallory.jkt)
+	wantRefused(t, "PAR with a dpop_jkt of another key", e.postDPoP(t, pathPAR, push, "", alice.proof(t, e, parURL, nil)), "invalid_dpop_proof")
+	push.Set("dpop_jkt", "not a thumbprint")
+	if a := e.postDPoP(t, pathPAR, push, "", ""); a.status != http.StatusBadRequest || a.str("error") != "invalid_request" {
+		t.Errorf("PAR with a malformed dpop_jkt: %d %s, want invalid_request", a.status, a.raw)
+	}
+}
+
+func TestDPoPBoundAccessTokensClient(t *testing.T) {
+	e := newTokEnv(t, func(c *Config) {
+		c.Clients = append(c.Clients, Client{ID: "dpop-svc", SecretHash: secretHash(), GrantTypes: []string{grantClientCredentials}, DPoPBoundAccessTokens: true})
+	})
+	k := newDPoPKey(t)
+	form := url.Values{"grant_type": {grantClientCredentials}, "resource": {tResource}}
+	wantRefused(t, "no proof", e.postDPoP(t, pathToken, form, "dpop-svc:"+tSecret, ""), "invalid_dpop_proof")
+	wantBound(t, "with a proof", e.postDPoP(t, pathToken, form, "dpop-svc:"+tSecret, k.proof(t, e, e.iss.endpoint(pathToken), nil)), k)
+
+	// Registration records the flag and echoes it; the client is then
+	// held to it.
+	resp, reg := e.register(t, `{"redirect_uris":["`+tRedirect+`"],"dpop_bound_access_tokens":true,"token_endpoint_auth_method":"none"}`)
+	if resp.StatusCode != http.StatusCreated || reg["dpop_bound_access_tokens"] != true {
+		t.Fatalf("registration: %d %v, want 201 echoing dpop_bound_access_tokens", resp.StatusCode, reg)
+	}
+	id := reg["client_id"].(string)
+	code, verifier := e.issueCode(t, codeSpec{client: id})
+	f := url.Values{"grant_type": {grantAuthorizationCode}, "code": {code}, "code_verifier": {verifier}, "redirect_uri": {tRedirect}, "client_id": {id}}
+	wantRefused(t, "registered client without a proof", e.postDPoP(t, pathToken, f, "", ""), "invalid_dpop_proof")
+	wantBound(t, "registered client with a proof", e.postDPoP(t, pathToken, f, "", k.proof(t, e, e.iss.endpoint(pathToken), nil)), k)
+}
+
+func TestDPoPNonceRoundTrip(t *testing.T) {
+	e := newTokEnv(t, func(c *Config) { c.DPoPNonce = true })
+	k := newDPoPKey(t)
+	tokenURL := e.iss.endpoint(pathToken)
+	form := url.Values{"grant_type": {grantClientCredentials}, "resource": {tResource}}
+	a := e.postDPoP(t, pathToken, form, tConf+":"+tSecret, k.proof(t, e, tokenURL, nil))
+	nonce := a.header.Get("DPoP-Nonce")
+	if a.status != http.StatusBadRequest || a.str("error") != "use_dpop_nonce" || nonce == "" {
+		t.Fatalf("proof without nonce: %d %s, DPoP-Nonce %q; want 400 use_dpop_nonce with a nonce", a.status, a.raw, nonce)
+	}
+	a = e.postDPoP(t, pathToken, form, tConf+":"+tSecret, k.proof(t, e, tokenURL, jwt.MapClaims{"nonce": nonce}))
+	wantBound(t, "proof with the nonce", a, k)
+	if a.header.Get("DPoP-Nonce") == "" {
+		t.Error("token answer carries no DPoP-Nonce")
+	}
+	// Bearer requests are unaffected.
+	wantBound(t, "no proof", e.postDPoP(t, pathToken, form, tConf+":"+tSecret, ""), nil)
+}
+
+// TestDPoPTokenExchange: a bound subject or actor token is exchanged only
+// with a proof of its key, and the new token is bound to the request's key.
+func TestDPoPTokenExchange(t *testing.T) {
+	e := newTokEnv(t)
+	alice, mallory := newDPoPKey(t), newDPoPKey(t)
+	tokenURL := e.iss.endpoint(pathToken)
+	code, verifier := e.issueCode(t, codeSpec{client: tConf, scopes: []string{"read"}})
+	f := url.Values{"grant_type": {grantAuthorizationCode}, "code": {code}, "code_verifier": {verifier}, "redirect_uri": {tRedirect}}
+	user := e.postDPoP(t, pathToken, f, tConf+":"+tSecret, alice.proof(t, e, tokenURL, nil))
+	wantBound(t, "subject token", user, alice)
+
+	x := url.Values{"grant_type": {grantTokenExchange}, "subject_token": {user.str("access_token")}, "subject_token_type": {tokenTypeAccessToken}}
+	wantRefused(t, "bound subject token without a proof", e.postDPoP(t, pathToken, x, tConf+":"+tSecret, ""), "invalid_dpop_proof")
+	wantRefused(t, "bound subject token with another key", e.postDPoP(t, pathToken, x, tConf+":"+tSecret, mallory.proof(t, e, tokenURL, nil)), "invalid_dpop_proof")
+	wantBound(t, "bound subject token with its key", e.postDPoP(t, pathToken, x, tConf+":"+tSecret, alice.proof(t, e, tokenURL, nil)), alice)
+
+	// The thumbprint in cnf is the RFC 7638 one of the proof's key.
+	sum := sha256.Sum256([]byte(`{"crv":"P-256","kty":"EC","x":"` + alice.jwk["x"].(string) + `","y":"` + alice.jwk["y"].(string) + `"}`))
+	if got := base64.RawURLEncoding.EncodeToString(sum[:]); got != alice.jkt {
+		t.Errorf("thumbprint = %s, want %s", alice.jkt, got)
+	}
+}
