@@ -70,11 +70,12 @@ type Issuer struct {
 	grants   map[string]tokenGrant // by grant_type
 	mint     minter
 	pages    *pages
-	dir      *directory       // users, clients, agents
-	policy   *policy          // resources and the scopes they grant
-	cimd     *cimdFetcher     // outbound: CIMD documents, client jwks_uri
-	pending  *pendingRequests // authorization requests waiting for login or consent
-	consents *consents        // approvals, connected apps
+	dir      *directory            // users, clients, agents
+	policy   *policy               // resources and the scopes they grant
+	cimd     *cimdFetcher          // outbound: CIMD documents, client jwks_uri
+	pending  *pendingRequests      // authorization requests waiting for login or consent
+	consents *consents             // approvals, connected apps
+	idps     map[string]*idpClient // upstream identity providers by name
 
 	// Abuse limits (ratelimit.go, hashgate.go).
 	limiter       *limiter
@@ -141,6 +142,10 @@ func New(cfg Config, st store.Store) (*Issuer, error) {
 		i.base + pathApps:       i.handleApps,
 		i.base + pathHealth:     i.handleHealth,
 	}
+	for name, p := range i.idps {
+		i.routes[i.base+pathLogin+"/"+name] = i.idpStart(p)
+		i.routes[i.base+pathLogin+"/"+name+"/callback"] = i.idpCallback(p)
+	}
 	tail := i.base // "" or "/t1"
 	meta := cors(i.handleMetadata)
 	i.wellKnown = map[string]http.HandlerFunc{
@@ -161,7 +166,7 @@ func CheckConfig(cfg Config) error {
 	if _, err := parseIssuerURL(cfg.Issuer); err != nil {
 		return err
 	}
-	d := &directory{cfg: &cfg}
+	d := &directory{cfg: &cfg, now: cfg.Now}
 	return d.validateConfig()
 }
 
@@ -185,11 +190,12 @@ func (i *Issuer) init() error {
 	if i.cimd, err = newCIMDFetcher(&i.cfg, i.store, i.log, i.now, i.anonWrites); err != nil {
 		return err
 	}
-	i.dir = &directory{cfg: &i.cfg, store: i.store, cimd: i.cimd, hashes: i.hashes}
+	i.dir = &directory{cfg: &i.cfg, store: i.store, cimd: i.cimd, hashes: i.hashes, now: i.now}
 	i.consents = &consents{store: i.store, dir: i.dir}
 	if err := i.dir.validateConfig(); err != nil {
 		return err
 	}
+	i.idps = newIdPClients(&i.cfg, i.idpCallbackURL)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := i.dir.checkAgentIDs(ctx); err != nil {
