@@ -440,5 +440,9 @@ func (d *directory) snapshot() directorySnapshot {
 	for _, a := range d.cfg.Agents {
 		s.Agents[a.ID] = credentialFingerprint(a.SecretHash, a.JWKS, a.JWKSURI)
 	}
+	s.IdentityProviders = map[string]string{}
+	for _, p := range d.cfg.IdentityProviders {
+		s.IdentityProviders[p.Name] = fingerprint(p.Issuer + "\x00" + p.ClientID)
+	}
 	return s
 }
