@@ -256,6 +256,12 @@ const caddyfile = `{
 			display_name "Corp SSO"
 			recheck %[10]s
 		}
+		identity_provider down {
+			issuer http://127.0.0.1:1
+			client_id nobody
+			group * readers
+			display_name "Down SSO"
+		}
 	}
 }
 
@@ -521,6 +527,29 @@ func TestFederatedTampering(t *testing.T) {
 	s.idp.setAccounts(t, map[string]account{accountAlice: alice})
 	ctx := context.Background()
 	callback := s.Issuer + "/login/" + idpName + "/callback"
+
+	t.Run("provider unreachable", func(t *testing.T) {
+		r := harness.NewRobot("", "", s.Redirect)
+		login, err := r.Get(ctx, s.Issuer+"/login")
+		if err != nil {
+			t.Fatal(err)
+		}
+		form := login.Form("idp-down")
+		if form == nil {
+			t.Fatalf("login page has no button for the provider that is down: %s", login.Text())
+		}
+		resp, err := r.Submit(ctx, login, form, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pg, err := harness.ReadPage(resp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pg.Status != http.StatusBadGateway || !strings.Contains(pg.Text(), "Down SSO cannot be reached") {
+			t.Errorf("unreachable provider: page %d %q, want 502 cannot be reached", pg.Status, pg.Text())
+		}
+	})
 
 	t.Run("forged state", func(t *testing.T) {
 		r := harness.NewRobot("", "", s.Redirect)
