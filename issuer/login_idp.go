@@ -29,9 +29,7 @@ const (
 // provider.
 func (i *Issuer) idpStart(p *idpClient) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost {
-			w.Header().Set("Allow", "POST")
-			i.pages.errorPage(w, http.StatusMethodNotAllowed, "Invalid request", "Use the sign-in page.")
+		if !i.pages.method(w, r, http.MethodPost, "Use the sign-in page.") {
 			return
 		}
 		s, _, ok := i.postedForm(w, r, false)
@@ -88,9 +86,7 @@ func (i *Issuer) idpStart(p *idpClient) http.HandlerFunc {
 // the session. Any failure shows a page and issues nothing.
 func (i *Issuer) idpCallback(p *idpClient) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet {
-			w.Header().Set("Allow", "GET")
-			i.pages.errorPage(w, http.StatusMethodNotAllowed, "Invalid request", "Use the sign-in page.")
+		if !i.pages.method(w, r, http.MethodGet, "Use the sign-in page.") {
 			return
 		}
 		ctx, q, addr := r.Context(), r.URL.Query(), clientAddr(r)
