@@ -78,6 +78,10 @@ type App struct {
 	// by another Caddy instance).
 	Resources []issuer.Resource `json:"resources,omitempty"`
 
+	// IdentityProviders are upstream OpenID Connect providers users sign
+	// in with ("Continue with <display_name>" on the login page).
+	IdentityProviders []IdentityProvider `json:"identity_providers,omitempty"`
+
 	ctx        caddy.Context
 	cfg        issuer.Config     // checked at Provision
 	url        string            // the issuer identifier, as the issuer spells it
@@ -102,6 +106,17 @@ type User struct {
 	Groups       []string `json:"groups,omitempty"`
 	Name         string   `json:"name,omitempty"`
 	Email        string   `json:"email,omitempty"`
+}
+
+// IdentityProvider is an upstream OpenID Connect provider; see
+// issuer.IdentityProvider. ClientSecret may be a placeholder such as
+// {env.IDP_SECRET}, replaced at load.
+type IdentityProvider struct {
+	issuer.IdentityProvider
+	// Recheck is how long a sign-in at the provider counts (default 1h):
+	// after it, the user's refresh tokens are refused until the user
+	// signs in there again.
+	Recheck caddy.Duration `json:"recheck,omitempty"`
 }
 
 // Client is a pre-registered OAuth client.
@@ -261,6 +276,15 @@ func (a *App) issuerConfig() (issuer.Config, error) {
 			Email:        u.Email,
 			Source:       "config",
 		})
+	}
+	for _, p := range a.IdentityProviders {
+		ip := p.IdentityProvider
+		ip.Recheck = time.Duration(p.Recheck)
+		var err error
+		if ip.ClientSecret, err = expandSecret(repl, ip.ClientSecret); err != nil {
+			return cfg, fmt.Errorf("mcp_auth: identity_provider %q: client_secret: %w", p.Name, err)
+		}
+		cfg.IdentityProviders = append(cfg.IdentityProviders, ip)
 	}
 	for _, c := range a.Clients {
 		ic, err := c.issuerClient(repl)

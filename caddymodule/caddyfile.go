@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -82,13 +83,26 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		resource <url> {
 //			scopes <scope...>
 //		}
+//		identity_provider <name> {
+//			issuer <url>
+//			client_id <id>
+//			client_secret <secret>
+//			scopes <scope...>
+//			user_claim <claim>
+//			groups_claim <claim>
+//			group <provider-group|*> <local-group...>
+//			allowed_email_domains <domain...>
+//			display_name <text>
+//			recheck <duration>
+//		}
 //	}
 //
 // Hashes and secrets may be placeholders ({env.NAME}, {file.PATH}),
 // replaced when the config is loaded; {$NAME} is replaced when the
 // Caddyfile is adapted.
-// The user, group, client, agent, redirect_uri, scopes and resource
-// subdirectives may repeat.
+// The user, group, client, agent, redirect_uri, scopes, resource and
+// identity_provider subdirectives (and group inside identity_provider)
+// may repeat.
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // option name
 	if d.NextArg() {
@@ -137,7 +151,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			u, at, err = parseUser(d)
 			a.Users = append(a.Users, u)
 			for _, g := range u.Groups {
-				refs = append(refs, groupRef{u.Username, g, at})
+				refs = append(refs, groupRef{fmt.Sprintf("user %q", u.Username), g, at})
 			}
 		case "group":
 			err = a.parseGroup(d)
@@ -151,6 +165,16 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			a.Agents = append(a.Agents, ag)
 		case "resource":
 			err = a.parseResource(d)
+		case "identity_provider":
+			var p IdentityProvider
+			var at caddyfile.Token
+			p, at, err = parseIdentityProvider(d)
+			a.IdentityProviders = append(a.IdentityProviders, p)
+			for _, local := range p.GroupMap {
+				for _, g := range local {
+					refs = append(refs, groupRef{"identity_provider " + p.Name, g, at})
+				}
+			}
 		default:
 			return d.Errf("unrecognized subdirective %q", d.Val())
 		}
@@ -160,7 +184,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	for _, r := range refs {
 		if !slices.ContainsFunc(a.Groups, func(g issuer.Group) bool { return g.Name == r.group }) {
-			return errAt(r.at, "user %q: %s", r.user, unknownGroup(r.group, a.Groups))
+			return errAt(r.at, "%s: %s", r.user, unknownGroup(r.group, a.Groups))
 		}
 	}
 	return nil
@@ -278,6 +302,53 @@ func (a *App) parseGroup(d *caddyfile.Dispenser) error {
 	}
 	a.Groups = append(a.Groups, issuer.Group{Name: name, Scopes: scopes})
 	return nil
+}
+
+func parseIdentityProvider(d *caddyfile.Dispenser) (IdentityProvider, caddyfile.Token, error) {
+	var p IdentityProvider
+	if err := oneArg(d, &p.Name); err != nil {
+		return p, d.Token(), err
+	}
+	at := d.Token()
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "issuer":
+			err = oneArg(d, &p.Issuer)
+		case "client_id":
+			err = oneArg(d, &p.ClientID)
+		case "client_secret":
+			err = oneArg(d, &p.ClientSecret)
+		case "scopes":
+			err = listArg(d, &p.Scopes)
+		case "user_claim":
+			err = oneArg(d, &p.UserClaim)
+		case "groups_claim":
+			err = oneArg(d, &p.GroupsClaim)
+		case "group":
+			args := d.RemainingArgs()
+			if len(args) < 2 {
+				return p, at, d.Errf("group: want <provider-group|*> <local-group...>")
+			}
+			if p.GroupMap == nil {
+				p.GroupMap = map[string][]string{}
+			}
+			p.GroupMap[args[0]] = append(p.GroupMap[args[0]], args[1:]...)
+			at = d.Token()
+		case "allowed_email_domains":
+			err = listArg(d, &p.AllowedEmailDomains)
+		case "display_name":
+			err = oneArg(d, &p.DisplayName)
+		case "recheck":
+			err = durationArg(d, &p.Recheck)
+		default:
+			return p, at, d.Errf("unrecognized identity_provider subdirective %q", d.Val())
+		}
+		if err != nil {
+			return p, at, err
+		}
+	}
+	return p, at, nil
 }
 
 func parseClient(d *caddyfile.Dispenser) (Client, error) {

@@ -173,7 +173,7 @@ func newIssuerMetrics(reg prometheus.Registerer) (*issuerMetrics, error) {
 		}, []string{"grant_type"}),
 		loginFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: metricsNamespace, Subsystem: sub,
 			Name: "login_failures_total",
-			Help: "Refused logins, by reason (unknown_user, wrong_password, throttled).",
+			Help: "Refused logins, by reason (unknown_user, wrong_password, throttled; idp_state, idp_error, idp_token, idp_refused for identity provider sign-ins).",
 		}, []string{"reason"}),
 		clientAuthFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: metricsNamespace, Subsystem: sub,
 			Name: "client_auth_failures_total",

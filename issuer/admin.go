@@ -173,10 +173,19 @@ type UserView struct {
 	Email    string   `json:"email,omitempty"`
 	Disabled bool     `json:"disabled,omitempty"`
 	Source   string   `json:"source,omitempty"`
+	// An identity provider's user: the provider, its subject, the mapped
+	// provider groups of the last sign-in and when it was.
+	IdentityProvider string    `json:"identity_provider,omitempty"`
+	IdPSubject       string    `json:"idp_subject,omitempty"`
+	IdPGroups        []string  `json:"idp_groups,omitempty"`
+	LastLogin        time.Time `json:"last_login,omitzero"`
 }
 
 func userView(u User) UserView {
-	return UserView{Username: u.Username, Groups: u.Groups, Name: u.Name, Email: u.Email, Disabled: u.Disabled, Source: u.Source}
+	return UserView{
+		Username: u.Username, Groups: u.Groups, Name: u.Name, Email: u.Email, Disabled: u.Disabled, Source: u.Source,
+		IdentityProvider: u.IdentityProvider, IdPSubject: u.IdPSubject, IdPGroups: u.IdPGroups, LastLogin: u.LastLogin,
+	}
 }
 
 // NewUserRequest is the body of POST /users. Exactly one of Password and

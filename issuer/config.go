@@ -51,6 +51,11 @@ type Config struct {
 	Clients []Client
 	Agents  []Agent
 
+	// IdentityProviders are upstream OpenID Connect providers users may
+	// sign in with (idp.go); several may be configured, and local users
+	// are optional.
+	IdentityProviders []IdentityProvider
+
 	// Resources are the protected resources tokens may be issued for.
 	Resources []Resource
 
@@ -87,7 +92,52 @@ type User struct {
 	Name         string   `json:"name,omitempty"`
 	Email        string   `json:"email,omitempty"`
 	Disabled     bool     `json:"disabled,omitempty"`
-	Source       string   `json:"source,omitempty"` // config or admin; set by Users
+	Source       string   `json:"source,omitempty"` // config, admin or idp; set by Users
+
+	// Users of an identity provider (Source idp) carry where they come
+	// from: the provider's name, the provider's subject, the provider
+	// groups of the last login that the provider's group mapping names,
+	// and when the provider last let them in.
+	IdentityProvider string    `json:"identity_provider,omitempty"`
+	IdPSubject       string    `json:"idp_subject,omitempty"`
+	IdPGroups        []string  `json:"idp_groups,omitempty"`
+	LastLogin        time.Time `json:"last_login,omitzero"`
+}
+
+// IdentityProvider is an upstream OpenID Connect provider (Okta, Entra
+// ID, Google, Keycloak, Auth0, ...) that users sign in with: the
+// authorization code flow with PKCE, state and nonce, the ID token
+// checked by go-oidc. A user of provider p has the username (and token
+// sub) "<p>:<value of UserClaim>".
+type IdentityProvider struct {
+	// Name identifies the provider in usernames and URLs: lowercase
+	// letters, digits, - and _.
+	Name string `json:"name"`
+	// Issuer is the provider's issuer URL; its metadata is read from
+	// <issuer>/.well-known/openid-configuration.
+	Issuer       string `json:"issuer"`
+	ClientID     string `json:"client_id"`
+	ClientSecret string `json:"client_secret,omitempty"` // empty: a public client (PKCE only)
+	// Scopes asked of the provider; default openid email profile.
+	Scopes []string `json:"scopes,omitempty"`
+	// UserClaim names the user; default sub (stable, never reassigned).
+	UserClaim string `json:"user_claim,omitempty"`
+	// GroupsClaim carries the user's groups (an array of strings or a
+	// string); default groups.
+	GroupsClaim string `json:"groups_claim,omitempty"`
+	// GroupMap maps provider groups to local groups (which grant scopes);
+	// the provider group "*" matches every user the provider lets in. A
+	// user with no mapped group cannot sign in.
+	GroupMap map[string][]string `json:"group_map"`
+	// AllowedEmailDomains, when set, admit only users whose email claim
+	// is in one of them (and not marked unverified).
+	AllowedEmailDomains []string `json:"allowed_email_domains,omitempty"`
+	// DisplayName is shown on the login button; default Name.
+	DisplayName string `json:"display_name,omitempty"`
+	// Recheck is how long a sign-in at the provider counts: after it,
+	// the user's refresh tokens are refused and the user must sign in
+	// again, which re-reads the groups; default 1h.
+	Recheck time.Duration `json:"-"`
 }
 
 // Group grants scopes to its members, per resource. Resource "*" applies to

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"slices"
 	"sync"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -31,6 +32,7 @@ type directory struct {
 	cimd   *cimdFetcher
 	hashes *hashGate
 	dummy  dummyPassword
+	now    func() time.Time
 }
 
 // dummyPassword is what unknown users' passwords are checked against: a
@@ -133,6 +135,9 @@ func (d *directory) validateConfig() error {
 		}
 	}
 	d.cfg.Agents = agents
+	if err := validateIdentityProviders(d.cfg); err != nil {
+		return err
+	}
 	for _, r := range d.cfg.Resources {
 		if err := validateResourceURL(r.URL); err != nil {
 			return err
@@ -248,7 +253,29 @@ func (d *directory) lookupUser(ctx context.Context, username string) (*User, err
 	if u.Disabled {
 		return nil, fmt.Errorf("user %q disabled: %w", username, store.ErrNotFound)
 	}
+	if p := d.identityProvider(u.IdentityProvider); p != nil && !d.now().Before(u.LastLogin.Add(p.Recheck)) {
+		// The provider has not vouched for the user within recheck: the
+		// user signs in there again, which re-reads the groups.
+		return nil, fmt.Errorf("user %q: %w", username, errSignInAgain)
+	}
 	return u, nil
+}
+
+// errSignInAgain: an identity provider's user whose last sign-in there
+// is older than the provider's recheck interval.
+var errSignInAgain = fmt.Errorf("last sign-in at the identity provider is too old: %w", store.ErrNotFound)
+
+// identityProvider returns the configured provider name, or nil.
+func (d *directory) identityProvider(name string) *IdentityProvider {
+	if name == "" {
+		return nil
+	}
+	for n := range d.cfg.IdentityProviders {
+		if d.cfg.IdentityProviders[n].Name == name {
+			return &d.cfg.IdentityProviders[n]
+		}
+	}
+	return nil
 }
 
 // findUser is lookupUser that also returns disabled users (management).
@@ -271,7 +298,24 @@ func (d *directory) findUser(ctx context.Context, username string) (*User, error
 	if err != nil {
 		return nil, entryErr("user", username, err)
 	}
-	u.Source = sourceAdmin
+	return d.storedUser(u)
+}
+
+// storedUser completes a user read from the store: an identity
+// provider's user has the local groups today's mapping gives the
+// provider groups of the last login, and exists only while the provider
+// is configured.
+func (d *directory) storedUser(u *User) (*User, error) {
+	if u.IdentityProvider == "" {
+		u.Source = sourceAdmin
+		return u, nil
+	}
+	u.Source = sourceIdP
+	p := d.identityProvider(u.IdentityProvider)
+	if p == nil {
+		return nil, fmt.Errorf("user %q: identity provider %q is not configured: %w", u.Username, u.IdentityProvider, store.ErrNotFound)
+	}
+	u.Groups = p.localGroups(u.IdPGroups)
 	return u, nil
 }
 
@@ -395,6 +439,10 @@ func (d *directory) snapshot() directorySnapshot {
 	}
 	for _, a := range d.cfg.Agents {
 		s.Agents[a.ID] = credentialFingerprint(a.SecretHash, a.JWKS, a.JWKSURI)
+	}
+	s.IdentityProviders = map[string]string{}
+	for _, p := range d.cfg.IdentityProviders {
+		s.IdentityProviders[p.Name] = fingerprint(p.Issuer + "\x00" + p.ClientID)
 	}
 	return s
 }

@@ -318,7 +318,7 @@ func (e *testEnv) postRaw(t testing.TB, path, body, basic string) answer {
 }
 
 // postRequest is the request postRaw sends.
-func (e *testEnv) postRequest(t *testing.T, path, body, basic string) *http.Request {
+func (e *testEnv) postRequest(t testing.TB, path, body, basic string) *http.Request {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, e.iss.endpoint(path), strings.NewReader(body))
 	if err != nil {

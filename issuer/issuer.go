@@ -77,11 +77,12 @@ type Issuer struct {
 	grants   map[string]tokenGrant // by grant_type
 	mint     minter
 	pages    *pages
-	dir      *directory       // users, clients, agents
-	policy   *policy          // resources and the scopes they grant
-	cimd     *cimdFetcher     // outbound: CIMD documents, client jwks_uri
-	pending  *pendingRequests // authorization requests waiting for login or consent
-	consents *consents        // approvals, connected apps
+	dir      *directory            // users, clients, agents
+	policy   *policy               // resources and the scopes they grant
+	cimd     *cimdFetcher          // outbound: CIMD documents, client jwks_uri
+	pending  *pendingRequests      // authorization requests waiting for login or consent
+	consents *consents             // approvals, connected apps
+	idps     map[string]*idpClient // upstream identity providers by name
 
 	// Abuse limits (ratelimit.go, hashgate.go).
 	limiter       *limiter
@@ -162,6 +163,10 @@ func New(cfg Config, st store.Store) (*Issuer, error) {
 		i.base + pathApps:       i.handleApps,
 		i.base + pathHealth:     i.handleHealth,
 	}
+	for name, p := range i.idps {
+		i.routes[i.base+pathLogin+"/"+name] = i.idpStart(p)
+		i.routes[i.base+pathLogin+"/"+name+"/callback"] = i.idpCallback(p)
+	}
 	tail := i.base // "" or "/t1"
 	meta := cors(i.handleMetadata)
 	i.wellKnown = map[string]http.HandlerFunc{
@@ -185,7 +190,7 @@ func CheckConfig(cfg Config) error {
 	if err := checkRevocationTiming(&cfg); err != nil {
 		return err
 	}
-	d := &directory{cfg: &cfg}
+	d := &directory{cfg: &cfg, now: cfg.Now}
 	return d.validateConfig()
 }
 
@@ -209,7 +214,7 @@ func (i *Issuer) init() error {
 	if i.cimd, err = newCIMDFetcher(&i.cfg, i.store, i.log, i.now, i.anonWrites); err != nil {
 		return err
 	}
-	i.dir = &directory{cfg: &i.cfg, store: i.store, cimd: i.cimd, hashes: i.hashes}
+	i.dir = &directory{cfg: &i.cfg, store: i.store, cimd: i.cimd, hashes: i.hashes, now: i.now}
 	i.consents = &consents{store: i.store, dir: i.dir}
 	if err := i.newDPoP(context.Background()); err != nil {
 		return err
@@ -217,6 +222,7 @@ func (i *Issuer) init() error {
 	if err := i.dir.validateConfig(); err != nil {
 		return err
 	}
+	i.idps = newIdPClients(&i.cfg, i.idpCallbackURL)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := i.dir.checkAgentIDs(ctx); err != nil {

@@ -1,10 +1,13 @@
 package issuer
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
 type loginView struct {
@@ -12,7 +15,13 @@ type loginView struct {
 	ClientName        string
 	Username          string
 	Error             string
+	// Providers are the identity providers' "Continue with" buttons;
+	// Password shows the password form (some local user may exist).
+	Providers []providerButton
+	Password  bool
 }
+
+type providerButton struct{ ID, Action, Name string }
 
 // handleLogin shows the login form (GET) and checks credentials (POST).
 func (i *Issuer) handleLogin(w http.ResponseWriter, r *http.Request) {
@@ -50,8 +59,15 @@ func (i *Issuer) loginGet(w http.ResponseWriter, r *http.Request) {
 // client at once). It answers the request itself and reports false when
 // the pending request is gone.
 func (i *Issuer) loginContext(w http.ResponseWriter, r *http.Request, s *session, id string, v *loginView) (string, bool) {
+	// A provider's form redirects to the provider.
+	var targets []string
+	for _, p := range i.cfg.IdentityProviders {
+		v.Providers = append(v.Providers, providerButton{ID: "idp-" + p.Name, Action: i.base + pathLogin + "/" + p.Name, Name: p.DisplayName})
+		targets = append(targets, i.idps[p.Name].formTarget())
+	}
+	v.Password = i.passwordLogin(r.Context())
 	if id == "" {
-		return "", true
+		return strings.Join(targets, " "), true
 	}
 	p, err := i.pending.load(r.Context(), id, s)
 	if errors.Is(err, errPendingGone) {
@@ -66,7 +82,25 @@ func (i *Issuer) loginContext(w http.ResponseWriter, r *http.Request, s *session
 	if c, err := i.dir.lookupClient(r.Context(), p.Request.ClientID); err == nil && c.Name != "" {
 		v.ClientName = c.Name
 	}
-	return cspSource(p.Request.RedirectURI), true
+	return strings.Join(append(targets, cspSource(p.Request.RedirectURI)), " "), true
+}
+
+// passwordLogin reports whether the password form is shown: without
+// identity providers always, with them when a local user exists.
+func (i *Issuer) passwordLogin(ctx context.Context) bool {
+	if len(i.cfg.IdentityProviders) == 0 || len(i.cfg.Users) > 0 {
+		return true
+	}
+	found := errors.New("found")
+	err := i.store.View(ctx, func(tx store.Tx) error {
+		return usersIn(tx).each(func(u *User) error {
+			if u.IdentityProvider == "" {
+				return found
+			}
+			return nil
+		})
+	})
+	return err != nil // found, or unknown: show the form
 }
 
 func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {

@@ -59,6 +59,9 @@ func (i *Issuer) PutUser(ctx context.Context, u User) error {
 	if i.dir.configuredUser(u.Username) {
 		return entryErr("user", u.Username, ErrConfigured)
 	}
+	if p := idpOfUsername(i.cfg.IdentityProviders, u.Username); p != nil {
+		return invalidEntry("user %q: names starting with %q belong to identity provider %s", u.Username, p.Name+":", p.Name)
+	}
 	if CheckPasswordHash(u.PasswordHash) != nil {
 		return invalidEntry("user %q: password hash is not a bcrypt hash", u.Username)
 	}
@@ -69,7 +72,18 @@ func (i *Issuer) PutUser(ctx context.Context, u User) error {
 	}
 	u.Source = sourceAdmin
 	i.dir.dummy.note(u.PasswordHash)
-	return i.store.Update(ctx, func(tx store.Tx) error { return usersIn(tx).put(&u) })
+	return i.store.Update(ctx, func(tx store.Tx) error {
+		users := usersIn(tx)
+		// An identity provider's user (of a provider since removed) is
+		// deleted first, so the new account inherits none of its grants.
+		switch old, err := users.get(u.Username); {
+		case err == nil && old.IdentityProvider != "":
+			return invalidEntry("user %q: an identity provider's user has this name; delete it first", u.Username)
+		case err != nil && !errors.Is(err, store.ErrNotFound):
+			return err
+		}
+		return users.put(&u)
+	})
 }
 
 // Users lists configured and runtime-managed users, by name, without
@@ -82,10 +96,15 @@ func (i *Issuer) Users(ctx context.Context) ([]User, error) {
 	}
 	err := i.store.View(ctx, func(tx store.Tx) error {
 		return usersIn(tx).each(func(u *User) error {
-			if !i.dir.configuredUser(u.Username) {
-				u.Source = sourceAdmin
-				out = append(out, *u)
+			if i.dir.configuredUser(u.Username) {
+				return nil
 			}
+			if su, err := i.dir.storedUser(u); err == nil {
+				u = su
+			} else {
+				u.Source = sourceIdP // of a provider no longer configured
+			}
+			out = append(out, *u)
 			return nil
 		})
 	})
@@ -129,6 +148,9 @@ func (i *Issuer) SetPassword(ctx context.Context, name, bcryptHash string) error
 		u, err := users.get(name)
 		if err != nil {
 			return entryErr("user", name, err)
+		}
+		if u.IdentityProvider != "" {
+			return invalidEntry("user %q signs in at identity provider %s and has no password", name, u.IdentityProvider)
 		}
 		u.PasswordHash = bcryptHash
 		if err := users.put(u); err != nil {

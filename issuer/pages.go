@@ -172,6 +172,17 @@ func (p *pages) formPage(w http.ResponseWriter, r *http.Request, get, post http.
 	}
 }
 
+// method reports whether r uses method m, answering 405 with hint when
+// not.
+func (p *pages) method(w http.ResponseWriter, r *http.Request, m, hint string) bool {
+	if r.Method == m {
+		return true
+	}
+	w.Header().Set("Allow", m)
+	p.errorPage(w, http.StatusMethodNotAllowed, "Invalid request", hint)
+	return false
+}
+
 func (p *pages) csrfPage(w http.ResponseWriter) {
 	p.errorPage(w, http.StatusForbidden, "Form expired",
 		"This form is no longer valid (it may have expired or come from another site). Go back, reload the page and try again.")

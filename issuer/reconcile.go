@@ -41,7 +41,13 @@ func credentialFingerprint(secretHash string, jwks []byte, jwksURI string) strin
 //     client credentials tokens included);
 //   - a removed agent: DeleteAgent (its own tokens, delegations to it,
 //     grants exchanged to it); a changed secret hash or keys: RotateAgentSecret
-//     (its own tokens).
+//     (its own tokens);
+//   - a removed identity provider, or one whose issuer or client_id
+//     changed: every user it provisioned is signed out (grants revoked,
+//     sessions ended). Its users are not deleted: the same provider
+//     configured again finds them (and their consents) by name. A
+//     changed group mapping revokes nothing: refresh re-applies today's
+//     mapping to the provider groups of the user's last sign-in.
 //
 // Applying the same configuration again changes nothing; the first
 // configuration applied to a store only records itself. Call it when the
@@ -103,6 +109,21 @@ func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
 				return err
 			}
 			ended = append(ended, "agent "+id)
+		}
+		for name, fp := range prev.IdentityProviders {
+			if now, kept := cur.IdentityProviders[name]; kept && now == fp {
+				continue
+			}
+			err := usersIn(tx).each(func(u *User) error {
+				if u.IdentityProvider != name {
+					return nil
+				}
+				return signOutUser(tx, u.Username, rv)
+			})
+			if err != nil {
+				return err
+			}
+			ended = append(ended, "identity_provider "+name)
 		}
 		return configs.put(i.URL(), &cur)
 	})

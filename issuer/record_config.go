@@ -18,6 +18,8 @@ type directorySnapshot struct {
 	Users   map[string]string `json:"users"`
 	Clients map[string]string `json:"clients"`
 	Agents  map[string]string `json:"agents"`
+	// IdentityProviders: name -> fingerprint of issuer and client_id.
+	IdentityProviders map[string]string `json:"identity_providers,omitempty"`
 }
 
 // configRecords are the snapshots of the configurations applied, one per

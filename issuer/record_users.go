@@ -20,6 +20,11 @@ type storedUser struct {
 	Email        string   `json:"email,omitempty"`
 	Disabled     bool     `json:"disabled,omitempty"`
 	Source       string   `json:"source,omitempty"`
+	// Users of an identity provider (source idp).
+	IdentityProvider string    `json:"identity_provider,omitempty"`
+	IdPSubject       string    `json:"idp_subject,omitempty"`
+	IdPGroups        []string  `json:"idp_groups,omitempty"`
+	LastLogin        time.Time `json:"last_login,omitzero"`
 }
 
 func userRecord(u *User) *storedUser {
@@ -31,6 +36,11 @@ func userRecord(u *User) *storedUser {
 		Email:        u.Email,
 		Disabled:     u.Disabled,
 		Source:       u.Source,
+
+		IdentityProvider: u.IdentityProvider,
+		IdPSubject:       u.IdPSubject,
+		IdPGroups:        u.IdPGroups,
+		LastLogin:        u.LastLogin,
 	}
 }
 
@@ -43,6 +53,11 @@ func (s *storedUser) user() *User {
 		Email:        s.Email,
 		Disabled:     s.Disabled,
 		Source:       s.Source,
+
+		IdentityProvider: s.IdentityProvider,
+		IdPSubject:       s.IdPSubject,
+		IdPGroups:        s.IdPGroups,
+		LastLogin:        s.LastLogin,
 	}
 }
 

@@ -14,7 +14,8 @@ import (
 type Metrics interface {
 	// TokenIssued counts a token response by grant type.
 	TokenIssued(grantType string)
-	// LoginFailed counts a refused login: unknown_user, wrong_password
+	// LoginFailed counts a refused login: unknown_user, wrong_password,
+	// idp_state, idp_error, idp_token, idp_refused
 	// or throttled.
 	LoginFailed(reason string)
 	// ClientAuthFailed counts a refused client authentication at a

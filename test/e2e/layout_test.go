@@ -241,6 +241,9 @@ func startLayout(t *testing.T, doc string) *layout {
 	t.Setenv("XDG_DATA_HOME", filepath.Join(dir, "data"))
 	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
 	t.Setenv("ALICE_HASH", harness.HashPassword(t, docPassword))
+	// The identity provider example's client secret (never used: the
+	// provider is read at the first sign-in).
+	t.Setenv("OKTA_CLIENT_SECRET", "test-only-okta-secret")
 	l := &layout{logFile: filepath.Join(dir, "caddy.log")}
 
 	// Upstreams first: the rewritten site addresses are loopback too.

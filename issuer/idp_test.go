@@ -1,0 +1,54 @@
+package issuer
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestIdentityProviderConfig: load-time checks of identity_provider, with
+// errors that name the problem; a valid one gets its defaults.
+func TestIdentityProviderConfig(t *testing.T) {
+	valid := func() IdentityProvider {
+		return IdentityProvider{Name: "corp", Issuer: "https://idp.example.com", ClientID: "c", GroupMap: map[string][]string{"eng": {"g"}}}
+	}
+	tests := []struct {
+		name    string
+		edit    func(c *Config)
+		wantErr string
+	}{
+		{"valid", func(c *Config) {}, ""},
+		{"bad name", func(c *Config) { c.IdentityProviders[0].Name = "Corp:x" }, "the name must be unique"},
+		{"repeated name", func(c *Config) { c.IdentityProviders = append(c.IdentityProviders, valid()) }, "the name must be unique"},
+		{"http issuer", func(c *Config) { c.IdentityProviders[0].Issuer = "http://idp.example.com" }, "http is allowed only for loopback"},
+		{"no client_id", func(c *Config) { c.IdentityProviders[0].ClientID = "" }, "client_id is required"},
+		{"no openid", func(c *Config) { c.IdentityProviders[0].Scopes = []string{"email"} }, "scopes must include openid"},
+		{"no mapping", func(c *Config) { c.IdentityProviders[0].GroupMap = nil }, "no group mapping"},
+		{"unknown local group", func(c *Config) { c.IdentityProviders[0].GroupMap = map[string][]string{"eng": {"nope"}} }, `maps to "nope", which is not a declared group`},
+		{"bad domain", func(c *Config) { c.IdentityProviders[0].AllowedEmailDomains = []string{"a@b"} }, "is not a domain"},
+		{"negative recheck", func(c *Config) { c.IdentityProviders[0].Recheck = -1 }, "recheck must be positive"},
+		{"local user in the namespace", func(c *Config) {
+			c.Users = []User{{Username: "corp:alice", PasswordHash: "$2a$04$abcdefghijklmnopqrstuu5Y8m7S3UvUsm3yOq9G0pJbW6o3vT6uK"}}
+		}, `names starting with "corp:" belong to identity_provider corp`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := Config{Issuer: "https://auth.example.com", Groups: []Group{{Name: "g"}}, IdentityProviders: []IdentityProvider{valid()}}
+			tt.edit(&cfg)
+			err := CheckConfig(cfg)
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("CheckConfig() = %v, want nil", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Fatalf("CheckConfig() = %v, want an error containing %q", err, tt.wantErr)
+			}
+		})
+	}
+	cfg := Config{Groups: []Group{{Name: "g"}}, IdentityProviders: []IdentityProvider{valid()}}
+	if err := validateIdentityProviders(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	p := cfg.IdentityProviders[0]
+	if p.UserClaim != "sub" || p.GroupsClaim != "groups" || p.Recheck != defaultRecheck || p.DisplayName != "corp" || strings.Join(p.Scopes, " ") != "openid email profile" {
+		t.Errorf("defaults = %+v", p)
+	}
+}

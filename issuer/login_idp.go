@@ -1,0 +1,222 @@
+package issuer
+
+import (
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"go.uber.org/zap"
+	"golang.org/x/oauth2"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+// Reasons of refused identity provider logins (security log, metrics).
+const (
+	idpReasonState   = "idp_state"   // unknown, used, expired or another browser's state
+	idpReasonError   = "idp_error"   // the provider answered with an error
+	idpReasonToken   = "idp_token"   // code exchange or ID token check failed
+	idpReasonRefused = "idp_refused" // signed in, but not admitted here
+)
+
+// idpStart begins a sign-in at provider p (the login page's "Continue
+// with" form): a state bound to this browser and its pending request, a
+// nonce and a PKCE verifier are stored, and the browser goes to the
+// provider.
+func (i *Issuer) idpStart(p *idpClient) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !i.pages.method(w, r, http.MethodPost, "Use the sign-in page.") {
+			return
+		}
+		s, _, ok := i.postedForm(w, r, false)
+		if !ok {
+			return
+		}
+		ctx := r.Context()
+		req := r.PostForm.Get("req")
+		if req != "" {
+			switch _, err := i.pending.load(ctx, req, s); {
+			case errors.Is(err, errPendingGone):
+				i.pages.pendingGonePage(w)
+				return
+			case err != nil:
+				i.pages.serverErrorPage(w, err)
+				return
+			}
+		}
+		if d := i.anonWrites.take(clientAddr(r), i.now()); d > 0 {
+			w.Header().Set("Retry-After", retryAfter(d))
+			i.pages.errorPage(w, http.StatusTooManyRequests, "Too many requests", "Too many sign-in requests came from your network. Try again in a minute.")
+			return
+		}
+		disc, err := p.discover(ctx)
+		if err != nil {
+			i.idpUnavailable(w, p, err)
+			return
+		}
+		var l idpLogin
+		state, err := i.randomToken(32)
+		if err == nil {
+			l.Nonce, err = i.randomToken(32)
+		}
+		if err == nil {
+			l.Verifier, err = i.randomToken(32) // 43 characters: a valid RFC 7636 verifier
+		}
+		if err != nil {
+			i.pages.serverErrorPage(w, err)
+			return
+		}
+		l.Browser, l.Provider, l.Req, l.ExpiresAt = s.Browser, p.cfg.Name, req, i.now().Add(idpLoginTTL)
+		if err := i.store.Update(ctx, func(tx store.Tx) error { return idpLoginsIn(tx).create(state, &l) }); err != nil {
+			i.pages.serverErrorPage(w, err)
+			return
+		}
+		i.pages.seeOther(w, r, disc.oauth.AuthCodeURL(state, oauth2.S256ChallengeOption(l.Verifier), oidc.Nonce(l.Nonce)))
+	}
+}
+
+// idpCallback is provider p's redirect URI: it checks the state against
+// this browser, redeems the code with the PKCE verifier, has go-oidc
+// verify the ID token (signature, issuer, audience = our client_id,
+// expiry), checks the nonce, admits and provisions the user, and starts
+// the session. Any failure shows a page and issues nothing.
+func (i *Issuer) idpCallback(p *idpClient) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !i.pages.method(w, r, http.MethodGet, "Use the sign-in page.") {
+			return
+		}
+		ctx, q, addr := r.Context(), r.URL.Query(), clientAddr(r)
+		name := p.cfg.DisplayName
+		s, sid, err := i.sessions.current(r)
+		if err != nil {
+			i.pages.serverErrorPage(w, err)
+			return
+		}
+		state := q.Get("state")
+		var l *idpLogin
+		if s != nil && state != "" && len(state) <= 200 {
+			err = i.store.Update(ctx, func(tx store.Tx) error {
+				var err error
+				l, err = idpLoginsIn(tx).take(state)
+				return err
+			})
+		}
+		switch {
+		case err != nil && !errors.Is(err, errIdPLoginGone):
+			i.pages.serverErrorPage(w, err)
+			return
+		case l == nil || l.Browser != s.Browser || l.Provider != p.cfg.Name || !i.now().Before(l.ExpiresAt):
+			i.loginFailed("", addr, idpReasonState)
+			i.pages.errorPage(w, http.StatusBadRequest, "Sign-in expired",
+				"This sign-in with "+name+" has expired, was already completed, or was started in another browser. Go back to the application and connect again.")
+			return
+		}
+		refused := func(reason, message string, err error) {
+			i.loginFailed("", addr, reason)
+			if err != nil {
+				i.log.Info("identity provider login refused", zap.String("provider", p.cfg.Name), zap.String("reason", reason), zap.Error(err))
+			}
+			i.pages.errorPage(w, http.StatusForbidden, "Not signed in", message)
+		}
+		if e := q.Get("error"); e != "" {
+			refused(idpReasonError, name+" did not sign you in ("+truncate(e, 100)+").", nil)
+			return
+		}
+		// RFC 9207: a provider that names itself must name itself.
+		if iss := q.Get("iss"); (iss != "" && iss != p.cfg.Issuer) || q.Get("code") == "" {
+			refused(idpReasonError, "The answer from "+name+" cannot be used.", nil)
+			return
+		}
+		disc, err := p.discover(ctx)
+		if err != nil {
+			i.idpUnavailable(w, p, err)
+			return
+		}
+		tok, err := disc.oauth.Exchange(oidc.ClientContext(ctx, p.client), q.Get("code"), oauth2.VerifierOption(l.Verifier))
+		var re *oauth2.RetrieveError
+		switch {
+		case errors.As(err, &re):
+			refused(idpReasonToken, name+" did not complete the sign-in.", err)
+			return
+		case err != nil:
+			i.idpUnavailable(w, p, err)
+			return
+		}
+		raw, _ := tok.Extra("id_token").(string)
+		idt, err := disc.verifier.Verify(oidc.ClientContext(ctx, p.client), raw)
+		if err == nil && subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(l.Nonce)) != 1 {
+			err = errors.New("nonce does not match the sign-in")
+		}
+		if err != nil {
+			refused(idpReasonToken, "The sign-in answer from "+name+" is not valid.", err)
+			return
+		}
+		id, err := p.identity(idt)
+		if err != nil {
+			refused(idpReasonRefused, "Your account at "+name+" may not sign in here. Ask your administrator for access.", err)
+			return
+		}
+		authTime := i.now()
+		if err := i.provision(r, p, id, authTime); err != nil {
+			if errors.Is(err, errIdPRefused) {
+				refused(idpReasonRefused, "Your account at "+name+" may not sign in here. Ask your administrator.", err)
+				return
+			}
+			i.pages.serverErrorPage(w, err)
+			return
+		}
+		ns := &session{Browser: s.Browser, User: id.username, AuthTime: authTime, ExpiresAt: authTime.Add(min(i.cfg.SessionTTL, p.cfg.Recheck))}
+		switch err := i.sessions.start(ctx, w, ns, sid); {
+		case errors.Is(err, errSignedOut):
+			refused(idpReasonRefused, "You were signed out while signing in. Try again.", err)
+			return
+		case err != nil:
+			i.pages.serverErrorPage(w, err)
+			return
+		}
+		if l.Req == "" {
+			i.pages.seeOther(w, r, i.base+pathApps)
+			return
+		}
+		i.pages.seeOther(w, r, i.base+pathConsent+"?req="+url.QueryEscape(l.Req))
+	}
+}
+
+// provision creates or updates the provider's user from a login: the
+// groups are those of this login. A name held by a local user, by another
+// provider's user, or by another subject of this provider (an email
+// reassigned, when user_claim is email) is refused, as is a disabled
+// user.
+func (i *Issuer) provision(r *http.Request, p *idpClient, id *idpIdentity, at time.Time) error {
+	if i.dir.configuredUser(id.username) {
+		return fmt.Errorf("%w: a configured user is named %q", errIdPRefused, id.username)
+	}
+	return i.store.Update(r.Context(), func(tx store.Tx) error {
+		users := usersIn(tx)
+		old, err := users.get(id.username)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return err
+		case old.IdentityProvider != p.cfg.Name || old.IdPSubject != id.subject:
+			return fmt.Errorf("%w: %q belongs to another account", errIdPRefused, id.username)
+		case old.Disabled:
+			return fmt.Errorf("%w: %q is disabled", errIdPRefused, id.username)
+		}
+		return users.put(&User{
+			Username: id.username, Name: id.name, Email: id.email, Source: sourceIdP,
+			IdentityProvider: p.cfg.Name, IdPSubject: id.subject, IdPGroups: id.groups, LastLogin: at,
+		})
+	})
+}
+
+// idpUnavailable answers when provider p cannot be reached.
+func (i *Issuer) idpUnavailable(w http.ResponseWriter, p *idpClient, err error) {
+	i.log.Warn("identity provider unavailable", zap.String("provider", p.cfg.Name), zap.Error(err))
+	i.pages.errorPage(w, http.StatusBadGateway, "Sign-in unavailable",
+		p.cfg.DisplayName+" cannot be reached right now. Try again in a moment.")
+}
