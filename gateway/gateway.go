@@ -83,6 +83,9 @@ type Gateway struct {
 	policy *policy
 	parser *jwt.Parser
 	cache  *claimsCache
+	// streams: open event streams, closed on revocation (nil without
+	// Config.Revocations).
+	streams *streamSet
 
 	metadataURL   string
 	metadataPaths []string
@@ -149,6 +152,12 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = nopMetrics{}
 	}
+	if cfg.StreamCheckInterval < 0 {
+		return nil, errors.New("stream check interval is negative")
+	}
+	if cfg.StreamCheckInterval == 0 {
+		cfg.StreamCheckInterval = DefaultStreamCheckInterval
+	}
 	pol, err := newPolicy(&cfg)
 	if err != nil {
 		return nil, err
@@ -172,6 +181,9 @@ func New(cfg Config) (*Gateway, error) {
 		origins: origins,
 		scopes:  collectScopes(&cfg),
 		metrics: cfg.Metrics,
+	}
+	if cfg.Revocations != nil {
+		g.streams = newStreamSet(cfg.Revocations, cfg.StreamCheckInterval, cfg.Logger)
 	}
 	g.parser = jwt.NewParser(
 		jwt.WithValidMethods(cfg.Algorithms),

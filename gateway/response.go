@@ -113,6 +113,10 @@ func (rw *responseWriter) WriteHeader(code int) {
 	}
 	rw.wroteHeader = true
 	rw.status = code
+	if x := rw.x; x.cancel != nil && code == http.StatusOK && isEventStream(rw.w.Header().Get("Content-Type")) {
+		x.streaming = true
+		rw.g.streams.add(x)
+	}
 	if (rw.filter != nil || rw.tasks) && code == http.StatusOK {
 		h := rw.w.Header()
 		mt, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
