@@ -136,7 +136,7 @@ func TestHotPathAllocations(t *testing.T) {
 	g, p, m := decideInputs(t)
 	token := mint(t, claims())
 	for name, f := range map[string]func(){
-		"decide": func() { g.policy.decide(p, m, rev20250326) },
+		"decide":                func() { g.policy.decide(p, m, rev20250326) },
 		"authenticate (cached)": func() { g.authenticate(t.Context(), token) },
 	} {
 		if n := testing.AllocsPerRun(100, f); n != 0 {
