@@ -223,16 +223,9 @@ func runStreams(args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	plain := newTarget("reverse_proxy", cfg.bench.plainURL, cfg.bench.plainPID, cfg.bench)
-	gw := newTarget("mcp_gateway", cfg.bench.gatewayURL, cfg.bench.gatewayPID, cfg.bench)
-	if cfg.bench.issuer != "" {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		tok, err := fetchToken(ctx, cfg.bench, gw.client)
-		cancel()
-		if err != nil {
-			return err
-		}
-		gw.header.Set("Authorization", "Bearer "+tok)
+	plain, gw, err := targets(cfg.bench)
+	if err != nil {
+		return err
 	}
 	return streams(cfg, plain, gw, out)
 }
