@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -105,8 +106,11 @@ func hostile(cfg hostileConfig, out io.Writer) error {
 		{"distinct session ids (a made-up Mcp-Session-Id each)", func(int) error {
 			return callWith(gw, first.AccessToken, randomID(), http.StatusNotFound)
 		}},
-		{"distinct client addresses (a failing client authentication each)", func(i int) error {
-			return failedClientAuth(tokenURL, cfg.bench.clientID, loopbackAddr(i))
+		{"distinct client addresses and client ids (a failing client authentication each)", func(i int) error {
+			// A client id of its own each: failures of one id from
+			// anywhere slow that id's attempts (by design), which would
+			// time the flood rather than the tables.
+			return failedClientAuth(tokenURL, "hostile-"+strconv.Itoa(i), loopbackAddr(i))
 		}},
 	}
 	before, err := rss(cfg.bench.gatewayPID, "VmRSS")
