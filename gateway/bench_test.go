@@ -139,3 +139,56 @@ func benchmarkServeWith(b *testing.B, g *Gateway, authorization string, proofs [
 type readCloser struct{ *bytes.Reader }
 
 func (readCloser) Close() error { return nil }
+
+// decideInputs are a cached token's principal and a parsed tools/call.
+func decideInputs(tb testing.TB) (*Gateway, *principal, *mcpparse.Message) {
+	g := newGateway(tb, testConfig(tb))
+	p, aerr := g.authenticate(tb.Context(), mint(tb, claims()))
+	if aerr != nil {
+		tb.Fatal(aerr)
+	}
+	msgs, _, err := mcpparse.Parse([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/etc/motd"}}}`), mcpparse.Limits{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return g, p, &msgs[0]
+}
+
+// BenchmarkDecide: the policy decision alone, for a cached token.
+func BenchmarkDecide(b *testing.B) {
+	g, p, m := decideInputs(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		if d, err := g.policy.decide(p, m, rev20250326); err != nil || !d.allow {
+			b.Fatal(d, err)
+		}
+	}
+}
+
+// BenchmarkAuthenticateCached: bearer token to principal, from the
+// claims cache.
+func BenchmarkAuthenticateCached(b *testing.B) {
+	g := newGateway(b, testConfig(b))
+	token := mint(b, claims())
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, aerr := g.authenticate(b.Context(), token); aerr != nil {
+			b.Fatal(aerr)
+		}
+	}
+}
+
+// TestHotPathAllocations: the policy decision and the claims-cache hit
+// allocate nothing (part of the design: per-request garbage is CPU).
+func TestHotPathAllocations(t *testing.T) {
+	g, p, m := decideInputs(t)
+	token := mint(t, claims())
+	for name, f := range map[string]func(){
+		"decide":                func() { g.policy.decide(p, m, rev20250326) },
+		"authenticate (cached)": func() { g.authenticate(t.Context(), token) },
+	} {
+		if n := testing.AllocsPerRun(100, f); n != 0 {
+			t.Errorf("%s: %v allocations per run, want 0", name, n)
+		}
+	}
+}

@@ -76,6 +76,11 @@ type Config struct {
 	// Revocations, when set, is asked on every request whether the token
 	// has been revoked.
 	Revocations Revocations
+	// StreamCheckInterval is how often the open event streams (GET
+	// streams, SSE answers) are checked against Revocations; a revoked
+	// token's or grant's streams are closed at the next check. Default
+	// DefaultStreamCheckInterval.
+	StreamCheckInterval time.Duration
 
 	// PinTools pins tool definitions (see PinMode); Pins keeps the pins
 	// and is required unless PinTools is PinOff (the default). PinReload

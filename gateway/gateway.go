@@ -92,6 +92,9 @@ type Gateway struct {
 	cache  *claimsCache
 	proofs *dpop.Verifier
 	origin string // the resource URL's scheme://host, for htu
+	// streams: open event streams, closed on revocation (nil without
+	// Config.Revocations).
+	streams *streamSet
 
 	metadataURL   string
 	metadataPaths []string
@@ -165,6 +168,12 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.PinReload <= 0 {
 		cfg.PinReload = DefaultPinReload
 	}
+	if cfg.StreamCheckInterval < 0 {
+		return nil, errors.New("stream check interval is negative")
+	}
+	if cfg.StreamCheckInterval == 0 {
+		cfg.StreamCheckInterval = DefaultStreamCheckInterval
+	}
 	pol, err := newPolicy(&cfg)
 	if err != nil {
 		return nil, err
@@ -193,6 +202,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if cfg.PinTools != PinOff {
 		g.pins = newPinSet(g, &g.cfg)
+	}
+	if cfg.Revocations != nil {
+		g.streams = newStreamSet(cfg.Revocations, cfg.StreamCheckInterval, cfg.Logger)
 	}
 	g.parser = jwt.NewParser(
 		jwt.WithValidMethods(cfg.Algorithms),

@@ -124,7 +124,11 @@ func (rw *responseWriter) WriteHeader(code int) {
 	}
 	rw.wroteHeader = true
 	rw.status = code
-	if (rw.filter != nil || rw.tasks || (rw.watch && eventStream(rw.w.Header().Get("Content-Type")))) && code == http.StatusOK {
+	if x := rw.x; x.cancel != nil && code == http.StatusOK && isEventStream(rw.w.Header().Get("Content-Type")) {
+		x.streaming = true
+		rw.g.streams.add(x)
+	}
+	if (rw.filter != nil || rw.tasks || (rw.watch && isEventStream(rw.w.Header().Get("Content-Type")))) && code == http.StatusOK {
 		h := rw.w.Header()
 		mt, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
 		switch {
@@ -471,11 +475,4 @@ func (rw *responseWriter) filterEvent(ev *mcpparse.Event) error {
 // could spell it.
 func mayChangeList(data string) bool {
 	return strings.Contains(data, "list_changed") || strings.Contains(data, `\u`)
-}
-
-// eventStream is a cheap test for an event stream's Content-Type, so that
-// watching for list_changed costs other answers no media type parsing.
-func eventStream(ct string) bool {
-	const es = "text/event-stream"
-	return len(ct) >= len(es) && strings.EqualFold(ct[:len(es)], es)
 }

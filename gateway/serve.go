@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -37,6 +38,10 @@ type exchange struct {
 	// upTaskName: the Mcp-Name the upstream gets for a task request whose
 	// wrapped task id was replaced (see task.go), "" otherwise.
 	upTaskName string
+	// cancel ends the upstream request (set when revocations can end
+	// streams); streaming: the answer is an event stream in g.streams.
+	cancel    context.CancelFunc
+	streaming bool
 
 	// What a request needs along the way, allocated with the exchange:
 	// the decision and audit event of a single message, the request next
@@ -106,7 +111,21 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next Next) (err 
 	}
 
 	rw := x.responseWriter(w, g)
+	up := g.upstreamRequest(x)
+	if g.streams != nil {
+		// An event stream of this request must end when its token or
+		// grant is revoked (see streamSet).
+		ctx, cancel := context.WithCancel(r.Context())
+		x.cancel = cancel
+		up = up.WithContext(ctx)
+	}
 	defer func() {
+		if x.streaming {
+			g.streams.remove(x)
+		}
+		if x.cancel != nil {
+			x.cancel()
+		}
 		rw.finish()
 		status := rw.status
 		if err != nil && !rw.wroteHeader {
@@ -114,7 +133,7 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next Next) (err 
 		}
 		g.auditForwarded(x, status)
 	}()
-	return next.ServeHTTP(rw, g.upstreamRequest(x))
+	return next.ServeHTTP(rw, up)
 }
 
 // checkOrigin refuses a present Origin that is not allowed (DNS rebinding

@@ -409,18 +409,28 @@ func runBench(args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	plain := newTarget("reverse_proxy", cfg.plainURL, cfg.plainPID, cfg)
-	gw := newTarget("mcp_gateway", cfg.gatewayURL, cfg.gatewayPID, cfg)
+	plain, gw, err := targets(cfg)
+	if err != nil {
+		return err
+	}
+	return bench(cfg, plain, gw, out)
+}
+
+// targets are the two proxies under test; the gateway's carries a token
+// from the issuer when one is configured.
+func targets(cfg benchConfig) (plain, gw *target, err error) {
+	plain = newTarget("reverse_proxy", cfg.plainURL, cfg.plainPID, cfg)
+	gw = newTarget("mcp_gateway", cfg.gatewayURL, cfg.gatewayPID, cfg)
 	if cfg.issuer != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		tok, err := fetchToken(ctx, cfg, gw.client)
 		cancel()
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
 		gw.header.Set("Authorization", "Bearer "+tok)
 	}
-	return bench(cfg, plain, gw, out)
+	return plain, gw, nil
 }
 
 // bench runs the rounds and writes the report.

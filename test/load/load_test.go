@@ -2,13 +2,16 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -129,7 +132,7 @@ func TestCPUPerRequest(t *testing.T) {
 }
 
 func TestUpstreamHandler(t *testing.T) {
-	srv := httptest.NewServer(upstreamHandler())
+	srv := httptest.NewServer(upstreamHandler(time.Second))
 	defer srv.Close()
 	tests := []struct {
 		name       string
@@ -138,7 +141,7 @@ func TestUpstreamHandler(t *testing.T) {
 		wantBody   string
 	}{
 		{"tools/call", http.MethodPost, http.StatusOK, toolsCallResult},
-		{"get", http.MethodGet, http.StatusMethodNotAllowed, ""},
+		{"put", http.MethodPut, http.StatusMethodNotAllowed, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -218,7 +221,7 @@ func TestBenchReport(t *testing.T) {
 			var first sync.Once
 			var h http.Header
 			var body string
-			up := upstreamHandler()
+			up := upstreamHandler(time.Second)
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				first.Do(func() {
 					b, _ := io.ReadAll(r.Body)
@@ -269,7 +272,7 @@ func TestBenchFailsOnRefusal(t *testing.T) {
 			http.Error(w, `{"error":"no token"}`, http.StatusUnauthorized)
 			return
 		}
-		upstreamHandler().ServeHTTP(w, r)
+		upstreamHandler(time.Second).ServeHTTP(w, r)
 	}))
 	defer srv.Close()
 	cfg := testConfig()
@@ -371,5 +374,122 @@ func TestPorts(t *testing.T) {
 	}
 	if err := runPorts([]string{"0"}, &out); err == nil {
 		t.Errorf("runPorts(0) error = nil, want an error")
+	}
+}
+
+// TestStreamsSmoke holds a few streams of each kind through the fast
+// upstream (standing in for both proxies, measured as this process).
+func TestStreamsSmoke(t *testing.T) {
+	srv := httptest.NewServer(upstreamHandler(20 * time.Millisecond))
+	defer srv.Close()
+	for _, kind := range []string{"get", "call"} {
+		t.Run(kind, func(t *testing.T) {
+			cfg := streamsConfig{n: 20, kind: kind, settle: 50 * time.Millisecond, window: 300 * time.Millisecond, openers: 8}
+			cfg.bench = testConfig()
+			cfg.bench.plainURL, cfg.bench.gatewayURL = srv.URL+"/mcp", srv.URL+"/mcp"
+			var out bytes.Buffer
+			if err := streams(cfg, newTarget("reverse_proxy", cfg.bench.plainURL, cfg.bench.plainPID, cfg.bench),
+				newTarget("mcp_gateway", cfg.bench.gatewayURL, cfg.bench.gatewayPID, cfg.bench), &out); err != nil {
+				t.Fatalf("streams() error = %v, want nil", err)
+			}
+			report := out.String()
+			for _, want := range []string{"| proxy | streams | RSS before MiB |", "| reverse_proxy | 20 |", "| mcp_gateway | 20 |", "memory per stream"} {
+				if !strings.Contains(report, want) {
+					t.Errorf("report lacks %q:\n%s", want, report)
+				}
+			}
+			if strings.Contains(report, "| 0 | - |") {
+				t.Errorf("a proxy forwarded no events in the window:\n%s", report)
+			}
+		})
+	}
+}
+
+func TestParseStreamsFlags(t *testing.T) {
+	base := []string{"-plain", "http://127.0.0.1:1/mcp", "-plain-pid", "10", "-gateway", "http://127.0.0.1:2/mcp", "-gateway-pid", "11"}
+	for _, tt := range []struct {
+		extra   []string
+		wantErr string
+	}{
+		{nil, ""},
+		{[]string{"-kind", "x"}, "-kind"},
+		{[]string{"-proto", proto2026}, "needs -proto"},
+		{[]string{"-proto", proto2026, "-kind", "call"}, ""},
+		{[]string{"-n", "0"}, "must be positive"},
+	} {
+		_, err := parseStreamsFlags(append(append([]string(nil), base...), tt.extra...))
+		if (tt.wantErr == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
+			t.Errorf("parseStreamsFlags(%q) error = %v, want %q", tt.extra, err, tt.wantErr)
+		}
+	}
+}
+
+func TestParseStatusSize(t *testing.T) {
+	status := "Name:\tcaddy\nVmHWM:\t  20480 kB\nVmRSS:\t   10240 kB\nThreads:\t9\n"
+	if got, err := parseStatusSize(status, "VmRSS"); err != nil || got != 10240<<10 {
+		t.Errorf("parseStatusSize(VmRSS) = %d, %v, want %d", got, err, 10240<<10)
+	}
+	if got, err := parseStatusSize(status, "VmHWM"); err != nil || got != 20480<<10 {
+		t.Errorf("parseStatusSize(VmHWM) = %d, %v, want %d", got, err, 20480<<10)
+	}
+	if _, err := parseStatusSize(status, "VmSwap"); err == nil {
+		t.Errorf("parseStatusSize(VmSwap) error = nil, want one")
+	}
+	if _, err := rss(os.Getpid(), "VmRSS"); err != nil {
+		t.Errorf("rss(self) error = %v", err)
+	}
+}
+
+// TestHostileSmoke floods a stand-in issuer and gateway (this process):
+// distinct tokens, made-up session ids, failing client authentications
+// from distinct loopback addresses.
+func TestHostileSmoke(t *testing.T) {
+	var srv *httptest.Server
+	var minted atomic.Int64
+	var mu sync.Mutex
+	addrs := map[string]bool{}
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/.well-known/oauth-authorization-server":
+			io.WriteString(w, `{"issuer":"`+srv.URL+`","token_endpoint":"`+srv.URL+`/token"}`)
+		case "/token":
+			if _, pass, _ := r.BasicAuth(); pass != "s3cret" {
+				host, _, _ := net.SplitHostPort(r.RemoteAddr)
+				mu.Lock()
+				addrs[host] = true
+				mu.Unlock()
+				http.Error(w, `{"error":"invalid_client"}`, http.StatusUnauthorized)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"access_token":"tok-%d","token_type":"Bearer","expires_in":3600}`, minted.Add(1))
+		case "/mcp":
+			if r.Header.Get("Mcp-Session-Id") != "" {
+				http.Error(w, "session not found", http.StatusNotFound)
+				return
+			}
+			upstreamHandler(time.Second).ServeHTTP(w, r)
+		}
+	}))
+	defer srv.Close()
+	cfg := hostileConfig{n: 20, c: 4}
+	cfg.bench = testConfig()
+	cfg.bench.gatewayURL, cfg.bench.resource, cfg.bench.issuer = srv.URL+"/mcp", srv.URL+"/mcp", srv.URL
+	cfg.bench.clientID, cfg.bench.clientSecret = "loadgen", "s3cret"
+	var out bytes.Buffer
+	if err := hostile(cfg, &out); err != nil {
+		t.Fatalf("hostile() error = %v, want nil", err)
+	}
+	report := out.String()
+	for _, want := range []string{"distinct valid tokens", "distinct session ids", "distinct client addresses", "Peak RSS:"} {
+		if !strings.Contains(report, want) {
+			t.Errorf("report lacks %q:\n%s", want, report)
+		}
+	}
+	if got := minted.Load(); got != 21 {
+		t.Errorf("tokens minted = %d, want 21 (one to start, one per request)", got)
+	}
+	if len(addrs) != 20 {
+		t.Errorf("distinct failing client addresses = %d, want 20", len(addrs))
 	}
 }

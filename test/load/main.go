@@ -17,6 +17,16 @@
 //	    while fetching a CPU profile from the gateway Caddy's admin
 //	    endpoint (/debug/pprof/profile).
 //
+//	load streams -plain URL -plain-pid PID -gateway URL -gateway-pid PID -n N -kind get|call
+//	    holds N concurrent event streams (GET streams, or SSE answers to
+//	    tools/call) through each proxy in turn and prints each Caddy
+//	    process's memory per stream and CPU per forwarded event.
+//
+//	load hostile -gateway URL -gateway-pid PID -issuer URL -n N
+//	    floods the gateway process with distinct valid tokens and the
+//	    issuer with failing client authentications from distinct
+//	    loopback addresses, and prints its peak RSS.
+//
 //	load ports N
 //	    prints N free loopback ports (for run.sh).
 //
@@ -41,6 +51,10 @@ func main() {
 		err = runUpstream(os.Args[2:])
 	case "bench":
 		err = runBench(os.Args[2:], os.Stdout)
+	case "streams":
+		err = runStreams(os.Args[2:], os.Stdout)
+	case "hostile":
+		err = runHostile(os.Args[2:], os.Stdout)
 	case "ports":
 		err = runPorts(os.Args[2:], os.Stdout)
 	default:
@@ -53,6 +67,6 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: load upstream [flags] | load bench [flags] | load ports N (see -h)")
+	fmt.Fprintln(os.Stderr, "usage: load upstream|bench|streams|hostile [flags] | load ports N (see -h)")
 	os.Exit(2)
 }

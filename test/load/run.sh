@@ -6,6 +6,14 @@
 #   test/load/run.sh [load bench flags...]      e.g. -rounds 7 -c 32 -v
 #
 # Environment:
+#   MODE=bench|streams|hostile   bench (default): the comparison above;
+#                        streams: N concurrent event streams through each
+#                        proxy (KIND=get GET streams, KIND=call in-flight
+#                        SSE answers to tools/call; N default 10000, capped
+#                        by the open-file limit): memory per stream and CPU
+#                        per forwarded event; hostile: N distinct tokens,
+#                        session ids and client addresses against the
+#                        gateway process, printing its peak RSS
 #   UPSTREAM=fast|demo   fast: test/load's fixed-answer upstream (default);
 #                        demo: the demo MCP server (Go SDK, sessions: the
 #                        load generator initializes a session per proxy)
@@ -32,6 +40,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 
+mode=${MODE:-bench}
+kind=${KIND:-get}
 upstream_mode=${UPSTREAM:-fast}
 proto=${PROTO:-2025-11-25}
 audit=${AUDIT:-on}
@@ -39,6 +49,21 @@ profile=${PROFILE:-0}
 out=${OUT:-$root/test/artifacts/load}
 case "$upstream_mode" in fast | demo) ;; *) echo "UPSTREAM must be fast or demo" >&2; exit 2 ;; esac
 case "$audit" in on | off) ;; *) echo "AUDIT must be on or off" >&2; exit 2 ;; esac
+case "$mode" in bench | streams | hostile) ;; *) echo "MODE must be bench, streams or hostile" >&2; exit 2 ;; esac
+if [ "$mode" != bench ] && [ "$upstream_mode" != fast ]; then
+	echo "MODE=$mode needs UPSTREAM=fast" >&2
+	exit 2
+fi
+if [ "$mode" = streams ]; then
+	# Each Caddy holds two sockets per stream (client and upstream side).
+	ulimit -n "$(ulimit -Hn)"
+	n=${N:-10000}
+	fit=$((($(ulimit -n) - 500) / 2))
+	if [ "$n" -gt "$fit" ]; then
+		echo "N=$n streams need $((2 * n + 500)) open files per Caddy; the limit is $(ulimit -n): using N=$fit" >&2
+		n=$fit
+	fi
+fi
 if [ "$upstream_mode" = demo ] && [ "$proto" != 2025-11-25 ]; then
 	echo "UPSTREAM=demo needs PROTO=2025-11-25 (sessions)" >&2
 	exit 2
@@ -139,7 +164,7 @@ export XDG_DATA_HOME=$tmp/data XDG_CONFIG_HOME=$tmp/config
 if [ "$upstream_mode" = demo ]; then
 	"$tmp/demo" -addr "127.0.0.1:$up_port" 2>"$tmp/upstream.log" &
 else
-	"$tmp/load" upstream -addr "127.0.0.1:$up_port" 2>"$tmp/upstream.log" &
+	"$tmp/load" upstream -addr "127.0.0.1:$up_port" -stream-tick "${TICK:-1s}" 2>"$tmp/upstream.log" &
 fi
 up_pid=$!
 pids+=("$up_pid")
@@ -188,6 +213,30 @@ if [ "$profile" != 0 ]; then
 		-plain-profile-url "http://127.0.0.1:$plain_admin/debug/pprof/profile"
 		-plain-profile-out "$out/plain.pprof")
 fi
+
+case "$mode" in
+streams)
+	report=$out/report-streams-$kind-$proto.md
+	{
+		echo "$build_note, Caddy $("$caddy" version | cut -d' ' -f1), $(go env GOVERSION), audit log $audit, open-file limit $(ulimit -n)."
+		LOAD_CLIENT_SECRET=$secret "$tmp/load" streams -plain "http://127.0.0.1:$plain_port/mcp" -plain-pid "$plain_pid" \
+			-gateway "http://127.0.0.1:$gw_port/mcp" -gateway-pid "$gw_pid" -issuer "http://127.0.0.1:$gw_port" \
+			-client-id loadgen -scope "mcp:use mcp:call" -proto "$proto" -clk-tck "$(getconf CLK_TCK)" -n "$n" -kind "$kind" "$@"
+	} | tee "$report"
+	echo "(report saved to $report)" >&2
+	exit 0
+	;;
+hostile)
+	report=$out/report-hostile.md
+	{
+		echo "$build_note, Caddy $("$caddy" version | cut -d' ' -f1), $(go env GOVERSION), audit log $audit."
+		LOAD_CLIENT_SECRET=$secret "$tmp/load" hostile -gateway "http://127.0.0.1:$gw_port/mcp" -gateway-pid "$gw_pid" \
+			-issuer "http://127.0.0.1:$gw_port" -client-id loadgen -scope "mcp:use mcp:call" -proto "$proto" -n "${N:-20000}" "$@"
+	} | tee "$report"
+	echo "(report saved to $report)" >&2
+	exit 0
+	;;
+esac
 
 report=$out/report-$upstream_mode-$proto-audit-$audit.md
 {

@@ -17,13 +17,27 @@ import (
 // server returns for the echo tool called with {"text":"hi"}.
 const toolsCallResult = `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"hi"}]}}`
 
+// streamHeader on a POST asks the fast upstream for an SSE answer that
+// stays open (streams mode); its value is ignored.
+const streamHeader = "X-Load-Stream"
+
+// streamEvent is what the fast upstream's event streams send every tick.
+const streamEvent = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"level\":\"info\",\"data\":\"tick\"}}\n\n"
+
 // upstreamHandler is the fast upstream: it reads the request body (as a
 // real server would) and answers a fixed JSON-RPC result. It does not
 // parse anything, so its cost is the same for both proxies and small.
-func upstreamHandler() http.Handler {
+// A GET, or a POST with streamHeader, gets an event stream instead that
+// sends streamEvent every tick until the client goes away.
+func upstreamHandler(tick time.Duration) http.Handler {
 	body := []byte(toolsCallResult)
 	length := strconv.Itoa(len(body))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet || (r.Method == http.MethodPost && r.Header.Get(streamHeader) != "") {
+			io.Copy(io.Discard, r.Body)
+			serveStream(w, r, tick)
+			return
+		}
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", "POST")
 			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
@@ -40,13 +54,40 @@ func upstreamHandler() http.Handler {
 	})
 }
 
+// serveStream answers an event stream: a comment at once (so the client
+// knows it is open), then streamEvent every tick.
+func serveStream(w http.ResponseWriter, r *http.Request, tick time.Duration) {
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	if _, err := io.WriteString(w, ": open\n\n"); err != nil || rc.Flush() != nil {
+		return
+	}
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-t.C:
+			if _, err := io.WriteString(w, streamEvent); err != nil || rc.Flush() != nil {
+				return
+			}
+		}
+	}
+}
+
 func runUpstream(args []string) error {
 	fs := flag.NewFlagSet("upstream", flag.ExitOnError)
 	addr := fs.String("addr", "127.0.0.1:3101", "listen address")
+	tick := fs.Duration("stream-tick", time.Second, "interval between the events of an event stream")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	srv := &http.Server{Addr: *addr, Handler: upstreamHandler(), ReadHeaderTimeout: 10 * time.Second}
+	if *tick <= 0 {
+		return errors.New("-stream-tick must be positive")
+	}
+	srv := &http.Server{Addr: *addr, Handler: upstreamHandler(*tick), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		sig := make(chan os.Signal, 1)
 		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)

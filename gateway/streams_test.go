@@ -1,0 +1,149 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// lockedRevocations is a Revocations the test changes while the
+// gateway's stream checker reads it.
+type lockedRevocations struct {
+	mu     sync.Mutex
+	grants map[string]bool
+}
+
+func (s *lockedRevocations) Revoked(_ context.Context, _, grantID string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.grants[grantID], nil
+}
+
+func (s *lockedRevocations) revoke(grantID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.grants[grantID] = true
+}
+
+// TestRevocationClosesStreams: revoking a grant ends that principal's
+// open GET stream and SSE answer within the check interval (the
+// upstream request is cancelled, the client's stream ends), and leaves
+// another principal's stream open; the checker ends with the last stream.
+func TestRevocationClosesStreams(t *testing.T) {
+	cfg := testConfig(t)
+	revs := &lockedRevocations{grants: map[string]bool{}}
+	cfg.Revocations = revs
+	cfg.StreamCheckInterval = 10 * time.Millisecond
+	var mu sync.Mutex
+	ended := map[string]chan struct{}{}
+	h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+		key := r.Method + " " + r.Header.Get("X-Test-Stream")
+		done := make(chan struct{})
+		mu.Lock()
+		ended[key] = done
+		mu.Unlock()
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, ": open\n\n")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+		close(done)
+	})
+	token := func(sub, grant string) string {
+		c := claims()
+		c["sub"], c["gid"], c["jti"] = sub, grant, sub+"-jti"
+		return mint(t, c)
+	}
+	alice, bob := token("alice", "grant-alice"), token("bob", "grant-bob")
+	type stream struct {
+		key  string
+		resp *http.Response
+	}
+	open := func(method, name, tok string) stream {
+		t.Helper()
+		c := call{method: method, token: tok, headers: map[string]string{"X-Test-Stream": name, "Mcp-Protocol-Version": "2025-11-25"}}
+		if method == http.MethodPost {
+			c.body = toolCall("read_a")
+		}
+		resp := h.do(t, c)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s %s: status = %d, want 200: %s", method, name, resp.StatusCode, readBody(t, resp))
+		}
+		line, err := bufio.NewReader(resp.Body).ReadString('\n')
+		if err != nil || !strings.HasPrefix(line, ": open") {
+			t.Fatalf("%s %s: first line = %q, %v, want the upstream's comment", method, name, line, err)
+		}
+		return stream{method + " " + name, resp}
+	}
+	aliceGet := open(http.MethodGet, "alice-get", alice)
+	alicePost := open(http.MethodPost, "alice-post", alice)
+	bobGet := open(http.MethodGet, "bob-get", bob)
+	if n := h.g.streams.len(); n != 3 {
+		t.Fatalf("open streams = %d, want 3", n)
+	}
+
+	revs.revoke("grant-alice")
+	for _, s := range []stream{aliceGet, alicePost} {
+		mu.Lock()
+		done := ended[s.key]
+		mu.Unlock()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: upstream request still open 5 s after its grant was revoked", s.key)
+		}
+		finished := make(chan struct{})
+		go func() { io.Copy(io.Discard, s.resp.Body); close(finished) }()
+		select {
+		case <-finished:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: client stream still open 5 s after its grant was revoked", s.key)
+		}
+		s.resp.Body.Close()
+	}
+	mu.Lock()
+	bobDone := ended[bobGet.key]
+	mu.Unlock()
+	select {
+	case <-bobDone:
+		t.Fatal("bob's stream was closed by the revocation of alice's grant")
+	case <-time.After(100 * time.Millisecond):
+	}
+	bobGet.resp.Body.Close()
+	<-bobDone
+	h.g.streams.waitIdle()
+	if n := h.g.streams.len(); n != 0 {
+		t.Errorf("open streams after all ended = %d, want 0", n)
+	}
+}
+
+// TestStreamsWithoutRevocations: without a revocation source nothing is
+// registered (and no checker runs).
+func TestStreamsWithoutRevocations(t *testing.T) {
+	g := newGateway(t, testConfig(t))
+	if g.streams != nil {
+		t.Errorf("streams = %v, want nil without Config.Revocations", g.streams)
+	}
+}
+
+func TestIsEventStream(t *testing.T) {
+	for ct, want := range map[string]bool{
+		"text/event-stream":                true,
+		"Text/Event-Stream; charset=utf-8": true,
+		" text/event-stream":               true,
+		"text/event-stream ;x=y":           true,
+		"text/event-streamx":               false,
+		"text/event":                       false,
+		"application/json":                 false,
+		"":                                 false,
+	} {
+		if got := isEventStream(ct); got != want {
+			t.Errorf("isEventStream(%q) = %v, want %v", ct, got, want)
+		}
+	}
+}
