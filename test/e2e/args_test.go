@@ -91,26 +91,7 @@ var argsCaddyfile = template.Must(template.New("Caddyfile").Parse(`{
 	}
 }
 
-{{.Issuer}} {
-	mcp_issuer
-	@legacy path /mcp /.well-known/oauth-protected-resource/mcp
-	handle @legacy {
-		mcp_gateway {
-			resource {{.Issuer}}/mcp
-			import rules
-		}
-		reverse_proxy {{.LegacyUp}}
-	}
-	@modern path /v2/mcp /.well-known/oauth-protected-resource/v2/mcp
-	handle @modern {
-		mcp_gateway {
-			resource {{.Issuer}}/v2/mcp
-			import rules
-		}
-		reverse_proxy {{.ModernUp}}
-	}
-}
-`))
+` + e2eSite))
 
 // TestArgumentRules: "only to @example.com" and "only your own records"
 // as Caddyfile lines, through Caddy to a Go SDK server, in the 2025-11-25

@@ -116,6 +116,30 @@ func (l *upstreamLog) counts() (map[string]int, int) {
 	return maps.Clone(l.requests), l.authorization
 }
 
+// e2eSite is the site of every e2e configuration: the issuer, and a
+// gateway per protocol generation in front of its upstream, both with the
+// configuration's (rules) snippet.
+const e2eSite = `{{.Issuer}} {
+	mcp_issuer
+	@legacy path /mcp /.well-known/oauth-protected-resource/mcp
+	handle @legacy {
+		mcp_gateway {
+			resource {{.Issuer}}/mcp
+			import rules
+		}
+		reverse_proxy {{.LegacyUp}}
+	}
+	@modern path /v2/mcp /.well-known/oauth-protected-resource/v2/mcp
+	handle @modern {
+		mcp_gateway {
+			resource {{.Issuer}}/v2/mcp
+			import rules
+		}
+		reverse_proxy {{.ModernUp}}
+	}
+}
+`
+
 var caddyfileTemplate = template.Must(template.New("Caddyfile").Parse(`{
 	admin off
 	persist_config off
@@ -155,26 +179,7 @@ var caddyfileTemplate = template.Must(template.New("Caddyfile").Parse(`{
 	resource_rule notes:// {{.Read}}
 }
 
-{{.Issuer}} {
-	mcp_issuer
-	@legacy path /mcp /.well-known/oauth-protected-resource/mcp
-	handle @legacy {
-		mcp_gateway {
-			resource {{.Issuer}}/mcp
-			import rules
-		}
-		reverse_proxy {{.LegacyUp}}
-	}
-	@modern path /v2/mcp /.well-known/oauth-protected-resource/v2/mcp
-	handle @modern {
-		mcp_gateway {
-			resource {{.Issuer}}/v2/mcp
-			import rules
-		}
-		reverse_proxy {{.ModernUp}}
-	}
-}
-`))
+` + e2eSite))
 
 // caddyfile renders the configuration; variant changes details (a user's
 // display name, a tool rule) so a reload has something to do.
