@@ -221,6 +221,7 @@ type stack struct {
 	Issuer, Resource, Redirect string
 	idp                        *provider
 	meta                       *harness.Metadata
+	args                       []any // caddyfile's arguments, for reloads
 }
 
 const caddyfile = `{
@@ -277,13 +278,14 @@ func startStack(t *testing.T, recheck string) *stack {
 	iss := fmt.Sprintf("http://127.0.0.1:%d", port)
 	p := startProvider(t, iss+"/login/"+idpName+"/callback")
 	t.Setenv("IDP_TEST_CLIENT_SECRET", idpSecret)
-	harness.Start(t, fmt.Sprintf(caddyfile, iss, p.Issuer, idpName, port, t.TempDir(), readScope, writeScope, clientID, idpClientID, recheck))
+	args := []any{iss, p.Issuer, idpName, port, t.TempDir(), readScope, writeScope, clientID, idpClientID, recheck}
+	harness.Start(t, fmt.Sprintf(caddyfile, args...))
 	harness.WaitReady(t, iss+"/.well-known/oauth-authorization-server")
 	meta, err := harness.Discover(context.Background(), iss)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &stack{Issuer: iss, Resource: iss + "/mcp", Redirect: iss + "/cb", idp: p, meta: meta}
+	return &stack{Issuer: iss, Resource: iss + "/mcp", Redirect: iss + "/cb", idp: p, meta: meta, args: args}
 }
 
 // outcome is where a browser's sign-in ended: the client's redirect
@@ -709,4 +711,37 @@ func otherClientIDToken(t *testing.T, s *stack) string {
 		t.Fatal("no ID token for the other client")
 	}
 	return id
+}
+
+// TestFederatedReload: a reload that keeps a provider as it was keeps its
+// users' grants; one that re-points it (another client_id at the same
+// provider) signs its users out: their refresh tokens are refused.
+func TestFederatedReload(t *testing.T) {
+	s := startStack(t, "1h")
+	s.idp.setAccounts(t, map[string]account{accountAlice: alice})
+	tok, out := s.authorize(t, harness.NewRobot("", "", s.Redirect), accountAlice, nil)
+	if tok == nil {
+		t.Fatalf("sign-in ended on %s: %s", out.page.URL, out.page.Text())
+	}
+	reload := func(idpClient string) {
+		t.Helper()
+		args := slices.Clone(s.args)
+		args[8] = idpClient
+		if err := harness.Load(t, fmt.Sprintf(caddyfile, args...)); err != nil {
+			t.Fatalf("reload: %v", err)
+		}
+		harness.WaitReady(t, s.Issuer+"/.well-known/oauth-authorization-server")
+	}
+	ctx := context.Background()
+	refresh := tok.RefreshToken
+	reload(idpClientID) // unchanged
+	tr, err := harness.Refresh(ctx, s.meta, clientID, refresh, s.Resource)
+	if err != nil || tr.Status != http.StatusOK {
+		t.Fatalf("refresh after an unchanged reload = %d %s %v, want 200", tr.Status, tr.Error, err)
+	}
+	reload(idpClientID + "-other")
+	gone, err := harness.Refresh(ctx, s.meta, clientID, tr.RefreshToken, s.Resource)
+	if err != nil || gone.Status != http.StatusBadRequest || gone.Error != "invalid_grant" {
+		t.Fatalf("refresh after the provider was re-pointed = %d %s %v, want 400 invalid_grant", gone.Status, gone.Error, err)
+	}
 }
