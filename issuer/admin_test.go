@@ -475,3 +475,23 @@ func TestAdminErrorMessages(t *testing.T) {
 	}
 	check("GET", "/mcp-auth/users", "", 500, `internal error; the details are in Caddy's log (message "admin API")`)
 }
+
+// TestAdminUserInProviderNamespace: the admin API refuses a local user
+// whose name falls in an identity provider's namespace ("corp:..."), so a
+// local account can never take a provider user's sub.
+func TestAdminUserInProviderNamespace(t *testing.T) {
+	iss, _ := newAdminIssuer(t, func(c *Config) {
+		c.IdentityProviders = []IdentityProvider{{Name: "corp", Issuer: "https://idp.example", ClientID: "c",
+			GroupMap: map[string][]string{"*": {"users"}}}}
+	})
+	srv := adminServer(t, iss)
+	for _, tt := range []apiCase{
+		{"in namespace", "POST", "/mcp-auth/users", `{"username":"corp:alice","password":"long password"}`, 400, "corp"},
+		{"other prefix", "POST", "/mcp-auth/users", `{"username":"corpx:alice","password":"long password"}`, 201, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) { runAPI(t, srv, tt) })
+	}
+	if _, err := iss.dir.lookupUser(t.Context(), "corp:alice"); err == nil {
+		t.Error("corp:alice was created")
+	}
+}
