@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"crypto/x509"
+	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -103,12 +105,12 @@ func TestBypass(t *testing.T) {
 		{"no sub", call{token: with(func(c jwt.MapClaims) { delete(c, "sub") }), body: toolCall("read_a")}, 401},
 		{"no client_id", call{token: with(func(c jwt.MapClaims) { delete(c, "client_id") }), body: toolCall("read_a")}, 401},
 		{"scope not a string", call{token: with(func(c jwt.MapClaims) { c["scope"] = []string{"mcp", "admin"} }), body: toolCall("delete_a")}, 401},
-		// Paths: the gateway checks whatever reaches it.
-		{"//mcp", call{path: "//mcp", token: "-", body: toolCall("delete_all")}, 403},
-		{"/mcp/", call{path: "/mcp/", token: "-", body: toolCall("delete_all")}, 403},
-		{"/./mcp", call{path: "/./mcp", token: "-", body: toolCall("delete_all")}, 403},
-		{"%2fmcp", call{path: "/%2fmcp", token: "-", body: toolCall("delete_all")}, 403},
-		{"metadata path with a body", call{path: "/.well-known/oauth-protected-resource/mcp/x", token: "-", body: toolCall("delete_all")}, 403},
+		// Paths: only the resource's path exactly, whatever the token allows.
+		{"//mcp", call{path: "//mcp", body: toolCall("read_a")}, 404},
+		{"/mcp/", call{path: "/mcp/", body: toolCall("read_a")}, 404},
+		{"/./mcp", call{path: "/./mcp", body: toolCall("read_a")}, 404},
+		{"%2fmcp", call{path: "/%2fmcp", body: toolCall("read_a")}, 404},
+		{"metadata path with a body", call{path: "/.well-known/oauth-protected-resource/mcp/x", body: toolCall("read_a")}, 404},
 		// 2026-07-28 request metadata.
 		{"Mcp-Method disagrees", call{body: call26("read_a"), headers: v2026("tools/list", "read_a")}, 400},
 		{"Mcp-Method missing", call{body: call26("read_a"), headers: map[string]string{"MCP-Protocol-Version": "2026-07-28", "Mcp-Name": "read_a"}}, 400},
@@ -147,6 +149,72 @@ func TestBypass(t *testing.T) {
 			}
 			if got := h.up.requests(); len(got) != 0 {
 				t.Fatalf("upstream saw %d requests (%s %s), want none", len(got), got[0].Method, got[0].Body)
+			}
+		})
+	}
+}
+
+// TestEndpointPathOnly: the gateway forwards only requests to its
+// resource's path exactly as the upstream will receive it; any other path
+// that reaches it (a gateway without a matcher sees the whole site) is
+// answered 404 whatever the token allows, so an upstream's other routes
+// (health, admin, a legacy /sse transport) stay out of reach.
+func TestEndpointPathOnly(t *testing.T) {
+	for _, resource := range []string{testResource, "https://mcp.example.com", "https://mcp.example.com/a/mcp/"} {
+		t.Run(resource, func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.Resource = resource
+			h := newHarness(t, cfg, nil)
+			c := claims()
+			c["aud"] = resource
+			token := mint(t, c)
+			u, _ := url.Parse(resource)
+			p := u.Path
+			if p == "" {
+				p = "/"
+			}
+			resp := h.do(t, call{path: p, token: token, body: toolCall("read_a")})
+			if body := readBody(t, resp); resp.StatusCode != http.StatusOK {
+				t.Fatalf("POST %s: status %d (%s), want 200", p, resp.StatusCode, body)
+			}
+			if got := h.up.requests(); len(got) != 1 || got[0].Path != p {
+				t.Fatalf("upstream saw %v, want one request to %s", got, p)
+			}
+			trimmed := strings.TrimSuffix(p, "/")
+			variants := []string{
+				p + "/", p + "x", p + ";x", p + "%2F", p + "%2f", p + "/x", p + "/.", p + "/..", p + "%00", p + "%20", p + ".",
+				strings.ToUpper(p), "/" + p, trimmed + "//", trimmed + "/./", "/x/.." + p, "/%2e" + p,
+				trimmed + "%2F", p + "%252E", p + "%252e%252e/", "/%25" + p, "/sse", "/health", "/admin",
+				"/.well-known/oauth-protected-resource" + p + "x",
+			}
+			if p != "/" {
+				last := strings.LastIndex(trimmed, "/")
+				variants = append(variants, trimmed, "/", trimmed[:last]+"//"+trimmed[last+1:],
+					fmt.Sprintf("%s/%%%02x%s", trimmed[:last], trimmed[last+1], trimmed[last+2:]),
+					fmt.Sprintf("%s/%%%02X%s", trimmed[:last], trimmed[last+1], trimmed[last+2:]))
+			}
+			for _, v := range variants {
+				if v == p || !strings.HasPrefix(v, "/") {
+					continue
+				}
+				for _, m := range []string{http.MethodPost, http.MethodGet, http.MethodDelete, http.MethodOptions} {
+					t.Run(m+" "+v, func(t *testing.T) {
+						var body string
+						if m == http.MethodPost {
+							body = toolCall("read_a")
+						}
+						resp := h.do(t, call{method: m, path: v, token: token, body: body, headers: map[string]string{
+							"Mcp-Session-Id": "", "Origin": "https://app.example.com", "Access-Control-Request-Method": "POST"}})
+						got := readBody(t, resp)
+						if resp.StatusCode != http.StatusNotFound {
+							t.Errorf("status = %d (%s), want 404", resp.StatusCode, got)
+						}
+						rpcErr(t, got)
+					})
+				}
+			}
+			if got := h.up.requests(); len(got) != 1 {
+				t.Errorf("upstream saw %d requests, want only the one to %s; the last: %s %s", len(got), p, got[len(got)-1].Method, got[len(got)-1].Path)
 			}
 		})
 	}

@@ -21,12 +21,14 @@ import (
 //
 // Decisions worth knowing (see also SPEC.md "Gateway duties"):
 //
-//   - Paths. Serve checks every request it is given: the Caddy adapter
-//     decides which requests reach it (the matched path, or the whole
-//     site), and r.URL.Path is never used for policy. Only the exact
-//     MetadataPaths are answered differently (with public metadata);
-//     everything else is MCP traffic and needs a valid token, so "//mcp",
-//     "/mcp/", "/./mcp" or "%2fmcp" gain nothing.
+//   - Paths. Only the resource's own path is MCP traffic, compared
+//     exactly as the upstream will receive it (the escaped form and the
+//     decoded one); the MetadataPaths are answered with public metadata,
+//     and every other path that reaches the gateway (a gateway without a
+//     matcher sees the whole site) is answered 404, whatever the token,
+//     method or body: an upstream's other routes (health, admin, a legacy
+//     /sse transport) stay out of reach, and "/mcp/", "//mcp", "/mcp;x",
+//     "/MCP", "/m%63p", "/mcp%2F" or "%252E" spellings are not the path.
 //   - Metadata. The path-inserted RFC 9728 URL is always served; the root
 //     form only for a resource at "/" or with Config.RootMetadata (one
 //     gateway per host), since several MCP servers may share a host.
@@ -96,6 +98,10 @@ type Gateway struct {
 	// Config.Revocations).
 	streams *streamSet
 
+	// endpoint is the resource's path, the only one forwarded: decoded
+	// and as sent (escaped).
+	endpoint, endpointEscaped string
+
 	metadataURL   string
 	metadataPaths []string
 	metadataJSON  []byte
@@ -120,6 +126,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if res.RawQuery != "" || res.Fragment != "" || res.ForceQuery {
 		return nil, errors.New("resource: must not have a query or fragment")
+	}
+	if err := checkResourcePath(res); err != nil {
+		return nil, fmt.Errorf("resource: %w", err)
 	}
 	if cfg.Issuer == "" {
 		return nil, errors.New("issuer is required")
@@ -216,6 +225,10 @@ func New(cfg Config) (*Gateway, error) {
 		jwt.WithTimeFunc(cfg.Now),
 		jwt.WithStrictDecoding(),
 	)
+	g.endpoint, g.endpointEscaped = res.Path, res.EscapedPath()
+	if g.endpoint == "" {
+		g.endpoint, g.endpointEscaped = "/", "/"
+	}
 	var path string
 	path, g.metadataURL = metadataLocation(res)
 	g.metadataPaths = []string{path}
@@ -226,6 +239,32 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, fmt.Errorf("metadata: %w", err)
 	}
 	return g, nil
+}
+
+// checkResourcePath refuses a resource path that clients would not send
+// as written (dot or empty segments, backslashes: URL parsers resolve or
+// rewrite them) or that an upstream decoding twice would read as another
+// path (%25): requests are forwarded only to the path exactly.
+func checkResourcePath(res *url.URL) error {
+	p := res.EscapedPath()
+	if strings.Contains(p, "%25") || strings.ContainsAny(res.Path, "\\;") {
+		return errors.New("path must not contain %25, ';' or a backslash")
+	}
+	if p == "" || p == "/" {
+		return nil
+	}
+	for _, seg := range strings.Split(strings.TrimSuffix(p[1:], "/"), "/") {
+		if d, err := url.PathUnescape(seg); err != nil || d == "" || d == "." || d == ".." {
+			return errors.New("path must not contain empty or dot segments")
+		}
+	}
+	return nil
+}
+
+// isEndpoint reports whether the request is for the resource's path,
+// exactly as the upstream will receive it.
+func (g *Gateway) isEndpoint(u *url.URL) bool {
+	return u.Opaque == "" && u.Path == g.endpoint && u.EscapedPath() == g.endpointEscaped
 }
 
 // parseHTTPSURL accepts an absolute https URL, or http for loopback hosts

@@ -30,6 +30,13 @@ func TestNewValidation(t *testing.T) {
 		{"relative resource", func(c *Config) { c.Resource = "/mcp" }, "absolute"},
 		{"resource with fragment", func(c *Config) { c.Resource = testResource + "#x" }, "fragment"},
 		{"resource with query", func(c *Config) { c.Resource = testResource + "?a=b" }, "query"},
+		{"resource path with %25", func(c *Config) { c.Resource = "https://mcp.example.com/a%252E/mcp" }, "%25"},
+		{"resource path with ;", func(c *Config) { c.Resource = "https://mcp.example.com/mcp;x" }, "';'"},
+		{"resource path with dot segment", func(c *Config) { c.Resource = "https://mcp.example.com/a/../mcp" }, "dot segments"},
+		{"resource path with encoded dot segment", func(c *Config) { c.Resource = "https://mcp.example.com/%2E/mcp" }, "dot segments"},
+		{"resource path with empty segment", func(c *Config) { c.Resource = "https://mcp.example.com//mcp" }, "empty"},
+		{"resource path with trailing slash", func(c *Config) { c.Resource = "https://mcp.example.com/mcp/" }, ""},
+		{"resource path percent-encoded", func(c *Config) { c.Resource = "https://mcp.example.com/caf%C3%A9/mcp" }, ""},
 		{"no issuer", func(c *Config) { c.Issuer = "" }, "issuer is required"},
 		{"ftp issuer", func(c *Config) { c.Issuer = "ftp://auth.example.com" }, "https"},
 		{"no keys", func(c *Config) { c.Keys = nil }, "keys"},
@@ -126,12 +133,12 @@ func TestMetadata(t *testing.T) {
 				}
 			}
 			if !tt.root && tt.wantPaths[0] != wellKnownPRM {
-				// The root form belongs to another gateway: here it is MCP
-				// traffic and needs a token.
+				// The root form belongs to another gateway: here it is
+				// neither metadata nor the MCP endpoint.
 				resp := h.do(t, call{method: http.MethodGet, path: wellKnownPRM})
 				readBody(t, resp)
-				if resp.StatusCode != http.StatusUnauthorized {
-					t.Errorf("GET %s = %d, want 401", wellKnownPRM, resp.StatusCode)
+				if resp.StatusCode != http.StatusNotFound {
+					t.Errorf("GET %s = %d, want 404", wellKnownPRM, resp.StatusCode)
 				}
 			}
 			if n := len(h.up.requests()); n != 0 {

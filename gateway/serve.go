@@ -88,6 +88,12 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next Next) (err 
 		return nil
 	}
 	x := &exchange{r: r, start: g.now()}
+	if !g.isEndpoint(r.URL) {
+		f := &refusal{status: http.StatusNotFound, code: codeRefused, message: "not found: the MCP endpoint is " + g.endpointEscaped}
+		f.write(w)
+		g.auditRefusal(x, f)
+		return nil
+	}
 	origin, f := g.checkOrigin(w, r)
 	if f == nil && r.Method == http.MethodOptions && origin != "" && r.Header.Get("Access-Control-Request-Method") != "" {
 		g.preflight(w, r)

@@ -405,6 +405,36 @@ func (l *layout) probe(t *testing.T) []string {
 	return hits
 }
 
+// probeWithToken sends the path variants of resource other than its
+// path itself with a valid token: the gateway forwards only its
+// endpoint's path, so an upstream's other routes stay unreachable.
+func (l *layout) probeWithToken(t *testing.T, resource, token string) []string {
+	t.Helper()
+	const initialize = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"probe","version":"1"}}}`
+	u, err := url.Parse(resource)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, target := range append(pathVariants(u.Path), "/sse", "/health", "/messages?session_id=x") {
+		if path, _, _ := strings.Cut(target, "?"); !strings.HasPrefix(target, "/") || path == u.Path {
+			// A query on the endpoint is the endpoint (see the README).
+			continue
+		}
+		for _, method := range []string{"POST", "GET", "DELETE"} {
+			head := "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\nAuthorization: Bearer " + token + "\r\n"
+			if err := rawRequest(u.Host, method, target, head, initialize); err != nil {
+				t.Fatalf("%s %s: %v", method, target, err)
+			}
+		}
+	}
+	var hits []string
+	for _, up := range l.upstreams {
+		hits = append(hits, up.take()...)
+	}
+	sort.Strings(hits)
+	return hits
+}
+
 // rawRequest writes one HTTP/1.1 request with target exactly as given
 // (no client-side cleaning or escaping) and reads the answer.
 func rawRequest(host, method, target, head, body string) error {
@@ -496,6 +526,9 @@ func (l *layout) authorizedReaches(t *testing.T) {
 		}
 		if resp.StatusCode != http.StatusOK || len(seen) != 1 {
 			t.Errorf("initialize with a valid token at %s: status %d, upstreams saw %q; want 200 and the request; body %s", g.resource, resp.StatusCode, seen, body)
+		}
+		if hits := l.probeWithToken(t, g.resource, tok.AccessToken); len(hits) > 0 {
+			t.Errorf("with a valid token, paths other than %s reached the upstream:\n%s", g.resource, strings.Join(hits, "\n"))
 		}
 	}
 }
