@@ -56,6 +56,9 @@ import (
 //     another resource (dot or empty segments, encoded unreserved
 //     characters or separators, backslashes) is refused as invalid params
 //     (see checkURI).
+//   - completion/complete is decided by the prompt or resource its
+//     params.ref names (a resource template by every rule an expansion
+//     could fall under, see decideCompletion).
 //   - tasks/* need the base scopes. A follow-up is bound to its principal
 //     only through the 2025 session that carries it; 2026-07-28 task ids
 //     are not bound by the gateway.

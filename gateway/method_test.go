@@ -280,3 +280,55 @@ func TestLooseNameAllocs(t *testing.T) {
 		}
 	}
 }
+
+// TestCompletionRef: completion/complete is decided by the rules of the
+// prompt or resource its params.ref names, as prompts/get or
+// resources/read of it would be: completions can reveal what the prompt
+// or resource holds. A resource template is decided by every rule an
+// expansion could fall under.
+func TestCompletionRef(t *testing.T) {
+	complete := func(ref string) string {
+		return `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":` + ref + `,"argument":{"name":"a","value":""}}}`
+	}
+	tests := []struct {
+		name   string
+		scope  string
+		ref    string
+		status int // 0: forwarded
+		code   int
+	}{
+		{"prompt allowed", "mcp prompts:read", `{"type":"ref/prompt","name":"summary"}`, 0, 0},
+		{"prompt without its scope", "mcp", `{"type":"ref/prompt","name":"summary"}`, 403, codeRefused},
+		{"prompt without a rule", "mcp prompts:read", `{"type":"ref/prompt","name":"other"}`, 403, codeRefused},
+		{"prompt name invalid", "mcp prompts:read", `{"type":"ref/prompt","name":"summary\u0000"}`, 400, codeInvalidParams},
+		{"prompt case variant of a rule", "mcp prompts:read", `{"type":"ref/prompt","name":"Summary"}`, 400, codeInvalidParams},
+		{"resource allowed", "mcp files:read", `{"type":"ref/resource","uri":"file:///a/b"}`, 0, 0},
+		{"resource under a narrower rule", "mcp files:read", `{"type":"ref/resource","uri":"file:///secret/b"}`, 403, codeRefused},
+		{"resource with both scopes", "mcp files:read files:secret", `{"type":"ref/resource","uri":"file:///secret/b"}`, 0, 0},
+		{"resource without a rule", "mcp files:read", `{"type":"ref/resource","uri":"https://x.example/a"}`, 403, codeRefused},
+		{"resource with a dot segment", "mcp files:read", `{"type":"ref/resource","uri":"file:///a/../secret/b"}`, 400, codeInvalidParams},
+		{"template inside one rule", "mcp files:read files:secret", `{"type":"ref/resource","uri":"file:///secret/{name}"}`, 0, 0},
+		{"template reaching a narrower rule", "mcp files:read", `{"type":"ref/resource","uri":"file:///{path}"}`, 403, codeRefused},
+		{"template reaching a narrower rule, both scopes", "mcp files:read files:secret", `{"type":"ref/resource","uri":"file:///{path}"}`, 0, 0},
+		{"template under a case variant of a rule", "mcp files:read", `{"type":"ref/resource","uri":"file:///SECRET/{name}"}`, 400, codeInvalidParams},
+		{"template without a literal prefix", "mcp files:read files:secret", `{"type":"ref/resource","uri":"{uri}"}`, 400, codeInvalidParams},
+		{"no ref", "mcp files:read", `null`, 400, codeInvalidParams},
+		{"ref not an object", "mcp files:read", `"ref/prompt"`, 400, codeInvalidParams},
+		{"unknown ref type", "mcp files:read", `{"type":"ref/tool","name":"summary"}`, 400, codeInvalidParams},
+		{"ref type case variant", "mcp prompts:read", `{"type":"Ref/Prompt","name":"summary"}`, 400, codeInvalidParams},
+		{"prompt ref without a name", "mcp prompts:read", `{"type":"ref/prompt"}`, 400, codeInvalidParams},
+		{"resource ref without a uri", "mcp files:read", `{"type":"ref/resource","name":"x"}`, 400, codeInvalidParams},
+		{"prompt ref with a uri too", "mcp prompts:read", `{"type":"ref/prompt","name":"summary","uri":"file:///secret/x"}`, 400, codeInvalidParams},
+		{"resource ref with a name too", "mcp files:read", `{"type":"ref/resource","uri":"file:///a","name":"other"}`, 400, codeInvalidParams},
+		{"name not a string", "mcp prompts:read", `{"type":"ref/prompt","name":["summary"]}`, 400, codeInvalidParams},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, testConfig(t), nil)
+			c := claims()
+			c["scope"] = tt.scope
+			resp := h.do(t, call{body: complete(tt.ref), token: mint(t, c)})
+			checkAnswer(t, h, resp, tt.status, tt.code, "1")
+		})
+	}
+}

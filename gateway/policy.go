@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -227,10 +228,11 @@ func (p *policy) decide(pr *principal, m *mcpparse.Message, rev revision) (decis
 		if !m.HasName {
 			return decision{}, fmt.Errorf("prompts/get: %w", errNoName)
 		}
-		if !validPromptName(m.Name) {
-			return decision{}, fmt.Errorf("prompts/get: prompt name %q has whitespace, control, invisible or compatibility characters, characters that a full case mapping reads beyond simple case folding, or empty or dot-only segments between slashes", m.Name)
+		d, err := p.decidePrompt(pr, m.Name)
+		if err != nil {
+			err = fmt.Errorf("prompts/get: %w", err)
 		}
-		return p.decideCaseless(pr, kindPrompt, p.prompts, m.Name)
+		return d, err
 	case "resources/read", "resources/subscribe", "resources/unsubscribe":
 		if !m.HasURI {
 			return decision{}, fmt.Errorf("%s: %w", m.Method, errNoName)
@@ -239,6 +241,12 @@ func (p *policy) decide(pr *principal, m *mcpparse.Message, rev revision) (decis
 			return decision{}, fmt.Errorf("%s: %w", m.Method, err)
 		}
 		return p.decideURI(pr, m.URI)
+	case "completion/complete":
+		d, err := p.decideCompletion(pr, m.Raw)
+		if err != nil {
+			err = fmt.Errorf("completion/complete: %w", err)
+		}
+		return d, err
 	case "subscriptions/listen":
 		uris, err := resourceSubscriptions(m.Raw)
 		if err != nil {
@@ -249,6 +257,58 @@ func (p *policy) decide(pr *principal, m *mcpparse.Message, rev revision) (decis
 	// Everything else, tasks/* included (params.taskId is a task, not a
 	// tool), needs the base scopes.
 	return p.check(pr, decision{kind: kindBase, required: p.base}, nil), nil
+}
+
+// decidePrompt decides a prompt by name, refusing names an upstream could
+// read as another.
+func (p *policy) decidePrompt(pr *principal, name string) (decision, error) {
+	if !validPromptName(name) {
+		return decision{}, fmt.Errorf("prompt name %q has whitespace, control, invisible or compatibility characters, characters that a full case mapping reads beyond simple case folding, or empty or dot-only segments between slashes", name)
+	}
+	return p.decideCaseless(pr, kindPrompt, p.prompts, name)
+}
+
+// decideCompletion decides a completion/complete by the prompt or
+// resource its params.ref names, as prompts/get or resources/read of it
+// would be: completions reveal what the prompt or resource offers. A
+// resource template (RFC 6570, "file:///{path}") is decided by every rule
+// an expansion could fall under: the rule of its literal prefix (the text
+// before the first '{') and every rule whose prefix extends that prefix.
+func (p *policy) decideCompletion(pr *principal, raw []byte) (decision, error) {
+	var msg struct {
+		Params struct {
+			Ref *struct {
+				Type string  `json:"type"`
+				Name *string `json:"name"`
+				URI  *string `json:"uri"`
+			} `json:"ref"`
+		} `json:"params"`
+	}
+	if err := json.Unmarshal(raw, &msg); err != nil || msg.Params.Ref == nil {
+		return decision{}, errors.New("params.ref must be a prompt or resource reference")
+	}
+	ref := msg.Params.Ref
+	switch {
+	case ref.Type == "ref/prompt" && ref.Name != nil && ref.URI == nil:
+		return p.decidePrompt(pr, *ref.Name)
+	case ref.Type == "ref/resource" && ref.URI != nil && ref.Name == nil:
+		uri := *ref.URI
+		literal, _, template := strings.Cut(uri, "{")
+		if !template {
+			if err := checkURI(uri); err != nil {
+				return decision{}, err
+			}
+			return p.decideURI(pr, uri)
+		}
+		uris := []string{literal}
+		for i := range p.resources {
+			if r := p.resources[i].Pattern; len(r) > len(literal) && strings.HasPrefix(strings.ToLower(r), strings.ToLower(literal)) {
+				uris = append(uris, r)
+			}
+		}
+		return p.decideSubscriptions(pr, uris)
+	}
+	return decision{}, errors.New(`params.ref must be {"type":"ref/prompt","name":...} or {"type":"ref/resource","uri":...}`)
 }
 
 // decideMethod applies the first method rule whose glob matches a method
