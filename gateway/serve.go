@@ -240,6 +240,9 @@ func (g *Gateway) admit(x *exchange) *refusal {
 	if f := g.checkSession(x); f != nil {
 		return f
 	}
+	if f := checkResume(x); f != nil {
+		return f
+	}
 	if r.Method != http.MethodPost {
 		// GET (server stream) and DELETE (end session) need the base scopes.
 		x.dec = x.decBuf[:1]
@@ -356,6 +359,26 @@ func (g *Gateway) checkSession(x *exchange) *refusal {
 		return &refusal{status: http.StatusNotFound, code: codeSessionNotFound, message: "Session not found"}
 	}
 	x.session = up
+	return nil
+}
+
+// checkResume admits a stream resumption (GET with Last-Event-ID) only in
+// a session bound to the caller. Event ids are cursors the upstream may
+// look up without regard to who asks (a shared event store, or a server
+// without sessions), so outside a verified session a resumption could
+// replay another principal's stream. Elsewhere the header is dropped
+// (forwardsHeader): resumption is always a GET, and 2026-07-28 streams
+// are not resumable.
+func checkResume(x *exchange) *refusal {
+	if x.r.Method != http.MethodGet {
+		return nil
+	}
+	switch n := len(x.r.Header.Values("Last-Event-Id")); {
+	case n > 1:
+		return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "more than one Last-Event-ID header"}
+	case n == 1 && x.session == "":
+		return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "Last-Event-ID resumes a stream of a session: send the session's Mcp-Session-Id"}
+	}
 	return nil
 }
 
@@ -684,6 +707,9 @@ func (x *exchange) forwardsHeader(name string) bool {
 		return !x.listsTools() && !x.rewritesTasks()
 	case "Mcp-Method", "Mcp-Name":
 		return x.headerChecked
+	case "Last-Event-Id":
+		// Checked by checkResume.
+		return x.r.Method == http.MethodGet && x.session != ""
 	}
 	return true
 }

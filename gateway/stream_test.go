@@ -473,3 +473,112 @@ func TestChunkedBody(t *testing.T) {
 		})
 	}
 }
+
+// TestResumeBoundToSession: a stream resumption (GET with Last-Event-ID)
+// reaches the upstream only inside a session bound to the caller, so an
+// upstream that finds streams by event id alone (a shared event store, or
+// no sessions at all) cannot replay another principal's stream. The
+// header goes nowhere else: resumption is always a GET (2025-11-25), and
+// 2026-07-28 has no resumable streams.
+func TestResumeBoundToSession(t *testing.T) {
+	h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Mcp-Session-Id", "upstream-session-1")
+		w.Header().Set("Content-Type", "application/json")
+		if r.Method == http.MethodPost {
+			io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{}}`)
+		}
+	})
+	alice := mint(t, claims())
+	bobClaims := claims()
+	bobClaims["sub"] = "bob"
+	bob := mint(t, bobClaims)
+	init := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`
+	resp := h.do(t, call{body: init, token: alice})
+	readBody(t, resp)
+	sid := resp.Header.Get("Mcp-Session-Id")
+	v25 := "2025-11-25"
+	call26 := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`
+
+	tests := []struct {
+		name    string
+		c       call
+		status  int    // 0: forwarded
+		lastID  string // the Last-Event-ID the upstream must get when forwarded
+		rawHead []string
+	}{
+		{"GET in the caller's session", call{method: http.MethodGet, token: alice, headers: map[string]string{"Mcp-Session-Id": sid, "Last-Event-ID": "stream-1_7", "MCP-Protocol-Version": v25}}, 0, "stream-1_7", nil},
+		{"GET without a session", call{method: http.MethodGet, token: alice, headers: map[string]string{"Last-Event-ID": "stream-1_7", "MCP-Protocol-Version": v25}}, 400, "", nil},
+		{"GET without a session, no version", call{method: http.MethodGet, token: bob, headers: map[string]string{"Last-Event-ID": "stream-1_7"}}, 400, "", nil},
+		{"GET in another principal's session", call{method: http.MethodGet, token: bob, headers: map[string]string{"Mcp-Session-Id": sid, "Last-Event-ID": "stream-1_7", "MCP-Protocol-Version": v25}}, 404, "", nil},
+		{"two Last-Event-ID headers", call{method: http.MethodGet, token: alice, headers: map[string]string{"Mcp-Session-Id": sid, "MCP-Protocol-Version": v25}}, 400, "", []string{"stream-1_7", "stream-2_1"}},
+		{"POST drops it", call{body: toolCall("read_a"), token: alice, headers: map[string]string{"Mcp-Session-Id": sid, "Last-Event-ID": "stream-1_7", "MCP-Protocol-Version": v25}}, 0, "", nil},
+		{"POST without a session drops it", call{body: toolCall("read_a"), token: bob, headers: map[string]string{"Last-Event-ID": "stream-1_7", "MCP-Protocol-Version": v25}}, 0, "", nil},
+		{"DELETE drops it", call{method: http.MethodDelete, token: alice, headers: map[string]string{"Mcp-Session-Id": sid, "Last-Event-ID": "stream-1_7", "MCP-Protocol-Version": v25}}, 0, "", nil},
+		{"2026-07-28 drops it", call{body: call26, token: bob, headers: map[string]string{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "read_a", "Last-Event-ID": "stream-1_7"}}, 0, "", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(h.up.requests())
+			if tt.rawHead != nil {
+				tt.c.headers["Last-Event-ID"] = strings.Join(tt.rawHead, "\x00")
+			}
+			resp := doMulti(t, h, tt.c)
+			body := readBody(t, resp)
+			got := h.up.requests()
+			if tt.status != 0 {
+				if resp.StatusCode != tt.status || len(got) != before {
+					t.Fatalf("status = %d (%s), forwarded %v; want %d, not forwarded", resp.StatusCode, body, len(got) != before, tt.status)
+				}
+				rpcErr(t, body)
+				return
+			}
+			if resp.StatusCode != http.StatusOK || len(got) != before+1 {
+				t.Fatalf("status = %d (%s), forwarded %v; want 200, forwarded", resp.StatusCode, body, len(got) != before)
+			}
+			if v := got[len(got)-1].Header.Values("Last-Event-Id"); tt.lastID == "" && len(v) != 0 || tt.lastID != "" && (len(v) != 1 || v[0] != tt.lastID) {
+				t.Errorf("upstream Last-Event-ID = %q, want %q", v, tt.lastID)
+			}
+		})
+	}
+}
+
+// doMulti is h.do, with a header value holding NUL-separated values sent
+// as several header fields.
+func doMulti(t *testing.T, h *harness, c call) *http.Response {
+	t.Helper()
+	multi := map[string][]string{}
+	for k, v := range c.headers {
+		if strings.Contains(v, "\x00") {
+			multi[k] = strings.Split(v, "\x00")
+			delete(c.headers, k)
+		}
+	}
+	if len(multi) == 0 {
+		return h.do(t, c)
+	}
+	var body io.Reader
+	if c.body != "" {
+		body = strings.NewReader(c.body)
+	}
+	if c.method == "" {
+		c.method = http.MethodPost
+	}
+	req, err := http.NewRequest(c.method, h.front.URL+"/mcp", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	for k, v := range c.headers {
+		req.Header.Set(k, v)
+	}
+	for k, vv := range multi {
+		for _, v := range vv {
+			req.Header.Add(k, v)
+		}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
