@@ -83,6 +83,9 @@ import (
 //     tools/list, so that the answer arrives readable. Known gap: a 2025 server replaying a
 //     tools/list answer on a resumed GET stream (Last-Event-ID) is not
 //     filtered; calls are still enforced.
+//   - Mcp-Param-* headers (2026-07-28) must each carry the argument the
+//     called tool's pinned definition mirrors into them (param.go); with
+//     PinOff, or before 2026-07-28, none passes.
 //   - Tool pinning (Config.PinTools, pin.go): a tool whose listed
 //     definition differs from its pin is left out of tools/list answers
 //     and its calls are refused (403, rule "pin_tools"); a call naming a

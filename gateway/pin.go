@@ -108,7 +108,10 @@ type pinView struct {
 	loaded  time.Time
 	stored  map[string]Pin
 	current map[string]string // tool → hash of the definition last listed
-	stale   bool              // the server said its list changed: current needs a fetch
+	// params: tool → its current definition's Mcp-Param-* headers
+	// (paramHeaders).
+	params map[string]map[string][]string
+	stale  bool // the server said its list changed: current needs a fetch
 }
 
 // pinVerdict is what pinning says of a call or a listed definition.
@@ -141,7 +144,7 @@ func newPinSet(g *Gateway, cfg *Config) *pinSet {
 		fetches:  make(chan struct{}, maxPinFetches),
 		inflight: map[string]*pinFetch{},
 	}
-	s.view.Store(&pinView{stored: map[string]Pin{}, current: map[string]string{}})
+	s.view.Store(&pinView{stored: map[string]Pin{}, current: map[string]string{}, params: map[string]map[string][]string{}})
 	return s
 }
 
@@ -207,7 +210,7 @@ func (s *pinSet) update(change func(v *pinView)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := s.view.Load()
-	v := &pinView{loaded: old.loaded, stored: maps.Clone(old.stored), current: maps.Clone(old.current), stale: old.stale}
+	v := &pinView{loaded: old.loaded, stored: maps.Clone(old.stored), current: maps.Clone(old.current), params: maps.Clone(old.params), stale: old.stale}
 	change(v)
 	s.view.Store(v)
 }
@@ -248,9 +251,11 @@ func (s *pinSet) listed(ctx context.Context, tool string, raw []byte) (keep bool
 		}
 	}
 	if !known || cur != hash {
+		params := paramHeaders(canon)
 		s.update(func(v *pinView) {
 			v.stored[tool] = p
 			v.current[tool] = hash
+			v.params[tool] = params
 		})
 	}
 	if s.judge(p, hash) != pinOK {

@@ -105,6 +105,9 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next Next) (err 
 	if f == nil {
 		f = g.checkPins(x, next)
 	}
+	if f == nil {
+		f = g.checkParams(x)
+	}
 	if n := g.proofs.Nonces(); n != nil && f == nil && x.p != nil && x.p.jkt != "" {
 		// A fresh nonce with every answer spares the client a refusal
 		// when the one it holds expires (RFC 9449 §8.2).
@@ -681,6 +684,10 @@ func (g *Gateway) upstreamHeader(x *exchange) http.Header {
 // forwardsHeader reports whether a client header field may reach the
 // upstream.
 func (x *exchange) forwardsHeader(name string) bool {
+	if isParamHeader(name) {
+		// Checked by checkParams when the revision defines them.
+		return x.headerChecked
+	}
 	if strings.IndexByte(name, '_') >= 0 {
 		// CGI-style servers (FastCGI, PHP, WSGI) read "X_Mcp_Subject" or
 		// "Mcp_Session_Id" as the dashed header, so no client header with

@@ -568,6 +568,9 @@ func doMulti(t *testing.T, h *harness, c call) *http.Response {
 		t.Fatal(err)
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
+	if c.method == http.MethodPost {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	for k, v := range c.headers {
 		req.Header.Set(k, v)
 	}

@@ -1,0 +1,176 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/mcpparse"
+)
+
+// Mcp-Param-* headers (2026-07-28, "Custom Headers from Tool
+// Parameters"): a tool's inputSchema may mark an argument with
+// x-mcp-header, and clients mirror its value into Mcp-Param-{name}. "Any
+// server that processes the message body MUST validate that encoded
+// header values, after decoding if Base64-encoded, match the
+// corresponding values in the request body" (400, -32020): the gateway
+// decides on the body, and an upstream, or a router before it, may act on
+// the header. Which argument a header mirrors is known only from the
+// tool's definition, which the gateway holds for the pinned tools it
+// forwards calls to (pin.go); a header it cannot check against the body
+// (no pinning, a tool without that annotation, a method other than
+// tools/call) is refused. Before 2026-07-28 the headers mean nothing and
+// are not forwarded (forwardsHeader).
+
+const paramHeaderPrefix = "Mcp-Param-"
+
+func isParamHeader(name string) bool {
+	return len(name) > len(paramHeaderPrefix) && strings.EqualFold(name[:len(paramHeaderPrefix)], paramHeaderPrefix)
+}
+
+// maxSchemaDepth bounds the walk of nested properties.
+const maxSchemaDepth = 32
+
+// paramHeaders reads a tool definition's x-mcp-header annotations:
+// header name in lower case → the path of properties keys to the
+// argument. Only annotations reachable through properties count (the
+// spec's "statically reachable"); a definition that names one header
+// twice, ignoring case, is invalid and yields an empty map, so that no
+// header of its calls passes.
+func paramHeaders(def []byte) map[string][]string {
+	var tool struct {
+		InputSchema json.RawMessage `json:"inputSchema"`
+	}
+	out := map[string][]string{}
+	if json.Unmarshal(def, &tool) != nil || collectParamHeaders(tool.InputSchema, nil, out) != nil {
+		return map[string][]string{}
+	}
+	return out
+}
+
+func collectParamHeaders(schema json.RawMessage, path []string, out map[string][]string) error {
+	if len(path) > maxSchemaDepth {
+		return errors.New("schema too deep")
+	}
+	var s struct {
+		Properties map[string]json.RawMessage `json:"properties"`
+	}
+	if json.Unmarshal(schema, &s) != nil {
+		return nil // not an object schema: nothing reachable
+	}
+	for name, prop := range s.Properties {
+		p := append(path[:len(path):len(path)], name)
+		var ann struct {
+			Header *string `json:"x-mcp-header"`
+		}
+		if json.Unmarshal(prop, &ann) == nil && ann.Header != nil {
+			k := strings.ToLower(*ann.Header)
+			if _, dup := out[k]; dup {
+				return fmt.Errorf("x-mcp-header %q twice", *ann.Header)
+			}
+			out[k] = p
+		}
+		if err := collectParamHeaders(prop, p, out); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkParams refuses a request whose Mcp-Param-* headers do not each
+// carry, exactly, the argument the called tool's definition mirrors into
+// them.
+func (g *Gateway) checkParams(x *exchange) *refusal {
+	if !x.headerChecked {
+		return nil
+	}
+	for name, values := range x.r.Header {
+		if !isParamHeader(name) {
+			continue
+		}
+		if err := g.checkParam(x, name, values); err != nil {
+			return &refusal{status: http.StatusBadRequest, code: codeHeaderMismatch, id: singleID(x),
+				message: "Header mismatch: " + name + ": " + err.Error()}
+		}
+	}
+	return nil
+}
+
+func (g *Gateway) checkParam(x *exchange, name string, values []string) error {
+	if len(x.msgs) != 1 || x.msgs[0].Kind != mcpparse.KindRequest || x.msgs[0].Method != "tools/call" {
+		return errors.New("Mcp-Param headers belong to tools/call only")
+	}
+	m := &x.msgs[0]
+	if g.pins == nil {
+		return errors.New("cannot be checked against the body: the gateway knows tool definitions only with pin_tools")
+	}
+	path, ok := g.pins.view.Load().params[m.Name][strings.ToLower(name[len(paramHeaderPrefix):])]
+	if !ok {
+		return fmt.Errorf("tool %q declares no such parameter header", m.Name)
+	}
+	if len(values) != 1 {
+		return errors.New("sent more than once")
+	}
+	v, err := mcpparse.DecodeHeaderValue(values[0])
+	if err != nil {
+		return err
+	}
+	arg, err := argumentAt(m.Arguments, path)
+	if err != nil {
+		return err
+	}
+	if !paramMatches(v, arg) {
+		return fmt.Errorf("does not match the body value at /%s", strings.Join(path, "/"))
+	}
+	return nil
+}
+
+// argumentAt returns the value at path (properties keys) in a tools/call's
+// arguments, nil when absent. A key present only in another case is
+// refused: an upstream that matches names case-insensitively would read
+// it.
+func argumentAt(args []byte, path []string) (json.RawMessage, error) {
+	cur := json.RawMessage(args)
+	for _, key := range path {
+		var obj map[string]json.RawMessage
+		if len(cur) == 0 || json.Unmarshal(cur, &obj) != nil {
+			return nil, nil
+		}
+		v, ok := obj[key]
+		if !ok {
+			if _, folded := memberFold(obj, key); folded {
+				return nil, fmt.Errorf("the body has %q only in another case", key)
+			}
+			return nil, nil
+		}
+		cur = v
+	}
+	return cur, nil
+}
+
+// paramMatches compares a decoded header value with the body value it
+// mirrors: a string exactly, a boolean as "true" or "false", an integer
+// numerically (header in decimal digits). Absent, null and other values
+// match nothing: a client omits the header for them.
+func paramMatches(header string, body json.RawMessage) bool {
+	switch {
+	case len(body) == 0:
+		return false
+	case body[0] == '"':
+		var s string
+		return json.Unmarshal(body, &s) == nil && s == header
+	case string(body) == "true" || string(body) == "false":
+		return string(body) == header
+	case body[0] == '-' || isDigit(body[0]):
+		h := strings.TrimPrefix(header, "-")
+		if h == "" || strings.TrimLeft(h, "0123456789") != "" {
+			return false
+		}
+		hd, err1 := parseDecimal(header)
+		bd, err2 := parseDecimal(string(body))
+		return err1 == nil && err2 == nil && bd.isInteger() && hd.cmp(bd) == 0
+	}
+	return false
+}

@@ -1,0 +1,155 @@
+package gateway
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// paramTools is a tools/list result whose read_a mirrors arguments into
+// Mcp-Param-* headers (x-mcp-header, 2026-07-28) and read_b mirrors none.
+const paramTools = `{"tools":[` +
+	`{"name":"read_a","inputSchema":{"type":"object","properties":{` +
+	`"region":{"type":"string","x-mcp-header":"Region"},` +
+	`"count":{"type":"integer","x-mcp-header":"Count"},` +
+	`"flag":{"type":"boolean","x-mcp-header":"flag"},` +
+	`"scope":{"type":"object","properties":{"tenant":{"type":"string","x-mcp-header":"Tenant"}}},` +
+	`"query":{"type":"string"}}}},` +
+	`{"name":"read_b","inputSchema":{"type":"object","properties":{"region":{"type":"string"}}}}]}`
+
+// TestParamHeaders: an Mcp-Param-* header must carry the value of the
+// argument the tool's (pinned) definition mirrors into it, as the
+// 2026-07-28 transport requires of a server that reads the body ("MUST
+// validate that encoded header values, after decoding if Base64-encoded,
+// match the corresponding values in the request body"): an upstream or a
+// router in front of it may act on the header while the gateway decided
+// on the body. One it cannot check is refused, never forwarded; before
+// 2026-07-28 the headers mean nothing and are not forwarded.
+func TestParamHeaders(t *testing.T) {
+	answer := func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var m struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+		}
+		json.Unmarshal(body, &m)
+		w.Header().Set("Content-Type", "application/json")
+		result := `{}`
+		if m.Method == "tools/list" {
+			result = paramTools
+		}
+		io.WriteString(w, `{"jsonrpc":"2.0","id":`+string(m.ID)+`,"result":`+result+`}`)
+	}
+	meta := `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}`
+	call26 := func(tool, args string) string {
+		return `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"` + tool + `","arguments":` + args + `,` + meta + `}}`
+	}
+	h26 := func(tool string, params map[string]string) map[string]string {
+		h := map[string]string{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": tool}
+		for k, v := range params {
+			h["Mcp-Param-"+k] = v
+		}
+		return h
+	}
+	args := `{"region":"us-west1","count":42,"flag":true,"scope":{"tenant":"acme"},"query":"x"}`
+	all := map[string]string{"Region": "us-west1", "Count": "42", "Flag": "true", "Tenant": "acme"}
+	with := func(k, v string) map[string]string {
+		m := map[string]string{}
+		for a, b := range all {
+			m[a] = b
+		}
+		if v == "" {
+			delete(m, k)
+		} else {
+			m[k] = v
+		}
+		return m
+	}
+	tests := []struct {
+		name    string
+		pins    bool
+		body    string
+		headers map[string]string
+		status  int // 0: forwarded
+		code    int
+		want    map[string]string // Mcp-Param-* the upstream gets
+	}{
+		{"all match", true, call26("read_a", args), h26("read_a", all), 0, 0, all},
+		{"none sent", true, call26("read_a", args), h26("read_a", nil), 0, 0, nil},
+		{"base64 match", true, call26("read_a", `{"region":"Hello, 世界"}`), h26("read_a", map[string]string{"Region": "=?base64?SGVsbG8sIOS4lueVjA==?="}), 0, 0, map[string]string{"Region": "=?base64?SGVsbG8sIOS4lueVjA==?="}},
+		{"integer compared numerically", true, call26("read_a", `{"count":42.0}`), h26("read_a", map[string]string{"Count": "42"}), 0, 0, map[string]string{"Count": "42"}},
+		{"header name in another case", true, call26("read_a", `{"region":"us-west1"}`), map[string]string{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "read_a", "mcp-param-REGION": "us-west1"}, 0, 0, map[string]string{"Region": "us-west1"}},
+		{"string disagrees", true, call26("read_a", args), h26("read_a", with("Region", "us-east1")), 400, codeHeaderMismatch, nil},
+		{"nested disagrees", true, call26("read_a", args), h26("read_a", with("Tenant", "other")), 400, codeHeaderMismatch, nil},
+		{"integer disagrees", true, call26("read_a", args), h26("read_a", with("Count", "43")), 400, codeHeaderMismatch, nil},
+		{"integer not decimal", true, call26("read_a", args), h26("read_a", with("Count", "0x2a")), 400, codeHeaderMismatch, nil},
+		{"boolean disagrees", true, call26("read_a", args), h26("read_a", with("Flag", "True")), 400, codeHeaderMismatch, nil},
+		{"base64 disagrees", true, call26("read_a", `{"region":"us-west1"}`), h26("read_a", map[string]string{"Region": "=?base64?dXMtZWFzdDE=?="}), 400, codeHeaderMismatch, nil},
+		{"malformed base64", true, call26("read_a", `{"region":"us-west1"}`), h26("read_a", map[string]string{"Region": "=?base64?dXMtd2VzdDE?="}), 400, codeHeaderMismatch, nil},
+		{"value absent from the body", true, call26("read_a", `{"query":"x"}`), h26("read_a", map[string]string{"Region": "us-west1"}), 400, codeHeaderMismatch, nil},
+		{"value null in the body", true, call26("read_a", `{"region":null}`), h26("read_a", map[string]string{"Region": "null"}), 400, codeHeaderMismatch, nil},
+		{"header the tool does not declare", true, call26("read_a", args), h26("read_a", with("Query", "x")), 400, codeHeaderMismatch, nil},
+		{"header on a tool without any", true, call26("read_b", `{"region":"us-west1"}`), h26("read_b", map[string]string{"Region": "us-west1"}), 400, codeHeaderMismatch, nil},
+		{"header on another method", true, `{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{` + meta + `}}`, map[string]string{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/list", "Mcp-Param-Region": "us-west1"}, 400, codeHeaderMismatch, nil},
+		{"without pinning nothing to check against", false, call26("read_a", `{"region":"us-west1"}`), h26("read_a", map[string]string{"Region": "us-west1"}), 400, codeHeaderMismatch, nil},
+		{"without pinning and without headers", false, call26("read_a", `{"region":"us-west1"}`), h26("read_a", nil), 0, 0, nil},
+		{"2025 request: not forwarded", true, toolCall("read_a"), map[string]string{"MCP-Protocol-Version": "2025-11-25", "Mcp-Param-Region": "us-east1"}, 0, 0, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			if tt.pins {
+				cfg.PinTools, cfg.Pins = PinFirstUse, newMemPins()
+			}
+			h := newHarness(t, cfg, answer)
+			c := claims()
+			c["scope"] = "mcp tools:read"
+			resp := h.do(t, call{body: tt.body, token: mint(t, c), headers: tt.headers})
+			body := readBody(t, resp)
+			var calls []received
+			for _, r := range h.up.requests() {
+				if !strings.Contains(string(r.Body), `"mcp-auth-pin"`) {
+					calls = append(calls, r)
+				}
+			}
+			if tt.status != 0 {
+				code, _, _ := rpcErr(t, body)
+				if resp.StatusCode != tt.status || code != tt.code || len(calls) != 0 {
+					t.Fatalf("answer = %d %s, forwarded %d; want %d with code %d, not forwarded", resp.StatusCode, body, len(calls), tt.status, tt.code)
+				}
+				return
+			}
+			if resp.StatusCode != http.StatusOK || len(calls) != 1 {
+				t.Fatalf("answer = %d %s, forwarded %d; want 200, forwarded", resp.StatusCode, body, len(calls))
+			}
+			got := map[string]string{}
+			for k, v := range calls[0].Header {
+				if name, ok := strings.CutPrefix(k, "Mcp-Param-"); ok {
+					got[name] = strings.Join(v, ",")
+				}
+			}
+			if len(got) != len(tt.want) {
+				t.Fatalf("upstream Mcp-Param-* = %v, want %v", got, tt.want)
+			}
+			for k, v := range tt.want {
+				if got[k] != v {
+					t.Errorf("upstream Mcp-Param-%s = %q, want %q", k, got[k], v)
+				}
+			}
+		})
+	}
+
+	t.Run("two values", func(t *testing.T) {
+		cfg := testConfig(t)
+		cfg.PinTools, cfg.Pins = PinFirstUse, newMemPins()
+		h := newHarness(t, cfg, answer)
+		hd := h26("read_a", map[string]string{"Region": "us-west1\x00us-east1"})
+		resp := doMulti(t, h, call{body: call26("read_a", `{"region":"us-west1"}`), token: mint(t, claims()), headers: hd})
+		body := readBody(t, resp)
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("answer = %d %s, want 400", resp.StatusCode, body)
+		}
+	})
+}
