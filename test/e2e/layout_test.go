@@ -371,13 +371,15 @@ func pathVariants(p string) []string {
 	}
 }
 
+// probeInitialize is the body of every probe.
+const probeInitialize = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"probe","version":"1"}}}`
+
 var probeMethods = []string{"GET", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "HEAD"}
 
 // probe sends every gateway's path variants with every method, without a
 // token and with a bad one, and returns what reached the upstreams.
 func (l *layout) probe(t *testing.T) []string {
 	t.Helper()
-	const initialize = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"probe","version":"1"}}}`
 	for _, g := range l.gateways {
 		u, err := url.Parse(g.resource)
 		if err != nil {
@@ -390,13 +392,19 @@ func (l *layout) probe(t *testing.T) []string {
 			for _, method := range probeMethods {
 				for _, auth := range []string{"", "Authorization: Bearer not-a-token\r\n"} {
 					head := "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\nOrigin: " + u.Scheme + "://" + u.Host + "\r\n" + auth
-					if err := rawRequest(u.Host, method, target, head, initialize); err != nil {
+					if err := rawRequest(u.Host, method, target, head, probeInitialize); err != nil {
 						t.Fatalf("%s %s: %v", method, target, err)
 					}
 				}
 			}
 		}
 	}
+	return l.upstreamHits()
+}
+
+// upstreamHits returns, sorted, what the upstreams received since the
+// last call.
+func (l *layout) upstreamHits() []string {
 	var hits []string
 	for _, up := range l.upstreams {
 		hits = append(hits, up.take()...)
@@ -410,7 +418,6 @@ func (l *layout) probe(t *testing.T) []string {
 // endpoint's path, so an upstream's other routes stay unreachable.
 func (l *layout) probeWithToken(t *testing.T, resource, token string) []string {
 	t.Helper()
-	const initialize = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"probe","version":"1"}}}`
 	u, err := url.Parse(resource)
 	if err != nil {
 		t.Fatal(err)
@@ -422,17 +429,12 @@ func (l *layout) probeWithToken(t *testing.T, resource, token string) []string {
 		}
 		for _, method := range []string{"POST", "GET", "DELETE"} {
 			head := "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\nAuthorization: Bearer " + token + "\r\n"
-			if err := rawRequest(u.Host, method, target, head, initialize); err != nil {
+			if err := rawRequest(u.Host, method, target, head, probeInitialize); err != nil {
 				t.Fatalf("%s %s: %v", method, target, err)
 			}
 		}
 	}
-	var hits []string
-	for _, up := range l.upstreams {
-		hits = append(hits, up.take()...)
-	}
-	sort.Strings(hits)
-	return hits
+	return l.upstreamHits()
 }
 
 // rawRequest writes one HTTP/1.1 request with target exactly as given
