@@ -58,7 +58,7 @@ func newStubIdP(t *testing.T, now func() time.Time) *stubIdP {
 		t.Fatal(err)
 	}
 	s := &stubIdP{t: t, key: key, now: now, codes: map[string]stubCode{},
-		claims: jwt.MapClaims{"sub": "u-1", "email": "alice@corp.example", "email_verified": true, "groups": []string{"eng"}}}
+		claims: jwt.MapClaims{"sub": "u-1", "email": "alice@corp.example", "email_verified": true, "groups": []string{"eng", "unmapped"}}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /.well-known/openid-configuration", s.discovery)
 	mux.HandleFunc("GET /jwks", s.jwks)
@@ -305,6 +305,11 @@ func TestIdPSignInAnswers(t *testing.T) {
 				if !strings.HasPrefix(res.location, pathConsent+"?") {
 					t.Errorf("admitted sign-in goes to %q, want our consent page", res.location)
 				}
+				// Only the provider groups the mapping names are kept.
+				var u User
+				if err := e.get(bucketUsers, stubIdPName+":u-1", &u); err != nil || strings.Join(u.IdPGroups, ",") != "eng" {
+					t.Errorf("provisioned user's groups = %v (%v), want [eng]", u.IdPGroups, err)
+				}
 				// The answer again (its state used): refused.
 				resp, err := c.Get(res.callback)
 				if err != nil {
@@ -323,4 +328,149 @@ func TestIdPSignInAnswers(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestIdPAnswerLimits: every request to the provider has a 10 s timeout
+// and a 1 MiB answer limit (go-oidc would read its metadata and keys
+// whole): an oversized discovery document makes the provider
+// unavailable, oversized keys make its ID token unverifiable, a token
+// endpoint that does not answer is given up after 10 s. Answers under
+// the limit are read.
+func TestIdPAnswerLimits(t *testing.T) {
+	tests := []struct {
+		name       string
+		set        func(s *stubIdP)
+		wantStatus int
+		wantText   string
+	}{
+		{"answers under 1 MiB", func(s *stubIdP) { s.padDiscovery, s.padJWKS = 900<<10, 900<<10 }, http.StatusSeeOther, ""},
+		{"discovery over 1 MiB", func(s *stubIdP) { s.padDiscovery = 1 << 20 }, http.StatusBadGateway, "cannot be reached"},
+		{"keys over 1 MiB", func(s *stubIdP) { s.padJWKS = 1 << 20 }, http.StatusForbidden, "is not valid"},
+		{"token endpoint silent", func(s *stubIdP) { s.hangToken = true }, http.StatusBadGateway, "cannot be reached"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel() // the silent endpoint takes the 10 s
+			e, stub, _ := newIdPEnv(t, nil)
+			stub.set(tt.set)
+			start := time.Now()
+			res := e.idpSignIn(t, e.browser())
+			took := time.Since(start)
+			if res.status != tt.wantStatus || !strings.Contains(res.body, tt.wantText) {
+				t.Fatalf("sign-in = %d %q, want %d %q", res.status, res.body, tt.wantStatus, tt.wantText)
+			}
+			if documented := 10 * time.Second; stub.hangToken && (took < documented || took > documented+5*time.Second) {
+				t.Errorf("gave up on the silent token endpoint after %v, want %v", took, documented)
+			}
+			if n := e.count(bucketUsers); tt.wantStatus != http.StatusSeeOther && n != 0 {
+				t.Errorf("%d users provisioned", n)
+			}
+		})
+	}
+}
+
+// TestIdPReassignedName: with user_claim email, another subject of the
+// provider presenting the address of an existing user (an address given
+// to someone else) is refused until an operator deletes the old user.
+func TestIdPReassignedName(t *testing.T) {
+	e, stub, logs := newIdPEnv(t, func(p *IdentityProvider) { p.UserClaim = "email" })
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+		t.Fatalf("first sign-in = %d %q, want 303", res.status, res.body)
+	}
+	const name = stubIdPName + ":alice@corp.example"
+	stub.set(func(s *stubIdP) { s.claims["sub"] = "u-2" })
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusForbidden || !strings.Contains(res.body, "may not sign in here") {
+		t.Fatalf("another subject with the address = %d %q, want 403 may not sign in here", res.status, res.body)
+	}
+	var u User
+	if err := e.get(bucketUsers, name, &u); err != nil || u.IdPSubject != "u-1" {
+		t.Errorf("user %s after the refusal: subject %q (%v), want u-1", name, u.IdPSubject, err)
+	}
+	if got := loginFailures(logs); strings.Join(got, ",") != idpReasonRefused {
+		t.Errorf("security log reasons = %v, want [%s]", got, idpReasonRefused)
+	}
+	if err := e.iss.DeleteUser(t.Context(), name); err != nil {
+		t.Fatal(err)
+	}
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+		t.Fatalf("sign-in after the old user was deleted = %d %q, want 303", res.status, res.body)
+	}
+	if err := e.get(bucketUsers, name, &u); err != nil || u.IdPSubject != "u-2" {
+		t.Errorf("user %s: subject %q (%v), want u-2", name, u.IdPSubject, err)
+	}
+}
+
+// TestIdPClientAuth: with a client_secret the code is redeemed with HTTP
+// Basic authentication; without one the client is public: no secret,
+// its client_id in the form, PKCE alone.
+func TestIdPClientAuth(t *testing.T) {
+	for _, secret := range []string{"stub-secret", ""} {
+		e, stub, _ := newIdPEnv(t, func(p *IdentityProvider) { p.ClientSecret = secret })
+		if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+			t.Fatalf("secret %q: sign-in = %d %q, want 303", secret, res.status, res.body)
+		}
+		want := ""
+		if secret != "" {
+			req := &http.Request{Header: http.Header{}}
+			req.SetBasicAuth("mcp-auth", secret)
+			want = req.Header.Get("Authorization")
+		}
+		if got := strings.Join(stub.tokenAuth, ","); got != want {
+			t.Errorf("secret %q: token request Authorization = %q, want %q", secret, got, want)
+		}
+	}
+}
+
+// TestIdPLoginPage: the provider's button sits beside the password form
+// while local users exist; pressing it needs the page's CSRF token, and
+// a provider's user has no password.
+func TestIdPLoginPage(t *testing.T) {
+	e, stub, _ := newIdPEnv(t, nil)
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+		t.Fatalf("sign-in = %d %q, want 303", res.status, res.body)
+	}
+	b := e.browser()
+	resp, err := b.Get(e.url(pathLogin, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := readBody(t, resp)
+	findForm(t, page, "login")
+	button := findForm(t, page, "idp-"+stubIdPName)
+
+	t.Run("CSRF token", func(t *testing.T) {
+		press := func(form url.Values) (int, string) {
+			req, _ := http.NewRequest(http.MethodPost, e.srv.URL+button.action, strings.NewReader(form.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.Header.Set("Origin", e.srv.URL)
+			resp, err := b.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			return resp.StatusCode, resp.Header.Get("Location")
+		}
+		for name, form := range map[string]url.Values{
+			"none":    {"req": button.hidden["req"]},
+			"another": {"req": button.hidden["req"], "csrf_token": {"x" + button.hidden.Get("csrf_token")}},
+		} {
+			if code, loc := press(form); code != http.StatusForbidden || loc != "" {
+				t.Errorf("button with CSRF token %s = %d to %q; want 403, not sent to the provider", name, code, loc)
+			}
+		}
+		if code, loc := press(button.hidden); code != http.StatusSeeOther || !strings.HasPrefix(loc, stub.srv.URL+"/auth?") {
+			t.Errorf("button with the page's CSRF token = %d to %q; want 303 to the provider", code, loc)
+		}
+	})
+
+	t.Run("no password", func(t *testing.T) {
+		if code, _ := e.loginFrom(t, "198.51.100.9:1", bUser, bPassword); code != http.StatusSeeOther {
+			t.Fatalf("password login of a local user = %d, want 303", code)
+		}
+		for _, password := range []string{"", "stub-secret", "x"} {
+			if code, _ := e.loginFrom(t, "198.51.100.9:1", stubIdPName+":u-1", password); code == http.StatusSeeOther || code == http.StatusOK {
+				t.Errorf("password login as the provider's user with %q = %d, want refused", password, code)
+			}
+		}
+	})
 }
