@@ -5,6 +5,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -473,4 +474,101 @@ func TestIdPLoginPage(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestIdPConfigChanges: a changed group mapping applies at the next
+// refresh and revokes nothing; re-pointing the provider (another issuer)
+// or removing it signs its users out (refresh refused, browser session
+// ended) but keeps them, so the provider configured again finds them.
+func TestIdPConfigChanges(t *testing.T) {
+	e, _, _ := newIdPEnv(t, nil)
+	ctx := t.Context()
+	base := e.iss.cfg
+	apply := func(edit func(p *IdentityProvider) bool) {
+		t.Helper()
+		cfg := base
+		cfg.IdentityProviders = nil
+		p := base.IdentityProviders[0]
+		p.GroupMap = maps.Clone(p.GroupMap)
+		if edit(&p) {
+			cfg.IdentityProviders = []IdentityProvider{p}
+		}
+		e.serve(cfg)
+		if err := e.iss.ApplyConfigChanges(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unchanged := func(*IdentityProvider) bool { return true }
+	apply(unchanged) // the first configuration records itself
+	const user = stubIdPName + ":u-1"
+	browser := e.browser()
+	if res := e.idpSignIn(t, browser); res.status != http.StatusSeeOther {
+		t.Fatalf("sign-in = %d %q, want 303", res.status, res.body)
+	}
+	var tok *oauth2.Token
+	newGrant := func() {
+		t.Helper()
+		code, verifier := e.issueCode(t, codeSpec{client: bClientID, user: user, resource: bResource, scopes: []string{"files:read", "files:write", "offline_access"}})
+		var err error
+		if tok, err = e.exchange(t, bClientID, "", code, verifier); err != nil {
+			t.Fatal(err)
+		}
+	}
+	newGrant()
+	refresh := func() answer {
+		t.Helper()
+		a := e.post(t, pathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok.RefreshToken}, "client_id": {bClientID}}, "")
+		if rt := a.str("refresh_token"); rt != "" {
+			tok.RefreshToken = rt
+		}
+		return a
+	}
+	sessionLive := func() bool {
+		t.Helper()
+		resp, err := browser.Get(e.url(pathAuthorize, authParams(testChallenge)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return !strings.HasPrefix(resp.Header.Get("Location"), pathLogin)
+	}
+
+	if a := refresh(); a.status != http.StatusOK || a.str("scope") != "files:read files:write offline_access" {
+		t.Fatalf("refresh = %d %q %s, want 200 files:read files:write offline_access", a.status, a.str("scope"), a.raw)
+	}
+	apply(func(p *IdentityProvider) bool { p.GroupMap["eng"] = []string{"readers"}; return true })
+	if a := refresh(); a.status != http.StatusOK || a.str("scope") != "files:read offline_access" {
+		t.Errorf("refresh after the mapping changed = %d %q %s, want 200 files:read offline_access", a.status, a.str("scope"), a.raw)
+	}
+	if !sessionLive() {
+		t.Errorf("a changed mapping ended the session")
+	}
+	for _, tt := range []struct {
+		name string
+		edit func(p *IdentityProvider) bool
+	}{
+		{"another issuer", func(p *IdentityProvider) bool { p.Issuer = "http://127.0.0.1:1"; return true }},
+		{"removed", func(p *IdentityProvider) bool { return false }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			apply(unchanged)                 // configured again (after another issuer: a change too)
+			e.clock.Advance(5 * time.Minute) // past the sign-out
+			browser = e.browser()
+			if res := e.idpSignIn(t, browser); res.status != http.StatusSeeOther {
+				t.Fatalf("sign-in with the provider configured again = %d %q, want 303", res.status, res.body)
+			}
+			newGrant()
+			apply(tt.edit)
+			if a := refresh(); a.status != http.StatusBadRequest || a.str("error") != "invalid_grant" {
+				t.Errorf("refresh = %d %s, want 400 invalid_grant", a.status, a.raw)
+			}
+			if sessionLive() {
+				t.Errorf("the user's session outlived the change")
+			}
+			var u User
+			if err := e.get(bucketUsers, user, &u); err != nil || u.IdentityProvider != stubIdPName {
+				t.Errorf("user %s after the change: %+v (%v), want kept", user, u, err)
+			}
+		})
+	}
 }
