@@ -572,3 +572,28 @@ func TestIdPConfigChanges(t *testing.T) {
 		})
 	}
 }
+
+// TestIdPRecheckEndsSession: the login session of a provider's user ends
+// with recheck: after it, an authorization request goes to the login
+// page, and so to the provider, again.
+func TestIdPRecheckEndsSession(t *testing.T) {
+	e, _, _ := newIdPEnv(t, func(p *IdentityProvider) { p.Recheck = 10 * time.Minute })
+	browser := e.browser()
+	if res := e.idpSignIn(t, browser); res.status != http.StatusSeeOther {
+		t.Fatalf("sign-in = %d %q, want 303", res.status, res.body)
+	}
+	for _, tt := range []struct {
+		after     time.Duration
+		wantLogin bool
+	}{{9 * time.Minute, false}, {2 * time.Minute, true}} {
+		e.clock.Advance(tt.after)
+		resp, err := browser.Get(e.url(pathAuthorize, authParams(testChallenge)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if login := strings.HasPrefix(resp.Header.Get("Location"), pathLogin); login != tt.wantLogin {
+			t.Errorf("authorize %v later goes to %q; want the login page %v", tt.after, resp.Header.Get("Location"), tt.wantLogin)
+		}
+	}
+}
