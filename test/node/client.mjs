@@ -7,7 +7,9 @@
 //   node client.mjs [--url] http://127.0.0.1:8443/mcp \
 //     --tool <permitted tool> [--tool-args '{"k":"v"}'] \
 //     [--step-up-tool <tool outside the first token's scopes>] [--step-up-args '{}']
-//   (MCP_USERNAME and MCP_PASSWORD in the environment, or --username/--password)
+//   (MCP_USERNAME and MCP_PASSWORD in the environment, or --username/--password;
+//   with --idp <name> or MCP_IDP, the robot signs in through that identity
+//   provider's "Continue with" button, as that provider's user)
 //
 // Prints one JSON line (see Report below) and exits 0 when every step
 // succeeded, 1 otherwise. Tokens, codes and secrets are never printed: only
@@ -38,6 +40,7 @@ const { values: args, positionals } = parseArgs({
     url: { type: 'string', default: process.env.MCP_URL },
     username: { type: 'string', default: process.env.MCP_USERNAME },
     password: { type: 'string', default: process.env.MCP_PASSWORD },
+    idp: { type: 'string', default: process.env.MCP_IDP },
     tool: { type: 'string' },
     'tool-args': { type: 'string', default: '{}' },
     'step-up-tool': { type: 'string' },
@@ -104,10 +107,11 @@ class Provider {
   #state;
   #code;
 
-  constructor(redirectUrl, username, password) {
+  constructor(redirectUrl, username, password, idp) {
     this.redirectUrl = redirectUrl;
     this.username = username;
     this.password = password;
+    this.idp = idp;
   }
 
   get clientMetadata() {
@@ -179,6 +183,7 @@ class Provider {
       redirectUri: this.redirectUrl,
       username: this.username,
       password: this.password,
+      idp: this.idp,
     });
     entry.steps = steps;
     const r = redirect.searchParams;
@@ -216,7 +221,7 @@ async function main() {
   const port = args['redirect-port'] ?? String(randomInt(20000, 60000));
   // A loopback redirect URI nobody listens on: the robot stops at the
   // redirect and hands the code over directly.
-  const provider = new Provider(`http://127.0.0.1:${port}/callback`, args.username, args.password);
+  const provider = new Provider(`http://127.0.0.1:${port}/callback`, args.username, args.password, args.idp);
   const fetchFn = recordingFetch(mcpUrl);
   const newTransport = () => new StreamableHTTPClientTransport(mcpUrl, { authProvider: provider, fetch: fetchFn });
   const newClient = () => new Client({ name: 'caddy-mcp-auth-interop', version: '1.0.0' });

@@ -4,11 +4,18 @@
 // username/password (form#login) or decision=approve (form#consent) to the
 // form's action; stop at the first redirect to the client's redirect_uri.
 //
+// With an identity provider name (MCP_IDP, or the idp option), the login
+// page's "Continue with" form of that provider (form#idp-<name>) is posted
+// instead, and the provider's sign-in pages are filled in as
+// oidc-provider's development interactions draw them (test/node/idp.mjs):
+// login=username, password, then its consent; the flow comes back to our
+// consent page.
+//
 // Used as a module by client.mjs, and as a command by the Go interop tests
 // (for the conformance tool's authorization-code-grant scenario):
 //
 //   node robot.mjs <authorization-url> <redirect-uri-prefix>
-//   (MCP_USERNAME, MCP_PASSWORD in the environment)
+//   (MCP_USERNAME, MCP_PASSWORD and optionally MCP_IDP in the environment)
 //
 // prints one JSON line {"redirect": "<final redirect URL>", "steps": [...]}.
 // The redirect carries the authorization code: it is printed only in this
@@ -80,13 +87,29 @@ function pageText(html) {
     .slice(0, 300);
 }
 
-// fillForm picks the login or consent form of a page and returns the
-// request that submits it, or undefined when the page has neither.
-function fillForm(html, pageUrl, username, password) {
+// providerForm is the form of an oidc-provider development interaction
+// page: the one whose hidden prompt is login or consent.
+function providerForm(doc) {
+  for (const form of doc.querySelectorAll('form')) {
+    const prompt = form.querySelector('input[name="prompt"]')?.getAttribute('value');
+    if (prompt === 'login' || prompt === 'consent') return { form, kind: `idp-${prompt}` };
+  }
+  return undefined;
+}
+
+// fillForm picks the login or consent form of a page (or, with idp, that
+// provider's button and its pages' forms) and returns the request that
+// submits it, or undefined when the page has none.
+function fillForm(html, pageUrl, username, password, idp) {
   const doc = parse(html);
-  const form = doc.querySelector('form#login') ?? doc.querySelector('form#consent');
+  let picked;
+  if (idp) {
+    const button = doc.querySelector(`form#idp-${idp}`);
+    picked = button ? { form: button, kind: 'idp' } : providerForm(doc);
+  }
+  const form = picked?.form ?? doc.querySelector('form#login') ?? doc.querySelector('form#consent');
   if (!form) return undefined;
-  const kind = form.id;
+  const kind = picked?.kind ?? form.id;
   const body = new URLSearchParams();
   for (const input of form.querySelectorAll('input')) {
     const type = (input.getAttribute('type') ?? 'text').toLowerCase();
@@ -96,7 +119,10 @@ function fillForm(html, pageUrl, username, password) {
   if (kind === 'login') {
     body.set('username', username);
     body.set('password', password);
-  } else {
+  } else if (kind === 'idp-login') {
+    body.set('login', username);
+    body.set('password', password);
+  } else if (kind === 'consent') {
     body.set('decision', 'approve');
   }
   const method = (form.getAttribute('method') ?? 'get').toUpperCase();
@@ -111,10 +137,10 @@ function fillForm(html, pageUrl, username, password) {
  * secrets).
  *
  * @param {string|URL} authorizationUrl
- * @param {{redirectUri: string, username: string, password: string, fetchFn?: typeof fetch}} opts
+ * @param {{redirectUri: string, username: string, password: string, idp?: string, fetchFn?: typeof fetch}} opts
  * @returns {Promise<{redirect: URL, steps: object[]}>}
  */
-export async function authorize(authorizationUrl, { redirectUri, username, password, fetchFn = fetch }) {
+export async function authorize(authorizationUrl, { redirectUri, username, password, idp, fetchFn = fetch }) {
   const jar = new CookieJar();
   const steps = [];
   let url = new URL(authorizationUrl);
@@ -145,7 +171,7 @@ export async function authorize(authorizationUrl, { redirectUri, username, passw
     if (res.status !== 200) {
       throw new Error(`robot: ${init.method} ${url.pathname} answered ${res.status}: ${pageText(html)}`);
     }
-    const form = fillForm(html, url, username, password);
+    const form = fillForm(html, url, username, password, idp);
     if (!form) throw new Error(`robot: page ${url.pathname} has no login or consent form: ${pageText(html)}`);
     step.form = form.kind;
     if (form.method === 'GET') {
@@ -174,7 +200,7 @@ async function main() {
     console.error('usage: MCP_USERNAME=u MCP_PASSWORD=p node robot.mjs <authorization-url> <redirect-uri>');
     process.exit(2);
   }
-  const { redirect, steps } = await authorize(authorizationUrl, { redirectUri, username, password });
+  const { redirect, steps } = await authorize(authorizationUrl, { redirectUri, username, password, idp: process.env.MCP_IDP });
   console.log(JSON.stringify({ redirect: redirect.href, steps }));
 }
 

@@ -1,0 +1,599 @@
+package issuer
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+	"golang.org/x/oauth2"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
+)
+
+// stubIdPName is the identity provider the stub stands for.
+const stubIdPName = "corp"
+
+// stubIdP is a minimal OpenID provider whose answers a test shapes: for
+// what the real provider of test/idp (oidc-provider) cannot be made to
+// do, such as answering too much, too late, or with a token it should
+// not have signed. It checks what a provider checks (PKCE S256, the
+// redirect URI, the code used once).
+type stubIdP struct {
+	t   *testing.T
+	srv *httptest.Server
+	key *ecdsa.PrivateKey
+	now func() time.Time
+
+	mu sync.Mutex
+	// The next sign-ins' user and the test's changes.
+	claims                jwt.MapClaims       // sub, email, groups...
+	editToken             func(jwt.MapClaims) // last changes to the ID token's claims
+	signWith              *ecdsa.PrivateKey   // nil: the published key
+	editRedirect          func(q url.Values)  // changes to the redirect back
+	padDiscovery, padJWKS int                 // bytes of filler in those answers
+	hangToken             bool                // the token endpoint never answers
+	codes                 map[string]stubCode // issued, not yet redeemed
+	tokenAuth             []string            // Authorization header of each token request
+}
+
+type stubCode struct {
+	nonce, challenge, redirect, clientID string
+}
+
+func newStubIdP(t *testing.T, now func() time.Time) *stubIdP {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &stubIdP{t: t, key: key, now: now, codes: map[string]stubCode{},
+		claims: jwt.MapClaims{"sub": "u-1", "email": "alice@corp.example", "email_verified": true, "groups": []string{"eng", "unmapped"}}}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /.well-known/openid-configuration", s.discovery)
+	mux.HandleFunc("GET /jwks", s.jwks)
+	mux.HandleFunc("GET /auth", s.authorize)
+	mux.HandleFunc("POST /token", s.token)
+	s.srv = httptest.NewServer(mux)
+	t.Cleanup(s.srv.Close)
+	return s
+}
+
+func (s *stubIdP) set(f func(s *stubIdP)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f(s)
+}
+
+func (s *stubIdP) writeJSON(w http.ResponseWriter, v map[string]any, pad int) {
+	if pad > 0 {
+		v["filler"] = strings.Repeat("x", pad)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (s *stubIdP) discovery(w http.ResponseWriter, _ *http.Request) {
+	s.mu.Lock()
+	pad := s.padDiscovery
+	s.mu.Unlock()
+	u := s.srv.URL
+	s.writeJSON(w, map[string]any{
+		"issuer": u, "authorization_endpoint": u + "/auth", "token_endpoint": u + "/token", "jwks_uri": u + "/jwks",
+		"response_types_supported": []string{"code"}, "id_token_signing_alg_values_supported": []string{"ES256"},
+	}, pad)
+}
+
+func (s *stubIdP) jwks(w http.ResponseWriter, _ *http.Request) {
+	s.mu.Lock()
+	pad := s.padJWKS
+	s.mu.Unlock()
+	pub, err := publicJWK(s.key.Public())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	pub.Kid = "stub"
+	s.writeJSON(w, map[string]any{"keys": []accesstoken.JWK{pub}}, pad)
+}
+
+// authorize signs the user in at once and sends the browser back.
+func (s *stubIdP) authorize(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if q.Get("code_challenge_method") != "S256" || q.Get("code_challenge") == "" || q.Get("nonce") == "" || q.Get("state") == "" {
+		http.Error(w, "want PKCE S256, nonce and state", http.StatusBadRequest)
+		return
+	}
+	code := rand.Text()
+	back := url.Values{"code": {code}, "state": {q.Get("state")}, "iss": {s.srv.URL}}
+	s.mu.Lock()
+	s.codes[code] = stubCode{nonce: q.Get("nonce"), challenge: q.Get("code_challenge"), redirect: q.Get("redirect_uri"), clientID: q.Get("client_id")}
+	if s.editRedirect != nil {
+		s.editRedirect(back)
+	}
+	s.mu.Unlock()
+	http.Redirect(w, r, q.Get("redirect_uri")+"?"+back.Encode(), http.StatusSeeOther)
+}
+
+func (s *stubIdP) token(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	s.mu.Lock()
+	s.tokenAuth = append(s.tokenAuth, r.Header.Get("Authorization"))
+	c, ok := s.codes[r.PostForm.Get("code")]
+	delete(s.codes, r.PostForm.Get("code"))
+	hang, edit, key := s.hangToken, s.editToken, s.signWith
+	claims := jwt.MapClaims{}
+	for k, v := range s.claims {
+		claims[k] = v
+	}
+	s.mu.Unlock()
+	if hang {
+		<-r.Context().Done() // the client gives up
+		return
+	}
+	if !ok || r.PostForm.Get("redirect_uri") != c.redirect ||
+		oauth2.S256ChallengeFromVerifier(r.PostForm.Get("code_verifier")) != c.challenge {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = w.Write([]byte(`{"error":"invalid_grant"}`))
+		return
+	}
+	now := s.now()
+	claims["iss"], claims["aud"], claims["nonce"] = s.srv.URL, c.clientID, c.nonce
+	claims["iat"], claims["exp"] = now.Unix(), now.Add(5*time.Minute).Unix()
+	if edit != nil {
+		edit(claims)
+	}
+	if key == nil {
+		key = s.key
+	}
+	tok := jwt.NewWithClaims(jwt.SigningMethodES256, claims)
+	tok.Header["kid"] = "stub"
+	idToken, err := tok.SignedString(key)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	s.writeJSON(w, map[string]any{"access_token": "at-" + rand.Text(), "token_type": "Bearer", "expires_in": 300, "id_token": idToken}, 0)
+}
+
+// signInResult is where a sign-in through the provider ended: the
+// answer of our issuer after the provider, or before it when it did not
+// get there.
+type signInResult struct {
+	status   int
+	location string // of a redirect
+	body     string
+	callback string // the redirect URI with the provider's answer
+}
+
+// idpSignIn starts an authorization request in browser c, presses
+// "Continue with" on the login page and follows the provider's answer
+// back to our callback.
+func (e *testEnv) idpSignIn(t *testing.T, c *http.Client) signInResult {
+	t.Helper()
+	resp, err := c.Get(e.url(pathAuthorize, authParams(testChallenge)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	login, err := url.Parse(e.srv.URL)
+	if err == nil {
+		login, err = login.Parse(resp.Header.Get("Location"))
+	}
+	if err != nil || login.Path != pathLogin {
+		t.Fatalf("authorize: %d to %q, want the login page", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if resp, err = c.Get(login.String()); err != nil {
+		t.Fatal(err)
+	}
+	f := findForm(t, readBody(t, resp), "idp-"+stubIdPName)
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+f.action, strings.NewReader(f.hidden.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", e.srv.URL)
+	var callback string
+	for range 3 { // our button, the provider, our callback
+		if resp, err = c.Do(req); err != nil {
+			t.Fatal(err)
+		}
+		loc := resp.Header.Get("Location")
+		if resp.StatusCode != http.StatusSeeOther || req.URL.Path == "/login/"+stubIdPName+"/callback" {
+			return signInResult{status: resp.StatusCode, location: loc, body: readBody(t, resp), callback: callback}
+		}
+		resp.Body.Close()
+		if strings.Contains(loc, "/login/"+stubIdPName+"/callback") {
+			callback = loc
+		}
+		req, _ = http.NewRequest(http.MethodGet, loc, nil)
+	}
+	t.Fatal("sign-in: too many redirects")
+	return signInResult{}
+}
+
+// newIdPEnv is the browser environment with the stub as identity provider
+// corp (group eng -> staff); its security log is recorded.
+func newIdPEnv(t *testing.T, mutate func(*IdentityProvider)) (*testEnv, *stubIdP, *observer.ObservedLogs) {
+	t.Helper()
+	core, logs := observer.New(zap.InfoLevel)
+	var stub *stubIdP
+	e := newBrowserEnv(t, func(c *Config) {
+		stub = newStubIdP(t, c.Now)
+		p := IdentityProvider{Name: stubIdPName, Issuer: stub.srv.URL, ClientID: "mcp-auth", ClientSecret: "stub-secret",
+			GroupMap: map[string][]string{"eng": {"staff"}}, AllowedEmailDomains: []string{"corp.example"}}
+		if mutate != nil {
+			mutate(&p)
+		}
+		c.IdentityProviders = []IdentityProvider{p}
+		c.Logger = zap.New(core)
+	})
+	return e, stub, logs
+}
+
+// loginFailures are the reasons of the security log's failed logins.
+func loginFailures(logs *observer.ObservedLogs) []string {
+	var out []string
+	for _, e := range logs.FilterLoggerName("security").FilterMessage("login failed").TakeAll() {
+		r, _ := e.ContextMap()["reason"].(string)
+		out = append(out, r)
+	}
+	return out
+}
+
+// TestIdPSignInAnswers: what the provider answers decides the sign-in:
+// an answer naming another issuer (RFC 9207), an error, an ID token that
+// go-oidc must refuse (another key, another issuer, expired, another
+// nonce), a replayed state; each shows an error page, issues nothing and
+// is a security event with its reason. A sign-in that works goes on to
+// our consent page.
+func TestIdPSignInAnswers(t *testing.T) {
+	tests := []struct {
+		name       string
+		set        func(s *stubIdP)
+		wantStatus int
+		wantText   string
+		wantReason string
+	}{
+		{"admitted", func(s *stubIdP) {}, http.StatusSeeOther, "", ""},
+		{"iss of another issuer", func(s *stubIdP) {
+			s.editRedirect = func(q url.Values) { q.Set("iss", "https://evil.example") }
+		}, http.StatusForbidden, "cannot be used", idpReasonError},
+		{"error from the provider", func(s *stubIdP) {
+			s.editRedirect = func(q url.Values) { q.Del("code"); q.Set("error", "access_denied") }
+		}, http.StatusForbidden, "did not sign you in (access_denied)", idpReasonError},
+		{"ID token signed by another key", func(s *stubIdP) {
+			s.signWith, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		}, http.StatusForbidden, "is not valid", idpReasonToken},
+		{"ID token of another issuer", func(s *stubIdP) {
+			s.editToken = func(c jwt.MapClaims) { c["iss"] = "https://evil.example" }
+		}, http.StatusForbidden, "is not valid", idpReasonToken},
+		{"ID token for another client", func(s *stubIdP) {
+			s.editToken = func(c jwt.MapClaims) { c["aud"] = "other-app" }
+		}, http.StatusForbidden, "is not valid", idpReasonToken},
+		{"expired ID token", func(s *stubIdP) {
+			s.editToken = func(c jwt.MapClaims) { c["exp"] = s.now().Add(-time.Minute).Unix() }
+		}, http.StatusForbidden, "is not valid", idpReasonToken},
+		{"ID token with another nonce", func(s *stubIdP) {
+			s.editToken = func(c jwt.MapClaims) { c["nonce"] = "not-this-sign-in" }
+		}, http.StatusForbidden, "is not valid", idpReasonToken},
+		{"email not verified", func(s *stubIdP) {
+			s.claims["email_verified"] = false
+		}, http.StatusForbidden, "may not sign in here", idpReasonRefused},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e, stub, logs := newIdPEnv(t, nil)
+			stub.set(tt.set)
+			c := e.browser()
+			res := e.idpSignIn(t, c)
+			if res.status != tt.wantStatus || !strings.Contains(res.body, tt.wantText) {
+				t.Fatalf("sign-in = %d %q, want %d %q", res.status, res.body, tt.wantStatus, tt.wantText)
+			}
+			if tt.wantStatus == http.StatusSeeOther {
+				if !strings.HasPrefix(res.location, pathConsent+"?") {
+					t.Errorf("admitted sign-in goes to %q, want our consent page", res.location)
+				}
+				// Only the provider groups the mapping names are kept.
+				var u User
+				if err := e.get(bucketUsers, stubIdPName+":u-1", &u); err != nil || strings.Join(u.IdPGroups, ",") != "eng" {
+					t.Errorf("provisioned user's groups = %v (%v), want [eng]", u.IdPGroups, err)
+				}
+				// The answer again (its state used): refused.
+				resp, err := c.Get(res.callback)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if body := readBody(t, resp); resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "Sign-in expired") {
+					t.Errorf("replayed answer = %d %q, want 400 Sign-in expired", resp.StatusCode, body)
+				}
+				tt.wantReason = idpReasonState
+			} else if n := e.count(bucketUsers); n != 0 {
+				t.Errorf("%d users provisioned by a refused sign-in", n)
+			}
+			got := loginFailures(logs)
+			if want := []string{tt.wantReason}; strings.Join(got, ",") != strings.Join(want, ",") {
+				t.Errorf("security log reasons = %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// TestIdPAnswerLimits: every request to the provider has a 10 s timeout
+// and a 1 MiB answer limit (go-oidc would read its metadata and keys
+// whole): an oversized discovery document makes the provider
+// unavailable, oversized keys make its ID token unverifiable, a token
+// endpoint that does not answer is given up after 10 s. Answers under
+// the limit are read.
+func TestIdPAnswerLimits(t *testing.T) {
+	tests := []struct {
+		name       string
+		set        func(s *stubIdP)
+		wantStatus int
+		wantText   string
+	}{
+		{"answers under 1 MiB", func(s *stubIdP) { s.padDiscovery, s.padJWKS = 900<<10, 900<<10 }, http.StatusSeeOther, ""},
+		{"discovery over 1 MiB", func(s *stubIdP) { s.padDiscovery = 1 << 20 }, http.StatusBadGateway, "cannot be reached"},
+		{"keys over 1 MiB", func(s *stubIdP) { s.padJWKS = 1 << 20 }, http.StatusForbidden, "is not valid"},
+		{"token endpoint silent", func(s *stubIdP) { s.hangToken = true }, http.StatusBadGateway, "cannot be reached"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel() // the silent endpoint takes the 10 s
+			e, stub, _ := newIdPEnv(t, nil)
+			stub.set(tt.set)
+			start := time.Now()
+			res := e.idpSignIn(t, e.browser())
+			took := time.Since(start)
+			if res.status != tt.wantStatus || !strings.Contains(res.body, tt.wantText) {
+				t.Fatalf("sign-in = %d %q, want %d %q", res.status, res.body, tt.wantStatus, tt.wantText)
+			}
+			if documented := 10 * time.Second; stub.hangToken && (took < documented || took > documented+5*time.Second) {
+				t.Errorf("gave up on the silent token endpoint after %v, want %v", took, documented)
+			}
+			if n := e.count(bucketUsers); tt.wantStatus != http.StatusSeeOther && n != 0 {
+				t.Errorf("%d users provisioned", n)
+			}
+		})
+	}
+}
+
+// TestIdPReassignedName: with user_claim email, another subject of the
+// provider presenting the address of an existing user (an address given
+// to someone else) is refused until an operator deletes the old user.
+func TestIdPReassignedName(t *testing.T) {
+	e, stub, logs := newIdPEnv(t, func(p *IdentityProvider) { p.UserClaim = "email" })
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+		t.Fatalf("first sign-in = %d %q, want 303", res.status, res.body)
+	}
+	const name = stubIdPName + ":alice@corp.example"
+	stub.set(func(s *stubIdP) { s.claims["sub"] = "u-2" })
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusForbidden || !strings.Contains(res.body, "may not sign in here") {
+		t.Fatalf("another subject with the address = %d %q, want 403 may not sign in here", res.status, res.body)
+	}
+	var u User
+	if err := e.get(bucketUsers, name, &u); err != nil || u.IdPSubject != "u-1" {
+		t.Errorf("user %s after the refusal: subject %q (%v), want u-1", name, u.IdPSubject, err)
+	}
+	if got := loginFailures(logs); strings.Join(got, ",") != idpReasonRefused {
+		t.Errorf("security log reasons = %v, want [%s]", got, idpReasonRefused)
+	}
+	if err := e.iss.DeleteUser(t.Context(), name); err != nil {
+		t.Fatal(err)
+	}
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+		t.Fatalf("sign-in after the old user was deleted = %d %q, want 303", res.status, res.body)
+	}
+	if err := e.get(bucketUsers, name, &u); err != nil || u.IdPSubject != "u-2" {
+		t.Errorf("user %s: subject %q (%v), want u-2", name, u.IdPSubject, err)
+	}
+}
+
+// TestIdPClientAuth: with a client_secret the code is redeemed with HTTP
+// Basic authentication; without one the client is public: no secret,
+// its client_id in the form, PKCE alone.
+func TestIdPClientAuth(t *testing.T) {
+	for _, secret := range []string{"stub-secret", ""} {
+		e, stub, _ := newIdPEnv(t, func(p *IdentityProvider) { p.ClientSecret = secret })
+		if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+			t.Fatalf("secret %q: sign-in = %d %q, want 303", secret, res.status, res.body)
+		}
+		want := ""
+		if secret != "" {
+			req := &http.Request{Header: http.Header{}}
+			req.SetBasicAuth("mcp-auth", secret)
+			want = req.Header.Get("Authorization")
+		}
+		if got := strings.Join(stub.tokenAuth, ","); got != want {
+			t.Errorf("secret %q: token request Authorization = %q, want %q", secret, got, want)
+		}
+	}
+}
+
+// TestIdPLoginPage: the provider's button sits beside the password form
+// while local users exist; pressing it needs the page's CSRF token, and
+// a provider's user has no password.
+func TestIdPLoginPage(t *testing.T) {
+	e, stub, _ := newIdPEnv(t, nil)
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+		t.Fatalf("sign-in = %d %q, want 303", res.status, res.body)
+	}
+	b := e.browser()
+	resp, err := b.Get(e.url(pathLogin, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := readBody(t, resp)
+	findForm(t, page, "login")
+	button := findForm(t, page, "idp-"+stubIdPName)
+
+	t.Run("CSRF token", func(t *testing.T) {
+		press := func(form url.Values) (int, string) {
+			req, _ := http.NewRequest(http.MethodPost, e.srv.URL+button.action, strings.NewReader(form.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.Header.Set("Origin", e.srv.URL)
+			resp, err := b.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			return resp.StatusCode, resp.Header.Get("Location")
+		}
+		for name, form := range map[string]url.Values{
+			"none":    {"req": button.hidden["req"]},
+			"another": {"req": button.hidden["req"], "csrf_token": {"x" + button.hidden.Get("csrf_token")}},
+		} {
+			if code, loc := press(form); code != http.StatusForbidden || loc != "" {
+				t.Errorf("button with CSRF token %s = %d to %q; want 403, not sent to the provider", name, code, loc)
+			}
+		}
+		if code, loc := press(button.hidden); code != http.StatusSeeOther || !strings.HasPrefix(loc, stub.srv.URL+"/auth?") {
+			t.Errorf("button with the page's CSRF token = %d to %q; want 303 to the provider", code, loc)
+		}
+	})
+
+	t.Run("no password", func(t *testing.T) {
+		if code, _ := e.loginFrom(t, "198.51.100.9:1", bUser, bPassword); code != http.StatusSeeOther {
+			t.Fatalf("password login of a local user = %d, want 303", code)
+		}
+		for _, password := range []string{"", "stub-secret", "x"} {
+			if code, _ := e.loginFrom(t, "198.51.100.9:1", stubIdPName+":u-1", password); code == http.StatusSeeOther || code == http.StatusOK {
+				t.Errorf("password login as the provider's user with %q = %d, want refused", password, code)
+			}
+		}
+	})
+}
+
+// TestIdPConfigChanges: a changed group mapping applies at the next
+// refresh and revokes nothing; re-pointing the provider (another issuer)
+// or removing it signs its users out (refresh refused, browser session
+// ended) but keeps them, so the provider configured again finds them.
+func TestIdPConfigChanges(t *testing.T) {
+	e, _, _ := newIdPEnv(t, nil)
+	ctx := t.Context()
+	base := e.iss.cfg
+	apply := func(edit func(p *IdentityProvider) bool) {
+		t.Helper()
+		cfg := base
+		cfg.IdentityProviders = nil
+		p := base.IdentityProviders[0]
+		p.GroupMap = maps.Clone(p.GroupMap)
+		if edit(&p) {
+			cfg.IdentityProviders = []IdentityProvider{p}
+		}
+		e.serve(cfg)
+		if err := e.iss.ApplyConfigChanges(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unchanged := func(*IdentityProvider) bool { return true }
+	apply(unchanged) // the first configuration records itself
+	const user = stubIdPName + ":u-1"
+	browser := e.browser()
+	if res := e.idpSignIn(t, browser); res.status != http.StatusSeeOther {
+		t.Fatalf("sign-in = %d %q, want 303", res.status, res.body)
+	}
+	var tok *oauth2.Token
+	newGrant := func() {
+		t.Helper()
+		code, verifier := e.issueCode(t, codeSpec{client: bClientID, user: user, resource: bResource, scopes: []string{"files:read", "files:write", "offline_access"}})
+		var err error
+		if tok, err = e.exchange(t, bClientID, "", code, verifier); err != nil {
+			t.Fatal(err)
+		}
+	}
+	newGrant()
+	refresh := func() answer {
+		t.Helper()
+		a := e.post(t, pathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok.RefreshToken}, "client_id": {bClientID}}, "")
+		if rt := a.str("refresh_token"); rt != "" {
+			tok.RefreshToken = rt
+		}
+		return a
+	}
+	sessionLive := func() bool {
+		t.Helper()
+		resp, err := browser.Get(e.url(pathAuthorize, authParams(testChallenge)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return !strings.HasPrefix(resp.Header.Get("Location"), pathLogin)
+	}
+
+	if a := refresh(); a.status != http.StatusOK || a.str("scope") != "files:read files:write offline_access" {
+		t.Fatalf("refresh = %d %q %s, want 200 files:read files:write offline_access", a.status, a.str("scope"), a.raw)
+	}
+	apply(func(p *IdentityProvider) bool { p.GroupMap["eng"] = []string{"readers"}; return true })
+	if a := refresh(); a.status != http.StatusOK || a.str("scope") != "files:read offline_access" {
+		t.Errorf("refresh after the mapping changed = %d %q %s, want 200 files:read offline_access", a.status, a.str("scope"), a.raw)
+	}
+	if !sessionLive() {
+		t.Errorf("a changed mapping ended the session")
+	}
+	for _, tt := range []struct {
+		name string
+		edit func(p *IdentityProvider) bool
+	}{
+		{"another issuer", func(p *IdentityProvider) bool { p.Issuer = "http://127.0.0.1:1"; return true }},
+		{"removed", func(p *IdentityProvider) bool { return false }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			apply(unchanged)                 // configured again (after another issuer: a change too)
+			e.clock.Advance(5 * time.Minute) // past the sign-out
+			browser = e.browser()
+			if res := e.idpSignIn(t, browser); res.status != http.StatusSeeOther {
+				t.Fatalf("sign-in with the provider configured again = %d %q, want 303", res.status, res.body)
+			}
+			newGrant()
+			apply(tt.edit)
+			if a := refresh(); a.status != http.StatusBadRequest || a.str("error") != "invalid_grant" {
+				t.Errorf("refresh = %d %s, want 400 invalid_grant", a.status, a.raw)
+			}
+			if sessionLive() {
+				t.Errorf("the user's session outlived the change")
+			}
+			var u User
+			if err := e.get(bucketUsers, user, &u); err != nil || u.IdentityProvider != stubIdPName {
+				t.Errorf("user %s after the change: %+v (%v), want kept", user, u, err)
+			}
+		})
+	}
+}
+
+// TestIdPRecheckEndsSession: the login session of a provider's user ends
+// with recheck: after it, an authorization request goes to the login
+// page, and so to the provider, again.
+func TestIdPRecheckEndsSession(t *testing.T) {
+	e, _, _ := newIdPEnv(t, func(p *IdentityProvider) { p.Recheck = 10 * time.Minute })
+	browser := e.browser()
+	if res := e.idpSignIn(t, browser); res.status != http.StatusSeeOther {
+		t.Fatalf("sign-in = %d %q, want 303", res.status, res.body)
+	}
+	for _, tt := range []struct {
+		after     time.Duration
+		wantLogin bool
+	}{{9 * time.Minute, false}, {2 * time.Minute, true}} {
+		e.clock.Advance(tt.after)
+		resp, err := browser.Get(e.url(pathAuthorize, authParams(testChallenge)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if login := strings.HasPrefix(resp.Header.Get("Location"), pathLogin); login != tt.wantLogin {
+			t.Errorf("authorize %v later goes to %q; want the login page %v", tt.after, resp.Header.Get("Location"), tt.wantLogin)
+		}
+	}
+}
