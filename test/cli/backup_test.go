@@ -122,9 +122,9 @@ func jwksKids(ctx context.Context, t *testing.T, issuer string) []string {
 // happened after the backup is gone.
 func TestBackupRestore(t *testing.T) {
 	e := newEnv(t)
-	port, adminPort := freePort(t), freePort(t)
-	db := filepath.Join(e.home, "db", "mcp-auth.db")
-	config := e.write(t, "Caddyfile", backupCaddyfile(adminPort, port, db, harness.HashPassword(t, backupPassword)))
+	port, adminPort := harness.FreePort(t), harness.FreePort(t)
+	db := filepath.Join(e.Home, "db", "mcp-auth.db")
+	config := e.Write(t, "Caddyfile", backupCaddyfile(adminPort, port, db, harness.HashPassword(t, backupPassword)))
 	stop := e.run(t, config, port)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -180,9 +180,9 @@ func TestBackupRestore(t *testing.T) {
 	for issued.Load() < 6 && ctx.Err() == nil {
 		time.Sleep(10 * time.Millisecond)
 	}
-	backup := filepath.Join(e.home, "mcp-auth-backup.db")
+	backup := filepath.Join(e.Home, "mcp-auth-backup.db")
 	before := issued.Load()
-	out, err := e.caddy(t, 60*time.Second, "mcp-auth", "backup", backup, "--address", fmt.Sprintf("localhost:%d", adminPort))
+	out, err := e.Caddy(t, 60*time.Second, "mcp-auth", "backup", backup, "--address", fmt.Sprintf("localhost:%d", adminPort))
 	during := issued.Load() - before
 	if err != nil || !strings.Contains(out, "backed up ") {
 		t.Fatalf("caddy mcp-auth backup = %v:\n%s", err, out)

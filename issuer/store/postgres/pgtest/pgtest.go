@@ -53,6 +53,7 @@ type Server struct {
 	dir  string // temporary directory: data/, the socket, the log
 	bin  string
 	user *account // nil: run as ourselves
+	opts string   // pg_ctl start's -o: where to listen, durability
 	n    atomic.Int64
 }
 
@@ -109,14 +110,26 @@ func Start(opts Options) (_ *Server, err error) {
 	if err := s.run("initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"); err != nil {
 		return nil, err
 	}
-	settings := fmt.Sprintf("-k %s -p %d -c listen_addresses='' -c max_connections=300", dir, port)
+	s.opts = fmt.Sprintf("-k %s -p %d -c listen_addresses='' -c max_connections=300", dir, port)
 	if !opts.Durable {
-		settings += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+		s.opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
 	}
-	if err := s.run("pg_ctl", "-D", data, "-l", filepath.Join(dir, "log"), "-w", "-t", "60", "-o", settings, "start"); err != nil {
+	if err := s.Resume(); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// Halt stops the server as an operator's `pg_ctl stop -m fast` does: open
+// connections are cut, committed transactions are kept. Resume starts it
+// again; tests use the pair to take the database away under traffic.
+func (s *Server) Halt() error {
+	return s.run("pg_ctl", "-D", s.DataDir(), "-m", "fast", "-w", "stop")
+}
+
+// Resume starts the server (again) with its data and settings.
+func (s *Server) Resume() error {
+	return s.run("pg_ctl", "-D", s.DataDir(), "-l", filepath.Join(s.dir, "log"), "-w", "-t", "60", "-o", s.opts, "start")
 }
 
 // DSN is the connection string of database db on the server.
@@ -177,7 +190,11 @@ var shared struct {
 
 // Main runs the package's tests (m.Run) and then stops the server, if a
 // test started one, and exits.
-func Main(m *testing.M) {
+func Main(m *testing.M) { os.Exit(Run(m)) }
+
+// Run is Main without the exit, for a TestMain that has more to clean up:
+// it returns m.Run's exit code.
+func Run(m *testing.M) int {
 	shared.started.Store(true)
 	code := m.Run()
 	if shared.srv != nil {
@@ -185,7 +202,7 @@ func Main(m *testing.M) {
 			fmt.Fprintln(os.Stderr, err)
 		}
 	}
-	os.Exit(code)
+	return code
 }
 
 // Shared returns the package's server, starting it on first use; it skips
@@ -194,7 +211,7 @@ func Main(m *testing.M) {
 func Shared(tb testing.TB) *Server {
 	tb.Helper()
 	if !shared.started.Load() {
-		tb.Fatal("pgtest: the test package's TestMain must call pgtest.Main (it stops the server)")
+		tb.Fatal("pgtest: the test package's TestMain must call pgtest.Main or Run (they stop the server)")
 	}
 	if _, err := BinDir(); err != nil {
 		if os.Getenv(RequireEnv) == "1" {

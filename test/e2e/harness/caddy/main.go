@@ -1,5 +1,6 @@
 // Command caddy is the Caddy binary with this plugin, as xcaddy.sh builds
-// it (the same main that xcaddy generates), for tests of the command line.
+// it (the same main that xcaddy generates), for tests that run Caddy as an
+// operator does (harness.BuildCaddy).
 package main
 
 import (
