@@ -6,7 +6,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"io"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -245,26 +244,7 @@ func rawToolCall(ctx context.Context, client *http.Client, resource, token, tool
 
 // rawToolCallArgs is rawToolCall with the arguments member given verbatim.
 func rawToolCallArgs(ctx context.Context, client *http.Client, resource, token, tool, args string) (*http.Response, string, error) {
-	body := fmt.Sprintf(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":%q,"arguments":%s,"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"raw","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}}}`, tool, args)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, resource, strings.NewReader(body))
-	if err != nil {
-		return nil, "", err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json, text/event-stream")
-	req.Header.Set("MCP-Protocol-Version", "2026-07-28")
-	req.Header.Set("Mcp-Method", "tools/call")
-	req.Header.Set("Mcp-Name", tool)
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	return resp, string(b), err
+	return harness.RawToolCall(ctx, client, resource, token, tool, args)
 }
 
 // challenge parses a Bearer WWW-Authenticate header into its parameters.
