@@ -1,0 +1,371 @@
+// Package cluster runs two real Caddy processes (the built binary) on one
+// throwaway PostgreSQL database behind a load balancer of the test's own,
+// and checks that they behave as one authorization server and one
+// gateway: state made on one is seen by the other, refresh rotation is
+// exactly-once across them, revocations and key rotations reach the
+// other instance's gateway, and a database outage fails closed and loses
+// nothing that was acknowledged.
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"golang.org/x/oauth2"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres/pgtest"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/demo/mcpdemo"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/e2e/harness"
+)
+
+const (
+	username = "alice"
+	password = "cluster test password, never logged"
+	clientID = "app"
+	// A non-loopback redirect URI: the issuer remembers consent for it.
+	redirectURI = "https://app.example.com/cb"
+	scopeRead   = "notes:read"
+)
+
+// caddyBin is the binary TestMain builds.
+var caddyBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "caddy-cluster-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	caddyBin, err = harness.BuildCaddy(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := pgtest.Run(m)
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// instance is one Caddy process of the cluster.
+type instance struct {
+	name  string
+	addr  string // host:port it serves on
+	admin string // http://host:port of its admin API
+	proc  *harness.Process
+	// client sends every request to this instance, whatever the URL's
+	// host (the balancer's): as a balancer with sticky routing would.
+	client *http.Client
+}
+
+// cluster is two instances on one database behind a round-robin balancer
+// whose address is the issuer URL.
+type cluster struct {
+	db     *pgtest.Server
+	dsn    string
+	issuer string // the balancer's URL
+	legacy string // resource: stateful MCP server (sessions)
+	modern string // resource: stateless MCP server (2026-07-28)
+	md     *harness.Metadata
+	par    string // metadata the harness does not read
+	jwks   string
+	a, b   *instance
+	lb     *balancer
+}
+
+// caddyfile is one instance's configuration: every instance has the same
+// but for its own listen and admin addresses.
+func caddyfile(adminPort, port int, issuer, hash, legacyUp, modernUp string) string {
+	return fmt.Sprintf(`{
+	admin 127.0.0.1:%[1]d
+	persist_config off
+	log {
+		level WARN
+	}
+	mcp_auth {
+		issuer %[3]s
+		storage postgres {env.MCP_AUTH_DSN}
+		user %[4]s %[5]s {
+			groups users
+		}
+		group users {
+			scopes * notes:read notes:write
+		}
+		client %[6]s {
+			name "Cluster App"
+			public
+			redirect_uri %[7]s
+		}
+	}
+}
+
+http://:%[2]d {
+	mcp_issuer
+	@legacy path /mcp /.well-known/oauth-protected-resource/mcp
+	handle @legacy {
+		mcp_gateway {
+			resource %[3]s/mcp
+			scope notes:read
+			tool echo notes:read
+			tool add notes:read
+		}
+		reverse_proxy %[8]s
+	}
+	@modern path /v2/mcp /.well-known/oauth-protected-resource/v2/mcp
+	handle @modern {
+		mcp_gateway {
+			resource %[3]s/v2/mcp
+			scope notes:read
+			tool echo notes:read
+			tool add notes:read
+		}
+		reverse_proxy %[9]s
+	}
+}
+`, adminPort, port, issuer, username, hash, clientID, redirectURI, legacyUp, modernUp)
+}
+
+func setup(t *testing.T) *cluster {
+	t.Helper()
+	c := &cluster{db: pgtest.Shared(t), dsn: pgtest.NewDatabase(t)}
+	legacy := httptest.NewServer(mcpdemo.Handler())
+	t.Cleanup(legacy.Close)
+	s := mcpdemo.NewServer()
+	modern := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s },
+		&mcp.StreamableHTTPOptions{Stateless: true}))
+	t.Cleanup(modern.Close)
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.issuer = "http://" + l.Addr().String()
+	c.legacy, c.modern = c.issuer+"/mcp", c.issuer+"/v2/mcp"
+	hash := harness.HashPassword(t, password)
+	for _, name := range []string{"A", "B"} {
+		port, adminPort := harness.FreePort(t), harness.FreePort(t)
+		e := harness.NewEnv(t, caddyBin)
+		e.Vars = append(e.Vars, "MCP_AUTH_DSN="+c.dsn)
+		config := e.Write(t, "Caddyfile", caddyfile(adminPort, port, c.issuer, hash,
+			legacy.Listener.Addr().String(), modern.Listener.Addr().String()))
+		in := &instance{name: name, addr: fmt.Sprintf("127.0.0.1:%d", port), admin: fmt.Sprintf("http://127.0.0.1:%d", adminPort)}
+		in.client = &http.Client{Transport: pinned{in.addr}}
+		in.proc = e.Run(t, config, "http://"+in.addr+"/.well-known/oauth-authorization-server")
+		if name == "A" {
+			c.a = in
+		} else {
+			c.b = in
+		}
+	}
+	c.lb = newBalancer(c.a.addr, c.b.addr)
+	srv := &http.Server{Handler: c.lb}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	ctx := ctxTimeout(t, 10*time.Second)
+	if c.md, err = harness.Discover(ctx, c.issuer); err != nil {
+		t.Fatalf("Discover(%s): %v", c.issuer, err)
+	}
+	var more struct {
+		PAR  string `json:"pushed_authorization_request_endpoint"`
+		JWKS string `json:"jwks_uri"`
+	}
+	doJSON(ctx, t, http.DefaultClient, http.MethodGet, c.issuer+"/.well-known/oauth-authorization-server", nil, &more)
+	c.par, c.jwks = more.PAR, more.JWKS
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("caddy A:\n%s\ncaddy B:\n%s", c.a.proc.Output(), c.b.proc.Output())
+		}
+	})
+	return c
+}
+
+// pinned sends a request to one instance, keeping the URL's host (the
+// issuer's) as the Host header, as a balancer does.
+type pinned struct{ addr string }
+
+func (p pinned) RoundTrip(r *http.Request) (*http.Response, error) {
+	out := r.Clone(r.Context())
+	if out.Host == "" {
+		out.Host = r.URL.Host
+	}
+	out.URL.Host = p.addr
+	resp, err := http.DefaultTransport.RoundTrip(out)
+	if resp != nil {
+		resp.Request = r // the client sees the URL it asked for
+	}
+	return resp, err
+}
+
+// balancer is a round-robin reverse proxy: every request goes to the
+// other instance than the one before.
+type balancer struct {
+	backends []string
+	next     atomic.Uint64
+	proxy    *httputil.ReverseProxy
+
+	mu     sync.Mutex
+	served map[string]int // requests per backend
+}
+
+type backendKey struct{}
+
+func newBalancer(backends ...string) *balancer {
+	b := &balancer{backends: backends, served: map[string]int{}}
+	b.proxy = &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(&url.URL{Scheme: "http", Host: r.In.Context().Value(backendKey{}).(string)})
+			r.Out.Host = r.In.Host
+		},
+		FlushInterval: -1, // event streams pass at once
+	}
+	return b
+}
+
+func (b *balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	backend := b.backends[(b.next.Add(1)-1)%uint64(len(b.backends))]
+	b.mu.Lock()
+	b.served[backend]++
+	b.mu.Unlock()
+	b.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), backendKey{}, backend)))
+}
+
+// counts returns the requests each backend served so far.
+func (b *balancer) counts() map[string]int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := map[string]int{}
+	for k, v := range b.served {
+		out[k] = v
+	}
+	return out
+}
+
+// with returns ctx whose oauth2 requests go through client.
+func with(ctx context.Context, client *http.Client) context.Context {
+	return context.WithValue(ctx, oauth2.HTTPClient, client)
+}
+
+func (c *cluster) oauthConfig(scopes ...string) *oauth2.Config {
+	return c.md.Config(clientID, redirectURI, scopes...)
+}
+
+// robot returns a browser for alice whose requests all go to in (nil: the
+// balancer).
+func robot(in *instance) *harness.Robot {
+	r := harness.NewRobot(username, password, redirectURI)
+	r.Client.Transport = transport(in)
+	return r
+}
+
+func transport(in *instance) http.RoundTripper {
+	if in == nil {
+		return http.DefaultTransport
+	}
+	return in.client.Transport
+}
+
+// code runs the authorization request ar in r's browser and returns the
+// code.
+func (c *cluster) code(ctx context.Context, t *testing.T, r *harness.Robot, ar harness.AuthRequest) string {
+	t.Helper()
+	q, err := r.Authorize(ctx, ar.URL)
+	if err != nil {
+		t.Fatalf("authorize: %v", err)
+	}
+	if q.Get("code") == "" || q.Get("state") != ar.State || q.Get("iss") != c.issuer {
+		t.Fatalf("authorization response %q: want a code, state %q, iss %q", q.Encode(), ar.State, c.issuer)
+	}
+	return q.Get("code")
+}
+
+// grant authorizes with r (at the instance its transport names) and
+// redeems the code at redeem: a token with a refresh token.
+func (c *cluster) grant(ctx context.Context, t *testing.T, r *harness.Robot, redeem *instance) *oauth2.Token {
+	t.Helper()
+	cfg := c.oauthConfig(scopeRead, "offline_access")
+	ar := harness.NewAuthRequest(cfg, c.modern)
+	tok, err := ar.Exchange(with(ctx, redeem.client), cfg, c.code(ctx, t, r, ar))
+	if err != nil || tok.RefreshToken == "" {
+		t.Fatalf("redeem code at %s = %v, %v; want tokens with a refresh token", redeem.name, tok, err)
+	}
+	return tok
+}
+
+// refresh redeems a refresh token at in.
+func (c *cluster) refresh(ctx context.Context, in *instance, refreshToken string) (*harness.TokenResponse, error) {
+	var tr harness.TokenResponse
+	status, err := harness.PostForm(ctx, in.client, c.md.TokenEndpoint, url.Values{
+		"grant_type":    {"refresh_token"},
+		"refresh_token": {refreshToken},
+		"client_id":     {clientID},
+		"resource":      {c.modern},
+	}, &tr)
+	tr.Status = status
+	return &tr, err
+}
+
+// revoke revokes a token (a refresh token: its whole grant) at in and
+// returns the status.
+func (c *cluster) revoke(ctx context.Context, in *instance, token string) (int, error) {
+	var out map[string]any
+	status, err := harness.PostForm(ctx, in.client, c.md.RevocationEndpoint, url.Values{
+		"token":     {token},
+		"client_id": {clientID},
+	}, &out)
+	if err != nil && status == http.StatusOK {
+		err = nil // RFC 7009: 200 with an empty body
+	}
+	return status, err
+}
+
+// call makes one tools/call of echo at in's gateway with token and
+// returns the status (0 and the error when no answer came).
+func (c *cluster) call(ctx context.Context, in *instance, token string) (int, string, error) {
+	resp, body, err := harness.RawToolCall(ctx, in.client, c.modern, token, "echo", `{"text":"hi"}`)
+	if err != nil {
+		return 0, "", err
+	}
+	return resp.StatusCode, body, nil
+}
+
+// mustCall checks that in's gateway answers token with want.
+func (c *cluster) mustCall(ctx context.Context, t *testing.T, in *instance, token string, want int) {
+	t.Helper()
+	status, body, err := c.call(ctx, in, token)
+	if err != nil || status != want {
+		t.Errorf("tools/call at %s's gateway = %d %.200s, %v; want %d", in.name, status, body, err, want)
+	}
+}
+
+func ctxTimeout(t *testing.T, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// noSecretsLogged checks that neither instance wrote any of secrets.
+func (c *cluster) noSecretsLogged(t *testing.T, secrets ...string) {
+	t.Helper()
+	for _, in := range []*instance{c.a, c.b} {
+		out := in.proc.Output()
+		for _, s := range secrets {
+			if s != "" && strings.Contains(out, s) {
+				t.Errorf("caddy %s logged a token or secret", in.name)
+				return
+			}
+		}
+	}
+}

@@ -1,0 +1,217 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/e2e/harness"
+)
+
+// TestSharedState: what one instance writes, the other uses at once: a
+// code, a pushed authorization request, a registered client, a login
+// session and a consent, a user added through the admin API.
+func TestSharedState(t *testing.T) {
+	c := setup(t)
+	ctx := ctxTimeout(t, 60*time.Second)
+	r := robot(c.a)
+	var tok *oauth2.Token
+
+	t.Run("code from A redeemed at B", func(t *testing.T) {
+		tok = c.grant(ctx, t, r, c.b)
+		c.mustCall(ctx, t, c.a, tok.AccessToken, http.StatusOK)
+		c.mustCall(ctx, t, c.b, tok.AccessToken, http.StatusOK)
+	})
+
+	t.Run("login session and consent from A seen by B", func(t *testing.T) {
+		seen := len(r.Pages)
+		r.Client.Transport = transport(c.b)
+		c.grant(ctx, t, r, c.b)
+		if len(r.Pages) != seen {
+			t.Errorf("authorizing at B after login and consent at A showed %d pages (%s), want none", len(r.Pages)-seen, r.Pages[len(r.Pages)-1].Text())
+		}
+	})
+
+	t.Run("PAR at A used at B", func(t *testing.T) {
+		cfg := c.oauthConfig(scopeRead)
+		verifier := oauth2.GenerateVerifier()
+		var par struct {
+			RequestURI string `json:"request_uri"`
+		}
+		status, err := harness.PostForm(ctx, c.a.client, c.par, url.Values{
+			"client_id":             {clientID},
+			"response_type":         {"code"},
+			"redirect_uri":          {redirectURI},
+			"scope":                 {scopeRead},
+			"state":                 {"par-state"},
+			"code_challenge":        {oauth2.S256ChallengeFromVerifier(verifier)},
+			"code_challenge_method": {"S256"},
+			"resource":              {c.modern},
+		}, &par)
+		if err != nil || status != http.StatusCreated || par.RequestURI == "" {
+			t.Fatalf("PAR at A = %d %+v, %v; want 201 with a request_uri", status, par, err)
+		}
+		r.Client.Transport = transport(c.b)
+		ar := harness.AuthRequest{
+			URL:   c.md.AuthorizationEndpoint + "?" + url.Values{"client_id": {clientID}, "request_uri": {par.RequestURI}}.Encode(),
+			State: "par-state", Verifier: verifier, Resource: c.modern,
+		}
+		tok, err := ar.Exchange(with(ctx, c.a.client), cfg, c.code(ctx, t, r, ar))
+		if err != nil {
+			t.Fatalf("redeem the code of a pushed request at A: %v", err)
+		}
+		c.mustCall(ctx, t, c.b, tok.AccessToken, http.StatusOK)
+	})
+
+	t.Run("client registered at A used at B", func(t *testing.T) {
+		body, _ := json.Marshal(map[string]any{
+			"client_name":                "Registered at A",
+			"redirect_uris":              []string{redirectURI},
+			"grant_types":                []string{"authorization_code", "refresh_token"},
+			"response_types":             []string{"code"},
+			"token_endpoint_auth_method": "none",
+		})
+		var reg struct {
+			ClientID string `json:"client_id"`
+		}
+		status := doJSON(ctx, t, c.a.client, http.MethodPost, c.md.RegistrationEndpoint, body, &reg)
+		if status != http.StatusCreated || reg.ClientID == "" {
+			t.Fatalf("register at A = %d %+v, want 201 with a client_id", status, reg)
+		}
+		r.Client.Transport = transport(c.b)
+		seen := len(r.Pages)
+		cfg := c.md.Config(reg.ClientID, redirectURI, scopeRead)
+		ar := harness.NewAuthRequest(cfg, c.modern)
+		tok, err := ar.Exchange(with(ctx, c.b.client), cfg, c.code(ctx, t, r, ar))
+		if err != nil {
+			t.Fatalf("redeem at B for the client registered at A: %v", err)
+		}
+		if !slices.ContainsFunc(r.Pages[seen:], func(p *harness.Page) bool { return p.Form("consent") != nil }) {
+			t.Error("B did not ask for consent for a client new to the user")
+		}
+		c.mustCall(ctx, t, c.a, tok.AccessToken, http.StatusOK)
+	})
+
+	t.Run("user added on A's admin API signs in at B", func(t *testing.T) {
+		body := []byte(`{"username": "carol", "password": "carol's password", "groups": ["users"]}`)
+		if status := doJSON(ctx, t, http.DefaultClient, http.MethodPost, c.a.admin+"/mcp-auth/users", body, nil); status != http.StatusCreated && status != http.StatusOK {
+			t.Fatalf("POST /mcp-auth/users at A = %d, want success", status)
+		}
+		carol := harness.NewRobot("carol", "carol's password", redirectURI)
+		carol.Client.Transport = transport(c.b)
+		tok := c.grant(ctx, t, carol, c.b)
+		c.mustCall(ctx, t, c.a, tok.AccessToken, http.StatusOK)
+		if status := doJSON(ctx, t, http.DefaultClient, http.MethodGet, c.b.admin+"/mcp-auth/users/carol", nil, nil); status != http.StatusOK {
+			t.Errorf("GET /mcp-auth/users/carol at B = %d, want 200", status)
+		}
+	})
+	if tok != nil {
+		c.noSecretsLogged(t, password, tok.AccessToken, tok.RefreshToken)
+	}
+}
+
+// TestKeyRotation: a key rotated on A signs A's tokens at once, and B's
+// gateway accepts them at once (an unknown kid makes it read the keys
+// from the store); B goes on signing with the old key until it re-reads
+// the key set, and those tokens verify everywhere too (the old key stays
+// published).
+func TestKeyRotation(t *testing.T) {
+	c := setup(t)
+	ctx := ctxTimeout(t, 60*time.Second)
+	before := c.grant(ctx, t, robot(c.a), c.a)
+	oldKid := kid(t, before.AccessToken)
+
+	var rotated struct {
+		Kid string `json:"kid"`
+	}
+	if status := doJSON(ctx, t, http.DefaultClient, http.MethodPost, c.a.admin+"/mcp-auth/keys/rotate", nil, &rotated); status != http.StatusOK || rotated.Kid == "" || rotated.Kid == oldKid {
+		t.Fatalf("POST /mcp-auth/keys/rotate at A = %d %+v, want a new kid", status, rotated)
+	}
+	start := time.Now()
+	inJWKS := slices.Contains(c.jwksKids(ctx, t, c.b), rotated.Kid)
+
+	tr, err := c.refresh(ctx, c.a, before.RefreshToken)
+	if err != nil || tr.Status != http.StatusOK {
+		t.Fatalf("refresh at A = %+v, %v", tr, err)
+	}
+	if got := kid(t, tr.AccessToken); got != rotated.Kid {
+		t.Errorf("A signs with %s after the rotation, want the new key %s", got, rotated.Kid)
+	}
+	c.mustCall(ctx, t, c.b, tr.AccessToken, http.StatusOK)
+	accepted := time.Since(start)
+	if !slices.Contains(c.jwksKids(ctx, t, c.b), rotated.Kid) {
+		t.Errorf("B's JWKS lacks the new key %s after B verified a token signed with it", rotated.Kid)
+	}
+	c.mustCall(ctx, t, c.a, tr.AccessToken, http.StatusOK)
+	c.mustCall(ctx, t, c.b, before.AccessToken, http.StatusOK)
+
+	fromB := c.grant(ctx, t, robot(c.b), c.b)
+	c.mustCall(ctx, t, c.a, fromB.AccessToken, http.StatusOK)
+	t.Logf("key rotated on A: a token signed with it accepted by B's gateway %v after the rotation; new key in B's JWKS before B saw a token signed with it: %v; B signs with the %s key right after",
+		accepted.Round(time.Millisecond), inJWKS, map[bool]string{true: "new", false: "old"}[kid(t, fromB.AccessToken) == rotated.Kid])
+}
+
+func (c *cluster) jwksKids(ctx context.Context, t *testing.T, in *instance) []string {
+	t.Helper()
+	var set struct {
+		Keys []struct {
+			Kid string `json:"kid"`
+		} `json:"keys"`
+	}
+	doJSON(ctx, t, in.client, http.MethodGet, c.jwks, nil, &set)
+	var kids []string
+	for _, k := range set.Keys {
+		kids = append(kids, k.Kid)
+	}
+	return kids
+}
+
+// kid is the key id in a JWT's header.
+func kid(t *testing.T, jwt string) string {
+	t.Helper()
+	head, _, _ := strings.Cut(jwt, ".")
+	raw, err := base64.RawURLEncoding.DecodeString(head)
+	var h struct {
+		Kid string `json:"kid"`
+	}
+	if err == nil {
+		err = json.Unmarshal(raw, &h)
+	}
+	if err != nil || h.Kid == "" {
+		t.Fatalf("JWT header %q: no kid (%v)", head, err)
+	}
+	return h.Kid
+}
+
+// doJSON sends body (JSON, or nothing) and decodes a JSON answer into out
+// when out is not nil; it returns the status.
+func doJSON(ctx context.Context, t *testing.T, client *http.Client, method, u string, body []byte, out any) int {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, u, err)
+	}
+	defer resp.Body.Close()
+	if out != nil && resp.StatusCode < 300 {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			t.Fatalf("%s %s: status %d: %v", method, u, resp.StatusCode, err)
+		}
+	}
+	return resp.StatusCode
+}
