@@ -1,0 +1,166 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+)
+
+// TestRefreshRace redeems the same refresh token at A and at B at the same
+// moment, many times: exactly one of the two wins each round, and the
+// loser's attempt is reuse, which revokes the grant on both instances (the
+// winner's new refresh token is refused too, and so is its access token at
+// both gateways).
+func TestRefreshRace(t *testing.T) {
+	c := setup(t)
+	ctx := ctxTimeout(t, 90*time.Second)
+	r := robot(c.a)
+	const rounds = 20
+	var revoked []string // winners' access tokens
+	for round := range rounds {
+		tok := c.grant(ctx, t, r, c.a)
+		var (
+			wg  sync.WaitGroup
+			got [2]*struct {
+				status  int
+				refresh string
+				access  string
+				code    string
+			}
+			start = make(chan struct{})
+		)
+		for i, in := range []*instance{c.a, c.b} {
+			wg.Go(func() {
+				<-start
+				tr, err := c.refresh(ctx, in, tok.RefreshToken)
+				if err != nil && tr.Status == 0 {
+					t.Errorf("round %d: refresh at %s: %v", round, in.name, err)
+				}
+				got[i] = &struct {
+					status  int
+					refresh string
+					access  string
+					code    string
+				}{tr.Status, tr.RefreshToken, tr.AccessToken, tr.Error}
+			})
+		}
+		close(start)
+		wg.Wait()
+		if t.Failed() {
+			return
+		}
+		winners := 0
+		var winner string
+		for i, g := range got {
+			switch {
+			case g.status == http.StatusOK:
+				winners++
+				winner = g.refresh
+				revoked = append(revoked, g.access)
+			case g.status != http.StatusBadRequest || g.code != "invalid_grant":
+				t.Errorf("round %d: the losing refresh at %s = %d %q, want 400 invalid_grant", round, []string{"A", "B"}[i], g.status, g.code)
+			}
+		}
+		if winners != 1 {
+			t.Fatalf("round %d: %d of 2 concurrent refreshes of one token succeeded, want exactly 1", round, winners)
+		}
+		for _, in := range []*instance{c.a, c.b} {
+			if tr, err := c.refresh(ctx, in, winner); err != nil && tr.Status == 0 || tr.Status != http.StatusBadRequest || tr.Error != "invalid_grant" {
+				t.Errorf("round %d: the winner's new refresh token at %s after the reuse = %d %q, %v; want 400 invalid_grant (grant revoked)", round, in.name, tr.Status, tr.Error, err)
+			}
+		}
+	}
+	// Reuse revoked the grants: their access tokens are refused by both
+	// gateways once the revocations reached them.
+	time.Sleep(1500 * time.Millisecond)
+	for _, tok := range revoked {
+		c.mustCall(ctx, t, c.a, tok, http.StatusUnauthorized)
+		c.mustCall(ctx, t, c.b, tok, http.StatusUnauthorized)
+	}
+	t.Logf("%d rounds of one refresh token redeemed at A and B at once: one winner each, the grant revoked on both", rounds)
+}
+
+// TestRevocationDelay revokes 100 grants at A, each while B's gateway
+// accepts its access token, and measures how long B's gateway goes on
+// accepting it after A acknowledged the revocation. B learns of
+// revocations by re-reading the store's revocation log every second
+// (issuer.DefaultRevocationResync), so the bound here is that second plus
+// scheduling slack on a loaded machine.
+func TestRevocationDelay(t *testing.T) {
+	c := setup(t)
+	ctx := ctxTimeout(t, 120*time.Second)
+	const (
+		grants  = 100
+		workers = 10
+		bound   = 1500 * time.Millisecond
+	)
+	toks := make(chan *oauth2.Token, grants)
+	r := robot(c.a)
+	for range grants {
+		toks <- c.grant(ctx, t, r, c.a)
+	}
+	close(toks)
+	var (
+		mu     sync.Mutex
+		delays []time.Duration
+		wg     sync.WaitGroup
+	)
+	for range workers {
+		wg.Go(func() {
+			for tok := range toks {
+				d, err := c.revocationDelay(ctx, tok)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				delays = append(delays, d)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(delays) != grants {
+		t.Fatalf("measured %d revocations, want %d", len(delays), grants)
+	}
+	slices.Sort(delays)
+	median, worst := delays[len(delays)/2], delays[len(delays)-1]
+	t.Logf("revocation at A refused by B's gateway after: median %v, max %v (%d revocations, resync every 1s)", median.Round(time.Millisecond), worst.Round(time.Millisecond), grants)
+	if worst > bound {
+		t.Errorf("a revocation at A took %v to reach B's gateway, want under %v", worst, bound)
+	}
+}
+
+// revocationDelay checks that B's gateway accepts tok, revokes its grant at
+// A and returns how long after A's answer B's gateway still accepted it.
+func (c *cluster) revocationDelay(ctx context.Context, tok *oauth2.Token) (time.Duration, error) {
+	if status, body, err := c.call(ctx, c.b, tok.AccessToken); status != http.StatusOK {
+		return 0, errors.Join(errors.New("B's gateway refused a live token: "+http.StatusText(status)+" "+body), err)
+	}
+	// At a random point of B's resync period: a worker that revoked right
+	// after the last catch-up would otherwise always wait a whole period.
+	time.Sleep(rand.N(time.Second))
+	if status, err := c.revoke(ctx, c.a, tok.RefreshToken); status != http.StatusOK {
+		return 0, errors.Join(errors.New("revoke at A: "+http.StatusText(status)), err)
+	}
+	acked := time.Now()
+	for {
+		status, body, err := c.call(ctx, c.b, tok.AccessToken)
+		switch {
+		case status == http.StatusUnauthorized:
+			return time.Since(acked), nil
+		case status != http.StatusOK:
+			return 0, errors.Join(errors.New("B's gateway after the revocation: "+http.StatusText(status)+" "+body), err)
+		case time.Since(acked) > 5*time.Second:
+			return 0, errors.New("B's gateway still accepts a token 5s after its grant was revoked at A")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
