@@ -19,22 +19,7 @@ import (
 // caddyBin is the binary TestMain builds.
 var caddyBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "caddy-cli-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	caddyBin, err = harness.BuildCaddy(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(harness.RunWithCaddy(m, &caddyBin, (*testing.M).Run)) }
 
 // env runs the binary with directories of its own (harness.Env).
 type env struct{ *harness.Env }

@@ -42,22 +42,7 @@ const (
 // caddyBin is the binary TestMain builds.
 var caddyBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "caddy-cluster-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	caddyBin, err = harness.BuildCaddy(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := pgtest.Run(m)
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(harness.RunWithCaddy(m, &caddyBin, pgtest.Run)) }
 
 // instance is one Caddy process of the cluster.
 type instance struct {

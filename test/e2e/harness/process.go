@@ -144,3 +144,21 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// RunWithCaddy is a TestMain's body for tests of the caddy binary: it
+// builds the binary into a temporary directory, points *bin at it, runs
+// the tests with run (m.Run, or a wrapper such as pgtest.Run), removes the
+// directory and returns the exit code.
+func RunWithCaddy(m *testing.M, bin *string, run func(*testing.M) int) int {
+	dir, err := os.MkdirTemp("", "caddy-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if *bin, err = BuildCaddy(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return run(m)
+}
