@@ -19,6 +19,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"golang.org/x/oauth2"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres/pgtest"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/demo/mcpdemo"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/e2e/harness"
 )
@@ -53,6 +54,10 @@ type env struct {
 	modern   string // resource URL of /v2/mcp
 	md       *harness.Metadata
 }
+
+// TestMain stops the PostgreSQL server a documented layout on storage
+// postgres starts.
+func TestMain(m *testing.M) { pgtest.Main(m) }
 
 func setup(t *testing.T) *env {
 	t.Helper()

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres/pgtest"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/demo/mcpdemo"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/e2e/harness"
 )
@@ -244,6 +245,9 @@ func startLayout(t *testing.T, doc string) *layout {
 	// The identity provider example's client secret (never used: the
 	// provider is read at the first sign-in).
 	t.Setenv("OKTA_CLIENT_SECRET", "test-only-okta-secret")
+	if strings.Contains(doc, "storage postgres {env.MCP_AUTH_DSN}") {
+		t.Setenv("MCP_AUTH_DSN", pgtest.NewDatabase(t))
+	}
 	l := &layout{logFile: filepath.Join(dir, "caddy.log")}
 
 	// Upstreams first: the rewritten site addresses are loopback too.
