@@ -190,7 +190,11 @@ func TestArgRules(t *testing.T) {
 			{``, pass},
 			{`{"x":null}`, refuse},
 			{`{"\u0078":1}`, refuse},
-			{`{"X":1}`, pass}, // another member; and only one of x/X can exist
+			// A case or NUL variant is read as x by lenient decoders
+			// (encoding/json v1, cJSON): not absent.
+			{`{"X":1}`, refuse},
+			{`{"x\u0000y":1}`, refuse},
+			{`{"y":1}`, pass},
 		},
 		"type": {
 			{`{"x":1}`, pass},
@@ -209,6 +213,10 @@ func TestArgRules(t *testing.T) {
 			{`{"cc":"a@evil.com"}`, refuse},
 			{`{"cc":null}`, refuse},
 			{`{"cc":[]}`, refuse},
+			{`{"CC":"a@evil.com"}`, refuse}, // not missing: encoding/json v1 reads it as cc
+			{`{"cC":"a@example.com"}`, refuse},
+			{`{"cc\u0000":"a@evil.com"}`, refuse}, // C-string decoders read cc
+			{`{"bcc":"a@evil.com"}`, pass},        // another member
 		},
 		"nested": {
 			{`{"filter":{"a/b":["x"]}}`, pass},
@@ -218,6 +226,8 @@ func TestArgRules(t *testing.T) {
 			{`{"filter":{"a/b":"x"}}`, refuse}, // through a string
 			{`{"filter":"x"}`, refuse},
 			{`{"filter":{"a/b":["x"],"A/B":["y"]}}`, bad},
+			{`{"filter":{"A/B":["y"]}}`, refuse},
+			{`{"FILTER":{"a/b":["x"]}}`, refuse},
 		},
 		"own": {
 			{`{"owner":"alice"}`, pass},
@@ -256,6 +266,8 @@ func TestArgRules(t *testing.T) {
 			{`{"amount":"50","currency":"EUR"}`, refuse},
 			{`{"amount":50,"currency":"eur"}`, refuse},
 			{`{"amount":50,"currency":"EUR","note":null}`, refuse},
+			{`{"amount":50,"currency":"EUR","Note":"x"}`, refuse},
+			{`{"amount":50,"currency":"EUR","no\u0074e\u0000":"x"}`, refuse},
 		},
 		"two": {
 			{`{"a":"1","b":"2"}`, pass},
