@@ -354,6 +354,8 @@ func TestArgRuleConfig(t *testing.T) {
 		{"token without claim", ArgRule{Pointer: "/a", Predicate: "equals", Values: []string{"{token}"}}},
 		{"empty claim segment", ArgRule{Pointer: "/a", Predicate: "equals", Values: []string{"{token.org..id}"}}},
 		{"unbalanced brace", ArgRule{Pointer: "/a", Predicate: "prefix", Values: []string{"/home/{token.sub"}}},
+		// An empty prefix would hold for every string: a typo, never a rule.
+		{"empty prefix", ArgRule{Pointer: "/a", Predicate: "prefix", Values: []string{"/srv/", ""}}},
 		{"stray closing brace", ArgRule{Pointer: "/a", Predicate: "prefix", Values: []string{"/home/}"}}},
 		{"value not NFC", ArgRule{Pointer: "/a", Predicate: "equals", Values: []string{"e\u0301"}}},
 		{"glob ending in backslash", ArgRule{Pointer: "/a", Predicate: "glob", Values: []string{`a\`}}},
@@ -519,4 +521,50 @@ func mustDecimal(t *testing.T, s string) decimal {
 		t.Fatalf("parseDecimal(%q): %v", s, err)
 	}
 	return d
+}
+
+// TestArgRuleEmptyClaim: a placeholder whose claim is empty, absent or
+// not a string makes its value fail (never the empty string, which would
+// make prefix "{token.email}" or glob "*{token.email}" hold for
+// anything); the other values of the line still count.
+func TestArgRuleEmptyClaim(t *testing.T) {
+	cfg := testConfig(t)
+	a := func(pred string, values ...string) []ArgRule {
+		return []ArgRule{{Pointer: "/v", Predicate: pred, Values: values}}
+	}
+	cfg.Tools = []Rule{
+		{Pattern: "prefix", Args: a("prefix", "{token.email}")},
+		{Pattern: "glob", Args: a("glob", "*{token.email}")},
+		{Pattern: "equals", Args: a("equals", "{token.email}")},
+		{Pattern: "one_of", Args: a("one_of", "{token.email}", "public")},
+		{Pattern: "*"},
+	}
+	h := newHarness(t, cfg, nil)
+	for name, email := range map[string]any{"empty": "", "absent": nil, "number": 5, "array": []string{"x"}, "object": map[string]any{}} {
+		c := claims()
+		if email != nil {
+			c["email"] = email
+		}
+		token := mint(t, c)
+		for tool, args := range map[string][]string{
+			"prefix": {`{"v":"anything"}`, `{"v":""}`},
+			"glob":   {`{"v":"anything"}`, `{"v":""}`, `{"v":"*"}`},
+			"equals": {`{"v":""}`},
+			"one_of": {`{"v":""}`, `{"v":"x"}`},
+		} {
+			for _, arg := range args {
+				body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":` + quote(tool) + `,"arguments":` + arg + `}}`
+				before := len(h.up.requests())
+				resp := h.do(t, call{body: body, token: token})
+				got := readBody(t, resp)
+				if resp.StatusCode != http.StatusForbidden || len(h.up.requests()) != before {
+					t.Errorf("email %s: %s %s: status %d, want 403, nothing forwarded (%s)", name, tool, arg, resp.StatusCode, got)
+				}
+			}
+		}
+		body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"one_of","arguments":{"v":"public"}}}`
+		if resp := h.do(t, call{body: body, token: token}); resp.StatusCode != http.StatusOK {
+			t.Errorf("email %s: one_of public: status %d, want 200 (the literal value still holds)", name, resp.StatusCode)
+		}
+	}
 }
