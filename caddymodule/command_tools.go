@@ -80,6 +80,7 @@ func (c *cli) tools() *cobra.Command {
 	for _, a := range []struct{ use, short, done string }{
 		{"approve", "Pins the tool's pending definition (or confirms a first-use pin) for every gateway on the store", "approved"},
 		{"reject", "Refuses the tool's pending definition: it stays hidden and refused", "rejected"},
+		{"forget", "Removes the tool's pin: first_use pins the next definition listed, approved mode needs a new approval", "forgot"},
 	} {
 		var hash string
 		sub := &cobra.Command{

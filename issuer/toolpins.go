@@ -164,6 +164,35 @@ func (p *ToolPins) Reject(ctx context.Context, resource, tool, hash string) (Too
 	})
 }
 
+// Forget removes the tool's pin and what is pending: gateways then treat
+// the tool as never seen (first_use pins the next definition listed,
+// approved mode refuses it until approved). hash, when not empty, must
+// name the pinned definition (the pending one when nothing is pinned). It
+// returns what was removed.
+func (p *ToolPins) Forget(ctx context.Context, resource, tool, hash string) (ToolPin, error) {
+	var out ToolPin
+	err := p.st.Update(ctx, func(tx store.Tx) error {
+		r := toolPinsIn(tx)
+		cur, err := r.get(resource, tool)
+		if err != nil {
+			return err
+		}
+		d := cur.Pinned
+		if d == nil {
+			d = cur.Pending
+		}
+		if hash != "" && (d == nil || d.Hash != hash) {
+			return fmt.Errorf("%w: %s is not pinned as %s", ErrPinMismatch, tool, hash)
+		}
+		out = cur
+		return r.delete(resource, tool)
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return ToolPin{}, fmt.Errorf("tool %q of %s: %w", tool, resource, err)
+	}
+	return out, err
+}
+
 func (p *ToolPins) change(ctx context.Context, resource, tool string, fn func(*ToolPin) error) (ToolPin, error) {
 	var out ToolPin
 	err := p.st.Update(ctx, func(tx store.Tx) error {
