@@ -8,6 +8,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -353,6 +354,23 @@ func TestPinForget(t *testing.T) {
 				t.Fatalf("tools forget of an unknown tool = %v, want HTTP 404", err)
 			}
 		})
+	}
+}
+
+// TestPinListPrintable: tool names are the server's; `tools list` shows
+// one that holds terminal controls quoted, so it cannot rewrite the
+// operator's table.
+func TestPinListPrintable(t *testing.T) {
+	ctx := caddyContext(t, testApp(t))
+	app := startApp(t, ctx)
+	name := "x\x1b[2K\rread_file\u202e\tz"
+	if _, _, err := app.iss.ToolPins().Observe(t.Context(), gatewayResource, name, "ab", []byte(`{}`), true); err != nil {
+		t.Fatal(err)
+	}
+	addr := strings.TrimPrefix(adminServer(t, &AdminAPI{app: app}).URL, "http://")
+	out, _, err := runCLI(t, addr, "", "tools", "list")
+	if err != nil || strings.ContainsAny(out, "\x1b\r\u202e") || !strings.Contains(out, strconv.QuoteToGraphic(name)) {
+		t.Fatalf("tools list = %q, %v; want the name quoted, no control characters", out, err)
 	}
 }
 
