@@ -170,30 +170,25 @@ func (p *ToolPins) Reject(ctx context.Context, resource, tool, hash string) (Too
 // name the pinned definition (the pending one when nothing is pinned). It
 // returns what was removed.
 func (p *ToolPins) Forget(ctx context.Context, resource, tool, hash string) (ToolPin, error) {
-	var out ToolPin
-	err := p.st.Update(ctx, func(tx store.Tx) error {
-		r := toolPinsIn(tx)
-		cur, err := r.get(resource, tool)
-		if err != nil {
-			return err
-		}
-		d := cur.Pinned
+	return p.update(ctx, resource, tool, func(pin *ToolPin) (bool, error) {
+		d := pin.Pinned
 		if d == nil {
-			d = cur.Pending
+			d = pin.Pending
 		}
 		if hash != "" && (d == nil || d.Hash != hash) {
-			return fmt.Errorf("%w: %s is not pinned as %s", ErrPinMismatch, tool, hash)
+			return false, fmt.Errorf("%w: %s is not pinned as %s", ErrPinMismatch, tool, hash)
 		}
-		out = cur
-		return r.delete(resource, tool)
+		return true, nil
 	})
-	if errors.Is(err, store.ErrNotFound) {
-		return ToolPin{}, fmt.Errorf("tool %q of %s: %w", tool, resource, err)
-	}
-	return out, err
 }
 
 func (p *ToolPins) change(ctx context.Context, resource, tool string, fn func(*ToolPin) error) (ToolPin, error) {
+	return p.update(ctx, resource, tool, func(pin *ToolPin) (bool, error) { return false, fn(pin) })
+}
+
+// update applies fn to the tool's pin, then stores the pin, or removes it
+// when fn says so.
+func (p *ToolPins) update(ctx context.Context, resource, tool string, fn func(*ToolPin) (remove bool, err error)) (ToolPin, error) {
 	var out ToolPin
 	err := p.st.Update(ctx, func(tx store.Tx) error {
 		r := toolPinsIn(tx)
@@ -201,10 +196,14 @@ func (p *ToolPins) change(ctx context.Context, resource, tool string, fn func(*T
 		if err != nil {
 			return err
 		}
-		if err := fn(&cur); err != nil {
+		remove, err := fn(&cur)
+		if err != nil {
 			return err
 		}
 		out = cur
+		if remove {
+			return r.delete(resource, tool)
+		}
 		return r.put(cur)
 	})
 	if errors.Is(err, store.ErrNotFound) {
