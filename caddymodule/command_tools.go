@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
 	"text/tabwriter"
+	"unicode"
 
 	"github.com/spf13/cobra"
 
@@ -44,7 +47,7 @@ func (c *cli) tools() *cobra.Command {
 						pending += " (rejected)"
 					}
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Resource, p.Tool, pinned, by, pending)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", printable(p.Resource), printable(p.Tool), pinned, by, pending)
 			}
 			return tw.Flush()
 		},
@@ -80,6 +83,7 @@ func (c *cli) tools() *cobra.Command {
 	for _, a := range []struct{ use, short, done string }{
 		{"approve", "Pins the tool's pending definition (or confirms a first-use pin) for every gateway on the store", "approved"},
 		{"reject", "Refuses the tool's pending definition: it stays hidden and refused", "rejected"},
+		{"forget", "Removes the tool's pin: first_use pins the next definition listed, approved mode needs a new approval", "forgot"},
 	} {
 		var hash string
 		sub := &cobra.Command{
@@ -100,6 +104,16 @@ func (c *cli) tools() *cobra.Command {
 		cmd.AddCommand(sub)
 	}
 	return cmd
+}
+
+// printable quotes a name the server chose when it holds what a terminal
+// would act on (escape sequences, carriage returns, tabs, bidi controls),
+// so that no tool can rewrite or hide a row of the operator's table.
+func printable(s string) string {
+	if strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) < 0 {
+		return s
+	}
+	return strconv.QuoteToGraphic(s)
 }
 
 // short abbreviates a definition hash for tables.

@@ -8,6 +8,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -297,6 +298,79 @@ func TestPinApproved(t *testing.T) {
 	}
 	if msg := call(t, cs, "new_tool"); msg != "" || ps.calls.Load() != 1 {
 		t.Fatalf("call after approval = %q, server calls %d; want it run", msg, ps.calls.Load())
+	}
+}
+
+// TestPinForget: `tools forget` removes a pin. In first_use mode the
+// definition the server offers then is pinned anew (the operator's way to
+// accept a change without reviewing a diff, or to drop a removed tool);
+// in approved mode the tool is refused until approved again. A stale hash
+// forgets nothing.
+func TestPinForget(t *testing.T) {
+	for _, mode := range []string{"first_use", "approved"} {
+		t.Run(mode, func(t *testing.T) {
+			ps := newPinServer(t, false)
+			app, _, tok, end := pinGateway(t, ps, mode)
+			addr := strings.TrimPrefix(adminServer(t, &AdminAPI{app: app}).URL, "http://")
+			cs := connect(t, end, tok, nil)
+			if mode == "approved" {
+				listed(t, cs) // the gateway records the definition to approve
+				if _, _, err := runCLI(t, addr, "", "tools", "approve", gatewayResource, "read_file"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if msg := call(t, cs, "read_file"); msg != "" {
+				t.Fatalf("call before the change = %q, want it run", msg)
+			}
+			ps.addTool("read_file", "Reads a file, differently.", nil)
+			listed(t, cs) // the gateway sees the change
+			if msg := call(t, cs, "read_file"); !strings.Contains(msg, "definition changed") {
+				t.Fatalf("call of the changed tool = %q, want refused", msg)
+			}
+			pin, err := app.iss.ToolPins().Get(t.Context(), gatewayResource, "read_file")
+			if err != nil || pin.Pinned == nil {
+				t.Fatalf("pin = %+v, %v", pin, err)
+			}
+			if _, _, err := runCLI(t, addr, "", "tools", "forget", gatewayResource, "read_file", "--hash", "0000"); err == nil || !strings.Contains(err.Error(), "409") {
+				t.Fatalf("tools forget with a stale hash = %v, want HTTP 409", err)
+			}
+			if out, _, err := runCLI(t, addr, "", "tools", "forget", gatewayResource, "read_file", "--hash", pin.Pinned.Hash); err != nil {
+				t.Fatalf("tools forget = %q, %v", out, err)
+			}
+			before := ps.calls.Load()
+			msg := call(t, cs, "read_file")
+			after, err := app.iss.ToolPins().Get(t.Context(), gatewayResource, "read_file")
+			switch mode {
+			case "first_use":
+				if msg != "" || ps.calls.Load() != before+1 || err != nil || after.Pinned == nil || after.Pinned.Hash == pin.Pinned.Hash || after.Pending != nil {
+					t.Fatalf("after forget: call = %q, pin = %+v, %v; want the new definition pinned by first use, the call run", msg, after, err)
+				}
+			case "approved":
+				if !strings.Contains(msg, "not approved") || ps.calls.Load() != before {
+					t.Fatalf("after forget: call = %q; want refused until approved", msg)
+				}
+			}
+			if _, _, err := runCLI(t, addr, "", "tools", "forget", gatewayResource, "no_such_tool"); err == nil || !strings.Contains(err.Error(), "404") {
+				t.Fatalf("tools forget of an unknown tool = %v, want HTTP 404", err)
+			}
+		})
+	}
+}
+
+// TestPinListPrintable: tool names are the server's; `tools list` shows
+// one that holds terminal controls quoted, so it cannot rewrite the
+// operator's table.
+func TestPinListPrintable(t *testing.T) {
+	ctx := caddyContext(t, testApp(t))
+	app := startApp(t, ctx)
+	name := "x\x1b[2K\rread_file\u202e\tz"
+	if _, _, err := app.iss.ToolPins().Observe(t.Context(), gatewayResource, name, "ab", []byte(`{}`), true); err != nil {
+		t.Fatal(err)
+	}
+	addr := strings.TrimPrefix(adminServer(t, &AdminAPI{app: app}).URL, "http://")
+	out, _, err := runCLI(t, addr, "", "tools", "list")
+	if err != nil || strings.ContainsAny(out, "\x1b\r\u202e") || !strings.Contains(out, strconv.QuoteToGraphic(name)) {
+		t.Fatalf("tools list = %q, %v; want the name quoted, no control characters", out, err)
 	}
 }
 

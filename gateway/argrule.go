@@ -108,6 +108,9 @@ func compileArg(a ArgRule) (argCheck, error) {
 			if err != nil {
 				return c, err
 			}
+			if a.Predicate == argPrefix && len(t.parts) == 0 {
+				return c, errors.New("an empty prefix holds for every string")
+			}
 			if a.Predicate == argGlob {
 				if err := validGlob(t.resolveWith(func(string) string { return "x" })); err != nil {
 					return c, err

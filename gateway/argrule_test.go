@@ -190,7 +190,11 @@ func TestArgRules(t *testing.T) {
 			{``, pass},
 			{`{"x":null}`, refuse},
 			{`{"\u0078":1}`, refuse},
-			{`{"X":1}`, pass}, // another member; and only one of x/X can exist
+			// A case or NUL variant is read as x by lenient decoders
+			// (encoding/json v1, cJSON): not absent.
+			{`{"X":1}`, refuse},
+			{`{"x\u0000y":1}`, refuse},
+			{`{"y":1}`, pass},
 		},
 		"type": {
 			{`{"x":1}`, pass},
@@ -209,6 +213,10 @@ func TestArgRules(t *testing.T) {
 			{`{"cc":"a@evil.com"}`, refuse},
 			{`{"cc":null}`, refuse},
 			{`{"cc":[]}`, refuse},
+			{`{"CC":"a@evil.com"}`, refuse}, // not missing: encoding/json v1 reads it as cc
+			{`{"cC":"a@example.com"}`, refuse},
+			{`{"cc\u0000":"a@evil.com"}`, refuse}, // C-string decoders read cc
+			{`{"bcc":"a@evil.com"}`, pass},        // another member
 		},
 		"nested": {
 			{`{"filter":{"a/b":["x"]}}`, pass},
@@ -218,6 +226,8 @@ func TestArgRules(t *testing.T) {
 			{`{"filter":{"a/b":"x"}}`, refuse}, // through a string
 			{`{"filter":"x"}`, refuse},
 			{`{"filter":{"a/b":["x"],"A/B":["y"]}}`, bad},
+			{`{"filter":{"A/B":["y"]}}`, refuse},
+			{`{"FILTER":{"a/b":["x"]}}`, refuse},
 		},
 		"own": {
 			{`{"owner":"alice"}`, pass},
@@ -256,6 +266,8 @@ func TestArgRules(t *testing.T) {
 			{`{"amount":"50","currency":"EUR"}`, refuse},
 			{`{"amount":50,"currency":"eur"}`, refuse},
 			{`{"amount":50,"currency":"EUR","note":null}`, refuse},
+			{`{"amount":50,"currency":"EUR","Note":"x"}`, refuse},
+			{`{"amount":50,"currency":"EUR","no\u0074e\u0000":"x"}`, refuse},
 		},
 		"two": {
 			{`{"a":"1","b":"2"}`, pass},
@@ -342,6 +354,8 @@ func TestArgRuleConfig(t *testing.T) {
 		{"token without claim", ArgRule{Pointer: "/a", Predicate: "equals", Values: []string{"{token}"}}},
 		{"empty claim segment", ArgRule{Pointer: "/a", Predicate: "equals", Values: []string{"{token.org..id}"}}},
 		{"unbalanced brace", ArgRule{Pointer: "/a", Predicate: "prefix", Values: []string{"/home/{token.sub"}}},
+		// An empty prefix would hold for every string: a typo, never a rule.
+		{"empty prefix", ArgRule{Pointer: "/a", Predicate: "prefix", Values: []string{"/srv/", ""}}},
 		{"stray closing brace", ArgRule{Pointer: "/a", Predicate: "prefix", Values: []string{"/home/}"}}},
 		{"value not NFC", ArgRule{Pointer: "/a", Predicate: "equals", Values: []string{"e\u0301"}}},
 		{"glob ending in backslash", ArgRule{Pointer: "/a", Predicate: "glob", Values: []string{`a\`}}},
@@ -507,4 +521,50 @@ func mustDecimal(t *testing.T, s string) decimal {
 		t.Fatalf("parseDecimal(%q): %v", s, err)
 	}
 	return d
+}
+
+// TestArgRuleEmptyClaim: a placeholder whose claim is empty, absent or
+// not a string makes its value fail (never the empty string, which would
+// make prefix "{token.email}" or glob "*{token.email}" hold for
+// anything); the other values of the line still count.
+func TestArgRuleEmptyClaim(t *testing.T) {
+	cfg := testConfig(t)
+	a := func(pred string, values ...string) []ArgRule {
+		return []ArgRule{{Pointer: "/v", Predicate: pred, Values: values}}
+	}
+	cfg.Tools = []Rule{
+		{Pattern: "prefix", Args: a("prefix", "{token.email}")},
+		{Pattern: "glob", Args: a("glob", "*{token.email}")},
+		{Pattern: "equals", Args: a("equals", "{token.email}")},
+		{Pattern: "one_of", Args: a("one_of", "{token.email}", "public")},
+		{Pattern: "*"},
+	}
+	h := newHarness(t, cfg, nil)
+	for name, email := range map[string]any{"empty": "", "absent": nil, "number": 5, "array": []string{"x"}, "object": map[string]any{}} {
+		c := claims()
+		if email != nil {
+			c["email"] = email
+		}
+		token := mint(t, c)
+		for tool, args := range map[string][]string{
+			"prefix": {`{"v":"anything"}`, `{"v":""}`},
+			"glob":   {`{"v":"anything"}`, `{"v":""}`, `{"v":"*"}`},
+			"equals": {`{"v":""}`},
+			"one_of": {`{"v":""}`, `{"v":"x"}`},
+		} {
+			for _, arg := range args {
+				body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":` + quote(tool) + `,"arguments":` + arg + `}}`
+				before := len(h.up.requests())
+				resp := h.do(t, call{body: body, token: token})
+				got := readBody(t, resp)
+				if resp.StatusCode != http.StatusForbidden || len(h.up.requests()) != before {
+					t.Errorf("email %s: %s %s: status %d, want 403, nothing forwarded (%s)", name, tool, arg, resp.StatusCode, got)
+				}
+			}
+		}
+		body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"one_of","arguments":{"v":"public"}}}`
+		if resp := h.do(t, call{body: body, token: token}); resp.StatusCode != http.StatusOK {
+			t.Errorf("email %s: one_of public: status %d, want 200 (the literal value still holds)", name, resp.StatusCode)
+		}
+	}
 }

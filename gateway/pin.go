@@ -166,7 +166,9 @@ func (s *pinSet) callVerdict(ctx context.Context, tool string) pinVerdict {
 	s.refresh(ctx)
 	v := s.view.Load()
 	cur, ok := v.current[tool]
-	if !ok || v.stale {
+	if p := v.stored[tool]; !ok || v.stale || (s.mode == PinFirstUse && p == Pin{}) {
+		// With no record (its pin was forgotten), first_use learns the
+		// definition again, which pins it.
 		return pinUnknown
 	}
 	return s.judge(v.stored[tool], cur)

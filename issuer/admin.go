@@ -44,6 +44,7 @@ import (
 //	GET    /tools?resource=R[&tool=T] pinned tool definitions (ToolPin)
 //	POST   /tools/approve            pin a tool's pending definition (ToolPinRequest)
 //	POST   /tools/reject             refuse a tool's pending definition (ToolPinRequest)
+//	POST   /tools/forget             remove a tool's pin (ToolPinRequest)
 //
 // Bodies are JSON, errors {"error": "..."}. Password and secret hashes are
 // never returned; a generated client or agent secret is returned once, by
@@ -91,6 +92,7 @@ func (i *Issuer) newAdmin(hashCost int) *admin {
 		"GET /tools":                 a.listTools,
 		"POST /tools/approve":        a.pinRoute((*ToolPins).Approve),
 		"POST /tools/reject":         a.pinRoute((*ToolPins).Reject),
+		"POST /tools/forget":         a.pinRoute((*ToolPins).Forget),
 	} {
 		a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 			if err := h(w, r); err != nil {
@@ -528,15 +530,17 @@ func (a *admin) listTools(w http.ResponseWriter, r *http.Request) error {
 	return writeAdminJSON(w, http.StatusOK, list)
 }
 
-// ToolPinRequest names a tool's definition to approve or reject; Hash,
-// when set, must be the definition's (see ToolPins.Approve).
+// ToolPinRequest names a tool's definition to approve, reject or forget;
+// Hash, when set, must be the definition's (see ToolPins.Approve and
+// ToolPins.Forget).
 type ToolPinRequest struct {
 	Resource string `json:"resource"`
 	Tool     string `json:"tool"`
 	Hash     string `json:"hash,omitempty"`
 }
 
-// pinRoute applies an approval or rejection and answers the pin.
+// pinRoute applies an approval, rejection or removal and answers the pin
+// (the removed one, for a removal).
 func (a *admin) pinRoute(fn func(*ToolPins, context.Context, string, string, string) (ToolPin, error)) func(http.ResponseWriter, *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		var req ToolPinRequest

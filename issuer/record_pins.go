@@ -42,6 +42,10 @@ func (r toolPinRecords) put(p ToolPin) error {
 	return r.tx.Put(bucketToolPins, toolPinKey(p.Resource, p.Tool), v, time.Time{})
 }
 
+func (r toolPinRecords) delete(resource, tool string) error {
+	return r.tx.Delete(bucketToolPins, toolPinKey(resource, tool))
+}
+
 // list returns the pins of resource ("" for every resource), in key order.
 func (r toolPinRecords) list(resource string) ([]ToolPin, error) {
 	prefix := ""

@@ -164,7 +164,31 @@ func (p *ToolPins) Reject(ctx context.Context, resource, tool, hash string) (Too
 	})
 }
 
+// Forget removes the tool's pin and what is pending: gateways then treat
+// the tool as never seen (first_use pins the next definition listed,
+// approved mode refuses it until approved). hash, when not empty, must
+// name the pinned definition (the pending one when nothing is pinned). It
+// returns what was removed.
+func (p *ToolPins) Forget(ctx context.Context, resource, tool, hash string) (ToolPin, error) {
+	return p.update(ctx, resource, tool, func(pin *ToolPin) (bool, error) {
+		d := pin.Pinned
+		if d == nil {
+			d = pin.Pending
+		}
+		if hash != "" && (d == nil || d.Hash != hash) {
+			return false, fmt.Errorf("%w: %s is not pinned as %s", ErrPinMismatch, tool, hash)
+		}
+		return true, nil
+	})
+}
+
 func (p *ToolPins) change(ctx context.Context, resource, tool string, fn func(*ToolPin) error) (ToolPin, error) {
+	return p.update(ctx, resource, tool, func(pin *ToolPin) (bool, error) { return false, fn(pin) })
+}
+
+// update applies fn to the tool's pin, then stores the pin, or removes it
+// when fn says so.
+func (p *ToolPins) update(ctx context.Context, resource, tool string, fn func(*ToolPin) (remove bool, err error)) (ToolPin, error) {
 	var out ToolPin
 	err := p.st.Update(ctx, func(tx store.Tx) error {
 		r := toolPinsIn(tx)
@@ -172,10 +196,14 @@ func (p *ToolPins) change(ctx context.Context, resource, tool string, fn func(*T
 		if err != nil {
 			return err
 		}
-		if err := fn(&cur); err != nil {
+		remove, err := fn(&cur)
+		if err != nil {
 			return err
 		}
 		out = cur
+		if remove {
+			return r.delete(resource, tool)
+		}
 		return r.put(cur)
 	})
 	if errors.Is(err, store.ErrNotFound) {

@@ -14,10 +14,18 @@ import (
 // other than an index.
 var ErrNotContainer = errors.New("mcpparse: pointer goes through a value that has no such member")
 
+// ErrNameVariant reports a member on a pointer's path that is not named
+// as the pointer says but that a lenient decoder reads as that name: a
+// case variant ("CC" for "cc", as encoding/json v1 matches names) or the
+// name followed by NUL ("cc\u0000x", as C-string decoders read it). The
+// member is neither found nor absent: the upstream may read it.
+var ErrNameVariant = errors.New("mcpparse: a member's name is a case or NUL variant of the pointer's")
+
 // Pointer is a JSON pointer (RFC 6901), split into its reference tokens.
 type Pointer struct {
 	text   string
 	tokens []string
+	folded []string // appendFolded of each token
 }
 
 // ParsePointer reads an RFC 6901 pointer: "" (the whole document) or
@@ -43,7 +51,11 @@ func ParsePointer(s string) (Pointer, error) {
 		}
 		tokens = append(tokens, strings.NewReplacer("~1", "/", "~0", "~").Replace(raw))
 	}
-	return Pointer{text: s, tokens: tokens}, nil
+	folded := make([]string, len(tokens))
+	for i, t := range tokens {
+		folded[i] = string(appendFolded(nil, []byte(t)))
+	}
+	return Pointer{text: s, tokens: tokens, folded: folded}, nil
 }
 
 // String returns the pointer as written.
@@ -123,17 +135,19 @@ func (p *parser) value() (Value, error) {
 // Parse refused duplicate and case-variant names, so the first member of
 // a name is the only one any decoder reads, and Lookup reads no further.
 // It reads only along the pointer's path, skipping other values whole.
-// Member names are compared after JSON unescaping, exactly. found is
-// false when a member or element on the path is absent; a path through a
-// scalar, or an element named by a token that is not an index (RFC 6901:
-// digits without leading zeros), is ErrNotContainer.
+// Member names are compared after JSON unescaping, exactly; a member
+// whose name folds as the token's (a case or NUL variant, see
+// ErrNameVariant) is an error, never "absent". found is false when a
+// member or element on the path is absent; a path through a scalar, or
+// an element named by a token that is not an index (RFC 6901: digits
+// without leading zeros), is ErrNotContainer.
 func (ptr Pointer) Lookup(doc []byte) (v Value, found bool, err error) {
 	p := newParser(doc, maxTokenizerDepth)
 	defer p.free()
-	for _, tok := range ptr.tokens {
+	for i, tok := range ptr.tokens {
 		switch p.dec.PeekKind() {
 		case '{':
-			found, err = p.toMember(tok)
+			found, err = p.toMember(tok, ptr.folded[i])
 		case '[':
 			found, err = p.toElement(tok)
 		default:
@@ -147,9 +161,9 @@ func (ptr Pointer) Lookup(doc []byte) (v Value, found bool, err error) {
 	return v, err == nil, err
 }
 
-// toMember moves to the value of the object member name, whose '{' comes
-// next.
-func (p *parser) toMember(name string) (bool, error) {
+// toMember moves to the value of the object member name (folded: its
+// appendFolded form), whose '{' comes next.
+func (p *parser) toMember(name, folded string) (bool, error) {
 	if _, err := p.read(); err != nil {
 		return false, err
 	}
@@ -167,6 +181,11 @@ func (p *parser) toMember(name string) (bool, error) {
 		}
 		if string(text) == name {
 			return true, nil
+		}
+		// Parse refused two members of one folded name, so a variant is
+		// the only member the upstream may read as name.
+		if p.fold = appendFolded(p.fold[:0], text); string(p.fold) == folded {
+			return false, fmt.Errorf("%w: %q", ErrNameVariant, text)
 		}
 		if err := p.dec.SkipValue(); err != nil {
 			return false, p.jsonErr(err)

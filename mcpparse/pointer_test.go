@@ -36,7 +36,7 @@ func TestParsePointer(t *testing.T) {
 }
 
 func TestLookup(t *testing.T) {
-	doc := []byte(`{"a":{"b":[10,{"c":"x"},[1,2]],"\u0074o":"t","x/y":1,"m~n":2,"":3},"z":null}`)
+	doc := []byte(`{"a":{"b":[10,{"c":"x"},[1,2]],"\u0074o":"t","x/y":1,"m~n":2,"":3},"z":null,"\u212a":1,"\u017f":2,"cc\u0000x":3}`)
 	tests := []struct {
 		ptr   string
 		raw   string
@@ -59,7 +59,17 @@ func TestLookup(t *testing.T) {
 		{"/z/x", "", false, ErrNotContainer},    // through null
 		{"/a/b/x", "", false, ErrNotContainer},  // not an index
 		{"/a/b/01", "", false, ErrNotContainer}, // leading zero
-		{"/A", "", false, nil},                  // names are exact
+		// A name a lenient decoder reads as the token's is neither found
+		// nor absent: encoding/json v1 matches names case-insensitively
+		// (Kelvin sign and long s included), C-string decoders stop at NUL.
+		{"/A", "", false, ErrNameVariant},
+		{"/Z/x", "", false, ErrNameVariant},
+		{"/a/TO", "", false, ErrNameVariant},
+		{"/k", "", false, ErrNameVariant},
+		{"/s", "", false, ErrNameVariant},
+		{"/cc", "", false, ErrNameVariant},
+		{"/cc2", "", false, nil}, // not a variant: absent
+		{"/a/b/1/C", "", false, ErrNameVariant},
 	}
 	for _, tt := range tests {
 		p, err := ParsePointer(tt.ptr)

@@ -85,6 +85,7 @@ var argsCaddyfile = template.Must(template.New("Caddyfile").Parse(`{
 (rules) {
 	tool send_email mail {
 		arg /to regex [A-Za-z0-9._%+-]+@example\.com
+		arg /cc optional regex [A-Za-z0-9._%+-]+@example\.com
 	}
 	tool get_record records {
 		arg /owner equals {token.sub}
@@ -187,6 +188,27 @@ func TestArgumentRules(t *testing.T) {
 	tok, err := e.authorize(ctx, robot, e.oauthConfig("mail", "records"), e.modern)
 	if err != nil {
 		t.Fatal(err)
+	}
+	type rawCall struct{ tool, args string }
+	for c, want := range map[rawCall]int{
+		// A case or NUL variant of an optional argument is not missing:
+		// encoding/json v1 (many Go servers) reads "CC" as cc.
+		{"send_email", `{"to":"bob@example.com","cc":"carol@example.com"}`}:  200,
+		{"send_email", `{"to":"bob@example.com","CC":"eve@evil.com"}`}:       403,
+		{"send_email", `{"to":"bob@example.com","cc\u0000":"eve@evil.com"}`}: 403,
+		{"send_email", `{"to":"bob@example.com","\u212a":"x"}`}:              200,
+	} {
+		before := len(ran.list())
+		resp, body, err := rawToolCallArgs(ctx, http.DefaultClient, e.modern, tok.AccessToken, c.tool, c.args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != want || (want == 403 && !strings.Contains(body, `"argument":"/cc"`)) {
+			t.Errorf("%s %s: status %d, want %d (%s)", c.tool, c.args, resp.StatusCode, want, body)
+		}
+		if want == 403 && len(ran.list()) != before {
+			t.Errorf("%s %s: the server ran %q", c.tool, c.args, ran.list()[before:])
+		}
 	}
 	for args, want := range map[string]int{
 		`{"owner":"alice"}`:                    200,
