@@ -99,9 +99,13 @@ type Gateway struct {
 	audit  *zap.Logger
 	policy *policy
 	parser *jwt.Parser
-	cache  *claimsCache
-	proofs *dpop.Verifier
-	origin string // the resource URL's scheme://host, for htu
+	// validator checks the claims of an introspection answer as parser
+	// checks a JWT's.
+	validator *jwt.Validator
+	cache     *claimsCache
+	inactive  *claimsCache // inactive tokens, nil entries
+	proofs    *dpop.Verifier
+	origin    string // the resource URL's scheme://host, for htu
 	// streams: open event streams, closed on revocation (nil without
 	// Config.Revocations).
 	streams *streamSet
@@ -185,6 +189,18 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.PinReload <= 0 {
 		cfg.PinReload = DefaultPinReload
 	}
+	if cfg.Audience == "" {
+		cfg.Audience = cfg.Resource
+	}
+	if cfg.IntrospectionCache < 0 || cfg.InactiveCache < 0 {
+		return nil, errors.New("introspection cache durations are negative")
+	}
+	if cfg.IntrospectionCache == 0 {
+		cfg.IntrospectionCache = DefaultIntrospectionCache
+	}
+	if cfg.InactiveCache == 0 {
+		cfg.InactiveCache = min(DefaultInactiveCache, cfg.IntrospectionCache)
+	}
 	if cfg.StreamCheckInterval < 0 {
 		return nil, errors.New("stream check interval is negative")
 	}
@@ -205,17 +221,18 @@ func New(cfg Config) (*Gateway, error) {
 	}
 
 	g := &Gateway{
-		cfg:     cfg,
-		now:     cfg.Now,
-		log:     cfg.Logger,
-		audit:   cfg.AuditLogger,
-		policy:  pol,
-		cache:   newClaimsCache(claimsCacheSize),
-		origins: origins,
-		scopes:  collectScopes(&cfg),
-		metrics: cfg.Metrics,
-		proofs:  newProofs(&cfg),
-		origin:  res.Scheme + "://" + res.Host,
+		cfg:      cfg,
+		now:      cfg.Now,
+		log:      cfg.Logger,
+		audit:    cfg.AuditLogger,
+		policy:   pol,
+		cache:    newClaimsCache(claimsCacheSize),
+		inactive: newClaimsCache(inactiveCacheSize),
+		origins:  origins,
+		scopes:   collectScopes(&cfg),
+		metrics:  cfg.Metrics,
+		proofs:   newProofs(&cfg),
+		origin:   res.Scheme + "://" + res.Host,
 	}
 	if cfg.PinTools != PinOff {
 		g.pins = newPinSet(g, &g.cfg)
@@ -223,16 +240,16 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Revocations != nil {
 		g.streams = newStreamSet(cfg.Revocations, cfg.StreamCheckInterval, cfg.Logger)
 	}
-	g.parser = jwt.NewParser(
-		jwt.WithValidMethods(cfg.Algorithms),
+	checks := []jwt.ParserOption{
 		jwt.WithIssuer(cfg.Issuer),
-		jwt.WithAudience(cfg.Resource),
+		jwt.WithAudience(cfg.Audience),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
 		jwt.WithLeeway(tokenLeeway),
 		jwt.WithTimeFunc(cfg.Now),
-		jwt.WithStrictDecoding(),
-	)
+	}
+	g.parser = jwt.NewParser(append(checks, jwt.WithValidMethods(cfg.Algorithms), jwt.WithStrictDecoding())...)
+	g.validator = jwt.NewValidator(checks...)
 	g.endpoint, g.endpointEscaped = res.Path, res.EscapedPath()
 	if g.endpoint == "" {
 		g.endpoint, g.endpointEscaped = "/", "/"
