@@ -35,8 +35,11 @@ import (
 //   - Tokens come from the Authorization header only (Bearer, any case,
 //     exactly one header). A query access_token (or a query that does
 //     not parse) is refused with 400 invalid_request, never read. Tokens
-//     are RFC 9068 JWTs: sub and client_id required; aud must contain
-//     the resource (other audiences may be listed, RFC 9068 §4); a crit
+//     are RFC 9068 JWTs (another issuer's may also be typ JWT with
+//     Config.AcceptTypJWT, or opaque, checked by Config.Introspector):
+//     sub and client_id (or azp) required; scope or scp; aud must contain
+//     the resource or Config.Audience (other audiences may be listed,
+//     RFC 9068 §4); a crit
 //     header is refused (no extension is understood); the claim
 //     principal_type "agent" marks an agent-only token (the agent acting
 //     on its own); act is RFC 8693 delegation, decided on its outermost
