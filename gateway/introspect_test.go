@@ -85,7 +85,18 @@ func active() map[string]any {
 	}
 }
 
-func introspectionConfig(t *testing.T, f *fakeIntrospection, now *time.Time) Config {
+// clock is a settable test clock, safe to read from the server's
+// goroutines (audit events are written after the response).
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) set(t time.Time)     { c.mu.Lock(); defer c.mu.Unlock(); c.t = t }
+func (c *clock) add(d time.Duration) { c.set(c.now().Add(d)) }
+
+func introspectionConfig(t *testing.T, f *fakeIntrospection, now *clock) Config {
 	t.Helper()
 	ri, err := NewRemoteIntrospection(testIssuer, f.srv.URL+"/introspect", gwClientID, gwClientSecret, f.srv.Client())
 	if err != nil {
@@ -96,7 +107,7 @@ func introspectionConfig(t *testing.T, f *fakeIntrospection, now *time.Time) Con
 	cfg.Introspector = ri
 	cfg.IntrospectionCache = 5 * time.Minute
 	if now != nil {
-		cfg.Now = func() time.Time { return *now }
+		cfg.Now = now.now
 	}
 	return cfg
 }
@@ -219,8 +230,8 @@ func TestIntrospectionAnswers(t *testing.T) {
 // InactiveCache; failures are not cached.
 func TestIntrospectionCache(t *testing.T) {
 	f := newFakeIntrospection(t)
-	now := testNow
-	cfg := introspectionConfig(t, f, &now)
+	now := &clock{t: testNow}
+	cfg := introspectionConfig(t, f, now)
 	cfg.InactiveCache = 10 * time.Second
 	h := newHarness(t, cfg, nil)
 	status := func(token string) int {
@@ -245,32 +256,32 @@ func TestIntrospectionCache(t *testing.T) {
 		// Revoked at the issuer: still served from the cache until the
 		// ceiling, refused after.
 		f.set("tok-ceiling", map[string]any{"active": false})
-		now = now.Add(5*time.Minute - time.Second)
+		now.add(5*time.Minute - time.Second)
 		if s := status("tok-ceiling"); s != 200 {
 			t.Fatalf("within the ceiling: status = %d, want 200", s)
 		}
-		now = now.Add(time.Second)
+		now.add(time.Second)
 		if s := status("tok-ceiling"); s != 401 {
 			t.Fatalf("at the ceiling: status = %d, want 401", s)
 		}
-		now = testNow
+		now.set(testNow)
 	})
 	t.Run("exp before the ceiling", func(t *testing.T) {
 		a := active()
-		a["exp"] = now.Add(time.Minute).Unix()
+		a["exp"] = now.now().Add(time.Minute).Unix()
 		f.set("tok-exp", a)
 		if s := status("tok-exp"); s != 200 {
 			t.Fatalf("status = %d, want 200", s)
 		}
 		start := calls()
-		now = now.Add(time.Minute + tokenLeeway + time.Second)
+		now.add(time.Minute + tokenLeeway + time.Second)
 		if s := status("tok-exp"); s != 401 {
 			t.Fatalf("after exp: status = %d, want 401", s)
 		}
 		if calls() == start {
 			t.Error("the cached answer was used past the token's exp")
 		}
-		now = testNow
+		now.set(testNow)
 	})
 	t.Run("inactive", func(t *testing.T) {
 		f.set("tok-inactive", map[string]any{"active": false})
@@ -284,11 +295,11 @@ func TestIntrospectionCache(t *testing.T) {
 			t.Errorf("introspection calls = %d, want 1 (negative cache)", n)
 		}
 		f.set("tok-inactive", active())
-		now = now.Add(10 * time.Second)
+		now.add(10 * time.Second)
 		if s := status("tok-inactive"); s != 200 {
 			t.Fatalf("after the negative cache: status = %d, want 200", s)
 		}
-		now = testNow
+		now.set(testNow)
 	})
 	t.Run("failures are not cached", func(t *testing.T) {
 		f.setFunc("tok-down", func(w http.ResponseWriter) { http.Error(w, "down", http.StatusBadGateway) })
@@ -305,7 +316,7 @@ func TestIntrospectionCache(t *testing.T) {
 		for i := range 3 * inactiveCacheSize / 2 {
 			var key [32]byte
 			key[0], key[1], key[2] = byte(i), byte(i>>8), byte(i>>16)
-			g.inactive.put(key, nil, now.Add(time.Hour), now)
+			g.inactive.put(key, nil, now.now().Add(time.Hour), now.now())
 		}
 		if n := len(g.inactive.entries); n > inactiveCacheSize {
 			t.Errorf("negative cache size = %d, want at most %d", n, inactiveCacheSize)
