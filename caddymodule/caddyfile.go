@@ -449,7 +449,16 @@ func (a *App) parseResource(d *caddyfile.Dispenser) error {
 //
 //	mcp_gateway [<matcher>] {
 //		resource <url>
-//		issuer local|<issuer-url>
+//		issuer local|<issuer-url> [{
+//			accept_typ_jwt
+//			audience <aud>
+//			introspection {
+//				endpoint <url>
+//				client_id <id>
+//				client_secret <secret>
+//				cache <duration>
+//			}
+//		}]
 //		scope <scope...>
 //		scope_implies <broad-scope> <narrow-scope...>
 //		tool <name|glob> [<scope...>] [{
@@ -502,7 +511,7 @@ func (h *GatewayHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "resource":
 			err = oneArg(d, &h.Resource)
 		case "issuer":
-			err = oneArg(d, &h.Issuer)
+			err = h.parseIssuer(d)
 		case "scope", "scopes":
 			err = listArg(d, &h.Scopes)
 		case "scope_implies":
@@ -551,6 +560,56 @@ func (h *GatewayHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = flag(d, &h.DPoPNonce)
 		default:
 			return d.Errf("unrecognized subdirective %q", d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// parseIssuer reads issuer <url> and its block of options for tokens of
+// a remote issuer.
+func (h *GatewayHandler) parseIssuer(d *caddyfile.Dispenser) error {
+	if err := oneArg(d, &h.Issuer); err != nil {
+		return err
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "accept_typ_jwt":
+			err = flag(d, &h.AcceptTypJWT)
+		case "audience":
+			err = oneArg(d, &h.Audience)
+		case "introspection":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			in := new(Introspection)
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				var err error
+				switch d.Val() {
+				case "endpoint":
+					err = oneArg(d, &in.Endpoint)
+				case "client_id":
+					err = oneArg(d, &in.ClientID)
+				case "client_secret":
+					err = oneArg(d, &in.ClientSecret)
+				case "cache":
+					err = durationArg(d, &in.Cache)
+				default:
+					return d.Errf("unrecognized introspection subdirective %q", d.Val())
+				}
+				if err != nil {
+					return err
+				}
+			}
+			if in.ClientID == "" {
+				return d.Errf("introspection: client_id is required")
+			}
+			h.Introspection = in
+		default:
+			return d.Errf("unrecognized issuer subdirective %q", d.Val())
 		}
 		if err != nil {
 			return err

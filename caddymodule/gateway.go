@@ -46,6 +46,18 @@ type GatewayHandler struct {
 	// issuer URL of a remote authorization server, whose keys are fetched
 	// from its metadata. The URL of this config's own issuer means local.
 	Issuer string `json:"issuer,omitempty"`
+	// AcceptTypJWT accepts JWT access tokens of a remote issuer whose typ
+	// is JWT or absent, not only RFC 9068's at+jwt; ID tokens are still
+	// refused (nonce or at_hash present, or aud naming the token's own
+	// client). Remote issuers only.
+	AcceptTypJWT bool `json:"accept_typ_jwt,omitempty"`
+	// Audience is the aud value tokens must carry instead of Resource,
+	// for authorization servers that name an API there (Auth0 API
+	// identifiers, Entra ID api://...). Remote issuers only.
+	Audience string `json:"audience,omitempty"`
+	// Introspection checks opaque tokens of a remote issuer with its
+	// introspection endpoint (RFC 7662).
+	Introspection *Introspection `json:"introspection,omitempty"`
 	// Scopes are needed for any access (initialize, tools/list, ping, ...).
 	Scopes []string `json:"scopes,omitempty"`
 	// ScopeImplies maps a broad scope to the narrower ones it includes.
@@ -99,6 +111,22 @@ type GatewayHandler struct {
 	local bool           // the app is the issuer
 	cfg   gateway.Config // what start completes
 	gw    *gateway.Gateway
+}
+
+// Introspection configures RFC 7662 introspection of opaque tokens.
+type Introspection struct {
+	// Endpoint is the introspection endpoint. Default: the
+	// introspection_endpoint of the issuer's metadata.
+	Endpoint string `json:"endpoint,omitempty"`
+	// ClientID and ClientSecret are the gateway's own credentials at the
+	// issuer (HTTP Basic). The secret may be a placeholder ({env.NAME},
+	// {file.PATH}).
+	ClientID     string `json:"client_id"`
+	ClientSecret string `json:"client_secret,omitempty"`
+	// Cache is the longest an active answer is reused (never past the
+	// token's exp): a token revoked at the issuer is refused at the
+	// latest this long after. Default 1m.
+	Cache caddy.Duration `json:"cache,omitempty"`
 }
 
 // Rule says which scopes a tool, prompt or resource needs and which actors
@@ -241,12 +269,14 @@ func (h *GatewayHandler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	if local {
+		if h.AcceptTypJWT || h.Audience != "" || h.Introspection != nil {
+			return errors.New("mcp_gateway: accept_typ_jwt, audience and introspection are for a remote issuer (issuer <url>); the local issuer's tokens need none of them")
+		}
 		cfg.Issuer = app.url
 		cfg.Keys = localIssuer{app}
 		cfg.Revocations = localIssuer{app}
-	} else {
-		cfg.Issuer = h.Issuer
-		cfg.Keys = gateway.NewRemoteKeys(h.Issuer, &http.Client{Timeout: 10 * time.Second}, log)
+	} else if err := h.remoteConfig(&cfg, log); err != nil {
+		return err
 	}
 
 	if err := h.pinConfig(&cfg, app, log); err != nil {
@@ -273,6 +303,29 @@ func (h *GatewayHandler) Provision(ctx caddy.Context) error {
 		h.app, h.local = app, local
 		app.gateways = append(app.gateways, h)
 	}
+	return nil
+}
+
+// remoteConfig sets up a remote issuer: its keys, the token formats
+// accepted and introspection.
+func (h *GatewayHandler) remoteConfig(cfg *gateway.Config, log *zap.Logger) error {
+	client := &http.Client{Timeout: 10 * time.Second}
+	cfg.Issuer = h.Issuer
+	cfg.Keys = gateway.NewRemoteKeys(h.Issuer, client, log)
+	cfg.AcceptTypJWT = h.AcceptTypJWT
+	cfg.Audience = h.Audience
+	in := h.Introspection
+	if in == nil {
+		return nil
+	}
+	secret, err := expandSecret(caddy.NewReplacer(), in.ClientSecret)
+	if err != nil {
+		return fmt.Errorf("mcp_gateway: introspection client_secret: %w", err)
+	}
+	if cfg.Introspector, err = gateway.NewRemoteIntrospection(h.Issuer, in.Endpoint, in.ClientID, secret, client); err != nil {
+		return fmt.Errorf("mcp_gateway: %w", err)
+	}
+	cfg.IntrospectionCache = time.Duration(in.Cache)
 	return nil
 }
 

@@ -34,6 +34,29 @@ type Config struct {
 	// Algorithms pinned for access tokens. Default: ES256, RS256, EdDSA.
 	Algorithms []string
 
+	// Audience is the value tokens must carry in aud instead of Resource,
+	// for authorization servers that cannot put the resource URL there
+	// (RFC 8707) and name an API instead (Auth0 API identifiers, Entra
+	// ID's api://...). The protected resource metadata still names
+	// Resource. Default: Resource.
+	Audience string
+	// AcceptTypJWT also accepts JWT access tokens with typ JWT or none
+	// (RFC 9068 says at+jwt); ID tokens are then refused by their claims
+	// (accesstoken.Options.AnyJWTType). Default false.
+	AcceptTypJWT bool
+	// Introspector, when set, checks tokens that are not JWTs (opaque
+	// tokens) with the issuer's introspection endpoint (RFC 7662).
+	// Without it, opaque tokens are refused.
+	Introspector Introspector
+	// IntrospectionCache is the longest an active introspection answer
+	// is reused (never past the token's exp): a token revoked at the
+	// issuer is refused at the latest this long after. Default
+	// DefaultIntrospectionCache.
+	IntrospectionCache time.Duration
+	// InactiveCache is how long an inactive answer is reused for the
+	// same token. Default DefaultInactiveCache.
+	InactiveCache time.Duration
+
 	// BaseScopes are needed for any access (initialize, tools/list, ping, ...).
 	BaseScopes []string
 	// Implies maps a broad scope to the narrower scopes it includes.

@@ -35,8 +35,11 @@ import (
 //   - Tokens come from the Authorization header only (Bearer, any case,
 //     exactly one header). A query access_token (or a query that does
 //     not parse) is refused with 400 invalid_request, never read. Tokens
-//     are RFC 9068 JWTs: sub and client_id required; aud must contain
-//     the resource (other audiences may be listed, RFC 9068 §4); a crit
+//     are RFC 9068 JWTs (another issuer's may also be typ JWT with
+//     Config.AcceptTypJWT, or opaque, checked by Config.Introspector):
+//     sub and client_id (or azp) required; scope or scp; aud must contain
+//     the resource or Config.Audience (other audiences may be listed,
+//     RFC 9068 §4); a crit
 //     header is refused (no extension is understood); the claim
 //     principal_type "agent" marks an agent-only token (the agent acting
 //     on its own); act is RFC 8693 delegation, decided on its outermost
@@ -99,9 +102,13 @@ type Gateway struct {
 	audit  *zap.Logger
 	policy *policy
 	parser *jwt.Parser
-	cache  *claimsCache
-	proofs *dpop.Verifier
-	origin string // the resource URL's scheme://host, for htu
+	// validator checks the claims of an introspection answer as parser
+	// checks a JWT's.
+	validator *jwt.Validator
+	cache     *claimsCache
+	inactive  *claimsCache // inactive tokens, nil entries
+	proofs    *dpop.Verifier
+	origin    string // the resource URL's scheme://host, for htu
 	// streams: open event streams, closed on revocation (nil without
 	// Config.Revocations).
 	streams *streamSet
@@ -185,6 +192,18 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.PinReload <= 0 {
 		cfg.PinReload = DefaultPinReload
 	}
+	if cfg.Audience == "" {
+		cfg.Audience = cfg.Resource
+	}
+	if cfg.IntrospectionCache < 0 || cfg.InactiveCache < 0 {
+		return nil, errors.New("introspection cache durations are negative")
+	}
+	if cfg.IntrospectionCache == 0 {
+		cfg.IntrospectionCache = DefaultIntrospectionCache
+	}
+	if cfg.InactiveCache == 0 {
+		cfg.InactiveCache = min(DefaultInactiveCache, cfg.IntrospectionCache)
+	}
 	if cfg.StreamCheckInterval < 0 {
 		return nil, errors.New("stream check interval is negative")
 	}
@@ -205,17 +224,18 @@ func New(cfg Config) (*Gateway, error) {
 	}
 
 	g := &Gateway{
-		cfg:     cfg,
-		now:     cfg.Now,
-		log:     cfg.Logger,
-		audit:   cfg.AuditLogger,
-		policy:  pol,
-		cache:   newClaimsCache(claimsCacheSize),
-		origins: origins,
-		scopes:  collectScopes(&cfg),
-		metrics: cfg.Metrics,
-		proofs:  newProofs(&cfg),
-		origin:  res.Scheme + "://" + res.Host,
+		cfg:      cfg,
+		now:      cfg.Now,
+		log:      cfg.Logger,
+		audit:    cfg.AuditLogger,
+		policy:   pol,
+		cache:    newClaimsCache(claimsCacheSize),
+		inactive: newClaimsCache(inactiveCacheSize),
+		origins:  origins,
+		scopes:   collectScopes(&cfg),
+		metrics:  cfg.Metrics,
+		proofs:   newProofs(&cfg),
+		origin:   res.Scheme + "://" + res.Host,
 	}
 	if cfg.PinTools != PinOff {
 		g.pins = newPinSet(g, &g.cfg)
@@ -223,16 +243,16 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Revocations != nil {
 		g.streams = newStreamSet(cfg.Revocations, cfg.StreamCheckInterval, cfg.Logger)
 	}
-	g.parser = jwt.NewParser(
-		jwt.WithValidMethods(cfg.Algorithms),
+	checks := []jwt.ParserOption{
 		jwt.WithIssuer(cfg.Issuer),
-		jwt.WithAudience(cfg.Resource),
+		jwt.WithAudience(cfg.Audience),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
 		jwt.WithLeeway(tokenLeeway),
 		jwt.WithTimeFunc(cfg.Now),
-		jwt.WithStrictDecoding(),
-	)
+	}
+	g.parser = jwt.NewParser(append(checks, jwt.WithValidMethods(cfg.Algorithms), jwt.WithStrictDecoding())...)
+	g.validator = jwt.NewValidator(checks...)
 	g.endpoint, g.endpointEscaped = res.Path, res.EscapedPath()
 	if g.endpoint == "" {
 		g.endpoint, g.endpointEscaped = "/", "/"

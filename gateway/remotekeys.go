@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -108,16 +107,20 @@ func (k *RemoteKeys) fetch(ctx context.Context) (map[string]any, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), k.timeout)
 	defer cancel()
 	if k.jwksURI == "" {
-		uri, err := k.discover(ctx)
+		md, err := discover(ctx, k.client, k.issuer, k.maxBytes)
 		if err != nil {
 			return nil, err
 		}
-		k.jwksURI = uri
+		u, err := parseHTTPSURL(md.JWKSURI)
+		if err != nil {
+			return nil, fmt.Errorf("jwks_uri: %w", err)
+		}
+		k.jwksURI = u.String()
 	}
 	var set struct {
 		Keys []json.RawMessage `json:"keys"`
 	}
-	if err := k.getJSON(ctx, k.jwksURI, &set); err != nil {
+	if err := getJSON(ctx, k.client, k.jwksURI, k.maxBytes, &set); err != nil {
 		return nil, fmt.Errorf("jwks: %w", err)
 	}
 	keys := make(map[string]any, len(set.Keys))
@@ -132,13 +135,20 @@ func (k *RemoteKeys) fetch(ctx context.Context) (map[string]any, error) {
 	return keys, nil
 }
 
-// discover finds jwks_uri: RFC 8414 path-inserted metadata first, then
+// issuerMetadata is what the gateway reads of an issuer's metadata.
+type issuerMetadata struct {
+	Issuer                string `json:"issuer"`
+	JWKSURI               string `json:"jwks_uri"`
+	IntrospectionEndpoint string `json:"introspection_endpoint"`
+}
+
+// discover reads issuer's metadata: RFC 8414 path-inserted first, then
 // OpenID Connect Discovery (path-appended). The document's issuer must
 // equal ours exactly (RFC 8414 §3.3).
-func (k *RemoteKeys) discover(ctx context.Context) (string, error) {
-	iss, err := url.Parse(k.issuer)
+func discover(ctx context.Context, client *http.Client, issuer string, maxBytes int64) (*issuerMetadata, error) {
+	iss, err := url.Parse(issuer)
 	if err != nil {
-		return "", fmt.Errorf("issuer: %w", err)
+		return nil, fmt.Errorf("issuer: %w", err)
 	}
 	path := strings.TrimSuffix(iss.Path, "/")
 	candidates := []string{
@@ -147,48 +157,34 @@ func (k *RemoteKeys) discover(ctx context.Context) (string, error) {
 	}
 	var errs []error
 	for _, c := range candidates {
-		var md struct {
-			Issuer  string `json:"issuer"`
-			JWKSURI string `json:"jwks_uri"`
-		}
-		if err := k.getJSON(ctx, c, &md); err != nil {
+		md := new(issuerMetadata)
+		if err := getJSON(ctx, client, c, maxBytes, md); err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		if md.Issuer != k.issuer {
+		if md.Issuer != issuer {
 			errs = append(errs, fmt.Errorf("%s: issuer %q does not match", c, md.Issuer))
 			continue
 		}
-		u, err := parseHTTPSURL(md.JWKSURI)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: jwks_uri: %w", c, err))
-			continue
-		}
-		return u.String(), nil
+		return md, nil
 	}
-	return "", fmt.Errorf("issuer metadata: %w", errors.Join(errs...))
+	return nil, fmt.Errorf("issuer metadata: %w", errors.Join(errs...))
 }
 
-func (k *RemoteKeys) getJSON(ctx context.Context, u string, v any) error {
+func getJSON(ctx context.Context, client *http.Client, u string, maxBytes int64, v any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Accept", "application/json")
-	resp, err := k.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: status %d", u, resp.StatusCode)
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, k.maxBytes+1))
+	body, err := readLimited(resp, maxBytes)
 	if err != nil {
-		return fmt.Errorf("%s: %w", u, err)
-	}
-	if int64(len(body)) > k.maxBytes {
-		return fmt.Errorf("%s: response larger than %d bytes", u, k.maxBytes)
+		return err
 	}
 	if err := json.Unmarshal(body, v); err != nil {
 		return fmt.Errorf("%s: %w", u, err)

@@ -215,7 +215,9 @@ func (g *Gateway) admit(x *exchange) *refusal {
 	if aerr == nil {
 		x.p, aerr = g.authenticate(r.Context(), token)
 	}
-	if aerr == errRevocationsUnknown {
+	if aerr != nil && aerr.status == http.StatusServiceUnavailable {
+		// The token could not be checked (revocations, introspection):
+		// no challenge, the client may retry.
 		return &refusal{status: aerr.status, code: codeRefused, message: aerr.desc}
 	}
 	if aerr == nil {

@@ -63,16 +63,11 @@ func (p *principal) claim(path string) string {
 }
 
 // stringClaims reads the string claims at paths from a verified token's
-// payload, by exact member names (as accesstoken reads the claims it
-// knows). Claims absent or of another type are left out, so rules that
-// need them fail.
-func stringClaims(token string, paths []string) map[string]string {
-	parts := strings.Split(token, ".")
-	if len(paths) == 0 || len(parts) != 3 {
-		return nil
-	}
-	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
+// claims (a JWT payload or an introspection answer), by exact member names
+// (as accesstoken reads the claims it knows). Claims absent or of another
+// type are left out, so rules that need them fail.
+func stringClaims(payload []byte, paths []string) map[string]string {
+	if len(paths) == 0 {
 		return nil
 	}
 	var top map[string]json.RawMessage
@@ -101,6 +96,19 @@ func stringClaims(token string, paths []string) map[string]string {
 		}
 	}
 	return out
+}
+
+// jwtPayload is the decoded payload of a compact JWT, nil if it has none.
+func jwtPayload(token string) []byte {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return nil
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return nil
+	}
+	return payload
 }
 
 // agent returns the acting agent: the outermost act.sub of a delegated
@@ -224,20 +232,37 @@ func validB64Token(s string) bool {
 }
 
 // authenticate verifies a bearer token and returns its principal. Verified
-// claims are cached by token hash until expiry; revocation is asked every
-// time.
+// claims are cached by token hash until expiry (an introspected token's
+// for at most Config.IntrospectionCache), inactive answers of the
+// introspection endpoint briefly; revocation is asked every time.
 func (g *Gateway) authenticate(ctx context.Context, token string) (*principal, *authError) {
 	// Hashed in place: a copy of the token would be an allocation per
 	// request, and Sum256 only reads its input.
 	key := sha256.Sum256(unsafe.Slice(unsafe.StringData(token), len(token)))
-	p := g.cache.get(key, g.now())
+	now := g.now()
+	p, _ := g.cache.get(key, now)
 	g.metrics.TokenCache(p != nil)
 	if p == nil {
 		var err *authError
-		if p, err = g.verify(ctx, token); err != nil {
+		until := time.Time{}
+		if g.cfg.Introspector != nil && !isJWT(token) {
+			if _, inactive := g.inactive.get(key, now); inactive {
+				return nil, errInactive
+			}
+			p, until, err = g.introspect(ctx, token)
+			if err == errInactive {
+				g.inactive.put(key, nil, now.Add(g.cfg.InactiveCache), now)
+			}
+		} else {
+			p, err = g.verify(ctx, token)
+		}
+		if err != nil {
 			return nil, err
 		}
-		g.cache.put(key, p, g.now())
+		if until.IsZero() || p.expiry.Before(until) {
+			until = p.expiry
+		}
+		g.cache.put(key, p, until, now)
 	}
 	if g.cfg.Revocations != nil {
 		switch revoked, err := g.cfg.Revocations.Revoked(ctx, p.jti, p.grantID); {
@@ -250,14 +275,28 @@ func (g *Gateway) authenticate(ctx context.Context, token string) (*principal, *
 	return p, nil
 }
 
-// verify checks an RFC 9068 JWT access token (accesstoken.Parse): pinned
-// algorithm, typ at+jwt, kid, key type matching the algorithm, iss, aud,
-// exp, iat, nbf, sub and client_id.
+// isJWT reports whether token has the shape of a compact JWS; anything
+// else is an opaque token.
+func isJWT(token string) bool {
+	return strings.Count(token, ".") == 2
+}
+
+// verify checks a JWT access token (accesstoken.ParseWith): pinned
+// algorithm, typ at+jwt (or JWT or none with Config.AcceptTypJWT, ID
+// tokens refused), kid, key type matching the algorithm, iss, aud, exp,
+// iat, nbf, sub and client_id.
 func (g *Gateway) verify(ctx context.Context, token string) (*principal, *authError) {
-	c, err := accesstoken.Parse(ctx, g.parser, token, g.cfg.Keys.PublicKey)
+	c, err := accesstoken.ParseWith(ctx, g.parser, token, g.cfg.Keys.PublicKey,
+		accesstoken.Options{AnyJWTType: g.cfg.AcceptTypJWT})
 	if err != nil {
 		return nil, invalidToken(describeTokenError(err))
 	}
+	return g.principalOf(c, jwtPayload(token)), nil
+}
+
+// principalOf is the principal of verified claims; payload is the JSON
+// they were read from, for the claims argument rules name.
+func (g *Gateway) principalOf(c *accesstoken.Claims, payload []byte) *principal {
 	p := &principal{
 		issuer:        c.Issuer,
 		subject:       c.Subject,
@@ -268,11 +307,11 @@ func (g *Gateway) verify(ctx context.Context, token string) (*principal, *authEr
 		jti:           c.ID,
 		grantID:       c.GrantID,
 		expiry:        c.ExpiresAt.Time,
-		claims:        stringClaims(token, g.policy.claims),
+		claims:        stringClaims(payload, g.policy.claims),
 		jkt:           c.BoundKey(),
 	}
 	p.scopes = g.policy.effectiveScopes(strings.Fields(p.scope))
-	return p, nil
+	return p
 }
 
 // describeTokenError maps a validation failure to a fixed description.
@@ -291,6 +330,8 @@ func describeTokenError(err error) string {
 		return "the access token is from another issuer"
 	case errors.Is(err, accesstoken.ErrWrongType):
 		return "the token is not a JWT access token (typ at+jwt)"
+	case errors.Is(err, accesstoken.ErrIDToken):
+		return "an ID token is not an access token"
 	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
 		return "the access token lacks a required claim"
 	default:
@@ -298,36 +339,43 @@ func describeTokenError(err error) string {
 	}
 }
 
-// claimsCache maps token hashes to verified principals until they expire.
-// Bounded: when full, expired entries go first, then arbitrary ones (map
-// order), which is enough to bound memory without bookkeeping.
+// claimsCache maps token hashes to verified principals until a time, or
+// to nil (an inactive token). Bounded: when full, expired entries go
+// first, then arbitrary ones (map order), which is enough to bound memory
+// without bookkeeping.
 type claimsCache struct {
 	mu      sync.Mutex
 	max     int
-	entries map[[sha256.Size]byte]*principal
+	entries map[[sha256.Size]byte]cacheEntry
+}
+
+type cacheEntry struct {
+	p     *principal
+	until time.Time
 }
 
 func newClaimsCache(max int) *claimsCache {
-	return &claimsCache{max: max, entries: make(map[[sha256.Size]byte]*principal)}
+	return &claimsCache{max: max, entries: make(map[[sha256.Size]byte]cacheEntry)}
 }
 
-func (c *claimsCache) get(key [sha256.Size]byte, now time.Time) *principal {
+// get returns the entry under key and whether there is one.
+func (c *claimsCache) get(key [sha256.Size]byte, now time.Time) (*principal, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	p := c.entries[key]
-	if p != nil && !now.Before(p.expiry) {
+	e, ok := c.entries[key]
+	if ok && !now.Before(e.until) {
 		delete(c.entries, key)
-		return nil
+		return nil, false
 	}
-	return p
+	return e.p, ok
 }
 
-func (c *claimsCache) put(key [sha256.Size]byte, p *principal, now time.Time) {
+func (c *claimsCache) put(key [sha256.Size]byte, p *principal, until, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.entries) >= c.max {
 		for k, e := range c.entries {
-			if !now.Before(e.expiry) {
+			if !now.Before(e.until) {
 				delete(c.entries, k)
 			}
 		}
@@ -338,5 +386,5 @@ func (c *claimsCache) put(key [sha256.Size]byte, p *principal, now time.Time) {
 			delete(c.entries, k)
 		}
 	}
-	c.entries[key] = p
+	c.entries[key] = cacheEntry{p, until}
 }

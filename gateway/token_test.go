@@ -87,14 +87,14 @@ func TestClaimsCacheBounded(t *testing.T) {
 	for i := 0; i < 1000; i++ {
 		var key [32]byte
 		key[0], key[1] = byte(i), byte(i>>8)
-		c.put(key, &principal{expiry: testNow.Add(time.Hour)}, testNow)
+		c.put(key, &principal{}, testNow.Add(time.Hour), testNow)
 	}
 	if n := len(c.entries); n > 100 {
 		t.Errorf("cache size = %d, want at most 100", n)
 	}
 	var key [32]byte
-	c.put(key, &principal{expiry: testNow.Add(time.Second)}, testNow)
-	if c.get(key, testNow.Add(2*time.Second)) != nil {
+	c.put(key, &principal{}, testNow.Add(time.Second), testNow)
+	if p, ok := c.get(key, testNow.Add(2*time.Second)); p != nil || ok {
 		t.Error("expired entry returned")
 	}
 }

@@ -9,6 +9,8 @@ package accesstoken
 import (
 	"encoding/json"
 	"errors"
+	"slices"
+	"strings"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -53,6 +55,9 @@ type Claims struct {
 	// Confirmation binds the token to a key (RFC 7800); nil for a bearer
 	// token.
 	Confirmation *Confirmation `json:"cnf,omitempty"`
+	// IDTokenClaims is set when the claims include nonce or at_hash,
+	// which only ID tokens carry (OpenID Connect Core §2, §3.1.3.6).
+	IDTokenClaims bool `json:"-"`
 }
 
 // Confirmation is the cnf claim of a DPoP-bound token (RFC 9449 §6.1).
@@ -111,6 +116,11 @@ func malformed(name string) error {
 }
 
 // UnmarshalJSON reads the claims the project decides on, by exact name.
+// It also reads the forms other authorization servers use: scopes in scp
+// (a space-separated string or an array, as Entra ID and Okta send it)
+// when scope is absent, and the client in azp when client_id is absent
+// (Auth0, Entra ID). A token with both forms of one claim is refused as
+// malformed rather than read one way here and another elsewhere.
 func (c *Claims) UnmarshalJSON(b []byte) error {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(b, &m); err != nil {
@@ -147,6 +157,32 @@ func (c *Claims) UnmarshalJSON(b []byte) error {
 			*d.dst = nd
 		}
 	}
+	if raw, ok := m["scp"]; ok {
+		var scp Audience // a string or an array of strings, as aud
+		_, both := m["scope"]
+		// An array element is one scope: one with a space would read as
+		// two once joined.
+		isArray := len(raw) > 0 && raw[0] == '['
+		if both || scp.decode(raw) != nil || isArray && slices.ContainsFunc(scp, func(s string) bool {
+			return s == "" || strings.ContainsAny(s, " \t\r\n")
+		}) {
+			return malformed("scp")
+		}
+		c.Scope = strings.Join(scp, " ")
+	}
+	if raw, ok := m["azp"]; ok {
+		var azp string
+		if err := decodeString(raw, &azp); err != nil {
+			return malformed("azp")
+		}
+		if _, both := m["client_id"]; both && azp != c.ClientID {
+			return malformed("azp")
+		}
+		c.ClientID = azp
+	}
+	_, nonce := m["nonce"]
+	_, atHash := m["at_hash"]
+	c.IDTokenClaims = nonce || atHash
 	if raw, ok := m["aud"]; ok {
 		if err := c.Audience.decode(raw); err != nil {
 			return malformed("aud")

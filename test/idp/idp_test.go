@@ -154,6 +154,16 @@ func requireNode(t *testing.T) (node, dir string) {
 // URL; both stop when the test ends.
 func startProvider(t *testing.T, callback string) *provider {
 	t.Helper()
+	return startProviderWith(t, []map[string]any{
+		{"client_id": idpClientID, "client_secret": idpSecret, "redirect_uris": []string{callback}},
+		{"client_id": otherClient, "client_secret": otherSecret, "redirect_uris": []string{otherRedir}},
+	}, nil)
+}
+
+// startProviderWith starts oidc-provider with these static clients and
+// resource servers (see idp.mjs, IDP_RESOURCES) behind its proxy.
+func startProviderWith(t *testing.T, clientList []map[string]any, resources map[string]any) *provider {
+	t.Helper()
 	node, dir := requireNode(t)
 	proxyLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -162,15 +172,13 @@ func startProvider(t *testing.T, callback string) *provider {
 	p := &provider{Issuer: "http://" + proxyLn.Addr().String(), accounts: filepath.Join(t.TempDir(), "accounts.json")}
 	p.setAccounts(t, map[string]account{})
 	backend := harness.FreePort(t)
-	clients, _ := json.Marshal([]map[string]any{
-		{"client_id": idpClientID, "client_secret": idpSecret, "redirect_uris": []string{callback}},
-		{"client_id": otherClient, "client_secret": otherSecret, "redirect_uris": []string{otherRedir}},
-	})
+	clients, _ := json.Marshal(clientList)
+	rs, _ := json.Marshal(resources)
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, node, "idp.mjs")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "IDP_ISSUER="+p.Issuer, "IDP_PORT="+strconv.Itoa(backend),
-		"IDP_CLIENTS="+string(clients), "IDP_ACCOUNTS="+p.accounts)
+		"IDP_CLIENTS="+string(clients), "IDP_ACCOUNTS="+p.accounts, "IDP_RESOURCES="+string(rs))
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()

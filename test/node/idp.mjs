@@ -9,15 +9,22 @@
 //   IDP_CLIENTS   JSON array of static client metadata
 //   IDP_ACCOUNTS  path of a JSON file {"<login>": {claims...}}, read at
 //                 every sign-in so a test can change a user's groups
+//   IDP_RESOURCES optional JSON object of resource servers (RFC 8707
+//                 resource indicators), by resource URL:
+//                 {"scope": "a b", "format": "jwt"|"opaque",
+//                  "style": "typ-jwt-scp"}; style typ-jwt-scp issues JWTs
+//                 as many IdPs do: typ JWT, scopes in an scp array.
+//                 With it, introspection and revocation are on too.
 //
 // Prints "ready" on stdout once it listens.
 import { readFileSync } from 'node:fs';
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 
 const issuer = process.env.IDP_ISSUER;
 const port = Number(process.env.IDP_PORT);
 const clients = JSON.parse(process.env.IDP_CLIENTS);
 const accountsFile = process.env.IDP_ACCOUNTS;
+const resources = JSON.parse(process.env.IDP_RESOURCES || '{}');
 
 function account(id) {
   const all = JSON.parse(readFileSync(accountsFile, 'utf8'));
@@ -41,7 +48,38 @@ const provider = new Provider(issuer, {
     if (!a) return undefined;
     return { accountId: id, async claims() { return { sub: id, ...a }; } };
   },
-  features: { devInteractions: { enabled: true } },
+  features: {
+    devInteractions: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: (ctx, client, oneOf) => oneOf,
+      useGrantedResource: () => true,
+      getResourceServerInfo(ctx, resource) {
+        const rs = resources[resource];
+        if (!rs) throw new errors.InvalidTarget();
+        return {
+          scope: rs.scope,
+          accessTokenFormat: rs.format,
+          accessTokenTTL: 300,
+          ...(rs.format === 'jwt' ? { jwt: { sign: { alg: 'RS256' } } } : {}),
+        };
+      },
+    },
+    introspection: { enabled: true },
+    revocation: { enabled: true },
+  },
+  formats: {
+    customizers: {
+      async jwt(ctx, token, jwt) {
+        const rs = resources[jwt.payload.aud];
+        if (rs?.style === 'typ-jwt-scp') {
+          jwt.header = { typ: 'JWT' };
+          jwt.payload.scp = jwt.payload.scope.split(' ');
+          delete jwt.payload.scope;
+        }
+      },
+    },
+  },
   pkce: { required: () => true },
 });
 // Development keys and interactions: say nothing of it on stderr per

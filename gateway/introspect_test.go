@@ -1,0 +1,354 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+const (
+	gwClientID     = "gateway-rs"
+	gwClientSecret = "gateway secret/+&"
+)
+
+// fakeIntrospection is an RFC 7662 endpoint that checks the gateway's
+// credentials and answers from a table of tokens.
+type fakeIntrospection struct {
+	srv     *httptest.Server
+	calls   atomic.Int32
+	mu      sync.Mutex
+	answers map[string]func(w http.ResponseWriter) // by token
+}
+
+func newFakeIntrospection(t *testing.T) *fakeIntrospection {
+	f := &fakeIntrospection{answers: map[string]func(http.ResponseWriter){}}
+	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.calls.Add(1)
+		// RFC 6749 §2.3.1: both are form-encoded before Basic.
+		id, secret, ok := r.BasicAuth()
+		secret, err := url.QueryUnescape(secret)
+		if r.Method != http.MethodPost || !ok || err != nil || id != gwClientID || secret != gwClientSecret {
+			http.Error(w, `{"error":"invalid_client"}`, http.StatusUnauthorized)
+			return
+		}
+		if r.Header.Get("Content-Type") != "application/x-www-form-urlencoded" || r.FormValue("token_type_hint") != "access_token" {
+			http.Error(w, `{"error":"invalid_request"}`, http.StatusBadRequest)
+			return
+		}
+		f.mu.Lock()
+		answer := f.answers[r.PostFormValue("token")]
+		f.mu.Unlock()
+		if answer == nil {
+			io.WriteString(w, `{"active":false}`)
+			return
+		}
+		answer(w)
+	}))
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+// set makes token's answer v as JSON (a string is sent as is).
+func (f *fakeIntrospection) set(token string, v any) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.answers[token] = func(w http.ResponseWriter) {
+		w.Header().Set("Content-Type", "application/json")
+		if s, ok := v.(string); ok {
+			io.WriteString(w, s)
+			return
+		}
+		json.NewEncoder(w).Encode(v)
+	}
+}
+
+func (f *fakeIntrospection) setFunc(token string, fn func(w http.ResponseWriter)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.answers[token] = fn
+}
+
+// active is an answer for an active token; mutate to taste.
+func active() map[string]any {
+	return map[string]any{
+		"active": true, "iss": testIssuer, "aud": testResource, "sub": "alice",
+		"client_id": "client-1", "scope": "mcp tools:read", "token_type": "Bearer",
+		"iat": testNow.Unix(), "exp": testNow.Add(time.Hour).Unix(), "jti": "op-1",
+	}
+}
+
+// clock is a settable test clock, safe to read from the server's
+// goroutines (audit events are written after the response).
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) set(t time.Time)     { c.mu.Lock(); defer c.mu.Unlock(); c.t = t }
+func (c *clock) add(d time.Duration) { c.set(c.now().Add(d)) }
+
+func introspectionConfig(t *testing.T, f *fakeIntrospection, now *clock) Config {
+	t.Helper()
+	ri, err := NewRemoteIntrospection(testIssuer, f.srv.URL+"/introspect", gwClientID, gwClientSecret, f.srv.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ri.timeout = 500 * time.Millisecond
+	cfg := testConfig(t)
+	cfg.Introspector = ri
+	cfg.IntrospectionCache = 5 * time.Minute
+	if now != nil {
+		cfg.Now = now.now
+	}
+	return cfg
+}
+
+// TestIntrospectionAnswers: what an introspection answer must say for an
+// opaque token to pass, and how every failure of the endpoint is refused.
+func TestIntrospectionAnswers(t *testing.T) {
+	f := newFakeIntrospection(t)
+	h := newHarness(t, introspectionConfig(t, f, nil), nil)
+	with := func(mutate func(map[string]any)) map[string]any {
+		a := active()
+		mutate(a)
+		return a
+	}
+	tests := []struct {
+		name   string
+		answer any // JSON value, or a raw string
+		fn     func(w http.ResponseWriter)
+		tool   string
+		status int
+		desc   string // in the answer's body
+	}{
+		{"active", active(), nil, "read_a", 200, ""},
+		{"inactive", map[string]any{"active": false}, nil, "read_a", 401, "not active"},
+		{"wrong audience", with(func(a map[string]any) { a["aud"] = "https://other.example.com/mcp" }), nil, "read_a", 401, "not for this resource"},
+		{"audience array with us", with(func(a map[string]any) { a["aud"] = []string{"https://other.example.com", testResource} }), nil, "read_a", 200, ""},
+		{"no audience", with(func(a map[string]any) { delete(a, "aud") }), nil, "read_a", 401, "lacks a required claim"},
+		{"expired", with(func(a map[string]any) { a["exp"] = testNow.Add(-time.Minute).Unix() }), nil, "read_a", 401, "expired"},
+		{"no exp", with(func(a map[string]any) { delete(a, "exp") }), nil, "read_a", 401, "lacks a required claim"},
+		{"other issuer", with(func(a map[string]any) { a["iss"] = "https://evil.example.com" }), nil, "read_a", 401, "another issuer"},
+		{"no issuer", with(func(a map[string]any) { delete(a, "iss") }), nil, "read_a", 401, "lacks a required claim"},
+		{"refresh token", with(func(a map[string]any) { a["token_type"] = "refresh_token" }), nil, "read_a", 401, "not an access token"},
+		{"no token_type", with(func(a map[string]any) { delete(a, "token_type") }), nil, "read_a", 200, ""},
+		{"no sub", with(func(a map[string]any) { delete(a, "sub") }), nil, "read_a", 401, "lacks sub"},
+		{"azp for client_id", with(func(a map[string]any) { delete(a, "client_id"); a["azp"] = "client-1" }), nil, "read_a", 200, ""},
+		{"azp and client_id differ", with(func(a map[string]any) { a["azp"] = "client-2" }), nil, "read_a", 401, "malformed azp"},
+		{"no client", with(func(a map[string]any) { delete(a, "client_id") }), nil, "read_a", 401, "lacks client_id"},
+		{"scp array", with(func(a map[string]any) { delete(a, "scope"); a["scp"] = []string{"mcp", "tools:read"} }), nil, "read_a", 200, ""},
+		{"scp string", with(func(a map[string]any) { delete(a, "scope"); a["scp"] = "mcp tools:read" }), nil, "read_a", 200, ""},
+		{"scp lacking the scope", with(func(a map[string]any) { delete(a, "scope"); a["scp"] = []string{"mcp"} }), nil, "read_a", 403, "insufficient_scope"},
+		{"scp element with a space", with(func(a map[string]any) { delete(a, "scope"); a["scp"] = []string{"mcp tools:read"} }), nil, "read_a", 401, "malformed scp"},
+		{"scope and scp", with(func(a map[string]any) { a["scp"] = []string{"admin"} }), nil, "read_a", 401, "malformed scp"},
+		{"act read", with(func(a map[string]any) { a["act"] = map[string]any{"sub": "agent-1"} }), nil, "agent_only", 200, ""},
+		{"no act", active(), nil, "agent_only", 403, "an agent is required"},
+		{"active as a string", with(func(a map[string]any) { a["active"] = "true" }), nil, "read_a", 503, "cannot be checked"},
+		{"no active", with(func(a map[string]any) { delete(a, "active") }), nil, "read_a", 503, "cannot be checked"},
+		{"not JSON", "<html>hello</html>", nil, "read_a", 503, "cannot be checked"},
+		{"JSON array", `[{"active":true}]`, nil, "read_a", 503, "cannot be checked"},
+		{"server error", nil, func(w http.ResponseWriter) { http.Error(w, "down", http.StatusInternalServerError) }, "read_a", 503, "cannot be checked"},
+		{"oversized answer", nil, func(w http.ResponseWriter) {
+			io.WriteString(w, `{"active":true,"x":"`+strings.Repeat("a", 70<<10)+`"}`)
+		}, "read_a", 503, "cannot be checked"},
+		{"timeout", nil, func(w http.ResponseWriter) { time.Sleep(time.Second) }, "read_a", 503, "cannot be checked"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			token := "opaque-" + strings.Repeat("x", i+1)
+			if tt.fn != nil {
+				f.setFunc(token, tt.fn)
+			} else {
+				f.set(token, tt.answer)
+			}
+			before := len(h.up.requests())
+			resp := h.do(t, call{body: toolCall(tt.tool), token: token})
+			body := readBody(t, resp)
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status = %d, want %d (%s)", resp.StatusCode, tt.status, body)
+			}
+			if got := body + resp.Header.Get("WWW-Authenticate"); !strings.Contains(got, tt.desc) {
+				t.Errorf("answer %q lacks %q", got, tt.desc)
+			}
+			if tt.status == 503 && resp.Header.Get("WWW-Authenticate") != "" {
+				t.Errorf("503 with a challenge %q", resp.Header.Get("WWW-Authenticate"))
+			}
+			if tt.status != 200 && len(h.up.requests()) != before {
+				t.Fatal("refused request reached the upstream")
+			}
+		})
+	}
+	t.Run("wrong credentials", func(t *testing.T) {
+		ri, err := NewRemoteIntrospection(testIssuer, f.srv.URL+"/introspect", gwClientID, "wrong", f.srv.Client())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := testConfig(t)
+		cfg.Introspector = ri
+		f.set("opaque-creds", active())
+		h := newHarness(t, cfg, nil)
+		resp := h.do(t, call{body: toolCall("read_a"), token: "opaque-creds"})
+		if body := readBody(t, resp); resp.StatusCode != 503 {
+			t.Fatalf("status = %d, want 503 (%s)", resp.StatusCode, body)
+		}
+	})
+	t.Run("without an introspector", func(t *testing.T) {
+		f.set("opaque-none", active())
+		h := newHarness(t, testConfig(t), nil)
+		before := f.calls.Load()
+		resp := h.do(t, call{body: toolCall("read_a"), token: "opaque-none"})
+		if body := readBody(t, resp); resp.StatusCode != 401 {
+			t.Fatalf("status = %d, want 401 (%s)", resp.StatusCode, body)
+		}
+		if f.calls.Load() != before {
+			t.Error("introspection asked without an introspector")
+		}
+	})
+	t.Run("JWTs are not introspected", func(t *testing.T) {
+		before := f.calls.Load()
+		resp := h.do(t, call{body: toolCall("read_a"), token: mint(t, claims())})
+		if body := readBody(t, resp); resp.StatusCode != 200 {
+			t.Fatalf("status = %d, want 200 (%s)", resp.StatusCode, body)
+		}
+		if f.calls.Load() != before {
+			t.Error("a JWT was sent to introspection")
+		}
+	})
+}
+
+// TestIntrospectionCache: an active answer is reused until the cache
+// ceiling or the token's exp, whichever comes first; an inactive one for
+// InactiveCache; failures are not cached.
+func TestIntrospectionCache(t *testing.T) {
+	f := newFakeIntrospection(t)
+	now := &clock{t: testNow}
+	cfg := introspectionConfig(t, f, now)
+	cfg.InactiveCache = 10 * time.Second
+	h := newHarness(t, cfg, nil)
+	status := func(token string) int {
+		t.Helper()
+		resp := h.do(t, call{body: toolCall("read_a"), token: token})
+		readBody(t, resp)
+		return resp.StatusCode
+	}
+	calls := func() int32 { return f.calls.Load() }
+
+	t.Run("ceiling", func(t *testing.T) {
+		f.set("tok-ceiling", active())
+		start := calls()
+		for range 3 {
+			if s := status("tok-ceiling"); s != 200 {
+				t.Fatalf("status = %d, want 200", s)
+			}
+		}
+		if n := calls() - start; n != 1 {
+			t.Errorf("introspection calls = %d, want 1 (cached)", n)
+		}
+		// Revoked at the issuer: still served from the cache until the
+		// ceiling, refused after.
+		f.set("tok-ceiling", map[string]any{"active": false})
+		now.add(5*time.Minute - time.Second)
+		if s := status("tok-ceiling"); s != 200 {
+			t.Fatalf("within the ceiling: status = %d, want 200", s)
+		}
+		now.add(time.Second)
+		if s := status("tok-ceiling"); s != 401 {
+			t.Fatalf("at the ceiling: status = %d, want 401", s)
+		}
+		now.set(testNow)
+	})
+	t.Run("exp before the ceiling", func(t *testing.T) {
+		a := active()
+		a["exp"] = now.now().Add(time.Minute).Unix()
+		f.set("tok-exp", a)
+		if s := status("tok-exp"); s != 200 {
+			t.Fatalf("status = %d, want 200", s)
+		}
+		start := calls()
+		now.add(time.Minute + tokenLeeway + time.Second)
+		if s := status("tok-exp"); s != 401 {
+			t.Fatalf("after exp: status = %d, want 401", s)
+		}
+		if calls() == start {
+			t.Error("the cached answer was used past the token's exp")
+		}
+		now.set(testNow)
+	})
+	t.Run("inactive", func(t *testing.T) {
+		f.set("tok-inactive", map[string]any{"active": false})
+		start := calls()
+		for range 3 {
+			if s := status("tok-inactive"); s != 401 {
+				t.Fatalf("status = %d, want 401", s)
+			}
+		}
+		if n := calls() - start; n != 1 {
+			t.Errorf("introspection calls = %d, want 1 (negative cache)", n)
+		}
+		f.set("tok-inactive", active())
+		now.add(10 * time.Second)
+		if s := status("tok-inactive"); s != 200 {
+			t.Fatalf("after the negative cache: status = %d, want 200", s)
+		}
+		now.set(testNow)
+	})
+	t.Run("failures are not cached", func(t *testing.T) {
+		f.setFunc("tok-down", func(w http.ResponseWriter) { http.Error(w, "down", http.StatusBadGateway) })
+		if s := status("tok-down"); s != 503 {
+			t.Fatalf("status = %d, want 503", s)
+		}
+		f.set("tok-down", active())
+		if s := status("tok-down"); s != 200 {
+			t.Fatalf("after recovery: status = %d, want 200", s)
+		}
+	})
+	t.Run("negative cache bounded", func(t *testing.T) {
+		g := h.g
+		for i := range 3 * inactiveCacheSize / 2 {
+			var key [32]byte
+			key[0], key[1], key[2] = byte(i), byte(i>>8), byte(i>>16)
+			g.inactive.put(key, nil, now.now().Add(time.Hour), now.now())
+		}
+		if n := len(g.inactive.entries); n > inactiveCacheSize {
+			t.Errorf("negative cache size = %d, want at most %d", n, inactiveCacheSize)
+		}
+	})
+}
+
+// TestIntrospectionDiscovery: without a configured endpoint, the one in
+// the issuer's metadata is used, and the metadata's issuer must match.
+func TestIntrospectionDiscovery(t *testing.T) {
+	f := newFakeIntrospection(t)
+	var issuer string
+	md := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/.well-known/oauth-authorization-server" {
+			http.NotFound(w, r)
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]any{"issuer": issuer, "introspection_endpoint": f.srv.URL + "/introspect"})
+	}))
+	t.Cleanup(md.Close)
+	issuer = md.URL
+	ri, err := NewRemoteIntrospection(md.URL, "", gwClientID, gwClientSecret, md.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.set("tok", active())
+	body, err := ri.Introspect(context.Background(), "tok")
+	if err != nil || !strings.Contains(string(body), `"active":true`) {
+		t.Fatalf("Introspect = %s, %v", body, err)
+	}
+	other, _ := NewRemoteIntrospection(md.URL+"/other", "", gwClientID, gwClientSecret, md.Client())
+	if _, err := other.Introspect(context.Background(), "tok"); err == nil {
+		t.Error("Introspect with a mismatched metadata issuer succeeded")
+	}
+}
