@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -34,16 +33,7 @@ const (
 	// maxStoredRegistration bytes and their URLs).
 	cimdCacheBurst = 100
 	maxClientIDLen = 2000
-
-	// jwksCacheTTL is how long a fetched client jwks_uri is reused.
-	jwksCacheTTL = 5 * time.Minute
-	maxJWKSBytes = 64 << 10
 )
-
-type cachedJWKS struct {
-	keys    []accesstoken.JWK
-	fetched time.Time
-}
 
 // cimdFetcher fetches what clients publish at their own URLs, over one
 // SSRF-protected HTTP client: Client ID Metadata Documents (cached in the
@@ -57,8 +47,7 @@ type cimdFetcher struct {
 	anonWrites *rateLimiter // fetches per address (each may fill a cache entry)
 	caches     *rateLimiter // documents newly cached, over all addresses
 
-	jwksMu    sync.Mutex
-	jwksCache map[string]cachedJWKS // by jwks_uri
+	jwks *jwksCache // client jwks_uri
 }
 
 func newCIMDFetcher(cfg *Config, st store.Store, log *zap.Logger, now func() time.Time, anonWrites *rateLimiter) (*cimdFetcher, error) {
@@ -74,7 +63,7 @@ func newCIMDFetcher(cfg *Config, st store.Store, log *zap.Logger, now func() tim
 		now:        now,
 		anonWrites: anonWrites,
 		caches:     newRateLimiter(cimdCacheBurst, time.Hour),
-		jwksCache:  make(map[string]cachedJWKS),
+		jwks:       newJWKSCache(client, now),
 	}, nil
 }
 
@@ -170,7 +159,7 @@ func (f *cimdFetcher) checkURL(id string) error {
 }
 
 // clientKeys returns a client's JWK Set: registered inline, or fetched from
-// jwks_uri (SSRF-protected client, cached for jwksCacheTTL).
+// jwks_uri (SSRF-protected client, cached, see jwksCache).
 func (f *cimdFetcher) clientKeys(ctx context.Context, c *Client, refresh bool) ([]accesstoken.JWK, error) {
 	if len(c.JWKS) > 0 {
 		return decodeJWKS(c.JWKS)
@@ -178,38 +167,7 @@ func (f *cimdFetcher) clientKeys(ctx context.Context, c *Client, refresh bool) (
 	if c.JWKSURI == "" {
 		return nil, errors.New("client has no keys")
 	}
-	now := f.now()
-	f.jwksMu.Lock()
-	cached, ok := f.jwksCache[c.JWKSURI]
-	f.jwksMu.Unlock()
-	if ok && !refresh && now.Sub(cached.fetched) < jwksCacheTTL {
-		return cached.keys, nil
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.JWKSURI, nil)
-	if err != nil {
-		return nil, fmt.Errorf("jwks_uri: %w", err)
-	}
-	req.Header.Set("Accept", "application/jwk-set+json, application/json")
-	resp, err := f.client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("fetch jwks_uri: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("fetch jwks_uri: status %d", resp.StatusCode)
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKSBytes+1))
-	if err != nil || len(body) > maxJWKSBytes {
-		return nil, errors.New("fetch jwks_uri: unreadable or too large")
-	}
-	keys, err := decodeJWKS(body)
-	if err != nil {
-		return nil, err
-	}
-	f.jwksMu.Lock()
-	f.jwksCache[c.JWKSURI] = cachedJWKS{keys: keys, fetched: now}
-	f.jwksMu.Unlock()
-	return keys, nil
+	return f.jwks.keys(ctx, c.JWKSURI, refresh)
 }
 
 // cimdError is a reason a document was refused that is safe to show.

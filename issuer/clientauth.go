@@ -291,22 +291,28 @@ func (i *Issuer) assertionKeys(ctx context.Context, c *Client, t *jwt.Token) (an
 		if err != nil {
 			return nil, err
 		}
-		var ks jwt.VerificationKeySet
-		for _, j := range set {
-			if (kid != "" && j.Kid != kid) || (j.Alg != "" && j.Alg != alg) || !j.ForSignatures() {
-				continue
-			}
-			pub, err := j.PublicKey()
-			if err != nil || accesstoken.KeyFitsAlg(alg, pub) != nil {
-				continue
-			}
-			ks.Keys = append(ks.Keys, pub)
-		}
-		if len(ks.Keys) > 0 {
+		if ks := keysFor(set, kid, alg); len(ks.Keys) > 0 {
 			return ks, nil
 		}
 	}
 	return nil, errors.New("no client key fits the assertion")
+}
+
+// keysFor are the signature keys of set that fit a JWS's kid (when it
+// names one) and alg.
+func keysFor(set []accesstoken.JWK, kid, alg string) jwt.VerificationKeySet {
+	var ks jwt.VerificationKeySet
+	for _, j := range set {
+		if (kid != "" && j.Kid != kid) || (j.Alg != "" && j.Alg != alg) || !j.ForSignatures() {
+			continue
+		}
+		pub, err := j.PublicKey()
+		if err != nil || accesstoken.KeyFitsAlg(alg, pub) != nil {
+			continue
+		}
+		ks.Keys = append(ks.Keys, pub)
+	}
+	return ks
 }
 
 func decodeJWKS(b []byte) ([]accesstoken.JWK, error) {

@@ -56,6 +56,10 @@ type Config struct {
 	// are optional.
 	IdentityProviders []IdentityProvider
 
+	// TrustedIdPs are enterprise identity providers whose ID-JAGs the
+	// token endpoint redeems (grant_jwt_bearer.go).
+	TrustedIdPs []TrustedIdP
+
 	// Resources are the protected resources tokens may be issued for.
 	Resources []Resource
 
@@ -138,6 +142,24 @@ type IdentityProvider struct {
 	// the user's refresh tokens are refused and the user must sign in
 	// again, which re-reads the groups; default 1h.
 	Recheck time.Duration `json:"-"`
+}
+
+// TrustedIdP is an enterprise identity provider whose Identity Assertion
+// JWT Authorization Grants (ID-JAG, draft-ietf-oauth-identity-assertion-
+// authz-grant; MCP's enterprise-managed authorization) this issuer
+// redeems for access tokens with the jwt-bearer grant (RFC 7523). Its
+// users are those of an identity provider with the same issuer: an
+// ID-JAG's subject is matched or provisioned exactly as a sign-in there
+// would (user_claim, groups_claim, group_map, allowed_email_domains).
+type TrustedIdP struct {
+	// Issuer is the iss of its ID-JAGs.
+	Issuer string `json:"issuer"`
+	// JWKSURI is where its signing keys are published (https; http only
+	// for loopback hosts).
+	JWKSURI string `json:"jwks_uri"`
+	// IdentityProvider names the identity provider whose users its
+	// ID-JAGs name; default the one whose issuer is Issuer.
+	IdentityProvider string `json:"identity_provider,omitempty"`
 }
 
 // Group grants scopes to its members, per resource. Resource "*" applies to

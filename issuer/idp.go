@@ -62,7 +62,7 @@ func validateIdentityProviders(cfg *Config) error {
 		}
 	}
 	cfg.IdentityProviders = ps
-	return nil
+	return validateTrustedIdPs(cfg)
 }
 
 func (p *IdentityProvider) validate(groups map[string]bool) error {
@@ -184,14 +184,20 @@ type idpDiscovered struct {
 	formTarget string
 }
 
-func newIdPClients(cfg *Config, callback func(name string) string) map[string]*idpClient {
-	client := &http.Client{
+// newIdPHTTPClient is the client for the operator's identity providers
+// (login and trusted IdPs): time- and size-limited.
+func newIdPHTTPClient() *http.Client {
+	return &http.Client{
 		Timeout:   idpTimeout,
 		Transport: limitedTransport{http.DefaultTransport, idpMaxBytes},
 		// The provider's endpoints answer directly; a redirect is not
 		// followed to wherever it points.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
+}
+
+func newIdPClients(cfg *Config, callback func(name string) string) map[string]*idpClient {
+	client := newIdPHTTPClient()
 	out := make(map[string]*idpClient, len(cfg.IdentityProviders))
 	for _, p := range cfg.IdentityProviders {
 		out[p.Name] = &idpClient{cfg: p, redirectURI: callback(p.Name), client: client, now: cfg.Now}
@@ -266,12 +272,18 @@ func (c *idpClient) identity(tok *oidc.IDToken) (*idpIdentity, error) {
 	if err := tok.Claims(&claims); err != nil {
 		return nil, fmt.Errorf("%w: claims: %w", errIdPRefused, err)
 	}
-	p := &c.cfg
+	return c.cfg.identity(claims, tok.Subject)
+}
+
+// identity reads and admits the user the provider's verified claims name
+// (an ID token's, or an ID-JAG's of a trusted IdP linked to p); subject
+// is their sub.
+func (p *IdentityProvider) identity(claims map[string]any, subject string) (*idpIdentity, error) {
 	value, _ := claims[p.UserClaim].(string)
 	if value == "" || len(value) > 200 || strings.ContainsFunc(value, isControlOrSpace) {
 		return nil, fmt.Errorf("%w: claim %s is missing or not a usable name", errIdPRefused, p.UserClaim)
 	}
-	id := &idpIdentity{username: p.Name + ":" + value, subject: tok.Subject}
+	id := &idpIdentity{username: p.Name + ":" + value, subject: subject}
 	id.name, _ = claims["name"].(string)
 	id.email, _ = claims["email"].(string)
 	if len(p.AllowedEmailDomains) > 0 {

@@ -77,12 +77,13 @@ type Issuer struct {
 	grants   map[string]tokenGrant // by grant_type
 	mint     minter
 	pages    *pages
-	dir      *directory            // users, clients, agents
-	policy   *policy               // resources and the scopes they grant
-	cimd     *cimdFetcher          // outbound: CIMD documents, client jwks_uri
-	pending  *pendingRequests      // authorization requests waiting for login or consent
-	consents *consents             // approvals, connected apps
-	idps     map[string]*idpClient // upstream identity providers by name
+	dir      *directory             // users, clients, agents
+	policy   *policy                // resources and the scopes they grant
+	cimd     *cimdFetcher           // outbound: CIMD documents, client jwks_uri
+	pending  *pendingRequests       // authorization requests waiting for login or consent
+	consents *consents              // approvals, connected apps
+	idps     map[string]*idpClient  // upstream identity providers by name
+	trusted  map[string]*trustedIdP // IdPs whose ID-JAGs are redeemed, by issuer
 
 	// Abuse limits (ratelimit.go, hashgate.go).
 	limiter       *limiter
@@ -131,10 +132,6 @@ func New(cfg Config, st store.Store) (*Issuer, error) {
 		issuer:      u,
 		base:        strings.TrimSuffix(u.Path, "/"),
 	}
-	i.grants = make(map[string]tokenGrant)
-	for _, g := range tokenGrants(i) {
-		i.grants[g.name()] = g
-	}
 	i.mint = minter{iss: i}
 	i.metrics, i.sec = cfg.Metrics, cfg.Logger.Named("security")
 	if i.metrics == nil {
@@ -142,6 +139,10 @@ func New(cfg Config, st store.Store) (*Issuer, error) {
 	}
 	if err := i.init(); err != nil {
 		return nil, err
+	}
+	i.grants = make(map[string]tokenGrant)
+	for _, g := range tokenGrants(i) {
+		i.grants[g.name()] = g
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -223,6 +224,7 @@ func (i *Issuer) init() error {
 		return err
 	}
 	i.idps = newIdPClients(&i.cfg, i.idpCallbackURL)
+	i.trusted = newTrustedIdPs(&i.cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := i.dir.checkAgentIDs(ctx); err != nil {

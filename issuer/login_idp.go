@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"context"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -161,7 +162,7 @@ func (i *Issuer) idpCallback(p *idpClient) http.HandlerFunc {
 			return
 		}
 		authTime := i.now()
-		if err := i.provision(r, p, id, authTime); err != nil {
+		if err := i.provision(ctx, &p.cfg, id, authTime); err != nil {
 			if errors.Is(err, errIdPRefused) {
 				refused(idpReasonRefused, "Your account at "+name+" may not sign in here. Ask your administrator.", err)
 				return
@@ -191,25 +192,25 @@ func (i *Issuer) idpCallback(p *idpClient) http.HandlerFunc {
 // provider's user, or by another subject of this provider (an email
 // reassigned, when user_claim is email) is refused, as is a disabled
 // user.
-func (i *Issuer) provision(r *http.Request, p *idpClient, id *idpIdentity, at time.Time) error {
+func (i *Issuer) provision(ctx context.Context, p *IdentityProvider, id *idpIdentity, at time.Time) error {
 	if i.dir.configuredUser(id.username) {
 		return fmt.Errorf("%w: a configured user is named %q", errIdPRefused, id.username)
 	}
-	return i.store.Update(r.Context(), func(tx store.Tx) error {
+	return i.store.Update(ctx, func(tx store.Tx) error {
 		users := usersIn(tx)
 		old, err := users.get(id.username)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 		case err != nil:
 			return err
-		case old.IdentityProvider != p.cfg.Name || old.IdPSubject != id.subject:
+		case old.IdentityProvider != p.Name || old.IdPSubject != id.subject:
 			return fmt.Errorf("%w: %q belongs to another account", errIdPRefused, id.username)
 		case old.Disabled:
 			return fmt.Errorf("%w: %q is disabled", errIdPRefused, id.username)
 		}
 		return users.put(&User{
 			Username: id.username, Name: id.name, Email: id.email, Source: sourceIdP,
-			IdentityProvider: p.cfg.Name, IdPSubject: id.subject, IdPGroups: id.groups, LastLogin: at,
+			IdentityProvider: p.Name, IdPSubject: id.subject, IdPGroups: id.groups, LastLogin: at,
 		})
 	})
 }

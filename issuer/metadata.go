@@ -38,6 +38,7 @@ type metadata struct {
 	ClientIDMetadataDocumentSupported          bool     `json:"client_id_metadata_document_supported"`
 	AuthorizationResponseIssParameterSupported bool     `json:"authorization_response_iss_parameter_supported"`
 	DPoPSigningAlgValuesSupported              []string `json:"dpop_signing_alg_values_supported"`
+	AuthorizationGrantProfilesSupported        []string `json:"authorization_grant_profiles_supported,omitempty"`
 }
 
 // metadataDocument describes this issuer. It is built per request because
@@ -76,6 +77,7 @@ func (i *Issuer) metadataDocument() *metadata {
 		ClientIDMetadataDocumentSupported:          true,
 		AuthorizationResponseIssParameterSupported: true,
 		DPoPSigningAlgValuesSupported:              dpop.Algorithms(),
+		AuthorizationGrantProfilesSupported:        i.grantProfiles(),
 	}
 	if !i.cfg.DisableRegistration {
 		m.RegistrationEndpoint = i.endpoint(pathRegister)

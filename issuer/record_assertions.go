@@ -6,8 +6,9 @@ import (
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
-// bucketJTI: client_id + NUL + jti of a client assertion -> an empty
-// marker, until the assertion has expired (RFC 7523 replay check).
+// bucketJTI: client_id + NUL + jti of a client assertion, or NUL +
+// issuer + NUL + jti of an ID-JAG, -> an empty marker, until the
+// assertion has expired (RFC 7523 replay check).
 const bucketJTI = "jti"
 
 // assertionRecords are the client assertions seen.
@@ -21,4 +22,11 @@ func assertionsIn(tx store.Tx) assertionRecords {
 // store.ErrAlreadyExists.
 func (r assertionRecords) use(clientID, jti string, until time.Time) error {
 	return r.t.create(clientID+"\x00"+jti, &struct{}{}, until)
+}
+
+// useIDJAG records the jti of an ID-JAG of issuer iss until until; a
+// second use is store.ErrAlreadyExists. The leading NUL keeps these keys
+// apart from client assertions' (no client_id is empty).
+func (r assertionRecords) useIDJAG(iss, jti string, until time.Time) error {
+	return r.t.create("\x00"+iss+"\x00"+jti, &struct{}{}, until)
 }

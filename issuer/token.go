@@ -52,12 +52,16 @@ type tokenGrant interface {
 // metadata lists them. A new grant type is a grant_*.go file and its line
 // here.
 func tokenGrants(i *Issuer) []tokenGrant {
-	return []tokenGrant{
+	gs := []tokenGrant{
 		authorizationCode{i},
 		refreshTokenGrant{i},
 		clientCredentials{i},
 		tokenExchange{i},
 	}
+	if len(i.trusted) > 0 {
+		gs = append(gs, jwtBearer{i})
+	}
+	return gs
 }
 
 // tokenResponse is the RFC 6749 section 5.1 answer.
@@ -120,7 +124,9 @@ func (i *Issuer) handleToken(w http.ResponseWriter, r *http.Request) {
 // authorization_code and refresh_token when none are listed. Grants
 // without a user need a confidential client.
 func clientMayUse(c *Client, gt string) bool {
-	if (gt == grantClientCredentials || gt == grantTokenExchange) && c.Public() {
+	// An ID-JAG is a bearer artifact until redeemed: only a client that
+	// proves who it is may redeem it.
+	if (gt == grantClientCredentials || gt == grantTokenExchange || gt == grantJWTBearer) && c.Public() {
 		return false
 	}
 	if len(c.GrantTypes) == 0 {

@@ -1,0 +1,196 @@
+package issuer
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+const (
+	grantJWTBearer = "urn:ietf:params:oauth:grant-type:jwt-bearer" // RFC 7523 section 2.1
+	// grantProfileIDJAG is the authorization_grant_profiles_supported
+	// value of ID-JAG (draft-ietf-oauth-identity-assertion-authz-grant
+	// section 7.2), which MCP's enterprise-managed authorization reads.
+	grantProfileIDJAG = "urn:ietf:params:oauth:grant-profile:id-jag"
+	idJAGType         = "oauth-id-jag+jwt"
+	// idJAGLeeway is the clock skew allowed on exp and iat.
+	idJAGLeeway = 30 * time.Second
+	// maxIDJAGBytes bounds an assertion before it is parsed.
+	maxIDJAGBytes = 16 << 10
+)
+
+// jwtBearer redeems an ID-JAG (Identity Assertion JWT Authorization
+// Grant) of a trusted IdP with the jwt-bearer grant (RFC 7523 section
+// 2.1; draft-ietf-oauth-identity-assertion-authz-grant section 4.4; MCP
+// enterprise-managed authorization). The assertion must be:
+//
+//   - typed oauth-id-jag+jwt, from a trusted IdP's iss, signed by one of
+//     its keys with an allowed asymmetric alg;
+//   - addressed to this issuer (aud, one value), within its validity
+//     (exp, iat, small leeway; at most maxAssertionLifetime ahead), with a
+//     sub and a jti, each jti used once until exp (in the store, so every
+//     instance sees it);
+//   - issued to the authenticated client (client_id), for a registered
+//     resource (resource, when present), with scopes.
+//
+// Any failure is invalid_grant (RFC 7523 section 3.1), except scopes
+// (invalid_scope) and a resource parameter the assertion does not name
+// (invalid_target). The user is the subject's account at the IdP's
+// identity provider, matched or provisioned as at a sign-in there; the
+// token's scopes are requested ∩ the assertion's ∩ what the user's groups
+// and the client allow, requested defaulting to the assertion's. No
+// refresh token: the client asks its IdP for a new ID-JAG.
+type jwtBearer struct{ iss *Issuer }
+
+func (jwtBearer) name() string { return grantJWTBearer }
+
+func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, error) {
+	i, f, c := g.iss, req.form, req.client
+	raw := f.Get("assertion")
+	if raw == "" {
+		return nil, ErrInvalidRequest.WithDescription("assertion is required")
+	}
+	if len(raw) > maxIDJAGBytes {
+		return nil, ErrInvalidGrant.WithDescription("assertion is too large")
+	}
+	requested, err := parseScope(f.Get("scope"))
+	if err != nil {
+		return nil, err
+	}
+	invalid := func(d string) *Error { return ErrInvalidGrant.WithDescription(d) }
+	var peek jwt.RegisteredClaims
+	if _, _, err := jwt.NewParser().ParseUnverified(raw, &peek); err != nil {
+		return nil, invalid("assertion is not a JWT")
+	}
+	idp := i.trusted[peek.Issuer]
+	if idp == nil {
+		return nil, invalid("the assertion's issuer is not a trusted identity provider")
+	}
+	claims := jwt.MapClaims{}
+	_, err = jwt.NewParser(jwt.WithValidMethods(accesstoken.Algorithms()), jwt.WithIssuer(idp.cfg.Issuer),
+		jwt.WithAudience(i.URL()), jwt.WithExpirationRequired(), jwt.WithIssuedAt(), jwt.WithLeeway(idJAGLeeway),
+		jwt.WithTimeFunc(i.now)).ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {
+		if typ, _ := t.Header["typ"].(string); !isIDJAGType(typ) {
+			return nil, errors.New("typ is not " + idJAGType)
+		}
+		return idp.keys(ctx, t)
+	})
+	if err != nil {
+		return nil, invalid("the assertion is not a valid ID-JAG of its issuer").Wrap(err)
+	}
+	str := func(name string) string { s, _ := claims[name].(string); return s }
+	aud, _ := claims.GetAudience()
+	exp, _ := claims.GetExpirationTime()
+	iat, _ := claims.GetIssuedAt()
+	sub, jti, clientID, resource := str("sub"), str("jti"), str("client_id"), str("resource")
+	now := i.now()
+	switch {
+	case len(aud) != 1:
+		return nil, invalid("the ID-JAG's aud must be this issuer alone")
+	case iat == nil || sub == "" || jti == "":
+		return nil, invalid("the ID-JAG needs iat, sub and jti")
+	case exp.Sub(now) > maxAssertionLifetime:
+		return nil, invalid("the ID-JAG lives too long")
+	case clientID != c.ID:
+		return nil, invalid("the ID-JAG was issued to another client")
+	}
+	if resource != "" {
+		if !slices.ContainsFunc(i.policy.resources(), func(r Resource) bool { return sameResource(r.URL, resource) }) {
+			return nil, invalid("the ID-JAG's resource is not registered here")
+		}
+		if p := f.Get("resource"); p != "" && !sameResource(p, resource) {
+			return nil, ErrInvalidTarget.WithDescription("resource differs from the ID-JAG's")
+		}
+	} else {
+		resource = f.Get("resource")
+	}
+	granted, err := parseScope(str("scope"))
+	if err != nil || len(granted) == 0 {
+		return nil, ErrInvalidScope.WithDescription("the ID-JAG grants no scope")
+	}
+	if len(requested) == 0 {
+		requested = granted
+	}
+	for _, s := range requested {
+		if !slices.Contains(granted, s) {
+			return nil, ErrInvalidScope.WithDescription("scope " + s + " is beyond the ID-JAG's")
+		}
+	}
+	// Resource and client policy before the jti is spent: a request the
+	// client can fix does not burn the assertion.
+	if _, err := i.policy.resolveResource(c, resource); err != nil {
+		return nil, err
+	}
+	err = i.store.Update(ctx, func(tx store.Tx) error {
+		return assertionsIn(tx).useIDJAG(idp.cfg.Issuer, jti, exp.Add(idJAGLeeway))
+	})
+	if errors.Is(err, store.ErrAlreadyExists) {
+		return nil, invalid("the ID-JAG was already used")
+	}
+	if err != nil {
+		return nil, err
+	}
+	u, err := g.user(ctx, idp, claims, sub)
+	if err != nil {
+		return nil, err
+	}
+	resource, scopes, err := i.policy.grantScopes(ctx, c, u, resource, requested)
+	if err != nil {
+		return nil, err
+	}
+	gid, err := i.randomToken(16)
+	if err != nil {
+		return nil, err
+	}
+	s := tokenSubject{client: c, user: u, subject: u.Username, resource: resource, scopes: scopes, grantID: gid}
+	gr := &grant{
+		ID: gid, Subject: u.Username, ClientID: c.ID, Resource: resource, Scopes: scopes, Issuer: i.URL(),
+		CreatedAt: now, LastUsed: now, ExpiresAt: now.Add(i.cfg.AccessTokenTTL),
+	}
+	return &issuance{
+		grantType: grantJWTBearer,
+		subject:   s,
+		record:    func(tx store.Tx, _ *minted) error { return grantsIn(tx).put(gr) },
+		recording: "store jwt-bearer grant",
+		bases:     s.principals(req.basis, req.basis),
+	}, nil
+}
+
+// user is the account of the ID-JAG's subject: admitted by the identity
+// provider's rules, provisioned or updated as a sign-in there would.
+func (g jwtBearer) user(ctx context.Context, idp *trustedIdP, claims jwt.MapClaims, sub string) (*User, error) {
+	i := g.iss
+	refused := func(err error) error {
+		return ErrInvalidGrant.WithDescription("the ID-JAG's user may not use this server").Wrap(err)
+	}
+	id, err := idp.idp.identity(claims, sub)
+	if err != nil {
+		return nil, refused(err)
+	}
+	if err := i.provision(ctx, idp.idp, id, i.now()); err != nil {
+		if errors.Is(err, errIdPRefused) {
+			return nil, refused(err)
+		}
+		return nil, err
+	}
+	u, err := i.dir.lookupUser(ctx, id.username)
+	if err != nil {
+		return nil, refused(err)
+	}
+	return u, nil
+}
+
+// grantProfiles is authorization_grant_profiles_supported: ID-JAG when
+// some IdP is trusted.
+func (i *Issuer) grantProfiles() []string {
+	if len(i.trusted) == 0 {
+		return nil
+	}
+	return []string{grantProfileIDJAG}
+}
