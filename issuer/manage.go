@@ -182,8 +182,8 @@ func (i *Issuer) PutClient(ctx context.Context, c Client) error {
 			return invalidEntry("client %q: unsupported grant type %q", c.ID, g)
 		}
 	}
-	if c.Public() && (slices.Contains(c.GrantTypes, grantClientCredentials) || slices.Contains(c.GrantTypes, grantTokenExchange)) {
-		return invalidEntry("client %q: client_credentials and token exchange need a confidential client", c.ID)
+	if c.Public() && slices.ContainsFunc(c.GrantTypes, needsConfidential) {
+		return invalidEntry("client %q: client_credentials, token exchange and jwt-bearer need a confidential client", c.ID)
 	}
 	// The rules of Dynamic Client Registration: an operator's typo must not
 	// become a redirect to plain http or a wildcard.

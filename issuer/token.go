@@ -124,15 +124,20 @@ func (i *Issuer) handleToken(w http.ResponseWriter, r *http.Request) {
 // authorization_code and refresh_token when none are listed. Grants
 // without a user need a confidential client.
 func clientMayUse(c *Client, gt string) bool {
-	// An ID-JAG is a bearer artifact until redeemed: only a client that
-	// proves who it is may redeem it.
-	if (gt == grantClientCredentials || gt == grantTokenExchange || gt == grantJWTBearer) && c.Public() {
+	if needsConfidential(gt) && c.Public() {
 		return false
 	}
 	if len(c.GrantTypes) == 0 {
 		return gt == grantAuthorizationCode || gt == grantRefreshToken
 	}
 	return slices.Contains(c.GrantTypes, gt)
+}
+
+// needsConfidential reports whether grant type gt is only for clients
+// that authenticate: grants without a user, and the jwt-bearer grant (an
+// ID-JAG is a bearer artifact until redeemed).
+func needsConfidential(gt string) bool {
+	return gt == grantClientCredentials || gt == grantTokenExchange || gt == grantJWTBearer
 }
 
 // actorOf is the act claim of a single actor, nil for none.

@@ -1,0 +1,299 @@
+package issuer
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
+)
+
+// testIdP is an enterprise IdP that publishes its keys and mints ID-JAGs.
+type testIdP struct {
+	srv     *httptest.Server
+	key     *ecdsa.PrivateKey
+	fetches atomic.Int32
+}
+
+func newTestIdP(t *testing.T) *testIdP {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &testIdP{key: k}
+	pub, err := publicJWK(k.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub.Kid = "idp1"
+	set, _ := json.Marshal(map[string][]accesstoken.JWK{"keys": {pub}})
+	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.fetches.Add(1)
+		_, _ = w.Write(set)
+	}))
+	t.Cleanup(p.srv.Close)
+	return p
+}
+
+// withTrustedIdP trusts p, whose users are those of identity provider
+// corp (group eng maps to staff), and lets tConf use the jwt-bearer grant.
+func withTrustedIdP(p *testIdP) envOption {
+	return func(c *Config) {
+		c.IdentityProviders = []IdentityProvider{{Name: "corp", Issuer: p.srv.URL, ClientID: "mcp",
+			GroupMap: map[string][]string{"eng": {"staff"}}}}
+		c.TrustedIdPs = []TrustedIdP{{Issuer: p.srv.URL, JWKSURI: p.srv.URL + "/jwks"}}
+		for n := range c.Clients {
+			if c.Clients[n].ID == tConf || c.Clients[n].ID == tPublic {
+				c.Clients[n].GrantTypes = append(c.Clients[n].GrantTypes, grantJWTBearer)
+			}
+		}
+	}
+}
+
+// idJAG mints an ID-JAG of p for tConf, user u1 (group eng), on tResource
+// with scopes read write admin; mutate changes it before signing.
+func (p *testIdP) idJAG(t *testing.T, e *testEnv, mutate func(jwt.MapClaims, *jwt.Token)) string {
+	t.Helper()
+	now := e.clock.Now()
+	claims := jwt.MapClaims{
+		"iss": p.srv.URL, "sub": "u1", "aud": e.iss.URL(), "client_id": tConf, "resource": tResource,
+		"scope": "read write admin", "groups": []string{"eng"}, "email": "u1@corp.example",
+		"exp": now.Add(5 * time.Minute).Unix(), "iat": now.Unix(), "jti": rand.Text(),
+	}
+	tok := jwt.NewWithClaims(jwt.SigningMethodES256, claims)
+	tok.Header["typ"] = idJAGType
+	tok.Header["kid"] = "idp1"
+	if mutate != nil {
+		mutate(claims, tok)
+	}
+	key := any(p.key)
+	switch tok.Method {
+	case jwt.SigningMethodNone:
+		key = jwt.UnsafeAllowNoneSignatureType
+	case jwt.SigningMethodHS256:
+		key = []byte("a shared secret of thirty-two bytes!")
+	}
+	s, err := tok.SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func (e *testEnv) redeem(t *testing.T, basic, assertion string, extra url.Values) answer {
+	t.Helper()
+	f := url.Values{"grant_type": {grantJWTBearer}, "assertion": {assertion}}
+	for k, v := range extra {
+		f[k] = v
+	}
+	return e.post(t, pathToken, f, basic)
+}
+
+// TestIDJAGRedeemed: an ID-JAG of a trusted IdP yields an access token for
+// the ID-JAG's resource, to the ID-JAG's user (provisioned as the
+// identity provider's user), with the scopes of the ID-JAG its groups
+// allow; the metadata says so.
+func TestIDJAGRedeemed(t *testing.T) {
+	idp := newTestIdP(t)
+	e := newTokEnv(t, withTrustedIdP(idp))
+	conf := tConf + ":" + tSecret
+	a := e.redeem(t, conf, idp.idJAG(t, e, nil), nil)
+	if a.status != http.StatusOK {
+		t.Fatalf("redeem = %d %s, want 200", a.status, a.raw)
+	}
+	if a.str("scope") != "read write" || a.str("token_type") != "Bearer" || a.str("refresh_token") != "" {
+		t.Errorf("answer = %s, want scope read write (admin: not for the user's groups), Bearer, no refresh token", a.raw)
+	}
+	_, c := claimsOf(t, a.str("access_token"))
+	if c["sub"] != "corp:u1" || c["client_id"] != tConf || c["aud"] != tResource || c["principal_type"] != principalUser {
+		t.Errorf("claims = %v, want sub corp:u1, client %s, aud %s, a user's token", c, tConf, tResource)
+	}
+	if !e.active(t, a.str("access_token")) {
+		t.Error("the token is not active")
+	}
+	u, err := e.iss.dir.lookupUser(e.ctx(), "corp:u1")
+	if err != nil || u.IdentityProvider != "corp" || u.IdPSubject != "u1" || !slices.Equal(u.Groups, []string{"staff"}) {
+		t.Errorf("user = %+v, %v; want corp's u1 in group staff", u, err)
+	}
+
+	// A narrower request gets what it asks; the scope parameter alone.
+	a = e.redeem(t, conf, idp.idJAG(t, e, nil), url.Values{"scope": {"read"}, "resource": {tResource}})
+	if a.status != http.StatusOK || a.str("scope") != "read" {
+		t.Errorf("narrow redeem = %d %s, want 200 scope read", a.status, a.raw)
+	}
+
+	m := e.iss.metadataDocument()
+	if !slices.Contains(m.GrantTypesSupported, grantJWTBearer) || !slices.Equal(m.AuthorizationGrantProfilesSupported, []string{grantProfileIDJAG}) {
+		t.Errorf("metadata grant_types_supported %v, authorization_grant_profiles_supported %v", m.GrantTypesSupported, m.AuthorizationGrantProfilesSupported)
+	}
+}
+
+// TestIDJAGRefused: each defect of an ID-JAG or its request is refused
+// with its OAuth error, and nothing is issued or provisioned.
+func TestIDJAGRefused(t *testing.T) {
+	idp := newTestIdP(t)
+	other := newTestIdP(t)
+	e := newTokEnv(t, withTrustedIdP(idp))
+	conf := tConf + ":" + tSecret
+	type mut = func(jwt.MapClaims, *jwt.Token)
+	tests := []struct {
+		name   string
+		client string
+		mutate mut
+		extra  url.Values
+		status int
+		code   string
+	}{
+		{"wrong typ", conf, func(_ jwt.MapClaims, t *jwt.Token) { t.Header["typ"] = "JWT" }, nil, 400, "invalid_grant"},
+		{"no typ", conf, func(_ jwt.MapClaims, t *jwt.Token) { delete(t.Header, "typ") }, nil, 400, "invalid_grant"},
+		{"access token typ", conf, func(_ jwt.MapClaims, t *jwt.Token) { t.Header["typ"] = "at+jwt" }, nil, 400, "invalid_grant"},
+		{"wrong aud", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["aud"] = "https://other-as.example" }, nil, 400, "invalid_grant"},
+		{"aud of several servers", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["aud"] = []string{e.iss.URL(), "https://other-as.example"} }, nil, 400, "invalid_grant"},
+		{"expired", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["exp"] = e.clock.Now().Add(-time.Minute).Unix() }, nil, 400, "invalid_grant"},
+		{"no exp", conf, func(c jwt.MapClaims, _ *jwt.Token) { delete(c, "exp") }, nil, 400, "invalid_grant"},
+		{"issued in the future", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["iat"] = e.clock.Now().Add(time.Minute).Unix() }, nil, 400, "invalid_grant"},
+		{"no iat", conf, func(c jwt.MapClaims, _ *jwt.Token) { delete(c, "iat") }, nil, 400, "invalid_grant"},
+		{"lives too long", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["exp"] = e.clock.Now().Add(2 * time.Hour).Unix() }, nil, 400, "invalid_grant"},
+		{"no jti", conf, func(c jwt.MapClaims, _ *jwt.Token) { delete(c, "jti") }, nil, 400, "invalid_grant"},
+		{"no sub", conf, func(c jwt.MapClaims, _ *jwt.Token) { delete(c, "sub") }, nil, 400, "invalid_grant"},
+		{"untrusted issuer", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["iss"] = other.srv.URL }, nil, 400, "invalid_grant"},
+		{"signed by another key", conf, nil, nil, 400, "invalid_grant"},
+		{"alg none", conf, func(_ jwt.MapClaims, t *jwt.Token) { t.Method = jwt.SigningMethodNone }, nil, 400, "invalid_grant"},
+		{"alg HS256", conf, func(_ jwt.MapClaims, t *jwt.Token) { t.Method = jwt.SigningMethodHS256 }, nil, 400, "invalid_grant"},
+		{"client_id of another client", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["client_id"] = tJWT }, nil, 400, "invalid_grant"},
+		{"no client_id", conf, func(c jwt.MapClaims, _ *jwt.Token) { delete(c, "client_id") }, nil, 400, "invalid_grant"},
+		{"resource not registered", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["resource"] = "https://unknown.example/mcp" }, nil, 400, "invalid_grant"},
+		{"resource parameter differs", conf, nil, url.Values{"resource": {tOther}}, 400, "invalid_target"},
+		{"scope beyond the assertion", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["scope"] = "read" }, url.Values{"scope": {"read write"}}, 400, "invalid_scope"},
+		{"no scope in the assertion", conf, func(c jwt.MapClaims, _ *jwt.Token) { delete(c, "scope") }, nil, 400, "invalid_scope"},
+		{"user in no mapped group", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["groups"] = []string{"sales"} }, nil, 400, "invalid_grant"},
+		{"scopes the user's groups do not allow", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["scope"] = "admin" }, nil, 400, "invalid_scope"},
+		{"public client", "", func(c jwt.MapClaims, _ *jwt.Token) { c["client_id"] = tPublic }, url.Values{"client_id": {tPublic}}, 400, "unauthorized_client"},
+		{"client without the grant type", tOnlyCC + ":" + tSecret, func(c jwt.MapClaims, _ *jwt.Token) { c["client_id"] = tOnlyCC }, nil, 400, "unauthorized_client"},
+		{"no assertion", conf, nil, url.Values{"assertion": {""}}, 400, "invalid_request"},
+		{"not a JWT", conf, nil, url.Values{"assertion": {"not-a-jwt"}}, 400, "invalid_grant"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			grants, users := e.count(bucketGrants), e.count(bucketUsers)
+			raw := idp.idJAG(t, e, tt.mutate)
+			if tt.name == "signed by another key" {
+				// The header says ES256 and kid idp1; the signature is another key's.
+				raw = other.idJAG(t, e, nil)
+				parts, own := strings.Split(raw, "."), strings.Split(idp.idJAG(t, e, nil), ".")
+				raw = own[0] + "." + own[1] + "." + parts[2]
+			}
+			a := e.redeem(t, tt.client, raw, tt.extra)
+			if a.status != tt.status || a.str("error") != tt.code || a.str("access_token") != "" {
+				t.Errorf("redeem = %d %s, want %d %s and no token", a.status, a.raw, tt.status, tt.code)
+			}
+			if g, u := e.count(bucketGrants), e.count(bucketUsers); g != grants || (u != users && tt.name != "scopes the user's groups do not allow") {
+				t.Errorf("grants %d -> %d, users %d -> %d: something was recorded", grants, g, users, u)
+			}
+		})
+	}
+}
+
+// TestIDJAGReplay: an ID-JAG is redeemed once, by every issuer instance
+// sharing the store; the refusal issues nothing.
+func TestIDJAGReplay(t *testing.T) {
+	idp := newTestIdP(t)
+	e := newTokEnv(t, withTrustedIdP(idp))
+	conf := tConf + ":" + tSecret
+	raw := idp.idJAG(t, e, nil)
+	if a := e.redeem(t, conf, raw, nil); a.status != http.StatusOK {
+		t.Fatalf("first redeem = %d %s", a.status, a.raw)
+	}
+	grants := e.count(bucketGrants)
+	e.restart(e.store, withTrustedIdP(idp)) // another instance on the same store
+	a := e.redeem(t, conf, raw, nil)
+	if a.status != http.StatusBadRequest || a.str("error") != "invalid_grant" || a.str("access_token") != "" {
+		t.Errorf("replay = %d %s, want 400 invalid_grant", a.status, a.raw)
+	}
+	if g := e.count(bucketGrants); g != grants {
+		t.Errorf("grants %d -> %d after a replay", grants, g)
+	}
+}
+
+// TestIDJAGKeyFetches: made-up kids cost the IdP at most one fetch per
+// jwksMinRefetch.
+func TestIDJAGKeyFetches(t *testing.T) {
+	idp := newTestIdP(t)
+	e := newTokEnv(t, withTrustedIdP(idp))
+	conf := tConf + ":" + tSecret
+	for range 5 {
+		raw := idp.idJAG(t, e, func(_ jwt.MapClaims, t *jwt.Token) { t.Header["kid"] = rand.Text() })
+		if a := e.redeem(t, conf, raw, nil); a.str("error") != "invalid_grant" {
+			t.Fatalf("unknown kid = %d %s, want invalid_grant", a.status, a.raw)
+		}
+	}
+	if n := idp.fetches.Load(); n != 1 {
+		t.Errorf("JWKS fetches = %d, want 1", n)
+	}
+	e.clock.Advance(jwksMinRefetch)
+	if a := e.redeem(t, conf, idp.idJAG(t, e, nil), nil); a.status != http.StatusOK {
+		t.Errorf("redeem = %d %s", a.status, a.raw)
+	}
+}
+
+// TestIDJAGNotTrusted: without a trusted IdP neither the grant nor the
+// profile is offered.
+func TestIDJAGNotTrusted(t *testing.T) {
+	e := newTokEnv(t)
+	m := e.iss.metadataDocument()
+	if slices.Contains(m.GrantTypesSupported, grantJWTBearer) || m.AuthorizationGrantProfilesSupported != nil {
+		t.Errorf("metadata offers %v, %v", m.GrantTypesSupported, m.AuthorizationGrantProfilesSupported)
+	}
+	a := e.redeem(t, tConf+":"+tSecret, "x.y.z", nil)
+	if a.str("error") != "unsupported_grant_type" {
+		t.Errorf("redeem = %d %s, want unsupported_grant_type", a.status, a.raw)
+	}
+}
+
+// TestTrustedIdPConfig: load-time checks of trusted IdPs.
+func TestTrustedIdPConfig(t *testing.T) {
+	base := func() Config {
+		return Config{Issuer: "https://auth.example.com", Groups: []Group{{Name: "g"}},
+			IdentityProviders: []IdentityProvider{{Name: "corp", Issuer: "https://idp.example.com", ClientID: "c", GroupMap: map[string][]string{"*": {"g"}}}},
+			TrustedIdPs:       []TrustedIdP{{Issuer: "https://idp.example.com", JWKSURI: "https://idp.example.com/keys"}}}
+	}
+	tests := []struct {
+		name    string
+		edit    func(c *Config)
+		wantErr string
+	}{
+		{"valid", func(c *Config) {}, ""},
+		{"named provider", func(c *Config) { c.TrustedIdPs[0].IdentityProvider = "corp" }, ""},
+		{"no provider with the issuer", func(c *Config) { c.TrustedIdPs[0].Issuer = "https://other.example.com" }, "no identity_provider with this issuer"},
+		{"named provider of another issuer", func(c *Config) {
+			c.TrustedIdPs[0].Issuer, c.TrustedIdPs[0].IdentityProvider = "https://other.example.com", "corp"
+		}, "has issuer"},
+		{"http jwks_uri", func(c *Config) { c.TrustedIdPs[0].JWKSURI = "http://idp.example.com/keys" }, "jwks_uri must be an https URL"},
+		{"repeated", func(c *Config) { c.TrustedIdPs = append(c.TrustedIdPs, c.TrustedIdPs[0]) }, "unique"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := base()
+			tt.edit(&cfg)
+			err := CheckConfig(cfg)
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("CheckConfig() = %v, want nil", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Fatalf("CheckConfig() = %v, want an error containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
