@@ -82,6 +82,11 @@ type App struct {
 	// in with ("Continue with <display_name>" on the login page).
 	IdentityProviders []IdentityProvider `json:"identity_providers,omitempty"`
 
+	// TrustedIdPs are enterprise identity providers whose ID-JAGs (MCP
+	// enterprise-managed authorization) the token endpoint redeems with
+	// the jwt-bearer grant; see issuer.TrustedIdP.
+	TrustedIdPs []issuer.TrustedIdP `json:"trusted_idps,omitempty"`
+
 	ctx        caddy.Context
 	cfg        issuer.Config     // checked at Provision
 	url        string            // the issuer identifier, as the issuer spells it
@@ -286,6 +291,7 @@ func (a *App) issuerConfig() (issuer.Config, error) {
 		}
 		cfg.IdentityProviders = append(cfg.IdentityProviders, ip)
 	}
+	cfg.TrustedIdPs = a.TrustedIdPs
 	for _, c := range a.Clients {
 		ic, err := c.issuerClient(repl)
 		if err != nil {

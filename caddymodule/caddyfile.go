@@ -95,14 +95,18 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			display_name <text>
 //			recheck <duration>
 //		}
+//		trusted_idp <issuer> {
+//			jwks_uri <url>
+//			identity_provider <name>
+//		}
 //	}
 //
 // Hashes and secrets may be placeholders ({env.NAME}, {file.PATH}),
 // replaced when the config is loaded; {$NAME} is replaced when the
 // Caddyfile is adapted.
-// The user, group, client, agent, redirect_uri, scopes, resource and
-// identity_provider subdirectives (and group inside identity_provider)
-// may repeat.
+// The user, group, client, agent, redirect_uri, scopes, resource,
+// identity_provider and trusted_idp subdirectives (and group inside
+// identity_provider) may repeat.
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // option name
 	if d.NextArg() {
@@ -175,6 +179,10 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					refs = append(refs, groupRef{"identity_provider " + p.Name, g, at})
 				}
 			}
+		case "trusted_idp":
+			var t issuer.TrustedIdP
+			t, err = parseTrustedIdP(d)
+			a.TrustedIdPs = append(a.TrustedIdPs, t)
 		default:
 			return d.Errf("unrecognized subdirective %q", d.Val())
 		}
@@ -349,6 +357,31 @@ func parseIdentityProvider(d *caddyfile.Dispenser) (IdentityProvider, caddyfile.
 		}
 	}
 	return p, at, nil
+}
+
+func parseTrustedIdP(d *caddyfile.Dispenser) (issuer.TrustedIdP, error) {
+	var t issuer.TrustedIdP
+	if err := oneArg(d, &t.Issuer); err != nil {
+		return t, err
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "jwks_uri":
+			err = oneArg(d, &t.JWKSURI)
+		case "identity_provider":
+			err = oneArg(d, &t.IdentityProvider)
+		default:
+			return t, d.Errf("unrecognized trusted_idp subdirective %q", d.Val())
+		}
+		if err != nil {
+			return t, err
+		}
+	}
+	if t.JWKSURI == "" {
+		return t, d.Errf("trusted_idp %s: jwks_uri is required", t.Issuer)
+	}
+	return t, nil
 }
 
 func parseClient(d *caddyfile.Dispenser) (Client, error) {
