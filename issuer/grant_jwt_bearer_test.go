@@ -297,3 +297,26 @@ func TestTrustedIdPConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestClientCredentialsExtension: what MCP's OAuth client credentials
+// extension asks of an authorization server: the metadata names
+// private_key_jwt and client_secret_basic and the assertion algorithms,
+// and a client_credentials request authenticated by a JWT assertion
+// alone (no client_id, RFC 7523 section 3) gets a token.
+func TestClientCredentialsExtension(t *testing.T) {
+	e := newTokEnv(t)
+	m := e.iss.metadataDocument()
+	if !slices.Contains(m.TokenEndpointAuthMethodsSupported, authPrivateKeyJWT) || !slices.Contains(m.TokenEndpointAuthMethodsSupported, authClientSecretBasic) ||
+		len(m.TokenEndpointAuthSigningAlgValuesSupported) == 0 || !slices.Contains(m.GrantTypesSupported, grantClientCredentials) {
+		t.Errorf("metadata: auth methods %v, signing algs %v, grant types %v", m.TokenEndpointAuthMethodsSupported,
+			m.TokenEndpointAuthSigningAlgValuesSupported, m.GrantTypesSupported)
+	}
+	a := e.post(t, pathToken, url.Values{"grant_type": {grantClientCredentials}, "resource": {tResource}, "scope": {"read"},
+		"client_assertion_type": {jwtBearerAssertion}, "client_assertion": {e.clientAssertion(t, nil)}}, "")
+	if a.status != http.StatusOK || a.str("scope") != "read" {
+		t.Fatalf("client_credentials with an assertion = %d %s", a.status, a.raw)
+	}
+	if _, c := claimsOf(t, a.str("access_token")); c["sub"] != tJWT || c["principal_type"] != principalClient {
+		t.Errorf("claims = %v, want the client's own token", c)
+	}
+}
