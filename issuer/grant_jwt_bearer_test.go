@@ -287,13 +287,7 @@ func TestTrustedIdPConfig(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := base()
 			tt.edit(&cfg)
-			err := CheckConfig(cfg)
-			switch {
-			case tt.wantErr == "" && err != nil:
-				t.Fatalf("CheckConfig() = %v, want nil", err)
-			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
-				t.Fatalf("CheckConfig() = %v, want an error containing %q", err, tt.wantErr)
-			}
+			checkConfigErr(t, cfg, tt.wantErr)
 		})
 	}
 }

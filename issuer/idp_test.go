@@ -34,13 +34,7 @@ func TestIdentityProviderConfig(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := Config{Issuer: "https://auth.example.com", Groups: []Group{{Name: "g"}}, IdentityProviders: []IdentityProvider{valid()}}
 			tt.edit(&cfg)
-			err := CheckConfig(cfg)
-			switch {
-			case tt.wantErr == "" && err != nil:
-				t.Fatalf("CheckConfig() = %v, want nil", err)
-			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
-				t.Fatalf("CheckConfig() = %v, want an error containing %q", err, tt.wantErr)
-			}
+			checkConfigErr(t, cfg, tt.wantErr)
 		})
 	}
 	cfg := Config{Groups: []Group{{Name: "g"}}, IdentityProviders: []IdentityProvider{valid()}}
@@ -50,5 +44,18 @@ func TestIdentityProviderConfig(t *testing.T) {
 	p := cfg.IdentityProviders[0]
 	if p.UserClaim != "sub" || p.GroupsClaim != "groups" || p.Recheck != defaultRecheck || p.DisplayName != "corp" || strings.Join(p.Scopes, " ") != "openid email profile" {
 		t.Errorf("defaults = %+v", p)
+	}
+}
+
+// checkConfigErr checks that CheckConfig(cfg) fails with an error
+// containing wantErr, or passes for "".
+func checkConfigErr(t *testing.T, cfg Config, wantErr string) {
+	t.Helper()
+	err := CheckConfig(cfg)
+	switch {
+	case wantErr == "" && err != nil:
+		t.Fatalf("CheckConfig() = %v, want nil", err)
+	case wantErr != "" && (err == nil || !strings.Contains(err.Error(), wantErr)):
+		t.Fatalf("CheckConfig() = %v, want an error containing %q", err, wantErr)
 	}
 }
