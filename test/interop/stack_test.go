@@ -132,6 +132,7 @@ const caddyfileTemplate = `{
 			grant_types client_credentials
 			auth_method client_secret_basic
 		}
+{{.Extra}}
 	}
 }
 
@@ -160,6 +161,12 @@ http://:{{.Port}} {
 // SDK's conformance server (test:// resources).
 func startStack(t *testing.T, upstreamHost string) *stack {
 	t.Helper()
+	return startStackWith(t, upstreamHost, "")
+}
+
+// startStackWith is startStack with extra mcp_auth subdirectives.
+func startStackWith(t *testing.T, upstreamHost, extra string) *stack {
+	t.Helper()
 	port := harness.FreePort(t)
 	issuer := fmt.Sprintf("http://127.0.0.1:%d", port)
 	s := &stack{
@@ -185,6 +192,7 @@ func startStack(t *testing.T, upstreamHost string) *stack {
 		"StepUpTool":   stepUpTool,
 		"UpstreamHost": upstreamHost,
 		"NotesURI":     mcpdemo.NotesURI,
+		"Extra":        extra,
 	})
 	if err != nil {
 		t.Fatalf("Caddyfile template: %v", err)
