@@ -231,16 +231,23 @@ func TestPrivateKeyJWTFromJWKSURI(t *testing.T) {
 	if n := fetches.Load(); n != 1 {
 		t.Errorf("jwks_uri fetched %d times, want 1 (cached)", n)
 	}
-	// A rotated client key: the unknown kid triggers one refetch.
+	// A rotated client key: the unknown kid triggers one refetch, at most
+	// one per jwksMinRefetch (made-up kids cannot make us fetch at will).
 	pub.Kid = "k2"
 	b, _ = json.Marshal(map[string][]accesstoken.JWK{"keys": {pub}})
 	jwks.Store(&b)
-	a := e.post(t, pathToken, ccForm(url.Values{"client_assertion_type": {jwtBearerAssertion},
-		"client_assertion": {e.clientAssertion(t, func(c jwt.MapClaims, tk *jwt.Token) {
-			c["iss"], c["sub"] = "remote", "remote"
-			tk.Header["kid"] = "k2"
-		})}}), "")
-	if n := fetches.Load(); a.status != 200 || n != 2 {
+	rotated := func() answer {
+		return e.post(t, pathToken, ccForm(url.Values{"client_assertion_type": {jwtBearerAssertion},
+			"client_assertion": {e.clientAssertion(t, func(c jwt.MapClaims, tk *jwt.Token) {
+				c["iss"], c["sub"] = "remote", "remote"
+				tk.Header["kid"] = "k2"
+			})}}), "")
+	}
+	if a, n := rotated(), fetches.Load(); a.status != 401 || n != 1 {
+		t.Errorf("rotated key within %v of the fetch = %d %s with %d fetches, want 401 with 1", jwksMinRefetch, a.status, a.raw, n)
+	}
+	e.clock.Advance(jwksMinRefetch)
+	if a, n := rotated(), fetches.Load(); a.status != 200 || n != 2 {
 		t.Errorf("after client key rotation = %d %s with %d fetches, want 200 with 2", a.status, a.raw, n)
 	}
 }
