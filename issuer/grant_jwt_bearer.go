@@ -23,6 +23,8 @@ const (
 	idJAGLeeway = 30 * time.Second
 	// maxIDJAGBytes bounds an assertion before it is parsed.
 	maxIDJAGBytes = 16 << 10
+	// maxJTILen bounds the jti kept in the store until exp.
+	maxJTILen = 256
 )
 
 // jwtBearer redeems an ID-JAG (Identity Assertion JWT Authorization
@@ -95,6 +97,8 @@ func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, er
 		return nil, invalid("the ID-JAG's aud must be this issuer alone")
 	case iat == nil || sub == "" || jti == "":
 		return nil, invalid("the ID-JAG needs iat, sub and jti")
+	case len(jti) > maxJTILen:
+		return nil, invalid("the ID-JAG's jti is too long")
 	case exp.Sub(now) > maxAssertionLifetime:
 		return nil, invalid("the ID-JAG lives too long")
 	case clientID != c.ID:

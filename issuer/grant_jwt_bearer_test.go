@@ -166,6 +166,7 @@ func TestIDJAGRefused(t *testing.T) {
 		{"issued in the future", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["iat"] = e.clock.Now().Add(time.Minute).Unix() }, nil, 400, "invalid_grant"},
 		{"no iat", conf, func(c jwt.MapClaims, _ *jwt.Token) { delete(c, "iat") }, nil, 400, "invalid_grant"},
 		{"lives too long", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["exp"] = e.clock.Now().Add(2 * time.Hour).Unix() }, nil, 400, "invalid_grant"},
+		{"jti too long", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["jti"] = strings.Repeat("j", maxJTILen+1) }, nil, 400, "invalid_grant"},
 		{"no jti", conf, func(c jwt.MapClaims, _ *jwt.Token) { delete(c, "jti") }, nil, 400, "invalid_grant"},
 		{"no sub", conf, func(c jwt.MapClaims, _ *jwt.Token) { delete(c, "sub") }, nil, 400, "invalid_grant"},
 		{"untrusted issuer", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["iss"] = other.srv.URL }, nil, 400, "invalid_grant"},
