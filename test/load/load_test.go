@@ -137,15 +137,19 @@ func TestUpstreamHandler(t *testing.T) {
 	tests := []struct {
 		name       string
 		method     string
+		body       string
 		wantStatus int
 		wantBody   string
 	}{
-		{"tools/call", http.MethodPost, http.StatusOK, toolsCallResult},
-		{"put", http.MethodPut, http.StatusMethodNotAllowed, ""},
+		{"tools/call", http.MethodPost, body2025, http.StatusOK, toolsCallResult},
+		{"tools/list", http.MethodPost, `{"jsonrpc":"2.0","id":"mcp-auth-pin","method":"tools/list","params":{}}`, http.StatusOK,
+			fmt.Sprintf(toolsListResult, `"mcp-auth-pin"`)},
+		{"tools/list without id", http.MethodPost, `{"jsonrpc":"2.0","method":"tools/list"}`, http.StatusBadRequest, ""},
+		{"put", http.MethodPut, body2025, http.StatusMethodNotAllowed, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			req, _ := http.NewRequest(tt.method, srv.URL+"/mcp", strings.NewReader(body2025))
+			req, _ := http.NewRequest(tt.method, srv.URL+"/mcp", strings.NewReader(tt.body))
 			resp, err := srv.Client().Do(req)
 			if err != nil {
 				t.Fatal(err)

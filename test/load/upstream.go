@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,6 +19,12 @@ import (
 // server returns for the echo tool called with {"text":"hi"}.
 const toolsCallResult = `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"hi"}]}}`
 
+// toolsListResult is the fast upstream's answer to tools/list (which the
+// gateway sends itself to learn a tool's definition before the first call,
+// pin_tools first_use being the default): the echo tool, with the
+// request's id in place of %s.
+const toolsListResult = `{"jsonrpc":"2.0","id":%s,"result":{"tools":[{"name":"echo","description":"Echoes its text.","inputSchema":{"type":"object","properties":{"text":{"type":"string"}},"required":["text"]}}]}}`
+
 // streamHeader on a POST asks the fast upstream for an SSE answer that
 // stays open (streams mode); its value is ignored.
 const streamHeader = "X-Load-Stream"
@@ -25,8 +33,9 @@ const streamHeader = "X-Load-Stream"
 const streamEvent = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"level\":\"info\",\"data\":\"tick\"}}\n\n"
 
 // upstreamHandler is the fast upstream: it reads the request body (as a
-// real server would) and answers a fixed JSON-RPC result. It does not
-// parse anything, so its cost is the same for both proxies and small.
+// real server would) and answers a fixed JSON-RPC result. It parses only
+// a tools/list request (once per gateway process), so its cost is the
+// same for both proxies and small.
 // A GET, or a POST with streamHeader, gets an event stream instead that
 // sends streamEvent every tick until the client goes away.
 func upstreamHandler(tick time.Duration) http.Handler {
@@ -43,12 +52,24 @@ func upstreamHandler(tick time.Duration) http.Handler {
 			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 			return
 		}
-		if _, err := io.Copy(io.Discard, r.Body); err != nil {
+		in, err := io.ReadAll(r.Body)
+		if err != nil {
 			http.Error(w, "could not read the body", http.StatusBadRequest)
 			return
 		}
 		h := w.Header()
 		h.Set("Content-Type", "application/json")
+		if bytes.Contains(in, []byte(`"tools/list"`)) {
+			var req struct {
+				ID json.RawMessage `json:"id"`
+			}
+			if json.Unmarshal(in, &req) != nil || req.ID == nil {
+				http.Error(w, "tools/list without an id", http.StatusBadRequest)
+				return
+			}
+			_, _ = fmt.Fprintf(w, toolsListResult, req.ID)
+			return
+		}
 		h.Set("Content-Length", length)
 		_, _ = w.Write(body)
 	})
