@@ -1,0 +1,327 @@
+package caddymodule
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	_ "github.com/caddyserver/caddy/v2/modules/logging" // the file writer
+)
+
+// recordingOutput is a log writer's output that keeps each write.
+type recordingOutput struct {
+	mu     sync.Mutex
+	writes []string
+	closed bool
+	err    error // returned by every Write when set
+}
+
+func (o *recordingOutput) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.err != nil {
+		return 0, o.err
+	}
+	o.writes = append(o.writes, string(p))
+	return len(p), nil
+}
+
+func (o *recordingOutput) Close() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.closed = true
+	return nil
+}
+
+func (o *recordingOutput) got() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]string(nil), o.writes...)
+}
+
+func openLogBuffer(out *recordingOutput, size int, interval time.Duration) *logBuffer {
+	lb := newLogBuffer(size, interval)
+	lb.open(out)
+	return lb
+}
+
+func writeAll(t *testing.T, w interface{ Write([]byte) (int, error) }, entries ...string) {
+	t.Helper()
+	for _, e := range entries {
+		if n, err := w.Write([]byte(e)); err != nil || n != len(e) {
+			t.Fatalf("Write(%q) = %d, %v, want %d, nil", e, n, err, len(e))
+		}
+	}
+}
+
+func TestLogBufferBatches(t *testing.T) {
+	tests := []struct {
+		name    string
+		size    int
+		entries []string
+		want    []string // output writes before Close
+	}{
+		{"held until flushed", 64, []string{"a\n", "b\n", "c\n"}, nil},
+		{"full buffer written before the entry that does not fit", 8, []string{"aaa\n", "bbb\n", "ccc\n"}, []string{"aaa\nbbb\n"}},
+		{"entry larger than the buffer written at once, after the batch", 8, []string{"aa\n", "0123456789\n", "b\n"}, []string{"aa\n", "0123456789\n"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out := &recordingOutput{}
+			lb := openLogBuffer(out, tt.size, time.Hour)
+			writeAll(t, lb, tt.entries...)
+			if got := out.got(); !equalStrings(got, tt.want) {
+				t.Errorf("writes before Close = %q, want %q", got, tt.want)
+			}
+			if err := lb.Close(); err != nil {
+				t.Fatalf("Close() = %v, want nil", err)
+			}
+			if got, want := strings.Join(out.got(), ""), strings.Join(tt.entries, ""); got != want {
+				t.Errorf("output after Close = %q, want %q (nothing lost, order kept)", got, want)
+			}
+			if !out.closed {
+				t.Error("Close did not close the output")
+			}
+			// A logger that outlives its configuration still reaches the output.
+			writeAll(t, lb, "late\n")
+			if got := out.got(); got[len(got)-1] != "late\n" {
+				t.Errorf("write after Close: output = %q, want it to end with %q", got, "late\n")
+			}
+		})
+	}
+}
+
+func TestLogBufferFlushesOnTimer(t *testing.T) {
+	out := &recordingOutput{}
+	lb := openLogBuffer(out, 1<<10, 20*time.Millisecond)
+	defer lb.Close()
+	writeAll(t, lb, "a\n", "b\n")
+	deadline := time.Now().Add(5 * time.Second)
+	for len(out.got()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("buffered entries not written 5 s after a 20 ms flush interval")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := out.got(); len(got) != 1 || got[0] != "a\nb\n" {
+		t.Errorf("timer flush wrote %q, want one write %q", got, "a\nb\n")
+	}
+	// The timer is armed again by the next entry.
+	writeAll(t, lb, "c\n")
+	for len(out.got()) == 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("second batch not written by the timer")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestLogBufferSync(t *testing.T) {
+	out := &recordingOutput{}
+	lb := openLogBuffer(out, 1<<10, time.Hour)
+	defer lb.Close()
+	writeAll(t, lb, "fatal\n")
+	if err := lb.Sync(); err != nil {
+		t.Fatalf("Sync() = %v, want nil", err)
+	}
+	if got := out.got(); len(got) != 1 || got[0] != "fatal\n" {
+		t.Errorf("after Sync output = %q, want %q", got, "fatal\n")
+	}
+}
+
+func TestLogBufferOutputError(t *testing.T) {
+	out := &recordingOutput{err: errors.New("disk full")}
+	lb := openLogBuffer(out, 8, time.Hour)
+	writeAll(t, lb, "aaa\n", "bbb\n")
+	if _, err := lb.Write([]byte("ccc\n")); err == nil {
+		t.Error("Write when the batch cannot be written = nil error, want the output's error")
+	}
+	out.mu.Lock()
+	out.err = nil
+	out.mu.Unlock()
+	// The failed batch is dropped (as unbuffered writes would have been);
+	// the buffer works again.
+	writeAll(t, lb, "ddd\n")
+	if err := lb.Close(); err != nil {
+		t.Fatalf("Close() = %v, want nil", err)
+	}
+	if got := strings.Join(out.got(), ""); got != "ddd\n" {
+		t.Errorf("output = %q, want %q", got, "ddd\n")
+	}
+}
+
+// TestLogBufferConcurrent: entries written from many goroutines arrive
+// whole and all of them.
+func TestLogBufferConcurrent(t *testing.T) {
+	out := &recordingOutput{}
+	lb := openLogBuffer(out, 256, time.Millisecond)
+	const writers, each = 8, 500
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				if _, err := fmt.Fprintf(lb, "{\"w\":%d,\"i\":%d}\n", w, i); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := lb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(strings.Join(out.got(), ""), "\n"), "\n")
+	if len(lines) != writers*each {
+		t.Fatalf("%d lines, want %d", len(lines), writers*each)
+	}
+	for _, l := range lines {
+		var v struct{ W, I int }
+		if err := json.Unmarshal([]byte(l), &v); err != nil {
+			t.Fatalf("line %q is not a whole entry: %v", l, err)
+		}
+	}
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestBufferedWriterCaddyfile(t *testing.T) {
+	tests := []struct {
+		name    string
+		input   string
+		want    string // JSON of the module, "" when an error is expected
+		wantErr string
+	}{
+		{"file with settings", "buffered {\n output file /var/log/audit.log {\n roll_keep 3\n }\n flush_interval 50ms\n size 1MiB\n}",
+			`{"writer":{"filename":"/var/log/audit.log","output":"file","roll_keep":3},"flush_interval":50000000,"size":1048576}`, ""},
+		{"defaults", "buffered {\n output stderr\n}", `{"writer":{"output":"stderr"}}`, ""},
+		{"no output", "buffered {\n size 1KiB\n}", "", "an output is required"},
+		{"argument", "buffered stderr", "", "wrong argument count"},
+		{"unknown output", "buffered {\n output nowhere\n}", "", "nowhere"},
+		{"zero size", "buffered {\n output stderr\n size 0\n}", "", "size"},
+		{"bad interval", "buffered {\n output stderr\n flush_interval -1s\n}", "", "flush_interval"},
+		{"unknown", "buffered {\n output stderr\n sync always\n}", "", `unrecognized subdirective "sync"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b BufferedWriter
+			err := b.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tt.input))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("UnmarshalCaddyfile(%q) = %v, want an error containing %q", tt.input, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("UnmarshalCaddyfile(%q) = %v", tt.input, err)
+			}
+			got, _ := json.Marshal(b)
+			if string(got) != tt.want {
+				t.Errorf("config = %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestBufferedWriterReloadAndStop: Caddy in process logs each request
+// through a buffered file writer whose timer never fires during the test.
+// Entries stay in memory until the configuration is unloaded: a reload
+// writes out those of the old configuration, the clean stop the rest.
+func TestBufferedWriterReloadAndStop(t *testing.T) {
+	dir := t.TempDir()
+	logFile := filepath.Join(dir, "access.log")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	config := func(body string) []byte {
+		return fmt.Appendf(nil, `{
+	"admin": {"disabled": true, "config": {"persist": false}},
+	"logging": {"logs": {"access": {
+		"writer": {"output": "buffered", "flush_interval": "1h",
+			"writer": {"output": "file", "filename": %q}},
+		"encoder": {"format": "json"},
+		"include": ["http.log.access"]
+	}, "default": {"exclude": ["http.log.access"]}}},
+	"apps": {"http": {"servers": {"srv": {
+		"listen": [%q],
+		"logs": {},
+		"routes": [{"handle": [{"handler": "static_response", "body": %q}]}]
+	}}}}
+}`, logFile, addr, body)
+	}
+	if err := caddy.Load(config("one"), true); err != nil {
+		t.Fatalf("caddy.Load: %v", err)
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			_ = caddy.Stop()
+		}
+	}()
+	get := func(want string) {
+		t.Helper()
+		resp, err := http.Get("http://" + addr + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		_, _ = b.ReadFrom(resp.Body)
+		resp.Body.Close()
+		if b.String() != want {
+			t.Fatalf("GET = %q, want %q", b.String(), want)
+		}
+	}
+	lines := func() int {
+		b, err := os.ReadFile(logFile)
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		return bytes.Count(b, []byte("\n"))
+	}
+	for range 5 {
+		get("one")
+	}
+	if n := lines(); n != 0 {
+		t.Fatalf("%d lines on disk before any flush, want 0 (the writer buffers)", n)
+	}
+	if err := caddy.Load(config("two"), true); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if n := lines(); n != 5 {
+		t.Errorf("%d lines on disk after the reload, want 5", n)
+	}
+	for range 3 {
+		get("two")
+	}
+	if err := caddy.Stop(); err != nil {
+		t.Fatalf("caddy.Stop: %v", err)
+	}
+	stopped = true
+	if n := lines(); n != 8 {
+		t.Errorf("%d access log lines after the stop, want 8 (5 before the reload, 3 after)", n)
+	}
+}
