@@ -278,19 +278,8 @@ func (p *parser) next(f *frame) (name, folded []byte, ok bool, err error) {
 		return nil, nil, false, nil
 	}
 	// The token is the quoted name, preceded only by whitespace and a comma.
-	raw := p.body[before:p.dec.InputOffset()]
-	i := bytes.IndexByte(raw, '"')
-	if i < 0 || len(raw)-i < 2 {
-		return nil, nil, false, fmt.Errorf("%w at byte %d", ErrInvalidJSON, before)
-	}
-	raw = raw[i:]
-	name = raw[1 : len(raw)-1]
-	if bytes.IndexByte(name, '\\') >= 0 {
-		p.unq, err = jsontext.AppendUnquote(p.unq[:0], raw)
-		if err != nil {
-			return nil, nil, false, fmt.Errorf("%w at byte %d", ErrInvalidJSON, before)
-		}
-		name = p.unq
+	if name, err = p.unquoted(before); err != nil {
+		return nil, nil, false, err
 	}
 	start := len(p.fold)
 	p.fold = appendFolded(p.fold, name)
@@ -317,6 +306,90 @@ func (p *parser) next(f *frame) (name, folded []byte, ok bool, err error) {
 	}
 	p.names = append(p.names, span{start, len(p.fold)})
 	return name, folded, true, nil
+}
+
+// unquoted returns the value of the string token just read, which began
+// after offset before (preceded only by whitespace, a comma or a colon),
+// without allocating: a slice of the body, or of p.unq when it has
+// escapes, valid until the next call.
+func (p *parser) unquoted(before int64) ([]byte, error) {
+	raw := p.body[before:p.dec.InputOffset()]
+	i := bytes.IndexByte(raw, '"')
+	if i < 0 || len(raw)-i < 2 {
+		return nil, fmt.Errorf("%w at byte %d", ErrInvalidJSON, before)
+	}
+	raw = raw[i:]
+	v := raw[1 : len(raw)-1]
+	if bytes.IndexByte(v, '\\') >= 0 {
+		var err error
+		if p.unq, err = jsontext.AppendUnquote(p.unq[:0], raw); err != nil {
+			return nil, fmt.Errorf("%w at byte %d", ErrInvalidJSON, before)
+		}
+		v = p.unq
+	}
+	return v, nil
+}
+
+// expectString reads a string token and returns its value as unquoted
+// does; otherwise the error wraps sentinel and says what was wrong.
+func (p *parser) expectString(sentinel error, what string) ([]byte, error) {
+	before := p.dec.InputOffset()
+	if _, err := p.expect('"', sentinel, what); err != nil {
+		return nil, err
+	}
+	return p.unquoted(before)
+}
+
+// method returns b as a string, the same string for every message of a
+// usual client method, so reading one allocates nothing.
+func method(b []byte) string {
+	switch string(b) {
+	case "tools/call":
+		return "tools/call"
+	case "tools/list":
+		return "tools/list"
+	case "resources/read":
+		return "resources/read"
+	case "resources/list":
+		return "resources/list"
+	case "resources/templates/list":
+		return "resources/templates/list"
+	case "prompts/get":
+		return "prompts/get"
+	case "prompts/list":
+		return "prompts/list"
+	case "initialize":
+		return "initialize"
+	case "notifications/initialized":
+		return "notifications/initialized"
+	case "notifications/cancelled":
+		return "notifications/cancelled"
+	case "notifications/progress":
+		return "notifications/progress"
+	case "ping":
+		return "ping"
+	case "completion/complete":
+		return "completion/complete"
+	case "tasks/get":
+		return "tasks/get"
+	case "subscriptions/listen":
+		return "subscriptions/listen"
+	}
+	return string(b)
+}
+
+// version returns b as a string, without allocating for the protocol
+// versions a client sends today.
+func version(b []byte) string {
+	switch string(b) {
+	case "2026-07-28":
+		return "2026-07-28"
+	case "2025-11-25":
+		return "2025-11-25"
+	case "2025-06-18":
+		return "2025-06-18"
+	}
+	return string(b)
 }
 
 // skip consumes the next value, checking it like everything else.
@@ -428,20 +501,20 @@ func (p *parser) message() (Message, error) {
 		}
 		switch string(name) {
 		case "jsonrpc":
-			tok, err := p.expect('"', ErrNotJSONRPC, `jsonrpc is not "2.0"`)
+			v, err := p.expectString(ErrNotJSONRPC, `jsonrpc is not "2.0"`)
 			if err != nil {
 				return m, err
 			}
-			if tok.String() != "2.0" {
+			if string(v) != "2.0" {
 				return m, fmt.Errorf(`%w: jsonrpc is not "2.0"`, ErrNotJSONRPC)
 			}
 			env.jsonrpc = true
 		case "method":
-			tok, err := p.expect('"', ErrNotJSONRPC, "method is not a string")
+			v, err := p.expectString(ErrNotJSONRPC, "method is not a string")
 			if err != nil {
 				return m, err
 			}
-			m.Method = tok.String()
+			m.Method = method(v)
 			env.method = true
 		case "id":
 			if err := p.id(&m, &env); err != nil {
@@ -648,12 +721,17 @@ func (p *parser) meta(pf *params) error {
 			return err
 		}
 		if string(name) == metaProtocolVersion {
+			before := p.dec.InputOffset()
 			tok, err := p.read()
 			if err != nil {
 				return err
 			}
 			if tok.Kind() == '"' {
-				pf.version = tok.String()
+				v, err := p.unquoted(before)
+				if err != nil {
+					return err
+				}
+				pf.version = version(v)
 				continue
 			}
 			pf.fault("%s is not a string", metaProtocolVersion)
