@@ -18,9 +18,14 @@
 #                        demo: the demo MCP server (Go SDK, sessions: the
 #                        load generator initializes a session per proxy)
 #   PROTO=2025-11-25|2026-07-28   request headers/body revision (fast only)
-#   AUDIT=on|off         gateway audit events (one log line per request,
-#                        written to a file in the temp dir) on (default,
-#                        as shipped) or excluded from the log
+#   AUDIT=on|buffered|denials_only|off   gateway audit events: on (default,
+#                        as shipped: one line per request on Caddy's default
+#                        log, stderr, which goes to a file in the temp dir);
+#                        buffered: the audit logger routed to its own file
+#                        through the buffered log writer (as the README
+#                        recommends); denials_only: mcp_gateway's `audit
+#                        denials_only` (no event for forwarded requests);
+#                        off: excluded from the log
 #   PROFILE=<seconds>    afterwards, drive each Caddy in turn and take a
 #                        CPU profile from its admin endpoint
 #                        (/debug/pprof/profile); prints the gateway's top
@@ -48,7 +53,7 @@ audit=${AUDIT:-on}
 profile=${PROFILE:-0}
 out=${OUT:-$root/test/artifacts/load}
 case "$upstream_mode" in fast | demo) ;; *) echo "UPSTREAM must be fast or demo" >&2; exit 2 ;; esac
-case "$audit" in on | off) ;; *) echo "AUDIT must be on or off" >&2; exit 2 ;; esac
+case "$audit" in on | buffered | denials_only | off) ;; *) echo "AUDIT must be on, buffered, denials_only or off" >&2; exit 2 ;; esac
 case "$mode" in bench | streams | hostile) ;; *) echo "MODE must be bench, streams or hostile" >&2; exit 2 ;; esac
 if [ "$mode" != bench ] && [ "$upstream_mode" != fast ]; then
 	echo "MODE=$mode needs UPSTREAM=fast" >&2
@@ -112,9 +117,14 @@ secret=$(openssl rand -base64 32 | tr -d '\n=' | tr '+/' '-_')
 hash=$(printf '%s' "$secret" | sha256sum | cut -d' ' -f1)
 
 log_opts=""
-if [ "$audit" = off ]; then
-	log_opts=$'\tlog default {\n\t\texclude http.handlers.mcp_gateway.audit\n\t}'
-fi
+gw_opts=""
+case "$audit" in
+off) log_opts=$'\tlog default {\n\t\texclude http.handlers.mcp_gateway.audit\n\t}' ;;
+buffered)
+	log_opts=$(printf '\tlog mcp_audit {\n\t\tinclude http.handlers.mcp_gateway.audit\n\t\toutput buffered {\n\t\t\toutput file %s\n\t\t}\n\t\tformat json\n\t}' "$tmp/audit.log")
+	;;
+denials_only) gw_opts=$'\t\taudit denials_only' ;;
+esac
 
 cat >"$tmp/plain.Caddyfile" <<EOF
 {
@@ -153,6 +163,7 @@ http://127.0.0.1:$gw_port {
 		issuer local
 		scope mcp:use
 		tool echo mcp:call
+$gw_opts
 	}
 	reverse_proxy 127.0.0.1:$up_port
 }
