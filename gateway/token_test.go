@@ -222,3 +222,14 @@ func TestTokenVariants(t *testing.T) {
 		}
 	})
 }
+
+// TestB64TokenChar: the bit sets hold exactly RFC 6750's b64token
+// characters (ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/").
+func TestB64TokenChar(t *testing.T) {
+	for c := 0; c < 256; c++ {
+		want := strings.IndexByte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/", byte(c)) >= 0
+		if got := b64TokenChar(byte(c)); got != want {
+			t.Errorf("b64TokenChar(%q) = %v, want %v", rune(c), got, want)
+		}
+	}
+}
