@@ -23,7 +23,7 @@ import (
 
 // Protocol revisions the load generator speaks.
 const (
-	proto2025 = "2025-11-25" // no session with the fast upstream; -init for one
+	proto2025 = "2025-11-25" // -init for a session
 	proto2026 = "2026-07-28" // stateless, Mcp-Method / Mcp-Name headers
 )
 
@@ -80,7 +80,7 @@ func parseBenchFlags(args []string) (benchConfig, error) {
 	fs.StringVar(&c.resource, "resource", "", "resource indicator for the token (default: the -gateway URL)")
 	fs.StringVar(&c.scope, "scope", "", "space-separated scopes to request (default: all of the resource's)")
 	fs.StringVar(&c.proto, "proto", proto2025, "MCP protocol revision: "+proto2025+" or "+proto2026)
-	fs.BoolVar(&c.initSession, "init", false, "initialize an MCP session per proxy first (2025-11-25; for a real MCP server upstream)")
+	fs.BoolVar(&c.initSession, "init", false, "initialize an MCP session per proxy first (2025-11-25)")
 	fs.IntVar(&c.rounds, "rounds", 5, "rounds; each runs plain then gateway at c=1 and at c=N")
 	fs.IntVar(&c.concurrency, "c", 16, "concurrency N")
 	fs.IntVar(&c.requests1, "n1", 5000, "requests per run at c=1")

@@ -145,6 +145,7 @@ func TestUpstreamHandler(t *testing.T) {
 		{"tools/list", http.MethodPost, `{"jsonrpc":"2.0","id":"mcp-auth-pin","method":"tools/list","params":{}}`, http.StatusOK,
 			fmt.Sprintf(toolsListResult, `"mcp-auth-pin"`)},
 		{"tools/list without id", http.MethodPost, `{"jsonrpc":"2.0","method":"tools/list"}`, http.StatusBadRequest, ""},
+		{"initialize", http.MethodPost, `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}`, http.StatusOK, fmt.Sprintf(initializeResult, "0")},
 		{"put", http.MethodPut, body2025, http.StatusMethodNotAllowed, ""},
 	}
 	for _, tt := range tests {

@@ -18,6 +18,8 @@
 #                        demo: the demo MCP server (Go SDK, sessions: the
 #                        load generator initializes a session per proxy)
 #   PROTO=2025-11-25|2026-07-28   request headers/body revision (fast only)
+#   SESSION=on|off       2025-11-25: initialize a session per proxy first
+#                        (default on) and send every request in it
 #   AUDIT=on|buffered|denials_only|off   gateway audit events: on (default,
 #                        as shipped: one line per request on Caddy's default
 #                        log, stderr, which goes to a file in the temp dir);
@@ -215,7 +217,7 @@ bench_flags=(
 	-issuer "http://127.0.0.1:$gw_port" -client-id loadgen -scope "mcp:use mcp:call"
 	-proto "$proto" -clk-tck "$(getconf CLK_TCK)"
 )
-if [ "$upstream_mode" = demo ]; then
+if [ "$proto" = 2025-11-25 ] && { [ "${SESSION:-on}" = on ] || [ "$upstream_mode" = demo ]; }; then
 	bench_flags+=(-init)
 fi
 if [ "$profile" != 0 ]; then

@@ -32,10 +32,19 @@ const streamHeader = "X-Load-Stream"
 // streamEvent is what the fast upstream's event streams send every tick.
 const streamEvent = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"level\":\"info\",\"data\":\"tick\"}}\n\n"
 
+// initializeResult is the fast upstream's answer to initialize (with
+// sessionID in Mcp-Session-Id), so that the load generator's -init
+// measures requests in a session; the request's id in place of %s.
+const initializeResult = `{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"load-upstream","version":"1"}}}`
+
+// sessionID is the one session the fast upstream hands out; it does not
+// check it.
+const sessionID = "load-upstream-session"
+
 // upstreamHandler is the fast upstream: it reads the request body (as a
 // real server would) and answers a fixed JSON-RPC result. It parses only
-// a tools/list request (once per gateway process), so its cost is the
-// same for both proxies and small.
+// initialize and tools/list requests (once per proxy process), so its
+// cost is the same for both proxies and small.
 // A GET, or a POST with streamHeader, gets an event stream instead that
 // sends streamEvent every tick until the client goes away.
 func upstreamHandler(tick time.Duration) http.Handler {
@@ -59,15 +68,24 @@ func upstreamHandler(tick time.Duration) http.Handler {
 		}
 		h := w.Header()
 		h.Set("Content-Type", "application/json")
-		if bytes.Contains(in, []byte(`"tools/list"`)) {
+		answer := ""
+		switch {
+		case bytes.Contains(in, []byte(`"tools/list"`)):
+			answer = toolsListResult
+		case bytes.Contains(in, []byte(`"initialize"`)):
+			answer = initializeResult
+			h.Set("Mcp-Session-Id", sessionID)
+		}
+		if answer != "" {
 			var req struct {
 				ID json.RawMessage `json:"id"`
 			}
 			if json.Unmarshal(in, &req) != nil || req.ID == nil {
-				http.Error(w, "tools/list without an id", http.StatusBadRequest)
+				h.Del("Mcp-Session-Id")
+				http.Error(w, "request without an id", http.StatusBadRequest)
 				return
 			}
-			_, _ = fmt.Fprintf(w, toolsListResult, req.ID)
+			_, _ = fmt.Fprintf(w, answer, req.ID)
 			return
 		}
 		h.Set("Content-Length", length)
