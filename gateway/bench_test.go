@@ -178,14 +178,35 @@ func BenchmarkAuthenticateCached(b *testing.B) {
 	}
 }
 
-// TestHotPathAllocations: the policy decision and the claims-cache hit
-// allocate nothing (part of the design: per-request garbage is CPU).
+// BenchmarkBearerToken: the Authorization header to a token, its
+// syntax checked.
+func BenchmarkBearerToken(b *testing.B) {
+	r := bearerRequest(mint(b, claims()))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, aerr := bearerToken(r); aerr != nil {
+			b.Fatal(aerr)
+		}
+	}
+}
+
+func bearerRequest(token string) *http.Request {
+	r := httptest.NewRequest(http.MethodPost, "/mcp", nil)
+	r.Header.Set("Authorization", "Bearer "+token)
+	return r
+}
+
+// TestHotPathAllocations: the policy decision, the claims-cache hit and
+// reading the bearer token allocate nothing (part of the design:
+// per-request garbage is CPU).
 func TestHotPathAllocations(t *testing.T) {
 	g, p, m := decideInputs(t)
 	token := mint(t, claims())
+	r := bearerRequest(token)
 	for name, f := range map[string]func(){
 		"decide":                func() { g.policy.decide(p, m, rev20250326) },
 		"authenticate (cached)": func() { g.authenticate(t.Context(), token) },
+		"bearer token":          func() { bearerToken(r) },
 	} {
 		if n := testing.AllocsPerRun(100, f); n != 0 {
 			t.Errorf("%s: %v allocations per run, want 0", name, n)
