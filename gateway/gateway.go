@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -124,7 +125,8 @@ type Gateway struct {
 	origins       map[string]bool
 
 	metrics Metrics
-	pins    *pinSet // nil when PinTools is PinOff
+	pins    *pinSet   // nil when PinTools is PinOff
+	macs    sync.Pool // of *macState keyed with Config.SessionKey
 }
 
 // Defaults.
@@ -237,6 +239,7 @@ func New(cfg Config) (*Gateway, error) {
 		proofs:   newProofs(&cfg),
 		origin:   res.Scheme + "://" + res.Host,
 	}
+	g.macs.New = func() any { return newMACState(g.cfg.SessionKey) }
 	if cfg.PinTools != PinOff {
 		g.pins = newPinSet(g, &g.cfg)
 	}

@@ -73,24 +73,56 @@ func (g *Gateway) unwrapBound(label string, p *principal, wrapped string, maxLen
 	if len(wrapped) > base64.RawURLEncoding.EncodedLen(maxLen+sessionMACSize) {
 		return "", false
 	}
-	raw, err := base64.RawURLEncoding.Strict().DecodeString(wrapped)
+	ms := g.macs.Get().(*macState)
+	defer g.macs.Put(ms)
+	raw, err := base64.RawURLEncoding.Strict().AppendDecode(ms.raw[:0], []byte(wrapped))
+	ms.raw = raw[:0]
 	if err != nil || len(raw) <= sessionMACSize {
 		return "", false
 	}
-	upstream := string(raw[:len(raw)-sessionMACSize])
-	want := g.boundMAC(nil, label, p, upstream)
-	if !hmac.Equal(raw[len(raw)-sessionMACSize:], want) {
+	upstream := raw[:len(raw)-sessionMACSize]
+	var want [sessionMACSize]byte
+	ms.sum(want[:0], label, g.cfg.Resource, p, upstream)
+	if !hmac.Equal(raw[len(raw)-sessionMACSize:], want[:]) {
 		return "", false
 	}
-	return upstream, true
+	return string(upstream), true
 }
 
 func (g *Gateway) boundMAC(dst []byte, label string, p *principal, upstream string) []byte {
-	m := hmac.New(sha256.New, g.cfg.SessionKey)
-	for _, f := range []string{label, g.cfg.Resource, p.issuer, p.subject, p.clientID, outermostActor(p), upstream} {
-		writeField(m, f)
+	ms := g.macs.Get().(*macState)
+	defer g.macs.Put(ms)
+	return ms.sum(dst, label, g.cfg.Resource, p, []byte(upstream))
+}
+
+// macState is a keyed HMAC and its scratch space, reused through
+// Gateway.macs: a session id is checked on every request of a session,
+// and a fresh HMAC costs the key schedule and a dozen allocations.
+type macState struct {
+	h      hash.Hash
+	fields []byte
+	raw    []byte
+}
+
+func newMACState(key []byte) *macState {
+	return &macState{h: hmac.New(sha256.New, key)}
+}
+
+// sum appends MAC(label, resource, principal, upstream) to dst: each field
+// length-prefixed, so that field boundaries cannot be shifted ("ab"+"c"
+// vs "a"+"bc").
+func (ms *macState) sum(dst []byte, label, resource string, p *principal, upstream []byte) []byte {
+	b := ms.fields[:0]
+	for _, f := range [...]string{label, resource, p.issuer, p.subject, p.clientID, outermostActor(p)} {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(f)))
+		b = append(b, f...)
 	}
-	return m.Sum(dst)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(upstream)))
+	b = append(b, upstream...)
+	ms.fields = b[:0]
+	ms.h.Reset()
+	ms.h.Write(b)
+	return ms.h.Sum(dst)
 }
 
 func outermostActor(p *principal) string {
@@ -98,15 +130,6 @@ func outermostActor(p *principal) string {
 		return p.actors[0]
 	}
 	return ""
-}
-
-// writeField writes a length-prefixed field, so that field boundaries
-// cannot be shifted ("ab"+"c" vs "a"+"bc").
-func writeField(h hash.Hash, s string) {
-	var n [4]byte
-	binary.BigEndian.PutUint32(n[:], uint32(len(s)))
-	h.Write(n[:])
-	h.Write([]byte(s))
 }
 
 // validSessionID checks the MCP rule: visible ASCII (0x21–0x7E) only.
