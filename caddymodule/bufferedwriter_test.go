@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -81,7 +82,7 @@ func TestLogBufferBatches(t *testing.T) {
 			out := &recordingOutput{}
 			lb := openLogBuffer(out, tt.size, time.Hour)
 			writeAll(t, lb, tt.entries...)
-			if got := out.got(); !equalStrings(got, tt.want) {
+			if got := out.got(); !slices.Equal(got, tt.want) {
 				t.Errorf("writes before Close = %q, want %q", got, tt.want)
 			}
 			if err := lb.Close(); err != nil {
@@ -192,18 +193,6 @@ func TestLogBufferConcurrent(t *testing.T) {
 			t.Fatalf("line %q is not a whole entry: %v", l, err)
 		}
 	}
-}
-
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestBufferedWriterCaddyfile(t *testing.T) {
