@@ -135,36 +135,6 @@ func BenchmarkReader(b *testing.B) {
 	}
 }
 
-// TestParseAllocations: reading a usual tools/call allocates the message
-// slice and the tool's name, nothing per member (part of the design: the
-// method and protocol version are the same strings for every request).
-func TestParseAllocations(t *testing.T) {
-	for _, tt := range []struct {
-		name string
-		body string
-		want float64
-	}{
-		{"2025-11-25", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}`, 2},
-		{"2026-07-28 with _meta", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"},` +
-			`"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"c","version":"1"}}}}`, 2},
-	} {
-		body := []byte(tt.body)
-		var msgs []Message
-		got := testing.AllocsPerRun(100, func() {
-			var err error
-			if msgs, _, err = Parse(body, Limits{}); err != nil {
-				t.Fatal(err)
-			}
-		})
-		if got != tt.want {
-			t.Errorf("%s: Parse allocates %v times, want %v", tt.name, got, tt.want)
-		}
-		if msgs[0].Method != "tools/call" || msgs[0].Name != "echo" {
-			t.Errorf("%s: Parse = method %q name %q, want tools/call echo", tt.name, msgs[0].Method, msgs[0].Name)
-		}
-	}
-}
-
 func TestMethodAndVersionStrings(t *testing.T) {
 	for _, s := range []string{"tools/call", "subscriptions/listen", "x/unknown", "", "tools/call "} {
 		if got := method([]byte(s)); got != s {
