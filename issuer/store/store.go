@@ -73,6 +73,27 @@ type Backuper interface {
 	Backup(ctx context.Context, w io.Writer) (int64, error)
 }
 
+// Notifier is implemented by the Tx of a store that several processes
+// share, so that a writer can tell the others to read what it wrote.
+type Notifier interface {
+	// Notify sends a notification on topic to every Watch on the store,
+	// when and only if the transaction commits. Notifications are hints to
+	// read the store now, never the data: they may be merged, and a
+	// watcher that was disconnected misses them (Watch makes up for that).
+	Notify(topic string) error
+}
+
+// Watcher is implemented by a store that several processes share: it
+// delivers the notifications other processes' transactions sent.
+type Watcher interface {
+	// Watch calls fn(topic) for each notification on one of topics until
+	// ctx ends, then returns. It holds a connection of its own; when that
+	// is lost it reconnects with backoff, and after every (re)connection
+	// it calls fn for each topic, since notifications sent meanwhile were
+	// lost. fn runs on Watch's goroutine: it should return quickly.
+	Watch(ctx context.Context, topics []string, fn func(topic string))
+}
+
 // Tx is one transaction. It must not be used after its fn returns.
 //
 // Bucket names and keys must not be empty: an empty one is an error (not

@@ -485,6 +485,8 @@ func prefixEnd(p []byte) ([]byte, bool) {
 }
 
 var (
-	_ store.Store = (*Store)(nil)
-	_ store.Tx    = (*tx)(nil)
+	_ store.Store    = (*Store)(nil)
+	_ store.Watcher  = (*Store)(nil)
+	_ store.Tx       = (*tx)(nil)
+	_ store.Notifier = (*tx)(nil)
 )
