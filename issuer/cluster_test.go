@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
+
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres/pgtest"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
@@ -150,5 +152,68 @@ func TestRevocationNotifyAfterListenLost(t *testing.T) {
 	tok, jti, gid = clientTokenOf(t, a)
 	if d := revokeAndWait(t, a, b, tok, jti, gid, 5*time.Second); d >= time.Second {
 		t.Errorf("revocation after B reconnected reached B after %s, want under 1s", d)
+	}
+}
+
+// verifiedBy checks tok's signature with the key e's verification finds
+// for its kid, as e's gateways do.
+func verifiedBy(t *testing.T, e *testEnv, tok string) error {
+	t.Helper()
+	_, err := jwt.Parse(tok, func(tk *jwt.Token) (any, error) {
+		kid, _ := tk.Header["kid"].(string)
+		return e.iss.PublicKey(t.Context(), kid)
+	}, jwt.WithValidMethods(signingAlgs), jwt.WithTimeFunc(e.clock.Now))
+	return err
+}
+
+// TestKeyRotationAcrossInstances: a key rotated on A is in B's JWKS and
+// accepted by B's verification within keyReload (5 s), and no instance
+// signs with it before keyPublishDelay (10 s, what the README says); from
+// then on both sign with it and verify each other's tokens, and tokens of
+// the old key still verify on both.
+func TestKeyRotationAcrossInstances(t *testing.T) {
+	if keyPublishDelay != 10*time.Second || keyReload != 5*time.Second {
+		t.Fatalf("keyPublishDelay %s, keyReload %s: the README says 10 s and 5 s", keyPublishDelay, keyReload)
+	}
+	envs, _ := clusterEnvs(t, 2)
+	a, b := envs[0], envs[1]
+	old := a.clientToken(t)
+	oldKid := a.signedWith(t)
+	kid, err := a.iss.RotateSigningKey(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.clock.Advance(keyReload)
+	if keys, _ := b.jwksOf(t); !slices.Contains(kids(keys), kid) {
+		t.Fatalf("B's JWKS %s after the rotation on A = %v, want %s in it", keyReload, kids(keys), kid)
+	}
+	if _, err := b.iss.PublicKey(t.Context(), kid); err != nil {
+		t.Fatalf("B: PublicKey(new kid) %s after the rotation = %v", keyReload, err)
+	}
+	b.clock.Advance(keyPublishDelay - keyReload - time.Nanosecond)
+	for name, e := range map[string]*testEnv{"A": a, "B": b} {
+		if got := e.signedWith(t); got != oldKid {
+			t.Errorf("%s signs with %s just before keyPublishDelay, want the old key %s", name, got, oldKid)
+		}
+	}
+	b.clock.Advance(time.Nanosecond)
+	fromA, fromB := a.clientToken(t), b.clientToken(t)
+	for _, tt := range []struct {
+		name     string
+		tok      string
+		verifier *testEnv
+		kid      string
+	}{
+		{"A's new token at B", fromA, b, kid},
+		{"B's new token at A", fromB, a, kid},
+		{"old token at B", old, b, oldKid},
+		{"old token at A", old, a, oldKid},
+	} {
+		if h, _ := claimsOf(t, tt.tok); h["kid"] != tt.kid {
+			t.Errorf("%s: kid %v, want %s", tt.name, h["kid"], tt.kid)
+		}
+		if err := verifiedBy(t, tt.verifier, tt.tok); err != nil {
+			t.Errorf("%s: verification = %v", tt.name, err)
+		}
 	}
 }
