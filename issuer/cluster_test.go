@@ -3,6 +3,7 @@ package issuer
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/url"
 	"slices"
 	"testing"
@@ -215,5 +216,71 @@ func TestKeyRotationAcrossInstances(t *testing.T) {
 		if err := verifiedBy(t, tt.verifier, tt.tok); err != nil {
 			t.Errorf("%s: verification = %v", tt.name, err)
 		}
+	}
+}
+
+// TestLimitsSharedAcrossInstances: two issuers on one PostgreSQL database
+// draw on one brute-force budget and one registration budget, so adding
+// instances does not multiply an attacker's: failures alternated between
+// A and B block the pair after limitFreePair in all, on both, and
+// registrations alternated between them stop after registrationBurst in
+// all; a refusal writes nothing, and what is written expires.
+func TestLimitsSharedAcrossInstances(t *testing.T) {
+	envs, dsn := clusterEnvs(t, 2)
+	a, b := envs[0], envs[1]
+	both := []*testEnv{a, b}
+	const attacker = "203.0.113.9:4000"
+	guess := ccForm(url.Values{"client_id": {tConf}, "client_secret": {"wrong"}})
+	for n := range limitFreePair + 1 {
+		if w := both[n%2].postFrom(attacker, pathToken, guess); w.Code != http.StatusUnauthorized {
+			t.Fatalf("failure %d, on %s = %d %s, want 401", n+1, "AB"[n%2:n%2+1], w.Code, w.Body)
+		}
+	}
+	right := ccForm(url.Values{"client_id": {tConf}, "client_secret": {tSecret}})
+	for k, e := range both {
+		if w := e.postFrom(attacker, pathToken, right); w.Code != http.StatusTooManyRequests {
+			t.Errorf("%s after %d failures split over A and B = %d %s, want 429", "AB"[k:k+1], limitFreePair+1, w.Code, w.Body)
+		}
+	}
+
+	const body = `{"client_name":"CLI","redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"none"}`
+	const registrant = "198.51.100.7:1000"
+	for n := range registrationBurst {
+		if w := registerFrom(both[n%2].iss, registrant, body); w.Code != http.StatusCreated {
+			t.Fatalf("registration %d = %d %s, want 201", n+1, w.Code, w.Body)
+		}
+	}
+	rows := func() string {
+		t.Helper()
+		n, err := pgtest.Shared(t).Psql(dsn, `SELECT count(*) FROM mcp_auth_entries WHERE bucket = 'limits'::bytea`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// pair, account, address; and the registrant's and the global bucket
+	before := rows()
+	if before != "5" {
+		t.Errorf("limit counters stored = %s, want 5 (one per key)", before)
+	}
+	for k, e := range both {
+		if w := registerFrom(e.iss, registrant, body); w.Code != http.StatusTooManyRequests {
+			t.Errorf("registration on %s past the burst over A and B = %d %s, want 429", "AB"[k:k+1], w.Code, w.Body)
+		}
+	}
+	if after := rows(); after != before {
+		t.Errorf("limit counters after refusals = %s, want %s", after, before)
+	}
+	if n := a.count(bucketClients); n != registrationBurst {
+		t.Errorf("registered clients = %d, want %d", n, registrationBurst)
+	}
+
+	// Counters expire once they no longer matter, and Purge reclaims them.
+	a.clock.Advance(24 * time.Hour)
+	if _, err := a.store.Purge(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := rows(); got != "0" {
+		t.Errorf("limit counters a day later, purged = %s, want 0", got)
 	}
 }
