@@ -42,8 +42,8 @@ type counterTx interface {
 // countersFor returns the counters of one limiter, named by prefix, for a
 // store: in it when other instances share it, else nil (the limiter keeps
 // them in memory).
-func countersFor(st, backend store.Store, prefix string) counters {
-	if _, shared := backend.(store.Watcher); shared {
+func countersFor(st store.Store, prefix string) counters {
+	if _, shared := st.(store.Watcher); shared {
 		return storeCounters{st, prefix}
 	}
 	return nil
@@ -104,7 +104,11 @@ func (t memCounterTx) put(key string, c counter, expires time.Time) bool {
 func (t memCounterTx) del(key string) { delete(t.mc.m, key) }
 
 // storeCounters are counters in the store (record_limits.go), their keys
-// prefixed with the limiter's name. The store purges expired ones.
+// prefixed with the limiter's name. The store purges expired ones. Their
+// writes do not wait for stable storage where the store allows it
+// (store.NoSyncUpdater): a database crash may forget the last moments'
+// counts, which costs less than a durable commit on every credential
+// check.
 type storeCounters struct {
 	st     store.Store
 	prefix string
@@ -114,6 +118,9 @@ func (sc storeCounters) run(ctx context.Context, write bool, fn func(counterTx) 
 	run := sc.st.View
 	if write {
 		run = sc.st.Update
+		if ns, ok := sc.st.(store.NoSyncUpdater); ok {
+			run = ns.UpdateNoSync
+		}
 	}
 	return run(ctx, func(tx store.Tx) error {
 		t := &storeCounterTx{limitsIn(tx), sc.prefix, nil}

@@ -73,6 +73,17 @@ type Backuper interface {
 	Backup(ctx context.Context, w io.Writer) (int64, error)
 }
 
+// NoSyncUpdater is implemented by a store that can commit without waiting
+// for stable storage, which costs a networked store's commits most of
+// their time.
+type NoSyncUpdater interface {
+	// UpdateNoSync is Update, except that the commit is not durable when
+	// it returns: a crash of the store soon after may lose it. It is as
+	// atomic and serialized as Update, and other transactions see its
+	// writes once it returns. For state whose loss costs little.
+	UpdateNoSync(ctx context.Context, fn func(Tx) error) error
+}
+
 // Notifier is implemented by the Tx of a store that several processes
 // share, so that a writer can tell the others to read what it wrote.
 type Notifier interface {
