@@ -46,6 +46,15 @@ type App struct {
 	CodeTTL         caddy.Duration `json:"code_ttl,omitempty"`
 	IDTokenTTL      caddy.Duration `json:"id_token_ttl,omitempty"`
 
+	// RevocationResync is how often this instance reads the revocations
+	// other instances on the store committed, besides when notified of
+	// them (PostgreSQL's NOTIFY); default 1s. RevocationMaxStale is how
+	// long it may fail to before its gateways answer 503 rather than
+	// honour tokens that may have been revoked; default 30s, at least
+	// twice RevocationResync.
+	RevocationResync   caddy.Duration `json:"revocation_resync,omitempty"`
+	RevocationMaxStale caddy.Duration `json:"revocation_max_stale,omitempty"`
+
 	// SigningAlg is ES256 (default), RS256 or EdDSA.
 	SigningAlg string `json:"signing_alg,omitempty"`
 
@@ -244,6 +253,8 @@ func (a *App) issuerConfig() (issuer.Config, error) {
 		RefreshTokenTTL:     time.Duration(a.RefreshTokenTTL),
 		CodeTTL:             time.Duration(a.CodeTTL),
 		IDTokenTTL:          time.Duration(a.IDTokenTTL),
+		RevocationResync:    time.Duration(a.RevocationResync),
+		RevocationMaxStale:  time.Duration(a.RevocationMaxStale),
 		SigningAlg:          a.SigningAlg,
 		RequirePAR:          a.RequirePAR,
 		DPoPNonce:           a.DPoPNonce,

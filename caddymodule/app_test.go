@@ -135,6 +135,8 @@ func TestIssuerConfigTranslation(t *testing.T) {
 		RefreshTokenTTL:     caddy.Duration(48 * time.Hour),
 		CodeTTL:             caddy.Duration(2 * time.Minute),
 		IDTokenTTL:          caddy.Duration(30 * time.Minute),
+		RevocationResync:    caddy.Duration(2 * time.Second),
+		RevocationMaxStale:  caddy.Duration(time.Minute),
 		SigningAlg:          "EdDSA",
 		RequirePAR:          true,
 		DisableRegistration: true,
@@ -154,6 +156,8 @@ func TestIssuerConfigTranslation(t *testing.T) {
 		RefreshTokenTTL:     48 * time.Hour,
 		CodeTTL:             2 * time.Minute,
 		IDTokenTTL:          30 * time.Minute,
+		RevocationResync:    2 * time.Second,
+		RevocationMaxStale:  time.Minute,
 		SigningAlg:          "EdDSA",
 		RequirePAR:          true,
 		DisableRegistration: true,
@@ -265,6 +269,7 @@ func TestAppProvisionErrors(t *testing.T) {
 		{"agent without credentials", App{IssuerURL: "https://a.example", Agents: []Agent{{ID: "a"}}}, `agent "a"`},
 		{"agent with two credentials", App{IssuerURL: "https://a.example", Agents: []Agent{{ID: "a", SecretHash: testHash, JWKSURI: "https://a.example/jwks"}}}, "exactly one"},
 		{"agent with a client's id", App{IssuerURL: "https://a.example", Clients: []Client{{ID: "x", Public: true}}, Agents: []Agent{{ID: "x", SecretHash: testHash}}}, `agent "x"`},
+		{"revocation max stale below twice the resync", App{IssuerURL: "https://a.example", RevocationResync: caddy.Duration(20 * time.Second)}, "revocation max stale 30s: must be at least twice the resync interval 20s"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -130,7 +130,11 @@ func (i *Issuer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		if s == nil || s.User == "" {
 			// Nobody has signed in: the pending request is an
 			// unauthenticated write.
-			if d := i.anonWrites.take(clientAddr(r), i.now()); d > 0 {
+			switch d, err := i.anonWrites.take(ctx, clientAddr(r)); {
+			case err != nil:
+				fail(err)
+				return
+			case d > 0:
 				fail(tooManySignIns(d))
 				return
 			}

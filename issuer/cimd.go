@@ -62,7 +62,7 @@ func newCIMDFetcher(cfg *Config, st store.Store, log *zap.Logger, now func() tim
 		log:        log,
 		now:        now,
 		anonWrites: anonWrites,
-		caches:     newRateLimiter(cimdCacheBurst, time.Hour),
+		caches:     newRateLimiter(now, cimdCacheBurst, time.Hour, nil),
 		jwks:       newJWKSCache(client, now),
 	}, nil
 }
@@ -81,6 +81,12 @@ func (f *cimdFetcher) isClientID(id string) bool {
 	return u.Path != "" && u.Path != "/"
 }
 
+// cacheAllowed spends a token of the cache budget over all addresses.
+func (f *cimdFetcher) cacheAllowed(ctx context.Context) bool {
+	d, err := f.caches.take(ctx, "")
+	return err == nil && d == 0
+}
+
 // fetch fetches, validates and caches a Client ID Metadata Document
 // (SSRF-protected, size/time limited, HTTP caching honoured, errors never
 // cached) and returns it as a public (or private_key_jwt) Client.
@@ -92,7 +98,10 @@ func (f *cimdFetcher) fetch(ctx context.Context, clientID string) (*Client, erro
 		return c, nil
 	}
 	// Anyone can name any URL: each fetch may fill a cache entry.
-	if d := f.anonWrites.take(contextAddr(ctx), f.now()); d > 0 {
+	switch d, err := f.anonWrites.take(ctx, contextAddr(ctx)); {
+	case err != nil:
+		return nil, err
+	case d > 0:
 		return nil, ErrInvalidClient.WithDescription("too many client metadata documents fetched from this address; retry later")
 	}
 	c, ttl, err := f.download(ctx, clientID)
@@ -102,7 +111,7 @@ func (f *cimdFetcher) fetch(ctx context.Context, clientID string) (*Client, erro
 	}
 	// Caching is bounded over all addresses too: past the budget a
 	// document is fetched again on every use instead.
-	if ttl > 0 && f.caches.take("", f.now()) == 0 {
+	if ttl > 0 && f.cacheAllowed(ctx) {
 		exp := f.now().Add(ttl)
 		err := f.store.Update(ctx, func(tx store.Tx) error {
 			return cimdIn(tx).put(clientID, &cimdEntry{Client: *clientRecord(c), ExpiresAt: exp})

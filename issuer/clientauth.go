@@ -165,20 +165,27 @@ func tooManyAttempts(d time.Duration) *Error {
 // registered for either may use either: both send the same secret.
 func (i *Issuer) authSecret(ctx context.Context, id, secret, addr string) (*Client, error) {
 	account := "client:" + id
-	if d := i.limiter.attemptDelay(account, addr); d > 0 {
+	switch d, err := i.limiter.attemptDelay(ctx, account, addr); {
+	case err != nil:
+		return nil, err
+	case d > 0:
 		i.clientAuthFailed(id, addr, "throttled")
 		return nil, tooManyAttempts(d)
 	}
 	if err := i.limiter.slowAttempt(ctx, account); err != nil {
-		return nil, ErrTemporarilyUnavailable.Wrap(err) // the caller went away
+		// The caller went away, or the store is unreachable.
+		return nil, ErrTemporarilyUnavailable.Wrap(err)
 	}
 	c, err := i.dir.lookupClient(ctx, id)
 	if err != nil {
-		i.limiter.recordFailure("", addr) // unknown ids count against the address only
+		i.limiter.recordFailure(ctx, "", addr) // unknown ids count against the address only
 		i.clientAuthFailed(id, addr, "unknown_client")
 		return nil, asInvalidClient(err)
 	}
-	if d := i.limiter.reserveAttempt(account, addr); d > 0 {
+	switch d, err := i.limiter.reserveAttempt(ctx, account, addr); {
+	case err != nil:
+		return nil, err
+	case d > 0:
 		i.clientAuthFailed(id, addr, "throttled")
 		return nil, tooManyAttempts(d)
 	}
@@ -186,7 +193,7 @@ func (i *Issuer) authSecret(ctx context.Context, id, secret, addr string) (*Clie
 	ok := false
 	if m == authClientSecretBasic || m == authClientSecretPost {
 		if ok, err = i.dir.checkSecret(ctx, c.SecretHash, secret); err != nil {
-			i.limiter.attemptNotRun(account, addr)
+			i.limiter.attemptNotRun(ctx, account, addr)
 			return nil, hashBusyError(err)
 		}
 	}
@@ -194,7 +201,7 @@ func (i *Issuer) authSecret(ctx context.Context, id, secret, addr string) (*Clie
 		i.clientAuthFailed(id, addr, "invalid_secret")
 		return nil, ErrInvalidClient.WithDescription("client authentication failed")
 	}
-	i.limiter.attemptSucceeded(account, addr)
+	i.limiter.attemptSucceeded(ctx, account, addr)
 	return c, nil
 }
 
@@ -224,19 +231,22 @@ func (i *Issuer) authAssertion(ctx context.Context, r *http.Request, f url.Value
 	}
 	// A signature cannot be guessed: failures count against the address
 	// only, so forged assertions cannot slow the client down.
-	if d := i.limiter.attemptDelay("", addr); d > 0 {
+	switch d, err := i.limiter.attemptDelay(ctx, "", addr); {
+	case err != nil:
+		return nil, err
+	case d > 0:
 		i.clientAuthFailed(id, addr, "throttled")
 		return nil, tooManyAttempts(d)
 	}
 	c, err := i.dir.lookupClient(ctx, id)
 	if err != nil {
-		i.limiter.recordFailure("", addr)
+		i.limiter.recordFailure(ctx, "", addr)
 		i.clientAuthFailed(id, addr, "unknown_client")
 		return nil, asInvalidClient(err)
 	}
 	reason := "invalid_assertion"
 	fail := func(desc string) (*Client, error) {
-		i.limiter.recordFailure("", addr)
+		i.limiter.recordFailure(ctx, "", addr)
 		i.clientAuthFailed(id, addr, reason)
 		return nil, ErrInvalidClient.WithDescription(desc)
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -18,6 +19,7 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
@@ -89,7 +91,7 @@ func TestClientAuthenticationMethods(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e.iss.limiter = newLimiter(e.clock.Now)
+			e.iss.limiter = newLimiter(e.clock.Now, nil, nil)
 			a := e.post(t, pathToken, ccForm(tt.form), tt.basic)
 			if a.status != tt.wantStatus || a.str("error") != tt.wantCode {
 				t.Fatalf("token = %d %s, want %d %q", a.status, a.raw, tt.wantStatus, tt.wantCode)
@@ -173,7 +175,7 @@ func TestPrivateKeyJWT(t *testing.T) {
 			} else {
 				raw = e.clientAssertion(t, tt.mutate)
 			}
-			e.iss.limiter = newLimiter(e.clock.Now) // judge the check, not the slow-down
+			e.iss.limiter = newLimiter(e.clock.Now, nil, nil) // judge the check, not the slow-down
 			a := send(raw, tt.extra)
 			if tt.ok != (a.status == 200) || (!tt.ok && (a.status != 401 || a.str("error") != "invalid_client")) {
 				t.Fatalf("private_key_jwt = %d %s, want ok = %v (else 401 invalid_client)", a.status, a.raw, tt.ok)
@@ -323,57 +325,88 @@ func (e *testEnv) postFrom(remote, path string, form url.Values) *httptest.Respo
 	return w
 }
 
+// TestLimiter runs on both places the limiter keeps its scores: this
+// process's memory, and a store (a memory store that runs every Update
+// twice, as PostgreSQL may; TestLimitsSharedAcrossInstances runs two
+// issuers on PostgreSQL).
 func TestLimiter(t *testing.T) {
-	clock := storetest.NewClock(time.Unix(1e9, 0))
-	i := &Issuer{}
-	i.limiter = newLimiter(clock.Now)
+	for _, inStore := range []bool{false, true} {
+		t.Run(fmt.Sprintf("store=%v", inStore), func(t *testing.T) {
+			clock := storetest.NewClock(time.Unix(1e9, 0))
+			var c counters
+			if inStore {
+				c = storeCounters{memory.New(memory.Options{Now: clock.Now, RunTwice: true}), limitsBruteForce}
+			}
+			testLimiter(t, clock, newLimiter(clock.Now, c, nil))
+		})
+	}
+}
+
+func testLimiter(t *testing.T, clock *storetest.Clock, l *limiter) {
+	ctx := t.Context()
 	const acct, addr, other = "client:x", "192.0.2.1", "198.51.100.7"
 	fail := func(n int, from string) {
 		for range n {
-			i.limiter.recordFailure(acct, from)
+			l.recordFailure(ctx, acct, from)
 		}
 	}
+	delay := func(account, from string) time.Duration {
+		t.Helper()
+		d, err := l.attemptDelay(ctx, account, from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	slowness := func() time.Duration {
+		t.Helper()
+		d, err := l.accountSlowness(ctx, acct)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
 	fail(limitFreePair, addr)
-	if !i.limiter.allowAttempt(acct, addr) {
-		t.Fatal("allowAttempt after the free failures = false, want true")
+	if d := delay(acct, addr); d != 0 {
+		t.Fatalf("attemptDelay after the free failures = %v, want 0", d)
 	}
 	fail(4, addr)
-	if d := i.limiter.attemptDelay(acct, addr); d != 8*time.Second {
+	if d := delay(acct, addr); d != 8*time.Second {
 		t.Fatalf("attemptDelay after 4 failures past the free ones = %v, want 8s (doubling)", d)
 	}
 	fail(30, addr)
-	if d := i.limiter.attemptDelay(acct, addr); d != limitMaxDelay {
+	if d := delay(acct, addr); d != limitMaxDelay {
 		t.Fatalf("attemptDelay after many failures = %v, want the cap %v", d, limitMaxDelay)
 	}
 	// The account itself is never blocked elsewhere, only slowed, and
 	// by no more than limitMaxSlow.
-	if d := i.limiter.attemptDelay(acct, other); d != 0 {
+	if d := delay(acct, other); d != 0 {
 		t.Fatalf("attemptDelay from another address = %v, want 0", d)
 	}
-	if d := i.limiter.accountSlowness(acct); d != limitMaxSlow {
+	if d := slowness(); d != limitMaxSlow {
 		t.Fatalf("accountSlowness after many failures = %v, want %v", d, limitMaxSlow)
 	}
 	// A quiet period forgives: no permanent lockout.
 	clock.Advance(3 * time.Hour)
-	if !i.limiter.allowAttempt(acct, addr) {
-		t.Fatal("allowAttempt after 3 quiet hours = false, want true")
+	if d := delay(acct, addr); d != 0 {
+		t.Fatalf("attemptDelay after 3 quiet hours = %v, want 0", d)
 	}
-	if d := i.limiter.accountSlowness(acct); d != 0 {
+	if d := slowness(); d != 0 {
 		t.Fatalf("accountSlowness after 3 quiet hours = %v, want 0", d)
 	}
 	fail(1, addr)
-	if d := i.limiter.attemptDelay(acct, addr); d != 0 {
+	if d := delay(acct, addr); d != 0 {
 		t.Fatalf("attemptDelay for one failure after decay = %v, want 0", d)
 	}
 	// The address has its own, higher budget, over all accounts.
 	for range limitFreeAddr + 1 {
-		i.limiter.recordFailure("", addr)
+		l.recordFailure(ctx, "", addr)
 	}
-	if i.limiter.allowAttempt("client:other", addr) {
-		t.Fatal("allowAttempt for a slowed address = true, want false")
+	if d := delay("client:other", addr); d == 0 {
+		t.Fatal("attemptDelay for a slowed address = 0, want a delay")
 	}
-	i.limiter.attemptSucceeded(acct, addr)
-	if i.limiter.allowAttempt("client:y", addr) {
+	l.attemptSucceeded(ctx, acct, addr)
+	if d := delay("client:y", addr); d == 0 {
 		t.Fatal("a success for one account reset the address, want it kept")
 	}
 }

@@ -203,12 +203,14 @@ func (i *Issuer) init() error {
 	if i.pages, err = parsePages(i.base+pathAssets, i.URL(), i.log); err != nil {
 		return err
 	}
-	i.limiter = newLimiter(i.now)
+	// The brute-force and registration limits are shared with the other
+	// instances on the store; the others bound this instance's own writes.
+	i.limiter = newLimiter(i.now, countersFor(i.backend, limitsBruteForce), i.log)
 	i.hashes = newHashGate()
-	i.anonWrites = newRateLimiter(anonWriteBurst, time.Minute)
-	i.parClients = newRateLimiter(parClientBurst, time.Minute)
-	i.registrations = newRateLimiter(registrationBurst, time.Minute)
-	i.registrationsAll = newRateLimiter(registrationGlobalBurst, time.Hour)
+	i.anonWrites = newRateLimiter(i.now, anonWriteBurst, time.Minute, nil)
+	i.parClients = newRateLimiter(i.now, parClientBurst, time.Minute, nil)
+	i.registrations = newRateLimiter(i.now, registrationBurst, time.Minute, countersFor(i.backend, limitsRegistrations))
+	i.registrationsAll = newRateLimiter(i.now, registrationGlobalBurst, time.Hour, countersFor(i.backend, limitsRegistrationsAll))
 	i.policy = newPolicy(&i.cfg)
 	i.pending = &pendingRequests{store: i.store, now: i.now, rand: i.cfg.Rand, log: i.log}
 	i.sessions = newSessions(i.store, &i.cfg, i.issuer, i.anonWrites)

@@ -30,24 +30,41 @@ import (
 // Signing algorithms this issuer signs with.
 var signingAlgs = []string{"ES256", "RS256", "EdDSA"}
 
-// keyReload bounds how long a key set read from the store is trusted
-// before the signing path re-reads it (another instance may have rotated).
-const keyReload = 30 * time.Second
+// Timing of a rotation across instances sharing a store. A new key is
+// published at once but signs only from keyPublishDelay later, and every
+// instance re-reads the key set when it signs or serves the JWKS with a
+// copy older than keyReload, so by the time any instance signs with a new
+// key, every instance's JWKS has published it for at least
+// keyPublishDelay - keyReload (5 s, for verifiers that fetch it) and every
+// instance's own verification (PublicKey) knows it. Instances' clocks must
+// agree to within that margin (NTP).
+const (
+	keyReload       = 5 * time.Second
+	keyPublishDelay = 2 * keyReload
+	// keyMinReload is the least time between two reloads for a kid this
+	// instance does not know, so tokens with made-up kids cost the
+	// gateways no store read each. A key is known everywhere long before
+	// it signs, so a legitimate token never waits for it.
+	keyMinReload = time.Second
+)
 
 // publishedKey is a parsed signing key.
 type publishedKey struct {
-	kid     string
-	alg     string
-	method  jwt.SigningMethod
-	private crypto.Signer
-	public  crypto.PublicKey
-	jwk     accesstoken.JWK
-	created time.Time
-	retired time.Time // zero while it is the current key
+	kid      string
+	alg      string
+	method   jwt.SigningMethod
+	private  crypto.Signer
+	public   crypto.PublicKey
+	jwk      accesstoken.JWK
+	created  time.Time
+	signFrom time.Time // it signs from then on
+	retired  time.Time // when it stopped signing; zero while it is the newest key
 }
 
 // keyRing holds the signing keys: it generates, rotates and publishes
-// them, and caches the key set; the store is the source of truth.
+// them, and caches the key set; the store is the source of truth. Which
+// key signs is decided at each use (signingAt), so a key whose delay has
+// passed takes over without a reload.
 type keyRing struct {
 	store     store.Store
 	now       func() time.Time
@@ -56,7 +73,6 @@ type keyRing struct {
 	retention time.Duration // how long a retired key stays published
 
 	mu       sync.RWMutex
-	cur      *publishedKey
 	byKID    map[string]*publishedKey // published keys
 	loadedAt time.Time
 }
@@ -74,9 +90,9 @@ func newKeyRing(ctx context.Context, st store.Store, now func() time.Time, rnd i
 		return nil, err
 	}
 	k.mu.RLock()
-	cur := k.cur
+	newest := newestKey(k.byKID)
 	k.mu.RUnlock()
-	if cur != nil && cur.alg == alg {
+	if newest != nil && newest.alg == alg {
 		return k, nil
 	}
 	if _, err := k.rotate(ctx, false); err != nil {
@@ -85,8 +101,10 @@ func newKeyRing(ctx context.Context, st store.Store, now func() time.Time, rnd i
 	return k, nil
 }
 
-// RotateSigningKey generates a new signing key that signs from now on; the
-// old one stays published until its tokens expire. Returns the new kid.
+// RotateSigningKey generates a new signing key, published at once, that
+// signs from keyPublishDelay on (on every instance on the store); the old
+// one signs until then and stays published until its tokens expire.
+// Returns the new kid.
 func (i *Issuer) RotateSigningKey(ctx context.Context) (string, error) {
 	return i.keys.rotate(ctx, true)
 }
@@ -103,7 +121,7 @@ func (k *keyRing) rotate(ctx context.Context, force bool) (string, error) {
 	var kid string
 	err = k.store.Update(ctx, func(tx store.Tx) error {
 		var err error
-		kid, err = keysIn(tx).rotate(rec, force, k.now(), k.retention)
+		kid, err = keysIn(tx).rotate(rec, force, k.now(), keyPublishDelay, k.retention)
 		return err
 	})
 	if err != nil {
@@ -165,7 +183,6 @@ func (k *keyRing) load(ctx context.Context) error {
 	old := k.byKID
 	k.mu.RUnlock()
 	keys := make(map[string]*publishedKey, len(recs))
-	var current *publishedKey
 	for _, rec := range recs {
 		if !rec.RetiredAt.IsZero() && !now.Before(rec.RetiredAt.Add(k.retention)) {
 			continue
@@ -181,14 +198,38 @@ func (k *keyRing) load(ctx context.Context) error {
 		}
 		pk.retired = rec.RetiredAt
 		keys[pk.kid] = pk
-		if pk.retired.IsZero() && (current == nil || pk.created.After(current.created)) {
-			current = pk
-		}
 	}
 	k.mu.Lock()
-	k.byKID, k.cur, k.loadedAt = keys, current, now
+	k.byKID, k.loadedAt = keys, now
 	k.mu.Unlock()
 	return nil
+}
+
+// signingAt is the key of keys that signs at now: of those whose signing
+// began and did not end, the one that began last.
+func signingAt(keys map[string]*publishedKey, now time.Time) *publishedKey {
+	var cur *publishedKey
+	for _, pk := range keys {
+		if now.Before(pk.signFrom) || !pk.retired.IsZero() && !now.Before(pk.retired) {
+			continue
+		}
+		if cur == nil || pk.signFrom.After(cur.signFrom) || pk.signFrom.Equal(cur.signFrom) && pk.created.After(cur.created) {
+			cur = pk
+		}
+	}
+	return cur
+}
+
+// newestKey is the key of keys that is not retired: the one that signs,
+// or will once its delay has passed.
+func newestKey(keys map[string]*publishedKey) *publishedKey {
+	var newest *publishedKey
+	for _, pk := range keys {
+		if pk.retired.IsZero() && (newest == nil || pk.signFrom.After(newest.signFrom)) {
+			newest = pk
+		}
+	}
+	return newest
 }
 
 func parseSigningKey(rec signingKey) (*publishedKey, error) {
@@ -200,7 +241,10 @@ func parseSigningKey(rec signingKey) (*publishedKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("signing key %s: %w", rec.KID, err)
 	}
-	k := &publishedKey{kid: rec.KID, alg: rec.Alg, created: rec.CreatedAt, retired: rec.RetiredAt}
+	k := &publishedKey{kid: rec.KID, alg: rec.Alg, created: rec.CreatedAt, signFrom: rec.SignFrom, retired: rec.RetiredAt}
+	if k.signFrom.IsZero() { // stored before keys had a delay
+		k.signFrom = rec.CreatedAt
+	}
 	switch p := parsed.(type) {
 	case *ecdsa.PrivateKey:
 		if rec.Alg != "ES256" || p.Curve != elliptic.P256() {
@@ -231,40 +275,49 @@ func parseSigningKey(rec signingKey) (*publishedKey, error) {
 	return k, nil
 }
 
-// current returns the current key, re-reading the store when the cache
-// is old so a rotation by another instance on the same store is followed.
+// current returns the key that signs now, re-reading the store when the
+// cache is older than keyReload so a rotation by another instance on the
+// same store is followed (and published) before its key signs.
 func (k *keyRing) current(ctx context.Context) (*publishedKey, error) {
 	k.mu.RLock()
-	cur, loaded := k.cur, k.loadedAt
+	loaded := k.loadedAt
 	k.mu.RUnlock()
-	if cur != nil && k.now().Sub(loaded) < keyReload {
-		return cur, nil
-	}
-	if err := k.load(ctx); err != nil {
-		if cur != nil {
-			return cur, nil // keep signing with the known key if the store blips
+	if k.now().Sub(loaded) >= keyReload {
+		err := k.load(ctx)
+		k.mu.RLock()
+		known := len(k.byKID) > 0
+		k.mu.RUnlock()
+		if err != nil && !known {
+			return nil, err
 		}
-		return nil, err
+		// Else keep signing with the keys known if the store blips.
 	}
 	k.mu.RLock()
 	defer k.mu.RUnlock()
-	if k.cur == nil {
+	cur := signingAt(k.byKID, k.now())
+	if cur == nil {
 		return nil, errors.New("no current signing key")
 	}
-	return k.cur, nil
+	return cur, nil
 }
 
 // verification returns a published key by kid, re-reading the store for
-// a kid it does not know (another instance rotated).
+// a kid it does not know (another instance rotated), at most every
+// keyMinReload.
 func (k *keyRing) verification(ctx context.Context, kid string) (*publishedKey, error) {
 	if pk := k.cached(kid); pk != nil {
 		return pk, nil
 	}
-	if err := k.load(ctx); err != nil {
-		return nil, err
-	}
-	if pk := k.cached(kid); pk != nil {
-		return pk, nil
+	k.mu.RLock()
+	loaded := k.loadedAt
+	k.mu.RUnlock()
+	if k.now().Sub(loaded) >= keyMinReload {
+		if err := k.load(ctx); err != nil {
+			return nil, err
+		}
+		if pk := k.cached(kid); pk != nil {
+			return pk, nil
+		}
 	}
 	return nil, fmt.Errorf("signing key %q: %w", kid, store.ErrNotFound)
 }
@@ -279,8 +332,8 @@ func (k *keyRing) cached(kid string) *publishedKey {
 	return pk
 }
 
-// published reports whether pk is current or retired recently enough to
-// be published.
+// published reports whether pk is signing, about to, or retired recently
+// enough to be published.
 func (k *keyRing) published(pk *publishedKey, now time.Time) bool {
 	return pk.retired.IsZero() || now.Before(pk.retired.Add(k.retention))
 }
@@ -297,18 +350,17 @@ func (i *Issuer) PublicKey(ctx context.Context, kid string) (any, error) {
 
 // publishedJWKS returns the public keys to publish, current first.
 func (k *keyRing) publishedJWKS(ctx context.Context) ([]accesstoken.JWK, error) {
-	if _, err := k.current(ctx); err != nil {
+	cur, err := k.current(ctx)
+	if err != nil {
 		return nil, err
 	}
 	k.mu.RLock()
 	defer k.mu.RUnlock()
 	now := k.now()
 	out := make([]accesstoken.JWK, 0, len(k.byKID))
-	if c := k.cur; c != nil {
-		out = append(out, c.jwk)
-	}
+	out = append(out, cur.jwk)
 	for _, pk := range k.byKID {
-		if pk == k.cur || !k.published(pk, now) {
+		if pk.kid == cur.kid || !k.published(pk, now) {
 			continue
 		}
 		out = append(out, pk.jwk)

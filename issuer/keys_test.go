@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"net/http"
 	"slices"
 	"strings"
@@ -111,6 +112,17 @@ func TestSigningKeyPersisted(t *testing.T) {
 	}
 }
 
+// signedWith is the kid a token e signs now carries.
+func (e *testEnv) signedWith(t *testing.T) string {
+	t.Helper()
+	h, _ := claimsOf(t, e.clientToken(t))
+	kid, _ := h["kid"].(string)
+	return kid
+}
+
+// TestSigningKeyRotation: a new key is published at once, next to the
+// key that signs, and takes over keyPublishDelay later; the old one stays
+// published until its tokens have expired.
 func TestSigningKeyRotation(t *testing.T) {
 	e := newTokEnv(t)
 	old := e.clientToken(t)
@@ -123,17 +135,28 @@ func TestSigningKeyRotation(t *testing.T) {
 		t.Fatal("RotateSigningKey() returned the old kid")
 	}
 	keys, _ := e.jwksOf(t)
+	if got := kids(keys); len(got) != 2 || got[0] != oldKeys[0].Kid || got[1] != kid {
+		t.Fatalf("JWKS kids after rotation = %v, want [old new]", got)
+	}
+	if got := e.signedWith(t); got != oldKeys[0].Kid {
+		t.Errorf("token right after rotation: kid %s, want the old key until the delay has passed", got)
+	}
+	e.clock.Advance(keyPublishDelay - time.Nanosecond)
+	if got := e.signedWith(t); got != oldKeys[0].Kid {
+		t.Errorf("token just before the delay: kid %s, want the old key", got)
+	}
+	e.clock.Advance(time.Nanosecond)
+	keys, _ = e.jwksOf(t)
 	if got := kids(keys); len(got) != 2 || got[0] != kid || got[1] != oldKeys[0].Kid {
-		t.Fatalf("JWKS kids after rotation = %v, want [new old]", got)
+		t.Fatalf("JWKS kids after the delay = %v, want [new old]", got)
 	}
 	// Tokens of the old key still verify; new tokens use the new key.
 	verifyLikeGateway(t, e, old, "ES256")
 	if !e.active(t, old) {
 		t.Error("old token inactive after rotation")
 	}
-	fresh := e.clientToken(t)
-	if h, _ := claimsOf(t, fresh); h["kid"] != kid {
-		t.Errorf("new token kid = %v, want %s", h["kid"], kid)
+	if got := e.signedWith(t); got != kid {
+		t.Errorf("new token kid = %v, want %s", got, kid)
 	}
 	// Once every token of the old key has expired, it is withdrawn.
 	e.clock.Advance(time.Hour + keyReload + time.Second)
@@ -146,6 +169,9 @@ func TestSigningKeyRotation(t *testing.T) {
 	}
 }
 
+// TestSigningKeySharedAcrossInstances: a rotation on b is in a's JWKS and
+// known to a's verification within keyReload, and both sign with it from
+// keyPublishDelay on, not before. On PostgreSQL: TestKeyRotationAcrossInstances.
 func TestSigningKeySharedAcrossInstances(t *testing.T) {
 	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
 	st := memory.New(memory.Options{Now: clock.Now, RunTwice: true})
@@ -160,23 +186,57 @@ func TestSigningKeySharedAcrossInstances(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// a does not know the kid yet; it re-reads the store.
+	clock.Advance(keyReload)
+	if keys, _ := a.jwksOf(t); !slices.Contains(kids(keys), kid) {
+		t.Fatalf("other instance's JWKS after keyReload = %v, want %s in it", kids(keys), kid)
+	}
 	if _, err := a.iss.PublicKey(t.Context(), kid); err != nil {
 		t.Fatalf("other instance PublicKey(rotated kid) error: %v", err)
 	}
-	clock.Advance(keyReload)
-	if h, _ := claimsOf(t, a.clientToken(t)); h["kid"] != kid {
-		t.Errorf("other instance signs with %v after the reload interval, want %s", h["kid"], kid)
+	for name, e := range map[string]*testEnv{"a": a, "b": b} {
+		if got := e.signedWith(t); got == kid {
+			t.Errorf("%s signs with the new key %s before keyPublishDelay", name, kid)
+		}
+	}
+	clock.Advance(keyPublishDelay - keyReload)
+	for name, e := range map[string]*testEnv{"a": a, "b": b} {
+		if got := e.signedWith(t); got != kid {
+			t.Errorf("%s signs with %v after keyPublishDelay, want %s", name, got, kid)
+		}
 	}
 
 	// A restart with another algorithm rotates to a key of that algorithm.
 	c := newTokEnvStore(t, st, clock, func(c *Config) { c.SigningAlg = "EdDSA" })
+	clock.Advance(keyPublishDelay)
 	keys, _ := c.jwksOf(t)
 	if len(keys) != 3 || keys[0].Alg != "EdDSA" || keys[1].Kid != kid && keys[2].Kid != kid {
 		t.Fatalf("JWKS after an algorithm change = %+v, want the EdDSA key first and the old ones kept", keys)
 	}
 	if h, _ := claimsOf(t, c.clientToken(t)); h["alg"] != "EdDSA" {
 		t.Errorf("signing alg after the change = %v, want EdDSA", h["alg"])
+	}
+}
+
+// TestUnknownKidReloadsRarely: a token with a kid nobody published makes
+// the key ring re-read the store at most every keyMinReload, so forged
+// kids cost the gateways no store read each.
+func TestUnknownKidReloadsRarely(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	st := &failingStore{Store: memory.New(memory.Options{Now: clock.Now})}
+	e := newTokEnvStore(t, st, clock)
+	clock.Advance(keyMinReload)
+	if _, err := e.iss.PublicKey(t.Context(), "made-up"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("PublicKey(made-up) = %v, want ErrNotFound after a reload", err)
+	}
+	st.down.Store(true) // any read now fails
+	for range 100 {
+		if _, err := e.iss.PublicKey(t.Context(), "made-up"); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("PublicKey(made-up) within keyMinReload = %v, want ErrNotFound without reading the store", err)
+		}
+	}
+	clock.Advance(keyMinReload)
+	if _, err := e.iss.PublicKey(t.Context(), "made-up"); err == nil || errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("PublicKey(made-up) after keyMinReload = %v, want the store's error (it reads again)", err)
 	}
 }
 
@@ -191,9 +251,10 @@ func TestPublicKeyUnknown(t *testing.T) {
 	}
 }
 
-// TestRetiredKeyOutlivesOtherInstancesTokens: after a rotation another
-// instance signs with the old key until it re-reads the store (keyReload);
-// the old key stays published until those tokens expire too.
+// TestRetiredKeyOutlivesOtherInstancesTokens: after a rotation every
+// instance signs with the old key until the new one takes over
+// (keyPublishDelay); the old key stays published until those tokens
+// expire too.
 func TestRetiredKeyOutlivesOtherInstancesTokens(t *testing.T) {
 	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
 	st := memory.New(memory.Options{Now: clock.Now, RunTwice: true})
@@ -205,10 +266,10 @@ func TestRetiredKeyOutlivesOtherInstancesTokens(t *testing.T) {
 	if _, err := b.iss.RotateSigningKey(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	clock.Advance(keyReload - time.Second)
+	clock.Advance(keyPublishDelay - time.Second)
 	late := a.clientToken(t)
 	if h, _ := claimsOf(t, late); h["kid"] != oldKid {
-		t.Fatalf("a's token before its reload: kid %v, want the old key %s", h["kid"], oldKid)
+		t.Fatalf("a's token before the new key takes over: kid %v, want the old key %s", h["kid"], oldKid)
 	}
 	clock.Advance(time.Hour - time.Second) // the late token's last second
 	keys, _ := b.jwksOf(t)

@@ -129,20 +129,31 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 	// (sessions.start, record_epochs.go).
 	authTime := i.now()
 	account, addr := "user:"+strings.ToLower(username), clientAddr(r)
-	if d := i.limiter.attemptDelay(account, addr); d > 0 {
+	switch d, err := i.limiter.attemptDelay(ctx, account, addr); {
+	case err != nil:
+		i.pages.serverErrorPage(w, err)
+		return
+	case d > 0:
 		i.loginFailed("", addr, "throttled") // before the lookup: the name may be no account
 		i.pages.tooManyLogins(w, v, target, d)
 		return
 	}
 	if err := i.limiter.slowAttempt(ctx, account); err != nil {
-		return // the browser went away
+		if ctx.Err() == nil {
+			i.pages.serverErrorPage(w, err)
+		}
+		return // else the browser went away
 	}
 	u, err := i.dir.lookupUser(ctx, username)
 	if err != nil {
 		u = nil
 		account = "" // unknown names count against the address only
 	}
-	if d := i.limiter.reserveAttempt(account, addr); d > 0 {
+	switch d, err := i.limiter.reserveAttempt(ctx, account, addr); {
+	case err != nil:
+		i.pages.serverErrorPage(w, err)
+		return
+	case d > 0:
 		i.loginFailed(accountName(u), addr, "throttled")
 		i.pages.tooManyLogins(w, v, target, d)
 		return
@@ -151,7 +162,7 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 	// not reveal which usernames exist.
 	ok, err = i.dir.checkPassword(ctx, u, password)
 	if err != nil {
-		i.limiter.attemptNotRun(account, addr)
+		i.limiter.attemptNotRun(ctx, account, addr)
 		if ctx.Err() != nil {
 			return // the browser went away
 		}
@@ -170,7 +181,7 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 		i.pages.render(w, http.StatusUnauthorized, "login", "Sign in", v, target)
 		return
 	}
-	i.limiter.attemptSucceeded(account, addr)
+	i.limiter.attemptSucceeded(ctx, account, addr)
 
 	ns := &session{Browser: s.Browser, User: u.Username, AuthTime: authTime, ExpiresAt: i.now().Add(i.cfg.SessionTTL)}
 	switch err := i.sessions.start(ctx, w, ns, sid); {

@@ -49,7 +49,11 @@ func (i *Issuer) idpStart(p *idpClient) http.HandlerFunc {
 				return
 			}
 		}
-		if d := i.anonWrites.take(clientAddr(r), i.now()); d > 0 {
+		switch d, err := i.anonWrites.take(ctx, clientAddr(r)); {
+		case err != nil:
+			i.pages.serverErrorPage(w, err)
+			return
+		case d > 0:
 			w.Header().Set("Retry-After", retryAfter(d))
 			i.pages.errorPage(w, http.StatusTooManyRequests, "Too many requests", "Too many sign-in requests came from your network. Try again in a minute.")
 			return

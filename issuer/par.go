@@ -61,12 +61,20 @@ func (i *Issuer) handlePAR(w http.ResponseWriter, r *http.Request) {
 	}
 
 	if c.Public() {
-		if d := i.anonWrites.take(clientAddr(r), i.now()); d > 0 {
+		switch d, err := i.anonWrites.take(ctx, clientAddr(r)); {
+		case err != nil:
+			i.writeErr(w, err)
+			return
+		case d > 0:
 			i.writeErr(w, rateLimited(ErrSlowDown, d, "too many pushed requests from this address; retry later"))
 			return
 		}
 	}
-	if d := i.parClients.take(c.ID, i.now()); d > 0 {
+	switch d, err := i.parClients.take(ctx, c.ID); {
+	case err != nil:
+		i.writeErr(w, err)
+		return
+	case d > 0:
 		i.writeErr(w, rateLimited(ErrSlowDown, d, "too many pushed requests for this client; retry later"))
 		return
 	}

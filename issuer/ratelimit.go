@@ -4,8 +4,9 @@ import (
 	"context"
 	"math"
 	"net/http"
-	"sync"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // Brute-force slow-down. Failed credential checks raise failure scores
@@ -42,21 +43,26 @@ const (
 	limitMaxEntries  = 100_000 // memory bound; see record
 )
 
+// limiter is the brute-force slow-down. Its scores are counters (see
+// counters.go): shared through the store when other instances use it, so
+// that adding instances does not multiply an attacker's budget.
 type limiter struct {
-	now     func() time.Time
-	sleep   func(context.Context, time.Duration) error // injected by tests
-	mu      sync.Mutex
-	entries map[string]*limitEntry
+	now   func() time.Time
+	sleep func(context.Context, time.Duration) error // injected by tests
+	c     counters
+	log   *zap.Logger
 }
 
-type limitEntry struct {
-	score        float64
-	at           time.Time // when score was last updated
-	blockedUntil time.Time
-}
-
-func newLimiter(now func() time.Time) *limiter {
-	return &limiter{now: now, sleep: sleepContext, entries: make(map[string]*limitEntry)}
+// newLimiter keeps its scores in c, or in this process's memory if c is
+// nil.
+func newLimiter(now func() time.Time, c counters, log *zap.Logger) *limiter {
+	if c == nil {
+		c = newMemCounters(now, limitMaxEntries)
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &limiter{now: now, sleep: sleepContext, c: c, log: log}
 }
 
 func sleepContext(ctx context.Context, d time.Duration) error {
@@ -70,56 +76,49 @@ func sleepContext(ctx context.Context, d time.Duration) error {
 	}
 }
 
-func (e *limitEntry) decayed(now time.Time) float64 {
-	dt := now.Sub(e.at)
+// decayed is a failure score at now.
+func decayed(e counter, now time.Time) float64 {
+	dt := now.Sub(e.At)
 	if dt <= 0 {
-		return e.score
+		return e.N
 	}
-	return e.score * math.Exp2(-float64(dt)/float64(limitHalfLife))
+	return e.N * math.Exp2(-float64(dt)/float64(limitHalfLife))
 }
 
-func (l *limiter) delay(key string, now time.Time) time.Duration {
-	e := l.entries[key]
-	if e == nil || !now.Before(e.blockedUntil) {
+// scoreExpiry is when a score no longer matters: it has decayed below
+// 1/16 (four half-lives past reaching 1) and blocks nothing.
+func scoreExpiry(e counter) time.Time {
+	fade := e.At.Add(time.Duration((math.Log2(max(e.N, 1)) + 4) * float64(limitHalfLife)))
+	if e.Until.After(fade) {
+		return e.Until
+	}
+	return fade
+}
+
+func delay(t counterTx, key string, now time.Time) time.Duration {
+	e, ok := t.get(key)
+	if !ok || !now.Before(e.Until) {
 		return 0
 	}
-	return e.blockedUntil.Sub(now)
+	return e.Until.Sub(now)
 }
 
 // record adds a failure to key's score and, when free > 0 and the score
-// is past it, blocks key for a doubling delay.
-func (l *limiter) record(key string, free int, now time.Time) {
-	e := l.entries[key]
-	if e == nil {
-		if len(l.entries) >= limitMaxEntries {
-			l.sweep(now)
-		}
-		if len(l.entries) >= limitMaxEntries {
-			// Still full of live entries: do not track more rather than
-			// evict one an attacker is being slowed by.
-			return
-		}
-		e = &limitEntry{}
-		l.entries[key] = e
-	}
-	e.score = e.decayed(now) + 1
-	e.at = now
-	if over := int(e.score) - free; free > 0 && over > 0 {
+// is past it, blocks key for a doubling delay. A memory full of live
+// scores tracks no more rather than forget one an attacker is being
+// slowed by.
+func record(t counterTx, key string, free int, now time.Time) {
+	e, _ := t.get(key)
+	e.N = decayed(e, now) + 1
+	e.At = now
+	if over := int(e.N) - free; free > 0 && over > 0 {
 		d := limitMaxDelay
 		if over <= 20 {
 			d = min(limitBaseDelay<<(over-1), limitMaxDelay)
 		}
-		e.blockedUntil = now.Add(d)
+		e.Until = now.Add(d)
 	}
-}
-
-// sweep drops entries that have decayed to nothing and are not blocking.
-func (l *limiter) sweep(now time.Time) {
-	for k, e := range l.entries {
-		if e.decayed(now) < 1 && !now.Before(e.blockedUntil) {
-			delete(l.entries, k)
-		}
-	}
+	t.put(key, e, scoreExpiry(e))
 }
 
 func pairKey(account, addr string) string { return "p\x00" + account + "\x00" + addr }
@@ -129,93 +128,110 @@ func addrKey(addr string) string          { return "n\x00" + addr }
 // attemptDelay is how long attempts for account from addr are refused;
 // zero means an attempt may run now. Only the pair's and the address's
 // blocks count (see the top of this file). account may be empty.
-func (l *limiter) attemptDelay(account, addr string) time.Duration {
+func (l *limiter) attemptDelay(ctx context.Context, account, addr string) (time.Duration, error) {
 	now := l.now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.blocked(account, addr, now)
+	var d time.Duration
+	err := l.c.run(ctx, false, func(t counterTx) error {
+		d = blocked(t, account, addr, now)
+		return nil
+	})
+	return d, err
 }
 
-func (l *limiter) blocked(account, addr string, now time.Time) time.Duration {
+func blocked(t counterTx, account, addr string, now time.Time) time.Duration {
 	var d time.Duration
 	if addr != "" {
-		d = l.delay(addrKey(addr), now)
+		d = delay(t, addrKey(addr), now)
 	}
 	if account != "" {
-		d = max(d, l.delay(pairKey(account, addr), now))
+		d = max(d, delay(t, pairKey(account, addr), now))
 	}
 	return d
-}
-
-// allowAttempt reports whether a credential check for account from addr
-// may run now (login and client authentication share the limiter).
-func (l *limiter) allowAttempt(account, addr string) bool {
-	return l.attemptDelay(account, addr) == 0
 }
 
 // accountSlowness is how long an attempt for account waits because of
 // failures from anywhere: doubling past limitFreeAccount, at most
 // limitMaxSlow.
-func (l *limiter) accountSlowness(account string) time.Duration {
+func (l *limiter) accountSlowness(ctx context.Context, account string) (time.Duration, error) {
+	if account == "" {
+		return 0, nil
+	}
 	now := l.now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	e := l.entries[accountKey(account)]
-	if account == "" || e == nil {
-		return 0
-	}
-	over := int(e.decayed(now)) - limitFreeAccount
-	if over <= 0 {
-		return 0
-	}
-	return min(limitBaseSlow<<min(over-1, 10), limitMaxSlow)
+	var d time.Duration
+	err := l.c.run(ctx, false, func(t counterTx) error {
+		d = 0
+		e, ok := t.get(accountKey(account))
+		if !ok {
+			return nil
+		}
+		if over := int(decayed(e, now)) - limitFreeAccount; over > 0 {
+			d = min(limitBaseSlow<<min(over-1, 10), limitMaxSlow)
+		}
+		return nil
+	})
+	return d, err
 }
 
 // slowAttempt waits out accountSlowness before a credential check. It
-// fails only when ctx ends (the caller went away).
+// fails when ctx ends (the caller went away) or the scores cannot be
+// read.
 func (l *limiter) slowAttempt(ctx context.Context, account string) error {
-	if d := l.accountSlowness(account); d > 0 {
-		return l.sleep(ctx, d)
+	d, err := l.accountSlowness(ctx, account)
+	if err != nil || d == 0 {
+		return err
 	}
-	return nil
+	return l.sleep(ctx, d)
 }
 
 // recordFailure counts a failed credential check against the pair, the
 // address and the account. account "" counts against the address only
 // (unknown accounts, so they cannot fill the table; private_key_jwt).
-func (l *limiter) recordFailure(account, addr string) {
+// It is counted even if the caller has gone away meanwhile.
+func (l *limiter) recordFailure(ctx context.Context, account, addr string) {
 	now := l.now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.recordAll(account, addr, now)
+	l.write(ctx, func(t counterTx) error {
+		recordAll(t, account, addr, now)
+		return nil
+	})
 }
 
-func (l *limiter) recordAll(account, addr string, now time.Time) {
+// write runs fn to change the scores after the fact, when nobody waits
+// for the answer any more: a failure to is logged (the next check, which
+// reads the same store, fails closed).
+func (l *limiter) write(ctx context.Context, fn func(counterTx) error) {
+	if err := l.c.run(context.WithoutCancel(ctx), true, fn); err != nil {
+		l.log.Error("brute-force limiter: recording an attempt", zap.Error(err))
+	}
+}
+
+func recordAll(t counterTx, account, addr string, now time.Time) {
 	if account != "" {
-		l.record(pairKey(account, addr), limitFreePair, now)
-		l.record(accountKey(account), 0, now)
+		record(t, pairKey(account, addr), limitFreePair, now)
+		record(t, accountKey(account), 0, now)
 	}
 	if addr != "" {
-		l.record(addrKey(addr), limitFreeAddr, now)
+		record(t, addrKey(addr), limitFreeAddr, now)
 	}
 }
 
 // reserveAttempt is what a check of a password or secret does before it
-// hashes: under one lock, it either refuses (returns how long, counting
-// nothing) or counts the attempt as failed up front. Checking first and
-// counting after the hash would let any number of concurrent guesses
-// past the limit, each costing a hash. The caller settles the
+// hashes: in one transaction, it either refuses (returns how long,
+// counting nothing) or counts the attempt as failed up front. Checking
+// first and counting after the hash would let any number of concurrent
+// guesses past the limit, each costing a hash. The caller settles the
 // reservation with attemptSucceeded or attemptNotRun; a wrong guess
 // needs nothing more.
-func (l *limiter) reserveAttempt(account, addr string) time.Duration {
+func (l *limiter) reserveAttempt(ctx context.Context, account, addr string) (time.Duration, error) {
 	now := l.now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	d := l.blocked(account, addr, now)
-	if d == 0 {
-		l.recordAll(account, addr, now)
-	}
-	return d
+	var d time.Duration
+	err := l.c.run(ctx, true, func(t counterTx) error {
+		d = blocked(t, account, addr, now)
+		if d == 0 {
+			recordAll(t, account, addr, now)
+		}
+		return nil
+	})
+	return d, err
 }
 
 // attemptSucceeded settles a reservation whose check passed: the pair's
@@ -223,43 +239,49 @@ func (l *limiter) reserveAttempt(account, addr string) time.Duration {
 // the failure reserved for this attempt (one valid account must not
 // reset guessing at others, and the right password from one place must
 // not reset guessing from others).
-func (l *limiter) attemptSucceeded(account, addr string) { l.settleAttempt(account, addr, true) }
+func (l *limiter) attemptSucceeded(ctx context.Context, account, addr string) {
+	l.settleAttempt(ctx, account, addr, true)
+}
 
 // attemptNotRun settles a reservation whose check never ran (no hashing
 // capacity): no guess was judged, so nothing counts.
-func (l *limiter) attemptNotRun(account, addr string) { l.settleAttempt(account, addr, false) }
+func (l *limiter) attemptNotRun(ctx context.Context, account, addr string) {
+	l.settleAttempt(ctx, account, addr, false)
+}
 
-func (l *limiter) settleAttempt(account, addr string, succeeded bool) {
+func (l *limiter) settleAttempt(ctx context.Context, account, addr string, succeeded bool) {
 	now := l.now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if account != "" {
-		if succeeded {
-			delete(l.entries, pairKey(account, addr))
-		} else {
-			l.refund(pairKey(account, addr), limitFreePair, now)
+	l.write(ctx, func(t counterTx) error {
+		if account != "" {
+			if succeeded {
+				t.del(pairKey(account, addr))
+			} else {
+				refund(t, pairKey(account, addr), limitFreePair, now)
+			}
+			refund(t, accountKey(account), 0, now)
 		}
-		l.refund(accountKey(account), 0, now)
-	}
-	if addr != "" {
-		l.refund(addrKey(addr), limitFreeAddr, now)
-	}
+		if addr != "" {
+			refund(t, addrKey(addr), limitFreeAddr, now)
+		}
+		return nil
+	})
 }
 
 // refund takes one failure back from key's score, and lifts its block
 // once the score is within the free budget again (older failures' blocks
 // end long before their score decays that far: the longest block is a
 // third of the half-life).
-func (l *limiter) refund(key string, free int, now time.Time) {
-	e := l.entries[key]
-	if e == nil {
+func refund(t counterTx, key string, free int, now time.Time) {
+	e, ok := t.get(key)
+	if !ok {
 		return
 	}
-	e.score = max(0, e.decayed(now)-1)
-	e.at = now
-	if free > 0 && int(e.score) <= free {
-		e.blockedUntil = time.Time{}
+	e.N = max(0, decayed(e, now)-1)
+	e.At = now
+	if free > 0 && int(e.N) <= free {
+		e.Until = time.Time{}
 	}
+	t.put(key, e, scoreExpiry(e))
 }
 
 // What anyone may make the issuer store is bounded in size where it is
@@ -278,53 +300,51 @@ const (
 )
 
 // rateLimiter is a token bucket per key: burst tokens, refilled at burst
-// per period.
+// per period, kept in counters (N is the tokens left).
 type rateLimiter struct {
-	burst   float64
-	period  time.Duration
-	mu      sync.Mutex
-	buckets map[string]rateBucket
+	now    func() time.Time
+	burst  float64
+	period time.Duration
+	c      counters
 }
 
-type rateBucket struct {
-	tokens float64
-	at     time.Time
-}
-
-func newRateLimiter(burst int, period time.Duration) *rateLimiter {
-	return &rateLimiter{burst: float64(burst), period: period, buckets: make(map[string]rateBucket)}
+// newRateLimiter keeps its buckets in c, or in this process's memory if
+// c is nil.
+func newRateLimiter(now func() time.Time, burst int, period time.Duration, c counters) *rateLimiter {
+	if c == nil {
+		c = newMemCounters(now, maxRateBuckets)
+	}
+	return &rateLimiter{now: now, burst: float64(burst), period: period, c: c}
 }
 
 // take spends a token of key's bucket and returns 0, or how long until
-// one is available.
-func (l *rateLimiter) take(key string, now time.Time) time.Duration {
+// one is available; a refusal writes nothing. A memory full of live
+// buckets refuses rather than forget one.
+func (l *rateLimiter) take(ctx context.Context, key string) (time.Duration, error) {
+	now := l.now()
 	perNanosecond := l.burst / float64(l.period)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b, ok := l.buckets[key]
-	if !ok {
-		if len(l.buckets) >= maxRateBuckets {
-			// A bucket idle for a period is full again: the same as none.
-			for k, v := range l.buckets {
-				if now.Sub(v.at) >= l.period {
-					delete(l.buckets, k)
-				}
-			}
+	var d time.Duration
+	err := l.c.run(ctx, true, func(t counterTx) error {
+		b, ok := t.get(key)
+		if !ok {
+			b = counter{N: l.burst, At: now}
 		}
-		if len(l.buckets) >= maxRateBuckets {
-			return l.period // full of live buckets: refuse rather than forget one
+		b.N = min(l.burst, b.N+float64(now.Sub(b.At))*perNanosecond)
+		b.At = now
+		if b.N < 1 {
+			d = time.Duration((1 - b.N) / perNanosecond)
+			return nil
 		}
-		b = rateBucket{tokens: l.burst, at: now}
-	}
-	b.tokens = min(l.burst, b.tokens+float64(now.Sub(b.at))*perNanosecond)
-	b.at = now
-	if b.tokens < 1 {
-		l.buckets[key] = b
-		return time.Duration((1 - b.tokens) / perNanosecond)
-	}
-	b.tokens--
-	l.buckets[key] = b
-	return 0
+		b.N--
+		// A bucket full again is the same as none.
+		if !t.put(key, b, now.Add(time.Duration((l.burst-b.N)/perNanosecond))) {
+			d = l.period
+			return nil
+		}
+		d = 0
+		return nil
+	})
+	return d, err
 }
 
 // addrContextKey carries clientAddr of the request in its context, for

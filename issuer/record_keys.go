@@ -16,8 +16,12 @@ type signingKey struct {
 	Alg        string    `json:"alg"`
 	PrivatePEM []byte    `json:"private_pem"` // PKCS#8
 	CreatedAt  time.Time `json:"created_at"`
-	// RetiredAt is set when a newer key takes over; the key stays published
-	// in the JWKS until RetiredAt + keyRetention.
+	// SignFrom is when the key starts signing, a delay after it is
+	// published when it replaces another; zero (keys stored before
+	// there was a delay) means CreatedAt.
+	SignFrom time.Time `json:"sign_from,omitzero"`
+	// RetiredAt is when a newer key takes over (its SignFrom); the key
+	// stays published in the JWKS until RetiredAt + keyRetention.
 	RetiredAt time.Time `json:"retired_at,omitempty"`
 }
 
@@ -36,11 +40,12 @@ func (r keyRecords) all() ([]signingKey, error) {
 	return out, err
 }
 
-// rotate makes next the current key, retiring the current ones at now;
-// they stay published for retention. Unless force, a single current key
-// of next's algorithm is kept instead, so that two instances starting on
-// the same store agree on one key. It returns the kid now current.
-func (r keyRecords) rotate(next *signingKey, force bool, now time.Time, retention time.Duration) (string, error) {
+// rotate makes next the newest key. When it replaces keys, it signs from
+// delay after now, when they retire; they stay published for retention
+// after that. The first key signs at once. Unless force, a single newest
+// key of next's algorithm is kept instead, so that two instances starting
+// on the same store agree on one key. It returns the newest kid.
+func (r keyRecords) rotate(next *signingKey, force bool, now time.Time, delay, retention time.Duration) (string, error) {
 	all, err := r.all()
 	if err != nil {
 		return "", err
@@ -54,9 +59,13 @@ func (r keyRecords) rotate(next *signingKey, force bool, now time.Time, retentio
 	if !force && len(current) == 1 && current[0].Alg == next.Alg {
 		return current[0].KID, nil
 	}
+	next.SignFrom = now
+	if len(current) > 0 {
+		next.SignFrom = now.Add(delay)
+	}
 	for _, k := range current {
-		k.RetiredAt = now
-		if err := r.t.put(k.KID, &k, now.Add(retention)); err != nil {
+		k.RetiredAt = next.SignFrom
+		if err := r.t.put(k.KID, &k, k.RetiredAt.Add(retention)); err != nil {
 			return "", err
 		}
 	}

@@ -68,11 +68,17 @@ func (r revocationRecords) each(fn func(key string, m *marker) error) error {
 	return r.t.list("", fn)
 }
 
+// topicRevocations is the store notification (store.Notifier) that the
+// revocation log grew.
+const topicRevocations = "revocations"
+
 // revocationStore is the store as the issuer uses it: when an Update that
 // wrote markers commits, they join the revocation set before Update
 // returns, so whichever path revoked (the records layer has several), the
 // revocation is effective on this instance's very next request. Other
-// instances learn of it from the log.
+// instances learn of it from the log, and on a store shared between
+// processes (store.Notifier) the transaction also notifies them on commit,
+// so that they read the log at once (WatchRevocations).
 type revocationStore struct {
 	store.Store
 	set *revocationSet
@@ -82,7 +88,13 @@ func (s revocationStore) Update(ctx context.Context, fn func(store.Tx) error) er
 	var added []logEntry
 	err := s.Store.Update(ctx, func(tx store.Tx) error {
 		added = added[:0] // fn may run again; only the last run counts
-		return fn(markerTx{tx, &added})
+		if err := fn(markerTx{tx, &added}); err != nil {
+			return err
+		}
+		if n, ok := tx.(store.Notifier); ok && len(added) > 0 {
+			return n.Notify(topicRevocations)
+		}
+		return nil
 	})
 	if err == nil && len(added) > 0 {
 		s.set.add(added)

@@ -136,13 +136,21 @@ func (i *Issuer) handleRegister(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if d := i.registrations.take(clientAddr(r), i.now()); d > 0 {
-		writeError(w, rateLimited(ErrSlowDown, d, "too many registrations from this address; retry later"))
-		return
-	}
-	if d := i.registrationsAll.take("", i.now()); d > 0 {
-		writeError(w, rateLimited(ErrSlowDown, d, "too many registrations on this server; retry later"))
-		return
+	for _, lim := range []struct {
+		l        *rateLimiter
+		key, who string
+	}{
+		{i.registrations, clientAddr(r), "from this address"},
+		{i.registrationsAll, "", "on this server"},
+	} {
+		switch d, err := lim.l.take(r.Context(), lim.key); {
+		case err != nil:
+			writeError(w, err)
+			return
+		case d > 0:
+			writeError(w, rateLimited(ErrSlowDown, d, "too many registrations "+lim.who+"; retry later"))
+			return
+		}
 	}
 	now := i.now()
 	c.Source = sourceDCR

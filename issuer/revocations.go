@@ -76,10 +76,22 @@ func (i *Issuer) RevocationsChanged() {
 
 // WatchRevocations keeps the revocation set current until ctx ends: it
 // catches up with the store every Config.RevocationResync and whenever
-// RevocationsChanged is called. Its caller owns it (caddymodule's app runs
+// RevocationsChanged is called. On a store shared between processes
+// (store.Watcher, e.g. PostgreSQL's LISTEN) it also watches for other
+// instances' revocations and catches up as each is notified, and again
+// after the watch reconnected. Its caller owns it (caddymodule's app runs
 // it for as long as the issuer serves). Without it, Revoked fails closed
 // once Config.RevocationMaxStale has passed since New.
 func (i *Issuer) WatchRevocations(ctx context.Context) {
+	if w, ok := i.backend.(store.Watcher); ok {
+		ctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			w.Watch(ctx, []string{topicRevocations}, func(string) { i.RevocationsChanged() })
+		}()
+		defer func() { cancel(); <-done }()
+	}
 	t := time.NewTicker(i.cfg.RevocationResync)
 	defer t.Stop()
 	failing := false

@@ -79,7 +79,10 @@ func (ss *sessions) ensure(w http.ResponseWriter, r *http.Request) (*session, er
 	if err != nil || s != nil {
 		return s, err
 	}
-	if d := ss.anonWrites.take(clientAddr(r), ss.now()); d > 0 {
+	switch d, err := ss.anonWrites.take(r.Context(), clientAddr(r)); {
+	case err != nil:
+		return nil, err
+	case d > 0:
 		return nil, tooManySignIns(d)
 	}
 	browser, err := randomToken(ss.rand, 16)

@@ -73,6 +73,38 @@ type Backuper interface {
 	Backup(ctx context.Context, w io.Writer) (int64, error)
 }
 
+// NoSyncUpdater is implemented by a store that can commit without waiting
+// for stable storage, which costs a networked store's commits most of
+// their time.
+type NoSyncUpdater interface {
+	// UpdateNoSync is Update, except that the commit is not durable when
+	// it returns: a crash of the store soon after may lose it. It is as
+	// atomic and serialized as Update, and other transactions see its
+	// writes once it returns. For state whose loss costs little.
+	UpdateNoSync(ctx context.Context, fn func(Tx) error) error
+}
+
+// Notifier is implemented by the Tx of a store that several processes
+// share, so that a writer can tell the others to read what it wrote.
+type Notifier interface {
+	// Notify sends a notification on topic to every Watch on the store,
+	// when and only if the transaction commits. Notifications are hints to
+	// read the store now, never the data: they may be merged, and a
+	// watcher that was disconnected misses them (Watch makes up for that).
+	Notify(topic string) error
+}
+
+// Watcher is implemented by a store that several processes share: it
+// delivers the notifications other processes' transactions sent.
+type Watcher interface {
+	// Watch calls fn(topic) for each notification on one of topics until
+	// ctx ends, then returns. It holds a connection of its own; when that
+	// is lost it reconnects with backoff, and after every (re)connection
+	// it calls fn for each topic, since notifications sent meanwhile were
+	// lost. fn runs on Watch's goroutine: it should return quickly.
+	Watch(ctx context.Context, topics []string, fn func(topic string))
+}
+
 // Tx is one transaction. It must not be used after its fn returns.
 //
 // Bucket names and keys must not be empty: an empty one is an error (not

@@ -120,6 +120,7 @@ func TestAdaptErrors(t *testing.T) {
 		{"storage postgres password around placeholder", global("storage postgres postgres://mcp:x{env.PW}@db/mcp"), "the dsn holds a password in clear"},
 		{"ttl bad duration", global("access_token_ttl soon"), `access_token_ttl "soon"`},
 		{"ttl negative", global("code_ttl -5m"), `code_ttl "-5m"`},
+		{"revocation resync bad duration", global("revocation_resync often"), `revocation_resync "often"`},
 		{"ttl missing", global("id_token_ttl"), "id_token_ttl: missing argument"},
 		{"signing alg unknown", global("signing_alg HS256"), `signing_alg "HS256"`},
 		{"flag with argument", global("require_par yes"), "require_par: takes no arguments"},

@@ -145,11 +145,22 @@ func (s *Store) View(ctx context.Context, fn func(store.Tx) error) error {
 // fn runs again in a new one, up to Options.MaxAttempts times, after
 // which Update returns an error wrapping store.ErrUnavailable.
 func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
+	return s.update(ctx, fn, true)
+}
+
+// UpdateNoSync implements store.NoSyncUpdater: Update with
+// synchronous_commit off for its transaction, so the commit does not wait
+// for the write-ahead log to be flushed.
+func (s *Store) UpdateNoSync(ctx context.Context, fn func(store.Tx) error) error {
+	return s.update(ctx, fn, false)
+}
+
+func (s *Store) update(ctx context.Context, fn func(store.Tx) error, sync bool) error {
 	if err := s.begin(ctx); err != nil {
 		return fmt.Errorf("postgres: update: %w", err)
 	}
 	for attempt := 1; ; attempt++ {
-		err := s.attempt(ctx, fn)
+		err := s.attempt(ctx, fn, sync)
 		if !retryable(err) {
 			return err
 		}
@@ -166,7 +177,7 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
 }
 
 // attempt runs fn once in its own transaction and commits it.
-func (s *Store) attempt(ctx context.Context, fn func(store.Tx) error) error {
+func (s *Store) attempt(ctx context.Context, fn func(store.Tx) error, sync bool) error {
 	if s.closed.Load() {
 		return store.ErrClosed
 	}
@@ -182,6 +193,11 @@ func (s *Store) attempt(ctx context.Context, fn func(store.Tx) error) error {
 			_ = ptx.Rollback(context.WithoutCancel(ctx))
 		}
 	}()
+	if !sync {
+		if _, err := ptx.Exec(ctx, "SET LOCAL synchronous_commit = off"); err != nil {
+			return fmt.Errorf("postgres: update: %w", err)
+		}
+	}
 	ferr := fn(t)
 	switch {
 	case retryable(t.err):
@@ -485,6 +501,9 @@ func prefixEnd(p []byte) ([]byte, bool) {
 }
 
 var (
-	_ store.Store = (*Store)(nil)
-	_ store.Tx    = (*tx)(nil)
+	_ store.Store         = (*Store)(nil)
+	_ store.Watcher       = (*Store)(nil)
+	_ store.NoSyncUpdater = (*Store)(nil)
+	_ store.Tx            = (*tx)(nil)
+	_ store.Notifier      = (*tx)(nil)
 )

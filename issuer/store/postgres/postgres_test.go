@@ -239,3 +239,48 @@ func TestOpenErrorsHidePassword(t *testing.T) {
 		}
 	}
 }
+
+// TestUpdateNoSync: UpdateNoSync is Update without waiting for the WAL
+// flush: as serialized (20 concurrent compare-and-swap increments end at
+// 20), and a failing fn writes nothing.
+func TestUpdateNoSync(t *testing.T) {
+	s := open(t, pgtest.NewDatabase(t), postgres.Options{})
+	ctx := context.Background()
+	const workers = 20
+	errs := make(chan error, workers)
+	for range workers {
+		go func() {
+			errs <- s.UpdateNoSync(ctx, func(tx store.Tx) error {
+				v, err := tx.Get("b", "n")
+				if err != nil && !errors.Is(err, store.ErrNotFound) {
+					return err
+				}
+				return tx.Put("b", "n", append(v, 'x'), time.Time{})
+			})
+		}()
+	}
+	for range workers {
+		if err := <-errs; err != nil {
+			t.Fatalf("UpdateNoSync(increment) = %v", err)
+		}
+	}
+	errFail := errors.New("fail")
+	if err := s.UpdateNoSync(ctx, func(tx store.Tx) error {
+		if err := tx.Put("b", "n", nil, time.Time{}); err != nil {
+			return err
+		}
+		return errFail
+	}); !errors.Is(err, errFail) {
+		t.Fatalf("UpdateNoSync(failing) = %v, want %v", err, errFail)
+	}
+	err := s.View(ctx, func(tx store.Tx) error {
+		v, err := tx.Get("b", "n")
+		if err == nil && len(v) != workers {
+			t.Errorf("value after %d increments and a failed Update = %d bytes, want %d", workers, len(v), workers)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,274 @@
+package issuer
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres/pgtest"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
+)
+
+// clusterEnvs starts n issuers on one new PostgreSQL database, each with
+// a store (a connection pool) of its own, as separate processes have,
+// and one fixed clock. It returns them and the database's DSN.
+func clusterEnvs(t *testing.T, n int, opts ...envOption) ([]*testEnv, string) {
+	t.Helper()
+	dsn := pgtest.NewDatabase(t)
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	envs := make([]*testEnv, n)
+	for k := range envs {
+		st, err := postgres.Open(t.Context(), dsn, postgres.Options{Now: clock.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = st.Close() })
+		envs[k] = newTokEnvStore(t, st, clock, opts...)
+	}
+	return envs, dsn
+}
+
+// watchRevocations runs iss.WatchRevocations until the test ends.
+func watchRevocations(t *testing.T, iss *Issuer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); iss.WatchRevocations(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// onlyNotified leaves an instance nothing but store notifications to
+// learn of other instances' revocations in a test's time.
+func onlyNotified(c *Config) {
+	c.RevocationResync, c.RevocationMaxStale = time.Hour, 2*time.Hour
+}
+
+// clientTokenOf is a client credentials access token from e, with its
+// jti and grant id.
+func clientTokenOf(t *testing.T, e *testEnv) (tok, jti, gid string) {
+	t.Helper()
+	a := e.post(t, pathToken, url.Values{"grant_type": {"client_credentials"}, "resource": {tResource}}, tConf+":"+tSecret)
+	if a.status != 200 {
+		t.Fatalf("client credentials = %d %s", a.status, a.raw)
+	}
+	tok = a.str("access_token")
+	_, c := claimsOf(t, tok)
+	return tok, c["jti"].(string), c["gid"].(string)
+}
+
+// revokeAndWait revokes tok on a (RFC 7009) and returns how long after
+// the request was sent b's Revoked refused it; it fails t after within.
+func revokeAndWait(t *testing.T, a, b *testEnv, tok, jti, gid string, within time.Duration) time.Duration {
+	t.Helper()
+	if got, err := b.iss.Revoked(t.Context(), jti, gid); got || err != nil {
+		t.Fatalf("B: Revoked(fresh token) = %v, %v, want false, nil", got, err)
+	}
+	start := time.Now()
+	if r := a.post(t, pathRevoke, url.Values{"token": {tok}}, tConf+":"+tSecret); r.status != 200 {
+		t.Fatalf("revoke on A = %d %s", r.status, r.raw)
+	}
+	return waitRevoked(t, b.iss, jti, gid, start, within)
+}
+
+// TestRevocationNotifiedAcrossInstances measures how soon a revocation on
+// A is refused by B's Revoked (what B's gateways ask) on PostgreSQL: B
+// catches up when A's NOTIFY arrives, its periodic resync being an hour
+// away. The delay is measured from sending the revocation to A.
+func TestRevocationNotifiedAcrossInstances(t *testing.T) {
+	envs, _ := clusterEnvs(t, 2, onlyNotified)
+	a, b := envs[0], envs[1]
+	watchRevocations(t, b.iss)
+	const n = 100
+	delays := make([]time.Duration, n)
+	for k := range delays {
+		tok, jti, gid := clientTokenOf(t, a)
+		delays[k] = revokeAndWait(t, a, b, tok, jti, gid, 5*time.Second)
+	}
+	slices.Sort(delays)
+	median, worst := delays[n/2], delays[n-1]
+	t.Logf("revocation on A refused by B over %d revocations: median %s, max %s", n, median, worst)
+	if worst >= time.Second {
+		t.Errorf("slowest revocation reached B after %s, want under 1s", worst)
+	}
+}
+
+// TestRevocationNotifyAfterListenLost kills B's LISTEN connection
+// (pg_terminate_backend, as a database restart or a network cut does):
+// a revocation committed while B is not listening reaches B when it has
+// reconnected (it catches up then), and later ones are notified again.
+func TestRevocationNotifyAfterListenLost(t *testing.T) {
+	envs, dsn := clusterEnvs(t, 2, onlyNotified)
+	a, b := envs[0], envs[1]
+	srv := pgtest.Shared(t)
+	listener := func() string {
+		t.Helper()
+		pid, err := srv.Psql(dsn, fmt.Sprintf(`SELECT pid FROM pg_stat_activity
+			WHERE datname = current_database() AND application_name = '%s'`, postgres.ListenApplicationName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pid
+	}
+	waitListener := func(not string) string {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if pid := listener(); pid != "" && pid != not {
+				return pid
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("B does not listen")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	watchRevocations(t, b.iss)
+	pid := waitListener("")
+	tok, jti, gid := clientTokenOf(t, a)
+	if _, err := srv.Psql(dsn, "SELECT pg_terminate_backend("+pid+")"); err != nil {
+		t.Fatal(err)
+	}
+	d := revokeAndWait(t, a, b, tok, jti, gid, 5*time.Second)
+	t.Logf("revoked while B's LISTEN connection was down: refused by B after %s", d)
+	waitListener(pid)
+	tok, jti, gid = clientTokenOf(t, a)
+	if d := revokeAndWait(t, a, b, tok, jti, gid, 5*time.Second); d >= time.Second {
+		t.Errorf("revocation after B reconnected reached B after %s, want under 1s", d)
+	}
+}
+
+// verifiedBy checks tok's signature with the key e's verification finds
+// for its kid, as e's gateways do.
+func verifiedBy(t *testing.T, e *testEnv, tok string) error {
+	t.Helper()
+	_, err := jwt.Parse(tok, func(tk *jwt.Token) (any, error) {
+		kid, _ := tk.Header["kid"].(string)
+		return e.iss.PublicKey(t.Context(), kid)
+	}, jwt.WithValidMethods(signingAlgs), jwt.WithTimeFunc(e.clock.Now))
+	return err
+}
+
+// TestKeyRotationAcrossInstances: a key rotated on A is in B's JWKS and
+// accepted by B's verification within keyReload (5 s), and no instance
+// signs with it before keyPublishDelay (10 s, what the README says); from
+// then on both sign with it and verify each other's tokens, and tokens of
+// the old key still verify on both.
+func TestKeyRotationAcrossInstances(t *testing.T) {
+	if keyPublishDelay != 10*time.Second || keyReload != 5*time.Second {
+		t.Fatalf("keyPublishDelay %s, keyReload %s: the README says 10 s and 5 s", keyPublishDelay, keyReload)
+	}
+	envs, _ := clusterEnvs(t, 2)
+	a, b := envs[0], envs[1]
+	old := a.clientToken(t)
+	oldKid := a.signedWith(t)
+	kid, err := a.iss.RotateSigningKey(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.clock.Advance(keyReload)
+	if keys, _ := b.jwksOf(t); !slices.Contains(kids(keys), kid) {
+		t.Fatalf("B's JWKS %s after the rotation on A = %v, want %s in it", keyReload, kids(keys), kid)
+	}
+	if _, err := b.iss.PublicKey(t.Context(), kid); err != nil {
+		t.Fatalf("B: PublicKey(new kid) %s after the rotation = %v", keyReload, err)
+	}
+	b.clock.Advance(keyPublishDelay - keyReload - time.Nanosecond)
+	for name, e := range map[string]*testEnv{"A": a, "B": b} {
+		if got := e.signedWith(t); got != oldKid {
+			t.Errorf("%s signs with %s just before keyPublishDelay, want the old key %s", name, got, oldKid)
+		}
+	}
+	b.clock.Advance(time.Nanosecond)
+	fromA, fromB := a.clientToken(t), b.clientToken(t)
+	for _, tt := range []struct {
+		name     string
+		tok      string
+		verifier *testEnv
+		kid      string
+	}{
+		{"A's new token at B", fromA, b, kid},
+		{"B's new token at A", fromB, a, kid},
+		{"old token at B", old, b, oldKid},
+		{"old token at A", old, a, oldKid},
+	} {
+		if h, _ := claimsOf(t, tt.tok); h["kid"] != tt.kid {
+			t.Errorf("%s: kid %v, want %s", tt.name, h["kid"], tt.kid)
+		}
+		if err := verifiedBy(t, tt.verifier, tt.tok); err != nil {
+			t.Errorf("%s: verification = %v", tt.name, err)
+		}
+	}
+}
+
+// TestLimitsSharedAcrossInstances: two issuers on one PostgreSQL database
+// draw on one brute-force budget and one registration budget, so adding
+// instances does not multiply an attacker's: failures alternated between
+// A and B block the pair after limitFreePair in all, on both, and
+// registrations alternated between them stop after registrationBurst in
+// all; a refusal writes nothing, and what is written expires.
+func TestLimitsSharedAcrossInstances(t *testing.T) {
+	envs, dsn := clusterEnvs(t, 2)
+	a, b := envs[0], envs[1]
+	both := []*testEnv{a, b}
+	const attacker = "203.0.113.9:4000"
+	guess := ccForm(url.Values{"client_id": {tConf}, "client_secret": {"wrong"}})
+	for n := range limitFreePair + 1 {
+		if w := both[n%2].postFrom(attacker, pathToken, guess); w.Code != http.StatusUnauthorized {
+			t.Fatalf("failure %d, on %s = %d %s, want 401", n+1, "AB"[n%2:n%2+1], w.Code, w.Body)
+		}
+	}
+	right := ccForm(url.Values{"client_id": {tConf}, "client_secret": {tSecret}})
+	for k, e := range both {
+		if w := e.postFrom(attacker, pathToken, right); w.Code != http.StatusTooManyRequests {
+			t.Errorf("%s after %d failures split over A and B = %d %s, want 429", "AB"[k:k+1], limitFreePair+1, w.Code, w.Body)
+		}
+	}
+
+	const body = `{"client_name":"CLI","redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"none"}`
+	const registrant = "198.51.100.7:1000"
+	for n := range registrationBurst {
+		if w := registerFrom(both[n%2].iss, registrant, body); w.Code != http.StatusCreated {
+			t.Fatalf("registration %d = %d %s, want 201", n+1, w.Code, w.Body)
+		}
+	}
+	rows := func() string {
+		t.Helper()
+		n, err := pgtest.Shared(t).Psql(dsn, `SELECT count(*) FROM mcp_auth_entries WHERE bucket = 'limits'::bytea`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// pair, account, address; and the registrant's and the global bucket
+	before := rows()
+	if before != "5" {
+		t.Errorf("limit counters stored = %s, want 5 (one per key)", before)
+	}
+	for k, e := range both {
+		if w := registerFrom(e.iss, registrant, body); w.Code != http.StatusTooManyRequests {
+			t.Errorf("registration on %s past the burst over A and B = %d %s, want 429", "AB"[k:k+1], w.Code, w.Body)
+		}
+	}
+	if after := rows(); after != before {
+		t.Errorf("limit counters after refusals = %s, want %s", after, before)
+	}
+	if n := a.count(bucketClients); n != registrationBurst {
+		t.Errorf("registered clients = %d, want %d", n, registrationBurst)
+	}
+
+	// Counters expire once they no longer matter, and Purge reclaims them.
+	a.clock.Advance(24 * time.Hour)
+	if _, err := a.store.Purge(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := rows(); got != "0" {
+		t.Errorf("limit counters a day later, purged = %s, want 0", got)
+	}
+}

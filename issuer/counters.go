@@ -1,0 +1,164 @@
+package issuer
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+// counter is an abuse limiter's state under one key (ratelimit.go): a
+// failure score or a token bucket's tokens (N), as of At, and for a score
+// the end of its block.
+type counter struct {
+	N     float64   `json:"n"`
+	At    time.Time `json:"at"`
+	Until time.Time `json:"until,omitzero"`
+}
+
+// counters hold the limiters' counters, each until it expires. Where
+// depends on who else draws on the same budget: a store that other
+// instances share (store.Watcher) holds them (storeCounters), so that
+// adding instances does not multiply an attacker's budget; otherwise
+// this process's memory does (memCounters), which costs no store write.
+type counters interface {
+	// run runs fn atomically on the counters: what it reads and, with
+	// write, what it puts and deletes form one transaction, kept once fn
+	// returns nil. fn may run more than once (store.Store.Update).
+	run(ctx context.Context, write bool, fn func(counterTx) error) error
+}
+
+// counterTx is one run's view of the counters.
+type counterTx interface {
+	// get returns key's counter, if it has a live one.
+	get(key string) (counter, bool)
+	// put keeps c under key until expires. It reports false when a
+	// memory bound refused a new key (nothing is kept then).
+	put(key string, c counter, expires time.Time) bool
+	del(key string)
+}
+
+// countersFor returns the counters of one limiter, named by prefix, for a
+// store: in it when other instances share it, else nil (the limiter keeps
+// them in memory).
+func countersFor(st store.Store, prefix string) counters {
+	if _, shared := st.(store.Watcher); shared {
+		return storeCounters{st, prefix}
+	}
+	return nil
+}
+
+// memCounters are counters in memory, at most max of them.
+type memCounters struct {
+	now func() time.Time
+	max int
+	mu  sync.Mutex
+	m   map[string]memCounter
+}
+
+type memCounter struct {
+	c       counter
+	expires time.Time
+}
+
+func newMemCounters(now func() time.Time, max int) *memCounters {
+	return &memCounters{now: now, max: max, m: make(map[string]memCounter)}
+}
+
+func (mc *memCounters) run(_ context.Context, _ bool, fn func(counterTx) error) error {
+	mc.mu.Lock()
+	defer mc.mu.Unlock()
+	return fn(memCounterTx{mc, mc.now()})
+}
+
+type memCounterTx struct {
+	mc  *memCounters
+	now time.Time
+}
+
+func (t memCounterTx) get(key string) (counter, bool) {
+	e, ok := t.mc.m[key]
+	if !ok || !t.now.Before(e.expires) {
+		return counter{}, false
+	}
+	return e.c, true
+}
+
+func (t memCounterTx) put(key string, c counter, expires time.Time) bool {
+	m := t.mc.m
+	if _, ok := m[key]; !ok && len(m) >= t.mc.max {
+		for k, e := range m {
+			if !t.now.Before(e.expires) {
+				delete(m, k)
+			}
+		}
+		if len(m) >= t.mc.max {
+			return false
+		}
+	}
+	m[key] = memCounter{c, expires}
+	return true
+}
+
+func (t memCounterTx) del(key string) { delete(t.mc.m, key) }
+
+// storeCounters are counters in the store (record_limits.go), their keys
+// prefixed with the limiter's name. The store purges expired ones. Their
+// writes do not wait for stable storage where the store allows it
+// (store.NoSyncUpdater): a database crash may forget the last moments'
+// counts, which costs less than a durable commit on every credential
+// check.
+type storeCounters struct {
+	st     store.Store
+	prefix string
+}
+
+func (sc storeCounters) run(ctx context.Context, write bool, fn func(counterTx) error) error {
+	run := sc.st.View
+	if write {
+		run = sc.st.Update
+		if ns, ok := sc.st.(store.NoSyncUpdater); ok {
+			run = ns.UpdateNoSync
+		}
+	}
+	return run(ctx, func(tx store.Tx) error {
+		t := &storeCounterTx{limitsIn(tx), sc.prefix, nil}
+		if err := fn(t); err != nil {
+			return err
+		}
+		return t.err
+	})
+}
+
+// storeCounterTx keeps the first store error, which fails the run.
+type storeCounterTx struct {
+	r      limitRecords
+	prefix string
+	err    error
+}
+
+func (t *storeCounterTx) get(key string) (counter, bool) {
+	if t.err != nil {
+		return counter{}, false
+	}
+	c, err := t.r.get(t.prefix + key)
+	if err != nil {
+		t.err = ignoreNotFound(err)
+		return counter{}, false
+	}
+	return *c, true
+}
+
+func (t *storeCounterTx) put(key string, c counter, expires time.Time) bool {
+	if t.err == nil {
+		t.err = t.r.put(t.prefix+key, &c, expires)
+	}
+	return true
+}
+
+func (t *storeCounterTx) del(key string) {
+	if t.err == nil {
+		t.err = t.r.del(t.prefix + key)
+	}
+}
