@@ -46,6 +46,12 @@ type App struct {
 	CodeTTL         caddy.Duration `json:"code_ttl,omitempty"`
 	IDTokenTTL      caddy.Duration `json:"id_token_ttl,omitempty"`
 
+	// RevocationMaxStale is how long the gateways of this instance go on
+	// answering from the revocations they hold when the store cannot be
+	// read (a database outage); past it they refuse every request with
+	// 503. Default 30s; at least 2s (twice the resync interval).
+	RevocationMaxStale caddy.Duration `json:"revocation_max_stale,omitempty"`
+
 	// SigningAlg is ES256 (default), RS256 or EdDSA.
 	SigningAlg string `json:"signing_alg,omitempty"`
 
@@ -244,6 +250,7 @@ func (a *App) issuerConfig() (issuer.Config, error) {
 		RefreshTokenTTL:     time.Duration(a.RefreshTokenTTL),
 		CodeTTL:             time.Duration(a.CodeTTL),
 		IDTokenTTL:          time.Duration(a.IDTokenTTL),
+		RevocationMaxStale:  time.Duration(a.RevocationMaxStale),
 		SigningAlg:          a.SigningAlg,
 		RequirePAR:          a.RequirePAR,
 		DPoPNonce:           a.DPoPNonce,

@@ -42,6 +42,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		refresh_token_ttl <duration>
 //		code_ttl <duration>
 //		id_token_ttl <duration>
+//		revocation_max_stale <duration>
 //		signing_alg ES256|RS256|EdDSA
 //		require_par
 //		dpop_nonce
@@ -134,6 +135,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = durationArg(d, &a.CodeTTL)
 		case "id_token_ttl":
 			err = durationArg(d, &a.IDTokenTTL)
+		case "revocation_max_stale":
+			err = durationArg(d, &a.RevocationMaxStale)
 		case "signing_alg":
 			err = oneArg(d, &a.SigningAlg)
 			if err == nil && a.SigningAlg != "ES256" && a.SigningAlg != "RS256" && a.SigningAlg != "EdDSA" {

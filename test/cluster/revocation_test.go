@@ -19,7 +19,7 @@ import (
 // winner's new refresh token is refused too, and so is its access token at
 // both gateways).
 func TestRefreshRace(t *testing.T) {
-	c := setup(t)
+	c := shared.get(t)
 	ctx := ctxTimeout(t, 90*time.Second)
 	r := robot(c.a)
 	const rounds = 20
@@ -94,7 +94,7 @@ func TestRefreshRace(t *testing.T) {
 // (issuer.DefaultRevocationResync), so the bound here is that second plus
 // scheduling slack on a loaded machine.
 func TestRevocationDelay(t *testing.T) {
-	c := setup(t)
+	c := shared.get(t)
 	ctx := ctxTimeout(t, 120*time.Second)
 	const (
 		grants  = 100
