@@ -10,15 +10,17 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -290,48 +292,89 @@ func (p pinned) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 // balancer is a round-robin reverse proxy: every request goes to the
-// other instance than the one before.
+// other instance than the one before. It keeps a log of what it served.
 type balancer struct {
 	backends []string
-	next     atomic.Uint64
 	proxy    *httputil.ReverseProxy
 
-	mu     sync.Mutex
-	served map[string]int // requests per backend
+	mu  sync.Mutex
+	log []served
+}
+
+// served is one request the balancer passed on.
+type served struct {
+	backend      string
+	method, path string
+	status       int // 0 until the backend answered
 }
 
 type backendKey struct{}
 
 func newBalancer(backends ...string) *balancer {
-	b := &balancer{backends: backends, served: map[string]int{}}
+	b := &balancer{backends: backends}
 	b.proxy = &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
 			r.SetURL(&url.URL{Scheme: "http", Host: r.In.Context().Value(backendKey{}).(string)})
 			r.Out.Host = r.In.Host
 		},
 		FlushInterval: -1, // event streams pass at once
+		// A client closing an event stream is no failure; a failure to
+		// reach a backend shows in the log as 502.
+		ErrorLog: log.New(io.Discard, "", 0),
 	}
 	return b
 }
 
 func (b *balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	backend := b.backends[(b.next.Add(1)-1)%uint64(len(b.backends))]
 	b.mu.Lock()
-	b.served[backend]++
+	i := len(b.log)
+	backend := b.backends[i%len(b.backends)]
+	b.log = append(b.log, served{backend: backend, method: r.Method, path: r.URL.Path})
 	b.mu.Unlock()
-	b.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), backendKey{}, backend)))
+	b.proxy.ServeHTTP(&statusWriter{ResponseWriter: w, b: b, i: i}, r.WithContext(context.WithValue(r.Context(), backendKey{}, backend)))
 }
 
-// counts returns the requests each backend served so far.
-func (b *balancer) counts() map[string]int {
+// since returns the log from entry n on.
+func (b *balancer) since(n int) []served {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	out := map[string]int{}
-	for k, v := range b.served {
-		out[k] = v
-	}
-	return out
+	return slices.Clone(b.log[n:])
 }
+
+// served returns how many requests the balancer has passed on.
+func (b *balancer) served() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.log)
+}
+
+// statusWriter notes the status of log entry i.
+type statusWriter struct {
+	http.ResponseWriter
+	b *balancer
+	i int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.note(code)
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	w.note(http.StatusOK) // a Write without WriteHeader, as net/http does
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *statusWriter) note(code int) {
+	w.b.mu.Lock()
+	defer w.b.mu.Unlock()
+	if w.b.log[w.i].status == 0 {
+		w.b.log[w.i].status = code
+	}
+}
+
+// Unwrap lets the proxy flush event streams through the writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // with returns ctx whose oauth2 requests go through client.
 func with(ctx context.Context, client *http.Client) context.Context {
@@ -375,8 +418,14 @@ func (c *cluster) code(ctx context.Context, t *testing.T, r *harness.Robot, ar h
 // redeems the code at redeem: a token with a refresh token.
 func (c *cluster) grant(ctx context.Context, t *testing.T, r *harness.Robot, redeem *instance) *oauth2.Token {
 	t.Helper()
+	return c.grantFor(ctx, t, r, redeem, c.modern)
+}
+
+// grantFor is grant for another resource.
+func (c *cluster) grantFor(ctx context.Context, t *testing.T, r *harness.Robot, redeem *instance, resource string) *oauth2.Token {
+	t.Helper()
 	cfg := c.oauthConfig(scopeRead, "offline_access")
-	ar := harness.NewAuthRequest(cfg, c.modern)
+	ar := harness.NewAuthRequest(cfg, resource)
 	tok, err := ar.Exchange(with(ctx, redeem.client), cfg, c.code(ctx, t, r, ar))
 	if err != nil || tok.RefreshToken == "" {
 		t.Fatalf("redeem code at %s = %v, %v; want tokens with a refresh token", redeem.name, tok, err)
