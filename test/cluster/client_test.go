@@ -133,29 +133,29 @@ func TestOneClientAlternately(t *testing.T) {
 		}
 	}
 
-	log := c.lb.since(first)
+	trail := c.lb.since(first)
 	perInstance := map[string]int{}
 	mcpAt := map[string]int{}
 	refused := 0
-	for i, e := range log {
+	for i, e := range trail {
 		perInstance[e.backend]++
-		if i > 0 && e.backend == log[i-1].backend {
-			t.Errorf("requests %d and %d (%s %s, %s %s) both went to %s", i-1, i, log[i-1].method, log[i-1].path, e.method, e.path, e.backend)
+		if i > 0 && e.backend == trail[i-1].backend {
+			t.Errorf("requests %d and %d (%s %s, %s %s) both went to %s", i-1, i, trail[i-1].method, trail[i-1].path, e.method, e.path, e.backend)
 		}
-		mcp := e.path == "/mcp"
+		isMCP := e.path == "/mcp"
 		switch {
 		case first+i >= revoked:
-			if mcp && e.status != http.StatusUnauthorized {
+			if isMCP && e.status != http.StatusUnauthorized {
 				t.Errorf("%s %s at %s after the revocation = %d, want 401", e.method, e.path, e.backend, e.status)
 			}
-			if mcp {
+			if isMCP {
 				refused++
 			}
-		case mcp && e.status == http.StatusUnauthorized && i == 0:
+		case isMCP && e.status == http.StatusUnauthorized && i == 0:
 			// The client's first request, without a token, starts the login.
 		case e.status == 0 || e.status >= 400:
 			t.Errorf("%s %s at %s = %d, want success", e.method, e.path, e.backend, e.status)
-		case mcp:
+		case isMCP:
 			mcpAt[e.backend]++
 		}
 	}
@@ -166,7 +166,7 @@ func TestOneClientAlternately(t *testing.T) {
 		t.Errorf("requests per instance: A %d (%d MCP), B %d (%d MCP); want alternation, MCP requests at both", perInstance[c.a.addr], mcpAt[c.a.addr], perInstance[c.b.addr], mcpAt[c.b.addr])
 	}
 	t.Logf("one SDK client through the balancer, every request to the other instance: %d requests (A %d, B %d; MCP session requests A %d, B %d, all answered), login, 8 tool calls and 2 lists in one session, a refresh; after the revocation %d of its requests refused with 401, and both instances refuse the session's calls",
-		len(log), perInstance[c.a.addr], perInstance[c.b.addr], mcpAt[c.a.addr], mcpAt[c.b.addr], refused)
+		len(trail), perInstance[c.a.addr], perInstance[c.b.addr], mcpAt[c.a.addr], mcpAt[c.b.addr], refused)
 }
 
 var errLoginOff = errors.New("no login expected now")
