@@ -26,13 +26,7 @@ func RawToolCall(ctx context.Context, client *http.Client, resource, token, tool
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	return resp, string(b), err
+	return send(client, req)
 }
 
 // SessionPost posts one JSON-RPC message of the 2025-11-25 revision to
@@ -52,6 +46,11 @@ func SessionPost(ctx context.Context, client *http.Client, resource, token, sess
 		req.Header.Set("Mcp-Session-Id", session)
 		req.Header.Set("MCP-Protocol-Version", "2025-11-25")
 	}
+	return send(client, req)
+}
+
+// send sends req and returns the response with its body read.
+func send(client *http.Client, req *http.Request) (*http.Response, string, error) {
 	resp, err := client.Do(req)
 	if err != nil {
 		return nil, "", err
