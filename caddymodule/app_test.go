@@ -100,6 +100,7 @@ func TestIssuerConfig(t *testing.T) {
 		{"minimal", App{IssuerURL: "https://a.example"}, ""},
 		{"no issuer", App{}, "issuer URL is required"},
 		{"bad alg", App{IssuerURL: "https://a.example", SigningAlg: "HS256"}, `signing_alg "HS256"`},
+		{"revocation_max_stale", App{IssuerURL: "https://a.example", RevocationMaxStale: caddy.Duration(5 * time.Second)}, ""},
 		{"negative min_password_length", App{IssuerURL: "https://a.example", MinPasswordLength: -1}, "min_password_length -1"},
 		{"env user hash", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: "{env.TEST_USER_HASH}"}}}, ""},
 		{"unset env user hash", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: "{env.TEST_NOT_SET}"}}}, `user "u": password hash: {env.TEST_NOT_SET} resolves to nothing`},
@@ -124,6 +125,27 @@ func TestIssuerConfig(t *testing.T) {
 				t.Fatalf("issuerConfig() error = %v, want it to contain %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestRevocationMaxStaleTiming: a revocation_max_stale the catch-ups
+// cannot keep ahead of (under twice the resync interval) is a load error.
+func TestRevocationMaxStaleTiming(t *testing.T) {
+	for _, tt := range []struct {
+		stale   time.Duration
+		wantErr string
+	}{
+		{time.Second, "revocation max stale 1s: must be at least twice the resync interval 1s"},
+		{2 * time.Second, ""},
+		{0, ""}, // the default
+	} {
+		cfg, err := (&App{IssuerURL: "https://a.example", RevocationMaxStale: caddy.Duration(tt.stale)}).issuerConfig()
+		if err == nil {
+			err = issuer.CheckConfig(cfg)
+		}
+		if (err == nil) != (tt.wantErr == "") || err != nil && !strings.Contains(err.Error(), tt.wantErr) {
+			t.Errorf("revocation_max_stale %v: error = %v, want %q", tt.stale, err, tt.wantErr)
+		}
 	}
 }
 

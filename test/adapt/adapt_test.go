@@ -144,6 +144,8 @@ func TestAdaptErrors(t *testing.T) {
 		{"client introspect argument", global("client c {\n\t\t\tintrospect yes\n\t\t}"), "introspect: takes no arguments"},
 		{"agent unknown subdirective", global("agent a {\n\t\t\towner x\n\t\t}"), `unrecognized agent subdirective "owner"`},
 		{"agent bad max_depth", global("agent a {\n\t\t\tmax_depth deep\n\t\t}"), `max_depth "deep"`},
+		{"revocation_max_stale zero", global("revocation_max_stale 0s"), `revocation_max_stale "0s": want a positive duration`},
+		{"revocation_max_stale without value", global("revocation_max_stale"), "revocation_max_stale: missing argument"},
 		{"bad min_password_length", global("min_password_length -3"), `min_password_length "-3"`},
 		{"min_password_length without value", global("min_password_length"), "min_password_length: missing argument"},
 		{"resource missing url", global("resource"), "resource: missing argument"},

@@ -10,15 +10,17 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,9 +33,10 @@ import (
 )
 
 const (
-	username = "alice"
-	password = "cluster test password, never logged"
-	clientID = "app"
+	username  = "alice"
+	otherUser = "bob"
+	password  = "cluster test password, never logged"
+	clientID  = "app"
 	// A non-loopback redirect URI: the issuer remembers consent for it.
 	redirectURI = "https://app.example.com/cb"
 	scopeRead   = "notes:read"
@@ -42,7 +45,82 @@ const (
 // caddyBin is the binary TestMain builds.
 var caddyBin string
 
-func TestMain(m *testing.M) { os.Exit(harness.RunWithCaddy(m, &caddyBin, pgtest.Run)) }
+func TestMain(m *testing.M) {
+	os.Exit(harness.RunWithCaddy(m, &caddyBin, func(m *testing.M) int {
+		defer shared.stop()
+		return pgtest.Run(m)
+	}))
+}
+
+// shared is the cluster the tests that do not disturb the others use:
+// starting two Caddy processes per test would cost most of the package's
+// time.
+var shared sharedCluster
+
+type sharedCluster struct {
+	once sync.Once
+	c    *cluster
+	life *lifetime
+}
+
+// get returns the shared cluster, starting it in the first test that asks.
+func (s *sharedCluster) get(t *testing.T) *cluster {
+	t.Helper()
+	pgtest.Shared(t) // skips here, not in once.Do, without PostgreSQL
+	s.once.Do(func() {
+		s.life = &lifetime{TB: t}
+		s.c = setup(s.life, options{})
+	})
+	if s.c == nil {
+		t.Fatal("the shared cluster did not start (see the first test)")
+	}
+	s.c.logOnFailure(t)
+	return s.c
+}
+
+func (s *sharedCluster) stop() {
+	if s.life != nil {
+		s.life.end()
+	}
+}
+
+// lifetime is the t a shared cluster is set up with: the first test's,
+// for failing, but whose cleanups and temporary directories last until
+// TestMain ends.
+type lifetime struct {
+	testing.TB
+	mu       sync.Mutex
+	cleanups []func()
+	dirs     []string
+}
+
+func (l *lifetime) Cleanup(f func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.cleanups = append(l.cleanups, f)
+}
+
+func (l *lifetime) TempDir() string {
+	dir, err := os.MkdirTemp("", "cluster")
+	if err != nil {
+		l.Fatal(err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.dirs = append(l.dirs, dir)
+	return dir
+}
+
+func (l *lifetime) end() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := len(l.cleanups) - 1; i >= 0; i-- {
+		l.cleanups[i]()
+	}
+	for _, d := range l.dirs {
+		_ = os.RemoveAll(d)
+	}
+}
 
 // instance is one Caddy process of the cluster.
 type instance struct {
@@ -72,7 +150,11 @@ type cluster struct {
 
 // caddyfile is one instance's configuration: every instance has the same
 // but for its own listen and admin addresses.
-func caddyfile(adminPort, port int, issuer, hash, legacyUp, modernUp string) string {
+func caddyfile(adminPort, port int, issuer, hash, legacyUp, modernUp string, o options) string {
+	maxStale := ""
+	if o.maxStale != 0 {
+		maxStale = "revocation_max_stale " + o.maxStale.String()
+	}
 	return fmt.Sprintf(`{
 	admin 127.0.0.1:%[1]d
 	persist_config off
@@ -82,7 +164,11 @@ func caddyfile(adminPort, port int, issuer, hash, legacyUp, modernUp string) str
 	mcp_auth {
 		issuer %[3]s
 		storage postgres {env.MCP_AUTH_DSN}
+		%[10]s
 		user %[4]s %[5]s {
+			groups users
+		}
+		user %[11]s %[5]s {
 			groups users
 		}
 		group users {
@@ -119,10 +205,17 @@ http://:%[2]d {
 		reverse_proxy %[9]s
 	}
 }
-`, adminPort, port, issuer, username, hash, clientID, redirectURI, legacyUp, modernUp)
+`, adminPort, port, issuer, username, hash, clientID, redirectURI, legacyUp, modernUp, maxStale, otherUser)
 }
 
-func setup(t *testing.T) *cluster {
+// options are what a cluster's configuration may differ in.
+type options struct {
+	maxStale time.Duration // revocation_max_stale; 0: the default
+}
+
+// setup starts a cluster on a database of its own; most tests use the
+// shared one (shared.get) instead.
+func setup(t testing.TB, o options) *cluster {
 	t.Helper()
 	c := &cluster{db: pgtest.Shared(t), dsn: pgtest.NewDatabase(t)}
 	legacy := httptest.NewServer(mcpdemo.Handler())
@@ -144,7 +237,7 @@ func setup(t *testing.T) *cluster {
 		e := harness.NewEnv(t, caddyBin)
 		e.Vars = append(e.Vars, "MCP_AUTH_DSN="+c.dsn)
 		config := e.Write(t, "Caddyfile", caddyfile(adminPort, port, c.issuer, hash,
-			legacy.Listener.Addr().String(), modern.Listener.Addr().String()))
+			legacy.Listener.Addr().String(), modern.Listener.Addr().String(), o))
 		in := &instance{name: name, addr: fmt.Sprintf("127.0.0.1:%d", port), admin: fmt.Sprintf("http://127.0.0.1:%d", adminPort)}
 		in.client = &http.Client{Transport: pinned{in.addr}}
 		in.proc = e.Run(t, config, "http://"+in.addr+"/.well-known/oauth-authorization-server")
@@ -168,12 +261,17 @@ func setup(t *testing.T) *cluster {
 	}
 	doJSON(ctx, t, http.DefaultClient, http.MethodGet, c.issuer+"/.well-known/oauth-authorization-server", nil, &more)
 	c.par, c.jwks = more.PAR, more.JWKS
+	c.logOnFailure(t)
+	return c
+}
+
+// logOnFailure shows both instances' output if t fails.
+func (c *cluster) logOnFailure(t testing.TB) {
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("caddy A:\n%s\ncaddy B:\n%s", c.a.proc.Output(), c.b.proc.Output())
 		}
 	})
-	return c
 }
 
 // pinned sends a request to one instance, keeping the URL's host (the
@@ -194,48 +292,89 @@ func (p pinned) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 // balancer is a round-robin reverse proxy: every request goes to the
-// other instance than the one before.
+// other instance than the one before. It keeps a log of what it served.
 type balancer struct {
 	backends []string
-	next     atomic.Uint64
 	proxy    *httputil.ReverseProxy
 
-	mu     sync.Mutex
-	served map[string]int // requests per backend
+	mu  sync.Mutex
+	log []served
+}
+
+// served is one request the balancer passed on.
+type served struct {
+	backend      string
+	method, path string
+	status       int // 0 until the backend answered
 }
 
 type backendKey struct{}
 
 func newBalancer(backends ...string) *balancer {
-	b := &balancer{backends: backends, served: map[string]int{}}
+	b := &balancer{backends: backends}
 	b.proxy = &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
 			r.SetURL(&url.URL{Scheme: "http", Host: r.In.Context().Value(backendKey{}).(string)})
 			r.Out.Host = r.In.Host
 		},
 		FlushInterval: -1, // event streams pass at once
+		// A client closing an event stream is no failure; a failure to
+		// reach a backend shows in the log as 502.
+		ErrorLog: log.New(io.Discard, "", 0),
 	}
 	return b
 }
 
 func (b *balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	backend := b.backends[(b.next.Add(1)-1)%uint64(len(b.backends))]
 	b.mu.Lock()
-	b.served[backend]++
+	i := len(b.log)
+	backend := b.backends[i%len(b.backends)]
+	b.log = append(b.log, served{backend: backend, method: r.Method, path: r.URL.Path})
 	b.mu.Unlock()
-	b.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), backendKey{}, backend)))
+	b.proxy.ServeHTTP(&statusWriter{ResponseWriter: w, b: b, i: i}, r.WithContext(context.WithValue(r.Context(), backendKey{}, backend)))
 }
 
-// counts returns the requests each backend served so far.
-func (b *balancer) counts() map[string]int {
+// since returns the log from entry n on.
+func (b *balancer) since(n int) []served {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	out := map[string]int{}
-	for k, v := range b.served {
-		out[k] = v
-	}
-	return out
+	return slices.Clone(b.log[n:])
 }
+
+// served returns how many requests the balancer has passed on.
+func (b *balancer) served() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.log)
+}
+
+// statusWriter notes the status of log entry i.
+type statusWriter struct {
+	http.ResponseWriter
+	b *balancer
+	i int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.note(code)
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	w.note(http.StatusOK) // a Write without WriteHeader, as net/http does
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *statusWriter) note(code int) {
+	w.b.mu.Lock()
+	defer w.b.mu.Unlock()
+	if w.b.log[w.i].status == 0 {
+		w.b.log[w.i].status = code
+	}
+}
+
+// Unwrap lets the proxy flush event streams through the writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // with returns ctx whose oauth2 requests go through client.
 func with(ctx context.Context, client *http.Client) context.Context {
@@ -279,8 +418,14 @@ func (c *cluster) code(ctx context.Context, t *testing.T, r *harness.Robot, ar h
 // redeems the code at redeem: a token with a refresh token.
 func (c *cluster) grant(ctx context.Context, t *testing.T, r *harness.Robot, redeem *instance) *oauth2.Token {
 	t.Helper()
+	return c.grantFor(ctx, t, r, redeem, c.modern)
+}
+
+// grantFor is grant for another resource.
+func (c *cluster) grantFor(ctx context.Context, t *testing.T, r *harness.Robot, redeem *instance, resource string) *oauth2.Token {
+	t.Helper()
 	cfg := c.oauthConfig(scopeRead, "offline_access")
-	ar := harness.NewAuthRequest(cfg, c.modern)
+	ar := harness.NewAuthRequest(cfg, resource)
 	tok, err := ar.Exchange(with(ctx, redeem.client), cfg, c.code(ctx, t, r, ar))
 	if err != nil || tok.RefreshToken == "" {
 		t.Fatalf("redeem code at %s = %v, %v; want tokens with a refresh token", redeem.name, tok, err)
@@ -334,7 +479,7 @@ func (c *cluster) mustCall(ctx context.Context, t *testing.T, in *instance, toke
 	}
 }
 
-func ctxTimeout(t *testing.T, d time.Duration) context.Context {
+func ctxTimeout(t testing.TB, d time.Duration) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)

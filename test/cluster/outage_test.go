@@ -9,21 +9,22 @@ import (
 	"golang.org/x/oauth2"
 )
 
-// maxStale is issuer.DefaultRevocationMaxStale: how long a gateway goes on
-// answering from its revocation set without reaching the store.
-const maxStale = 30 * time.Second
+// maxStale is the outage cluster's revocation_max_stale: how long a
+// gateway goes on answering from its revocation set without reaching the
+// store (the default, issuer.DefaultRevocationMaxStale, is 30s).
+const maxStale = 5 * time.Second
 
 // TestDatabaseOutage stops PostgreSQL (pg_ctl stop -m fast) under traffic
 // and starts it again. During the outage the issuer answers 503
 // temporarily_unavailable at both instances; the gateways go on verifying
 // tokens with the keys they hold and refusing revoked ones until their
-// revocation state is maxStale old, then refuse everything with 503 (fail
-// closed). After the restart everything works again, and nothing that was
+// revocation state is maxStale old (revocation_max_stale), then refuse
+// everything with 503 (fail closed). After the restart everything works again, and nothing that was
 // acknowledged is lost: every access token issued with 200 before the stop
 // still works, every refresh token whose redemption was not in flight
 // still redeems, and every revocation acknowledged is still in force.
 func TestDatabaseOutage(t *testing.T) {
-	c := setup(t)
+	c := setup(t, options{maxStale: maxStale})
 	ctx := ctxTimeout(t, 3*time.Minute)
 	r := robot(c.a)
 	var live, revoked []*oauth2.Token

@@ -21,7 +21,7 @@ import (
 // code, a pushed authorization request, a registered client, a login
 // session and a consent, a user added through the admin API.
 func TestSharedState(t *testing.T) {
-	c := setup(t)
+	c := shared.get(t)
 	ctx := ctxTimeout(t, 60*time.Second)
 	r := robot(c.a)
 	var tok *oauth2.Token
@@ -130,7 +130,7 @@ func TestKeyRotation(t *testing.T) {
 		reload  = 5 * time.Second  // issuer keyReload
 		publish = 10 * time.Second // issuer keyPublishDelay
 	)
-	c := setup(t)
+	c := shared.get(t)
 	ctx := ctxTimeout(t, 90*time.Second)
 	before := c.grant(ctx, t, robot(c.a), c.a)
 	oldKid := kid(t, before.AccessToken)
@@ -213,7 +213,7 @@ func kid(t *testing.T, jwt string) string {
 
 // doJSON sends body (JSON, or nothing) and decodes a JSON answer into out
 // when out is not nil; it returns the status.
-func doJSON(ctx context.Context, t *testing.T, client *http.Client, method, u string, body []byte, out any) int {
+func doJSON(ctx context.Context, t testing.TB, client *http.Client, method, u string, body []byte, out any) int {
 	t.Helper()
 	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
 	if err != nil {

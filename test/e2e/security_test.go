@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -69,27 +68,11 @@ func TestSessionBinding(t *testing.T) {
 // legacyPost sends one 2025-11-25 message to the stateful resource.
 func legacyPost(ctx context.Context, t *testing.T, e *env, token, session, body string) (*http.Response, string) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.legacy, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json, text/event-stream")
-	req.Header.Set("Authorization", "Bearer "+token)
-	if session != "" {
-		req.Header.Set("Mcp-Session-Id", session)
-		req.Header.Set("MCP-Protocol-Version", "2025-11-25")
-	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, b, err := harness.SessionPost(ctx, http.DefaultClient, e.legacy, token, session, body)
 	if err != nil {
 		t.Fatalf("POST %s: %v", e.legacy, err)
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		t.Fatalf("read: %v", err)
-	}
-	return resp, string(b)
+	return resp, b
 }
 
 // TestRevokeConnectedApp revokes an app on the connected apps page (over

@@ -26,6 +26,31 @@ func RawToolCall(ctx context.Context, client *http.Client, resource, token, tool
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
+	return send(client, req)
+}
+
+// SessionPost posts one JSON-RPC message of the 2025-11-25 revision to
+// resource, in session (none: "") with token (none: ""), and returns the
+// response with its body read.
+func SessionPost(ctx context.Context, client *http.Client, resource, token, session, body string) (*http.Response, string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, resource, strings.NewReader(body))
+	if err != nil {
+		return nil, "", err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if session != "" {
+		req.Header.Set("Mcp-Session-Id", session)
+		req.Header.Set("MCP-Protocol-Version", "2025-11-25")
+	}
+	return send(client, req)
+}
+
+// send sends req and returns the response with its body read.
+func send(client *http.Client, req *http.Request) (*http.Response, string, error) {
 	resp, err := client.Do(req)
 	if err != nil {
 		return nil, "", err
