@@ -352,3 +352,81 @@ func TestIntrospectionDiscovery(t *testing.T) {
 		t.Error("Introspect with a mismatched metadata issuer succeeded")
 	}
 }
+
+// TestIntrospectionEndsStreams: an event stream opened with an opaque
+// token ends when its introspection answer may no longer be reused (the
+// cache ceiling, or exp before it), as later requests with the token are
+// refused then: a token revoked at the issuer keeps no open stream.
+func TestIntrospectionEndsStreams(t *testing.T) {
+	f := newFakeIntrospection(t)
+	now := &clock{t: testNow}
+	cfg := introspectionConfig(t, f, now)
+	cfg.StreamCheckInterval = 10 * time.Millisecond
+	var mu sync.Mutex
+	ended := map[string]chan struct{}{}
+	h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+		done := make(chan struct{})
+		mu.Lock()
+		ended[r.Header.Get("X-Test-Stream")] = done
+		mu.Unlock()
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, ": open\n\n")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+		close(done)
+	})
+	short := active()
+	short["exp"] = testNow.Add(2 * time.Minute).Unix()
+	f.set("tok-long", active())
+	f.set("tok-short", short)
+	open := func(name, tok string) *http.Response {
+		t.Helper()
+		resp := h.do(t, call{method: http.MethodGet, token: tok, headers: map[string]string{"X-Test-Stream": name, "Mcp-Protocol-Version": "2025-11-25"}})
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: status = %d, want 200: %s", name, resp.StatusCode, readBody(t, resp))
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+	open("long", "tok-long")
+	open("short", "tok-short")
+	jwt := open("jwt", mint(t, claims()))
+	defer jwt.Body.Close()
+	isOpen := func(name string) bool {
+		mu.Lock()
+		done := ended[name]
+		mu.Unlock()
+		select {
+		case <-done:
+			return false
+		case <-time.After(100 * time.Millisecond):
+			return true
+		}
+	}
+	waitEnded := func(name string) {
+		t.Helper()
+		mu.Lock()
+		done := ended[name]
+		mu.Unlock()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: stream still open 5 s after its introspection answer ran out", name)
+		}
+	}
+	f.set("tok-long", map[string]any{"active": false})
+	if !isOpen("long") || !isOpen("short") {
+		t.Fatal("a stream ended within its introspection answer's life")
+	}
+	now.add(2 * time.Minute) // tok-short's exp
+	waitEnded("short")
+	if !isOpen("long") {
+		t.Fatal("tok-long's stream ended before the cache ceiling")
+	}
+	now.add(3 * time.Minute) // the 5 min ceiling: tok-long was revoked
+	waitEnded("long")
+	if !isOpen("jwt") {
+		t.Error("a JWT's stream was ended by introspection deadlines")
+	}
+}

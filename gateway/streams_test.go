@@ -122,8 +122,8 @@ func TestRevocationClosesStreams(t *testing.T) {
 	}
 }
 
-// TestStreamsWithoutRevocations: without a revocation source nothing is
-// registered (and no checker runs).
+// TestStreamsWithoutRevocations: without a revocation source or an
+// introspector nothing is registered (and no checker runs).
 func TestStreamsWithoutRevocations(t *testing.T) {
 	g := newGateway(t, testConfig(t))
 	if g.streams != nil {

@@ -46,8 +46,12 @@ type principal struct {
 	jti           string // for revocation
 	grantID       string // gid: the grant the token belongs to, for revocation
 	expiry        time.Time
-	jkt           string            // cnf.jkt: the DPoP key the token is bound to, "" for a bearer token
-	claims        map[string]string // string claims argument rules read, by dotted path
+	// recheck is when an introspected token's answer may no longer be
+	// reused (min of exp and the cache ceiling): its open streams end
+	// then. Zero for a JWT.
+	recheck time.Time
+	jkt     string            // cnf.jkt: the DPoP key the token is bound to, "" for a bearer token
+	claims  map[string]string // string claims argument rules read, by dotted path
 }
 
 // claim is the string claim at a dotted path ("sub", "email",
@@ -245,7 +249,8 @@ func (g *Gateway) authenticate(ctx context.Context, token string) (*principal, *
 	if p == nil {
 		var err *authError
 		until := time.Time{}
-		if g.cfg.Introspector != nil && !isJWT(token) {
+		introspected := g.cfg.Introspector != nil && !isJWT(token)
+		if introspected {
 			if _, inactive := g.inactive.get(key, now); inactive {
 				return nil, errInactive
 			}
@@ -261,6 +266,9 @@ func (g *Gateway) authenticate(ctx context.Context, token string) (*principal, *
 		}
 		if until.IsZero() || p.expiry.Before(until) {
 			until = p.expiry
+		}
+		if introspected {
+			p.recheck = until
 		}
 		g.cache.put(key, p, until, now)
 	}
