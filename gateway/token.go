@@ -318,7 +318,10 @@ func (g *Gateway) principalOf(c *accesstoken.Claims, payload []byte) *principal 
 		claims:        stringClaims(payload, g.policy.claims),
 		jkt:           c.BoundKey(),
 	}
-	p.scopes = g.policy.effectiveScopes(strings.Fields(p.scope))
+	// Scopes are separated by the space character only (RFC 6749 §3.3):
+	// a scope an issuer issued as one, holding another white space, stays
+	// one that no rule names rather than becoming several.
+	p.scopes = g.policy.effectiveScopes(strings.FieldsFunc(p.scope, func(r rune) bool { return r == ' ' }))
 	return p
 }
 
