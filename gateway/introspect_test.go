@@ -430,3 +430,36 @@ func TestIntrospectionEndsStreams(t *testing.T) {
 		t.Error("a JWT's stream was ended by introspection deadlines")
 	}
 }
+
+// TestRemoteFetchesRefuseCrossOriginRedirects: an introspection endpoint,
+// metadata or JWKS URL that redirects to another origin (another port or
+// scheme of the same host included, to which Go would resend the Basic
+// credentials and the posted token) is not followed: introspection fails
+// closed (503), the keys stay unknown.
+func TestRemoteFetchesRefuseCrossOriginRedirects(t *testing.T) {
+	var elsewhere atomic.Int32
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		elsewhere.Add(1)
+		io.WriteString(w, `{"active":true,"keys":[]}`)
+	}))
+	defer other.Close()
+	redirect := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.URL+r.URL.Path, http.StatusTemporaryRedirect)
+	}))
+	defer redirect.Close()
+
+	ri, err := NewRemoteIntrospection(testIssuer, redirect.URL+"/introspect", gwClientID, gwClientSecret, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body, err := ri.Introspect(context.Background(), "opaque-token"); err == nil {
+		t.Errorf("introspection through a cross-origin redirect answered %s", body)
+	}
+	rk := NewRemoteKeys(redirect.URL, nil, nil)
+	if _, err := rk.PublicKey(context.Background(), "k1"); err == nil {
+		t.Error("a key was found through a cross-origin redirect")
+	}
+	if n := elsewhere.Load(); n != 0 {
+		t.Errorf("the other origin got %d requests, want 0", n)
+	}
+}
