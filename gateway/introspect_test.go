@@ -362,20 +362,8 @@ func TestIntrospectionEndsStreams(t *testing.T) {
 	now := &clock{t: testNow}
 	cfg := introspectionConfig(t, f, now)
 	cfg.StreamCheckInterval = 10 * time.Millisecond
-	var mu sync.Mutex
-	ended := map[string]chan struct{}{}
-	h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
-		done := make(chan struct{})
-		mu.Lock()
-		ended[r.Header.Get("X-Test-Stream")] = done
-		mu.Unlock()
-		w.Header().Set("Content-Type", "text/event-stream")
-		w.WriteHeader(http.StatusOK)
-		io.WriteString(w, ": open\n\n")
-		w.(http.Flusher).Flush()
-		<-r.Context().Done()
-		close(done)
-	})
+	up := newStreamUpstream(func(r *http.Request) string { return r.Header.Get("X-Test-Stream") })
+	h := newHarness(t, cfg, up.serve)
 	short := active()
 	short["exp"] = testNow.Add(2 * time.Minute).Unix()
 	f.set("tok-long", active())
@@ -394,11 +382,8 @@ func TestIntrospectionEndsStreams(t *testing.T) {
 	jwt := open("jwt", mint(t, claims()))
 	defer jwt.Body.Close()
 	isOpen := func(name string) bool {
-		mu.Lock()
-		done := ended[name]
-		mu.Unlock()
 		select {
-		case <-done:
+		case <-up.done(name):
 			return false
 		case <-time.After(100 * time.Millisecond):
 			return true
@@ -406,11 +391,8 @@ func TestIntrospectionEndsStreams(t *testing.T) {
 	}
 	waitEnded := func(name string) {
 		t.Helper()
-		mu.Lock()
-		done := ended[name]
-		mu.Unlock()
 		select {
-		case <-done:
+		case <-up.done(name):
 		case <-time.After(5 * time.Second):
 			t.Fatalf("%s: stream still open 5 s after its introspection answer ran out", name)
 		}
