@@ -100,8 +100,10 @@ type Config struct {
 	// has been revoked.
 	Revocations Revocations
 	// StreamCheckInterval is how often the open event streams (GET
-	// streams, SSE answers) are checked against Revocations; a revoked
-	// token's or grant's streams are closed at the next check. Default
+	// streams, SSE answers) are checked against Revocations and, for
+	// introspected tokens, the time their answer may be reused until; a
+	// revoked token's or grant's streams, and those of an introspected
+	// token past that time, are closed at the next check. Default
 	// DefaultStreamCheckInterval.
 	StreamCheckInterval time.Duration
 

@@ -110,8 +110,9 @@ type Gateway struct {
 	inactive  *claimsCache // inactive tokens, nil entries
 	proofs    *dpop.Verifier
 	origin    string // the resource URL's scheme://host, for htu
-	// streams: open event streams, closed on revocation (nil without
-	// Config.Revocations).
+	// streams: open event streams, closed on revocation or when an
+	// introspection answer runs out (nil without Config.Revocations or
+	// Config.Introspector).
 	streams *streamSet
 
 	// endpoint is the resource's path, the only one forwarded: decoded
@@ -243,8 +244,8 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.PinTools != PinOff {
 		g.pins = newPinSet(g, &g.cfg)
 	}
-	if cfg.Revocations != nil {
-		g.streams = newStreamSet(cfg.Revocations, cfg.StreamCheckInterval, cfg.Logger)
+	if cfg.Revocations != nil || cfg.Introspector != nil {
+		g.streams = newStreamSet(cfg.Revocations, cfg.Now, cfg.StreamCheckInterval, cfg.Logger)
 	}
 	checks := []jwt.ParserOption{
 		jwt.WithIssuer(cfg.Issuer),

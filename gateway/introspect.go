@@ -104,7 +104,8 @@ type RemoteIntrospection struct {
 
 // NewRemoteIntrospection returns a RemoteIntrospection. endpoint may be
 // "" (discovered from issuer's metadata); client may be nil (a client
-// with a 10 s timeout is used).
+// with a 10 s timeout is used); redirects are followed within one origin
+// only (sameOriginClient).
 func NewRemoteIntrospection(issuer, endpoint, clientID, clientSecret string, client *http.Client) (*RemoteIntrospection, error) {
 	if clientID == "" {
 		return nil, errors.New("introspection needs a client_id")
@@ -114,9 +115,7 @@ func NewRemoteIntrospection(issuer, endpoint, clientID, clientSecret string, cli
 			return nil, fmt.Errorf("introspection endpoint: %w", err)
 		}
 	}
-	if client == nil {
-		client = &http.Client{Timeout: 10 * time.Second}
-	}
+	client = sameOriginClient(client)
 	return &RemoteIntrospection{
 		issuer: issuer, endpoint: endpoint, clientID: clientID, clientSecret: clientSecret,
 		client: client, timeout: 5 * time.Second, maxBytes: 64 << 10,

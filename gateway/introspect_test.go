@@ -352,3 +352,96 @@ func TestIntrospectionDiscovery(t *testing.T) {
 		t.Error("Introspect with a mismatched metadata issuer succeeded")
 	}
 }
+
+// TestIntrospectionEndsStreams: an event stream opened with an opaque
+// token ends when its introspection answer may no longer be reused (the
+// cache ceiling, or exp before it), as later requests with the token are
+// refused then: a token revoked at the issuer keeps no open stream.
+func TestIntrospectionEndsStreams(t *testing.T) {
+	f := newFakeIntrospection(t)
+	now := &clock{t: testNow}
+	cfg := introspectionConfig(t, f, now)
+	cfg.StreamCheckInterval = 10 * time.Millisecond
+	up := newStreamUpstream(func(r *http.Request) string { return r.Header.Get("X-Test-Stream") })
+	h := newHarness(t, cfg, up.serve)
+	short := active()
+	short["exp"] = testNow.Add(2 * time.Minute).Unix()
+	f.set("tok-long", active())
+	f.set("tok-short", short)
+	open := func(name, tok string) *http.Response {
+		t.Helper()
+		resp := h.do(t, call{method: http.MethodGet, token: tok, headers: map[string]string{"X-Test-Stream": name, "Mcp-Protocol-Version": "2025-11-25"}})
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: status = %d, want 200: %s", name, resp.StatusCode, readBody(t, resp))
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+	open("long", "tok-long")
+	open("short", "tok-short")
+	jwt := open("jwt", mint(t, claims()))
+	defer jwt.Body.Close()
+	isOpen := func(name string) bool {
+		select {
+		case <-up.done(name):
+			return false
+		case <-time.After(100 * time.Millisecond):
+			return true
+		}
+	}
+	waitEnded := func(name string) {
+		t.Helper()
+		select {
+		case <-up.done(name):
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: stream still open 5 s after its introspection answer ran out", name)
+		}
+	}
+	f.set("tok-long", map[string]any{"active": false})
+	if !isOpen("long") || !isOpen("short") {
+		t.Fatal("a stream ended within its introspection answer's life")
+	}
+	now.add(2 * time.Minute) // tok-short's exp
+	waitEnded("short")
+	if !isOpen("long") {
+		t.Fatal("tok-long's stream ended before the cache ceiling")
+	}
+	now.add(3 * time.Minute) // the 5 min ceiling: tok-long was revoked
+	waitEnded("long")
+	if !isOpen("jwt") {
+		t.Error("a JWT's stream was ended by introspection deadlines")
+	}
+}
+
+// TestRemoteFetchesRefuseCrossOriginRedirects: an introspection endpoint,
+// metadata or JWKS URL that redirects to another origin (another port or
+// scheme of the same host included, to which Go would resend the Basic
+// credentials and the posted token) is not followed: introspection fails
+// closed (503), the keys stay unknown.
+func TestRemoteFetchesRefuseCrossOriginRedirects(t *testing.T) {
+	var elsewhere atomic.Int32
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		elsewhere.Add(1)
+		io.WriteString(w, `{"active":true,"keys":[]}`)
+	}))
+	defer other.Close()
+	redirect := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.URL+r.URL.Path, http.StatusTemporaryRedirect)
+	}))
+	defer redirect.Close()
+
+	ri, err := NewRemoteIntrospection(testIssuer, redirect.URL+"/introspect", gwClientID, gwClientSecret, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body, err := ri.Introspect(context.Background(), "opaque-token"); err == nil {
+		t.Errorf("introspection through a cross-origin redirect answered %s", body)
+	}
+	rk := NewRemoteKeys(redirect.URL, nil, nil)
+	if _, err := rk.PublicKey(context.Background(), "k1"); err == nil {
+		t.Error("a key was found through a cross-origin redirect")
+	}
+	if n := elsewhere.Load(); n != 0 {
+		t.Errorf("the other origin got %d requests, want 0", n)
+	}
+}

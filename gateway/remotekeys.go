@@ -45,11 +45,10 @@ type RemoteKeys struct {
 var ErrUnknownKey = errors.New("unknown signing key")
 
 // NewRemoteKeys returns a RemoteKeys for issuer. client may be nil (a
-// client with a 10 s timeout is used); logger may be nil.
+// client with a 10 s timeout is used); redirects are followed within one
+// origin only (sameOriginClient); logger may be nil.
 func NewRemoteKeys(issuer string, client *http.Client, logger *zap.Logger) *RemoteKeys {
-	if client == nil {
-		client = &http.Client{Timeout: 10 * time.Second}
-	}
+	client = sameOriginClient(client)
 	if logger == nil {
 		logger = zap.NewNop()
 	}
@@ -133,6 +132,30 @@ func (k *RemoteKeys) fetch(ctx context.Context) (map[string]any, error) {
 		keys[kid] = key
 	}
 	return keys, nil
+}
+
+// sameOriginClient is client (a 10 s timeout one when nil) following
+// redirects within the first request's origin only: Go resends a
+// request's Authorization header and body to another port or scheme of
+// the same host, so the gateway's introspection credentials and the
+// token would leave over a downgraded or unexpected channel, and keys
+// come from a URL that was never checked (parseHTTPSURL).
+func sameOriginClient(client *http.Client) *http.Client {
+	c := http.Client{Timeout: 10 * time.Second}
+	if client != nil {
+		c = *client
+	}
+	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		first := via[0].URL
+		if len(via) >= 5 {
+			return errors.New("too many redirects")
+		}
+		if req.URL.Scheme != first.Scheme || !strings.EqualFold(req.URL.Host, first.Host) {
+			return fmt.Errorf("redirect from %s to another origin refused", first.Redacted())
+		}
+		return nil
+	}
+	return &c
 }
 
 // issuerMetadata is what the gateway reads of an issuer's metadata.

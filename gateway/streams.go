@@ -10,16 +10,19 @@ import (
 )
 
 // DefaultStreamCheckInterval is how often open event streams are checked
-// against Config.Revocations.
+// against Config.Revocations and introspection deadlines.
 const DefaultStreamCheckInterval = time.Second
 
 // streamSet is the registry of open event streams (GET streams and SSE
-// answers), so that the streams of a revoked token or grant are closed
+// answers), so that the streams of a revoked token or grant, and those of
+// an introspected token whose answer may no longer be reused
+// (principal.recheck: it may have been revoked at the issuer), are closed
 // within one check interval rather than when they end. One goroutine
 // checks them all, and only while there are any: it ends when the last
 // stream has closed, so a stream costs one map entry, not a goroutine.
 type streamSet struct {
-	revocations Revocations
+	revocations Revocations // nil: introspection deadlines only
+	now         func() time.Time
 	interval    time.Duration
 	log         *zap.Logger
 
@@ -30,8 +33,8 @@ type streamSet struct {
 	batch   []*exchange
 }
 
-func newStreamSet(r Revocations, interval time.Duration, log *zap.Logger) *streamSet {
-	s := &streamSet{revocations: r, interval: interval, log: log, open: make(map[*exchange]struct{})}
+func newStreamSet(r Revocations, now func() time.Time, interval time.Duration, log *zap.Logger) *streamSet {
+	s := &streamSet{revocations: r, now: now, interval: interval, log: log, open: make(map[*exchange]struct{})}
 	s.idle = sync.NewCond(&s.mu)
 	return s
 }
@@ -61,7 +64,8 @@ func (s *streamSet) len() int {
 }
 
 // check asks about every open stream once per interval and ends those
-// whose token or grant was revoked, until no stream is open.
+// whose token or grant was revoked or whose introspection answer ran
+// out, until no stream is open.
 func (s *streamSet) check() {
 	t := time.NewTicker(s.interval)
 	defer t.Stop()
@@ -78,11 +82,10 @@ func (s *streamSet) check() {
 			s.batch = append(s.batch, x)
 		}
 		s.mu.Unlock()
+		now := s.now()
 		for i, x := range s.batch {
-			// A set that cannot tell (stale) closes the stream too: new
-			// requests are refused then as well.
-			if revoked, err := s.revocations.Revoked(context.Background(), x.p.jti, x.p.grantID); revoked || err != nil {
-				s.log.Info("event stream closed: its access token or grant was revoked, or revocations cannot be checked",
+			if reason := s.ended(x, now); reason != "" {
+				s.log.Info("event stream closed: "+reason,
 					zap.String("principal", x.p.subject), zap.String("client", x.p.clientID))
 				x.cancel()
 				s.remove(x)
@@ -90,6 +93,24 @@ func (s *streamSet) check() {
 			s.batch[i] = nil
 		}
 	}
+}
+
+// ended says why x's stream must end, "" if it may go on.
+func (s *streamSet) ended(x *exchange, now time.Time) string {
+	if !x.p.recheck.IsZero() && !now.Before(x.p.recheck) {
+		// A new request would introspect the token again; the stream
+		// is not asked, it ends, and the client reconnects.
+		return "its introspection answer may no longer be reused"
+	}
+	if s.revocations == nil {
+		return ""
+	}
+	// A set that cannot tell (stale) closes the stream too: new requests
+	// are refused then as well.
+	if revoked, err := s.revocations.Revoked(context.Background(), x.p.jti, x.p.grantID); revoked || err != nil {
+		return "its access token or grant was revoked, or revocations cannot be checked"
+	}
+	return ""
 }
 
 // waitIdle waits until the checker has ended (no stream open).

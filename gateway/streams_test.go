@@ -30,6 +30,38 @@ func (s *lockedRevocations) revoke(grantID string) {
 	s.grants[grantID] = true
 }
 
+// streamUpstream is an upstream that answers every request with an
+// event stream open until the request is cancelled.
+type streamUpstream struct {
+	key   func(*http.Request) string // names a request's stream
+	mu    sync.Mutex
+	ended map[string]chan struct{} // closed when the stream's request ends
+}
+
+func newStreamUpstream(key func(*http.Request) string) *streamUpstream {
+	return &streamUpstream{key: key, ended: map[string]chan struct{}{}}
+}
+
+func (s *streamUpstream) serve(w http.ResponseWriter, r *http.Request) {
+	done := make(chan struct{})
+	s.mu.Lock()
+	s.ended[s.key(r)] = done
+	s.mu.Unlock()
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.WriteHeader(http.StatusOK)
+	io.WriteString(w, ": open\n\n")
+	w.(http.Flusher).Flush()
+	<-r.Context().Done()
+	close(done)
+}
+
+// done is closed when the stream named key has ended.
+func (s *streamUpstream) done(key string) chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ended[key]
+}
+
 // TestRevocationClosesStreams: revoking a grant ends that principal's
 // open GET stream and SSE answer within the check interval (the
 // upstream request is cancelled, the client's stream ends), and leaves
@@ -39,21 +71,8 @@ func TestRevocationClosesStreams(t *testing.T) {
 	revs := &lockedRevocations{grants: map[string]bool{}}
 	cfg.Revocations = revs
 	cfg.StreamCheckInterval = 10 * time.Millisecond
-	var mu sync.Mutex
-	ended := map[string]chan struct{}{}
-	h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
-		key := r.Method + " " + r.Header.Get("X-Test-Stream")
-		done := make(chan struct{})
-		mu.Lock()
-		ended[key] = done
-		mu.Unlock()
-		w.Header().Set("Content-Type", "text/event-stream")
-		w.WriteHeader(http.StatusOK)
-		io.WriteString(w, ": open\n\n")
-		w.(http.Flusher).Flush()
-		<-r.Context().Done()
-		close(done)
-	})
+	up := newStreamUpstream(func(r *http.Request) string { return r.Method + " " + r.Header.Get("X-Test-Stream") })
+	h := newHarness(t, cfg, up.serve)
 	token := func(sub, grant string) string {
 		c := claims()
 		c["sub"], c["gid"], c["jti"] = sub, grant, sub+"-jti"
@@ -89,11 +108,8 @@ func TestRevocationClosesStreams(t *testing.T) {
 
 	revs.revoke("grant-alice")
 	for _, s := range []stream{aliceGet, alicePost} {
-		mu.Lock()
-		done := ended[s.key]
-		mu.Unlock()
 		select {
-		case <-done:
+		case <-up.done(s.key):
 		case <-time.After(5 * time.Second):
 			t.Fatalf("%s: upstream request still open 5 s after its grant was revoked", s.key)
 		}
@@ -106,9 +122,7 @@ func TestRevocationClosesStreams(t *testing.T) {
 		}
 		s.resp.Body.Close()
 	}
-	mu.Lock()
-	bobDone := ended[bobGet.key]
-	mu.Unlock()
+	bobDone := up.done(bobGet.key)
 	select {
 	case <-bobDone:
 		t.Fatal("bob's stream was closed by the revocation of alice's grant")
@@ -122,8 +136,8 @@ func TestRevocationClosesStreams(t *testing.T) {
 	}
 }
 
-// TestStreamsWithoutRevocations: without a revocation source nothing is
-// registered (and no checker runs).
+// TestStreamsWithoutRevocations: without a revocation source or an
+// introspector nothing is registered (and no checker runs).
 func TestStreamsWithoutRevocations(t *testing.T) {
 	g := newGateway(t, testConfig(t))
 	if g.streams != nil {

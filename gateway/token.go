@@ -46,8 +46,12 @@ type principal struct {
 	jti           string // for revocation
 	grantID       string // gid: the grant the token belongs to, for revocation
 	expiry        time.Time
-	jkt           string            // cnf.jkt: the DPoP key the token is bound to, "" for a bearer token
-	claims        map[string]string // string claims argument rules read, by dotted path
+	// recheck is when an introspected token's answer may no longer be
+	// reused (min of exp and the cache ceiling): its open streams end
+	// then. Zero for a JWT.
+	recheck time.Time
+	jkt     string            // cnf.jkt: the DPoP key the token is bound to, "" for a bearer token
+	claims  map[string]string // string claims argument rules read, by dotted path
 }
 
 // claim is the string claim at a dotted path ("sub", "email",
@@ -256,7 +260,8 @@ func (g *Gateway) authenticate(ctx context.Context, token string) (*principal, *
 	if p == nil {
 		var err *authError
 		until := time.Time{}
-		if g.cfg.Introspector != nil && !isJWT(token) {
+		introspected := g.cfg.Introspector != nil && !isJWT(token)
+		if introspected {
 			if _, inactive := g.inactive.get(key, now); inactive {
 				return nil, errInactive
 			}
@@ -272,6 +277,9 @@ func (g *Gateway) authenticate(ctx context.Context, token string) (*principal, *
 		}
 		if until.IsZero() || p.expiry.Before(until) {
 			until = p.expiry
+		}
+		if introspected {
+			p.recheck = until
 		}
 		g.cache.put(key, p, until, now)
 	}
@@ -321,7 +329,10 @@ func (g *Gateway) principalOf(c *accesstoken.Claims, payload []byte) *principal 
 		claims:        stringClaims(payload, g.policy.claims),
 		jkt:           c.BoundKey(),
 	}
-	p.scopes = g.policy.effectiveScopes(strings.Fields(p.scope))
+	// Scopes are separated by the space character only (RFC 6749 §3.3):
+	// a scope an issuer issued as one, holding another white space, stays
+	// one that no rule names rather than becoming several.
+	p.scopes = g.policy.effectiveScopes(strings.FieldsFunc(p.scope, func(r rune) bool { return r == ' ' }))
 	return p
 }
 

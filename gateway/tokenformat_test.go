@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -150,5 +151,47 @@ func TestRemoteKeysUnknownKidFlood(t *testing.T) {
 	}
 	if f.jwksHits.Load() != before {
 		t.Error("a known kid caused a fetch")
+	}
+}
+
+// TestScopeSeparators: scopes are separated by the space character only
+// (RFC 6749 §3.3). A scope an issuer issued as one, holding another
+// white space (a dynamic scope's parameter, say), is one scope that no
+// rule names, not several: "tools:read<NBSP>admin" is not admin.
+func TestScopeSeparators(t *testing.T) {
+	f := newFakeIntrospection(t)
+	h := newHarness(t, introspectionConfig(t, f, nil), nil)
+	for _, sep := range []string{"\u00a0", "\u2003", "\u3000", "\u0085", "\t", "\n", "\v", "\f", "\r"} {
+		scope := "mcp tools:read" + sep + "admin"
+		for form, mk := range map[string]func() string{
+			"scope": func() string { c := claims(); c["scope"] = scope; return mint(t, c) },
+			"scp": func() string {
+				c := claims()
+				delete(c, "scope")
+				c["scp"] = scope
+				return mint(t, c)
+			},
+			"scp array": func() string {
+				c := claims()
+				delete(c, "scope")
+				c["scp"] = []string{"mcp", "tools:read" + sep + "admin"}
+				return mint(t, c)
+			},
+			"introspection": func() string {
+				a := active()
+				a["scope"] = scope
+				tok := "opaque-" + strings.Trim(strconv.Quote(sep), `"\`) + "-scope"
+				f.set(tok, a)
+				return tok
+			},
+		} {
+			t.Run(strconv.QuoteToASCII(sep)+" "+form, func(t *testing.T) {
+				resp := h.do(t, call{body: toolCall("delete_x"), token: mk()})
+				body := readBody(t, resp)
+				if resp.StatusCode == http.StatusOK {
+					t.Fatalf("delete_x with scope %q passed as admin: %s", scope, body)
+				}
+			})
+		}
 	}
 }
