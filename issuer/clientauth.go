@@ -183,8 +183,10 @@ func (i *Issuer) authSecret(ctx context.Context, id, secret, addr string) (*Clie
 		return nil, asInvalidClient(err)
 	}
 	switch d, err := i.limiter.reserveAttempt(ctx, account, addr); {
+	case errors.Is(err, errHashBusy):
+		return nil, hashBusyError(err)
 	case err != nil:
-		return nil, err
+		return nil, ErrTemporarilyUnavailable.Wrap(err)
 	case d > 0:
 		i.clientAuthFailed(id, addr, "throttled")
 		return nil, tooManyAttempts(d)
@@ -198,6 +200,7 @@ func (i *Issuer) authSecret(ctx context.Context, id, secret, addr string) (*Clie
 		}
 	}
 	if !ok {
+		i.limiter.attemptFailed(ctx, account, addr)
 		i.clientAuthFailed(id, addr, "invalid_secret")
 		return nil, ErrInvalidClient.WithDescription("client authentication failed")
 	}

@@ -1,11 +1,13 @@
 package issuer
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -408,6 +410,58 @@ func testLimiter(t *testing.T, clock *storetest.Clock, l *limiter) {
 	l.attemptSucceeded(ctx, acct, addr)
 	if d := delay("client:y", addr); d == 0 {
 		t.Fatal("a success for one account reset the address, want it kept")
+	}
+	testInFlight(t, clock, l)
+}
+
+// testInFlight: a pair admits as many checks in flight as it has
+// failures left before a block; a success frees a slot, failures end in
+// a block, and settled attempts leave no in-flight count.
+func testInFlight(t *testing.T, clock *storetest.Clock, l *limiter) {
+	ctx := t.Context()
+	clock.Advance(24 * time.Hour)
+	const acct, addr = "client:z", "203.0.113.50"
+	try := func() (time.Duration, bool) {
+		t.Helper()
+		d, room, err := l.tryReserve(ctx, acct, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d, room
+	}
+	for k := range limitFreePair + 1 {
+		if d, room := try(); d != 0 || !room {
+			t.Fatalf("check %d in flight = %v, %v; want admitted", k+1, d, room)
+		}
+	}
+	if d, room := try(); d != 0 || room {
+		t.Fatalf("check past the budget in flight = %v, %v; want to wait for room", d, room)
+	}
+	waits := 0
+	l.pause = func(context.Context, time.Duration) error { waits++; return nil }
+	if _, err := l.reserveAttempt(ctx, acct, addr); !errors.Is(err, errHashBusy) || waits == 0 {
+		t.Fatalf("reserveAttempt with no room = %v after %d waits, want errHashBusy after waiting", err, waits)
+	}
+	l.attemptSucceeded(ctx, acct, addr)
+	if d, room := try(); d != 0 || !room {
+		t.Fatalf("check after a success settled = %v, %v; want admitted", d, room)
+	}
+	for range limitFreePair + 1 {
+		l.attemptFailed(ctx, acct, addr)
+	}
+	if d, room := try(); d == 0 || room {
+		t.Fatalf("check after the budget failed = %v, %v; want a block", d, room)
+	}
+	err := l.c.run(ctx, false, func(tx counterTx) error {
+		for _, b := range budgets(acct, addr) {
+			if n := inFlight(tx, b.key); n != 0 {
+				t.Errorf("in flight under %q after all settled = %v, want 0", b.key, n)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -151,7 +151,7 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 	}
 	switch d, err := i.limiter.reserveAttempt(ctx, account, addr); {
 	case err != nil:
-		i.pages.serverErrorPage(w, err)
+		i.loginNotRun(w, r, v, target, err)
 		return
 	case d > 0:
 		i.loginFailed(accountName(u), addr, "throttled")
@@ -163,15 +163,11 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 	ok, err = i.dir.checkPassword(ctx, u, password)
 	if err != nil {
 		i.limiter.attemptNotRun(ctx, account, addr)
-		if ctx.Err() != nil {
-			return // the browser went away
-		}
-		w.Header().Set("Retry-After", retryAfter(hashRetryAfter))
-		v.Error = "The server is busy. Try again in a few seconds."
-		i.pages.render(w, http.StatusServiceUnavailable, "login", "Sign in", v, target)
+		i.loginNotRun(w, r, v, target, err)
 		return
 	}
 	if !ok {
+		i.limiter.attemptFailed(ctx, account, addr)
 		reason := "wrong_password"
 		if u == nil {
 			reason = "unknown_user"
@@ -241,5 +237,21 @@ func (i *Issuer) handleLogout(w http.ResponseWriter, r *http.Request) {
 	default:
 		w.Header().Set("Allow", "GET, POST")
 		i.pages.errorPage(w, http.StatusMethodNotAllowed, "Invalid request", "Use the sign-out form.")
+	}
+}
+
+// loginNotRun answers a login whose password was not checked: the browser
+// went away, the server had no capacity to check it (busy, with
+// Retry-After), or the limiter's scores could not be read.
+func (i *Issuer) loginNotRun(w http.ResponseWriter, r *http.Request, v loginView, target string, err error) {
+	switch {
+	case r.Context().Err() != nil:
+		// the browser went away
+	case errors.Is(err, errHashBusy):
+		w.Header().Set("Retry-After", retryAfter(hashRetryAfter))
+		v.Error = "The server is busy. Try again in a few seconds."
+		i.pages.render(w, http.StatusServiceUnavailable, "login", "Sign in", v, target)
+	default:
+		i.pages.serverErrorPage(w, err)
 	}
 }

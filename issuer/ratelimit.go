@@ -49,6 +49,7 @@ const (
 type limiter struct {
 	now   func() time.Time
 	sleep func(context.Context, time.Duration) error // injected by tests
+	pause func(context.Context, time.Duration) error // waiting for room in flight
 	c     counters
 	log   *zap.Logger
 }
@@ -62,7 +63,7 @@ func newLimiter(now func() time.Time, c counters, log *zap.Logger) *limiter {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &limiter{now: now, sleep: sleepContext, c: c, log: log}
+	return &limiter{now: now, sleep: sleepContext, pause: sleepContext, c: c, log: log}
 }
 
 func sleepContext(ctx context.Context, d time.Duration) error {
@@ -214,74 +215,159 @@ func recordAll(t counterTx, account, addr string, now time.Time) {
 	}
 }
 
+// Attempts in flight. A check of a password or secret is counted before
+// it hashes, so that guesses sent all at once cannot each cost a hash
+// before the first of them is judged; but it is counted as in flight,
+// apart from the failures, so that right answers sent at once (a busy
+// service client, one office behind a NAT) are not refused as failures
+// they are not. A pair or an address admits as many checks in flight as
+// it has failures left before a block (at least one when not blocked):
+// if all of them fail, the last blocks, which is exactly the budget it
+// has one attempt at a time. A further attempt waits until one in flight
+// settles (a success clears the pair and frees its slot; failures end in
+// a block, and the wait in 429), at most hashQueueWait, then is answered
+// busy like a check with no hashing capacity. In-flight counts expire
+// inFlightTTL after their last change, so a check whose settlement was
+// never written (a crash, the store unreachable) holds its slot that long
+// and is then forgotten.
+const (
+	inFlightTTL       = time.Minute
+	inFlightFirstPoll = 5 * time.Millisecond
+	inFlightMaxPoll   = 50 * time.Millisecond
+)
+
+func inFlightKey(key string) string { return "i\x00" + key }
+
+// budget is a key whose failures block, with its free failures.
+type budget struct {
+	key  string
+	free int
+}
+
+func budgets(account, addr string) []budget {
+	var bs []budget
+	if account != "" {
+		bs = append(bs, budget{pairKey(account, addr), limitFreePair})
+	}
+	if addr != "" {
+		bs = append(bs, budget{addrKey(addr), limitFreeAddr})
+	}
+	return bs
+}
+
+// inFlight is the number of checks in flight under key.
+func inFlight(t counterTx, key string) float64 {
+	e, _ := t.get(inFlightKey(key))
+	return e.N
+}
+
+// hasRoom reports whether b admits one more check in flight: whether,
+// if all those in flight failed, none but the last would block.
+func hasRoom(t counterTx, b budget, now time.Time) bool {
+	e, _ := t.get(b.key)
+	n := inFlight(t, b.key)
+	return n == 0 || int(decayed(e, now)+n) <= b.free
+}
+
 // reserveAttempt is what a check of a password or secret does before it
-// hashes: in one transaction, it either refuses (returns how long,
-// counting nothing) or counts the attempt as failed up front. Checking
-// first and counting after the hash would let any number of concurrent
-// guesses past the limit, each costing a hash. The caller settles the
-// reservation with attemptSucceeded or attemptNotRun; a wrong guess
-// needs nothing more.
+// hashes: it returns how long the attempt is refused, or puts it in
+// flight (see above), waiting for room if need be; errHashBusy when none
+// came in time. Nothing is written for a refusal. The caller settles the
+// attempt with attemptSucceeded, attemptFailed or attemptNotRun.
 func (l *limiter) reserveAttempt(ctx context.Context, account, addr string) (time.Duration, error) {
-	now := l.now()
-	var d time.Duration
-	err := l.c.run(ctx, true, func(t counterTx) error {
-		d = blocked(t, account, addr, now)
-		if d == 0 {
-			recordAll(t, account, addr, now)
+	poll, waited := inFlightFirstPoll, time.Duration(0)
+	for {
+		d, room, err := l.tryReserve(ctx, account, addr)
+		if err != nil || d > 0 || room {
+			return d, err
 		}
-		return nil
-	})
-	return d, err
+		if waited >= hashQueueWait {
+			return 0, errHashBusy
+		}
+		if err := l.pause(ctx, poll); err != nil {
+			return 0, err
+		}
+		waited += poll
+		poll = min(2*poll, inFlightMaxPoll)
+	}
 }
 
-// attemptSucceeded settles a reservation whose check passed: the pair's
-// failures are cleared, and the address and the account get back only
-// the failure reserved for this attempt (one valid account must not
-// reset guessing at others, and the right password from one place must
-// not reset guessing from others).
-func (l *limiter) attemptSucceeded(ctx context.Context, account, addr string) {
-	l.settleAttempt(ctx, account, addr, true)
-}
-
-// attemptNotRun settles a reservation whose check never ran (no hashing
-// capacity): no guess was judged, so nothing counts.
-func (l *limiter) attemptNotRun(ctx context.Context, account, addr string) {
-	l.settleAttempt(ctx, account, addr, false)
-}
-
-func (l *limiter) settleAttempt(ctx context.Context, account, addr string, succeeded bool) {
+// tryReserve puts an attempt in flight if no block refuses it (d) and
+// every budget has room (room); a memory full of live counters has none.
+func (l *limiter) tryReserve(ctx context.Context, account, addr string) (d time.Duration, room bool, err error) {
 	now := l.now()
-	l.write(ctx, func(t counterTx) error {
-		if account != "" {
-			if succeeded {
-				t.del(pairKey(account, addr))
-			} else {
-				refund(t, pairKey(account, addr), limitFreePair, now)
+	bs := budgets(account, addr)
+	err = l.c.run(ctx, true, func(t counterTx) error {
+		d, room = blocked(t, account, addr, now), false
+		if d > 0 {
+			return nil
+		}
+		for _, b := range bs {
+			if !hasRoom(t, b, now) {
+				return nil
 			}
-			refund(t, accountKey(account), 0, now)
 		}
-		if addr != "" {
-			refund(t, addrKey(addr), limitFreeAddr, now)
+		for k, b := range bs {
+			n := inFlight(t, b.key)
+			if !t.put(inFlightKey(b.key), counter{N: n + 1, At: now}, now.Add(inFlightTTL)) {
+				for _, done := range bs[:k] {
+					putInFlight(t, done.key, inFlight(t, done.key)-1, now)
+				}
+				return nil
+			}
 		}
+		room = true
 		return nil
 	})
+	return d, room, err
 }
 
-// refund takes one failure back from key's score, and lifts its block
-// once the score is within the free budget again (older failures' blocks
-// end long before their score decays that far: the longest block is a
-// third of the half-life).
-func refund(t counterTx, key string, free int, now time.Time) {
-	e, ok := t.get(key)
-	if !ok {
+// putInFlight keeps n checks in flight under key; none is no counter.
+func putInFlight(t counterTx, key string, n float64, now time.Time) {
+	if n <= 0 {
+		t.del(inFlightKey(key))
 		return
 	}
-	e.N = max(0, decayed(e, now)-1)
-	e.At = now
-	if free > 0 && int(e.N) <= free {
-		e.Until = time.Time{}
-	}
-	t.put(key, e, scoreExpiry(e))
+	t.put(inFlightKey(key), counter{N: n, At: now}, now.Add(inFlightTTL))
+}
+
+// attemptSucceeded settles an attempt whose check passed: the pair's
+// failures are cleared; the address's and the account's are kept (one
+// valid account must not reset guessing at others, and the right
+// password from one place must not reset guessing from others).
+func (l *limiter) attemptSucceeded(ctx context.Context, account, addr string) {
+	l.settleAttempt(ctx, account, addr, func(t counterTx, now time.Time) {
+		if account != "" {
+			t.del(pairKey(account, addr))
+		}
+	})
+}
+
+// attemptFailed settles an attempt whose check failed: a failure counts
+// against the pair, the address and the account.
+func (l *limiter) attemptFailed(ctx context.Context, account, addr string) {
+	l.settleAttempt(ctx, account, addr, func(t counterTx, now time.Time) {
+		recordAll(t, account, addr, now)
+	})
+}
+
+// attemptNotRun settles an attempt whose check never ran (no hashing
+// capacity): no guess was judged, so nothing counts.
+func (l *limiter) attemptNotRun(ctx context.Context, account, addr string) {
+	l.settleAttempt(ctx, account, addr, func(counterTx, time.Time) {})
+}
+
+// settleAttempt takes the attempt out of flight and applies its outcome,
+// in one transaction.
+func (l *limiter) settleAttempt(ctx context.Context, account, addr string, outcome func(counterTx, time.Time)) {
+	now := l.now()
+	l.write(ctx, func(t counterTx) error {
+		for _, b := range budgets(account, addr) {
+			putInFlight(t, b.key, inFlight(t, b.key)-1, now)
+		}
+		outcome(t, now)
+		return nil
+	})
 }
 
 // What anyone may make the issuer store is bounded in size where it is
