@@ -95,7 +95,8 @@ import (
 //     and its calls are refused (403, rule "pin_tools"); a call naming a
 //     tool not seen listed, or after notifications/tools/list_changed,
 //     makes the gateway fetch tools/list itself first, and is refused if
-//     the definition still cannot be learned.
+//     the definition still cannot be learned (503 when only its pin
+//     cannot be recorded: the store is unavailable).
 type Gateway struct {
 	cfg    Config
 	now    func() time.Time

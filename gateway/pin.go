@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -118,11 +119,15 @@ type pinView struct {
 type pinVerdict uint8
 
 const (
-	pinOK         pinVerdict = iota
-	pinUnknown               // no current definition known: fetch the list
-	pinChanged               // the definition differs from its pin
-	pinUnapproved            // no operator approval (approved mode), or no pin
+	pinOK          pinVerdict = iota
+	pinUnknown                // no current definition known: fetch the list
+	pinChanged                // the definition differs from its pin
+	pinUnapproved             // no operator approval (approved mode), or no pin
+	pinUnavailable            // the pin could not be recorded: the store is unavailable
 )
+
+// errPinsUnavailable: the pin store could not record a definition.
+var errPinsUnavailable = errors.New("tool pins cannot be recorded")
 
 func (v pinVerdict) reason() string {
 	switch v {
@@ -130,6 +135,8 @@ func (v pinVerdict) reason() string {
 		return "tool definition changed and needs approval"
 	case pinUnapproved:
 		return "tool definition is not approved"
+	case pinUnavailable:
+		return "tool pins are temporarily unavailable"
 	}
 	return "tool definition unknown"
 }
@@ -227,14 +234,16 @@ func (s *pinSet) listChanged() {
 // listed learns one tool definition as the server lists it and says
 // whether the listing may show it, and the definition's hash ("" when it
 // cannot be canonicalized). A definition that cannot be canonicalized,
-// or whose pin cannot be recorded, is hidden.
-func (s *pinSet) listed(ctx context.Context, tool string, raw []byte) (keep bool, hash string) {
+// or whose pin cannot be recorded (err wraps errPinsUnavailable), is
+// hidden; nothing is remembered of the latter, so that the next listing
+// or call tries again.
+func (s *pinSet) listed(ctx context.Context, tool string, raw []byte) (keep bool, hash string, err error) {
 	s.refresh(ctx)
 	canon, err := canonicalJSON(raw)
 	if err != nil {
 		s.g.log.Warn("tool definition hidden: not canonicalizable", zap.String("resource", s.resource), zap.String("tool", tool), zap.Error(err))
 		s.g.metrics.ToolPin("hidden")
-		return false, ""
+		return false, "", nil
 	}
 	hash = definitionHash(canon)
 	v := s.view.Load()
@@ -245,7 +254,7 @@ func (s *pinSet) listed(ctx context.Context, tool string, raw []byte) (keep bool
 		if err != nil {
 			s.g.log.Warn("tool definition hidden: pin not recorded", zap.String("resource", s.resource), zap.String("tool", tool), zap.Error(err))
 			s.g.metrics.ToolPin("hidden")
-			return false, hash
+			return false, hash, fmt.Errorf("%w: %w", errPinsUnavailable, err)
 		}
 		p = np
 		if changed && p.Pending == hash {
@@ -262,9 +271,9 @@ func (s *pinSet) listed(ctx context.Context, tool string, raw []byte) (keep bool
 	}
 	if s.judge(p, hash) != pinOK {
 		s.g.metrics.ToolPin("hidden")
-		return false, hash
+		return false, hash, nil
 	}
-	return true, hash
+	return true, hash, nil
 }
 
 // auditChange records a definition the server offers that differs from

@@ -2,10 +2,12 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -100,6 +102,95 @@ func TestPinChangedDefinition(t *testing.T) {
 	}
 }
 
+// failingPins is a PinStore that is unavailable while down is set.
+type failingPins struct {
+	*memPins
+	down atomic.Bool
+}
+
+var errStoreDown = errors.New("store: temporarily unavailable")
+
+func (f *failingPins) LoadPins(ctx context.Context, resource string) (map[string]Pin, error) {
+	if f.down.Load() {
+		return nil, errStoreDown
+	}
+	return f.memPins.LoadPins(ctx, resource)
+}
+
+func (f *failingPins) ObservePin(ctx context.Context, resource, tool, hash string, def []byte, firstUse bool) (Pin, []byte, bool, error) {
+	if f.down.Load() {
+		return Pin{}, nil, false, errStoreDown
+	}
+	return f.memPins.ObservePin(ctx, resource, tool, hash, def, firstUse)
+}
+
+// A tool first seen while the pin store is unavailable: hidden from the
+// list, its call refused with 503 saying to retry (audited), nothing
+// forwarded; the first call once the store is back pins and forwards it.
+func TestPinStoreUnavailable(t *testing.T) {
+	for _, mode := range []PinMode{PinFirstUse, PinApproved} {
+		t.Run(mode.String(), func(t *testing.T) {
+			cfg := testConfig(t)
+			pins := &failingPins{memPins: newMemPins()}
+			pins.down.Store(true)
+			cfg.PinTools, cfg.Pins = mode, pins
+			h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				body, _ := io.ReadAll(r.Body)
+				if strings.Contains(string(body), "tools/call") {
+					io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`)
+					return
+				}
+				io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"read_file","inputSchema":{"type":"object"}}]}}`)
+			})
+			token := mint(t, claims())
+			if body := readBody(t, h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, token: token})); strings.Contains(body, "read_file") {
+				t.Fatalf("tools/list with the store down = %s, want read_file hidden", body)
+			}
+			calls := func() int {
+				n := 0
+				for _, r := range h.up.requests() {
+					if strings.Contains(string(r.Body), "tools/call") {
+						n++
+					}
+				}
+				return n
+			}
+			for range 2 {
+				resp := h.do(t, call{body: toolCall("read_file"), token: token})
+				body := readBody(t, resp)
+				if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "temporarily unavailable") || !strings.Contains(body, "retry later") || calls() != 0 {
+					t.Fatalf("call with the store down = %d %s, calls forwarded %d; want 503 saying retry later, nothing forwarded", resp.StatusCode, body, calls())
+				}
+			}
+			var refused []map[string]any
+			for _, e := range h.logs.FilterMessage("mcp request").All() {
+				if m := e.ContextMap(); m["reason"] == "tool pins are temporarily unavailable; retry later" {
+					refused = append(refused, m)
+				}
+			}
+			if len(refused) != 2 || refused[0]["status"] != int64(http.StatusServiceUnavailable) || refused[0]["rule"] != "pin_tools" {
+				t.Fatalf("audit events of the refusals = %v, want two with status 503, rule pin_tools", refused)
+			}
+
+			pins.down.Store(false)
+			resp := h.do(t, call{body: toolCall("read_file"), token: token})
+			body := readBody(t, resp)
+			switch mode {
+			case PinFirstUse:
+				if resp.StatusCode != http.StatusOK || calls() != 1 {
+					t.Fatalf("call once the store is back = %d %s, calls forwarded %d; want it pinned and forwarded", resp.StatusCode, body, calls())
+				}
+			case PinApproved:
+				// Recorded for review now, refused until approved.
+				if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "not approved") || calls() != 0 || pins.pins["read_file"].Pending == "" {
+					t.Fatalf("call once the store is back = %d %s, calls forwarded %d, pin %+v; want 403 not approved, the definition pending review", resp.StatusCode, body, calls(), pins.pins["read_file"])
+				}
+			}
+		})
+	}
+}
+
 func toStrings(v any) []string {
 	var out []string
 	if a, ok := v.([]any); ok {
@@ -118,7 +209,7 @@ func BenchmarkServePinned(b *testing.B) {
 	cfg := testConfig(b)
 	cfg.PinTools, cfg.Pins = PinFirstUse, newMemPins()
 	g := newGateway(b, cfg)
-	if keep, _ := g.pins.listed(b.Context(), "read_file", []byte(`{"name":"read_file","inputSchema":{"type":"object"}}`)); !keep {
+	if keep, _, _ := g.pins.listed(b.Context(), "read_file", []byte(`{"name":"read_file","inputSchema":{"type":"object"}}`)); !keep {
 		b.Fatal("definition not pinned")
 	}
 	benchmarkServeWith(b, g, "Bearer "+mint(b, claims()), nil)

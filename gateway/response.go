@@ -89,7 +89,7 @@ func (x *exchange) responseWriter(w http.ResponseWriter, g *Gateway) *responseWr
 			if g.pins == nil {
 				return true
 			}
-			keep, _ := g.pins.listed(x.r.Context(), name, def)
+			keep, _, _ := g.pins.listed(x.r.Context(), name, def)
 			return keep
 		},
 	}
