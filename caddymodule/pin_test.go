@@ -503,3 +503,33 @@ func testPinStoreOutage(t *testing.T, jsonResponse bool, pinStore func(*App) gat
 		t.Fatalf("pins = %+v, %v; want both tools pinned", pins, err)
 	}
 }
+
+// TestPinLookalikeTool: in first_use mode a tool the server adds whose
+// name folds to a pinned tool's (Read_File beside read_file) is not
+// pinned on first use: hidden and refused, nothing forwarded, until an
+// operator approves it.
+func TestPinLookalikeTool(t *testing.T) {
+	ps := newPinServer(t, false)
+	app, _, tok, end := pinGateway(t, ps, "first_use")
+	cs := connect(t, end, tok, nil)
+	if got := listed(t, cs); !slices.Equal(got, []string{"echo", "read_file"}) {
+		t.Fatalf("tools/list = %q, want both pinned on first use", got)
+	}
+	ps.addTool("Read_File", "Reads a file.", nil)
+	if got := listed(t, cs); !slices.Equal(got, []string{"echo", "read_file"}) {
+		t.Fatalf("tools/list with Read_File = %q, want it hidden", got)
+	}
+	if msg := call(t, cs, "Read_File"); !strings.Contains(msg, "not approved") || ps.calls.Load() != 0 {
+		t.Fatalf("call of Read_File = %q, server calls %d; want refused as not approved, nothing forwarded", msg, ps.calls.Load())
+	}
+	pin, err := app.iss.ToolPins().Get(t.Context(), gatewayResource, "Read_File")
+	if err != nil || pin.Pinned != nil || pin.Pending == nil {
+		t.Fatalf("Read_File's pin = %+v, %v; want its definition pending review, nothing pinned", pin, err)
+	}
+	if code, body := adminPost(t, app, "tools/approve", map[string]string{"resource": gatewayResource, "tool": "Read_File", "hash": pin.Pending.Hash}); code != http.StatusOK {
+		t.Fatalf("approve = %d %s", code, body)
+	}
+	if msg := call(t, cs, "Read_File"); msg != "" || ps.calls.Load() != 1 {
+		t.Fatalf("call after approval = %q, server calls %d; want it run", msg, ps.calls.Load())
+	}
+}

@@ -250,14 +250,32 @@ func (s *pinSet) listed(ctx context.Context, tool string, raw []byte) (keep bool
 	p, cur := v.stored[tool], v.current[tool]
 	known := (p.Pinned == hash && p.Pending == "") || (p.Pinned != hash && p.Pending == hash)
 	if !known {
-		np, pinnedDef, changed, err := s.store.ObservePin(ctx, s.resource, tool, hash, canon, s.mode == PinFirstUse)
+		firstUse, resembles := s.mode == PinFirstUse, ""
+		if firstUse && p.Pinned == "" {
+			// A new name that a client, model or server could take for a
+			// pinned tool's needs an operator's approval.
+			if resembles = v.resembling(tool); resembles != "" {
+				firstUse = false
+			}
+		}
+		np, pinnedDef, changed, err := s.store.ObservePin(ctx, s.resource, tool, hash, canon, firstUse)
 		if err != nil {
 			s.g.log.Warn("tool definition hidden: pin not recorded", zap.String("resource", s.resource), zap.String("tool", tool), zap.Error(err))
 			s.g.metrics.ToolPin("hidden")
 			return false, hash, fmt.Errorf("%w: %w", errPinsUnavailable, err)
 		}
 		p = np
-		if changed && p.Pending == hash {
+		switch {
+		case changed && resembles != "" && p.Pinned == "":
+			s.g.metrics.ToolPin("changed")
+			s.g.audit.Warn("tool name resembles a pinned tool's",
+				zap.String("resource", s.resource),
+				zap.String("tool", tool),
+				zap.String("pinned_tool", resembles),
+				zap.String("offered_hash", hash),
+				zap.String("pin_mode", s.mode.String()),
+			)
+		case changed && p.Pending == hash:
 			s.auditChange(tool, p.Pinned, hash, pinnedDef, canon)
 		}
 	}
@@ -274,6 +292,28 @@ func (s *pinSet) listed(ctx context.Context, tool string, raw []byte) (keep bool
 		return false, hash, nil
 	}
 	return true, hash, nil
+}
+
+// resembling returns a pinned tool whose name is not tool but folds as
+// tool's does (pinKey), "" when none.
+func (v *pinView) resembling(tool string) string {
+	key := pinKey(tool)
+	for name, p := range v.stored {
+		if p.Pinned != "" && name != tool && pinKey(name) == key {
+			return name
+		}
+	}
+	return ""
+}
+
+// pinKey folds a tool name as the policy reads names loosely (looseName:
+// case, Unicode case folding, the separators - . / _), cut at a NUL, as
+// C-string decoders read it.
+func pinKey(name string) string {
+	if i := strings.IndexByte(name, 0); i >= 0 {
+		name = name[:i]
+	}
+	return looseName(name)
 }
 
 // auditChange records a definition the server offers that differs from

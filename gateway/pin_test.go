@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -213,4 +214,76 @@ func BenchmarkServePinned(b *testing.B) {
 		b.Fatal("definition not pinned")
 	}
 	benchmarkServeWith(b, g, "Bearer "+mint(b, claims()), nil)
+}
+
+// In first_use mode a new tool whose name folds to a pinned tool's (case,
+// the separators - . / _, Unicode case folding, a NUL and what follows)
+// is not pinned on first use: it is recorded for review, hidden, refused
+// as not approved (nothing forwarded) and audited, until an operator
+// approves it. A new tool with an unrelated name is pinned as usual.
+func TestPinLookalikeName(t *testing.T) {
+	tests := []struct{ pinned, name string }{
+		{"read_file", "Read_File"},
+		{"read_file", "READ_FILE"},
+		{"read_file", "read-file"},
+		{"read_file", "read.file"},
+		{"read_file", "read/file"},
+		{"list_keys", "li\u017ft_\u212aeys"}, // long s, Kelvin sign
+		{"read_file", "read_file\u0000x"},
+	}
+	for _, tt := range tests {
+		name := tt.name
+		t.Run(strconv.Quote(name), func(t *testing.T) {
+			cfg := testConfig(t)
+			// One rule for every tool: the policy alone tells no name
+			// from its variants.
+			cfg.Tools = []Rule{{Pattern: "*", Scopes: []string{"tools:read"}}}
+			pins := newMemPins()
+			cfg.PinTools, cfg.Pins = PinFirstUse, pins
+			tools := `{"name":` + quote(tt.pinned) + `,"inputSchema":{"type":"object"}}`
+			h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[`+tools+`]}}`)
+			})
+			token := mint(t, claims())
+			list := `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
+			if body := readBody(t, h.do(t, call{body: list, token: token})); !strings.Contains(body, quote(tt.pinned)) {
+				t.Fatalf("first tools/list = %s, want %s pinned on first use", body, tt.pinned)
+			}
+			tools += `,{"name":` + quote(name) + `,"inputSchema":{"type":"object"}},{"name":"read_other","inputSchema":{"type":"object"}}`
+			body := readBody(t, h.do(t, call{body: list, token: token}))
+			if !strings.Contains(body, quote(tt.pinned)) || !strings.Contains(body, `"read_other"`) || strings.Contains(body, quote(name)) {
+				t.Fatalf("tools/list with %q = %s, want it hidden, %s and read_other listed", name, body, tt.pinned)
+			}
+			if !validToolName(name) {
+				// The list left it out as a name; a fetch the gateway
+				// makes itself still records it.
+				if keep, _, err := h.g.pins.listed(t.Context(), name, []byte(`{"name":`+quote(name)+`}`)); keep || err != nil {
+					t.Fatalf("listed(%q) = %v, %v; want hidden", name, keep, err)
+				}
+			}
+			if p := pins.pins[name]; p.Pinned != "" || p.Pending == "" {
+				t.Fatalf("pin of %q = %+v, want nothing pinned, its definition pending review", name, p)
+			}
+			if p := pins.pins["read_other"]; p.Pinned == "" {
+				t.Fatalf("pin of read_other = %+v, want an unrelated new tool pinned on first use", p)
+			}
+			events := h.logs.FilterMessage("tool name resembles a pinned tool's").All()
+			if len(events) != 1 || events[0].ContextMap()["tool"] != name || events[0].ContextMap()["pinned_tool"] != tt.pinned {
+				t.Fatalf("audit events = %v, want one naming %q and %s", events, name, tt.pinned)
+			}
+			if v := h.g.pins.callVerdict(t.Context(), name); v != pinUnapproved {
+				t.Fatalf("callVerdict(%q) = %v, want not approved", name, v)
+			}
+			if !validToolName(name) {
+				return
+			}
+			before := len(h.up.requests())
+			resp := h.do(t, call{body: toolCall(name), token: token})
+			body = readBody(t, resp)
+			if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "not approved") || len(h.up.requests()) != before {
+				t.Fatalf("call of %q = %d %s; want 403 not approved, nothing forwarded", name, resp.StatusCode, body)
+			}
+		})
+	}
 }
