@@ -84,9 +84,12 @@ import (
 //     (actor rules included) and marked private; one the gateway cannot
 //     read is replaced by 502. A tools/list notification's answer is
 //     filtered too, and Accept-Encoding is not forwarded with a
-//     tools/list, so that the answer arrives readable. Known gap: a 2025 server replaying a
-//     tools/list answer on a resumed GET stream (Last-Event-ID) is not
-//     filtered; calls are still enforced.
+//     tools/list, so that the answer arrives readable. With pinning,
+//     any response on any event stream whose result has a tools array
+//     is filtered alike, whatever its id (clients match answers by id on
+//     any stream). Known gap, without pinning: a tools/list answer
+//     replayed on a resumed GET stream (Last-Event-ID) or sent on
+//     another request's stream is not filtered; calls are still enforced.
 //   - Mcp-Param-* headers (2026-07-28) must each carry the argument the
 //     called tool's pinned definition mirrors into them (param.go); with
 //     PinOff, or before 2026-07-28, none passes.
