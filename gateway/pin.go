@@ -267,14 +267,8 @@ func (s *pinSet) listed(ctx context.Context, tool string, raw []byte) (keep bool
 		p = np
 		switch {
 		case changed && resembles != "" && p.Pinned == "":
-			s.g.metrics.ToolPin("changed")
-			s.g.audit.Warn("tool name resembles a pinned tool's",
-				zap.String("resource", s.resource),
-				zap.String("tool", tool),
-				zap.String("pinned_tool", resembles),
-				zap.String("offered_hash", hash),
-				zap.String("pin_mode", s.mode.String()),
-			)
+			s.audit("tool name resembles a pinned tool's", tool,
+				zap.String("pinned_tool", resembles), zap.String("offered_hash", hash))
 		case changed && p.Pending == hash:
 			s.auditChange(tool, p.Pinned, hash, pinnedDef, canon)
 		}
@@ -320,15 +314,18 @@ func pinKey(name string) string {
 // the pin (or, in approved mode, a tool no one approved yet): which
 // members differ, not the whole definitions (the admin API shows them).
 func (s *pinSet) auditChange(tool, pinned, offered string, pinnedDef, offeredDef []byte) {
-	s.g.metrics.ToolPin("changed")
-	s.g.audit.Warn("tool definition changed",
-		zap.String("resource", s.resource),
-		zap.String("tool", tool),
+	s.audit("tool definition changed", tool,
 		zap.String("pinned_hash", pinned),
 		zap.String("offered_hash", offered),
 		zap.Strings("changes", DefinitionChanges(pinnedDef, offeredDef)),
-		zap.String("pin_mode", s.mode.String()),
 	)
+}
+
+// audit records, and counts, a definition that needs an operator's
+// review.
+func (s *pinSet) audit(msg, tool string, fields ...zap.Field) {
+	s.g.metrics.ToolPin("changed")
+	s.g.audit.Warn(msg, append([]zap.Field{zap.String("resource", s.resource), zap.String("tool", tool), zap.String("pin_mode", s.mode.String())}, fields...)...)
 }
 
 // maxChanges bounds the paths DefinitionChanges lists.

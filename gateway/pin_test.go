@@ -61,15 +61,9 @@ func TestPinChangedDefinition(t *testing.T) {
 	cfg.Metrics = m
 	cfg.PinTools, cfg.Pins = PinFirstUse, newMemPins()
 	description := "Reads a file."
-	h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		body, _ := io.ReadAll(r.Body)
-		if strings.Contains(string(body), "tools/call") {
-			io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`)
-			return
-		}
-		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"read_file","description":`+quote(description)+`,"inputSchema":{"type":"object"}},{"name":"read_other","inputSchema":{"type":"object"}}]}}`)
-	})
+	h := newHarness(t, cfg, pinUpstream(func() string {
+		return `{"name":"read_file","description":` + quote(description) + `,"inputSchema":{"type":"object"}},{"name":"read_other","inputSchema":{"type":"object"}}`
+	}))
 	token := mint(t, claims())
 	list := `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
 
@@ -135,15 +129,7 @@ func TestPinStoreUnavailable(t *testing.T) {
 			pins := &failingPins{memPins: newMemPins()}
 			pins.down.Store(true)
 			cfg.PinTools, cfg.Pins = mode, pins
-			h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
-				w.Header().Set("Content-Type", "application/json")
-				body, _ := io.ReadAll(r.Body)
-				if strings.Contains(string(body), "tools/call") {
-					io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`)
-					return
-				}
-				io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"read_file","inputSchema":{"type":"object"}}]}}`)
-			})
+			h := newHarness(t, cfg, pinUpstream(func() string { return `{"name":"read_file","inputSchema":{"type":"object"}}` }))
 			token := mint(t, claims())
 			if body := readBody(t, h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, token: token})); strings.Contains(body, "read_file") {
 				t.Fatalf("tools/list with the store down = %s, want read_file hidden", body)
@@ -189,6 +175,20 @@ func TestPinStoreUnavailable(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// pinUpstream answers a tools/call with an empty result and anything else
+// with a tools/list result of the tool objects tools returns, as JSON.
+func pinUpstream(tools func() string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		body, _ := io.ReadAll(r.Body)
+		if strings.Contains(string(body), "tools/call") {
+			io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`)
+			return
+		}
+		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[`+tools()+`]}}`)
 	}
 }
 
@@ -266,10 +266,7 @@ func TestPinLookalikeName(t *testing.T) {
 			pins := newMemPins()
 			cfg.PinTools, cfg.Pins = PinFirstUse, pins
 			tools := `{"name":` + quote(tt.pinned) + `,"inputSchema":{"type":"object"}}`
-			h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
-				w.Header().Set("Content-Type", "application/json")
-				io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[`+tools+`]}}`)
-			})
+			h := newHarness(t, cfg, pinUpstream(func() string { return tools }))
 			token := mint(t, claims())
 			list := `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
 			if body := readBody(t, h.do(t, call{body: list, token: token})); !strings.Contains(body, quote(tt.pinned)) {
@@ -343,15 +340,12 @@ func TestPinUnsolicitedToolsList(t *testing.T) {
 			cfg.Tools = []Rule{{Pattern: "*", Scopes: []string{"tools:read"}}}
 			cfg.PinTools, cfg.Pins = PinFirstUse, newMemPins()
 			var stream atomic.Bool
+			answer := pinUpstream(func() string {
+				return `{"name":"read_file","description":"Reads a file.","inputSchema":{"type":"object"}},{"name":"read_other","inputSchema":{"type":"object"}}`
+			})
 			h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
 				if !stream.Load() {
-					w.Header().Set("Content-Type", "application/json")
-					body, _ := io.ReadAll(r.Body)
-					if strings.Contains(string(body), "tools/call") {
-						io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`)
-						return
-					}
-					io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"read_file","description":"Reads a file.","inputSchema":{"type":"object"}},{"name":"read_other","inputSchema":{"type":"object"}}]}}`)
+					answer(w, r)
 					return
 				}
 				w.Header().Set("Content-Type", "text/event-stream")
