@@ -17,6 +17,10 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/gateway"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres/pgtest"
 )
 
 // pinServer is a real MCP server (the Go SDK, stateful, answering
@@ -390,5 +394,142 @@ func TestPinToolsConfig(t *testing.T) {
 		if (err == nil) != (tt.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
 			t.Errorf("Provision(pin_tools %q) without an mcp_auth app = %v, want %q", tt.mode, err, tt.wantErr)
 		}
+	}
+}
+
+// outagePins is the app's real pin store, unavailable while down is set:
+// the fault a database outage causes, which a test cannot cheaply cause
+// in the store itself.
+type outagePins struct {
+	gateway.PinStore
+	down atomic.Bool
+}
+
+func (o *outagePins) LoadPins(ctx context.Context, resource string) (map[string]gateway.Pin, error) {
+	if o.down.Load() {
+		return nil, store.ErrUnavailable
+	}
+	return o.PinStore.LoadPins(ctx, resource)
+}
+
+func (o *outagePins) ObservePin(ctx context.Context, resource, tool, hash string, def []byte, firstUse bool) (gateway.Pin, []byte, bool, error) {
+	if o.down.Load() {
+		return gateway.Pin{}, nil, false, store.ErrUnavailable
+	}
+	return o.PinStore.ObservePin(ctx, resource, tool, hash, def, firstUse)
+}
+
+// TestPinStoreOutage: a tool first seen while the pin store is
+// unavailable cannot be pinned, so it is hidden and its call refused with
+// 503 (retry later; not "not approved": no operator action is needed),
+// nothing forwarded; once the store is back the very next list and call
+// pin and admit it, without waiting for a reload.
+func TestPinStoreOutage(t *testing.T) {
+	for _, answers := range []string{"event stream", "json"} {
+		t.Run(answers, func(t *testing.T) {
+			pins := &outagePins{}
+			testPinStoreOutage(t, answers == "json", func(app *App) gateway.PinStore {
+				pins.PinStore = toolPins{app.iss.ToolPins()}
+				return pins
+			}, pins.down.Store)
+		})
+	}
+}
+
+// TestPinStoreOutagePostgres: TestPinStoreOutage with the pins in
+// PostgreSQL, stopped (pg_ctl stop -m fast) and started again.
+func TestPinStoreOutagePostgres(t *testing.T) {
+	if _, err := pgtest.BinDir(); err != nil {
+		pgtest.Shared(t) // skips, or fails with CI_REQUIRE_POSTGRES=1
+	}
+	srv, err := pgtest.Start(pgtest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Stop() })
+	dsn, err := srv.CreateDatabase()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := postgres.Open(t.Context(), dsn, postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	testPinStoreOutage(t, false, func(*App) gateway.PinStore { return toolPins{issuer.NewToolPins(st, nil)} }, func(down bool) {
+		op := srv.Resume
+		if down {
+			op = srv.Halt
+		}
+		if err := op(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func testPinStoreOutage(t *testing.T, jsonResponse bool, pinStore func(*App) gateway.PinStore, setDown func(bool)) {
+	ps := newPinServer(t, jsonResponse)
+	app, h, tok, _ := pinGateway(t, ps, "first_use")
+	cfg := h.cfg
+	cfg.Pins = pinStore(app)
+	gw, err := gateway.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := connect(t, pinFront(t, ps.url, gw.Serve), tok, nil)
+
+	setDown(true)
+	// The SDK client shows a 503's status, not its body (pin_test.go in
+	// gateway checks that).
+	if msg := call(t, cs, "read_file"); !strings.Contains(msg, "Service Unavailable") || ps.calls.Load() != 0 {
+		t.Fatalf("call with the store down = %q, server calls %d; want 503, nothing forwarded", msg, ps.calls.Load())
+	}
+	if got := listed(t, cs); len(got) != 0 {
+		t.Fatalf("tools/list with the store down = %q, want every unpinned tool hidden", got)
+	}
+	if msg := call(t, cs, "read_file"); !strings.Contains(msg, "Service Unavailable") || ps.calls.Load() != 0 {
+		t.Fatalf("call after a list with the store down = %q, server calls %d; want the same refusal", msg, ps.calls.Load())
+	}
+
+	setDown(false)
+	if msg := call(t, cs, "read_file"); msg != "" || ps.calls.Load() != 1 {
+		t.Fatalf("call once the store is back = %q, server calls %d; want it run", msg, ps.calls.Load())
+	}
+	if got := listed(t, cs); !slices.Equal(got, []string{"echo", "read_file"}) {
+		t.Fatalf("tools/list once the store is back = %q, want both", got)
+	}
+	pins, err := cfg.Pins.LoadPins(t.Context(), gatewayResource)
+	if err != nil || pins["echo"].Pinned == "" || pins["read_file"].Pinned == "" {
+		t.Fatalf("pins = %+v, %v; want both tools pinned", pins, err)
+	}
+}
+
+// TestPinLookalikeTool: in first_use mode a tool the server adds whose
+// name folds to a pinned tool's (Read_File beside read_file) is not
+// pinned on first use: hidden and refused, nothing forwarded, until an
+// operator approves it.
+func TestPinLookalikeTool(t *testing.T) {
+	ps := newPinServer(t, false)
+	app, _, tok, end := pinGateway(t, ps, "first_use")
+	cs := connect(t, end, tok, nil)
+	if got := listed(t, cs); !slices.Equal(got, []string{"echo", "read_file"}) {
+		t.Fatalf("tools/list = %q, want both pinned on first use", got)
+	}
+	ps.addTool("Read_File", "Reads a file.", nil)
+	if got := listed(t, cs); !slices.Equal(got, []string{"echo", "read_file"}) {
+		t.Fatalf("tools/list with Read_File = %q, want it hidden", got)
+	}
+	if msg := call(t, cs, "Read_File"); !strings.Contains(msg, "not approved") || ps.calls.Load() != 0 {
+		t.Fatalf("call of Read_File = %q, server calls %d; want refused as not approved, nothing forwarded", msg, ps.calls.Load())
+	}
+	pin, err := app.iss.ToolPins().Get(t.Context(), gatewayResource, "Read_File")
+	if err != nil || pin.Pinned != nil || pin.Pending == nil {
+		t.Fatalf("Read_File's pin = %+v, %v; want its definition pending review, nothing pinned", pin, err)
+	}
+	if code, body := adminPost(t, app, "tools/approve", map[string]string{"resource": gatewayResource, "tool": "Read_File", "hash": pin.Pending.Hash}); code != http.StatusOK {
+		t.Fatalf("approve = %d %s", code, body)
+	}
+	if msg := call(t, cs, "Read_File"); msg != "" || ps.calls.Load() != 1 {
+		t.Fatalf("call after approval = %q, server calls %d; want it run", msg, ps.calls.Load())
 	}
 }

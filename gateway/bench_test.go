@@ -100,10 +100,15 @@ func benchmarkServe(b *testing.B, cfg Config, authorization string, proofs []str
 }
 
 func benchmarkServeWith(b *testing.B, g *Gateway, authorization string, proofs []string) {
+	benchmarkServeAnswer(b, g, authorization, proofs, "application/json", []byte(`{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`))
+}
+
+// benchmarkServeAnswer is benchmarkServeWith with the upstream answering
+// answer as contentType.
+func benchmarkServeAnswer(b *testing.B, g *Gateway, authorization string, proofs []string, contentType string, answer []byte) {
 	body := []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/etc/motd"}}}`)
-	answer := []byte(`{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`)
 	next := NextFunc(func(w http.ResponseWriter, r *http.Request) error {
-		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Type", contentType)
 		w.WriteHeader(http.StatusOK)
 		_, err := w.Write(answer)
 		return err

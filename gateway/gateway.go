@@ -84,9 +84,12 @@ import (
 //     (actor rules included) and marked private; one the gateway cannot
 //     read is replaced by 502. A tools/list notification's answer is
 //     filtered too, and Accept-Encoding is not forwarded with a
-//     tools/list, so that the answer arrives readable. Known gap: a 2025 server replaying a
-//     tools/list answer on a resumed GET stream (Last-Event-ID) is not
-//     filtered; calls are still enforced.
+//     tools/list, so that the answer arrives readable. With pinning,
+//     any response on any event stream whose result has a tools array
+//     is filtered alike, whatever its id (clients match answers by id on
+//     any stream). Known gap, without pinning: a tools/list answer
+//     replayed on a resumed GET stream (Last-Event-ID) or sent on
+//     another request's stream is not filtered; calls are still enforced.
 //   - Mcp-Param-* headers (2026-07-28) must each carry the argument the
 //     called tool's pinned definition mirrors into them (param.go); with
 //     PinOff, or before 2026-07-28, none passes.
@@ -95,7 +98,8 @@ import (
 //     and its calls are refused (403, rule "pin_tools"); a call naming a
 //     tool not seen listed, or after notifications/tools/list_changed,
 //     makes the gateway fetch tools/list itself first, and is refused if
-//     the definition still cannot be learned.
+//     the definition still cannot be learned (503 when only its pin
+//     cannot be recorded: the store is unavailable).
 type Gateway struct {
 	cfg    Config
 	now    func() time.Time

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -118,11 +119,15 @@ type pinView struct {
 type pinVerdict uint8
 
 const (
-	pinOK         pinVerdict = iota
-	pinUnknown               // no current definition known: fetch the list
-	pinChanged               // the definition differs from its pin
-	pinUnapproved            // no operator approval (approved mode), or no pin
+	pinOK          pinVerdict = iota
+	pinUnknown                // no current definition known: fetch the list
+	pinChanged                // the definition differs from its pin
+	pinUnapproved             // no operator approval (approved mode), or no pin
+	pinUnavailable            // the pin could not be recorded: the store is unavailable
 )
+
+// errPinsUnavailable: the pin store could not record a definition.
+var errPinsUnavailable = errors.New("tool pins cannot be recorded")
 
 func (v pinVerdict) reason() string {
 	switch v {
@@ -130,6 +135,8 @@ func (v pinVerdict) reason() string {
 		return "tool definition changed and needs approval"
 	case pinUnapproved:
 		return "tool definition is not approved"
+	case pinUnavailable:
+		return "tool pins are temporarily unavailable"
 	}
 	return "tool definition unknown"
 }
@@ -227,28 +234,42 @@ func (s *pinSet) listChanged() {
 // listed learns one tool definition as the server lists it and says
 // whether the listing may show it, and the definition's hash ("" when it
 // cannot be canonicalized). A definition that cannot be canonicalized,
-// or whose pin cannot be recorded, is hidden.
-func (s *pinSet) listed(ctx context.Context, tool string, raw []byte) (keep bool, hash string) {
+// or whose pin cannot be recorded (err wraps errPinsUnavailable), is
+// hidden; nothing is remembered of the latter, so that the next listing
+// or call tries again.
+func (s *pinSet) listed(ctx context.Context, tool string, raw []byte) (keep bool, hash string, err error) {
 	s.refresh(ctx)
 	canon, err := canonicalJSON(raw)
 	if err != nil {
 		s.g.log.Warn("tool definition hidden: not canonicalizable", zap.String("resource", s.resource), zap.String("tool", tool), zap.Error(err))
 		s.g.metrics.ToolPin("hidden")
-		return false, ""
+		return false, "", nil
 	}
 	hash = definitionHash(canon)
 	v := s.view.Load()
 	p, cur := v.stored[tool], v.current[tool]
 	known := (p.Pinned == hash && p.Pending == "") || (p.Pinned != hash && p.Pending == hash)
 	if !known {
-		np, pinnedDef, changed, err := s.store.ObservePin(ctx, s.resource, tool, hash, canon, s.mode == PinFirstUse)
+		firstUse, resembles := s.mode == PinFirstUse, ""
+		if firstUse && p.Pinned == "" {
+			// A new name that a client, model or server could take for a
+			// pinned tool's needs an operator's approval.
+			if resembles = v.resembling(tool); resembles != "" {
+				firstUse = false
+			}
+		}
+		np, pinnedDef, changed, err := s.store.ObservePin(ctx, s.resource, tool, hash, canon, firstUse)
 		if err != nil {
 			s.g.log.Warn("tool definition hidden: pin not recorded", zap.String("resource", s.resource), zap.String("tool", tool), zap.Error(err))
 			s.g.metrics.ToolPin("hidden")
-			return false, hash
+			return false, hash, fmt.Errorf("%w: %w", errPinsUnavailable, err)
 		}
 		p = np
-		if changed && p.Pending == hash {
+		switch {
+		case changed && resembles != "" && p.Pinned == "":
+			s.audit("tool name resembles a pinned tool's", tool,
+				zap.String("pinned_tool", resembles), zap.String("offered_hash", hash))
+		case changed && p.Pending == hash:
 			s.auditChange(tool, p.Pinned, hash, pinnedDef, canon)
 		}
 	}
@@ -262,24 +283,49 @@ func (s *pinSet) listed(ctx context.Context, tool string, raw []byte) (keep bool
 	}
 	if s.judge(p, hash) != pinOK {
 		s.g.metrics.ToolPin("hidden")
-		return false, hash
+		return false, hash, nil
 	}
-	return true, hash
+	return true, hash, nil
+}
+
+// resembling returns a pinned tool whose name is not tool but folds as
+// tool's does (pinKey), "" when none.
+func (v *pinView) resembling(tool string) string {
+	key := pinKey(tool)
+	for name, p := range v.stored {
+		if p.Pinned != "" && name != tool && pinKey(name) == key {
+			return name
+		}
+	}
+	return ""
+}
+
+// pinKey folds a tool name as the policy reads names loosely (looseName:
+// case, Unicode case folding, the separators - . / _), cut at a NUL, as
+// C-string decoders read it.
+func pinKey(name string) string {
+	if i := strings.IndexByte(name, 0); i >= 0 {
+		name = name[:i]
+	}
+	return looseName(name)
 }
 
 // auditChange records a definition the server offers that differs from
 // the pin (or, in approved mode, a tool no one approved yet): which
 // members differ, not the whole definitions (the admin API shows them).
 func (s *pinSet) auditChange(tool, pinned, offered string, pinnedDef, offeredDef []byte) {
-	s.g.metrics.ToolPin("changed")
-	s.g.audit.Warn("tool definition changed",
-		zap.String("resource", s.resource),
-		zap.String("tool", tool),
+	s.audit("tool definition changed", tool,
 		zap.String("pinned_hash", pinned),
 		zap.String("offered_hash", offered),
 		zap.Strings("changes", DefinitionChanges(pinnedDef, offeredDef)),
-		zap.String("pin_mode", s.mode.String()),
 	)
+}
+
+// audit records, and counts, a definition that needs an operator's
+// review.
+func (s *pinSet) audit(msg, tool string, fields ...zap.Field) {
+	s.g.metrics.ToolPin("changed")
+	s.g.audit.Warn(msg, append([]zap.Field{zap.String("resource", s.resource), zap.String("tool", tool), zap.String("pin_mode", s.mode.String())}, fields...)...)
 }
 
 // maxChanges bounds the paths DefinitionChanges lists.

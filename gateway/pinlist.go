@@ -47,12 +47,21 @@ func (g *Gateway) checkPins(x *exchange, next Next) *refusal {
 		}
 		v := g.pins.callVerdict(ctx, m.Name)
 		if v == pinUnknown {
-			if err := g.pins.fetchOnce(ctx, x.session, func() error { return g.learnTools(x, next) }); err != nil {
+			err := g.pins.fetchOnce(ctx, x.session, func() error { return g.learnTools(x, next) })
+			if err != nil {
 				g.log.Warn("tool definitions not learned", zap.String("resource", g.cfg.Resource), zap.Error(err))
+			}
+			v = g.pins.callVerdict(ctx, m.Name)
+			switch {
+			case errors.Is(err, errPinsUnavailable) && v == pinUnknown:
+				// The tool's pin could not be recorded: refused, but
+				// nothing is remembered of it, so the next call tries
+				// again.
+				v = pinUnavailable
+			case err != nil && !errors.Is(err, errPinsUnavailable):
 				return &refusal{status: http.StatusBadGateway, code: codeRefused, id: singleID(x),
 					message: fmt.Sprintf("could not learn the definition of tool %q from the upstream", m.Name)}
 			}
-			v = g.pins.callVerdict(ctx, m.Name)
 		}
 		if v == pinOK {
 			continue
@@ -62,6 +71,13 @@ func (g *Gateway) checkPins(x *exchange, next Next) *refusal {
 		d.reason = v.reason()
 		if v == pinUnknown {
 			d.reason = "tool is not listed by the server"
+		}
+		if v == pinUnavailable {
+			d.reason += "; retry later"
+			g.metrics.ToolPin("refused")
+			return &refusal{status: http.StatusServiceUnavailable, code: codeRefused, id: singleID(x),
+				message: fmt.Sprintf("tool %q: %s", m.Name, d.reason),
+				data:    map[string]string{"reason": d.reason, "rule": d.rule, "tool": m.Name}}
 		}
 		g.metrics.ToolPin("refused")
 		f := g.denial(x)
@@ -107,11 +123,13 @@ func (s *pinSet) fetchOnce(ctx context.Context, session string, fetch func() err
 // learnTools asks the upstream for tools/list, every page, on the
 // caller's behalf (its session, protocol version and forwarded identity)
 // and learns each definition as if a listing had passed. The definitions
-// it finds become the whole current set.
+// it finds become the whole current set. An error wrapping
+// errPinsUnavailable says some definition's pin could not be recorded.
 func (g *Gateway) learnTools(x *exchange, next Next) error {
 	gen := g.pins.gen.Load()
 	ctx := x.r.Context()
 	seen := map[string]string{}
+	var unrecorded error
 	cursor := ""
 	for page := 0; ; page++ {
 		if page == maxPinPages {
@@ -122,7 +140,12 @@ func (g *Gateway) learnTools(x *exchange, next Next) error {
 			return err
 		}
 		_, err = mcpparse.FilterTools(msg, func(name string, def []byte) bool {
-			if _, hash := g.pins.listed(ctx, name, def); hash != "" {
+			// A definition whose pin could not be recorded stays out of
+			// the current set, so that a call of it fetches again.
+			switch _, hash, err := g.pins.listed(ctx, name, def); {
+			case err != nil:
+				unrecorded = err
+			case hash != "":
 				seen[name] = hash
 			}
 			return true
@@ -153,7 +176,7 @@ func (g *Gateway) learnTools(x *exchange, next Next) error {
 			v.stale = false
 		}
 	})
-	return nil
+	return unrecorded
 }
 
 // fetchToolsPage sends one tools/list request through next and returns

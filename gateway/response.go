@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -77,23 +78,29 @@ func (x *exchange) responseWriter(w http.ResponseWriter, g *Gateway) *responseWr
 			listIDs = append(listIDs, m.ID)
 		}
 	}
-	p := x.p
 	x.rw.filter = &toolsFilter{
 		single:  !x.batch,
 		listIDs: listIDs,
 		allIDs:  allIDs,
-		allow: func(name string, def []byte) bool {
-			if !g.policy.allowTool(p, name) {
-				return false
-			}
-			if g.pins == nil {
-				return true
-			}
-			keep, _ := g.pins.listed(x.r.Context(), name, def)
-			return keep
-		},
+		allow:   g.toolAllow(x),
 	}
 	return &x.rw
+}
+
+// toolAllow says whether a listed tool may be shown to x's caller: by
+// the policy's decision for a call of it, and by its pin.
+func (g *Gateway) toolAllow(x *exchange) func(name string, def []byte) bool {
+	p := x.p
+	return func(name string, def []byte) bool {
+		if !g.policy.allowTool(p, name) {
+			return false
+		}
+		if g.pins == nil {
+			return true
+		}
+		keep, _, _ := g.pins.listed(x.r.Context(), name, def)
+		return keep
+	}
 }
 
 // listsTools reports whether the answer must be filtered: a message asks
@@ -314,7 +321,7 @@ func (rw *responseWriter) filterJSON(body []byte) ([]byte, error) {
 	}
 	parts := make([][]byte, len(msgs))
 	for i := range msgs {
-		if parts[i], err = rw.filterMessage(&msgs[i]); err != nil {
+		if parts[i], err = rw.filterMessage(&msgs[i], false); err != nil {
 			return nil, err
 		}
 	}
@@ -326,13 +333,14 @@ func (rw *responseWriter) filterJSON(body []byte) ([]byte, error) {
 	return append(out, ']'), nil
 }
 
-// filterMessage returns the message, filtered if it answers tools/list,
-// with its task ids wrapped if the request may produce some.
-func (rw *responseWriter) filterMessage(m *mcpparse.Message) ([]byte, error) {
+// filterMessage returns the message, filtered if it answers tools/list
+// (with anyList, if it is any response with a result.tools), with its
+// task ids wrapped if the request may produce some.
+func (rw *responseWriter) filterMessage(m *mcpparse.Message, anyList bool) ([]byte, error) {
 	out := m.Raw
-	if rw.filter != nil && m.Kind == mcpparse.KindResponse {
+	if m.Kind == mcpparse.KindResponse && (rw.filter != nil || anyList) {
 		var err error
-		if out, err = rw.filterTools(m); err != nil {
+		if out, err = rw.filterTools(m, anyList); err != nil {
 			return nil, err
 		}
 	}
@@ -342,21 +350,39 @@ func (rw *responseWriter) filterMessage(m *mcpparse.Message) ([]byte, error) {
 	return out, nil
 }
 
+// errListUnreadable: an event that may hold a tools/list answer could not
+// be read strictly. It ends the stream, whatever else it carries.
+var errListUnreadable = errors.New("an event that may hold a tools/list answer could not be read")
+
 // filterTools filters a response that answers tools/list. In a batch
 // answer every response must carry the id of one of the requests, so no
-// answer goes unexamined.
-func (rw *responseWriter) filterTools(m *mcpparse.Message) ([]byte, error) {
+// answer goes unexamined. With anyList, any other response that has a
+// result.tools is filtered too: a server may send a tools/list answer on
+// a stream that is not its request's (another request's, a GET stream),
+// and clients match answers by id on any stream.
+func (rw *responseWriter) filterTools(m *mcpparse.Message, anyList bool) ([]byte, error) {
 	f := rw.filter
-	if !f.single {
+	answersList := f != nil && f.single
+	if f != nil && !f.single {
 		if !containsID(f.allIDs, m.ID) {
 			return nil, errors.New("response id matches no request")
 		}
-		if !containsID(f.listIDs, m.ID) {
-			return m.Raw, nil
-		}
+		answersList = containsID(f.listIDs, m.ID)
 	}
-	out, err := mcpparse.FilterTools(m.Raw, f.allow)
-	if err != nil {
+	if !answersList && !anyList {
+		return m.Raw, nil
+	}
+	allow := rw.g.toolAllow
+	if f != nil {
+		allow = func(*exchange) func(string, []byte) bool { return f.allow }
+	}
+	out, err := mcpparse.FilterTools(m.Raw, allow(rw.x))
+	switch {
+	case !answersList && errors.Is(err, mcpparse.ErrNoTools):
+		return m.Raw, nil
+	case !answersList && err != nil:
+		return nil, fmt.Errorf("%w: %w", errListUnreadable, err)
+	case err != nil:
 		return nil, err
 	}
 	return privateCacheScope(out, rw.x.rev.requiresCacheScope())
@@ -417,7 +443,7 @@ func (rw *responseWriter) pump(pr *io.PipeReader) {
 			return
 		}
 		if err == nil && ev.Data != "" {
-			if err = rw.filterEvent(&ev); err != nil && rw.passUnwrapped() {
+			if err = rw.filterEvent(&ev); err != nil && rw.passUnwrapped() && !errors.Is(err, errListUnreadable) {
 				rw.g.log.Debug("task ids not rewritten", zap.Error(err))
 				err = nil // the event goes out as it came
 			}
@@ -437,10 +463,15 @@ func (rw *responseWriter) pump(pr *io.PipeReader) {
 }
 
 func (rw *responseWriter) filterEvent(ev *mcpparse.Event) error {
-	if rw.filter == nil && !rw.tasks && !mayChangeList(ev.Data) {
-		return nil // watching only, and no list_changed here
+	// With pins, a tools/list answer is looked for on every stream.
+	anyList := rw.watch && mayListTools(ev.Data)
+	if rw.filter == nil && !rw.tasks && !anyList && !mayChangeList(ev.Data) {
+		return nil // watching only, and no list_changed or tools here
 	}
 	msgs, batch, err := mcpparse.Parse([]byte(ev.Data), mcpparse.Limits{AllowBatches: true})
+	if err != nil && anyList {
+		return fmt.Errorf("%w: %w", errListUnreadable, err)
+	}
 	if err != nil {
 		return err
 	}
@@ -454,7 +485,7 @@ func (rw *responseWriter) filterEvent(ev *mcpparse.Event) error {
 	changed := false
 	parts := make([][]byte, len(msgs))
 	for i := range msgs {
-		if parts[i], err = rw.filterMessage(&msgs[i]); err != nil {
+		if parts[i], err = rw.filterMessage(&msgs[i], anyList); err != nil {
 			return err
 		}
 		changed = changed || !bytes.Equal(parts[i], msgs[i].Raw)
@@ -468,6 +499,32 @@ func (rw *responseWriter) filterEvent(ev *mcpparse.Event) error {
 		ev.Data = string(parts[0])
 	}
 	return nil
+}
+
+// mayListTools reports whether an event's data may hold a result.tools
+// member as a lenient client reads it: "tools" in any ASCII case, or
+// with U+017F (long s) for the s, which encoding/json matches as s, or
+// escapes that could spell it. The strict parse refuses variants; this
+// spares it the events that cannot hold one.
+func mayListTools(data string) bool {
+	if strings.Contains(data, `\u`) {
+		return true
+	}
+	// IndexByte is vectorized: find each l, then look around it.
+	for _, l := range [2]byte{'l', 'L'} {
+		for i := 3; i < len(data); i++ {
+			j := strings.IndexByte(data[i:], l)
+			if j < 0 {
+				break
+			}
+			i += j
+			if data[i-3]|0x20 == 't' && data[i-2]|0x20 == 'o' && data[i-1]|0x20 == 'o' && i+1 < len(data) &&
+				(data[i+1]|0x20 == 's' || strings.HasPrefix(data[i+1:], "\u017f")) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // mayChangeList reports whether an event's data may hold

@@ -130,3 +130,16 @@ func TestUpstreamSetCookie(t *testing.T) {
 		}
 	}
 }
+
+// TestMayListTools: the pre-check that spares the strict parse of events
+// never misses a spelling of "tools" a lenient decoder matches.
+func TestMayListTools(t *testing.T) {
+	for s, want := range map[string]bool{
+		"tools": true, "TOOLS": true, "tOoLs": true, "tool\u017f": true, "xtoolsx": true, `"t\u006fols"`: true, `\u0074ools`: true,
+		"tool": false, "tool ": false, "ools": false, "l": false, "": false, "tooltip": false, "a tool, listed": false,
+	} {
+		if got := mayListTools(s); got != want {
+			t.Errorf("mayListTools(%q) = %v, want %v", s, got, want)
+		}
+	}
+}

@@ -107,6 +107,10 @@ var (
 	ErrTooDeep       = errors.New("mcpparse: nesting too deep")
 	ErrBatch         = errors.New("mcpparse: batch not allowed") // or empty / too large
 	ErrNotJSONRPC    = errors.New("mcpparse: not a JSON-RPC 2.0 message")
+	// ErrNoTools: FilterTools was given a result without a tools array
+	// (an answer to something other than tools/list); it wraps
+	// ErrNotJSONRPC too.
+	ErrNoTools = errors.New("mcpparse: result has no tools array")
 
 	// ErrInvalidParams reports params that an MCP method needs but that are
 	// missing or of the wrong type (tools/call without a string

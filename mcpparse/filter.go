@@ -61,7 +61,7 @@ func FilterTools(msg []byte, allow func(name string, def []byte) bool) ([]byte, 
 		return msg, nil // an error response
 	}
 	if !t.found {
-		return nil, fmt.Errorf("%w: result has no tools array", ErrNotJSONRPC)
+		return nil, fmt.Errorf("%w: %w", ErrNotJSONRPC, ErrNoTools)
 	}
 	keep := make([]bool, len(t.items))
 	kept := 0
