@@ -71,12 +71,22 @@ func TestMetrics(t *testing.T) {
 		`cache hit=false`:                     2, // the token's first use, and the malformed one
 		`cache hit=true`:                      4,
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if diff := cmp.Diff(want, m.counts); diff != "" {
+	// Decisions and upstream observations are recorded after the answer is
+	// written, so the client may read it first: wait for them, briefly.
+	var diff string
+	var upstreams int
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		m.mu.Lock()
+		diff, upstreams = cmp.Diff(want, m.counts), m.upstreams
+		m.mu.Unlock()
+		if diff == "" && upstreams == 2 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if diff != "" {
 		t.Errorf("metrics (-want +got):\n%s", diff)
 	}
-	if m.upstreams != 2 {
-		t.Errorf("upstream observations = %d, want 2 (the forwarded calls)", m.upstreams)
+	if upstreams != 2 {
+		t.Errorf("upstream observations = %d, want 2 (the forwarded calls)", upstreams)
 	}
 }
