@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
@@ -54,6 +55,28 @@ func (i *Issuer) dpopProof(w http.ResponseWriter, r *http.Request, endpoint stri
 		return "", &Error{Code: e.Code, Description: e.Description, Status: http.StatusBadRequest}
 	}
 	return jkt, err
+}
+
+// checkBinding enforces DPoP at the issuer's own protected resource
+// (UserInfo), as the gateway does at its (RFC 9449 section 7): a
+// cnf.jkt-bound token only with the DPoP scheme and a valid proof for
+// this request, signed by the bound key; the DPoP scheme only with a
+// bound token. A stolen bound token must not read the user's claims.
+func (i *Issuer) checkBinding(w http.ResponseWriter, r *http.Request, endpoint string, cl *accesstoken.Claims, token string, dpopScheme bool) *dpop.Error {
+	if n := i.proofs.Nonces(); n != nil {
+		w.Header().Set(dpop.NonceHeader, n.Current(i.now()))
+	}
+	return i.proofs.Bound(r.Header.Values(dpop.Header), dpop.Request{Method: r.Method, URI: i.endpoint(endpoint), AccessToken: token}, cl.BoundKey(), dpopScheme)
+}
+
+// dpopChallenge is a DPoP WWW-Authenticate value (RFC 9449 section 7.1),
+// with e's error when not nil.
+func dpopChallenge(e *dpop.Error) string {
+	v := "DPoP "
+	if e != nil {
+		v += `error="` + e.Code + `", error_description="` + e.Description + `", `
+	}
+	return v + `algs="` + strings.Join(dpop.Algorithms(), " ") + `"`
 }
 
 // requireDPoP refuses a token request without a proof from a client

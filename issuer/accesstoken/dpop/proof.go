@@ -28,10 +28,12 @@ const (
 	NonceHeader = "DPoP-Nonce"
 )
 
-// Error codes of RFC 9449 (§5, §7.1, §8).
+// Error codes of RFC 9449 (§5, §7.1, §8), and RFC 6750's for a token
+// sent with the wrong scheme.
 const (
 	CodeInvalidProof = "invalid_dpop_proof"
 	CodeUseNonce     = "use_dpop_nonce"
+	CodeInvalidToken = "invalid_token"
 )
 
 // DefaultWindow is how far a proof's iat may lie from the server's clock,
@@ -195,6 +197,34 @@ func (v *Verifier) Verify(values []string, req Request) (string, error) {
 		return "", invalid("too many DPoP proofs; retry later")
 	}
 	return jkt, nil
+}
+
+// Bound checks how a resource server's request presents an access token
+// bound to jkt (its cnf.jkt, "" for a bearer token), RFC 9449 §7.1: a
+// bound token only with the DPoP scheme and a valid proof for req signed
+// by that key (so a stolen bound token is useless without the key); the
+// DPoP scheme only with a bound token. values are the request's DPoP
+// header values; nil means accepted.
+func (v *Verifier) Bound(values []string, req Request, jkt string, dpopScheme bool) *Error {
+	switch {
+	case !dpopScheme && jkt != "":
+		return &Error{Code: CodeInvalidToken, Description: "the access token is DPoP-bound: send it with the DPoP scheme and a DPoP proof"}
+	case !dpopScheme:
+		return nil
+	case jkt == "":
+		return &Error{Code: CodeInvalidToken, Description: "the access token is not DPoP-bound; send it with the Bearer scheme"}
+	}
+	got, err := v.Verify(values, req)
+	var e *Error
+	switch {
+	case errors.As(err, &e):
+		return e
+	case err != nil:
+		return invalid("the DPoP proof is invalid")
+	case got != jkt:
+		return invalid("the DPoP proof is not signed by the key the access token is bound to")
+	}
+	return nil
 }
 
 // headerKey reads the jwk header: string members only, and no private
