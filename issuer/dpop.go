@@ -35,26 +35,47 @@ func (i *Issuer) newDPoP(ctx context.Context) error {
 	return nil
 }
 
-// dpopProof verifies the DPoP proof of a request to endpoint (RFC 9449
-// section 5): "" when the request carries none, else the thumbprint of
-// its key. A refused proof is invalid_dpop_proof, or use_dpop_nonce with
-// a DPoP-Nonce header set on w. With nonces, every answer carries the
-// current one (section 8.2), so clients need not fail to learn it.
-func (i *Issuer) dpopProof(w http.ResponseWriter, r *http.Request, endpoint string) (string, error) {
+// dpopProof checks the DPoP proof of a request to endpoint (RFC 9449
+// section 5): nil when the request carries none. A refused proof is
+// invalid_dpop_proof, or use_dpop_nonce with a DPoP-Nonce header set on
+// w. With nonces, every answer carries the current one (section 8.2), so
+// clients need not fail to learn it. The caller spends the proof
+// (spendProof) once the rest of the request is found valid.
+func (i *Issuer) dpopProof(w http.ResponseWriter, r *http.Request, endpoint string) (*dpop.Proof, error) {
 	n := i.proofs.Nonces()
 	if n != nil {
 		w.Header().Set(dpop.NonceHeader, n.Current(i.now()))
 	}
 	values := r.Header.Values(dpop.Header)
 	if len(values) == 0 {
-		return "", nil
+		return nil, nil
 	}
-	jkt, err := i.proofs.Verify(values, dpop.Request{Method: r.Method, URI: i.endpoint(endpoint)})
+	p, err := i.proofs.Check(values, dpop.Request{Method: r.Method, URI: i.endpoint(endpoint)})
+	return p, proofError(err)
+}
+
+// spendProof refuses a replayed proof; nil for none.
+func spendProof(p *dpop.Proof) error {
+	if p == nil {
+		return nil
+	}
+	return proofError(p.Use())
+}
+
+// jktOf is the thumbprint of the proof's key, "" for none.
+func jktOf(p *dpop.Proof) string {
+	if p == nil {
+		return ""
+	}
+	return p.JKT
+}
+
+func proofError(err error) error {
 	var e *dpop.Error
 	if errors.As(err, &e) {
-		return "", &Error{Code: e.Code, Description: e.Description, Status: http.StatusBadRequest}
+		return &Error{Code: e.Code, Description: e.Description, Status: http.StatusBadRequest}
 	}
-	return jkt, err
+	return err
 }
 
 // checkBinding enforces DPoP at the issuer's own protected resource

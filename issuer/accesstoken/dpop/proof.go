@@ -124,21 +124,56 @@ type Request struct {
 	AccessToken string
 }
 
-// Verify checks the DPoP header values of a request (RFC 9449 §4.3): one
-// well-formed proof of typ dpop+jwt, signed with an allowed asymmetric
-// algorithm by the public key in its jwk header (no private parts), with
-// htm, htu, iat within the window, a jti not seen before for this key,
-// ath when an access token is presented, and the nonce when required. It
-// returns the key's RFC 7638 thumbprint, which the caller compares to
-// cnf.jkt (or binds the tokens it issues to).
+// Verify checks the DPoP header values of a request and spends the
+// proof's jti: Check, then Use. It returns the key's RFC 7638
+// thumbprint, which the caller compares to cnf.jkt (or binds the tokens
+// it issues to).
 func (v *Verifier) Verify(values []string, req Request) (string, error) {
+	p, err := v.Check(values, req)
+	if err != nil {
+		return "", err
+	}
+	if err := p.Use(); err != nil {
+		return "", err
+	}
+	return p.JKT, nil
+}
+
+// Proof is a proof that passed every check but the replay check.
+type Proof struct {
+	JKT string // the RFC 7638 thumbprint of its key
+	v   *Verifier
+	jti string
+}
+
+// Use spends the proof: it is refused if its jti was used before for the
+// same key, or when the replay memory is full (fail closed).
+func (p *Proof) Use() error {
+	switch p.v.replay.add(replayKey(p.JKT, p.jti), p.v.now()) {
+	case errReplayed:
+		return invalid("the DPoP proof was used before")
+	case errReplayFull:
+		return invalid("too many DPoP proofs; retry later")
+	}
+	return nil
+}
+
+// Check checks the DPoP header values of a request (RFC 9449 §4.3)
+// except for replay: one well-formed proof of typ dpop+jwt, signed with
+// an allowed asymmetric algorithm by the public key in its jwk header (no
+// private parts), with htm, htu, iat within the window, ath when an
+// access token is presented, and the nonce when required. The proof must
+// then be spent with Use before the request has any effect; a token
+// endpoint does that once the grant is found valid, so requests that
+// carry no valid grant cannot fill the bounded replay memory.
+func (v *Verifier) Check(values []string, req Request) (*Proof, error) {
 	switch {
 	case len(values) == 0:
-		return "", invalid("the DPoP header is missing")
+		return nil, invalid("the DPoP header is missing")
 	case len(values) > 1:
-		return "", invalid("more than one DPoP header")
+		return nil, invalid("more than one DPoP header")
 	case len(values[0]) > maxProofLen:
-		return "", invalid("the DPoP proof is too long")
+		return nil, invalid("the DPoP proof is too long")
 	}
 	var jwk accesstoken.JWK
 	var claims proofClaims
@@ -163,40 +198,32 @@ func (v *Verifier) Verify(values []string, req Request) (string, error) {
 		return key, nil
 	})
 	if err != nil {
-		return "", invalid("the DPoP proof is malformed, not of typ dpop+jwt, or not validly signed with an asymmetric algorithm by the public key in its jwk header")
+		return nil, invalid("the DPoP proof is malformed, not of typ dpop+jwt, or not validly signed with an asymmetric algorithm by the public key in its jwk header")
 	}
 	now := v.now()
 	switch {
 	case claims.jti == "" || len(claims.jti) > maxJTILen:
-		return "", invalid("the DPoP proof lacks a valid jti")
+		return nil, invalid("the DPoP proof lacks a valid jti")
 	case claims.htm != req.Method:
-		return "", invalid("the DPoP proof's htm is not this request's method")
+		return nil, invalid("the DPoP proof's htm is not this request's method")
 	case !SameURI(claims.htu, req.URI):
-		return "", invalid("the DPoP proof's htu is not this request's URI")
+		return nil, invalid("the DPoP proof's htu is not this request's URI")
 	case !claims.hasIAT:
-		return "", invalid("the DPoP proof lacks iat")
+		return nil, invalid("the DPoP proof lacks iat")
 	case claims.iat.Before(now.Add(-v.window)) || claims.iat.After(now.Add(v.window)):
-		return "", invalid("the DPoP proof's iat is outside the accepted window")
+		return nil, invalid("the DPoP proof's iat is outside the accepted window")
 	}
 	if req.AccessToken != "" {
 		sum := sha256.Sum256([]byte(req.AccessToken))
 		want := base64.RawURLEncoding.EncodeToString(sum[:])
 		if subtle.ConstantTimeCompare([]byte(claims.ath), []byte(want)) != 1 {
-			return "", invalid("the DPoP proof's ath is not the hash of the access token")
+			return nil, invalid("the DPoP proof's ath is not the hash of the access token")
 		}
 	}
 	if v.nonces != nil && !v.nonces.valid(claims.nonce, now) {
-		return "", &Error{Code: CodeUseNonce, Description: "the DPoP proof must carry the nonce of the DPoP-Nonce header"}
+		return nil, &Error{Code: CodeUseNonce, Description: "the DPoP proof must carry the nonce of the DPoP-Nonce header"}
 	}
-	jkt := jwk.Thumbprint()
-	// Last: only proofs that passed every other check take up memory.
-	switch v.replay.add(replayKey(jkt, claims.jti), now) {
-	case errReplayed:
-		return "", invalid("the DPoP proof was used before")
-	case errReplayFull:
-		return "", invalid("too many DPoP proofs; retry later")
-	}
-	return jkt, nil
+	return &Proof{JKT: jwk.Thumbprint(), v: v, jti: claims.jti}, nil
 }
 
 // Bound checks how a resource server's request presents an access token
