@@ -14,7 +14,7 @@ var dpopAlgs = strings.Join(dpop.Algorithms(), " ")
 // key (domain-separated inside dpop.Nonces), so gateways sharing it
 // accept each other's nonces.
 func newProofs(cfg *Config) *dpop.Verifier {
-	o := dpop.Options{Now: cfg.Now}
+	o := dpop.Options{Now: cfg.Now, Replay: cfg.DPoPReplay}
 	if cfg.DPoPNonce {
 		o.Nonces = dpop.NewNonces(cfg.SessionKey, 0)
 	}

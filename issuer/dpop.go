@@ -19,7 +19,7 @@ var ErrInvalidDPoPProof = &Error{Code: dpop.CodeInvalidProof, Status: http.Statu
 // key is the gateways' shared key (domain-separated by dpop.Nonces), so
 // every instance sharing the store accepts every other's nonces.
 func (i *Issuer) newDPoP(ctx context.Context) error {
-	o := dpop.Options{Now: i.now}
+	o := dpop.Options{Now: i.now, Replay: i.cfg.DPoPReplay}
 	if i.cfg.DPoPNonce {
 		var key []byte
 		err := i.store.Update(ctx, func(tx store.Tx) (err error) {

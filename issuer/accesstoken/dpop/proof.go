@@ -68,7 +68,12 @@ type Options struct {
 	// MaxReplayEntries bounds the jti memory; default 1<<19 (about 50 MB
 	// at most). When full, proofs are refused until entries expire.
 	MaxReplayEntries int
-	Now              func() time.Time // default time.Now
+	// Replay, when set, is the jti memory, shared with other Verifiers
+	// (MaxReplayEntries is then ignored: it has its own bound). It
+	// remembers for the DefaultWindow, so it is used only when Window is
+	// not longer.
+	Replay *Replay
+	Now    func() time.Time // default time.Now
 }
 
 // Verifier checks proofs and remembers their jti, in memory, until their
@@ -77,7 +82,7 @@ type Verifier struct {
 	window time.Duration
 	nonces *Nonces
 	now    func() time.Time
-	replay *replayCache
+	replay *Replay
 	parser *jwt.Parser
 }
 
@@ -92,13 +97,17 @@ func New(o Options) *Verifier {
 	if o.MaxReplayEntries <= 0 {
 		o.MaxReplayEntries = 1 << 19
 	}
+	// A jti must be remembered while its proof could still be accepted:
+	// until iat+window, and iat may be up to window ahead.
+	replay := o.Replay
+	if replay == nil || o.Window > DefaultWindow {
+		replay = newReplay(o.MaxReplayEntries, 2*o.Window)
+	}
 	return &Verifier{
 		window: o.Window,
 		nonces: o.Nonces,
 		now:    o.Now,
-		// A jti must be remembered while its proof could still be
-		// accepted: until iat+window, and iat may be up to window ahead.
-		replay: newReplayCache(o.MaxReplayEntries, 2*o.Window),
+		replay: replay,
 		// The claims are checked here, with the window, not by jwt.
 		parser: jwt.NewParser(jwt.WithValidMethods(accesstoken.Algorithms()), jwt.WithoutClaimsValidation()),
 	}

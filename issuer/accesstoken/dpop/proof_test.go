@@ -253,7 +253,7 @@ func TestVerifyReplay(t *testing.T) {
 
 func TestReplayCacheBound(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	c := newReplayCache(3, time.Minute)
+	c := newReplay(3, time.Minute)
 	for i := range 3 {
 		if err := c.add(replayKey("k", string(rune('a'+i))), now); err != nil {
 			t.Fatal(err)
