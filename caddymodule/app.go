@@ -258,6 +258,7 @@ func (a *App) issuerConfig() (issuer.Config, error) {
 		SigningAlg:          a.SigningAlg,
 		RequirePAR:          a.RequirePAR,
 		DPoPNonce:           a.DPoPNonce,
+		DPoPReplay:          dpopReplay,
 		DisableRegistration: a.DisableRegistration,
 		CIMDAllowPrivate:    a.CIMDAllowPrivate,
 		MinPasswordLength:   a.MinPasswordLength,

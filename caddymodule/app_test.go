@@ -15,6 +15,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
 )
 
 // testHash is a bcrypt hash of "password" at the minimum cost.
@@ -185,11 +186,13 @@ func TestIssuerConfigTranslation(t *testing.T) {
 		DisableRegistration: true,
 		CIMDAllowPrivate:    true,
 		MinPasswordLength:   12,
+		DPoPReplay:          dpopReplay, // the process's, kept across reloads
 		Users:               []issuer.User{{Username: "alice", PasswordHash: testHash, Groups: []string{"g"}, Name: "Alice", Email: "a@example.com", Source: "config"}},
 		Groups:              a.Groups,
 		Resources:           a.Resources,
 	}
-	if diff := cmp.Diff(want, got); diff != "" {
+	samePtr := cmp.Comparer(func(a, b *dpop.Replay) bool { return a == b })
+	if diff := cmp.Diff(want, got, samePtr); diff != "" {
 		t.Errorf("issuerConfig() mismatch (-want +got):\n%s", diff)
 	}
 }

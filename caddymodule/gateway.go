@@ -17,6 +17,7 @@ import (
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/gateway"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
 )
 
@@ -29,6 +30,12 @@ func init() {
 	// Running after encode lets it read upstream responses uncompressed.
 	httpcaddyfile.RegisterDirectiveOrder("mcp_gateway", httpcaddyfile.Before, "invoke")
 }
+
+// dpopReplay is the process's DPoP proof replay memory, shared by every
+// issuer and gateway and kept across configuration reloads: each builds
+// its handlers anew, and a memory of their own would accept again, once
+// per reload or per site, a proof captured within its minute.
+var dpopReplay = dpop.NewReplay(0)
 
 // GatewayHandler enforces MCP authorization in front of an upstream MCP
 // server (usually reached through reverse_proxy after it). Every request
@@ -223,6 +230,7 @@ func (h *GatewayHandler) Provision(ctx caddy.Context) error {
 		AuditArguments:  h.AuditArguments,
 		RequireDPoP:     h.RequireDPoP,
 		DPoPNonce:       h.DPoPNonce,
+		DPoPReplay:      dpopReplay,
 		Logger:          log,
 		AuditLogger:     log.Named("audit"),
 		ErrorStatus:     errorStatus,

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
 )
 
 // Config configures a Gateway.
@@ -95,6 +97,10 @@ type Config struct {
 	// DPoPNonce makes every DPoP proof carry a nonce the gateway issued
 	// (RFC 9449 §9, DPoP-Nonce header), keyed by SessionKey.
 	DPoPNonce bool
+	// DPoPReplay, when set, is the DPoP proof replay memory, shared with
+	// the other gateways and issuers of the process and kept across
+	// configuration reloads; nil gives the gateway one of its own.
+	DPoPReplay *dpop.Replay
 
 	// Revocations, when set, is asked on every request whether the token
 	// has been revoked.

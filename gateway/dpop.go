@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"errors"
 	"net/http"
 	"strings"
 
@@ -15,7 +14,7 @@ var dpopAlgs = strings.Join(dpop.Algorithms(), " ")
 // key (domain-separated inside dpop.Nonces), so gateways sharing it
 // accept each other's nonces.
 func newProofs(cfg *Config) *dpop.Verifier {
-	o := dpop.Options{Now: cfg.Now}
+	o := dpop.Options{Now: cfg.Now, Replay: cfg.DPoPReplay}
 	if cfg.DPoPNonce {
 		o.Nonces = dpop.NewNonces(cfg.SessionKey, 0)
 	}
@@ -34,31 +33,13 @@ func (g *Gateway) requestURI(r *http.Request) string {
 // this request signed by the bound key; the DPoP scheme only with a bound
 // token; with RequireDPoP, bound tokens only.
 func (g *Gateway) checkBinding(r *http.Request, p *principal, token string, scheme string) *authError {
-	if scheme != schemeDPoP {
-		switch {
-		case p.jkt != "":
-			return &authError{status: http.StatusUnauthorized, code: "invalid_token", dpop: true,
-				desc: "the access token is DPoP-bound: send it with the DPoP scheme and a DPoP proof"}
-		case g.cfg.RequireDPoP:
-			return &authError{status: http.StatusUnauthorized, code: "invalid_token", dpop: true,
-				desc: "this resource requires DPoP-bound access tokens"}
-		}
-		return nil
+	if scheme != schemeDPoP && p.jkt == "" && g.cfg.RequireDPoP {
+		return &authError{status: http.StatusUnauthorized, code: dpop.CodeInvalidToken, dpop: true,
+			desc: "this resource requires DPoP-bound access tokens"}
 	}
-	if p.jkt == "" {
-		return &authError{status: http.StatusUnauthorized, code: "invalid_token", dpop: true,
-			desc: "the access token is not DPoP-bound; send it with the Bearer scheme"}
-	}
-	jkt, err := g.proofs.Verify(r.Header.Values(dpop.Header), dpop.Request{Method: r.Method, URI: g.requestURI(r), AccessToken: token})
-	var e *dpop.Error
-	switch {
-	case errors.As(err, &e):
+	req := dpop.Request{Method: r.Method, URI: g.requestURI(r), AccessToken: token}
+	if e := g.proofs.Bound(r.Header.Values(dpop.Header), req, p.jkt, scheme == schemeDPoP); e != nil {
 		return &authError{status: http.StatusUnauthorized, code: e.Code, desc: e.Description, dpop: true}
-	case err != nil:
-		return &authError{status: http.StatusUnauthorized, code: dpop.CodeInvalidProof, desc: "the DPoP proof is invalid", dpop: true}
-	case jkt != p.jkt:
-		return &authError{status: http.StatusUnauthorized, code: dpop.CodeInvalidProof, dpop: true,
-			desc: "the DPoP proof is not signed by the key the access token is bound to"}
 	}
 	return nil
 }

@@ -45,7 +45,8 @@ var (
 // returns its principal and how long it may be cached. The answer must
 // say active true, and carry what a JWT access token must: iss equal to
 // the issuer, the audience in aud, exp in the future, sub and client_id
-// (or azp); token_type, when given, must be Bearer or DPoP. An answer
+// (or azp); token_type, when given, must be Bearer or DPoP (then with
+// cnf.jkt). An answer
 // that is not RFC 7662 JSON fails closed like an unreachable endpoint.
 func (g *Gateway) introspect(ctx context.Context, token string) (*principal, time.Time, *authError) {
 	body, err := g.cfg.Introspector.Introspect(ctx, token)
@@ -66,8 +67,8 @@ func (g *Gateway) introspect(ctx context.Context, token string) (*principal, tim
 		g.log.Warn("token introspection: the answer has no boolean active", zap.String("issuer", g.cfg.Issuer))
 		return nil, time.Time{}, errIntrospectionUnavailable
 	}
+	var tt string
 	if raw, ok := head["token_type"]; ok {
-		var tt string
 		if json.Unmarshal(raw, &tt) != nil || !strings.EqualFold(tt, schemeBearer) && !strings.EqualFold(tt, schemeDPoP) {
 			return nil, time.Time{}, invalidToken("the token is not an access token")
 		}
@@ -75,6 +76,12 @@ func (g *Gateway) introspect(ctx context.Context, token string) (*principal, tim
 	c := new(accesstoken.Claims)
 	if err := json.Unmarshal(body, c); err != nil {
 		return nil, time.Time{}, invalidToken(describeTokenError(err))
+	}
+	if strings.EqualFold(tt, schemeDPoP) && c.BoundKey() == "" {
+		// RFC 9449 §6.2: a bound token's answer carries cnf.jkt. Without
+		// it the binding could not be checked, and must not be read as
+		// none.
+		return nil, time.Time{}, invalidToken("the introspection answer says DPoP but names no key (cnf.jkt)")
 	}
 	if err := g.validator.Validate(c); err != nil {
 		return nil, time.Time{}, invalidToken(describeTokenError(err))

@@ -141,6 +141,11 @@ func TestIntrospectionAnswers(t *testing.T) {
 		{"no issuer", with(func(a map[string]any) { delete(a, "iss") }), nil, "read_a", 401, "lacks a required claim"},
 		{"refresh token", with(func(a map[string]any) { a["token_type"] = "refresh_token" }), nil, "read_a", 401, "not an access token"},
 		{"no token_type", with(func(a map[string]any) { delete(a, "token_type") }), nil, "read_a", 200, ""},
+		{"DPoP-bound, sent as Bearer", with(func(a map[string]any) {
+			a["token_type"] = "DPoP"
+			a["cnf"] = map[string]any{"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}
+		}), nil, "read_a", 401, "DPoP-bound"},
+		{"token_type DPoP without cnf", with(func(a map[string]any) { a["token_type"] = "DPoP" }), nil, "read_a", 401, "names no key"},
 		{"no sub", with(func(a map[string]any) { delete(a, "sub") }), nil, "read_a", 401, "lacks sub"},
 		{"azp for client_id", with(func(a map[string]any) { delete(a, "client_id"); a["azp"] = "client-1" }), nil, "read_a", 200, ""},
 		{"azp and client_id differ", with(func(a map[string]any) { a["azp"] = "client-2" }), nil, "read_a", 401, "malformed azp"},

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
 )
 
 // Config configures an Issuer. The caddymodule package fills it from the
@@ -43,6 +45,10 @@ type Config struct {
 	// proof's usefulness to minutes even if its iat is forged ahead.
 	// Clients learn it from the DPoP-Nonce header of any answer.
 	DPoPNonce bool
+	// DPoPReplay, when set, is the DPoP proof replay memory, shared with
+	// the other issuers and gateways of the process and kept across
+	// configuration reloads; nil gives the issuer one of its own.
+	DPoPReplay *dpop.Replay
 
 	// Directory entries declared in configuration. They are not written to
 	// the store; runtime-managed entries (admin API, DCR, CIMD) are.

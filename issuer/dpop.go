@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
@@ -18,7 +19,7 @@ var ErrInvalidDPoPProof = &Error{Code: dpop.CodeInvalidProof, Status: http.Statu
 // key is the gateways' shared key (domain-separated by dpop.Nonces), so
 // every instance sharing the store accepts every other's nonces.
 func (i *Issuer) newDPoP(ctx context.Context) error {
-	o := dpop.Options{Now: i.now}
+	o := dpop.Options{Now: i.now, Replay: i.cfg.DPoPReplay}
 	if i.cfg.DPoPNonce {
 		var key []byte
 		err := i.store.Update(ctx, func(tx store.Tx) (err error) {
@@ -34,26 +35,69 @@ func (i *Issuer) newDPoP(ctx context.Context) error {
 	return nil
 }
 
-// dpopProof verifies the DPoP proof of a request to endpoint (RFC 9449
-// section 5): "" when the request carries none, else the thumbprint of
-// its key. A refused proof is invalid_dpop_proof, or use_dpop_nonce with
-// a DPoP-Nonce header set on w. With nonces, every answer carries the
-// current one (section 8.2), so clients need not fail to learn it.
-func (i *Issuer) dpopProof(w http.ResponseWriter, r *http.Request, endpoint string) (string, error) {
+// dpopProof checks the DPoP proof of a request to endpoint (RFC 9449
+// section 5): nil when the request carries none. A refused proof is
+// invalid_dpop_proof, or use_dpop_nonce with a DPoP-Nonce header set on
+// w. With nonces, every answer carries the current one (section 8.2), so
+// clients need not fail to learn it. The caller spends the proof
+// (spendProof) once the rest of the request is found valid.
+func (i *Issuer) dpopProof(w http.ResponseWriter, r *http.Request, endpoint string) (*dpop.Proof, error) {
 	n := i.proofs.Nonces()
 	if n != nil {
 		w.Header().Set(dpop.NonceHeader, n.Current(i.now()))
 	}
 	values := r.Header.Values(dpop.Header)
 	if len(values) == 0 {
-		return "", nil
+		return nil, nil
 	}
-	jkt, err := i.proofs.Verify(values, dpop.Request{Method: r.Method, URI: i.endpoint(endpoint)})
+	p, err := i.proofs.Check(values, dpop.Request{Method: r.Method, URI: i.endpoint(endpoint)})
+	return p, proofError(err)
+}
+
+// spendProof refuses a replayed proof; nil for none.
+func spendProof(p *dpop.Proof) error {
+	if p == nil {
+		return nil
+	}
+	return proofError(p.Use())
+}
+
+// jktOf is the thumbprint of the proof's key, "" for none.
+func jktOf(p *dpop.Proof) string {
+	if p == nil {
+		return ""
+	}
+	return p.JKT
+}
+
+func proofError(err error) error {
 	var e *dpop.Error
 	if errors.As(err, &e) {
-		return "", &Error{Code: e.Code, Description: e.Description, Status: http.StatusBadRequest}
+		return &Error{Code: e.Code, Description: e.Description, Status: http.StatusBadRequest}
 	}
-	return jkt, err
+	return err
+}
+
+// checkBinding enforces DPoP at the issuer's own protected resource
+// (UserInfo), as the gateway does at its (RFC 9449 section 7): a
+// cnf.jkt-bound token only with the DPoP scheme and a valid proof for
+// this request, signed by the bound key; the DPoP scheme only with a
+// bound token. A stolen bound token must not read the user's claims.
+func (i *Issuer) checkBinding(w http.ResponseWriter, r *http.Request, endpoint string, cl *accesstoken.Claims, token string, dpopScheme bool) *dpop.Error {
+	if n := i.proofs.Nonces(); n != nil {
+		w.Header().Set(dpop.NonceHeader, n.Current(i.now()))
+	}
+	return i.proofs.Bound(r.Header.Values(dpop.Header), dpop.Request{Method: r.Method, URI: i.endpoint(endpoint), AccessToken: token}, cl.BoundKey(), dpopScheme)
+}
+
+// dpopChallenge is a DPoP WWW-Authenticate value (RFC 9449 section 7.1),
+// with e's error when not nil.
+func dpopChallenge(e *dpop.Error) string {
+	v := "DPoP "
+	if e != nil {
+		v += `error="` + e.Code + `", error_description="` + e.Description + `", `
+	}
+	return v + `algs="` + strings.Join(dpop.Algorithms(), " ") + `"`
 }
 
 // requireDPoP refuses a token request without a proof from a client

@@ -275,3 +275,40 @@ func TestDPoPTokenExchange(t *testing.T) {
 		t.Errorf("thumbprint = %s, want %s", alice.jkt, got)
 	}
 }
+
+// TestDPoPProofSpentOnlyByValidRequests: a proof's jti is remembered only
+// once the request it came with passed every other check, so that anyone
+// who can name a public client cannot fill the bounded replay memory
+// (which then refuses every proof) with requests that carry no valid
+// grant. A refused request leaves its proof usable; a successful one
+// spends it.
+func TestDPoPProofSpentOnlyByValidRequests(t *testing.T) {
+	e := newTokEnv(t)
+	k := newDPoPKey(t)
+	tokenURL := e.iss.endpoint(pathToken)
+	proof := k.proof(t, e, tokenURL, nil)
+	bogus := url.Values{"grant_type": {grantAuthorizationCode}, "code": {"no-such-code"}, "code_verifier": {"x"}, "redirect_uri": {tRedirect}, "client_id": {tPublic}}
+	wantRefused(t, "a made-up code", e.postDPoP(t, pathToken, bogus, "", proof), "invalid_grant")
+	code, verifier := e.issueCode(t, codeSpec{scopes: []string{"read"}})
+	f := url.Values{"grant_type": {grantAuthorizationCode}, "code": {code}, "code_verifier": {verifier}, "redirect_uri": {tRedirect}, "client_id": {tPublic}}
+	wantBound(t, "the same proof with a valid code", e.postDPoP(t, pathToken, f, "", proof), k)
+	code, verifier = e.issueCode(t, codeSpec{scopes: []string{"read"}})
+	f.Set("code", code)
+	f.Set("code_verifier", verifier)
+	wantRefused(t, "the proof again after a token was issued", e.postDPoP(t, pathToken, f, "", proof), "invalid_dpop_proof")
+
+	parURL := e.iss.endpoint(pathPAR)
+	parProof := k.proof(t, e, parURL, nil)
+	badPush := url.Values{"client_id": {tPublic}, "response_type": {"code"}, "redirect_uri": {"https://evil.example/cb"}}
+	if a := e.postDPoP(t, pathPAR, badPush, "", parProof); a.status != http.StatusBadRequest || a.str("error") != "invalid_request" {
+		t.Fatalf("push with a wrong redirect_uri = %d %s, want 400 invalid_request", a.status, a.raw)
+	}
+	push := url.Values{"client_id": {tPublic}, "response_type": {"code"}, "redirect_uri": {tRedirect}, "scope": {"read"},
+		"code_challenge": {"E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"}, "code_challenge_method": {"S256"}, "resource": {tResource}}
+	if a := e.postDPoP(t, pathPAR, push, "", parProof); a.status != http.StatusCreated {
+		t.Fatalf("valid push with the same proof = %d %s, want 201", a.status, a.raw)
+	}
+	if a := e.postDPoP(t, pathPAR, push, "", parProof); a.str("error") != "invalid_dpop_proof" {
+		t.Errorf("the push proof again = %d %s, want invalid_dpop_proof", a.status, a.raw)
+	}
+}

@@ -41,7 +41,8 @@ func (i *Issuer) handlePAR(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// A proof binds the code as dpop_jkt does (RFC 9449 section 10.1).
-	switch jkt, err := i.dpopProof(w, r, pathPAR); {
+	proof, err := i.dpopProof(w, r, pathPAR)
+	switch jkt := jktOf(proof); {
 	case err != nil:
 		i.writeErr(w, err)
 		return
@@ -76,6 +77,10 @@ func (i *Issuer) handlePAR(w http.ResponseWriter, r *http.Request) {
 		return
 	case d > 0:
 		i.writeErr(w, rateLimited(ErrSlowDown, d, "too many pushed requests for this client; retry later"))
+		return
+	}
+	if err := spendProof(proof); err != nil {
+		i.writeErr(w, err)
 		return
 	}
 

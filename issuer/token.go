@@ -80,15 +80,15 @@ func (i *Issuer) handleToken(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	jkt, err := i.dpopProof(w, r, pathToken)
+	proof, err := i.dpopProof(w, r, pathToken)
 	if err == nil {
-		err = requireDPoP(req.client, jkt)
+		err = requireDPoP(req.client, jktOf(proof))
 	}
 	if err != nil {
 		i.writeErr(w, err)
 		return
 	}
-	req.jkt = jkt
+	req.jkt = jktOf(proof)
 	c, gt := req.client, req.form.Get("grant_type")
 	if gt == "" {
 		i.writeErr(w, ErrInvalidRequest.WithDescription("grant_type is required"))
@@ -104,6 +104,11 @@ func (i *Issuer) handleToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	is, err := grant.grant(r.Context(), req)
+	if err == nil {
+		// Spent only now: a request without a valid grant must not fill
+		// the bounded replay memory.
+		err = spendProof(proof)
+	}
 	if err != nil {
 		i.writeErr(w, err)
 		return

@@ -7,8 +7,9 @@ import (
 )
 
 // handleUserinfo is the OpenID Connect UserInfo endpoint (Core 5.3). The
-// access token comes from the Authorization header only and must carry
-// openid; claims follow the granted profile and email scopes.
+// access token comes from the Authorization header only, with the DPoP
+// scheme and a proof when it is DPoP-bound (RFC 9449 section 7), and
+// must carry openid; claims follow the granted profile and email scopes.
 func (i *Issuer) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodPost {
 		methodNotAllowed(w, http.MethodGet, http.MethodPost)
@@ -20,18 +21,27 @@ func (i *Issuer) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 			v += ` error="` + code + `", error_description="` + desc + `"` + extra
 		}
 		w.Header().Set("WWW-Authenticate", v)
+		w.Header().Add("WWW-Authenticate", dpopChallenge(nil))
 		w.Header().Set("Cache-Control", "no-store")
 		http.Error(w, http.StatusText(status), status)
 	}
 	scheme, raw, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") || raw == "" || len(r.Header.Values("Authorization")) > 1 {
+	raw = strings.TrimSpace(raw)
+	dpopScheme := strings.EqualFold(scheme, "DPoP")
+	if !ok || !(strings.EqualFold(scheme, "Bearer") || dpopScheme) || raw == "" || len(r.Header.Values("Authorization")) > 1 {
 		challenge(http.StatusUnauthorized, "", "", "")
 		return
 	}
 	ctx := r.Context()
-	cl, err := i.verifyAccessToken(ctx, strings.TrimSpace(raw))
+	cl, err := i.verifyAccessToken(ctx, raw)
 	if err != nil {
 		challenge(http.StatusUnauthorized, "invalid_token", "the access token is invalid, expired or revoked", "")
+		return
+	}
+	if e := i.checkBinding(w, r, pathUserinfo, cl, raw, dpopScheme); e != nil {
+		w.Header().Set("WWW-Authenticate", dpopChallenge(e))
+		w.Header().Set("Cache-Control", "no-store")
+		http.Error(w, http.StatusText(http.StatusUnauthorized), http.StatusUnauthorized)
 		return
 	}
 	scopes := strings.Fields(cl.Scope)

@@ -1,9 +1,14 @@
 package issuer
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/golang-jwt/jwt/v5"
 )
 
 func TestUserinfo(t *testing.T) {
@@ -53,6 +58,75 @@ func TestUserinfo(t *testing.T) {
 				if a.body[k] != v {
 					t.Errorf("userinfo %s = %v, want %v", k, a.body[k], v)
 				}
+			}
+		})
+	}
+}
+
+// TestUserinfoDPoP: UserInfo is a protected resource (RFC 9449 section
+// 7): a DPoP-bound token is accepted only with the DPoP scheme and a
+// proof of its key for this request, never as a bearer token; an unbound
+// token only as Bearer.
+func TestUserinfoDPoP(t *testing.T) {
+	e := newTokEnv(t)
+	alice, mallory := newDPoPKey(t), newDPoPKey(t)
+	tokenURL, infoURL := e.iss.endpoint(pathToken), e.iss.endpoint(pathUserinfo)
+	code, verifier := e.issueCode(t, codeSpec{scopes: []string{"openid", "read"}})
+	f := url.Values{"grant_type": {grantAuthorizationCode}, "code": {code}, "code_verifier": {verifier}, "redirect_uri": {tRedirect}, "client_id": {tPublic}}
+	tok := e.postDPoP(t, pathToken, f, "", alice.proof(t, e, tokenURL, nil))
+	wantBound(t, "token", tok, alice)
+	bound := tok.str("access_token")
+	code, verifier = e.issueCode(t, codeSpec{scopes: []string{"openid", "read"}})
+	bearerTok, err := e.exchange(t, tPublic, "", code, verifier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bearer := bearerTok.AccessToken
+	ath := func(tok string) string {
+		sum := sha256.Sum256([]byte(tok))
+		return base64.RawURLEncoding.EncodeToString(sum[:])
+	}
+	proof := func(k *dpopKey, method, tok string) string {
+		return k.proof(t, e, infoURL, jwt.MapClaims{"htm": method, "ath": ath(tok)})
+	}
+	replayed := proof(alice, http.MethodGet, bound)
+	tests := []struct {
+		name, method, auth, proof string
+		status                    int
+		challenge                 string // in a WWW-Authenticate value
+	}{
+		{"bound token with its proof", http.MethodGet, "DPoP " + bound, replayed, 200, ""},
+		{"bound token with a POST proof", http.MethodPost, "DPoP " + bound, proof(alice, http.MethodPost, bound), 200, ""},
+		{"bound token as Bearer", http.MethodGet, "Bearer " + bound, "", 401, `DPoP error="invalid_token"`},
+		{"bound token as Bearer with a proof", http.MethodGet, "Bearer " + bound, proof(alice, http.MethodGet, bound), 401, `DPoP error="invalid_token"`},
+		{"bound token without a proof", http.MethodGet, "DPoP " + bound, "", 401, `DPoP error="invalid_dpop_proof"`},
+		{"bound token with another key's proof", http.MethodGet, "DPoP " + bound, proof(mallory, http.MethodGet, bound), 401, `DPoP error="invalid_dpop_proof"`},
+		{"replayed proof", http.MethodGet, "DPoP " + bound, replayed, 401, `DPoP error="invalid_dpop_proof"`},
+		{"proof for another method", http.MethodGet, "DPoP " + bound, proof(alice, http.MethodPost, bound), 401, `DPoP error="invalid_dpop_proof"`},
+		{"proof for another token", http.MethodGet, "DPoP " + bound, proof(alice, http.MethodGet, bearer), 401, `DPoP error="invalid_dpop_proof"`},
+		{"proof for the token endpoint", http.MethodGet, "DPoP " + bound, alice.proof(t, e, tokenURL, jwt.MapClaims{"htm": http.MethodGet, "ath": ath(bound)}), 401, `DPoP error="invalid_dpop_proof"`},
+		{"unbound token as DPoP", http.MethodGet, "DPoP " + bearer, proof(alice, http.MethodGet, bearer), 401, `DPoP error="invalid_token"`},
+		{"unbound token as Bearer", http.MethodGet, "Bearer " + bearer, "", 200, ""},
+		{"no token", http.MethodGet, "", "", 401, `DPoP algs=`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequest(tt.method, infoURL, nil)
+			if tt.auth != "" {
+				req.Header.Set("Authorization", tt.auth)
+			}
+			if tt.proof != "" {
+				req.Header.Set("DPoP", tt.proof)
+			}
+			a := e.do(t, req)
+			if a.status != tt.status {
+				t.Fatalf("userinfo = %d %s (%q), want %d", a.status, a.raw, a.header.Values("WWW-Authenticate"), tt.status)
+			}
+			if tt.status == 200 && a.body["sub"] != tUser {
+				t.Errorf("userinfo = %s, want the user's claims", a.raw)
+			}
+			if tt.status != 200 && (a.body["sub"] != nil || !strings.Contains(strings.Join(a.header.Values("WWW-Authenticate"), "\n"), tt.challenge)) {
+				t.Errorf("userinfo = %s, WWW-Authenticate %q; want no claims and a challenge with %q", a.raw, a.header.Values("WWW-Authenticate"), tt.challenge)
 			}
 		})
 	}

@@ -14,8 +14,16 @@ import (
 	"slices"
 )
 
-// MinRSABits is the smallest RSA modulus accepted for a signature.
-const MinRSABits = 2048
+// MinRSABits and MaxRSABits bound the RSA modulus accepted for a
+// signature. The upper bound is for the verifier's sake: keys come from
+// anyone (a DPoP proof's jwk header, a registered client's JWK Set), and
+// a signature check costs about the cube of the modulus size, so an
+// unauthenticated request with a 16384-bit key would cost some 25 times
+// one with a common key.
+const (
+	MinRSABits = 2048
+	MaxRSABits = 4096
+)
 
 // algorithms are the JWS algorithms a public key may verify: asymmetric
 // only, so that a public key can never be used as an HMAC secret, and
@@ -43,7 +51,7 @@ func KeyFitsAlg(alg string, key crypto.PublicKey) error {
 		}
 	case "RS256", "RS384", "RS512", "PS256", "PS384", "PS512":
 		k, ok := key.(*rsa.PublicKey)
-		if !ok || k.N == nil || k.N.BitLen() < MinRSABits {
+		if !ok || k.N == nil || k.N.BitLen() < MinRSABits || k.N.BitLen() > MaxRSABits {
 			return ErrKeyType
 		}
 	case "EdDSA":
@@ -89,8 +97,8 @@ type JWK struct {
 // or "sig").
 func (j JWK) ForSignatures() bool { return j.Use == "" || j.Use == "sig" }
 
-// PublicKey decodes the key: EC P-256/384/521, RSA of at least
-// MinRSABits with an odd exponent, or OKP Ed25519, in strict base64url.
+// PublicKey decodes the key: EC P-256/384/521, RSA of MinRSABits to
+// MaxRSABits with an odd exponent, or OKP Ed25519, in strict base64url.
 // Symmetric keys, other curves and keys carrying private material are
 // refused.
 func (j JWK) PublicKey() (crypto.PublicKey, error) {
@@ -125,8 +133,8 @@ func (j JWK) PublicKey() (crypto.PublicKey, error) {
 			return nil, errors.New("malformed RSA key")
 		}
 		pub := &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}
-		if pub.N.BitLen() < MinRSABits || pub.E < 3 || pub.E%2 == 0 {
-			return nil, errors.New("RSA key too weak")
+		if pub.N.BitLen() < MinRSABits || pub.N.BitLen() > MaxRSABits || pub.E < 3 || pub.E%2 == 0 {
+			return nil, errors.New("RSA key too weak or too large")
 		}
 		return pub, nil
 	case "OKP":

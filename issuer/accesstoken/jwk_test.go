@@ -61,6 +61,7 @@ func TestKeyFitsAlg(t *testing.T) {
 		{"PS384", &k.rsa.PublicKey, true},
 		{"RS256", &k.rsaSmall.PublicKey, false},
 		{"RS256", &rsa.PublicKey{E: 65537}, false},
+		{"RS256", oversizedRSA(), false},
 		{"RS256", &k.p256.PublicKey, false},
 		{"EdDSA", k.ed.Public(), true},
 		{"EdDSA", ed25519.PublicKey(make([]byte, 31)), false},
@@ -93,6 +94,13 @@ func TestAlgorithms(t *testing.T) {
 	}
 }
 
+// oversizedRSA is an RSA public key one bit past MaxRSABits: costly to
+// verify with, whether or not it is a real key.
+func oversizedRSA() *rsa.PublicKey {
+	n := new(big.Int).Lsh(big.NewInt(1), MaxRSABits)
+	return &rsa.PublicKey{N: n.Add(n, big.NewInt(1)), E: 65537}
+}
+
 func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
 
 func ecJWK(k *ecdsa.PrivateKey) JWK {
@@ -118,6 +126,7 @@ func TestJWKPublicKey(t *testing.T) {
 		{"RSA 2048", rsaJWK(&k.rsa.PublicKey), &k.rsa.PublicKey},
 		{"OKP Ed25519", JWK{Kty: "OKP", Crv: "Ed25519", X: b64(k.ed.Public().(ed25519.PublicKey))}, k.ed.Public()},
 		{"RSA 1024", rsaJWK(&k.rsaSmall.PublicKey), nil},
+		{"RSA modulus over MaxRSABits", rsaJWK(oversizedRSA()), nil},
 		{"RSA even exponent", mod(rsaJWK(&k.rsa.PublicKey), func(j *JWK) { j.E = b64([]byte{1, 0, 0}) }), nil},
 		{"RSA exponent too long", mod(rsaJWK(&k.rsa.PublicKey), func(j *JWK) { j.E = b64([]byte{1, 0, 0, 0, 1}) }), nil},
 		{"private key material", mod(ecJWK(k.p256), func(j *JWK) { j.D = b64(k.p256.D.Bytes()) }), nil},

@@ -28,10 +28,12 @@ const (
 	NonceHeader = "DPoP-Nonce"
 )
 
-// Error codes of RFC 9449 (§5, §7.1, §8).
+// Error codes of RFC 9449 (§5, §7.1, §8), and RFC 6750's for a token
+// sent with the wrong scheme.
 const (
 	CodeInvalidProof = "invalid_dpop_proof"
 	CodeUseNonce     = "use_dpop_nonce"
+	CodeInvalidToken = "invalid_token"
 )
 
 // DefaultWindow is how far a proof's iat may lie from the server's clock,
@@ -66,7 +68,12 @@ type Options struct {
 	// MaxReplayEntries bounds the jti memory; default 1<<19 (about 50 MB
 	// at most). When full, proofs are refused until entries expire.
 	MaxReplayEntries int
-	Now              func() time.Time // default time.Now
+	// Replay, when set, is the jti memory, shared with other Verifiers
+	// (MaxReplayEntries is then ignored: it has its own bound). It
+	// remembers for the DefaultWindow, so it is used only when Window is
+	// not longer.
+	Replay *Replay
+	Now    func() time.Time // default time.Now
 }
 
 // Verifier checks proofs and remembers their jti, in memory, until their
@@ -75,7 +82,7 @@ type Verifier struct {
 	window time.Duration
 	nonces *Nonces
 	now    func() time.Time
-	replay *replayCache
+	replay *Replay
 	parser *jwt.Parser
 }
 
@@ -90,13 +97,17 @@ func New(o Options) *Verifier {
 	if o.MaxReplayEntries <= 0 {
 		o.MaxReplayEntries = 1 << 19
 	}
+	// A jti must be remembered while its proof could still be accepted:
+	// until iat+window, and iat may be up to window ahead.
+	replay := o.Replay
+	if replay == nil || o.Window > DefaultWindow {
+		replay = newReplay(o.MaxReplayEntries, 2*o.Window)
+	}
 	return &Verifier{
 		window: o.Window,
 		nonces: o.Nonces,
 		now:    o.Now,
-		// A jti must be remembered while its proof could still be
-		// accepted: until iat+window, and iat may be up to window ahead.
-		replay: newReplayCache(o.MaxReplayEntries, 2*o.Window),
+		replay: replay,
 		// The claims are checked here, with the window, not by jwt.
 		parser: jwt.NewParser(jwt.WithValidMethods(accesstoken.Algorithms()), jwt.WithoutClaimsValidation()),
 	}
@@ -122,21 +133,56 @@ type Request struct {
 	AccessToken string
 }
 
-// Verify checks the DPoP header values of a request (RFC 9449 §4.3): one
-// well-formed proof of typ dpop+jwt, signed with an allowed asymmetric
-// algorithm by the public key in its jwk header (no private parts), with
-// htm, htu, iat within the window, a jti not seen before for this key,
-// ath when an access token is presented, and the nonce when required. It
-// returns the key's RFC 7638 thumbprint, which the caller compares to
-// cnf.jkt (or binds the tokens it issues to).
+// Verify checks the DPoP header values of a request and spends the
+// proof's jti: Check, then Use. It returns the key's RFC 7638
+// thumbprint, which the caller compares to cnf.jkt (or binds the tokens
+// it issues to).
 func (v *Verifier) Verify(values []string, req Request) (string, error) {
+	p, err := v.Check(values, req)
+	if err != nil {
+		return "", err
+	}
+	if err := p.Use(); err != nil {
+		return "", err
+	}
+	return p.JKT, nil
+}
+
+// Proof is a proof that passed every check but the replay check.
+type Proof struct {
+	JKT string // the RFC 7638 thumbprint of its key
+	v   *Verifier
+	jti string
+}
+
+// Use spends the proof: it is refused if its jti was used before for the
+// same key, or when the replay memory is full (fail closed).
+func (p *Proof) Use() error {
+	switch p.v.replay.add(replayKey(p.JKT, p.jti), p.v.now()) {
+	case errReplayed:
+		return invalid("the DPoP proof was used before")
+	case errReplayFull:
+		return invalid("too many DPoP proofs; retry later")
+	}
+	return nil
+}
+
+// Check checks the DPoP header values of a request (RFC 9449 §4.3)
+// except for replay: one well-formed proof of typ dpop+jwt, signed with
+// an allowed asymmetric algorithm by the public key in its jwk header (no
+// private parts), with htm, htu, iat within the window, ath when an
+// access token is presented, and the nonce when required. The proof must
+// then be spent with Use before the request has any effect; a token
+// endpoint does that once the grant is found valid, so requests that
+// carry no valid grant cannot fill the bounded replay memory.
+func (v *Verifier) Check(values []string, req Request) (*Proof, error) {
 	switch {
 	case len(values) == 0:
-		return "", invalid("the DPoP header is missing")
+		return nil, invalid("the DPoP header is missing")
 	case len(values) > 1:
-		return "", invalid("more than one DPoP header")
+		return nil, invalid("more than one DPoP header")
 	case len(values[0]) > maxProofLen:
-		return "", invalid("the DPoP proof is too long")
+		return nil, invalid("the DPoP proof is too long")
 	}
 	var jwk accesstoken.JWK
 	var claims proofClaims
@@ -161,40 +207,60 @@ func (v *Verifier) Verify(values []string, req Request) (string, error) {
 		return key, nil
 	})
 	if err != nil {
-		return "", invalid("the DPoP proof is malformed, not of typ dpop+jwt, or not validly signed with an asymmetric algorithm by the public key in its jwk header")
+		return nil, invalid("the DPoP proof is malformed, not of typ dpop+jwt, or not validly signed with an asymmetric algorithm by the public key in its jwk header")
 	}
 	now := v.now()
 	switch {
 	case claims.jti == "" || len(claims.jti) > maxJTILen:
-		return "", invalid("the DPoP proof lacks a valid jti")
+		return nil, invalid("the DPoP proof lacks a valid jti")
 	case claims.htm != req.Method:
-		return "", invalid("the DPoP proof's htm is not this request's method")
+		return nil, invalid("the DPoP proof's htm is not this request's method")
 	case !SameURI(claims.htu, req.URI):
-		return "", invalid("the DPoP proof's htu is not this request's URI")
+		return nil, invalid("the DPoP proof's htu is not this request's URI")
 	case !claims.hasIAT:
-		return "", invalid("the DPoP proof lacks iat")
+		return nil, invalid("the DPoP proof lacks iat")
 	case claims.iat.Before(now.Add(-v.window)) || claims.iat.After(now.Add(v.window)):
-		return "", invalid("the DPoP proof's iat is outside the accepted window")
+		return nil, invalid("the DPoP proof's iat is outside the accepted window")
 	}
 	if req.AccessToken != "" {
 		sum := sha256.Sum256([]byte(req.AccessToken))
 		want := base64.RawURLEncoding.EncodeToString(sum[:])
 		if subtle.ConstantTimeCompare([]byte(claims.ath), []byte(want)) != 1 {
-			return "", invalid("the DPoP proof's ath is not the hash of the access token")
+			return nil, invalid("the DPoP proof's ath is not the hash of the access token")
 		}
 	}
 	if v.nonces != nil && !v.nonces.valid(claims.nonce, now) {
-		return "", &Error{Code: CodeUseNonce, Description: "the DPoP proof must carry the nonce of the DPoP-Nonce header"}
+		return nil, &Error{Code: CodeUseNonce, Description: "the DPoP proof must carry the nonce of the DPoP-Nonce header"}
 	}
-	jkt := jwk.Thumbprint()
-	// Last: only proofs that passed every other check take up memory.
-	switch v.replay.add(replayKey(jkt, claims.jti), now) {
-	case errReplayed:
-		return "", invalid("the DPoP proof was used before")
-	case errReplayFull:
-		return "", invalid("too many DPoP proofs; retry later")
+	return &Proof{JKT: jwk.Thumbprint(), v: v, jti: claims.jti}, nil
+}
+
+// Bound checks how a resource server's request presents an access token
+// bound to jkt (its cnf.jkt, "" for a bearer token), RFC 9449 §7.1: a
+// bound token only with the DPoP scheme and a valid proof for req signed
+// by that key (so a stolen bound token is useless without the key); the
+// DPoP scheme only with a bound token. values are the request's DPoP
+// header values; nil means accepted.
+func (v *Verifier) Bound(values []string, req Request, jkt string, dpopScheme bool) *Error {
+	switch {
+	case !dpopScheme && jkt != "":
+		return &Error{Code: CodeInvalidToken, Description: "the access token is DPoP-bound: send it with the DPoP scheme and a DPoP proof"}
+	case !dpopScheme:
+		return nil
+	case jkt == "":
+		return &Error{Code: CodeInvalidToken, Description: "the access token is not DPoP-bound; send it with the Bearer scheme"}
 	}
-	return jkt, nil
+	got, err := v.Verify(values, req)
+	var e *Error
+	switch {
+	case errors.As(err, &e):
+		return e
+	case err != nil:
+		return invalid("the DPoP proof is invalid")
+	case got != jkt:
+		return invalid("the DPoP proof is not signed by the key the access token is bound to")
+	}
+	return nil
 }
 
 // headerKey reads the jwk header: string members only, and no private

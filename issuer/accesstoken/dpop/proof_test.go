@@ -253,7 +253,7 @@ func TestVerifyReplay(t *testing.T) {
 
 func TestReplayCacheBound(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	c := newReplayCache(3, time.Minute)
+	c := newReplay(3, time.Minute)
 	for i := range 3 {
 		if err := c.add(replayKey("k", string(rune('a'+i))), now); err != nil {
 			t.Fatal(err)
@@ -362,5 +362,29 @@ func BenchmarkVerify(b *testing.B) {
 		if _, err := v.Verify(proofs[i:i+1], req); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestCheckThenUse: Check remembers nothing; Use spends the jti once.
+func TestCheckThenUse(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	v := New(Options{Now: func() time.Time { return now }})
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	req := Request{Method: "POST", URI: "https://as.example.com/token"}
+	s := newProof(t, key, jwt.SigningMethodES256, "POST", req.URI, now).sign(t)
+	for range 2 {
+		if _, err := v.Check([]string{s}, req); err != nil {
+			t.Fatalf("Check: %v", err)
+		}
+	}
+	p, _ := v.Check([]string{s}, req)
+	if err := p.Use(); err != nil {
+		t.Fatalf("first Use: %v", err)
+	}
+	if err := p.Use(); err == nil || !strings.Contains(err.Error(), "used before") {
+		t.Errorf("second Use = %v, want used before", err)
+	}
+	if _, err := v.Verify([]string{s}, req); err == nil {
+		t.Error("Verify of a spent proof succeeded")
 	}
 }

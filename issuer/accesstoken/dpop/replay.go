@@ -12,12 +12,16 @@ var (
 	errReplayFull = errors.New("replay cache full")
 )
 
-// replayCache remembers (key, jti) pairs for at least period in two
+// Replay is a proof replay memory. One may be shared by every Verifier
+// of a process (Options.Replay), so that a proof seen by one is refused
+// by the others and by those a configuration reload builds.
+//
+// It remembers (key, jti) pairs for at least period in two
 // generations of maps: the older is dropped whole when the newer is a
 // period old, so expiry costs no bookkeeping per entry. Bounded: when both
 // hold max entries together, new proofs are refused (fail closed) until a
 // generation is dropped.
-type replayCache struct {
+type Replay struct {
 	mu        sync.Mutex
 	max       int
 	period    time.Duration
@@ -25,8 +29,17 @@ type replayCache struct {
 	cur, prev map[[16]byte]struct{}
 }
 
-func newReplayCache(max int, period time.Duration) *replayCache {
-	return &replayCache{max: max, period: period, cur: map[[16]byte]struct{}{}, prev: map[[16]byte]struct{}{}}
+// NewReplay returns a replay memory of at most max entries (default
+// 1<<19, about 50 MB at most) for Verifiers of the DefaultWindow.
+func NewReplay(max int) *Replay {
+	if max <= 0 {
+		max = 1 << 19
+	}
+	return newReplay(max, 2*DefaultWindow)
+}
+
+func newReplay(max int, period time.Duration) *Replay {
+	return &Replay{max: max, period: period, cur: map[[16]byte]struct{}{}, prev: map[[16]byte]struct{}{}}
 }
 
 // replayKey names a jti of a key; 128 bits of SHA-256 are plenty against
@@ -36,7 +49,7 @@ func replayKey(jkt, jti string) [16]byte {
 	return [16]byte(sum[:16])
 }
 
-func (c *replayCache) add(k [16]byte, now time.Time) error {
+func (c *Replay) add(k [16]byte, now time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if age := now.Sub(c.started); age >= c.period {
