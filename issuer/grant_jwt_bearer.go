@@ -91,8 +91,13 @@ func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, er
 	exp, _ := claims.GetExpirationTime()
 	iat, _ := claims.GetIssuedAt()
 	sub, jti, clientID, resource := str("sub"), str("jti"), str("client_id"), str("resource")
+	_, hasResource := claims["resource"]
 	now := i.now()
 	switch {
+	case hasResource && resource == "":
+		// Not one URL (an array, an empty string): the IdP meant some
+		// restriction, and reading it as none would drop it.
+		return nil, invalid("the ID-JAG's resource must be one URL")
 	case len(aud) != 1:
 		return nil, invalid("the ID-JAG's aud must be this issuer alone")
 	case iat == nil || sub == "" || jti == "":

@@ -177,6 +177,16 @@ func TestIDJAGRefused(t *testing.T) {
 		{"no client_id", conf, func(c jwt.MapClaims, _ *jwt.Token) { delete(c, "client_id") }, nil, 400, "invalid_grant"},
 		{"resource not registered", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["resource"] = "https://unknown.example/mcp" }, nil, 400, "invalid_grant"},
 		{"resource parameter differs", conf, nil, url.Values{"resource": {tOther}}, 400, "invalid_target"},
+		{"resource claim not a string", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["resource"] = []string{tResource} }, url.Values{"resource": {tOther}}, 400, "invalid_grant"},
+		{"resource claim empty", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["resource"] = "" }, url.Values{"resource": {tOther}}, 400, "invalid_grant"},
+		{"iss with a trailing slash", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["iss"] = idp.srv.URL + "/" }, nil, 400, "invalid_grant"},
+		{"aud with a trailing slash", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["aud"] = e.iss.URL() + "/" }, nil, 400, "invalid_grant"},
+		{"scope claim an array", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["scope"] = []string{"read"} }, nil, 400, "invalid_scope"},
+		{"signed by a key in its header", conf, func(_ jwt.MapClaims, t *jwt.Token) {
+			pub, _ := publicJWK(other.key.Public())
+			t.Header["jwk"] = pub
+			delete(t.Header, "kid")
+		}, nil, 400, "invalid_grant"},
 		{"scope beyond the assertion", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["scope"] = "read" }, url.Values{"scope": {"read write"}}, 400, "invalid_scope"},
 		{"no scope in the assertion", conf, func(c jwt.MapClaims, _ *jwt.Token) { delete(c, "scope") }, nil, 400, "invalid_scope"},
 		{"user in no mapped group", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["groups"] = []string{"sales"} }, nil, 400, "invalid_grant"},
@@ -190,6 +200,9 @@ func TestIDJAGRefused(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			grants, users := e.count(bucketGrants), e.count(bucketUsers)
 			raw := idp.idJAG(t, e, tt.mutate)
+			if tt.name == "signed by a key in its header" {
+				raw = other.idJAG(t, e, func(c jwt.MapClaims, tok *jwt.Token) { c["iss"] = idp.srv.URL; tt.mutate(c, tok) })
+			}
 			if tt.name == "signed by another key" {
 				// The header says ES256 and kid idp1; the signature is another key's.
 				raw = other.idJAG(t, e, nil)
