@@ -78,6 +78,9 @@ func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, er
 	_, err = jwt.NewParser(jwt.WithValidMethods(accesstoken.Algorithms()), jwt.WithIssuer(idp.cfg.Issuer),
 		jwt.WithAudience(i.URL()), jwt.WithExpirationRequired(), jwt.WithIssuedAt(), jwt.WithLeeway(idJAGLeeway),
 		jwt.WithTimeFunc(i.now)).ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {
+		if err := accesstoken.RefuseCritical(t); err != nil {
+			return nil, err
+		}
 		if typ, _ := t.Header["typ"].(string); !isIDJAGType(typ) {
 			return nil, errors.New("typ is not " + idJAGType)
 		}
