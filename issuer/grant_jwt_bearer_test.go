@@ -4,12 +4,15 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -214,7 +217,7 @@ func TestIDJAGRefused(t *testing.T) {
 			if a.status != tt.status || a.str("error") != tt.code || a.str("access_token") != "" {
 				t.Errorf("redeem = %d %s, want %d %s and no token", a.status, a.raw, tt.status, tt.code)
 			}
-			if g, u := e.count(bucketGrants), e.count(bucketUsers); g != grants || (u != users && tt.name != "scopes the user's groups do not allow") {
+			if g, u := e.count(bucketGrants), e.count(bucketUsers); g != grants || u != users {
 				t.Errorf("grants %d -> %d, users %d -> %d: something was recorded", grants, g, users, u)
 			}
 		})
@@ -327,5 +330,89 @@ func TestClientCredentialsExtension(t *testing.T) {
 	}
 	if _, c := claimsOf(t, a.str("access_token")); c["sub"] != tJWT || c["principal_type"] != principalClient {
 		t.Errorf("claims = %v, want the client's own token", c)
+	}
+}
+
+// TestIDJAGRedeemedOnce: concurrent redemptions of one ID-JAG issue one
+// token, and a re-encoding of its signature (ECDSA's s and n-s both
+// verify) is the same ID-JAG, refused as a replay.
+func TestIDJAGRedeemedOnce(t *testing.T) {
+	idp := newTestIdP(t)
+	e := newTokEnv(t, withTrustedIdP(idp))
+	conf := tConf + ":" + tSecret
+	raw := idp.idJAG(t, e, nil)
+	const n = 8
+	codes := make(chan int, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			codes <- e.redeem(t, conf, raw, nil).status
+		}()
+	}
+	wg.Wait()
+	close(codes)
+	ok := 0
+	for c := range codes {
+		if c == http.StatusOK {
+			ok++
+		}
+	}
+	if ok != 1 || e.count(bucketGrants) != 1 {
+		t.Errorf("%d of %d concurrent redemptions succeeded, %d grants; want 1", ok, n, e.count(bucketGrants))
+	}
+
+	parts := strings.Split(raw, ".")
+	sig, _ := base64.RawURLEncoding.DecodeString(parts[2])
+	s := new(big.Int).SetBytes(sig[32:])
+	s.Sub(elliptic.P256().Params().N, s)
+	s.FillBytes(sig[32:])
+	malleated := parts[0] + "." + parts[1] + "." + base64.RawURLEncoding.EncodeToString(sig)
+	if a := e.redeem(t, conf, malleated, nil); a.str("error") != "invalid_grant" {
+		t.Errorf("the same ID-JAG with s = n-s = %d %s, want invalid_grant (replay)", a.status, a.raw)
+	}
+}
+
+// TestIDJAGKeysPerIdP: each trusted IdP's ID-JAGs verify with its own
+// keys only, and jti values are its own: another IdP's equal jti is not a
+// replay.
+func TestIDJAGKeysPerIdP(t *testing.T) {
+	a, b := newTestIdP(t), newTestIdP(t)
+	e := newTokEnv(t, withTrustedIdP(a), func(c *Config) {
+		c.IdentityProviders = append(c.IdentityProviders, IdentityProvider{Name: "corp2", Issuer: b.srv.URL, ClientID: "mcp",
+			GroupMap: map[string][]string{"eng": {"staff"}}})
+		c.TrustedIdPs = append(c.TrustedIdPs, TrustedIdP{Issuer: b.srv.URL, JWKSURI: b.srv.URL + "/jwks"})
+	})
+	conf := tConf + ":" + tSecret
+	// a's key (kid idp1, as b's) signs an assertion in b's name.
+	forged := a.idJAG(t, e, func(c jwt.MapClaims, _ *jwt.Token) { c["iss"] = b.srv.URL })
+	if r := e.redeem(t, conf, forged, nil); r.str("error") != "invalid_grant" {
+		t.Errorf("b's ID-JAG signed by a's key = %d %s, want invalid_grant", r.status, r.raw)
+	}
+	jti := func(c jwt.MapClaims, _ *jwt.Token) { c["jti"] = "shared" }
+	for _, p := range []*testIdP{a, b} {
+		if r := e.redeem(t, conf, p.idJAG(t, e, jti), nil); r.status != http.StatusOK {
+			t.Errorf("jti shared with the other IdP = %d %s, want 200", r.status, r.raw)
+		}
+	}
+	if u, err := e.iss.dir.lookupUser(e.ctx(), "corp2:u1"); err != nil || u.IdPSubject != "u1" {
+		t.Errorf("b's u1 = %+v, %v; want corp2:u1, apart from corp:u1", u, err)
+	}
+}
+
+// TestIDJAGFixableRefusalKeepsIt: a request the client can correct (a
+// scope the assertion carries but the user may not have) does not spend
+// the ID-JAG.
+func TestIDJAGFixableRefusalKeepsIt(t *testing.T) {
+	idp := newTestIdP(t)
+	e := newTokEnv(t, withTrustedIdP(idp))
+	conf := tConf + ":" + tSecret
+	raw := idp.idJAG(t, e, nil)
+	if a := e.redeem(t, conf, raw, url.Values{"scope": {"admin"}}); a.str("error") != "invalid_scope" {
+		t.Fatalf("scope admin = %d %s, want invalid_scope", a.status, a.raw)
+	}
+	if a := e.redeem(t, conf, raw, url.Values{"scope": {"read"}}); a.status != http.StatusOK || a.str("scope") != "read" {
+		t.Errorf("then scope read = %d %s, want 200 read", a.status, a.raw)
 	}
 }
