@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -18,6 +19,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 )
@@ -414,5 +417,37 @@ func TestIDJAGFixableRefusalKeepsIt(t *testing.T) {
 	}
 	if a := e.redeem(t, conf, raw, url.Values{"scope": {"read"}}); a.status != http.StatusOK || a.str("scope") != "read" {
 		t.Errorf("then scope read = %d %s, want 200 read", a.status, a.raw)
+	}
+}
+
+// TestIDJAGNotLogged: no log entry holds an ID-JAG or its signature,
+// whether it was redeemed, replayed or refused, or its client failed to
+// authenticate.
+func TestIDJAGNotLogged(t *testing.T) {
+	core, logs := observer.New(zap.DebugLevel)
+	idp := newTestIdP(t)
+	e := newTokEnv(t, withTrustedIdP(idp), func(c *Config) { c.Logger = zap.New(core) })
+	conf := tConf + ":" + tSecret
+	var sent []string
+	send := func(basic, raw string) {
+		sent = append(sent, raw)
+		e.redeem(t, basic, raw, nil)
+	}
+	ok := idp.idJAG(t, e, nil)
+	send(conf, ok)
+	send(conf, ok)
+	send(conf, idp.idJAG(t, e, func(_ jwt.MapClaims, t *jwt.Token) { t.Header["typ"] = "JWT" }))
+	send(conf, idp.idJAG(t, e, func(c jwt.MapClaims, _ *jwt.Token) { c["groups"] = []string{"sales"} }))
+	send(tConf+":wrong", idp.idJAG(t, e, nil))
+	for _, entry := range logs.All() {
+		text := fmt.Sprint(entry.Message, entry.ContextMap())
+		for _, raw := range sent {
+			if strings.Contains(text, raw[strings.LastIndex(raw, ".")+1:]) {
+				t.Errorf("log entry %q holds an ID-JAG", text)
+			}
+		}
+	}
+	if len(logs.All()) == 0 {
+		t.Error("nothing was logged: the failed client authentication should be")
 	}
 }
