@@ -451,3 +451,26 @@ func TestIDJAGNotLogged(t *testing.T) {
 		t.Error("nothing was logged: the failed client authentication should be")
 	}
 }
+
+// TestIDJAGReplayUntilExpiry: the jti is remembered as long as the ID-JAG
+// verifies (exp plus the leeway); after that it is refused as expired.
+func TestIDJAGReplayUntilExpiry(t *testing.T) {
+	idp := newTestIdP(t)
+	e := newTokEnv(t, withTrustedIdP(idp))
+	conf := tConf + ":" + tSecret
+	raw := idp.idJAG(t, e, func(c jwt.MapClaims, _ *jwt.Token) { c["exp"] = e.clock.Now().Add(time.Minute).Unix() })
+	if a := e.redeem(t, conf, raw, nil); a.status != http.StatusOK {
+		t.Fatalf("redeem = %d %s", a.status, a.raw)
+	}
+	start := e.clock.Now()
+	for _, d := range []time.Duration{time.Minute + idJAGLeeway - time.Second, 2 * time.Second} {
+		e.clock.Advance(d)
+		a := e.redeem(t, conf, raw, nil)
+		if a.str("error") != "invalid_grant" || a.str("access_token") != "" {
+			t.Errorf("replay %v later = %d %s, want invalid_grant", e.clock.Now().Sub(start), a.status, a.raw)
+		}
+	}
+	if n := e.count(bucketGrants); n != 1 {
+		t.Errorf("grants = %d, want 1", n)
+	}
+}
