@@ -260,6 +260,9 @@ func (i *Issuer) authAssertion(ctx context.Context, r *http.Request, f url.Value
 	endpoint.Path = r.URL.Path
 	var claims jwt.RegisteredClaims
 	_, err = jwt.ParseWithClaims(raw, &claims, func(t *jwt.Token) (any, error) {
+		if err := accesstoken.RefuseCritical(t); err != nil {
+			return nil, err
+		}
 		return i.assertionKeys(ctx, c, t)
 	}, jwt.WithValidMethods(accesstoken.Algorithms()), jwt.WithIssuer(id), jwt.WithSubject(id),
 		jwt.WithAudience(i.URL(), i.endpoint(pathToken), endpoint.String()),

@@ -78,6 +78,9 @@ func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, er
 	_, err = jwt.NewParser(jwt.WithValidMethods(accesstoken.Algorithms()), jwt.WithIssuer(idp.cfg.Issuer),
 		jwt.WithAudience(i.URL()), jwt.WithExpirationRequired(), jwt.WithIssuedAt(), jwt.WithLeeway(idJAGLeeway),
 		jwt.WithTimeFunc(i.now)).ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {
+		if err := accesstoken.RefuseCritical(t); err != nil {
+			return nil, err
+		}
 		if typ, _ := t.Header["typ"].(string); !isIDJAGType(typ) {
 			return nil, errors.New("typ is not " + idJAGType)
 		}
@@ -91,8 +94,13 @@ func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, er
 	exp, _ := claims.GetExpirationTime()
 	iat, _ := claims.GetIssuedAt()
 	sub, jti, clientID, resource := str("sub"), str("jti"), str("client_id"), str("resource")
+	_, hasResource := claims["resource"]
 	now := i.now()
 	switch {
+	case hasResource && resource == "":
+		// Not one URL (an array, an empty string): the IdP meant some
+		// restriction, and reading it as none would drop it.
+		return nil, invalid("the ID-JAG's resource must be one URL")
 	case len(aud) != 1:
 		return nil, invalid("the ID-JAG's aud must be this issuer alone")
 	case iat == nil || sub == "" || jti == "":
@@ -126,9 +134,19 @@ func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, er
 			return nil, ErrInvalidScope.WithDescription("scope " + s + " is beyond the ID-JAG's")
 		}
 	}
-	// Resource and client policy before the jti is spent: a request the
-	// client can fix does not burn the assertion.
-	if _, err := i.policy.resolveResource(c, resource); err != nil {
+	refused := func(err error) error {
+		return ErrInvalidGrant.WithDescription("the ID-JAG's user may not use this server").Wrap(err)
+	}
+	id, err := idp.idp.identity(claims, sub)
+	if err != nil {
+		return nil, refused(err)
+	}
+	// Resource and scopes are judged for the user as provisioning will
+	// record it before the jti is spent: a request the client can fix
+	// does not burn the assertion.
+	prospect := &User{Username: id.username, Groups: idp.idp.localGroups(id.groups)}
+	resource, scopes, err := i.policy.grantScopes(ctx, c, prospect, resource, requested)
+	if err != nil {
 		return nil, err
 	}
 	err = i.store.Update(ctx, func(tx store.Tx) error {
@@ -140,13 +158,15 @@ func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, er
 	if err != nil {
 		return nil, err
 	}
-	u, err := g.user(ctx, idp, claims, sub)
-	if err != nil {
+	if err := i.provision(ctx, idp.idp, id, now); err != nil {
+		if errors.Is(err, errIdPRefused) {
+			return nil, refused(err)
+		}
 		return nil, err
 	}
-	resource, scopes, err := i.policy.grantScopes(ctx, c, u, resource, requested)
+	u, err := i.dir.lookupUser(ctx, id.username)
 	if err != nil {
-		return nil, err
+		return nil, refused(err)
 	}
 	gid, err := i.randomToken(16)
 	if err != nil {
@@ -164,30 +184,6 @@ func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, er
 		recording: "store jwt-bearer grant",
 		bases:     s.principals(req.basis, req.basis),
 	}, nil
-}
-
-// user is the account of the ID-JAG's subject: admitted by the identity
-// provider's rules, provisioned or updated as a sign-in there would.
-func (g jwtBearer) user(ctx context.Context, idp *trustedIdP, claims jwt.MapClaims, sub string) (*User, error) {
-	i := g.iss
-	refused := func(err error) error {
-		return ErrInvalidGrant.WithDescription("the ID-JAG's user may not use this server").Wrap(err)
-	}
-	id, err := idp.idp.identity(claims, sub)
-	if err != nil {
-		return nil, refused(err)
-	}
-	if err := i.provision(ctx, idp.idp, id, i.now()); err != nil {
-		if errors.Is(err, errIdPRefused) {
-			return nil, refused(err)
-		}
-		return nil, err
-	}
-	u, err := i.dir.lookupUser(ctx, id.username)
-	if err != nil {
-		return nil, refused(err)
-	}
-	return u, nil
 }
 
 // grantProfiles is authorization_grant_profiles_supported: ID-JAG when

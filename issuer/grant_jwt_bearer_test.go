@@ -4,17 +4,23 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 )
@@ -177,6 +183,17 @@ func TestIDJAGRefused(t *testing.T) {
 		{"no client_id", conf, func(c jwt.MapClaims, _ *jwt.Token) { delete(c, "client_id") }, nil, 400, "invalid_grant"},
 		{"resource not registered", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["resource"] = "https://unknown.example/mcp" }, nil, 400, "invalid_grant"},
 		{"resource parameter differs", conf, nil, url.Values{"resource": {tOther}}, 400, "invalid_target"},
+		{"resource claim not a string", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["resource"] = []string{tResource} }, url.Values{"resource": {tOther}}, 400, "invalid_grant"},
+		{"resource claim empty", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["resource"] = "" }, url.Values{"resource": {tOther}}, 400, "invalid_grant"},
+		{"crit header", conf, func(_ jwt.MapClaims, t *jwt.Token) { t.Header["crit"] = []string{"x-ext"}; t.Header["x-ext"] = true }, nil, 400, "invalid_grant"},
+		{"iss with a trailing slash", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["iss"] = idp.srv.URL + "/" }, nil, 400, "invalid_grant"},
+		{"aud with a trailing slash", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["aud"] = e.iss.URL() + "/" }, nil, 400, "invalid_grant"},
+		{"scope claim an array", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["scope"] = []string{"read"} }, nil, 400, "invalid_scope"},
+		{"signed by a key in its header", conf, func(_ jwt.MapClaims, t *jwt.Token) {
+			pub, _ := publicJWK(other.key.Public())
+			t.Header["jwk"] = pub
+			delete(t.Header, "kid")
+		}, nil, 400, "invalid_grant"},
 		{"scope beyond the assertion", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["scope"] = "read" }, url.Values{"scope": {"read write"}}, 400, "invalid_scope"},
 		{"no scope in the assertion", conf, func(c jwt.MapClaims, _ *jwt.Token) { delete(c, "scope") }, nil, 400, "invalid_scope"},
 		{"user in no mapped group", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["groups"] = []string{"sales"} }, nil, 400, "invalid_grant"},
@@ -190,6 +207,9 @@ func TestIDJAGRefused(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			grants, users := e.count(bucketGrants), e.count(bucketUsers)
 			raw := idp.idJAG(t, e, tt.mutate)
+			if tt.name == "signed by a key in its header" {
+				raw = other.idJAG(t, e, func(c jwt.MapClaims, tok *jwt.Token) { c["iss"] = idp.srv.URL; tt.mutate(c, tok) })
+			}
 			if tt.name == "signed by another key" {
 				// The header says ES256 and kid idp1; the signature is another key's.
 				raw = other.idJAG(t, e, nil)
@@ -200,7 +220,7 @@ func TestIDJAGRefused(t *testing.T) {
 			if a.status != tt.status || a.str("error") != tt.code || a.str("access_token") != "" {
 				t.Errorf("redeem = %d %s, want %d %s and no token", a.status, a.raw, tt.status, tt.code)
 			}
-			if g, u := e.count(bucketGrants), e.count(bucketUsers); g != grants || (u != users && tt.name != "scopes the user's groups do not allow") {
+			if g, u := e.count(bucketGrants), e.count(bucketUsers); g != grants || u != users {
 				t.Errorf("grants %d -> %d, users %d -> %d: something was recorded", grants, g, users, u)
 			}
 		})
@@ -313,5 +333,144 @@ func TestClientCredentialsExtension(t *testing.T) {
 	}
 	if _, c := claimsOf(t, a.str("access_token")); c["sub"] != tJWT || c["principal_type"] != principalClient {
 		t.Errorf("claims = %v, want the client's own token", c)
+	}
+}
+
+// TestIDJAGRedeemedOnce: concurrent redemptions of one ID-JAG issue one
+// token, and a re-encoding of its signature (ECDSA's s and n-s both
+// verify) is the same ID-JAG, refused as a replay.
+func TestIDJAGRedeemedOnce(t *testing.T) {
+	idp := newTestIdP(t)
+	e := newTokEnv(t, withTrustedIdP(idp))
+	conf := tConf + ":" + tSecret
+	raw := idp.idJAG(t, e, nil)
+	const n = 8
+	codes := make(chan int, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			codes <- e.redeem(t, conf, raw, nil).status
+		}()
+	}
+	wg.Wait()
+	close(codes)
+	ok := 0
+	for c := range codes {
+		if c == http.StatusOK {
+			ok++
+		}
+	}
+	if ok != 1 || e.count(bucketGrants) != 1 {
+		t.Errorf("%d of %d concurrent redemptions succeeded, %d grants; want 1", ok, n, e.count(bucketGrants))
+	}
+
+	parts := strings.Split(raw, ".")
+	sig, _ := base64.RawURLEncoding.DecodeString(parts[2])
+	s := new(big.Int).SetBytes(sig[32:])
+	s.Sub(elliptic.P256().Params().N, s)
+	s.FillBytes(sig[32:])
+	malleated := parts[0] + "." + parts[1] + "." + base64.RawURLEncoding.EncodeToString(sig)
+	if a := e.redeem(t, conf, malleated, nil); a.str("error") != "invalid_grant" {
+		t.Errorf("the same ID-JAG with s = n-s = %d %s, want invalid_grant (replay)", a.status, a.raw)
+	}
+}
+
+// TestIDJAGKeysPerIdP: each trusted IdP's ID-JAGs verify with its own
+// keys only, and jti values are its own: another IdP's equal jti is not a
+// replay.
+func TestIDJAGKeysPerIdP(t *testing.T) {
+	a, b := newTestIdP(t), newTestIdP(t)
+	e := newTokEnv(t, withTrustedIdP(a), func(c *Config) {
+		c.IdentityProviders = append(c.IdentityProviders, IdentityProvider{Name: "corp2", Issuer: b.srv.URL, ClientID: "mcp",
+			GroupMap: map[string][]string{"eng": {"staff"}}})
+		c.TrustedIdPs = append(c.TrustedIdPs, TrustedIdP{Issuer: b.srv.URL, JWKSURI: b.srv.URL + "/jwks"})
+	})
+	conf := tConf + ":" + tSecret
+	// a's key (kid idp1, as b's) signs an assertion in b's name.
+	forged := a.idJAG(t, e, func(c jwt.MapClaims, _ *jwt.Token) { c["iss"] = b.srv.URL })
+	if r := e.redeem(t, conf, forged, nil); r.str("error") != "invalid_grant" {
+		t.Errorf("b's ID-JAG signed by a's key = %d %s, want invalid_grant", r.status, r.raw)
+	}
+	jti := func(c jwt.MapClaims, _ *jwt.Token) { c["jti"] = "shared" }
+	for _, p := range []*testIdP{a, b} {
+		if r := e.redeem(t, conf, p.idJAG(t, e, jti), nil); r.status != http.StatusOK {
+			t.Errorf("jti shared with the other IdP = %d %s, want 200", r.status, r.raw)
+		}
+	}
+	if u, err := e.iss.dir.lookupUser(e.ctx(), "corp2:u1"); err != nil || u.IdPSubject != "u1" {
+		t.Errorf("b's u1 = %+v, %v; want corp2:u1, apart from corp:u1", u, err)
+	}
+}
+
+// TestIDJAGFixableRefusalKeepsIt: a request the client can correct (a
+// scope the assertion carries but the user may not have) does not spend
+// the ID-JAG.
+func TestIDJAGFixableRefusalKeepsIt(t *testing.T) {
+	idp := newTestIdP(t)
+	e := newTokEnv(t, withTrustedIdP(idp))
+	conf := tConf + ":" + tSecret
+	raw := idp.idJAG(t, e, nil)
+	if a := e.redeem(t, conf, raw, url.Values{"scope": {"admin"}}); a.str("error") != "invalid_scope" {
+		t.Fatalf("scope admin = %d %s, want invalid_scope", a.status, a.raw)
+	}
+	if a := e.redeem(t, conf, raw, url.Values{"scope": {"read"}}); a.status != http.StatusOK || a.str("scope") != "read" {
+		t.Errorf("then scope read = %d %s, want 200 read", a.status, a.raw)
+	}
+}
+
+// TestIDJAGNotLogged: no log entry holds an ID-JAG or its signature,
+// whether it was redeemed, replayed or refused, or its client failed to
+// authenticate.
+func TestIDJAGNotLogged(t *testing.T) {
+	core, logs := observer.New(zap.DebugLevel)
+	idp := newTestIdP(t)
+	e := newTokEnv(t, withTrustedIdP(idp), func(c *Config) { c.Logger = zap.New(core) })
+	conf := tConf + ":" + tSecret
+	var sent []string
+	send := func(basic, raw string) {
+		sent = append(sent, raw)
+		e.redeem(t, basic, raw, nil)
+	}
+	ok := idp.idJAG(t, e, nil)
+	send(conf, ok)
+	send(conf, ok)
+	send(conf, idp.idJAG(t, e, func(_ jwt.MapClaims, t *jwt.Token) { t.Header["typ"] = "JWT" }))
+	send(conf, idp.idJAG(t, e, func(c jwt.MapClaims, _ *jwt.Token) { c["groups"] = []string{"sales"} }))
+	send(tConf+":wrong", idp.idJAG(t, e, nil))
+	for _, entry := range logs.All() {
+		text := fmt.Sprint(entry.Message, entry.ContextMap())
+		for _, raw := range sent {
+			if strings.Contains(text, raw[strings.LastIndex(raw, ".")+1:]) {
+				t.Errorf("log entry %q holds an ID-JAG", text)
+			}
+		}
+	}
+	if len(logs.All()) == 0 {
+		t.Error("nothing was logged: the failed client authentication should be")
+	}
+}
+
+// TestIDJAGReplayUntilExpiry: the jti is remembered as long as the ID-JAG
+// verifies (exp plus the leeway); after that it is refused as expired.
+func TestIDJAGReplayUntilExpiry(t *testing.T) {
+	idp := newTestIdP(t)
+	e := newTokEnv(t, withTrustedIdP(idp))
+	conf := tConf + ":" + tSecret
+	raw := idp.idJAG(t, e, func(c jwt.MapClaims, _ *jwt.Token) { c["exp"] = e.clock.Now().Add(time.Minute).Unix() })
+	if a := e.redeem(t, conf, raw, nil); a.status != http.StatusOK {
+		t.Fatalf("redeem = %d %s", a.status, a.raw)
+	}
+	start := e.clock.Now()
+	for _, d := range []time.Duration{time.Minute + idJAGLeeway - time.Second, 2 * time.Second} {
+		e.clock.Advance(d)
+		a := e.redeem(t, conf, raw, nil)
+		if a.str("error") != "invalid_grant" || a.str("access_token") != "" {
+			t.Errorf("replay %v later = %d %s, want invalid_grant", e.clock.Now().Sub(start), a.status, a.raw)
+		}
+	}
+	if n := e.count(bucketGrants); n != 1 {
+		t.Errorf("grants = %d, want 1", n)
 	}
 }

@@ -21,6 +21,9 @@ const (
 	// of fetches.
 	jwksMinRefetch = 30 * time.Second
 	maxJWKSBytes   = 64 << 10
+	// maxJWKSEntries is the cache size past which expired entries are
+	// dropped (clients' jwks_uri come and go).
+	maxJWKSEntries = 1000
 )
 
 // jwksCache fetches and caches JWK Sets published at URLs (a client's
@@ -36,7 +39,9 @@ type jwksCache struct {
 
 type cachedJWKS struct {
 	keys    []accesstoken.JWK
-	fetched time.Time
+	fetched time.Time // when keys were fetched; zero for none
+	tried   time.Time // the last fetch
+	err     error     // of the last fetch
 }
 
 func newJWKSCache(client *http.Client, now func() time.Time) *jwksCache {
@@ -44,16 +49,44 @@ func newJWKSCache(client *http.Client, now func() time.Time) *jwksCache {
 }
 
 // keys returns the JWK Set at uri: cached for jwksCacheTTL; refresh asks
-// for a fetch, done at most once per jwksMinRefetch.
+// for a fetch. uri is fetched at most once per jwksMinRefetch, failures
+// included (they are the answer meanwhile), unless the request itself
+// ended (that says nothing of uri). A failed refresh keeps the keys.
 func (c *jwksCache) keys(ctx context.Context, uri string, refresh bool) ([]accesstoken.JWK, error) {
 	now := c.now()
 	c.mu.Lock()
 	cached, ok := c.entries[uri]
 	c.mu.Unlock()
-	age := now.Sub(cached.fetched)
-	if ok && age < jwksCacheTTL && (!refresh || age < jwksMinRefetch) {
+	fresh := ok && !cached.fetched.IsZero() && now.Sub(cached.fetched) < jwksCacheTTL
+	recent := ok && now.Sub(cached.tried) < jwksMinRefetch
+	switch {
+	case fresh && (!refresh || recent):
 		return cached.keys, nil
+	case recent:
+		return nil, cached.err
 	}
+	keys, err := c.fetch(ctx, uri)
+	if ctx.Err() != nil {
+		return nil, err
+	}
+	next := cachedJWKS{keys: keys, fetched: now, tried: now}
+	if err != nil {
+		next = cachedJWKS{keys: cached.keys, fetched: cached.fetched, tried: now, err: err}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.entries) >= maxJWKSEntries {
+		for u, e := range c.entries {
+			if now.Sub(e.tried) >= jwksCacheTTL {
+				delete(c.entries, u)
+			}
+		}
+	}
+	c.entries[uri] = next
+	return keys, err
+}
+
+func (c *jwksCache) fetch(ctx context.Context, uri string) ([]accesstoken.JWK, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, uri, nil)
 	if err != nil {
 		return nil, fmt.Errorf("jwks_uri: %w", err)
@@ -71,12 +104,5 @@ func (c *jwksCache) keys(ctx context.Context, uri string, refresh bool) ([]acces
 	if err != nil || len(body) > maxJWKSBytes {
 		return nil, errors.New("fetch jwks_uri: unreadable or too large")
 	}
-	keys, err := decodeJWKS(body)
-	if err != nil {
-		return nil, err
-	}
-	c.mu.Lock()
-	c.entries[uri] = cachedJWKS{keys: keys, fetched: now}
-	c.mu.Unlock()
-	return keys, nil
+	return decodeJWKS(body)
 }

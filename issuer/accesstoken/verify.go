@@ -20,6 +20,16 @@ var (
 	ErrIDToken = errors.New("token is an ID token")
 )
 
+// RefuseCritical refuses a JWS with a crit header: its recipient must
+// refuse extensions it does not understand (RFC 7515 section 4.1.11),
+// and golang-jwt understands none. Every JWS the module verifies calls it.
+func RefuseCritical(t *jwt.Token) error {
+	if _, ok := t.Header["crit"]; ok {
+		return ErrCritical
+	}
+	return nil
+}
+
 // KeyFunc returns the public key published under kid.
 type KeyFunc func(ctx context.Context, kid string) (any, error)
 
@@ -48,8 +58,8 @@ func ParseWith(ctx context.Context, p *jwt.Parser, raw string, key KeyFunc, opts
 	c := new(Claims)
 	atJWT := true
 	_, err := p.ParseWithClaims(raw, c, func(t *jwt.Token) (any, error) {
-		if _, ok := t.Header["crit"]; ok {
-			return nil, ErrCritical
+		if err := RefuseCritical(t); err != nil {
+			return nil, err
 		}
 		typ, isString := t.Header["typ"].(string)
 		_, present := t.Header["typ"]

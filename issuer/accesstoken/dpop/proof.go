@@ -187,8 +187,8 @@ func (v *Verifier) Check(values []string, req Request) (*Proof, error) {
 	var jwk accesstoken.JWK
 	var claims proofClaims
 	_, err := v.parser.ParseWithClaims(values[0], &claims, func(t *jwt.Token) (any, error) {
-		if _, ok := t.Header["crit"]; ok {
-			return nil, errors.New("crit")
+		if err := accesstoken.RefuseCritical(t); err != nil {
+			return nil, err
 		}
 		if typ, _ := t.Header["typ"].(string); typ != Type {
 			return nil, errors.New("typ")
