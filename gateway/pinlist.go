@@ -47,11 +47,17 @@ func (g *Gateway) checkPins(x *exchange, next Next) *refusal {
 		}
 		v := g.pins.callVerdict(ctx, m.Name)
 		if v == pinUnknown {
-			err := g.pins.fetchOnce(ctx, x.session, func() error { return g.learnTools(x, next) })
+			var err error
+			// A list_changed that arrives while the list is fetched leaves
+			// the definitions stale; one more fetch usually settles it (a
+			// server that keeps changing its list is refused).
+			for try := 0; try < 2 && v == pinUnknown && err == nil; try++ {
+				err = g.pins.fetchOnce(ctx, x.session, func() error { return g.learnTools(x, next) })
+				v = g.pins.callVerdict(ctx, m.Name)
+			}
 			if err != nil {
 				g.log.Warn("tool definitions not learned", zap.String("resource", g.cfg.Resource), zap.Error(err))
 			}
-			v = g.pins.callVerdict(ctx, m.Name)
 			switch {
 			case errors.Is(err, errPinsUnavailable) && v == pinUnknown:
 				// The tool's pin could not be recorded: refused, but
