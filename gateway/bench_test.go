@@ -107,6 +107,30 @@ func benchmarkServeWith(b *testing.B, g *Gateway, authorization string, proofs [
 // answer as contentType.
 func benchmarkServeAnswer(b *testing.B, g *Gateway, authorization string, proofs []string, contentType string, answer []byte) {
 	body := []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/etc/motd"}}}`)
+	benchmarkServeBody(b, g, authorization, proofs, body, map[string]string{"Mcp-Protocol-Version": "2025-11-25"}, contentType, answer)
+}
+
+// BenchmarkServe2026: as BenchmarkServe, a stateless 2026-07-28
+// tools/call (Mcp-Method, Mcp-Name, the _meta protocol version) that does
+// not declare the Tasks extension.
+func BenchmarkServe2026(b *testing.B) {
+	benchmarkServe2026(b, meta2026)
+}
+
+// BenchmarkServe2026Tasks: as BenchmarkServe2026, declaring the Tasks
+// extension, so the answer is read for a task id to wrap.
+func BenchmarkServe2026Tasks(b *testing.B) {
+	benchmarkServe2026(b, meta2026Tasks)
+}
+
+func benchmarkServe2026(b *testing.B, meta string) {
+	body := []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/etc/motd"},` + meta + `}}`)
+	benchmarkServeBody(b, newGateway(b, testConfig(b)), "Bearer "+mint(b, claims()), nil, body,
+		map[string]string{"Mcp-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "read_file"},
+		"application/json", []byte(`{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`))
+}
+
+func benchmarkServeBody(b *testing.B, g *Gateway, authorization string, proofs []string, body []byte, headers map[string]string, contentType string, answer []byte) {
 	next := NextFunc(func(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Content-Type", contentType)
 		w.WriteHeader(http.StatusOK)
@@ -116,7 +140,9 @@ func benchmarkServeAnswer(b *testing.B, g *Gateway, authorization string, proofs
 	req := httptest.NewRequest(http.MethodPost, "/mcp", nil)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", authorization)
-	req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
 	req.Header.Set("Accept", "application/json, text/event-stream")
 	req.Header.Set("Accept-Encoding", "gzip")
 	req.Header.Set("User-Agent", "Go-http-client/1.1")

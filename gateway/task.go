@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -73,11 +74,38 @@ func (x *exchange) rewritesTasks() bool {
 	}
 	for i := range x.msgs {
 		m := &x.msgs[i]
-		if m.Kind == mcpparse.KindRequest && (m.Method == "tools/call" || m.Method == "subscriptions/listen" || taskRequest(m.Method)) {
+		if m.Kind == mcpparse.KindRequest && (m.Method == "tools/call" && declaresTasks(m.Raw) || m.Method == "subscriptions/listen" || taskRequest(m.Method)) {
 			return true
 		}
 	}
 	return false
+}
+
+// tasksExtension is where a request declares the Tasks extension: its
+// per-request client capabilities.
+var tasksExtension = func() mcpparse.Pointer {
+	p, err := mcpparse.ParsePointer("/params/_meta/io.modelcontextprotocol~1clientCapabilities/extensions/io.modelcontextprotocol~1tasks")
+	if err != nil {
+		panic(err)
+	}
+	return p
+}()
+
+// declaresTasks reports whether a request may be answered with a task: a
+// server must never return one to a request that does not declare the
+// Tasks extension, so the answer to any other tools/call passes through
+// unread. Should an upstream return a task all the same, its id reaches
+// the client unwrapped, and an unwrapped id names no task through the
+// gateway (rewriteTaskRequest refuses it): the client loses a usable
+// id, never gains another caller's task. The byte scan spares the
+// lookup for the usual request: a declaration's name has the letters
+// "tasks" unless they are \u-escaped. Anything unclear counts as declared.
+func declaresTasks(raw []byte) bool {
+	if !bytes.Contains(raw, []byte("tasks")) && !bytes.Contains(raw, []byte(`\u`)) {
+		return false
+	}
+	_, found, err := tasksExtension.Lookup(raw)
+	return found || err != nil
 }
 
 // bindTasks checks the task ids of an authorized 2026-07-28 request and

@@ -14,6 +14,10 @@ import (
 
 const meta2026 = `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}`
 
+// meta2026Tasks also declares the Tasks extension in the request's client
+// capabilities, without which a server returns no task.
+const meta2026Tasks = `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"extensions":{"io.modelcontextprotocol/tasks":{}}}}`
+
 // taskUpstream answers like a Tasks extension server: tools/call creates
 // task upTask (as JSON, or as SSE after a notifications/tasks event when
 // sse is set), tasks/get reports the task it was asked for, tasks/update
@@ -73,7 +77,7 @@ func taskRequestBody(id, method, taskID string) string {
 // createTask makes alice's tools/call and returns the task id she sees.
 func createTask(t *testing.T, h *harness, token string, sse bool) string {
 	t.Helper()
-	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a","arguments":{},` + meta2026 + `}}`
+	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a","arguments":{},` + meta2026Tasks + `}}`
 	resp := h.do(t, call{body: body, token: token, headers: taskHeaders("tools/call", "read_a")})
 	got := readBody(t, resp)
 	if resp.StatusCode != http.StatusOK {
@@ -278,7 +282,7 @@ func TestTaskAnswersUnreadable(t *testing.T) {
 				w.Header().Set("Content-Type", tt.contentType)
 				io.WriteString(w, tt.body)
 			})
-			body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a",` + meta2026 + `}}`
+			body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a",` + meta2026Tasks + `}}`
 			resp := h.do(t, call{body: body, token: mint(t, claims()), headers: taskHeaders("tools/call", "read_a")})
 			got := readBody(t, resp)
 			if resp.StatusCode != http.StatusOK || got != tt.body {
@@ -363,4 +367,62 @@ func wrapFor(t *testing.T, h *harness, token, upstream string) string {
 		t.Fatal(err)
 	}
 	return w
+}
+
+// TestTaskUndeclared: a server returns a task only to a request that
+// declares the Tasks extension in its client capabilities, so only those
+// answers are read for task ids. One that does not is passed through
+// unread; should the upstream answer it with a task all the same, the
+// client gets the upstream's bare id, which the gateway then refuses as a
+// follow-up, for its holder as for anyone else (fail closed).
+func TestTaskUndeclared(t *testing.T) {
+	const upTask = "task-undeclared"
+	alice := &principal{issuer: testIssuer, subject: "alice", clientID: "client-1"}
+	wrapped := func(h *harness) string { w, _ := h.g.wrapTask(alice, upTask); return w }
+	declared := `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"extensions":%s}}`
+	for _, tt := range []struct {
+		name, meta string
+		wrap       bool
+	}{
+		{"no client capabilities", meta2026, false},
+		{"other extensions", strings.Replace(declared, "%s", `{"io.modelcontextprotocol/ui":{}}`, 1), false},
+		{"tasks only in the arguments", meta2026 + `,"arguments":{"q":"list my tasks","io.modelcontextprotocol/tasks":{}}`, false},
+		{"escaped arguments", meta2026 + `,"arguments":{"q":"t\u00e2che"}`, false},
+		{"declared", meta2026Tasks, true},
+		{"declared, escaped solidus", strings.Replace(declared, "%s", `{"io.modelcontextprotocol\/tasks":{}}`, 1), true},
+		{"declared, escaped letters", strings.Replace(declared, "%s", `{"io.modelcontextprotocol/ta\u0073ks":{}}`, 1), true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, testConfig(t), taskUpstream(upTask, false))
+			token := mint(t, claims())
+			body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a",` + tt.meta + `}}`
+			resp := h.do(t, call{body: body, token: token, headers: taskHeaders("tools/call", "read_a")})
+			got := readBody(t, resp)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("tools/call = %d %s, want 200", resp.StatusCode, got)
+			}
+			want := upTask
+			if tt.wrap {
+				want = wrapped(h)
+			}
+			id := resultTaskID(t, got)
+			if id != want {
+				t.Fatalf("client task id = %q, want %q", id, want)
+			}
+			before := len(h.up.requests())
+			resp = h.do(t, call{body: taskRequestBody("2", "tasks/get", id), token: token, headers: taskHeaders("tasks/get", id)})
+			got = readBody(t, resp)
+			if tt.wrap != (resp.StatusCode == http.StatusOK) {
+				t.Errorf("tasks/get with the id handed out = %d %s, want forwarded %v", resp.StatusCode, got, tt.wrap)
+			}
+			if !tt.wrap {
+				if code, _, _ := rpcErr(t, got); resp.StatusCode != http.StatusNotFound || code != codeInvalidParams {
+					t.Errorf("tasks/get with the bare upstream id = %d %s, want 404 with code %d", resp.StatusCode, got, codeInvalidParams)
+				}
+				if n := len(h.up.requests()); n != before {
+					t.Errorf("upstream saw %d more requests, want none", n-before)
+				}
+			}
+		})
+	}
 }
