@@ -157,6 +157,9 @@ func TestIntrospectionAnswers(t *testing.T) {
 		{"scope and scp", with(func(a map[string]any) { a["scp"] = []string{"admin"} }), nil, "read_a", 401, "malformed scp"},
 		{"act read", with(func(a map[string]any) { a["act"] = map[string]any{"sub": "agent-1"} }), nil, "agent_only", 200, ""},
 		{"no act", active(), nil, "agent_only", 403, "an agent is required"},
+		// RFC 9449 §6.2: the binding of an opaque token is in the answer.
+		{"DPoP-bound, sent as Bearer", with(func(a map[string]any) { a["token_type"] = "DPoP"; a["cnf"] = map[string]any{"jkt": "abc"} }), nil, "read_a", 401, "DPoP-bound"},
+		{"bound to a certificate", with(func(a map[string]any) { a["cnf"] = map[string]any{"x5t#S256": "abc"} }), nil, "read_a", 401, "malformed cnf"},
 		{"active as a string", with(func(a map[string]any) { a["active"] = "true" }), nil, "read_a", 503, "cannot be checked"},
 		{"no active", with(func(a map[string]any) { delete(a, "active") }), nil, "read_a", 503, "cannot be checked"},
 		{"not JSON", "<html>hello</html>", nil, "read_a", 503, "cannot be checked"},

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -108,8 +109,16 @@ http://:%[1]d {
 }
 `
 
-// echoServer is a real MCP server with one tool.
-func echoServer(t *testing.T) string {
+// upstream is a real MCP server with one tool, echo; it counts the
+// requests that reached it, and those carrying an Authorization or DPoP
+// header, which the gateway must not forward.
+type upstream struct {
+	Addr      string
+	requests  atomic.Int32
+	credsSeen atomic.Int32
+}
+
+func echoServer(t *testing.T) *upstream {
 	t.Helper()
 	s := mcp.NewServer(&mcp.Implementation{Name: "echo", Version: "v1"}, nil)
 	type in struct {
@@ -119,30 +128,81 @@ func echoServer(t *testing.T) string {
 		func(ctx context.Context, req *mcp.CallToolRequest, in in) (*mcp.CallToolResult, any, error) {
 			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: in.Text}}}, nil, nil
 		})
-	srv := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil))
+	u := new(upstream)
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u.requests.Add(1)
+		if r.Header.Get("Authorization") != "" || r.Header.Get("DPoP") != "" {
+			u.credsSeen.Add(1)
+		}
+		h.ServeHTTP(w, r)
+	}))
 	t.Cleanup(srv.Close)
-	return srv.Listener.Addr().String()
+	u.Addr = srv.Listener.Addr().String()
+	return u
 }
 
-// asTokens gets tokens from the provider for resource through its
-// authorization code flow (PKCE, resource indicator), signing in as
-// alice on its development login page.
-func asTokens(t *testing.T, p *provider, r *harness.Robot, resource string) *oauth2.Token {
+// externalAS is oidc-provider in front of the gateways of
+// gatewaysCaddyfile, with alice as its user.
+type externalAS struct {
+	p        *provider
+	base     string // the gateways' origin
+	upstream *upstream
+	robot    *harness.Robot
+}
+
+// startExternalAS starts oidc-provider with the MCP client, the
+// gateway's client and more clients, and Caddy with the gateways.
+func startExternalAS(t *testing.T, moreClients ...map[string]any) *externalAS {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cfg := &oauth2.Config{
+	port := harness.FreePort(t)
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	p := startProviderWith(t, append([]map[string]any{
+		{"client_id": asClient, "client_secret": asClientSecret, "redirect_uris": []string{asRedirect}},
+		{"client_id": gwClient, "client_secret": gwSecret, "redirect_uris": []string{"http://127.0.0.1:9/unused"}},
+	}, moreClients...), map[string]any{
+		base + "/jwt/mcp":    map[string]any{"scope": toolScope, "format": "jwt"},
+		base + "/opaque/mcp": map[string]any{"scope": toolScope, "format": "opaque"},
+		apiAudience:          map[string]any{"scope": toolScope, "format": "jwt", "style": "typ-jwt-scp"},
+	})
+	p.setAccounts(t, map[string]account{accountAlice: alice})
+	t.Setenv("GW_INTROSPECTION_SECRET", gwSecret)
+	up := echoServer(t)
+	cf := fmt.Sprintf(gatewaysCaddyfile, port, p.Issuer, t.TempDir(), toolScope, up.Addr, gwClient, cacheCeiling, apiAudience, asClient)
+	harness.Start(t, strings.ReplaceAll(cf, "{{base}}", base))
+	harness.WaitReady(t, base+"/.well-known/oauth-protected-resource/jwt/mcp")
+	return &externalAS{p: p, base: base, upstream: up, robot: harness.NewRobot("", "", asRedirect)}
+}
+
+// asCode signs in as alice on the provider's development login page
+// through its authorization code flow (PKCE, resource indicator, an
+// OpenID Connect nonce) for resource, and returns the request and the
+// redirect's query.
+func asCode(t *testing.T, ctx context.Context, p *provider, r *harness.Robot, resource string) (cfg *oauth2.Config, ar harness.AuthRequest, nonce string, query url.Values) {
+	t.Helper()
+	cfg = &oauth2.Config{
 		ClientID: asClient, ClientSecret: asClientSecret, RedirectURL: asRedirect,
 		Scopes:   []string{"openid", toolScope},
 		Endpoint: oauth2.Endpoint{AuthURL: p.Issuer + "/auth", TokenURL: p.Issuer + "/token", AuthStyle: oauth2.AuthStyleInHeader},
 	}
-	ar := harness.NewAuthRequest(cfg, resource)
-	ar.URL += "&nonce=" + oauth2.GenerateVerifier()[:16] // as OpenID Connect clients send
+	ar = harness.NewAuthRequest(cfg, resource)
+	nonce = oauth2.GenerateVerifier()[:16]
+	ar.URL += "&nonce=" + nonce // as OpenID Connect clients send
 	out := signIn(t, ctx, r, ar.URL, accountAlice, nil)
 	if out.query == nil || out.query.Get("code") == "" {
 		t.Fatalf("no code from the provider: %v (page %v)", out.query, out.page)
 	}
-	tok, err := ar.Exchange(ctx, cfg, out.query.Get("code"))
+	return cfg, ar, nonce, out.query
+}
+
+// asTokens gets tokens from the provider for resource (asCode, then the
+// code redeemed with golang.org/x/oauth2).
+func asTokens(t *testing.T, p *provider, r *harness.Robot, resource string) *oauth2.Token {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cfg, ar, _, query := asCode(t, ctx, p, r, resource)
+	tok, err := ar.Exchange(ctx, cfg, query.Get("code"))
 	if err != nil {
 		t.Fatalf("exchange: %v", err)
 	}
@@ -193,23 +253,9 @@ func refused(t *testing.T, resource, token string) (int, string) {
 // tokens with scp are refused by default and accepted with
 // accept_typ_jwt; its ID tokens are refused even then.
 func TestGatewayForExternalAS(t *testing.T) {
-	port := harness.FreePort(t)
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	as := startExternalAS(t)
+	p, base, r := as.p, as.base, as.robot
 	resJWT, resOpaque := base+"/jwt/mcp", base+"/opaque/mcp"
-	p := startProviderWith(t, []map[string]any{
-		{"client_id": asClient, "client_secret": asClientSecret, "redirect_uris": []string{asRedirect}},
-		{"client_id": gwClient, "client_secret": gwSecret, "redirect_uris": []string{"http://127.0.0.1:9/unused"}},
-	}, map[string]any{
-		resJWT:      map[string]any{"scope": toolScope, "format": "jwt"},
-		resOpaque:   map[string]any{"scope": toolScope, "format": "opaque"},
-		apiAudience: map[string]any{"scope": toolScope, "format": "jwt", "style": "typ-jwt-scp"},
-	})
-	p.setAccounts(t, map[string]account{accountAlice: alice})
-	t.Setenv("GW_INTROSPECTION_SECRET", gwSecret)
-	cf := fmt.Sprintf(gatewaysCaddyfile, port, p.Issuer, t.TempDir(), toolScope, echoServer(t), gwClient, cacheCeiling, apiAudience, asClient)
-	harness.Start(t, strings.ReplaceAll(cf, "{{base}}", base))
-	harness.WaitReady(t, base+"/.well-known/oauth-protected-resource/jwt/mcp")
-	r := harness.NewRobot("", "", asRedirect)
 
 	t.Run("RFC 9068 JWT access token", func(t *testing.T) {
 		tok := asTokens(t, p, r, resJWT)

@@ -1,11 +1,16 @@
 // DPoP (RFC 9449) end to end with an independent client library,
-// oauth4webapi: discovery, a client_credentials token bound to a fresh
-// ES256 key (nonce round trip included when the server asks), refresh-free
-// MCP calls through the gateway with a proof per request, then the same
-// token without its key: as Bearer, and with another key's proofs.
+// oauth4webapi: discovery, an access token bound to a fresh ES256 key
+// (nonce round trip included when the server asks), refresh-free MCP
+// calls through the gateway with a proof per request, then the same token
+// without its key: as Bearer, and with another key's proofs.
 // Prints one JSON report (challenges and claims, never tokens).
 //
+// The token comes from the client_credentials grant, or, with --callback,
+// by redeeming the authorization code of that redirect (signed in by the
+// caller) with its PKCE verifier, state and ID token nonce.
+//
 //   node dpop.mjs --issuer URL --resource URL --client-id ID --client-secret S --tool NAME
+//     [--scope S] [--callback URL --redirect-uri URL --state S --code-verifier V --nonce N]
 import * as oauth from 'oauth4webapi';
 import { parseArgs } from 'node:util';
 
@@ -17,6 +22,11 @@ const { values: args } = parseArgs({
     'client-secret': { type: 'string' },
     scope: { type: 'string', default: '' },
     tool: { type: 'string' },
+    callback: { type: 'string' },
+    'redirect-uri': { type: 'string' },
+    state: { type: 'string' },
+    'code-verifier': { type: 'string' },
+    nonce: { type: 'string' },
   },
 });
 
@@ -87,17 +97,30 @@ try {
 
   const keys = await oauth.generateKeyPair('ES256');
   const dpop = oauth.DPoP(client, keys);
-  const params = new URLSearchParams({ resource: args.resource });
-  if (args.scope) params.set('scope', args.scope);
   const tok = await withNonce('token', async () => {
-    const resp = await oauth.clientCredentialsGrantRequest(as, client, auth, params, { DPoP: dpop, ...insecure });
-    report.token_requests.push({ status: resp.status, dpop_nonce: resp.headers.has('dpop-nonce') });
+    const record = (resp) => {
+      report.token_requests.push({ status: resp.status, dpop_nonce: resp.headers.has('dpop-nonce') });
+      return resp;
+    };
+    if (args.callback) {
+      const params = oauth.validateAuthResponse(as, client, new URL(args.callback), args.state);
+      const resp = record(await oauth.authorizationCodeGrantRequest(as, client, auth, params,
+        args['redirect-uri'], args['code-verifier'], { DPoP: dpop, ...insecure }));
+      return oauth.processAuthorizationCodeResponse(as, client, resp, { expectedNonce: args.nonce });
+    }
+    const params = new URLSearchParams({ resource: args.resource });
+    if (args.scope) params.set('scope', args.scope);
+    const resp = record(await oauth.clientCredentialsGrantRequest(as, client, auth, params, { DPoP: dpop, ...insecure }));
     return oauth.processClientCredentialsResponse(as, client, resp);
   });
   report.token_type = tok.token_type;
-  const c = claims(tok.access_token);
-  report.cnf_jkt = c.cnf?.jkt || '';
-  report.aud = c.aud;
+  // An opaque token's binding is for its issuer to tell (introspection).
+  report.opaque = tok.access_token.split('.').length !== 3;
+  if (!report.opaque) {
+    const c = claims(tok.access_token);
+    report.cnf_jkt = c.cnf?.jkt || '';
+    report.aud = c.aud;
+  }
   // The thumbprint the client computes of its own key (RFC 7638).
   const jwk = await crypto.subtle.exportKey('jwk', keys.publicKey);
   const canon = JSON.stringify({ crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y });
@@ -120,6 +143,8 @@ try {
   await mcp('with another key', tok.access_token, thief, { jsonrpc: '2.0', id: 5, method: 'tools/list' }, session);
   report.ok = true;
 } catch (err) {
-  report.error = String(err?.stack || err);
+  // An OAuth error answer's code and description say what the server
+  // refused.
+  report.error = [err?.error, err?.error_description, String(err?.stack || err)].filter(Boolean).join(': ');
 }
 console.log(JSON.stringify(report));

@@ -16,6 +16,10 @@
 //                 as many IdPs do: typ JWT, scopes in an scp array.
 //                 With it, introspection and revocation are on too.
 //
+// DPoP (RFC 9449) is on: a token request with a proof gets an access
+// token bound to its key (cnf.jkt in JWTs and introspection answers).
+// Clients whose metadata lists client_credentials may use that grant.
+//
 // Prints "ready" on stdout once it listens.
 import { readFileSync } from 'node:fs';
 import Provider, { errors } from 'oidc-provider';
@@ -67,6 +71,8 @@ const provider = new Provider(issuer, {
     },
     introspection: { enabled: true },
     revocation: { enabled: true },
+    dPoP: { enabled: true },
+    clientCredentials: { enabled: true },
   },
   formats: {
     customizers: {
