@@ -64,7 +64,9 @@ func TestGatewayDPoPForExternalAS(t *testing.T) {
 		r, err := harness.RunDPoP(ctx, t, node, dir, "--issuer", as.p.Issuer, "--resource", resource,
 			"--client-id", asClient, "--client-secret", asClientSecret, "--tool", "echo",
 			"--callback", asRedirect+"?"+query.Encode(), "--redirect-uri", asRedirect,
-			"--state", ar.State, "--code-verifier", ar.Verifier, "--nonce", nonce)
+			// "--flag=value": a random value may begin with "-", which
+			// Node's parseArgs refuses as a separate argument.
+			"--state="+ar.State, "--code-verifier="+ar.Verifier, "--nonce="+nonce)
 		if err != nil {
 			t.Fatal(err)
 		}
