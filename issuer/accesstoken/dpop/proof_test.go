@@ -183,7 +183,7 @@ func TestVerify(t *testing.T) {
 			if tt.req != nil {
 				r = *tt.req
 			}
-			jkt, err := v.Verify(values, r)
+			jkt, err := v.Verify(t.Context(), values, r)
 			if tt.want == "" {
 				if err != nil {
 					t.Fatalf("Verify() error = %v, want success", err)
@@ -219,13 +219,13 @@ func TestVerifyReplay(t *testing.T) {
 	req := Request{Method: "POST", URI: "https://as.example.com/token"}
 	p := newProof(t, key, jwt.SigningMethodES256, "POST", req.URI, now)
 	s := p.sign(t)
-	if _, err := v.Verify([]string{s}, req); err != nil {
+	if _, err := v.Verify(t.Context(), []string{s}, req); err != nil {
 		t.Fatalf("first use: %v", err)
 	}
 	// Replayed at any time its iat is still acceptable.
 	for _, d := range []time.Duration{0, time.Second, DefaultWindow} {
 		now = time.Unix(1_800_000_000, 0).Add(d)
-		if _, err := v.Verify([]string{s}, req); err == nil || !strings.Contains(err.Error(), "used before") {
+		if _, err := v.Verify(t.Context(), []string{s}, req); err == nil || !strings.Contains(err.Error(), "used before") {
 			t.Errorf("replay after %v: error = %v, want used before", d, err)
 		}
 	}
@@ -233,19 +233,19 @@ func TestVerifyReplay(t *testing.T) {
 	now = time.Unix(1_800_000_000, 0)
 	q := newProof(t, other, jwt.SigningMethodES256, "POST", req.URI, now)
 	q.claims["jti"] = p.claims["jti"]
-	if _, err := v.Verify([]string{q.sign(t)}, req); err != nil {
+	if _, err := v.Verify(t.Context(), []string{q.sign(t)}, req); err != nil {
 		t.Errorf("same jti, other key: %v", err)
 	}
 	// Remembered while its iat could be accepted: a proof made a window
 	// ahead stays refused until a window after that.
 	future := newProof(t, key, jwt.SigningMethodES256, "POST", req.URI, now.Add(DefaultWindow))
 	fs := future.sign(t)
-	if _, err := v.Verify([]string{fs}, req); err != nil {
+	if _, err := v.Verify(t.Context(), []string{fs}, req); err != nil {
 		t.Fatalf("future-dated proof in the window: %v", err)
 	}
 	for _, d := range []time.Duration{DefaultWindow, 2 * DefaultWindow} {
 		now = time.Unix(1_800_000_000, 0).Add(d)
-		if _, err := v.Verify([]string{fs}, req); err == nil || !strings.Contains(err.Error(), "used before") {
+		if _, err := v.Verify(t.Context(), []string{fs}, req); err == nil || !strings.Contains(err.Error(), "used before") {
 			t.Errorf("replay of a future-dated proof after %v: error = %v, want used before", d, err)
 		}
 	}
@@ -282,7 +282,7 @@ func TestNonce(t *testing.T) {
 		if nonce != nil {
 			p.claims["nonce"] = nonce
 		}
-		_, err := v.Verify([]string{p.sign(t)}, req)
+		_, err := v.Verify(t.Context(), []string{p.sign(t)}, req)
 		return err
 	}
 	useNonce := func(err error) bool {
@@ -359,7 +359,7 @@ func BenchmarkVerify(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := v.Verify(proofs[i:i+1], req); err != nil {
+		if _, err := v.Verify(b.Context(), proofs[i:i+1], req); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -378,13 +378,13 @@ func TestCheckThenUse(t *testing.T) {
 		}
 	}
 	p, _ := v.Check([]string{s}, req)
-	if err := p.Use(); err != nil {
+	if err := p.Use(t.Context()); err != nil {
 		t.Fatalf("first Use: %v", err)
 	}
-	if err := p.Use(); err == nil || !strings.Contains(err.Error(), "used before") {
+	if err := p.Use(t.Context()); err == nil || !strings.Contains(err.Error(), "used before") {
 		t.Errorf("second Use = %v, want used before", err)
 	}
-	if _, err := v.Verify([]string{s}, req); err == nil {
+	if _, err := v.Verify(t.Context(), []string{s}, req); err == nil {
 		t.Error("Verify of a spent proof succeeded")
 	}
 }
