@@ -1,6 +1,7 @@
 package dpop
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -12,6 +13,7 @@ import (
 	"errors"
 	"math/big"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -386,5 +388,71 @@ func TestCheckThenUse(t *testing.T) {
 	}
 	if _, err := v.Verify(t.Context(), []string{s}, req); err == nil {
 		t.Error("Verify of a spent proof succeeded")
+	}
+}
+
+// ledger is a Ledger in a map, as a store would keep it; fail makes
+// Spend fail as an unreachable store does.
+type ledger struct {
+	mu    sync.Mutex
+	until map[string]time.Time
+	calls int
+	fail  error
+}
+
+func (l *ledger) Spend(_ context.Context, key string, until time.Time) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.calls++
+	if l.fail != nil {
+		return l.fail
+	}
+	if _, ok := l.until[key]; ok {
+		return ErrReplayed
+	}
+	l.until[key] = until
+	return nil
+}
+
+// TestLedger: Verifiers with replay memories of their own (instances)
+// sharing a Ledger refuse each other's proofs; the memory refuses a
+// replay it saw without asking the Ledger; the Ledger keeps a proof
+// until its iat leaves the window (and a margin for clocks); a Ledger
+// that cannot tell fails the proof with ErrUnavailable, not *Error.
+func TestLedger(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time { return now }
+	l := &ledger{until: map[string]time.Time{}}
+	a := New(Options{Now: clock, Ledger: l})
+	b := New(Options{Now: clock, Ledger: l})
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	req := Request{Method: "POST", URI: "https://as.example.com/token"}
+	iat := now.Add(-10 * time.Second)
+	s := newProof(t, key, jwt.SigningMethodES256, "POST", req.URI, iat).sign(t)
+	if _, err := a.Verify(t.Context(), []string{s}, req); err != nil {
+		t.Fatalf("first use at A: %v", err)
+	}
+	for k, until := range l.until {
+		if want := iat.Add(DefaultWindow + ledgerSkew); !until.Equal(want) || len(k) != 32 {
+			t.Errorf("ledger entry %q until %v, want 32 hex digits until %v", k, until, want)
+		}
+	}
+	var e *Error
+	if _, err := b.Verify(t.Context(), []string{s}, req); !errors.As(err, &e) || !strings.Contains(e.Description, "used before") {
+		t.Errorf("replay at B = %v, want used before", err)
+	}
+	calls := l.calls
+	if _, err := a.Verify(t.Context(), []string{s}, req); err == nil || l.calls != calls {
+		t.Errorf("replay at A = %v with %d ledger calls, want refused by memory alone", err, l.calls-calls)
+	}
+
+	l.fail = errors.New("database unreachable")
+	fresh := newProof(t, key, jwt.SigningMethodES256, "POST", req.URI, now).sign(t)
+	_, err := b.Verify(t.Context(), []string{fresh}, req)
+	if !errors.Is(err, ErrUnavailable) || errors.As(err, &e) {
+		t.Errorf("with the ledger failing = %v, want ErrUnavailable", err)
+	}
+	if err := b.Bound(t.Context(), []string{newProof(t, key, jwt.SigningMethodES256, "POST", req.URI, now).sign(t)}, req, thumbprintOf(t, key.Public()), true); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Bound with the ledger failing = %v, want ErrUnavailable", err)
 	}
 }
