@@ -40,26 +40,7 @@ func BenchmarkTokenIssuance(b *testing.B) {
 			b.Cleanup(func() { _ = st.Close() })
 			return st
 		}},
-		{"postgres", func(b *testing.B, now func() time.Time) store.Store {
-			if _, err := pgtest.BinDir(); err != nil {
-				b.Skip(err)
-			}
-			srv, err := pgtest.Start(pgtest.Options{Durable: true})
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { _ = srv.Stop() })
-			dsn, err := srv.CreateDatabase()
-			if err != nil {
-				b.Fatal(err)
-			}
-			st, err := postgres.Open(b.Context(), dsn, postgres.Options{Now: now})
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { _ = st.Close() })
-			return st
-		}},
+		{"postgres", durablePostgres},
 	}
 	for _, s := range stores {
 		b.Run(s.name, func(b *testing.B) {
@@ -136,24 +117,28 @@ func BenchmarkDPoPSpend(b *testing.B) {
 		}
 	}
 	b.Run("memory", func(b *testing.B) { run(b, nil) })
-	b.Run("postgres", func(b *testing.B) {
-		if _, err := pgtest.BinDir(); err != nil {
-			b.Skip(err)
-		}
-		srv, err := pgtest.Start(pgtest.Options{Durable: true})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { _ = srv.Stop() })
-		dsn, err := srv.CreateDatabase()
-		if err != nil {
-			b.Fatal(err)
-		}
-		st, err := postgres.Open(b.Context(), dsn, postgres.Options{Now: clock})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { _ = st.Close() })
-		run(b, dpopLedger{st})
-	})
+	b.Run("postgres", func(b *testing.B) { run(b, dpopLedger{durablePostgres(b, clock)}) })
+}
+
+// durablePostgres is a store on a PostgreSQL server of the benchmark's
+// own that runs with fsync and synchronous_commit on.
+func durablePostgres(b *testing.B, now func() time.Time) store.Store {
+	if _, err := pgtest.BinDir(); err != nil {
+		b.Skip(err)
+	}
+	srv, err := pgtest.Start(pgtest.Options{Durable: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = srv.Stop() })
+	dsn, err := srv.CreateDatabase()
+	if err != nil {
+		b.Fatal(err)
+	}
+	st, err := postgres.Open(b.Context(), dsn, postgres.Options{Now: now})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = st.Close() })
+	return st
 }
