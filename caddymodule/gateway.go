@@ -213,6 +213,19 @@ func (l localIssuer) Revoked(ctx context.Context, jti, grantID string) (bool, er
 	return l.app.iss.Revoked(ctx, jti, grantID)
 }
 
+// appLedger is the app's record of spent DPoP proofs for a gateway
+// (issuer.DPoPLedger: the store, when other instances share it). The
+// store is opened by the app's Start, so it is asked when a proof is
+// spent.
+type appLedger struct{ app *App }
+
+func (l appLedger) Spend(ctx context.Context, key string, until time.Time) error {
+	if d := l.app.iss.DPoPLedger(); d != nil {
+		return d.Spend(ctx, key, until)
+	}
+	return nil
+}
+
 // Provision checks the gateway's configuration and builds it; with an
 // mcp_auth app in the config, the app's Start finishes it (see start).
 func (h *GatewayHandler) Provision(ctx caddy.Context) error {
@@ -287,6 +300,9 @@ func (h *GatewayHandler) Provision(ctx caddy.Context) error {
 		return err
 	}
 
+	if app != nil {
+		cfg.DPoPLedger = appLedger{app}
+	}
 	if err := h.pinConfig(&cfg, app, log); err != nil {
 		return err
 	}

@@ -101,6 +101,11 @@ type Config struct {
 	// the other gateways and issuers of the process and kept across
 	// configuration reloads; nil gives the gateway one of its own.
 	DPoPReplay *dpop.Replay
+	// DPoPLedger, when set, records spent proofs where the other
+	// instances see them (a store they share), so that a proof used at
+	// one is refused at all; a request whose proof it cannot record is
+	// refused with 503.
+	DPoPLedger dpop.Ledger
 
 	// Revocations, when set, is asked on every request whether the token
 	// has been revoked.

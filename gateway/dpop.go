@@ -1,8 +1,11 @@
 package gateway
 
 import (
+	"errors"
 	"net/http"
 	"strings"
+
+	"go.uber.org/zap"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
 )
@@ -14,7 +17,7 @@ var dpopAlgs = strings.Join(dpop.Algorithms(), " ")
 // key (domain-separated inside dpop.Nonces), so gateways sharing it
 // accept each other's nonces.
 func newProofs(cfg *Config) *dpop.Verifier {
-	o := dpop.Options{Now: cfg.Now, Replay: cfg.DPoPReplay}
+	o := dpop.Options{Now: cfg.Now, Replay: cfg.DPoPReplay, Ledger: cfg.DPoPLedger}
 	if cfg.DPoPNonce {
 		o.Nonces = dpop.NewNonces(cfg.SessionKey, 0)
 	}
@@ -38,8 +41,14 @@ func (g *Gateway) checkBinding(r *http.Request, p *principal, token string, sche
 			desc: "this resource requires DPoP-bound access tokens"}
 	}
 	req := dpop.Request{Method: r.Method, URI: g.requestURI(r), AccessToken: token}
-	if e := g.proofs.Bound(r.Header.Values(dpop.Header), req, p.jkt, scheme == schemeDPoP); e != nil {
+	err := g.proofs.Bound(r.Context(), r.Header.Values(dpop.Header), req, p.jkt, scheme == schemeDPoP)
+	var e *dpop.Error
+	switch {
+	case errors.As(err, &e):
 		return &authError{status: http.StatusUnauthorized, code: e.Code, desc: e.Description, dpop: true}
+	case err != nil:
+		g.log.Warn("DPoP replay check failed", zap.Error(err))
+		return errReplayUnknown
 	}
 	return nil
 }

@@ -215,13 +215,14 @@ func (g *Gateway) admit(x *exchange) *refusal {
 	if aerr == nil {
 		x.p, aerr = g.authenticate(r.Context(), token)
 	}
-	if aerr != nil && aerr.status == http.StatusServiceUnavailable {
-		// The token could not be checked (revocations, introspection):
-		// no challenge, the client may retry.
-		return &refusal{status: aerr.status, code: codeRefused, message: aerr.desc}
-	}
 	if aerr == nil {
 		aerr = g.checkBinding(r, x.p, token, scheme)
+	}
+	if aerr != nil && aerr.status == http.StatusServiceUnavailable {
+		// The token or its proof could not be checked (revocations,
+		// introspection, the shared DPoP replay record): no challenge,
+		// the client may retry.
+		return &refusal{status: aerr.status, code: codeRefused, message: aerr.desc}
 	}
 	if aerr != nil {
 		f := &refusal{status: aerr.status, code: codeRefused, message: authMessage(aerr), challenge: g.challenge(aerr)}

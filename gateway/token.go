@@ -157,6 +157,10 @@ var (
 	// no challenge, and the client may retry.
 	errRevocationsUnknown = &authError{status: http.StatusServiceUnavailable,
 		desc: "revocations cannot be checked at the moment; retry later"}
+	// errReplayUnknown: the shared DPoP replay record could not be
+	// written, so the proof may have been used at another instance.
+	errReplayUnknown = &authError{status: http.StatusServiceUnavailable,
+		desc: "the DPoP proof cannot be checked for replay at the moment; retry later"}
 )
 
 func invalidToken(desc string) *authError {

@@ -3,14 +3,17 @@ package issuer
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres/pgtest"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
@@ -270,5 +273,69 @@ func TestLimitsSharedAcrossInstances(t *testing.T) {
 	}
 	if got := rows(); got != "0" {
 		t.Errorf("limit counters a day later, purged = %s, want 0", got)
+	}
+}
+
+// TestDPoPReplayAcrossInstances: a DPoP proof spent at one instance is
+// refused at another on the same database (each has its own replay
+// memory), its record expires with the proof's acceptance window, and a
+// proof the database cannot record is refused with temporarily_unavailable
+// and issues nothing.
+func TestDPoPReplayAcrossInstances(t *testing.T) {
+	// One issuer URL, as behind a load balancer: proofs name it in htu.
+	envs, dsn := clusterEnvs(t, 2, func(c *Config) { c.Issuer = "http://localhost:9" })
+	a, b := envs[0], envs[1]
+	for _, e := range envs {
+		addr := e.srv.Listener.Addr().String()
+		e.srv.Client().Transport.(*http.Transport).DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return new(net.Dialer).DialContext(ctx, network, addr)
+		}
+	}
+	k := newDPoPKey(t)
+	form := url.Values{"grant_type": {grantClientCredentials}, "resource": {tResource}}
+	tokenURL := a.iss.endpoint(pathToken)
+
+	proof := k.proof(t, a, tokenURL, nil)
+	wantBound(t, "first use at A", a.postDPoP(t, pathToken, form, tConf+":"+tSecret, proof), k)
+	for _, e := range []*testEnv{b, a} {
+		r := e.postDPoP(t, pathToken, form, tConf+":"+tSecret, proof)
+		if r.status != http.StatusBadRequest || !strings.Contains(r.str("error_description"), "used before") || r.str("access_token") != "" {
+			t.Errorf("the proof replayed = %d %s, want 400 invalid_dpop_proof", r.status, r.raw)
+		}
+	}
+	wantBound(t, "a fresh proof at B", b.postDPoP(t, pathToken, form, tConf+":"+tSecret, k.proof(t, b, tokenURL, nil)), k)
+	if n := a.count(bucketDPoP); n != 2 {
+		t.Errorf("DPoP records = %d, want 2 (one per proof spent)", n)
+	}
+	// Kept while an instance could accept the proof, then gone.
+	a.clock.Advance(dpop.DefaultWindow)
+	if n := a.count(bucketDPoP); n != 2 {
+		t.Errorf("DPoP records at the window's end = %d, want 2", n)
+	}
+	a.clock.Advance(time.Minute)
+	if _, err := a.store.Purge(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := a.count(bucketDPoP); n != 0 {
+		t.Errorf("DPoP records past the window, purged = %d, want 0", n)
+	}
+
+	// The database refuses the record: fail closed.
+	db := pgtest.Shared(t)
+	if _, err := db.Psql(dsn, `CREATE FUNCTION refuse_dpop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$;
+		CREATE TRIGGER refuse_dpop BEFORE INSERT OR UPDATE ON mcp_auth_entries FOR EACH ROW WHEN (NEW.bucket = 'dpop'::bytea) EXECUTE FUNCTION refuse_dpop()`); err != nil {
+		t.Fatal(err)
+	}
+	tokens := a.count(bucketGrants)
+	r := b.postDPoP(t, pathToken, form, tConf+":"+tSecret, k.proof(t, b, tokenURL, nil))
+	if r.status != http.StatusServiceUnavailable || r.str("error") != "temporarily_unavailable" || r.str("access_token") != "" {
+		t.Errorf("with the DPoP record refused = %d %s, want 503 temporarily_unavailable", r.status, r.raw)
+	}
+	if n := a.count(bucketGrants); n != tokens {
+		t.Errorf("grants = %d, want %d: nothing issued", n, tokens)
+	}
+	// Bearer requests need no record.
+	if r := b.post(t, pathToken, form, tConf+":"+tSecret); r.status != http.StatusOK {
+		t.Errorf("bearer token request = %d %s, want 200", r.status, r.raw)
 	}
 }

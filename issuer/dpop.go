@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
@@ -19,7 +20,7 @@ var ErrInvalidDPoPProof = &Error{Code: dpop.CodeInvalidProof, Status: http.Statu
 // key is the gateways' shared key (domain-separated by dpop.Nonces), so
 // every instance sharing the store accepts every other's nonces.
 func (i *Issuer) newDPoP(ctx context.Context) error {
-	o := dpop.Options{Now: i.now, Replay: i.cfg.DPoPReplay}
+	o := dpop.Options{Now: i.now, Replay: i.cfg.DPoPReplay, Ledger: i.DPoPLedger()}
 	if i.cfg.DPoPNonce {
 		var key []byte
 		err := i.store.Update(ctx, func(tx store.Tx) (err error) {
@@ -54,12 +55,45 @@ func (i *Issuer) dpopProof(w http.ResponseWriter, r *http.Request, endpoint stri
 	return p, proofError(err)
 }
 
-// spendProof refuses a replayed proof; nil for none.
-func spendProof(p *dpop.Proof) error {
+// DPoPLedger is where spent DPoP proofs are recorded for every instance
+// to see, for the issuer's and the gateways' verifiers: the store, when
+// other instances share it (store.Watcher, as for the limiters'
+// counters); nil otherwise, where this process's replay memory sees every
+// proof and a store write would buy nothing.
+func (i *Issuer) DPoPLedger() dpop.Ledger {
+	if _, shared := i.backend.(store.Watcher); !shared {
+		return nil
+	}
+	return dpopLedger{i.backend}
+}
+
+// dpopLedger records spent proofs in the store. Its writes do not wait
+// for stable storage where the store allows it (store.NoSyncUpdater): a
+// database crash may forget the last moments' proofs, which a thief
+// could then replay within their minute; a durable commit on every DPoP
+// request would cost far more.
+type dpopLedger struct{ st store.Store }
+
+func (l dpopLedger) Spend(ctx context.Context, key string, until time.Time) error {
+	update := l.st.Update
+	if ns, ok := l.st.(store.NoSyncUpdater); ok {
+		update = ns.UpdateNoSync
+	}
+	err := update(ctx, func(tx store.Tx) error { return dpopIn(tx).spend(key, until) })
+	if errors.Is(err, store.ErrAlreadyExists) {
+		return dpop.ErrReplayed
+	}
+	return err
+}
+
+// spendProof refuses a replayed proof; nil for none. A proof the shared
+// replay record cannot take is temporarily_unavailable: it might have
+// been used at another instance.
+func spendProof(ctx context.Context, p *dpop.Proof) error {
 	if p == nil {
 		return nil
 	}
-	return proofError(p.Use())
+	return proofError(p.Use(ctx))
 }
 
 // jktOf is the thumbprint of the proof's key, "" for none.
@@ -72,8 +106,11 @@ func jktOf(p *dpop.Proof) string {
 
 func proofError(err error) error {
 	var e *dpop.Error
-	if errors.As(err, &e) {
+	switch {
+	case errors.As(err, &e):
 		return &Error{Code: e.Code, Description: e.Description, Status: http.StatusBadRequest}
+	case errors.Is(err, dpop.ErrUnavailable):
+		return ErrTemporarilyUnavailable.WithDescription("the DPoP proof cannot be checked for replay at the moment; retry later").Wrap(err)
 	}
 	return err
 }
@@ -83,11 +120,12 @@ func proofError(err error) error {
 // cnf.jkt-bound token only with the DPoP scheme and a valid proof for
 // this request, signed by the bound key; the DPoP scheme only with a
 // bound token. A stolen bound token must not read the user's claims.
-func (i *Issuer) checkBinding(w http.ResponseWriter, r *http.Request, endpoint string, cl *accesstoken.Claims, token string, dpopScheme bool) *dpop.Error {
+// An error that is not a *dpop.Error wraps dpop.ErrUnavailable.
+func (i *Issuer) checkBinding(w http.ResponseWriter, r *http.Request, endpoint string, cl *accesstoken.Claims, token string, dpopScheme bool) error {
 	if n := i.proofs.Nonces(); n != nil {
 		w.Header().Set(dpop.NonceHeader, n.Current(i.now()))
 	}
-	return i.proofs.Bound(r.Header.Values(dpop.Header), dpop.Request{Method: r.Method, URI: i.endpoint(endpoint), AccessToken: token}, cl.BoundKey(), dpopScheme)
+	return i.proofs.Bound(r.Context(), r.Header.Values(dpop.Header), dpop.Request{Method: r.Method, URI: i.endpoint(endpoint), AccessToken: token}, cl.BoundKey(), dpopScheme)
 }
 
 // dpopChallenge is a DPoP WWW-Authenticate value (RFC 9449 section 7.1),

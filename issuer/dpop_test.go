@@ -110,6 +110,11 @@ func TestDPoPClientCredentials(t *testing.T) {
 
 	proof := k.proof(t, e, tokenURL, nil)
 	wantBound(t, "first use of a proof", e.postDPoP(t, pathToken, form, tConf+":"+tSecret, proof), k)
+	// A store no other instance shares needs no record: the replay
+	// memory sees every proof.
+	if n := e.count(bucketDPoP); n != 0 {
+		t.Errorf("DPoP records in an unshared store = %d, want 0", n)
+	}
 	refused := []struct {
 		name  string
 		proof string

@@ -79,7 +79,7 @@ func (i *Issuer) handlePAR(w http.ResponseWriter, r *http.Request) {
 		i.writeErr(w, rateLimited(ErrSlowDown, d, "too many pushed requests for this client; retry later"))
 		return
 	}
-	if err := spendProof(proof); err != nil {
+	if err := spendProof(ctx, proof); err != nil {
 		i.writeErr(w, err)
 		return
 	}

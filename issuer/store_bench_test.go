@@ -1,12 +1,16 @@
 package issuer
 
 import (
+	"crypto/rand"
 	"net/http"
 	"net/url"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/bolt"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres"
@@ -36,26 +40,7 @@ func BenchmarkTokenIssuance(b *testing.B) {
 			b.Cleanup(func() { _ = st.Close() })
 			return st
 		}},
-		{"postgres", func(b *testing.B, now func() time.Time) store.Store {
-			if _, err := pgtest.BinDir(); err != nil {
-				b.Skip(err)
-			}
-			srv, err := pgtest.Start(pgtest.Options{Durable: true})
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { _ = srv.Stop() })
-			dsn, err := srv.CreateDatabase()
-			if err != nil {
-				b.Fatal(err)
-			}
-			st, err := postgres.Open(b.Context(), dsn, postgres.Options{Now: now})
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { _ = st.Close() })
-			return st
-		}},
+		{"postgres", durablePostgres},
 	}
 	for _, s := range stores {
 		b.Run(s.name, func(b *testing.B) {
@@ -96,4 +81,64 @@ func BenchmarkTokenIssuance(b *testing.B) {
 			})
 		})
 	}
+}
+
+// BenchmarkDPoPSpend measures what the shared record of spent DPoP
+// proofs adds to each DPoP request: Verify (ES256 signature check, replay
+// memory) alone, and with the record in PostgreSQL (a durable server over
+// its unix socket; the record's commit does not wait for the disk). Run
+// with
+//
+//	go test -run '^$' -bench DPoPSpend ./issuer/
+func BenchmarkDPoPSpend(b *testing.B) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	k := newDPoPKey(b)
+	const uri = "https://mcp.example.com/mcp"
+	run := func(b *testing.B, ledger dpop.Ledger) {
+		v := dpop.New(dpop.Options{Now: clock, Ledger: ledger, MaxReplayEntries: b.N + 1})
+		proofs := make([]string, b.N)
+		for i := range proofs {
+			c := jwt.MapClaims{"jti": rand.Text(), "htm": http.MethodPost, "htu": uri, "iat": now.Unix()}
+			tok := jwt.NewWithClaims(jwt.SigningMethodES256, c)
+			tok.Header["typ"], tok.Header["jwk"] = "dpop+jwt", k.jwk
+			s, err := tok.SignedString(k.priv)
+			if err != nil {
+				b.Fatal(err)
+			}
+			proofs[i] = s
+		}
+		req := dpop.Request{Method: http.MethodPost, URI: uri}
+		b.ResetTimer()
+		for i := range b.N {
+			if _, err := v.Verify(b.Context(), proofs[i:i+1], req); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("memory", func(b *testing.B) { run(b, nil) })
+	b.Run("postgres", func(b *testing.B) { run(b, dpopLedger{durablePostgres(b, clock)}) })
+}
+
+// durablePostgres is a store on a PostgreSQL server of the benchmark's
+// own that runs with fsync and synchronous_commit on.
+func durablePostgres(b *testing.B, now func() time.Time) store.Store {
+	if _, err := pgtest.BinDir(); err != nil {
+		b.Skip(err)
+	}
+	srv, err := pgtest.Start(pgtest.Options{Durable: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = srv.Stop() })
+	dsn, err := srv.CreateDatabase()
+	if err != nil {
+		b.Fatal(err)
+	}
+	st, err := postgres.Open(b.Context(), dsn, postgres.Options{Now: now})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = st.Close() })
+	return st
 }

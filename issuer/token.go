@@ -107,7 +107,7 @@ func (i *Issuer) handleToken(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		// Spent only now: a request without a valid grant must not fill
 		// the bounded replay memory.
-		err = spendProof(proof)
+		err = spendProof(r.Context(), proof)
 	}
 	if err != nil {
 		i.writeErr(w, err)

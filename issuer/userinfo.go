@@ -1,9 +1,12 @@
 package issuer
 
 import (
+	"errors"
 	"net/http"
 	"slices"
 	"strings"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
 )
 
 // handleUserinfo is the OpenID Connect UserInfo endpoint (Core 5.3). The
@@ -38,7 +41,12 @@ func (i *Issuer) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 		challenge(http.StatusUnauthorized, "invalid_token", "the access token is invalid, expired or revoked", "")
 		return
 	}
-	if e := i.checkBinding(w, r, pathUserinfo, cl, raw, dpopScheme); e != nil {
+	if err := i.checkBinding(w, r, pathUserinfo, cl, raw, dpopScheme); err != nil {
+		var e *dpop.Error
+		if !errors.As(err, &e) {
+			i.writeErr(w, proofError(err))
+			return
+		}
 		w.Header().Set("WWW-Authenticate", dpopChallenge(e))
 		w.Header().Set("Cache-Control", "no-store")
 		http.Error(w, http.StatusText(http.StatusUnauthorized), http.StatusUnauthorized)

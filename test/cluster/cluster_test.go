@@ -463,11 +463,16 @@ func (c *cluster) revoke(ctx context.Context, in *instance, token string) (int, 
 // call makes one tools/call of echo at in's gateway with token and
 // returns the status (0 and the error when no answer came).
 func (c *cluster) call(ctx context.Context, in *instance, token string) (int, string, error) {
-	resp, body, err := harness.RawToolCall(ctx, in.client, c.modern, token, "echo", `{"text":"hi"}`)
+	resp, body, err := c.callResp(ctx, in, token)
 	if err != nil {
 		return 0, "", err
 	}
 	return resp.StatusCode, body, nil
+}
+
+// callResp is call with the whole response.
+func (c *cluster) callResp(ctx context.Context, in *instance, token string) (*http.Response, string, error) {
+	return harness.RawToolCall(ctx, in.client, c.modern, token, "echo", `{"text":"hi"}`)
 }
 
 // mustCall checks that in's gateway answers token with want.

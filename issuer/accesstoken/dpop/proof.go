@@ -5,11 +5,14 @@
 package dpop
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -73,8 +76,20 @@ type Options struct {
 	// remembers for the DefaultWindow, so it is used only when Window is
 	// not longer.
 	Replay *Replay
+	// Ledger, when set, also records every spent proof where other
+	// instances see it, after Replay let it through.
+	Ledger Ledger
 	Now    func() time.Time // default time.Now
 }
+
+// ledgerSkew is how much longer than its acceptance window a proof is
+// kept in the Ledger: instances' clocks differ a little.
+const ledgerSkew = 10 * time.Second
+
+// ErrUnavailable wraps the error of a Ledger that could not tell whether
+// a proof was used before: the request should be refused as one to retry
+// later (not the client's fault), never accepted.
+var ErrUnavailable = errors.New("dpop: the replay check is unavailable")
 
 // Verifier checks proofs and remembers their jti, in memory, until their
 // iat leaves the window. Safe for concurrent use.
@@ -83,6 +98,7 @@ type Verifier struct {
 	nonces *Nonces
 	now    func() time.Time
 	replay *Replay
+	ledger Ledger
 	parser *jwt.Parser
 }
 
@@ -108,6 +124,7 @@ func New(o Options) *Verifier {
 		nonces: o.Nonces,
 		now:    o.Now,
 		replay: replay,
+		ledger: o.Ledger,
 		// The claims are checked here, with the window, not by jwt.
 		parser: jwt.NewParser(jwt.WithValidMethods(accesstoken.Algorithms()), jwt.WithoutClaimsValidation()),
 	}
@@ -137,12 +154,12 @@ type Request struct {
 // proof's jti: Check, then Use. It returns the key's RFC 7638
 // thumbprint, which the caller compares to cnf.jkt (or binds the tokens
 // it issues to).
-func (v *Verifier) Verify(values []string, req Request) (string, error) {
+func (v *Verifier) Verify(ctx context.Context, values []string, req Request) (string, error) {
 	p, err := v.Check(values, req)
 	if err != nil {
 		return "", err
 	}
-	if err := p.Use(); err != nil {
+	if err := p.Use(ctx); err != nil {
 		return "", err
 	}
 	return p.JKT, nil
@@ -153,16 +170,33 @@ type Proof struct {
 	JKT string // the RFC 7638 thumbprint of its key
 	v   *Verifier
 	jti string
+	iat time.Time
 }
 
-// Use spends the proof: it is refused if its jti was used before for the
-// same key, or when the replay memory is full (fail closed).
-func (p *Proof) Use() error {
-	switch p.v.replay.add(replayKey(p.JKT, p.jti), p.v.now()) {
+// Use spends the proof: it is refused (*Error) if its jti was used before
+// for the same key, here or, with a Ledger, at another instance, or when
+// the replay memory is full (fail closed). An error wrapping
+// ErrUnavailable means the Ledger could not tell: refused too.
+//
+// A jti is unique per key (RFC 9449 §11.1 asks for one per target URI
+// within the window; per key is stricter and needs no htu in the key).
+func (p *Proof) Use(ctx context.Context) error {
+	k := replayKey(p.JKT, p.jti)
+	switch p.v.replay.add(k, p.v.now()) {
 	case errReplayed:
 		return invalid("the DPoP proof was used before")
 	case errReplayFull:
 		return invalid("too many DPoP proofs; retry later")
+	}
+	if p.v.ledger == nil {
+		return nil
+	}
+	err := p.v.ledger.Spend(ctx, hex.EncodeToString(k[:]), p.iat.Add(p.v.window+ledgerSkew))
+	switch {
+	case errors.Is(err, ErrReplayed):
+		return invalid("the DPoP proof was used before")
+	case err != nil:
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return nil
 }
@@ -232,7 +266,7 @@ func (v *Verifier) Check(values []string, req Request) (*Proof, error) {
 	if v.nonces != nil && !v.nonces.valid(claims.nonce, now) {
 		return nil, &Error{Code: CodeUseNonce, Description: "the DPoP proof must carry the nonce of the DPoP-Nonce header"}
 	}
-	return &Proof{JKT: jwk.Thumbprint(), v: v, jti: claims.jti}, nil
+	return &Proof{JKT: jwk.Thumbprint(), v: v, jti: claims.jti, iat: claims.iat}, nil
 }
 
 // Bound checks how a resource server's request presents an access token
@@ -240,8 +274,9 @@ func (v *Verifier) Check(values []string, req Request) (*Proof, error) {
 // bound token only with the DPoP scheme and a valid proof for req signed
 // by that key (so a stolen bound token is useless without the key); the
 // DPoP scheme only with a bound token. values are the request's DPoP
-// header values; nil means accepted.
-func (v *Verifier) Bound(values []string, req Request, jkt string, dpopScheme bool) *Error {
+// header values; nil means accepted. An error that is not an *Error
+// wraps ErrUnavailable (see Proof.Use): refused, to retry later.
+func (v *Verifier) Bound(ctx context.Context, values []string, req Request, jkt string, dpopScheme bool) error {
 	switch {
 	case !dpopScheme && jkt != "":
 		return &Error{Code: CodeInvalidToken, Description: "the access token is DPoP-bound: send it with the DPoP scheme and a DPoP proof"}
@@ -250,13 +285,10 @@ func (v *Verifier) Bound(values []string, req Request, jkt string, dpopScheme bo
 	case jkt == "":
 		return &Error{Code: CodeInvalidToken, Description: "the access token is not DPoP-bound; send it with the Bearer scheme"}
 	}
-	got, err := v.Verify(values, req)
-	var e *Error
+	got, err := v.Verify(ctx, values, req)
 	switch {
-	case errors.As(err, &e):
-		return e
 	case err != nil:
-		return invalid("the DPoP proof is invalid")
+		return err
 	case got != jkt:
 		return invalid("the DPoP proof is not signed by the key the access token is bound to")
 	}

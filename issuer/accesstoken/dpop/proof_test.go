@@ -1,6 +1,7 @@
 package dpop
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -12,6 +13,7 @@ import (
 	"errors"
 	"math/big"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -183,7 +185,7 @@ func TestVerify(t *testing.T) {
 			if tt.req != nil {
 				r = *tt.req
 			}
-			jkt, err := v.Verify(values, r)
+			jkt, err := v.Verify(t.Context(), values, r)
 			if tt.want == "" {
 				if err != nil {
 					t.Fatalf("Verify() error = %v, want success", err)
@@ -219,13 +221,13 @@ func TestVerifyReplay(t *testing.T) {
 	req := Request{Method: "POST", URI: "https://as.example.com/token"}
 	p := newProof(t, key, jwt.SigningMethodES256, "POST", req.URI, now)
 	s := p.sign(t)
-	if _, err := v.Verify([]string{s}, req); err != nil {
+	if _, err := v.Verify(t.Context(), []string{s}, req); err != nil {
 		t.Fatalf("first use: %v", err)
 	}
 	// Replayed at any time its iat is still acceptable.
 	for _, d := range []time.Duration{0, time.Second, DefaultWindow} {
 		now = time.Unix(1_800_000_000, 0).Add(d)
-		if _, err := v.Verify([]string{s}, req); err == nil || !strings.Contains(err.Error(), "used before") {
+		if _, err := v.Verify(t.Context(), []string{s}, req); err == nil || !strings.Contains(err.Error(), "used before") {
 			t.Errorf("replay after %v: error = %v, want used before", d, err)
 		}
 	}
@@ -233,19 +235,19 @@ func TestVerifyReplay(t *testing.T) {
 	now = time.Unix(1_800_000_000, 0)
 	q := newProof(t, other, jwt.SigningMethodES256, "POST", req.URI, now)
 	q.claims["jti"] = p.claims["jti"]
-	if _, err := v.Verify([]string{q.sign(t)}, req); err != nil {
+	if _, err := v.Verify(t.Context(), []string{q.sign(t)}, req); err != nil {
 		t.Errorf("same jti, other key: %v", err)
 	}
 	// Remembered while its iat could be accepted: a proof made a window
 	// ahead stays refused until a window after that.
 	future := newProof(t, key, jwt.SigningMethodES256, "POST", req.URI, now.Add(DefaultWindow))
 	fs := future.sign(t)
-	if _, err := v.Verify([]string{fs}, req); err != nil {
+	if _, err := v.Verify(t.Context(), []string{fs}, req); err != nil {
 		t.Fatalf("future-dated proof in the window: %v", err)
 	}
 	for _, d := range []time.Duration{DefaultWindow, 2 * DefaultWindow} {
 		now = time.Unix(1_800_000_000, 0).Add(d)
-		if _, err := v.Verify([]string{fs}, req); err == nil || !strings.Contains(err.Error(), "used before") {
+		if _, err := v.Verify(t.Context(), []string{fs}, req); err == nil || !strings.Contains(err.Error(), "used before") {
 			t.Errorf("replay of a future-dated proof after %v: error = %v, want used before", d, err)
 		}
 	}
@@ -282,7 +284,7 @@ func TestNonce(t *testing.T) {
 		if nonce != nil {
 			p.claims["nonce"] = nonce
 		}
-		_, err := v.Verify([]string{p.sign(t)}, req)
+		_, err := v.Verify(t.Context(), []string{p.sign(t)}, req)
 		return err
 	}
 	useNonce := func(err error) bool {
@@ -359,7 +361,7 @@ func BenchmarkVerify(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := v.Verify(proofs[i:i+1], req); err != nil {
+		if _, err := v.Verify(b.Context(), proofs[i:i+1], req); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -378,13 +380,79 @@ func TestCheckThenUse(t *testing.T) {
 		}
 	}
 	p, _ := v.Check([]string{s}, req)
-	if err := p.Use(); err != nil {
+	if err := p.Use(t.Context()); err != nil {
 		t.Fatalf("first Use: %v", err)
 	}
-	if err := p.Use(); err == nil || !strings.Contains(err.Error(), "used before") {
+	if err := p.Use(t.Context()); err == nil || !strings.Contains(err.Error(), "used before") {
 		t.Errorf("second Use = %v, want used before", err)
 	}
-	if _, err := v.Verify([]string{s}, req); err == nil {
+	if _, err := v.Verify(t.Context(), []string{s}, req); err == nil {
 		t.Error("Verify of a spent proof succeeded")
+	}
+}
+
+// ledger is a Ledger in a map, as a store would keep it; fail makes
+// Spend fail as an unreachable store does.
+type ledger struct {
+	mu    sync.Mutex
+	until map[string]time.Time
+	calls int
+	fail  error
+}
+
+func (l *ledger) Spend(_ context.Context, key string, until time.Time) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.calls++
+	if l.fail != nil {
+		return l.fail
+	}
+	if _, ok := l.until[key]; ok {
+		return ErrReplayed
+	}
+	l.until[key] = until
+	return nil
+}
+
+// TestLedger: Verifiers with replay memories of their own (instances)
+// sharing a Ledger refuse each other's proofs; the memory refuses a
+// replay it saw without asking the Ledger; the Ledger keeps a proof
+// until its iat leaves the window (and a margin for clocks); a Ledger
+// that cannot tell fails the proof with ErrUnavailable, not *Error.
+func TestLedger(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time { return now }
+	l := &ledger{until: map[string]time.Time{}}
+	a := New(Options{Now: clock, Ledger: l})
+	b := New(Options{Now: clock, Ledger: l})
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	req := Request{Method: "POST", URI: "https://as.example.com/token"}
+	iat := now.Add(-10 * time.Second)
+	s := newProof(t, key, jwt.SigningMethodES256, "POST", req.URI, iat).sign(t)
+	if _, err := a.Verify(t.Context(), []string{s}, req); err != nil {
+		t.Fatalf("first use at A: %v", err)
+	}
+	for k, until := range l.until {
+		if want := iat.Add(DefaultWindow + ledgerSkew); !until.Equal(want) || len(k) != 32 {
+			t.Errorf("ledger entry %q until %v, want 32 hex digits until %v", k, until, want)
+		}
+	}
+	var e *Error
+	if _, err := b.Verify(t.Context(), []string{s}, req); !errors.As(err, &e) || !strings.Contains(e.Description, "used before") {
+		t.Errorf("replay at B = %v, want used before", err)
+	}
+	calls := l.calls
+	if _, err := a.Verify(t.Context(), []string{s}, req); err == nil || l.calls != calls {
+		t.Errorf("replay at A = %v with %d ledger calls, want refused by memory alone", err, l.calls-calls)
+	}
+
+	l.fail = errors.New("database unreachable")
+	fresh := newProof(t, key, jwt.SigningMethodES256, "POST", req.URI, now).sign(t)
+	_, err := b.Verify(t.Context(), []string{fresh}, req)
+	if !errors.Is(err, ErrUnavailable) || errors.As(err, &e) {
+		t.Errorf("with the ledger failing = %v, want ErrUnavailable", err)
+	}
+	if err := b.Bound(t.Context(), []string{newProof(t, key, jwt.SigningMethodES256, "POST", req.URI, now).sign(t)}, req, thumbprintOf(t, key.Public()), true); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Bound with the ledger failing = %v, want ErrUnavailable", err)
 	}
 }

@@ -1,6 +1,7 @@
 package dpop
 
 import (
+	"context"
 	"crypto/sha256"
 	"errors"
 	"sync"
@@ -11,6 +12,21 @@ var (
 	errReplayed   = errors.New("replayed")
 	errReplayFull = errors.New("replay cache full")
 )
+
+// ErrReplayed is what a Ledger's Spend returns for a key already spent.
+var ErrReplayed = errors.New("dpop: proof already used")
+
+// Ledger records spent proofs where every instance that shares it sees
+// them (a store that several instances share), so that a proof used at
+// one is refused at the others; the in-memory Replay stays the first,
+// cheap check and the bound. Safe for concurrent use.
+type Ledger interface {
+	// Spend records key until until, when the proof can no longer be
+	// accepted anywhere. It returns ErrReplayed when key is already
+	// recorded, and any other error when it cannot tell: the proof is
+	// then refused (fail closed).
+	Spend(ctx context.Context, key string, until time.Time) error
+}
 
 // Replay is a proof replay memory. One may be shared by every Verifier
 // of a process (Options.Replay), so that a proof seen by one is refused
