@@ -110,7 +110,7 @@ func TestParamHeaders(t *testing.T) {
 			body := readBody(t, resp)
 			var calls []received
 			for _, r := range h.up.requests() {
-				if !strings.Contains(string(r.Body), `"mcp-auth-pin"`) {
+				if !strings.Contains(string(r.Body), `"mcp-auth-pin-`) {
 					calls = append(calls, r)
 				}
 			}

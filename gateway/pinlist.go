@@ -3,6 +3,8 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,8 +21,11 @@ import (
 // maxPinPages bounds the pages of one tools/list fetch.
 const maxPinPages = 100
 
-// pinFetchID is the JSON-RPC id of the gateway's own tools/list requests.
-const pinFetchID = `"mcp-auth-pin"`
+// pinFetchPrefix begins the JSON-RPC id of the gateway's own tools/list
+// requests. Each gets its own id: a server refuses an id already in
+// flight in the session, and several gateways (instances) may fetch in
+// one session at once.
+const pinFetchPrefix = "mcp-auth-pin-"
 
 // pinFetch is one tools/list fetch that callers of the same session wait
 // for together.
@@ -195,7 +200,10 @@ func (g *Gateway) fetchToolsPage(x *exchange, next Next, cursor string) ([]byte,
 	if meta := callerMeta(x); meta != nil {
 		params["_meta"] = meta
 	}
-	body, err := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": json.RawMessage(pinFetchID), "method": "tools/list", "params": params})
+	var nonce [8]byte
+	rand.Read(nonce[:])
+	fetchID := strconv.Quote(pinFetchPrefix + hex.EncodeToString(nonce[:]))
+	body, err := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": json.RawMessage(fetchID), "method": "tools/list", "params": params})
 	if err != nil {
 		return nil, err
 	}
@@ -243,7 +251,7 @@ func (g *Gateway) fetchToolsPage(x *exchange, next Next, cursor string) ([]byte,
 				continue
 			}
 			msg := []byte(ev.Data)
-			if id, err := mcpparse.ResponseID(msg); err == nil && mcpparse.SameID(id, []byte(pinFetchID)) {
+			if id, err := mcpparse.ResponseID(msg); err == nil && mcpparse.SameID(id, []byte(fetchID)) {
 				return msg, nil
 			}
 		}
