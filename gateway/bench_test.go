@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"testing"
 
 	"go.uber.org/zap"
@@ -273,7 +274,116 @@ func TestUnwrapSessionAllocations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := testing.AllocsPerRun(100, func() { g.unwrapSession(p, wrapped) }); n > 2 {
-		t.Errorf("unwrapSession allocates %v times, want at most 2", n)
+	// The requests of one session: the id verified last is remembered.
+	if n := testing.AllocsPerRun(100, func() { g.unwrapSession(p, wrapped) }); n != 0 {
+		t.Errorf("unwrapSession of the principal's current session allocates %v times, want 0", n)
 	}
+	// Two sessions in turn: each check computes the MAC.
+	other, err := g.wrapSession(p, "other-session")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() { g.unwrapSession(p, wrapped); g.unwrapSession(p, other) }); n > 6 {
+		t.Errorf("unwrapSession of alternating sessions allocates %v times per pair, want at most 6", n)
+	}
+}
+
+// TestSessionMemo: the remembered session id answers exactly as the MAC
+// would: only the same id passes for the same principal at the same
+// gateway, and a tampered, another principal's or another gateway's id
+// is still refused after a valid one was remembered.
+func TestSessionMemo(t *testing.T) {
+	cfg := testConfig(t)
+	g := newGateway(t, cfg)
+	alice := &principal{issuer: testIssuer, subject: "alice", clientID: "c"}
+	bob := &principal{issuer: testIssuer, subject: "bob", clientID: "c"}
+	w, err := g.wrapSession(alice, "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ { // the second round answers from the memo
+		if up, err := g.unwrapSession(alice, w); err != nil || up != "s1" {
+			t.Fatalf("round %d: unwrapSession = %q, %v, want s1", i, up, err)
+		}
+	}
+	tampered := []byte(w)
+	tampered[len(tampered)/2] ^= 1
+	if _, err := g.unwrapSession(alice, string(tampered)); err == nil {
+		t.Error("a tampered id passed after the valid one was remembered")
+	}
+	if _, err := g.unwrapSession(bob, w); err == nil {
+		t.Error("alice's session id passed for bob")
+	}
+	cfg.SessionKey = []byte(strings.Repeat("x", 32))
+	if _, err := newGateway(t, cfg).unwrapSession(alice, w); err == nil {
+		t.Error("a session id remembered by one gateway passed at a gateway with another key")
+	}
+	// Wrapping answers from the memo only for the same upstream id.
+	w2, err := g.wrapSession(alice, "s2")
+	if err != nil || w2 == w {
+		t.Fatalf("wrapSession(s2) = %q, %v; want a new id", w2, err)
+	}
+	if up, err := g.unwrapSession(alice, w); err != nil || up != "s1" {
+		t.Errorf("the first session after a second one = %q, %v, want s1", up, err)
+	}
+	if again, _ := g.wrapSession(alice, "s1"); again != w {
+		t.Errorf("wrapSession(s1) again = %q, want %q (deterministic)", again, w)
+	}
+}
+
+// TestClientHeaderRule: a header name in any ASCII case gets the rule of
+// its canonical form, and a name that only looks like one (non-ASCII
+// letters that fold to ASCII ones) gets none.
+func TestClientHeaderRule(t *testing.T) {
+	for _, r := range clientHeaderRules {
+		for _, name := range []string{r.name, strings.ToLower(r.name), strings.ToUpper(r.name), swapCase(r.name)} {
+			if got := clientHeaderRule(name); got != r.rule {
+				t.Errorf("clientHeaderRule(%q) = %v, want %v", name, got, r.rule)
+			}
+			if canon := http.CanonicalHeaderKey(name); canon != r.name {
+				t.Fatalf("test table: %q canonicalizes to %q", name, canon)
+			}
+		}
+	}
+	for _, name := range []string{"Coo\u212aie", "Authori\u017Fation", "Mcp-Se\u017F\u017Fion-Id", "Authorization ", "X-Mcp-Subjects", "Accept", "Content-Type", ""} {
+		if got := clientHeaderRule(name); got != headerForward {
+			t.Errorf("clientHeaderRule(%q) = %v, want headerForward", name, got)
+		}
+	}
+}
+
+func swapCase(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		switch {
+		case 'a' <= c && c <= 'z':
+			b[i] = c - 32
+		case 'A' <= c && c <= 'Z':
+			b[i] = c + 32
+		}
+	}
+	return string(b)
+}
+
+// BenchmarkServeSession: BenchmarkServe as the load test's requests are
+// served by Caddy: in a 2025-11-25 session bound to the token, with a
+// revocation source (so the upstream request can be ended, see
+// streamSet) and the headers an SDK client sends.
+func BenchmarkServeSession(b *testing.B) {
+	cfg := testConfig(b)
+	cfg.Revocations = revocationSet{}
+	g := newGateway(b, cfg)
+	token := mint(b, claims())
+	p, aerr := g.authenticate(b.Context(), token)
+	if aerr != nil {
+		b.Fatal(aerr)
+	}
+	wrapped, err := g.wrapSession(p, "3f2a9c1e-5b7d-4e8f-a1c2-9d0e8b7a6c5f")
+	if err != nil {
+		b.Fatal(err)
+	}
+	body := []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/etc/motd"}}}`)
+	benchmarkServeBody(b, g, "Bearer "+token, nil, body,
+		map[string]string{"Mcp-Protocol-Version": "2025-11-25", "Mcp-Session-Id": wrapped},
+		"application/json", []byte(`{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`))
 }

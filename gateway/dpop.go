@@ -10,6 +10,10 @@ import (
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
 )
 
+// dpopHeaderKey is dpop.Header as net/http stores it (canonical form),
+// for a lookup without canonicalizing the name on every request.
+var dpopHeaderKey = http.CanonicalHeaderKey(dpop.Header)
+
 // dpopAlgs is the algs parameter of DPoP challenges (RFC 9449 §7.1).
 var dpopAlgs = strings.Join(dpop.Algorithms(), " ")
 
@@ -40,8 +44,16 @@ func (g *Gateway) checkBinding(r *http.Request, p *principal, token string, sche
 		return &authError{status: http.StatusUnauthorized, code: dpop.CodeInvalidToken, dpop: true,
 			desc: "this resource requires DPoP-bound access tokens"}
 	}
-	req := dpop.Request{Method: r.Method, URI: g.requestURI(r), AccessToken: token}
-	err := g.proofs.Bound(r.Context(), r.Header.Values(dpop.Header), req, p.jkt, scheme == schemeDPoP)
+	// Bound reads the proof only of a bound token sent with the DPoP
+	// scheme; for the others the proof and the request URI are not built
+	// (a Bearer request would pay for both on every call).
+	var proofs []string
+	var req dpop.Request
+	if scheme == schemeDPoP && p.jkt != "" {
+		proofs = r.Header[dpopHeaderKey]
+		req = dpop.Request{Method: r.Method, URI: g.requestURI(r), AccessToken: token}
+	}
+	err := g.proofs.Bound(r.Context(), proofs, req, p.jkt, scheme == schemeDPoP)
 	var e *dpop.Error
 	switch {
 	case errors.As(err, &e):

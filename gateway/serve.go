@@ -9,7 +9,6 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"net/textproto"
 	"net/url"
 	"strconv"
 	"strings"
@@ -697,31 +696,74 @@ func (x *exchange) forwardsHeader(name string) bool {
 		// an underscore may stand in for one removed, checked or set here.
 		return false
 	}
-	switch textproto.CanonicalMIMEHeaderKey(name) {
-	case "Authorization", "Cookie",
-		// The DPoP proof is for this request to the gateway only.
-		"Dpop",
-		// Some server frameworks let these turn the authorized POST
-		// into another method.
-		"X-Http-Method-Override", "X-Http-Method", "X-Method-Override",
-		// The gateway's to assert (ForwardIdentity), never the client's.
-		"X-Mcp-Subject", "X-Mcp-Client", "X-Mcp-Actor", "X-Mcp-Scope",
-		// The upstream's session id replaces the client's.
-		"Mcp-Session-Id",
-		"Trailer", "Content-Length":
+	switch clientHeaderRule(name) {
+	case headerDrop:
 		return false
-	case "Accept-Encoding":
+	case headerAcceptEncoding:
 		// A compressed tools/list or task answer could not be rewritten
 		// (502): the upstream answers uncompressed, or the transport
 		// decodes.
 		return !x.listsTools() && !x.rewritesTasks()
-	case "Mcp-Method", "Mcp-Name":
+	case headerChecked:
 		return x.headerChecked
-	case "Last-Event-Id":
+	case headerLastEventID:
 		// Checked by checkResume.
 		return x.r.Method == http.MethodGet && x.session != ""
 	}
 	return true
+}
+
+type headerRule uint8
+
+const (
+	headerForward headerRule = iota
+	headerDrop
+	headerAcceptEncoding
+	headerChecked // Mcp-Method, Mcp-Name: forwarded when validated
+	headerLastEventID
+)
+
+// clientHeaderRules are the client header fields forwardsHeader does not
+// simply forward, in canonical form.
+var clientHeaderRules = [...]struct {
+	name string
+	rule headerRule
+}{
+	{"Authorization", headerDrop},
+	{"Cookie", headerDrop},
+	// The DPoP proof is for this request to the gateway only.
+	{"Dpop", headerDrop},
+	// Some server frameworks let these turn the authorized POST into
+	// another method.
+	{"X-Http-Method-Override", headerDrop},
+	{"X-Http-Method", headerDrop},
+	{"X-Method-Override", headerDrop},
+	// The gateway's to assert (ForwardIdentity), never the client's.
+	{"X-Mcp-Subject", headerDrop},
+	{"X-Mcp-Client", headerDrop},
+	{"X-Mcp-Actor", headerDrop},
+	{"X-Mcp-Scope", headerDrop},
+	// The upstream's session id replaces the client's.
+	{"Mcp-Session-Id", headerDrop},
+	{"Trailer", headerDrop},
+	{"Content-Length", headerDrop},
+	{"Accept-Encoding", headerAcceptEncoding},
+	{"Mcp-Method", headerChecked},
+	{"Mcp-Name", headerChecked},
+	{"Last-Event-Id", headerLastEventID},
+}
+
+// clientHeaderRule is the rule for a header field name in any case. The
+// names are ASCII, so a name of the same length that EqualFold matches
+// is an ASCII case variant (what canonicalizing it would find), without
+// the cost of canonicalizing every name of every request.
+func clientHeaderRule(name string) headerRule {
+	for _, r := range clientHeaderRules {
+		if len(name) == len(r.name) && strings.EqualFold(name, r.name) {
+			return r.rule
+		}
+	}
+	return headerForward
 }
 
 // requestBody is the authorized body as next reads it.

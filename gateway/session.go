@@ -3,10 +3,12 @@ package gateway
 import (
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"hash"
+	"unsafe"
 )
 
 // Session binding (2025 protocol revisions).
@@ -40,16 +42,38 @@ func (g *Gateway) wrapSession(p *principal, upstream string) (string, error) {
 	if !validSessionID(upstream) || len(upstream) > maxUpstreamSession {
 		return "", errors.New("upstream session id is not visible ASCII or too long")
 	}
-	return g.wrapBound(labelSession, p, upstream), nil
+	if m := p.session.Load(); m != nil && m.g == g && m.upstream == upstream {
+		return m.wrapped, nil
+	}
+	wrapped := g.wrapBound(labelSession, p, upstream)
+	p.session.Store(&sessionMemo{g: g, wrapped: wrapped, upstream: upstream})
+	return wrapped, nil
+}
+
+// sessionMemo is a client-facing session id and the upstream id it
+// carries, as verified (or made) by gateway g (its key and resource) for
+// one principal. Wrapping is deterministic, so the memo answers exactly
+// as the MAC would.
+type sessionMemo struct {
+	g                 *Gateway
+	wrapped, upstream string
 }
 
 // unwrapSession verifies a client-facing session id against the principal
 // and returns the upstream id.
+//
+// The id verified last for the principal is remembered on it, so the
+// requests of one session cost a comparison, not a MAC.
 func (g *Gateway) unwrapSession(p *principal, wrapped string) (string, error) {
+	if m := p.session.Load(); m != nil && m.g == g && len(m.wrapped) == len(wrapped) &&
+		subtle.ConstantTimeCompare(unsafe.Slice(unsafe.StringData(m.wrapped), len(m.wrapped)), unsafe.Slice(unsafe.StringData(wrapped), len(wrapped))) == 1 {
+		return m.upstream, nil
+	}
 	upstream, ok := g.unwrapBound(labelSession, p, wrapped, maxUpstreamSession)
 	if !ok || !validSessionID(upstream) {
 		return "", errSession
 	}
+	p.session.Store(&sessionMemo{g: g, wrapped: wrapped, upstream: upstream})
 	return upstream, nil
 }
 

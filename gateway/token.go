@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -52,6 +53,12 @@ type principal struct {
 	recheck time.Time
 	jkt     string            // cnf.jkt: the DPoP key the token is bound to, "" for a bearer token
 	claims  map[string]string // string claims argument rules read, by dotted path
+
+	// session is the last session id checked or issued for this
+	// principal (see unwrapSession): a client sends the same one on every
+	// request of its session, and the principal is shared by all of them
+	// through the claims cache.
+	session atomic.Pointer[sessionMemo]
 }
 
 // claim is the string claim at a dotted path ("sub", "email",
@@ -151,7 +158,8 @@ func (e *authError) Error() string {
 }
 
 var (
-	errNoToken = &authError{status: http.StatusUnauthorized}
+	errNoToken        = &authError{status: http.StatusUnauthorized}
+	errMalformedToken = invalidToken("malformed bearer token")
 	// errRevocationsUnknown: the token may have been revoked without this
 	// gateway knowing (Revocations cannot tell); not the token's fault, so
 	// no challenge, and the client may retry.
@@ -212,9 +220,11 @@ func bearerToken(r *http.Request) (string, string, *authError) {
 		return "", "", errNoToken
 	}
 	token = strings.TrimLeft(token, " ")
-	if token == "" || len(token) > maxTokenLen || !validB64Token(token) {
-		return "", "", invalidToken("malformed bearer token")
+	if token == "" || len(token) > maxTokenLen {
+		return "", "", errMalformedToken
 	}
+	// Its syntax (validB64Token) is checked by authenticate, only when
+	// the token is not among the verified ones.
 	return token, scheme, nil
 }
 
@@ -262,6 +272,9 @@ func (g *Gateway) authenticate(ctx context.Context, token string) (*principal, *
 	p, _ := g.cache.get(key, now)
 	g.metrics.TokenCache(p != nil)
 	if p == nil {
+		if !validB64Token(token) {
+			return nil, errMalformedToken
+		}
 		var err *authError
 		until := time.Time{}
 		introspected := g.cfg.Introspector != nil && !isJWT(token)

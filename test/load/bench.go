@@ -46,6 +46,10 @@ type benchConfig struct {
 
 	proto       string
 	initSession bool
+	// plainToken sends the gateway's Authorization header to the plain
+	// proxy too, so both proxies read byte-identical requests (plain
+	// forwards the token to the upstream, the gateway strips it).
+	plainToken bool
 
 	rounds      int
 	concurrency int // N; every round runs c=1 and c=N
@@ -81,6 +85,7 @@ func parseBenchFlags(args []string) (benchConfig, error) {
 	fs.StringVar(&c.scope, "scope", "", "space-separated scopes to request (default: all of the resource's)")
 	fs.StringVar(&c.proto, "proto", proto2025, "MCP protocol revision: "+proto2025+" or "+proto2026)
 	fs.BoolVar(&c.initSession, "init", false, "initialize an MCP session per proxy first (2025-11-25)")
+	fs.BoolVar(&c.plainToken, "plain-token", false, "send the same Authorization header to the plain proxy (byte-identical requests)")
 	fs.IntVar(&c.rounds, "rounds", 5, "rounds; each runs plain then gateway at c=1 and at c=N")
 	fs.IntVar(&c.concurrency, "c", 16, "concurrency N")
 	fs.IntVar(&c.requests1, "n1", 5000, "requests per run at c=1")
@@ -429,6 +434,9 @@ func targets(cfg benchConfig) (plain, gw *target, err error) {
 			return nil, nil, err
 		}
 		gw.header.Set("Authorization", "Bearer "+tok)
+		if cfg.plainToken {
+			plain.header.Set("Authorization", "Bearer "+tok)
+		}
 	}
 	return plain, gw, nil
 }

@@ -112,6 +112,13 @@ func writeReport(w io.Writer, cfg benchConfig, levels []int, results [][][]runRe
 		cfg.rounds, cfg.requests1, cfg.requestsN, cfg.concurrency)
 	fmt.Fprintf(w, "Host: %d CPUs shared by client, upstream and both Caddy processes%s. CPU = utime+stime of each Caddy process from /proc/<pid>/stat (CLK_TCK %d).\n\n",
 		runtime.NumCPU(), loadAverage(), cfg.clkTck)
+	if cfg.plainToken {
+		fmt.Fprintln(w, "Both proxies get byte-identical requests: the plain one gets the same Authorization header, which it forwards to the upstream.")
+		fmt.Fprintln(w)
+	} else {
+		fmt.Fprintln(w, "Only the gateway's requests carry an Authorization header (PLAIN_TOKEN=on sends it to the plain proxy too).")
+		fmt.Fprintln(w)
+	}
 
 	fmt.Fprintln(w, "| c | proxy | req/s | p50 ms | p99 ms | proxy CPU µs/req | upstream CPU µs/req | client CPU µs/req |")
 	fmt.Fprintln(w, "|--:|:--|--:|--:|--:|--:|--:|--:|")

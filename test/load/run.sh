@@ -18,6 +18,9 @@
 #                        demo: the demo MCP server (Go SDK, sessions: the
 #                        load generator initializes a session per proxy)
 #   PROTO=2025-11-25|2026-07-28   request headers/body revision (fast only)
+#   PLAIN_TOKEN=off|on   on: the plain proxy gets the gateway's Authorization
+#                        header too, so both read byte-identical requests
+#                        (default off: the plain proxy gets none)
 #   SESSION=on|off       2025-11-25: initialize a session per proxy first
 #                        (default on) and send every request in it
 #   AUDIT=on|buffered|denials_only|off   gateway audit events: on (default,
@@ -219,6 +222,9 @@ bench_flags=(
 )
 if [ "$proto" = 2025-11-25 ] && { [ "${SESSION:-on}" = on ] || [ "$upstream_mode" = demo ]; }; then
 	bench_flags+=(-init)
+fi
+if [ "${PLAIN_TOKEN:-off}" = on ]; then
+	bench_flags+=(-plain-token)
 fi
 if [ "$profile" != 0 ]; then
 	bench_flags+=(-profile-url "http://127.0.0.1:$gw_admin/debug/pprof/profile"
