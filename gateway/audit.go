@@ -33,12 +33,11 @@ func (g *Gateway) auditForwarded(x *exchange, status int) {
 		return
 	}
 	if len(x.dec) == 0 {
-		g.auditOne(&x.events(1)[0], x, nil, nil, true, status, "")
+		g.auditOne(x, nil, nil, true, status, "")
 		return
 	}
-	events := x.events(len(x.dec))
 	for i := range x.dec {
-		g.auditOne(&events[i], x, &x.dec[i], x.message(i), true, status, "")
+		g.auditOne(x, &x.dec[i], x.message(i), true, status, "")
 	}
 }
 
@@ -48,10 +47,9 @@ func (g *Gateway) auditRefusal(x *exchange, f *refusal) {
 	g.metrics.Refusal(refusalReason(f))
 	g.countDecisions(x, false)
 	if len(x.dec) == 0 || len(x.dec) != max(len(x.msgs), 1) {
-		g.auditOne(&x.events(1)[0], x, nil, nil, false, f.status, f.message)
+		g.auditOne(x, nil, nil, false, f.status, f.message)
 		return
 	}
-	events := x.events(len(x.dec))
 	for i := range x.dec {
 		d := &x.dec[i]
 		reason := d.reason
@@ -59,7 +57,7 @@ func (g *Gateway) auditRefusal(x *exchange, f *refusal) {
 			// An allowed message shares the fate of its denied batch mates.
 			reason = "refused with its batch"
 		}
-		g.auditOne(&events[i], x, d, x.message(i), false, f.status, reason)
+		g.auditOne(x, d, x.message(i), false, f.status, reason)
 	}
 }
 
@@ -68,15 +66,6 @@ func (x *exchange) message(i int) *mcpparse.Message {
 		return &x.msgs[i]
 	}
 	return nil
-}
-
-// events returns room for n audit events: the exchange's own for one.
-// Each request is audited once, so the room is never reused.
-func (x *exchange) events(n int) []auditEvent {
-	if n <= len(x.eventBuf) {
-		return x.eventBuf[:n]
-	}
-	return make([]auditEvent, n)
 }
 
 // auditEvent is one audit event. It encodes its own fields (zap.Inline),
@@ -96,7 +85,8 @@ type auditEvent struct {
 	field     [1]zap.Field // the event as ce.Write's argument
 }
 
-func (g *Gateway) auditOne(e *auditEvent, x *exchange, d *decision, m *mcpparse.Message, allowed bool, status int, reason string) {
+// auditOne writes one event, made only when the audit logger takes it.
+func (g *Gateway) auditOne(x *exchange, d *decision, m *mcpparse.Message, allowed bool, status int, reason string) {
 	ce := g.audit.Check(zapcore.InfoLevel, auditMessage)
 	if ce == nil {
 		return
@@ -104,7 +94,7 @@ func (g *Gateway) auditOne(e *auditEvent, x *exchange, d *decision, m *mcpparse.
 	if d != nil && reason == "" {
 		reason = d.reason
 	}
-	*e = auditEvent{g: g, x: x, d: d, m: m, allowed: allowed, status: status, reason: reason, latency: g.now().Sub(x.start)}
+	e := &auditEvent{g: g, x: x, d: d, m: m, allowed: allowed, status: status, reason: reason, latency: g.now().Sub(x.start)}
 	if g.cfg.RequestID != nil {
 		e.requestID = g.cfg.RequestID(x.r)
 	}

@@ -54,15 +54,21 @@ func (g *Gateway) checkBinding(r *http.Request, p *principal, token string, sche
 		req = dpop.Request{Method: r.Method, URI: g.requestURI(r), AccessToken: token}
 	}
 	err := g.proofs.Bound(r.Context(), proofs, req, p.jkt, scheme == schemeDPoP)
-	var e *dpop.Error
-	switch {
-	case errors.As(err, &e):
-		return &authError{status: http.StatusUnauthorized, code: e.Code, desc: e.Description, dpop: true}
-	case err != nil:
-		g.log.Warn("DPoP replay check failed", zap.Error(err))
-		return errReplayUnknown
+	if err == nil {
+		return nil
 	}
-	return nil
+	return g.bindingError(err)
+}
+
+// bindingError is the answer to Bound's error (apart, so that the
+// successful path does not allocate errors.As's target).
+func (g *Gateway) bindingError(err error) *authError {
+	var e *dpop.Error
+	if errors.As(err, &e) {
+		return &authError{status: http.StatusUnauthorized, code: e.Code, desc: e.Description, dpop: true}
+	}
+	g.log.Warn("DPoP replay check failed", zap.Error(err))
+	return errReplayUnknown
 }
 
 // dpopChallenge is the DPoP challenge of a 401: with the error when the

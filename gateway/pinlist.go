@@ -210,7 +210,7 @@ func (g *Gateway) fetchToolsPage(x *exchange, next Next, cursor string) ([]byte,
 	req := x.r.Clone(x.r.Context())
 	req.Method = http.MethodPost
 	h := g.upstreamHeader(x)
-	g.setIdentity(h, x)
+	g.identityHeaders(x, func(i int, v string) { h.Set(setNames[i], v) })
 	h.Del("Accept-Encoding")
 	h.Del("Mcp-Name")
 	h.Set("Content-Type", "application/json")

@@ -43,14 +43,13 @@ type exchange struct {
 	streaming bool
 
 	// What a request needs along the way, allocated with the exchange:
-	// the decision and audit event of a single message, the request next
-	// gets, and the writer next writes to.
-	decBuf   [1]decision
-	eventBuf [1]auditEvent
-	up       http.Request
-	upURL    url.URL
-	upBody   requestBody
-	rw       responseWriter
+	// the decision of a single message, the URL, body and header edit of
+	// the request next gets, and the writer next writes to.
+	decBuf [1]decision
+	upURL  url.URL
+	upBody requestBody
+	hdr    headerEdit
+	rw     responseWriter
 }
 
 // Next is where an authorized request goes: the reverse proxy. Its method
@@ -119,15 +118,15 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next Next) (err 
 	}
 
 	rw := x.responseWriter(w, g)
-	up := g.upstreamRequest(x)
+	var ctx context.Context
 	if g.streams != nil {
 		// An event stream of this request must end when its token or
 		// grant is revoked (see streamSet).
-		ctx, cancel := context.WithCancel(r.Context())
-		x.cancel = cancel
-		up = up.WithContext(ctx)
+		ctx, x.cancel = context.WithCancel(r.Context())
 	}
+	up := g.upstreamRequest(x, ctx)
 	defer func() {
+		x.hdr.restore()
 		if x.streaming {
 			g.streams.remove(x)
 		}
@@ -606,25 +605,43 @@ func targetNoun(kind string) string {
 // too: MCP's transport does not use cookies, and on a host shared with the
 // issuer they would hand the user's login session to the MCP server.
 //
-// It is a shallow copy of the client's request with its own URL and
-// header (next may change either in place, and Caddy's logs and error
-// routes read the client's request as it came).
-func (g *Gateway) upstreamRequest(x *exchange) *http.Request {
-	out := &x.up
-	*out = *x.r
+// It is a shallow copy of the client's request (with context ctx unless
+// nil) with its own URL (next may change it in place). Its header is the
+// client's, edited in place (x.hdr) and restored by Serve once next is
+// done: Caddy's reverse proxy copies the header before it changes it,
+// placeholders that read the client's header during next see what is
+// forwarded, and logs and error routes afterwards see it as it came.
+func (g *Gateway) upstreamRequest(x *exchange, ctx context.Context) *http.Request {
+	var out *http.Request
+	if ctx != nil {
+		out = x.r.WithContext(ctx)
+	} else {
+		out = new(http.Request)
+		*out = *x.r
+	}
 	x.upURL = *x.r.URL
 	out.URL = &x.upURL
-	h := g.upstreamHeader(x)
-	out.Header = h
+	e := &x.hdr
+	e.begin(x.r.Header)
+	for k := range e.h {
+		if !x.forwardsHeader(k) {
+			e.remove(k)
+		}
+	}
 	// Request trailers arrive after the body was authorized, and a proxy
 	// that forwards them would deliver headers nobody checked.
 	out.Trailer = nil
-	g.setIdentity(h, x)
+	g.identityHeaders(x, e.set)
 	if x.session != "" {
-		h.Set("Mcp-Session-Id", x.session)
+		e.set(setSession, x.session)
 	}
 	if x.upTaskName != "" {
-		setTaskName(h, x.upTaskName)
+		for k := range e.h {
+			if len(k) == len(mcpparse.HeaderName) && strings.EqualFold(k, mcpparse.HeaderName) {
+				e.remove(k)
+			}
+		}
+		e.set(setName, x.upTaskName)
 	}
 	out.TransferEncoding = nil
 	if x.r.Method == http.MethodPost {
@@ -642,19 +659,86 @@ func (g *Gateway) upstreamRequest(x *exchange) *http.Request {
 	return out
 }
 
-// setIdentity adds the X-MCP-* identity headers (Config.ForwardIdentity).
-func (g *Gateway) setIdentity(h http.Header, x *exchange) {
+// headerEdit is upstreamRequest's change of the client's header in place:
+// the fields it removed or replaced, and which of setNames it set, so that
+// restore puts the header back as it came.
+type headerEdit struct {
+	h        http.Header // nil until begin
+	saved    []headerField
+	savedBuf [4]headerField
+	added    uint8                    // bit i: setNames[i] was set
+	vals     [len(setNames)][1]string // the values set, by name
+}
+
+// setNames are the fields the gateway sets, in canonical form.
+var setNames = [...]string{"X-Mcp-Subject", "X-Mcp-Client", "X-Mcp-Actor", "X-Mcp-Scope", "Mcp-Session-Id", mcpparse.HeaderName}
+
+type headerField struct {
+	name   string
+	values []string
+}
+
+func (e *headerEdit) begin(h http.Header) {
+	e.h, e.saved, e.added = h, e.savedBuf[:0], 0
+}
+
+// remove takes out a field, keeping it for restore.
+func (e *headerEdit) remove(name string) {
+	if vv, ok := e.h[name]; ok {
+		e.saved = append(e.saved, headerField{name, vv})
+		delete(e.h, name)
+	}
+}
+
+// set sets setNames[i] to one value.
+func (e *headerEdit) set(i int, value string) {
+	name := setNames[i]
+	e.remove(name)
+	e.added |= 1 << i
+	e.vals[i][0] = value
+	e.h[name] = e.vals[i][:]
+}
+
+// restore undoes the edit; a second call does nothing.
+func (e *headerEdit) restore() {
+	if e.h == nil {
+		return
+	}
+	for i, name := range setNames {
+		if e.added&(1<<i) != 0 {
+			delete(e.h, name)
+		}
+	}
+	for _, f := range e.saved {
+		e.h[f.name] = f.values
+	}
+	e.h = nil
+}
+
+// identityHeaders calls set with each X-MCP-* identity header
+// (Config.ForwardIdentity), by its index in setNames.
+func (g *Gateway) identityHeaders(x *exchange, set func(i int, value string)) {
 	if !g.cfg.ForwardIdentity {
 		return
 	}
 	p := x.p
-	h.Set("X-Mcp-Subject", headerSafe(p.subject))
-	h.Set("X-Mcp-Client", headerSafe(p.clientID))
+	set(setSubject, headerSafe(p.subject))
+	set(setClient, headerSafe(p.clientID))
 	if len(p.actors) > 0 {
-		h.Set("X-Mcp-Actor", headerSafe(p.actors[0]))
+		set(setActor, headerSafe(p.actors[0]))
 	}
-	h.Set("X-Mcp-Scope", headerSafe(p.scope))
+	set(setScope, headerSafe(p.scope))
 }
+
+// Indexes in setNames.
+const (
+	setSubject = iota
+	setClient
+	setActor
+	setScope
+	setSession
+	setName
+)
 
 // upstreamHeader copies the client's header fields that may reach the
 // upstream, values included (one backing array, as http.Header.Clone).

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/textproto"
 	"strings"
 
 	"go.uber.org/zap"
@@ -202,17 +201,6 @@ func (g *Gateway) replaceTaskID(x *exchange, m mcpparse.Message, up string) erro
 	}
 	x.body, x.msgs, x.dec[0], x.upTaskName = body, msgs, d, name
 	return nil
-}
-
-// setTaskName replaces the client's Mcp-Name with the upstream task id,
-// whatever spelling the client's field had.
-func setTaskName(h http.Header, name string) {
-	for k := range h {
-		if textproto.CanonicalMIMEHeaderKey(k) == mcpparse.HeaderName {
-			delete(h, k)
-		}
-	}
-	h.Set(mcpparse.HeaderName, name)
 }
 
 // hasTaskIDs reports whether a message has params.notifications.taskIds.

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -12,10 +13,12 @@ import (
 )
 
 // TestUpstreamRequestIsolated: the request next gets is the gateway's own
-// copy. next may change its header values and URL in place (Caddy's
-// request_header replace and rewrite handlers do) without touching the
-// client's request, which Caddy's logs and error routes still read; the
-// body next reads, and GetBody, are the authorized bytes.
+// shallow copy: next may change its URL in place (Caddy's rewrite handlers
+// do) without touching the client's request; its header is the client's,
+// edited in place while next runs (Caddy's reverse_proxy copies it before
+// changing it) and put back as it came afterwards, which Caddy's logs and
+// error routes read; the body next reads, and GetBody, are the authorized
+// bytes.
 func TestUpstreamRequestIsolated(t *testing.T) {
 	g := newGateway(t, testConfig(t))
 	body := toolCall("read_a")
@@ -41,11 +44,8 @@ func TestUpstreamRequestIsolated(t *testing.T) {
 			t.Fatalf("GetBody() error = %v", err)
 		}
 		again, _ = io.ReadAll(rc)
-		for k, vv := range out.Header {
-			for i := range vv {
-				vv[i] = "changed"
-			}
-			out.Header[k] = append(vv, "added")
+		if r.Header.Get("Authorization") != "" {
+			t.Error("the client's header still carries Authorization while next runs")
 		}
 		out.URL.Path = "/rewritten"
 		out.URL.RawQuery = ""
@@ -80,7 +80,7 @@ func TestUpstreamHeaderSpelling(t *testing.T) {
 			r.Header[key] = []string{"from-the-client"}
 			var upstream http.Header
 			g.Serve(httptest.NewRecorder(), r, NextHandler(http.HandlerFunc(func(w http.ResponseWriter, out *http.Request) {
-				upstream = out.Header
+				upstream = out.Header.Clone()
 			})))
 			if upstream == nil {
 				t.Fatal("request not forwarded")
@@ -177,11 +177,66 @@ func TestRequestTrailers(t *testing.T) {
 	r.Trailer = http.Header{"Mcp-Session-Id": {"someone-elses-upstream-session"}, "X-Mcp-Subject": {"mallory"}}
 	var seen *http.Request
 	w := httptest.NewRecorder()
-	g.Serve(w, r, NextHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen = r })))
+	g.Serve(w, r, NextHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen = r.Clone(r.Context()) // the header is the client's, put back once next is done
+	})))
 	if seen == nil {
 		t.Fatalf("Serve did not forward (status %d, %s)", w.Code, w.Body)
 	}
 	if len(seen.Trailer) != 0 || len(seen.Header.Values("Trailer")) != 0 {
 		t.Errorf("next saw trailers %v, Trailer header %q, want none", seen.Trailer, seen.Header.Values("Trailer"))
+	}
+}
+
+// TestClientHeaderRestored: whatever the gateway removed, replaced or
+// added for next (credentials, the client's stand-ins for identity
+// headers in any spelling, the session id) is back as the client sent it
+// once Serve returns, also when next fails; while next runs, it sees the
+// gateway's values only.
+func TestClientHeaderRestored(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.ForwardIdentity = true
+	g := newGateway(t, cfg)
+	token := mint(t, claims())
+	p, aerr := g.authenticate(t.Context(), token)
+	if aerr != nil {
+		t.Fatal(aerr)
+	}
+	wrapped, err := g.wrapSession(p, "upstream-session")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, failing := range []bool{false, true} {
+		r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(toolCall("read_a")))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Authorization", "Bearer "+token)
+		r.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+		r.Header.Set("Mcp-Session-Id", wrapped)
+		r.Header.Set("Cookie", "login=secret")
+		r.Header.Set("X-Mcp-Subject", "mallory")
+		r.Header["x-mcp-client"] = []string{"mallory-client"}
+		before := r.Header.Clone()
+		var during http.Header
+		g.Serve(httptest.NewRecorder(), r, NextFunc(func(w http.ResponseWriter, out *http.Request) error {
+			during = out.Header.Clone()
+			if failing {
+				return errors.New("upstream unreachable")
+			}
+			return nil
+		}))
+		want := http.Header{
+			"Content-Type":         {"application/json"},
+			"Mcp-Protocol-Version": {"2025-11-25"},
+			"Mcp-Session-Id":       {"upstream-session"},
+			"X-Mcp-Subject":        {"alice"},
+			"X-Mcp-Client":         {"client-1"},
+			"X-Mcp-Scope":          {"mcp tools:read"},
+		}
+		if diff := cmp.Diff(want, during); diff != "" {
+			t.Errorf("failing=%v: header next saw (-want +got):\n%s", failing, diff)
+		}
+		if diff := cmp.Diff(before, r.Header); diff != "" {
+			t.Errorf("failing=%v: client header after Serve (-before +after):\n%s", failing, diff)
+		}
 	}
 }
