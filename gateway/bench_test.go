@@ -387,3 +387,18 @@ func BenchmarkServeSession(b *testing.B) {
 		map[string]string{"Mcp-Protocol-Version": "2025-11-25", "Mcp-Session-Id": wrapped},
 		"application/json", []byte(`{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`))
 }
+
+// TestHeaderNamesCanonical: the names read from the header map directly
+// are in the form net/http stores them.
+func TestHeaderNamesCanonical(t *testing.T) {
+	for _, name := range []string{hAuthorization, hConnection, hContentEncoding, hContentType, hLastEventID, hOrigin, hProtocolVersion, hSessionID, hUpgrade, dpopHeaderKey} {
+		if c := http.CanonicalHeaderKey(name); c != name {
+			t.Errorf("%q is not canonical (%q)", name, c)
+		}
+	}
+	for _, name := range setNames {
+		if c := http.CanonicalHeaderKey(name); c != name {
+			t.Errorf("setNames: %q is not canonical (%q)", name, c)
+		}
+	}
+}

@@ -143,10 +143,33 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next Next) (err 
 	return next.ServeHTTP(rw, up)
 }
 
+// Names of the request header fields the gateway reads on every request,
+// in canonical form: read from the map directly, since http.Header.Values
+// canonicalizes its argument on every call.
+const (
+	hAuthorization   = "Authorization"
+	hConnection      = "Connection"
+	hContentEncoding = "Content-Encoding"
+	hContentType     = "Content-Type"
+	hLastEventID     = "Last-Event-Id"
+	hOrigin          = "Origin"
+	hProtocolVersion = "Mcp-Protocol-Version"
+	hSessionID       = "Mcp-Session-Id"
+	hUpgrade         = "Upgrade"
+)
+
+// first is a field's first value, "" when absent (http.Header.Get).
+func first(values []string) string {
+	if len(values) == 0 {
+		return ""
+	}
+	return values[0]
+}
+
 // checkOrigin refuses a present Origin that is not allowed (DNS rebinding
 // protection) and sets CORS response headers for an allowed one.
 func (g *Gateway) checkOrigin(w http.ResponseWriter, r *http.Request) (string, *refusal) {
-	values := r.Header.Values("Origin")
+	values := r.Header[hOrigin]
 	switch len(values) {
 	case 0:
 		return "", nil
@@ -187,7 +210,7 @@ func (g *Gateway) admit(x *exchange) *refusal {
 	default:
 		return &refusal{status: http.StatusMethodNotAllowed, code: codeRefused, message: "method not allowed", allow: "POST, GET, DELETE"}
 	}
-	if r.Header.Get("Upgrade") != "" {
+	if first(r.Header[hUpgrade]) != "" {
 		// An upgraded connection would be an uninspected tunnel.
 		return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "protocol upgrades are not allowed"}
 	}
@@ -275,7 +298,7 @@ func authMessage(a *authError) string {
 // protocolVersion chooses the request's revision from MCP-Protocol-Version
 // (parseRevision).
 func (g *Gateway) protocolVersion(x *exchange) *refusal {
-	values := x.r.Header.Values("Mcp-Protocol-Version")
+	values := x.r.Header[hProtocolVersion]
 	v := ""
 	switch len(values) {
 	case 0:
@@ -298,7 +321,7 @@ func (g *Gateway) protocolVersion(x *exchange) *refusal {
 // client could strip headers the gateway checked or sets (Mcp-Session-Id,
 // MCP-Protocol-Version, X-MCP-Subject) on their way to the upstream.
 func checkConnection(r *http.Request) *refusal {
-	for _, v := range r.Header.Values("Connection") {
+	for _, v := range r.Header[hConnection] {
 		for _, opt := range strings.Split(v, ",") {
 			switch strings.ToLower(strings.TrimSpace(opt)) {
 			case "", "close", "keep-alive", "te":
@@ -316,7 +339,7 @@ func checkContentHeaders(r *http.Request) *refusal {
 	unsupported := func(msg string) *refusal {
 		return &refusal{status: http.StatusUnsupportedMediaType, code: codeRefused, message: msg}
 	}
-	ct := r.Header.Values("Content-Type")
+	ct := r.Header[hContentType]
 	if len(ct) != 1 {
 		return unsupported("Content-Type must be application/json")
 	}
@@ -332,7 +355,7 @@ func checkContentHeaders(r *http.Request) *refusal {
 			}
 		}
 	}
-	for _, ce := range r.Header.Values("Content-Encoding") {
+	for _, ce := range r.Header[hContentEncoding] {
 		for _, c := range strings.Split(ce, ",") {
 			if c = strings.TrimSpace(c); c != "" && !strings.EqualFold(c, "identity") {
 				return unsupported("Content-Encoding is not accepted")
@@ -350,7 +373,7 @@ func (g *Gateway) checkSession(x *exchange) *refusal {
 	if !x.rev.hasSessions() {
 		return nil
 	}
-	values := x.r.Header.Values("Mcp-Session-Id")
+	values := x.r.Header[hSessionID]
 	switch len(values) {
 	case 0:
 		return nil
@@ -377,7 +400,7 @@ func checkResume(x *exchange) *refusal {
 	if x.r.Method != http.MethodGet {
 		return nil
 	}
-	switch n := len(x.r.Header.Values("Last-Event-Id")); {
+	switch n := len(x.r.Header[hLastEventID]); {
 	case n > 1:
 		return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "more than one Last-Event-ID header"}
 	case n == 1 && x.session == "":

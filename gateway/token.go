@@ -201,7 +201,7 @@ func bearerToken(r *http.Request) (string, string, *authError) {
 			return "", "", invalidRequest("access tokens are accepted in the Authorization header only")
 		}
 	}
-	values := r.Header.Values("Authorization")
+	values := r.Header[hAuthorization]
 	switch len(values) {
 	case 0:
 		return "", "", errNoToken

@@ -14,7 +14,8 @@ import (
 const CodeHeaderMismatch = -32020
 
 // The 2026-07-28 Streamable HTTP request metadata headers, in canonical
-// form.
+// form (this package reads them from the header map directly, as
+// http.Header.Values would after canonicalizing its argument).
 const (
 	HeaderProtocolVersion = "Mcp-Protocol-Version"
 	HeaderMethod          = "Mcp-Method"
@@ -114,7 +115,7 @@ func (e *HeaderMismatchError) Error() string {
 // case keeps a client from skipping the checks by omitting or downgrading
 // the header.
 func NeedsHeaderCheck(h http.Header, msgs []Message) bool {
-	for _, v := range h.Values(HeaderProtocolVersion) {
+	for _, v := range h[HeaderProtocolVersion] {
 		if v >= HeaderRevision {
 			return true
 		}
@@ -176,7 +177,7 @@ func CheckHeaders(h http.Header, m Message) error {
 	switch {
 	case !t.header:
 		body = ""
-		if len(h.Values(HeaderName)) == 0 {
+		if len(h[HeaderName]) == 0 {
 			return nil
 		}
 	case t.src == srcURI:
@@ -198,7 +199,7 @@ func CheckHeaders(h http.Header, m Message) error {
 
 // single returns the one value of a header that must appear exactly once.
 func single(h http.Header, name, body string) (string, error) {
-	switch vs := h.Values(name); len(vs) {
+	switch vs := h[name]; len(vs) {
 	case 0:
 		return "", &HeaderMismatchError{Header: name, BodyValue: body, Reason: "missing"}
 	case 1:
