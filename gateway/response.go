@@ -131,12 +131,13 @@ func (rw *responseWriter) WriteHeader(code int) {
 	}
 	rw.wroteHeader = true
 	rw.status = code
-	if x := rw.x; x.cancel != nil && code == http.StatusOK && isEventStream(rw.w.Header().Get("Content-Type")) {
+	h := rw.w.Header()
+	stream := code == http.StatusOK && isEventStream(first(h[hContentType]))
+	if x := rw.x; x.cancel != nil && stream {
 		x.streaming = true
 		rw.g.streams.add(x)
 	}
-	if (rw.filter != nil || rw.tasks || (rw.watch && isEventStream(rw.w.Header().Get("Content-Type")))) && code == http.StatusOK {
-		h := rw.w.Header()
+	if (rw.filter != nil || rw.tasks || (rw.watch && stream)) && code == http.StatusOK {
 		mt, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
 		switch {
 		case rw.filter == nil && !rw.tasks && mt != "text/event-stream":
@@ -286,16 +287,16 @@ func markPrivate(h http.Header) {
 // shared with the issuer an MCP server could otherwise set the issuer's
 // login cookies (session fixation).
 func (rw *responseWriter) upstreamHeaders() {
-	rw.w.Header().Del("Set-Cookie")
-	rw.rewriteSession()
+	h := rw.w.Header()
+	delete(h, "Set-Cookie")
+	rw.rewriteSession(h)
 }
 
 // rewriteSession replaces the upstream's Mcp-Session-Id with the wrapped,
 // principal-bound one. 2026-07-28 has no sessions: an upstream id is
 // dropped rather than echoed.
-func (rw *responseWriter) rewriteSession() {
-	h := rw.w.Header()
-	values := h.Values("Mcp-Session-Id")
+func (rw *responseWriter) rewriteSession(h http.Header) {
+	values := h[hSessionID]
 	if len(values) == 0 || (len(values) == 1 && values[0] == rw.wrapped) {
 		return // none, or already rewritten (a 1xx went first)
 	}
