@@ -326,6 +326,15 @@ func newBalancer(backends ...string) *balancer {
 }
 
 func (b *balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// The transport may read the request body after the answer has begun
+	// (at least once after Content-Length, to check it ended). Without
+	// full duplex net/http closes the body as the answer begins, that read
+	// fails, and the transport closes its connection to the instance,
+	// cutting off the event stream in flight (golang/go#40747).
+	if err := http.NewResponseController(w).EnableFullDuplex(); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
 	b.mu.Lock()
 	i := len(b.log)
 	backend := b.backends[i%len(b.backends)]
