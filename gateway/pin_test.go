@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // memPins is an in-memory PinStore with the contract's semantics.
@@ -374,5 +375,54 @@ func TestPinUnsolicitedToolsList(t *testing.T) {
 				t.Fatalf("call of read_file after the stream = %d %s; want 403 definition changed, nothing forwarded", resp.StatusCode, got)
 			}
 		})
+	}
+}
+
+// TestPinFetchTimeout: an upstream that answers the gateway's own
+// tools/list with an event stream that never carries the answer does not
+// hold the call: it is refused (502, fail closed, never forwarded) once
+// pinFetchTimeout has passed, and the fetch's upstream request ends.
+func TestPinFetchTimeout(t *testing.T) {
+	defer func(d time.Duration) { pinFetchTimeout = d }(pinFetchTimeout)
+	pinFetchTimeout = 300 * time.Millisecond
+	var open, ended atomic.Int32
+	cfg := testConfig(t)
+	cfg.PinTools, cfg.Pins = PinFirstUse, newMemPins()
+	h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if strings.Contains(string(body), "tools/call") {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`)
+			return
+		}
+		open.Add(1)
+		defer ended.Add(1)
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, ": the answer never comes\n\n")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	})
+	start := time.Now()
+	resp := h.do(t, call{body: toolCall("read_file"), token: mint(t, claims())})
+	body := readBody(t, resp)
+	took := time.Since(start)
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(body, "could not learn the definition") {
+		t.Fatalf("call = %d %s, want 502 could not learn the definition", resp.StatusCode, body)
+	}
+	if took > 5*time.Second {
+		t.Errorf("the call took %v, want about the fetch timeout (%v per fetch)", took, pinFetchTimeout)
+	}
+	for _, r := range h.up.requests() {
+		if strings.Contains(string(r.Body), "tools/call") {
+			t.Fatal("the call was forwarded although its tool's definition was never learned")
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for ended.Load() != open.Load() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if open.Load() == 0 || ended.Load() != open.Load() {
+		t.Errorf("tools/list fetches started %d, ended %d; want each ended by the timeout", open.Load(), ended.Load())
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -20,6 +21,10 @@ import (
 
 // maxPinPages bounds the pages of one tools/list fetch.
 const maxPinPages = 100
+
+// pinFetchTimeout bounds each tools/list request the gateway makes itself
+// (a variable for tests).
+var pinFetchTimeout = 10 * time.Second
 
 // pinFetchPrefix begins the JSON-RPC id of the gateway's own tools/list
 // requests. Each gets its own id: a server refuses an id already in
@@ -207,7 +212,12 @@ func (g *Gateway) fetchToolsPage(x *exchange, next Next, cursor string) ([]byte,
 	if err != nil {
 		return nil, err
 	}
-	req := x.r.Clone(x.r.Context())
+	// An upstream that never finishes its answer (an event stream that
+	// stays open without it) must not hold the caller, or one of the
+	// maxPinFetches slots every session's first calls share.
+	ctx, cancel := context.WithTimeout(x.r.Context(), pinFetchTimeout)
+	defer cancel()
+	req := x.r.Clone(ctx)
 	req.Method = http.MethodPost
 	h := g.upstreamHeader(x)
 	g.identityHeaders(x, func(i int, v string) { h.Set(setNames[i], v) })
@@ -227,7 +237,11 @@ func (g *Gateway) fetchToolsPage(x *exchange, next Next, cursor string) ([]byte,
 	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 
 	rec := &captureWriter{header: http.Header{}}
-	if err := next.ServeHTTP(rec, req); err != nil {
+	err = serveCaptured(next, rec, req)
+	if ctx.Err() != nil && x.r.Context().Err() == nil {
+		return nil, fmt.Errorf("tools/list: no complete answer within %v", pinFetchTimeout)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("tools/list: %w", err)
 	}
 	if rec.status == 0 {
@@ -257,6 +271,22 @@ func (g *Gateway) fetchToolsPage(x *exchange, next Next, cursor string) ([]byte,
 		}
 	}
 	return nil, fmt.Errorf("tools/list: upstream answered Content-Type %s", strconv.Quote(mt))
+}
+
+// serveCaptured runs next for the gateway's own request. A handler that
+// aborts its answer (http.ErrAbortHandler, as net/http/httputil's reverse
+// proxy does when the upstream's body fails midway) aborts only this
+// request, not the caller's.
+func serveCaptured(next Next, w *captureWriter, r *http.Request) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v != http.ErrAbortHandler {
+				panic(v)
+			}
+			err = errors.New("the answer was aborted")
+		}
+	}()
+	return next.ServeHTTP(w, r)
 }
 
 // callerMeta is the _meta of the caller's first message that has one,

@@ -218,7 +218,17 @@ func startProviderWith(t *testing.T, clientList []map[string]any, resources map[
 		},
 		ModifyResponse: p.editToken,
 	}
-	srv := &http.Server{Handler: rp, ReadHeaderTimeout: 10 * time.Second}
+	// Full duplex: otherwise net/http closes the request body as the
+	// answer begins, the transport's late read of it fails and it cuts
+	// the answer off (golang/go#40747; see test/cluster's balancer).
+	fullDuplex := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := http.NewResponseController(w).EnableFullDuplex(); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	})
+	srv := &http.Server{Handler: fullDuplex, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(proxyLn) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return p

@@ -50,6 +50,10 @@ type benchConfig struct {
 	// proxy too, so both proxies read byte-identical requests (plain
 	// forwards the token to the upstream, the gateway strips it).
 	plainToken bool
+	// cpuTarget is the proxy CPU ratio gateway/plain at c=N the report
+	// judges (issue 10: 1.10 with the audit log on, 1.05 with audit
+	// denials_only); 0 leaves it out.
+	cpuTarget float64
 
 	rounds      int
 	concurrency int // N; every round runs c=1 and c=N
@@ -86,6 +90,7 @@ func parseBenchFlags(args []string) (benchConfig, error) {
 	fs.StringVar(&c.proto, "proto", proto2025, "MCP protocol revision: "+proto2025+" or "+proto2026)
 	fs.BoolVar(&c.initSession, "init", false, "initialize an MCP session per proxy first (2025-11-25)")
 	fs.BoolVar(&c.plainToken, "plain-token", false, "send the same Authorization header to the plain proxy (byte-identical requests)")
+	fs.Float64Var(&c.cpuTarget, "cpu-target", 0, "judge the median proxy CPU ratio gateway/plain at c=N against this (0: not judged)")
 	fs.IntVar(&c.rounds, "rounds", 5, "rounds; each runs plain then gateway at c=1 and at c=N")
 	fs.IntVar(&c.concurrency, "c", 16, "concurrency N")
 	fs.IntVar(&c.requests1, "n1", 5000, "requests per run at c=1")

@@ -238,6 +238,7 @@ func TestBenchReport(t *testing.T) {
 			defer srv.Close()
 			cfg := testConfig()
 			cfg.proto = proto
+			cfg.cpuTarget = 1.05
 			cfg.plainURL, cfg.gatewayURL = srv.URL+"/mcp", srv.URL+"/mcp"
 			var out bytes.Buffer
 			if err := bench(cfg, newTarget("reverse_proxy", cfg.plainURL, cfg.plainPID, cfg), newTarget("mcp_gateway", cfg.gatewayURL, cfg.gatewayPID, cfg), &out); err != nil {
@@ -248,6 +249,8 @@ func TestBenchReport(t *testing.T) {
 				"| c | proxy | req/s | p50 ms | p99 ms | proxy CPU µs/req | upstream CPU µs/req | client CPU µs/req |",
 				"| 1 | reverse_proxy |", "| 4 | mcp_gateway + reverse_proxy |",
 				"| 4 | ", "Targets: throughput ≥ 85% of plain at c=4",
+				"Target: proxy CPU gateway/plain at c=4 ≤ 1.05×:",
+				"Only the gateway's requests carry an Authorization header",
 				"(" + proto + ", test upstream)",
 			} {
 				if !strings.Contains(report, want) {
@@ -365,6 +368,26 @@ func TestFetchToken(t *testing.T) {
 	cfg.clientSecret, cfg.issuer = "s3cret", srv.URL+"/nowhere"
 	if _, err := fetchToken(t.Context(), cfg, srv.Client()); err == nil || !strings.Contains(err.Error(), "metadata") {
 		t.Errorf("fetchToken() with no metadata error = %v, want a metadata error", err)
+	}
+
+	// The token goes to the plain proxy too only with -plain-token.
+	cfg.issuer = srv.URL
+	for _, plainToken := range []bool{false, true} {
+		cfg.plainToken = plainToken
+		plain, gw, err := targets(cfg)
+		if err != nil {
+			t.Fatalf("targets() error = %v", err)
+		}
+		if got := gw.header.Get("Authorization"); got != "Bearer tok-123" {
+			t.Errorf("gateway Authorization = %q, want Bearer tok-123", got)
+		}
+		want := ""
+		if plainToken {
+			want = "Bearer tok-123"
+		}
+		if got := plain.header.Get("Authorization"); got != want {
+			t.Errorf("plainToken=%v: plain Authorization = %q, want %q", plainToken, got, want)
+		}
 	}
 }
 

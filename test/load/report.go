@@ -156,6 +156,10 @@ func writeReport(w io.Writer, cfg benchConfig, levels []int, results [][][]runRe
 		fmt.Fprintf(w, "; p99 added < %v at c=%d: %+.3f ms %s", targetP99Added, c, pairs[li].p99Added, verdict(pairs[li].p99Added < ms(targetP99Added)))
 	}
 	fmt.Fprintln(w, ".")
+	if cfg.cpuTarget > 0 {
+		fmt.Fprintf(w, "Target: proxy CPU gateway/plain at c=%d ≤ %.2f×: %.2f× %s (median of %d alternated rounds).\n",
+			levels[last], cfg.cpuTarget, pairs[last].cpuRatio, verdict(pairs[last].cpuRatio <= cfg.cpuTarget), cfg.rounds)
+	}
 	fmt.Fprintln(w, "CPU-bound throughput: plain's CPU per request of the whole chain (client + upstream + proxy) over the gateway's, the req/s ratio a machine with no other work would show when CPU-bound.")
 	fmt.Fprintln(w, "At c=1 each request wakes every process in turn, so CPU per request there includes scheduler idle spinning and varies with other load; the c=N figures are the steady ones.")
 	minN := min(cfg.requests1, cfg.requestsN)

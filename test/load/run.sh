@@ -223,6 +223,10 @@ bench_flags=(
 if [ "$proto" = 2025-11-25 ] && { [ "${SESSION:-on}" = on ] || [ "$upstream_mode" = demo ]; }; then
 	bench_flags+=(-init)
 fi
+case "$audit" in
+on | buffered) bench_flags+=(-cpu-target 1.10) ;;
+denials_only) bench_flags+=(-cpu-target 1.05) ;;
+esac
 if [ "${PLAIN_TOKEN:-off}" = on ]; then
 	bench_flags+=(-plain-token)
 fi

@@ -45,14 +45,14 @@ const sessionID = "load-upstream-session"
 // real server would) and answers a fixed JSON-RPC result. It parses only
 // initialize and tools/list requests (once per proxy process), so its
 // cost is the same for both proxies and small.
-// A GET, or a POST with streamHeader, gets an event stream instead that
-// sends streamEvent every tick until the client goes away.
+// A GET, or a POST with streamHeader that is not initialize or tools/list,
+// gets an event stream instead that sends streamEvent every tick until the
+// client goes away.
 func upstreamHandler(tick time.Duration) http.Handler {
 	body := []byte(toolsCallResult)
 	length := strconv.Itoa(len(body))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodGet || (r.Method == http.MethodPost && r.Header.Get(streamHeader) != "") {
-			io.Copy(io.Discard, r.Body)
+		if r.Method == http.MethodGet {
 			serveStream(w, r, tick)
 			return
 		}
@@ -86,6 +86,14 @@ func upstreamHandler(tick time.Duration) http.Handler {
 				return
 			}
 			_, _ = fmt.Fprintf(w, answer, req.ID)
+			return
+		}
+		if r.Header.Get(streamHeader) != "" {
+			// The call's answer is a stream; a tools/list (the gateway
+			// learning the tool's definition with the caller's headers)
+			// was answered above.
+			h.Del("Content-Type")
+			serveStream(w, r, tick)
 			return
 		}
 		h.Set("Content-Length", length)

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/e2e/harness"
+)
+
+// TestScriptsSmoke runs run.sh in each mode, and targets.sh, with the built
+// Caddy and tiny sizes: the scripts and their Caddyfiles work and print
+// what the README quotes. The measurements themselves are not judged.
+func TestScriptsSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds Caddy and runs the load scripts")
+	}
+	for _, tool := range []string{"bash", "curl", "openssl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is needed by test/load/run.sh: %v", tool, err)
+		}
+	}
+	bin, err := harness.BuildCaddy(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(t *testing.T, script string, env []string, args ...string) string {
+		t.Helper()
+		cmd := exec.Command(filepath.Join(root, "test/load", script), args...)
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), append([]string{"CADDY=" + bin, "OUT=" + t.TempDir()}, env...)...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %v: %v\n%s", script, env, err, out)
+		}
+		return string(out)
+	}
+	small := []string{"-rounds", "1", "-n1", "20", "-n", "200", "-warmup", "20", "-c", "4"}
+	t.Run("bench", func(t *testing.T) {
+		for _, env := range [][]string{
+			{"AUDIT=on"},
+			{"AUDIT=denials_only", "PROTO=2026-07-28"},
+			{"AUDIT=buffered", "PLAIN_TOKEN=on", "SESSION=off"},
+		} {
+			out := run(t, "run.sh", env, small...)
+			for _, want := range []string{"| 4 | mcp_gateway + reverse_proxy |", "Target: proxy CPU gateway/plain at c=4 ≤ 1."} {
+				if !strings.Contains(out, want) {
+					t.Errorf("%v: output lacks %q:\n%s", env, want, out)
+				}
+			}
+		}
+	})
+	t.Run("streams", func(t *testing.T) {
+		for _, kind := range []string{"get", "call"} {
+			out := run(t, "run.sh", []string{"MODE=streams", "KIND=" + kind, "N=20", "TICK=200ms"}, "-settle", "200ms", "-window", "1s")
+			if !strings.Contains(out, "per stream") {
+				t.Errorf("KIND=%s: output lacks the per-stream figures:\n%s", kind, out)
+			}
+		}
+	})
+	t.Run("hostile", func(t *testing.T) {
+		out := run(t, "run.sh", []string{"MODE=hostile", "N=40"})
+		if !strings.Contains(out, "Peak") && !strings.Contains(out, "peak") {
+			t.Errorf("output lacks the peak RSS:\n%s", out)
+		}
+	})
+	t.Run("targets", func(t *testing.T) {
+		out := run(t, "targets.sh", []string{"ROUNDS=1", "AUDITS=on denials_only", "ARGS=-n 200 -warmup 20 -c 4"})
+		rows := regexp.MustCompile(`(?m)^\| 202[56]-[0-9-]+ \| (on|denials_only) \| [0-9.]+ \| [0-9.]+ \| [0-9.]+× \| ≤ 1\.(10|05)× \| (PASS|MISS) \|$`).FindAllString(out, -1)
+		if len(rows) != 4 {
+			t.Errorf("targets.sh printed %d rows of the table, want 4:\n%s", len(rows), out)
+		}
+	})
+}
