@@ -327,7 +327,11 @@ func (p *policy) decideMethod(pr *principal, method string) (decision, error) {
 
 // decideName applies the first rule whose glob matches name.
 func (p *policy) decideName(pr *principal, kind string, rules []compiledRule, name string) decision {
-	i := firstRule(rules, name, false)
+	return p.decideRule(pr, kind, rules, name, firstRule(rules, name, false))
+}
+
+// decideRule decides name under rules[i] (i < 0: no rule).
+func (p *policy) decideRule(pr *principal, kind string, rules []compiledRule, name string, i int) decision {
 	if i < 0 {
 		return decision{kind: kind, target: name, required: p.base, reason: "no rule"}
 	}
@@ -341,16 +345,25 @@ func (p *policy) decideName(pr *principal, kind string, rules []compiledRule, na
 // decided under "*" and run as delete_all. A name whose rule changes in
 // the loose reading cannot be classified with certainty.
 func (p *policy) decideCaseless(pr *principal, kind string, rules []compiledRule, name string) (decision, error) {
-	if !caseStable(rules, name) {
+	i, stable := stableRule(rules, name)
+	if !stable {
 		return decision{}, fmt.Errorf("%s name %q falls under another rule when case and the separators - . / _ are ignored", kind, name)
 	}
-	return p.decideName(pr, kind, rules, name), nil
+	return p.decideRule(pr, kind, rules, name, i), nil
 }
 
 // caseStable reports whether name and its loose form match the same first
 // rule when patterns are also read loosely.
 func caseStable(rules []compiledRule, name string) bool {
-	return firstRule(rules, name, false) == firstRule(rules, looseName(name), true)
+	_, stable := stableRule(rules, name)
+	return stable
+}
+
+// stableRule is name's first rule, and whether its loose form matches the
+// same one (caseStable).
+func stableRule(rules []compiledRule, name string) (int, bool) {
+	i := firstRule(rules, name, false)
+	return i, i == firstRule(rules, looseName(name), true)
 }
 
 // looseName folds the case of s and turns '-', '.' and '/' into '_'. It returns
@@ -474,7 +487,11 @@ func unhex(c byte) int {
 // allowTool reports whether the principal may call the named tool; it is
 // the filter for tools/list results.
 func (p *policy) allowTool(pr *principal, name string) bool {
-	return validToolName(name) && caseStable(p.tools, name) && p.decideName(pr, kindTool, p.tools, name).allow
+	if !validToolName(name) {
+		return false
+	}
+	i, stable := stableRule(p.tools, name)
+	return stable && p.decideRule(pr, kindTool, p.tools, name, i).allow
 }
 
 // check completes d: actor rules first (more scope cannot cure them), then

@@ -41,6 +41,9 @@ type exchange struct {
 	// streams); streaming: the answer is an event stream in g.streams.
 	cancel    context.CancelFunc
 	streaming bool
+	// tasks memoizes rewritesTasks once tasksKnown (asked after the
+	// messages are final).
+	tasks, tasksKnown bool
 
 	// What a request needs along the way, allocated with the exchange:
 	// the decision of a single message, the URL, body and header edit of

@@ -68,12 +68,17 @@ func taskRequest(method string) bool {
 
 // rewritesTasks reports whether the answer may carry task ids to wrap.
 func (x *exchange) rewritesTasks() bool {
+	if x.tasksKnown {
+		return x.tasks
+	}
+	x.tasks, x.tasksKnown = false, true
 	if !x.rev.bindsTaskIDs() {
 		return false
 	}
 	for i := range x.msgs {
 		m := &x.msgs[i]
 		if m.Kind == mcpparse.KindRequest && (m.Method == "tools/call" && declaresTasks(m.Raw) || m.Method == "subscriptions/listen" || taskRequest(m.Method)) {
+			x.tasks = true
 			return true
 		}
 	}
