@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/e2e/harness"
 )
@@ -33,12 +36,19 @@ func TestScriptsSmoke(t *testing.T) {
 	}
 	run := func(t *testing.T, script string, env []string, args ...string) string {
 		t.Helper()
-		cmd := exec.Command(filepath.Join(root, "test/load", script), args...)
+		// A script that hangs is killed with everything it started (its
+		// own process group), so no Caddy or upstream outlives the test.
+		ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, filepath.Join(root, "test/load", script), args...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+		cmd.WaitDelay = 10 * time.Second
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), append([]string{"CADDY=" + bin, "OUT=" + t.TempDir()}, env...)...)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
-			t.Fatalf("%s %v: %v\n%s", script, env, err, out)
+			t.Fatalf("%s %v: %v (context: %v)\n%s", script, env, err, ctx.Err(), out)
 		}
 		return string(out)
 	}
