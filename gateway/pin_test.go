@@ -363,13 +363,21 @@ func TestPinUnsolicitedToolsList(t *testing.T) {
 			if tt.method == http.MethodGet {
 				c = call{method: http.MethodGet, token: token, headers: modern}
 			}
-			body := readBody(t, h.do(t, c))
+			resp := h.do(t, c)
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			body := string(b)
 			if strings.Contains(body, "evil.example") || (!tt.learned && strings.Contains(body, `"content"`)) {
 				t.Fatalf("stream = %q, want the changed definition filtered out (the stream ended when unreadable)", body)
 			}
+			// An unreadable answer aborts the stream (next's copy fails), so
+			// that the client does not take it for a complete one.
+			if aborted := err != nil; aborted != !tt.learned {
+				t.Fatalf("reading the stream: %v, want aborted %v", err, !tt.learned)
+			}
 			stream.Store(false)
 			before := len(h.up.requests())
-			resp := h.do(t, call{body: toolCall("read_file"), token: token, headers: modern})
+			resp = h.do(t, call{body: toolCall("read_file"), token: token, headers: modern})
 			got := readBody(t, resp)
 			if tt.learned && (resp.StatusCode != http.StatusForbidden || !strings.Contains(got, "definition changed") || len(h.up.requests()) != before) {
 				t.Fatalf("call of read_file after the stream = %d %s; want 403 definition changed, nothing forwarded", resp.StatusCode, got)

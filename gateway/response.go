@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"mime"
 	"net/http"
 	"strconv"
@@ -29,7 +28,7 @@ type writeMode uint8
 const (
 	modePass   writeMode = iota // stream through untouched
 	modeJSON                    // buffer, filter, write at finish
-	modeSSE                     // filter event by event on a pump goroutine
+	modeSSE                     // filter event by event as next writes (no goroutine)
 	modeRefuse                  // a tools/list answer we cannot read: 502
 )
 
@@ -57,8 +56,7 @@ type responseWriter struct {
 	wrapped     string // the session id set by rewriteSession
 	mode        writeMode
 	buf         bytes.Buffer
-	pw          *io.PipeWriter
-	done        chan struct{}
+	sse         *mcpparse.Splitter
 }
 
 // responseWriter readies the exchange's writer to next.
@@ -153,9 +151,7 @@ func (rw *responseWriter) WriteHeader(code int) {
 			h.Del("Content-Length")
 			rw.w.WriteHeader(code)
 			http.NewResponseController(rw.w).Flush()
-			pr, pw := io.Pipe()
-			rw.pw, rw.done = pw, make(chan struct{})
-			go rw.pump(pr)
+			rw.sse = mcpparse.NewSplitter(maxFilteredBody)
 			return
 		default:
 			if rw.filter != nil {
@@ -202,15 +198,15 @@ func (rw *responseWriter) Write(b []byte) (int, error) {
 		}
 		return rw.buf.Write(b)
 	case modeSSE:
-		return rw.pw.Write(b)
+		return rw.writeEvents(b)
 	case modeRefuse:
 		return len(b), nil
 	}
 	return rw.w.Write(b)
 }
 
-// Flush passes flushes through when streaming untouched; the SSE pump
-// flushes after every event itself, and JSON is written at the end.
+// Flush passes flushes through when streaming untouched; writeEvents
+// flushes the events it writes itself, and JSON is written at the end.
 func (rw *responseWriter) Flush() {
 	if !rw.wroteHeader {
 		rw.WriteHeader(http.StatusOK)
@@ -249,8 +245,10 @@ func (rw *responseWriter) finish() {
 		rw.w.WriteHeader(rw.status)
 		rw.w.Write(out)
 	case modeSSE:
-		rw.pw.Close()
-		<-rw.done
+		// An unfinished last event is discarded, as a browser does.
+		if err := rw.sse.End(); err != nil {
+			rw.g.log.Debug("event stream ended", zap.Error(err))
+		}
 	case modeRefuse:
 		rw.g.log.Warn("response not filterable", zap.String("content_type", rw.w.Header().Get("Content-Type")))
 		rw.badGateway()
@@ -430,37 +428,42 @@ func containsID(ids [][]byte, id []byte) bool {
 	return false
 }
 
-// pump reads the upstream's event stream from the pipe one event at a
-// time, filters the tools/list answer, and writes and flushes each event
-// at once: the stream is never buffered beyond one event. On any error it
-// closes the pipe, so next's writes fail and the upstream request ends.
-func (rw *responseWriter) pump(pr *io.PipeReader) {
-	defer close(rw.done)
-	rd := mcpparse.NewReader(pr, maxFilteredBody)
-	rc := http.NewResponseController(rw.w)
-	for {
-		ev, err := rd.Next()
-		if err == io.EOF {
-			return
-		}
-		if err == nil && ev.Data != "" {
-			if err = rw.filterEvent(&ev); err != nil && rw.passUnwrapped() && !errors.Is(err, errListUnreadable) {
-				rw.g.log.Debug("task ids not rewritten", zap.Error(err))
-				err = nil // the event goes out as it came
-			}
-		}
-		if err == nil {
-			err = mcpparse.WriteEvent(rw.w, ev)
-		}
-		if err == nil {
-			err = rc.Flush()
-		}
-		if err != nil {
+// writeEvents takes the upstream's event stream as next writes it, in
+// next's goroutine: each event it completes is filtered, written, and
+// flushed at once; only the bytes of an unfinished event are held between
+// writes, none while the stream is idle. An error (an event too large or
+// unreadable, a failed write to the client) is returned, and again for
+// every later write, so that next's copy stops and the upstream request
+// ends.
+func (rw *responseWriter) writeEvents(b []byte) (int, error) {
+	wrote := false
+	err := rw.sse.Feed(b, func(ev mcpparse.Event) error {
+		wrote = true
+		return rw.writeEvent(ev)
+	})
+	if err == nil && wrote {
+		if err = http.NewResponseController(rw.w).Flush(); err != nil {
 			rw.g.log.Debug("event stream ended", zap.Error(err))
-			pr.CloseWithError(err)
-			return
 		}
 	}
+	if err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// writeEvent writes one event, its tools/list answer filtered and its
+// task ids wrapped.
+func (rw *responseWriter) writeEvent(ev mcpparse.Event) error {
+	if ev.Data != "" {
+		if err := rw.filterEvent(&ev); err != nil {
+			if !rw.passUnwrapped() || errors.Is(err, errListUnreadable) {
+				return err
+			}
+			rw.g.log.Debug("task ids not rewritten", zap.Error(err)) // the event goes out as it came
+		}
+	}
+	return mcpparse.WriteEvent(rw.w, ev)
 }
 
 func (rw *responseWriter) filterEvent(ev *mcpparse.Event) error {

@@ -3,8 +3,11 @@ package gateway
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"runtime"
 	"sort"
 	"strings"
 	"testing"
@@ -12,6 +15,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/mcpparse"
 )
 
 func TestSessionBinding(t *testing.T) {
@@ -584,4 +589,132 @@ func doMulti(t *testing.T, h *harness, c call) *http.Response {
 		t.Fatal(err)
 	}
 	return resp
+}
+
+// serveDirect serves one POST of body through g.Serve with next, as
+// Caddy calls it, and returns what the client received.
+func serveDirect(t *testing.T, g *Gateway, body string, next NextFunc) *httptest.ResponseRecorder {
+	t.Helper()
+	r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(body))
+	r.Header.Set("Content-Type", "application/json")
+	r.Header.Set("Accept", "application/json, text/event-stream")
+	r.Header.Set("Authorization", "Bearer "+mint(t, claims()))
+	r.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+	w := httptest.NewRecorder()
+	if err := g.Serve(w, r, next); err != nil {
+		t.Fatalf("Serve() = %v", err)
+	}
+	return w
+}
+
+// pinnedConfig is testConfig with tool pinning on, as by default: every
+// event stream is read event by event.
+func pinnedConfig(t *testing.T) Config {
+	cfg := testConfig(t)
+	cfg.PinTools, cfg.Pins = PinFirstUse, newMemPins()
+	return cfg
+}
+
+// TestSSEByteByByte: an event stream written one byte at a time (each
+// byte its own Write and Flush, as reverse_proxy passes on what it reads)
+// is filtered as when written whole: every line terminator, a "\r\n" cut
+// between its bytes, the tools/list answer filtered.
+func TestSSEByteByByte(t *testing.T) {
+	stream := ": hello\r\n\r\n" +
+		"event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"level\":\"info\",\"data\":\"delete_all\"}}\r\r\n" +
+		"id: 7\nevent: message\rdata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":" + toolsJSON + "}}\n\n" +
+		"data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"" // unfinished: discarded
+	for _, size := range []int{1, 2, 7, len(stream)} {
+		g := newGateway(t, pinnedConfig(t))
+		w := serveDirect(t, g, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, func(w http.ResponseWriter, r *http.Request) error {
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.WriteHeader(http.StatusOK)
+			for p := stream; len(p) > 0; {
+				n := min(size, len(p))
+				if _, err := io.WriteString(w, p[:n]); err != nil {
+					return err
+				}
+				w.(http.Flusher).Flush()
+				p = p[n:]
+			}
+			return nil
+		})
+		rd := mcpparse.NewReader(w.Body, 0)
+		var evs []mcpparse.Event
+		for {
+			ev, err := rd.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("written %d bytes at a time: reading the answer %q: %v", size, w.Body, err)
+			}
+			ev.Raw = nil
+			evs = append(evs, ev)
+		}
+		if len(evs) != 3 {
+			t.Fatalf("written %d bytes at a time: %d events, want 3: %+v", size, len(evs), evs)
+		}
+		if ev := evs[0]; ev.Comment != " hello" || ev.HasData {
+			t.Errorf("written %d bytes at a time: first event %+v, want the comment", size, ev)
+		}
+		if ev := evs[1]; !strings.Contains(ev.Data, "notifications/message") {
+			t.Errorf("written %d bytes at a time: second event %+v, want the notification", size, ev)
+		}
+		if ev := evs[2]; ev.ID != "7" || ev.Event != "message" {
+			t.Errorf("written %d bytes at a time: third event %+v, want id 7", size, ev)
+		}
+		if diff := cmp.Diff([]string{"read_a", "read_c"}, toolNames(t, evs[2].Data)); diff != "" {
+			t.Errorf("written %d bytes at a time: tools (-want +got):\n%s", size, diff)
+		}
+	}
+}
+
+// TestSSEIdleStreamCost: an open event stream that the gateway reads
+// (tool pinning on) runs on next's goroutine alone, and holds no buffer
+// while it waits between events.
+func TestSSEIdleStreamCost(t *testing.T) {
+	const streams = 8
+	g := newGateway(t, pinnedConfig(t))
+	if keep, _, _ := g.pins.listed(t.Context(), "read_a", []byte(`{"name":"read_a","inputSchema":{"type":"object"}}`)); !keep {
+		t.Fatal("definition not pinned")
+	}
+	before := runtime.NumGoroutine()
+	idle := make(chan int)
+	release := make(chan struct{})
+	done := make(chan struct{})
+	for i := range streams {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			serveDirect(t, g, toolCall("read_a"), func(w http.ResponseWriter, r *http.Request) error {
+				w.Header().Set("Content-Type", "text/event-stream")
+				w.WriteHeader(http.StatusOK)
+				// A whole event, and one cut in two: the second write
+				// completes it.
+				io.WriteString(w, "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progress\":1}}\n\nevent: mess")
+				io.WriteString(w, fmt.Sprintf("age\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progress\":%d}}\n\n", i))
+				idle <- w.(*responseWriter).sse.Held()
+				<-release
+				return nil
+			})
+		}()
+	}
+	for range streams {
+		if held := <-idle; held != 0 {
+			t.Errorf("an idle stream holds a %d-byte buffer, want none", held)
+		}
+	}
+	// Each stream has the goroutine that serves it; the gateway adds at
+	// most the one that checks all open streams for revocation.
+	if extra := runtime.NumGoroutine() - before - streams; extra > 1 {
+		t.Errorf("%d streams open: %d goroutines more than the streams' own", streams, extra)
+	}
+	buf := make([]byte, 1<<20)
+	if stacks := string(buf[:runtime.Stack(buf, true)]); strings.Contains(stacks, "gateway.(*responseWriter)") {
+		t.Errorf("a goroutine of the gateway's response writer runs while the streams are idle:\n%s", stacks)
+	}
+	close(release)
+	for range streams {
+		<-done
+	}
 }

@@ -147,3 +147,26 @@ func TestMethodAndVersionStrings(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkSplitter: BenchmarkReader's stream fed in the 32 KiB pieces
+// of reverse_proxy's copy buffer.
+func BenchmarkSplitter(b *testing.B) {
+	ev := "event: message\ndata: " + `{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"abc123","progress":50,"total":100}}` + "\n\n"
+	stream := []byte(strings.Repeat(ev, 1000))
+	emit := func(Event) error { return nil }
+	b.ReportAllocs()
+	b.SetBytes(int64(len(stream)))
+	for b.Loop() {
+		s := NewSplitter(0)
+		for p := stream; len(p) > 0; {
+			n := min(len(p), 32<<10)
+			if err := s.Feed(p[:n], emit); err != nil {
+				b.Fatal(err)
+			}
+			p = p[n:]
+		}
+		if err := s.End(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -329,5 +330,24 @@ func FuzzFilterToolsList(f *testing.F) {
 		if err1 != nil || err2 != nil || !bytes.Equal(id1, id2) {
 			t.Fatalf("ResponseID = %q, %v before and %q, %v after", id1, err1, id2, err2)
 		}
+	})
+}
+
+// FuzzSplitter checks that a Splitter fed the stream in pieces emits what
+// Reader.Next returns from the same pieces, whatever the pieces, and
+// events that do not depend on them.
+func FuzzSplitter(f *testing.F) {
+	files, _ := filepath.Glob("testdata/sse/*.sse")
+	for i, name := range files {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b, uint64(i))
+	}
+	f.Add([]byte("data: a\r\r\ndata: b\r\n\r\n\uFEFF:c\r\r\n\r\nid\nretry: 12\n\n"), uint64(7))
+	f.Fuzz(func(t *testing.T, stream []byte, seed uint64) {
+		rnd := rand.New(rand.NewPCG(seed, seed))
+		checkSplitter(t, stream, 1+rnd.IntN(64), 64, rnd)
 	})
 }

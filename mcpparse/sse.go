@@ -1,7 +1,6 @@
 package mcpparse
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -10,16 +9,26 @@ import (
 	"unicode/utf8"
 )
 
-// DefaultMaxEvent bounds an event when NewReader is given no size.
+// DefaultMaxEvent bounds an event when NewReader or NewSplitter is given
+// no size.
 const DefaultMaxEvent = 4 << 20
 
-// ErrEventTooLarge is returned by Reader.Next when an event (all its lines,
-// terminators included) exceeds the reader's bound.
+const byteOrderMark = "\uFEFF"
+
+func eventLimit(maxEvent int) int {
+	if maxEvent <= 0 {
+		return DefaultMaxEvent
+	}
+	return maxEvent
+}
+
+// ErrEventTooLarge is returned by Reader.Next and Splitter.Feed when an
+// event (all its lines, terminators included) exceeds their bound.
 var ErrEventTooLarge = errors.New("mcpparse: event too large")
 
-// ErrInvalidEvent is returned by Reader.Next for a stream that is not
-// UTF-8, and by WriteEvent for an event that cannot be written without
-// changing its meaning.
+// ErrInvalidEvent is returned by Reader.Next and Splitter.Feed for a
+// stream that is not UTF-8, and by WriteEvent for an event that cannot be
+// written without changing its meaning.
 var ErrInvalidEvent = errors.New("mcpparse: invalid event")
 
 // Event is one server-sent event, as a WHATWG EventSource would see it,
@@ -39,7 +48,8 @@ type Event struct {
 	HasData, HasID, HasComment bool
 	// Raw is the event's bytes exactly as read, its terminating blank
 	// line included, so that an unchanged event can be passed on as is
-	// (see CopyEvent). It is only valid until the next call to Next.
+	// (see CopyEvent). It is only valid until the next call to Next, or
+	// until the Splitter's emit returns.
 	Raw []byte
 }
 
@@ -49,80 +59,266 @@ type Event struct {
 // without a colon is a field with an empty value; unknown fields are
 // ignored; comments start with ':'. It returns every block of lines that
 // a blank line ends, even one without data (a keep-alive comment, an id),
-// since a proxy must pass those on too.
+// since a proxy must pass those on too. It splits what it reads with a
+// Splitter: it returns the events a Splitter fed the same reads emits.
 type Reader struct {
-	br      *bufio.Reader
-	max     int
-	started bool // the optional byte order mark has been dealt with
-	skipLF  bool // the last line ended in '\r': a following '\n' is part of it
-	raw     []byte
-	line    []byte
-	data    strings.Builder
-	comment strings.Builder
+	rd  io.Reader
+	buf []byte
+	p   []byte // what was read and not yet split
+	err error  // the read error, returned once p is split
+	s   Splitter
 }
 
 // NewReader returns a Reader of r that refuses events larger than
 // maxEvent bytes (DefaultMaxEvent when maxEvent <= 0).
 func NewReader(r io.Reader, maxEvent int) *Reader {
-	if maxEvent <= 0 {
-		maxEvent = DefaultMaxEvent
-	}
-	return &Reader{br: bufio.NewReader(r), max: maxEvent}
+	return &Reader{rd: r, buf: make([]byte, 4096), s: Splitter{max: eventLimit(maxEvent)}}
 }
 
 // Next returns the next event. At the end of the stream it returns io.EOF,
 // or io.ErrUnexpectedEOF if the stream ended inside an event: like a
-// browser, it discards such an event.
+// browser, it discards such an event. An event's Raw is valid until the
+// next call.
 func (r *Reader) Next() (Event, error) {
-	var ev Event
-	r.raw = r.raw[:0]
-	r.data.Reset()
-	r.comment.Reset()
-	lines := 0
-	for {
-		line, err := r.readLine()
-		if err != nil {
-			if err == io.EOF && lines > 0 {
-				err = io.ErrUnexpectedEOF
+	for r.s.err == nil {
+		if len(r.p) > 0 {
+			ev, n, ok, err := r.s.next(r.p)
+			r.p = r.p[n:]
+			if err != nil {
+				r.s.fail(err)
+				break
 			}
-			return Event{}, err
+			if ok {
+				return ev, nil
+			}
 		}
-		if len(line) == 0 {
-			if lines == 0 {
-				// Extra blank lines dispatch nothing; dropping them keeps
-				// a stream of them from growing one event without bound.
-				r.raw = r.raw[:0]
-				continue
+		switch {
+		case r.err == io.EOF:
+			if err := r.s.End(); err != nil {
+				return Event{}, err
 			}
-			// A "\r" blank line may be the start of "\r\n": take the
-			// '\n' if it is already here, so that Raw stays exact.
-			if r.skipLF && r.br.Buffered() > 0 {
-				if b, _ := r.br.Peek(1); b[0] == '\n' {
-					r.br.Discard(1)
-					r.raw = append(r.raw, '\n')
-				}
-				r.skipLF = false
-			}
-			ev.Data = r.data.String()
-			ev.Comment = r.comment.String()
-			ev.Raw = r.raw
-			return ev, nil
+			return Event{}, io.EOF
+		case r.err != nil:
+			return Event{}, r.err
 		}
-		lines++
-		r.field(&ev, line)
+		n, err := r.rd.Read(r.buf)
+		for i := 1; n == 0 && err == nil; i++ {
+			if i == 100 { // as bufio.Reader does
+				err = io.ErrNoProgress
+				break
+			}
+			n, err = r.rd.Read(r.buf)
+		}
+		r.p, r.err = r.buf[:n], err
 	}
+	return Event{}, r.s.err
+}
+
+// Splitter finds the events of an upstream text/event-stream fed to it in
+// pieces, as they arrive, by the rules Reader documents: the events of a
+// stream do not depend on how it is cut. Between calls it holds only the
+// bytes of an unfinished event; when the pieces fed so far end with
+// complete events it holds no buffer at all, so an idle stream costs the
+// Splitter's few words.
+type Splitter struct {
+	max     int
+	started bool // the first line (and its optional byte order mark) has been read
+	skipLF  bool // the last line ended in '\r': a following '\n' is part of it
+	inLine  bool // a line has begun and its terminator not yet come
+	lead    bool // the event begins with the '\n' of the last one's "\r\n"
+	bom     bool // the event's first line began with the byte order mark
+	lines   int  // the unfinished event's complete lines
+	lineOff int  // where the current line begins in the event's bytes
+	held    []byte
+	err     error
+}
+
+// NewSplitter returns a Splitter that refuses events larger than maxEvent
+// bytes (DefaultMaxEvent when maxEvent <= 0).
+func NewSplitter(maxEvent int) *Splitter {
+	return &Splitter{max: eventLimit(maxEvent)}
+}
+
+// Feed reads p, the next bytes of the stream, and calls emit with each
+// event they complete, in order. An event's Raw is valid only until emit
+// returns. Feed keeps no reference to p. It returns the first error of
+// the stream (ErrEventTooLarge, ErrInvalidEvent) or of emit, and returns
+// it again on every later call.
+func (s *Splitter) Feed(p []byte, emit func(Event) error) error {
+	for len(p) > 0 && s.err == nil {
+		ev, n, ok, err := s.next(p)
+		p = p[n:]
+		switch {
+		case err != nil:
+			s.fail(err)
+		case ok:
+			if err := emit(ev); err != nil {
+				s.fail(err)
+			}
+		}
+	}
+	return s.err
+}
+
+// End ends the stream. Like a browser it discards an unfinished last
+// event, and then returns io.ErrUnexpectedEOF; it returns the error that
+// stopped Feed if there was one, nil otherwise.
+func (s *Splitter) End() error {
+	if s.err == nil && (s.lines > 0 || (s.inLine && len(s.held) > s.lineOff)) {
+		s.err = io.ErrUnexpectedEOF
+	}
+	s.fail(s.err)
+	return s.err
+}
+
+// Held is the capacity of the buffer holding an unfinished event: 0
+// whenever the bytes fed so far end with a complete event.
+func (s *Splitter) Held() int { return cap(s.held) }
+
+func (s *Splitter) fail(err error) {
+	s.err, s.held = err, nil
+}
+
+// next reads p until it completes an event, which it returns with ok and
+// the number of bytes of p it read (the event's bytes are p[:n] after the
+// held ones). Otherwise it holds what it read of an unfinished event and
+// returns len(p). A returned event is valid until the next call.
+func (s *Splitter) next(p []byte) (ev Event, n int, ok bool, err error) {
+	// The event's bytes are s.held, then p[start:pos]. As long as nothing
+	// is held they stay in p and are copied only if p ends inside them;
+	// once something is held, every byte read is appended to it at once.
+	start, pos := 0, 0
+	if s.lead && len(s.held) == 0 {
+		s.held = append(s.held, '\n') // not held while idle: see below
+	}
+	take := func(k int) {
+		if len(s.held) > 0 {
+			s.held = append(s.held, p[pos:pos+k]...)
+			start = pos + k
+		}
+		pos += k
+	}
+	event := func() []byte {
+		if len(s.held) > 0 {
+			return s.held
+		}
+		return p[start:pos]
+	}
+	for {
+		if !s.inLine {
+			if s.skipLF {
+				if pos == len(p) {
+					break
+				}
+				if p[pos] == '\n' {
+					s.lead = s.lead || len(event()) == 0
+					take(1)
+				}
+				s.skipLF = false
+			}
+			s.inLine, s.lineOff = true, len(event())
+		}
+		if pos == len(p) {
+			break
+		}
+		rest := p[pos:]
+		i := bytes.IndexAny(rest, "\r\n")
+		k := len(rest)
+		if i >= 0 {
+			k = i + 1
+		}
+		// The '\n' of a "\r\n" that ended the last event is not counted,
+		// so that the limit does not depend on where the stream was cut.
+		if size := len(event()) + k; s.lead && size-1 > s.max || !s.lead && size > s.max {
+			return Event{}, 0, false, fmt.Errorf("%w: over %d bytes", ErrEventTooLarge, s.max)
+		}
+		take(k)
+		if i < 0 {
+			break
+		}
+		s.inLine = false
+		s.skipLF = rest[i] == '\r'
+		b := event()
+		line := b[s.lineOff : len(b)-1]
+		if !s.started {
+			s.started = true
+			if len(line) >= len(byteOrderMark) && string(line[:len(byteOrderMark)]) == byteOrderMark {
+				line, s.bom = line[len(byteOrderMark):], true
+			}
+		}
+		if !utf8.Valid(line) {
+			return Event{}, 0, false, fmt.Errorf("%w: not UTF-8", ErrInvalidEvent)
+		}
+		if len(line) > 0 {
+			s.lines++
+			continue
+		}
+		if s.lines == 0 {
+			// Extra blank lines dispatch nothing; dropping them keeps
+			// a stream of them from growing one event without bound.
+			s.held, s.lead, s.bom, start = nil, false, false, pos
+			continue
+		}
+		// A "\r" blank line may be the start of "\r\n": take the '\n' if
+		// it is already here, so that Raw stays exact.
+		if s.skipLF && pos < len(p) {
+			if p[pos] == '\n' {
+				take(1)
+			}
+			s.skipLF = false
+		}
+		ev = parseEvent(event(), s.lead, s.bom)
+		s.held, s.lead, s.bom, s.lines = nil, false, false, 0
+		return ev, pos, true, nil
+	}
+	// The '\n' of a "\r\n" that ended the last event, alone, is not held:
+	// s.lead stands for it until more comes.
+	if len(s.held) == 0 && start < len(p) && !(s.lead && start == len(p)-1) {
+		s.held = append([]byte(nil), p[start:]...)
+	}
+	return Event{}, len(p), false, nil
+}
+
+// parseEvent reads the fields of an event's bytes, which end with its
+// blank line; lead and bom say that they begin with the '\n' of the last
+// event's "\r\n" or with the stream's byte order mark.
+func parseEvent(raw []byte, lead, bom bool) Event {
+	ev := Event{Raw: raw}
+	b := raw
+	if lead {
+		b = b[1:]
+	}
+	if bom {
+		b = b[len(byteOrderMark):]
+	}
+	var data, comment strings.Builder
+	for {
+		i := bytes.IndexAny(b, "\r\n")
+		line := b[:i]
+		if len(line) == 0 {
+			break
+		}
+		if b[i] == '\r' && i+1 < len(b) && b[i+1] == '\n' {
+			i++
+		}
+		b = b[i+1:]
+		field(&ev, line, &data, &comment)
+	}
+	ev.Data = data.String()
+	ev.Comment = comment.String()
+	return ev
 }
 
 // field applies one non-blank line to ev.
-func (r *Reader) field(ev *Event, line []byte) {
+func field(ev *Event, line []byte, data, comment *strings.Builder) {
 	name, value := line, []byte(nil)
 	if i := bytes.IndexByte(line, ':'); i >= 0 {
 		name, value = line[:i], line[i+1:]
 		if len(name) == 0 {
 			if ev.HasComment {
-				r.comment.WriteByte('\n')
+				comment.WriteByte('\n')
 			}
-			r.comment.Write(value)
+			comment.Write(value)
 			ev.HasComment = true
 			return
 		}
@@ -130,12 +326,16 @@ func (r *Reader) field(ev *Event, line []byte) {
 	}
 	switch string(name) {
 	case "event":
-		ev.Event = string(value)
+		if string(value) == "message" {
+			ev.Event = "message" // the usual type, without an allocation
+		} else {
+			ev.Event = string(value)
+		}
 	case "data":
 		if ev.HasData {
-			r.data.WriteByte('\n')
+			data.WriteByte('\n')
 		}
-		r.data.Write(value)
+		data.Write(value)
 		ev.HasData = true
 	case "id":
 		if bytes.IndexByte(value, 0) < 0 { // the spec ignores ids with NUL
@@ -146,59 +346,6 @@ func (r *Reader) field(ev *Event, line []byte) {
 			ev.Retry = string(value)
 		}
 	}
-}
-
-// readLine returns the next line without its terminator, appending the
-// line and its terminator to r.raw. The line is valid until the next call.
-func (r *Reader) readLine() ([]byte, error) {
-	r.line = r.line[:0]
-	if r.skipLF {
-		b, err := r.br.Peek(1)
-		if err != nil {
-			return nil, err
-		}
-		if b[0] == '\n' {
-			r.br.Discard(1)
-			r.raw = append(r.raw, '\n')
-		}
-		r.skipLF = false
-	}
-	for {
-		if _, err := r.br.Peek(1); err != nil {
-			if err == io.EOF && len(r.line) > 0 {
-				err = io.ErrUnexpectedEOF // an unterminated last line
-			}
-			return nil, err
-		}
-		buf, _ := r.br.Peek(r.br.Buffered())
-		i := bytes.IndexAny(buf, "\r\n")
-		chunk := buf
-		if i >= 0 {
-			chunk = buf[:i+1]
-		}
-		if len(r.raw)+len(chunk) > r.max {
-			return nil, fmt.Errorf("%w: over %d bytes", ErrEventTooLarge, r.max)
-		}
-		r.raw = append(r.raw, chunk...)
-		if i < 0 {
-			r.line = append(r.line, buf...)
-			r.br.Discard(len(buf))
-			continue
-		}
-		r.line = append(r.line, buf[:i]...)
-		r.skipLF = buf[i] == '\r'
-		r.br.Discard(i + 1)
-		break
-	}
-	line := r.line
-	if !r.started {
-		r.started = true
-		line = bytes.TrimPrefix(line, []byte("\uFEFF"))
-	}
-	if !utf8.Valid(line) {
-		return nil, fmt.Errorf("%w: not UTF-8", ErrInvalidEvent)
-	}
-	return line, nil
 }
 
 // WriteEvent writes one event in canonical form: comment lines, then
