@@ -11,6 +11,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -214,31 +215,35 @@ func (g *Gateway) fetchToolsPage(x *exchange, next Next, cursor string) ([]byte,
 	}
 	// An upstream that never finishes its answer (an event stream that
 	// stays open without it) must not hold the caller, or one of the
-	// maxPinFetches slots every session's first calls share.
-	ctx, cancel := context.WithTimeout(x.r.Context(), pinFetchTimeout)
+	// maxPinFetches slots every session's first calls share. Other
+	// callers may wait for this fetch (fetchOnce): it does not end when
+	// this caller goes away.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(x.r.Context()), pinFetchTimeout)
 	defer cancel()
-	req := x.r.Clone(ctx)
+	req := x.r.WithContext(ctx)
 	req.Method = http.MethodPost
-	h := g.upstreamHeader(x)
-	g.identityHeaders(x, func(i int, v string) { h.Set(setNames[i], v) })
-	h.Del("Accept-Encoding")
-	h.Del("Mcp-Name")
-	h.Set("Content-Type", "application/json")
-	h.Set("Accept", "application/json, text/event-stream")
+	req.URL = new(url.URL)
+	*req.URL = *x.r.URL
+	// The client's header, edited in place as for its own request (Caddy's
+	// placeholders read that map), and put back once the fetch is done.
+	e := g.editHeader(x)
+	defer e.restore()
+	for _, name := range [...]string{"Accept-Encoding", "Content-Type", "Accept", mcpparse.HeaderName, mcpparse.HeaderMethod} {
+		e.removeAll(name)
+	}
+	e.set(setContentType, "application/json")
+	e.set(setAccept, "application/json, text/event-stream")
 	if x.headerChecked {
-		h.Set("Mcp-Method", "tools/list")
+		e.set(setMethod, "tools/list")
 	}
-	if x.session != "" {
-		h.Set("Mcp-Session-Id", x.session)
-	}
-	req.Header, req.Trailer, req.TransferEncoding = h, nil, nil
+	req.Header, req.Trailer, req.TransferEncoding = x.r.Header, nil, nil
 	req.Body = io.NopCloser(bytes.NewReader(body))
 	req.ContentLength = int64(len(body))
 	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 
 	rec := &captureWriter{header: http.Header{}}
 	err = serveCaptured(next, rec, req)
-	if ctx.Err() != nil && x.r.Context().Err() == nil {
+	if ctx.Err() != nil {
 		return nil, fmt.Errorf("tools/list: no complete answer within %v", pinFetchTimeout)
 	}
 	if err != nil {

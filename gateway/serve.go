@@ -647,26 +647,12 @@ func (g *Gateway) upstreamRequest(x *exchange, ctx context.Context) *http.Reques
 	}
 	x.upURL = *x.r.URL
 	out.URL = &x.upURL
-	e := &x.hdr
-	e.begin(x.r.Header)
-	for k := range e.h {
-		if !x.forwardsHeader(k) {
-			e.remove(k)
-		}
-	}
+	e := g.editHeader(x)
 	// Request trailers arrive after the body was authorized, and a proxy
 	// that forwards them would deliver headers nobody checked.
 	out.Trailer = nil
-	g.identityHeaders(x, e.set)
-	if x.session != "" {
-		e.set(setSession, x.session)
-	}
 	if x.upTaskName != "" {
-		for k := range e.h {
-			if len(k) == len(mcpparse.HeaderName) && strings.EqualFold(k, mcpparse.HeaderName) {
-				e.remove(k)
-			}
-		}
+		e.removeAll(mcpparse.HeaderName)
 		e.set(setName, x.upTaskName)
 	}
 	out.TransferEncoding = nil
@@ -685,6 +671,25 @@ func (g *Gateway) upstreamRequest(x *exchange, ctx context.Context) *http.Reques
 	return out
 }
 
+// editHeader edits the client's header in place for a request to next:
+// only the fields that may be forwarded, the identity headers and the
+// upstream's session id. The caller restores it (x.hdr.restore) once next
+// is done.
+func (g *Gateway) editHeader(x *exchange) *headerEdit {
+	e := &x.hdr
+	e.begin(x.r.Header)
+	for k := range e.h {
+		if !x.forwardsHeader(k) {
+			e.remove(k)
+		}
+	}
+	g.identityHeaders(x, e.set)
+	if x.session != "" {
+		e.set(setSession, x.session)
+	}
+	return e
+}
+
 // headerEdit is upstreamRequest's change of the client's header in place:
 // the fields it removed or replaced, and which of setNames it set, so that
 // restore puts the header back as it came.
@@ -692,12 +697,13 @@ type headerEdit struct {
 	h        http.Header // nil until begin
 	saved    []headerField
 	savedBuf [4]headerField
-	added    uint8                    // bit i: setNames[i] was set
+	added    uint16                   // bit i: setNames[i] was set
 	vals     [len(setNames)][1]string // the values set, by name
 }
 
 // setNames are the fields the gateway sets, in canonical form.
-var setNames = [...]string{"X-Mcp-Subject", "X-Mcp-Client", "X-Mcp-Actor", "X-Mcp-Scope", "Mcp-Session-Id", mcpparse.HeaderName}
+var setNames = [...]string{"X-Mcp-Subject", "X-Mcp-Client", "X-Mcp-Actor", "X-Mcp-Scope", "Mcp-Session-Id", mcpparse.HeaderName,
+	"Content-Type", "Accept", mcpparse.HeaderMethod}
 
 type headerField struct {
 	name   string
@@ -713,6 +719,15 @@ func (e *headerEdit) remove(name string) {
 	if vv, ok := e.h[name]; ok {
 		e.saved = append(e.saved, headerField{name, vv})
 		delete(e.h, name)
+	}
+}
+
+// removeAll takes out every spelling of the field name (canonical).
+func (e *headerEdit) removeAll(name string) {
+	for k := range e.h {
+		if len(k) == len(name) && strings.EqualFold(k, name) {
+			e.remove(k)
+		}
 	}
 }
 
@@ -764,34 +779,10 @@ const (
 	setScope
 	setSession
 	setName
+	setContentType
+	setAccept
+	setMethod
 )
-
-// upstreamHeader copies the client's header fields that may reach the
-// upstream, values included (one backing array, as http.Header.Clone).
-// Names are compared in canonical form, so a field stored under another
-// spelling is dropped all the same.
-func (g *Gateway) upstreamHeader(x *exchange) http.Header {
-	src := x.r.Header
-	n := 0
-	for _, vv := range src {
-		n += len(vv)
-	}
-	values := make([]string, n)
-	h := make(http.Header, len(src))
-	for k, vv := range src {
-		if !x.forwardsHeader(k) {
-			continue
-		}
-		if vv == nil {
-			h[k] = nil
-			continue
-		}
-		n := copy(values, vv)
-		h[k] = values[:n:n]
-		values = values[n:]
-	}
-	return h
-}
 
 // forwardsHeader reports whether a client header field may reach the
 // upstream.

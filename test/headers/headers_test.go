@@ -1,0 +1,336 @@
+// Package headers probes the gateway's per-request header handling through
+// Caddy: what reaches the upstream, what Caddy placeholders evaluated by
+// reverse_proxy see while the gateway's request is under way, and what
+// error routes see afterwards.
+package headers
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/e2e/harness"
+)
+
+const (
+	ccClient = "probe-bot"
+	ccSecret = "probe-bot-secret-0123456789abcdef"
+	scope    = "mcp:tools"
+)
+
+// recorder is an MCP upstream that keeps the header of every request.
+type recorder struct {
+	mu   sync.Mutex
+	reqs []http.Header
+}
+
+func (u *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	u.mu.Lock()
+	u.reqs = append(u.reqs, r.Header.Clone())
+	u.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	if strings.Contains(string(body), `"initialize"`) {
+		w.Header().Set("Mcp-Session-Id", "upstream-session-1")
+		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"rec","version":"1"}}}`)
+		return
+	}
+	if strings.Contains(string(body), `"tools/list"`) {
+		io.WriteString(w, `{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"echo","inputSchema":{"type":"object"}}]}}`)
+		return
+	}
+	io.WriteString(w, `{"jsonrpc":"2.0","id":3,"result":{"content":[]}}`)
+}
+
+// all returns the headers of every request so far.
+func (u *recorder) all() []http.Header {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]http.Header(nil), u.reqs...)
+}
+
+func (u *recorder) last(t *testing.T) http.Header {
+	t.Helper()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.reqs) == 0 {
+		t.Fatal("the upstream received nothing")
+	}
+	return u.reqs[len(u.reqs)-1]
+}
+
+type probeStack struct {
+	resource, broken, issuer string
+	token                    string
+	up                       *recorder
+}
+
+// startProbe runs Caddy (HTTP/1.1 and h2c) with a gateway in front of a
+// recording upstream whose reverse_proxy copies client header fields into
+// X-Seen-* through placeholders, and a second gateway whose upstream is
+// down and whose error route echoes the same placeholders.
+func startProbe(t *testing.T) *probeStack {
+	up := &recorder{}
+	srv := httptest.NewServer(up)
+	t.Cleanup(srv.Close)
+	port := harness.FreePort(t)
+	dead := harness.FreePort(t) // nothing listens there
+	issuer := fmt.Sprintf("http://127.0.0.1:%d", port)
+	s := &probeStack{resource: issuer + "/mcp", broken: issuer + "/broken/mcp", issuer: issuer, up: up}
+	caddyfile := fmt.Sprintf(`{
+	admin off
+	persist_config off
+	auto_https off
+	storage file_system %[1]s
+	servers {
+		protocols h1 h2c
+	}
+	mcp_auth {
+		issuer %[2]s
+		storage bolt %[3]s
+		client %[4]s {
+			name "Probe"
+			secret %[5]s
+			grant_types client_credentials
+			auth_method client_secret_basic
+			scopes %[6]s
+		}
+	}
+}
+
+http://:%[7]d {
+	bind 127.0.0.1
+	mcp_issuer
+	@broken path /broken/mcp /.well-known/oauth-protected-resource/broken/mcp
+	handle @broken {
+		mcp_gateway {
+			resource %[2]s/broken/mcp
+			scope %[6]s
+			tool * %[6]s
+			forward_identity
+		}
+		reverse_proxy 127.0.0.1:%[9]d
+	}
+	handle {
+		mcp_gateway {
+			resource %[2]s/mcp
+			scope %[6]s
+			tool * %[6]s
+			forward_identity
+			pin_tools first_use
+		}
+		reverse_proxy %[8]s {
+			header_up X-Seen-Auth {http.request.header.Authorization}
+			header_up X-Seen-Cookie {http.request.header.Cookie}
+			header_up X-Seen-Subject {http.request.header.X-Mcp-Subject}
+			header_up X-Seen-Session {http.request.header.Mcp-Session-Id}
+		}
+	}
+	handle_errors {
+		respond "auth=[{http.request.header.Authorization}] subject=[{http.request.header.X-Mcp-Subject}] session=[{http.request.header.Mcp-Session-Id}]" 502
+	}
+}
+`, t.TempDir(), issuer, t.TempDir()+"/db", ccClient, harness.HashPassword(t, ccSecret), scope, port, srv.Listener.Addr().String(), dead)
+	harness.Start(t, caddyfile)
+	harness.WaitReady(t, issuer+"/.well-known/oauth-authorization-server")
+	return s
+}
+
+func (s *probeStack) tokenFor(t *testing.T, resource string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cfg := clientcredentials.Config{
+		ClientID: ccClient, ClientSecret: ccSecret,
+		TokenURL:       s.issuer + "/token",
+		Scopes:         []string{scope},
+		EndpointParams: url.Values{"resource": {resource}},
+	}
+	md, err := harness.Discover(ctx, s.issuer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.TokenURL = md.TokenEndpoint
+	tok, err := cfg.Token(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok.AccessToken
+}
+
+// raw sends a request whose header is written exactly as given (names
+// as spelled, duplicates kept) over HTTP/1.1.
+func raw(t *testing.T, target, head, body string) (int, http.Header, string) {
+	t.Helper()
+	u, _ := url.Parse(target)
+	c, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\nContent-Length: %d\r\n%s\r\n%s", u.Path, u.Host, len(body), head, body)
+	resp, err := http.ReadResponse(newReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+const (
+	initBody = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"p","version":"1"}}}`
+	listBody = `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`
+)
+
+// TestHeaderProbe: whatever spelling or number the client gives them,
+// credentials, identity and session headers never reach the upstream
+// (neither as fields nor through placeholders read during the proxying),
+// and error routes see the client's header as it came.
+func TestHeaderProbe(t *testing.T) {
+	s := startProbe(t)
+	tok := s.tokenFor(t, s.resource)
+	base := "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
+
+	status, h, body := raw(t, s.resource, base+"authorization: Bearer "+tok+"\r\n", initBody)
+	session := h.Get("Mcp-Session-Id")
+	if status != http.StatusOK || session == "" {
+		t.Fatalf("initialize = %d %q %s", status, session, body)
+	}
+
+	cases := []struct {
+		name, head string
+	}{
+		{"canonical", "Authorization: Bearer " + tok + "\r\nMcp-Session-Id: " + session + "\r\nCookie: sid=secret\r\nX-Mcp-Subject: mallory\r\nDPoP: proof\r\n"},
+		{"lower case", "authorization: Bearer " + tok + "\r\nmcp-session-id: " + session + "\r\ncookie: sid=secret\r\nx-mcp-subject: mallory\r\ndpop: proof\r\n"},
+		{"upper case", "AUTHORIZATION: Bearer " + tok + "\r\nMCP-SESSION-ID: " + session + "\r\nCOOKIE: sid=secret\r\nX-MCP-SUBJECT: mallory\r\nDPOP: proof\r\n"},
+		{"underscores", "Authorization: Bearer " + tok + "\r\nMcp-Session-Id: " + session + "\r\nX_Mcp_Subject: mallory\r\nMcp_Session_Id: other\r\nX-Http-Method_Override: DELETE\r\n"},
+		{"duplicate cookie", "Authorization: Bearer " + tok + "\r\nMcp-Session-Id: " + session + "\r\nCookie: a=1\r\ncookie: b=2\r\nX-Mcp-Subject: mallory\r\nx-mcp-subject: eve\r\n"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			status, _, body := raw(t, s.resource, base+"MCP-Protocol-Version: 2025-11-25\r\n"+c.head, listBody)
+			if status != http.StatusOK {
+				t.Fatalf("tools/list = %d %s", status, body)
+			}
+			got := s.up.last(t)
+			for k, v := range got {
+				lk := strings.ToLower(k)
+				if strings.Contains(lk, "_") || lk == "cookie" || lk == "dpop" || lk == "authorization" {
+					t.Errorf("upstream got %s: %q", k, v)
+				}
+			}
+			if v := got.Values("X-Mcp-Subject"); len(v) != 1 || v[0] != ccClient {
+				t.Errorf("upstream X-Mcp-Subject = %q, want [%s]", v, ccClient)
+			}
+			if v := got.Values("Mcp-Session-Id"); len(v) != 1 || v[0] != "upstream-session-1" {
+				t.Errorf("upstream Mcp-Session-Id = %q, want the upstream's own id", v)
+			}
+			for _, k := range []string{"X-Seen-Auth", "X-Seen-Cookie"} {
+				if v := got.Get(k); v != "" {
+					t.Errorf("placeholder during proxying: upstream got %s = %q", k, v)
+				}
+			}
+			if v := got.Get("X-Seen-Subject"); v != ccClient {
+				t.Errorf("X-Seen-Subject = %q, want the gateway's %q", v, ccClient)
+			}
+			if v := got.Get("X-Seen-Session"); v != "upstream-session-1" {
+				t.Errorf("X-Seen-Session = %q, want the upstream's id", v)
+			}
+		})
+	}
+
+	t.Run("h2c", func(t *testing.T) {
+		client := &http.Client{Transport: &http2.Transport{
+			AllowHTTP: true,
+			DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, network, addr)
+			},
+		}}
+		req, _ := http.NewRequest(http.MethodPost, s.resource, strings.NewReader(listBody))
+		req.Header = http.Header{
+			"content-type":         {"application/json"},
+			"accept":               {"application/json, text/event-stream"},
+			"mcp-protocol-version": {"2025-11-25"},
+			"authorization":        {"Bearer " + tok},
+			"mcp-session-id":       {session},
+			"cookie":               {"a=1", "b=2"},
+			"x-mcp-subject":        {"mallory"},
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || resp.ProtoMajor != 2 {
+			t.Fatalf("h2c tools/list = %d %s %s", resp.StatusCode, resp.Proto, b)
+		}
+		got := s.up.last(t)
+		if got.Get("Authorization") != "" || got.Get("Cookie") != "" || got.Get("X-Seen-Auth") != "" || got.Get("X-Mcp-Subject") != ccClient {
+			t.Errorf("h2c: upstream got %v", got)
+		}
+	})
+
+	t.Run("error route sees the client's header", func(t *testing.T) {
+		btok := s.tokenFor(t, s.broken)
+		status, _, body := raw(t, s.broken, base+"Authorization: Bearer "+btok+"\r\nX-Mcp-Subject: as-sent\r\n", initBody)
+		if status != http.StatusBadGateway {
+			t.Fatalf("broken upstream = %d %s", status, body)
+		}
+		want := "auth=[Bearer " + btok + "] subject=[as-sent] session=[]"
+		if body != want {
+			t.Errorf("error route saw %q, want the header as it came %q", body, want)
+		}
+	})
+}
+
+func newReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }
+
+// TestPinFetchPlaceholders: the gateway's own tools/list request (tool
+// pinning) goes through the same reverse_proxy as the client's requests;
+// placeholders reading the client's header during it must see what is
+// forwarded too, not the client's credentials.
+func TestPinFetchPlaceholders(t *testing.T) {
+	s := startProbe(t)
+	tok := s.tokenFor(t, s.resource)
+	base := "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
+	status, h, body := raw(t, s.resource, base+"Authorization: Bearer "+tok+"\r\n", initBody)
+	session := h.Get("Mcp-Session-Id")
+	if status != http.StatusOK || session == "" {
+		t.Fatalf("initialize = %d %q %s", status, session, body)
+	}
+	call := `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{}}}`
+	status, _, body = raw(t, s.resource, base+"MCP-Protocol-Version: 2025-11-25\r\nAuthorization: Bearer "+tok+"\r\nMcp-Session-Id: "+session+"\r\nCookie: sid=secret\r\nX-Mcp-Subject: mallory\r\n", call)
+	if status != http.StatusOK {
+		t.Fatalf("tools/call = %d %s", status, body)
+	}
+	reqs := s.up.all()
+	if len(reqs) < 3 {
+		t.Fatalf("upstream got %d requests, want initialize, the gateway's tools/list and the call", len(reqs))
+	}
+	for i, got := range reqs[1:] {
+		if v := got.Get("X-Seen-Auth"); v != "" {
+			t.Errorf("request %d: placeholder {http.request.header.Authorization} gave the upstream %.30q...", i+1, v)
+		}
+		if v := got.Get("X-Seen-Cookie"); v != "" {
+			t.Errorf("request %d: placeholder {http.request.header.Cookie} gave the upstream %q", i+1, v)
+		}
+		if v := got.Get("X-Seen-Subject"); v != ccClient {
+			t.Errorf("request %d: placeholder {http.request.header.X-Mcp-Subject} = %q, want the gateway's %q", i+1, v, ccClient)
+		}
+	}
+}
