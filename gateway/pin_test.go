@@ -2,9 +2,12 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -432,5 +435,63 @@ func TestPinFetchTimeout(t *testing.T) {
 	}
 	if open.Load() == 0 || ended.Load() != open.Load() {
 		t.Errorf("tools/list fetches started %d, ended %d; want each ended by the timeout", open.Load(), ended.Load())
+	}
+}
+
+// TestPinFetchOutlivesItsCaller: callers of one session share a tools/list
+// fetch; the caller that started it going away does not end it, so the
+// others still get their answer.
+func TestPinFetchOutlivesItsCaller(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.PinTools, cfg.Pins = PinFirstUse, newMemPins()
+	g := newGateway(t, cfg)
+	listing := make(chan struct{})
+	var lists atomic.Int32
+	next := NextFunc(func(w http.ResponseWriter, r *http.Request) error {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		if strings.Contains(string(body), "tools/call") {
+			io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`)
+			return nil
+		}
+		if lists.Add(1) == 1 {
+			close(listing)
+		}
+		select {
+		case <-time.After(300 * time.Millisecond):
+		case <-r.Context().Done():
+			return r.Context().Err()
+		}
+		var req struct {
+			ID json.RawMessage `json:"id"`
+		}
+		json.Unmarshal(body, &req)
+		fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"tools":[{"name":"read_file","inputSchema":{"type":"object"}}]}}`, req.ID)
+		return nil
+	})
+	token := mint(t, claims())
+	serve := func(ctx context.Context) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(toolCall("read_file"))).WithContext(ctx)
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Authorization", "Bearer "+token)
+		w := httptest.NewRecorder()
+		g.Serve(w, r, next)
+		return w
+	}
+	first, leave := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		serve(first)
+	}()
+	<-listing
+	second := make(chan *httptest.ResponseRecorder)
+	go func() { second <- serve(context.Background()) }()
+	time.Sleep(50 * time.Millisecond) // the second caller waits for the fetch
+	leave()
+	w := <-second
+	<-done
+	if w.Code != http.StatusOK || lists.Load() != 1 {
+		t.Fatalf("the waiting caller's call = %d %s after %d tools/list fetches; want 200 from the one fetch its first caller started and left", w.Code, w.Body, lists.Load())
 	}
 }
