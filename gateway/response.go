@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"go.uber.org/zap"
 
@@ -130,16 +131,28 @@ func (rw *responseWriter) WriteHeader(code int) {
 	rw.wroteHeader = true
 	rw.status = code
 	h := rw.w.Header()
-	stream := code == http.StatusOK && isEventStream(first(h[hContentType]))
+	// Any success with a body is read as a 200's: MCP clients read the
+	// body of a 201, 203 or 206 as they read a 200's.
+	success := code >= 200 && code < 300 && code != http.StatusNoContent && code != http.StatusResetContent
+	ct := first(h[hContentType])
+	stream := success && isEventStream(ct)
 	if x := rw.x; x.cancel != nil && stream {
 		x.streaming = true
 		rw.g.streams.add(x)
 	}
-	if (rw.filter != nil || rw.tasks || (rw.watch && stream)) && code == http.StatusOK {
-		mt, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
+	if (rw.filter != nil || rw.tasks || rw.watch) && success {
+		mt, _, _ := mime.ParseMediaType(ct)
 		switch {
-		case rw.filter == nil && !rw.tasks && mt != "text/event-stream":
-			// Only watching event streams: anything else passes.
+		case mt != "text/event-stream" && (rw.x.r.Method == http.MethodGet || containsFold(ct, "text/event-stream")):
+			// Clients read a GET's body as events whatever its type, and
+			// take "text/event-stream" anywhere in the type for a stream
+			// (the TypeScript SDK's includes()): such an answer cannot be
+			// read as the client will read it.
+			rw.mode = modeRefuse
+			return
+		case rw.filter == nil && !rw.tasks && mt != "text/event-stream" && mt != "application/json":
+			// Only watching for tools lists: an answer that is neither
+			// JSON nor an event stream carries no message a client reads.
 		case mt == "application/json":
 			rw.mode = modeJSON
 			return // written at finish, with the filtered length
@@ -180,9 +193,11 @@ func (rw *responseWriter) Write(b []byte) (int, error) {
 	}
 	switch rw.mode {
 	case modeJSON:
-		if rw.passUnwrapped() && rw.buf.Len()+len(b) > maxTaskBody {
+		if rw.passUnwrapped() && !rw.watch && rw.buf.Len()+len(b) > maxTaskBody {
 			// Too large to hold for task ids (a completed task's
-			// result, say): stream it unchanged from here on.
+			// result, say): stream it unchanged from here on. With
+			// pinning it is held up to maxFilteredBody all the same, to
+			// be looked at for a tools list.
 			rw.mode = modePass
 			rw.w.WriteHeader(rw.status)
 			if _, err := rw.w.Write(rw.buf.Bytes()); err != nil {
@@ -227,8 +242,16 @@ func (rw *responseWriter) finish() {
 	}
 	switch rw.mode {
 	case modeJSON:
-		out, err := rw.filterJSON(rw.buf.Bytes())
-		if err != nil && rw.passUnwrapped() {
+		// Watching only (pinning): a tools/list answer may come as the
+		// answer to another request, which clients match by id.
+		anyList := rw.watch && mayListTools(unsafeString(rw.buf.Bytes()))
+		if rw.filter == nil && !rw.tasks && !anyList {
+			rw.w.WriteHeader(rw.status)
+			rw.w.Write(rw.buf.Bytes())
+			return
+		}
+		out, err := rw.filterJSON(rw.buf.Bytes(), anyList)
+		if err != nil && rw.passUnwrapped() && !anyList {
 			rw.g.log.Debug("task ids not rewritten", zap.Error(err))
 			out, err = rw.buf.Bytes(), nil
 		}
@@ -313,14 +336,17 @@ func (rw *responseWriter) rewriteSession(h http.Header) {
 
 // filterJSON filters the tools/list answers in a JSON response body (one
 // message, or a batch answer).
-func (rw *responseWriter) filterJSON(body []byte) ([]byte, error) {
+func (rw *responseWriter) filterJSON(body []byte, anyList bool) ([]byte, error) {
 	msgs, batch, err := mcpparse.Parse(body, mcpparse.Limits{AllowBatches: true})
+	if err != nil && anyList {
+		return nil, fmt.Errorf("%w: %w", errListUnreadable, err)
+	}
 	if err != nil {
 		return nil, err
 	}
 	parts := make([][]byte, len(msgs))
 	for i := range msgs {
-		if parts[i], err = rw.filterMessage(&msgs[i], false); err != nil {
+		if parts[i], err = rw.filterMessage(&msgs[i], anyList); err != nil {
 			return nil, err
 		}
 	}
@@ -347,6 +373,20 @@ func (rw *responseWriter) filterMessage(m *mcpparse.Message, anyList bool) ([]by
 		return rw.g.wrapTaskIDs(rw.x, m, out)
 	}
 	return out, nil
+}
+
+// unsafeString views b as a string for reading while b is not changed.
+func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// containsFold reports whether s contains the ASCII string sub in any
+// case.
+func containsFold(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if strings.EqualFold(s[i:i+len(sub)], sub) {
+			return true
+		}
+	}
+	return false
 }
 
 // errListUnreadable: an event that may hold a tools/list answer could not

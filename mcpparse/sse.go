@@ -353,12 +353,23 @@ func field(ev *Event, line []byte, data, comment *strings.Builder) {
 // line. It refuses values that would be read back differently (a line
 // break in Event, ID or Retry, a carriage return in Data or Comment, NUL
 // in ID, a non-numeric Retry).
+//
+// Clients that split lines the way Python's str.splitlines does (httpx's
+// iter_lines, so httpx-sse before 0.4.2 and the MCP Python SDK's SSE
+// client, and line decoders ported from it) also end lines at VT, FF,
+// 0x1C-0x1E, NEL, U+2028 and U+2029, so a value holding one could carry a
+// line, even a whole event, that a WHATWG parser never sees. WriteEvent
+// therefore refuses them in Event and ID and in Data except NEL, U+2028
+// and U+2029, which it writes as JSON escapes (\u0085, \u2028, \u2029:
+// the same JSON string, and JSON allows them nowhere else); it drops the
+// text of a comment line holding one (comments carry no meaning).
 func WriteEvent(w io.Writer, ev Event) error {
 	switch {
-	case strings.ContainsAny(ev.Event, "\r\n"),
-		strings.ContainsAny(ev.ID, "\r\n\x00"),
+	case strings.ContainsAny(ev.Event, "\r\n"+splitlinesBreaks),
+		strings.ContainsAny(ev.ID, "\r\n\x00"+splitlinesBreaks),
 		strings.Trim(ev.Retry, "0123456789") != "",
 		strings.ContainsRune(ev.Data, '\r'),
+		strings.ContainsAny(ev.Data, splitlinesControls),
 		strings.ContainsRune(ev.Comment, '\r'):
 		return fmt.Errorf("%w: a field cannot be written as is", ErrInvalidEvent)
 	}
@@ -366,9 +377,14 @@ func WriteEvent(w io.Writer, ev Event) error {
 	if ev.HasComment || ev.Comment != "" {
 		for line := range strings.SplitSeq(ev.Comment, "\n") {
 			b = append(b, ':')
-			b = append(b, line...)
+			if !strings.ContainsAny(line, splitlinesBreaks) {
+				b = append(b, line...)
+			}
 			b = append(b, '\n')
 		}
+	}
+	if strings.ContainsAny(ev.Data, splitlinesUnicode) {
+		ev.Data = jsonLineEscapes.Replace(ev.Data)
 	}
 	if ev.Event != "" {
 		b = appendField(b, "event", ev.Event)
@@ -388,6 +404,17 @@ func WriteEvent(w io.Writer, ev Event) error {
 	_, err := w.Write(b)
 	return err
 }
+
+// Line ends of str.splitlines beyond CR and LF (see WriteEvent): the
+// control characters, and the Unicode ones valid unescaped in JSON
+// strings.
+const (
+	splitlinesControls = "\v\f\x1c\x1d\x1e"
+	splitlinesUnicode  = "\u0085\u2028\u2029"
+	splitlinesBreaks   = splitlinesControls + splitlinesUnicode
+)
+
+var jsonLineEscapes = strings.NewReplacer("\u0085", `\u0085`, "\u2028", `\u2028`, "\u2029", `\u2029`)
 
 func appendField(b []byte, name, value string) []byte {
 	b = append(b, name...)

@@ -1,0 +1,101 @@
+package gateway
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/mcpparse"
+)
+
+// universalNewlines are the characters that SSE clients built on
+// universal line splitting end lines with besides CR and LF: Python's
+// str.splitlines, which httpx's iter_lines uses and so httpx-sse before
+// 0.4.2 (the MCP Python SDK's SSE client; it does not require a later
+// one), and the LineDecoder ported from it to TypeScript SDKs.
+var universalNewlines = strings.NewReplacer(
+	"\v", "\n", "\f", "\n", "\x1c", "\n", "\x1d", "\n", "\x1e", "\n",
+	"\u0085", "\n", "\u2028", "\n", "\u2029", "\n",
+)
+
+// splitlinesEvents reads body as such a client does.
+func splitlinesEvents(t *testing.T, body string) []mcpparse.Event {
+	t.Helper()
+	rd := mcpparse.NewReader(strings.NewReader(universalNewlines.Replace(body)), 0)
+	var evs []mcpparse.Event
+	for {
+		ev, err := rd.Next()
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return evs
+		}
+		if err != nil {
+			t.Fatalf("reading %q: %v", body, err)
+		}
+		evs = append(evs, ev)
+	}
+}
+
+// TestSSEFieldsCannotCarryLines: an upstream cannot hide a message from
+// the gateway in an event's comment, id or event type, or in a JSON
+// string, by a character that SSE clients using universal line splitting
+// take for a line end: those clients must read the gateway's stream as
+// the gateway does, so that no tools/list answer reaches them unfiltered.
+func TestSSEFieldsCannotCarryLines(t *testing.T) {
+	hidden := `data: {"jsonrpc":"2.0","id":1,"result":{"tools":` + toolsJSON + `}}`
+	real := "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":" + toolsJSON + "}}\n\n"
+	for _, nl := range []string{"\u2028", "\u2029", "\u0085", "\v", "\f", "\x1c", "\x1d", "\x1e"} {
+		for name, stream := range map[string]string{
+			"comment": ":" + nl + nl + hidden + nl + nl + "\n" + real,
+			"id":      "id: 1" + nl + nl + hidden + nl + nl + "\n" + real,
+			"event":   "event: x" + nl + nl + hidden + nl + nl + "\n" + real,
+		} {
+			g := newGateway(t, pinnedConfig(t))
+			r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
+			r.Header.Set("Content-Type", "application/json")
+			r.Header.Set("Accept", "application/json, text/event-stream")
+			r.Header.Set("Authorization", "Bearer "+mint(t, claims()))
+			r.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+			w := httptest.NewRecorder()
+			// Refusing the event (the stream is aborted) is a right answer
+			// too; what matters is what reached the client.
+			g.Serve(w, r, NextFunc(func(w http.ResponseWriter, r *http.Request) error {
+				w.Header().Set("Content-Type", "text/event-stream")
+				w.WriteHeader(http.StatusOK)
+				_, err := io.WriteString(w, stream)
+				return err
+			}))
+			for _, ev := range splitlinesEvents(t, w.Body.String()) {
+				if strings.Contains(ev.Data, `"tools"`) && strings.Contains(ev.Data, "delete_all") {
+					t.Errorf("%q in the %s: a client splitting lines on it reads the unfiltered list from %.80q...", nl, name, w.Body.String())
+				}
+			}
+		}
+	}
+}
+
+// TestToolsListAnswerAnySuccessStatus: a tools/list answer is filtered
+// whatever 2xx status it comes with: MCP clients (the TypeScript SDK
+// checks response.ok, then the content type) read the body of a 201, 203
+// or 206 as they read a 200's.
+func TestToolsListAnswerAnySuccessStatus(t *testing.T) {
+	for _, status := range []int{http.StatusCreated, http.StatusNonAuthoritativeInfo, http.StatusPartialContent} {
+		for _, ct := range []string{"text/event-stream", "application/json"} {
+			body := `{"jsonrpc":"2.0","id":1,"result":{"tools":` + toolsJSON + `}}`
+			if ct == "text/event-stream" {
+				body = "data: " + body + "\n\n"
+			}
+			g := newGateway(t, pinnedConfig(t))
+			w := serveDirect(t, g, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, func(w http.ResponseWriter, r *http.Request) error {
+				w.Header().Set("Content-Type", ct)
+				w.WriteHeader(status)
+				_, err := io.WriteString(w, body)
+				return err
+			})
+			if w.Code >= 200 && w.Code < 300 && strings.Contains(w.Body.String(), "delete_all") {
+				t.Errorf("status %d, %s: the unfiltered list reaches the client: %.100q", status, ct, w.Body.String())
+			}
+		}
+	}
+}
