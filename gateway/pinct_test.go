@@ -3,6 +3,7 @@ package gateway
 import (
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -62,5 +63,42 @@ func TestPinUnsolicitedToolsListAnyContentType(t *testing.T) {
 				t.Fatalf("%s answered as %q: the changed definition reaches the client: %.120q", tt.method, tt.ct, b)
 			}
 		})
+	}
+}
+
+// TestPinJSONAnswerTooLarge: with pinning on, a JSON answer is held to be
+// looked at for a tools list up to maxFilteredBody; a larger one is not
+// passed unread but refused (502), and one within the limit passes whole.
+func TestPinJSONAnswerTooLarge(t *testing.T) {
+	for _, size := range []int{maxTaskBody + 1, maxFilteredBody + 1} {
+		cfg := pinnedConfig(t)
+		cfg.Tools = []Rule{{Pattern: "*", Scopes: []string{"tools:read"}}}
+		g := newGateway(t, cfg)
+		if _, _, err := g.pins.listed(t.Context(), "read_file", []byte(`{"name":"read_file","inputSchema":{"type":"object"}}`)); err != nil {
+			t.Fatal(err)
+		}
+		head := `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"`
+		answer := head + strings.Repeat("a", size-len(head)-len(`"}]}}`)) + `"}]}}`
+		r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(toolCall("read_file")))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Authorization", "Bearer "+mint(t, claims()))
+		w := httptest.NewRecorder()
+		g.Serve(w, r, NextFunc(func(w http.ResponseWriter, r *http.Request) error {
+			w.Header().Set("Content-Type", "application/json")
+			for rest := answer; rest != ""; {
+				n := min(len(rest), 32<<10) // as reverse_proxy copies
+				if _, err := io.WriteString(w, rest[:n]); err != nil {
+					return err
+				}
+				rest = rest[n:]
+			}
+			return nil
+		}))
+		switch {
+		case size > maxFilteredBody && w.Code != http.StatusBadGateway:
+			t.Errorf("%d-byte answer = %d (%d bytes), want 502", size, w.Code, w.Body.Len())
+		case size <= maxFilteredBody && (w.Code != http.StatusOK || w.Body.Len() != size):
+			t.Errorf("%d-byte answer = %d with %d bytes, want 200 with all of it", size, w.Code, w.Body.Len())
+		}
 	}
 }
