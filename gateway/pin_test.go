@@ -495,3 +495,56 @@ func TestPinFetchOutlivesItsCaller(t *testing.T) {
 		t.Fatalf("the waiting caller's call = %d %s after %d tools/list fetches; want 200 from the one fetch its first caller started and left", w.Code, w.Body, lists.Load())
 	}
 }
+
+// TestPinFetchPerPrincipal: without a session, principals do not share a
+// tools/list fetch: the gateway asks for each caller's list as that
+// caller, so a tool a server lists to bob only is learned for bob's call
+// even while alice's fetch (whose list lacks it) is under way.
+func TestPinFetchPerPrincipal(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.PinTools, cfg.Pins = PinFirstUse, newMemPins()
+	cfg.ForwardIdentity = true
+	g := newGateway(t, cfg)
+	aliceListing := make(chan struct{})
+	var listed sync.Once
+	next := NextFunc(func(w http.ResponseWriter, r *http.Request) error {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		if strings.Contains(string(body), "tools/call") {
+			io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`)
+			return nil
+		}
+		var req struct {
+			ID json.RawMessage `json:"id"`
+		}
+		json.Unmarshal(body, &req)
+		tools := `{"name":"read_a","inputSchema":{"type":"object"}}`
+		if r.Header.Get("X-Mcp-Subject") == "bob" {
+			tools += `,{"name":"read_bob","inputSchema":{"type":"object"}}`
+		} else {
+			listed.Do(func() { close(aliceListing) })
+			time.Sleep(300 * time.Millisecond)
+		}
+		fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"tools":[%s]}}`, req.ID, tools)
+		return nil
+	})
+	serve := func(sub, tool string) *httptest.ResponseRecorder {
+		c := claims()
+		c["sub"], c["jti"] = sub, "jti-"+sub
+		r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(toolCall(tool)))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Authorization", "Bearer "+mint(t, c))
+		w := httptest.NewRecorder()
+		g.Serve(w, r, next)
+		return w
+	}
+	alice := make(chan *httptest.ResponseRecorder)
+	go func() { alice <- serve("alice", "read_bob") }()
+	<-aliceListing
+	if w := serve("bob", "read_bob"); w.Code != http.StatusOK {
+		t.Errorf("bob's call of the tool listed to him = %d %s, want 200", w.Code, w.Body)
+	}
+	if w := <-alice; w.Code != http.StatusForbidden {
+		t.Errorf("alice's call of a tool not listed to her = %d %s, want 403", w.Code, w.Body)
+	}
+}

@@ -63,7 +63,7 @@ func (g *Gateway) checkPins(x *exchange, next Next) *refusal {
 			// the definitions stale; one more fetch usually settles it (a
 			// server that keeps changing its list is refused).
 			for try := 0; try < 2 && v == pinUnknown && err == nil; try++ {
-				err = g.pins.fetchOnce(ctx, x.session, func() error { return g.learnTools(x, next) })
+				err = g.pins.fetchOnce(ctx, fetchKey(x), func() error { return g.learnTools(x, next) })
 				v = g.pins.callVerdict(ctx, m.Name)
 			}
 			if err != nil {
@@ -104,11 +104,23 @@ func (g *Gateway) checkPins(x *exchange, next Next) *refusal {
 	return nil
 }
 
-// fetchOnce runs fetch unless one for the same session is under way, in
+// fetchKey is who may share a tools/list fetch: the callers of one
+// session, or without a session (2026-07-28, or a 2025 server without
+// sessions) the requests of one principal, whom the fetch is made for
+// (a server may list tools by identity).
+func fetchKey(x *exchange) string {
+	if x.session != "" {
+		return "s\x00" + x.session
+	}
+	p := x.p
+	return "p\x00" + p.issuer + "\x00" + p.subject + "\x00" + p.clientID + "\x00" + outermostActor(p)
+}
+
+// fetchOnce runs fetch unless one for the same key (fetchKey) is under way, in
 // which case it waits for that one; at most maxPinFetches run at once.
-func (s *pinSet) fetchOnce(ctx context.Context, session string, fetch func() error) error {
+func (s *pinSet) fetchOnce(ctx context.Context, key string, fetch func() error) error {
 	s.fmu.Lock()
-	if c, ok := s.inflight[session]; ok {
+	if c, ok := s.inflight[key]; ok {
 		s.fmu.Unlock()
 		select {
 		case <-c.done:
@@ -118,11 +130,11 @@ func (s *pinSet) fetchOnce(ctx context.Context, session string, fetch func() err
 		}
 	}
 	c := &pinFetch{done: make(chan struct{})}
-	s.inflight[session] = c
+	s.inflight[key] = c
 	s.fmu.Unlock()
 	defer func() {
 		s.fmu.Lock()
-		delete(s.inflight, session)
+		delete(s.inflight, key)
 		s.fmu.Unlock()
 		close(c.done)
 	}()
