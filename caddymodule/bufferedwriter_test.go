@@ -271,9 +271,13 @@ func TestBufferedWriterReloadAndStop(t *testing.T) {
 			_ = caddy.Stop()
 		}
 	}()
+	// A fresh connection per request: the reload closes the old server's
+	// idle keep-alive connections, and a request racing that close fails
+	// with EOF.
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	get := func(want string) {
 		t.Helper()
-		resp, err := http.Get("http://" + addr + "/")
+		resp, err := client.Get("http://" + addr + "/")
 		if err != nil {
 			t.Fatal(err)
 		}
