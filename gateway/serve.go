@@ -213,7 +213,7 @@ func (g *Gateway) admit(x *exchange) *refusal {
 	default:
 		return &refusal{status: http.StatusMethodNotAllowed, code: codeRefused, message: "method not allowed", allow: "POST, GET, DELETE"}
 	}
-	if first(r.Header[hUpgrade]) != "" {
+	if len(r.Header[hUpgrade]) != 0 {
 		// An upgraded connection would be an uninspected tunnel.
 		return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "protocol upgrades are not allowed"}
 	}

@@ -240,3 +240,22 @@ func TestClientHeaderRestored(t *testing.T) {
 		}
 	}
 }
+
+// TestUpgradeAnyValue: a request asking for a protocol upgrade in any of
+// its Upgrade values is refused, an empty first one included.
+func TestUpgradeAnyValue(t *testing.T) {
+	g := newGateway(t, testConfig(t))
+	token := mint(t, claims())
+	for _, values := range [][]string{{"websocket"}, {"", "websocket"}, {"h2c", ""}} {
+		r := httptest.NewRequest(http.MethodGet, "/mcp", nil)
+		r.Header.Set("Authorization", "Bearer "+token)
+		r.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+		r.Header["Upgrade"] = values
+		forwarded := false
+		w := httptest.NewRecorder()
+		g.Serve(w, r, NextFunc(func(http.ResponseWriter, *http.Request) error { forwarded = true; return nil }))
+		if w.Code != http.StatusBadRequest || forwarded {
+			t.Errorf("Upgrade %q: status %d, forwarded %v; want 400, not forwarded", values, w.Code, forwarded)
+		}
+	}
+}
