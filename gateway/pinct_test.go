@@ -102,3 +102,45 @@ func TestPinJSONAnswerTooLarge(t *testing.T) {
 		}
 	}
 }
+
+// TestPinCompressedAnswer: with pinning on, the gateway asks the upstream
+// for uncompressed answers (it reads every one for a tools list), and an
+// answer compressed all the same is refused (502), not passed unread;
+// without pinning a tools/call keeps the client's Accept-Encoding and a
+// compressed answer passes.
+func TestPinCompressedAnswer(t *testing.T) {
+	for _, pinned := range []bool{true, false} {
+		for _, ct := range []string{"application/json", "text/event-stream"} {
+			cfg := testConfig(t)
+			cfg.Tools = []Rule{{Pattern: "*", Scopes: []string{"tools:read"}}}
+			if pinned {
+				cfg.PinTools, cfg.Pins = PinFirstUse, newMemPins()
+			}
+			g := newGateway(t, cfg)
+			if pinned {
+				if _, _, err := g.pins.listed(t.Context(), "read_file", []byte(`{"name":"read_file","inputSchema":{"type":"object"}}`)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(toolCall("read_file")))
+			r.Header.Set("Content-Type", "application/json")
+			r.Header.Set("Accept-Encoding", "gzip, br")
+			r.Header.Set("Authorization", "Bearer "+mint(t, claims()))
+			var sent string
+			w := httptest.NewRecorder()
+			g.Serve(w, r, NextFunc(func(w http.ResponseWriter, r *http.Request) error {
+				sent = r.Header.Get("Accept-Encoding")
+				w.Header().Set("Content-Type", ct)
+				w.Header().Set("Content-Encoding", "br")
+				_, err := io.WriteString(w, "\x1b\x03\x00\xf8\xa5\x02compressed")
+				return err
+			}))
+			switch {
+			case pinned && (sent != "" || w.Code != http.StatusBadGateway):
+				t.Errorf("pinned, %s: upstream Accept-Encoding %q, answer %d; want none and 502", ct, sent, w.Code)
+			case !pinned && (sent != "gzip, br" || w.Code != http.StatusOK):
+				t.Errorf("not pinned, %s: upstream Accept-Encoding %q, answer %d; want the client's and 200", ct, sent, w.Code)
+			}
+		}
+	}
+}

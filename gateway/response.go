@@ -143,6 +143,11 @@ func (rw *responseWriter) WriteHeader(code int) {
 	if (rw.filter != nil || rw.tasks || rw.watch) && success {
 		mt, _, _ := mime.ParseMediaType(ct)
 		switch {
+		case encoded(h) && (rw.filter != nil || rw.watch):
+			// The gateway asks for answers it can read uncompressed; an
+			// upstream that compresses all the same cannot be read.
+			rw.mode = modeRefuse
+			return
 		case mt != "text/event-stream" && (rw.x.r.Method == http.MethodGet || containsFold(ct, "text/event-stream")):
 			// Clients read a GET's body as events whatever its type, and
 			// take "text/event-stream" anywhere in the type for a stream
@@ -373,6 +378,19 @@ func (rw *responseWriter) filterMessage(m *mcpparse.Message, anyList bool) ([]by
 		return rw.g.wrapTaskIDs(rw.x, m, out)
 	}
 	return out, nil
+}
+
+// encoded reports whether an answer has a content coding other than
+// identity.
+func encoded(h http.Header) bool {
+	for _, v := range h["Content-Encoding"] {
+		for _, c := range strings.Split(v, ",") {
+			if c = strings.TrimSpace(c); c != "" && !strings.EqualFold(c, "identity") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // unsafeString views b as a string for reading while b is not changed.

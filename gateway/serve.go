@@ -44,6 +44,9 @@ type exchange struct {
 	// tasks memoizes rewritesTasks once tasksKnown (asked after the
 	// messages are final).
 	tasks, tasksKnown bool
+	// pinned: tool pinning is on, so every answer may be read for a
+	// tools list.
+	pinned bool
 
 	// What a request needs along the way, allocated with the exchange:
 	// the decision of a single message, the URL, body and header edit of
@@ -88,7 +91,7 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next Next) (err 
 		g.serveMetadata(w, r)
 		return nil
 	}
-	x := &exchange{r: r, start: g.now()}
+	x := &exchange{r: r, start: g.now(), pinned: g.pins != nil}
 	if !g.isEndpoint(r.URL) {
 		f := &refusal{status: http.StatusNotFound, code: codeRefused, message: "not found: the MCP endpoint is " + g.endpointEscaped}
 		f.write(w)
@@ -801,10 +804,10 @@ func (x *exchange) forwardsHeader(name string) bool {
 	case headerDrop:
 		return false
 	case headerAcceptEncoding:
-		// A compressed tools/list or task answer could not be rewritten
-		// (502): the upstream answers uncompressed, or the transport
-		// decodes.
-		return !x.listsTools() && !x.rewritesTasks()
+		// A compressed answer could not be read (tools/list filter, task
+		// ids, and with pinning every answer): the upstream answers
+		// uncompressed, or the transport decodes.
+		return !x.pinned && !x.listsTools() && !x.rewritesTasks()
 	case headerChecked:
 		return x.headerChecked
 	case headerLastEventID:
