@@ -44,12 +44,11 @@ func (g *Gateway) checkBinding(r *http.Request, p *principal, token string, sche
 		return &authError{status: http.StatusUnauthorized, code: dpop.CodeInvalidToken, dpop: true,
 			desc: "this resource requires DPoP-bound access tokens"}
 	}
-	// Bound reads the proof only of a bound token sent with the DPoP
-	// scheme; for the others the proof and the request URI are not built
+	// The proof and the request URI are built only when Bound reads them
 	// (a Bearer request would pay for both on every call).
 	var proofs []string
 	var req dpop.Request
-	if scheme == schemeDPoP && p.jkt != "" {
+	if dpop.ProofChecked(p.jkt, scheme == schemeDPoP) {
 		proofs = r.Header[dpopHeaderKey]
 		req = dpop.Request{Method: r.Method, URI: g.requestURI(r), AccessToken: token}
 	}

@@ -275,8 +275,8 @@ func TestLooseNameAllocs(t *testing.T) {
 		name   string
 		allocs float64
 	}{{"delete_all", 0}, {"read_a_b", 0}, {"summary_\u00e9", 0}, {"delete-all", 1}, {"Read_A", 1}} {
-		if got := testing.AllocsPerRun(100, func() { caseStable(p.tools, tt.name) }); got != tt.allocs {
-			t.Errorf("caseStable(%q): %v allocations, want %v", tt.name, got, tt.allocs)
+		if got := testing.AllocsPerRun(100, func() { stableRule(p.tools, tt.name) }); got != tt.allocs {
+			t.Errorf("stableRule(%q): %v allocations, want %v", tt.name, got, tt.allocs)
 		}
 	}
 }

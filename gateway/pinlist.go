@@ -11,7 +11,6 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"net/url"
 	"strconv"
 	"time"
 
@@ -232,14 +231,12 @@ func (g *Gateway) fetchToolsPage(x *exchange, next Next, cursor string) ([]byte,
 	// this caller goes away.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(x.r.Context()), pinFetchTimeout)
 	defer cancel()
-	req := x.r.WithContext(ctx)
-	req.Method = http.MethodPost
-	req.URL = new(url.URL)
-	*req.URL = *x.r.URL
-	// The client's header, edited in place as for its own request (Caddy's
-	// placeholders read that map), and put back once the fetch is done.
-	e := g.editHeader(x)
+	// The client's header is edited in place as for its own request
+	// (Caddy's placeholders read that map), and put back once the fetch is
+	// done.
+	req, e := g.nextRequest(x, ctx, body, io.NopCloser(bytes.NewReader(body)))
 	defer e.restore()
+	req.Method = http.MethodPost
 	for _, name := range [...]string{"Accept-Encoding", "Content-Type", "Accept", mcpparse.HeaderName, mcpparse.HeaderMethod} {
 		e.removeAll(name)
 	}
@@ -248,10 +245,6 @@ func (g *Gateway) fetchToolsPage(x *exchange, next Next, cursor string) ([]byte,
 	if x.headerChecked {
 		e.set(setMethod, "tools/list")
 	}
-	req.Header, req.Trailer, req.TransferEncoding = x.r.Header, nil, nil
-	req.Body = io.NopCloser(bytes.NewReader(body))
-	req.ContentLength = int64(len(body))
-	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 
 	rec := &captureWriter{header: http.Header{}}
 	err = serveCaptured(next, rec, req)

@@ -352,15 +352,8 @@ func (p *policy) decideCaseless(pr *principal, kind string, rules []compiledRule
 	return p.decideRule(pr, kind, rules, name, i), nil
 }
 
-// caseStable reports whether name and its loose form match the same first
-// rule when patterns are also read loosely.
-func caseStable(rules []compiledRule, name string) bool {
-	_, stable := stableRule(rules, name)
-	return stable
-}
-
-// stableRule is name's first rule, and whether its loose form matches the
-// same one (caseStable).
+// stableRule is name's first rule, and whether name and its loose form
+// match the same first rule when patterns are also read loosely.
 func stableRule(rules []compiledRule, name string) (int, bool) {
 	i := firstRule(rules, name, false)
 	return i, i == firstRule(rules, looseName(name), true)

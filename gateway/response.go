@@ -50,7 +50,6 @@ type responseWriter struct {
 	x      *exchange
 	filter *toolsFilter
 	tasks  bool // wrap the task ids of a 2026-07-28 answer
-	watch  bool // look for notifications/tools/list_changed in event streams (pinning)
 
 	status      int
 	wroteHeader bool
@@ -62,7 +61,7 @@ type responseWriter struct {
 
 // responseWriter readies the exchange's writer to next.
 func (x *exchange) responseWriter(w http.ResponseWriter, g *Gateway) *responseWriter {
-	x.rw = responseWriter{w: w, g: g, x: x, tasks: x.rewritesTasks(), watch: g.pins != nil}
+	x.rw = responseWriter{w: w, g: g, x: x, tasks: x.rewritesTasks()}
 	if !x.listsTools() {
 		return &x.rw
 	}
@@ -140,10 +139,10 @@ func (rw *responseWriter) WriteHeader(code int) {
 		x.streaming = true
 		rw.g.streams.add(x)
 	}
-	if (rw.filter != nil || rw.tasks || rw.watch) && success {
+	if (rw.filter != nil || rw.tasks || rw.x.pinned) && success {
 		mt, _, _ := mime.ParseMediaType(ct)
 		switch {
-		case encoded(h) && (rw.filter != nil || rw.watch):
+		case encoded(h) && (rw.filter != nil || rw.x.pinned):
 			// The gateway asks for answers it can read uncompressed; an
 			// upstream that compresses all the same cannot be read.
 			rw.mode = modeRefuse
@@ -198,7 +197,7 @@ func (rw *responseWriter) Write(b []byte) (int, error) {
 	}
 	switch rw.mode {
 	case modeJSON:
-		if rw.passUnwrapped() && !rw.watch && rw.buf.Len()+len(b) > maxTaskBody {
+		if rw.passUnwrapped() && !rw.x.pinned && rw.buf.Len()+len(b) > maxTaskBody {
 			// Too large to hold for task ids (a completed task's
 			// result, say): stream it unchanged from here on. With
 			// pinning it is held up to maxFilteredBody all the same, to
@@ -249,7 +248,7 @@ func (rw *responseWriter) finish() {
 	case modeJSON:
 		// Watching only (pinning): a tools/list answer may come as the
 		// answer to another request, which clients match by id.
-		anyList := rw.watch && mayListTools(unsafeString(rw.buf.Bytes()))
+		anyList := rw.x.pinned && mayListTools(unsafeString(rw.buf.Bytes()))
 		if rw.filter == nil && !rw.tasks && !anyList {
 			rw.w.WriteHeader(rw.status)
 			rw.w.Write(rw.buf.Bytes())
@@ -380,10 +379,10 @@ func (rw *responseWriter) filterMessage(m *mcpparse.Message, anyList bool) ([]by
 	return out, nil
 }
 
-// encoded reports whether an answer has a content coding other than
-// identity.
+// encoded reports whether a request or an answer has a content coding
+// other than identity.
 func encoded(h http.Header) bool {
-	for _, v := range h["Content-Encoding"] {
+	for _, v := range h[hContentEncoding] {
 		for _, c := range strings.Split(v, ",") {
 			if c = strings.TrimSpace(c); c != "" && !strings.EqualFold(c, "identity") {
 				return true
@@ -526,7 +525,7 @@ func (rw *responseWriter) writeEvent(ev mcpparse.Event) error {
 
 func (rw *responseWriter) filterEvent(ev *mcpparse.Event) error {
 	// With pins, a tools/list answer is looked for on every stream.
-	anyList := rw.watch && mayListTools(ev.Data)
+	anyList := rw.x.pinned && mayListTools(ev.Data)
 	if rw.filter == nil && !rw.tasks && !anyList && !mayChangeList(ev.Data) {
 		return nil // watching only, and no list_changed or tools here
 	}
@@ -537,7 +536,7 @@ func (rw *responseWriter) filterEvent(ev *mcpparse.Event) error {
 	if err != nil {
 		return err
 	}
-	if rw.watch {
+	if rw.x.pinned {
 		for i := range msgs {
 			if msgs[i].Kind == mcpparse.KindNotification && msgs[i].Method == "notifications/tools/list_changed" {
 				rw.g.pins.listChanged()

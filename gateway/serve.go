@@ -361,12 +361,8 @@ func checkContentHeaders(r *http.Request) *refusal {
 			}
 		}
 	}
-	for _, ce := range r.Header[hContentEncoding] {
-		for _, c := range strings.Split(ce, ",") {
-			if c = strings.TrimSpace(c); c != "" && !strings.EqualFold(c, "identity") {
-				return unsupported("Content-Encoding is not accepted")
-			}
-		}
+	if encoded(r.Header) {
+		return unsupported("Content-Encoding is not accepted")
 	}
 	return nil
 }
@@ -641,6 +637,27 @@ func targetNoun(kind string) string {
 // placeholders that read the client's header during next see what is
 // forwarded, and logs and error routes afterwards see it as it came.
 func (g *Gateway) upstreamRequest(x *exchange, ctx context.Context) *http.Request {
+	var rd io.ReadCloser
+	if x.r.Method == http.MethodPost {
+		x.upBody.Reset(x.body)
+		rd = &x.upBody
+	}
+	out, e := g.nextRequest(x, ctx, x.body, rd)
+	if x.upTaskName != "" {
+		e.removeAll(mcpparse.HeaderName)
+		e.set(setName, x.upTaskName)
+	}
+	x.upStart = g.now()
+	return out
+}
+
+// nextRequest is a request to next made from the client's: a shallow copy
+// with context ctx (unless nil), its own URL, the body rd reads (body's
+// bytes; no body when rd is nil), no trailers (they arrive after the body
+// was authorized, and a proxy that forwards them would deliver headers
+// nobody checked), and the client's header edited in place (editHeader),
+// which the caller restores once next is done.
+func (g *Gateway) nextRequest(x *exchange, ctx context.Context, body []byte, rd io.ReadCloser) (*http.Request, *headerEdit) {
 	var out *http.Request
 	if ctx != nil {
 		out = x.r.WithContext(ctx)
@@ -650,19 +667,9 @@ func (g *Gateway) upstreamRequest(x *exchange, ctx context.Context) *http.Reques
 	}
 	x.upURL = *x.r.URL
 	out.URL = &x.upURL
-	e := g.editHeader(x)
-	// Request trailers arrive after the body was authorized, and a proxy
-	// that forwards them would deliver headers nobody checked.
-	out.Trailer = nil
-	if x.upTaskName != "" {
-		e.removeAll(mcpparse.HeaderName)
-		e.set(setName, x.upTaskName)
-	}
-	out.TransferEncoding = nil
-	if x.r.Method == http.MethodPost {
-		body := x.body
-		x.upBody.Reset(body)
-		out.Body = &x.upBody
+	out.Trailer, out.TransferEncoding = nil, nil
+	if rd != nil {
+		out.Body = rd
 		out.ContentLength = int64(len(body))
 		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	} else {
@@ -670,14 +677,13 @@ func (g *Gateway) upstreamRequest(x *exchange, ctx context.Context) *http.Reques
 		out.ContentLength = 0
 		out.GetBody = nil
 	}
-	x.upStart = g.now()
-	return out
+	return out, g.editHeader(x)
 }
 
 // editHeader edits the client's header in place for a request to next:
-// only the fields that may be forwarded, the identity headers and the
-// upstream's session id. The caller restores it (x.hdr.restore) once next
-// is done.
+// only the fields that may be forwarded, the X-MCP-* identity headers
+// (Config.ForwardIdentity) and the upstream's session id. The caller
+// restores it (x.hdr.restore) once next is done.
 func (g *Gateway) editHeader(x *exchange) *headerEdit {
 	e := &x.hdr
 	e.begin(x.r.Header)
@@ -686,7 +692,15 @@ func (g *Gateway) editHeader(x *exchange) *headerEdit {
 			e.remove(k)
 		}
 	}
-	g.identityHeaders(x, e.set)
+	if g.cfg.ForwardIdentity {
+		p := x.p
+		e.set(setSubject, headerSafe(p.subject))
+		e.set(setClient, headerSafe(p.clientID))
+		if len(p.actors) > 0 {
+			e.set(setActor, headerSafe(p.actors[0]))
+		}
+		e.set(setScope, headerSafe(p.scope))
+	}
 	if x.session != "" {
 		e.set(setSession, x.session)
 	}
@@ -737,7 +751,9 @@ func (e *headerEdit) removeAll(name string) {
 // set sets setNames[i] to one value.
 func (e *headerEdit) set(i int, value string) {
 	name := setNames[i]
-	e.remove(name)
+	if e.added&(1<<i) == 0 {
+		e.remove(name) // the client's, kept for restore (a value set here is not)
+	}
 	e.added |= 1 << i
 	e.vals[i][0] = value
 	e.h[name] = e.vals[i][:]
@@ -757,21 +773,6 @@ func (e *headerEdit) restore() {
 		e.h[f.name] = f.values
 	}
 	e.h = nil
-}
-
-// identityHeaders calls set with each X-MCP-* identity header
-// (Config.ForwardIdentity), by its index in setNames.
-func (g *Gateway) identityHeaders(x *exchange, set func(i int, value string)) {
-	if !g.cfg.ForwardIdentity {
-		return
-	}
-	p := x.p
-	set(setSubject, headerSafe(p.subject))
-	set(setClient, headerSafe(p.clientID))
-	if len(p.actors) > 0 {
-		set(setActor, headerSafe(p.actors[0]))
-	}
-	set(setScope, headerSafe(p.scope))
 }
 
 // Indexes in setNames.

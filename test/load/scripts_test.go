@@ -18,9 +18,6 @@ import (
 // Caddy and tiny sizes: the scripts and their Caddyfiles work and print
 // what the README quotes. The measurements themselves are not judged.
 func TestScriptsSmoke(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds Caddy and runs the load scripts")
-	}
 	for _, tool := range []string{"bash", "curl", "openssl"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s is needed by test/load/run.sh: %v", tool, err)

@@ -269,6 +269,11 @@ func (v *Verifier) Check(values []string, req Request) (*Proof, error) {
 	return &Proof{JKT: jwk.Thumbprint(), v: v, jti: claims.jti, iat: claims.iat}, nil
 }
 
+// ProofChecked reports whether Bound reads the proof and the request for a
+// token bound to jkt ("" for none) sent with (dpopScheme) or without the
+// DPoP scheme; otherwise callers need not build them.
+func ProofChecked(jkt string, dpopScheme bool) bool { return dpopScheme && jkt != "" }
+
 // Bound checks how a resource server's request presents an access token
 // bound to jkt (its cnf.jkt, "" for a bearer token), RFC 9449 §7.1: a
 // bound token only with the DPoP scheme and a valid proof for req signed
@@ -285,6 +290,7 @@ func (v *Verifier) Bound(ctx context.Context, values []string, req Request, jkt 
 	case jkt == "":
 		return &Error{Code: CodeInvalidToken, Description: "the access token is not DPoP-bound; send it with the Bearer scheme"}
 	}
+	// ProofChecked(jkt, dpopScheme) holds here.
 	got, err := v.Verify(ctx, values, req)
 	switch {
 	case err != nil:

@@ -456,3 +456,27 @@ func TestLedger(t *testing.T) {
 		t.Errorf("Bound with the ledger failing = %v, want ErrUnavailable", err)
 	}
 }
+
+// TestProofChecked: Bound reads the proof exactly when ProofChecked says
+// so: otherwise a garbage proof and request answer as none do.
+func TestProofChecked(t *testing.T) {
+	v := New(Options{})
+	code := func(err error) string {
+		if e, ok := err.(*Error); ok {
+			return e.Code
+		}
+		if err != nil {
+			return err.Error()
+		}
+		return ""
+	}
+	for _, jkt := range []string{"", "thumbprint"} {
+		for _, scheme := range []bool{false, true} {
+			none := code(v.Bound(t.Context(), nil, Request{}, jkt, scheme))
+			garbage := code(v.Bound(t.Context(), []string{"not-a-proof"}, Request{Method: "POST", URI: "https://x/mcp"}, jkt, scheme))
+			if checked := ProofChecked(jkt, scheme); checked != (none != garbage || garbage == CodeInvalidProof) {
+				t.Errorf("jkt %q, DPoP scheme %v: ProofChecked = %v, but Bound answers %q without a proof and %q with garbage", jkt, scheme, checked, none, garbage)
+			}
+		}
+	}
+}
