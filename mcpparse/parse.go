@@ -59,6 +59,18 @@ var (
 // A body that is one request, valid but for its params, is refused with a
 // *ParamsError carrying the request's id.
 func Parse(body []byte, lim Limits) (msgs []Message, batch bool, err error) {
+	maxDepth := lim.MaxDepth
+	if maxDepth <= 0 {
+		maxDepth = DefaultMaxDepth
+	}
+	if m, ok := parseSimple(body, maxDepth); ok {
+		return []Message{m}, false, nil
+	}
+	return parseFull(body, lim)
+}
+
+// parseFull is Parse's general reading, for every body.
+func parseFull(body []byte, lim Limits) (msgs []Message, batch bool, err error) {
 	maxBatch := lim.MaxBatch
 	if maxBatch <= 0 {
 		maxBatch = DefaultMaxBatch
