@@ -52,15 +52,20 @@ func benchBodies() []struct {
 
 func BenchmarkParse(b *testing.B) {
 	for _, bb := range benchBodies() {
-		b.Run(bb.name, func(b *testing.B) {
-			b.ReportAllocs()
-			b.SetBytes(int64(len(bb.body)))
-			for b.Loop() {
-				if _, _, err := Parse(bb.body, bb.lim); err != nil {
-					b.Fatal(err)
+		for _, r := range []struct {
+			name  string
+			parse func([]byte, Limits) ([]Message, bool, error)
+		}{{"", Parse}, {"/full", parseFull}} { // full: without the fast path
+			b.Run(bb.name+r.name, func(b *testing.B) {
+				b.ReportAllocs()
+				b.SetBytes(int64(len(bb.body)))
+				for b.Loop() {
+					if _, _, err := r.parse(bb.body, bb.lim); err != nil {
+						b.Fatal(err)
+					}
 				}
-			}
-		})
+			})
+		}
 	}
 }
 
