@@ -73,8 +73,9 @@ var mutationBases = []string{
 	`{"jsonrpc":"2.0","id":0,"method":"ping","params":{"name":1,"uri":[],"taskId":{}}}`,
 }
 
-// TestParseSimpleMutations: every one-byte substitution, insertion and deletion
-// of some usual bodies, and every prefix, at several depth limits.
+// TestParseSimpleMutations: every one-byte substitution, insertion and
+// deletion of some usual bodies, and every prefix, at two depth limits;
+// where the fast path answers, encoding/json and the SDK read the same.
 func TestParseSimpleMutations(t *testing.T) {
 	bases := mutationBases
 	if testing.Short() {
@@ -102,7 +103,9 @@ func TestParseSimpleMutations(t *testing.T) {
 				del := append(append([]byte{}, b[:i]...), b[i+1:]...)
 				check(del)
 			}
-			for c := range 256 {
+			// Bytes from 0x80 up are all alike to the fast path (it
+			// refuses them everywhere); 0x80 stands for them.
+			for c := range 0x81 {
 				ins := append(append(append([]byte{}, b[:i]...), byte(c)), b[i:]...)
 				check(ins)
 				if i < len(b) {
