@@ -59,11 +59,7 @@ var (
 // A body that is one request, valid but for its params, is refused with a
 // *ParamsError carrying the request's id.
 func Parse(body []byte, lim Limits) (msgs []Message, batch bool, err error) {
-	maxDepth := lim.MaxDepth
-	if maxDepth <= 0 {
-		maxDepth = DefaultMaxDepth
-	}
-	if m, ok := parseSimple(body, maxDepth); ok {
+	if m, ok := parseSimple(body, depthLimit(lim.MaxDepth)); ok {
 		return []Message{m}, false, nil
 	}
 	return parseFull(body, lim)
@@ -178,15 +174,20 @@ var parsers = sync.Pool{New: func() any { return new(parser) }}
 // huge message does not pin its names' memory.
 const maxPooledScratch = 4 << 10
 
+// depthLimit is the nesting limit Limits.MaxDepth sets.
+func depthLimit(maxDepth int) int {
+	if maxDepth <= 0 {
+		return DefaultMaxDepth
+	}
+	return maxDepth
+}
+
 // newParser returns a parser for body; the caller must call free once
 // done with it and with everything it returned that is not a copy.
 func newParser(body []byte, maxDepth int) *parser {
-	if maxDepth <= 0 {
-		maxDepth = DefaultMaxDepth
-	}
 	p := parsers.Get().(*parser)
 	p.body = body
-	p.maxDepth = min(maxDepth, maxTokenizerDepth)
+	p.maxDepth = min(depthLimit(maxDepth), maxTokenizerDepth)
 	p.src = *bytes.NewBuffer(body)
 	// Duplicate names are refused by next, which compares the folded
 	// form of every name (equal names have equal folded forms): a second

@@ -10,13 +10,14 @@ package mcpparse
 // full reading (parseFull) would return the same single message and no
 // error, and leaves everything else to it: escapes, non-ASCII bytes,
 // batches, responses, null ids, case variants, duplicate names, deep
-// nesting, every syntax error. FuzzParseSimple checks that property
+// nesting, objects of many names, every syntax error. FuzzParseSimple checks that property
 // against parseFull.
 
 // Bounds of the fast path; bodies beyond them take the full reading.
 const (
-	simpleDepth = 32 // nesting
-	simpleNames = 64 // names of all open objects together
+	simpleDepth       = 32          // nesting
+	simpleNames       = 64          // names of all open objects together
+	simpleObjectNames = linearNames // names of one object: pairwise checks stay cheap
 )
 
 // simple scans one body.
@@ -155,7 +156,7 @@ func (s *simple) next(first int) (name []byte, done, ok bool) {
 		s.ws()
 	}
 	start := s.i + 1
-	if name, ok = s.str(); !ok || s.n == len(s.names) {
+	if name, ok = s.str(); !ok || s.n == len(s.names) || s.n-first == simpleObjectNames {
 		return nil, false, false
 	}
 	for _, sp := range s.names[first:s.n] {

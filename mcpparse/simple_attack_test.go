@@ -43,7 +43,7 @@ func adversarialNames(n, l int) []byte {
 // for case up to their last bytes (every pair compared in full), beside
 // the full reading of the same body.
 func BenchmarkParseSimpleNames(b *testing.B) {
-	for _, c := range []struct{ n, l int }{{16, 64}, {58, 16}, {58, 64}, {58, 1000}} {
+	for _, c := range []struct{ n, l int }{{simpleObjectNames, 16}, {simpleObjectNames, 64}, {simpleObjectNames, 1000}} {
 		body := adversarialNames(c.n, c.l)
 		b.Run(fmt.Sprintf("names%d_len%d/simple", c.n, c.l), func(b *testing.B) {
 			b.SetBytes(int64(len(body)))
@@ -216,25 +216,11 @@ func TestParseSimpleEdges(t *testing.T) {
 			sameAsFull(t, []byte(strings.ReplaceAll(tp, "%s", ws)), 0)
 		}
 	}
-	// Names up to and past the bound, spread over three open objects:
-	// 3 in the envelope, a+1 in params, b in the innermost.
+	// Names up to and past the bound, spread over open objects of at
+	// most simpleObjectNames names each.
 	for total := 60; total <= 68; total++ {
-		for a := 0; a <= total-4; a += 7 {
-			b := total - 4 - a
-			var pa, in strings.Builder
-			for i := range a {
-				fmt.Fprintf(&pa, `"k%d":%d,`, i, i)
-			}
-			for i := range b {
-				if i > 0 {
-					in.WriteByte(',')
-				}
-				fmt.Fprintf(&in, `"j%d":[%d]`, i, i)
-			}
-			body := `{"jsonrpc":"2.0","method":"ping","params":{` + pa.String() + `"o":{` + in.String() + `}}}`
-			if took := sameAsFull(t, []byte(body), 0); took != (total <= simpleNames) {
-				t.Errorf("%d open names (%d, %d): fast path answered %v", total, a, b, took)
-			}
+		if took := sameAsFull(t, []byte(openNames(total)), 0); took != (total <= simpleNames) {
+			t.Errorf("%d open names: fast path answered %v", total, took)
 		}
 	}
 }

@@ -129,19 +129,25 @@ func TestParseSimpleTakesAndLeaves(t *testing.T) {
 			t.Errorf("parseSimple(%q) left a usual request to the full reading", b)
 		}
 	}
-	// 64 names in all open objects fit, 65 do not.
-	names := func(n int) string {
+	// An object of 16 names fits, one of 17 does not.
+	object := func(n int) string {
 		var sb strings.Builder
-		for i := range n - 4 {
+		for i := range n {
 			fmt.Fprintf(&sb, `,"n%d":%d`, i, i)
 		}
-		return `{"jsonrpc":"2.0","method":"ping","params":{"a":1` + sb.String() + `}}`
+		return `{"jsonrpc":"2.0","method":"ping","params":{` + sb.String()[1:] + `}}`
 	}
-	if !sameAsFull(t, []byte(names(simpleNames)), 0) {
-		t.Errorf("parseSimple left a body with %d names", simpleNames)
+	if !sameAsFull(t, []byte(object(simpleObjectNames)), 0) {
+		t.Errorf("parseSimple left an object of %d names", simpleObjectNames)
 	}
-	if sameAsFull(t, []byte(names(simpleNames+1)), 0) {
-		t.Errorf("parseSimple answered a body with %d names", simpleNames+1)
+	if sameAsFull(t, []byte(object(simpleObjectNames+1)), 0) {
+		t.Errorf("parseSimple answered an object of %d names", simpleObjectNames+1)
+	}
+	// 64 names in all open objects fit, 65 do not.
+	for _, total := range []int{simpleNames, simpleNames + 1} {
+		if got := sameAsFull(t, []byte(openNames(total)), 0); got != (total <= simpleNames) {
+			t.Errorf("parseSimple with %d open names answered %v", total, got)
+		}
 	}
 	for _, b := range simpleLeaves {
 		if sameAsFull(t, []byte(b), 3) {
@@ -156,6 +162,31 @@ func TestParseSimpleTakesAndLeaves(t *testing.T) {
 			t.Errorf("Parse(%q) = %v %v, full reading %v %v (-full +Parse):\n%s", b, batch, err, fbatch, ferr, d)
 		}
 	}
+}
+
+// openNames is a ping whose open objects, nested in params, hold total
+// names together (the envelope's 3 included), each at most
+// simpleObjectNames.
+func openNames(total int) string {
+	var sb strings.Builder
+	sb.WriteString(`{"jsonrpc":"2.0","method":"ping","params":`)
+	left, depth := total-3, 0
+	for left > 0 {
+		sb.WriteByte('{')
+		depth++
+		n := min(left, simpleObjectNames)
+		for i := range n - 1 {
+			fmt.Fprintf(&sb, `"k%d":%d,`, i, i)
+		}
+		left -= n
+		if left == 0 {
+			sb.WriteString(`"last":0`)
+			break
+		}
+		sb.WriteString(`"o":`)
+	}
+	sb.WriteString(strings.Repeat("}", depth) + "}")
+	return sb.String()
 }
 
 // TestParseSimpleRandom: 30,000 random messages built from the pieces the
