@@ -31,6 +31,16 @@
 #                        recommends); denials_only: mcp_gateway's `audit
 #                        denials_only` (no event for forwarded requests);
 #                        off: excluded from the log
+#   GATEWAY=on|off       off: the second process keeps mcp_auth and
+#                        mcp_issuer (its token endpoint), but its
+#                        mcp_gateway sits on a path no request takes, so
+#                        requests go straight to reverse_proxy: the cost of
+#                        the issuer in the route and the process, before
+#                        the gateway does anything; plain: the second
+#                        process is a second plain reverse_proxy and no
+#                        request carries a token, an A/A run that shows
+#                        the spread between two identical proxies (both
+#                        bench mode only; default on)
 #   PROFILE=<seconds>    afterwards, drive each Caddy in turn and take a
 #                        CPU profile from its admin endpoint
 #                        (/debug/pprof/profile); prints the gateway's top
@@ -56,10 +66,16 @@ upstream_mode=${UPSTREAM:-fast}
 proto=${PROTO:-2025-11-25}
 audit=${AUDIT:-on}
 profile=${PROFILE:-0}
+gateway=${GATEWAY:-on}
 out=${OUT:-$root/test/artifacts/load}
 case "$upstream_mode" in fast | demo) ;; *) echo "UPSTREAM must be fast or demo" >&2; exit 2 ;; esac
 case "$audit" in on | buffered | denials_only | off) ;; *) echo "AUDIT must be on, buffered, denials_only or off" >&2; exit 2 ;; esac
 case "$mode" in bench | streams | hostile) ;; *) echo "MODE must be bench, streams or hostile" >&2; exit 2 ;; esac
+case "$gateway" in on | off | plain) ;; *) echo "GATEWAY must be on, off or plain" >&2; exit 2 ;; esac
+if [ "$gateway" != on ] && [ "$mode" != bench ]; then
+	echo "GATEWAY=$gateway needs MODE=bench" >&2
+	exit 2
+fi
 if [ "$mode" != bench ] && [ "$upstream_mode" != fast ]; then
 	echo "MODE=$mode needs UPSTREAM=fast" >&2
 	exit 2
@@ -143,6 +159,13 @@ http://127.0.0.1:$plain_port {
 }
 EOF
 
+gw_block=$(printf '\tmcp_gateway {\n\t\tresource http://127.0.0.1:%s/mcp\n\t\tissuer local\n\t\tscope mcp:use\n\t\ttool echo mcp:call\n%s\n\t}' "$gw_port" "$gw_opts")
+if [ "$gateway" = off ]; then
+	# Still configured, so the issuer knows the resource and hands out
+	# tokens for it, but on a path no request takes.
+	gw_block=$(printf '\t@never path /never\n\troute @never {\n%s\n\t}' "$gw_block")
+fi
+
 cat >"$tmp/gateway.Caddyfile" <<EOF
 {
 	admin 127.0.0.1:$gw_admin
@@ -163,16 +186,24 @@ $log_opts
 
 http://127.0.0.1:$gw_port {
 	mcp_issuer
-	mcp_gateway {
-		resource http://127.0.0.1:$gw_port/mcp
-		issuer local
-		scope mcp:use
-		tool echo mcp:call
-$gw_opts
-	}
+$gw_block
 	reverse_proxy 127.0.0.1:$up_port
 }
 EOF
+
+if [ "$gateway" = plain ]; then
+	cat >"$tmp/gateway.Caddyfile" <<EOF
+{
+	admin 127.0.0.1:$gw_admin
+	auto_https off
+	persist_config off
+}
+
+http://127.0.0.1:$gw_port {
+	reverse_proxy 127.0.0.1:$up_port
+}
+EOF
+fi
 
 # Caddy's data and config dirs (autosave, certificates) stay in the temp dir.
 export XDG_DATA_HOME=$tmp/data XDG_CONFIG_HOME=$tmp/config
@@ -211,15 +242,19 @@ wait_for() {
 }
 wait_for "http://127.0.0.1:$plain_admin/config/" "$plain_pid" "$tmp/plain.log"
 wait_for "http://127.0.0.1:$gw_admin/config/" "$gw_pid" "$tmp/gateway.log"
-wait_for "http://127.0.0.1:$gw_port/.well-known/oauth-authorization-server" "$gw_pid" "$tmp/gateway.log"
+if [ "$gateway" != plain ]; then
+	wait_for "http://127.0.0.1:$gw_port/.well-known/oauth-authorization-server" "$gw_pid" "$tmp/gateway.log"
+fi
 
 bench_flags=(
 	-plain "http://127.0.0.1:$plain_port/mcp" -plain-pid "$plain_pid"
 	-gateway "http://127.0.0.1:$gw_port/mcp" -gateway-pid "$gw_pid"
 	-upstream-pid "$up_pid" -upstream-name "$upstream_mode"
-	-issuer "http://127.0.0.1:$gw_port" -client-id loadgen -scope "mcp:use mcp:call"
 	-proto "$proto" -clk-tck "$(getconf CLK_TCK)"
 )
+if [ "$gateway" != plain ]; then
+	bench_flags+=(-issuer "http://127.0.0.1:$gw_port" -client-id loadgen -scope "mcp:use mcp:call")
+fi
 if [ "$proto" = 2025-11-25 ] && { [ "${SESSION:-on}" = on ] || [ "$upstream_mode" = demo ]; }; then
 	bench_flags+=(-init)
 fi
@@ -262,8 +297,19 @@ hostile)
 esac
 
 report=$out/report-$upstream_mode-$proto-audit-$audit.md
+gw_note=""
+case "$gateway" in
+off)
+	report=$out/report-$upstream_mode-$proto-gateway-off.md
+	gw_note=" GATEWAY=off: the second process's requests pass mcp_issuer straight to reverse_proxy, no mcp_gateway on their path (its rows say mcp_gateway all the same)."
+	;;
+plain)
+	report=$out/report-$upstream_mode-$proto-gateway-plain.md
+	gw_note=" GATEWAY=plain: an A/A run, the second process is a plain reverse_proxy too and no request carries a token (its rows say mcp_gateway all the same)."
+	;;
+esac
 {
-	echo "$build_note, Caddy $("$caddy" version | cut -d' ' -f1), $(go env GOVERSION), audit log $audit."
+	echo "$build_note, Caddy $("$caddy" version | cut -d' ' -f1), $(go env GOVERSION), audit log $audit.$gw_note"
 	LOAD_CLIENT_SECRET=$secret "$tmp/load" bench "${bench_flags[@]}" "$@"
 } | tee "$report"
 echo "(report saved to $report)" >&2

@@ -55,6 +55,8 @@ func TestScriptsSmoke(t *testing.T) {
 			{"AUDIT=on"},
 			{"AUDIT=denials_only", "PROTO=2026-07-28"},
 			{"AUDIT=buffered", "PLAIN_TOKEN=on", "SESSION=off"},
+			{"GATEWAY=off", "PLAIN_TOKEN=on"},
+			{"GATEWAY=plain"},
 		} {
 			out := run(t, "run.sh", env, small...)
 			for _, want := range []string{"| 4 | mcp_gateway + reverse_proxy |", "Target: proxy CPU gateway/plain at c=4 ≤ 1."} {
