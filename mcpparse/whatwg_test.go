@@ -70,17 +70,22 @@ var sseFragments = []string{
 	"tools", "\u2028", "\u0085",
 }
 
+// randomStream is up to 40 fragments of sseFragments.
+func randomStream(rnd *rand.Rand) string {
+	var sb strings.Builder
+	for range rnd.IntN(40) {
+		sb.WriteString(sseFragments[rnd.IntN(len(sseFragments))])
+	}
+	return sb.String()
+}
+
 // TestSplitterMatchesWHATWG: over random streams and random cuts, the
 // Splitter emits exactly the blocks a browser's EventSource parser
 // finds, with the same data, type and id.
 func TestSplitterMatchesWHATWG(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(1, 2))
 	for range 20000 {
-		var sb strings.Builder
-		for range rnd.IntN(40) {
-			sb.WriteString(sseFragments[rnd.IntN(len(sseFragments))])
-		}
-		stream := sb.String()
+		stream := randomStream(rnd)
 		want := whatwgBlocks(stream)
 		var chunks [][]byte
 		for p := []byte(stream); len(p) > 0; {
@@ -116,11 +121,7 @@ func TestSplitterMatchesWHATWG(t *testing.T) {
 func TestWriteEventReadBack(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(3, 4))
 	for range 20000 {
-		var sb strings.Builder
-		for range rnd.IntN(40) {
-			sb.WriteString(sseFragments[rnd.IntN(len(sseFragments))])
-		}
-		stream := sb.String()
+		stream := randomStream(rnd)
 		var out bytes.Buffer
 		var evs []Event
 		err := NewSplitter(0).Feed([]byte(stream), func(ev Event) error {

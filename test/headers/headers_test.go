@@ -182,7 +182,7 @@ func raw(t *testing.T, target, head, body string) (int, http.Header, string) {
 	}
 	defer c.Close()
 	fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\nContent-Length: %d\r\n%s\r\n%s", u.Path, u.Host, len(body), head, body)
-	resp, err := http.ReadResponse(newReader(c), nil)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +194,22 @@ func raw(t *testing.T, target, head, body string) (int, http.Header, string) {
 const (
 	initBody = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"p","version":"1"}}}`
 	listBody = `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`
+	// base is the head every probe request starts with.
+	base = "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
 )
+
+// initialize starts a session at the probe's resource with a fresh token,
+// sent in an Authorization field spelled authField; it returns both.
+func (s *probeStack) initialize(t *testing.T, authField string) (token, session string) {
+	t.Helper()
+	token = s.tokenFor(t, s.resource)
+	status, h, body := raw(t, s.resource, base+authField+": Bearer "+token+"\r\n", initBody)
+	session = h.Get("Mcp-Session-Id")
+	if status != http.StatusOK || session == "" {
+		t.Fatalf("initialize = %d %q %s", status, session, body)
+	}
+	return token, session
+}
 
 // TestHeaderProbe: whatever spelling or number the client gives them,
 // credentials, identity and session headers never reach the upstream
@@ -202,14 +217,7 @@ const (
 // and error routes see the client's header as it came.
 func TestHeaderProbe(t *testing.T) {
 	s := startProbe(t)
-	tok := s.tokenFor(t, s.resource)
-	base := "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
-
-	status, h, body := raw(t, s.resource, base+"authorization: Bearer "+tok+"\r\n", initBody)
-	session := h.Get("Mcp-Session-Id")
-	if status != http.StatusOK || session == "" {
-		t.Fatalf("initialize = %d %q %s", status, session, body)
-	}
+	tok, session := s.initialize(t, "authorization")
 
 	cases := []struct {
 		name, head string
@@ -298,23 +306,15 @@ func TestHeaderProbe(t *testing.T) {
 	})
 }
 
-func newReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }
-
 // TestPinFetchPlaceholders: the gateway's own tools/list request (tool
 // pinning) goes through the same reverse_proxy as the client's requests;
 // placeholders reading the client's header during it must see what is
 // forwarded too, not the client's credentials.
 func TestPinFetchPlaceholders(t *testing.T) {
 	s := startProbe(t)
-	tok := s.tokenFor(t, s.resource)
-	base := "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
-	status, h, body := raw(t, s.resource, base+"Authorization: Bearer "+tok+"\r\n", initBody)
-	session := h.Get("Mcp-Session-Id")
-	if status != http.StatusOK || session == "" {
-		t.Fatalf("initialize = %d %q %s", status, session, body)
-	}
+	tok, session := s.initialize(t, "Authorization")
 	call := `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{}}}`
-	status, _, body = raw(t, s.resource, base+"MCP-Protocol-Version: 2025-11-25\r\nAuthorization: Bearer "+tok+"\r\nMcp-Session-Id: "+session+"\r\nCookie: sid=secret\r\nX-Mcp-Subject: mallory\r\n", call)
+	status, _, body := raw(t, s.resource, base+"MCP-Protocol-Version: 2025-11-25\r\nAuthorization: Bearer "+tok+"\r\nMcp-Session-Id: "+session+"\r\nCookie: sid=secret\r\nX-Mcp-Subject: mallory\r\n", call)
 	if status != http.StatusOK {
 		t.Fatalf("tools/call = %d %s", status, body)
 	}
