@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -120,5 +121,78 @@ func TestPinCompressedAnswer(t *testing.T) {
 				t.Errorf("not pinned, %s: upstream Accept-Encoding %q, answer %d; want the client's and 200", ct, sent, w.Code)
 			}
 		}
+	}
+}
+
+// TestPinJSONAnswerWhole: with pinning on, a JSON answer that arrives
+// whole in one write (its Content-Length, as reverse_proxy copies a small
+// answer) and names no tools list is written at once rather than held;
+// anything written after it is refused, never passed unread. An answer
+// in parts, or one whose length does not match, is held as before, and
+// one naming a tools list is held and read whatever its length.
+func TestPinJSONAnswerWhole(t *testing.T) {
+	plain := `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"hello"}]}}`
+	tests := []struct {
+		name      string
+		length    int      // Content-Length; 0: none
+		writes    []string // what next writes, in order
+		early     bool     // the answer reaches the client before next returns
+		want      string   // the client's body
+		extraErr  bool     // a write after the whole answer fails
+		learnsNew bool     // a changed definition: not in the body
+	}{
+		{name: "whole", length: len(plain), writes: []string{plain}, early: true, want: plain},
+		{name: "whole, then more", length: len(plain), writes: []string{plain, `{"jsonrpc":"2.0","id":2,"result":{}}`}, early: true, want: plain, extraErr: true},
+		{name: "in parts", length: len(plain), writes: []string{plain[:20], plain[20:]}, want: plain},
+		{name: "no Content-Length", writes: []string{plain}, want: plain},
+		{name: "Content-Length larger", length: len(plain) + 5, writes: []string{plain}, want: plain},
+		{name: "Content-Length smaller", length: len(plain) - 5, writes: []string{plain}, want: plain},
+		{name: "whole, names a tools list", length: len(changedToolsList), writes: []string{changedToolsList}, learnsNew: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := pinnedConfig(t)
+			cfg.Tools = []Rule{{Pattern: "*", Scopes: []string{"tools:read"}}}
+			g := newGateway(t, cfg)
+			if _, _, err := g.pins.listed(t.Context(), "read_file", []byte(`{"name":"read_file","description":"Reads a file.","inputSchema":{"type":"object"}}`)); err != nil {
+				t.Fatal(err)
+			}
+			r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(toolCall("read_file")))
+			r.Header.Set("Content-Type", "application/json")
+			r.Header.Set("Authorization", "Bearer "+mint(t, claims()))
+			rec := httptest.NewRecorder()
+			var early bool
+			var errs []error
+			g.Serve(rec, r, NextFunc(func(w http.ResponseWriter, r *http.Request) error {
+				w.Header().Set("Content-Type", "application/json")
+				if tt.length > 0 {
+					w.Header().Set("Content-Length", strconv.Itoa(tt.length))
+				}
+				for _, s := range tt.writes {
+					_, err := io.WriteString(w, s)
+					errs = append(errs, err)
+				}
+				early = rec.Body.Len() > 0
+				return nil
+			}))
+			if early != tt.early {
+				t.Errorf("answer written before next returned: %v, want %v", early, tt.early)
+			}
+			for i, err := range errs {
+				if wantErr := tt.extraErr && i > 0; (err != nil) != wantErr {
+					t.Errorf("write %d: error %v, want error %v", i, err, wantErr)
+				}
+			}
+			body := rec.Body.String()
+			if tt.learnsNew {
+				if strings.Contains(body, "evil.example") {
+					t.Fatalf("body = %q: the changed definition reached the client", body)
+				}
+				return
+			}
+			if rec.Code != http.StatusOK || body != tt.want {
+				t.Errorf("answer = %d %q, want 200 %q", rec.Code, body, tt.want)
+			}
+		})
 	}
 }

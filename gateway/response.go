@@ -31,6 +31,7 @@ const (
 	modeJSON                    // buffer, filter, write at finish
 	modeSSE                     // filter event by event as next writes (no goroutine)
 	modeRefuse                  // a tools/list answer we cannot read: 502
+	modeWhole                   // a JSON answer written whole: nothing may follow
 )
 
 // toolsFilter says which response messages answer a tools/list request.
@@ -51,10 +52,11 @@ type responseWriter struct {
 	filter *toolsFilter
 	tasks  bool // wrap the task ids of a 2026-07-28 answer
 
-	status      int
 	wroteHeader bool
-	wrapped     string // the session id set by rewriteSession
 	mode        writeMode
+	status      int
+	length      int64  // the JSON answer's Content-Length, -1 if none
+	wrapped     string // the session id set by rewriteSession
 	buf         bytes.Buffer
 	sse         *mcpparse.Splitter
 }
@@ -159,6 +161,12 @@ func (rw *responseWriter) WriteHeader(code int) {
 			// JSON nor an event stream carries no message a client reads.
 		case mt == "application/json":
 			rw.mode = modeJSON
+			rw.length = -1
+			if v := h[hContentLength]; len(v) == 1 {
+				if n, err := strconv.ParseInt(v[0], 10, 64); err == nil {
+					rw.length = n
+				}
+			}
 			return // written at finish, with the filtered length
 		case mt == "text/event-stream":
 			rw.mode = modeSSE
@@ -197,6 +205,15 @@ func (rw *responseWriter) Write(b []byte) (int, error) {
 	}
 	switch rw.mode {
 	case modeJSON:
+		if rw.buf.Len() == 0 && len(b) > 0 && int64(len(b)) == rw.length && rw.filter == nil && !rw.tasks &&
+			!mayListTools(unsafeString(b)) {
+			// The whole answer in one write, held only to be looked at
+			// for a tools list (pinning), and it holds none: write it
+			// now, as finish would, without keeping a copy.
+			rw.mode = modeWhole
+			rw.w.WriteHeader(rw.status)
+			return rw.w.Write(b)
+		}
 		if rw.passUnwrapped() && !rw.x.pinned && rw.buf.Len()+len(b) > maxTaskBody {
 			// Too large to hold for task ids (a completed task's
 			// result, say): stream it unchanged from here on. With
@@ -220,6 +237,13 @@ func (rw *responseWriter) Write(b []byte) (int, error) {
 		return rw.writeEvents(b)
 	case modeRefuse:
 		return len(b), nil
+	case modeWhole:
+		if len(b) > 0 {
+			// Cannot happen through net/http's transport, which stops
+			// at Content-Length; never pass bytes nobody looked at.
+			return 0, errors.New("response longer than its Content-Length")
+		}
+		return 0, nil
 	}
 	return rw.w.Write(b)
 }

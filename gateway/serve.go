@@ -156,6 +156,7 @@ const (
 	hAuthorization   = "Authorization"
 	hConnection      = "Connection"
 	hContentEncoding = "Content-Encoding"
+	hContentLength   = "Content-Length"
 	hContentType     = "Content-Type"
 	hLastEventID     = "Last-Event-Id"
 	hOrigin          = "Origin"
@@ -687,9 +688,10 @@ func (g *Gateway) nextRequest(x *exchange, ctx context.Context, body []byte, rd 
 func (g *Gateway) editHeader(x *exchange) *headerEdit {
 	e := &x.hdr
 	e.begin(x.r.Header)
-	for k := range e.h {
+	for k, vv := range e.h {
 		if !x.forwardsHeader(k) {
-			e.remove(k)
+			e.saved = append(e.saved, headerField{k, vv})
+			delete(e.h, k)
 		}
 	}
 	if g.cfg.ForwardIdentity {
@@ -863,13 +865,26 @@ var clientHeaderRules = [...]struct {
 // is an ASCII case variant (what canonicalizing it would find), without
 // the cost of canonicalizing every name of every request.
 func clientHeaderRule(name string) headerRule {
-	for _, r := range clientHeaderRules {
-		if len(name) == len(r.name) && strings.EqualFold(name, r.name) {
+	if len(name) >= len(clientHeaderRulesByLen) {
+		return headerForward
+	}
+	for _, i := range clientHeaderRulesByLen[len(name)] {
+		if r := &clientHeaderRules[i]; name == r.name || strings.EqualFold(name, r.name) {
 			return r.rule
 		}
 	}
 	return headerForward
 }
+
+// clientHeaderRulesByLen indexes clientHeaderRules by name length, so a
+// field name is compared only with the rules' names of its length (one
+// or two, mostly none) rather than all of them.
+var clientHeaderRulesByLen = func() (byLen [23][]uint8) {
+	for i, r := range clientHeaderRules {
+		byLen[len(r.name)] = append(byLen[len(r.name)], uint8(i))
+	}
+	return byLen
+}()
 
 // requestBody is the authorized body as next reads it.
 type requestBody struct{ bytes.Reader }
