@@ -323,7 +323,7 @@ func TestClientHeaderRule(t *testing.T) {
 			}
 		}
 	}
-	for _, name := range []string{"Coo\u212aie", "Authori\u017Fation", "Mcp-Se\u017F\u017Fion-Id", "Authorization ", "X-Mcp-Subjects", "Accept", "Content-Type", ""} {
+	for _, name := range []string{"Coo\u212aie", "Authori\u017Fation", "Mcp-Se\u017F\u017Fion-Id", "Authorization ", "X-Mcp-Subjects", "X-Http-Method-Overrides", strings.Repeat("x", 1000), "Accept", "Content-Type", ""} {
 		if got := clientHeaderRule(name); got != headerForward {
 			t.Errorf("clientHeaderRule(%q) = %v, want headerForward", name, got)
 		}

@@ -47,37 +47,41 @@ func TestPinUnsolicitedToolsListAnyContentType(t *testing.T) {
 
 // TestPinJSONAnswerTooLarge: with pinning on, a JSON answer is held to be
 // looked at for a tools list up to maxFilteredBody; a larger one is not
-// passed unread but refused (502), and one within the limit passes whole.
+// passed unread but refused (502), and one within the limit passes whole;
+// written in reverse_proxy's 32 KiB pieces, or in one write as long as its
+// Content-Length (which a smaller answer may pass unheld).
 func TestPinJSONAnswerTooLarge(t *testing.T) {
 	for _, size := range []int{maxTaskBody + 1, maxFilteredBody + 1} {
-		cfg := pinnedConfig(t)
-		cfg.Tools = []Rule{{Pattern: "*", Scopes: []string{"tools:read"}}}
-		g := newGateway(t, cfg)
-		if _, _, err := g.pins.listed(t.Context(), "read_file", []byte(`{"name":"read_file","inputSchema":{"type":"object"}}`)); err != nil {
-			t.Fatal(err)
-		}
-		head := `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"`
-		answer := head + strings.Repeat("a", size-len(head)-len(`"}]}}`)) + `"}]}}`
-		r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(toolCall("read_file")))
-		r.Header.Set("Content-Type", "application/json")
-		r.Header.Set("Authorization", "Bearer "+mint(t, claims()))
-		w := httptest.NewRecorder()
-		g.Serve(w, r, NextFunc(func(w http.ResponseWriter, r *http.Request) error {
-			w.Header().Set("Content-Type", "application/json")
-			for rest := answer; rest != ""; {
-				n := min(len(rest), 32<<10) // as reverse_proxy copies
-				if _, err := io.WriteString(w, rest[:n]); err != nil {
+		for _, whole := range []bool{false, true} {
+			g := pinnedReadFile(t)
+			head := `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"`
+			answer := head + strings.Repeat("a", size-len(head)-len(`"}]}}`)) + `"}]}}`
+			r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(toolCall("read_file")))
+			r.Header.Set("Content-Type", "application/json")
+			r.Header.Set("Authorization", "Bearer "+mint(t, claims()))
+			w := httptest.NewRecorder()
+			g.Serve(w, r, NextFunc(func(w http.ResponseWriter, r *http.Request) error {
+				w.Header().Set("Content-Type", "application/json")
+				if whole {
+					w.Header().Set("Content-Length", strconv.Itoa(len(answer)))
+					_, err := io.WriteString(w, answer)
 					return err
 				}
-				rest = rest[n:]
+				for rest := answer; rest != ""; {
+					n := min(len(rest), 32<<10) // as reverse_proxy copies
+					if _, err := io.WriteString(w, rest[:n]); err != nil {
+						return err
+					}
+					rest = rest[n:]
+				}
+				return nil
+			}))
+			switch {
+			case size > maxFilteredBody && w.Code != http.StatusBadGateway:
+				t.Errorf("%d-byte answer (in one write: %v) = %d (%d bytes), want 502", size, whole, w.Code, w.Body.Len())
+			case size <= maxFilteredBody && (w.Code != http.StatusOK || w.Body.Len() != size):
+				t.Errorf("%d-byte answer (in one write: %v) = %d with %d bytes, want 200 with all of it", size, whole, w.Code, w.Body.Len())
 			}
-			return nil
-		}))
-		switch {
-		case size > maxFilteredBody && w.Code != http.StatusBadGateway:
-			t.Errorf("%d-byte answer = %d (%d bytes), want 502", size, w.Code, w.Body.Len())
-		case size <= maxFilteredBody && (w.Code != http.StatusOK || w.Body.Len() != size):
-			t.Errorf("%d-byte answer = %d with %d bytes, want 200 with all of it", size, w.Code, w.Body.Len())
 		}
 	}
 }
@@ -151,12 +155,7 @@ func TestPinJSONAnswerWhole(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg := pinnedConfig(t)
-			cfg.Tools = []Rule{{Pattern: "*", Scopes: []string{"tools:read"}}}
-			g := newGateway(t, cfg)
-			if _, _, err := g.pins.listed(t.Context(), "read_file", []byte(`{"name":"read_file","description":"Reads a file.","inputSchema":{"type":"object"}}`)); err != nil {
-				t.Fatal(err)
-			}
+			g := pinnedReadFile(t)
 			r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(toolCall("read_file")))
 			r.Header.Set("Content-Type", "application/json")
 			r.Header.Set("Authorization", "Bearer "+mint(t, claims()))
@@ -195,4 +194,16 @@ func TestPinJSONAnswerWhole(t *testing.T) {
 			}
 		})
 	}
+}
+
+// pinnedReadFile is a gateway with pinning on that has pinned read_file.
+func pinnedReadFile(t *testing.T) *Gateway {
+	t.Helper()
+	cfg := pinnedConfig(t)
+	cfg.Tools = []Rule{{Pattern: "*", Scopes: []string{"tools:read"}}}
+	g := newGateway(t, cfg)
+	if _, _, err := g.pins.listed(t.Context(), "read_file", []byte(`{"name":"read_file","description":"Reads a file.","inputSchema":{"type":"object"}}`)); err != nil {
+		t.Fatal(err)
+	}
+	return g
 }

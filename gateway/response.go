@@ -54,11 +54,16 @@ type responseWriter struct {
 
 	wroteHeader bool
 	mode        writeMode
-	status      int
-	length      int64  // the JSON answer's Content-Length, -1 if none
-	wrapped     string // the session id set by rewriteSession
-	buf         bytes.Buffer
-	sse         *mcpparse.Splitter
+	// held: the answer is held to be written at finish (modeJSON,
+	// modeRefuse), so next's header changes after WriteHeader go to late
+	// and are dropped (see Header).
+	held    bool
+	status  int
+	length  int64 // the JSON answer's Content-Length, -1 if none
+	late    http.Header
+	wrapped string // the session id set by rewriteSession
+	buf     bytes.Buffer
+	sse     *mcpparse.Splitter
 }
 
 // responseWriter readies the exchange's writer to next.
@@ -115,7 +120,29 @@ func (x *exchange) listsTools() bool {
 	return false
 }
 
-func (rw *responseWriter) Header() http.Header { return rw.w.Header() }
+// Header is the header next writes to. After next's WriteHeader, changes
+// to it have no effect (net/http's rule), except trailers: Caddy's
+// reverse_proxy and httputil.ReverseProxy copy the upstream's trailers
+// into it after the body. A held answer is written after that, so for
+// one they go to a map of their own and are dropped; they would
+// otherwise go out as header fields nobody checked (Set-Cookie, the
+// upstream's Mcp-Session-Id).
+func (rw *responseWriter) Header() http.Header {
+	if rw.held {
+		if rw.late == nil {
+			rw.late = make(http.Header)
+		}
+		return rw.late
+	}
+	return rw.w.Header()
+}
+
+// hold marks the answer as held, to be written at finish in mode m. It
+// is written whole, so the upstream's announcement of trailers goes.
+func (rw *responseWriter) hold(m writeMode) {
+	rw.mode, rw.held = m, true
+	delete(rw.w.Header(), "Trailer")
+}
 
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (rw *responseWriter) Unwrap() http.ResponseWriter { return rw.w }
@@ -147,20 +174,20 @@ func (rw *responseWriter) WriteHeader(code int) {
 		case encoded(h) && (rw.filter != nil || rw.x.pinned):
 			// The gateway asks for answers it can read uncompressed; an
 			// upstream that compresses all the same cannot be read.
-			rw.mode = modeRefuse
+			rw.hold(modeRefuse)
 			return
 		case mt != "text/event-stream" && (rw.x.r.Method == http.MethodGet || containsFold(ct, "text/event-stream")):
 			// Clients read a GET's body as events whatever its type, and
 			// take "text/event-stream" anywhere in the type for a stream
 			// (the TypeScript SDK's includes()): such an answer cannot be
 			// read as the client will read it.
-			rw.mode = modeRefuse
+			rw.hold(modeRefuse)
 			return
 		case rw.filter == nil && !rw.tasks && mt != "text/event-stream" && mt != "application/json":
 			// Only watching for tools lists: an answer that is neither
 			// JSON nor an event stream carries no message a client reads.
 		case mt == "application/json":
-			rw.mode = modeJSON
+			rw.hold(modeJSON)
 			rw.length = -1
 			if v := h[hContentLength]; len(v) == 1 {
 				if n, err := strconv.ParseInt(v[0], 10, 64); err == nil {
@@ -180,7 +207,7 @@ func (rw *responseWriter) WriteHeader(code int) {
 			return
 		default:
 			if rw.filter != nil {
-				rw.mode = modeRefuse
+				rw.hold(modeRefuse)
 				return
 			}
 			// Only task ids to wrap: an answer we cannot read goes
@@ -205,8 +232,8 @@ func (rw *responseWriter) Write(b []byte) (int, error) {
 	}
 	switch rw.mode {
 	case modeJSON:
-		if rw.buf.Len() == 0 && len(b) > 0 && int64(len(b)) == rw.length && rw.filter == nil && !rw.tasks &&
-			!mayListTools(unsafeString(b)) {
+		if rw.buf.Len() == 0 && len(b) > 0 && int64(len(b)) == rw.length && len(b) <= maxFilteredBody &&
+			rw.filter == nil && !rw.tasks && !mayListTools(unsafeString(b)) {
 			// The whole answer in one write, held only to be looked at
 			// for a tools list (pinning), and it holds none: write it
 			// now, as finish would, without keeping a copy.
