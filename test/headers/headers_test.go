@@ -52,6 +52,14 @@ func (u *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, `{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"echo","inputSchema":{"type":"object"}}]}}`)
 		return
 	}
+	if strings.Contains(string(body), `"trailers"`) {
+		// Set-Cookie and a session id as trailers, after the body.
+		w.Header().Set("Trailer", "Set-Cookie, Mcp-Session-Id")
+		io.WriteString(w, `{"jsonrpc":"2.0","id":3,"result":{"content":[]}}`)
+		w.Header().Set("Set-Cookie", "mcp_auth_session=fixed; Path=/")
+		w.Header().Set("Mcp-Session-Id", "upstream-trailer-session")
+		return
+	}
 	io.WriteString(w, `{"jsonrpc":"2.0","id":3,"result":{"content":[]}}`)
 }
 
@@ -175,6 +183,13 @@ func (s *probeStack) tokenFor(t *testing.T, resource string) string {
 // as spelled, duplicates kept) over HTTP/1.1.
 func raw(t *testing.T, target, head, body string) (int, http.Header, string) {
 	t.Helper()
+	resp, b := rawResponse(t, target, head, body)
+	return resp.StatusCode, resp.Header, b
+}
+
+// rawResponse is raw's answer whole, trailers included.
+func rawResponse(t *testing.T, target, head, body string) (*http.Response, string) {
+	t.Helper()
 	u, _ := url.Parse(target)
 	c, err := net.Dial("tcp", u.Host)
 	if err != nil {
@@ -188,7 +203,7 @@ func raw(t *testing.T, target, head, body string) (int, http.Header, string) {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, resp.Header, string(b)
+	return resp, string(b)
 }
 
 const (
@@ -331,6 +346,31 @@ func TestPinFetchPlaceholders(t *testing.T) {
 		}
 		if v := got.Get("X-Seen-Subject"); v != ccClient {
 			t.Errorf("request %d: placeholder {http.request.header.X-Mcp-Subject} = %q, want the gateway's %q", i+1, v, ccClient)
+		}
+	}
+}
+
+// TestUpstreamTrailers: an upstream's Set-Cookie and Mcp-Session-Id sent
+// as trailers of a tools/call answer, which the gateway holds with
+// pinning on, reach the client neither as header fields nor at all
+// (reverse_proxy copies trailers into the header after the body, before
+// the held answer is written).
+func TestUpstreamTrailers(t *testing.T) {
+	s := startProbe(t)
+	tok, session := s.initialize(t, "Authorization")
+	call := `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"trailers":true}}}`
+	resp, body := rawResponse(t, s.resource, base+"MCP-Protocol-Version: 2025-11-25\r\nAuthorization: Bearer "+tok+"\r\nMcp-Session-Id: "+session+"\r\n", call)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `"content"`) {
+		t.Fatalf("tools/call = %d %s", resp.StatusCode, body)
+	}
+	for _, h := range []http.Header{resp.Header, resp.Trailer} {
+		if v := h.Values("Set-Cookie"); len(v) > 0 {
+			t.Errorf("the upstream's Set-Cookie reached the client: %q", v)
+		}
+		for _, v := range h.Values("Mcp-Session-Id") {
+			if strings.Contains(v, "upstream") {
+				t.Errorf("the upstream's own session id reached the client: %q", v)
+			}
 		}
 	}
 }
