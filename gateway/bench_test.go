@@ -140,6 +140,7 @@ func benchmarkServeBody(b *testing.B, g *Gateway, authorization string, proofs [
 		w.Header().Set("Content-Length", answerLength)
 		w.WriteHeader(http.StatusOK)
 		_, err := w.Write(answer)
+		_ = w.Header() // reverse_proxy copies the upstream's trailers (none) into it
 		return err
 	})
 	req := httptest.NewRequest(http.MethodPost, "/mcp", nil)

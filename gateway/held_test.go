@@ -122,6 +122,16 @@ func heldCases() []heldCase {
 			w.Header().Add("X-After", "1")
 			return []error{e}
 		}},
+		{"session id and cookie set after write, in parts, not announced", func(w http.ResponseWriter) []error {
+			set(w, n)
+			w.Header().Set("Mcp-Session-Id", "upstream-raw-session")
+			w.WriteHeader(200)
+			e1 := writeString(w, wholePlain[:10])
+			e2 := writeString(w, wholePlain[10:])
+			w.Header().Add("Set-Cookie", "issuer_session=attacker; Path=/")
+			w.Header().Add("Mcp-Session-Id", "upstream-raw-session-2")
+			return []error{e1, e2}
+		}},
 		{"session id and cookie set after write, in parts (held)", func(w http.ResponseWriter) []error {
 			set(w, n)
 			w.Header().Set("Mcp-Session-Id", "upstream-raw-session")

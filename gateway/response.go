@@ -54,16 +54,12 @@ type responseWriter struct {
 
 	wroteHeader bool
 	mode        writeMode
-	// held: the answer is held to be written at finish (modeJSON,
-	// modeRefuse), so next's header changes after WriteHeader go to late
-	// and are dropped (see Header).
-	held    bool
-	status  int
-	length  int64 // the JSON answer's Content-Length, -1 if none
-	late    http.Header
-	wrapped string // the session id set by rewriteSession
-	buf     bytes.Buffer
-	sse     *mcpparse.Splitter
+	status      int
+	length      int64       // the JSON answer's Content-Length, -1 if none
+	late        http.Header // where a held answer's announced trailers go (see Header)
+	wrapped     string      // the session id set by rewriteSession
+	buf         bytes.Buffer
+	sse         *mcpparse.Splitter
 }
 
 // responseWriter readies the exchange's writer to next.
@@ -122,26 +118,43 @@ func (x *exchange) listsTools() bool {
 
 // Header is the header next writes to. After next's WriteHeader, changes
 // to it have no effect (net/http's rule), except trailers: Caddy's
-// reverse_proxy and httputil.ReverseProxy copy the upstream's trailers
-// into it after the body. A held answer is written after that, so for
-// one they go to a map of their own and are dropped; they would
-// otherwise go out as header fields nobody checked (Set-Cookie, the
-// upstream's Mcp-Session-Id).
+// reverse_proxy and httputil.ReverseProxy announce the upstream's
+// trailers in a Trailer field and copy them into the header after the
+// body. A held answer is written after that, so for one they go to a map
+// of their own and are dropped; they would otherwise go out as header
+// fields nobody checked (Set-Cookie, the upstream's Mcp-Session-Id).
+// (Trailers not announced are copied under http.TrailerPrefix, which
+// net/http never writes as header fields.)
 func (rw *responseWriter) Header() http.Header {
-	if rw.held {
-		if rw.late == nil {
-			rw.late = make(http.Header)
-		}
+	if rw.late != nil {
 		return rw.late
 	}
 	return rw.w.Header()
 }
 
 // hold marks the answer as held, to be written at finish in mode m. It
-// is written whole, so the upstream's announcement of trailers goes.
+// is written whole, with no trailers.
 func (rw *responseWriter) hold(m writeMode) {
-	rw.mode, rw.held = m, true
-	delete(rw.w.Header(), "Trailer")
+	rw.mode = m
+	h := rw.w.Header()
+	if _, ok := h["Trailer"]; ok {
+		delete(h, "Trailer")
+		rw.late = make(http.Header)
+	}
+}
+
+// recheckHeader undoes what a next that changed the header after
+// WriteHeader without announcing trailers (net/http ignores that, but a
+// held answer is written later) did to the fields upstreamHeaders fixed.
+func (rw *responseWriter) recheckHeader() {
+	h := rw.w.Header()
+	delete(h, "Set-Cookie")
+	if v := h[hSessionID]; len(v) > 1 || len(v) == 1 && v[0] != rw.wrapped {
+		delete(h, hSessionID)
+		if rw.wrapped != "" {
+			h[hSessionID] = []string{rw.wrapped}
+		}
+	}
 }
 
 // Unwrap lets http.ResponseController reach the underlying writer.
@@ -247,6 +260,7 @@ func (rw *responseWriter) Write(b []byte) (int, error) {
 			// pinning it is held up to maxFilteredBody all the same, to
 			// be looked at for a tools list.
 			rw.mode = modePass
+			rw.recheckHeader()
 			rw.w.WriteHeader(rw.status)
 			if _, err := rw.w.Write(rw.buf.Bytes()); err != nil {
 				return 0, err
@@ -297,6 +311,7 @@ func (rw *responseWriter) finish() {
 	}
 	switch rw.mode {
 	case modeJSON:
+		rw.recheckHeader()
 		// Watching only (pinning): a tools/list answer may come as the
 		// answer to another request, which clients match by id.
 		anyList := rw.x.pinned && mayListTools(unsafeString(rw.buf.Bytes()))
@@ -335,7 +350,7 @@ func (rw *responseWriter) finish() {
 
 func (rw *responseWriter) badGateway() {
 	h := rw.w.Header()
-	for _, k := range []string{"Content-Length", "Content-Encoding", "ETag", "Last-Modified", "Mcp-Session-Id"} {
+	for _, k := range []string{"Content-Length", "Content-Encoding", "ETag", "Last-Modified", "Mcp-Session-Id", "Set-Cookie"} {
 		h.Del(k)
 	}
 	rw.status = http.StatusBadGateway
