@@ -143,12 +143,18 @@ func (rw *responseWriter) hold(m writeMode) {
 	}
 }
 
-// recheckHeader undoes what a next that changed the header after
-// WriteHeader without announcing trailers (net/http ignores that, but a
-// held answer is written later) did to the fields upstreamHeaders fixed.
+// recheckHeader undoes what next did to the fields upstreamHeaders fixed
+// after WriteHeader. net/http ignores such changes, but they go out as
+// header fields when the header is written later: a held answer, or one
+// whose header a handler in front of the gateway delays (Caddy's encode,
+// until a body comes); reverse_proxy copies the upstream's trailers
+// into the header after the body, under http.TrailerPrefix when they
+// were not announced.
 func (rw *responseWriter) recheckHeader() {
 	h := rw.w.Header()
 	delete(h, "Set-Cookie")
+	delete(h, http.TrailerPrefix+"Set-Cookie")
+	delete(h, http.TrailerPrefix+hSessionID)
 	if v := h[hSessionID]; len(v) > 1 || len(v) == 1 && v[0] != rw.wrapped {
 		delete(h, hSessionID)
 		if rw.wrapped != "" {
@@ -251,6 +257,7 @@ func (rw *responseWriter) Write(b []byte) (int, error) {
 			// for a tools list (pinning), and it holds none: write it
 			// now, as finish would, without keeping a copy.
 			rw.mode = modeWhole
+			rw.recheckHeader()
 			rw.w.WriteHeader(rw.status)
 			return rw.w.Write(b)
 		}
@@ -309,9 +316,9 @@ func (rw *responseWriter) finish() {
 		rw.upstreamHeaders()
 		return
 	}
+	rw.recheckHeader()
 	switch rw.mode {
 	case modeJSON:
-		rw.recheckHeader()
 		// Watching only (pinning): a tools/list answer may come as the
 		// answer to another request, which clients match by id.
 		anyList := rw.x.pinned && mayListTools(unsafeString(rw.buf.Bytes()))

@@ -98,49 +98,29 @@ func startProbe(t *testing.T) *probeStack {
 	dead := harness.FreePort(t) // nothing listens there
 	issuer := fmt.Sprintf("http://127.0.0.1:%d", port)
 	s := &probeStack{resource: issuer + "/mcp", broken: issuer + "/broken/mcp", issuer: issuer, up: up}
-	caddyfile := fmt.Sprintf(`{
-	admin off
-	persist_config off
-	auto_https off
-	storage file_system %[1]s
-	servers {
-		protocols h1 h2c
-	}
-	mcp_auth {
-		issuer %[2]s
-		storage bolt %[3]s
-		client %[4]s {
-			name "Probe"
-			secret %[5]s
-			grant_types client_credentials
-			auth_method client_secret_basic
-			scopes %[6]s
-		}
-	}
-}
-
-http://:%[7]d {
+	caddyfile := globalOptions(t, issuer, "servers {\n\t\tprotocols h1 h2c\n\t}") + fmt.Sprintf(`
+http://:%[3]d {
 	bind 127.0.0.1
 	mcp_issuer
 	@broken path /broken/mcp /.well-known/oauth-protected-resource/broken/mcp
 	handle @broken {
 		mcp_gateway {
-			resource %[2]s/broken/mcp
-			scope %[6]s
-			tool * %[6]s
+			resource %[1]s/broken/mcp
+			scope %[2]s
+			tool * %[2]s
 			forward_identity
 		}
-		reverse_proxy 127.0.0.1:%[9]d
+		reverse_proxy 127.0.0.1:%[5]d
 	}
 	handle {
 		mcp_gateway {
-			resource %[2]s/mcp
-			scope %[6]s
-			tool * %[6]s
+			resource %[1]s/mcp
+			scope %[2]s
+			tool * %[2]s
 			forward_identity
 			pin_tools first_use
 		}
-		reverse_proxy %[8]s {
+		reverse_proxy %[4]s {
 			header_up X-Seen-Auth {http.request.header.Authorization}
 			header_up X-Seen-Cookie {http.request.header.Cookie}
 			header_up X-Seen-Subject {http.request.header.X-Mcp-Subject}
@@ -151,7 +131,7 @@ http://:%[7]d {
 		respond "auth=[{http.request.header.Authorization}] subject=[{http.request.header.X-Mcp-Subject}] session=[{http.request.header.Mcp-Session-Id}]" 502
 	}
 }
-`, t.TempDir(), issuer, t.TempDir()+"/db", ccClient, harness.HashPassword(t, ccSecret), scope, port, srv.Listener.Addr().String(), dead)
+`, issuer, scope, port, srv.Listener.Addr().String(), dead)
 	harness.Start(t, caddyfile)
 	harness.WaitReady(t, issuer+"/.well-known/oauth-authorization-server")
 	return s
@@ -177,6 +157,30 @@ func (s *probeStack) tokenFor(t *testing.T, resource string) string {
 		t.Fatal(err)
 	}
 	return tok.AccessToken
+}
+
+// globalOptions is a Caddyfile's global options block: the issuer at
+// issuer with the probe's client, extra (e.g. a servers block) added.
+func globalOptions(t *testing.T, issuer, extra string) string {
+	return fmt.Sprintf(`{
+	admin off
+	persist_config off
+	auto_https off
+	storage file_system %s
+	%s
+	mcp_auth {
+		issuer %s
+		storage bolt %s
+		client %s {
+			name "Probe"
+			secret %s
+			grant_types client_credentials
+			auth_method client_secret_basic
+			scopes %s
+		}
+	}
+}
+`, t.TempDir(), extra, issuer, t.TempDir()+"/db", ccClient, harness.HashPassword(t, ccSecret), scope)
 }
 
 // raw sends a request whose header is written exactly as given (names

@@ -1,0 +1,132 @@
+package headers
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/e2e/harness"
+)
+
+const emptyTrailers = "0\r\nset-cookie: issuer_session=attacker; Path=/\r\nmcp-session-id: upstream-raw-trailer\r\n\r\n"
+
+// trailerUpstream answers with bytes as given: initialize and tools/list
+// normally, everything else with an empty chunked body whose trailers
+// (announced in lower case) are Set-Cookie and Mcp-Session-Id.
+func trailerUpstream(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func(c net.Conn) {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					r, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					b, _ := io.ReadAll(r.Body)
+					body := string(b)
+					var resp string
+					switch {
+					case strings.Contains(body, `"initialize"`):
+						js := `{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"rec","version":"1"}}}`
+						resp = fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nMcp-Session-Id: upstream-session-1\r\nContent-Length: %d\r\n\r\n%s", len(js), js)
+					case strings.Contains(body, `"tools/list"`):
+						i := strings.Index(body, `"id":`) + 5
+						id := body[i : i+strings.IndexAny(body[i:], ",}")]
+						js := `{"jsonrpc":"2.0","id":` + id + `,"result":{"tools":[{"name":"echo","inputSchema":{"type":"object"}}]}}`
+						resp = fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(js), js)
+					case strings.Contains(body, `"notifications/`):
+						resp = "HTTP/1.1 202 Accepted\r\ntrailer: set-cookie, mcp-session-id\r\nTransfer-Encoding: chunked\r\n\r\n" + emptyTrailers
+					case strings.Contains(body, `"emptyerror"`):
+						resp = "HTTP/1.1 500 Internal Server Error\r\ntrailer: set-cookie, mcp-session-id\r\nTransfer-Encoding: chunked\r\n\r\n" + emptyTrailers
+					default:
+						resp = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\ntrailer: set-cookie, mcp-session-id\r\nTransfer-Encoding: chunked\r\n\r\n" + emptyTrailers
+					}
+					if _, err := io.WriteString(c, resp); err != nil {
+						return
+					}
+				}
+			}(c)
+		}
+	}()
+	return l.Addr().String()
+}
+
+func startTrailerStack(t *testing.T, encode bool, pin string) *probeStack {
+	up := trailerUpstream(t)
+	port := harness.FreePort(t)
+	issuer := fmt.Sprintf("http://127.0.0.1:%d", port)
+	enc := ""
+	if encode {
+		enc = "encode"
+	}
+	harness.Start(t, globalOptions(t, issuer, "")+fmt.Sprintf(`
+http://:%[3]d {
+	bind 127.0.0.1
+	mcp_issuer
+	%[5]s
+	mcp_gateway {
+		resource %[1]s/mcp
+		scope %[2]s
+		tool * %[2]s
+		pin_tools %[6]s
+	}
+	reverse_proxy %[4]s
+}
+`, issuer, scope, port, up, enc, pin))
+	harness.WaitReady(t, issuer+"/.well-known/oauth-authorization-server")
+	return &probeStack{resource: issuer + "/mcp", issuer: issuer}
+}
+
+// TestEncodeEmptyBodyTrailers: with Caddy's encode in the site (the
+// directive order puts it around mcp_gateway), an answer with an empty
+// body that the gateway does not hold (a 202 to a notification, an empty
+// 500, an empty JSON answer without pinning) has its header written only
+// at encode's Close, after reverse_proxy copied the upstream's announced
+// trailers into it: an upstream Set-Cookie or its own Mcp-Session-Id
+// must not go out as header fields then either (found by review; failed
+// before the gateway cleaned the header when next returns).
+func TestEncodeEmptyBodyTrailers(t *testing.T) {
+	for _, encode := range []bool{false, true} {
+		for _, pin := range []string{"off", "first_use"} {
+			t.Run(fmt.Sprintf("encode=%v pin_tools=%s", encode, pin), func(t *testing.T) {
+				s := startTrailerStack(t, encode, pin)
+				tok, session := s.initialize(t, "Authorization")
+				h25 := base + "MCP-Protocol-Version: 2025-11-25\r\nAuthorization: Bearer " + tok + "\r\nMcp-Session-Id: " + session + "\r\n"
+				h26 := base + "MCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: echo\r\nAuthorization: Bearer " + tok + "\r\n"
+				meta := `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}`
+				for _, c := range []struct{ name, head, body string }{
+					{"2025 notification, 202", h25, `{"jsonrpc":"2.0","method":"notifications/initialized"}`},
+					{"2025 tools/call, empty 500", h25, `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"emptyerror":true}}}`},
+					{"2026 tools/call, empty 200 JSON", h26, `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{},` + meta + `}}`},
+				} {
+					t.Run(c.name, func(t *testing.T) {
+						resp, _ := rawResponse(t, s.resource, c.head, c.body)
+						if v := resp.Header.Values("Set-Cookie"); len(v) > 0 {
+							t.Errorf("%d: the upstream's Set-Cookie reached the client as a header field: %q", resp.StatusCode, v)
+						}
+						for _, v := range resp.Header.Values("Mcp-Session-Id") {
+							if strings.Contains(v, "upstream") {
+								t.Errorf("%d: the upstream's own session id reached the client as a header field: %q", resp.StatusCode, v)
+							}
+						}
+					})
+				}
+			})
+		}
+	}
+}
