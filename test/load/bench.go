@@ -42,6 +42,8 @@ type benchConfig struct {
 	upstreamName         string
 
 	issuer, clientID, clientSecret string
+	// plainIssuer: the "plain" process is a gateway too, with this issuer.
+	plainIssuer string
 	resource, scope                string
 
 	proto       string
@@ -84,6 +86,7 @@ func parseBenchFlags(args []string) (benchConfig, error) {
 	fs.IntVar(&c.upstreamPID, "upstream-pid", 0, "pid of the upstream (optional, for its CPU per request)")
 	fs.StringVar(&c.upstreamName, "upstream-name", "fast", "upstream description for the report")
 	fs.StringVar(&c.issuer, "issuer", "", "issuer URL of the gateway process (token via client_credentials)")
+	fs.StringVar(&c.plainIssuer, "plain-issuer", "", "issuer URL of the first process when it is a gateway too (an A/B run of two builds): its requests carry a token of its own")
 	fs.StringVar(&c.clientID, "client-id", "loadgen", "confidential client id (secret in $LOAD_CLIENT_SECRET)")
 	fs.StringVar(&c.resource, "resource", "", "resource indicator for the token (default: the -gateway URL)")
 	fs.StringVar(&c.scope, "scope", "", "space-separated scopes to request (default: all of the resource's)")
@@ -442,6 +445,19 @@ func targets(cfg benchConfig) (plain, gw *target, err error) {
 		if cfg.plainToken {
 			plain.header.Set("Authorization", "Bearer "+tok)
 		}
+	}
+	if cfg.plainIssuer != "" {
+		// The first process is a gateway too: a token from its issuer,
+		// for its resource.
+		a := cfg
+		a.issuer, a.resource = cfg.plainIssuer, cfg.plainURL
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		tok, err := fetchToken(ctx, a, plain.client)
+		cancel()
+		if err != nil {
+			return nil, nil, fmt.Errorf("first process: %w", err)
+		}
+		plain.header.Set("Authorization", "Bearer "+tok)
 	}
 	return plain, gw, nil
 }

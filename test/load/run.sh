@@ -31,7 +31,8 @@
 #                        recommends); denials_only: mcp_gateway's `audit
 #                        denials_only` (no event for forwarded requests);
 #                        off: excluded from the log
-#   GATEWAY=on|off       off: the second process keeps mcp_auth and
+#   GATEWAY=on|off|plain|ab
+#                        off: the second process keeps mcp_auth and
 #                        mcp_issuer (its token endpoint), but its
 #                        mcp_gateway sits on a path no request takes, so
 #                        requests go straight to reverse_proxy: the cost of
@@ -39,8 +40,14 @@
 #                        the gateway does anything; plain: the second
 #                        process is a second plain reverse_proxy and no
 #                        request carries a token, an A/A run that shows
-#                        the spread between two identical proxies (both
-#                        bench mode only; default on)
+#                        the spread between two identical proxies; ab: both
+#                        processes run the full gateway (each with its own
+#                        issuer and token), the first with $CADDY, the
+#                        second with $CADDY_B (default: the same binary, an
+#                        A/A run of two gateways), so the report's
+#                        gateway/plain ratio is build B over build A: two
+#                        builds compared in one run, alternated round by
+#                        round (all three bench mode only; default on)
 #   PROFILE=<seconds>    afterwards, drive each Caddy in turn and take a
 #                        CPU profile from its admin endpoint
 #                        (/debug/pprof/profile); prints the gateway's top
@@ -71,7 +78,7 @@ out=${OUT:-$root/test/artifacts/load}
 case "$upstream_mode" in fast | demo) ;; *) echo "UPSTREAM must be fast or demo" >&2; exit 2 ;; esac
 case "$audit" in on | buffered | denials_only | off) ;; *) echo "AUDIT must be on, buffered, denials_only or off" >&2; exit 2 ;; esac
 case "$mode" in bench | streams | hostile) ;; *) echo "MODE must be bench, streams or hostile" >&2; exit 2 ;; esac
-case "$gateway" in on | off | plain) ;; *) echo "GATEWAY must be on, off or plain" >&2; exit 2 ;; esac
+case "$gateway" in on | off | plain | ab) ;; *) echo "GATEWAY must be on, off, plain or ab" >&2; exit 2 ;; esac
 if [ "$gateway" != on ] && [ "$mode" != bench ]; then
 	echo "GATEWAY=$gateway needs MODE=bench" >&2
 	exit 2
@@ -137,15 +144,10 @@ plain_admin=${ports[3]} gw_admin=${ports[4]}
 secret=$(openssl rand -base64 32 | tr -d '\n=' | tr '+/' '-_')
 hash=$(printf '%s' "$secret" | sha256sum | cut -d' ' -f1)
 
-log_opts=""
 gw_opts=""
-case "$audit" in
-off) log_opts=$'\tlog default {\n\t\texclude http.handlers.mcp_gateway.audit\n\t}' ;;
-buffered)
-	log_opts=$(printf '\tlog mcp_audit {\n\t\tinclude http.handlers.mcp_gateway.audit\n\t\toutput buffered {\n\t\t\toutput file %s\n\t\t}\n\t\tformat json\n\t}' "$tmp/audit.log")
-	;;
-denials_only) gw_opts=$'\t\taudit denials_only' ;;
-esac
+if [ "$audit" = denials_only ]; then
+	gw_opts=$'\t\taudit denials_only'
+fi
 
 cat >"$tmp/plain.Caddyfile" <<EOF
 {
@@ -159,22 +161,32 @@ http://127.0.0.1:$plain_port {
 }
 EOF
 
-gw_block=$(printf '\tmcp_gateway {\n\t\tresource http://127.0.0.1:%s/mcp\n\t\tissuer local\n\t\tscope mcp:use\n\t\ttool echo mcp:call\n%s\n\t}' "$gw_port" "$gw_opts")
-if [ "$gateway" = off ]; then
-	# Still configured, so the issuer knows the resource and hands out
-	# tokens for it, but on a path no request takes.
-	gw_block=$(printf '\t@never path /never\n\troute @never {\n%s\n\t}' "$gw_block")
-fi
-
-cat >"$tmp/gateway.Caddyfile" <<EOF
+# gateway_caddyfile PORT ADMIN NAME: the gateway process's Caddyfile
+# (issuer, gateway, reverse_proxy on PORT; its bolt file and buffered
+# audit log named after NAME).
+gateway_caddyfile() {
+	local port=$1 admin=$2 name=$3 log_opts="" gw_block
+	case "$audit" in
+	off) log_opts=$'\tlog default {\n\t\texclude http.handlers.mcp_gateway.audit\n\t}' ;;
+	buffered)
+		log_opts=$(printf '\tlog mcp_audit {\n\t\tinclude http.handlers.mcp_gateway.audit\n\t\toutput buffered {\n\t\t\toutput file %s\n\t\t}\n\t\tformat json\n\t}' "$tmp/$name-audit.log")
+		;;
+	esac
+	gw_block=$(printf '\tmcp_gateway {\n\t\tresource http://127.0.0.1:%s/mcp\n\t\tissuer local\n\t\tscope mcp:use\n\t\ttool echo mcp:call\n%s\n\t}' "$port" "$gw_opts")
+	if [ "$gateway" = off ]; then
+		# Still configured, so the issuer knows the resource and hands out
+		# tokens for it, but on a path no request takes.
+		gw_block=$(printf '\t@never path /never\n\troute @never {\n%s\n\t}' "$gw_block")
+	fi
+	cat <<EOF
 {
-	admin 127.0.0.1:$gw_admin
+	admin 127.0.0.1:$admin
 	auto_https off
 	persist_config off
 $log_opts
 	mcp_auth {
-		issuer http://127.0.0.1:$gw_port
-		storage bolt $tmp/mcp-auth.db
+		issuer http://127.0.0.1:$port
+		storage bolt $tmp/$name.db
 		client loadgen {
 			name "load generator"
 			secret sha256:$hash
@@ -184,12 +196,18 @@ $log_opts
 	}
 }
 
-http://127.0.0.1:$gw_port {
+http://127.0.0.1:$port {
 	mcp_issuer
 $gw_block
 	reverse_proxy 127.0.0.1:$up_port
 }
 EOF
+}
+gateway_caddyfile "$gw_port" "$gw_admin" mcp-auth >"$tmp/gateway.Caddyfile"
+if [ "$gateway" = ab ]; then
+	# Build A, in the first process's place: the same gateway.
+	gateway_caddyfile "$plain_port" "$plain_admin" mcp-auth-a >"$tmp/plain.Caddyfile"
+fi
 
 if [ "$gateway" = plain ]; then
 	cat >"$tmp/gateway.Caddyfile" <<EOF
@@ -218,7 +236,11 @@ pids+=("$up_pid")
 "$caddy" run --config "$tmp/plain.Caddyfile" --adapter caddyfile >"$tmp/plain.log" 2>&1 &
 plain_pid=$!
 pids+=("$plain_pid")
-"$caddy" run --config "$tmp/gateway.Caddyfile" --adapter caddyfile >"$tmp/gateway.log" 2>&1 &
+caddy_b=$caddy
+if [ "$gateway" = ab ]; then
+	caddy_b=${CADDY_B:-$caddy}
+fi
+"$caddy_b" run --config "$tmp/gateway.Caddyfile" --adapter caddyfile >"$tmp/gateway.log" 2>&1 &
 gw_pid=$!
 pids+=("$gw_pid")
 
@@ -245,6 +267,9 @@ wait_for "http://127.0.0.1:$gw_admin/config/" "$gw_pid" "$tmp/gateway.log"
 if [ "$gateway" != plain ]; then
 	wait_for "http://127.0.0.1:$gw_port/.well-known/oauth-authorization-server" "$gw_pid" "$tmp/gateway.log"
 fi
+if [ "$gateway" = ab ]; then
+	wait_for "http://127.0.0.1:$plain_port/.well-known/oauth-authorization-server" "$plain_pid" "$tmp/plain.log"
+fi
 
 bench_flags=(
 	-plain "http://127.0.0.1:$plain_port/mcp" -plain-pid "$plain_pid"
@@ -258,10 +283,14 @@ fi
 if [ "$proto" = 2025-11-25 ] && { [ "${SESSION:-on}" = on ] || [ "$upstream_mode" = demo ]; }; then
 	bench_flags+=(-init)
 fi
-case "$audit" in
-on | buffered) bench_flags+=(-cpu-target 1.10) ;;
-denials_only) bench_flags+=(-cpu-target 1.05) ;;
-esac
+if [ "$gateway" = ab ]; then
+	bench_flags+=(-plain-issuer "http://127.0.0.1:$plain_port")
+else
+	case "$audit" in
+	on | buffered) bench_flags+=(-cpu-target 1.10) ;;
+	denials_only) bench_flags+=(-cpu-target 1.05) ;;
+	esac
+fi
 if [ "${PLAIN_TOKEN:-off}" = on ]; then
 	bench_flags+=(-plain-token)
 fi
@@ -302,6 +331,10 @@ case "$gateway" in
 off)
 	report=$out/report-$upstream_mode-$proto-gateway-off.md
 	gw_note=" GATEWAY=off: the second process's requests pass mcp_issuer straight to reverse_proxy, no mcp_gateway on their path (its rows say mcp_gateway all the same)."
+	;;
+ab)
+	report=$out/report-$upstream_mode-$proto-audit-$audit-ab.md
+	gw_note=" GATEWAY=ab: both processes run the same gateway configuration, each with its own issuer; the reverse_proxy rows are build A ($caddy), the mcp_gateway rows build B ($caddy_b), so gateway/plain reads B over A."
 	;;
 plain)
 	report=$out/report-$upstream_mode-$proto-gateway-plain.md

@@ -66,6 +66,16 @@ func TestScriptsSmoke(t *testing.T) {
 			}
 		}
 	})
+	t.Run("ab", func(t *testing.T) {
+		// Two gateways, each with its own issuer and token: a refused
+		// request fails the run.
+		out := run(t, "run.sh", []string{"GATEWAY=ab", "AUDIT=denials_only"}, small...)
+		for _, want := range []string{"| 4 | reverse_proxy |", "| 4 | mcp_gateway + reverse_proxy |", "GATEWAY=ab: both processes run the same gateway"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("output lacks %q:\n%s", want, out)
+			}
+		}
+	})
 	t.Run("streams", func(t *testing.T) {
 		for _, kind := range []string{"get", "call"} {
 			out := run(t, "run.sh", []string{"MODE=streams", "KIND=" + kind, "N=20", "TICK=200ms"}, "-settle", "200ms", "-window", "1s")
