@@ -43,8 +43,8 @@ type benchConfig struct {
 
 	issuer, clientID, clientSecret string
 	// plainIssuer: the "plain" process is a gateway too, with this issuer.
-	plainIssuer string
-	resource, scope                string
+	plainIssuer     string
+	resource, scope string
 
 	proto       string
 	initSession bool
