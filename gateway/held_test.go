@@ -37,6 +37,27 @@ func heldCases() []heldCase {
 			w.Header()["Content-Length"] = v
 		}
 	}
+	// late: next sets the upstream's session id, announces trailers or
+	// not, writes pieces, then sets Set-Cookie and another session id as
+	// reverse proxies copy trailers after the body.
+	late := func(announce bool, pieces ...string) func(w http.ResponseWriter) []error {
+		return func(w http.ResponseWriter) []error {
+			set(w, n)
+			w.Header().Set("Mcp-Session-Id", "upstream-raw-session")
+			if announce {
+				w.Header().Set("Trailer", "Set-Cookie, Mcp-Session-Id, X-After")
+			}
+			w.WriteHeader(200)
+			var errs []error
+			for _, p := range pieces {
+				errs = append(errs, writeString(w, p))
+			}
+			w.Header().Add("Set-Cookie", "issuer_session=attacker; Path=/")
+			w.Header().Add("Mcp-Session-Id", "upstream-raw-session-2")
+			w.Header().Add("X-After", "1")
+			return errs
+		}
+	}
 	return []heldCase{
 		{"whole", func(w http.ResponseWriter) []error { set(w, n); return []error{writeString(w, wholePlain)} }},
 		{"plus sign", func(w http.ResponseWriter) []error { set(w, "+"+n); return []error{writeString(w, wholePlain)} }},
@@ -109,41 +130,9 @@ func heldCases() []heldCase {
 			set(w, strconv.Itoa(len(evil)))
 			return []error{writeString(w, evil)}
 		}},
-		{"session id and cookie set after write (trailer style)", func(w http.ResponseWriter) []error {
-			set(w, n)
-			w.Header().Set("Mcp-Session-Id", "upstream-raw-session")
-			w.Header().Set("Trailer", "Set-Cookie, Mcp-Session-Id, X-After")
-			w.WriteHeader(200)
-			e := writeString(w, wholePlain)
-			// as httputil.ReverseProxy and Caddy's reverse_proxy copy
-			// announced trailers after the body
-			w.Header().Add("Set-Cookie", "issuer_session=attacker; Path=/")
-			w.Header().Add("Mcp-Session-Id", "upstream-raw-session-2")
-			w.Header().Add("X-After", "1")
-			return []error{e}
-		}},
-		{"session id and cookie set after write, in parts, not announced", func(w http.ResponseWriter) []error {
-			set(w, n)
-			w.Header().Set("Mcp-Session-Id", "upstream-raw-session")
-			w.WriteHeader(200)
-			e1 := writeString(w, wholePlain[:10])
-			e2 := writeString(w, wholePlain[10:])
-			w.Header().Add("Set-Cookie", "issuer_session=attacker; Path=/")
-			w.Header().Add("Mcp-Session-Id", "upstream-raw-session-2")
-			return []error{e1, e2}
-		}},
-		{"session id and cookie set after write, in parts (held)", func(w http.ResponseWriter) []error {
-			set(w, n)
-			w.Header().Set("Mcp-Session-Id", "upstream-raw-session")
-			w.Header().Set("Trailer", "Set-Cookie, Mcp-Session-Id, X-After")
-			w.WriteHeader(200)
-			e1 := writeString(w, wholePlain[:10])
-			e2 := writeString(w, wholePlain[10:])
-			w.Header().Add("Set-Cookie", "issuer_session=attacker; Path=/")
-			w.Header().Add("Mcp-Session-Id", "upstream-raw-session-2")
-			w.Header().Add("X-After", "1")
-			return []error{e1, e2}
-		}},
+		{"session id and cookie set after write (trailer style)", late(true, wholePlain)},
+		{"session id and cookie set after write, in parts, not announced", late(false, wholePlain[:10], wholePlain[10:])},
+		{"session id and cookie set after write, in parts (held)", late(true, wholePlain[:10], wholePlain[10:])},
 	}
 }
 
@@ -245,6 +234,47 @@ func TestHeldAnswerTrailersToolsList(t *testing.T) {
 	for _, h := range []http.Header{resp.Header, resp.Trailer} {
 		if v := h.Values("Set-Cookie"); len(v) > 0 {
 			t.Errorf("upstream Set-Cookie reached the client: %q", v)
+		}
+	}
+}
+
+// TestPassedAnswerTrailers: the upstream's trailers are not forwarded on
+// an answer the gateway passes either (no pinning, a tools/call):
+// announced ones not at all, and of those not announced (copied under
+// http.TrailerPrefix) not Set-Cookie or Mcp-Session-Id.
+func TestPassedAnswerTrailers(t *testing.T) {
+	for _, announce := range []bool{true, false} {
+		cfg := testConfig(t)
+		cfg.Tools = []Rule{{Pattern: "*", Scopes: []string{"tools:read"}}}
+		h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			prefix := http.TrailerPrefix
+			if announce {
+				w.Header().Set("Trailer", "Set-Cookie, Mcp-Session-Id, X-Upstream")
+				prefix = ""
+			}
+			w.WriteHeader(http.StatusOK)
+			io.WriteString(w, wholePlain)
+			w.(http.Flusher).Flush() // chunked, so trailers can be sent
+			w.Header().Set(prefix+"Set-Cookie", "issuer_session=attacker; Path=/; HttpOnly")
+			w.Header().Set(prefix+"Mcp-Session-Id", "upstream-raw-session")
+			w.Header().Set(prefix+"X-Upstream", "1")
+		})
+		resp := h.do(t, call{body: toolCall("read_file"), token: mint(t, claims()), headers: map[string]string{"MCP-Protocol-Version": "2025-06-18"}})
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || string(body) != wholePlain {
+			t.Fatalf("announced %v: answer = %d %s, want 200 %s", announce, resp.StatusCode, body, wholePlain)
+		}
+		for _, h := range []http.Header{resp.Header, resp.Trailer} {
+			for _, k := range []string{"Set-Cookie", "Mcp-Session-Id"} {
+				if v := h.Values(k); len(v) > 0 {
+					t.Errorf("announced %v: the upstream's %s reached the client: %q", announce, k, v)
+				}
+			}
+		}
+		if v := resp.Trailer.Get("X-Upstream"); announce && v != "" {
+			t.Errorf("an announced upstream trailer was forwarded: X-Upstream %q", v)
 		}
 	}
 }

@@ -55,9 +55,8 @@ type responseWriter struct {
 	wroteHeader bool
 	mode        writeMode
 	status      int
-	length      int64       // the JSON answer's Content-Length, -1 if none
-	late        http.Header // where a held answer's announced trailers go (see Header)
-	wrapped     string      // the session id set by rewriteSession
+	length      int64  // the JSON answer's Content-Length, -1 if none
+	wrapped     string // the session id set by rewriteSession
 	buf         bytes.Buffer
 	sse         *mcpparse.Splitter
 }
@@ -116,40 +115,16 @@ func (x *exchange) listsTools() bool {
 	return false
 }
 
-// Header is the header next writes to. After next's WriteHeader, changes
-// to it have no effect (net/http's rule), except trailers: Caddy's
-// reverse_proxy and httputil.ReverseProxy announce the upstream's
-// trailers in a Trailer field and copy them into the header after the
-// body. A held answer is written after that, so for one they go to a map
-// of their own and are dropped; they would otherwise go out as header
-// fields nobody checked (Set-Cookie, the upstream's Mcp-Session-Id).
-// (Trailers not announced are copied under http.TrailerPrefix, which
-// net/http never writes as header fields.)
-func (rw *responseWriter) Header() http.Header {
-	if rw.late != nil {
-		return rw.late
-	}
-	return rw.w.Header()
-}
+func (rw *responseWriter) Header() http.Header { return rw.w.Header() }
 
-// hold marks the answer as held, to be written at finish in mode m. It
-// is written whole, with no trailers.
-func (rw *responseWriter) hold(m writeMode) {
-	rw.mode = m
-	h := rw.w.Header()
-	if _, ok := h["Trailer"]; ok {
-		delete(h, "Trailer")
-		rw.late = make(http.Header)
-	}
-}
-
-// recheckHeader undoes what next did to the fields upstreamHeaders fixed
-// after WriteHeader. net/http ignores such changes, but they go out as
-// header fields when the header is written later: a held answer, or one
-// whose header a handler in front of the gateway delays (Caddy's encode,
-// until a body comes); reverse_proxy copies the upstream's trailers
-// into the header after the body, under http.TrailerPrefix when they
-// were not announced.
+// recheckHeader undoes, once next is done, what it did after WriteHeader
+// to the fields upstreamHeaders fixed. net/http ignores such changes, but
+// they go out as header fields when the header is written later: a held
+// answer, or one whose header a handler in front of the gateway delays
+// (Caddy's encode, until a body comes). reverse_proxy and
+// httputil.ReverseProxy do make them: they copy the upstream's trailers
+// into the header after the body (under http.TrailerPrefix when not
+// announced, which net/http sends as trailers; those forms go too).
 func (rw *responseWriter) recheckHeader() {
 	h := rw.w.Header()
 	delete(h, "Set-Cookie")
@@ -178,6 +153,9 @@ func (rw *responseWriter) WriteHeader(code int) {
 	rw.wroteHeader = true
 	rw.status = code
 	h := rw.w.Header()
+	// The upstream's trailers are not announced to the client: those it
+	// announced are then not sent as trailers (see recheckHeader).
+	delete(h, "Trailer")
 	// Any success with a body is read as a 200's: MCP clients read the
 	// body of a 201, 203 or 206 as they read a 200's.
 	success := code >= 200 && code < 300 && code != http.StatusNoContent && code != http.StatusResetContent
@@ -193,20 +171,20 @@ func (rw *responseWriter) WriteHeader(code int) {
 		case encoded(h) && (rw.filter != nil || rw.x.pinned):
 			// The gateway asks for answers it can read uncompressed; an
 			// upstream that compresses all the same cannot be read.
-			rw.hold(modeRefuse)
+			rw.mode = modeRefuse
 			return
 		case mt != "text/event-stream" && (rw.x.r.Method == http.MethodGet || containsFold(ct, "text/event-stream")):
 			// Clients read a GET's body as events whatever its type, and
 			// take "text/event-stream" anywhere in the type for a stream
 			// (the TypeScript SDK's includes()): such an answer cannot be
 			// read as the client will read it.
-			rw.hold(modeRefuse)
+			rw.mode = modeRefuse
 			return
 		case rw.filter == nil && !rw.tasks && mt != "text/event-stream" && mt != "application/json":
 			// Only watching for tools lists: an answer that is neither
 			// JSON nor an event stream carries no message a client reads.
 		case mt == "application/json":
-			rw.hold(modeJSON)
+			rw.mode = modeJSON
 			rw.length = -1
 			if v := h[hContentLength]; len(v) == 1 {
 				if n, err := strconv.ParseInt(v[0], 10, 64); err == nil {
@@ -226,7 +204,7 @@ func (rw *responseWriter) WriteHeader(code int) {
 			return
 		default:
 			if rw.filter != nil {
-				rw.hold(modeRefuse)
+				rw.mode = modeRefuse
 				return
 			}
 			// Only task ids to wrap: an answer we cannot read goes
@@ -257,7 +235,6 @@ func (rw *responseWriter) Write(b []byte) (int, error) {
 			// for a tools list (pinning), and it holds none: write it
 			// now, as finish would, without keeping a copy.
 			rw.mode = modeWhole
-			rw.recheckHeader()
 			rw.w.WriteHeader(rw.status)
 			return rw.w.Write(b)
 		}

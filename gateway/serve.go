@@ -690,8 +690,7 @@ func (g *Gateway) editHeader(x *exchange) *headerEdit {
 	e.begin(x.r.Header)
 	for k, vv := range e.h {
 		if !x.forwardsHeader(k) {
-			e.saved = append(e.saved, headerField{k, vv})
-			delete(e.h, k)
+			e.take(k, vv)
 		}
 	}
 	if g.cfg.ForwardIdentity {
@@ -736,9 +735,14 @@ func (e *headerEdit) begin(h http.Header) {
 // remove takes out a field, keeping it for restore.
 func (e *headerEdit) remove(name string) {
 	if vv, ok := e.h[name]; ok {
-		e.saved = append(e.saved, headerField{name, vv})
-		delete(e.h, name)
+		e.take(name, vv)
 	}
+}
+
+// take takes out a field present with values vv, keeping it for restore.
+func (e *headerEdit) take(name string, vv []string) {
+	e.saved = append(e.saved, headerField{name, vv})
+	delete(e.h, name)
 }
 
 // removeAll takes out every spelling of the field name (canonical).
@@ -866,7 +870,7 @@ var clientHeaderRules = [...]struct {
 // the cost of canonicalizing every name of every request.
 func clientHeaderRule(name string) headerRule {
 	if len(name) >= len(clientHeaderRulesByLen) {
-		return headerForward
+		return headerForward // longer than every rule's name
 	}
 	for _, i := range clientHeaderRulesByLen[len(name)] {
 		if r := &clientHeaderRules[i]; name == r.name || strings.EqualFold(name, r.name) {
@@ -879,8 +883,12 @@ func clientHeaderRule(name string) headerRule {
 // clientHeaderRulesByLen indexes clientHeaderRules by name length, so a
 // field name is compared only with the rules' names of its length (one
 // or two, mostly none) rather than all of them.
-var clientHeaderRulesByLen = func() (byLen [23][]uint8) {
+var clientHeaderRulesByLen = func() [][]uint8 {
+	var byLen [][]uint8
 	for i, r := range clientHeaderRules {
+		if n := len(r.name); n >= len(byLen) {
+			byLen = append(byLen, make([][]uint8, n+1-len(byLen))...)
+		}
 		byLen[len(r.name)] = append(byLen[len(r.name)], uint8(i))
 	}
 	return byLen

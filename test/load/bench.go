@@ -435,13 +435,10 @@ func targets(cfg benchConfig) (plain, gw *target, err error) {
 	plain = newTarget("reverse_proxy", cfg.plainURL, cfg.plainPID, cfg)
 	gw = newTarget("mcp_gateway", cfg.gatewayURL, cfg.gatewayPID, cfg)
 	if cfg.issuer != "" {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		tok, err := fetchToken(ctx, cfg, gw.client)
-		cancel()
+		tok, err := targetToken(cfg, gw)
 		if err != nil {
 			return nil, nil, err
 		}
-		gw.header.Set("Authorization", "Bearer "+tok)
 		if cfg.plainToken {
 			plain.header.Set("Authorization", "Bearer "+tok)
 		}
@@ -451,15 +448,24 @@ func targets(cfg benchConfig) (plain, gw *target, err error) {
 		// for its resource.
 		a := cfg
 		a.issuer, a.resource = cfg.plainIssuer, cfg.plainURL
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		tok, err := fetchToken(ctx, a, plain.client)
-		cancel()
-		if err != nil {
+		if _, err := targetToken(a, plain); err != nil {
 			return nil, nil, fmt.Errorf("first process: %w", err)
 		}
-		plain.header.Set("Authorization", "Bearer "+tok)
 	}
 	return plain, gw, nil
+}
+
+// targetToken gets t a token from cfg's issuer for cfg's resource and
+// sends it with t's requests.
+func targetToken(cfg benchConfig, t *target) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tok, err := fetchToken(ctx, cfg, t.client)
+	if err != nil {
+		return "", err
+	}
+	t.header.Set("Authorization", "Bearer "+tok)
+	return tok, nil
 }
 
 // bench runs the rounds and writes the report.
