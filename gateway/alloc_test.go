@@ -48,7 +48,7 @@ func TestServeAllocations(t *testing.T) {
 	cfg.AuditDenialsOnly = true
 	g := newGateway(t, cfg)
 	token := mint(t, claims())
-	p, aerr := g.authenticate(t.Context(), token)
+	p, aerr := g.authenticate(t.Context(), token, g.now())
 	if aerr != nil {
 		t.Fatal(aerr)
 	}
@@ -87,5 +87,15 @@ func TestServeAllocations(t *testing.T) {
 	}
 	if n > 8 {
 		t.Errorf("Serve allocates %v times per request, want at most 8", n)
+	}
+}
+
+// TestMediaTypeAllocations: the Content-Types upstreams send are read
+// without mime.ParseMediaType's allocations.
+func TestMediaTypeAllocations(t *testing.T) {
+	for _, ct := range []string{"application/json", "text/event-stream"} {
+		if n := testing.AllocsPerRun(100, func() { mediaType(ct) }); n != 0 {
+			t.Errorf("mediaType(%q): %v allocations, want 0", ct, n)
+		}
 	}
 }

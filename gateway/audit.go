@@ -27,27 +27,30 @@ const auditMessage = "mcp request"
 // (logs them unless only denials are audited). Status 0 means next wrote nothing (under Caddy:
 // the proxy failed and its error handler answers).
 func (g *Gateway) auditForwarded(x *exchange, status int) {
-	g.metrics.Upstream(g.now().Sub(x.upStart))
+	end := g.now()
+	g.metrics.Upstream(end.Sub(x.upStart))
 	g.countDecisions(x, true)
 	if g.cfg.AuditDenialsOnly {
 		return
 	}
+	latency := end.Sub(x.start)
 	if len(x.dec) == 0 {
-		g.auditOne(x, nil, nil, true, status, "")
+		g.auditOne(x, nil, nil, true, status, "", latency)
 		return
 	}
 	for i := range x.dec {
-		g.auditOne(x, &x.dec[i], x.message(i), true, status, "")
+		g.auditOne(x, &x.dec[i], x.message(i), true, status, "", latency)
 	}
 }
 
 // auditRefusal counts and logs a refused request: each message decision if the
 // messages were read, otherwise one event with the refusal's reason.
 func (g *Gateway) auditRefusal(x *exchange, f *refusal) {
+	latency := g.now().Sub(x.start)
 	g.metrics.Refusal(refusalReason(f))
 	g.countDecisions(x, false)
 	if len(x.dec) == 0 || len(x.dec) != max(len(x.msgs), 1) {
-		g.auditOne(x, nil, nil, false, f.status, f.message)
+		g.auditOne(x, nil, nil, false, f.status, f.message, latency)
 		return
 	}
 	for i := range x.dec {
@@ -57,7 +60,7 @@ func (g *Gateway) auditRefusal(x *exchange, f *refusal) {
 			// An allowed message shares the fate of its denied batch mates.
 			reason = "refused with its batch"
 		}
-		g.auditOne(x, d, x.message(i), false, f.status, reason)
+		g.auditOne(x, d, x.message(i), false, f.status, reason, latency)
 	}
 }
 
@@ -85,8 +88,9 @@ type auditEvent struct {
 	field     [1]zap.Field // the event as ce.Write's argument
 }
 
-// auditOne writes one event, made only when the audit logger takes it.
-func (g *Gateway) auditOne(x *exchange, d *decision, m *mcpparse.Message, allowed bool, status int, reason string) {
+// auditOne writes one event, made only when the audit logger takes it;
+// latency is the request's, the same for each of its events.
+func (g *Gateway) auditOne(x *exchange, d *decision, m *mcpparse.Message, allowed bool, status int, reason string, latency time.Duration) {
 	ce := g.audit.Check(zapcore.InfoLevel, auditMessage)
 	if ce == nil {
 		return
@@ -94,7 +98,7 @@ func (g *Gateway) auditOne(x *exchange, d *decision, m *mcpparse.Message, allowe
 	if d != nil && reason == "" {
 		reason = d.reason
 	}
-	e := &auditEvent{g: g, x: x, d: d, m: m, allowed: allowed, status: status, reason: reason, latency: g.now().Sub(x.start)}
+	e := &auditEvent{g: g, x: x, d: d, m: m, allowed: allowed, status: status, reason: reason, latency: latency}
 	if g.cfg.RequestID != nil {
 		e.requestID = g.cfg.RequestID(x.r)
 	}

@@ -38,7 +38,7 @@ func BenchmarkClassifyArgs(b *testing.B) {
 
 func benchmarkClassify(b *testing.B, cfg Config) {
 	g := newGateway(b, cfg)
-	p, aerr := g.authenticate(b.Context(), mint(b, claims()))
+	p, aerr := g.authenticate(b.Context(), mint(b, claims()), g.now())
 	if aerr != nil {
 		b.Fatal(aerr)
 	}
@@ -180,7 +180,7 @@ func (readCloser) Close() error { return nil }
 // decideInputs are a cached token's principal and a parsed tools/call.
 func decideInputs(tb testing.TB) (*Gateway, *principal, *mcpparse.Message) {
 	g := newGateway(tb, testConfig(tb))
-	p, aerr := g.authenticate(tb.Context(), mint(tb, claims()))
+	p, aerr := g.authenticate(tb.Context(), mint(tb, claims()), g.now())
 	if aerr != nil {
 		tb.Fatal(aerr)
 	}
@@ -209,7 +209,7 @@ func BenchmarkAuthenticateCached(b *testing.B) {
 	token := mint(b, claims())
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, aerr := g.authenticate(b.Context(), token); aerr != nil {
+		if _, aerr := g.authenticate(b.Context(), token, g.now()); aerr != nil {
 			b.Fatal(aerr)
 		}
 	}
@@ -242,7 +242,7 @@ func TestHotPathAllocations(t *testing.T) {
 	r := bearerRequest(token)
 	for name, f := range map[string]func(){
 		"decide":                func() { g.policy.decide(p, m, rev20250326) },
-		"authenticate (cached)": func() { g.authenticate(t.Context(), token) },
+		"authenticate (cached)": func() { g.authenticate(t.Context(), token, g.now()) },
 		"bearer token":          func() { bearerToken(r) },
 	} {
 		if n := testing.AllocsPerRun(100, f); n != 0 {
@@ -353,7 +353,7 @@ func BenchmarkServeSession(b *testing.B) {
 	cfg.Revocations = revocationSet{}
 	g := newGateway(b, cfg)
 	token := mint(b, claims())
-	p, aerr := g.authenticate(b.Context(), token)
+	p, aerr := g.authenticate(b.Context(), token, g.now())
 	if aerr != nil {
 		b.Fatal(aerr)
 	}

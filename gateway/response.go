@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -166,7 +165,7 @@ func (rw *responseWriter) WriteHeader(code int) {
 		rw.g.streams.add(x)
 	}
 	if (rw.filter != nil || rw.tasks || rw.x.pinned) && success {
-		mt, _, _ := mime.ParseMediaType(ct)
+		mt := mediaType(ct)
 		switch {
 		case encoded(h) && (rw.filter != nil || rw.x.pinned):
 			// The gateway asks for answers it can read uncompressed; an

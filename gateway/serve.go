@@ -241,7 +241,7 @@ func (g *Gateway) admit(x *exchange) *refusal {
 
 	token, scheme, aerr := bearerToken(r)
 	if aerr == nil {
-		x.p, aerr = g.authenticate(r.Context(), token)
+		x.p, aerr = g.authenticate(r.Context(), token, x.start)
 	}
 	if aerr == nil {
 		aerr = g.checkBinding(r, x.p, token, scheme)

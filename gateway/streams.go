@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"mime"
 	"strings"
 	"sync"
 	"time"
@@ -120,6 +121,18 @@ func (s *streamSet) waitIdle() {
 	for s.running {
 		s.idle.Wait()
 	}
+}
+
+// mediaType is the media type mime.ParseMediaType reads in a Content-Type
+// ("" when it cannot), without its allocations for the values upstreams
+// send.
+func mediaType(ct string) string {
+	switch ct {
+	case "application/json", "text/event-stream":
+		return ct
+	}
+	mt, _, _ := mime.ParseMediaType(ct)
+	return mt
 }
 
 // isEventStream reports whether a Content-Type is text/event-stream,

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"mime"
 	"net/http"
 	"strings"
 	"sync"
@@ -142,6 +143,23 @@ func TestStreamsWithoutRevocations(t *testing.T) {
 	g := newGateway(t, testConfig(t))
 	if g.streams != nil {
 		t.Errorf("streams = %v, want nil without Config.Revocations", g.streams)
+	}
+}
+
+// TestMediaType: mediaType reads every Content-Type as
+// mime.ParseMediaType does, the values it answers without parsing
+// included (TestMediaTypeAllocations: without allocating).
+func TestMediaType(t *testing.T) {
+	for _, ct := range []string{
+		"application/json", "text/event-stream", "Application/JSON",
+		"application/json; charset=utf-8", "application/json ", " application/json",
+		"text/event-stream;", "text/event-stream; x", "application/json,text/html",
+		"application/jsonx", "application/", "", ";", "text/plain",
+	} {
+		want, _, _ := mime.ParseMediaType(ct)
+		if got := mediaType(ct); got != want {
+			t.Errorf("mediaType(%q) = %q, want %q", ct, got, want)
+		}
 	}
 }
 

@@ -264,11 +264,10 @@ func b64TokenChar(c byte) bool {
 // claims are cached by token hash until expiry (an introspected token's
 // for at most Config.IntrospectionCache), inactive answers of the
 // introspection endpoint briefly; revocation is asked every time.
-func (g *Gateway) authenticate(ctx context.Context, token string) (*principal, *authError) {
+func (g *Gateway) authenticate(ctx context.Context, token string, now time.Time) (*principal, *authError) {
 	// Hashed in place: a copy of the token would be an allocation per
 	// request, and Sum256 only reads its input.
 	key := sha256.Sum256(unsafe.Slice(unsafe.StringData(token), len(token)))
-	now := g.now()
 	p, _ := g.cache.get(key, now)
 	g.metrics.TokenCache(p != nil)
 	if p == nil {
