@@ -20,26 +20,86 @@ func TestPinUnsolicitedToolsListAnyContentType(t *testing.T) {
 	changed := changedToolsList
 	sse := "event: message\ndata: " + changed + "\n\n"
 	tests := []struct {
-		name, method, ct, body string
+		name, method string
+		status       int      // 0: 200
+		cts          []string // the Content-Type values
+		body         string
 	}{
-		{"tools/call, JSON batch", http.MethodPost, "application/json", "[" + changed + `,{"jsonrpc":"2.0","id":1,"result":{"content":[]}}]`},
-		{"tools/call, JSON", http.MethodPost, "application/json", changed},
-		{"tools/call, event stream in a parameter", http.MethodPost, "text/plain; x=text/event-stream", sse},
-		{"GET, octet-stream", http.MethodGet, "application/octet-stream", sse},
-		{"GET, no type", http.MethodGet, "", sse},
+		{"tools/call, JSON batch", http.MethodPost, 0, []string{"application/json"}, "[" + changed + `,{"jsonrpc":"2.0","id":1,"result":{"content":[]}}]`},
+		{"tools/call, JSON", http.MethodPost, 0, []string{"application/json"}, changed},
+		{"tools/call, event stream in a parameter", http.MethodPost, 0, []string{"text/plain; x=text/event-stream"}, sse},
+		{"GET, octet-stream", http.MethodGet, 0, []string{"application/octet-stream"}, sse},
+		{"GET, no type", http.MethodGet, 0, []string{""}, sse},
+		// Types the Python SDK (startswith) or the TypeScript SDK
+		// (includes) reads as JSON.
+		{"tools/call, application/json-rpc", http.MethodPost, 0, []string{"application/json-rpc"}, changed},
+		{"tools/call, application/jsonx", http.MethodPost, 0, []string{"application/jsonx"}, changed},
+		{"tools/call, upper case", http.MethodPost, 0, []string{"APPLICATION/JSON-RPC"}, changed},
+		{"tools/call, JSON in a parameter", http.MethodPost, 0, []string{"text/plain; x=application/json"}, changed},
+		{"tools/call, text/json", http.MethodPost, 0, []string{"text/json"}, changed},
+		{"tools/call, problem+json", http.MethodPost, 0, []string{"application/problem+json"}, changed},
+		{"tools/call, two types, JSON second", http.MethodPost, 0, []string{"text/plain", "application/json"}, changed},
+		{"tools/call, two types, stream second", http.MethodPost, 0, []string{"text/plain", "text/event-stream"}, sse},
+		{"GET, two types", http.MethodGet, 0, []string{"text/event-stream", "text/plain"}, sse},
+		// Error answers whose body a client may read.
+		{"tools/call, 400 JSON", http.MethodPost, http.StatusBadRequest, []string{"application/json"}, changed},
+		{"tools/call, 422 application/json-rpc", http.MethodPost, http.StatusUnprocessableEntity, []string{"application/json-rpc"}, changed},
+		{"tools/call, 500 event stream", http.MethodPost, http.StatusInternalServerError, []string{"text/event-stream"}, sse},
+		{"GET, 500 event stream", http.MethodGet, http.StatusInternalServerError, []string{"text/event-stream"}, sse},
+		{"tools/call, 400, two types", http.MethodPost, http.StatusBadRequest, []string{"text/plain", "application/json"}, changed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			st := newPinnedStage(t)
 			st.answerWith(func(w http.ResponseWriter, r *http.Request) {
-				w.Header()["Content-Type"] = []string{tt.ct}
+				w.Header()["Content-Type"] = tt.cts
+				if tt.status != 0 {
+					w.WriteHeader(tt.status)
+				}
 				io.WriteString(w, tt.body)
 			})
 			resp := st.h.do(t, st.call(tt.method))
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			if strings.Contains(string(b), "evil.example") {
-				t.Fatalf("%s answered as %q: the changed definition reaches the client: %.120q", tt.method, tt.ct, b)
+				t.Fatalf("%s answered %d as %q: the changed definition reaches the client: %.120q", tt.method, resp.StatusCode, tt.cts, b)
+			}
+		})
+	}
+}
+
+// TestPinErrorAnswersPass: error answers the gateway reads for tools
+// lists (with pinning on) and finds none in reach the client unchanged,
+// status and body, as do error answers of other types; a GET stream's 405
+// is not refused for not being a stream.
+func TestPinErrorAnswersPass(t *testing.T) {
+	rpcError := `{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"no such thing"}}`
+	tests := []struct {
+		name, method string
+		status       int
+		ct, body     string
+	}{
+		{"tools/call, 400 JSON-RPC error", http.MethodPost, http.StatusBadRequest, "application/json", rpcError},
+		{"tools/call, 500 other JSON", http.MethodPost, http.StatusInternalServerError, "application/json", `{"detail":"database down"}`},
+		{"tools/call, 500 HTML", http.MethodPost, http.StatusInternalServerError, "text/html", "<h1>oops</h1>"},
+		{"tools/call, 503 no type", http.MethodPost, http.StatusServiceUnavailable, "", "busy"},
+		{"GET, 405 JSON", http.MethodGet, http.StatusMethodNotAllowed, "application/json", `{"jsonrpc":"2.0","id":null,"error":{"code":-32000,"message":"Method not allowed."}}`},
+		{"GET, 405 text", http.MethodGet, http.StatusMethodNotAllowed, "text/plain", "Method Not Allowed"},
+		{"tools/call, 500 event stream", http.MethodPost, http.StatusInternalServerError, "text/event-stream", "event: message\ndata: " + rpcError + "\n\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := newPinnedStage(t)
+			st.answerWith(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", tt.ct)
+				w.WriteHeader(tt.status)
+				io.WriteString(w, tt.body)
+			})
+			resp := st.h.do(t, st.call(tt.method))
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.status || string(b) != tt.body {
+				t.Fatalf("%s answered %d %q = %d %q, want it unchanged", tt.method, tt.status, tt.body, resp.StatusCode, b)
 			}
 		})
 	}

@@ -156,15 +156,18 @@ func (rw *responseWriter) WriteHeader(code int) {
 	// announced are then not sent as trailers (see recheckHeader).
 	delete(h, "Trailer")
 	// Any success with a body is read as a 200's: MCP clients read the
-	// body of a 201, 203 or 206 as they read a 200's.
+	// body of a 201, 203 or 206 as they read a 200's. An error answer's
+	// body is read too when its type names JSON or an event stream
+	// (2026-07-28 errors come as a 4xx with a JSON-RPC body).
 	success := code >= 200 && code < 300 && code != http.StatusNoContent && code != http.StatusResetContent
-	ct := first(h[hContentType])
-	stream := success && isEventStream(ct)
-	if x := rw.x; x.cancel != nil && stream {
+	cts := h[hContentType]
+	ct := first(cts)
+	readable := success || code >= 400 && (len(cts) > 1 || namesMessages(ct))
+	if x := rw.x; x.cancel != nil && readable && anyEventStream(cts) {
 		x.streaming = true
 		rw.g.streams.add(x)
 	}
-	if (rw.filter != nil || rw.tasks || rw.x.pinned) && success {
+	if (rw.filter != nil || rw.tasks || rw.x.pinned) && readable {
 		mt := mediaType(ct)
 		switch {
 		case encoded(h) && (rw.filter != nil || rw.x.pinned):
@@ -172,11 +175,23 @@ func (rw *responseWriter) WriteHeader(code int) {
 			// upstream that compresses all the same cannot be read.
 			rw.mode = modeRefuse
 			return
-		case mt != "text/event-stream" && (rw.x.r.Method == http.MethodGet || containsFold(ct, "text/event-stream")):
+		case len(cts) > 1 && (rw.filter != nil || rw.x.pinned):
+			// Clients join the values or take either one: the type the
+			// client reads is not known.
+			rw.mode = modeRefuse
+			return
+		case mt != "text/event-stream" && (success && rw.x.r.Method == http.MethodGet || containsFold(ct, "text/event-stream")):
 			// Clients read a GET's body as events whatever its type, and
 			// take "text/event-stream" anywhere in the type for a stream
 			// (the TypeScript SDK's includes()): such an answer cannot be
 			// read as the client will read it.
+			rw.mode = modeRefuse
+			return
+		case mt != "application/json" && containsFold(ct, "json") && (rw.filter != nil || rw.x.pinned):
+			// Likewise for JSON: the Python SDK reads any type starting
+			// with "application/json" as JSON ("application/json-rpc"),
+			// the TypeScript SDK any that contains it. A type that names
+			// JSON is read as JSON or refused, never passed unread.
 			rw.mode = modeRefuse
 			return
 		case rw.filter == nil && !rw.tasks && mt != "text/event-stream" && mt != "application/json":
@@ -211,6 +226,23 @@ func (rw *responseWriter) WriteHeader(code int) {
 		}
 	}
 	rw.w.WriteHeader(code)
+}
+
+// namesMessages reports whether a Content-Type names JSON or an event
+// stream: a type some client reads messages from.
+func namesMessages(ct string) bool {
+	return containsFold(ct, "json") || containsFold(ct, "event-stream")
+}
+
+// anyEventStream reports whether any of the Content-Type values is an
+// event stream.
+func anyEventStream(cts []string) bool {
+	for _, ct := range cts {
+		if isEventStream(ct) {
+			return true
+		}
+	}
+	return false
 }
 
 // passUnwrapped reports whether an answer whose task ids cannot be

@@ -99,3 +99,36 @@ func TestToolsListAnswerAnySuccessStatus(t *testing.T) {
 		}
 	}
 }
+
+// TestToolsListFilterAnyReadableAnswer: without pinning, a requested
+// tools/list answer is filtered (or refused) whatever its status and
+// however its type names JSON or an event stream: a tool the caller may
+// not use never reaches it.
+func TestToolsListFilterAnyReadableAnswer(t *testing.T) {
+	list := `{"jsonrpc":"2.0","id":1,"result":{"tools":` + toolsJSON + `}}`
+	events := "data: " + list + "\n\n"
+	for _, status := range []int{http.StatusOK, http.StatusBadRequest, http.StatusInternalServerError} {
+		for _, tt := range []struct {
+			cts  []string
+			body string
+		}{
+			{[]string{"application/json"}, list},
+			{[]string{"application/json-rpc"}, list},
+			{[]string{"text/json"}, list},
+			{[]string{"text/event-stream"}, events},
+			{[]string{"text/plain", "application/json"}, list},
+			{[]string{"text/plain", "text/event-stream"}, events},
+		} {
+			g := newGateway(t, testConfig(t))
+			w := serveDirect(t, g, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, func(w http.ResponseWriter, r *http.Request) error {
+				w.Header()["Content-Type"] = tt.cts
+				w.WriteHeader(status)
+				_, err := io.WriteString(w, tt.body)
+				return err
+			})
+			if strings.Contains(w.Body.String(), "delete_all") {
+				t.Errorf("status %d, %q: the unfiltered list reaches the client: %d %.100q", status, tt.cts, w.Code, w.Body.String())
+			}
+		}
+	}
+}
