@@ -179,6 +179,16 @@ func invalidRequest(desc string) *authError {
 	return &authError{status: http.StatusBadRequest, code: "invalid_request", desc: desc}
 }
 
+// isAccessTokenParam reports whether a query parameter name is
+// access_token as some server may read it: in any case, and with what
+// follows a "[" (PHP's access_token[]) or a NUL cut off.
+func isAccessTokenParam(k string) bool {
+	if i := strings.IndexAny(k, "[\x00"); i >= 0 {
+		k = k[:i]
+	}
+	return strings.EqualFold(k, "access_token")
+}
+
 // Authorization schemes that carry an access token.
 const (
 	schemeBearer = "Bearer"
@@ -197,8 +207,10 @@ func bearerToken(r *http.Request) (string, string, *authError) {
 		if err != nil {
 			return "", "", invalidRequest("the query string is malformed")
 		}
-		if q.Has("access_token") {
-			return "", "", invalidRequest("access tokens are accepted in the Authorization header only")
+		for k := range q {
+			if isAccessTokenParam(k) {
+				return "", "", invalidRequest("access tokens are accepted in the Authorization header only")
+			}
 		}
 	}
 	values := r.Header[hAuthorization]

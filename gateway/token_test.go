@@ -172,6 +172,12 @@ func TestTokenVariants(t *testing.T) {
 		{"act without sub", with(func(c jwt.MapClaims) { c["act"] = map[string]any{"client_id": "x"} }), "", 401},
 		{"token in query after a semicolon", "", "?x;access_token=" + mint(t, claims()), 400},
 		{"token in query, encoded name", "", "?access%5Ftoken=" + mint(t, claims()), 400},
+		{"token in query, upper case", "", "?ACCESS_TOKEN=" + mint(t, claims()), 400},
+		{"token in query, mixed case", "", "?x=1&Access_Token=" + mint(t, claims()), 400},
+		{"token in query, array name", "", "?access_token[]=" + mint(t, claims()), 400},
+		{"token in query, array name encoded", "", "?access_token%5B0%5D=" + mint(t, claims()), 400},
+		{"token in query, NUL in name", "", "?access_token%00x=" + mint(t, claims()), 400},
+		{"other query parameter", "", "?access_tokens=1&token=2", 200},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
