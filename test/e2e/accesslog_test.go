@@ -1,0 +1,110 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"text/template"
+	"time"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/e2e/harness"
+)
+
+// An access log (Caddy's `log` in a site) records response headers, the
+// Location of an authorization response with its code among them. The
+// README's filter keeps the code out; TestAccessLogCodeRedacted runs
+// that configuration through a whole authorization.
+
+var accessLogCaddyfile = template.Must(template.New("Caddyfile").Parse(`{
+	admin off
+	persist_config off
+	storage file_system {{.Dir}}/caddy
+	mcp_auth {
+		issuer {{.Issuer}}
+		storage memory
+		user {{.User}} {{.Hash}} {
+			groups readers
+		}
+		group readers {
+			scopes * {{.Read}}
+		}
+		client {{.ClientID}} {
+			public
+			redirect_uri {{.RedirectURI}}
+		}
+		resource {{.Issuer}}/mcp {
+			scopes {{.Read}}
+		}
+	}
+}
+
+{{.Issuer}} {
+	log {
+		output file {{.Log}}
+		format filter {
+			resp_headers>Location query {
+				replace code REDACTED
+			}
+		}
+	}
+	mcp_issuer
+}
+`))
+
+func TestAccessLogCodeRedacted(t *testing.T) {
+	dir, hash := t.TempDir(), harness.HashPassword(t, password)
+	logPath := filepath.Join(dir, "access.log")
+	var issuer string
+	harness.StartFree(t, func(port int) string {
+		issuer = fmt.Sprintf("http://127.0.0.1:%d", port)
+		var b strings.Builder
+		err := accessLogCaddyfile.Execute(&b, map[string]any{
+			"Dir": dir, "Issuer": issuer, "User": username, "Hash": hash, "Read": scopeRead,
+			"ClientID": clientID, "RedirectURI": redirectURI, "Log": logPath,
+		})
+		if err != nil {
+			panic(err) // the template is a constant
+		}
+		return b.String()
+	})
+	harness.WaitReady(t, issuer+"/.well-known/oauth-authorization-server")
+	ctx := ctxTimeout(t, 30*time.Second)
+	md, err := harness.Discover(ctx, issuer)
+	if err != nil {
+		t.Fatalf("Discover(%s): %v", issuer, err)
+	}
+	cfg := md.Config(clientID, redirectURI, scopeRead)
+	ar := harness.NewAuthRequest(cfg, issuer+"/mcp")
+	q, err := harness.NewRobot(username, password, redirectURI).Authorize(ctx, ar.URL)
+	if err != nil {
+		t.Fatalf("authorize: %v", err)
+	}
+	code := q.Get("code")
+	if code == "" {
+		t.Fatalf("authorization response %q: no code", q.Encode())
+	}
+	// The code still works: the filter changes the log, not the answer.
+	if _, err := ar.Exchange(ctx, cfg, code); err != nil {
+		t.Fatalf("exchange: %v", err)
+	}
+
+	// Caddy writes an access log line when the request is done; wait for
+	// the redirect's.
+	var log []byte
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		log, _ = os.ReadFile(logPath)
+		if bytes.Contains(log, []byte("code=REDACTED")) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if bytes.Contains(log, []byte(code)) {
+		t.Errorf("the access log holds the authorization code")
+	}
+	if !bytes.Contains(log, []byte("code=REDACTED")) {
+		t.Errorf("no redirect with a redacted code in the access log (%d bytes): the filter did not apply", len(log))
+	}
+}
