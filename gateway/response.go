@@ -128,6 +128,8 @@ func (rw *responseWriter) recheckHeader() {
 	h := rw.w.Header()
 	delete(h, "Set-Cookie")
 	delete(h, http.TrailerPrefix+"Set-Cookie")
+	delete(h, hWWWAuthenticate)
+	delete(h, http.TrailerPrefix+hWWWAuthenticate)
 	delete(h, http.TrailerPrefix+hSessionID)
 	if v := h[hSessionID]; len(v) > 1 || len(v) == 1 && v[0] != rw.wrapped {
 		delete(h, hSessionID)
@@ -387,14 +389,21 @@ func markPrivate(h http.Header) {
 	h.Del("Last-Modified")
 }
 
+// hWWWAuthenticate is the challenge field's canonical name.
+const hWWWAuthenticate = "Www-Authenticate"
+
 // upstreamHeaders fixes the upstream's response headers before they are
 // written: the session id is wrapped, and Set-Cookie is dropped, as
 // Cookie is on the way up: MCP does not use cookies, and on a host
 // shared with the issuer an MCP server could otherwise set the issuer's
-// login cookies (session fixation).
+// login cookies (session fixation). WWW-Authenticate is dropped too:
+// the gateway is the resource server clients authorize for, and an
+// upstream challenge naming other metadata (resource_metadata) would
+// send them to another authorization server.
 func (rw *responseWriter) upstreamHeaders() {
 	h := rw.w.Header()
 	delete(h, "Set-Cookie")
+	delete(h, hWWWAuthenticate)
 	rw.rewriteSession(h)
 }
 

@@ -131,6 +131,48 @@ func TestUpstreamSetCookie(t *testing.T) {
 	}
 }
 
+// TestUpstreamChallengeDropped: an upstream's WWW-Authenticate never
+// reaches the client, in a header or as a trailer (held answer or not),
+// so an upstream cannot point clients at other protected-resource
+// metadata and another authorization server.
+func TestUpstreamChallengeDropped(t *testing.T) {
+	const evil = `Bearer resource_metadata="https://evil.example/.well-known/oauth-protected-resource"`
+	for _, tt := range []struct {
+		name   string
+		status int
+		late   bool // sent after the body (trailer)
+	}{
+		{"401", http.StatusUnauthorized, false},
+		{"403", http.StatusForbidden, false},
+		{"200", http.StatusOK, false},
+		{"200, trailer", http.StatusOK, true},
+		{"401, trailer", http.StatusUnauthorized, true},
+	} {
+		for _, body := range []string{toolCall("read_a"), `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`} {
+			h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				if tt.late {
+					w.Header().Set("Trailer", "WWW-Authenticate")
+				} else {
+					w.Header().Set("WWW-Authenticate", evil)
+				}
+				w.WriteHeader(tt.status)
+				io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}`)
+				if tt.late {
+					w.Header().Set("WWW-Authenticate", evil)
+				}
+			})
+			resp := h.do(t, call{body: body, token: mint(t, claims())})
+			readBody(t, resp)
+			for _, hd := range []http.Header{resp.Header, resp.Trailer} {
+				if v := hd.Values("WWW-Authenticate"); len(v) != 0 {
+					t.Errorf("%s answer to %.40s: the upstream's WWW-Authenticate reached the client: %q", tt.name, body, v)
+				}
+			}
+		}
+	}
+}
+
 // TestMayListTools: the pre-check that spares the strict parse of events
 // never misses a spelling of "tools" a lenient decoder matches.
 func TestMayListTools(t *testing.T) {
