@@ -41,12 +41,16 @@ func TestPinUnsolicitedToolsListAnyContentType(t *testing.T) {
 		{"tools/call, two types, JSON second", http.MethodPost, 0, []string{"text/plain", "application/json"}, changed},
 		{"tools/call, two types, stream second", http.MethodPost, 0, []string{"text/plain", "text/event-stream"}, sse},
 		{"GET, two types", http.MethodGet, 0, []string{"text/event-stream", "text/plain"}, sse},
-		// Error answers whose body a client may read.
-		{"tools/call, 400 JSON", http.MethodPost, http.StatusBadRequest, []string{"application/json"}, changed},
-		{"tools/call, 422 application/json-rpc", http.MethodPost, http.StatusUnprocessableEntity, []string{"application/json-rpc"}, changed},
-		{"tools/call, 500 event stream", http.MethodPost, http.StatusInternalServerError, []string{"text/event-stream"}, sse},
-		{"GET, 500 event stream", http.MethodGet, http.StatusInternalServerError, []string{"text/event-stream"}, sse},
-		{"tools/call, 400, two types", http.MethodPost, http.StatusBadRequest, []string{"text/plain", "application/json"}, changed},
+		// Other statuses a client reads a body under: the Python and Go
+		// SDKs a 205, the Python SDK a 3xx it does not follow.
+		{"tools/call, 205 JSON", http.MethodPost, http.StatusResetContent, []string{"application/json"}, changed},
+		{"tools/call, 205 event stream", http.MethodPost, http.StatusResetContent, []string{"text/event-stream"}, sse},
+		{"tools/call, 300 JSON", http.MethodPost, http.StatusMultipleChoices, []string{"application/json"}, changed},
+		{"tools/call, 300 event stream", http.MethodPost, http.StatusMultipleChoices, []string{"text/event-stream"}, sse},
+		{"tools/call, 302 JSON", http.MethodPost, http.StatusFound, []string{"application/json"}, changed},
+		{"tools/call, 307 JSON", http.MethodPost, http.StatusTemporaryRedirect, []string{"application/json"}, changed},
+		{"tools/call, 308 event stream", http.MethodPost, http.StatusPermanentRedirect, []string{"text/event-stream"}, sse},
+		{"tools/call, 300, two types", http.MethodPost, http.StatusMultipleChoices, []string{"text/plain", "application/json"}, changed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -68,18 +72,21 @@ func TestPinUnsolicitedToolsListAnyContentType(t *testing.T) {
 	}
 }
 
-// TestPinErrorAnswersPass: error answers the gateway reads for tools
-// lists (with pinning on) and finds none in reach the client unchanged,
-// status and body, as do error answers of other types; a GET stream's 405
-// is not refused for not being a stream.
+// TestPinErrorAnswersPass: error answers (4xx, 5xx), from which no
+// client takes a result, reach the client unchanged, status and body,
+// with pinning on (or, below, the tools/list filter), whatever their
+// type; a GET stream's 405 is not refused for not being a stream.
 func TestPinErrorAnswersPass(t *testing.T) {
 	rpcError := `{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"no such thing"}}`
+	problem := `{"type":"about:blank","title":"Forbidden","status":403}`
 	tests := []struct {
 		name, method string
 		status       int
 		ct, body     string
 	}{
 		{"tools/call, 400 JSON-RPC error", http.MethodPost, http.StatusBadRequest, "application/json", rpcError},
+		{"tools/call, 403 problem+json", http.MethodPost, http.StatusForbidden, "application/problem+json", problem},
+		{"tools/call, 400 a tools list", http.MethodPost, http.StatusBadRequest, "application/json", changedToolsList},
 		{"tools/call, 500 other JSON", http.MethodPost, http.StatusInternalServerError, "application/json", `{"detail":"database down"}`},
 		{"tools/call, 500 HTML", http.MethodPost, http.StatusInternalServerError, "text/html", "<h1>oops</h1>"},
 		{"tools/call, 503 no type", http.MethodPost, http.StatusServiceUnavailable, "", "busy"},
@@ -102,6 +109,64 @@ func TestPinErrorAnswersPass(t *testing.T) {
 				t.Fatalf("%s answered %d %q = %d %q, want it unchanged", tt.method, tt.status, tt.body, resp.StatusCode, b)
 			}
 		})
+	}
+	for _, tt := range []struct {
+		status   int
+		ct, body string
+	}{
+		{http.StatusBadRequest, "application/json", rpcError},
+		{http.StatusBadRequest, "application/json", `{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"Bad Request: Mcp-Session-Id header is required"}}`},
+		{http.StatusInternalServerError, "application/json", `{"detail":"database down"}`},
+		{http.StatusBadGateway, "application/json", "upstream connect error"},
+		{http.StatusForbidden, "application/problem+json", problem},
+		{http.StatusUnauthorized, "application/json", `{"error":"invalid_token"}`},
+	} {
+		g := newGateway(t, testConfig(t))
+		w := serveDirect(t, g, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, func(w http.ResponseWriter, r *http.Request) error {
+			w.Header().Set("Content-Type", tt.ct)
+			w.WriteHeader(tt.status)
+			_, err := io.WriteString(w, tt.body)
+			return err
+		})
+		if w.Code != tt.status || w.Body.String() != tt.body {
+			t.Errorf("tools/list answered %d %s %q = %d %.100q, want it unchanged", tt.status, tt.ct, tt.body, w.Code, w.Body.String())
+		}
+	}
+}
+
+// TestPinRedirectRefused: with pinning on or a tools/list filter, an
+// upstream's redirect is refused (502): clients follow it, the Go SDK's
+// http.Client with the request's body, to an answer the gateway never
+// reads. Without either it passes.
+func TestPinRedirectRefused(t *testing.T) {
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "event: message\ndata: "+changedToolsList+"\n\n")
+	}))
+	defer evil.Close()
+	redirect := func(status int) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Location", evil.URL+"/mcp")
+			w.WriteHeader(status)
+		}
+	}
+	for _, status := range []int{http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther, http.StatusTemporaryRedirect, http.StatusPermanentRedirect} {
+		st := newPinnedStage(t)
+		st.answerWith(redirect(status))
+		for _, c := range []call{st.call(http.MethodPost), st.call(http.MethodGet), {body: `{"jsonrpc":"2.0","id":7,"method":"tools/list"}`, token: st.token, headers: st.headers}} {
+			resp := st.h.do(t, c)
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadGateway || strings.Contains(string(b), "evil.example") {
+				t.Errorf("%d to %s, %s %.30s: = %d %.80q, want 502", status, evil.URL, c.method, c.body, resp.StatusCode, b)
+			}
+		}
+	}
+	// The harness's client follows the redirect, as the SDKs' do.
+	h := newHarness(t, testConfig(t), redirect(http.StatusTemporaryRedirect))
+	resp := h.do(t, call{body: toolCall("read_a"), token: mint(t, claims())})
+	if b := readBody(t, resp); resp.StatusCode != http.StatusOK || !strings.Contains(b, "evil.example") {
+		t.Errorf("without pinning, a tools/call's 307 = %d %.80q, want it passed (and followed)", resp.StatusCode, b)
 	}
 }
 

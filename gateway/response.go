@@ -157,21 +157,27 @@ func (rw *responseWriter) WriteHeader(code int) {
 	// The upstream's trailers are not announced to the client: those it
 	// announced are then not sent as trailers (see recheckHeader).
 	delete(h, "Trailer")
-	// Any success with a body is read as a 200's: MCP clients read the
-	// body of a 201, 203 or 206 as they read a 200's. An error answer's
-	// body is read too when its type names JSON or an event stream
-	// (2026-07-28 errors come as a 4xx with a JSON-RPC body).
-	success := code >= 200 && code < 300 && code != http.StatusNoContent && code != http.StatusResetContent
+	// Clients read a body under any status below 400 but 204 and 304:
+	// MCP clients read a 201, 203 or 206 as a 200, the Python and Go SDKs
+	// a 205, the Python SDK a 3xx it does not follow. None takes a result
+	// from an error answer (4xx, 5xx), which passes unread; an event
+	// stream is ended on revocation whatever its status.
+	read := code >= 200 && code < 400 && code != http.StatusNoContent && code != http.StatusNotModified
 	cts := h[hContentType]
 	ct := first(cts)
-	readable := success || code >= 400 && (len(cts) > 1 || namesMessages(ct))
-	if x := rw.x; x.cancel != nil && readable && anyEventStream(cts) {
+	if x := rw.x; x.cancel != nil && anyEventStream(cts) {
 		x.streaming = true
 		rw.g.streams.add(x)
 	}
-	if (rw.filter != nil || rw.tasks || rw.x.pinned) && readable {
+	if (rw.filter != nil || rw.tasks || rw.x.pinned) && read {
 		mt := mediaType(ct)
 		switch {
+		case code >= 300 && len(h["Location"]) > 0 && (rw.filter != nil || rw.x.pinned):
+			// Clients follow a redirect (the Go and Python SDKs a 307
+			// or 308 with the request's body): the answer there is one
+			// the gateway never reads.
+			rw.mode = modeRefuse
+			return
 		case encoded(h) && (rw.filter != nil || rw.x.pinned):
 			// The gateway asks for answers it can read uncompressed; an
 			// upstream that compresses all the same cannot be read.
@@ -182,7 +188,7 @@ func (rw *responseWriter) WriteHeader(code int) {
 			// client reads is not known.
 			rw.mode = modeRefuse
 			return
-		case mt != "text/event-stream" && (success && rw.x.r.Method == http.MethodGet || containsFold(ct, "text/event-stream")):
+		case mt != "text/event-stream" && (code < 300 && rw.x.r.Method == http.MethodGet || containsFold(ct, "text/event-stream")):
 			// Clients read a GET's body as events whatever its type, and
 			// take "text/event-stream" anywhere in the type for a stream
 			// (the TypeScript SDK's includes()): such an answer cannot be
@@ -228,12 +234,6 @@ func (rw *responseWriter) WriteHeader(code int) {
 		}
 	}
 	rw.w.WriteHeader(code)
-}
-
-// namesMessages reports whether a Content-Type names JSON or an event
-// stream: a type some client reads messages from.
-func namesMessages(ct string) bool {
-	return containsFold(ct, "json") || containsFold(ct, "event-stream")
 }
 
 // anyEventStream reports whether any of the Content-Type values is an
@@ -375,8 +375,11 @@ func (rw *responseWriter) badGateway() {
 }
 
 func (rw *responseWriter) badGatewayMessage() string {
-	if rw.filter != nil {
+	switch {
+	case rw.filter != nil:
 		return "the upstream tools/list answer could not be filtered"
+	case rw.x.pinned:
+		return "the upstream answer could not be checked for tool definitions"
 	}
 	return "the upstream answer's task ids could not be rewritten"
 }

@@ -101,13 +101,13 @@ func TestToolsListAnswerAnySuccessStatus(t *testing.T) {
 }
 
 // TestToolsListFilterAnyReadableAnswer: without pinning, a requested
-// tools/list answer is filtered (or refused) whatever its status and
-// however its type names JSON or an event stream: a tool the caller may
-// not use never reaches it.
+// tools/list answer is filtered (or refused) under any status a client
+// reads it under (205 and 3xx included), however its type names JSON or
+// an event stream: a tool the caller may not use never reaches it.
 func TestToolsListFilterAnyReadableAnswer(t *testing.T) {
 	list := `{"jsonrpc":"2.0","id":1,"result":{"tools":` + toolsJSON + `}}`
 	events := "data: " + list + "\n\n"
-	for _, status := range []int{http.StatusOK, http.StatusBadRequest, http.StatusInternalServerError} {
+	for _, status := range []int{http.StatusOK, http.StatusResetContent, http.StatusMultipleChoices, http.StatusTemporaryRedirect} {
 		for _, tt := range []struct {
 			cts  []string
 			body string

@@ -179,3 +179,39 @@ func TestIsEventStream(t *testing.T) {
 		}
 	}
 }
+
+// TestRevocationClosesStreamsAnyStatus: an event stream is registered and
+// ended when its grant is revoked whatever its status: a 205 (read by the
+// Python and Go SDKs), an unfollowed 3xx (Python SDK), an error answer.
+func TestRevocationClosesStreamsAnyStatus(t *testing.T) {
+	for _, status := range []int{http.StatusResetContent, http.StatusMultipleChoices, http.StatusInternalServerError} {
+		cfg := testConfig(t)
+		revs := &lockedRevocations{grants: map[string]bool{}}
+		cfg.Revocations = revs
+		cfg.StreamCheckInterval = 10 * time.Millisecond
+		ended := make(chan struct{})
+		h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.WriteHeader(status)
+			io.WriteString(w, ": open\n\n")
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+			close(ended)
+		})
+		c := claims()
+		c["sub"], c["gid"], c["jti"] = "alice", "grant-alice", "alice-jti"
+		resp := h.do(t, call{token: mint(t, c), body: toolCall("read_a"), headers: map[string]string{"Mcp-Protocol-Version": "2025-11-25"}})
+		line, _ := bufio.NewReader(resp.Body).ReadString('\n')
+		if !strings.HasPrefix(line, ": open") {
+			t.Fatalf("%d: first line %q", status, line)
+		}
+		revs.revoke("grant-alice")
+		select {
+		case <-ended:
+		case <-time.After(5 * time.Second):
+			t.Errorf("status %d: stream still open 5 s after its grant was revoked (registered streams: %d)", status, h.g.streams.len())
+		}
+		resp.Body.Close()
+		<-ended
+	}
+}
