@@ -34,9 +34,9 @@ import (
 //     form only for a resource at "/" or with Config.RootMetadata (one
 //     gateway per host), since several MCP servers may share a host.
 //   - Tokens come from the Authorization header only (Bearer, any case,
-//     exactly one header). A query access_token (in any case, also
-//     as access_token[] or cut by a NUL; or a query that does not
-//     parse) is refused with 400 invalid_request, never read. Tokens
+//     exactly one header). A query access_token (in any case, cut by a
+//     NUL, or as PHP reads names: access.token, access_token[]; or a
+//     query that does not parse) is refused with 400 invalid_request, never read. Tokens
 //     are RFC 9068 JWTs (another issuer's may also be typ JWT with
 //     Config.AcceptTypJWT, or opaque, checked by Config.Introspector):
 //     sub and client_id (or azp) required; scope or scp; aud must contain

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -180,13 +181,35 @@ func invalidRequest(desc string) *authError {
 }
 
 // isAccessTokenParam reports whether a query parameter name is
-// access_token as some server may read it: in any case, and with what
-// follows a "[" (PHP's access_token[]) or a NUL cut off.
+// access_token as some server may read it: in any case, cut by a NUL,
+// and as PHP reads names (leading spaces dropped, " " and "." read as
+// "_", what follows a "[" an array index: access_token[], or an unclosed
+// "[" read as "_": access[token).
 func isAccessTokenParam(k string) bool {
-	if i := strings.IndexAny(k, "[\x00"); i >= 0 {
+	const name = "access_token"
+	if i := strings.IndexByte(k, 0); i >= 0 {
 		k = k[:i]
 	}
-	return strings.EqualFold(k, "access_token")
+	k = strings.TrimLeft(k, " ")
+	if len(k) < len(name) {
+		return false
+	}
+	b := []byte(k)
+	for i, c := range b {
+		if c == ' ' || c == '.' {
+			b[i] = '_'
+		}
+	}
+	before, _, bracket := bytes.Cut(b, []byte("["))
+	if strings.EqualFold(string(before), name) {
+		return true
+	}
+	if bracket {
+		b[len(before)] = '_'
+		before, _, _ = bytes.Cut(b, []byte("["))
+		return strings.EqualFold(string(before), name)
+	}
+	return false
 }
 
 // Authorization schemes that carry an access token.

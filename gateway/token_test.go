@@ -177,7 +177,14 @@ func TestTokenVariants(t *testing.T) {
 		{"token in query, array name", "", "?access_token[]=" + mint(t, claims()), 400},
 		{"token in query, array name encoded", "", "?access_token%5B0%5D=" + mint(t, claims()), 400},
 		{"token in query, NUL in name", "", "?access_token%00x=" + mint(t, claims()), 400},
-		{"other query parameter", "", "?access_tokens=1&token=2", 200},
+		// As PHP reads names: $_GET["access_token"] for each.
+		{"token in query, PHP dot", "", "?access.token=" + mint(t, claims()), 400},
+		{"token in query, PHP plus", "", "?access+token=" + mint(t, claims()), 400},
+		{"token in query, PHP space", "", "?access%20token=" + mint(t, claims()), 400},
+		{"token in query, PHP leading space", "", "?%20access_token=" + mint(t, claims()), 400},
+		{"token in query, PHP unclosed bracket", "", "?access%5Btoken=" + mint(t, claims()), 400},
+		{"token in query, PHP dot and array", "", "?access.token%5B%5D=" + mint(t, claims()), 400},
+		{"other query parameter", "", "?access_tokens=1&token=2&access=3&x.token=4&access_token_x=5", 200},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
