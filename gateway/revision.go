@@ -85,8 +85,8 @@ func (r revision) allowsBatches() bool { return r == rev20250326 }
 func (r revision) clientAnswers() bool { return r != rev20260728 }
 
 // bindsTaskIDs: task ids stand on their own, so the gateway wraps and
-// checks them (task.go). Before 2026-07-28 tasks live in the session,
-// which is bound instead.
+// checks them (task.go). Before 2026-07-28 tasks are refused
+// (refuseTasks2025).
 func (r revision) bindsTaskIDs() bool { return r == rev20260728 }
 
 // requiresCacheScope: a tools/list result carries cacheScope (SEP-2549),

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"go.uber.org/zap"
@@ -114,21 +115,10 @@ func declaresTasks(raw []byte) bool {
 
 // bindTasks checks the task ids of an authorized 2026-07-28 request and
 // replaces a wrapped one with the upstream's, in the body and Mcp-Name.
+// Before 2026-07-28 it refuses tasks (see refuseTasks2025).
 func (g *Gateway) bindTasks(x *exchange) *refusal {
 	if !x.rev.bindsTaskIDs() {
-		// 2025 revisions keep tasks in the session, which is bound to the
-		// principal; without a session nothing ties a task id to its
-		// creator, and an upstream that also serves 2026-07-28 would
-		// answer an id read out of another caller's wrapped one.
-		if x.session == "" {
-			for i := range x.msgs {
-				if m := &x.msgs[i]; m.Kind != mcpparse.KindResponse && strings.HasPrefix(m.Method, "tasks/") {
-					return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, id: m.ID,
-						message: m.Method + " needs a session in protocol versions before " + rev20260728.String()}
-				}
-			}
-		}
-		return nil
+		return refuseTasks2025(x)
 	}
 	if len(x.msgs) != 1 || x.batch {
 		// Parse allows no batches in this revision; stay sure of it.
@@ -150,6 +140,52 @@ func (g *Gateway) bindTasks(x *exchange) *refusal {
 		return g.rewriteTaskRequest(x)
 	}
 	return nil
+}
+
+// refuseTasks2025 refuses task requests (tasks/*) and task-augmented
+// requests (params.task) in the revisions before 2026-07-28 (2025-11-25
+// defines tasks). There a task is named by its id alone, and servers need
+// not keep tasks per session (the TypeScript SDK's task store does not),
+// so the bound session does not bind the task: another principal holding
+// or guessing an id, or listing tasks, would reach a task that is not
+// theirs. Binding the ids would mean rewriting every shape 2025-11-25
+// carries them in; tasks are offered through the gateway with 2026-07-28,
+// where they are bound, instead.
+func refuseTasks2025(x *exchange) *refusal {
+	for i := range x.msgs {
+		m := &x.msgs[i]
+		switch {
+		case m.Kind == mcpparse.KindResponse:
+		case strings.HasPrefix(m.Method, "tasks/"):
+			return &refusal{status: x.rev.methodNotFoundStatus(), code: codeMethodNotFound, id: m.ID,
+				message: "Method not found: " + strconv.Quote(m.Method) + ": tasks are available through this gateway in protocol version " + rev20260728.String() + " only",
+				data:    map[string]string{"method": m.Method}}
+		case m.Kind == mcpparse.KindRequest && augmentsTask(m.Raw):
+			return &refusal{status: http.StatusBadRequest, code: codeInvalidParams, id: m.ID,
+				message: "task-augmented requests (params.task) are available through this gateway in protocol version " + rev20260728.String() + " only"}
+		}
+	}
+	return nil
+}
+
+// taskAugmentation is where a 2025-11-25 request asks to run as a task.
+var taskAugmentation = func() mcpparse.Pointer {
+	p, err := mcpparse.ParsePointer("/params/task")
+	if err != nil {
+		panic(err)
+	}
+	return p
+}()
+
+// augmentsTask reports whether a request has params.task; the byte scan
+// spares the lookup for the usual request, and anything unclear counts
+// as augmented.
+func augmentsTask(raw []byte) bool {
+	if !bytes.Contains(raw, []byte("task")) && !bytes.Contains(raw, []byte(`\u`)) {
+		return false
+	}
+	_, found, err := taskAugmentation.Lookup(raw)
+	return found || err != nil
 }
 
 // rewriteTaskRequest verifies params.taskId and readies the body and

@@ -292,12 +292,12 @@ func TestTaskAnswersUnreadable(t *testing.T) {
 	}
 }
 
-// TestTasks2025Unaffected: before 2026-07-28 tasks live in sessions, which
-// are bound already (session.go); task ids pass as they are, and task
-// requests without a session are refused.
-func TestTasks2025Unaffected(t *testing.T) {
-	const upTask = "task-25"
-	up := taskUpstream(upTask, false)
+// TestTasks2025Refused: before 2026-07-28 a task is named by its id
+// alone and the upstream need not keep tasks per session, so task requests
+// and task-augmented requests are refused (with or without a session) and
+// never forwarded; other requests pass.
+func TestTasks2025Refused(t *testing.T) {
+	up := taskUpstream("task-25", false)
 	h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Mcp-Session-Id", "s-25")
 		up(w, r)
@@ -305,24 +305,41 @@ func TestTasks2025Unaffected(t *testing.T) {
 	token := mint(t, claims())
 	hdr := map[string]string{"MCP-Protocol-Version": "2025-11-25"}
 	resp := h.do(t, call{body: toolCall("read_a"), token: token, headers: hdr})
-	if id := resultTaskID(t, readBody(t, resp)); id != upTask {
-		t.Errorf("2025-11-25 tools/call task id = %q, want %q untouched", id, upTask)
+	readBody(t, resp)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("2025-11-25 tools/call = %d, want 200", resp.StatusCode)
 	}
 	session := resp.Header.Get("Mcp-Session-Id")
-	body := `{"jsonrpc":"2.0","id":2,"method":"tasks/get","params":{"taskId":"task-25"}}`
-	before := len(h.up.requests())
-	resp = h.do(t, call{body: body, token: token, headers: hdr})
-	if got := readBody(t, resp); resp.StatusCode != http.StatusBadRequest || len(h.up.requests()) != before {
-		t.Errorf("2025-11-25 tasks/get without a session = %d %s, want 400 and nothing forwarded", resp.StatusCode, got)
+	withSession := map[string]string{"MCP-Protocol-Version": "2025-11-25", "Mcp-Session-Id": session}
+	for _, tt := range []struct {
+		body string
+		code int
+	}{
+		{`{"jsonrpc":"2.0","id":2,"method":"tasks/get","params":{"taskId":"task-25"}}`, codeMethodNotFound},
+		{`{"jsonrpc":"2.0","id":2,"method":"tasks/result","params":{"taskId":"task-25"}}`, codeMethodNotFound},
+		{`{"jsonrpc":"2.0","id":2,"method":"tasks/cancel","params":{"taskId":"task-25"}}`, codeMethodNotFound},
+		{`{"jsonrpc":"2.0","id":2,"method":"tasks/list"}`, codeMethodNotFound},
+		{`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"read_a","task":{"ttl":60000}}}`, codeInvalidParams},
+		{`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"read_a","\u0074ask":{}}}`, codeInvalidParams},
+		{`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"task":{},"name":"read_a"}}`, codeInvalidParams},
+	} {
+		for _, headers := range []map[string]string{hdr, withSession} {
+			before := len(h.up.requests())
+			resp := h.do(t, call{body: tt.body, token: token, headers: headers})
+			got := readBody(t, resp)
+			var e struct {
+				Error struct{ Code int } `json:"error"`
+			}
+			json.Unmarshal([]byte(got), &e)
+			if resp.StatusCode != http.StatusBadRequest || e.Error.Code != tt.code || len(h.up.requests()) != before {
+				t.Errorf("2025-11-25 %s (session %v) = %d %s, want 400 with %d and nothing forwarded", tt.body, headers["Mcp-Session-Id"] != "", resp.StatusCode, got, tt.code)
+			}
+		}
 	}
-	resp = h.do(t, call{body: body, token: token, headers: map[string]string{"MCP-Protocol-Version": "2025-11-25", "Mcp-Session-Id": session}})
-	got := readBody(t, resp)
-	if resp.StatusCode != http.StatusOK || resultTaskID(t, got) != upTask {
-		t.Errorf("2025-11-25 tasks/get = %d %s, want 200 for %s", resp.StatusCode, got, upTask)
-	}
-	reqs := h.up.requests()
-	if last := reqs[len(reqs)-1]; string(last.Body) != body {
-		t.Errorf("upstream body = %s, want %s", last.Body, body)
+	// A tool call whose arguments merely mention a task passes.
+	resp = h.do(t, call{body: `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"read_a","arguments":{"task":"write the report"}}}`, token: token, headers: withSession})
+	if got := readBody(t, resp); resp.StatusCode != http.StatusOK {
+		t.Errorf("tools/call with a task argument = %d %s, want 200", resp.StatusCode, got)
 	}
 }
 
