@@ -88,13 +88,28 @@ func (x *exchange) rewritesTasks() bool {
 
 // tasksExtension is where a request declares the Tasks extension: its
 // per-request client capabilities.
-var tasksExtension = func() mcpparse.Pointer {
-	p, err := mcpparse.ParsePointer("/params/_meta/io.modelcontextprotocol~1clientCapabilities/extensions/io.modelcontextprotocol~1tasks")
+var tasksExtension = mustPointer("/params/_meta/io.modelcontextprotocol~1clientCapabilities/extensions/io.modelcontextprotocol~1tasks")
+
+// mustPointer parses a constant JSON Pointer.
+func mustPointer(s string) mcpparse.Pointer {
+	p, err := mcpparse.ParsePointer(s)
 	if err != nil {
 		panic(err)
 	}
 	return p
-}()
+}
+
+// hasMember reports whether raw has the member p points at. The byte
+// scan for word (letters of the member's name) spares the lookup for the
+// usual request, unless raw has \u escapes; anything unclear counts as
+// present.
+func hasMember(raw []byte, p mcpparse.Pointer, word string) bool {
+	if !bytes.Contains(raw, []byte(word)) && !bytes.Contains(raw, []byte(`\u`)) {
+		return false
+	}
+	_, found, err := p.Lookup(raw)
+	return found || err != nil
+}
 
 // declaresTasks reports whether a request may be answered with a task: a
 // server must never return one to a request that does not declare the
@@ -102,16 +117,9 @@ var tasksExtension = func() mcpparse.Pointer {
 // unread. Should an upstream return a task all the same, its id reaches
 // the client unwrapped, and an unwrapped id names no task through the
 // gateway (rewriteTaskRequest refuses it): the client loses a usable
-// id, never gains another caller's task. The byte scan spares the
-// lookup for the usual request: a declaration's name has the letters
-// "tasks" unless they are \u-escaped. Anything unclear counts as declared.
-func declaresTasks(raw []byte) bool {
-	if !bytes.Contains(raw, []byte("tasks")) && !bytes.Contains(raw, []byte(`\u`)) {
-		return false
-	}
-	_, found, err := tasksExtension.Lookup(raw)
-	return found || err != nil
-}
+// id, never gains another caller's task. Anything unclear counts as
+// declared.
+func declaresTasks(raw []byte) bool { return hasMember(raw, tasksExtension, "tasks") }
 
 // bindTasks checks the task ids of an authorized 2026-07-28 request and
 // replaces a wrapped one with the upstream's, in the body and Mcp-Name.
@@ -169,24 +177,11 @@ func refuseTasks2025(x *exchange) *refusal {
 }
 
 // taskAugmentation is where a 2025-11-25 request asks to run as a task.
-var taskAugmentation = func() mcpparse.Pointer {
-	p, err := mcpparse.ParsePointer("/params/task")
-	if err != nil {
-		panic(err)
-	}
-	return p
-}()
+var taskAugmentation = mustPointer("/params/task")
 
-// augmentsTask reports whether a request has params.task; the byte scan
-// spares the lookup for the usual request, and anything unclear counts
-// as augmented.
-func augmentsTask(raw []byte) bool {
-	if !bytes.Contains(raw, []byte("task")) && !bytes.Contains(raw, []byte(`\u`)) {
-		return false
-	}
-	_, found, err := taskAugmentation.Lookup(raw)
-	return found || err != nil
-}
+// augmentsTask reports whether a request has params.task (anything
+// unclear counts as augmented).
+func augmentsTask(raw []byte) bool { return hasMember(raw, taskAugmentation, "task") }
 
 // rewriteTaskRequest verifies params.taskId and readies the body and
 // Mcp-Name the upstream gets.
