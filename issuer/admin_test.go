@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -488,10 +489,71 @@ func TestAdminUserInProviderNamespace(t *testing.T) {
 	for _, tt := range []apiCase{
 		{"in namespace", "POST", "/mcp-auth/users", `{"username":"corp:alice","password":"long password"}`, 400, "corp"},
 		{"other prefix", "POST", "/mcp-auth/users", `{"username":"corpx:alice","password":"long password"}`, 201, ""},
+		{"client in namespace", "POST", "/mcp-auth/clients", `{"client_id":"corp:bob","grant_types":["client_credentials"]}`, 400, "belong to identity provider corp's users"},
+		{"agent in namespace", "POST", "/mcp-auth/agents", `{"agent_id":"corp:bob"}`, 400, "belong to identity provider corp's users"},
 	} {
 		t.Run(tt.name, func(t *testing.T) { runAPI(t, srv, tt) })
 	}
 	if _, err := iss.dir.lookupUser(t.Context(), "corp:alice"); err == nil {
 		t.Error("corp:alice was created")
+	}
+}
+
+// TestPrincipalNamesApart: a user never has a client's or agent's id, nor
+// the reverse, whether configured or added at runtime, nor a client or
+// agent an identity provider's user's name: a token's sub is either, and
+// policies that compare it ({token.sub} argument rules, forwarded
+// identity headers) must not take one for the other.
+func TestPrincipalNamesApart(t *testing.T) {
+	iss, _ := newAdminIssuer(t, nil)
+	srv := adminServer(t, iss)
+	steps := []apiCase{
+		{"user named as a configured client", "POST", "/mcp-auth/users", `{"username":"configured","password":"a password"}`, 400, "a client or agent has this id"},
+		{"client named as a configured user", "POST", "/mcp-auth/clients", `{"client_id":"alice","grant_types":["client_credentials"]}`, 400, "a user has this name"},
+		{"agent named as a configured user", "POST", "/mcp-auth/agents", `{"agent_id":"alice"}`, 400, "a user has this name"},
+		{"add user bob", "POST", "/mcp-auth/users", `{"username":"bob","password":"bob password"}`, 201, ""},
+		{"client named as a stored user", "POST", "/mcp-auth/clients", `{"client_id":"bob","grant_types":["client_credentials"]}`, 400, "a user has this name"},
+		{"agent named as a stored user", "POST", "/mcp-auth/agents", `{"agent_id":"bob"}`, 400, "a user has this name"},
+		{"add client ci", "POST", "/mcp-auth/clients", `{"client_id":"ci","grant_types":["client_credentials"]}`, 201, ""},
+		{"user named as a stored client", "POST", "/mcp-auth/users", `{"username":"ci","password":"a password"}`, 400, "a client or agent has this id"},
+		{"add agent planner", "POST", "/mcp-auth/agents", `{"agent_id":"planner"}`, 201, ""},
+		{"user named as a stored agent", "POST", "/mcp-auth/users", `{"username":"planner","password":"a password"}`, 400, "a client or agent has this id"},
+		{"bob unchanged", "GET", "/mcp-auth/users/bob", "", 200, `"username":"bob"`},
+		{"no client bob", "GET", "/mcp-auth/clients/bob", "", 404, ""},
+		{"no user ci", "GET", "/mcp-auth/users/ci", "", 404, ""},
+	}
+	for _, tt := range steps {
+		t.Run(tt.name, func(t *testing.T) { runAPI(t, srv, tt) })
+	}
+
+	// In the configuration, and against what a store already holds.
+	h, err := bcrypt.GenerateFromPassword([]byte("password"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := iss.cfg
+	for name, mutate := range map[string]func(*Config){
+		"client named as a user": func(c *Config) {
+			c.Clients = append(slices.Clone(c.Clients), Client{ID: "alice", TokenEndpointAuthMethod: authNone, RedirectURIs: []string{"http://127.0.0.1/cb"}})
+		},
+		"agent named as a user": func(c *Config) { c.Agents = append(slices.Clone(c.Agents), Agent{ID: "alice"}) },
+		"client named as a stored user": func(c *Config) {
+			c.Clients = append(slices.Clone(c.Clients), Client{ID: "bob", TokenEndpointAuthMethod: authNone, RedirectURIs: []string{"http://127.0.0.1/cb"}})
+		},
+		"user named as a stored client": func(c *Config) {
+			c.Users = append(slices.Clone(c.Users), User{Username: "ci", PasswordHash: string(h)})
+		},
+		"user named as a stored agent": func(c *Config) {
+			c.Users = append(slices.Clone(c.Users), User{Username: "planner", PasswordHash: string(h)})
+		},
+	} {
+		cfg := base
+		mutate(&cfg)
+		if _, err := New(cfg, iss.store); err == nil || !strings.Contains(err.Error(), "has this") {
+			t.Errorf("%s: New() = %v, want the clash refused", name, err)
+		}
+	}
+	if _, err := New(base, iss.store); err != nil {
+		t.Fatalf("New(unchanged config) = %v", err)
 	}
 }

@@ -103,6 +103,9 @@ func (i *Issuer) PutAgent(ctx context.Context, a Agent) error {
 	if i.dir.configuredClient(a.ID) {
 		return invalidEntry("agent %q: a client has this id", a.ID)
 	}
+	if p := idpOfUsername(i.cfg.IdentityProviders, a.ID); p != nil {
+		return invalidEntry("agent %q: names starting with %q belong to identity provider %s's users", a.ID, p.Name+":", p.Name)
+	}
 	a.Source = sourceAdmin
 	return i.store.Update(ctx, func(tx store.Tx) error {
 		switch taken, err := clientsIn(tx).has(a.ID); {
@@ -110,6 +113,12 @@ func (i *Issuer) PutAgent(ctx context.Context, a Agent) error {
 			return err
 		case taken:
 			return invalidEntry("agent %q: a client has this id", a.ID)
+		}
+		switch taken, err := i.dir.userNameTaken(tx, a.ID); {
+		case err != nil:
+			return err
+		case taken:
+			return invalidEntry("agent %q: a user has this name", a.ID)
 		}
 		agents := agentsIn(tx)
 		switch old, err := agents.get(a.ID); {

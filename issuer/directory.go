@@ -115,6 +115,9 @@ func (d *directory) validateConfig() error {
 		if c.ID == "" || seen[c.ID] {
 			return fmt.Errorf("client %q: empty or repeated id", c.ID)
 		}
+		if d.configuredUser(c.ID) {
+			return fmt.Errorf("client %q: a user has this name", c.ID)
+		}
 		seen[c.ID] = true
 		normalizeAuthMethod(c)
 		if err := validateClientAuth(c); err != nil {
@@ -128,6 +131,9 @@ func (d *directory) validateConfig() error {
 		a := &agents[n]
 		if seen[a.ID] {
 			return fmt.Errorf("agent %q: repeated id, or a client has it", a.ID)
+		}
+		if d.configuredUser(a.ID) {
+			return fmt.Errorf("agent %q: a user has this name", a.ID)
 		}
 		seen[a.ID] = true
 		if err := validateAgent(a); err != nil {
@@ -389,10 +395,11 @@ func (d *directory) agentFor(ctx context.Context, actor, clientID string) (*Agen
 	return a, nil
 }
 
-// checkAgentIDs refuses configured agents whose id a stored client (admin
-// or DCR) already has: the client would shadow the agent at the token
-// endpoint.
-func (d *directory) checkAgentIDs(ctx context.Context) error {
+// checkStoredIDs refuses configured agents whose id a stored client
+// (admin or DCR) already has, which would shadow the agent at the token
+// endpoint, and configured users, clients and agents whose name a stored
+// principal of the other kind has (see userNameTaken).
+func (d *directory) checkStoredIDs(ctx context.Context) error {
 	return d.store.View(ctx, func(tx store.Tx) error {
 		clients := clientsIn(tx)
 		for _, a := range d.cfg.Agents {
@@ -403,8 +410,55 @@ func (d *directory) checkAgentIDs(ctx context.Context) error {
 				return fmt.Errorf("agent %q: a stored client has this id; remove it first", a.ID)
 			}
 		}
+		for _, u := range d.cfg.Users {
+			switch taken, err := d.clientIDTaken(tx, u.Username); {
+			case err != nil:
+				return fmt.Errorf("check user names: %w", err)
+			case taken:
+				return fmt.Errorf("user %q: a stored client or agent has this id; remove it first", u.Username)
+			}
+		}
+		ids := make([]string, 0, len(d.cfg.Clients)+len(d.cfg.Agents))
+		for _, c := range d.cfg.Clients {
+			ids = append(ids, c.ID)
+		}
+		for _, a := range d.cfg.Agents {
+			ids = append(ids, a.ID)
+		}
+		for _, id := range ids {
+			switch taken, err := d.userNameTaken(tx, id); {
+			case err != nil:
+				return fmt.Errorf("check client ids: %w", err)
+			case taken:
+				return fmt.Errorf("client or agent %q: a stored user has this name; remove it first", id)
+			}
+		}
 		return nil
 	})
+}
+
+// userNameTaken reports whether a user (configured or stored) has name.
+// Users and clients or agents never share a name: a token's sub is the
+// user's name or the client's id, and policies that compare it (argument
+// rules with {token.sub}, forwarded identity headers) must not take one
+// for the other.
+func (d *directory) userNameTaken(tx store.Tx, name string) (bool, error) {
+	if d.configuredUser(name) {
+		return true, nil
+	}
+	return usersIn(tx).has(name)
+}
+
+// clientIDTaken reports whether a client or an agent (configured or
+// stored) has id (see userNameTaken).
+func (d *directory) clientIDTaken(tx store.Tx, id string) (bool, error) {
+	if d.configuredClient(id) || d.configuredAgent(id) {
+		return true, nil
+	}
+	if taken, err := clientsIn(tx).has(id); taken || err != nil {
+		return taken, err
+	}
+	return agentsIn(tx).has(id)
 }
 
 func (d *directory) configuredAgent(id string) bool {

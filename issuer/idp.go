@@ -61,6 +61,18 @@ func validateIdentityProviders(cfg *Config) error {
 			return fmt.Errorf("user %q: names starting with %q belong to identity_provider %s", u.Username, p.Name+":", p.Name)
 		}
 	}
+	// A provider's users' names are not client or agent ids either (see
+	// userNameTaken).
+	for _, c := range cfg.Clients {
+		if p := idpOfUsername(ps, c.ID); p != nil {
+			return fmt.Errorf("client %q: names starting with %q belong to identity_provider %s's users", c.ID, p.Name+":", p.Name)
+		}
+	}
+	for _, a := range cfg.Agents {
+		if p := idpOfUsername(ps, a.ID); p != nil {
+			return fmt.Errorf("agent %q: names starting with %q belong to identity_provider %s's users", a.ID, p.Name+":", p.Name)
+		}
+	}
 	cfg.IdentityProviders = ps
 	return validateTrustedIdPs(cfg)
 }

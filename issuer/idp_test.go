@@ -29,6 +29,11 @@ func TestIdentityProviderConfig(t *testing.T) {
 		{"local user in the namespace", func(c *Config) {
 			c.Users = []User{{Username: "corp:alice", PasswordHash: "$2a$04$abcdefghijklmnopqrstuu5Y8m7S3UvUsm3yOq9G0pJbW6o3vT6uK"}}
 		}, `names starting with "corp:" belong to identity_provider corp`},
+		{"client in the namespace", func(c *Config) {
+			c.Clients = []Client{{ID: "corp:bob", TokenEndpointAuthMethod: authNone, RedirectURIs: []string{"http://127.0.0.1/cb"}}}
+		}, `client "corp:bob": names starting with "corp:" belong to identity_provider corp's users`},
+		{"agent in the namespace", func(c *Config) { c.Agents = []Agent{{ID: "corp:bob", JWKSURI: "https://agent.example.com/jwks.json"}} },
+			`agent "corp:bob": names starting with "corp:" belong to identity_provider corp's users`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

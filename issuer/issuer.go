@@ -229,7 +229,7 @@ func (i *Issuer) init() error {
 	i.trusted = newTrustedIdPs(&i.cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := i.dir.checkAgentIDs(ctx); err != nil {
+	if err := i.dir.checkStoredIDs(ctx); err != nil {
 		return err
 	}
 	if err := i.dir.noteStoredUsers(ctx); err != nil {

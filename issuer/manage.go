@@ -73,6 +73,12 @@ func (i *Issuer) PutUser(ctx context.Context, u User) error {
 	u.Source = sourceAdmin
 	i.dir.dummy.note(u.PasswordHash)
 	return i.store.Update(ctx, func(tx store.Tx) error {
+		switch taken, err := i.dir.clientIDTaken(tx, u.Username); {
+		case err != nil:
+			return err
+		case taken:
+			return invalidEntry("user %q: a client or agent has this id", u.Username)
+		}
 		users := usersIn(tx)
 		// An identity provider's user (of a provider since removed) is
 		// deleted first, so the new account inherits none of its grants.
@@ -173,6 +179,9 @@ func (i *Issuer) PutClient(ctx context.Context, c Client) error {
 	if i.dir.configuredAgent(c.ID) {
 		return invalidEntry("client %q: an agent has this id", c.ID)
 	}
+	if p := idpOfUsername(i.cfg.IdentityProviders, c.ID); p != nil {
+		return invalidEntry("client %q: names starting with %q belong to identity provider %s's users", c.ID, p.Name+":", p.Name)
+	}
 	normalizeAuthMethod(&c)
 	if err := validateClientAuth(&c); err != nil {
 		return invalidEntry("client %q: %v", c.ID, err)
@@ -204,6 +213,12 @@ func (i *Issuer) PutClient(ctx context.Context, c Client) error {
 			return err
 		case taken:
 			return invalidEntry("client %q: an agent has this id", c.ID)
+		}
+		switch taken, err := i.dir.userNameTaken(tx, c.ID); {
+		case err != nil:
+			return err
+		case taken:
+			return invalidEntry("client %q: a user has this name", c.ID)
 		}
 		clients := clientsIn(tx)
 		switch old, err := clients.get(c.ID); {

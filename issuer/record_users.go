@@ -66,6 +66,8 @@ type userRecords struct{ t table[storedUser] }
 
 func usersIn(tx store.Tx) userRecords { return userRecords{table[storedUser]{tx, bucketUsers}} }
 
+func (r userRecords) has(name string) (bool, error) { return r.t.has(name) }
+
 func (r userRecords) get(name string) (*User, error) {
 	s, err := r.t.get(name)
 	if err != nil {
