@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -99,16 +98,44 @@ func mustPointer(s string) mcpparse.Pointer {
 	return p
 }
 
-// hasMember reports whether raw has the member p points at. The byte
-// scan for word (letters of the member's name) spares the lookup for the
-// usual request, unless raw has \u escapes; anything unclear counts as
-// present.
+// hasMember reports whether raw has the member p points at; anything
+// unclear counts as present. mayName spares the lookup for the usual
+// request.
 func hasMember(raw []byte, p mcpparse.Pointer, word string) bool {
-	if !bytes.Contains(raw, []byte(word)) && !bytes.Contains(raw, []byte(`\u`)) {
+	if !mayName(raw, word) {
 		return false
 	}
 	_, found, err := p.Lookup(raw)
 	return found || err != nil
+}
+
+// mayName reports whether raw may hold a member named word (lower-case
+// ASCII letters) in a spelling an upstream could read as word: word in
+// any ASCII case, or anything a byte scan cannot rule out, a \u escape
+// or a non-ASCII byte (Unicode case folding: "taſk").
+func mayName(raw []byte, word string) bool {
+	for i, c := range raw {
+		switch {
+		case c >= 0x80:
+			return true
+		case c == '\\' && i+1 < len(raw) && raw[i+1] == 'u':
+			return true
+		case c|0x20 == word[0] && len(raw)-i >= len(word) && asciiFold(raw[i:i+len(word)], word):
+			return true
+		}
+	}
+	return false
+}
+
+// asciiFold reports whether b is word (lower-case ASCII letters) in any
+// ASCII case.
+func asciiFold(b []byte, word string) bool {
+	for i := range len(word) {
+		if b[i]|0x20 != word[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // declaresTasks reports whether a request may be answered with a task: a

@@ -322,6 +322,10 @@ func TestTasks2025Refused(t *testing.T) {
 		{`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"read_a","task":{"ttl":60000}}}`, codeInvalidParams},
 		{`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"read_a","\u0074ask":{}}}`, codeInvalidParams},
 		{`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"task":{},"name":"read_a"}}`, codeInvalidParams},
+		// Other spellings an upstream could read as task.
+		{`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"read_a","Task":{"ttl":60000}}}`, codeInvalidParams},
+		{`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"read_a","TASK":{}}}`, codeInvalidParams},
+		{`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"read_a","taſk":{}}}`, codeInvalidParams},
 	} {
 		for _, headers := range []map[string]string{hdr, withSession} {
 			before := len(h.up.requests())
@@ -336,10 +340,12 @@ func TestTasks2025Refused(t *testing.T) {
 			}
 		}
 	}
-	// A tool call whose arguments merely mention a task passes.
-	resp = h.do(t, call{body: `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"read_a","arguments":{"task":"write the report"}}}`, token: token, headers: withSession})
-	if got := readBody(t, resp); resp.StatusCode != http.StatusOK {
-		t.Errorf("tools/call with a task argument = %d %s, want 200", resp.StatusCode, got)
+	// Tool calls whose arguments merely mention a task pass.
+	for _, args := range []string{`{"task":"write the report"}`, `{"Task":"écrire le rapport"}`} {
+		resp = h.do(t, call{body: `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"read_a","arguments":` + args + `}}`, token: token, headers: withSession})
+		if got := readBody(t, resp); resp.StatusCode != http.StatusOK {
+			t.Errorf("tools/call with arguments %s = %d %s, want 200", args, resp.StatusCode, got)
+		}
 	}
 }
 
@@ -441,5 +447,19 @@ func TestTaskUndeclared(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestMayName: the byte scan before a member lookup never rules out a
+// spelling an upstream could read as the name.
+func TestMayName(t *testing.T) {
+	for raw, want := range map[string]bool{
+		`{"task":1}`: true, `{"Task":1}`: true, `{"TASK":1}`: true, `{"tAsK":1}`: true,
+		`{"ta\u0073k":1}`: true, `{"taſk":1}`: true, `{"x":"é"}`: true,
+		`{"tas":1}`: false, `{"ask":1}`: false, `{"t":"ask"}`: false, `{"x":"ta"}`: false, ``: false, `t`: false,
+	} {
+		if got := mayName([]byte(raw), "task"); got != want {
+			t.Errorf("mayName(%s, task) = %v, want %v", raw, got, want)
+		}
 	}
 }
