@@ -181,16 +181,17 @@ func invalidRequest(desc string) *authError {
 }
 
 // isAccessTokenParam reports whether a query parameter name is
-// access_token as some server may read it: in any case, cut by a NUL,
-// and as PHP reads names (leading spaces dropped, " " and "." read as
-// "_", what follows a "[" an array index: access_token[], or an unclosed
-// "[" read as "_": access[token).
+// access_token as some server may read it: in any case, cut by a NUL, as
+// PHP reads names (leading spaces dropped, " " and "." read as "_", what
+// follows a "[" an array index: access_token[], or an unclosed "[" read
+// as "_": access[token), and with brackets around it (Express's qs reads
+// [access_token], Rack drops leading brackets and a trailing "]").
 func isAccessTokenParam(k string) bool {
 	const name = "access_token"
 	if i := strings.IndexByte(k, 0); i >= 0 {
 		k = k[:i]
 	}
-	k = strings.TrimLeft(k, " ")
+	k = strings.TrimLeft(k, " []")
 	if len(k) < len(name) {
 		return false
 	}
@@ -200,14 +201,18 @@ func isAccessTokenParam(k string) bool {
 			b[i] = '_'
 		}
 	}
-	before, _, bracket := bytes.Cut(b, []byte("["))
-	if strings.EqualFold(string(before), name) {
+	before := func() string {
+		if i := bytes.IndexAny(b, "[]"); i >= 0 {
+			return string(b[:i])
+		}
+		return string(b)
+	}
+	if strings.EqualFold(before(), name) {
 		return true
 	}
-	if bracket {
-		b[len(before)] = '_'
-		before, _, _ = bytes.Cut(b, []byte("["))
-		return strings.EqualFold(string(before), name)
+	if i := bytes.IndexByte(b, '['); i >= 0 {
+		b[i] = '_'
+		return strings.EqualFold(before(), name)
 	}
 	return false
 }

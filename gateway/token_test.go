@@ -184,7 +184,13 @@ func TestTokenVariants(t *testing.T) {
 		{"token in query, PHP leading space", "", "?%20access_token=" + mint(t, claims()), 400},
 		{"token in query, PHP unclosed bracket", "", "?access%5Btoken=" + mint(t, claims()), 400},
 		{"token in query, PHP dot and array", "", "?access.token%5B%5D=" + mint(t, claims()), 400},
-		{"other query parameter", "", "?access_tokens=1&token=2&access=3&x.token=4&access_token_x=5", 200},
+		// With brackets around it: Express's qs, Rack.
+		{"token in query, bracketed", "", "?%5Baccess_token%5D=" + mint(t, claims()), 400},
+		{"token in query, trailing bracket", "", "?access_token%5D=" + mint(t, claims()), 400},
+		{"token in query, leading bracket", "", "?%5Daccess_token=" + mint(t, claims()), 400},
+		{"token in query, leading open bracket", "", "?%5Baccess_token=" + mint(t, claims()), 400},
+		{"token in query, double brackets", "", "?%5B%5Baccess_token%5D%5D=" + mint(t, claims()), 400},
+		{"other query parameter", "", "?access_tokens=1&token=2&access=3&x.token=4&access_token_x=5&%5Baccess%5D=6", 200},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
