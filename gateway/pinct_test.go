@@ -157,8 +157,9 @@ func TestPinRedirectRefused(t *testing.T) {
 			resp := st.h.do(t, c)
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode != http.StatusBadGateway || strings.Contains(string(b), "evil.example") {
-				t.Errorf("%d to %s, %s %.30s: = %d %.80q, want 502", status, evil.URL, c.method, c.body, resp.StatusCode, b)
+			if resp.StatusCode != http.StatusBadGateway || strings.Contains(string(b), "evil.example") ||
+				!strings.Contains(string(b), "redirect") || resp.Header.Get("Location") != "" {
+				t.Errorf("%d to %s, %s %.30s: = %d %.80q (Location %q), want 502 naming the redirect, no Location", status, evil.URL, c.method, c.body, resp.StatusCode, b, resp.Header.Get("Location"))
 			}
 		}
 	}

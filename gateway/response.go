@@ -26,11 +26,12 @@ const maxTaskBody = 1 << 20
 type writeMode uint8
 
 const (
-	modePass   writeMode = iota // stream through untouched
-	modeJSON                    // buffer, filter, write at finish
-	modeSSE                     // filter event by event as next writes (no goroutine)
-	modeRefuse                  // a tools/list answer we cannot read: 502
-	modeWhole                   // a JSON answer written whole: nothing may follow
+	modePass     writeMode = iota // stream through untouched
+	modeJSON                      // buffer, filter, write at finish
+	modeSSE                       // filter event by event as next writes (no goroutine)
+	modeRefuse                    // a tools/list answer we cannot read: 502
+	modeWhole                     // a JSON answer written whole: nothing may follow
+	modeRedirect                  // a redirect, which clients would follow unchecked: 502
 )
 
 // toolsFilter says which response messages answer a tools/list request.
@@ -176,7 +177,7 @@ func (rw *responseWriter) WriteHeader(code int) {
 			// Clients follow a redirect (the Go and Python SDKs a 307
 			// or 308 with the request's body): the answer there is one
 			// the gateway never reads.
-			rw.mode = modeRefuse
+			rw.mode = modeRedirect
 			return
 		case encoded(h) && (rw.filter != nil || rw.x.pinned):
 			// The gateway asks for answers it can read uncompressed; an
@@ -236,11 +237,13 @@ func (rw *responseWriter) WriteHeader(code int) {
 	rw.w.WriteHeader(code)
 }
 
-// anyEventStream reports whether any of the Content-Type values is an
-// event stream.
+// anyEventStream reports whether any of the Content-Type values may be
+// read as an event stream: one that has text/event-stream anywhere, as
+// clients look for it (the Python SDK by prefix, the TypeScript SDK and
+// httpx-sse anywhere).
 func anyEventStream(cts []string) bool {
 	for _, ct := range cts {
-		if isEventStream(ct) {
+		if containsFold(ct, "text/event-stream") {
 			return true
 		}
 	}
@@ -293,7 +296,7 @@ func (rw *responseWriter) Write(b []byte) (int, error) {
 		return rw.buf.Write(b)
 	case modeSSE:
 		return rw.writeEvents(b)
-	case modeRefuse:
+	case modeRefuse, modeRedirect:
 		return len(b), nil
 	case modeWhole:
 		if len(b) > 0 {
@@ -362,12 +365,15 @@ func (rw *responseWriter) finish() {
 	case modeRefuse:
 		rw.g.log.Warn("response not filterable", zap.String("content_type", rw.w.Header().Get("Content-Type")))
 		rw.badGateway()
+	case modeRedirect:
+		rw.g.log.Warn("upstream redirect refused", zap.Int("status", rw.status))
+		rw.badGateway()
 	}
 }
 
 func (rw *responseWriter) badGateway() {
 	h := rw.w.Header()
-	for _, k := range []string{"Content-Length", "Content-Encoding", "ETag", "Last-Modified", "Mcp-Session-Id", "Set-Cookie"} {
+	for _, k := range []string{"Content-Length", "Content-Encoding", "ETag", "Last-Modified", "Location", "Mcp-Session-Id", "Set-Cookie"} {
 		h.Del(k)
 	}
 	rw.status = http.StatusBadGateway
@@ -376,6 +382,8 @@ func (rw *responseWriter) badGateway() {
 
 func (rw *responseWriter) badGatewayMessage() string {
 	switch {
+	case rw.mode == modeRedirect:
+		return "the upstream answered with a redirect, which the gateway does not pass: clients would follow it to an answer it cannot check"
 	case rw.filter != nil:
 		return "the upstream tools/list answer could not be filtered"
 	case rw.x.pinned:

@@ -181,17 +181,30 @@ func TestIsEventStream(t *testing.T) {
 }
 
 // TestRevocationClosesStreamsAnyStatus: an event stream is registered and
-// ended when its grant is revoked whatever its status: a 205 (read by the
-// Python and Go SDKs), an unfollowed 3xx (Python SDK), an error answer.
+// ended when its grant is revoked whatever its status (a 205, read by the
+// Python and Go SDKs; an unfollowed 3xx, Python SDK; an error answer) and
+// however loosely its type names one.
 func TestRevocationClosesStreamsAnyStatus(t *testing.T) {
-	for _, status := range []int{http.StatusResetContent, http.StatusMultipleChoices, http.StatusInternalServerError} {
+	for _, tt := range []struct {
+		status int
+		ct     string
+	}{
+		{http.StatusResetContent, "text/event-stream"},
+		{http.StatusMultipleChoices, "text/event-stream"},
+		{http.StatusInternalServerError, "text/event-stream"},
+		// Types clients read as a stream (Python SDK: by prefix;
+		// httpx-sse and the TypeScript SDK: anywhere).
+		{http.StatusOK, "text/event-streamx"},
+		{http.StatusOK, "text/event-stream,x"},
+	} {
+		status := tt.status
 		cfg := testConfig(t)
 		revs := &lockedRevocations{grants: map[string]bool{}}
 		cfg.Revocations = revs
 		cfg.StreamCheckInterval = 10 * time.Millisecond
 		ended := make(chan struct{})
 		h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Content-Type", "text/event-stream")
+			w.Header().Set("Content-Type", tt.ct)
 			w.WriteHeader(status)
 			io.WriteString(w, ": open\n\n")
 			w.(http.Flusher).Flush()
@@ -209,7 +222,7 @@ func TestRevocationClosesStreamsAnyStatus(t *testing.T) {
 		select {
 		case <-ended:
 		case <-time.After(5 * time.Second):
-			t.Errorf("status %d: stream still open 5 s after its grant was revoked (registered streams: %d)", status, h.g.streams.len())
+			t.Errorf("status %d, %s: stream still open 5 s after its grant was revoked (registered streams: %d)", status, tt.ct, h.g.streams.len())
 		}
 		resp.Body.Close()
 		<-ended
