@@ -3,6 +3,7 @@ package issuer
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -14,6 +15,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/bolt"
 )
 
@@ -555,5 +557,60 @@ func TestPrincipalNamesApart(t *testing.T) {
 	}
 	if _, err := New(base, iss.store); err != nil {
 		t.Fatalf("New(unchanged config) = %v", err)
+	}
+}
+
+// TestPrincipalNamesApartStored: what an older version or a provider
+// configured later could leave in the store. A stored client or agent in
+// a provider's namespace, or a stored client named as a configured user,
+// keeps the configuration from loading with a message that says what to
+// do; a provider login never creates a user whose name a client or agent
+// has.
+func TestPrincipalNamesApartStored(t *testing.T) {
+	corp := []IdentityProvider{{Name: "corp", Issuer: "https://idp.example", ClientID: "c", GroupMap: map[string][]string{"*": {"users"}}}}
+	for _, tt := range []struct {
+		name, id string
+		agent    bool
+		mutate   func(*Config)
+		want     string
+	}{
+		{"client in a provider's namespace", "corp:svc", false, func(c *Config) { c.IdentityProviders = corp }, `stored client "corp:svc": names starting with "corp:" belong to identity_provider corp's users`},
+		{"agent in a provider's namespace", "corp:bot", true, func(c *Config) { c.IdentityProviders = corp }, `stored agent "corp:bot": names starting with "corp:" belong to identity_provider corp's users`},
+		{"client named as a configured user", "alice", false, func(*Config) {}, `user "alice": a stored client or agent has this id`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			iss, _ := newAdminIssuer(t, nil)
+			err := iss.store.Update(t.Context(), func(tx store.Tx) error {
+				if tt.agent {
+					return agentsIn(tx).put(&Agent{ID: tt.id, SecretHash: "sha256:" + strings.Repeat("0", 64), Source: sourceAdmin})
+				}
+				return clientsIn(tx).create(&Client{ID: tt.id, TokenEndpointAuthMethod: authNone, RedirectURIs: []string{"http://127.0.0.1/cb"}, Source: sourceAdmin})
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := iss.cfg
+			tt.mutate(&cfg)
+			_, err = New(cfg, iss.store)
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "remove the stored one through the admin API") {
+				t.Errorf("New = %v, want %q and what to do", err, tt.want)
+			}
+		})
+	}
+
+	// A provider login over a client's id (a store shared with an
+	// instance configured otherwise) is refused and creates no user.
+	iss, _ := newAdminIssuer(t, func(c *Config) { c.IdentityProviders = corp })
+	if err := iss.store.Update(t.Context(), func(tx store.Tx) error {
+		return clientsIn(tx).create(&Client{ID: "corp:svc", TokenEndpointAuthMethod: authNone, RedirectURIs: []string{"http://127.0.0.1/cb"}, Source: sourceAdmin})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	p := &iss.cfg.IdentityProviders[0]
+	if err := iss.provision(t.Context(), p, &idpIdentity{username: "corp:svc", subject: "svc", groups: []string{"users"}}, iss.now()); !errors.Is(err, errIdPRefused) {
+		t.Errorf("provision(corp:svc) = %v, want refused", err)
+	}
+	if _, err := iss.dir.lookupUser(t.Context(), "corp:svc"); err == nil {
+		t.Error("provision created user corp:svc, a client's id")
 	}
 }

@@ -407,7 +407,7 @@ func (d *directory) checkStoredIDs(ctx context.Context) error {
 			case err != nil:
 				return fmt.Errorf("check agent ids: %w", err)
 			case taken:
-				return fmt.Errorf("agent %q: a stored client has this id; remove it first", a.ID)
+				return fmt.Errorf("agent %q: a stored client has this id; %s", a.ID, removeFirst)
 			}
 		}
 		for _, u := range d.cfg.Users {
@@ -415,7 +415,7 @@ func (d *directory) checkStoredIDs(ctx context.Context) error {
 			case err != nil:
 				return fmt.Errorf("check user names: %w", err)
 			case taken:
-				return fmt.Errorf("user %q: a stored client or agent has this id; remove it first", u.Username)
+				return fmt.Errorf("user %q: a stored client or agent has this id; %s", u.Username, removeFirst)
 			}
 		}
 		ids := make([]string, 0, len(d.cfg.Clients)+len(d.cfg.Agents))
@@ -430,12 +430,31 @@ func (d *directory) checkStoredIDs(ctx context.Context) error {
 			case err != nil:
 				return fmt.Errorf("check client ids: %w", err)
 			case taken:
-				return fmt.Errorf("client or agent %q: a stored user has this name; remove it first", id)
+				return fmt.Errorf("client or agent %q: a stored user has this name; %s", id, removeFirst)
 			}
 		}
-		return nil
+		if len(d.cfg.IdentityProviders) == 0 {
+			return nil
+		}
+		// Stored clients and agents in a provider's namespace (added
+		// before the provider was configured).
+		inNamespace := func(kind, id string) error {
+			if p := idpOfUsername(d.cfg.IdentityProviders, id); p != nil {
+				return fmt.Errorf("stored %s %q: names starting with %q belong to identity_provider %s's users; %s", kind, id, p.Name+":", p.Name, removeFirst)
+			}
+			return nil
+		}
+		if err := clientsIn(tx).each(func(c *Client) error { return inNamespace("client", c.ID) }); err != nil {
+			return err
+		}
+		return agentsIn(tx).each(func(a *Agent) error { return inNamespace("agent", a.ID) })
 	})
 }
+
+// removeFirst tells an operator how to resolve a clash between the
+// configuration and what the store holds: the admin API runs only with a
+// configuration that loads.
+const removeFirst = "start once without the clashing configuration entry, remove the stored one through the admin API (caddy mcp-auth), then restore the entry"
 
 // userNameTaken reports whether a user (configured or stored) has name.
 // Users and clients or agents never share a name: a token's sub is the

@@ -193,14 +193,20 @@ func (i *Issuer) idpCallback(p *idpClient) http.HandlerFunc {
 
 // provision creates or updates the provider's user from a login: the
 // groups are those of this login. A name held by a local user, by another
-// provider's user, or by another subject of this provider (an email
-// reassigned, when user_claim is email) is refused, as is a disabled
-// user.
+// provider's user, by another subject of this provider (an email
+// reassigned, when user_claim is email) or as a client's or agent's id
+// is refused, as is a disabled user.
 func (i *Issuer) provision(ctx context.Context, p *IdentityProvider, id *idpIdentity, at time.Time) error {
 	if i.dir.configuredUser(id.username) {
 		return fmt.Errorf("%w: a configured user is named %q", errIdPRefused, id.username)
 	}
 	return i.store.Update(ctx, func(tx store.Tx) error {
+		switch taken, err := i.dir.clientIDTaken(tx, id.username); {
+		case err != nil:
+			return err
+		case taken:
+			return fmt.Errorf("%w: a client or agent has the id %q", errIdPRefused, id.username)
+		}
 		users := usersIn(tx)
 		old, err := users.get(id.username)
 		switch {
