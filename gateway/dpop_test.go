@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -236,5 +237,47 @@ func TestDPoPNonce(t *testing.T) {
 	readBody(t, resp)
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("proof with a made-up nonce: %d, want 401", resp.StatusCode)
+	}
+}
+
+// TestUpstreamDPoPNonceDropped: the client sees only the gateway's
+// DPoP-Nonce, never the upstream's, as a header or a late one (a
+// trailer of a held answer), with a bound token and nonces on, and none
+// at all with a Bearer token.
+func TestUpstreamDPoPNonceDropped(t *testing.T) {
+	for _, late := range []bool{false, true} {
+		cfg := testConfig(t)
+		cfg.DPoPNonce = true
+		h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			if late {
+				w.Header().Set("Trailer", "DPoP-Nonce")
+			} else {
+				w.Header().Set("DPoP-Nonce", "upstream-nonce")
+			}
+			io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}`)
+			if late {
+				w.Header().Set("DPoP-Nonce", "upstream-nonce")
+			}
+		})
+		alice := newDPoPKey(t)
+		token := boundToken(t, alice.jkt)
+		resp := h.do(t, dpopCall(token, alice.proof(t, http.MethodPost, testResource, token, nil)))
+		readBody(t, resp)
+		nonce := resp.Header.Get("DPoP-Nonce")
+		body := `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
+		proof := alice.proof(t, http.MethodPost, testResource, token, func(_ map[string]any, c jwt.MapClaims) { c["nonce"] = nonce })
+		c := dpopCall(token, proof)
+		c.body = body
+		resp = h.do(t, c)
+		readBody(t, resp)
+		if v := resp.Header.Values("DPoP-Nonce"); resp.StatusCode != http.StatusOK || len(v) != 1 || v[0] == "upstream-nonce" || len(resp.Trailer.Values("DPoP-Nonce")) != 0 {
+			t.Errorf("late %v: bound token: %d, DPoP-Nonce %q (trailer %q), want 200 and the gateway's only", late, resp.StatusCode, v, resp.Trailer.Values("DPoP-Nonce"))
+		}
+		resp = h.do(t, call{body: body, token: mint(t, claims())})
+		readBody(t, resp)
+		if v := resp.Header.Values("DPoP-Nonce"); resp.StatusCode != http.StatusOK || len(v) != 0 {
+			t.Errorf("late %v: bearer token: %d, DPoP-Nonce %q, want 200 and none", late, resp.StatusCode, v)
+		}
 	}
 }

@@ -131,6 +131,8 @@ func (rw *responseWriter) recheckHeader() {
 	delete(h, http.TrailerPrefix+"Set-Cookie")
 	delete(h, hWWWAuthenticate)
 	delete(h, http.TrailerPrefix+hWWWAuthenticate)
+	rw.keepOwnNonce(h)
+	delete(h, http.TrailerPrefix+hDPoPNonce)
 	delete(h, http.TrailerPrefix+hSessionID)
 	if v := h[hSessionID]; len(v) > 1 || len(v) == 1 && v[0] != rw.wrapped {
 		delete(h, hSessionID)
@@ -400,8 +402,11 @@ func markPrivate(h http.Header) {
 	h.Del("Last-Modified")
 }
 
-// hWWWAuthenticate is the challenge field's canonical name.
-const hWWWAuthenticate = "Www-Authenticate"
+// Canonical names of response fields the gateway owns.
+const (
+	hWWWAuthenticate = "Www-Authenticate"
+	hDPoPNonce       = "Dpop-Nonce"
+)
 
 // upstreamHeaders fixes the upstream's response headers before they are
 // written: the session id is wrapped, and Set-Cookie is dropped, as
@@ -415,7 +420,23 @@ func (rw *responseWriter) upstreamHeaders() {
 	h := rw.w.Header()
 	delete(h, "Set-Cookie")
 	delete(h, hWWWAuthenticate)
+	rw.keepOwnNonce(h)
 	rw.rewriteSession(h)
+}
+
+// keepOwnNonce leaves only the gateway's own DPoP-Nonce: the gateway
+// checks the proofs, and an upstream's nonce beside its own (Serve sets
+// it before next, reverse_proxy appends the upstream's) would spoil the
+// client's next proof.
+func (rw *responseWriter) keepOwnNonce(h http.Header) {
+	v := h[hDPoPNonce]
+	switch {
+	case len(v) == 0:
+	case rw.g.proofs.Nonces() != nil && rw.x.p != nil && rw.x.p.jkt != "":
+		h[hDPoPNonce] = v[:1]
+	default:
+		delete(h, hDPoPNonce)
+	}
 }
 
 // rewriteSession replaces the upstream's Mcp-Session-Id with the wrapped,
