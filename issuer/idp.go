@@ -287,6 +287,22 @@ func (c *idpClient) identity(tok *oidc.IDToken) (*idpIdentity, error) {
 	return c.cfg.identity(claims, tok.Subject)
 }
 
+// emailVerified reads the email_verified claim: stated reports whether it
+// is there at all. A boolean counts, and so do the strings "true" and
+// "false" (some providers, Sign in with Apple among them, send strings);
+// any other value is stated and not verified.
+func emailVerified(claims map[string]any) (verified, stated bool) {
+	switch v := claims["email_verified"].(type) {
+	case nil:
+		return false, false
+	case bool:
+		return v, true
+	case string:
+		return v == "true", true
+	}
+	return false, true
+}
+
 // identity reads and admits the user the provider's verified claims name
 // (an ID token's, or an ID-JAG's of a trusted IdP linked to p); subject
 // is their sub.
@@ -298,9 +314,15 @@ func (p *IdentityProvider) identity(claims map[string]any, subject string) (*idp
 	id := &idpIdentity{username: p.Name + ":" + value, subject: subject}
 	id.name, _ = claims["name"].(string)
 	id.email, _ = claims["email"].(string)
+	verified, stated := emailVerified(claims)
+	if p.UserClaim == "email" && !verified {
+		// The address becomes the account's name (the token's sub): an
+		// address the provider has not verified could be anyone's.
+		return nil, fmt.Errorf("%w: claim email names the user and the provider does not say it is verified", errIdPRefused)
+	}
 	if len(p.AllowedEmailDomains) > 0 {
 		_, domain, ok := strings.Cut(strings.ToLower(id.email), "@")
-		if verified, present := claims["email_verified"].(bool); !ok || (present && !verified) || !slices.Contains(p.AllowedEmailDomains, domain) {
+		if !ok || (stated && !verified) || !slices.Contains(p.AllowedEmailDomains, domain) {
 			return nil, fmt.Errorf("%w: email domain not allowed", errIdPRefused)
 		}
 	}

@@ -292,6 +292,15 @@ func TestIdPSignInAnswers(t *testing.T) {
 		{"email not verified", func(s *stubIdP) {
 			s.claims["email_verified"] = false
 		}, http.StatusForbidden, "may not sign in here", idpReasonRefused},
+		{"email not verified, as a string", func(s *stubIdP) {
+			s.claims["email_verified"] = "false"
+		}, http.StatusForbidden, "may not sign in here", idpReasonRefused},
+		{"email verification neither true nor false", func(s *stubIdP) {
+			s.claims["email_verified"] = 1
+		}, http.StatusForbidden, "may not sign in here", idpReasonRefused},
+		{"email verified, as a string", func(s *stubIdP) {
+			s.claims["email_verified"] = "true"
+		}, http.StatusSeeOther, "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -398,6 +407,44 @@ func TestIdPReassignedName(t *testing.T) {
 	}
 	if err := e.get(bucketUsers, name, &u); err != nil || u.IdPSubject != "u-2" {
 		t.Errorf("user %s: subject %q (%v), want u-2", name, u.IdPSubject, err)
+	}
+}
+
+// TestIdPEmailAsNameVerified: with user_claim email the address is the
+// account's name (the token's sub), so a sign-in whose address the
+// provider does not say is verified is refused, and creates no user.
+func TestIdPEmailAsNameVerified(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		verified any // nil: no claim
+		want     int
+	}{
+		{"verified", true, http.StatusSeeOther},
+		{"verified, as a string", "true", http.StatusSeeOther},
+		{"not verified", false, http.StatusForbidden},
+		{"not verified, as a string", "false", http.StatusForbidden},
+		{"no claim", nil, http.StatusForbidden},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e, stub, _ := newIdPEnv(t, func(p *IdentityProvider) { p.UserClaim = "email"; p.AllowedEmailDomains = nil })
+			stub.set(func(s *stubIdP) {
+				s.claims["sub"], s.claims["email"] = "attacker-sub", "ceo@corp.example"
+				if tt.verified == nil {
+					delete(s.claims, "email_verified")
+				} else {
+					s.claims["email_verified"] = tt.verified
+				}
+			})
+			res := e.idpSignIn(t, e.browser())
+			if res.status != tt.want {
+				t.Fatalf("sign-in = %d %q, want %d", res.status, res.body, tt.want)
+			}
+			var u User
+			err := e.get(bucketUsers, stubIdPName+":ceo@corp.example", &u)
+			if created := err == nil; created != (tt.want == http.StatusSeeOther) {
+				t.Errorf("user created: %v, want %v", created, tt.want == http.StatusSeeOther)
+			}
+		})
 	}
 }
 
