@@ -242,13 +242,20 @@ func TestDPoPNonce(t *testing.T) {
 
 // TestUpstreamDPoPNonceDropped: the client sees only the gateway's
 // DPoP-Nonce, never the upstream's, as a header or a late one (a
-// trailer of a held answer), with a bound token and nonces on, and none
-// at all with a Bearer token.
+// trailer of a held answer), also after a 1xx, with a bound token and
+// nonces on, and none at all with a Bearer token.
 func TestUpstreamDPoPNonceDropped(t *testing.T) {
-	for _, late := range []bool{false, true} {
+	for _, tt := range []struct{ late, hints bool }{{false, false}, {true, false}, {false, true}} {
+		late := tt.late
 		cfg := testConfig(t)
 		cfg.DPoPNonce = true
 		h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+			if tt.hints {
+				// httputil.ReverseProxy clears the header after a 1xx,
+				// the gateway's nonce with it.
+				w.Header().Set("Link", "</x>; rel=preload")
+				w.WriteHeader(http.StatusEarlyHints)
+			}
 			w.Header().Set("Content-Type", "application/json")
 			if late {
 				w.Header().Set("Trailer", "DPoP-Nonce")
@@ -272,12 +279,12 @@ func TestUpstreamDPoPNonceDropped(t *testing.T) {
 		resp = h.do(t, c)
 		readBody(t, resp)
 		if v := resp.Header.Values("DPoP-Nonce"); resp.StatusCode != http.StatusOK || len(v) != 1 || v[0] == "upstream-nonce" || len(resp.Trailer.Values("DPoP-Nonce")) != 0 {
-			t.Errorf("late %v: bound token: %d, DPoP-Nonce %q (trailer %q), want 200 and the gateway's only", late, resp.StatusCode, v, resp.Trailer.Values("DPoP-Nonce"))
+			t.Errorf("late %v, 103 first %v: bound token: %d, DPoP-Nonce %q (trailer %q), want 200 and the gateway's only", late, tt.hints, resp.StatusCode, v, resp.Trailer.Values("DPoP-Nonce"))
 		}
 		resp = h.do(t, call{body: body, token: mint(t, claims())})
 		readBody(t, resp)
 		if v := resp.Header.Values("DPoP-Nonce"); resp.StatusCode != http.StatusOK || len(v) != 0 {
-			t.Errorf("late %v: bearer token: %d, DPoP-Nonce %q, want 200 and none", late, resp.StatusCode, v)
+			t.Errorf("late %v, 103 first %v: bearer token: %d, DPoP-Nonce %q, want 200 and none", late, tt.hints, resp.StatusCode, v)
 		}
 	}
 }

@@ -168,7 +168,9 @@ func (rw *responseWriter) WriteHeader(code int) {
 	read := code >= 200 && code < 400 && code != http.StatusNoContent && code != http.StatusNotModified
 	cts := h[hContentType]
 	ct := first(cts)
-	if x := rw.x; x.cancel != nil && anyEventStream(cts) {
+	// A GET's answer is read as events whatever its type (the TypeScript
+	// SDK reads any 2xx GET body as a stream).
+	if x := rw.x; x.cancel != nil && (anyEventStream(cts) || x.r.Method == http.MethodGet) {
 		x.streaming = true
 		rw.g.streams.add(x)
 	}
@@ -424,16 +426,17 @@ func (rw *responseWriter) upstreamHeaders() {
 	rw.rewriteSession(h)
 }
 
-// keepOwnNonce leaves only the gateway's own DPoP-Nonce: the gateway
-// checks the proofs, and an upstream's nonce beside its own (Serve sets
-// it before next, reverse_proxy appends the upstream's) would spoil the
-// client's next proof.
+// keepOwnNonce leaves only the gateway's own DPoP-Nonce, the one Serve
+// set (x.ownNonce, set again here: httputil.ReverseProxy clears the
+// header after a 1xx): the gateway checks the proofs, and an upstream's
+// nonce beside or instead of its own would spoil the client's next
+// proof.
 func (rw *responseWriter) keepOwnNonce(h http.Header) {
 	v := h[hDPoPNonce]
 	switch {
-	case len(v) == 0:
-	case rw.g.proofs.Nonces() != nil && rw.x.p != nil && rw.x.p.jkt != "":
-		h[hDPoPNonce] = v[:1]
+	case len(v) == 0 && rw.x.ownNonce == "":
+	case rw.x.ownNonce != "":
+		h[hDPoPNonce] = []string{rw.x.ownNonce}
 	default:
 		delete(h, hDPoPNonce)
 	}

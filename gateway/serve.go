@@ -32,6 +32,8 @@ type exchange struct {
 	batch   bool
 	dec     []decision
 	session string // upstream session id, "" when none
+	// ownNonce: the DPoP-Nonce Serve set, the only one the client gets.
+	ownNonce string
 	// headerChecked: Mcp-Method / Mcp-Name were validated against the body.
 	headerChecked bool
 	// upTaskName: the Mcp-Name the upstream gets for a task request whose
@@ -115,7 +117,8 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next Next) (err 
 	if n := g.proofs.Nonces(); n != nil && f == nil && x.p != nil && x.p.jkt != "" {
 		// A fresh nonce with every answer spares the client a refusal
 		// when the one it holds expires (RFC 9449 §8.2).
-		w.Header().Set(dpop.NonceHeader, n.Current(g.now()))
+		x.ownNonce = n.Current(g.now())
+		w.Header().Set(dpop.NonceHeader, x.ownNonce)
 	}
 	if f != nil {
 		f.write(w)

@@ -183,19 +183,25 @@ func TestIsEventStream(t *testing.T) {
 // TestRevocationClosesStreamsAnyStatus: an event stream is registered and
 // ended when its grant is revoked whatever its status (a 205, read by the
 // Python and Go SDKs; an unfollowed 3xx, Python SDK; an error answer) and
-// however loosely its type names one.
+// however loosely its type names one, and a GET's whatever its type.
 func TestRevocationClosesStreamsAnyStatus(t *testing.T) {
 	for _, tt := range []struct {
+		method string
 		status int
-		ct     string
+		ct     string // "-": none
 	}{
-		{http.StatusResetContent, "text/event-stream"},
-		{http.StatusMultipleChoices, "text/event-stream"},
-		{http.StatusInternalServerError, "text/event-stream"},
+		{http.MethodPost, http.StatusResetContent, "text/event-stream"},
+		{http.MethodPost, http.StatusMultipleChoices, "text/event-stream"},
+		{http.MethodPost, http.StatusInternalServerError, "text/event-stream"},
 		// Types clients read as a stream (Python SDK: by prefix;
 		// httpx-sse and the TypeScript SDK: anywhere).
-		{http.StatusOK, "text/event-streamx"},
-		{http.StatusOK, "text/event-stream,x"},
+		{http.MethodPost, http.StatusOK, "text/event-streamx"},
+		{http.MethodPost, http.StatusOK, "text/event-stream,x"},
+		// A GET's answer is read as events whatever its type
+		// (TypeScript SDK).
+		{http.MethodGet, http.StatusOK, "-"},
+		{http.MethodGet, http.StatusOK, "text/plain"},
+		{http.MethodGet, http.StatusOK, "application/octet-stream"},
 	} {
 		status := tt.status
 		cfg := testConfig(t)
@@ -204,7 +210,11 @@ func TestRevocationClosesStreamsAnyStatus(t *testing.T) {
 		cfg.StreamCheckInterval = 10 * time.Millisecond
 		ended := make(chan struct{})
 		h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Content-Type", tt.ct)
+			if tt.ct == "-" {
+				w.Header()["Content-Type"] = nil // no sniffing
+			} else {
+				w.Header().Set("Content-Type", tt.ct)
+			}
 			w.WriteHeader(status)
 			io.WriteString(w, ": open\n\n")
 			w.(http.Flusher).Flush()
@@ -213,16 +223,20 @@ func TestRevocationClosesStreamsAnyStatus(t *testing.T) {
 		})
 		c := claims()
 		c["sub"], c["gid"], c["jti"] = "alice", "grant-alice", "alice-jti"
-		resp := h.do(t, call{token: mint(t, c), body: toolCall("read_a"), headers: map[string]string{"Mcp-Protocol-Version": "2025-11-25"}})
+		req := call{token: mint(t, c), body: toolCall("read_a"), headers: map[string]string{"Mcp-Protocol-Version": "2025-11-25"}}
+		if tt.method == http.MethodGet {
+			req = call{method: http.MethodGet, token: req.token, headers: req.headers}
+		}
+		resp := h.do(t, req)
 		line, _ := bufio.NewReader(resp.Body).ReadString('\n')
 		if !strings.HasPrefix(line, ": open") {
-			t.Fatalf("%d: first line %q", status, line)
+			t.Fatalf("%s %d %s: first line %q", tt.method, status, tt.ct, line)
 		}
 		revs.revoke("grant-alice")
 		select {
 		case <-ended:
 		case <-time.After(5 * time.Second):
-			t.Errorf("status %d, %s: stream still open 5 s after its grant was revoked (registered streams: %d)", status, tt.ct, h.g.streams.len())
+			t.Errorf("%s %d, %s: stream still open 5 s after its grant was revoked (registered streams: %d)", tt.method, status, tt.ct, h.g.streams.len())
 		}
 		resp.Body.Close()
 		<-ended

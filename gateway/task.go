@@ -111,12 +111,15 @@ func hasMember(raw []byte, p mcpparse.Pointer, word string) bool {
 
 // mayName reports whether raw may hold a member named word (lower-case
 // ASCII letters) in a spelling an upstream could read as word: word in
-// any ASCII case, or anything a byte scan cannot rule out, a \u escape
-// or a non-ASCII byte (Unicode case folding: "taſk").
+// any ASCII case, or anything a byte scan cannot rule out: a \u escape,
+// or one of the two non-ASCII letters whose case folds to an ASCII one,
+// ſ (s) and the Kelvin sign K (k) ("taſk"; matched by encoding/json and
+// strings.EqualFold).
 func mayName(raw []byte, word string) bool {
 	for i, c := range raw {
 		switch {
-		case c >= 0x80:
+		case c == 0xC5 && i+1 < len(raw) && raw[i+1] == 0xBF, // ſ U+017F
+			c == 0xE2 && i+2 < len(raw) && raw[i+1] == 0x84 && raw[i+2] == 0xAA: // K U+212A
 			return true
 		case c == '\\' && i+1 < len(raw) && raw[i+1] == 'u':
 			return true

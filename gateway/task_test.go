@@ -326,6 +326,7 @@ func TestTasks2025Refused(t *testing.T) {
 		{`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"read_a","Task":{"ttl":60000}}}`, codeInvalidParams},
 		{`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"read_a","TASK":{}}}`, codeInvalidParams},
 		{`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"read_a","taſk":{}}}`, codeInvalidParams},
+		{"{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\",\"params\":{\"name\":\"read_a\",\"tas\u212a\":{}}}", codeInvalidParams},
 	} {
 		for _, headers := range []map[string]string{hdr, withSession} {
 			before := len(h.up.requests())
@@ -455,7 +456,8 @@ func TestTaskUndeclared(t *testing.T) {
 func TestMayName(t *testing.T) {
 	for raw, want := range map[string]bool{
 		`{"task":1}`: true, `{"Task":1}`: true, `{"TASK":1}`: true, `{"tAsK":1}`: true,
-		`{"ta\u0073k":1}`: true, `{"taſk":1}`: true, `{"x":"é"}`: true,
+		`{"ta\u0073k":1}`: true, `{"taſk":1}`: true, `{"tas\u212a":1}`: true, "{\"tas\u212a\":1}": true,
+		`{"x":"é"}`: false, `{"x":"東京"}`: false,
 		`{"tas":1}`: false, `{"ask":1}`: false, `{"t":"ask"}`: false, `{"x":"ta"}`: false, ``: false, `t`: false,
 	} {
 		if got := mayName([]byte(raw), "task"); got != want {

@@ -184,14 +184,15 @@ func invalidRequest(desc string) *authError {
 // access_token as some server may read it: in any case, cut by a NUL, as
 // PHP reads names (leading spaces dropped, " " and "." read as "_", what
 // follows a "[" an array index: access_token[], or an unclosed "[" read
-// as "_": access[token), and with brackets around it (Express's qs reads
-// [access_token], Rack drops leading brackets and a trailing "]").
+// as "_": access[token), with brackets around it (Express's qs reads
+// [access_token], Rack drops leading brackets and a trailing "]"), and
+// after a "!" (Spring's field default).
 func isAccessTokenParam(k string) bool {
 	const name = "access_token"
 	if i := strings.IndexByte(k, 0); i >= 0 {
 		k = k[:i]
 	}
-	k = strings.TrimLeft(k, " []")
+	k = strings.TrimLeft(k, " []!")
 	if len(k) < len(name) {
 		return false
 	}

@@ -190,6 +190,7 @@ func TestTokenVariants(t *testing.T) {
 		{"token in query, leading bracket", "", "?%5Daccess_token=" + mint(t, claims()), 400},
 		{"token in query, leading open bracket", "", "?%5Baccess_token=" + mint(t, claims()), 400},
 		{"token in query, double brackets", "", "?%5B%5Baccess_token%5D%5D=" + mint(t, claims()), 400},
+		{"token in query, Spring field default", "", "?%21access_token=" + mint(t, claims()), 400},
 		{"other query parameter", "", "?access_tokens=1&token=2&access=3&x.token=4&access_token_x=5&%5Baccess%5D=6", 200},
 	}
 	for _, tt := range tests {
