@@ -440,21 +440,31 @@ func (d *directory) checkStoredIDs(ctx context.Context) error {
 		// before the provider was configured).
 		inNamespace := func(kind, id string) error {
 			if p := idpOfUsername(d.cfg.IdentityProviders, id); p != nil {
-				return fmt.Errorf("stored %s %q: names starting with %q belong to identity_provider %s's users; %s", kind, id, p.Name+":", p.Name, removeFirst)
+				return fmt.Errorf("stored %s %q: names starting with %q belong to identity_provider %s's users; remove the stored %s through the admin API before configuring the provider", kind, id, p.Name+":", p.Name, kind)
 			}
 			return nil
 		}
 		if err := clientsIn(tx).each(func(c *Client) error { return inNamespace("client", c.ID) }); err != nil {
 			return err
 		}
-		return agentsIn(tx).each(func(a *Agent) error { return inNamespace("agent", a.ID) })
+		if err := agentsIn(tx).each(func(a *Agent) error { return inNamespace("agent", a.ID) }); err != nil {
+			return err
+		}
+		// Local users (admin API) named in a provider's namespace, which
+		// the provider's user of that name could not sign in beside.
+		return usersIn(tx).each(func(u *User) error {
+			if u.IdentityProvider != "" {
+				return nil
+			}
+			return inNamespace("local user", u.Username)
+		})
 	})
 }
 
 // removeFirst tells an operator how to resolve a clash between the
 // configuration and what the store holds: the admin API runs only with a
 // configuration that loads.
-const removeFirst = "start once without the clashing configuration entry, remove the stored one through the admin API (caddy mcp-auth), then restore the entry"
+const removeFirst = "remove the stored one through the admin API (caddy mcp-auth) of an instance still running the old configuration, or start once without the clashing configuration entry (which ends that entry's grants, sessions and consents), remove the stored one, then restore the entry"
 
 // userNameTaken reports whether a user (configured or stored) has name.
 // Users and clients or agents never share a name: a token's sub is the
