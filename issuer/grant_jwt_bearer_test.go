@@ -474,3 +474,29 @@ func TestIDJAGReplayUntilExpiry(t *testing.T) {
 		t.Errorf("grants = %d, want 1", n)
 	}
 }
+
+// TestIDJAGEmailAsName: with user_claim email an ID-JAG names its user
+// by address only if it says the address is verified; otherwise the
+// grant is refused and no user is provisioned.
+func TestIDJAGEmailAsName(t *testing.T) {
+	idp := newTestIdP(t)
+	e := newTokEnv(t, withTrustedIdP(idp), func(c *Config) { c.IdentityProviders[0].UserClaim = "email" })
+	conf := tConf + ":" + tSecret
+	for _, tt := range []struct {
+		verified any // nil: no claim
+		want     int
+	}{{nil, http.StatusBadRequest}, {false, http.StatusBadRequest}, {"false", http.StatusBadRequest}, {true, http.StatusOK}} {
+		a := e.redeem(t, conf, idp.idJAG(t, e, func(c jwt.MapClaims, _ *jwt.Token) {
+			if tt.verified != nil {
+				c["email_verified"] = tt.verified
+			}
+		}), nil)
+		if a.status != tt.want || tt.want != http.StatusOK && a.str("error") != "invalid_grant" {
+			t.Errorf("email_verified %v: redeem = %d %s, want %d", tt.verified, a.status, a.raw, tt.want)
+		}
+		_, err := e.iss.dir.lookupUser(e.ctx(), "corp:u1@corp.example")
+		if provisioned := err == nil; provisioned != (tt.want == http.StatusOK) {
+			t.Errorf("email_verified %v: user provisioned %v", tt.verified, provisioned)
+		}
+	}
+}

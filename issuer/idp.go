@@ -315,6 +315,10 @@ func (p *IdentityProvider) identity(claims map[string]any, subject string) (*idp
 	id.name, _ = claims["name"].(string)
 	id.email, _ = claims["email"].(string)
 	verified, stated := emailVerified(claims)
+	if stated && !verified {
+		// Not kept, so never served as the user's (userinfo, ID tokens).
+		id.email = ""
+	}
 	if p.UserClaim == "email" && !verified {
 		// The address becomes the account's name (the token's sub): an
 		// address the provider has not verified could be anyone's.
@@ -322,7 +326,7 @@ func (p *IdentityProvider) identity(claims map[string]any, subject string) (*idp
 	}
 	if len(p.AllowedEmailDomains) > 0 {
 		_, domain, ok := strings.Cut(strings.ToLower(id.email), "@")
-		if !ok || (stated && !verified) || !slices.Contains(p.AllowedEmailDomains, domain) {
+		if !ok || !slices.Contains(p.AllowedEmailDomains, domain) {
 			return nil, fmt.Errorf("%w: email domain not allowed", errIdPRefused)
 		}
 	}

@@ -427,14 +427,7 @@ func TestIdPEmailAsNameVerified(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			e, stub, _ := newIdPEnv(t, func(p *IdentityProvider) { p.UserClaim = "email"; p.AllowedEmailDomains = nil })
-			stub.set(func(s *stubIdP) {
-				s.claims["sub"], s.claims["email"] = "attacker-sub", "ceo@corp.example"
-				if tt.verified == nil {
-					delete(s.claims, "email_verified")
-				} else {
-					s.claims["email_verified"] = tt.verified
-				}
-			})
+			stub.set(signInWithAddress("attacker-sub", tt.verified))
 			res := e.idpSignIn(t, e.browser())
 			if res.status != tt.want {
 				t.Fatalf("sign-in = %d %q, want %d", res.status, res.body, tt.want)
@@ -445,6 +438,47 @@ func TestIdPEmailAsNameVerified(t *testing.T) {
 				t.Errorf("user created: %v, want %v", created, tt.want == http.StatusSeeOther)
 			}
 		})
+	}
+}
+
+// signInWithAddress makes the provider's next sign-in subject sub with
+// the address ceo@corp.example and email_verified (nil: no claim).
+func signInWithAddress(sub string, verified any) func(s *stubIdP) {
+	return func(s *stubIdP) {
+		s.claims["sub"], s.claims["email"] = sub, "ceo@corp.example"
+		if verified == nil {
+			delete(s.claims, "email_verified")
+		} else {
+			s.claims["email_verified"] = verified
+		}
+	}
+}
+
+// TestIdPUnverifiedEmailNotKept: an address the provider says is not
+// verified is not stored, so userinfo and the admin API never hand it
+// out as the user's; one it says is verified, or says nothing about, is.
+func TestIdPUnverifiedEmailNotKept(t *testing.T) {
+	for _, tt := range []struct {
+		verified any // nil: no claim
+		want     string
+	}{
+		{false, ""},
+		{"false", ""},
+		{true, "ceo@corp.example"},
+		{nil, "ceo@corp.example"},
+	} {
+		e, stub, _ := newIdPEnv(t, func(p *IdentityProvider) { p.AllowedEmailDomains = nil })
+		stub.set(signInWithAddress("u-9", tt.verified))
+		if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+			t.Fatalf("email_verified %v: sign-in = %d %q", tt.verified, res.status, res.body)
+		}
+		var u User
+		if err := e.get(bucketUsers, stubIdPName+":u-9", &u); err != nil {
+			t.Fatal(err)
+		}
+		if u.Email != tt.want {
+			t.Errorf("email_verified %v: stored email = %q, want %q", tt.verified, u.Email, tt.want)
+		}
 	}
 }
 
