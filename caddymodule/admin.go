@@ -48,19 +48,39 @@ func (a *AdminAPI) Routes() []caddy.AdminRoute {
 }
 
 func (a *AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
-	if a.app == nil || a.app.Issuer() == nil {
+	app := a.runningApp()
+	if app == nil || app.Issuer() == nil {
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: errors.New("the mcp_auth app is not configured")}
 	}
 	// Built per request: a few route patterns, cheap, and no state kept
 	// here.
-	http.StripPrefix(strings.TrimSuffix(adminBase, "/"), a.app.Issuer().AdminHandler()).ServeHTTP(w, r)
+	http.StripPrefix(strings.TrimSuffix(adminBase, "/"), app.Issuer().AdminHandler()).ServeHTTP(w, r)
 	if r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, adminBase+"tools/") {
 		// An approval applies to this process's gateways at once.
-		for _, h := range a.app.gateways {
+		for _, h := range app.gateways {
 			h.gw.ReloadPins(r.Context())
 		}
 	}
 	return nil
+}
+
+// runningApp is the mcp_auth app of the configuration Caddy runs. Caddy
+// mounts the admin routes of a new configuration before it loads, and
+// keeps them when it fails to load and the old one keeps running: the
+// app this module was provisioned with may be one that never ran, or was
+// stopped. Without a running configuration (before the first one loads,
+// or in tests) it is that app.
+func (a *AdminAPI) runningApp() *App {
+	active := caddy.ActiveContext()
+	if active.Context == nil {
+		return a.app
+	}
+	v, err := active.AppIfConfigured("mcp_auth")
+	if err != nil {
+		return nil
+	}
+	app, _ := v.(*App)
+	return app
 }
 
 // Interface guards

@@ -511,11 +511,29 @@ func (a *App) started(ctx context.Context) bool {
 }
 
 // Stop stops the purge loop and the issuer's revocation watch and waits
-// for them.
+// for them. Caddy also stops the apps of a configuration that failed to
+// start after this one started, and keeps the old configuration running:
+// this app has applied its changes (ApplyConfigChanges) all the same, so
+// the running configuration's app records itself again
+// (issuer.RecordConfig), and the next configuration is compared with the
+// one that ran, not with this one (what the running one granted
+// meanwhile under the old credentials is ended then). After a successful
+// reload the running app is the new one and records what it recorded at
+// its own start.
 func (a *App) Stop() error {
 	if a.stop != nil {
 		a.stop()
 		<-a.done
+	}
+	if a.iss == nil {
+		return nil
+	}
+	if v, err := caddy.ActiveContext().AppIfConfigured("mcp_auth"); err == nil {
+		if running, ok := v.(*App); ok && running != a && running.iss != nil {
+			if err := running.iss.RecordConfig(context.Background()); err != nil {
+				a.log.Error("recording the running configuration again", zap.Error(err))
+			}
+		}
 	}
 	return nil
 }

@@ -434,3 +434,81 @@ func settle(t *testing.T, client *http.Client, u string) {
 		ok++
 	}
 }
+
+// TestReloadFailingAfterStart: a configuration that fails to start after
+// the mcp_auth app started (here the http app cannot bind a port) has
+// applied its changes, revoking what it took away (a client), but Caddy
+// keeps the old configuration running, where the old credentials still
+// work. The running configuration records itself again, so the next
+// successful reload with a change to that client ends what was granted in
+// between too; and the admin API serves the running configuration's
+// issuer after every failed reload. Caddy starts apps in no fixed order:
+// the failing reload is tried until the mcp_auth app started first.
+func TestReloadFailingAfterStart(t *testing.T) {
+	const id, old, changed = "svc-f", "svc-f-secret-old-4b1c9e2d7a6f5e3c", "svc-f-secret-new-8d7c6b5a4f3e2d1c"
+	client := func(secret string) string {
+		return fmt.Sprintf("\t\tclient %s {\n\t\t\tsecret %s\n\t\t\tgrant_types client_credentials %s\n\t\t}", id, secretHash(secret), typeTokenExchange)
+	}
+	e := setupAgents(t, agentOpts{extra: client(old)})
+	e.client = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	e.audit.secret(old, changed)
+	ctx := ctxTimeout(t, agentsTestLimit)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+
+	// With the admin endpoint on, to see what the admin API serves after
+	// a failed reload.
+	admin := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+	if err := harness.Load(t, e.caddyfile(admin)); err != nil {
+		t.Fatalf("reload with the admin endpoint: %v", err)
+	}
+	settle(t, e.client, e.issuer+"/.well-known/oauth-authorization-server")
+	// The failing configuration drops the client, so its admin API would
+	// not know it.
+	e.extra = ""
+	failing := e.caddyfile(admin) + fmt.Sprintf("\nhttp://%s {\n\trespond \"never\"\n}\n", busy.Addr())
+	adminStatus := func(path string) (int, string) {
+		resp, err := e.client.Get("http://" + admin + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(body)
+	}
+	first := e.ownToken(ctx, t, id, old)
+	applied := false
+	for range 60 {
+		if err := harness.Load(t, failing); err == nil {
+			t.Fatal("a configuration whose site cannot bind its port loaded")
+		}
+		settle(t, e.client, e.issuer+"/.well-known/oauth-authorization-server")
+		// Whichever app failed first, the admin API serves the running
+		// configuration's issuer.
+		if status, body := adminStatus("/mcp-auth/clients/" + id); status != http.StatusOK {
+			t.Fatalf("admin GET /mcp-auth/clients/%s after a failed reload = %d %s, want 200 from the running configuration", id, status, body)
+		}
+		if !e.active(ctx, t, first) {
+			applied = true // the mcp_auth app started and applied the change
+			break
+		}
+	}
+	if !applied {
+		t.Fatal("in 60 failed reloads the mcp_auth app never started before the http app failed")
+	}
+	// The old configuration still runs: the old secret still works, and
+	// the admin API serves the running configuration's issuer.
+	between := e.ownHeld(ctx, t, id, old)
+	e.requireLive(ctx, t, between)
+
+	e.extra = client(changed)
+	if err := harness.Load(t, e.caddyfile(admin)); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	settle(t, e.client, e.issuer+"/.well-known/oauth-authorization-server")
+	e.requireRevoked(ctx, t, between)
+	e.requireLive(ctx, t, e.ownHeld(ctx, t, id, changed))
+}
