@@ -597,6 +597,41 @@ func TestPrincipalNamesApartStored(t *testing.T) {
 			}
 		})
 	}
+	// A runtime entry stored before its name was configured: the
+	// configuration would shadow it, and bring it back when the entry is
+	// removed from it.
+	t.Run("same-kind names", func(t *testing.T) {
+		iss, hash := newAdminIssuer(t, nil)
+		err := iss.store.Update(t.Context(), func(tx store.Tx) error {
+			return errors.Join(
+				usersIn(tx).put(&User{Username: "carol", PasswordHash: hash, Source: sourceAdmin}),
+				clientsIn(tx).create(&Client{ID: "svc", SecretHash: "sha256:" + strings.Repeat("1", 64), TokenEndpointAuthMethod: "client_secret_basic", GrantTypes: []string{"client_credentials"}, Source: sourceAdmin}),
+				agentsIn(tx).put(&Agent{ID: "bot", SecretHash: "sha256:" + strings.Repeat("2", 64), Source: sourceAdmin}))
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, mutate := range map[string]func(*Config){
+			`user "carol": one of this name was also added through the admin API`: func(c *Config) {
+				c.Users = append(slices.Clone(c.Users), User{Username: "carol", PasswordHash: hash})
+			},
+			`client "svc": one of this name was also added through the admin API`: func(c *Config) {
+				c.Clients = append(slices.Clone(c.Clients), Client{ID: "svc", SecretHash: "sha256:" + strings.Repeat("3", 64), GrantTypes: []string{"client_credentials"}})
+			},
+			`agent "bot": one of this name was also added through the admin API`: func(c *Config) {
+				c.Agents = append(slices.Clone(c.Agents), Agent{ID: "bot", SecretHash: "sha256:" + strings.Repeat("4", 64)})
+			},
+		} {
+			cfg := iss.cfg
+			mutate(&cfg)
+			if _, err := New(cfg, iss.store); err == nil || !strings.Contains(err.Error(), name) {
+				t.Errorf("New = %v, want %q", err, name)
+			}
+		}
+		if _, err := New(iss.cfg, iss.store); err != nil {
+			t.Errorf("New(unchanged config) = %v", err)
+		}
+	})
 	// A local user added before the provider existed.
 	t.Run("local user in a provider's namespace", func(t *testing.T) {
 		iss, hash := newAdminIssuer(t, nil)

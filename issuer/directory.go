@@ -418,14 +418,29 @@ func (d *directory) checkStoredIDs(ctx context.Context) error {
 				return fmt.Errorf("user %q: a stored client or agent has this id; %s", u.Username, removeFirst)
 			}
 		}
-		ids := make([]string, 0, len(d.cfg.Clients)+len(d.cfg.Agents))
-		for _, c := range d.cfg.Clients {
-			ids = append(ids, c.ID)
+		// A configured entry whose name a runtime-managed one of its kind
+		// also has (stored before the name was configured) would shadow
+		// it, and removing the configuration entry would bring the stored
+		// one back, old credentials and all.
+		for _, c := range []struct {
+			kind  string
+			names func() []string
+			has   func(string) (bool, error)
+		}{
+			{"user", d.configuredUserNames, usersIn(tx).has},
+			{"client", d.configuredClientIDs, clients.has},
+			{"agent", d.configuredAgentIDs, agentsIn(tx).has},
+		} {
+			for _, name := range c.names() {
+				switch taken, err := c.has(name); {
+				case err != nil:
+					return fmt.Errorf("check %s names: %w", c.kind, err)
+				case taken:
+					return fmt.Errorf("%s %q: one of this name was also added through the admin API; %s", c.kind, name, removeFirst)
+				}
+			}
 		}
-		for _, a := range d.cfg.Agents {
-			ids = append(ids, a.ID)
-		}
-		for _, id := range ids {
+		for _, id := range append(d.configuredClientIDs(), d.configuredAgentIDs()...) {
 			switch taken, err := d.userNameTaken(tx, id); {
 			case err != nil:
 				return fmt.Errorf("check client ids: %w", err)
@@ -488,6 +503,30 @@ func (d *directory) clientIDTaken(tx store.Tx, id string) (bool, error) {
 		return taken, err
 	}
 	return agentsIn(tx).has(id)
+}
+
+func (d *directory) configuredUserNames() []string {
+	names := make([]string, len(d.cfg.Users))
+	for n, u := range d.cfg.Users {
+		names[n] = u.Username
+	}
+	return names
+}
+
+func (d *directory) configuredClientIDs() []string {
+	ids := make([]string, len(d.cfg.Clients))
+	for n, c := range d.cfg.Clients {
+		ids[n] = c.ID
+	}
+	return ids
+}
+
+func (d *directory) configuredAgentIDs() []string {
+	ids := make([]string, len(d.cfg.Agents))
+	for n, a := range d.cfg.Agents {
+		ids[n] = a.ID
+	}
+	return ids
 }
 
 func (d *directory) configuredAgent(id string) bool {
