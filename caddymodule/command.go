@@ -489,6 +489,9 @@ func (c *cli) backup() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			file := args[0]
+			if err := notInUse(file); err != nil {
+				return fmt.Errorf("backup: %w", err)
+			}
 			resp, err := c.request(http.MethodGet, "/mcp-auth/backup", nil)
 			if err != nil {
 				return err
@@ -535,8 +538,12 @@ func (c *cli) migrateStorage() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("migrate-storage: --to: %w", err)
 			}
-			if _, err := os.Stat(from); err != nil {
-				return fmt.Errorf("migrate-storage: %w", err) // bolt.Open would create it
+			// bolt.Open would create a missing file and fill in an empty
+			// one (a truncated one it refuses).
+			if fi, err := os.Stat(from); err != nil {
+				return fmt.Errorf("migrate-storage: %w", err)
+			} else if fi.Size() == 0 {
+				return fmt.Errorf("migrate-storage: %s is empty, not a bolt database", from)
 			}
 			src, err := bolt.Open(from, bolt.Options{})
 			if err != nil {

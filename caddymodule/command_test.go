@@ -154,4 +154,23 @@ func TestCommandBackup(t *testing.T) {
 	if len(entries) != 1 {
 		t.Errorf("backup directory holds %v, want only backup.db", entries)
 	}
+
+	// A store a process holds open (here this one) is not replaced: that
+	// process would go on writing to a file no longer on disk.
+	live := filepath.Join(t.TempDir(), "mcp-auth.db")
+	st, err := bolt.Open(live, bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	before, err := os.Stat(live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := runCLI(t, addr, "", "backup", live); err == nil || !strings.Contains(err.Error(), "a running process holds") {
+		t.Errorf("mcp-auth backup onto a store in use = %v, want a refusal", err)
+	}
+	if after, err := os.Stat(live); err != nil || !os.SameFile(before, after) {
+		t.Errorf("after a refused backup the store in use was replaced (%v)", err)
+	}
 }

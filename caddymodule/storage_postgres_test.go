@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -191,5 +192,15 @@ func TestMigrateStorage(t *testing.T) {
 	}
 	if _, _, err := runCLI(t, "localhost:1", "", "migrate-storage", "--from", filepath.Join(t.TempDir(), "none.db"), "--to", dsn); err == nil {
 		t.Errorf("migrate-storage from a missing file = nil, want an error")
+	}
+	empty := filepath.Join(t.TempDir(), "empty.db")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := runCLI(t, "localhost:1", "", "migrate-storage", "--from", empty, "--to", dsn); err == nil || !strings.Contains(err.Error(), "is empty") {
+		t.Errorf("migrate-storage from an empty file = %v, want a refusal", err)
+	}
+	if fi, err := os.Stat(empty); err != nil || fi.Size() != 0 {
+		t.Errorf("migrate-storage wrote into its empty source (%v)", err)
 	}
 }

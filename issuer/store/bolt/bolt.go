@@ -78,6 +78,14 @@ func Open(path string, opts Options) (*Store, error) {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
+	// bbolt maps the file and faults (SIGBUS) on pages past its end: a
+	// truncated store (an interrupted copy) is refused with an error
+	// instead. A missing or empty file is a new store.
+	if fi, err := os.Stat(path); err == nil && fi.Size() > 0 {
+		if err := checkSize(path); err != nil {
+			return nil, fmt.Errorf("bolt: open %s: %w", path, err)
+		}
+	}
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: timeout})
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("bolt: open %s: file locked by another open store (this or another process) after %v: %w", path, timeout, err)
