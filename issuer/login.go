@@ -179,7 +179,7 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 	}
 	i.limiter.attemptSucceeded(ctx, account, addr)
 
-	ns := &session{Browser: s.Browser, User: u.Username, AuthTime: authTime, ExpiresAt: i.now().Add(i.cfg.SessionTTL)}
+	ns := &session{Browser: s.Browser, Issuer: i.URL(), User: u.Username, AuthTime: authTime, ExpiresAt: i.now().Add(i.cfg.SessionTTL)}
 	switch err := i.sessions.start(ctx, w, ns, sid); {
 	case errors.Is(err, errSignedOut):
 		v.Error = "Invalid username or password."

@@ -174,7 +174,7 @@ func (i *Issuer) idpCallback(p *idpClient) http.HandlerFunc {
 			i.pages.serverErrorPage(w, err)
 			return
 		}
-		ns := &session{Browser: s.Browser, User: id.username, AuthTime: authTime, ExpiresAt: authTime.Add(min(i.cfg.SessionTTL, p.cfg.Recheck))}
+		ns := &session{Browser: s.Browser, Issuer: i.URL(), User: id.username, AuthTime: authTime, ExpiresAt: authTime.Add(min(i.cfg.SessionTTL, p.cfg.Recheck))}
 		switch err := i.sessions.start(ctx, w, ns, sid); {
 		case errors.Is(err, errSignedOut):
 			refused(idpReasonRefused, "You were signed out while signing in. Try again.", err)

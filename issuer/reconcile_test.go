@@ -2,14 +2,19 @@ package issuer
 
 import (
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
 )
 
 // TestApplyConfigChanges: a configuration applied after another to the
@@ -126,5 +131,47 @@ func TestGrantsBoundToIssuerURL(t *testing.T) {
 	}
 	if a := refresh(tok.RefreshToken); a.status != 400 || a.str("error") != "invalid_grant" {
 		t.Errorf("refresh after the password change at the old URL = %d %s, want 400 invalid_grant", a.status, a.raw)
+	}
+}
+
+// TestSessionBoundToIssuerURL: a login session counts only under the
+// issuer URL it was started under, so after a change of issuer (with a
+// password changed in the same reload, say) its users sign in again, as
+// their refresh tokens and codes of the old URL are refused; a session
+// recorded before sessions named their URL counts under any.
+func TestSessionBoundToIssuerURL(t *testing.T) {
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	st := memory.New(memory.Options{Now: func() time.Time { return now }})
+	cfg := Config{Now: func() time.Time { return now }, SessionTTL: time.Hour}
+	old, _ := url.Parse("http://127.0.0.1:8080")
+	moved, _ := url.Parse("http://127.0.0.1:8080/v2")
+	for id, issuer := range map[string]string{"sid-old": old.String(), "sid-any": ""} {
+		err := st.Update(t.Context(), func(tx store.Tx) error {
+			return sessionsIn(tx).replace("", id, &session{Browser: "b", Issuer: issuer, User: "bob", AuthTime: now, ExpiresAt: now.Add(time.Hour)})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tt := range []struct {
+		at   *url.URL
+		id   string
+		want bool
+	}{
+		{old, "sid-old", true},
+		{moved, "sid-old", false},
+		{old, "sid-any", true},
+		{moved, "sid-any", true},
+	} {
+		ss := newSessions(st, &cfg, tt.at, nil)
+		r := httptest.NewRequest(http.MethodGet, tt.at.String()+"/authorize", nil)
+		r.AddCookie(&http.Cookie{Name: ss.cookieName(), Value: tt.id})
+		s, _, err := ss.current(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s != nil && s.User == "bob"; got != tt.want {
+			t.Errorf("session %s under %s: signed in %v, want %v", tt.id, tt.at, got, tt.want)
+		}
 	}
 }

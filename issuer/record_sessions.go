@@ -14,7 +14,10 @@ const bucketSessions = "sessions"
 type session struct {
 	// Browser stays the same when the session id is replaced at login; it
 	// binds pending authorization requests to the browser that started them.
-	Browser   string    `json:"browser"`
+	Browser string `json:"browser"`
+	// Issuer is the issuer URL the session was started under; it counts
+	// under no other ("": a session from before the field, any).
+	Issuer    string    `json:"issuer,omitempty"`
 	CSRF      string    `json:"csrf"`
 	User      string    `json:"user,omitempty"` // "" until login
 	AuthTime  time.Time `json:"auth_time,omitzero"`

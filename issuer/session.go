@@ -24,6 +24,7 @@ type sessions struct {
 	rand       io.Reader
 	ttl        time.Duration // of a signed-in session
 	origin     string        // the issuer's web origin, for CSRF checks
+	issuer     string        // the issuer URL sessions are started under
 	secure     bool          // https: Secure, __Host- cookies
 	anonWrites *rateLimiter  // starting an anonymous session is one
 }
@@ -31,7 +32,7 @@ type sessions struct {
 func newSessions(st store.Store, cfg *Config, issuer *url.URL, anonWrites *rateLimiter) *sessions {
 	return &sessions{
 		store: st, now: cfg.Now, rand: cfg.Rand, ttl: cfg.SessionTTL,
-		origin: webOrigin(issuer), secure: issuer.Scheme == "https", anonWrites: anonWrites,
+		origin: webOrigin(issuer), issuer: issuer.String(), secure: issuer.Scheme == "https", anonWrites: anonWrites,
 	}
 }
 
@@ -67,6 +68,13 @@ func (ss *sessions) current(r *http.Request) (*session, string, error) {
 	if !ss.now().Before(s.ExpiresAt) {
 		return nil, "", nil
 	}
+	if s.Issuer != "" && s.Issuer != ss.issuer {
+		// Started under another issuer URL: after a change of issuer the
+		// users sign in again, as their refresh tokens and codes of the
+		// old URL are refused, so that a directory change made in the
+		// same reload cannot be skipped (a password changed, say).
+		return nil, "", nil
+	}
 	return s, ck.Value, nil
 }
 
@@ -89,7 +97,7 @@ func (ss *sessions) ensure(w http.ResponseWriter, r *http.Request) (*session, er
 	if err != nil {
 		return nil, err
 	}
-	s = &session{Browser: browser, ExpiresAt: ss.now().Add(min(anonymousSessionTTL, ss.ttl))}
+	s = &session{Browser: browser, Issuer: ss.issuer, ExpiresAt: ss.now().Add(min(anonymousSessionTTL, ss.ttl))}
 	if err := ss.start(r.Context(), w, s, ""); err != nil {
 		return nil, err
 	}
