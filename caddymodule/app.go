@@ -105,6 +105,7 @@ type App struct {
 	iss        *issuer.Issuer
 	ready      chan struct{} // closed when Start returns
 	running    bool          // Start succeeded; read after ready is closed
+	stopped    bool          // Stop ran (Caddy's goroutine only)
 	log        *zap.Logger
 	purgeEvery time.Duration
 	stop       context.CancelFunc // ends the purge loop and the revocation watch
@@ -521,6 +522,7 @@ func (a *App) started(ctx context.Context) bool {
 // reload the running app is the new one and records what it recorded at
 // its own start.
 func (a *App) Stop() error {
+	a.stopped = true
 	if a.stop != nil {
 		a.stop()
 		<-a.done
@@ -534,6 +536,18 @@ func (a *App) Stop() error {
 				a.log.Error("recording the running configuration again", zap.Error(err))
 			}
 		}
+	}
+	return nil
+}
+
+// Cleanup runs when the configuration is unloaded. Caddy calls Stop
+// first, on a normal unload and when another app of the configuration
+// fails to start; when the configuration fails after all its apps started
+// (a failing admin config loader, say), it only unloads it, and this app
+// stops here, as in Stop: the running configuration records itself again.
+func (a *App) Cleanup() error {
+	if a.running && !a.stopped {
+		return a.Stop()
 	}
 	return nil
 }
@@ -586,6 +600,7 @@ func (a *App) SessionKey(ctx context.Context) ([]byte, error) {
 
 // Interface guards
 var (
-	_ caddy.App         = (*App)(nil)
-	_ caddy.Provisioner = (*App)(nil)
+	_ caddy.App          = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
 )

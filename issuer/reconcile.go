@@ -29,6 +29,18 @@ func credentialFingerprint(secretHash string, jwks []byte, jwksURI string) strin
 	return fingerprint(secretHash + "\x00jwks\x00" + string(jwks) + "\x00" + jwksURI)
 }
 
+// RecordConfig records this configuration as the one applied to the
+// store under its issuer URL, the one ApplyConfigChanges compares the
+// next with, and changes nothing else. A configuration still running
+// records itself again when a newer one applied its changes and then
+// failed to start (Caddy keeps the old one), so that the next
+// configuration is compared with the one that ran: what was granted
+// under it meanwhile is ended then.
+func (i *Issuer) RecordConfig(ctx context.Context) error {
+	cur := i.dir.snapshot()
+	return i.store.Update(ctx, func(tx store.Tx) error { return configIn(tx).put(i.URL(), &cur) })
+}
+
 // ApplyConfigChanges ends what this configuration took away from the one
 // applied before it to the same store under the same issuer URL, exactly
 // as the management API does for runtime-managed entries:
@@ -54,18 +66,6 @@ func credentialFingerprint(secretHash string, jwks []byte, jwksURI string) strin
 // configuration takes effect (Caddy: the app's Start, so a configuration
 // that fails to load changes nothing). Instances sharing a store should
 // load the same directory: each one applied counts as a change.
-// RecordConfig records this configuration as the one applied to the
-// store under its issuer URL, the one ApplyConfigChanges compares the
-// next with, and changes nothing else. A configuration still running
-// records itself again when a newer one applied its changes and then
-// failed to start (Caddy keeps the old one), so that the next
-// configuration is compared with the one that ran: what was granted
-// under it meanwhile is ended then.
-func (i *Issuer) RecordConfig(ctx context.Context) error {
-	cur := i.dir.snapshot()
-	return i.store.Update(ctx, func(tx store.Tx) error { return configIn(tx).put(i.URL(), &cur) })
-}
-
 func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
 	cur := i.dir.snapshot()
 	var ended []string

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"golang.org/x/oauth2"
 
@@ -511,4 +513,42 @@ func TestReloadFailingAfterStart(t *testing.T) {
 	settle(t, e.client, e.issuer+"/.well-known/oauth-authorization-server")
 	e.requireRevoked(ctx, t, between)
 	e.requireLive(ctx, t, e.ownHeld(ctx, t, id, changed))
+
+	// A configuration that fails after all its apps started (an admin
+	// config loader that cannot reach its source): Caddy unloads it
+	// without stopping its apps, and keeps the old one running.
+	const third = "svc-f-secret-third-2c4e6a8b0d1f3a5c"
+	e.audit.secret(third)
+	e.extra = client(third)
+	raw, _, err := harness.Adapt(e.caddyfile(admin))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg map[string]any
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	// A port nothing listens on: the loader's request is refused at once.
+	refused := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+	cfg["admin"].(map[string]any)["config"] = map[string]any{"load": map[string]any{"module": "http", "url": "http://" + refused + "/config"}}
+	raw, err = json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := e.ownToken(ctx, t, id, changed)
+	if err := caddy.Load(raw, true); err == nil {
+		t.Fatal("a configuration whose admin config loader fails loaded")
+	}
+	settle(t, e.client, e.issuer+"/.well-known/oauth-authorization-server")
+	if e.active(ctx, t, second) {
+		t.Fatal("the failing configuration's mcp_auth app did not apply its change (test premise)")
+	}
+	between = e.ownHeld(ctx, t, id, changed)
+	e.requireLive(ctx, t, between)
+	if err := harness.Load(t, e.caddyfile(admin)); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	settle(t, e.client, e.issuer+"/.well-known/oauth-authorization-server")
+	e.requireRevoked(ctx, t, between)
+	e.requireLive(ctx, t, e.ownHeld(ctx, t, id, third))
 }

@@ -197,4 +197,17 @@ func TestCheck(t *testing.T) {
 			t.Errorf("Open(%s) = nil error, want one", name)
 		}
 	}
+	// A damaged first meta page: bbolt recovers from the second, and the
+	// size check must not refuse what bbolt opens.
+	damaged := filepath.Join(dir, "meta0")
+	content := bytes.Clone(buf.Bytes())
+	clear(content[:64])
+	if err := os.WriteFile(damaged, content, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, err := bolt.Open(damaged, bolt.Options{})
+	if err != nil {
+		t.Fatalf("Open(first meta page damaged) = %v, want it opened from the second", err)
+	}
+	st.Close()
 }

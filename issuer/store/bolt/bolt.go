@@ -312,7 +312,11 @@ func checkSize(path string) error {
 	}
 	ne := binary.NativeEndian
 	if ne.Uint32(head[metaMagicAt:]) != metaMagic {
-		return errors.New("not a bbolt database (no magic number)")
+		// A damaged first meta page: bbolt reads the second, one OS page
+		// in (its default page size), and so does this check.
+		if _, err := f.ReadAt(head[:], int64(os.Getpagesize())); err != nil || ne.Uint32(head[metaMagicAt:]) != metaMagic {
+			return errors.New("not a bbolt database (no magic number)")
+		}
 	}
 	pageSize := int64(ne.Uint32(head[metaPageSizeAt:]))
 	if pageSize < 512 || pageSize > 1<<20 {
