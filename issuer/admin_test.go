@@ -612,13 +612,13 @@ func TestPrincipalNamesApartStored(t *testing.T) {
 			t.Fatal(err)
 		}
 		for name, mutate := range map[string]func(*Config){
-			`user "carol": one of this name was also added through the admin API`: func(c *Config) {
+			`user "carol": one of this name is also stored`: func(c *Config) {
 				c.Users = append(slices.Clone(c.Users), User{Username: "carol", PasswordHash: hash})
 			},
-			`client "svc": one of this name was also added through the admin API`: func(c *Config) {
+			`client "svc": one of this name is also stored`: func(c *Config) {
 				c.Clients = append(slices.Clone(c.Clients), Client{ID: "svc", SecretHash: "sha256:" + strings.Repeat("3", 64), GrantTypes: []string{"client_credentials"}})
 			},
-			`agent "bot": one of this name was also added through the admin API`: func(c *Config) {
+			`agent "bot": one of this name is also stored`: func(c *Config) {
 				c.Agents = append(slices.Clone(c.Agents), Agent{ID: "bot", SecretHash: "sha256:" + strings.Repeat("4", 64)})
 			},
 		} {

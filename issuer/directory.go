@@ -436,7 +436,7 @@ func (d *directory) checkStoredIDs(ctx context.Context) error {
 				case err != nil:
 					return fmt.Errorf("check %s names: %w", c.kind, err)
 				case taken:
-					return fmt.Errorf("%s %q: one of this name was also added through the admin API; %s", c.kind, name, removeFirst)
+					return fmt.Errorf("%s %q: one of this name is also stored (added through the admin API, or for a user by the sign-in of an identity provider no longer configured); %s", c.kind, name, removeFirst)
 				}
 			}
 		}
