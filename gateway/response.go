@@ -174,21 +174,24 @@ func (rw *responseWriter) WriteHeader(code int) {
 		x.streaming = true
 		rw.g.streams.add(x)
 	}
-	if (rw.filter != nil || rw.tasks || rw.x.pinned) && read {
+	// watch: the answer is read for a tools list (a filter, or pinning);
+	// with task ids to wrap only, an answer that cannot be read passes.
+	watch := rw.filter != nil || rw.x.pinned
+	if (watch || rw.tasks) && read {
 		mt := mediaType(ct)
 		switch {
-		case code >= 300 && len(h["Location"]) > 0 && (rw.filter != nil || rw.x.pinned):
+		case code >= 300 && len(h["Location"]) > 0 && watch:
 			// Clients follow a redirect (the Go and Python SDKs a 307
 			// or 308 with the request's body): the answer there is one
 			// the gateway never reads.
 			rw.mode = modeRedirect
 			return
-		case encoded(h) && (rw.filter != nil || rw.x.pinned):
+		case encoded(h) && watch:
 			// The gateway asks for answers it can read uncompressed; an
 			// upstream that compresses all the same cannot be read.
 			rw.mode = modeRefuse
 			return
-		case len(cts) > 1 && (rw.filter != nil || rw.x.pinned):
+		case len(cts) > 1 && watch:
 			// Clients join the values or take either one: the type the
 			// client reads is not known.
 			rw.mode = modeRefuse
@@ -200,7 +203,7 @@ func (rw *responseWriter) WriteHeader(code int) {
 			// read as the client will read it.
 			rw.mode = modeRefuse
 			return
-		case mt != "application/json" && containsFold(ct, "json") && (rw.filter != nil || rw.x.pinned):
+		case mt != "application/json" && containsFold(ct, "json") && watch:
 			// Likewise for JSON: the Python SDK reads any type starting
 			// with "application/json" as JSON ("application/json-rpc"),
 			// the TypeScript SDK any that contains it. A type that names
@@ -432,13 +435,12 @@ func (rw *responseWriter) upstreamHeaders() {
 // nonce beside or instead of its own would spoil the client's next
 // proof.
 func (rw *responseWriter) keepOwnNonce(h http.Header) {
-	v := h[hDPoPNonce]
+	own, v := rw.x.ownNonce, h[hDPoPNonce]
 	switch {
-	case len(v) == 0 && rw.x.ownNonce == "":
-	case rw.x.ownNonce != "":
-		h[hDPoPNonce] = []string{rw.x.ownNonce}
-	default:
+	case own == "":
 		delete(h, hDPoPNonce)
+	case len(v) != 1 || v[0] != own:
+		h[hDPoPNonce] = []string{own}
 	}
 }
 

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -188,34 +187,23 @@ func invalidRequest(desc string) *authError {
 // [access_token], Rack drops leading brackets and a trailing "]"), and
 // after a "!" (Spring's field default).
 func isAccessTokenParam(k string) bool {
-	const name = "access_token"
-	if i := strings.IndexByte(k, 0); i >= 0 {
-		k = k[:i]
-	}
-	k = strings.TrimLeft(k, " []!")
-	if len(k) < len(name) {
-		return false
-	}
-	b := []byte(k)
-	for i, c := range b {
-		if c == ' ' || c == '.' {
-			b[i] = '_'
+	k, _, _ = strings.Cut(k, "\x00")
+	k = strings.Map(func(r rune) rune {
+		if r == ' ' || r == '.' {
+			return '_'
 		}
+		return r
+	}, strings.TrimLeft(k, " []!"))
+	return strings.EqualFold(beforeBracket(k), "access_token") ||
+		strings.EqualFold(beforeBracket(strings.Replace(k, "[", "_", 1)), "access_token")
+}
+
+// beforeBracket is s up to its first "[" or "]".
+func beforeBracket(s string) string {
+	if i := strings.IndexAny(s, "[]"); i >= 0 {
+		return s[:i]
 	}
-	before := func() string {
-		if i := bytes.IndexAny(b, "[]"); i >= 0 {
-			return string(b[:i])
-		}
-		return string(b)
-	}
-	if strings.EqualFold(before(), name) {
-		return true
-	}
-	if i := bytes.IndexByte(b, '['); i >= 0 {
-		b[i] = '_'
-		return strings.EqualFold(before(), name)
-	}
-	return false
+	return s
 }
 
 // Authorization schemes that carry an access token.
