@@ -568,30 +568,62 @@ func TestPrincipalNamesApart(t *testing.T) {
 // has.
 func TestPrincipalNamesApartStored(t *testing.T) {
 	corp := []IdentityProvider{{Name: "corp", Issuer: "https://idp.example", ClientID: "c", GroupMap: map[string][]string{"*": {"users"}}}}
+	storeClient := func(id string) func(store.Tx) error {
+		return func(tx store.Tx) error {
+			return clientsIn(tx).create(&Client{ID: id, TokenEndpointAuthMethod: authNone, RedirectURIs: []string{"http://127.0.0.1/cb"}, Source: sourceAdmin})
+		}
+	}
+	storeAgent := func(id string) func(store.Tx) error {
+		return func(tx store.Tx) error {
+			return agentsIn(tx).put(&Agent{ID: id, SecretHash: "sha256:" + strings.Repeat("0", 64), Source: sourceAdmin})
+		}
+	}
+	storeUser := func(name string) func(store.Tx) error {
+		return func(tx store.Tx) error {
+			return usersIn(tx).put(&User{Username: name, PasswordHash: "$2a$04$" + strings.Repeat("a", 53), Source: sourceAdmin})
+		}
+	}
+	addClient := func(id string) func(*Config) {
+		return func(c *Config) {
+			c.Clients = append(slices.Clone(c.Clients), Client{ID: id, SecretHash: "sha256:" + strings.Repeat("3", 64), GrantTypes: []string{"client_credentials"}})
+		}
+	}
+	addAgent := func(id string) func(*Config) {
+		return func(c *Config) {
+			c.Agents = append(slices.Clone(c.Agents), Agent{ID: id, SecretHash: "sha256:" + strings.Repeat("4", 64)})
+		}
+	}
 	for _, tt := range []struct {
-		name, id string
-		agent    bool
-		mutate   func(*Config)
-		want     string
+		name   string
+		stored func(store.Tx) error
+		mutate func(*Config) // nil: the base configuration (user alice) clashes
+		want   string
 	}{
-		{"client in a provider's namespace", "corp:svc", false, func(c *Config) { c.IdentityProviders = corp }, `stored client "corp:svc": names starting with "corp:" belong to identity_provider corp's users; remove the stored client through the admin API`},
-		{"agent in a provider's namespace", "corp:bot", true, func(c *Config) { c.IdentityProviders = corp }, `stored agent "corp:bot": names starting with "corp:" belong to identity_provider corp's users; remove the stored agent through the admin API`},
-		{"client named as a configured user", "alice", false, func(*Config) {}, `user "alice": a stored client or agent has this id; remove the stored one through the admin API`},
+		{"client in a provider's namespace", storeClient("corp:svc"), func(c *Config) { c.IdentityProviders = corp }, `stored client "corp:svc": names starting with "corp:" belong to identity_provider corp's users; remove the stored client through the admin API`},
+		{"agent in a provider's namespace", storeAgent("corp:bot"), func(c *Config) { c.IdentityProviders = corp }, `stored agent "corp:bot": names starting with "corp:" belong to identity_provider corp's users; remove the stored agent through the admin API`},
+		{"client named as a configured user", storeClient("alice"), nil, `user "alice": a stored client has this name; remove the stored one through the admin API`},
+		{"agent named as a configured user", storeAgent("alice"), nil, `user "alice": a stored agent has this name; remove the stored one through the admin API`},
+		{"user named as a configured client", storeUser("svc9"), addClient("svc9"), `client "svc9": a stored user has this name; remove the stored one through the admin API`},
+		{"user named as a configured agent", storeUser("bot9"), addAgent("bot9"), `agent "bot9": a stored user has this name; remove the stored one through the admin API`},
+		{"agent named as a configured client", storeAgent("svc8"), addClient("svc8"), `client "svc8": a stored agent has this name; remove the stored one through the admin API`},
+		{"client named as a configured agent", storeClient("bot8"), addAgent("bot8"), `agent "bot8": a stored client has this name; remove the stored one through the admin API`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			iss, _ := newAdminIssuer(t, nil)
-			err := iss.store.Update(t.Context(), func(tx store.Tx) error {
-				if tt.agent {
-					return agentsIn(tx).put(&Agent{ID: tt.id, SecretHash: "sha256:" + strings.Repeat("0", 64), Source: sourceAdmin})
-				}
-				return clientsIn(tx).create(&Client{ID: tt.id, TokenEndpointAuthMethod: authNone, RedirectURIs: []string{"http://127.0.0.1/cb"}, Source: sourceAdmin})
-			})
-			if err != nil {
+			if err := iss.store.Update(t.Context(), tt.stored); err != nil {
 				t.Fatal(err)
 			}
+			if tt.mutate != nil {
+				// The clash is the configuration change's.
+				if _, err := New(iss.cfg, iss.store); err != nil {
+					t.Fatalf("New(unchanged config) = %v", err)
+				}
+			}
 			cfg := iss.cfg
-			tt.mutate(&cfg)
-			_, err = New(cfg, iss.store)
+			if tt.mutate != nil {
+				tt.mutate(&cfg)
+			}
+			_, err := New(cfg, iss.store)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("New = %v, want %q", err, tt.want)
 			}

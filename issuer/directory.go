@@ -395,57 +395,39 @@ func (d *directory) agentFor(ctx context.Context, actor, clientID string) (*Agen
 	return a, nil
 }
 
-// checkStoredIDs refuses configured agents whose id a stored client
-// (admin or DCR) already has, which would shadow the agent at the token
-// endpoint, and configured users, clients and agents whose name a stored
-// principal of the other kind has (see userNameTaken).
+// checkStoredIDs refuses a configured user, client or agent whose name a
+// stored principal of any kind already has (added through the admin API
+// or DCR, or for a user by an identity provider's sign-in). Of the same
+// kind, the configured entry would shadow the stored one, and removing
+// the entry from the configuration would bring the stored one back, old
+// credentials and all; of another kind, the two would share a token's
+// sub, client_id or act.sub (see userNameTaken), and a client and an
+// agent of one id would shadow each other at the token endpoint. It also
+// refuses stored principals in a configured identity provider's
+// namespace.
 func (d *directory) checkStoredIDs(ctx context.Context) error {
 	return d.store.View(ctx, func(tx store.Tx) error {
-		clients := clientsIn(tx)
-		for _, a := range d.cfg.Agents {
-			switch taken, err := clients.has(a.ID); {
-			case err != nil:
-				return fmt.Errorf("check agent ids: %w", err)
-			case taken:
-				return fmt.Errorf("agent %q: a stored client has this id; %s", a.ID, removeFirst)
-			}
-		}
-		for _, u := range d.cfg.Users {
-			switch taken, err := d.clientIDTaken(tx, u.Username); {
-			case err != nil:
-				return fmt.Errorf("check user names: %w", err)
-			case taken:
-				return fmt.Errorf("user %q: a stored client or agent has this id; %s", u.Username, removeFirst)
-			}
-		}
-		// A configured entry whose name a runtime-managed one of its kind
-		// also has (stored before the name was configured) would shadow
-		// it, and removing the configuration entry would bring the stored
-		// one back, old credentials and all.
-		for _, c := range []struct {
-			kind  string
-			names func() []string
-			has   func(string) (bool, error)
+		kinds := []struct {
+			kind       string
+			configured []string
+			stored     func(string) (bool, error)
 		}{
-			{"user", d.configuredUserNames, usersIn(tx).has},
-			{"client", d.configuredClientIDs, clients.has},
-			{"agent", d.configuredAgentIDs, agentsIn(tx).has},
-		} {
-			for _, name := range c.names() {
-				switch taken, err := c.has(name); {
-				case err != nil:
-					return fmt.Errorf("check %s names: %w", c.kind, err)
-				case taken:
-					return fmt.Errorf("%s %q: one of this name is also stored (added through the admin API, or for a user by the sign-in of an identity provider no longer configured); %s", c.kind, name, removeFirst)
-				}
-			}
+			{"user", d.configuredUserNames(), usersIn(tx).has},
+			{"client", d.configuredClientIDs(), clientsIn(tx).has},
+			{"agent", d.configuredAgentIDs(), agentsIn(tx).has},
 		}
-		for _, id := range append(d.configuredClientIDs(), d.configuredAgentIDs()...) {
-			switch taken, err := d.userNameTaken(tx, id); {
-			case err != nil:
-				return fmt.Errorf("check client ids: %w", err)
-			case taken:
-				return fmt.Errorf("client or agent %q: a stored user has this name; %s", id, removeFirst)
+		for _, c := range kinds {
+			for _, name := range c.configured {
+				for _, s := range kinds {
+					switch taken, err := s.stored(name); {
+					case err != nil:
+						return fmt.Errorf("check %s names: %w", c.kind, err)
+					case taken && s.kind == c.kind:
+						return fmt.Errorf("%s %q: one of this name is also stored (added through the admin API, or for a user by the sign-in of an identity provider no longer configured); %s", c.kind, name, removeFirst)
+					case taken:
+						return fmt.Errorf("%s %q: a stored %s has this name; %s", c.kind, name, s.kind, removeFirst)
+					}
+				}
 			}
 		}
 		if len(d.cfg.IdentityProviders) == 0 {
