@@ -288,22 +288,76 @@ func argRefusal(checks []argCheck, pr *principal, args []byte) (ptr, reason stri
 	}
 	for i := range checks {
 		c := &checks[i]
-		if reason := c.refusal(pr, args); reason != "" {
+		reason := c.refusal(pr, args, c.ptr)
+		if reason == "" {
+			reason = c.decodedRefusal(pr, args)
+		}
+		if reason != "" {
 			return c.ptr.String(), "argument " + strconv.Quote(c.ptr.String()) + " " + reason
 		}
 	}
 	return "", ""
 }
 
-// refusal is why the argument fails c, or "".
-func (c *argCheck) refusal(pr *principal, args []byte) string {
+// decodedRefusal checks c against the second reading of the argument its
+// pointer starts at, when that argument is a string of JSON text for an
+// array, an object or null: servers on the Python SDK decode such a
+// string into the value it spells before the tool runs (pre_parse_json,
+// for every parameter not declared a plain str), so c must hold for that
+// value too. Text that such a decoder may read but that cannot be checked
+// here (NaN, duplicate names, lone surrogates, deep nesting) is refused.
+func (c *argCheck) decodedRefusal(pr *principal, args []byte) string {
+	first, rest, ok := c.ptr.Split()
+	if !ok || args == nil {
+		return ""
+	}
+	v, found, err := first.Lookup(args)
+	if err != nil || !found || v.Type() != "string" {
+		return "" // as refusal read it
+	}
+	text, err := v.Text()
+	if err != nil {
+		return "cannot be read"
+	}
+	if !mayDecode(text) {
+		return ""
+	}
+	if err := mcpparse.CheckValue(text, 0); err != nil {
+		if errors.Is(err, mcpparse.ErrInvalidJSON) && !pythonJSONOnly(text) {
+			return "" // no JSON decoder reads it: a string to every server
+		}
+		return "is a string that a server may decode as JSON, and its JSON cannot be checked"
+	}
+	if reason := c.refusal(pr, text, rest); reason != "" {
+		return "is a string of JSON that a server may decode, and decoded it " + reason
+	}
+	return ""
+}
+
+// mayDecode reports whether a string's text may decode to an array, an
+// object or null: what it starts with after JSON whitespace.
+func mayDecode(text []byte) bool {
+	t := bytes.TrimLeft(text, " \t\n\r")
+	return len(t) > 0 && (t[0] == '[' || t[0] == '{' || bytes.HasPrefix(t, []byte("null")))
+}
+
+// pythonJSONOnly reports whether invalid JSON text may still be what
+// Python's json module reads: it has NaN, Infinity or a \u escape (a lone
+// surrogate, which Python takes).
+func pythonJSONOnly(text []byte) bool {
+	return bytes.Contains(text, []byte("NaN")) || bytes.Contains(text, []byte("Infinity")) || bytes.Contains(text, []byte(`\u`))
+}
+
+// refusal is why the value at ptr in args (nil: no arguments) fails c,
+// or "".
+func (c *argCheck) refusal(pr *principal, args []byte, ptr mcpparse.Pointer) string {
 	var (
 		v     mcpparse.Value
 		found bool
 		err   error
 	)
 	if args != nil {
-		v, found, err = c.ptr.Lookup(args)
+		v, found, err = ptr.Lookup(args)
 	}
 	switch {
 	case err != nil:

@@ -38,6 +38,9 @@ func argConfig(t testing.TB) Config {
 		// The README's read_file and transfer examples.
 		{Pattern: "read_file", Args: []ArgRule{a("/path", "prefix", "/srv/shared/", "/home/{token.sub}/"), a("/path", "regex", "(?:[^/]|/[^./])*")}},
 		{Pattern: "transfer", Args: []ArgRule{a("/amount", "min", "0.01"), a("/amount", "max", "100"), a("/currency", "one_of", "EUR"), a("/note", "absent")}},
+		// Rules a string of JSON text passes, but not the value it spells.
+		{Pattern: "read_files", Args: []ArgRule{a("/paths", "regex", "(?:[^/]|/[^./])*")}},
+		{Pattern: "word", Args: []ArgRule{a("/owner", "regex", "[a-z]+")}},
 		{Pattern: "*"},
 	}
 	return cfg
@@ -268,6 +271,33 @@ func TestArgRules(t *testing.T) {
 			{`{"amount":50,"currency":"EUR","note":null}`, refuse},
 			{`{"amount":50,"currency":"EUR","Note":"x"}`, refuse},
 			{`{"amount":50,"currency":"EUR","no\u0074e\u0000":"x"}`, refuse},
+		},
+		// Servers on the Python SDK decode a string argument that is JSON
+		// text for an array, an object or null (pre_parse_json) before the
+		// tool runs: the rule holds for both readings.
+		"read_files": {
+			{`{"paths":["/srv/a/b"]}`, pass},
+			{`{"paths":["/srv/shared/../../etc/shadow"]}`, refuse},
+			{`{"paths":"[\"/srv/shared/\\u002e\\u002e/\\u002e\\u002e/etc/shadow\"]"}`, refuse},
+			{`{"paths":"[\"/srv/a\\u0000b\\nc\"]"}`, refuse}, // control characters once decoded
+			{`{"paths":"  [\"/srv/ok\"] "}`, pass},           // JSON whitespace around it
+			{`{"paths":"[\"/srv/ok\",\"/x/../y\"]"}`, refuse},
+			{`{"paths":"{\"a\":\"/x/../y\"}"}`, refuse}, // an object: regex compares strings
+			{`{"paths":"{\"a\":1,\"a\":2}"}`, refuse},   // duplicate names, which Python reads
+			{`{"paths":"{\"a\":1,\"A\":2}"}`, refuse},   // case variants
+			{`{"paths":"[NaN]"}`, refuse},               // Python reads NaN
+			{`{"paths":"[-Infinity]"}`, refuse},
+			{`{"paths":"[\"\\ud800\"]"}`, refuse},                                             // a lone surrogate, which Python reads
+			{`{"paths":"` + strings.Repeat("[", 70) + strings.Repeat("]", 70) + `"}`, refuse}, // deeper than checked
+			{`{"paths":"[abc]"}`, pass},                                                       // no JSON decoder reads it: a string
+			{`{"paths":"[\"/srv/a\"] x"}`, pass},                                              // trailing text: not JSON
+			{`{"paths":"\"[x]\""}`, pass},                                                     // JSON text for a string stays a string
+		},
+		"word": {
+			{`{"owner":"bob"}`, pass},
+			{`{"owner":"null"}`, refuse}, // decoded: null, which "no owner" may mean
+			{`{"owner":"nullify"}`, pass},
+			{`{"owner":"Null"}`, refuse}, // by the regex
 		},
 		"two": {
 			{`{"a":"1","b":"2"}`, pass},

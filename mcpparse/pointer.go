@@ -61,6 +61,37 @@ func ParsePointer(s string) (Pointer, error) {
 // String returns the pointer as written.
 func (ptr Pointer) String() string { return ptr.text }
 
+// Split returns the pointer's first reference token as a pointer, and the
+// pointer of the rest (relative to the value the first names); ok is
+// false for the pointer to the whole document.
+func (ptr Pointer) Split() (first, rest Pointer, ok bool) {
+	if len(ptr.tokens) == 0 {
+		return Pointer{}, Pointer{}, false
+	}
+	// The text of the first token ends at the second '/', if any.
+	end := len(ptr.text)
+	if i := strings.IndexByte(ptr.text[1:], '/'); i >= 0 {
+		end = i + 1
+	}
+	first = Pointer{text: ptr.text[:end], tokens: ptr.tokens[:1:1], folded: ptr.folded[:1:1]}
+	rest = Pointer{text: ptr.text[end:], tokens: ptr.tokens[1:], folded: ptr.folded[1:]}
+	return first, rest, true
+}
+
+// CheckValue checks doc as Parse checks the values in a message: one
+// JSON value of valid UTF-8, no object with two members of one name or of
+// names that fold alike (case or NUL variants), nesting no deeper than
+// maxDepth (DefaultMaxDepth when 0 or less), only whitespace around it.
+// A document that passes may be given to Pointer.Lookup.
+func CheckValue(doc []byte, maxDepth int) error {
+	p := newParser(doc, maxDepth)
+	defer p.free()
+	if err := p.skip(); err != nil {
+		return err
+	}
+	return p.end()
+}
+
 // Value is one JSON value inside a document that passed Parse.
 type Value struct{ raw []byte }
 

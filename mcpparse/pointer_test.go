@@ -124,3 +124,57 @@ func TestElements(t *testing.T) {
 		}
 	}
 }
+
+func TestPointerSplit(t *testing.T) {
+	doc := []byte(`{"a/b":{"c":[1,{"d":"x"}]}}`)
+	for _, tt := range []struct{ ptr, first, rest string }{
+		{"/a~1b", "/a~1b", ""},
+		{"/a~1b/c/1/d", "/a~1b", "/c/1/d"},
+		{"/", "/", ""},
+		{"//x", "/", "/x"},
+	} {
+		p, err := ParsePointer(tt.ptr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first, rest, ok := p.Split()
+		if !ok || first.String() != tt.first || rest.String() != tt.rest {
+			t.Errorf("Split(%q) = %q, %q, %v; want %q, %q", tt.ptr, first, rest, ok, tt.first, tt.rest)
+		}
+		// The first's value, then the rest inside it, is the whole pointer's.
+		want, wantFound, wantErr := p.Lookup(doc)
+		v, found, err := first.Lookup(doc)
+		if err == nil && found {
+			v, found, err = rest.Lookup(v.Raw())
+		}
+		if string(v.Raw()) != string(want.Raw()) || found != wantFound || (err == nil) != (wantErr == nil) {
+			t.Errorf("%q: split lookup = %s %v %v, want %s %v %v", tt.ptr, v.Raw(), found, err, want.Raw(), wantFound, wantErr)
+		}
+	}
+	if _, _, ok := (Pointer{}).Split(); ok {
+		t.Error(`Split("") ok, want false`)
+	}
+}
+
+func TestCheckValue(t *testing.T) {
+	for doc, want := range map[string]error{
+		`[1,{"a":"b"}]`:         nil,
+		` null `:                nil,
+		`"s"`:                   nil,
+		`{"a":1,"a":2}`:         ErrDuplicateName,
+		`{"a":1,"A":2}`:         ErrDuplicateName,
+		`[{"x":{"k":1,"K":1}}]`: ErrDuplicateName,
+		`[NaN]`:                 ErrInvalidJSON,
+		`["\ud800"]`:            ErrInvalidJSON,
+		`[1] x`:                 ErrInvalidJSON,
+		`[1`:                    ErrInvalidJSON,
+		"[\"\xff\"]":            ErrInvalidJSON,
+		"":                      ErrInvalidJSON,
+		`[[[[[[[[[[1]]]]]]]]]]`: ErrTooDeep,
+	} {
+		err := CheckValue([]byte(doc), 8)
+		if (want == nil) != (err == nil) || (want != nil && !errors.Is(err, want)) {
+			t.Errorf("CheckValue(%q) = %v, want %v", doc, err, want)
+		}
+	}
+}
