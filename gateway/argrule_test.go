@@ -598,3 +598,96 @@ func TestArgRuleEmptyClaim(t *testing.T) {
 		}
 	}
 }
+
+// With pinning, the gateway knows each tool's input schema, and so the
+// default a server fills in for an argument a call leaves out: an
+// optional argument rule holds for that default too, as if it had been
+// sent. Without pinning the default is not known (README: optional).
+func TestArgRuleOptionalDefault(t *testing.T) {
+	tools := `{"name":"records","inputSchema":{"type":"object","properties":{"owner":{"type":"string","default":"admin"}}}},` +
+		`{"name":"mine","inputSchema":{"type":"object","properties":{"owner":{"type":"string","default":"alice"}}}},` +
+		`{"name":"filtered","inputSchema":{"type":"object","properties":{"filter":{"type":"object","properties":{"owner":{"type":"string","default":"admin"}}}}}},` +
+		`{"name":"nullable","inputSchema":{"type":"object","properties":{"owner":{"anyOf":[{"type":"string"},{"type":"null"}],"default":null}}}},` +
+		`{"name":"plain","inputSchema":{"type":"object","properties":{"owner":{"type":"string"}}}}`
+	own := func(ptr string) []ArgRule {
+		return []ArgRule{{Pointer: ptr, Predicate: "equals", Values: []string{"{token.sub}"}, Optional: true}}
+	}
+	rules := []Rule{
+		{Pattern: "records", Args: own("/owner")},
+		{Pattern: "mine", Args: own("/owner")},
+		{Pattern: "filtered", Args: own("/filter/owner")},
+		{Pattern: "nullable", Args: []ArgRule{{Pointer: "/owner", Predicate: "regex", Values: []string{"[a-z]+"}, Optional: true}}},
+		{Pattern: "plain", Args: own("/owner")},
+	}
+	tests := []struct {
+		tool, args       string
+		pinned, unpinned int // status with and without pinning
+	}{
+		{"records", `{}`, 403, 200},
+		{"records", `{"owner":"alice"}`, 200, 200},
+		{"records", `{"owner":"admin"}`, 403, 403},
+		{"mine", `{}`, 200, 200}, // the default is the caller's own
+		{"filtered", `{"filter":{}}`, 403, 200},
+		{"filtered", `{}`, 403, 200},
+		{"filtered", `{"filter":{"owner":"alice"}}`, 200, 200},
+		{"nullable", `{}`, 403, 200}, // null, which "no owner" may mean
+		{"nullable", `{"owner":"bob"}`, 200, 200},
+		{"plain", `{}`, 200, 200}, // no default
+	}
+	for _, pinning := range []bool{true, false} {
+		cfg := testConfig(t)
+		cfg.Tools = append(rules, Rule{Pattern: "*"})
+		if pinning {
+			cfg.PinTools, cfg.Pins = PinFirstUse, newMemPins()
+		}
+		h := newHarness(t, cfg, pinUpstream(func() string { return tools }))
+		token := mint(t, claims())
+		readBody(t, h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, token: token}))
+		for _, tt := range tests {
+			want := tt.unpinned
+			if pinning {
+				want = tt.pinned
+			}
+			body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":` + quote(tt.tool) + `,"arguments":` + tt.args + `}}`
+			before := len(h.up.requests())
+			resp := h.do(t, call{body: body, token: token})
+			got := readBody(t, resp)
+			forwarded := len(h.up.requests()) - before
+			if resp.StatusCode != want || (want == 200) != (forwarded == 1) {
+				t.Errorf("pinning %v, %s %s: status %d, %d forwarded; want %d (%s)", pinning, tt.tool, tt.args, resp.StatusCode, forwarded, want, got)
+				continue
+			}
+			if want == 403 {
+				checkArgRefusal(t, resp, got, tt.tool)
+				if fromDefault := tt.unpinned == 200; fromDefault && !strings.Contains(got, "is left out, and the") {
+					t.Errorf("%s %s: refusal %s does not say it was the default", tt.tool, tt.args, got)
+				}
+			}
+		}
+	}
+}
+
+// A schema whose properties nest deeper than the gateway reads them (a
+// tools/list answer that deep is refused whole, so only a definition
+// read otherwise gets here) has unknown defaults: an optional argument
+// left out is refused.
+func TestSchemaDefaultsTooDeep(t *testing.T) {
+	def := `{"name":"deep","inputSchema":{"type":"object","properties":{"owner":{"type":"string"},"x":` +
+		strings.Repeat(`{"type":"object","properties":{"x":`, maxSchemaDepth+1) + `{}` + strings.Repeat(`}}`, maxSchemaDepth+1) + `}}}`
+	defaults := schemaDefaults([]byte(def))
+	checks, err := compileArgs([]ArgRule{{Pointer: "/owner", Predicate: "equals", Values: []string{"{token.sub}"}, Optional: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &principal{subject: "alice"}
+	if _, reason := defaultRefusal(checks, p, []byte(`{}`), defaults); !strings.Contains(reason, "nested too deep") {
+		t.Errorf("left out: reason %q, want a refusal for the unreadable schema", reason)
+	}
+	if _, reason := defaultRefusal(checks, p, []byte(`{"owner":"alice"}`), defaults); reason != "" {
+		t.Errorf("sent: reason %q, want none", reason)
+	}
+	shallow := schemaDefaults([]byte(`{"name":"x","inputSchema":{"properties":{"a":{"default":1,"properties":{"b":{"default":{"c":null}}}}}}}`))
+	if len(shallow) != 2 || string(shallow["a"]) != "1" || string(shallow["a\x00b"]) != `{"c":null}` {
+		t.Errorf("schemaDefaults = %q", shallow)
+	}
+}

@@ -37,46 +37,99 @@ const maxSchemaDepth = 32
 // header name in lower case → the path of properties keys to the
 // argument. Only annotations reachable through properties count (the
 // spec's "statically reachable"); a definition that names one header
-// twice, ignoring case, is invalid and yields an empty map, so that no
-// header of its calls passes.
+// twice, ignoring case, or nests properties deeper than maxSchemaDepth,
+// is invalid and yields an empty map, so that no header of its calls
+// passes.
 func paramHeaders(def []byte) map[string][]string {
-	var tool struct {
-		InputSchema json.RawMessage `json:"inputSchema"`
-	}
 	out := map[string][]string{}
-	if json.Unmarshal(def, &tool) != nil || collectParamHeaders(tool.InputSchema, nil, out) != nil {
+	err := eachProperty(def, func(path []string, prop json.RawMessage) error {
+		var ann struct {
+			Header *string `json:"x-mcp-header"`
+		}
+		if json.Unmarshal(prop, &ann) != nil || ann.Header == nil {
+			return nil
+		}
+		k := strings.ToLower(*ann.Header)
+		if _, dup := out[k]; dup {
+			return fmt.Errorf("x-mcp-header %q twice", *ann.Header)
+		}
+		out[k] = path
+		return nil
+	})
+	if err != nil {
 		return map[string][]string{}
 	}
 	return out
 }
 
-func collectParamHeaders(schema json.RawMessage, path []string, out map[string][]string) error {
-	if len(path) > maxSchemaDepth {
-		return errors.New("schema too deep")
-	}
-	var s struct {
-		Properties map[string]json.RawMessage `json:"properties"`
-	}
-	if json.Unmarshal(schema, &s) != nil {
-		return nil // not an object schema: nothing reachable
-	}
-	for name, prop := range s.Properties {
-		p := append(path[:len(path):len(path)], name)
-		var ann struct {
-			Header *string `json:"x-mcp-header"`
+// schemaDefaults reads the defaults a tool definition's input schema
+// gives its properties (reachable through properties, as paramHeaders
+// reads them): the path of properties keys to each, joined by NUL
+// (propertyPath) → the default's JSON. A server may run the tool with one
+// for an argument the call leaves out (the Go SDK applies them; the
+// Python and TypeScript SDKs declare their parameters' own defaults
+// here), so optional argument rules are checked against them
+// (defaultRefusal). A schema nested deeper than maxSchemaDepth yields
+// unreadableDefaults.
+func schemaDefaults(def []byte) map[string][]byte {
+	out := map[string][]byte{}
+	err := eachProperty(def, func(path []string, prop json.RawMessage) error {
+		var d struct {
+			Default json.RawMessage `json:"default"`
 		}
-		if json.Unmarshal(prop, &ann) == nil && ann.Header != nil {
-			k := strings.ToLower(*ann.Header)
-			if _, dup := out[k]; dup {
-				return fmt.Errorf("x-mcp-header %q twice", *ann.Header)
+		if json.Unmarshal(prop, &d) == nil && d.Default != nil {
+			out[propertyPath(path)] = d.Default
+		}
+		return nil
+	})
+	if err != nil {
+		return unreadableDefaults
+	}
+	return out
+}
+
+// unreadableDefaults stands for the defaults of a schema that could not be
+// read: its key is no property's path, and defaultRefusal refuses every
+// optional argument left out.
+var unreadableDefaults = map[string][]byte{"": nil}
+
+// propertyPath is the key of schemaDefaults for a path of property names.
+func propertyPath(names []string) string { return strings.Join(names, "\x00") }
+
+// eachProperty calls visit with the path of properties keys to each
+// property schema of a tool definition's input schema, and the schema,
+// outer before inner, until visit fails; it fails when the properties
+// nest deeper than maxSchemaDepth.
+func eachProperty(def []byte, visit func(path []string, prop json.RawMessage) error) error {
+	var tool struct {
+		InputSchema json.RawMessage `json:"inputSchema"`
+	}
+	if json.Unmarshal(def, &tool) != nil {
+		return nil
+	}
+	var walk func(schema json.RawMessage, path []string) error
+	walk = func(schema json.RawMessage, path []string) error {
+		if len(path) > maxSchemaDepth {
+			return errors.New("schema too deep")
+		}
+		var s struct {
+			Properties map[string]json.RawMessage `json:"properties"`
+		}
+		if json.Unmarshal(schema, &s) != nil {
+			return nil // not an object schema: nothing reachable
+		}
+		for name, prop := range s.Properties {
+			p := append(path[:len(path):len(path)], name)
+			if err := visit(p, prop); err != nil {
+				return err
 			}
-			out[k] = p
+			if err := walk(prop, p); err != nil {
+				return err
+			}
 		}
-		if err := collectParamHeaders(prop, p, out); err != nil {
-			return err
-		}
+		return nil
 	}
-	return nil
+	return walk(tool.InputSchema, nil)
 }
 
 // checkParams refuses a request whose Mcp-Param-* headers do not each

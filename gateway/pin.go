@@ -112,7 +112,10 @@ type pinView struct {
 	// params: tool → its current definition's Mcp-Param-* headers
 	// (paramHeaders).
 	params map[string]map[string][]string
-	stale  bool // the server said its list changed: current needs a fetch
+	// defaults: tool → its current definition's property defaults
+	// (schemaDefaults).
+	defaults map[string]map[string][]byte
+	stale    bool // the server said its list changed: current needs a fetch
 }
 
 // pinVerdict is what pinning says of a call or a listed definition.
@@ -151,7 +154,7 @@ func newPinSet(g *Gateway, cfg *Config) *pinSet {
 		fetches:  make(chan struct{}, maxPinFetches),
 		inflight: map[string]*pinFetch{},
 	}
-	s.view.Store(&pinView{stored: map[string]Pin{}, current: map[string]string{}, params: map[string]map[string][]string{}})
+	s.view.Store(&pinView{stored: map[string]Pin{}, current: map[string]string{}, params: map[string]map[string][]string{}, defaults: map[string]map[string][]byte{}})
 	return s
 }
 
@@ -219,7 +222,7 @@ func (s *pinSet) update(change func(v *pinView)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := s.view.Load()
-	v := &pinView{loaded: old.loaded, stored: maps.Clone(old.stored), current: maps.Clone(old.current), params: maps.Clone(old.params), stale: old.stale}
+	v := &pinView{loaded: old.loaded, stored: maps.Clone(old.stored), current: maps.Clone(old.current), params: maps.Clone(old.params), defaults: maps.Clone(old.defaults), stale: old.stale}
 	change(v)
 	s.view.Store(v)
 }
@@ -274,11 +277,12 @@ func (s *pinSet) listed(ctx context.Context, tool string, raw []byte) (keep bool
 		}
 	}
 	if !known || cur != hash {
-		params := paramHeaders(canon)
+		params, defaults := paramHeaders(canon), schemaDefaults(canon)
 		s.update(func(v *pinView) {
 			v.stored[tool] = p
 			v.current[tool] = hash
 			v.params[tool] = params
+			v.defaults[tool] = defaults
 		})
 	}
 	if s.judge(p, hash) != pinOK {

@@ -79,10 +79,14 @@ func (g *Gateway) checkPins(x *exchange, next Next) *refusal {
 					message: fmt.Sprintf("could not learn the definition of tool %q from the upstream", m.Name)}
 			}
 		}
+		d := &x.dec[i]
 		if v == pinOK {
+			if d.argument, d.reason = defaultRefusal(d.args, x.p, m.Arguments, g.pins.view.Load().defaults[m.Name]); d.reason != "" {
+				d.allow, d.scopeOnly = false, false
+				return g.denial(x)
+			}
 			continue
 		}
-		d := &x.dec[i]
 		d.allow, d.scopeOnly, d.rule = false, false, "pin_tools"
 		d.reason = v.reason()
 		if v == pinUnknown {

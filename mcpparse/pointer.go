@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/go-json-experiment/json/jsontext"
@@ -61,21 +62,28 @@ func ParsePointer(s string) (Pointer, error) {
 // String returns the pointer as written.
 func (ptr Pointer) String() string { return ptr.text }
 
-// Split returns the pointer's first reference token as a pointer, and the
-// pointer of the rest (relative to the value the first names); ok is
-// false for the pointer to the whole document.
-func (ptr Pointer) Split() (first, rest Pointer, ok bool) {
-	if len(ptr.tokens) == 0 {
-		return Pointer{}, Pointer{}, false
+// Len is the number of the pointer's reference tokens.
+func (ptr Pointer) Len() int { return len(ptr.tokens) }
+
+// Tokens returns the pointer's reference tokens, unescaped.
+func (ptr Pointer) Tokens() []string { return slices.Clone(ptr.tokens) }
+
+// Cut returns the pointer of the first k reference tokens, and the
+// pointer of the rest, relative to the value the first names
+// (0 <= k <= Len()).
+func (ptr Pointer) Cut(k int) (head, rest Pointer) {
+	// The text of the first k tokens ends at the (k+1)th '/', if any.
+	end := 0
+	for range k {
+		if i := strings.IndexByte(ptr.text[end+1:], '/'); i >= 0 {
+			end += i + 1
+		} else {
+			end = len(ptr.text)
+		}
 	}
-	// The text of the first token ends at the second '/', if any.
-	end := len(ptr.text)
-	if i := strings.IndexByte(ptr.text[1:], '/'); i >= 0 {
-		end = i + 1
-	}
-	first = Pointer{text: ptr.text[:end], tokens: ptr.tokens[:1:1], folded: ptr.folded[:1:1]}
-	rest = Pointer{text: ptr.text[end:], tokens: ptr.tokens[1:], folded: ptr.folded[1:]}
-	return first, rest, true
+	head = Pointer{text: ptr.text[:end], tokens: ptr.tokens[:k:k], folded: ptr.folded[:k:k]}
+	rest = Pointer{text: ptr.text[end:], tokens: ptr.tokens[k:], folded: ptr.folded[k:]}
+	return head, rest
 }
 
 // CheckValue checks doc as Parse checks the values in a message: one

@@ -125,7 +125,7 @@ func TestElements(t *testing.T) {
 	}
 }
 
-func TestPointerSplit(t *testing.T) {
+func TestPointerCut(t *testing.T) {
 	doc := []byte(`{"a/b":{"c":[1,{"d":"x"}]}}`)
 	for _, tt := range []struct{ ptr, first, rest string }{
 		{"/a~1b", "/a~1b", ""},
@@ -137,9 +137,12 @@ func TestPointerSplit(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		first, rest, ok := p.Split()
-		if !ok || first.String() != tt.first || rest.String() != tt.rest {
-			t.Errorf("Split(%q) = %q, %q, %v; want %q, %q", tt.ptr, first, rest, ok, tt.first, tt.rest)
+		first, rest := p.Cut(1)
+		if first.String() != tt.first || rest.String() != tt.rest || first.Len() != 1 || rest.Len() != p.Len()-1 {
+			t.Errorf("Cut(%q, 1) = %q, %q; want %q, %q", tt.ptr, first, rest, tt.first, tt.rest)
+		}
+		if all, none := p.Cut(p.Len()); all.String() != tt.ptr || none.String() != "" {
+			t.Errorf("Cut(%q, Len) = %q, %q", tt.ptr, all, none)
 		}
 		// The first's value, then the rest inside it, is the whole pointer's.
 		want, wantFound, wantErr := p.Lookup(doc)
@@ -151,8 +154,8 @@ func TestPointerSplit(t *testing.T) {
 			t.Errorf("%q: split lookup = %s %v %v, want %s %v %v", tt.ptr, v.Raw(), found, err, want.Raw(), wantFound, wantErr)
 		}
 	}
-	if _, _, ok := (Pointer{}).Split(); ok {
-		t.Error(`Split("") ok, want false`)
+	if head, rest := (Pointer{}).Cut(0); head.String() != "" || rest.String() != "" {
+		t.Error(`Cut("", 0) is not two empty pointers`)
 	}
 }
 
