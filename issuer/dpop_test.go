@@ -167,6 +167,55 @@ func TestDPoPAuthorizationCode(t *testing.T) {
 		e.postDPoP(t, pathToken, f, tConf+":"+tSecret, mallory.proof(t, e, tokenURL, nil)), mallory)
 }
 
+// TestDPoPRefreshBindsFamily: a public client's family begun without a
+// proof is bound to the key of its first refresh with one (RFC 9449
+// section 5): its later refresh tokens need a proof of that key, and
+// reuse of a rotated one still revokes the family. A confidential
+// client's family stays bound by its authentication alone.
+func TestDPoPRefreshBindsFamily(t *testing.T) {
+	e := newTokEnv(t)
+	alice, mallory := newDPoPKey(t), newDPoPKey(t)
+	tokenURL := e.iss.endpoint(pathToken)
+	redeem := func(client, basic string) answer {
+		code, verifier := e.issueCode(t, codeSpec{client: client, scopes: []string{"read", "offline_access"}})
+		f := url.Values{"grant_type": {grantAuthorizationCode}, "code": {code}, "code_verifier": {verifier}, "redirect_uri": {tRedirect}, "client_id": {client}}
+		return e.postDPoP(t, pathToken, f, basic, "")
+	}
+	refresh := func(client, basic, rt string, k *dpopKey) answer {
+		f := url.Values{"grant_type": {grantRefreshToken}, "refresh_token": {rt}, "client_id": {client}}
+		p := ""
+		if k != nil {
+			p = k.proof(t, e, tokenURL, nil)
+		}
+		return e.postDPoP(t, pathToken, f, basic, p)
+	}
+
+	a := redeem(tPublic, "")
+	wantBound(t, "public client's code without a proof", a, nil)
+	first := a.str("refresh_token")
+	r := refresh(tPublic, "", first, alice)
+	wantBound(t, "its first refresh with a proof", r, alice)
+	rt := r.str("refresh_token")
+	wantRefused(t, "the next refresh without a proof", refresh(tPublic, "", rt, nil), "invalid_dpop_proof")
+	wantRefused(t, "the next refresh with another key", refresh(tPublic, "", rt, mallory), "invalid_dpop_proof")
+	r = refresh(tPublic, "", rt, alice)
+	wantBound(t, "the next refresh with the family's key", r, alice)
+	wantRefused(t, "the rotated token after that without a proof", refresh(tPublic, "", r.str("refresh_token"), nil), "invalid_dpop_proof")
+	// Reuse of the unbound token rotated before the binding revokes the
+	// family, bound or not.
+	wantRefused(t, "the first refresh token again", refresh(tPublic, "", first, nil), "invalid_grant")
+	wantRefused(t, "the current token after that reuse", refresh(tPublic, "", r.str("refresh_token"), alice), "invalid_grant")
+
+	conf := tConf + ":" + tSecret
+	c := redeem(tConf, conf)
+	wantBound(t, "confidential client's code without a proof", c, nil)
+	r = refresh(tConf, conf, c.str("refresh_token"), alice)
+	wantBound(t, "confidential client's refresh with a proof", r, alice)
+	r = refresh(tConf, conf, r.str("refresh_token"), nil)
+	wantBound(t, "confidential client's next refresh without a proof", r, nil)
+	wantBound(t, "confidential client's next refresh with another key", refresh(tConf, conf, r.str("refresh_token"), mallory), mallory)
+}
+
 // TestDPoPJKT: a code whose authorization request named dpop_jkt (or was
 // pushed with a proof) is redeemed only with a proof of that key.
 func TestDPoPJKT(t *testing.T) {

@@ -89,6 +89,15 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 			return nil, ErrInvalidScope.WithDescription("the actor may hold none of the granted scopes")
 		}
 	}
+	// A public client's family is bound to the key of its first request
+	// with a proof, the code's or a refresh's: from then on a stolen
+	// refresh token is useless without the key. A confidential client's
+	// refresh tokens are bound by its authentication (RFC 9449 section 5);
+	// each of its refreshes may use another key.
+	bind := ""
+	if c.Public() {
+		bind = req.jkt
+	}
 	invalid := ErrInvalidGrant.WithDescription("invalid, expired or revoked refresh token")
 	s := tokenSubject{
 		client: c, user: u, subject: g.Subject, resource: g.Resource, scopes: scopes,
@@ -100,7 +109,7 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 		bases:     s.principals(req.basis, req.basis),
 		refresh:   true,
 		record: func(tx store.Tx, t *minted) error {
-			switch refused, err := refreshIn(tx).rotate(rt, t.refreshToken, c.ID, now, i.revokeUntil()); {
+			switch refused, err := refreshIn(tx).rotate(rt, t.refreshToken, c.ID, bind, now, i.revokeUntil()); {
 			case err != nil:
 				return err
 			case refused:

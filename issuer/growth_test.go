@@ -104,7 +104,7 @@ func growthRun(t *testing.T, minutes int, purge bool) (half, end growthSize, pur
 					continue
 				}
 				next := fmt.Sprintf("rt-%s-%d", f.g.ID, m)
-				if refused, err := refreshIn(tx).rotate(f.tok, next, f.g.ClientID, now, now); err != nil || refused {
+				if refused, err := refreshIn(tx).rotate(f.tok, next, f.g.ClientID, "", now, now); err != nil || refused {
 					return fmt.Errorf("rotate: %v, refused %v", err, refused)
 				}
 				f.tok = next

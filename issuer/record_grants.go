@@ -39,8 +39,9 @@ type grant struct {
 	ExpiresAt time.Time `json:"expires_at"`
 	Revoked   bool      `json:"revoked,omitempty"`
 	// DPoPJKT binds the refresh tokens of a public client's grant to the
-	// DPoP key of the request that created it (RFC 9449 section 5): a
-	// refresh needs a proof of that key.
+	// DPoP key of the first request of the family that carried a proof,
+	// the code's or a refresh's (RFC 9449 section 5): a refresh needs a
+	// proof of that key.
 	DPoPJKT string `json:"dpop_jkt,omitempty"`
 }
 

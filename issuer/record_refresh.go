@@ -45,10 +45,13 @@ func (r refreshRecords) issue(tok string, g *grant, clientID string) error {
 }
 
 // rotate replaces tok by next in its family and records the use of the
-// grant at now. It refuses (refused true, after revoking the family until
-// revokeUntil when tok was rotated already: a concurrent refresh won)
-// a rotated token or a revoked grant; the caller commits and refuses.
-func (r refreshRecords) rotate(tok, next, clientID string, now, revokeUntil time.Time) (refused bool, err error) {
+// grant at now. bind, when not "", is the DPoP key of a public client's
+// refresh: an unbound family is bound to it from now on (RFC 9449 section
+// 5), in this transaction, and a family bound to another key is refused.
+// It refuses (refused true, after revoking the family until revokeUntil
+// when tok was rotated already: a concurrent refresh won) a rotated
+// token or a revoked grant; the caller commits and refuses.
+func (r refreshRecords) rotate(tok, next, clientID, bind string, now, revokeUntil time.Time) (refused bool, err error) {
 	key := tokenKey(tok)
 	cur, err := r.t.get(key)
 	if err != nil {
@@ -62,8 +65,11 @@ func (r refreshRecords) rotate(tok, next, clientID string, now, revokeUntil time
 	if err != nil {
 		return false, err
 	}
-	if g.Revoked {
+	if g.Revoked || (bind != "" && g.DPoPJKT != "" && g.DPoPJKT != bind) {
 		return true, nil
+	}
+	if bind != "" {
+		g.DPoPJKT = bind
 	}
 	cur.Rotated = true
 	if err := r.t.put(key, cur, cur.ExpiresAt); err != nil {
