@@ -37,7 +37,8 @@ const (
 //   - addressed to this issuer (aud, one value), within its validity
 //     (exp, iat, small leeway; at most maxAssertionLifetime ahead), with a
 //     sub and a jti, each jti used once until exp (in the store, so every
-//     instance sees it);
+//     instance sees it; recorded in the transaction that records the
+//     grant it yields, so a request refused at any step spends nothing);
 //   - issued to the authenticated client (client_id), for a registered
 //     resource (resource, when present), with scopes.
 //
@@ -142,21 +143,27 @@ func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, er
 		return nil, refused(err)
 	}
 	// Resource and scopes are judged for the user as provisioning will
-	// record it before the jti is spent: a request the client can fix
-	// does not burn the assertion.
+	// record it: a request the client can fix provisions nothing.
 	prospect := &User{Username: id.username, Groups: idp.idp.localGroups(id.groups)}
 	resource, scopes, err := i.policy.grantScopes(ctx, c, prospect, resource, requested)
 	if err != nil {
 		return nil, err
 	}
-	err = i.store.Update(ctx, func(tx store.Tx) error {
-		return assertionsIn(tx).useIDJAG(idp.cfg.Issuer, jti, exp.Add(idJAGLeeway))
+	// A replay is refused before it provisions anything. The jti is spent
+	// only by record, with the grant: a request refused after this point
+	// (its DPoP proof a replay, say) leaves the ID-JAG to the client's
+	// corrected retry, and of concurrent redemptions one commits.
+	used := invalid("the ID-JAG was already used")
+	var spent bool
+	err = i.store.View(ctx, func(tx store.Tx) (err error) {
+		spent, err = assertionsIn(tx).usedIDJAG(idp.cfg.Issuer, jti)
+		return err
 	})
-	if errors.Is(err, store.ErrAlreadyExists) {
-		return nil, invalid("the ID-JAG was already used")
-	}
 	if err != nil {
 		return nil, err
+	}
+	if spent {
+		return nil, used
 	}
 	if err := i.provision(ctx, idp.idp, id, now); err != nil {
 		if errors.Is(err, errIdPRefused) {
@@ -180,8 +187,17 @@ func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, er
 	return &issuance{
 		grantType: grantJWTBearer,
 		subject:   s,
-		record:    func(tx store.Tx, _ *minted) error { return grantsIn(tx).put(gr) },
-		recording: "store jwt-bearer grant",
+		record: func(tx store.Tx, _ *minted) error {
+			switch err := assertionsIn(tx).useIDJAG(idp.cfg.Issuer, jti, exp.Add(idJAGLeeway)); {
+			case errors.Is(err, store.ErrAlreadyExists):
+				// A concurrent redemption won; nothing was written.
+				return refuse(used)
+			case err != nil:
+				return err
+			}
+			return grantsIn(tx).put(gr)
+		},
+		recording: "redeem ID-JAG",
 		bases:     s.principals(req.basis, req.basis),
 	}, nil
 }

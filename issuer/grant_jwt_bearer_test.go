@@ -345,21 +345,24 @@ func TestIDJAGRedeemedOnce(t *testing.T) {
 	conf := tConf + ":" + tSecret
 	raw := idp.idJAG(t, e, nil)
 	const n = 8
-	codes := make(chan int, n)
+	answers := make(chan answer, n)
 	var wg sync.WaitGroup
 	for range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			codes <- e.redeem(t, conf, raw, nil).status
+			answers <- e.redeem(t, conf, raw, nil)
 		}()
 	}
 	wg.Wait()
-	close(codes)
+	close(answers)
 	ok := 0
-	for c := range codes {
-		if c == http.StatusOK {
+	for a := range answers {
+		switch {
+		case a.status == http.StatusOK:
 			ok++
+		case a.str("error") != "invalid_grant":
+			t.Errorf("a losing redemption = %d %s, want invalid_grant", a.status, a.raw)
 		}
 	}
 	if ok != 1 || e.count(bucketGrants) != 1 {
@@ -417,6 +420,56 @@ func TestIDJAGFixableRefusalKeepsIt(t *testing.T) {
 	}
 	if a := e.redeem(t, conf, raw, url.Values{"scope": {"read"}}); a.status != http.StatusOK || a.str("scope") != "read" {
 		t.Errorf("then scope read = %d %s, want 200 read", a.status, a.raw)
+	}
+}
+
+// TestIDJAGRefusedRequestKeepsIt: a request refused after its ID-JAG
+// checked out (its DPoP proof a replay) spends nothing; the corrected
+// retry redeems the ID-JAG, and the redemption that issued a token
+// spends it.
+func TestIDJAGRefusedRequestKeepsIt(t *testing.T) {
+	idp := newTestIdP(t)
+	e := newTokEnv(t, withTrustedIdP(idp))
+	conf := tConf + ":" + tSecret
+	k := newDPoPKey(t)
+	tokenURL := e.iss.endpoint(pathToken)
+	spent := k.proof(t, e, tokenURL, nil)
+	cc := url.Values{"grant_type": {grantClientCredentials}, "resource": {tResource}}
+	wantBound(t, "an earlier request with the proof", e.postDPoP(t, pathToken, cc, conf, spent), k)
+	grants := e.count(bucketGrants)
+
+	f := url.Values{"grant_type": {grantJWTBearer}, "assertion": {idp.idJAG(t, e, nil)}}
+	wantRefused(t, "an ID-JAG with the spent proof", e.postDPoP(t, pathToken, f, conf, spent), "invalid_dpop_proof")
+	if n := e.count(bucketJTI); n != 0 {
+		t.Errorf("jti records after the refusal = %d, want 0", n)
+	}
+	wantBound(t, "the ID-JAG with a fresh proof", e.postDPoP(t, pathToken, f, conf, k.proof(t, e, tokenURL, nil)), k)
+	wantRefused(t, "the ID-JAG again", e.postDPoP(t, pathToken, f, conf, k.proof(t, e, tokenURL, nil)), "invalid_grant")
+	if n := e.count(bucketGrants); n != grants+1 {
+		t.Errorf("grants %d -> %d, want one more", grants, n)
+	}
+}
+
+// TestIDJAGRedeemedWhileRecording: of two redemptions of one ID-JAG, the
+// one that records first wins, even when the other passed every check
+// before it: the jti is spent in the transaction that records the grant.
+func TestIDJAGRedeemedWhileRecording(t *testing.T) {
+	idp := newTestIdP(t)
+	e := newTokEnv(t, withTrustedIdP(idp))
+	conf := tConf + ":" + tSecret
+	raw := idp.idJAG(t, e, nil)
+	var inner answer
+	e.iss.mint.beforeRecord = func() {
+		e.iss.mint.beforeRecord = nil
+		inner = e.redeem(t, conf, raw, nil)
+	}
+	outer := e.redeem(t, conf, raw, nil)
+	if inner.status != http.StatusOK {
+		t.Errorf("redemption recorded first = %d %s, want 200", inner.status, inner.raw)
+	}
+	wantRefused(t, "redemption recorded second", outer, "invalid_grant")
+	if n := e.count(bucketGrants); n != 1 {
+		t.Errorf("grants = %d, want 1", n)
 	}
 }
 

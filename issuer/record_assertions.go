@@ -25,8 +25,17 @@ func (r assertionRecords) use(clientID, jti string, until time.Time) error {
 }
 
 // useIDJAG records the jti of an ID-JAG of issuer iss until until; a
-// second use is store.ErrAlreadyExists. The leading NUL keeps these keys
-// apart from client assertions' (no client_id is empty).
+// second use is store.ErrAlreadyExists.
 func (r assertionRecords) useIDJAG(iss, jti string, until time.Time) error {
-	return r.t.create("\x00"+iss+"\x00"+jti, &struct{}{}, until)
+	return r.t.create(idJAGKey(iss, jti), &struct{}{}, until)
 }
+
+// usedIDJAG reports whether the jti of an ID-JAG of issuer iss is
+// recorded as used.
+func (r assertionRecords) usedIDJAG(iss, jti string) (bool, error) {
+	return r.t.has(idJAGKey(iss, jti))
+}
+
+// idJAGKey is the key of an ID-JAG's jti. The leading NUL keeps these
+// keys apart from client assertions' (no client_id is empty).
+func idJAGKey(iss, jti string) string { return "\x00" + iss + "\x00" + jti }
