@@ -418,17 +418,21 @@ func parsePrompt(s string) ([]string, error) {
 // scopes, then issues a code right away when consent is remembered, or
 // shows the consent page (via /consent?req=… when called from /authorize,
 // pendingID "").
+//
+// The user has seen no consent page of the request yet, so its errors go
+// through earlyError, also when called from the consent step: the browser
+// gets there by redirects alone (from /authorize, or from a sign-in that
+// a link began), and whatever a self-registered client can make fail here
+// (a metadata document that stops validating, say) must not turn into a
+// redirect to a URI it chose.
 func (i *Issuer) proceed(w http.ResponseWriter, r *http.Request, s *session, ar *authRequest, pendingID string) {
 	ctx := r.Context()
 	var c *Client
 	fail := func(err error) {
-		if pendingID == "" {
-			// Straight from /authorize: the user has seen no page yet.
-			i.pages.earlyError(w, r, c, ar.RedirectURI, ar.State, err)
-			return
+		if pendingID != "" {
+			i.pending.delete(ctx, pendingID)
 		}
-		i.pending.delete(ctx, pendingID)
-		i.pages.redirectError(w, r, ar.RedirectURI, ar.State, err)
+		i.pages.earlyError(w, r, c, ar.RedirectURI, ar.State, err)
 	}
 	c, u, err := i.requestParties(ctx, s, ar)
 	if err != nil {
@@ -447,7 +451,7 @@ func (i *Issuer) proceed(w http.ResponseWriter, r *http.Request, s *session, ar 
 			return
 		}
 		if ok {
-			i.finish(w, r, s, ar, pendingID, resource, scopes, false)
+			i.finish(w, r, s, ar, pendingID, resource, scopes, false, fail)
 			return
 		}
 	}
@@ -502,20 +506,20 @@ func (i *Issuer) requestParties(ctx context.Context, s *session, ar *authRequest
 
 // finish issues the code (consuming the pending request and, when
 // remember is set, storing the consent in the same transaction) and
-// redirects to the client.
-func (i *Issuer) finish(w http.ResponseWriter, r *http.Request, s *session, ar *authRequest, pendingID, resource string, scopes []string, remember bool) {
+// redirects to the client. fail answers an error: earlyError before the
+// user has seen the consent page, redirectError after.
+func (i *Issuer) finish(w http.ResponseWriter, r *http.Request, s *session, ar *authRequest, pendingID, resource string, scopes []string, remember bool, fail func(error)) {
 	code, err := i.issueCode(r.Context(), s, ar, pendingID, resource, scopes, remember)
 	if errors.Is(err, errPendingGone) {
 		i.pages.pendingGonePage(w)
 		return
 	}
 	if errors.Is(err, errSignedOut) {
-		i.pages.redirectError(w, r, ar.RedirectURI, ar.State, ErrAccessDenied.WithDescription("the user signed out"))
+		fail(ErrAccessDenied.WithDescription("the user signed out"))
 		return
 	}
 	if err != nil {
-		i.log.Error("authorize: issue code", zap.Error(err))
-		i.pages.redirectError(w, r, ar.RedirectURI, ar.State, ErrServerError)
+		fail(ErrServerError.Wrap(fmt.Errorf("issue code: %w", err)))
 		return
 	}
 	v := url.Values{"code": {code}}

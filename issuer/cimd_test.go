@@ -384,3 +384,85 @@ func TestCIMDRecordBounded(t *testing.T) {
 		t.Errorf("cached documents = %d, want 0", n)
 	}
 }
+
+// TestCIMDFailureBeforeConsentPage: a document that validates at
+// /authorize and fails at the consent step (served with no-store, so it
+// is fetched again) gets an error page, not a redirect to the redirect
+// URI it names: the browser got there by redirects alone, with no page
+// naming the client, whether it was signed in already or signed in on the
+// way (RFC 9700 section 4.11.2).
+func TestCIMDFailureBeforeConsentPage(t *testing.T) {
+	e, host := newCIMDEnv(t, true, nil)
+	const landing = "https://attacker.example/landing"
+	tests := []struct {
+		name     string
+		signedIn bool
+		fetches  int64 // the fetch at the consent step is the first to fail
+	}{
+		// /authorize reads the document twice (the request, then the
+		// signed-in user's step), the consent step a third time.
+		{"signed in", true, 3},
+		// /authorize reads it once, the sign-in page and its POST for
+		// the client's name, the consent step a fourth time.
+		{"signing in", false, 4},
+	}
+	for n, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := fmt.Sprintf("/failing%d.json", n)
+			var served atomic.Int64
+			id := host.serve(path, func(w http.ResponseWriter, r *http.Request) {
+				if served.Add(1) >= tt.fetches {
+					http.Error(w, "gone", http.StatusNotFound)
+					return
+				}
+				w.Header().Set("Content-Type", "application/json")
+				w.Header().Set("Cache-Control", "no-store")
+				_, _ = w.Write([]byte(`{"client_id":"` + host.srv.URL + path + `","client_name":"Doc Client","redirect_uris":["` + landing + `"],"token_endpoint_auth_method":"none"}`))
+			})
+			c := e.browser()
+			if tt.signedIn {
+				if _, err := e.robot(c, e.url(pathAuthorize, webAuthParams(testChallenge)), bWebRedirect, bUser, bPassword, "approve"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			p := authParams(testChallenge)
+			p.Set("client_id", id)
+			p.Set("redirect_uri", landing)
+			next := e.url(pathAuthorize, p)
+			var resp *http.Response
+			var body string
+			for range 5 {
+				var err error
+				if resp, err = c.Get(next); err != nil {
+					t.Fatal(err)
+				}
+				body = readBody(t, resp)
+				if loc := resp.Header.Get("Location"); strings.HasPrefix(loc, "/") {
+					next = e.srv.URL + loc
+					continue
+				}
+				if resp.StatusCode != http.StatusOK || !strings.Contains(body, `id="login"`) {
+					break
+				}
+				f := findForm(t, body, "login")
+				v := f.hidden
+				v.Set("username", bUser)
+				v.Set("password", bPassword)
+				resp, _ = e.postPage(t, c, f.action, v)
+				next = e.srv.URL + resp.Header.Get("Location")
+			}
+			if got := served.Load(); got != tt.fetches {
+				t.Errorf("document fetched %d times, want %d (the last one failing)", got, tt.fetches)
+			}
+			if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusBadRequest || loc != "" {
+				t.Fatalf("consent step with a failing document = %d Location %q, want 400 and an error page", resp.StatusCode, loc)
+			}
+			if !strings.Contains(body, "unauthorized_client") {
+				t.Errorf("error page does not say unauthorized_client:\n%s", body)
+			}
+			if n := e.count(bucketPending); n != 0 {
+				t.Errorf("pending requests = %d, want 0", n)
+			}
+		})
+	}
+}

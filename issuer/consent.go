@@ -88,27 +88,32 @@ func (i *Issuer) consentPost(w http.ResponseWriter, r *http.Request) {
 		i.pages.seeOther(w, r, i.base+pathLogin+"?req="+url.QueryEscape(id))
 		return
 	}
+	// The user has seen the consent page, which names the client and
+	// where it sends them: errors go to the client.
+	fail := func(err error) {
+		i.pending.delete(ctx, id)
+		i.pages.redirectError(w, r, ar.RedirectURI, ar.State, err)
+	}
 	switch r.PostForm.Get("decision") {
 	case "deny":
-		i.pending.delete(ctx, id)
-		i.pages.redirectError(w, r, ar.RedirectURI, ar.State, ErrAccessDenied.WithDescription("the user denied the request"))
+		fail(ErrAccessDenied.WithDescription("the user denied the request"))
 	case "approve":
 		c, u, err := i.requestParties(ctx, s, ar)
 		if err != nil {
-			i.pending.delete(ctx, id)
-			i.pages.redirectError(w, r, ar.RedirectURI, ar.State, err)
+			fail(err)
 			return
 		}
 		resource, scopes, err := i.requestScopes(ctx, c, u, ar)
 		if err != nil {
-			i.pending.delete(ctx, id)
-			i.pages.redirectError(w, r, ar.RedirectURI, ar.State, err)
+			fail(err)
 			return
 		}
 		// Grant no more than the page showed, even if policy changed since.
 		shown := strings.Fields(r.PostForm.Get("scope"))
 		scopes = slices.DeleteFunc(scopes, func(sc string) bool { return !slices.Contains(shown, sc) })
-		i.finish(w, r, s, ar, id, resource, scopes, true)
+		i.finish(w, r, s, ar, id, resource, scopes, true, func(err error) {
+			i.pages.redirectError(w, r, ar.RedirectURI, ar.State, err)
+		})
 	default:
 		i.pages.errorPage(w, http.StatusBadRequest, "Invalid request", "Choose Allow or Deny.")
 	}

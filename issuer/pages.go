@@ -240,8 +240,11 @@ func (p *pages) tooManyLogins(w http.ResponseWriter, v loginView, target string,
 // self-registered one (DCR, CIMD), or one that could not be loaded, gets
 // an error page instead: anyone can register any redirect URI, and
 // sending browsers there unprompted would make /authorize an open
-// redirector (RFC 9700 section 4.11.2). After the user has seen the login
-// or consent page, which name the client, errors redirect as usual.
+// redirector (RFC 9700 section 4.11.2). That holds until the user has
+// answered the consent page, which names the client and where it sends
+// them: the steps before it are reached by redirects alone (a sign-in
+// page may not have been shown at all), and a self-registered client can
+// make them fail at will. After it, errors redirect as usual.
 func (p *pages) earlyError(w http.ResponseWriter, r *http.Request, c *Client, redirectURI, state string, err error) {
 	if c != nil && !c.selfRegistered() {
 		p.redirectError(w, r, redirectURI, state, err)
