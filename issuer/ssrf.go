@@ -15,9 +15,10 @@ import (
 var errForbiddenAddress = errors.New("destination address not allowed")
 
 // forbiddenPrefixes are the destinations an outbound fetch (CIMD) must never
-// reach unless the operator allows private targets: anything that is not a
-// globally routed unicast address, plus the IPv6 transition prefixes that
-// embed an IPv4 address (they could smuggle a private one).
+// reach unless the operator allows private targets: every block of the
+// IANA IPv4 and IPv6 special-purpose address registries that is not
+// globally reachable, plus the IPv6 transition prefixes that embed an
+// IPv4 address (they could smuggle a private one).
 var forbiddenPrefixes = []netip.Prefix{
 	netip.MustParsePrefix("0.0.0.0/8"),       // "this network", unspecified
 	netip.MustParsePrefix("10.0.0.0/8"),      // RFC 1918
@@ -25,29 +26,52 @@ var forbiddenPrefixes = []netip.Prefix{
 	netip.MustParsePrefix("127.0.0.0/8"),     // loopback
 	netip.MustParsePrefix("169.254.0.0/16"),  // link-local (cloud metadata)
 	netip.MustParsePrefix("172.16.0.0/12"),   // RFC 1918
-	netip.MustParsePrefix("192.0.0.0/24"),    // IETF protocol assignments
+	netip.MustParsePrefix("192.0.0.0/24"),    // IETF protocol assignments (DS-Lite, NAT64 discovery, ...)
 	netip.MustParsePrefix("192.0.2.0/24"),    // TEST-NET-1
+	netip.MustParsePrefix("192.88.99.0/24"),  // deprecated 6to4 relay anycast, RFC 7526
 	netip.MustParsePrefix("192.168.0.0/16"),  // RFC 1918
 	netip.MustParsePrefix("198.18.0.0/15"),   // benchmarking
 	netip.MustParsePrefix("198.51.100.0/24"), // TEST-NET-2
 	netip.MustParsePrefix("203.0.113.0/24"),  // TEST-NET-3
 	netip.MustParsePrefix("224.0.0.0/4"),     // multicast
-	netip.MustParsePrefix("240.0.0.0/4"),     // reserved, broadcast
-	netip.MustParsePrefix("::/128"),          // unspecified
-	netip.MustParsePrefix("::1/128"),         // loopback
-	netip.MustParsePrefix("64:ff9b::/96"),    // NAT64
-	netip.MustParsePrefix("64:ff9b:1::/48"),  // local-use NAT64
-	netip.MustParsePrefix("100::/64"),        // discard-only
+	netip.MustParsePrefix("240.0.0.0/4"),     // reserved, and 255.255.255.255 broadcast
+	netip.MustParsePrefix("::/96"),           // IPv4-compatible (RFC 4291, deprecated), :: and ::1 among them
+	netip.MustParsePrefix("::ffff:0:0/96"),   // IPv4-mapped (checked unmapped too)
+	netip.MustParsePrefix("::ffff:0:0:0/96"), // IPv4-translated, SIIT (RFC 2765)
+	netip.MustParsePrefix("64:ff9b::/96"),    // NAT64, RFC 6052
+	netip.MustParsePrefix("64:ff9b:1::/48"),  // local-use NAT64, RFC 8215
+	netip.MustParsePrefix("100::/64"),        // discard-only, RFC 6666
+	netip.MustParsePrefix("100:0:0:1::/64"),  // dummy prefix, RFC 9780
+	netip.MustParsePrefix("2001::/23"),       // IETF protocol assignments (Teredo, benchmarking, ORCHID), but see globalPrefixes
 	netip.MustParsePrefix("2001:db8::/32"),   // documentation
 	netip.MustParsePrefix("2002::/16"),       // 6to4
+	netip.MustParsePrefix("3fff::/20"),       // documentation, RFC 9637
+	netip.MustParsePrefix("5f00::/16"),       // SRv6 SIDs, RFC 9602
 	netip.MustParsePrefix("fc00::/7"),        // unique local, RFC 4193
 	netip.MustParsePrefix("fe80::/10"),       // link-local
-	netip.MustParsePrefix("ff00::/8"),        // multicast
-	netip.MustParsePrefix("::ffff:0:0/96"),   // IPv4-mapped (checked unmapped too)
-	netip.MustParsePrefix("2001::/32"),       // Teredo
-	netip.MustParsePrefix("2001:10::/28"),    // ORCHID
 	netip.MustParsePrefix("fec0::/10"),       // deprecated site-local
+	netip.MustParsePrefix("ff00::/8"),        // multicast
 }
+
+// globalPrefixes are the blocks inside a forbidden prefix that the
+// registries mark globally reachable (anycast services and AS112).
+var globalPrefixes = []netip.Prefix{
+	netip.MustParsePrefix("192.0.0.9/32"),    // PCP anycast, RFC 7723
+	netip.MustParsePrefix("192.0.0.10/32"),   // TURN anycast, RFC 8155
+	netip.MustParsePrefix("2001:1::1/128"),   // PCP anycast
+	netip.MustParsePrefix("2001:1::2/128"),   // TURN anycast
+	netip.MustParsePrefix("2001:1::3/128"),   // DNS-SD SRP anycast, RFC 9665
+	netip.MustParsePrefix("2001:3::/32"),     // AMT, RFC 7450
+	netip.MustParsePrefix("2001:4:112::/48"), // AS112-v6, RFC 7535
+	netip.MustParsePrefix("2001:20::/28"),    // ORCHIDv2, RFC 7343
+	netip.MustParsePrefix("2001:30::/28"),    // DRIP entity tags, RFC 9374
+}
+
+// globalUnicast is the IPv6 global unicast space (IANA IPv6 address
+// space registry): the rest is reserved by the IETF, unique local,
+// link-local or multicast, so an address outside it is no public server
+// whatever the special-purpose registry lists today.
+var globalUnicast = netip.MustParsePrefix("2000::/3")
 
 // publicAddress reports whether ip may be contacted by an outbound fetch.
 func publicAddress(ip netip.Addr) bool {
@@ -60,13 +84,26 @@ func publicAddress(ip netip.Addr) bool {
 			a.IsInterfaceLocalMulticast() {
 			return false
 		}
-		for _, p := range forbiddenPrefixes {
-			if p.Contains(a) {
-				return false
-			}
+		if a.Is6() && !a.Is4In6() && !globalUnicast.Contains(a) {
+			return false
+		}
+		if inPrefixes(globalPrefixes, a) {
+			continue
+		}
+		if inPrefixes(forbiddenPrefixes, a) {
+			return false
 		}
 	}
 	return true
+}
+
+func inPrefixes(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // ssrfControl is a net.Dialer Control function. It runs after name
