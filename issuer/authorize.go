@@ -85,6 +85,16 @@ func (i *Issuer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		params = r.PostForm
+		if !i.sessions.hasCookie(r) {
+			// A cross-site POST arrives without the SameSite=Lax session
+			// cookie, so a signed-in browser would look anonymous here and
+			// get a new session in place of its own (signed out by any
+			// site). The GET form of the same request carries the cookie;
+			// nothing is read or stored before it (a pushed request is
+			// consumed there).
+			i.pages.seeOther(w, r, i.base+pathAuthorize+"?"+params.Encode())
+			return
+		}
 	default:
 		w.Header().Set("Allow", "GET, POST")
 		i.pages.errorPage(w, http.StatusMethodNotAllowed, "Invalid request", "The authorization endpoint accepts GET and POST.")

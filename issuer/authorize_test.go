@@ -703,3 +703,78 @@ func TestAuthorizeReauthenticationEnforced(t *testing.T) {
 		t.Errorf("max_age x: Location %s, want invalid_request", loc)
 	}
 }
+
+// TestAuthorizePostWithoutCookieKeepsSession: a cross-site POST to
+// /authorize arrives without the SameSite=Lax session cookie. It is sent
+// on to the GET form of the same request, which the browser makes with
+// its cookie, and no session is started in place of the signed-in one
+// (any site could otherwise sign the user out). A pushed request is
+// consumed only by that GET.
+func TestAuthorizePostWithoutCookieKeepsSession(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	c := e.browser()
+	if _, err := e.robot(c, e.url(pathAuthorize, webAuthParams(testChallenge)), bWebRedirect, bUser, bPassword, "approve"); err != nil {
+		t.Fatal(err)
+	}
+	issuerURL, _ := url.Parse(e.srv.URL)
+	sessionCookie := func() string {
+		for _, ck := range c.Jar.Cookies(issuerURL) {
+			if ck.Name == e.iss.sessions.cookieName() {
+				return ck.Value
+			}
+		}
+		return ""
+	}
+	signedIn := sessionCookie()
+	if signedIn == "" {
+		t.Fatal("no session cookie after signing in")
+	}
+	requestURI, _ := e.push(t, bWebClientID, bWebRedirect, nil)
+	tests := []struct {
+		name string
+		form url.Values
+	}{
+		{"parameters", webAuthParams(testChallenge)},
+		{"pushed request", url.Values{"client_id": {bWebClientID}, "request_uri": {requestURI}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// The cross-site form post: no cookie goes with it, and what
+			// it answers lands in the browser's jar.
+			resp, err := e.browser().PostForm(e.url(pathAuthorize, nil), tt.form)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			c.Jar.SetCookies(issuerURL, resp.Cookies())
+			if got := sessionCookie(); got != signedIn {
+				t.Errorf("session cookie after a cross-site POST = %q, want the signed-in one kept", got)
+			}
+			loc, err := url.Parse(resp.Header.Get("Location"))
+			if err != nil || resp.StatusCode != http.StatusSeeOther || loc.Path != pathAuthorize {
+				t.Fatalf("POST /authorize without a cookie = %d Location %q, want 303 to GET /authorize", resp.StatusCode, resp.Header.Get("Location"))
+			}
+			if n := e.count(bucketPAR); tt.form.Has("request_uri") && n != 1 {
+				t.Errorf("pushed requests after the POST = %d, want 1 (not consumed)", n)
+			}
+			// The browser follows with a GET, which carries the cookie:
+			// remembered consent answers with a code at once.
+			resp, err = c.Get(e.srv.URL + loc.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			got, _ := url.Parse(resp.Header.Get("Location"))
+			if !strings.HasPrefix(got.String(), bWebRedirect+"?") || got.Query().Get("code") == "" {
+				t.Errorf("GET after the POST: Location %q, want a code at %s", got, bWebRedirect)
+			}
+		})
+	}
+	resp, err := c.Get(e.url(pathApps, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := readBody(t, resp); resp.StatusCode != http.StatusOK || strings.Contains(body, `id="login"`) {
+		t.Errorf("GET /apps after the POSTs = %d, want the signed-in apps page", resp.StatusCode)
+	}
+}

@@ -46,6 +46,13 @@ func (ss *sessions) cookieName() string {
 	return "mcp_session"
 }
 
+// hasCookie reports whether the request carries a session cookie, live
+// or not.
+func (ss *sessions) hasCookie(r *http.Request) bool {
+	ck, err := r.Cookie(ss.cookieName())
+	return err == nil && ck.Value != ""
+}
+
 // current returns the live session of the request and its id, or
 // nil when there is none.
 func (ss *sessions) current(r *http.Request) (*session, string, error) {
