@@ -27,7 +27,8 @@ type consentView struct {
 	Action, CSRF, Req string
 	ClientName        string
 	ClientID          string
-	RedirectHost      string
+	RedirectHost      string // of a web redirect URI
+	RedirectScheme    string // of a private-use one ("com.example.app:")
 	Resource          string
 	User              string
 	Agent             string
@@ -122,18 +123,18 @@ func (i *Issuer) consentPost(w http.ResponseWriter, r *http.Request) {
 // renderConsent shows the consent page. Only grantable scopes are listed.
 func (i *Issuer) renderConsent(ctx context.Context, w http.ResponseWriter, s *session, c *Client, u *User, ar *authRequest, pendingID, resource string, scopes []string) {
 	v := consentView{
-		Action:       i.base + pathConsent,
-		CSRF:         s.CSRF,
-		Req:          pendingID,
-		ClientName:   c.Name,
-		ClientID:     c.ID,
-		RedirectHost: redirectHost(ar.RedirectURI),
-		Resource:     resource,
-		User:         u.Username,
-		Agent:        ar.Actor,
-		LocalOnly:    localOnly(c),
-		ScopeList:    strings.Join(scopes, " "),
+		Action:     i.base + pathConsent,
+		CSRF:       s.CSRF,
+		Req:        pendingID,
+		ClientName: c.Name,
+		ClientID:   c.ID,
+		Resource:   resource,
+		User:       u.Username,
+		Agent:      ar.Actor,
+		LocalOnly:  localRedirect(ar.RedirectURI),
+		ScopeList:  strings.Join(scopes, " "),
 	}
+	v.RedirectHost, v.RedirectScheme = redirectTarget(ar.RedirectURI)
 	if v.ClientName == "" {
 		v.ClientName = c.ID
 	}
@@ -151,31 +152,33 @@ func (i *Issuer) renderConsent(ctx context.Context, w http.ResponseWriter, s *se
 	i.pages.render(w, http.StatusOK, "consent", "Allow access?", v, cspSource(ar.RedirectURI))
 }
 
-// redirectHost is what the consent page shows as the destination: the host
-// (and port) of web redirect URIs, the scheme of private-use ones.
-func redirectHost(uri string) string {
+// redirectTarget is what the consent page shows as the destination: the
+// host (and port) of an http(s) redirect URI, or the scheme of a
+// private-use one. Such a URI goes to whichever app on the device claims
+// the scheme, whatever its "host" says (RFC 8252 section 7.1), so
+// com.evil.app://accounts.google.com/cb must not read as going to
+// accounts.google.com.
+func redirectTarget(uri string) (host, scheme string) {
 	u, err := url.Parse(uri)
 	if err != nil {
-		return uri
+		return uri, ""
 	}
-	if u.Host != "" {
-		return u.Host
+	if u.Scheme == "http" || u.Scheme == "https" {
+		return u.Host, ""
 	}
-	return u.Scheme + ":"
+	return "", u.Scheme + ":"
 }
 
-// localOnly reports whether every redirect URI of the client points at the
-// user's own machine, so the page can warn that any local program could be
-// the one asking.
-func localOnly(c *Client) bool {
-	if len(c.RedirectURIs) == 0 {
+// localRedirect reports whether a redirect URI points at the user's own
+// device, a loopback host or a private-use scheme, so the page can warn
+// that any local program could be the one asking.
+func localRedirect(uri string) bool {
+	u, err := url.Parse(uri)
+	if err != nil {
 		return false
 	}
-	for _, uri := range c.RedirectURIs {
-		u, err := url.Parse(uri)
-		if err != nil || !isLoopbackHost(u.Hostname()) {
-			return false
-		}
+	if u.Scheme == "http" || u.Scheme == "https" {
+		return isLoopbackHost(u.Hostname())
 	}
 	return true
 }

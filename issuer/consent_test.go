@@ -81,6 +81,60 @@ func TestConsentNoWarningForWebClient(t *testing.T) {
 	}
 }
 
+// TestConsentRedirectTarget: the consent page names where the code goes
+// for the redirect URI of the request: the host of a web one, and for a
+// private-use scheme the scheme, whatever its "host" part claims, since
+// any app on the device may claim the scheme (RFC 8252 section 7.1). A
+// loopback or private-use redirect URI carries the local-app warning,
+// also for a client that has web ones as well.
+func TestConsentRedirectTarget(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	resp, out := e.register(t, `{"client_name":"Evil","redirect_uris":["com.evil.app://accounts.google.com/cb"],"token_endpoint_auth_method":"none"}`)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("register = %d %v", resp.StatusCode, out)
+	}
+	evil := out["client_id"].(string)
+	for _, c := range []Client{
+		{ID: "native", Name: "Native", RedirectURIs: []string{"com.example.app:/cb"}, TokenEndpointAuthMethod: "none"},
+		{ID: "mixed", Name: "Mixed", RedirectURIs: []string{"https://mixed.example.com/cb", "http://127.0.0.1:7000/cb"}, TokenEndpointAuthMethod: "none"},
+	} {
+		if err := e.iss.PutClient(t.Context(), c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name, client, redirect string
+		shown                  string // what "Sends you back to" says
+		hidden                 string // what the page must not say
+		warning                bool
+	}{
+		{"private-use scheme with a host", evil, "com.evil.app://accounts.google.com/cb", "opens <code>com.evil.app:</code> links", "accounts.google.com", true},
+		{"private-use scheme", "native", "com.example.app:/cb", "opens <code>com.example.app:</code> links", "", true},
+		{"loopback", bClientID, bRedirect, `<dd class="host">127.0.0.1</dd>`, "", true},
+		{"web", bWebClientID, bWebRedirect, `<dd class="host">app.example.com</dd>`, "", false},
+		{"loopback of a client with a web one too", "mixed", "http://127.0.0.1:7000/cb", `<dd class="host">127.0.0.1:7000</dd>`, "mixed.example.com", true},
+		{"web of a client with a loopback one too", "mixed", "https://mixed.example.com/cb", `<dd class="host">mixed.example.com</dd>`, "127.0.0.1", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := authParams(testChallenge)
+			p.Set("client_id", tt.client)
+			p.Set("redirect_uri", tt.redirect)
+			_, body := e.consentPage(t, p, bUser)
+			findForm(t, body, "consent")
+			if !strings.Contains(body, tt.shown) {
+				t.Errorf("consent page lacks %q:\n%s", tt.shown, body)
+			}
+			if tt.hidden != "" && strings.Contains(body, tt.hidden) {
+				t.Errorf("consent page names %q:\n%s", tt.hidden, body)
+			}
+			if got := strings.Contains(body, "This app runs on your computer"); got != tt.warning {
+				t.Errorf("local-app warning shown = %v, want %v", got, tt.warning)
+			}
+		})
+	}
+}
+
 func TestConsentAgent(t *testing.T) {
 	e := newBrowserEnv(t, func(c *Config) {
 		c.Agents = []Agent{{ID: "agent-7", Name: "Planner Bot", SecretHash: hashClientSecret("agent-7 secret")}}
