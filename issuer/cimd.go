@@ -232,7 +232,10 @@ func (f *cimdFetcher) download(ctx context.Context, clientID string) (*Client, t
 		return nil, 0, cimdError("the document is too large")
 	}
 	var m clientMetadata
-	if err := decodeJSONObject(body, &m); err != nil {
+	switch err := decodeJSONObject(body, &m); {
+	case errors.Is(err, errMemberNames):
+		return nil, 0, cimdError("the document repeats a member name or spells one in another case")
+	case err != nil:
 		return nil, 0, cimdError("the document is not a valid JSON client metadata object")
 	}
 	c, err := validateCIMD(clientID, &m)

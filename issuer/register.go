@@ -11,12 +11,14 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"go.uber.org/zap"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
@@ -127,7 +129,11 @@ func (i *Issuer) handleRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var m clientMetadata
-	if err := decodeJSONObject(body, &m); err != nil {
+	switch err := decodeJSONObject(body, &m); {
+	case errors.Is(err, errMemberNames):
+		writeError(w, ErrInvalidClientMetadata.WithDescription("member names must be unique and spelled as RFC 7591 spells them"))
+		return
+	case err != nil:
 		writeError(w, ErrInvalidClientMetadata.WithDescription("body is not a valid client metadata object"))
 		return
 	}
@@ -243,11 +249,20 @@ func responseTypesFor(grantTypes []string) []string {
 	return []string{}
 }
 
-// decodeJSONObject decodes a single JSON object and nothing after it.
+// errMemberNames refuses metadata whose member names are ambiguous
+// (checkMemberNames).
+var errMemberNames = errors.New("a member name is repeated, or differs from a known one only in case")
+
+// decodeJSONObject decodes a single JSON object and nothing after it into
+// the struct v points to. Member names must be unambiguous
+// (checkMemberNames).
 func decodeJSONObject(b []byte, v any) error {
 	b = bytes.TrimSpace(b)
 	if len(b) == 0 || b[0] != '{' {
 		return errors.New("not a JSON object")
+	}
+	if err := checkMemberNames(b, v); err != nil {
+		return err
 	}
 	d := json.NewDecoder(bytes.NewReader(b))
 	if err := d.Decode(v); err != nil {
@@ -260,6 +275,50 @@ func decodeJSONObject(b []byte, v any) error {
 		return errors.New("trailing data after JSON object")
 	}
 	return nil
+}
+
+// checkMemberNames refuses a JSON object that repeats a member name in any
+// of its objects, or whose own member names include one that equals a
+// json name of v's struct only when case is ignored. encoding/json takes
+// the last of repeated names and matches names without case (Unicode
+// folding: Redirect_URIs, or redirect_uriſ, is read as redirect_uris),
+// so another reader of the same document, an auditor's or the client's
+// own, could see other redirect URIs than this server does.
+func checkMemberNames(b []byte, v any) error {
+	var known []string
+	t := reflect.TypeOf(v).Elem()
+	for i := range t.NumField() {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); name != "" && name != "-" {
+			known = append(known, name)
+		}
+	}
+	d := jsontext.NewDecoder(bytes.NewReader(b)) // refuses duplicate names
+	for {
+		tok, err := d.ReadToken()
+		if err == io.EOF {
+			return nil
+		}
+		if errors.Is(err, jsontext.ErrDuplicateName) {
+			return errMemberNames
+		}
+		if err != nil {
+			return err
+		}
+		if d.StackDepth() != 1 || tok.Kind() != '"' {
+			continue
+		}
+		// Names and values alternate in an object: a string read at depth
+		// 1 with an even number of tokens before it in the object is a
+		// name.
+		if _, n := d.StackIndex(1); n%2 == 1 {
+			name := tok.String()
+			for _, k := range known {
+				if name != k && strings.EqualFold(name, k) {
+					return errMemberNames
+				}
+			}
+		}
+	}
 }
 
 // validateRegistration checks DCR metadata and returns the client to store

@@ -165,6 +165,49 @@ func TestRegisterValidation(t *testing.T) {
 	}
 }
 
+// TestRegisterMemberNamesUnambiguous: encoding/json takes the last of
+// repeated member names and matches names without case, so metadata
+// another reader sees differently (other redirect URIs, say) is refused:
+// a name repeated in any object, escaped or not, and a top-level name that
+// is a known one in another case, Unicode folding included. Unknown
+// members stay ignored in any case, and a name may recur in different
+// objects.
+func TestRegisterMemberNamesUnambiguous(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	refused := []struct{ name, body string }{
+		{"repeated", `{"redirect_uris":["https://evil.example/cb"],"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"none"}`},
+		{"repeated, escaped", `{"redirect_uris":["https://evil.example/cb"],"redirect\u005furis":["https://a.example/cb"],"token_endpoint_auth_method":"none"}`},
+		{"repeated in jwks", `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks":{"keys":[{"kty":"EC"}],"keys":[{"kty":"RSA"}]}}`},
+		{"another case", `{"Redirect_URIs":["https://a.example/cb"],"token_endpoint_auth_method":"none"}`},
+		{"both cases", `{"redirect_uris":["https://evil.example/cb"],"REDIRECT_URIS":["https://a.example/cb"],"token_endpoint_auth_method":"none"}`},
+		{"long s", `{"redirect_uri\u017f":["https://a.example/cb"],"token_endpoint_auth_method":"none"}`},
+		{"Kelvin sign", `{"redirect_uris":["https://a.example/cb"],"to\u212aen_endpoint_auth_method":"none"}`},
+	}
+	for _, tt := range refused {
+		t.Run(tt.name, func(t *testing.T) {
+			before := e.count(bucketClients)
+			resp, out := e.register(t, tt.body)
+			if resp.StatusCode != http.StatusBadRequest || out["error"] != "invalid_client_metadata" {
+				t.Errorf("register(%s) = %d %v, want 400 invalid_client_metadata", tt.body, resp.StatusCode, out)
+			}
+			if n := e.count(bucketClients); n != before {
+				t.Errorf("clients = %d, want %d (nothing stored)", n, before)
+			}
+		})
+	}
+	accepted := []struct{ name, body string }{
+		{"unknown member in any case", `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"none","Logo_URI":"https://a.example/logo.png","logo_uri":"https://a.example/logo.png"}`},
+		{"a name in different objects", `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks":{"keys":[{"kty":"EC","kid":"1"},{"kty":"EC","kid":"2"}]}}`},
+	}
+	for _, tt := range accepted {
+		t.Run(tt.name, func(t *testing.T) {
+			if resp, out := e.register(t, tt.body); resp.StatusCode != http.StatusCreated {
+				t.Errorf("register(%s) = %d %v, want 201", tt.body, resp.StatusCode, out)
+			}
+		})
+	}
+}
+
 func TestRegisterRequestShape(t *testing.T) {
 	e := newBrowserEnv(t, nil)
 	resp, err := e.srv.Client().Post(e.url(pathRegister, nil), "text/plain", strings.NewReader(`{"redirect_uris":["https://a.example/cb"]}`))
