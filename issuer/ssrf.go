@@ -26,7 +26,7 @@ var forbiddenPrefixes = []netip.Prefix{
 	netip.MustParsePrefix("127.0.0.0/8"),     // loopback
 	netip.MustParsePrefix("169.254.0.0/16"),  // link-local (cloud metadata)
 	netip.MustParsePrefix("172.16.0.0/12"),   // RFC 1918
-	netip.MustParsePrefix("192.0.0.0/24"),    // IETF protocol assignments (DS-Lite, NAT64 discovery, ...)
+	netip.MustParsePrefix("192.0.0.0/24"),    // IETF protocol assignments (DS-Lite, NAT64 discovery, the PCP and TURN anycast services, ...)
 	netip.MustParsePrefix("192.0.2.0/24"),    // TEST-NET-1
 	netip.MustParsePrefix("192.88.99.0/24"),  // deprecated 6to4 relay anycast, RFC 7526
 	netip.MustParsePrefix("192.168.0.0/16"),  // RFC 1918
@@ -42,7 +42,7 @@ var forbiddenPrefixes = []netip.Prefix{
 	netip.MustParsePrefix("64:ff9b:1::/48"),  // local-use NAT64, RFC 8215
 	netip.MustParsePrefix("100::/64"),        // discard-only, RFC 6666
 	netip.MustParsePrefix("100:0:0:1::/64"),  // dummy prefix, RFC 9780
-	netip.MustParsePrefix("2001::/23"),       // IETF protocol assignments (Teredo, benchmarking, ORCHID), but see globalPrefixes
+	netip.MustParsePrefix("2001::/23"),       // IETF protocol assignments (Teredo, benchmarking, ORCHID; its anycast services too: no client metadata is served there)
 	netip.MustParsePrefix("2001:db8::/32"),   // documentation
 	netip.MustParsePrefix("2002::/16"),       // 6to4
 	netip.MustParsePrefix("3fff::/20"),       // documentation, RFC 9637
@@ -51,20 +51,6 @@ var forbiddenPrefixes = []netip.Prefix{
 	netip.MustParsePrefix("fe80::/10"),       // link-local
 	netip.MustParsePrefix("fec0::/10"),       // deprecated site-local
 	netip.MustParsePrefix("ff00::/8"),        // multicast
-}
-
-// globalPrefixes are the blocks inside a forbidden prefix that the
-// registries mark globally reachable (anycast services and AS112).
-var globalPrefixes = []netip.Prefix{
-	netip.MustParsePrefix("192.0.0.9/32"),    // PCP anycast, RFC 7723
-	netip.MustParsePrefix("192.0.0.10/32"),   // TURN anycast, RFC 8155
-	netip.MustParsePrefix("2001:1::1/128"),   // PCP anycast
-	netip.MustParsePrefix("2001:1::2/128"),   // TURN anycast
-	netip.MustParsePrefix("2001:1::3/128"),   // DNS-SD SRP anycast, RFC 9665
-	netip.MustParsePrefix("2001:3::/32"),     // AMT, RFC 7450
-	netip.MustParsePrefix("2001:4:112::/48"), // AS112-v6, RFC 7535
-	netip.MustParsePrefix("2001:20::/28"),    // ORCHIDv2, RFC 7343
-	netip.MustParsePrefix("2001:30::/28"),    // DRIP entity tags, RFC 9374
 }
 
 // globalUnicast is the IPv6 global unicast space (IANA IPv6 address
@@ -87,23 +73,13 @@ func publicAddress(ip netip.Addr) bool {
 		if a.Is6() && !a.Is4In6() && !globalUnicast.Contains(a) {
 			return false
 		}
-		if inPrefixes(globalPrefixes, a) {
-			continue
-		}
-		if inPrefixes(forbiddenPrefixes, a) {
-			return false
+		for _, p := range forbiddenPrefixes {
+			if p.Contains(a) {
+				return false
+			}
 		}
 	}
 	return true
-}
-
-func inPrefixes(ps []netip.Prefix, a netip.Addr) bool {
-	for _, p := range ps {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
 }
 
 // ssrfControl is a net.Dialer Control function. It runs after name

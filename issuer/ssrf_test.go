@@ -68,14 +68,15 @@ func TestPublicAddress(t *testing.T) {
 		{"ff0e::1", false},      // global multicast
 		{"1::1", false},         // reserved by the IETF, outside 2000::/3
 		{"4000::1", false},      // reserved by the IETF, outside 2000::/3
-		// Globally reachable blocks inside forbidden ones.
-		{"192.0.0.9", true},       // PCP anycast
-		{"192.0.0.10", true},      // TURN anycast
-		{"2001:1::1", true},       // PCP anycast
-		{"2001:3::1", true},       // AMT
-		{"2001:4:112::1", true},   // AS112-v6
-		{"2001:20::1", true},      // ORCHIDv2
-		{"2001:30::1", true},      // DRIP entity tags
+		// Globally reachable anycast services inside IETF blocks: refused
+		// all the same, no client metadata is served there.
+		{"192.0.0.9", false},      // PCP anycast
+		{"192.0.0.10", false},     // TURN anycast
+		{"2001:1::1", false},      // PCP anycast
+		{"2001:3::1", false},      // AMT
+		{"2001:4:112::1", false},  // AS112-v6
+		{"2001:20::1", false},     // ORCHIDv2
+		{"2001:30::1", false},     // DRIP entity tags
 		{"2620:4f:8000::1", true}, // AS112 direct delegation
 		{"8.8.8.8", true},
 		{"2001:4860:4860::8888", true},
