@@ -299,46 +299,6 @@ func argRefusal(checks []argCheck, pr *principal, args []byte) (ptr, reason stri
 	return "", ""
 }
 
-// defaultRefusal checks the optional argument rules of a call against the
-// defaults its tool's input schema gives the arguments it leaves out
-// (schemaDefaults, by propertyPath): the server may run the tool with
-// them. It returns the pointer of the first rule that a default fails
-// and why, or reason "".
-func defaultRefusal(checks []argCheck, pr *principal, args []byte, defaults map[string][]byte) (ptr, reason string) {
-	if len(defaults) == 0 {
-		return "", ""
-	}
-	for i := range checks {
-		c := &checks[i]
-		if !c.optional {
-			continue
-		}
-		// The outermost member the call leaves out that has a default is
-		// where the server fills one in.
-		for k := 1; k <= c.ptr.Len(); k++ {
-			head, rest := c.ptr.Cut(k)
-			def, ok := defaults[propertyPath(head.Tokens())]
-			_, unreadable := defaults[""]
-			if !ok && !unreadable {
-				continue
-			}
-			if args != nil {
-				if _, found, err := head.Lookup(args); err != nil || found {
-					continue
-				}
-			}
-			if unreadable {
-				return c.ptr.String(), "argument " + strconv.Quote(c.ptr.String()) + " is left out, and the tool's input schema is nested too deep to read the default a server may fill in"
-			}
-			if reason := c.refusal(pr, def, rest); reason != "" {
-				return c.ptr.String(), "argument " + strconv.Quote(c.ptr.String()) + " is left out, and the default the tool's input schema gives it " + reason
-			}
-			break
-		}
-	}
-	return "", ""
-}
-
 // decodedRefusal checks c against the second reading of the argument its
 // pointer starts at, when that argument is a string of JSON text for an
 // array, an object or null: servers on the Python SDK decode such a
@@ -347,7 +307,12 @@ func defaultRefusal(checks []argCheck, pr *principal, args []byte, defaults map[
 // value too. Text that such a decoder may read but that cannot be checked
 // here (NaN, duplicate names, lone surrogates, deep nesting) is refused.
 func (c *argCheck) decodedRefusal(pr *principal, args []byte) string {
-	if c.ptr.Len() == 0 || args == nil {
+	switch {
+	case c.ptr.Len() == 0 || args == nil:
+		return ""
+	case c.predicate == argMaxLength, c.predicate == argPresent, c.predicate == argAbsent:
+		// Decoding changes neither presence nor makes a string longer:
+		// the second reading could only refuse what the first allowed.
 		return ""
 	}
 	first, rest := c.ptr.Cut(1)
@@ -440,7 +405,7 @@ func (c *argCheck) refusal(pr *principal, args []byte, ptr mcpparse.Pointer) str
 		return "is an empty array (" + c.desc + " holds for each element of a non-empty one)"
 	}
 	if reason != "" {
-		return "has an element that " + strings.TrimPrefix(reason, "is ")
+		return "has an element that " + reason
 	}
 	return ""
 }

@@ -156,6 +156,8 @@ func TestArgRules(t *testing.T) {
 			{`{"s":"` + strings.Repeat("a", 100000) + `"}`, refuse},
 			{`{"s":3}`, refuse},
 			{`{"s":["ab","abc"]}`, pass},
+			{`{"s":"[1]"}`, pass}, // JSON text: decoding it makes nothing longer
+			{`{"s":"{}"}`, pass},
 			{`{"s":["ab","abcd"]}`, refuse},
 		},
 		"min": {
@@ -608,7 +610,18 @@ func TestArgRuleOptionalDefault(t *testing.T) {
 		`{"name":"mine","inputSchema":{"type":"object","properties":{"owner":{"type":"string","default":"alice"}}}},` +
 		`{"name":"filtered","inputSchema":{"type":"object","properties":{"filter":{"type":"object","properties":{"owner":{"type":"string","default":"admin"}}}}}},` +
 		`{"name":"nullable","inputSchema":{"type":"object","properties":{"owner":{"anyOf":[{"type":"string"},{"type":"null"}],"default":null}}}},` +
-		`{"name":"plain","inputSchema":{"type":"object","properties":{"owner":{"type":"string"}}}}`
+		`{"name":"plain","inputSchema":{"type":"object","properties":{"owner":{"type":"string"}}}},` +
+		// A default filled in gets its own properties' defaults (Go SDK,
+		// zod's prefault).
+		`{"name":"nested_default","inputSchema":{"type":"object","properties":{"filter":{"type":"object","default":{},"properties":{"owner":{"type":"string","default":"admin"}}}}}},` +
+		// Python's nested model: its defaults behind a $ref.
+		`{"name":"model","inputSchema":{"type":"object","properties":{"filter":{"$ref":"#/$defs/Filter","default":{"owner":"alice"}}},"$defs":{"Filter":{"type":"object","properties":{"owner":{"type":"string","default":"admin"}}}}}},` +
+		// A $ref to definitions without defaults hides none.
+		`{"name":"model_plain","inputSchema":{"type":"object","properties":{"filter":{"$ref":"#/$defs/Filter"}},"$defs":{"Filter":{"type":"object","properties":{"owner":{"type":"string"}}}}}},` +
+		// The Go SDK's struct schemas: no other members.
+		`{"name":"go_struct","inputSchema":{"type":"object","additionalProperties":{"not":{}},"properties":{"owner":{"type":"string"}}}},` +
+		// A property named "" is a property like any other.
+		`{"name":"empty_name","inputSchema":{"type":"object","properties":{"":{"type":"string","default":"x"},"owner":{"type":"string"}}}}`
 	own := func(ptr string) []ArgRule {
 		return []ArgRule{{Pointer: ptr, Predicate: "equals", Values: []string{"{token.sub}"}, Optional: true}}
 	}
@@ -618,6 +631,11 @@ func TestArgRuleOptionalDefault(t *testing.T) {
 		{Pattern: "filtered", Args: own("/filter/owner")},
 		{Pattern: "nullable", Args: []ArgRule{{Pointer: "/owner", Predicate: "regex", Values: []string{"[a-z]+"}, Optional: true}}},
 		{Pattern: "plain", Args: own("/owner")},
+		{Pattern: "nested_default", Args: own("/filter/owner")},
+		{Pattern: "model", Args: own("/filter/owner")},
+		{Pattern: "model_plain", Args: own("/filter/owner")},
+		{Pattern: "go_struct", Args: own("/owner")},
+		{Pattern: "empty_name", Args: own("/owner")},
 	}
 	tests := []struct {
 		tool, args       string
@@ -628,11 +646,19 @@ func TestArgRuleOptionalDefault(t *testing.T) {
 		{"records", `{"owner":"admin"}`, 403, 403},
 		{"mine", `{}`, 200, 200}, // the default is the caller's own
 		{"filtered", `{"filter":{}}`, 403, 200},
-		{"filtered", `{}`, 403, 200},
+		{"filtered", `{}`, 200, 200}, // no filter, so nothing beneath it is filled in
 		{"filtered", `{"filter":{"owner":"alice"}}`, 200, 200},
 		{"nullable", `{}`, 403, 200}, // null, which "no owner" may mean
 		{"nullable", `{"owner":"bob"}`, 200, 200},
-		{"plain", `{}`, 200, 200}, // no default
+		{"plain", `{}`, 200, 200},          // no default
+		{"nested_default", `{}`, 403, 200}, // filter becomes {"owner":"admin"}
+		{"nested_default", `{"filter":{"owner":"alice"}}`, 200, 200},
+		{"model", `{}`, 200, 200},            // filter becomes {"owner":"alice"}
+		{"model", `{"filter":{}}`, 403, 200}, // owner: Filter's default, behind the $ref
+		{"model", `{"filter":{"owner":"alice"}}`, 200, 200},
+		{"model_plain", `{"filter":{}}`, 200, 200},
+		{"go_struct", `{}`, 200, 200},
+		{"empty_name", `{}`, 200, 200},
 	}
 	for _, pinning := range []bool{true, false} {
 		cfg := testConfig(t)
@@ -671,23 +697,32 @@ func TestArgRuleOptionalDefault(t *testing.T) {
 // tools/list answer that deep is refused whole, so only a definition
 // read otherwise gets here) has unknown defaults: an optional argument
 // left out is refused.
-func TestSchemaDefaultsTooDeep(t *testing.T) {
+func TestReadDefaults(t *testing.T) {
 	def := `{"name":"deep","inputSchema":{"type":"object","properties":{"owner":{"type":"string"},"x":` +
 		strings.Repeat(`{"type":"object","properties":{"x":`, maxSchemaDepth+1) + `{}` + strings.Repeat(`}}`, maxSchemaDepth+1) + `}}}`
-	defaults := schemaDefaults([]byte(def))
 	checks, err := compileArgs([]ArgRule{{Pointer: "/owner", Predicate: "equals", Values: []string{"{token.sub}"}, Optional: true}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := &principal{subject: "alice"}
-	if _, reason := defaultRefusal(checks, p, []byte(`{}`), defaults); !strings.Contains(reason, "nested too deep") {
+	deep := readDefaults([]byte(def))
+	if _, reason := defaultRefusal(checks, p, []byte(`{}`), deep); !strings.Contains(reason, "not read here") {
 		t.Errorf("left out: reason %q, want a refusal for the unreadable schema", reason)
 	}
-	if _, reason := defaultRefusal(checks, p, []byte(`{"owner":"alice"}`), defaults); reason != "" {
+	if _, reason := defaultRefusal(checks, p, []byte(`{"owner":"alice"}`), deep); reason != "" {
 		t.Errorf("sent: reason %q, want none", reason)
 	}
-	shallow := schemaDefaults([]byte(`{"name":"x","inputSchema":{"properties":{"a":{"default":1,"properties":{"b":{"default":{"c":null}}}}}}}`))
-	if len(shallow) != 2 || string(shallow["a"]) != "1" || string(shallow["a\x00b"]) != `{"c":null}` {
-		t.Errorf("schemaDefaults = %q", shallow)
+	d := readDefaults([]byte(`{"name":"x","inputSchema":{"properties":{"a":{"default":1,"properties":{"b":{"default":{"c":null}},"c/d~":{"default":2}}},"e":{"anyOf":[{"type":"string","default":"y"}]},"f":{"items":{"type":"string"}}}}}`))
+	want := map[string]string{"/a": "1", "/a/b": `{"c":null}`, "/a/c~1d~0": "2"}
+	if len(d.values) != len(want) || d.unreadable {
+		t.Errorf("readDefaults = %q (unreadable %v), want %q", d.values, d.unreadable, want)
+	}
+	for k, v := range want {
+		if string(d.values[k]) != v {
+			t.Errorf("default %s = %s, want %s", k, d.values[k], v)
+		}
+	}
+	if !d.opaque["/e"] || d.opaque["/f"] || d.opaque["/a"] || d.opaque[""] {
+		t.Errorf("opaque = %v, want /e only (anyOf with a default; items without)", d.opaque)
 	}
 }

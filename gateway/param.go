@@ -62,40 +62,6 @@ func paramHeaders(def []byte) map[string][]string {
 	return out
 }
 
-// schemaDefaults reads the defaults a tool definition's input schema
-// gives its properties (reachable through properties, as paramHeaders
-// reads them): the path of properties keys to each, joined by NUL
-// (propertyPath) → the default's JSON. A server may run the tool with one
-// for an argument the call leaves out (the Go SDK applies them; the
-// Python and TypeScript SDKs declare their parameters' own defaults
-// here), so optional argument rules are checked against them
-// (defaultRefusal). A schema nested deeper than maxSchemaDepth yields
-// unreadableDefaults.
-func schemaDefaults(def []byte) map[string][]byte {
-	out := map[string][]byte{}
-	err := eachProperty(def, func(path []string, prop json.RawMessage) error {
-		var d struct {
-			Default json.RawMessage `json:"default"`
-		}
-		if json.Unmarshal(prop, &d) == nil && d.Default != nil {
-			out[propertyPath(path)] = d.Default
-		}
-		return nil
-	})
-	if err != nil {
-		return unreadableDefaults
-	}
-	return out
-}
-
-// unreadableDefaults stands for the defaults of a schema that could not be
-// read: its key is no property's path, and defaultRefusal refuses every
-// optional argument left out.
-var unreadableDefaults = map[string][]byte{"": nil}
-
-// propertyPath is the key of schemaDefaults for a path of property names.
-func propertyPath(names []string) string { return strings.Join(names, "\x00") }
-
 // eachProperty calls visit with the path of properties keys to each
 // property schema of a tool definition's input schema, and the schema,
 // outer before inner, until visit fails; it fails when the properties

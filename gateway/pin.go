@@ -112,9 +112,9 @@ type pinView struct {
 	// params: tool → its current definition's Mcp-Param-* headers
 	// (paramHeaders).
 	params map[string]map[string][]string
-	// defaults: tool → its current definition's property defaults
-	// (schemaDefaults).
-	defaults map[string]map[string][]byte
+	// defaults: tool → what its current definition's input schema says
+	// of defaults (readDefaults).
+	defaults map[string]*schemaDefaults
 	stale    bool // the server said its list changed: current needs a fetch
 }
 
@@ -154,7 +154,7 @@ func newPinSet(g *Gateway, cfg *Config) *pinSet {
 		fetches:  make(chan struct{}, maxPinFetches),
 		inflight: map[string]*pinFetch{},
 	}
-	s.view.Store(&pinView{stored: map[string]Pin{}, current: map[string]string{}, params: map[string]map[string][]string{}, defaults: map[string]map[string][]byte{}})
+	s.view.Store(&pinView{stored: map[string]Pin{}, current: map[string]string{}, params: map[string]map[string][]string{}, defaults: map[string]*schemaDefaults{}})
 	return s
 }
 
@@ -277,7 +277,7 @@ func (s *pinSet) listed(ctx context.Context, tool string, raw []byte) (keep bool
 		}
 	}
 	if !known || cur != hash {
-		params, defaults := paramHeaders(canon), schemaDefaults(canon)
+		params, defaults := paramHeaders(canon), readDefaults(canon)
 		s.update(func(v *pinView) {
 			v.stored[tool] = p
 			v.current[tool] = hash
