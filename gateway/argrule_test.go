@@ -620,6 +620,11 @@ func TestArgRuleOptionalDefault(t *testing.T) {
 		`{"name":"model_plain","inputSchema":{"type":"object","properties":{"filter":{"$ref":"#/$defs/Filter"}},"$defs":{"Filter":{"type":"object","properties":{"owner":{"type":"string"}}}}}},` +
 		// The Go SDK's struct schemas: no other members.
 		`{"name":"go_struct","inputSchema":{"type":"object","additionalProperties":{"not":{}},"properties":{"owner":{"type":"string"}}}},` +
+		// Defaults of array items and of other members.
+		`{"name":"items","inputSchema":{"type":"object","properties":{"items":{"type":"array","default":[],"items":{"type":"object","properties":{"owner":{"type":"string","default":"admin"}}}}}}},` +
+		`{"name":"byname","inputSchema":{"type":"object","properties":{"byname":{"type":"object","additionalProperties":{"$ref":"#/$defs/Item"}}},"$defs":{"Item":{"type":"object","properties":{"owner":{"type":"string","default":"admin"}}}}}},` +
+		// zod 3's reused schema: a $ref to another property.
+		`{"name":"reused","inputSchema":{"type":"object","properties":{"a":{"type":"object","properties":{"owner":{"type":"string","default":"admin"}}},"filter":{"$ref":"#/properties/a"}}}},` +
 		// A property named "" is a property like any other.
 		`{"name":"empty_name","inputSchema":{"type":"object","properties":{"":{"type":"string","default":"x"},"owner":{"type":"string"}}}}`
 	own := func(ptr string) []ArgRule {
@@ -636,6 +641,9 @@ func TestArgRuleOptionalDefault(t *testing.T) {
 		{Pattern: "model_plain", Args: own("/filter/owner")},
 		{Pattern: "go_struct", Args: own("/owner")},
 		{Pattern: "empty_name", Args: own("/owner")},
+		{Pattern: "items", Args: own("/items/0/owner")},
+		{Pattern: "byname", Args: own("/byname/x/owner")},
+		{Pattern: "reused", Args: own("/filter/owner")},
 	}
 	tests := []struct {
 		tool, args       string
@@ -646,7 +654,7 @@ func TestArgRuleOptionalDefault(t *testing.T) {
 		{"records", `{"owner":"admin"}`, 403, 403},
 		{"mine", `{}`, 200, 200}, // the default is the caller's own
 		{"filtered", `{"filter":{}}`, 403, 200},
-		{"filtered", `{}`, 200, 200}, // no filter, so nothing beneath it is filled in
+		{"filtered", `{}`, 403, 200}, // the Go SDK creates filter to fill in owner
 		{"filtered", `{"filter":{"owner":"alice"}}`, 200, 200},
 		{"nullable", `{}`, 403, 200}, // null, which "no owner" may mean
 		{"nullable", `{"owner":"bob"}`, 200, 200},
@@ -659,6 +667,13 @@ func TestArgRuleOptionalDefault(t *testing.T) {
 		{"model_plain", `{"filter":{}}`, 200, 200},
 		{"go_struct", `{}`, 200, 200},
 		{"empty_name", `{}`, 200, 200},
+		{"items", `{"items":[{}]}`, 403, 200}, // the item's owner: a default of array items
+		{"items", `{"items":[{"owner":"alice"}]}`, 200, 200},
+		{"items", `{}`, 200, 200}, // items: [], no element
+		{"byname", `{"byname":{"x":{}}}`, 403, 200},
+		{"byname", `{"byname":{"x":{"owner":"alice"}}}`, 200, 200},
+		{"reused", `{"filter":{}}`, 403, 200},
+		{"reused", `{"filter":{"owner":"alice"}}`, 200, 200},
 	}
 	for _, pinning := range []bool{true, false} {
 		cfg := testConfig(t)

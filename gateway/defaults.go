@@ -24,6 +24,11 @@ type schemaDefaults struct {
 	// allOf, if/then/else), or in a schema of members not named in
 	// properties, or of array items.
 	opaque map[string]bool
+	// beneath: propertyPath of the properties without a default of their
+	// own that have one among their properties, at any depth: the Go SDK
+	// creates such an object when the call leaves it out, to fill those
+	// in.
+	beneath map[string]bool
 	// unreadable: properties nest deeper than maxSchemaDepth.
 	unreadable bool
 }
@@ -37,19 +42,15 @@ var opaqueKeywords = []string{"$ref", "$dynamicRef", "anyOf", "oneOf", "allOf", 
 // is in canonical form (canonicalJSON), so a member named default is
 // spelled "default".
 func readDefaults(def []byte) *schemaDefaults {
-	d := &schemaDefaults{values: map[string][]byte{}, opaque: map[string]bool{}}
+	d := &schemaDefaults{values: map[string][]byte{}, opaque: map[string]bool{}, beneath: map[string]bool{}}
 	var tool struct {
 		InputSchema json.RawMessage `json:"inputSchema"`
 	}
-	var defs struct {
-		Defs        json.RawMessage `json:"$defs"`
-		Definitions json.RawMessage `json:"definitions"`
-	}
-	if json.Unmarshal(def, &tool) == nil {
-		_ = json.Unmarshal(tool.InputSchema, &defs) // not an object: no definitions
-	}
-	// A $ref may lead to defaults only where definitions hold some.
-	refDefaults := hasDefault(defs.Defs) || hasDefault(defs.Definitions)
+	_ = json.Unmarshal(def, &tool) // no input schema: no defaults
+	// A $ref may lead to defaults only where the schema holds some: in
+	// its definitions, or in a property another one refers to (zod 3's
+	// "#/properties/a" for a reused schema).
+	refDefaults := hasDefault(tool.InputSchema)
 	if opaqueSchema(tool.InputSchema, refDefaults) {
 		d.opaque[""] = true
 	}
@@ -59,6 +60,9 @@ func readDefaults(def []byte) *schemaDefaults {
 		}
 		if json.Unmarshal(prop, &p) == nil && p.Default != nil {
 			d.values[propertyPath(path)] = p.Default
+			for i := 1; i < len(path); i++ {
+				d.beneath[propertyPath(path[:i])] = true
+			}
 		}
 		if opaqueSchema(prop, refDefaults) {
 			d.opaque[propertyPath(path)] = true
@@ -111,6 +115,20 @@ func propertyPath(names []string) string {
 
 var pointerEscaper = strings.NewReplacer("~", "~0", "/", "~1")
 
+// opaqueAbove reports whether a schema on the way to the member at path
+// (the input schema's, or a property's above it) may give its members a
+// default that is not read here. A path through an array element or a
+// member not named in properties names no property: the schema above
+// that holds its defaults (items, additionalProperties) decides.
+func (d *schemaDefaults) opaqueAbove(path []string) bool {
+	for i := range path {
+		if d.opaque[propertyPath(path[:i])] {
+			return true
+		}
+	}
+	return false
+}
+
 // defaultRefusal checks the optional argument rules of a call against
 // what the server runs the tool with when the call leaves their argument
 // out (d; nil when the tool's schema is not known): it returns the
@@ -159,14 +177,22 @@ func (d *schemaDefaults) refusal(c *argCheck, pr *principal, args []byte) string
 		if found {
 			continue
 		}
-		if d.unreadable || d.opaque[propertyPath(tokens[:k-1])] {
-			return "is left out, and the tool's input schema may give it a default that is not read here (a $ref, a combination, or properties nested too deep)"
+		if len(cur) > 0 && cur[0] == '[' {
+			return "" // no such element, and no server adds one
 		}
-		def, ok := d.values[propertyPath(tokens[:k])]
-		if !ok {
+		if d.unreadable || d.opaqueAbove(tokens[:k]) {
+			return "is left out, and the tool's input schema may give it a default that is not read here (a $ref, a combination, array items, other members, or properties nested too deep)"
+		}
+		here := propertyPath(tokens[:k])
+		switch def, ok := d.values[here]; {
+		case ok:
+			cur = def
+		case d.beneath[here]:
+			cur = []byte("{}") // created, to fill in what is beneath
+		default:
 			return "" // left out, and nothing fills it in: optional holds
 		}
-		cur, filled = def, true
+		filled = true
 	}
 	if !filled {
 		return ""
