@@ -625,6 +625,17 @@ func TestArgRuleOptionalDefault(t *testing.T) {
 		`{"name":"byname","inputSchema":{"type":"object","properties":{"byname":{"type":"object","additionalProperties":{"$ref":"#/$defs/Item"}}},"$defs":{"Item":{"type":"object","properties":{"owner":{"type":"string","default":"admin"}}}}}},` +
 		// zod 3's reused schema: a $ref to another property.
 		`{"name":"reused","inputSchema":{"type":"object","properties":{"a":{"type":"object","properties":{"owner":{"type":"string","default":"admin"}}},"filter":{"$ref":"#/properties/a"}}}},` +
+		// zod tuples with a rest element: draft-7 additionalItems.
+		`{"name":"tuple","inputSchema":{"type":"object","properties":{"t":{"type":"array","items":[{"type":"string"}],"additionalItems":{"type":"object","properties":{"owner":{"type":"string","default":"admin"}}}}}}},` +
+		// The TypeScript SDK lists a refined or union zod schema as an
+		// empty object, and applies its defaults all the same.
+		`{"name":"listed_empty","inputSchema":{"type":"object","properties":{}}},` +
+		// pydantic's Json[Filter] = '{}': a string default it decodes.
+		`{"name":"json_default","inputSchema":{"type":"object","properties":{"filter":{"type":"string","default":"{}","contentMediaType":"application/json","contentSchema":{"$ref":"#/$defs/Filter"}}},"$defs":{"Filter":{"type":"object","properties":{"owner":{"type":"string","default":"admin"}}}}}},` +
+		// zod 3's reused schema without defaults, beside a default elsewhere.
+		`{"name":"reused_plain","inputSchema":{"type":"object","properties":{"limit":{"type":"number","default":10},"a":{"type":"object","properties":{"owner":{"type":"string"}}},"filter":{"$ref":"#/properties/a"}}}},` +
+		// Python's dict[str, Item] = {}.
+		`{"name":"dict","inputSchema":{"type":"object","properties":{"byname":{"type":"object","default":{},"additionalProperties":{"$ref":"#/$defs/Item"}}},"$defs":{"Item":{"type":"object","properties":{"owner":{"type":"string","default":"admin"}}}}}},` +
 		// A property named "" is a property like any other.
 		`{"name":"empty_name","inputSchema":{"type":"object","properties":{"":{"type":"string","default":"x"},"owner":{"type":"string"}}}}`
 	own := func(ptr string) []ArgRule {
@@ -644,6 +655,11 @@ func TestArgRuleOptionalDefault(t *testing.T) {
 		{Pattern: "items", Args: own("/items/0/owner")},
 		{Pattern: "byname", Args: own("/byname/x/owner")},
 		{Pattern: "reused", Args: own("/filter/owner")},
+		{Pattern: "tuple", Args: own("/t/1/owner")},
+		{Pattern: "listed_empty", Args: own("/owner")},
+		{Pattern: "json_default", Args: own("/filter/owner")},
+		{Pattern: "reused_plain", Args: own("/filter/owner")},
+		{Pattern: "dict", Args: own("/byname/x/owner")},
 	}
 	tests := []struct {
 		tool, args       string
@@ -674,6 +690,15 @@ func TestArgRuleOptionalDefault(t *testing.T) {
 		{"byname", `{"byname":{"x":{"owner":"alice"}}}`, 200, 200},
 		{"reused", `{"filter":{}}`, 403, 200},
 		{"reused", `{"filter":{"owner":"alice"}}`, 200, 200},
+		{"tuple", `{"t":["a",{}]}`, 403, 200},
+		{"tuple", `{"t":["a",{"owner":"alice"}]}`, 200, 200},
+		{"tuple", `{"t":["a"]}`, 200, 200},
+		{"listed_empty", `{}`, 403, 200}, // the schema does not declare owner
+		{"listed_empty", `{"owner":"alice"}`, 200, 200},
+		{"json_default", `{}`, 403, 200},
+		{"reused_plain", `{"filter":{}}`, 200, 200},
+		{"dict", `{}`, 200, 200}, // {}: no key x, and none is added
+		{"dict", `{"byname":{"x":{}}}`, 403, 200},
 	}
 	for _, pinning := range []bool{true, false} {
 		cfg := testConfig(t)
