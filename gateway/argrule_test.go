@@ -636,6 +636,18 @@ func TestArgRuleOptionalDefault(t *testing.T) {
 		`{"name":"reused_plain","inputSchema":{"type":"object","properties":{"limit":{"type":"number","default":10},"a":{"type":"object","properties":{"owner":{"type":"string"}}},"filter":{"$ref":"#/properties/a"}}}},` +
 		// Python's dict[str, Item] = {}.
 		`{"name":"dict","inputSchema":{"type":"object","properties":{"byname":{"type":"object","default":{},"additionalProperties":{"$ref":"#/$defs/Item"}}},"$defs":{"Item":{"type":"object","properties":{"owner":{"type":"string","default":"admin"}}}}}},` +
+		// zod's .default("admin").nullable(): the default in a branch.
+		`{"name":"nullable_default","inputSchema":{"type":"object","properties":{"owner":{"anyOf":[{"type":"string","default":"admin"},{"type":"null"}]}}}},` +
+		`{"name":"nullable_object","inputSchema":{"type":"object","properties":{"filter":{"anyOf":[{"type":"object","properties":{"owner":{"type":"string"}},"default":{"owner":"admin"}},{"type":"null"}]}}}},` +
+		// ... and .nullable().optional() of an object whose member has a
+		// default: nothing is filled in when it is left out.
+		`{"name":"nullable_plain","inputSchema":{"type":"object","properties":{"filter":{"anyOf":[{"type":"object","properties":{"owner":{"type":"string","default":"admin"}}},{"type":"null"}]}}}},` +
+		// zod 3's reused leaf: a $ref to a property with a default.
+		`{"name":"reused_leaf","inputSchema":{"type":"object","properties":{"a":{"type":"string","default":"admin"},"owner":{"$ref":"#/properties/a"}}}},` +
+		// Free-form objects: nothing declared, nothing filled in.
+		`{"name":"free","inputSchema":{"type":"object","properties":{"meta":{"type":"object","default":{}},"limit":{"type":"number","default":10}}}},` +
+		`{"name":"listed_nested","inputSchema":{"type":"object","properties":{}}},` +
+		`{"name":"undeclared","inputSchema":{"type":"object","additionalProperties":{"not":{}},"properties":{"to":{"type":"string"}}}},` +
 		// A property named "" is a property like any other.
 		`{"name":"empty_name","inputSchema":{"type":"object","properties":{"":{"type":"string","default":"x"},"owner":{"type":"string"}}}}`
 	own := func(ptr string) []ArgRule {
@@ -660,6 +672,13 @@ func TestArgRuleOptionalDefault(t *testing.T) {
 		{Pattern: "json_default", Args: own("/filter/owner")},
 		{Pattern: "reused_plain", Args: own("/filter/owner")},
 		{Pattern: "dict", Args: own("/byname/x/owner")},
+		{Pattern: "nullable_default", Args: own("/owner")},
+		{Pattern: "nullable_object", Args: own("/filter/owner")},
+		{Pattern: "nullable_plain", Args: own("/filter/owner")},
+		{Pattern: "reused_leaf", Args: own("/owner")},
+		{Pattern: "free", Args: own("/meta/owner")},
+		{Pattern: "undeclared", Args: own("/cc")},
+		{Pattern: "listed_nested", Args: own("/filter/owner")},
 	}
 	tests := []struct {
 		tool, args       string
@@ -699,6 +718,18 @@ func TestArgRuleOptionalDefault(t *testing.T) {
 		{"reused_plain", `{"filter":{}}`, 200, 200},
 		{"dict", `{}`, 200, 200}, // {}: no key x, and none is added
 		{"dict", `{"byname":{"x":{}}}`, 403, 200},
+		{"listed_nested", `{"filter":{}}`, 403, 200}, // beneath an undeclared member too
+		{"listed_nested", `{}`, 403, 200},
+		{"listed_nested", `{"filter":{"owner":"alice"}}`, 200, 200},
+		{"nullable_default", `{}`, 403, 200},
+		{"nullable_default", `{"owner":"alice"}`, 200, 200},
+		{"nullable_object", `{}`, 403, 200},
+		{"nullable_plain", `{}`, 200, 200},
+		{"reused_leaf", `{}`, 403, 200},
+		{"reused_leaf", `{"owner":"alice"}`, 200, 200},
+		{"free", `{}`, 200, 200},
+		{"free", `{"meta":{}}`, 200, 200},
+		{"undeclared", `{}`, 200, 200}, // a rule on a member the tool does not have
 	}
 	for _, pinning := range []bool{true, false} {
 		cfg := testConfig(t)

@@ -38,10 +38,14 @@ type schemaDefaults struct {
 	// adds a key, but a value present may get defaults, which mapValues
 	// says.
 	mapLike, mapValues map[string]bool
-	// composite: schemas that may declare members elsewhere than in
-	// properties (a $ref, anyOf, allOf, ...); those members get no
-	// default unless opaque says they may.
-	composite map[string]bool
+	// selfDefault: properties whose own value may get a default from a
+	// $ref or a combination (zod's .default().nullable() lists anyOf
+	// [{default, ...}, {null}]; zod 3 lists a reused schema as a $ref).
+	selfDefault map[string]bool
+	// placeholder: schemas that declare no member at all (properties
+	// {}): the TypeScript SDK lists a refined, piped or union zod schema
+	// so, and applies its defaults all the same.
+	placeholder map[string]bool
 	// unreadable: properties nest deeper than maxSchemaDepth.
 	unreadable bool
 }
@@ -54,7 +58,7 @@ var mapKeywords = []string{"additionalProperties", "patternProperties", "unevalu
 // spelled "default".
 func readDefaults(def []byte) *schemaDefaults {
 	d := &schemaDefaults{values: map[string][]byte{}, declared: map[string]bool{}, beneath: map[string]bool{},
-		opaque: map[string]bool{}, mapLike: map[string]bool{}, mapValues: map[string]bool{}, composite: map[string]bool{}}
+		opaque: map[string]bool{}, mapLike: map[string]bool{}, mapValues: map[string]bool{}, selfDefault: map[string]bool{}, placeholder: map[string]bool{}}
 	var tool struct {
 		InputSchema json.RawMessage `json:"inputSchema"`
 	}
@@ -97,15 +101,18 @@ func (d *schemaDefaults) read(key string, schema json.RawMessage, r *refReader) 
 		}
 		delete(members, k)
 	}
+	if p, ok := members["properties"]; ok && string(p) == "{}" {
+		d.placeholder[key] = true
+	}
+	if key != "" && r.branchDefault(members, 0) {
+		d.selfDefault[key] = true
+	}
 	// Definitions count where a $ref uses them; properties are read one
 	// by one, and the schema's own default is its value, not a member's.
 	for _, k := range []string{"properties", "default", "$defs", "definitions"} {
 		delete(members, k)
 	}
 	for k, v := range members {
-		if compositeKeywords[k] {
-			d.composite[key] = true
-		}
 		name, _ := json.Marshal(k)
 		if r.mayDefault(json.RawMessage(`{` + string(name) + `:` + string(v) + `}`)) {
 			d.opaque[key] = true
@@ -113,10 +120,64 @@ func (d *schemaDefaults) read(key string, schema json.RawMessage, r *refReader) 
 	}
 }
 
-// compositeKeywords are the schema keywords that may declare an object's
-// members elsewhere than in its properties.
-var compositeKeywords = map[string]bool{"$ref": true, "$dynamicRef": true, "$recursiveRef": true,
-	"anyOf": true, "oneOf": true, "allOf": true, "if": true, "then": true, "else": true, "dependentSchemas": true}
+// branchDefault reports whether a schema's value (its members given) may
+// get a default through a $ref or a combination: a branch or referenced
+// schema with a default of its own, at any depth of $refs and
+// combinations (not in their properties, which are members' defaults).
+func (r *refReader) branchDefault(members map[string]json.RawMessage, depth int) bool {
+	if depth > maxRefDepth {
+		return true
+	}
+	sub := func(schema []byte) bool {
+		var m map[string]json.RawMessage
+		if json.Unmarshal(schema, &m) != nil {
+			return false // true, false: no default
+		}
+		_, has := m["default"]
+		return has || r.branchDefault(m, depth+1)
+	}
+	for k, v := range members {
+		switch k {
+		case "$ref", "$dynamicRef", "$recursiveRef":
+			var ref string
+			if json.Unmarshal(v, &ref) != nil {
+				return true
+			}
+			target, ok := r.resolve(ref)
+			if !ok {
+				return hasDefault(r.root)
+			}
+			if sub(target) {
+				return true
+			}
+		case "anyOf", "oneOf", "allOf":
+			var branches []json.RawMessage
+			if json.Unmarshal(v, &branches) != nil {
+				return true
+			}
+			for _, b := range branches {
+				if sub(b) {
+					return true
+				}
+			}
+		case "if", "then", "else":
+			if sub(v) {
+				return true
+			}
+		case "dependentSchemas":
+			var schemas map[string]json.RawMessage
+			if json.Unmarshal(v, &schemas) != nil {
+				return true
+			}
+			for _, b := range schemas {
+				if sub(b) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
 
 // refReader tells whether a part of an input schema may hold a default,
 // following $refs into the schema.
@@ -299,18 +360,18 @@ func (d *schemaDefaults) leftOut(path []string) string {
 			return notRead
 		}
 	}
-	parent, here := propertyPath(path[:len(path)-1]), propertyPath(path)
-	if d.declared[parent] && !d.declared[here] {
-		if d.mapLike[parent] || d.composite[parent] {
-			// A key of a map, which no server adds; or a member declared
-			// by a $ref or combination that holds no default.
-			return ""
+	if d.selfDefault[propertyPath(path)] {
+		return notRead + " (through a $ref or a combination)"
+	}
+	// The nearest schema on the path that is read: one that declares no
+	// member at all may stand for a schema the server does not list.
+	for i := len(path) - 1; i >= 0; i-- {
+		if a := propertyPath(path[:i]); d.declared[a] {
+			if d.placeholder[a] {
+				return notRead + " (the schema lists no members: the server may check the call against one it does not list)"
+			}
+			break
 		}
-		// A member of an object the listed schema does not declare: the
-		// server may check the call with a schema of its own (the
-		// TypeScript SDK lists refined, piped or union zod schemas as an
-		// empty object and applies their defaults all the same).
-		return notRead + " (the schema does not declare it)"
 	}
 	return ""
 }
