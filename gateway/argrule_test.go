@@ -646,6 +646,9 @@ func TestArgRuleOptionalDefault(t *testing.T) {
 		`{"name":"reused_leaf","inputSchema":{"type":"object","properties":{"a":{"type":"string","default":"admin"},"owner":{"$ref":"#/properties/a"}}}},` +
 		// Free-form objects: nothing declared, nothing filled in.
 		`{"name":"free","inputSchema":{"type":"object","properties":{"meta":{"type":"object","default":{}},"limit":{"type":"number","default":10}}}},` +
+		// zod 4's record over an enum fills in every key with the
+		// value's default.
+		`{"name":"enum_record","inputSchema":{"type":"object","properties":{"scope":{"type":"object","propertyNames":{"enum":["owner","team"]},"additionalProperties":{"type":"string","default":"admin"}}}}},` +
 		`{"name":"listed_nested","inputSchema":{"type":"object","properties":{}}},` +
 		`{"name":"undeclared","inputSchema":{"type":"object","additionalProperties":{"not":{}},"properties":{"to":{"type":"string"}}}},` +
 		// A property named "" is a property like any other.
@@ -679,6 +682,7 @@ func TestArgRuleOptionalDefault(t *testing.T) {
 		{Pattern: "free", Args: own("/meta/owner")},
 		{Pattern: "undeclared", Args: own("/cc")},
 		{Pattern: "listed_nested", Args: own("/filter/owner")},
+		{Pattern: "enum_record", Args: own("/scope/owner")},
 	}
 	tests := []struct {
 		tool, args       string
@@ -720,6 +724,9 @@ func TestArgRuleOptionalDefault(t *testing.T) {
 		{"dict", `{"byname":{"x":{}}}`, 403, 200},
 		{"listed_nested", `{"filter":{}}`, 403, 200}, // beneath an undeclared member too
 		{"listed_nested", `{}`, 403, 200},
+		{"enum_record", `{"scope":{}}`, 403, 200},
+		{"enum_record", `{"scope":{"owner":"alice"}}`, 200, 200},
+		{"enum_record", `{}`, 200, 200}, // no scope, nothing filled in
 		{"listed_nested", `{"filter":{"owner":"alice"}}`, 200, 200},
 		{"nullable_default", `{}`, 403, 200},
 		{"nullable_default", `{"owner":"alice"}`, 200, 200},

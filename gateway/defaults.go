@@ -34,10 +34,11 @@ type schemaDefaults struct {
 	// definition: Python's nested models, zod 3's reused schemas, ...).
 	opaque map[string]bool
 	// mapLike: schemas whose undeclared members are values of a map
-	// (additionalProperties or patternProperties as a schema): no server
-	// adds a key, but a value present may get defaults, which mapValues
-	// says.
-	mapLike, mapValues map[string]bool
+	// (additionalProperties or patternProperties as a schema). A value
+	// present may get defaults, which mapValues says; mapKeys says a key
+	// left out may be added with a default value (zod 4 fills in every
+	// key of a record over an enum or literal with its value's default).
+	mapLike, mapValues, mapKeys map[string]bool
 	// selfDefault: properties whose own value may get a default from a
 	// $ref or a combination (zod's .default().nullable() lists anyOf
 	// [{default, ...}, {null}]; zod 3 lists a reused schema as a $ref).
@@ -58,7 +59,7 @@ var mapKeywords = []string{"additionalProperties", "patternProperties", "unevalu
 // spelled "default".
 func readDefaults(def []byte) *schemaDefaults {
 	d := &schemaDefaults{values: map[string][]byte{}, declared: map[string]bool{}, beneath: map[string]bool{},
-		opaque: map[string]bool{}, mapLike: map[string]bool{}, mapValues: map[string]bool{}, selfDefault: map[string]bool{}, placeholder: map[string]bool{}}
+		opaque: map[string]bool{}, mapLike: map[string]bool{}, mapValues: map[string]bool{}, mapKeys: map[string]bool{}, selfDefault: map[string]bool{}, placeholder: map[string]bool{}}
 	var tool struct {
 		InputSchema json.RawMessage `json:"inputSchema"`
 	}
@@ -99,6 +100,9 @@ func (d *schemaDefaults) read(key string, schema json.RawMessage, r *refReader) 
 		if r.mayDefault(v) {
 			d.mapValues[key] = true
 		}
+		if r.valueDefault(v) {
+			d.mapKeys[key] = true
+		}
 		delete(members, k)
 	}
 	if p, ok := members["properties"]; ok && string(p) == "{}" {
@@ -118,6 +122,29 @@ func (d *schemaDefaults) read(key string, schema json.RawMessage, r *refReader) 
 			d.opaque[key] = true
 		}
 	}
+}
+
+// valueDefault reports whether a schema, or a schema of schemas
+// (patternProperties), has a default of its own for its value, directly
+// or through a $ref or a combination.
+func (r *refReader) valueDefault(schema []byte) bool {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(schema, &m) != nil {
+		return false
+	}
+	if _, has := m["default"]; has || r.branchDefault(m, 0) {
+		return true
+	}
+	for _, v := range m {
+		// patternProperties: pattern → schema.
+		var inner map[string]json.RawMessage
+		if json.Unmarshal(v, &inner) == nil {
+			if _, has := inner["default"]; has || r.branchDefault(inner, 0) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // branchDefault reports whether a schema's value (its members given) may
@@ -362,6 +389,9 @@ func (d *schemaDefaults) leftOut(path []string) string {
 	}
 	if d.selfDefault[propertyPath(path)] {
 		return notRead + " (through a $ref or a combination)"
+	}
+	if parent := propertyPath(path[:len(path)-1]); d.mapKeys[parent] && !d.declared[propertyPath(path)] {
+		return notRead + " (a map whose values have a default, which a server may add the key with)"
 	}
 	// The nearest schema on the path that is read: one that declares no
 	// member at all may stand for a schema the server does not list.
