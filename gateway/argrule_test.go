@@ -649,6 +649,13 @@ func TestArgRuleOptionalDefault(t *testing.T) {
 		// zod 4's record over an enum fills in every key with the
 		// value's default.
 		`{"name":"enum_record","inputSchema":{"type":"object","properties":{"scope":{"type":"object","propertyNames":{"enum":["owner","team"]},"additionalProperties":{"type":"string","default":"admin"}}}}},` +
+		// zod 4's tuple with a default element, and pydantic's
+		// NamedTuple (prefixItems behind a $ref): a trailing element
+		// left out is filled in.
+		`{"name":"tuple_default","inputSchema":{"type":"object","properties":{"t":{"type":"array","items":[{"type":"string"},{"type":"string","default":"admin"}]}}}},` +
+		`{"name":"named_tuple","inputSchema":{"type":"object","properties":{"p":{"anyOf":[{"$ref":"#/$defs/Pt"},{"type":"null"}],"default":null}},"$defs":{"Pt":{"type":"array","maxItems":2,"minItems":1,"prefixItems":[{"type":"string"},{"type":"string","default":"admin"}]}}}},` +
+		// An ordinary list whose items have defaults adds no element.
+		`{"name":"list","inputSchema":{"type":"object","properties":{"l":{"type":"array","items":{"type":"string","default":"admin"}}}}},` +
 		`{"name":"listed_nested","inputSchema":{"type":"object","properties":{}}},` +
 		`{"name":"undeclared","inputSchema":{"type":"object","additionalProperties":{"not":{}},"properties":{"to":{"type":"string"}}}},` +
 		// A property named "" is a property like any other.
@@ -683,6 +690,9 @@ func TestArgRuleOptionalDefault(t *testing.T) {
 		{Pattern: "undeclared", Args: own("/cc")},
 		{Pattern: "listed_nested", Args: own("/filter/owner")},
 		{Pattern: "enum_record", Args: own("/scope/owner")},
+		{Pattern: "tuple_default", Args: own("/t/1")},
+		{Pattern: "named_tuple", Args: own("/p/1")},
+		{Pattern: "list", Args: own("/l/0")},
 	}
 	tests := []struct {
 		tool, args       string
@@ -727,6 +737,11 @@ func TestArgRuleOptionalDefault(t *testing.T) {
 		{"enum_record", `{"scope":{}}`, 403, 200},
 		{"enum_record", `{"scope":{"owner":"alice"}}`, 200, 200},
 		{"enum_record", `{}`, 200, 200}, // no scope, nothing filled in
+		{"tuple_default", `{"t":["a"]}`, 403, 200},
+		{"tuple_default", `{"t":["a","alice"]}`, 200, 200},
+		{"named_tuple", `{"p":["a"]}`, 403, 200},
+		{"named_tuple", `{"p":["a","alice"]}`, 200, 200},
+		{"list", `{"l":[]}`, 200, 200},
 		{"listed_nested", `{"filter":{"owner":"alice"}}`, 200, 200},
 		{"nullable_default", `{}`, 403, 200},
 		{"nullable_default", `{"owner":"alice"}`, 200, 200},

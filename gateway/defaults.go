@@ -39,6 +39,11 @@ type schemaDefaults struct {
 	// left out may be added with a default value (zod 4 fills in every
 	// key of a record over an enum or literal with its value's default).
 	mapLike, mapValues, mapKeys map[string]bool
+	// tupleDefaults: array schemas with positional item schemas
+	// (prefixItems, or items as an array, here or through a $ref) that
+	// hold a default: zod 4 and pydantic (NamedTuple) fill in a trailing
+	// element the call leaves out.
+	tupleDefaults map[string]bool
 	// selfDefault: properties whose own value may get a default from a
 	// $ref or a combination (zod's .default().nullable() lists anyOf
 	// [{default, ...}, {null}]; zod 3 lists a reused schema as a $ref).
@@ -59,7 +64,7 @@ var mapKeywords = []string{"additionalProperties", "patternProperties", "unevalu
 // spelled "default".
 func readDefaults(def []byte) *schemaDefaults {
 	d := &schemaDefaults{values: map[string][]byte{}, declared: map[string]bool{}, beneath: map[string]bool{},
-		opaque: map[string]bool{}, mapLike: map[string]bool{}, mapValues: map[string]bool{}, mapKeys: map[string]bool{}, selfDefault: map[string]bool{}, placeholder: map[string]bool{}}
+		opaque: map[string]bool{}, mapLike: map[string]bool{}, mapValues: map[string]bool{}, mapKeys: map[string]bool{}, tupleDefaults: map[string]bool{}, selfDefault: map[string]bool{}, placeholder: map[string]bool{}}
 	var tool struct {
 		InputSchema json.RawMessage `json:"inputSchema"`
 	}
@@ -100,10 +105,15 @@ func (d *schemaDefaults) read(key string, schema json.RawMessage, r *refReader) 
 		if r.mayDefault(v) {
 			d.mapValues[key] = true
 		}
-		if r.valueDefault(v) {
+		// zod 4 fills in the keys of a record over a finite set of them.
+		if names := members["propertyNames"]; r.valueDefault(v) &&
+			(bytes.Contains(names, []byte(`"enum"`)) || bytes.Contains(names, []byte(`"const"`)) || bytes.Contains(names, []byte(`"$ref"`))) {
 			d.mapKeys[key] = true
 		}
 		delete(members, k)
+	}
+	if r.tupleDefault(schema, 0) {
+		d.tupleDefaults[key] = true
 	}
 	if p, ok := members["properties"]; ok && string(p) == "{}" {
 		d.placeholder[key] = true
@@ -122,6 +132,42 @@ func (d *schemaDefaults) read(key string, schema json.RawMessage, r *refReader) 
 			d.opaque[key] = true
 		}
 	}
+}
+
+// tupleDefault reports whether a schema, or one it refers to or
+// combines (a $ref, anyOf, oneOf, allOf), has positional item schemas
+// (prefixItems, or items as an array) with a default among them.
+func (r *refReader) tupleDefault(schema []byte, depth int) bool {
+	var m map[string]json.RawMessage
+	if depth > maxRefDepth || json.Unmarshal(schema, &m) != nil {
+		return depth > maxRefDepth
+	}
+	if hasDefault(m["prefixItems"]) || (bytes.HasPrefix(m["items"], []byte("[")) && hasDefault(m["items"])) {
+		return true
+	}
+	if v, ok := m["$ref"]; ok {
+		var ref string
+		if json.Unmarshal(v, &ref) != nil {
+			return true
+		}
+		target, ok := r.resolve(ref)
+		if !ok {
+			return hasDefault(r.root)
+		}
+		if r.tupleDefault(target, depth+1) {
+			return true
+		}
+	}
+	for _, k := range []string{"anyOf", "oneOf", "allOf"} {
+		var branches []json.RawMessage
+		_ = json.Unmarshal(m[k], &branches) // absent: none
+		for _, b := range branches {
+			if r.tupleDefault(b, depth+1) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // valueDefault reports whether a schema, or a schema of schemas
@@ -344,6 +390,9 @@ func (d *schemaDefaults) refusal(c *argCheck, pr *principal, args []byte) string
 				continue
 			}
 			if cur[0] == '[' {
+				if d.tupleDefaults[propertyPath(tokens[:k-1])] {
+					return notRead + " (a tuple element with a default, which a server may add)"
+				}
 				return "" // no such element, and no server adds one
 			}
 		}
