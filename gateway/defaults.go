@@ -146,15 +146,7 @@ func (r *refReader) tupleDefault(schema []byte, depth int) bool {
 		return true
 	}
 	if v, ok := m["$ref"]; ok {
-		var ref string
-		if json.Unmarshal(v, &ref) != nil {
-			return true
-		}
-		target, ok := r.resolve(ref)
-		if !ok {
-			return hasDefault(r.root)
-		}
-		if r.tupleDefault(target, depth+1) {
+		if found, unknown := r.refTo(v, func(t []byte) bool { return r.tupleDefault(t, depth+1) }); found || unknown {
 			return true
 		}
 	}
@@ -212,15 +204,7 @@ func (r *refReader) branchDefault(members map[string]json.RawMessage, depth int)
 	for k, v := range members {
 		switch k {
 		case "$ref", "$dynamicRef", "$recursiveRef":
-			var ref string
-			if json.Unmarshal(v, &ref) != nil {
-				return true
-			}
-			target, ok := r.resolve(ref)
-			if !ok {
-				return hasDefault(r.root)
-			}
-			if sub(target) {
+			if found, unknown := r.refTo(v, sub); found || unknown {
 				return true
 			}
 		case "anyOf", "oneOf", "allOf":
@@ -296,6 +280,21 @@ func (r *refReader) follow(schema []byte, depth int) bool {
 		}
 		rest = rest[i+len(`"$ref":`):]
 	}
+}
+
+// refTo applies test to the schema a $ref member's value names; unknown
+// is set when that schema cannot be found and the input schema holds a
+// default somewhere (so the reference may lead to one).
+func (r *refReader) refTo(v json.RawMessage, test func(target []byte) bool) (found, unknown bool) {
+	var ref string
+	if json.Unmarshal(v, &ref) != nil {
+		return false, true
+	}
+	target, ok := r.resolve(ref)
+	if !ok {
+		return false, hasDefault(r.root)
+	}
+	return test(target), false
 }
 
 // resolve finds the schema a local JSON pointer reference names
