@@ -654,6 +654,9 @@ func TestArgRuleOptionalDefault(t *testing.T) {
 		// left out is filled in.
 		`{"name":"tuple_default","inputSchema":{"type":"object","properties":{"t":{"type":"array","items":[{"type":"string"},{"type":"string","default":"admin"}]}}}},` +
 		`{"name":"named_tuple","inputSchema":{"type":"object","properties":{"p":{"anyOf":[{"$ref":"#/$defs/Pt"},{"type":"null"}],"default":null}},"$defs":{"Pt":{"type":"array","maxItems":2,"minItems":1,"prefixItems":[{"type":"string"},{"type":"string","default":"admin"}]}}}},` +
+		// Tuples with a default element inside a list and a map.
+		`{"name":"tuple_rows","inputSchema":{"type":"object","properties":{"rows":{"type":"array","items":{"type":"array","items":[{"type":"string"},{"type":"string","default":"admin"}]}},"m":{"type":"object","additionalProperties":{"type":"array","items":[{"type":"string"},{"type":"string","default":"admin"}]}}}}},` +
+		`{"name":"string_rows","inputSchema":{"type":"object","properties":{"rows":{"type":"array","items":{"type":"array","items":{"type":"string"}}}}}},` +
 		// An ordinary list whose items have defaults adds no element.
 		`{"name":"list","inputSchema":{"type":"object","properties":{"l":{"type":"array","items":{"type":"string","default":"admin"}}}}},` +
 		`{"name":"listed_nested","inputSchema":{"type":"object","properties":{}}},` +
@@ -693,6 +696,8 @@ func TestArgRuleOptionalDefault(t *testing.T) {
 		{Pattern: "tuple_default", Args: own("/t/1")},
 		{Pattern: "named_tuple", Args: own("/p/1")},
 		{Pattern: "list", Args: own("/l/0")},
+		{Pattern: "tuple_rows", Args: append(own("/rows/0/1"), own("/m/x/1")...)},
+		{Pattern: "string_rows", Args: own("/rows/0/1")},
 	}
 	tests := []struct {
 		tool, args       string
@@ -742,6 +747,10 @@ func TestArgRuleOptionalDefault(t *testing.T) {
 		{"named_tuple", `{"p":["a"]}`, 403, 200},
 		{"named_tuple", `{"p":["a","alice"]}`, 200, 200},
 		{"list", `{"l":[]}`, 200, 200},
+		{"tuple_rows", `{"rows":[["a"]]}`, 403, 200},
+		{"tuple_rows", `{"m":{"x":["a"]}}`, 403, 200},
+		{"tuple_rows", `{"rows":[["a","alice"]],"m":{"x":["a","alice"]}}`, 200, 200},
+		{"string_rows", `{"rows":[["a"]]}`, 200, 200}, // no default above: nothing added
 		{"listed_nested", `{"filter":{"owner":"alice"}}`, 200, 200},
 		{"nullable_default", `{}`, 403, 200},
 		{"nullable_default", `{"owner":"alice"}`, 200, 200},

@@ -389,8 +389,14 @@ func (d *schemaDefaults) refusal(c *argCheck, pr *principal, args []byte) string
 				continue
 			}
 			if cur[0] == '[' {
-				if d.tupleDefaults[propertyPath(tokens[:k-1])] {
+				switch array := propertyPath(tokens[:k-1]); {
+				case d.tupleDefaults[array]:
 					return notRead + " (a tuple element with a default, which a server may add)"
+				case !d.declared[array]:
+					// An array reached through items, a map value or a
+					// $ref, whose own schema is not read: it may be a
+					// tuple with defaults where one above may hide them.
+					return d.leftOut(tokens[:k])
 				}
 				return "" // no such element, and no server adds one
 			}
