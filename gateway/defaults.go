@@ -135,8 +135,8 @@ func (d *schemaDefaults) read(key string, schema json.RawMessage, r *refReader) 
 }
 
 // tupleDefault reports whether a schema, or one it refers to or
-// combines (a $ref, anyOf, oneOf, allOf), has positional item schemas
-// (prefixItems, or items as an array) with a default among them.
+// combines (eachBranch), has positional item schemas (prefixItems, or
+// items as an array) with a default among them.
 func (r *refReader) tupleDefault(schema []byte, depth int) bool {
 	var m map[string]json.RawMessage
 	if depth > maxRefDepth || json.Unmarshal(schema, &m) != nil {
@@ -145,66 +145,63 @@ func (r *refReader) tupleDefault(schema []byte, depth int) bool {
 	if hasDefault(m["prefixItems"]) || (bytes.HasPrefix(m["items"], []byte("[")) && hasDefault(m["items"])) {
 		return true
 	}
-	if v, ok := m["$ref"]; ok {
-		if found, unknown := r.refTo(v, func(t []byte) bool { return r.tupleDefault(t, depth+1) }); found || unknown {
-			return true
-		}
-	}
-	for _, k := range []string{"anyOf", "oneOf", "allOf"} {
-		var branches []json.RawMessage
-		_ = json.Unmarshal(m[k], &branches) // absent: none
-		for _, b := range branches {
-			if r.tupleDefault(b, depth+1) {
-				return true
-			}
-		}
-	}
-	return false
+	return r.eachBranch(m, func(b []byte) bool { return r.tupleDefault(b, depth+1) })
 }
 
 // valueDefault reports whether a schema, or a schema of schemas
-// (patternProperties), has a default of its own for its value, directly
-// or through a $ref or a combination.
+// (patternProperties), has a default of its own for its value
+// (ownDefault).
 func (r *refReader) valueDefault(schema []byte) bool {
 	var m map[string]json.RawMessage
 	if json.Unmarshal(schema, &m) != nil {
 		return false
 	}
-	if _, has := m["default"]; has || r.branchDefault(m, 0) {
+	if r.ownDefault(m, 0) {
 		return true
 	}
 	for _, v := range m {
 		// patternProperties: pattern → schema.
 		var inner map[string]json.RawMessage
-		if json.Unmarshal(v, &inner) == nil {
-			if _, has := inner["default"]; has || r.branchDefault(inner, 0) {
-				return true
-			}
+		if json.Unmarshal(v, &inner) == nil && r.ownDefault(inner, 0) {
+			return true
 		}
 	}
 	return false
 }
 
-// branchDefault reports whether a schema's value (its members given) may
-// get a default through a $ref or a combination: a branch or referenced
-// schema with a default of its own, at any depth of $refs and
-// combinations (not in their properties, which are members' defaults).
+// ownDefault reports whether a schema (its members given) gives its value
+// a default: its own, or one of a branch or referenced schema, at any
+// depth of $refs and combinations (not in their properties, which are
+// members' defaults).
+func (r *refReader) ownDefault(members map[string]json.RawMessage, depth int) bool {
+	_, has := members["default"]
+	return has || r.branchDefault(members, depth)
+}
+
+// branchDefault is ownDefault without the schema's own default.
 func (r *refReader) branchDefault(members map[string]json.RawMessage, depth int) bool {
 	if depth > maxRefDepth {
 		return true
 	}
-	sub := func(schema []byte) bool {
+	return r.eachBranch(members, func(b []byte) bool {
 		var m map[string]json.RawMessage
-		if json.Unmarshal(schema, &m) != nil {
+		if json.Unmarshal(b, &m) != nil {
 			return false // true, false: no default
 		}
-		_, has := m["default"]
-		return has || r.branchDefault(m, depth+1)
-	}
+		return r.ownDefault(m, depth+1)
+	})
+}
+
+// eachBranch calls test with each schema a schema (its members given)
+// refers to or combines: the target of a $ref, each of anyOf, oneOf and
+// allOf, if, then, else, and each of dependentSchemas, until test holds.
+// It holds, too, for a branch it cannot read: a $ref it cannot follow
+// while the input schema has a default somewhere, a malformed list.
+func (r *refReader) eachBranch(members map[string]json.RawMessage, test func(branch []byte) bool) bool {
 	for k, v := range members {
 		switch k {
 		case "$ref", "$dynamicRef", "$recursiveRef":
-			if found, unknown := r.refTo(v, sub); found || unknown {
+			if found, unknown := r.refTo(v, test); found || unknown {
 				return true
 			}
 		case "anyOf", "oneOf", "allOf":
@@ -213,12 +210,12 @@ func (r *refReader) branchDefault(members map[string]json.RawMessage, depth int)
 				return true
 			}
 			for _, b := range branches {
-				if sub(b) {
+				if test(b) {
 					return true
 				}
 			}
 		case "if", "then", "else":
-			if sub(v) {
+			if test(v) {
 				return true
 			}
 		case "dependentSchemas":
@@ -227,7 +224,7 @@ func (r *refReader) branchDefault(members map[string]json.RawMessage, depth int)
 				return true
 			}
 			for _, b := range schemas {
-				if sub(b) {
+				if test(b) {
 					return true
 				}
 			}
@@ -266,19 +263,14 @@ func (r *refReader) follow(schema []byte, depth int) bool {
 		if i < 0 {
 			return false
 		}
-		var ref string
-		dec := json.NewDecoder(bytes.NewReader(rest[i+len(`"$ref":`):]))
-		if dec.Decode(&ref) != nil || depth >= maxRefDepth {
+		rest = rest[i+len(`"$ref":`):]
+		var ref json.RawMessage
+		if json.NewDecoder(bytes.NewReader(rest)).Decode(&ref) != nil || depth >= maxRefDepth {
 			return hasDefault(r.root)
 		}
-		target, ok := r.resolve(ref)
-		if !ok {
-			return hasDefault(r.root)
-		}
-		if r.follow(target, depth+1) {
+		if found, unknown := r.refTo(ref, func(t []byte) bool { return r.follow(t, depth+1) }); found || unknown {
 			return true
 		}
-		rest = rest[i+len(`"$ref":`):]
 	}
 }
 
