@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"slices"
@@ -56,6 +57,12 @@ type benchConfig struct {
 	// judges (issue 10: 1.10 with the audit log on, 1.05 with audit
 	// denials_only); 0 leaves it out.
 	cpuTarget float64
+	// rate, when set, adds a paced level after c=N in every round: the
+	// same N workers, each request sent no earlier than its slot on a
+	// schedule of this many requests per second, the same for both
+	// proxies. Either a number (req/s) or "P%": P percent of the lower
+	// of the two proxies' median c=N throughput in the first round.
+	rate string
 
 	rounds      int
 	concurrency int // N; every round runs c=1 and c=N
@@ -94,6 +101,7 @@ func parseBenchFlags(args []string) (benchConfig, error) {
 	fs.BoolVar(&c.initSession, "init", false, "initialize an MCP session per proxy first (2025-11-25)")
 	fs.BoolVar(&c.plainToken, "plain-token", false, "send the same Authorization header to the plain proxy (byte-identical requests)")
 	fs.Float64Var(&c.cpuTarget, "cpu-target", 0, "judge the median proxy CPU ratio gateway/plain at c=N against this (0: not judged)")
+	fs.StringVar(&c.rate, "rate", "", `also run c=N paced at this rate, the same for both proxies: req/s, or "P%" of the slower proxy's c=N throughput in round 1 (empty: no paced level)`)
 	fs.IntVar(&c.rounds, "rounds", 5, "rounds; each runs plain then gateway at c=1 and at c=N")
 	fs.IntVar(&c.concurrency, "c", 16, "concurrency N")
 	fs.IntVar(&c.requests1, "n1", 5000, "requests per run at c=1")
@@ -130,7 +138,23 @@ func parseBenchFlags(args []string) (benchConfig, error) {
 	case c.profileURL != "" && c.profileSeconds < 1:
 		return c, errors.New("-profile-seconds must be positive")
 	}
+	if c.rate != "" {
+		if _, _, err := parseRate(c.rate); err != nil {
+			return c, err
+		}
+	}
 	return c, nil
+}
+
+// parseRate reads -rate: a rate in req/s, or a percentage (of the slower
+// proxy's c=N throughput) when pct is true.
+func parseRate(s string) (v float64, pct bool, err error) {
+	num, pct := strings.CutSuffix(s, "%")
+	v, err = strconv.ParseFloat(num, 64)
+	if err != nil || !(v > 0) || math.IsInf(v, 0) || (pct && v > 100) {
+		return 0, false, fmt.Errorf("-rate %q: want a positive req/s or a percentage up to 100%%", s)
+	}
+	return v, pct, nil
 }
 
 // target is one proxy under test.
@@ -251,6 +275,14 @@ func cpuPerRequest(ticks uint64, n, clkTck int) float64 {
 // and wall time. Any failed request fails the run: numbers over errors
 // would measure the error path.
 func load(t *target, c, n int) ([]time.Duration, time.Duration, error) {
+	return pacedLoad(t, c, n, 0)
+}
+
+// pacedLoad is load with request i sent no earlier than i/rate seconds
+// after the start (rate 0: as fast as the workers go). A worker late for
+// its slot sends at once, so a proxy that cannot keep up runs closed-loop
+// and its throughput shows it. Latency is measured from the send.
+func pacedLoad(t *target, c, n int, rate float64) ([]time.Duration, time.Duration, error) {
 	lat := make([]time.Duration, n)
 	var next atomic.Int64
 	var failed atomic.Int64
@@ -267,6 +299,9 @@ func load(t *target, c, n int) ([]time.Duration, time.Duration, error) {
 				i := int(next.Add(1)) - 1
 				if i >= n || failed.Load() > 0 {
 					return
+				}
+				if rate > 0 {
+					time.Sleep(time.Until(start.Add(time.Duration(float64(i) / rate * float64(time.Second)))))
 				}
 				t0 := time.Now()
 				err := t.call(&buf)
@@ -287,9 +322,10 @@ func load(t *target, c, n int) ([]time.Duration, time.Duration, error) {
 	return lat, wall, nil
 }
 
-// measure runs one measured load and reads the CPU time of the proxy,
-// this process (the client) and the upstream around it.
-func measure(t *target, upstreamPID, c, n int) (runResult, error) {
+// measure runs one measured load (paced at rate when rate > 0) and reads
+// the CPU time of the proxy, this process (the client) and the upstream
+// around it.
+func measure(t *target, upstreamPID, c, n int, rate float64) (runResult, error) {
 	pids := []int{t.pid, os.Getpid()}
 	if upstreamPID > 0 {
 		pids = append(pids, upstreamPID)
@@ -298,7 +334,7 @@ func measure(t *target, upstreamPID, c, n int) (runResult, error) {
 	if err != nil {
 		return runResult{}, err
 	}
-	lat, wall, err := load(t, c, n)
+	lat, wall, err := pacedLoad(t, c, n, rate)
 	if err != nil {
 		return runResult{}, err
 	}
@@ -468,6 +504,25 @@ func targetToken(cfg benchConfig, t *target) (string, error) {
 	return tok, nil
 }
 
+// level is one load level of every round: c workers, closed-loop or
+// paced at rate req/s.
+type level struct {
+	c    int
+	rate float64 // 0: closed-loop
+	// pacedPct marks a level whose rate is set after the first round's
+	// closed-loop run (-rate "P%").
+	pacedPct bool
+}
+
+func (l level) paced() bool { return l.rate > 0 || l.pacedPct }
+
+func (l level) String() string {
+	if l.rate > 0 {
+		return fmt.Sprintf("c=%d @ %.0f/s", l.c, l.rate)
+	}
+	return fmt.Sprintf("c=%d", l.c)
+}
+
 // bench runs the rounds and writes the report.
 func bench(cfg benchConfig, plain, gw *target, out io.Writer) error {
 	targets := []*target{plain, gw}
@@ -486,9 +541,17 @@ func bench(cfg benchConfig, plain, gw *target, out io.Writer) error {
 			}
 		}
 	}
-	levels := []int{1}
+	levels := []level{{c: 1}}
 	if cfg.concurrency > 1 {
-		levels = append(levels, cfg.concurrency)
+		levels = append(levels, level{c: cfg.concurrency})
+	}
+	var pct float64
+	if cfg.rate != "" {
+		rate, isPct, _ := parseRate(cfg.rate) // checked by parseBenchFlags
+		if isPct {
+			pct, rate = rate, 0
+		}
+		levels = append(levels, level{c: cfg.concurrency, rate: rate, pacedPct: isPct})
 	}
 	// results[level][target][round]
 	results := make([][][]runResult, len(levels))
@@ -496,20 +559,27 @@ func bench(cfg benchConfig, plain, gw *target, out io.Writer) error {
 		results[li] = make([][]runResult, len(targets))
 	}
 	for round := range cfg.rounds {
-		for li, c := range levels {
+		for li := range levels {
+			lv := &levels[li]
+			if lv.rate == 0 && lv.paced() {
+				// "P%": of the slower proxy's closed-loop c=N
+				// throughput in this, the first, round.
+				closed := results[li-1]
+				lv.rate = pct / 100 * min(closed[0][0].rps(), closed[1][0].rps())
+			}
 			n := cfg.requestsN
-			if c == 1 {
+			if lv.c == 1 {
 				n = cfg.requests1
 			}
 			for ti, t := range targets {
-				r, err := measure(t, cfg.upstreamPID, c, n)
+				r, err := measure(t, cfg.upstreamPID, lv.c, n, lv.rate)
 				if err != nil {
 					return fmt.Errorf("round %d: %w", round+1, err)
 				}
 				results[li][ti] = append(results[li][ti], r)
 				if cfg.verbose {
-					fmt.Fprintf(os.Stderr, "round %d c=%-3d %-14s %8.0f req/s  p50 %6.3f ms  p99 %6.3f ms  %6.1f µs/req\n",
-						round+1, c, t.name, r.rps(), ms(percentile(r.lat, 0.50)), ms(percentile(r.lat, 0.99)),
+					fmt.Fprintf(os.Stderr, "round %d %-16s %-14s %8.0f req/s  p50 %6.3f ms  p99 %6.3f ms  %6.1f µs/req\n",
+						round+1, lv, t.name, r.rps(), ms(percentile(r.lat, 0.50)), ms(percentile(r.lat, 0.99)),
 						cpuPerRequest(r.proxyTicks, r.n, cfg.clkTck))
 				}
 			}

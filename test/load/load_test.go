@@ -9,6 +9,8 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -187,6 +189,14 @@ func TestParseBenchFlags(t *testing.T) {
 		{"zero rounds", []string{"-rounds", "0"}, 0, "must be positive"},
 		{"zero clk", []string{"-clk-tck", "0"}, 0, "-clk-tck"},
 		{"profile seconds", []string{"-profile-url", "http://x", "-profile-seconds", "0"}, 0, "-profile-seconds"},
+		{"rate", []string{"-rate", "4000"}, 0, ""},
+		{"rate percent", []string{"-rate", "85%"}, 0, ""},
+		{"rate zero", []string{"-rate", "0"}, 0, "-rate"},
+		{"rate negative", []string{"-rate", "-5"}, 0, "-rate"},
+		{"rate over 100%", []string{"-rate", "120%"}, 0, "-rate"},
+		{"rate not a number", []string{"-rate", "fast"}, 0, "-rate"},
+		{"rate NaN", []string{"-rate", "NaN"}, 0, "-rate"},
+		{"rate Inf", []string{"-rate", "Inf"}, 0, "-rate"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -249,7 +259,7 @@ func TestBenchReport(t *testing.T) {
 				"| c | proxy | req/s | p50 ms | p99 ms | proxy CPU µs/req | upstream CPU µs/req | client CPU µs/req |",
 				"| 1 | reverse_proxy |", "| 4 | mcp_gateway + reverse_proxy |",
 				"| 4 | ", "Targets: throughput ≥ 85% of plain at c=4",
-				"Target: proxy CPU gateway/plain at c=4 ≤ 1.05×:",
+				"Target: proxy CPU gateway/plain at c=4 (closed-loop) ≤ 1.05×:",
 				"Only the gateway's requests carry an Authorization header",
 				"(" + proto + ", test upstream)",
 			} {
@@ -271,6 +281,59 @@ func TestBenchReport(t *testing.T) {
 				t.Errorf("body = %s, want %s", body, wantBody)
 			}
 		})
+	}
+}
+
+// TestBenchPaced runs the paced level: with -rate "P%" it is set from the
+// first round's c=N throughput, both proxies get it, and the report
+// judges the CPU target at both levels.
+func TestBenchPaced(t *testing.T) {
+	srv := httptest.NewServer(upstreamHandler(time.Second))
+	defer srv.Close()
+	for _, rate := range []string{"50%", "300"} {
+		t.Run(rate, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.rate, cfg.cpuTarget = rate, 1.05
+			cfg.plainURL, cfg.gatewayURL = srv.URL+"/mcp", srv.URL+"/mcp"
+			var out bytes.Buffer
+			if err := bench(cfg, newTarget("reverse_proxy", cfg.plainURL, cfg.plainPID, cfg), newTarget("mcp_gateway", cfg.gatewayURL, cfg.gatewayPID, cfg), &out); err != nil {
+				t.Fatalf("bench() error = %v, want nil", err)
+			}
+			report := out.String()
+			paced := regexp.MustCompile(`\| 4 @ (\d+)/s \| mcp_gateway \+ reverse_proxy \| (\d+) \|`).FindStringSubmatch(report)
+			if paced == nil {
+				t.Fatalf("report has no paced row:\n%s", report)
+			}
+			want, _ := strconv.Atoi(paced[1])
+			if got, _ := strconv.Atoi(paced[2]); rate == "300" && want != 300 || got > want*11/10 {
+				t.Errorf("paced row: rate %d, achieved %d req/s, want -rate %s and at most 10%% above it:\n%s", want, got, rate, report)
+			}
+			for _, line := range []string{
+				"Target: proxy CPU gateway/plain at c=4 (closed-loop) ≤ 1.05×:",
+				"Target: proxy CPU gateway/plain at c=4 @ " + paced[1] + "/s (paced, the same rate for both) ≤ 1.05×:",
+				"| control: upstream CPU gateway/plain |",
+			} {
+				if !strings.Contains(report, line) {
+					t.Errorf("report lacks %q:\n%s", line, report)
+				}
+			}
+		})
+	}
+}
+
+// TestPacedLoad: requests are not sent ahead of their slots, so n
+// requests at rate r take at least (n-1)/r; closed-loop they need not.
+func TestPacedLoad(t *testing.T) {
+	srv := httptest.NewServer(upstreamHandler(time.Second))
+	defer srv.Close()
+	cfg := testConfig()
+	tg := newTarget("upstream", srv.URL+"/mcp", os.Getpid(), cfg)
+	lat, wall, err := pacedLoad(tg, 4, 41, 200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lat) != 41 || wall < 200*time.Millisecond {
+		t.Errorf("41 requests at 200/s: %d latencies in %v, want 41 in at least 200ms", len(lat), wall)
 	}
 }
 

@@ -30,6 +30,11 @@ type paired struct {
 	ratio              float64 // gateway req/s / plain req/s
 	p50Added, p99Added float64 // ms
 	cpuAdded, cpuRatio float64 // µs per request, gateway/plain
+	// upstreamRatio is the upstream's CPU per request in the gateway's
+	// runs over plain's: the upstream does the same work for both, so
+	// anything but 1 is the load's dynamics (how many requests each
+	// process wakes for at a time), which skew the proxy ratio as well.
+	upstreamRatio float64
 	// cpuBoundRatio is plain's over the gateway's CPU per request of the
 	// whole chain (client + upstream + proxy): the throughput ratio when
 	// CPU is the only limit, which other work on a shared machine does
@@ -63,7 +68,7 @@ func summarize(runs []runResult, clkTck int) summary {
 }
 
 func pair(plain, gw []runResult, clkTck int) paired {
-	var ratio, p50, p99, cpu, cpuRatio, bound []float64
+	var ratio, p50, p99, cpu, cpuRatio, bound, upRatio []float64
 	for i := range min(len(plain), len(gw)) {
 		a, b := plain[i], gw[i]
 		ratio = append(ratio, b.rps()/a.rps())
@@ -74,13 +79,16 @@ func pair(plain, gw []runResult, clkTck int) paired {
 		if ca > 0 {
 			cpuRatio = append(cpuRatio, cb/ca)
 		}
+		if a.upstreamTicks > 0 {
+			upRatio = append(upRatio, float64(b.upstreamTicks)/float64(b.n)/(float64(a.upstreamTicks)/float64(a.n)))
+		}
 		chainA := float64(a.clientTicks+a.upstreamTicks+a.proxyTicks) / float64(a.n)
 		chainB := float64(b.clientTicks+b.upstreamTicks+b.proxyTicks) / float64(b.n)
 		if chainB > 0 {
 			bound = append(bound, chainA/chainB)
 		}
 	}
-	return paired{ratio: median(ratio), p50Added: median(p50), p99Added: median(p99), cpuAdded: median(cpu), cpuRatio: median(cpuRatio), cpuBoundRatio: median(bound)}
+	return paired{ratio: median(ratio), p50Added: median(p50), p99Added: median(p99), cpuAdded: median(cpu), cpuRatio: median(cpuRatio), cpuBoundRatio: median(bound), upstreamRatio: median(upRatio)}
 }
 
 // loadAverage describes /proc/loadavg: other work on the machine skews
@@ -106,10 +114,18 @@ func verdict(ok bool) string {
 
 // writeReport prints Markdown tables (for pasting into README.md).
 // results is indexed [level][target: 0 plain, 1 gateway][round].
-func writeReport(w io.Writer, cfg benchConfig, levels []int, results [][][]runResult) {
+func writeReport(w io.Writer, cfg benchConfig, levels []level, results [][][]runResult) {
 	fmt.Fprintf(w, "\n### mcp_gateway vs plain reverse_proxy: small tools/call (%s, %s upstream)\n\n", cfg.proto, cfg.upstreamName)
 	fmt.Fprintf(w, "%d rounds, runs alternated (plain, gateway, plain, gateway, ...); %d requests per run at c=1, %d at c=%d; medians over rounds.\n",
 		cfg.rounds, cfg.requests1, cfg.requestsN, cfg.concurrency)
+	if last := levels[len(levels)-1]; last.paced() {
+		how := ""
+		if last.pacedPct {
+			how = fmt.Sprintf(" (-rate %s: of the slower proxy's c=%d throughput in round 1)", cfg.rate, cfg.concurrency)
+		}
+		fmt.Fprintf(w, "Paced level %s%s: both proxies get the same request rate, so each process wakes for as many requests at a time in both; closed-loop c=%d gives the slower proxy a lower rate, which raises every process's CPU per request (see the upstream's control column).\n",
+			last, how, cfg.concurrency)
+	}
 	fmt.Fprintf(w, "Host: %d CPUs shared by client, upstream and both Caddy processes%s. CPU = utime+stime of each Caddy process from /proc/<pid>/stat (CLK_TCK %d).\n\n",
 		runtime.NumCPU(), loadAverage(), cfg.clkTck)
 	if cfg.plainToken {
@@ -123,46 +139,71 @@ func writeReport(w io.Writer, cfg benchConfig, levels []int, results [][][]runRe
 	fmt.Fprintln(w, "| c | proxy | req/s | p50 ms | p99 ms | proxy CPU µs/req | upstream CPU µs/req | client CPU µs/req |")
 	fmt.Fprintln(w, "|--:|:--|--:|--:|--:|--:|--:|--:|")
 	names := []string{"reverse_proxy", "mcp_gateway + reverse_proxy"}
-	for li, c := range levels {
+	for li, lv := range levels {
 		for ti, name := range names {
 			s := summarize(results[li][ti], cfg.clkTck)
 			up := "-"
 			if cfg.upstreamPID > 0 {
 				up = fmt.Sprintf("%.1f", s.upstreamCPU)
 			}
-			fmt.Fprintf(w, "| %d | %s | %.0f | %.3f | %.3f | %.1f | %s | %.1f |\n", c, name, s.rps, s.p50, s.p99, s.cpu, up, s.clientCPU)
+			fmt.Fprintf(w, "| %s | %s | %.0f | %.3f | %.3f | %.1f | %s | %.1f |\n", lv.column(), name, s.rps, s.p50, s.p99, s.cpu, up, s.clientCPU)
 		}
 	}
 
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| c | throughput gateway/plain | CPU-bound throughput gateway/plain | p50 added ms | p99 added ms | proxy CPU added µs/req | proxy CPU gateway/plain |")
-	fmt.Fprintln(w, "|--:|--:|--:|--:|--:|--:|--:|")
+	fmt.Fprintln(w, "| c | throughput gateway/plain | CPU-bound throughput gateway/plain | p50 added ms | p99 added ms | proxy CPU added µs/req | proxy CPU gateway/plain | control: upstream CPU gateway/plain |")
+	fmt.Fprintln(w, "|--:|--:|--:|--:|--:|--:|--:|--:|")
 	pairs := make([]paired, len(levels))
-	for li, c := range levels {
+	for li, lv := range levels {
 		p := pair(results[li][0], results[li][1], cfg.clkTck)
 		pairs[li] = p
-		bound := "-"
-		if cfg.upstreamPID > 0 && c > 1 {
+		bound, control := "-", "-"
+		if cfg.upstreamPID > 0 && lv.c > 1 {
 			// At c=1 throughput is bound by latency, not CPU.
 			bound = fmt.Sprintf("%.1f%%", 100*p.cpuBoundRatio)
 		}
-		fmt.Fprintf(w, "| %d | %.1f%% | %s | %+.3f | %+.3f | %+.1f | %.2f× |\n", c, 100*p.ratio, bound, p.p50Added, p.p99Added, p.cpuAdded, p.cpuRatio)
+		if cfg.upstreamPID > 0 {
+			control = fmt.Sprintf("%.2f×", p.upstreamRatio)
+		}
+		fmt.Fprintf(w, "| %s | %.1f%% | %s | %+.3f | %+.3f | %+.1f | %.2f× | %s |\n", lv.column(), 100*p.ratio, bound, p.p50Added, p.p99Added, p.cpuAdded, p.cpuRatio, control)
 	}
 
 	fmt.Fprintln(w)
-	last := len(levels) - 1
-	fmt.Fprintf(w, "Targets: throughput ≥ %.0f%% of plain at c=%d: %.1f%% %s", 100*targetThroughput, levels[last], 100*pairs[last].ratio, verdict(pairs[last].ratio >= targetThroughput))
-	for li, c := range levels {
-		fmt.Fprintf(w, "; p99 added < %v at c=%d: %+.3f ms %s", targetP99Added, c, pairs[li].p99Added, verdict(pairs[li].p99Added < ms(targetP99Added)))
+	closed := len(levels) - 1
+	if levels[closed].paced() {
+		closed--
+	}
+	fmt.Fprintf(w, "Targets: throughput ≥ %.0f%% of plain at c=%d: %.1f%% %s", 100*targetThroughput, levels[closed].c, 100*pairs[closed].ratio, verdict(pairs[closed].ratio >= targetThroughput))
+	for li, lv := range levels[:closed+1] {
+		fmt.Fprintf(w, "; p99 added < %v at c=%d: %+.3f ms %s", targetP99Added, lv.c, pairs[li].p99Added, verdict(pairs[li].p99Added < ms(targetP99Added)))
 	}
 	fmt.Fprintln(w, ".")
 	if cfg.cpuTarget > 0 {
-		fmt.Fprintf(w, "Target: proxy CPU gateway/plain at c=%d ≤ %.2f×: %.2f× %s (median of %d alternated rounds).\n",
-			levels[last], cfg.cpuTarget, pairs[last].cpuRatio, verdict(pairs[last].cpuRatio <= cfg.cpuTarget), cfg.rounds)
+		for li := closed; li < len(levels); li++ {
+			how := "closed-loop"
+			if levels[li].paced() {
+				how = "paced, the same rate for both"
+			}
+			control := ""
+			if cfg.upstreamPID > 0 {
+				control = fmt.Sprintf("; control %.2f×", pairs[li].upstreamRatio)
+			}
+			fmt.Fprintf(w, "Target: proxy CPU gateway/plain at %s (%s) ≤ %.2f×: %.2f× %s (median of %d alternated rounds%s).\n",
+				levels[li], how, cfg.cpuTarget, pairs[li].cpuRatio, verdict(pairs[li].cpuRatio <= cfg.cpuTarget), cfg.rounds, control)
+		}
 	}
 	fmt.Fprintln(w, "CPU-bound throughput: plain's CPU per request of the whole chain (client + upstream + proxy) over the gateway's, the req/s ratio a machine with no other work would show when CPU-bound.")
+	fmt.Fprintln(w, "Control: the upstream does the same work behind both proxies; its CPU per request reads above 1× where the gateway's lower throughput makes every process wake for fewer requests at a time, and the proxy ratio carries that effect too.")
 	fmt.Fprintln(w, "At c=1 each request wakes every process in turn, so CPU per request there includes scheduler idle spinning and varies with other load; the c=N figures are the steady ones.")
 	minN := min(cfg.requests1, cfg.requestsN)
 	fmt.Fprintf(w, "CPU resolution: one clock tick is %.1f µs/req at %d requests per run.\n",
 		cpuPerRequest(1, minN, cfg.clkTck), minN)
+}
+
+// column is the level in the tables' c column.
+func (l level) column() string {
+	if l.rate > 0 {
+		return fmt.Sprintf("%d @ %.0f/s", l.c, l.rate)
+	}
+	return fmt.Sprintf("%d", l.c)
 }
