@@ -93,12 +93,12 @@ func TestScriptsSmoke(t *testing.T) {
 	t.Run("targets", func(t *testing.T) {
 		out := run(t, "targets.sh", []string{"ROUNDS=1", "AUDITS=on denials_only", "ARGS=-n 200 -warmup 20 -c 4"})
 		measured := `[0-9.]+ / [0-9.]+ µs, \*\*[0-9.]+×\*\* \(control [0-9.]+×\) \| (PASS|MISS)`
-		rows := regexp.MustCompile(`(?m)^\| 202[56]-[0-9-]+ \| (on|denials_only) \| ≤ 1\.(10|05)× \| ` + measured + ` \| [0-9]+/s: ` + measured + ` \|$`).FindAllString(out, -1)
+		rows := regexp.MustCompile(`(?m)^\| 202[56]-[0-9-]+ \| (on|denials_only) \| ≤ 1\.(10|05)× \| `+measured+` \| [0-9]+/s: `+measured+` \|$`).FindAllString(out, -1)
 		if len(rows) != 4 {
 			t.Errorf("targets.sh printed %d rows of the table, want 4 (closed-loop and paced):\n%s", len(rows), out)
 		}
 		out = run(t, "targets.sh", []string{"ROUNDS=1", "AUDITS=denials_only", "PROTOS=2026-07-28", "RATE=off", "ARGS=-n 200 -warmup 20 -c 4"})
-		rows = regexp.MustCompile(`(?m)^\| 2026-07-28 \| denials_only \| ≤ 1\.05× \| ` + measured + ` \| – \| – \|$`).FindAllString(out, -1)
+		rows = regexp.MustCompile(`(?m)^\| 2026-07-28 \| denials_only \| ≤ 1\.05× \| `+measured+` \| – \| – \|$`).FindAllString(out, -1)
 		if len(rows) != 1 {
 			t.Errorf("targets.sh RATE=off printed %d rows without a paced figure, want 1:\n%s", len(rows), out)
 		}
