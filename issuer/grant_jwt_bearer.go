@@ -45,10 +45,12 @@ const (
 // Any failure is invalid_grant (RFC 7523 section 3.1), except scopes
 // (invalid_scope) and a resource parameter the assertion does not name
 // (invalid_target). The user is the subject's account at the IdP's
-// identity provider, matched or provisioned as at a sign-in there; the
-// token's scopes are requested ∩ the assertion's ∩ what the user's groups
-// and the client allow, requested defaulting to the assertion's. No
-// refresh token: the client asks its IdP for a new ID-JAG.
+// identity provider, matched or provisioned as at a sign-in there (in
+// the transaction that records the grant, so a refused request
+// provisions nobody); the token's scopes are requested ∩ the
+// assertion's ∩ what the user's groups and the client allow, requested
+// defaulting to the assertion's. No refresh token: the client asks its
+// IdP for a new ID-JAG.
 type jwtBearer struct{ iss *Issuer }
 
 func (jwtBearer) name() string { return grantJWTBearer }
@@ -142,38 +144,36 @@ func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, er
 	if err != nil {
 		return nil, refused(err)
 	}
-	// Resource and scopes are judged for the user as provisioning will
-	// record it: a request the client can fix provisions nothing.
-	prospect := &User{Username: id.username, Groups: idp.idp.localGroups(id.groups)}
-	resource, scopes, err := i.policy.grantScopes(ctx, c, prospect, resource, requested)
+	// The user as provisioning will record it, whose resource and
+	// scopes are judged: a request the client can fix provisions nothing.
+	u, err := i.dir.storedUser(provisionedUser(idp.idp, id, now))
+	if err != nil {
+		return nil, refused(err)
+	}
+	resource, scopes, err := i.policy.grantScopes(ctx, c, u, resource, requested)
 	if err != nil {
 		return nil, err
 	}
-	// A replay is refused before it provisions anything. The jti is spent
-	// only by record, with the grant: a request refused after this point
-	// (its DPoP proof a replay, say) leaves the ID-JAG to the client's
-	// corrected retry, and of concurrent redemptions one commits.
+	// A replay is refused before anything is signed. The jti is spent,
+	// and the user provisioned, only by record, with the grant: a request
+	// refused after this point (its DPoP proof a replay, say) changes
+	// nothing and leaves the ID-JAG to the client's corrected retry, and
+	// of concurrent redemptions one commits.
 	used := invalid("the ID-JAG was already used")
 	var spent bool
 	err = i.store.View(ctx, func(tx store.Tx) (err error) {
-		spent, err = assertionsIn(tx).usedIDJAG(idp.cfg.Issuer, jti)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	if spent {
-		return nil, used
-	}
-	if err := i.provision(ctx, idp.idp, id, now); err != nil {
-		if errors.Is(err, errIdPRefused) {
-			return nil, refused(err)
+		if spent, err = assertionsIn(tx).usedIDJAG(idp.cfg.Issuer, jti); err != nil || spent {
+			return err
 		}
-		return nil, err
-	}
-	u, err := i.dir.lookupUser(ctx, id.username)
-	if err != nil {
+		return i.mayProvision(tx, idp.idp, id)
+	})
+	switch {
+	case errors.Is(err, errIdPRefused):
 		return nil, refused(err)
+	case err != nil:
+		return nil, err
+	case spent:
+		return nil, used
 	}
 	gid, err := i.randomToken(16)
 	if err != nil {
@@ -192,6 +192,12 @@ func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, er
 			case errors.Is(err, store.ErrAlreadyExists):
 				// A concurrent redemption won; nothing was written.
 				return refuse(used)
+			case err != nil:
+				return err
+			}
+			switch err := i.provisionIn(tx, idp.idp, id, now); {
+			case errors.Is(err, errIdPRefused):
+				return refused(err) // and nothing is written
 			case err != nil:
 				return err
 			}

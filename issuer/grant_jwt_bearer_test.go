@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -443,7 +444,13 @@ func TestIDJAGRefusedRequestKeepsIt(t *testing.T) {
 	if n := e.count(bucketJTI); n != 0 {
 		t.Errorf("jti records after the refusal = %d, want 0", n)
 	}
+	if n := e.count(bucketUsers); n != 0 {
+		t.Errorf("users after the refusal = %d, want 0: a refused request provisions nobody", n)
+	}
 	wantBound(t, "the ID-JAG with a fresh proof", e.postDPoP(t, pathToken, f, conf, k.proof(t, e, tokenURL, nil)), k)
+	if n := e.count(bucketUsers); n != 1 {
+		t.Errorf("users after the redemption = %d, want 1", n)
+	}
 	wantRefused(t, "the ID-JAG again", e.postDPoP(t, pathToken, f, conf, k.proof(t, e, tokenURL, nil)), "invalid_grant")
 	if n := e.count(bucketGrants); n != grants+1 {
 		t.Errorf("grants %d -> %d, want one more", grants, n)
@@ -470,6 +477,33 @@ func TestIDJAGRedeemedWhileRecording(t *testing.T) {
 	wantRefused(t, "redemption recorded second", outer, "invalid_grant")
 	if n := e.count(bucketGrants); n != 1 {
 		t.Errorf("grants = %d, want 1", n)
+	}
+}
+
+// TestIDJAGUserTakenWhileRecording: the user is provisioned in the
+// transaction that records the grant, with provisioning's checks read
+// again there: an account of the same name stored between the checks and
+// the record refuses the grant, and nothing is written (no grant, no
+// spent jti, the other account as it was).
+func TestIDJAGUserTakenWhileRecording(t *testing.T) {
+	idp := newTestIdP(t)
+	e := newTokEnv(t, withTrustedIdP(idp))
+	conf := tConf + ":" + tSecret
+	other := &User{Username: "corp:u1", IdentityProvider: "corp", IdPSubject: "someone-else", Source: sourceIdP,
+		IdPGroups: []string{"eng"}, LastLogin: e.clock.Now()}
+	e.iss.mint.beforeRecord = func() {
+		e.iss.mint.beforeRecord = nil
+		if err := e.store.Update(t.Context(), func(tx store.Tx) error { return usersIn(tx).put(other) }); err != nil {
+			t.Error(err)
+		}
+	}
+	wantRefused(t, "redemption", e.redeem(t, conf, idp.idJAG(t, e, nil), nil), "invalid_grant")
+	if g, j, u := e.count(bucketGrants), e.count(bucketJTI), e.count(bucketUsers); g != 0 || j != 0 || u != 1 {
+		t.Errorf("grants, jti records, users = %d, %d, %d, want 0, 0, 1", g, j, u)
+	}
+	var u User
+	if err := e.get(bucketUsers, "corp:u1", &u); err != nil || u.IdPSubject != "someone-else" {
+		t.Errorf("the other account = %+v (%v), want it unchanged", u, err)
 	}
 }
 

@@ -197,32 +197,50 @@ func (i *Issuer) idpCallback(p *idpClient) http.HandlerFunc {
 // reassigned, when user_claim is email) or as a client's or agent's id
 // is refused, as is a disabled user.
 func (i *Issuer) provision(ctx context.Context, p *IdentityProvider, id *idpIdentity, at time.Time) error {
+	return i.store.Update(ctx, func(tx store.Tx) error {
+		return i.provisionIn(tx, p, id, at)
+	})
+}
+
+// provisionIn is provision within tx.
+func (i *Issuer) provisionIn(tx store.Tx, p *IdentityProvider, id *idpIdentity, at time.Time) error {
+	if err := i.mayProvision(tx, p, id); err != nil {
+		return err
+	}
+	return usersIn(tx).put(provisionedUser(p, id, at))
+}
+
+// mayProvision returns provision's refusal (errIdPRefused) of id, read
+// in tx, or nil.
+func (i *Issuer) mayProvision(tx store.Tx, p *IdentityProvider, id *idpIdentity) error {
 	if i.dir.configuredUser(id.username) {
 		return fmt.Errorf("%w: a configured user is named %q", errIdPRefused, id.username)
 	}
-	return i.store.Update(ctx, func(tx store.Tx) error {
-		switch taken, err := i.dir.clientIDTaken(tx, id.username); {
-		case err != nil:
-			return err
-		case taken:
-			return fmt.Errorf("%w: a client or agent has the id %q", errIdPRefused, id.username)
-		}
-		users := usersIn(tx)
-		old, err := users.get(id.username)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-		case err != nil:
-			return err
-		case old.IdentityProvider != p.Name || old.IdPSubject != id.subject:
-			return fmt.Errorf("%w: %q belongs to another account", errIdPRefused, id.username)
-		case old.Disabled:
-			return fmt.Errorf("%w: %q is disabled", errIdPRefused, id.username)
-		}
-		return users.put(&User{
-			Username: id.username, Name: id.name, Email: id.email, Source: sourceIdP,
-			IdentityProvider: p.Name, IdPSubject: id.subject, IdPGroups: id.groups, LastLogin: at,
-		})
-	})
+	switch taken, err := i.dir.clientIDTaken(tx, id.username); {
+	case err != nil:
+		return err
+	case taken:
+		return fmt.Errorf("%w: a client or agent has the id %q", errIdPRefused, id.username)
+	}
+	old, err := usersIn(tx).get(id.username)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return err
+	case old.IdentityProvider != p.Name || old.IdPSubject != id.subject:
+		return fmt.Errorf("%w: %q belongs to another account", errIdPRefused, id.username)
+	case old.Disabled:
+		return fmt.Errorf("%w: %q is disabled", errIdPRefused, id.username)
+	}
+	return nil
+}
+
+// provisionedUser is the record provision writes for id's login at at.
+func provisionedUser(p *IdentityProvider, id *idpIdentity, at time.Time) *User {
+	return &User{
+		Username: id.username, Name: id.name, Email: id.email, Source: sourceIdP,
+		IdentityProvider: p.Name, IdPSubject: id.subject, IdPGroups: id.groups, LastLogin: at,
+	}
 }
 
 // idpUnavailable answers when provider p cannot be reached.
