@@ -1,10 +1,12 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"strings"
 	"testing"
@@ -462,6 +464,31 @@ func TestMayName(t *testing.T) {
 	} {
 		if got := mayName([]byte(raw), "task"); got != want {
 			t.Errorf("mayName(%s, task) = %v, want %v", raw, got, want)
+		}
+	}
+	// The scan passes over most bytes with one test; it finds what a
+	// test of every byte at every position finds.
+	every := func(raw []byte, word string) bool {
+		for i := range raw {
+			rest := raw[i:]
+			if bytes.HasPrefix(rest, []byte("ſ")) || bytes.HasPrefix(rest, []byte("\u212a")) || bytes.HasPrefix(rest, []byte(`\u`)) ||
+				len(rest) >= len(word) && strings.EqualFold(string(rest[:len(word)]), word) {
+				return true
+			}
+		}
+		return false
+	}
+	alphabet := []byte("tTaAsSkK\\u\"x{}:" + "ſ" + "\u212a")
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 20000 {
+		raw := make([]byte, rng.IntN(12))
+		for i := range raw {
+			raw[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+		for _, word := range []string{"task", "tasks", "ask"} {
+			if got, want := mayName(raw, word), every(raw, word); got != want {
+				t.Fatalf("mayName(%q, %s) = %v, a test of every byte finds %v", raw, word, got, want)
+			}
 		}
 	}
 }
