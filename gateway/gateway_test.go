@@ -57,6 +57,22 @@ func TestNewValidation(t *testing.T) {
 		}, "refuses agents"},
 		{"negative depth", func(c *Config) { c.Tools = []Rule{{Pattern: "x", Actor: ActorRule{MaxDepth: -1}}} }, "negative"},
 		{"bad origin", func(c *Config) { c.AllowedOrigins = []string{"https://a.example.com/path"} }, "scheme://host"},
+		// First-match rules an earlier rule makes unreachable.
+		{"tool after *", func(c *Config) { c.Tools = rules("*", "delete_all") }, `tool rule "delete_all" is never reached: the rule "*"`},
+		{"tool after **", func(c *Config) { c.Tools = rules("**", "a*") }, "never reached"},
+		{"tool after a glob matching it", func(c *Config) { c.Tools = rules("delete_*", "delete_all") }, "never reached"},
+		{"tool after a glob matching it, escaped", func(c *Config) { c.Tools = rules("a?c", `a\*c`) }, "never reached"},
+		{"tool twice", func(c *Config) { c.Tools = rules("read_*", "x", "read_*") }, `tool rule "read_*" is never reached`},
+		{"prompt after *", func(c *Config) { c.Prompts = rules("*", "p") }, "prompt rule"},
+		{"method after a glob", func(c *Config) { c.Methods = rules("acme/*", "acme/run") }, "method rule"},
+		{"tool before *", func(c *Config) { c.Tools = rules("delete_all", "*") }, ""},
+		{"literal before its glob", func(c *Config) { c.Tools = rules("delete_all", "delete_*", "*") }, ""},
+		{"glob not sure to cover a glob", func(c *Config) { c.Tools = rules("a?c", "a*c") }, ""},
+		{"glob not matching", func(c *Config) { c.Tools = rules("read_*", "write") }, ""},
+		{"escaped star is a name", func(c *Config) { c.Tools = rules(`\*`, "x") }, ""},
+		{"resources: longest prefix, no order", func(c *Config) {
+			c.ResourceRules = []Rule{{Pattern: "file:///"}, {Pattern: "file:///srv/"}}
+		}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -71,6 +87,15 @@ func TestNewValidation(t *testing.T) {
 			}
 		})
 	}
+}
+
+// rules are first-match rules with these patterns and a scope each.
+func rules(patterns ...string) []Rule {
+	out := make([]Rule, len(patterns))
+	for i, p := range patterns {
+		out[i] = Rule{Pattern: p, Scopes: []string{"s"}}
+	}
+	return out
 }
 
 func TestNewDefaults(t *testing.T) {

@@ -96,6 +96,15 @@ func newPolicy(cfg *Config) (*policy, error) {
 	if p.methods, err = compileRules("methods", cfg.Methods, p.base, compileMethodPattern); err != nil {
 		return nil, err
 	}
+	// Tools, prompts and methods take their first matching rule.
+	for _, rules := range [...]struct {
+		what  string
+		rules []compiledRule
+	}{{"tool", p.tools}, {"prompt", p.prompts}, {"method", p.methods}} {
+		if err := refuseShadowed(rules.what, rules.rules); err != nil {
+			return nil, err
+		}
+	}
 	for _, r := range p.tools {
 		for _, c := range r.args {
 			for _, t := range c.values {
@@ -138,6 +147,44 @@ func compileRules(what string, rules []Rule, base []string, compile func(string)
 		out = append(out, compiledRule{Rule: r, required: sortedSet(append(slices.Clone(r.Scopes), base...)), foldLen: foldLen, loose: looseName(pattern), args: args})
 	}
 	return out, nil
+}
+
+// refuseShadowed refuses a first-match rule that an earlier one makes
+// unreachable: a rule after "tool * read" would never apply, and its
+// stricter scopes, actor and argument rules would silently not hold. It
+// finds what it can be sure of: an earlier pattern of stars alone, the
+// same pattern twice, and an earlier pattern that matches a later
+// pattern without wildcards.
+func refuseShadowed(what string, rules []compiledRule) error {
+	for j := range rules {
+		later := rules[j].Pattern
+		literal, isLiteral := globLiteral(later)
+		for _, r := range rules[:j] {
+			earlier := r.Pattern
+			if strings.Trim(earlier, "*") == "" || earlier == later || isLiteral && globMatch(earlier, literal) {
+				return fmt.Errorf("%s rule %q is never reached: the rule %q before it matches every name it does (the first matching rule applies; put the narrower rule first)", what, later, earlier)
+			}
+		}
+	}
+	return nil
+}
+
+// globLiteral is the name a pattern without wildcards matches, and false
+// for a pattern with an unescaped * or ?.
+func globLiteral(p string) (string, bool) {
+	var b strings.Builder
+	for i := 0; i < len(p); i++ {
+		switch c := p[i]; c {
+		case '*', '?':
+			return "", false
+		case '\\':
+			i++
+			b.WriteByte(p[i]) // validGlob: never a lone '\\'
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String(), true
 }
 
 func validActorRule(a ActorRule) error {
