@@ -499,6 +499,16 @@ func (h *GatewayHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next 
 	return h.gw.Serve(w, r, next)
 }
 
+// Cleanup implements caddy.CleanerUpper: when the configuration is
+// unloaded (a reload, a stop), the gateway's open event streams end, so
+// their clients reconnect to the configuration now running.
+func (h *GatewayHandler) Cleanup() error {
+	if h.gw != nil {
+		h.gw.Close()
+	}
+	return nil
+}
+
 // errorStatus is the status Caddy answers a handler error with.
 func errorStatus(err error) int {
 	var he caddyhttp.HandlerError
@@ -517,6 +527,7 @@ func parseGatewayHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, e
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*GatewayHandler)(nil)
+	_ caddy.CleanerUpper          = (*GatewayHandler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*GatewayHandler)(nil)
 	_ gateway.PinStore            = appPins{}
 	_ gateway.PinStore            = toolPins{}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -362,5 +363,53 @@ func TestGatewayHandlerOwnIssuerURL(t *testing.T) {
 	startApp(t, ctx)
 	if code, _ := token(t, ctx, "mcp"); code != http.StatusOK {
 		t.Errorf("token for the gateway's resource = %d, want 200 (resource registered)", code)
+	}
+}
+
+// TestGatewayHandlerCleanupEndsStreams: Caddy calls Cleanup when the
+// configuration is unloaded (a reload); the gateway's open event streams
+// then end at once, so their clients reconnect to the configuration now
+// running instead of keeping a stream its revocations no longer reach.
+func TestGatewayHandlerCleanupEndsStreams(t *testing.T) {
+	ctx := caddyContext(t, testApp(t))
+	h := &GatewayHandler{Resource: gatewayResource, Scopes: []string{"mcp"}, Tools: []Rule{{Match: "*"}}}
+	if err := h.Provision(ctx); err != nil {
+		t.Fatalf("Provision() = %v", err)
+	}
+	startApp(t, ctx)
+	code, tok := token(t, ctx, "mcp")
+	if code != http.StatusOK {
+		t.Fatalf("token = %d", code)
+	}
+	opened, ended := make(chan struct{}), make(chan struct{})
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		close(opened)
+		<-r.Context().Done() // as reverse_proxy does when its request is cancelled
+		close(ended)
+		return nil
+	})
+	req := httptest.NewRequest("GET", gatewayResource, nil)
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+tok)
+	served := make(chan error, 1)
+	go func() { served <- h.ServeHTTP(httptest.NewRecorder(), req, next) }()
+	<-opened
+	select {
+	case <-ended:
+		t.Fatal("stream ended before Cleanup")
+	case <-time.After(50 * time.Millisecond):
+	}
+	if err := h.Cleanup(); err != nil {
+		t.Fatalf("Cleanup() = %v", err)
+	}
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("stream still open 5 s after Cleanup")
+	}
+	if err := <-served; err != nil {
+		t.Errorf("ServeHTTP() = %v", err)
 	}
 }

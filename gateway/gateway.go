@@ -249,9 +249,7 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.PinTools != PinOff {
 		g.pins = newPinSet(g, &g.cfg)
 	}
-	if cfg.Revocations != nil || cfg.Introspector != nil {
-		g.streams = newStreamSet(cfg.Revocations, cfg.Now, cfg.StreamCheckInterval, cfg.Logger)
-	}
+	g.streams = newStreamSet(cfg.Revocations, cfg.Now, cfg.StreamCheckInterval, cfg.Logger)
 	checks := []jwt.ParserOption{
 		jwt.WithIssuer(cfg.Issuer),
 		jwt.WithAudience(cfg.Audience),

@@ -127,21 +127,17 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next Next) (err 
 	}
 
 	rw := x.responseWriter(w, g)
-	var ctx context.Context
-	if g.streams != nil {
-		// An event stream of this request must end when its token or
-		// grant is revoked (see streamSet).
-		ctx, x.cancel = context.WithCancel(r.Context())
-	}
+	// An event stream of this request must end when its token expires
+	// or is revoked (see streamSet).
+	ctx, cancel := context.WithCancel(r.Context())
+	x.cancel = cancel
 	up := g.upstreamRequest(x, ctx)
 	defer func() {
 		x.hdr.restore()
 		if x.streaming {
 			g.streams.remove(x)
 		}
-		if x.cancel != nil {
-			x.cancel()
-		}
+		cancel()
 		rw.finish()
 		status := rw.status
 		if err != nil && !rw.wroteHeader {

@@ -11,14 +11,17 @@ import (
 )
 
 // DefaultStreamCheckInterval is how often open event streams are checked
-// against Config.Revocations and introspection deadlines.
+// against their tokens' expiry, Config.Revocations and introspection
+// deadlines.
 const DefaultStreamCheckInterval = time.Second
 
 // streamSet is the registry of open event streams (GET streams and SSE
-// answers), so that the streams of a revoked token or grant, and those of
-// an introspected token whose answer may no longer be reused
-// (principal.recheck: it may have been revoked at the issuer), are closed
-// within one check interval rather than when they end. One goroutine
+// answers), so that the streams of an expired token, of a revoked token
+// or grant, and those of an introspected token whose answer may no
+// longer be reused (principal.recheck: it may have been revoked at the
+// issuer), are closed within one check interval rather than when they
+// end, and all of them when the gateway's configuration is unloaded
+// (close). One goroutine
 // checks them all, and only while there are any: it ends when the last
 // stream has closed, so a stream costs one map entry, not a goroutine.
 type streamSet struct {
@@ -29,6 +32,7 @@ type streamSet struct {
 
 	mu      sync.Mutex
 	open    map[*exchange]struct{}
+	closed  bool // close was called: every stream is ended at once
 	running bool
 	idle    *sync.Cond // signalled when the checker ends (tests wait on it)
 	batch   []*exchange
@@ -44,6 +48,10 @@ func newStreamSet(r Revocations, now func() time.Time, interval time.Duration, l
 func (s *streamSet) add(x *exchange) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		x.cancel()
+		return
+	}
 	s.open[x] = struct{}{}
 	if !s.running {
 		s.running = true
@@ -56,6 +64,30 @@ func (s *streamSet) remove(x *exchange) {
 	delete(s.open, x)
 	s.mu.Unlock()
 }
+
+// close ends every open stream and every one added later: the
+// configuration the streams were authorized under is gone (a reload), and
+// its revocations and policy are no longer kept current. Clients
+// reconnect, and the configuration now running authorizes them afresh.
+func (s *streamSet) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	if len(s.open) > 0 {
+		s.log.Info("event streams closed: the gateway's configuration was unloaded", zap.Int("streams", len(s.open)))
+	}
+	for x := range s.open {
+		x.cancel()
+		delete(s.open, x)
+	}
+}
+
+// Close ends the gateway's open event streams, and any that open later,
+// at once. Call it when the configuration it was made from is unloaded:
+// after a reload, requests still running on the old configuration would
+// otherwise keep their streams under a policy, principals and a
+// revocation record that are no longer current.
+func (g *Gateway) Close() { g.streams.close() }
 
 // len is the number of open streams.
 func (s *streamSet) len() int {
@@ -98,6 +130,11 @@ func (s *streamSet) check() {
 
 // ended says why x's stream must end, "" if it may go on.
 func (s *streamSet) ended(x *exchange, now time.Time) string {
+	if !x.p.expiry.IsZero() && !now.Before(x.p.expiry) {
+		// A new request with the token would be refused (beyond the
+		// verification leeway, which is for clock skew at the start).
+		return "its access token expired"
+	}
 	if !x.p.recheck.IsZero() && !now.Before(x.p.recheck) {
 		// A new request would introspect the token again; the stream
 		// is not asked, it ends, and the client reconnects.

@@ -3,11 +3,13 @@ package gateway
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"mime"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -137,12 +139,84 @@ func TestRevocationClosesStreams(t *testing.T) {
 	}
 }
 
-// TestStreamsWithoutRevocations: without a revocation source or an
-// introspector nothing is registered (and no checker runs).
-func TestStreamsWithoutRevocations(t *testing.T) {
-	g := newGateway(t, testConfig(t))
-	if g.streams != nil {
-		t.Errorf("streams = %v, want nil without Config.Revocations", g.streams)
+// TestStreamsEndAtExpiry: without any revocation source (a gateway that
+// verifies a remote issuer's JWTs) an event stream still ends once the
+// token it was authorized with expires, within the check interval; a
+// stream whose token lives on stays open.
+func TestStreamsEndAtExpiry(t *testing.T) {
+	var clock atomic.Int64 // seconds after testNow
+	cfg := testConfig(t)
+	cfg.Now = func() time.Time { return testNow.Add(time.Duration(clock.Load()) * time.Second) }
+	cfg.StreamCheckInterval = 10 * time.Millisecond
+	up := newStreamUpstream(func(r *http.Request) string { return r.Method + " " + r.Header.Get("X-Mcp-Subject") })
+	cfg.ForwardIdentity = true
+	h := newHarness(t, cfg, up.serve)
+	open := func(sub string, ttl time.Duration) *http.Response {
+		c := claims()
+		c["sub"], c["jti"], c["exp"] = sub, sub+"-jti", testNow.Add(ttl).Unix()
+		resp := h.do(t, call{method: http.MethodGet, token: mint(t, c), headers: map[string]string{"Mcp-Protocol-Version": "2025-11-25"}})
+		if line, _ := bufio.NewReader(resp.Body).ReadString('\n'); !strings.HasPrefix(line, ": open") {
+			t.Fatalf("%s: first line %q", sub, line)
+		}
+		return resp
+	}
+	short, long := open("alice", time.Minute), open("bob", time.Hour)
+	defer short.Body.Close()
+	defer long.Body.Close()
+	clock.Store(59)
+	select {
+	case <-up.done("GET alice"):
+		t.Fatal("alice's stream ended before her token expired")
+	case <-time.After(100 * time.Millisecond):
+	}
+	clock.Store(60)
+	select {
+	case <-up.done("GET alice"):
+	case <-time.After(5 * time.Second):
+		t.Fatal("alice's stream still open 5 s after her token expired")
+	}
+	select {
+	case <-up.done("GET bob"):
+		t.Fatal("bob's stream ended with alice's token")
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// TestCloseEndsStreams: Close (the configuration is unloaded) ends every
+// open event stream at once, and any that opens after it.
+func TestCloseEndsStreams(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.StreamCheckInterval = time.Hour // no check would end them
+	up := newStreamUpstream(func(r *http.Request) string { return r.Header.Get("X-Mcp-Subject") })
+	cfg.ForwardIdentity = true
+	h := newHarness(t, cfg, up.serve)
+	get := func(sub string) *http.Response {
+		c := claims()
+		c["sub"], c["jti"] = sub, sub+"-jti"
+		return h.do(t, call{method: http.MethodGet, token: mint(t, c), headers: map[string]string{"Mcp-Protocol-Version": "2025-11-25"}})
+	}
+	before := get("alice")
+	defer before.Body.Close()
+	if line, _ := bufio.NewReader(before.Body).ReadString('\n'); !strings.HasPrefix(line, ": open") {
+		t.Fatalf("first line %q", line)
+	}
+	h.g.Close()
+	for _, sub := range []string{"alice", "bob"} {
+		if sub == "bob" {
+			after := get("bob")
+			defer after.Body.Close()
+		}
+		select {
+		case <-up.done(sub):
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s's stream still open 5 s after Close", sub)
+		}
+	}
+	if _, err := io.ReadAll(before.Body); err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("client stream after Close: %v", err)
+	}
+	if n := h.g.streams.len(); n != 0 {
+		t.Errorf("open streams after Close = %d, want 0", n)
 	}
 }
 
