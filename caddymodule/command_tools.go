@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"unicode"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -62,21 +65,7 @@ func (c *cli) tools() *cobra.Command {
 			if err := c.call(http.MethodGet, "/mcp-auth/tools?"+q.Encode(), nil, &p); err != nil {
 				return err
 			}
-			var pinned, pending []byte
-			if p.Pinned != nil {
-				pinned = p.Pinned.Definition
-				fmt.Fprintf(c.out, "pinned %s (%s, %s):\n%s\n", p.Pinned.Hash, p.Pinned.By, p.Pinned.At.Format("2006-01-02 15:04:05Z07:00"), indent(pinned))
-			}
-			if p.Pending == nil {
-				fmt.Fprintln(c.out, "nothing pending: the server offers the pinned definition")
-				return nil
-			}
-			pending = p.Pending.Definition
-			fmt.Fprintf(c.out, "pending %s (offered %s):\n%s\n", p.Pending.Hash, p.Pending.At.Format("2006-01-02 15:04:05Z07:00"), indent(pending))
-			fmt.Fprintln(c.out, "changes:")
-			for _, ch := range gateway.DefinitionChanges(pinned, pending) {
-				fmt.Fprintf(c.out, "  %s\n", ch)
-			}
+			writeDiff(c.out, &p)
 			return nil
 		},
 	})
@@ -106,6 +95,28 @@ func (c *cli) tools() *cobra.Command {
 	return cmd
 }
 
+// writeDiff writes tools diff's review of a pin: the pinned and pending
+// definitions and the pointers where they differ. Everything in them is
+// the server's to choose, down to member names, so nothing is printed
+// that a terminal would act on (printable, graphicJSON): the party under
+// review cannot rewrite the review.
+func writeDiff(w io.Writer, p *issuer.ToolPin) {
+	var pinned []byte
+	if p.Pinned != nil {
+		pinned = p.Pinned.Definition
+		fmt.Fprintf(w, "pinned %s (%s, %s):\n%s\n", printable(p.Pinned.Hash), printable(p.Pinned.By), p.Pinned.At.Format("2006-01-02 15:04:05Z07:00"), indent(pinned))
+	}
+	if p.Pending == nil {
+		fmt.Fprintln(w, "nothing pending: the server offers the pinned definition")
+		return
+	}
+	fmt.Fprintf(w, "pending %s (offered %s):\n%s\n", printable(p.Pending.Hash), p.Pending.At.Format("2006-01-02 15:04:05Z07:00"), indent(p.Pending.Definition))
+	fmt.Fprintln(w, "changes:")
+	for _, ch := range gateway.DefinitionChanges(pinned, p.Pending.Definition) {
+		fmt.Fprintf(w, "  %s\n", printable(ch))
+	}
+}
+
 // printable quotes a name the server chose when it holds what a terminal
 // would act on (escape sequences, carriage returns, tabs, bidi controls),
 // so that no tool can rewrite or hide a row of the operator's table.
@@ -124,10 +135,33 @@ func short(hash string) string {
 	return hash
 }
 
+// indent is a definition indented for reading, in graphicJSON.
 func indent(def []byte) string {
 	var b bytes.Buffer
 	if json.Indent(&b, def, "  ", "  ") != nil {
-		return "  " + string(def)
+		return "  " + printable(string(def))
 	}
-	return "  " + b.String()
+	return "  " + graphicJSON(b.String())
+}
+
+// graphicJSON is JSON text with every rune a terminal could act on
+// (controls, C1 controls such as CSI, bidi and other format characters,
+// separators but the plain space) written as a \u escape, which JSON
+// reads the same; outside strings JSON text holds only its own
+// whitespace, kept as it is.
+func graphicJSON(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r == '\n' || r == ' ' || unicode.IsGraphic(r) && !unicode.Is(unicode.Cf, r) && r != utf8.RuneError {
+			b.WriteRune(r)
+			continue
+		}
+		if r >= 0x10000 {
+			r1, r2 := utf16.EncodeRune(r)
+			fmt.Fprintf(&b, "\\u%04x\\u%04x", r1, r2)
+			continue
+		}
+		fmt.Fprintf(&b, "\\u%04x", r)
+	}
+	return b.String()
 }
