@@ -579,6 +579,9 @@ func (h *GatewayHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				if perr != nil || size == 0 || size > 1<<40 {
 					return d.Errf("max_body_size %q: want a size such as 1MB", s)
 				}
+				if h.MaxBodySize != 0 {
+					return d.Errf("max_body_size: given more than once")
+				}
 				h.MaxBodySize = int64(size)
 			}
 		case "forward_identity":
@@ -709,10 +712,16 @@ func oneArg(d *caddyfile.Dispenser, dst *string) error {
 	if !d.NextArg() {
 		return d.Errf("%s: missing argument", name)
 	}
-	*dst = d.Val()
+	val := d.Val()
 	if d.NextArg() {
 		return d.Errf("%s: too many arguments", name)
 	}
+	if *dst != "" {
+		// The last would win, silently: an imported hardened snippet
+		// followed by "pin_tools off" or "audit denials_only".
+		return d.Errf("%s: given more than once (%q, then %q)", name, *dst, val)
+	}
+	*dst = val
 	return nil
 }
 
@@ -747,6 +756,9 @@ func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
 	if err != nil || v <= 0 {
 		return d.Errf("%s %q: want a positive duration such as 5m", name, s)
 	}
+	if *dst != 0 {
+		return d.Errf("%s: given more than once", name)
+	}
 	*dst = caddy.Duration(v)
 	return nil
 }
@@ -760,6 +772,9 @@ func intArg(d *caddyfile.Dispenser, dst *int) error {
 	n, err := strconv.Atoi(s)
 	if err != nil || n < 0 {
 		return d.Errf("%s %q: want a non-negative integer", name, s)
+	}
+	if *dst != 0 {
+		return d.Errf("%s: given more than once", name)
 	}
 	*dst = n
 	return nil
