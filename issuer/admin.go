@@ -255,6 +255,7 @@ func (a *admin) addUser(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	u.Source = sourceAdmin
+	r.SetPathValue("name", u.Username) // the target the change is logged with
 	return writeAdminJSON(w, http.StatusCreated, userView(u))
 }
 
@@ -393,6 +394,7 @@ func (a *admin) addClient(w http.ResponseWriter, r *http.Request) error {
 	if err := a.iss.PutClient(r.Context(), c); err != nil {
 		return err
 	}
+	r.SetPathValue("id", c.ID) // the target the change is logged with
 	view := clientView(c)
 	view.Source = sourceAdmin
 	view.ClientSecret = secret
@@ -479,6 +481,7 @@ func (a *admin) addAgent(w http.ResponseWriter, r *http.Request) error {
 	if err := a.iss.PutAgent(r.Context(), ag); err != nil {
 		return err
 	}
+	r.SetPathValue("id", ag.ID) // the target the change is logged with
 	view := agentView(ag)
 	view.Source = sourceAdmin
 	view.Secret = secret
@@ -555,6 +558,7 @@ func (a *admin) pinRoute(fn func(*ToolPins, context.Context, string, string, str
 			return err
 		}
 		a.iss.sec.Info("tool pin changed", zap.String("resource", req.Resource), zap.String("tool", req.Tool), zap.String("path", r.URL.Path))
+		r.SetPathValue("name", req.Tool)
 		return writeAdminJSON(w, http.StatusOK, p)
 	}
 }

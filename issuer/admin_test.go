@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -13,6 +14,8 @@ import (
 	"strings"
 	"testing"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
@@ -694,5 +697,44 @@ func TestPrincipalNamesApartStored(t *testing.T) {
 	}
 	if _, err := iss.dir.lookupUser(t.Context(), "corp:svc"); err == nil {
 		t.Error("provision created user corp:svc, a client's id")
+	}
+}
+
+// TestAdminChangesLogTheirTarget: every change through the admin API is
+// in the security log with its action and target, the entry a create
+// names in its body included, and no secret.
+func TestAdminChangesLogTheirTarget(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	iss, _ := newAdminIssuer(t, func(c *Config) { c.Logger = zap.New(core) })
+	srv := adminServer(t, iss)
+	for _, tt := range []struct {
+		apiCase
+		target string
+	}{
+		{apiCase{"add user", "POST", "/mcp-auth/users", `{"username":"bob","password":"a long password"}`, http.StatusCreated, ""}, "bob"},
+		{apiCase{"add client", "POST", "/mcp-auth/clients", `{"client_id":"ci-bot","grant_types":["client_credentials"],"scopes":["read"]}`, http.StatusCreated, ""}, "ci-bot"},
+		{apiCase{"add agent", "POST", "/mcp-auth/agents", `{"agent_id":"planner"}`, http.StatusCreated, ""}, "planner"},
+		{apiCase{"delete user", "DELETE", "/mcp-auth/users/bob", "", http.StatusNoContent, ""}, "bob"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			logs.TakeAll()
+			out := runAPI(t, srv, tt.apiCase)
+			changes := logs.FilterMessage("admin change").All()
+			if len(changes) != 1 || changes[0].ContextMap()["target"] != tt.target {
+				t.Fatalf("admin change log = %+v, want one entry with target %q", changes, tt.target)
+			}
+			var created map[string]any
+			_ = json.Unmarshal([]byte(out), &created)
+			for _, secret := range []string{"a long password", fmt.Sprint(created["client_secret"]), fmt.Sprint(created["secret"])} {
+				if secret == "<nil>" {
+					continue
+				}
+				for _, e := range changes {
+					if strings.Contains(fmt.Sprint(e.ContextMap()), secret) {
+						t.Errorf("admin change log %v holds a secret", e.ContextMap())
+					}
+				}
+			}
+		})
 	}
 }
