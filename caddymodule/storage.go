@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -223,47 +224,68 @@ func (p *PostgresStorage) Cleanup() error {
 }
 
 // checkDSN refuses an empty DSN and one that holds a password in clear
-// (see PostgresStorage.DSN). A password that is one placeholder is fine.
+// (see PostgresStorage.DSN): the password, or the TLS key's passphrase
+// (sslpassword). A password that is one placeholder is fine.
 func checkDSN(dsn string) error {
 	if strings.TrimSpace(dsn) == "" {
 		return errors.New("storage postgres: the dsn is empty")
 	}
-	if pw, ok := dsnPassword(dsn); ok && !wholePlaceholder(pw) {
+	clear, err := dsnHoldsSecret(dsn)
+	if err != nil {
+		return fmt.Errorf("storage postgres: %w", err)
+	}
+	if clear {
 		return errors.New("storage postgres: the dsn holds a password in clear, which Caddy would show in its configuration; " +
 			"give the whole dsn as a placeholder ({env.MCP_AUTH_DSN} or {file.<path>}), the password as one, or use PGPASSWORD or a .pgpass file")
 	}
 	return nil
 }
 
-// kvPassword finds password=... in a libpq key/value DSN or a URL's query.
-var kvPassword = regexp.MustCompile(`(?:^|[\s?&])password\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&]*)`)
+// placeholder is one Caddy placeholder in a DSN, not yet replaced.
+var placeholder = regexp.MustCompile(`\{[^{}]*\}`)
 
-// dsnPassword returns the password a DSN states (placeholders not yet
-// replaced), if any: a URL's userinfo password or a password parameter.
-func dsnPassword(dsn string) (string, bool) {
-	if m := kvPassword.FindStringSubmatch(dsn); m != nil {
-		return strings.Trim(m[1], "'"), true
-	}
-	rest, ok := strings.CutPrefix(dsn, "postgres://")
-	if !ok {
-		rest, ok = strings.CutPrefix(dsn, "postgresql://")
-	}
-	if !ok {
-		return "", false
-	}
-	// The authority ends at the first '/' or '?' after the last '@'
-	// (placeholders hold neither '@' nor '/' here).
-	at := strings.LastIndex(rest, "@")
-	if end := strings.IndexAny(rest, "/?"); at < 0 || (end >= 0 && end < at) {
-		return "", false
-	}
-	_, pw, found := strings.Cut(rest[:at], ":")
-	return pw, found && pw != ""
-}
+// kvSecret finds password=... or sslpassword=... in a libpq key/value DSN.
+var kvSecret = regexp.MustCompile(`(?:^|\s)(?:ssl)?password\s*=\s*('(?:[^'\\]|\\.)*'|\S*)`)
 
-// wholePlaceholder reports whether s is exactly one placeholder.
-func wholePlaceholder(s string) bool {
-	return len(s) > 2 && s[0] == '{' && s[len(s)-1] == '}' && strings.Count(s, "{") == 1 && strings.Count(s, "}") == 1
+// dsnHoldsSecret reports whether a DSN states a password or sslpassword
+// that is not one whole placeholder, read as pgx reads it: a URL through
+// net/url (its userinfo, and its query's keys percent-decoded), anything
+// else as libpq key/value pairs. A URL that cannot be read is an error.
+func dsnHoldsSecret(dsn string) (bool, error) {
+	// Placeholders become names a URL can hold, so that a password that
+	// is one placeholder reads as exactly one such name.
+	names := map[string]bool{}
+	sentinel := placeholder.ReplaceAllStringFunc(dsn, func(string) string {
+		name := fmt.Sprintf("caddyplaceholder%d", len(names))
+		names[name] = true
+		return name
+	})
+	secret := func(v string) bool { return v != "" && !names[v] }
+	if strings.HasPrefix(sentinel, "postgres://") || strings.HasPrefix(sentinel, "postgresql://") {
+		u, err := url.Parse(sentinel)
+		if err != nil {
+			return false, errors.New("the dsn is not a URL pgx can read")
+		}
+		if pw, ok := u.User.Password(); ok && secret(pw) {
+			return true, nil
+		}
+		for k, vs := range u.Query() {
+			if k = strings.ToLower(k); k == "password" || k == "sslpassword" {
+				for _, v := range vs {
+					if secret(v) {
+						return true, nil
+					}
+				}
+			}
+		}
+		return false, nil
+	}
+	for _, m := range kvSecret.FindAllStringSubmatch(sentinel, -1) {
+		if v := strings.Trim(m[1], "'"); secret(v) {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // Interface guards

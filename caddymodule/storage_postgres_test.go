@@ -38,6 +38,19 @@ func TestCheckDSN(t *testing.T) {
 		{"host=db user=mcp password = 'hunter 2' dbname=mcp", false},
 		{"password=hunter2", false},
 		{"postgres://mcp@db/mcp?sslmode=require&password=hunter2", false},
+		// Read as pgx reads them (review s11-config F3): the userinfo
+		// before the first '/', query keys percent-decoded, and the TLS
+		// key's passphrase.
+		{"postgres://mcp:hunter2@db/mcp?application_name=a@b", false},
+		{"postgres://db/mcp?pass%77ord=hunter2", false},
+		{"postgres://db/mcp?Password=hunter2", false},
+		{"postgres://mcp@db/mcp?sslpassword=hunter2", false},
+		{"postgres://mcp@db/mcp?sslpassword={env.KEYPASS}", true},
+		{"host=db sslpassword=hunter2", false},
+		{"host=db sslpassword={file./run/keypass}", true},
+		{"postgres://mcp:{env.PW}@db/mcp?application_name=a@b", true},
+		{"postgres://mcp:%7Benv.PW%7D@db/mcp", false},     // not a placeholder to Caddy: a password
+		{"postgres://mcp:hunter2@db:notaport/mcp", false}, // not a URL pgx reads
 		{"", false},
 		{"   ", false},
 	}
