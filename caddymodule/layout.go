@@ -9,6 +9,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/intercept"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"go.uber.org/zap"
 )
@@ -126,6 +127,18 @@ func (w *layoutWalk) routes(routes caddyhttp.RouteList, cov coverage, path []str
 				if !guarded {
 					open = append(open, unguardedProxy{server: w.server, upstreams: upstreams(h), match: strings.Join(rpath, " > ")})
 				}
+				// Its handle_response routes run for the requests it got.
+				gw, sub := w.responseRoutes(h.HandleResponse, cov, guarded, append(rpath[:len(rpath):len(rpath)], "reverse_proxy handle_response"))
+				hasGateway = hasGateway || gw
+				open = append(open, sub...)
+			case *intercept.Intercept:
+				// Its handle_response routes run on the answer of what
+				// follows it, a gateway's refusal included: a proxy there
+				// gets the refused request unless a gateway ran before
+				// the intercept.
+				gw, sub := w.responseRoutes(h.HandleResponse, cov, guarded, append(rpath[:len(rpath):len(rpath)], "intercept handle_response"))
+				hasGateway = hasGateway || gw
+				open = append(open, sub...)
 			case *caddyhttp.Subroute:
 				inner := cov
 				if guarded {
@@ -163,6 +176,22 @@ func (w *layoutWalk) routes(routes caddyhttp.RouteList, cov coverage, path []str
 				open = append(open, sub...)
 			}
 		}
+	}
+	return hasGateway, open
+}
+
+// responseRoutes walks the routes of handle_response blocks, reached
+// with the coverage at their handler (guarded: a gateway ran before it).
+func (w *layoutWalk) responseRoutes(handlers []caddyhttp.ResponseHandler, cov coverage, guarded bool, path []string) (bool, []unguardedProxy) {
+	if guarded {
+		cov = coverage{all: true}
+	}
+	var hasGateway bool
+	var open []unguardedProxy
+	for _, rh := range handlers {
+		gw, sub := w.routes(rh.Routes, cov, path)
+		hasGateway = hasGateway || gw
+		open = append(open, sub...)
 	}
 	return hasGateway, open
 }

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/intercept"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 )
 
@@ -27,6 +28,16 @@ func TestUnguardedProxies(t *testing.T) {
 	}
 	invoke := func(m caddyhttp.MatcherSets, handlers ...caddyhttp.MiddlewareHandler) caddyhttp.Route {
 		return caddyhttp.Route{MatcherSets: m, Handlers: append(handlers, &caddyhttp.Invoke{Name: "up"})}
+	}
+	intercepting := func(m caddyhttp.MatcherSets, routes ...caddyhttp.Route) caddyhttp.Route {
+		return caddyhttp.Route{MatcherSets: m, Handlers: []caddyhttp.MiddlewareHandler{
+			&intercept.Intercept{HandleResponse: []caddyhttp.ResponseHandler{{Routes: routes}}},
+		}}
+	}
+	proxyResponding := func(m caddyhttp.MatcherSets, routes ...caddyhttp.Route) caddyhttp.Route {
+		return caddyhttp.Route{MatcherSets: m, Handlers: []caddyhttp.MiddlewareHandler{
+			&reverseproxy.Handler{HandleResponse: []caddyhttp.ResponseHandler{{Routes: routes}}},
+		}}
 	}
 	errs := func(routes ...caddyhttp.Route) *caddyhttp.HTTPErrorConfig {
 		return &caddyhttp.HTTPErrorConfig{Routes: routes}
@@ -82,6 +93,16 @@ func TestUnguardedProxies(t *testing.T) {
 			sub(host("app.example.com"), true, proxy(nil)),
 		}, errors: errs(sub(host("app.example.com"), true, proxy(nil)))},
 		{name: "handle_errors without any gateway", routes: caddyhttp.RouteList{proxy(nil)}, errors: errs(proxy(nil))},
+		// handle_response routes (review s11-config F5): an intercept
+		// before the gateway handles its refusals, a proxy there gets
+		// the refused request.
+		{name: "intercept before the gateway", routes: caddyhttp.RouteList{intercepting(nil, proxy(nil)), gw(notes), proxy(notes)},
+			want: []string{"intercept handle_response"}},
+		{name: "intercept after the gateway", routes: caddyhttp.RouteList{gw(nil), intercepting(nil, proxy(nil)), proxy(nil)}},
+		{name: "intercept before the gateway, gateway in its routes", routes: caddyhttp.RouteList{intercepting(nil, gw(nil), proxy(nil)), gw(notes), proxy(notes)}},
+		{name: "reverse_proxy handle_response, unguarded", routes: caddyhttp.RouteList{gw(notes), proxyResponding(nil, proxy(nil))},
+			want: []string{"", "reverse_proxy handle_response"}},
+		{name: "reverse_proxy handle_response, guarded", routes: caddyhttp.RouteList{gw(notes), proxyResponding(notes, proxy(nil))}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
