@@ -96,12 +96,14 @@ func newPolicy(cfg *Config) (*policy, error) {
 	if p.methods, err = compileRules("methods", cfg.Methods, p.base, compileMethodPattern); err != nil {
 		return nil, err
 	}
-	// Tools, prompts and methods take their first matching rule.
+	// Tools, prompts and methods take their first matching rule; tool
+	// and prompt names are also read loosely (decideCaseless).
 	for _, rules := range [...]struct {
 		what  string
 		rules []compiledRule
-	}{{"tool", p.tools}, {"prompt", p.prompts}, {"method", p.methods}} {
-		if err := refuseShadowed(rules.what, rules.rules); err != nil {
+		loose bool
+	}{{"tool", p.tools, true}, {"prompt", p.prompts, true}, {"method", p.methods, false}} {
+		if err := refuseShadowed(rules.what, rules.rules, rules.loose); err != nil {
 			return nil, err
 		}
 	}
@@ -150,41 +152,150 @@ func compileRules(what string, rules []Rule, base []string, compile func(string)
 }
 
 // refuseShadowed refuses a first-match rule that an earlier one makes
-// unreachable: a rule after "tool * read" would never apply, and its
-// stricter scopes, actor and argument rules would silently not hold. It
-// finds what it can be sure of: an earlier pattern of stars alone, the
-// same pattern twice, and an earlier pattern that matches a later
-// pattern without wildcards.
-func refuseShadowed(what string, rules []compiledRule) error {
+// unreachable: every name it matches, an earlier rule matches (globCovers),
+// so its stricter scopes, actor and argument rules would silently never
+// hold ("tool * read" before "tool delete_all admin", "tool delete* read"
+// before "tool delete_* admin"). With loose, names read loosely too: a
+// rule whose loose form an earlier loose form covers decides nothing
+// either, since a name it matches falls under the earlier rule when read
+// loosely and is refused as unstable, while the name's loose spellings
+// get the earlier rule ("tool fs_* read" before "tool fs.delete admin"
+// lets fs_delete through with read, which a loose upstream runs as
+// fs.delete).
+func refuseShadowed(what string, rules []compiledRule, loose bool) error {
 	for j := range rules {
-		later := rules[j].Pattern
-		literal, isLiteral := globLiteral(later)
 		for _, r := range rules[:j] {
-			earlier := r.Pattern
-			if strings.Trim(earlier, "*") == "" || earlier == later || isLiteral && globMatch(earlier, literal) {
-				return fmt.Errorf("%s rule %q is never reached: the rule %q before it matches every name it does (the first matching rule applies; put the narrower rule first)", what, later, earlier)
+			how := ""
+			switch {
+			case globCovers(r.Pattern, rules[j].Pattern):
+			case loose && globCovers(r.loose, rules[j].loose):
+				how = " when case and the separators - . / _ are ignored"
+			default:
+				continue
 			}
+			return fmt.Errorf("%s rule %q is never reached: the rule %q before it matches every name it does%s (the first matching rule applies; put the narrower rule first)", what, rules[j].Pattern, r.Pattern, how)
 		}
 	}
 	return nil
 }
 
-// globLiteral is the name a pattern without wildcards matches, and false
-// for a pattern with an unescaped * or ?.
-func globLiteral(p string) (string, bool) {
-	var b strings.Builder
-	for i := 0; i < len(p); i++ {
-		switch c := p[i]; c {
-		case '*', '?':
-			return "", false
-		case '\\':
+// globToken is one element of a glob: a literal rune, '?' or '*'.
+type globToken struct {
+	r         rune
+	any, star bool
+}
+
+// globTokens reads a glob as globMatch does (validGlob: valid UTF-8, no
+// lone '\\').
+func globTokens(p string) []globToken {
+	var out []globToken
+	for i := 0; i < len(p); {
+		switch p[i] {
+		case '*':
+			out = append(out, globToken{star: true})
 			i++
-			b.WriteByte(p[i]) // validGlob: never a lone '\\'
+		case '?':
+			out = append(out, globToken{any: true})
+			i++
+		case '\\':
+			r, n := utf8.DecodeRuneInString(p[i+1:])
+			out = append(out, globToken{r: r})
+			i += 1 + n
 		default:
-			b.WriteByte(c)
+			r, n := utf8.DecodeRuneInString(p[i:])
+			out = append(out, globToken{r: r})
+			i += n
 		}
 	}
-	return b.String(), true
+	return out
+}
+
+// globNFA is a glob as a set of positions: position i has matched the
+// first i tokens; len(tokens) accepts.
+type globNFA []globToken
+
+// closure adds the positions a '*' reaches by matching nothing.
+func (g globNFA) closure(set []bool) []bool {
+	for i := range g {
+		if set[i] && g[i].star {
+			set[i+1] = true
+		}
+	}
+	return set
+}
+
+// step is the positions after reading r from set, nil for none.
+func (g globNFA) step(set []bool, r rune) []bool {
+	next := make([]bool, len(g)+1)
+	some := false
+	for i, t := range g {
+		if !set[i] {
+			continue
+		}
+		switch {
+		case t.star:
+			next[i], some = true, true
+		case t.any || t.r == r:
+			next[i+1], some = true, true
+		}
+	}
+	if !some {
+		return nil
+	}
+	return g.closure(next)
+}
+
+func (g globNFA) start() []bool {
+	set := make([]bool, len(g)+1)
+	set[0] = true
+	return g.closure(set)
+}
+
+func (g globNFA) accepts(set []bool) bool { return set[len(g)] }
+
+// globCovers reports whether every non-empty name that glob later matches,
+// glob earlier matches too (names are never empty). It runs both globs
+// side by side over every string, as sets of positions, reading each
+// rune the globs name and one they do not (all others behave alike).
+func globCovers(earlier, later string) bool {
+	e, l := globNFA(globTokens(earlier)), globNFA(globTokens(later))
+	var alphabet []rune
+	other := rune(0x10FFFF)
+	for _, t := range append(slices.Clone(e), l...) {
+		if !t.any && !t.star && !slices.Contains(alphabet, t.r) {
+			alphabet = append(alphabet, t.r)
+		}
+	}
+	for slices.Contains(alphabet, other) {
+		other--
+	}
+	alphabet = append(alphabet, other)
+	type pair struct{ l, e []bool }
+	key := func(p pair) string { return fmt.Sprint(p.l, p.e) }
+	queue := []pair{{l.start(), e.start()}}
+	seen := map[string]bool{key(queue[0]): true}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		for _, r := range alphabet {
+			ln := l.step(p.l, r)
+			if ln == nil {
+				continue
+			}
+			en := e.step(p.e, r)
+			if en == nil {
+				en = make([]bool, len(e)+1)
+			}
+			if l.accepts(ln) && !e.accepts(en) {
+				return false
+			}
+			if next := (pair{ln, en}); !seen[key(next)] {
+				seen[key(next)] = true
+				queue = append(queue, next)
+			}
+		}
+	}
+	return true
 }
 
 func validActorRule(a ActorRule) error {
