@@ -122,6 +122,8 @@ func (m minter) issue(ctx context.Context, is *issuance) (*tokenResponse, error)
 	if err != nil {
 		return nil, err
 	}
+	// At or after the token's exp (computed again, later).
+	exp := i.expiry(s)
 	resp := &tokenResponse{
 		AccessToken: at,
 		TokenType:   tokenTypeOf(s),
@@ -155,6 +157,11 @@ func (m minter) issue(ctx context.Context, is *issuance) (*tokenResponse, error)
 			case ended != "":
 				refused = errPrincipalRevoked
 				return nil
+			}
+			// Grant revocations must outlast this token, whatever the
+			// access_token_ttl when they happen (tokenHorizon).
+			if err := epochsIn(tx).coverToken(exp); err != nil {
+				return err
 			}
 			if is.record == nil {
 				return nil

@@ -63,6 +63,38 @@ func (r epochRecords) stamp(key string, rv revocation) error {
 	return r.t.put(key, &epoch{At: rv.at}, rv.until.Add(epochKeep))
 }
 
+// tokenHorizon is the key of the epochs bucket that holds a time no access
+// token issued so far outlives: a grant's revocation marker lasts at least
+// until then (revokeGrantTokens), so that lowering access_token_ttl (a
+// reload, or an instance with the new configuration beside one with the
+// old) cannot let a marker expire before the longer-lived tokens it
+// refuses, which would then pass again.
+const tokenHorizon = "horizon:access_tokens"
+
+// horizonSlack is how far past a new token's exp the horizon is moved,
+// so that steady issuance writes it once per slack, not per token.
+const horizonSlack = 5 * time.Minute
+
+// coverToken moves the horizon past exp when exp is beyond it.
+func (r epochRecords) coverToken(exp time.Time) error {
+	h, err := r.horizon()
+	if err != nil || exp.Before(h) {
+		return err
+	}
+	h = exp.Add(horizonSlack)
+	return r.t.put(tokenHorizon, &epoch{At: h}, h)
+}
+
+// horizon is the time no access token issued so far outlives (zero when
+// none is recorded).
+func (r epochRecords) horizon() (time.Time, error) {
+	e, err := r.t.get(tokenHorizon)
+	if err != nil {
+		return time.Time{}, ignoreNotFound(err)
+	}
+	return e.At, nil
+}
+
 // ended returns the first of bases whose principal was stamped strictly
 // after its basis ("" for none). Strictly: an issuance that began the
 // instant of a revocation, which a coarse clock cannot order, is allowed.

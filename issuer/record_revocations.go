@@ -37,8 +37,16 @@ func (r revocationRecords) revokeToken(jti string, exp time.Time) error {
 	return r.put(jti, exp)
 }
 
-// revokeGrantTokens refuses every access token of the grant until until.
+// revokeGrantTokens refuses every access token of the grant until until,
+// and at least until no token issued so far is alive (tokenHorizon).
 func (r revocationRecords) revokeGrantTokens(grantID string, until time.Time) error {
+	h, err := epochsIn(r.t.tx).horizon()
+	if err != nil {
+		return err
+	}
+	if h.After(until) {
+		until = h
+	}
 	return r.put(grantKeyPrefix+grantID, until)
 }
 

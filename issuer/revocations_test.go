@@ -339,3 +339,36 @@ func BenchmarkRevoked(b *testing.B) {
 		}
 	})
 }
+
+// TestGrantRevocationOutlastsLongerTokens: a grant revoked after
+// access_token_ttl was lowered stays revoked until its tokens issued
+// under the longer TTL expire (the marker lasts until the token horizon),
+// not only for the new, shorter TTL, after which the token would pass
+// again (review s11-cluster F1).
+func TestGrantRevocationOutlastsLongerTokens(t *testing.T) {
+	e := newTokEnv(t, func(c *Config) { c.AccessTokenTTL = 10 * time.Minute })
+	ctx := t.Context()
+	if err := e.iss.PutUser(ctx, User{Username: "ttl", PasswordHash: passwordHash(), Groups: []string{"staff"}}); err != nil {
+		t.Fatal(err)
+	}
+	code, verifier := e.issueCode(t, codeSpec{client: tConf, user: "ttl", scopes: []string{"read", "offline_access"}})
+	tok, err := e.exchange(t, tConf, tSecret, code, verifier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, c := claimsOf(t, tok.AccessToken)
+	jti, gid := c["jti"].(string), c["gid"].(string)
+	exp := time.Unix(int64(c["exp"].(float64)), 0)
+	// The next configuration lowers the TTL, as a reload would.
+	e.iss.cfg.AccessTokenTTL = time.Minute
+	if a := e.post(t, pathRevoke, url.Values{"token": {tok.RefreshToken}}, tConf+":"+tSecret); a.status != 200 {
+		t.Fatalf("revoke = %d %s", a.status, a.raw)
+	}
+	for _, step := range []time.Duration{2 * time.Minute, 7 * time.Minute} { // 2 and 9 minutes after issuance
+		e.clock.Advance(step)
+		if !e.revoked(t, jti, gid) || !e.iss.revokedInStore(ctx, jti, gid) {
+			t.Errorf("token exp in %v: grant no longer revoked (set %v, store %v)", exp.Sub(e.clock.Now()),
+				e.revoked(t, jti, gid), e.iss.revokedInStore(ctx, jti, gid))
+		}
+	}
+}
