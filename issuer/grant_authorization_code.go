@@ -43,6 +43,14 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 		return nil, err
 	}
 	if ac.Redeemed {
+		// Only the code's own client, with the code's verifier, revokes
+		// the grant by using the code again: anyone else who learned a
+		// used code (a log, a Referer, a history) could otherwise end the
+		// user's grant with it, under a client of their own or a public
+		// client's id, and nothing is written for them.
+		if ac.ClientID != c.ID || checkPKCE(ac.CodeChallenge, ac.CodeChallengeMethod, f.Get("code_verifier")) != nil {
+			return nil, ErrInvalidGrant.WithDescription("invalid, expired or used authorization code")
+		}
 		return nil, g.replayed(ctx, code)
 	}
 	now := i.now()

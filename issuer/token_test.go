@@ -195,6 +195,39 @@ func TestCodeReuseRevokesFirstTokens(t *testing.T) {
 	}
 }
 
+// TestUsedCodeOfAnotherKeepsTheGrant: a used code presented by another
+// client (the other confidential client, or a public client's id without
+// the verifier) is refused and revokes nothing: only the code's own
+// client with its verifier revokes the grant by reusing it (review
+// s11-cluster F6).
+func TestUsedCodeOfAnotherKeepsTheGrant(t *testing.T) {
+	e := newTokEnv(t)
+	code, verifier := e.issueCode(t, codeSpec{scopes: []string{"read", "offline_access"}})
+	tok, err := e.exchange(t, tPublic, "", code, verifier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name  string
+		form  url.Values
+		basic string
+	}{
+		{"another client", url.Values{"code_verifier": {verifier}}, tConf + ":" + tSecret},
+		{"the public client's id without the verifier", url.Values{"client_id": {tPublic}, "code_verifier": {strings.Repeat("x", 43)}}, ""},
+		{"the public client's id, no verifier", url.Values{"client_id": {tPublic}}, ""},
+	} {
+		tt.form.Set("grant_type", "authorization_code")
+		tt.form.Set("code", code)
+		tt.form.Set("redirect_uri", tRedirect)
+		if a := e.post(t, pathToken, tt.form, tt.basic); a.str("error") != "invalid_grant" {
+			t.Errorf("%s: used code = %d %s, want invalid_grant", tt.name, a.status, a.raw)
+		}
+		if !e.active(t, tok.AccessToken) {
+			t.Fatalf("%s: the grant was revoked by a request that did not prove the code's client and verifier", tt.name)
+		}
+	}
+}
+
 func TestRefreshRotationAndReuse(t *testing.T) {
 	e := newTokEnv(t)
 	code, verifier := e.issueCode(t, codeSpec{scopes: []string{"read", "write", "offline_access"}})
