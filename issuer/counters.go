@@ -49,13 +49,28 @@ func countersFor(st store.Store, prefix string) counters {
 	return nil
 }
 
-// memCounters are counters in memory, at most max of them.
+// memCounters are counters in memory, at most max of them, attempts in
+// flight (inFlightKey) aside: those last seconds, one per check running.
+// A full memory makes room by dropping the expired counters (at most once
+// per sweepEvery, a pass over all of them under the lock), else the
+// weakest of a few it samples: a score that blocks nothing and counts the
+// fewest failures, which is what a flood from ever new addresses leaves
+// behind. So a flood can neither lock everyone out (no room for anyone's
+// next check) nor stop the counting of the failures against an account
+// it is guessing at, whose score is high.
 type memCounters struct {
-	now func() time.Time
-	max int
-	mu  sync.Mutex
-	m   map[string]memCounter
+	now   func() time.Time
+	max   int
+	mu    sync.Mutex
+	m     map[string]memCounter
+	swept time.Time // when expired counters were last dropped
 }
+
+// sweepEvery spaces the sweeps of a full memory.
+const sweepEvery = time.Second
+
+// evictSample is how many counters a full memory compares to drop one.
+const evictSample = 8
 
 type memCounter struct {
 	c       counter
@@ -87,18 +102,44 @@ func (t memCounterTx) get(key string) (counter, bool) {
 
 func (t memCounterTx) put(key string, c counter, expires time.Time) bool {
 	m := t.mc.m
-	if _, ok := m[key]; !ok && len(m) >= t.mc.max {
-		for k, e := range m {
-			if !t.now.Before(e.expires) {
-				delete(m, k)
+	if _, ok := m[key]; !ok && len(m) >= t.mc.max && !isInFlightKey(key) {
+		if t.now.Sub(t.mc.swept) >= sweepEvery {
+			t.mc.swept = t.now
+			for k, e := range m {
+				if !t.now.Before(e.expires) {
+					delete(m, k)
+				}
 			}
 		}
 		if len(m) >= t.mc.max {
-			return false
+			t.evict()
 		}
 	}
 	m[key] = memCounter{c, expires}
 	return true
+}
+
+// evict drops the weakest of evictSample counters (map order is random):
+// one that blocks nothing before one that does, then the lowest count.
+// Attempts in flight are never dropped.
+func (t memCounterTx) evict() {
+	victim, seen := "", 0
+	var weakest counter
+	for k, e := range t.mc.m {
+		if isInFlightKey(k) {
+			continue
+		}
+		blocks := t.now.Before(e.c.Until)
+		if victim == "" || !blocks && t.now.Before(weakest.Until) || blocks == t.now.Before(weakest.Until) && e.c.N < weakest.N {
+			victim, weakest = k, e.c
+		}
+		if seen++; seen == evictSample {
+			break
+		}
+	}
+	if victim != "" {
+		delete(t.mc.m, victim)
+	}
 }
 
 func (t memCounterTx) del(key string) { delete(t.mc.m, key) }

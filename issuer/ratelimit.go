@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"net/http"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -105,8 +106,8 @@ func delay(t counterTx, key string, now time.Time) time.Duration {
 }
 
 // record adds a failure to key's score and, when free > 0 and the score
-// is past it, blocks key for a doubling delay. A memory full of live
-// scores tracks no more rather than forget one an attacker is being
+// is past it, blocks key for a doubling delay. A full memory makes room
+// by dropping a weak score (memCounters), not one an attacker is being
 // slowed by.
 func record(t counterTx, key string, free int, now time.Time) {
 	e, _ := t.get(key)
@@ -237,6 +238,8 @@ const (
 )
 
 func inFlightKey(key string) string { return "i\x00" + key }
+
+func isInFlightKey(key string) bool { return strings.HasPrefix(key, "i\x00") }
 
 // budget is a key whose failures block, with its free failures.
 type budget struct {

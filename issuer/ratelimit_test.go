@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -8,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
 )
 
 // getFrom serves a GET of path?q as if from remote, with no cookies.
@@ -95,5 +98,52 @@ func TestCIMDFetchesRateLimited(t *testing.T) {
 	}
 	if host.count(fmt.Sprintf("/c%d.json", anonWriteBurst)) != 0 || e.count(bucketCIMD) != cached {
 		t.Errorf("the refused document was fetched or cached")
+	}
+}
+
+// TestLimiterMemoryFull: a memory full of failure scores (distinct
+// accounts and addresses, as a flood makes them) still lets a new check
+// run: attempts in flight are not subject to the bound, so a full table
+// costs tracking the flood's newest scores, not everyone's logins (review
+// s11-cluster F3). Before, every check waited for room and got
+// errHashBusy (503) for as long as the scores lived.
+func TestLimiterMemoryFull(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	mem := newMemCounters(clock.Now, 40)
+	l := newLimiter(clock.Now, mem, nil)
+	l.pause = func(context.Context, time.Duration) error { return nil }
+	ctx := t.Context()
+	for i := range 100 {
+		account, addr := fmt.Sprintf("u%d", i), fmt.Sprintf("10.0.%d.%d", i/256, i%256)
+		if d, err := l.reserveAttempt(ctx, account, addr); err != nil || d > 0 {
+			t.Fatalf("flood attempt %d: delay %v, %v", i, d, err)
+		}
+		l.attemptFailed(ctx, account, addr)
+	}
+	if n := len(mem.m); n > mem.max {
+		t.Errorf("%d counters kept, want at most %d", n, mem.max)
+	}
+	d, err := l.reserveAttempt(ctx, "svc", "192.0.2.1")
+	if err != nil || d > 0 {
+		t.Fatalf("a new client's check with the memory full: delay %v, %v; want it to run", d, err)
+	}
+	l.attemptSucceeded(ctx, "svc", "192.0.2.1")
+	if n := len(mem.m); n > mem.max {
+		t.Errorf("after the check: %d counters kept, want at most %d (nothing in flight left)", n, mem.max)
+	}
+	// Guessing at one account from ever new addresses amid the flood
+	// still slows that account's checks: its score is never the weakest.
+	for i := range 200 {
+		guess, flood := fmt.Sprintf("172.16.%d.%d", i/256, i%256), fmt.Sprintf("172.17.%d.%d", i/256, i%256)
+		for _, a := range [][2]string{{"alice", guess}, {fmt.Sprintf("u-late-%d", i), flood}} {
+			if d, err := l.reserveAttempt(ctx, a[0], a[1]); err != nil || d > 0 {
+				t.Fatalf("attempt %d for %s: delay %v, %v", i, a[0], d, err)
+			}
+			l.attemptFailed(ctx, a[0], a[1])
+		}
+	}
+	slow, err := l.accountSlowness(ctx, "alice")
+	if err != nil || slow == 0 {
+		t.Errorf("after 200 failed guesses at one account amid a flood: slowness %v, %v; want its checks slowed", slow, err)
 	}
 }
