@@ -51,19 +51,22 @@ func countersFor(st store.Store, prefix string) counters {
 
 // memCounters are counters in memory, at most max of them, attempts in
 // flight (inFlightKey) aside: those last seconds, one per check running.
-// A full memory makes room by dropping the expired counters (at most once
-// per sweepEvery, a pass over all of them under the lock), else the
-// weakest of a few it samples: a score that blocks nothing and counts the
-// fewest failures, which is what a flood from ever new addresses leaves
-// behind. So a flood can neither lock everyone out (no room for anyone's
-// next check) nor stop the counting of the failures against an account
-// it is guessing at, whose score is high.
+// A full memory drops the expired counters (at most once per sweepEvery,
+// a pass over all of them under the lock). If it is still full, failure
+// scores (evictScores) make room by dropping the weakest of a few
+// sampled: one that blocks nothing and counts the fewest failures, which
+// is what a flood from ever new addresses leaves behind. So a flood can
+// neither lock everyone out (no room for anyone's next check) nor stop
+// the counting of the failures against an account it is guessing at,
+// whose score is high. Rate buckets refuse a new key instead: forgetting
+// one would hand its key a full budget.
 type memCounters struct {
-	now   func() time.Time
-	max   int
-	mu    sync.Mutex
-	m     map[string]memCounter
-	swept time.Time // when expired counters were last dropped
+	now         func() time.Time
+	max         int
+	evictScores bool
+	mu          sync.Mutex
+	m           map[string]memCounter
+	swept       time.Time // when expired counters were last dropped
 }
 
 // sweepEvery spaces the sweeps of a full memory.
@@ -77,8 +80,8 @@ type memCounter struct {
 	expires time.Time
 }
 
-func newMemCounters(now func() time.Time, max int) *memCounters {
-	return &memCounters{now: now, max: max, m: make(map[string]memCounter)}
+func newMemCounters(now func() time.Time, max int, evictScores bool) *memCounters {
+	return &memCounters{now: now, max: max, evictScores: evictScores, m: make(map[string]memCounter)}
 }
 
 func (mc *memCounters) run(_ context.Context, _ bool, fn func(counterTx) error) error {
@@ -110,6 +113,9 @@ func (t memCounterTx) put(key string, c counter, expires time.Time) bool {
 					delete(m, k)
 				}
 			}
+		}
+		if len(m) >= t.mc.max && !t.mc.evictScores {
+			return false
 		}
 		if len(m) >= t.mc.max {
 			t.evict()

@@ -59,7 +59,7 @@ type limiter struct {
 // nil.
 func newLimiter(now func() time.Time, c counters, log *zap.Logger) *limiter {
 	if c == nil {
-		c = newMemCounters(now, limitMaxEntries)
+		c = newMemCounters(now, limitMaxEntries, true)
 	}
 	if log == nil {
 		log = zap.NewNop()
@@ -401,7 +401,7 @@ type rateLimiter struct {
 // c is nil.
 func newRateLimiter(now func() time.Time, burst int, period time.Duration, c counters) *rateLimiter {
 	if c == nil {
-		c = newMemCounters(now, maxRateBuckets)
+		c = newMemCounters(now, maxRateBuckets, false)
 	}
 	return &rateLimiter{now: now, burst: float64(burst), period: period, c: c}
 }

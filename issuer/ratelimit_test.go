@@ -109,7 +109,7 @@ func TestCIMDFetchesRateLimited(t *testing.T) {
 // errHashBusy (503) for as long as the scores lived.
 func TestLimiterMemoryFull(t *testing.T) {
 	clock := storetest.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	mem := newMemCounters(clock.Now, 40)
+	mem := newMemCounters(clock.Now, 40, true)
 	l := newLimiter(clock.Now, mem, nil)
 	l.pause = func(context.Context, time.Duration) error { return nil }
 	ctx := t.Context()
@@ -145,5 +145,26 @@ func TestLimiterMemoryFull(t *testing.T) {
 	slow, err := l.accountSlowness(ctx, "alice")
 	if err != nil || slow == 0 {
 		t.Errorf("after 200 failed guesses at one account amid a flood: slowness %v, %v; want its checks slowed", slow, err)
+	}
+}
+
+// TestRateBucketsFullRefuse: a full memory of rate buckets refuses a new
+// key rather than drop a bucket, which would hand its key a full budget.
+func TestRateBucketsFullRefuse(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	l := newRateLimiter(clock.Now, 2, time.Minute, newMemCounters(clock.Now, 3, false))
+	for _, key := range []string{"a", "a", "b", "c"} {
+		if d, err := l.take(t.Context(), key); err != nil || d != 0 {
+			t.Fatalf("take(%s) = %v, %v", key, d, err)
+		}
+	}
+	if d, err := l.take(t.Context(), "a"); err != nil || d == 0 {
+		t.Errorf("take(a) with its bucket spent = %v, %v; want a wait", d, err)
+	}
+	if d, err := l.take(t.Context(), "d"); err != nil || d == 0 {
+		t.Errorf("take(d) with the memory full = %v, %v; want a refusal", d, err)
+	}
+	if d, err := l.take(t.Context(), "a"); err != nil || d == 0 {
+		t.Errorf("take(a) after the refusal = %v, %v; want its bucket still spent", d, err)
 	}
 }
