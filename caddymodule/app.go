@@ -260,6 +260,7 @@ func (a *App) issuerConfig() (issuer.Config, error) {
 		RequirePAR:          a.RequirePAR,
 		DPoPNonce:           a.DPoPNonce,
 		DPoPReplay:          dpopReplay,
+		Limits:              limitMemory,
 		DisableRegistration: a.DisableRegistration,
 		CIMDAllowPrivate:    a.CIMDAllowPrivate,
 		MinPasswordLength:   a.MinPasswordLength,

@@ -37,6 +37,11 @@ func init() {
 // per reload or per site, a proof captured within its minute.
 var dpopReplay = dpop.NewReplay(0)
 
+// limitMemory is the process's memory of the issuer's brute-force and
+// registration limits on a store no other instance shares, kept across
+// configuration reloads like dpopReplay: a reload must not reset them.
+var limitMemory = issuer.NewLimitMemory()
+
 // GatewayHandler enforces MCP authorization in front of an upstream MCP
 // server (usually reached through reverse_proxy after it). Every request
 // that reaches it is authorized or refused; it also serves the resource's

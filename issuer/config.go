@@ -49,6 +49,12 @@ type Config struct {
 	// the other issuers and gateways of the process and kept across
 	// configuration reloads; nil gives the issuer one of its own.
 	DPoPReplay *dpop.Replay
+	// Limits, when set, is where the brute-force and registration limits
+	// keep their counters when the store is not shared with other
+	// instances (bbolt, memory), kept across configuration reloads like
+	// DPoPReplay, so that a reload does not hand an attacker a fresh
+	// budget; nil gives the issuer memory of its own.
+	Limits *LimitMemory
 
 	// Directory entries declared in configuration. They are not written to
 	// the store; runtime-managed entries (admin API, DCR, CIMD) are.

@@ -49,6 +49,24 @@ func countersFor(st store.Store, prefix string) counters {
 	return nil
 }
 
+// LimitMemory holds the counters of the limits that the store would hold
+// if other instances shared it (countersFor): one per process keeps them
+// across configuration reloads (Config.Limits).
+type LimitMemory struct {
+	bruteForce, registrations, registrationsAll *memCounters
+}
+
+// NewLimitMemory returns an empty LimitMemory on the wall clock.
+func NewLimitMemory() *LimitMemory { return newLimitMemory(time.Now) }
+
+func newLimitMemory(now func() time.Time) *LimitMemory {
+	return &LimitMemory{
+		bruteForce:       newMemCounters(now, limitMaxEntries, true),
+		registrations:    newMemCounters(now, maxRateBuckets, false),
+		registrationsAll: newMemCounters(now, maxRateBuckets, false),
+	}
+}
+
 // memCounters are counters in memory, at most max of them, attempts in
 // flight (inFlightKey) aside: those last seconds, one per check running.
 // A full memory drops the expired counters (at most once per sweepEvery,

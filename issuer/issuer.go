@@ -204,13 +204,22 @@ func (i *Issuer) init() error {
 		return err
 	}
 	// The brute-force and registration limits are shared with the other
-	// instances on the store; the others bound this instance's own writes.
-	i.limiter = newLimiter(i.now, countersFor(i.backend, limitsBruteForce), i.log)
+	// instances on the store, else kept across reloads (Config.Limits);
+	// the others bound this instance's own writes.
+	mem := i.cfg.Limits
+	if mem == nil {
+		mem = newLimitMemory(i.now)
+	}
+	bruteForce, registrations, registrationsAll := countersFor(i.backend, limitsBruteForce), countersFor(i.backend, limitsRegistrations), countersFor(i.backend, limitsRegistrationsAll)
+	if bruteForce == nil {
+		bruteForce, registrations, registrationsAll = mem.bruteForce, mem.registrations, mem.registrationsAll
+	}
+	i.limiter = newLimiter(i.now, bruteForce, i.log)
 	i.hashes = newHashGate()
 	i.anonWrites = newRateLimiter(i.now, anonWriteBurst, time.Minute, nil)
 	i.parClients = newRateLimiter(i.now, parClientBurst, time.Minute, nil)
-	i.registrations = newRateLimiter(i.now, registrationBurst, time.Minute, countersFor(i.backend, limitsRegistrations))
-	i.registrationsAll = newRateLimiter(i.now, registrationGlobalBurst, time.Hour, countersFor(i.backend, limitsRegistrationsAll))
+	i.registrations = newRateLimiter(i.now, registrationBurst, time.Minute, registrations)
+	i.registrationsAll = newRateLimiter(i.now, registrationGlobalBurst, time.Hour, registrationsAll)
 	i.policy = newPolicy(&i.cfg)
 	i.pending = &pendingRequests{store: i.store, now: i.now, rand: i.cfg.Rand, log: i.log}
 	i.sessions = newSessions(i.store, &i.cfg, i.issuer, i.anonWrites)

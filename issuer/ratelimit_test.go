@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
 )
 
@@ -166,5 +167,36 @@ func TestRateBucketsFullRefuse(t *testing.T) {
 	}
 	if d, err := l.take(t.Context(), "a"); err != nil || d == 0 {
 		t.Errorf("take(a) after the refusal = %v, %v; want its bucket still spent", d, err)
+	}
+}
+
+// TestLimitsKeptAcrossReload: on a store no other instance shares, the
+// brute-force scores live in the process's LimitMemory, so the issuer a
+// configuration reload builds keeps blocking what the previous one
+// blocked (review s11-cluster F4); without it a reload gave a fresh budget.
+func TestLimitsKeptAcrossReload(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	mem := newLimitMemory(clock.Now)
+	st := memory.New(memory.Options{Now: clock.Now})
+	t.Cleanup(func() { _ = st.Close() })
+	build := func(limits *LimitMemory) *Issuer {
+		iss, err := New(Config{Issuer: "http://127.0.0.1:8080", Now: clock.Now, Limits: limits}, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return iss
+	}
+	before := build(mem)
+	for range limitFreeAddr + 1 {
+		before.limiter.recordFailure(t.Context(), "svc", "192.0.2.7")
+	}
+	if d, err := before.limiter.attemptDelay(t.Context(), "svc", "192.0.2.7"); err != nil || d == 0 {
+		t.Fatalf("before the reload: delay %v, %v; want a block", d, err)
+	}
+	if d, err := build(mem).limiter.attemptDelay(t.Context(), "svc", "192.0.2.7"); err != nil || d == 0 {
+		t.Errorf("after the reload: delay %v, %v; want the block kept", d, err)
+	}
+	if d, _ := build(nil).limiter.attemptDelay(t.Context(), "svc", "192.0.2.7"); d != 0 {
+		t.Errorf("an issuer with memory of its own: delay %v, want none (the test's control)", d)
 	}
 }
