@@ -186,13 +186,15 @@ func TestIssuerConfigTranslation(t *testing.T) {
 		DisableRegistration: true,
 		CIMDAllowPrivate:    true,
 		MinPasswordLength:   12,
-		DPoPReplay:          dpopReplay, // the process's, kept across reloads
+		DPoPReplay:          dpopReplay,  // the process's, kept across reloads
+		Limits:              limitMemory, // likewise
 		Users:               []issuer.User{{Username: "alice", PasswordHash: testHash, Groups: []string{"g"}, Name: "Alice", Email: "a@example.com", Source: "config"}},
 		Groups:              a.Groups,
 		Resources:           a.Resources,
 	}
 	samePtr := cmp.Comparer(func(a, b *dpop.Replay) bool { return a == b })
-	if diff := cmp.Diff(want, got, samePtr); diff != "" {
+	sameLimits := cmp.Comparer(func(a, b *issuer.LimitMemory) bool { return a == b })
+	if diff := cmp.Diff(want, got, samePtr, sameLimits); diff != "" {
 		t.Errorf("issuerConfig() mismatch (-want +got):\n%s", diff)
 	}
 }
