@@ -145,6 +145,14 @@ func (w *layoutWalk) routes(routes caddyhttp.RouteList, cov coverage, path []str
 					inner = coverage{all: true}
 				}
 				gw, sub := w.routes(h.Routes, inner, rpath)
+				if h.Errors != nil {
+					// A subroute's own error routes (JSON only) run for
+					// any request a handler of it failed, the gateway's
+					// refusals before it started included: guarded only
+					// by a gateway in them.
+					egw, esub := w.routes(h.Errors.Routes, coverage{}, append(rpath[:len(rpath):len(rpath)], "errors"))
+					gw, sub = gw || egw, append(sub, esub...)
+				}
 				if r.Terminal {
 					// A site of its own: its proxies matter only if it
 					// has a gateway.

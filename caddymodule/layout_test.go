@@ -103,6 +103,13 @@ func TestUnguardedProxies(t *testing.T) {
 		{name: "reverse_proxy handle_response, unguarded", routes: caddyhttp.RouteList{gw(notes), proxyResponding(nil, proxy(nil))},
 			want: []string{"", "reverse_proxy handle_response"}},
 		{name: "reverse_proxy handle_response, guarded", routes: caddyhttp.RouteList{gw(notes), proxyResponding(notes, proxy(nil))}},
+		// A subroute's own error routes (review s11-fresh F5).
+		{name: "proxy in a subroute's errors", routes: caddyhttp.RouteList{{MatcherSets: notes, Handlers: []caddyhttp.MiddlewareHandler{
+			&caddyhttp.Subroute{Routes: caddyhttp.RouteList{gw(nil), proxy(nil)}, Errors: errs(proxy(nil))},
+		}}}, want: []string{`path ["/notes/mcp","/.well-known/oauth-protected-resource/notes/mcp"] > errors`}},
+		{name: "gateway in a subroute's errors", routes: caddyhttp.RouteList{{MatcherSets: notes, Handlers: []caddyhttp.MiddlewareHandler{
+			&caddyhttp.Subroute{Routes: caddyhttp.RouteList{gw(nil), proxy(nil)}, Errors: errs(gw(nil), proxy(nil))},
+		}}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
