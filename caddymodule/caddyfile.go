@@ -127,6 +127,9 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "issuer":
 			err = oneArg(d, &a.IssuerURL)
 		case "storage":
+			if a.StorageRaw != nil {
+				return d.Errf("storage: given more than once")
+			}
 			a.StorageRaw, err = parseStorage(d)
 		case "access_token_ttl":
 			err = durationArg(d, &a.AccessTokenTTL)
@@ -626,6 +629,9 @@ func (h *GatewayHandler) parseIssuer(d *caddyfile.Dispenser) error {
 		case "introspection":
 			if d.NextArg() {
 				return d.ArgErr()
+			}
+			if h.Introspection != nil {
+				return d.Errf("introspection: given more than once")
 			}
 			in := new(Introspection)
 			for nesting := d.Nesting(); d.NextBlock(nesting); {
