@@ -60,6 +60,15 @@ func (l revocationLog) lastSeq() (uint64, error) {
 	return *n, nil
 }
 
+// at is the live entry under seq, nil for none.
+func (l revocationLog) at(seq uint64) (*logEntry, error) {
+	e, err := l.log.get(logKey(seq))
+	if err != nil {
+		return nil, ignoreNotFound(err)
+	}
+	return e, nil
+}
+
 // append logs a marker written under key until until.
 func (l revocationLog) append(key string, until time.Time) error {
 	n, err := l.lastSeq()

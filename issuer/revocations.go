@@ -140,6 +140,12 @@ type revocationSet struct {
 	syncMu sync.Mutex // one catch-up at a time; guards the fields below
 	seq    uint64     // the log is read up to and including seq
 	loaded bool       // the markers were loaded
+	// atSeq is the log entry under seq as last read, nil for none (it
+	// expired): finding another there means the log's numbers were given
+	// again (a restore from backup, a failover to a replica that lacked
+	// the last commits, after which the log went past seq again), so
+	// what lies before seq is not what was read.
+	atSeq *logEntry
 }
 
 func newRevocationSet(now func() time.Time, legacyKeep, maxStale time.Duration) *revocationSet {
@@ -181,23 +187,38 @@ func (s *revocationSet) add(es []logEntry) {
 }
 
 // sync catches up with st: the first time (or when the log's sequence
-// went back, as after a restore from backup) by loading every marker,
-// then by reading the log entries after the last one read.
+// went back, as after a restore from backup, or its entry at the last
+// one read changed, as when it went back and forward again between two
+// catch-ups) by loading every marker, then by reading the log entries
+// after the last one read.
 func (s *revocationSet) sync(ctx context.Context, st store.Store) error {
 	s.syncMu.Lock()
 	defer s.syncMu.Unlock()
 	start := s.now()
 	var (
-		got  []logEntry
-		last uint64
+		got    []logEntry
+		last   uint64
+		atLast *logEntry
 	)
 	err := st.View(ctx, func(tx store.Tx) error {
+		got, atLast = got[:0], nil
 		log := revocationLogIn(tx)
 		var err error
 		if last, err = log.lastSeq(); err != nil {
 			return err
 		}
-		if !s.loaded || last < s.seq {
+		reload := !s.loaded || last < s.seq
+		if !reload && s.seq > 0 {
+			at, err := log.at(s.seq)
+			if err != nil {
+				return err
+			}
+			reload = !sameLogEntry(at, s.atSeq)
+		}
+		if atLast, err = log.at(last); err != nil {
+			return err
+		}
+		if reload {
 			return revocationsIn(tx).each(func(key string, m *marker) error {
 				until := m.Until
 				if until.IsZero() {
@@ -213,10 +234,19 @@ func (s *revocationSet) sync(ctx context.Context, st store.Store) error {
 		return err
 	}
 	s.add(got)
-	s.seq, s.loaded = last, true
+	s.seq, s.loaded, s.atSeq = last, true, atLast
 	s.prune(start)
 	s.synced.Store(start.UnixNano())
 	return nil
+}
+
+// sameLogEntry reports whether two reads of a log entry found the same
+// (both nil: none).
+func sameLogEntry(a, b *logEntry) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Key == b.Key && a.Until.Equal(b.Until)
 }
 
 // prune drops the revocations that refuse nothing valid any more, at most

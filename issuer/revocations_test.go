@@ -372,3 +372,60 @@ func TestGrantRevocationOutlastsLongerTokens(t *testing.T) {
 		}
 	}
 }
+
+// TestRevocationLogGoneBackAndForth: the store's log numbers are given
+// again (a restore from an older backup, a failover to a replica that
+// lacked the last commits) and pass the number this instance had read
+// before it catches up: the entry it last read is another now, so it
+// loads every marker rather than read only the entries after that number
+// and miss the new revocations below it (review s11-cluster F2).
+func TestRevocationLogGoneBackAndForth(t *testing.T) {
+	e := newTokEnv(t)
+	ctx := t.Context()
+	until := e.clock.Now().Add(time.Hour)
+	revoke := func(jtis ...string) {
+		t.Helper()
+		if err := e.store.Update(ctx, func(tx store.Tx) error {
+			for _, jti := range jtis {
+				if err := revocationsIn(tx).revokeToken(jti, until); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	revoke("jti-a", "jti-b", "jti-c")
+	if err := e.iss.SyncRevocations(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The database as it was after jti-a: b and c, and their log entries,
+	// are gone; the next revocations get numbers 2, 3 and 4.
+	if err := e.store.Update(ctx, func(tx store.Tx) error {
+		log := revocationLogIn(tx)
+		for _, seq := range []uint64{2, 3} {
+			if err := log.log.delete(logKey(seq)); err != nil {
+				return err
+			}
+		}
+		for _, jti := range []string{"jti-b", "jti-c"} {
+			if err := revocationsIn(tx).t.delete(jti); err != nil {
+				return err
+			}
+		}
+		one := uint64(1)
+		return log.last.put(logKeyLast, &one, time.Time{})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	revoke("jti-x", "jti-y", "jti-z")
+	if err := e.iss.SyncRevocations(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, jti := range []string{"jti-a", "jti-x", "jti-y", "jti-z"} {
+		if !e.revoked(t, jti, "") {
+			t.Errorf("%s: not revoked after the catch-up", jti)
+		}
+	}
+}
