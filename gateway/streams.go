@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"mime"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -48,7 +49,7 @@ func newStreamSet(r Revocations, now func() time.Time, interval time.Duration, l
 func (s *streamSet) add(x *exchange) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.closed && x.r.Method == http.MethodGet {
 		x.cancel()
 		return
 	}
@@ -65,28 +66,36 @@ func (s *streamSet) remove(x *exchange) {
 	s.mu.Unlock()
 }
 
-// close ends every open stream and every one added later: the
+// close ends every open GET stream and every one opened later: the
 // configuration the streams were authorized under is gone (a reload), and
-// its revocations and policy are no longer kept current. Clients
-// reconnect, and the configuration now running authorizes them afresh.
+// its revocations and policy are no longer kept current. Clients open
+// them again, and the configuration now running authorizes them afresh.
+// An event-stream answer to a POST (a tool call's) runs on to its end,
+// which cutting would lose: it stays checked against its token's expiry
+// and a revocation record that, no longer kept current, goes stale and
+// ends it within Config's revocation_max_stale (fail closed).
 func (s *streamSet) close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
-	if len(s.open) > 0 {
-		s.log.Info("event streams closed: the gateway's configuration was unloaded", zap.Int("streams", len(s.open)))
-	}
+	n := 0
 	for x := range s.open {
-		x.cancel()
-		delete(s.open, x)
+		if x.r.Method == http.MethodGet {
+			x.cancel()
+			delete(s.open, x)
+			n++
+		}
+	}
+	if n > 0 {
+		s.log.Info("event streams closed: the gateway's configuration was unloaded", zap.Int("streams", n))
 	}
 }
 
-// Close ends the gateway's open event streams, and any that open later,
-// at once. Call it when the configuration it was made from is unloaded:
-// after a reload, requests still running on the old configuration would
-// otherwise keep their streams under a policy, principals and a
-// revocation record that are no longer current.
+// Close ends the gateway's open GET event streams, and any that open
+// later, at once (see streamSet.close). Call it when the configuration it
+// was made from is unloaded: after a reload, requests still running on
+// the old configuration would otherwise keep their streams under a
+// policy, principals and a revocation record that are no longer current.
 func (g *Gateway) Close() { g.streams.close() }
 
 // len is the number of open streams.

@@ -183,7 +183,8 @@ func TestStreamsEndAtExpiry(t *testing.T) {
 }
 
 // TestCloseEndsStreams: Close (the configuration is unloaded) ends every
-// open event stream at once, and any that opens after it.
+// open GET stream at once, and any that opens after it, but not a tool
+// call's answer in progress.
 func TestCloseEndsStreams(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.StreamCheckInterval = time.Hour // no check would end them
@@ -200,7 +201,18 @@ func TestCloseEndsStreams(t *testing.T) {
 	if line, _ := bufio.NewReader(before.Body).ReadString('\n'); !strings.HasPrefix(line, ": open") {
 		t.Fatalf("first line %q", line)
 	}
+	// A tool call's event-stream answer runs on to its end (cutting it
+	// would lose the result); expiry and revocations still end it.
+	c := claims()
+	c["sub"], c["jti"] = "carol", "carol-jti"
+	answer := h.do(t, call{token: mint(t, c), body: toolCall("read_a"), headers: map[string]string{"Mcp-Protocol-Version": "2025-11-25"}})
+	defer answer.Body.Close()
 	h.g.Close()
+	select {
+	case <-up.done("carol"):
+		t.Error("a tool call's event-stream answer was cut by Close")
+	case <-time.After(100 * time.Millisecond):
+	}
 	for _, sub := range []string{"alice", "bob"} {
 		if sub == "bob" {
 			after := get("bob")
@@ -215,8 +227,8 @@ func TestCloseEndsStreams(t *testing.T) {
 	if _, err := io.ReadAll(before.Body); err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Errorf("client stream after Close: %v", err)
 	}
-	if n := h.g.streams.len(); n != 0 {
-		t.Errorf("open streams after Close = %d, want 0", n)
+	if n := h.g.streams.len(); n != 1 {
+		t.Errorf("open streams after Close = %d, want 1 (the answer)", n)
 	}
 }
 

@@ -59,7 +59,7 @@ func TestScriptsSmoke(t *testing.T) {
 			{"GATEWAY=plain"},
 		} {
 			out := run(t, "run.sh", env, small...)
-			for _, want := range []string{"| 4 | mcp_gateway + reverse_proxy |", "Target: proxy CPU gateway/plain at c=4 ≤ 1."} {
+			for _, want := range []string{"| 4 | mcp_gateway + reverse_proxy |", "Target: proxy CPU gateway/plain at c=4 (closed-loop) ≤ 1."} {
 				if !strings.Contains(out, want) {
 					t.Errorf("%v: output lacks %q:\n%s", env, want, out)
 				}
