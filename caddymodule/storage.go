@@ -244,48 +244,59 @@ func checkDSN(dsn string) error {
 // placeholder is one Caddy placeholder in a DSN, not yet replaced.
 var placeholder = regexp.MustCompile(`\{[^{}]*\}`)
 
-// kvSecret finds password=... or sslpassword=... in a libpq key/value DSN.
-var kvSecret = regexp.MustCompile(`(?:^|\s)(?:ssl)?password\s*=\s*('(?:[^'\\]|\\.)*'|\S*)`)
+// statedSecret is how a DSN may state a password or sslpassword here:
+// the key, "=", and the value (quoted or not), which must be one
+// placeholder; any other mention of "password" is refused.
+var statedSecret = regexp.MustCompile(`(?i)(ssl)?password(\s*=\s*('?)(caddyplaceholder\d+)('?)(?:$|[\s&]))?`)
 
 // dsnHoldsSecret reports whether a DSN states a password or sslpassword
-// that is not one whole placeholder, read as pgx reads it: a URL through
-// net/url (its userinfo, and its query's keys percent-decoded), anything
-// else as libpq key/value pairs. A URL that cannot be read is an error.
+// that is not one whole placeholder. Whether it states one at all is
+// pgx's reading (postgres.DSNKeys: a URL's userinfo, query keys
+// percent-decoded, key/value pairs however spaced); each one it states
+// must then be written in a form read here for certain, with a
+// placeholder for the value: user:{...}@ in a URL, or password={...}.
+// Anything else that names a password, percent-encoded included, is
+// refused (fail closed).
 func dsnHoldsSecret(dsn string) (bool, error) {
-	// Placeholders become names a URL can hold, so that a password that
-	// is one placeholder reads as exactly one such name.
+	// Placeholders become names pgx can hold, so that a password that is
+	// one placeholder reads as exactly one such name.
 	names := map[string]bool{}
 	sentinel := placeholder.ReplaceAllStringFunc(dsn, func(string) string {
 		name := fmt.Sprintf("caddyplaceholder%d", len(names))
 		names[name] = true
 		return name
 	})
-	secret := func(v string) bool { return v != "" && !names[v] }
-	if strings.HasPrefix(sentinel, "postgres://") || strings.HasPrefix(sentinel, "postgresql://") {
-		u, err := url.Parse(sentinel)
-		if err != nil {
-			return false, errors.New("the dsn is not a URL pgx can read")
+	// A DSN pgx cannot read before the placeholders are replaced (one
+	// that is a placeholder, or built from several) is judged by its
+	// text alone.
+	keys, _ := postgres.DSNKeys(sentinel)
+	decoded, err := url.PathUnescape(sentinel)
+	if err != nil {
+		decoded = sentinel // a '%' that escapes nothing, as pgx reads it too
+	}
+	stated := map[string]bool{}
+	for _, m := range statedSecret.FindAllStringSubmatch(decoded, -1) {
+		if m[2] == "" || m[3] != m[5] || !names[m[4]] {
+			return true, nil // a mention of a password this reading is not sure of
 		}
-		if pw, ok := u.User.Password(); ok && secret(pw) {
-			return true, nil
+		stated[strings.ToLower(m[1])+"password"] = true
+	}
+	if rest, ok := strings.CutPrefix(sentinel, "postgres://"); ok || strings.HasPrefix(sentinel, "postgresql://") {
+		if !ok {
+			rest = strings.TrimPrefix(sentinel, "postgresql://")
 		}
-		for k, vs := range u.Query() {
-			if k = strings.ToLower(k); k == "password" || k == "sslpassword" {
-				for _, v := range vs {
-					if secret(v) {
-						return true, nil
-					}
+		// pgx: the userinfo ends at the first '@' before the first '/'.
+		auth, _, _ := strings.Cut(rest, "/")
+		if userinfo, _, found := strings.Cut(auth, "@"); found {
+			if _, pw, hasPW := strings.Cut(userinfo, ":"); hasPW {
+				if !names[pw] {
+					return true, nil
 				}
+				stated["password"] = true
 			}
 		}
-		return false, nil
 	}
-	for _, m := range kvSecret.FindAllStringSubmatch(sentinel, -1) {
-		if v := strings.Trim(m[1], "'"); secret(v) {
-			return true, nil
-		}
-	}
-	return false, nil
+	return keys["password"] && !stated["password"] || keys["sslpassword"] && !stated["sslpassword"], nil
 }
 
 // Interface guards

@@ -50,7 +50,21 @@ func TestCheckDSN(t *testing.T) {
 		{"host=db sslpassword={file./run/keypass}", true},
 		{"postgres://mcp:{env.PW}@db/mcp?application_name=a@b", true},
 		{"postgres://mcp:%7Benv.PW%7D@db/mcp", false},     // not a placeholder to Caddy: a password
-		{"postgres://mcp:hunter2@db:notaport/mcp", false}, // not a URL pgx reads
+		{"postgres://mcp:hunter2@db:notaport/mcp", false},
+		// pgx's own URL and key/value readings (review s11-fresh F2).
+		{"postgres://app:#S3cret@db.internal/mcp", false},
+		{"postgres://app:?S3cret@db.internal/mcp", false},
+		{"postgres://app:5432?S3cret@db.internal/mcp", false},
+		{"postgres://app@db.internal/mcp?password=S3c;ret", false},
+		{"postgres://app@db.internal/mcp?sslmode=disable&password=a;b", false},
+		{"host=db dbname='mcp'password=S3cret", false},
+		{"host=db\vpassword=S3cret", false},
+		{"host=db password\v=S3cret", false},
+		{"postgres://mcp@db/mcp?password={env.PW}&pass%77ord=hunter2", false},
+		{"postgres://mcp:%68unter2@db/mcp", false},
+		{"postgres://%2Fvar%2Frun%2Fpostgresql/mcp?user=mcp&password={env.PW}", true},
+		{"host=/var/run/postgresql user=mcp password = '{env.PW}' sslpassword={file./run/kp}", true},
+		{"postgres://mcp@db/mcp?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem", true},
 		{"", false},
 		{"   ", false},
 	}
