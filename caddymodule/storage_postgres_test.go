@@ -49,7 +49,7 @@ func TestCheckDSN(t *testing.T) {
 		{"host=db sslpassword=hunter2", false},
 		{"host=db sslpassword={file./run/keypass}", true},
 		{"postgres://mcp:{env.PW}@db/mcp?application_name=a@b", true},
-		{"postgres://mcp:%7Benv.PW%7D@db/mcp", false},     // not a placeholder to Caddy: a password
+		{"postgres://mcp:%7Benv.PW%7D@db/mcp", false}, // not a placeholder to Caddy: a password
 		{"postgres://mcp:hunter2@db:notaport/mcp", false},
 		// pgx's own URL and key/value readings (review s11-fresh F2).
 		{"postgres://app:#S3cret@db.internal/mcp", false},
