@@ -230,6 +230,12 @@ func checkDSN(dsn string) error {
 	if strings.TrimSpace(dsn) == "" {
 		return errors.New("storage postgres: the dsn is empty")
 	}
+	if strings.Contains(dsn, `\{`) || strings.Contains(dsn, `\}`) {
+		// Caddy reads an escaped brace as a literal one, so "{hunter2\}"
+		// is no placeholder; this check's reading of placeholders is not
+		// Caddy's in full.
+		return errors.New("storage postgres: the dsn holds an escaped brace; give the whole dsn as a placeholder ({env.MCP_AUTH_DSN} or {file.<path>}) instead")
+	}
 	clear, err := dsnHoldsSecret(dsn)
 	if err != nil {
 		return fmt.Errorf("storage postgres: %w", err)

@@ -51,6 +51,9 @@ func TestCheckDSN(t *testing.T) {
 		{"postgres://mcp:{env.PW}@db/mcp?application_name=a@b", true},
 		{"postgres://mcp:%7Benv.PW%7D@db/mcp", false}, // not a placeholder to Caddy: a password
 		{"postgres://mcp:hunter2@db:notaport/mcp", false},
+		// Caddy's escaped braces are literal (review s11-fresh2 F3).
+		{`host=db user=mcp password={hunter2\} sslmode=disable`, false},
+		{`postgres://mcp:{hunter2\}@db/mcp`, false},
 		// pgx's own URL and key/value readings (review s11-fresh F2).
 		{"postgres://app:#S3cret@db.internal/mcp", false},
 		{"postgres://app:?S3cret@db.internal/mcp", false},

@@ -79,6 +79,7 @@ func TestNewValidation(t *testing.T) {
 		{"*x does not cover *", func(c *Config) { c.Tools = rules("*x", "*") }, ""},
 		{"a* does not cover ?a", func(c *Config) { c.Tools = rules("a*", "?a") }, ""},
 		{"non-ASCII literal", func(c *Config) { c.Tools = rules("café_*", "caf?_x") }, ""},
+		{"too many wildcards to check", func(c *Config) { c.Tools = rules("read_*", "*_"+strings.Repeat("?", 24)) }, "too many wildcards"},
 		{"tool before *", func(c *Config) { c.Tools = rules("delete_all", "*") }, ""},
 		{"literal before its glob", func(c *Config) { c.Tools = rules("delete_all", "delete_*", "*") }, ""},
 		{"glob not sure to cover a glob", func(c *Config) { c.Tools = rules("a?c", "a*c") }, ""},

@@ -166,11 +166,15 @@ func refuseShadowed(what string, rules []compiledRule, loose bool) error {
 	for j := range rules {
 		for _, r := range rules[:j] {
 			how := ""
-			switch {
-			case globCovers(r.Pattern, rules[j].Pattern):
-			case loose && globCovers(r.loose, rules[j].loose):
+			exact, ok := globCovers(r.Pattern, rules[j].Pattern)
+			if ok && !exact && loose {
+				exact, ok = globCovers(r.loose, rules[j].loose)
 				how = " when case and the separators - . / _ are ignored"
-			default:
+			}
+			switch {
+			case !ok:
+				return fmt.Errorf("%s rule %q: too many wildcards to check whether the rule %q before it makes it unreachable; write it with fewer '?' and '*'", what, rules[j].Pattern, r.Pattern)
+			case !exact:
 				continue
 			}
 			return fmt.Errorf("%s rule %q is never reached: the rule %q before it matches every name it does%s (the first matching rule applies; put the narrower rule first)", what, rules[j].Pattern, r.Pattern, how)
@@ -253,11 +257,23 @@ func (g globNFA) start() []bool {
 
 func (g globNFA) accepts(set []bool) bool { return set[len(g)] }
 
+func bool2int(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// maxCoverStates bounds globCovers' work: the sets of positions it
+// explores can grow exponentially with the wildcards of a pattern.
+const maxCoverStates = 4096
+
 // globCovers reports whether every non-empty name that glob later matches,
-// glob earlier matches too (names are never empty). It runs both globs
-// side by side over every string, as sets of positions, reading each
-// rune the globs name and one they do not (all others behave alike).
-func globCovers(earlier, later string) bool {
+// glob earlier matches too (names are never empty); ok is false when it
+// could not tell within maxCoverStates. It runs both globs side by side
+// over every string, as sets of positions, reading each rune the globs
+// name and one they do not (all others behave alike).
+func globCovers(earlier, later string) (covers, ok bool) {
 	e, l := globNFA(globTokens(earlier)), globNFA(globTokens(later))
 	var alphabet []rune
 	other := rune(0x10FFFF)
@@ -271,7 +287,15 @@ func globCovers(earlier, later string) bool {
 	}
 	alphabet = append(alphabet, other)
 	type pair struct{ l, e []bool }
-	key := func(p pair) string { return fmt.Sprint(p.l, p.e) }
+	key := func(p pair) string {
+		b := make([]byte, 0, len(p.l)+len(p.e))
+		for _, set := range [][]bool{p.l, p.e} {
+			for _, in := range set {
+				b = append(b, '0'+byte(bool2int(in)))
+			}
+		}
+		return string(b)
+	}
 	queue := []pair{{l.start(), e.start()}}
 	seen := map[string]bool{key(queue[0]): true}
 	for len(queue) > 0 {
@@ -287,15 +311,18 @@ func globCovers(earlier, later string) bool {
 				en = make([]bool, len(e)+1)
 			}
 			if l.accepts(ln) && !e.accepts(en) {
-				return false
+				return false, true
 			}
 			if next := (pair{ln, en}); !seen[key(next)] {
+				if len(seen) >= maxCoverStates {
+					return false, false
+				}
 				seen[key(next)] = true
 				queue = append(queue, next)
 			}
 		}
 	}
-	return true
+	return true, true
 }
 
 func validActorRule(a ActorRule) error {

@@ -31,12 +31,13 @@ type streamSet struct {
 	interval    time.Duration
 	log         *zap.Logger
 
-	mu      sync.Mutex
-	open    map[*exchange]struct{}
-	closed  bool // close was called: every stream is ended at once
-	running bool
-	idle    *sync.Cond // signalled when the checker ends (tests wait on it)
-	batch   []*exchange
+	mu       sync.Mutex
+	open     map[*exchange]struct{}
+	closed   bool      // close was called: GET streams are ended at once
+	closedAt time.Time // and the others closeGrace after
+	running  bool
+	idle     *sync.Cond // signalled when the checker ends (tests wait on it)
+	batch    []*exchange
 }
 
 func newStreamSet(r Revocations, now func() time.Time, interval time.Duration, log *zap.Logger) *streamSet {
@@ -71,13 +72,17 @@ func (s *streamSet) remove(x *exchange) {
 // its revocations and policy are no longer kept current. Clients open
 // them again, and the configuration now running authorizes them afresh.
 // An event-stream answer to a POST (a tool call's) runs on to its end,
-// which cutting would lose: it stays checked against its token's expiry
-// and a revocation record that, no longer kept current, goes stale and
-// ends it within Config's revocation_max_stale (fail closed).
+// which cutting would lose, for at most closeGrace: it stays checked
+// against its token's expiry and revocations meanwhile, and the grace
+// bounds what runs under a policy that is gone whatever the revocation
+// source (a gateway in front of a remote issuer has none).
+//
+// closeGrace is the default revocation_max_stale, when an issuer's record
+// of revocations, no longer kept current, would end them as stale anyway.
 func (s *streamSet) close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.closed = true
+	s.closed, s.closedAt = true, s.now()
 	n := 0
 	for x := range s.open {
 		if x.r.Method == http.MethodGet {
@@ -137,8 +142,17 @@ func (s *streamSet) check() {
 	}
 }
 
+// closeGrace: see close.
+const closeGrace = 30 * time.Second
+
 // ended says why x's stream must end, "" if it may go on.
 func (s *streamSet) ended(x *exchange, now time.Time) string {
+	s.mu.Lock()
+	closedAt := s.closedAt
+	s.mu.Unlock()
+	if !closedAt.IsZero() && now.Sub(closedAt) >= closeGrace {
+		return "its gateway's configuration was unloaded " + closeGrace.String() + " ago"
+	}
 	if !x.p.expiry.IsZero() && !now.Before(x.p.expiry) {
 		// A new request with the token would be refused (beyond the
 		// verification leeway, which is for clock skew at the start).

@@ -328,3 +328,33 @@ func TestRevocationClosesStreamsAnyStatus(t *testing.T) {
 		<-ended
 	}
 }
+
+// TestCloseGraceEndsAnswers: after Close, a tool call's event-stream
+// answer runs on for closeGrace at most, even with no revocation source
+// (a remote issuer's JWTs) to go stale (review s11-fresh2 F4).
+func TestCloseGraceEndsAnswers(t *testing.T) {
+	var clock atomic.Int64 // seconds after testNow
+	cfg := testConfig(t)
+	cfg.Now = func() time.Time { return testNow.Add(time.Duration(clock.Load()) * time.Second) }
+	cfg.StreamCheckInterval = 10 * time.Millisecond
+	cfg.ForwardIdentity = true
+	up := newStreamUpstream(func(r *http.Request) string { return r.Header.Get("X-Mcp-Subject") })
+	h := newHarness(t, cfg, up.serve)
+	c := claims()
+	c["sub"], c["jti"] = "carol", "carol-jti"
+	answer := h.do(t, call{token: mint(t, c), body: toolCall("read_a"), headers: map[string]string{"Mcp-Protocol-Version": "2025-11-25"}})
+	defer answer.Body.Close()
+	h.g.Close()
+	clock.Store(int64(closeGrace/time.Second) - 1)
+	select {
+	case <-up.done("carol"):
+		t.Fatal("the answer ended before the grace ran out")
+	case <-time.After(100 * time.Millisecond):
+	}
+	clock.Store(int64(closeGrace / time.Second))
+	select {
+	case <-up.done("carol"):
+	case <-time.After(5 * time.Second):
+		t.Fatal("the answer still runs 5 s after the grace ran out")
+	}
+}

@@ -72,8 +72,8 @@ func newLimitMemory(now func() time.Time) *LimitMemory {
 // A full memory drops the expired counters (at most once per sweepEvery,
 // a pass over all of them under the lock). If it is still full, failure
 // scores (evictScores) make room by dropping the weakest of a few
-// sampled: one that blocks nothing and counts the fewest failures, which
-// is what a flood from ever new addresses leaves behind. So a flood can
+// sampled: the one counting the fewest failures, which is what a flood
+// from ever new addresses leaves behind. So a flood can
 // neither lock everyone out (no room for anyone's next check) nor stop
 // the counting of the failures against an account it is guessing at,
 // whose score is high. Rate buckets refuse a new key instead: forgetting
@@ -144,18 +144,19 @@ func (t memCounterTx) put(key string, c counter, expires time.Time) bool {
 }
 
 // evict drops the weakest of evictSample counters (map order is random):
-// one that blocks nothing before one that does, then the lowest count.
-// Attempts in flight are never dropped.
+// the one counting the fewest failures. An account's score never blocks
+// by itself (it slows), so a block is no sign of strength: a flood whose
+// addresses each block would otherwise push out the score of the account
+// it is guessing at. Attempts in flight are never dropped.
 func (t memCounterTx) evict() {
 	victim, seen := "", 0
-	var weakest counter
+	var weakest float64
 	for k, e := range t.mc.m {
 		if isInFlightKey(k) {
 			continue
 		}
-		blocks := t.now.Before(e.c.Until)
-		if victim == "" || !blocks && t.now.Before(weakest.Until) || blocks == t.now.Before(weakest.Until) && e.c.N < weakest.N {
-			victim, weakest = k, e.c
+		if n := decayed(e.c, t.now); victim == "" || n < weakest {
+			victim, weakest = k, n
 		}
 		if seen++; seen == evictSample {
 			break

@@ -143,6 +143,15 @@ func TestLimiterMemoryFull(t *testing.T) {
 			l.attemptFailed(ctx, a[0], a[1])
 		}
 	}
+	// A flood whose addresses each block (unknown clients: no hash, the
+	// address alone counts) does not push the account's score out either
+	// (review s11-fresh2 F2).
+	for i := range 300 {
+		flood := fmt.Sprintf("198.18.%d.%d", i/256, i%256)
+		for range limitFreeAddr + 1 {
+			l.recordFailure(ctx, "", flood)
+		}
+	}
 	slow, err := l.accountSlowness(ctx, "alice")
 	if err != nil || slow == 0 {
 		t.Errorf("after 200 failed guesses at one account amid a flood: slowness %v, %v; want its checks slowed", slow, err)
