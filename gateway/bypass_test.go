@@ -86,6 +86,14 @@ func TestBypass(t *testing.T) {
 		// Tokens.
 		{"token in query", call{path: "/mcp?access_token=" + good, token: "-", body: toolCall("read_a")}, 400},
 		{"token only in query", call{path: "/mcp?access_token=" + good, body: toolCall("read_a")}, 400},
+		// A session in the query, which a legacy HTTP+SSE upstream reads
+		// unbound (review s11-streams F3).
+		{"sessionId in query", call{path: "/mcp?sessionId=upsess-1", body: toolCall("read_a")}, 400},
+		{"session_id in query", call{path: "/mcp?x=1&session_id=upsess-1", body: toolCall("read_a")}, 400},
+		{"SESSION-ID in query", call{path: "/mcp?SESSION-ID=upsess-1", body: toolCall("read_a")}, 400},
+		{"mcp-session-id in query", call{path: "/mcp?mcp-session-id=upsess-1", body: toolCall("read_a")}, 400},
+		{"session.id[] in query", call{path: "/mcp?session.id[]=upsess-1", body: toolCall("read_a")}, 400},
+		{"get stream, sessionId in query", call{method: http.MethodGet, path: "/mcp?sessionId=upsess-1"}, 400},
 		{"other audience", call{token: with(func(c jwt.MapClaims) { c["aud"] = "https://other.example.com/mcp" }), body: toolCall("read_a")}, 401},
 		{"audience prefix", call{token: with(func(c jwt.MapClaims) { c["aud"] = testResource + "/x" }), body: toolCall("read_a")}, 401},
 		{"alg none", call{token: mintWith(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, "ec1", claims(), nil), body: toolCall("read_a")}, 401},
@@ -329,4 +337,28 @@ func TestAmbiguousBodies(t *testing.T) {
 			t.Errorf("status = %d, want 403 and no upstream request", resp.StatusCode)
 		}
 	})
+}
+
+// TestOtherQueryForwarded: a query that names no session or token passes
+// with the authorized request (the control of the query rows of
+// TestBypass), and isSessionParam reads names as PHP and loose
+// frameworks do.
+func TestOtherQueryForwarded(t *testing.T) {
+	h := newHarness(t, testConfig(t), nil)
+	resp := h.do(t, call{path: "/mcp?v=1&session=x", token: mint(t, claims()), body: toolCall("read_a")})
+	if body := readBody(t, resp); resp.StatusCode != http.StatusOK {
+		t.Fatalf("status = %d (%s), want 200", resp.StatusCode, body)
+	}
+	if got := h.up.requests(); len(got) != 1 {
+		t.Errorf("upstream requests = %+v, want one", got)
+	}
+	for name, want := range map[string]bool{
+		"sessionId": true, "session_id": true, "Session-Id": true, "mcp-session-id": true, "MCP_SESSION_ID": true,
+		"session.id": true, "session id": true, "sessionid[]": true, "[sessionId": true,
+		"session": false, "sessions": false, "id": false, "mcp": false,
+	} {
+		if got := isSessionParam(name); got != want {
+			t.Errorf("isSessionParam(%q) = %v, want %v", name, got, want)
+		}
+	}
 }

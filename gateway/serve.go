@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/mcpparse"
@@ -223,6 +224,9 @@ func (g *Gateway) admit(x *exchange) *refusal {
 	if f := checkConnection(r); f != nil {
 		return f
 	}
+	if f := checkSessionQuery(r); f != nil {
+		return f
+	}
 	unsupported := g.protocolVersion(x)
 	if unsupported != nil && unsupported.code != codeUnsupportedProtocol {
 		return unsupported
@@ -337,6 +341,44 @@ func checkConnection(r *http.Request) *refusal {
 		}
 	}
 	return nil
+}
+
+// checkSessionQuery refuses a query parameter that names a session
+// (sessionId, session_id, mcp-session-id, in any case and PHP spelling):
+// Streamable HTTP carries the session in Mcp-Session-Id, which the
+// gateway binds to the caller, but an upstream that also serves the
+// legacy HTTP+SSE transport on the same path reads it from the query,
+// where it would reach the upstream unbound. A query Go cannot parse is
+// left to bearerToken, which refuses it.
+func checkSessionQuery(r *http.Request) *refusal {
+	if r.URL.RawQuery == "" {
+		return nil
+	}
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil
+	}
+	for k := range q {
+		if isSessionParam(k) {
+			return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "session ids are accepted in the Mcp-Session-Id header only"}
+		}
+	}
+	return nil
+}
+
+// isSessionParam reports whether a query parameter name reads as a
+// session id's, ignoring case, separators (- _ . space) and PHP's array
+// brackets.
+func isSessionParam(k string) bool {
+	k, _, _ = strings.Cut(k, "\x00")
+	k = strings.Map(func(r rune) rune {
+		switch r {
+		case '_', '-', '.', ' ':
+			return -1
+		}
+		return unicode.ToLower(r)
+	}, beforeBracket(strings.TrimLeft(k, " []!")))
+	return k == "sessionid" || k == "mcpsessionid"
 }
 
 // checkContentHeaders accepts exactly what the gateway reads: JSON
