@@ -121,6 +121,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		at          caddyfile.Token
 	}
 	var refs []groupRef
+	var minPasswordGiven bool
 	for d.NextBlock(0) {
 		var err error
 		switch d.Val() {
@@ -157,7 +158,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "cimd_allow_private":
 			err = flag(d, &a.CIMDAllowPrivate)
 		case "min_password_length":
-			err = intArg(d, &a.MinPasswordLength)
+			err = intArg(d, &a.MinPasswordLength, &minPasswordGiven)
 		case "user":
 			var u User
 			var at caddyfile.Token
@@ -440,6 +441,7 @@ func parseAgent(d *caddyfile.Dispenser) (Agent, error) {
 	if err := oneArg(d, &ag.ID); err != nil {
 		return ag, err
 	}
+	var maxDepthGiven bool
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		var err error
 		switch d.Val() {
@@ -456,7 +458,7 @@ func parseAgent(d *caddyfile.Dispenser) (Agent, error) {
 		case "scopes":
 			err = listArg(d, &ag.Scopes)
 		case "max_depth":
-			err = intArg(d, &ag.MaxDepth)
+			err = intArg(d, &ag.MaxDepth, &maxDepthGiven)
 		default:
 			return ag, d.Errf("unrecognized agent subdirective %q", d.Val())
 		}
@@ -673,6 +675,7 @@ func appendRule(d *caddyfile.Dispenser, rules *[]Rule) error {
 		return d.Errf("%s: want <pattern> [<scope...>]", kind)
 	}
 	r := Rule{Match: args[0], Scopes: args[1:]}
+	var maxDepthGiven bool
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		var err error
 		switch d.Val() {
@@ -685,7 +688,7 @@ func appendRule(d *caddyfile.Dispenser, rules *[]Rule) error {
 		case "user_only":
 			err = flag(d, &r.UserOnly)
 		case "max_depth":
-			err = intArg(d, &r.MaxDepth)
+			err = intArg(d, &r.MaxDepth, &maxDepthGiven)
 		case "arg":
 			if kind != "tool" {
 				return d.Errf("arg: argument rules apply to tool rules only")
@@ -769,7 +772,10 @@ func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
 	return nil
 }
 
-func intArg(d *caddyfile.Dispenser, dst *int) error {
+// intArg reads one non-negative integer into dst; given, which the
+// caller keeps per block, records that it was, since 0 is a value too
+// ("max_depth 0" then "max_depth 3" is a repeat).
+func intArg(d *caddyfile.Dispenser, dst *int, given *bool) error {
 	name := d.Val()
 	var s string
 	if err := oneArg(d, &s); err != nil {
@@ -779,10 +785,10 @@ func intArg(d *caddyfile.Dispenser, dst *int) error {
 	if err != nil || n < 0 {
 		return d.Errf("%s %q: want a non-negative integer", name, s)
 	}
-	if *dst != 0 {
+	if *given {
 		return d.Errf("%s: given more than once", name)
 	}
-	*dst = n
+	*dst, *given = n, true
 	return nil
 }
 

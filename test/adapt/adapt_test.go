@@ -117,6 +117,8 @@ func TestAdaptErrors(t *testing.T) {
 		{"gateway audit twice", gw("audit all\n\t\taudit denials_only"), "audit: given more than once"},
 		{"gateway max_body_size twice", gw("max_body_size 1MB\n\t\tmax_body_size 1GB"), "max_body_size: given more than once"},
 		{"storage twice", global("storage bolt /tmp/x.db\n\t\tstorage memory"), "storage: given more than once"},
+		{"max_depth 0 then 3", gw("tool x s {\n\t\t\tmax_depth 0\n\t\t\tmax_depth 3\n\t\t}"), "max_depth: given more than once"},
+		{"min_password_length twice", global("min_password_length 0\n\t\tmin_password_length 12"), "min_password_length: given more than once"},
 		{"storage missing kind", global("storage"), "wrong argument count"},
 		{"storage unknown kind", global("storage redis"), `unknown storage "redis"`},
 		{"storage bolt two paths", global("storage bolt a b"), "wrong argument count"},
