@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -230,22 +231,23 @@ func checkDSN(dsn string) error {
 	if strings.TrimSpace(dsn) == "" {
 		return errors.New("storage postgres: the dsn is empty")
 	}
-	if strings.Contains(dsn, `\{`) || strings.Contains(dsn, `\}`) {
+	if strings.Contains(dsn, `\{`) || strings.Contains(dsn, `\}`) || strings.Contains(strings.ToLower(dsn), sentinelName) {
 		// Caddy reads an escaped brace as a literal one, so "{hunter2\}"
 		// is no placeholder; this check's reading of placeholders is not
-		// Caddy's in full.
-		return errors.New("storage postgres: the dsn holds an escaped brace; give the whole dsn as a placeholder ({env.MCP_AUTH_DSN} or {file.<path>}) instead")
+		// Caddy's in full. Its own names for placeholders must not be
+		// written as text either.
+		return errors.New("storage postgres: the dsn holds an escaped brace (or the text " + sentinelName + "); give the whole dsn as a placeholder ({env.MCP_AUTH_DSN} or {file.<path>}) instead")
 	}
-	clear, err := dsnHoldsSecret(dsn)
-	if err != nil {
-		return fmt.Errorf("storage postgres: %w", err)
-	}
-	if clear {
+	if dsnHoldsSecret(dsn) {
 		return errors.New("storage postgres: the dsn holds a password in clear, which Caddy would show in its configuration; " +
 			"give the whole dsn as a placeholder ({env.MCP_AUTH_DSN} or {file.<path>}), the password as one, or use PGPASSWORD or a .pgpass file")
 	}
 	return nil
 }
+
+// sentinelName (and a number) stands for a placeholder in the DSN
+// dsnHoldsSecret reads.
+const sentinelName = "caddyplaceholder"
 
 // placeholder is one Caddy placeholder in a DSN, not yet replaced.
 var placeholder = regexp.MustCompile(`\{[^{}]*\}`)
@@ -253,7 +255,7 @@ var placeholder = regexp.MustCompile(`\{[^{}]*\}`)
 // statedSecret is how a DSN may state a password or sslpassword here:
 // the key, "=", and the value (quoted or not), which must be one
 // placeholder; any other mention of "password" is refused.
-var statedSecret = regexp.MustCompile(`(?i)(ssl)?password(\s*=\s*('?)(caddyplaceholder\d+)('?)(?:$|[\s&]))?`)
+var statedSecret = regexp.MustCompile(`(?i)(ssl)?password(\s*=\s*('?)(` + sentinelName + `\d+)('?)(?:$|[\s&]))?`)
 
 // dsnHoldsSecret reports whether a DSN states a password or sslpassword
 // that is not one whole placeholder. Whether it states one at all is
@@ -263,12 +265,12 @@ var statedSecret = regexp.MustCompile(`(?i)(ssl)?password(\s*=\s*('?)(caddyplace
 // placeholder for the value: user:{...}@ in a URL, or password={...}.
 // Anything else that names a password, percent-encoded included, is
 // refused (fail closed).
-func dsnHoldsSecret(dsn string) (bool, error) {
+func dsnHoldsSecret(dsn string) bool {
 	// Placeholders become names pgx can hold, so that a password that is
 	// one placeholder reads as exactly one such name.
 	names := map[string]bool{}
 	sentinel := placeholder.ReplaceAllStringFunc(dsn, func(string) string {
-		name := fmt.Sprintf("caddyplaceholder%d", len(names))
+		name := sentinelName + strconv.Itoa(len(names))
 		names[name] = true
 		return name
 	})
@@ -283,26 +285,26 @@ func dsnHoldsSecret(dsn string) (bool, error) {
 	stated := map[string]bool{}
 	for _, m := range statedSecret.FindAllStringSubmatch(decoded, -1) {
 		if m[2] == "" || m[3] != m[5] || !names[m[4]] {
-			return true, nil // a mention of a password this reading is not sure of
+			return true // a mention of a password this reading is not sure of
 		}
 		stated[strings.ToLower(m[1])+"password"] = true
 	}
-	if rest, ok := strings.CutPrefix(sentinel, "postgres://"); ok || strings.HasPrefix(sentinel, "postgresql://") {
+	for _, scheme := range []string{"postgres://", "postgresql://"} {
+		rest, ok := strings.CutPrefix(sentinel, scheme)
 		if !ok {
-			rest = strings.TrimPrefix(sentinel, "postgresql://")
+			continue
 		}
 		// pgx: the userinfo ends at the first '@' before the first '/'.
 		auth, _, _ := strings.Cut(rest, "/")
-		if userinfo, _, found := strings.Cut(auth, "@"); found {
-			if _, pw, hasPW := strings.Cut(userinfo, ":"); hasPW {
-				if !names[pw] {
-					return true, nil
-				}
-				stated["password"] = true
+		userinfo, _, found := strings.Cut(auth, "@")
+		if _, pw, hasPW := strings.Cut(userinfo, ":"); found && hasPW {
+			if !names[pw] {
+				return true
 			}
+			stated["password"] = true
 		}
 	}
-	return keys["password"] && !stated["password"] || keys["sslpassword"] && !stated["sslpassword"], nil
+	return keys["password"] && !stated["password"] || keys["sslpassword"] && !stated["sslpassword"]
 }
 
 // Interface guards

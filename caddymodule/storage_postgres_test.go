@@ -54,6 +54,7 @@ func TestCheckDSN(t *testing.T) {
 		// Caddy's escaped braces are literal (review s11-fresh2 F3).
 		{`host=db user=mcp password={hunter2\} sslmode=disable`, false},
 		{`postgres://mcp:{hunter2\}@db/mcp`, false},
+		{"host=db password=caddyplaceholder0 user={env.U}", false}, // the check's own name for a placeholder, as text
 		// pgx's own URL and key/value readings (review s11-fresh F2).
 		{"postgres://app:#S3cret@db.internal/mcp", false},
 		{"postgres://app:?S3cret@db.internal/mcp", false},

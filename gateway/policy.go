@@ -257,13 +257,6 @@ func (g globNFA) start() []bool {
 
 func (g globNFA) accepts(set []bool) bool { return set[len(g)] }
 
-func bool2int(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
-
 // maxCoverStates bounds globCovers' work: the sets of positions it
 // explores can grow exponentially with the wildcards of a pattern.
 const maxCoverStates = 4096
@@ -289,10 +282,12 @@ func globCovers(earlier, later string) (covers, ok bool) {
 	type pair struct{ l, e []bool }
 	key := func(p pair) string {
 		b := make([]byte, 0, len(p.l)+len(p.e))
-		for _, set := range [][]bool{p.l, p.e} {
-			for _, in := range set {
-				b = append(b, '0'+byte(bool2int(in)))
+		for _, in := range append(slices.Clone(p.l), p.e...) {
+			c := byte('0')
+			if in {
+				c = '1'
 			}
+			b = append(b, c)
 		}
 		return string(b)
 	}

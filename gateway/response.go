@@ -170,7 +170,7 @@ func (rw *responseWriter) WriteHeader(code int) {
 	ct := first(cts)
 	// A GET's answer is read as events whatever its type (the TypeScript
 	// SDK reads any 2xx GET body as a stream).
-	if x := rw.x; x.cancel != nil && (anyEventStream(cts) || x.r.Method == http.MethodGet) {
+	if x := rw.x; anyEventStream(cts) || x.r.Method == http.MethodGet {
 		x.streaming = true
 		rw.g.streams.add(x)
 	}

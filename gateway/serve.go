@@ -370,14 +370,13 @@ func checkSessionQuery(r *http.Request) *refusal {
 // session id's, ignoring case, separators (- _ . space) and PHP's array
 // brackets.
 func isSessionParam(k string) bool {
-	k, _, _ = strings.Cut(k, "\x00")
 	k = strings.Map(func(r rune) rune {
 		switch r {
 		case '_', '-', '.', ' ':
 			return -1
 		}
 		return unicode.ToLower(r)
-	}, beforeBracket(strings.TrimLeft(k, " []!")))
+	}, beforeBracket(phpName(k)))
 	return k == "sessionid" || k == "mcpsessionid"
 }
 

@@ -33,8 +33,7 @@ type streamSet struct {
 
 	mu       sync.Mutex
 	open     map[*exchange]struct{}
-	closed   bool      // close was called: GET streams are ended at once
-	closedAt time.Time // and the others closeGrace after
+	closedAt time.Time // when close was called, zero before
 	running  bool
 	idle     *sync.Cond // signalled when the checker ends (tests wait on it)
 	batch    []*exchange
@@ -50,7 +49,7 @@ func newStreamSet(r Revocations, now func() time.Time, interval time.Duration, l
 func (s *streamSet) add(x *exchange) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed && x.r.Method == http.MethodGet {
+	if !s.closedAt.IsZero() && x.r.Method == http.MethodGet {
 		x.cancel()
 		return
 	}
@@ -82,7 +81,7 @@ func (s *streamSet) remove(x *exchange) {
 func (s *streamSet) close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.closed, s.closedAt = true, s.now()
+	s.closedAt = s.now()
 	n := 0
 	for x := range s.open {
 		if x.r.Method == http.MethodGet {
@@ -128,10 +127,11 @@ func (s *streamSet) check() {
 		for x := range s.open {
 			s.batch = append(s.batch, x)
 		}
+		closedAt := s.closedAt
 		s.mu.Unlock()
 		now := s.now()
 		for i, x := range s.batch {
-			if reason := s.ended(x, now); reason != "" {
+			if reason := s.ended(x, now, closedAt); reason != "" {
 				s.log.Info("event stream closed: "+reason,
 					zap.String("principal", x.p.subject), zap.String("client", x.p.clientID))
 				x.cancel()
@@ -145,11 +145,9 @@ func (s *streamSet) check() {
 // closeGrace: see close.
 const closeGrace = 30 * time.Second
 
-// ended says why x's stream must end, "" if it may go on.
-func (s *streamSet) ended(x *exchange, now time.Time) string {
-	s.mu.Lock()
-	closedAt := s.closedAt
-	s.mu.Unlock()
+// ended says why x's stream must end, "" if it may go on; closedAt is
+// when close was called (zero: not yet).
+func (s *streamSet) ended(x *exchange, now, closedAt time.Time) string {
 	if !closedAt.IsZero() && now.Sub(closedAt) >= closeGrace {
 		return "its gateway's configuration was unloaded " + closeGrace.String() + " ago"
 	}

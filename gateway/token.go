@@ -187,15 +187,21 @@ func invalidRequest(desc string) *authError {
 // [access_token], Rack drops leading brackets and a trailing "]"), and
 // after a "!" (Spring's field default).
 func isAccessTokenParam(k string) bool {
-	k, _, _ = strings.Cut(k, "\x00")
 	k = strings.Map(func(r rune) rune {
 		if r == ' ' || r == '.' {
 			return '_'
 		}
 		return r
-	}, strings.TrimLeft(k, " []!"))
+	}, phpName(k))
 	return strings.EqualFold(beforeBracket(k), "access_token") ||
 		strings.EqualFold(beforeBracket(strings.Replace(k, "[", "_", 1)), "access_token")
+}
+
+// phpName is a query parameter name as PHP starts reading it: up to a
+// NUL, without leading spaces and brackets.
+func phpName(k string) string {
+	k, _, _ = strings.Cut(k, "\x00")
+	return strings.TrimLeft(k, " []!")
 }
 
 // beforeBracket is s up to its first "[" or "]".

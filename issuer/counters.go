@@ -132,10 +132,10 @@ func (t memCounterTx) put(key string, c counter, expires time.Time) bool {
 				}
 			}
 		}
-		if len(m) >= t.mc.max && !t.mc.evictScores {
-			return false
-		}
 		if len(m) >= t.mc.max {
+			if !t.mc.evictScores {
+				return false
+			}
 			t.evict()
 		}
 	}

@@ -206,12 +206,12 @@ func (i *Issuer) init() error {
 	// The brute-force and registration limits are shared with the other
 	// instances on the store, else kept across reloads (Config.Limits);
 	// the others bound this instance's own writes.
-	mem := i.cfg.Limits
-	if mem == nil {
-		mem = newLimitMemory(i.now)
-	}
 	bruteForce, registrations, registrationsAll := countersFor(i.backend, limitsBruteForce), countersFor(i.backend, limitsRegistrations), countersFor(i.backend, limitsRegistrationsAll)
-	if bruteForce == nil {
+	if bruteForce == nil { // a store no other instance shares
+		mem := i.cfg.Limits
+		if mem == nil {
+			mem = newLimitMemory(i.now)
+		}
 		bruteForce, registrations, registrationsAll = mem.bruteForce, mem.registrations, mem.registrationsAll
 	}
 	i.limiter = newLimiter(i.now, bruteForce, i.log)

@@ -42,7 +42,8 @@ func kids(keys []accesstoken.JWK) []string {
 
 func (e *testEnv) clientToken(t testing.TB) string {
 	t.Helper()
-	tok, _, err := e.iss.signAccessToken(t.Context(), tokenSubject{client: &Client{ID: tConf}, subject: tConf, resource: tResource, scopes: []string{"read"}})
+	subj := tokenSubject{client: &Client{ID: tConf}, subject: tConf, resource: tResource, scopes: []string{"read"}}
+	tok, _, err := e.iss.signAccessToken(t.Context(), subj, e.iss.expiry(subj))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -118,16 +118,15 @@ type minter struct {
 // tokens are returned only when record committed.
 func (m minter) issue(ctx context.Context, is *issuance) (*tokenResponse, error) {
 	i, s := m.iss, is.subject
-	at, jti, err := i.signAccessToken(ctx, s)
+	exp := i.expiry(s)
+	at, jti, err := i.signAccessToken(ctx, s, exp)
 	if err != nil {
 		return nil, err
 	}
-	// At or after the token's exp (computed again, later).
-	exp := i.expiry(s)
 	resp := &tokenResponse{
 		AccessToken: at,
 		TokenType:   tokenTypeOf(s),
-		ExpiresIn:   int64(i.expiry(s).Sub(i.now()) / time.Second),
+		ExpiresIn:   int64(exp.Sub(i.now()) / time.Second),
 		Scope:       strings.Join(s.scopes, " "),
 	}
 	if is.refresh {

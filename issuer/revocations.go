@@ -207,16 +207,18 @@ func (s *revocationSet) sync(ctx context.Context, st store.Store) error {
 		if last, err = log.lastSeq(); err != nil {
 			return err
 		}
+		if atLast, err = log.at(last); err != nil { // the entry at s.seq next time
+			return err
+		}
 		reload := !s.loaded || last < s.seq
 		if !reload && s.seq > 0 {
-			at, err := log.at(s.seq)
-			if err != nil {
-				return err
+			at := atLast // nothing logged since: one read
+			if last != s.seq {
+				if at, err = log.at(s.seq); err != nil {
+					return err
+				}
 			}
 			reload = !sameLogEntry(at, s.atSeq)
-		}
-		if atLast, err = log.at(last); err != nil {
-			return err
 		}
 		if reload {
 			return revocationsIn(tx).each(func(key string, m *marker) error {

@@ -153,7 +153,7 @@ func actorOf(id string) *accesstoken.Actor {
 	return &accesstoken.Actor{Subject: id}
 }
 
-func (i *Issuer) signAccessToken(ctx context.Context, s tokenSubject) (string, string, error) {
+func (i *Issuer) signAccessToken(ctx context.Context, s tokenSubject, exp time.Time) (string, string, error) {
 	k, err := i.keys.current(ctx)
 	if err != nil {
 		return "", "", err
@@ -169,7 +169,7 @@ func (i *Issuer) signAccessToken(ctx context.Context, s tokenSubject) (string, s
 		Audience:      accesstoken.Audience{s.resource},
 		ClientID:      s.client.ID,
 		IssuedAt:      jwt.NewNumericDate(now),
-		ExpiresAt:     jwt.NewNumericDate(i.expiry(s)),
+		ExpiresAt:     jwt.NewNumericDate(exp),
 		ID:            jti,
 		Scope:         strings.Join(s.scopes, " "),
 		Actor:         s.act,
