@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"strings"
 	"sync"
@@ -668,6 +669,58 @@ func TestConcurrentPrincipals(t *testing.T) {
 	for _, r := range h.up.requests() {
 		if sid := r.Header.Get("Mcp-Session-Id"); sid != "" && sid != "up-"+r.Header.Get("X-Mcp-Subject") {
 			t.Errorf("upstream got session %q for %q", sid, r.Header.Get("X-Mcp-Subject"))
+		}
+	}
+}
+
+// TestGlobCoversAgreesWithGlobMatch: globCovers, which reads globs on its
+// own, agrees with globMatch, the matcher requests are decided by, over
+// random globs of the characters that matter and every non-empty name of
+// up to four of them.
+func TestGlobCoversAgreesWithGlobMatch(t *testing.T) {
+	const letters = "ab\\*?é"
+	names := []string{}
+	var grow func(prefix string, n int)
+	grow = func(prefix string, n int) {
+		if prefix != "" {
+			names = append(names, prefix)
+		}
+		if n == 0 {
+			return
+		}
+		for _, r := range "ab?*é\\" {
+			grow(prefix+string(r), n-1)
+		}
+	}
+	grow("", 4)
+	rng := rand.New(rand.NewPCG(3, 4))
+	glob := func() string {
+		var b strings.Builder
+		for range 1 + rng.IntN(4) {
+			c := []rune(letters)[rng.IntN(len([]rune(letters)))]
+			if c == '\\' {
+				b.WriteRune('\\')
+				c = []rune("ab*?")[rng.IntN(4)]
+			}
+			b.WriteRune(c)
+		}
+		return b.String()
+	}
+	for range 3000 {
+		earlier, later := glob(), glob()
+		covers, ok := globCovers(earlier, later)
+		if !ok {
+			t.Fatalf("globCovers(%q, %q) gave up", earlier, later)
+		}
+		want := true
+		for _, n := range names {
+			if globMatch(later, n) && !globMatch(earlier, n) {
+				want = false
+				break
+			}
+		}
+		if covers != want {
+			t.Fatalf("globCovers(%q, %q) = %v, but globMatch over names up to 4 runes says %v", earlier, later, covers, want)
 		}
 	}
 }
