@@ -81,6 +81,11 @@ type benchConfig struct {
 	profileURL, profileOut           string
 	plainProfileURL, plainProfileOut string
 	profileSeconds                   int
+
+	// plainVars, gatewayVars: each Caddy's expvar endpoint (its admin
+	// API's /debug/vars), read around every run for the Go runtime's
+	// allocation counters; empty: not read.
+	plainVars, gatewayVars string
 }
 
 func parseBenchFlags(args []string) (benchConfig, error) {
@@ -115,6 +120,8 @@ func parseBenchFlags(args []string) (benchConfig, error) {
 	fs.StringVar(&c.plainProfileURL, "plain-profile-url", "", "plain Caddy admin pprof URL (optional, with -profile-url)")
 	fs.StringVar(&c.plainProfileOut, "plain-profile-out", "plain.pprof", "where to write the plain Caddy CPU profile")
 	fs.IntVar(&c.profileSeconds, "profile-seconds", 15, "CPU profile duration")
+	fs.StringVar(&c.plainVars, "plain-vars", "", "plain Caddy's expvar URL (admin /debug/vars), for bytes and objects allocated per request (optional)")
+	fs.StringVar(&c.gatewayVars, "gateway-vars", "", "gateway Caddy's expvar URL (admin /debug/vars), for bytes and objects allocated per request (optional)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -170,6 +177,8 @@ type target struct {
 	// fixed body (id 1) is sent.
 	uniqueIDs bool
 	lastID    atomic.Int64
+	// vars is the process's expvar URL ("" when not read).
+	vars string
 }
 
 func newTarget(name, url string, pid int, cfg benchConfig) *target {
@@ -252,6 +261,9 @@ type runResult struct {
 	proxyTicks    uint64
 	upstreamTicks uint64
 	clientTicks   uint64 // the load generator itself
+	// mem is the proxy's allocation over the run (zero when its expvar
+	// URL was not given).
+	mem memStats
 }
 
 func (r runResult) rps() float64 { return float64(r.n) / r.wall.Seconds() }
@@ -330,6 +342,10 @@ func measure(t *target, upstreamPID, c, n int, rate float64) (runResult, error) 
 	if upstreamPID > 0 {
 		pids = append(pids, upstreamPID)
 	}
+	memBefore, err := t.memStats()
+	if err != nil {
+		return runResult{}, err
+	}
 	before, err := readTicks(pids)
 	if err != nil {
 		return runResult{}, err
@@ -342,7 +358,11 @@ func measure(t *target, upstreamPID, c, n int, rate float64) (runResult, error) 
 	if err != nil {
 		return runResult{}, err
 	}
-	r := runResult{n: n, wall: wall, lat: lat, proxyTicks: after[0] - before[0], clientTicks: after[1] - before[1]}
+	memAfter, err := t.memStats()
+	if err != nil {
+		return runResult{}, err
+	}
+	r := runResult{n: n, wall: wall, lat: lat, proxyTicks: after[0] - before[0], clientTicks: after[1] - before[1], mem: memAfter.sub(memBefore)}
 	if upstreamPID > 0 {
 		r.upstreamTicks = after[2] - before[2]
 	}
@@ -470,6 +490,7 @@ func runBench(args []string, out io.Writer) error {
 func targets(cfg benchConfig) (plain, gw *target, err error) {
 	plain = newTarget("reverse_proxy", cfg.plainURL, cfg.plainPID, cfg)
 	gw = newTarget("mcp_gateway", cfg.gatewayURL, cfg.gatewayPID, cfg)
+	plain.vars, gw.vars = cfg.plainVars, cfg.gatewayVars
 	if cfg.issuer != "" {
 		tok, err := targetToken(cfg, gw)
 		if err != nil {
@@ -674,3 +695,42 @@ func loadUntil(t *target, c int, stop <-chan struct{}, n *atomic.Int64) error {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// memStats are the Go runtime's cumulative allocation counters of a
+// process, as expvar publishes them (runtime.MemStats).
+type memStats struct {
+	TotalAlloc uint64 // bytes allocated
+	Mallocs    uint64 // objects allocated
+	NumGC      uint32 // completed GC cycles
+}
+
+func (m memStats) sub(o memStats) memStats {
+	return memStats{TotalAlloc: m.TotalAlloc - o.TotalAlloc, Mallocs: m.Mallocs - o.Mallocs, NumGC: m.NumGC - o.NumGC}
+}
+
+// memStats reads t's process's counters from its expvar URL (zero when
+// t has none). The read itself allocates a few kilobytes in the process,
+// nothing beside a run's.
+func (t *target) memStats() (memStats, error) {
+	if t.vars == "" {
+		return memStats{}, nil
+	}
+	resp, err := t.client.Get(t.vars)
+	if err != nil {
+		return memStats{}, fmt.Errorf("%s: expvar: %w", t.name, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return memStats{}, fmt.Errorf("%s: expvar: status %d", t.name, resp.StatusCode)
+	}
+	var v struct {
+		MemStats *memStats `json:"memstats"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		return memStats{}, fmt.Errorf("%s: expvar: %w", t.name, err)
+	}
+	if v.MemStats == nil || v.MemStats.Mallocs == 0 {
+		return memStats{}, fmt.Errorf("%s: expvar: no memstats at %s", t.name, t.vars)
+	}
+	return *v.MemStats, nil
+}

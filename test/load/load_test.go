@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"expvar"
 	"fmt"
 	"io"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -238,6 +240,10 @@ func TestBenchReport(t *testing.T) {
 			var body string
 			up := upstreamHandler(time.Second)
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/debug/vars" {
+					expvar.Handler().ServeHTTP(w, r)
+					return
+				}
 				first.Do(func() {
 					b, _ := io.ReadAll(r.Body)
 					h, body = r.Header.Clone(), string(b)
@@ -251,11 +257,24 @@ func TestBenchReport(t *testing.T) {
 			cfg.cpuTarget = 1.05
 			cfg.plainURL, cfg.gatewayURL = srv.URL+"/mcp", srv.URL+"/mcp"
 			var out bytes.Buffer
-			if err := bench(cfg, newTarget("reverse_proxy", cfg.plainURL, cfg.plainPID, cfg), newTarget("mcp_gateway", cfg.gatewayURL, cfg.gatewayPID, cfg), &out); err != nil {
+			// Both "proxies" are this process, whose expvar counts
+			// what the test server and client allocate.
+			plain, gw := newTarget("reverse_proxy", cfg.plainURL, cfg.plainPID, cfg), newTarget("mcp_gateway", cfg.gatewayURL, cfg.gatewayPID, cfg)
+			plain.vars, gw.vars = srv.URL+"/debug/vars", srv.URL+"/debug/vars"
+			if err := bench(cfg, plain, gw, &out); err != nil {
 				t.Fatalf("bench() error = %v, want nil", err)
 			}
 			report := out.String()
+			mem := regexp.MustCompile(`\| 4 \| mcp_gateway \+ reverse_proxy \| (\d+) \| ([0-9.]+) \| ([0-9.]+) \|`).FindStringSubmatch(report)
+			if mem == nil {
+				t.Fatalf("report has no allocation row at c=4:\n%s", report)
+			}
+			if b, _ := strconv.Atoi(mem[1]); b < 1000 {
+				// An HTTP round trip in one process allocates kilobytes.
+				t.Errorf("allocated %d B/req, want a round trip's kilobytes:\n%s", b, report)
+			}
 			for _, want := range []string{
+				"| c | proxy | allocated B/req | objects/req | GC cycles per 1000 req |",
 				"| c | proxy | req/s | p50 ms | p99 ms | proxy CPU µs/req | upstream CPU µs/req | client CPU µs/req |",
 				"| 1 | reverse_proxy |", "| 4 | mcp_gateway + reverse_proxy |",
 				"| 4 | ", "Targets: throughput ≥ 85% of plain at c=4",
@@ -582,5 +601,49 @@ func TestHostileSmoke(t *testing.T) {
 	}
 	if len(addrs) != 20 {
 		t.Errorf("distinct failing client addresses = %d, want 20", len(addrs))
+	}
+}
+
+// TestMemStats reads a process's allocation counters from its expvar
+// endpoint, and refuses an endpoint that does not give them: a run
+// would otherwise print zeros as figures.
+func TestMemStats(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.Handle("/debug/vars", expvar.Handler())
+	mux.HandleFunc("/other", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, `{"cmdline":["caddy"]}`) })
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	tg := newTarget("proxy", srv.URL+"/mcp", os.Getpid(), testConfig())
+
+	tg.vars = srv.URL + "/debug/vars"
+	a, err := tg.memStats()
+	if err != nil {
+		t.Fatalf("memStats() error = %v, want nil", err)
+	}
+	junk := make([][]byte, 100)
+	for i := range junk {
+		junk[i] = make([]byte, 1000)
+	}
+	b, err := tg.memStats()
+	if err != nil {
+		t.Fatalf("memStats() error = %v, want nil", err)
+	}
+	if d := b.sub(a); d.Mallocs < 100 || d.TotalAlloc < 100*1000 {
+		t.Errorf("after 100 allocations of 1000 B: %d objects, %d B, want at least that", d.Mallocs, d.TotalAlloc)
+	}
+	runtime.KeepAlive(junk)
+
+	for _, tt := range []struct{ path, wantErr string }{
+		{"/nothing", "status 404"},
+		{"/other", "no memstats"},
+	} {
+		tg.vars = srv.URL + tt.path
+		if _, err := tg.memStats(); err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+			t.Errorf("memStats() from %s: error = %v, want one containing %q", tt.path, err, tt.wantErr)
+		}
+	}
+	tg.vars = ""
+	if m, err := tg.memStats(); err != nil || m != (memStats{}) {
+		t.Errorf("memStats() without a URL = %+v, %v, want zero, nil", m, err)
 	}
 }

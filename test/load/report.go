@@ -168,6 +168,8 @@ func writeReport(w io.Writer, cfg benchConfig, levels []level, results [][][]run
 		fmt.Fprintf(w, "| %s | %.1f%% | %s | %+.3f | %+.3f | %+.1f | %.2f× | %s |\n", lv.column(), 100*p.ratio, bound, p.p50Added, p.p99Added, p.cpuAdded, p.cpuRatio, control)
 	}
 
+	writeMemory(w, levels, names, results)
+
 	fmt.Fprintln(w)
 	closed := len(levels) - 1
 	if levels[closed].paced() {
@@ -206,4 +208,35 @@ func (l level) column() string {
 		return fmt.Sprintf("%d @ %.0f/s", l.c, l.rate)
 	}
 	return fmt.Sprintf("%d", l.c)
+}
+
+// writeMemory prints the proxies' allocation per request, medians over
+// rounds, when their expvar URLs were given (-plain-vars, -gateway-vars).
+func writeMemory(w io.Writer, levels []level, names []string, results [][][]runResult) {
+	if len(results) == 0 || len(results[0][0]) == 0 || results[0][0][0].mem.Mallocs == 0 && results[0][1][0].mem.Mallocs == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| c | proxy | allocated B/req | objects/req | GC cycles per 1000 req |")
+	fmt.Fprintln(w, "|--:|:--|--:|--:|--:|")
+	for li, lv := range levels {
+		for ti, name := range names {
+			var b, o, gc []float64
+			for _, r := range results[li][ti] {
+				if r.mem.Mallocs == 0 {
+					continue
+				}
+				n := float64(r.n)
+				b = append(b, float64(r.mem.TotalAlloc)/n)
+				o = append(o, float64(r.mem.Mallocs)/n)
+				gc = append(gc, 1000*float64(r.mem.NumGC)/n)
+			}
+			if len(b) == 0 {
+				fmt.Fprintf(w, "| %s | %s | - | - | - |\n", lv.column(), name)
+				continue
+			}
+			fmt.Fprintf(w, "| %s | %s | %.0f | %.1f | %.2f |\n", lv.column(), name, median(b), median(o), median(gc))
+		}
+	}
+	fmt.Fprintln(w, "Allocation: the Go runtime's counters of each Caddy process (expvar memstats, read before and after each run); GC work grows with the bytes allocated.")
 }

@@ -276,6 +276,7 @@ bench_flags=(
 	-gateway "http://127.0.0.1:$gw_port/mcp" -gateway-pid "$gw_pid"
 	-upstream-pid "$up_pid" -upstream-name "$upstream_mode"
 	-proto "$proto" -clk-tck "$(getconf CLK_TCK)"
+	-plain-vars "http://127.0.0.1:$plain_admin/debug/vars" -gateway-vars "http://127.0.0.1:$gw_admin/debug/vars"
 )
 if [ "$gateway" != plain ]; then
 	bench_flags+=(-issuer "http://127.0.0.1:$gw_port" -client-id loadgen -scope "mcp:use mcp:call")

@@ -55,14 +55,14 @@ for proto in ${PROTOS:-2025-11-25 2026-07-28}; do
 		report=$(ls "$dir"/report-*.md)
 		target=$(sed -n 's/^Target: proxy CPU gateway\/plain at c=\([0-9]*\) (closed-loop) ≤ \([0-9.]*\)×: \([0-9.]*\)× \([A-Z]*\).*control \([0-9.]*\)×.*/\1 \2 \3 \4 \5/p' "$report")
 		read -r c want got verdict control <<<"$target"
-		plain=$(awk -F'|' -v c="$c" '$2 == " " c " " && $3 ~ /^ reverse_proxy/ {print $7}' "$report" | tr -d ' ')
-		gw=$(awk -F'|' -v c="$c" '$2 == " " c " " && $3 ~ /mcp_gateway/ {print $7}' "$report" | tr -d ' ')
+		plain=$(awk -F'|' -v c="$c" 'NF > 9 && $2 == " " c " " && $3 ~ /^ reverse_proxy/ {print $7}' "$report" | tr -d ' ')
+		gw=$(awk -F'|' -v c="$c" 'NF > 9 && $2 == " " c " " && $3 ~ /mcp_gateway/ {print $7}' "$report" | tr -d ' ')
 		paced="– | –"
 		target=$(sed -n 's/^Target: proxy CPU gateway\/plain at c=[0-9]* @ \([0-9]*\)\/s (paced[^)]*) ≤ [0-9.]*×: \([0-9.]*\)× \([A-Z]*\).*control \([0-9.]*\)×.*/\1 \2 \3 \4/p' "$report")
 		if [ -n "$target" ]; then
 			read -r prate pgot pverdict pcontrol <<<"$target"
-			pplain=$(awk -F'|' -v c="$c @ $prate/s" '$2 == " " c " " && $3 ~ /^ reverse_proxy/ {print $7}' "$report" | tr -d ' ')
-			pgw=$(awk -F'|' -v c="$c @ $prate/s" '$2 == " " c " " && $3 ~ /mcp_gateway/ {print $7}' "$report" | tr -d ' ')
+			pplain=$(awk -F'|' -v c="$c @ $prate/s" 'NF > 9 && $2 == " " c " " && $3 ~ /^ reverse_proxy/ {print $7}' "$report" | tr -d ' ')
+			pgw=$(awk -F'|' -v c="$c @ $prate/s" 'NF > 9 && $2 == " " c " " && $3 ~ /mcp_gateway/ {print $7}' "$report" | tr -d ' ')
 			paced="$prate/s: $pplain / $pgw µs, **${pgot}×** (control ${pcontrol}×) | $pverdict"
 		fi
 		rows+=("| $proto | $audit | ≤ ${want}× | $plain / $gw µs, **${got}×** (control ${control}×) | $verdict | $paced |")
