@@ -21,6 +21,11 @@
 #   PLAIN_TOKEN=off|on   on: the plain proxy gets the gateway's Authorization
 #                        header too, so both read byte-identical requests
 #                        (default off: the plain proxy gets none)
+#   PLAIN_LOG=off|on     on: the plain site logs every request (Caddy's
+#                        `log` directive, to the default log like the
+#                        gateway's audit events): one log line per request
+#                        on both sides, as a reference for the audit log's
+#                        own cost (default off)
 #   SESSION=on|off       2025-11-25: initialize a session per proxy first
 #                        (default on) and send every request in it
 #   AUDIT=on|buffered|denials_only|off   gateway audit events: on (default,
@@ -145,6 +150,12 @@ secret=$(openssl rand -base64 32 | tr -d '\n=' | tr '+/' '-_')
 hash=$(printf '%s' "$secret" | sha256sum | cut -d' ' -f1)
 
 gw_opts=""
+plain_log=""
+case "${PLAIN_LOG:-off}" in
+off) ;;
+on) plain_log=$'\tlog\n' ;;
+*) echo "PLAIN_LOG must be on or off" >&2; exit 2 ;;
+esac
 if [ "$audit" = denials_only ]; then
 	gw_opts=$'\t\taudit denials_only'
 fi
@@ -157,7 +168,7 @@ cat >"$tmp/plain.Caddyfile" <<EOF
 }
 
 http://127.0.0.1:$plain_port {
-	reverse_proxy 127.0.0.1:$up_port
+$plain_log	reverse_proxy 127.0.0.1:$up_port
 }
 EOF
 
@@ -342,9 +353,15 @@ plain)
 	gw_note=" GATEWAY=plain: an A/A run, the second process is a plain reverse_proxy too and no request carries a token (its rows say mcp_gateway all the same)."
 	;;
 esac
+if [ -n "$plain_log" ]; then
+	gw_note="$gw_note PLAIN_LOG=on: the plain site logs every request (Caddy's log directive, to stderr, which goes to a file in the temp dir as the gateway's does)."
+fi
 {
 	echo "$build_note, Caddy $("$caddy" version | cut -d' ' -f1), $(go env GOVERSION), audit log $audit.$gw_note"
 	LOAD_CLIENT_SECRET=$secret "$tmp/load" bench "${bench_flags[@]}" "$@"
+	if [ -n "$plain_log" ]; then
+		echo "Plain access log: $(grep -c '"logger":"http.log.access' "$tmp/plain.log" || true) entries."
+	fi
 } | tee "$report"
 echo "(report saved to $report)" >&2
 

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -64,6 +65,20 @@ func TestScriptsSmoke(t *testing.T) {
 					t.Errorf("%v: output lacks %q:\n%s", env, want, out)
 				}
 			}
+		}
+	})
+	t.Run("plain log", func(t *testing.T) {
+		out := run(t, "run.sh", []string{"PLAIN_LOG=on", "PROTO=2026-07-28"}, small...)
+		m := regexp.MustCompile(`Plain access log: ([0-9]+) entries`).FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("output lacks the plain access log's count:\n%s", out)
+		}
+		// Every request the plain proxy served: warmup, c=1, c=4.
+		if n, _ := strconv.Atoi(m[1]); n < 20+20+200 {
+			t.Errorf("plain access log has %d entries, want one per request (at least 240):\n%s", n, out)
+		}
+		if !strings.Contains(out, "PLAIN_LOG=on: the plain site logs every request") {
+			t.Errorf("report does not say the plain site logs:\n%s", out)
 		}
 	})
 	t.Run("ab", func(t *testing.T) {
