@@ -9,6 +9,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -81,6 +82,17 @@ func TestNewValidation(t *testing.T) {
 		{"a* does not cover ?a", func(c *Config) { c.Tools = rules("a*", "?a") }, ""},
 		{"non-ASCII literal", func(c *Config) { c.Tools = rules("café_*", "caf?_x") }, ""},
 		{"too many wildcards to check", func(c *Config) { c.Tools = rules("read_*", "*_"+strings.Repeat("?", 24)) }, "too many wildcards"},
+		// Several earlier rules together.
+		{"covered by two globs", func(c *Config) { c.Tools = rules("ab", "ab?*", "ab*") }, `tool rule "ab*" is never reached: the rules "ab", "ab?*" before it together`},
+		{"catch-all covered by ? and ??*", func(c *Config) { c.Tools = rules("x", "?", "??*", "*") }, `the rules "x", "?", "??*" before it together`},
+		{"covered together loosely", func(c *Config) { c.Tools = rules("fs_?*", "fs.", "fs_*") }, `rules "fs_?*", "fs." before it together match every name it does when case and the separators`},
+		{"prompts covered together", func(c *Config) { c.Prompts = rules("p", "p?*", "p*") }, "prompt rule"},
+		{"methods covered together", func(c *Config) { c.Methods = rules("acme/a*", "acme/", "acme/?*", "acme/*") }, "method rule"},
+		{"two globs leaving a name out", func(c *Config) { c.Tools = rules("a*", "b*", "?*") }, ""},
+		{"two globs leaving the short name out", func(c *Config) { c.Tools = rules("ab?", "ab??*", "ab*") }, ""},
+		{"catch-all after contains-rules", func(c *Config) {
+			c.Tools = rules("*delete*", "*drop*", "*write*", "*create*", "*update*", "*remove*", "*admin*", "*exec*", "*", "never")
+		}, `tool rule "never" is never reached: the rule "*"`},
 		{"tool before *", func(c *Config) { c.Tools = rules("delete_all", "*") }, ""},
 		{"literal before its glob", func(c *Config) { c.Tools = rules("delete_all", "delete_*", "*") }, ""},
 		{"glob not sure to cover a glob", func(c *Config) { c.Tools = rules("a?c", "a*c") }, ""},
@@ -694,9 +706,9 @@ func TestGlobCoversAgreesWithGlobMatch(t *testing.T) {
 	}
 	grow("", 4)
 	rng := rand.New(rand.NewPCG(3, 4))
-	glob := func() string {
+	globOf := func(tokens int) string {
 		var b strings.Builder
-		for range 1 + rng.IntN(4) {
+		for range 1 + rng.IntN(tokens) {
 			c := []rune(letters)[rng.IntN(len([]rune(letters)))]
 			if c == '\\' {
 				b.WriteRune('\\')
@@ -706,8 +718,9 @@ func TestGlobCoversAgreesWithGlobMatch(t *testing.T) {
 		}
 		return b.String()
 	}
+	randGlob := func() string { return globOf(4) }
 	for range 3000 {
-		earlier, later := glob(), glob()
+		earlier, later := randGlob(), randGlob()
 		covers, ok := globCovers(earlier, later)
 		if !ok {
 			t.Fatalf("globCovers(%q, %q) gave up", earlier, later)
@@ -721,6 +734,37 @@ func TestGlobCoversAgreesWithGlobMatch(t *testing.T) {
 		}
 		if covers != want {
 			t.Fatalf("globCovers(%q, %q) = %v, but globMatch over names up to 4 runes says %v", earlier, later, covers, want)
+		}
+	}
+	// Several earlier globs together, and whether two globs meet: of up
+	// to three tokens, so that a name of up to four runes shows what
+	// they decide.
+	for range 2000 {
+		earlier, later := []string{globOf(3), globOf(3), globOf(3)}[:2+rng.IntN(2)], globOf(3)
+		var globs []glob
+		for _, e := range earlier {
+			globs = append(globs, parseGlob(e))
+		}
+		covers, ok := coverGlobs(globs, parseGlob(later))
+		meet, meetOK := meetGlobs(globs[0], parseGlob(later))
+		if !ok || !meetOK {
+			t.Fatalf("coverGlobs(%q, %q) or meetGlobs gave up", earlier, later)
+		}
+		want, wantMeet := true, false
+		for _, n := range names {
+			if !globMatch(later, n) {
+				continue
+			}
+			wantMeet = wantMeet || globMatch(earlier[0], n)
+			if !slices.ContainsFunc(earlier, func(e string) bool { return globMatch(e, n) }) {
+				want = false
+			}
+		}
+		if covers != want {
+			t.Fatalf("coverGlobs(%q, %q) = %v, but globMatch over names up to 4 runes says %v", earlier, later, covers, want)
+		}
+		if meet != wantMeet {
+			t.Fatalf("meetGlobs(%q, %q) = %v, but globMatch over names up to 4 runes says %v", earlier[0], later, meet, wantMeet)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -163,24 +164,78 @@ func compileRules(what string, rules []Rule, base []string, compile func(string)
 // lets fs_delete through with read, which a loose upstream runs as
 // fs.delete).
 func refuseShadowed(what string, rules []compiledRule, loose bool) error {
+	exact, folded := make([]glob, len(rules)), make([]glob, len(rules))
+	for i, r := range rules {
+		exact[i], folded[i] = parseGlob(r.Pattern), parseGlob(r.loose)
+	}
 	for j := range rules {
-		for _, r := range rules[:j] {
+		for i, r := range rules[:j] {
 			how := ""
-			exact, ok := globCovers(r.Pattern, rules[j].Pattern)
-			if ok && !exact && loose {
-				exact, ok = globCovers(r.loose, rules[j].loose)
+			covers, ok := coverGlobs(exact[i:i+1], exact[j])
+			if ok && !covers && loose {
+				covers, ok = coverGlobs(folded[i:i+1], folded[j])
 				how = " when case and the separators - . / _ are ignored"
 			}
 			switch {
 			case !ok:
 				return fmt.Errorf("%s rule %q: too many wildcards to check whether the rule %q before it makes it unreachable; write it with fewer '?' and '*'", what, rules[j].Pattern, r.Pattern)
-			case !exact:
+			case !covers:
 				continue
 			}
 			return fmt.Errorf("%s rule %q is never reached: the rule %q before it matches every name it does%s (the first matching rule applies; put the narrower rule first)", what, rules[j].Pattern, r.Pattern, how)
 		}
+		if !slices.ContainsFunc(exact[j].nfa, globToken.wild) {
+			// A name (or its loose form) no earlier rule matches alone,
+			// none matches.
+			continue
+		}
+		how, globs := "", exact
+		covered, err := coveredTogether(what, rules, globs, j)
+		if err == nil && covered == nil && loose {
+			how, globs = " when case and the separators - . / _ are ignored", folded
+			covered, err = coveredTogether(what, rules, globs, j)
+		}
+		if err != nil {
+			return err
+		}
+		if covered != nil {
+			return fmt.Errorf("%s rule %q is never reached: the rules %s before it together match every name it does%s (the first matching rule applies; put the narrower rule first)", what, rules[j].Pattern, strings.Join(covered, ", "), how)
+		}
 	}
 	return nil
+}
+
+// coveredTogether names the rules before rules[j] that together match
+// every name it does while none does alone ("tool ab read" and "tool
+// ab?* read" before "tool ab* admin", or "tool ? read" and "tool ??*
+// read" before a catch-all "tool * admin"), nil when they do not; globs
+// are the rules' patterns in the form to compare.
+func coveredTogether(what string, rules []compiledRule, globs []glob, j int) ([]string, error) {
+	tooMany := func(p string) error {
+		return fmt.Errorf("%s rule %q: too many wildcards to check whether the rules before it make it unreachable (with %s); write it with fewer '?' and '*'", what, rules[j].Pattern, p)
+	}
+	var meet []glob
+	var names []string
+	for i := range rules[:j] {
+		m, ok := meetGlobs(globs[i], globs[j])
+		if !ok {
+			return nil, tooMany(strconv.Quote(rules[i].Pattern))
+		}
+		if m {
+			meet, names = append(meet, globs[i]), append(names, strconv.Quote(rules[i].Pattern))
+		}
+	}
+	if len(meet) < 2 {
+		return nil, nil
+	}
+	covers, ok := coverGlobs(meet, globs[j])
+	switch {
+	case !ok:
+		return nil, tooMany("the rules " + strings.Join(names, ", "))
+	case !covers:
+		return nil, nil
+	}
+	return names, nil
 }
 
 // globToken is one element of a glob: a literal rune, '?' or '*'.
@@ -257,67 +312,189 @@ func (g globNFA) start() []bool {
 
 func (g globNFA) accepts(set []bool) bool { return set[len(g)] }
 
-// maxCoverStates bounds globCovers' work: the sets of positions it
+// maxCoverStates bounds exploreGlobs' work: the sets of positions it
 // explores can grow exponentially with the wildcards of a pattern.
 const maxCoverStates = 4096
 
+// maxCoverWork bounds it too, in positions looked at (a few tens of
+// milliseconds): a rule compared with hundreds of earlier ones at once
+// costs that many more per step.
+const maxCoverWork = 1 << 25
+
+// glob is a pattern read for comparison with others: its positions, and
+// the literal runes its names all begin and end with (those before its
+// first and after its last wildcard, all when it has none; the suffix
+// reversed), for a quick test that spares most pairs the full run.
+type glob struct {
+	nfa             globNFA
+	prefix, rsuffix []rune
+}
+
+func parseGlob(p string) glob {
+	g := glob{nfa: globTokens(p)}
+	i := slices.IndexFunc(g.nfa, globToken.wild)
+	if i < 0 {
+		i = len(g.nfa)
+	}
+	for _, t := range g.nfa[:i] {
+		g.prefix = append(g.prefix, t.r)
+	}
+	for j := len(g.nfa) - 1; j >= 0 && !g.nfa[j].wild(); j-- {
+		g.rsuffix = append(g.rsuffix, g.nfa[j].r)
+	}
+	return g
+}
+
+func (t globToken) wild() bool { return t.any || t.star }
+
+// mayCover is a quick test that g may cover later: every name of later
+// begins with its prefix and ends with its suffix, and where later's own
+// are shorter, a wildcard there reads any other rune; so g's must begin
+// and end later's.
+func (g glob) mayCover(later glob) bool {
+	return hasPrefixRunes(later.prefix, g.prefix) && hasPrefixRunes(later.rsuffix, g.rsuffix)
+}
+
+// mayMeet is a quick test that two globs may share a name: it begins
+// with both prefixes and ends with both suffixes.
+func (g glob) mayMeet(o glob) bool {
+	return (hasPrefixRunes(g.prefix, o.prefix) || hasPrefixRunes(o.prefix, g.prefix)) &&
+		(hasPrefixRunes(g.rsuffix, o.rsuffix) || hasPrefixRunes(o.rsuffix, g.rsuffix))
+}
+
+func hasPrefixRunes(s, prefix []rune) bool {
+	return len(prefix) <= len(s) && slices.Equal(s[:len(prefix)], prefix)
+}
+
 // globCovers reports whether every non-empty name that glob later matches,
 // glob earlier matches too (names are never empty); ok is false when it
-// could not tell within maxCoverStates. It runs both globs side by side
-// over every string, as sets of positions, reading each rune the globs
-// name and one they do not (all others behave alike).
+// could not tell within maxCoverStates.
 func globCovers(earlier, later string) (covers, ok bool) {
-	e, l := globNFA(globTokens(earlier)), globNFA(globTokens(later))
+	return coverGlobs([]glob{parseGlob(earlier)}, parseGlob(later))
+}
+
+// coverGlobs reports whether every non-empty name that glob later
+// matches, one of the globs earlier matches; ok is false when it could
+// not tell within maxCoverStates.
+func coverGlobs(earlier []glob, later glob) (covers, ok bool) {
+	if len(earlier) == 1 && !earlier[0].mayCover(later) {
+		return false, true
+	}
+	es := make([]globNFA, len(earlier))
+	for i, e := range earlier {
+		es[i] = e.nfa
+	}
+	counterexample := false
+	ok = exploreGlobs(later.nfa, es, func(ln []bool, en [][]bool) bool {
+		if !later.nfa.accepts(ln) {
+			return false
+		}
+		for i, e := range es {
+			if en[i] != nil && e.accepts(en[i]) {
+				return false
+			}
+		}
+		counterexample = true
+		return true
+	})
+	return ok && !counterexample, ok
+}
+
+// meetGlobs reports whether some non-empty name matches both globs; ok
+// is false when it could not tell within maxCoverStates.
+func meetGlobs(a, b glob) (meet, ok bool) {
+	if !a.mayMeet(b) {
+		return false, true
+	}
+	ok = exploreGlobs(a.nfa, []globNFA{b.nfa}, func(an []bool, bn [][]bool) bool {
+		meet = a.nfa.accepts(an) && bn[0] != nil && b.nfa.accepts(bn[0])
+		return meet
+	})
+	return meet, ok
+}
+
+// exploreGlobs runs glob l and the globs es side by side over every
+// non-empty string l can match, as sets of positions (nil: a glob of es
+// that can no longer match), and calls found with the sets after each
+// string until it returns true. It reads each rune the globs name and
+// one they do not, since all others behave alike. It returns false when
+// the sets it met exceed maxCoverStates, or its steps maxCoverWork.
+func exploreGlobs(l globNFA, es []globNFA, found func(ln []bool, en [][]bool) bool) bool {
 	var alphabet []rune
-	other := rune(0x10FFFF)
-	for _, t := range append(slices.Clone(e), l...) {
-		if !t.any && !t.star && !slices.Contains(alphabet, t.r) {
-			alphabet = append(alphabet, t.r)
+	for _, g := range append([]globNFA{l}, es...) {
+		for _, t := range g {
+			if !t.any && !t.star && !slices.Contains(alphabet, t.r) {
+				alphabet = append(alphabet, t.r)
+			}
 		}
 	}
+	other := rune(0x10FFFF)
 	for slices.Contains(alphabet, other) {
 		other--
 	}
-	alphabet = append(alphabet, other)
-	type pair struct{ l, e []bool }
-	key := func(p pair) string {
-		b := make([]byte, 0, len(p.l)+len(p.e))
-		for _, in := range append(slices.Clone(p.l), p.e...) {
-			c := byte('0')
-			if in {
-				c = '1'
+	// A rune no glob names first: most names no glob matches use one.
+	alphabet = append([]rune{other}, alphabet...)
+	// Each step costs a look at every position of every glob: many
+	// globs together may spend the budget before the states.
+	positions := len(l) + 1
+	for _, e := range es {
+		positions += len(e) + 1
+	}
+	steps := maxCoverWork / positions
+	type state struct {
+		l  []bool
+		es [][]bool
+	}
+	key := func(s state) string {
+		b := make([]byte, 0, 64)
+		for _, set := range append([][]bool{s.l}, s.es...) {
+			for _, in := range set {
+				c := byte('0')
+				if in {
+					c = '1'
+				}
+				b = append(b, c)
 			}
-			b = append(b, c)
+			b = append(b, '|')
 		}
 		return string(b)
 	}
-	queue := []pair{{l.start(), e.start()}}
-	seen := map[string]bool{key(queue[0]): true}
+	first := state{l: l.start(), es: make([][]bool, len(es))}
+	for i, e := range es {
+		first.es[i] = e.start()
+	}
+	queue := []state{first}
+	seen := map[string]bool{key(first): true}
 	for len(queue) > 0 {
-		p := queue[0]
+		s := queue[0]
 		queue = queue[1:]
 		for _, r := range alphabet {
-			ln := l.step(p.l, r)
+			if steps--; steps < 0 {
+				return false
+			}
+			ln := l.step(s.l, r)
 			if ln == nil {
 				continue
 			}
-			en := e.step(p.e, r)
-			if en == nil {
-				en = make([]bool, len(e)+1)
-			}
-			if l.accepts(ln) && !e.accepts(en) {
-				return false, true
-			}
-			if next := (pair{ln, en}); !seen[key(next)] {
-				if len(seen) >= maxCoverStates {
-					return false, false
+			next := state{l: ln, es: make([][]bool, len(es))}
+			for i, e := range es {
+				if s.es[i] != nil {
+					next.es[i] = e.step(s.es[i], r)
 				}
-				seen[key(next)] = true
+			}
+			if found(next.l, next.es) {
+				return true
+			}
+			if k := key(next); !seen[k] {
+				if len(seen) >= maxCoverStates {
+					return false
+				}
+				seen[k] = true
 				queue = append(queue, next)
 			}
 		}
 	}
-	return true, true
+	return true
 }
 
 func validActorRule(a ActorRule) error {
