@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -42,6 +43,7 @@ import (
 const (
 	DefaultMaxAttempts = 20
 	DefaultPurgeBatch  = 500
+	DefaultTimeout     = 10 * time.Second
 )
 
 // Retry backoff: a random wait up to minBackoff doubled per attempt, at
@@ -72,6 +74,15 @@ type Options struct {
 	// each batch is its own short transaction. Zero or negative means
 	// DefaultPurgeBatch.
 	PurgeBatch int
+	// Timeout bounds how long a transaction waits for the database: a
+	// statement that waits for a lock or runs longer than this is
+	// cancelled by PostgreSQL (lock_timeout and statement_timeout, unless
+	// the DSN sets them), and a View or an attempt of Update that has
+	// not finished after twice this (a database that stopped answering)
+	// is abandoned. Either fails with store.ErrUnavailable, so a stalled
+	// database answers requests with 503 instead of holding them. Zero
+	// or negative means DefaultTimeout.
+	Timeout time.Duration
 }
 
 // Store is a store.Store on a PostgreSQL database.
@@ -80,6 +91,7 @@ type Store struct {
 	now         func() time.Time
 	maxAttempts int
 	purgeBatch  int
+	timeout     time.Duration
 	closed      atomic.Bool
 }
 
@@ -94,6 +106,11 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		// pgx's message shows the DSN with its password masked.
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
+	timeout := opts.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	serverTimeouts(cfg.ConnConfig.RuntimeParams, timeout)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
@@ -103,6 +120,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		now:         opts.Now,
 		maxAttempts: opts.MaxAttempts,
 		purgeBatch:  opts.PurgeBatch,
+		timeout:     timeout,
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -120,8 +138,56 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	return s, nil
 }
 
+// serverTimeouts has PostgreSQL cancel a statement that waits for a lock,
+// or runs, longer than d (Options.Timeout), on every connection: unless
+// the DSN chose otherwise for these parameters.
+func serverTimeouts(params map[string]string, d time.Duration) {
+	ms := strconv.FormatInt(max(d.Milliseconds(), 1), 10)
+	for _, name := range []string{"lock_timeout", "statement_timeout"} {
+		if _, set := params[name]; !set {
+			params[name] = ms
+		}
+	}
+}
+
+// bounded is ctx ending after twice the timeout, for one transaction:
+// PostgreSQL ends a statement that waits or runs too long itself (a
+// clean error, nothing written), so this ends only a transaction whose
+// database stopped answering.
+func (s *Store) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeoutCause(ctx, 2*s.timeout, errStalled)
+}
+
+// errStalled ends a transaction whose database did not answer within
+// twice Options.Timeout.
+var errStalled = errors.New("postgres: the database did not answer in time")
+
+// unavailable marks err, of a transaction run under bounded(ctx), as
+// store.ErrUnavailable when the database made it wait too long: a
+// statement PostgreSQL cancelled for lock_timeout (55P03) or
+// statement_timeout (57014), or the transaction abandoned after twice
+// the timeout while the caller still waits. The caller may retry.
+func unavailable(ctx, bctx context.Context, err error) error {
+	if err == nil || errors.Is(err, store.ErrUnavailable) {
+		return err
+	}
+	var pe *pgconn.PgError
+	switch {
+	case errors.As(err, &pe) && (pe.Code == "55P03" || pe.Code == "57014"),
+		ctx.Err() == nil && errors.Is(context.Cause(bctx), errStalled):
+		return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
+	}
+	return err
+}
+
 // View implements store.Store.
 func (s *Store) View(ctx context.Context, fn func(store.Tx) error) error {
+	bctx, cancel := s.bounded(ctx)
+	defer cancel()
+	return unavailable(ctx, bctx, s.view(bctx, fn))
+}
+
+func (s *Store) view(ctx context.Context, fn func(store.Tx) error) error {
 	if err := s.begin(ctx); err != nil {
 		return fmt.Errorf("postgres: view: %w", err)
 	}
@@ -160,7 +226,9 @@ func (s *Store) update(ctx context.Context, fn func(store.Tx) error, sync bool) 
 		return fmt.Errorf("postgres: update: %w", err)
 	}
 	for attempt := 1; ; attempt++ {
-		err := s.attempt(ctx, fn, sync)
+		bctx, cancel := s.bounded(ctx)
+		err := unavailable(ctx, bctx, s.attempt(bctx, fn, sync))
+		cancel()
 		if !retryable(err) {
 			return err
 		}

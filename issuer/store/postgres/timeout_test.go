@@ -1,0 +1,259 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres/pgtest"
+)
+
+// get reads b/k through s.
+func get(s store.Store, k string) (string, error) {
+	var v []byte
+	err := s.View(context.Background(), func(tx store.Tx) error {
+		var err error
+		v, err = tx.Get("b", k)
+		return err
+	})
+	return string(v), err
+}
+
+func put(s store.Store, k, v string) error {
+	return s.Update(context.Background(), func(tx store.Tx) error { return tx.Put("b", k, []byte(v), time.Time{}) })
+}
+
+// readAndWrite runs a View of b/k and an Update of it on s, and hands
+// each one's error and duration to check.
+func readAndWrite(s store.Store, check func(name string, err error, took time.Duration)) {
+	for _, op := range []struct {
+		name string
+		run  func() error
+	}{
+		{"View", func() error { _, err := get(s, "k"); return err }},
+		{"Update", func() error { return put(s, "k", "during") }},
+	} {
+		start := time.Now()
+		err := op.run()
+		check(op.name, err, time.Since(start))
+	}
+}
+
+// TestLockWaitEndsAtTimeout: while another client holds the table's
+// lock (an operator's migration, a stuck session), reads and writes give
+// up after Options.Timeout with store.ErrUnavailable, which the issuer
+// answers with 503, write nothing, and work again once the lock is gone.
+func TestLockWaitEndsAtTimeout(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	const timeout = 300 * time.Millisecond
+	s := open(t, dsn, postgres.Options{Timeout: timeout})
+	if err := put(s, "k", "before"); err != nil {
+		t.Fatal(err)
+	}
+	lock := lockTable(t, dsn)
+	readAndWrite(s, func(name string, err error, took time.Duration) {
+		// lock_timeout (55P03) or statement_timeout (57014), both the
+		// timeout: whichever PostgreSQL's timers fire first.
+		if !errors.Is(err, store.ErrUnavailable) || !strings.Contains(err.Error(), "55P03") && !strings.Contains(err.Error(), "57014") {
+			t.Errorf("%s with the table locked = %v, want store.ErrUnavailable (lock_timeout or statement_timeout)", name, err)
+		}
+		if took < timeout || took > 2*timeout+time.Second {
+			t.Errorf("%s with the table locked took %v, want about the timeout %v", name, took, timeout)
+		}
+	})
+	if err := lock.Rollback(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := get(s, "k"); err != nil || v != "before" {
+		t.Fatalf("after the lock: Get = %q, %v, want before, nil (the refused Update wrote nothing)", v, err)
+	}
+	if err := put(s, "k", "after"); err != nil {
+		t.Fatalf("Update after the lock = %v, want nil", err)
+	}
+}
+
+// TestDSNTimeoutsWin: lock_timeout or statement_timeout set in the DSN
+// is the operator's choice and is kept; the other one still ends the
+// wait, and with both off the transaction still ends, at twice the
+// timeout, with store.ErrUnavailable.
+func TestDSNTimeoutsWin(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	const timeout = 200 * time.Millisecond
+	s := open(t, dsn+" lock_timeout=0", postgres.Options{Timeout: timeout})
+	lockTable(t, dsn)
+	// statement_timeout, which the DSN leaves to the store, still ends
+	// the wait (57014) at the timeout.
+	start := time.Now()
+	_, err := get(s, "k")
+	if took := time.Since(start); !errors.Is(err, store.ErrUnavailable) || !strings.Contains(err.Error(), "57014") || took < timeout {
+		t.Errorf("View with lock_timeout=0 in the DSN = %v after %v, want store.ErrUnavailable from statement_timeout (57014) after %v", err, took, timeout)
+	}
+	// And lock_timeout, when the DSN turns statement_timeout off (55P03).
+	s2 := open(t, dsn+" statement_timeout=0", postgres.Options{Timeout: timeout})
+	start = time.Now()
+	_, err = get(s2, "k")
+	if took := time.Since(start); !errors.Is(err, store.ErrUnavailable) || !strings.Contains(err.Error(), "55P03") || took < timeout {
+		t.Errorf("View with statement_timeout=0 in the DSN = %v after %v, want store.ErrUnavailable from lock_timeout (55P03) after %v", err, took, timeout)
+	}
+	s3 := open(t, dsn+" lock_timeout=0 statement_timeout=0", postgres.Options{Timeout: timeout})
+	start = time.Now()
+	_, err = get(s3, "k")
+	if took := time.Since(start); !errors.Is(err, store.ErrUnavailable) || took < 2*timeout {
+		t.Errorf("View with both timeouts off in the DSN = %v after %v, want store.ErrUnavailable after twice the timeout (%v)", err, took, 2*timeout)
+	}
+}
+
+// lockTable holds the store's table locked, from another client, until
+// the returned transaction ends (at the latest with the test).
+func lockTable(t *testing.T, dsn string) pgx.Tx {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(ctx) })
+	lock, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lock.Rollback(ctx) })
+	if _, err := lock.Exec(ctx, "LOCK TABLE mcp_auth_entries IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	return lock
+}
+
+// TestStalledDatabaseEndsAtTimeout: a database that stops answering (a
+// network partition: the connection stays open, nothing comes back) holds
+// a transaction for at most twice Options.Timeout, and the store works
+// again once it answers. The stall is a socket proxy in front of the
+// real server that stops passing bytes.
+func TestStalledDatabaseEndsAtTimeout(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	p := newStallProxy(t, dsn)
+	const timeout = 300 * time.Millisecond
+	s := open(t, p.dsn, postgres.Options{Timeout: timeout})
+	if err := put(s, "k", "before"); err != nil {
+		t.Fatal(err)
+	}
+	p.stall.Store(true)
+	readAndWrite(s, func(name string, err error, took time.Duration) {
+		if !errors.Is(err, store.ErrUnavailable) {
+			t.Errorf("%s against a stalled database = %v, want store.ErrUnavailable", name, err)
+		}
+		if took < 2*timeout || took > 2*timeout+2*time.Second {
+			t.Errorf("%s against a stalled database took %v, want about twice the timeout (%v)", name, took, 2*timeout)
+		}
+	})
+	// A caller's own deadline is its own: not marked unavailable.
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	err := s.View(ctx, func(tx store.Tx) error { _, err := tx.Get("b", "k"); return err })
+	if err == nil || errors.Is(err, store.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("View with the caller's 100 ms deadline = %v, want the caller's context.DeadlineExceeded, not ErrUnavailable", err)
+	}
+	p.stall.Store(false)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		v, err := get(s, "k")
+		if err == nil {
+			if v != "before" {
+				t.Fatalf("after the stall: Get = %q, want before (the abandoned Update wrote nothing)", v)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the stall: Get = %v, want the store working again", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stallProxy passes a Unix socket's connections through to the test
+// server's, and holds every byte while stall is set.
+type stallProxy struct {
+	dsn   string
+	stall atomic.Bool
+}
+
+func newStallProxy(t *testing.T, dsn string) *stallProxy {
+	t.Helper()
+	fields := map[string]string{}
+	for _, f := range strings.Fields(dsn) {
+		k, v, _ := strings.Cut(f, "=")
+		fields[k] = v
+	}
+	target := filepath.Join(fields["host"], ".s.PGSQL."+fields["port"])
+	dir, err := os.MkdirTemp("", "stall")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	ln, err := net.Listen("unix", filepath.Join(dir, ".s.PGSQL."+fields["port"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	p := &stallProxy{dsn: strings.Replace(dsn, "host="+fields["host"], "host="+dir, 1)}
+	var conns sync.Map
+	t.Cleanup(func() {
+		conns.Range(func(c, _ any) bool { c.(net.Conn).Close(); return true })
+	})
+	pass := func(dst, src net.Conn) {
+		defer wg.Done()
+		defer dst.Close()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			for p.stall.Load() {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if n > 0 {
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					src.Close()
+				}
+				return
+			}
+		}
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("unix", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			conns.Store(c, nil)
+			conns.Store(up, nil)
+			wg.Add(2)
+			go pass(up, c)
+			go pass(c, up)
+		}
+	}()
+	return p
+}
