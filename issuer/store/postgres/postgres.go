@@ -211,22 +211,29 @@ func (s *Store) view(ctx context.Context, fn func(store.Tx) error) error {
 // fn runs again in a new one, up to Options.MaxAttempts times, after
 // which Update returns an error wrapping store.ErrUnavailable.
 func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
-	return s.update(ctx, fn, true)
+	return s.update(ctx, fn, true, true)
 }
 
 // UpdateNoSync implements store.NoSyncUpdater: Update with
 // synchronous_commit off for its transaction, so the commit does not wait
 // for the write-ahead log to be flushed.
 func (s *Store) UpdateNoSync(ctx context.Context, fn func(store.Tx) error) error {
-	return s.update(ctx, fn, false)
+	return s.update(ctx, fn, false, true)
 }
 
-func (s *Store) update(ctx context.Context, fn func(store.Tx) error, sync bool) error {
+// update runs fn in a transaction, again on a serialization failure;
+// bounded: each attempt is abandoned after twice the timeout (see
+// bounded), which an import of a whole store, one long transaction of
+// short statements, is not.
+func (s *Store) update(ctx context.Context, fn func(store.Tx) error, sync, bounded bool) error {
 	if err := s.begin(ctx); err != nil {
 		return fmt.Errorf("postgres: update: %w", err)
 	}
 	for attempt := 1; ; attempt++ {
-		bctx, cancel := s.bounded(ctx)
+		bctx, cancel := ctx, context.CancelFunc(func() {})
+		if bounded {
+			bctx, cancel = s.bounded(ctx)
+		}
 		err := unavailable(ctx, bctx, s.attempt(bctx, fn, sync))
 		cancel()
 		if !retryable(err) {
@@ -331,7 +338,7 @@ func (s *Store) Purge(ctx context.Context) (int, error) {
 // bolt.Store.Export); Import returns how many it copied.
 func (s *Store) Import(ctx context.Context, entries func(ctx context.Context, put func(bucket, key string, value []byte, expires time.Time) error) error) (int, error) {
 	n := 0
-	err := s.Update(ctx, func(tx store.Tx) error {
+	err := s.update(ctx, func(tx store.Tx) error {
 		n = 0
 		return entries(ctx, func(bucket, key string, value []byte, expires time.Time) error {
 			if err := tx.Create(bucket, key, value, expires); err != nil {
@@ -340,7 +347,7 @@ func (s *Store) Import(ctx context.Context, entries func(ctx context.Context, pu
 			n++
 			return nil
 		})
-	})
+	}, true, false)
 	if err != nil {
 		return 0, fmt.Errorf("postgres: import: %w", err)
 	}

@@ -257,3 +257,27 @@ func newStallProxy(t *testing.T, dsn string) *stallProxy {
 	}()
 	return p
 }
+
+// TestImportOutlastsTimeout: copying a whole store (migrate-storage) is
+// one transaction of many short statements, which may take longer than
+// twice the timeout: it is not abandoned, only a statement that waits
+// too long would be.
+func TestImportOutlastsTimeout(t *testing.T) {
+	const timeout = 100 * time.Millisecond
+	s := open(t, pgtest.NewDatabase(t), postgres.Options{Timeout: timeout})
+	n, err := s.Import(context.Background(), func(ctx context.Context, put func(bucket, key string, value []byte, expires time.Time) error) error {
+		for i := range 4 {
+			time.Sleep(timeout)
+			if err := put("b", string(rune('a'+i)), []byte("v"), time.Time{}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil || n != 4 {
+		t.Fatalf("Import over %v = %d, %v, want 4, nil", 4*timeout, n, err)
+	}
+	if v, err := get(s, "d"); err != nil || v != "v" {
+		t.Fatalf("after Import: Get = %q, %v, want v, nil", v, err)
+	}
+}
