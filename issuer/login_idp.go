@@ -156,6 +156,9 @@ func (i *Issuer) idpCallback(p *idpClient) http.HandlerFunc {
 		if err == nil && subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(l.Nonce)) != 1 {
 			err = errors.New("nonce does not match the sign-in")
 		}
+		if err == nil {
+			err = checkAuthorizedParty(idt, p.cfg.ClientID)
+		}
 		if err != nil {
 			refused(idpReasonToken, "The sign-in answer from "+name+" is not valid.", err)
 			return
@@ -248,4 +251,26 @@ func (i *Issuer) idpUnavailable(w http.ResponseWriter, p *idpClient, err error) 
 	i.log.Warn("identity provider unavailable", zap.String("provider", p.cfg.Name), zap.Error(err))
 	i.pages.errorPage(w, http.StatusBadGateway, "Sign-in unavailable",
 		p.cfg.DisplayName+" cannot be reached right now. Try again in a moment.")
+}
+
+// checkAuthorizedParty applies OpenID Connect Core 1.0 §3.1.3.7 (6, 7),
+// which go-oidc leaves to its caller: an ID token issued to several
+// audiences must name this client as the party it was issued to (azp),
+// and one that names a party must name this client. The token of a sign-
+// in at another application that merely lists this one among its
+// audiences does not sign anyone in here.
+func checkAuthorizedParty(idt *oidc.IDToken, clientID string) error {
+	var c struct {
+		AZP *string `json:"azp"`
+	}
+	if err := idt.Claims(&c); err != nil {
+		return fmt.Errorf("reading azp: %w", err)
+	}
+	switch {
+	case c.AZP != nil && *c.AZP != clientID:
+		return fmt.Errorf("ID token issued to another party (azp %q)", *c.AZP)
+	case c.AZP == nil && len(idt.Audience) > 1:
+		return errors.New("ID token for several audiences names none as its authorized party (azp)")
+	}
+	return nil
 }

@@ -283,6 +283,18 @@ func TestIdPSignInAnswers(t *testing.T) {
 		{"ID token for another client", func(s *stubIdP) {
 			s.editToken = func(c jwt.MapClaims) { c["aud"] = "other-app" }
 		}, http.StatusForbidden, "is not valid", idpReasonToken},
+		{"ID token for several clients, no azp", func(s *stubIdP) {
+			s.editToken = func(c jwt.MapClaims) { c["aud"] = []string{c["aud"].(string), "other-app"} }
+		}, http.StatusForbidden, "is not valid", idpReasonToken},
+		{"ID token issued to another party", func(s *stubIdP) {
+			s.editToken = func(c jwt.MapClaims) { c["azp"] = "other-app" }
+		}, http.StatusForbidden, "is not valid", idpReasonToken},
+		{"ID token for several clients, issued to another", func(s *stubIdP) {
+			s.editToken = func(c jwt.MapClaims) { c["azp"] = "other-app"; c["aud"] = []string{c["aud"].(string), "other-app"} }
+		}, http.StatusForbidden, "is not valid", idpReasonToken},
+		{"ID token for several clients, issued to this one", func(s *stubIdP) {
+			s.editToken = func(c jwt.MapClaims) { c["azp"] = c["aud"]; c["aud"] = []string{c["aud"].(string), "other-app"} }
+		}, http.StatusSeeOther, "", ""},
 		{"expired ID token", func(s *stubIdP) {
 			s.editToken = func(c jwt.MapClaims) { c["exp"] = s.now().Add(-time.Minute).Unix() }
 		}, http.StatusForbidden, "is not valid", idpReasonToken},
