@@ -6,6 +6,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -127,5 +128,61 @@ func TestMCPAuthUnknownSubcommand(t *testing.T) {
 		if !errors.As(err, &exit) || exit.ExitCode() == 0 {
 			t.Errorf("caddy %s = %v, want a non-zero exit:\n%s", strings.Join(args, " "), err, out)
 		}
+	}
+}
+
+// The README: the checks of a configuration against its sites run when it
+// starts (caddy run, caddy reload), not in caddy validate, and a reload
+// that fails them leaves the running configuration in place.
+func TestStartChecksNotInValidate(t *testing.T) {
+	e := newEnv(t)
+	port, adminPort := harness.FreePort(t), harness.FreePort(t)
+	good := caddyfile(adminPort, port, "storage bolt "+filepath.Join(e.Home, "db", "mcp-auth.db"))
+	config := e.Write(t, "Caddyfile", good)
+	p := e.Run(t, config, fmt.Sprintf("http://localhost:%d/.well-known/oauth-authorization-server", port))
+
+	// A group's scopes for a resource nothing declares: refused at start.
+	bad := strings.Replace(good, "\t\tissuer http://", "\t\tgroup eng {\n\t\t\tscopes http://localhost:1/other notes:read\n\t\t}\n\t\tissuer http://", 1)
+	badConfig := e.Write(t, "Caddyfile.bad", bad)
+	out, err := e.Caddy(t, 60*time.Second, "validate", "--config", badConfig, "--adapter", "caddyfile")
+	if err != nil || !strings.Contains(out, "Valid configuration") {
+		t.Fatalf("caddy validate of a config its start refuses = %v, want valid (the check runs at start):\n%s", err, out)
+	}
+	out, err = e.Caddy(t, 60*time.Second, "reload", "--config", badConfig, "--adapter", "caddyfile", "--address", fmt.Sprintf("localhost:%d", adminPort))
+	if err == nil || !strings.Contains(out, "which no mcp_gateway or resource declares") {
+		t.Fatalf("caddy reload of that config = %v, want it refused naming the group's resource:\n%s", err, out)
+	}
+	// The running configuration still serves.
+	resp, err := http.Get(fmt.Sprintf("http://localhost:%d/.well-known/oauth-protected-resource/mcp", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("after the refused reload: protected-resource metadata = %d, want 200 from the running config", resp.StatusCode)
+	}
+
+	// A reverse_proxy that requests reach without the gateway: no word
+	// from validate, a warning when the configuration starts.
+	const warning = "reverse_proxy reachable without mcp_gateway"
+	unguarded := strings.Replace(good, "\trespond \"upstream\"\n", "\trespond \"upstream\"\n\thandle_errors {\n\t\treverse_proxy localhost:1\n\t}\n", 1)
+	unguardedConfig := e.Write(t, "Caddyfile.unguarded", unguarded)
+	out, err = e.Caddy(t, 60*time.Second, "validate", "--config", unguardedConfig, "--adapter", "caddyfile")
+	if err != nil || strings.Contains(out, warning) {
+		t.Fatalf("caddy validate of a config with an unguarded proxy = %v, want valid and no warning (the check runs at start):\n%s", err, out)
+	}
+	if strings.Contains(p.Output(), warning) {
+		t.Fatalf("the first config, with no unguarded proxy, was warned about:\n%s", p.Output())
+	}
+	out, err = e.Caddy(t, 60*time.Second, "reload", "--config", unguardedConfig, "--adapter", "caddyfile", "--address", fmt.Sprintf("localhost:%d", adminPort))
+	if err != nil {
+		t.Fatalf("caddy reload of the config with an unguarded proxy = %v:\n%s", err, out)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(p.Output(), warning) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in the running Caddy's log after the reload:\n%s", warning, p.Output())
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
