@@ -9,6 +9,8 @@ import (
 	"errors"
 	"hash"
 	"unsafe"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 )
 
 // Session binding (2025 protocol revisions).
@@ -19,7 +21,8 @@ import (
 //	base64url(upstreamID || HMAC-SHA256(SessionKey, binding || upstreamID))
 //
 // where binding is the length-prefixed sequence "mcp-session-v2", the
-// resource, iss, sub, client_id and the outermost act.sub ("" when none).
+// resource, iss, the principal type (principalKind), sub, client_id and
+// the outermost act.sub ("" when none).
 // The resource keeps a session of one MCP server from being presented to
 // another gateway that shares the key (the mcp_auth app gives every
 // gateway the same one). On every request
@@ -137,7 +140,7 @@ func newMACState(key []byte) *macState {
 // vs "a"+"bc").
 func (ms *macState) sum(dst []byte, label, resource string, p *principal, upstream []byte) []byte {
 	b := ms.fields[:0]
-	for _, f := range [...]string{label, resource, p.issuer, p.subject, p.clientID, outermostActor(p)} {
+	for _, f := range [...]string{label, resource, p.issuer, principalKind(p), p.subject, p.clientID, outermostActor(p)} {
 		b = binary.BigEndian.AppendUint32(b, uint32(len(f)))
 		b = append(b, f...)
 	}
@@ -147,6 +150,18 @@ func (ms *macState) sum(dst []byte, label, resource string, p *principal, upstre
 	ms.h.Reset()
 	ms.h.Write(b)
 	return ms.h.Sum(dst)
+}
+
+// principalKind is the principal type a binding names: "user" for a
+// token that says user or nothing (other issuers' user tokens), the
+// claim otherwise. A client's or an agent's own token that shares a
+// user's names (an issuer that keeps them apart no more than the claim)
+// does not share the user's sessions and tasks.
+func principalKind(p *principal) string {
+	if p.principalType == "" {
+		return accesstoken.PrincipalUser
+	}
+	return p.principalType
 }
 
 func outermostActor(p *principal) string {

@@ -39,6 +39,9 @@ func TestSessionBinding(t *testing.T) {
 	otherClient := other(func(c jwt.MapClaims) { c["client_id"] = "client-2" })
 	viaAgent := other(func(c jwt.MapClaims) { c["act"] = map[string]any{"sub": "agent-a"} })
 	aliceRefreshed := other(func(c jwt.MapClaims) { c["jti"] = "jti-2"; c["iat"] = testNow.Add(-time.Minute).Unix() })
+	aliceSaysUser := other(func(c jwt.MapClaims) { c["principal_type"] = "user" })
+	clientOwnToken := other(func(c jwt.MapClaims) { c["principal_type"] = "client" })
+	agentOwnToken := other(func(c jwt.MapClaims) { c["principal_type"] = "agent" })
 
 	init := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`
 	resp := h.do(t, call{body: init, token: alice})
@@ -66,6 +69,9 @@ func TestSessionBinding(t *testing.T) {
 		{"other user DELETE", http.MethodDelete, bob, sid, 404},
 		{"other client", http.MethodPost, otherClient, sid, 404},
 		{"same user via agent", http.MethodPost, viaAgent, sid, 404},
+		{"principal_type user is no principal_type", http.MethodPost, aliceSaysUser, sid, 200},
+		{"same names, a client's own token", http.MethodPost, clientOwnToken, sid, 404},
+		{"same names, an agent's own token", http.MethodGet, agentOwnToken, sid, 404},
 		{"tampered MAC POST", http.MethodPost, alice, string(tampered), 404},
 		{"tampered MAC GET", http.MethodGet, alice, string(tampered), 404},
 		{"tampered MAC DELETE", http.MethodDelete, alice, string(tampered), 404},
