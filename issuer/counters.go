@@ -54,6 +54,9 @@ func countersFor(st store.Store, prefix string) counters {
 // across configuration reloads (Config.Limits).
 type LimitMemory struct {
 	bruteForce, registrations, registrationsAll *memCounters
+	// anonWrites and parClients bound this instance's own writes, on any
+	// store: a reload does not hand their keys a fresh budget either.
+	anonWrites, parClients *memCounters
 }
 
 // NewLimitMemory returns an empty LimitMemory on the wall clock.
@@ -64,6 +67,8 @@ func newLimitMemory(now func() time.Time) *LimitMemory {
 		bruteForce:       newMemCounters(now, limitMaxEntries, true),
 		registrations:    newMemCounters(now, maxRateBuckets, false),
 		registrationsAll: newMemCounters(now, maxRateBuckets, false),
+		anonWrites:       newMemCounters(now, maxRateBuckets, false),
+		parClients:       newMemCounters(now, maxRateBuckets, false),
 	}
 }
 

@@ -205,19 +205,20 @@ func (i *Issuer) init() error {
 	}
 	// The brute-force and registration limits are shared with the other
 	// instances on the store, else kept across reloads (Config.Limits);
-	// the others bound this instance's own writes.
+	// the others bound this instance's own writes, kept across reloads
+	// too.
+	mem := i.cfg.Limits
+	if mem == nil {
+		mem = newLimitMemory(i.now)
+	}
 	bruteForce, registrations, registrationsAll := countersFor(i.backend, limitsBruteForce), countersFor(i.backend, limitsRegistrations), countersFor(i.backend, limitsRegistrationsAll)
 	if bruteForce == nil { // a store no other instance shares
-		mem := i.cfg.Limits
-		if mem == nil {
-			mem = newLimitMemory(i.now)
-		}
 		bruteForce, registrations, registrationsAll = mem.bruteForce, mem.registrations, mem.registrationsAll
 	}
 	i.limiter = newLimiter(i.now, bruteForce, i.log)
 	i.hashes = newHashGate()
-	i.anonWrites = newRateLimiter(i.now, anonWriteBurst, time.Minute, nil)
-	i.parClients = newRateLimiter(i.now, parClientBurst, time.Minute, nil)
+	i.anonWrites = newRateLimiter(i.now, anonWriteBurst, time.Minute, mem.anonWrites)
+	i.parClients = newRateLimiter(i.now, parClientBurst, time.Minute, mem.parClients)
 	i.registrations = newRateLimiter(i.now, registrationBurst, time.Minute, registrations)
 	i.registrationsAll = newRateLimiter(i.now, registrationGlobalBurst, time.Hour, registrationsAll)
 	i.policy = newPolicy(&i.cfg)

@@ -208,4 +208,26 @@ func TestLimitsKeptAcrossReload(t *testing.T) {
 	if d, _ := build(nil).limiter.attemptDelay(t.Context(), "svc", "192.0.2.7"); d != 0 {
 		t.Errorf("an issuer with memory of its own: delay %v, want none (the test's control)", d)
 	}
+	// The buckets of this instance's own writes: unauthenticated writes
+	// per address, pushed authorization requests per client.
+	for _, b := range []struct {
+		name  string
+		burst int
+		of    func(*Issuer) *rateLimiter
+	}{
+		{"anonymous writes", anonWriteBurst, func(i *Issuer) *rateLimiter { return i.anonWrites }},
+		{"pushed requests", parClientBurst, func(i *Issuer) *rateLimiter { return i.parClients }},
+	} {
+		for range b.burst {
+			if d, err := b.of(before).take(t.Context(), "192.0.2.8"); err != nil || d != 0 {
+				t.Fatalf("%s within the burst: wait %v, %v", b.name, d, err)
+			}
+		}
+		if d, err := b.of(build(mem)).take(t.Context(), "192.0.2.8"); err != nil || d == 0 {
+			t.Errorf("%s after the reload: wait %v, %v; want the spent budget kept", b.name, d, err)
+		}
+		if d, _ := b.of(build(nil)).take(t.Context(), "192.0.2.8"); d != 0 {
+			t.Errorf("%s, an issuer with memory of its own: wait %v, want none (the test's control)", b.name, d)
+		}
+	}
 }
