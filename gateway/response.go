@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"strconv"
 	"strings"
@@ -51,6 +52,9 @@ type responseWriter struct {
 	x      *exchange
 	filter *toolsFilter
 	tasks  bool // wrap the task ids of a 2026-07-28 answer
+	// initIDs are the ids of 2025 initialize requests, whose answers lose
+	// the tasks capability (stripTasksCapability).
+	initIDs [][]byte
 
 	wroteHeader bool
 	mode        writeMode
@@ -63,7 +67,7 @@ type responseWriter struct {
 
 // responseWriter readies the exchange's writer to next.
 func (x *exchange) responseWriter(w http.ResponseWriter, g *Gateway) *responseWriter {
-	x.rw = responseWriter{w: w, g: g, x: x, tasks: x.rewritesTasks()}
+	x.rw = responseWriter{w: w, g: g, x: x, tasks: x.rewritesTasks(), initIDs: x.initializeIDs()}
 	if !x.listsTools() {
 		return &x.rw
 	}
@@ -114,6 +118,26 @@ func (x *exchange) listsTools() bool {
 	}
 	return false
 }
+
+// initializeIDs are the ids of the initialize requests of a revision
+// before 2026-07-28, nil when there are none.
+func (x *exchange) initializeIDs() [][]byte {
+	if x.rev.bindsTaskIDs() {
+		return nil
+	}
+	var ids [][]byte
+	for i := range x.msgs {
+		if m := &x.msgs[i]; m.Kind == mcpparse.KindRequest && m.Method == "initialize" {
+			ids = append(ids, m.ID)
+		}
+	}
+	return ids
+}
+
+// rewrites reports whether the answer is read to change it where it can,
+// and passed unchanged where it cannot: task ids to wrap, an initialize
+// result's tasks capability to remove.
+func (rw *responseWriter) rewrites() bool { return rw.tasks || rw.initIDs != nil }
 
 func (rw *responseWriter) Header() http.Header { return rw.w.Header() }
 
@@ -177,7 +201,7 @@ func (rw *responseWriter) WriteHeader(code int) {
 	// watch: the answer is read for a tools list (a filter, or pinning);
 	// with task ids to wrap only, an answer that cannot be read passes.
 	watch := rw.filter != nil || rw.x.pinned
-	if (watch || rw.tasks) && read {
+	if (watch || rw.rewrites()) && read {
 		mt := mediaType(ct)
 		switch {
 		case code >= 300 && len(h["Location"]) > 0 && watch:
@@ -210,7 +234,7 @@ func (rw *responseWriter) WriteHeader(code int) {
 			// JSON is read as JSON or refused, never passed unread.
 			rw.mode = modeRefuse
 			return
-		case rw.filter == nil && !rw.tasks && mt != "text/event-stream" && mt != "application/json":
+		case rw.filter == nil && !rw.rewrites() && mt != "text/event-stream" && mt != "application/json":
 			// Only watching for tools lists: an answer that is neither
 			// JSON nor an event stream carries no message a client reads.
 		case mt == "application/json":
@@ -273,7 +297,7 @@ func (rw *responseWriter) Write(b []byte) (int, error) {
 	switch rw.mode {
 	case modeJSON:
 		if rw.buf.Len() == 0 && len(b) > 0 && int64(len(b)) == rw.length && len(b) <= maxFilteredBody &&
-			rw.filter == nil && !rw.tasks && !mayListTools(unsafeString(b)) {
+			rw.filter == nil && !rw.rewrites() && !mayListTools(unsafeString(b)) {
 			// The whole answer in one write, held only to be looked at
 			// for a tools list (pinning), and it holds none: write it
 			// now, as finish would, without keeping a copy.
@@ -342,14 +366,14 @@ func (rw *responseWriter) finish() {
 		// Watching only (pinning): a tools/list answer may come as the
 		// answer to another request, which clients match by id.
 		anyList := rw.x.pinned && mayListTools(unsafeString(rw.buf.Bytes()))
-		if rw.filter == nil && !rw.tasks && !anyList {
+		if rw.filter == nil && !rw.rewrites() && !anyList {
 			rw.w.WriteHeader(rw.status)
 			rw.w.Write(rw.buf.Bytes())
 			return
 		}
 		out, err := rw.filterJSON(rw.buf.Bytes(), anyList)
 		if err != nil && rw.passUnwrapped() && !anyList {
-			rw.g.log.Debug("task ids not rewritten", zap.Error(err))
+			rw.g.log.Debug("answer not rewritten", zap.Error(err))
 			out, err = rw.buf.Bytes(), nil
 		}
 		if err != nil {
@@ -500,10 +524,51 @@ func (rw *responseWriter) filterMessage(m *mcpparse.Message, anyList bool) ([]by
 			return nil, err
 		}
 	}
+	if rw.initIDs != nil && m.Kind == mcpparse.KindResponse && containsID(rw.initIDs, m.ID) {
+		var err error
+		if out, err = stripTasksCapability(out); err != nil {
+			return nil, err
+		}
+	}
 	if rw.tasks {
 		return rw.g.wrapTaskIDs(rw.x, m, out)
 	}
 	return out, nil
+}
+
+// stripTasksCapability removes the tasks capability from an initialize
+// result of a revision before 2026-07-28, where the gateway refuses task
+// requests (refuseTasks2025): a client that saw it would send its tool
+// calls as tasks, and have them refused, rather than plainly. Every
+// member of result.capabilities that a JSON decoder may read as "tasks"
+// goes (case variants, and those encoding/json folds, such as U+017F for
+// s), under every member that may read as "capabilities"; the rest is
+// kept. An error answer, or a result without such members, is returned
+// as it is.
+func stripTasksCapability(msg []byte) ([]byte, error) {
+	return editResult(msg, func(result map[string]json.RawMessage) (bool, error) {
+		changed := false
+		for name, v := range result {
+			if !mcpparse.SameName(name, "capabilities") {
+				continue
+			}
+			var caps map[string]json.RawMessage
+			if json.Unmarshal(v, &caps) != nil {
+				continue // not an object: no capability to take out
+			}
+			n := len(caps)
+			maps.DeleteFunc(caps, func(k string, _ json.RawMessage) bool { return mcpparse.SameName(k, "tasks") })
+			if len(caps) == n {
+				continue
+			}
+			b, err := json.Marshal(caps)
+			if err != nil {
+				return false, err
+			}
+			result[name], changed = b, true
+		}
+		return changed, nil
+	})
 }
 
 // encoded reports whether a request or an answer has a content coding
@@ -578,6 +643,19 @@ func (rw *responseWriter) filterTools(m *mcpparse.Message, anyList bool) ([]byte
 // by FilterToolsList, so encoding/json reads the same members; maps keep
 // names exact.
 func privateCacheScope(msg []byte, required bool) ([]byte, error) {
+	return editResult(msg, func(result map[string]json.RawMessage) (bool, error) {
+		scope, has := result["cacheScope"]
+		if (!has && !required) || string(scope) == `"private"` {
+			return false, nil
+		}
+		result["cacheScope"] = json.RawMessage(`"private"`)
+		return true, nil
+	})
+}
+
+// editResult returns msg with its result changed by edit, msg itself when
+// edit changes nothing or msg is an error answer. Maps keep names exact.
+func editResult(msg []byte, edit func(result map[string]json.RawMessage) (bool, error)) ([]byte, error) {
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(msg, &top); err != nil {
 		return nil, err
@@ -590,11 +668,9 @@ func privateCacheScope(msg []byte, required bool) ([]byte, error) {
 	if err := json.Unmarshal(raw, &result); err != nil {
 		return nil, err
 	}
-	scope, has := result["cacheScope"]
-	if (!has && !required) || string(scope) == `"private"` {
-		return msg, nil
+	if changed, err := edit(result); err != nil || !changed {
+		return msg, err
 	}
-	result["cacheScope"] = json.RawMessage(`"private"`)
 	b, err := json.Marshal(result)
 	if err != nil {
 		return nil, err
@@ -644,7 +720,7 @@ func (rw *responseWriter) writeEvent(ev mcpparse.Event) error {
 			if !rw.passUnwrapped() || errors.Is(err, errListUnreadable) {
 				return err
 			}
-			rw.g.log.Debug("task ids not rewritten", zap.Error(err)) // the event goes out as it came
+			rw.g.log.Debug("answer not rewritten", zap.Error(err)) // the event goes out as it came
 		}
 	}
 	return mcpparse.WriteEvent(rw.w, ev)
@@ -653,7 +729,7 @@ func (rw *responseWriter) writeEvent(ev mcpparse.Event) error {
 func (rw *responseWriter) filterEvent(ev *mcpparse.Event) error {
 	// With pins, a tools/list answer is looked for on every stream.
 	anyList := rw.x.pinned && mayListTools(ev.Data)
-	if rw.filter == nil && !rw.tasks && !anyList && !mayChangeList(ev.Data) {
+	if rw.filter == nil && !rw.rewrites() && !anyList && !mayChangeList(ev.Data) {
 		return nil // watching only, and no list_changed or tools here
 	}
 	msgs, batch, err := mcpparse.Parse([]byte(ev.Data), mcpparse.Limits{AllowBatches: true})

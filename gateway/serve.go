@@ -852,9 +852,10 @@ func (x *exchange) forwardsHeader(name string) bool {
 		return false
 	case headerAcceptEncoding:
 		// A compressed answer could not be read (tools/list filter, task
-		// ids, and with pinning every answer): the upstream answers
-		// uncompressed, or the transport decodes.
-		return !x.pinned && !x.listsTools() && !x.rewritesTasks()
+		// ids, an initialize result's capabilities, and with pinning
+		// every answer): the upstream answers uncompressed, or the
+		// transport decodes.
+		return !x.pinned && !x.listsTools() && !x.rewritesTasks() && x.initializeIDs() == nil
 	case headerChecked:
 		return x.headerChecked
 	case headerLastEventID:

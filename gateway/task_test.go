@@ -5,10 +5,14 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -489,6 +493,113 @@ func TestMayName(t *testing.T) {
 			if got, want := mayName(raw, word), every(raw, word); got != want {
 				t.Fatalf("mayName(%q, %s) = %v, a test of every byte finds %v", raw, word, got, want)
 			}
+		}
+	}
+}
+
+// TestInitializeDropsTasksCapability: before 2026-07-28 the gateway
+// refuses task requests, so an initialize result it forwards does not
+// offer tasks (in any spelling a client's decoder reads as "tasks"),
+// as JSON or as an event, and keeps every other capability; other
+// answers, and 2026-07-28, keep theirs.
+func TestInitializeDropsTasksCapability(t *testing.T) {
+	const caps = `{"tools":{"listChanged":true},%s:{"list":{},"cancel":{},"requests":{"tools":{"call":{}}}},"logging":{}}`
+	result := func(name string) string {
+		return `{"protocolVersion":"2025-11-25","capabilities":` + fmt.Sprintf(caps, name) + `,"serverInfo":{"name":"up","version":"1"}}`
+	}
+	var answer atomic.Value // the result the upstream gives, and how
+	var sse atomic.Bool
+	h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+		var req struct{ ID json.RawMessage }
+		body, _ := io.ReadAll(r.Body)
+		json.Unmarshal(body, &req)
+		msg := `{"jsonrpc":"2.0","id":` + string(req.ID) + `,"result":` + answer.Load().(string) + `}`
+		w.Header().Set("Mcp-Session-Id", "s-init")
+		if sse.Load() {
+			w.Header().Set("Content-Type", "text/event-stream")
+			io.WriteString(w, "event: message\ndata: "+msg+"\n\n")
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, msg)
+	})
+	token := mint(t, claims())
+	initialize := func(version string) string {
+		return `{"jsonrpc":"2.0","id":7,"method":"initialize","params":{"protocolVersion":"` + version + `","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`
+	}
+	capabilities := func(t *testing.T, body string) map[string]json.RawMessage {
+		t.Helper()
+		if i := strings.Index(body, "data: "); i >= 0 {
+			body = strings.TrimSpace(body[i+len("data: "):])
+		}
+		var m struct {
+			Result struct {
+				Capabilities map[string]json.RawMessage `json:"capabilities"`
+			} `json:"result"`
+		}
+		if err := json.Unmarshal([]byte(body), &m); err != nil {
+			t.Fatalf("answer %s: %v", body, err)
+		}
+		return m.Result.Capabilities
+	}
+	for _, name := range []string{`"tasks"`, `"Tasks"`, `"TASKS"`, `"taſks"`, `"ta\u0073ks"`, `"tasks\u0000x"`} {
+		for _, stream := range []bool{false, true} {
+			answer.Store(result(name))
+			sse.Store(stream)
+			resp := h.do(t, call{body: initialize("2025-11-25"), token: token, headers: map[string]string{"MCP-Protocol-Version": "2025-11-25"}})
+			body := readBody(t, resp)
+			got := capabilities(t, body)
+			if resp.StatusCode != http.StatusOK || len(got) != 2 || got["tools"] == nil || got["logging"] == nil {
+				t.Errorf("initialize answered with capability %s (event stream %v) = %d, capabilities %v, want tools and logging only", name, stream, resp.StatusCode, got)
+			}
+		}
+	}
+	// An answer that names no tools at all, in one write of its
+	// Content-Length as reverse_proxy writes a small one (which the
+	// gateway otherwise writes at once, unread).
+	serve := func(body string, next NextFunc) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("MCP-Protocol-Version", "2025-11-25")
+		r.Header.Set("Accept-Encoding", "gzip, br")
+		r.Header.Set("Authorization", "Bearer "+token)
+		w := httptest.NewRecorder()
+		h.g.Serve(w, r, next)
+		return w
+	}
+	whole := `{"jsonrpc":"2.0","id":7,"result":{"protocolVersion":"2025-11-25","capabilities":{"tasks":{"list":{}},"logging":{}},"serverInfo":{"name":"up","version":"1"}}}`
+	w := serve(initialize("2025-11-25"), func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(whole)))
+		_, err := io.WriteString(w, whole)
+		return err
+	})
+	if got := capabilities(t, w.Body.String()); w.Code != http.StatusOK || len(got) != 1 || got["logging"] == nil {
+		t.Errorf("initialize answered whole with tasks and logging = %d %v, want logging only", w.Code, got)
+	}
+	// The answer is asked for uncompressed, to be read; a tools/call
+	// (no pinning here) keeps the client's Accept-Encoding.
+	for _, tt := range []struct{ body, want string }{{initialize("2025-11-25"), ""}, {toolCall("read_a"), "gzip, br"}} {
+		sent := "(not forwarded)"
+		serve(tt.body, func(w http.ResponseWriter, r *http.Request) error {
+			sent = r.Header.Get("Accept-Encoding")
+			return nil
+		})
+		if sent != tt.want {
+			t.Errorf("%s forwarded with Accept-Encoding %q, want %q", tt.body, sent, tt.want)
+		}
+	}
+	// Kept: in 2026-07-28, and in the answer to anything but initialize.
+	answer.Store(result(`"tasks"`))
+	sse.Store(false)
+	resp := h.do(t, call{body: toolCall("read_a"), token: token, headers: map[string]string{"MCP-Protocol-Version": "2025-11-25"}})
+	if got := capabilities(t, readBody(t, resp)); got["tasks"] == nil {
+		t.Errorf("a tools/call answer's result.capabilities = %v, want it unchanged", got)
+	}
+	resp = h.do(t, call{body: initialize("2026-07-28"), token: token, headers: map[string]string{"MCP-Protocol-Version": "2026-07-28"}})
+	if body := readBody(t, resp); resp.StatusCode == http.StatusOK {
+		if got := capabilities(t, body); got["tasks"] == nil {
+			t.Errorf("a 2026-07-28 initialize answer's capabilities = %v, want tasks kept (bound there)", got)
 		}
 	}
 }

@@ -45,3 +45,11 @@ func foldRune(r rune) rune {
 		r = r2
 	}
 }
+
+// SameName reports whether a JSON decoder may read member names a and b
+// as one: equal once case-folded as encoding/json folds them (see
+// appendFolded), "tasks" and "Taſks" say.
+func SameName(a, b string) bool {
+	var x, y [64]byte
+	return bytes.Equal(appendFolded(x[:0], []byte(a)), appendFolded(y[:0], []byte(b)))
+}

@@ -644,3 +644,24 @@ func TestDuplicateNamesEveryDepth(t *testing.T) {
 		})
 	}
 }
+
+// TestSameName: names a JSON decoder may read as one member.
+func TestSameName(t *testing.T) {
+	for _, tt := range []struct {
+		a, b string
+		want bool
+	}{
+		{"tasks", "tasks", true},
+		{"tasks", "TASKS", true},
+		{"tasks", "Taſks", true},      // U+017F long s folds to s (encoding/json)
+		{"kind", "\u212aind", true},   // Kelvin sign folds to k
+		{"tasks", "tasks\x00x", true}, // C-string decoders stop at NUL
+		{"tasks", "task", false},
+		{"tasks", "tasks_", false},
+		{"tasks", "", false},
+	} {
+		if got := SameName(tt.a, tt.b); got != tt.want {
+			t.Errorf("SameName(%q, %q) = %v, want %v", tt.a, tt.b, got, tt.want)
+		}
+	}
+}
