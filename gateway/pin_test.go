@@ -578,3 +578,17 @@ func (st *pinnedStage) call(method string) call {
 	}
 	return call{body: toolCall("read_other"), token: st.token, headers: st.headers}
 }
+
+// TestFetchKeyPrincipalKind: a client's own token with a user's names does
+// not share the user's in-flight tools/list fetch (review s12-fresh2).
+func TestFetchKeyPrincipalKind(t *testing.T) {
+	user := &exchange{p: &principal{issuer: testIssuer, subject: "alice", clientID: "client-1"}}
+	saysUser := &exchange{p: &principal{issuer: testIssuer, subject: "alice", clientID: "client-1", principalType: "user"}}
+	client := &exchange{p: &principal{issuer: testIssuer, subject: "alice", clientID: "client-1", principalType: "client"}}
+	if fetchKey(user) != fetchKey(saysUser) {
+		t.Error(`fetchKey differs between no principal_type and "user", want one key`)
+	}
+	if fetchKey(user) == fetchKey(client) {
+		t.Error("fetchKey is the same for a user and a client's own token with the same names, want two keys")
+	}
+}

@@ -116,7 +116,7 @@ func fetchKey(x *exchange) string {
 		return "s\x00" + x.session
 	}
 	p := x.p
-	return "p\x00" + p.issuer + "\x00" + p.subject + "\x00" + p.clientID + "\x00" + outermostActor(p)
+	return "p\x00" + p.issuer + "\x00" + principalKind(p) + "\x00" + p.subject + "\x00" + p.clientID + "\x00" + outermostActor(p)
 }
 
 // fetchOnce runs fetch unless one for the same key (fetchKey) is under way, in

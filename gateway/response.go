@@ -53,8 +53,11 @@ type responseWriter struct {
 	filter *toolsFilter
 	tasks  bool // wrap the task ids of a 2026-07-28 answer
 	// initIDs are the ids of 2025 initialize requests, whose answers lose
-	// the tasks capability (stripTasksCapability).
-	initIDs [][]byte
+	// the tasks capability (stripTasksCapability); initOnly: the request
+	// is one initialize and nothing else, so every response answers it
+	// (a client matches "7" to 7, say).
+	initIDs  [][]byte
+	initOnly bool
 
 	wroteHeader bool
 	mode        writeMode
@@ -68,6 +71,7 @@ type responseWriter struct {
 // responseWriter readies the exchange's writer to next.
 func (x *exchange) responseWriter(w http.ResponseWriter, g *Gateway) *responseWriter {
 	x.rw = responseWriter{w: w, g: g, x: x, tasks: x.rewritesTasks(), initIDs: x.initializeIDs()}
+	x.rw.initOnly = len(x.rw.initIDs) == 1 && len(x.msgs) == 1 && !x.batch
 	if !x.listsTools() {
 		return &x.rw
 	}
@@ -220,7 +224,7 @@ func (rw *responseWriter) WriteHeader(code int) {
 			// client reads is not known.
 			rw.mode = modeRefuse
 			return
-		case mt != "text/event-stream" && (code < 300 && rw.x.r.Method == http.MethodGet || containsFold(ct, "text/event-stream")):
+		case mt != "text/event-stream" && (code < 300 && rw.x.r.Method == http.MethodGet || containsFold(ct, "text/event-stream")) && (watch || rw.tasks):
 			// Clients read a GET's body as events whatever its type, and
 			// take "text/event-stream" anywhere in the type for a stream
 			// (the TypeScript SDK's includes()): such an answer cannot be
@@ -305,7 +309,7 @@ func (rw *responseWriter) Write(b []byte) (int, error) {
 			rw.w.WriteHeader(rw.status)
 			return rw.w.Write(b)
 		}
-		if rw.passUnwrapped() && !rw.x.pinned && rw.buf.Len()+len(b) > maxTaskBody {
+		if rw.passUnwrapped() && !rw.x.pinned && rw.initIDs == nil && rw.buf.Len()+len(b) > maxTaskBody {
 			// Too large to hold for task ids (a completed task's
 			// result, say): stream it unchanged from here on. With
 			// pinning it is held up to maxFilteredBody all the same, to
@@ -374,7 +378,7 @@ func (rw *responseWriter) finish() {
 		out, err := rw.filterJSON(rw.buf.Bytes(), anyList)
 		if err != nil && rw.passUnwrapped() && !anyList {
 			rw.g.log.Debug("answer not rewritten", zap.Error(err))
-			out, err = rw.buf.Bytes(), nil
+			out, err = rw.leniently(rw.buf.Bytes()), nil
 		}
 		if err != nil {
 			rw.g.log.Warn("response not filterable", zap.Error(err))
@@ -524,7 +528,7 @@ func (rw *responseWriter) filterMessage(m *mcpparse.Message, anyList bool) ([]by
 			return nil, err
 		}
 	}
-	if rw.initIDs != nil && m.Kind == mcpparse.KindResponse && containsID(rw.initIDs, m.ID) {
+	if rw.initIDs != nil && m.Kind == mcpparse.KindResponse && (rw.initOnly || containsID(rw.initIDs, m.ID)) {
 		var err error
 		if out, err = stripTasksCapability(out); err != nil {
 			return nil, err
@@ -534,6 +538,21 @@ func (rw *responseWriter) filterMessage(m *mcpparse.Message, anyList bool) ([]by
 		return rw.g.wrapTaskIDs(rw.x, m, out)
 	}
 	return out, nil
+}
+
+// leniently is an answer the strict read refused (duplicate members, say),
+// as it goes out: unchanged, except that the answer to a lone initialize
+// loses its tasks capability as encoding/json reads the answer (the last
+// of duplicate members, every spelling of tasks), which this does not
+// depend on to be safe: the gateway refuses task requests there anyway.
+func (rw *responseWriter) leniently(msg []byte) []byte {
+	if !rw.initOnly {
+		return msg
+	}
+	if out, err := stripTasksCapability(msg); err == nil {
+		return out
+	}
+	return msg
 }
 
 // stripTasksCapability removes the tasks capability from an initialize
@@ -721,6 +740,7 @@ func (rw *responseWriter) writeEvent(ev mcpparse.Event) error {
 				return err
 			}
 			rw.g.log.Debug("answer not rewritten", zap.Error(err)) // the event goes out as it came
+			ev.Data = string(rw.leniently([]byte(ev.Data)))
 		}
 	}
 	return mcpparse.WriteEvent(rw.w, ev)

@@ -577,6 +577,47 @@ func TestInitializeDropsTasksCapability(t *testing.T) {
 	if got := capabilities(t, w.Body.String()); w.Code != http.StatusOK || len(got) != 1 || got["logging"] == nil {
 		t.Errorf("initialize answered whole with tasks and logging = %d %v, want logging only", w.Code, got)
 	}
+	// Answers a client takes for the initialize answer all the same (review
+	// s12-fresh2 F2): its id spelled as a string, members given twice
+	// (which the strict read refuses, and encoding/json reads as the
+	// last), a result past the 1 MiB of task answers; as JSON and as an
+	// event.
+	pad := `"pad":"` + strings.Repeat("x", 1<<20+10) + `",`
+	for _, tt := range []struct{ name, msg string }{
+		{"id as a string", `{"jsonrpc":"2.0","id":"7","result":{"capabilities":{"tasks":{},"logging":{}}}}`},
+		{"tasks twice", `{"jsonrpc":"2.0","id":7,"result":{"capabilities":{"tasks":{},"logging":{},"tasks":{"list":{}}}}}`},
+		{"Tasks and tasks", `{"jsonrpc":"2.0","id":7,"result":{"capabilities":{"Tasks":{},"logging":{},"tasks":{}}}}`},
+		{"past 1 MiB", `{"jsonrpc":"2.0","id":7,"result":{` + pad + `"capabilities":{"tasks":{},"logging":{}}}}`},
+	} {
+		for _, stream := range []bool{false, true} {
+			w := serve(initialize("2025-11-25"), func(w http.ResponseWriter, r *http.Request) error {
+				if stream {
+					w.Header().Set("Content-Type", "text/event-stream")
+					_, err := io.WriteString(w, "data: "+tt.msg+"\n\n")
+					return err
+				}
+				w.Header().Set("Content-Type", "application/json")
+				_, err := io.WriteString(w, tt.msg)
+				return err
+			})
+			if got := capabilities(t, w.Body.String()); w.Code != http.StatusOK || len(got) != 1 || got["logging"] == nil {
+				t.Errorf("%s (event stream %v) = %d, capabilities %v, want logging only", tt.name, stream, w.Code, got)
+			}
+		}
+	}
+	// A type clients read either way is not refused (review s12-fresh2
+	// F1): the capability is a convenience, not a check, and the gateway
+	// refuses task requests regardless.
+	for _, ct := range []string{"application/json, text/event-stream", "application/json; text/event-stream"} {
+		w := serve(initialize("2025-11-25"), func(w http.ResponseWriter, r *http.Request) error {
+			w.Header().Set("Content-Type", ct)
+			_, err := io.WriteString(w, whole)
+			return err
+		})
+		if got := capabilities(t, w.Body.String()); w.Code != http.StatusOK || got["logging"] == nil {
+			t.Errorf("initialize answered as %q = %d %q, want 200 and the answer (as it came, or read as JSON)", ct, w.Code, w.Body.String())
+		}
+	}
 	// The answer is asked for uncompressed, to be read; a tools/call
 	// (no pinning here) keeps the client's Accept-Encoding.
 	for _, tt := range []struct{ body, want string }{{initialize("2025-11-25"), ""}, {toolCall("read_a"), "gzip, br"}} {

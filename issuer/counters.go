@@ -51,7 +51,9 @@ func countersFor(st store.Store, prefix string) counters {
 
 // LimitMemory holds the counters of the limits that the store would hold
 // if other instances shared it (countersFor): one per process keeps them
-// across configuration reloads (Config.Limits).
+// across configuration reloads (Config.Limits). Its keys do not name the
+// issuer: it serves one issuer at a time (Caddy's mcp_auth app, across
+// its reloads), and issuers given the same one share its budgets.
 type LimitMemory struct {
 	bruteForce, registrations, registrationsAll *memCounters
 	// anonWrites and parClients bound this instance's own writes, on any
