@@ -39,6 +39,12 @@ var ErrSchemaTooNew = errors.New("postgres: database schema is newer than this b
 // second instance starting at the same time wait, then find the work done.
 func migrate(ctx context.Context, pool *pgxpool.Pool) error {
 	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		// The store's statement and lock timeouts (Options.Timeout) are
+		// for requests: here an instance waits for another's migration,
+		// however long, within the caller's context (the app's start).
+		if _, err := tx.Exec(ctx, `SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = 0`); err != nil {
+			return fmt.Errorf("postgres: migrate: %w", err)
+		}
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrateLock); err != nil {
 			return fmt.Errorf("postgres: migrate: lock: %w", err)
 		}

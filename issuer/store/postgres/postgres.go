@@ -174,7 +174,8 @@ func unavailable(ctx, bctx context.Context, err error) error {
 	var pe *pgconn.PgError
 	switch {
 	case errors.As(err, &pe) && (pe.Code == "55P03" || pe.Code == "57014"),
-		ctx.Err() == nil && errors.Is(context.Cause(bctx), errStalled):
+		ctx.Err() == nil && errors.Is(context.Cause(bctx), errStalled) && (errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err)):
+		// The function's own errors (invalid_grant, say) stay its own.
 		return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
 	}
 	return err
@@ -198,7 +199,7 @@ func (s *Store) view(ctx context.Context, fn func(store.Tx) error) error {
 	t := &tx{ctx: ctx, ptx: ptx, now: nanos(s.now())}
 	defer func() {
 		t.done = true
-		_ = ptx.Rollback(context.WithoutCancel(ctx))
+		s.rollback(ctx, ptx)
 	}()
 	if err := fn(t); err != nil {
 		return err
@@ -234,7 +235,7 @@ func (s *Store) update(ctx context.Context, fn func(store.Tx) error, sync, bound
 		if bounded {
 			bctx, cancel = s.bounded(ctx)
 		}
-		err := unavailable(ctx, bctx, s.attempt(bctx, fn, sync))
+		err := unavailable(ctx, bctx, s.attempt(bctx, ctx, fn, sync))
 		cancel()
 		if !retryable(err) {
 			return err
@@ -251,8 +252,22 @@ func (s *Store) update(ctx context.Context, fn func(store.Tx) error, sync, bound
 	}
 }
 
-// attempt runs fn once in its own transaction and commits it.
-func (s *Store) attempt(ctx context.Context, fn func(store.Tx) error, sync bool) error {
+// rollback ends a transaction that is not committed, even when ctx has
+// ended, but waits for the database at most the timeout: one that
+// stopped answering would otherwise hold the call, and the pool's Close,
+// for good.
+func (s *Store) rollback(ctx context.Context, ptx pgx.Tx) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
+	defer cancel()
+	_ = ptx.Rollback(rctx)
+}
+
+// attempt runs fn once in its own transaction under ctx (bounded, see
+// bounded) and commits it under commitCtx, the caller's: a commit is
+// waited for as long as the caller waits, since PostgreSQL may hold it
+// for a synchronous standby, and abandoning it would report a failure
+// for a write that happened.
+func (s *Store) attempt(ctx, commitCtx context.Context, fn func(store.Tx) error, sync bool) error {
 	if s.closed.Load() {
 		return store.ErrClosed
 	}
@@ -265,7 +280,7 @@ func (s *Store) attempt(ctx context.Context, fn func(store.Tx) error, sync bool)
 	defer func() {
 		t.done = true
 		if !committed { // also when fn panics
-			_ = ptx.Rollback(context.WithoutCancel(ctx))
+			s.rollback(ctx, ptx)
 		}
 	}()
 	if !sync {
@@ -290,7 +305,7 @@ func (s *Store) attempt(ctx context.Context, fn func(store.Tx) error, sync bool)
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("postgres: update: %w", err)
 	}
-	if err := ptx.Commit(ctx); err != nil {
+	if err := ptx.Commit(commitCtx); err != nil {
 		return fmt.Errorf("postgres: commit: %w", err)
 	}
 	committed = true

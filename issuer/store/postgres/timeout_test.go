@@ -281,3 +281,128 @@ func TestImportOutlastsTimeout(t *testing.T) {
 		t.Fatalf("after Import: Get = %q, %v, want v, nil", v, err)
 	}
 }
+
+// TestStalledRollbackBounded: a database that stops answering after a
+// transaction's last statement holds neither the call nor the store's
+// Close: the rollback waits at most the timeout, and the function's own
+// error stays its own (review s12-fresh P1).
+func TestStalledRollbackBounded(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	p := newStallProxy(t, dsn)
+	const timeout = 300 * time.Millisecond
+	s, err := postgres.Open(context.Background(), p.dsn, postgres.Options{Timeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := put(s, "k", "v"); err != nil {
+		t.Fatal(err)
+	}
+	errApp := errors.New("invalid_grant")
+	for _, op := range []struct {
+		name string
+		run  func() error
+		want error
+	}{
+		{"View", func() error {
+			return s.View(context.Background(), func(tx store.Tx) error {
+				_, err := tx.Get("b", "k")
+				p.stall.Store(true) // the database stops answering now
+				return err
+			})
+		}, nil},
+		{"Update", func() error {
+			return s.Update(context.Background(), func(tx store.Tx) error {
+				if _, err := tx.Get("b", "k"); err != nil {
+					return err
+				}
+				p.stall.Store(true)
+				return errApp
+			})
+		}, errApp},
+	} {
+		done := make(chan error, 1)
+		go func() { done <- op.run() }()
+		select {
+		case err := <-done:
+			if !errors.Is(err, op.want) || op.want != nil && errors.Is(err, store.ErrUnavailable) {
+				t.Errorf("%s stalled before its rollback = %v, want %v", op.name, err, op.want)
+			}
+		case <-time.After(3*timeout + 5*time.Second):
+			p.stall.Store(false)
+			t.Fatalf("%s stalled before its rollback still waits after %v, want at most about the timeout (%v) more", op.name, 3*timeout+5*time.Second, timeout)
+		}
+		p.stall.Store(false)
+	}
+	// No call holds a connection: Close returns (pgx closes a connection
+	// it gave up on within its own 15 s).
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Errorf("Close still waiting 5 s after a stalled rollback")
+	}
+}
+
+// TestOpenWaitsForMigration: an instance starting while another migrates
+// waits for it, however much longer than the timeout that takes
+// (review s12-fresh P3).
+func TestOpenWaitsForMigration(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	lock, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lock.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", postgres.MigrateLock); err != nil {
+		t.Fatal(err)
+	}
+	go func() { time.Sleep(time.Second); lock.Rollback(ctx) }()
+	start := time.Now()
+	s, err := postgres.Open(ctx, dsn, postgres.Options{Timeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("Open while another instance migrates for 1 s (timeout 200 ms) = %v, want it to wait", err)
+	}
+	s.Close()
+	if took := time.Since(start); took < time.Second {
+		t.Errorf("Open returned after %v, before the other migration ended", took)
+	}
+}
+
+// TestSyncStandbyCommitNotAbandoned: a commit that PostgreSQL holds for a
+// synchronous standby is not abandoned at the store's timeout, which
+// would answer 503 for a write that happened; it is waited for as long as
+// the caller waits (review s12-fresh P2).
+func TestSyncStandbyCommitNotAbandoned(t *testing.T) {
+	srv, err := pgtest.Start(pgtest.Options{Durable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Stop() })
+	dsn, err := srv.CreateDatabase()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const timeout = 200 * time.Millisecond
+	s := open(t, dsn, postgres.Options{Timeout: timeout})
+	for _, q := range []string{"ALTER SYSTEM SET synchronous_standby_names = 'standby1'", "SELECT pg_reload_conf()"} {
+		if _, err := srv.Psql(dsn, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	const wait = 1500 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	start := time.Now()
+	err = s.Update(ctx, func(tx store.Tx) error { return tx.Put("b", "k", []byte("v"), time.Time{}) })
+	took := time.Since(start)
+	if errors.Is(err, store.ErrUnavailable) || took < wait {
+		t.Errorf("Update waiting for an absent synchronous standby = %v after %v, want the caller's own deadline after %v (not ErrUnavailable at twice the timeout)", err, took, wait)
+	}
+}
