@@ -347,6 +347,79 @@ func parseGlob(p string) glob {
 
 func (t globToken) wild() bool { return t.any || t.star }
 
+func (t globToken) isStar() bool { return t.star }
+
+func lastStar(g globNFA) int {
+	for j := len(g) - 1; j >= 0; j-- {
+		if g[j].star {
+			return j
+		}
+	}
+	return -1
+}
+
+// agree reports whether two runs of literals and '?' (no '*') can read
+// the same runes where they overlap: from their start, or from their end
+// (fromEnd).
+func agree(a, b []globToken, fromEnd bool) bool {
+	n := min(len(a), len(b))
+	for i := range n {
+		x, y := a[i], b[i]
+		if fromEnd {
+			x, y = a[len(a)-1-i], b[len(b)-1-i]
+		}
+		if !x.any && !y.any && x.r != y.r {
+			return false
+		}
+	}
+	return true
+}
+
+// otherRune is a rune none of the globs names.
+func otherRune(gs []globNFA) rune {
+	other := rune(0x10FFFF)
+	for slices.ContainsFunc(gs, func(g globNFA) bool {
+		return slices.ContainsFunc(g, func(t globToken) bool { return !t.wild() && t.r == other })
+	}) {
+		other--
+	}
+	return other
+}
+
+// witnesses are names g matches: each '?' read as other, each '*' as
+// nothing, and as other (empty names left out).
+func (g globNFA) witnesses(other rune) []string {
+	var out []string
+	for _, starAs := range []string{"", string(other)} {
+		var b strings.Builder
+		for _, t := range g {
+			switch {
+			case t.star:
+				b.WriteString(starAs)
+			case t.any:
+				b.WriteRune(other)
+			default:
+				b.WriteRune(t.r)
+			}
+		}
+		if b.Len() > 0 {
+			out = append(out, b.String())
+		}
+	}
+	return out
+}
+
+// matches reports whether g matches name.
+func (g globNFA) matches(name string) bool {
+	set := g.start()
+	for _, r := range name {
+		if set = g.step(set, r); set == nil {
+			return false
+		}
+	}
+	return g.accepts(set)
+}
+
 // mayCover is a quick test that g may cover later: every name of later
 // begins with its prefix and ends with its suffix, and where later's own
 // are shorter, a wildcard there reads any other rune; so g's must begin
@@ -384,6 +457,14 @@ func coverGlobs(earlier []glob, later glob) (covers, ok bool) {
 	for i, e := range earlier {
 		es[i] = e.nfa
 	}
+	// Most rules that are not covered show it with one of later's
+	// plainest names, which spares the full run.
+	other := otherRune(append([]globNFA{later.nfa}, es...))
+	for _, w := range later.nfa.witnesses(other) {
+		if !slices.ContainsFunc(es, func(e globNFA) bool { return e.matches(w) }) {
+			return false, true
+		}
+	}
 	counterexample := false
 	ok = exploreGlobs(later.nfa, es, func(ln []bool, en [][]bool) bool {
 		if !later.nfa.accepts(ln) {
@@ -405,6 +486,15 @@ func coverGlobs(earlier []glob, later glob) (covers, ok bool) {
 func meetGlobs(a, b glob) (meet, ok bool) {
 	if !a.mayMeet(b) {
 		return false, true
+	}
+	if slices.ContainsFunc(a.nfa, globToken.isStar) && slices.ContainsFunc(b.nfa, globToken.isStar) {
+		// Both have a '*': a name of both exists exactly when what comes
+		// before their first '*' agrees rune by rune, and what comes
+		// after their last (the stars take the middles, one after the
+		// other).
+		ia, ib := slices.IndexFunc(a.nfa, globToken.isStar), slices.IndexFunc(b.nfa, globToken.isStar)
+		ja, jb := lastStar(a.nfa), lastStar(b.nfa)
+		return agree(a.nfa[:ia], b.nfa[:ib], false) && agree(a.nfa[ja+1:], b.nfa[jb+1:], true), true
 	}
 	ok = exploreGlobs(a.nfa, []globNFA{b.nfa}, func(an []bool, bn [][]bool) bool {
 		meet = a.nfa.accepts(an) && bn[0] != nil && b.nfa.accepts(bn[0])
