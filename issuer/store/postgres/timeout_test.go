@@ -362,7 +362,9 @@ func TestOpenWaitsForMigration(t *testing.T) {
 	if _, err := lock.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", postgres.MigrateLock); err != nil {
 		t.Fatal(err)
 	}
-	go func() { time.Sleep(time.Second); lock.Rollback(ctx) }()
+	released := make(chan struct{})
+	go func() { time.Sleep(time.Second); lock.Rollback(ctx); close(released) }()
+	defer func() { <-released }() // before conn.Close: the connection is the goroutine's until then
 	start := time.Now()
 	s, err := postgres.Open(ctx, dsn, postgres.Options{Timeout: 200 * time.Millisecond})
 	if err != nil {
