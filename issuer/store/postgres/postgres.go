@@ -323,7 +323,10 @@ func (s *Store) Purge(ctx context.Context) (int, error) {
 	now := nanos(s.now())
 	total := 0
 	for {
-		tag, err := s.pool.Exec(ctx, `
+		// Each batch under the bound, so that a database that stopped
+		// answering does not keep one of the pool's connections.
+		bctx, cancel := s.bounded(ctx)
+		tag, err := s.pool.Exec(bctx, `
 			DELETE FROM mcp_auth_entries e
 			USING (
 				SELECT bucket, key FROM mcp_auth_entries
@@ -332,6 +335,8 @@ func (s *Store) Purge(ctx context.Context) (int, error) {
 				FOR UPDATE SKIP LOCKED
 			) d
 			WHERE e.bucket = d.bucket AND e.key = d.key`, now, s.purgeBatch)
+		err = unavailable(ctx, bctx, err)
+		cancel()
 		if err != nil {
 			if s.closed.Load() {
 				err = fmt.Errorf("%w: %w", store.ErrClosed, err)

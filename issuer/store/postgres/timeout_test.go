@@ -408,3 +408,26 @@ func TestSyncStandbyCommitNotAbandoned(t *testing.T) {
 		t.Errorf("Update waiting for an absent synchronous standby = %v after %v, want the caller's own deadline after %v (not ErrUnavailable at twice the timeout)", err, took, wait)
 	}
 }
+
+// TestStalledPurgeEndsAtTimeout: purging against a database that stopped
+// answering gives up after twice the timeout (store.ErrUnavailable), and
+// keeps no connection of the pool.
+func TestStalledPurgeEndsAtTimeout(t *testing.T) {
+	p := newStallProxy(t, pgtest.NewDatabase(t))
+	const timeout = 300 * time.Millisecond
+	s := open(t, p.dsn, postgres.Options{Timeout: timeout})
+	p.stall.Store(true)
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { _, err := s.Purge(context.Background()); done <- err }()
+	select {
+	case err := <-done:
+		if took := time.Since(start); !errors.Is(err, store.ErrUnavailable) || took < 2*timeout {
+			t.Errorf("Purge against a stalled database = %v after %v, want store.ErrUnavailable after twice the timeout", err, took)
+		}
+	case <-time.After(2*timeout + 5*time.Second):
+		p.stall.Store(false)
+		t.Fatalf("Purge against a stalled database still waits after %v", 2*timeout+5*time.Second)
+	}
+	p.stall.Store(false)
+}
