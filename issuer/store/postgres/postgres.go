@@ -74,7 +74,8 @@ type Options struct {
 	// each batch is its own short transaction. Zero or negative means
 	// DefaultPurgeBatch.
 	PurgeBatch int
-	// Timeout bounds how long a transaction waits for the database: a
+	// Timeout bounds how long a transaction waits for the database (and a
+	// connection attempt, unless the DSN sets connect_timeout): a
 	// statement that waits for a lock or runs longer than this is
 	// cancelled by PostgreSQL (lock_timeout and statement_timeout, unless
 	// the DSN sets them), and a View or an attempt of Update that has
@@ -111,6 +112,12 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		timeout = DefaultTimeout
 	}
 	serverTimeouts(cfg.ConnConfig.RuntimeParams, timeout)
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		// Unless the DSN sets connect_timeout: a connection attempt (at
+		// Open, or the NOTIFY listener's) to a database that does not
+		// answer ends too.
+		cfg.ConnConfig.ConnectTimeout = timeout
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)

@@ -431,3 +431,34 @@ func TestStalledPurgeEndsAtTimeout(t *testing.T) {
 	}
 	p.stall.Store(false)
 }
+
+// TestOpenAgainstSilentDatabase: Open against a server that accepts the
+// connection and never answers fails after the timeout rather than
+// waiting for the caller, unless the DSN sets connect_timeout itself.
+func TestOpenAgainstSilentDatabase(t *testing.T) {
+	p := newStallProxy(t, pgtest.NewDatabase(t))
+	p.stall.Store(true)
+	defer p.stall.Store(false)
+	const timeout = 300 * time.Millisecond
+	for _, tt := range []struct {
+		dsn  string
+		want time.Duration
+	}{
+		{p.dsn, timeout},
+		{p.dsn + " connect_timeout=1", time.Second},
+	} {
+		// A bound the test keeps, so that an Open that waits for good
+		// fails the test instead of hanging it.
+		ctx, cancel := context.WithTimeout(context.Background(), tt.want+5*time.Second)
+		start := time.Now()
+		s, err := postgres.Open(ctx, tt.dsn, postgres.Options{Timeout: timeout})
+		took := time.Since(start)
+		cancel()
+		if err == nil {
+			s.Close()
+		}
+		if err == nil || took < tt.want || took >= tt.want+5*time.Second {
+			t.Errorf("Open(%q) against a silent server = %v after %v, want an error after about %v", tt.dsn, err, took, tt.want)
+		}
+	}
+}
