@@ -201,7 +201,7 @@ func (s *Store) view(ctx context.Context, fn func(store.Tx) error) error {
 	}
 	ptx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
-		return s.beginErr("view", err)
+		return s.beginErr(ctx, "view", err)
 	}
 	t := &tx{ctx: ctx, ptx: ptx, now: nanos(s.now())}
 	defer func() {
@@ -280,7 +280,7 @@ func (s *Store) attempt(ctx, commitCtx context.Context, fn func(store.Tx) error,
 	}
 	ptx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.Serializable})
 	if err != nil {
-		return s.beginErr("update", err)
+		return s.beginErr(ctx, "update", err)
 	}
 	t := &tx{ctx: ctx, ptx: ptx, now: nanos(s.now()), writable: true}
 	committed := false
@@ -397,14 +397,15 @@ func (s *Store) begin(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// beginErr explains a failure to start a transaction: the store was
-// closed meanwhile, the caller gave up, or the database cannot be reached
-// (store.ErrUnavailable: nothing was sent, so nothing was written).
-func (s *Store) beginErr(op string, err error) error {
+// beginErr explains a failure to start a transaction under ctx: the
+// store was closed meanwhile, ctx ended, or the database cannot be reached
+// or did not answer in time (store.ErrUnavailable: nothing was sent, so
+// nothing was written).
+func (s *Store) beginErr(ctx context.Context, op string, err error) error {
 	switch {
 	case s.closed.Load():
 		return fmt.Errorf("postgres: %s: %w: %w", op, store.ErrClosed, err)
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case ctx.Err() != nil:
 		return fmt.Errorf("postgres: %s: %w", op, err)
 	}
 	return fmt.Errorf("postgres: %s: %w: %w", op, store.ErrUnavailable, err)
