@@ -355,6 +355,7 @@ func TestOtherQueryForwarded(t *testing.T) {
 	for name, want := range map[string]bool{
 		"sessionId": true, "session_id": true, "Session-Id": true, "mcp-session-id": true, "MCP_SESSION_ID": true,
 		"session.id": true, "session id": true, "sessionid[]": true, "[sessionId": true,
+		"session[id": true, "mcp[session_id": true, // PHP reads an unclosed "[" as "_"
 		"session": false, "sessions": false, "id": false, "mcp": false,
 	} {
 		if got := isSessionParam(name); got != want {

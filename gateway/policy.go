@@ -510,20 +510,16 @@ func meetGlobs(a, b glob) (meet, ok bool) {
 // one they do not, since all others behave alike. It returns false when
 // the sets it met exceed maxCoverStates, or its steps maxCoverWork.
 func exploreGlobs(l globNFA, es []globNFA, found func(ln []bool, en [][]bool) bool) bool {
-	var alphabet []rune
-	for _, g := range append([]globNFA{l}, es...) {
+	// A rune no glob names first: most names no glob matches use one.
+	gs := append([]globNFA{l}, es...)
+	alphabet := []rune{otherRune(gs)}
+	for _, g := range gs {
 		for _, t := range g {
-			if !t.any && !t.star && !slices.Contains(alphabet, t.r) {
+			if !t.wild() && !slices.Contains(alphabet, t.r) {
 				alphabet = append(alphabet, t.r)
 			}
 		}
 	}
-	other := rune(0x10FFFF)
-	for slices.Contains(alphabet, other) {
-		other--
-	}
-	// A rune no glob names first: most names no glob matches use one.
-	alphabet = append([]rune{other}, alphabet...)
 	// Each step costs a look at every position of every glob: many
 	// globs together may spend the budget before the states.
 	positions := len(l) + 1

@@ -367,17 +367,24 @@ func checkSessionQuery(r *http.Request) *refusal {
 }
 
 // isSessionParam reports whether a query parameter name reads as a
-// session id's, ignoring case, separators (- _ . space) and PHP's array
-// brackets.
+// session id's, ignoring case and separators (- _ . space), as PHP reads
+// names (its array brackets, and an unclosed "[" read as "_":
+// session[id), as isAccessTokenParam does.
 func isSessionParam(k string) bool {
-	k = strings.Map(func(r rune) rune {
-		switch r {
-		case '_', '-', '.', ' ':
-			return -1
+	k = phpName(k)
+	for _, name := range [...]string{beforeBracket(k), beforeBracket(strings.Replace(k, "[", "_", 1))} {
+		name = strings.Map(func(r rune) rune {
+			switch r {
+			case '_', '-', '.', ' ':
+				return -1
+			}
+			return unicode.ToLower(r)
+		}, name)
+		if name == "sessionid" || name == "mcpsessionid" {
+			return true
 		}
-		return unicode.ToLower(r)
-	}, beforeBracket(phpName(k)))
-	return k == "sessionid" || k == "mcpsessionid"
+	}
+	return false
 }
 
 // checkContentHeaders accepts exactly what the gateway reads: JSON

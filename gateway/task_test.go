@@ -201,11 +201,13 @@ func TestTaskBindingRefusals(t *testing.T) {
 	tokenB := other(func(c jwt.MapClaims) { c["sub"] = "bob" })
 	tokenOtherClient := other(func(c jwt.MapClaims) { c["client_id"] = "client-2" })
 	tokenAgent := other(func(c jwt.MapClaims) { c["act"] = map[string]any{"sub": "agent-a"} })
+	tokenClientOwn := other(func(c jwt.MapClaims) { c["principal_type"] = "client" })
 
 	for _, tt := range []struct {
 		name, token, taskID string
 	}{
 		{"another user", tokenB, wrapped},
+		{"a client's own token with alice's names", tokenClientOwn, wrapped},
 		{"another client of alice", tokenOtherClient, wrapped},
 		{"an agent acting for alice", tokenAgent, wrapped},
 		{"tampered MAC", tokenA, base64.RawURLEncoding.EncodeToString(flipped)},
