@@ -110,8 +110,16 @@ func validToolName(name string) bool {
 // empty or made of dots only: a server that maps names to paths (a prompt
 // per file, a tool per URL) resolves it to another name, so
 // "read_/../delete_all" is delete_all there and "/admin_x" is admin_x to
-// Node's path.join.
+// Node's path.join. It refuses a percent-encoded octet ("%2e", "%2F",
+// "%252e") too: a server that puts the name in a URL reads
+// "summary/%2e%2e/admin_x" as admin_x (WHATWG URL parsers resolve "%2e"
+// segments as dots), and one that decodes it first sees the slashes.
 func pathSafeName(name string) bool {
+	for i := 0; i+2 < len(name); i++ {
+		if name[i] == '%' && unhex(name[i+1]) >= 0 && unhex(name[i+2]) >= 0 {
+			return false
+		}
+	}
 	start := 0
 	for i := 0; i <= len(name); i++ {
 		if i < len(name) && name[i] != '/' && name[i] != '\\' {

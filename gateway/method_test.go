@@ -150,6 +150,19 @@ func TestMethodVariants(t *testing.T) {
 		{"prompt summary/../admin_x", req("prompts/get", `"name":"summary/../admin_x"`), nil, 400, codeInvalidParams},
 		{"prompt summary\\..\\admin_x", req("prompts/get", `"name":"summary\\..\\admin_x"`), nil, 400, codeInvalidParams},
 		{"prompt /admin_x", req("prompts/get", `"name":"/admin_x"`), nil, 400, codeInvalidParams},
+		// Percent-encoded octets: a URL parser resolves "%2e%2e" as "..", and
+		// a server that decodes the name sees "/" and "\\" (and, decoding
+		// twice, "%252e" as ".").
+		{"prompt summary/%2e%2e/admin_x", req("prompts/get", `"name":"summary/%2e%2e/admin_x"`), nil, 400, codeInvalidParams},
+		{"prompt summary/.%2E/admin_x", req("prompts/get", `"name":"summary/.%2E/admin_x"`), nil, 400, codeInvalidParams},
+		{"prompt summary/%2E./admin_x", req("prompts/get", `"name":"summary/%2E./admin_x"`), nil, 400, codeInvalidParams},
+		{"prompt %2e%2e/admin_x", req("prompts/get", `"name":"%2e%2e/admin_x"`), nil, 400, codeInvalidParams},
+		{"prompt summary%2F..%2Fadmin_x", req("prompts/get", `"name":"summary%2F..%2Fadmin_x"`), nil, 400, codeInvalidParams},
+		{"prompt summary%5c..%5cadmin_x", req("prompts/get", `"name":"summary%5c..%5cadmin_x"`), nil, 400, codeInvalidParams},
+		{"prompt summary/%252e%252e/admin_x", req("prompts/get", `"name":"summary/%252e%252e/admin_x"`), nil, 400, codeInvalidParams},
+		{"completion summary/%2e%2e/admin_x", req("completion/complete", `"ref":{"type":"ref/prompt","name":"summary/%2e%2e/admin_x"},"argument":{"name":"a","value":""}`), nil, 400, codeInvalidParams},
+		{"prompt 100%", req("prompts/get", `"name":"summary_100%"`), nil, 200, 0},
+		{"prompt 5%x", req("prompts/get", `"name":"summary_5%x"`), nil, 200, 0},
 		{"prompt summary/x.y", req("prompts/get", `"name":"summary/x.y"`), nil, 200, 0},
 		{"prompt summary-x", req("prompts/get", `"name":"summary-x"`), nil, 200, 0},
 		{"prompt Summary", req("prompts/get", `"name":"Summary"`), nil, 400, codeInvalidParams},
