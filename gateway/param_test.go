@@ -26,7 +26,9 @@ const paramTools = `{"tools":[` +
 // match the corresponding values in the request body"): an upstream or a
 // router in front of it may act on the header while the gateway decided
 // on the body. One it cannot check is refused, never forwarded; before
-// 2026-07-28 the headers mean nothing and are not forwarded.
+// 2026-07-28 the headers mean nothing and are not forwarded. The
+// gateway's own tools/list, which learns the definitions the headers are
+// checked against, carries none of them.
 func TestParamHeaders(t *testing.T) {
 	answer := func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -112,6 +114,15 @@ func TestParamHeaders(t *testing.T) {
 			for _, r := range h.up.requests() {
 				if !strings.Contains(string(r.Body), `"mcp-auth-pin-`) {
 					calls = append(calls, r)
+					continue
+				}
+				// The gateway's own tools/list, sent before the headers
+				// are checked, carries none of them (a router reading
+				// them would choose where the definitions come from).
+				for k := range r.Header {
+					if isParamHeader(k) {
+						t.Errorf("the pin fetch carried the client's %s", k)
+					}
 				}
 			}
 			if tt.status != 0 {

@@ -244,6 +244,15 @@ func (g *Gateway) fetchToolsPage(x *exchange, next Next, cursor string) ([]byte,
 	for _, name := range [...]string{"Accept-Encoding", "Content-Type", "Accept", mcpparse.HeaderName, mcpparse.HeaderMethod} {
 		e.removeAll(name)
 	}
+	// The client's Mcp-Param-* fields are checked (checkParams) against the
+	// definitions this fetch learns, so only after it: none may go with it
+	// (tools/list has no parameters), or a router before the upstream that
+	// reads them would choose where the pinned definitions come from.
+	for k := range e.h {
+		if isParamHeader(k) {
+			e.remove(k)
+		}
+	}
 	e.set(setContentType, "application/json")
 	e.set(setAccept, "application/json, text/event-stream")
 	if x.headerChecked {
