@@ -9,6 +9,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/headers"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/intercept"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"go.uber.org/zap"
@@ -32,7 +33,10 @@ type unguardedProxy struct {
 // The check is conservative: a proxy counts as guarded only when a
 // gateway ran earlier in its own route, or in an earlier route (of its
 // list or an enclosing one) with no matcher or with exactly its matcher
-// sets. A terminal route (a site block's host route) is its own site.
+// sets and no handler between them that may change the request (a
+// rewrite such as handle_path's: a request that missed the gateway's
+// matcher may match the proxy's once rewritten). A terminal route (a
+// site block's host route) is its own site.
 // Named routes are walked where they are invoked. Error routes
 // (handle_errors) run for any request that fails, a 404 for an unknown
 // path included, so a proxy there is unguarded unless a gateway runs
@@ -47,7 +51,7 @@ func unguardedProxies(app *caddyhttp.App) []unguardedProxy {
 	for _, name := range names {
 		srv := app.Servers[name]
 		w := layoutWalk{server: name, named: srv.NamedRoutes}
-		gw, open := w.routes(srv.Routes, coverage{}, nil)
+		gw, open, _ := w.routes(srv.Routes, coverage{}, nil)
 		if gw {
 			w.found = append(w.found, open...)
 		}
@@ -56,7 +60,7 @@ func unguardedProxies(app *caddyhttp.App) []unguardedProxy {
 			w.gatewaySite = func(site caddyhttp.MatcherSets) bool {
 				return gw || slices.ContainsFunc(w.sites, func(s caddyhttp.MatcherSets) bool { return reflect.DeepEqual(s, site) })
 			}
-			egw, open := w.routes(srv.Errors.Routes, coverage{}, []string{"handle_errors"})
+			egw, open, _ := w.routes(srv.Errors.Routes, coverage{}, []string{"handle_errors"})
 			if gw || egw {
 				w.found = append(w.found, open...)
 			}
@@ -71,6 +75,15 @@ func unguardedProxies(app *caddyhttp.App) []unguardedProxy {
 type coverage struct {
 	all  bool
 	sets []caddyhttp.MatcherSet
+}
+
+// changed is the coverage after a handler that may change the request:
+// what its matchers see is no longer what the gateways' saw.
+func (c coverage) changed() coverage {
+	if c.all {
+		return c
+	}
+	return coverage{}
 }
 
 func (c coverage) covers(sets caddyhttp.MatcherSets) bool {
@@ -102,10 +115,11 @@ type layoutWalk struct {
 }
 
 // routes walks one route list with the coverage of the gateways before
-// it. It reports whether the list contains a gateway and the unguarded
-// proxies not yet attributed to a site.
-func (w *layoutWalk) routes(routes caddyhttp.RouteList, cov coverage, path []string) (bool, []unguardedProxy) {
-	var hasGateway bool
+// it. It reports whether the list contains a gateway, the unguarded
+// proxies not yet attributed to a site, and whether a handler in it may
+// change the request for the routes after it.
+func (w *layoutWalk) routes(routes caddyhttp.RouteList, cov coverage, path []string) (bool, []unguardedProxy, bool) {
+	var hasGateway, changes bool
 	var open []unguardedProxy
 	for _, r := range routes {
 		rpath := path
@@ -144,14 +158,17 @@ func (w *layoutWalk) routes(routes caddyhttp.RouteList, cov coverage, path []str
 				if guarded {
 					inner = coverage{all: true}
 				}
-				gw, sub := w.routes(h.Routes, inner, rpath)
+				gw, sub, changed := w.routes(h.Routes, inner, rpath)
 				if h.Errors != nil {
 					// A subroute's own error routes (JSON only) run for
 					// any request a handler of it failed, the gateway's
 					// refusals before it started included: guarded only
 					// by a gateway in them.
-					egw, esub := w.routes(h.Errors.Routes, coverage{}, append(rpath[:len(rpath):len(rpath)], "errors"))
-					gw, sub = gw || egw, append(sub, esub...)
+					egw, esub, echanged := w.routes(h.Errors.Routes, coverage{}, append(rpath[:len(rpath):len(rpath)], "errors"))
+					gw, sub, changed = gw || egw, append(sub, esub...), changed || echanged
+				}
+				if changed {
+					cov, changes = cov.changed(), true
 				}
 				if r.Terminal {
 					// A site of its own: its proxies matter only if it
@@ -178,14 +195,54 @@ func (w *layoutWalk) routes(routes caddyhttp.RouteList, cov coverage, path []str
 				nr := *named
 				nr.Terminal = false // ends the invoking route, not a site
 				w.invoking = append(w.invoking, h.Name)
-				gw, sub := w.routes(caddyhttp.RouteList{nr}, inner, append(rpath[:len(rpath):len(rpath)], "invoke "+h.Name))
+				gw, sub, changed := w.routes(caddyhttp.RouteList{nr}, inner, append(rpath[:len(rpath):len(rpath)], "invoke "+h.Name))
 				w.invoking = w.invoking[:len(w.invoking)-1]
+				if changed {
+					cov, changes = cov.changed(), true
+				}
 				hasGateway = hasGateway || gw
 				open = append(open, sub...)
+			default:
+				if mayChangeRequest(h) {
+					cov, changes = cov.changed(), true
+				}
 			}
 		}
 	}
-	return hasGateway, open
+	return hasGateway, open, changes
+}
+
+// requestKept are the handlers known to leave what matchers read of a
+// request as it was; any other (rewrite, uri, handle_path's prefix
+// strip, method, request_header, vars, map, a plugin's handler) may
+// change it.
+var requestKept = map[caddy.ModuleID]bool{
+	"http.handlers.mcp_issuer":      true,
+	"http.handlers.encode":          true,
+	"http.handlers.static_response": true,
+	"http.handlers.error":           true,
+	"http.handlers.file_server":     true,
+	"http.handlers.templates":       true,
+	"http.handlers.push":            true,
+	"http.handlers.request_body":    true,
+	"http.handlers.tracing":         true,
+	"http.handlers.log_append":      true,
+	"http.handlers.metrics":         true,
+	"http.handlers.timeouts":        true,
+	// handle_response only
+	"http.handlers.copy_response":         true,
+	"http.handlers.copy_response_headers": true,
+}
+
+// mayChangeRequest reports whether handler h may change the request for
+// the handlers and routes after it (see requestKept); a headers handler
+// only when it edits the request's header.
+func mayChangeRequest(h caddyhttp.MiddlewareHandler) bool {
+	if hh, ok := h.(*headers.Handler); ok {
+		return hh.Request != nil
+	}
+	mod, ok := h.(caddy.Module)
+	return !ok || !requestKept[mod.CaddyModule().ID]
 }
 
 // responseRoutes walks the routes of handle_response blocks, reached
@@ -197,7 +254,7 @@ func (w *layoutWalk) responseRoutes(handlers []caddyhttp.ResponseHandler, cov co
 	var hasGateway bool
 	var open []unguardedProxy
 	for _, rh := range handlers {
-		gw, sub := w.routes(rh.Routes, cov, path)
+		gw, sub, _ := w.routes(rh.Routes, cov, path)
 		hasGateway = hasGateway || gw
 		open = append(open, sub...)
 	}

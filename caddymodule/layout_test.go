@@ -4,8 +4,11 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/encode"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/headers"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/intercept"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/rewrite"
 )
 
 func TestUnguardedProxies(t *testing.T) {
@@ -42,6 +45,10 @@ func TestUnguardedProxies(t *testing.T) {
 	errs := func(routes ...caddyhttp.Route) *caddyhttp.HTTPErrorConfig {
 		return &caddyhttp.HTTPErrorConfig{Routes: routes}
 	}
+	does := func(h caddyhttp.MiddlewareHandler) caddyhttp.Route {
+		return caddyhttp.Route{Handlers: []caddyhttp.MiddlewareHandler{h}}
+	}
+	strip := &rewrite.Rewrite{StripPathPrefix: "/v1"}
 	notes := path("/notes/mcp", "/.well-known/oauth-protected-resource/notes/mcp")
 	up := proxy(nil)
 	named := map[string]*caddyhttp.Route{"up": &up}
@@ -110,6 +117,24 @@ func TestUnguardedProxies(t *testing.T) {
 		{name: "gateway in a subroute's errors", routes: caddyhttp.RouteList{{MatcherSets: notes, Handlers: []caddyhttp.MiddlewareHandler{
 			&caddyhttp.Subroute{Routes: caddyhttp.RouteList{gw(nil), proxy(nil)}, Errors: errs(gw(nil), proxy(nil))},
 		}}}},
+		// A handler that may change the request between a gateway and a
+		// proxy on its matcher (review s13-ops F1): a request that missed
+		// the gateway's matcher may match the proxy's once rewritten
+		// (POST /v1/notes/mcp, then handle_path /v1/* strips /v1).
+		{name: "handle_path strips a prefix", routes: caddyhttp.RouteList{gw(notes), proxy(notes), sub(path("/v1/*"), false, does(strip), proxy(notes))},
+			want: []string{`path ["/v1/*"] > path ["/notes/mcp","/.well-known/oauth-protected-resource/notes/mcp"]`}},
+		{name: "route: gateway, uri strip_prefix, proxy", routes: caddyhttp.RouteList{sub(nil, false, gw(notes), does(strip), proxy(notes))},
+			want: []string{`path ["/notes/mcp","/.well-known/oauth-protected-resource/notes/mcp"]`}},
+		{name: "rewrite in a route block before the proxy", routes: caddyhttp.RouteList{gw(notes), sub(nil, false, does(strip)), proxy(notes)},
+			want: []string{`path ["/notes/mcp","/.well-known/oauth-protected-resource/notes/mcp"]`}},
+		{name: "request_header between them", routes: caddyhttp.RouteList{gw(notes), does(&headers.Handler{Request: &headers.HeaderOps{Delete: []string{"X-A"}}}), proxy(notes)},
+			want: []string{`path ["/notes/mcp","/.well-known/oauth-protected-resource/notes/mcp"]`}},
+		{name: "vars between them", routes: caddyhttp.RouteList{gw(notes), does(&caddyhttp.VarsMiddleware{"a": "b"}), proxy(notes)},
+			want: []string{`path ["/notes/mcp","/.well-known/oauth-protected-resource/notes/mcp"]`}},
+		{name: "rewrite before the gateway", routes: caddyhttp.RouteList{does(strip), gw(notes), proxy(notes)}},
+		{name: "rewrite after a gateway without matcher", routes: caddyhttp.RouteList{gw(nil), does(strip), proxy(notes)}},
+		{name: "rewrite in the proxy's own route", routes: caddyhttp.RouteList{gw(notes), {MatcherSets: notes, Handlers: []caddyhttp.MiddlewareHandler{strip, &reverseproxy.Handler{}}}}},
+		{name: "encode and response headers between them", routes: caddyhttp.RouteList{gw(notes), does(&encode.Encode{}), does(&headers.Handler{Response: &headers.RespHeaderOps{HeaderOps: &headers.HeaderOps{Delete: []string{"Server"}}}}), proxy(notes)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -117,6 +118,32 @@ mcp.example.com {
 		{"proxy in handle_errors", handled("reverse_proxy 127.0.0.1:3001", "handle {\n\t\terror 404\n\t}\n\thandle_errors {\n\t\treverse_proxy 127.0.0.1:3001\n\t}", ""), true},
 		{"named route invoked after the gateway", handled("invoke up", "handle {\n\t\terror 404\n\t}", named), false},
 	}
+	// The proxy on the gateway's matcher is safe only with nothing
+	// rewriting the request between them: POST /v1/notes/mcp misses
+	// @notes at the gateway, and handle_path strips /v1 before the
+	// second proxy's @notes (review s13-ops F1).
+	t.Run("proxy on the gateway's matcher after a rewrite", func(t *testing.T) {
+		l := startLayout(t, site("reverse_proxy @notes 127.0.0.1:3001\n\thandle_path /v1/* {\n\t\treverse_proxy @notes 127.0.0.1:3001\n\t}"))
+		resp, err := http.Post(l.issuer+"/v1/notes/mcp", "application/json",
+			strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_all"}}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		var hits []string
+		for _, u := range l.upstreams {
+			hits = append(hits, u.take()...)
+		}
+		if !slices.Contains(hits, "POST /notes/mcp no-token") {
+			t.Errorf("upstream received %q, want POST /notes/mcp without a token (the layout no longer shows the bypass)", hits)
+		}
+		// The proxy in handle_path, and (conservatively: handle_path runs
+		// first and a request it rewrites goes on when its proxy's matcher
+		// misses) the one after it.
+		if warns := l.warnings(t); !slices.ContainsFunc(warns, func(w string) bool { return strings.Contains(w, `/v1/*`) }) {
+			t.Errorf("warnings %q, want one %q naming the proxy in handle_path /v1/*", warns, bypassWarning)
+		}
+	})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			l := startLayout(t, tt.caddyfile)
