@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"go.uber.org/zap"
@@ -736,5 +738,95 @@ func TestAdminChangesLogTheirTarget(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestAdminConcurrentCreate: concurrent creations of one user or client
+// (two operators, a retrying script, two instances on one database) get
+// one 201 and 409s, decided in the write's transaction, and what the 201
+// answered is what the store holds: the password of that request, the
+// secret it returned. Before, every user creation answered 201 (the name
+// was checked before the bcrypt and the write, which replaced), and of
+// two clients' secrets only the last one stored worked (review s13-ops
+// F3).
+func TestAdminConcurrentCreate(t *testing.T) {
+	iss, _ := newAdminIssuer(t, nil)
+	// The default cost, as in production: the window the old check left
+	// open was the bcrypt of the password.
+	srv := httptest.NewServer(http.StripPrefix("/mcp-auth", iss.newAdmin(bcrypt.DefaultCost)))
+	t.Cleanup(srv.Close)
+	create := func(path string, body func(i int) string) (winner int, answer string) {
+		const n = 4
+		codes, answers := make([]int, n), make([]string, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				resp, err := http.Post(srv.URL+path, "application/json", strings.NewReader(body(i)))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				codes[i], answers[i] = resp.StatusCode, string(b)
+			})
+		}
+		wg.Wait()
+		winner = -1
+		for i, c := range codes {
+			switch {
+			case c == http.StatusCreated && winner < 0:
+				winner = i
+			case c != http.StatusConflict:
+				t.Errorf("POST %s: answers %v, want one 201 and the others 409", path, codes)
+				return -1, ""
+			}
+		}
+		if winner < 0 {
+			t.Fatalf("POST %s: answers %v, want one 201", path, codes)
+		}
+		return winner, answers[winner]
+	}
+
+	won, _ := create("/mcp-auth/users", func(i int) string {
+		return fmt.Sprintf(`{"username":"race","password":"password-of-request-%d"}`, i)
+	})
+	if won >= 0 {
+		var hash string
+		err := iss.store.View(t.Context(), func(tx store.Tx) error {
+			u, err := usersIn(tx).get("race")
+			if err == nil {
+				hash = u.PasswordHash
+			}
+			return err
+		})
+		if err != nil || bcrypt.CompareHashAndPassword([]byte(hash), fmt.Appendf(nil, "password-of-request-%d", won)) != nil {
+			t.Errorf("the stored password is not that of the request answered 201 (%v)", err)
+		}
+	}
+
+	won, body := create("/mcp-auth/clients", func(int) string {
+		return `{"client_id":"race-svc","grant_types":["client_credentials"],"scopes":["read"]}`
+	})
+	if won >= 0 {
+		var created ClientView
+		if err := json.Unmarshal([]byte(body), &created); err != nil {
+			t.Fatal(err)
+		}
+		if got := clientCredentialsStatus(t, iss, "race-svc", created.ClientSecret); got != http.StatusOK {
+			t.Errorf("token request with the secret of the 201 answer = %d, want 200", got)
+		}
+	}
+
+	// The store's own word, without the admin API's early check.
+	other, err := bcrypt.GenerateFromPassword([]byte("another"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := iss.PutUser(t.Context(), User{Username: "race", PasswordHash: string(other)}); !errors.Is(err, store.ErrAlreadyExists) {
+		t.Errorf("PutUser(existing) = %v, want ErrAlreadyExists", err)
+	}
+	if err := iss.PutClient(t.Context(), Client{ID: "race-svc", TokenEndpointAuthMethod: "none"}); !errors.Is(err, store.ErrAlreadyExists) {
+		t.Errorf("PutClient(existing) = %v, want ErrAlreadyExists", err)
 	}
 }

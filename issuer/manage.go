@@ -50,8 +50,11 @@ func (e *entryError) Error() string {
 
 func (e *entryError) Unwrap() error { return e.err }
 
-// PutUser creates or replaces a runtime-managed user. PasswordHash must be
-// a bcrypt hash (the output of `caddy hash-password`).
+// PutUser creates a runtime-managed user. PasswordHash must be a bcrypt
+// hash (the output of `caddy hash-password`). A user of that name is
+// store.ErrAlreadyExists, decided in the write's transaction, so that of
+// two concurrent creations one fails rather than both being told their
+// password took (changing one is SetPassword, which also signs out).
 func (i *Issuer) PutUser(ctx context.Context, u User) error {
 	if u.Username == "" || len(u.Username) > 200 || strings.ContainsFunc(u.Username, isControlOrSpace) {
 		return invalidEntry("username must be 1 to 200 characters without spaces or control characters")
@@ -85,7 +88,9 @@ func (i *Issuer) PutUser(ctx context.Context, u User) error {
 		switch old, err := users.get(u.Username); {
 		case err == nil && old.IdentityProvider != "":
 			return invalidEntry("user %q: an identity provider's user has this name; delete it first", u.Username)
-		case err != nil && !errors.Is(err, store.ErrNotFound):
+		case err == nil:
+			return entryErr("user", u.Username, store.ErrAlreadyExists)
+		case !errors.Is(err, store.ErrNotFound):
 			return err
 		}
 		return users.put(&u)
@@ -166,9 +171,12 @@ func (i *Issuer) SetPassword(ctx context.Context, name, bcryptHash string) error
 	})
 }
 
-// PutClient creates or replaces a runtime-managed client. A confidential
-// client's SecretHash is bcrypt or "sha256:<hex>" (RotateClientSecret
-// makes one); a method left empty is inferred from the credentials given.
+// PutClient creates a runtime-managed client. A confidential client's
+// SecretHash is bcrypt or "sha256:<hex>" (RotateClientSecret makes one); a
+// method left empty is inferred from the credentials given. A stored
+// client of that id (admin, DCR, CIMD) is store.ErrAlreadyExists, decided
+// in the write's transaction: of two concurrent creations one fails,
+// rather than both answering a secret of which only one works.
 func (i *Issuer) PutClient(ctx context.Context, c Client) error {
 	if c.ID == "" || len(c.ID) > 500 || strings.ContainsFunc(c.ID, isControlOrSpace) {
 		return invalidEntry("client id must be 1 to 500 characters without spaces or control characters")
@@ -221,14 +229,13 @@ func (i *Issuer) PutClient(ctx context.Context, c Client) error {
 			return invalidEntry("client %q: a user has this name", c.ID)
 		}
 		clients := clientsIn(tx)
-		switch old, err := clients.get(c.ID); {
+		switch _, err := clients.get(c.ID); {
 		case err == nil:
-			c.CreatedAt = old.CreatedAt
-		case errors.Is(err, store.ErrNotFound):
-			c.CreatedAt = i.now()
-		default:
+			return entryErr("client", c.ID, store.ErrAlreadyExists)
+		case !errors.Is(err, store.ErrNotFound):
 			return err
 		}
+		c.CreatedAt = i.now()
 		return clients.put(&c)
 	})
 }
