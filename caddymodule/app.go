@@ -300,6 +300,7 @@ func (a *App) issuerConfig() (issuer.Config, error) {
 		ip := p.IdentityProvider
 		ip.Recheck = time.Duration(p.Recheck)
 		var err error
+		warnInClear(a.log, "mcp_auth: identity_provider "+p.Name+": client_secret", ip.ClientSecret)
 		if ip.ClientSecret, err = expandSecret(repl, ip.ClientSecret); err != nil {
 			return cfg, fmt.Errorf("mcp_auth: identity_provider %q: client_secret: %w", p.Name, err)
 		}
@@ -406,6 +407,17 @@ func expandSecret(repl *caddy.Replacer, raw string) (string, error) {
 		return "", fmt.Errorf("%s resolves to nothing (an unset environment variable, or a missing or empty file)", strings.Join(empty, ", "))
 	}
 	return out, nil
+}
+
+// warnInClear warns that the secret of field is written in the
+// configuration itself (or was, by a {$NAME} the Caddyfile adapter
+// replaced), which Caddy shows: in the admin API's /config, in
+// autosave.json and in `caddy adapt`. A password hash is no such
+// secret; a DSN's password is refused (checkDSN).
+func warnInClear(log *zap.Logger, field, raw string) {
+	if raw != "" && !placeholder.MatchString(raw) {
+		log.Warn(field + " is written in the configuration, which Caddy shows (the admin API's /config, autosave.json, caddy adapt): give it as a placeholder, {env.NAME} or {file.<path>}")
+	}
 }
 
 // unknownGroup says that a user's group is not declared.

@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"bytes"
+	"encoding/base64"
 	"context"
 	"os"
 	"path/filepath"
@@ -200,17 +201,28 @@ func TestIssuerConfigTranslation(t *testing.T) {
 }
 
 func TestDecodeKey(t *testing.T) {
-	key := bytes.Repeat([]byte{0xfb}, 32) // encodes with + and / (std) or - and _ (URL)
+	key := []byte{0xfb, 0xff, 0xbf} // encodes with + and / (std) or - and _ (URL)
+	for i := range 29 {
+		key = append(key, byte(i*37))
+	}
+	std := base64.StdEncoding.EncodeToString(key)
+	if !strings.ContainsAny(std, "+/") {
+		t.Fatalf("test key %s has no + or /", std)
+	}
 	tests := []struct {
 		in      string
 		wantErr string
 	}{
-		{"+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/s=", ""},
-		{"+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/s", ""},
-		{"-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_s", ""},
+		{std, ""},
+		{base64.RawStdEncoding.EncodeToString(key), ""},
+		{base64.RawURLEncoding.EncodeToString(key), ""},
+		{" " + std + "\n", ""},
 		{"c2hvcnQ=", "want at least 32"},
 		{"not base64!", "not base64"},
 		{"", "want at least 32"},
+		// A placeholder value, not a key (review s13-ops F2).
+		{"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "not random"},
+		{base64.StdEncoding.EncodeToString(bytes.Repeat([]byte("abcdefg"), 5)), "not random"},
 	}
 	for _, tt := range tests {
 		got, err := decodeKey(tt.in)
@@ -223,6 +235,11 @@ func TestDecodeKey(t *testing.T) {
 		if err != nil || !bytes.Equal(got, key) {
 			t.Errorf("decodeKey(%q) = %x, %v, want %x", tt.in, got, err, key)
 		}
+	}
+	// Eight distinct bytes are enough.
+	eight := bytes.Repeat([]byte("abcdefgh"), 4)
+	if got, err := decodeKey(base64.StdEncoding.EncodeToString(eight)); err != nil || !bytes.Equal(got, eight) {
+		t.Errorf("decodeKey(8 distinct bytes) = %x, %v, want %x", got, err, eight)
 	}
 }
 

@@ -347,6 +347,7 @@ func (h *GatewayHandler) remoteConfig(cfg *gateway.Config, log *zap.Logger) erro
 	if in == nil {
 		return nil
 	}
+	warnInClear(log, "mcp_gateway: introspection client_secret", in.ClientSecret)
 	secret, err := expandSecret(caddy.NewReplacer(), in.ClientSecret)
 	if err != nil {
 		return fmt.Errorf("mcp_gateway: introspection client_secret: %w", err)
@@ -456,6 +457,7 @@ func gatewayPin(p issuer.ToolPin) gateway.Pin {
 func (h *GatewayHandler) sessionKey(app *App, log *zap.Logger) ([]byte, error) {
 	switch {
 	case h.SessionKey != "":
+		warnInClear(log, "mcp_gateway: session_key", h.SessionKey)
 		s, err := expandSecret(caddy.NewReplacer(), h.SessionKey)
 		if err != nil {
 			return nil, fmt.Errorf("mcp_gateway: session_key: %w", err)
@@ -492,7 +494,27 @@ func decodeKey(s string) ([]byte, error) {
 	if len(key) < 32 {
 		return nil, fmt.Errorf("%d bytes, want at least 32", len(key))
 	}
+	if distinctBytes(key) < minKeyVariety {
+		// 32 random bytes hold 8 or more distinct values but with a
+		// chance below 2^-100; zeros or a short pattern repeated are
+		// a placeholder value, not a key.
+		return nil, errors.New("not random (too few distinct bytes): make one with `openssl rand -base64 32`")
+	}
 	return key, nil
+}
+
+// minKeyVariety is how many distinct byte values a key must hold.
+const minKeyVariety = 8
+
+func distinctBytes(b []byte) int {
+	var seen [256]bool
+	n := 0
+	for _, c := range b {
+		if !seen[c] {
+			seen[c], n = true, n+1
+		}
+	}
+	return n
 }
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler. The gateway calls next

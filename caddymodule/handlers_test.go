@@ -3,13 +3,16 @@ package caddymodule
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +22,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/gateway"
 )
 
 const (
@@ -269,7 +274,12 @@ func TestGatewayHandlerLocalIssuer(t *testing.T) {
 }
 
 func TestGatewaySessionKey(t *testing.T) {
-	t.Setenv("TEST_SESSION_KEY", "+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/s=")
+	key := make([]byte, 32)
+	for i := range key {
+		key[i] = byte(i*37 + 5)
+	}
+	keyText := base64.StdEncoding.EncodeToString(key)
+	t.Setenv("TEST_SESSION_KEY", keyText)
 	app := provisionApp(t, &App{IssuerURL: testIssuer})
 	core, logs := observer.New(zap.WarnLevel)
 	log := zap.New(core)
@@ -282,7 +292,11 @@ func TestGatewaySessionKey(t *testing.T) {
 		wantErr  string
 		wantWarn bool
 	}{
-		{"env placeholder", "{env.TEST_SESSION_KEY}", nil, []byte(strings.Repeat("\xfb", 32)), "", false},
+		{"env placeholder", "{env.TEST_SESSION_KEY}", nil, key, "", false},
+		// In clear it works, with a warning: Caddy shows its configuration
+		// (review s13-ops F2).
+		{"in clear", keyText, app, key, "", true},
+		{"zeros", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", app, nil, "not random", false},
 		{"unset env", "{env.TEST_SESSION_KEY_UNSET}", app, nil, "session_key: {env.TEST_SESSION_KEY_UNSET} resolves to nothing", false},
 		{"too short", "c2hvcnQ=", app, nil, "want at least 32", false},
 		{"from the app's store", "", app, nil, "", false},
@@ -312,6 +326,46 @@ func TestGatewaySessionKey(t *testing.T) {
 				t.Errorf("sessionKey() warned = %v, want %v", warned, tt.wantWarn)
 			}
 		})
+	}
+}
+
+// TestSecretsInClearWarn: a secret written in the configuration (not a
+// placeholder) works, and Caddy is told that its configuration shows it
+// (review s13-ops F2): the gateway's introspection client_secret here,
+// its session_key in TestGatewaySessionKey, an identity provider's
+// client_secret through the same warnInClear.
+func TestSecretsInClearWarn(t *testing.T) {
+	t.Setenv("TEST_INTROSPECTION_SECRET", "s3cret-from-env")
+	file := filepath.Join(t.TempDir(), "introspection")
+	if err := os.WriteFile(file, []byte("s3cret-from-file"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		secret string
+		warn   bool
+	}{
+		{"hunter2-in-clear", true},
+		{"{env.TEST_INTROSPECTION_SECRET}", false},
+		{"{file." + file + "}", false},
+	} {
+		core, logs := observer.New(zap.WarnLevel)
+		h := &GatewayHandler{Issuer: "https://auth.example.com", Introspection: &Introspection{
+			Endpoint: "https://auth.example.com/introspect", ClientID: "gw", ClientSecret: tt.secret}}
+		var cfg gateway.Config
+		if err := h.remoteConfig(&cfg, zap.New(core)); err != nil {
+			t.Fatalf("remoteConfig(%s) = %v", tt.secret, err)
+		}
+		warned := slices.ContainsFunc(logs.All(), func(e observer.LoggedEntry) bool {
+			return strings.Contains(e.Message, "introspection client_secret is written in the configuration")
+		})
+		if warned != tt.warn {
+			t.Errorf("client_secret %s: warned %v, want %v", tt.secret, warned, tt.warn)
+		}
+		for _, e := range logs.All() {
+			if strings.Contains(e.Message, "hunter2") || strings.Contains(e.Message, "s3cret") {
+				t.Errorf("the warning shows the secret: %s", e.Message)
+			}
+		}
 	}
 }
 
