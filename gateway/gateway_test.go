@@ -426,6 +426,13 @@ func TestForwarding(t *testing.T) {
 		"Mcp-Method":             "tools/call",
 		"X-HTTP-Method-Override": "DELETE",
 		"Content-Length":         "",
+		"X-Original-URL":         "/admin",
+		"x-rewrite-url":          "/admin",
+		"X-Forwarded-User":       "root",
+		"X-Remote-User":          "root",
+		"Remote-User":            "root",
+		"X-Auth-Request-Email":   "root@example.com",
+		"x-auth-request-tenant":  "other",
 	}})
 	readBody(t, resp)
 	if resp.StatusCode != 200 {
@@ -439,7 +446,8 @@ func TestForwarding(t *testing.T) {
 	if !bytes.Equal(r.Body, []byte(body)) {
 		t.Errorf("upstream body = %q, want %q", r.Body, body)
 	}
-	for _, k := range []string{"Authorization", "Cookie", "Mcp-Method", "X-Http-Method-Override"} {
+	for _, k := range []string{"Authorization", "Cookie", "Mcp-Method", "X-Http-Method-Override",
+		"X-Original-Url", "X-Rewrite-Url", "X-Forwarded-User", "X-Remote-User", "Remote-User", "X-Auth-Request-Email", "X-Auth-Request-Tenant"} {
 		if v := r.Header.Values(k); len(v) != 0 {
 			t.Errorf("upstream header %s = %q, want none", k, v)
 		}

@@ -848,6 +848,9 @@ func (x *exchange) forwardsHeader(name string) bool {
 		// Checked by checkParams when the revision defines them.
 		return x.headerChecked
 	}
+	if len(name) > len(authRequestPrefix) && strings.EqualFold(name[:len(authRequestPrefix)], authRequestPrefix) {
+		return false
+	}
 	if strings.IndexByte(name, '_') >= 0 {
 		// CGI-style servers (FastCGI, PHP, WSGI) read "X_Mcp_Subject" or
 		// "Mcp_Session_Id" as the dashed header, so no client header with
@@ -871,6 +874,10 @@ func (x *exchange) forwardsHeader(name string) bool {
 	}
 	return true
 }
+
+// authRequestPrefix begins the identity fields oauth2-proxy sets
+// (X-Auth-Request-User, -Email, -Groups, -Access-Token, ...).
+const authRequestPrefix = "X-Auth-Request-"
 
 type headerRule uint8
 
@@ -897,6 +904,22 @@ var clientHeaderRules = [...]struct {
 	{"X-Http-Method-Override", headerDrop},
 	{"X-Http-Method", headerDrop},
 	{"X-Method-Override", headerDrop},
+	// Some (IIS, older Symfony and Laminas) route by these instead of
+	// the authorized path.
+	{"X-Original-Url", headerDrop},
+	{"X-Rewrite-Url", headerDrop},
+	// Identity that servers behind oauth2-proxy, Authelia and the like
+	// trust: never the client's to assert either (and every
+	// X-Auth-Request-* field, authRequestPrefix).
+	{"Remote-User", headerDrop},
+	{"Remote-Email", headerDrop},
+	{"Remote-Groups", headerDrop},
+	{"X-Remote-User", headerDrop},
+	{"X-Forwarded-User", headerDrop},
+	{"X-Forwarded-Email", headerDrop},
+	{"X-Forwarded-Groups", headerDrop},
+	{"X-Forwarded-Preferred-Username", headerDrop},
+	{"X-Forwarded-Access-Token", headerDrop},
 	// The gateway's to assert (ForwardIdentity), never the client's.
 	{"X-Mcp-Subject", headerDrop},
 	{"X-Mcp-Client", headerDrop},
