@@ -100,7 +100,8 @@ func (c *Client) mayIntrospect(t *introspection) bool {
 }
 
 // introspectRefresh describes a live refresh token; mayIntrospect decides
-// who may see it, as for access tokens.
+// who may see it, as for access tokens. A token of a grant another issuer
+// URL created is not active here, as the refresh grant refuses it.
 func (i *Issuer) introspectRefresh(ctx context.Context, tok string) (*introspection, error) {
 	var rec *refreshToken
 	var g *grant
@@ -116,7 +117,7 @@ func (i *Issuer) introspectRefresh(ctx context.Context, tok string) (*introspect
 		return nil, err
 	}
 	now := i.now()
-	if rec.Rotated || g.Revoked || !now.Before(rec.ExpiresAt) || !now.Before(g.ExpiresAt) {
+	if rec.Rotated || g.Revoked || !now.Before(rec.ExpiresAt) || !now.Before(g.ExpiresAt) || !i.issued(g.Issuer) {
 		return &introspection{}, nil
 	}
 	return &introspection{

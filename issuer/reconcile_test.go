@@ -87,8 +87,9 @@ func TestApplyConfigChanges(t *testing.T) {
 // TestGrantsBoundToIssuerURL: a reload that changes the issuer URL (and,
 // say, a user's password at the same time) compares against no earlier
 // directory of the new URL, so it revokes nothing; the refresh tokens and
-// codes of the old URL are refused at the new one instead. Grants from
-// before grants recorded their issuer stay valid.
+// codes of the old URL are refused at the new one instead, and its refresh
+// tokens introspect as inactive there. Grants from before grants recorded
+// their issuer stay valid.
 func TestGrantsBoundToIssuerURL(t *testing.T) {
 	e := newTokEnv(t)
 	ctx := t.Context()
@@ -116,6 +117,12 @@ func TestGrantsBoundToIssuerURL(t *testing.T) {
 	}
 	if a := refresh(tok.RefreshToken); a.status != 400 || a.str("error") != "invalid_grant" {
 		t.Errorf("refresh of the old URL's grant at the new URL = %d %s, want 400 invalid_grant", a.status, a.raw)
+	}
+	if a := e.introspect(t, tok.RefreshToken); a.status != 200 || a.body["active"] != false {
+		t.Errorf("introspection of the old URL's refresh token at the new URL = %d %s, want inactive", a.status, a.raw)
+	}
+	if !e.active(t, legacy.RefreshToken) {
+		t.Error("introspection of a refresh token whose grant recorded no issuer: inactive, want active")
 	}
 	if _, err := e.exchange(t, tPublic, "", code, verifier); err == nil || !strings.Contains(err.Error(), "invalid_grant") {
 		t.Errorf("code of the old URL redeemed at the new URL: %v, want invalid_grant", err)
