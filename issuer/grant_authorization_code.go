@@ -126,7 +126,7 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 		refresh: offline,
 		record: func(tx store.Tx, t *minted) error {
 			// Lost a race with another redemption: revoke what it issued.
-			switch replayed, err := codesIn(tx).redeem(code, gid, t.jti, i.revokeUntil()); {
+			switch replayed, err := codesIn(tx).redeem(code, gid, t.jti, gr.ExpiresAt, i.revokeUntil()); {
 			case err != nil:
 				return err
 			case replayed:

@@ -6,7 +6,8 @@ import (
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
-// bucketCodes: tokenKey(code) -> authCode, until the code expires.
+// bucketCodes: tokenKey(code) -> authCode, until the code expires or,
+// once redeemed, until the grant it created expires if that is later.
 const bucketCodes = "codes"
 
 // authCode is an issued authorization code (single use).
@@ -32,8 +33,9 @@ type authCode struct {
 	IssuedAt  time.Time `json:"iat,omitzero"`
 	Issuer    string    `json:"iss,omitempty"`
 	ExpiresAt time.Time `json:"expires_at"`
-	// Redeemed is set on first use; the record is kept until expiry so a
-	// replay can revoke what the code issued (GrantID, JTI).
+	// Redeemed is set on first use; the record is then kept as long as
+	// the grant it created can live, so a replay, however late, can
+	// revoke what the code issued (GrantID, JTI).
 	Redeemed bool   `json:"redeemed,omitempty"`
 	GrantID  string `json:"grant_id,omitempty"`
 	JTI      string `json:"jti,omitempty"`
@@ -50,11 +52,12 @@ func (c codeRecords) create(code string, ac *authCode) error {
 	return c.t.create(tokenKey(code), ac, ac.ExpiresAt)
 }
 
-// redeem marks the code used by grant gid and access token jti. A code
-// redeemed before is a replay (RFC 6749 4.1.2): what its first use issued
-// is revoked until revokeUntil and replayed is true; the caller commits
-// that revocation and refuses the request.
-func (c codeRecords) redeem(code, gid, jti string, revokeUntil time.Time) (replayed bool, err error) {
+// redeem marks the code used by grant gid, which expires at grantExpires,
+// and access token jti. A code redeemed before is a replay (RFC 6749
+// 4.1.2): what its first use issued is revoked until revokeUntil and
+// replayed is true; the caller commits that revocation and refuses the
+// request.
+func (c codeRecords) redeem(code, gid, jti string, grantExpires, revokeUntil time.Time) (replayed bool, err error) {
 	ac, err := c.get(code)
 	if err != nil {
 		return false, err
@@ -63,7 +66,13 @@ func (c codeRecords) redeem(code, gid, jti string, revokeUntil time.Time) (repla
 		return true, c.revokeIssued(ac, revokeUntil)
 	}
 	ac.Redeemed, ac.GrantID, ac.JTI = true, gid, jti
-	return false, c.t.put(tokenKey(code), ac, ac.ExpiresAt)
+	// Kept past the code's own expiry: a replay after it must still find
+	// the grant to revoke (the grant checks Redeemed before expiry).
+	until := ac.ExpiresAt
+	if grantExpires.After(until) {
+		until = grantExpires
+	}
+	return false, c.t.put(tokenKey(code), ac, until)
 }
 
 // replayed revokes what the redeemed code issued.

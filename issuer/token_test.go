@@ -167,31 +167,45 @@ func TestCodeGrantFailures(t *testing.T) {
 	}
 }
 
+// TestCodeReuseRevokesFirstTokens: a second use of a code revokes what
+// the first issued (RFC 6749 section 4.1.2), also once the code itself
+// has expired: its record lives as long as the grant.
 func TestCodeReuseRevokesFirstTokens(t *testing.T) {
-	e := newTokEnv(t)
-	code, verifier := e.issueCode(t, codeSpec{scopes: []string{"read", "offline_access"}})
-	tok, err := e.exchange(t, tPublic, "", code, verifier)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !e.active(t, tok.AccessToken) {
-		t.Fatal("first access token not active before the replay")
-	}
-	_, err = e.exchange(t, tPublic, "", code, verifier)
-	var re *oauth2.RetrieveError
-	if !errors.As(err, &re) || re.ErrorCode != "invalid_grant" {
-		t.Fatalf("second Exchange() error = %v, want invalid_grant", err)
-	}
-	if e.active(t, tok.AccessToken) {
-		t.Error("access token of the first redemption still active after code reuse")
-	}
-	_, c := claimsOf(t, tok.AccessToken)
-	if !e.revoked(t, c["jti"].(string), "") {
-		t.Error("Revoked(jti) = false after code reuse, want true")
-	}
-	a := e.post(t, pathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok.RefreshToken}, "client_id": {tPublic}}, "")
-	if a.str("error") != "invalid_grant" {
-		t.Errorf("refresh after code reuse = %d %s, want invalid_grant", a.status, a.raw)
+	for _, tt := range []struct {
+		name  string
+		after time.Duration // between the two uses; the code lives a minute
+	}{
+		{"at once", 0},
+		{"after the code's lifetime", 2 * time.Minute},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newTokEnv(t)
+			code, verifier := e.issueCode(t, codeSpec{scopes: []string{"read", "offline_access"}, ttl: time.Minute})
+			tok, err := e.exchange(t, tPublic, "", code, verifier)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !e.active(t, tok.AccessToken) {
+				t.Fatal("first access token not active before the replay")
+			}
+			e.clock.Advance(tt.after)
+			_, err = e.exchange(t, tPublic, "", code, verifier)
+			var re *oauth2.RetrieveError
+			if !errors.As(err, &re) || re.ErrorCode != "invalid_grant" {
+				t.Fatalf("second Exchange() error = %v, want invalid_grant", err)
+			}
+			if e.active(t, tok.AccessToken) {
+				t.Error("access token of the first redemption still active after code reuse")
+			}
+			_, c := claimsOf(t, tok.AccessToken)
+			if !e.revoked(t, c["jti"].(string), "") {
+				t.Error("Revoked(jti) = false after code reuse, want true")
+			}
+			a := e.post(t, pathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok.RefreshToken}, "client_id": {tPublic}}, "")
+			if a.str("error") != "invalid_grant" {
+				t.Errorf("refresh after code reuse = %d %s, want invalid_grant", a.status, a.raw)
+			}
+		})
 	}
 }
 
