@@ -148,11 +148,12 @@ func requireDPoP(c *Client, jkt string) error {
 }
 
 // possessed refuses a DPoP-bound token presented at the token endpoint
-// (subject_token, actor_token) unless the request's proof is signed by
-// the key it is bound to: a grant must not turn a stolen bound token into
-// one bound to the thief's key, or into a bearer token.
-func possessed(t *accesstoken.Claims, jkt string, what string) error {
-	if k := t.BoundKey(); k != "" && k != jkt {
+// (subject_token, actor_token, a bound ID-JAG), bound to the key whose
+// thumbprint is bound, unless the request's proof is signed by that key:
+// a grant must not turn a stolen bound token into one bound to the
+// thief's key, or into a bearer token.
+func possessed(bound, jkt string, what string) error {
+	if bound != "" && bound != jkt {
 		return ErrInvalidDPoPProof.WithDescription(what + " is DPoP-bound: the request needs a DPoP proof signed by its key")
 	}
 	return nil

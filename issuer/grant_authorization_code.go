@@ -223,7 +223,7 @@ func (g authorizationCode) checkActorToken(ctx context.Context, f url.Values, ac
 	if err != nil || !ownAgentToken(claims) || claims.Subject != actor {
 		return nil, ErrInvalidGrant.WithDescription("actor_token is not a valid token of the requested actor")
 	}
-	if err := possessed(claims, jkt, "actor_token"); err != nil {
+	if err := possessed(claims.BoundKey(), jkt, "actor_token"); err != nil {
 		return nil, err
 	}
 	return i.dir.agentFor(ctx, actor, clientID)

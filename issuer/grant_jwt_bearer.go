@@ -40,11 +40,15 @@ const (
 //     instance sees it; recorded in the transaction that records the
 //     grant it yields, so a request refused at any step spends nothing);
 //   - issued to the authenticated client (client_id), for a registered
-//     resource (resource, when present), with scopes.
+//     resource (resource, when present), with scopes;
+//   - when bound to a key (cnf, RFC 7800), bound to one DPoP key (jkt)
+//     whose proof the request carries: the token issued is bound to it
+//     too, so the IdP's binding is not dropped on the way.
 //
 // Any failure is invalid_grant (RFC 7523 section 3.1), except scopes
-// (invalid_scope) and a resource parameter the assertion does not name
-// (invalid_target). The user is the subject's account at the IdP's
+// (invalid_scope), a resource parameter the assertion does not name
+// (invalid_target) and a missing proof of the bound key
+// (invalid_dpop_proof). The user is the subject's account at the IdP's
 // identity provider, matched or provisioned as at a sign-in there (in
 // the transaction that records the grant, so a refused request
 // provisions nobody); the token's scopes are requested ∩ the
@@ -114,6 +118,13 @@ func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, er
 		return nil, invalid("the ID-JAG lives too long")
 	case clientID != c.ID:
 		return nil, invalid("the ID-JAG was issued to another client")
+	}
+	bound, ok := boundKey(claims)
+	if !ok {
+		return nil, invalid("the ID-JAG's cnf must name one DPoP key (jkt)")
+	}
+	if err := possessed(bound, req.jkt, "the ID-JAG"); err != nil {
+		return nil, err
 	}
 	if resource != "" {
 		if !slices.ContainsFunc(i.policy.resources(), func(r Resource) bool { return sameResource(r.URL, resource) }) {
@@ -206,6 +217,20 @@ func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, er
 		recording: "redeem ID-JAG",
 		bases:     s.principals(req.basis, req.basis),
 	}, nil
+}
+
+// boundKey is the thumbprint of the DPoP key an ID-JAG's cnf binds it to,
+// "" for none. A cnf naming anything else (a certificate thumbprint, a
+// key) is not ok, as in access tokens (accesstoken.Confirmation): a
+// binding that cannot be checked must not be read as none.
+func boundKey(claims jwt.MapClaims) (jkt string, ok bool) {
+	raw, has := claims["cnf"]
+	if !has {
+		return "", true
+	}
+	cnf, _ := raw.(map[string]any)
+	jkt, _ = cnf["jkt"].(string)
+	return jkt, len(cnf) == 1 && jkt != ""
 }
 
 // grantProfiles is authorization_grant_profiles_supported: ID-JAG when

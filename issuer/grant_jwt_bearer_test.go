@@ -201,6 +201,11 @@ func TestIDJAGRefused(t *testing.T) {
 		{"scopes the user's groups do not allow", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["scope"] = "admin" }, nil, 400, "invalid_scope"},
 		{"public client", "", func(c jwt.MapClaims, _ *jwt.Token) { c["client_id"] = tPublic }, url.Values{"client_id": {tPublic}}, 400, "unauthorized_client"},
 		{"client without the grant type", tOnlyCC + ":" + tSecret, func(c jwt.MapClaims, _ *jwt.Token) { c["client_id"] = tOnlyCC }, nil, 400, "unauthorized_client"},
+		{"bound to a key, no proof", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["cnf"] = map[string]any{"jkt": newDPoPKey(t).jkt} }, nil, 400, "invalid_dpop_proof"},
+		{"cnf of a certificate", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["cnf"] = map[string]any{"x5t#S256": "abc"} }, nil, 400, "invalid_grant"},
+		{"cnf with more than jkt", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["cnf"] = map[string]any{"jkt": "abc", "x5t#S256": "abc"} }, nil, 400, "invalid_grant"},
+		{"cnf with an empty jkt", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["cnf"] = map[string]any{"jkt": ""} }, nil, 400, "invalid_grant"},
+		{"cnf not an object", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["cnf"] = "abc" }, nil, 400, "invalid_grant"},
 		{"no assertion", conf, nil, url.Values{"assertion": {""}}, 400, "invalid_request"},
 		{"not a JWT", conf, nil, url.Values{"assertion": {"not-a-jwt"}}, 400, "invalid_grant"},
 	}
@@ -455,6 +460,26 @@ func TestIDJAGRefusedRequestKeepsIt(t *testing.T) {
 	if n := e.count(bucketGrants); n != grants+1 {
 		t.Errorf("grants %d -> %d, want one more", grants, n)
 	}
+}
+
+// TestIDJAGBoundToAKey: an ID-JAG bound to a DPoP key (cnf.jkt) is
+// redeemed only with a proof of that key, and yields a token bound to it;
+// a proof of another key or none is refused and spends nothing.
+func TestIDJAGBoundToAKey(t *testing.T) {
+	idp := newTestIdP(t)
+	e := newTokEnv(t, withTrustedIdP(idp))
+	conf := tConf + ":" + tSecret
+	k, other := newDPoPKey(t), newDPoPKey(t)
+	tokenURL := e.iss.endpoint(pathToken)
+	f := url.Values{"grant_type": {grantJWTBearer}, "assertion": {idp.idJAG(t, e, func(c jwt.MapClaims, _ *jwt.Token) {
+		c["cnf"] = map[string]any{"jkt": k.jkt}
+	})}}
+	wantRefused(t, "without a proof", e.postDPoP(t, pathToken, f, conf, ""), "invalid_dpop_proof")
+	wantRefused(t, "with another key's proof", e.postDPoP(t, pathToken, f, conf, other.proof(t, e, tokenURL, nil)), "invalid_dpop_proof")
+	if n := e.count(bucketJTI); n != 0 {
+		t.Errorf("jti records after the refusals = %d, want 0", n)
+	}
+	wantBound(t, "with its key's proof", e.postDPoP(t, pathToken, f, conf, k.proof(t, e, tokenURL, nil)), k)
 }
 
 // TestIDJAGRedeemedWhileRecording: of two redemptions of one ID-JAG, the

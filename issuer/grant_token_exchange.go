@@ -77,7 +77,7 @@ func (x tokenExchange) grant(ctx context.Context, req *clientRequest) (*issuance
 	if err != nil {
 		return nil, invalid("subject_token is invalid, expired or revoked").Wrap(err)
 	}
-	if err := possessed(subj, req.jkt, "subject_token"); err != nil {
+	if err := possessed(subj.BoundKey(), req.jkt, "subject_token"); err != nil {
 		return nil, err
 	}
 	target, err := exchangeTarget(f, subj.Audience[0])
@@ -192,7 +192,7 @@ func (x tokenExchange) actor(ctx context.Context, raw string, subj *accesstoken.
 	if err != nil || !ownAgentToken(ac) {
 		return nil, invalid("actor_token is not a valid, unrevoked token of an agent acting for itself")
 	}
-	if err := possessed(ac, jkt, "actor_token"); err != nil {
+	if err := possessed(ac.BoundKey(), jkt, "actor_token"); err != nil {
 		return nil, err
 	}
 	a, err := i.dir.lookupAgent(ctx, ac.Subject)
