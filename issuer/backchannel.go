@@ -20,7 +20,11 @@ import (
 const maxFormBytes = 64 << 10
 
 // readForm reads a back-channel POST body: form-encoded, at most
-// maxFormBytes, no parameter repeated (RFC 6749 section 3.2).
+// maxFormBytes, no parameter repeated (RFC 6749 section 3.2), and a
+// parameter sent without a value left out, as if omitted (sections 3.1,
+// 3.2): client_secret= from a public client is no secret. A repeat is
+// refused even when one of its values is empty: readers that take the
+// first value and readers that take the last would disagree on it.
 func readForm(r *http.Request) (url.Values, error) {
 	if r.Method != http.MethodPost {
 		return nil, ErrInvalidRequest.WithDescription("POST required")
@@ -48,6 +52,8 @@ func readForm(r *http.Request) (url.Values, error) {
 			return nil, ErrInvalidTarget.WithDescription("only one resource per request is supported")
 		case len(v) > 1:
 			return nil, ErrInvalidRequest.WithDescription(fmt.Sprintf("parameter %q is repeated", k))
+		case v[0] == "":
+			delete(vals, k)
 		}
 	}
 	return vals, nil

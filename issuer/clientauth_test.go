@@ -90,6 +90,10 @@ func TestClientAuthenticationMethods(t *testing.T) {
 		{name: "secret for a public client", form: url.Values{"client_id": {tPublic}, "client_secret": {"x"}}, wantStatus: 401, wantCode: "invalid_client"},
 		{name: "no authentication", wantStatus: 401, wantCode: "invalid_client"},
 		{name: "secret for a private_key_jwt client", form: url.Values{"client_id": {tJWT}, "client_secret": {"x"}}, wantStatus: 401, wantCode: "invalid_client"},
+		// RFC 6749 section 3.2: a parameter without a value is omitted.
+		{name: "basic and an empty client_secret", form: url.Values{"client_secret": {""}}, basic: tConf + ":" + tSecret, wantStatus: 200},
+		{name: "post and an empty client_assertion_type", form: url.Values{"client_id": {tPost}, "client_secret": {tSecret2}, "client_assertion_type": {""}}, wantStatus: 200},
+		{name: "empty client_secret alone", form: url.Values{"client_id": {tPost}, "client_secret": {""}}, wantStatus: 401, wantCode: "invalid_client"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -462,6 +462,7 @@ func TestTokenRequestFormat(t *testing.T) {
 		wantStatus                int
 	}{
 		{"duplicate parameter", http.MethodPost, "application/x-www-form-urlencoded", body + "&code=" + code, 400},
+		{"duplicate parameter, once empty", http.MethodPost, "application/x-www-form-urlencoded", body + "&code=", 400},
 		{"json body", http.MethodPost, "application/json", `{"grant_type":"authorization_code"}`, 400},
 		{"GET", http.MethodGet, "", "", 405},
 		{"oversized body", http.MethodPost, "application/x-www-form-urlencoded", body + "&pad=" + strings.Repeat("a", 70<<10), 413},
@@ -479,9 +480,12 @@ func TestTokenRequestFormat(t *testing.T) {
 			}
 		})
 	}
-	// None of that consumed the code.
-	if _, err := e.exchange(t, tPublic, "", code, verifier); err != nil {
-		t.Fatalf("Exchange() after bad requests error: %v", err)
+	// None of that consumed the code. Parameters sent without a value
+	// count as omitted (RFC 6749 section 3.1): a public client's empty
+	// client_secret is no secret.
+	if a := e.post(t, pathToken, url.Values{"grant_type": {"authorization_code"}, "code": {code}, "code_verifier": {verifier},
+		"redirect_uri": {tRedirect}, "client_id": {tPublic}, "client_secret": {""}, "scope": {""}}, ""); a.status != http.StatusOK {
+		t.Fatalf("token after bad requests, with empty client_secret and scope = %d %s, want 200", a.status, a.raw)
 	}
 }
 
