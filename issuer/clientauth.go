@@ -39,12 +39,13 @@ const (
 // (token, PAR, revocation, introspection): none (public client, client_id
 // form field), client_secret_basic, client_secret_post, private_key_jwt.
 // Exactly one method per request. Slowed on failure (ratelimit.go). Errors are *Error (invalid_client, or invalid_request for a
-// malformed request).
-func (i *Issuer) authenticateClient(r *http.Request, f url.Values) (*Client, error) {
+// malformed request). A private_key_jwt assertion is returned unspent:
+// the endpoint spends it (clientAssertion).
+func (i *Issuer) authenticateClient(r *http.Request, f url.Values) (*Client, *clientAssertion, error) {
 	ctx := r.Context()
 	id, secret, basic, err := basicCredentials(r)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	_, post := f["client_secret"]
 	_, assertion := f["client_assertion"]
@@ -56,37 +57,40 @@ func (i *Issuer) authenticateClient(r *http.Request, f url.Values) (*Client, err
 		}
 	}
 	if n > 1 {
-		return nil, ErrInvalidRequest.WithDescription("use exactly one client authentication method")
+		return nil, nil, ErrInvalidRequest.WithDescription("use exactly one client authentication method")
 	}
 	formID := f.Get("client_id")
 	addr := clientAddr(r)
+	var c *Client
 	switch {
 	case basic:
 		if formID != "" && formID != id {
-			return nil, ErrInvalidClient.WithDescription("client_id does not match the credentials")
+			return nil, nil, ErrInvalidClient.WithDescription("client_id does not match the credentials")
 		}
-		return i.authSecret(ctx, id, secret, addr)
+		c, err = i.authSecret(ctx, id, secret, addr)
+		return c, nil, err
 	case post:
 		if formID == "" {
-			return nil, ErrInvalidClient.WithDescription("client_id is required")
+			return nil, nil, ErrInvalidClient.WithDescription("client_id is required")
 		}
-		return i.authSecret(ctx, formID, f.Get("client_secret"), addr)
+		c, err = i.authSecret(ctx, formID, f.Get("client_secret"), addr)
+		return c, nil, err
 	case assertion || assertionType:
 		return i.authAssertion(ctx, r, f, formID, addr)
 	}
 	if formID == "" {
-		return nil, ErrInvalidClient.WithDescription("client authentication is required")
+		return nil, nil, ErrInvalidClient.WithDescription("client authentication is required")
 	}
-	c, err := i.dir.lookupClient(ctx, formID)
+	c, err = i.dir.lookupClient(ctx, formID)
 	if err != nil {
 		i.clientAuthFailed(formID, addr, "unknown_client")
-		return nil, asInvalidClient(err)
+		return nil, nil, asInvalidClient(err)
 	}
 	if !c.Public() {
 		i.clientAuthFailed(formID, addr, "no_credentials")
-		return nil, ErrInvalidClient.WithDescription("client authentication is required")
+		return nil, nil, ErrInvalidClient.WithDescription("client authentication is required")
 	}
-	return c, nil
+	return c, nil, nil
 }
 
 // clientRequest is a back-channel request (token, PAR, revocation,
@@ -100,6 +104,9 @@ type clientRequest struct {
 	// jkt is the thumbprint of the request's DPoP proof key, "" when it
 	// carries no proof.
 	jkt string
+	// assertion is the client assertion the client authenticated with,
+	// not yet spent; nil for other methods.
+	assertion *clientAssertion
 }
 
 // authenticatedPost starts a back-channel endpoint: POST only, the form
@@ -116,12 +123,12 @@ func (i *Issuer) authenticatedPost(w http.ResponseWriter, r *http.Request) (req 
 		i.writeErr(w, err)
 		return nil, false
 	}
-	c, err := i.authenticateClient(r, f)
+	c, a, err := i.authenticateClient(r, f)
 	if err != nil {
 		i.writeErr(w, err)
 		return nil, false
 	}
-	return &clientRequest{client: c, form: f, basis: basis}, true
+	return &clientRequest{client: c, form: f, basis: basis, assertion: a}, true
 }
 
 // basicCredentials decodes HTTP Basic client credentials. RFC 6749
@@ -215,43 +222,41 @@ func (i *Issuer) authSecret(ctx context.Context, id, secret, addr string) (*Clie
 // written to RFC 7523 and RFC 9126, the token endpoint URL or the URL of
 // the endpoint the request went to (PAR, revocation, introspection). A
 // list with any other value is refused: an assertion addressed to several
-// servers could have been replayed from one of them.
-func (i *Issuer) authAssertion(ctx context.Context, r *http.Request, f url.Values, formID, addr string) (*Client, error) {
+// servers could have been replayed from one of them. An assertion used
+// before is refused here; the caller spends this one (clientAssertion).
+func (i *Issuer) authAssertion(ctx context.Context, r *http.Request, f url.Values, formID, addr string) (*Client, *clientAssertion, error) {
 	if f.Get("client_assertion_type") != jwtBearerAssertion {
-		return nil, ErrInvalidClient.WithDescription("client_assertion_type must be " + jwtBearerAssertion)
+		return nil, nil, ErrInvalidClient.WithDescription("client_assertion_type must be " + jwtBearerAssertion)
 	}
 	raw := f.Get("client_assertion")
 	if raw == "" {
-		return nil, ErrInvalidClient.WithDescription("client_assertion is required")
+		return nil, nil, ErrInvalidClient.WithDescription("client_assertion is required")
 	}
 	var peek jwt.RegisteredClaims
 	if _, _, err := jwt.NewParser().ParseUnverified(raw, &peek); err != nil || peek.Subject == "" {
-		return nil, ErrInvalidClient.WithDescription("malformed client assertion")
+		return nil, nil, ErrInvalidClient.WithDescription("malformed client assertion")
 	}
 	id := peek.Subject
 	if formID != "" && formID != id {
-		return nil, ErrInvalidClient.WithDescription("client_id does not match the assertion")
+		return nil, nil, ErrInvalidClient.WithDescription("client_id does not match the assertion")
 	}
 	// A signature cannot be guessed: failures count against the address
 	// only, so forged assertions cannot slow the client down.
 	switch d, err := i.limiter.attemptDelay(ctx, "", addr); {
 	case err != nil:
-		return nil, err
+		return nil, nil, err
 	case d > 0:
 		i.clientAuthFailed(id, addr, "throttled")
-		return nil, tooManyAttempts(d)
+		return nil, nil, tooManyAttempts(d)
 	}
 	c, err := i.dir.lookupClient(ctx, id)
 	if err != nil {
 		i.limiter.recordFailure(ctx, "", addr)
 		i.clientAuthFailed(id, addr, "unknown_client")
-		return nil, asInvalidClient(err)
+		return nil, nil, asInvalidClient(err)
 	}
-	reason := "invalid_assertion"
-	fail := func(desc string) (*Client, error) {
-		i.limiter.recordFailure(ctx, "", addr)
-		i.clientAuthFailed(id, addr, reason)
-		return nil, ErrInvalidClient.WithDescription(desc)
+	fail := func(desc string) (*Client, *clientAssertion, error) {
+		return nil, nil, i.assertionRefused(ctx, id, addr, "invalid_assertion", desc)
 	}
 	if c.TokenEndpointAuthMethod != authPrivateKeyJWT {
 		return fail("client is not registered for private_key_jwt")
@@ -281,17 +286,78 @@ func (i *Issuer) authAssertion(ctx context.Context, r *http.Request, f url.Value
 	if exp.Sub(now) > maxAssertionLifetime {
 		return fail("client assertion lives too long")
 	}
-	err = i.store.Update(ctx, func(tx store.Tx) error {
-		return assertionsIn(tx).use(id, claims.ID, exp.Add(time.Minute))
+	a := &clientAssertion{clientID: id, jti: claims.ID, until: exp.Add(time.Minute), addr: addr}
+	var used bool
+	err = i.store.View(ctx, func(tx store.Tx) (err error) {
+		used, err = assertionsIn(tx).used(id, claims.ID)
+		return err
 	})
+	switch {
+	case err != nil:
+		return nil, nil, fmt.Errorf("read assertion jti: %w", err)
+	case used:
+		return nil, nil, i.assertionErr(ctx, a, errAssertionUsed)
+	}
+	return c, a, nil
+}
+
+// clientAssertion is a private_key_jwt assertion that authenticated a
+// request, not yet spent. The endpoint spends it (use, in the transaction
+// of the request's own write where it has one) only once the request is
+// otherwise valid, as DPoP proofs (spendProof) and ID-JAGs are: a request
+// refused for something the client can fix (a DPoP nonce, a grant type)
+// leaves the assertion to its corrected retry, and of concurrent requests
+// with one assertion one commits.
+type clientAssertion struct {
+	clientID, jti string
+	until         time.Time // when its jti may be forgotten
+	addr          string    // the request's clientAddr
+}
+
+// errAssertionUsed: use found the assertion spent; assertionErr answers it.
+var errAssertionUsed = errors.New("client assertion already used")
+
+// use records the assertion as spent in tx, errAssertionUsed when it was
+// already; nil for no assertion.
+func (a *clientAssertion) use(tx store.Tx) error {
+	if a == nil {
+		return nil
+	}
+	err := assertionsIn(tx).use(a.clientID, a.jti, a.until)
 	if errors.Is(err, store.ErrAlreadyExists) {
-		reason = "assertion_reused"
-		return fail("client assertion was already used")
+		return errAssertionUsed
 	}
-	if err != nil {
-		return nil, fmt.Errorf("record assertion jti: %w", err)
+	return err
+}
+
+// assertionErr is err of a write that spent a (use), errAssertionUsed
+// turned into the refused client authentication it is.
+func (i *Issuer) assertionErr(ctx context.Context, a *clientAssertion, err error) error {
+	if !errors.Is(err, errAssertionUsed) {
+		return err
 	}
-	return c, nil
+	return i.assertionRefused(ctx, a.clientID, a.addr, "assertion_reused", "client assertion was already used")
+}
+
+// spendAssertion spends the request's client assertion, for an endpoint
+// with no write of its own to spend it in; nil for none.
+func (i *Issuer) spendAssertion(ctx context.Context, req *clientRequest) error {
+	if req.assertion == nil {
+		return nil
+	}
+	err := i.store.Update(ctx, req.assertion.use)
+	if err != nil && !errors.Is(err, errAssertionUsed) {
+		return fmt.Errorf("record assertion jti: %w", err)
+	}
+	return i.assertionErr(ctx, req.assertion, err)
+}
+
+// assertionRefused answers a refused client assertion, the failure
+// counted against the address only (see authAssertion).
+func (i *Issuer) assertionRefused(ctx context.Context, id, addr, reason, desc string) error {
+	i.limiter.recordFailure(ctx, "", addr)
+	i.clientAuthFailed(id, addr, reason)
+	return ErrInvalidClient.WithDescription(desc)
 }
 
 // assertionKeys returns the client's keys that fit the assertion's kid and

@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -197,6 +198,115 @@ func TestPrivateKeyJWT(t *testing.T) {
 		if a.status != 200 {
 			t.Errorf("revoke with aud %s = %d %s, want 200", aud, a.status, a.raw)
 		}
+	}
+}
+
+// TestPrivateKeyJWTRefusedRequestKeepsIt: a request refused after its
+// client authenticated (for something the client can fix: a DPoP nonce,
+// the grant type, a scope, a missing parameter) does not spend its client
+// assertion, at any endpoint: the corrected retry authenticates with it,
+// and the request that succeeds spends it.
+func TestPrivateKeyJWTRefusedRequestKeepsIt(t *testing.T) {
+	e := newTokEnv(t, func(c *Config) { c.DPoPNonce = true })
+	k := newDPoPKey(t)
+	tokenURL := e.iss.endpoint(pathToken)
+	withAssertion := func(aud string, f url.Values) url.Values {
+		f.Set("client_assertion_type", jwtBearerAssertion)
+		f.Set("client_assertion", e.clientAssertion(t, func(c jwt.MapClaims, _ *jwt.Token) { c["aud"] = aud }))
+		return f
+	}
+	cc := func(extra url.Values) url.Values { return withAssertion(tokenURL, ccForm(extra)) }
+	par := func(extra url.Values) url.Values {
+		return withAssertion(e.iss.endpoint(pathPAR), parForm(url.Values{"client_id": {tJWT}, "resource": extra["resource"]}))
+	}
+	for _, tt := range []struct {
+		name    string
+		path    string
+		refused url.Values
+		proof   string // of the refused request
+		error   string // of the refused request
+		fix     func(f url.Values) (proof string)
+		want    int
+	}{
+		{name: "unsupported grant type", path: pathToken, refused: cc(url.Values{"grant_type": {"bogus"}}), error: "unsupported_grant_type",
+			fix: func(f url.Values) string { f.Set("grant_type", grantClientCredentials); return "" }, want: 200},
+		{name: "DPoP nonce", path: pathToken, refused: cc(nil), proof: k.proof(t, e, tokenURL, nil), error: "use_dpop_nonce",
+			fix: func(url.Values) string {
+				nonce := e.iss.proofs.Nonces().Current(e.clock.Now())
+				return k.proof(t, e, tokenURL, jwt.MapClaims{"nonce": nonce})
+			}, want: 200},
+		{name: "scope", path: pathToken, refused: cc(url.Values{"scope": {"nope"}}), error: "invalid_scope",
+			fix: func(f url.Values) string { f.Del("scope"); return "" }, want: 200},
+		{name: "pushed request", path: pathPAR, refused: par(url.Values{"resource": {"https://nope.example.com/"}}), error: "invalid_target",
+			fix: func(f url.Values) string { f.Set("resource", tResource); return "" }, want: 201},
+		{name: "revocation", path: pathRevoke, refused: withAssertion(e.iss.endpoint(pathRevoke), url.Values{}), error: "invalid_request",
+			fix: func(f url.Values) string { f.Set("token", "unknown"); return "" }, want: 200},
+		{name: "introspection", path: pathIntrospect, refused: withAssertion(e.iss.endpoint(pathIntrospect), url.Values{}), error: "invalid_request",
+			fix: func(f url.Values) string { f.Set("token", "unknown"); return "" }, want: 200},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := tt.refused
+			if a := e.postDPoP(t, tt.path, f, "", tt.proof); a.status != http.StatusBadRequest || a.str("error") != tt.error {
+				t.Fatalf("refused request = %d %s, want 400 %s", a.status, a.raw, tt.error)
+			}
+			if a := e.postDPoP(t, tt.path, f, "", tt.fix(f)); a.status != tt.want {
+				t.Fatalf("corrected retry with the same assertion = %d %s, want %d", a.status, a.raw, tt.want)
+			}
+			a := e.postDPoP(t, tt.path, f, "", tt.fix(f))
+			if a.status != http.StatusUnauthorized || a.str("error") != "invalid_client" {
+				t.Errorf("the assertion again = %d %s, want 401 invalid_client", a.status, a.raw)
+			}
+		})
+	}
+}
+
+// TestPrivateKeyJWTSpentOnce: of concurrent token requests with one
+// client assertion one gets a token; the assertion is spent in the
+// transaction that records the token, so a request that passed every
+// check before another recorded is refused too, and writes nothing.
+func TestPrivateKeyJWTSpentOnce(t *testing.T) {
+	e := newTokEnv(t)
+	f := ccForm(url.Values{"client_assertion_type": {jwtBearerAssertion}, "client_assertion": {e.clientAssertion(t, nil)}})
+	const n = 8
+	answers := make(chan answer, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			answers <- e.post(t, pathToken, f, "")
+		}()
+	}
+	wg.Wait()
+	close(answers)
+	ok := 0
+	for a := range answers {
+		switch {
+		case a.status == http.StatusOK:
+			ok++
+		case a.status != http.StatusUnauthorized || a.str("error") != "invalid_client":
+			t.Errorf("a losing request = %d %s, want 401 invalid_client", a.status, a.raw)
+		}
+	}
+	if ok != 1 || e.count(bucketGrants) != 1 {
+		t.Errorf("%d of %d concurrent requests got a token, %d grants; want 1", ok, n, e.count(bucketGrants))
+	}
+
+	f.Set("client_assertion", e.clientAssertion(t, nil))
+	var inner answer
+	e.iss.mint.beforeRecord = func() {
+		e.iss.mint.beforeRecord = nil
+		inner = e.post(t, pathToken, f, "")
+	}
+	outer := e.post(t, pathToken, f, "")
+	if inner.status != http.StatusOK {
+		t.Errorf("request recorded first = %d %s, want 200", inner.status, inner.raw)
+	}
+	if outer.status != http.StatusUnauthorized || outer.str("error") != "invalid_client" {
+		t.Errorf("request recorded second = %d %s, want 401 invalid_client", outer.status, outer.raw)
+	}
+	if n := e.count(bucketGrants); n != 2 {
+		t.Errorf("grants = %d, want 2", n)
 	}
 }
 

@@ -51,6 +51,10 @@ func (i *Issuer) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
+	if err := i.spendAssertion(ctx, req); err != nil {
+		i.writeErr(w, err)
+		return
+	}
 	resp := &introspection{}
 	if strings.Count(tok, ".") == 2 {
 		if cl, err := i.verifyAccessToken(ctx, tok); err == nil {

@@ -72,6 +72,9 @@ type issuance struct {
 	// bases are the principals the issuance rests on: if a revocation
 	// stamped one after its basis, nothing is issued (record_epochs.go).
 	bases []principalBasis
+	// assertion is the request's client assertion, spent in the
+	// transaction that commits the issue; nil for none.
+	assertion *clientAssertion
 }
 
 // principals are s's client, user and actors, the client and actors
@@ -145,7 +148,7 @@ func (m minter) issue(ctx context.Context, is *issuance) (*tokenResponse, error)
 	if m.beforeRecord != nil {
 		m.beforeRecord()
 	}
-	if is.record != nil || len(is.bases) > 0 {
+	if is.record != nil || len(is.bases) > 0 || is.assertion != nil {
 		t := &minted{jti: jti, refreshToken: resp.RefreshToken}
 		var refused error
 		err := i.store.Update(ctx, func(tx store.Tx) error {
@@ -161,6 +164,9 @@ func (m minter) issue(ctx context.Context, is *issuance) (*tokenResponse, error)
 			// access_token_ttl when they happen (tokenHorizon).
 			if err := epochsIn(tx).coverToken(exp); err != nil {
 				return err
+			}
+			if err := is.assertion.use(tx); err != nil {
+				return err // a concurrent request spent it: nothing is written
 			}
 			if is.record == nil {
 				return nil

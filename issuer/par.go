@@ -99,9 +99,16 @@ func (i *Issuer) handlePAR(w http.ResponseWriter, r *http.Request) {
 	uri := requestURIPrefix + tail
 	exp := i.now().Add(i.cfg.PARTTL)
 	err = i.store.Update(ctx, func(tx store.Tx) error {
+		if err := req.assertion.use(tx); err != nil {
+			return err
+		}
 		return parIn(tx).create(uri, &parRequest{ClientID: c.ID, Params: params, ExpiresAt: exp})
 	})
-	if errors.Is(err, store.ErrAlreadyExists) {
+	switch {
+	case errors.Is(err, errAssertionUsed):
+		i.writeErr(w, i.assertionErr(ctx, req.assertion, err))
+		return
+	case errors.Is(err, store.ErrAlreadyExists):
 		err = errors.New("request_uri collision")
 	}
 	if err != nil {

@@ -21,7 +21,12 @@ func assertionsIn(tx store.Tx) assertionRecords {
 // use records the assertion jti of clientID until until; a second use is
 // store.ErrAlreadyExists.
 func (r assertionRecords) use(clientID, jti string, until time.Time) error {
-	return r.t.create(clientID+"\x00"+jti, &struct{}{}, until)
+	return r.t.create(assertionKey(clientID, jti), &struct{}{}, until)
+}
+
+// used reports whether the assertion jti of clientID is recorded as used.
+func (r assertionRecords) used(clientID, jti string) (bool, error) {
+	return r.t.has(assertionKey(clientID, jti))
 }
 
 // useIDJAG records the jti of an ID-JAG of issuer iss until until; a
@@ -35,6 +40,9 @@ func (r assertionRecords) useIDJAG(iss, jti string, until time.Time) error {
 func (r assertionRecords) usedIDJAG(iss, jti string) (bool, error) {
 	return r.t.has(idJAGKey(iss, jti))
 }
+
+// assertionKey is the key of a client assertion's jti.
+func assertionKey(clientID, jti string) string { return clientID + "\x00" + jti }
 
 // idJAGKey is the key of an ID-JAG's jti. The leading NUL keeps these
 // keys apart from client assertions' (no client_id is empty).

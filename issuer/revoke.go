@@ -47,6 +47,10 @@ func (i *Issuer) handleRevoke(w http.ResponseWriter, r *http.Request) {
 	// token_type_hint only orders the lookups; both are cheap, so it is
 	// not needed (RFC 7009 section 2.1 lets the server ignore it).
 	ctx := r.Context()
+	if err := i.spendAssertion(ctx, req); err != nil {
+		i.writeErr(w, err)
+		return
+	}
 	if err := i.revokeRefreshToken(ctx, c, tok); err != nil {
 		i.writeErr(w, err)
 		return

@@ -116,9 +116,10 @@ func (i *Issuer) handleToken(w http.ResponseWriter, r *http.Request) {
 	// Every grant binds its access token to the proof's key (RFC 9449
 	// section 5), if the request has one.
 	is.subject.jkt = req.jkt
+	is.assertion = req.assertion
 	resp, err := i.mint.issue(r.Context(), is)
 	if err != nil {
-		i.writeErr(w, err)
+		i.writeErr(w, i.assertionErr(r.Context(), req.assertion, err))
 		return
 	}
 	i.keepRegistration(r.Context(), c)
