@@ -356,6 +356,8 @@ func TestOtherQueryForwarded(t *testing.T) {
 		"sessionId": true, "session_id": true, "Session-Id": true, "mcp-session-id": true, "MCP_SESSION_ID": true,
 		"session.id": true, "session id": true, "sessionid[]": true, "[sessionId": true,
 		"session[id": true, "mcp[session_id": true, // PHP reads an unclosed "[" as "_"
+		// Letters whose upper case is ASCII (toUpperCase, EqualFold).
+		"\u017fessionId": true, "sess\u0131onId": true, "mcp-\u017fession-id": true, "SESS\u0130ONID": true,
 		"session": false, "sessions": false, "id": false, "mcp": false,
 	} {
 		if got := isSessionParam(name); got != want {

@@ -378,7 +378,9 @@ func isSessionParam(k string) bool {
 			case '_', '-', '.', ' ':
 				return -1
 			}
-			return unicode.ToLower(r)
+			// Lower of upper: an upstream comparing with toUpperCase or
+			// EqualFold reads "ſ" as S and "ı" as I.
+			return unicode.ToLower(unicode.ToUpper(r))
 		}, name)
 		if name == "sessionid" || name == "mcpsessionid" {
 			return true
