@@ -37,6 +37,18 @@ const (
 	maxAuthorizeParams = 4 << 10
 )
 
+// omitEmptyParams deletes the parameters sent once with an empty value:
+// RFC 6749 section 3.1 has them treated as omitted ("redirect_uri=" picks
+// the only registered URI, "request=" is no request object). One that is
+// repeated stays, and is refused as repeated.
+func omitEmptyParams(params url.Values) {
+	for k, v := range params {
+		if len(v) == 1 && v[0] == "" {
+			delete(params, k)
+		}
+	}
+}
+
 // authRequest is a validated authorization request.
 type authRequest struct {
 	ClientID string `json:"client_id"`
@@ -102,6 +114,7 @@ func (i *Issuer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 
+	omitEmptyParams(params)
 	c, params, usedPAR, msg := i.authorizeClient(ctx, params)
 	if msg != "" {
 		i.pages.errorPage(w, http.StatusBadRequest, "Invalid request", msg)
@@ -200,7 +213,8 @@ func (i *Issuer) authorizeClient(ctx context.Context, params url.Values) (*Clien
 		return nil, nil, false, "The pushed authorization request is unknown, expired, already used, or belongs to another application."
 	}
 	// RFC 9126 section 4: only the pushed parameters count; client_id and
-	// request_uri in the query only find them.
+	// request_uri in the query only find them. handlePAR omitted the
+	// empty ones.
 	return c, pr.Params, true, ""
 }
 

@@ -155,6 +155,7 @@ func TestAuthorizeErrorPage(t *testing.T) {
 		{"redirect_uri with userinfo", func(v url.Values) { v.Set("redirect_uri", "http://x@127.0.0.1:5000/callback") }, ""},
 		{"omitted redirect_uri with two registered", func(v url.Values) { v.Del("redirect_uri") }, ""},
 		{"repeated redirect_uri", nil, "&redirect_uri=" + url.QueryEscape(bRedirect)},
+		{"repeated redirect_uri, once empty", nil, "&redirect_uri="},
 		{"unknown request_uri", func(v url.Values) { v.Set("request_uri", "urn:ietf:params:oauth:request_uri:nope") }, ""},
 	}
 	for _, tt := range tests {
@@ -266,21 +267,58 @@ func TestAuthorizeRedirectURIMatching(t *testing.T) {
 	}
 }
 
-func TestAuthorizeSingleRedirectURIMayBeOmitted(t *testing.T) {
+// TestAuthorizeEmptyParameterOmitted: a parameter sent without a value
+// counts as omitted (RFC 6749 section 3.1), at /authorize and in a pushed
+// request alike: an empty redirect_uri picks the client's only registered
+// one (and the code records it as omitted, so the token request omits it
+// too); an empty request, request_uri or requested_actor is none.
+func TestAuthorizeEmptyParameterOmitted(t *testing.T) {
 	e := newBrowserEnv(t, nil)
-	p := authParams(testChallenge)
-	p.Set("client_id", bWebClientID)
-	p.Del("redirect_uri")
-	cb, err := e.robot(e.browser(), e.url(pathAuthorize, p), bWebRedirect, bUser, bPassword, "approve")
-	if err != nil {
-		t.Fatalf("robot: %v", err)
+	tests := []struct {
+		name   string
+		param  string
+		value  []string // nil: omitted
+		pushed bool
+	}{
+		{"redirect_uri omitted", "redirect_uri", nil, false},
+		{"redirect_uri empty", "redirect_uri", []string{""}, false},
+		{"request empty", "request", []string{""}, false},
+		{"request_uri empty", "request_uri", []string{""}, false},
+		{"requested_actor empty", "requested_actor", []string{""}, false},
+		{"pushed redirect_uri empty", "redirect_uri", []string{""}, true},
+		{"pushed request_uri empty", "request_uri", []string{""}, true},
+		{"pushed requested_actor empty", "requested_actor", []string{""}, true},
 	}
-	var ac authCode
-	if err := e.get(bucketCodes, tokenKey(cb.Query().Get("code")), &ac); err != nil {
-		t.Fatal(err)
-	}
-	if ac.RedirectURI != "" {
-		t.Errorf("code redirect_uri = %q, want empty (omitted in the request)", ac.RedirectURI)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := webAuthParams(testChallenge) // web-app has exactly one redirect URI
+			p.Del(tt.param)
+			if tt.value != nil {
+				p[tt.param] = tt.value
+			}
+			if tt.pushed {
+				uri, _ := e.push(t, bWebClientID, bWebRedirect, url.Values{tt.param: tt.value})
+				p = url.Values{"client_id": {bWebClientID}, "request_uri": {uri}}
+			}
+			cb, err := e.robot(e.browser(), e.url(pathAuthorize, p), bWebRedirect, bUser, bPassword, "approve")
+			if err != nil {
+				t.Fatalf("robot: %v", err)
+			}
+			var ac authCode
+			if err := e.get(bucketCodes, tokenKey(cb.Query().Get("code")), &ac); err != nil {
+				t.Fatalf("no code in %s: %v", cb, err)
+			}
+			wantRedirect := bWebRedirect
+			if tt.param == "redirect_uri" {
+				wantRedirect = "" // as omitted
+			}
+			if ac.RedirectURI != wantRedirect {
+				t.Errorf("code redirect_uri = %q, want %q", ac.RedirectURI, wantRedirect)
+			}
+			if ac.Actor != "" {
+				t.Errorf("code actor = %q, want none", ac.Actor)
+			}
+		})
 	}
 }
 

@@ -32,6 +32,7 @@ func (i *Issuer) handlePAR(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	c, f := req.client, req.form
+	omitEmptyParams(f)
 	switch {
 	case f.Has("request_uri"):
 		i.writeErr(w, ErrInvalidRequest.WithDescription("request_uri is not allowed in a pushed authorization request"))
