@@ -179,25 +179,25 @@ func (f *cimdFetcher) clientKeys(ctx context.Context, c *Client, refresh bool) (
 	return f.jwks.keys(ctx, c.JWKSURI, refresh)
 }
 
-// cimdError is a reason a document was refused that is safe to show.
+// cimdError is a reason a document was refused that is safe to show:
+// what a document served with status 200 is or says.
 type cimdError string
 
 func (e cimdError) Error() string { return string(e) }
 
+// describeCIMDError is the reason shown for a refused document. Anyone
+// can name any URL as a client_id, so every way of not getting a document
+// reads the same (a name that does not resolve, or resolves to a private
+// address; a port that refuses, or never answers; a redirect; a status
+// other than 200): telling them apart would answer, for anyone, which
+// internal names exist and which hosts and ports answer the issuer. The
+// log has the reason.
 func describeCIMDError(err error) string {
 	var ce cimdError
-	switch {
-	case errors.As(err, &ce):
+	if errors.As(err, &ce) {
 		return string(ce)
-	case errors.Is(err, errForbiddenAddress):
-		return "the document's host is not a public address"
-	case errors.Is(err, context.DeadlineExceeded):
-		return "fetching the document timed out"
-	case errors.Is(err, errRedirect):
-		return "the document URL redirects"
-	default:
-		return "fetching the document failed"
 	}
+	return "the document could not be fetched"
 }
 
 // download fetches and validates the document and returns the client
@@ -216,7 +216,7 @@ func (f *cimdFetcher) download(ctx context.Context, clientID string) (*Client, t
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, 0, cimdError(fmt.Sprintf("the document URL answered HTTP %d", resp.StatusCode))
+		return nil, 0, fmt.Errorf("the document URL answered HTTP %d", resp.StatusCode)
 	}
 	if mt, _, err := mime.ParseMediaType(resp.Header.Get("Content-Type")); err != nil || mt != "application/json" {
 		return nil, 0, cimdError("the document is not application/json")

@@ -12,6 +12,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // cimdHost serves client metadata documents over TLS on loopback and
@@ -136,6 +139,15 @@ func TestCIMDAuthorizeFlow(t *testing.T) {
 	}
 }
 
+// cimdUnfetched is the reason shown for every document the issuer could
+// not get.
+const cimdUnfetched = "client metadata document could not be used: the document could not be fetched"
+
+// TestCIMDRefused: a document that cannot be had, or says what it must
+// not, is refused with invalid_client and never cached. The reason shown
+// is the document's own when one came (status 200), and one and the same
+// for a timeout, a redirect or another status: it tells no one which
+// ports answer the issuer.
 func TestCIMDRefused(t *testing.T) {
 	e, host := newCIMDEnv(t, true, func(c *Config) {
 		c.CIMDMaxBytes = 512
@@ -154,41 +166,42 @@ func TestCIMDRefused(t *testing.T) {
 		name    string
 		path    string
 		handler func(w http.ResponseWriter, r *http.Request)
+		fetched bool // a document came (status 200): its own reason is shown
 	}{
-		{"client_id mismatch", "/mismatch", jsonDoc(validDoc(id("/other")))},
-		{"no client_name", "/noname", jsonDoc(`{"client_id":"` + id("/noname") + `","redirect_uris":["http://127.0.0.1/cb"]}`)},
-		{"no redirect_uris", "/noredirect", jsonDoc(`{"client_id":"` + id("/noredirect") + `","client_name":"x"}`)},
-		{"client secret", "/secret", jsonDoc(`{"client_id":"` + id("/secret") + `","client_name":"x","redirect_uris":["http://127.0.0.1/cb"],"client_secret":"s"}`)},
-		{"secret auth method", "/basic", jsonDoc(`{"client_id":"` + id("/basic") + `","client_name":"x","redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"client_secret_basic"}`)},
-		{"private_key_jwt without keys", "/pkjwt", jsonDoc(`{"client_id":"` + id("/pkjwt") + `","client_name":"x","redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"private_key_jwt"}`)},
-		{"client_credentials", "/cc", jsonDoc(`{"client_id":"` + id("/cc") + `","client_name":"x","redirect_uris":["http://127.0.0.1/cb"],"grant_types":["authorization_code","client_credentials"],"token_endpoint_auth_method":"private_key_jwt","jwks":{"keys":[{"kty":"EC"}]}}`)},
-		{"bad redirect uri", "/badredirect", jsonDoc(`{"client_id":"` + id("/badredirect") + `","client_name":"x","redirect_uris":["http://evil.example/cb"]}`)},
-		{"repeated member", "/repeated", jsonDoc(`{"client_id":"` + id("/repeated") + `","client_name":"x","redirect_uris":["http://evil.example/cb"],"redirect_uris":["http://127.0.0.1/cb"]}`)},
-		{"member in another case", "/case", jsonDoc(`{"client_id":"` + id("/case") + `","client_name":"x","Redirect_URIs":["http://127.0.0.1/cb"]}`)},
-		{"not json", "/notjson", jsonDoc(`<html></html>`)},
+		{"client_id mismatch", "/mismatch", jsonDoc(validDoc(id("/other"))), true},
+		{"no client_name", "/noname", jsonDoc(`{"client_id":"` + id("/noname") + `","redirect_uris":["http://127.0.0.1/cb"]}`), true},
+		{"no redirect_uris", "/noredirect", jsonDoc(`{"client_id":"` + id("/noredirect") + `","client_name":"x"}`), true},
+		{"client secret", "/secret", jsonDoc(`{"client_id":"` + id("/secret") + `","client_name":"x","redirect_uris":["http://127.0.0.1/cb"],"client_secret":"s"}`), true},
+		{"secret auth method", "/basic", jsonDoc(`{"client_id":"` + id("/basic") + `","client_name":"x","redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"client_secret_basic"}`), true},
+		{"private_key_jwt without keys", "/pkjwt", jsonDoc(`{"client_id":"` + id("/pkjwt") + `","client_name":"x","redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"private_key_jwt"}`), true},
+		{"client_credentials", "/cc", jsonDoc(`{"client_id":"` + id("/cc") + `","client_name":"x","redirect_uris":["http://127.0.0.1/cb"],"grant_types":["authorization_code","client_credentials"],"token_endpoint_auth_method":"private_key_jwt","jwks":{"keys":[{"kty":"EC"}]}}`), true},
+		{"bad redirect uri", "/badredirect", jsonDoc(`{"client_id":"` + id("/badredirect") + `","client_name":"x","redirect_uris":["http://evil.example/cb"]}`), true},
+		{"repeated member", "/repeated", jsonDoc(`{"client_id":"` + id("/repeated") + `","client_name":"x","redirect_uris":["http://evil.example/cb"],"redirect_uris":["http://127.0.0.1/cb"]}`), true},
+		{"member in another case", "/case", jsonDoc(`{"client_id":"` + id("/case") + `","client_name":"x","Redirect_URIs":["http://127.0.0.1/cb"]}`), true},
+		{"not json", "/notjson", jsonDoc(`<html></html>`), true},
 		{"wrong content type", "/ctype", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/plain")
 			_, _ = w.Write([]byte(validDoc(id("/ctype"))))
-		}},
-		{"oversize", "/big", jsonDoc(`{"client_id":"` + id("/big") + `","client_name":"` + strings.Repeat("x", 600) + `","redirect_uris":["http://127.0.0.1/cb"]}`)},
+		}, true},
+		{"oversize", "/big", jsonDoc(`{"client_id":"` + id("/big") + `","client_name":"` + strings.Repeat("x", 600) + `","redirect_uris":["http://127.0.0.1/cb"]}`), true},
 		{"oversize streamed", "/bigstream", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			for range 10 {
 				_, _ = w.Write([]byte(strings.Repeat(" ", 100)))
 				w.(http.Flusher).Flush()
 			}
-		}},
+		}, true},
 		{"timeout", "/slow", func(w http.ResponseWriter, r *http.Request) {
 			select {
 			case <-release:
 			case <-r.Context().Done():
 			}
-		}},
+		}, false},
 		{"redirect", "/redirect", func(w http.ResponseWriter, r *http.Request) {
 			http.Redirect(w, r, "/client.json", http.StatusFound)
-		}},
-		{"not found", "/missing", nil},
-		{"server error", "/fail", func(w http.ResponseWriter, r *http.Request) { http.Error(w, "no", http.StatusInternalServerError) }},
+		}, false},
+		{"not found", "/missing", nil, false},
+		{"server error", "/fail", func(w http.ResponseWriter, r *http.Request) { http.Error(w, "no", http.StatusInternalServerError) }, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -202,6 +215,13 @@ func TestCIMDRefused(t *testing.T) {
 			}
 			if !errors.Is(err, ErrInvalidClient) {
 				t.Errorf("cimd.fetch(%s) error = %v, want invalid_client", tt.path, err)
+			}
+			var oe *Error
+			switch errors.As(err, &oe); {
+			case tt.fetched && oe.Description == cimdUnfetched:
+				t.Errorf("cimd.fetch(%s) description = %q, want the document's own reason", tt.path, oe.Description)
+			case !tt.fetched && oe.Description != cimdUnfetched:
+				t.Errorf("cimd.fetch(%s) description = %q, want %q", tt.path, oe.Description, cimdUnfetched)
 			}
 			if time.Since(start) > 5*time.Second {
 				t.Errorf("cimd.fetch took %v", time.Since(start))
@@ -221,6 +241,37 @@ func TestCIMDRefused(t *testing.T) {
 	body := readBody(t, resp)
 	if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Location") != "" || !strings.Contains(body, "client_id does not equal") {
 		t.Errorf("authorize with bad document: %d %q %s", resp.StatusCode, resp.Header.Get("Location"), body)
+	}
+}
+
+// TestCIMDUnfetchedLooksAlike: anyone can name any URL as a client_id
+// and read the error page. A name that resolves to a loopback address and
+// one that does not resolve get the same reason, so the page tells no one
+// which internal names exist; the log tells the operator which it was.
+func TestCIMDUnfetchedLooksAlike(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	e := newBrowserEnv(t, func(c *Config) { c.Logger = zap.New(core) })
+	for _, id := range []string{
+		"https://localhost/client.json",       // a loopback address
+		"https://no-such-host.invalid/c.json", // no address (RFC 2606)
+	} {
+		p := authParams(testChallenge)
+		p.Set("client_id", id)
+		resp, err := e.browser().Get(e.url(pathAuthorize, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := readBody(t, resp)
+		if want := "The application could not be identified: " + cimdUnfetched + "."; resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, want) {
+			t.Errorf("authorize with client_id %s = %d %s, want 400 %q", id, resp.StatusCode, body, want)
+		}
+	}
+	var reasons []string
+	for _, l := range logs.FilterMessage("client metadata document refused").TakeAll() {
+		reasons = append(reasons, l.ContextMap()["error"].(string))
+	}
+	if len(reasons) != 2 || !strings.Contains(reasons[0], errForbiddenAddress.Error()) || strings.Contains(reasons[1], errForbiddenAddress.Error()) {
+		t.Errorf("logged reasons = %q, want the loopback address's and another", reasons)
 	}
 }
 
