@@ -191,6 +191,10 @@ type idpClient struct {
 type idpDiscovered struct {
 	oauth    oauth2.Config
 	verifier *oidc.IDTokenVerifier
+	// issRequired: the provider's metadata says its authorization
+	// responses carry iss (authorization_response_iss_parameter_supported),
+	// so one without it is refused (RFC 9207 section 2.4).
+	issRequired bool
 	// formTarget is the CSP source of the authorization endpoint: the
 	// login form's POST redirects there.
 	formTarget string
@@ -240,6 +244,13 @@ func (c *idpClient) discover(ctx context.Context) (*idpDiscovered, error) {
 		c.failedAt, c.failure = c.now(), fmt.Errorf("%w: %s: metadata lacks usable endpoints", errIdPUnavailable, c.cfg.Name)
 		return nil, c.failure
 	}
+	var meta struct {
+		IssParameter bool `json:"authorization_response_iss_parameter_supported"`
+	}
+	if err := p.Claims(&meta); err != nil {
+		c.failedAt, c.failure = c.now(), fmt.Errorf("%w: %s: metadata: %w", errIdPUnavailable, c.cfg.Name, err)
+		return nil, c.failure
+	}
 	ep.AuthStyle = oauth2.AuthStyleInHeader
 	if c.cfg.ClientSecret == "" {
 		ep.AuthStyle = oauth2.AuthStyleInParams
@@ -249,8 +260,9 @@ func (c *idpClient) discover(ctx context.Context) (*idpDiscovered, error) {
 			ClientID: c.cfg.ClientID, ClientSecret: c.cfg.ClientSecret,
 			Endpoint: ep, RedirectURL: c.redirectURI, Scopes: c.cfg.Scopes,
 		},
-		verifier:   p.Verifier(&oidc.Config{ClientID: c.cfg.ClientID, Now: c.now}),
-		formTarget: cspSource(ep.AuthURL),
+		verifier:    p.Verifier(&oidc.Config{ClientID: c.cfg.ClientID, Now: c.now}),
+		issRequired: meta.IssParameter,
+		formTarget:  cspSource(ep.AuthURL),
 	}
 	return c.disc, nil
 }

@@ -131,14 +131,16 @@ func (i *Issuer) idpCallback(p *idpClient) http.HandlerFunc {
 			refused(idpReasonError, name+" did not sign you in ("+truncate(e, 100)+").", nil)
 			return
 		}
-		// RFC 9207: a provider that names itself must name itself.
-		if iss := q.Get("iss"); (iss != "" && iss != p.cfg.Issuer) || q.Get("code") == "" {
-			refused(idpReasonError, "The answer from "+name+" cannot be used.", nil)
-			return
-		}
 		disc, err := p.discover(ctx)
 		if err != nil {
 			i.idpUnavailable(w, p, err)
+			return
+		}
+		// RFC 9207: a provider that names itself must name itself, and one
+		// that says it always does must have (an answer without iss may
+		// come from another provider, a mix-up).
+		if iss := q.Get("iss"); (iss != "" && iss != p.cfg.Issuer) || (iss == "" && disc.issRequired) || q.Get("code") == "" {
+			refused(idpReasonError, "The answer from "+name+" cannot be used.", nil)
 			return
 		}
 		tok, err := disc.oauth.Exchange(oidc.ClientContext(ctx, p.client), q.Get("code"), oauth2.VerifierOption(l.Verifier))

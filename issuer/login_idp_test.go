@@ -43,6 +43,7 @@ type stubIdP struct {
 	signWith              *ecdsa.PrivateKey   // nil: the published key
 	editRedirect          func(q url.Values)  // changes to the redirect back
 	padDiscovery, padJWKS int                 // bytes of filler in those answers
+	issParameter          bool                // metadata says answers carry iss (RFC 9207)
 	hangToken             bool                // the token endpoint never answers
 	codes                 map[string]stubCode // issued, not yet redeemed
 	tokenAuth             []string            // Authorization header of each token request
@@ -86,13 +87,17 @@ func (s *stubIdP) writeJSON(w http.ResponseWriter, v map[string]any, pad int) {
 
 func (s *stubIdP) discovery(w http.ResponseWriter, _ *http.Request) {
 	s.mu.Lock()
-	pad := s.padDiscovery
+	pad, iss := s.padDiscovery, s.issParameter
 	s.mu.Unlock()
 	u := s.srv.URL
-	s.writeJSON(w, map[string]any{
+	meta := map[string]any{
 		"issuer": u, "authorization_endpoint": u + "/auth", "token_endpoint": u + "/token", "jwks_uri": u + "/jwks",
 		"response_types_supported": []string{"code"}, "id_token_signing_alg_values_supported": []string{"ES256"},
-	}, pad)
+	}
+	if iss {
+		meta["authorization_response_iss_parameter_supported"] = true
+	}
+	s.writeJSON(w, meta, pad)
 }
 
 func (s *stubIdP) jwks(w http.ResponseWriter, _ *http.Request) {
@@ -254,7 +259,8 @@ func loginFailures(logs *observer.ObservedLogs) []string {
 }
 
 // TestIdPSignInAnswers: what the provider answers decides the sign-in:
-// an answer naming another issuer (RFC 9207), an error, an ID token that
+// an answer naming another issuer, or naming none from a provider whose
+// metadata says its answers do (RFC 9207), an error, an ID token that
 // go-oidc must refuse (another key, another issuer, expired, another
 // nonce), a replayed state; each shows an error page, issues nothing and
 // is a security event with its reason. A sign-in that works goes on to
@@ -271,6 +277,14 @@ func TestIdPSignInAnswers(t *testing.T) {
 		{"iss of another issuer", func(s *stubIdP) {
 			s.editRedirect = func(q url.Values) { q.Set("iss", "https://evil.example") }
 		}, http.StatusForbidden, "cannot be used", idpReasonError},
+		{"no iss, though the provider says it sends one", func(s *stubIdP) {
+			s.issParameter = true
+			s.editRedirect = func(q url.Values) { q.Del("iss") }
+		}, http.StatusForbidden, "cannot be used", idpReasonError},
+		{"no iss, as the provider says", func(s *stubIdP) {
+			s.editRedirect = func(q url.Values) { q.Del("iss") }
+		}, http.StatusSeeOther, "", ""},
+		{"iss, as the provider says", func(s *stubIdP) { s.issParameter = true }, http.StatusSeeOther, "", ""},
 		{"error from the provider", func(s *stubIdP) {
 			s.editRedirect = func(q url.Values) { q.Del("code"); q.Set("error", "access_denied") }
 		}, http.StatusForbidden, "did not sign you in (access_denied)", idpReasonError},
