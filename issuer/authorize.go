@@ -572,6 +572,7 @@ func (i *Issuer) issueCode(ctx context.Context, s *session, ar *authRequest, pen
 		Actor:               ar.Actor,
 		DPoPJKT:             ar.DPoPJKT,
 		AuthTime:            s.AuthTime,
+		SignedInAt:          s.SignedInAt,
 		IssuedAt:            now,
 		Issuer:              i.URL(),
 		ExpiresAt:           now.Add(i.cfg.CodeTTL),
@@ -583,7 +584,7 @@ func (i *Issuer) issueCode(ctx context.Context, s *session, ar *authRequest, pen
 		// A session the user's password change or removal ended while
 		// this request ran stores no consent (a later user of the same
 		// name would inherit it) and no code.
-		if err := epochsIn(tx).signedOut(s.User, s.AuthTime); err != nil {
+		if err := epochsIn(tx).signedOut(s.User, signedIn(s.SignedInAt, s.AuthTime)); err != nil {
 			return err
 		}
 		if pendingID != "" {

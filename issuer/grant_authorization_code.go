@@ -122,7 +122,7 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 		// The user rests on the login the code came from: a password
 		// change or removal after it refuses the code, whenever redeemed.
 		// The client and actor rest on the code's issue.
-		bases:   s.principals(ac.IssuedAt, ac.AuthTime),
+		bases:   s.principals(ac.IssuedAt, signedIn(ac.SignedInAt, ac.AuthTime)),
 		refresh: offline,
 		record: func(tx store.Tx, t *minted) error {
 			// Lost a race with another redemption: revoke what it issued.

@@ -32,6 +32,9 @@ const (
 	idpRetryAfter = 10 * time.Second
 	// maxIdPGroups bounds the mapped provider groups kept per user.
 	maxIdPGroups = 100
+	// idpClockSkew is how far the provider's clock may be behind ours
+	// when its auth_time is held to a new login (as for assertions).
+	idpClockSkew = 30 * time.Second
 )
 
 var idpNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)

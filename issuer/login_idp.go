@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
 
@@ -27,7 +29,8 @@ const (
 // idpStart begins a sign-in at provider p (the login page's "Continue
 // with" form): a state bound to this browser and its pending request, a
 // nonce and a PKCE verifier are stored, and the browser goes to the
-// provider.
+// provider. A pending request's demand for a new login goes with it
+// (idpReauthentication).
 func (i *Issuer) idpStart(p *idpClient) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !i.pages.method(w, r, http.MethodPost, "Use the sign-in page.") {
@@ -39,8 +42,10 @@ func (i *Issuer) idpStart(p *idpClient) http.HandlerFunc {
 		}
 		ctx := r.Context()
 		req := r.PostForm.Get("req")
+		var pa *pendingAuth
 		if req != "" {
-			switch _, err := i.pending.load(ctx, req, s); {
+			var err error
+			switch pa, err = i.pending.load(ctx, req, s); {
 			case errors.Is(err, errPendingGone):
 				i.pages.pendingGonePage(w)
 				return
@@ -75,13 +80,72 @@ func (i *Issuer) idpStart(p *idpClient) http.HandlerFunc {
 			i.pages.serverErrorPage(w, err)
 			return
 		}
-		l.Browser, l.Provider, l.Req, l.ExpiresAt = s.Browser, p.cfg.Name, req, i.now().Add(idpLoginTTL)
+		now := i.now()
+		opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(l.Verifier), oidc.Nonce(l.Nonce)}
+		if pa != nil {
+			var reauth []oauth2.AuthCodeOption
+			l.LoginAfter, reauth = idpReauthentication(&pa.Request, now)
+			opts = append(opts, reauth...)
+		}
+		l.Browser, l.Provider, l.Req, l.ExpiresAt = s.Browser, p.cfg.Name, req, now.Add(idpLoginTTL)
 		if err := i.store.Update(ctx, func(tx store.Tx) error { return idpLoginsIn(tx).create(state, &l) }); err != nil {
 			i.pages.serverErrorPage(w, err)
 			return
 		}
-		i.pages.seeOther(w, r, disc.oauth.AuthCodeURL(state, oauth2.S256ChallengeOption(l.Verifier), oidc.Nonce(l.Nonce)))
+		i.pages.seeOther(w, r, disc.oauth.AuthCodeURL(state, opts...))
 	}
+}
+
+// idpReauthentication is what a pending request that asks for a new
+// login (prompt=login, or max_age the session exceeded) asks of the
+// provider at now: the same, or a session the provider still has would
+// sign the user in silently (OpenID Connect Core 1.0 section 3.1.2.1);
+// and the earliest auth_time its ID token may then carry. A provider that
+// ignores the demand answers with an older auth_time, which idpCallback
+// refuses.
+func idpReauthentication(ar *authRequest, now time.Time) (time.Time, []oauth2.AuthCodeOption) {
+	var opts []oauth2.AuthCodeOption
+	after := ar.LoginAfter
+	if ar.prompt("login") {
+		opts = append(opts, oauth2.SetAuthURLParam("prompt", "login"))
+		after = now
+	}
+	if !ar.LoginAfter.IsZero() {
+		// Rounded down: the provider's bound is no looser than ours.
+		maxAge := max(0, now.Sub(ar.LoginAfter)) / time.Second
+		opts = append(opts, oauth2.SetAuthURLParam("max_age", strconv.FormatInt(int64(maxAge), 10)))
+	}
+	return after, opts
+}
+
+// idpAuthTime is when a verified ID token says the user authenticated
+// (auth_time), never later than now; without the claim, now. When a new
+// login was required (loginAfter), the claim must be there and not
+// earlier than loginAfter, give or take idpClockSkew; within the skew
+// the login counts as made at loginAfter, as the request asked.
+func idpAuthTime(idt *oidc.IDToken, loginAfter, now time.Time) (time.Time, error) {
+	var c struct {
+		AuthTime *jwt.NumericDate `json:"auth_time"`
+	}
+	if err := idt.Claims(&c); err != nil {
+		return time.Time{}, fmt.Errorf("reading auth_time: %w", err)
+	}
+	at := now
+	if c.AuthTime != nil && c.AuthTime.Before(now) {
+		at = c.AuthTime.Time
+	}
+	switch {
+	case loginAfter.IsZero():
+		return at, nil
+	case c.AuthTime == nil:
+		return time.Time{}, errors.New("a new login was required and the ID token has no auth_time")
+	case at.Before(loginAfter.Add(-idpClockSkew)):
+		return time.Time{}, fmt.Errorf("a login after %s was required and the ID token's auth_time is %s",
+			loginAfter.UTC().Format(time.RFC3339), at.UTC().Format(time.RFC3339))
+	case at.Before(loginAfter):
+		return loginAfter, nil
+	}
+	return at, nil
 }
 
 // idpCallback is provider p's redirect URI: it checks the state against
@@ -165,13 +229,18 @@ func (i *Issuer) idpCallback(p *idpClient) http.HandlerFunc {
 			refused(idpReasonToken, "The sign-in answer from "+name+" is not valid.", err)
 			return
 		}
+		now := i.now()
+		authTime, err := idpAuthTime(idt, l.LoginAfter, now)
+		if err != nil {
+			refused(idpReasonToken, "The application asks for a recent sign-in, and "+name+" did not confirm one. Sign out at "+name+", then try again.", err)
+			return
+		}
 		id, err := p.identity(idt)
 		if err != nil {
 			refused(idpReasonRefused, "Your account at "+name+" may not sign in here. Ask your administrator for access.", err)
 			return
 		}
-		authTime := i.now()
-		if err := i.provision(ctx, &p.cfg, id, authTime); err != nil {
+		if err := i.provision(ctx, &p.cfg, id, now); err != nil {
 			if errors.Is(err, errIdPRefused) {
 				refused(idpReasonRefused, "Your account at "+name+" may not sign in here. Ask your administrator.", err)
 				return
@@ -179,7 +248,10 @@ func (i *Issuer) idpCallback(p *idpClient) http.HandlerFunc {
 			i.pages.serverErrorPage(w, err)
 			return
 		}
-		ns := &session{Browser: s.Browser, Issuer: i.URL(), User: id.username, AuthTime: authTime, ExpiresAt: authTime.Add(min(i.cfg.SessionTTL, p.cfg.Recheck))}
+		// The session lasts, and revocations are ordered, from this sign-in,
+		// however long ago the provider last authenticated the user.
+		ns := &session{Browser: s.Browser, Issuer: i.URL(), User: id.username, AuthTime: authTime, SignedInAt: now,
+			ExpiresAt: now.Add(min(i.cfg.SessionTTL, p.cfg.Recheck))}
 		switch err := i.sessions.start(ctx, w, ns, sid); {
 		case errors.Is(err, errSignedOut):
 			refused(idpReasonRefused, "You were signed out while signing in. Try again.", err)

@@ -183,7 +183,8 @@ type signInResult struct {
 	status   int
 	location string // of a redirect
 	body     string
-	callback string // the redirect URI with the provider's answer
+	provider url.Values // the authorization request at the provider
+	callback string     // the redirect URI with the provider's answer
 }
 
 // idpSignIn starts an authorization request in browser c, presses
@@ -191,7 +192,16 @@ type signInResult struct {
 // back to our callback.
 func (e *testEnv) idpSignIn(t *testing.T, c *http.Client) signInResult {
 	t.Helper()
-	resp, err := c.Get(e.url(pathAuthorize, authParams(testChallenge)))
+	return e.idpSignInWith(t, c, nil)
+}
+
+// idpSignInWith is idpSignIn of an authorization request with the
+// parameters extra set.
+func (e *testEnv) idpSignInWith(t *testing.T, c *http.Client, extra url.Values) signInResult {
+	t.Helper()
+	p := authParams(testChallenge)
+	maps.Copy(p, extra)
+	resp, err := c.Get(e.url(pathAuthorize, p))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,13 +221,17 @@ func (e *testEnv) idpSignIn(t *testing.T, c *http.Client) signInResult {
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Origin", e.srv.URL)
 	var callback string
-	for range 3 { // our button, the provider, our callback
+	var provider url.Values
+	for n := range 3 { // our button, the provider, our callback
+		if n == 1 {
+			provider = req.URL.Query()
+		}
 		if resp, err = c.Do(req); err != nil {
 			t.Fatal(err)
 		}
 		loc := resp.Header.Get("Location")
 		if resp.StatusCode != http.StatusSeeOther || req.URL.Path == "/login/"+stubIdPName+"/callback" {
-			return signInResult{status: resp.StatusCode, location: loc, body: readBody(t, resp), callback: callback}
+			return signInResult{status: resp.StatusCode, location: loc, body: readBody(t, resp), provider: provider, callback: callback}
 		}
 		resp.Body.Close()
 		if strings.Contains(loc, "/login/"+stubIdPName+"/callback") {
@@ -675,6 +689,104 @@ func TestIdPConfigChanges(t *testing.T) {
 			var u User
 			if err := e.get(bucketUsers, user, &u); err != nil || u.IdentityProvider != stubIdPName {
 				t.Errorf("user %s after the change: %+v (%v), want kept", user, u, err)
+			}
+		})
+	}
+}
+
+// TestIdPReauthentication: an authorization request that asks for a new
+// login (prompt=login, or max_age) sends the browser to the provider
+// with the same demand, so that a session the provider still has does
+// not sign the user in silently (OpenID Connect Core 1.0 section
+// 3.1.2.1), and the provider's ID token must then say (auth_time) that
+// the user authenticated since, give or take 30 s of clock skew: one
+// that does not (a provider that ignored the demand) is refused and
+// starts no session. The ID token we issue carries the provider's
+// auth_time (never one in the future), not the time of our sign-in; a
+// provider's authentication older than the user's removal here still
+// signs in: revocations are ordered from our sign-in.
+func TestIdPReauthentication(t *testing.T) {
+	const noClaim = time.Duration(-1 << 62)
+	tests := []struct {
+		name                   string
+		params                 url.Values    // of the authorization request
+		authAge                time.Duration // of the provider's auth_time
+		removed                bool          // the user was removed here before
+		wantPrompt, wantMaxAge string        // asked of the provider
+		wantStatus             int
+		wantAuthAge            time.Duration // of our ID token's auth_time
+	}{
+		{"prompt=login, authenticated again", url.Values{"prompt": {"login"}}, 0, false, "login", "", http.StatusSeeOther, 0},
+		{"prompt=login, within the clock skew", url.Values{"prompt": {"login"}}, 20 * time.Second, false, "login", "", http.StatusSeeOther, 0},
+		{"prompt=login, the provider's old session", url.Values{"prompt": {"login"}}, 10 * time.Minute, false, "login", "", http.StatusForbidden, 0},
+		{"prompt=login, no auth_time", url.Values{"prompt": {"login"}}, noClaim, false, "login", "", http.StatusForbidden, 0},
+		{"max_age, authenticated within it", url.Values{"max_age": {"600"}}, 5 * time.Minute, false, "", "600", http.StatusSeeOther, 5 * time.Minute},
+		{"max_age, authenticated before it", url.Values{"max_age": {"600"}}, 11 * time.Minute, false, "", "600", http.StatusForbidden, 0},
+		{"max_age, no auth_time", url.Values{"max_age": {"600"}}, noClaim, false, "", "600", http.StatusForbidden, 0},
+		{"no demand, the provider's old session", nil, 2 * time.Hour, false, "", "", http.StatusSeeOther, 2 * time.Hour},
+		{"no demand, no auth_time", nil, noClaim, false, "", "", http.StatusSeeOther, 0},
+		{"auth_time in the future", nil, -time.Hour, false, "", "", http.StatusSeeOther, 0},
+		{"authenticated before the user was removed here", nil, 30 * time.Minute, true, "", "", http.StatusSeeOther, 30 * time.Minute},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e, stub, logs := newIdPEnv(t, nil)
+			if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+				t.Fatalf("first sign-in = %d %q", res.status, res.body)
+			}
+			e.clock.Advance(time.Hour)
+			if tt.removed {
+				if err := e.iss.DeleteUser(t.Context(), stubIdPName+":u-1"); err != nil {
+					t.Fatal(err)
+				}
+				e.clock.Advance(time.Minute)
+			}
+			logs.TakeAll()
+			now := e.clock.Now()
+			stub.set(func(s *stubIdP) {
+				s.editToken = func(c jwt.MapClaims) {
+					if tt.authAge != noClaim {
+						c["auth_time"] = now.Add(-tt.authAge).Unix()
+					}
+				}
+			})
+			verifier := oauth2.GenerateVerifier()
+			params := url.Values{"code_challenge": {oauth2.S256ChallengeFromVerifier(verifier)}, "scope": {"openid files:read"}}
+			maps.Copy(params, tt.params)
+			c := e.browser()
+			res := e.idpSignInWith(t, c, params)
+			if got := res.provider; got.Get("prompt") != tt.wantPrompt || got.Get("max_age") != tt.wantMaxAge {
+				t.Errorf("provider asked prompt %q, max_age %q; want %q, %q", got.Get("prompt"), got.Get("max_age"), tt.wantPrompt, tt.wantMaxAge)
+			}
+			if res.status != tt.wantStatus {
+				t.Fatalf("sign-in = %d %q, want %d", res.status, res.body, tt.wantStatus)
+			}
+			if tt.wantStatus != http.StatusSeeOther {
+				if !strings.Contains(res.body, "asks for a recent sign-in") {
+					t.Errorf("refusal page = %q, want it to say why", res.body)
+				}
+				if got := loginFailures(logs); strings.Join(got, ",") != idpReasonToken {
+					t.Errorf("security log reasons = %v, want [%s]", got, idpReasonToken)
+				}
+				if resp, err := c.Get(e.url(pathApps, nil)); err != nil || resp.StatusCode != http.StatusSeeOther {
+					t.Errorf("apps page after a refused sign-in = %v (%v), want the login page (no session)", resp.Status, err)
+				}
+				return
+			}
+			cb, err := e.robot(c, e.srv.URL+res.location, bRedirect, "", "", "approve")
+			if err != nil {
+				t.Fatalf("consent: %v", err)
+			}
+			tok := e.post(t, pathToken, url.Values{
+				"grant_type": {"authorization_code"}, "code": {cb.Query().Get("code")}, "redirect_uri": {bRedirect},
+				"client_id": {bClientID}, "code_verifier": {verifier},
+			}, "")
+			if tok.status != http.StatusOK {
+				t.Fatalf("token = %d %s, want 200", tok.status, tok.raw)
+			}
+			_, claims := claimsOf(t, tok.str("id_token"))
+			if got, want := int64(claims["auth_time"].(float64)), now.Add(-tt.wantAuthAge).Unix(); got != want {
+				t.Errorf("ID token auth_time = now - %v, want now - %v", now.Sub(time.Unix(got, 0)), tt.wantAuthAge)
 			}
 		})
 	}

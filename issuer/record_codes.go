@@ -27,6 +27,8 @@ type authCode struct {
 	// 10): the code is redeemed only with a proof of that key.
 	DPoPJKT  string    `json:"dpop_jkt,omitempty"`
 	AuthTime time.Time `json:"auth_time"`
+	// SignedInAt is the session's (session.SignedInAt; zero: AuthTime).
+	SignedInAt time.Time `json:"signed_in_at,omitzero"`
 	// IssuedAt and Issuer (the issuer URL) are zero in codes from before
 	// they were recorded: such a code is refused once its client, user or
 	// agent has been revoked, and taken as this issuer's.

@@ -21,10 +21,14 @@ type idpLogin struct {
 	Provider string `json:"provider"`
 	// Req is the pending authorization request the login is for; "" when
 	// the user signs in to the apps page.
-	Req       string    `json:"req,omitempty"`
-	Nonce     string    `json:"nonce"`
-	Verifier  string    `json:"verifier"` // PKCE code_verifier
-	ExpiresAt time.Time `json:"expires_at"`
+	Req      string `json:"req,omitempty"`
+	Nonce    string `json:"nonce"`
+	Verifier string `json:"verifier"` // PKCE code_verifier
+	// LoginAfter is the earliest auth_time the ID token may carry when
+	// Req asks for a new login (prompt=login, max_age); zero when any
+	// will do.
+	LoginAfter time.Time `json:"login_after,omitzero"`
+	ExpiresAt  time.Time `json:"expires_at"`
 }
 
 var errIdPLoginGone = errors.New("identity provider login not found")

@@ -17,11 +17,27 @@ type session struct {
 	Browser string `json:"browser"`
 	// Issuer is the issuer URL the session was started under; it counts
 	// under no other ("": a session from before the field, any).
-	Issuer    string    `json:"issuer,omitempty"`
-	CSRF      string    `json:"csrf"`
-	User      string    `json:"user,omitempty"` // "" until login
-	AuthTime  time.Time `json:"auth_time,omitzero"`
-	ExpiresAt time.Time `json:"expires_at"`
+	Issuer   string    `json:"issuer,omitempty"`
+	CSRF     string    `json:"csrf"`
+	User     string    `json:"user,omitempty"` // "" until login
+	AuthTime time.Time `json:"auth_time,omitzero"`
+	// SignedInAt is when the user signed in here, what revocations of the
+	// user are ordered against (record_epochs.go). AuthTime, when the user
+	// last authenticated, is earlier after a sign-in at an identity
+	// provider that still had a session of its own. Zero: AuthTime (a
+	// password login, which authenticates here).
+	SignedInAt time.Time `json:"signed_in_at,omitzero"`
+	ExpiresAt  time.Time `json:"expires_at"`
+}
+
+// signedIn is when a user who last authenticated at authTime signed in
+// here, of a session or of a code from one: signedInAt, or authTime when
+// that is zero.
+func signedIn(signedInAt, authTime time.Time) time.Time {
+	if signedInAt.IsZero() {
+		return authTime
+	}
+	return signedInAt
 }
 
 // sessionRecords are the browser sessions.

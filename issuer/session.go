@@ -126,7 +126,7 @@ func (ss *sessions) start(ctx context.Context, w http.ResponseWriter, s *session
 	}
 	err = ss.store.Update(ctx, func(tx store.Tx) error {
 		if s.User != "" {
-			if err := epochsIn(tx).signedOut(s.User, s.AuthTime); err != nil {
+			if err := epochsIn(tx).signedOut(s.User, signedIn(s.SignedInAt, s.AuthTime)); err != nil {
 				return err
 			}
 		}

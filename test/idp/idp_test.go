@@ -474,6 +474,30 @@ func TestFederatedLogin(t *testing.T) {
 	}
 }
 
+// TestFederatedReauthentication: a request with prompt=login, in a
+// browser signed in here and at the provider, goes through the
+// provider's login form again (we ask the provider for prompt=login
+// too), and the provider's auth_time then passes our check of it.
+func TestFederatedReauthentication(t *testing.T) {
+	s := startStack(t, "1h")
+	s.idp.setAccounts(t, map[string]account{accountAlice: alice})
+	r := harness.NewRobot("", "", s.Redirect)
+	if tok, out := s.authorize(t, r, accountAlice, nil); tok == nil {
+		t.Fatalf("sign-in ended on %s: %s", out.page.URL, out.page.Text())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cfg := s.meta.Config(clientID, s.Redirect, readScope)
+	ar := harness.NewAuthRequest(cfg, s.Resource)
+	out := signIn(t, ctx, r, ar.URL+"&prompt=login", accountAlice, nil)
+	if out.query.Get("code") == "" {
+		t.Fatalf("prompt=login sign-in ended on %s (%d): %s", out.page.URL, out.page.Status, out.page.Text())
+	}
+	if !slices.ContainsFunc(out.pages, func(p *harness.Page) bool { return providerForm(p, "login") != nil }) {
+		t.Errorf("prompt=login: the provider signed the user in without its login form")
+	}
+}
+
 // TestFederatedRefusals: what the provider or the configuration does not
 // admit gets our error page and no code: a domain not allowed, an email
 // the provider marks unverified, no mapped group, a login aborted at the
