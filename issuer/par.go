@@ -31,8 +31,7 @@ func (i *Issuer) handlePAR(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	c, f := req.client, req.form
-	omitEmptyParams(f)
+	c, f := req.client, req.form // readForm left out empty parameters
 	switch {
 	case f.Has("request_uri"):
 		i.writeErr(w, ErrInvalidRequest.WithDescription("request_uri is not allowed in a pushed authorization request"))
