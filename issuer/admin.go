@@ -146,6 +146,14 @@ func (a *admin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// HEAD would match the GET routes; nothing here needs it.
 	if _, pattern := a.mux.Handler(r); pattern != "" && r.Method != http.MethodHead {
+		if r.Method != http.MethodGet {
+			// Every change, with a body or none (a key rotation), is JSON
+			// or untyped: not a form a page could post.
+			if err := checkAdminContentType(r); err != nil {
+				a.writeError(w, err)
+				return
+			}
+		}
 		a.mux.ServeHTTP(w, r)
 		return
 	}
@@ -664,12 +672,21 @@ const maxAdminBody = 64 << 10
 
 // readAdminJSON decodes one JSON value with known fields only. A request
 // without a Content-Type is read as JSON.
-func readAdminJSON(r *http.Request, dst any) error {
+// checkAdminContentType refuses a request whose Content-Type is not
+// application/json (none is fine): 415.
+func checkAdminContentType(r *http.Request) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
 			return adminErr(http.StatusUnsupportedMediaType,
 				fmt.Errorf("content type %q: send a JSON body, with Content-Type: application/json or none", ct))
 		}
+	}
+	return nil
+}
+
+func readAdminJSON(r *http.Request, dst any) error {
+	if err := checkAdminContentType(r); err != nil {
+		return err
 	}
 	dec := json.NewDecoder(io.LimitReader(r.Body, maxAdminBody+1))
 	dec.DisallowUnknownFields()

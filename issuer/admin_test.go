@@ -217,6 +217,40 @@ func TestAdminContentType(t *testing.T) {
 			}
 		})
 	}
+
+	// Changes without a body are held to it too (README audit s13-readme
+	// B): a form type is refused and changes nothing; none passes.
+	keys := func() int {
+		var n int
+		if err := iss.store.View(t.Context(), func(tx store.Tx) error {
+			all, err := keysIn(tx).all()
+			n = len(all)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := keys()
+	for _, tt := range []struct{ method, path string }{
+		{"POST", "/mcp-auth/keys/rotate"},
+		{"DELETE", "/mcp-auth/users/u1"},
+	} {
+		req, _ := http.NewRequest(tt.method, srv.URL+tt.path, nil)
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		doAPI(t, srv, req, 415, "send a JSON body")
+	}
+	if n := keys(); n != before {
+		t.Errorf("a refused key rotation changed the keys: %d, were %d", n, before)
+	}
+	if _, err := iss.dir.lookupUser(t.Context(), "u1"); err != nil {
+		t.Errorf("a refused removal removed the user: %v", err)
+	}
+	req, _ := http.NewRequest("POST", srv.URL+"/mcp-auth/keys/rotate", nil)
+	doAPI(t, srv, req, 200, `"kid"`)
+	if n := keys(); n != before+1 {
+		t.Errorf("keys after a rotation: %d, want %d", n, before+1)
+	}
 }
 
 func TestAdminMinPasswordLength(t *testing.T) {
