@@ -13,6 +13,24 @@ import (
 	"golang.org/x/oauth2"
 )
 
+// TestCodeTTLAtMostTenMinutes: a longer code_ttl is cut to ten minutes
+// (RFC 6749 section 4.1.2 recommends at most ten), which the purge of
+// sign-out epochs (record_epochs.go) relies on.
+func TestCodeTTLAtMostTenMinutes(t *testing.T) {
+	e := newBrowserEnv(t, func(c *Config) { c.CodeTTL = time.Hour })
+	cb, err := e.robot(e.browser(), e.url(pathAuthorize, authParams(testChallenge)), bRedirect, bUser, bPassword, "approve")
+	if err != nil {
+		t.Fatalf("robot: %v", err)
+	}
+	var ac authCode
+	if err := e.get(bucketCodes, tokenKey(cb.Query().Get("code")), &ac); err != nil {
+		t.Fatalf("code record: %v", err)
+	}
+	if want := e.clock.Now().Add(10 * time.Minute); !ac.ExpiresAt.Equal(want) {
+		t.Errorf("code expires %v, want %v (code_ttl 1h cut to 10m)", ac.ExpiresAt, want)
+	}
+}
+
 func TestAuthorizeFlowIssuesCode(t *testing.T) {
 	e := newBrowserEnv(t, nil)
 	c := e.browser()

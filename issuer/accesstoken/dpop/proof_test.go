@@ -271,6 +271,10 @@ func TestReplayCacheBound(t *testing.T) {
 	if err := c.add(replayKey("k", "a"), now.Add(2*time.Minute)); err != nil {
 		t.Errorf("expired entry still remembered: %v", err)
 	}
+	// The README's bound: 2^19 proofs, kept two windows (two minutes).
+	if d := NewReplay(0); d.max != 1<<19 || d.period != 2*time.Minute {
+		t.Errorf("NewReplay(0) keeps %d proofs for %v, want 2^19 for 2m", d.max, d.period)
+	}
 }
 
 func TestNonce(t *testing.T) {
