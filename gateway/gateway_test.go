@@ -433,7 +433,6 @@ func TestForwarding(t *testing.T) {
 		"Remote-User":            "root",
 		"X-Auth-Request-Email":   "root@example.com",
 		"x-auth-request-tenant":  "other",
-		"X-MCP-Tenant":           "other",
 	}})
 	readBody(t, resp)
 	if resp.StatusCode != 200 {
@@ -448,7 +447,7 @@ func TestForwarding(t *testing.T) {
 		t.Errorf("upstream body = %q, want %q", r.Body, body)
 	}
 	for _, k := range []string{"Authorization", "Cookie", "Mcp-Method", "X-Http-Method-Override",
-		"X-Original-Url", "X-Rewrite-Url", "X-Forwarded-User", "X-Remote-User", "Remote-User", "X-Auth-Request-Email", "X-Auth-Request-Tenant", "X-Mcp-Tenant"} {
+		"X-Original-Url", "X-Rewrite-Url", "X-Forwarded-User", "X-Remote-User", "Remote-User", "X-Auth-Request-Email", "X-Auth-Request-Tenant"} {
 		if v := r.Header.Values(k); len(v) != 0 {
 			t.Errorf("upstream header %s = %q, want none", k, v)
 		}

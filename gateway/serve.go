@@ -850,7 +850,7 @@ func (x *exchange) forwardsHeader(name string) bool {
 		// Checked by checkParams when the revision defines them.
 		return x.headerChecked
 	}
-	if hasPrefixFold(name, authRequestPrefix) || hasPrefixFold(name, identityPrefix) {
+	if len(name) > len(authRequestPrefix) && strings.EqualFold(name[:len(authRequestPrefix)], authRequestPrefix) {
 		return false
 	}
 	if strings.IndexByte(name, '_') >= 0 {
@@ -877,22 +877,9 @@ func (x *exchange) forwardsHeader(name string) bool {
 	return true
 }
 
-const (
-	// identityPrefix begins the fields the gateway asserts
-	// (ForwardIdentity: X-Mcp-Subject, -Client, -Actor, -Scope): every
-	// one is the gateway's, never the client's, so that an upstream may
-	// trust the family.
-	identityPrefix = "X-Mcp-"
-	// authRequestPrefix begins the identity fields oauth2-proxy sets
-	// (X-Auth-Request-User, -Email, -Groups, -Access-Token, ...).
-	authRequestPrefix = "X-Auth-Request-"
-)
-
-// hasPrefixFold reports whether name begins with prefix (ASCII) in any
-// case.
-func hasPrefixFold(name, prefix string) bool {
-	return len(name) > len(prefix) && strings.EqualFold(name[:len(prefix)], prefix)
-}
+// authRequestPrefix begins the identity fields oauth2-proxy sets
+// (X-Auth-Request-User, -Email, -Groups, -Access-Token, ...).
+const authRequestPrefix = "X-Auth-Request-"
 
 type headerRule uint8
 
@@ -935,6 +922,11 @@ var clientHeaderRules = [...]struct {
 	{"X-Forwarded-Groups", headerDrop},
 	{"X-Forwarded-Preferred-Username", headerDrop},
 	{"X-Forwarded-Access-Token", headerDrop},
+	// The gateway's to assert (ForwardIdentity), never the client's.
+	{"X-Mcp-Subject", headerDrop},
+	{"X-Mcp-Client", headerDrop},
+	{"X-Mcp-Actor", headerDrop},
+	{"X-Mcp-Scope", headerDrop},
 	// The upstream's session id replaces the client's.
 	{"Mcp-Session-Id", headerDrop},
 	{"Trailer", headerDrop},
