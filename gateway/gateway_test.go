@@ -417,22 +417,30 @@ func TestForwarding(t *testing.T) {
 	// Odd but valid JSON: the upstream must get these very bytes.
 	body := "{ \"jsonrpc\" : \"2.0\",\n\t\"id\": 7, \"method\":\"tools/call\", \"params\": {\"name\":\"read_\\u0078\", \"arguments\": {\"a\": [1, 2.50, \"\\ud83d\\ude00\"]}} }\n"
 	resp := h.do(t, call{body: body, token: token, headers: map[string]string{
-		"X-MCP-Subject":          "mallory",
-		"x-mcp-client":           "evil",
-		"X-Mcp-Actor":            "root",
-		"X-MCP-Scope":            "admin",
-		"Cookie":                 "session=secret",
-		"Content-Type":           "application/json; charset=UTF-8",
-		"Mcp-Method":             "tools/call",
-		"X-HTTP-Method-Override": "DELETE",
-		"Content-Length":         "",
-		"X-Original-URL":         "/admin",
-		"x-rewrite-url":          "/admin",
-		"X-Forwarded-User":       "root",
-		"X-Remote-User":          "root",
-		"Remote-User":            "root",
-		"X-Auth-Request-Email":   "root@example.com",
-		"x-auth-request-tenant":  "other",
+		"X-MCP-Subject":                      "mallory",
+		"x-mcp-client":                       "evil",
+		"X-Mcp-Actor":                        "root",
+		"X-MCP-Scope":                        "admin",
+		"Cookie":                             "session=secret",
+		"Content-Type":                       "application/json; charset=UTF-8",
+		"Mcp-Method":                         "tools/call",
+		"X-HTTP-Method-Override":             "DELETE",
+		"Content-Length":                     "",
+		"X-Original-URL":                     "/admin",
+		"x-rewrite-url":                      "/admin",
+		"X-Forwarded-User":                   "root",
+		"X-Remote-User":                      "root",
+		"Remote-User":                        "root",
+		"X-Auth-Request-Email":               "root@example.com",
+		"x-auth-request-tenant":              "other",
+		"Remote-Name":                        "root",
+		"X-WEBAUTH-USER":                     "root",
+		"X-Original-URI":                     "/admin",
+		"X-Amzn-Oidc-Identity":               "root",
+		"X-MS-CLIENT-PRINCIPAL":              "e30=",
+		"Cf-Access-Authenticated-User-Email": "root@example.com",
+		"X-Goog-Authenticated-User-Email":    "accounts.google.com:root@example.com",
+		"Tailscale-User-Login":               "root@example.com",
 	}})
 	readBody(t, resp)
 	if resp.StatusCode != 200 {
@@ -447,7 +455,9 @@ func TestForwarding(t *testing.T) {
 		t.Errorf("upstream body = %q, want %q", r.Body, body)
 	}
 	for _, k := range []string{"Authorization", "Cookie", "Mcp-Method", "X-Http-Method-Override",
-		"X-Original-Url", "X-Rewrite-Url", "X-Forwarded-User", "X-Remote-User", "Remote-User", "X-Auth-Request-Email", "X-Auth-Request-Tenant"} {
+		"X-Original-Url", "X-Rewrite-Url", "X-Forwarded-User", "X-Remote-User", "Remote-User", "X-Auth-Request-Email", "X-Auth-Request-Tenant",
+		"Remote-Name", "X-Webauth-User", "X-Original-Uri", "X-Amzn-Oidc-Identity", "X-Ms-Client-Principal",
+		"Cf-Access-Authenticated-User-Email", "X-Goog-Authenticated-User-Email", "Tailscale-User-Login"} {
 		if v := r.Header.Values(k); len(v) != 0 {
 			t.Errorf("upstream header %s = %q, want none", k, v)
 		}

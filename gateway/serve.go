@@ -371,7 +371,7 @@ func checkSessionQuery(r *http.Request) *refusal {
 // names (its array brackets, and an unclosed "[" read as "_":
 // session[id), as isAccessTokenParam does.
 func isSessionParam(k string) bool {
-	k = phpName(k)
+	k = strings.ReplaceAll(phpName(k), "ß", "ss") // upper case: SS
 	for _, name := range [...]string{beforeBracket(k), beforeBracket(strings.Replace(k, "[", "_", 1))} {
 		name = strings.Map(func(r rune) rune {
 			switch r {
@@ -850,8 +850,10 @@ func (x *exchange) forwardsHeader(name string) bool {
 		// Checked by checkParams when the revision defines them.
 		return x.headerChecked
 	}
-	if len(name) > len(authRequestPrefix) && strings.EqualFold(name[:len(authRequestPrefix)], authRequestPrefix) {
-		return false
+	for _, p := range identityPrefixes {
+		if len(name) >= len(p) && strings.EqualFold(name[:len(p)], p) {
+			return false
+		}
 	}
 	if strings.IndexByte(name, '_') >= 0 {
 		// CGI-style servers (FastCGI, PHP, WSGI) read "X_Mcp_Subject" or
@@ -877,9 +879,14 @@ func (x *exchange) forwardsHeader(name string) bool {
 	return true
 }
 
-// authRequestPrefix begins the identity fields oauth2-proxy sets
-// (X-Auth-Request-User, -Email, -Groups, -Access-Token, ...).
-const authRequestPrefix = "X-Auth-Request-"
+// identityPrefixes begin the families of identity fields that
+// authenticating proxies set and servers behind them trust: oauth2-proxy
+// (X-Auth-Request-User, -Email, ...), AWS ALB (X-Amzn-Oidc-Identity,
+// -Data), Azure App Service (X-Ms-Client-Principal, -Name, -Id),
+// Cloudflare Access, Google IAP, Tailscale. The list is a best effort: an
+// upstream should trust no client header the gateway does not set.
+var identityPrefixes = [...]string{"X-Auth-Request-", "X-Amzn-Oidc-", "X-Ms-Client-Principal",
+	"Cf-Access-Authenticated-User-", "Cf-Access-Jwt-Assertion", "X-Goog-Authenticated-User-", "X-Goog-Iap-Jwt-Assertion", "Tailscale-User-"}
 
 type headerRule uint8
 
@@ -911,11 +918,14 @@ var clientHeaderRules = [...]struct {
 	{"X-Original-Url", headerDrop},
 	{"X-Rewrite-Url", headerDrop},
 	// Identity that servers behind oauth2-proxy, Authelia and the like
-	// trust: never the client's to assert either (and every
-	// X-Auth-Request-* field, authRequestPrefix).
+	// trust: never the client's to assert either (and the families in
+	// identityPrefixes).
 	{"Remote-User", headerDrop},
+	{"Remote-Name", headerDrop},
 	{"Remote-Email", headerDrop},
 	{"Remote-Groups", headerDrop},
+	{"X-Webauth-User", headerDrop},
+	{"X-Original-Uri", headerDrop},
 	{"X-Remote-User", headerDrop},
 	{"X-Forwarded-User", headerDrop},
 	{"X-Forwarded-Email", headerDrop},

@@ -177,6 +177,10 @@ func TestTokenVariants(t *testing.T) {
 		{"token in query, array name", "", "?access_token[]=" + mint(t, claims()), 400},
 		{"token in query, array name encoded", "", "?access_token%5B0%5D=" + mint(t, claims()), 400},
 		{"token in query, NUL in name", "", "?access_token%00x=" + mint(t, claims()), 400},
+		// Letters an upstream's toUpperCase or EqualFold reads as ASCII.
+		{"token in query, long s", "", "?acce%C5%BF%C5%BF_token=" + mint(t, claims()), 400},
+		{"token in query, sharp s", "", "?acce%C3%9F_token=" + mint(t, claims()), 400},
+		{"token in query, Kelvin sign", "", "?access_to%E2%84%AAen=" + mint(t, claims()), 400},
 		// As PHP reads names: $_GET["access_token"] for each.
 		{"token in query, PHP dot", "", "?access.token=" + mint(t, claims()), 400},
 		{"token in query, PHP plus", "", "?access+token=" + mint(t, claims()), 400},
