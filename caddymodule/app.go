@@ -409,13 +409,13 @@ func expandSecret(repl *caddy.Replacer, raw string) (string, error) {
 	return out, nil
 }
 
-// warnInClear warns that the secret of field is written in the
-// configuration itself (or was, by a {$NAME} the Caddyfile adapter
-// replaced), which Caddy shows: in the admin API's /config, in
+// warnInClear warns that the secret of field is written, in whole or in
+// part, in the configuration itself (or was, by a {$NAME} the Caddyfile
+// adapter replaced), which Caddy shows: in the admin API's /config, in
 // autosave.json and in `caddy adapt`. A password hash is no such
 // secret; a DSN's password is refused (checkDSN).
 func warnInClear(log *zap.Logger, field, raw string) {
-	if raw != "" && !placeholder.MatchString(raw) {
+	if strings.TrimSpace(placeholder.ReplaceAllString(raw, "")) != "" {
 		log.Warn(field + " is written in the configuration, which Caddy shows (the admin API's /config, autosave.json, caddy adapt): give it as a placeholder, {env.NAME} or {file.<path>}")
 	}
 }

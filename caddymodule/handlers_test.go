@@ -345,6 +345,7 @@ func TestSecretsInClearWarn(t *testing.T) {
 		warn   bool
 	}{
 		{"hunter2-in-clear", true},
+		{"prefix-{env.TEST_INTROSPECTION_SECRET}", true},
 		{"{env.TEST_INTROSPECTION_SECRET}", false},
 		{"{file." + file + "}", false},
 	} {
