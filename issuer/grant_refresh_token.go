@@ -99,9 +99,12 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 		bind = req.jkt
 	}
 	invalid := ErrInvalidGrant.WithDescription("invalid, expired or revoked refresh token")
+	// No access token outlives its grant: the grant's record ends then,
+	// and revoking what a user, client or agent holds finds grants by
+	// their records (review s13-agents F1).
 	s := tokenSubject{
 		client: c, user: u, subject: g.Subject, resource: g.Resource, scopes: scopes,
-		act: actorOf(g.Actor), grantID: g.ID, authTime: g.AuthTime,
+		act: actorOf(g.Actor), grantID: g.ID, authTime: g.AuthTime, notAfter: g.ExpiresAt,
 	}
 	return &issuance{
 		grantType: grantRefreshToken,

@@ -265,9 +265,10 @@ func touchGrant(tx store.Tx, gid string, now time.Time, delegate string) error {
 	case errors.Is(err, errGrantRevoked):
 		return ErrInvalidRequest.WithDescription("subject_token is invalid, expired or revoked")
 	case errors.Is(err, store.ErrNotFound):
-		// The grant record ended before the token did (its revocation
-		// marker, checked already, outlives it): nothing to record.
-		return nil
+		// No token outlives its grant's record (a refresh caps its
+		// token at the grant's end), so the grant is over: what this
+		// exchange would issue could not be revoked with it.
+		return ErrInvalidRequest.WithDescription("subject_token is invalid, expired or revoked")
 	default:
 		return err
 	}

@@ -574,3 +574,64 @@ func (e *testEnv) putClientRecord(t *testing.T, bucket, key string, v any) {
 		t.Fatal(err)
 	}
 }
+
+// TestRefreshedTokenEndsWithItsGrant: a refresh near the end of its
+// family's absolute lifetime (refresh_token_ttl) gets an access token
+// that ends with the grant, not access_token_ttl later: the grant's
+// record ends then, and revoking what a user, client or agent holds
+// finds grants by their records, so a token outliving it could not be
+// revoked (review s13-agents F1). A token exchanged from a token whose
+// grant record is gone (one from before this rule) is refused: it could
+// not be revoked either.
+func TestRefreshedTokenEndsWithItsGrant(t *testing.T) {
+	e := newTokEnv(t)
+	ctx := t.Context()
+	if err := e.iss.PutAgent(ctx, Agent{ID: "rt", SecretHash: hashClientSecret("rt")}); err != nil {
+		t.Fatal(err)
+	}
+	del := e.delegated(t, "rt", e.agentToken(t, "rt", "rt"), "read", "offline_access")
+	_, c := claimsOf(t, del.AccessToken)
+	gid := c["gid"].(string)
+	var g grant
+	if err := e.get(bucketGrants, gid, &g); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(g.ExpiresAt.Sub(e.clock.Now()) - time.Minute)
+	a := e.post(t, pathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {del.RefreshToken}, "client_id": {tPublic}}, "")
+	if a.status != 200 {
+		t.Fatalf("refresh = %d %s", a.status, a.raw)
+	}
+	at := a.str("access_token")
+	_, c = claimsOf(t, at)
+	if exp := time.Unix(int64(c["exp"].(float64)), 0); exp.After(g.ExpiresAt) {
+		t.Errorf("refreshed access token expires %v, after its grant (%v)", exp, g.ExpiresAt)
+	}
+	if got, _ := a.body["expires_in"].(float64); got > 60 {
+		t.Errorf("expires_in = %v, want at most the 60 s its grant has left", got)
+	}
+	// While it lives, revoking the agent's delegations finds it.
+	if err := e.iss.DisableAgent(ctx, "rt"); err != nil {
+		t.Fatal(err)
+	}
+	if !e.revokedToken(t, at) {
+		t.Error("the refreshed delegation of a disabled agent is not revoked")
+	}
+	if err := e.iss.EnableAgent(ctx, "rt"); err != nil {
+		t.Fatal(err)
+	}
+
+	// A token whose grant record is gone is not exchanged.
+	code, verifier := e.issueCode(t, codeSpec{scopes: []string{"read"}})
+	tok, err := e.exchange(t, tPublic, "", code, verifier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, c = claimsOf(t, tok.AccessToken)
+	if err := e.store.Update(ctx, func(tx store.Tx) error { return tx.Delete(bucketGrants, c["gid"].(string)) }); err != nil {
+		t.Fatal(err)
+	}
+	x := e.tokenExchange(t, "rt:rt", exchangeForm(tok.AccessToken, e.agentToken(t, "rt", "rt")))
+	if x.status != 400 || x.str("error") != "invalid_request" {
+		t.Errorf("exchange of a token without its grant record = %d %s, want 400 invalid_request", x.status, x.raw)
+	}
+}
