@@ -66,7 +66,8 @@ type authRequest struct {
 	Prompt              []string `json:"prompt,omitempty"`
 	Actor               string   `json:"actor,omitempty"` // requested_actor
 	DPoPJKT             string   `json:"dpop_jkt,omitempty"`
-	// LoginAfter (max_age) is the earliest login time the request accepts.
+	// LoginAfter (max_age; prompt=login: the request's time) is the
+	// earliest login time the request accepts.
 	LoginAfter time.Time `json:"login_after,omitzero"`
 	// StaleSession (prompt=login) is the storage key of the session that
 	// was logged in when the request came. The user must log in again,
@@ -365,6 +366,13 @@ func (i *Issuer) parseAuthorize(ctx context.Context, c *Client, params url.Value
 			return nil, invalid("max_age must be a number of seconds")
 		}
 		ar.LoginAfter = i.now().Add(-time.Duration(n) * time.Second)
+	}
+	if ar.prompt("login") {
+		// A login after this request: a new session alone is not one,
+		// since a sign-in at an identity provider without this request
+		// (the login page's button) is silent when the provider has a
+		// session, and its session's AuthTime is the provider's.
+		ar.LoginAfter = i.now()
 	}
 	if len(ar.State) > 2000 || len(ar.Nonce) > 2000 || len(ar.Actor) > 500 {
 		return nil, invalid("state, nonce or requested_actor too long")

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
-	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
 
@@ -106,11 +105,12 @@ func (i *Issuer) idpStart(p *idpClient) http.HandlerFunc {
 func idpReauthentication(ar *authRequest, now time.Time) (time.Time, []oauth2.AuthCodeOption) {
 	var opts []oauth2.AuthCodeOption
 	after := ar.LoginAfter
-	if ar.prompt("login") {
+	switch {
+	case ar.prompt("login"):
+		// Stricter than the max_age the request may also carry.
 		opts = append(opts, oauth2.SetAuthURLParam("prompt", "login"))
 		after = now
-	}
-	if !ar.LoginAfter.IsZero() {
+	case !ar.LoginAfter.IsZero():
 		// Rounded down: the provider's bound is no looser than ours.
 		maxAge := max(0, now.Sub(ar.LoginAfter)) / time.Second
 		opts = append(opts, oauth2.SetAuthURLParam("max_age", strconv.FormatInt(int64(maxAge), 10)))
@@ -119,26 +119,30 @@ func idpReauthentication(ar *authRequest, now time.Time) (time.Time, []oauth2.Au
 }
 
 // idpAuthTime is when a verified ID token says the user authenticated
-// (auth_time), never later than now; without the claim, now. When a new
-// login was required (loginAfter), the claim must be there and not
+// (auth_time), never later than now; without a usable claim, now. When a
+// new login was required (loginAfter), the claim must be there and not
 // earlier than loginAfter, give or take idpClockSkew; within the skew
 // the login counts as made at loginAfter, as the request asked.
 func idpAuthTime(idt *oidc.IDToken, loginAfter, now time.Time) (time.Time, error) {
 	var c struct {
-		AuthTime *jwt.NumericDate `json:"auth_time"`
+		AuthTime any `json:"auth_time"`
 	}
 	if err := idt.Claims(&c); err != nil {
 		return time.Time{}, fmt.Errorf("reading auth_time: %w", err)
 	}
+	// A number of seconds since 1970 (RFC 7519 NumericDate) before year
+	// 5000; anything else counts as no claim.
+	secs, usable := c.AuthTime.(float64)
+	usable = usable && secs >= 0 && secs < 95e9
 	at := now
-	if c.AuthTime != nil && c.AuthTime.Before(now) {
-		at = c.AuthTime.Time
+	if t := time.Unix(int64(secs), 0); usable && t.Before(now) {
+		at = t
 	}
 	switch {
 	case loginAfter.IsZero():
 		return at, nil
-	case c.AuthTime == nil:
-		return time.Time{}, errors.New("a new login was required and the ID token has no auth_time")
+	case !usable:
+		return time.Time{}, errors.New("a new login was required and the ID token has no usable auth_time")
 	case at.Before(loginAfter.Add(-idpClockSkew)):
 		return time.Time{}, fmt.Errorf("a login after %s was required and the ID token's auth_time is %s",
 			loginAfter.UTC().Format(time.RFC3339), at.UTC().Format(time.RFC3339))

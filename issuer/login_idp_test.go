@@ -816,3 +816,100 @@ func TestIdPRecheckEndsSession(t *testing.T) {
 		}
 	}
 }
+
+// TestIdPPromptLoginWithoutTheRequest: prompt=login demands a login
+// after the request. The provider is asked for one (prompt=login) only
+// when the sign-in carries the pending request; a sign-in started without
+// it (the apps page's "Continue with", or the login form with req
+// removed) is silent at the provider, with its old auth_time, and must
+// not satisfy the pending request at /consent: a new session alone is no
+// new login (review s13-fresh F1).
+func TestIdPPromptLoginWithoutTheRequest(t *testing.T) {
+	e, stub, _ := newIdPEnv(t, nil)
+	b := e.browser()
+	if res := e.idpSignIn(t, b); res.status != http.StatusSeeOther {
+		t.Fatalf("first sign-in = %d %q", res.status, res.body)
+	}
+	e.clock.Advance(time.Hour)
+	first := e.clock.Now().Add(-time.Hour)
+	// The provider still has its session of an hour ago: it signs in
+	// silently, with that auth_time, unless asked for a new login.
+	stub.set(func(s *stubIdP) {
+		s.editToken = func(c jwt.MapClaims) { c["auth_time"] = first.Unix() }
+	})
+
+	// The client asks for a new login.
+	p := authParams(testChallenge)
+	p.Set("prompt", "login")
+	resp, err := b.Get(e.url(pathAuthorize, p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	login, _ := url.Parse(e.srv.URL)
+	login, _ = login.Parse(resp.Header.Get("Location"))
+	if login.Path != pathLogin {
+		t.Fatalf("authorize prompt=login -> %q, want the login page", resp.Header.Get("Location"))
+	}
+	reqID := login.Query().Get("req")
+
+	// Whoever is at the browser presses "Continue with" without the request.
+	if resp, err = b.Get(login.String()); err != nil {
+		t.Fatal(err)
+	}
+	f := findForm(t, readBody(t, resp), "idp-"+stubIdPName)
+	f.hidden.Del("req")
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+f.action, strings.NewReader(f.hidden.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", e.srv.URL)
+	var providerQuery url.Values
+	for n := range 3 {
+		if n == 1 {
+			providerQuery = req.URL.Query()
+		}
+		if resp, err = b.Do(req); err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("step %d = %d", n, resp.StatusCode)
+		}
+		req, _ = http.NewRequest(http.MethodGet, resp.Header.Get("Location"), nil)
+		if !req.URL.IsAbs() {
+			req, _ = http.NewRequest(http.MethodGet, e.srv.URL+resp.Header.Get("Location"), nil)
+		}
+	}
+	if providerQuery.Get("prompt") != "" {
+		t.Fatalf("provider was asked prompt=%q", providerQuery.Get("prompt"))
+	}
+
+	// The pending prompt=login request now proceeds on that silent sign-in.
+	resp, err = b.Get(e.url(pathConsent, url.Values{"req": {reqID}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := readBody(t, resp)
+	if resp.StatusCode == http.StatusOK && strings.Contains(body, `id="consent"`) {
+		t.Fatalf("consent page shown for a prompt=login request on a provider session authenticated %v ago (no new login happened)", e.clock.Now().Sub(first))
+	}
+	if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc, pathLogin) {
+		t.Fatalf("consent = %d %q, want the login page", resp.StatusCode, loc)
+	}
+}
+
+// TestIdPAuthTimeUnusable: an auth_time that is no NumericDate (a date
+// string), or one out of range, counts as none: a sign-in that demanded
+// no new login goes on (as when auth_time was not read), and the
+// session's time is then now, never one the store cannot hold (review
+// s13-fresh F2).
+func TestIdPAuthTimeUnusable(t *testing.T) {
+	for _, v := range []any{"2025-01-01T00:00:00Z", -1e12, 1e20, true} {
+		e, stub, _ := newIdPEnv(t, nil)
+		stub.set(func(s *stubIdP) {
+			s.editToken = func(c jwt.MapClaims) { c["auth_time"] = v }
+		})
+		if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+			t.Errorf("sign-in without prompt or max_age, auth_time %v = %d %q; want it signed in", v, res.status, res.body)
+		}
+	}
+}
