@@ -462,7 +462,7 @@ func TestForwarding(t *testing.T) {
 			t.Errorf("upstream header %s = %q, want none", k, v)
 		}
 	}
-	want := map[string]string{"X-Mcp-Subject": "alice", "X-Mcp-Client": "client-1", "X-Mcp-Actor": "agent-a", "X-Mcp-Scope": "mcp tools:read"}
+	want := map[string]string{"X-Mcp-Subject": "alice", "X-Mcp-Client": "client-1", "X-Mcp-Actor": "agent-a", "X-Mcp-Scope": "mcp tools:read", "X-Mcp-Principal-Type": "user"}
 	for k, v := range want {
 		if got := r.Header.Values(k); len(got) != 1 || got[0] != v {
 			t.Errorf("upstream header %s = %q, want [%q]", k, got, v)
@@ -470,6 +470,30 @@ func TestForwarding(t *testing.T) {
 	}
 	if strings.Contains(strings.Join(r.Header.Values("X-Mcp-Subject"), ""), "mallory") {
 		t.Error("spoofed identity header reached the upstream")
+	}
+
+	// The principal's type: an agent's or a client's own token does not
+	// reach the upstream looking like a user of that name (review
+	// s13-agents); a spoofed type is replaced.
+	for _, tt := range []struct{ claim, want string }{{"agent", "agent"}, {"client", "client"}, {"", "user"}, {"robot", "robot"}} {
+		c := claims()
+		if tt.claim != "" {
+			c["principal_type"] = tt.claim
+		}
+		before := len(h.up.requests())
+		resp := h.do(t, call{body: toolCall("read_x"), token: mint(t, c), headers: map[string]string{"X-MCP-Principal-Type": "user"}})
+		readBody(t, resp)
+		got := h.up.requests()[before:]
+		if tt.claim == "robot" {
+			// Neither a user nor an agent: refused or forwarded, never as a user.
+			if len(got) == 1 && got[0].Header.Get("X-Mcp-Principal-Type") != "robot" {
+				t.Errorf("principal_type robot forwarded as %q", got[0].Header.Get("X-Mcp-Principal-Type"))
+			}
+			continue
+		}
+		if v := headerOf(got, "X-Mcp-Principal-Type"); len(got) != 1 || len(v) != 1 || v[0] != tt.want {
+			t.Errorf("principal_type %q: upstream requests %d, X-Mcp-Principal-Type %v, want [%s]", tt.claim, len(got), v, tt.want)
+		}
 	}
 
 	// Without ForwardIdentity the client's copies are still removed.
@@ -786,4 +810,12 @@ func TestGlobCoversAgreesWithGlobMatch(t *testing.T) {
 			t.Fatalf("meetGlobs(%q, %q) = %v, but globMatch over names up to 4 runes says %v", earlier[0], later, meet, wantMeet)
 		}
 	}
+}
+
+// headerOf is the values of header name in the first of reqs, for messages.
+func headerOf(reqs []received, name string) []string {
+	if len(reqs) == 0 {
+		return nil
+	}
+	return reqs[0].Header.Values(name)
 }

@@ -750,6 +750,7 @@ func (g *Gateway) editHeader(x *exchange) *headerEdit {
 			e.set(setActor, headerSafe(p.actors[0]))
 		}
 		e.set(setScope, headerSafe(p.scope))
+		e.set(setPrincipalType, headerSafe(principalKind(p)))
 	}
 	if x.session != "" {
 		e.set(setSession, x.session)
@@ -770,7 +771,7 @@ type headerEdit struct {
 
 // setNames are the fields the gateway sets, in canonical form.
 var setNames = [...]string{"X-Mcp-Subject", "X-Mcp-Client", "X-Mcp-Actor", "X-Mcp-Scope", "Mcp-Session-Id", mcpparse.HeaderName,
-	"Content-Type", "Accept", mcpparse.HeaderMethod}
+	"Content-Type", "Accept", mcpparse.HeaderMethod, "X-Mcp-Principal-Type"}
 
 type headerField struct {
 	name   string
@@ -841,6 +842,7 @@ const (
 	setContentType
 	setAccept
 	setMethod
+	setPrincipalType
 )
 
 // forwardsHeader reports whether a client header field may reach the
@@ -937,6 +939,7 @@ var clientHeaderRules = [...]struct {
 	{"X-Mcp-Client", headerDrop},
 	{"X-Mcp-Actor", headerDrop},
 	{"X-Mcp-Scope", headerDrop},
+	{"X-Mcp-Principal-Type", headerDrop},
 	// The upstream's session id replaces the client's.
 	{"Mcp-Session-Id", headerDrop},
 	{"Trailer", headerDrop},

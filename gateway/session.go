@@ -152,7 +152,8 @@ func (ms *macState) sum(dst []byte, label, resource string, p *principal, upstre
 	return ms.h.Sum(dst)
 }
 
-// principalKind is the principal type a binding names: "user" for a
+// principalKind is the principal type a binding names, and the
+// X-MCP-Principal-Type the upstream gets: "user" for a
 // token that says user or nothing (other issuers' user tokens), the
 // claim otherwise. A client's or an agent's own token that shares a
 // user's names (an issuer that keeps them apart no more than the claim)
