@@ -215,6 +215,7 @@ func TestClientHeaderRestored(t *testing.T) {
 		r.Header.Set("Cookie", "login=secret")
 		r.Header.Set("X-Mcp-Subject", "mallory")
 		r.Header["x-mcp-client"] = []string{"mallory-client"}
+		r.Header.Set("X-Mcp-Principal-Type", "user")
 		before := r.Header.Clone()
 		var during http.Header
 		g.Serve(httptest.NewRecorder(), r, NextFunc(func(w http.ResponseWriter, out *http.Request) error {
@@ -231,6 +232,7 @@ func TestClientHeaderRestored(t *testing.T) {
 			"X-Mcp-Subject":        {"alice"},
 			"X-Mcp-Client":         {"client-1"},
 			"X-Mcp-Scope":          {"mcp tools:read"},
+			"X-Mcp-Principal-Type": {"user"},
 		}
 		if diff := cmp.Diff(want, during); diff != "" {
 			t.Errorf("failing=%v: header next saw (-want +got):\n%s", failing, diff)
