@@ -46,7 +46,8 @@ var (
 // say active true, and carry what a JWT access token must: iss equal to
 // the issuer, the audience in aud, exp in the future, sub and client_id
 // (or azp); token_type, when given, must be Bearer or DPoP (then with
-// cnf.jkt). An answer
+// cnf.jkt), as must typ, and token_use access_token (accessTokenAnswer).
+// An answer
 // that is not RFC 7662 JSON fails closed like an unreachable endpoint.
 func (g *Gateway) introspect(ctx context.Context, token string) (*principal, time.Time, *authError) {
 	body, err := g.cfg.Introspector.Introspect(ctx, token)
@@ -73,6 +74,9 @@ func (g *Gateway) introspect(ctx context.Context, token string) (*principal, tim
 			return nil, time.Time{}, invalidToken("the token is not an access token")
 		}
 	}
+	if !accessTokenAnswer(head) {
+		return nil, time.Time{}, invalidToken("the token is not an access token")
+	}
 	c := new(accesstoken.Claims)
 	if err := json.Unmarshal(body, c); err != nil {
 		return nil, time.Time{}, invalidToken(describeTokenError(err))
@@ -90,6 +94,23 @@ func (g *Gateway) introspect(ctx context.Context, token string) (*principal, tim
 		return nil, time.Time{}, invalidToken(describeTokenError(err))
 	}
 	return g.principalOf(c, body), g.now().Add(g.cfg.IntrospectionCache), nil
+}
+
+// accessTokenAnswer reports whether the answer's own words for what the
+// token is, besides token_type, leave it an access token: Ory Hydra's
+// token_use ("access_token" or "refresh_token") and Keycloak's typ
+// ("Bearer", "Refresh", "ID", "Offline", ...). A refresh or ID token that
+// introspects as active must not pass for an access token (review
+// s13-remote F1).
+func accessTokenAnswer(head map[string]json.RawMessage) bool {
+	var use, typ string
+	if raw, ok := head["token_use"]; ok && (json.Unmarshal(raw, &use) != nil || use != "access_token") {
+		return false
+	}
+	if raw, ok := head["typ"]; ok && (json.Unmarshal(raw, &typ) != nil || !strings.EqualFold(typ, schemeBearer) && !strings.EqualFold(typ, schemeDPoP)) {
+		return false
+	}
+	return true
 }
 
 // RemoteIntrospection is an Introspector for a remote authorization

@@ -141,6 +141,13 @@ func TestIntrospectionAnswers(t *testing.T) {
 		{"no issuer", with(func(a map[string]any) { delete(a, "iss") }), nil, "read_a", 401, "lacks a required claim"},
 		{"refresh token", with(func(a map[string]any) { a["token_type"] = "refresh_token" }), nil, "read_a", 401, "not an access token"},
 		{"no token_type", with(func(a map[string]any) { delete(a, "token_type") }), nil, "read_a", 200, ""},
+		// Other servers' words for a refresh or ID token (Hydra, Keycloak).
+		{"token_use refresh_token", with(func(a map[string]any) { a["token_use"] = "refresh_token" }), nil, "read_a", 401, "not an access token"},
+		{"token_use access_token", with(func(a map[string]any) { a["token_use"] = "access_token" }), nil, "read_a", 200, ""},
+		{"typ Refresh", with(func(a map[string]any) { a["typ"] = "Refresh" }), nil, "read_a", 401, "not an access token"},
+		{"typ ID", with(func(a map[string]any) { delete(a, "token_type"); a["typ"] = "ID" }), nil, "read_a", 401, "not an access token"},
+		{"typ Bearer", with(func(a map[string]any) { a["typ"] = "Bearer" }), nil, "read_a", 200, ""},
+		{"typ not a string", with(func(a map[string]any) { a["typ"] = 1 }), nil, "read_a", 401, "not an access token"},
 		{"DPoP-bound, sent as Bearer", with(func(a map[string]any) {
 			a["token_type"] = "DPoP"
 			a["cnf"] = map[string]any{"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}

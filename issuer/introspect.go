@@ -28,6 +28,8 @@ type introspection struct {
 	PrincipalType string `json:"principal_type,omitempty"`
 	// Cnf is a DPoP-bound token's key (RFC 9449 section 6.2).
 	Cnf *accesstoken.Confirmation `json:"cnf,omitempty"`
+	// refresh marks a refresh token's answer (TokenType "refresh_token").
+	refresh bool
 }
 
 // handleIntrospect is RFC 7662 token introspection. Only authenticated
@@ -89,8 +91,15 @@ func (i *Issuer) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 // client (DCR, CIMD), which anyone can create, is never a resource
 // server. Agents and clients share one id namespace, so an id names one
 // party.
+//
+// A refresh token is active only to the client it was issued to: a
+// resource server has no use for one, and an answer it could read as an
+// access token's would let the refresh token pass for one, without the
+// DPoP key or client secret that guards it (review s13-remote F1).
 func (c *Client) mayIntrospect(t *introspection) bool {
 	switch {
+	case t.refresh:
+		return t.ClientID == c.ID
 	case c.Introspect && !c.selfRegistered():
 		return true
 	case t.ClientID == c.ID:
@@ -103,8 +112,10 @@ func (c *Client) mayIntrospect(t *introspection) bool {
 	return slices.Contains(t.Act.Chain(), c.ID)
 }
 
-// introspectRefresh describes a live refresh token; mayIntrospect decides
-// who may see it, as for access tokens. A token of a grant another issuer
+// introspectRefresh describes a live refresh token, token_type
+// "refresh_token" (which no resource server takes for an access token's);
+// mayIntrospect shows it to its client only (so never a DPoP-bound one:
+// only public clients' families are bound, and they cannot introspect). A token of a grant another issuer
 // URL created is not active here, as the refresh grant refuses it.
 func (i *Issuer) introspectRefresh(ctx context.Context, tok string) (*introspection, error) {
 	var rec *refreshToken
@@ -124,9 +135,10 @@ func (i *Issuer) introspectRefresh(ctx context.Context, tok string) (*introspect
 	if rec.Rotated || g.Revoked || !now.Before(rec.ExpiresAt) || !now.Before(g.ExpiresAt) || !i.issued(g.Issuer) {
 		return &introspection{}, nil
 	}
-	return &introspection{
-		Active: true, Scope: strings.Join(g.Scopes, " "), ClientID: rec.ClientID,
+	t := &introspection{
+		Active: true, Scope: strings.Join(g.Scopes, " "), ClientID: rec.ClientID, TokenType: "refresh_token",
 		Exp: rec.ExpiresAt.Unix(), Iat: g.CreatedAt.Unix(), Sub: g.Subject, Aud: g.Resource, Iss: i.URL(),
-		Act: actorOf(g.Actor), PrincipalType: principalUser,
-	}, nil
+		Act: actorOf(g.Actor), PrincipalType: principalUser, refresh: true,
+	}
+	return t, nil
 }

@@ -33,9 +33,15 @@ func TestIntrospection(t *testing.T) {
 		t.Errorf("introspection jti, Cache-Control = %q, %q", a.str("jti"), a.header.Get("Cache-Control"))
 	}
 
-	r := e.introspect(t, tok.RefreshToken)
-	if r.body["active"] != true || r.str("sub") != tUser || r.str("client_id") != tConf {
-		t.Errorf("introspect own refresh token = %s, want active", r.raw)
+	r := e.post(t, pathIntrospect, url.Values{"token": {tok.RefreshToken}}, tConf+":"+tSecret)
+	if r.body["active"] != true || r.str("sub") != tUser || r.str("client_id") != tConf || r.str("token_type") != "refresh_token" {
+		t.Errorf("introspect own refresh token = %s, want active, token_type refresh_token", r.raw)
+	}
+	// Not to a resource server: it has no use for one, and an answer it
+	// could read as an access token's would let the refresh token pass
+	// for one (review s13-remote F1; TestRefreshTokenNotAnAccessToken).
+	if r := e.introspect(t, tok.RefreshToken); r.raw != "{\"active\":false}\n" {
+		t.Errorf("a resource server's introspection of a refresh token = %q, want only active false", r.raw)
 	}
 	if o := e.post(t, pathIntrospect, url.Values{"token": {tok.RefreshToken}, "client_id": {tPost}, "client_secret": {tSecret2}}, ""); o.raw != "{\"active\":false}\n" {
 		t.Errorf("introspect another client's refresh token = %q, want only active false", o.raw)
@@ -124,9 +130,10 @@ func TestIntrospectionEntitlement(t *testing.T) {
 	}{
 		{caller: "own client (basic)", basic: tConf + ":" + tSecret, active: []string{"conf access", "conf refresh", "conf client credentials"}},
 		{caller: "other client (post)", form: url.Values{"client_id": {tPost}, "client_secret": {tSecret2}}},
-		{caller: "resource server", basic: tOnlyCC + ":" + tSecret, active: slices.Collect(maps.Keys(tokens))},
+		// Refresh tokens are active to their client only.
+		{caller: "resource server", basic: tOnlyCC + ":" + tSecret, active: slices.DeleteFunc(slices.Collect(maps.Keys(tokens)), func(n string) bool { return strings.HasSuffix(n, " refresh") })},
 		{caller: "agent in the act chain, alone too", basic: tAgent1 + ":" + tAgentSecret,
-			active: []string{"agent-1 alone", "delegated access", "delegated refresh", "chained agent-2 over agent-1"}},
+			active: []string{"agent-1 alone", "delegated access", "chained agent-2 over agent-1"}},
 		{caller: "agent outermost in a chain", basic: tAgent2 + ":" + tAgentSecret, active: []string{"chained agent-2 over agent-1"}},
 		{caller: "unrelated agent", basic: tAgentNarrow + ":" + tAgentSecret},
 		{caller: "dcr client", basic: "dcr:" + dcrSecret, active: []string{"dcr access"}},
