@@ -115,6 +115,9 @@ func compileArg(a ArgRule) (argCheck, error) {
 				if err := validGlob(t.resolveWith(func(string) string { return "x" })); err != nil {
 					return c, err
 				}
+				if err := t.checkPlaceholderEscapes(); err != nil {
+					return c, err
+				}
 			}
 			c.values = append(c.values, t)
 			if a.Predicate == argEquals || a.Predicate == argOneOf {
@@ -203,6 +206,24 @@ func parseTemplate(s string) (template, error) {
 		s = s[i+end+1:]
 	}
 	return t, nil
+}
+
+// checkPlaceholderEscapes refuses a glob whose text escapes the first
+// character of a placeholder's value ("C:\Users\{token.email}"): the
+// value is quoted (quoteGlob), and an odd run of backslashes before it
+// would escape the quoting backslash, so a value starting with "*" would
+// match as a wildcard.
+func (t template) checkPlaceholderEscapes() error {
+	for i, p := range t.parts {
+		if p.claim != "" || i+1 == len(t.parts) {
+			continue
+		}
+		n := len(p.text) - len(strings.TrimRight(p.text, `\`))
+		if n%2 == 1 {
+			return fmt.Errorf("glob %q: the backslash before {token.%s} would escape its value's first character; write \\\\ for a backslash", p.text, t.parts[i+1].claim)
+		}
+	}
+	return nil
 }
 
 // validClaimPath checks a dotted claim path: non-empty names without

@@ -391,6 +391,10 @@ func TestArgRuleConfig(t *testing.T) {
 		{"stray closing brace", ArgRule{Pointer: "/a", Predicate: "prefix", Values: []string{"/home/}"}}},
 		{"value not NFC", ArgRule{Pointer: "/a", Predicate: "equals", Values: []string{"e\u0301"}}},
 		{"glob ending in backslash", ArgRule{Pointer: "/a", Predicate: "glob", Values: []string{`a\`}}},
+		// The backslash would escape the quoting of the claim's first
+		// character: a sub starting with "*" would be a wildcard.
+		{"glob backslash before a placeholder", ArgRule{Pointer: "/a", Predicate: "glob", Values: []string{`C:\Users\{token.sub}\*`}}},
+		{"glob three backslashes before a placeholder", ArgRule{Pointer: "/a", Predicate: "glob", Values: []string{`/x\\\{token.sub}`}}},
 		{"bad regex", ArgRule{Pointer: "/a", Predicate: "regex", Values: []string{"a("}}},
 		{"placeholder in regex", ArgRule{Pointer: "/a", Predicate: "regex", Values: []string{"{token.sub}"}}},
 		{"max_length negative", ArgRule{Pointer: "/a", Predicate: "max_length", Values: []string{"-1"}}},
@@ -416,6 +420,12 @@ func TestArgRuleConfig(t *testing.T) {
 	}
 	if _, err := New(argConfig(t)); err != nil {
 		t.Errorf("New(argConfig) = %v", err)
+	}
+	// An escaped backslash before a placeholder is a literal one.
+	cfg = testConfig(t)
+	cfg.Tools = []Rule{{Pattern: "t", Args: []ArgRule{{Pointer: "/a", Predicate: "glob", Values: []string{`C:\\Users\\{token.sub}\\*`}}}}}
+	if _, err := New(cfg); err != nil {
+		t.Errorf("New refused a glob with an escaped backslash before {token.sub}: %v", err)
 	}
 }
 
