@@ -44,6 +44,7 @@ type fakeIssuer struct {
 	jwks       atomic.Value // []map[string]any
 	jwksHits   atomic.Int32
 	wrongIssue bool
+	down       atomic.Bool // every answer 503
 }
 
 func newFakeIssuer(t *testing.T, path string, oidcOnly bool) *fakeIssuer {
@@ -55,6 +56,10 @@ func newFakeIssuer(t *testing.T, path string, oidcOnly bool) *fakeIssuer {
 				iss += "/other"
 			}
 			json.NewEncoder(w).Encode(map[string]any{"issuer": iss, "jwks_uri": f.srv.URL + "/jwks"})
+		}
+		if f.down.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
 		}
 		switch r.URL.Path {
 		case "/.well-known/oauth-authorization-server" + path:
@@ -142,6 +147,25 @@ func TestRemoteKeysRotation(t *testing.T) {
 	}
 	if n := f.jwksHits.Load(); n != 2 {
 		t.Errorf("JWKS fetches = %d, want 2", n)
+	}
+
+	// Past the hour with the issuer down, the known keys stay in use (a
+	// failing issuer does not take the gateway down with it)...
+	f.down.Store(true)
+	now = now.Add(2 * time.Hour)
+	if _, err := rk.PublicKey(ctx, "ec1"); err != nil {
+		t.Errorf("Key(ec1) with the issuer down = %v, want the known key", err)
+	}
+	// ...and a key the issuer no longer publishes ends at the first
+	// fetch that succeeds after the hour.
+	f.down.Store(false)
+	f.jwks.Store([]map[string]any{edJWK("ed1", k.ed.Public().(ed25519.PublicKey))})
+	now = now.Add(time.Minute)
+	if _, err := rk.PublicKey(ctx, "ec1"); !errors.Is(err, ErrUnknownKey) {
+		t.Errorf("Key(ec1) after the issuer dropped it = %v, want ErrUnknownKey", err)
+	}
+	if _, err := rk.PublicKey(ctx, "ed1"); err != nil {
+		t.Errorf("Key(ed1) = %v", err)
 	}
 }
 
