@@ -115,6 +115,7 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 	s := tokenSubject{
 		client: c, user: u, subject: ac.Subject, resource: ac.Resource, scopes: scopes,
 		act: actorOf(ac.Actor), grantID: gid, authTime: ac.AuthTime, nonce: ac.Nonce,
+		notAfter: gr.ExpiresAt, // a refresh_token_ttl below access_token_ttl
 	}
 	return &issuance{
 		grantType: grantAuthorizationCode,

@@ -39,6 +39,7 @@ func (cg clientCredentials) grant(ctx context.Context, req *clientRequest) (*iss
 		ID: gid, Subject: c.ID, ClientID: c.ID, PrincipalType: s.principalType, Resource: resource,
 		Scopes: scopes, Issuer: i.URL(), CreatedAt: now, LastUsed: now, ExpiresAt: now.Add(i.cfg.AccessTokenTTL),
 	}
+	s.notAfter = g.ExpiresAt
 	return &issuance{
 		grantType: grantClientCredentials,
 		subject:   s,

@@ -195,6 +195,7 @@ func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, er
 		ID: gid, Subject: u.Username, ClientID: c.ID, Resource: resource, Scopes: scopes, Issuer: i.URL(),
 		CreatedAt: now, LastUsed: now, ExpiresAt: now.Add(i.cfg.AccessTokenTTL),
 	}
+	s.notAfter = gr.ExpiresAt
 	return &issuance{
 		grantType: grantJWTBearer,
 		subject:   s,

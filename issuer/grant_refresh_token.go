@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -47,8 +48,10 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 	// same store created (or this one before its URL changed) is not, and
 	// the revocations of a reload compare against its own URL's
 	// directory only (ApplyConfigChanges). Families from before grants
-	// recorded their issuer are taken as this one's.
-	if g.Revoked || !now.Before(g.ExpiresAt) || !now.Before(rec.ExpiresAt) || !i.issued(g.Issuer) {
+	// recorded their issuer are taken as this one's. In its last second a
+	// family would give an access token already expired (exp is whole
+	// seconds, capped at the grant's end): it counts as ended.
+	if g.Revoked || g.ExpiresAt.Sub(now) < time.Second || !now.Before(rec.ExpiresAt) || !i.issued(g.Issuer) {
 		return nil, ErrInvalidGrant.WithDescription("invalid, expired or revoked refresh token")
 	}
 	if g.DPoPJKT != "" && req.jkt != g.DPoPJKT {

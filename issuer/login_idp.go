@@ -119,8 +119,11 @@ func idpReauthentication(ar *authRequest, now time.Time) (time.Time, []oauth2.Au
 }
 
 // idpAuthTime is when a verified ID token says the user authenticated
-// (auth_time), never later than now; without a usable claim, now. When a
-// new login was required (loginAfter), the claim must be there and not
+// (auth_time), never later than now; without a usable claim, the zero
+// time: unknown, which no request demanding a recent login (prompt=login,
+// max_age) accepts (freshLogin), since the provider may have signed the
+// user in silently, and of which our tokens say nothing. When a new
+// login was required (loginAfter), the claim must be there and not
 // earlier than loginAfter, give or take idpClockSkew; within the skew
 // the login counts as made at loginAfter, as the request asked.
 func idpAuthTime(idt *oidc.IDToken, loginAfter, now time.Time) (time.Time, error) {
@@ -139,6 +142,8 @@ func idpAuthTime(idt *oidc.IDToken, loginAfter, now time.Time) (time.Time, error
 		at = t
 	}
 	switch {
+	case loginAfter.IsZero() && !usable:
+		return time.Time{}, nil
 	case loginAfter.IsZero():
 		return at, nil
 	case !usable:

@@ -724,7 +724,9 @@ func TestIdPReauthentication(t *testing.T) {
 		{"max_age, authenticated before it", url.Values{"max_age": {"600"}}, 11 * time.Minute, false, "", "600", http.StatusForbidden, 0},
 		{"max_age, no auth_time", url.Values{"max_age": {"600"}}, noClaim, false, "", "600", http.StatusForbidden, 0},
 		{"no demand, the provider's old session", nil, 2 * time.Hour, false, "", "", http.StatusSeeOther, 2 * time.Hour},
-		{"no demand, no auth_time", nil, noClaim, false, "", "", http.StatusSeeOther, 0},
+		// Unknown: our tokens say nothing (and no later demand for a recent
+		// login accepts the session: TestIdPPromptLoginWithoutTheRequest).
+		{"no demand, no auth_time", nil, noClaim, false, "", "", http.StatusSeeOther, noClaim},
 		{"auth_time in the future", nil, -time.Hour, false, "", "", http.StatusSeeOther, 0},
 		{"authenticated before the user was removed here", nil, 30 * time.Minute, true, "", "", http.StatusSeeOther, 30 * time.Minute},
 	}
@@ -785,6 +787,12 @@ func TestIdPReauthentication(t *testing.T) {
 				t.Fatalf("token = %d %s, want 200", tok.status, tok.raw)
 			}
 			_, claims := claimsOf(t, tok.str("id_token"))
+			if tt.wantAuthAge == noClaim {
+				if v, ok := claims["auth_time"]; ok {
+					t.Errorf("ID token auth_time = %v, want none", v)
+				}
+				return
+			}
 			if got, want := int64(claims["auth_time"].(float64)), now.Add(-tt.wantAuthAge).Unix(); got != want {
 				t.Errorf("ID token auth_time = now - %v, want now - %v", now.Sub(time.Unix(got, 0)), tt.wantAuthAge)
 			}
@@ -825,6 +833,14 @@ func TestIdPRecheckEndsSession(t *testing.T) {
 // not satisfy the pending request at /consent: a new session alone is no
 // new login (review s13-fresh F1).
 func TestIdPPromptLoginWithoutTheRequest(t *testing.T) {
+	// The provider's silent sign-in says when its session began, says
+	// nothing, or says something unusable (review s13-fresh2 F1).
+	for _, authTime := range []string{"old", "none", "a string"} {
+		t.Run("auth_time "+authTime, func(t *testing.T) { promptLoginWithoutTheRequest(t, authTime) })
+	}
+}
+
+func promptLoginWithoutTheRequest(t *testing.T, authTime string) {
 	e, stub, _ := newIdPEnv(t, nil)
 	b := e.browser()
 	if res := e.idpSignIn(t, b); res.status != http.StatusSeeOther {
@@ -833,9 +849,16 @@ func TestIdPPromptLoginWithoutTheRequest(t *testing.T) {
 	e.clock.Advance(time.Hour)
 	first := e.clock.Now().Add(-time.Hour)
 	// The provider still has its session of an hour ago: it signs in
-	// silently, with that auth_time, unless asked for a new login.
+	// silently unless asked for a new login.
 	stub.set(func(s *stubIdP) {
-		s.editToken = func(c jwt.MapClaims) { c["auth_time"] = first.Unix() }
+		s.editToken = func(c jwt.MapClaims) {
+			switch authTime {
+			case "old":
+				c["auth_time"] = first.Unix()
+			case "a string":
+				c["auth_time"] = first.Format(time.RFC3339)
+			}
+		}
 	})
 
 	// The client asks for a new login.

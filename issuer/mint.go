@@ -33,8 +33,10 @@ type tokenSubject struct {
 	// principalType is the claim when user is nil (principalAgent,
 	// principalClient); a user's token always says principalUser.
 	principalType string
-	// notAfter, when set, caps the access token's expiry (an exchanged
-	// token never outlives its subject token).
+	// notAfter, when set, caps the access token's expiry: no token
+	// outlives its grant, whose record is how revoking a user, client or
+	// agent finds it, and an exchanged token never outlives its subject
+	// token.
 	notAfter time.Time
 	// jkt binds the access token to a DPoP key (cnf.jkt); "" for a bearer
 	// token.

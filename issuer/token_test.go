@@ -635,3 +635,29 @@ func TestRefreshedTokenEndsWithItsGrant(t *testing.T) {
 		t.Errorf("exchange of a token without its grant record = %d %s, want 400 invalid_request", x.status, x.raw)
 	}
 }
+
+// TestTokenEndsWithItsGrant: with a refresh_token_ttl below the
+// access_token_ttl, the code's first access token ends with its grant
+// too (the same holds for client credentials and jwt-bearer, whose
+// grants end with their token), so a live token's grant record is there
+// for revoking an agent to find; and a refresh in a family's last second
+// is refused rather than answered with a token already expired (review
+// s13-fresh2 F2, F4).
+func TestTokenEndsWithItsGrant(t *testing.T) {
+	e := newTokEnv(t, func(c *Config) { c.RefreshTokenTTL = 10 * time.Minute })
+	ctx := t.Context()
+	if err := e.iss.PutAgent(ctx, Agent{ID: "rt", SecretHash: hashClientSecret("rt")}); err != nil {
+		t.Fatal(err)
+	}
+	del := e.delegated(t, "rt", e.agentToken(t, "rt", "rt"), "read", "offline_access")
+	_, c := claimsOf(t, del.AccessToken)
+	g := e.grantOf(t, c["gid"].(string))
+	if exp := time.Unix(int64(c["exp"].(float64)), 0); exp.After(g.ExpiresAt) {
+		t.Errorf("the code's access token expires %v, after its grant (%v)", exp, g.ExpiresAt)
+	}
+	e.clock.Advance(10*time.Minute - 500*time.Millisecond)
+	a := e.post(t, pathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {del.RefreshToken}, "client_id": {tPublic}}, "")
+	if a.status != 400 || a.str("error") != "invalid_grant" {
+		t.Errorf("refresh in the family's last second = %d %s, want 400 invalid_grant", a.status, a.raw)
+	}
+}
