@@ -358,7 +358,7 @@ func TestOtherQueryForwarded(t *testing.T) {
 		"session[id": true, "mcp[session_id": true, // PHP reads an unclosed "[" as "_"
 		// Letters whose upper case is ASCII (toUpperCase, EqualFold).
 		"\u017fessionId": true, "sess\u0131onId": true, "mcp-\u017fession-id": true, "SESS\u0130ONID": true,
-		"se\u00dfionId": true, "mcp-se\u00dfion-id": true, "MCP_SE\u00dfION_ID": true, // ß: SS
+		"se\u00dfionId": true, "mcp-se\u00dfion-id": true, "MCP_SE\u00dfION_ID": true, "SE\u1e9eIONID": true, // ß, ẞ: SS
 		"session": false, "sessions": false, "id": false, "mcp": false,
 	} {
 		if got := isSessionParam(name); got != want {

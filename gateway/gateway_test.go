@@ -441,6 +441,15 @@ func TestForwarding(t *testing.T) {
 		"Cf-Access-Authenticated-User-Email": "root@example.com",
 		"X-Goog-Authenticated-User-Email":    "accounts.google.com:root@example.com",
 		"Tailscale-User-Login":               "root@example.com",
+		"X-Authentik-Username":               "root",
+		"X-Pomerium-Claim-Email":             "root@example.com",
+		"X-Token-User-Email":                 "root@example.com",
+		"X-Vouch-User":                       "root",
+		"X-Webauth-Login":                    "root",
+		"X-Ms-Token-Aad-Id-Token":            "x",
+		"X-Auth-Username":                    "root",
+		"X-Auth-Token":                       "an-api-key", // a credential many APIs take: forwarded
+		"X":                                  "short",
 	}})
 	readBody(t, resp)
 	if resp.StatusCode != 200 {
@@ -457,7 +466,9 @@ func TestForwarding(t *testing.T) {
 	for _, k := range []string{"Authorization", "Cookie", "Mcp-Method", "X-Http-Method-Override",
 		"X-Original-Url", "X-Rewrite-Url", "X-Forwarded-User", "X-Remote-User", "Remote-User", "X-Auth-Request-Email", "X-Auth-Request-Tenant",
 		"Remote-Name", "X-Webauth-User", "X-Original-Uri", "X-Amzn-Oidc-Identity", "X-Ms-Client-Principal",
-		"Cf-Access-Authenticated-User-Email", "X-Goog-Authenticated-User-Email", "Tailscale-User-Login"} {
+		"Cf-Access-Authenticated-User-Email", "X-Goog-Authenticated-User-Email", "Tailscale-User-Login",
+		"X-Authentik-Username", "X-Pomerium-Claim-Email", "X-Token-User-Email", "X-Vouch-User", "X-Webauth-Login",
+		"X-Ms-Token-Aad-Id-Token", "X-Auth-Username"} {
 		if v := r.Header.Values(k); len(v) != 0 {
 			t.Errorf("upstream header %s = %q, want none", k, v)
 		}
@@ -467,6 +478,9 @@ func TestForwarding(t *testing.T) {
 		if got := r.Header.Values(k); len(got) != 1 || got[0] != v {
 			t.Errorf("upstream header %s = %q, want [%q]", k, got, v)
 		}
+	}
+	if got := r.Header.Get("X-Auth-Token"); got != "an-api-key" {
+		t.Errorf("upstream X-Auth-Token = %q, want the client's (a credential, not an identity assertion)", got)
 	}
 	if strings.Contains(strings.Join(r.Header.Values("X-Mcp-Subject"), ""), "mallory") {
 		t.Error("spoofed identity header reached the upstream")

@@ -370,8 +370,12 @@ func checkSessionQuery(r *http.Request) *refusal {
 // session id's, ignoring case and separators (- _ . space), as PHP reads
 // names (its array brackets, and an unclosed "[" read as "_":
 // session[id), as isAccessTokenParam does.
+// sharpS spells ß and ẞ as an upstream's upper casing or full case
+// folding reads them (toUpperCase, upper(), casefold(): SS, ss).
+var sharpS = strings.NewReplacer("ß", "ss", "ẞ", "ss")
+
 func isSessionParam(k string) bool {
-	k = strings.ReplaceAll(phpName(k), "ß", "ss") // upper case: SS
+	k = sharpS.Replace(phpName(k))
 	for _, name := range [...]string{beforeBracket(k), beforeBracket(strings.Replace(k, "[", "_", 1))} {
 		name = strings.Map(func(r rune) rune {
 			switch r {
@@ -884,11 +888,16 @@ func (x *exchange) forwardsHeader(name string) bool {
 // identityPrefixes begin the families of identity fields that
 // authenticating proxies set and servers behind them trust: oauth2-proxy
 // (X-Auth-Request-User, -Email, ...), AWS ALB (X-Amzn-Oidc-Identity,
-// -Data), Azure App Service (X-Ms-Client-Principal, -Name, -Id),
-// Cloudflare Access, Google IAP, Tailscale. The list is a best effort: an
-// upstream should trust no client header the gateway does not set.
-var identityPrefixes = [...]string{"X-Auth-Request-", "X-Amzn-Oidc-", "X-Ms-Client-Principal",
-	"Cf-Access-Authenticated-User-", "Cf-Access-Jwt-Assertion", "X-Goog-Authenticated-User-", "X-Goog-Iap-Jwt-Assertion", "Tailscale-User-"}
+// -Data), Azure App Service (X-Ms-Client-Principal, -Name, -Id, and its
+// token store's X-Ms-Token-*), Cloudflare Access, Google IAP, Tailscale,
+// authentik, Pomerium, caddy-security (X-Token-User-Email, ...), Vouch,
+// Grafana's X-Webauth-*; Keycloak Gatekeeper's X-Auth-* by name
+// (clientHeaderRules: X-Auth-Token is many APIs' credential). The list is
+// a best effort: an upstream should trust no client header the gateway
+// does not set.
+var identityPrefixes = [...]string{"X-Auth-Request-", "X-Amzn-Oidc-", "X-Ms-Client-Principal", "X-Ms-Token-",
+	"Cf-Access-Authenticated-User-", "Cf-Access-Jwt-Assertion", "X-Goog-Authenticated-User-", "X-Goog-Iap-Jwt-Assertion",
+	"Tailscale-User-", "X-Authentik-", "X-Pomerium-", "X-Token-", "X-Vouch-", "X-Webauth-"}
 
 type headerRule uint8
 
@@ -926,7 +935,12 @@ var clientHeaderRules = [...]struct {
 	{"Remote-Name", headerDrop},
 	{"Remote-Email", headerDrop},
 	{"Remote-Groups", headerDrop},
-	{"X-Webauth-User", headerDrop},
+	{"X-Auth-Userid", headerDrop},
+	{"X-Auth-Username", headerDrop},
+	{"X-Auth-Email", headerDrop},
+	{"X-Auth-Subject", headerDrop},
+	{"X-Auth-Groups", headerDrop},
+	{"X-Auth-Roles", headerDrop},
 	{"X-Original-Uri", headerDrop},
 	{"X-Remote-User", headerDrop},
 	{"X-Forwarded-User", headerDrop},

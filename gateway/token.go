@@ -192,7 +192,7 @@ func isAccessTokenParam(k string) bool {
 			return '_'
 		}
 		return r
-	}, strings.ReplaceAll(phpName(k), "ß", "ss")) // upper case: SS
+	}, sharpS.Replace(phpName(k)))
 	return strings.EqualFold(beforeBracket(k), "access_token") ||
 		strings.EqualFold(beforeBracket(strings.Replace(k, "[", "_", 1)), "access_token")
 }
