@@ -107,9 +107,14 @@ func idpReauthentication(ar *authRequest, now time.Time) (time.Time, []oauth2.Au
 	after := ar.LoginAfter
 	switch {
 	case ar.prompt("login"):
-		// Stricter than the max_age the request may also carry.
+		// Stricter than the max_age the request may also carry. Not
+		// before the request's own time, which another instance's clock
+		// may have set (freshLogin compares the session with it).
 		opts = append(opts, oauth2.SetAuthURLParam("prompt", "login"))
 		after = now
+		if ar.LoginAfter.After(now) {
+			after = ar.LoginAfter
+		}
 	case !ar.LoginAfter.IsZero():
 		// Rounded down: the provider's bound is no looser than ours.
 		maxAge := max(0, now.Sub(ar.LoginAfter)) / time.Second
