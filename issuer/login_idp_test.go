@@ -936,3 +936,19 @@ func TestIdPAuthTimeUnusable(t *testing.T) {
 		}
 	}
 }
+
+// TestIdPReauthenticationAfterTheRequest: the login prompt=login asks of
+// the provider is after the request's own time even when this instance's
+// clock runs behind the one that took the request (freshLogin compares
+// the session with the request's time).
+func TestIdPReauthenticationAfterTheRequest(t *testing.T) {
+	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	ar := &authRequest{Prompt: []string{"login"}, LoginAfter: now.Add(2 * time.Second)}
+	if after, _ := idpReauthentication(ar, now); !after.Equal(ar.LoginAfter) {
+		t.Errorf("login asked after %v, want the request's time %v", after, ar.LoginAfter)
+	}
+	ar.LoginAfter = now.Add(-time.Second)
+	if after, _ := idpReauthentication(ar, now); !after.Equal(now) {
+		t.Errorf("login asked after %v, want now %v", after, now)
+	}
+}
