@@ -182,11 +182,13 @@ type Proof struct {
 // within the window; per key is stricter and needs no htu in the key).
 func (p *Proof) Use(ctx context.Context) error {
 	k := replayKey(p.JKT, p.jti)
-	switch p.v.replay.add(k, p.v.now()) {
+	switch p.v.replay.add(k, p.JKT, p.v.now()) {
 	case errReplayed:
 		return invalid("the DPoP proof was used before")
 	case errReplayFull:
 		return invalid("too many DPoP proofs; retry later")
+	case errKeyShare:
+		return invalid("too many DPoP proofs of this key; retry later")
 	}
 	if p.v.ledger == nil {
 		return nil

@@ -257,19 +257,34 @@ func TestReplayCacheBound(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	c := newReplay(3, time.Minute)
 	for i := range 3 {
-		if err := c.add(replayKey("k", string(rune('a'+i))), now); err != nil {
+		if err := c.add(replayKey("k"+string(rune('a'+i)), "x"), "k"+string(rune('a'+i)), now); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := c.add(replayKey("k", "d"), now); !errors.Is(err, errReplayFull) {
+	if err := c.add(replayKey("kd", "x"), "kd", now); !errors.Is(err, errReplayFull) {
 		t.Errorf("add to a full cache = %v, want %v", err, errReplayFull)
 	}
 	// Two periods later every entry is gone.
-	if err := c.add(replayKey("k", "d"), now.Add(2*time.Minute)); err != nil {
+	if err := c.add(replayKey("kd", "x"), "kd", now.Add(2*time.Minute)); err != nil {
 		t.Errorf("add after expiry = %v", err)
 	}
-	if err := c.add(replayKey("k", "a"), now.Add(2*time.Minute)); err != nil {
+	if err := c.add(replayKey("ka", "x"), "ka", now.Add(2*time.Minute)); err != nil {
 		t.Errorf("expired entry still remembered: %v", err)
+	}
+	// One key may hold an eighth: its holder, however many proofs it
+	// makes, locks only itself out, not the other keys (review s13-dos
+	// F3).
+	c = newReplay(16, time.Minute)
+	for i := range 2 {
+		if err := c.add(replayKey("mallory", string(rune('a'+i))), "mallory", now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.add(replayKey("mallory", "c"), "mallory", now); !errors.Is(err, errKeyShare) {
+		t.Errorf("a key past its share = %v, want %v", err, errKeyShare)
+	}
+	if err := c.add(replayKey("alice", "a"), "alice", now); err != nil {
+		t.Errorf("another key while one is past its share = %v", err)
 	}
 	// The README's bound: 2^19 proofs, kept two windows (two minutes).
 	if d := NewReplay(0); d.max != 1<<19 || d.period != 2*time.Minute {

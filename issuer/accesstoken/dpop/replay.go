@@ -11,6 +11,7 @@ import (
 var (
 	errReplayed   = errors.New("replayed")
 	errReplayFull = errors.New("replay cache full")
+	errKeyShare   = errors.New("replay cache share of the key full")
 )
 
 // ErrReplayed is what a Ledger's Spend returns for a key already spent.
@@ -36,14 +37,25 @@ type Ledger interface {
 // generations of maps: the older is dropped whole when the newer is a
 // period old, so expiry costs no bookkeeping per entry. Bounded: when both
 // hold max entries together, new proofs are refused (fail closed) until a
-// generation is dropped.
+// generation is dropped; and no one key may hold more than max/keyShare
+// of them, so that the holder of one bound token cannot fill the memory
+// and lock every other client out (review s13-dos F3): its own new proofs
+// are refused instead.
 type Replay struct {
 	mu        sync.Mutex
 	max       int
 	period    time.Duration
 	started   time.Time // of cur
 	cur, prev map[[16]byte]struct{}
+	// curKeys and prevKeys count each key's (jkt's) entries in cur and
+	// prev.
+	curKeys, prevKeys map[string]int
 }
+
+// keyShare: one key may hold at most max/keyShare entries, so a client
+// proving more than about 500 requests a second with one key (at the
+// default max) is refused, others not.
+const keyShare = 8
 
 // NewReplay returns a replay memory of at most max entries (default
 // 1<<19, about 50 MB at most) for Verifiers of the DefaultWindow.
@@ -55,7 +67,8 @@ func NewReplay(max int) *Replay {
 }
 
 func newReplay(max int, period time.Duration) *Replay {
-	return &Replay{max: max, period: period, cur: map[[16]byte]struct{}{}, prev: map[[16]byte]struct{}{}}
+	return &Replay{max: max, period: period, cur: map[[16]byte]struct{}{}, prev: map[[16]byte]struct{}{},
+		curKeys: map[string]int{}, prevKeys: map[string]int{}}
 }
 
 // replayKey names a jti of a key; 128 bits of SHA-256 are plenty against
@@ -65,15 +78,18 @@ func replayKey(jkt, jti string) [16]byte {
 	return [16]byte(sum[:16])
 }
 
-func (c *Replay) add(k [16]byte, now time.Time) error {
+// add remembers k, a proof of the key with thumbprint jkt.
+func (c *Replay) add(k [16]byte, jkt string, now time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if age := now.Sub(c.started); age >= c.period {
-		c.prev = c.cur
+		c.prev, c.prevKeys = c.cur, c.curKeys
 		if age >= 2*c.period {
 			clear(c.prev)
+			clear(c.prevKeys)
 		}
 		c.cur = make(map[[16]byte]struct{}, len(c.prev))
+		c.curKeys = make(map[string]int, len(c.prevKeys))
 		c.started = now
 	}
 	if _, ok := c.cur[k]; ok {
@@ -85,6 +101,10 @@ func (c *Replay) add(k [16]byte, now time.Time) error {
 	if len(c.cur)+len(c.prev) >= c.max {
 		return errReplayFull
 	}
+	if c.curKeys[jkt]+c.prevKeys[jkt] >= max(c.max/keyShare, 1) {
+		return errKeyShare
+	}
 	c.cur[k] = struct{}{}
+	c.curKeys[jkt]++
 	return nil
 }
