@@ -360,7 +360,7 @@ func (i *Issuer) assertionRefused(ctx context.Context, id, addr, reason, desc st
 	return ErrInvalidClient.WithDescription(desc)
 }
 
-// assertionKeys returns the client's keys that fit the assertion's kid and
+// assertionKeys returns the client's key that fits the assertion's kid and
 // alg, refetching a jwks_uri once when none fits (the client rotated).
 func (i *Issuer) assertionKeys(ctx context.Context, c *Client, t *jwt.Token) (any, error) {
 	kid, _ := t.Header["kid"].(string)
@@ -373,17 +373,23 @@ func (i *Issuer) assertionKeys(ctx context.Context, c *Client, t *jwt.Token) (an
 		if err != nil {
 			return nil, err
 		}
-		if ks := keysFor(set, kid, alg); len(ks.Keys) > 0 {
-			return ks, nil
+		if key, err := keyFor(set, kid, alg); !errors.Is(err, errNoKeyFits) {
+			return key, err
 		}
 	}
 	return nil, errors.New("no client key fits the assertion")
 }
 
-// keysFor are the signature keys of set that fit a JWS's kid (when it
-// names one) and alg.
-func keysFor(set []accesstoken.JWK, kid, alg string) jwt.VerificationKeySet {
-	var ks jwt.VerificationKeySet
+var errNoKeyFits = errors.New("no key fits")
+
+// keyFor is the one signature key of set that fits a JWS's kid (when it
+// names one) and alg: errNoKeyFits when none does, and an error when
+// several do. Trying each of several keys would make every request pay
+// a signature check per key of a set anyone can publish (a Client ID
+// Metadata Document's jwks_uri): 300 P-521 keys cost half a second of CPU
+// per request (review s13-dos F1).
+func keyFor(set []accesstoken.JWK, kid, alg string) (any, error) {
+	var key any
 	for _, j := range set {
 		if (kid != "" && j.Kid != kid) || (j.Alg != "" && j.Alg != alg) || !j.ForSignatures() {
 			continue
@@ -392,19 +398,38 @@ func keysFor(set []accesstoken.JWK, kid, alg string) jwt.VerificationKeySet {
 		if err != nil || accesstoken.KeyFitsAlg(alg, pub) != nil {
 			continue
 		}
-		ks.Keys = append(ks.Keys, pub)
+		if key != nil {
+			return nil, errors.New("several keys fit: the JWS must name its key (kid), and each key needs a kid of its own")
+		}
+		key = pub
 	}
-	return ks
+	if key == nil {
+		return nil, errNoKeyFits
+	}
+	return key, nil
 }
+
+// maxJWKSKeys bounds a JWK Set's keys: a set is parsed whole, and a set
+// anyone can publish must not cost more than that (review s13-dos F2).
+const maxJWKSKeys = 32
 
 func decodeJWKS(b []byte) ([]accesstoken.JWK, error) {
 	var set struct {
-		Keys []accesstoken.JWK `json:"keys"`
+		Keys []json.RawMessage `json:"keys"`
 	}
 	if err := json.Unmarshal(b, &set); err != nil {
 		return nil, fmt.Errorf("decode jwks: %w", err)
 	}
-	return set.Keys, nil
+	if len(set.Keys) > maxJWKSKeys {
+		return nil, fmt.Errorf("decode jwks: %d keys, at most %d", len(set.Keys), maxJWKSKeys)
+	}
+	keys := make([]accesstoken.JWK, len(set.Keys))
+	for n, raw := range set.Keys {
+		if err := json.Unmarshal(raw, &keys[n]); err != nil {
+			return nil, fmt.Errorf("decode jwks: key %d: %w", n, err)
+		}
+	}
+	return keys, nil
 }
 
 // asInvalidClient turns a lookup failure into invalid_client, keeping the

@@ -21,8 +21,8 @@ const (
 	// of fetches.
 	jwksMinRefetch = 30 * time.Second
 	maxJWKSBytes   = 64 << 10
-	// maxJWKSEntries is the cache size past which expired entries are
-	// dropped (clients' jwks_uri come and go).
+	// maxJWKSEntries bounds the cache: past it expired entries are
+	// dropped (clients' jwks_uri come and go), and then live ones.
 	maxJWKSEntries = 1000
 )
 
@@ -80,6 +80,14 @@ func (c *jwksCache) keys(ctx context.Context, uri string, refresh bool) ([]acces
 			if now.Sub(e.tried) >= jwksCacheTTL {
 				delete(c.entries, u)
 			}
+		}
+		// Still full of live entries (many clients' jwks_uri at once):
+		// drop some at random, a refetch for those, rather than no bound.
+		for u := range c.entries {
+			if len(c.entries) < maxJWKSEntries {
+				break
+			}
+			delete(c.entries, u)
 		}
 	}
 	c.entries[uri] = next

@@ -2,13 +2,21 @@ package issuer
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
 )
 
@@ -74,6 +82,70 @@ func TestJWKSCacheBounded(t *testing.T) {
 	}
 	if n := len(c.entries); n > maxJWKSEntries+1 {
 		t.Errorf("cache holds %d entries, want at most %d", n, maxJWKSEntries+1)
+	}
+	// Live entries too: many URLs within one TTL do not grow it past the
+	// bound (review s13-dos F2: 1,201 after 1,000).
+	for n := range 2 * maxJWKSEntries {
+		if _, err := c.keys(context.Background(), fmt.Sprintf("%s/live/%d", srv.URL, n), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(c.entries); n > maxJWKSEntries {
+		t.Errorf("cache holds %d live entries, want at most %d", n, maxJWKSEntries)
+	}
+}
+
+// TestJWKSKeyChoice: a JWK Set holds at most maxJWKSKeys keys, and a JWS
+// is checked against exactly one key: the one its kid names, or the only
+// one that fits its alg. Several keys that fit are refused rather than
+// tried in turn, which let a published set of 300 P-521 keys cost half a
+// second of CPU per request (review s13-dos F1).
+func TestJWKSKeyChoice(t *testing.T) {
+	ec := func(kid string) accesstoken.JWK {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return accesstoken.JWK{Kty: "EC", Crv: "P-256", Kid: kid,
+			X: base64.RawURLEncoding.EncodeToString(k.X.FillBytes(make([]byte, 32))),
+			Y: base64.RawURLEncoding.EncodeToString(k.Y.FillBytes(make([]byte, 32)))}
+	}
+	a, b, a2 := ec("a"), ec("b"), ec("a")
+	for _, tt := range []struct {
+		name string
+		set  []accesstoken.JWK
+		kid  string
+		want *accesstoken.JWK // nil: refused
+	}{
+		{"kid names one", []accesstoken.JWK{a, b}, "b", &b},
+		{"one key, no kid", []accesstoken.JWK{a}, "", &a},
+		{"two keys, no kid", []accesstoken.JWK{a, b}, "", nil},
+		{"two keys of one kid", []accesstoken.JWK{a, a2}, "a", nil},
+		{"kid of none", []accesstoken.JWK{a, b}, "c", nil},
+		{"other alg only", []accesstoken.JWK{{Kty: "EC", Crv: "P-256", Kid: "x", Alg: "ES384", X: a.X, Y: a.Y}}, "", nil},
+	} {
+		key, err := keyFor(tt.set, tt.kid, "ES256")
+		if tt.want == nil {
+			if err == nil {
+				t.Errorf("%s: keyFor chose a key, want a refusal", tt.name)
+			}
+			continue
+		}
+		want, _ := tt.want.PublicKey()
+		if eq, ok := key.(interface{ Equal(crypto.PublicKey) bool }); err != nil || !ok || !eq.Equal(want) {
+			t.Errorf("%s: keyFor = %v, %v, want key %s", tt.name, key, err, tt.want.Kid)
+		}
+	}
+
+	set := func(n int) []byte {
+		b, _ := json.Marshal(map[string]any{"keys": slices.Repeat([]accesstoken.JWK{a}, n)})
+		return b
+	}
+	if keys, err := decodeJWKS(set(maxJWKSKeys)); err != nil || len(keys) != maxJWKSKeys {
+		t.Errorf("decodeJWKS(%d keys) = %d, %v", maxJWKSKeys, len(keys), err)
+	}
+	if _, err := decodeJWKS(set(maxJWKSKeys + 1)); err == nil {
+		t.Errorf("decodeJWKS(%d keys) accepted it", maxJWKSKeys+1)
 	}
 }
 

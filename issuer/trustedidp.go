@@ -81,7 +81,7 @@ func newTrustedIdPs(cfg *Config) map[string]*trustedIdP {
 	return out
 }
 
-// keys returns the IdP's keys that fit the ID-JAG's kid and alg,
+// keys returns the IdP's key that fits the ID-JAG's kid and alg,
 // refetching its JWK Set (rate-limited) when none fits: the IdP rotated.
 func (t *trustedIdP) keys(ctx context.Context, tok *jwt.Token) (any, error) {
 	kid, _ := tok.Header["kid"].(string)
@@ -90,8 +90,8 @@ func (t *trustedIdP) keys(ctx context.Context, tok *jwt.Token) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		if ks := keysFor(set, kid, tok.Method.Alg()); len(ks.Keys) > 0 {
-			return ks, nil
+		if key, err := keyFor(set, kid, tok.Method.Alg()); !errors.Is(err, errNoKeyFits) {
+			return key, err
 		}
 	}
 	return nil, errors.New("no key of the identity provider fits the ID-JAG")
