@@ -280,8 +280,10 @@ func (i *Issuer) authAssertion(ctx context.Context, r *http.Request, f url.Value
 	}
 	now := i.now()
 	exp := claims.ExpiresAt.Time
-	if claims.ID == "" {
-		return fail("client assertion needs a jti")
+	if claims.ID == "" || len(claims.ID) > maxJTILen {
+		// Kept in the store until exp: bounded as an ID-JAG's is (a
+		// PostgreSQL index row holds at most 2,704 bytes).
+		return fail("client assertion needs a jti of at most 256 bytes")
 	}
 	if exp.Sub(now) > maxAssertionLifetime {
 		return fail("client assertion lives too long")

@@ -150,6 +150,8 @@ func TestPrivateKeyJWT(t *testing.T) {
 		{name: "no exp", mutate: func(c jwt.MapClaims, _ *jwt.Token) { delete(c, "exp") }},
 		{name: "lives too long", mutate: func(c jwt.MapClaims, _ *jwt.Token) { c["exp"] = e.clock.Now().Add(3 * time.Hour).Unix() }},
 		{name: "no jti", mutate: func(c jwt.MapClaims, _ *jwt.Token) { delete(c, "jti") }},
+		// Kept in the store: bounded (review s13-cluster F2).
+		{name: "jti too long", mutate: func(c jwt.MapClaims, _ *jwt.Token) { c["jti"] = strings.Repeat("j", maxJTILen+1) }},
 		{name: "crit header", mutate: func(_ jwt.MapClaims, tk *jwt.Token) { tk.Header["crit"] = []string{"x-ext"}; tk.Header["x-ext"] = true }},
 		{name: "unknown kid", mutate: func(_ jwt.MapClaims, tk *jwt.Token) { tk.Header["kid"] = "k9" }},
 		{name: "client_id param differs", extra: url.Values{"client_id": {tConf}}},
