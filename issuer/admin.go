@@ -139,8 +139,10 @@ var adminMethods = [...]string{http.MethodDelete, http.MethodGet, http.MethodPos
 
 func (a *admin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// An unclean path would get the mux's redirect, which knows nothing of
-	// where the handler is mounted.
-	if path.Clean(r.URL.Path) != r.URL.Path {
+	// where the handler is mounted. Judged on the path as sent: an id
+	// holding "/.." or "//" (a CIMD-style client id, an agent id) comes
+	// escaped as %2F and must stay addressable.
+	if ep := r.URL.EscapedPath(); path.Clean(ep) != ep {
 		a.writeError(w, adminErr(http.StatusNotFound, fmt.Errorf("no such resource: %s", r.URL.Path)))
 		return
 	}

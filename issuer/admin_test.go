@@ -864,3 +864,28 @@ func TestAdminConcurrentCreate(t *testing.T) {
 		t.Errorf("PutClient(existing) = %v, want ErrAlreadyExists", err)
 	}
 }
+
+// TestAdminIDsStayAddressable: an id the admin API creates stays
+// addressable by the routes that show, disable, rotate or remove it, so
+// a leaked agent or client can always be shut off: ids with "/..", "//"
+// or "/./" come escaped (%2F) and are judged as sent, and "." and "..",
+// which no path can name, are not created (review s13-cli F2).
+func TestAdminIDsStayAddressable(t *testing.T) {
+	iss, _ := newAdminIssuer(t, nil)
+	srv := adminServer(t, iss)
+	for _, id := range []string{"ag/..", "a//b", "https://app.example/agent.json", "x/./y", "trailing/"} {
+		runAPI(t, srv, apiCase{"add " + id, "POST", "/mcp-auth/agents", `{"agent_id":"` + id + `"}`, 201, ""})
+		runAPI(t, srv, apiCase{"disable " + id, "POST", "/mcp-auth/agents/" + url.PathEscape(id) + "/disable", "", 204, ""})
+		runAPI(t, srv, apiCase{"remove " + id, "DELETE", "/mcp-auth/agents/" + url.PathEscape(id), "", 204, ""})
+	}
+	id := "https://app.example/client.json"
+	runAPI(t, srv, apiCase{"add client", "POST", "/mcp-auth/clients", `{"client_id":"` + id + `","public":true,"redirect_uris":["http://127.0.0.1/cb"]}`, 201, ""})
+	runAPI(t, srv, apiCase{"remove client", "DELETE", "/mcp-auth/clients/" + url.PathEscape(id), "", 204, ""})
+	for _, id := range []string{".", ".."} {
+		runAPI(t, srv, apiCase{"add agent " + id, "POST", "/mcp-auth/agents", `{"agent_id":"` + id + `"}`, 400, ""})
+		runAPI(t, srv, apiCase{"add client " + id, "POST", "/mcp-auth/clients", `{"client_id":"` + id + `","public":true,"redirect_uris":["http://127.0.0.1/cb"]}`, 400, ""})
+		runAPI(t, srv, apiCase{"add user " + id, "POST", "/mcp-auth/users", `{"username":"` + id + `","password":"long enough"}`, 400, ""})
+	}
+	// Unclean paths as sent are still not served.
+	runAPI(t, srv, apiCase{"dot segment", "GET", "/mcp-auth/users/../clients", "", 404, ""})
+}

@@ -8,7 +8,6 @@ import (
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 	"slices"
-	"strings"
 )
 
 // MaxDelegationDepth is the longest act chain this issuer mints (RFC 8693
@@ -30,7 +29,7 @@ const sourceAgent = "agent"
 
 // validateAgent checks an agent's id, credentials and limits.
 func validateAgent(a *Agent) error {
-	if a.ID == "" || len(a.ID) > 500 || strings.ContainsFunc(a.ID, isControlOrSpace) {
+	if !usableName(a.ID, 500) {
 		return errors.New("agent id must be 1 to 500 characters without spaces or control characters")
 	}
 	if a.MaxDepth < 0 || a.MaxDepth > MaxDelegationDepth {

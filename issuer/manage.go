@@ -56,7 +56,7 @@ func (e *entryError) Unwrap() error { return e.err }
 // two concurrent creations one fails rather than both being told their
 // password took (changing one is SetPassword, which also signs out).
 func (i *Issuer) PutUser(ctx context.Context, u User) error {
-	if u.Username == "" || len(u.Username) > 200 || strings.ContainsFunc(u.Username, isControlOrSpace) {
+	if !usableName(u.Username, 200) {
 		return invalidEntry("username must be 1 to 200 characters without spaces or control characters")
 	}
 	if i.dir.configuredUser(u.Username) {
@@ -178,7 +178,7 @@ func (i *Issuer) SetPassword(ctx context.Context, name, bcryptHash string) error
 // in the write's transaction: of two concurrent creations one fails,
 // rather than both answering a secret of which only one works.
 func (i *Issuer) PutClient(ctx context.Context, c Client) error {
-	if c.ID == "" || len(c.ID) > 500 || strings.ContainsFunc(c.ID, isControlOrSpace) {
+	if !usableName(c.ID, 500) {
 		return invalidEntry("client id must be 1 to 500 characters without spaces or control characters")
 	}
 	if i.dir.configuredClient(c.ID) {
@@ -314,3 +314,11 @@ func (i *Issuer) RotateClientSecret(ctx context.Context, id string) (string, err
 }
 
 func isControlOrSpace(r rune) bool { return r <= ' ' || r == 0x7f }
+
+// usableName reports whether a user's name or a client's or agent's id
+// may be created: 1 to max bytes, no spaces or controls, and not "." or
+// "..", which no admin API path can name (a cleaned path drops them), so
+// such an entry could not be shown, disabled or removed.
+func usableName(s string, max int) bool {
+	return s != "" && len(s) <= max && !strings.ContainsFunc(s, isControlOrSpace) && s != "." && s != ".."
+}
