@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/sha512"
@@ -96,6 +97,45 @@ func (s tokenSubject) principals(clientBasis, userBasis time.Time) []principalBa
 // agent committed while the request ran.
 var errPrincipalRevoked = ErrInvalidGrant.WithDescription("the client, user or agent of this request was revoked")
 
+// sameCredentials reports whether a stored client or agent c, as it
+// authenticated, is still stored with the same credentials in tx. A
+// rotation, removal or disabling stamps its revocation before its own
+// transaction commits, and a request that began after the stamp but read
+// the old credentials before the commit would otherwise issue a grant the
+// revocation's scan never saw (review s13-cluster F1). The read is in the
+// issuing transaction, so a concurrent change conflicts with it
+// (PostgreSQL) or is wholly before or after it (bbolt). Configured
+// clients and agents change only with a configuration, and CIMD clients
+// with their document.
+func sameCredentials(tx store.Tx, c *Client) (bool, error) {
+	var hash, jwksURI string
+	var jwks []byte
+	switch {
+	case c.agent != nil && c.agent.Source != sourceConfig:
+		a, err := agentsIn(tx).get(c.ID)
+		if errors.Is(err, store.ErrNotFound) {
+			return false, nil
+		} else if err != nil {
+			return false, err
+		}
+		if a.Disabled {
+			return false, nil
+		}
+		hash, jwks, jwksURI = a.SecretHash, a.JWKS, a.JWKSURI
+	case c.agent == nil && (c.Source == sourceAdmin || c.Source == sourceDCR):
+		stored, err := clientsIn(tx).get(c.ID)
+		if errors.Is(err, store.ErrNotFound) {
+			return false, nil
+		} else if err != nil {
+			return false, err
+		}
+		hash, jwks, jwksURI = stored.SecretHash, stored.JWKS, stored.JWKSURI
+	default:
+		return true, nil
+	}
+	return hash == c.SecretHash && bytes.Equal(jwks, c.JWKS) && jwksURI == c.JWKSURI, nil
+}
+
 // minted is what the minter signed and drew, for record.
 type minted struct {
 	jti          string // of the access token
@@ -159,6 +199,13 @@ func (m minter) issue(ctx context.Context, is *issuance) (*tokenResponse, error)
 			case err != nil:
 				return err
 			case ended != "":
+				refused = errPrincipalRevoked
+				return nil
+			}
+			switch same, err := sameCredentials(tx, s.client); {
+			case err != nil:
+				return err
+			case !same:
 				refused = errPrincipalRevoked
 				return nil
 			}

@@ -6,10 +6,15 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/oauth2"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
 )
 
 // raceEnv is a token env with a runtime client (backend, secret
@@ -263,5 +268,83 @@ func TestLoginDuringPasswordChange(t *testing.T) {
 	}
 	if n := e.count(bucketConsents); n != consents {
 		t.Errorf("consents %d -> %d, want none stored", consents, n)
+	}
+}
+
+// slowUpdateStore holds its next Update, once armed, until released: a
+// transaction that waits for a lock or is retried after serialization
+// failures, as PostgreSQL's are, commits a while after it began.
+type slowUpdateStore struct {
+	store.Store
+	armed   atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *slowUpdateStore) Update(ctx context.Context, fn func(store.Tx) error) error {
+	if s.armed.CompareAndSwap(true, false) {
+		close(s.entered)
+		<-s.release
+	}
+	return s.Store.Update(ctx, fn)
+}
+
+// TestRevocationStampedBeforeItCommits: a client's or agent's secret is
+// rotated, or it is removed or disabled, because its secret leaked. The
+// revocation takes its time stamp before its transaction runs; a token
+// request with the old secret that begins after the stamp, authenticates
+// before the change commits and records after it is refused: the issuing
+// transaction reads the credentials again (review s13-cluster F1).
+// Before, the stamp did not refuse it (its basis is later) and the
+// revocation's scan did not find its grant (it did not exist yet).
+func TestRevocationStampedBeforeItCommits(t *testing.T) {
+	for _, tt := range []struct {
+		name, basic string
+		form        url.Values
+		revoke      func(context.Context, *Issuer) error
+	}{
+		{"client secret rotated", "backend:" + tPassword, ccForm(nil), func(ctx context.Context, i *Issuer) error {
+			_, err := i.RotateClientSecret(ctx, "backend")
+			return err
+		}},
+		{"client removed", "backend:" + tPassword, ccForm(nil), func(ctx context.Context, i *Issuer) error { return i.DeleteClient(ctx, "backend") }},
+		{"agent secret rotated", "rt:first", ccForm(nil), func(ctx context.Context, i *Issuer) error {
+			_, err := i.RotateAgentSecret(ctx, "rt")
+			return err
+		}},
+		{"agent disabled", "rt:first", ccForm(nil), func(ctx context.Context, i *Issuer) error { return i.DisableAgent(ctx, "rt") }},
+		{"agent removed", "rt:first", ccForm(nil), func(ctx context.Context, i *Issuer) error { return i.DeleteAgent(ctx, "rt") }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+			st := &slowUpdateStore{Store: memory.New(memory.Options{Now: clock.Now}), entered: make(chan struct{}), release: make(chan struct{})}
+			e := newTokEnvStore(t, st, clock)
+			ctx := t.Context()
+			for _, err := range []error{
+				e.iss.PutClient(ctx, Client{ID: "backend", SecretHash: passwordHash(), GrantTypes: []string{grantClientCredentials}}),
+				e.iss.PutAgent(ctx, Agent{ID: "rt", SecretHash: hashClientSecret("first"), Scopes: []string{"read"}}),
+			} {
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			clock.Advance(time.Minute)
+
+			st.armed.Store(true)
+			revoked := make(chan error, 1)
+			go func() { revoked <- tt.revoke(context.Background(), e.iss) }()
+			<-st.entered                    // the revocation has its stamp; its transaction has not run
+			clock.Advance(time.Millisecond) // the request begins after the stamp
+			e.iss.mint.beforeRecord = func() {
+				e.iss.mint.beforeRecord = nil
+				close(st.release) // the change commits now, before the request records
+				if err := <-revoked; err != nil {
+					t.Errorf("revoke: %v", err)
+				}
+			}
+			if a := e.post(t, pathToken, tt.form, tt.basic); a.status == http.StatusOK {
+				t.Errorf("token request with the old credentials, recorded after the change committed: %d, a token was issued (want refused)", a.status)
+			}
+		})
 	}
 }
