@@ -127,6 +127,89 @@ func TestBackupUnderWrites(t *testing.T) {
 	t.Logf("backup under %d writers: %d bytes, %d writes committed before it", writers, n, len(before))
 }
 
+// A backup client that reads slowly or not at all (a suspended `caddy
+// mcp-auth backup`, a slow link to another host) must not stop the store.
+// Were the read transaction open while the client reads, the first commit
+// that grows the file past bbolt's memory map would wait for it, and every
+// later transaction, reads included, behind that commit: logins and token
+// requests would hang until the client read on. The copy waits for its
+// reader in a temporary file beside the store (mode 0600, gone when Backup
+// returns) with the transaction ended.
+func TestBackupStalledReaderDoesNotBlock(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := open(t, filepath.Join(dir, "store.db"), bolt.Options{})
+	val := make([]byte, 64<<10)
+	put := func(n int) error {
+		return s.Update(ctx, func(tx store.Tx) error {
+			return tx.Put("sessions", fmt.Sprint(n), val, time.Time{})
+		})
+	}
+	if err := put(0); err != nil {
+		t.Fatal(err)
+	}
+
+	w := stalledWriter{writing: make(chan struct{}, 1), release: make(chan struct{})}
+	backed := make(chan error, 1)
+	go func() {
+		_, err := s.Backup(ctx, w)
+		backed <- err
+	}()
+	defer func() {
+		close(w.release)
+		if err := <-backed; err != nil {
+			t.Errorf("Backup() = %v", err)
+		}
+		if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+			t.Errorf("after Backup the store's directory holds %v, want only store.db", entries)
+		}
+	}()
+	<-w.writing // the copy has reached its reader, which reads no more
+
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.Name() == "store.db" {
+			continue
+		}
+		if fi, err := e.Info(); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("backup's temporary file %s: %v, %v, want mode 0600", e.Name(), fi, err)
+		}
+	}
+
+	done := make(chan error, 1)
+	go func() {
+		// Ordinary traffic that grows the file past its memory map.
+		for n := 1; n <= 20; n++ {
+			if err := put(n); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("writes blocked for 10s behind a backup whose reader stalled")
+	}
+}
+
+// stalledWriter is a backup client that stopped reading: its first Write
+// reports on writing, then every Write blocks until release is closed.
+type stalledWriter struct{ writing, release chan struct{} }
+
+func (w stalledWriter) Write(p []byte) (int, error) {
+	select {
+	case w.writing <- struct{}{}:
+	default:
+	}
+	<-w.release
+	return len(p), nil
+}
+
 func TestBackupRefused(t *testing.T) {
 	s, err := bolt.Open(filepath.Join(t.TempDir(), "store.db"), bolt.Options{})
 	if err != nil {

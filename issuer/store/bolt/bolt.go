@@ -27,6 +27,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"sync/atomic"
 	"time"
 
@@ -183,21 +184,39 @@ func (s *Store) Purge(ctx context.Context) (int, error) {
 }
 
 // Backup implements store.Backuper: bbolt copies the file inside one read
-// transaction, so the copy is consistent and writers go on meanwhile
-// (except a commit that must grow the file's memory map, which waits for
-// the copy to end). It stops with ctx's error when ctx ends.
+// transaction, so the copy is consistent and writers go on meanwhile. The
+// transaction copies into a temporary file beside the store (mode 0600:
+// it holds every secret hash and session) and ends before anything goes
+// to w: a commit that must grow the file's memory map waits for every
+// open read transaction, and every later transaction waits behind that
+// commit, so a transaction held open for a slow or stalled reader of w
+// (an HTTP client) would hang the whole store for as long. The copy needs
+// disk space for a second store beside the first while it runs. Backup
+// stops with ctx's error when ctx ends.
 func (s *Store) Backup(ctx context.Context, w io.Writer) (int64, error) {
 	if err := s.begin(ctx); err != nil {
 		return 0, fmt.Errorf("bolt: backup: %w", err)
 	}
-	var n int64
-	err := s.db.View(func(btx *bbolt.Tx) error {
-		var err error
-		n, err = btx.WriteTo(ctxWriter{ctx, w})
+	path := s.db.Path()
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".backup-*.tmp")
+	if err != nil {
+		return 0, fmt.Errorf("bolt: backup: %w", err)
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	err = s.db.View(func(btx *bbolt.Tx) error {
+		_, err := btx.WriteTo(ctxWriter{ctx, f})
 		return err
 	})
 	if err != nil {
-		return n, closedErr(fmt.Errorf("bolt: backup: %w", err))
+		return 0, closedErr(fmt.Errorf("bolt: backup: %w", err))
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return 0, fmt.Errorf("bolt: backup: %w", err)
+	}
+	n, err := io.Copy(ctxWriter{ctx, w}, f)
+	if err != nil {
+		return n, fmt.Errorf("bolt: backup: %w", err)
 	}
 	return n, nil
 }
