@@ -56,8 +56,9 @@ least 8 characters, and are hashed with bcrypt here; only the hash is sent. A co
 printed once, when it is created or rotated; so is an agent's.
 
 backup copies the store (bolt storage) while Caddy runs, consistently, to
-<file> (mode 0600; written to a temporary file, checked, then renamed). To
-restore: stop Caddy, copy the file to the storage path, start Caddy.
+<file> (mode 0600; written to a temporary file, checked, then renamed; an
+existing <file> must be a regular file, not a symbolic link). To restore:
+stop Caddy, copy the file to the storage path, start Caddy.
 
 migrate-storage copies a bolt store into an empty PostgreSQL database, for
 moving to "storage postgres": stop Caddy first (the bolt file is locked
@@ -489,7 +490,7 @@ func (c *cli) backup() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			file := args[0]
-			if err := notInUse(file); err != nil {
+			if err := backupTarget(file); err != nil {
 				return fmt.Errorf("backup: %w", err)
 			}
 			resp, err := c.request(http.MethodGet, "/mcp-auth/backup", nil)
@@ -521,6 +522,45 @@ func (c *cli) backup() *cobra.Command {
 			fmt.Fprintf(c.out, "backed up %d bytes to %s\n", n, file)
 			return nil
 		},
+	}
+}
+
+// backupTarget refuses a backup target that exists and is not a regular
+// file, then one a process holds open as a store (notInUse). The rename
+// would replace a symbolic link itself, never writing the file it points
+// to (run as root, `backup /dev/stdout` would replace the /dev/stdout
+// link), and would fail on a directory; a FIFO or device is no place for
+// a database. A link is refused rather than resolved: the path of the
+// file it points to is the clear way to say that file is meant.
+func backupTarget(file string) error {
+	fi, err := os.Lstat(file)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file (%s); back up to a regular file or a new path", file, fileKind(fi.Mode()))
+	}
+	return notInUse(file)
+}
+
+// fileKind names the type of a file that is not a regular one.
+func fileKind(m os.FileMode) string {
+	switch {
+	case m&os.ModeSymlink != 0:
+		return "a symbolic link"
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m&os.ModeDevice != 0:
+		return "a device"
+	default:
+		return "type " + m.Type().String()
 	}
 }
 

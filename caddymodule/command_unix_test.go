@@ -1,0 +1,90 @@
+//go:build unix
+
+package caddymodule
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// backup refuses a target that exists and is not a regular file, and
+// leaves it as it was: a symbolic link would be replaced by the rename
+// (the file it points to never written), a FIFO would block the check
+// for a store in use forever, a directory cannot be replaced.
+func TestCommandBackupTargetNotRegular(t *testing.T) {
+	app := boltApp(t)
+	srv := adminServer(t, &AdminAPI{app: app})
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	dir := t.TempDir()
+
+	pointed := filepath.Join(dir, "pointed.db")
+	if err := os.WriteFile(pointed, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.db")
+	if err := os.Symlink(pointed, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := runCLI(t, addr, "", "backup", link); err == nil || !strings.Contains(err.Error(), "not a regular file (a symbolic link)") {
+		t.Errorf("mcp-auth backup onto a symbolic link = %v, want a refusal", err)
+	}
+	if m, err := lmode(link); err != nil || m&os.ModeSymlink == 0 {
+		t.Errorf("after a refused backup the link has mode %v, %v, want it still a link", m, err)
+	}
+	if b, err := os.ReadFile(pointed); err != nil || !bytes.Equal(b, []byte("old")) {
+		t.Errorf("after a refused backup the linked file holds %q, %v", b, err)
+	}
+
+	sub := filepath.Join(dir, "sub")
+	if err := os.Mkdir(sub, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := runCLI(t, addr, "", "backup", sub); err == nil || !strings.Contains(err.Error(), "not a regular file (a directory)") {
+		t.Errorf("mcp-auth backup onto a directory = %v, want a refusal", err)
+	}
+
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := runCLI(t, addr, "", "backup", fifo)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "not a regular file (a named pipe)") {
+			t.Errorf("mcp-auth backup onto a FIFO = %v, want a refusal", err)
+		}
+	case <-time.After(5 * time.Second):
+		// Opening the FIFO for writing releases a reader blocked opening it.
+		if w, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			w.Close()
+		}
+		<-done
+		t.Error("mcp-auth backup onto a FIFO blocked for 5s")
+	}
+	if m, err := lmode(fifo); err != nil || m&os.ModeNamedPipe == 0 {
+		t.Errorf("after a refused backup the FIFO has mode %v, %v, want it still a FIFO", m, err)
+	}
+
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 4 {
+		t.Errorf("directory holds %v, want only what the test made (no temporary file)", entries)
+	}
+}
+
+// lmode is the mode of path itself, not of what a link at path points to.
+func lmode(path string) (os.FileMode, error) {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return 0, err
+	}
+	return fi.Mode(), nil
+}
