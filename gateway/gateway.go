@@ -119,6 +119,9 @@ type Gateway struct {
 	// introspection answer runs out (nil without Config.Revocations or
 	// Config.Introspector).
 	streams *streamSet
+	// introspections: the calls of the introspection endpoint in flight,
+	// shared by the requests presenting the same token, and their bound.
+	introspections *introspections
 
 	// endpoint is the resource's path, the only one forwarded: decoded
 	// and as sent (escaped).
@@ -244,6 +247,8 @@ func New(cfg Config) (*Gateway, error) {
 		metrics:  cfg.Metrics,
 		proofs:   newProofs(&cfg),
 		origin:   res.Scheme + "://" + res.Host,
+
+		introspections: newIntrospections(),
 	}
 	g.macs.New = func() any { return newMACState(g.cfg.SessionKey) }
 	if cfg.PinTools != PinOff {

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,12 +34,33 @@ const (
 	inactiveCacheSize         = 10000
 )
 
+// Limits on the calls of the introspection endpoint (review s13-dos F4).
+const (
+	// maxIntrospectionsInFlight bounds the calls one gateway has open at
+	// once. Anyone can send a made-up opaque token, and each distinct one
+	// costs a call made with the gateway's own credentials: unbounded, a
+	// flood of them gets the gateway's client throttled by the issuer
+	// (or makes it check the gateway's secret over and over), and then
+	// every user whose token is not cached is refused. Bounded, the
+	// flood's excess is refused here, as if the endpoint were
+	// unavailable, and the issuer keeps answering the calls that go out.
+	maxIntrospectionsInFlight = 16
+	// introspectionSlotWait is how long a request waits for a free call
+	// when all are taken: enough to ride out a burst of real users (a
+	// call usually takes tens of milliseconds), too little for a flood to
+	// pile up waiting requests.
+	introspectionSlotWait = 200 * time.Millisecond
+)
+
 var (
 	// errIntrospectionUnavailable: the token could not be checked; not
 	// the token's fault, so no challenge, and the client may retry.
 	errIntrospectionUnavailable = &authError{status: http.StatusServiceUnavailable,
 		desc: "the access token cannot be checked at the moment; retry later"}
 	errInactive = invalidToken("the access token is not active")
+	// errIntrospectionBusy: every call slot stayed taken for
+	// introspectionSlotWait.
+	errIntrospectionBusy = errors.New("too many introspection calls in flight")
 )
 
 // introspect checks an opaque token with the introspection endpoint and
@@ -49,10 +71,17 @@ var (
 // cnf.jkt), as must typ, and token_use access_token (accessTokenAnswer).
 // An answer
 // that is not RFC 7662 JSON fails closed like an unreachable endpoint.
-func (g *Gateway) introspect(ctx context.Context, token string) (*principal, time.Time, *authError) {
-	body, err := g.cfg.Introspector.Introspect(ctx, token)
+// key is the token's SHA-256: requests presenting the same token at once
+// share one call (introspections), and each checks the answer itself.
+func (g *Gateway) introspect(ctx context.Context, key [sha256.Size]byte, token string) (*principal, time.Time, *authError) {
+	body, err := g.introspections.do(ctx, g.cfg.Introspector, key, token)
 	if err != nil {
-		g.log.Warn("token introspection failed", zap.String("issuer", g.cfg.Issuer), zap.Error(err))
+		if ctx.Err() != nil {
+			// The client left; nothing to tell the operator.
+			g.log.Debug("token introspection abandoned", zap.String("issuer", g.cfg.Issuer), zap.Error(err))
+		} else {
+			g.log.Warn("token introspection failed", zap.String("issuer", g.cfg.Issuer), zap.Error(err))
+		}
 		return nil, time.Time{}, errIntrospectionUnavailable
 	}
 	var head map[string]json.RawMessage
@@ -94,6 +123,129 @@ func (g *Gateway) introspect(ctx context.Context, token string) (*principal, tim
 		return nil, time.Time{}, invalidToken(describeTokenError(err))
 	}
 	return g.principalOf(c, body), g.now().Add(g.cfg.IntrospectionCache), nil
+}
+
+// introspections are a gateway's calls of the introspection endpoint in
+// flight, by the token's SHA-256 (as the caches key it), and the slots
+// that bound how many there are (maxIntrospectionsInFlight). A request
+// presenting a token whose call is running waits for that call's answer
+// instead of making its own, so a token sent many times at once costs
+// one call. Each request still leaves when its own context ends; the
+// call is cancelled only when every request waiting for it has left, so
+// no work goes on for clients that are gone (within the call's own
+// timeout, RemoteIntrospection's 5 s).
+type introspections struct {
+	mu       sync.Mutex
+	calls    map[[sha256.Size]byte]*introspection
+	slots    chan struct{}
+	slotWait time.Duration
+}
+
+// introspection is one call; body and err are set before done is closed.
+type introspection struct {
+	done    chan struct{}
+	body    []byte
+	err     error
+	waiters int // under introspections.mu
+	cancel  context.CancelFunc
+}
+
+func newIntrospections() *introspections {
+	return &introspections{
+		calls:    make(map[[sha256.Size]byte]*introspection),
+		slots:    make(chan struct{}, maxIntrospectionsInFlight),
+		slotWait: introspectionSlotWait,
+	}
+}
+
+// do returns the endpoint's answer about token: that of the call in
+// flight for key, else of a new call if a slot frees within slotWait
+// (errIntrospectionBusy if none does). It returns ctx's error as soon as
+// ctx ends.
+func (in *introspections) do(ctx context.Context, ask Introspector, key [sha256.Size]byte, token string) ([]byte, error) {
+	in.mu.Lock()
+	c := in.calls[key]
+	if c == nil {
+		in.mu.Unlock()
+		if err := in.acquire(ctx); err != nil {
+			return nil, err
+		}
+		in.mu.Lock()
+		if c = in.calls[key]; c != nil {
+			// Started by another request while this one waited.
+			<-in.slots
+		} else {
+			c = in.start(ctx, ask, key, token)
+		}
+	}
+	c.waiters++
+	in.mu.Unlock()
+	select {
+	case <-c.done:
+		return c.body, c.err
+	case <-ctx.Done():
+		in.mu.Lock()
+		if c.waiters--; c.waiters == 0 {
+			c.cancel()
+			if in.calls[key] == c {
+				delete(in.calls, key)
+			}
+		}
+		in.mu.Unlock()
+		return nil, ctx.Err()
+	}
+}
+
+// acquire takes a call slot, waiting at most slotWait.
+func (in *introspections) acquire(ctx context.Context) error {
+	select {
+	case in.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	t := time.NewTimer(in.slotWait)
+	defer t.Stop()
+	select {
+	case in.slots <- struct{}{}:
+		return nil
+	case <-t.C:
+		return errIntrospectionBusy
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// start makes the call for key, in.mu held and a slot taken (released
+// when the call returns). The call runs on its own goroutine and on a
+// context detached from ctx (keeping its values): it is made for every
+// request that waits for it, and must not end because the first one
+// left while others still wait.
+func (in *introspections) start(ctx context.Context, ask Introspector, key [sha256.Size]byte, token string) *introspection {
+	callCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	c := &introspection{done: make(chan struct{}), cancel: cancel}
+	in.calls[key] = c
+	go func() {
+		var body []byte
+		var err error
+		defer func() {
+			if r := recover(); r != nil {
+				// Off the request's goroutine net/http would not recover
+				// it: fail the call (closed) rather than the process.
+				err = fmt.Errorf("introspection panicked: %v", r)
+			}
+			cancel()
+			<-in.slots
+			in.mu.Lock()
+			if in.calls[key] == c {
+				delete(in.calls, key)
+			}
+			c.body, c.err = body, err
+			in.mu.Unlock()
+			close(c.done)
+		}()
+		body, err = ask.Introspect(callCtx, token)
+	}()
+	return c
 }
 
 // accessTokenAnswer reports whether the answer's own words for what the
@@ -150,9 +302,11 @@ func NewRemoteIntrospection(issuer, endpoint, clientID, clientSecret string, cli
 	}, nil
 }
 
-// Introspect posts token to the introspection endpoint.
+// Introspect posts token to the introspection endpoint. The call ends
+// with ctx: the gateway keeps it going while any request waits for its
+// answer (introspections), and no longer.
 func (ri *RemoteIntrospection) Introspect(ctx context.Context, token string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ri.timeout)
+	ctx, cancel := context.WithTimeout(ctx, ri.timeout)
 	defer cancel()
 	endpoint, err := ri.introspectionEndpoint(ctx)
 	if err != nil {

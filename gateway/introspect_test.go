@@ -2,8 +2,12 @@ package gateway
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -337,6 +341,282 @@ func TestIntrospectionCache(t *testing.T) {
 			t.Errorf("negative cache size = %d, want at most %d", n, inactiveCacheSize)
 		}
 	})
+}
+
+// TestIntrospectionFanOut: made-up opaque tokens cost the gateway's
+// client calls of the remote introspection endpoint (review s13-dos F4).
+// One token sent many times at once costs one call, whose answer every
+// request shares; distinct tokens at once have at most
+// maxIntrospectionsInFlight calls open, and the requests that find no
+// free call within introspectionSlotWait are refused with 503, as when
+// the endpoint is unavailable.
+func TestIntrospectionFanOut(t *testing.T) {
+	f := newFakeIntrospection(t)
+	cfg := introspectionConfig(t, f, nil)
+	// Held calls must not time out before the test lets them answer.
+	cfg.Introspector.(*RemoteIntrospection).timeout = 10 * time.Second
+	h := newHarness(t, cfg, nil)
+	var inFlight, maxInFlight atomic.Int32
+	// held answers with body once release is closed, counting the calls
+	// open meanwhile.
+	held := func(release <-chan struct{}, body string) func(http.ResponseWriter) {
+		return func(w http.ResponseWriter) {
+			n := inFlight.Add(1)
+			defer inFlight.Add(-1)
+			for m := maxInFlight.Load(); n > m && !maxInFlight.CompareAndSwap(m, n); m = maxInFlight.Load() {
+			}
+			select {
+			case <-release:
+			case <-time.After(10 * time.Second):
+			}
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, body)
+		}
+	}
+	// status sends a tool call with token; safe off the test goroutine.
+	status := func(token string) int {
+		req, _ := http.NewRequest(http.MethodPost, h.front.URL+"/mcp", strings.NewReader(toolCall("read_a")))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Error(err)
+			return 0
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	waitFor := func(cond func() bool) {
+		for deadline := time.Now().Add(5 * time.Second); !cond() && time.Now().Before(deadline); {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+
+	t.Run("one token at once", func(t *testing.T) {
+		const n = 50
+		release := make(chan struct{})
+		answer, _ := json.Marshal(active())
+		f.setFunc("opaque-same", held(release, string(answer)))
+		start := f.calls.Load()
+		statuses := make(chan int, n)
+		for range n {
+			go func() { statuses <- status("opaque-same") }()
+		}
+		waitFor(func() bool { return f.calls.Load() > start })
+		time.Sleep(300 * time.Millisecond) // the others join the call
+		close(release)
+		for range n {
+			if s := <-statuses; s != http.StatusOK {
+				t.Errorf("status = %d, want 200 (the shared active answer)", s)
+			}
+		}
+		if calls := f.calls.Load() - start; calls != 1 {
+			t.Errorf("%d requests with one token at once made %d introspection calls, want 1", n, calls)
+		}
+	})
+
+	t.Run("distinct made-up tokens", func(t *testing.T) {
+		const n = 4 * maxIntrospectionsInFlight
+		release := make(chan struct{})
+		for i := range n {
+			f.setFunc(fmt.Sprintf("opaque-made-up-%d", i), held(release, `{"active":false}`))
+		}
+		start := f.calls.Load()
+		maxInFlight.Store(0)
+		statuses := make(chan int, n)
+		for i := range n {
+			go func() { statuses <- status(fmt.Sprintf("opaque-made-up-%d", i)) }()
+		}
+		// The calls are held: every request beyond the bound must be
+		// refused before any call answers.
+		count, got := map[int]int{}, 0
+		timeout := time.After(5 * time.Second)
+	early:
+		for ; got < n-maxIntrospectionsInFlight; got++ {
+			select {
+			case s := <-statuses:
+				count[s]++
+			case <-timeout:
+				break early
+			}
+		}
+		open := inFlight.Load()
+		close(release)
+		for ; got < n; got++ {
+			count[<-statuses]++
+		}
+		if m := maxInFlight.Load(); m > maxIntrospectionsInFlight || open > maxIntrospectionsInFlight {
+			t.Errorf("%d made-up tokens at once: %d introspection calls open at most (%d when the excess was refused), want at most %d",
+				n, m, open, maxIntrospectionsInFlight)
+		}
+		if calls := f.calls.Load() - start; calls != maxIntrospectionsInFlight {
+			t.Errorf("introspection calls = %d, want %d", calls, maxIntrospectionsInFlight)
+		}
+		want := map[int]int{http.StatusServiceUnavailable: n - maxIntrospectionsInFlight, http.StatusUnauthorized: maxIntrospectionsInFlight}
+		if !maps.Equal(count, want) {
+			t.Errorf("statuses = %v, want %v (the excess 503, the calls made answered inactive)", count, want)
+		}
+	})
+}
+
+// TestIntrospectionCallEndsWithItsCaller: the call of the introspection
+// endpoint for a request whose client leaves is cancelled then, not run
+// on to its timeout for no one (review s13-dos F4).
+func TestIntrospectionCallEndsWithItsCaller(t *testing.T) {
+	started, aborted := make(chan struct{}, 1), make(chan struct{}, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.ParseForm() // the body read, the server watches the connection
+		started <- struct{}{}
+		select {
+		case <-r.Context().Done():
+			aborted <- struct{}{}
+		case <-time.After(10 * time.Second):
+			io.WriteString(w, `{"active":false}`)
+		}
+	}))
+	defer srv.Close()
+	ri, err := NewRemoteIntrospection(testIssuer, srv.URL+"/introspect", gwClientID, gwClientSecret, srv.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ri.timeout = 10 * time.Second
+	cfg := testConfig(t)
+	cfg.Introspector = ri
+	h := newHarness(t, cfg, nil)
+
+	// A GET has no body, so the front server notices the client leave.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.front.URL+"/mcp", nil)
+	req.Header.Set("Authorization", "Bearer opaque-left")
+	req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	select {
+	case <-started:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the introspection endpoint was not called")
+	}
+	cancel()
+	<-done
+	select {
+	case <-aborted:
+	case <-time.After(3 * time.Second):
+		t.Error("the introspection call ran on after its only caller left")
+	}
+}
+
+// introspectorFunc is an Introspector of a function.
+type introspectorFunc func(ctx context.Context, token string) ([]byte, error)
+
+func (f introspectorFunc) Introspect(ctx context.Context, token string) ([]byte, error) {
+	return f(ctx, token)
+}
+
+// TestIntrospectionSharedCallOutlivesFirstCaller: a call shared by two
+// requests goes on when the one that started it leaves, and answers the
+// other; it is cancelled when the last one leaves.
+func TestIntrospectionSharedCallOutlivesFirstCaller(t *testing.T) {
+	in := newIntrospections()
+	callCtx := make(chan context.Context, 2)
+	answer := make(chan struct{})
+	var calls atomic.Int32
+	ask := introspectorFunc(func(ctx context.Context, token string) ([]byte, error) {
+		calls.Add(1)
+		callCtx <- ctx
+		select {
+		case <-answer:
+			return []byte(`{"active":false}`), nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	})
+	key := sha256.Sum256([]byte("tok"))
+	waiters := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+			in.mu.Lock()
+			c := in.calls[key]
+			ok := c != nil && c.waiters == n
+			in.mu.Unlock()
+			if ok {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("never %d waiters", n)
+			}
+		}
+	}
+	type result struct {
+		body []byte
+		err  error
+	}
+	run := func(ctx context.Context) <-chan result {
+		r := make(chan result, 1)
+		go func() {
+			body, err := in.do(ctx, ask, key, "tok")
+			r <- result{body, err}
+		}()
+		return r
+	}
+
+	first, leave := context.WithCancel(context.Background())
+	r1 := run(first)
+	waiters(1)
+	r2 := run(context.Background())
+	waiters(2)
+	leave()
+	if r := <-r1; !errors.Is(r.err, context.Canceled) {
+		t.Fatalf("the caller that left got %q, %v; want its context's error", r.body, r.err)
+	}
+	ctx := <-callCtx
+	if ctx.Err() != nil {
+		t.Fatal("the shared call was cancelled when its first caller left")
+	}
+	close(answer)
+	if r := <-r2; r.err != nil || string(r.body) != `{"active":false}` {
+		t.Fatalf("the remaining caller got %q, %v", r.body, r.err)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("calls = %d, want 1", n)
+	}
+
+	// Once everyone has left, the call is cancelled and forgotten.
+	answer = make(chan struct{})
+	a, leaveA := context.WithCancel(context.Background())
+	b, leaveB := context.WithCancel(context.Background())
+	ra := run(a)
+	waiters(1)
+	rb := run(b)
+	waiters(2)
+	leaveA()
+	leaveB()
+	<-ra
+	<-rb
+	select {
+	case <-(<-callCtx).Done():
+	case <-time.After(5 * time.Second):
+		t.Error("the call ran on after all its callers left")
+	}
+	left := func() (slots, calls int) {
+		in.mu.Lock()
+		defer in.mu.Unlock()
+		return len(in.slots), len(in.calls)
+	}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if s, c := left(); s == 0 && c == 0 {
+			return
+		}
+	}
+	s, c := left()
+	t.Errorf("after the calls: %d slots taken, %d calls recorded, want none", s, c)
 }
 
 // TestIntrospectionDiscovery: without a configured endpoint, the one in

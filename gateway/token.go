@@ -316,7 +316,7 @@ func (g *Gateway) authenticate(ctx context.Context, token string, now time.Time)
 			if _, inactive := g.inactive.get(key, now); inactive {
 				return nil, errInactive
 			}
-			p, until, err = g.introspect(ctx, token)
+			p, until, err = g.introspect(ctx, key, token)
 			if err == errInactive {
 				g.inactive.put(key, nil, now.Add(g.cfg.InactiveCache), now)
 			}
