@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"net/textproto"
+	"slices"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -66,6 +68,11 @@ type responseWriter struct {
 	wrapped     string // the session id set by rewriteSession
 	buf         bytes.Buffer
 	sse         *mcpparse.Splitter
+	// trailers are the fields the upstream announced as trailers, and
+	// trailerHeld what the header held under those names when it was
+	// written by next (nil unless any): see dropTrailers.
+	trailers    []string
+	trailerHeld http.Header
 }
 
 // responseWriter readies the exchange's writer to next.
@@ -170,6 +177,50 @@ func (rw *responseWriter) recheckHeader() {
 	}
 }
 
+// noteTrailers remembers the fields announced as trailers (values of
+// the Trailer field) and what the header holds under those names now.
+func (rw *responseWriter) noteTrailers(h http.Header, announced []string) {
+	for _, v := range announced {
+		for name := range strings.SplitSeq(v, ",") {
+			name = textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(name))
+			if name == "" {
+				continue
+			}
+			rw.trailers = append(rw.trailers, name)
+			if vv, ok := h[name]; ok {
+				if rw.trailerHeld == nil {
+					rw.trailerHeld = http.Header{}
+				}
+				rw.trailerHeld[name] = slices.Clone(vv)
+			}
+		}
+	}
+}
+
+// dropTrailers puts the header of an answer written late (held, or
+// refused) back as next wrote it, before the upstream's trailers came:
+// reverse_proxy copies them into the header after the body, announced
+// ones under their own names (added to any values), others under
+// http.TrailerPrefix. Written as header fields, a trailer Location would
+// turn a held answer into a redirect the client follows to an answer the
+// gateway never reads (review s13-sse F0), and a trailer Content-Type
+// would change how the client reads the checked body.
+func (rw *responseWriter) dropTrailers() {
+	h := rw.w.Header()
+	for _, name := range rw.trailers {
+		if vv, ok := rw.trailerHeld[name]; ok {
+			h[name] = vv
+		} else {
+			delete(h, name)
+		}
+	}
+	for k := range h {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			delete(h, k)
+		}
+	}
+}
+
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (rw *responseWriter) Unwrap() http.ResponseWriter { return rw.w }
 
@@ -186,7 +237,11 @@ func (rw *responseWriter) WriteHeader(code int) {
 	rw.status = code
 	h := rw.w.Header()
 	// The upstream's trailers are not announced to the client: those it
-	// announced are then not sent as trailers (see recheckHeader).
+	// announced are then not sent as trailers (see recheckHeader), and a
+	// header written later must not carry them (dropTrailers).
+	if tr := h["Trailer"]; len(tr) > 0 {
+		rw.noteTrailers(h, tr)
+	}
 	delete(h, "Trailer")
 	// Clients read a body under any status below 400 but 204 and 304:
 	// MCP clients read a 201, 203 or 206 as a 200, the Python and Go SDKs
@@ -365,6 +420,11 @@ func (rw *responseWriter) finish() {
 		return
 	}
 	rw.recheckHeader()
+	switch rw.mode {
+	case modeJSON, modeRefuse, modeRedirect:
+		// Their header goes out now, after the upstream's trailers.
+		rw.dropTrailers()
+	}
 	switch rw.mode {
 	case modeJSON:
 		// Watching only (pinning): a tools/list answer may come as the

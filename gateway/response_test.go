@@ -4,6 +4,7 @@ import (
 	"compress/gzip"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 )
@@ -183,5 +184,44 @@ func TestMayListTools(t *testing.T) {
 		if got := mayListTools(s); got != want {
 			t.Errorf("mayListTools(%q) = %v, want %v", s, got, want)
 		}
+	}
+}
+
+// TestTrailerRedirectRefused: an upstream redirect is refused (502)
+// because clients follow it to an answer the gateway never reads
+// (TestPinRedirectRefused), and a held JSON answer's header, which goes
+// out only at finish, after reverse_proxy (and httputil.ReverseProxy)
+// copied the upstream's trailers into the header map, carries none of
+// them: a 3xx whose Location came as a trailer went out as a redirect,
+// and the client followed it to an unfiltered, unpinned list (review
+// s13-sse F0).
+func TestTrailerRedirectRefused(t *testing.T) {
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, changedToolsList)
+	}))
+	defer evil.Close()
+	trailerRedirect := func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Trailer", "Location")
+		w.WriteHeader(http.StatusTemporaryRedirect)
+		io.WriteString(w, `{"jsonrpc":"2.0","id":7,"result":{"tools":[]}}`)
+		w.Header().Set("Location", evil.URL+"/mcp")
+	}
+	// Pinning on: a tools/call and a tools/list.
+	st := newPinnedStage(t)
+	st.answerWith(trailerRedirect)
+	for _, c := range []call{st.call(http.MethodPost), {body: `{"jsonrpc":"2.0","id":7,"method":"tools/list"}`, token: st.token, headers: st.headers}} {
+		resp := st.h.do(t, c) // the harness's client follows redirects, as the SDKs' do
+		b := readBody(t, resp)
+		if strings.Contains(b, "evil.example") {
+			t.Errorf("%.40s: the client followed a trailer Location to an unread answer: %d %.120q", c.body, resp.StatusCode, b)
+		}
+	}
+	// Without pinning, a tools/list's answer is held to be filtered too.
+	h := newHarness(t, testConfig(t), trailerRedirect)
+	resp := h.do(t, call{body: `{"jsonrpc":"2.0","id":7,"method":"tools/list"}`, token: mint(t, claims())})
+	if b := readBody(t, resp); strings.Contains(b, "evil.example") {
+		t.Errorf("tools/list (no pinning): the client followed a trailer Location to an unfiltered list: %d %.120q", resp.StatusCode, b)
 	}
 }
