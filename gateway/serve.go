@@ -40,6 +40,10 @@ type exchange struct {
 	// upTaskName: the Mcp-Name the upstream gets for a task request whose
 	// wrapped task id was replaced (see task.go), "" otherwise.
 	upTaskName string
+	// createdTask is the upstream task id of the answer to this
+	// tools/call (the response with its id), once seen: the only task a
+	// notifications/tasks on its stream may name for the caller.
+	createdTask string
 	// cancel ends the upstream request (set when revocations can end
 	// streams); streaming: the answer is an event stream in g.streams.
 	cancel    context.CancelFunc

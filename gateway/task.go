@@ -326,7 +326,9 @@ func memberFold(n map[string]json.RawMessage, name string) (json.RawMessage, boo
 //
 // Only ids the caller is entitled to are wrapped, so an upstream that
 // leaks another caller's task never turns it into a usable handle: ids
-// in answers to a tools/call (the tasks it creates), and in answers to
+// in answers to a tools/call (the task it creates: the result of the
+// response with its id, and notifications naming that task after it),
+// and in answers to
 // tasks/get|update|cancel only the id the request named. Answers to
 // subscriptions/listen carry none the caller asked for (task
 // subscriptions are refused), so nothing there is wrapped. An id left
@@ -360,8 +362,24 @@ func (g *Gateway) wrapTaskIDs(x *exchange, m *mcpparse.Message, msg []byte) ([]b
 	case !found:
 		return msg, nil
 	}
-	if taskRequest(req.Method) && span.Value != req.Name {
-		return msg, nil // not the task this caller asked about
+	switch {
+	case taskRequest(req.Method):
+		if span.Value != req.Name {
+			return msg, nil // not the task this caller asked about
+		}
+	case m.Kind == mcpparse.KindResponse:
+		// A tools/call's own answer creates its task; a response with
+		// another id on its stream (misrouted) creates nothing the
+		// caller asked for (review s13-sse F1).
+		if !mcpparse.SameID(m.ID, req.ID) {
+			return msg, nil
+		}
+		x.createdTask = span.Value
+	case span.Value != x.createdTask:
+		// A status of a task this call did not create (an upstream that
+		// broadcasts every task's status), or of its own before its
+		// answer named it: left unwrapped, a handle to nothing.
+		return msg, nil
 	}
 	wrapped, err := g.wrapTask(x.p, span.Value)
 	if err != nil {

@@ -51,8 +51,11 @@ func taskUpstream(upTask string, sse bool) http.HandlerFunc {
 		answer := `{"jsonrpc":"2.0","id":` + string(req.ID) + `,"result":` + result + `}`
 		if sse {
 			w.Header().Set("Content-Type", "text/event-stream")
-			io.WriteString(w, "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tasks\",\"params\":{\"taskId\":"+quote(upTask)+",\"status\":\"working\"}}\n\n")
+			// The answer names the task; a status of it follows (one
+			// before the answer names nothing the client asked for, and
+			// is left unwrapped: TestTaskIDsOfOthersOnToolCallStream).
 			io.WriteString(w, "data: "+answer+"\n\n")
+			io.WriteString(w, "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tasks\",\"params\":{\"taskId\":"+quote(upTask)+",\"status\":\"working\"}}\n\n")
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
@@ -644,5 +647,64 @@ func TestInitializeDropsTasksCapability(t *testing.T) {
 		if got := capabilities(t, body); got["tasks"] == nil {
 			t.Errorf("a 2026-07-28 initialize answer's capabilities = %v, want tasks kept (bound there)", got)
 		}
+	}
+}
+
+// TestTaskIDsOfOthersOnToolCallStream: in the answer to a task-declaring
+// tools/call, only the task it creates is wrapped for the caller: the
+// result of the response with the call's id, and notifications naming
+// that task after it. An upstream that leaks another caller's task on
+// that stream (a status broadcast to every open stream, a response
+// misrouted from another request) hands the caller no handle for it; it
+// did before, and tasks/get then forwarded it as the other caller's
+// upstream id (review s13-sse F1).
+func TestTaskIDsOfOthersOnToolCallStream(t *testing.T) {
+	const mine, bobs = "task-alice", "task-bob"
+	for _, tt := range []struct {
+		name, leak string
+	}{
+		{"notification for another task", `{"jsonrpc":"2.0","method":"notifications/tasks","params":{"taskId":` + quote(bobs) + `,"status":"completed"}}`},
+		{"response with another id", `{"jsonrpc":"2.0","id":99,"result":{"resultType":"task","taskId":` + quote(bobs) + `,"status":"completed"}}`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+				var req struct {
+					ID     json.RawMessage `json:"id"`
+					Method string          `json:"method"`
+					Params struct {
+						TaskID string `json:"taskId"`
+					} `json:"params"`
+				}
+				body, _ := io.ReadAll(r.Body)
+				json.Unmarshal(body, &req)
+				switch req.Method {
+				case "tools/call":
+					w.Header().Set("Content-Type", "text/event-stream")
+					io.WriteString(w, "data: "+tt.leak+"\n\n")
+					io.WriteString(w, `data: {"jsonrpc":"2.0","id":`+string(req.ID)+`,"result":{"resultType":"task","taskId":`+quote(mine)+`,"status":"working"}}`+"\n\n")
+				default: // tasks/get: the upstream keeps no owner, as the gateway assumes
+					w.Header().Set("Content-Type", "application/json")
+					io.WriteString(w, `{"jsonrpc":"2.0","id":`+string(req.ID)+`,"result":{"resultType":"complete","taskId":`+quote(req.Params.TaskID)+`,"status":"completed","result":{"content":[{"type":"text","text":"secret of `+req.Params.TaskID+`"}]}}}`)
+				}
+			})
+			token := mint(t, claims()) // alice
+			body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a","arguments":{},` + meta2026Tasks + `}}`
+			resp := h.do(t, call{body: body, token: token, headers: taskHeaders("tools/call", "read_a")})
+			got := readBody(t, resp)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("tools/call = %d %s", resp.StatusCode, got)
+			}
+			leaked, _ := h.g.wrapTask(&principal{issuer: testIssuer, subject: "alice", clientID: "client-1"}, bobs)
+			if !strings.Contains(got, leaked) {
+				return // not wrapped: fine
+			}
+			t.Errorf("alice's tools/call stream carries bob's task %q wrapped for alice: %s", bobs, got)
+			before := len(h.up.requests())
+			resp = h.do(t, call{body: taskRequestBody("2", "tasks/get", leaked), token: token, headers: taskHeaders("tasks/get", leaked)})
+			got = readBody(t, resp)
+			if reqs := h.up.requests(); len(reqs) > before && strings.Contains(string(reqs[len(reqs)-1].Body), quote(bobs)) {
+				t.Errorf("and alice's tasks/get with it reached the upstream as %s; answer %d %s", reqs[len(reqs)-1].Body, resp.StatusCode, got)
+			}
+		})
 	}
 }
