@@ -260,7 +260,7 @@ func (a *App) issuerConfig() (issuer.Config, error) {
 		RequirePAR:          a.RequirePAR,
 		DPoPNonce:           a.DPoPNonce,
 		DPoPReplay:          dpopReplay,
-		Limits:              limitMemory,
+		Limits:              limitMemory(a.IssuerURL),
 		DisableRegistration: a.DisableRegistration,
 		CIMDAllowPrivate:    a.CIMDAllowPrivate,
 		MinPasswordLength:   a.MinPasswordLength,

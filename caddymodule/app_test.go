@@ -187,11 +187,16 @@ func TestIssuerConfigTranslation(t *testing.T) {
 		DisableRegistration: true,
 		CIMDAllowPrivate:    true,
 		MinPasswordLength:   12,
-		DPoPReplay:          dpopReplay,  // the process's, kept across reloads
-		Limits:              limitMemory, // likewise
+		DPoPReplay:          dpopReplay,               // the process's, kept across reloads
+		Limits:              limitMemory(a.IssuerURL), // likewise, the issuer's
 		Users:               []issuer.User{{Username: "alice", PasswordHash: testHash, Groups: []string{"g"}, Name: "Alice", Email: "a@example.com", Source: "config"}},
 		Groups:              a.Groups,
 		Resources:           a.Resources,
+	}
+	// One memory per issuer URL: the same again for it, another for
+	// another issuer (a process running one configuration after another).
+	if limitMemory(a.IssuerURL) != limitMemory(a.IssuerURL) || limitMemory(a.IssuerURL) == limitMemory(a.IssuerURL+"/other") {
+		t.Error("limitMemory: want one memory per issuer URL, the same on every call")
 	}
 	samePtr := cmp.Comparer(func(a, b *dpop.Replay) bool { return a == b })
 	sameLimits := cmp.Comparer(func(a, b *issuer.LimitMemory) bool { return a == b })

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -37,10 +39,45 @@ func init() {
 // per reload or per site, a proof captured within its minute.
 var dpopReplay = dpop.NewReplay(0)
 
-// limitMemory is the process's memory of the issuer's brute-force and
-// registration limits on a store no other instance shares, kept across
-// configuration reloads like dpopReplay: a reload must not reset them.
-var limitMemory = issuer.NewLimitMemory()
+// limitMemories are the process's memories of an issuer's brute-force
+// and registration limits on a store no other instance shares, by issuer
+// URL, kept across configuration reloads like dpopReplay: a reload must
+// not reset them. One per issuer, since a memory serves one
+// (LimitMemory): a process that runs one configuration after another
+// with other issuers (tests do) does not charge one issuer's sign-ins to
+// the next. The most recent few are kept.
+var limitMemories struct {
+	sync.Mutex
+	byIssuer map[string]*issuer.LimitMemory
+	order    []string // least recently used first
+}
+
+// maxLimitMemories bounds limitMemories: more issuers than configurations
+// a process ever runs at once.
+const maxLimitMemories = 16
+
+// limitMemory returns the limit memory of issuer iss.
+func limitMemory(iss string) *issuer.LimitMemory {
+	l := &limitMemories
+	l.Lock()
+	defer l.Unlock()
+	if l.byIssuer == nil {
+		l.byIssuer = make(map[string]*issuer.LimitMemory)
+	}
+	m, ok := l.byIssuer[iss]
+	if !ok {
+		m = issuer.NewLimitMemory()
+		l.byIssuer[iss] = m
+		if len(l.order) == maxLimitMemories {
+			delete(l.byIssuer, l.order[0])
+			l.order = l.order[1:]
+		}
+	} else {
+		l.order = slices.DeleteFunc(l.order, func(s string) bool { return s == iss })
+	}
+	l.order = append(l.order, iss)
+	return m
+}
 
 // GatewayHandler enforces MCP authorization in front of an upstream MCP
 // server (usually reached through reverse_proxy after it). Every request
