@@ -516,6 +516,18 @@ func (g *Gateway) classify(x *exchange) *refusal {
 	if !x.rev.clientAnswers() && msgs[0].Kind == mcpparse.KindResponse {
 		return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "clients do not send responses in protocol version " + x.rev.String(), id: msgs[0].ID}
 	}
+	if x.rev.hasSessions() && x.session == "" {
+		// A client's answer to a server's request (sampling,
+		// elicitation, roots) is tied to the principal the server asked
+		// only by the session: without one, a server can route it by its
+		// JSON-RPC id alone, and any caller could answer another's
+		// elicitation (review s13-sse F2).
+		for i := range msgs {
+			if msgs[i].Kind == mcpparse.KindResponse {
+				return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "a response to a server's request needs the Mcp-Session-Id of the session that asked", id: msgs[i].ID}
+			}
+		}
+	}
 	if f := checkMetadataHeaders(x); f != nil {
 		return f
 	}
