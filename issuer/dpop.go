@@ -125,7 +125,8 @@ func (i *Issuer) checkBinding(w http.ResponseWriter, r *http.Request, endpoint s
 	if n := i.proofs.Nonces(); n != nil {
 		w.Header().Set(dpop.NonceHeader, n.Current(i.now()))
 	}
-	return i.proofs.Bound(r.Context(), r.Header.Values(dpop.Header), dpop.Request{Method: r.Method, URI: i.endpoint(endpoint), AccessToken: token}, cl.BoundKey(), dpopScheme)
+	return i.proofs.Bound(r.Context(), r.Header.Values(dpop.Header), dpop.Request{Method: r.Method, URI: i.endpoint(endpoint), AccessToken: token,
+		Holder: cl.ClientID + "\x00" + cl.Subject}, cl.BoundKey(), dpopScheme)
 }
 
 // dpopChallenge is a DPoP WWW-Authenticate value (RFC 9449 section 7.1),

@@ -5,6 +5,7 @@
 package dpop
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -148,6 +149,11 @@ type Request struct {
 	// server; its hash must be the proof's ath. Empty at the token
 	// endpoint, where no ath is checked.
 	AccessToken string
+	// Holder names whom the replay memory charges the proof to (its share,
+	// see Replay): at a resource server the token's client and subject,
+	// so that one principal with many keys (a bound token each, cheap
+	// with client credentials) has one share. Empty: the proof's key.
+	Holder string
 }
 
 // Verify checks the DPoP header values of a request and spends the
@@ -167,10 +173,11 @@ func (v *Verifier) Verify(ctx context.Context, values []string, req Request) (st
 
 // Proof is a proof that passed every check but the replay check.
 type Proof struct {
-	JKT string // the RFC 7638 thumbprint of its key
-	v   *Verifier
-	jti string
-	iat time.Time
+	JKT    string // the RFC 7638 thumbprint of its key
+	v      *Verifier
+	jti    string
+	iat    time.Time
+	holder string // Request.Holder, or JKT
 }
 
 // Use spends the proof: it is refused (*Error) if its jti was used before
@@ -182,13 +189,13 @@ type Proof struct {
 // within the window; per key is stricter and needs no htu in the key).
 func (p *Proof) Use(ctx context.Context) error {
 	k := replayKey(p.JKT, p.jti)
-	switch p.v.replay.add(k, p.JKT, p.v.now()) {
+	switch p.v.replay.add(k, p.holder, p.v.now()) {
 	case errReplayed:
 		return invalid("the DPoP proof was used before")
 	case errReplayFull:
 		return invalid("too many DPoP proofs; retry later")
 	case errKeyShare:
-		return invalid("too many DPoP proofs of this key; retry later")
+		return invalid("too many DPoP proofs from this holder; retry later")
 	}
 	if p.v.ledger == nil {
 		return nil
@@ -268,7 +275,8 @@ func (v *Verifier) Check(values []string, req Request) (*Proof, error) {
 	if v.nonces != nil && !v.nonces.valid(claims.nonce, now) {
 		return nil, &Error{Code: CodeUseNonce, Description: "the DPoP proof must carry the nonce of the DPoP-Nonce header"}
 	}
-	return &Proof{JKT: jwk.Thumbprint(), v: v, jti: claims.jti, iat: claims.iat}, nil
+	jkt := jwk.Thumbprint()
+	return &Proof{JKT: jkt, v: v, jti: claims.jti, iat: claims.iat, holder: cmp.Or(req.Holder, jkt)}, nil
 }
 
 // ProofChecked reports whether Bound reads the proof and the request for a

@@ -286,6 +286,24 @@ func TestReplayCacheBound(t *testing.T) {
 	if err := c.add(replayKey("alice", "a"), "alice", now); err != nil {
 		t.Errorf("another key while one is past its share = %v", err)
 	}
+	// Charged to the holder a Request names (a token's client and
+	// subject), not the key: one principal's many keys (a bound token
+	// each) make one share (review s13-fresh3 F1).
+	replay := newReplay(16, 2*time.Minute)
+	v := New(Options{Now: func() time.Time { return now }, Replay: replay})
+	req := Request{Method: "POST", URI: "https://mcp.example.com/mcp", Holder: "client-1\x00mallory"}
+	for i := range 3 {
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		_, err := v.Verify(t.Context(), []string{newProof(t, key, jwt.SigningMethodES256, "POST", req.URI, now).sign(t)}, req)
+		if want := i < 2; (err == nil) != want {
+			t.Errorf("mallory's proof %d with a key of its own: %v, want accepted %v (a share of 2)", i, err, want)
+		}
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	req.Holder = "client-1\x00alice"
+	if _, err := v.Verify(t.Context(), []string{newProof(t, key, jwt.SigningMethodES256, "POST", req.URI, now).sign(t)}, req); err != nil {
+		t.Errorf("alice's proof while mallory is past her share: %v", err)
+	}
 	// The README's bound: 2^19 proofs, kept two windows (two minutes).
 	if d := NewReplay(0); d.max != 1<<19 || d.period != 2*time.Minute {
 		t.Errorf("NewReplay(0) keeps %d proofs for %v, want 2^19 for 2m", d.max, d.period)

@@ -37,24 +37,25 @@ type Ledger interface {
 // generations of maps: the older is dropped whole when the newer is a
 // period old, so expiry costs no bookkeeping per entry. Bounded: when both
 // hold max entries together, new proofs are refused (fail closed) until a
-// generation is dropped; and no one key may hold more than max/keyShare
-// of them, so that the holder of one bound token cannot fill the memory
-// and lock every other client out (review s13-dos F3): its own new proofs
-// are refused instead.
+// generation is dropped; and no one holder (Request.Holder: a token's
+// client and subject, or a key) may hold more than max/keyShare of them,
+// so that the holder of a bound token cannot fill the memory and lock
+// every other client out (review s13-dos F3, s13-fresh3): its own new
+// proofs are refused instead.
 type Replay struct {
 	mu        sync.Mutex
 	max       int
 	period    time.Duration
 	started   time.Time // of cur
 	cur, prev map[[16]byte]struct{}
-	// curKeys and prevKeys count each key's (jkt's) entries in cur and
-	// prev.
+	// curKeys and prevKeys count each holder's entries in cur and prev.
 	curKeys, prevKeys map[string]int
 }
 
-// keyShare: one key may hold at most max/keyShare entries, so a client
-// proving more than about 500 requests a second with one key (at the
-// default max) is refused, others not.
+// keyShare: one holder may hold at most max/keyShare entries, so that at
+// the default max a holder proving more than about 270 requests a second
+// for the up to four minutes an entry is kept (two generations) is
+// refused, others not.
 const keyShare = 8
 
 // NewReplay returns a replay memory of at most max entries (default
@@ -78,8 +79,8 @@ func replayKey(jkt, jti string) [16]byte {
 	return [16]byte(sum[:16])
 }
 
-// add remembers k, a proof of the key with thumbprint jkt.
-func (c *Replay) add(k [16]byte, jkt string, now time.Time) error {
+// add remembers k, a proof charged to holder.
+func (c *Replay) add(k [16]byte, holder string, now time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if age := now.Sub(c.started); age >= c.period {
@@ -101,10 +102,10 @@ func (c *Replay) add(k [16]byte, jkt string, now time.Time) error {
 	if len(c.cur)+len(c.prev) >= c.max {
 		return errReplayFull
 	}
-	if c.curKeys[jkt]+c.prevKeys[jkt] >= max(c.max/keyShare, 1) {
+	if c.curKeys[holder]+c.prevKeys[holder] >= max(c.max/keyShare, 1) {
 		return errKeyShare
 	}
 	c.cur[k] = struct{}{}
-	c.curKeys[jkt]++
+	c.curKeys[holder]++
 	return nil
 }
