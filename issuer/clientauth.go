@@ -2,6 +2,7 @@ package issuer
 
 import (
 	"context"
+	"crypto"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -401,6 +402,9 @@ func keyFor(set []accesstoken.JWK, kid, alg string) (any, error) {
 			continue
 		}
 		if key != nil {
+			if eq, ok := key.(interface{ Equal(crypto.PublicKey) bool }); ok && eq.Equal(pub) {
+				continue // the same key listed twice (with and without alg, say)
+			}
 			return nil, errors.New("several keys fit: the JWS must name its key (kid), and each key needs a kid of its own")
 		}
 		key = pub

@@ -121,6 +121,9 @@ func TestJWKSKeyChoice(t *testing.T) {
 		{"one key, no kid", []accesstoken.JWK{a}, "", &a},
 		{"two keys, no kid", []accesstoken.JWK{a, b}, "", nil},
 		{"two keys of one kid", []accesstoken.JWK{a, a2}, "a", nil},
+		// The same key listed twice is one key (review s13-fresh3 F3).
+		{"one key twice, no kid", []accesstoken.JWK{a, a, b}, "a", &a},
+		{"one key twice, once with alg", []accesstoken.JWK{a, {Kty: a.Kty, Crv: a.Crv, Kid: a.Kid, X: a.X, Y: a.Y, Alg: "ES256"}}, "", &a},
 		{"kid of none", []accesstoken.JWK{a, b}, "c", nil},
 		{"other alg only", []accesstoken.JWK{{Kty: "EC", Crv: "P-256", Kid: "x", Alg: "ES384", X: a.X, Y: a.Y}}, "", nil},
 	} {
