@@ -127,9 +127,10 @@ func (x tokenExchange) grant(ctx context.Context, req *clientRequest) (*issuance
 		delegate = actor.ID
 	}
 	return &issuance{
-		grantType: grantTokenExchange,
-		subject:   s,
-		exchanged: true,
+		grantType:     grantTokenExchange,
+		subject:       s,
+		exchanged:     true,
+		authenticated: c,
 		record: func(tx store.Tx, _ *minted) error {
 			return touchGrant(tx, subj.GrantID, i.now(), delegate)
 		},

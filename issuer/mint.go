@@ -75,6 +75,10 @@ type issuance struct {
 	// bases are the principals the issuance rests on: if a revocation
 	// stamped one after its basis, nothing is issued (record_epochs.go).
 	bases []principalBasis
+	// authenticated is the client (or agent) that authenticated the
+	// request when it is not the subject's (a token exchange by the
+	// acting agent): its credentials are read again too (sameCredentials).
+	authenticated *Client
 	// assertion is the request's client assertion, spent in the
 	// transaction that commits the issue; nil for none.
 	assertion *clientAssertion
@@ -202,12 +206,17 @@ func (m minter) issue(ctx context.Context, is *issuance) (*tokenResponse, error)
 				refused = errPrincipalRevoked
 				return nil
 			}
-			switch same, err := sameCredentials(tx, s.client); {
-			case err != nil:
-				return err
-			case !same:
-				refused = errPrincipalRevoked
-				return nil
+			for _, c := range [...]*Client{s.client, is.authenticated} {
+				if c == nil {
+					continue
+				}
+				switch same, err := sameCredentials(tx, c); {
+				case err != nil:
+					return err
+				case !same:
+					refused = errPrincipalRevoked
+					return nil
+				}
 			}
 			// Grant revocations must outlast this token, whatever the
 			// access_token_ttl when they happen (tokenHorizon).

@@ -348,3 +348,54 @@ func TestRevocationStampedBeforeItCommits(t *testing.T) {
 		})
 	}
 }
+
+// TestExchangeByAgentRevokedMeanwhile: TestRevocationStampedBeforeItCommits
+// for a token exchange, whose subject's client (the app) is not the
+// client that authenticated (the acting agent): the agent's credentials
+// are read again in the issuing transaction too (review s13-fresh3 F4).
+func TestExchangeByAgentRevokedMeanwhile(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		revoke func(context.Context, *Issuer) error
+	}{
+		{"agent secret rotated", func(ctx context.Context, i *Issuer) error {
+			_, err := i.RotateAgentSecret(ctx, "rt")
+			return err
+		}},
+		{"agent disabled", func(ctx context.Context, i *Issuer) error { return i.DisableAgent(ctx, "rt") }},
+		{"agent removed", func(ctx context.Context, i *Issuer) error { return i.DeleteAgent(ctx, "rt") }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+			st := &slowUpdateStore{Store: memory.New(memory.Options{Now: clock.Now}), entered: make(chan struct{}), release: make(chan struct{})}
+			e := newTokEnvStore(t, st, clock)
+			ctx := t.Context()
+			if err := e.iss.PutAgent(ctx, Agent{ID: "rt", SecretHash: hashClientSecret("first"), Scopes: []string{"read", "write"}, MaxDepth: 2}); err != nil {
+				t.Fatal(err)
+			}
+			user := e.userToken(t, tPublic, "read")
+			actor := e.agentToken(t, "rt", "first")
+			// Control: the exchange works.
+			if a := e.tokenExchange(t, "rt:first", exchangeForm(user.AccessToken, actor)); a.status != http.StatusOK {
+				t.Fatalf("control exchange = %d %s", a.status, a.raw)
+			}
+			clock.Advance(time.Minute)
+
+			st.armed.Store(true)
+			revoked := make(chan error, 1)
+			go func() { revoked <- tt.revoke(context.Background(), e.iss) }()
+			<-st.entered
+			clock.Advance(time.Millisecond)
+			e.iss.mint.beforeRecord = func() {
+				e.iss.mint.beforeRecord = nil
+				close(st.release)
+				if err := <-revoked; err != nil {
+					t.Errorf("revoke: %v", err)
+				}
+			}
+			if a := e.tokenExchange(t, "rt:first", exchangeForm(user.AccessToken, actor)); a.status == http.StatusOK {
+				t.Errorf("exchange by agent rt with its old credentials, recorded after the change committed: 200, a token was issued (want refused)")
+			}
+		})
+	}
+}
