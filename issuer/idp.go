@@ -323,7 +323,7 @@ func emailVerified(claims map[string]any) (verified, stated bool) {
 // is their sub.
 func (p *IdentityProvider) identity(claims map[string]any, subject string) (*idpIdentity, error) {
 	value, _ := claims[p.UserClaim].(string)
-	if value == "" || len(value) > 200 || strings.ContainsFunc(value, isControlOrSpace) {
+	if !usableName(value, 200) {
 		return nil, fmt.Errorf("%w: claim %s is missing or not a usable name", errIdPRefused, p.UserClaim)
 	}
 	id := &idpIdentity{username: p.Name + ":" + value, subject: subject}

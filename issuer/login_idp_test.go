@@ -341,6 +341,11 @@ func TestIdPSignInAnswers(t *testing.T) {
 		{"email verified, as a string", func(s *stubIdP) {
 			s.claims["email_verified"] = "true"
 		}, http.StatusSeeOther, "", ""},
+		// A name the admin API could not address, or that Caddy's remote
+		// admin access control would read as another (review s13-fresh3).
+		{"a dot-dot segment in the user's name", func(s *stubIdP) {
+			s.claims["sub"] = "u-1/../../clients/x"
+		}, http.StatusForbidden, "may not sign in here", idpReasonRefused},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -316,9 +316,20 @@ func (i *Issuer) RotateClientSecret(ctx context.Context, id string) (string, err
 func isControlOrSpace(r rune) bool { return r <= ' ' || r == 0x7f }
 
 // usableName reports whether a user's name or a client's or agent's id
-// may be created: 1 to max bytes, no spaces or controls, and not "." or
-// "..", which no admin API path can name (a cleaned path drops them), so
-// such an entry could not be shown, disabled or removed.
+// may be created: 1 to max bytes, no spaces or controls, and no "." or
+// ".." segment between slashes. An id "." or ".." no admin API path can
+// name (a cleaned path drops it), so such an entry could not be shown,
+// disabled or removed; and in "bob/../clients/x" Caddy's remote admin
+// access control, which judges the decoded and cleaned path, would see
+// another resource than the one the route acts on.
 func usableName(s string, max int) bool {
-	return s != "" && len(s) <= max && !strings.ContainsFunc(s, isControlOrSpace) && s != "." && s != ".."
+	if s == "" || len(s) > max || strings.ContainsFunc(s, isControlOrSpace) {
+		return false
+	}
+	for seg := range strings.SplitSeq(s, "/") {
+		if seg == "." || seg == ".." {
+			return false
+		}
+	}
+	return true
 }
