@@ -202,7 +202,11 @@ func (s *Store) Backup(ctx context.Context, w io.Writer) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("bolt: backup: %w", err)
 	}
-	defer os.Remove(f.Name())
+	// Unlinked at once where the system allows it (the open file lives
+	// on), so a crash leaves no copy of every secret hash behind.
+	if os.Remove(f.Name()) != nil {
+		defer os.Remove(f.Name())
+	}
 	defer f.Close()
 	err = s.db.View(func(btx *bbolt.Tx) error {
 		_, err := btx.WriteTo(ctxWriter{ctx, f})
