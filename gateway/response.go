@@ -206,17 +206,28 @@ func (rw *responseWriter) noteTrailers(h http.Header, announced []string) {
 // gateway never reads (review s13-sse F0), and a trailer Content-Type
 // would change how the client reads the checked body.
 func (rw *responseWriter) dropTrailers() {
+	rw.restoreAnnounced()
+	h := rw.w.Header()
+	for k := range h {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			delete(h, k)
+		}
+	}
+}
+
+// restoreAnnounced puts the fields the upstream announced as trailers
+// back as next wrote them, for every answer: a handler in front of the
+// gateway may hold the header of one passed through (Caddy's encode,
+// with an empty body, until its Close), and write it after the trailers
+// came (review s13-fresh4 F1). Unannounced ones, under
+// http.TrailerPrefix, net/http sends as trailers only.
+func (rw *responseWriter) restoreAnnounced() {
 	h := rw.w.Header()
 	for _, name := range rw.trailers {
 		if vv, ok := rw.trailerHeld[name]; ok {
 			h[name] = vv
 		} else {
 			delete(h, name)
-		}
-	}
-	for k := range h {
-		if strings.HasPrefix(k, http.TrailerPrefix) {
-			delete(h, k)
 		}
 	}
 }
@@ -424,6 +435,8 @@ func (rw *responseWriter) finish() {
 	case modeJSON, modeRefuse, modeRedirect:
 		// Their header goes out now, after the upstream's trailers.
 		rw.dropTrailers()
+	default:
+		rw.restoreAnnounced()
 	}
 	switch rw.mode {
 	case modeJSON:

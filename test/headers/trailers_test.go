@@ -130,3 +130,98 @@ func TestEncodeEmptyBodyTrailers(t *testing.T) {
 		}
 	}
 }
+
+// redirectTrailerUpstream answers initialize and tools/list normally and
+// everything else with a 307 of type text/plain, an empty chunked body
+// and its Location as an announced trailer.
+func redirectTrailerUpstream(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func(c net.Conn) {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					r, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					b, _ := io.ReadAll(r.Body)
+					body := string(b)
+					var resp string
+					switch {
+					case strings.Contains(body, `"initialize"`):
+						js := `{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"rec","version":"1"}}}`
+						resp = fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nMcp-Session-Id: upstream-session-1\r\nContent-Length: %d\r\n\r\n%s", len(js), js)
+					case strings.Contains(body, `"tools/list"`):
+						i := strings.Index(body, `"id":`) + 5
+						id := body[i : i+strings.IndexAny(body[i:], ",}")]
+						js := `{"jsonrpc":"2.0","id":` + id + `,"result":{"tools":[{"name":"echo","inputSchema":{"type":"object"}}]}}`
+						resp = fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(js), js)
+					default:
+						resp = "HTTP/1.1 307 Temporary Redirect\r\nContent-Type: text/plain\r\ntrailer: location\r\nTransfer-Encoding: chunked\r\n\r\n" +
+							"0\r\nlocation: http://evil.example/mcp\r\n\r\n"
+					}
+					if _, err := io.WriteString(c, resp); err != nil {
+						return
+					}
+				}
+			}(c)
+		}
+	}()
+	return l.Addr().String()
+}
+
+// TestEncodeTrailerRedirect: with `encode` in the site (by the directive
+// order it wraps mcp_gateway) and pinning on, a tools/call answered 307
+// with a type the gateway passes unread, an empty body and the Location
+// as a trailer: encode writes the header only at its Close, after
+// reverse_proxy copied the trailer into the header, so the gateway puts
+// every announced trailer field back as the header had it, whatever the
+// answer's mode; the client got a redirect to an answer the gateway
+// never reads (review s13-fresh4 F1).
+func TestEncodeTrailerRedirect(t *testing.T) {
+	for _, encode := range []bool{false, true} {
+		t.Run(fmt.Sprintf("encode=%v", encode), func(t *testing.T) {
+			up := redirectTrailerUpstream(t)
+			port := harness.FreePort(t)
+			issuer := fmt.Sprintf("http://127.0.0.1:%d", port)
+			enc := ""
+			if encode {
+				enc = "encode"
+			}
+			harness.Start(t, globalOptions(t, issuer, "")+fmt.Sprintf(`
+http://:%[3]d {
+	bind 127.0.0.1
+	mcp_issuer
+	%[5]s
+	mcp_gateway {
+		resource %[1]s/mcp
+		scope %[2]s
+		tool * %[2]s
+		pin_tools first_use
+	}
+	reverse_proxy %[4]s
+}
+`, issuer, scope, port, up, enc))
+			harness.WaitReady(t, issuer+"/.well-known/oauth-authorization-server")
+			s := &probeStack{resource: issuer + "/mcp", issuer: issuer}
+			tok, session := s.initialize(t, "Authorization")
+			h25 := base + "MCP-Protocol-Version: 2025-11-25\r\nAuthorization: Bearer " + tok + "\r\nMcp-Session-Id: " + session + "\r\n"
+			// Pin the tools first.
+			raw(t, s.resource, h25, listBody)
+			resp, body := rawResponse(t, s.resource, h25, `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{}}}`)
+			if loc := resp.Header.Values("Location"); len(loc) > 0 {
+				t.Errorf("%d with Location %q as a header field (a redirect clients follow to an unread answer); body %q", resp.StatusCode, loc, body)
+			}
+		})
+	}
+}
