@@ -371,7 +371,10 @@ func (g *Gateway) wrapTaskIDs(x *exchange, m *mcpparse.Message, msg []byte) ([]b
 		// A tools/call's own answer creates its task; a response with
 		// another id on its stream (misrouted) creates nothing the
 		// caller asked for (review s13-sse F1).
-		if !mcpparse.SameID(m.ID, req.ID) {
+		if !mcpparse.SameID(m.ID, req.ID) || x.createdTask != "" {
+			// Only the first response with the call's id answers it; a
+			// second (ids collide across callers: every SDK counts from
+			// 0 or 1) is another caller's, misrouted.
 			return msg, nil
 		}
 		x.createdTask = span.Value

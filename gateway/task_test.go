@@ -708,3 +708,43 @@ func TestTaskIDsOfOthersOnToolCallStream(t *testing.T) {
 		})
 	}
 }
+
+// TestSecondResponseWithTheCallsID: on a task-declaring tools/call's
+// stream only the first response with the call's id creates the caller's
+// task: an upstream that sends alice's own answer and then a response
+// with the same id naming bob's task (ids collide across callers: every
+// SDK numbers its requests from 0 or 1) hands alice no handle to bob's
+// (review s13-fresh4 F2). A misrouted response that comes first cannot
+// be told from her own by its id; the README says so.
+func TestSecondResponseWithTheCallsID(t *testing.T) {
+	const mine, bobs = "task-alice", "task-bob"
+	for _, tt := range []struct {
+		name  string
+		order []string
+	}{
+		{"bob's after alice's own", []string{mine, bobs}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+				var req struct {
+					ID     json.RawMessage `json:"id"`
+					Method string          `json:"method"`
+				}
+				body, _ := io.ReadAll(r.Body)
+				json.Unmarshal(body, &req)
+				w.Header().Set("Content-Type", "text/event-stream")
+				for _, task := range tt.order {
+					io.WriteString(w, `data: {"jsonrpc":"2.0","id":`+string(req.ID)+`,"result":{"resultType":"task","taskId":`+quote(task)+`,"status":"working"}}`+"\n\n")
+				}
+			})
+			token := mint(t, claims()) // alice
+			body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a","arguments":{},` + meta2026Tasks + `}}`
+			resp := h.do(t, call{body: body, token: token, headers: taskHeaders("tools/call", "read_a")})
+			got := readBody(t, resp)
+			leaked, _ := h.g.wrapTask(&principal{issuer: testIssuer, subject: "alice", clientID: "client-1"}, bobs)
+			if strings.Contains(got, leaked) {
+				t.Errorf("alice's tools/call stream carries bob's task wrapped for alice: %s", got)
+			}
+		})
+	}
+}
