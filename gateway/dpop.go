@@ -50,7 +50,8 @@ func (g *Gateway) checkBinding(r *http.Request, p *principal, token string, sche
 	var req dpop.Request
 	if dpop.ProofChecked(p.jkt, scheme == schemeDPoP) {
 		proofs = r.Header[dpopHeaderKey]
-		req = dpop.Request{Method: r.Method, URI: g.requestURI(r), AccessToken: token, Holder: p.clientID + "\x00" + p.subject}
+		req = dpop.Request{Method: r.Method, URI: g.requestURI(r), AccessToken: token,
+			Holder: dpop.HolderOf(p.issuer, principalKind(p), p.clientID, p.subject)}
 	}
 	err := g.proofs.Bound(r.Context(), proofs, req, p.jkt, scheme == schemeDPoP)
 	if err == nil {

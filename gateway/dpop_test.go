@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
 )
 
 // dpopKey is a client's DPoP key pair with its public JWK and thumbprint.
@@ -286,5 +288,43 @@ func TestUpstreamDPoPNonceDropped(t *testing.T) {
 		if v := resp.Header.Values("DPoP-Nonce"); resp.StatusCode != http.StatusOK || len(v) != 0 {
 			t.Errorf("late %v, 103 first %v: bearer token: %d, DPoP-Nonce %q, want 200 and none", late, tt.hints, resp.StatusCode, v)
 		}
+	}
+}
+
+// TestDPoPHolderAcrossIssuers: the replay memory is one per process
+// (caddymodule's dpopReplay), shared by the issuer and every gateway, and
+// a gateway charges a proof to the token's principal, its issuer
+// included (dpop.HolderOf): a caller of another gateway of the process,
+// whose issuer mints tokens with the same client_id and sub (a CIMD
+// client id is the same URL at every issuer), does not fill the victim's
+// share (review s13-fresh4 F3).
+func TestDPoPHolderAcrossIssuers(t *testing.T) {
+	replay := dpop.NewReplay(16) // a share of 2
+	const otherIssuer = "https://attacker-issuer.example"
+	cfgA := testConfig(t)
+	cfgA.DPoPReplay = replay
+	cfgB := testConfig(t)
+	cfgB.Issuer = otherIssuer
+	cfgB.DPoPReplay = replay
+	hA := newHarness(t, cfgA, nil)
+	hB := newHarness(t, cfgB, nil)
+
+	mallory := newDPoPKey(t)
+	mc := claims()
+	mc["iss"] = otherIssuer
+	mc["cnf"] = map[string]any{"jkt": mallory.jkt}
+	mtok := mint(t, mc) // same client_id and sub as alice's, another issuer
+	for i := range 2 {
+		resp := hB.do(t, dpopCall(mtok, mallory.proof(t, http.MethodPost, testResource, mtok, nil)))
+		if b := readBody(t, resp); resp.StatusCode != http.StatusOK {
+			t.Fatalf("mallory's request %d at her gateway: %d %s", i, resp.StatusCode, b)
+		}
+	}
+	alice := newDPoPKey(t)
+	atok := boundToken(t, alice.jkt)
+	resp := hA.do(t, dpopCall(atok, alice.proof(t, http.MethodPost, testResource, atok, nil)))
+	if b := readBody(t, resp); resp.StatusCode != http.StatusOK {
+		t.Errorf("alice's first proof at her own gateway, after another issuer's tokens with her client and subject filled the share: %d %s %q",
+			resp.StatusCode, b, resp.Header.Values("WWW-Authenticate"))
 	}
 }

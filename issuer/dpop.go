@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -42,7 +43,7 @@ func (i *Issuer) newDPoP(ctx context.Context) error {
 // w. With nonces, every answer carries the current one (section 8.2), so
 // clients need not fail to learn it. The caller spends the proof
 // (spendProof) once the rest of the request is found valid.
-func (i *Issuer) dpopProof(w http.ResponseWriter, r *http.Request, endpoint string) (*dpop.Proof, error) {
+func (i *Issuer) dpopProof(w http.ResponseWriter, r *http.Request, endpoint string, c *Client) (*dpop.Proof, error) {
 	n := i.proofs.Nonces()
 	if n != nil {
 		w.Header().Set(dpop.NonceHeader, n.Current(i.now()))
@@ -51,7 +52,9 @@ func (i *Issuer) dpopProof(w http.ResponseWriter, r *http.Request, endpoint stri
 	if len(values) == 0 {
 		return nil, nil
 	}
-	p, err := i.proofs.Check(values, dpop.Request{Method: r.Method, URI: i.endpoint(endpoint)})
+	// Charged to the authenticated client, whatever keys it uses.
+	p, err := i.proofs.Check(values, dpop.Request{Method: r.Method, URI: i.endpoint(endpoint),
+		Holder: dpop.HolderOf(i.URL(), principalClient, c.ID, c.ID)})
 	return p, proofError(err)
 }
 
@@ -126,7 +129,7 @@ func (i *Issuer) checkBinding(w http.ResponseWriter, r *http.Request, endpoint s
 		w.Header().Set(dpop.NonceHeader, n.Current(i.now()))
 	}
 	return i.proofs.Bound(r.Context(), r.Header.Values(dpop.Header), dpop.Request{Method: r.Method, URI: i.endpoint(endpoint), AccessToken: token,
-		Holder: cl.ClientID + "\x00" + cl.Subject}, cl.BoundKey(), dpopScheme)
+		Holder: dpop.HolderOf(i.URL(), cmp.Or(cl.PrincipalType, principalUser), cl.ClientID, cl.Subject)}, cl.BoundKey(), dpopScheme)
 }
 
 // dpopChallenge is a DPoP WWW-Authenticate value (RFC 9449 section 7.1),

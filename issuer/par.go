@@ -41,7 +41,7 @@ func (i *Issuer) handlePAR(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// A proof binds the code as dpop_jkt does (RFC 9449 section 10.1).
-	proof, err := i.dpopProof(w, r, pathPAR)
+	proof, err := i.dpopProof(w, r, pathPAR, c)
 	switch jkt := jktOf(proof); {
 	case err != nil:
 		i.writeErr(w, err)

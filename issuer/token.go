@@ -80,7 +80,7 @@ func (i *Issuer) handleToken(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	proof, err := i.dpopProof(w, r, pathToken)
+	proof, err := i.dpopProof(w, r, pathToken, req.client)
 	if err == nil {
 		err = requireDPoP(req.client, jktOf(proof))
 	}

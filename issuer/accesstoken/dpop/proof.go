@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -150,10 +151,20 @@ type Request struct {
 	// endpoint, where no ath is checked.
 	AccessToken string
 	// Holder names whom the replay memory charges the proof to (its share,
-	// see Replay): at a resource server the token's client and subject,
-	// so that one principal with many keys (a bound token each, cheap
-	// with client credentials) has one share. Empty: the proof's key.
+	// see Replay): HolderOf the token's principal at a resource server,
+	// of the client at the token endpoint, so that one principal with
+	// many keys (a bound token each, cheap with client credentials) has
+	// one share. Empty: the proof's key.
 	Holder string
+}
+
+// HolderOf names a principal for Request.Holder: its issuer, type
+// ("user" for a user's token whether the claim says so or not), client
+// and subject, quoted, so that no two principals share a name (a client
+// id that is a URL is the same at every issuer of a process, whose
+// gateways and issuer share one replay memory).
+func HolderOf(issuer, principalType, clientID, subject string) string {
+	return strconv.Quote(issuer) + strconv.Quote(principalType) + strconv.Quote(clientID) + strconv.Quote(subject)
 }
 
 // Verify checks the DPoP header values of a request and spends the
