@@ -18,6 +18,20 @@ const emptyTrailers = "0\r\nset-cookie: issuer_session=attacker; Path=/\r\nmcp-s
 // normally, everything else with an empty chunked body whose trailers
 // (announced in lower case) are Set-Cookie and Mcp-Session-Id.
 func trailerUpstream(t *testing.T) string {
+	return rawUpstream(t, func(body string) string {
+		switch {
+		case strings.Contains(body, `"notifications/`):
+			return "HTTP/1.1 202 Accepted\r\ntrailer: set-cookie, mcp-session-id\r\nTransfer-Encoding: chunked\r\n\r\n" + emptyTrailers
+		case strings.Contains(body, `"emptyerror"`):
+			return "HTTP/1.1 500 Internal Server Error\r\ntrailer: set-cookie, mcp-session-id\r\nTransfer-Encoding: chunked\r\n\r\n" + emptyTrailers
+		}
+		return "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\ntrailer: set-cookie, mcp-session-id\r\nTransfer-Encoding: chunked\r\n\r\n" + emptyTrailers
+	})
+}
+
+// rawUpstream answers with bytes as given: initialize and tools/list
+// normally, every other request with other(body).
+func rawUpstream(t *testing.T, other func(body string) string) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -49,12 +63,8 @@ func trailerUpstream(t *testing.T) string {
 						id := body[i : i+strings.IndexAny(body[i:], ",}")]
 						js := `{"jsonrpc":"2.0","id":` + id + `,"result":{"tools":[{"name":"echo","inputSchema":{"type":"object"}}]}}`
 						resp = fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(js), js)
-					case strings.Contains(body, `"notifications/`):
-						resp = "HTTP/1.1 202 Accepted\r\ntrailer: set-cookie, mcp-session-id\r\nTransfer-Encoding: chunked\r\n\r\n" + emptyTrailers
-					case strings.Contains(body, `"emptyerror"`):
-						resp = "HTTP/1.1 500 Internal Server Error\r\ntrailer: set-cookie, mcp-session-id\r\nTransfer-Encoding: chunked\r\n\r\n" + emptyTrailers
 					default:
-						resp = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\ntrailer: set-cookie, mcp-session-id\r\nTransfer-Encoding: chunked\r\n\r\n" + emptyTrailers
+						resp = other(body)
 					}
 					if _, err := io.WriteString(c, resp); err != nil {
 						return
@@ -67,7 +77,12 @@ func trailerUpstream(t *testing.T) string {
 }
 
 func startTrailerStack(t *testing.T, encode bool, pin string) *probeStack {
-	up := trailerUpstream(t)
+	return startProxyStack(t, trailerUpstream(t), encode, pin)
+}
+
+// startProxyStack runs a site with the issuer, a gateway (pinning pin)
+// and reverse_proxy to up, with encode in it when encode.
+func startProxyStack(t *testing.T, up string, encode bool, pin string) *probeStack {
 	port := harness.FreePort(t)
 	issuer := fmt.Sprintf("http://127.0.0.1:%d", port)
 	enc := ""
@@ -135,49 +150,10 @@ func TestEncodeEmptyBodyTrailers(t *testing.T) {
 // everything else with a 307 of type text/plain, an empty chunked body
 // and its Location as an announced trailer.
 func redirectTrailerUpstream(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func(c net.Conn) {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					r, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					b, _ := io.ReadAll(r.Body)
-					body := string(b)
-					var resp string
-					switch {
-					case strings.Contains(body, `"initialize"`):
-						js := `{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"rec","version":"1"}}}`
-						resp = fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nMcp-Session-Id: upstream-session-1\r\nContent-Length: %d\r\n\r\n%s", len(js), js)
-					case strings.Contains(body, `"tools/list"`):
-						i := strings.Index(body, `"id":`) + 5
-						id := body[i : i+strings.IndexAny(body[i:], ",}")]
-						js := `{"jsonrpc":"2.0","id":` + id + `,"result":{"tools":[{"name":"echo","inputSchema":{"type":"object"}}]}}`
-						resp = fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(js), js)
-					default:
-						resp = "HTTP/1.1 307 Temporary Redirect\r\nContent-Type: text/plain\r\ntrailer: location\r\nTransfer-Encoding: chunked\r\n\r\n" +
-							"0\r\nlocation: http://evil.example/mcp\r\n\r\n"
-					}
-					if _, err := io.WriteString(c, resp); err != nil {
-						return
-					}
-				}
-			}(c)
-		}
-	}()
-	return l.Addr().String()
+	return rawUpstream(t, func(string) string {
+		return "HTTP/1.1 307 Temporary Redirect\r\nContent-Type: text/plain\r\ntrailer: location\r\nTransfer-Encoding: chunked\r\n\r\n" +
+			"0\r\nlocation: http://evil.example/mcp\r\n\r\n"
+	})
 }
 
 // TestEncodeTrailerRedirect: with `encode` in the site (by the directive
@@ -191,29 +167,7 @@ func redirectTrailerUpstream(t *testing.T) string {
 func TestEncodeTrailerRedirect(t *testing.T) {
 	for _, encode := range []bool{false, true} {
 		t.Run(fmt.Sprintf("encode=%v", encode), func(t *testing.T) {
-			up := redirectTrailerUpstream(t)
-			port := harness.FreePort(t)
-			issuer := fmt.Sprintf("http://127.0.0.1:%d", port)
-			enc := ""
-			if encode {
-				enc = "encode"
-			}
-			harness.Start(t, globalOptions(t, issuer, "")+fmt.Sprintf(`
-http://:%[3]d {
-	bind 127.0.0.1
-	mcp_issuer
-	%[5]s
-	mcp_gateway {
-		resource %[1]s/mcp
-		scope %[2]s
-		tool * %[2]s
-		pin_tools first_use
-	}
-	reverse_proxy %[4]s
-}
-`, issuer, scope, port, up, enc))
-			harness.WaitReady(t, issuer+"/.well-known/oauth-authorization-server")
-			s := &probeStack{resource: issuer + "/mcp", issuer: issuer}
+			s := startProxyStack(t, redirectTrailerUpstream(t), encode, "first_use")
 			tok, session := s.initialize(t, "Authorization")
 			h25 := base + "MCP-Protocol-Version: 2025-11-25\r\nAuthorization: Bearer " + tok + "\r\nMcp-Session-Id: " + session + "\r\n"
 			// Pin the tools first.
