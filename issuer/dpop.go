@@ -52,9 +52,18 @@ func (i *Issuer) dpopProof(w http.ResponseWriter, r *http.Request, endpoint stri
 	if len(values) == 0 {
 		return nil, nil
 	}
-	// Charged to the authenticated client, whatever keys it uses.
-	p, err := i.proofs.Check(values, dpop.Request{Method: r.Method, URI: i.endpoint(endpoint),
-		Holder: dpop.HolderOf(i.URL(), principalClient, c.ID, c.ID)})
+	// A confidential client's proofs are charged to it, whatever keys it
+	// uses (a fresh key per client credentials request costs nothing). A
+	// public client's to the key: everyone may use a public client's id
+	// (a Client ID Metadata Document's), so a share per client would let
+	// one user of a popular app lock out its other users; and a public
+	// client's new key needs a grant of its own (a login), its refresh
+	// tokens being bound to their family's key.
+	holder := ""
+	if !c.Public() {
+		holder = dpop.HolderOf(i.URL(), principalClient, c.ID, c.ID)
+	}
+	p, err := i.proofs.Check(values, dpop.Request{Method: r.Method, URI: i.endpoint(endpoint), Holder: holder})
 	return p, proofError(err)
 }
 

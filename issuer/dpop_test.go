@@ -13,6 +13,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
@@ -364,5 +365,30 @@ func TestDPoPProofSpentOnlyByValidRequests(t *testing.T) {
 	}
 	if a := e.postDPoP(t, pathPAR, push, "", parProof); a.str("error") != "invalid_dpop_proof" {
 		t.Errorf("the push proof again = %d %s, want invalid_dpop_proof", a.status, a.raw)
+	}
+}
+
+// TestDPoPShareAtTheTokenEndpoint: at /token a confidential client's
+// proofs are charged to the client, whatever keys it uses (a fresh key per
+// client credentials request costs nothing), and a public client's to
+// each key, since anyone may use a public client's id: one user flooding
+// proofs does not lock the app's other users out (review s13-fresh4 F4).
+func TestDPoPShareAtTheTokenEndpoint(t *testing.T) {
+	e := newTokEnv(t, func(c *Config) { c.DPoPReplay = dpop.NewReplay(16) }) // a share of 2
+	cc := func(k *dpopKey) answer {
+		return e.postDPoP(t, pathToken, ccForm(nil), tConf+":"+tSecret, k.proof(t, e, e.iss.endpoint(pathToken), nil))
+	}
+	for i := range 3 {
+		if a := cc(newDPoPKey(t)); (a.status == http.StatusOK) != (i < 2) {
+			t.Errorf("client credentials request %d with a fresh key = %d %s, want 200 for the first two only", i, a.status, a.raw)
+		}
+	}
+	// A public client's users, each with a key of their own.
+	for i := range 3 {
+		code, verifier := e.issueCode(t, codeSpec{})
+		f := url.Values{"grant_type": {grantAuthorizationCode}, "code": {code}, "code_verifier": {verifier}, "redirect_uri": {tRedirect}, "client_id": {tPublic}}
+		if a := e.postDPoP(t, pathToken, f, "", newDPoPKey(t).proof(t, e, e.iss.endpoint(pathToken), nil)); a.status != http.StatusOK {
+			t.Errorf("public client's code exchange %d with its own key = %d %s, want 200", i, a.status, a.raw)
+		}
 	}
 }
