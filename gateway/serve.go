@@ -44,6 +44,9 @@ type exchange struct {
 	// tools/call (the response with its id), once seen: the only task a
 	// notifications/tasks on its stream may name for the caller.
 	createdTask string
+	// answered: the tools/call's own answer (the first response with its
+	// id) has been seen.
+	answered bool
 	// cancel ends the upstream request (set when revocations can end
 	// streams); streaming: the answer is an event stream in g.streams.
 	cancel    context.CancelFunc

@@ -353,6 +353,19 @@ func (g *Gateway) wrapTaskIDs(x *exchange, m *mcpparse.Message, msg []byte) ([]b
 	default:
 		return msg, nil
 	}
+	created := false
+	if m.Kind == mcpparse.KindResponse && !taskRequest(req.Method) {
+		// A tools/call's own answer, the first response with its id
+		// (task or not, readable or not), may create its task; a
+		// response with another id on its stream (misrouted), or a later
+		// one with its id (ids collide across callers: every SDK counts
+		// from 0 or 1), is another caller's (review s13-sse F1,
+		// s13-fresh4 F2, s13-fresh5 F1).
+		if !mcpparse.SameID(m.ID, req.ID) || x.answered {
+			return msg, nil
+		}
+		x.answered, created = true, true
+	}
 	span, found, err := mcpparse.LocateString(msg, path[:]...)
 	switch {
 	case err != nil:
@@ -367,16 +380,7 @@ func (g *Gateway) wrapTaskIDs(x *exchange, m *mcpparse.Message, msg []byte) ([]b
 		if span.Value != req.Name {
 			return msg, nil // not the task this caller asked about
 		}
-	case m.Kind == mcpparse.KindResponse:
-		// A tools/call's own answer creates its task; a response with
-		// another id on its stream (misrouted) creates nothing the
-		// caller asked for (review s13-sse F1).
-		if !mcpparse.SameID(m.ID, req.ID) || x.createdTask != "" {
-			// Only the first response with the call's id answers it; a
-			// second (ids collide across callers: every SDK counts from
-			// 0 or 1) is another caller's, misrouted.
-			return msg, nil
-		}
+	case created:
 		x.createdTask = span.Value
 	case span.Value != x.createdTask:
 		// A status of a task this call did not create (an upstream that

@@ -748,3 +748,50 @@ func TestSecondResponseWithTheCallsID(t *testing.T) {
 		})
 	}
 }
+
+// TestFirstResponseWithoutTask: the tools/call's own answer is the first
+// response with its id, whether it creates a task or not (a plain result,
+// an error, a task id that is no string): a later response with the same
+// id naming another caller's task is no handle for the caller (review
+// s13-fresh5 F1).
+func TestFirstResponseWithoutTask(t *testing.T) {
+	const bobs = "task-bob"
+	for _, tt := range []struct {
+		name  string
+		first string // alice's own answer, %ID% for the id
+	}{
+		{"plain result first", `{"jsonrpc":"2.0","id":%ID%,"result":{"content":[{"type":"text","text":"done"}]}}`},
+		{"error first", `{"jsonrpc":"2.0","id":%ID%,"error":{"code":-32603,"message":"failed"}}`},
+		{"non-string taskId first", `{"jsonrpc":"2.0","id":%ID%,"result":{"resultType":"task","taskId":7,"status":"working"}}`},
+	} {
+		for _, sse := range []bool{true, false} {
+			name := tt.name + map[bool]string{true: " (SSE)", false: " (JSON batch)"}[sse]
+			t.Run(name, func(t *testing.T) {
+				h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+					var req struct {
+						ID json.RawMessage `json:"id"`
+					}
+					body, _ := io.ReadAll(r.Body)
+					json.Unmarshal(body, &req)
+					first := strings.ReplaceAll(tt.first, "%ID%", string(req.ID))
+					second := `{"jsonrpc":"2.0","id":` + string(req.ID) + `,"result":{"resultType":"task","taskId":` + quote(bobs) + `,"status":"working"}}`
+					if sse {
+						w.Header().Set("Content-Type", "text/event-stream")
+						io.WriteString(w, "data: "+first+"\n\ndata: "+second+"\n\n")
+						return
+					}
+					w.Header().Set("Content-Type", "application/json")
+					io.WriteString(w, "["+first+","+second+"]")
+				})
+				token := mint(t, claims()) // alice
+				body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a","arguments":{},` + meta2026Tasks + `}}`
+				resp := h.do(t, call{body: body, token: token, headers: taskHeaders("tools/call", "read_a")})
+				got := readBody(t, resp)
+				leaked, _ := h.g.wrapTask(&principal{issuer: testIssuer, subject: "alice", clientID: "client-1"}, bobs)
+				if strings.Contains(got, leaked) {
+					t.Errorf("alice's tools/call answer carries bob's task wrapped for alice: %s", got)
+				}
+			})
+		}
+	}
+}
