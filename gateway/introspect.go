@@ -46,10 +46,12 @@ const (
 	// unavailable, and the issuer keeps answering the calls that go out.
 	maxIntrospectionsInFlight = 16
 	// introspectionSlotWait is how long a request waits for a free call
-	// when all are taken: enough to ride out a burst of real users (a
-	// call usually takes tens of milliseconds), too little for a flood to
-	// pile up waiting requests.
-	introspectionSlotWait = 200 * time.Millisecond
+	// when all are taken: enough for a burst of real users (every client
+	// of a gateway reconnecting after a reload, its cache empty: 48 at
+	// 250 ms a call need 0.75 s; review s13-final R1), shorter than a
+	// call's own timeout, and bounded, so a flood holds its own requests,
+	// not the gateway's calls.
+	introspectionSlotWait = 3 * time.Second
 )
 
 var (

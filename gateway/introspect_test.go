@@ -740,3 +740,50 @@ func TestRemoteFetchesRefuseCrossOriginRedirects(t *testing.T) {
 		t.Errorf("the other origin got %d requests, want 0", n)
 	}
 }
+
+// TestIntrospectionBurstOfRealUsers: a burst of real users whose tokens
+// are not cached (every client of a gateway reconnecting after a reload)
+// waits for the bounded calls rather than getting 503: 48 at 250 ms a
+// call (review s13-final R1).
+func TestIntrospectionBurstOfRealUsers(t *testing.T) {
+	f := newFakeIntrospection(t)
+	cfg := introspectionConfig(t, f, nil)
+	cfg.Introspector.(*RemoteIntrospection).timeout = 5 * time.Second
+	h := newHarness(t, cfg, nil)
+	const n = 48
+	for i := range n {
+		a := active()
+		a["sub"] = fmt.Sprintf("user-%d", i)
+		a["jti"] = fmt.Sprintf("op-%d", i)
+		body, _ := json.Marshal(a)
+		f.setFunc(fmt.Sprintf("opaque-user-%d", i), func(w http.ResponseWriter) {
+			time.Sleep(250 * time.Millisecond)
+			w.Header().Set("Content-Type", "application/json")
+			w.Write(body)
+		})
+	}
+	statuses := make(chan int, n)
+	for i := range n {
+		go func() {
+			req, _ := http.NewRequest(http.MethodPost, h.front.URL+"/mcp", strings.NewReader(toolCall("read_a")))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json, text/event-stream")
+			req.Header.Set("Authorization", fmt.Sprintf("Bearer opaque-user-%d", i))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				statuses <- 0
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			statuses <- resp.StatusCode
+		}()
+	}
+	count := map[int]int{}
+	for range n {
+		count[<-statuses]++
+	}
+	if count[http.StatusOK] != n {
+		t.Errorf("%d active users at once, introspection taking 250 ms: statuses %v, want all 200", n, count)
+	}
+}
