@@ -374,30 +374,36 @@ func checkSessionQuery(r *http.Request) *refusal {
 }
 
 // isSessionParam reports whether a query parameter name reads as a
-// session id's, ignoring case and separators (- _ . space), as PHP reads
-// names (its array brackets, and an unclosed "[" read as "_":
-// session[id), as isAccessTokenParam does.
-// sharpS spells ß and ẞ as an upstream's upper casing or full case
-// folding reads them (toUpperCase, upper(), casefold(): SS, ss).
-var sharpS = strings.NewReplacer("ß", "ss", "ẞ", "ss")
-
+// session id's, ignoring case (upperFold) and separators (- _ . space),
+// as PHP reads names (its array brackets, and an unclosed "[" read as
+// "_": session[id), as isAccessTokenParam does.
 func isSessionParam(k string) bool {
-	k = sharpS.Replace(phpName(k))
+	k = upperFold(phpName(k))
 	for _, name := range [...]string{beforeBracket(k), beforeBracket(strings.Replace(k, "[", "_", 1))} {
 		name = strings.Map(func(r rune) rune {
 			switch r {
 			case '_', '-', '.', ' ':
 				return -1
 			}
-			// Lower of upper: an upstream comparing with toUpperCase or
-			// EqualFold reads "ſ" as S and "ı" as I.
-			return unicode.ToLower(unicode.ToUpper(r))
+			return r
 		}, name)
 		if name == "sessionid" || name == "mcpsessionid" {
 			return true
 		}
 	}
 	return false
+}
+
+// sharpS spells ß and ẞ as an upstream's upper casing or full case
+// folding reads them (toUpperCase, upper(), casefold(): SS, ss).
+var sharpS = strings.NewReplacer("ß", "ss", "ẞ", "ss")
+
+// upperFold is a parameter name in lower case as an upstream that
+// compares names with toUpperCase, upper() or EqualFold reads it: lower
+// of upper, so "ſ" reads as s, "ı" as i and the Kelvin sign as k, and ß
+// as ss.
+func upperFold(s string) string {
+	return strings.Map(func(r rune) rune { return unicode.ToLower(unicode.ToUpper(r)) }, sharpS.Replace(s))
 }
 
 // checkContentHeaders accepts exactly what the gateway reads: JSON
@@ -875,9 +881,11 @@ func (x *exchange) forwardsHeader(name string) bool {
 		// Checked by checkParams when the revision defines them.
 		return x.headerChecked
 	}
-	for _, p := range identityPrefixes {
-		if len(name) >= len(p) && strings.EqualFold(name[:len(p)], p) {
-			return false
+	if name != "" && identityInitials[name[0]] {
+		for _, p := range identityPrefixes {
+			if len(name) >= len(p) && strings.EqualFold(name[:len(p)], p) {
+				return false
+			}
 		}
 	}
 	if strings.IndexByte(name, '_') >= 0 {
@@ -917,6 +925,16 @@ func (x *exchange) forwardsHeader(name string) bool {
 var identityPrefixes = [...]string{"X-Auth-Request-", "X-Amzn-Oidc-", "X-Ms-Client-Principal", "X-Ms-Token-",
 	"Cf-Access-Authenticated-User-", "Cf-Access-Jwt-Assertion", "X-Goog-Authenticated-User-", "X-Goog-Iap-Jwt-Assertion",
 	"Tailscale-User-", "X-Authentik-", "X-Pomerium-", "X-Token-", "X-Vouch-", "X-Webauth-"}
+
+// identityInitials are the first bytes of identityPrefixes, in either
+// case: most field names (Accept, Authorization, Mcp-*) begin otherwise,
+// and cost forwardsHeader no prefix comparison on every request.
+var identityInitials = func() (set [256]bool) {
+	for _, p := range identityPrefixes {
+		set[p[0]|0x20], set[p[0]&^0x20] = true, true
+	}
+	return set
+}()
 
 type headerRule uint8
 

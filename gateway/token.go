@@ -180,7 +180,7 @@ func invalidRequest(desc string) *authError {
 }
 
 // isAccessTokenParam reports whether a query parameter name is
-// access_token as some server may read it: in any case, cut by a NUL, as
+// access_token as some server may read it: in any case (upperFold), cut by a NUL, as
 // PHP reads names (leading spaces dropped, " " and "." read as "_", what
 // follows a "[" an array index: access_token[], or an unclosed "[" read
 // as "_": access[token), with brackets around it (Express's qs reads
@@ -192,9 +192,8 @@ func isAccessTokenParam(k string) bool {
 			return '_'
 		}
 		return r
-	}, sharpS.Replace(phpName(k)))
-	return strings.EqualFold(beforeBracket(k), "access_token") ||
-		strings.EqualFold(beforeBracket(strings.Replace(k, "[", "_", 1)), "access_token")
+	}, upperFold(phpName(k)))
+	return beforeBracket(k) == "access_token" || beforeBracket(strings.Replace(k, "[", "_", 1)) == "access_token"
 }
 
 // phpName is a query parameter name as PHP starts reading it: up to a
