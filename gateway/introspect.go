@@ -71,10 +71,10 @@ var (
 // the issuer, the audience in aud, exp in the future, sub and client_id
 // (or azp); token_type, when given, must be Bearer or DPoP (then with
 // cnf.jkt), as must typ, and token_use access_token (accessTokenAnswer).
-// An answer
-// that is not RFC 7662 JSON fails closed like an unreachable endpoint.
-// key is the token's SHA-256: requests presenting the same token at once
-// share one call (introspections), and each checks the answer itself.
+// An answer that is not RFC 7662 JSON fails closed like an unreachable
+// endpoint. key is the token's SHA-256: requests presenting the same
+// token at once share one call (introspections), and each checks the
+// answer itself.
 func (g *Gateway) introspect(ctx context.Context, key [sha256.Size]byte, token string) (*principal, time.Time, *authError) {
 	body, err := g.introspections.do(ctx, g.cfg.Introspector, key, token)
 	if err != nil {

@@ -197,37 +197,36 @@ func (rw *responseWriter) noteTrailers(h http.Header, announced []string) {
 	}
 }
 
-// dropTrailers puts the header of an answer written late (held, or
-// refused) back as next wrote it, before the upstream's trailers came:
-// reverse_proxy copies them into the header after the body, announced
-// ones under their own names (added to any values), others under
-// http.TrailerPrefix. Written as header fields, a trailer Location would
+// dropTrailers puts the header back as next wrote it, before the
+// upstream's trailers came: reverse_proxy copies them into the header
+// after the body, announced ones under their own names (added to any
+// values), others under http.TrailerPrefix, and an answer the gateway
+// holds or refuses goes out after that. Written as header fields, a trailer Location would
 // turn a held answer into a redirect the client follows to an answer the
 // gateway never reads (review s13-sse F0), and a trailer Content-Type
 // would change how the client reads the checked body.
+//
+// Announced fields are put back for every answer, not only the held ones:
+// a handler in front of the gateway may hold the header of one passed
+// through (Caddy's encode, with an empty body, until its Close) and write
+// it after the trailers came (review s13-fresh4 F1). The unannounced ones,
+// under http.TrailerPrefix, net/http sends as trailers only, so they are
+// dropped only from an answer whose header the gateway writes itself.
 func (rw *responseWriter) dropTrailers() {
-	rw.restoreAnnounced()
-	h := rw.w.Header()
-	for k := range h {
-		if strings.HasPrefix(k, http.TrailerPrefix) {
-			delete(h, k)
-		}
-	}
-}
-
-// restoreAnnounced puts the fields the upstream announced as trailers
-// back as next wrote them, for every answer: a handler in front of the
-// gateway may hold the header of one passed through (Caddy's encode,
-// with an empty body, until its Close), and write it after the trailers
-// came (review s13-fresh4 F1). Unannounced ones, under
-// http.TrailerPrefix, net/http sends as trailers only.
-func (rw *responseWriter) restoreAnnounced() {
 	h := rw.w.Header()
 	for _, name := range rw.trailers {
 		if vv, ok := rw.trailerHeld[name]; ok {
 			h[name] = vv
 		} else {
 			delete(h, name)
+		}
+	}
+	switch rw.mode {
+	case modeJSON, modeRefuse, modeRedirect:
+		for k := range h {
+			if strings.HasPrefix(k, http.TrailerPrefix) {
+				delete(h, k)
+			}
 		}
 	}
 }
@@ -431,13 +430,7 @@ func (rw *responseWriter) finish() {
 		return
 	}
 	rw.recheckHeader()
-	switch rw.mode {
-	case modeJSON, modeRefuse, modeRedirect:
-		// Their header goes out now, after the upstream's trailers.
-		rw.dropTrailers()
-	default:
-		rw.restoreAnnounced()
-	}
+	rw.dropTrailers()
 	switch rw.mode {
 	case modeJSON:
 		// Watching only (pinning): a tools/list answer may come as the
