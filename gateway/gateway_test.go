@@ -876,3 +876,31 @@ func TestClientResponseNeedsSession(t *testing.T) {
 		}
 	}
 }
+
+// TestIdentityHeadersDropped: every header the README names under "What
+// the upstream receives" as dropped is dropped, in any case, also with
+// the prefix families' members; others pass (X-Auth-Token, X-MCP-Toolsets).
+func TestIdentityHeadersDropped(t *testing.T) {
+	x := &exchange{}
+	for _, name := range []string{
+		"X-Original-Url", "X-Original-Uri", "X-Rewrite-Url",
+		"Remote-User", "Remote-Name", "Remote-Email", "Remote-Groups", "X-Remote-User",
+		"X-Forwarded-User", "X-Forwarded-Email", "X-Forwarded-Groups", "X-Forwarded-Preferred-Username", "X-Forwarded-Access-Token",
+		"X-Auth-Userid", "X-Auth-Username", "X-Auth-Email", "X-Auth-Subject", "X-Auth-Groups", "X-Auth-Roles",
+		"X-Auth-Request-User", "X-Amzn-Oidc-Data", "X-Ms-Client-Principal", "X-Ms-Client-Principal-Name", "X-Ms-Token-Aad-Access-Token",
+		"Cf-Access-Authenticated-User-Email", "X-Goog-Authenticated-User-Id", "Tailscale-User-Login",
+		"X-Authentik-Username", "X-Pomerium-Claim-Email", "X-Token-User-Email", "X-Vouch-User", "X-Webauth-User",
+		"X-Mcp-Subject", "X-Mcp-Client", "X-Mcp-Actor", "X-Mcp-Scope", "X-Mcp-Principal-Type", "Mcp-Session-Id",
+	} {
+		for _, spelled := range []string{name, strings.ToLower(name), strings.ToUpper(name)} {
+			if x.forwardsHeader(spelled) {
+				t.Errorf("forwardsHeader(%q) = true, want dropped", spelled)
+			}
+		}
+	}
+	for _, name := range []string{"X-Auth-Token", "X-Mcp-Toolsets", "Accept", "User-Agent", "Content-Type", "Traceparent", "Cache-Control", "X"} {
+		if !x.forwardsHeader(name) {
+			t.Errorf("forwardsHeader(%q) = false, want forwarded", name)
+		}
+	}
+}
