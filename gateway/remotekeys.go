@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -123,15 +124,53 @@ func (k *RemoteKeys) fetch(ctx context.Context) (map[string]any, error) {
 		return nil, fmt.Errorf("jwks: %w", err)
 	}
 	keys := make(map[string]any, len(set.Keys))
+	twice := map[string]bool{}
 	for _, raw := range set.Keys {
 		kid, key, err := parseJWK(raw)
 		if err != nil {
 			k.log.Debug("skipping JWK", zap.String("kid", kid), zap.Error(err))
 			continue
 		}
+		if prev, dup := keys[kid]; dup {
+			same, ok := sameKey(prev, key)
+			if !ok {
+				twice[kid] = true
+				continue
+			}
+			key = same
+		}
 		keys[kid] = key
 	}
+	// A kid that names two keys names neither: which one a token meant
+	// cannot be told (RFC 7517 section 4.5 wants kids distinct).
+	for kid := range twice {
+		k.log.Warn("issuer publishes a kid twice; neither key is used", zap.String("kid", kid))
+		delete(keys, kid)
+	}
 	return keys, nil
+}
+
+// sameKey is what a kid listed twice for one public key verifies: the
+// key for the one algorithm both entries name, or for any (as a JWK
+// without alg) when they name different ones or none. ok is false when
+// the entries are different keys.
+func sameKey(a, b any) (key any, ok bool) {
+	unwrap := func(k any) (any, string) {
+		if ak, isAlg := k.(accesstoken.AlgKey); isAlg {
+			return ak.Key, ak.Alg
+		}
+		return k, ""
+	}
+	ka, algA := unwrap(a)
+	kb, algB := unwrap(b)
+	eq, isKey := ka.(interface{ Equal(crypto.PublicKey) bool })
+	if !isKey || !eq.Equal(kb) {
+		return nil, false
+	}
+	if algA != "" && algA == algB {
+		return a, true
+	}
+	return ka, true
 }
 
 // sameOriginClient is client (a 10 s timeout one when nil) following
@@ -215,8 +254,9 @@ func getJSON(ctx context.Context, client *http.Client, u string, maxBytes int64,
 	return nil
 }
 
-// parseJWK reads a published signing key (accesstoken.JWK.PublicKey):
-// it must have a kid and be for signatures.
+// parseJWK reads a published signing key (accesstoken.JWK.Verifier):
+// it must have a kid and be for signatures; one naming its alg verifies
+// tokens of that algorithm only.
 func parseJWK(raw []byte) (string, any, error) {
 	var j accesstoken.JWK
 	if err := json.Unmarshal(raw, &j); err != nil {
@@ -228,7 +268,7 @@ func parseJWK(raw []byte) (string, any, error) {
 	case !j.ForSignatures():
 		return j.Kid, nil, errors.New("not a signing key")
 	}
-	key, err := j.PublicKey()
+	key, err := j.Verifier()
 	return j.Kid, key, err
 }
 

@@ -215,3 +215,62 @@ func TestRemoteKeysGateway(t *testing.T) {
 		t.Fatalf("status = %d (%s)", resp.StatusCode, body)
 	}
 }
+
+// TestRemoteKeysPublishedUse: what a published JWK says it is for is
+// kept. A key naming its alg verifies tokens of that algorithm only (RFC
+// 8725 section 3.1), one whose key_ops lack "verify" verifies nothing (RFC
+// 7517 section 4.3), and a kid naming two different keys names neither;
+// the same key listed twice stays usable.
+func TestRemoteKeysPublishedUse(t *testing.T) {
+	k := theKeys(t)
+	withAlg := func(j map[string]any, alg string) map[string]any { j["alg"] = alg; return j }
+	withOps := func(j map[string]any, ops ...string) map[string]any { j["key_ops"] = append([]string{}, ops...); return j }
+	f := newFakeIssuer(t, "", false)
+	f.jwks.Store([]map[string]any{
+		withAlg(rsaJWK("ps", &k.rsa.PublicKey), "PS256"),
+		rsaJWK("any", &k.rsa.PublicKey),
+		withOps(ecJWK("verify", &k.ec.PublicKey), "verify"),
+		withOps(ecJWK("encrypt", &k.ec.PublicKey), "encrypt"),
+		withOps(ecJWK("none", &k.ec.PublicKey)),
+		ecJWK("two", &k.ec.PublicKey),
+		rsaJWK("two", &k.rsa.PublicKey),
+		withAlg(rsaJWK("same", &k.rsa.PublicKey), "RS256"),
+		rsaJWK("same", &k.rsa.PublicKey),
+		withAlg(rsaJWK("sameAlg", &k.rsa.PublicKey), "RS384"),
+		withAlg(rsaJWK("sameAlg", &k.rsa.PublicKey), "RS384"),
+	})
+	cfg := testConfig(t)
+	cfg.Issuer = f.issuer
+	cfg.Keys = NewRemoteKeys(f.issuer, f.srv.Client(), nil)
+	cfg.Algorithms = []string{"ES256", "RS256", "RS384", "PS256", "PS384"}
+	h := newHarness(t, cfg, nil)
+	c := claims()
+	c["iss"] = f.issuer
+	for _, tt := range []struct {
+		kid    string
+		method jwt.SigningMethod
+		key    any
+		want   int
+	}{
+		{"ps", jwt.SigningMethodPS256, k.rsa, http.StatusOK},
+		{"ps", jwt.SigningMethodRS256, k.rsa, http.StatusUnauthorized},
+		{"ps", jwt.SigningMethodPS384, k.rsa, http.StatusUnauthorized},
+		{"any", jwt.SigningMethodRS256, k.rsa, http.StatusOK},
+		{"any", jwt.SigningMethodPS256, k.rsa, http.StatusOK},
+		{"verify", jwt.SigningMethodES256, k.ec, http.StatusOK},
+		{"encrypt", jwt.SigningMethodES256, k.ec, http.StatusUnauthorized},
+		{"none", jwt.SigningMethodES256, k.ec, http.StatusUnauthorized},
+		{"two", jwt.SigningMethodES256, k.ec, http.StatusUnauthorized},
+		{"two", jwt.SigningMethodRS256, k.rsa, http.StatusUnauthorized},
+		{"same", jwt.SigningMethodRS256, k.rsa, http.StatusOK},
+		{"same", jwt.SigningMethodPS256, k.rsa, http.StatusOK},
+		{"sameAlg", jwt.SigningMethodRS384, k.rsa, http.StatusOK},
+		{"sameAlg", jwt.SigningMethodRS256, k.rsa, http.StatusUnauthorized},
+	} {
+		resp := h.do(t, call{body: toolCall("read_a"), token: mintWith(t, tt.method, tt.key, tt.kid, c, nil)})
+		body := readBody(t, resp)
+		if resp.StatusCode != tt.want {
+			t.Errorf("kid %s, %s: status = %d (%s), want %d", tt.kid, tt.method.Alg(), resp.StatusCode, body, tt.want)
+		}
+	}
+}

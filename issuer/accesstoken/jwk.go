@@ -82,20 +82,49 @@ func curveOf(alg string) elliptic.Curve {
 type JWK struct {
 	Kty string `json:"kty"`
 	Use string `json:"use,omitempty"`
-	Alg string `json:"alg,omitempty"`
-	Kid string `json:"kid,omitempty"`
-	Crv string `json:"crv,omitempty"`
-	X   string `json:"x,omitempty"`
-	Y   string `json:"y,omitempty"`
-	N   string `json:"n,omitempty"`
-	E   string `json:"e,omitempty"`
+	// KeyOps, when present, lists what the key may do (RFC 7517
+	// section 4.3): a key without "verify" in it verifies nothing.
+	KeyOps []string `json:"key_ops,omitempty"`
+	Alg    string   `json:"alg,omitempty"`
+	Kid    string   `json:"kid,omitempty"`
+	Crv    string   `json:"crv,omitempty"`
+	X      string   `json:"x,omitempty"`
+	Y      string   `json:"y,omitempty"`
+	N      string   `json:"n,omitempty"`
+	E      string   `json:"e,omitempty"`
 	// D is private key material, which a published key must not carry.
 	D string `json:"d,omitempty"`
 }
 
-// ForSignatures reports whether the key may verify signatures (use absent
-// or "sig").
-func (j JWK) ForSignatures() bool { return j.Use == "" || j.Use == "sig" }
+// ForSignatures reports whether the key may verify signatures: use
+// absent or "sig", and key_ops absent or holding "verify" (RFC 7517
+// sections 4.2 and 4.3).
+func (j JWK) ForSignatures() bool {
+	return (j.Use == "" || j.Use == "sig") && (j.KeyOps == nil || slices.Contains(j.KeyOps, "verify"))
+}
+
+// AlgKey is a public key published for one algorithm (a JWK's alg, RFC
+// 7517 section 4.4), as a KeyFunc may return it: Parse then refuses a
+// token signed with another algorithm (ErrKeyAlg), so that one key is
+// used with exactly one algorithm (RFC 8725 section 3.1).
+type AlgKey struct {
+	Key crypto.PublicKey
+	Alg string
+}
+
+// ErrKeyAlg: the key was published for another algorithm than the
+// token's.
+var ErrKeyAlg = errors.New("key is published for another algorithm")
+
+// Verifier is the key a JWK publishes for verification: an AlgKey when
+// it names its algorithm, the bare public key otherwise.
+func (j JWK) Verifier() (crypto.PublicKey, error) {
+	key, err := j.PublicKey()
+	if err != nil || j.Alg == "" {
+		return key, err
+	}
+	return AlgKey{Key: key, Alg: j.Alg}, nil
+}
 
 // PublicKey decodes the key: EC P-256/384/521, RSA of MinRSABits to
 // MaxRSABits with an odd exponent, or OKP Ed25519, in strict base64url.

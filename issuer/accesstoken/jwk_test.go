@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/base64"
+	"encoding/json"
 	"math/big"
 	"testing"
 )
@@ -162,6 +163,26 @@ func TestJWKForSignatures(t *testing.T) {
 	for use, want := range map[string]bool{"": true, "sig": true, "enc": false, "SIG": false} {
 		if got := (JWK{Use: use}).ForSignatures(); got != want {
 			t.Errorf("JWK{Use: %q}.ForSignatures() = %v, want %v", use, got, want)
+		}
+	}
+	for _, tt := range []struct {
+		ops  string
+		want bool
+	}{
+		{`{}`, true},
+		{`{"key_ops":["verify"]}`, true},
+		{`{"key_ops":["sign","verify"]}`, true},
+		{`{"key_ops":["encrypt"]}`, false},
+		{`{"key_ops":[]}`, false},
+		{`{"key_ops":["VERIFY"]}`, false},
+		{`{"use":"sig","key_ops":["sign"]}`, false},
+	} {
+		var j JWK
+		if err := json.Unmarshal([]byte(tt.ops), &j); err != nil {
+			t.Fatal(err)
+		}
+		if got := j.ForSignatures(); got != tt.want {
+			t.Errorf("JWK %s ForSignatures() = %v, want %v", tt.ops, got, tt.want)
 		}
 	}
 }

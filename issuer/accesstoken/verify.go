@@ -78,6 +78,12 @@ func ParseWith(ctx context.Context, p *jwt.Parser, raw string, key KeyFunc, opts
 		if err != nil {
 			return nil, fmt.Errorf("key %q: %w", kid, err)
 		}
+		if ak, ok := k.(AlgKey); ok {
+			if ak.Alg != t.Method.Alg() {
+				return nil, fmt.Errorf("key %q: %w", kid, ErrKeyAlg)
+			}
+			k = ak.Key
+		}
 		if err := KeyFitsAlg(t.Method.Alg(), k); err != nil {
 			return nil, err
 		}
