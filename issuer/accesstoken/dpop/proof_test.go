@@ -11,7 +11,10 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"math/big"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -307,6 +310,121 @@ func TestReplayCacheBound(t *testing.T) {
 	// The README's bound: 2^19 proofs, kept two windows (two minutes).
 	if d := NewReplay(0); d.max != 1<<19 || d.period != 2*time.Minute {
 		t.Errorf("NewReplay(0) keeps %d proofs for %v, want 2^19 for 2m", d.max, d.period)
+	}
+}
+
+// TestReplayFair: heavy holders flooding the memory together or one
+// after another (each until refused, then the next), 8 or 32 of them, lock out themselves but not a holder with few entries; a
+// generation later their entries still count and still refuse replays.
+func TestReplayFair(t *testing.T) {
+	const size = 1 << 14
+	now := time.Unix(1_800_000_000, 0)
+	used := func(c *Replay) int { return len(c.cur) + len(c.prev) }
+	for _, n := range []int{8, 32} {
+		for _, inTurn := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%d heavy, in turn %v", n, inTurn), func(t *testing.T) {
+				c := newReplay(size, time.Minute)
+				proofs := make([]int, n) // recorded per heavy holder
+				flood := func(at time.Time) {
+					t.Helper()
+					refused := make([]bool, n)
+					for left := n; left > 0; {
+						for i := range n {
+							for !refused[i] {
+								holder := "heavy-" + strconv.Itoa(i)
+								err := c.add(replayKey(holder, strconv.Itoa(proofs[i])), holder, at)
+								switch {
+								case err == nil:
+									proofs[i]++
+								case errors.Is(err, errKeyShare) || errors.Is(err, errReplayFull):
+									refused[i] = true
+									left--
+								default:
+									t.Fatalf("heavy holder %d: add = %v", i, err)
+								}
+								if used(c) > size {
+									t.Fatalf("%d entries, more than the bound %d", used(c), size)
+								}
+								if !inTurn {
+									break
+								}
+							}
+						}
+					}
+				}
+				alice := 0
+				aliceAdds := func(at time.Time, count int) {
+					t.Helper()
+					for range count {
+						if err := c.add(replayKey("alice", strconv.Itoa(alice)), "alice", at); err != nil {
+							t.Fatalf("alice's proof %d with %d heavy holders flooding (%d of %d entries used) = %v, want recorded",
+								alice, n, used(c), size, err)
+						}
+						alice++
+					}
+				}
+				flood(now)
+				if free := size - used(c); free < size/8 {
+					t.Errorf("%d heavy holders leave %d of %d entries free, want at least an eighth", n, free, size)
+				}
+				aliceAdds(now, 16)
+				for _, k := range [][16]byte{replayKey("heavy-0", "0"), replayKey("alice", "0")} {
+					if err := c.add(k, "bob", now); !errors.Is(err, errReplayed) {
+						t.Errorf("replayed proof = %v, want %v", err, errReplayed)
+					}
+				}
+				// A period later the first generation still counts: the
+				// heavy holders stay refused, alice still adds, replays
+				// are still refused.
+				later := now.Add(time.Minute)
+				before := slices.Clone(proofs)
+				flood(later)
+				aliceAdds(later, 4)
+				for i := range n {
+					if proofs[i] != before[i] {
+						t.Errorf("heavy holder %d recorded %d more proofs after the generation switch, want none", i, proofs[i]-before[i])
+					}
+				}
+				for _, k := range [][16]byte{replayKey("heavy-0", "0"), replayKey("alice", "0")} {
+					if err := c.add(k, "bob", later); !errors.Is(err, errReplayed) {
+						t.Errorf("proof replayed a generation later = %v, want %v", err, errReplayed)
+					}
+				}
+			})
+		}
+	}
+	// One holder alone is refused at its share, an eighth, and no one
+	// else is.
+	c := newReplay(size, time.Minute)
+	got := 0
+	for ; ; got++ {
+		if err := c.add(replayKey("mallory", strconv.Itoa(got)), "mallory", now); err != nil {
+			if !errors.Is(err, errKeyShare) {
+				t.Fatalf("mallory's proof %d = %v, want %v", got, err, errKeyShare)
+			}
+			break
+		}
+	}
+	if got != size/keyShare {
+		t.Errorf("a holder alone recorded %d proofs, want %d", got, size/keyShare)
+	}
+	if err := c.add(replayKey("alice", "a"), "alice", now); err != nil {
+		t.Errorf("another holder while one is past its share = %v", err)
+	}
+	// At small sizes too, a new holder's first proof is recorded as long
+	// as there is room, whatever one heavy holder did.
+	for size := 1; size <= 12; size++ {
+		c := newReplay(size, time.Minute)
+		for i := 0; c.add(replayKey("mallory", strconv.Itoa(i)), "mallory", now) == nil; i++ {
+		}
+		for i := used(c); i < size; i++ {
+			if err := c.add(replayKey("new", strconv.Itoa(i)), "new-"+strconv.Itoa(i), now); err != nil {
+				t.Errorf("size %d: a new holder's first proof at %d entries = %v, want recorded", size, i, err)
+			}
+		}
+		if err := c.add(replayKey("new", "last"), "new-last", now); !errors.Is(err, errReplayFull) {
+			t.Errorf("size %d: a new holder's first proof when full = %v, want %v", size, err, errReplayFull)
+		}
 	}
 }
 
