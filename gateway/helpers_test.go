@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -244,6 +245,15 @@ type call struct {
 
 func (h *harness) do(t testing.TB, c call) *http.Response {
 	t.Helper()
+	resp, err := h.try(c)
+	if err != nil {
+		t.Fatalf("%s %s: %v", cmp.Or(c.method, http.MethodPost), cmp.Or(c.path, "/mcp"), err)
+	}
+	return resp
+}
+
+// try is do for a request that may fail (from another goroutine, say).
+func (h *harness) try(c call) (*http.Response, error) {
 	if c.method == "" {
 		c.method = http.MethodPost
 	}
@@ -256,7 +266,7 @@ func (h *harness) do(t testing.TB, c call) *http.Response {
 	}
 	req, err := http.NewRequest(c.method, h.front.URL+c.path, body)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	if c.method == http.MethodPost {
 		req.Header.Set("Content-Type", "application/json")
@@ -272,11 +282,7 @@ func (h *harness) do(t testing.TB, c call) *http.Response {
 		}
 		req.Header.Set(k, v)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", c.method, c.path, err)
-	}
-	return resp
+	return http.DefaultClient.Do(req)
 }
 
 func readBody(t testing.TB, resp *http.Response) string {

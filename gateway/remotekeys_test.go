@@ -224,7 +224,10 @@ func TestRemoteKeysGateway(t *testing.T) {
 func TestRemoteKeysPublishedUse(t *testing.T) {
 	k := theKeys(t)
 	withAlg := func(j map[string]any, alg string) map[string]any { j["alg"] = alg; return j }
-	withOps := func(j map[string]any, ops ...string) map[string]any { j["key_ops"] = append([]string{}, ops...); return j }
+	withOps := func(j map[string]any, ops ...string) map[string]any {
+		j["key_ops"] = append([]string{}, ops...)
+		return j
+	}
 	f := newFakeIssuer(t, "", false)
 	f.jwks.Store([]map[string]any{
 		withAlg(rsaJWK("ps", &k.rsa.PublicKey), "PS256"),

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"unsafe"
 
 	"go.uber.org/zap"
@@ -25,6 +26,21 @@ const maxFilteredBody = 16 << 20
 // maxTaskBody bounds how much of an answer is held to wrap its task ids;
 // a larger one streams unchanged (see passUnwrapped).
 const maxTaskBody = 1 << 20
+
+// maxHeldBytes bounds what the process's gateways hold of answers at
+// once: JSON answers held to be read whole and the unfinished events of
+// streams they read. Each is bounded (maxFilteredBody), their number is
+// not: many callers listing a large set of tools at once would otherwise
+// take the process's memory. Past it, an answer that must be held is
+// refused as one over maxFilteredBody is (502, nothing of it passed), and
+// a stream's event that does not fit ends the stream. A var for tests.
+var maxHeldBytes int64 = 256 << 20
+
+// heldBytes is what the process's gateways hold now (responseWriter.hold).
+var heldBytes atomic.Int64
+
+// errHeldBudget: holding the answer would pass maxHeldBytes.
+var errHeldBudget = errors.New("the answers held by the gateway are at their bound")
 
 type writeMode uint8
 
@@ -73,6 +89,23 @@ type responseWriter struct {
 	// written by next (nil unless any): see dropTrailers.
 	trailers    []string
 	trailerHeld http.Header
+	// held is this answer's share of heldBytes.
+	held int64
+}
+
+// hold makes the answer's share of heldBytes n bytes: false, with the
+// share unchanged, when growing it would pass maxHeldBytes.
+func (rw *responseWriter) hold(n int) bool {
+	d := int64(n) - rw.held
+	if d > 0 && heldBytes.Add(d) > maxHeldBytes {
+		heldBytes.Add(-d)
+		return false
+	}
+	if d < 0 {
+		heldBytes.Add(d)
+	}
+	rw.held = int64(n)
+	return true
 }
 
 // responseWriter readies the exchange's writer to next.
@@ -386,12 +419,21 @@ func (rw *responseWriter) Write(b []byte) (int, error) {
 				return 0, err
 			}
 			rw.buf = bytes.Buffer{}
+			rw.hold(0)
 			return rw.w.Write(b)
 		}
 		if rw.buf.Len()+len(b) > maxFilteredBody {
 			rw.mode = modeRefuse
 			rw.buf = bytes.Buffer{}
+			rw.hold(0)
 			return 0, errors.New("response too large to filter")
+		}
+		if !rw.hold(rw.buf.Len() + len(b)) {
+			rw.g.log.Warn("answer refused", zap.Error(errHeldBudget), zap.Int64("max_bytes", maxHeldBytes))
+			rw.mode = modeRefuse
+			rw.buf = bytes.Buffer{}
+			rw.hold(0)
+			return 0, errHeldBudget
 		}
 		return rw.buf.Write(b)
 	case modeSSE:
@@ -422,6 +464,7 @@ func (rw *responseWriter) Flush() {
 
 // finish completes the response after next returns.
 func (rw *responseWriter) finish() {
+	defer rw.hold(0)
 	if !rw.wroteHeader {
 		// next wrote nothing: under Caddy that is the error path, and the
 		// error handler answers after us. Leave the status to it, but
@@ -786,6 +829,14 @@ func (rw *responseWriter) writeEvents(b []byte) (int, error) {
 		wrote = true
 		return rw.writeEvent(ev)
 	})
+	if err == nil && !rw.hold(rw.sse.Held()) {
+		// An unfinished event is held until it ends: past the bound the
+		// stream ends here, as for an event over maxFilteredBody.
+		rw.g.log.Warn("event stream ended", zap.Error(errHeldBudget), zap.Int64("max_bytes", maxHeldBytes))
+		rw.sse.End() // drops the unfinished event; later writes fail too
+		rw.hold(0)
+		err = errHeldBudget
+	}
 	if err == nil && wrote {
 		if err = http.NewResponseController(rw.w).Flush(); err != nil {
 			rw.g.log.Debug("event stream ended", zap.Error(err))

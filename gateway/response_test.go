@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestToolsListNotificationFiltered: a tools/list sent without an id is
@@ -224,4 +225,101 @@ func TestTrailerRedirectRefused(t *testing.T) {
 	if b := readBody(t, resp); strings.Contains(b, "evil.example") {
 		t.Errorf("tools/list (no pinning): the client followed a trailer Location to an unfiltered list: %d %.120q", resp.StatusCode, b)
 	}
+}
+
+// TestHeldAnswersBounded: what the gateways of a process hold of answers
+// at once is bounded (maxHeldBytes). Two tools lists held together past
+// the bound: the one that would pass it is refused (502, no tool of it
+// shown), the other still filtered and answered, and an event stream's
+// unfinished event past the bound ends the stream. Nothing stays counted
+// once the answers are done.
+func TestHeldAnswersBounded(t *testing.T) {
+	defer func(n int64) { maxHeldBytes = n }(maxHeldBytes)
+	maxHeldBytes = 64 << 10
+	if n := heldBytes.Load(); n != 0 {
+		t.Fatalf("held bytes before the test = %d", n)
+	}
+	half := strings.Repeat("x", 24<<10)
+	release := map[string]chan struct{}{"a": make(chan struct{}), "b": make(chan struct{})}
+	h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		id := "a"
+		if strings.Contains(string(body), `"b"`) {
+			id = "b"
+		}
+		if strings.Contains(string(body), `"sse"`) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			io.WriteString(w, `data: {"jsonrpc":"2.0","id":"sse","result":{"tools":[{"name":"read_a","description":"`)
+			for range 6 { // 96 KiB of one unfinished event
+				io.WriteString(w, strings.Repeat("y", 16<<10))
+				w.(http.Flusher).Flush()
+			}
+			io.WriteString(w, `"}]}}`+"\n\n")
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"jsonrpc":"2.0","id":"`+id+`","result":{"tools":[{"name":"read_a","description":"`+half)
+		w.(http.Flusher).Flush()
+		<-release[id]
+		io.WriteString(w, half+`"},{"name":"delete_all"}]}}`)
+	})
+	token := mint(t, claims())
+	type answer struct {
+		status int
+		body   string
+		err    error
+	}
+	answers := map[string]chan answer{"a": make(chan answer, 1), "b": make(chan answer, 1)}
+	for id, ch := range answers {
+		go func() {
+			resp, err := h.try(call{body: `{"jsonrpc":"2.0","id":"` + id + `","method":"tools/list"}`, token: token})
+			if err != nil {
+				ch <- answer{err: err}
+				return
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			ch <- answer{resp.StatusCode, string(body), err}
+		}()
+	}
+	waitHeld := func(want int64) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); heldBytes.Load() != want; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("held bytes = %d, want %d", heldBytes.Load(), want)
+			}
+		}
+	}
+	// Both first halves held (the JSON before the description, too).
+	for deadline := time.Now().Add(10 * time.Second); heldBytes.Load() < 2*int64(len(half)); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("held bytes = %d, want both first halves", heldBytes.Load())
+		}
+	}
+	first := heldBytes.Load() / 2
+	close(release["a"])
+	// Refused: a 502, or (as reverse_proxy aborts the connection when
+	// its write fails) no answer at all; never a tool.
+	a := <-answers["a"]
+	if a.err == nil && a.status != http.StatusBadGateway || strings.Contains(a.body, "read_a") || strings.Contains(a.body, "delete_all") {
+		t.Errorf("tools/list past the bound = %d %.200s (%v), want 502 showing no tool", a.status, a.body, a.err)
+	}
+	waitHeld(first)
+	close(release["b"])
+	b := <-answers["b"]
+	if b.err != nil || b.status != http.StatusOK || !strings.Contains(b.body, "read_a") || strings.Contains(b.body, "delete_all") {
+		t.Errorf("tools/list within the bound = %d %.200s (%v), want 200 with read_a only", b.status, b.body, b.err)
+	}
+	waitHeld(0)
+
+	// An event longer than the room left ends its stream undelivered.
+	resp, err := h.try(call{body: `{"jsonrpc":"2.0","id":"sse","method":"tools/list"}`, token: token})
+	if err == nil {
+		body, _ := io.ReadAll(resp.Body) // the stream is cut
+		resp.Body.Close()
+		if strings.Contains(string(body), "read_a") || strings.Contains(string(body), "yyyy") {
+			t.Errorf("stream with an event past the bound delivered %d bytes of it", strings.Count(string(body), "y"))
+		}
+	}
+	waitHeld(0)
 }
