@@ -30,6 +30,7 @@ import (
 //	GET    /clients                  list clients
 //	POST   /clients                  add a client (NewClientRequest)
 //	GET    /clients/{id}             show a client
+//	PUT    /clients/{id}             replace a client's registration (NewClientRequest; UpdateClient)
 //	DELETE /clients/{id}             remove a client
 //	POST   /clients/{id}/secret      rotate a client's secret
 //	GET    /agents                   list agents
@@ -78,6 +79,7 @@ func (i *Issuer) newAdmin(hashCost int) *admin {
 		"GET /clients":               listRoute(i.Clients, clientView),
 		"POST /clients":              a.addClient,
 		"GET /clients/{id}":          a.showClient,
+		"PUT /clients/{id}":          a.updateClient,
 		"DELETE /clients/{id}":       actRoute(i.DeleteClient, "id"),
 		"POST /clients/{id}/secret":  a.rotateClientSecret,
 		"GET /agents":                listRoute(i.Agents, agentView),
@@ -368,6 +370,27 @@ func (a *admin) showClient(w http.ResponseWriter, r *http.Request) error {
 	return writeAdminJSON(w, http.StatusOK, clientView(c))
 }
 
+// client is the registration nc asks for, its method decided: none for a
+// public client, client_secret_basic for one without keys or a method.
+// PutClient and UpdateClient validate the rest (credentials fitting the
+// method).
+func (nc *NewClientRequest) client() (Client, error) {
+	c := Client{
+		ID: nc.ID, Name: nc.Name, RedirectURIs: nc.RedirectURIs, GrantTypes: nc.GrantTypes,
+		TokenEndpointAuthMethod: nc.AuthMethod, JWKSURI: nc.JWKSURI, JWKS: nc.JWKS,
+		Resources: nc.Resources, Scopes: nc.Scopes, Introspect: nc.Introspect,
+	}
+	switch {
+	case nc.Public && c.TokenEndpointAuthMethod != "" && c.TokenEndpointAuthMethod != authNone:
+		return Client{}, adminErr(http.StatusBadRequest, errors.New("a public client's auth method is none"))
+	case nc.Public:
+		c.TokenEndpointAuthMethod = authNone
+	case c.TokenEndpointAuthMethod == "" && c.JWKSURI == "" && len(c.JWKS) == 0:
+		c.TokenEndpointAuthMethod = authClientSecretBasic
+	}
+	return c, nil
+}
+
 func (a *admin) addClient(w http.ResponseWriter, r *http.Request) error {
 	var nc NewClientRequest
 	if err := readAdminJSON(r, &nc); err != nil {
@@ -376,27 +399,16 @@ func (a *admin) addClient(w http.ResponseWriter, r *http.Request) error {
 	if nc.ID == "" {
 		return adminErr(http.StatusBadRequest, errors.New("client_id is required"))
 	}
-	c := Client{
-		ID: nc.ID, Name: nc.Name, RedirectURIs: nc.RedirectURIs, GrantTypes: nc.GrantTypes,
-		TokenEndpointAuthMethod: nc.AuthMethod, JWKSURI: nc.JWKSURI, JWKS: nc.JWKS,
-		Resources: nc.Resources, Scopes: nc.Scopes, Introspect: nc.Introspect,
-	}
-	// PutClient validates the rest (credentials fitting the method).
-	switch {
-	case nc.Public && c.TokenEndpointAuthMethod != "" && c.TokenEndpointAuthMethod != authNone:
-		return adminErr(http.StatusBadRequest, errors.New("a public client's auth method is none"))
-	case nc.Public:
-		c.TokenEndpointAuthMethod = authNone
-	case c.TokenEndpointAuthMethod == "" && c.JWKSURI == "" && len(c.JWKS) == 0:
-		c.TokenEndpointAuthMethod = authClientSecretBasic
+	c, err := nc.client()
+	if err != nil {
+		return err
 	}
 	if _, err := a.findClient(r, c.ID); err == nil {
 		return entryErr("client", c.ID, store.ErrAlreadyExists)
 	}
 	var secret string
-	if c.TokenEndpointAuthMethod == authClientSecretBasic || c.TokenEndpointAuthMethod == authClientSecretPost {
+	if secretMethod(c.TokenEndpointAuthMethod) {
 		// Generated here so that the client is stored once, complete.
-		var err error
 		if secret, c.SecretHash, err = a.iss.newSecret(); err != nil {
 			return err
 		}
@@ -410,6 +422,32 @@ func (a *admin) addClient(w http.ResponseWriter, r *http.Request) error {
 	view.ClientSecret = secret
 	w.Header().Set("Cache-Control", "no-store")
 	return writeAdminJSON(w, http.StatusCreated, view)
+}
+
+// updateClient replaces a client's registration (UpdateClient): the body
+// is POST's; its client_id, when given, must be the path's. The secret is
+// neither changed nor shown.
+func (a *admin) updateClient(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	var nc NewClientRequest
+	if err := readAdminJSON(r, &nc); err != nil {
+		return err
+	}
+	switch {
+	case nc.ID == "":
+		nc.ID = id
+	case nc.ID != id:
+		return adminErr(http.StatusBadRequest, fmt.Errorf("client_id %q differs from the client the path names, %q; a client's id cannot change", nc.ID, id))
+	}
+	c, err := nc.client()
+	if err != nil {
+		return err
+	}
+	updated, err := a.iss.UpdateClient(r.Context(), c)
+	if err != nil {
+		return err
+	}
+	return writeAdminJSON(w, http.StatusOK, clientView(updated))
 }
 
 func (a *admin) rotateClientSecret(w http.ResponseWriter, r *http.Request) error {
@@ -629,8 +667,8 @@ func (e *adminError) Unwrap() error { return e.err }
 func adminErr(status int, err error) error { return &adminError{status: status, err: err} }
 
 // adminStatus is the status of an error from a handler: its own, else
-// derived from what went wrong: not found 404; already exists or declared
-// in the configuration 409; an invalid entry or OAuth error 400; else
+// derived from what went wrong: not found 404; already exists, declared
+// in the configuration or self-registered 409; an invalid entry or OAuth error 400; else
 // 500.
 func adminStatus(err error) int {
 	var ae *adminError
@@ -642,7 +680,7 @@ func adminStatus(err error) int {
 		return http.StatusServiceUnavailable
 	case errors.Is(err, store.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, store.ErrAlreadyExists), errors.Is(err, ErrConfigured), errors.Is(err, ErrPinMismatch):
+	case errors.Is(err, store.ErrAlreadyExists), errors.Is(err, ErrConfigured), errors.Is(err, errSelfRegistered), errors.Is(err, ErrPinMismatch):
 		return http.StatusConflict
 	case errors.Is(err, ErrInvalidEntry):
 		return http.StatusBadRequest

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
@@ -173,6 +175,7 @@ func TestAdminAllowHeader(t *testing.T) {
 	for _, tt := range []struct{ method, path, want string }{
 		{"PATCH", "/mcp-auth/users", "GET, POST"},
 		{"POST", "/mcp-auth/users/bob", "DELETE, GET"},
+		{"PATCH", "/mcp-auth/clients/app", "DELETE, GET, PUT"},
 		{"GET", "/mcp-auth/users/bob/password", "PUT"},
 		{"GET", "/mcp-auth/keys/rotate", "POST"},
 	} {
@@ -294,7 +297,7 @@ func TestAdminClients(t *testing.T) {
 		{"rotate unknown", "POST", "/mcp-auth/clients/nope/secret", "", 404, ""},
 		{"remove", "DELETE", "/mcp-auth/clients/cli", "", 204, ""},
 		{"remove again", "DELETE", "/mcp-auth/clients/cli", "", 404, ""},
-		{"method not allowed", "PUT", "/mcp-auth/clients/svc", "", 405, ""},
+		{"method not allowed", "PATCH", "/mcp-auth/clients/svc", "", 405, ""},
 	}
 	for _, tt := range steps {
 		t.Run(tt.name, func(t *testing.T) { runAPI(t, srv, tt) })
@@ -891,4 +894,188 @@ func TestAdminIDsStayAddressable(t *testing.T) {
 	}
 	// Unclean paths as sent are still not served.
 	runAPI(t, srv, apiCase{"dot segment", "GET", "/mcp-auth/users/../clients", "", 404, ""})
+}
+
+// storeDump is every record of the buckets an admin change of a client
+// can touch, for comparing before and after.
+func storeDump(t *testing.T, iss *Issuer) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := iss.store.View(t.Context(), func(tx store.Tx) error {
+		for _, b := range []string{bucketClients, bucketGrants, bucketEpochs, bucketRevoked, bucketRevocationLog, bucketCodes} {
+			if err := tx.List(b, "", func(k string, v []byte) error { out[b+"/"+k] = string(v); return nil }); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestAdminClientUpdate: PUT /mcp-auth/clients/<id> takes POST's body and
+// answers the client as stored, without a secret, 200; an unknown id 404;
+// a configured or self-registered (DCR) client 409; an invalid body, a
+// client_id other than the path's, or a switch to a secret method 400; a
+// form type 415. Every refusal leaves the store as it was. The secret
+// stays what it was.
+func TestAdminClientUpdate(t *testing.T) {
+	iss, _ := newAdminIssuer(t, nil)
+	srv := adminServer(t, iss)
+	runAPI(t, srv, apiCase{"add app", "POST", "/mcp-auth/clients", `{"client_id":"app","public":true,"redirect_uris":["http://127.0.0.1/cb"],"scopes":["read"]}`, 201, ""})
+	var svc ClientView
+	body := runAPI(t, srv, apiCase{"add svc", "POST", "/mcp-auth/clients", `{"client_id":"svc","grant_types":["client_credentials"],"scopes":["read"]}`, 201, ""})
+	if err := json.Unmarshal([]byte(body), &svc); err != nil || svc.ClientSecret == "" {
+		t.Fatalf("POST svc = %s, %v", body, err)
+	}
+	dcr := Client{ID: "self-registered", TokenEndpointAuthMethod: authNone, RedirectURIs: []string{"http://127.0.0.1/cb"}, Source: sourceDCR, ExpiresAt: iss.now().Add(time.Hour)}
+	if err := iss.store.Update(t.Context(), func(tx store.Tx) error { return clientsIn(tx).put(&dcr) }); err != nil {
+		t.Fatal(err)
+	}
+
+	before := storeDump(t, iss)
+	for _, tt := range []apiCase{
+		{"unknown", "PUT", "/mcp-auth/clients/nope", `{"public":true}`, 404, `client \"nope\" not found`},
+		{"configured", "PUT", "/mcp-auth/clients/configured", `{"public":true,"redirect_uris":["http://127.0.0.1/cb"]}`, 409, "Caddyfile"},
+		{"self-registered", "PUT", "/mcp-auth/clients/self-registered", `{"public":true,"redirect_uris":["http://127.0.0.1/cb"]}`, 409, "dynamic client registration"},
+		{"public to a secret", "PUT", "/mcp-auth/clients/app", `{"redirect_uris":["http://127.0.0.1/cb"]}`, 400, "remove the client and add it again"},
+		{"public to client_secret_post", "PUT", "/mcp-auth/clients/app", `{"token_endpoint_auth_method":"client_secret_post","redirect_uris":["http://127.0.0.1/cb"]}`, 400, "has no secret"},
+		{"another client_id", "PUT", "/mcp-auth/clients/app", `{"client_id":"svc","public":true}`, 400, "differs"},
+		{"http redirect on a public host", "PUT", "/mcp-auth/clients/app", `{"public":true,"redirect_uris":["http://app.example.com/cb"]}`, 400, "loopback"},
+		{"public with client credentials", "PUT", "/mcp-auth/clients/app", `{"public":true,"grant_types":["client_credentials"]}`, 400, "confidential"},
+		{"public with a method", "PUT", "/mcp-auth/clients/app", `{"public":true,"token_endpoint_auth_method":"client_secret_basic"}`, 400, "auth method is none"},
+		{"a secret in the body", "PUT", "/mcp-auth/clients/svc", `{"client_secret":"mine"}`, 400, "client_secret"},
+		{"keys method without keys", "PUT", "/mcp-auth/clients/svc", `{"token_endpoint_auth_method":"private_key_jwt","grant_types":["client_credentials"]}`, 400, "jwks"},
+		{"bad resource", "PUT", "/mcp-auth/clients/svc", `{"grant_types":["client_credentials"],"resources":["mcp"]}`, 400, ""},
+		{"unknown grant type", "PUT", "/mcp-auth/clients/svc", `{"grant_types":["password"]}`, 400, "password"},
+		{"no body", "PUT", "/mcp-auth/clients/svc", "", 400, ""},
+		{"unclean path", "PUT", "/mcp-auth/clients/x/../svc", `{"grant_types":["client_credentials"]}`, 404, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			runAPI(t, srv, tt)
+			if after := storeDump(t, iss); !maps.Equal(after, before) {
+				t.Errorf("the store changed: %d records, were %d", len(after), len(before))
+			}
+		})
+	}
+	req, _ := http.NewRequest("PUT", srv.URL+"/mcp-auth/clients/app", strings.NewReader(`{"public":true,"client_name":"Form"}`))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	doAPI(t, srv, req, 415, "send a JSON body")
+	if after := storeDump(t, iss); !maps.Equal(after, before) {
+		t.Error("a refused form changed the store")
+	}
+
+	created := func(id string) time.Time {
+		var c storedClient
+		if err := iss.store.View(t.Context(), func(tx store.Tx) error {
+			got, err := clientsIn(tx).get(id)
+			if err == nil {
+				c = *clientRecord(got)
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return c.CreatedAt
+	}
+	appCreated := created("app")
+	var updated ClientView
+	body = runAPI(t, srv, apiCase{"update app", "PUT", "/mcp-auth/clients/app",
+		`{"public":true,"client_name":"App","redirect_uris":["http://127.0.0.1/cb","https://app.example.com/cb"],"scopes":["read"]}`, 200, `"client_name":"App"`})
+	if err := json.Unmarshal([]byte(body), &updated); err != nil {
+		t.Fatal(err)
+	}
+	if updated.Source != sourceAdmin || !updated.CreatedAt.Equal(appCreated) || len(updated.RedirectURIs) != 2 || updated.AuthMethod != authNone {
+		t.Errorf("PUT answer = %s, want the admin client as created, with its new name and redirect URIs", body)
+	}
+	runAPI(t, srv, apiCase{"show app", "GET", "/mcp-auth/clients/app", "", 200, `"redirect_uris":["http://127.0.0.1/cb","https://app.example.com/cb"]`})
+
+	body = runAPI(t, srv, apiCase{"update svc", "PUT", "/mcp-auth/clients/svc", `{"client_id":"svc","client_name":"CI","grant_types":["client_credentials"],"scopes":["read"]}`, 200, `"token_endpoint_auth_method":"client_secret_basic"`})
+	if strings.Contains(body, "client_secret\"") {
+		t.Errorf("PUT answer %s shows a secret", body)
+	}
+	if got := clientCredentialsStatus(t, iss, "svc", svc.ClientSecret); got != http.StatusOK {
+		t.Errorf("token request with the secret from before the update = %d, want 200", got)
+	}
+
+	// An id with slashes is addressed escaped, as by the other routes.
+	id := "https://app.example/client.json"
+	runAPI(t, srv, apiCase{"add escaped", "POST", "/mcp-auth/clients", `{"client_id":"` + id + `","public":true,"redirect_uris":["http://127.0.0.1/cb"]}`, 201, ""})
+	runAPI(t, srv, apiCase{"update escaped", "PUT", "/mcp-auth/clients/" + url.PathEscape(id), `{"public":true,"client_name":"Doc","redirect_uris":["http://127.0.0.1/cb"]}`, 200, `"client_name":"Doc"`})
+}
+
+// TestAdminClientUpdateConcurrent: PUTs of one client racing each other
+// and a DELETE end consistent: every PUT answers 200 or, once the removal
+// committed, 404; the client stays removed (no PUT brings it back); and
+// of racing PUTs the stored registration is wholly one of them.
+func TestAdminClientUpdateConcurrent(t *testing.T) {
+	iss, _ := newAdminIssuer(t, nil)
+	srv := adminServer(t, iss)
+	put := func(id, name string) int {
+		req, _ := http.NewRequest("PUT", srv.URL+"/mcp-auth/clients/"+id, strings.NewReader(
+			fmt.Sprintf(`{"public":true,"client_name":%q,"redirect_uris":["http://127.0.0.1/%s"],"scopes":[%q]}`, name, name, name)))
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Error(err)
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+
+	runAPI(t, srv, apiCase{"add", "POST", "/mcp-auth/clients", `{"client_id":"racy","public":true,"redirect_uris":["http://127.0.0.1/cb"]}`, 201, ""})
+	var wg sync.WaitGroup
+	names := []string{"read", "write", "admin", "other"}
+	for _, n := range names {
+		wg.Go(func() {
+			if got := put("racy", n); got != http.StatusOK {
+				t.Errorf("PUT racy (%s) = %d, want 200", n, got)
+			}
+		})
+	}
+	wg.Wait()
+	c, err := iss.dir.lookupClient(t.Context(), "racy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(names, c.Name) || len(c.RedirectURIs) != 1 || c.RedirectURIs[0] != "http://127.0.0.1/"+c.Name || len(c.Scopes) != 1 || c.Scopes[0] != c.Name {
+		t.Errorf("after racing PUTs the client is %+v, want one PUT's registration whole", c)
+	}
+
+	for round := range 5 {
+		id := fmt.Sprintf("gone-%d", round)
+		runAPI(t, srv, apiCase{"add", "POST", "/mcp-auth/clients", `{"client_id":"` + id + `","public":true,"redirect_uris":["http://127.0.0.1/cb"]}`, 201, ""})
+		var deleted int
+		codes := make([]int, 4)
+		for n := range codes {
+			wg.Go(func() { codes[n] = put(id, names[n]) })
+		}
+		wg.Go(func() {
+			req, _ := http.NewRequest("DELETE", srv.URL+"/mcp-auth/clients/"+id, nil)
+			resp, err := srv.Client().Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			deleted = resp.StatusCode
+		})
+		wg.Wait()
+		if deleted != http.StatusNoContent {
+			t.Errorf("DELETE %s = %d, want 204", id, deleted)
+		}
+		for _, c := range codes {
+			if c != http.StatusOK && c != http.StatusNotFound {
+				t.Errorf("PUTs racing DELETE %s = %v, want 200 or 404", id, codes)
+			}
+		}
+		if _, err := iss.dir.lookupClient(t.Context(), id); err == nil {
+			t.Errorf("client %s exists after its removal (PUT answers %v)", id, codes)
+		}
+		if got := put(id, "late"); got != http.StatusNotFound {
+			t.Errorf("PUT %s after its removal = %d, want 404", id, got)
+		}
+	}
 }

@@ -467,6 +467,13 @@ func (i *Issuer) proceed(w http.ResponseWriter, r *http.Request, s *session, ar 
 		i.pages.earlyError(w, r, c, ar.RedirectURI, ar.State, err)
 	}
 	c, u, err := i.requestParties(ctx, s, ar)
+	if errors.Is(err, errClientChanged) {
+		if pendingID != "" {
+			i.pending.delete(ctx, pendingID)
+		}
+		i.pages.clientChangedPage(w)
+		return
+	}
 	if err != nil {
 		fail(err)
 		return
@@ -483,7 +490,7 @@ func (i *Issuer) proceed(w http.ResponseWriter, r *http.Request, s *session, ar 
 			return
 		}
 		if ok {
-			i.finish(w, r, s, ar, pendingID, resource, scopes, false, fail)
+			i.finish(w, r, s, c, ar, pendingID, resource, scopes, false, fail)
 			return
 		}
 	}
@@ -523,11 +530,17 @@ func (i *Issuer) requestScopes(ctx context.Context, c *Client, u *User, ar *auth
 }
 
 // requestParties loads the client and the logged-in user of a request.
-// The client is returned even when the user is not available.
+// The client is returned even when the user is not available. A client
+// whose registration no longer holds the request's redirect URI (changed
+// through the admin API, or by a reload, while the user signed in) is
+// errClientChanged.
 func (i *Issuer) requestParties(ctx context.Context, s *session, ar *authRequest) (*Client, *User, error) {
 	c, err := i.dir.lookupClient(ctx, ar.ClientID)
 	if err != nil {
 		return nil, nil, ErrUnauthorizedClient.WithDescription("the client is no longer available").Wrap(err)
+	}
+	if !matchRedirectURI(c.RedirectURIs, ar.RedirectURI) {
+		return c, nil, errClientChanged
 	}
 	u, err := i.dir.lookupUser(ctx, s.User)
 	if err != nil {
@@ -536,14 +549,19 @@ func (i *Issuer) requestParties(ctx context.Context, s *session, ar *authRequest
 	return c, u, nil
 }
 
-// finish issues the code (consuming the pending request and, when
-// remember is set, storing the consent in the same transaction) and
-// redirects to the client. fail answers an error: earlyError before the
-// user has seen the consent page, redirectError after.
-func (i *Issuer) finish(w http.ResponseWriter, r *http.Request, s *session, ar *authRequest, pendingID, resource string, scopes []string, remember bool, fail func(error)) {
-	code, err := i.issueCode(r.Context(), s, ar, pendingID, resource, scopes, remember)
+// finish issues the code for client c as requestParties read it
+// (consuming the pending request and, when remember is set, storing the
+// consent in the same transaction) and redirects to the client. fail
+// answers an error: earlyError before the user has seen the consent
+// page, redirectError after.
+func (i *Issuer) finish(w http.ResponseWriter, r *http.Request, s *session, c *Client, ar *authRequest, pendingID, resource string, scopes []string, remember bool, fail func(error)) {
+	code, err := i.issueCode(r.Context(), s, c, ar, pendingID, resource, scopes, remember)
 	if errors.Is(err, errPendingGone) {
 		i.pages.pendingGonePage(w)
+		return
+	}
+	if errors.Is(err, errClientChanged) {
+		i.pages.clientChangedPage(w)
 		return
 	}
 	if errors.Is(err, errSignedOut) {
@@ -562,7 +580,7 @@ func (i *Issuer) finish(w http.ResponseWriter, r *http.Request, s *session, ar *
 	i.pages.redirectTo(w, r, ar.RedirectURI, v)
 }
 
-func (i *Issuer) issueCode(ctx context.Context, s *session, ar *authRequest, pendingID, resource string, scopes []string, remember bool) (string, error) {
+func (i *Issuer) issueCode(ctx context.Context, s *session, c *Client, ar *authRequest, pendingID, resource string, scopes []string, remember bool) (string, error) {
 	code, err := i.randomToken(32)
 	if err != nil {
 		return "", err
@@ -595,6 +613,9 @@ func (i *Issuer) issueCode(ctx context.Context, s *session, ar *authRequest, pen
 		if err := epochsIn(tx).signedOut(s.User, signedIn(s.SignedInAt, s.AuthTime)); err != nil {
 			return err
 		}
+		if err := stillRegistered(tx, c, ar.RedirectURI); err != nil {
+			return err
+		}
 		if pendingID != "" {
 			if err := pendingIn(tx).finish(pendingID); err != nil {
 				return err
@@ -611,4 +632,33 @@ func (i *Issuer) issueCode(ctx context.Context, s *session, ar *authRequest, pen
 		return "", err
 	}
 	return code, nil
+}
+
+// errClientChanged: the client's registration changed while the
+// authorization request ran (UpdateClient, DeleteClient, a reload): it no
+// longer holds the request's redirect URI, or allows less than when the
+// request read it. The request ends on the issuer's page, never at the
+// redirect URI, which may be the one taken away.
+var errClientChanged = errors.New("the client's registration changed during the authorization request")
+
+// stillRegistered checks, in the transaction that issues a code, that a
+// stored client c, as the request read it, is still stored, no narrower
+// (registrationNarrowed) and with the redirect URI: an update committing
+// after the read would otherwise let the code carry what it took away.
+// Configured clients change only with a configuration, CIMD clients with
+// their document.
+func stillRegistered(tx store.Tx, c *Client, redirectURI string) error {
+	if c.agent != nil || (c.Source != sourceAdmin && c.Source != sourceDCR) {
+		return nil
+	}
+	stored, err := clientsIn(tx).get(c.ID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return errClientChanged
+	case err != nil:
+		return err
+	case registrationNarrowed(c, stored) || !matchRedirectURI(stored.RedirectURIs, redirectURI):
+		return errClientChanged
+	}
+	return nil
 }

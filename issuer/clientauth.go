@@ -28,6 +28,9 @@ const (
 	authPrivateKeyJWT     = "private_key_jwt"
 )
 
+// secretMethod reports whether method m authenticates with a secret.
+func secretMethod(m string) bool { return m == authClientSecretBasic || m == authClientSecretPost }
+
 const jwtBearerAssertion = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 const (
@@ -201,7 +204,7 @@ func (i *Issuer) authSecret(ctx context.Context, id, secret, addr string) (*Clie
 	}
 	m := c.TokenEndpointAuthMethod
 	ok := false
-	if m == authClientSecretBasic || m == authClientSecretPost {
+	if secretMethod(m) {
 		if ok, err = i.dir.checkSecret(ctx, c.SecretHash, secret); err != nil {
 			i.limiter.attemptNotRun(ctx, account, addr)
 			return nil, hashBusyError(err)

@@ -100,6 +100,11 @@ func (i *Issuer) consentPost(w http.ResponseWriter, r *http.Request) {
 		fail(ErrAccessDenied.WithDescription("the user denied the request"))
 	case "approve":
 		c, u, err := i.requestParties(ctx, s, ar)
+		if errors.Is(err, errClientChanged) {
+			i.pending.delete(ctx, id)
+			i.pages.clientChangedPage(w)
+			return
+		}
 		if err != nil {
 			fail(err)
 			return
@@ -112,7 +117,7 @@ func (i *Issuer) consentPost(w http.ResponseWriter, r *http.Request) {
 		// Grant no more than the page showed, even if policy changed since.
 		shown := strings.Fields(r.PostForm.Get("scope"))
 		scopes = slices.DeleteFunc(scopes, func(sc string) bool { return !slices.Contains(shown, sc) })
-		i.finish(w, r, s, ar, id, resource, scopes, true, func(err error) {
+		i.finish(w, r, s, c, ar, id, resource, scopes, true, func(err error) {
 			i.pages.redirectError(w, r, ar.RedirectURI, ar.State, err)
 		})
 	default:

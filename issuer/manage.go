@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -178,41 +179,8 @@ func (i *Issuer) SetPassword(ctx context.Context, name, bcryptHash string) error
 // in the write's transaction: of two concurrent creations one fails,
 // rather than both answering a secret of which only one works.
 func (i *Issuer) PutClient(ctx context.Context, c Client) error {
-	if !usableName(c.ID, 500) {
-		return invalidEntry("client id must be 1 to 500 characters without spaces or control characters")
-	}
-	if i.dir.configuredClient(c.ID) {
-		return entryErr("client", c.ID, ErrConfigured)
-	}
-	if i.dir.configuredAgent(c.ID) {
-		return invalidEntry("client %q: an agent has this id", c.ID)
-	}
-	if p := idpOfUsername(i.cfg.IdentityProviders, c.ID); p != nil {
-		return invalidEntry("client %q: names starting with %q belong to identity provider %s's users", c.ID, p.Name+":", p.Name)
-	}
-	normalizeAuthMethod(&c)
-	if err := validateClientAuth(&c); err != nil {
-		return invalidEntry("client %q: %v", c.ID, err)
-	}
-	for _, g := range c.GrantTypes {
-		if _, ok := i.grants[g]; !ok {
-			return invalidEntry("client %q: unsupported grant type %q", c.ID, g)
-		}
-	}
-	if c.Public() && slices.ContainsFunc(c.GrantTypes, needsConfidential) {
-		return invalidEntry("client %q: client_credentials, token exchange and jwt-bearer need a confidential client", c.ID)
-	}
-	// The rules of Dynamic Client Registration: an operator's typo must not
-	// become a redirect to plain http or a wildcard.
-	if _, _, err := validateRedirectURIs(c.RedirectURIs, c.ApplicationType, false); err != nil {
-		var oe *Error
-		errors.As(err, &oe)
-		return invalidEntry("client %q: %s", c.ID, oe.Description)
-	}
-	for _, r := range c.Resources {
-		if err := validateResourceURL(r); err != nil {
-			return invalidEntry("client %q: %v", c.ID, err)
-		}
+	if err := i.checkClient(&c, false); err != nil {
+		return err
 	}
 	c.Source, c.ExpiresAt = sourceAdmin, time.Time{}
 	return i.store.Update(ctx, func(tx store.Tx) error {
@@ -238,6 +206,173 @@ func (i *Issuer) PutClient(ctx context.Context, c Client) error {
 		c.CreatedAt = i.now()
 		return clients.put(&c)
 	})
+}
+
+// errSelfRegistered: the client registered itself (Dynamic Client
+// Registration); its registration is its own. It answers 409.
+var errSelfRegistered = errors.New("registered by the client itself (dynamic client registration), not through the admin API; remove it, and add it through the admin API to manage it here")
+
+// UpdateClient replaces the registration of a client added with
+// PutClient by c (c.ID names it) and returns it as stored, without its
+// secret hash. It keeps the client's secret: c.SecretHash must be empty;
+// a client that authenticates with a secret and still does keeps its own,
+// one that switches to none or private_key_jwt drops it, and one without a
+// secret (public, or private_key_jwt) cannot switch to a secret method
+// here, which would have to make a secret and show it (remove the client
+// and add it again: PutClient). The method must be given unless keys are
+// (then private_key_jwt).
+//
+// What the client holds and still fits the new registration stays: when
+// the registration is narrower in anything a grant, a token or a code
+// rests on (registrationNarrowed: credentials, grant types, resources,
+// scopes), every grant the client holds is revoked as by DeleteClient,
+// and codes and token requests from before are refused. A change of name,
+// redirect URIs or introspect alone revokes nothing, but a removed
+// redirect URI refuses every code issued before the change
+// (redirectsPrincipal) and every authorization request still pending for
+// that URI.
+//
+// A configured client is ErrConfigured, a missing one store.ErrNotFound,
+// a self-registered one errSelfRegistered; they are decided, and the
+// change made, in one transaction, so a concurrent removal or update is
+// wholly before or after it.
+func (i *Issuer) UpdateClient(ctx context.Context, c Client) (Client, error) {
+	if c.SecretHash != "" {
+		return Client{}, invalidEntry("client %q: an update keeps the client's secret; rotate it with RotateClientSecret", c.ID)
+	}
+	if c.TokenEndpointAuthMethod == "" && len(c.JWKS) == 0 && c.JWKSURI == "" {
+		return Client{}, invalidEntry("client %q: token_endpoint_auth_method is required", c.ID)
+	}
+	if err := i.checkClient(&c, true); err != nil {
+		return Client{}, err
+	}
+	var out Client
+	err := i.store.Update(ctx, func(tx store.Tx) error {
+		clients := clientsIn(tx)
+		old, err := clients.get(c.ID)
+		if err != nil {
+			return entryErr("client", c.ID, err)
+		}
+		if old.Source != sourceAdmin {
+			return entryErr("client", c.ID, errSelfRegistered)
+		}
+		cur := c // fn may run again: c stays as given
+		cur.Source, cur.CreatedAt, cur.ExpiresAt = old.Source, old.CreatedAt, old.ExpiresAt
+		// Not in an admin client's registration; kept as they are.
+		cur.ApplicationType, cur.DPoPBoundAccessTokens = old.ApplicationType, old.DPoPBoundAccessTokens
+		if secretMethod(cur.TokenEndpointAuthMethod) {
+			if !secretMethod(old.TokenEndpointAuthMethod) {
+				return invalidEntry("client %q has no secret, and an update makes none: to give it one, remove the client and add it again (the answer holds the secret)", c.ID)
+			}
+			cur.SecretHash = old.SecretHash
+			if err := validateClientAuth(&cur); err != nil {
+				return invalidEntry("client %q: %v", c.ID, err)
+			}
+		}
+		if err := clients.put(&cur); err != nil {
+			return err
+		}
+		rv := i.revocation()
+		if registrationNarrowed(old, &cur) {
+			if err := grantsIn(tx).revokeClient(c.ID, rv); err != nil {
+				return err
+			}
+		}
+		if slices.ContainsFunc(old.RedirectURIs, func(u string) bool { return !slices.Contains(cur.RedirectURIs, u) }) {
+			if err := epochsIn(tx).stamp(redirectsPrincipal(c.ID), rv); err != nil {
+				return err
+			}
+		}
+		out = cur
+		return nil
+	})
+	out.SecretHash = ""
+	return out, err
+}
+
+// registrationNarrowed reports whether cur, a client's registration,
+// allows less than old in anything a grant, a token or a code rests on:
+// the credentials (method, secret, keys), grant types, resources and
+// scopes (an empty list allows every resource or scope; no grant types
+// are authorization_code and refresh_token), and what only a
+// registration by the client itself sets. A change that only adds
+// (another scope, say) is not narrower; any other change of these is.
+// Name, redirect URIs (see redirectsPrincipal) and introspect (read at
+// each introspection) are not in it.
+func registrationNarrowed(old, cur *Client) bool {
+	// The two secret methods are one: either is accepted for the other
+	// (authenticateClient), with the same secret.
+	sameMethod := old.TokenEndpointAuthMethod == cur.TokenEndpointAuthMethod ||
+		secretMethod(old.TokenEndpointAuthMethod) && secretMethod(cur.TokenEndpointAuthMethod)
+	return !sameMethod || old.SecretHash != cur.SecretHash ||
+		!bytes.Equal(old.JWKS, cur.JWKS) || old.JWKSURI != cur.JWKSURI ||
+		!allowsAll(grantTypesOf(cur), grantTypesOf(old)) ||
+		!allowsAll(cur.Resources, old.Resources) || !allowsAll(cur.Scopes, old.Scopes) ||
+		old.Source != cur.Source || old.ApplicationType != cur.ApplicationType ||
+		old.DPoPBoundAccessTokens != cur.DPoPBoundAccessTokens
+}
+
+// allowsAll reports whether list cur allows all that list old does, an
+// empty list allowing everything.
+func allowsAll(cur, old []string) bool {
+	if len(cur) == 0 {
+		return true
+	}
+	return len(old) > 0 && !slices.ContainsFunc(old, func(v string) bool { return !slices.Contains(cur, v) })
+}
+
+// grantTypesOf is the grant types c may use (clientMayUse).
+func grantTypesOf(c *Client) []string {
+	if len(c.GrantTypes) == 0 {
+		return []string{grantAuthorizationCode, grantRefreshToken}
+	}
+	return c.GrantTypes
+}
+
+// checkClient validates a runtime-managed client's registration (an
+// omitted method is inferred from the credentials). With keepsSecret, a
+// method that takes a secret passes without one: an update keeps the
+// stored client's.
+func (i *Issuer) checkClient(c *Client, keepsSecret bool) error {
+	if !usableName(c.ID, 500) {
+		return invalidEntry("client id must be 1 to 500 characters without spaces or control characters")
+	}
+	if i.dir.configuredClient(c.ID) {
+		return entryErr("client", c.ID, ErrConfigured)
+	}
+	if i.dir.configuredAgent(c.ID) {
+		return invalidEntry("client %q: an agent has this id", c.ID)
+	}
+	if p := idpOfUsername(i.cfg.IdentityProviders, c.ID); p != nil {
+		return invalidEntry("client %q: names starting with %q belong to identity provider %s's users", c.ID, p.Name+":", p.Name)
+	}
+	normalizeAuthMethod(c)
+	if !keepsSecret || !secretMethod(c.TokenEndpointAuthMethod) {
+		if err := validateClientAuth(c); err != nil {
+			return invalidEntry("client %q: %v", c.ID, err)
+		}
+	}
+	for _, g := range c.GrantTypes {
+		if _, ok := i.grants[g]; !ok {
+			return invalidEntry("client %q: unsupported grant type %q", c.ID, g)
+		}
+	}
+	if c.Public() && slices.ContainsFunc(c.GrantTypes, needsConfidential) {
+		return invalidEntry("client %q: client_credentials, token exchange and jwt-bearer need a confidential client", c.ID)
+	}
+	// The rules of Dynamic Client Registration: an operator's typo must not
+	// become a redirect to plain http or a wildcard.
+	if _, _, err := validateRedirectURIs(c.RedirectURIs, c.ApplicationType, false); err != nil {
+		var oe *Error
+		errors.As(err, &oe)
+		return invalidEntry("client %q: %s", c.ID, oe.Description)
+	}
+	for _, r := range c.Resources {
+		if err := validateResourceURL(r); err != nil {
+			return invalidEntry("client %q: %v", c.ID, err)
+		}
+	}
+	return nil
 }
 
 // Clients lists configured and stored (admin, DCR) clients, by id,
@@ -298,7 +433,7 @@ func (i *Issuer) RotateClientSecret(ctx context.Context, id string) (string, err
 		if err != nil {
 			return entryErr("client", id, err)
 		}
-		if c.TokenEndpointAuthMethod != authClientSecretBasic && c.TokenEndpointAuthMethod != authClientSecretPost {
+		if !secretMethod(c.TokenEndpointAuthMethod) {
 			return invalidEntry("client %q does not authenticate with a secret", id)
 		}
 		c.SecretHash = hash

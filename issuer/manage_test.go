@@ -1,15 +1,22 @@
 package issuer
 
 import (
+	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/bolt"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
 )
 
 func TestManageUsers(t *testing.T) {
@@ -295,4 +302,249 @@ func passwordOK(t *testing.T, i *Issuer, u *User, password string) bool {
 		t.Fatalf("checkPassword() error = %v", err)
 	}
 	return ok
+}
+
+// updateEnv is a token env on a bbolt file with two clients added at
+// runtime: app (public; redirect URIs tRedirect and appRedirect; scopes
+// read and write) and worker (client_secret_basic with secret tPassword;
+// code, refresh and client credentials; scope read), and the admin API
+// over it.
+func updateEnv(t *testing.T) (*testEnv, *httptest.Server) {
+	t.Helper()
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "mcp-auth.db"), bolt.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	e := newTokEnvStore(t, st, clock)
+	ctx := t.Context()
+	for _, err := range []error{
+		e.iss.PutClient(ctx, Client{ID: "app", TokenEndpointAuthMethod: authNone, RedirectURIs: []string{tRedirect, appRedirect}, Scopes: []string{"read", "write"}}),
+		e.iss.PutClient(ctx, Client{ID: "worker", SecretHash: passwordHash(), RedirectURIs: []string{tRedirect},
+			GrantTypes: []string{grantAuthorizationCode, grantRefreshToken, grantClientCredentials}, Scopes: []string{"read"}}),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Advance(time.Minute)
+	return e, adminServer(t, e.iss)
+}
+
+const appRedirect = "https://app.example.com/cb"
+
+// TestUpdateClientGrants: PUT /mcp-auth/clients/<id> keeps the grants
+// that fit the new registration, the access and refresh tokens of a user
+// and the client's own client credentials tokens, when it changes only
+// the name or redirect URIs or widens the client; it revokes every grant
+// the client holds when it narrows the scopes, resources or grant types,
+// or changes the kind of authentication or the keys (client_secret_basic
+// and client_secret_post are one kind: either is accepted for the other).
+// The secret stays unless the method no longer takes one.
+func TestUpdateClientGrants(t *testing.T) {
+	pub, err := publicJWK(jwtTestKey().Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwks, _ := json.Marshal(map[string][]accesstoken.JWK{"keys": {pub}})
+	for _, tt := range []struct {
+		name, client, body string
+		kept               bool
+		// ccBasic is the status of worker's client credentials request with
+		// its secret (basic) afterwards, 0 for app; ccPost, with the
+		// secret in the form.
+		ccBasic int
+		ccPost  bool
+	}{
+		{"name and redirect URIs", "app", `{"public":true,"client_name":"App","redirect_uris":["` + tRedirect + `","https://app.example.com/new"],"scopes":["read","write"]}`, true, 0, false},
+		{"a scope added", "app", `{"public":true,"redirect_uris":["` + tRedirect + `"],"scopes":["read","write","admin"]}`, true, 0, false},
+		{"scopes lifted (every scope)", "app", `{"public":true,"redirect_uris":["` + tRedirect + `"]}`, true, 0, false},
+		{"grant types listed as the default", "app", `{"public":true,"redirect_uris":["` + tRedirect + `"],"grant_types":["refresh_token","authorization_code"],"scopes":["read","write"]}`, true, 0, false},
+		{"a scope removed", "app", `{"public":true,"redirect_uris":["` + tRedirect + `"],"scopes":["read"]}`, false, 0, false},
+		{"resources restricted", "app", `{"public":true,"redirect_uris":["` + tRedirect + `"],"resources":["` + tResource + `"],"scopes":["read","write"]}`, false, 0, false},
+		{"refresh_token dropped", "app", `{"public":true,"redirect_uris":["` + tRedirect + `"],"grant_types":["authorization_code"],"scopes":["read","write"]}`, false, 0, false},
+		{"confidential: name", "worker", `{"client_name":"Service","redirect_uris":["` + tRedirect + `"],"grant_types":["authorization_code","refresh_token","client_credentials"],"scopes":["read"]}`, true, 200, false},
+		{"confidential: introspect", "worker", `{"introspect":true,"redirect_uris":["` + tRedirect + `"],"grant_types":["authorization_code","refresh_token","client_credentials"],"scopes":["read"]}`, true, 200, false},
+		{"confidential: basic to post", "worker", `{"token_endpoint_auth_method":"client_secret_post","redirect_uris":["` + tRedirect + `"],"grant_types":["authorization_code","refresh_token","client_credentials"],"scopes":["read"]}`, true, 200, true},
+		{"confidential to public", "worker", `{"public":true,"redirect_uris":["` + tRedirect + `"],"scopes":["read"]}`, false, 401, false},
+		{"confidential to keys", "worker", `{"jwks":` + string(jwks) + `,"redirect_uris":["` + tRedirect + `"],"grant_types":["authorization_code","refresh_token","client_credentials"],"scopes":["read"]}`, false, 401, false},
+		{"client credentials dropped", "worker", `{"redirect_uris":["` + tRedirect + `"],"scopes":["read"]}`, false, 400, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e, srv := updateEnv(t)
+			secret := ""
+			if tt.client == "worker" {
+				secret = tPassword
+			}
+			code, verifier := e.issueCode(t, codeSpec{client: tt.client, scopes: []string{"read", "offline_access"}})
+			user, err := e.exchange(t, tt.client, secret, code, verifier)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var own string
+			if tt.client == "worker" {
+				a := e.post(t, pathToken, ccForm(nil), "worker:"+tPassword)
+				if a.status != http.StatusOK {
+					t.Fatalf("client credentials = %d %s", a.status, a.raw)
+				}
+				own = a.str("access_token")
+			}
+			e.clock.Advance(time.Second)
+			runAPI(t, srv, apiCase{"update", "PUT", "/mcp-auth/clients/" + tt.client, tt.body, http.StatusOK, `"client_id":"` + tt.client + `"`})
+
+			for _, tok := range []string{user.AccessToken, own} {
+				if tok == "" {
+					continue
+				}
+				if revoked := e.revokedToken(t, tok); revoked == tt.kept {
+					t.Errorf("access token revoked = %v, want %v", revoked, !tt.kept)
+				}
+			}
+			form := url.Values{"grant_type": {grantRefreshToken}, "refresh_token": {user.RefreshToken}}
+			basic := ""
+			if tt.client == "app" {
+				form.Set("client_id", "app")
+			} else {
+				basic = "worker:" + tPassword
+			}
+			if tt.kept {
+				if a := e.post(t, pathToken, form, basic); a.status != http.StatusOK {
+					t.Errorf("refresh after the update = %d %s, want 200", a.status, a.raw)
+				}
+			} else if got := e.grantOf(t, gidOf(t, user.AccessToken)); !got.Revoked {
+				t.Error("the user's grant is not revoked")
+			}
+
+			if tt.ccBasic != 0 {
+				if a := e.post(t, pathToken, ccForm(nil), "worker:"+tPassword); a.status != tt.ccBasic {
+					t.Errorf("client credentials with the secret (basic) = %d %s, want %d", a.status, a.raw, tt.ccBasic)
+				}
+			}
+			if tt.ccPost {
+				f := ccForm(url.Values{"client_id": {"worker"}, "client_secret": {tPassword}})
+				if a := e.post(t, pathToken, f, ""); a.status != http.StatusOK {
+					t.Errorf("client credentials with the kept secret (post) = %d %s, want 200", a.status, a.raw)
+				}
+			}
+			var stored storedClient
+			if err := e.get(bucketClients, tt.client, &stored); err != nil {
+				t.Fatal(err)
+			}
+			// Refused with either method: the secret was dropped.
+			if keeps := tt.ccBasic != http.StatusUnauthorized || tt.ccPost; tt.client == "worker" && (stored.SecretHash == passwordHash()) != keeps {
+				t.Errorf("stored secret hash %q, want the secret kept = %v", stored.SecretHash, keeps)
+			}
+		})
+	}
+}
+
+// gidOf is an access token's grant id.
+func gidOf(t *testing.T, raw string) string {
+	t.Helper()
+	_, c := claimsOf(t, raw)
+	gid, _ := c["gid"].(string)
+	return gid
+}
+
+// TestUpdateClientRedirectURIs: a redirect URI removed from a client's
+// registration cannot be reached through an authorization that was under
+// way: a code issued before the removal is refused (whichever URI it went
+// to: a code does not record where it went when the request named none),
+// and so is an authorization request still pending at the consent step
+// for that URI, which ends on the issuer's page and issues no code. A
+// code issued after, or one from before a change that removed no redirect
+// URI, is redeemed.
+func TestUpdateClientRedirectURIs(t *testing.T) {
+	for _, tt := range []struct {
+		name, redirects string
+		refused         bool
+	}{
+		{"the code's redirect URI removed", `["` + appRedirect + `"]`, true},
+		{"another redirect URI removed", `["` + tRedirect + `"]`, true},
+		{"a redirect URI added", `["` + tRedirect + `","` + appRedirect + `","https://app.example.com/new"]`, false},
+		{"the name changed", `["` + tRedirect + `","` + appRedirect + `"]`, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e, srv := updateEnv(t)
+			code, verifier := e.issueCode(t, codeSpec{client: "app", redirect: tRedirect, scopes: []string{"read"}})
+			e.clock.Advance(time.Second)
+			body := `{"public":true,"client_name":"Renamed","redirect_uris":` + tt.redirects + `,"scopes":["read","write"]}`
+			runAPI(t, srv, apiCase{"update", "PUT", "/mcp-auth/clients/app", body, http.StatusOK, ""})
+			status, got := tokenAnswer(e.exchange(t, "app", "", code, verifier))
+			switch {
+			case tt.refused && (status != http.StatusBadRequest || got != "invalid_grant"):
+				t.Errorf("code from before the update = %d %q, want 400 invalid_grant", status, got)
+			case !tt.refused && status != http.StatusOK:
+				t.Errorf("code from before the update = %d %q, want 200", status, got)
+			}
+			if strings.Contains(tt.redirects, `"`+tRedirect+`"`) {
+				e.clock.Advance(time.Second)
+				code, verifier := e.issueCode(t, codeSpec{client: "app", redirect: tRedirect, scopes: []string{"read"}})
+				if status, got := tokenAnswer(e.exchange(t, "app", "", code, verifier)); status != http.StatusOK {
+					t.Errorf("code from after the update = %d %q, want 200", status, got)
+				}
+			}
+		})
+	}
+
+	t.Run("pending at the consent step", func(t *testing.T) {
+		const uri = "https://app.example.com/cb"
+		for _, tt := range []struct {
+			name, redirects string
+			refused         bool
+		}{
+			{"its redirect URI removed", `["` + bRedirect + `"]`, true},
+			{"the name changed", `["` + bRedirect + `","` + uri + `"]`, false},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				e := newBrowserEnv(t, nil)
+				if err := e.iss.PutClient(t.Context(), Client{ID: "rt-app", TokenEndpointAuthMethod: authNone, RedirectURIs: []string{bRedirect, uri}}); err != nil {
+					t.Fatal(err)
+				}
+				srv := adminServer(t, e.iss)
+				p := authParams(testChallenge)
+				p.Set("client_id", "rt-app")
+				p.Set("redirect_uri", uri)
+				c, page := e.consentPage(t, p, bUser)
+				runAPI(t, srv, apiCase{"update", "PUT", "/mcp-auth/clients/rt-app",
+					`{"public":true,"client_name":"Renamed","redirect_uris":` + tt.redirects + `}`, http.StatusOK, ""})
+				codes := e.count(bucketCodes)
+				f := findForm(t, page, "consent")
+				v := f.hidden
+				v.Set("decision", "approve")
+				resp, answer := e.postPage(t, c, f.action, v)
+				loc := resp.Header.Get("Location")
+				switch {
+				case tt.refused && (resp.StatusCode != http.StatusBadRequest || loc != "" || !strings.Contains(answer, "registration changed")):
+					t.Errorf("consent after the redirect URI was removed = %d, Location %q, want 400 and the issuer's page", resp.StatusCode, loc)
+				case tt.refused && e.count(bucketCodes) != codes:
+					t.Error("a code was issued for the removed redirect URI")
+				case !tt.refused && !strings.HasPrefix(loc, uri+"?code="):
+					t.Errorf("consent after a rename = %d, Location %q, want a code at %s", resp.StatusCode, loc, uri)
+				}
+			})
+		}
+	})
+
+	// The update commits after the consent step read the client and
+	// before the code is written: the writing transaction reads it again.
+	t.Run("removed while the code is issued", func(t *testing.T) {
+		e, srv := updateEnv(t)
+		ctx := t.Context()
+		read, err := e.iss.dir.lookupClient(ctx, "app")
+		if err != nil {
+			t.Fatal(err)
+		}
+		runAPI(t, srv, apiCase{"update", "PUT", "/mcp-auth/clients/app", `{"public":true,"redirect_uris":["` + tRedirect + `"],"scopes":["read","write"]}`, http.StatusOK, ""})
+		s := &session{Browser: "b", User: tUser, AuthTime: e.clock.Now()}
+		ar := &authRequest{ClientID: "app", RedirectURI: appRedirect, RedirectParam: appRedirect}
+		if _, err := e.iss.issueCode(ctx, s, read, ar, "", tResource, []string{"read"}, false); !errors.Is(err, errClientChanged) {
+			t.Errorf("code for the removed redirect URI: %v, want errClientChanged", err)
+		}
+		ar = &authRequest{ClientID: "app", RedirectURI: tRedirect, RedirectParam: tRedirect}
+		if _, err := e.iss.issueCode(ctx, s, read, ar, "", tResource, []string{"read"}, false); err != nil {
+			t.Errorf("code for a redirect URI still registered: %v", err)
+		}
+	})
 }

@@ -102,7 +102,8 @@ func (s tokenSubject) principals(clientBasis, userBasis time.Time) []principalBa
 var errPrincipalRevoked = ErrInvalidGrant.WithDescription("the client, user or agent of this request was revoked")
 
 // sameCredentials reports whether a stored client or agent c, as it
-// authenticated, is still stored with the same credentials in tx. A
+// authenticated, is still stored with the same credentials in tx (for a
+// client, with a registration no narrower: registrationNarrowed). A
 // rotation, removal or disabling stamps its revocation before its own
 // transaction commits, and a request that began after the stamp but read
 // the old credentials before the commit would otherwise issue a grant the
@@ -133,7 +134,9 @@ func sameCredentials(tx store.Tx, c *Client) (bool, error) {
 		} else if err != nil {
 			return false, err
 		}
-		hash, jwks, jwksURI = stored.SecretHash, stored.JWKS, stored.JWKSURI
+		// An update that narrowed the registration (UpdateClient) revoked
+		// what the client held, as a rotation does.
+		return !registrationNarrowed(c, stored), nil
 	default:
 		return true, nil
 	}

@@ -203,6 +203,13 @@ func (p *pages) pendingGonePage(w http.ResponseWriter) {
 		"This sign-in request has expired, was already completed, or was started in another browser. Go back to the application and connect again.")
 }
 
+// clientChangedPage ends a request whose client's registration changed
+// meanwhile (errClientChanged).
+func (p *pages) clientChangedPage(w http.ResponseWriter) {
+	p.errorPage(w, http.StatusBadRequest, "Application changed",
+		"The application's registration changed while you were signing in. Go back to the application and connect again.")
+}
+
 // redirectTo redirects to a client's redirect URI with v added to its
 // query, keeping the URI's own query as registered.
 func (p *pages) redirectTo(w http.ResponseWriter, r *http.Request, redirectURI string, v url.Values) {

@@ -37,6 +37,12 @@ func clientPrincipal(id string) string { return "client:" + id }
 func agentPrincipal(id string) string  { return "agent:" + id }
 func userPrincipal(name string) string { return "user:" + name }
 
+// redirectsPrincipal is stamped when a redirect URI is taken from a
+// client's registration (UpdateClient): the codes issued before are
+// refused, whichever URI they went to (a code does not record where it
+// went when the request named none). The client's grants stay.
+func redirectsPrincipal(id string) string { return "redirects:" + id }
+
 // revocation is when a revoking action happens (at) and until when what
 // it revokes must stay refused (every access token issued before at has
 // expired by until).

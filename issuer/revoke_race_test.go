@@ -50,6 +50,14 @@ func (e *testEnv) during(t *testing.T, revoke func(context.Context, *Issuer) err
 	}
 }
 
+// updateBackend replaces raceEnv's backend registration by one named name
+// with scopes (none: every scope), as PUT /mcp-auth/clients/backend does.
+func updateBackend(ctx context.Context, i *Issuer, name string, scopes ...string) error {
+	_, err := i.UpdateClient(ctx, Client{ID: "backend", Name: name, TokenEndpointAuthMethod: authClientSecretBasic,
+		GrantTypes: []string{grantClientCredentials}, Scopes: scopes})
+	return err
+}
+
 // tokenAnswer turns an x/oauth2 result into the status and error code of
 // the token response.
 func tokenAnswer(tok *oauth2.Token, err error) (int, string) {
@@ -72,6 +80,8 @@ func tokenAnswer(tok *oauth2.Token, err error) (int, string) {
 func TestRevocationDuringTokenRequest(t *testing.T) {
 	rotateClient := func(ctx context.Context, i *Issuer) error { _, err := i.RotateClientSecret(ctx, "backend"); return err }
 	deleteClient := func(ctx context.Context, i *Issuer) error { return i.DeleteClient(ctx, "backend") }
+	narrowClient := func(ctx context.Context, i *Issuer) error { return updateBackend(ctx, i, "", "read") }
+	renameClient := func(ctx context.Context, i *Issuer) error { return updateBackend(ctx, i, "Backend") }
 	rotateAgent := func(ctx context.Context, i *Issuer) error { _, err := i.RotateAgentSecret(ctx, "rt"); return err }
 	disableAgent := func(ctx context.Context, i *Issuer) error { return i.DisableAgent(ctx, "rt") }
 	deleteAgent := func(ctx context.Context, i *Issuer) error { return i.DeleteAgent(ctx, "rt") }
@@ -130,6 +140,8 @@ func TestRevocationDuringTokenRequest(t *testing.T) {
 	}{
 		{"client credentials, client secret rotated", backendCC, rotateClient, true},
 		{"client credentials, client deleted", backendCC, deleteClient, true},
+		{"client credentials, client's scopes narrowed", backendCC, narrowClient, true},
+		{"client credentials, client renamed", backendCC, renameClient, false},
 		{"client credentials, another user's password changed", backendCC, newPassword, false},
 		{"agent's own token, agent secret rotated", agentCC, rotateAgent, true},
 		{"agent's own token, agent disabled", agentCC, disableAgent, true},
@@ -263,7 +275,11 @@ func TestLoginDuringPasswordChange(t *testing.T) {
 	consents := e.count(bucketConsents)
 	ar := &authRequest{ClientID: tPublic, RedirectURI: tRedirect}
 	old := &session{Browser: "b", User: "dave", AuthTime: began}
-	if _, err := e.iss.issueCode(ctx, old, ar, "", tResource, []string{"read"}, true); !errors.Is(err, errSignedOut) {
+	pub, err := e.iss.dir.lookupClient(ctx, tPublic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.iss.issueCode(ctx, old, pub, ar, "", tResource, []string{"read"}, true); !errors.Is(err, errSignedOut) {
 		t.Errorf("code from a session the change ended: %v, want errSignedOut", err)
 	}
 	if n := e.count(bucketConsents); n != consents {
@@ -308,6 +324,7 @@ func TestRevocationStampedBeforeItCommits(t *testing.T) {
 			return err
 		}},
 		{"client removed", "backend:" + tPassword, ccForm(nil), func(ctx context.Context, i *Issuer) error { return i.DeleteClient(ctx, "backend") }},
+		{"client's scopes narrowed", "backend:" + tPassword, ccForm(nil), func(ctx context.Context, i *Issuer) error { return updateBackend(ctx, i, "", "read") }},
 		{"agent secret rotated", "rt:first", ccForm(nil), func(ctx context.Context, i *Issuer) error {
 			_, err := i.RotateAgentSecret(ctx, "rt")
 			return err
