@@ -40,6 +40,7 @@ running Caddy instance, through its admin API (routes under /mcp-auth/).
   client add <id> [--public] [--redirect-uri <uri>]... [--grant-type <t>]...
                   [--auth-method <m>] [--jwks-uri <url>] [--jwks <file>]
                   [--resource <url>]... [--scope <s>]... [--name <n>] [--introspect]
+  client update <id> [the flags of add: those given replace what the client has]
   client list | show <id> | remove <id> | rotate-secret <id>
   agent add <id> [--name <n>] [--jwks-uri <url>] [--jwks <file>]
                  [--allowed-client <id>]... [--scope <s>]... [--max-depth <n>]
@@ -101,7 +102,7 @@ func newCLI(cmd *cobra.Command, c *cli) {
 	user := group(&cobra.Command{Use: "user", Short: "Manages users"})
 	user.AddCommand(c.userAdd(), c.userList(), c.userShow(), c.userRemove(), c.userSetPassword())
 	client := group(&cobra.Command{Use: "client", Short: "Manages OAuth clients"})
-	client.AddCommand(c.clientAdd(), c.clientList(), c.clientShow(), c.clientRemove(), c.clientRotate())
+	client.AddCommand(c.clientAdd(), c.clientUpdate(), c.clientList(), c.clientShow(), c.clientRemove(), c.clientRotate())
 	agent := group(&cobra.Command{Use: "agent", Short: "Manages AI agent principals"})
 	agent.AddCommand(c.agentAdd(), c.agentList(),
 		c.agentAction("show", "Shows an agent", http.MethodGet, "", ""),
@@ -277,6 +278,12 @@ func (c *cli) clientAdd() *cobra.Command {
 			return c.print(v)
 		},
 	}
+	clientFlags(cmd, &nc, &jwksFile)
+	return cmd
+}
+
+// clientFlags are the flags of client add and client update.
+func clientFlags(cmd *cobra.Command, nc *issuer.NewClientRequest, jwksFile *string) {
 	f := cmd.Flags()
 	f.StringVar(&nc.Name, "name", "", "Display name shown on the consent page")
 	f.BoolVar(&nc.Public, "public", false, "Public client (no secret; PKCE only)")
@@ -284,10 +291,89 @@ func (c *cli) clientAdd() *cobra.Command {
 	f.StringSliceVar(&nc.GrantTypes, "grant-type", nil, "Grant type (repeatable; default authorization_code, refresh_token)")
 	f.StringVar(&nc.AuthMethod, "auth-method", "", "Token endpoint auth method: none, client_secret_basic, client_secret_post, private_key_jwt")
 	f.StringVar(&nc.JWKSURI, "jwks-uri", "", "URL of the client's JWK Set (private_key_jwt)")
-	f.StringVar(&jwksFile, "jwks", "", "File holding the client's JWK Set (private_key_jwt)")
+	f.StringVar(jwksFile, "jwks", "", "File holding the client's JWK Set (private_key_jwt)")
 	f.StringSliceVar(&nc.Resources, "resource", nil, "Resource the client may use (repeatable; default all)")
 	f.StringSliceVar(&nc.Scopes, "scope", nil, "Scope the client may hold (repeatable; default all)")
 	f.BoolVar(&nc.Introspect, "introspect", false, "Resource server: may introspect every token, not only its own")
+}
+
+// clientUpdate changes a client added through the admin API: the flags
+// given replace what the client has (a repeatable flag, the whole list),
+// the rest stays as the admin API shows it, and the registration is sent
+// whole (PUT). The secret stays; grants are revoked as the route says.
+func (c *cli) clientUpdate() *cobra.Command {
+	var set issuer.NewClientRequest
+	var jwksFile string
+	cmd := &cobra.Command{
+		Use:   "update <client_id>",
+		Short: "Changes an OAuth client's registration (the flags given; the secret stays)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id := args[0]
+			uri := "/mcp-auth/clients/" + url.PathEscape(id)
+			var cur issuer.ClientView
+			if err := c.call(http.MethodGet, uri, nil, &cur); err != nil {
+				return err
+			}
+			nc := issuer.NewClientRequest{
+				ID: id, Name: cur.Name, RedirectURIs: cur.RedirectURIs, GrantTypes: cur.GrantTypes,
+				AuthMethod: cur.AuthMethod, JWKSURI: cur.JWKSURI, Resources: cur.Resources, Scopes: cur.Scopes,
+				Introspect: cur.Introspect,
+			}
+			f := cmd.Flags()
+			if f.Changed("name") {
+				nc.Name = set.Name
+			}
+			if f.Changed("redirect-uri") {
+				nc.RedirectURIs = set.RedirectURIs
+			}
+			if f.Changed("grant-type") {
+				nc.GrantTypes = set.GrantTypes
+			}
+			if f.Changed("resource") {
+				nc.Resources = set.Resources
+			}
+			if f.Changed("scope") {
+				nc.Scopes = set.Scopes
+			}
+			if f.Changed("introspect") {
+				nc.Introspect = set.Introspect
+			}
+			switch {
+			case f.Changed("auth-method"):
+				nc.AuthMethod = set.AuthMethod
+			case f.Changed("public") && set.Public:
+				nc.AuthMethod = "none"
+			case f.Changed("public"):
+				nc.AuthMethod = "" // confidential: the route's default
+			}
+			keys := f.Changed("jwks") || f.Changed("jwks-uri")
+			switch {
+			case keys:
+				nc.JWKSURI = set.JWKSURI
+				if jwksFile != "" {
+					b, err := readJWKS(jwksFile)
+					if err != nil {
+						return err
+					}
+					nc.JWKS = b
+				}
+			case nc.AuthMethod != "private_key_jwt":
+				nc.JWKSURI = "" // no keys without their method
+			case cur.HasJWKS:
+				return fmt.Errorf("client %s has a JWK Set, which the admin API does not show: give it again with --jwks <file> (or --jwks-uri)", id)
+			}
+			if keys && !f.Changed("auth-method") {
+				nc.AuthMethod = "private_key_jwt"
+			}
+			var v issuer.ClientView
+			if err := c.call(http.MethodPut, uri, nc, &v); err != nil {
+				return err
+			}
+			return c.print(v)
+		},
+	}
+	clientFlags(cmd, &set, &jwksFile)
 	return cmd
 }
 

@@ -57,6 +57,15 @@ func TestCommand(t *testing.T) {
 		{"client add resource server", "", []string{"client", "add", "rs", "--grant-type", "client_credentials", "--introspect"}, `"introspect": true`, ""},
 		{"client list", "", []string{"client", "list"}, "svc", ""},
 		{"client show", "", []string{"client", "show", "cli"}, `"client_name": "CLI"`, ""},
+		{"client update", "", []string{"client", "update", "cli", "--name", "CLI 2", "--redirect-uri", "http://127.0.0.1/cb", "--redirect-uri", "http://127.0.0.1/other"}, `"client_name": "CLI 2"`, ""},
+		{"client update keeps the rest", "", []string{"client", "update", "cli", "--scope", "read"}, `"http://127.0.0.1/other"`, ""},
+		{"client update shows the change", "", []string{"client", "show", "cli"}, `"scopes": [
+    "read"
+  ]`, ""},
+		{"client update confidential", "", []string{"client", "update", "svc", "--name", "Service"}, `"token_endpoint_auth_method": "client_secret_basic"`, ""},
+		{"client update public to a secret", "", []string{"client", "update", "cli", "--public=false"}, "", "HTTP 400"},
+		{"client update unknown", "", []string{"client", "update", "nope", "--name", "x"}, "", "HTTP 404"},
+		{"client update config client", "", []string{"client", "update", "configured", "--name", "x"}, "", "HTTP 409"},
 		{"client rotate-secret", "", []string{"client", "rotate-secret", "svc"}, `"client_secret": "`, ""},
 		{"client rotate-secret public", "", []string{"client", "rotate-secret", "cli"}, "", "HTTP 400"},
 		{"client remove", "", []string{"client", "remove", "cli"}, "removed client cli", ""},
@@ -105,6 +114,22 @@ func TestCommand(t *testing.T) {
 		if _, _, err := runCLI(t, a, "", "user", "list"); err == nil || !strings.Contains(err.Error(), "want host:port or http://host:port") {
 			t.Errorf("mcp-auth user list --address %s = %v, want an error explaining the address forms", a, err)
 		}
+	}
+
+	// A client keyed by an inline JWK Set, which the admin API does not
+	// show, is updated only with its keys given again.
+	jwks := filepath.Join(t.TempDir(), "jwks.json")
+	if err := os.WriteFile(jwks, []byte(`{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := runCLI(t, addr, "", "client", "add", "keyed", "--jwks", jwks, "--grant-type", "client_credentials"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := runCLI(t, addr, "", "client", "update", "keyed", "--name", "Keyed"); err == nil || !strings.Contains(err.Error(), "give it again with --jwks") {
+		t.Errorf("client update of an inline-JWKS client without --jwks = %v, want an error asking for the keys", err)
+	}
+	if out, _, err := runCLI(t, addr, "", "client", "update", "keyed", "--name", "Keyed", "--jwks", jwks); err != nil || !strings.Contains(out, `"has_jwks": true`) {
+		t.Errorf("client update keyed --jwks = %q, %v, want the keyed client", out, err)
 	}
 
 	// The one-time secret comes with a warning on stderr, not stdout.
