@@ -159,6 +159,9 @@ func TestListenResourceSubscriptions(t *testing.T) {
 		{"no rule", "mcp files:read files:secret", `{"resourceSubscriptions":["https://x/"]}`, 403, codeRefused},
 		{"dot segments", "mcp files:read", `{"resourceSubscriptions":["file:///etc/../secret/key"]}`, 400, codeInvalidParams},
 		{"case-insensitive member name", "mcp files:read", `{"ResourceSubscriptions":["file:///secret/key"]}`, 403, codeRefused},
+		// The Python SDK's models also read their snake_case field names.
+		{"snake_case member name", "mcp files:read", `{"resource_subscriptions":["file:///secret/key"]}`, 403, codeRefused},
+		{"both spellings", "mcp files:read files:secret", `{"resourceSubscriptions":["file:///etc/motd"],"resource_subscriptions":["file:///secret/key"]}`, 400, codeInvalidParams},
 		{"not a list", "mcp files:read files:secret", `{"resourceSubscriptions":"file:///etc/motd"}`, 400, codeInvalidParams},
 		{"not strings", "mcp files:read files:secret", `{"resourceSubscriptions":[{"uri":"file:///etc/motd"}]}`, 400, codeInvalidParams},
 		{"null entry", "mcp files:read files:secret", `{"resourceSubscriptions":[null]}`, 400, codeInvalidParams},

@@ -273,7 +273,10 @@ func (g *Gateway) replaceTaskID(x *exchange, m mcpparse.Message, up string) erro
 // A case variant of the name counts as well: more is refused, never less.
 func hasTaskIDs(raw []byte) (bool, error) {
 	n, err := listenNotifications(raw)
-	_, has := memberFold(n, "taskIds")
+	if err != nil {
+		return false, err
+	}
+	_, has, err := notificationMember(n, "taskIds")
 	return has, err
 }
 
@@ -282,7 +285,10 @@ func hasTaskIDs(raw []byte) (bool, error) {
 // resources/subscribe in 2026-07-28.
 func resourceSubscriptions(raw []byte) ([]string, error) {
 	n, err := listenNotifications(raw)
-	v, ok := memberFold(n, "resourceSubscriptions")
+	if err != nil {
+		return nil, err
+	}
+	v, ok, err := notificationMember(n, "resourceSubscriptions")
 	if err != nil || !ok {
 		return nil, err
 	}
@@ -305,6 +311,27 @@ func listenNotifications(raw []byte) (map[string]json.RawMessage, error) {
 		return nil, errors.New("params.notifications is not an object")
 	}
 	return msg.Params.Notifications, nil
+}
+
+// notificationMember returns the member of params.notifications n named
+// name in any case and with or without underscores, as servers read it
+// that match names case-insensitively or, like the Python SDK's models,
+// also by their snake_case field names (resource_subscriptions, task_ids):
+// more is refused, never less. Two members that read as one are an error,
+// since which a server takes cannot be told.
+func notificationMember(n map[string]json.RawMessage, name string) (json.RawMessage, bool, error) {
+	var v json.RawMessage
+	found := false
+	for k, kv := range n {
+		if !strings.EqualFold(strings.ReplaceAll(k, "_", ""), name) {
+			continue
+		}
+		if found {
+			return nil, false, fmt.Errorf("params.notifications spells %q twice", name)
+		}
+		v, found = kv, true
+	}
+	return v, found, nil
 }
 
 // memberFold returns the member of n whose name is name up to case, as a

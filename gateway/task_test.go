@@ -256,7 +256,7 @@ func TestTaskBindingRefusals(t *testing.T) {
 
 	t.Run("subscriptions/listen with task ids", func(t *testing.T) {
 		before := len(h.up.requests())
-		for _, notif := range []string{`{"taskIds":[` + quote(wrapped) + `]}`, `{"TaskIDs":[]}`, `[]`} {
+		for _, notif := range []string{`{"taskIds":[` + quote(wrapped) + `]}`, `{"TaskIDs":[]}`, `{"task_ids":[]}`, `[]`} {
 			body := `{"jsonrpc":"2.0","id":4,"method":"subscriptions/listen","params":{"notifications":` + notif + `,` + meta2026 + `}}`
 			resp := h.do(t, call{body: body, token: tokenA, headers: taskHeaders("subscriptions/listen", "")})
 			got := readBody(t, resp)

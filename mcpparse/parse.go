@@ -29,10 +29,14 @@ const metaProtocolVersion = "io.modelcontextprotocol/protocolVersion"
 var (
 	envelopeNames = []string{"JSONRPC", "METHOD", "ID", "PARAMS", "RESULT", "ERROR"}
 	paramNames    = []string{"NAME", "URI", "TASKID", "_META", "ARGUMENTS"}
-	metaNames     = []string{"IO.MODELCONTEXTPROTOCOL/PROTOCOLVERSION"}
-	errorNames    = []string{"CODE", "MESSAGE"}
-	toolNames     = []string{"NAME"}
-	resultNames   = []string{"TOOLS", "CACHESCOPE"}
+	// snakeParamNames are params members that servers reading snake_case
+	// field names as well (the Python SDK's models) take for a member
+	// read here: TASK_ID for taskId.
+	snakeParamNames = []string{"TASK_ID"}
+	metaNames       = []string{"IO.MODELCONTEXTPROTOCOL/PROTOCOLVERSION"}
+	errorNames      = []string{"CODE", "MESSAGE"}
+	toolNames       = []string{"NAME"}
+	resultNames     = []string{"TOOLS", "CACHESCOPE"}
 )
 
 // Parse reads a request body: one message, or (if lim.AllowBatches) a
@@ -690,6 +694,8 @@ func (p *parser) params(pf *params) error {
 		default:
 			if v, ok := variant(folded, paramNames); ok {
 				pf.fault("params member is a case variant of %q", v)
+			} else if _, ok := variant(folded, snakeParamNames); ok {
+				pf.fault("params member %q is another spelling of %q", name, "taskId")
 			}
 			err = p.skip()
 		}

@@ -499,6 +499,11 @@ func TestParseParamsError(t *testing.T) {
 		{"id after a numeric version", `{"method":"x","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":1}},"id":4,"jsonrpc":"2.0"}`, Limits{}, "4", ErrInvalidParams},
 		{"non-string uri of a removed method", `{"jsonrpc":"2.0","id":5,"method":"resources/unsubscribe","params":{"uri":{}}}`, Limits{}, "5", ErrInvalidParams},
 		{"first fault is reported", `{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"_meta":1,"Name":2}}`, Limits{}, "6", ErrInvalidParams},
+		// Servers that read snake_case field names too (the Python SDK's
+		// models) take task_id for taskId.
+		{"task_id beside taskId", `{"jsonrpc":"2.0","id":8,"method":"tasks/get","params":{"taskId":"a","task_id":"b"}}`, Limits{}, "8", ErrInvalidParams},
+		{"task_id alone", `{"jsonrpc":"2.0","id":9,"method":"tasks/cancel","params":{"task_id":"b"}}`, Limits{}, "9", ErrInvalidParams},
+		{"Task_ID on another method", `{"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"x","Task_ID":"b"}}`, Limits{}, "10", ErrInvalidParams},
 
 		{"notification has no id", `{"jsonrpc":"2.0","method":"tools/call","params":{}}`, Limits{}, "", ErrInvalidParams},
 		{"trailing data comes first", `{"jsonrpc":"2.0","id":1,"method":"tools/call"} x`, Limits{}, "", ErrInvalidJSON},

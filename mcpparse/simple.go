@@ -344,7 +344,7 @@ func (s *simple) params(pf *params) bool {
 			ok = s.value()
 			pf.arguments = s.b[start:s.i:s.i]
 		default:
-			ok = !foldedIn(name, paramNames) && s.value()
+			ok = !foldedIn(name, paramNames) && !foldedIn(name, snakeParamNames) && s.value()
 		}
 	}
 	return false
