@@ -90,10 +90,24 @@ func (i *Issuer) consentPost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// The user has seen the consent page, which names the client and
-	// where it sends them: errors go to the client.
+	// where it sends them: errors go to the client, at a redirect URI it
+	// still registers (an update may have taken it away meanwhile, and
+	// with it the state and the browser: the issuer's page instead).
+	redirectError := func(err error) {
+		c, cerr := i.dir.lookupClient(ctx, ar.ClientID)
+		var gone *Error // unknown, disabled, a document no longer usable
+		switch {
+		case cerr != nil && !errors.As(cerr, &gone) && !errors.Is(cerr, store.ErrNotFound):
+			i.pages.serverErrorPage(w, cerr)
+		case cerr != nil || !matchRedirectURI(c.RedirectURIs, ar.RedirectURI):
+			i.pages.clientChangedPage(w)
+		default:
+			i.pages.redirectError(w, r, ar.RedirectURI, ar.State, err)
+		}
+	}
 	fail := func(err error) {
 		i.pending.delete(ctx, id)
-		i.pages.redirectError(w, r, ar.RedirectURI, ar.State, err)
+		redirectError(err)
 	}
 	switch r.PostForm.Get("decision") {
 	case "deny":
@@ -117,9 +131,7 @@ func (i *Issuer) consentPost(w http.ResponseWriter, r *http.Request) {
 		// Grant no more than the page showed, even if policy changed since.
 		shown := strings.Fields(r.PostForm.Get("scope"))
 		scopes = slices.DeleteFunc(scopes, func(sc string) bool { return !slices.Contains(shown, sc) })
-		i.finish(w, r, s, c, ar, id, resource, scopes, true, func(err error) {
-			i.pages.redirectError(w, r, ar.RedirectURI, ar.State, err)
-		})
+		i.finish(w, r, s, c, ar, id, resource, scopes, true, redirectError)
 	default:
 		i.pages.errorPage(w, http.StatusBadRequest, "Invalid request", "Choose Allow or Deny.")
 	}

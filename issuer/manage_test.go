@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -493,9 +494,14 @@ func TestUpdateClientRedirectURIs(t *testing.T) {
 		for _, tt := range []struct {
 			name, redirects string
 			refused         bool
+			decision        string // default approve
 		}{
-			{"its redirect URI removed", `["` + bRedirect + `"]`, true},
-			{"the name changed", `["` + bRedirect + `","` + uri + `"]`, false},
+			{"its redirect URI removed", `["` + bRedirect + `"]`, true, ""},
+			{"the name changed", `["` + bRedirect + `","` + uri + `"]`, false, ""},
+			// Deny's error, and with it the state, goes nowhere the client
+			// no longer registers either (review s14-fresh F2).
+			{"its redirect URI removed, denied", `["` + bRedirect + `"]`, true, "deny"},
+			{"the name changed, denied", `["` + bRedirect + `","` + uri + `"]`, false, "deny"},
 		} {
 			t.Run(tt.name, func(t *testing.T) {
 				e := newBrowserEnv(t, nil)
@@ -512,10 +518,14 @@ func TestUpdateClientRedirectURIs(t *testing.T) {
 				codes := e.count(bucketCodes)
 				f := findForm(t, page, "consent")
 				v := f.hidden
-				v.Set("decision", "approve")
+				v.Set("decision", cmp.Or(tt.decision, "approve"))
 				resp, answer := e.postPage(t, c, f.action, v)
 				loc := resp.Header.Get("Location")
 				switch {
+				case !tt.refused && tt.decision == "deny":
+					if !strings.HasPrefix(loc, uri+"?error=access_denied") {
+						t.Errorf("deny after a rename = %d, Location %q, want access_denied at %s", resp.StatusCode, loc, uri)
+					}
 				case tt.refused && (resp.StatusCode != http.StatusBadRequest || loc != "" || !strings.Contains(answer, "registration changed")):
 					t.Errorf("consent after the redirect URI was removed = %d, Location %q, want 400 and the issuer's page", resp.StatusCode, loc)
 				case tt.refused && e.count(bucketCodes) != codes:
