@@ -11,11 +11,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"unsafe"
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/mcpparse"
 )
 
@@ -36,11 +37,60 @@ const maxTaskBody = 1 << 20
 // a stream's event that does not fit ends the stream. A var for tests.
 var maxHeldBytes int64 = 256 << 20
 
-// heldBytes is what the process's gateways hold now (responseWriter.hold).
-var heldBytes atomic.Int64
+// heldShare and heldRoom share maxHeldBytes among principals (heldShares).
+const (
+	heldShare = 8
+	heldRoom  = heldShare - 1
+)
 
-// errHeldBudget: holding the answer would pass maxHeldBytes.
-var errHeldBudget = errors.New("the answers held by the gateway are at their bound")
+// held is what the process's gateways hold now (responseWriter.hold).
+var held = heldShares{by: map[string]int64{}}
+
+// heldShares counts the bytes of answers held, in all and per principal
+// (its issuer, type and subject: a user's answers through every client
+// count as one). A principal's answers are held until written, and a
+// caller that does not read holds them as long as its connection lasts,
+// so the room is shared: a principal holding n bytes may grow to m while
+// m is at most maxHeldBytes/heldShare and, unless n is 0, m·heldRoom is
+// at most the room left. So a principal's first piece is held whenever it
+// fits, one principal alone gets an eighth, and k principals holding
+// answers unread stop at k/(k+7) of the bound, the rest left to others
+// (review s14-fresh F1).
+type heldShares struct {
+	mu    sync.Mutex
+	total int64
+	by    map[string]int64
+}
+
+// grow changes holder's bytes by d: false, with nothing changed, when
+// growing would pass its share or the bound.
+func (s *heldShares) grow(holder string, d int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.by[holder]
+	if m := n + d; d > 0 && (s.total+d > maxHeldBytes || m > maxHeldBytes/heldShare ||
+		n > 0 && m*heldRoom > maxHeldBytes-s.total) {
+		return false
+	}
+	s.total += d
+	if n+d == 0 {
+		delete(s.by, holder)
+	} else {
+		s.by[holder] = n + d
+	}
+	return true
+}
+
+// bytes is what is held in all.
+func (s *heldShares) bytes() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.total
+}
+
+// errHeldBudget: holding the answer would pass the caller's share of
+// maxHeldBytes, or the bound.
+var errHeldBudget = errors.New("the answers held by the gateway for this caller, or in all, are at their bound")
 
 type writeMode uint8
 
@@ -89,20 +139,27 @@ type responseWriter struct {
 	// written by next (nil unless any): see dropTrailers.
 	trailers    []string
 	trailerHeld http.Header
-	// held is this answer's share of heldBytes.
-	held int64
+	// held is what the answer holds (counted in held), holder whose.
+	held   int64
+	holder string
 }
 
-// hold makes the answer's share of heldBytes n bytes: false, with the
-// share unchanged, when growing it would pass maxHeldBytes.
+// hold makes what the answer holds n bytes: false, with nothing changed,
+// when growing would pass its principal's share or the bound
+// (heldShares).
 func (rw *responseWriter) hold(n int) bool {
 	d := int64(n) - rw.held
-	if d > 0 && heldBytes.Add(d) > maxHeldBytes {
-		heldBytes.Add(-d)
-		return false
+	if d == 0 {
+		return true
 	}
-	if d < 0 {
-		heldBytes.Add(d)
+	if rw.holder == "" {
+		rw.holder = "-" // admitted requests all have a principal
+		if p := rw.x.p; p != nil {
+			rw.holder = dpop.HolderOf(p.issuer, principalKind(p), "", p.subject)
+		}
+	}
+	if !held.grow(rw.holder, d) {
+		return false
 	}
 	rw.held = int64(n)
 	return true

@@ -2,9 +2,11 @@ package gateway
 
 import (
 	"compress/gzip"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -228,26 +230,32 @@ func TestTrailerRedirectRefused(t *testing.T) {
 }
 
 // TestHeldAnswersBounded: what the gateways of a process hold of answers
-// at once is bounded (maxHeldBytes). Two tools lists held together past
-// the bound: the one that would pass it is refused (502, no tool of it
-// shown), the other still filtered and answered, and an event stream's
-// unfinished event past the bound ends the stream. Nothing stays counted
-// once the answers are done.
+// at once is bounded (maxHeldBytes) and shared among principals
+// (heldShares). A principal that stalls its answers (a caller that never
+// reads, review s14-fresh F1) holds one share: its further answers are
+// refused (no tool shown), while another principal's answer is still
+// filtered and answered; an event stream's unfinished event past the
+// share ends the stream; nothing stays counted once answers are done.
 func TestHeldAnswersBounded(t *testing.T) {
 	defer func(n int64) { maxHeldBytes = n }(maxHeldBytes)
-	maxHeldBytes = 64 << 10
-	if n := heldBytes.Load(); n != 0 {
+	maxHeldBytes = 512 << 10 // a share of 64 KiB
+	if n := held.bytes(); n != 0 {
 		t.Fatalf("held bytes before the test = %d", n)
 	}
-	half := strings.Repeat("x", 24<<10)
-	release := map[string]chan struct{}{"a": make(chan struct{}), "b": make(chan struct{})}
+	sizes := map[string][2]int{ // first piece, rest
+		"m1": {40 << 10, 40 << 10}, "m2": {40 << 10, 40 << 10}, "m3": {40 << 10, 40 << 10},
+		"b1": {24 << 10, 24 << 10},
+	}
+	stop := make(chan struct{})
+	release := map[string]chan struct{}{}
+	for id := range sizes {
+		release[id] = make(chan struct{})
+	}
 	h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+		var m struct{ ID string }
 		body, _ := io.ReadAll(r.Body)
-		id := "a"
-		if strings.Contains(string(body), `"b"`) {
-			id = "b"
-		}
-		if strings.Contains(string(body), `"sse"`) {
+		json.Unmarshal(body, &m)
+		if m.ID == "sse" {
 			w.Header().Set("Content-Type", "text/event-stream")
 			io.WriteString(w, `data: {"jsonrpc":"2.0","id":"sse","result":{"tools":[{"name":"read_a","description":"`)
 			for range 6 { // 96 KiB of one unfinished event
@@ -257,22 +265,36 @@ func TestHeldAnswersBounded(t *testing.T) {
 			io.WriteString(w, `"}]}}`+"\n\n")
 			return
 		}
+		size := sizes[m.ID]
 		w.Header().Set("Content-Type", "application/json")
-		io.WriteString(w, `{"jsonrpc":"2.0","id":"`+id+`","result":{"tools":[{"name":"read_a","description":"`+half)
+		io.WriteString(w, `{"jsonrpc":"2.0","id":"`+m.ID+`","result":{"tools":[{"name":"read_a","description":"`+strings.Repeat("x", size[0]))
 		w.(http.Flusher).Flush()
-		<-release[id]
-		io.WriteString(w, half+`"},{"name":"delete_all"}]}}`)
+		select {
+		case <-release[m.ID]:
+		case <-stop:
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, strings.Repeat("x", size[1])+`"},{"name":"delete_all"}]}}`)
 	})
-	token := mint(t, claims())
+	t.Cleanup(func() { close(stop) }) // before the harness's servers close
+	tokens := map[byte]string{}
+	for _, who := range []string{"mallory", "bob"} {
+		c := claims()
+		c["sub"] = who
+		tokens[who[0]] = mint(t, c)
+	}
 	type answer struct {
 		status int
 		body   string
 		err    error
 	}
-	answers := map[string]chan answer{"a": make(chan answer, 1), "b": make(chan answer, 1)}
-	for id, ch := range answers {
+	answers := map[string]chan answer{}
+	send := func(id string) {
+		ch := make(chan answer, 1)
+		answers[id] = ch
 		go func() {
-			resp, err := h.try(call{body: `{"jsonrpc":"2.0","id":"` + id + `","method":"tools/list"}`, token: token})
+			resp, err := h.try(call{body: `{"jsonrpc":"2.0","id":"` + id + `","method":"tools/list"}`, token: tokens[id[0]]})
 			if err != nil {
 				ch <- answer{err: err}
 				return
@@ -282,44 +304,132 @@ func TestHeldAnswersBounded(t *testing.T) {
 			ch <- answer{resp.StatusCode, string(body), err}
 		}()
 	}
-	waitHeld := func(want int64) {
+	// Refused: a 502, or (as reverse_proxy aborts the connection when
+	// its write fails) no answer at all; never a tool.
+	refused := func(id string, a answer) {
 		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); heldBytes.Load() != want; time.Sleep(5 * time.Millisecond) {
+		if a.err == nil && a.status != http.StatusBadGateway || strings.Contains(a.body, "read_a") || strings.Contains(a.body, "delete_all") {
+			t.Errorf("tools/list %s past its share = %d %.200s (%v), want 502 showing no tool", id, a.status, a.body, a.err)
+		}
+	}
+	// Mallory's three answers stall: one is held, the two others are
+	// past mallory's share at their first piece.
+	for _, id := range []string{"m1", "m2", "m3"} {
+		send(id)
+	}
+	got := map[string]answer{}
+	for len(got) < 2 {
+		select {
+		case a := <-answers["m1"]:
+			got["m1"] = a
+		case a := <-answers["m2"]:
+			got["m2"] = a
+		case a := <-answers["m3"]:
+			got["m3"] = a
+		case <-time.After(10 * time.Second):
+			t.Fatalf("answers of mallory's stalled lists: %v, want two refused", got)
+		}
+	}
+	stalled := ""
+	for _, id := range []string{"m1", "m2", "m3"} {
+		if a, ok := got[id]; ok {
+			refused(id, a)
+		} else {
+			stalled = id
+		}
+	}
+	mallory := held.bytes()
+	if mallory < 40<<10 || mallory > maxHeldBytes/heldShare {
+		t.Fatalf("held bytes with mallory's stalled list = %d, want its first piece, within a share", mallory)
+	}
+	// Bob's answer still fits: filtered and answered.
+	send("b1")
+	for deadline := time.Now().Add(10 * time.Second); held.bytes() < mallory+24<<10; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("held bytes = %d, want bob's first piece too", held.bytes())
+		}
+	}
+	close(release["b1"])
+	b := <-answers["b1"]
+	if b.err != nil || b.status != http.StatusOK || !strings.Contains(b.body, "read_a") || strings.Contains(b.body, "delete_all") {
+		t.Errorf("bob's tools/list = %d %.200s (%v), want 200 with read_a only", b.status, b.body, b.err)
+	}
+	// Mallory's held list, once on, is past the share too.
+	close(release[stalled])
+	refused(stalled, <-answers[stalled])
+	waitHeld := func() {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); held.bytes() != 0; time.Sleep(5 * time.Millisecond) {
 			if time.Now().After(deadline) {
-				t.Fatalf("held bytes = %d, want %d", heldBytes.Load(), want)
+				t.Fatalf("held bytes = %d after every answer, want 0", held.bytes())
 			}
 		}
 	}
-	// Both first halves held (the JSON before the description, too).
-	for deadline := time.Now().Add(10 * time.Second); heldBytes.Load() < 2*int64(len(half)); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("held bytes = %d, want both first halves", heldBytes.Load())
-		}
-	}
-	first := heldBytes.Load() / 2
-	close(release["a"])
-	// Refused: a 502, or (as reverse_proxy aborts the connection when
-	// its write fails) no answer at all; never a tool.
-	a := <-answers["a"]
-	if a.err == nil && a.status != http.StatusBadGateway || strings.Contains(a.body, "read_a") || strings.Contains(a.body, "delete_all") {
-		t.Errorf("tools/list past the bound = %d %.200s (%v), want 502 showing no tool", a.status, a.body, a.err)
-	}
-	waitHeld(first)
-	close(release["b"])
-	b := <-answers["b"]
-	if b.err != nil || b.status != http.StatusOK || !strings.Contains(b.body, "read_a") || strings.Contains(b.body, "delete_all") {
-		t.Errorf("tools/list within the bound = %d %.200s (%v), want 200 with read_a only", b.status, b.body, b.err)
-	}
-	waitHeld(0)
+	waitHeld()
 
-	// An event longer than the room left ends its stream undelivered.
-	resp, err := h.try(call{body: `{"jsonrpc":"2.0","id":"sse","method":"tools/list"}`, token: token})
+	// An event longer than the share ends its stream undelivered.
+	resp, err := h.try(call{body: `{"jsonrpc":"2.0","id":"sse","method":"tools/list"}`, token: tokens['b']})
 	if err == nil {
 		body, _ := io.ReadAll(resp.Body) // the stream is cut
 		resp.Body.Close()
 		if strings.Contains(string(body), "read_a") || strings.Contains(string(body), "yyyy") {
-			t.Errorf("stream with an event past the bound delivered %d bytes of it", strings.Count(string(body), "y"))
+			t.Errorf("stream with an event past the share delivered %d bytes of it", strings.Count(string(body), "y"))
 		}
 	}
-	waitHeld(0)
+	waitHeld()
+}
+
+// TestHeldShares: the arithmetic of heldShares. A principal alone gets
+// an eighth of the bound; its first piece is held whenever it fits; k
+// principals each growing as far as they may stop at k/(k+7) of the
+// bound, so a newcomer's answer still fits; nothing passes the bound.
+func TestHeldShares(t *testing.T) {
+	defer func(n int64) { maxHeldBytes = n }(maxHeldBytes)
+	maxHeldBytes = 1 << 20
+	share := maxHeldBytes / heldShare
+	s := heldShares{by: map[string]int64{}}
+	if !s.grow("a", share) || s.grow("a", 1) {
+		t.Fatalf("alone: a share of %d, then 1 more: want held, then refused", share)
+	}
+	if !s.grow("a", -share) || s.total != 0 || len(s.by) != 0 {
+		t.Fatalf("after release: total %d, %d holders, want none", s.total, len(s.by))
+	}
+	for _, k := range []int{8, 32, 200} {
+		s := heldShares{by: map[string]int64{}}
+		// Each floods in 4 KiB pieces, in turns, as far as it may.
+		for grew := true; grew; {
+			grew = false
+			for i := range k {
+				if s.grow(strconv.Itoa(i), 4<<10) {
+					grew = true
+				}
+				if s.total > maxHeldBytes {
+					t.Fatalf("%d holders: total %d over the bound", k, s.total)
+				}
+			}
+		}
+		limit := maxHeldBytes * int64(k) / int64(k+heldRoom)
+		if s.total > limit+int64(k)*(4<<10) {
+			t.Errorf("%d holders flooding hold %d, want at most about %d", k, s.total, limit)
+		}
+		// A newcomer's first piece fits while there is room, and its
+		// answer grows while the others hold what they hold.
+		free := maxHeldBytes - s.total
+		if !s.grow("new", 1<<10) {
+			t.Errorf("%d holders flooding: a newcomer's first KiB refused with %d left", k, free)
+		}
+		if m := (free - 1<<10) / heldRoom; !s.grow("new", m-1<<10) {
+			t.Errorf("%d holders flooding: a newcomer could not hold %d of the %d left", k, m, free)
+		}
+	}
+	// The first piece is refused only past the bound.
+	s = heldShares{by: map[string]int64{}}
+	for i := range heldShare {
+		if !s.grow(strconv.Itoa(i), share) {
+			t.Fatalf("holder %d's first piece of a share refused at total %d", i, s.total)
+		}
+	}
+	if s.total != maxHeldBytes || s.grow("late", 1) {
+		t.Errorf("full: total %d, and one more byte held: want the bound, and refused", s.total)
+	}
 }
