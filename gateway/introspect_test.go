@@ -395,7 +395,7 @@ func TestIntrospectionFanOut(t *testing.T) {
 			}
 			select {
 			case <-release:
-			case <-time.After(10 * time.Second):
+			case <-time.After(30 * time.Second):
 			}
 			w.Header().Set("Content-Type", "application/json")
 			io.WriteString(w, body)
@@ -417,7 +417,7 @@ func TestIntrospectionFanOut(t *testing.T) {
 		return resp.StatusCode
 	}
 	waitFor := func(cond func() bool) {
-		for deadline := time.Now().Add(5 * time.Second); !cond() && time.Now().Before(deadline); {
+		for deadline := time.Now().Add(10 * time.Second); !cond() && time.Now().Before(deadline); {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
@@ -432,8 +432,15 @@ func TestIntrospectionFanOut(t *testing.T) {
 		for range n {
 			go func() { statuses <- status("opaque-same") }()
 		}
-		waitFor(func() bool { return f.calls.Load() > start })
-		time.Sleep(300 * time.Millisecond) // the others join the call
+		// Every request waits for the one call before it answers; one
+		// that came after the answer would make a call of its own.
+		key := sha256.Sum256([]byte("opaque-same"))
+		waitFor(func() bool {
+			h.g.introspections.mu.Lock()
+			defer h.g.introspections.mu.Unlock()
+			c := h.g.introspections.calls[key]
+			return c != nil && c.waiters == n
+		})
 		close(release)
 		for range n {
 			if s := <-statuses; s != http.StatusOK {
@@ -458,9 +465,11 @@ func TestIntrospectionFanOut(t *testing.T) {
 			go func() { statuses <- status(fmt.Sprintf("opaque-made-up-%d", i)) }()
 		}
 		// The calls are held: every request beyond the bound must be
-		// refused before any call answers.
+		// refused before any call answers. Each waits slotWait for a call
+		// from when it arrives; the rest of the bound is headroom for a
+		// loaded machine to send them all.
 		count, got := map[int]int{}, 0
-		timeout := time.After(5 * time.Second)
+		timeout := time.After(h.g.introspections.slotWait + 10*time.Second)
 	early:
 		for ; got < n-maxIntrospectionsInFlight; got++ {
 			select {
