@@ -303,7 +303,7 @@ func TestBufferedWriterReloadAndStop(t *testing.T) {
 		// connection (EOF, reset) as it shuts down: such a request was
 		// not served, so not logged, and is sent again.
 		resp, err := client.Get("http://" + addr + "/")
-		for deadline := time.Now().Add(2 * time.Second); err != nil && time.Now().Before(deadline); {
+		for deadline := time.Now().Add(10 * time.Second); err != nil && time.Now().Before(deadline); {
 			time.Sleep(20 * time.Millisecond)
 			resp, err = client.Get("http://" + addr + "/")
 		}
@@ -337,7 +337,7 @@ func TestBufferedWriterReloadAndStop(t *testing.T) {
 	// not after the hour-long flush interval; Caddy logs a request after
 	// answering it, so the last line may land a moment after the reload.
 	n := lines()
-	for deadline := time.Now().Add(2 * time.Second); n < 5 && time.Now().Before(deadline); n = lines() {
+	for deadline := time.Now().Add(10 * time.Second); n < 5 && time.Now().Before(deadline); n = lines() {
 		time.Sleep(10 * time.Millisecond)
 	}
 	if n != 5 {
