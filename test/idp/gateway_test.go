@@ -291,19 +291,20 @@ func TestGatewayForExternalAS(t *testing.T) {
 			t.Fatalf("revocation: %v %v", resp, err)
 		}
 		resp.Body.Close()
+		// A call sent past the ceiling (and a second) must be refused;
+		// when it is sent, not when a loaded machine answers it, is what
+		// counts against the gateway.
 		deadline := revokedAt.Add(cacheCeiling + time.Second)
 		for {
+			sent := time.Now()
 			s, hdr := refused(t, resOpaque, tok.AccessToken)
 			if s == http.StatusUnauthorized && strings.Contains(hdr, "not active") {
 				break
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("revoked token still accepted %v after revocation (status %d)", time.Since(revokedAt), s)
+			if sent.After(deadline) {
+				t.Fatalf("revoked token still accepted %v after revocation (status %d), want refused within the ceiling %v", sent.Sub(revokedAt), s, cacheCeiling)
 			}
 			time.Sleep(200 * time.Millisecond)
-		}
-		if d := time.Since(revokedAt); d > cacheCeiling+time.Second {
-			t.Errorf("revoked token refused after %v, want within the ceiling %v", d, cacheCeiling)
 		}
 	})
 
