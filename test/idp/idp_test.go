@@ -657,18 +657,22 @@ func TestFederatedTampering(t *testing.T) {
 // older than recheck cannot refresh; a new sign-in (groups re-read)
 // renews the user's grants.
 func TestFederatedRecheck(t *testing.T) {
-	s := startStack(t, "2s")
+	// Long enough that a loaded CI machine still ends the sign-in's
+	// redirects and code exchange, and refreshes, within it.
+	const recheck = 5 * time.Second
+	s := startStack(t, recheck.String())
 	s.idp.setAccounts(t, map[string]account{accountAlice: alice})
 	tok, out := s.authorize(t, harness.NewRobot("", "", s.Redirect), accountAlice, nil)
 	if tok == nil {
 		t.Fatalf("sign-in ended on %s: %s", out.page.URL, out.page.Text())
 	}
+	signedIn := time.Now() // the sign-in was earlier
 	ctx := context.Background()
 	tr, err := harness.Refresh(ctx, s.meta, clientID, tok.RefreshToken, s.Resource)
 	if err != nil || tr.Status != http.StatusOK {
 		t.Fatalf("refresh within recheck = %d %s %v, want 200", tr.Status, tr.Error, err)
 	}
-	time.Sleep(2100 * time.Millisecond)
+	time.Sleep(time.Until(signedIn.Add(recheck + 100*time.Millisecond)))
 	stale, err := harness.Refresh(ctx, s.meta, clientID, tr.RefreshToken, s.Resource)
 	if err != nil || stale.Status != http.StatusBadRequest || stale.Error != "invalid_grant" {
 		t.Fatalf("refresh after recheck = %d %s %v, want 400 invalid_grant", stale.Status, stale.Error, err)
