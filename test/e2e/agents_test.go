@@ -1393,11 +1393,14 @@ func (e *agentEnv) otherHostToken(ctx context.Context, t *testing.T, robot *harn
 	return tok.AccessToken
 }
 
-// TestAgentExpiredActorToken runs with a 2s access token lifetime: an
+// TestAgentExpiredActorToken runs with a 5s access token lifetime: an
 // actor token that expired between consent and the token request is
 // refused, at the token endpoint and in token exchange; a fresh one works.
+// exp is in whole seconds, so a token lives 4 to 5 s: long enough for a
+// loaded CI machine to use the fresh tokens (a 2s lifetime left it 1 s at
+// worst).
 func TestAgentExpiredActorToken(t *testing.T) {
-	e := setupAgents(t, agentOpts{accessTTL: "2s"})
+	e := setupAgents(t, agentOpts{accessTTL: "5s"})
 	ctx := ctxTimeout(t, 60*time.Second)
 	alice := harness.NewRobot(username, password, redirectURI)
 
@@ -1421,7 +1424,7 @@ func TestAgentExpiredActorToken(t *testing.T) {
 			t.Errorf("redeem with an expired actor token: error %q (%v), want invalid_grant", got, err)
 		}
 		// The same flow with a fresh actor token (redeemed at once,
-		// well within its 2s).
+		// well within its 5s).
 		ar := e.authRequest(cfg, agentA)
 		code := e.code(ctx, t, alice, ar)
 		tok, err := redeem(ctx, cfg, ar, code, e.ownToken(ctx, t, agentA, agentASecret), "")
