@@ -402,7 +402,21 @@ func TestSyncStandbyCommitNotAbandoned(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(300 * time.Millisecond)
+	// The server has read the setting once a new connection sees it; it
+	// signalled the store's connections then, which read it before their
+	// next statement.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		out, err := srv.Psql(dsn, "SHOW synchronous_standby_names")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out == "standby1" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("synchronous_standby_names = %q 10 s after pg_reload_conf, want standby1", out)
+		}
+	}
 	const wait = 1500 * time.Millisecond
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
