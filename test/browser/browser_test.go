@@ -505,13 +505,15 @@ func TestConnectedApps(t *testing.T) {
 	}
 }
 
-// waitFor polls cond for a few seconds.
+// waitFor polls cond for up to 15 s (as long as callback.wait gives the
+// browser): a page a form's submission loads comes at once, but a loaded
+// CI machine runs Chromium beside every package's tests.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(15 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
+			t.Fatal("condition not met within 15s")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
