@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 	"unsafe"
 
 	"go.uber.org/zap"
@@ -37,10 +38,13 @@ const maxTaskBody = 1 << 20
 // a stream's event that does not fit ends the stream. A var for tests.
 var maxHeldBytes int64 = 256 << 20
 
-// heldShare and heldRoom share maxHeldBytes among principals (heldShares).
+// heldShare and heldRoom share maxHeldBytes among principals
+// (heldShares); heldFirst is how much of a principal's first piece is held
+// whenever it fits.
 const (
 	heldShare = 8
 	heldRoom  = heldShare - 1
+	heldFirst = 64 << 10
 )
 
 // held is what the process's gateways hold now (responseWriter.hold).
@@ -49,13 +53,14 @@ var held = heldShares{by: map[string]int64{}}
 // heldShares counts the bytes of answers held, in all and per principal
 // (its issuer, type and subject: a user's answers through every client
 // count as one). A principal's answers are held until written, and a
-// caller that does not read holds them as long as its connection lasts,
-// so the room is shared: a principal holding n bytes may grow to m while
-// m is at most maxHeldBytes/heldShare and, unless n is 0, m·heldRoom is
-// at most the room left. So a principal's first piece is held whenever it
-// fits, one principal alone gets an eighth, and k principals holding
-// answers unread stop at k/(k+7) of the bound, the rest left to others
-// (review s14-fresh F1).
+// caller that reads slowly holds them meanwhile (up to heldWriteTime), so
+// once half the bound is taken the room is shared: a principal holding n
+// bytes may then grow to m while m is at most maxHeldBytes/heldShare and
+// m·heldRoom at most the room left, but for the first heldFirst bytes of
+// a principal holding nothing, held whenever they fit. So a principal
+// alone may use half the bound, and k principals holding answers unread
+// stop at about (1+k/(k+7))/2 of it, the rest left to others (review
+// s14-fresh F1, s14-fresh2 M1, L1, L2).
 type heldShares struct {
 	mu    sync.Mutex
 	total int64
@@ -68,15 +73,17 @@ func (s *heldShares) grow(holder string, d int64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := s.by[holder]
-	if m := n + d; d > 0 && (s.total+d > maxHeldBytes || m > maxHeldBytes/heldShare ||
-		n > 0 && m*heldRoom > maxHeldBytes-s.total) {
+	m := n + d
+	if d > 0 && (s.total+d > maxHeldBytes ||
+		2*(s.total+d) > maxHeldBytes && !(n == 0 && d <= heldFirst) &&
+			(m > maxHeldBytes/heldShare || m*heldRoom > maxHeldBytes-s.total)) {
 		return false
 	}
 	s.total += d
-	if n+d == 0 {
+	if m == 0 {
 		delete(s.by, holder)
 	} else {
-		s.by[holder] = n + d
+		s.by[holder] = m
 	}
 	return true
 }
@@ -519,6 +526,26 @@ func (rw *responseWriter) Flush() {
 	}
 }
 
+// heldWriteTime is how long writing a held answer of n bytes may take
+// before the connection is given up: 30 s, and a second per 128 KiB. A
+// held answer stays counted in held until written, so a caller that does
+// not read must not keep it there for good. A var for tests.
+var heldWriteTime = func(n int) time.Duration {
+	return 30*time.Second + time.Duration(n)*time.Second/(128<<10)
+}
+
+// writeHeld writes a held answer within heldWriteTime. The deadline is
+// lifted afterwards for what else the connection carries (Caddy sets none
+// of its own by default; where its write_timeout is set, each request
+// sets it again).
+func (rw *responseWriter) writeHeld(b []byte) {
+	rc := http.NewResponseController(rw.w)
+	if rc.SetWriteDeadline(time.Now().Add(heldWriteTime(len(b)))) == nil {
+		defer rc.SetWriteDeadline(time.Time{})
+	}
+	rw.w.Write(b)
+}
+
 // finish completes the response after next returns.
 func (rw *responseWriter) finish() {
 	defer rw.hold(0)
@@ -538,7 +565,7 @@ func (rw *responseWriter) finish() {
 		anyList := rw.x.pinned && mayListTools(unsafeString(rw.buf.Bytes()))
 		if rw.filter == nil && !rw.rewrites() && !anyList {
 			rw.w.WriteHeader(rw.status)
-			rw.w.Write(rw.buf.Bytes())
+			rw.writeHeld(rw.buf.Bytes())
 			return
 		}
 		out, err := rw.filterJSON(rw.buf.Bytes(), anyList)
@@ -551,13 +578,21 @@ func (rw *responseWriter) finish() {
 			rw.badGateway()
 			return
 		}
+		// What is written is held now, not what came: the two differ
+		// when the answer was rewritten.
+		rw.buf = bytes.Buffer{}
+		if !rw.hold(len(out)) {
+			rw.g.log.Warn("answer refused", zap.Error(errHeldBudget), zap.Int64("max_bytes", maxHeldBytes))
+			rw.badGateway()
+			return
+		}
 		h := rw.w.Header()
 		if rw.filter != nil {
 			markPrivate(h)
 		}
 		h.Set("Content-Length", strconv.Itoa(len(out)))
 		rw.w.WriteHeader(rw.status)
-		rw.w.Write(out)
+		rw.writeHeld(out)
 	case modeSSE:
 		// An unfinished last event is discarded, as a browser does.
 		if err := rw.sse.End(); err != nil {

@@ -1,13 +1,17 @@
 package gateway
 
 import (
+	"cmp"
 	"compress/gzip"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -230,25 +234,23 @@ func TestTrailerRedirectRefused(t *testing.T) {
 }
 
 // TestHeldAnswersBounded: what the gateways of a process hold of answers
-// at once is bounded (maxHeldBytes) and shared among principals
-// (heldShares). A principal that stalls its answers (a caller that never
-// reads, review s14-fresh F1) holds one share: its further answers are
-// refused (no tool shown), while another principal's answer is still
-// filtered and answered; an event stream's unfinished event past the
-// share ends the stream; nothing stays counted once answers are done.
+// at once is bounded (maxHeldBytes) and, past half of it, shared among
+// principals (heldShares). A principal that stalls its answers (a caller
+// that never reads, review s14-fresh F1) takes half the bound at most:
+// its further answers are refused (no tool shown), while another
+// principal's answer is still filtered and answered; an event stream's
+// unfinished event past a share ends the stream; nothing stays counted
+// once answers are done.
 func TestHeldAnswersBounded(t *testing.T) {
 	defer func(n int64) { maxHeldBytes = n }(maxHeldBytes)
-	maxHeldBytes = 512 << 10 // a share of 64 KiB
+	maxHeldBytes = 4 << 20 // half 2 MiB, a share 512 KiB
 	if n := held.bytes(); n != 0 {
 		t.Fatalf("held bytes before the test = %d", n)
 	}
-	sizes := map[string][2]int{ // first piece, rest
-		"m1": {40 << 10, 40 << 10}, "m2": {40 << 10, 40 << 10}, "m3": {40 << 10, 40 << 10},
-		"b1": {24 << 10, 24 << 10},
-	}
+	const piece = 500 << 10
 	stop := make(chan struct{})
 	release := map[string]chan struct{}{}
-	for id := range sizes {
+	for _, id := range []string{"m1", "m2", "m3", "m4", "m5", "b1"} {
 		release[id] = make(chan struct{})
 	}
 	h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
@@ -258,16 +260,19 @@ func TestHeldAnswersBounded(t *testing.T) {
 		if m.ID == "sse" {
 			w.Header().Set("Content-Type", "text/event-stream")
 			io.WriteString(w, `data: {"jsonrpc":"2.0","id":"sse","result":{"tools":[{"name":"read_a","description":"`)
-			for range 6 { // 96 KiB of one unfinished event
+			for range 40 { // 640 KiB of one unfinished event
 				io.WriteString(w, strings.Repeat("y", 16<<10))
 				w.(http.Flusher).Flush()
 			}
 			io.WriteString(w, `"}]}}`+"\n\n")
 			return
 		}
-		size := sizes[m.ID]
+		size := piece
+		if m.ID == "b1" {
+			size = 100 << 10
+		}
 		w.Header().Set("Content-Type", "application/json")
-		io.WriteString(w, `{"jsonrpc":"2.0","id":"`+m.ID+`","result":{"tools":[{"name":"read_a","description":"`+strings.Repeat("x", size[0]))
+		io.WriteString(w, `{"jsonrpc":"2.0","id":"`+m.ID+`","result":{"tools":[{"name":"read_a","description":"`+strings.Repeat("x", size))
 		w.(http.Flusher).Flush()
 		select {
 		case <-release[m.ID]:
@@ -275,7 +280,7 @@ func TestHeldAnswersBounded(t *testing.T) {
 		case <-r.Context().Done():
 			return
 		}
-		io.WriteString(w, strings.Repeat("x", size[1])+`"},{"name":"delete_all"}]}}`)
+		io.WriteString(w, strings.Repeat("x", size)+`"},{"name":"delete_all"}]}}`)
 	})
 	t.Cleanup(func() { close(stop) }) // before the harness's servers close
 	tokens := map[byte]string{}
@@ -306,68 +311,47 @@ func TestHeldAnswersBounded(t *testing.T) {
 	}
 	// Refused: a 502, or (as reverse_proxy aborts the connection when
 	// its write fails) no answer at all; never a tool.
-	refused := func(id string, a answer) {
+	refused := func(id string) {
 		t.Helper()
-		if a.err == nil && a.status != http.StatusBadGateway || strings.Contains(a.body, "read_a") || strings.Contains(a.body, "delete_all") {
-			t.Errorf("tools/list %s past its share = %d %.200s (%v), want 502 showing no tool", id, a.status, a.body, a.err)
-		}
-	}
-	// Mallory's three answers stall: one is held, the two others are
-	// past mallory's share at their first piece.
-	for _, id := range []string{"m1", "m2", "m3"} {
-		send(id)
-	}
-	got := map[string]answer{}
-	for len(got) < 2 {
 		select {
-		case a := <-answers["m1"]:
-			got["m1"] = a
-		case a := <-answers["m2"]:
-			got["m2"] = a
-		case a := <-answers["m3"]:
-			got["m3"] = a
+		case a := <-answers[id]:
+			if a.err == nil && a.status != http.StatusBadGateway || strings.Contains(a.body, "read_a") || strings.Contains(a.body, "delete_all") {
+				t.Errorf("tools/list %s past its share = %d %.200s (%v), want 502 showing no tool", id, a.status, a.body, a.err)
+			}
 		case <-time.After(10 * time.Second):
-			t.Fatalf("answers of mallory's stalled lists: %v, want two refused", got)
+			t.Fatalf("tools/list %s past its share: no answer, held %d", id, held.bytes())
 		}
 	}
-	stalled := ""
-	for _, id := range []string{"m1", "m2", "m3"} {
-		if a, ok := got[id]; ok {
-			refused(id, a)
-		} else {
-			stalled = id
+	waitHeld := func(atLeast int64) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); held.bytes() < atLeast; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("held bytes = %d, want %d or more", held.bytes(), atLeast)
+			}
 		}
 	}
+	// Mallory's answers stall: four first pieces are held (below half of
+	// the bound a principal grows as it likes), the fifth takes mallory
+	// past half and is refused.
+	for i, id := range []string{"m1", "m2", "m3", "m4"} {
+		send(id)
+		waitHeld(int64(i+1) * piece)
+	}
+	send("m5")
+	refused("m5")
 	mallory := held.bytes()
-	if mallory < 40<<10 || mallory > maxHeldBytes/heldShare {
-		t.Fatalf("held bytes with mallory's stalled list = %d, want its first piece, within a share", mallory)
+	if mallory > maxHeldBytes/2+64<<10 {
+		t.Fatalf("held bytes with mallory's stalled lists = %d, want about half the bound", mallory)
 	}
 	// Bob's answer still fits: filtered and answered.
 	send("b1")
-	for deadline := time.Now().Add(10 * time.Second); held.bytes() < mallory+24<<10; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("held bytes = %d, want bob's first piece too", held.bytes())
-		}
-	}
+	waitHeld(mallory + 100<<10)
 	close(release["b1"])
 	b := <-answers["b1"]
 	if b.err != nil || b.status != http.StatusOK || !strings.Contains(b.body, "read_a") || strings.Contains(b.body, "delete_all") {
 		t.Errorf("bob's tools/list = %d %.200s (%v), want 200 with read_a only", b.status, b.body, b.err)
 	}
-	// Mallory's held list, once on, is past the share too.
-	close(release[stalled])
-	refused(stalled, <-answers[stalled])
-	waitHeld := func() {
-		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); held.bytes() != 0; time.Sleep(5 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("held bytes = %d after every answer, want 0", held.bytes())
-			}
-		}
-	}
-	waitHeld()
-
-	// An event longer than the share ends its stream undelivered.
+	// Bob's event past a share ends its stream undelivered.
 	resp, err := h.try(call{body: `{"jsonrpc":"2.0","id":"sse","method":"tools/list"}`, token: tokens['b']})
 	if err == nil {
 		body, _ := io.ReadAll(resp.Body) // the stream is cut
@@ -376,31 +360,84 @@ func TestHeldAnswersBounded(t *testing.T) {
 			t.Errorf("stream with an event past the share delivered %d bytes of it", strings.Count(string(body), "y"))
 		}
 	}
-	waitHeld()
+	// Mallory's held lists go on (the first past its share; what comes
+	// once the holding is below half again grows as it likes).
+	close(release["m1"])
+	refused("m1")
+	for _, id := range []string{"m2", "m3", "m4"} {
+		close(release[id])
+		<-answers[id]
+	}
+	for deadline := time.Now().Add(10 * time.Second); held.bytes() != 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("held bytes = %d after every answer, want 0", held.bytes())
+		}
+	}
 }
 
-// TestHeldShares: the arithmetic of heldShares. A principal alone gets
-// an eighth of the bound; its first piece is held whenever it fits; k
-// principals each growing as far as they may stop at k/(k+7) of the
-// bound, so a newcomer's answer still fits; nothing passes the bound.
+// TestHeldAnswerWriteDeadline: a held answer its caller does not read is
+// given up after heldWriteTime, and stops being counted; plain answers
+// are not held to a deadline.
+func TestHeldAnswerWriteDeadline(t *testing.T) {
+	defer func(f func(int) time.Duration) { heldWriteTime = f }(heldWriteTime)
+	heldWriteTime = func(int) time.Duration { return 300 * time.Millisecond }
+	h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"read_a","description":"`)
+		w.(http.Flusher).Flush()
+		io.WriteString(w, strings.Repeat("d", 16<<20-100)+`"}]}}`)
+	})
+	addr := strings.TrimPrefix(h.front.URL, "http://")
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return cmp.Or(err, serr)
+	}}
+	conn, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	body := `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
+	fmt.Fprintf(conn, "POST /mcp HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: %d\r\n\r\n%s",
+		addr, mint(t, claims()), len(body), body)
+	// Never read: the answer is held, then given up.
+	for deadline := time.Now().Add(10 * time.Second); held.bytes() < 16<<20-100; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("held bytes = %d, want the whole answer", held.bytes())
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); held.bytes() != 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("held bytes = %d while the caller reads nothing, want 0 after the write deadline", held.bytes())
+		}
+	}
+}
+
+// TestHeldShares: the arithmetic of heldShares. Below half the bound a
+// principal grows as it likes; past it a principal holds at most an
+// eighth, the first heldFirst bytes of one holding nothing are held
+// whenever they fit, k principals each growing as far as they may stop
+// short of the bound so that a newcomer's answer still fits, and nothing
+// passes the bound.
 func TestHeldShares(t *testing.T) {
 	defer func(n int64) { maxHeldBytes = n }(maxHeldBytes)
-	maxHeldBytes = 1 << 20
+	maxHeldBytes = 16 << 20
 	share := maxHeldBytes / heldShare
 	s := heldShares{by: map[string]int64{}}
-	if !s.grow("a", share) || s.grow("a", 1) {
-		t.Fatalf("alone: a share of %d, then 1 more: want held, then refused", share)
+	if !s.grow("a", maxHeldBytes/2) || s.grow("a", 1) {
+		t.Fatalf("alone: half the bound, then 1 more: want held, then refused")
 	}
-	if !s.grow("a", -share) || s.total != 0 || len(s.by) != 0 {
+	if !s.grow("a", -maxHeldBytes/2) || s.total != 0 || len(s.by) != 0 {
 		t.Fatalf("after release: total %d, %d holders, want none", s.total, len(s.by))
 	}
-	for _, k := range []int{8, 32, 200} {
+	for _, k := range []int{1, 8, 32, 200} {
 		s := heldShares{by: map[string]int64{}}
-		// Each floods in 4 KiB pieces, in turns, as far as it may.
+		// Each floods in 32 KiB pieces, in turns, as far as it may.
 		for grew := true; grew; {
 			grew = false
 			for i := range k {
-				if s.grow(strconv.Itoa(i), 4<<10) {
+				if s.grow(strconv.Itoa(i), 32<<10) {
 					grew = true
 				}
 				if s.total > maxHeldBytes {
@@ -408,28 +445,28 @@ func TestHeldShares(t *testing.T) {
 				}
 			}
 		}
-		limit := maxHeldBytes * int64(k) / int64(k+heldRoom)
-		if s.total > limit+int64(k)*(4<<10) {
-			t.Errorf("%d holders flooding hold %d, want at most about %d", k, s.total, limit)
+		for h, n := range s.by {
+			if n > max(share, maxHeldBytes/2/int64(k)+32<<10) {
+				t.Errorf("%d holders flooding: %s holds %d, past its share", k, h, n)
+			}
 		}
-		// A newcomer's first piece fits while there is room, and its
-		// answer grows while the others hold what they hold.
+		// A newcomer's answer of what is left over 8 still fits.
 		free := maxHeldBytes - s.total
-		if !s.grow("new", 1<<10) {
-			t.Errorf("%d holders flooding: a newcomer's first KiB refused with %d left", k, free)
-		}
-		if m := (free - 1<<10) / heldRoom; !s.grow("new", m-1<<10) {
-			t.Errorf("%d holders flooding: a newcomer could not hold %d of the %d left", k, m, free)
+		want := free / heldShare
+		if free < maxHeldBytes/40 || !s.grow("new", 32<<10) || !s.grow("new", want-32<<10) {
+			t.Errorf("%d holders flooding left %d: a newcomer could not hold %d", k, free, want)
 		}
 	}
-	// The first piece is refused only past the bound.
+	// Past half, a first piece is held whenever it fits up to heldFirst,
+	// and any piece only within the bound.
 	s = heldShares{by: map[string]int64{}}
-	for i := range heldShare {
-		if !s.grow(strconv.Itoa(i), share) {
-			t.Fatalf("holder %d's first piece of a share refused at total %d", i, s.total)
-		}
+	for i := 0; s.grow(strconv.Itoa(i), heldFirst); i++ {
 	}
-	if s.total != maxHeldBytes || s.grow("late", 1) {
-		t.Errorf("full: total %d, and one more byte held: want the bound, and refused", s.total)
+	if s.total > maxHeldBytes || s.total < maxHeldBytes-heldFirst {
+		t.Errorf("first pieces of %d: total %d, want the bound filled", heldFirst, s.total)
+	}
+	s = heldShares{by: map[string]int64{"a": maxHeldBytes - 4*heldFirst}, total: maxHeldBytes - 4*heldFirst}
+	if s.grow("b", heldFirst+1) || !s.grow("c", heldFirst) {
+		t.Errorf("with %d left, a first piece of heldFirst+1 held, or one of heldFirst refused", 4*heldFirst)
 	}
 }
