@@ -29,10 +29,11 @@ const metaProtocolVersion = "io.modelcontextprotocol/protocolVersion"
 var (
 	envelopeNames = []string{"JSONRPC", "METHOD", "ID", "PARAMS", "RESULT", "ERROR"}
 	paramNames    = []string{"NAME", "URI", "TASKID", "_META", "ARGUMENTS"}
-	// snakeParamNames are params members that servers reading snake_case
-	// field names as well (the Python SDK's models) take for a member
-	// read here: TASK_ID for taskId.
-	snakeParamNames = []string{"TASK_ID"}
+	// snakeParamNames are params members that servers reading their
+	// models' field names as well (the Python SDK's, which populate by
+	// name) take for a member read here: TASK_ID for taskId, META for
+	// _meta.
+	snakeParamNames = []string{"TASK_ID", "META"}
 	metaNames       = []string{"IO.MODELCONTEXTPROTOCOL/PROTOCOLVERSION"}
 	errorNames      = []string{"CODE", "MESSAGE"}
 	toolNames       = []string{"NAME"}
@@ -695,7 +696,7 @@ func (p *parser) params(pf *params) error {
 			if v, ok := variant(folded, paramNames); ok {
 				pf.fault("params member is a case variant of %q", v)
 			} else if _, ok := variant(folded, snakeParamNames); ok {
-				pf.fault("params member %q is another spelling of %q", name, "taskId")
+				pf.fault("params member %q is another spelling of a member read here (taskId, _meta)", name)
 			}
 			err = p.skip()
 		}

@@ -504,6 +504,8 @@ func TestParseParamsError(t *testing.T) {
 		{"task_id beside taskId", `{"jsonrpc":"2.0","id":8,"method":"tasks/get","params":{"taskId":"a","task_id":"b"}}`, Limits{}, "8", ErrInvalidParams},
 		{"task_id alone", `{"jsonrpc":"2.0","id":9,"method":"tasks/cancel","params":{"task_id":"b"}}`, Limits{}, "9", ErrInvalidParams},
 		{"Task_ID on another method", `{"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"x","Task_ID":"b"}}`, Limits{}, "10", ErrInvalidParams},
+		{"meta beside _meta", `{"jsonrpc":"2.0","id":11,"method":"tools/call","params":{"name":"x","_meta":{},"meta":{"progressToken":1}}}`, Limits{}, "11", ErrInvalidParams},
+		{"meta alone", `{"jsonrpc":"2.0","id":12,"method":"tools/list","params":{"meta":{}}}`, Limits{}, "12", ErrInvalidParams},
 
 		{"notification has no id", `{"jsonrpc":"2.0","method":"tools/call","params":{}}`, Limits{}, "", ErrInvalidParams},
 		{"trailing data comes first", `{"jsonrpc":"2.0","id":1,"method":"tools/call"} x`, Limits{}, "", ErrInvalidJSON},
