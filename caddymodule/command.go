@@ -312,7 +312,8 @@ func (c *cli) clientUpdate() *cobra.Command {
 			id := args[0]
 			uri := "/mcp-auth/clients/" + url.PathEscape(id)
 			var cur issuer.ClientView
-			if err := c.call(http.MethodGet, uri, nil, &cur); err != nil {
+			read, err := c.callWith(http.MethodGet, uri, nil, nil, &cur)
+			if err != nil {
 				return err
 			}
 			nc := issuer.NewClientRequest{
@@ -366,8 +367,10 @@ func (c *cli) clientUpdate() *cobra.Command {
 			if keys && !f.Changed("auth-method") {
 				nc.AuthMethod = "private_key_jwt"
 			}
+			// Only over the registration read above: a change someone
+			// made since is not undone unseen (412).
 			var v issuer.ClientView
-			if err := c.call(http.MethodPut, uri, nc, &v); err != nil {
+			if _, err := c.callWith(http.MethodPut, uri, http.Header{"If-Match": {read.Get("ETag")}}, nc, &v); err != nil {
 				return err
 			}
 			return c.print(v)
@@ -530,30 +533,42 @@ func (c *cli) agentAction(use, short, method, suffix, done string) *cobra.Comman
 // call sends one admin API request and decodes the JSON answer into res
 // (when not nil).
 func (c *cli) call(method, uri string, body, res any) error {
+	_, err := c.callWith(method, uri, nil, body, res)
+	return err
+}
+
+// callWith is call with request header fields hdr, returning the
+// answer's header.
+func (c *cli) callWith(method, uri string, hdr http.Header, body, res any) (http.Header, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		rd = bytes.NewReader(b)
 	}
-	resp, err := c.request(method, uri, rd)
+	resp, err := c.requestWith(method, uri, hdr, rd)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if res == nil {
-		return nil
+		return resp.Header, nil
 	}
 	if err := json.NewDecoder(resp.Body).Decode(res); err != nil {
-		return fmt.Errorf("reading answer: %w", err)
+		return nil, fmt.Errorf("reading answer: %w", err)
 	}
-	return nil
+	return resp.Header, nil
 }
 
 // request sends one admin API request; an error status is an error.
 func (c *cli) request(method, uri string, body io.Reader) (*http.Response, error) {
+	return c.requestWith(method, uri, nil, body)
+}
+
+// requestWith is request with request header fields hdr.
+func (c *cli) requestWith(method, uri string, hdr http.Header, body io.Reader) (*http.Response, error) {
 	addr, err := adminAddress(c.address)
 	if err != nil {
 		return nil, err
@@ -562,7 +577,7 @@ func (c *cli) request(method, uri string, body io.Reader) (*http.Response, error
 	if err != nil {
 		return nil, fmt.Errorf("admin address: %w", err)
 	}
-	return caddycmd.AdminAPIRequest(addr, method, uri, nil, body)
+	return caddycmd.AdminAPIRequest(addr, method, uri, hdr, body)
 }
 
 // backup writes a copy of the running store to file: into a temporary

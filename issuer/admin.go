@@ -367,6 +367,17 @@ func (a *admin) showClient(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if c.Source == sourceAdmin { // the only ones PUT changes
+		var stored *Client
+		if err := a.iss.store.View(r.Context(), func(tx store.Tx) error {
+			var err error
+			stored, err = clientsIn(tx).get(c.ID)
+			return err
+		}); err != nil {
+			return err
+		}
+		w.Header().Set("ETag", ClientETag(*stored))
+	}
 	return writeAdminJSON(w, http.StatusOK, clientView(c))
 }
 
@@ -443,10 +454,16 @@ func (a *admin) updateClient(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	updated, err := a.iss.UpdateClient(r.Context(), c)
+	// If-Match (RFC 9110 section 13.1.1): the ETag of a GET, so that a
+	// change made meanwhile is not undone unseen (the CLI sends it).
+	updated, tag, err := a.iss.UpdateClientIfMatch(r.Context(), c, r.Header.Get("If-Match"))
+	if errors.Is(err, ErrClientChanged) {
+		return adminErr(http.StatusPreconditionFailed, err)
+	}
 	if err != nil {
 		return err
 	}
+	w.Header().Set("ETag", tag)
 	return writeAdminJSON(w, http.StatusOK, clientView(updated))
 }
 

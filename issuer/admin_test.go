@@ -1079,3 +1079,63 @@ func TestAdminClientUpdateConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// TestAdminClientUpdateIfMatch: GET /mcp-auth/clients/<id> names the
+// registration with an ETag, and a PUT carrying it as If-Match applies
+// only to that registration: one changed since (an update, a secret's
+// rotation) answers 412 and changes nothing, so two operators do not undo
+// each other's change unseen (the CLI's client update sends it).
+func TestAdminClientUpdateIfMatch(t *testing.T) {
+	iss, _ := newAdminIssuer(t, nil)
+	srv := adminServer(t, iss)
+	runAPI(t, srv, apiCase{"add svc", "POST", "/mcp-auth/clients", `{"client_id":"svc","grant_types":["client_credentials"],"scopes":["read","write"]}`, 201, ""})
+	etag := func() string {
+		t.Helper()
+		resp, err := srv.Client().Get(srv.URL + "/mcp-auth/clients/svc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		tag := resp.Header.Get("ETag")
+		if resp.StatusCode != http.StatusOK || len(tag) < 10 || tag[0] != '"' {
+			t.Fatalf("GET svc = %d, ETag %q", resp.StatusCode, tag)
+		}
+		return tag
+	}
+	put := func(ifMatch, scopes string, want int) http.Header {
+		t.Helper()
+		req, _ := http.NewRequest("PUT", srv.URL+"/mcp-auth/clients/svc", strings.NewReader(`{"grant_types":["client_credentials"],"scopes":`+scopes+`}`))
+		req.Header.Set("Content-Type", "application/json")
+		if ifMatch != "" {
+			req.Header.Set("If-Match", ifMatch)
+		}
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Fatalf("PUT svc (If-Match %q) = %d, want %d", ifMatch, resp.StatusCode, want)
+		}
+		return resp.Header
+	}
+	first := etag()
+	if again := etag(); again != first {
+		t.Fatalf("ETag of an unchanged client: %q then %q", first, again)
+	}
+	h := put(first, `["read"]`, http.StatusOK)
+	second := etag()
+	if second == first || h.Get("ETag") != second {
+		t.Fatalf("after an update: ETag %q (was %q), the PUT answered %q", second, first, h.Get("ETag"))
+	}
+	before := storeDump(t, iss)
+	put(first, `["read","write"]`, http.StatusPreconditionFailed) // someone else's, stale
+	if !maps.Equal(storeDump(t, iss), before) {
+		t.Error("a PUT with a stale If-Match changed the store")
+	}
+	runAPI(t, srv, apiCase{"rotate", "POST", "/mcp-auth/clients/svc/secret", "", 200, ""})
+	put(second, `["read"]`, http.StatusPreconditionFailed)
+	put(etag(), `["read"]`, http.StatusOK)
+	put("*", `["read"]`, http.StatusOK)
+	put("", `["read"]`, http.StatusOK)
+}

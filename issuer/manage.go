@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -237,16 +240,38 @@ var errSelfRegistered = errors.New("registered by the client itself (dynamic cli
 // change made, in one transaction, so a concurrent removal or update is
 // wholly before or after it.
 func (i *Issuer) UpdateClient(ctx context.Context, c Client) (Client, error) {
+	out, _, err := i.UpdateClientIfMatch(ctx, c, "")
+	return out, err
+}
+
+// ErrClientChanged: UpdateClientIfMatch's etag is not the stored
+// client's (someone changed it since it was read).
+var ErrClientChanged = errors.New("the client changed since it was read")
+
+// ClientETag names a client's stored registration as it is now (an HTTP
+// entity tag): any change to it, the secret's rotation included, changes
+// it.
+func ClientETag(c Client) string {
+	b, _ := json.Marshal(c)
+	sum := sha256.Sum256(b)
+	return `"` + base64.RawURLEncoding.EncodeToString(sum[:18]) + `"`
+}
+
+// UpdateClientIfMatch is UpdateClient on the condition that the stored
+// client's ClientETag is etag ("" or "*": any): ErrClientChanged
+// otherwise, with nothing changed. It returns the new ClientETag too.
+func (i *Issuer) UpdateClientIfMatch(ctx context.Context, c Client, etag string) (Client, string, error) {
 	if c.SecretHash != "" {
-		return Client{}, invalidEntry("client %q: an update keeps the client's secret; rotate it with RotateClientSecret", c.ID)
+		return Client{}, "", invalidEntry("client %q: an update keeps the client's secret; rotate it with RotateClientSecret", c.ID)
 	}
 	if c.TokenEndpointAuthMethod == "" && len(c.JWKS) == 0 && c.JWKSURI == "" {
-		return Client{}, invalidEntry("client %q: token_endpoint_auth_method is required", c.ID)
+		return Client{}, "", invalidEntry("client %q: token_endpoint_auth_method is required", c.ID)
 	}
 	if err := i.checkClient(&c, true); err != nil {
-		return Client{}, err
+		return Client{}, "", err
 	}
 	var out Client
+	var tag string
 	err := i.store.Update(ctx, func(tx store.Tx) error {
 		clients := clientsIn(tx)
 		old, err := clients.get(c.ID)
@@ -255,6 +280,9 @@ func (i *Issuer) UpdateClient(ctx context.Context, c Client) (Client, error) {
 		}
 		if old.Source != sourceAdmin {
 			return entryErr("client", c.ID, errSelfRegistered)
+		}
+		if etag != "" && etag != "*" && ClientETag(*old) != etag {
+			return ErrClientChanged
 		}
 		cur := c // fn may run again: c stays as given
 		cur.Source, cur.CreatedAt, cur.ExpiresAt = old.Source, old.CreatedAt, old.ExpiresAt
@@ -283,11 +311,11 @@ func (i *Issuer) UpdateClient(ctx context.Context, c Client) (Client, error) {
 				return err
 			}
 		}
-		out = cur
+		out, tag = cur, ClientETag(cur)
 		return nil
 	})
 	out.SecretHash = ""
-	return out, err
+	return out, tag, err
 }
 
 // registrationNarrowed reports whether cur, a client's registration,
