@@ -146,8 +146,15 @@ type responseWriter struct {
 	// written by next (nil unless any): see dropTrailers.
 	trailers    []string
 	trailerHeld http.Header
-	// held is what the answer holds (counted in held), holder whose.
-	held   int64
+	// holding is what the answer holds (counted in held): nil until it
+	// holds anything (an exchange one word larger costs every request a
+	// larger size class).
+	holding *holding
+}
+
+// holding is what an answer holds, and whose (heldShares' holder).
+type holding struct {
+	n      int64
 	holder string
 }
 
@@ -155,20 +162,25 @@ type responseWriter struct {
 // when growing would pass its principal's share or the bound
 // (heldShares).
 func (rw *responseWriter) hold(n int) bool {
-	d := int64(n) - rw.held
+	h := rw.holding
+	if h == nil {
+		if n == 0 {
+			return true
+		}
+		h = &holding{holder: "-"} // admitted requests all have a principal
+		if p := rw.x.p; p != nil {
+			h.holder = dpop.HolderOf(p.issuer, principalKind(p), "", p.subject)
+		}
+		rw.holding = h
+	}
+	d := int64(n) - h.n
 	if d == 0 {
 		return true
 	}
-	if rw.holder == "" {
-		rw.holder = "-" // admitted requests all have a principal
-		if p := rw.x.p; p != nil {
-			rw.holder = dpop.HolderOf(p.issuer, principalKind(p), "", p.subject)
-		}
-	}
-	if !held.grow(rw.holder, d) {
+	if !held.grow(h.holder, d) {
 		return false
 	}
-	rw.held = int64(n)
+	h.n = int64(n)
 	return true
 }
 
