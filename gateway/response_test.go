@@ -379,6 +379,9 @@ func TestHeldAnswersBounded(t *testing.T) {
 // given up after heldWriteTime, and stops being counted; plain answers
 // are not held to a deadline.
 func TestHeldAnswerWriteDeadline(t *testing.T) {
+	if got, want := heldWriteTime(16<<20), 30*time.Second+128*time.Second; got != want {
+		t.Errorf("heldWriteTime(16 MiB) = %v, want 30 s and a second per 128 KiB, %v", got, want)
+	}
 	defer func(f func(int) time.Duration) { heldWriteTime = f }(heldWriteTime)
 	heldWriteTime = func(int) time.Duration { return 300 * time.Millisecond }
 	h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
