@@ -551,11 +551,18 @@ var heldWriteTime = func(n int) time.Duration {
 // of its own by default; where its write_timeout is set, each request
 // sets it again).
 func (rw *responseWriter) writeHeld(b []byte) {
-	rc := http.NewResponseController(rw.w)
-	if rc.SetWriteDeadline(time.Now().Add(heldWriteTime(len(b)))) == nil {
-		defer rc.SetWriteDeadline(time.Time{})
-	}
+	defer rw.writeDeadline(len(b))()
 	rw.w.Write(b)
+}
+
+// writeDeadline bounds the writes to the caller until the function it
+// returns is called by heldWriteTime(n).
+func (rw *responseWriter) writeDeadline(n int) (lift func()) {
+	rc := http.NewResponseController(rw.w)
+	if rc.SetWriteDeadline(time.Now().Add(heldWriteTime(n))) != nil {
+		return func() {}
+	}
+	return func() { rc.SetWriteDeadline(time.Time{}) }
 }
 
 // finish completes the response after next returns.
@@ -963,6 +970,11 @@ func (rw *responseWriter) writeEvent(ev mcpparse.Event) error {
 			rw.g.log.Debug("answer not rewritten", zap.Error(err)) // the event goes out as it came
 			ev.Data = string(rw.leniently([]byte(ev.Data)))
 		}
+	}
+	if h := rw.holding; h != nil && h.n > 0 {
+		// The event came in pieces and is held (counted in held) while
+		// it is written: as a held answer, within heldWriteTime.
+		defer rw.writeDeadline(len(ev.Raw))()
 	}
 	return mcpparse.WriteEvent(rw.w, ev)
 }

@@ -375,45 +375,61 @@ func TestHeldAnswersBounded(t *testing.T) {
 	}
 }
 
-// TestHeldAnswerWriteDeadline: a held answer its caller does not read is
-// given up after heldWriteTime, and stops being counted; plain answers
-// are not held to a deadline.
+// TestHeldAnswerWriteDeadline: a held answer its caller does not read (a
+// JSON answer, or an event that came in pieces) is given up after
+// heldWriteTime, and stops being counted.
 func TestHeldAnswerWriteDeadline(t *testing.T) {
 	if got, want := heldWriteTime(16<<20), 30*time.Second+128*time.Second; got != want {
 		t.Errorf("heldWriteTime(16 MiB) = %v, want 30 s and a second per 128 KiB, %v", got, want)
 	}
 	defer func(f func(int) time.Duration) { heldWriteTime = f }(heldWriteTime)
 	heldWriteTime = func(int) time.Duration { return 300 * time.Millisecond }
+	const size = 16<<20 - 100
 	h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
+		sse := strings.Contains(r.Header.Get("X-Test"), "sse")
+		if sse {
+			// One event in two pieces: held by the splitter until whole.
+			w.Header().Set("Content-Type", "text/event-stream")
+			io.WriteString(w, "data: ")
+		} else {
+			w.Header().Set("Content-Type", "application/json")
+		}
 		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"read_a","description":"`)
 		w.(http.Flusher).Flush()
-		io.WriteString(w, strings.Repeat("d", 16<<20-100)+`"}]}}`)
+		io.WriteString(w, strings.Repeat("d", size)+`"}]}}`)
+		if sse {
+			io.WriteString(w, "\n\n")
+		}
 	})
 	addr := strings.TrimPrefix(h.front.URL, "http://")
-	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-		return cmp.Or(err, serr)
-	}}
-	conn, err := d.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	body := `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
-	fmt.Fprintf(conn, "POST /mcp HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: %d\r\n\r\n%s",
-		addr, mint(t, claims()), len(body), body)
-	// Never read: the answer is held, then given up.
-	for deadline := time.Now().Add(10 * time.Second); held.bytes() < 16<<20-100; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("held bytes = %d, want the whole answer", held.bytes())
-		}
-	}
-	for deadline := time.Now().Add(10 * time.Second); held.bytes() != 0; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("held bytes = %d while the caller reads nothing, want 0 after the write deadline", held.bytes())
-		}
+	token := mint(t, claims())
+	for _, kind := range []string{"json", "sse"} {
+		t.Run(kind, func(t *testing.T) {
+			d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+				var serr error
+				err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+				return cmp.Or(err, serr)
+			}}
+			conn, err := d.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			body := `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
+			fmt.Fprintf(conn, "POST /mcp HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nX-Test: %s\r\nContent-Length: %d\r\n\r\n%s",
+				addr, token, kind, len(body), body)
+			// Never read: the answer is held, then given up.
+			for deadline := time.Now().Add(10 * time.Second); held.bytes() < size; time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("held bytes = %d, want the whole answer", held.bytes())
+				}
+			}
+			for deadline := time.Now().Add(10 * time.Second); held.bytes() != 0; time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("held bytes = %d while the caller reads nothing, want 0 after the write deadline", held.bytes())
+				}
+			}
+		})
 	}
 }
 
