@@ -546,13 +546,16 @@ var heldWriteTime = func(n int) time.Duration {
 	return 30*time.Second + time.Duration(n)*time.Second/(128<<10)
 }
 
-// writeHeld writes a held answer within heldWriteTime. The deadline is
-// lifted afterwards for what else the connection carries (Caddy sets none
-// of its own by default; where its write_timeout is set, each request
-// sets it again).
+// writeHeld writes a held answer within heldWriteTime, flushed before
+// the deadline is lifted: lifting it also lifts, under Caddy, the write
+// idle timeout (write_idle_timeout) it set for the write, and the flush
+// net/http does after the handler would have none (review s14-fresh3
+// M1).
 func (rw *responseWriter) writeHeld(b []byte) {
 	defer rw.writeDeadline(len(b))()
-	rw.w.Write(b)
+	if _, err := rw.w.Write(b); err == nil {
+		http.NewResponseController(rw.w).Flush()
+	}
 }
 
 // writeDeadline bounds the writes to the caller until the function it
@@ -973,8 +976,13 @@ func (rw *responseWriter) writeEvent(ev mcpparse.Event) error {
 	}
 	if h := rw.holding; h != nil && h.n > 0 {
 		// The event came in pieces and is held (counted in held) while
-		// it is written: as a held answer, within heldWriteTime.
+		// it is written: as a held answer, within heldWriteTime, and
+		// flushed before the deadline is lifted (see writeHeld).
 		defer rw.writeDeadline(len(ev.Raw))()
+		if err := mcpparse.WriteEvent(rw.w, ev); err != nil {
+			return err
+		}
+		return http.NewResponseController(rw.w).Flush()
 	}
 	return mcpparse.WriteEvent(rw.w, ev)
 }

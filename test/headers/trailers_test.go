@@ -2,12 +2,16 @@ package headers
 
 import (
 	"bufio"
+	"cmp"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/e2e/harness"
 )
@@ -177,5 +181,74 @@ func TestEncodeTrailerRedirect(t *testing.T) {
 				t.Errorf("%d with Location %q as a header field (a redirect clients follow to an unread answer); body %q", resp.StatusCode, loc, body)
 			}
 		})
+	}
+}
+
+// TestHeldAnswerKeepsWriteIdleTimeout: the gateway writes a held answer
+// (a filtered tools list) within a deadline of its own and lifts it
+// afterwards; under Caddy the lift also reaches the write idle timeout
+// (write_idle) Caddy set for the write, so an answer still buffered when
+// the handler returned was flushed with no deadline at all, and a caller
+// that pipelines requests and never reads kept its connection, goroutine
+// and buffers for good (review s14-fresh3 M1). With the answer flushed
+// before the lift, Caddy closes such a connection within write_idle.
+func TestHeldAnswerKeepsWriteIdleTimeout(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo","description":"`+strings.Repeat("x", 1200)+`"}]}}`)
+	}))
+	t.Cleanup(up.Close)
+	port := harness.FreePort(t)
+	issuer := fmt.Sprintf("http://127.0.0.1:%d", port)
+	harness.Start(t, globalOptions(t, issuer, "servers {\n\t\ttimeouts {\n\t\t\twrite_idle 300ms\n\t\t}\n\t}")+fmt.Sprintf(`
+http://:%[3]d {
+	bind 127.0.0.1
+	mcp_issuer
+	mcp_gateway {
+		resource %[1]s/mcp
+		scope %[2]s
+		tool * %[2]s
+	}
+	reverse_proxy %[4]s
+}
+`, issuer, scope, port, up.URL))
+	harness.WaitReady(t, issuer+"/.well-known/oauth-authorization-server")
+	s := &probeStack{resource: issuer + "/mcp", issuer: issuer}
+	token := s.tokenFor(t, s.resource)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return cmp.Or(err, serr)
+	}}
+	conn, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	body := `{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`
+	req := fmt.Sprintf("POST /mcp HTTP/1.1\r\nHost: %s\r\n%sMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/list\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s",
+		addr, base, token, len(body), body)
+	// Pipelined requests whose answers are never read: the socket
+	// buffers fill, an answer's write stalls, and Caddy must close the
+	// connection, which ends these writes with an error.
+	ended := make(chan error, 1)
+	go func() {
+		for range 20000 {
+			if _, err := io.WriteString(conn, req); err != nil {
+				ended <- err
+				return
+			}
+		}
+		ended <- nil
+	}()
+	select {
+	case err := <-ended:
+		if err == nil {
+			t.Fatal("20000 pipelined requests were all taken, none of their answers read: the test could not fill the buffers")
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the connection of a caller that reads nothing is still open 15 s past a 300 ms write_idle")
 	}
 }
