@@ -369,8 +369,12 @@ func (c *cli) clientUpdate() *cobra.Command {
 			}
 			// Only over the registration read above: a change someone
 			// made since is not undone unseen (412).
+			var hdr http.Header
+			if tag := read.Get("ETag"); tag != "" {
+				hdr = http.Header{"If-Match": {tag}}
+			}
 			var v issuer.ClientView
-			if _, err := c.callWith(http.MethodPut, uri, http.Header{"If-Match": {read.Get("ETag")}}, nc, &v); err != nil {
+			if _, err := c.callWith(http.MethodPut, uri, hdr, nc, &v); err != nil {
 				return err
 			}
 			return c.print(v)

@@ -368,15 +368,20 @@ func (a *admin) showClient(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if c.Source == sourceAdmin { // the only ones PUT changes
+		// The answer and its ETag from one read: from two, an update
+		// between them would show the old registration under the new
+		// tag, and a PUT of it would undo the update unseen (review
+		// s14-fresh3 M2).
 		var stored *Client
 		if err := a.iss.store.View(r.Context(), func(tx store.Tx) error {
 			var err error
 			stored, err = clientsIn(tx).get(c.ID)
 			return err
 		}); err != nil {
-			return err
+			return entryErr("client", c.ID, err)
 		}
-		w.Header().Set("ETag", ClientETag(*stored))
+		c = *stored
+		w.Header().Set("ETag", ClientETag(c))
 	}
 	return writeAdminJSON(w, http.StatusOK, clientView(c))
 }
@@ -456,7 +461,7 @@ func (a *admin) updateClient(w http.ResponseWriter, r *http.Request) error {
 	}
 	// If-Match (RFC 9110 section 13.1.1): the ETag of a GET, so that a
 	// change made meanwhile is not undone unseen (the CLI sends it).
-	updated, tag, err := a.iss.UpdateClientIfMatch(r.Context(), c, r.Header.Get("If-Match"))
+	updated, tag, err := a.iss.UpdateClientIfMatch(r.Context(), c, ifMatch(r.Header))
 	if errors.Is(err, ErrClientChanged) {
 		return adminErr(http.StatusPreconditionFailed, err)
 	}
@@ -465,6 +470,25 @@ func (a *admin) updateClient(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.Header().Set("ETag", tag)
 	return writeAdminJSON(w, http.StatusOK, clientView(updated))
+}
+
+// ifMatch is the entity tags of If-Match (RFC 9110 section 13.1.1) for
+// UpdateClientIfMatch: nil without one or with "*" (any: the client must
+// exist anyway).
+func ifMatch(h http.Header) []string {
+	var tags []string
+	for _, v := range h.Values("If-Match") {
+		for t := range strings.SplitSeq(v, ",") {
+			switch t = strings.TrimSpace(t); t {
+			case "":
+			case "*":
+				return nil
+			default:
+				tags = append(tags, t)
+			}
+		}
+	}
+	return tags
 }
 
 func (a *admin) rotateClientSecret(w http.ResponseWriter, r *http.Request) error {

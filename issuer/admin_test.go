@@ -2,6 +2,7 @@ package issuer
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -1138,4 +1140,79 @@ func TestAdminClientUpdateIfMatch(t *testing.T) {
 	put(etag(), `["read"]`, http.StatusOK)
 	put("*", `["read"]`, http.StatusOK)
 	put("", `["read"]`, http.StatusOK)
+	cur := etag()
+	put(`"stale", `+cur, `["read"]`, http.StatusOK) // a list holding the current tag
+	put(`"stale", "other"`, `["read"]`, http.StatusPreconditionFailed)
+	put("W/"+etag(), `["read"]`, http.StatusPreconditionFailed) // weak: never for If-Match
+}
+
+// viewHook runs before the View numbered at (counting from 1 after
+// arming) the function before.
+type viewHook struct {
+	store.Store
+	n      atomic.Int32
+	at     int32
+	before func()
+}
+
+func (s *viewHook) View(ctx context.Context, fn func(store.Tx) error) error {
+	if n := s.n.Add(1); n == s.at && s.before != nil {
+		s.before()
+	}
+	return s.Store.View(ctx, fn)
+}
+
+// TestAdminClientETagSameRead: an update between the reads a GET of a
+// client makes does not leave it answering the old registration under
+// the new ETag, whose PUT would undo the update unseen (review s14-fresh3
+// M2): the answer and its ETag come from one read.
+func TestAdminClientETagSameRead(t *testing.T) {
+	iss, _ := newAdminIssuer(t, nil)
+	srv := adminServer(t, iss)
+	runAPI(t, srv, apiCase{"add svc", "POST", "/mcp-auth/clients", `{"client_id":"svc","grant_types":["client_credentials"],"scopes":["read","write","admin"]}`, 201, ""})
+	hook := &viewHook{Store: iss.store}
+	iss.store = hook
+	// Calibrate: how many Views one GET makes.
+	hook.n.Store(0)
+	runAPI(t, srv, apiCase{"get", "GET", "/mcp-auth/clients/svc", "", 200, ""})
+	views := hook.n.Load()
+	// Operator B narrows svc's scopes between GET's two reads.
+	hook.n.Store(0)
+	hook.at = views
+	hook.before = func() {
+		hook.before = nil
+		c := Client{ID: "svc", GrantTypes: []string{"client_credentials"}, TokenEndpointAuthMethod: "client_secret_basic", Scopes: []string{"read"}}
+		if _, err := iss.UpdateClient(context.Background(), c); err != nil {
+			t.Errorf("B's update: %v", err)
+		}
+	}
+	resp, err := srv.Client().Get(srv.URL + "/mcp-auth/clients/svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cur ClientView
+	json.NewDecoder(resp.Body).Decode(&cur)
+	resp.Body.Close()
+	tag := resp.Header.Get("ETag")
+	// Operator A (the CLI) sends back what it read, with the ETag.
+	body, _ := json.Marshal(map[string]any{"grant_types": []string{"client_credentials"}, "scopes": cur.Scopes, "client_name": "renamed"})
+	req, _ := http.NewRequest("PUT", srv.URL+"/mcp-auth/clients/svc", strings.NewReader(string(body)))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("If-Match", tag)
+	presp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	presp.Body.Close()
+	var after *Client
+	if err := iss.store.View(t.Context(), func(tx store.Tx) error {
+		var err error
+		after, err = clientsIn(tx).get("svc")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(after.Scopes) != 1 || after.Scopes[0] != "read" {
+		t.Errorf("GET read scopes %v under ETag %s; PUT with them = %d, and the client's scopes are %v: B's narrowing to [read] undone unseen", cur.Scopes, tag, presp.StatusCode, after.Scopes)
+	}
 }

@@ -240,7 +240,7 @@ var errSelfRegistered = errors.New("registered by the client itself (dynamic cli
 // change made, in one transaction, so a concurrent removal or update is
 // wholly before or after it.
 func (i *Issuer) UpdateClient(ctx context.Context, c Client) (Client, error) {
-	out, _, err := i.UpdateClientIfMatch(ctx, c, "")
+	out, _, err := i.UpdateClientIfMatch(ctx, c, nil)
 	return out, err
 }
 
@@ -258,9 +258,10 @@ func ClientETag(c Client) string {
 }
 
 // UpdateClientIfMatch is UpdateClient on the condition that the stored
-// client's ClientETag is etag ("" or "*": any): ErrClientChanged
-// otherwise, with nothing changed. It returns the new ClientETag too.
-func (i *Issuer) UpdateClientIfMatch(ctx context.Context, c Client, etag string) (Client, string, error) {
+// client's ClientETag is one of etags (none: no condition; a weak tag
+// never matches): ErrClientChanged otherwise, with nothing changed. It
+// returns the new ClientETag too.
+func (i *Issuer) UpdateClientIfMatch(ctx context.Context, c Client, etags []string) (Client, string, error) {
 	if c.SecretHash != "" {
 		return Client{}, "", invalidEntry("client %q: an update keeps the client's secret; rotate it with RotateClientSecret", c.ID)
 	}
@@ -281,7 +282,7 @@ func (i *Issuer) UpdateClientIfMatch(ctx context.Context, c Client, etag string)
 		if old.Source != sourceAdmin {
 			return entryErr("client", c.ID, errSelfRegistered)
 		}
-		if etag != "" && etag != "*" && ClientETag(*old) != etag {
+		if etags != nil && !slices.Contains(etags, ClientETag(*old)) {
 			return ErrClientChanged
 		}
 		cur := c // fn may run again: c stays as given
