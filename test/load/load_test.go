@@ -482,6 +482,15 @@ func TestPorts(t *testing.T) {
 	if len(lines) != 3 || lines[0] == lines[1] || lines[1] == lines[2] || lines[0] == lines[2] {
 		t.Errorf("runPorts(3) = %q, want 3 distinct ports", lines)
 	}
+	// Below the ephemeral range, where port 0 and outgoing connections
+	// never land (where the machine leaves room for that).
+	if low := ephemeralLow(); low-portsFrom >= 1000 {
+		for _, l := range lines {
+			if p, err := strconv.Atoi(l); err != nil || p < portsFrom || p >= low {
+				t.Errorf("runPorts(3) gave %s, want a port in [%d, %d)", l, portsFrom, low)
+			}
+		}
+	}
 	if err := runPorts([]string{"0"}, &out); err == nil {
 		t.Errorf("runPorts(0) error = nil, want an error")
 	}
