@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/demo/mcpdemo"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/freeport"
 )
 
 func TestParseStatTicks(t *testing.T) {
@@ -484,10 +486,10 @@ func TestPorts(t *testing.T) {
 	}
 	// Below the ephemeral range, where port 0 and outgoing connections
 	// never land (where the machine leaves room for that).
-	if low := ephemeralLow(); low-portsFrom >= 1000 {
+	if low := freeport.EphemeralLow(); low-freeport.From >= 1000 {
 		for _, l := range lines {
-			if p, err := strconv.Atoi(l); err != nil || p < portsFrom || p >= low {
-				t.Errorf("runPorts(3) gave %s, want a port in [%d, %d)", l, portsFrom, low)
+			if p, err := strconv.Atoi(l); err != nil || p < freeport.From || p >= low {
+				t.Errorf("runPorts(3) gave %s, want a port in [%d, %d)", l, freeport.From, low)
 			}
 		}
 	}

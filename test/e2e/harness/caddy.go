@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -22,18 +21,20 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	_ "github.com/caddy-mcp-auth/caddy-mcp-auth/caddymodule" // registers mcp_auth, mcp_issuer, mcp_gateway
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/freeport"
 	"golang.org/x/crypto/bcrypt"
 )
 
-// FreePort returns a loopback TCP port that was free a moment ago.
+// FreePort returns a TCP port that was free a moment ago, below the
+// kernel's ephemeral range (freeport), where the ports of the tests
+// running beside do not land before the test's server binds it.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := freeport.Port()
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // Adapt turns a Caddyfile into Caddy's JSON configuration.
