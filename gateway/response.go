@@ -147,8 +147,8 @@ type responseWriter struct {
 	trailers    []string
 	trailerHeld http.Header
 	// holding is what the answer holds (counted in held): nil until it
-	// holds anything (an exchange one word larger costs every request a
-	// larger size class).
+	// holds anything, since the exchange is at the edge of its size class
+	// (TestExchangeSizeClass).
 	holding *holding
 }
 
@@ -494,21 +494,18 @@ func (rw *responseWriter) Write(b []byte) (int, error) {
 			if _, err := rw.w.Write(rw.buf.Bytes()); err != nil {
 				return 0, err
 			}
-			rw.buf = bytes.Buffer{}
-			rw.hold(0)
+			rw.dropHeld()
 			return rw.w.Write(b)
 		}
 		if rw.buf.Len()+len(b) > maxFilteredBody {
 			rw.mode = modeRefuse
-			rw.buf = bytes.Buffer{}
-			rw.hold(0)
+			rw.dropHeld()
 			return 0, errors.New("response too large to filter")
 		}
 		if !rw.hold(rw.buf.Len() + len(b)) {
 			rw.g.log.Warn("answer refused", zap.Error(errHeldBudget), zap.Int64("max_bytes", maxHeldBytes))
 			rw.mode = modeRefuse
-			rw.buf = bytes.Buffer{}
-			rw.hold(0)
+			rw.dropHeld()
 			return 0, errHeldBudget
 		}
 		return rw.buf.Write(b)
@@ -546,26 +543,31 @@ var heldWriteTime = func(n int) time.Duration {
 	return 30*time.Second + time.Duration(n)*time.Second/(128<<10)
 }
 
-// writeHeld writes a held answer within heldWriteTime, flushed before
-// the deadline is lifted: lifting it also lifts, under Caddy, the write
-// idle timeout (write_idle_timeout) it set for the write, and the flush
-// net/http does after the handler would have none (review s14-fresh3
-// M1).
-func (rw *responseWriter) writeHeld(b []byte) {
-	defer rw.writeDeadline(len(b))()
-	if _, err := rw.w.Write(b); err == nil {
-		http.NewResponseController(rw.w).Flush()
+// writeHeld writes n held bytes (a held answer, or an event that came in
+// pieces) with write, within heldWriteTime, flushed before the deadline
+// is lifted: lifting it also lifts, under Caddy, the write idle timeout
+// (write_idle_timeout) it set for the write, and the flush net/http does
+// after the handler would have none (review s14-fresh3 M1).
+func (rw *responseWriter) writeHeld(n int, write func() error) error {
+	rc := http.NewResponseController(rw.w)
+	if rc.SetWriteDeadline(time.Now().Add(heldWriteTime(n))) == nil {
+		defer rc.SetWriteDeadline(time.Time{})
 	}
+	if err := write(); err != nil {
+		return err
+	}
+	return rc.Flush()
 }
 
-// writeDeadline bounds the writes to the caller until the function it
-// returns is called by heldWriteTime(n).
-func (rw *responseWriter) writeDeadline(n int) (lift func()) {
-	rc := http.NewResponseController(rw.w)
-	if rc.SetWriteDeadline(time.Now().Add(heldWriteTime(n))) != nil {
-		return func() {}
-	}
-	return func() { rc.SetWriteDeadline(time.Time{}) }
+// writeHeldBytes writes a held answer (writeHeld).
+func (rw *responseWriter) writeHeldBytes(b []byte) {
+	rw.writeHeld(len(b), func() error { _, err := rw.w.Write(b); return err })
+}
+
+// dropHeld lets go of what the answer holds.
+func (rw *responseWriter) dropHeld() {
+	rw.buf = bytes.Buffer{}
+	rw.hold(0)
 }
 
 // finish completes the response after next returns.
@@ -587,7 +589,7 @@ func (rw *responseWriter) finish() {
 		anyList := rw.x.pinned && mayListTools(unsafeString(rw.buf.Bytes()))
 		if rw.filter == nil && !rw.rewrites() && !anyList {
 			rw.w.WriteHeader(rw.status)
-			rw.writeHeld(rw.buf.Bytes())
+			rw.writeHeldBytes(rw.buf.Bytes())
 			return
 		}
 		out, err := rw.filterJSON(rw.buf.Bytes(), anyList)
@@ -614,7 +616,7 @@ func (rw *responseWriter) finish() {
 		}
 		h.Set("Content-Length", strconv.Itoa(len(out)))
 		rw.w.WriteHeader(rw.status)
-		rw.writeHeld(out)
+		rw.writeHeldBytes(out)
 	case modeSSE:
 		// An unfinished last event is discarded, as a browser does.
 		if err := rw.sse.End(); err != nil {
@@ -948,7 +950,7 @@ func (rw *responseWriter) writeEvents(b []byte) (int, error) {
 		// stream ends here, as for an event over maxFilteredBody.
 		rw.g.log.Warn("event stream ended", zap.Error(errHeldBudget), zap.Int64("max_bytes", maxHeldBytes))
 		rw.sse.End() // drops the unfinished event; later writes fail too
-		rw.hold(0)
+		rw.dropHeld()
 		err = errHeldBudget
 	}
 	if err == nil && wrote {
@@ -976,13 +978,8 @@ func (rw *responseWriter) writeEvent(ev mcpparse.Event) error {
 	}
 	if h := rw.holding; h != nil && h.n > 0 {
 		// The event came in pieces and is held (counted in held) while
-		// it is written: as a held answer, within heldWriteTime, and
-		// flushed before the deadline is lifted (see writeHeld).
-		defer rw.writeDeadline(len(ev.Raw))()
-		if err := mcpparse.WriteEvent(rw.w, ev); err != nil {
-			return err
-		}
-		return http.NewResponseController(rw.w).Flush()
+		// it is written: as a held answer.
+		return rw.writeHeld(len(ev.Raw), func() error { return mcpparse.WriteEvent(rw.w, ev) })
 	}
 	return mcpparse.WriteEvent(rw.w, ev)
 }

@@ -489,3 +489,28 @@ func TestHeldShares(t *testing.T) {
 		t.Errorf("with %d left, a first piece of heldFirst+1 held, or one of heldFirst refused", 4*heldFirst)
 	}
 }
+
+// TestHeldHolderIsThePrincipal: the answers of one user through several
+// clients are one holder, as the README says; another user, or a client
+// named as the user, is another.
+func TestHeldHolderIsThePrincipal(t *testing.T) {
+	holderOf := func(p *principal) string {
+		rw := &responseWriter{x: &exchange{p: p}}
+		if !rw.hold(1) {
+			t.Fatal("hold(1) refused")
+		}
+		defer rw.hold(0)
+		return rw.holding.holder
+	}
+	alice1 := holderOf(&principal{issuer: "https://as", subject: "alice", clientID: "app1"})
+	alice2 := holderOf(&principal{issuer: "https://as", subject: "alice", clientID: "app2"})
+	bob := holderOf(&principal{issuer: "https://as", subject: "bob", clientID: "app1"})
+	client := holderOf(&principal{issuer: "https://as", subject: "alice", clientID: "alice", principalType: "client"})
+	other := holderOf(&principal{issuer: "https://other", subject: "alice", clientID: "app1"})
+	if alice1 != alice2 || alice1 == bob || alice1 == client || alice1 == other {
+		t.Errorf("holders: alice via app1 %q, via app2 %q, bob %q, client alice %q, alice of another issuer %q", alice1, alice2, bob, client, other)
+	}
+	if n := held.bytes(); n != 0 {
+		t.Errorf("held bytes after = %d", n)
+	}
+}
