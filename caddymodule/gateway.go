@@ -289,6 +289,7 @@ func (h *GatewayHandler) Provision(ctx caddy.Context) error {
 		Logger:          log,
 		AuditLogger:     log.Named("audit"),
 		ErrorStatus:     errorStatus,
+		WriteTimeout:    writeTimeout,
 	}
 	vecs, err := newGatewayVecs(ctx.GetMetricsRegistry())
 	if err != nil {
@@ -580,6 +581,14 @@ func errorStatus(err error) int {
 		return he.StatusCode
 	}
 	return http.StatusInternalServerError
+}
+
+// writeTimeout is the write timeout of the Caddy server that serves r.
+func writeTimeout(r *http.Request) time.Duration {
+	if srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok {
+		return time.Duration(srv.WriteTimeout)
+	}
+	return 0
 }
 
 func parseGatewayHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {

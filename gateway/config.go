@@ -132,6 +132,13 @@ type Config struct {
 	// Default: 500.
 	ErrorStatus func(error) int
 
+	// WriteTimeout, when set, returns the server's write timeout for r
+	// (Caddy's write_timeout; 0: none), counted from the request's start:
+	// a held answer's write deadline never passes it, and it is the
+	// deadline put back after the write. Without it the deadline is
+	// lifted to none.
+	WriteTimeout func(r *http.Request) time.Duration
+
 	// RequestID, when set, returns an id for the HTTP request (Caddy's
 	// request UUID) to put in audit events.
 	RequestID func(r *http.Request) string

@@ -544,19 +544,44 @@ var heldWriteTime = func(n int) time.Duration {
 }
 
 // writeHeld writes n held bytes (a held answer, or an event that came in
-// pieces) with write, within heldWriteTime, flushed before the deadline
-// is lifted: lifting it also lifts, under Caddy, the write idle timeout
-// (write_idle_timeout) it set for the write, and the flush net/http does
-// after the handler would have none (review s14-fresh3 M1).
+// pieces) with write, within heldWriteTime (never past the server's write
+// timeout), flushed before the deadline is lifted: lifting it also lifts,
+// under Caddy, the write idle timeout (write_idle_timeout) it set for the
+// write, and the flush net/http does after the handler would have none
+// (review s14-fresh3 M1).
 func (rw *responseWriter) writeHeld(n int, write func() error) error {
 	rc := http.NewResponseController(rw.w)
-	if rc.SetWriteDeadline(time.Now().Add(heldWriteTime(n))) == nil {
-		defer rc.SetWriteDeadline(time.Time{})
+	hard := rw.hardWriteDeadline()
+	d := time.Now().Add(heldWriteTime(n))
+	if !hard.IsZero() && hard.Before(d) {
+		d = hard
+	}
+	if rc.SetWriteDeadline(d) == nil {
+		defer func() {
+			// What the response had before: the server's write
+			// timeout, or none. The flush (of nothing: the answer was
+			// flushed) rearms Caddy's write idle timeout, for what
+			// net/http writes after the handler (a chunked answer's
+			// last chunk).
+			rc.SetWriteDeadline(hard)
+			rc.Flush()
+		}()
 	}
 	if err := write(); err != nil {
 		return err
 	}
 	return rc.Flush()
+}
+
+// hardWriteDeadline is when the server's write timeout (Config.WriteTimeout)
+// ends the response, zero when it has none.
+func (rw *responseWriter) hardWriteDeadline() time.Time {
+	if f := rw.g.cfg.WriteTimeout; f != nil {
+		if t := f(rw.x.r); t > 0 {
+			return rw.x.start.Add(t)
+		}
+	}
+	return time.Time{}
 }
 
 // writeHeldBytes writes a held answer (writeHeld).

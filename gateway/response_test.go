@@ -514,3 +514,52 @@ func TestHeldHolderIsThePrincipal(t *testing.T) {
 		t.Errorf("held bytes after = %d", n)
 	}
 }
+
+// deadlineRecorder records the write deadlines, writes and flushes a
+// handler makes through http.ResponseController.
+type deadlineRecorder struct {
+	http.ResponseWriter
+	calls []string
+	start time.Time
+}
+
+func (d *deadlineRecorder) SetWriteDeadline(t time.Time) error {
+	if t.IsZero() {
+		d.calls = append(d.calls, "deadline none")
+	} else {
+		d.calls = append(d.calls, "deadline +"+t.Sub(d.start).Round(time.Second).String())
+	}
+	return nil
+}
+
+func (d *deadlineRecorder) Flush() { d.calls = append(d.calls, "flush") }
+
+// TestHeldWriteDeadlineRestored: writeHeld bounds a held write by
+// heldWriteTime but never past the server's write timeout, puts that
+// timeout's deadline back afterwards (none without one), and flushes
+// once more after, which under Caddy rearms its write idle timeout for
+// what net/http writes after the handler (TestHeldEventKeepsWriteTimeout
+// and TestHeldAnswerKeepsWriteIdleTimeout run it in Caddy).
+func TestHeldWriteDeadlineRestored(t *testing.T) {
+	start := time.Now().Add(-time.Second)
+	r := httptest.NewRequest("POST", "/mcp", nil)
+	for _, c := range []struct {
+		timeout time.Duration
+		want    string
+	}{
+		{0, "deadline +31s write flush deadline none flush"},
+		{time.Hour, "deadline +31s write flush deadline +1h0m0s flush"},
+		{10 * time.Second, "deadline +10s write flush deadline +10s flush"},
+	} {
+		rec := &deadlineRecorder{ResponseWriter: httptest.NewRecorder(), start: start}
+		g := &Gateway{}
+		if c.timeout > 0 {
+			g.cfg.WriteTimeout = func(*http.Request) time.Duration { return c.timeout }
+		}
+		rw := &responseWriter{w: rec, g: g, x: &exchange{r: r, start: start}}
+		rw.writeHeld(100, func() error { rec.calls = append(rec.calls, "write"); return nil })
+		if got := strings.Join(rec.calls, " "); got != c.want {
+			t.Errorf("write timeout %v: %s, want %s", c.timeout, got, c.want)
+		}
+	}
+}

@@ -252,3 +252,68 @@ http://:%[3]d {
 		t.Fatal("the connection of a caller that reads nothing is still open 15 s past a 300 ms write_idle")
 	}
 }
+
+// TestHeldEventKeepsWriteTimeout: an event held while written (it came
+// from the upstream in two pieces) gets a write deadline of its own;
+// after it the stream must still end at the server's write_timeout, as
+// plain reverse_proxy's would, not go on with no deadline at all. Caddy
+// runs with write_timeout 2s and its write idle timeout off, so the
+// write timeout is the only deadline; the upstream streams for 8 s.
+func TestHeldEventKeepsWriteTimeout(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, `data: {"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo","description":"`)
+		w.(http.Flusher).Flush()
+		time.Sleep(50 * time.Millisecond)
+		io.WriteString(w, "held\"}]}}\n\n")
+		w.(http.Flusher).Flush()
+		for i := range 40 {
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			fmt.Fprintf(w, "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"level\":\"info\",\"data\":%d}}\n\n", i)
+			w.(http.Flusher).Flush()
+		}
+	}))
+	t.Cleanup(up.Close)
+	port := harness.FreePort(t)
+	issuer := fmt.Sprintf("http://127.0.0.1:%d", port)
+	harness.Start(t, globalOptions(t, issuer, "servers {\n\t\ttimeouts {\n\t\t\twrite 2s\n\t\t\twrite_idle -1s\n\t\t}\n\t}")+fmt.Sprintf(`
+http://:%[3]d {
+	bind 127.0.0.1
+	mcp_issuer
+	mcp_gateway {
+		resource %[1]s/mcp
+		scope %[2]s
+		tool * %[2]s
+	}
+	reverse_proxy %[4]s {
+		flush_interval -1
+	}
+}
+`, issuer, scope, port, up.URL))
+	harness.WaitReady(t, issuer+"/.well-known/oauth-authorization-server")
+	s := &probeStack{resource: issuer + "/mcp", issuer: issuer}
+	token := s.tokenFor(t, s.resource)
+	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	body := `{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`
+	start := time.Now()
+	fmt.Fprintf(conn, "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n%sMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/list\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s",
+		port, base, token, len(body), body)
+	conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+	got, _ := io.ReadAll(conn)
+	took := time.Since(start)
+	if !strings.Contains(string(got), `held"}]}}`) {
+		t.Fatalf("the held event was not answered; got %q", got)
+	}
+	if n := strings.Count(string(got), "notifications/message"); took > 5*time.Second || n > 20 {
+		t.Errorf("the stream went on %v (%d events after the held one) past a 2 s write_timeout", took.Round(time.Millisecond), n)
+	}
+}
