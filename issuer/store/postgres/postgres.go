@@ -46,6 +46,14 @@ const (
 	DefaultTimeout     = 10 * time.Second
 )
 
+// lockAfter is how many attempts of an Update may fail to serialize
+// before the next ones run alone: a transaction that reads much (a
+// revocation scanning the grants) loses every conflict with a steady
+// stream of short ones writing what it read (token requests), however
+// often it is run again. Alone, it first waits for the writers running,
+// and the writers after it wait for its commit; readers are not held.
+const lockAfter = 4
+
 // Retry backoff: a random wait up to minBackoff doubled per attempt, at
 // most maxBackoff, so that conflicting transactions spread out.
 const (
@@ -242,7 +250,7 @@ func (s *Store) update(ctx context.Context, fn func(store.Tx) error, sync, bound
 		if bounded {
 			bctx, cancel = s.bounded(ctx)
 		}
-		err := unavailable(ctx, bctx, s.attempt(bctx, ctx, fn, sync))
+		err := unavailable(ctx, bctx, s.attempt(bctx, ctx, fn, sync, attempt > lockAfter))
 		cancel()
 		if !retryable(err) {
 			return err
@@ -274,7 +282,10 @@ func (s *Store) rollback(ctx context.Context, ptx pgx.Tx) {
 // waited for as long as the caller waits, since PostgreSQL may hold it
 // for a synchronous standby, and abandoning it would report a failure
 // for a write that happened.
-func (s *Store) attempt(ctx, commitCtx context.Context, fn func(store.Tx) error, sync bool) error {
+//
+// alone: the transaction first locks the table against other writers
+// (lockAfter).
+func (s *Store) attempt(ctx, commitCtx context.Context, fn func(store.Tx) error, sync, alone bool) error {
 	if s.closed.Load() {
 		return store.ErrClosed
 	}
@@ -290,6 +301,15 @@ func (s *Store) attempt(ctx, commitCtx context.Context, fn func(store.Tx) error,
 			s.rollback(ctx, ptx)
 		}
 	}()
+	if alone {
+		// Before any read, so that the snapshot is taken once the
+		// writers it waited for have ended. Readers go on; writers of
+		// any instance wait for the commit (up to Options.Timeout, the
+		// lock timeout, when this one is slow).
+		if _, err := ptx.Exec(ctx, "LOCK TABLE mcp_auth_entries IN SHARE ROW EXCLUSIVE MODE"); err != nil {
+			return fmt.Errorf("postgres: update: lock: %w", err)
+		}
+	}
 	if !sync {
 		if _, err := ptx.Exec(ctx, "SET LOCAL synchronous_commit = off"); err != nil {
 			return fmt.Errorf("postgres: update: %w", err)
