@@ -47,10 +47,9 @@ type exchange struct {
 	// answered: the tools/call's own answer (the first response with its
 	// id) has been seen.
 	answered bool
-	// cancel ends the upstream request (set when revocations can end
-	// streams); streaming: the answer is an event stream in g.streams.
-	cancel    context.CancelFunc
-	streaming bool
+	// cancel ends the upstream request (the exchange is in g.streams
+	// while it runs).
+	cancel context.CancelFunc
 	// tasks memoizes rewritesTasks once tasksKnown (asked after the
 	// messages are final).
 	tasks, tasksKnown bool
@@ -135,16 +134,19 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next Next) (err 
 	}
 
 	rw := x.responseWriter(w, g)
-	// An event stream of this request must end when its token expires
-	// or is revoked (see streamSet).
+	// The request ends, the event stream of its answer included, when its
+	// token expires or is revoked, and after its configuration is
+	// unloaded (see streamSet). It is registered before it is sent: an
+	// upstream answering in JSON sends nothing until its work is done,
+	// and that work must not run on for a principal revoked meanwhile
+	// (review s15-gateway F2).
 	ctx, cancel := context.WithCancel(r.Context())
 	x.cancel = cancel
 	up := g.upstreamRequest(x, ctx)
+	g.streams.add(x)
 	defer func() {
 		x.hdr.restore()
-		if x.streaming {
-			g.streams.remove(x)
-		}
+		g.streams.remove(x)
 		cancel()
 		rw.finish()
 		status := rw.status

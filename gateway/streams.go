@@ -16,15 +16,15 @@ import (
 // deadlines.
 const DefaultStreamCheckInterval = time.Second
 
-// streamSet is the registry of open event streams (GET streams and SSE
-// answers), so that the streams of an expired token, of a revoked token
-// or grant, and those of an introspected token whose answer may no
-// longer be reused (principal.recheck: it may have been revoked at the
-// issuer), are closed within one check interval rather than when they
-// end, and all of them when the gateway's configuration is unloaded
-// (close). One goroutine
-// checks them all, and only while there are any: it ends when the last
-// stream has closed, so a stream costs one map entry, not a goroutine.
+// streamSet is the registry of the requests in flight upstream, event
+// streams (GET streams and SSE answers) and calls whose answer has not
+// begun alike, so that those of an expired token, of a revoked token or
+// grant, and those of an introspected token whose answer may no longer
+// be reused (principal.recheck: it may have been revoked at the issuer),
+// are ended within one check interval rather than when they end, and
+// GET streams when the gateway's configuration is unloaded (close). One
+// goroutine checks them all, and only while there are any: it ends when
+// the last has closed, so a stream costs one map entry, not a goroutine.
 type streamSet struct {
 	revocations Revocations // nil: introspection deadlines only
 	now         func() time.Time
@@ -132,7 +132,7 @@ func (s *streamSet) check() {
 		now := s.now()
 		for i, x := range s.batch {
 			if reason := s.ended(x, now, closedAt); reason != "" {
-				s.log.Info("event stream closed: "+reason,
+				s.log.Info("request to the upstream ended: "+reason,
 					zap.String("principal", x.p.subject), zap.String("client", x.p.clientID))
 				x.cancel()
 				s.remove(x)

@@ -213,17 +213,22 @@ func TestCloseEndsStreams(t *testing.T) {
 		t.Error("a tool call's event-stream answer was cut by Close")
 	case <-time.After(100 * time.Millisecond):
 	}
-	for _, sub := range []string{"alice", "bob"} {
-		if sub == "bob" {
-			after := get("bob")
-			defer after.Body.Close()
-		}
-		select {
-		case <-up.done(sub):
-		case <-time.After(5 * time.Second):
-			t.Fatalf("%s's stream still open 5 s after Close", sub)
-		}
+	select {
+	case <-up.done("alice"):
+	case <-time.After(5 * time.Second):
+		t.Fatal("alice's stream still open 5 s after Close")
 	}
+	// One opened after Close is not even sent upstream.
+	after := get("bob")
+	ended := make(chan struct{})
+	go func() { io.ReadAll(after.Body); close(ended) }()
+	select {
+	case <-ended:
+	case <-up.done("bob"):
+	case <-time.After(5 * time.Second):
+		t.Fatal("bob's stream, opened after Close, still open 5 s later")
+	}
+	after.Body.Close()
 	if _, err := io.ReadAll(before.Body); err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Errorf("client stream after Close: %v", err)
 	}
@@ -356,5 +361,68 @@ func TestCloseGraceEndsAnswers(t *testing.T) {
 	case <-up.done("carol"):
 	case <-time.After(5 * time.Second):
 		t.Fatal("the answer still runs 5 s after the grace ran out")
+	}
+}
+
+// TestRevocationEndsPendingCall (review s15-gateway F2): a tools/call
+// whose upstream has not answered yet (a server in JSON-response mode,
+// such as the Go SDK's JSONResponse or the TypeScript SDK's
+// enableJsonResponse, writes nothing until the tool is done) ends when
+// its grant is revoked, as an event-stream answer does: the upstream
+// request is cancelled (the tool's context ends), and the revoked client
+// gets no result.
+func TestRevocationEndsPendingCall(t *testing.T) {
+	cfg := testConfig(t)
+	revs := &lockedRevocations{grants: map[string]bool{}}
+	cfg.Revocations = revs
+	cfg.StreamCheckInterval = 10 * time.Millisecond
+	started, cancelled := make(chan struct{}), make(chan struct{})
+	h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		select {
+		case <-r.Context().Done():
+			close(cancelled)
+			return
+		case <-time.After(3 * time.Second):
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"done after revocation"}]}}`)
+	})
+	c := claims()
+	c["gid"] = "grant-alice"
+	tok := mint(t, c)
+	type result struct {
+		status int
+		body   string
+	}
+	got := make(chan result, 1)
+	go func() {
+		resp, err := h.try(call{token: tok, body: toolCall("read_a"), headers: map[string]string{"Mcp-Protocol-Version": "2025-11-25"}})
+		if err != nil {
+			got <- result{0, err.Error()}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got <- result{resp.StatusCode, string(b)}
+	}()
+	select {
+	case <-started:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the call did not reach the upstream")
+	}
+	revs.revoke("grant-alice")
+	select {
+	case <-cancelled:
+	case r := <-got:
+		t.Fatalf("the call of a grant revoked while it ran was answered %d %s; its upstream request was never cancelled", r.status, r.body)
+	case <-time.After(2 * time.Second):
+		t.Fatal("upstream request still running 2 s after its grant was revoked")
+	}
+	if r := <-got; strings.Contains(r.body, "done after revocation") || r.status == http.StatusOK {
+		t.Errorf("the revoked client got %d %s", r.status, r.body)
+	}
+	if n := h.g.streams.len(); n != 0 {
+		t.Errorf("%d requests still registered after the call ended", n)
 	}
 }
