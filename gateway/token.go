@@ -35,11 +35,11 @@ type principal struct {
 	clientID string
 	// principalType is the principal_type claim: "agent" marks an
 	// agent-only token (the agent acts on its own), "client" a client's
-	// own token (client credentials); absent or "user" is a user. Absent
-	// means user because other issuers do not send the claim (RFC 9068
-	// has none) and mostly issue tokens for users; this project's issuer
-	// always sends it, so its client tokens never pass as a user's.
-	// Any other value is neither a user nor an agent.
+	// own token (client credentials); "user" is a user. This project's
+	// issuer always sends it; other issuers do not (RFC 9068 has no such
+	// claim), and their tokens are a client's when their claims say so
+	// (clientOwnToken), a user's otherwise. Any other value is neither a
+	// user nor an agent.
 	principalType string
 	actors        []string // act chain, outermost (newest actor) first
 	scope         string   // the scope claim as issued
@@ -379,11 +379,39 @@ func (g *Gateway) principalOf(c *accesstoken.Claims, payload []byte) *principal 
 		claims:        stringClaims(payload, g.policy.claims),
 		jkt:           c.BoundKey(),
 	}
+	if p.principalType == "" && clientOwnToken(p, payload) {
+		p.principalType = accesstoken.PrincipalClient
+	}
 	// Scopes are separated by the space character only (RFC 6749 §3.3):
 	// a scope an issuer issued as one, holding another white space, stays
 	// one that no rule names rather than becoming several.
 	p.scopes = g.policy.effectiveScopes(strings.FieldsFunc(p.scope, func(r rune) bool { return r == ' ' }))
 	return p
+}
+
+// clientOwnToken reports whether claims without principal_type (another
+// issuer's: RFC 9068 has no such claim) are those of a client's own
+// token, which actor rules must not take for a user's (review s15-gateway
+// F1): sub names the client, as RFC 9068 section 2.2 asks of client
+// credentials tokens (Okta, and this project's); Auth0's gty
+// "client-credentials" (its sub is "<client>@clients"); Entra ID's
+// optional idtyp "app"; Keycloak's service account, whose
+// preferred_username is "service-account-<client>".
+func clientOwnToken(p *principal, payload []byte) bool {
+	if p.subject == p.clientID {
+		return true
+	}
+	var c struct {
+		Gty      string `json:"gty"`
+		Idtyp    string `json:"idtyp"`
+		Username string `json:"preferred_username"`
+	}
+	if json.Unmarshal(payload, &c) != nil {
+		// Verified claims that do not decode: nothing says user.
+		return true
+	}
+	return c.Gty == "client-credentials" || c.Idtyp == "app" ||
+		strings.EqualFold(c.Username, "service-account-"+p.clientID)
 }
 
 // describeTokenError maps a validation failure to a fixed description.

@@ -6,8 +6,10 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -101,8 +103,8 @@ func TestClaimsCacheBounded(t *testing.T) {
 
 // TestPrincipalTypes: principal_type decides who the top-level principal
 // is. A client's own token (principal_type "client", as the issuer sends
-// for client credentials) is neither a user nor an agent; absent stays a
-// user (foreign issuers do not send the claim).
+// for client credentials) is neither a user nor an agent; absent is a
+// user unless the other claims say otherwise (TestForeignClientTokens).
 func TestPrincipalTypes(t *testing.T) {
 	h := newHarness(t, testConfig(t), nil)
 	tests := []struct {
@@ -124,8 +126,8 @@ func TestPrincipalTypes(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.principalType+" "+tt.tool, func(t *testing.T) {
 			c := claims()
-			c["sub"], c["client_id"] = "svc", "svc"
 			if tt.principalType != "-" {
+				c["sub"], c["client_id"] = "svc", "svc"
 				c["principal_type"] = tt.principalType
 			}
 			resp := h.do(t, call{body: toolCall(tt.tool), token: mint(t, c)})
@@ -134,6 +136,70 @@ func TestPrincipalTypes(t *testing.T) {
 				t.Errorf("tools/call %s with principal_type %s: status %d, want %d (%s)", tt.tool, tt.principalType, resp.StatusCode, tt.status, body)
 			}
 		})
+	}
+}
+
+// TestForeignClientTokens (review s15-gateway F1): another issuer's
+// client credentials token carries no principal_type; its claims say it
+// is a client's own all the same, and then it is neither a user for
+// require_user and user_only nor forwarded as one. A user's token of the
+// same issuers stays a user's.
+func TestForeignClientTokens(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.ForwardIdentity = true
+	var gotType atomic.Value
+	h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+		gotType.Store(r.Header.Get("X-Mcp-Principal-Type"))
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{}}`)
+	})
+	tests := []struct {
+		name   string
+		claims map[string]any
+		client bool
+	}{
+		{"sub is the client (RFC 9068 2.2, Okta)", map[string]any{"sub": "svc-app", "client_id": "svc-app"}, true},
+		{"Auth0 client credentials", map[string]any{"sub": "svc-app@clients", "client_id": "svc-app", "gty": "client-credentials"}, true},
+		{"Entra ID app token", map[string]any{"sub": "0f6c-sp-oid", "client_id": "svc-app", "idtyp": "app"}, true},
+		{"Keycloak service account", map[string]any{"sub": "6d1f-uuid", "client_id": "svc-app", "preferred_username": "service-account-svc-app"}, true},
+		{"Keycloak service account, name lower-cased", map[string]any{"sub": "6d1f-uuid", "client_id": "Svc-App", "preferred_username": "service-account-svc-app"}, true},
+		{"a user (Auth0)", map[string]any{"sub": "auth0|alice", "client_id": "svc-app", "gty": "password"}, false},
+		{"a user (Entra ID)", map[string]any{"sub": "alice-oid", "client_id": "svc-app", "idtyp": "user"}, false},
+		{"a user (Keycloak)", map[string]any{"sub": "a1-uuid", "client_id": "svc-app", "preferred_username": "alice"}, false},
+		{"a user named like a service account of another client", map[string]any{"sub": "a2-uuid", "client_id": "svc-app", "preferred_username": "service-account-other"}, false},
+	}
+	for _, tt := range tests {
+		for _, tool := range []string{"human", "user_only"} {
+			t.Run(tt.name+" "+tool, func(t *testing.T) {
+				c := claims()
+				for k, v := range tt.claims {
+					c[k] = v
+				}
+				gotType.Store("")
+				resp := h.do(t, call{body: toolCall(tool), token: mint(t, c)})
+				body := readBody(t, resp)
+				switch {
+				case tt.client && resp.StatusCode != http.StatusForbidden:
+					t.Errorf("a client's own token called %s: %d %s, want 403", tool, resp.StatusCode, body)
+				case !tt.client && resp.StatusCode != http.StatusOK:
+					t.Errorf("a user's token called %s: %d %s, want 200", tool, resp.StatusCode, body)
+				case !tt.client && gotType.Load() != "user":
+					t.Errorf("a user's token forwarded as %q", gotType.Load())
+				}
+			})
+		}
+		if tt.client {
+			t.Run(tt.name+" forwarded", func(t *testing.T) {
+				c := claims()
+				for k, v := range tt.claims {
+					c[k] = v
+				}
+				resp := h.do(t, call{body: toolCall("read_file"), token: mint(t, c)})
+				if body := readBody(t, resp); resp.StatusCode != http.StatusOK || gotType.Load() != "client" {
+					t.Errorf("read_file: %d %s, forwarded as %q, want 200 as client", resp.StatusCode, body, gotType.Load())
+				}
+			})
+		}
 	}
 }
 
