@@ -56,7 +56,12 @@ func (g *Gateway) auditRefusal(x *exchange, f *refusal) {
 	for i := range x.dec {
 		d := &x.dec[i]
 		reason := d.reason
-		if d.allow {
+		switch {
+		case d.allow && len(x.dec) == 1:
+			// Allowed, then refused by a later step (a task id that is
+			// not the caller's, an Mcp-Param header, a pin fetch).
+			reason = f.message
+		case d.allow:
 			// An allowed message shares the fate of its denied batch mates.
 			reason = "refused with its batch"
 		}

@@ -226,3 +226,26 @@ func TestAuditNoTokens(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditReasonOfLoneRequest (review s15-gateway F3): a single
+// request refused after its message was decided allowed (a task id that
+// does not verify for the caller: another principal's, or forged; an
+// Mcp-Param mismatch; a failed pin fetch) is audited with the refusal's
+// own reason, not "refused with its batch": there is no batch, and
+// task-id probing across principals must show in the log.
+func TestAuditReasonOfLoneRequest(t *testing.T) {
+	h := newHarness(t, testConfig(t), nil)
+	body := `{"jsonrpc":"2.0","id":5,"method":"tasks/get","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"},"taskId":"someone-elses"}}`
+	resp := h.do(t, call{body: body, token: mint(t, claims()), headers: map[string]string{
+		"Mcp-Protocol-Version": "2026-07-28", "Mcp-Method": "tasks/get", "Mcp-Name": "someone-elses"}})
+	if got := readBody(t, resp); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("tasks/get of a task id that does not verify: %d %s, want 404", resp.StatusCode, got)
+	}
+	entries := h.logs.All()
+	if len(entries) != 1 {
+		t.Fatalf("audit events = %d, want 1", len(entries))
+	}
+	if reason := entries[0].ContextMap()["reason"]; reason != "Task not found" {
+		t.Errorf("audit reason = %q, want %q", reason, "Task not found")
+	}
+}
