@@ -156,16 +156,21 @@ func (co *consents) connections(ctx context.Context, user string) ([]appRow, err
 }
 
 // revokeConnection deletes the user's consent for client, resource and
-// actor and revokes every matching grant (ending its refresh tokens, and
-// its access tokens through the "grant:"+id revocation marker), in one
-// transaction.
+// actor, revokes every matching grant (ending its refresh tokens, and
+// its access tokens through the "grant:"+id revocation marker) and
+// stamps the connection, which refuses the codes issued for it before
+// (review s15-issuer F1), in one transaction.
 func (i *Issuer) revokeConnection(ctx context.Context, user, clientID, resource, actor string) error {
 	return i.store.Update(ctx, func(tx store.Tx) error {
+		rv := i.revocation()
 		if err := consentsIn(tx).delete(user, clientID, resource, actor); err != nil {
+			return err
+		}
+		if err := epochsIn(tx).stamp(connectionPrincipal(user, clientID, resource, actor), rv); err != nil {
 			return err
 		}
 		return grantsIn(tx).revokeWhere(func(g *grant) bool {
 			return g.ofUser(user) && g.ClientID == clientID && g.Resource == resource && g.Actor == actor
-		}, i.revokeUntil())
+		}, rv.until)
 	})
 }

@@ -237,3 +237,66 @@ func TestAppsAgentsRevoke(t *testing.T) {
 		t.Errorf("refresh after revoke error = %v, want invalid_grant", err)
 	}
 }
+
+// TestAppsRevokeRefusesEarlierCodes (review s15-issuer F1): a code the
+// app obtained before the user revoked it on the apps page (silently,
+// through the remembered consent, prompt=none would do) is refused after
+// it, instead of giving the app a new grant and putting it back on the
+// page; a code issued after it, with the user's consent, redeems.
+func TestAppsRevokeRefusesEarlierCodes(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	c := e.browser()
+	conf := &oauth2.Config{
+		ClientID:    bWebClientID,
+		Endpoint:    oauth2.Endpoint{AuthURL: e.url(pathAuthorize, nil), TokenURL: e.url(pathToken, nil), AuthStyle: oauth2.AuthStyleInParams},
+		RedirectURL: bWebRedirect,
+		Scopes:      []string{"files:read", "offline_access"},
+	}
+	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, e.srv.Client())
+	code := func() (string, string) {
+		verifier := oauth2.GenerateVerifier()
+		authURL := conf.AuthCodeURL("s", oauth2.S256ChallengeOption(verifier), oauth2.SetAuthURLParam("resource", bResource))
+		cb, err := e.robot(c, authURL, bWebRedirect, bUser, bPassword, "approve")
+		if err != nil {
+			t.Fatalf("robot: %v", err)
+		}
+		return cb.Query().Get("code"), verifier
+	}
+	exchange := func(code, verifier string) (*oauth2.Token, error) {
+		return conf.Exchange(ctx, code, oauth2.VerifierOption(verifier), oauth2.SetAuthURLParam("resource", bResource))
+	}
+	c1, v1 := code()
+	if _, err := exchange(c1, v1); err != nil {
+		t.Fatalf("first exchange: %v", err)
+	}
+	held, heldVerifier := code() // remembered consent: no page shown
+	e.clock.Advance(time.Second)
+
+	resp, err := c.Get(e.url(pathApps, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	forms := parseForms(t, readBody(t, resp))
+	if len(forms) != 1 {
+		t.Fatalf("apps page forms = %+v, want one", forms)
+	}
+	v := forms[0].hidden
+	v.Set("action", "revoke")
+	if resp, _ := e.postPage(t, c, forms[0].action, v); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("revoke: status %d", resp.StatusCode)
+	}
+
+	tok, err := exchange(held, heldVerifier)
+	if err == nil {
+		t.Fatalf("a code issued before the user revoked the app still redeems after it: refresh token %v", tok.RefreshToken != "")
+	}
+	if !strings.Contains(err.Error(), "invalid_grant") {
+		t.Errorf("redeeming the earlier code: %v, want invalid_grant", err)
+	}
+	// Connecting again afterwards is the user's choice: the consent page,
+	// then a code that redeems.
+	c3, v3 := code()
+	if _, err := exchange(c3, v3); err != nil {
+		t.Errorf("a code issued after the revocation, with the user's consent: %v", err)
+	}
+}

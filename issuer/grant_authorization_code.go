@@ -123,9 +123,11 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 		// The user rests on the login the code came from: a password
 		// change or removal after it refuses the code, whenever redeemed.
 		// The client and actor rest on the code's issue.
-		// A redirect URI removed since refuses it too.
+		// A redirect URI removed since refuses it too, and so does the
+		// user's revoking the connection on the connected apps page.
 		bases: append(s.principals(ac.IssuedAt, signedIn(ac.SignedInAt, ac.AuthTime)),
-			principalBasis{redirectsPrincipal(c.ID), ac.IssuedAt}),
+			principalBasis{redirectsPrincipal(c.ID), ac.IssuedAt},
+			principalBasis{connectionPrincipal(ac.Subject, c.ID, ac.Resource, ac.Actor), ac.IssuedAt}),
 		refresh: offline,
 		record: func(tx store.Tx, t *minted) error {
 			// Lost a race with another redemption: revoke what it issued.

@@ -43,6 +43,15 @@ func userPrincipal(name string) string { return "user:" + name }
 // went when the request named none). The client's grants stay.
 func redirectsPrincipal(id string) string { return "redirects:" + id }
 
+// connectionPrincipal is stamped when a user revokes a connection
+// (revokeConnection): the codes issued for it before are refused, as its
+// grants are revoked, so that a client holding an unredeemed code (a
+// remembered consent gives one with prompt=none at any time) cannot
+// reconnect itself after the user cut it off.
+func connectionPrincipal(user, clientID, resource, actor string) string {
+	return "connection:" + consentKey(user, clientID, resource, actor)
+}
+
 // revocation is when a revoking action happens (at) and until when what
 // it revokes must stay refused (every access token issued before at has
 // expired by until).
