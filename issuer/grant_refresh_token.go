@@ -114,6 +114,7 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 		subject:   s,
 		bases:     s.principals(req.basis, req.basis),
 		refresh:   true,
+		family:    refreshFamily(rt),
 		record: func(tx store.Tx, t *minted) error {
 			switch refused, err := refreshIn(tx).rotate(rt, t.refreshToken, c.ID, bind, now, i.revokeUntil()); {
 			case err != nil:

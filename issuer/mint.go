@@ -58,8 +58,10 @@ func (i *Issuer) expiry(s tokenSubject) time.Time {
 type issuance struct {
 	grantType string
 	subject   tokenSubject
-	// refresh draws a refresh token (for record to store).
+	// refresh draws a refresh token (for record to store), of family
+	// (the token refreshed's) or, when "", of a new one.
 	refresh bool
+	family  string
 	// exchanged answers as RFC 8693 does: issued_token_type, and only an
 	// access token.
 	exchanged bool
@@ -182,7 +184,7 @@ func (m minter) issue(ctx context.Context, is *issuance) (*tokenResponse, error)
 		Scope:       strings.Join(s.scopes, " "),
 	}
 	if is.refresh {
-		if resp.RefreshToken, err = i.randomToken(32); err != nil {
+		if resp.RefreshToken, err = newRefreshToken(is.family, i.randomToken); err != nil {
 			return nil, err
 		}
 	}

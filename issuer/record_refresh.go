@@ -1,22 +1,73 @@
 package issuer
 
 import (
+	"crypto/subtle"
+	"errors"
+	"strings"
 	"time"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
-// bucketRefresh: tokenKey(refresh token) -> refreshToken, until it
-// expires with its grant.
+// bucketRefresh: tokenKey(family) -> refreshToken, until it expires with
+// its grant; for tokens of the old form, tokenKey(token).
 const bucketRefresh = "refresh"
 
-// refreshToken is one refresh token of a grant's family. Rotation marks the
-// old one Rotated; presenting a Rotated token revokes the whole grant.
+// A refresh token is "<family>.<secret>": its family's record, under
+// tokenKey(family), holds the tokenKey of the newest secret, and rotation
+// replaces it. So a family is one record however often it rotates
+// (review s15-token F1: one record per rotation, kept for the family's
+// life, grew the store by 300 bytes per refresh without bound), and any
+// other secret with the family (a token rotated already: only its holders
+// know the family) is a reused token, which revokes the whole grant.
+// Tokens of the old form (no ".", one record each, the old ones marked
+// Rotated) are read until they expire; rotating one starts a family.
+
+// refreshToken is a family's record (or an old-form token's).
 type refreshToken struct {
-	GrantID   string    `json:"grant_id"`
-	ClientID  string    `json:"client_id"`
+	GrantID  string `json:"grant_id"`
+	ClientID string `json:"client_id"`
+	// Current is the tokenKey of the family's newest secret ("" for an
+	// old-form token).
+	Current string `json:"current,omitempty"`
+	// Rotated: the token presented is not the newest of its family (an
+	// old-form token records it; a family's is set when read).
 	Rotated   bool      `json:"rotated,omitempty"`
 	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// refreshKey is the record key of tok, and its secret when tok is of the
+// family form.
+func refreshKey(tok string) (key, secret string, isFamily bool) {
+	family, secret, isFamily := strings.Cut(tok, ".")
+	if !isFamily {
+		return tokenKey(tok), "", false
+	}
+	return tokenKey(family), secret, true
+}
+
+// newRefreshToken draws a token of family, of a new family when family is
+// "".
+func newRefreshToken(family string, random func(int) (string, error)) (string, error) {
+	if family == "" {
+		var err error
+		if family, err = random(16); err != nil {
+			return "", err
+		}
+	}
+	secret, err := random(32)
+	if err != nil {
+		return "", err
+	}
+	return family + "." + secret, nil
+}
+
+// refreshFamily is the family of a family-form token, "" for another.
+func refreshFamily(tok string) string {
+	if family, _, ok := strings.Cut(tok, "."); ok {
+		return family
+	}
+	return ""
 }
 
 // refreshRecords are the refresh tokens, in families by grant.
@@ -28,7 +79,7 @@ func refreshIn(tx store.Tx) refreshRecords {
 
 // family returns the refresh token and its grant.
 func (r refreshRecords) family(tok string) (*refreshToken, *grant, error) {
-	rec, err := r.t.get(tokenKey(tok))
+	_, rec, err := r.get(tok)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -39,9 +90,32 @@ func (r refreshRecords) family(tok string) (*refreshToken, *grant, error) {
 	return rec, g, nil
 }
 
+// get reads tok's record (store.ErrNotFound for no token): Rotated when
+// tok is not the newest of its family.
+func (r refreshRecords) get(tok string) (string, *refreshToken, error) {
+	key, secret, isFamily := refreshKey(tok)
+	rec, err := r.t.get(key)
+	switch {
+	case err != nil:
+		return "", nil, err
+	case isFamily != (rec.Current != ""):
+		// A family's name alone, or an old-form record named as a
+		// family: no token.
+		return "", nil, store.ErrNotFound
+	case isFamily && subtle.ConstantTimeCompare([]byte(tokenKey(secret)), []byte(rec.Current)) != 1:
+		rec.Rotated = true
+	}
+	return key, rec, nil
+}
+
 // issue records tok as the newest refresh token of g, for clientID.
 func (r refreshRecords) issue(tok string, g *grant, clientID string) error {
-	return r.t.put(tokenKey(tok), &refreshToken{GrantID: g.ID, ClientID: clientID, ExpiresAt: g.ExpiresAt}, g.ExpiresAt)
+	key, secret, isFamily := refreshKey(tok)
+	rec := &refreshToken{GrantID: g.ID, ClientID: clientID, ExpiresAt: g.ExpiresAt}
+	if isFamily {
+		rec.Current = tokenKey(secret)
+	}
+	return r.t.put(key, rec, g.ExpiresAt)
 }
 
 // rotate replaces tok by next in its family and records the use of the
@@ -52,8 +126,7 @@ func (r refreshRecords) issue(tok string, g *grant, clientID string) error {
 // when tok was rotated already: a concurrent refresh won) a rotated
 // token or a revoked grant; the caller commits and refuses.
 func (r refreshRecords) rotate(tok, next, clientID, bind string, now, revokeUntil time.Time) (refused bool, err error) {
-	key := tokenKey(tok)
-	cur, err := r.t.get(key)
+	key, cur, err := r.get(tok)
 	if err != nil {
 		return false, err
 	}
@@ -71,21 +144,28 @@ func (r refreshRecords) rotate(tok, next, clientID, bind string, now, revokeUnti
 	if bind != "" {
 		g.DPoPJKT = bind
 	}
-	cur.Rotated = true
-	if err := r.t.put(key, cur, cur.ExpiresAt); err != nil {
-		return false, err
-	}
 	g.LastUsed = now
 	if err := grants.put(g); err != nil {
 		return false, err
 	}
+	if nextKey, _, _ := refreshKey(next); cur.Current != "" && nextKey != key {
+		return false, errors.New("refresh token rotated into another family")
+	}
+	if cur.Current == "" {
+		// An old-form token: kept, marked, and next starts a family.
+		cur.Rotated = true
+		if err := r.t.put(key, cur, cur.ExpiresAt); err != nil {
+			return false, err
+		}
+	}
+	// A family's next token replaces its record.
 	return false, r.issue(next, g, clientID)
 }
 
 // revokeFamily revokes the grant of clientID's refresh token tok; an
 // unknown token or another client's is left alone.
 func (r refreshRecords) revokeFamily(tok, clientID string, until time.Time) error {
-	rec, err := r.t.get(tokenKey(tok))
+	_, rec, err := r.get(tok)
 	if err != nil || rec.ClientID != clientID {
 		return ignoreNotFound(err)
 	}

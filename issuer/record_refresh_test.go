@@ -59,3 +59,103 @@ func TestRefreshRotateBinding(t *testing.T) {
 		})
 	}
 }
+
+// TestRefreshFamilyRecord: a family-form token ("<family>.<secret>") is
+// one record per family, which rotation rewrites: the newest secret is
+// current, any other one of the family reads as rotated, the family's
+// name alone or another family's is no token, and rotation never moves
+// into another family. An old-form token (no ".") keeps its own record,
+// marked rotated, and its rotation starts a family.
+func TestRefreshFamilyRecord(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	st := newMemStore()
+	g := &grant{ID: "g", Subject: "alice", ClientID: "c", CreatedAt: now, LastUsed: now, ExpiresAt: now.Add(time.Hour)}
+	update := func(fn func(r refreshRecords) error) error {
+		return st.Update(t.Context(), func(tx store.Tx) error { return fn(refreshIn(tx)) })
+	}
+	rotated := func(tok string) (bool, error) {
+		var rec *refreshToken
+		err := st.View(t.Context(), func(tx store.Tx) error {
+			var err error
+			rec, _, err = refreshIn(tx).family(tok)
+			return err
+		})
+		return rec != nil && rec.Rotated, err
+	}
+	count := func() int {
+		n := 0
+		st.View(t.Context(), func(tx store.Tx) error {
+			return tx.List(bucketRefresh, "", func(string, []byte) error { n++; return nil })
+		})
+		return n
+	}
+	err := update(func(r refreshRecords) error {
+		if err := grantsIn(r.t.tx).put(g); err != nil {
+			return err
+		}
+		if err := r.issue("F.s1", g, "c"); err != nil {
+			return err
+		}
+		for _, next := range []string{"F.s2", "F.s3"} {
+			prev := "F.s" + string(next[3]-1)
+			if refused, err := r.rotate(prev, next, "c", "", now, now); refused || err != nil {
+				t.Fatalf("rotate %s -> %s: refused %v, %v", prev, next, refused, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 1 {
+		t.Errorf("records after two rotations = %d, want 1", n)
+	}
+	for _, tt := range []struct {
+		tok     string
+		rotated bool
+		found   bool
+	}{
+		{"F.s3", false, true},
+		{"F.s1", true, true},
+		{"F.s2", true, true},
+		{"F.", true, true},
+		{"F.s3x", true, true},
+		{"F", false, false},
+		{"G.s3", false, false},
+		{"", false, false},
+	} {
+		got, err := rotated(tt.tok)
+		if found := err == nil; found != tt.found || got != tt.rotated {
+			t.Errorf("%q: rotated %v, err %v; want rotated %v, found %v", tt.tok, got, err, tt.rotated, tt.found)
+		}
+	}
+	if err := update(func(r refreshRecords) error {
+		_, err := r.rotate("F.s3", "G.s4", "c", "", now, now)
+		return err
+	}); err == nil {
+		t.Error("rotation into another family accepted")
+	}
+	// The old form: its record stays, marked; its rotation starts a family.
+	err = update(func(r refreshRecords) error {
+		if err := r.issue("old", g, "c"); err != nil {
+			return err
+		}
+		refused, err := r.rotate("old", "H.s1", "c", "", now, now)
+		if refused {
+			t.Error("old-form token refused")
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := rotated("old"); !r || err != nil {
+		t.Errorf("old-form token after rotation: rotated %v, %v", r, err)
+	}
+	if r, err := rotated("H.s1"); r || err != nil {
+		t.Errorf("the family it started: rotated %v, %v", r, err)
+	}
+	if r, err := rotated("H"); err == nil {
+		t.Errorf("a family's name alone read as a token (rotated %v)", r)
+	}
+}

@@ -661,3 +661,38 @@ func TestTokenEndsWithItsGrant(t *testing.T) {
 		t.Errorf("refresh in the family's last second = %d %s, want 400 invalid_grant", a.status, a.raw)
 	}
 }
+
+// TestRefreshFamilyStaysOneRecord (review s15-token F1): a client
+// refreshing in a loop kept one record per rotation until its family's
+// end (30 days), 300 bytes a refresh without bound. A family is one
+// record now, however often it rotates, and the first token of a
+// thousand rotations ago still revokes the family when presented again.
+func TestRefreshFamilyStaysOneRecord(t *testing.T) {
+	e := newTokEnv(t)
+	code, verifier := e.issueCode(t, codeSpec{client: tPublic, scopes: []string{"read", "offline_access"}})
+	first, err := e.exchange(t, tPublic, "", code, verifier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refresh := func(rt string) answer {
+		return e.post(t, pathToken, url.Values{"grant_type": {grantRefreshToken}, "refresh_token": {rt}, "client_id": {tPublic}}, "")
+	}
+	rt := first.RefreshToken
+	const n = 1000
+	for range n {
+		r := refresh(rt)
+		if r.status != 200 {
+			t.Fatalf("refresh: %d %s", r.status, r.raw)
+		}
+		rt = r.str("refresh_token")
+	}
+	if got := e.count(bucketRefresh); got != 1 {
+		t.Errorf("one refresh family holds %d records after %d rotations, want 1", got, n)
+	}
+	if a := refresh(first.RefreshToken); a.str("error") != "invalid_grant" {
+		t.Fatalf("the first token again = %d %s, want invalid_grant", a.status, a.raw)
+	}
+	if a := refresh(rt); a.str("error") != "invalid_grant" {
+		t.Errorf("the newest token after the first was reused = %d %s, want invalid_grant (family revoked)", a.status, a.raw)
+	}
+}
