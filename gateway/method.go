@@ -89,12 +89,15 @@ func visibleASCII(s string) bool {
 	return s != ""
 }
 
+// maxToolName is the longest tool name SEP-986 allows.
+const maxToolName = 128
+
 // validToolName is SEP-986: 1 to 128 characters of A-Z a-z 0-9 _ - . /
 // (case-sensitive), and pathSafeName. A name outside it is refused on
 // tools/call and left out of tools/list, since a server could trim, fold,
 // normalise or resolve it into a name another rule decides.
 func validToolName(name string) bool {
-	if name == "" || len(name) > 128 {
+	if name == "" || len(name) > maxToolName {
 		return false
 	}
 	for i := 0; i < len(name); i++ {

@@ -37,9 +37,9 @@ type exchange struct {
 	ownNonce string
 	// headerChecked: Mcp-Method / Mcp-Name were validated against the body.
 	headerChecked bool
-	// upTaskName: the Mcp-Name the upstream gets for a task request whose
-	// wrapped task id was replaced (see task.go), "" otherwise.
-	upTaskName string
+	// task: the task a task request names, once verified (see task.go);
+	// nil for every other request.
+	task *taskFollowUp
 	// createdTask is the upstream task id of the answer to this
 	// tools/call (the response with its id), once seen: the only task a
 	// notifications/tasks on its stream may name for the caller.
@@ -724,9 +724,9 @@ func (g *Gateway) upstreamRequest(x *exchange, ctx context.Context) *http.Reques
 		rd = &x.upBody
 	}
 	out, e := g.nextRequest(x, ctx, x.body, rd)
-	if x.upTaskName != "" {
+	if x.task != nil {
 		e.removeAll(mcpparse.HeaderName)
-		e.set(setName, x.upTaskName)
+		e.set(setName, x.task.upName)
 	}
 	x.upStart = g.now()
 	return out

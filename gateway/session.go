@@ -83,7 +83,7 @@ func (g *Gateway) unwrapSession(p *principal, wrapped string) (string, error) {
 // MAC labels: a session id can never pass as a task id or the reverse.
 const (
 	labelSession = "mcp-session-v2"
-	labelTask    = "mcp-task-v1"
+	labelTask    = "mcp-task-v2"
 )
 
 // wrapBound returns base64url(upstream || MAC(label, principal, upstream)).

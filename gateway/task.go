@@ -22,7 +22,13 @@ import (
 // them to the caller. So task ids are bound like 2025 session ids (see
 // session.go): the client only ever sees
 //
-//	base64url(upstreamID || HMAC-SHA256(SessionKey, "mcp-task-v1", resource, iss, sub, client_id, act.sub, upstreamID))
+//	base64url(tool || 0x00 || upstreamID || HMAC-SHA256(SessionKey, "mcp-task-v2", resource, iss, principal type, sub, client_id, act.sub, tool || 0x00 || upstreamID))
+//
+// tool is the name of the tools/call that created the task (tool names
+// hold no NUL): a follow-up must pass that tool's rule again, its scopes
+// and actor rule, for the current token, since it reads the call's
+// result or feeds it input (SPEC: follow-ups are authorized in the
+// context of the call that created the task; review s15-gateway F4).
 //
 // Answers to the requests that carry task ids (tools/call, tasks/*,
 // subscriptions/listen) have result.taskId and the params.taskId of
@@ -43,18 +49,27 @@ import (
 
 const maxUpstreamTask = 1024 // bytes; far above what servers mint
 
-// wrapTask returns the client-facing task id for an upstream one.
-func (g *Gateway) wrapTask(p *principal, upstream string) (string, error) {
+// wrapTask returns the client-facing task id for an upstream one, created
+// by a call of tool.
+func (g *Gateway) wrapTask(p *principal, tool, upstream string) (string, error) {
 	if upstream == "" || len(upstream) > maxUpstreamTask {
 		return "", errors.New("upstream task id is empty or too long")
 	}
-	return g.wrapBound(labelTask, p, upstream), nil
+	if !validToolName(tool) {
+		return "", errors.New("the task's tool name is not valid")
+	}
+	return g.wrapBound(labelTask, p, tool+"\x00"+upstream), nil
 }
 
 // unwrapTask verifies a client-facing task id against the principal and
-// returns the upstream id.
-func (g *Gateway) unwrapTask(p *principal, wrapped string) (string, bool) {
-	return g.unwrapBound(labelTask, p, wrapped, maxUpstreamTask)
+// returns the tool that created the task and the upstream id.
+func (g *Gateway) unwrapTask(p *principal, wrapped string) (tool, upstream string, ok bool) {
+	ref, ok := g.unwrapBound(labelTask, p, wrapped, maxToolName+1+maxUpstreamTask)
+	if !ok {
+		return "", "", false
+	}
+	tool, upstream, ok = strings.Cut(ref, "\x00")
+	return tool, upstream, ok && upstream != "" && len(upstream) <= maxUpstreamTask
 }
 
 // taskRequest reports whether a method names a task in params.taskId.
@@ -213,17 +228,33 @@ var taskAugmentation = mustPointer("/params/task")
 // unclear counts as augmented).
 func augmentsTask(raw []byte) bool { return hasMember(raw, taskAugmentation, "task") }
 
+// taskFollowUp is what a task request's exchange keeps of its task: the
+// Mcp-Name the upstream gets (the upstream's task id, header-safe) and
+// the tool whose call created the task.
+type taskFollowUp struct{ upName, tool string }
+
 // rewriteTaskRequest verifies params.taskId and readies the body and
 // Mcp-Name the upstream gets.
 func (g *Gateway) rewriteTaskRequest(x *exchange) *refusal {
 	m := x.msgs[0]
-	up, ok := g.unwrapTask(x.p, m.Name)
+	tool, up, ok := g.unwrapTask(x.p, m.Name)
 	if !ok {
 		// The answer for a task that does not exist (the extension's
 		// invalid params), so a foreign id reveals nothing.
 		return &refusal{status: http.StatusNotFound, code: codeInvalidParams, message: "Task not found", id: m.ID}
 	}
-	if err := g.replaceTaskID(x, m, up); err != nil {
+	// The tool's rule, as the call that created the task passed it
+	// (its arguments were checked then); a tool the rules no longer
+	// classify with certainty (a reload since) is refused.
+	d, err := g.policy.decideCaseless(x.p, kindTool, g.policy.tools, tool)
+	if err != nil {
+		d = decision{kind: kindTool, target: tool, reason: err.Error()}
+	}
+	if !d.allow {
+		x.dec[0] = d
+		return g.denial(x)
+	}
+	if err := g.replaceTaskID(x, m, tool, up); err != nil {
 		g.log.Warn("task request not rewritten", zap.Error(err))
 		return &refusal{status: http.StatusBadRequest, code: codeInvalidParams, message: "the task id could not be rewritten", id: m.ID}
 	}
@@ -234,7 +265,7 @@ func (g *Gateway) rewriteTaskRequest(x *exchange) *refusal {
 // new body again and decides it anew: it must be the same request for the
 // upstream's task, authorized the same way, so that what is forwarded is
 // exactly what was authorized.
-func (g *Gateway) replaceTaskID(x *exchange, m mcpparse.Message, up string) error {
+func (g *Gateway) replaceTaskID(x *exchange, m mcpparse.Message, tool, up string) error {
 	span, found, err := mcpparse.LocateString(x.body, "params", "taskId")
 	if err != nil || !found || span.Value != m.Name {
 		return fmt.Errorf("locating params.taskId: found %v: %w", found, err)
@@ -265,7 +296,7 @@ func (g *Gateway) replaceTaskID(x *exchange, m mcpparse.Message, up string) erro
 	if err != nil || !d.allow || d.kind != x.dec[0].kind {
 		return errors.New("the rewritten request is decided differently")
 	}
-	x.body, x.msgs, x.dec[0], x.upTaskName = body, msgs, d, name
+	x.body, x.msgs, x.dec[0], x.task = body, msgs, d, &taskFollowUp{upName: name, tool: tool}
 	return nil
 }
 
@@ -402,11 +433,13 @@ func (g *Gateway) wrapTaskIDs(x *exchange, m *mcpparse.Message, msg []byte) ([]b
 	case !found:
 		return msg, nil
 	}
+	tool := req.Name
 	switch {
 	case taskRequest(req.Method):
 		if span.Value != req.Name {
 			return msg, nil // not the task this caller asked about
 		}
+		tool = x.task.tool
 	case created:
 		x.createdTask = span.Value
 	case span.Value != x.createdTask:
@@ -415,7 +448,7 @@ func (g *Gateway) wrapTaskIDs(x *exchange, m *mcpparse.Message, msg []byte) ([]b
 		// answer named it: left unwrapped, a handle to nothing.
 		return msg, nil
 	}
-	wrapped, err := g.wrapTask(x.p, span.Value)
+	wrapped, err := g.wrapTask(x.p, tool, span.Value)
 	if err != nil {
 		return nil, err
 	}

@@ -150,7 +150,7 @@ func TestTaskBinding(t *testing.T) {
 			h := newHarness(t, testConfig(t), taskUpstream(tt.upTask, tt.sse))
 			tokenA := mint(t, claims())
 			wrapped := createTask(t, h, tokenA, tt.sse)
-			if want, _ := h.g.wrapTask(alice, tt.upTask); wrapped != want {
+			if want, _ := h.g.wrapTask(alice, "read_a", tt.upTask); wrapped != want {
 				t.Fatalf("client task id = %q, want %q (the upstream's, bound to alice)", wrapped, want)
 			}
 
@@ -186,11 +186,14 @@ func TestTaskBinding(t *testing.T) {
 }
 
 func TestTaskBindingRefusals(t *testing.T) {
-	const upTask = "task-1"
+	const upTask = "task-01" // wrapped, 46 bytes: padded base64 differs
 	h := newHarness(t, testConfig(t), taskUpstream(upTask, false))
 	tokenA := mint(t, claims())
 	wrapped := createTask(t, h, tokenA, false)
 	raw, _ := base64.RawURLEncoding.DecodeString(wrapped)
+	if len(raw)%3 == 0 {
+		t.Fatalf("the wrapped id is %d bytes: its padded base64 would be the same string", len(raw))
+	}
 	flipped := append([]byte(nil), raw...)
 	flipped[len(flipped)-1] ^= 1
 	alice := &principal{issuer: testIssuer, subject: "alice", clientID: "client-1"}
@@ -397,7 +400,7 @@ func wrapFor(t *testing.T, h *harness, token, upstream string) string {
 	if aerr != nil {
 		t.Fatal(aerr)
 	}
-	w, err := h.g.wrapTask(p, upstream)
+	w, err := h.g.wrapTask(p, "read_a", upstream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -413,7 +416,7 @@ func wrapFor(t *testing.T, h *harness, token, upstream string) string {
 func TestTaskUndeclared(t *testing.T) {
 	const upTask = "task-undeclared"
 	alice := &principal{issuer: testIssuer, subject: "alice", clientID: "client-1"}
-	wrapped := func(h *harness) string { w, _ := h.g.wrapTask(alice, upTask); return w }
+	wrapped := func(h *harness) string { w, _ := h.g.wrapTask(alice, "read_a", upTask); return w }
 	declared := `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"extensions":%s}}`
 	for _, tt := range []struct {
 		name, meta string
@@ -694,7 +697,7 @@ func TestTaskIDsOfOthersOnToolCallStream(t *testing.T) {
 			if resp.StatusCode != http.StatusOK {
 				t.Fatalf("tools/call = %d %s", resp.StatusCode, got)
 			}
-			leaked, _ := h.g.wrapTask(&principal{issuer: testIssuer, subject: "alice", clientID: "client-1"}, bobs)
+			leaked, _ := h.g.wrapTask(&principal{issuer: testIssuer, subject: "alice", clientID: "client-1"}, "read_a", bobs)
 			if !strings.Contains(got, leaked) {
 				return // not wrapped: fine
 			}
@@ -741,7 +744,7 @@ func TestSecondResponseWithTheCallsID(t *testing.T) {
 			body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a","arguments":{},` + meta2026Tasks + `}}`
 			resp := h.do(t, call{body: body, token: token, headers: taskHeaders("tools/call", "read_a")})
 			got := readBody(t, resp)
-			leaked, _ := h.g.wrapTask(&principal{issuer: testIssuer, subject: "alice", clientID: "client-1"}, bobs)
+			leaked, _ := h.g.wrapTask(&principal{issuer: testIssuer, subject: "alice", clientID: "client-1"}, "read_a", bobs)
 			if strings.Contains(got, leaked) {
 				t.Errorf("alice's tools/call stream carries bob's task wrapped for alice: %s", got)
 			}
@@ -787,9 +790,72 @@ func TestFirstResponseWithoutTask(t *testing.T) {
 				body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a","arguments":{},` + meta2026Tasks + `}}`
 				resp := h.do(t, call{body: body, token: token, headers: taskHeaders("tools/call", "read_a")})
 				got := readBody(t, resp)
-				leaked, _ := h.g.wrapTask(&principal{issuer: testIssuer, subject: "alice", clientID: "client-1"}, bobs)
+				leaked, _ := h.g.wrapTask(&principal{issuer: testIssuer, subject: "alice", clientID: "client-1"}, "read_a", bobs)
 				if strings.Contains(got, leaked) {
 					t.Errorf("alice's tools/call answer carries bob's task wrapped for alice: %s", got)
+				}
+			})
+		}
+	}
+}
+
+// TestTaskFollowUpsKeepTheToolsRule (review s15-gateway F4): a follow-up
+// (tasks/get, tasks/update, tasks/cancel) reads the result of the call
+// that created the task or feeds it input, so it must pass that tool's
+// rule again for the current token: a token of the same principal that
+// has lost the tool's scope (a narrowed consent, a down-scoped token), or
+// a delegation deeper than the rule allows, is refused as the call would
+// be, and never forwarded; one that still passes it gets the task.
+func TestTaskFollowUpsKeepTheToolsRule(t *testing.T) {
+	h := newHarness(t, testConfig(t), taskUpstream("task-admin", false))
+	create := func(tool, token string) string {
+		t.Helper()
+		body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"` + tool + `","arguments":{},` + meta2026Tasks + `}}`
+		resp := h.do(t, call{body: body, token: token, headers: taskHeaders("tools/call", tool)})
+		got := readBody(t, resp)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("tools/call %s = %d %s, want 200", tool, resp.StatusCode, got)
+		}
+		return resultTaskID(t, got)
+	}
+	token := func(scope string, actors ...string) string {
+		c := claims()
+		c["scope"] = scope
+		if len(actors) > 0 {
+			var act map[string]any
+			for i := len(actors) - 1; i >= 0; i-- {
+				a := map[string]any{"sub": actors[i]}
+				if act != nil {
+					a["act"] = act
+				}
+				act = a
+			}
+			c["act"] = act
+		}
+		return mint(t, c)
+	}
+	adminTask := create("delete_all", token("mcp tools:read admin"))
+	shallowTask := create("shallow", token("mcp tools:read", "agent-a"))
+	for _, tt := range []struct {
+		name, token, task string
+		status            int
+		want              string
+	}{
+		{"the scope still held", token("mcp tools:read admin"), adminTask, http.StatusOK, ""},
+		{"the tool's scope lost", token("mcp tools:read"), adminTask, http.StatusForbidden, "insufficient scope"},
+		{"one delegation, as created", token("mcp tools:read", "agent-a"), shallowTask, http.StatusOK, ""},
+		{"a deeper delegation, same outermost agent", token("mcp tools:read", "agent-a", "agent-b"), shallowTask, http.StatusForbidden, "delegation depth"},
+	} {
+		for _, method := range []string{"tasks/get", "tasks/update", "tasks/cancel"} {
+			t.Run(tt.name+"/"+method, func(t *testing.T) {
+				before := len(h.up.requests())
+				resp := h.do(t, call{body: taskRequestBody("7", method, tt.task), token: tt.token, headers: taskHeaders(method, tt.task)})
+				got := readBody(t, resp)
+				if resp.StatusCode != tt.status || !strings.Contains(got, tt.want) {
+					t.Fatalf("%s = %d %s, want %d %q", method, resp.StatusCode, got, tt.status, tt.want)
+				}
+				if forwarded := len(h.up.requests()) - before; (tt.status == http.StatusOK) != (forwarded == 1) {
+					t.Errorf("upstream saw %d requests", forwarded)
 				}
 			})
 		}
