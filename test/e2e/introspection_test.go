@@ -120,8 +120,8 @@ func TestRefreshTokenNotAnAccessToken(t *testing.T) {
 	if err != nil {
 		t.Fatalf("exchange: %v", err)
 	}
-	if tok.RefreshToken == "" || strings.Contains(tok.RefreshToken, ".") {
-		t.Fatalf("refresh token %q: want an opaque one", tok.RefreshToken)
+	if tok.RefreshToken == "" || strings.Count(tok.RefreshToken, ".") == 2 {
+		t.Fatalf("refresh token %q: want an opaque one (no JWT's shape)", tok.RefreshToken)
 	}
 	call := func(bearer string) int {
 		resp, body, err := harness.RawToolCall(ctx, http.DefaultClient, resource, bearer, "echo", `{"text":"hi"}`)
