@@ -27,11 +27,22 @@ import (
 const (
 	cimdDefaultCache = time.Hour
 	cimdMaxCache     = 24 * time.Hour
-	// cimdCacheBurst documents newly cached per hour over all addresses:
-	// anyone can name documents of their own, and each cached one lives
-	// up to cimdMaxCache (at most about 2500 entries of at most
-	// maxStoredRegistration bytes and their URLs).
+	// Documents admitted to the store's cache, per hour: anyone can name
+	// documents of their own, and each cached one lives up to
+	// cimdMaxCache. cimdCacheBurst over all hosts (at most about 2500
+	// entries of at most maxStoredRegistration bytes and their URLs);
+	// cimdHostBurst per host, so that one host's documents take a tenth
+	// of that at most, and the documents of other hosts are still cached.
+	// Past either, a document is kept in cimdMemory instead.
 	cimdCacheBurst = 100
+	cimdHostBurst  = 10
+	// cimdMaxHosts bounds the hosts whose budgets are tracked (a bucket
+	// lives until it is full again, at most an hour): past it, a document
+	// of a host not tracked is kept in cimdMemory.
+	cimdMaxHosts = 10_000
+	// cimdFetchBurst documents fetched per address, refilled at that many
+	// a minute: each is a request the issuer sends to a URL anyone names.
+	cimdFetchBurst = 60
 	maxClientIDLen = 2000
 )
 
@@ -44,13 +55,16 @@ type cimdFetcher struct {
 	store      store.Store
 	log        *zap.Logger
 	now        func() time.Time
-	anonWrites *rateLimiter // fetches per address (each may fill a cache entry)
-	caches     *rateLimiter // documents newly cached, over all addresses
+	fetches    *rateLimiter // documents fetched, per address
+	hosts      *rateLimiter // documents cached in the store, per host
+	caches     *rateLimiter // documents cached in the store, over all hosts (key "")
+	anonWrites *rateLimiter // store writes per address: a cached document is one
+	memory     *cimdMemory  // documents the budgets kept out of the store
 
 	jwks *jwksCache // client jwks_uri
 }
 
-func newCIMDFetcher(cfg *Config, st store.Store, log *zap.Logger, now func() time.Time, anonWrites *rateLimiter) (*cimdFetcher, error) {
+func newCIMDFetcher(cfg *Config, st store.Store, log *zap.Logger, now func() time.Time, anonWrites, fetches *rateLimiter) (*cimdFetcher, error) {
 	client, err := newFetchClient(cfg.HTTPClient, cfg.CIMDAllowPrivate, cfg.CIMDTimeout)
 	if err != nil {
 		return nil, err
@@ -61,8 +75,11 @@ func newCIMDFetcher(cfg *Config, st store.Store, log *zap.Logger, now func() tim
 		store:      st,
 		log:        log,
 		now:        now,
-		anonWrites: anonWrites,
+		fetches:    fetches,
+		hosts:      newRateLimiter(now, cimdHostBurst, time.Hour, newMemCounters(now, cimdMaxHosts, false)),
 		caches:     newRateLimiter(now, cimdCacheBurst, time.Hour, nil),
+		anonWrites: anonWrites,
+		memory:     newCIMDMemory(cimdMemoryEntries),
 		jwks:       newJWKSCache(client, now),
 	}, nil
 }
@@ -81,12 +98,6 @@ func (f *cimdFetcher) isClientID(id string) bool {
 	return u.Path != "" && u.Path != "/"
 }
 
-// cacheAllowed spends a token of the cache budget over all addresses.
-func (f *cimdFetcher) cacheAllowed(ctx context.Context) bool {
-	d, err := f.caches.take(ctx, "")
-	return err == nil && d == 0
-}
-
 // fetch fetches, validates and caches a Client ID Metadata Document
 // (SSRF-protected, size/time limited, HTTP caching honoured, errors never
 // cached) and returns it as a public (or private_key_jwt) Client.
@@ -97,8 +108,11 @@ func (f *cimdFetcher) fetch(ctx context.Context, clientID string) (*Client, erro
 	if c, ok := f.cached(ctx, clientID); ok {
 		return c, nil
 	}
-	// Anyone can name any URL: each fetch may fill a cache entry.
-	switch d, err := f.anonWrites.take(ctx, contextAddr(ctx)); {
+	if c, ok := f.memory.get(clientID, f.now()); ok {
+		return c, nil
+	}
+	// Anyone can name any URL: each fetch is a request sent for them.
+	switch d, err := f.fetches.take(ctx, contextAddr(ctx)); {
 	case err != nil:
 		return nil, err
 	case d > 0:
@@ -109,19 +123,54 @@ func (f *cimdFetcher) fetch(ctx context.Context, clientID string) (*Client, erro
 		f.log.Info("client metadata document refused", zap.String("client_id", truncate(clientID, 200)), zap.Error(err))
 		return nil, ErrInvalidClient.WithDescription("client metadata document could not be used: " + describeCIMDError(err)).Wrap(err)
 	}
-	// Caching is bounded over all addresses too: past the budget a
-	// document is fetched again on every use instead.
-	if ttl > 0 && f.cacheAllowed(ctx) {
-		exp := f.now().Add(ttl)
-		err := f.store.Update(ctx, func(tx store.Tx) error {
-			return cimdIn(tx).put(clientID, &cimdEntry{Client: *clientRecord(c), ExpiresAt: exp})
-		})
-		if err != nil {
-			// The document is valid; failing to cache it only costs a refetch.
-			f.log.Warn("client metadata document: cache write", zap.Error(err))
-		}
+	if ttl > 0 {
+		f.keep(ctx, clientID, c, f.now().Add(ttl))
 	}
 	return c, nil
+}
+
+// keep caches a document until exp: in the store if its budgets admit it
+// (cacheAllowed), else in this process's memory.
+func (f *cimdFetcher) keep(ctx context.Context, clientID string, c *Client, exp time.Time) {
+	rec := clientRecord(c)
+	if !f.cacheAllowed(ctx, clientID) {
+		f.memory.put(clientID, rec, exp)
+		return
+	}
+	err := f.store.Update(ctx, func(tx store.Tx) error {
+		return cimdIn(tx).put(clientID, &cimdEntry{Client: *rec, ExpiresAt: exp})
+	})
+	if err != nil {
+		// The document is valid: failing to store it costs the store's
+		// cache, not its use.
+		f.log.Warn("client metadata document: cache write", zap.Error(err))
+		f.memory.put(clientID, rec, exp)
+	}
+}
+
+// cacheAllowed spends a token of each budget an entry in the store takes:
+// the document's host's, all hosts', then the caller's address's store
+// writes. The first that refuses ends it, so a host past its budget
+// spends nothing of the others', and the caller's writes are spent only
+// for an entry that will be written.
+func (f *cimdFetcher) cacheAllowed(ctx context.Context, clientID string) bool {
+	u, err := url.Parse(clientID)
+	if err != nil {
+		return false
+	}
+	for _, b := range []struct {
+		l   *rateLimiter
+		key string
+	}{
+		{f.hosts, strings.ToLower(u.Hostname())},
+		{f.caches, ""},
+		{f.anonWrites, contextAddr(ctx)},
+	} {
+		if d, err := b.l.take(ctx, b.key); err != nil || d > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func (f *cimdFetcher) cached(ctx context.Context, clientID string) (*Client, bool) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -64,6 +65,39 @@ func (h *cimdHost) doc(path, cacheControl string, body func(id string) string) s
 	})
 }
 
+// docOn serves a valid document at path under a name of its own,
+// name.example.com (the test certificate's wildcard), which the client
+// of newCIMDEnv with private targets allowed dials at this server: a
+// host of its own for the issuer's per-host budgets.
+func (h *cimdHost) docOn(name, path, cacheControl string) string {
+	id := "https://" + name + ".example.com:" + h.srv.URL[strings.LastIndex(h.srv.URL, ":")+1:] + path
+	h.serve(path, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if cacheControl != "" {
+			w.Header().Set("Cache-Control", cacheControl)
+		}
+		_, _ = w.Write([]byte(validDoc(id)))
+	})
+	return id
+}
+
+// exampleHosts dials every host under example.com at the server (other
+// hosts as they are). It is not an *http.Transport, so newFetchClient
+// uses it as it is: only with private targets allowed.
+type exampleHosts struct{ *http.Transport }
+
+func (h *cimdHost) client() *http.Client {
+	t := h.srv.Client().Transport.(*http.Transport).Clone()
+	var d net.Dialer
+	t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if host, _, _ := net.SplitHostPort(addr); strings.HasSuffix(host, ".example.com") {
+			addr = h.srv.Listener.Addr().String()
+		}
+		return d.DialContext(ctx, network, addr)
+	}
+	return &http.Client{Transport: exampleHosts{t}}
+}
+
 func (h *cimdHost) count(path string) int64 {
 	n, ok := h.hits.Load(path)
 	if !ok {
@@ -81,6 +115,9 @@ func newCIMDEnv(t *testing.T, allowPrivate bool, mutate func(*Config)) (*testEnv
 	host := newCIMDHost(t)
 	e := newBrowserEnv(t, func(c *Config) {
 		c.HTTPClient = host.srv.Client()
+		if allowPrivate {
+			c.HTTPClient = host.client()
+		}
 		c.CIMDAllowPrivate = allowPrivate
 		if mutate != nil {
 			mutate(c)
@@ -386,39 +423,182 @@ func TestCIMDURLRules(t *testing.T) {
 	}
 }
 
-// TestCIMDCacheBoundedOverAllAddresses: anyone can name documents of
-// their own, so at most cimdCacheBurst new ones an hour are cached,
-// whatever the number of addresses; past that a document still works but
-// is fetched on every use.
-func TestCIMDCacheBoundedOverAllAddresses(t *testing.T) {
+// fetchFrom fetches a document as a request from addr would.
+func (e *testEnv) fetchFrom(t *testing.T, addr, id string) error {
+	t.Helper()
+	_, err := e.iss.cimd.fetch(context.WithValue(t.Context(), addrContextKey{}, addr), id)
+	return err
+}
+
+// TestCIMDCacheBounded: anyone can name documents of their own, so at
+// most cimdCacheBurst new ones an hour are cached in the store, whatever
+// the number of addresses and hosts, and at most cimdHostBurst of one
+// host; past that a document still works, kept in memory: fetched once
+// for all its uses, not at each.
+func TestCIMDCacheBounded(t *testing.T) {
 	e, host := newCIMDEnv(t, true, nil)
-	fetchFrom := func(n int, id string) {
+	fetch := func(n int, id string) {
 		t.Helper()
-		ctx := context.WithValue(t.Context(), addrContextKey{}, fmt.Sprintf("198.51.100.%d", n%250))
-		if _, err := e.iss.cimd.fetch(ctx, id); err != nil {
+		if err := e.fetchFrom(t, fmt.Sprintf("198.51.100.%d", n%250), id); err != nil {
 			t.Fatalf("cimd.fetch(%s): %v", id, err)
 		}
 	}
+	for n := range cimdHostBurst + 5 {
+		fetch(n, host.docOn("one", fmt.Sprintf("/one%d.json", n), ""))
+	}
+	if n := e.count(bucketCIMD); n != cimdHostBurst {
+		t.Fatalf("cached documents of one host = %d, want %d", n, cimdHostBurst)
+	}
 	for n := range cimdCacheBurst {
-		fetchFrom(n, host.doc(fmt.Sprintf("/doc%d.json", n), "", validDoc))
+		fetch(n, host.docOn(fmt.Sprintf("h%d", n), fmt.Sprintf("/doc%d.json", n), ""))
 	}
 	if n := e.count(bucketCIMD); n != cimdCacheBurst {
 		t.Fatalf("cached documents = %d, want %d", n, cimdCacheBurst)
 	}
-	id := host.doc("/over.json", "", validDoc)
-	fetchFrom(1, id)
-	fetchFrom(2, id)
+	id := host.docOn("over", "/over.json", "")
+	fetch(1, id)
+	fetch(2, id)
 	if n := e.count(bucketCIMD); n != cimdCacheBurst {
 		t.Errorf("cached documents = %d, want still %d", n, cimdCacheBurst)
 	}
-	if n := host.count("/over.json"); n != 2 {
-		t.Errorf("fetches of an uncached document = %d, want 2 (one per use)", n)
+	if n := host.count("/over.json"); n != 1 {
+		t.Errorf("fetches of a document past the budget = %d, want 1 (kept in memory)", n)
 	}
 	e.clock.Advance(time.Hour / cimdCacheBurst)
-	fetchFrom(3, id)
-	fetchFrom(4, id)
-	if n := host.count("/over.json"); n != 3 {
-		t.Errorf("fetches after the budget refilled = %d, want 3 (cached again)", n)
+	id = host.docOn("later", "/later.json", "")
+	fetch(3, id)
+	if n := e.count(bucketCIMD); n != cimdCacheBurst+1 {
+		t.Errorf("cached documents after the budget refilled = %d, want %d", n, cimdCacheBurst+1)
+	}
+}
+
+// TestCIMDJunkDocumentsSpareOthers: one address naming throwaway
+// documents on hosts of its own spends the cache budget of those hosts,
+// and with enough hosts the budget of all, but neither a popular client's
+// caching nor its uses: before, one address spent the one budget of all
+// (100 an hour), and from then on every use of every document fetched it
+// again, at the cost of a store write of its user's address, so a hosted
+// client's 61st token request in a minute from its address was refused.
+func TestCIMDJunkDocumentsSpareOthers(t *testing.T) {
+	e, host := newCIMDEnv(t, true, nil)
+	// One address names 100 documents on its own host: at two a minute it
+	// keeps up with the hour's refill.
+	for n := range cimdCacheBurst {
+		e.clock.Advance(30 * time.Second)
+		if err := e.fetchFrom(t, "203.0.113.1", host.docOn("junk", fmt.Sprintf("/junk%d.json", n), "")); err != nil {
+			t.Fatalf("junk %d: %v", n, err)
+		}
+	}
+	uses := func(id, path string) {
+		t.Helper()
+		refused := 0
+		for range 2 * cimdFetchBurst {
+			if err := e.fetchFrom(t, "198.51.100.7", id); err != nil {
+				refused++
+			}
+		}
+		if refused > 0 || host.count(path) != 1 {
+			t.Errorf("a hosted client's %d uses from its address: %d refused, document fetched %d times; want none refused, one fetch",
+				2*cimdFetchBurst, refused, host.count(path))
+		}
+	}
+	uses(host.docOn("client", "/popular.json", ""), "/popular.json")
+	// Junk spread over enough hosts spends the budget of all hosts: a
+	// client seen since is kept in memory.
+	for n := range 2 * cimdCacheBurst {
+		if err := e.fetchFrom(t, fmt.Sprintf("203.0.113.%d", 10+n/cimdFetchBurst), host.docOn(fmt.Sprintf("junk%d", n), fmt.Sprintf("/spread%d.json", n), "")); err != nil {
+			t.Fatalf("junk %d: %v", n, err)
+		}
+	}
+	if d, err := e.iss.cimd.caches.take(t.Context(), ""); err != nil || d == 0 {
+		t.Fatalf("the budget of all hosts: wait %v, %v; want it spent (the test's premise)", d, err)
+	}
+	uses(host.docOn("newcomer", "/newcomer.json", ""), "/newcomer.json")
+}
+
+// TestCIMDUncachedFetchSpendsNoWrites: a document fetched and not cached
+// (no-store here; or past its budgets) writes nothing, so it spends none
+// of the caller's address's store writes, which its sign-ins need; one
+// cached in the store spends one.
+func TestCIMDUncachedFetchSpendsNoWrites(t *testing.T) {
+	e, host := newCIMDEnv(t, true, nil)
+	const from = "203.0.113.9"
+	id := host.docOn("client", "/nostore.json", "no-store")
+	for n := range cimdFetchBurst {
+		if err := e.fetchFrom(t, from, id); err != nil {
+			t.Fatalf("fetch %d: %v", n, err)
+		}
+	}
+	if n := host.count("/nostore.json"); n != cimdFetchBurst {
+		t.Fatalf("fetches of a no-store document = %d, want %d", n, cimdFetchBurst)
+	}
+	for k := range anonWriteBurst / 2 {
+		if w := e.getFrom(from+":4000", pathAuthorize, authParams(testChallenge)); w.Code != http.StatusSeeOther ||
+			!strings.HasPrefix(w.Header().Get("Location"), pathLogin) {
+			t.Fatalf("sign-in %d after %d uncached fetches = %d %q, want 303 to the login page", k, cimdFetchBurst, w.Code, w.Header().Get("Location"))
+		}
+	}
+
+	const other = "203.0.113.10"
+	for n := range anonWriteBurst {
+		if err := e.fetchFrom(t, other, host.docOn(fmt.Sprintf("c%d", n), fmt.Sprintf("/c%d.json", n), "")); err != nil {
+			t.Fatalf("fetch %d: %v", n, err)
+		}
+	}
+	if n := e.count(bucketCIMD); n != anonWriteBurst {
+		t.Fatalf("cached documents = %d, want %d", n, anonWriteBurst)
+	}
+	if w := e.getFrom(other+":4000", pathAuthorize, authParams(testChallenge)); !strings.Contains(w.Header().Get("Location"), "error=temporarily_unavailable") {
+		t.Errorf("sign-in after %d documents cached = %d %q, want temporarily_unavailable", anonWriteBurst, w.Code, w.Header().Get("Location"))
+	}
+}
+
+// TestCIMDHostsTracked: the hosts whose budgets are tracked are bounded
+// (cimdMaxHosts); a document of a host past that is kept in memory.
+func TestCIMDHostsTracked(t *testing.T) {
+	e, host := newCIMDEnv(t, true, nil)
+	for n := range cimdMaxHosts {
+		if d, err := e.iss.cimd.hosts.take(t.Context(), fmt.Sprintf("h%d.example.net", n)); err != nil || d != 0 {
+			t.Fatalf("host %d: wait %v, %v", n, d, err)
+		}
+	}
+	id := host.docOn("untracked", "/untracked.json", "")
+	for range 2 {
+		if err := e.fetchFrom(t, "198.51.100.1", id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, f := e.count(bucketCIMD), host.count("/untracked.json"); n != 0 || f != 1 {
+		t.Errorf("a host past the tracked ones: %d cached in the store, fetched %d times; want 0, 1 (kept in memory)", n, f)
+	}
+}
+
+// TestCIMDMemoryBounded: the documents kept in memory are at most its
+// bound, the least recently used going first, and expire.
+func TestCIMDMemoryBounded(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	m := newCIMDMemory(3)
+	rec := func(id string) *storedClient { return clientRecord(&Client{ID: id, Name: id}) }
+	for _, id := range []string{"a", "b", "c"} {
+		m.put(id, rec(id), now.Add(time.Hour))
+	}
+	if _, ok := m.get("a", now); !ok {
+		t.Fatal("get(a) found nothing")
+	}
+	m.put("d", rec("d"), now.Add(time.Hour))
+	if n := m.len(); n != 3 {
+		t.Errorf("len = %d, want 3", n)
+	}
+	for id, want := range map[string]bool{"a": true, "b": false, "c": true, "d": true} {
+		if c, ok := m.get(id, now); ok != want || ok && c.ID != id {
+			t.Errorf("get(%s) = %v, %v; want found %v", id, c, ok, want)
+		}
+	}
+	if _, ok := m.get("d", now.Add(time.Hour)); ok {
+		t.Error("get(d) at its expiry found it")
+	}
+	if n := m.len(); n != 2 {
+		t.Errorf("len after an expired get = %d, want 2", n)
 	}
 }
 

@@ -56,9 +56,10 @@ func countersFor(st store.Store, prefix string) counters {
 // its reloads), and issuers given the same one share its budgets.
 type LimitMemory struct {
 	bruteForce, registrations, registrationsAll *memCounters
-	// anonWrites and parClients bound this instance's own writes, on any
-	// store: a reload does not hand their keys a fresh budget either.
-	anonWrites, parClients *memCounters
+	// anonWrites and parClients bound this instance's own writes, and
+	// cimdFetches the documents it fetches, on any store: a reload does
+	// not hand their keys a fresh budget either.
+	anonWrites, parClients, cimdFetches *memCounters
 }
 
 // NewLimitMemory returns an empty LimitMemory on the wall clock.
@@ -71,6 +72,7 @@ func newLimitMemory(now func() time.Time) *LimitMemory {
 		registrationsAll: newMemCounters(now, maxRateBuckets, false),
 		anonWrites:       newMemCounters(now, maxRateBuckets, false),
 		parClients:       newMemCounters(now, maxRateBuckets, false),
+		cimdFetches:      newMemCounters(now, maxRateBuckets, false),
 	}
 }
 

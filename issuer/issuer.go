@@ -224,7 +224,8 @@ func (i *Issuer) init() error {
 	i.policy = newPolicy(&i.cfg)
 	i.pending = &pendingRequests{store: i.store, now: i.now, rand: i.cfg.Rand, log: i.log}
 	i.sessions = newSessions(i.store, &i.cfg, i.issuer, i.anonWrites)
-	if i.cimd, err = newCIMDFetcher(&i.cfg, i.store, i.log, i.now, i.anonWrites); err != nil {
+	cimdFetches := newRateLimiter(i.now, cimdFetchBurst, time.Minute, mem.cimdFetches)
+	if i.cimd, err = newCIMDFetcher(&i.cfg, i.store, i.log, i.now, i.anonWrites, cimdFetches); err != nil {
 		return err
 	}
 	i.dir = &directory{cfg: &i.cfg, store: i.store, cimd: i.cimd, hashes: i.hashes, now: i.now}

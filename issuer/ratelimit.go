@@ -378,7 +378,7 @@ func (l *limiter) settleAttempt(ctx context.Context, account, addr string, outco
 // per address the writes a caller makes before it has authenticated as
 // anything (anonWriteBurst: a browser's session and pending authorization
 // request before login, a public client's pushed request, a client
-// metadata document fetched and cached), and pushed requests per client
+// metadata document cached in the store), and pushed requests per client
 // (parClientBurst), so many addresses cannot flood through one public
 // client either. A sign-in from a browser with no session costs two
 // writes (session, pending request), a pushed one three.

@@ -69,14 +69,14 @@ func TestAnonymousWritesRateLimited(t *testing.T) {
 }
 
 // TestCIMDFetchesRateLimited: any URL can be named as a client_id, and
-// each new one is fetched and cached, so fetches are limited per address;
-// past the limit the document is not fetched and nothing is cached.
+// each new one is fetched, so fetches are limited per address; past the
+// limit the document is not fetched and nothing is cached.
 func TestCIMDFetchesRateLimited(t *testing.T) {
 	e, host := newCIMDEnv(t, true, nil)
 	const from = "203.0.113.9:4000"
 	authorize := func(n int) *httptest.ResponseRecorder {
 		p := authParams(testChallenge)
-		p.Set("client_id", host.doc(fmt.Sprintf("/c%d.json", n), "", validDoc))
+		p.Set("client_id", host.docOn(fmt.Sprintf("c%d", n), fmt.Sprintf("/c%d.json", n), ""))
 		p.Set("redirect_uri", "http://127.0.0.1:3000/callback")
 		p.Del("resource")
 		p.Del("scope")
@@ -84,20 +84,20 @@ func TestCIMDFetchesRateLimited(t *testing.T) {
 		p.Set("prompt", "none")
 		return e.getFrom(from, pathAuthorize, p)
 	}
-	for n := range anonWriteBurst {
+	for n := range cimdFetchBurst {
 		if w := authorize(n); w.Code == http.StatusBadRequest && strings.Contains(w.Body.String(), "could not be identified") {
 			t.Fatalf("authorize with document %d = %d %s, want the document used", n, w.Code, w.Body)
 		}
 	}
 	cached := e.count(bucketCIMD)
-	if cached != anonWriteBurst {
-		t.Fatalf("cached documents = %d, want %d", cached, anonWriteBurst)
+	if cached != cimdFetchBurst {
+		t.Fatalf("cached documents = %d, want %d", cached, cimdFetchBurst)
 	}
-	w := authorize(anonWriteBurst)
+	w := authorize(cimdFetchBurst)
 	if w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "too many client metadata documents") {
 		t.Errorf("authorize with one document too many = %d %s, want an error page saying so", w.Code, w.Body)
 	}
-	if host.count(fmt.Sprintf("/c%d.json", anonWriteBurst)) != 0 || e.count(bucketCIMD) != cached {
+	if host.count(fmt.Sprintf("/c%d.json", cimdFetchBurst)) != 0 || e.count(bucketCIMD) != cached {
 		t.Errorf("the refused document was fetched or cached")
 	}
 }
@@ -209,7 +209,8 @@ func TestLimitsKeptAcrossReload(t *testing.T) {
 		t.Errorf("an issuer with memory of its own: delay %v, want none (the test's control)", d)
 	}
 	// The buckets of this instance's own writes: unauthenticated writes
-	// per address, pushed authorization requests per client.
+	// per address, pushed authorization requests per client; and of its
+	// fetches of client metadata documents per address.
 	for _, b := range []struct {
 		name  string
 		burst int
@@ -217,6 +218,7 @@ func TestLimitsKeptAcrossReload(t *testing.T) {
 	}{
 		{"anonymous writes", anonWriteBurst, func(i *Issuer) *rateLimiter { return i.anonWrites }},
 		{"pushed requests", parClientBurst, func(i *Issuer) *rateLimiter { return i.parClients }},
+		{"client metadata documents fetched", cimdFetchBurst, func(i *Issuer) *rateLimiter { return i.cimd.fetches }},
 	} {
 		for range b.burst {
 			if d, err := b.of(before).take(t.Context(), "192.0.2.8"); err != nil || d != 0 {
