@@ -162,6 +162,9 @@ func (i *Issuer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 				fail(tooManySignIns(d))
 				return
 			}
+		} else if err := i.signedInWrite(ctx, s.User); err != nil {
+			fail(err)
+			return
 		}
 		if s == nil {
 			if s, err = i.sessions.ensure(w, r); err != nil {
@@ -490,6 +493,12 @@ func (i *Issuer) proceed(w http.ResponseWriter, r *http.Request, s *session, ar 
 			return
 		}
 		if ok {
+			if pendingID == "" {
+				if err := i.signedInWrite(ctx, s.User); err != nil {
+					fail(err)
+					return
+				}
+			}
 			i.finish(w, r, s, c, ar, pendingID, resource, scopes, false, fail)
 			return
 		}
@@ -499,6 +508,10 @@ func (i *Issuer) proceed(w http.ResponseWriter, r *http.Request, s *session, ar 
 		return
 	}
 	if pendingID == "" {
+		if err := i.signedInWrite(ctx, s.User); err != nil {
+			fail(err)
+			return
+		}
 		id, err := i.pending.save(ctx, s, ar)
 		if err != nil {
 			fail(ErrServerError.Wrap(err))
@@ -508,6 +521,19 @@ func (i *Issuer) proceed(w http.ResponseWriter, r *http.Request, s *session, ar 
 		return
 	}
 	i.renderConsent(ctx, w, s, c, u, ar, pendingID, resource, scopes)
+}
+
+// signedInWrite spends one of a signed-in user's authorization requests
+// that store something (userWriteBurst), or returns the error to answer
+// past them.
+func (i *Issuer) signedInWrite(ctx context.Context, user string) error {
+	switch d, err := i.userWrites.take(ctx, user); {
+	case err != nil:
+		return err
+	case d > 0:
+		return rateLimited(ErrTemporarilyUnavailable, d, "too many authorization requests from this account; retry later")
+	}
+	return nil
 }
 
 // requestScopes decides a request's resource and scopes for the user

@@ -266,6 +266,18 @@ func TestLimitsSharedAcrossInstances(t *testing.T) {
 		t.Errorf("registered clients = %d, want %d", n, registrationBurst)
 	}
 
+	// A signed-in user's authorization requests that store something.
+	for n := range userWriteBurst {
+		if d, err := both[n%2].iss.userWrites.take(t.Context(), bUser); err != nil || d != 0 {
+			t.Fatalf("signed-in write %d = wait %v, %v", n+1, d, err)
+		}
+	}
+	for k, e := range both {
+		if d, err := e.iss.userWrites.take(t.Context(), bUser); err != nil || d == 0 {
+			t.Errorf("signed-in write on %s past the burst over A and B = wait %v, %v; want a wait", "AB"[k:k+1], d, err)
+		}
+	}
+
 	// Counters expire once they no longer matter, and Purge reclaims them.
 	a.clock.Advance(24 * time.Hour)
 	if _, err := a.store.Purge(t.Context()); err != nil {

@@ -92,7 +92,8 @@ type Issuer struct {
 	registrations *rateLimiter // DCR requests per address
 	// registrationsAll is DCR over all addresses (one key, "").
 	registrationsAll *rateLimiter
-	hashes           *hashGate // bounds concurrent password and secret hashing
+	userWrites       *rateLimiter // a signed-in user's authorization requests that store something
+	hashes           *hashGate    // bounds concurrent password and secret hashing
 
 	proofs *dpop.Verifier // DPoP proofs at the token and PAR endpoints
 
@@ -203,17 +204,19 @@ func (i *Issuer) init() error {
 	if i.pages, err = parsePages(i.base+pathAssets, i.URL(), i.log); err != nil {
 		return err
 	}
-	// The brute-force and registration limits are shared with the other
-	// instances on the store, else kept across reloads (Config.Limits);
+	// The brute-force and registration limits and signed-in users'
+	// writes are shared with the other instances on the store, else kept
+	// across reloads (Config.Limits);
 	// the others bound this instance's own writes, kept across reloads
 	// too.
 	mem := i.cfg.Limits
 	if mem == nil {
 		mem = newLimitMemory(i.now)
 	}
-	bruteForce, registrations, registrationsAll := countersFor(i.backend, limitsBruteForce), countersFor(i.backend, limitsRegistrations), countersFor(i.backend, limitsRegistrationsAll)
+	bruteForce, registrations, registrationsAll, userWrites := countersFor(i.backend, limitsBruteForce), countersFor(i.backend, limitsRegistrations),
+		countersFor(i.backend, limitsRegistrationsAll), countersFor(i.backend, limitsUserWrites)
 	if bruteForce == nil { // a store no other instance shares
-		bruteForce, registrations, registrationsAll = mem.bruteForce, mem.registrations, mem.registrationsAll
+		bruteForce, registrations, registrationsAll, userWrites = mem.bruteForce, mem.registrations, mem.registrationsAll, mem.userWrites
 	}
 	i.limiter = newLimiter(i.now, bruteForce, i.log)
 	i.hashes = newHashGate()
@@ -221,6 +224,7 @@ func (i *Issuer) init() error {
 	i.parClients = newRateLimiter(i.now, parClientBurst, time.Minute, mem.parClients)
 	i.registrations = newRateLimiter(i.now, registrationBurst, time.Minute, registrations)
 	i.registrationsAll = newRateLimiter(i.now, registrationGlobalBurst, time.Hour, registrationsAll)
+	i.userWrites = newRateLimiter(i.now, userWriteBurst, time.Minute, userWrites)
 	i.policy = newPolicy(&i.cfg)
 	i.pending = &pendingRequests{store: i.store, now: i.now, rand: i.cfg.Rand, log: i.log}
 	i.sessions = newSessions(i.store, &i.cfg, i.issuer, i.anonWrites)

@@ -381,10 +381,15 @@ func (l *limiter) settleAttempt(ctx context.Context, account, addr string, outco
 // metadata document cached in the store), and pushed requests per client
 // (parClientBurst), so many addresses cannot flood through one public
 // client either. A sign-in from a browser with no session costs two
-// writes (session, pending request), a pushed one three.
+// writes (session, pending request), a pushed one three. A signed-in
+// user's authorization requests store something too (a pending request
+// of up to maxAuthorizeParams for pendingTTL, or a code): userWriteBurst
+// per user, shared by the instances on a store they share, as the
+// brute-force limits are.
 const (
 	anonWriteBurst = 60  // per address, refilled at that many a minute
 	parClientBurst = 300 // per client, refilled at that many a minute
+	userWriteBurst = 60  // per signed-in user, refilled at that many a minute
 	maxRateBuckets = 100_000
 )
 

@@ -2,6 +2,7 @@ package issuer
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -219,6 +220,7 @@ func TestLimitsKeptAcrossReload(t *testing.T) {
 		{"anonymous writes", anonWriteBurst, func(i *Issuer) *rateLimiter { return i.anonWrites }},
 		{"pushed requests", parClientBurst, func(i *Issuer) *rateLimiter { return i.parClients }},
 		{"client metadata documents fetched", cimdFetchBurst, func(i *Issuer) *rateLimiter { return i.cimd.fetches }},
+		{"signed-in users' writes", userWriteBurst, func(i *Issuer) *rateLimiter { return i.userWrites }},
 	} {
 		for range b.burst {
 			if d, err := b.of(before).take(t.Context(), "192.0.2.8"); err != nil || d != 0 {
@@ -231,5 +233,97 @@ func TestLimitsKeptAcrossReload(t *testing.T) {
 		if d, _ := b.of(build(nil)).take(t.Context(), "192.0.2.8"); d != 0 {
 			t.Errorf("%s, an issuer with memory of its own: wait %v, want none (the test's control)", b.name, d)
 		}
+	}
+}
+
+// TestSignedInWritesRateLimited: a signed-in user's authorization
+// requests store something too (a pending request of up to 4 KiB for 15
+// minutes, a code), so they are limited per user: before, one signed-in
+// browser could grow the store as fast as it sent them. Past the limit
+// nothing is stored and /authorize answers temporarily_unavailable (to
+// an operator's client at its redirect URI); other users are not
+// affected, and the budget refills.
+func TestSignedInWritesRateLimited(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	signIn := func(user string) *http.Client {
+		t.Helper()
+		c := e.browser()
+		if _, err := e.robot(c, e.url(pathAuthorize, webAuthParams(testChallenge)), bWebRedirect, user, bPassword, "approve"); err != nil {
+			t.Fatalf("robot(%s): %v", user, err)
+		}
+		return c
+	}
+	authorize := func(c *http.Client, prompt string) *url.URL {
+		t.Helper()
+		p := webAuthParams(testChallenge)
+		p.Set("state", strings.Repeat("s", 1900))
+		if prompt != "" {
+			p.Set("prompt", prompt)
+		}
+		resp, err := c.Get(e.url(pathAuthorize, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		loc, err := url.Parse(resp.Header.Get("Location"))
+		if err != nil || resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("authorize = %d %q, want a 303", resp.StatusCode, resp.Header.Get("Location"))
+		}
+		return loc
+	}
+	refused := func(loc *url.URL) bool {
+		return strings.HasPrefix(loc.String(), bWebRedirect) && loc.Query().Get("error") == "temporarily_unavailable"
+	}
+	alice := signIn(bUser)
+	pending := e.count(bucketPending)
+	// Consent asked again (prompt=consent): each parks a pending request.
+	for n := range userWriteBurst {
+		if loc := authorize(alice, "consent"); !strings.HasPrefix(loc.Path, pathConsent) {
+			t.Fatalf("authorize %d = %q, want the consent page", n, loc)
+		}
+	}
+	if got := e.count(bucketPending); got != pending+userWriteBurst {
+		t.Fatalf("pending requests = %d, want %d", got, pending+userWriteBurst)
+	}
+	if loc := authorize(alice, "consent"); !refused(loc) {
+		t.Errorf("authorize past the limit = %s, error %q; want temporarily_unavailable at the redirect URI", loc.Path, loc.Query().Get("error"))
+	}
+	// Remembered consent stores a code; re-authentication a pending request.
+	codes := e.count(bucketCodes)
+	for _, prompt := range []string{"", "login"} {
+		if loc := authorize(alice, prompt); !refused(loc) {
+			t.Errorf("authorize with prompt %q past the limit = %s, error %q; want temporarily_unavailable", prompt, loc.Path, loc.Query().Get("error"))
+		}
+	}
+	// A self-registered client gets no error at its redirect URI
+	// unprompted: a 429 page.
+	w := registerFrom(e.iss, "198.51.100.7:1000", `{"client_name":"CLI","redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"none"}`)
+	var reg struct {
+		ClientID string `json:"client_id"`
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &reg); err != nil || w.Code != http.StatusCreated {
+		t.Fatalf("register = %d %s", w.Code, w.Body)
+	}
+	p := authParams(testChallenge)
+	p.Set("client_id", reg.ClientID)
+	p.Set("redirect_uri", "http://127.0.0.1/cb")
+	resp, err := alice.Get(e.url(pathAuthorize, p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("authorize of a registered client past the limit = %d %v, want 429 with Retry-After", resp.StatusCode, resp.Header)
+	}
+	if p, c := e.count(bucketPending), e.count(bucketCodes); p != pending+userWriteBurst || c != codes {
+		t.Errorf("pending requests, codes past the limit = %d, %d; want %d, %d (nothing stored)", p, c, pending+userWriteBurst, codes)
+	}
+
+	if loc := authorize(signIn("bob"), "consent"); !strings.HasPrefix(loc.Path, pathConsent) {
+		t.Errorf("another user's authorize = %q, want the consent page", loc)
+	}
+	e.clock.Advance(time.Minute)
+	if loc := authorize(alice, ""); loc.Query().Get("code") == "" {
+		t.Errorf("authorize after a minute = %q, want a code", loc)
 	}
 }

@@ -18,6 +18,7 @@ const (
 	limitsBruteForce       = "bf:"
 	limitsRegistrations    = "reg:"
 	limitsRegistrationsAll = "regall:"
+	limitsUserWrites       = "user:"
 )
 
 type limitRecords struct{ t table[counter] }
