@@ -176,9 +176,11 @@ func (i *Issuer) Agent(ctx context.Context, id string) (Agent, error) {
 	return *a, nil
 }
 
-// DeleteAgent removes a runtime-managed agent and revokes every grant it
-// holds or acts in: its own tokens, the users' delegations to it, and the
-// grants whose tokens were exchanged to it.
+// DeleteAgent removes a runtime-managed agent, revokes every grant it
+// holds or acts in (its own tokens, the users' delegations to it, and the
+// grants whose tokens were exchanged to it) and deletes the users'
+// consents to it: an agent added later under the same id is asked for
+// again.
 func (i *Issuer) DeleteAgent(ctx context.Context, id string) error {
 	if i.dir.configuredAgent(id) {
 		return entryErr("agent", id, ErrConfigured)
@@ -186,6 +188,9 @@ func (i *Issuer) DeleteAgent(ctx context.Context, id string) error {
 	return i.store.Update(ctx, func(tx store.Tx) error {
 		if err := agentsIn(tx).remove(id); err != nil {
 			return entryErr("agent", id, err)
+		}
+		if err := consentsIn(tx).deleteNaming(id); err != nil {
+			return err
 		}
 		return grantsIn(tx).revokeAgent(id, i.revocation())
 	})

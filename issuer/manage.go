@@ -430,8 +430,9 @@ func (i *Issuer) Clients(ctx context.Context) ([]Client, error) {
 	return out, nil
 }
 
-// DeleteClient removes a stored client and revokes every grant it holds
-// (grantRecords.revokeClient).
+// DeleteClient removes a stored client, revokes every grant it holds
+// (grantRecords.revokeClient) and deletes the consents users gave it: a
+// client added later under the same id asks for consent again.
 func (i *Issuer) DeleteClient(ctx context.Context, id string) error {
 	if i.dir.configuredClient(id) {
 		return entryErr("client", id, ErrConfigured)
@@ -439,6 +440,9 @@ func (i *Issuer) DeleteClient(ctx context.Context, id string) error {
 	return i.store.Update(ctx, func(tx store.Tx) error {
 		if err := clientsIn(tx).remove(id); err != nil {
 			return entryErr("client", id, err)
+		}
+		if err := consentsIn(tx).deleteNaming(id); err != nil {
+			return err
 		}
 		return grantsIn(tx).revokeClient(id, i.revocation())
 	})

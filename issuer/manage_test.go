@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -557,4 +558,131 @@ func TestUpdateClientRedirectURIs(t *testing.T) {
 			t.Errorf("code for a redirect URI still registered: %v", err)
 		}
 	})
+}
+
+// TestRemovalDeletesConsents: removing a client or an agent (admin API,
+// or a configuration without it) deletes the users' consents naming it,
+// as the client or as the actor, and no other; a re-keyed one keeps them.
+func TestRemovalDeletesConsents(t *testing.T) {
+	const app, helper = "app", "helper" // added at runtime
+	withoutClient := func(id string) envOption {
+		return func(c *Config) {
+			c.Clients = slices.DeleteFunc(slices.Clone(c.Clients), func(cl Client) bool { return cl.ID == id })
+		}
+	}
+	withoutAgent := func(id string) envOption {
+		return func(c *Config) {
+			c.Agents = slices.DeleteFunc(slices.Clone(c.Agents), func(a Agent) bool { return a.ID == id })
+		}
+	}
+	rekeyClient := func(c *Config) {
+		c.Clients = slices.Clone(c.Clients)
+		for n := range c.Clients {
+			if c.Clients[n].ID == tConf {
+				c.Clients[n].SecretHash = hashClientSecret("new secret")
+			}
+		}
+	}
+	tests := []struct {
+		name   string
+		remove func(t *testing.T, e *testEnv) error
+		gone   string // the id whose consents go; "" none
+	}{
+		{"DeleteClient", func(t *testing.T, e *testEnv) error { return e.iss.DeleteClient(t.Context(), app) }, app},
+		{"DeleteAgent", func(t *testing.T, e *testEnv) error { return e.iss.DeleteAgent(t.Context(), helper) }, helper},
+		{"configured client left out", func(t *testing.T, e *testEnv) error {
+			e.restart(e.store, withoutClient(tConf))
+			return e.iss.ApplyConfigChanges(t.Context())
+		}, tConf},
+		{"configured agent left out", func(t *testing.T, e *testEnv) error {
+			e.restart(e.store, withoutAgent(tAgent1))
+			return e.iss.ApplyConfigChanges(t.Context())
+		}, tAgent1},
+		{"configured client re-keyed", func(t *testing.T, e *testEnv) error {
+			e.restart(e.store, rekeyClient)
+			return e.iss.ApplyConfigChanges(t.Context())
+		}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newTokEnv(t)
+			ctx := t.Context()
+			if err := e.iss.PutClient(ctx, Client{ID: app, TokenEndpointAuthMethod: authNone, RedirectURIs: []string{tRedirect}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.iss.PutAgent(ctx, Agent{ID: helper, SecretHash: hashClientSecret(tAgentSecret)}); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.iss.ApplyConfigChanges(ctx); err != nil { // the first only records itself
+				t.Fatal(err)
+			}
+			var want []string
+			err := e.store.Update(ctx, func(tx store.Tx) error {
+				want = want[:0]
+				for _, user := range []string{tUser, "bob"} {
+					for _, client := range []string{app, tConf, tPublic} {
+						for _, actor := range []string{"", helper, tAgent1} {
+							if err := consentsIn(tx).add(user, client, tResource, actor, []string{"read"}, e.clock.Now()); err != nil {
+								return err
+							}
+							if tt.gone == "" || client != tt.gone && actor != tt.gone {
+								want = append(want, consentKey(user, client, tResource, actor))
+							}
+						}
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tt.remove(t, e); err != nil {
+				t.Fatalf("remove: %v", err)
+			}
+			got := e.keys(bucketConsents)
+			slices.Sort(got)
+			slices.Sort(want)
+			if !slices.Equal(got, want) {
+				t.Errorf("consents after removing %q = %q, want %q", tt.gone, got, want)
+			}
+		})
+	}
+}
+
+// TestReaddedClientAsksConsent: a client added under the id of a removed
+// one gets no code from prompt=none for a user who consented to the
+// removed one.
+func TestReaddedClientAsksConsent(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	ctx := t.Context()
+	if err := e.iss.PutClient(ctx, Client{ID: "partner", Name: "Partner A", TokenEndpointAuthMethod: authNone, RedirectURIs: []string{"https://a.example/cb"}}); err != nil {
+		t.Fatal(err)
+	}
+	c := e.browser()
+	p := webAuthParams(testChallenge)
+	p.Set("client_id", "partner")
+	p.Set("redirect_uri", "https://a.example/cb")
+	if _, err := e.robot(c, e.url(pathAuthorize, p), "https://a.example/cb", bUser, bPassword, "approve"); err != nil {
+		t.Fatalf("robot: %v", err)
+	}
+	if err := e.iss.DeleteClient(ctx, "partner"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.iss.PutClient(ctx, Client{ID: "partner", Name: "Someone else", TokenEndpointAuthMethod: authNone, RedirectURIs: []string{"https://b.example/cb"}}); err != nil {
+		t.Fatal(err)
+	}
+	p.Set("redirect_uri", "https://b.example/cb")
+	p.Set("prompt", "none")
+	resp, err := c.Get(e.url(pathAuthorize, p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := loc.Query().Get("error"); got != "consent_required" {
+		t.Errorf("prompt=none for the re-added client: Location = %s, want error consent_required", loc)
+	}
 }

@@ -50,10 +50,11 @@ func (i *Issuer) RecordConfig(ctx context.Context) error {
 //     sessions ended);
 //   - a removed client, or a changed secret hash or keys: DeleteClient and
 //     RotateClientSecret (every grant the client holds revoked, its
-//     client credentials tokens included);
+//     client credentials tokens included; a removed one's consents
+//     deleted);
 //   - a removed agent: DeleteAgent (its own tokens, delegations to it,
-//     grants exchanged to it); a changed secret hash or keys: RotateAgentSecret
-//     (its own tokens);
+//     grants exchanged to it, consents to it); a changed secret hash or
+//     keys: RotateAgentSecret (its own tokens);
 //   - a removed identity provider, or one whose issuer or client_id
 //     changed: every user it provisioned is signed out (grants revoked,
 //     sessions ended). Its users are not deleted: the same provider
@@ -97,9 +98,14 @@ func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
 			}
 			ended = append(ended, "user "+name)
 		}
+		var removed []string // clients and agents, whose consents go too
 		for id, fp := range prev.Clients {
-			if now, kept := cur.Clients[id]; kept && now == fp {
+			now, kept := cur.Clients[id]
+			if kept && now == fp {
 				continue
+			}
+			if !kept {
+				removed = append(removed, id)
 			}
 			if err := grants.revokeClient(id, rv); err != nil {
 				return err
@@ -111,6 +117,7 @@ func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
 			var err error
 			switch {
 			case !kept:
+				removed = append(removed, id)
 				err = grants.revokeAgent(id, rv)
 			case now != fp:
 				err = grants.revokeAgentOwn(id, rv)
@@ -121,6 +128,9 @@ func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
 				return err
 			}
 			ended = append(ended, "agent "+id)
+		}
+		if err := consentsIn(tx).deleteNaming(removed...); err != nil {
+			return err
 		}
 		for name, fp := range prev.IdentityProviders {
 			if now, kept := cur.IdentityProviders[name]; kept && now == fp {

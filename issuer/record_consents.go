@@ -76,3 +76,20 @@ func (r consentRecords) ofUser(user string, fn func(clientID, resource, actor st
 func (r consentRecords) deleteUser(user string) error {
 	return r.t.list(user+"\x00", func(key string, _ *consent) error { return r.t.delete(key) })
 }
+
+// deleteNaming deletes every consent that names one of ids as its client
+// or its actor (clients and agents share one namespace), so a client or
+// agent added later under a removed one's id starts with no consent. The
+// bucket is keyed by user first: this reads every consent.
+func (r consentRecords) deleteNaming(ids ...string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	return r.t.list("", func(key string, _ *consent) error {
+		parts := strings.Split(key, "\x00")
+		if len(parts) != 4 || !slices.Contains(ids, parts[1]) && !slices.Contains(ids, parts[3]) {
+			return nil
+		}
+		return r.t.delete(key)
+	})
+}
