@@ -195,7 +195,7 @@ func (c *cli) userList() *cobra.Command {
 			tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "USERNAME\tGROUPS\tSOURCE\tDISABLED")
 			for _, u := range users {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%v\n", u.Username, strings.Join(u.Groups, ","), u.Source, u.Disabled)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%v\n", printable(u.Username), printable(strings.Join(u.Groups, ",")), u.Source, u.Disabled)
 			}
 			return tw.Flush()
 		},
@@ -397,7 +397,7 @@ func (c *cli) clientList() *cobra.Command {
 			tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "CLIENT_ID\tNAME\tAUTH_METHOD\tSOURCE")
 			for _, v := range clients {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", v.ID, v.Name, v.AuthMethod, v.Source)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", printable(v.ID), printable(v.Name), v.AuthMethod, v.Source)
 			}
 			return tw.Flush()
 		},
@@ -499,7 +499,7 @@ func (c *cli) agentList() *cobra.Command {
 			tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "AGENT_ID\tNAME\tSOURCE\tDISABLED")
 			for _, v := range agents {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%v\n", v.ID, v.Name, v.Source, v.Disabled)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%v\n", printable(v.ID), printable(v.Name), v.Source, v.Disabled)
 			}
 			return tw.Flush()
 		},
@@ -733,10 +733,16 @@ func adminAddress(s string) (string, error) {
 	return u.Host, nil
 }
 
+// print writes v as indented JSON, with every rune a terminal would act
+// on escaped (graphicJSON): names and display names may come from an
+// identity provider's claims or a client's registration.
 func (c *cli) print(v any) error {
-	enc := json.NewEncoder(c.out)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = io.WriteString(c.out, graphicJSON(string(b))+"\n")
+	return err
 }
 
 // readPasswordHash asks for a password twice on a terminal, or reads one

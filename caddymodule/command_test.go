@@ -9,12 +9,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 	"unicode"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/bolt"
 )
 
@@ -233,6 +235,49 @@ func TestToolsDiffPrintsNothingATerminalActsOn(t *testing.T) {
 	for _, want := range []string{"changes:", "+/inputSchema/properties/exfil_to", "+/description", "Echoes.", "evil"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("tools diff output lacks %q:\n%s", want, got)
+		}
+	}
+}
+
+// TestListCommandsPrintNothingATerminalActsOn: user and agent lists and
+// shows escape every control, C1 control and format character
+// of a name (a user's stored before names were refused such runes, a
+// display name, an agent's name), so no entry can rewrite or hide a row
+// of the operator's table or pass for another, while its name stays
+// readable.
+func TestListCommandsPrintNothingATerminalActsOn(t *testing.T) {
+	app := boltApp(t)
+	srv := adminServer(t, &AdminAPI{app: app})
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	const hostile = "eve\r\x1b[2K\u009b31m\u202enimda\u2066"
+	rec, err := json.Marshal(map[string]any{"username": "kc:" + hostile, "password_hash": testHash, "name": hostile, "source": "admin"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := app.Store().Update(t.Context(), func(tx store.Tx) error { return tx.Put("users", "kc:"+hostile, rec, time.Time{}) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := runCLI(t, addr, "", "agent", "add", "planner", "--name", hostile); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"user", "list"},
+		{"user", "show", "kc:" + hostile},
+		{"agent", "list"},
+		{"agent", "show", "planner"},
+	} {
+		out, _, err := runCLI(t, addr, "", args...)
+		if err != nil {
+			t.Fatalf("mcp-auth %q: %v", args, err)
+		}
+		for i, r := range out {
+			if r != '\n' && r != ' ' && !unicode.IsGraphic(r) || unicode.Is(unicode.Cf, r) {
+				t.Errorf("mcp-auth %q output holds %U at byte %d:\n%q", args, r, i, out)
+				break
+			}
+		}
+		if !strings.Contains(out, "eve") || !strings.Contains(out, "nimda") {
+			t.Errorf("mcp-auth %q = %q, want the name readable", args, out)
 		}
 	}
 }

@@ -346,6 +346,17 @@ func TestIdPSignInAnswers(t *testing.T) {
 		{"a dot-dot segment in the user's name", func(s *stubIdP) {
 			s.claims["sub"] = "u-1/../../clients/x"
 		}, http.StatusForbidden, "may not sign in here", idpReasonRefused},
+		// A claim the user may choose must not act on a terminal (CSI) or
+		// make the name read as another (bidi override, isolate).
+		{"a C1 control in the user's name", func(s *stubIdP) {
+			s.claims["sub"] = "u-1\u009b2J"
+		}, http.StatusForbidden, "may not sign in here", idpReasonRefused},
+		{"a bidi override in the user's name", func(s *stubIdP) {
+			s.claims["sub"] = "eve\u202enimda"
+		}, http.StatusForbidden, "may not sign in here", idpReasonRefused},
+		{"a bidi isolate in the user's name", func(s *stubIdP) {
+			s.claims["sub"] = "eve\u2066x"
+		}, http.StatusForbidden, "may not sign in here", idpReasonRefused},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

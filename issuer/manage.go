@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
@@ -481,17 +482,27 @@ func (i *Issuer) RotateClientSecret(ctx context.Context, id string) (string, err
 	return secret, nil
 }
 
-func isControlOrSpace(r rune) bool { return r <= ' ' || r == 0x7f }
+// misleading reports whether r, in a name people read (on the consent
+// page, in the CLI's tables, in logs), could act on a terminal or change
+// how the text around it reads: a control (C0 or C1, such as CSI), a
+// bidirectional control (an override, an isolate, a mark), or U+FFFD,
+// which also stands for bytes that are not UTF-8.
+func misleading(r rune) bool {
+	return unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) || r == unicode.ReplacementChar
+}
+
+func spaceOrMisleading(r rune) bool { return unicode.IsSpace(r) || misleading(r) }
 
 // usableName reports whether a user's name or a client's or agent's id
-// may be created: 1 to max bytes, no spaces or controls, and no "." or
-// ".." segment between slashes. An id "." or ".." no admin API path can
+// may be created: 1 to max bytes, no spaces (Unicode's) or misleading
+// runes, and no "." or ".." segment between slashes. A user's name may
+// come from an identity provider's claim, which the user may choose. An id "." or ".." no admin API path can
 // name (a cleaned path drops it), so such an entry could not be shown,
 // disabled or removed; and in "bob/../clients/x" Caddy's remote admin
 // access control, which judges the decoded and cleaned path, would see
 // another resource than the one the route acts on.
 func usableName(s string, max int) bool {
-	if s == "" || len(s) > max || strings.ContainsFunc(s, isControlOrSpace) {
+	if s == "" || len(s) > max || strings.ContainsFunc(s, spaceOrMisleading) {
 		return false
 	}
 	for seg := range strings.SplitSeq(s, "/") {

@@ -686,3 +686,42 @@ func TestReaddedClientAsksConsent(t *testing.T) {
 		t.Errorf("prompt=none for the re-added client: Location = %s, want error consent_required", loc)
 	}
 }
+
+// TestUsableName: user names, client ids and agent ids hold no space, no
+// control (C1 included), no bidirectional control and no U+FFFD, and no
+// "." or ".." segment; other Unicode is theirs.
+func TestUsableName(t *testing.T) {
+	tests := []struct {
+		name string
+		want bool
+	}{
+		{"alice", true},
+		{"kc:00u1a2b3c4", true},
+		{"zoë", true},
+		{"ユーザー", true},
+		{"https://app.example/client.json", true},
+		{"a@b.example", true},
+		{strings.Repeat("a", 200), true},
+		{strings.Repeat("a", 201), false},
+		{"", false},
+		{"a b", false},
+		{"a\tb", false},
+		{"a\x7fb", false},
+		{"a\u0085b", false},  // NEL, a C1 control
+		{"a\u009b2J", false}, // CSI
+		{"a\u00a0b", false},  // no-break space
+		{"a\u2028b", false},  // line separator
+		{"eve\u202enimda", false},
+		{"eve\u2066x", false},
+		{"a\u200fb", false}, // right-to-left mark
+		{"a\ufffdb", false},
+		{"a\xffb", false}, // not UTF-8
+		{"..", false},
+		{"x/./y", false},
+	}
+	for _, tt := range tests {
+		if got := usableName(tt.name, 200); got != tt.want {
+			t.Errorf("usableName(%q, 200) = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}

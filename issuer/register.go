@@ -15,7 +15,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/go-json-experiment/json/jsontext"
@@ -443,7 +442,7 @@ func validateClientName(name string) (string, error) {
 		return "", ErrInvalidClientMetadata.WithDescription("client_name too long")
 	}
 	for _, r := range name {
-		if unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) || r == unicode.ReplacementChar {
+		if misleading(r) {
 			return "", ErrInvalidClientMetadata.WithDescription("client_name contains control characters")
 		}
 	}
