@@ -452,6 +452,21 @@ func TestForwarding(t *testing.T) {
 		"X-Auth-Username":                    "root",
 		"X-Auth-Token":                       "an-api-key", // a credential many APIs take: forwarded
 		"X":                                  "short",
+		"Forwarded":                          "for=10.0.0.1;host=admin.internal;proto=https",
+		"X-Real-IP":                          "10.0.0.1",
+		"True-Client-IP":                     "10.0.0.1",
+		"X-Consumer-Username":                "root",
+		"X-Credential-Identifier":            "root",
+		"X-Authenticated-Userid":             "root",
+		"X-Userinfo":                         "eyJzdWIiOiJyb290In0=",
+		"X-Forwarded-Client-Cert":            "Hash=x;Subject=\"CN=root\"",
+		"x-ssl-client-s-dn":                  "CN=root",
+		"X-Client-Cert":                      "x",
+		"X-Forwarded-Method":                 "GET",
+		"X-Forwarded-Uri":                    "/admin",
+		"X-MCP-Actor-Chain":                  "root",
+		"X-MCP-Toolsets":                     "repos,issues", // GitHub's MCP server's option: forwarded
+		"X-MCP-Readonly":                     "true",
 	}})
 	readBody(t, resp)
 	if resp.StatusCode != 200 {
@@ -470,7 +485,9 @@ func TestForwarding(t *testing.T) {
 		"Remote-Name", "X-Webauth-User", "X-Original-Uri", "X-Amzn-Oidc-Identity", "X-Ms-Client-Principal",
 		"Cf-Access-Authenticated-User-Email", "X-Goog-Authenticated-User-Email", "Tailscale-User-Login",
 		"X-Authentik-Username", "X-Pomerium-Claim-Email", "X-Token-User-Email", "X-Vouch-User", "X-Webauth-Login",
-		"X-Ms-Token-Aad-Id-Token", "X-Auth-Username"} {
+		"X-Ms-Token-Aad-Id-Token", "X-Auth-Username", "Forwarded", "X-Real-Ip", "True-Client-Ip", "X-Consumer-Username",
+		"X-Credential-Identifier", "X-Authenticated-Userid", "X-Userinfo", "X-Forwarded-Client-Cert", "X-Ssl-Client-S-Dn",
+		"X-Client-Cert", "X-Forwarded-Method", "X-Forwarded-Uri", "X-Mcp-Actor-Chain"} {
 		if v := r.Header.Values(k); len(v) != 0 {
 			t.Errorf("upstream header %s = %q, want none", k, v)
 		}
@@ -481,8 +498,10 @@ func TestForwarding(t *testing.T) {
 			t.Errorf("upstream header %s = %q, want [%q]", k, got, v)
 		}
 	}
-	if got := r.Header.Get("X-Auth-Token"); got != "an-api-key" {
-		t.Errorf("upstream X-Auth-Token = %q, want the client's (a credential, not an identity assertion)", got)
+	for k, v := range map[string]string{"X-Auth-Token": "an-api-key", "X-Mcp-Toolsets": "repos,issues", "X-Mcp-Readonly": "true"} {
+		if got := r.Header.Values(k); len(got) != 1 || got[0] != v {
+			t.Errorf("upstream header %s = %q, want the client's [%q] (a credential or an option, not an identity assertion)", k, got, v)
+		}
 	}
 	if strings.Contains(strings.Join(r.Header.Values("X-Mcp-Subject"), ""), "mallory") {
 		t.Error("spoofed identity header reached the upstream")
@@ -879,7 +898,9 @@ func TestClientResponseNeedsSession(t *testing.T) {
 
 // TestIdentityHeadersDropped: every header the README names under "What
 // the upstream receives" as dropped is dropped, in any case, also with
-// the prefix families' members; others pass (X-Auth-Token, X-MCP-Toolsets).
+// the prefix families' members; others pass (X-Auth-Token, the options
+// of GitHub's MCP server in the X-Mcp- family, the X-Forwarded- fields
+// Caddy replaces).
 func TestIdentityHeadersDropped(t *testing.T) {
 	x := &exchange{}
 	for _, name := range []string{
@@ -891,6 +912,15 @@ func TestIdentityHeadersDropped(t *testing.T) {
 		"Cf-Access-Authenticated-User-Email", "X-Goog-Authenticated-User-Id", "Tailscale-User-Login",
 		"X-Authentik-Username", "X-Pomerium-Claim-Email", "X-Token-User-Email", "X-Vouch-User", "X-Webauth-User",
 		"X-Mcp-Subject", "X-Mcp-Client", "X-Mcp-Actor", "X-Mcp-Scope", "X-Mcp-Principal-Type", "Mcp-Session-Id",
+		"X-Mcp-Actor-Chain", "X-Mcp-Tenant", "X-Mcp-User", "X-Mcp-",
+		"Forwarded", "X-Real-Ip", "True-Client-Ip",
+		"X-Consumer-Id", "X-Consumer-Custom-Id", "X-Consumer-Username", "X-Consumer-Groups",
+		"X-Credential-Identifier", "X-Credential-Username", "X-Anonymous-Consumer",
+		"X-Authenticated-Userid", "X-Authenticated-Scope", "X-Authenticated-Groups", "X-Userinfo",
+		"X-Forwarded-Client-Cert", "X-Ssl-Client-Cert", "X-Ssl-Client-Verify", "X-Ssl-Client-S-Dn",
+		"X-Client-Cert", "Ssl-Client-Cert", "X-Client-Dn", "X-Client-Verify",
+		"X-Forwarded-Tls-Client-Cert", "X-Forwarded-Tls-Client-Cert-Info", "X-Amzn-Mtls-Clientcert", "X-Amzn-Mtls-Clientcert-Leaf",
+		"X-Forwarded-Method", "X-Forwarded-Uri",
 	} {
 		for _, spelled := range []string{name, strings.ToLower(name), strings.ToUpper(name)} {
 			if x.forwardsHeader(spelled) {
@@ -898,7 +928,9 @@ func TestIdentityHeadersDropped(t *testing.T) {
 			}
 		}
 	}
-	for _, name := range []string{"X-Auth-Token", "X-Mcp-Toolsets", "Accept", "User-Agent", "Content-Type", "Traceparent", "Cache-Control", "X"} {
+	for _, name := range []string{"X-Auth-Token", "Accept", "User-Agent", "Content-Type", "Traceparent", "Cache-Control", "X",
+		"X-Mcp-Toolsets", "x-mcp-tools", "X-MCP-EXCLUDE-TOOLS", "X-Mcp-Readonly", "X-Mcp-Lockdown", "X-Mcp-Insiders", "X-Mcp-Features",
+		"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Consumer", "Forwarded-For"} {
 		if !x.forwardsHeader(name) {
 			t.Errorf("forwardsHeader(%q) = false, want forwarded", name)
 		}

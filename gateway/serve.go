@@ -883,9 +883,10 @@ func (x *exchange) forwardsHeader(name string) bool {
 		// Checked by checkParams when the revision defines them.
 		return x.headerChecked
 	}
-	if name != "" && identityInitials[name[0]] {
-		for _, p := range identityPrefixes {
-			if len(name) >= len(p) && strings.EqualFold(name[:len(p)], p) {
+	rule := clientHeaderRule(name)
+	if rule == headerForward && len(name) >= 3 {
+		for _, i := range identityPrefixesByInitials[name[0]&0x1f][name[2]&0x1f] {
+			if p := identityPrefixes[i]; len(name) >= len(p) && strings.EqualFold(name[:len(p)], p) {
 				return false
 			}
 		}
@@ -896,7 +897,7 @@ func (x *exchange) forwardsHeader(name string) bool {
 		// an underscore may stand in for one removed, checked or set here.
 		return false
 	}
-	switch clientHeaderRule(name) {
+	switch rule {
 	case headerDrop:
 		return false
 	case headerAcceptEncoding:
@@ -917,25 +918,34 @@ func (x *exchange) forwardsHeader(name string) bool {
 // identityPrefixes begin the families of identity fields that
 // authenticating proxies set and servers behind them trust: oauth2-proxy
 // (X-Auth-Request-User, -Email, ...), AWS ALB (X-Amzn-Oidc-Identity,
-// -Data), Azure App Service (X-Ms-Client-Principal, -Name, -Id, and its
-// token store's X-Ms-Token-*), Cloudflare Access, Google IAP, Tailscale,
-// authentik, Pomerium, caddy-security (X-Token-User-Email, ...), Vouch,
-// Grafana's X-Webauth-*; Keycloak Gatekeeper's X-Auth-* by name
-// (clientHeaderRules: X-Auth-Token is many APIs' credential). The list is
-// a best effort: an upstream should trust no client header the gateway
-// does not set.
-var identityPrefixes = [...]string{"X-Auth-Request-", "X-Amzn-Oidc-", "X-Ms-Client-Principal", "X-Ms-Token-",
+// -Data, and its mTLS X-Amzn-Mtls-Clientcert*), Azure App Service
+// (X-Ms-Client-Principal, -Name, -Id, and its token store's
+// X-Ms-Token-*), Cloudflare Access, Google IAP, Tailscale, authentik,
+// Pomerium, caddy-security (X-Token-User-Email, ...), Vouch, Grafana's
+// X-Webauth-*, Kong's X-Consumer-Id, -Username, -Custom-Id, -Groups, the
+// client certificate nginx and HAProxy pass on (X-Ssl-Client-Cert,
+// -Verify, -S-Dn, ...) and Traefik's (X-Forwarded-Tls-Client-Cert,
+// -Info); and X-Mcp-*, the gateway's own family (ForwardIdentity), but
+// for the options MCP servers let clients choose (headerServerOption).
+// Keycloak Gatekeeper's X-Auth-* are dropped by name (clientHeaderRules:
+// X-Auth-Token is many APIs' credential). The list is a best effort: an
+// upstream should trust no client header the gateway does not set.
+var identityPrefixes = [...]string{"X-Auth-Request-", "X-Amzn-Oidc-", "X-Amzn-Mtls-", "X-Ms-Client-Principal", "X-Ms-Token-",
 	"Cf-Access-Authenticated-User-", "Cf-Access-Jwt-Assertion", "X-Goog-Authenticated-User-", "X-Goog-Iap-Jwt-Assertion",
-	"Tailscale-User-", "X-Authentik-", "X-Pomerium-", "X-Token-", "X-Vouch-", "X-Webauth-"}
+	"Tailscale-User-", "X-Authentik-", "X-Pomerium-", "X-Token-", "X-Vouch-", "X-Webauth-", "X-Consumer-",
+	"X-Ssl-Client-", "X-Forwarded-Tls-Client-Cert", "X-Mcp-"}
 
-// identityInitials are the first bytes of identityPrefixes, in either
-// case: most field names (Accept, Authorization, Mcp-*) begin otherwise,
-// and cost forwardsHeader no prefix comparison on every request.
-var identityInitials = func() (set [256]bool) {
-	for _, p := range identityPrefixes {
-		set[p[0]|0x20], set[p[0]&^0x20] = true, true
+// identityPrefixesByInitials indexes identityPrefixes by the low five
+// bits of their first and third bytes, the same for a letter in either
+// case: most field names (Accept, Authorization, Mcp-*, X-Request-Id)
+// find no prefix there and cost forwardsHeader no comparison, and an
+// X- name one or two, not every X- prefix. (Other bytes that share the
+// bits only cost a comparison.)
+var identityPrefixesByInitials = func() (index [32][32][]uint8) {
+	for i, p := range identityPrefixes {
+		index[p[0]&0x1f][p[2]&0x1f] = append(index[p[0]&0x1f][p[2]&0x1f], uint8(i))
 	}
-	return set
+	return index
 }()
 
 type headerRule uint8
@@ -946,6 +956,7 @@ const (
 	headerAcceptEncoding
 	headerChecked // Mcp-Method, Mcp-Name: forwarded when validated
 	headerLastEventID
+	headerServerOption // forwarded, though in a family of identityPrefixes
 )
 
 // clientHeaderRules are the client header fields forwardsHeader does not
@@ -987,12 +998,50 @@ var clientHeaderRules = [...]struct {
 	{"X-Forwarded-Groups", headerDrop},
 	{"X-Forwarded-Preferred-Username", headerDrop},
 	{"X-Forwarded-Access-Token", headerDrop},
-	// The gateway's to assert (ForwardIdentity), never the client's.
+	// Kong's (the families in identityPrefixes too), and the OIDC
+	// plugins' user info.
+	{"X-Credential-Identifier", headerDrop},
+	{"X-Credential-Username", headerDrop},
+	{"X-Anonymous-Consumer", headerDrop},
+	{"X-Authenticated-Userid", headerDrop},
+	{"X-Authenticated-Scope", headerDrop},
+	{"X-Authenticated-Groups", headerDrop},
+	{"X-Userinfo", headerDrop},
+	// The client certificate a TLS-terminating proxy checked: Envoy's
+	// (and Istio's), and the names others give it.
+	{"X-Forwarded-Client-Cert", headerDrop},
+	{"X-Client-Cert", headerDrop},
+	{"Ssl-Client-Cert", headerDrop},
+	{"X-Client-Dn", headerDrop},
+	{"X-Client-Verify", headerDrop},
+	// The original request a forward-auth server (Traefik's) judged.
+	{"X-Forwarded-Method", headerDrop},
+	{"X-Forwarded-Uri", headerDrop},
+	// Who and where the client is, as proxies in front of a server say
+	// and servers' IP allow-lists and URL builders read: Caddy sets none
+	// of these. (X-Forwarded-For, -Proto and -Host it replaces with its
+	// own unless the client is one of its trusted_proxies, which may
+	// speak for the client, so they are Caddy's to judge.)
+	{"Forwarded", headerDrop},
+	{"X-Real-Ip", headerDrop},
+	{"True-Client-Ip", headerDrop},
+	// The gateway's to assert (ForwardIdentity), never the client's; so
+	// is the rest of the X-Mcp- family (identityPrefixes).
 	{"X-Mcp-Subject", headerDrop},
 	{"X-Mcp-Client", headerDrop},
 	{"X-Mcp-Actor", headerDrop},
 	{"X-Mcp-Scope", headerDrop},
 	{"X-Mcp-Principal-Type", headerDrop},
+	// Except the options of GitHub's MCP server, which clients send to
+	// choose what it offers (the gateway decides every call all the
+	// same).
+	{"X-Mcp-Toolsets", headerServerOption},
+	{"X-Mcp-Tools", headerServerOption},
+	{"X-Mcp-Exclude-Tools", headerServerOption},
+	{"X-Mcp-Readonly", headerServerOption},
+	{"X-Mcp-Lockdown", headerServerOption},
+	{"X-Mcp-Insiders", headerServerOption},
+	{"X-Mcp-Features", headerServerOption},
 	// The upstream's session id replaces the client's.
 	{"Mcp-Session-Id", headerDrop},
 	{"Trailer", headerDrop},

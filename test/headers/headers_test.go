@@ -280,6 +280,32 @@ func TestHeaderProbe(t *testing.T) {
 		})
 	}
 
+	// Who and where the client is: the X-Forwarded- fields Caddy replaces
+	// with its own (the client is none of its trusted_proxies), the
+	// others the gateway drops; an option of GitHub's MCP server passes.
+	t.Run("forwarding headers", func(t *testing.T) {
+		head := "Authorization: Bearer " + tok + "\r\nMcp-Session-Id: " + session + "\r\n" +
+			"X-Forwarded-For: 10.6.6.6\r\nX-Forwarded-Host: admin.internal\r\nX-Forwarded-Proto: https\r\n" +
+			"Forwarded: for=10.6.6.6;host=admin.internal;proto=https\r\nX-Real-IP: 10.6.6.6\r\nTrue-Client-IP: 10.6.6.6\r\n" +
+			"X-Consumer-Username: root\r\nX-Forwarded-Client-Cert: Subject=\"CN=root\"\r\nX-MCP-Actor-Chain: root\r\nX-MCP-Toolsets: repos\r\n"
+		status, _, body := raw(t, s.resource, base+"MCP-Protocol-Version: 2025-11-25\r\n"+head, listBody)
+		if status != http.StatusOK {
+			t.Fatalf("tools/list = %d %s", status, body)
+		}
+		got := s.up.last(t)
+		host := strings.TrimPrefix(s.issuer, "http://")
+		for k, want := range map[string]string{"X-Forwarded-For": "127.0.0.1", "X-Forwarded-Host": host, "X-Forwarded-Proto": "http", "X-Mcp-Toolsets": "repos"} {
+			if v := got.Values(k); len(v) != 1 || v[0] != want {
+				t.Errorf("upstream %s = %q, want [%s]", k, v, want)
+			}
+		}
+		for _, k := range []string{"Forwarded", "X-Real-Ip", "True-Client-Ip", "X-Consumer-Username", "X-Forwarded-Client-Cert", "X-Mcp-Actor-Chain"} {
+			if v := got.Values(k); len(v) != 0 {
+				t.Errorf("upstream got %s: %q", k, v)
+			}
+		}
+	})
+
 	t.Run("h2c", func(t *testing.T) {
 		client := &http.Client{Transport: &http2.Transport{
 			AllowHTTP: true,
