@@ -60,8 +60,8 @@ type App struct {
 
 	// RequirePAR refuses authorization requests not pushed first (RFC 9126).
 	RequirePAR bool `json:"require_par,omitempty"`
-	// DPoPNonce makes DPoP proofs at the token and PAR endpoints carry a
-	// server nonce (RFC 9449 section 8).
+	// DPoPNonce makes DPoP proofs at the token, PAR and revocation
+	// endpoints carry a server nonce (RFC 9449 section 8).
 	DPoPNonce bool `json:"dpop_nonce,omitempty"`
 	// DisableRegistration turns off Dynamic Client Registration (RFC 7591).
 	DisableRegistration bool `json:"disable_registration,omitempty"`

@@ -40,9 +40,10 @@ type Config struct {
 	// RequirePAR refuses /authorize requests that do not use a request_uri.
 	RequirePAR bool
 
-	// DPoPNonce makes every DPoP proof at the token and PAR endpoints carry
-	// a nonce this server issued (RFC 9449 section 8), which bounds a
-	// proof's usefulness to minutes even if its iat is forged ahead.
+	// DPoPNonce makes every DPoP proof at the token, PAR and revocation
+	// endpoints carry a nonce this server issued (RFC 9449 section 8),
+	// which bounds a proof's usefulness to minutes even if its iat is
+	// forged ahead.
 	// Clients learn it from the DPoP-Nonce header of any answer.
 	DPoPNonce bool
 	// DPoPReplay, when set, is the DPoP proof replay memory, shared with

@@ -217,6 +217,93 @@ func TestDPoPRefreshBindsFamily(t *testing.T) {
 	wantBound(t, "confidential client's next refresh with another key", refresh(tConf, conf, r.str("refresh_token"), mallory), mallory)
 }
 
+// TestDPoPBoundFamilyEndsOnlyWithKey: a public client's family bound to a
+// DPoP key is ended only by a request proving the key (RFC 9449 section
+// 5). A rotated token of the bound family presented without the key, or
+// with another, is refused as the current one is (invalid_dpop_proof) and
+// revokes nothing; at /revoke, its refresh tokens and its bound access
+// token without a proof of the key get 200 (RFC 7009 section 2.2) and
+// nothing is revoked. With the key, reuse of a rotated token still ends
+// the family, /revoke ends it, and the proof that did is spent. A
+// confidential client revokes by its authentication alone.
+func TestDPoPBoundFamilyEndsOnlyWithKey(t *testing.T) {
+	e := newTokEnv(t)
+	alice, mallory := newDPoPKey(t), newDPoPKey(t)
+	tokenURL, revokeURL := e.iss.endpoint(pathToken), e.iss.endpoint(pathRevoke)
+	refresh := func(rt string, k *dpopKey) answer {
+		f := url.Values{"grant_type": {grantRefreshToken}, "refresh_token": {rt}, "client_id": {tPublic}}
+		p := ""
+		if k != nil {
+			p = k.proof(t, e, tokenURL, nil)
+		}
+		return e.postDPoP(t, pathToken, f, "", p)
+	}
+	revoke := func(tok, proof string) answer {
+		return e.postDPoP(t, pathRevoke, url.Values{"token": {tok}, "client_id": {tPublic}}, "", proof)
+	}
+	// family is a bound family's first answer (its token since rotated)
+	// and its current one.
+	family := func() (first, cur answer) {
+		code, verifier := e.issueCode(t, codeSpec{client: tPublic, scopes: []string{"read", "offline_access"}})
+		f := url.Values{"grant_type": {grantAuthorizationCode}, "code": {code}, "code_verifier": {verifier}, "redirect_uri": {tRedirect}, "client_id": {tPublic}}
+		first = e.postDPoP(t, pathToken, f, "", alice.proof(t, e, tokenURL, nil))
+		wantBound(t, "code exchange with a proof", first, alice)
+		cur = refresh(first.str("refresh_token"), alice)
+		wantBound(t, "refresh with the key", cur, alice)
+		return first, cur
+	}
+
+	first, cur := family()
+	rotated, current, access := first.str("refresh_token"), cur.str("refresh_token"), cur.str("access_token")
+	for _, k := range []struct {
+		name string
+		key  *dpopKey
+	}{{"without a proof", nil}, {"with another key", mallory}} {
+		wantRefused(t, "rotated token "+k.name, refresh(rotated, k.key), "invalid_dpop_proof")
+		for _, tok := range []struct{ name, tok string }{{"rotated refresh token", rotated}, {"current refresh token", current}, {"access token", access}} {
+			proof := ""
+			if k.key != nil {
+				proof = k.key.proof(t, e, revokeURL, nil)
+			}
+			if a := revoke(tok.tok, proof); a.status != http.StatusOK {
+				t.Errorf("/revoke of the %s %s = %d %s, want 200", tok.name, k.name, a.status, a.raw)
+			}
+		}
+	}
+	wantRefused(t, "/revoke with a proof for the token endpoint", revoke(current, alice.proof(t, e, tokenURL, nil)), "invalid_dpop_proof")
+	if e.revokedToken(t, access) {
+		t.Error("the bound access token was revoked by requests without its key")
+	}
+	r := refresh(current, alice)
+	wantBound(t, "the key holder's refresh after them", r, alice)
+	wantRefused(t, "the rotated token again, with the key", refresh(current, alice), "invalid_grant")
+	wantRefused(t, "the current token after that reuse", refresh(r.str("refresh_token"), alice), "invalid_grant")
+
+	_, cur = family()
+	spent := alice.proof(t, e, revokeURL, nil)
+	if a := revoke(cur.str("refresh_token"), spent); a.status != http.StatusOK {
+		t.Fatalf("/revoke with the key = %d %s, want 200", a.status, a.raw)
+	}
+	wantRefused(t, "refresh after /revoke with the key", refresh(cur.str("refresh_token"), alice), "invalid_grant")
+	if !e.revokedToken(t, cur.str("access_token")) {
+		t.Error("/revoke with the key left the family's access token live")
+	}
+	_, other := family()
+	wantRefused(t, "/revoke with a spent proof", revoke(other.str("refresh_token"), spent), "invalid_dpop_proof")
+	wantBound(t, "refresh of the family a spent proof named", refresh(other.str("refresh_token"), alice), alice)
+	if a := revoke(other.str("access_token"), alice.proof(t, e, revokeURL, nil)); a.status != http.StatusOK || !e.revokedToken(t, other.str("access_token")) {
+		t.Errorf("/revoke of a bound access token with the key = %d %s, revoked %v; want 200, revoked", a.status, a.raw, e.revokedToken(t, other.str("access_token")))
+	}
+
+	code, verifier := e.issueCode(t, codeSpec{client: tConf, scopes: []string{"read", "offline_access"}})
+	f := url.Values{"grant_type": {grantAuthorizationCode}, "code": {code}, "code_verifier": {verifier}, "redirect_uri": {tRedirect}}
+	c := e.postDPoP(t, pathToken, f, tConf+":"+tSecret, alice.proof(t, e, tokenURL, nil))
+	wantBound(t, "confidential client's code", c, alice)
+	if a := e.postDPoP(t, pathRevoke, url.Values{"token": {c.str("access_token")}}, tConf+":"+tSecret, ""); a.status != http.StatusOK || !e.revokedToken(t, c.str("access_token")) {
+		t.Errorf("confidential client's /revoke of its bound access token without a proof = %d %s; want 200, revoked", a.status, a.raw)
+	}
+}
+
 // TestDPoPJKT: a code whose authorization request named dpop_jkt (or was
 // pushed with a proof) is redeemed only with a proof of that key.
 func TestDPoPJKT(t *testing.T) {

@@ -40,7 +40,15 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 	if rec.ClientID != c.ID {
 		return nil, ErrInvalidGrant.WithDescription("refresh token was issued to another client")
 	}
+	// Without its family's key a token issued under the binding proves
+	// nothing of the client, rotated or not: refused as the current one
+	// is below, nothing revoked (RFC 9449 section 5), so a leaked old
+	// token cannot end the user's grant.
+	keyNeeded := ErrInvalidDPoPProof.WithDescription("the refresh token is DPoP-bound: the request needs a DPoP proof signed by its key")
 	if rec.Rotated {
+		if rec.keyless(g, req.jkt) {
+			return nil, keyNeeded
+		}
 		return nil, rg.reused(ctx, rec.GrantID)
 	}
 	now := i.now()
@@ -55,7 +63,7 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 		return nil, ErrInvalidGrant.WithDescription("invalid, expired or revoked refresh token")
 	}
 	if g.DPoPJKT != "" && req.jkt != g.DPoPJKT {
-		return nil, ErrInvalidDPoPProof.WithDescription("the refresh token is DPoP-bound: the request needs a DPoP proof signed by its key")
+		return nil, keyNeeded
 	}
 	if res := f.Get("resource"); res != "" && !sameResource(res, g.Resource) {
 		return nil, ErrInvalidTarget.WithDescription("a refresh token cannot change the resource")
@@ -94,7 +102,8 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 	}
 	// A public client's family is bound to the key of its first request
 	// with a proof, the code's or a refresh's: from then on a stolen
-	// refresh token is useless without the key. A confidential client's
+	// refresh token is useless without the key, and cannot end the
+	// grant either (above, and at /revoke). A confidential client's
 	// refresh tokens are bound by its authentication (RFC 9449 section 5);
 	// each of its refreshes may use another key.
 	bind := ""

@@ -95,7 +95,7 @@ type Issuer struct {
 	userWrites       *rateLimiter // a signed-in user's authorization requests that store something
 	hashes           *hashGate    // bounds concurrent password and secret hashing
 
-	proofs *dpop.Verifier // DPoP proofs at the token and PAR endpoints
+	proofs *dpop.Verifier // DPoP proofs at the token, PAR and revocation endpoints
 
 	metrics Metrics
 	sec     *zap.Logger // security events (security.go)

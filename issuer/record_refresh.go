@@ -30,10 +30,30 @@ type refreshToken struct {
 	// Current is the tokenKey of the family's newest secret ("" for an
 	// old-form token).
 	Current string `json:"current,omitempty"`
+	// PreBinding is the tokenKey of the secret the refresh that bound
+	// the family to a DPoP key rotated (RFC 9449 section 5): the one token
+	// of a bound family issued before the binding whose reuse, whoever
+	// presents it, still revokes the family.
+	PreBinding string `json:"pre_binding,omitempty"`
 	// Rotated: the token presented is not the newest of its family (an
 	// old-form token records it; a family's is set when read).
 	Rotated   bool      `json:"rotated,omitempty"`
 	ExpiresAt time.Time `json:"expires_at"`
+	// DPoPBound: the token presented was issued while its family was
+	// bound to a DPoP key (a public client's), so only ever usable with
+	// it: presented without the key, it proves nothing of the client and
+	// ends nothing, rotated or not (review s15-token F2). An old-form
+	// token records it; a family's is set when read: every secret but
+	// PreBinding, in a bound family (which ones of a family bound later
+	// were issued before the binding is not kept: they end nothing
+	// without the key either).
+	DPoPBound bool `json:"dpop_bound,omitempty"`
+}
+
+// keyless reports whether a request with the DPoP key jkt ("" for none)
+// lacks the key rec was bound to when issued, in family g.
+func (rec *refreshToken) keyless(g *grant, jkt string) bool {
+	return rec.DPoPBound && g.DPoPJKT != "" && jkt != g.DPoPJKT
 }
 
 // refreshKey is the record key of tok, and its secret when tok is of the
@@ -102,8 +122,10 @@ func (r refreshRecords) get(tok string) (string, *refreshToken, error) {
 		// A family's name alone, or an old-form record named as a
 		// family: no token.
 		return "", nil, store.ErrNotFound
-	case isFamily && subtle.ConstantTimeCompare([]byte(tokenKey(secret)), []byte(rec.Current)) != 1:
-		rec.Rotated = true
+	case isFamily:
+		k := tokenKey(secret)
+		rec.Rotated = subtle.ConstantTimeCompare([]byte(k), []byte(rec.Current)) != 1
+		rec.DPoPBound = k != rec.PreBinding
 	}
 	return key, rec, nil
 }
@@ -114,6 +136,8 @@ func (r refreshRecords) issue(tok string, g *grant, clientID string) error {
 	rec := &refreshToken{GrantID: g.ID, ClientID: clientID, ExpiresAt: g.ExpiresAt}
 	if isFamily {
 		rec.Current = tokenKey(secret)
+	} else {
+		rec.DPoPBound = g.DPoPJKT != ""
 	}
 	return r.t.put(key, rec, g.ExpiresAt)
 }
@@ -131,25 +155,30 @@ func (r refreshRecords) rotate(tok, next, clientID, bind string, now, revokeUnti
 		return false, err
 	}
 	grants := grantsIn(r.t.tx)
-	if cur.Rotated {
-		return true, grants.revoke(cur.GrantID, revokeUntil)
-	}
 	g, err := grants.get(cur.GrantID)
 	if err != nil {
 		return false, err
 	}
+	if cur.Rotated {
+		if cur.keyless(g, bind) {
+			return true, nil
+		}
+		return true, grants.revoke(cur.GrantID, revokeUntil)
+	}
 	if g.Revoked || (bind != "" && g.DPoPJKT != "" && g.DPoPJKT != bind) {
 		return true, nil
 	}
-	if bind != "" {
+	nextKey, nextSecret, _ := refreshKey(next)
+	if cur.Current != "" && nextKey != key {
+		return false, errors.New("refresh token rotated into another family")
+	}
+	if bind != "" && g.DPoPJKT == "" {
 		g.DPoPJKT = bind
+		cur.PreBinding = cur.Current
 	}
 	g.LastUsed = now
 	if err := grants.put(g); err != nil {
 		return false, err
-	}
-	if nextKey, _, _ := refreshKey(next); cur.Current != "" && nextKey != key {
-		return false, errors.New("refresh token rotated into another family")
 	}
 	if cur.Current == "" {
 		// An old-form token: kept, marked, and next starts a family.
@@ -157,16 +186,31 @@ func (r refreshRecords) rotate(tok, next, clientID, bind string, now, revokeUnti
 		if err := r.t.put(key, cur, cur.ExpiresAt); err != nil {
 			return false, err
 		}
+		return false, r.issue(next, g, clientID)
 	}
-	// A family's next token replaces its record.
-	return false, r.issue(next, g, clientID)
+	// A family's record now holds next's secret.
+	cur.Current, cur.DPoPBound = tokenKey(nextSecret), false
+	return false, r.t.put(key, cur, cur.ExpiresAt)
 }
 
-// revokeFamily revokes the grant of clientID's refresh token tok; an
-// unknown token or another client's is left alone.
-func (r refreshRecords) revokeFamily(tok, clientID string, until time.Time) error {
-	_, rec, err := r.get(tok)
+// familyKey is the DPoP key that clientID's refresh token tok's family is
+// bound to: "" for an unbound family, an unknown token or another
+// client's.
+func (r refreshRecords) familyKey(tok, clientID string) (string, error) {
+	rec, g, err := r.family(tok)
 	if err != nil || rec.ClientID != clientID {
+		return "", ignoreNotFound(err)
+	}
+	return g.DPoPJKT, nil
+}
+
+// revokeFamily revokes the grant of clientID's refresh token tok, given
+// the DPoP key of the request (jkt, "" for none); an unknown token,
+// another client's, or one of a family bound to another key is left
+// alone.
+func (r refreshRecords) revokeFamily(tok, clientID, jkt string, until time.Time) error {
+	rec, g, err := r.family(tok)
+	if err != nil || rec.ClientID != clientID || g.DPoPJKT != "" && g.DPoPJKT != jkt {
 		return ignoreNotFound(err)
 	}
 	return grantsIn(r.t.tx).revoke(rec.GrantID, until)

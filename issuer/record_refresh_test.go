@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -157,5 +158,72 @@ func TestRefreshFamilyRecord(t *testing.T) {
 	}
 	if r, err := rotated("H"); err == nil {
 		t.Errorf("a family's name alone read as a token (rotated %v)", r)
+	}
+}
+
+// TestRefreshRotateRotated: rotate of a token rotated already (a
+// concurrent refresh won) refuses it and revokes the family, unless the
+// token was issued under the family's binding and the request lacks the
+// key: then nothing is revoked. A token issued before the binding
+// revokes the family whoever presents it. Both token forms: old (one
+// record each) and family.
+func TestRefreshRotateRotated(t *testing.T) {
+	for _, form := range [][3]string{{"rt1", "rt2", "rt3"}, {"F.s1", "F.s2", "F.s3"}} {
+		t.Run(form[0], func(t *testing.T) { refreshRotateRotated(t, form) })
+	}
+}
+
+func refreshRotateRotated(t *testing.T, tok [3]string) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	for _, tt := range []struct {
+		name       string
+		boundFirst bool   // the family was bound when rt1 was issued
+		bind       string // the request's key
+		revoked    bool
+	}{
+		{"bound token, no key", true, "", false},
+		{"bound token, another key", true, "k2", false},
+		{"bound token, its key", true, "k1", true},
+		{"token from before the binding, no key", false, "", true},
+		{"token from before the binding, another key", false, "k2", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			st := newMemStore()
+			g := &grant{ID: "g", Subject: "alice", ClientID: "c", CreatedAt: now, LastUsed: now, ExpiresAt: now.Add(time.Hour)}
+			if tt.boundFirst {
+				g.DPoPJKT = "k1"
+			}
+			var refused bool
+			err := st.Update(t.Context(), func(tx store.Tx) error {
+				if err := grantsIn(tx).put(g); err != nil {
+					return err
+				}
+				if err := refreshIn(tx).issue(tok[0], g, "c"); err != nil {
+					return err
+				}
+				if refused, err := refreshIn(tx).rotate(tok[0], tok[1], "c", "k1", now, now); err != nil || refused {
+					return fmt.Errorf("first rotate = %v, %w", refused, err)
+				}
+				var err error
+				refused, err = refreshIn(tx).rotate(tok[0], tok[2], "c", tt.bind, now, now)
+				return err
+			})
+			if err != nil || !refused {
+				t.Fatalf("rotate of the rotated token (bind %q) = %v, %v; want refused", tt.bind, refused, err)
+			}
+			err = st.View(t.Context(), func(tx store.Tx) error {
+				g, err := grantsIn(tx).get("g")
+				if err != nil {
+					return err
+				}
+				if g.Revoked != tt.revoked {
+					t.Errorf("family revoked = %v, want %v", g.Revoked, tt.revoked)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
@@ -33,6 +34,17 @@ func (i *Issuer) revokedInStore(ctx context.Context, jti, grantID string) bool {
 // grant; an access token is refused until it expires. Unknown tokens,
 // tokens of other clients and already revoked ones all get 200, so the
 // endpoint reveals nothing.
+//
+// A public client has no credentials: what proves it is the DPoP key its
+// tokens are bound to. A token bound to a key (a refresh token of a bound
+// family, a cnf-bound access token) is revoked for a public client only
+// with a DPoP proof of that key for this endpoint (RFC 9449 section 4),
+// else the answer is 200 and nothing is revoked: such a request is
+// treated as one with an invalid token (RFC 7009 section 2.2), so
+// whoever holds a token that is useless to them without the key can
+// neither end the user's grant with it nor learn from the answer whether
+// it is live. A proof that is sent is checked, and refused as at the
+// token endpoint (invalid_dpop_proof, use_dpop_nonce).
 func (i *Issuer) handleRevoke(w http.ResponseWriter, r *http.Request) {
 	req, ok := i.authenticatedPost(w, r)
 	if !ok {
@@ -44,6 +56,11 @@ func (i *Issuer) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		i.writeErr(w, ErrInvalidRequest.WithDescription("token is required"))
 		return
 	}
+	proof, err := i.dpopProof(w, r, pathRevoke, c)
+	if err != nil {
+		i.writeErr(w, err)
+		return
+	}
 	// token_type_hint only orders the lookups; both are cheap, so it is
 	// not needed (RFC 7009 section 2.1 lets the server ignore it).
 	ctx := r.Context()
@@ -51,11 +68,11 @@ func (i *Issuer) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		i.writeErr(w, err)
 		return
 	}
-	if err := i.revokeRefreshToken(ctx, c, tok); err != nil {
+	if err := i.revokeRefreshToken(ctx, c, tok, proof); err != nil {
 		i.writeErr(w, err)
 		return
 	}
-	if err := i.revokeAccessToken(ctx, c, tok); err != nil {
+	if err := i.revokeAccessToken(ctx, c, tok, proof); err != nil {
 		i.writeErr(w, err)
 		return
 	}
@@ -64,16 +81,57 @@ func (i *Issuer) handleRevoke(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-func (i *Issuer) revokeRefreshToken(ctx context.Context, c *Client, tok string) error {
-	return i.store.Update(ctx, func(tx store.Tx) error { return refreshIn(tx).revokeFamily(tok, c.ID, i.revokeUntil()) })
+// revokeRefreshToken ends the grant of c's refresh token tok; a family
+// bound to a DPoP key only with a proof of that key, which is spent then
+// (the transaction that revokes checks the binding again: a family bound
+// meanwhile is left alone).
+func (i *Issuer) revokeRefreshToken(ctx context.Context, c *Client, tok string, proof *dpop.Proof) error {
+	var bound string
+	err := i.store.View(ctx, func(tx store.Tx) (err error) {
+		bound, err = refreshIn(tx).familyKey(tok, c.ID)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	switch ok, err := mayRevoke(ctx, bound, proof); {
+	case err != nil:
+		return err
+	case !ok:
+		return nil
+	}
+	return i.store.Update(ctx, func(tx store.Tx) error { return refreshIn(tx).revokeFamily(tok, c.ID, jktOf(proof), i.revokeUntil()) })
 }
 
-func (i *Issuer) revokeAccessToken(ctx context.Context, c *Client, tok string) error {
+// revokeAccessToken refuses c's access token tok until it expires; a
+// public client's token bound to a DPoP key only with a proof of that key.
+func (i *Issuer) revokeAccessToken(ctx context.Context, c *Client, tok string, proof *dpop.Proof) error {
 	claims, err := i.parseAccessToken(ctx, tok)
 	if err != nil || claims.ClientID != c.ID {
 		return nil // not ours, expired, or another client's: nothing to do
 	}
+	if c.Public() {
+		switch ok, err := mayRevoke(ctx, claims.BoundKey(), proof); {
+		case err != nil:
+			return err
+		case !ok:
+			return nil
+		}
+	}
 	return i.store.Update(ctx, func(tx store.Tx) error {
 		return revocationsIn(tx).revokeToken(claims.ID, claims.ExpiresAt.Time)
 	})
+}
+
+// mayRevoke reports whether a request with proof (nil for none) may revoke
+// a token bound to the DPoP key bound ("" for a bearer token or an unbound
+// family), spending the proof when it is what allows it.
+func mayRevoke(ctx context.Context, bound string, proof *dpop.Proof) (bool, error) {
+	switch {
+	case bound == "":
+		return true, nil
+	case jktOf(proof) != bound:
+		return false, nil
+	}
+	return true, spendProof(ctx, proof)
 }
