@@ -370,6 +370,9 @@ func (rw *responseWriter) WriteHeader(code int) {
 	read := code >= 200 && code < 400 && code != http.StatusNoContent && code != http.StatusNotModified
 	cts := h[hContentType]
 	ct := first(cts)
+	if anyEventStream(cts) {
+		rw.g.streams.stream(rw.x)
+	}
 	// watch: the answer is read for a tools list (a filter, or pinning);
 	// with task ids to wrap only, an answer that cannot be read passes.
 	watch := rw.filter != nil || rw.x.pinned
@@ -438,6 +441,19 @@ func (rw *responseWriter) WriteHeader(code int) {
 		}
 	}
 	rw.w.WriteHeader(code)
+}
+
+// anyEventStream reports whether any of the Content-Type values may be
+// read as an event stream: one that has text/event-stream anywhere, as
+// clients look for it (the Python SDK by prefix, the TypeScript SDK and
+// httpx-sse anywhere).
+func anyEventStream(cts []string) bool {
+	for _, ct := range cts {
+		if containsFold(ct, "text/event-stream") {
+			return true
+		}
+	}
+	return false
 }
 
 // passUnwrapped reports whether an answer whose task ids cannot be

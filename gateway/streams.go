@@ -32,15 +32,15 @@ type streamSet struct {
 	log         *zap.Logger
 
 	mu       sync.Mutex
-	open     map[*exchange]struct{}
-	closedAt time.Time // when close was called, zero before
+	open     map[*exchange]bool // true: its answer is an event stream (stream)
+	closedAt time.Time          // when close was called, zero before
 	running  bool
 	idle     *sync.Cond // signalled when the checker ends (tests wait on it)
-	batch    []*exchange
+	batch    []pending
 }
 
 func newStreamSet(r Revocations, now func() time.Time, interval time.Duration, log *zap.Logger) *streamSet {
-	s := &streamSet{revocations: r, now: now, interval: interval, log: log, open: make(map[*exchange]struct{})}
+	s := &streamSet{revocations: r, now: now, interval: interval, log: log, open: make(map[*exchange]bool)}
 	s.idle = sync.NewCond(&s.mu)
 	return s
 }
@@ -53,11 +53,22 @@ func (s *streamSet) add(x *exchange) {
 		x.cancel()
 		return
 	}
-	s.open[x] = struct{}{}
+	s.open[x] = x.r.Method == http.MethodGet // a GET is a stream
 	if !s.running {
 		s.running = true
 		go s.check()
 	}
+}
+
+// stream marks x's answer as an event stream: from now on it also ends
+// with its token's expiry, its introspection answer's reuse, and a reload
+// (ended).
+func (s *streamSet) stream(x *exchange) {
+	s.mu.Lock()
+	if _, ok := s.open[x]; ok {
+		s.open[x] = true
+	}
+	s.mu.Unlock()
 }
 
 func (s *streamSet) remove(x *exchange) {
@@ -124,20 +135,21 @@ func (s *streamSet) check() {
 			return
 		}
 		s.batch = s.batch[:0]
-		for x := range s.open {
-			s.batch = append(s.batch, x)
+		for x, stream := range s.open {
+			s.batch = append(s.batch, pending{x, stream})
 		}
 		closedAt := s.closedAt
 		s.mu.Unlock()
 		now := s.now()
-		for i, x := range s.batch {
-			if reason := s.ended(x, now, closedAt); reason != "" {
+		for i, b := range s.batch {
+			x := b.x
+			if reason := s.ended(x, b.stream, now, closedAt); reason != "" {
 				s.log.Info("request to the upstream ended: "+reason,
 					zap.String("principal", x.p.subject), zap.String("client", x.p.clientID))
 				x.cancel()
 				s.remove(x)
 			}
-			s.batch[i] = nil
+			s.batch[i] = pending{}
 		}
 	}
 }
@@ -145,9 +157,17 @@ func (s *streamSet) check() {
 // closeGrace: see close.
 const closeGrace = 30 * time.Second
 
-// ended says why x's stream must end, "" if it may go on; closedAt is
-// when close was called (zero: not yet).
-func (s *streamSet) ended(x *exchange, now, closedAt time.Time) string {
+// ended says why x must end, "" if it may go on; closedAt is when close
+// was called (zero: not yet). A request whose answer has not begun as an
+// event stream (stream false: a call to an upstream answering in JSON)
+// ends on revocation only: it runs to its end past its token's expiry,
+// its introspection answer's reuse and a reload, as a call it was
+// authorized to make (review s15-fresh F2, F3); a stream goes on
+// indefinitely, so it ends with any of them.
+func (s *streamSet) ended(x *exchange, stream bool, now, closedAt time.Time) string {
+	if !stream {
+		return s.revoked(x)
+	}
 	if !closedAt.IsZero() && now.Sub(closedAt) >= closeGrace {
 		return "its gateway's configuration was unloaded " + closeGrace.String() + " ago"
 	}
@@ -161,15 +181,26 @@ func (s *streamSet) ended(x *exchange, now, closedAt time.Time) string {
 		// is not asked, it ends, and the client reconnects.
 		return "its introspection answer may no longer be reused"
 	}
+	return s.revoked(x)
+}
+
+// revoked says why x must end on its token's revocation, "" if it may go
+// on. A set that cannot tell (stale) ends it too: new requests are
+// refused then as well.
+func (s *streamSet) revoked(x *exchange) string {
 	if s.revocations == nil {
 		return ""
 	}
-	// A set that cannot tell (stale) closes the stream too: new requests
-	// are refused then as well.
 	if revoked, err := s.revocations.Revoked(context.Background(), x.p.jti, x.p.grantID); revoked || err != nil {
 		return "its access token or grant was revoked, or revocations cannot be checked"
 	}
 	return ""
+}
+
+// pending is an entry of the checker's batch.
+type pending struct {
+	x      *exchange
+	stream bool
 }
 
 // waitIdle waits until the checker has ended (no stream open).

@@ -424,3 +424,122 @@ func TestRevocationEndsPendingCall(t *testing.T) {
 		t.Errorf("%d requests still registered after the call ended", n)
 	}
 }
+
+// TestPendingCallOutlivesReloadAndExpiry (review s15-fresh F3): a tool
+// call whose upstream answers in JSON is in the registry so that
+// revocation ends it, but the rules of event streams (end closeGrace
+// after Close, end when the access token expires) do not cut it: a long
+// tool running when the configuration reloads, or whose token expires
+// meanwhile, runs to its end and the client gets its result.
+func TestPendingCallOutlivesReloadAndExpiry(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		act  func(h *harness, clock *atomic.Int64)
+	}{
+		{"reload (Close) + closeGrace", func(h *harness, clock *atomic.Int64) {
+			h.g.Close()
+			clock.Store(int64(closeGrace / time.Second))
+		}},
+		{"token expires mid-call", func(h *harness, clock *atomic.Int64) {
+			clock.Store(2 * 3600)
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var clock atomic.Int64
+			cfg := testConfig(t)
+			cfg.Now = func() time.Time { return testNow.Add(time.Duration(clock.Load()) * time.Second) }
+			cfg.StreamCheckInterval = 10 * time.Millisecond
+			started, cancelled, release := make(chan struct{}), make(chan struct{}), make(chan struct{})
+			h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+				close(started)
+				select {
+				case <-r.Context().Done():
+					close(cancelled)
+					return
+				case <-release:
+				}
+				w.Header().Set("Content-Type", "application/json")
+				io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"long tool done"}]}}`)
+			})
+			tok := mint(t, claims())
+			got := make(chan string, 1)
+			go func() {
+				resp, err := h.try(call{token: tok, body: toolCall("read_a"), headers: map[string]string{"Mcp-Protocol-Version": "2025-11-25"}})
+				if err != nil {
+					got <- err.Error()
+					return
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				got <- string(b)
+			}()
+			<-started
+			tt.act(h, &clock)
+			select {
+			case <-cancelled:
+				t.Errorf("%s: a pending JSON tool call was cancelled mid-work (nothing revoked)", tt.name)
+			case <-time.After(500 * time.Millisecond):
+			}
+			close(release)
+			if b := <-got; !strings.Contains(b, "long tool done") {
+				t.Errorf("client got %s, want the tool's result", b)
+			}
+		})
+	}
+}
+
+// TestPendingCallOutlivesIntrospectionReuse (review s15-fresh F2): with
+// opaque tokens, an event stream ends when its token's cached
+// introspection answer may no longer be reused (the client reconnects
+// and the token is introspected again), but a tool call whose answer has
+// not begun does not: one started 1 s before the cached answer ages out
+// runs on, its token active all along.
+func TestPendingCallOutlivesIntrospectionReuse(t *testing.T) {
+	f := newFakeIntrospection(t)
+	f.set("opaque-alice", active())
+	now := &clock{t: testNow}
+	cfg := introspectionConfig(t, f, now)
+	cfg.IntrospectionCache = time.Minute // the default
+	cfg.StreamCheckInterval = 10 * time.Millisecond
+	var slow atomic.Bool
+	started, cancelled, release := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+		io.ReadAll(r.Body)
+		if slow.Load() {
+			close(started)
+			select {
+			case <-r.Context().Done():
+				close(cancelled)
+				return
+			case <-release:
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}`)
+	})
+	hdr := map[string]string{"Mcp-Protocol-Version": "2025-11-25"}
+	resp := h.do(t, call{token: "opaque-alice", body: toolCall("read_a"), headers: hdr})
+	if b := readBody(t, resp); resp.StatusCode != 200 {
+		t.Fatalf("first call: %d %s", resp.StatusCode, b)
+	}
+	now.add(59 * time.Second)
+	slow.Store(true)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := h.try(call{token: "opaque-alice", body: toolCall("read_a"), headers: hdr})
+		if err == nil {
+			io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+	}()
+	<-started
+	now.add(2 * time.Second) // the call has run 2 s; the token is active for the hour
+	select {
+	case <-cancelled:
+		t.Errorf("a tool call with an active introspected token was cancelled 2 s in: its cached introspection answer aged out (calls: %d)", f.calls.Load())
+	case <-time.After(500 * time.Millisecond):
+	}
+	close(release)
+	<-done
+}
