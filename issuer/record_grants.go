@@ -108,8 +108,10 @@ func (r grantRecords) revoke(id string, until time.Time) error {
 	return revocationsIn(r.t.tx).revokeGrantTokens(id, until)
 }
 
-// revokeWhere revokes every live grant match selects.
+// revokeWhere revokes every live grant match selects. It reads every
+// grant, so its transaction may run alone (store.MayRunAlone).
 func (r grantRecords) revokeWhere(match func(*grant) bool, until time.Time) error {
+	store.MayRunAlone(r.t.tx)
 	var ids []string
 	err := r.each(func(g *grant) error {
 		if !g.Revoked && match(g) {

@@ -116,6 +116,9 @@ type markerTx struct {
 	added *[]logEntry
 }
 
+// MayRunAlone passes store.MayRunAlone to the store's transaction.
+func (t markerTx) MayRunAlone() { store.MayRunAlone(t.Tx) }
+
 func (t markerTx) Put(bucket, key string, value []byte, expires time.Time) error {
 	if err := t.Tx.Put(bucket, key, value, expires); err != nil {
 		return err

@@ -46,12 +46,14 @@ const (
 	DefaultTimeout     = 10 * time.Second
 )
 
-// lockAfter is how many attempts of an Update may fail to serialize
-// before the next ones run alone: a transaction that reads much (a
-// revocation scanning the grants) loses every conflict with a steady
-// stream of short ones writing what it read (token requests), however
-// often it is run again. Alone, it first waits for the writers running,
-// and the writers after it wait for its commit; readers are not held.
+// lockAfter is how many attempts of an Update that asked for it
+// (store.MayRunAlone) may fail to serialize before the next ones run
+// alone: a transaction that reads much (a revocation scanning the grants)
+// loses every conflict with a steady stream of short ones writing what it
+// read (token requests), however often it is run again. Alone, it first
+// waits for the writers running, and the writers after it wait for its
+// commit; readers are not held. Other Updates never run alone: a fight
+// over one hot entry must not stall every writer (review s15-fresh F5).
 const lockAfter = 4
 
 // Retry backoff: a random wait up to minBackoff doubled per attempt, at
@@ -245,12 +247,15 @@ func (s *Store) update(ctx context.Context, fn func(store.Tx) error, sync, bound
 	if err := s.begin(ctx); err != nil {
 		return fmt.Errorf("postgres: update: %w", err)
 	}
+	mayRunAlone := false
 	for attempt := 1; ; attempt++ {
 		bctx, cancel := ctx, context.CancelFunc(func() {})
 		if bounded {
 			bctx, cancel = s.bounded(ctx)
 		}
-		err := unavailable(ctx, bctx, s.attempt(bctx, ctx, fn, sync, attempt > lockAfter))
+		asked, err := s.attempt(bctx, ctx, fn, sync, mayRunAlone && attempt > lockAfter)
+		mayRunAlone = mayRunAlone || asked
+		err = unavailable(ctx, bctx, err)
 		cancel()
 		if !retryable(err) {
 			return err
@@ -285,13 +290,13 @@ func (s *Store) rollback(ctx context.Context, ptx pgx.Tx) {
 //
 // alone: the transaction first locks the table against other writers
 // (lockAfter).
-func (s *Store) attempt(ctx, commitCtx context.Context, fn func(store.Tx) error, sync, alone bool) error {
+func (s *Store) attempt(ctx, commitCtx context.Context, fn func(store.Tx) error, sync, alone bool) (mayRunAlone bool, err error) {
 	if s.closed.Load() {
-		return store.ErrClosed
+		return false, store.ErrClosed
 	}
 	ptx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.Serializable})
 	if err != nil {
-		return s.beginErr(ctx, "update", err)
+		return false, s.beginErr(ctx, "update", err)
 	}
 	t := &tx{ctx: ctx, ptx: ptx, now: nanos(s.now()), writable: true}
 	committed := false
@@ -307,12 +312,12 @@ func (s *Store) attempt(ctx, commitCtx context.Context, fn func(store.Tx) error,
 		// any instance wait for the commit (up to Options.Timeout, the
 		// lock timeout, when this one is slow).
 		if _, err := ptx.Exec(ctx, "LOCK TABLE mcp_auth_entries IN SHARE ROW EXCLUSIVE MODE"); err != nil {
-			return fmt.Errorf("postgres: update: lock: %w", err)
+			return t.alone, fmt.Errorf("postgres: update: lock: %w", err)
 		}
 	}
 	if !sync {
 		if _, err := ptx.Exec(ctx, "SET LOCAL synchronous_commit = off"); err != nil {
-			return fmt.Errorf("postgres: update: %w", err)
+			return t.alone, fmt.Errorf("postgres: update: %w", err)
 		}
 	}
 	ferr := fn(t)
@@ -320,23 +325,23 @@ func (s *Store) attempt(ctx, commitCtx context.Context, fn func(store.Tx) error,
 	case retryable(t.err):
 		// fn decided on a transaction that cannot commit: run it again,
 		// whatever it returned.
-		return t.err
+		return t.alone, t.err
 	case ferr != nil:
-		return ferr
+		return t.alone, ferr
 	case t.err != nil:
 		// fn ignored a database error; PostgreSQL has aborted the
 		// transaction, so nothing fn wrote can commit.
-		return t.err
+		return t.alone, t.err
 	}
 	// A caller that gave up must not find its writes applied later.
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("postgres: update: %w", err)
+		return t.alone, fmt.Errorf("postgres: update: %w", err)
 	}
 	if err := ptx.Commit(commitCtx); err != nil {
-		return fmt.Errorf("postgres: commit: %w", err)
+		return t.alone, fmt.Errorf("postgres: commit: %w", err)
 	}
 	committed = true
-	return nil
+	return t.alone, nil
 }
 
 // Purge implements store.Store. It deletes expired entries in batches of
@@ -467,10 +472,15 @@ type tx struct {
 	now      int64 // one instant per transaction, Unix nanoseconds
 	writable bool
 	done     bool
+	// alone: fn called store.MayRunAlone (see lockAfter).
+	alone bool
 	// err is the first database error. PostgreSQL aborts the transaction
 	// on it, so every later operation fails with it too.
 	err error
 }
+
+// MayRunAlone implements store.MayRunAlone.
+func (t *tx) MayRunAlone() { t.alone = true }
 
 func (t *tx) check(bucket, key string, write bool) error {
 	switch {
