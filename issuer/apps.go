@@ -73,6 +73,17 @@ func (i *Issuer) appsPost(w http.ResponseWriter, r *http.Request) {
 		i.pages.errorPage(w, http.StatusBadRequest, "Invalid request", "Nothing to do.")
 		return
 	}
+	// Each revocation reads every grant: a signed-in user's writes are
+	// limited (userWriteBurst).
+	if err := i.signedInWrite(r.Context(), s.User); err != nil {
+		if e := protocolError(err); e.RetryAfter > 0 {
+			w.Header().Set("Retry-After", retryAfter(e.RetryAfter))
+			i.pages.errorPage(w, e.Status, "Too many requests", "Too many requests from this account; retry later.")
+			return
+		}
+		i.pages.serverErrorPage(w, err)
+		return
+	}
 	if err := i.revokeConnection(r.Context(), s.User, f.Get("client_id"), f.Get("resource"), f.Get("actor")); err != nil {
 		i.pages.serverErrorPage(w, err)
 		return
@@ -159,18 +170,32 @@ func (co *consents) connections(ctx context.Context, user string) ([]appRow, err
 // actor, revokes every matching grant (ending its refresh tokens, and
 // its access tokens through the "grant:"+id revocation marker) and
 // stamps the connection, which refuses the codes issued for it before
-// (review s15-issuer F1), in one transaction.
+// (review s15-issuer F1), in one transaction. A connection with neither
+// a consent nor a live grant (gone already, or made up by the form's
+// poster) is not stamped: the stamp's key is what was posted (review
+// s15-fresh F1).
 func (i *Issuer) revokeConnection(ctx context.Context, user, clientID, resource, actor string) error {
 	return i.store.Update(ctx, func(tx store.Tx) error {
 		rv := i.revocation()
-		if err := consentsIn(tx).delete(user, clientID, resource, actor); err != nil {
+		consents := consentsIn(tx)
+		_, err := consents.get(user, clientID, resource, actor)
+		if ignoreNotFound(err) != nil {
 			return err
 		}
-		if err := epochsIn(tx).stamp(connectionPrincipal(user, clientID, resource, actor), rv); err != nil {
-			return err
+		found := err == nil
+		if found {
+			if err := consents.delete(user, clientID, resource, actor); err != nil {
+				return err
+			}
 		}
-		return grantsIn(tx).revokeWhere(func(g *grant) bool {
-			return g.ofUser(user) && g.ClientID == clientID && g.Resource == resource && g.Actor == actor
+		err = grantsIn(tx).revokeWhere(func(g *grant) bool {
+			match := g.ofUser(user) && g.ClientID == clientID && g.Resource == resource && g.Actor == actor
+			found = found || match
+			return match
 		}, rv.until)
+		if err != nil || !found {
+			return err
+		}
+		return epochsIn(tx).stamp(connectionPrincipal(user, clientID, resource, actor), rv)
 	})
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"strings"
@@ -298,5 +300,66 @@ func TestAppsRevokeRefusesEarlierCodes(t *testing.T) {
 	c3, v3 := code()
 	if _, err := exchange(c3, v3); err != nil {
 		t.Errorf("a code issued after the revocation, with the user's consent: %v", err)
+	}
+}
+
+// TestAppsRevokeOfNothingStoresNothing (review s15-fresh F1): the apps
+// page's revoke form posts whatever connection its poster types. One
+// with neither a consent nor a live grant stores nothing (it would be
+// stamped under the posted names, kept past the access token lifetime),
+// and the form's posts count against the user's writes (each reads every
+// grant): past them the page answers 429 and nothing is revoked.
+func TestAppsRevokeOfNothingStoresNothing(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	c := e.browser()
+	conf := &oauth2.Config{
+		ClientID:    bWebClientID,
+		Endpoint:    oauth2.Endpoint{AuthURL: e.url(pathAuthorize, nil), TokenURL: e.url(pathToken, nil), AuthStyle: oauth2.AuthStyleInParams},
+		RedirectURL: bWebRedirect,
+		Scopes:      []string{"files:read"},
+	}
+	verifier := oauth2.GenerateVerifier()
+	authURL := conf.AuthCodeURL("s", oauth2.S256ChallengeOption(verifier), oauth2.SetAuthURLParam("resource", bResource))
+	if _, err := e.robot(c, authURL, bWebRedirect, bUser, bPassword, "approve"); err != nil {
+		t.Fatalf("robot: %v", err)
+	}
+	resp, err := c.Get(e.url(pathApps, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	forms := parseForms(t, readBody(t, resp))
+	if len(forms) != 1 {
+		t.Fatalf("apps page forms = %+v, want one", forms)
+	}
+	before := e.count(bucketEpochs)
+	limited := 0
+	for k := range userWriteBurst + 5 {
+		v := maps.Clone(forms[0].hidden)
+		v.Set("action", "revoke")
+		v.Set("client_id", fmt.Sprintf("junk-%d", k))
+		switch resp, _ := e.postPage(t, c, forms[0].action, v); resp.StatusCode {
+		case http.StatusSeeOther:
+		case http.StatusTooManyRequests:
+			limited++
+		default:
+			t.Fatalf("revoke %d: status %d", k, resp.StatusCode)
+		}
+	}
+	if after := e.count(bucketEpochs); after != before {
+		t.Errorf("revoking connections that do not exist stored %d records", after-before)
+	}
+	if limited == 0 {
+		t.Errorf("%d revoke posts in a row, none limited", userWriteBurst+5)
+	}
+	// The real connection is still there, and after a minute the user
+	// revokes it: stamped then.
+	e.clock.Advance(time.Minute)
+	v := maps.Clone(forms[0].hidden)
+	v.Set("action", "revoke")
+	if resp, _ := e.postPage(t, c, forms[0].action, v); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("revoking the real connection: status %d", resp.StatusCode)
+	}
+	if after := e.count(bucketEpochs); after != before+1 {
+		t.Errorf("revoking the real connection stored %d records, want its stamp", after-before)
 	}
 }

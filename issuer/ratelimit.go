@@ -389,7 +389,7 @@ func (l *limiter) settleAttempt(ctx context.Context, account, addr string, outco
 const (
 	anonWriteBurst = 60  // per address, refilled at that many a minute
 	parClientBurst = 300 // per client, refilled at that many a minute
-	userWriteBurst = 60  // per signed-in user, refilled at that many a minute
+	userWriteBurst = 300 // per signed-in user, refilled at that many a minute
 	maxRateBuckets = 100_000
 )
 
