@@ -921,6 +921,10 @@ func TestIdentityHeadersDropped(t *testing.T) {
 		"X-Client-Cert", "Ssl-Client-Cert", "X-Client-Dn", "X-Client-Verify",
 		"X-Forwarded-Tls-Client-Cert", "X-Forwarded-Tls-Client-Cert-Info", "X-Amzn-Mtls-Clientcert", "X-Amzn-Mtls-Clientcert-Leaf",
 		"X-Forwarded-Method", "X-Forwarded-Uri",
+		// Review s15-fresh2 F4.
+		"X-Remote-Group", "X-Remote-Extra-Scopes", "Gap-Auth", "X-Arr-Clientcert",
+		"X-Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip", "X-Cluster-Client-Ip", "X-Original-Forwarded-For",
+		"X-Forwarded-Prefix", "X-Forwarded-Port", "X-Forwarded-Ssl", "X-Forwarded-Server",
 	} {
 		for _, spelled := range []string{name, strings.ToLower(name), strings.ToUpper(name)} {
 			if x.forwardsHeader(spelled) {

@@ -933,7 +933,7 @@ func (x *exchange) forwardsHeader(name string) bool {
 var identityPrefixes = [...]string{"X-Auth-Request-", "X-Amzn-Oidc-", "X-Amzn-Mtls-", "X-Ms-Client-Principal", "X-Ms-Token-",
 	"Cf-Access-Authenticated-User-", "Cf-Access-Jwt-Assertion", "X-Goog-Authenticated-User-", "X-Goog-Iap-Jwt-Assertion",
 	"Tailscale-User-", "X-Authentik-", "X-Pomerium-", "X-Token-", "X-Vouch-", "X-Webauth-", "X-Consumer-",
-	"X-Ssl-Client-", "X-Forwarded-Tls-Client-Cert", "X-Mcp-"}
+	"X-Ssl-Client-", "X-Forwarded-Tls-Client-Cert", "X-Remote-Extra-", "X-Mcp-"}
 
 // identityPrefixesByInitials indexes identityPrefixes by the low five
 // bits of their first and third bytes, the same for a letter in either
@@ -993,6 +993,10 @@ var clientHeaderRules = [...]struct {
 	{"X-Auth-Roles", headerDrop},
 	{"X-Original-Uri", headerDrop},
 	{"X-Remote-User", headerDrop},
+	// Kubernetes' authenticating proxy (X-Remote-Extra-* in
+	// identityPrefixes), and oauth2-proxy's Gap-Auth.
+	{"X-Remote-Group", headerDrop},
+	{"Gap-Auth", headerDrop},
 	{"X-Forwarded-User", headerDrop},
 	{"X-Forwarded-Email", headerDrop},
 	{"X-Forwarded-Groups", headerDrop},
@@ -1014,6 +1018,7 @@ var clientHeaderRules = [...]struct {
 	{"Ssl-Client-Cert", headerDrop},
 	{"X-Client-Dn", headerDrop},
 	{"X-Client-Verify", headerDrop},
+	{"X-Arr-Clientcert", headerDrop}, // Azure App Service's
 	// The original request a forward-auth server (Traefik's) judged.
 	{"X-Forwarded-Method", headerDrop},
 	{"X-Forwarded-Uri", headerDrop},
@@ -1025,6 +1030,15 @@ var clientHeaderRules = [...]struct {
 	{"Forwarded", headerDrop},
 	{"X-Real-Ip", headerDrop},
 	{"True-Client-Ip", headerDrop},
+	{"X-Client-Ip", headerDrop},
+	{"Cf-Connecting-Ip", headerDrop},
+	{"Fastly-Client-Ip", headerDrop},
+	{"X-Cluster-Client-Ip", headerDrop},
+	{"X-Original-Forwarded-For", headerDrop},
+	{"X-Forwarded-Prefix", headerDrop},
+	{"X-Forwarded-Port", headerDrop},
+	{"X-Forwarded-Ssl", headerDrop},
+	{"X-Forwarded-Server", headerDrop},
 	// The gateway's to assert (ForwardIdentity), never the client's; so
 	// is the rest of the X-Mcp- family (identityPrefixes).
 	{"X-Mcp-Subject", headerDrop},

@@ -73,15 +73,20 @@ func (i *Issuer) appsPost(w http.ResponseWriter, r *http.Request) {
 		i.pages.errorPage(w, http.StatusBadRequest, "Invalid request", "Nothing to do.")
 		return
 	}
-	// Each revocation reads every grant: a signed-in user's writes are
-	// limited (userWriteBurst).
-	if err := i.signedInWrite(r.Context(), s.User); err != nil {
-		if e := protocolError(err); e.RetryAfter > 0 {
-			w.Header().Set("Retry-After", retryAfter(e.RetryAfter))
-			i.pages.errorPage(w, e.Status, "Too many requests", "Too many requests from this account; retry later.")
-			return
-		}
+	// Only a connection the page lists is revoked: one made up costs a
+	// read, never a write transaction that reads every grant (and may
+	// run alone: store.MayRunAlone). Not counted against the user's
+	// writes, which any page the user visits can spend through
+	// /authorize (review s15-fresh2 F2, F3).
+	rows, err := i.consents.connections(r.Context(), s.User)
+	if err != nil {
 		i.pages.serverErrorPage(w, err)
+		return
+	}
+	if !slices.ContainsFunc(rows, func(a appRow) bool {
+		return a.ClientID == f.Get("client_id") && a.Resource == f.Get("resource") && a.Agent == f.Get("actor")
+	}) {
+		i.pages.seeOther(w, r, i.base+pathApps)
 		return
 	}
 	if err := i.revokeConnection(r.Context(), s.User, f.Get("client_id"), f.Get("resource"), f.Get("actor")); err != nil {

@@ -493,16 +493,31 @@ func misleading(r rune) bool {
 
 func spaceOrMisleading(r rune) bool { return unicode.IsSpace(r) || misleading(r) }
 
+// invisible reports a rune that shows nothing where it stands, so that a
+// name holding it reads as another ("alice\u200b"): a format character
+// (zero-width space, word joiner, soft hyphen, BOM, tags; but the
+// zero-width joiner and non-joiner, which Persian and Indic names need),
+// a Hangul filler, the combining grapheme joiner (review s15-fresh2 F1).
+func invisible(r rune) bool {
+	switch r {
+	case '\u200c', '\u200d':
+		return false
+	case '\u115f', '\u1160', '\u3164', '\uffa0', '\u034f':
+		return true
+	}
+	return unicode.Is(unicode.Cf, r)
+}
+
 // usableName reports whether a user's name or a client's or agent's id
-// may be created: 1 to max bytes, no spaces (Unicode's) or misleading
-// runes, and no "." or ".." segment between slashes. A user's name may
+// may be created: 1 to max bytes, no spaces (Unicode's), misleading or
+// invisible runes, and no "." or ".." segment between slashes. A user's name may
 // come from an identity provider's claim, which the user may choose. An id "." or ".." no admin API path can
 // name (a cleaned path drops it), so such an entry could not be shown,
 // disabled or removed; and in "bob/../clients/x" Caddy's remote admin
 // access control, which judges the decoded and cleaned path, would see
 // another resource than the one the route acts on.
 func usableName(s string, max int) bool {
-	if s == "" || len(s) > max || strings.ContainsFunc(s, spaceOrMisleading) {
+	if s == "" || len(s) > max || strings.ContainsFunc(s, spaceOrMisleading) || strings.ContainsFunc(s, invisible) {
 		return false
 	}
 	for seg := range strings.SplitSeq(s, "/") {

@@ -718,6 +718,16 @@ func TestUsableName(t *testing.T) {
 		{"a\xffb", false}, // not UTF-8
 		{"..", false},
 		{"x/./y", false},
+		// Invisible (review s15-fresh2 F1); the joiners names need pass.
+		{"alice\u200b", false},     // zero-width space
+		{"al\u2060ice", false},     // word joiner
+		{"al\u00adice", false},     // soft hyphen
+		{"\ufeffalice", false},     // BOM
+		{"alice\U000e0041", false}, // tag A
+		{"alice\u3164", false},     // Hangul filler
+		{"al\u034fice", false},     // combining grapheme joiner
+		{"\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", true}, // Persian with ZWNJ
+		{"\u0915\u094d\u200d\u0937", true},                         // Devanagari with ZWJ
 	}
 	for _, tt := range tests {
 		if got := usableName(tt.name, 200); got != tt.want {

@@ -105,12 +105,6 @@ type Watcher interface {
 	Watch(ctx context.Context, topics []string, fn func(topic string))
 }
 
-// Tx is one transaction. It must not be used after its fn returns.
-//
-// Bucket names and keys must not be empty: an empty one is an error (not
-// ErrNotFound) and writes nothing. An entry is live while the transaction's
-// clock reading is before its expiry. A bucket that was never written
-// reads as empty.
 // MayRunAlone marks the Update tx belongs to as one that may run alone
 // should it fail to serialize again and again, when the store has
 // several writers at once (postgres: it then locks out the other writers
@@ -126,6 +120,12 @@ func MayRunAlone(tx Tx) {
 	}
 }
 
+// Tx is one transaction. It must not be used after its fn returns.
+//
+// Bucket names and keys must not be empty: an empty one is an error (not
+// ErrNotFound) and writes nothing. An entry is live while the transaction's
+// clock reading is before its expiry. A bucket that was never written
+// reads as empty.
 type Tx interface {
 	// Get returns a copy of the value under key, or ErrNotFound.
 	Get(bucket, key string) ([]byte, error)
