@@ -145,6 +145,12 @@ func TestBackupRestore(t *testing.T) {
 		t.Fatalf("first authorization: consent shown %v, refresh token %v; want both", consentShown(first), tok.RefreshToken != "")
 	}
 	kids := jwksKids(ctx, t, issuer)
+	// A second family, refreshed after the backup: its newer token is
+	// one the restored store never issued.
+	second, err := f.authorize(ctx, harness.NewRobot(backupUser, backupPassword, backupRedirect))
+	if err != nil {
+		t.Fatalf("second authorization: %v", err)
+	}
 
 	// Load: clients authorize, redeem and refresh while the backup runs.
 	var (
@@ -198,8 +204,13 @@ func TestBackupRestore(t *testing.T) {
 	}
 	t.Logf("%s; %d tokens issued while it ran, %d in all; database %d bytes", strings.TrimSpace(out), during, issued.Load(), fileSize(t, db))
 
-	// After the backup: a client the restore must not know.
+	// After the backup: a client the restore must not know, and the
+	// second family rotated.
 	late := register(ctx, t, md, "Late")
+	newer, err := harness.Refresh(ctx, md, f.cfg.ClientID, second.RefreshToken, f.resource)
+	if err != nil || newer.Status != http.StatusOK || newer.RefreshToken == "" {
+		t.Fatalf("refresh after the backup = %+v, %v", newer, err)
+	}
 
 	// Restore: stop, copy the backup over the database, start.
 	stop()
@@ -215,6 +226,15 @@ func TestBackupRestore(t *testing.T) {
 	tr, err := harness.Refresh(ctx, md, f.cfg.ClientID, tok.RefreshToken, f.resource)
 	if err != nil || tr.Status != http.StatusOK || tr.AccessToken == "" || tr.RefreshToken == "" {
 		t.Errorf("refresh token from before the backup, after restore = %+v, %v; want new tokens", tr, err)
+	}
+	// The newer token of the second family reads as a rotated one
+	// reused: refused, and the family revoked, the token the backup holds
+	// included (the README's restore section).
+	if tr, err := harness.Refresh(ctx, md, f.cfg.ClientID, newer.RefreshToken, f.resource); err != nil || tr.Status != http.StatusBadRequest || tr.Error != "invalid_grant" {
+		t.Errorf("the token rotated after the backup, after restore = %+v, %v; want invalid_grant", tr, err)
+	}
+	if tr, err := harness.Refresh(ctx, md, f.cfg.ClientID, second.RefreshToken, f.resource); err != nil || tr.Status != http.StatusBadRequest || tr.Error != "invalid_grant" {
+		t.Errorf("the backup's token of that family, after its newer one was presented = %+v, %v; want invalid_grant (revoked)", tr, err)
 	}
 	again := harness.NewRobot(backupUser, backupPassword, backupRedirect)
 	if _, err := f.authorize(ctx, again); err != nil {
