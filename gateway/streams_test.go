@@ -376,44 +376,19 @@ func TestRevocationEndsPendingCall(t *testing.T) {
 	revs := &lockedRevocations{grants: map[string]bool{}}
 	cfg.Revocations = revs
 	cfg.StreamCheckInterval = 10 * time.Millisecond
-	started, cancelled := make(chan struct{}), make(chan struct{})
-	h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
-		close(started)
-		select {
-		case <-r.Context().Done():
-			close(cancelled)
-			return
-		case <-time.After(3 * time.Second):
-		}
-		w.Header().Set("Content-Type", "application/json")
-		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"done after revocation"}]}}`)
-	})
+	tool := newSlowTool("done after revocation")
+	h := newHarness(t, cfg, tool.serve)
 	c := claims()
 	c["gid"] = "grant-alice"
-	tok := mint(t, c)
-	type result struct {
-		status int
-		body   string
-	}
-	got := make(chan result, 1)
-	go func() {
-		resp, err := h.try(call{token: tok, body: toolCall("read_a"), headers: map[string]string{"Mcp-Protocol-Version": "2025-11-25"}})
-		if err != nil {
-			got <- result{0, err.Error()}
-			return
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		got <- result{resp.StatusCode, string(b)}
-	}()
+	got := slowCall(h, mint(t, c))
 	select {
-	case <-started:
+	case <-tool.started:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the call did not reach the upstream")
 	}
 	revs.revoke("grant-alice")
 	select {
-	case <-cancelled:
+	case <-tool.cancelled:
 	case <-time.After(2 * time.Second):
 		t.Fatal("upstream request still running 2 s after its grant was revoked")
 	}
@@ -449,40 +424,19 @@ func TestPendingCallOutlivesReloadAndExpiry(t *testing.T) {
 			cfg := testConfig(t)
 			cfg.Now = func() time.Time { return testNow.Add(time.Duration(clock.Load()) * time.Second) }
 			cfg.StreamCheckInterval = 10 * time.Millisecond
-			started, cancelled, release := make(chan struct{}), make(chan struct{}), make(chan struct{})
-			h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
-				close(started)
-				select {
-				case <-r.Context().Done():
-					close(cancelled)
-					return
-				case <-release:
-				}
-				w.Header().Set("Content-Type", "application/json")
-				io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"long tool done"}]}}`)
-			})
-			tok := mint(t, claims())
-			got := make(chan string, 1)
-			go func() {
-				resp, err := h.try(call{token: tok, body: toolCall("read_a"), headers: map[string]string{"Mcp-Protocol-Version": "2025-11-25"}})
-				if err != nil {
-					got <- err.Error()
-					return
-				}
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				got <- string(b)
-			}()
-			<-started
+			tool := newSlowTool("long tool done")
+			h := newHarness(t, cfg, tool.serve)
+			got := slowCall(h, mint(t, claims()))
+			<-tool.started
 			tt.act(h, &clock)
 			select {
-			case <-cancelled:
+			case <-tool.cancelled:
 				t.Errorf("%s: a pending JSON tool call was cancelled mid-work (nothing revoked)", tt.name)
 			case <-time.After(500 * time.Millisecond):
 			}
-			close(release)
-			if b := <-got; !strings.Contains(b, "long tool done") {
-				t.Errorf("client got %s, want the tool's result", b)
+			close(tool.release)
+			if r := <-got; !strings.Contains(r.body, "long tool done") {
+				t.Errorf("client got %d %s, want the tool's result", r.status, r.body)
 			}
 		})
 	}
@@ -501,45 +455,77 @@ func TestPendingCallOutlivesIntrospectionReuse(t *testing.T) {
 	cfg := introspectionConfig(t, f, now)
 	cfg.IntrospectionCache = time.Minute // the default
 	cfg.StreamCheckInterval = 10 * time.Millisecond
-	var slow atomic.Bool
-	started, cancelled, release := make(chan struct{}), make(chan struct{}), make(chan struct{})
-	h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
-		io.ReadAll(r.Body)
-		if slow.Load() {
-			close(started)
-			select {
-			case <-r.Context().Done():
-				close(cancelled)
-				return
-			case <-release:
-			}
-		}
-		w.Header().Set("Content-Type", "application/json")
-		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}`)
-	})
+	tool := newSlowTool("ok")
+	tool.slow = &atomic.Bool{}
+	h := newHarness(t, cfg, tool.serve)
 	hdr := map[string]string{"Mcp-Protocol-Version": "2025-11-25"}
 	resp := h.do(t, call{token: "opaque-alice", body: toolCall("read_a"), headers: hdr})
 	if b := readBody(t, resp); resp.StatusCode != 200 {
 		t.Fatalf("first call: %d %s", resp.StatusCode, b)
 	}
 	now.add(59 * time.Second)
-	slow.Store(true)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		resp, err := h.try(call{token: "opaque-alice", body: toolCall("read_a"), headers: hdr})
-		if err == nil {
-			io.ReadAll(resp.Body)
-			resp.Body.Close()
-		}
-	}()
-	<-started
+	tool.slow.Store(true)
+	got := slowCall(h, "opaque-alice")
+	<-tool.started
 	now.add(2 * time.Second) // the call has run 2 s; the token is active for the hour
 	select {
-	case <-cancelled:
+	case <-tool.cancelled:
 		t.Errorf("a tool call with an active introspected token was cancelled 2 s in: its cached introspection answer aged out (calls: %d)", f.calls.Load())
 	case <-time.After(500 * time.Millisecond):
 	}
-	close(release)
-	<-done
+	close(tool.release)
+	<-got
+}
+
+// slowTool is an upstream whose tools/call works until released (or 5 s
+// have passed) and then answers text in JSON, sending nothing before, as
+// a server in JSON-response mode does; cancelled is closed if its request
+// is cancelled instead. With slow set, only while it is true.
+type slowTool struct {
+	started, cancelled, release chan struct{}
+	text                        string
+	slow                        *atomic.Bool
+}
+
+func newSlowTool(text string) *slowTool {
+	return &slowTool{started: make(chan struct{}), cancelled: make(chan struct{}), release: make(chan struct{}), text: text}
+}
+
+func (s *slowTool) serve(w http.ResponseWriter, r *http.Request) {
+	io.ReadAll(r.Body)
+	if s.slow == nil || s.slow.Load() {
+		close(s.started)
+		select {
+		case <-r.Context().Done():
+			close(s.cancelled)
+			return
+		case <-s.release:
+		case <-time.After(5 * time.Second):
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"`+s.text+`"}]}}`)
+}
+
+// slowResult is what a client got from a call.
+type slowResult struct {
+	status int
+	body   string
+}
+
+// slowCall sends a 2025-11-25 tools/call with token in the background; its
+// answer (or the error, status 0) arrives on the channel.
+func slowCall(h *harness, token string) <-chan slowResult {
+	got := make(chan slowResult, 1)
+	go func() {
+		resp, err := h.try(call{token: token, body: toolCall("read_a"), headers: map[string]string{"Mcp-Protocol-Version": "2025-11-25"}})
+		if err != nil {
+			got <- slowResult{0, err.Error()}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got <- slowResult{resp.StatusCode, string(b)}
+	}()
+	return got
 }

@@ -436,8 +436,10 @@ func (g *Gateway) wrapTaskIDs(x *exchange, m *mcpparse.Message, msg []byte) ([]b
 	tool := req.Name
 	switch {
 	case taskRequest(req.Method):
-		if span.Value != req.Name {
-			return msg, nil // not the task this caller asked about
+		if x.task == nil || span.Value != req.Name {
+			// Not the task this caller asked about (or a request
+			// that named none: mcpparse refuses it).
+			return msg, nil
 		}
 		tool = x.task.tool
 	case created:

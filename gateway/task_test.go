@@ -221,6 +221,8 @@ func TestTaskBindingRefusals(t *testing.T) {
 		{"the upstream id", tokenA, upTask},
 		{"padded base64", tokenA, base64.URLEncoding.EncodeToString(raw)},
 		{"alice's session id for the same string", tokenA, session},
+		// Before a task id named its tool (mcp-task-v2).
+		{"alice's id of the first form", tokenA, h.g.wrapBound("mcp-task-v1", alice, upTask)},
 		{"empty", tokenA, ""},
 	} {
 		for _, method := range []string{"tasks/get", "tasks/update", "tasks/cancel"} {

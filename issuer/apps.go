@@ -175,32 +175,20 @@ func (co *consents) connections(ctx context.Context, user string) ([]appRow, err
 // actor, revokes every matching grant (ending its refresh tokens, and
 // its access tokens through the "grant:"+id revocation marker) and
 // stamps the connection, which refuses the codes issued for it before
-// (review s15-issuer F1), in one transaction. A connection with neither
-// a consent nor a live grant (gone already, or made up by the form's
-// poster) is not stamped: the stamp's key is what was posted (review
-// s15-fresh F1).
+// (review s15-issuer F1), in one transaction. appsPost calls it only for
+// a connection the page lists: the stamp's key is what was posted
+// (review s15-fresh F1).
 func (i *Issuer) revokeConnection(ctx context.Context, user, clientID, resource, actor string) error {
 	return i.store.Update(ctx, func(tx store.Tx) error {
 		rv := i.revocation()
-		consents := consentsIn(tx)
-		_, err := consents.get(user, clientID, resource, actor)
-		if ignoreNotFound(err) != nil {
+		if err := consentsIn(tx).delete(user, clientID, resource, actor); err != nil {
 			return err
 		}
-		found := err == nil
-		if found {
-			if err := consents.delete(user, clientID, resource, actor); err != nil {
-				return err
-			}
+		if err := epochsIn(tx).stamp(connectionPrincipal(user, clientID, resource, actor), rv); err != nil {
+			return err
 		}
-		err = grantsIn(tx).revokeWhere(func(g *grant) bool {
-			match := g.ofUser(user) && g.ClientID == clientID && g.Resource == resource && g.Actor == actor
-			found = found || match
-			return match
+		return grantsIn(tx).revokeWhere(func(g *grant) bool {
+			return g.ofUser(user) && g.ClientID == clientID && g.Resource == resource && g.Actor == actor
 		}, rv.until)
-		if err != nil || !found {
-			return err
-		}
-		return epochsIn(tx).stamp(connectionPrincipal(user, clientID, resource, actor), rv)
 	})
 }

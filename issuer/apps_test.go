@@ -248,13 +248,8 @@ func TestAppsAgentsRevoke(t *testing.T) {
 func TestAppsRevokeRefusesEarlierCodes(t *testing.T) {
 	e := newBrowserEnv(t, nil)
 	c := e.browser()
-	conf := &oauth2.Config{
-		ClientID:    bWebClientID,
-		Endpoint:    oauth2.Endpoint{AuthURL: e.url(pathAuthorize, nil), TokenURL: e.url(pathToken, nil), AuthStyle: oauth2.AuthStyleInParams},
-		RedirectURL: bWebRedirect,
-		Scopes:      []string{"files:read", "offline_access"},
-	}
-	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, e.srv.Client())
+	conf := webApp(e, "files:read", "offline_access")
+	ctx := e.ctx()
 	code := func() (string, string) {
 		verifier := oauth2.GenerateVerifier()
 		authURL := conf.AuthCodeURL("s", oauth2.S256ChallengeOption(verifier), oauth2.SetAuthURLParam("resource", bResource))
@@ -274,14 +269,7 @@ func TestAppsRevokeRefusesEarlierCodes(t *testing.T) {
 	held, heldVerifier := code() // remembered consent: no page shown
 	e.clock.Advance(time.Second)
 
-	resp, err := c.Get(e.url(pathApps, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	forms := parseForms(t, readBody(t, resp))
-	if len(forms) != 1 {
-		t.Fatalf("apps page forms = %+v, want one", forms)
-	}
+	forms := appsForms(t, e, c)
 	v := forms[0].hidden
 	v.Set("action", "revoke")
 	if resp, _ := e.postPage(t, c, forms[0].action, v); resp.StatusCode != http.StatusSeeOther {
@@ -313,25 +301,13 @@ func TestAppsRevokeRefusesEarlierCodes(t *testing.T) {
 func TestAppsRevokeOfNothingStoresNothing(t *testing.T) {
 	e := newBrowserEnv(t, nil)
 	c := e.browser()
-	conf := &oauth2.Config{
-		ClientID:    bWebClientID,
-		Endpoint:    oauth2.Endpoint{AuthURL: e.url(pathAuthorize, nil), TokenURL: e.url(pathToken, nil), AuthStyle: oauth2.AuthStyleInParams},
-		RedirectURL: bWebRedirect,
-		Scopes:      []string{"files:read"},
-	}
+	conf := webApp(e, "files:read")
 	verifier := oauth2.GenerateVerifier()
 	authURL := conf.AuthCodeURL("s", oauth2.S256ChallengeOption(verifier), oauth2.SetAuthURLParam("resource", bResource))
 	if _, err := e.robot(c, authURL, bWebRedirect, bUser, bPassword, "approve"); err != nil {
 		t.Fatalf("robot: %v", err)
 	}
-	resp, err := c.Get(e.url(pathApps, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	forms := parseForms(t, readBody(t, resp))
-	if len(forms) != 1 {
-		t.Fatalf("apps page forms = %+v, want one", forms)
-	}
+	forms := appsForms(t, e, c)
 	before := e.count(bucketEpochs)
 	for k := range 50 {
 		v := maps.Clone(forms[0].hidden)
@@ -361,4 +337,26 @@ func TestAppsRevokeOfNothingStoresNothing(t *testing.T) {
 	if after := e.count(bucketEpochs); after != before+1 {
 		t.Errorf("revoking the real connection stored %d records, want its stamp", after-before)
 	}
+}
+
+// webApp is the browser env's web client as an x/oauth2 client.
+func webApp(e *testEnv, scopes ...string) *oauth2.Config {
+	conf := e.oauthConfig(bWebClientID, "", oauth2.AuthStyleInParams)
+	conf.RedirectURL, conf.Scopes = bWebRedirect, scopes
+	return conf
+}
+
+// appsForms are the revoke forms of the apps page browser c sees: one
+// connection's, else the test ends.
+func appsForms(t *testing.T, e *testEnv, c *http.Client) []form {
+	t.Helper()
+	resp, err := c.Get(e.url(pathApps, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	forms := parseForms(t, readBody(t, resp))
+	if len(forms) != 1 {
+		t.Fatalf("apps page forms = %+v, want one", forms)
+	}
+	return forms
 }

@@ -199,23 +199,7 @@ func TestHeldAnswerKeepsWriteIdleTimeout(t *testing.T) {
 		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo","description":"`+strings.Repeat("x", 1200)+`"}]}}`)
 	}))
 	t.Cleanup(up.Close)
-	port := harness.FreePort(t)
-	issuer := fmt.Sprintf("http://127.0.0.1:%d", port)
-	harness.Start(t, globalOptions(t, issuer, "servers {\n\t\ttimeouts {\n\t\t\twrite_idle 300ms\n\t\t}\n\t}")+fmt.Sprintf(`
-http://:%[3]d {
-	bind 127.0.0.1
-	mcp_issuer
-	mcp_gateway {
-		resource %[1]s/mcp
-		scope %[2]s
-		tool * %[2]s
-	}
-	reverse_proxy %[4]s
-}
-`, issuer, scope, port, up.URL))
-	harness.WaitReady(t, issuer+"/.well-known/oauth-authorization-server")
-	s := &probeStack{resource: issuer + "/mcp", issuer: issuer}
-	token := s.tokenFor(t, s.resource)
+	port, token := startWithTimeouts(t, "write_idle 300ms", up.URL, "")
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error
@@ -279,25 +263,7 @@ func TestHeldEventKeepsWriteTimeout(t *testing.T) {
 		}
 	}))
 	t.Cleanup(up.Close)
-	port := harness.FreePort(t)
-	issuer := fmt.Sprintf("http://127.0.0.1:%d", port)
-	harness.Start(t, globalOptions(t, issuer, "servers {\n\t\ttimeouts {\n\t\t\twrite 2s\n\t\t\twrite_idle -1s\n\t\t}\n\t}")+fmt.Sprintf(`
-http://:%[3]d {
-	bind 127.0.0.1
-	mcp_issuer
-	mcp_gateway {
-		resource %[1]s/mcp
-		scope %[2]s
-		tool * %[2]s
-	}
-	reverse_proxy %[4]s {
-		flush_interval -1
-	}
-}
-`, issuer, scope, port, up.URL))
-	harness.WaitReady(t, issuer+"/.well-known/oauth-authorization-server")
-	s := &probeStack{resource: issuer + "/mcp", issuer: issuer}
-	token := s.tokenFor(t, s.resource)
+	port, token := startWithTimeouts(t, "write 2s\n\t\t\twrite_idle -1s", up.URL, "flush_interval -1")
 	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 	if err != nil {
 		t.Fatal(err)
@@ -316,4 +282,30 @@ http://:%[3]d {
 	if n := strings.Count(string(got), "notifications/message"); took > 5*time.Second || n > 20 {
 		t.Errorf("the stream went on %v (%d events after the held one) past a 2 s write_timeout", took.Round(time.Millisecond), n)
 	}
+}
+
+// startWithTimeouts starts Caddy with the servers' timeouts given (lines
+// of its timeouts block) and one site: mcp_issuer, a gateway allowing
+// every tool, and reverse_proxy to upstream with proxy in its block. It
+// returns the site's port and a token for its resource.
+func startWithTimeouts(t *testing.T, timeouts, upstream, proxy string) (int, string) {
+	port := harness.FreePort(t)
+	issuer := fmt.Sprintf("http://127.0.0.1:%d", port)
+	harness.Start(t, globalOptions(t, issuer, "servers {\n\t\ttimeouts {\n\t\t\t"+timeouts+"\n\t\t}\n\t}")+fmt.Sprintf(`
+http://:%[3]d {
+	bind 127.0.0.1
+	mcp_issuer
+	mcp_gateway {
+		resource %[1]s/mcp
+		scope %[2]s
+		tool * %[2]s
+	}
+	reverse_proxy %[4]s {
+		%[5]s
+	}
+}
+`, issuer, scope, port, upstream, proxy))
+	harness.WaitReady(t, issuer+"/.well-known/oauth-authorization-server")
+	s := &probeStack{resource: issuer + "/mcp", issuer: issuer}
+	return port, s.tokenFor(t, s.resource)
 }
