@@ -24,22 +24,24 @@ import (
 const auditMessage = "mcp request"
 
 // auditForwarded counts and logs the decisions of a forwarded request
-// (logs them unless only denials are audited). Status 0 means next wrote nothing (under Caddy:
-// the proxy failed and its error handler answers).
-func (g *Gateway) auditForwarded(x *exchange, status int) {
+// (logs them unless only denials are audited, and the request ran to its
+// end: reason says why the gateway ended it early, "" when it did not).
+// Status 0 means next wrote nothing (under Caddy: the proxy failed and
+// its error handler answers).
+func (g *Gateway) auditForwarded(x *exchange, status int, reason string) {
 	end := g.now()
 	g.metrics.Upstream(end.Sub(x.upStart))
 	g.countDecisions(x, true)
-	if g.cfg.AuditDenialsOnly {
+	if g.cfg.AuditDenialsOnly && reason == "" {
 		return
 	}
 	latency := end.Sub(x.start)
 	if len(x.dec) == 0 {
-		g.auditOne(x, nil, nil, true, status, "", latency)
+		g.auditOne(x, nil, nil, true, status, reason, latency)
 		return
 	}
 	for i := range x.dec {
-		g.auditOne(x, &x.dec[i], x.message(i), true, status, "", latency)
+		g.auditOne(x, &x.dec[i], x.message(i), true, status, reason, latency)
 	}
 }
 

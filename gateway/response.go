@@ -108,6 +108,7 @@ const (
 	modeRefuse                    // a tools/list answer we cannot read: 502
 	modeWhole                     // a JSON answer written whole: nothing may follow
 	modeRedirect                  // a redirect, which clients would follow unchecked: 502
+	modeEnded                     // the request was ended before its answer (exchange.endedBy)
 )
 
 // toolsFilter says which response messages answer a tools/list request.
@@ -354,6 +355,13 @@ func (rw *responseWriter) WriteHeader(code int) {
 	}
 	rw.wroteHeader = true
 	rw.status = code
+	if rw.x.endedBy.Load() != nil {
+		// Ended before its answer began: whatever next writes now (the
+		// upstream's answer that raced the end, or next's error for the
+		// cancelled request) is dropped, and Serve answers instead.
+		rw.mode = modeEnded
+		return
+	}
 	h := rw.w.Header()
 	// The upstream's trailers are not announced to the client: those it
 	// announced are then not sent as trailers (see recheckHeader), and a
@@ -508,7 +516,7 @@ func (rw *responseWriter) Write(b []byte) (int, error) {
 		return rw.buf.Write(b)
 	case modeSSE:
 		return rw.writeEvents(b)
-	case modeRefuse, modeRedirect:
+	case modeRefuse, modeRedirect, modeEnded:
 		return len(b), nil
 	case modeWhole:
 		if len(b) > 0 {
@@ -654,12 +662,20 @@ func (rw *responseWriter) finish() {
 }
 
 func (rw *responseWriter) badGateway() {
+	rw.answerInstead(&refusal{status: http.StatusBadGateway, code: codeRefused, message: rw.badGatewayMessage()})
+}
+
+// answerInstead answers f, with the request's id, instead of the
+// upstream's answer, none of which was written: the header fields that
+// describe the upstream's body go.
+func (rw *responseWriter) answerInstead(f *refusal) {
 	h := rw.w.Header()
-	for _, k := range []string{"Content-Length", "Content-Encoding", "ETag", "Last-Modified", "Location", "Mcp-Session-Id", "Set-Cookie"} {
+	for _, k := range []string{"Content-Length", "Content-Encoding", "ETag", "Last-Modified", "Location", "Mcp-Session-Id", "Set-Cookie", "Trailer"} {
 		h.Del(k)
 	}
-	rw.status = http.StatusBadGateway
-	(&refusal{status: http.StatusBadGateway, code: codeRefused, message: rw.badGatewayMessage(), id: singleID(rw.x)}).write(rw.w)
+	rw.status = f.status
+	f.id = singleID(rw.x)
+	f.write(rw.w)
 }
 
 func (rw *responseWriter) badGatewayMessage() string {

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -48,8 +49,9 @@ type exchange struct {
 	// id) has been seen.
 	answered bool
 	// cancel ends the upstream request (the exchange is in g.streams
-	// while it runs).
-	cancel context.CancelFunc
+	// while it runs), and endedBy says why when g.streams did.
+	cancel  context.CancelFunc
+	endedBy atomic.Pointer[authError]
 	// tasks memoizes rewritesTasks once tasksKnown (asked after the
 	// messages are final).
 	tasks, tasksKnown bool
@@ -149,11 +151,20 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next Next) (err 
 		g.streams.remove(x)
 		cancel()
 		rw.finish()
+		if why := x.endedBy.Load(); why != nil && (!rw.wroteHeader || rw.mode == modeEnded) {
+			// Ended by the registry before its answer began: the client
+			// gets the refusal a new request would get now, not the
+			// proxy's error for a cancelled request (a 499 under Caddy).
+			rw.answerInstead(g.authRefusal(why))
+			err = nil
+			g.auditForwarded(x, rw.status, why.desc)
+			return
+		}
 		status := rw.status
 		if err != nil && !rw.wroteHeader {
 			status = g.cfg.ErrorStatus(err)
 		}
-		g.auditForwarded(x, status)
+		g.auditForwarded(x, status, "")
 	}()
 	return next.ServeHTTP(rw, up)
 }
@@ -258,21 +269,8 @@ func (g *Gateway) admit(x *exchange) *refusal {
 	if aerr == nil {
 		aerr = g.checkBinding(r, x.p, token, scheme)
 	}
-	if aerr != nil && aerr.status == http.StatusServiceUnavailable {
-		// The token or its proof could not be checked (revocations,
-		// introspection, the shared DPoP replay record): no challenge,
-		// the client may retry.
-		return &refusal{status: aerr.status, code: codeRefused, message: aerr.desc}
-	}
 	if aerr != nil {
-		f := &refusal{status: aerr.status, code: codeRefused, message: authMessage(aerr), challenge: g.challenge(aerr)}
-		if aerr.status == http.StatusUnauthorized {
-			f.dpopChallenge = g.dpopChallenge(aerr)
-			if n := g.proofs.Nonces(); n != nil {
-				f.dpopNonce = n.Current(g.now())
-			}
-		}
-		return f
+		return g.authRefusal(aerr)
 	}
 	if unsupported != nil {
 		// Answered after authentication, which allows reading the body
@@ -305,6 +303,24 @@ func (g *Gateway) admit(x *exchange) *refusal {
 		return f
 	}
 	return nil
+}
+
+// authRefusal is the answer to a failed authentication.
+func (g *Gateway) authRefusal(aerr *authError) *refusal {
+	if aerr.status == http.StatusServiceUnavailable {
+		// The token or its proof could not be checked (revocations,
+		// introspection, the shared DPoP replay record): no challenge,
+		// the client may retry.
+		return &refusal{status: aerr.status, code: codeRefused, message: aerr.desc}
+	}
+	f := &refusal{status: aerr.status, code: codeRefused, message: authMessage(aerr), challenge: g.challenge(aerr)}
+	if aerr.status == http.StatusUnauthorized {
+		f.dpopChallenge = g.dpopChallenge(aerr)
+		if n := g.proofs.Nonces(); n != nil {
+			f.dpopNonce = n.Current(g.now())
+		}
+	}
+	return f
 }
 
 func authMessage(a *authError) string {

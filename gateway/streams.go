@@ -143,9 +143,10 @@ func (s *streamSet) check() {
 		now := s.now()
 		for i, b := range s.batch {
 			x := b.x
-			if reason := s.ended(x, b.stream, now, closedAt); reason != "" {
-				s.log.Info("request to the upstream ended: "+reason,
+			if why := s.ended(x, b.stream, now, closedAt); why != nil {
+				s.log.Info("request to the upstream ended: "+why.desc,
 					zap.String("principal", x.p.subject), zap.String("client", x.p.clientID))
+				x.endedBy.Store(why) // before cancel: Serve reads it once next returns
 				x.cancel()
 				s.remove(x)
 			}
@@ -157,44 +158,58 @@ func (s *streamSet) check() {
 // closeGrace: see close.
 const closeGrace = 30 * time.Second
 
-// ended says why x must end, "" if it may go on; closedAt is when close
+// Why the registry ends a request: the log's reason, and the answer its
+// client gets when none had begun (a JSON-mode upstream's pending call,
+// a GET stream the upstream had not answered yet), the one a new request
+// would get now rather than the proxy's 499 for a cancelled request.
+var (
+	endRevoked  = invalidToken("the access token has been revoked")
+	endExpired  = invalidToken("the access token has expired")
+	endRecheck  = &authError{status: http.StatusServiceUnavailable, desc: "the token's introspection answer may no longer be reused; retry"}
+	endUnloaded = &authError{status: http.StatusServiceUnavailable, desc: "the gateway's configuration was unloaded " + closeGrace.String() + " ago; retry"}
+)
+
+// ended says why x must end, nil if it may go on; closedAt is when close
 // was called (zero: not yet). A request whose answer has not begun as an
 // event stream (stream false: a call to an upstream answering in JSON)
 // ends on revocation only: it runs to its end past its token's expiry,
 // its introspection answer's reuse and a reload, as a call it was
 // authorized to make (review s15-fresh F2, F3); a stream goes on
 // indefinitely, so it ends with any of them.
-func (s *streamSet) ended(x *exchange, stream bool, now, closedAt time.Time) string {
+func (s *streamSet) ended(x *exchange, stream bool, now, closedAt time.Time) *authError {
 	if !stream {
 		return s.revoked(x)
 	}
 	if !closedAt.IsZero() && now.Sub(closedAt) >= closeGrace {
-		return "its gateway's configuration was unloaded " + closeGrace.String() + " ago"
+		return endUnloaded
 	}
 	if !x.p.expiry.IsZero() && !now.Before(x.p.expiry) {
 		// A new request with the token would be refused (beyond the
 		// verification leeway, which is for clock skew at the start).
-		return "its access token expired"
+		return endExpired
 	}
 	if !x.p.recheck.IsZero() && !now.Before(x.p.recheck) {
 		// A new request would introspect the token again; the stream
 		// is not asked, it ends, and the client reconnects.
-		return "its introspection answer may no longer be reused"
+		return endRecheck
 	}
 	return s.revoked(x)
 }
 
-// revoked says why x must end on its token's revocation, "" if it may go
+// revoked says why x must end on its token's revocation, nil if it may go
 // on. A set that cannot tell (stale) ends it too: new requests are
 // refused then as well.
-func (s *streamSet) revoked(x *exchange) string {
+func (s *streamSet) revoked(x *exchange) *authError {
 	if s.revocations == nil {
-		return ""
+		return nil
 	}
-	if revoked, err := s.revocations.Revoked(context.Background(), x.p.jti, x.p.grantID); revoked || err != nil {
-		return "its access token or grant was revoked, or revocations cannot be checked"
+	switch revoked, err := s.revocations.Revoked(context.Background(), x.p.jti, x.p.grantID); {
+	case err != nil:
+		return errRevocationsUnknown
+	case revoked:
+		return endRevoked
 	}
-	return ""
+	return nil
 }
 
 // pending is an entry of the checker's batch.

@@ -392,8 +392,17 @@ func TestRevocationEndsPendingCall(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("upstream request still running 2 s after its grant was revoked")
 	}
-	if r := <-got; strings.Contains(r.body, "done after revocation") || r.status == http.StatusOK {
-		t.Errorf("the revoked client got %d %s", r.status, r.body)
+	// The client gets what a new request with the token gets, not the
+	// proxy's error for a cancelled request (Caddy's 499, httputil's
+	// 502): a 401 invalid_token with the call's id.
+	r := <-got
+	if strings.Contains(r.body, "done after revocation") || r.status != http.StatusUnauthorized ||
+		!strings.Contains(r.header.Get("WWW-Authenticate"), `error="invalid_token"`) || !strings.Contains(r.body, `"id":1`) {
+		t.Errorf("the revoked client got %d %v %s, want 401 invalid_token answering id 1", r.status, r.header, r.body)
+	}
+	if ev := h.logs.FilterMessage(auditMessage).All(); len(ev) != 1 || ev[0].ContextMap()["status"] != int64(http.StatusUnauthorized) ||
+		ev[0].ContextMap()["reason"] != "the access token has been revoked" {
+		t.Errorf("audit events %v, want one with status 401 and the revocation as its reason", ev)
 	}
 	if n := h.g.streams.len(); n != 0 {
 		t.Errorf("%d requests still registered after the call ended", n)
@@ -511,6 +520,7 @@ func (s *slowTool) serve(w http.ResponseWriter, r *http.Request) {
 type slowResult struct {
 	status int
 	body   string
+	header http.Header
 }
 
 // slowCall sends a 2025-11-25 tools/call with token in the background; its
@@ -520,12 +530,12 @@ func slowCall(h *harness, token string) <-chan slowResult {
 	go func() {
 		resp, err := h.try(call{token: token, body: toolCall("read_a"), headers: map[string]string{"Mcp-Protocol-Version": "2025-11-25"}})
 		if err != nil {
-			got <- slowResult{0, err.Error()}
+			got <- slowResult{0, err.Error(), nil}
 			return
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		got <- slowResult{resp.StatusCode, string(b)}
+		got <- slowResult{resp.StatusCode, string(b), resp.Header}
 	}()
 	return got
 }

@@ -68,6 +68,7 @@ const (
 	toolUserOnly    = "delete_notes" // user_only
 	toolAgent       = "agent_report" // require_agent
 	toolShallow     = "shallow_echo" // max_depth 1
+	toolWait        = "wait"         // runs until its call ends (waiting)
 	agentsProtocol  = "2026-07-28"
 	auditWait       = 5 * time.Second
 	agentsTestLimit = 180 * time.Second
@@ -102,8 +103,8 @@ type agentOpts struct {
 func setupAgents(t *testing.T, o agentOpts) *agentEnv {
 	t.Helper()
 	seen := &upstreamLog{}
-	up := httptest.NewServer(seen.wrap(mcp.NewStreamableHTTPHandler(
-		func(*http.Request) *mcp.Server { return agentDemoServer() }, &mcp.StreamableHTTPOptions{Stateless: true})))
+	up := httptest.NewServer(seen.wrap(watchWait(mcp.NewStreamableHTTPHandler(
+		func(*http.Request) *mcp.Server { return agentDemoServer() }, &mcp.StreamableHTTPOptions{Stateless: true}))))
 	t.Cleanup(up.Close)
 	sessionUp := httptest.NewServer(mcp.NewStreamableHTTPHandler(func() func(*http.Request) *mcp.Server {
 		s := agentDemoServer()
@@ -151,7 +152,7 @@ func setupAgents(t *testing.T, o agentOpts) *agentEnv {
 }
 
 // agentDemoServer is the demo MCP server with two more echo tools, so that
-// every actor rule has a tool of its own.
+// every actor rule has a tool of its own, and the wait tool.
 func agentDemoServer() *mcp.Server {
 	s := mcpdemo.NewServer()
 	for _, name := range []string{toolAgent, toolShallow} {
@@ -160,7 +161,39 @@ func agentDemoServer() *mcp.Server {
 				return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: in.Text}}}, nil, nil
 			})
 	}
+	mcp.AddTool(s, &mcp.Tool{Name: toolWait, Description: "Answers when released, or after 20 s."},
+		func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+			waiting.started <- struct{}{}
+			select {
+			case <-ctx.Done():
+			case <-waiting.release:
+			case <-time.After(20 * time.Second):
+			}
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "waited"}}}, nil, nil
+		})
 	return s
+}
+
+// waiting signals each call of the wait tool as it starts, and as the
+// HTTP request that carries it ends (watchWait): the Go SDK runs a tool,
+// and its handler, on when the request is cancelled, until the client
+// cancels the call.
+// A test releases the calls it made (waiting.release) before its
+// upstream closes, which waits for them.
+var waiting = struct{ started, ended, release chan struct{} }{make(chan struct{}, 8), make(chan struct{}, 8), make(chan struct{}, 8)}
+
+// watchWait signals waiting.ended as a request for the wait tool ends:
+// its context is cancelled when the client closes the connection.
+func watchWait(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Mcp-Name") == toolWait {
+			go func() {
+				<-r.Context().Done()
+				waiting.ended <- struct{}{}
+			}()
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 var agentsCaddyfile = template.Must(template.New("Caddyfile").Parse(`{
@@ -247,6 +280,7 @@ var agentsCaddyfile = template.Must(template.New("Caddyfile").Parse(`{
 	tool shallow_echo {{.Tools}} {
 		max_depth 1
 	}
+	tool wait {{.Tools}}
 }
 
 {{.Issuer}} {
@@ -1090,13 +1124,14 @@ func TestAgentPatterns(t *testing.T) {
 			token *string
 			want  []string
 		}{
-			{"user", &userTok, []string{toolUser, toolAgentA, toolUserOnly, toolPlain, toolShallow}},
+			// wait has the base rule: everyone sees it.
+			{"user", &userTok, []string{toolUser, toolAgentA, toolUserOnly, toolPlain, toolShallow, toolWait}},
 			// user_only admits only a user acting directly (README).
-			{"client", &svcTok, []string{toolAgentA, toolPlain, toolShallow}},
-			{"agent-a alone", &ownA, []string{toolAgentA, toolAgent, toolPlain, toolShallow}},
-			{"agent-b alone", &ownB, []string{toolAgent, toolPlain, toolShallow}},
-			{"agent-a for the user", &exchangedA, []string{toolUser, toolAgentA, toolAgent, toolPlain, toolShallow}},
-			{"agent-b for agent-a for the user", &chainBA, []string{toolUser, toolAgent, toolPlain}},
+			{"client", &svcTok, []string{toolAgentA, toolPlain, toolShallow, toolWait}},
+			{"agent-a alone", &ownA, []string{toolAgentA, toolAgent, toolPlain, toolShallow, toolWait}},
+			{"agent-b alone", &ownB, []string{toolAgent, toolPlain, toolShallow, toolWait}},
+			{"agent-a for the user", &exchangedA, []string{toolUser, toolAgentA, toolAgent, toolPlain, toolShallow, toolWait}},
+			{"agent-b for agent-a for the user", &chainBA, []string{toolUser, toolAgent, toolPlain, toolWait}},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				if *tc.token == "" {

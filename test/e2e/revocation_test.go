@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"testing"
+	"time"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/e2e/harness"
 )
@@ -313,4 +315,58 @@ func TestRevocationByAdminAPI(t *testing.T) {
 		})
 	}
 	e.requireBystandersLive(ctx, t, bystanders)
+}
+
+// TestRevocationEndsPendingCall: a tools/call running when its token is
+// revoked ends (its request to the MCP server is cancelled), and its client gets the
+// refusal a new request with the token gets, a 401 invalid_token answering
+// the call's id, not Caddy's bodiless 499 for a cancelled request, which
+// a client reads as the server failing (CI stop 25: TestRevocationDelay
+// met it when a revocation reached B's gateway during a call).
+func TestRevocationEndsPendingCall(t *testing.T) {
+	e := setupAgents(t, agentOpts{})
+	ctx := ctxTimeout(t, 60*time.Second)
+	tok := e.ownToken(ctx, t, svcID, svcSecret)
+	e.audit.secret(tok)
+	type result struct {
+		resp *http.Response
+		body string
+		err  error
+	}
+	got := make(chan result, 1)
+	go func() {
+		resp, body, err := rawToolCall(ctx, e.client, e.resource, tok, toolWait)
+		got <- result{resp, body, err}
+	}()
+	select {
+	case <-waiting.started:
+		t.Cleanup(func() { waiting.release <- struct{}{} })
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call of wait did not reach the MCP server")
+	}
+	e.revoke(ctx, t, svcID, svcSecret, tok)
+	select {
+	case <-waiting.ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request for wait is still open upstream 5 s after its token was revoked")
+	}
+	r := <-got
+	if r.err != nil {
+		t.Fatalf("the call: %v", r.err)
+	}
+	ch, _ := challenge(r.resp.Header.Get("WWW-Authenticate"))
+	var body struct {
+		ID    int `json:"id"`
+		Error struct {
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(r.body), &body); err != nil || r.resp.StatusCode != http.StatusUnauthorized ||
+		ch["error"] != "invalid_token" || body.ID != 7 || body.Error.Message != "the access token has been revoked" {
+		t.Errorf("the call cut by the revocation = %d %v %s, want 401 invalid_token answering id 7", r.resp.StatusCode, r.resp.Header, r.body)
+	}
+	ev := e.audit.await(t, toolWait, func(ev auditEvent) bool { return ev.Tool == toolWait })
+	if ev.Status != http.StatusUnauthorized || ev.Reason != "the access token has been revoked" || ev.Decision != "allow" {
+		t.Errorf("audit event %+v, want the allowed call ended with 401 for the revocation", ev)
+	}
 }
