@@ -332,7 +332,7 @@ func (rw *responseWriter) dropTrailers() {
 		}
 	}
 	switch rw.mode {
-	case modeJSON, modeRefuse, modeRedirect:
+	case modeJSON, modeRefuse, modeRedirect, modeEnded:
 		for k := range h {
 			if strings.HasPrefix(k, http.TrailerPrefix) {
 				delete(h, k)
@@ -355,13 +355,6 @@ func (rw *responseWriter) WriteHeader(code int) {
 	}
 	rw.wroteHeader = true
 	rw.status = code
-	if rw.x.endedBy.Load() != nil {
-		// Ended before its answer began: whatever next writes now (the
-		// upstream's answer that raced the end, or next's error for the
-		// cancelled request) is dropped, and Serve answers instead.
-		rw.mode = modeEnded
-		return
-	}
 	h := rw.w.Header()
 	// The upstream's trailers are not announced to the client: those it
 	// announced are then not sent as trailers (see recheckHeader), and a
@@ -370,6 +363,13 @@ func (rw *responseWriter) WriteHeader(code int) {
 		rw.noteTrailers(h, tr)
 	}
 	delete(h, "Trailer")
+	if rw.x.endedBy.Load() != nil {
+		// Ended before its answer began: whatever next writes now (the
+		// upstream's answer that raced the end, or next's error for the
+		// cancelled request) is dropped, and Serve answers instead.
+		rw.mode = modeEnded
+		return
+	}
 	// Clients read a body under any status below 400 but 204 and 304:
 	// MCP clients read a 201, 203 or 206 as a 200, the Python and Go SDKs
 	// a 205, the Python SDK a 3xx it does not follow. None takes a result
@@ -670,7 +670,7 @@ func (rw *responseWriter) badGateway() {
 // describe the upstream's body go.
 func (rw *responseWriter) answerInstead(f *refusal) {
 	h := rw.w.Header()
-	for _, k := range []string{"Content-Length", "Content-Encoding", "ETag", "Last-Modified", "Location", "Mcp-Session-Id", "Set-Cookie", "Trailer"} {
+	for _, k := range []string{"Content-Length", "Content-Encoding", "ETag", "Last-Modified", "Location", "Mcp-Session-Id", "Set-Cookie"} {
 		h.Del(k)
 	}
 	rw.status = f.status

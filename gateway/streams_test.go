@@ -7,6 +7,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -538,4 +539,80 @@ func slowCall(h *harness, token string) <-chan slowResult {
 		got <- slowResult{resp.StatusCode, string(b), resp.Header}
 	}()
 	return got
+}
+
+// TestEndedCallAnswer: once the registry has ended a call whose answer
+// had not begun, the client gets the 401 a new request would get and
+// nothing of what next writes after: neither the upstream's answer that
+// raced the end (headers, body, announced and unannounced trailers) nor
+// next's error for the cancelled request, which Serve no longer returns
+// (Caddy would answer it with a bodiless 499).
+func TestEndedCallAnswer(t *testing.T) {
+	errCancelled := errors.New("upstream request cancelled")
+	for _, tt := range []struct {
+		name string
+		// after writes what next writes once the request has ended.
+		after func(w http.ResponseWriter) error
+	}{
+		{"the upstream's answer races the end", func(w http.ResponseWriter) error {
+			h := w.Header()
+			h.Set("Content-Type", "application/json")
+			h.Set("Set-Cookie", "upstream=1")
+			h.Set("Mcp-Session-Id", "upstream-session")
+			h.Set("Trailer", "X-Announced")
+			w.WriteHeader(http.StatusOK)
+			io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"raced"}]}}`)
+			h.Set("X-Announced", "late")
+			h.Set(http.TrailerPrefix+"X-Unannounced", "late")
+			return nil
+		}},
+		{"next fails for the cancelled request (Caddy)", func(http.ResponseWriter) error { return errCancelled }},
+		{"next writes nothing", func(http.ResponseWriter) error { return nil }},
+		{"httputil's 502", func(w http.ResponseWriter) error {
+			w.WriteHeader(http.StatusBadGateway)
+			return nil
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			revs := &lockedRevocations{grants: map[string]bool{}}
+			cfg.Revocations = revs
+			cfg.StreamCheckInterval = 10 * time.Millisecond
+			g := newGateway(t, cfg)
+			c := claims()
+			c["gid"] = "grant-alice"
+			r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(toolCall("read_a")))
+			r.Header.Set("Content-Type", "application/json")
+			r.Header.Set("Accept", "application/json, text/event-stream")
+			r.Header.Set("Authorization", "Bearer "+mint(t, c))
+			r.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+			w := httptest.NewRecorder()
+			err := g.Serve(w, r, NextFunc(func(w http.ResponseWriter, r *http.Request) error {
+				revs.revoke("grant-alice")
+				select {
+				case <-r.Context().Done():
+				case <-time.After(5 * time.Second):
+					t.Error("the request was not ended 5 s after its grant was revoked")
+				}
+				return tt.after(w)
+			}))
+			if err != nil {
+				t.Errorf("Serve() = %v, want nil: the gateway answered", err)
+			}
+			resp := w.Result()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(resp.Header.Get("WWW-Authenticate"), `error="invalid_token"`) ||
+				!strings.Contains(string(body), `"id":1`) || strings.Contains(string(body), "raced") {
+				t.Errorf("answer %d %v %s, want 401 invalid_token answering id 1", resp.StatusCode, resp.Header, body)
+			}
+			for _, k := range []string{"Set-Cookie", "Mcp-Session-Id", "Trailer", "X-Announced"} {
+				if v := resp.Header.Values(k); len(v) != 0 {
+					t.Errorf("header %s: %q reached the client", k, v)
+				}
+			}
+			if len(resp.Trailer) != 0 {
+				t.Errorf("trailers %v reached the client", resp.Trailer)
+			}
+		})
+	}
 }
