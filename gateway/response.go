@@ -594,6 +594,20 @@ func (rw *responseWriter) writeHeldBytes(b []byte) {
 	rw.writeHeld(len(b), func() error { _, err := rw.w.Write(b); return err })
 }
 
+// unsent reports whether nothing of the answer has been written to the
+// client yet: no header, or one the gateway holds (JSON read whole, a
+// refusal or a redirect answered at finish, an ended request's).
+func (rw *responseWriter) unsent() bool {
+	if !rw.wroteHeader {
+		return true
+	}
+	switch rw.mode {
+	case modeJSON, modeRefuse, modeRedirect, modeEnded:
+		return true
+	}
+	return false
+}
+
 // dropHeld lets go of what the answer holds.
 func (rw *responseWriter) dropHeld() {
 	rw.buf = bytes.Buffer{}

@@ -150,11 +150,25 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next Next) (err 
 		x.hdr.restore()
 		g.streams.remove(x)
 		cancel()
+		why := x.endedBy.Load()
+		ended := why != nil && rw.unsent()
+		if ended {
+			// Ended by the registry before any of its answer reached the
+			// client (nothing written, or JSON the gateway holds): nothing
+			// next wrote goes out, and the proxy's abort for the body it
+			// could not finish copying (http.ErrAbortHandler) is not let
+			// through to throw away the answer below (review s16 F1, F2).
+			if p := recover(); p != nil && p != http.ErrAbortHandler {
+				panic(p)
+			}
+			rw.mode = modeEnded
+			rw.dropHeld()
+		}
 		rw.finish()
-		if why := x.endedBy.Load(); why != nil && (!rw.wroteHeader || rw.mode == modeEnded) {
-			// Ended by the registry before its answer began: the client
-			// gets the refusal a new request would get now, not the
-			// proxy's error for a cancelled request (a 499 under Caddy).
+		if ended {
+			// The client gets the refusal a new request would get now,
+			// not the proxy's error for a cancelled request (a 499 under
+			// Caddy).
 			rw.answerInstead(g.authRefusal(why))
 			err = nil
 			g.auditForwarded(x, rw.status, why.desc)
@@ -164,7 +178,11 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next Next) (err 
 		if err != nil && !rw.wroteHeader {
 			status = g.cfg.ErrorStatus(err)
 		}
-		g.auditForwarded(x, status, "")
+		reason := ""
+		if why != nil {
+			reason = why.desc // an answer cut after it began
+		}
+		g.auditForwarded(x, status, reason)
 	}()
 	return next.ServeHTTP(rw, up)
 }

@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -75,6 +77,7 @@ func TestRevocationClosesStreams(t *testing.T) {
 	revs := &lockedRevocations{grants: map[string]bool{}}
 	cfg.Revocations = revs
 	cfg.StreamCheckInterval = 10 * time.Millisecond
+	cfg.AuditDenialsOnly = true // streams ended by the gateway are logged all the same
 	up := newStreamUpstream(func(r *http.Request) string { return r.Method + " " + r.Header.Get("X-Test-Stream") })
 	h := newHarness(t, cfg, up.serve)
 	token := func(sub, grant string) string {
@@ -137,6 +140,19 @@ func TestRevocationClosesStreams(t *testing.T) {
 	h.g.streams.waitIdle()
 	if n := h.g.streams.len(); n != 0 {
 		t.Errorf("open streams after all ended = %d, want 0", n)
+	}
+	// The two streams the revocation ended are audited with why (their
+	// answers had begun: status 200), bob's, which he closed, is not.
+	var ended []string
+	for _, ev := range h.logs.FilterMessage(auditMessage).All() {
+		m := ev.ContextMap()
+		if m["principal"] != "alice" || m["reason"] != "the access token has been revoked" || m["status"] != int64(http.StatusOK) {
+			t.Errorf("audit event %v, want alice's streams ended by the revocation", m)
+		}
+		ended = append(ended, fmt.Sprint(m["method"]))
+	}
+	if len(ended) != 2 {
+		t.Errorf("audit events for %v, want alice's GET stream and tools/call", ended)
 	}
 }
 
@@ -527,9 +543,14 @@ type slowResult struct {
 // slowCall sends a 2025-11-25 tools/call with token in the background; its
 // answer (or the error, status 0) arrives on the channel.
 func slowCall(h *harness, token string) <-chan slowResult {
+	return slowPost(h, token, toolCall("read_a"))
+}
+
+// slowPost is slowCall with the request's body given.
+func slowPost(h *harness, token, body string) <-chan slowResult {
 	got := make(chan slowResult, 1)
 	go func() {
-		resp, err := h.try(call{token: token, body: toolCall("read_a"), headers: map[string]string{"Mcp-Protocol-Version": "2025-11-25"}})
+		resp, err := h.try(call{token: token, body: body, headers: map[string]string{"Mcp-Protocol-Version": "2025-11-25"}})
 		if err != nil {
 			got <- slowResult{0, err.Error(), nil}
 			return
@@ -614,5 +635,83 @@ func TestEndedCallAnswer(t *testing.T) {
 				t.Errorf("trailers %v reached the client", resp.Trailer)
 			}
 		})
+	}
+}
+
+// TestHeldAnswerEndedByRevocation (review s16 F1): a JSON answer the
+// gateway holds to read it whole (a tools/list answer, filtered) has come
+// but for its last byte when the grant is revoked. Nothing of it reached
+// the client: the client gets the 401 a new request gets, never the held
+// bytes, which finish would otherwise write out as a complete 200 under a
+// new Content-Length.
+func TestHeldAnswerEndedByRevocation(t *testing.T) {
+	cfg := testConfig(t)
+	revs := &lockedRevocations{grants: map[string]bool{}}
+	cfg.Revocations = revs
+	cfg.StreamCheckInterval = 10 * time.Millisecond
+	sent := make(chan struct{})
+	list := `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"read_a","inputSchema":{"type":"object"}}]}}`
+	h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(list)+1))
+		io.WriteString(w, list)
+		http.NewResponseController(w).Flush()
+		close(sent)
+		<-r.Context().Done()
+	})
+	c := claims()
+	c["gid"] = "grant-alice"
+	got := slowPost(h, mint(t, c), `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`)
+	<-sent
+	time.Sleep(50 * time.Millisecond) // the answer is held by the gateway
+	revs.revoke("grant-alice")
+	r := <-got
+	if r.status != http.StatusUnauthorized || strings.Contains(r.body, "read_a") || !strings.Contains(r.header.Get("WWW-Authenticate"), `error="invalid_token"`) {
+		t.Errorf("the revoked client got %d %v %s, want 401 invalid_token and no tools", r.status, r.header, r.body)
+	}
+	if ev := h.logs.FilterMessage(auditMessage).All(); len(ev) != 1 || ev[0].ContextMap()["status"] != int64(http.StatusUnauthorized) ||
+		ev[0].ContextMap()["reason"] != "the access token has been revoked" {
+		t.Errorf("audit events %v, want one with status 401 and the revocation as its reason", ev)
+	}
+}
+
+// TestEndedCallAbortedCopy (review s16 F2): the upstream's header comes
+// after the registry ended the call, and the proxy then cannot copy the
+// body of the cancelled request and aborts the handler, as Caddy's
+// reverse_proxy and httputil.ReverseProxy do (panic(http.ErrAbortHandler)):
+// the 401 Serve writes instead still reaches the client, which would
+// otherwise see the connection close.
+func TestEndedCallAbortedCopy(t *testing.T) {
+	cfg := testConfig(t)
+	revs := &lockedRevocations{grants: map[string]bool{}}
+	cfg.Revocations = revs
+	cfg.StreamCheckInterval = 10 * time.Millisecond
+	g := newGateway(t, cfg)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		g.Serve(w, r, NextFunc(func(w http.ResponseWriter, r *http.Request) error {
+			revs.revoke("grant-alice")
+			<-r.Context().Done()
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.WriteHeader(http.StatusOK)
+			http.NewResponseController(w).Flush()
+			panic(http.ErrAbortHandler)
+		}))
+	}))
+	t.Cleanup(front.Close)
+	c := claims()
+	c["gid"] = "grant-alice"
+	req, _ := http.NewRequest(http.MethodPost, front.URL+"/mcp", strings.NewReader(toolCall("read_a")))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+mint(t, c))
+	req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("the ended call's client got no answer: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(string(b), `"id":1`) {
+		t.Errorf("got %d %s, want 401 answering id 1", resp.StatusCode, b)
 	}
 }
