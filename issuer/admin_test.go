@@ -780,14 +780,14 @@ func TestAdminChangesLogTheirTarget(t *testing.T) {
 	}
 }
 
-// TestAdminConcurrentCreate: concurrent creations of one user or client
+// TestAdminConcurrentCreate: concurrent creations of one user, client or agent
 // (two operators, a retrying script, two instances on one database) get
 // one 201 and 409s, decided in the write's transaction, and what the 201
 // answered is what the store holds: the password of that request, the
 // secret it returned. Before, every user creation answered 201 (the name
 // was checked before the bcrypt and the write, which replaced), and of
 // two clients' secrets only the last one stored worked (review s13-ops
-// F3).
+// F3); agents were left so until review s16-admin F1.
 func TestAdminConcurrentCreate(t *testing.T) {
 	iss, _ := newAdminIssuer(t, nil)
 	// The default cost, as in production: the window the old check left
@@ -857,6 +857,17 @@ func TestAdminConcurrentCreate(t *testing.T) {
 		}
 	}
 
+	won, body = create("/mcp-auth/agents", func(int) string { return `{"agent_id":"race-agent","scopes":["read"]}` })
+	if won >= 0 {
+		var created AgentView
+		if err := json.Unmarshal([]byte(body), &created); err != nil {
+			t.Fatal(err)
+		}
+		if got := clientCredentialsStatus(t, iss, "race-agent", created.Secret); got != http.StatusOK {
+			t.Errorf("agent token request with the secret of the 201 answer = %d, want 200", got)
+		}
+	}
+
 	// The store's own word, without the admin API's early check.
 	other, err := bcrypt.GenerateFromPassword([]byte("another"), bcrypt.MinCost)
 	if err != nil {
@@ -867,6 +878,9 @@ func TestAdminConcurrentCreate(t *testing.T) {
 	}
 	if err := iss.PutClient(t.Context(), Client{ID: "race-svc", TokenEndpointAuthMethod: "none"}); !errors.Is(err, store.ErrAlreadyExists) {
 		t.Errorf("PutClient(existing) = %v, want ErrAlreadyExists", err)
+	}
+	if err := iss.PutAgent(t.Context(), Agent{ID: "race-agent", SecretHash: hashClientSecret("another")}); !errors.Is(err, store.ErrAlreadyExists) {
+		t.Errorf("PutAgent(existing) = %v, want ErrAlreadyExists", err)
 	}
 }
 

@@ -88,10 +88,12 @@ func agentClient(a *Agent) *Client {
 
 // ---- management API ----
 
-// PutAgent creates or replaces a runtime-managed agent. SecretHash is
-// bcrypt or "sha256:<hex>" (RotateAgentSecret makes one), or JWKS /
-// JWKSURI for private_key_jwt. The id must not be a client's. Putting an
-// agent with Disabled set revokes its grants, as DisableAgent does.
+// PutAgent creates a runtime-managed agent; one that exists is
+// store.ErrAlreadyExists (review s16-admin F1: it was replaced, and of two
+// concurrent creations only the last secret worked). SecretHash is bcrypt
+// or "sha256:<hex>" (RotateAgentSecret makes one), or JWKS / JWKSURI for
+// private_key_jwt. The id must not be a client's. Creating an agent with
+// Disabled set revokes any grants left under its id, as DisableAgent does.
 func (i *Issuer) PutAgent(ctx context.Context, a Agent) error {
 	if err := validateAgent(&a); err != nil {
 		return invalidEntry("agent %q: %v", a.ID, err)
@@ -120,14 +122,16 @@ func (i *Issuer) PutAgent(ctx context.Context, a Agent) error {
 			return invalidEntry("agent %q: a user has this name", a.ID)
 		}
 		agents := agentsIn(tx)
-		switch old, err := agents.get(a.ID); {
+		// Decided here, not by the caller's earlier read: of two
+		// concurrent creations one fails, rather than both answering a
+		// secret of which only one works (as PutUser, PutClient).
+		switch _, err := agents.get(a.ID); {
 		case err == nil:
-			a.CreatedAt = old.CreatedAt
-		case errors.Is(err, store.ErrNotFound):
-			a.CreatedAt = i.now()
-		default:
+			return entryErr("agent", a.ID, store.ErrAlreadyExists)
+		case !errors.Is(err, store.ErrNotFound):
 			return err
 		}
+		a.CreatedAt = i.now()
 		if err := agents.put(&a); err != nil {
 			return err
 		}

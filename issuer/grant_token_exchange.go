@@ -111,6 +111,12 @@ func (x tokenExchange) grant(ctx context.Context, req *clientRequest) (*issuance
 	if u != nil && !sameResource(res.URL, subj.Audience[0]) {
 		return nil, ErrInvalidTarget.WithDescription("a user's token can only be exchanged for the resource the user consented to")
 	}
+	if !sameResource(res.URL, subj.Audience[0]) && (actor != nil || subj.Actor != nil || c.ID != subj.ClientID) {
+		// Only the token's own principal, acting alone, may move it to
+		// another resource its policy allows: a delegate holds it for
+		// the audience it was given.
+		return nil, ErrInvalidTarget.WithDescription("only the subject itself may exchange its token for another resource")
+	}
 	scopes, err := x.scopes(ctx, app, u, actor, subj, res.URL, requested)
 	if err != nil {
 		return nil, err

@@ -180,6 +180,44 @@ func TestTokenExchangeWithoutActor(t *testing.T) {
 	}
 }
 
+// TestExchangeDelegateKeepsAudience (review s16-grants F1): only a token's
+// own principal, acting alone, moves it to another resource. agent-1 hands
+// agent-2 its token for tResource so that agent-2 acts for it there;
+// agent-2 may not turn it into a token for tOther, as an actor
+// (actor_token) or as the newest actor of a delegated token, nor may the
+// subject's agent move its own token once another acts in it.
+func TestExchangeDelegateKeepsAudience(t *testing.T) {
+	e := newTokEnv(t)
+	a1 := e.agentToken(t, tAgent1, tAgentSecret, "read") // aud tResource
+	a2 := e.agentToken(t, tAgent2, tAgentSecret)
+	as2 := tAgent2 + ":" + tAgentSecret
+	d := e.tokenExchange(t, as2, exchangeForm(a1, a2))
+	if d.status != 200 {
+		t.Fatalf("agent-2 acting for agent-1 on its resource = %d %s, want 200", d.status, d.raw)
+	}
+	moved := exchangeForm(a1, a2)
+	moved.Set("resource", tOther)
+	for _, tt := range []struct {
+		name, auth string
+		form       url.Values
+	}{
+		{"agent-2 as actor, to another resource", as2, moved},
+		{"agent-2 as the newest actor, to another audience", as2, url.Values{"subject_token": {d.str("access_token")},
+			"subject_token_type": {tokenTypeAccessToken}, "audience": {tOther}}},
+		{"agent-1, its token with agent-2 acting, to another resource", tAgent1 + ":" + tAgentSecret, url.Values{"subject_token": {d.str("access_token")},
+			"subject_token_type": {tokenTypeAccessToken}, "resource": {tOther}}},
+	} {
+		if a := e.tokenExchange(t, tt.auth, tt.form); a.status != 400 || a.str("error") != "invalid_target" {
+			t.Errorf("%s = %d %s, want 400 invalid_target", tt.name, a.status, a.raw)
+		}
+	}
+	// The subject itself, alone, still moves its own token.
+	a := e.tokenExchange(t, tAgent1+":"+tAgentSecret, url.Values{"subject_token": {a1}, "subject_token_type": {tokenTypeAccessToken}, "resource": {tOther}})
+	if _, c := claimsOf(t, a.str("access_token")); a.status != 200 || c["sub"] != tAgent1 || c["aud"] != tOther || c["act"] != nil {
+		t.Errorf("agent-1 moving its own token = %d %s, want 200 with sub agent-1, aud %s, no act", a.status, a.raw, tOther)
+	}
+}
+
 func TestTokenExchangeFailures(t *testing.T) {
 	e := newTokEnv(t)
 	ctx := t.Context()
