@@ -426,9 +426,9 @@ func TestSyncStandbyCommitNotAbandoned(t *testing.T) {
 		}
 	}
 	const wait = 1500 * time.Millisecond
+	start := time.Now() // before the deadline is set, which it is from
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	start := time.Now()
 	err = s.Update(ctx, func(tx store.Tx) error { return tx.Put("b", "k", []byte("v"), time.Time{}) })
 	took := time.Since(start)
 	if errors.Is(err, store.ErrUnavailable) || took < wait {
