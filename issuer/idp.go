@@ -5,12 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -123,9 +127,9 @@ func (p *IdentityProvider) validate(groups map[string]bool) error {
 	}
 	domains := make([]string, len(p.AllowedEmailDomains))
 	for n, d := range p.AllowedEmailDomains {
-		d = strings.ToLower(strings.TrimPrefix(d, "@"))
-		if d == "" || strings.ContainsAny(d, "@ /") {
-			return fmt.Errorf("allowed_email_domains: %q is not a domain", p.AllowedEmailDomains[n])
+		d, ascii := asciiLower(strings.TrimPrefix(d, "@"))
+		if d == "" || strings.ContainsAny(d, "@ /") || !ascii {
+			return fmt.Errorf("allowed_email_domains: %q is not a domain (an internationalized one in its IDNA xn-- form)", p.AllowedEmailDomains[n])
 		}
 		domains[n] = d
 	}
@@ -182,16 +186,23 @@ func (p *IdentityProvider) mappedGroups(idpGroups []string) []string {
 type idpClient struct {
 	cfg         IdentityProvider
 	redirectURI string
-	client      *http.Client
-	now         func() time.Time
+	// client talks to the provider; nil (as configured): one made at
+	// discovery that dials only the kinds of address the provider's
+	// issuer host has (idpReach).
+	client *http.Client
+	now    func() time.Time
 
-	mu       sync.Mutex
-	disc     *idpDiscovered
+	// disc is the provider's metadata once read: the login page reads it
+	// without waiting for a discovery in progress (review s16-idp F3).
+	disc atomic.Pointer[idpDiscovered]
+	// fetch serializes discoveries, and guards the last failure.
+	fetch    sync.Mutex
 	failedAt time.Time
 	failure  error
 }
 
 type idpDiscovered struct {
+	client   *http.Client // for the code exchange and the keys
 	oauth    oauth2.Config
 	verifier *oidc.IDTokenVerifier
 	// issRequired: the provider's metadata says its authorization
@@ -205,21 +216,97 @@ type idpDiscovered struct {
 
 // newIdPHTTPClient is the client for the operator's identity providers
 // (login and trusted IdPs): time- and size-limited.
-func newIdPHTTPClient() *http.Client {
+func newIdPHTTPClient() *http.Client { return idpHTTPClient(nil) }
+
+// idpHTTPClient is newIdPHTTPClient dialing only where control allows
+// (nil: anywhere).
+func idpHTTPClient(control func(network, address string, c syscall.RawConn) error) *http.Client {
+	rt := http.DefaultTransport
+	if t, ok := rt.(*http.Transport); ok && control != nil {
+		t = t.Clone()
+		t.DialContext = (&net.Dialer{Timeout: idpTimeout, KeepAlive: 30 * time.Second, Control: control}).DialContext
+		rt = t
+	}
 	return &http.Client{
 		Timeout:   idpTimeout,
-		Transport: limitedTransport{http.DefaultTransport, idpMaxBytes},
+		Transport: limitedTransport{rt, idpMaxBytes},
 		// The provider's endpoints answer directly; a redirect is not
 		// followed to wherever it points.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 }
 
+// idpReach is where the issuer may connect for a provider: to public
+// addresses, and to the kinds of other address (loopback, internal) that
+// its issuer host, or the proxy it is reached through, resolves to: a
+// provider inside the operator's network or on this machine. So the
+// provider's metadata cannot send the code exchange with the client
+// secret, or a key fetch, to another internal service, such as Caddy's
+// admin endpoint's /stop (review s16-idp F1).
+type idpReach struct{ loopback, internal bool }
+
+// idpReachOf resolves issuer's host, and its proxy's, to say which
+// addresses it reaches.
+func idpReachOf(ctx context.Context, issuer string) (idpReach, error) {
+	var r idpReach
+	u, err := url.Parse(issuer)
+	if err != nil {
+		return r, err
+	}
+	hosts := []string{u.Hostname()}
+	if proxy, err := http.ProxyFromEnvironment(&http.Request{URL: u}); err == nil && proxy != nil {
+		hosts = append(hosts, proxy.Hostname())
+	}
+	for _, h := range hosts {
+		addrs, err := lookupAddrs(ctx, h)
+		if err != nil {
+			return r, err
+		}
+		for _, a := range addrs {
+			switch {
+			case publicAddress(a):
+			case a.Unmap().IsLoopback():
+				r.loopback = true
+			default:
+				r.internal = true
+			}
+		}
+	}
+	return r, nil
+}
+
+// lookupAddrs is host's addresses: itself when it is an IP literal.
+func lookupAddrs(ctx context.Context, host string) ([]netip.Addr, error) {
+	if a, err := netip.ParseAddr(host); err == nil {
+		return []netip.Addr{a}, nil
+	}
+	return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+}
+
+func (r idpReach) allows(a netip.Addr) bool {
+	switch {
+	case publicAddress(a):
+		return true
+	case a.Unmap().IsLoopback():
+		return r.loopback
+	}
+	return r.internal
+}
+
+// control is a net.Dialer Control refusing the addresses r does not
+// allow, on the address being connected to (after name resolution).
+func (r idpReach) control(network, address string, _ syscall.RawConn) error {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil || !r.allows(ap.Addr()) {
+		return fmt.Errorf("dial %s %s: %w", network, address, errForbiddenAddress)
+	}
+	return nil
+}
+
 func newIdPClients(cfg *Config, callback func(name string) string) map[string]*idpClient {
-	client := newIdPHTTPClient()
 	out := make(map[string]*idpClient, len(cfg.IdentityProviders))
 	for _, p := range cfg.IdentityProviders {
-		out[p.Name] = &idpClient{cfg: p, redirectURI: callback(p.Name), client: client, now: cfg.Now}
+		out[p.Name] = &idpClient{cfg: p, redirectURI: callback(p.Name), now: cfg.Now}
 	}
 	return out
 }
@@ -228,37 +315,66 @@ func newIdPClients(cfg *Config, callback func(name string) string) map[string]*i
 var errIdPUnavailable = errors.New("identity provider unavailable")
 
 // discover returns the provider's endpoints, reading its metadata once.
+// The reading is not the visitor's who asked for it but everyone's, so it
+// goes on if that visitor leaves (review s16-idp F2), bounded by
+// idpTimeout.
 func (c *idpClient) discover(ctx context.Context) (*idpDiscovered, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.disc != nil {
-		return c.disc, nil
+	if d := c.disc.Load(); d != nil {
+		return d, nil
+	}
+	c.fetch.Lock()
+	defer c.fetch.Unlock()
+	if d := c.disc.Load(); d != nil {
+		return d, nil
 	}
 	if !c.failedAt.IsZero() && c.now().Sub(c.failedAt) < idpRetryAfter {
 		return nil, c.failure
 	}
-	p, err := oidc.NewProvider(oidc.ClientContext(ctx, c.client), c.cfg.Issuer)
+	d, err := c.read(context.WithoutCancel(ctx))
 	if err != nil {
 		c.failedAt, c.failure = c.now(), fmt.Errorf("%w: %s: %w", errIdPUnavailable, c.cfg.Name, err)
 		return nil, c.failure
 	}
-	ep := p.Endpoint()
-	if _, err := parseIssuerURL(ep.AuthURL); err != nil || ep.TokenURL == "" {
-		c.failedAt, c.failure = c.now(), fmt.Errorf("%w: %s: metadata lacks usable endpoints", errIdPUnavailable, c.cfg.Name)
-		return nil, c.failure
+	c.disc.Store(d)
+	return d, nil
+}
+
+// read reads the provider's metadata.
+func (c *idpClient) read(ctx context.Context) (*idpDiscovered, error) {
+	client := c.client
+	if client == nil {
+		reach, err := idpReachOf(ctx, c.cfg.Issuer)
+		if err != nil {
+			return nil, err
+		}
+		client = idpHTTPClient(reach.control)
+	}
+	p, err := oidc.NewProvider(oidc.ClientContext(ctx, client), c.cfg.Issuer)
+	if err != nil {
+		return nil, err
 	}
 	var meta struct {
-		IssParameter bool `json:"authorization_response_iss_parameter_supported"`
+		IssParameter bool   `json:"authorization_response_iss_parameter_supported"`
+		JWKSURI      string `json:"jwks_uri"`
 	}
 	if err := p.Claims(&meta); err != nil {
-		c.failedAt, c.failure = c.now(), fmt.Errorf("%w: %s: metadata: %w", errIdPUnavailable, c.cfg.Name, err)
-		return nil, c.failure
+		return nil, fmt.Errorf("metadata: %w", err)
+	}
+	ep := p.Endpoint()
+	if _, err := parseIssuerURL(ep.AuthURL); err != nil || ep.TokenURL == "" {
+		return nil, errors.New("metadata lacks usable endpoints")
+	}
+	for _, e := range []string{ep.TokenURL, meta.JWKSURI} {
+		if err := backChannelURL(c.cfg.Issuer, e); err != nil {
+			return nil, err
+		}
 	}
 	ep.AuthStyle = oauth2.AuthStyleInHeader
 	if c.cfg.ClientSecret == "" {
 		ep.AuthStyle = oauth2.AuthStyleInParams
 	}
-	c.disc = &idpDiscovered{
+	return &idpDiscovered{
+		client: client,
 		oauth: oauth2.Config{
 			ClientID: c.cfg.ClientID, ClientSecret: c.cfg.ClientSecret,
 			Endpoint: ep, RedirectURL: c.redirectURI, Scopes: c.cfg.Scopes,
@@ -266,18 +382,33 @@ func (c *idpClient) discover(ctx context.Context) (*idpDiscovered, error) {
 		verifier:    p.Verifier(&oidc.Config{ClientID: c.cfg.ClientID, Now: c.now}),
 		issRequired: meta.IssParameter,
 		formTarget:  cspSource(ep.AuthURL),
+	}, nil
+}
+
+// backChannelURL checks an endpoint of a provider's metadata that the
+// issuer calls itself, with the code and its client secret (token) or for
+// keys: https, or http only on a loopback host beside an http (loopback)
+// issuer (review s16-idp F1).
+func backChannelURL(issuer, endpoint string) error {
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Host == "" || u.User != nil {
+		return fmt.Errorf("metadata endpoint %q is not an absolute URL", endpoint)
 	}
-	return c.disc, nil
+	switch {
+	case u.Scheme == "https":
+	case u.Scheme == "http" && strings.HasPrefix(issuer, "http://") && isLoopbackHost(u.Hostname()):
+	default:
+		return fmt.Errorf("metadata endpoint %q must be https", endpoint)
+	}
+	return nil
 }
 
 // formTarget is the CSP source the login page's form for this provider
 // may redirect to: the discovered authorization endpoint's origin, or the
 // issuer's until the metadata was read.
 func (c *idpClient) formTarget() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.disc != nil {
-		return c.disc.formTarget
+	if d := c.disc.Load(); d != nil {
+		return d.formTarget
 	}
 	return cspSource(c.cfg.Issuer)
 }
@@ -340,8 +471,13 @@ func (p *IdentityProvider) identity(claims map[string]any, subject string) (*idp
 		return nil, fmt.Errorf("%w: claim email names the user and the provider does not say it is verified", errIdPRefused)
 	}
 	if len(p.AllowedEmailDomains) > 0 {
-		_, domain, ok := strings.Cut(strings.ToLower(id.email), "@")
-		if !ok || !slices.Contains(p.AllowedEmailDomains, domain) {
+		// ASCII case only: Unicode case folding maps other domains onto
+		// allowed ones (U+0130 to "i", the Kelvin sign to "k"; review
+		// s16-idp F4), and an address in a domain's Unicode form is
+		// refused rather than guessed at.
+		_, domain, ok := strings.Cut(id.email, "@")
+		domain, ascii := asciiLower(domain)
+		if !ok || !ascii || !slices.Contains(p.AllowedEmailDomains, domain) {
 			return nil, fmt.Errorf("%w: email domain not allowed", errIdPRefused)
 		}
 	}
@@ -400,4 +536,14 @@ func (b *limitedBody) Close() error { return b.rc.Close() }
 // idpCallbackURL is the exact redirect URI registered at provider name.
 func (i *Issuer) idpCallbackURL(name string) string {
 	return i.endpoint(pathLogin + "/" + url.PathEscape(name) + "/callback")
+}
+
+// asciiLower is s with ASCII letters lowered, and whether s is all ASCII.
+func asciiLower(s string) (string, bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return s, false
+		}
+	}
+	return strings.ToLower(s), true
 }

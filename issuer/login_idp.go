@@ -221,7 +221,7 @@ func (i *Issuer) idpCallback(p *idpClient) http.HandlerFunc {
 			refused(idpReasonError, "The answer from "+name+" cannot be used.", nil)
 			return
 		}
-		tok, err := disc.oauth.Exchange(oidc.ClientContext(ctx, p.client), q.Get("code"), oauth2.VerifierOption(l.Verifier))
+		tok, err := disc.oauth.Exchange(oidc.ClientContext(ctx, disc.client), q.Get("code"), oauth2.VerifierOption(l.Verifier))
 		var re *oauth2.RetrieveError
 		switch {
 		case errors.As(err, &re):
@@ -232,7 +232,7 @@ func (i *Issuer) idpCallback(p *idpClient) http.HandlerFunc {
 			return
 		}
 		raw, _ := tok.Extra("id_token").(string)
-		idt, err := disc.verifier.Verify(oidc.ClientContext(ctx, p.client), raw)
+		idt, err := disc.verifier.Verify(oidc.ClientContext(ctx, disc.client), raw)
 		if err == nil && subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(l.Nonce)) != 1 {
 			err = errors.New("nonce does not match the sign-in")
 		}

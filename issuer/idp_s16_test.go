@@ -1,0 +1,247 @@
+package issuer
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
+)
+
+// slowDiscovery makes the stub's discovery document take d.
+func slowDiscovery(stub *stubIdP, d time.Duration) {
+	h := stub.srv.Config.Handler
+	stub.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/.well-known/openid-configuration" {
+			select {
+			case <-time.After(d):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// idpButton returns the "Continue with" form request of a fresh browser
+// (no pending authorization request), ready to post.
+func (e *testEnv) idpButton(t *testing.T, c *http.Client) *http.Request {
+	t.Helper()
+	resp, err := c.Get(e.srv.URL + pathLogin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := findForm(t, readBody(t, resp), "idp-"+stubIdPName)
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+f.action, strings.NewReader(f.hidden.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", e.srv.URL)
+	return req
+}
+
+// TestIdPDiscoveryOutlivesVisitor: an anonymous visitor who presses
+// "Continue with" and drops the connection while the provider's metadata
+// is being read makes discover cache "context canceled" as the
+// provider's failure: everyone's sign-in with that provider is then
+// "Sign-in unavailable" for idpRetryAfter, though the provider is up.
+// Repeated every 10 s (one request each, within the per-address limit)
+// after a start or reload, before any discovery succeeded, it keeps the
+// provider's sign-in down.
+func TestIdPDiscoveryOutlivesVisitor(t *testing.T) {
+	e, stub, _ := newIdPEnv(t, nil)
+	slowDiscovery(stub, 300*time.Millisecond) // a provider across the internet
+
+	attacker := e.browser()
+	req := e.idpButton(t, attacker)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if resp, err := attacker.Do(req.WithContext(ctx)); err == nil {
+		resp.Body.Close()
+		t.Fatalf("attacker's request completed (%d); want it cut during discovery", resp.StatusCode)
+	}
+	time.Sleep(100 * time.Millisecond) // the server notices the closed connection
+
+	res := e.idpSignIn(t, e.browser())
+	if res.status != http.StatusSeeOther {
+		t.Fatalf("a user's sign-in after another visitor dropped a connection = %d %q; want 303 (the provider is up)", res.status, res.body)
+	}
+}
+
+// TestIdPSlowDiscoveryLeavesLoginPage: while a provider's metadata is
+// being read (up to idpTimeout), discover holds idpClient.mu, and the
+// login page's formTarget waits on the same mutex: every visitor's
+// sign-in page (password users and other providers' users included)
+// hangs. A provider that is down or slow, or a less trusted provider
+// whose operator answers discovery slowly, and anyone who presses its
+// button every idpRetryAfter, make the page hang for everyone about half
+// of the time.
+func TestIdPSlowDiscoveryLeavesLoginPage(t *testing.T) {
+	e, stub, _ := newIdPEnv(t, nil)
+	slowDiscovery(stub, 3*time.Second)
+
+	presser := e.browser()
+	req := e.idpButton(t, presser)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if resp, err := presser.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+
+	start := time.Now()
+	resp, err := e.browser().Get(e.srv.URL + pathLogin)
+	took := time.Since(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	wg.Wait()
+	if took > time.Second {
+		t.Fatalf("another visitor's login page took %v while the provider's metadata was being read; want it served at once", took.Round(100*time.Millisecond))
+	}
+}
+
+// TestIdPMetadataBackChannel (review s16-idp F1): the endpoints of a
+// provider's metadata that the issuer calls itself (token_endpoint, with
+// the code and the client secret; jwks_uri) must be https: a provider, or
+// whoever controls its metadata, cannot point the code exchange at
+// plain-http services such as Caddy's admin endpoint's /stop. http is
+// allowed only on loopback beside an http loopback issuer (a provider on
+// this machine, as in the tests).
+func TestIdPMetadataBackChannel(t *testing.T) {
+	var hits atomic.Int32
+	admin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.WriteHeader(http.StatusOK) // Caddy answers /stop with 200 and exits
+	}))
+	defer admin.Close()
+	for _, tt := range []struct {
+		name, token, jwks string // "" : the provider's own https endpoint
+		ok                bool
+	}{
+		{"https endpoints", "", "", true},
+		{"token_endpoint on plain-http loopback", admin.URL + "/stop", "", false},
+		{"jwks_uri on plain-http loopback", "", admin.URL + "/config/", false},
+		{"token_endpoint not a URL", "/token", "", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var idp *httptest.Server
+			idp = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path != "/.well-known/openid-configuration" {
+					http.NotFound(w, r)
+					return
+				}
+				token, jwks := cmp.Or(tt.token, idp.URL+"/token"), cmp.Or(tt.jwks, idp.URL+"/jwks")
+				w.Header().Set("Content-Type", "application/json")
+				_ = json.NewEncoder(w).Encode(map[string]any{
+					"issuer": idp.URL, "authorization_endpoint": idp.URL + "/auth",
+					"token_endpoint": token, "jwks_uri": jwks, "response_types_supported": []string{"code"},
+				})
+			}))
+			defer idp.Close()
+			// The production client, trusting the test server's
+			// certificate (the provider is https, as a real one must be).
+			client := newIdPHTTPClient()
+			client.Transport = limitedTransport{idp.Client().Transport, idpMaxBytes}
+			c := &idpClient{
+				cfg:         IdentityProvider{Name: "partner", Issuer: idp.URL, ClientID: "mcp-auth", ClientSecret: "s"},
+				redirectURI: "https://auth.example.com/login/partner/callback", client: client, now: time.Now,
+			}
+			disc, err := c.discover(t.Context())
+			if (err == nil) != tt.ok {
+				t.Fatalf("discover = %v, want ok %v", err, tt.ok)
+			}
+			if err != nil {
+				if !errors.Is(err, errIdPUnavailable) {
+					t.Errorf("discover = %v, want errIdPUnavailable", err)
+				}
+				return
+			}
+			// What idpCallback does with a code.
+			_, _ = disc.oauth.Exchange(oidc.ClientContext(t.Context(), disc.client), "code", oauth2.VerifierOption("v"))
+		})
+	}
+	if n := hits.Load(); n != 0 {
+		t.Errorf("the plain-http service got %d requests", n)
+	}
+}
+
+// TestIdPReach (review s16-idp F1): the issuer dials, for a provider, the
+// public addresses and the kinds of other address its issuer host has: a
+// provider on a public host cannot have it dial loopback or an internal
+// address (its metadata's endpoints, through DNS too: the check is on the
+// address dialed), one inside the network cannot have it dial loopback.
+func TestIdPReach(t *testing.T) {
+	public, internal, loopback := netip.MustParseAddr("93.184.215.14"), netip.MustParseAddr("10.1.2.3"), netip.MustParseAddr("127.0.0.1")
+	for _, tt := range []struct {
+		issuer string
+		want   map[netip.Addr]bool
+	}{
+		{"https://93.184.215.14", map[netip.Addr]bool{public: true, internal: false, loopback: false, netip.MustParseAddr("::1"): false, netip.MustParseAddr("169.254.169.254"): false}},
+		{"https://10.0.0.5:8443", map[netip.Addr]bool{public: true, internal: true, loopback: false}},
+		{"http://127.0.0.1:8080", map[netip.Addr]bool{public: true, internal: false, loopback: true}},
+		{"http://localhost:8080", map[netip.Addr]bool{public: true, internal: false, loopback: true}},
+	} {
+		r, err := idpReachOf(t.Context(), tt.issuer)
+		if err != nil {
+			t.Fatalf("idpReachOf(%s): %v", tt.issuer, err)
+		}
+		for a, want := range tt.want {
+			if got := r.allows(a); got != want {
+				t.Errorf("issuer %s: allows(%s) = %v, want %v", tt.issuer, a, got, want)
+			}
+		}
+	}
+	// At the dial: a client for a public provider does not reach a
+	// service on this machine.
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		t.Error("a provider's client on a public host reached a loopback service")
+	}))
+	defer srv.Close()
+	r, _ := idpReachOf(t.Context(), "https://93.184.215.14")
+	if _, err := idpHTTPClient(r.control).Get(srv.URL); !errors.Is(err, errForbiddenAddress) {
+		t.Errorf("GET %s through a public provider's client = %v, want errForbiddenAddress", srv.URL, err)
+	}
+}
+
+// TestIdPEmailDomainASCIIOnly (review s16-idp F4): allowed_email_domains
+// folds ASCII case only. Unicode case folding would admit other domains:
+// strings.ToLower maps U+0130 to "i" and the Kelvin sign U+212A to "k",
+// so b<U+0130>gcorp.example (another registrable domain, whose mail its
+// owner reads) passed as bigcorp.example. A configured domain that is not
+// ASCII is refused (its IDNA xn-- form is the one to give).
+func TestIdPEmailDomainASCIIOnly(t *testing.T) {
+	for _, tt := range []struct {
+		allowed, email string
+		admitted       bool
+	}{
+		{"bigcorp.example", "mallory@b\u0130gcorp.example", false},
+		{"kpmg.example", "mallory@\u212Apmg.example", false},
+		{"bigcorp.example", "Alice@BigCorp.EXAMPLE", true},
+	} {
+		t.Run(tt.email, func(t *testing.T) {
+			e, stub, _ := newIdPEnv(t, func(p *IdentityProvider) { p.AllowedEmailDomains = []string{tt.allowed} })
+			stub.set(func(s *stubIdP) { s.claims["email"], s.claims["email_verified"] = tt.email, true })
+			if res := e.idpSignIn(t, e.browser()); (res.status == http.StatusSeeOther) != tt.admitted {
+				t.Fatalf("address %q under allowed_email_domains %s: sign-in %d, want admitted %v", tt.email, tt.allowed, res.status, tt.admitted)
+			}
+		})
+	}
+	p := IdentityProvider{Name: "corp", Issuer: "https://idp.example", ClientID: "c", AllowedEmailDomains: []string{"b\u0130gcorp.example"},
+		GroupMap: map[string][]string{"*": {"staff"}}}
+	if err := p.validate(map[string]bool{"staff": true}); err == nil || !strings.Contains(err.Error(), "xn--") {
+		t.Errorf("validate(allowed_email_domains with a non-ASCII domain) = %v, want an error naming the xn-- form", err)
+	}
+}
