@@ -123,6 +123,14 @@ func (d *directory) validateConfig() error {
 		if err := validateClientAuth(c); err != nil {
 			return entryErr("client", c.ID, err)
 		}
+		// The rules of a registered client's redirect URIs: codes go
+		// nowhere in clear, nor to a host a browser reads otherwise
+		// (review s16-admin F2: configured clients skipped them).
+		for _, u := range c.RedirectURIs {
+			if _, err := classifyRedirectURI(u); err != nil {
+				return entryErr("client", c.ID, err)
+			}
+		}
 	}
 	d.cfg.Clients = clients
 	// Agents authenticate as clients: one id namespace, so seen carries on.

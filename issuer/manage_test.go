@@ -197,6 +197,20 @@ func TestConfigValidation(t *testing.T) {
 		{"repeated client", func(c *Config) { c.Clients = []Client{{ID: "a"}, {ID: "a"}} }},
 		{"client secret not a hash", func(c *Config) { c.Clients = []Client{{ID: "a", SecretHash: "pw"}} }},
 		{"resource with fragment", func(c *Config) { c.Resources = []Resource{{URL: "https://a.example.com/#x"}} }},
+		// A configured client's redirect URIs follow a registered
+		// client's rules (review s16-admin F2).
+		{"redirect URI plain http off loopback", func(c *Config) {
+			c.Clients = []Client{{ID: "a", TokenEndpointAuthMethod: "none", RedirectURIs: []string{"http://app.example.com/cb"}}}
+		}},
+		{"redirect URI with a fragment", func(c *Config) {
+			c.Clients = []Client{{ID: "a", TokenEndpointAuthMethod: "none", RedirectURIs: []string{"https://app.example.com/cb#x"}}}
+		}},
+		{"redirect URI with a Unicode host", func(c *Config) {
+			c.Clients = []Client{{ID: "a", TokenEndpointAuthMethod: "none", RedirectURIs: []string{"https://\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54/cb"}}}
+		}},
+		{"redirect URI with a custom scheme that is no reverse-DNS name", func(c *Config) {
+			c.Clients = []Client{{ID: "a", TokenEndpointAuthMethod: "none", RedirectURIs: []string{"myapp:/cb"}}}
+		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := e.config()
@@ -206,9 +220,11 @@ func TestConfigValidation(t *testing.T) {
 			}
 		})
 	}
-	// A configured client with a secret but no method is confidential.
+	// A configured client with a secret but no method is confidential;
+	// loopback, https and private-use redirect URIs are fine.
 	cfg := e.config()
-	cfg.Clients = []Client{{ID: "a", SecretHash: passwordHash()}}
+	cfg.Clients = []Client{{ID: "a", SecretHash: passwordHash(),
+		RedirectURIs: []string{"http://127.0.0.1/cb", "https://app.example.com/cb", "com.example.app:/cb"}}}
 	iss, err := New(cfg, e.store)
 	if err != nil {
 		t.Fatal(err)
