@@ -37,6 +37,7 @@ running Caddy instance, through its admin API (routes under /mcp-auth/).
 
   user add <name> [--group <g>]... [--name <n>] [--email <e>]
   user list | show <name> | remove <name> | set-password <name>
+       | disable <name> | enable <name>
   client add <id> [--public] [--redirect-uri <uri>]... [--grant-type <t>]...
                   [--auth-method <m>] [--jwks-uri <url>] [--jwks <file>]
                   [--resource <url>]... [--scope <s>]... [--name <n>] [--introspect]
@@ -100,7 +101,9 @@ func newCLI(cmd *cobra.Command, c *cli) {
 	// subcommands with an error (cobra would print help and succeed).
 	group(cmd)
 	user := group(&cobra.Command{Use: "user", Short: "Manages users"})
-	user.AddCommand(c.userAdd(), c.userList(), c.userShow(), c.userRemove(), c.userSetPassword())
+	user.AddCommand(c.userAdd(), c.userList(), c.userShow(), c.userRemove(), c.userSetPassword(),
+		c.userAction("disable", "Disables a user, of an identity provider too, ending its sessions and grants", http.MethodPost, "/disable", "disabled user %s\n"),
+		c.userAction("enable", "Enables a disabled user", http.MethodPost, "/enable", "enabled user %s\n"))
 	client := group(&cobra.Command{Use: "client", Short: "Manages OAuth clients"})
 	client.AddCommand(c.clientAdd(), c.clientUpdate(), c.clientList(), c.clientShow(), c.clientRemove(), c.clientRotate())
 	agent := group(&cobra.Command{Use: "agent", Short: "Manages AI agent principals"})
@@ -218,15 +221,20 @@ func (c *cli) userShow() *cobra.Command {
 }
 
 func (c *cli) userRemove() *cobra.Command {
+	return c.userAction("remove", "Removes a user (one of an identity provider is created again at its next sign-in there: disable it to keep it out)", http.MethodDelete, "", "removed user %s\n")
+}
+
+// userAction is a command that acts on one user and prints done.
+func (c *cli) userAction(use, short, method, suffix, done string) *cobra.Command {
 	return &cobra.Command{
-		Use:   "remove <name>",
-		Short: "Removes a user",
+		Use:   use + " <name>",
+		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := c.call(http.MethodDelete, "/mcp-auth/users/"+url.PathEscape(args[0]), nil, nil); err != nil {
+			if err := c.call(method, "/mcp-auth/users/"+url.PathEscape(args[0])+suffix, nil, nil); err != nil {
 				return err
 			}
-			fmt.Fprintf(c.out, "removed user %s\n", args[0])
+			fmt.Fprintf(c.out, done, args[0])
 			return nil
 		},
 	}

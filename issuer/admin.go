@@ -76,6 +76,8 @@ func (i *Issuer) newAdmin(hashCost int) *admin {
 		"GET /users/{name}":          a.showUser,
 		"DELETE /users/{name}":       actRoute(i.DeleteUser, "name"),
 		"PUT /users/{name}/password": a.setPassword,
+		"POST /users/{name}/disable": actRoute(i.DisableUser, "name"),
+		"POST /users/{name}/enable":  actRoute(i.EnableUser, "name"),
 		"GET /clients":               listRoute(i.Clients, clientView),
 		"POST /clients":              a.addClient,
 		"GET /clients/{id}":          a.showClient,

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/oauth2"
 )
 
@@ -243,5 +245,57 @@ func TestIdPEmailDomainASCIIOnly(t *testing.T) {
 		GroupMap: map[string][]string{"*": {"staff"}}}
 	if err := p.validate(map[string]bool{"staff": true}); err == nil || !strings.Contains(err.Error(), "xn--") {
 		t.Errorf("validate(allowed_email_domains with a non-ASCII domain) = %v, want an error naming the xn-- form", err)
+	}
+}
+
+// TestDisableUser (review s16-idp F5): an operator can keep one user of
+// an identity provider out: a disabled user cannot sign in, at its
+// provider either, until enabled, and disabling ends its login sessions.
+// Removing such a user only signs it out (TestIdPReassignedName: its next
+// sign-in there creates it again). A user of the configuration is the
+// Caddyfile's to change (409), an unknown one is 404.
+func TestDisableUser(t *testing.T) {
+	e, _, _ := newIdPEnv(t, func(p *IdentityProvider) { p.UserClaim = "email" })
+	const name = stubIdPName + ":alice@corp.example"
+	signedIn := e.browser()
+	if res := e.idpSignIn(t, signedIn); res.status != http.StatusSeeOther {
+		t.Fatalf("sign-in = %d %q, want 303", res.status, res.body)
+	}
+	admin := httptest.NewServer(http.StripPrefix("/mcp-auth", e.iss.newAdmin(bcrypt.MinCost)))
+	t.Cleanup(admin.Close)
+	post := func(user, action string) int {
+		t.Helper()
+		resp, err := http.Post(admin.URL+"/mcp-auth/users/"+url.PathEscape(user)+"/"+action, "application/json", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := post(name, "disable"); got != http.StatusNoContent {
+		t.Fatalf("disable = %d, want 204", got)
+	}
+	var u User
+	if err := e.get(bucketUsers, name, &u); err != nil || !u.Disabled {
+		t.Errorf("user after disable: %+v, %v; want disabled", u, err)
+	}
+	// idpSignIn fails the test unless /authorize sends the browser to
+	// log in: the session ended.
+	for _, c := range []*http.Client{signedIn, e.browser()} {
+		if res := e.idpSignIn(t, c); res.status == http.StatusSeeOther {
+			t.Errorf("a disabled user's sign-in at its provider = %d, want refused", res.status)
+		}
+	}
+	if got := post(name, "enable"); got != http.StatusNoContent {
+		t.Fatalf("enable = %d, want 204", got)
+	}
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+		t.Errorf("sign-in after enable = %d %q, want 303", res.status, res.body)
+	}
+	if got := post(bUser, "disable"); got != http.StatusConflict {
+		t.Errorf("disable a configured user = %d, want 409", got)
+	}
+	if got := post("nobody", "disable"); got != http.StatusNotFound {
+		t.Errorf("disable an unknown user = %d, want 404", got)
 	}
 }

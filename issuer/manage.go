@@ -176,6 +176,41 @@ func (i *Issuer) SetPassword(ctx context.Context, name, bcryptHash string) error
 	})
 }
 
+// DisableUser disables a stored user, one an identity provider's sign-in
+// created included: it cannot sign in, at its provider either, until
+// enabled, and its login sessions and grants end (signOutUser). Removing
+// a provider's user only signs it out, as its next sign-in there creates
+// it again (review s16-idp F5).
+func (i *Issuer) DisableUser(ctx context.Context, name string) error {
+	return i.setUserDisabled(ctx, name, true)
+}
+
+// EnableUser enables a disabled stored user. Revoked grants stay revoked.
+func (i *Issuer) EnableUser(ctx context.Context, name string) error {
+	return i.setUserDisabled(ctx, name, false)
+}
+
+func (i *Issuer) setUserDisabled(ctx context.Context, name string, disabled bool) error {
+	if i.dir.configuredUser(name) {
+		return entryErr("user", name, ErrConfigured)
+	}
+	return i.store.Update(ctx, func(tx store.Tx) error {
+		users := usersIn(tx)
+		u, err := users.get(name)
+		if err != nil {
+			return entryErr("user", name, err)
+		}
+		u.Disabled = disabled
+		if err := users.put(u); err != nil {
+			return err
+		}
+		if disabled {
+			return signOutUser(tx, name, i.revocation())
+		}
+		return nil
+	})
+}
+
 // PutClient creates a runtime-managed client. A confidential client's
 // SecretHash is bcrypt or "sha256:<hex>" (RotateClientSecret makes one); a
 // method left empty is inferred from the credentials given. A stored
