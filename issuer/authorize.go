@@ -625,6 +625,7 @@ func (i *Issuer) issueCode(ctx context.Context, s *session, c *Client, ar *authR
 		DPoPJKT:             ar.DPoPJKT,
 		AuthTime:            s.AuthTime,
 		SignedInAt:          s.SignedInAt,
+		Credential:          s.Credential,
 		IssuedAt:            now,
 		Issuer:              i.URL(),
 		ExpiresAt:           now.Add(i.cfg.CodeTTL),

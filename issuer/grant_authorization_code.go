@@ -31,9 +31,13 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 	// Read first: lookups of the user and agent must not run inside the
 	// write transaction. The write below re-checks that nothing changed.
 	var ac *authCode
+	var current bool
 	err := i.store.View(ctx, func(tx store.Tx) error {
 		var err error
-		ac, err = codesIn(tx).get(code)
+		if ac, err = codesIn(tx).get(code); err != nil {
+			return err
+		}
+		current, err = i.creds.current(tx, principalUser, ac.Subject, ac.Credential)
 		return err
 	})
 	if errors.Is(err, store.ErrNotFound) {
@@ -61,6 +65,10 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 		// Issued at another URL of the store: the directory this
 		// issuer's reloads compare against never saw it.
 		return nil, ErrInvalidGrant.WithDescription("invalid, expired or used authorization code")
+	case !current:
+		// Signed in with a password the configuration has replaced, at
+		// an instance that had not reloaded yet (credentialTags).
+		return nil, errPrincipalRevoked
 	case ac.ClientID != c.ID:
 		return nil, ErrInvalidGrant.WithDescription("authorization code was issued to another client")
 	case f.Get("redirect_uri") != ac.RedirectURI:
@@ -101,7 +109,7 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 	gr := &grant{
 		ID: gid, Subject: ac.Subject, ClientID: c.ID, Actor: ac.Actor, Resource: ac.Resource,
 		Scopes: scopes, Issuer: i.URL(), AuthTime: ac.AuthTime, CreatedAt: now, LastUsed: now,
-		ExpiresAt: now.Add(i.cfg.AccessTokenTTL),
+		ExpiresAt: now.Add(i.cfg.AccessTokenTTL), Credential: ac.Credential,
 	}
 	if offline {
 		gr.ExpiresAt = now.Add(i.cfg.RefreshTokenTTL)

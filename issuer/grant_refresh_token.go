@@ -26,9 +26,13 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 	}
 	var rec *refreshToken
 	var g *grant
+	var current bool
 	err := i.store.View(ctx, func(tx store.Tx) error {
 		var err error
-		rec, g, err = refreshIn(tx).family(rt)
+		if rec, g, err = refreshIn(tx).family(rt); err != nil {
+			return err
+		}
+		current, err = i.creds.grantCurrent(tx, g)
 		return err
 	})
 	if errors.Is(err, store.ErrNotFound) {
@@ -61,6 +65,9 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 	// seconds, capped at the grant's end): it counts as ended.
 	if g.Revoked || g.ExpiresAt.Sub(now) < time.Second || !now.Before(rec.ExpiresAt) || !i.issued(g.Issuer) {
 		return nil, ErrInvalidGrant.WithDescription("invalid, expired or revoked refresh token")
+	}
+	if !current {
+		return nil, i.refuseReplaced(ctx, g.ID, ErrInvalidGrant.WithDescription("invalid, expired or revoked refresh token"))
 	}
 	if g.DPoPJKT != "" && req.jkt != g.DPoPJKT {
 		return nil, keyNeeded

@@ -103,6 +103,9 @@ func (x tokenExchange) grant(ctx context.Context, req *clientRequest) (*issuance
 	if c.ID != subj.ClientID && (actor == nil || c.ID != actor.ID) && (subj.Actor == nil || c.ID != subj.Actor.Subject) {
 		return nil, invalid("the client may not exchange this subject_token")
 	}
+	if err := x.subjectCurrent(ctx, subj.GrantID); err != nil {
+		return nil, err
+	}
 
 	res, err := i.policy.resolveResource(app, target)
 	if err != nil {
@@ -260,6 +263,29 @@ func (x tokenExchange) scopes(ctx context.Context, app *Client, u *User, actor *
 		}
 	}
 	return out, nil
+}
+
+// subjectCurrent refuses, and revokes, a subject token whose grant was
+// issued under a credential the configuration has replaced
+// (credentialTags).
+func (x tokenExchange) subjectCurrent(ctx context.Context, gid string) error {
+	i := x.iss
+	if gid == "" {
+		return nil
+	}
+	current := true
+	err := i.store.View(ctx, func(tx store.Tx) error {
+		g, err := grantsIn(tx).get(gid)
+		if err != nil {
+			return ignoreNotFound(err) // refused by touchGrant
+		}
+		current, err = i.creds.grantCurrent(tx, g)
+		return err
+	})
+	if err != nil || current {
+		return err
+	}
+	return i.refuseReplaced(ctx, gid, ErrInvalidRequest.WithDescription("subject_token is invalid, expired or revoked"))
 }
 
 // touchGrant records a use of the subject's grant (last use, and the

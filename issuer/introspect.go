@@ -116,13 +116,19 @@ func (c *Client) mayIntrospect(t *introspection) bool {
 // "refresh_token" (which no resource server takes for an access token's);
 // mayIntrospect shows it to its client only (so never a DPoP-bound one:
 // only public clients' families are bound, and they cannot introspect). A token of a grant another issuer
-// URL created is not active here, as the refresh grant refuses it.
+// URL created, or issued under a credential the configuration has
+// replaced (credentialTags), is not active here, as the refresh grant
+// refuses it.
 func (i *Issuer) introspectRefresh(ctx context.Context, tok string) (*introspection, error) {
 	var rec *refreshToken
 	var g *grant
+	var current bool
 	err := i.store.View(ctx, func(tx store.Tx) error {
 		var err error
-		rec, g, err = refreshIn(tx).family(tok)
+		if rec, g, err = refreshIn(tx).family(tok); err != nil {
+			return err
+		}
+		current, err = i.creds.grantCurrent(tx, g)
 		return err
 	})
 	if errors.Is(err, store.ErrNotFound) {
@@ -132,7 +138,7 @@ func (i *Issuer) introspectRefresh(ctx context.Context, tok string) (*introspect
 		return nil, err
 	}
 	now := i.now()
-	if rec.Rotated || g.Revoked || !now.Before(rec.ExpiresAt) || !now.Before(g.ExpiresAt) || !i.issued(g.Issuer) {
+	if rec.Rotated || g.Revoked || !current || !now.Before(rec.ExpiresAt) || !now.Before(g.ExpiresAt) || !i.issued(g.Issuer) {
 		return &introspection{}, nil
 	}
 	t := &introspection{

@@ -78,6 +78,7 @@ type Issuer struct {
 	mint     minter
 	pages    *pages
 	dir      *directory             // users, clients, agents
+	creds    *credentialTags        // of the configured users, clients and agents
 	policy   *policy                // resources and the scopes they grant
 	cimd     *cimdFetcher           // outbound: CIMD documents, client jwks_uri
 	pending  *pendingRequests       // authorization requests waiting for login or consent
@@ -227,7 +228,6 @@ func (i *Issuer) init() error {
 	i.userWrites = newRateLimiter(i.now, userWriteBurst, time.Minute, userWrites)
 	i.policy = newPolicy(&i.cfg)
 	i.pending = &pendingRequests{store: i.store, now: i.now, rand: i.cfg.Rand, log: i.log}
-	i.sessions = newSessions(i.store, &i.cfg, i.issuer, i.anonWrites)
 	cimdFetches := newRateLimiter(i.now, cimdFetchBurst, time.Minute, mem.cimdFetches)
 	if i.cimd, err = newCIMDFetcher(&i.cfg, i.store, i.log, i.now, i.anonWrites, cimdFetches); err != nil {
 		return err
@@ -240,6 +240,8 @@ func (i *Issuer) init() error {
 	if err := i.dir.validateConfig(); err != nil {
 		return err
 	}
+	i.creds = &credentialTags{declared: i.dir.snapshot(), issuer: i.URL()}
+	i.sessions = newSessions(i.store, &i.cfg, i.issuer, i.anonWrites, i.creds)
 	i.idps = newIdPClients(&i.cfg, i.idpCallbackURL)
 	i.trusted = newTrustedIdPs(&i.cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

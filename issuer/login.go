@@ -179,7 +179,8 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 	}
 	i.limiter.attemptSucceeded(ctx, account, addr)
 
-	ns := &session{Browser: s.Browser, Issuer: i.URL(), User: u.Username, AuthTime: authTime, ExpiresAt: i.now().Add(i.cfg.SessionTTL)}
+	ns := &session{Browser: s.Browser, Issuer: i.URL(), User: u.Username, AuthTime: authTime, ExpiresAt: i.now().Add(i.cfg.SessionTTL),
+		Credential: i.creds.of(principalUser, u.Username)}
 	switch err := i.sessions.start(ctx, w, ns, sid); {
 	case errors.Is(err, errSignedOut):
 		v.Error = "Invalid username or password."

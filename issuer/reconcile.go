@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 
 	"go.uber.org/zap"
 
@@ -27,6 +28,70 @@ func credentialFingerprint(secretHash string, jwks []byte, jwksURI string) strin
 		return fingerprint(secretHash)
 	}
 	return fingerprint(secretHash + "\x00jwks\x00" + string(jwks) + "\x00" + jwksURI)
+}
+
+// credentialTagLen is how many hex digits of a credential's fingerprint
+// a tag keeps: 64 bits tell one credential from the next; the hash itself
+// is never stored.
+const credentialTagLen = 16
+
+// tag is the tag of the credential s declares for the principal of
+// principal type pt (principalUser, principalClient, principalAgent)
+// named name: the start of its fingerprint, "" when s declares none.
+func (s *directorySnapshot) tag(pt, name string) string {
+	var fps map[string]string
+	switch pt {
+	case principalUser:
+		fps = s.Users
+	case principalClient:
+		fps = s.Clients
+	case principalAgent:
+		fps = s.Agents
+	}
+	fp := fps[name]
+	return fp[:min(len(fp), credentialTagLen)]
+}
+
+// credentialTags judge what rests on the credential of a configured
+// principal. A session, code and grant of a configured user, and a
+// configured client's or agent's own grant, record the tag of the
+// credential they were issued under (the password hash, the secret hash
+// and keys). Instances sharing a store take a new configuration one after
+// the other; one not yet reloaded still accepts the credential the
+// others replaced, and what it issues then was not there when they
+// compared the configurations (ApplyConfigChanges). Its tag tells it
+// apart: a use of it is refused wherever the replaced credential is no
+// longer current, and the reload of that instance revokes it.
+type credentialTags struct {
+	declared directorySnapshot // this configuration's
+	issuer   string            // the issuer URL configurations are recorded under
+}
+
+// of is the tag of the credential this configuration declares for the
+// principal ("" for none: not configured).
+func (c *credentialTags) of(pt, name string) string { return c.declared.tag(pt, name) }
+
+// current reports whether tag, recorded for the principal, is its
+// credential's in this configuration or in the one last applied to the
+// store under this issuer URL: an instance that has not reloaded yet
+// accepts what the reloaded ones issue, which its own reload will not
+// revoke. An empty tag is current (a principal not configured, or a
+// record from before tags, whose credential changes the comparison of
+// configurations handles).
+func (c *credentialTags) current(tx store.Tx, pt, name, tag string) (bool, error) {
+	if tag == "" || tag == c.of(pt, name) {
+		return true, nil
+	}
+	applied, err := configIn(tx).get(c.issuer)
+	if err != nil {
+		return false, ignoreNotFound(err)
+	}
+	return tag == applied.tag(pt, name), nil
+}
+
+// grantCurrent is current for the principal of grant g.
+func (c *credentialTags) grantCurrent(tx store.Tx, g *grant) (bool, error) {
+	return c.current(tx, g.principal(), g.Subject, g.Credential)
 }
 
 // RecordConfig records this configuration as the one applied to the
@@ -61,6 +126,12 @@ func (i *Issuer) RecordConfig(ctx context.Context) error {
 //     configured again finds them (and their consents) by name. A
 //     changed group mapping revokes nothing: refresh re-applies today's
 //     mapping to the provider groups of the user's last sign-in.
+//
+// It also revokes this issuer URL's grants recorded under a credential
+// of a configured principal other than the one this configuration
+// declares (credentialTags): those an instance still running the
+// previous configuration issued after another applied this one. They
+// are found by a read; most reloads find none and write nothing more.
 //
 // Applying the same configuration again changes nothing; the first
 // configuration applied to a store only records itself. Call it when the
@@ -155,5 +226,56 @@ func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
 	if len(ended) > 0 {
 		i.sec.Info("configuration removed or re-keyed principals; their grants are revoked", zap.Strings("principals", ended))
 	}
+	if err := i.revokeReplacedGrants(ctx); err != nil {
+		return fmt.Errorf("apply configuration changes: %w", err)
+	}
 	return nil
+}
+
+// revokeReplacedGrants revokes this issuer URL's grants whose credential
+// tag is not the one this configuration declares for their principal.
+func (i *Issuer) revokeReplacedGrants(ctx context.Context) error {
+	var ids, principals []string
+	err := i.store.View(ctx, func(tx store.Tx) error {
+		ids, principals = ids[:0], principals[:0]
+		return grantsIn(tx).each(func(g *grant) error {
+			if g.Revoked || g.Credential == "" || !i.issued(g.Issuer) || g.Credential == i.creds.of(g.principal(), g.Subject) {
+				return nil
+			}
+			ids = append(ids, g.ID)
+			if p := g.principal() + " " + g.Subject; !slices.Contains(principals, p) {
+				principals = append(principals, p)
+			}
+			return nil
+		})
+	})
+	if err != nil || len(ids) == 0 {
+		return err
+	}
+	until := i.revokeUntil()
+	err = i.store.Update(ctx, func(tx store.Tx) error {
+		for _, id := range ids {
+			if err := grantsIn(tx).revoke(id, until); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	i.sec.Info("grants issued under credentials the configuration replaced are revoked",
+		zap.Int("grants", len(ids)), zap.Strings("principals", principals))
+	return nil
+}
+
+// refuseReplaced revokes grant gid, used although issued under a
+// credential the configuration has replaced, and returns refused.
+func (i *Issuer) refuseReplaced(ctx context.Context, gid string, refused error) error {
+	err := i.store.Update(ctx, func(tx store.Tx) error { return grantsIn(tx).revoke(gid, i.revokeUntil()) })
+	if err != nil {
+		return fmt.Errorf("revoke grant of a replaced credential: %w", err)
+	}
+	i.securityEvent(ctx, zap.WarnLevel, "grant issued under a replaced credential used; it is revoked", zap.String("grant", gid))
+	return refused
 }

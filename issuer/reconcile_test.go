@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/oauth2"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
@@ -179,7 +180,7 @@ func TestSessionBoundToIssuerURL(t *testing.T) {
 		{old, "sid-any", true},
 		{moved, "sid-any", true},
 	} {
-		ss := newSessions(st, &cfg, tt.at, nil)
+		ss := newSessions(st, &cfg, tt.at, nil, &credentialTags{issuer: tt.at.String()})
 		r := httptest.NewRequest(http.MethodGet, tt.at.String()+"/authorize", nil)
 		r.AddCookie(&http.Cookie{Name: ss.cookieName(), Value: tt.id})
 		s, _, err := ss.current(r)
@@ -189,5 +190,231 @@ func TestSessionBoundToIssuerURL(t *testing.T) {
 		if got := s != nil && s.User == "bob"; got != tt.want {
 			t.Errorf("session %s under %s: signed in %v, want %v", tt.id, tt.at, got, tt.want)
 		}
+	}
+}
+
+// TestRollingCredentialChange: instances sharing a store take a new
+// configuration one after the other. Once A has applied it, B, not
+// reloaded yet, still accepts the credential it replaced (a user's
+// password, a client's or an agent's secret): what B issues then (a
+// user's session, code and grant; a client's or agent's own token) is
+// refused at A, a grant so refused is revoked, and B's own reload
+// revokes the rest, although the configuration recorded in the store had
+// the new credential already. What A issued under the new credential
+// works at B meanwhile, and grants from before grants recorded their
+// credential keep working.
+func TestRollingCredentialChange(t *testing.T) {
+	const (
+		svc, bot             = "svc", "bot"
+		oldSecret, newSecret = "old secret", "new secret"
+	)
+	type tokens struct {
+		access, refresh string
+		// A user's browser, signed in, and a code it got, not redeemed.
+		browser        *http.Client
+		code, verifier string
+	}
+	rekey := func(id string) func(*Config) {
+		return func(c *Config) {
+			c.Clients, c.Agents = slices.Clone(c.Clients), slices.Clone(c.Agents)
+			for n := range c.Clients {
+				if c.Clients[n].ID == id {
+					c.Clients[n].SecretHash = hashClientSecret(newSecret)
+				}
+			}
+			for n := range c.Agents {
+				if c.Agents[n].ID == id {
+					c.Agents[n].SecretHash = hashClientSecret(newSecret)
+				}
+			}
+		}
+	}
+	conf := func(e *testEnv) *oauth2.Config {
+		return &oauth2.Config{
+			ClientID: bClientID, RedirectURL: bRedirect, Scopes: []string{"files:read", "offline_access"},
+			Endpoint: oauth2.Endpoint{AuthURL: e.url(pathAuthorize, nil), TokenURL: e.url(pathToken, nil), AuthStyle: oauth2.AuthStyleInParams},
+		}
+	}
+	resource := oauth2.SetAuthURLParam("resource", bResource)
+	// authorize runs an authorization request in browser c, signing in
+	// with password when asked, and returns the code and its verifier.
+	authorize := func(e *testEnv, c *http.Client, password string) (code, verifier string, err error) {
+		verifier = oauth2.GenerateVerifier()
+		cb, err := e.robot(c, conf(e).AuthCodeURL("st", oauth2.S256ChallengeOption(verifier), resource), bRedirect, bUser, password, "approve")
+		if err != nil {
+			return "", "", err
+		}
+		return cb.Query().Get("code"), verifier, nil
+	}
+	redeem := func(e *testEnv, code, verifier string) (*oauth2.Token, error) {
+		return conf(e).Exchange(e.ctx(), code, oauth2.VerifierOption(verifier), resource)
+	}
+	clientToken := func(t *testing.T, e *testEnv, id, secret string) tokens {
+		t.Helper()
+		a := e.post(t, pathToken, url.Values{"grant_type": {grantClientCredentials}, "resource": {bResource}}, id+":"+secret)
+		if a.status != http.StatusOK {
+			t.Fatalf("%s: client credentials with its secret = %d %s, want 200", id, a.status, a.raw)
+		}
+		return tokens{access: a.str("access_token")}
+	}
+	// ownExchange is the client's or agent's exchange of its own token.
+	ownExchange := func(t *testing.T, e *testEnv, id string, tok *tokens, secret string) answer {
+		t.Helper()
+		return e.tokenExchange(t, id+":"+secret, exchangeForm(tok.access, ""))
+	}
+	tests := []struct {
+		name     string
+		old, new string // the principal's credential before and after
+		rekey    func(*Config)
+		issue    func(t *testing.T, e *testEnv, credential string) tokens
+		// use uses tok at the issuer e serves, whose configuration has
+		// credential; refused is the error of a refused use.
+		use     func(t *testing.T, e *testEnv, tok *tokens, credential string) answer
+		refused string
+	}{
+		{
+			name: "user's password", old: bPassword, new: tPassword,
+			rekey: func(c *Config) {
+				c.Users = slices.Clone(c.Users)
+				c.Users[0].PasswordHash = passwordHash() // tPassword's
+			},
+			issue: func(t *testing.T, e *testEnv, password string) tokens {
+				t.Helper()
+				tok := tokens{browser: e.browser()}
+				code, verifier, err := authorize(e, tok.browser, password)
+				if err != nil {
+					t.Fatalf("sign-in: %v", err)
+				}
+				ot, err := redeem(e, code, verifier)
+				if err != nil {
+					t.Fatalf("redeem: %v", err)
+				}
+				tok.access, tok.refresh = ot.AccessToken, ot.RefreshToken
+				if tok.code, tok.verifier, err = authorize(e, tok.browser, ""); err != nil {
+					t.Fatalf("authorization in the session: %v", err)
+				}
+				return tok
+			},
+			use: func(t *testing.T, e *testEnv, tok *tokens, _ string) answer {
+				t.Helper()
+				a := e.post(t, pathToken, url.Values{"grant_type": {grantRefreshToken}, "refresh_token": {tok.refresh}, "client_id": {bClientID}}, "")
+				if a.status == http.StatusOK {
+					tok.refresh = a.str("refresh_token")
+				}
+				return a
+			},
+			refused: "invalid_grant",
+		},
+		{
+			name: "client's secret", old: oldSecret, new: newSecret, rekey: rekey(svc),
+			issue: func(t *testing.T, e *testEnv, secret string) tokens { return clientToken(t, e, svc, secret) },
+			use: func(t *testing.T, e *testEnv, tok *tokens, secret string) answer {
+				return ownExchange(t, e, svc, tok, secret)
+			},
+			refused: "invalid_request", // RFC 8693 2.2.2: an invalid subject_token
+		},
+		{
+			name: "agent's secret", old: oldSecret, new: newSecret, rekey: rekey(bot),
+			issue: func(t *testing.T, e *testEnv, secret string) tokens { return clientToken(t, e, bot, secret) },
+			use: func(t *testing.T, e *testEnv, tok *tokens, secret string) answer {
+				return ownExchange(t, e, bot, tok, secret)
+			},
+			refused: "invalid_request",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newBrowserEnv(t, func(c *Config) {
+				c.Clients = append(c.Clients, Client{ID: svc, SecretHash: hashClientSecret(oldSecret),
+					GrantTypes: []string{grantClientCredentials, grantTokenExchange}, Scopes: []string{"files:read"}})
+				c.Agents = append(c.Agents, Agent{ID: bot, SecretHash: hashClientSecret(oldSecret), Scopes: []string{"files:read"}})
+			})
+			apply := func() {
+				t.Helper()
+				if err := e.iss.ApplyConfigChanges(t.Context()); err != nil {
+					t.Fatalf("ApplyConfigChanges: %v", err)
+				}
+			}
+			at := func(iss *Issuer) { e.iss = iss; e.handler.Store(iss) }
+			// refusedAt checks, where e serves, that a session and a code
+			// of the old password are refused.
+			refusedAt := func(where string, tok tokens) {
+				t.Helper()
+				if tok.browser == nil {
+					return
+				}
+				if _, _, err := authorize(e, tok.browser, ""); err == nil {
+					t.Errorf("%s: the session signed in with the old password authorizes", where)
+				}
+				if _, err := redeem(e, tok.code, tok.verifier); err == nil || !strings.Contains(err.Error(), "invalid_grant") {
+					t.Errorf("%s: redeeming a code of the old password: %v, want invalid_grant", where, err)
+				}
+			}
+			apply()
+			b := e.iss
+			cfg := b.cfg
+			tt.rekey(&cfg)
+
+			// A applies the new configuration first; what it issues
+			// carries the new credential.
+			e.serve(cfg)
+			a := e.iss
+			apply()
+			fresh := tt.issue(t, e, tt.new)
+
+			// B, not reloaded yet, issues under the old one, and takes
+			// what A issued.
+			at(b)
+			stale := []tokens{tt.issue(t, e, tt.old), tt.issue(t, e, tt.old)}
+			legacy := tt.issue(t, e, tt.old)
+			_, lc := claimsOf(t, legacy.access)
+			g := e.grantOf(t, lc["gid"].(string))
+			g.Credential = "" // as recorded before grants recorded it
+			e.put(bucketGrants, g.ID, &g, g.ExpiresAt)
+			if r := tt.use(t, e, &fresh, tt.old); r.status != http.StatusOK {
+				t.Errorf("at B, not reloaded: use of what A issued = %d %s, want 200", r.status, r.raw)
+			}
+			if fresh.browser != nil {
+				if _, _, err := authorize(e, fresh.browser, ""); err != nil {
+					t.Errorf("at B, not reloaded: the session signed in at A: %v", err)
+				}
+			}
+
+			// At A, what B issued under the old credential is refused, a
+			// grant so refused revoked.
+			at(a)
+			if r := tt.use(t, e, &stale[0], tt.new); r.status != http.StatusBadRequest || r.str("error") != tt.refused {
+				t.Errorf("at A: use of what B issued under the old credential = %d %s, want 400 %s", r.status, r.raw, tt.refused)
+			}
+			if !e.revokedToken(t, stale[0].access) {
+				t.Error("at A: the refused grant's access token is not revoked")
+			}
+			refusedAt("at A", stale[0])
+
+			// B reloads: what it issued under the old credential is
+			// revoked, used or not.
+			e.serve(cfg)
+			apply()
+			if !e.revokedToken(t, stale[1].access) {
+				t.Error("after B's reload: the access token B issued under the old credential is not revoked")
+			}
+			if r := tt.use(t, e, &stale[1], tt.new); r.status != http.StatusBadRequest || r.str("error") != tt.refused {
+				t.Errorf("after B's reload: use of what B issued under the old credential = %d %s, want 400 %s", r.status, r.raw, tt.refused)
+			}
+			refusedAt("after B's reload", stale[1])
+			for name, tok := range map[string]*tokens{"issued by A": &fresh, "recorded without a credential": &legacy} {
+				if e.revokedToken(t, tok.access) {
+					t.Errorf("after B's reload: access token %s is revoked", name)
+				}
+				if r := tt.use(t, e, tok, tt.new); r.status != http.StatusOK {
+					t.Errorf("after B's reload: use of a grant %s = %d %s, want 200", name, r.status, r.raw)
+				}
+			}
+			if fresh.browser != nil {
+				if _, _, err := authorize(e, fresh.browser, ""); err != nil {
+					t.Errorf("after B's reload: the session signed in at A: %v", err)
+				}
+			}
+		})
 	}
 }

@@ -29,6 +29,9 @@ type authCode struct {
 	AuthTime time.Time `json:"auth_time"`
 	// SignedInAt is the session's (session.SignedInAt; zero: AuthTime).
 	SignedInAt time.Time `json:"signed_in_at,omitzero"`
+	// Credential is the session's (session.Credential), which the grant
+	// the code creates records.
+	Credential string `json:"cred,omitempty"`
 	// IssuedAt and Issuer (the issuer URL) are zero in codes from before
 	// they were recorded: such a code is refused once its client, user or
 	// agent has been revoked, and taken as this issuer's.

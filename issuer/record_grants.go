@@ -43,6 +43,21 @@ type grant struct {
 	// the code's or a refresh's (RFC 9449 section 5): a refresh needs a
 	// proof of that key.
 	DPoPJKT string `json:"dpop_jkt,omitempty"`
+	// Credential is the tag of the credential of the configured
+	// principal the grant was issued under: the user's password hash
+	// (from the sign-in), a client's or an agent's own secret hash and
+	// keys (credentialTags). "" for a principal not configured, and in
+	// grants from before tags, or rewritten by a binary without them.
+	Credential string `json:"cred,omitempty"`
+}
+
+// principal is the principal type of the grant's subject, the kind of
+// the configured principal its Credential belongs to.
+func (g *grant) principal() string {
+	if g.PrincipalType == "" {
+		return principalUser
+	}
+	return g.PrincipalType
 }
 
 // ofUser reports whether g is a grant of the user name (not an agent's or

@@ -28,6 +28,10 @@ type session struct {
 	// password login, which authenticates here).
 	SignedInAt time.Time `json:"signed_in_at,omitzero"`
 	ExpiresAt  time.Time `json:"expires_at"`
+	// Credential is the tag of the configured user's password hash the
+	// sign-in checked (credentialTags); "" for a user not configured, and
+	// in sessions from before tags.
+	Credential string `json:"cred,omitempty"`
 }
 
 // signedIn is when a user who last authenticated at authTime signed in

@@ -27,12 +27,14 @@ type sessions struct {
 	issuer     string        // the issuer URL sessions are started under
 	secure     bool          // https: Secure, __Host- cookies
 	anonWrites *rateLimiter  // starting an anonymous session is one
+	creds      *credentialTags
 }
 
-func newSessions(st store.Store, cfg *Config, issuer *url.URL, anonWrites *rateLimiter) *sessions {
+func newSessions(st store.Store, cfg *Config, issuer *url.URL, anonWrites *rateLimiter, creds *credentialTags) *sessions {
 	return &sessions{
 		store: st, now: cfg.Now, rand: cfg.Rand, ttl: cfg.SessionTTL,
 		origin: webOrigin(issuer), issuer: issuer.String(), secure: issuer.Scheme == "https", anonWrites: anonWrites,
+		creds: creds,
 	}
 }
 
@@ -61,9 +63,13 @@ func (ss *sessions) current(r *http.Request) (*session, string, error) {
 		return nil, "", nil
 	}
 	var s *session
+	var current bool
 	err = ss.store.View(r.Context(), func(tx store.Tx) error {
 		var err error
-		s, err = sessionsIn(tx).get(ck.Value)
+		if s, err = sessionsIn(tx).get(ck.Value); err != nil {
+			return err
+		}
+		current, err = ss.creds.current(tx, principalUser, s.User, s.Credential)
 		return err
 	})
 	if errors.Is(err, store.ErrNotFound) {
@@ -80,6 +86,11 @@ func (ss *sessions) current(r *http.Request) (*session, string, error) {
 		// users sign in again, as their refresh tokens and codes of the
 		// old URL are refused, so that a directory change made in the
 		// same reload cannot be skipped (a password changed, say).
+		return nil, "", nil
+	}
+	if !current {
+		// Signed in with a password the configuration has replaced, at
+		// an instance that had not reloaded yet (credentialTags).
 		return nil, "", nil
 	}
 	return s, ck.Value, nil
