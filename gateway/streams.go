@@ -50,6 +50,7 @@ func (s *streamSet) add(x *exchange) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.closedAt.IsZero() && x.r.Method == http.MethodGet {
+		x.endedBy.Store(endReloaded)
 		x.cancel()
 		return
 	}
@@ -96,6 +97,7 @@ func (s *streamSet) close() {
 	n := 0
 	for x := range s.open {
 		if x.r.Method == http.MethodGet {
+			x.endedBy.Store(endReloaded) // before cancel: Serve reads it once next returns
 			x.cancel()
 			delete(s.open, x)
 			n++
@@ -167,6 +169,10 @@ var (
 	endExpired  = invalidToken("the access token has expired")
 	endRecheck  = &authError{status: http.StatusServiceUnavailable, desc: "the token's introspection answer may no longer be reused; retry"}
 	endUnloaded = &authError{status: http.StatusServiceUnavailable, desc: "the gateway's configuration was unloaded " + closeGrace.String() + " ago; retry"}
+	// endReloaded ends a GET stream at once when its configuration is
+	// unloaded (close): one the upstream had not answered yet gets 503,
+	// not the proxy's 499 (review s16b F5), and the client opens it again.
+	endReloaded = &authError{status: http.StatusServiceUnavailable, desc: "the gateway's configuration was reloaded; retry"}
 )
 
 // ended says why x must end, nil if it may go on; closedAt is when close

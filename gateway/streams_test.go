@@ -715,3 +715,35 @@ func TestEndedCallAbortedCopy(t *testing.T) {
 		t.Errorf("got %d %s, want 401 answering id 1", resp.StatusCode, b)
 	}
 }
+
+// TestPendingGetAtReload (review s16b F5): a GET stream whose upstream
+// has not answered yet when the configuration is unloaded (Close), or
+// one that starts after, gets the gateway's 503 (retry), not the proxy's
+// error for the cancelled request (a bodiless 499 under Caddy).
+func TestPendingGetAtReload(t *testing.T) {
+	for _, closeFirst := range []bool{false, true} {
+		cfg := testConfig(t)
+		cfg.StreamCheckInterval = time.Hour
+		g := newGateway(t, cfg)
+		if closeFirst {
+			g.Close()
+		}
+		r := httptest.NewRequest(http.MethodGet, "/mcp", nil)
+		r.Header.Set("Accept", "text/event-stream")
+		r.Header.Set("Authorization", "Bearer "+mint(t, claims()))
+		r.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+		w := httptest.NewRecorder()
+		err := g.Serve(w, r, NextFunc(func(w http.ResponseWriter, r *http.Request) error {
+			g.Close()
+			select {
+			case <-r.Context().Done():
+			case <-time.After(5 * time.Second):
+				t.Error("the GET was not ended 5 s after Close")
+			}
+			return errors.New("upstream request cancelled")
+		}))
+		if err != nil || w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), "reloaded") {
+			t.Errorf("closed before the GET %v: Serve() = %v, answer %d %s; want nil and the gateway's 503", closeFirst, err, w.Code, w.Body)
+		}
+	}
+}

@@ -127,7 +127,7 @@ func (d *directory) validateConfig() error {
 		// nowhere in clear, nor to a host a browser reads otherwise
 		// (review s16-admin F2: configured clients skipped them).
 		for _, u := range c.RedirectURIs {
-			if _, err := classifyRedirectURI(u); err != nil {
+			if err := configuredRedirectURI(u); err != nil {
 				return entryErr("client", c.ID, err)
 			}
 		}

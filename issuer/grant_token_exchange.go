@@ -265,9 +265,8 @@ func (x tokenExchange) scopes(ctx context.Context, app *Client, u *User, actor *
 	return out, nil
 }
 
-// subjectCurrent refuses, and revokes, a subject token whose grant was
-// issued under a credential the configuration has replaced
-// (credentialTags).
+// subjectCurrent refuses a subject token whose grant was issued under a
+// credential the configuration has replaced (credentialTags).
 func (x tokenExchange) subjectCurrent(ctx context.Context, gid string) error {
 	i := x.iss
 	if gid == "" {

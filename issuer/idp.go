@@ -245,31 +245,32 @@ func idpHTTPClient(control func(network, address string, c syscall.RawConn) erro
 // admin endpoint's /stop (review s16-idp F1).
 type idpReach struct{ loopback, internal bool }
 
-// idpReachOf resolves issuer's host, and its proxy's, to say which
-// addresses it reaches.
+// idpReachOf resolves issuer's host to say which addresses it reaches;
+// through a proxy (HTTPS_PROXY), the proxy's host: the issuer dials only
+// the proxy then, and the network it sits in may not resolve outside
+// names at all (review s16b F3). The https rule for the endpoints
+// (backChannelURL) still keeps plain-http services out of reach.
 func idpReachOf(ctx context.Context, issuer string) (idpReach, error) {
 	var r idpReach
 	u, err := url.Parse(issuer)
 	if err != nil {
 		return r, err
 	}
-	hosts := []string{u.Hostname()}
+	host := u.Hostname()
 	if proxy, err := http.ProxyFromEnvironment(&http.Request{URL: u}); err == nil && proxy != nil {
-		hosts = append(hosts, proxy.Hostname())
+		host = proxy.Hostname()
 	}
-	for _, h := range hosts {
-		addrs, err := lookupAddrs(ctx, h)
-		if err != nil {
-			return r, err
-		}
-		for _, a := range addrs {
-			switch {
-			case publicAddress(a):
-			case a.Unmap().IsLoopback():
-				r.loopback = true
-			default:
-				r.internal = true
-			}
+	addrs, err := lookupAddrs(ctx, host)
+	if err != nil {
+		return r, err
+	}
+	for _, a := range addrs {
+		switch {
+		case publicAddress(a):
+		case a.Unmap().IsLoopback():
+			r.loopback = true
+		default:
+			r.internal = true
 		}
 	}
 	return r, nil

@@ -1,14 +1,28 @@
 package issuer
 
 import (
+	"bufio"
 	"cmp"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
+	"io"
+	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -297,5 +311,80 @@ func TestDisableUser(t *testing.T) {
 	}
 	if got := post("nobody", "disable"); got != http.StatusNotFound {
 		t.Errorf("disable an unknown user = %d, want 404", got)
+	}
+}
+
+// TestIdPBehindProxy (review s16b F3): a provider reached through
+// HTTPS_PROXY, on a host that only the proxy can resolve (the usual
+// egress-proxy network), is discovered: the issuer judges the proxy's
+// address, which is all it dials, and leaves the name to the proxy. The
+// test runs itself in a child process, whose environment names the
+// proxy.
+func TestIdPBehindProxy(t *testing.T) {
+	const issuer = "https://idp.corp.invalid"
+	if os.Getenv("IDP_PROXY_TEST_CHILD") == "1" {
+		c := &idpClient{cfg: IdentityProvider{Name: "corp", Issuer: issuer, ClientID: "c"},
+			redirectURI: "https://auth.example.com/login/corp/callback", now: time.Now}
+		if _, err := c.discover(t.Context()); err != nil {
+			t.Fatalf("discover through HTTPS_PROXY = %v; want the provider's metadata", err)
+		}
+		return
+	}
+	// A certificate for idp.corp.invalid, trusted by the child through SSL_CERT_FILE.
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "idp.corp.invalid"},
+		DNSNames: []string{"idp.corp.invalid"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(pemFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	idp := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"issuer": issuer, "authorization_endpoint": issuer + "/auth",
+			"token_endpoint": issuer + "/token", "jwks_uri": issuer + "/jwks", "response_types_supported": []string{"code"}})
+	}))
+	idp.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+	idp.StartTLS()
+	defer idp.Close()
+	// The egress proxy: it resolves names (here: every CONNECT goes to the provider).
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				req, err := http.ReadRequest(bufio.NewReader(conn))
+				if err != nil || req.Method != http.MethodConnect {
+					return
+				}
+				up, err := net.Dial("tcp", idp.Listener.Addr().String())
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				_, _ = io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n")
+				go func() { _, _ = io.Copy(up, conn) }()
+				_, _ = io.Copy(conn, up)
+			}()
+		}
+	}()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestIdPBehindProxy$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "IDP_PROXY_TEST_CHILD=1", "HTTPS_PROXY=http://"+ln.Addr().String(), "NO_PROXY=", "no_proxy=", "SSL_CERT_FILE="+pemFile)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
 	}
 }

@@ -208,8 +208,8 @@ func TestConfigValidation(t *testing.T) {
 		{"redirect URI with a Unicode host", func(c *Config) {
 			c.Clients = []Client{{ID: "a", TokenEndpointAuthMethod: "none", RedirectURIs: []string{"https://\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54/cb"}}}
 		}},
-		{"redirect URI with a custom scheme that is no reverse-DNS name", func(c *Config) {
-			c.Clients = []Client{{ID: "a", TokenEndpointAuthMethod: "none", RedirectURIs: []string{"myapp:/cb"}}}
+		{"redirect URI with userinfo", func(c *Config) {
+			c.Clients = []Client{{ID: "a", TokenEndpointAuthMethod: "none", RedirectURIs: []string{"https://user@app.example.com/cb"}}}
 		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -221,10 +221,12 @@ func TestConfigValidation(t *testing.T) {
 		})
 	}
 	// A configured client with a secret but no method is confidential;
-	// loopback, https and private-use redirect URIs are fine.
+	// loopback, https and private-use redirect URIs are fine, the last
+	// also when the scheme is no reverse domain name (Cursor's; review
+	// s16b F4), which a registration is refused.
 	cfg := e.config()
 	cfg.Clients = []Client{{ID: "a", SecretHash: passwordHash(),
-		RedirectURIs: []string{"http://127.0.0.1/cb", "https://app.example.com/cb", "com.example.app:/cb"}}}
+		RedirectURIs: []string{"http://127.0.0.1/cb", "https://app.example.com/cb", "com.example.app:/cb", "cursor://anysphere.cursor-mcp/oauth/callback"}}}
 	iss, err := New(cfg, e.store)
 	if err != nil {
 		t.Fatal(err)

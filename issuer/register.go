@@ -504,9 +504,27 @@ func classifyRedirectURI(s string) (redirectKind, error) {
 	}
 	// RFC 8252 section 7.1: private-use schemes are reverse domain names.
 	if !strings.Contains(u.Scheme, ".") {
-		return bad("custom schemes must be reverse-DNS names such as com.example.app")
+		return bad(errSchemeNotReverseDNS)
 	}
 	return redirectCustom, nil
+}
+
+// errSchemeNotReverseDNS is classifyRedirectURI's refusal of a private-use
+// scheme that is not a reverse domain name, such as cursor://: a client
+// the operator configures may use one (configuredRedirectURI).
+const errSchemeNotReverseDNS = "custom schemes must be reverse-DNS names such as com.example.app"
+
+// configuredRedirectURI checks a configured client's redirect URI: a
+// registered client's rules (classifyRedirectURI), but for a private-use
+// scheme, which need not be a reverse domain name: the operator vouches
+// for the client, and apps such as Cursor register none (review s16b F4).
+func configuredRedirectURI(s string) error {
+	_, err := classifyRedirectURI(s)
+	var e *Error
+	if errors.As(err, &e) && strings.HasSuffix(e.Description, errSchemeNotReverseDNS) {
+		return nil
+	}
+	return err
 }
 
 // plainHost reports whether a browser reads host as Go does: ASCII (a
