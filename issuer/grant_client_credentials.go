@@ -38,7 +38,7 @@ func (cg clientCredentials) grant(ctx context.Context, req *clientRequest) (*iss
 	g := &grant{
 		ID: gid, Subject: c.ID, ClientID: c.ID, PrincipalType: s.principalType, Resource: resource,
 		Scopes: scopes, Issuer: i.URL(), CreatedAt: now, LastUsed: now, ExpiresAt: now.Add(i.cfg.AccessTokenTTL),
-		Credential: i.creds.of(s.principalType, c.ID),
+		Credential: i.creds.of(s.principalType, c.ID), ClientCredential: i.creds.client(c),
 	}
 	s.notAfter = g.ExpiresAt
 	return &issuance{

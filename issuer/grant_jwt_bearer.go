@@ -193,7 +193,7 @@ func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, er
 	s := tokenSubject{client: c, user: u, subject: u.Username, resource: resource, scopes: scopes, grantID: gid}
 	gr := &grant{
 		ID: gid, Subject: u.Username, ClientID: c.ID, Resource: resource, Scopes: scopes, Issuer: i.URL(),
-		CreatedAt: now, LastUsed: now, ExpiresAt: now.Add(i.cfg.AccessTokenTTL),
+		CreatedAt: now, LastUsed: now, ExpiresAt: now.Add(i.cfg.AccessTokenTTL), ClientCredential: i.creds.client(c),
 	}
 	s.notAfter = gr.ExpiresAt
 	return &issuance{

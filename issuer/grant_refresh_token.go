@@ -118,6 +118,10 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 		bind = req.jkt
 	}
 	invalid := ErrInvalidGrant.WithDescription("invalid, expired or revoked refresh token")
+	// The grant now rests on the client credential of this refresh: one
+	// a lagging instance still takes ends with that instance's reload
+	// (credentialTags).
+	clientTag := i.creds.client(c)
 	// No access token outlives its grant: the grant's record ends then,
 	// and revoking what a user, client or agent holds finds grants by
 	// their records (review s13-agents F1).
@@ -137,6 +141,8 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 				return err
 			case refused:
 				return refuse(invalid)
+			case clientTag != g.ClientCredential:
+				return grantsIn(tx).setClientCredential(g.ID, clientTag)
 			}
 			return nil
 		},

@@ -56,8 +56,11 @@ func (s *directorySnapshot) tag(pt, name string) string {
 // principal. A session, code and grant of a configured user, and a
 // configured client's or agent's own grant, record the tag of the
 // credential they were issued under (the password hash, the secret hash
-// and keys). Instances sharing a store take a new configuration one after
-// the other; one not yet reloaded still accepts the credential the
+// and keys); a grant also records the tag of the configured confidential
+// client that authenticated when it was made or last rotated, as
+// replacing a client's secret or keys ends every grant it holds.
+// Instances sharing a store take a new configuration one after the
+// other; one not yet reloaded still accepts the credential the
 // others replaced, and what it issues then was not there when they
 // compared the configurations (ApplyConfigChanges). Its tag tells it
 // apart: a use of it is refused wherever the replaced credential is no
@@ -89,9 +92,37 @@ func (c *credentialTags) current(tx store.Tx, pt, name, tag string) (bool, error
 	return tag == applied.tag(pt, name), nil
 }
 
-// grantCurrent is current for the principal of grant g.
+// client is the tag of the credential this configuration declares for
+// client cl when cl is a configured confidential client, "" otherwise
+// (public, DCR, CIMD and runtime clients; agents).
+func (c *credentialTags) client(cl *Client) string {
+	if cl.Source != sourceConfig || cl.Public() {
+		return ""
+	}
+	return c.of(principalClient, cl.ID)
+}
+
+// grantCurrent is current for the principal of grant g and for its
+// client.
 func (c *credentialTags) grantCurrent(tx store.Tx, g *grant) (bool, error) {
-	return c.current(tx, g.principal(), g.Subject, g.Credential)
+	ok, err := c.current(tx, g.principal(), g.Subject, g.Credential)
+	if err != nil || !ok {
+		return ok, err
+	}
+	return c.current(tx, principalClient, g.ClientID, g.ClientCredential)
+}
+
+// replaced lists the principals ("user alice", "client app") of grant g
+// whose credential tag g records differs from this configuration's.
+func (c *credentialTags) replaced(g *grant) []string {
+	var out []string
+	if g.Credential != "" && g.Credential != c.of(g.principal(), g.Subject) {
+		out = append(out, g.principal()+" "+g.Subject)
+	}
+	if g.ClientCredential != "" && g.ClientCredential != c.of(principalClient, g.ClientID) {
+		out = append(out, principalClient+" "+g.ClientID)
+	}
+	return out
 }
 
 // RecordConfig records this configuration as the one applied to the
@@ -128,10 +159,11 @@ func (i *Issuer) RecordConfig(ctx context.Context) error {
 //     mapping to the provider groups of the user's last sign-in.
 //
 // It also revokes this issuer URL's grants recorded under a credential
-// of a configured principal other than the one this configuration
-// declares (credentialTags): those an instance still running the
-// previous configuration issued after another applied this one. They
-// are found by a read; most reloads find none and write nothing more.
+// of a configured principal, or of their configured client, other than
+// the one this configuration declares (credentialTags): those an
+// instance still running the previous configuration issued after
+// another applied this one. They are found by a read; most reloads find
+// none and write nothing more.
 //
 // Applying the same configuration again changes nothing; the first
 // configuration applied to a store only records itself. Call it when the
@@ -237,18 +269,25 @@ func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
 }
 
 // revokeReplacedGrants revokes this issuer URL's grants whose credential
-// tag is not the one this configuration declares for their principal.
+// tag, or client credential tag, is not the one this configuration
+// declares for their principal or client.
 func (i *Issuer) revokeReplacedGrants(ctx context.Context) error {
 	var ids, principals []string
 	err := i.store.View(ctx, func(tx store.Tx) error {
 		ids, principals = ids[:0], principals[:0]
 		return grantsIn(tx).each(func(g *grant) error {
-			if g.Revoked || g.Credential == "" || !i.issued(g.Issuer) || g.Credential == i.creds.of(g.principal(), g.Subject) {
+			if g.Revoked || !i.issued(g.Issuer) {
+				return nil
+			}
+			replaced := i.creds.replaced(g)
+			if len(replaced) == 0 {
 				return nil
 			}
 			ids = append(ids, g.ID)
-			if p := g.principal() + " " + g.Subject; !slices.Contains(principals, p) {
-				principals = append(principals, p)
+			for _, p := range replaced {
+				if !slices.Contains(principals, p) {
+					principals = append(principals, p)
+				}
 			}
 			return nil
 		})

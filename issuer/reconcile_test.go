@@ -369,7 +369,7 @@ func TestRollingCredentialChange(t *testing.T) {
 			legacy := tt.issue(t, e, tt.old)
 			_, lc := claimsOf(t, legacy.access)
 			g := e.grantOf(t, lc["gid"].(string))
-			g.Credential = "" // as recorded before grants recorded it
+			g.Credential, g.ClientCredential = "", "" // as recorded before grants recorded them
 			e.put(bucketGrants, g.ID, &g, g.ExpiresAt)
 			if r := tt.use(t, e, &fresh, tt.old); r.status != http.StatusOK {
 				t.Errorf("at B, not reloaded: use of what A issued = %d %s, want 200", r.status, r.raw)
@@ -416,6 +416,127 @@ func TestRollingCredentialChange(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRollingClientSecretChange: a configured confidential client's
+// secret is replaced, and instances sharing a store reload one after the
+// other. Replacing it ends every grant the client holds
+// (ApplyConfigChanges); what B, not reloaded yet, issues to the client
+// under the old secret meanwhile (a user's code or an ID-JAG redeemed, a
+// grant A made refreshed) records that secret's tag: A refuses its
+// refresh and token exchange, without revoking it, and B's own reload
+// revokes it. A grant A made, exchanged at B, and one recorded before
+// grants recorded their client's credential keep working under the new
+// secret.
+func TestRollingClientSecretChange(t *testing.T) {
+	const newSecret = "new secret"
+	idp := newTestIdP(t)
+	e := newTokEnv(t, withTrustedIdP(idp))
+	apply := func() {
+		t.Helper()
+		if err := e.iss.ApplyConfigChanges(t.Context()); err != nil {
+			t.Fatalf("ApplyConfigChanges: %v", err)
+		}
+	}
+	at := func(iss *Issuer) { e.iss = iss; e.handler.Store(iss) }
+	// userGrant is alice's grant to tConf, its code redeemed with secret.
+	userGrant := func(secret string) *oauth2.Token {
+		t.Helper()
+		code, verifier := e.issueCode(t, codeSpec{client: tConf, scopes: []string{"read", scopeOfflineAccess}})
+		tok, err := e.exchange(t, tConf, secret, code, verifier)
+		if err != nil {
+			t.Fatalf("code redeemed with the client's secret: %v", err)
+		}
+		return tok
+	}
+	refresh := func(tok *oauth2.Token, secret string) answer {
+		t.Helper()
+		a := e.post(t, pathToken, url.Values{"grant_type": {grantRefreshToken}, "refresh_token": {tok.RefreshToken}}, tConf+":"+secret)
+		if a.status == http.StatusOK {
+			tok.AccessToken, tok.RefreshToken = a.str("access_token"), a.str("refresh_token")
+		}
+		return a
+	}
+	exchange := func(access, secret string) answer {
+		t.Helper()
+		return e.tokenExchange(t, tConf+":"+secret, exchangeForm(access, ""))
+	}
+	apply()
+	b := e.iss
+	cfg := b.cfg
+	cfg.Clients = slices.Clone(cfg.Clients)
+	for n := range cfg.Clients {
+		if cfg.Clients[n].ID == tConf {
+			cfg.Clients[n].SecretHash = hashClientSecret(newSecret)
+		}
+	}
+
+	// A applies the new secret first.
+	e.serve(cfg)
+	a := e.iss
+	apply()
+	kept, moved := userGrant(newSecret), userGrant(newSecret)
+
+	// B, not reloaded yet, takes the old secret, and what A issued.
+	at(b)
+	stale := []*oauth2.Token{userGrant(tSecret), userGrant(tSecret)}
+	jag := e.redeem(t, tConf+":"+tSecret, idp.idJAG(t, e, nil), nil)
+	if jag.status != http.StatusOK {
+		t.Fatalf("at B: ID-JAG redeemed with the old secret = %d %s, want 200", jag.status, jag.raw)
+	}
+	legacy := userGrant(tSecret)
+	_, lc := claimsOf(t, legacy.AccessToken)
+	g := e.grantOf(t, lc["gid"].(string))
+	g.ClientCredential = "" // as recorded before grants recorded it
+	e.put(bucketGrants, g.ID, &g, g.ExpiresAt)
+	if r := exchange(kept.AccessToken, tSecret); r.status != http.StatusOK {
+		t.Errorf("at B: exchange with the old secret of a grant A made = %d %s, want 200", r.status, r.raw)
+	}
+	if r := refresh(moved, tSecret); r.status != http.StatusOK {
+		t.Errorf("at B: refresh with the old secret of a grant A made = %d %s, want 200", r.status, r.raw)
+	}
+
+	// At A, what B issued under the old secret is refused; the refusal
+	// revokes nothing (TestFailedReloadKeepsNewGrants).
+	at(a)
+	for name, tok := range map[string]*oauth2.Token{"made at B": stale[0], "refreshed at B": moved} {
+		if r := refresh(tok, newSecret); r.status != http.StatusBadRequest || r.str("error") != "invalid_grant" {
+			t.Errorf("at A: refresh of a grant %s under the old secret = %d %s, want 400 invalid_grant", name, r.status, r.raw)
+		}
+	}
+	for name, access := range map[string]string{"user's grant": stale[0].AccessToken, "ID-JAG's grant": jag.str("access_token")} {
+		if r := exchange(access, newSecret); r.status != http.StatusBadRequest || r.str("error") != "invalid_request" {
+			t.Errorf("at A: exchange of the %s B made under the old secret = %d %s, want 400 invalid_request", name, r.status, r.raw)
+		}
+		if e.revokedToken(t, access) {
+			t.Errorf("at A: the refused %s is revoked", name)
+		}
+	}
+
+	// B reloads: what the old secret got there is revoked, used or not.
+	e.serve(cfg)
+	apply()
+	for name, access := range map[string]string{
+		"user's grant refused at A": stale[0].AccessToken, "user's grant": stale[1].AccessToken,
+		"ID-JAG's grant": jag.str("access_token"), "grant A made, refreshed at B": moved.AccessToken,
+	} {
+		if !e.revokedToken(t, access) {
+			t.Errorf("after B's reload: the %s under the old secret is not revoked", name)
+		}
+	}
+	for name, tok := range map[string]*oauth2.Token{"made at B": stale[1], "refreshed at B": moved} {
+		if r := refresh(tok, newSecret); r.status != http.StatusBadRequest || r.str("error") != "invalid_grant" {
+			t.Errorf("after B's reload: refresh of a grant %s under the old secret = %d %s, want 400 invalid_grant", name, r.status, r.raw)
+		}
+	}
+	for name, tok := range map[string]*oauth2.Token{"A made": kept, "recorded without its client's credential": legacy} {
+		if e.revokedToken(t, tok.AccessToken) {
+			t.Errorf("after B's reload: the access token of the grant %s is revoked", name)
+		}
+		if r := refresh(tok, newSecret); r.status != http.StatusOK {
+			t.Errorf("after B's reload: refresh of the grant %s = %d %s, want 200", name, r.status, r.raw)
+		}
 	}
 }
 

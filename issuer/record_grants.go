@@ -49,6 +49,12 @@ type grant struct {
 	// keys (credentialTags). "" for a principal not configured, and in
 	// grants from before tags, or rewritten by a binary without them.
 	Credential string `json:"cred,omitempty"`
+	// ClientCredential is the tag of the secret hash and keys of the
+	// configured confidential client that authenticated when the grant
+	// was made or its refresh token last rotated (credentialTags). ""
+	// for public, DCR, CIMD and runtime clients, and in grants from
+	// before it was recorded.
+	ClientCredential string `json:"client_cred,omitempty"`
 }
 
 // principal is the principal type of the grant's subject, the kind of
@@ -102,6 +108,17 @@ func (r grantRecords) touch(id string, now time.Time, delegate string) error {
 	if delegate != "" && !slices.Contains(g.Delegates, delegate) {
 		g.Delegates = append(g.Delegates, delegate)
 	}
+	return r.put(g)
+}
+
+// setClientCredential records tag as the grant's ClientCredential: the
+// client authenticated with that credential to rotate its refresh token.
+func (r grantRecords) setClientCredential(id, tag string) error {
+	g, err := r.get(id)
+	if err != nil || g.ClientCredential == tag {
+		return err
+	}
+	g.ClientCredential = tag
 	return r.put(g)
 }
 
