@@ -3,9 +3,12 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -163,12 +166,23 @@ func (c *cluster) revocationDelay(ctx context.Context, tok *oauth2.Token) (time.
 	acked := time.Now()
 	var accepted time.Duration
 	for {
-		status, body, err := c.call(ctx, c.b, tok.AccessToken)
+		resp, body, err := c.callResp(ctx, c.b, tok.AccessToken)
 		switch {
-		case status == http.StatusUnauthorized:
+		case resp != nil && resp.StatusCode == http.StatusUnauthorized:
 			return accepted, nil
-		case status != http.StatusOK:
-			return 0, errors.Join(errors.New("B's gateway after the revocation: "+http.StatusText(status)+" "+body), err)
+		case resp != nil && resp.StatusCode == http.StatusOK && errors.Is(err, io.ErrUnexpectedEOF) && !strings.Contains(body, `"result"`):
+			// The answer had begun (an event stream) when B's gateway
+			// learnt of the revocation, and it ended the stream there
+			// before the result (README: a revoked grant's streams are
+			// closed): a refusal too (CI stop 26). A stream cut after its
+			// result counts as accepted, below.
+			return accepted, nil
+		case resp == nil || resp.StatusCode != http.StatusOK || err != nil && !errors.Is(err, io.ErrUnexpectedEOF):
+			status := 0
+			if resp != nil {
+				status = resp.StatusCode
+			}
+			return 0, errors.Join(fmt.Errorf("B's gateway after the revocation: %d %s", status, body), err)
 		}
 		if accepted = time.Since(acked); accepted > 5*time.Second {
 			return 0, errors.New("B's gateway still accepts a token 5s after its grant was revoked at A")
