@@ -103,7 +103,7 @@ func (x tokenExchange) grant(ctx context.Context, req *clientRequest) (*issuance
 	if c.ID != subj.ClientID && (actor == nil || c.ID != actor.ID) && (subj.Actor == nil || c.ID != subj.Actor.Subject) {
 		return nil, invalid("the client may not exchange this subject_token")
 	}
-	if err := x.subjectCurrent(ctx, subj.GrantID); err != nil {
+	if err := x.notReplaced(ctx, subj.GrantID, ErrInvalidRequest.WithDescription("subject_token is invalid, expired or revoked")); err != nil {
 		return nil, err
 	}
 
@@ -205,6 +205,11 @@ func (x tokenExchange) actor(ctx context.Context, raw string, subj *accesstoken.
 	if err := possessed(ac.BoundKey(), jkt, "actor_token"); err != nil {
 		return nil, err
 	}
+	// An agent's token a lagging instance issued under its replaced
+	// secret (review s16c F2).
+	if err := x.notReplaced(ctx, ac.GrantID, invalid("actor_token is not a valid, unrevoked token of an agent acting for itself")); err != nil {
+		return nil, err
+	}
 	a, err := i.dir.lookupAgent(ctx, ac.Subject)
 	if err != nil {
 		return nil, invalid("the actor is unknown or disabled").Wrap(err)
@@ -265,9 +270,10 @@ func (x tokenExchange) scopes(ctx context.Context, app *Client, u *User, actor *
 	return out, nil
 }
 
-// subjectCurrent refuses a subject token whose grant was issued under a
-// credential the configuration has replaced (credentialTags).
-func (x tokenExchange) subjectCurrent(ctx context.Context, gid string) error {
+// notReplaced refuses, with refused, a subject or actor token whose
+// grant was issued under a credential the configuration has replaced
+// (credentialTags).
+func (x tokenExchange) notReplaced(ctx context.Context, gid string, refused error) error {
 	i := x.iss
 	if gid == "" {
 		return nil
@@ -284,7 +290,7 @@ func (x tokenExchange) subjectCurrent(ctx context.Context, gid string) error {
 	if err != nil || current {
 		return err
 	}
-	return i.refuseReplaced(ctx, gid, ErrInvalidRequest.WithDescription("subject_token is invalid, expired or revoked"))
+	return i.refuseReplaced(ctx, gid, refused)
 }
 
 // touchGrant records a use of the subject's grant (last use, and the

@@ -93,10 +93,12 @@ func (c *credentialTags) current(tx store.Tx, pt, name, tag string) (bool, error
 }
 
 // client is the tag of the credential this configuration declares for
-// client cl when cl is a configured confidential client, "" otherwise
-// (public, DCR, CIMD and runtime clients; agents).
+// client cl when cl is a configured client, a public one too (made
+// confidential, what a lagging instance let it take without a secret
+// ends; review s16c F1), "" otherwise (DCR, CIMD and runtime clients;
+// agents).
 func (c *credentialTags) client(cl *Client) string {
-	if cl.Source != sourceConfig || cl.Public() {
+	if cl.Source != sourceConfig {
 		return ""
 	}
 	return c.of(principalClient, cl.ID)

@@ -329,13 +329,7 @@ func TestRollingCredentialChange(t *testing.T) {
 					GrantTypes: []string{grantClientCredentials, grantTokenExchange}, Scopes: []string{"files:read"}})
 				c.Agents = append(c.Agents, Agent{ID: bot, SecretHash: hashClientSecret(oldSecret), Scopes: []string{"files:read"}})
 			})
-			apply := func() {
-				t.Helper()
-				if err := e.iss.ApplyConfigChanges(t.Context()); err != nil {
-					t.Fatalf("ApplyConfigChanges: %v", err)
-				}
-			}
-			at := func(iss *Issuer) { e.iss = iss; e.handler.Store(iss) }
+			apply, at := e.rolling(t)
 			// refusedAt checks, where e serves, that a session and a code
 			// of the old password are refused.
 			refusedAt := func(where string, tok tokens) {
@@ -433,13 +427,7 @@ func TestRollingClientSecretChange(t *testing.T) {
 	const newSecret = "new secret"
 	idp := newTestIdP(t)
 	e := newTokEnv(t, withTrustedIdP(idp))
-	apply := func() {
-		t.Helper()
-		if err := e.iss.ApplyConfigChanges(t.Context()); err != nil {
-			t.Fatalf("ApplyConfigChanges: %v", err)
-		}
-	}
-	at := func(iss *Issuer) { e.iss = iss; e.handler.Store(iss) }
+	apply, at := e.rolling(t)
 	// userGrant is alice's grant to tConf, its code redeemed with secret.
 	userGrant := func(secret string) *oauth2.Token {
 		t.Helper()
@@ -550,13 +538,7 @@ func TestRollingClientSecretChange(t *testing.T) {
 // and revokes the user's grants, as before the tags.)
 func TestFailedReloadKeepsNewGrants(t *testing.T) {
 	e := newBrowserEnv(t, nil)
-	apply := func() {
-		t.Helper()
-		if err := e.iss.ApplyConfigChanges(t.Context()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	at := func(iss *Issuer) { e.iss = iss; e.handler.Store(iss) }
+	apply, at := e.rolling(t)
 	apply()
 	a := e.iss
 	cfg := a.cfg
@@ -604,4 +586,17 @@ func TestFailedReloadKeepsNewGrants(t *testing.T) {
 	if r := refresh(); r.status != http.StatusOK {
 		t.Errorf("at B: refresh of its grant after A refused it = %d %s, want 200", r.status, r.raw)
 	}
+}
+
+// rolling is what the tests of a rolling reload use: apply runs
+// ApplyConfigChanges on the issuer e serves, at makes e serve iss (one
+// instance of a cluster on e's store).
+func (e *testEnv) rolling(t *testing.T) (apply func(), at func(*Issuer)) {
+	apply = func() {
+		t.Helper()
+		if err := e.iss.ApplyConfigChanges(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return apply, func(iss *Issuer) { e.iss = iss; e.handler.Store(iss) }
 }
