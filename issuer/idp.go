@@ -188,7 +188,7 @@ type idpClient struct {
 	redirectURI string
 	// client talks to the provider; nil (as configured): one made at
 	// discovery that dials only the kinds of address the provider's
-	// issuer host has (idpReach).
+	// issuer host has (idpReachOf).
 	client *http.Client
 	now    func() time.Time
 
@@ -236,22 +236,19 @@ func idpHTTPClient(control func(network, address string, c syscall.RawConn) erro
 	}
 }
 
-// idpReach is where the issuer may connect for a provider: to public
-// addresses, and to the kinds of other address (loopback, internal) that
-// its issuer host, or the proxy it is reached through, resolves to: a
-// provider inside the operator's network or on this machine. So the
-// provider's metadata cannot send the code exchange with the client
-// secret, or a key fetch, to another internal service, such as Caddy's
-// admin endpoint's /stop (review s16-idp F1).
-type idpReach struct{ loopback, internal bool }
-
-// idpReachOf resolves issuer's host to say which addresses it reaches;
-// through a proxy (HTTPS_PROXY), the proxy's host: the issuer dials only
-// the proxy then, and the network it sits in may not resolve outside
-// names at all (review s16b F3). The https rule for the endpoints
-// (backChannelURL) still keeps plain-http services out of reach.
-func idpReachOf(ctx context.Context, issuer string) (idpReach, error) {
-	var r idpReach
+// idpReachOf is where the issuer may connect for the provider at issuer:
+// to public addresses, and to the kinds of other address (loopback,
+// internal) its issuer host resolves to: a provider inside the
+// operator's network or on this machine. So the provider's metadata
+// cannot send the code exchange with the client secret, or a key fetch,
+// to another internal service, such as Caddy's admin endpoint's /stop
+// (review s16-idp F1). Through a proxy (HTTPS_PROXY) it is the proxy's
+// host that is resolved: the issuer dials only the proxy then, and the
+// network it sits in may not resolve outside names at all (review s16b
+// F3); the https rule for the endpoints (backChannelURL) still keeps
+// plain-http services out of reach.
+func idpReachOf(ctx context.Context, issuer string) (reach, error) {
+	var r reach
 	u, err := url.Parse(issuer)
 	if err != nil {
 		return r, err
@@ -265,13 +262,7 @@ func idpReachOf(ctx context.Context, issuer string) (idpReach, error) {
 		return r, err
 	}
 	for _, a := range addrs {
-		switch {
-		case publicAddress(a):
-		case a.Unmap().IsLoopback():
-			r.loopback = true
-		default:
-			r.internal = true
-		}
+		r.add(a)
 	}
 	return r, nil
 }
@@ -282,26 +273,6 @@ func lookupAddrs(ctx context.Context, host string) ([]netip.Addr, error) {
 		return []netip.Addr{a}, nil
 	}
 	return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-}
-
-func (r idpReach) allows(a netip.Addr) bool {
-	switch {
-	case publicAddress(a):
-		return true
-	case a.Unmap().IsLoopback():
-		return r.loopback
-	}
-	return r.internal
-}
-
-// control is a net.Dialer Control refusing the addresses r does not
-// allow, on the address being connected to (after name resolution).
-func (r idpReach) control(network, address string, _ syscall.RawConn) error {
-	ap, err := netip.ParseAddrPort(address)
-	if err != nil || !r.allows(ap.Addr()) {
-		return fmt.Errorf("dial %s %s: %w", network, address, errForbiddenAddress)
-	}
-	return nil
 }
 
 func newIdPClients(cfg *Config, callback func(name string) string) map[string]*idpClient {

@@ -462,7 +462,20 @@ const (
 // client must follow (absolute, no fragment, no userinfo, no wildcard,
 // https or loopback http or a reverse-DNS private-use scheme) and says
 // which kind it is.
-func classifyRedirectURI(s string) (redirectKind, error) {
+func classifyRedirectURI(s string) (redirectKind, error) { return classifyRedirect(s, false) }
+
+// configuredRedirectURI checks a configured client's redirect URI: a
+// registered client's rules, but for a private-use scheme, which need not
+// be a reverse domain name: the operator vouches for the client, and
+// apps such as Cursor (cursor://) register none (review s16b F4).
+func configuredRedirectURI(s string) error {
+	_, err := classifyRedirect(s, true)
+	return err
+}
+
+// classifyRedirect is classifyRedirectURI; anyScheme lets a private-use
+// scheme be other than a reverse domain name.
+func classifyRedirect(s string, anyScheme bool) (redirectKind, error) {
 	bad := func(why string) (redirectKind, error) {
 		return 0, ErrInvalidRedirectURI.WithDescription(fmt.Sprintf("redirect URI %q: %s", truncate(s, 100), why))
 	}
@@ -503,28 +516,10 @@ func classifyRedirectURI(s string) (redirectKind, error) {
 		return redirectLoopback, nil
 	}
 	// RFC 8252 section 7.1: private-use schemes are reverse domain names.
-	if !strings.Contains(u.Scheme, ".") {
-		return bad(errSchemeNotReverseDNS)
+	if !anyScheme && !strings.Contains(u.Scheme, ".") {
+		return bad("custom schemes must be reverse-DNS names such as com.example.app")
 	}
 	return redirectCustom, nil
-}
-
-// errSchemeNotReverseDNS is classifyRedirectURI's refusal of a private-use
-// scheme that is not a reverse domain name, such as cursor://: a client
-// the operator configures may use one (configuredRedirectURI).
-const errSchemeNotReverseDNS = "custom schemes must be reverse-DNS names such as com.example.app"
-
-// configuredRedirectURI checks a configured client's redirect URI: a
-// registered client's rules (classifyRedirectURI), but for a private-use
-// scheme, which need not be a reverse domain name: the operator vouches
-// for the client, and apps such as Cursor register none (review s16b F4).
-func configuredRedirectURI(s string) error {
-	_, err := classifyRedirectURI(s)
-	var e *Error
-	if errors.As(err, &e) && strings.HasSuffix(e.Description, errSchemeNotReverseDNS) {
-		return nil
-	}
-	return err
 }
 
 // plainHost reports whether a browser reads host as Go does: ASCII (a

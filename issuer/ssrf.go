@@ -82,20 +82,49 @@ func publicAddress(ip netip.Addr) bool {
 	return true
 }
 
-// ssrfControl is a net.Dialer Control function. It runs after name
-// resolution, on the address actually being connected to, so a DNS answer
-// that changes between a check and the connect (DNS rebinding) cannot slip
-// a private address through.
-func ssrfControl(network, address string, _ syscall.RawConn) error {
-	ap, err := netip.ParseAddrPort(address)
-	if err != nil {
-		return fmt.Errorf("dial %s %s: %w", network, address, errForbiddenAddress)
+// reach is where an outbound connection may go: to public addresses
+// always, to loopback and other non-public (internal) addresses only when
+// allowed.
+type reach struct{ loopback, internal bool }
+
+// addressKind says whether ip is a loopback address or another one that
+// is not public (neither: public).
+func addressKind(ip netip.Addr) (loopback, internal bool) {
+	switch {
+	case publicAddress(ip):
+		return false, false
+	case ip.Unmap().IsLoopback():
+		return true, false
 	}
-	if !publicAddress(ap.Addr()) {
-		return fmt.Errorf("dial %s: %w", ap.Addr(), errForbiddenAddress)
+	return false, true
+}
+
+// add allows the kind of address ip is.
+func (r *reach) add(ip netip.Addr) {
+	loopback, internal := addressKind(ip)
+	r.loopback, r.internal = r.loopback || loopback, r.internal || internal
+}
+
+func (r reach) allows(ip netip.Addr) bool {
+	loopback, internal := addressKind(ip)
+	return (!loopback || r.loopback) && (!internal || r.internal)
+}
+
+// control is a net.Dialer Control function refusing what r does not
+// allow. It runs after name resolution, on the address actually being
+// connected to, so a DNS answer that changes between a check and the
+// connect (DNS rebinding) cannot slip another address through.
+func (r reach) control(network, address string, _ syscall.RawConn) error {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil || !r.allows(ap.Addr()) {
+		return fmt.Errorf("dial %s %s: %w", network, address, errForbiddenAddress)
 	}
 	return nil
 }
+
+// ssrfControl is the Control of outbound fetches of client-supplied URLs
+// (CIMD): public addresses only.
+var ssrfControl = reach{}.control
 
 // newFetchClient builds the http.Client for outbound fetches of
 // client-supplied URLs. It starts from base (cfg.HTTPClient, whose TLS
