@@ -681,8 +681,10 @@ func (rw *responseWriter) badGateway() {
 
 // answerInstead answers f, with the request's id, instead of the
 // upstream's answer, none of which was written: the header fields that
-// describe the upstream's body go.
+// describe the upstream's body go. It is a refusal to the client, and
+// counted as one.
 func (rw *responseWriter) answerInstead(f *refusal) {
+	rw.g.metrics.Refusal(refusalReason(f))
 	h := rw.w.Header()
 	for _, k := range []string{"Content-Length", "Content-Encoding", "ETag", "Last-Modified", "Location", "Mcp-Session-Id", "Set-Cookie"} {
 		h.Del(k)

@@ -231,6 +231,23 @@ func TestTrailerRedirectRefused(t *testing.T) {
 	if b := readBody(t, resp); strings.Contains(b, "evil.example") {
 		t.Errorf("tools/list (no pinning): the client followed a trailer Location to an unfiltered list: %d %.120q", resp.StatusCode, b)
 	}
+	// A redirect in the header gets the 502, counted as a refusal: the
+	// gateway answered instead of the upstream.
+	cfg := testConfig(t)
+	m := &countingMetrics{counts: map[string]int{}}
+	cfg.Metrics = m
+	h = newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, evil.URL+"/mcp", http.StatusTemporaryRedirect)
+	})
+	resp = h.do(t, call{body: `{"jsonrpc":"2.0","id":7,"method":"tools/list"}`, token: mint(t, claims())})
+	if b := readBody(t, resp); resp.StatusCode != http.StatusBadGateway {
+		t.Errorf("tools/list answered with a redirect: got %d %.120q, want 502", resp.StatusCode, b)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.counts["refusal refused"] != 1 {
+		t.Errorf("metrics %v, want the 502 counted as refusal \"refused\"", m.counts)
+	}
 }
 
 // TestHeldAnswersBounded: what the gateways of a process hold of answers

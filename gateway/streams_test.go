@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"mime"
 	"net/http"
 	"net/http/httptest"
@@ -393,6 +394,8 @@ func TestRevocationEndsPendingCall(t *testing.T) {
 	revs := &lockedRevocations{grants: map[string]bool{}}
 	cfg.Revocations = revs
 	cfg.StreamCheckInterval = 10 * time.Millisecond
+	m := &countingMetrics{counts: map[string]int{}}
+	cfg.Metrics = m
 	tool := newSlowTool("done after revocation")
 	h := newHarness(t, cfg, tool.serve)
 	c := claims()
@@ -423,6 +426,12 @@ func TestRevocationEndsPendingCall(t *testing.T) {
 	}
 	if n := h.g.streams.len(); n != 0 {
 		t.Errorf("%d requests still registered after the call ended", n)
+	}
+	// Forwarded as allowed, and the client refused: both are counted.
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if want := map[string]int{`decision tools/call "read_*" true`: 1, "refusal unauthorized": 1, "cache hit=false": 1}; !maps.Equal(m.counts, want) {
+		t.Errorf("metrics %v, want %v", m.counts, want)
 	}
 }
 
