@@ -146,8 +146,11 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 	}
 	u, err := i.dir.lookupUser(ctx, username)
 	if err != nil {
+		// A name that is no account (or a disabled one) is counted
+		// as a user's is: blocks and slow-downs that only users got would
+		// tell which usernames exist. What a flood of made-up names adds
+		// to the scores is bounded by its addresses' blocks.
 		u = nil
-		account = "" // unknown names count against the address only
 	}
 	switch d, err := i.limiter.reserveAttempt(ctx, account, addr); {
 	case err != nil:

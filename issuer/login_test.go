@@ -2,9 +2,11 @@ package issuer
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -179,6 +181,41 @@ func TestLoginAttackerCannotLockOutUser(t *testing.T) {
 		if d <= 0 || d > limitMaxSlow {
 			t.Errorf("slowed by %v, want (0, %v]", d, limitMaxSlow)
 		}
+	}
+}
+
+// TestLoginLimiterHidesUnknownNames: the brute-force limiter answers a
+// name that is no account as it answers a user's, so its blocks and
+// slow-downs do not tell which usernames exist: past limitFreePair + 1
+// wrong passwords from one address both are refused with 429, and past
+// limitFreeAccount from anywhere both are slowed.
+func TestLoginLimiterHidesUnknownNames(t *testing.T) {
+	for _, name := range []string{bUser, "mallory", "carol"} { // a user, no account, a disabled user
+		t.Run(name, func(t *testing.T) {
+			e := newBrowserEnv(t, func(c *Config) {
+				c.Users = append(c.Users, User{Username: "carol", PasswordHash: c.Users[0].PasswordHash, Disabled: true})
+			})
+			var slept []time.Duration
+			e.iss.limiter.sleep = func(_ context.Context, d time.Duration) error {
+				slept = append(slept, d)
+				return nil
+			}
+			var codes []int
+			for range limitFreePair + 2 {
+				code, _ := e.loginFrom(t, "203.0.113.9:4000", name, "wrong")
+				codes = append(codes, code)
+			}
+			want := []int{401, 401, 401, 401, 401, 401, 429}
+			if !slices.Equal(codes, want) {
+				t.Errorf("wrong passwords from one address = %v, want %v", codes, want)
+			}
+			for n := range limitFreeAccount + 1 {
+				e.loginFrom(t, fmt.Sprintf("198.51.100.%d:4000", n), name, "wrong")
+			}
+			if len(slept) == 0 {
+				t.Errorf("attempts after %d failures from many addresses were not slowed", limitFreeAccount+limitFreePair)
+			}
+		})
 	}
 }
 
