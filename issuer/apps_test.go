@@ -9,11 +9,14 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
 func TestAppsListAndRevoke(t *testing.T) {
@@ -359,4 +362,80 @@ func appsForms(t *testing.T, e *testEnv, c *http.Client) []form {
 		t.Fatalf("apps page forms = %+v, want one", forms)
 	}
 	return forms
+}
+
+// consentReadStore runs after, once armed, after the first read
+// transaction that reads a remembered consent has ended: what happens
+// between /authorize finding the consent and issuing the code.
+type consentReadStore struct {
+	store.Store
+	armed atomic.Bool
+	after func()
+}
+
+func (s *consentReadStore) View(ctx context.Context, fn func(store.Tx) error) error {
+	read := false
+	err := s.Store.View(ctx, func(tx store.Tx) error { return fn(consentReadTx{tx, &read}) })
+	if read && s.armed.CompareAndSwap(true, false) {
+		s.after()
+	}
+	return err
+}
+
+type consentReadTx struct {
+	store.Tx
+	read *bool
+}
+
+func (t consentReadTx) Get(bucket, key string) ([]byte, error) {
+	if bucket == bucketConsents {
+		*t.read = true
+	}
+	return t.Tx.Get(bucket, key)
+}
+
+// TestAppsRevokeWhileRememberedConsentIsUsed: the user revokes an app on
+// the apps page just after /authorize (prompt=none, say) found its
+// remembered consent and before it issued the code. The code is not
+// issued: the revocation's stamp is older than the code, and its grant
+// would put the app back on the page with no consent behind it.
+func TestAppsRevokeWhileRememberedConsentIsUsed(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	st := &consentReadStore{Store: e.store}
+	e.store = st
+	e.serve(e.iss.cfg)
+	c := e.browser()
+	conf := webApp(e, "files:read")
+	verifier := oauth2.GenerateVerifier()
+	authURL := func(opts ...oauth2.AuthCodeOption) string {
+		opts = append(opts, oauth2.S256ChallengeOption(verifier), oauth2.SetAuthURLParam("resource", bResource))
+		return conf.AuthCodeURL("s", opts...)
+	}
+	if _, err := e.robot(c, authURL(), bWebRedirect, bUser, bPassword, "approve"); err != nil {
+		t.Fatalf("first sign-in: %v", err)
+	}
+	st.after = func() {
+		e.clock.Advance(time.Second)
+		if err := e.iss.revokeConnection(context.Background(), bUser, bWebClientID, bResource, ""); err != nil {
+			t.Errorf("revokeConnection: %v", err)
+		}
+		e.clock.Advance(time.Second)
+	}
+	st.armed.Store(true)
+	resp, err := c.Get(authURL(oauth2.SetAuthURLParam("prompt", "none")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if st.armed.Load() {
+		t.Fatal("the remembered consent was not read")
+	}
+	loc, _ := url.Parse(resp.Header.Get("Location"))
+	if code := loc.Query().Get("code"); code != "" {
+		_, err := conf.Exchange(e.ctx(), code, oauth2.VerifierOption(verifier), oauth2.SetAuthURLParam("resource", bResource))
+		t.Errorf("a code was issued under the consent the user revoked meanwhile (redeems: %v)", err == nil)
+	}
+	if rows, err := e.iss.consents.connections(context.Background(), bUser); err != nil || len(rows) != 0 {
+		t.Errorf("connections after the revocation = %v, %v, want none", rows, err)
+	}
 }

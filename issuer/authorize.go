@@ -577,9 +577,10 @@ func (i *Issuer) requestParties(ctx context.Context, s *session, ar *authRequest
 
 // finish issues the code for client c as requestParties read it
 // (consuming the pending request and, when remember is set, storing the
-// consent in the same transaction) and redirects to the client. fail
-// answers an error: earlyError before the user has seen the consent
-// page, redirectError after.
+// consent in the same transaction; else checking there that the
+// remembered consent it rests on still covers scopes) and redirects to
+// the client. fail answers an error: earlyError before the user has seen
+// the consent page, redirectError after.
 func (i *Issuer) finish(w http.ResponseWriter, r *http.Request, s *session, c *Client, ar *authRequest, pendingID, resource string, scopes []string, remember bool, fail func(error)) {
 	code, err := i.issueCode(r.Context(), s, c, ar, pendingID, resource, scopes, remember)
 	if errors.Is(err, errPendingGone) {
@@ -592,6 +593,10 @@ func (i *Issuer) finish(w http.ResponseWriter, r *http.Request, s *session, c *C
 	}
 	if errors.Is(err, errSignedOut) {
 		fail(ErrAccessDenied.WithDescription("the user signed out"))
+		return
+	}
+	if errors.Is(err, errConsentRevoked) {
+		fail(ErrAccessDenied.WithDescription("the user revoked the application's access"))
 		return
 	}
 	if err != nil {
@@ -652,6 +657,16 @@ func (i *Issuer) issueCode(ctx context.Context, s *session, c *Client, ar *authR
 			if err := consentsIn(tx).add(s.User, ar.ClientID, resource, ar.Actor, scopes, now); err != nil {
 				return err
 			}
+		} else {
+			// The remembered consent proceed found may have been revoked
+			// since (the apps page): its stamp is older than this code,
+			// which would reconnect the app with no consent behind it.
+			switch ok, err := consentsIn(tx).covers(s.User, ar.ClientID, resource, ar.Actor, scopes); {
+			case err != nil:
+				return err
+			case !ok:
+				return errConsentRevoked
+			}
 		}
 		return codesIn(tx).create(code, &ac)
 	})
@@ -660,6 +675,10 @@ func (i *Issuer) issueCode(ctx context.Context, s *session, c *Client, ar *authR
 	}
 	return code, nil
 }
+
+// errConsentRevoked: the remembered consent a code was to be issued
+// under was revoked while the authorization request ran.
+var errConsentRevoked = errors.New("the user revoked the consent during the authorization request")
 
 // errClientChanged: the client's registration changed while the
 // authorization request ran (UpdateClient, DeleteClient, a reload): it no

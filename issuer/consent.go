@@ -227,22 +227,14 @@ type consents struct {
 // has reports whether the user already approved at least scopes for this
 // client, resource and actor.
 func (co *consents) has(ctx context.Context, user, clientID, resource, actor string, scopes []string) (bool, error) {
-	var cs *consent
+	var ok bool
 	err := co.store.View(ctx, func(tx store.Tx) error {
 		var err error
-		cs, err = consentsIn(tx).get(user, clientID, resource, actor)
+		ok, err = consentsIn(tx).covers(user, clientID, resource, actor, scopes)
 		return err
 	})
-	if errors.Is(err, store.ErrNotFound) {
-		return false, nil
-	}
 	if err != nil {
 		return false, fmt.Errorf("load consent: %w", err)
 	}
-	for _, sc := range scopes {
-		if !slices.Contains(cs.Scopes, sc) {
-			return false, nil
-		}
-	}
-	return true, nil
+	return ok, nil
 }

@@ -568,11 +568,11 @@ func TestUpdateClientRedirectURIs(t *testing.T) {
 		runAPI(t, srv, apiCase{"update", "PUT", "/mcp-auth/clients/app", `{"public":true,"redirect_uris":["` + tRedirect + `"],"scopes":["read","write"]}`, http.StatusOK, ""})
 		s := &session{Browser: "b", User: tUser, AuthTime: e.clock.Now()}
 		ar := &authRequest{ClientID: "app", RedirectURI: appRedirect, RedirectParam: appRedirect}
-		if _, err := e.iss.issueCode(ctx, s, read, ar, "", tResource, []string{"read"}, false); !errors.Is(err, errClientChanged) {
+		if _, err := e.iss.issueCode(ctx, s, read, ar, "", tResource, []string{"read"}, true); !errors.Is(err, errClientChanged) {
 			t.Errorf("code for the removed redirect URI: %v, want errClientChanged", err)
 		}
 		ar = &authRequest{ClientID: "app", RedirectURI: tRedirect, RedirectParam: tRedirect}
-		if _, err := e.iss.issueCode(ctx, s, read, ar, "", tResource, []string{"read"}, false); err != nil {
+		if _, err := e.iss.issueCode(ctx, s, read, ar, "", tResource, []string{"read"}, true); err != nil {
 			t.Errorf("code for a redirect URI still registered: %v", err)
 		}
 	})

@@ -36,6 +36,21 @@ func (r consentRecords) get(user, clientID, resource, actor string) (*consent, e
 	return r.t.get(consentKey(user, clientID, resource, actor))
 }
 
+// covers reports whether the user approved at least scopes for this
+// client, resource and actor.
+func (r consentRecords) covers(user, clientID, resource, actor string, scopes []string) (bool, error) {
+	cs, err := r.get(user, clientID, resource, actor)
+	if err != nil {
+		return false, ignoreNotFound(err)
+	}
+	for _, sc := range scopes {
+		if !slices.Contains(cs.Scopes, sc) {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
 // add records approved scopes, adding to what was approved before.
 func (r consentRecords) add(user, clientID, resource, actor string, scopes []string, now time.Time) error {
 	key := consentKey(user, clientID, resource, actor)
