@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -33,6 +34,8 @@ type directory struct {
 	hashes *hashGate
 	dummy  dummyPassword
 	now    func() time.Time
+	// wait pads a password check (dummyPassword.pad); injected by tests.
+	wait func(context.Context, time.Duration) error
 }
 
 // dummyPassword is what unknown users' passwords are checked against: a
@@ -71,6 +74,29 @@ func (d *dummyPassword) check(password string) {
 	h := d.hash
 	d.mu.Unlock()
 	_ = bcrypt.CompareHashAndPassword(h, []byte(password))
+}
+
+// maxPasswordPad bounds dummyPassword.pad (hashes at wildly different
+// costs, a check slowed by load).
+const maxPasswordPad = 5 * time.Second
+
+// pad is how much longer a check of hash, which took took, must wait to
+// take as long as a check of the dummy, at the highest cost: bcrypt's
+// time doubles with each step of cost, so a user whose hash is cheaper
+// (added through the admin API at bcrypt.DefaultCost, beside Caddyfile
+// users hashed by `caddy hash-password` at 14) would answer in a
+// fraction of the time an unknown name takes, and one attempt would tell
+// that the name exists. Scaled from the check's own time, the pad
+// follows the machine's load as the dummy's time does.
+func (d *dummyPassword) pad(hash string, took time.Duration) time.Duration {
+	c, err := bcrypt.Cost([]byte(hash))
+	d.mu.Lock()
+	top := cmp.Or(d.cost, bcrypt.DefaultCost)
+	d.mu.Unlock()
+	if err != nil || c >= top {
+		return 0
+	}
+	return min(took*time.Duration(1<<min(top-c, 16)-1), maxPasswordPad)
 }
 
 // noteStoredUsers feeds the costs of the configured and stored users'
@@ -380,13 +406,22 @@ func (d *directory) findAgent(ctx context.Context, id string) (*Agent, error) {
 // in a slot of the hash gate. An error (errHashBusy, or ctx's) means no
 // check ran.
 func (d *directory) checkPassword(ctx context.Context, u *User, password string) (ok bool, err error) {
+	var pad time.Duration
 	err = d.hashes.run(ctx, func() {
 		if u == nil || u.Disabled || u.PasswordHash == "" {
 			d.dummy.check(password)
 			return
 		}
+		start := time.Now()
 		ok = bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(password)) == nil
+		pad = d.dummy.pad(u.PasswordHash, time.Since(start))
 	})
+	if err == nil && !ok && pad > 0 {
+		// Only a failure waits: a success says more than its time does.
+		// Outside the gate, waiting takes no core; a caller gone away
+		// meanwhile gets its answer all the same, unread.
+		_ = d.wait(ctx, pad)
+	}
 	return ok && err == nil, err
 }
 

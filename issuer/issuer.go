@@ -232,7 +232,7 @@ func (i *Issuer) init() error {
 	if i.cimd, err = newCIMDFetcher(&i.cfg, i.store, i.log, i.now, i.anonWrites, cimdFetches); err != nil {
 		return err
 	}
-	i.dir = &directory{cfg: &i.cfg, store: i.store, cimd: i.cimd, hashes: i.hashes, now: i.now}
+	i.dir = &directory{cfg: &i.cfg, store: i.store, cimd: i.cimd, hashes: i.hashes, now: i.now, wait: sleepContext}
 	i.consents = &consents{store: i.store, dir: i.dir}
 	if err := i.newDPoP(context.Background()); err != nil {
 		return err

@@ -219,6 +219,47 @@ func TestLoginLimiterHidesUnknownNames(t *testing.T) {
 	}
 }
 
+// TestLoginTimingHidesCheaperHashes: a name that is no account is checked
+// against a dummy hash of the highest bcrypt cost among the users, so a
+// user whose hash is cheaper (one added through the admin API, at
+// bcrypt.DefaultCost, beside Caddyfile users hashed by `caddy
+// hash-password` at 14) answered in a fraction of that time, and one
+// request told that the name exists. Such a user's failed check now
+// waits out the difference; one at the highest cost, an unknown name and
+// a success do not wait.
+func TestLoginTimingHidesCheaperHashes(t *testing.T) {
+	costly, err := bcrypt.GenerateFromPassword([]byte(bPassword), bcrypt.MinCost+3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newBrowserEnv(t, func(c *Config) {
+		c.Users = append(c.Users, User{Username: "erin", PasswordHash: string(costly), Groups: []string{"staff"}})
+	})
+	var waited []time.Duration
+	e.iss.dir.wait = func(_ context.Context, d time.Duration) error {
+		waited = append(waited, d)
+		return nil
+	}
+	for n, tt := range []struct {
+		name, password string
+		code           int
+		wait           bool
+	}{
+		{"mallory", "wrong", http.StatusUnauthorized, false}, // the dummy, at the highest cost
+		{"erin", "wrong", http.StatusUnauthorized, false},    // the highest cost
+		{bUser, "wrong", http.StatusUnauthorized, true},      // bcrypt.MinCost
+		{bUser, bPassword, http.StatusSeeOther, false},       // a success tells more than its time
+	} {
+		waited = nil
+		if code, _ := e.loginFrom(t, fmt.Sprintf("198.51.100.%d:4000", n), tt.name, tt.password); code != tt.code {
+			t.Fatalf("login %s = %d, want %d", tt.name, code, tt.code)
+		}
+		if got := len(waited) == 1 && waited[0] > 0; got != tt.wait || len(waited) > 1 {
+			t.Errorf("login %s waited %v, want a wait: %v", tt.name, waited, tt.wait)
+		}
+	}
+}
+
 func TestLoginRotatesSessionCookie(t *testing.T) {
 	e := newBrowserEnv(t, nil)
 	c, page, f := e.startLogin(t)
