@@ -448,13 +448,31 @@ func compilePrefix(p string) (string, int, error) {
 }
 
 // hasURIPrefix matches a checked URI against a compiled prefix: scheme
-// and authority case-insensitively, the rest exactly.
+// and authority case-insensitively, the rest exactly. A prefix that
+// names a directory also matches the directory itself (dirPrefix).
 func hasURIPrefix(uri string, r *compiledRule) bool {
 	p := r.Pattern
-	if len(uri) < len(p) || !strings.EqualFold(uri[:r.foldLen], p[:r.foldLen]) || uri[r.foldLen:len(p)] != p[r.foldLen:] {
-		return false
+	if n := len(p) - 1; dirPrefix(r) && startsWith(uri, p[:n], r.foldLen) && (len(uri) == n || uri[n] == '?' || uri[n] == '#') {
+		return true
 	}
-	return prefixEnds(uri, len(p), r)
+	return startsWith(uri, p, r.foldLen) && prefixEnds(uri, len(p), r)
+}
+
+// startsWith reports whether uri begins with the prefix text p, its first
+// foldLen bytes (scheme and authority) compared without ASCII case.
+func startsWith(uri, p string, foldLen int) bool {
+	return len(uri) >= len(p) && strings.EqualFold(uri[:foldLen], p[:foldLen]) && uri[foldLen:len(p)] == p[foldLen:]
+}
+
+// dirPrefix reports whether a prefix names a directory: it ends with "/"
+// after its authority ("file:///srv/secret/"). Servers name the directory
+// without the "/" too ("file:///srv/secret", with or without a query or
+// fragment: file servers, pathlib and path.resolve read one directory),
+// so that spelling is the prefix's as well; otherwise a rule guarding the
+// directory's contents would leave the directory itself (its listing, a
+// database table's rows) to a broader rule.
+func dirPrefix(r *compiledRule) bool {
+	return len(r.Pattern) > r.foldLen && r.Pattern[len(r.Pattern)-1] == '/'
 }
 
 // hasURIPrefixFold is hasURIPrefix with the whole URI compared as a
@@ -464,6 +482,9 @@ func hasURIPrefixFold(uri string, r *compiledRule) bool {
 	p := r.Pattern
 	i, j := 0, 0
 	for j < len(p) {
+		if j == len(p)-1 && dirPrefix(r) && (i == len(uri) || uri[i] == '?' || uri[i] == '#') {
+			return true // the directory itself
+		}
 		if i == len(uri) {
 			return false
 		}

@@ -461,6 +461,43 @@ func TestWholeAuthorityPrefix(t *testing.T) {
 	}
 }
 
+// TestDirectoryPrefix: a prefix that ends with "/" after its authority
+// names a directory (or collection), which servers also name without the
+// "/" (file servers read "file:///srv/secret" and "file:///srv/secret/"
+// as one directory, pathlib and path.resolve drop the slash): the prefix
+// matches that spelling too, with or without a query or fragment, and
+// nothing else that lacks the "/".
+func TestDirectoryPrefix(t *testing.T) {
+	for _, tt := range []struct {
+		prefix, uri string
+		want        bool
+	}{
+		{"file:///srv/secret/", "file:///srv/secret/a", true},
+		{"file:///srv/secret/", "file:///srv/secret/", true},
+		{"file:///srv/secret/", "file:///srv/secret", true},
+		{"file:///srv/secret/", "file:///srv/secret?x", true},
+		{"file:///srv/secret/", "file:///srv/secret#x", true},
+		{"file:///srv/secret/", "file:///srv/secretive", false},
+		{"file:///srv/secret/", "file:///srv/secre", false},
+		{"file:///srv/secret/", "file:///srv/", false},
+		{"db://main/salaries/", "DB://MAIN/salaries", true},
+		{"db://main/salaries/", "db://main/salaries_public", false},
+		{"file:///", "file:///a", true},
+	} {
+		p, foldLen, err := compilePrefix(tt.prefix)
+		if err != nil {
+			t.Fatalf("compilePrefix(%q): %v", tt.prefix, err)
+		}
+		r := compiledRule{Rule: Rule{Pattern: p}, foldLen: foldLen}
+		if got := hasURIPrefix(tt.uri, &r); got != tt.want {
+			t.Errorf("hasURIPrefix(%q, %q) = %v, want %v", tt.uri, tt.prefix, got, tt.want)
+		}
+		if got := hasURIPrefixFold(tt.uri, &r); got != tt.want {
+			t.Errorf("hasURIPrefixFold(%q, %q) = %v, want %v", tt.uri, tt.prefix, got, tt.want)
+		}
+	}
+}
+
 // TestFileSystemReadings: with the README's rules, names that a Windows,
 // servlet or case-insensitive file system server reads as the admin
 // directory are refused (400) before the upstream on a base-only token.
@@ -483,6 +520,12 @@ func TestFileSystemReadings(t *testing.T) {
 		{"http://files.example/public/a", 200},
 		{"file:///srv/secret/a", 403},
 		{"http://files.example/secret/a", 403},
+		{"file:///srv/secret", 403},
+		{"file:///srv/secret?x", 403},
+		{"file:///srv/secret#x", 403},
+		{"http://files.example/secret", 403},
+		{"file:///srv/SECRET", 400},
+		{"file:///srv/secretive", 200},
 		{"file:///srv/secret./a", 400},
 		{"file:///srv/secret%20/a", 400},
 		{"file:///srv/secret;x/a", 400},
