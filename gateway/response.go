@@ -274,6 +274,8 @@ func (rw *responseWriter) recheckHeader() {
 	h := rw.w.Header()
 	delete(h, "Set-Cookie")
 	delete(h, http.TrailerPrefix+"Set-Cookie")
+	delete(h, hClearSiteData)
+	delete(h, http.TrailerPrefix+hClearSiteData)
 	delete(h, hWWWAuthenticate)
 	delete(h, http.TrailerPrefix+hWWWAuthenticate)
 	rw.keepOwnNonce(h)
@@ -718,19 +720,23 @@ func markPrivate(h http.Header) {
 const (
 	hWWWAuthenticate = "Www-Authenticate"
 	hDPoPNonce       = "Dpop-Nonce"
+	hClearSiteData   = "Clear-Site-Data"
 )
 
 // upstreamHeaders fixes the upstream's response headers before they are
 // written: the session id is wrapped, and Set-Cookie is dropped, as
 // Cookie is on the way up: MCP does not use cookies, and on a host
 // shared with the issuer an MCP server could otherwise set the issuer's
-// login cookies (session fixation). WWW-Authenticate is dropped too:
-// the gateway is the resource server clients authorize for, and an
-// upstream challenge naming other metadata (resource_metadata) would
-// send them to another authorization server.
+// login cookies (session fixation). Clear-Site-Data goes for the same
+// reason: "cookies" would end the user's login session at the issuer,
+// "storage" the tokens of a browser client on the host. WWW-Authenticate
+// is dropped too: the gateway is the resource server clients authorize
+// for, and an upstream challenge naming other metadata
+// (resource_metadata) would send them to another authorization server.
 func (rw *responseWriter) upstreamHeaders() {
 	h := rw.w.Header()
 	delete(h, "Set-Cookie")
+	delete(h, hClearSiteData)
 	delete(h, hWWWAuthenticate)
 	rw.keepOwnNonce(h)
 	rw.rewriteSession(h)

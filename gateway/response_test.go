@@ -123,18 +123,35 @@ func TestToolsListEvasions(t *testing.T) {
 }
 
 // TestUpstreamSetCookie: an MCP server cannot set cookies through the
-// gateway (on a host shared with the issuer they would be the issuer's).
+// gateway (on a host shared with the issuer they would be the issuer's),
+// nor clear them and the site's storage (Clear-Site-Data: the issuer's
+// login session, a browser client's tokens), in a header or a trailer.
 func TestUpstreamSetCookie(t *testing.T) {
-	h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
-		http.SetCookie(w, &http.Cookie{Name: "__Host-mcp_auth_session", Value: "attacker", Path: "/", Secure: true})
-		w.Header().Set("Content-Type", "application/json")
-		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}`)
-	})
-	for _, body := range []string{toolCall("read_a"), `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`} {
-		resp := h.do(t, call{body: body, token: mint(t, claims())})
-		readBody(t, resp)
-		if v := resp.Header.Values("Set-Cookie"); resp.StatusCode != 200 || len(v) != 0 {
-			t.Errorf("answer to %s = %d, Set-Cookie %q, want 200 without cookies", body, resp.StatusCode, v)
+	for _, late := range []bool{false, true} {
+		h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+			http.SetCookie(w, &http.Cookie{Name: "__Host-mcp_auth_session", Value: "attacker", Path: "/", Secure: true})
+			w.Header().Set("Content-Type", "application/json")
+			if late {
+				w.Header().Set("Trailer", "Clear-Site-Data")
+			} else {
+				w.Header().Set("Clear-Site-Data", `"cookies", "storage"`)
+			}
+			io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}`)
+			if late {
+				w.Header().Set("Clear-Site-Data", `"cookies", "storage"`)
+			}
+		})
+		for _, body := range []string{toolCall("read_a"), `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`} {
+			resp := h.do(t, call{body: body, token: mint(t, claims())})
+			readBody(t, resp)
+			if v := resp.Header.Values("Set-Cookie"); resp.StatusCode != 200 || len(v) != 0 {
+				t.Errorf("answer to %s = %d, Set-Cookie %q, want 200 without cookies", body, resp.StatusCode, v)
+			}
+			for _, hd := range []http.Header{resp.Header, resp.Trailer} {
+				if v := hd.Values("Clear-Site-Data"); len(v) != 0 {
+					t.Errorf("answer to %s (trailer %v): Clear-Site-Data %q reached the client", body, late, v)
+				}
+			}
 		}
 	}
 }
