@@ -246,6 +246,7 @@ func (s *pinSet) listed(ctx context.Context, tool string, raw []byte) (keep bool
 	if err != nil {
 		s.g.log.Warn("tool definition hidden: not canonicalizable", zap.String("resource", s.resource), zap.String("tool", tool), zap.Error(err))
 		s.g.metrics.ToolPin("hidden")
+		s.forget(tool)
 		return false, "", nil
 	}
 	hash = definitionHash(canon)
@@ -265,6 +266,7 @@ func (s *pinSet) listed(ctx context.Context, tool string, raw []byte) (keep bool
 		if err != nil {
 			s.g.log.Warn("tool definition hidden: pin not recorded", zap.String("resource", s.resource), zap.String("tool", tool), zap.Error(err))
 			s.g.metrics.ToolPin("hidden")
+			s.forget(tool)
 			return false, hash, fmt.Errorf("%w: %w", errPinsUnavailable, err)
 		}
 		p = np
@@ -290,6 +292,21 @@ func (s *pinSet) listed(ctx context.Context, tool string, raw []byte) (keep bool
 		return false, hash, nil
 	}
 	return true, hash, nil
+}
+
+// forget takes tool out of the current set: the server now lists a
+// definition of it that could not be judged (not canonicalizable, or its
+// pin not recorded). A call of it then fetches the list again, and is
+// refused while that definition stays unjudged, rather than passing
+// under the definition listed before. Its params and defaults stay:
+// they are those of the definition judged last, which is the one the
+// current set names again if the server lists it again (a fetch under
+// way may put it back).
+func (s *pinSet) forget(tool string) {
+	if _, ok := s.view.Load().current[tool]; !ok {
+		return
+	}
+	s.update(func(v *pinView) { delete(v.current, tool) })
 }
 
 // resembling returns a pinned tool whose name is not tool but folds as
