@@ -620,6 +620,7 @@ func (i *Issuer) issueCode(ctx context.Context, s *session, c *Client, ar *authR
 	ac := authCode{
 		ClientID:            ar.ClientID,
 		RedirectURI:         ar.RedirectParam,
+		SentTo:              ar.RedirectURI,
 		CodeChallenge:       ar.CodeChallenge,
 		CodeChallengeMethod: ar.CodeChallengeMethod,
 		Subject:             s.User,

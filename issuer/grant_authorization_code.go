@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -73,6 +74,8 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 		return nil, ErrInvalidGrant.WithDescription("authorization code was issued to another client")
 	case f.Get("redirect_uri") != ac.RedirectURI:
 		return nil, ErrInvalidGrant.WithDescription("redirect_uri does not match the authorization request")
+	case !sentToRegistered(c, ac):
+		return nil, ErrInvalidGrant.WithDescription("the code was sent to a redirect URI the client no longer registers")
 	}
 	if ac.DPoPJKT != "" && req.jkt != ac.DPoPJKT {
 		return nil, ErrInvalidDPoPProof.WithDescription("the authorization request named a DPoP key (dpop_jkt): the request needs a DPoP proof signed by it")
@@ -246,4 +249,14 @@ func (g authorizationCode) checkActorToken(ctx context.Context, f url.Values, ac
 // user's, not delegated.
 func ownAgentToken(c *accesstoken.Claims) bool {
 	return c.PrincipalType == principalAgent && c.Subject == c.ClientID && c.Actor == nil
+}
+
+// sentToRegistered reports whether the redirect URI code ac was sent to is
+// still one of client c's: a configuration reload, or a client metadata
+// document, may have dropped it since (review s17-as F4). The
+// management API's change stamps the client instead
+// (redirectsPrincipal), which also refuses codes still being issued.
+func sentToRegistered(c *Client, ac *authCode) bool {
+	to := cmp.Or(ac.SentTo, ac.RedirectURI)
+	return to == "" || matchRedirectURI(c.RedirectURIs, to)
 }

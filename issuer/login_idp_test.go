@@ -645,9 +645,9 @@ func TestIdPConfigChanges(t *testing.T) {
 	var tok *oauth2.Token
 	newGrant := func() {
 		t.Helper()
-		code, verifier := e.issueCode(t, codeSpec{client: bClientID, user: user, resource: bResource, scopes: []string{"files:read", "files:write", "offline_access"}})
+		code, verifier := e.issueCode(t, codeSpec{client: bClientID, user: user, redirect: bRedirect, resource: bResource, scopes: []string{"files:read", "files:write", "offline_access"}})
 		var err error
-		if tok, err = e.exchange(t, bClientID, "", code, verifier); err != nil {
+		if tok, err = e.exchange(t, bClientID, "", code, verifier, oauth2.SetAuthURLParam("redirect_uri", bRedirect)); err != nil {
 			t.Fatal(err)
 		}
 	}

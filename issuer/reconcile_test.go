@@ -600,3 +600,42 @@ func (e *testEnv) rolling(t *testing.T) (apply func(), at func(*Issuer)) {
 	}
 	return apply, func(iss *Issuer) { e.iss = iss; e.handler.Store(iss) }
 }
+
+// TestRedirectURIDroppedByReload (review s17-as F4): a configuration that
+// no longer lists a client's redirect URI refuses the codes already sent
+// there, as the management API's change does (TestUpdateClientRedirectURIs):
+// the URI may have been dropped for a domain lost. A code sent to a URI
+// still listed is redeemed, and so is a loopback URI on another port,
+// which matches the registered one.
+func TestRedirectURIDroppedByReload(t *testing.T) {
+	e := newTokEnv(t)
+	const other = "https://app.example.com/cb"
+	withRedirects := func(uris ...string) envOption {
+		return func(c *Config) {
+			c.Clients = slices.Clone(c.Clients)
+			for n := range c.Clients {
+				if c.Clients[n].ID == tPublic {
+					c.Clients[n].RedirectURIs = uris
+				}
+			}
+		}
+	}
+	e.restart(e.store, withRedirects(tRedirect, other))
+	dropped, droppedVerifier := e.issueCode(t, codeSpec{redirect: other})
+	kept, keptVerifier := e.issueCode(t, codeSpec{})
+	loopback, loopbackVerifier := e.issueCode(t, codeSpec{redirect: "http://127.0.0.1:4321/cb"})
+	e.restart(e.store, withRedirects(tRedirect))
+
+	a := e.post(t, pathToken, url.Values{"grant_type": {"authorization_code"}, "code": {dropped}, "redirect_uri": {other},
+		"code_verifier": {droppedVerifier}, "client_id": {tPublic}}, "")
+	if a.status != http.StatusBadRequest || a.str("error") != "invalid_grant" {
+		t.Errorf("code sent to a dropped redirect URI: %d %s, want 400 invalid_grant", a.status, a.raw)
+	}
+	for _, c := range []struct{ code, verifier, redirect string }{{kept, keptVerifier, tRedirect}, {loopback, loopbackVerifier, "http://127.0.0.1:4321/cb"}} {
+		a := e.post(t, pathToken, url.Values{"grant_type": {"authorization_code"}, "code": {c.code}, "redirect_uri": {c.redirect},
+			"code_verifier": {c.verifier}, "client_id": {tPublic}}, "")
+		if a.status != http.StatusOK || a.str("access_token") == "" {
+			t.Errorf("code sent to %s, still registered: %d %s, want a token", c.redirect, a.status, a.raw)
+		}
+	}
+}

@@ -15,7 +15,12 @@ type authCode struct {
 	ClientID string `json:"client_id"`
 	// RedirectURI is the redirect_uri parameter of the authorization
 	// request ("" if it was omitted); the token request must repeat it.
-	RedirectURI         string   `json:"redirect_uri"`
+	RedirectURI string `json:"redirect_uri"`
+	// SentTo is the redirect URI the code was sent to ("" in codes from
+	// before it was recorded: RedirectURI, when not ""). A code whose
+	// URI the client no longer registers is refused: one a reload or a
+	// client metadata document dropped, perhaps for a domain lost.
+	SentTo              string   `json:"sent_to,omitempty"`
 	CodeChallenge       string   `json:"code_challenge"`
 	CodeChallengeMethod string   `json:"code_challenge_method"`
 	Subject             string   `json:"sub"`
