@@ -351,3 +351,40 @@ func TestDPoPReplayAcrossInstances(t *testing.T) {
 		t.Errorf("bearer token request = %d %s, want 200", r.status, r.raw)
 	}
 }
+
+// TestClockBehindAnotherInstance: instances' clocks agree to within
+// milliseconds (NTP), never exactly, and an access token's iat is whole
+// seconds. An instance whose clock is a little behind the one that issued
+// a token a moment ago still takes it at its own endpoints: introspection
+// says it is active, and RFC 7009 revocation revokes it (answering 200
+// and revoking nothing would leave the client believing it ended).
+func TestClockBehindAnotherInstance(t *testing.T) {
+	envs, _ := clusterEnvs(t, 2, func(c *Config) { c.Issuer = "http://localhost:9" })
+	a, b := envs[0], envs[1]
+	for _, e := range envs {
+		addr := e.srv.Listener.Addr().String()
+		e.srv.Client().Transport.(*http.Transport).DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return new(net.Dialer).DialContext(ctx, network, addr)
+		}
+	}
+	b.restart(b.store, func(c *Config) {
+		c.Issuer = "http://localhost:9"
+		c.Now = func() time.Time { return a.clock.Now().Add(-50 * time.Millisecond) }
+	})
+	tok, jti, gid := clientTokenOf(t, a)
+	if r := b.post(t, pathIntrospect, url.Values{"token": {tok}}, tConf+":"+tSecret); r.status != 200 || r.body["active"] != true {
+		t.Errorf("introspection at B of A's token = %d %s, want active", r.status, r.raw)
+	}
+	if r := b.post(t, pathRevoke, url.Values{"token": {tok}}, tConf+":"+tSecret); r.status != 200 {
+		t.Fatalf("revoke at B = %d %s", r.status, r.raw)
+	}
+	if err := a.iss.SyncRevocations(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := a.iss.Revoked(t.Context(), jti, gid); !got || err != nil {
+		t.Errorf("A: Revoked(token revoked at B) = %v, %v, want true, nil", got, err)
+	}
+	if got := b.iss.revokedInStore(t.Context(), jti, gid); !got {
+		t.Errorf("B: revokedInStore(token revoked at B) = false, want true")
+	}
+}

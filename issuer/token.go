@@ -210,16 +210,27 @@ func (i *Issuer) verifyAccessToken(ctx context.Context, raw string) (*accesstoke
 	return c, nil
 }
 
-// parseAccessToken checks signature, typ, iss and expiry, not revocation.
+// instanceClockSkew is how far ahead of this instance's clock another
+// instance on the store may have been when it signed a token: clocks
+// agree to well within it (NTP, see keyReload), never exactly, and iat is
+// whole seconds, so a token signed a moment ago elsewhere can carry an
+// iat after this clock's now.
+const instanceClockSkew = 5 * time.Second
+
+// parseAccessToken checks signature, typ, iss, expiry and iat (at most
+// instanceClockSkew ahead), not revocation.
 func (i *Issuer) parseAccessToken(ctx context.Context, raw string) (*accesstoken.Claims, error) {
 	p := jwt.NewParser(jwt.WithValidMethods(signingAlgs), jwt.WithIssuer(i.URL()), jwt.WithExpirationRequired(),
-		jwt.WithIssuedAt(), jwt.WithTimeFunc(i.now))
+		jwt.WithTimeFunc(i.now))
 	c, err := accesstoken.Parse(ctx, p, raw, i.PublicKey)
 	if err != nil {
 		return nil, fmt.Errorf("access token: %w", err)
 	}
 	if c.ID == "" || len(c.Audience) != 1 || c.Audience[0] == "" {
 		return nil, errors.New("access token: missing claims")
+	}
+	if c.IssuedAt != nil && c.IssuedAt.After(i.now().Add(instanceClockSkew)) {
+		return nil, fmt.Errorf("access token: %w", jwt.ErrTokenUsedBeforeIssued)
 	}
 	return c, nil
 }
