@@ -91,8 +91,11 @@ type Options struct {
 	// the DSN sets them), and a View or an attempt of Update that has
 	// not finished after twice this (a database that stopped answering)
 	// is abandoned. Either fails with store.ErrUnavailable, so a stalled
-	// database answers requests with 503 instead of holding them. Zero
-	// or negative means DefaultTimeout.
+	// database answers requests with 503 instead of holding them. A
+	// session idle in a transaction this long (an instance that stopped
+	// mid-transaction) is ended by PostgreSQL (idle_in_transaction_session_timeout,
+	// unless the DSN sets it), which releases what it held. Zero or
+	// negative means DefaultTimeout.
 	Timeout time.Duration
 }
 
@@ -156,11 +159,16 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 }
 
 // serverTimeouts has PostgreSQL cancel a statement that waits for a lock,
-// or runs, longer than d (Options.Timeout), on every connection: unless
-// the DSN chose otherwise for these parameters.
+// or runs, longer than d (Options.Timeout), and end a session idle in a
+// transaction that long, on every connection: unless the DSN chose
+// otherwise for these parameters. The store's transactions never wait
+// for anything between their statements; one that does is an instance
+// that stopped (frozen, or cut off without a reset, which PostgreSQL
+// notices only at TCP keepalive, hours by default), and the rows it
+// wrote would refuse every other instance's writes until then.
 func serverTimeouts(params map[string]string, d time.Duration) {
 	ms := strconv.FormatInt(max(d.Milliseconds(), 1), 10)
-	for _, name := range []string{"lock_timeout", "statement_timeout"} {
+	for _, name := range []string{"lock_timeout", "statement_timeout", "idle_in_transaction_session_timeout"} {
 		if _, set := params[name]; !set {
 			params[name] = ms
 		}
@@ -390,10 +398,17 @@ func (s *Store) Purge(ctx context.Context) (int, error) {
 // bolt.Store.Export); Import returns how many it copied.
 func (s *Store) Import(ctx context.Context, entries func(ctx context.Context, put func(bucket, key string, value []byte, expires time.Time) error) error) (int, error) {
 	n := 0
-	err := s.update(ctx, func(tx store.Tx) error {
+	err := s.update(ctx, func(st store.Tx) error {
 		n = 0
+		// entries may be slow to read between two statements (a large
+		// file): the session is not ended as one that stopped
+		// (serverTimeouts) while it idles in this transaction.
+		t := st.(*tx)
+		if _, err := t.ptx.Exec(t.ctx, "SET LOCAL idle_in_transaction_session_timeout = 0"); err != nil {
+			return err
+		}
 		return entries(ctx, func(bucket, key string, value []byte, expires time.Time) error {
-			if err := tx.Create(bucket, key, value, expires); err != nil {
+			if err := st.Create(bucket, key, value, expires); err != nil {
 				return err
 			}
 			n++

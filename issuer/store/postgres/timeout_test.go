@@ -192,6 +192,61 @@ func TestStalledDatabaseEndsAtTimeout(t *testing.T) {
 	}
 }
 
+// TestStalledClientReleasesItsRows: an instance that stops talking in
+// the middle of a transaction (its machine frozen, or cut off by the
+// network without a reset, so PostgreSQL sees no end of its connection
+// until TCP keepalive, hours by default) holds the rows it wrote. Other
+// instances' writes of those rows (the revocation log's last number,
+// which every revocation writes) must work again within about the
+// timeout: PostgreSQL ends a session idle in its transaction that long,
+// which rolls back what the stalled instance wrote.
+func TestStalledClientReleasesItsRows(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	p := newStallProxy(t, dsn)
+	t.Cleanup(func() { p.stall.Store(false) }) // before the proxy's
+	const timeout = 300 * time.Millisecond
+	stalled := open(t, p.dsn+patient, postgres.Options{Timeout: timeout})
+	other := open(t, dsn+patient, postgres.Options{Timeout: timeout})
+	if err := put(other, "k", "before"); err != nil {
+		t.Fatal(err)
+	}
+	wrote := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		var once sync.Once
+		done <- stalled.Update(context.Background(), func(tx store.Tx) error {
+			if err := tx.Put("b", "k", []byte("stalled"), time.Time{}); err != nil {
+				return err
+			}
+			p.stall.Store(true)
+			once.Do(func() { close(wrote) })
+			_, err := tx.Get("b", "k")
+			return err
+		})
+	}()
+	<-wrote
+	start := time.Now()
+	for {
+		err := put(other, "k", "after")
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("Update of the row a stalled instance wrote = %v, want nil or store.ErrUnavailable", err)
+		}
+		if time.Since(start) > 10*timeout {
+			t.Fatalf("Update of the row a stalled instance wrote still fails after %v: %v", time.Since(start), err)
+		}
+	}
+	if err := <-done; !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("the stalled instance's Update = %v, want store.ErrUnavailable", err)
+	}
+	p.stall.Store(false)
+	if v, err := get(other, "k"); err != nil || v != "after" {
+		t.Errorf("Get = %q, %v, want after, nil (the stalled transaction wrote nothing)", v, err)
+	}
+}
+
 // stallProxy passes a Unix socket's connections through to the test
 // server's, and holds every byte while stall is set.
 type stallProxy struct {
