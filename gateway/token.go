@@ -23,8 +23,9 @@ import (
 const (
 	maxTokenLen = 16 << 10 // bytes; far above any access token we issue
 	// tokenLeeway tolerates clock skew with a remote issuer; an expired
-	// token is refused within seconds, not half a minute.
-	tokenLeeway     = 5 * time.Second
+	// token is refused within seconds, not half a minute. The issuer's
+	// revocations outlast exp by as much.
+	tokenLeeway     = accesstoken.Leeway
 	claimsCacheSize = 10000
 )
 

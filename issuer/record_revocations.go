@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
@@ -50,7 +51,10 @@ func (r revocationRecords) revokeGrantTokens(grantID string, until time.Time) er
 	return r.put(grantKeyPrefix+grantID, until)
 }
 
+// put refuses key's tokens until until, and accesstoken.Leeway longer:
+// until a gateway no longer takes them as unexpired.
 func (r revocationRecords) put(key string, until time.Time) error {
+	until = until.Add(accesstoken.Leeway)
 	if err := r.t.put(key, &marker{Until: until}, until); err != nil {
 		return err
 	}

@@ -4,6 +4,9 @@ import (
 	"net/http"
 	"net/url"
 	"testing"
+	"time"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 )
 
 func TestRevocation(t *testing.T) {
@@ -109,4 +112,33 @@ func TestRevocation(t *testing.T) {
 			t.Errorf("refresh after revocation = %d %s, want invalid_grant", a.status, a.raw)
 		}
 	})
+}
+
+// TestRevokedTokenOutlastsLeeway: a gateway takes an access token up to
+// accesstoken.Leeway past its exp (clocks disagree), so a revocation
+// refuses it that long too: in this instance's set, in the store a
+// restarted instance loads, and after a purge; not a moment longer.
+func TestRevokedTokenOutlastsLeeway(t *testing.T) {
+	e := newTokEnv(t)
+	tok, jti, gid := clientTokenOf(t, e)
+	if a := e.post(t, pathRevoke, url.Values{"token": {tok}}, tConf+":"+tSecret); a.status != http.StatusOK {
+		t.Fatalf("revoke = %d %s", a.status, a.raw)
+	}
+	_, c := claimsOf(t, tok)
+	exp := time.Unix(int64(c["exp"].(float64)), 0)
+	e.clock.Advance(exp.Add(accesstoken.Leeway - time.Second).Sub(e.clock.Now()))
+	if _, err := e.store.Purge(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if !e.revoked(t, jti, gid) {
+		t.Errorf("Revoked %v past exp, within the gateways' leeway = false, want true", accesstoken.Leeway-time.Second)
+	}
+	e.restart(e.store)
+	if !e.revoked(t, jti, gid) {
+		t.Errorf("after a restart: Revoked %v past exp = false, want true", accesstoken.Leeway-time.Second)
+	}
+	e.clock.Advance(time.Second)
+	if e.revoked(t, jti, gid) {
+		t.Errorf("Revoked once a gateway refuses the token as expired = true, want false")
+	}
 }

@@ -210,15 +210,11 @@ func (i *Issuer) verifyAccessToken(ctx context.Context, raw string) (*accesstoke
 	return c, nil
 }
 
-// instanceClockSkew is how far ahead of this instance's clock another
-// instance on the store may have been when it signed a token: clocks
-// agree to well within it (NTP, see keyReload), never exactly, and iat is
-// whole seconds, so a token signed a moment ago elsewhere can carry an
-// iat after this clock's now.
-const instanceClockSkew = 5 * time.Second
-
-// parseAccessToken checks signature, typ, iss, expiry and iat (at most
-// instanceClockSkew ahead), not revocation.
+// parseAccessToken checks signature, typ, iss, expiry and iat, not
+// revocation. iat may be up to accesstoken.Leeway ahead of this clock:
+// another instance on the store may have signed the token a moment ago
+// by a clock a little ahead (clocks agree to within milliseconds, never
+// exactly, and iat is whole seconds). exp is not stretched.
 func (i *Issuer) parseAccessToken(ctx context.Context, raw string) (*accesstoken.Claims, error) {
 	p := jwt.NewParser(jwt.WithValidMethods(signingAlgs), jwt.WithIssuer(i.URL()), jwt.WithExpirationRequired(),
 		jwt.WithTimeFunc(i.now))
@@ -229,7 +225,7 @@ func (i *Issuer) parseAccessToken(ctx context.Context, raw string) (*accesstoken
 	if c.ID == "" || len(c.Audience) != 1 || c.Audience[0] == "" {
 		return nil, errors.New("access token: missing claims")
 	}
-	if c.IssuedAt != nil && c.IssuedAt.After(i.now().Add(instanceClockSkew)) {
+	if c.IssuedAt != nil && c.IssuedAt.After(i.now().Add(accesstoken.Leeway)) {
 		return nil, fmt.Errorf("access token: %w", jwt.ErrTokenUsedBeforeIssued)
 	}
 	return c, nil

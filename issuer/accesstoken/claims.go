@@ -11,6 +11,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -25,6 +26,12 @@ const (
 	PrincipalAgent  = "agent"  // an agent acting on its own (sub is the agent)
 	PrincipalClient = "client" // a client's own token (client credentials)
 )
+
+// Leeway is how far past its exp (and iat before the verifier's clock)
+// an access token is still taken, for clocks that disagree: those of the
+// issuer's instances, and of a gateway in front of a remote issuer. A
+// revocation refuses a token that long past its exp too.
+const Leeway = 5 * time.Second
 
 // MaxActDepth bounds the act nesting a token may carry; deeper chains are
 // refused as malformed.
