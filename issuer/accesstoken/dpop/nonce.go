@@ -6,6 +6,8 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"time"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 )
 
 // Nonces issues and checks server nonces (RFC 9449 §8, §9) without
@@ -41,9 +43,13 @@ func (n *Nonces) at(slot int64) string {
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
+// valid reports whether s is the nonce of now's slot or the one before;
+// or of the next, within accesstoken.Leeway of it: another instance whose
+// clock is a little ahead hands that one out already.
 func (n *Nonces) valid(s string, now time.Time) bool {
 	cur := now.UnixNano() / int64(n.period)
-	for _, slot := range [...]int64{cur, cur - 1} {
+	ahead := now.Add(accesstoken.Leeway).UnixNano() / int64(n.period)
+	for _, slot := range [...]int64{cur, cur - 1, ahead} {
 		if hmac.Equal([]byte(s), []byte(n.at(slot))) {
 			return true
 		}

@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 )
 
 var b64 = base64.RawURLEncoding.EncodeToString
@@ -456,6 +458,21 @@ func TestNonce(t *testing.T) {
 	if err := try(other.Current(now)); !useNonce(err) {
 		t.Errorf("nonce under another key: %v, want %s", err, CodeUseNonce)
 	}
+	// Another instance whose clock is a little ahead (NTP: milliseconds)
+	// is in the next period already near the end of this one; one
+	// further ahead than accesstoken.Leeway is not.
+	now = now.Add(time.Minute - 20*time.Millisecond)
+	if err := try(nonces.Current(now.Add(50 * time.Millisecond))); err != nil {
+		t.Errorf("nonce of an instance 50 ms ahead, 20 ms before the next period: %v", err)
+	}
+	if err := try(nonces.Current(now.Add(2 * time.Minute))); !useNonce(err) {
+		t.Errorf("nonce of the period after the next: %v, want %s", err, CodeUseNonce)
+	}
+	now = now.Add(-time.Minute + 2*accesstoken.Leeway)
+	if err := try(nonces.Current(now.Add(time.Minute))); !useNonce(err) {
+		t.Errorf("nonce of the next period, %v before it: %v, want %s", time.Minute-2*accesstoken.Leeway, err, CodeUseNonce)
+	}
+	now = time.Unix(1_800_000_000, 0)
 	n := nonces.Current(now)
 	if err := try(n); err != nil {
 		t.Errorf("current nonce: %v", err)
