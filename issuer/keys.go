@@ -59,6 +59,7 @@ type publishedKey struct {
 	created  time.Time
 	signFrom time.Time // it signs from then on
 	retired  time.Time // when it stopped signing; zero while it is the newest key
+	until    time.Time // when a retired key is withdrawn (signingKey.PublishedUntil)
 }
 
 // keyRing holds the signing keys: it generates, rotates and publishes
@@ -184,7 +185,11 @@ func (k *keyRing) load(ctx context.Context) error {
 	k.mu.RUnlock()
 	keys := make(map[string]*publishedKey, len(recs))
 	for _, rec := range recs {
-		if !rec.RetiredAt.IsZero() && !now.Before(rec.RetiredAt.Add(k.retention)) {
+		until := rec.PublishedUntil
+		if until.IsZero() {
+			until = rec.RetiredAt.Add(k.retention)
+		}
+		if !rec.RetiredAt.IsZero() && !now.Before(until) {
 			continue
 		}
 		pk := old[rec.KID]
@@ -196,7 +201,7 @@ func (k *keyRing) load(ctx context.Context) error {
 			c := *pk
 			pk = &c
 		}
-		pk.retired = rec.RetiredAt
+		pk.retired, pk.until = rec.RetiredAt, until
 		keys[pk.kid] = pk
 	}
 	k.mu.Lock()
@@ -335,7 +340,7 @@ func (k *keyRing) cached(kid string) *publishedKey {
 // published reports whether pk is signing, about to, or retired recently
 // enough to be published.
 func (k *keyRing) published(pk *publishedKey, now time.Time) bool {
-	return pk.retired.IsZero() || now.Before(pk.retired.Add(k.retention))
+	return pk.retired.IsZero() || now.Before(pk.until)
 }
 
 // PublicKey returns the public key of a published signing key (current or

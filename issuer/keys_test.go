@@ -279,3 +279,37 @@ func TestRetiredKeyOutlivesOtherInstancesTokens(t *testing.T) {
 	}
 	verifyLikeGateway(t, a, late, "ES256")
 }
+
+// TestRetiredKeyOutlivesLongerLivedTokens: a rotation under a
+// configuration with shorter token lifetimes than the one before (a
+// reload that lowered them, or an instance beside others still on the
+// longer ones) keeps the old key published until the tokens it signed
+// under the longer lifetime have expired (the token horizon), not only
+// for the new lifetime.
+func TestRetiredKeyOutlivesLongerLivedTokens(t *testing.T) {
+	e := newTokEnv(t) // access and ID tokens live an hour
+	tok, _, _ := clientTokenOf(t, e)
+	h, c := claimsOf(t, tok)
+	oldKid := h["kid"].(string)
+	exp := time.Unix(int64(c["exp"].(float64)), 0)
+	e.restart(e.store, func(c *Config) { c.AccessTokenTTL, c.IDTokenTTL = 5*time.Minute, 5*time.Minute })
+	if _, err := e.iss.RotateSigningKey(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(exp.Add(accesstoken.Leeway - time.Second).Sub(e.clock.Now()))
+	if _, err := e.store.Purge(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	e.restart(e.store, func(c *Config) { c.AccessTokenTTL, c.IDTokenTTL = 5*time.Minute, 5*time.Minute })
+	if keys, _ := e.jwksOf(t); !slices.Contains(kids(keys), oldKid) {
+		t.Errorf("JWKS in the last second a gateway takes the old token = %v, want the old key %s kept", kids(keys), oldKid)
+	}
+	if _, err := e.iss.PublicKey(t.Context(), oldKid); err != nil {
+		t.Errorf("PublicKey(old kid) in the old token's last second = %v, want the key", err)
+	}
+	// The horizon lies up to horizonSlack past the last token's exp.
+	e.clock.Advance(time.Second + horizonSlack)
+	if keys, _ := e.jwksOf(t); slices.Contains(kids(keys), oldKid) {
+		t.Errorf("JWKS once the token horizon has passed = %v, want the old key %s withdrawn", kids(keys), oldKid)
+	}
+}

@@ -3,6 +3,7 @@ package issuer
 import (
 	"time"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
@@ -21,8 +22,14 @@ type signingKey struct {
 	// there was a delay) means CreatedAt.
 	SignFrom time.Time `json:"sign_from,omitzero"`
 	// RetiredAt is when a newer key takes over (its SignFrom); the key
-	// stays published in the JWKS until RetiredAt + keyRetention.
+	// stays published in the JWKS until PublishedUntil.
 	RetiredAt time.Time `json:"retired_at,omitempty"`
+	// PublishedUntil is when a retired key's tokens have all expired:
+	// RetiredAt plus the retention, and no earlier than the token
+	// horizon (tokens signed under longer lifetimes than the rotating
+	// configuration's). Zero in keys retired before it was recorded:
+	// RetiredAt plus the reading instance's retention.
+	PublishedUntil time.Time `json:"published_until,omitzero"`
 }
 
 // keyRecords are the signing keys.
@@ -42,7 +49,7 @@ func (r keyRecords) all() ([]signingKey, error) {
 
 // rotate makes next the newest key. When it replaces keys, it signs from
 // delay after now, when they retire; they stay published for retention
-// after that. The first key signs at once. Unless force, a single newest
+// after that, and until the token horizon. The first key signs at once. Unless force, a single newest
 // key of next's algorithm is kept instead, so that two instances starting
 // on the same store agree on one key. It returns the newest kid.
 func (r keyRecords) rotate(next *signingKey, force bool, now time.Time, delay, retention time.Duration) (string, error) {
@@ -63,9 +70,17 @@ func (r keyRecords) rotate(next *signingKey, force bool, now time.Time, delay, r
 	if len(current) > 0 {
 		next.SignFrom = now.Add(delay)
 	}
+	horizon, err := epochsIn(r.t.tx).horizon()
+	if err != nil {
+		return "", err
+	}
 	for _, k := range current {
 		k.RetiredAt = next.SignFrom
-		if err := r.t.put(k.KID, &k, k.RetiredAt.Add(retention)); err != nil {
+		k.PublishedUntil = k.RetiredAt.Add(retention)
+		if h := horizon.Add(accesstoken.Leeway); h.After(k.PublishedUntil) {
+			k.PublishedUntil = h
+		}
+		if err := r.t.put(k.KID, &k, k.PublishedUntil); err != nil {
 			return "", err
 		}
 	}
