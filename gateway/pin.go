@@ -84,6 +84,15 @@ const DefaultPinReload = 5 * time.Second
 // at once (see learnTools).
 const maxPinFetches = 4
 
+// maxPinnedTools bounds the pins of one resource: a pin never expires, so
+// a server listing ever new names (one turned malicious, which pinning is
+// for) would otherwise grow the shared store, and every gateway's memory
+// of it, without bound. Past it, a name without a pin is hidden and not
+// recorded, and its calls are refused, until an operator forgets pins.
+// Each instance counts what it knows (its last load and its own
+// records), so instances together may go past it a little.
+const maxPinnedTools = 10000
+
 // pinSet is a gateway's view of its resource's pins: the store's records
 // and the definitions this instance last saw listed, kept in memory so
 // that a call costs map lookups.
@@ -92,12 +101,14 @@ type pinSet struct {
 	store    PinStore
 	resource string
 	reload   time.Duration
+	max      int // maxPinnedTools
 	g        *Gateway
 
 	view    atomic.Pointer[pinView]
 	mu      sync.Mutex  // serializes changes to view
 	loading atomic.Bool // a reload is under way
 	gen     atomic.Uint64
+	full    atomic.Bool // maxPinnedTools was reached (audited once)
 
 	fetches  chan struct{}
 	fmu      sync.Mutex
@@ -150,6 +161,7 @@ func newPinSet(g *Gateway, cfg *Config) *pinSet {
 		store:    cfg.Pins,
 		resource: cfg.Resource,
 		reload:   cfg.PinReload,
+		max:      maxPinnedTools,
 		g:        g,
 		fetches:  make(chan struct{}, maxPinFetches),
 		inflight: map[string]*pinFetch{},
@@ -253,6 +265,13 @@ func (s *pinSet) listed(ctx context.Context, tool string, raw []byte) (keep bool
 	v := s.view.Load()
 	p, cur := v.stored[tool], v.current[tool]
 	known := (p.Pinned == hash && p.Pending == "") || (p.Pinned != hash && p.Pending == hash)
+	if !known && p == (Pin{}) && len(v.stored) >= s.max {
+		if s.full.CompareAndSwap(false, true) {
+			s.audit("tool pins full: new tools are hidden until pins are forgotten", tool, zap.Int("pins", len(v.stored)))
+		}
+		s.g.metrics.ToolPin("hidden")
+		return false, hash, nil
+	}
 	if !known {
 		firstUse, resembles := s.mode == PinFirstUse, ""
 		if firstUse && p.Pinned == "" {

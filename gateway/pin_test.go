@@ -653,3 +653,56 @@ func TestFetchKeyPrincipalKind(t *testing.T) {
 		t.Error("fetchKey is the same for a user and a client's own token with the same names, want two keys")
 	}
 }
+
+// TestPinStoreBounded: pins never expire, so a server listing ever new
+// tool names (one turned malicious, which pinning is for) must not grow
+// the shared store, and every gateway's memory, without bound: past
+// maxPinnedTools pins of the resource, a new name is hidden and not
+// recorded, and its calls are refused; the tools pinned before stay.
+func TestPinStoreBounded(t *testing.T) {
+	pins := newMemPins()
+	cfg := testConfig(t)
+	cfg.PinTools, cfg.Pins = PinFirstUse, pins
+	var round atomic.Int64
+	h := newHarness(t, cfg, pinUpstream(func() string {
+		n := round.Add(1)
+		var tools []string
+		for k := range 3 {
+			tools = append(tools, fmt.Sprintf(`{"name":"read_t%d_%d","inputSchema":{"type":"object"}}`, n, k))
+		}
+		return strings.Join(tools, ",")
+	}))
+	h.g.pins.max = 4
+	token := mint(t, claims())
+	list := `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
+	if body := readBody(t, h.do(t, call{body: list, token: token})); !strings.Contains(body, `"read_t1_2"`) {
+		t.Fatalf("first tools/list = %s, want its three tools", body)
+	}
+	for range 5 {
+		readBody(t, h.do(t, call{body: list, token: token}))
+	}
+	pins.mu.Lock()
+	n := len(pins.pins)
+	pins.mu.Unlock()
+	if n > 4 {
+		t.Errorf("pins recorded after 6 listings of 3 new names = %d, want at most 4", n)
+	}
+	if resp := h.do(t, call{body: toolCall("read_t1_0"), token: token}); resp.StatusCode != http.StatusOK {
+		t.Errorf("call of a tool pinned before the bound = %d, want 200", resp.StatusCode)
+	}
+	before := len(h.up.requests())
+	resp := h.do(t, call{body: toolCall("read_t6_2"), token: token})
+	body := readBody(t, resp)
+	calls := 0
+	for _, r := range h.up.requests()[before:] {
+		if strings.Contains(string(r.Body), "tools/call") {
+			calls++
+		}
+	}
+	if resp.StatusCode == http.StatusOK || calls != 0 {
+		t.Errorf("call of a tool past the bound = %d %s, %d calls forwarded; want refused, none", resp.StatusCode, body, calls)
+	}
+	if n := len(h.logs.FilterMessage("tool pins full: new tools are hidden until pins are forgotten").All()); n != 1 {
+		t.Errorf("audit events of the full pins = %d, want 1", n)
+	}
+}
