@@ -40,6 +40,10 @@ import (
 // DefaultTimeout is how long Open waits for the file lock by default.
 const DefaultTimeout = time.Second
 
+// DefaultPurgeBatch is Options.PurgeBatch's default: a batch of expired
+// entries takes a few tens of milliseconds to delete.
+const DefaultPurgeBatch = 10000
+
 // headerLen is the size of the expiry prefix of every stored value.
 const headerLen = 8
 
@@ -59,13 +63,19 @@ type Options struct {
 	// Store holds. Zero or negative means DefaultTimeout; there is no way
 	// to wait forever, so a double open fails instead of hanging.
 	Timeout time.Duration
+	// PurgeBatch is how many expired entries Purge deletes per write
+	// transaction. Zero or negative means DefaultPurgeBatch.
+	PurgeBatch int
 }
 
 // Store is a store.Store backed by a bbolt file.
 type Store struct {
-	db     *bbolt.DB
-	now    func() time.Time
-	closed atomic.Bool
+	db         *bbolt.DB
+	now        func() time.Time
+	purgeBatch int
+	closed     atomic.Bool
+	// purgeBatchDone, in tests, runs after each batch of Purge commits.
+	purgeBatchDone func()
 }
 
 // Open opens or creates the bbolt file at path (mode 0600: it holds
@@ -94,7 +104,11 @@ func Open(path string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bolt: open %s: %w", path, err)
 	}
-	return &Store{db: db, now: now}, nil
+	batch := opts.PurgeBatch
+	if batch <= 0 {
+		batch = DefaultPurgeBatch
+	}
+	return &Store{db: db, now: now, purgeBatch: batch}, nil
 }
 
 // Path returns the file's path.
@@ -134,18 +148,53 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
 	return closedErr(err)
 }
 
-// Purge implements store.Store. It runs as one Update.
+// Purge implements store.Store. It deletes expired entries in batches of
+// Options.PurgeBatch, each in its own write transaction: bbolt has one
+// writer at a time, and one transaction over a flood of expired entries
+// (sessions, say) would hold every other write up for its whole length.
+// Each batch goes on from where the one before stopped.
 func (s *Store) Purge(ctx context.Context) (int, error) {
 	if err := s.begin(ctx); err != nil {
 		return 0, fmt.Errorf("bolt: purge: %w", err)
 	}
-	n := 0
-	err := s.db.Update(func(btx *bbolt.Tx) error {
-		n = 0
+	total := 0
+	var from, after []byte // the bucket and key the last batch stopped at
+	for {
+		n, more, err := s.purgeFrom(from, after)
+		if err != nil {
+			return total, closedErr(fmt.Errorf("bolt: purge: %w", err))
+		}
+		total += n
+		if s.purgeBatchDone != nil {
+			s.purgeBatchDone()
+		}
+		if more == nil {
+			return total, nil
+		}
+		from, after = more.bucket, more.key
+		if err := ctx.Err(); err != nil {
+			return total, fmt.Errorf("bolt: purge: %w", err)
+		}
+	}
+}
+
+// purgeStop is where a purge batch stopped: the bucket, and the last key
+// it deleted there.
+type purgeStop struct{ bucket, key []byte }
+
+// purgeFrom deletes up to s.purgeBatch expired entries, from bucket from
+// on, after key after in it (from its start when nil), in one write
+// transaction. more is where it stopped when it found a full batch (there
+// may be more), nil when it went through the last bucket.
+func (s *Store) purgeFrom(from, after []byte) (n int, more *purgeStop, err error) {
+	err = s.db.Update(func(btx *bbolt.Tx) error {
+		n, more = 0, nil
 		now := s.now()
 		var names [][]byte
 		err := btx.ForEach(func(name []byte, _ *bbolt.Bucket) error {
-			names = append(names, bytes.Clone(name))
+			if bytes.Compare(name, from) >= 0 {
+				names = append(names, bytes.Clone(name))
+			}
 			return nil
 		})
 		if err != nil {
@@ -156,7 +205,11 @@ func (s *Store) Purge(ctx context.Context) (int, error) {
 			// Collect first: deleting under a cursor can skip entries.
 			var expired [][]byte
 			c := b.Cursor()
-			for k, v := c.First(); k != nil; k, v = c.Next() {
+			k, v := c.First()
+			if after != nil && bytes.Equal(name, from) {
+				k, v = c.Seek(after)
+			}
+			for ; k != nil && n+len(expired) < s.purgeBatch; k, v = c.Next() {
 				if v == nil {
 					continue // a nested bucket; this package creates none
 				}
@@ -174,13 +227,14 @@ func (s *Store) Purge(ctx context.Context) (int, error) {
 				}
 			}
 			n += len(expired)
+			if n == s.purgeBatch {
+				more = &purgeStop{name, expired[len(expired)-1]}
+				return nil
+			}
 		}
 		return nil
 	})
-	if err != nil {
-		return 0, closedErr(fmt.Errorf("bolt: purge: %w", err))
-	}
-	return n, nil
+	return n, more, err
 }
 
 // Backup implements store.Backuper: bbolt copies the file inside one read

@@ -1,10 +1,15 @@
 package bolt
 
 import (
+	"context"
+	"fmt"
 	"math"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
 // TestSyncOnCommit guards the durability promise: bbolt must fsync on
@@ -63,5 +68,64 @@ func TestLive(t *testing.T) {
 				t.Errorf("live(%d, %v) = %v, want %v", tt.exp, now, got, tt.want)
 			}
 		})
+	}
+}
+
+// TestPurgeBatches: Purge deletes expired entries in batches of
+// Options.PurgeBatch, each its own write transaction, across buckets and
+// past live entries: bbolt has one writer at a time, and one transaction
+// over a flood of expired sessions held every token request up for its
+// whole length (300,000 entries: about a second). Writers go on between
+// batches.
+func TestPurgeBatches(t *testing.T) {
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	s, err := Open(filepath.Join(t.TempDir(), "store.db"), Options{Now: func() time.Time { return now }, PurgeBatch: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	err = s.Update(ctx, func(tx store.Tx) error {
+		for _, k := range []string{"a0", "a2", "a3", "a4", "a5", "a6", "b0", "b1", "b2", "b3"} {
+			if err := tx.Put(k[:1], k, []byte("x"), now.Add(time.Minute)); err != nil {
+				return err
+			}
+		}
+		for _, k := range []string{"a1", "b4"} {
+			if err := tx.Put(k[:1], k, []byte("x"), time.Time{}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(time.Minute)
+	batches := 0
+	s.purgeBatchDone = func() {
+		batches++
+		// Between batches the store takes writes.
+		if err := s.Update(ctx, func(tx store.Tx) error { return tx.Put("c", fmt.Sprint(batches), nil, time.Time{}) }); err != nil {
+			t.Errorf("Update between purge batches = %v", err)
+		}
+	}
+	if n, err := s.Purge(ctx); err != nil || n != 10 || batches != 4 {
+		t.Fatalf("Purge() = %d, %v in %d batches, want 10, nil in 4", n, err, batches)
+	}
+	if n, err := s.Purge(ctx); err != nil || n != 0 {
+		t.Fatalf("second Purge() = %d, %v, want 0, nil", n, err)
+	}
+	var keys []string
+	err = s.View(ctx, func(tx store.Tx) error {
+		for _, b := range []string{"a", "b", "c"} {
+			if err := tx.List(b, "", func(k string, _ []byte) error { keys = append(keys, k); return nil }); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if got, want := strings.Join(keys, " "), "a1 b4 1 2 3 4 5"; err != nil || got != want {
+		t.Errorf("entries after Purge = %q, %v, want %q", got, err, want)
 	}
 }
