@@ -406,7 +406,6 @@ func (d *directory) findAgent(ctx context.Context, id string) (*Agent, error) {
 // in a slot of the hash gate. An error (errHashBusy, or ctx's) means no
 // check ran.
 func (d *directory) checkPassword(ctx context.Context, u *User, password string) (ok bool, err error) {
-	var pad time.Duration
 	err = d.hashes.run(ctx, func() {
 		if u == nil || u.Disabled || u.PasswordHash == "" {
 			d.dummy.check(password)
@@ -414,14 +413,16 @@ func (d *directory) checkPassword(ctx context.Context, u *User, password string)
 		}
 		start := time.Now()
 		ok = bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(password)) == nil
-		pad = d.dummy.pad(u.PasswordHash, time.Since(start))
+		if pad := d.dummy.pad(u.PasswordHash, time.Since(start)); !ok && pad > 0 {
+			// Only a failure waits: a success says more than its time
+			// does. It waits as the dummy's check runs: in the gate's
+			// slot, and to the end when the caller has gone away. A
+			// slot (and a place in flight) freed sooner would tell a
+			// probe sent meanwhile that the name exists (review
+			// s17-fresh F1); an unknown name holds one as long.
+			_ = d.wait(context.WithoutCancel(ctx), pad)
+		}
 	})
-	if err == nil && !ok && pad > 0 {
-		// Only a failure waits: a success says more than its time does.
-		// Outside the gate, waiting takes no core; a caller gone away
-		// meanwhile gets its answer all the same, unread.
-		_ = d.wait(ctx, pad)
-	}
 	return ok && err == nil, err
 }
 

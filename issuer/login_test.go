@@ -565,3 +565,44 @@ func TestUnknownUserPasswordCost(t *testing.T) {
 		t.Errorf("dummy hash cost of a new instance = %d, want %d (the stored user's)", c, bcrypt.MinCost+2)
 	}
 }
+
+// TestLoginTimingPadHoldsItsSlot: the wait a cheaper hash's failed check
+// pads with is spent as the dummy's check is, in its slot of the hash
+// gate and whether or not the caller is still there. Waited outside the
+// gate, or cut short when the caller went away, it left the slot (and the
+// attempt's place in flight) free long before an unknown name's check
+// did: N wrong passwords for a name, sent at once and dropped, then a
+// probe that got a slot at once or waited told that the name exists
+// (review s17-fresh F1).
+func TestLoginTimingPadHoldsItsSlot(t *testing.T) {
+	costly, err := bcrypt.GenerateFromPassword([]byte(bPassword), bcrypt.MinCost+3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newBrowserEnv(t, func(c *Config) {
+		c.Users = append(c.Users, User{Username: "erin", PasswordHash: string(costly), Groups: []string{"staff"}})
+	})
+	u, err := e.iss.dir.lookupUser(context.Background(), bUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var waits, outside, cut int
+	e.iss.dir.wait = func(ctx context.Context, d time.Duration) error {
+		waits++
+		if len(e.iss.hashes.slots) == 0 {
+			outside++
+		}
+		if ctx.Err() != nil {
+			cut++
+		}
+		return nil
+	}
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	if ok, err := e.iss.dir.checkPassword(gone, u, "wrong"); ok || err != nil {
+		t.Fatalf("checkPassword = %v, %v; want a failed check", ok, err)
+	}
+	if waits != 1 || outside != 0 || cut != 0 {
+		t.Errorf("pads = %d, outside the gate = %d, cut short with the caller = %d; want 1, 0, 0", waits, outside, cut)
+	}
+}
