@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
 // startLogin runs /authorize in a fresh browser and returns the browser,
@@ -604,5 +606,36 @@ func TestLoginTimingPadHoldsItsSlot(t *testing.T) {
 	}
 	if waits != 1 || outside != 0 || cut != 0 {
 		t.Errorf("pads = %d, outside the gate = %d, cut short with the caller = %d; want 1, 0, 0", waits, outside, cut)
+	}
+}
+
+// TestLoginTimingLearnsCostlierHashes: a user whose hash costs more than
+// the dummy's, stored by another instance on a shared store (its admin
+// API noted the cost there only), raises the dummy's cost at its first
+// check here: otherwise each wrong password for that name took longer
+// than any unknown name's, which told that it exists (review s17-fresh
+// F2).
+func TestLoginTimingLearnsCostlierHashes(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	cost := bcrypt.MinCost + 4
+	h, err := bcrypt.GenerateFromPassword([]byte(bPassword), cost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	// As another instance's AddUser stores it.
+	if err := e.iss.store.Update(ctx, func(tx store.Tx) error {
+		return usersIn(tx).put(&User{Username: "frank", PasswordHash: string(h)})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := e.loginFrom(t, "198.51.100.7:4000", "frank", "wrong"); code != http.StatusUnauthorized {
+		t.Fatalf("login frank = %d, want 401", code)
+	}
+	e.iss.dir.dummy.mu.Lock()
+	got := e.iss.dir.dummy.cost
+	e.iss.dir.dummy.mu.Unlock()
+	if got != cost {
+		t.Errorf("dummy cost after a check of a cost-%d hash = %d, want %d", cost, got, cost)
 	}
 }
