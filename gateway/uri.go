@@ -452,7 +452,7 @@ func compilePrefix(p string) (string, int, error) {
 // names a directory also matches the directory itself (dirPrefix).
 func hasURIPrefix(uri string, r *compiledRule) bool {
 	p := r.Pattern
-	if n := len(p) - 1; dirPrefix(r) && startsWith(uri, p[:n], r.foldLen) && (len(uri) == n || uri[n] == '?' || uri[n] == '#') {
+	if n := len(p) - 1; dirPrefix(r) && startsWith(uri, p[:n], r.foldLen) && (len(uri) == n || dirEnds(r, uri[n])) {
 		return true
 	}
 	return startsWith(uri, p, r.foldLen) && prefixEnds(uri, len(p), r)
@@ -475,6 +475,23 @@ func dirPrefix(r *compiledRule) bool {
 	return len(r.Pattern) > r.foldLen && r.Pattern[len(r.Pattern)-1] == '/'
 }
 
+// dirEnds reports whether c, after the name of a directory prefix r
+// names, ends that name: a query or a fragment begins where the prefix's
+// "/" is in the path, a fragment where it is in the query. In the query
+// or fragment the "/" is in, "?" belongs to the name ("get?path=/srv/pub?x"
+// names a file "pub?x" in /srv, not the directory pub), and in a
+// fragment "#" does too (review s17-fresh F4).
+func dirEnds(r *compiledRule, c byte) bool {
+	rest := r.Pattern[r.foldLen:]
+	switch {
+	case strings.IndexByte(rest, '#') >= 0:
+		return false
+	case strings.IndexByte(rest, '?') >= 0:
+		return c == '#'
+	}
+	return c == '?' || c == '#'
+}
+
 // hasURIPrefixFold is hasURIPrefix with the whole URI compared as a
 // case-insensitive file system would: ASCII letters and percent-encoded
 // UTF-8 characters without regard to case.
@@ -482,7 +499,7 @@ func hasURIPrefixFold(uri string, r *compiledRule) bool {
 	p := r.Pattern
 	i, j := 0, 0
 	for j < len(p) {
-		if j == len(p)-1 && dirPrefix(r) && (i == len(uri) || uri[i] == '?' || uri[i] == '#') {
+		if j == len(p)-1 && dirPrefix(r) && (i == len(uri) || dirEnds(r, uri[i])) {
 			return true // the directory itself
 		}
 		if i == len(uri) {

@@ -488,6 +488,15 @@ func TestDirectoryPrefix(t *testing.T) {
 		{"db://main/salaries/", "DB://MAIN/salaries", true},
 		{"db://main/salaries/", "db://main/salaries_public", false},
 		{"file:///", "file:///a", true},
+		// A "/" in the query: "?" there is the name's own ("pub?x" is a
+		// file in /srv, not the directory pub); "#" still ends it
+		// (review s17-fresh F4).
+		{"https://files.example/get?path=/srv/pub/", "https://files.example/get?path=/srv/pub", true},
+		{"https://files.example/get?path=/srv/pub/", "https://files.example/get?path=/srv/pub#x", true},
+		{"https://files.example/get?path=/srv/pub/", "https://files.example/get?path=/srv/pub?x", false},
+		{"notes://n/a#sec/", "notes://n/a#sec", true},
+		{"notes://n/a#sec/", "notes://n/a#sec#x", false},
+		{"notes://n/a#sec/", "notes://n/a#sec?x", false},
 	} {
 		p, foldLen, err := compilePrefix(tt.prefix)
 		if err != nil {
