@@ -851,8 +851,8 @@ func firstRule(rules []compiledRule, name string, loose bool) int {
 // a case-insensitive file system reads "file:///srv/Secret/a" as the
 // secret one.
 func (p *policy) decideURI(pr *principal, uri string) (decision, error) {
-	best := longestRule(p.resources, uri, hasURIPrefix)
-	if longestRule(p.resources, uri, hasURIPrefixFold) != best {
+	best := longestRule(p.resources, uri, uriPrefixRank)
+	if longestRule(p.resources, uri, uriPrefixFoldRank) != best {
 		return decision{}, fmt.Errorf("resource URI %q falls under another rule when case is ignored", uri)
 	}
 	if best < 0 {
@@ -897,12 +897,13 @@ func (p *policy) decideSubscriptions(pr *principal, uris []string) (decision, er
 }
 
 // longestRule is the index of the first of the longest prefixes that
-// match uri, or -1.
-func longestRule(rules []compiledRule, uri string, match func(string, *compiledRule) bool) int {
-	best := -1
+// match uri, or -1. rank says how long a rule's match is, -1 for none
+// (uriPrefixRank).
+func longestRule(rules []compiledRule, uri string, rank func(string, *compiledRule) int) int {
+	best, longest := -1, -1
 	for i := range rules {
-		if (best < 0 || len(rules[i].Pattern) > len(rules[best].Pattern)) && match(uri, &rules[i]) {
-			best = i
+		if n := rank(uri, &rules[i]); n > longest {
+			best, longest = i, n
 		}
 	}
 	return best

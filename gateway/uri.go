@@ -450,12 +450,23 @@ func compilePrefix(p string) (string, int, error) {
 // hasURIPrefix matches a checked URI against a compiled prefix: scheme
 // and authority case-insensitively, the rest exactly. A prefix that
 // names a directory also matches the directory itself (dirPrefix).
-func hasURIPrefix(uri string, r *compiledRule) bool {
+func hasURIPrefix(uri string, r *compiledRule) bool { return uriPrefixRank(uri, r) >= 0 }
+
+// uriPrefixRank is hasURIPrefix ranked for longestRule: -1 for no match,
+// twice the prefix's length for a match as written, one less for the
+// directory matched without its "/". That match is one character
+// shorter: a rule of the prefix's length that matches the URI as written
+// ("db://main/salaries?" beside "db://main/salaries/") decides the URI,
+// not whichever of the two comes first (review s17-fresh F5).
+func uriPrefixRank(uri string, r *compiledRule) int {
 	p := r.Pattern
 	if n := len(p) - 1; dirPrefix(r) && startsWith(uri, p[:n], r.foldLen) && (len(uri) == n || dirEnds(r, uri[n])) {
-		return true
+		return 2*len(p) - 1
 	}
-	return startsWith(uri, p, r.foldLen) && prefixEnds(uri, len(p), r)
+	if startsWith(uri, p, r.foldLen) && prefixEnds(uri, len(p), r) {
+		return 2 * len(p)
+	}
+	return -1
 }
 
 // startsWith reports whether uri begins with the prefix text p, its first
@@ -495,19 +506,22 @@ func dirEnds(r *compiledRule, c byte) bool {
 // hasURIPrefixFold is hasURIPrefix with the whole URI compared as a
 // case-insensitive file system would: ASCII letters and percent-encoded
 // UTF-8 characters without regard to case.
-func hasURIPrefixFold(uri string, r *compiledRule) bool {
+func hasURIPrefixFold(uri string, r *compiledRule) bool { return uriPrefixFoldRank(uri, r) >= 0 }
+
+// uriPrefixFoldRank is hasURIPrefixFold ranked as uriPrefixRank ranks.
+func uriPrefixFoldRank(uri string, r *compiledRule) int {
 	p := r.Pattern
 	i, j := 0, 0
 	for j < len(p) {
 		if j == len(p)-1 && dirPrefix(r) && (i == len(uri) || dirEnds(r, uri[i])) {
-			return true // the directory itself
+			return 2*len(p) - 1 // the directory itself
 		}
 		if i == len(uri) {
-			return false
+			return -1
 		}
 		if c, d := uri[i], p[j]; c != '%' && d != '%' {
 			if c != d && (c|0x20 != d|0x20 || c|0x20 < 'a' || c|0x20 > 'z') {
-				return false
+				return -1
 			}
 			i, j = i+1, j+1
 			continue
@@ -515,11 +529,14 @@ func hasURIPrefixFold(uri string, r *compiledRule) bool {
 		a, m := uriRune(uri[i:])
 		b, n := uriRune(p[j:])
 		if !equalFoldRune(a, b) {
-			return false
+			return -1
 		}
 		i, j = i+m, j+n
 	}
-	return prefixEnds(uri, i, r)
+	if !prefixEnds(uri, i, r) {
+		return -1
+	}
+	return 2 * len(p)
 }
 
 // prefixEnds checks where a matched prefix ends in uri (at n): the URI's

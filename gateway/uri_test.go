@@ -512,6 +512,38 @@ func TestDirectoryPrefix(t *testing.T) {
 	}
 }
 
+// TestDirectoryPrefixYields: the directory a prefix names, matched
+// without its "/", is matched by one character less than the prefix: a
+// rule of the same length that matches the URI as written ("the table's
+// queries", db://main/salaries? beside its rows db://main/salaries/)
+// decides it, whichever comes first. The longest-prefix rule let the
+// rows' rule, listed first, take the queries from the rule written for
+// them (review s17-fresh F5).
+func TestDirectoryPrefixYields(t *testing.T) {
+	rows := Rule{Pattern: "db://main/salaries/"}
+	for _, tt := range []struct {
+		rules []Rule
+		uri   string // the other rule's, which needs admin
+	}{
+		{[]Rule{rows, {Pattern: "db://main/salaries?", Scopes: []string{"admin"}}}, "db://main/salaries?x"},
+		{[]Rule{{Pattern: "db://main/salaries?", Scopes: []string{"admin"}}, rows}, "db://main/salaries?x"},
+		{[]Rule{rows, {Pattern: "db://main/salaries#", Scopes: []string{"admin"}}}, "db://main/salaries#x"},
+	} {
+		cfg := testConfig(t)
+		cfg.ResourceRules = tt.rules
+		h := newHarness(t, cfg, nil)
+		token := mint(t, claims())
+		for uri, status := range map[string]int{"db://main/salaries/1": 200, "db://main/salaries": 200, tt.uri: 403} {
+			body := `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":` + quote(uri) + `}}`
+			resp := h.do(t, call{body: body, token: token})
+			got := readBody(t, resp)
+			if resp.StatusCode != status {
+				t.Errorf("rules %v: %s = %d (%s), want %d", tt.rules, uri, resp.StatusCode, got, status)
+			}
+		}
+	}
+}
+
 // TestFileSystemReadings: with the README's rules, names that a Windows,
 // servlet or case-insensitive file system server reads as the admin
 // directory are refused (400) before the upstream on a base-only token.
