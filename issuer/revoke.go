@@ -6,6 +6,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
@@ -105,8 +106,10 @@ func (i *Issuer) revokeRefreshToken(ctx context.Context, c *Client, tok string, 
 
 // revokeAccessToken refuses c's access token tok until it expires; a
 // public client's token bound to a DPoP key only with a proof of that key.
+// A token up to accesstoken.Leeway past its exp is revoked too: gateways
+// still take it.
 func (i *Issuer) revokeAccessToken(ctx context.Context, c *Client, tok string, proof *dpop.Proof) error {
-	claims, err := i.parseAccessToken(ctx, tok)
+	claims, err := i.parseAccessToken(ctx, tok, accesstoken.Leeway)
 	if err != nil || claims.ClientID != c.ID {
 		return nil // not ours, expired, or another client's: nothing to do
 	}

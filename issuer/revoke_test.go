@@ -142,3 +142,22 @@ func TestRevokedTokenOutlastsLeeway(t *testing.T) {
 		t.Errorf("Revoked once a gateway refuses the token as expired = true, want false")
 	}
 }
+
+// TestRevokeWithinLeeway: a token a gateway still takes, up to
+// accesstoken.Leeway past its exp, can still be revoked at /revoke: one
+// sent a moment past exp (by this clock, or by an instance's a little
+// ahead of the gateway's) answered 200 and revoked nothing, and the
+// gateways went on taking the token for the rest of the leeway.
+func TestRevokeWithinLeeway(t *testing.T) {
+	e := newTokEnv(t)
+	tok, jti, gid := clientTokenOf(t, e)
+	_, c := claimsOf(t, tok)
+	exp := time.Unix(int64(c["exp"].(float64)), 0)
+	e.clock.Advance(exp.Add(time.Second).Sub(e.clock.Now()))
+	if a := e.post(t, pathRevoke, url.Values{"token": {tok}}, tConf+":"+tSecret); a.status != http.StatusOK {
+		t.Fatalf("revoke = %d %s", a.status, a.raw)
+	}
+	if !e.revoked(t, jti, gid) {
+		t.Errorf("Revoked after a revocation 1 s past exp, within the gateways' leeway = false, want true")
+	}
+}

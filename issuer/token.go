@@ -200,7 +200,7 @@ func (i *Issuer) signAccessToken(ctx context.Context, s tokenSubject, exp time.T
 // audience, and refuses revoked ones. Used by introspection, userinfo,
 // revocation and actor tokens.
 func (i *Issuer) verifyAccessToken(ctx context.Context, raw string) (*accesstoken.Claims, error) {
-	c, err := i.parseAccessToken(ctx, raw)
+	c, err := i.parseAccessToken(ctx, raw, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -214,10 +214,11 @@ func (i *Issuer) verifyAccessToken(ctx context.Context, raw string) (*accesstoke
 // revocation. iat may be up to accesstoken.Leeway ahead of this clock:
 // another instance on the store may have signed the token a moment ago
 // by a clock a little ahead (clocks agree to within milliseconds, never
-// exactly, and iat is whole seconds). exp is not stretched.
-func (i *Issuer) parseAccessToken(ctx context.Context, raw string) (*accesstoken.Claims, error) {
+// exactly, and iat is whole seconds). exp is stretched by expLeeway only:
+// revocation takes a token as long as a gateway may (accesstoken.Leeway).
+func (i *Issuer) parseAccessToken(ctx context.Context, raw string, expLeeway time.Duration) (*accesstoken.Claims, error) {
 	p := jwt.NewParser(jwt.WithValidMethods(signingAlgs), jwt.WithIssuer(i.URL()), jwt.WithExpirationRequired(),
-		jwt.WithTimeFunc(i.now))
+		jwt.WithLeeway(expLeeway), jwt.WithTimeFunc(i.now))
 	c, err := accesstoken.Parse(ctx, p, raw, i.PublicKey)
 	if err != nil {
 		return nil, fmt.Errorf("access token: %w", err)
