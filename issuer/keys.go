@@ -306,6 +306,27 @@ func (k *keyRing) current(ctx context.Context) (*publishedKey, error) {
 	return cur, nil
 }
 
+// signer returns the key that signs now (current), published in the
+// store until at least until, when the token it signs is valid: a key
+// about to retire stays published for the tokens it signed before the
+// rotation (the token horizon), and those it signs after it until the new
+// key takes over are covered here, once, when they outlive that (an
+// instance with longer token lifetimes than the one that rotated).
+func (k *keyRing) signer(ctx context.Context, until time.Time) (*publishedKey, error) {
+	pk, err := k.current(ctx)
+	if err != nil || pk.retired.IsZero() || !until.After(pk.until) {
+		return pk, err
+	}
+	err = k.store.Update(ctx, func(tx store.Tx) error { return keysIn(tx).publishUntil(pk.kid, until) })
+	if err != nil {
+		return nil, fmt.Errorf("signing key %s: %w", pk.kid, err)
+	}
+	if err := k.load(ctx); err != nil {
+		return nil, err
+	}
+	return pk, nil
+}
+
 // verification returns a published key by kid, re-reading the store for
 // a kid it does not know (another instance rotated), at most every
 // keyMinReload.

@@ -313,3 +313,32 @@ func TestRetiredKeyOutlivesLongerLivedTokens(t *testing.T) {
 		t.Errorf("JWKS once the token horizon has passed = %v, want the old key %s withdrawn", kids(keys), oldKid)
 	}
 }
+
+// TestRetiredKeyOutlivesTokensSignedAfterRotation: an instance with
+// longer token lifetimes than the one that rotates signs with the old key
+// until the new one takes over (keyPublishDelay); the old key stays
+// published until those tokens expire, though the token horizon at the
+// rotation did not reach them (no token was issued for a while).
+func TestRetiredKeyOutlivesTokensSignedAfterRotation(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	st := memory.New(memory.Options{Now: clock.Now, RunTwice: true})
+	a := newTokEnvStore(t, st, clock) // access and ID tokens live an hour
+	b := newTokEnvStore(t, st, clock, func(c *Config) { c.AccessTokenTTL, c.IDTokenTTL = 5*time.Minute, 5*time.Minute })
+	if _, err := b.iss.RotateSigningKey(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(keyPublishDelay - time.Second)
+	late, _, _ := clientTokenOf(t, a)
+	h, c := claimsOf(t, late)
+	lateKid := h["kid"].(string)
+	exp := time.Unix(int64(c["exp"].(float64)), 0)
+	clock.Advance(exp.Add(accesstoken.Leeway - time.Second).Sub(clock.Now()))
+	if _, err := st.Purge(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for name, e := range map[string]*testEnv{"a": a, "b": b} {
+		if keys, _ := e.jwksOf(t); !slices.Contains(kids(keys), lateKid) {
+			t.Errorf("%s's JWKS in the last second a gateway takes a's late token = %v, want its key %s kept", name, kids(keys), lateKid)
+		}
+	}
+}

@@ -270,11 +270,11 @@ func tokenTypeOf(s tokenSubject) string {
 
 // signIDToken signs an OpenID Connect ID token (Core 2, 3.1.3.6).
 func (m minter) signIDToken(ctx context.Context, s tokenSubject, accessToken string) (string, error) {
-	k, err := m.iss.keys.current(ctx)
+	now := m.iss.now()
+	k, err := m.iss.keys.signer(ctx, now.Add(m.iss.cfg.IDTokenTTL))
 	if err != nil {
 		return "", err
 	}
-	now := m.iss.now()
 	c := jwt.MapClaims{
 		"iss":     m.iss.URL(),
 		"sub":     s.subject,

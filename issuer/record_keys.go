@@ -86,3 +86,16 @@ func (r keyRecords) rotate(next *signingKey, force bool, now time.Time, delay, r
 	}
 	return next.KID, r.t.create(next.KID, next, time.Time{})
 }
+
+// publishUntil keeps the retired key kid published until until at least.
+func (r keyRecords) publishUntil(kid string, until time.Time) error {
+	k, err := r.t.get(kid)
+	if err != nil {
+		return err
+	}
+	if k.RetiredAt.IsZero() || !until.After(k.PublishedUntil) {
+		return nil
+	}
+	k.PublishedUntil = until
+	return r.t.put(kid, k, until)
+}

@@ -155,7 +155,7 @@ func actorOf(id string) *accesstoken.Actor {
 }
 
 func (i *Issuer) signAccessToken(ctx context.Context, s tokenSubject, exp time.Time) (string, string, error) {
-	k, err := i.keys.current(ctx)
+	k, err := i.keys.signer(ctx, exp.Add(accesstoken.Leeway))
 	if err != nil {
 		return "", "", err
 	}
