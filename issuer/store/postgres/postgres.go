@@ -511,8 +511,16 @@ func (t *tx) check(bucket, key string, write bool) error {
 	return t.err
 }
 
-// fail records err as the transaction's database error.
+// fail records err as the transaction's database error. One that ended
+// the session while the transaction's context still runs (PostgreSQL ended
+// it idle in the transaction longer than Options.Timeout, see
+// serverTimeouts; or the connection was lost) wrote nothing:
+// store.ErrUnavailable, the caller may retry.
 func (t *tx) fail(op, bucket, key string, err error) error {
+	var pe *pgconn.PgError
+	if t.ctx.Err() == nil && (errors.As(err, &pe) && pe.Code == "25P03" || t.ptx.Conn().IsClosed()) {
+		err = fmt.Errorf("%w: %w", store.ErrUnavailable, err)
+	}
 	err = fmt.Errorf("postgres: %s %s/%q: %w", op, bucket, key, err)
 	if t.err == nil {
 		t.err = err

@@ -544,3 +544,28 @@ func TestOpenAgainstSilentDatabase(t *testing.T) {
 		}
 	}
 }
+
+// TestIdleTransactionEndedIsUnavailable: a transaction whose instance
+// went quiet between two statements longer than the timeout (descheduled
+// on a starved machine, a long pause) is ended by PostgreSQL
+// (idle_in_transaction_session_timeout); the statement after the pause
+// fails as one that waited too long does, with store.ErrUnavailable (503,
+// try again), not as an internal error.
+func TestIdleTransactionEndedIsUnavailable(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	s := open(t, pgtest.NewDatabase(t)+patient, postgres.Options{Timeout: timeout})
+	err := s.Update(context.Background(), func(tx store.Tx) error {
+		if err := tx.Put("b", "k", []byte("v"), time.Time{}); err != nil {
+			return err
+		}
+		time.Sleep(3 * timeout / 2) // within the 2×timeout the attempt is given
+		_, err := tx.Get("b", "k")
+		return err
+	})
+	if !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("Update idle past the timeout = %v, want store.ErrUnavailable", err)
+	}
+	if err := put(s, "k", "after"); err != nil {
+		t.Errorf("the next Update = %v, want nil (a connection of the pool's)", err)
+	}
+}
