@@ -108,7 +108,7 @@ type pinSet struct {
 	mu      sync.Mutex  // serializes changes to view
 	loading atomic.Bool // a reload is under way
 	gen     atomic.Uint64
-	full    atomic.Bool // maxPinnedTools was reached (audited once)
+	full    atomic.Bool // maxPinnedTools was reached (audited once each time)
 
 	fetches  chan struct{}
 	fmu      sync.Mutex
@@ -265,12 +265,15 @@ func (s *pinSet) listed(ctx context.Context, tool string, raw []byte) (keep bool
 	v := s.view.Load()
 	p, cur := v.stored[tool], v.current[tool]
 	known := (p.Pinned == hash && p.Pending == "") || (p.Pinned != hash && p.Pending == hash)
-	if !known && p == (Pin{}) && len(v.stored) >= s.max {
-		if s.full.CompareAndSwap(false, true) {
-			s.audit("tool pins full: new tools are hidden until pins are forgotten", tool, zap.Int("pins", len(v.stored)))
+	if !known && p == (Pin{}) {
+		if len(v.stored) >= s.max {
+			if s.full.CompareAndSwap(false, true) {
+				s.audit("tool pins full: new tools are hidden until pins are forgotten", tool, zap.Int("pins", len(v.stored)))
+			}
+			s.g.metrics.ToolPin("hidden")
+			return false, hash, nil
 		}
-		s.g.metrics.ToolPin("hidden")
-		return false, hash, nil
+		s.full.Store(false) // pins were forgotten: a fill again is audited again
 	}
 	if !known {
 		firstUse, resembles := s.mode == PinFirstUse, ""

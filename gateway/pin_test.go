@@ -706,3 +706,41 @@ func TestPinStoreBounded(t *testing.T) {
 		t.Errorf("audit events of the full pins = %d, want 1", n)
 	}
 }
+
+// TestPinStoreFullAuditedAgain: once an operator forgot pins and the
+// server's new names filled the bound again, that is audited again: the
+// first time only, new tools went hidden unannounced from then on.
+func TestPinStoreFullAuditedAgain(t *testing.T) {
+	pins := newMemPins()
+	cfg := testConfig(t)
+	cfg.PinTools, cfg.Pins = PinFirstUse, pins
+	var round atomic.Int64
+	h := newHarness(t, cfg, pinUpstream(func() string {
+		n := round.Add(1)
+		var tools []string
+		for k := range 3 {
+			tools = append(tools, fmt.Sprintf(`{"name":"read_t%d_%d","inputSchema":{"type":"object"}}`, n, k))
+		}
+		return strings.Join(tools, ",")
+	}))
+	h.g.pins.max = 4
+	token := mint(t, claims())
+	list := `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
+	const full = "tool pins full: new tools are hidden until pins are forgotten"
+	for range 2 {
+		readBody(t, h.do(t, call{body: list, token: token}))
+	}
+	if n := len(h.logs.FilterMessage(full).All()); n != 1 {
+		t.Fatalf("audit events of the full pins = %d, want 1", n)
+	}
+	pins.mu.Lock()
+	clear(pins.pins) // an operator forgets them
+	pins.mu.Unlock()
+	h.g.ReloadPins(t.Context())
+	for range 2 {
+		readBody(t, h.do(t, call{body: list, token: token}))
+	}
+	if n := len(h.logs.FilterMessage(full).All()); n != 2 {
+		t.Errorf("audit events once the pins forgotten filled again = %d, want 2", n)
+	}
+}
