@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"net/http"
 	"net/textproto"
 	"slices"
@@ -134,6 +135,10 @@ type responseWriter struct {
 	// (a client matches "7" to 7, say).
 	initIDs  [][]byte
 	initOnly bool
+	// prior counts the values of each hostFields field the header held
+	// before next wrote to it: the server's and the operator's, which
+	// stay (see keepPrior).
+	prior [len(hostFields)]uint8
 
 	wroteHeader bool
 	mode        writeMode
@@ -188,6 +193,10 @@ func (rw *responseWriter) hold(n int) bool {
 // responseWriter readies the exchange's writer to next.
 func (x *exchange) responseWriter(w http.ResponseWriter, g *Gateway) *responseWriter {
 	x.rw = responseWriter{w: w, g: g, x: x, tasks: x.rewritesTasks(), initIDs: x.initializeIDs()}
+	h := w.Header()
+	for i, k := range hostFields {
+		x.rw.prior[i] = uint8(min(len(h[k]), math.MaxUint8))
+	}
 	x.rw.initOnly = len(x.rw.initIDs) == 1 && len(x.msgs) == 1 && !x.batch
 	if !x.listsTools() {
 		return &x.rw
@@ -280,6 +289,10 @@ func (rw *responseWriter) recheckHeader() {
 	}
 	delete(h, hWWWAuthenticate)
 	delete(h, http.TrailerPrefix+hWWWAuthenticate)
+	rw.keepPrior(h)
+	for _, k := range hostFields {
+		delete(h, http.TrailerPrefix+k)
+	}
 	rw.keepOwnNonce(h)
 	delete(h, http.TrailerPrefix+hDPoPNonce)
 	delete(h, http.TrailerPrefix+hSessionID)
@@ -752,8 +765,33 @@ func (rw *responseWriter) upstreamHeaders() {
 		delete(h, k)
 	}
 	delete(h, hWWWAuthenticate)
+	rw.keepPrior(h)
 	rw.keepOwnNonce(h)
 	rw.rewriteSession(h)
+}
+
+// hostFields are response fields a browser applies to the whole host, the
+// issuer's pages on a shared host included: Strict-Transport-Security
+// (an upstream's max-age=0 would lift the HSTS policy those pages rely
+// on, where the operator sets none in front) and Alt-Svc (it would send
+// the browser's next connections to the host elsewhere, or clear
+// Caddy's own HTTP/3). Their values set before the gateway, by the server
+// and the operator, stay; the upstream's, which reverse_proxy adds after
+// them, go (review s17-fresh2).
+var hostFields = [...]string{"Strict-Transport-Security", "Alt-Svc"}
+
+// keepPrior leaves each hostFields field with the values it had before
+// next wrote to the header.
+func (rw *responseWriter) keepPrior(h http.Header) {
+	for i, k := range hostFields {
+		switch v, n := h[k], int(rw.prior[i]); {
+		case len(v) <= n:
+		case n == 0:
+			delete(h, k)
+		default:
+			h[k] = v[:n:n]
+		}
+	}
 }
 
 // keepOwnNonce leaves only the gateway's own DPoP-Nonce, the one Serve

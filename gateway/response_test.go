@@ -9,6 +9,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -193,6 +196,75 @@ func TestUpstreamReportingDropped(t *testing.T) {
 					if v := hd.Values(k); len(v) != 0 {
 						t.Errorf("answer to %s (trailer %v): %s %q reached the client", body, late, k, v)
 					}
+				}
+			}
+		}
+	}
+}
+
+// TestUpstreamHostFieldsDropped (review s17-fresh2): an upstream's
+// Strict-Transport-Security and Alt-Svc apply in a browser to the whole
+// host, the issuer's pages on a shared host included (max-age=0 lifts
+// their HSTS policy), so they never reach the client, as header fields
+// or trailers, held answers or not; the values the server and the
+// operator set in front of the gateway (Caddy's Alt-Svc for HTTP/3, a
+// header directive's HSTS) stay, alone.
+func TestUpstreamHostFieldsDropped(t *testing.T) {
+	const (
+		hsts   = "max-age=63072000; includeSubDomains"
+		altSvc = `h3=":443"; ma=2592000`
+	)
+	for _, tt := range []struct {
+		name  string
+		late  bool // the upstream sends them as trailers
+		front bool // the operator set its own in front
+	}{
+		{"header", false, false},
+		{"header, operator's in front", false, true},
+		{"trailer", true, false},
+		{"trailer, operator's in front", true, true},
+	} {
+		h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			set := func() {
+				w.Header().Set("Strict-Transport-Security", "max-age=0")
+				w.Header().Set("Alt-Svc", `h2="evil.example:443"`)
+			}
+			if tt.late {
+				w.Header().Set("Trailer", "Strict-Transport-Security, Alt-Svc")
+			} else {
+				set()
+			}
+			io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}`)
+			if tt.late {
+				set()
+			}
+		})
+		target, _ := url.Parse(h.up.srv.URL)
+		proxy := httputil.NewSingleHostReverseProxy(target)
+		h.front.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if tt.front {
+				w.Header().Set("Strict-Transport-Security", hsts)
+				w.Header().Set("Alt-Svc", altSvc)
+			}
+			h.g.Serve(w, r, NextHandler(proxy))
+		})
+		for _, body := range []string{toolCall("read_a"), `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`} {
+			resp := h.do(t, call{body: body, token: mint(t, claims())})
+			readBody(t, resp)
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("%s: answer to %s = %d, want 200", tt.name, body, resp.StatusCode)
+			}
+			want := map[string][]string{"Strict-Transport-Security": nil, "Alt-Svc": nil}
+			if tt.front {
+				want = map[string][]string{"Strict-Transport-Security": {hsts}, "Alt-Svc": {altSvc}}
+			}
+			for k, w := range want {
+				if v := resp.Header.Values(k); !slices.Equal(v, w) {
+					t.Errorf("%s: answer to %s: %s %q, want %q", tt.name, body, k, v, w)
+				}
+				if v := resp.Trailer.Values(k); len(v) != 0 {
+					t.Errorf("%s: answer to %s: %s %q as a trailer", tt.name, body, k, v)
 				}
 			}
 		}

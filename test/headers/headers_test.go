@@ -52,6 +52,11 @@ func (u *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, `{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"echo","inputSchema":{"type":"object"}}]}}`)
 		return
 	}
+	if strings.Contains(string(body), `"hostfields"`) {
+		// Fields a browser applies to the whole host.
+		w.Header().Set("Strict-Transport-Security", "max-age=0")
+		w.Header().Set("Alt-Svc", `h2="evil.example:443"`)
+	}
 	if strings.Contains(string(body), `"trailers"`) {
 		// Set-Cookie and a session id as trailers, after the body.
 		w.Header().Set("Trailer", "Set-Cookie, Mcp-Session-Id")
@@ -113,6 +118,7 @@ http://:%[3]d {
 		reverse_proxy 127.0.0.1:%[5]d
 	}
 	handle {
+		header Strict-Transport-Security "max-age=63072000"
 		mcp_gateway {
 			resource %[1]s/mcp
 			scope %[2]s
@@ -386,13 +392,7 @@ func TestPinFetchPlaceholders(t *testing.T) {
 // (reverse_proxy copies trailers into the header after the body, before
 // the held answer is written).
 func TestUpstreamTrailers(t *testing.T) {
-	s := startProbe(t)
-	tok, session := s.initialize(t, "Authorization")
-	call := `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"trailers":true}}}`
-	resp, body := rawResponse(t, s.resource, base+"MCP-Protocol-Version: 2025-11-25\r\nAuthorization: Bearer "+tok+"\r\nMcp-Session-Id: "+session+"\r\n", call)
-	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `"content"`) {
-		t.Fatalf("tools/call = %d %s", resp.StatusCode, body)
-	}
+	resp := startProbe(t).echo(t, `{"trailers":true}`)
 	for _, h := range []http.Header{resp.Header, resp.Trailer} {
 		if v := h.Values("Set-Cookie"); len(v) > 0 {
 			t.Errorf("the upstream's Set-Cookie reached the client: %q", v)
@@ -403,4 +403,31 @@ func TestUpstreamTrailers(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestUpstreamHostFields: the upstream's Strict-Transport-Security and
+// Alt-Svc, which a browser applies to the whole host (max-age=0 would
+// lift the issuer's HSTS policy), do not reach the client; the HSTS
+// value of the header directive in front of the gateway does, alone.
+func TestUpstreamHostFields(t *testing.T) {
+	resp := startProbe(t).echo(t, `{"hostfields":true}`)
+	if v := resp.Header.Values("Strict-Transport-Security"); len(v) != 1 || v[0] != "max-age=63072000" {
+		t.Errorf("Strict-Transport-Security = %q, want only the header directive's", v)
+	}
+	if v := resp.Header.Values("Alt-Svc"); len(v) != 0 {
+		t.Errorf("the upstream's Alt-Svc reached the client: %q", v)
+	}
+}
+
+// echo calls the echo tool with arguments in a new session, and returns
+// its answer, read.
+func (s *probeStack) echo(t *testing.T, arguments string) *http.Response {
+	t.Helper()
+	tok, session := s.initialize(t, "Authorization")
+	call := `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":` + arguments + `}}`
+	resp, body := rawResponse(t, s.resource, base+"MCP-Protocol-Version: 2025-11-25\r\nAuthorization: Bearer "+tok+"\r\nMcp-Session-Id: "+session+"\r\n", call)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `"content"`) {
+		t.Fatalf("tools/call = %d %s", resp.StatusCode, body)
+	}
+	return resp
 }
