@@ -290,9 +290,8 @@ func (rw *responseWriter) recheckHeader() {
 	delete(h, hWWWAuthenticate)
 	delete(h, http.TrailerPrefix+hWWWAuthenticate)
 	rw.keepPrior(h)
-	for _, k := range hostFields {
-		delete(h, http.TrailerPrefix+k)
-	}
+	delete(h, http.TrailerPrefix+hHSTS)
+	delete(h, http.TrailerPrefix+hAltSvc)
 	rw.keepOwnNonce(h)
 	delete(h, http.TrailerPrefix+hDPoPNonce)
 	delete(h, http.TrailerPrefix+hSessionID)
@@ -778,7 +777,12 @@ func (rw *responseWriter) upstreamHeaders() {
 // Caddy's own HTTP/3). Their values set before the gateway, by the server
 // and the operator, stay; the upstream's, which reverse_proxy adds after
 // them, go (review s17-fresh2).
-var hostFields = [...]string{"Strict-Transport-Security", "Alt-Svc"}
+var hostFields = [...]string{hHSTS, hAltSvc}
+
+const (
+	hHSTS   = "Strict-Transport-Security"
+	hAltSvc = "Alt-Svc"
+)
 
 // keepPrior leaves each hostFields field with the values it had before
 // next wrote to the header.
