@@ -364,11 +364,11 @@ func (rw *responseWriter) WriteHeader(code int) {
 	if rw.wroteHeader {
 		return
 	}
-	rw.upstreamHeaders()
 	if code >= 100 && code < 200 {
-		rw.w.WriteHeader(code)
+		rw.writeInformational(code)
 		return
 	}
+	rw.upstreamHeaders()
 	rw.wroteHeader = true
 	rw.status = code
 	h := rw.w.Header()
@@ -783,6 +783,26 @@ const (
 	hHSTS   = "Strict-Transport-Security"
 	hAltSvc = "Alt-Svc"
 )
+
+// writeInformational writes a 1xx answer, the upstream's fields fixed.
+// Once it is written, the proxy deletes the fields the 1xx came with
+// (reverse_proxy and httputil.ReverseProxy do), the values set in front
+// of the gateway among them: of a hostFields field it came with, none are
+// left to keep, and the final answer's are all the upstream's.
+func (rw *responseWriter) writeInformational(code int) {
+	h := rw.w.Header()
+	var came [len(hostFields)]bool
+	for i, k := range hostFields {
+		came[i] = len(h[k]) > int(rw.prior[i])
+	}
+	rw.upstreamHeaders()
+	rw.w.WriteHeader(code)
+	for i := range came {
+		if came[i] {
+			rw.prior[i] = 0
+		}
+	}
+}
 
 // keepPrior leaves each hostFields field with the values it had before
 // next wrote to the header.

@@ -218,17 +218,24 @@ func TestUpstreamHostFieldsDropped(t *testing.T) {
 		name  string
 		late  bool // the upstream sends them as trailers
 		front bool // the operator set its own in front
+		early bool // the upstream sends them in a 103 first, which the proxy deletes them after, the operator's too
 	}{
-		{"header", false, false},
-		{"header, operator's in front", false, true},
-		{"trailer", true, false},
-		{"trailer, operator's in front", true, true},
+		{"header", false, false, false},
+		{"header, operator's in front", false, true, false},
+		{"trailer", true, false, false},
+		{"trailer, operator's in front", true, true, false},
+		{"103 first, operator's in front", false, true, true},
 	} {
 		h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			set := func() {
 				w.Header().Set("Strict-Transport-Security", "max-age=0")
 				w.Header().Set("Alt-Svc", `h2="evil.example:443"`)
+			}
+			if tt.early {
+				w.Header().Set("Strict-Transport-Security", "max-age=1")
+				w.Header().Set("Alt-Svc", `h2="early.example:443"`)
+				w.WriteHeader(http.StatusEarlyHints)
 			}
 			if tt.late {
 				w.Header().Set("Trailer", "Strict-Transport-Security, Alt-Svc")
@@ -256,7 +263,7 @@ func TestUpstreamHostFieldsDropped(t *testing.T) {
 				t.Errorf("%s: answer to %s = %d, want 200", tt.name, body, resp.StatusCode)
 			}
 			want := map[string][]string{"Strict-Transport-Security": nil, "Alt-Svc": nil}
-			if tt.front {
+			if tt.front && !tt.early {
 				want = map[string][]string{"Strict-Transport-Security": {hsts}, "Alt-Svc": {altSvc}}
 			}
 			for k, w := range want {
