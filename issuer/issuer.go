@@ -272,6 +272,13 @@ func (i *Issuer) Match(r *http.Request) bool {
 // ServeHTTP serves the issuer's endpoints and answers 404 for anything else.
 func (i *Issuer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
+	if i.issuer.Scheme == "https" && w.Header().Get("Strict-Transport-Security") == "" {
+		// Without it, a network attacker can keep a browser on http at its
+		// next visit and serve the sign-in page itself (review s17-pages
+		// F1). A policy the operator set in front (Caddy's header
+		// directive) is kept.
+		w.Header().Set("Strict-Transport-Security", "max-age=31536000")
+	}
 	if h, ok := i.wellKnown[p]; ok {
 		h(w, r)
 		return

@@ -479,6 +479,37 @@ func TestPageHeaders(t *testing.T) {
 	}
 }
 
+// TestPagesHSTS: an https issuer's answers carry Strict-Transport-Security,
+// so that after one visit a network attacker cannot strip TLS from the
+// sign-in page (and read the password typed into it); a policy the
+// operator set in front of the issuer is kept; an http (loopback) issuer
+// sends none (review s17-pages F1).
+func TestPagesHSTS(t *testing.T) {
+	e := newBrowserEnv(t, func(c *Config) { c.Issuer = "https://auth.example.com" })
+	for _, path := range []string{pathLogin, pathLogout, pathAuthorize, pathToken, "/.well-known/oauth-authorization-server"} {
+		rec := httptest.NewRecorder()
+		e.iss.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "https://auth.example.com"+path, nil))
+		if got := rec.Header().Get("Strict-Transport-Security"); got != "max-age=31536000" {
+			t.Errorf("GET %s: Strict-Transport-Security = %q, want max-age=31536000", path, got)
+		}
+	}
+	rec := httptest.NewRecorder()
+	rec.Header().Set("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+	e.iss.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "https://auth.example.com"+pathLogin, nil))
+	if got := rec.Header().Get("Strict-Transport-Security"); got != "max-age=63072000; includeSubDomains" {
+		t.Errorf("operator's policy replaced: %q", got)
+	}
+	plain := newBrowserEnv(t, nil)
+	resp, err := http.Get(plain.url(pathLogin, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Get("Strict-Transport-Security"); got != "" {
+		t.Errorf("http issuer: Strict-Transport-Security = %q, want none", got)
+	}
+}
+
 func TestCSPSource(t *testing.T) {
 	tests := []struct{ in, want string }{
 		{"http://127.0.0.1:5000/cb", "http://127.0.0.1:5000"},
