@@ -256,11 +256,69 @@ func requireConsent(t *testing.T, ctx context.Context, status int64) {
 	}
 }
 
-// consentDecision clicks one of the consent page's decision buttons.
+// consentDecision clicks one of the consent page's decision buttons, with
+// the pointer first resting on it until it takes clicks
+// (TestConsentAllowArmsLate).
 func consentDecision(t *testing.T, ctx context.Context, decision string) {
 	t.Helper()
-	do(t, ctx, "click "+decision,
-		chromedp.Click(chromedp.CSS(fmt.Sprintf(`form#consent [name=decision][value=%s]`, decision))))
+	button := fmt.Sprintf(`form#consent [name=decision][value=%s]`, decision)
+	h := run(t, ctx, "find "+decision, chromedp.Evaluate[allowHit](fmt.Sprintf(hitTest, button)))
+	do(t, ctx, "point at "+decision, chromedp.MouseEvent(chromedp.MouseMoved, h.X, h.Y))
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](fmt.Sprintf(`getComputedStyle(document.querySelector(%q)).pointerEvents !== "none"`, button))); err != nil {
+		t.Fatalf("wait for %s to take clicks: %v", decision, err)
+	}
+	do(t, ctx, "click "+decision, chromedp.Click(chromedp.CSS(button)))
+}
+
+// allowHit is the middle of a button, and whether a click there lands on
+// it.
+type allowHit struct {
+	X   float64 `json:"x"`
+	Y   float64 `json:"y"`
+	Hit bool    `json:"hit"`
+}
+
+// hitTest is the expression giving the allowHit of the button that %q
+// selects.
+const hitTest = `(() => {
+	const b = document.querySelector(%q);
+	const r = b.getBoundingClientRect();
+	const x = r.x + r.width / 2, y = r.y + r.height / 2;
+	return {x: x, y: y, hit: document.elementFromPoint(x, y) === b};
+})()`
+
+// TestConsentAllowArmsLate: the consent page's Allow button takes clicks
+// only once the pointer has rested on the buttons for a second. A site
+// can put a consent page of its choosing (for its own registered client)
+// under the user's pointer between the two clicks of a double-click it
+// asked for, navigating its own window there and closing the popup that
+// covered it, and have the second click land on Allow:
+// DoubleClickjacking, which frame-ancestors does not stop, as nothing is
+// framed. The page may have opened long before (behind the popup), so
+// the time since it opened proves nothing (review s17-pages F2).
+func TestConsentAllowArmsLate(t *testing.T) {
+	e := setup(t)
+	ctx := newBrowser(t)
+	ar := harness.NewAuthRequest(e.cfg, e.resource)
+	requireConsent(t, ctx, login(t, ctx, ar.URL, password))
+	allow := fmt.Sprintf(hitTest, `form#consent [name=decision][value=approve]`)
+	do(t, ctx, "wait", chromedp.Sleep(1500*time.Millisecond))
+	h := run(t, ctx, "hit test", chromedp.Evaluate[allowHit](allow))
+	if h.Hit {
+		t.Errorf("the page opened long ago and the pointer never moved on it: a click lands on Allow")
+	}
+	do(t, ctx, "point at Allow", chromedp.MouseEvent(chromedp.MouseMoved, h.X, h.Y))
+	if h := run(t, ctx, "hit test", chromedp.Evaluate[allowHit](allow)); h.Hit {
+		t.Errorf("the pointer just reached Allow: a click lands on it")
+	}
+	do(t, ctx, "wait", chromedp.Sleep(1200*time.Millisecond))
+	if h := run(t, ctx, "hit test", chromedp.Evaluate[allowHit](allow)); !h.Hit {
+		t.Fatalf("the pointer rested on Allow for a second: a click still misses it")
+	}
+	consentDecision(t, ctx, "approve")
+	if q := e.callback.wait(t); q.Get("code") == "" {
+		t.Fatalf("callback has no code: %v", q.Encode())
+	}
 }
 
 func TestConsentApprove(t *testing.T) {
