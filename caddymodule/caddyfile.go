@@ -458,7 +458,7 @@ func parseAgent(d *caddyfile.Dispenser) (Agent, error) {
 		case "scopes":
 			err = listArg(d, &ag.Scopes)
 		case "max_depth":
-			err = intArg(d, &ag.MaxDepth, &maxDepthGiven)
+			err = maxDepthArg(d, &ag.MaxDepth, &maxDepthGiven, "the issuer's limit, 5")
 		default:
 			return ag, d.Errf("unrecognized agent subdirective %q", d.Val())
 		}
@@ -688,7 +688,7 @@ func appendRule(d *caddyfile.Dispenser, rules *[]Rule) error {
 		case "user_only":
 			err = flag(d, &r.UserOnly)
 		case "max_depth":
-			err = intArg(d, &r.MaxDepth, &maxDepthGiven)
+			err = maxDepthArg(d, &r.MaxDepth, &maxDepthGiven, "no limit; user_only refuses delegated tokens")
 		case "arg":
 			if kind != "tool" {
 				return d.Errf("arg: argument rules apply to tool rules only")
@@ -789,6 +789,19 @@ func intArg(d *caddyfile.Dispenser, dst *int, given *bool) error {
 		return d.Errf("%s: given more than once", name)
 	}
 	*dst, *given = n, true
+	return nil
+}
+
+// maxDepthArg reads a max_depth, which must be at least 1: 0 is what an
+// absent max_depth reads as (zero says what it means then), so
+// "max_depth 0", written to allow no delegation, would allow the most.
+func maxDepthArg(d *caddyfile.Dispenser, dst *int, given *bool, zero string) error {
+	if err := intArg(d, dst, given); err != nil {
+		return err
+	}
+	if *dst == 0 {
+		return d.Errf("max_depth 0: want at least 1 (0 would mean %s)", zero)
+	}
 	return nil
 }
 

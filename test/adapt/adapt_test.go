@@ -117,7 +117,12 @@ func TestAdaptErrors(t *testing.T) {
 		{"gateway audit twice", gw("audit all\n\t\taudit denials_only"), "audit: given more than once"},
 		{"gateway max_body_size twice", gw("max_body_size 1MB\n\t\tmax_body_size 1GB"), "max_body_size: given more than once"},
 		{"storage twice", global("storage bolt /tmp/x.db\n\t\tstorage memory"), "storage: given more than once"},
-		{"max_depth 0 then 3", gw("tool x s {\n\t\t\tmax_depth 0\n\t\t\tmax_depth 3\n\t\t}"), "max_depth: given more than once"},
+		{"max_depth 1 then 3", gw("tool x s {\n\t\t\tmax_depth 1\n\t\t\tmax_depth 3\n\t\t}"), "max_depth: given more than once"},
+		// 0 is what an absent max_depth reads as: no limit for a rule,
+		// the issuer's for an agent; written to allow no delegation, it
+		// would allow the most (review s17-ops F1).
+		{"rule max_depth 0", gw("tool x s {\n\t\t\tmax_depth 0\n\t\t}"), "max_depth 0: want at least 1 (0 would mean no limit"},
+		{"agent max_depth 0", global("agent planner {\n\t\t\tjwks_uri https://planner.example/jwks\n\t\t\tmax_depth 0\n\t\t}"), "max_depth 0: want at least 1 (0 would mean the issuer's limit"},
 		{"min_password_length twice", global("min_password_length 0\n\t\tmin_password_length 12"), "min_password_length: given more than once"},
 		{"storage missing kind", global("storage"), "wrong argument count"},
 		{"storage unknown kind", global("storage redis"), `unknown storage "redis"`},
