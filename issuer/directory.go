@@ -182,6 +182,11 @@ func (d *directory) validateConfig() error {
 		if err := validateResourceURL(r.URL); err != nil {
 			return err
 		}
+		// Its tokens are bearer tokens: sent in clear, as a gateway
+		// refuses to be (review s17-ops F2).
+		if u, _ := url.Parse(r.URL); u.Scheme != "https" && (u.Scheme != "http" || !isLoopbackHost(u.Hostname())) {
+			return fmt.Errorf("resource %q: want an https URL (http only for loopback hosts)", r.URL)
+		}
 	}
 	return nil
 }

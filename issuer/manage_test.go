@@ -197,6 +197,9 @@ func TestConfigValidation(t *testing.T) {
 		{"repeated client", func(c *Config) { c.Clients = []Client{{ID: "a"}, {ID: "a"}} }},
 		{"client secret not a hash", func(c *Config) { c.Clients = []Client{{ID: "a", SecretHash: "pw"}} }},
 		{"resource with fragment", func(c *Config) { c.Resources = []Resource{{URL: "https://a.example.com/#x"}} }},
+		// Tokens for it would travel in clear (review s17-ops F2).
+		{"resource plain http off loopback", func(c *Config) { c.Resources = []Resource{{URL: "http://mcp.example.com/mcp"}} }},
+		{"resource not http", func(c *Config) { c.Resources = []Resource{{URL: "ftp://mcp.example.com/mcp"}} }},
 		// A configured client's redirect URIs follow a registered
 		// client's rules (review s16-admin F2).
 		{"redirect URI plain http off loopback", func(c *Config) {
