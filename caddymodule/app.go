@@ -301,6 +301,7 @@ func (a *App) issuerConfig() (issuer.Config, error) {
 		ip.Recheck = time.Duration(p.Recheck)
 		var err error
 		warnInClear(a.log, "mcp_auth: identity_provider "+p.Name+": client_secret", ip.ClientSecret)
+		warnOpenProvider(a.log, ip)
 		if ip.ClientSecret, err = expandSecret(repl, ip.ClientSecret); err != nil {
 			return cfg, fmt.Errorf("mcp_auth: identity_provider %q: client_secret: %w", p.Name, err)
 		}
@@ -418,6 +419,17 @@ func warnInClear(log *zap.Logger, field, raw string) {
 	if strings.TrimSpace(placeholder.ReplaceAllString(raw, "")) != "" {
 		log.Warn(field + " is written in the configuration, which Caddy shows (the admin API's /config, autosave.json, caddy adapt): give it as a placeholder, {env.NAME} or {file.<path>}")
 	}
+}
+
+// warnOpenProvider warns that a provider any account can sign in at
+// (Google: every Google account, unless its OAuth app is "Internal" to a
+// Workspace) admits everyone into a local group: `group *` with no
+// allowed_email_domains (review s17-ops F3).
+func warnOpenProvider(log *zap.Logger, p issuer.IdentityProvider) {
+	if strings.TrimSuffix(p.Issuer, "/") != "https://accounts.google.com" || len(p.AllowedEmailDomains) > 0 || len(p.GroupMap["*"]) == 0 {
+		return
+	}
+	log.Warn("mcp_auth: identity_provider " + p.Name + ": every Google account may sign in and gets the groups of `group *` (" + strings.Join(p.GroupMap["*"], ", ") + "), unless the OAuth app is Internal to a Workspace: admit your domain with allowed_email_domains")
 }
 
 // unknownGroup says that a user's group is not declared.

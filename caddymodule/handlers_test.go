@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/gateway"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer"
 )
 
 const (
@@ -366,6 +367,41 @@ func TestSecretsInClearWarn(t *testing.T) {
 			if strings.Contains(e.Message, "hunter2") || strings.Contains(e.Message, "s3cret") {
 				t.Errorf("the warning shows the secret: %s", e.Message)
 			}
+		}
+	}
+}
+
+// TestOpenProviderWarns: Google lets every Google account sign in, so a
+// provider there mapping everyone (group *) to a local group without
+// allowed_email_domains admits the world; that loads, with a warning
+// (review s17-ops F3).
+func TestOpenProviderWarns(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		issuer  string
+		groups  map[string][]string
+		domains []string
+		warn    bool
+	}{
+		{"google, everyone", "https://accounts.google.com", map[string][]string{"*": {"staff"}}, nil, true},
+		{"google, everyone, slash", "https://accounts.google.com/", map[string][]string{"*": {"staff"}}, nil, true},
+		{"google, a domain", "https://accounts.google.com", map[string][]string{"*": {"staff"}}, []string{"example.com"}, false},
+		{"google, a group", "https://accounts.google.com", map[string][]string{"eng": {"staff"}}, nil, false},
+		{"own provider, everyone", "https://idp.example.com", map[string][]string{"*": {"staff"}}, nil, false},
+	} {
+		core, logs := observer.New(zap.WarnLevel)
+		a := &App{IssuerURL: "https://auth.example.com", log: zap.New(core),
+			Groups: []issuer.Group{{Name: "staff", Scopes: map[string][]string{"*": {"read"}}}},
+			IdentityProviders: []IdentityProvider{{IdentityProvider: issuer.IdentityProvider{Name: "corp", Issuer: tt.issuer,
+				ClientID: "abc", GroupMap: tt.groups, AllowedEmailDomains: tt.domains}}}}
+		if _, err := a.issuerConfig(); err != nil {
+			t.Fatalf("%s: issuerConfig() = %v", tt.name, err)
+		}
+		warned := slices.ContainsFunc(logs.All(), func(e observer.LoggedEntry) bool {
+			return strings.Contains(e.Message, "every Google account may sign in")
+		})
+		if warned != tt.warn {
+			t.Errorf("%s: warned %v, want %v", tt.name, warned, tt.warn)
 		}
 	}
 }
