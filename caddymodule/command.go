@@ -687,6 +687,12 @@ func (c *cli) migrateStorage() *cobra.Command {
 			if from == "" || to == "" {
 				return errors.New("migrate-storage: --from and --to are required")
 			}
+			// An argument is in the process list of every local user
+			// while the copy runs, and in the shell's history.
+			if dsnHoldsSecret(to) {
+				return errors.New("migrate-storage: --to holds a password in clear, which every local user can read in the process list; " +
+					"give the dsn as a placeholder ({env.MCP_AUTH_DSN} or {file.<path>}), the password as one, or use PGPASSWORD or a .pgpass file")
+			}
 			dsn, err := expandSecret(caddy.NewReplacer(), to)
 			if err != nil {
 				return fmt.Errorf("migrate-storage: --to: %w", err)

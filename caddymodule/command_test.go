@@ -285,3 +285,28 @@ func TestListCommandsPrintNothingATerminalActsOn(t *testing.T) {
 		}
 	}
 }
+
+// TestMigrateStorageRefusesPasswordInArgs: an argument is in the process
+// list of every local user while the copy runs (and in the shell's
+// history), so --to with a password in clear is refused before anything
+// is opened, as the README's PGPASSWORD example avoids (review s17-ops
+// F4).
+func TestMigrateStorageRefusesPasswordInArgs(t *testing.T) {
+	from := filepath.Join(t.TempDir(), "mcp-auth.db")
+	if err := os.WriteFile(from, []byte("not opened"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, dsn := range []string{
+		"postgres://mcp:hunter2@db.internal/mcp",
+		"host=db.internal user=mcp password=hunter2 dbname=mcp",
+		"postgres://mcp@db.internal/mcp?password=hunter2",
+	} {
+		_, _, err := runCLI(t, "localhost:1", "", "migrate-storage", "--from", from, "--to", dsn)
+		if err == nil || !strings.Contains(err.Error(), "--to holds a password in clear") {
+			t.Errorf("migrate-storage --to %q = %v, want the password refused", dsn, err)
+		}
+		if err != nil && strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("the error shows the password: %v", err)
+		}
+	}
+}
