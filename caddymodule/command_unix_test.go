@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/bolt"
 )
 
 // backup refuses a target that exists and is not a regular file, and
@@ -87,4 +89,34 @@ func lmode(path string) (os.FileMode, error) {
 		return 0, err
 	}
 	return fi.Mode(), nil
+}
+
+// TestBoltStorageFileOwnerOnly: a store restored with cp, or written by
+// `curl -o` (the README's other way to take a backup), has the umask's
+// mode; opened, it is made readable by its owner only, as bbolt creates
+// it, since it holds the signing keys (review s17-ops F5).
+func TestBoltStorageFileOwnerOnly(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mcp-auth.db")
+	st, err := bolt.Open(path, bolt.Options{})
+	if err == nil {
+		err = st.Close()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o644); err != nil { // as cp leaves it
+		t.Fatal(err)
+	}
+	s := &BoltStorage{Path: path}
+	if _, err := open(newContext(t), s); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Cleanup() })
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("store file mode after open = %v, want -rw-------", fi.Mode().Perm())
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/bolt"
@@ -56,6 +57,7 @@ type BoltStorage struct {
 
 	abs string // Path, absolute
 	key string // in stores
+	log *zap.Logger
 	st  store.Store
 }
 
@@ -77,7 +79,7 @@ func (b *BoltStorage) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("storage path %q: %w", path, err)
 	}
-	b.abs, b.key = abs, "bolt:"+abs
+	b.abs, b.key, b.log = abs, "bolt:"+abs, ctx.Logger()
 	return nil
 }
 
@@ -93,6 +95,7 @@ func (b *BoltStorage) Open() (store.Store, error) {
 		if err != nil {
 			return nil, fmt.Errorf("storage %s: %w", abs, err)
 		}
+		b.ownerOnly()
 		return pooledStore{st}, nil
 	})
 	if err != nil {
@@ -100,6 +103,24 @@ func (b *BoltStorage) Open() (store.Store, error) {
 	}
 	b.st = v.(pooledStore).Store
 	return b.st, nil
+}
+
+// ownerOnly makes the store file readable by its owner only, as bbolt
+// creates it: one restored with cp or written by curl -o has the umask's
+// mode, 0644 say, and every local user could read the signing keys and
+// forge any token (review s17-ops F5).
+func (b *BoltStorage) ownerOnly() {
+	fi, err := os.Stat(b.abs)
+	if err != nil || fi.Mode().Perm()&0o077 == 0 {
+		return
+	}
+	if err := os.Chmod(b.abs, fi.Mode().Perm()&0o700); err != nil {
+		b.log.Warn("the store file is readable by other users: it holds the signing keys, secret hashes and sessions; make it mode 0600",
+			zap.String("path", b.abs), zap.Stringer("mode", fi.Mode().Perm()), zap.Error(err))
+		return
+	}
+	b.log.Warn("the store file was readable by other users (it holds the signing keys, secret hashes and sessions); made it mode 0600",
+		zap.String("path", b.abs), zap.Stringer("was", fi.Mode().Perm()))
 }
 
 // Cleanup releases this config's reference; the file is closed when no
