@@ -149,6 +149,23 @@ func (d *directory) validateConfig() error {
 		if err := validateClientAuth(c); err != nil {
 			return entryErr("client", c.ID, err)
 		}
+		// As the admin API refuses them (validateClient): a typo or a
+		// grant the client cannot use would load and leave it without
+		// the tokens the operator wrote (review s17-ops F6).
+		for _, g := range c.GrantTypes {
+			switch g {
+			case grantAuthorizationCode, grantRefreshToken, grantClientCredentials, grantTokenExchange:
+			case grantJWTBearer:
+				if len(d.cfg.TrustedIdPs) == 0 {
+					return fmt.Errorf("client %q: grant type %q needs a trusted_idp", c.ID, g)
+				}
+			default:
+				return fmt.Errorf("client %q: unsupported grant type %q", c.ID, g)
+			}
+		}
+		if c.Public() && slices.ContainsFunc(c.GrantTypes, needsConfidential) {
+			return fmt.Errorf("client %q: client_credentials, token exchange and jwt-bearer need a confidential client (a secret or keys)", c.ID)
+		}
 		// The rules of a registered client's redirect URIs: codes go
 		// nowhere in clear, nor to a host a browser reads otherwise
 		// (review s16-admin F2: configured clients skipped them).

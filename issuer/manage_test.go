@@ -200,6 +200,16 @@ func TestConfigValidation(t *testing.T) {
 		// Tokens for it would travel in clear (review s17-ops F2).
 		{"resource plain http off loopback", func(c *Config) { c.Resources = []Resource{{URL: "http://mcp.example.com/mcp"}} }},
 		{"resource not http", func(c *Config) { c.Resources = []Resource{{URL: "ftp://mcp.example.com/mcp"}} }},
+		// Refused by the admin API, and so at load (review s17-ops F6).
+		{"grant type misspelt", func(c *Config) {
+			c.Clients = []Client{{ID: "a", SecretHash: passwordHash(), GrantTypes: []string{"client_credential"}}}
+		}},
+		{"public client with client_credentials", func(c *Config) {
+			c.Clients = []Client{{ID: "a", TokenEndpointAuthMethod: "none", GrantTypes: []string{"client_credentials"}}}
+		}},
+		{"jwt-bearer without a trusted_idp", func(c *Config) {
+			c.Clients = []Client{{ID: "a", SecretHash: passwordHash(), GrantTypes: []string{"urn:ietf:params:oauth:grant-type:jwt-bearer"}}}
+		}},
 		// A configured client's redirect URIs follow a registered
 		// client's rules (review s16-admin F2).
 		{"redirect URI plain http off loopback", func(c *Config) {
