@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"math"
 	"net/http"
 	"net/textproto"
 	"slices"
@@ -128,17 +127,17 @@ type responseWriter struct {
 	g      *Gateway
 	x      *exchange
 	filter *toolsFilter
-	tasks  bool // wrap the task ids of a 2026-07-28 answer
+	// prior holds the values of each hostFields field the header held
+	// before next wrote to it: the server's and the operator's, which
+	// stay (see keepPrior); nil when it held none, as for most requests.
+	prior *[len(hostFields)][]string
 	// initIDs are the ids of 2025 initialize requests, whose answers lose
 	// the tasks capability (stripTasksCapability); initOnly: the request
 	// is one initialize and nothing else, so every response answers it
 	// (a client matches "7" to 7, say).
 	initIDs  [][]byte
 	initOnly bool
-	// prior counts the values of each hostFields field the header held
-	// before next wrote to it: the server's and the operator's, which
-	// stay (see keepPrior).
-	prior [len(hostFields)]uint8
+	tasks    bool // wrap the task ids of a 2026-07-28 answer
 
 	wroteHeader bool
 	mode        writeMode
@@ -195,7 +194,12 @@ func (x *exchange) responseWriter(w http.ResponseWriter, g *Gateway) *responseWr
 	x.rw = responseWriter{w: w, g: g, x: x, tasks: x.rewritesTasks(), initIDs: x.initializeIDs()}
 	h := w.Header()
 	for i, k := range hostFields {
-		x.rw.prior[i] = uint8(min(len(h[k]), math.MaxUint8))
+		if v := h[k]; len(v) > 0 {
+			if x.rw.prior == nil {
+				x.rw.prior = new([len(hostFields)][]string)
+			}
+			x.rw.prior[i] = slices.Clone(v)
+		}
 	}
 	x.rw.initOnly = len(x.rw.initIDs) == 1 && len(x.msgs) == 1 && !x.batch
 	if !x.listsTools() {
@@ -365,7 +369,8 @@ func (rw *responseWriter) WriteHeader(code int) {
 		return
 	}
 	if code >= 100 && code < 200 {
-		rw.writeInformational(code)
+		rw.upstreamHeaders()
+		rw.w.WriteHeader(code)
 		return
 	}
 	rw.upstreamHeaders()
@@ -784,37 +789,20 @@ const (
 	hAltSvc = "Alt-Svc"
 )
 
-// writeInformational writes a 1xx answer, the upstream's fields fixed.
-// Once it is written, the proxy deletes the fields the 1xx came with
-// (reverse_proxy and httputil.ReverseProxy do), the values set in front
-// of the gateway among them: of a hostFields field it came with, none are
-// left to keep, and the final answer's are all the upstream's.
-func (rw *responseWriter) writeInformational(code int) {
-	h := rw.w.Header()
-	var came [len(hostFields)]bool
-	for i, k := range hostFields {
-		came[i] = len(h[k]) > int(rw.prior[i])
-	}
-	rw.upstreamHeaders()
-	rw.w.WriteHeader(code)
-	for i := range came {
-		if came[i] {
-			rw.prior[i] = 0
-		}
-	}
-}
-
 // keepPrior leaves each hostFields field with the values it had before
-// next wrote to the header.
+// next wrote to the header, put back rather than counted: after a 1xx
+// httputil.ReverseProxy clears the whole header and reverse_proxy puts
+// back what it held before the 1xx's fields, so the values the header
+// holds by the final answer are not the operator's followed by the
+// upstream's (review s17-fresh3 F1).
 func (rw *responseWriter) keepPrior(h http.Header) {
 	for i, k := range hostFields {
-		switch v, n := h[k], int(rw.prior[i]); {
-		case len(v) <= n:
-		case n == 0:
+		if rw.prior == nil || len(rw.prior[i]) == 0 {
 			delete(h, k)
-		default:
-			h[k] = v[:n:n]
+			continue
 		}
+		v := rw.prior[i]
+		h[k] = v[:len(v):len(v)] // an Add after copies, never writes into prior
 	}
 }
 

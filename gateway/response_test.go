@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -218,13 +219,21 @@ func TestUpstreamHostFieldsDropped(t *testing.T) {
 		name  string
 		late  bool // the upstream sends them as trailers
 		front bool // the operator set its own in front
-		early bool // the upstream sends them in a 103 first, which the proxy deletes them after, the operator's too
+		// early: the upstream sends a 103 first, with them ("fields") or
+		// without ("plain"); after it httputil.ReverseProxy clears the
+		// whole header, the operator's values among them, and
+		// reverse_proxy ("caddy", copied here) puts back what the header
+		// held before the 103's fields were added (review s17-fresh3 F1).
+		early string
 	}{
-		{"header", false, false, false},
-		{"header, operator's in front", false, true, false},
-		{"trailer", true, false, false},
-		{"trailer, operator's in front", true, true, false},
-		{"103 first, operator's in front", false, true, true},
+		{"header", false, false, ""},
+		{"header, operator's in front", false, true, ""},
+		{"trailer", true, false, ""},
+		{"trailer, operator's in front", true, true, ""},
+		{"103 first, operator's in front", false, true, "fields"},
+		{"103 without them first, operator's in front", false, true, "plain"},
+		{"103 first through reverse_proxy, operator's in front", false, true, "caddy"},
+		{"103 first through reverse_proxy", false, false, "caddy"},
 	} {
 		h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
@@ -232,10 +241,15 @@ func TestUpstreamHostFieldsDropped(t *testing.T) {
 				w.Header().Set("Strict-Transport-Security", "max-age=0")
 				w.Header().Set("Alt-Svc", `h2="evil.example:443"`)
 			}
-			if tt.early {
+			switch tt.early {
+			case "fields":
 				w.Header().Set("Strict-Transport-Security", "max-age=1")
 				w.Header().Set("Alt-Svc", `h2="early.example:443"`)
 				w.WriteHeader(http.StatusEarlyHints)
+			case "plain":
+				w.Header().Set("Link", "</style.css>; rel=preload; as=style")
+				w.WriteHeader(http.StatusEarlyHints)
+				w.Header().Del("Link")
 			}
 			if tt.late {
 				w.Header().Set("Trailer", "Strict-Transport-Security, Alt-Svc")
@@ -248,13 +262,31 @@ func TestUpstreamHostFieldsDropped(t *testing.T) {
 			}
 		})
 		target, _ := url.Parse(h.up.srv.URL)
-		proxy := httputil.NewSingleHostReverseProxy(target)
+		var next Next = NextHandler(httputil.NewSingleHostReverseProxy(target))
+		if tt.early == "caddy" {
+			// reverse_proxy's Got1xxResponse, then its copyHeader of the
+			// final answer's fields.
+			next = NextFunc(func(w http.ResponseWriter, r *http.Request) error {
+				h := w.Header()
+				own := h.Clone()
+				h.Add("Strict-Transport-Security", "max-age=1")
+				h.Add("Alt-Svc", `h2="early.example:443"`)
+				w.WriteHeader(http.StatusEarlyHints)
+				clear(h)
+				maps.Copy(h, own)
+				h.Add("Content-Type", "application/json")
+				h.Add("Strict-Transport-Security", "max-age=0")
+				h.Add("Alt-Svc", `h2="evil.example:443"`)
+				io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}`)
+				return nil
+			})
+		}
 		h.front.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if tt.front {
 				w.Header().Set("Strict-Transport-Security", hsts)
 				w.Header().Set("Alt-Svc", altSvc)
 			}
-			h.g.Serve(w, r, NextHandler(proxy))
+			h.g.Serve(w, r, next)
 		})
 		for _, body := range []string{toolCall("read_a"), `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`} {
 			resp := h.do(t, call{body: body, token: mint(t, claims())})
@@ -263,7 +295,7 @@ func TestUpstreamHostFieldsDropped(t *testing.T) {
 				t.Errorf("%s: answer to %s = %d, want 200", tt.name, body, resp.StatusCode)
 			}
 			want := map[string][]string{"Strict-Transport-Security": nil, "Alt-Svc": nil}
-			if tt.front && !tt.early {
+			if tt.front {
 				want = map[string][]string{"Strict-Transport-Security": {hsts}, "Alt-Svc": {altSvc}}
 			}
 			for k, w := range want {
