@@ -2,6 +2,8 @@ package issuer
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -441,7 +443,16 @@ func TestPageHeaders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
+	html := readBody(t, resp)
+	// The stylesheet's URL changes with it (review s17-fresh3 F2): it is
+	// cached for an hour, by shared caches too, and the one cached before
+	// an upgrade would leave the consent page without what its Allow
+	// button's arming (TestConsentAllowArmsLate) needs.
+	css, _ := assetFS.ReadFile("assets/style.css")
+	sum := sha256.Sum256(css)
+	if href := `href="` + pathAssets + "style.css?v=" + hex.EncodeToString(sum[:6]) + `"`; !strings.Contains(html, href) {
+		t.Errorf("page does not link the stylesheet by its version: want %s in %s", href, html)
+	}
 	h := resp.Header
 	want := map[string]string{
 		"X-Frame-Options":        "DENY",

@@ -2,7 +2,9 @@ package issuer
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"html/template"
@@ -45,7 +47,17 @@ func parsePages(assets, issuer string, log *zap.Logger) (*pages, error) {
 		}
 		byName[name] = t
 	}
-	return &pages{byName: byName, assets: assets, issuer: issuer, log: log}, nil
+	css, err := assetFS.ReadFile("assets/style.css")
+	if err != nil {
+		return nil, err
+	}
+	// The stylesheet's URL changes with it: it is cached for an hour
+	// (serveAsset), by shared caches too, and the one cached before an
+	// upgrade would leave the consent page without the arming of its
+	// Allow button (review s17-fresh3 F2).
+	sum := sha256.Sum256(css)
+	style := assets + "style.css?v=" + hex.EncodeToString(sum[:6])
+	return &pages{byName: byName, assets: assets, style: style, issuer: issuer, log: log}, nil
 }
 
 // pages answers the browser: the issuer's HTML pages, and redirects to
@@ -53,6 +65,7 @@ func parsePages(assets, issuer string, log *zap.Logger) (*pages, error) {
 type pages struct {
 	byName map[string]*template.Template // page name -> layout + page
 	assets string                        // URL path prefix of the embedded assets
+	style  string                        // URL of the stylesheet, with its version
 	issuer string                        // iss of authorization error redirects (RFC 9207)
 	log    *zap.Logger
 }
@@ -61,6 +74,7 @@ type pages struct {
 type page struct {
 	Title  string
 	Assets string // URL path prefix of the embedded assets
+	Style  string // URL of the stylesheet, with its version
 	Data   any
 }
 
@@ -70,7 +84,7 @@ type page struct {
 // chain in Chrome), in addition to the issuer itself.
 func (p *pages) render(w http.ResponseWriter, status int, name, title string, data any, formTargets ...string) {
 	var buf bytes.Buffer
-	err := p.byName[name].ExecuteTemplate(&buf, "layout", page{Title: title, Assets: p.assets, Data: data})
+	err := p.byName[name].ExecuteTemplate(&buf, "layout", page{Title: title, Assets: p.assets, Style: p.style, Data: data})
 	if err != nil {
 		p.log.Error("render page", zap.String("page", name), zap.Error(err))
 		status = http.StatusInternalServerError
