@@ -181,7 +181,8 @@ type Agent struct {
 	// Scopes the agent may ever hold; empty: any.
 	Scopes []string `json:"scopes,omitempty"`
 	// MaxDepth bounds the act chain of tokens the agent heads (1: only
-	// directly for a user); 0: the issuer's limit.
+	// directly for a user); absent: the issuer's limit (0 is refused:
+	// see UnmarshalJSON).
 	MaxDepth int `json:"max_depth,omitempty"`
 }
 

@@ -194,7 +194,8 @@ type Rule struct {
 	// UserOnly admits only a user acting directly: delegated (act),
 	// agent-only and client-credentials tokens are refused.
 	UserOnly bool `json:"user_only,omitempty"`
-	// MaxDepth is the maximum act nesting; 0: unlimited.
+	// MaxDepth is the maximum act nesting; absent: unlimited (0 is
+	// refused: see UnmarshalJSON).
 	MaxDepth int `json:"max_depth,omitempty"`
 	// Args are conditions on a tools/call's arguments (tool rules only),
 	// all of which must hold (see gateway.ArgRule).
