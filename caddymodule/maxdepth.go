@@ -12,45 +12,33 @@ import (
 // s17-fresh3 F3).
 func (r *Rule) UnmarshalJSON(b []byte) error {
 	type plain Rule
-	v := struct {
-		*plain
-		MaxDepth *int `json:"max_depth,omitempty"`
-	}{plain: (*plain)(r)}
-	if err := strictJSON(b, &v); err != nil {
-		return err
-	}
-	return jsonMaxDepth(&r.MaxDepth, v.MaxDepth, "no limit; user_only refuses delegated tokens")
+	return decodeMaxDepthGiven(b, (*plain)(r), "no limit; user_only refuses delegated tokens")
 }
 
 // UnmarshalJSON reads an agent, refusing "max_depth": 0 (see Rule's).
 func (a *Agent) UnmarshalJSON(b []byte) error {
 	type plain Agent
-	v := struct {
-		*plain
-		MaxDepth *int `json:"max_depth,omitempty"`
-	}{plain: (*plain)(a)}
-	if err := strictJSON(b, &v); err != nil {
-		return err
-	}
-	return jsonMaxDepth(&a.MaxDepth, v.MaxDepth, "the issuer's limit, 5")
+	return decodeMaxDepthGiven(b, (*plain)(a), "the issuer's limit, 5")
 }
 
-// strictJSON decodes b into v refusing unknown fields: Caddy decodes a
-// config strictly, and a type's own UnmarshalJSON would otherwise let
-// a misspelt field inside it load unnoticed.
-func strictJSON(b []byte, v any) error {
+// decodeMaxDepthGiven decodes b into v strictly, as Caddy decodes a
+// config (a type's own UnmarshalJSON would otherwise let a misspelt
+// field inside it load unnoticed), and refuses a max_depth given as 0,
+// which would mean zero.
+func decodeMaxDepthGiven(b []byte, v any, zero string) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
-	return dec.Decode(v)
-}
-
-func jsonMaxDepth(dst, given *int, zero string) error {
-	if given == nil {
-		return nil
+	if err := dec.Decode(v); err != nil {
+		return err
 	}
-	if *given == 0 {
+	var given struct {
+		MaxDepth *int `json:"max_depth"`
+	}
+	if err := json.Unmarshal(b, &given); err != nil {
+		return err
+	}
+	if given.MaxDepth != nil && *given.MaxDepth == 0 {
 		return fmt.Errorf("max_depth 0: want at least 1 (0 would mean %s)", zero)
 	}
-	*dst = *given
 	return nil
 }

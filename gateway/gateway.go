@@ -81,7 +81,7 @@ import (
 //     gateway checked or set them.
 //   - Upstream answers: Mcp-Session-Id is wrapped (above) and Set-Cookie
 //     dropped, as Cookie is on the way up, and Clear-Site-Data, NEL and
-//     Report-To with it (originFields); the upstream's
+//     Report-To with it (upstreamDropped); the upstream's
 //     Strict-Transport-Security and Alt-Svc go, and the values set in
 //     front of the gateway stay (hostFields).
 //   - tools/list answers are filtered by the same decision as tools/call

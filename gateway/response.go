@@ -285,20 +285,14 @@ func (rw *responseWriter) Header() http.Header { return rw.w.Header() }
 // announced, which net/http sends as trailers; those forms go too).
 func (rw *responseWriter) recheckHeader() {
 	h := rw.w.Header()
-	delete(h, "Set-Cookie")
-	delete(h, http.TrailerPrefix+"Set-Cookie")
-	for _, k := range originFields {
+	for _, k := range upstreamDropped {
 		delete(h, k)
-		delete(h, http.TrailerPrefix+k)
 	}
-	delete(h, hWWWAuthenticate)
-	delete(h, http.TrailerPrefix+hWWWAuthenticate)
+	for _, k := range upstreamTrailersDropped {
+		delete(h, k)
+	}
 	rw.keepPrior(h)
-	delete(h, http.TrailerPrefix+hHSTS)
-	delete(h, http.TrailerPrefix+hAltSvc)
 	rw.keepOwnNonce(h)
-	delete(h, http.TrailerPrefix+hDPoPNonce)
-	delete(h, http.TrailerPrefix+hSessionID)
 	if v := h[hSessionID]; len(v) > 1 || len(v) == 1 && v[0] != rw.wrapped {
 		delete(h, hSessionID)
 		if rw.wrapped != "" {
@@ -742,14 +736,26 @@ const (
 	hClearSiteData   = "Clear-Site-Data"
 )
 
-// originFields are response fields whose effect in a browser reaches past
-// the answer to the whole origin, the issuer's pages on a shared host
-// included (see upstreamHeaders): Clear-Site-Data, and NEL with the
-// Report-To it names, a network error logging policy the browser keeps
-// and under which it reports every request to the origin, its URL (an
-// /authorize request's state, a redirect's code) included, to the
-// collector named (review s17-fresh F3).
-var originFields = []string{hClearSiteData, "Nel", "Report-To"}
+// upstreamDropped are the upstream's response fields upstreamHeaders
+// drops: Set-Cookie and WWW-Authenticate (why: there), and those whose
+// effect in a browser reaches past the answer to the whole origin, the
+// issuer's pages on a shared host included: Clear-Site-Data, and NEL
+// with the Report-To it names, a network error logging policy the
+// browser keeps and under which it reports every request to the origin,
+// its URL (an /authorize request's state, a redirect's code) included,
+// to the collector named (review s17-fresh F3).
+var upstreamDropped = [...]string{"Set-Cookie", hWWWAuthenticate, hClearSiteData, "Nel", "Report-To"}
+
+// upstreamTrailersDropped are the trailer forms (http.TrailerPrefix) that
+// recheckHeader drops: those of upstreamDropped and hostFields, and of the
+// fields whose header value the gateway sets (DPoP-Nonce, Mcp-Session-Id).
+var upstreamTrailersDropped = func() []string {
+	var out []string
+	for _, k := range slices.Concat(upstreamDropped[:], hostFields[:], []string{hDPoPNonce, hSessionID}) {
+		out = append(out, http.TrailerPrefix+k)
+	}
+	return out
+}()
 
 // upstreamHeaders fixes the upstream's response headers before they are
 // written: the session id is wrapped, and Set-Cookie is dropped, as
@@ -758,17 +764,15 @@ var originFields = []string{hClearSiteData, "Nel", "Report-To"}
 // login cookies (session fixation). Clear-Site-Data goes for the same
 // reason: "cookies" would end the user's login session at the issuer,
 // "storage" the tokens of a browser client on the host; NEL and
-// Report-To likewise (originFields). WWW-Authenticate
+// Report-To likewise (upstreamDropped). WWW-Authenticate
 // is dropped too: the gateway is the resource server clients authorize
 // for, and an upstream challenge naming other metadata
 // (resource_metadata) would send them to another authorization server.
 func (rw *responseWriter) upstreamHeaders() {
 	h := rw.w.Header()
-	delete(h, "Set-Cookie")
-	for _, k := range originFields {
+	for _, k := range upstreamDropped {
 		delete(h, k)
 	}
-	delete(h, hWWWAuthenticate)
 	rw.keepPrior(h)
 	rw.keepOwnNonce(h)
 	rw.rewriteSession(h)
