@@ -791,9 +791,7 @@ func readAdminJSON(r *http.Request, dst any) error {
 }
 
 func writeAdminJSON(w http.ResponseWriter, status int, v any) error {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	return json.NewEncoder(w).Encode(v)
+	return writeJSON(w, status, "application/json", "no-store", v)
 }
 
 var _ http.Handler = (*admin)(nil)

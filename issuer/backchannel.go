@@ -60,12 +60,24 @@ func readForm(r *http.Request) (url.Values, error) {
 }
 
 func writeNoStoreJSON(w http.ResponseWriter, status int, v any) {
+	_ = writeJSON(w, status, "application/json", "no-store", v)
+}
+
+// writeJSON answers with v as JSON: every JSON answer of the issuer goes
+// through here, so each carries nosniff (a browser never reads one as
+// another type, whatever it reflects) and its cache rule. A no-store
+// answer also carries the Pragma of RFC 6749 section 5.1, for HTTP/1.0
+// caches.
+func writeJSON(w http.ResponseWriter, status int, contentType, cacheControl string, v any) error {
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("Pragma", "no-cache")
+	h.Set("Content-Type", contentType)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", cacheControl)
+	if cacheControl == "no-store" {
+		h.Set("Pragma", "no-cache")
+	}
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	return json.NewEncoder(w).Encode(v)
 }
 
 // writeErr logs unexpected errors (never protocol ones, which may carry

@@ -1,7 +1,6 @@
 package issuer
 
 import (
-	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -95,20 +94,17 @@ func writeError(w http.ResponseWriter, err error) {
 		status = http.StatusBadRequest
 	}
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
 	if status == http.StatusUnauthorized {
 		h.Set("WWW-Authenticate", `Basic realm="token", charset="UTF-8"`)
 	}
 	if e.RetryAfter > 0 {
 		h.Set("Retry-After", retryAfter(e.RetryAfter))
 	}
-	w.WriteHeader(status)
 	body := map[string]string{"error": e.Code}
 	if e.Description != "" {
 		body["error_description"] = errorDescription(e.Description)
 	}
-	_ = json.NewEncoder(w).Encode(body)
+	writeNoStoreJSON(w, status, body)
 }
 
 // errorDescription fits a description to RFC 6749's error_description

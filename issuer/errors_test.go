@@ -124,3 +124,50 @@ func TestStoreUnavailable(t *testing.T) {
 		}
 	}
 }
+
+// TestJSONAnswersNoSniff: every JSON answer, success or error, tells the
+// browser its type is final, so none that reflects a caller's input is
+// ever read as script or a page.
+func TestJSONAnswersNoSniff(t *testing.T) {
+	e := newTokEnv(t)
+	get := func(path string) (int, http.Header) {
+		resp, err := e.srv.Client().Get(e.srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header
+	}
+	post := func(path string, form url.Values) func() (int, http.Header) {
+		return func() (int, http.Header) {
+			a := e.post(t, path, form, "")
+			return a.status, a.header
+		}
+	}
+	for _, tt := range []struct {
+		name   string
+		answer func() (int, http.Header)
+		status int
+		cache  string
+	}{
+		{"metadata", func() (int, http.Header) { return get("/.well-known/oauth-authorization-server") }, 200, "public, max-age=300"},
+		{"jwks", func() (int, http.Header) { return get(pathJWKS) }, 200, "public, max-age=60"},
+		{"health", func() (int, http.Header) { return get(pathHealth) }, 200, "no-store"},
+		{"token success", post(pathToken, url.Values{"grant_type": {"client_credentials"}, "client_id": {tPost}, "client_secret": {tSecret2}, "resource": {tResource}}), 200, "no-store"},
+		{"token error", post(pathToken, url.Values{"grant_type": {"<script>"}}), 401, "no-store"},
+		{"registration", post(pathRegister, url.Values{}), 400, "no-store"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			status, h := tt.answer()
+			if status != tt.status {
+				t.Fatalf("status = %d, want %d", status, tt.status)
+			}
+			if got := h.Get("X-Content-Type-Options"); got != "nosniff" {
+				t.Errorf("X-Content-Type-Options = %q, want nosniff", got)
+			}
+			if got := h.Get("Cache-Control"); got != tt.cache {
+				t.Errorf("Cache-Control = %q, want %q", got, tt.cache)
+			}
+		})
+	}
+}

@@ -2,7 +2,6 @@ package issuer
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"time"
 
@@ -38,9 +37,5 @@ func (i *Issuer) handleHealth(w http.ResponseWriter, r *http.Request) {
 		i.log.Error("health check: signing key", zap.Error(err))
 		v, status = healthView{Status: "unavailable", Reason: "no signing key"}, http.StatusServiceUnavailable
 	}
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	writeNoStoreJSON(w, status, v)
 }

@@ -9,7 +9,6 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -414,12 +413,9 @@ func (i *Issuer) handleJWKS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, ErrServerError)
 		return
 	}
-	h := w.Header()
-	h.Set("Content-Type", "application/jwk-set+json")
 	// Short: verifiers must see a rotated key soon (they also refetch on
 	// an unknown kid).
-	h.Set("Cache-Control", "public, max-age=60")
-	_ = json.NewEncoder(w).Encode(map[string][]accesstoken.JWK{"keys": keys})
+	_ = writeJSON(w, http.StatusOK, "application/jwk-set+json", "public, max-age=60", map[string][]accesstoken.JWK{"keys": keys})
 }
 
 // publicJWK encodes a public key as a JWK (without kid, alg, use).

@@ -1,7 +1,6 @@
 package issuer
 
 import (
-	"encoding/json"
 	"net/http"
 	"slices"
 
@@ -101,8 +100,5 @@ func (i *Issuer) handleMetadata(w http.ResponseWriter, r *http.Request) {
 		methodNotAllowed(w, http.MethodGet, http.MethodHead)
 		return
 	}
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "public, max-age=300")
-	_ = json.NewEncoder(w).Encode(i.metadataDocument())
+	_ = writeJSON(w, http.StatusOK, "application/json", "public, max-age=300", i.metadataDocument())
 }

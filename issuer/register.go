@@ -193,11 +193,7 @@ func (i *Issuer) handleRegister(w http.ResponseWriter, r *http.Request) {
 		var never int64
 		resp.ClientSecretExpiresAt = &never
 	}
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusCreated)
-	_ = json.NewEncoder(w).Encode(resp)
+	writeNoStoreJSON(w, http.StatusCreated, resp)
 }
 
 // createClient stores a newly registered client under a fresh random id.
