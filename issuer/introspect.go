@@ -102,14 +102,25 @@ func (c *Client) mayIntrospect(t *introspection) bool {
 		return t.ClientID == c.ID
 	case c.Introspect && !c.selfRegistered():
 		return true
-	case t.ClientID == c.ID:
+	}
+	return c.holds(t.ClientID, t.PrincipalType, t.Sub, t.Act)
+}
+
+// holds reports whether c is a party an access token (client_id,
+// principal_type, sub, act) was issued to: its client; an agent acting
+// in it (anywhere in its act chain), since a token exchange issues the
+// delegate's token under the subject's client_id; or, for an agent's own
+// token, that agent.
+func (c *Client) holds(clientID, principalType, sub string, act *accesstoken.Actor) bool {
+	switch {
+	case clientID == c.ID:
 		return true
 	case c.agent == nil:
 		return false
-	case t.PrincipalType == principalAgent && t.Sub == c.ID:
+	case principalType == principalAgent && sub == c.ID:
 		return true
 	}
-	return slices.Contains(t.Act.Chain(), c.ID)
+	return slices.Contains(act.Chain(), c.ID)
 }
 
 // introspectRefresh describes a live refresh token, token_type

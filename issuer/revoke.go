@@ -104,14 +104,16 @@ func (i *Issuer) revokeRefreshToken(ctx context.Context, c *Client, tok string, 
 	return i.store.Update(ctx, func(tx store.Tx) error { return refreshIn(tx).revokeFamily(tok, c.ID, jktOf(proof), i.revokeUntil()) })
 }
 
-// revokeAccessToken refuses c's access token tok until it expires; a
-// public client's token bound to a DPoP key only with a proof of that key.
+// revokeAccessToken refuses c's access token tok until it expires: one
+// c holds (its own, or, for an agent, one it acts in: a delegate's token
+// carries the subject's client_id); a public client's token bound to a
+// DPoP key only with a proof of that key.
 // A token up to accesstoken.Leeway past its exp is revoked too: gateways
 // still take it.
 func (i *Issuer) revokeAccessToken(ctx context.Context, c *Client, tok string, proof *dpop.Proof) error {
 	claims, err := i.parseAccessToken(ctx, tok, accesstoken.Leeway)
-	if err != nil || claims.ClientID != c.ID {
-		return nil // not ours, expired, or another client's: nothing to do
+	if err != nil || !c.holds(claims.ClientID, claims.PrincipalType, claims.Subject, claims.Actor) {
+		return nil // not ours, expired, or another party's: nothing to do
 	}
 	if c.Public() {
 		switch ok, err := mayRevoke(ctx, claims.BoundKey(), proof); {

@@ -161,3 +161,43 @@ func TestRevokeWithinLeeway(t *testing.T) {
 		t.Errorf("Revoked after a revocation 1 s past exp, within the gateways' leeway = false, want true")
 	}
 }
+
+// TestRevokeByActingAgent: a token exchange issues an agent's delegated
+// token under the subject's client_id, so the agent it was issued to
+// could introspect it but not revoke it (200, nothing revoked; RFC 7009
+// section 2.1 lets a client revoke what was issued to it). An agent
+// acting in a token revokes it; a party neither its client nor acting in
+// it still revokes nothing.
+func TestRevokeByActingAgent(t *testing.T) {
+	e := newTokEnv(t)
+	delegated := func(t *testing.T) (user, tok string) {
+		t.Helper()
+		u := e.userToken(t, tPublic, "read")
+		a := e.tokenExchange(t, tAgent1+":"+tAgentSecret, exchangeForm(u.AccessToken, e.agentToken(t, tAgent1, tAgentSecret)))
+		if a.status != http.StatusOK {
+			t.Fatalf("exchange = %d %s, want 200", a.status, a.raw)
+		}
+		return u.AccessToken, a.str("access_token")
+	}
+	for _, tc := range []struct {
+		name, basic string
+		revoked     bool
+	}{
+		{"the acting agent", tAgent1 + ":" + tAgentSecret, true},
+		{"another agent", tAgent2 + ":" + tAgentSecret, false},
+		{"another confidential client", tConf + ":" + tSecret, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			user, tok := delegated(t)
+			if a := e.post(t, pathRevoke, url.Values{"token": {tok}}, tc.basic); a.status != http.StatusOK {
+				t.Fatalf("revoke = %d %s, want 200", a.status, a.raw)
+			}
+			if got := !e.active(t, tok); got != tc.revoked {
+				t.Errorf("delegated token revoked = %v, want %v", got, tc.revoked)
+			}
+			if !e.active(t, user) {
+				t.Error("the user's own token was revoked with the delegate's")
+			}
+		})
+	}
+}
