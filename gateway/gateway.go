@@ -66,9 +66,11 @@ import (
 //   - completion/complete is decided by the prompt or resource its
 //     params.ref names (a resource template by every rule an expansion
 //     could fall under, see decideCompletion).
-//   - tasks/* need the base scopes. A follow-up is bound to its principal
-//     only through the 2025 session that carries it; 2026-07-28 task ids
-//     are not bound by the gateway.
+//   - tasks/* (2026-07-28) carry task ids bound to the principal and the
+//     tool that created the task (task.go), and must pass that tool's
+//     rule again; before 2026-07-28 tasks are refused. The requestState
+//     of a multi round-trip request is bound to the principal and the
+//     request it answered (state.go).
 //   - Upstream request: Authorization and Cookie are removed (MCP does not
 //     use cookies, and on a host shared with the issuer they would hand
 //     the login session to the MCP server), as are client copies of the

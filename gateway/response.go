@@ -138,6 +138,7 @@ type responseWriter struct {
 	initIDs  [][]byte
 	initOnly bool
 	tasks    bool // wrap the task ids of a 2026-07-28 answer
+	states   bool // wrap the requestState of a 2026-07-28 answer (state.go)
 
 	wroteHeader bool
 	mode        writeMode
@@ -191,7 +192,7 @@ func (rw *responseWriter) hold(n int) bool {
 
 // responseWriter readies the exchange's writer to next.
 func (x *exchange) responseWriter(w http.ResponseWriter, g *Gateway) *responseWriter {
-	x.rw = responseWriter{w: w, g: g, x: x, tasks: x.rewritesTasks(), initIDs: x.initializeIDs()}
+	x.rw = responseWriter{w: w, g: g, x: x, tasks: x.rewritesTasks(), states: x.rewritesStates(), initIDs: x.initializeIDs()}
 	h := w.Header()
 	for i, k := range hostFields {
 		if v := h[k]; len(v) > 0 {
@@ -271,7 +272,13 @@ func (x *exchange) initializeIDs() [][]byte {
 // rewrites reports whether the answer is read to change it where it can,
 // and passed unchanged where it cannot: task ids to wrap, an initialize
 // result's tasks capability to remove.
-func (rw *responseWriter) rewrites() bool { return rw.tasks || rw.initIDs != nil }
+func (rw *responseWriter) rewrites() bool { return rw.tasks || rw.states || rw.initIDs != nil }
+
+// rewritesJSON is rewrites for a JSON answer b, one message or batch
+// answer read whole: a requestState to wrap must be named in it.
+func (rw *responseWriter) rewritesJSON(b []byte) bool {
+	return rw.tasks || rw.initIDs != nil || rw.states && mayName(b, "requeststate")
+}
 
 func (rw *responseWriter) Header() http.Header { return rw.w.Header() }
 
@@ -418,7 +425,7 @@ func (rw *responseWriter) WriteHeader(code int) {
 			// client reads is not known.
 			rw.mode = modeRefuse
 			return
-		case mt != "text/event-stream" && (code < 300 && rw.x.r.Method == http.MethodGet || containsFold(ct, "text/event-stream")) && (watch || rw.tasks):
+		case mt != "text/event-stream" && (code < 300 && rw.x.r.Method == http.MethodGet || containsFold(ct, "text/event-stream")) && (watch || rw.tasks || rw.states):
 			// Clients read a GET's body as events whatever its type, and
 			// take "text/event-stream" anywhere in the type for a stream
 			// (the TypeScript SDK's includes()): such an answer cannot be
@@ -495,7 +502,7 @@ func (rw *responseWriter) Write(b []byte) (int, error) {
 	switch rw.mode {
 	case modeJSON:
 		if rw.buf.Len() == 0 && len(b) > 0 && int64(len(b)) == rw.length && len(b) <= maxFilteredBody &&
-			rw.filter == nil && !rw.rewrites() && !mayListTools(unsafeString(b)) {
+			rw.filter == nil && !rw.rewritesJSON(b) && !mayListTools(unsafeString(b)) {
 			// The whole answer in one write, held only to be looked at
 			// for a tools list (pinning), and it holds none: write it
 			// now, as finish would, without keeping a copy.
@@ -646,7 +653,7 @@ func (rw *responseWriter) finish() {
 		// Watching only (pinning): a tools/list answer may come as the
 		// answer to another request, which clients match by id.
 		anyList := rw.x.pinned && mayListTools(unsafeString(rw.buf.Bytes()))
-		if rw.filter == nil && !rw.rewrites() && !anyList {
+		if rw.filter == nil && !rw.rewritesJSON(rw.buf.Bytes()) && !anyList {
 			rw.w.WriteHeader(rw.status)
 			rw.writeHeldBytes(rw.buf.Bytes())
 			return
@@ -884,6 +891,12 @@ func (rw *responseWriter) filterMessage(m *mcpparse.Message, anyList bool) ([]by
 	if rw.initIDs != nil && m.Kind == mcpparse.KindResponse && (rw.initOnly || containsID(rw.initIDs, m.ID)) {
 		var err error
 		if out, err = stripTasksCapability(out); err != nil {
+			return nil, err
+		}
+	}
+	if rw.states {
+		var err error
+		if out, err = rw.g.wrapRequestState(rw.x, m, out); err != nil {
 			return nil, err
 		}
 	}

@@ -46,8 +46,9 @@ type exchange struct {
 	// notifications/tasks on its stream may name for the caller.
 	createdTask string
 	// answered: the tools/call's own answer (the first response with its
-	// id) has been seen.
-	answered bool
+	// id) has been seen; stateAnswered likewise for its requestState
+	// (state.go).
+	answered, stateAnswered bool
 	// cancel ends the upstream request (the exchange is in g.streams
 	// while it runs), and endedBy says why when g.streams did.
 	cancel  context.CancelFunc
@@ -594,7 +595,10 @@ func (g *Gateway) classify(x *exchange) *refusal {
 			return g.denial(x)
 		}
 	}
-	return g.bindTasks(x)
+	if f := g.bindTasks(x); f != nil {
+		return f
+	}
+	return g.bindRequestState(x)
 }
 
 // decideRefusal answers a message decide refused before any rule. An
@@ -936,10 +940,10 @@ func (x *exchange) forwardsHeader(name string) bool {
 		return false
 	case headerAcceptEncoding:
 		// A compressed answer could not be read (tools/list filter, task
-		// ids, an initialize result's capabilities, and with pinning
+		// ids, request states, an initialize result's capabilities, and with pinning
 		// every answer): the upstream answers uncompressed, or the
 		// transport decodes.
-		return !x.pinned && !x.listsTools() && !x.rewritesTasks() && x.initializeIDs() == nil
+		return !x.pinned && !x.listsTools() && !x.rewritesTasks() && !x.rewritesStates() && x.initializeIDs() == nil
 	case headerChecked:
 		return x.headerChecked
 	case headerLastEventID:

@@ -262,9 +262,7 @@ func (g *Gateway) rewriteTaskRequest(x *exchange) *refusal {
 }
 
 // replaceTaskID replaces exactly the params.taskId string, then reads the
-// new body again and decides it anew: it must be the same request for the
-// upstream's task, authorized the same way, so that what is forwarded is
-// exactly what was authorized.
+// new body again and decides it anew (redecide).
 func (g *Gateway) replaceTaskID(x *exchange, m mcpparse.Message, tool, up string) error {
 	span, found, err := mcpparse.LocateString(x.body, "params", "taskId")
 	if err != nil || !found || span.Value != m.Name {
@@ -274,21 +272,36 @@ func (g *Gateway) replaceTaskID(x *exchange, m mcpparse.Message, tool, up string
 	if err != nil {
 		return err
 	}
+	name := headerSafe(up)
+	if err := g.redecide(x, m, body, name, func(n *mcpparse.Message) bool { return n.HasName && n.Name == up }); err != nil {
+		return err
+	}
+	x.task = &taskFollowUp{upName: name, tool: tool}
+	return nil
+}
+
+// redecide reads body, x's one message m with a value the gateway
+// replaced, again and decides it anew: it must be the same request (same,
+// as the new Mcp-Name name and the body agree), authorized the same way,
+// so that what is forwarded is exactly what was authorized. On success
+// body becomes x's.
+func (g *Gateway) redecide(x *exchange, m mcpparse.Message, body []byte, name string, same func(n *mcpparse.Message) bool) error {
 	msgs, batch, err := mcpparse.Parse(body, mcpparse.Limits{})
 	if err != nil {
 		return fmt.Errorf("reading the rewritten body: %w", err)
 	}
 	n := &msgs[0]
 	if batch || len(msgs) != 1 || n.Kind != m.Kind || n.Method != m.Method || !mcpparse.SameID(n.ID, m.ID) ||
-		!n.HasName || n.Name != up || n.ProtocolVersion != m.ProtocolVersion {
+		n.ProtocolVersion != m.ProtocolVersion || !same(n) {
 		return errors.New("the rewritten body is another request")
 	}
-	name := headerSafe(up)
 	h := http.Header{}
 	for _, k := range []string{mcpparse.HeaderMethod, mcpparse.HeaderProtocolVersion} {
 		h[k] = x.r.Header.Values(k)
 	}
-	h.Set(mcpparse.HeaderName, name)
+	if name != "" {
+		h.Set(mcpparse.HeaderName, name)
+	}
 	if err := mcpparse.CheckHeaders(h, *n); err != nil {
 		return fmt.Errorf("checking the rewritten headers: %w", err)
 	}
@@ -296,7 +309,7 @@ func (g *Gateway) replaceTaskID(x *exchange, m mcpparse.Message, tool, up string
 	if err != nil || !d.allow || d.kind != x.dec[0].kind {
 		return errors.New("the rewritten request is decided differently")
 	}
-	x.body, x.msgs, x.dec[0], x.task = body, msgs, d, &taskFollowUp{upName: name, tool: tool}
+	x.body, x.msgs, x.dec[0] = body, msgs, d
 	return nil
 }
 
