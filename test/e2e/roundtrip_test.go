@@ -1,0 +1,115 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/jsonschema-go/jsonschema"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"golang.org/x/oauth2"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/e2e/harness"
+)
+
+// TestMultiRoundTripThroughGateway: a Go SDK server whose tool asks for
+// confirmation with a 2026-07-28 input-required result (elicitation and
+// a requestState), and the Go SDK client that fulfils it and retries,
+// through Caddy: the client completes the call, and the server gets back
+// the state it minted, though the client only ever held the gateway's
+// bound form of it (state.go).
+func TestMultiRoundTripThroughGateway(t *testing.T) {
+	var ran executed
+	srv := mcp.NewServer(&mcp.Implementation{Name: "mrtr", Version: "v1"}, nil)
+	mcp.AddTool(srv, &mcp.Tool{Name: "get_record", Description: "Reads a user's record, once confirmed."},
+		func(_ context.Context, req *mcp.CallToolRequest, in RecordIn) (*mcp.CallToolResult, any, error) {
+			if req.Params.RequestState == "" {
+				return &mcp.CallToolResult{
+					InputRequests: mcp.InputRequestMap{"confirm": &mcp.ElicitParams{
+						Message:         "Read the record of " + in.Owner + "?",
+						RequestedSchema: &jsonschema.Schema{Type: "object", Properties: map[string]*jsonschema.Schema{"ok": {Type: "boolean"}}},
+					}},
+					RequestState: "server-state:" + in.Owner,
+				}, nil, nil
+			}
+			ran.add("state " + req.Params.RequestState)
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "record of " + in.Owner}}}, nil, nil
+		})
+	modern := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv },
+		&mcp.StreamableHTTPOptions{Stateless: true}))
+	t.Cleanup(modern.Close)
+	e := &env{dir: t.TempDir(), hash: harness.HashPassword(t, password)}
+	harness.StartFree(t, func(port int) string {
+		e.issuer = fmt.Sprintf("http://127.0.0.1:%d", port)
+		e.legacy, e.modern = e.issuer+"/mcp", e.issuer+"/v2/mcp"
+		var b strings.Builder
+		if err := argsCaddyfile.Execute(&b, map[string]any{
+			"Dir": e.dir, "Issuer": e.issuer, "Hash": e.hash, "ClientID": clientID, "RedirectURI": redirectURI,
+			"LegacyUp": modern.Listener.Addr().String(), "ModernUp": modern.Listener.Addr().String(),
+		}); err != nil {
+			panic(err)
+		}
+		return b.String()
+	})
+	harness.WaitReady(t, e.issuer+"/.well-known/oauth-authorization-server")
+	md, err := harness.Discover(context.Background(), e.issuer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.md = md
+
+	ctx := ctxTimeout(t, 60*time.Second)
+	tok, err := e.authorize(ctx, harness.NewRobot("alice", password, redirectURI), e.oauthConfig("records"), e.modern)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var asked []string
+	c := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1.0.0"}, &mcp.ClientOptions{
+		ElicitationHandler: func(_ context.Context, req *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+			asked = append(asked, req.Params.Message)
+			return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"ok": true}}, nil
+		},
+	})
+	// Every requestState the client sends, as it sends it.
+	var sent []string
+	hc := &http.Client{Transport: &oauth2.Transport{Source: harness.NewSwapSource(tok), Base: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		if r.GetBody != nil {
+			if b, err := r.GetBody(); err == nil {
+				body, _ := io.ReadAll(b)
+				if _, rest, ok := strings.Cut(string(body), `"requestState":"`); ok {
+					sent = append(sent, rest[:strings.IndexByte(rest, '"')])
+				}
+			}
+		}
+		return http.DefaultTransport.RoundTrip(r)
+	})}}
+	cs, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: e.modern, HTTPClient: hc},
+		&mcp.ClientSessionOptions{ProtocolVersion: "2026-07-28"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "get_record", Arguments: map[string]any{"owner": "alice"}})
+	if err != nil || res.IsError || len(res.Content) != 1 || res.Content[0].(*mcp.TextContent).Text != "record of alice" {
+		t.Fatalf("CallTool(get_record) = %+v, %v; want the record after the confirmation", res, err)
+	}
+	if len(asked) != 1 {
+		t.Errorf("elicitations = %q, want one", asked)
+	}
+	if got := ran.list(); len(got) != 1 || got[0] != "state server-state:alice" {
+		t.Errorf("the server ran %q, want once with its own state", got)
+	}
+	if len(sent) != 1 || strings.Contains(sent[0], "server-state") {
+		t.Errorf("the client sent requestState %q, want one, the gateway's bound form", sent)
+	}
+}
+
+// roundTripFunc adapts a function to http.RoundTripper.
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
