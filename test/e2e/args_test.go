@@ -94,6 +94,32 @@ var argsCaddyfile = template.Must(template.New("Caddyfile").Parse(`{
 
 ` + e2eSite))
 
+// startArgs starts Caddy with argsCaddyfile in front of the MCP servers
+// at legacyUp (resource /mcp) and modernUp (/v2/mcp).
+func startArgs(t *testing.T, legacyUp, modernUp string) *env {
+	t.Helper()
+	e := &env{dir: t.TempDir(), hash: harness.HashPassword(t, password)}
+	harness.StartFree(t, func(port int) string {
+		e.issuer = fmt.Sprintf("http://127.0.0.1:%d", port)
+		e.legacy, e.modern = e.issuer+"/mcp", e.issuer+"/v2/mcp"
+		var b strings.Builder
+		if err := argsCaddyfile.Execute(&b, map[string]any{
+			"Dir": e.dir, "Issuer": e.issuer, "Hash": e.hash, "ClientID": clientID, "RedirectURI": redirectURI,
+			"LegacyUp": legacyUp, "ModernUp": modernUp,
+		}); err != nil {
+			panic(err)
+		}
+		return b.String()
+	})
+	harness.WaitReady(t, e.issuer+"/.well-known/oauth-authorization-server")
+	md, err := harness.Discover(context.Background(), e.issuer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.md = md
+	return e
+}
+
 // TestArgumentRules: "only to @example.com" and "only your own records"
 // as Caddyfile lines, through Caddy to a Go SDK server, in the 2025-11-25
 // (session) and 2026-07-28 (stateless, Mcp-Name) revisions. A refused
@@ -106,25 +132,7 @@ func TestArgumentRules(t *testing.T) {
 	modern := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv },
 		&mcp.StreamableHTTPOptions{Stateless: true}))
 	t.Cleanup(modern.Close)
-	e := &env{dir: t.TempDir(), hash: harness.HashPassword(t, password)}
-	harness.StartFree(t, func(port int) string {
-		e.issuer = fmt.Sprintf("http://127.0.0.1:%d", port)
-		e.legacy, e.modern = e.issuer+"/mcp", e.issuer+"/v2/mcp"
-		var b strings.Builder
-		if err := argsCaddyfile.Execute(&b, map[string]any{
-			"Dir": e.dir, "Issuer": e.issuer, "Hash": e.hash, "ClientID": clientID, "RedirectURI": redirectURI,
-			"LegacyUp": legacy.Listener.Addr().String(), "ModernUp": modern.Listener.Addr().String(),
-		}); err != nil {
-			panic(err)
-		}
-		return b.String()
-	})
-	harness.WaitReady(t, e.issuer+"/.well-known/oauth-authorization-server")
-	md, err := harness.Discover(context.Background(), e.issuer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.md = md
+	e := startArgs(t, legacy.Listener.Addr().String(), modern.Listener.Addr().String())
 
 	for _, tc := range []struct{ version, resource string }{
 		{"2025-11-25", e.legacy},

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -43,25 +42,8 @@ func TestMultiRoundTripThroughGateway(t *testing.T) {
 	modern := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv },
 		&mcp.StreamableHTTPOptions{Stateless: true}))
 	t.Cleanup(modern.Close)
-	e := &env{dir: t.TempDir(), hash: harness.HashPassword(t, password)}
-	harness.StartFree(t, func(port int) string {
-		e.issuer = fmt.Sprintf("http://127.0.0.1:%d", port)
-		e.legacy, e.modern = e.issuer+"/mcp", e.issuer+"/v2/mcp"
-		var b strings.Builder
-		if err := argsCaddyfile.Execute(&b, map[string]any{
-			"Dir": e.dir, "Issuer": e.issuer, "Hash": e.hash, "ClientID": clientID, "RedirectURI": redirectURI,
-			"LegacyUp": modern.Listener.Addr().String(), "ModernUp": modern.Listener.Addr().String(),
-		}); err != nil {
-			panic(err)
-		}
-		return b.String()
-	})
-	harness.WaitReady(t, e.issuer+"/.well-known/oauth-authorization-server")
-	md, err := harness.Discover(context.Background(), e.issuer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.md = md
+	up := modern.Listener.Addr().String()
+	e := startArgs(t, up, up)
 
 	ctx := ctxTimeout(t, 60*time.Second)
 	tok, err := e.authorize(ctx, harness.NewRobot("alice", password, redirectURI), e.oauthConfig("records"), e.modern)
