@@ -607,12 +607,14 @@ func TestHeldAnswerWriteDeadline(t *testing.T) {
 			fmt.Fprintf(conn, "POST /mcp HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nX-Test: %s\r\nContent-Length: %d\r\n\r\n%s",
 				addr, token, kind, len(body), body)
 			// Never read: the answer is held, then given up.
-			for deadline := time.Now().Add(10 * time.Second); held.bytes() < size; time.Sleep(5 * time.Millisecond) {
+			// Waits are generous: 16 MiB through the race detector on two
+			// shared cores takes seconds; only a failure waits them out.
+			for deadline := time.Now().Add(60 * time.Second); held.bytes() < size; time.Sleep(5 * time.Millisecond) {
 				if time.Now().After(deadline) {
 					t.Fatalf("held bytes = %d, want the whole answer", held.bytes())
 				}
 			}
-			for deadline := time.Now().Add(10 * time.Second); held.bytes() != 0; time.Sleep(10 * time.Millisecond) {
+			for deadline := time.Now().Add(60 * time.Second); held.bytes() != 0; time.Sleep(10 * time.Millisecond) {
 				if time.Now().After(deadline) {
 					t.Fatalf("held bytes = %d while the caller reads nothing, want 0 after the write deadline", held.bytes())
 				}
