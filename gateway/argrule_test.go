@@ -200,6 +200,10 @@ func TestArgRules(t *testing.T) {
 			{`{"X":1}`, refuse},
 			{`{"x\u0000y":1}`, refuse},
 			{`{"y":1}`, pass},
+			// A JavaScript server that copies the arguments with
+			// Object.assign reads x from __proto__: refused by the parser.
+			{`{"__proto__":{"x":1}}`, bad},
+			{`{"\u005f_proto__":{"x":1}}`, bad},
 		},
 		"type": {
 			{`{"x":1}`, pass},
@@ -222,6 +226,7 @@ func TestArgRules(t *testing.T) {
 			{`{"cC":"a@example.com"}`, refuse},
 			{`{"cc\u0000":"a@evil.com"}`, refuse}, // C-string decoders read cc
 			{`{"bcc":"a@evil.com"}`, pass},        // another member
+			{`{"__proto__":{"cc":"a@evil.com"}}`, bad},
 		},
 		"nested": {
 			{`{"filter":{"a/b":["x"]}}`, pass},

@@ -112,6 +112,14 @@ var (
 	// ErrNotJSONRPC too.
 	ErrNoTools = errors.New("mcpparse: result has no tools array")
 
+	// ErrProtoName: a member named __proto__ in a request. A JavaScript
+	// server that copies an object with [[Set]] (Object.assign, a for-in
+	// loop) makes that member's value the copy's prototype, whose
+	// members then read as the copy's own wherever it has none: an
+	// argument the gateway found absent (optional, absent) would be
+	// present upstream.
+	ErrProtoName = errors.New("mcpparse: a member named __proto__")
+
 	// ErrInvalidParams reports params that an MCP method needs but that are
 	// missing or of the wrong type (tools/call without a string
 	// params.name, ...) and members that are case variants of the ones

@@ -59,7 +59,8 @@ var (
 // reach the server to be answered "method not found", and callers that
 // authorize by target refuse them without one, see Message.HasURI), and
 // envelope, params and _meta members that are case variants of the
-// members it reads (e.g. "Method" next to "method", or "Name" alone).
+// members it reads (e.g. "Method" next to "method", or "Name" alone),
+// and a member named __proto__ in any object (ErrProtoName).
 //
 // A body that is one request, valid but for its params, is refused with a
 // *ParamsError carrying the request's id.
@@ -78,6 +79,7 @@ func parseFull(body []byte, lim Limits) (msgs []Message, batch bool, err error) 
 	}
 	p := newParser(body, lim.MaxDepth)
 	defer p.free()
+	p.request = true
 	tok, err := p.read()
 	if err != nil {
 		return nil, false, err
@@ -158,6 +160,9 @@ type parser struct {
 	namesBuf [48]span
 
 	result *resultInfo // when set, message records where parts of result are
+	// request: the body is a request's (Parse), whose objects may not
+	// have a member named __proto__ (ErrProtoName).
+	request bool
 }
 
 type span struct{ start, end int }
@@ -201,6 +206,7 @@ func newParser(body []byte, maxDepth int) *parser {
 	p.fold, p.names = p.foldBuf[:0], p.namesBuf[:0]
 	p.unq = p.unq[:0]
 	p.result = nil
+	p.request = false
 	return p
 }
 
@@ -298,6 +304,9 @@ func (p *parser) next(f *frame) (name, folded []byte, ok bool, err error) {
 	// The token is the quoted name, preceded only by whitespace and a comma.
 	if name, err = p.unquoted(before); err != nil {
 		return nil, nil, false, err
+	}
+	if p.request && string(name) == "__proto__" {
+		return nil, nil, false, fmt.Errorf("%w at byte %d", ErrProtoName, before)
 	}
 	start := len(p.fold)
 	p.fold = appendFolded(p.fold, name)

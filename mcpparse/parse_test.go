@@ -672,3 +672,57 @@ func TestSameName(t *testing.T) {
 		}
 	}
 }
+
+// TestProtoNameRefused: a request with a member named __proto__, in any
+// object and however escaped, is refused (ErrProtoName), by the fast path
+// too: a JavaScript server that copies an object with Object.assign or a
+// for-in loop reads that member's members as the copy's own wherever it
+// has none, so an argument absent to the gateway is present to it.
+// Responses keep such members (a tool's schema may name one), and a
+// name that only contains __proto__, or a __proto__ string value, is
+// just a name or a string.
+func TestProtoNameRefused(t *testing.T) {
+	call := func(args string) string {
+		return `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":` + args + `}}`
+	}
+	refused := map[string]string{
+		"arguments":       call(`{"__proto__":{"note":"x"}}`),
+		"escaped":         call(`{"\u005f_proto__":{"note":"x"}}`),
+		"escaped fully":   call(`{"\u005f\u005f\u0070\u0072\u006f\u0074\u006f\u005f\u005f":{"note":"x"}}`),
+		"beside the name": call(`{"note":"y","__proto__":{"note":"x"}}`),
+		"nested":          call(`{"filter":{"__proto__":{"owner":"bob"}}}`),
+		"in an array":     call(`{"ids":[{"__proto__":{"id":1}}]}`),
+		"not an object":   call(`{"__proto__":null}`),
+		"params":          `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","__proto__":{"arguments":{"note":"x"}}}}`,
+		"envelope":        `{"jsonrpc":"2.0","id":1,"method":"ping","__proto__":{"method":"tools/call"}}`,
+		"_meta":           `{"jsonrpc":"2.0","id":1,"method":"ping","params":{"_meta":{"__proto__":{}}}}`,
+		"batch":           `[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"t","arguments":{"__proto__":{}}}}]`,
+	}
+	for name, body := range refused {
+		t.Run(name, func(t *testing.T) {
+			_, _, err := Parse([]byte(body), Limits{AllowBatches: true})
+			if !errors.Is(err, ErrProtoName) {
+				t.Fatalf("Parse = %v, want ErrProtoName", err)
+			}
+			if _, ok := parseSimple([]byte(body), DefaultMaxDepth); ok {
+				t.Fatal("the fast path answered")
+			}
+		})
+	}
+	passed := map[string]string{
+		"longer name":  call(`{"__proto__x":1,"x__proto__":2,"__PROTO__":3}`),
+		"string value": call(`{"key":"__proto__"}`),
+		"proto":        call(`{"proto":{},"_proto_":{}}`),
+	}
+	for name, body := range passed {
+		t.Run(name, func(t *testing.T) {
+			if _, _, err := Parse([]byte(body), Limits{}); err != nil {
+				t.Fatalf("Parse = %v", err)
+			}
+		})
+	}
+	list := `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"t","inputSchema":{"type":"object","properties":{"__proto__":{"type":"object"}}}}]}}`
+	if _, err := FilterToolsList([]byte(list), func(string) bool { return true }); err != nil {
+		t.Fatalf("FilterToolsList of a schema naming __proto__ = %v", err)
+	}
+}

@@ -9,7 +9,7 @@ package mcpparse
 // parseSimple never decides anything on its own: it answers only when the
 // full reading (parseFull) would return the same single message and no
 // error, and leaves everything else to it: escapes, non-ASCII bytes,
-// batches, responses, null ids, case variants, duplicate names, deep
+// batches, responses, null ids, case variants, duplicate names, __proto__, deep
 // nesting, objects of many names, every syntax error. FuzzParseSimple checks that property
 // against parseFull.
 
@@ -156,7 +156,7 @@ func (s *simple) next(first int) (name []byte, done, ok bool) {
 		s.ws()
 	}
 	start := s.i + 1
-	if name, ok = s.str(); !ok || s.n == len(s.names) || s.n-first == simpleObjectNames {
+	if name, ok = s.str(); !ok || s.n == len(s.names) || s.n-first == simpleObjectNames || string(name) == "__proto__" {
 		return nil, false, false
 	}
 	for _, sp := range s.names[first:s.n] {
