@@ -120,6 +120,7 @@ type Gateway struct {
 	inactive  *claimsCache // inactive tokens, nil entries
 	proofs    *dpop.Verifier
 	origin    string // the resource URL's scheme://host, for htu
+	host      string // the resource URL's host, the Host next's requests carry
 	// streams: open event streams, closed on revocation or when an
 	// introspection answer runs out (nil without Config.Revocations or
 	// Config.Introspector).
@@ -252,6 +253,7 @@ func New(cfg Config) (*Gateway, error) {
 		metrics:  cfg.Metrics,
 		proofs:   newProofs(&cfg),
 		origin:   res.Scheme + "://" + res.Host,
+		host:     strings.ToLower(res.Host),
 
 		introspections: newIntrospections(),
 	}

@@ -771,7 +771,7 @@ func (g *Gateway) upstreamRequest(x *exchange, ctx context.Context) *http.Reques
 }
 
 // nextRequest is a request to next made from the client's: a shallow copy
-// with context ctx (unless nil), its own URL, the body rd reads (body's
+// with context ctx (unless nil), its own URL, the resource's Host, the body rd reads (body's
 // bytes; no body when rd is nil), no trailers (they arrive after the body
 // was authorized, and a proxy that forwards them would deliver headers
 // nobody checked), and the client's header edited in place (editHeader),
@@ -786,6 +786,12 @@ func (g *Gateway) nextRequest(x *exchange, ctx context.Context, body []byte, rd 
 	}
 	x.upURL = *x.r.URL
 	out.URL = &x.upURL
+	// The request is authorized for the resource, so it goes to the
+	// resource's host, whatever Host (or absolute-form target) the client
+	// sent: a site that answers any host would otherwise pass a request
+	// authorized for one MCP server to whichever server an upstream that
+	// routes by host (an ingress, virtual hosts) serves under another name.
+	out.Host = g.host
 	out.Trailer, out.TransferEncoding = nil, nil
 	if rd != nil {
 		out.Body = rd

@@ -31,7 +31,8 @@ const (
 	scope    = "mcp:tools"
 )
 
-// recorder is an MCP upstream that keeps the header of every request.
+// recorder is an MCP upstream that keeps the header of every request,
+// with the request's Host under that name.
 type recorder struct {
 	mu   sync.Mutex
 	reqs []http.Header
@@ -40,7 +41,9 @@ type recorder struct {
 func (u *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	u.mu.Lock()
-	u.reqs = append(u.reqs, r.Header.Clone())
+	h := r.Header.Clone()
+	h.Set("Host", r.Host)
+	u.reqs = append(u.reqs, h)
 	u.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
 	if strings.Contains(string(body), `"initialize"`) {
@@ -309,6 +312,70 @@ func TestHeaderProbe(t *testing.T) {
 			if v := got.Values(k); len(v) != 0 {
 				t.Errorf("upstream got %s: %q", k, v)
 			}
+		}
+	})
+
+	// The site answers any host; the request is authorized for the
+	// resource, so the upstream (an ingress or virtual hosts routing by
+	// host, say) gets it for the resource's host, whatever the client
+	// addressed: a Host field, an absolute-form target, or :authority.
+	t.Run("host", func(t *testing.T) {
+		host := strings.TrimPrefix(s.issuer, "http://")
+		u, _ := url.Parse(s.resource)
+		head := base + "MCP-Protocol-Version: 2025-11-25\r\nAuthorization: Bearer " + tok + "\r\nMcp-Session-Id: " + session + "\r\n"
+		for _, c := range []struct{ name, target, host string }{
+			{"Host field", u.Path, "admin.internal"},
+			{"Host field with the port", u.Path, "admin.internal:" + u.Port()},
+			{"absolute form", "http://admin.internal" + u.Path, host},
+		} {
+			conn, err := net.Dial("tcp", u.Host)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\nContent-Length: %d\r\n%s\r\n%s", c.target, c.host, len(listBody), head, listBody)
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			conn.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("%s: tools/list = %d %s", c.name, resp.StatusCode, b)
+			}
+			got := s.up.last(t)
+			if v := got.Get("Host"); v != host {
+				t.Errorf("%s: upstream Host = %q, want the resource's %q", c.name, v, host)
+			}
+			if v := got.Values("X-Forwarded-Host"); len(v) != 1 || v[0] != host {
+				t.Errorf("%s: upstream X-Forwarded-Host = %q, want [%s]", c.name, v, host)
+			}
+		}
+		client := &http.Client{Transport: &http2.Transport{
+			AllowHTTP: true,
+			DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, network, u.Host)
+			},
+		}}
+		req, _ := http.NewRequest(http.MethodPost, "http://admin.internal"+u.Path, strings.NewReader(listBody))
+		req.Header = http.Header{
+			"Content-Type":         {"application/json"},
+			"Accept":               {"application/json, text/event-stream"},
+			"Mcp-Protocol-Version": {"2025-11-25"},
+			"Authorization":        {"Bearer " + tok},
+			"Mcp-Session-Id":       {session},
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || resp.ProtoMajor != 2 {
+			t.Fatalf(":authority: tools/list = %d %s %s", resp.StatusCode, resp.Proto, b)
+		}
+		if v := s.up.last(t).Get("Host"); v != host {
+			t.Errorf(":authority: upstream Host = %q, want the resource's %q", v, host)
 		}
 	})
 
