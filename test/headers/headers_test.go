@@ -351,43 +351,21 @@ func TestHeaderProbe(t *testing.T) {
 				t.Errorf("%s: upstream X-Forwarded-Host = %q, want [%s]", c.name, v, host)
 			}
 		}
-		client := &http.Client{Transport: &http2.Transport{
-			AllowHTTP: true,
-			DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-				return (&net.Dialer{}).DialContext(ctx, network, u.Host)
-			},
-		}}
-		req, _ := http.NewRequest(http.MethodPost, "http://admin.internal"+u.Path, strings.NewReader(listBody))
-		req.Header = http.Header{
+		h2cListing(t, u.Host, "http://admin.internal"+u.Path, http.Header{
 			"Content-Type":         {"application/json"},
 			"Accept":               {"application/json, text/event-stream"},
 			"Mcp-Protocol-Version": {"2025-11-25"},
 			"Authorization":        {"Bearer " + tok},
 			"Mcp-Session-Id":       {session},
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK || resp.ProtoMajor != 2 {
-			t.Fatalf(":authority: tools/list = %d %s %s", resp.StatusCode, resp.Proto, b)
-		}
+		})
 		if v := s.up.last(t).Get("Host"); v != host {
 			t.Errorf(":authority: upstream Host = %q, want the resource's %q", v, host)
 		}
 	})
 
 	t.Run("h2c", func(t *testing.T) {
-		client := &http.Client{Transport: &http2.Transport{
-			AllowHTTP: true,
-			DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-				return (&net.Dialer{}).DialContext(ctx, network, addr)
-			},
-		}}
-		req, _ := http.NewRequest(http.MethodPost, s.resource, strings.NewReader(listBody))
-		req.Header = http.Header{
+		u, _ := url.Parse(s.resource)
+		h2cListing(t, u.Host, s.resource, http.Header{
 			"content-type":         {"application/json"},
 			"accept":               {"application/json, text/event-stream"},
 			"mcp-protocol-version": {"2025-11-25"},
@@ -395,16 +373,7 @@ func TestHeaderProbe(t *testing.T) {
 			"mcp-session-id":       {session},
 			"cookie":               {"a=1", "b=2"},
 			"x-mcp-subject":        {"mallory"},
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK || resp.ProtoMajor != 2 {
-			t.Fatalf("h2c tools/list = %d %s %s", resp.StatusCode, resp.Proto, b)
-		}
+		})
 		got := s.up.last(t)
 		if got.Get("Authorization") != "" || got.Get("Cookie") != "" || got.Get("X-Seen-Auth") != "" || got.Get("X-Mcp-Subject") != ccClient {
 			t.Errorf("h2c: upstream got %v", got)
@@ -422,6 +391,29 @@ func TestHeaderProbe(t *testing.T) {
 			t.Errorf("error route saw %q, want the header as it came %q", body, want)
 		}
 	})
+}
+
+// h2cListing sends a tools/list to target over h2c (prior knowledge) on a
+// connection to addr, with header as given, and wants 200 over HTTP/2.
+func h2cListing(t *testing.T, addr, target string, header http.Header) {
+	t.Helper()
+	client := &http.Client{Transport: &http2.Transport{
+		AllowHTTP: true,
+		DialTLSContext: func(ctx context.Context, network, _ string, _ *tls.Config) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		},
+	}}
+	req, _ := http.NewRequest(http.MethodPost, target, strings.NewReader(listBody))
+	req.Header = header
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.ProtoMajor != 2 {
+		t.Fatalf("h2c tools/list to %s = %d %s %s", target, resp.StatusCode, resp.Proto, b)
+	}
 }
 
 // TestPinFetchPlaceholders: the gateway's own tools/list request (tool
