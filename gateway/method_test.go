@@ -1,8 +1,10 @@
 package gateway
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -221,8 +223,12 @@ func TestMethodVariants(t *testing.T) {
 			if resp.StatusCode != tt.status || tt.code != 0 && code != tt.code {
 				t.Fatalf("answer = %d %s, want %d with code %d", resp.StatusCode, got, tt.status, tt.code)
 			}
-			if code == codeMethodNotFound && !strings.Contains(msg, "Method not found: ") {
-				t.Errorf("message %q does not name the method", msg)
+			if code == codeMethodNotFound {
+				// The name quoted, so that "tools/call " or a NUL shows.
+				var m struct{ Method string }
+				if json.Unmarshal([]byte(tt.body), &m) == nil && !strings.HasPrefix(msg, "Method not found: "+strconv.Quote(m.Method)) {
+					t.Errorf("message %q, want Method not found: %s", msg, strconv.Quote(m.Method))
+				}
 			}
 		})
 	}
