@@ -442,46 +442,64 @@ func TestToolsListCacheScope(t *testing.T) {
 	}
 }
 
-// TestChunkedBody: a body without Content-Length is read within the limit
-// too.
-func TestChunkedBody(t *testing.T) {
+// TestBodyLimit: a body of exactly MaxBodySize bytes is forwarded, one
+// byte more is refused 413 and never reaches the upstream, with and
+// without Content-Length.
+func TestBodyLimit(t *testing.T) {
+	const limit = 1024
 	cfg := testConfig(t)
-	cfg.MaxBodySize = 1024
+	cfg.MaxBodySize = limit
 	h := newHarness(t, cfg, nil)
-	for _, tt := range []struct {
-		name   string
-		body   string
-		status int
-	}{
-		{"small", toolCall("read_a"), 200},
-		{"over limit", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a","arguments":{"x":"` + strings.Repeat("a", 2048) + `"}}}`, 413},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			before := len(h.up.requests())
-			pr, pw := io.Pipe()
-			go func() { io.WriteString(pw, tt.body); pw.Close() }()
-			req, _ := http.NewRequest(http.MethodPost, h.front.URL+"/mcp", pr)
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Authorization", "Bearer "+mint(t, claims()))
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			body := readBody(t, resp)
-			if resp.StatusCode != tt.status {
-				t.Fatalf("status = %d, want %d (%s)", resp.StatusCode, tt.status, body)
-			}
-			got := h.up.requests()
-			if tt.status != 200 {
-				if len(got) != before {
-					t.Fatal("over-limit body reached the upstream")
+	// sized is a tools/call of exactly n bytes.
+	sized := func(n int) string {
+		head, tail := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a","arguments":{"x":"`, `"}}}`
+		return head + strings.Repeat("a", n-len(head)-len(tail)) + tail
+	}
+	for _, chunked := range []bool{false, true} {
+		for _, tt := range []struct {
+			name   string
+			body   string
+			status int
+		}{
+			{"small", toolCall("read_a"), 200},
+			{"at the limit", sized(limit), 200},
+			{"one byte over", sized(limit + 1), 413},
+			{"far over", sized(2 * limit), 413},
+		} {
+			t.Run(fmt.Sprintf("%s chunked=%v", tt.name, chunked), func(t *testing.T) {
+				before := len(h.up.requests())
+				var body io.Reader = strings.NewReader(tt.body)
+				if chunked {
+					pr, pw := io.Pipe()
+					go func() { io.WriteString(pw, tt.body); pw.Close() }()
+					body = pr
 				}
-				return
-			}
-			if string(got[len(got)-1].Body) != tt.body {
-				t.Errorf("upstream body = %q, want %q", got[len(got)-1].Body, tt.body)
-			}
-		})
+				req, _ := http.NewRequest(http.MethodPost, h.front.URL+"/mcp", body)
+				if chunked != (req.ContentLength <= 0) {
+					t.Fatalf("ContentLength = %d, chunked %v", req.ContentLength, chunked)
+				}
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Authorization", "Bearer "+mint(t, claims()))
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := readBody(t, resp)
+				if resp.StatusCode != tt.status {
+					t.Fatalf("status = %d, want %d (%s)", resp.StatusCode, tt.status, got)
+				}
+				reqs := h.up.requests()
+				if tt.status != 200 {
+					if len(reqs) != before {
+						t.Fatal("over-limit body reached the upstream")
+					}
+					return
+				}
+				if len(reqs) != before+1 || string(reqs[len(reqs)-1].Body) != tt.body {
+					t.Errorf("upstream got %d requests, want the body forwarded as sent", len(reqs)-before)
+				}
+			})
+		}
 	}
 }
 
