@@ -195,10 +195,17 @@ func (d *directory) validateConfig() error {
 	if err := validateIdentityProviders(d.cfg); err != nil {
 		return err
 	}
+	resources := map[string]bool{}
 	for _, r := range d.cfg.Resources {
 		if err := validateResourceURL(r.URL); err != nil {
 			return err
 		}
+		// The first would win, silently: an imported snippet's scopes
+		// undone by a later declaration (or ignored where it came first).
+		if resources[canonicalResource(r.URL)] {
+			return fmt.Errorf("resource %q: declared more than once (also as the same URL with another case of scheme or host, or a trailing slash)", r.URL)
+		}
+		resources[canonicalResource(r.URL)] = true
 		// Its tokens are bearer tokens: sent in clear, as a gateway
 		// refuses to be (review s17-ops F2).
 		if u, _ := url.Parse(r.URL); u.Scheme != "https" && (u.Scheme != "http" || !isLoopbackHost(u.Hostname())) {

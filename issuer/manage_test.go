@@ -200,6 +200,10 @@ func TestConfigValidation(t *testing.T) {
 		// Tokens for it would travel in clear (review s17-ops F2).
 		{"resource plain http off loopback", func(c *Config) { c.Resources = []Resource{{URL: "http://mcp.example.com/mcp"}} }},
 		{"resource not http", func(c *Config) { c.Resources = []Resource{{URL: "ftp://mcp.example.com/mcp"}} }},
+		// Only the first declaration's scopes would count.
+		{"resource declared twice", func(c *Config) {
+			c.Resources = []Resource{{URL: "https://mcp.example.com/mcp", Scopes: []string{"a"}}, {URL: "https://MCP.example.com/mcp/", Scopes: []string{"b"}}}
+		}},
 		// Refused by the admin API, and so at load (review s17-ops F6).
 		{"grant type misspelt", func(c *Config) {
 			c.Clients = []Client{{ID: "a", SecretHash: passwordHash(), GrantTypes: []string{"client_credential"}}}
