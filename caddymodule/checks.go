@@ -1,6 +1,9 @@
 package caddymodule
 
 import (
+	"bytes"
+	"cmp"
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"slices"
@@ -10,6 +13,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer"
 )
 
 // checkAgainstSites finds mistakes that only show once the whole config is
@@ -18,6 +23,9 @@ import (
 // does not serve.
 func (a *App) checkAgainstSites(httpApp *caddyhttp.App) error {
 	if err := a.checkGroupResources(); err != nil {
+		return err
+	}
+	if err := a.checkGatewayResources(); err != nil {
 		return err
 	}
 	if httpApp == nil {
@@ -59,6 +67,34 @@ func (a *App) checkGroupResources() error {
 				return fmt.Errorf("%s (none is declared): add `resource %s` to mcp_auth if another Caddy serves it", msg, res)
 			}
 			return fmt.Errorf("%s (declared: %s): add `resource %s` to mcp_auth if another Caddy serves it", msg, strings.Join(declared, ", "), res)
+		}
+	}
+	return nil
+}
+
+// checkGatewayResources refuses two mcp_gateway handlers for one
+// resource URL that are configured differently. A token names the
+// resource, not the site, so either gateway takes it: the rules a call
+// met would depend on which site it reached, and the issuer, which keeps
+// one set of scopes per resource, would advertise whichever registered
+// last. The same gateway under several sites (one snippet imported
+// twice, say) is one policy and loads.
+func (a *App) checkGatewayResources() error {
+	first := map[string]*GatewayHandler{}
+	for _, h := range a.gateways {
+		res := issuer.CanonicalResource(h.Resource)
+		prev, ok := first[res]
+		if !ok {
+			first[res] = h
+			continue
+		}
+		pj, err1 := json.Marshal(prev)
+		hj, err2 := json.Marshal(h)
+		if err := cmp.Or(err1, err2); err != nil {
+			return fmt.Errorf("mcp_gateway %s: %w", h.Resource, err)
+		}
+		if !bytes.Equal(pj, hj) {
+			return fmt.Errorf("mcp_gateway %s is configured twice, differently (as %s before): a token for the resource is taken by both, so each must enforce the same rules; give each server its own resource URL, or import one snippet in both sites", h.Resource, prev.Resource)
 		}
 	}
 	return nil

@@ -202,10 +202,10 @@ func (d *directory) validateConfig() error {
 		}
 		// The first would win, silently: an imported snippet's scopes
 		// undone by a later declaration (or ignored where it came first).
-		if resources[canonicalResource(r.URL)] {
+		if resources[CanonicalResource(r.URL)] {
 			return fmt.Errorf("resource %q: declared more than once (also as the same URL with another case of scheme or host, or a trailing slash)", r.URL)
 		}
-		resources[canonicalResource(r.URL)] = true
+		resources[CanonicalResource(r.URL)] = true
 		// Its tokens are bearer tokens: sent in clear, as a gateway
 		// refuses to be (review s17-ops F2).
 		if u, _ := url.Parse(r.URL); u.Scheme != "https" && (u.Scheme != "http" || !isLoopbackHost(u.Hostname())) {

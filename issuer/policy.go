@@ -31,7 +31,7 @@ func (p *policy) add(r Resource) {
 	r.Scopes = slices.Clone(r.Scopes)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.runtime[canonicalResource(r.URL)] = r
+	p.runtime[CanonicalResource(r.URL)] = r
 }
 
 // resources lists the configured resources, then the registered ones; a
@@ -41,7 +41,7 @@ func (p *policy) resources() []Resource {
 	defer p.mu.RUnlock()
 	out := make([]Resource, 0, len(p.cfg.Resources)+len(p.runtime))
 	for _, r := range p.cfg.Resources {
-		if _, ok := p.runtime[canonicalResource(r.URL)]; !ok {
+		if _, ok := p.runtime[CanonicalResource(r.URL)]; !ok {
 			out = append(out, r)
 		}
 	}
@@ -56,9 +56,9 @@ func (p *policy) resources() []Resource {
 	return out
 }
 
-// canonicalResource is the form resource URLs are compared in: scheme and
+// CanonicalResource is the form resource URLs are compared in: scheme and
 // host lowercased, no trailing slash. Tokens carry the configured URL.
-func canonicalResource(s string) string {
+func CanonicalResource(s string) string {
 	u, err := url.Parse(s)
 	if err != nil {
 		return s
@@ -70,7 +70,7 @@ func canonicalResource(s string) string {
 	return u.String()
 }
 
-func sameResource(a, b string) bool { return canonicalResource(a) == canonicalResource(b) }
+func sameResource(a, b string) bool { return CanonicalResource(a) == CanonicalResource(b) }
 
 // validateResourceURL: RFC 8707 section 2, an absolute URI without a
 // fragment.

@@ -124,3 +124,69 @@ func TestConfigPlaceholdersAtValidate(t *testing.T) {
 		})
 	}
 }
+
+// TestGatewayResourceTwice: two mcp_gateway handlers for one resource URL
+// load only when they are the same gateway (one snippet in two sites): a
+// token names the resource, not the site, so both take it, and different
+// rules would make what a call may do depend on the site it reached.
+func TestGatewayResourceTwice(t *testing.T) {
+	dir := t.TempDir()
+	port := harness.FreePort(t)
+	local := fmt.Sprintf("localhost:%d", port)
+	render := func(second, resource string) string {
+		return fmt.Sprintf(`{
+	admin off
+	skip_install_trust
+	mcp_auth {
+		issuer http://%[1]s
+		storage bolt %[2]s
+	}
+}
+
+(gw) {
+	mcp_gateway {
+		resource http://%[1]s/mcp
+		scope read
+		tool delete_* admin
+		tool * read
+	}
+}
+
+http://%[1]s {
+	mcp_issuer
+	import gw
+	respond "upstream"
+}
+
+http://127.0.0.1:%[3]d {
+	%[4]s
+	respond "upstream"
+}
+`, local, filepath.Join(dir, "mcp-auth.db"), port, strings.ReplaceAll(second, "RESOURCE", resource))
+	}
+	other := `mcp_gateway {
+		resource RESOURCE
+		scope read
+		tool * read
+	}`
+	for _, tt := range []struct {
+		name, second, resource string
+	}{
+		{"fewer rules", other, "http://" + local + "/mcp"},
+		{"another spelling", other, "HTTP://LOCALHOST:" + fmt.Sprint(port) + "/mcp/"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := harness.Load(t, render(tt.second, tt.resource))
+			if err == nil {
+				_ = caddy.Stop()
+				t.Fatal("Load() = nil, want the second gateway for the resource refused")
+			}
+			want := fmt.Sprintf("mcp_gateway %s is configured twice, differently (as http://%s/mcp before)", tt.resource, local)
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("Load() error = %v\nwant it to contain %q", err, want)
+			}
+		})
+	}
+	// The same gateway in both sites is one policy: it loads.
+	harness.Start(t, render("import gw", ""))
+}
