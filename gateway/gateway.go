@@ -112,7 +112,11 @@ type Gateway struct {
 	log    *zap.Logger
 	audit  *zap.Logger
 	policy *policy
-	parser *jwt.Parser
+	// held counts the answers held, shared by the process's gateways
+	// (response.go); heldWriteTime bounds writing one.
+	held          *heldShares
+	heldWriteTime func(n int) time.Duration
+	parser        *jwt.Parser
 	// validator checks the claims of an introspection answer as parser
 	// checks a JWT's.
 	validator *jwt.Validator
@@ -241,19 +245,21 @@ func New(cfg Config) (*Gateway, error) {
 	}
 
 	g := &Gateway{
-		cfg:      cfg,
-		now:      cfg.Now,
-		log:      cfg.Logger,
-		audit:    cfg.AuditLogger,
-		policy:   pol,
-		cache:    newClaimsCache(claimsCacheSize),
-		inactive: newClaimsCache(inactiveCacheSize),
-		origins:  origins,
-		scopes:   collectScopes(&cfg),
-		metrics:  cfg.Metrics,
-		proofs:   newProofs(&cfg),
-		origin:   res.Scheme + "://" + res.Host,
-		host:     strings.ToLower(res.Host),
+		cfg:           cfg,
+		now:           cfg.Now,
+		held:          held,
+		heldWriteTime: heldWriteTime,
+		log:           cfg.Logger,
+		audit:         cfg.AuditLogger,
+		policy:        pol,
+		cache:         newClaimsCache(claimsCacheSize),
+		inactive:      newClaimsCache(inactiveCacheSize),
+		origins:       origins,
+		scopes:        collectScopes(&cfg),
+		metrics:       cfg.Metrics,
+		proofs:        newProofs(&cfg),
+		origin:        res.Scheme + "://" + res.Host,
+		host:          strings.ToLower(res.Host),
 
 		introspections: newIntrospections(),
 	}

@@ -35,8 +35,8 @@ const maxTaskBody = 1 << 20
 // not: many callers listing a large set of tools at once would otherwise
 // take the process's memory. Past it, an answer that must be held is
 // refused as one over maxFilteredBody is (502, nothing of it passed), and
-// a stream's event that does not fit ends the stream. A var for tests.
-var maxHeldBytes int64 = 256 << 20
+// a stream's event that does not fit ends the stream.
+const maxHeldBytes = 256 << 20
 
 // heldShare and heldRoom share maxHeldBytes among principals
 // (heldShares); heldFirst is how much of a principal's first piece is held
@@ -47,8 +47,9 @@ const (
 	heldFirst = 64 << 10
 )
 
-// held is what the process's gateways hold now (responseWriter.hold).
-var held = heldShares{by: map[string]int64{}}
+// held is what the process's gateways hold now (responseWriter.hold,
+// through Gateway.held, which tests give a count of their own).
+var held = newHeldShares(maxHeldBytes)
 
 // heldShares counts the bytes of answers held, in all and per principal
 // (its issuer, type and subject: a user's answers through every client
@@ -62,9 +63,14 @@ var held = heldShares{by: map[string]int64{}}
 // stop at about (1+k/(k+7))/2 of it, the rest left to others (review
 // s14-fresh F1, s14-fresh2 M1, L1, L2).
 type heldShares struct {
+	max   int64 // the bound
 	mu    sync.Mutex
 	total int64
 	by    map[string]int64
+}
+
+func newHeldShares(max int64) *heldShares {
+	return &heldShares{max: max, by: map[string]int64{}}
 }
 
 // grow changes holder's bytes by d: false, with nothing changed, when
@@ -74,9 +80,9 @@ func (s *heldShares) grow(holder string, d int64) bool {
 	defer s.mu.Unlock()
 	n := s.by[holder]
 	m := n + d
-	if d > 0 && (s.total+d > maxHeldBytes ||
-		2*(s.total+d) > maxHeldBytes && !(n == 0 && d <= heldFirst) &&
-			(m > maxHeldBytes/heldShare || m*heldRoom > maxHeldBytes-s.total)) {
+	if d > 0 && (s.total+d > s.max ||
+		2*(s.total+d) > s.max && !(n == 0 && d <= heldFirst) &&
+			(m > s.max/heldShare || m*heldRoom > s.max-s.total)) {
 		return false
 	}
 	s.total += d
@@ -183,7 +189,7 @@ func (rw *responseWriter) hold(n int) bool {
 	if d == 0 {
 		return true
 	}
-	if !held.grow(h.holder, d) {
+	if !rw.g.held.grow(h.holder, d) {
 		return false
 	}
 	h.n = int64(n)
@@ -530,7 +536,7 @@ func (rw *responseWriter) Write(b []byte) (int, error) {
 			return 0, errors.New("response too large to filter")
 		}
 		if !rw.hold(rw.buf.Len() + len(b)) {
-			rw.g.log.Warn("answer refused", zap.Error(errHeldBudget), zap.Int64("max_bytes", maxHeldBytes))
+			rw.g.log.Warn("answer refused", zap.Error(errHeldBudget), zap.Int64("max_bytes", rw.g.held.max))
 			rw.mode = modeRefuse
 			rw.dropHeld()
 			return 0, errHeldBudget
@@ -565,8 +571,9 @@ func (rw *responseWriter) Flush() {
 // heldWriteTime is how long writing a held answer of n bytes may take
 // before the connection is given up: 30 s, and a second per 128 KiB. A
 // held answer stays counted in held until written, so a caller that does
-// not read must not keep it there for good. A var for tests.
-var heldWriteTime = func(n int) time.Duration {
+// not read must not keep it there for good. Gateway.heldWriteTime, which
+// tests shorten.
+func heldWriteTime(n int) time.Duration {
 	return 30*time.Second + time.Duration(n)*time.Second/(128<<10)
 }
 
@@ -579,7 +586,7 @@ var heldWriteTime = func(n int) time.Duration {
 func (rw *responseWriter) writeHeld(n int, write func() error) error {
 	rc := http.NewResponseController(rw.w)
 	hard := rw.hardWriteDeadline()
-	d := time.Now().Add(heldWriteTime(n))
+	d := time.Now().Add(rw.g.heldWriteTime(n))
 	if !hard.IsZero() && hard.Before(d) {
 		d = hard
 	}
@@ -672,7 +679,7 @@ func (rw *responseWriter) finish() {
 		// when the answer was rewritten.
 		rw.buf = bytes.Buffer{}
 		if !rw.hold(len(out)) {
-			rw.g.log.Warn("answer refused", zap.Error(errHeldBudget), zap.Int64("max_bytes", maxHeldBytes))
+			rw.g.log.Warn("answer refused", zap.Error(errHeldBudget), zap.Int64("max_bytes", rw.g.held.max))
 			rw.badGateway()
 			return
 		}
@@ -1089,7 +1096,7 @@ func (rw *responseWriter) writeEvents(b []byte) (int, error) {
 	if err == nil && !rw.hold(rw.sse.Held()) {
 		// An unfinished event is held until it ends: past the bound the
 		// stream ends here, as for an event over maxFilteredBody.
-		rw.g.log.Warn("event stream ended", zap.Error(errHeldBudget), zap.Int64("max_bytes", maxHeldBytes))
+		rw.g.log.Warn("event stream ended", zap.Error(errHeldBudget), zap.Int64("max_bytes", rw.g.held.max))
 		rw.sse.End() // drops the unfinished event; later writes fail too
 		rw.dropHeld()
 		err = errHeldBudget

@@ -430,11 +430,7 @@ func TestTrailerRedirectRefused(t *testing.T) {
 // unfinished event past a share ends the stream; nothing stays counted
 // once answers are done.
 func TestHeldAnswersBounded(t *testing.T) {
-	defer func(n int64) { maxHeldBytes = n }(maxHeldBytes)
-	maxHeldBytes = 4 << 20 // half 2 MiB, a share 512 KiB
-	if n := held.bytes(); n != 0 {
-		t.Fatalf("held bytes before the test = %d", n)
-	}
+	held := newHeldShares(4 << 20) // half 2 MiB, a share 512 KiB
 	const piece = 500 << 10
 	stop := make(chan struct{})
 	release := map[string]chan struct{}{}
@@ -470,6 +466,7 @@ func TestHeldAnswersBounded(t *testing.T) {
 		}
 		io.WriteString(w, strings.Repeat("x", size)+`"},{"name":"delete_all"}]}}`)
 	})
+	h.g.held = held
 	t.Cleanup(func() { close(stop) }) // before the harness's servers close
 	tokens := map[byte]string{}
 	for _, who := range []string{"mallory", "bob"} {
@@ -528,7 +525,7 @@ func TestHeldAnswersBounded(t *testing.T) {
 	send("m5")
 	refused("m5")
 	mallory := held.bytes()
-	if mallory > maxHeldBytes/2+64<<10 {
+	if mallory > held.max/2+64<<10 {
 		t.Fatalf("held bytes with mallory's stalled lists = %d, want about half the bound", mallory)
 	}
 	// Bob's answer still fits: filtered and answered.
@@ -570,8 +567,7 @@ func TestHeldAnswerWriteDeadline(t *testing.T) {
 	if got, want := heldWriteTime(16<<20), 30*time.Second+128*time.Second; got != want {
 		t.Errorf("heldWriteTime(16 MiB) = %v, want 30 s and a second per 128 KiB, %v", got, want)
 	}
-	defer func(f func(int) time.Duration) { heldWriteTime = f }(heldWriteTime)
-	heldWriteTime = func(int) time.Duration { return 300 * time.Millisecond }
+	held := newHeldShares(maxHeldBytes)
 	const size = 16<<20 - 100
 	h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
 		sse := strings.Contains(r.Header.Get("X-Test"), "sse")
@@ -589,6 +585,7 @@ func TestHeldAnswerWriteDeadline(t *testing.T) {
 			io.WriteString(w, "\n\n")
 		}
 	})
+	h.g.held, h.g.heldWriteTime = held, func(int) time.Duration { return 300 * time.Millisecond }
 	addr := strings.TrimPrefix(h.front.URL, "http://")
 	token := mint(t, claims())
 	for _, kind := range []string{"json", "sse"} {
@@ -607,8 +604,6 @@ func TestHeldAnswerWriteDeadline(t *testing.T) {
 			fmt.Fprintf(conn, "POST /mcp HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nX-Test: %s\r\nContent-Length: %d\r\n\r\n%s",
 				addr, token, kind, len(body), body)
 			// Never read: the answer is held, then given up.
-			// Waits are generous: 16 MiB through the race detector on two
-			// shared cores takes seconds; only a failure waits them out.
 			for deadline := time.Now().Add(60 * time.Second); held.bytes() < size; time.Sleep(5 * time.Millisecond) {
 				if time.Now().After(deadline) {
 					t.Fatalf("held bytes = %d, want the whole answer", held.bytes())
@@ -630,10 +625,9 @@ func TestHeldAnswerWriteDeadline(t *testing.T) {
 // short of the bound so that a newcomer's answer still fits, and nothing
 // passes the bound.
 func TestHeldShares(t *testing.T) {
-	defer func(n int64) { maxHeldBytes = n }(maxHeldBytes)
-	maxHeldBytes = 16 << 20
+	const maxHeldBytes int64 = 16 << 20
 	share := maxHeldBytes / heldShare
-	s := heldShares{by: map[string]int64{}}
+	s := newHeldShares(maxHeldBytes)
 	if !s.grow("a", maxHeldBytes/2) || s.grow("a", 1) {
 		t.Fatalf("alone: half the bound, then 1 more: want held, then refused")
 	}
@@ -641,7 +635,7 @@ func TestHeldShares(t *testing.T) {
 		t.Fatalf("after release: total %d, %d holders, want none", s.total, len(s.by))
 	}
 	for _, k := range []int{1, 8, 32, 200} {
-		s := heldShares{by: map[string]int64{}}
+		s := newHeldShares(maxHeldBytes)
 		// Each floods in 32 KiB pieces, in turns, as far as it may.
 		for grew := true; grew; {
 			grew = false
@@ -668,13 +662,13 @@ func TestHeldShares(t *testing.T) {
 	}
 	// Past half, a first piece is held whenever it fits up to heldFirst,
 	// and any piece only within the bound.
-	s = heldShares{by: map[string]int64{}}
+	s = newHeldShares(maxHeldBytes)
 	for i := 0; s.grow(strconv.Itoa(i), heldFirst); i++ {
 	}
 	if s.total > maxHeldBytes || s.total < maxHeldBytes-heldFirst {
 		t.Errorf("first pieces of %d: total %d, want the bound filled", heldFirst, s.total)
 	}
-	s = heldShares{by: map[string]int64{"a": maxHeldBytes - 4*heldFirst}, total: maxHeldBytes - 4*heldFirst}
+	s = &heldShares{max: maxHeldBytes, by: map[string]int64{"a": maxHeldBytes - 4*heldFirst}, total: maxHeldBytes - 4*heldFirst}
 	if s.grow("b", heldFirst+1) || !s.grow("c", heldFirst) {
 		t.Errorf("with %d left, a first piece of heldFirst+1 held, or one of heldFirst refused", 4*heldFirst)
 	}
@@ -684,8 +678,9 @@ func TestHeldShares(t *testing.T) {
 // clients are one holder, as the README says; another user, or a client
 // named as the user, is another.
 func TestHeldHolderIsThePrincipal(t *testing.T) {
+	held := newHeldShares(maxHeldBytes)
 	holderOf := func(p *principal) string {
-		rw := &responseWriter{x: &exchange{p: p}}
+		rw := &responseWriter{g: &Gateway{held: held}, x: &exchange{p: p}}
 		if !rw.hold(1) {
 			t.Fatal("hold(1) refused")
 		}
@@ -742,7 +737,7 @@ func TestHeldWriteDeadlineRestored(t *testing.T) {
 		{10 * time.Second, "deadline +10s write flush deadline +10s flush"},
 	} {
 		rec := &deadlineRecorder{ResponseWriter: httptest.NewRecorder(), start: start}
-		g := &Gateway{}
+		g := &Gateway{heldWriteTime: heldWriteTime}
 		if c.timeout > 0 {
 			g.cfg.WriteTimeout = func(*http.Request) time.Duration { return c.timeout }
 		}
