@@ -258,6 +258,7 @@ func newIdPEnv(t *testing.T, mutate func(*IdentityProvider)) (*testEnv, *stubIdP
 		}
 		c.IdentityProviders = []IdentityProvider{p}
 		c.Logger = zap.New(core)
+		c.Metrics = &countingMetrics{counts: map[string]int{}}
 	})
 	return e, stub, logs
 }
@@ -391,6 +392,13 @@ func TestIdPSignInAnswers(t *testing.T) {
 			got := loginFailures(logs)
 			if want := []string{tt.wantReason}; strings.Join(got, ",") != strings.Join(want, ",") {
 				t.Errorf("security log reasons = %v, want %v", got, want)
+			}
+			// The caddy_mcp_issuer_login_failures_total series, by reason.
+			m := e.iss.metrics.(*countingMetrics)
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			if n := m.counts["login "+tt.wantReason]; n != 1 || len(m.counts) != 1 {
+				t.Errorf("metrics counted %v, want one login failure %q", m.counts, tt.wantReason)
 			}
 		})
 	}
