@@ -615,3 +615,44 @@ func TestIDJAGEmailAsName(t *testing.T) {
 		}
 	}
 }
+
+// TestIDJAGUserAdmitted: an ID-JAG's user is admitted by its identity
+// provider's rules as at a sign-in there: an address outside
+// allowed_email_domains is refused, and so is a user the operator
+// disabled, until enabled again; a refusal issues nothing.
+func TestIDJAGUserAdmitted(t *testing.T) {
+	idp := newTestIdP(t)
+	e := newTokEnv(t, withTrustedIdP(idp), func(c *Config) { c.IdentityProviders[0].AllowedEmailDomains = []string{"corp.example"} })
+	conf := tConf + ":" + tSecret
+	redeem := func(email string) answer {
+		t.Helper()
+		return e.redeem(t, conf, idp.idJAG(t, e, func(c jwt.MapClaims, _ *jwt.Token) { c["email"] = email }), nil)
+	}
+	refused := func(what string, a answer) {
+		t.Helper()
+		if a.status != http.StatusBadRequest || a.str("error") != "invalid_grant" || a.str("access_token") != "" {
+			t.Errorf("%s: redeem = %d %s, want invalid_grant", what, a.status, a.raw)
+		}
+	}
+	refused("an address of another domain", redeem("u1@other.example"))
+	if _, err := e.iss.dir.lookupUser(e.ctx(), "corp:u1"); err == nil {
+		t.Error("a refused ID-JAG provisioned its user")
+	}
+	if a := redeem("u1@corp.example"); a.status != http.StatusOK {
+		t.Fatalf("redeem = %d %s, want 200", a.status, a.raw)
+	}
+	grants := e.count(bucketGrants)
+	if err := e.iss.DisableUser(e.ctx(), "corp:u1"); err != nil {
+		t.Fatal(err)
+	}
+	refused("a disabled user", redeem("u1@corp.example"))
+	if n := e.count(bucketGrants); n > grants {
+		t.Errorf("grants = %d after the refusal, want at most %d", n, grants)
+	}
+	if err := e.iss.EnableUser(e.ctx(), "corp:u1"); err != nil {
+		t.Fatal(err)
+	}
+	if a := redeem("u1@corp.example"); a.status != http.StatusOK {
+		t.Errorf("redeem after enable = %d %s, want 200", a.status, a.raw)
+	}
+}
