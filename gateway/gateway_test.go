@@ -54,6 +54,11 @@ func TestNewValidation(t *testing.T) {
 		{"scope with quote", func(c *Config) { c.Tools = []Rule{{Pattern: "x", Scopes: []string{`a"b`}}} }, "invalid scope"},
 		{"scope with space", func(c *Config) { c.BaseScopes = []string{"a b"} }, "invalid scope"},
 		{"implies bad scope", func(c *Config) { c.Implies = map[string][]string{"a": {""}} }, "invalid scope"},
+		// A refresh token's scope is no resource scope (README, Refresh tokens).
+		{"base scope offline_access", func(c *Config) { c.BaseScopes = []string{"mcp", "offline_access"} }, "offline_access"},
+		{"tool rule offline_access", func(c *Config) { c.Tools = []Rule{{Pattern: "x", Scopes: []string{"offline_access"}}} }, "offline_access"},
+		{"implies offline_access", func(c *Config) { c.Implies = map[string][]string{"offline_access": {"mcp"}} }, "offline_access"},
+		{"implied offline_access", func(c *Config) { c.Implies = map[string][]string{"admin": {"offline_access"}} }, "offline_access"},
 		{"contradictory actor", func(c *Config) {
 			c.Tools = []Rule{{Pattern: "x", Actor: ActorRule{RequireAgent: true, UserOnly: true}}}
 		}, "refuses agents"},
@@ -215,7 +220,7 @@ func TestMetadataPreflight(t *testing.T) {
 
 func TestScopes(t *testing.T) {
 	cfg := testConfig(t)
-	cfg.BaseScopes = []string{"mcp", "offline_access"}
+	cfg.BaseScopes = []string{"mcp"}
 	g := newGateway(t, cfg)
 	want := []string{"admin", "files:read", "files:secret", "mcp", "prompts:read", "tools:read", "tools:write"}
 	if diff := cmp.Diff(want, g.Scopes()); diff != "" {

@@ -47,8 +47,8 @@ func (g *Gateway) MetadataPaths() []string {
 }
 
 // Scopes returns every scope the gateway's rules mention, sorted: base
-// scopes, rule scopes and both sides of Implies (offline_access excluded;
-// it is no resource scope). This is scopes_supported.
+// scopes, rule scopes and both sides of Implies (never offline_access,
+// which newPolicy refuses). This is scopes_supported.
 func (g *Gateway) Scopes() []string {
 	return slices.Clone(g.scopes)
 }
@@ -65,7 +65,6 @@ func collectScopes(cfg *Config) []string {
 		all = append(all, broad)
 		all = append(all, narrow...)
 	}
-	all = slices.DeleteFunc(all, func(s string) bool { return s == "offline_access" })
 	return sortedSet(all)
 }
 

@@ -69,17 +69,17 @@ var errNoName = errors.New("message names no target")
 func newPolicy(cfg *Config) (*policy, error) {
 	p := &policy{base: sortedSet(cfg.BaseScopes)}
 	for _, s := range p.base {
-		if !validScope(s) {
-			return nil, fmt.Errorf("base scope %q: invalid scope token", s)
+		if err := ruleScope(s); err != nil {
+			return nil, fmt.Errorf("base scope: %w", err)
 		}
 	}
 	for broad, narrow := range cfg.Implies {
-		if !validScope(broad) {
-			return nil, fmt.Errorf("implies: invalid scope token %q", broad)
+		if err := ruleScope(broad); err != nil {
+			return nil, fmt.Errorf("implies: %w", err)
 		}
 		for _, s := range narrow {
-			if !validScope(s) {
-				return nil, fmt.Errorf("implies %q: invalid scope token %q", broad, s)
+			if err := ruleScope(s); err != nil {
+				return nil, fmt.Errorf("implies %q: %w", broad, err)
 			}
 		}
 	}
@@ -133,8 +133,8 @@ func compileRules(what string, rules []Rule, base []string, compile func(string)
 		}
 		r.Pattern = pattern
 		for _, s := range r.Scopes {
-			if !validScope(s) {
-				return nil, fmt.Errorf("%s rule %q: invalid scope token %q", what, r.Pattern, s)
+			if err := ruleScope(s); err != nil {
+				return nil, fmt.Errorf("%s rule %q: %w", what, r.Pattern, err)
 			}
 		}
 		if err := validActorRule(r.Actor); err != nil {
@@ -1037,6 +1037,22 @@ func validGlob(p string) error {
 				return errors.New(`pattern ends with a lone '\'`)
 			}
 		}
+	}
+	return nil
+}
+
+// ruleScope checks a scope the configuration requires of tokens.
+// offline_access is no scope of the MCP server: it asks the authorization
+// server for a refresh token, which a user's consent grants whatever the
+// groups say, so requiring it would admit every client that stays
+// connected, and put it in challenges that clients copy into their
+// authorization requests.
+func ruleScope(s string) error {
+	switch {
+	case !validScope(s):
+		return fmt.Errorf("invalid scope token %q", s)
+	case s == "offline_access":
+		return errors.New(`"offline_access" is no scope of the MCP server (a client asks the authorization server for it to get a refresh token); it cannot be required`)
 	}
 	return nil
 }
