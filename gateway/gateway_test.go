@@ -59,6 +59,11 @@ func TestNewValidation(t *testing.T) {
 		{"tool rule offline_access", func(c *Config) { c.Tools = []Rule{{Pattern: "x", Scopes: []string{"offline_access"}}} }, "offline_access"},
 		{"implies offline_access", func(c *Config) { c.Implies = map[string][]string{"offline_access": {"mcp"}} }, "offline_access"},
 		{"implied offline_access", func(c *Config) { c.Implies = map[string][]string{"admin": {"offline_access"}} }, "offline_access"},
+		// Neither are the OpenID Connect scopes every user gets.
+		{"base scope openid", func(c *Config) { c.BaseScopes = []string{"openid"} }, `"openid" is an OpenID Connect scope`},
+		{"tool rule profile", func(c *Config) { c.Tools = []Rule{{Pattern: "x", Scopes: []string{"profile"}}} }, `"profile" is an OpenID Connect scope`},
+		{"resource rule email", func(c *Config) { c.ResourceRules = []Rule{{Pattern: "file:///", Scopes: []string{"email"}}} }, `"email" is an OpenID Connect scope`},
+		{"implied email", func(c *Config) { c.Implies = map[string][]string{"admin": {"email"}} }, `"email" is an OpenID Connect scope`},
 		{"contradictory actor", func(c *Config) {
 			c.Tools = []Rule{{Pattern: "x", Actor: ActorRule{RequireAgent: true, UserOnly: true}}}
 		}, "refuses agents"},

@@ -1053,6 +1053,10 @@ func ruleScope(s string) error {
 		return fmt.Errorf("invalid scope token %q", s)
 	case s == "offline_access":
 		return errors.New(`"offline_access" is no scope of the MCP server (a client asks the authorization server for it to get a refresh token); it cannot be required`)
+	case s == "openid" || s == "profile" || s == "email":
+		// This project's issuer, as OpenID providers do, grants them to
+		// every user who asks: a rule requiring one would admit anyone.
+		return fmt.Errorf("%q is an OpenID Connect scope, for the user's identity, which the authorization server grants every user who signs in; it is no scope of the MCP server and cannot be required", s)
 	}
 	return nil
 }
