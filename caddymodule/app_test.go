@@ -108,6 +108,8 @@ func TestIssuerConfig(t *testing.T) {
 		{"unset env user hash", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: "{env.TEST_NOT_SET}"}}}, `user "u": password hash: {env.TEST_NOT_SET} resolves to nothing`},
 		{"argon2 user hash", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: argon}}}, "user \"u\": password hash: an argon2 hash; only bcrypt is accepted: make one with `caddy hash-password`"},
 		{"argon2 hash from env", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: "{env.TEST_ARGON_HASH}"}}}, "an argon2 hash; only bcrypt is accepted"},
+		{"user hash of cost 20", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: "$2a$20$" + strings.Repeat("a", 53)}}}, `user "u": password hash: bcrypt cost 20 is above the most accepted, 16`},
+		{"agent secret of cost 17", App{IssuerURL: "https://a.example", Agents: []Agent{{ID: "a", SecretHash: "$2a$17$" + strings.Repeat("a", 53)}}}, `agent "a": secret: bcrypt cost 17 is above the most accepted, 16`},
 		{"unreadable file hash", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: "{file./nonexistent/hash}"}}}, "{file./nonexistent/hash} resolves to nothing"},
 		{"unknown group", App{IssuerURL: "https://a.example", Groups: []issuer.Group{{Name: "staff"}, {Name: "ops"}}, Users: []User{{Username: "u", PasswordHash: testHash, Groups: []string{"admins"}}}}, `user "u": group "admins" is not declared (groups: staff, ops)`},
 		{"no groups", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: testHash, Groups: []string{"staff"}}}}, `group "staff" is not declared (no group is)`},

@@ -126,6 +126,7 @@ func doAPI(t *testing.T, srv *httptest.Server, req *http.Request, wantStatus int
 func TestAdminUsers(t *testing.T) {
 	iss, hash := newAdminIssuer(t, nil)
 	srv := adminServer(t, iss)
+	costly := costlyHash(20)
 	steps := []apiCase{
 		{"list config user", "GET", "/mcp-auth/users", "", 200, `"username":"alice"`},
 		{"add with password", "POST", "/mcp-auth/users", `{"username":"bob","password":"bob password","groups":["users"],"name":"Bob"}`, 201, `"source":"admin"`},
@@ -136,6 +137,7 @@ func TestAdminUsers(t *testing.T) {
 		{"add no secret", "POST", "/mcp-auth/users", `{"username":"dan"}`, 400, "password or password_hash is required"},
 		{"add no name", "POST", "/mcp-auth/users", `{"password":"dan password"}`, 400, "username is required"},
 		{"add bad hash", "POST", "/mcp-auth/users", `{"username":"dan","password_hash":"plain"}`, 400, "only bcrypt is accepted"},
+		{"add costly hash", "POST", "/mcp-auth/users", `{"username":"dan","password_hash":"` + costly + `"}`, 400, "bcrypt cost 20 is above the most accepted, 16"},
 		{"add short password", "POST", "/mcp-auth/users", `{"username":"dan","password":"1234567"}`, 400, "at least 8 characters"},
 		{"add short multibyte password", "POST", "/mcp-auth/users", `{"username":"dan","password":"ééééééé"}`, 400, "at least 8 characters"},
 		{"add unknown group", "POST", "/mcp-auth/users", `{"username":"dan","password":"dan password","groups":["nope"]}`, 400, "unknown group"},
@@ -151,6 +153,7 @@ func TestAdminUsers(t *testing.T) {
 		{"set password config user", "PUT", "/mcp-auth/users/alice/password", `{"password":"new password"}`, 409, "Caddyfile"},
 		{"set password unknown", "PUT", "/mcp-auth/users/zed/password", `{"password":"new password"}`, 404, ""},
 		{"set password empty", "PUT", "/mcp-auth/users/bob/password", `{}`, 400, ""},
+		{"set password costly hash", "PUT", "/mcp-auth/users/bob/password", `{"password_hash":"` + costly + `"}`, 400, "bcrypt cost 20 is above"},
 		{"remove", "DELETE", "/mcp-auth/users/bob", "", 204, ""},
 		{"remove again", "DELETE", "/mcp-auth/users/bob", "", 404, ""},
 		{"remove config user", "DELETE", "/mcp-auth/users/alice", "", 409, ""},

@@ -681,3 +681,62 @@ func TestLoginTimingLearnsCostlierHashes(t *testing.T) {
 		t.Errorf("dummy cost after a check of a cost-%d hash = %d, want %d", cost, got, cost)
 	}
 }
+
+// costlyHash is a well-formed bcrypt hash of cost, made up: making one
+// of cost 20 takes about a minute.
+func costlyHash(cost int) string {
+	return fmt.Sprintf("$2a$%02d$", cost) + strings.Repeat("a", 53)
+}
+
+// TestPasswordHashCostBounded: a bcrypt hash costlier than
+// MaxPasswordCost is refused where one is given (the admin API,
+// configuration: TestAdminUsers, TestConfigValidation), never hashed
+// (HashPassword), and, stored by an earlier version, never run: a login
+// under that name fails at once and the dummy that unknown names are
+// checked against does not learn its cost, which would make every
+// unknown name's login hold a slot of the hash gate for a minute.
+func TestPasswordHashCostBounded(t *testing.T) {
+	for _, tt := range []struct {
+		cost    int
+		wantErr string
+	}{
+		{bcrypt.MinCost, ""},
+		{14, ""},
+		{MaxPasswordCost, ""},
+		{MaxPasswordCost + 1, "bcrypt cost 17 is above the most accepted, 16"},
+		{20, "bcrypt cost 20 is above the most accepted, 16"},
+		{bcrypt.MaxCost, "bcrypt cost 31 is above"},
+	} {
+		err := CheckPasswordHash(costlyHash(tt.cost))
+		if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+			t.Errorf("CheckPasswordHash(cost %d) = %v, want %q", tt.cost, err, tt.wantErr)
+		}
+		if tt.wantErr != "" {
+			if err := CheckSecretHash(costlyHash(tt.cost)); err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("CheckSecretHash(cost %d) = %v, want %q", tt.cost, err, tt.wantErr)
+			}
+		}
+	}
+	if _, err := HashPassword("long enough", MaxPasswordCost+1); err == nil || !strings.Contains(err.Error(), "bcrypt cost 17 is above") {
+		t.Errorf("HashPassword(cost 17) error = %v, want the cost refused", err)
+	}
+
+	e := newBrowserEnv(t, nil)
+	ctx := context.Background()
+	if err := e.iss.store.Update(ctx, func(tx store.Tx) error {
+		return usersIn(tx).put(&User{Username: "frank", PasswordHash: costlyHash(20), Source: sourceAdmin})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if code, _ := e.loginFrom(t, "198.51.100.7:4000", "frank", "wrong"); code != http.StatusUnauthorized {
+		t.Fatalf("login frank = %d, want 401", code)
+	}
+	e.iss.dir.dummy.mu.Lock()
+	got := e.iss.dir.dummy.cost
+	e.iss.dir.dummy.mu.Unlock()
+	if got > MaxPasswordCost {
+		t.Errorf("dummy cost after a login under a cost-20 hash = %d, want at most %d", got, MaxPasswordCost)
+	}
+	t.Logf("login under a stored cost-20 hash answered in %v", time.Since(start))
+}

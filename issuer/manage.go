@@ -70,8 +70,8 @@ func (i *Issuer) PutUser(ctx context.Context, u User) error {
 	if p := idpOfUsername(i.cfg.IdentityProviders, u.Username); p != nil {
 		return invalidEntry("user %q: names starting with %q belong to identity provider %s", u.Username, p.Name+":", p.Name)
 	}
-	if CheckPasswordHash(u.PasswordHash) != nil {
-		return invalidEntry("user %q: password hash is not a bcrypt hash", u.Username)
+	if err := CheckPasswordHash(u.PasswordHash); err != nil {
+		return invalidEntry("user %q: password hash: %v", u.Username, err)
 	}
 	for _, g := range u.Groups {
 		if !slices.ContainsFunc(i.cfg.Groups, func(cg Group) bool { return cg.Name == g }) {
@@ -155,8 +155,8 @@ func (i *Issuer) SetPassword(ctx context.Context, name, bcryptHash string) error
 	if i.dir.configuredUser(name) {
 		return entryErr("user", name, ErrConfigured)
 	}
-	if CheckPasswordHash(bcryptHash) != nil {
-		return invalidEntry("password hash is not a bcrypt hash")
+	if err := CheckPasswordHash(bcryptHash); err != nil {
+		return invalidEntry("password hash: %v", err)
 	}
 	i.dir.dummy.note(bcryptHash)
 	return i.store.Update(ctx, func(tx store.Tx) error {

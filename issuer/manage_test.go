@@ -196,6 +196,11 @@ func TestConfigValidation(t *testing.T) {
 		{"plain password", func(c *Config) { c.Users = []User{{Username: "x", PasswordHash: "pw"}} }},
 		{"repeated client", func(c *Config) { c.Clients = []Client{{ID: "a"}, {ID: "a"}} }},
 		{"client secret not a hash", func(c *Config) { c.Clients = []Client{{ID: "a", SecretHash: "pw"}} }},
+		// Every check of such a hash would hold a slot of the hash
+		// gate for about a minute, and so would every unknown name's.
+		{"password hash of cost 20", func(c *Config) { c.Users = []User{{Username: "x", PasswordHash: costlyHash(20)}} }},
+		{"client secret hash of cost 17", func(c *Config) { c.Clients = []Client{{ID: "a", SecretHash: costlyHash(17)}} }},
+		{"agent secret hash of cost 17", func(c *Config) { c.Agents = []Agent{{ID: "a", SecretHash: costlyHash(17)}} }},
 		{"resource with fragment", func(c *Config) { c.Resources = []Resource{{URL: "https://a.example.com/#x"}} }},
 		// Tokens for it would travel in clear (review s17-ops F2).
 		{"resource plain http off loopback", func(c *Config) { c.Resources = []Resource{{URL: "http://mcp.example.com/mcp"}} }},

@@ -35,9 +35,19 @@ func CheckPassword(password string, minLength int) error {
 	return nil
 }
 
+// MaxPasswordCost is the highest bcrypt cost a hash may have (`caddy
+// hash-password` makes cost 14, about a second). Each step doubles a
+// check's time, and every check holds a slot of the hash gate (as long,
+// for an unknown name, as the costliest hash known: dummyPassword): a
+// cost-20 hash would hold one for about a minute.
+const MaxPasswordCost = 16
+
 // HashPassword returns the bcrypt hash of password at cost (0:
 // bcrypt.DefaultCost).
 func HashPassword(password string, cost int) (string, error) {
+	if cost > MaxPasswordCost {
+		return "", fmt.Errorf("password: bcrypt cost %d is above the most accepted, %d", cost, MaxPasswordCost)
+	}
 	h, err := bcrypt.GenerateFromPassword([]byte(password), cmp.Or(cost, bcrypt.DefaultCost))
 	if err != nil {
 		return "", fmt.Errorf("password: %w", err)
@@ -46,10 +56,14 @@ func HashPassword(password string, cost int) (string, error) {
 }
 
 // CheckPasswordHash reports whether hash is a password hash the issuer
-// accepts: bcrypt. The error names the algorithm of another hash (never
-// the hash) and how to make a bcrypt one.
+// accepts: bcrypt, of a cost up to MaxPasswordCost. The error names the
+// algorithm of another hash (never the hash) and how to make a bcrypt
+// one.
 func CheckPasswordHash(hash string) error {
-	if _, err := bcrypt.Cost([]byte(hash)); err == nil {
+	if c, err := bcrypt.Cost([]byte(hash)); err == nil {
+		if c > MaxPasswordCost {
+			return fmt.Errorf("bcrypt cost %d is above the most accepted, %d: make one with `caddy hash-password` (cost 14)", c, MaxPasswordCost)
+		}
 		return nil
 	}
 	alg := "not a bcrypt hash"
@@ -108,8 +122,8 @@ func (d *directory) checkSecret(ctx context.Context, hash, secret string) (ok bo
 		got := sha256.Sum256([]byte(secret))
 		return subtle.ConstantTimeCompare(want, got[:]) == 1, nil
 	}
-	if !strings.HasPrefix(hash, "$2") {
-		return false, nil
+	if !strings.HasPrefix(hash, "$2") || CheckPasswordHash(hash) != nil {
+		return false, nil // a cost above MaxPasswordCost is never run
 	}
 	err = d.hashes.run(ctx, func() {
 		ok = bcrypt.CompareHashAndPassword([]byte(hash), []byte(secret)) == nil
