@@ -132,10 +132,7 @@ func (co *consents) connections(ctx context.Context, user string) ([]appRow, err
 		if err != nil {
 			return err
 		}
-		return grantsIn(tx).each(func(g *grant) error {
-			if !g.ofUser(user) || g.Revoked {
-				return nil
-			}
+		return grantsIn(tx).selected(userGrantsPrefix(user), func(g *grant) bool { return g.ofUser(user) }, func(g *grant) error {
 			ar := row(g.ClientID, g.Resource, g.Actor)
 			addScopes(ar, g.Scopes)
 			for _, d := range g.Delegates {
@@ -187,7 +184,7 @@ func (i *Issuer) revokeConnection(ctx context.Context, user, clientID, resource,
 		if err := epochsIn(tx).stamp(connectionPrincipal(user, clientID, resource, actor), rv); err != nil {
 			return err
 		}
-		return grantsIn(tx).revokeWhere(func(g *grant) bool {
+		return grantsIn(tx).revokeWhere(userClientGrantsPrefix(user, clientID), func(g *grant) bool {
 			return g.ofUser(user) && g.ClientID == clientID && g.Resource == resource && g.Actor == actor
 		}, rv.until)
 	})

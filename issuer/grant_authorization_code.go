@@ -148,7 +148,19 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 			case replayed:
 				return refuse(used)
 			}
-			if err := grantsIn(tx).put(gr); err != nil {
+			grants := grantsIn(tx)
+			switch err := grants.admit(gr, i.revokeUntil()); {
+			case errors.Is(err, errTooManyGrants):
+				return refuse(ErrInvalidGrant.WithDescription(fmt.Sprintf(
+					"the user holds %d grants, the most allowed: revoke some at %s", maxUserGrants, i.endpoint(pathApps))))
+			case err != nil:
+				return err
+			}
+			gr.Refresh = ""
+			if t.refreshToken != "" {
+				gr.Refresh, _, _ = refreshKey(t.refreshToken)
+			}
+			if err := grants.create(gr); err != nil {
 				return err
 			}
 			if t.refreshToken == "" {

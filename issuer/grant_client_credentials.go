@@ -44,7 +44,7 @@ func (cg clientCredentials) grant(ctx context.Context, req *clientRequest) (*iss
 	return &issuance{
 		grantType: grantClientCredentials,
 		subject:   s,
-		record:    func(tx store.Tx, _ *minted) error { return grantsIn(tx).put(g) },
+		record:    func(tx store.Tx, _ *minted) error { return grantsIn(tx).create(g) },
 		recording: "store client credentials grant",
 		bases:     s.principals(req.basis, req.basis),
 	}, nil

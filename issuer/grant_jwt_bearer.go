@@ -213,7 +213,7 @@ func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, er
 			case err != nil:
 				return err
 			}
-			return grantsIn(tx).put(gr)
+			return grantsIn(tx).create(gr)
 		},
 		recording: "redeem ID-JAG",
 		bases:     s.principals(req.basis, req.basis),

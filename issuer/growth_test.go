@@ -178,3 +178,101 @@ func TestStoreGrowth(t *testing.T) {
 		t.Errorf("with purge the store grew from %v to %v between 50k and 100k codes, want it stable", half, end)
 	}
 }
+
+// grantGrowthRun has one user redeem perMinute codes of one connection a
+// minute, for minutes, through the records layer onto a bbolt file
+// (admitted by the per-user limits if capped), each grant living 30 days
+// with a refresh-token family, purging every growthPurge minutes. It
+// returns the store's size at half time and at the end, and the live
+// grants at the end.
+func grantGrowthRun(t *testing.T, minutes, perMinute int, capped bool) (half, end growthSize, live int) {
+	t.Helper()
+	ctx := context.Background()
+	clock := storetest.NewClock(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
+	path := filepath.Join(t.TempDir(), "mcp-auth.db")
+	st, err := bolt.Open(path, bolt.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	// As New leaves an empty store: indexed.
+	if err := st.Update(ctx, func(tx store.Tx) error { return grantIndexIn(tx).markComplete() }); err != nil {
+		t.Fatal(err)
+	}
+	for m := range minutes {
+		now := clock.Now()
+		err := st.Update(ctx, func(tx store.Tx) error {
+			for k := range perMinute {
+				tok := fmt.Sprintf("family-%d-%d.secret", m, k)
+				g := &grant{
+					ID: fmt.Sprintf("grant-%d-%d", m, k), Subject: "alice", ClientID: "https://client.example.com/metadata.json",
+					Resource: "https://mcp.example.com/mcp", Scopes: []string{"read", "offline_access"},
+					CreatedAt: now.Add(time.Duration(k)), LastUsed: now, ExpiresAt: now.Add(30 * 24 * time.Hour),
+				}
+				g.Refresh, _, _ = refreshKey(tok)
+				grants := grantsIn(tx)
+				if capped {
+					if err := grants.admit(g, now.Add(time.Hour)); err != nil {
+						return err
+					}
+				}
+				if err := grants.create(g); err != nil {
+					return err
+				}
+				if err := refreshIn(tx).issue(tok, g, g.ClientID); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		clock.Advance(time.Minute)
+		if (m+1)%growthPurge == 0 {
+			if _, err := st.Purge(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if m+1 == minutes/2 {
+			half = measure(t, st, path)
+		}
+	}
+	err = st.View(ctx, func(tx store.Tx) error {
+		return grantsIn(tx).each(func(g *grant) error {
+			if !g.Revoked {
+				live++
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return half, measure(t, st, path), live
+}
+
+// TestGrantGrowthPerUser: a user redeeming 300 codes a minute of one
+// connection (the token endpoint's write limit) holds maxConnectionGrants
+// grants, and the store stops growing once the revoked ones' records end
+// with their revocation markers (an access-token lifetime, here an hour)
+// and are purged; without the limit every grant and refresh family stays
+// for its 30 days.
+func TestGrantGrowthPerUser(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes 108k grants")
+	}
+	const minutes, perMinute = 180, 300
+	half, end, live := grantGrowthRun(t, minutes, perMinute, true)
+	_, never, all := grantGrowthRun(t, minutes, perMinute, false)
+	t.Logf("one user, %d grants a minute of one connection for %d minutes, purged every %d minutes:", perMinute, minutes, growthPurge)
+	t.Logf("  limited, after 1.5 h: %v", half)
+	t.Logf("  limited, after 3 h: %v, %d live grants", end, live)
+	t.Logf("  unlimited, after 3 h: %v, %d live grants", never, all)
+	if live != maxConnectionGrants {
+		t.Errorf("live grants = %d, want %d", live, maxConnectionGrants)
+	}
+	if end.used > half.used*5/4 {
+		t.Errorf("limited store grew from %v to %v in the second hour, want it stable", half, end)
+	}
+}

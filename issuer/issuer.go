@@ -151,6 +151,11 @@ func New(cfg Config, st store.Store) (*Issuer, error) {
 	if err := i.SyncRevocations(ctx); err != nil {
 		return nil, fmt.Errorf("load revocations: %w", err)
 	}
+	if err := i.indexGrants(ctx); err != nil {
+		// Readers scan every grant until a pass completes; a store too
+		// slow to read them all in one go must not stop the start.
+		i.log.Warn("grants written by an earlier version could not be indexed; the next start tries again", zap.Error(err))
+	}
 	i.routes = map[string]http.HandlerFunc{
 		i.base + pathAuthorize:  i.handleAuthorize,
 		i.base + pathToken:      cors(i.handleToken),

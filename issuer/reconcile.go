@@ -270,6 +270,70 @@ func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
 	return nil
 }
 
+// indexBatch is how many grants one transaction of indexGrants indexes.
+const indexBatch = 500
+
+// indexGrants indexes the grants that have no entry in the grant index
+// (bucketGrantIndex): those an earlier version wrote, before the upgrade
+// or, during a rolling upgrade, beside this instance. It runs at each
+// start; the first pass to complete marks the index complete, and until
+// then readers scan every grant. A crash in the middle leaves entries
+// that are true and no marker: the next start goes on. Entries are
+// written in batches, each grant read again in its batch's transaction,
+// so a grant revoked or gone meanwhile gets none.
+func (i *Issuer) indexGrants(ctx context.Context) error {
+	var missing []string
+	err := i.store.View(ctx, func(tx store.Tx) error {
+		missing = missing[:0]
+		indexed, err := grantIndexIn(tx).indexed()
+		if err != nil {
+			return err
+		}
+		return grantsIn(tx).each(func(g *grant) error {
+			if !g.Revoked && !indexed[g.ID] {
+				missing = append(missing, g.ID)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("index grants: %w", err)
+	}
+	for len(missing) > 0 {
+		batch := missing[:min(indexBatch, len(missing))]
+		missing = missing[len(batch):]
+		err := i.store.Update(ctx, func(tx store.Tx) error {
+			grants, index := grantsIn(tx), grantIndexIn(tx)
+			for _, id := range batch {
+				switch g, err := grants.get(id); {
+				case errors.Is(err, store.ErrNotFound):
+				case err != nil:
+					return err
+				case !g.Revoked:
+					if err := index.add(g); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("index grants: %w", err)
+		}
+	}
+	err = i.store.Update(ctx, func(tx store.Tx) error {
+		index := grantIndexIn(tx)
+		if done, err := index.complete(); err != nil || done {
+			return err
+		}
+		return index.markComplete()
+	})
+	if err != nil {
+		return fmt.Errorf("index grants: %w", err)
+	}
+	return nil
+}
+
 // revokeReplacedGrants revokes this issuer URL's grants whose credential
 // tag, or client credential tag, is not the one this configuration
 // declares for their principal or client.

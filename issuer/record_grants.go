@@ -43,6 +43,10 @@ type grant struct {
 	// the code's or a refresh's (RFC 9449 section 5): a refresh needs a
 	// proof of that key.
 	DPoPJKT string `json:"dpop_jkt,omitempty"`
+	// Refresh is the record key of the grant's refresh-token family
+	// (bucketRefresh), "" for none or one made by an earlier version:
+	// revoking the grant ends that record with the grant's.
+	Refresh string `json:"refresh,omitempty"`
 	// Credential is the tag of the credential of the configured
 	// principal the grant was issued under: the user's password hash
 	// (from the sign-in), a client's or an agent's own secret hash and
@@ -88,10 +92,59 @@ func (r grantRecords) get(id string) (*grant, error) { return r.t.get(id) }
 
 func (r grantRecords) put(g *grant) error { return r.t.put(g.ID, g, g.ExpiresAt) }
 
-// each calls fn for every grant. Grants have no per-user or per-client
-// index; the bucket is scanned, which suits an embedded issuer's sizes.
+// create records a new grant and indexes it (record_grant_index.go).
+func (r grantRecords) create(g *grant) error {
+	if err := r.put(g); err != nil {
+		return err
+	}
+	return grantIndexIn(r.t.tx).add(g)
+}
+
+// each calls fn for every grant: the bucket is scanned.
 func (r grantRecords) each(fn func(*grant) error) error {
 	return r.t.list("", func(_ string, g *grant) error { return fn(g) })
+}
+
+// selected calls fn for every live, unrevoked grant match selects among
+// those indexed under prefix (bucketGrantIndex); while the index is not
+// complete yet, among every grant, which is scanned. fn may write grants.
+func (r grantRecords) selected(prefix string, match func(*grant) bool, fn func(*grant) error) error {
+	index := grantIndexIn(r.t.tx)
+	var found []*grant
+	switch done, err := index.complete(); {
+	case err != nil:
+		return err
+	case !done:
+		err = r.each(func(g *grant) error {
+			if !g.Revoked && match(g) {
+				found = append(found, g)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	default:
+		var ids []string
+		if err := index.ids(prefix, func(id string) error { ids = append(ids, id); return nil }); err != nil {
+			return err
+		}
+		for _, id := range ids {
+			switch g, err := r.get(id); {
+			case errors.Is(err, store.ErrNotFound):
+			case err != nil:
+				return err
+			case !g.Revoked && match(g):
+				found = append(found, g)
+			}
+		}
+	}
+	for _, g := range found {
+		if err := fn(g); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // touch records a use of the grant now, by the agent delegate when not
@@ -107,6 +160,9 @@ func (r grantRecords) touch(id string, now time.Time, delegate string) error {
 	g.LastUsed = now
 	if delegate != "" && !slices.Contains(g.Delegates, delegate) {
 		g.Delegates = append(g.Delegates, delegate)
+		if err := grantIndexIn(r.t.tx).add(g); err != nil {
+			return err
+		}
 	}
 	return r.put(g)
 }
@@ -124,40 +180,89 @@ func (r grantRecords) setClientCredential(id, tag string) error {
 
 // revoke marks the grant revoked (ending its refresh tokens) and refuses
 // its access tokens until until, when the last of them has expired. A
-// grant record already gone still gets the marker.
+// grant record already gone still gets the marker. The grant leaves the
+// index, and its record and its refresh-token family's end with the
+// marker: past it they refuse nothing the marker does not, and a
+// revoked grant kept for the rest of its 30 days would let a user who
+// authorizes and revokes again and again grow the store.
 func (r grantRecords) revoke(id string, until time.Time) error {
-	switch g, err := r.get(id); {
-	case err == nil:
-		if !g.Revoked {
-			g.Revoked = true
-			if err := r.put(g); err != nil {
-				return err
-			}
-		}
-	case !errors.Is(err, store.ErrNotFound):
+	until, err := revocationsIn(r.t.tx).revokeGrantTokens(id, until)
+	if err != nil {
 		return err
 	}
-	return revocationsIn(r.t.tx).revokeGrantTokens(id, until)
+	g, err := r.get(id)
+	if err != nil {
+		return ignoreNotFound(err)
+	}
+	if !g.Revoked {
+		if err := grantIndexIn(r.t.tx).remove(g); err != nil {
+			return err
+		}
+	}
+	g.Revoked = true
+	if until.Before(g.ExpiresAt) {
+		g.ExpiresAt = until
+		if err := refreshIn(r.t.tx).endWith(g); err != nil {
+			return err
+		}
+	}
+	return r.put(g)
 }
 
-// revokeWhere revokes every live grant match selects. It reads every
-// grant, so its transaction may run alone (store.MayRunAlone).
-func (r grantRecords) revokeWhere(match func(*grant) bool, until time.Time) error {
+// revokeWhere revokes every live grant match selects among those indexed
+// under prefix (selected). The grants it reads may be those a stream of
+// refreshes writes (a user's, whose tokens rotate while the user is
+// removed), so its transaction may run alone (store.MayRunAlone).
+func (r grantRecords) revokeWhere(prefix string, match func(*grant) bool, until time.Time) error {
 	store.MayRunAlone(r.t.tx)
-	var ids []string
-	err := r.each(func(g *grant) error {
-		if !g.Revoked && match(g) {
-			ids = append(ids, g.ID)
-		}
+	return r.selected(prefix, match, func(g *grant) error { return r.revoke(g.ID, until) })
+}
+
+// Limits on the grants of one user (review s17-as F5): each code
+// redeemed records a grant that lives as long as its refresh tokens
+// (refresh_token_ttl, 30 days by default), and a user may authorize
+// hundreds of times a minute.
+const (
+	// maxConnectionGrants is how many live grants a user may hold for
+	// one connection (client, resource and agent; a row of the apps
+	// page): one per device or install of the app. A new one past it
+	// revokes the oldest, as re-authorizing an app is expected to.
+	maxConnectionGrants = 10
+	// maxUserGrants is how many live grants a user may hold in all; a
+	// code redeemed past it is refused (errTooManyGrants).
+	maxUserGrants = 1000
+)
+
+// errTooManyGrants: the user holds maxUserGrants grants.
+var errTooManyGrants = errors.New("user holds too many grants")
+
+// admit makes room for g, a user's new grant, before it is created: the
+// oldest grants of its connection beyond maxConnectionGrants-1 are
+// revoked until until, and errTooManyGrants refuses it when the user
+// still holds maxUserGrants grants. Only indexed grants count.
+func (r grantRecords) admit(g *grant, until time.Time) error {
+	var same []*grant
+	err := r.selected(userClientGrantsPrefix(g.Subject, g.ClientID), func(o *grant) bool {
+		return o.ofUser(g.Subject) && o.ClientID == g.ClientID && o.Resource == g.Resource && o.Actor == g.Actor
+	}, func(o *grant) error {
+		same = append(same, o)
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	for _, id := range ids {
-		if err := r.revoke(id, until); err != nil {
+	slices.SortFunc(same, func(a, b *grant) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	for len(same) >= maxConnectionGrants {
+		if err := r.revoke(same[0].ID, until); err != nil {
 			return err
 		}
+		same = same[1:]
+	}
+	switch n, err := grantIndexIn(r.t.tx).count(userGrantsPrefix(g.Subject), maxUserGrants); {
+	case err != nil:
+		return err
+	case n >= maxUserGrants:
+		return errTooManyGrants
 	}
 	return nil
 }
@@ -168,7 +273,7 @@ func (r grantRecords) revokeUser(name string, rv revocation) error {
 	if err := epochsIn(r.t.tx).stamp(userPrincipal(name), rv); err != nil {
 		return err
 	}
-	return r.revokeWhere(func(g *grant) bool { return g.ofUser(name) }, rv.until)
+	return r.revokeWhere(userGrantsPrefix(name), func(g *grant) bool { return g.ofUser(name) }, rv.until)
 }
 
 // revokeClient revokes every grant the client holds: the users' grants to
@@ -178,7 +283,7 @@ func (r grantRecords) revokeClient(id string, rv revocation) error {
 	if err := epochsIn(r.t.tx).stamp(clientPrincipal(id), rv); err != nil {
 		return err
 	}
-	return r.revokeWhere(func(g *grant) bool { return g.ClientID == id }, rv.until)
+	return r.revokeWhere(clientGrantsPrefix(id), func(g *grant) bool { return g.ClientID == id }, rv.until)
 }
 
 // revokeAgent revokes the agent's own grants, the grants bound to it by
@@ -191,7 +296,7 @@ func (r grantRecords) revokeAgent(id string, rv revocation) error {
 	if err := epochsIn(r.t.tx).stamp(clientPrincipal(id), rv); err != nil {
 		return err
 	}
-	return r.revokeWhere(func(g *grant) bool {
+	return r.revokeWhere(agentGrantsPrefix(id), func(g *grant) bool {
 		return g.ownAgentGrant(id) || g.Actor == id || slices.Contains(g.Delegates, id)
 	}, rv.until)
 }
@@ -203,5 +308,5 @@ func (r grantRecords) revokeAgentOwn(id string, rv revocation) error {
 	if err := epochsIn(r.t.tx).stamp(clientPrincipal(id), rv); err != nil {
 		return err
 	}
-	return r.revokeWhere(func(g *grant) bool { return g.ownAgentGrant(id) }, rv.until)
+	return r.revokeWhere(agentGrantsPrefix(id), func(g *grant) bool { return g.ownAgentGrant(id) }, rv.until)
 }

@@ -176,6 +176,9 @@ func (r refreshRecords) rotate(tok, next, clientID, bind string, now, revokeUnti
 		g.DPoPJKT = bind
 		cur.PreBinding = cur.Current
 	}
+	if cur.Current == "" {
+		g.Refresh = nextKey // next starts a family (below)
+	}
 	g.LastUsed = now
 	if err := grants.put(g); err != nil {
 		return false, err
@@ -191,6 +194,20 @@ func (r refreshRecords) rotate(tok, next, clientID, bind string, now, revokeUnti
 	// A family's record now holds next's secret.
 	cur.Current, cur.DPoPBound = tokenKey(nextSecret), false
 	return false, r.t.put(key, cur, cur.ExpiresAt)
+}
+
+// endWith makes g's refresh-token family's record (Refresh) expire with
+// g: revoke shortened g's life.
+func (r refreshRecords) endWith(g *grant) error {
+	if g.Refresh == "" {
+		return nil
+	}
+	rec, err := r.t.get(g.Refresh)
+	if err != nil || rec.GrantID != g.ID {
+		return ignoreNotFound(err)
+	}
+	rec.ExpiresAt = g.ExpiresAt
+	return r.t.put(g.Refresh, rec, g.ExpiresAt)
 }
 
 // familyKey is the DPoP key that clientID's refresh token tok's family is

@@ -35,15 +35,17 @@ func revocationsIn(tx store.Tx) revocationRecords {
 
 // revokeToken refuses the access token jti until exp.
 func (r revocationRecords) revokeToken(jti string, exp time.Time) error {
-	return r.put(jti, exp)
+	_, err := r.put(jti, exp)
+	return err
 }
 
 // revokeGrantTokens refuses every access token of the grant until until,
-// and at least until no token issued so far is alive (tokenHorizon).
-func (r revocationRecords) revokeGrantTokens(grantID string, until time.Time) error {
+// and at least until no token issued so far is alive (tokenHorizon), and
+// returns when the marker ends.
+func (r revocationRecords) revokeGrantTokens(grantID string, until time.Time) (time.Time, error) {
 	h, err := epochsIn(r.t.tx).horizon()
 	if err != nil {
-		return err
+		return time.Time{}, err
 	}
 	if h.After(until) {
 		until = h
@@ -53,12 +55,12 @@ func (r revocationRecords) revokeGrantTokens(grantID string, until time.Time) er
 
 // put refuses key's tokens until until, and accesstoken.Leeway longer:
 // until a gateway no longer takes them as unexpired.
-func (r revocationRecords) put(key string, until time.Time) error {
+func (r revocationRecords) put(key string, until time.Time) (time.Time, error) {
 	until = until.Add(accesstoken.Leeway)
 	if err := r.t.put(key, &marker{Until: until}, until); err != nil {
-		return err
+		return time.Time{}, err
 	}
-	return revocationLogIn(r.t.tx).append(key, until)
+	return until, revocationLogIn(r.t.tx).append(key, until)
 }
 
 // revoked reports whether the token jti or its grant was revoked.

@@ -310,7 +310,7 @@ func BenchmarkRevoked(b *testing.B) {
 			if err := revocationsIn(tx).revokeToken(fmt.Sprintf("jti-%d", k), until); err != nil {
 				return err
 			}
-			if err := revocationsIn(tx).revokeGrantTokens(fmt.Sprintf("gid-%d", k), until); err != nil {
+			if _, err := revocationsIn(tx).revokeGrantTokens(fmt.Sprintf("gid-%d", k), until); err != nil {
 				return err
 			}
 		}

@@ -1,7 +1,9 @@
 package issuer
 
 import (
+	"context"
 	"crypto/rand"
+	"fmt"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -18,6 +20,22 @@ import (
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
 )
 
+// benchStores are the stores the benchmarks run on.
+var benchStores = []struct {
+	name string
+	open func(b *testing.B, now func() time.Time) store.Store
+}{
+	{"bolt", func(b *testing.B, now func() time.Time) store.Store {
+		st, err := bolt.Open(filepath.Join(b.TempDir(), "bench.db"), bolt.Options{Now: now})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = st.Close() })
+		return st
+	}},
+	{"postgres", durablePostgres},
+}
+
 // BenchmarkTokenIssuance measures token endpoint throughput over HTTP per
 // store: authorization_code redemptions, refresh-token rotations and
 // client_credentials grants, one request at a time, each committed
@@ -28,21 +46,7 @@ import (
 //
 // and read requests/s as 1e9 / ns/op.
 func BenchmarkTokenIssuance(b *testing.B) {
-	stores := []struct {
-		name string
-		open func(b *testing.B, now func() time.Time) store.Store
-	}{
-		{"bolt", func(b *testing.B, now func() time.Time) store.Store {
-			st, err := bolt.Open(filepath.Join(b.TempDir(), "bench.db"), bolt.Options{Now: now})
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { _ = st.Close() })
-			return st
-		}},
-		{"postgres", durablePostgres},
-	}
-	for _, s := range stores {
+	for _, s := range benchStores {
 		b.Run(s.name, func(b *testing.B) {
 			clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
 			e := newTokEnvStore(b, s.open(b, clock.Now), clock)
@@ -141,4 +145,94 @@ func durablePostgres(b *testing.B, now func() time.Time) store.Store {
 	}
 	b.Cleanup(func() { _ = st.Close() })
 	return st
+}
+
+// BenchmarkGrantsOfOneUser measures the apps page's read of one user's
+// grants and revoking them all (as removing the user does) while the
+// store holds grantsOfOthers grants of other users, per store, through
+// the grant index and, as before it (no index marker), by a scan of every
+// grant. Run with
+//
+//	go test -run '^$' -bench GrantsOfOneUser ./issuer/
+func BenchmarkGrantsOfOneUser(b *testing.B) {
+	const grantsOfOthers, own = 20000, 5
+	for _, s := range benchStores {
+		b.Run(s.name, func(b *testing.B) {
+			clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+			e := newTokEnvStore(b, s.open(b, clock.Now), clock)
+			ctx := context.Background()
+			now := clock.Now()
+			newGrant := func(id, user string) *grant {
+				return &grant{ID: id, Subject: user, ClientID: tPublic, Resource: tResource, Scopes: []string{"read"},
+					CreatedAt: now, LastUsed: now, ExpiresAt: now.Add(30 * 24 * time.Hour)}
+			}
+			for n := 0; n < grantsOfOthers; n += 1000 {
+				err := e.store.Update(ctx, func(tx store.Tx) error {
+					for k := range 1000 {
+						if err := grantsIn(tx).create(newGrant(fmt.Sprintf("other-%d", n+k), fmt.Sprintf("user-%d", (n+k)%5000))); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			grantOwn := func(b *testing.B, round int) {
+				err := e.store.Update(ctx, func(tx store.Tx) error {
+					for k := range own {
+						if err := grantsIn(tx).create(newGrant(fmt.Sprintf("own-%d-%d", round, k), tUser)); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			setIndexed := func(b *testing.B, indexed bool) {
+				err := e.store.Update(ctx, func(tx store.Tx) error {
+					if indexed {
+						return grantIndexIn(tx).markComplete()
+					}
+					return tx.Delete(bucketGrantIndex, grantIndexComplete)
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			for _, mode := range []struct {
+				name    string
+				indexed bool
+			}{{"index", true}, {"scan", false}} {
+				b.Run("apps/"+mode.name, func(b *testing.B) {
+					setIndexed(b, mode.indexed)
+					grantOwn(b, -1)
+					for b.Loop() {
+						rows, err := e.iss.consents.connections(ctx, tUser)
+						if err != nil || len(rows) != 1 {
+							b.Fatalf("connections = %v, %v", rows, err)
+						}
+					}
+				})
+				b.Run("revoke_user/"+mode.name, func(b *testing.B) {
+					setIndexed(b, mode.indexed)
+					round := 0
+					for b.Loop() {
+						b.StopTimer()
+						round++
+						grantOwn(b, round)
+						b.StartTimer()
+						if err := e.store.Update(ctx, func(tx store.Tx) error {
+							return grantsIn(tx).revokeUser(tUser, e.iss.revocation())
+						}); err != nil {
+							b.Fatal(err)
+						}
+					}
+				})
+			}
+		})
+	}
 }

@@ -1,0 +1,134 @@
+package issuer
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+)
+
+// bucketGrantIndex: who a live, unrevoked grant belongs to -> nothing,
+// until the grant expires; written and deleted in the transactions that
+// write and revoke the grant:
+//
+//	"u\x00" user "\x00" client "\x00" grant id   a user's grant
+//	"c\x00" client "\x00" grant id               every grant, by its client
+//	"a\x00" agent "\x00" grant id                an agent's own grant, one bound to it
+//	                                             by requested_actor, one exchanged to it
+//
+// so that the apps page, the per-user limits and revoking what a user,
+// client or agent holds read their grants, not every grant. An entry is
+// a hint: its grant is read and checked (an earlier version revokes
+// grants without deleting their entries). Grants an earlier version
+// wrote have none until indexGrants, at each start, adds them; until
+// its first pass completes (grantIndexComplete), readers scan.
+const bucketGrantIndex = "grant_index"
+
+// grantIndexComplete is the key of the marker that every grant written
+// before it was indexed.
+const grantIndexComplete = "complete"
+
+type grantIndexEntry struct{}
+
+type grantIndexRecords struct{ t table[grantIndexEntry] }
+
+func grantIndexIn(tx store.Tx) grantIndexRecords {
+	return grantIndexRecords{table[grantIndexEntry]{tx, bucketGrantIndex}}
+}
+
+// Prefixes of the index's keys; a grant id follows.
+func userGrantsPrefix(user string) string { return "u\x00" + user + "\x00" }
+func userClientGrantsPrefix(user, client string) string {
+	return userGrantsPrefix(user) + client + "\x00"
+}
+func clientGrantsPrefix(client string) string { return "c\x00" + client + "\x00" }
+func agentGrantsPrefix(agent string) string   { return "a\x00" + agent + "\x00" }
+
+// indexKeys are g's entries.
+func (g *grant) indexKeys() []string {
+	keys := []string{clientGrantsPrefix(g.ClientID) + g.ID}
+	if g.PrincipalType == "" {
+		keys = append(keys, userClientGrantsPrefix(g.Subject, g.ClientID)+g.ID)
+	}
+	var agents []string
+	if g.PrincipalType == principalAgent {
+		agents = append(agents, g.Subject)
+	}
+	if g.Actor != "" {
+		agents = append(agents, g.Actor)
+	}
+	agents = append(agents, g.Delegates...)
+	slices.Sort(agents)
+	for _, a := range slices.Compact(agents) {
+		keys = append(keys, agentGrantsPrefix(a)+g.ID)
+	}
+	return keys
+}
+
+// add writes g's entries.
+func (r grantIndexRecords) add(g *grant) error {
+	for _, k := range g.indexKeys() {
+		if err := r.t.put(k, &grantIndexEntry{}, g.ExpiresAt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// remove deletes g's entries.
+func (r grantIndexRecords) remove(g *grant) error {
+	for _, k := range g.indexKeys() {
+		if err := r.t.delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// complete reports whether every grant is indexed (or was, by an
+// earlier pass: see bucketGrantIndex).
+func (r grantIndexRecords) complete() (bool, error) { return r.t.has(grantIndexComplete) }
+
+// ids calls fn with the id of every entry under prefix, in key order,
+// until fn returns errStopListing (not an error).
+func (r grantIndexRecords) ids(prefix string, fn func(id string) error) error {
+	err := r.t.tx.List(r.t.bucket, prefix, func(k string, _ []byte) error {
+		return fn(k[strings.LastIndexByte(k, 0)+1:])
+	})
+	if errors.Is(err, errStopListing) {
+		return nil
+	}
+	return err
+}
+
+// errStopListing ends a listing early.
+var errStopListing = errors.New("stop listing")
+
+// count is how many entries are under prefix, counting at most limit.
+func (r grantIndexRecords) count(prefix string, limit int) (int, error) {
+	n := 0
+	err := r.ids(prefix, func(string) error {
+		if n++; n >= limit {
+			return errStopListing
+		}
+		return nil
+	})
+	return n, err
+}
+
+// indexed lists the ids of the grants indexed by client (every grant
+// has that entry), for indexGrants.
+func (r grantIndexRecords) indexed() (map[string]bool, error) {
+	seen := map[string]bool{}
+	return seen, r.ids("c\x00", func(id string) error {
+		seen[id] = true
+		return nil
+	})
+}
+
+// markComplete records that every grant is indexed.
+func (r grantIndexRecords) markComplete() error {
+	return r.t.put(grantIndexComplete, &grantIndexEntry{}, time.Time{})
+}

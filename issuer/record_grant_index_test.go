@@ -1,0 +1,233 @@
+package issuer
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
+)
+
+// liveGrants are the live, unrevoked grants of user, oldest first.
+func (e *testEnv) liveGrants(t *testing.T, user string) []grant {
+	t.Helper()
+	var gs []grant
+	err := e.store.View(context.Background(), func(tx store.Tx) error {
+		return grantsIn(tx).each(func(g *grant) error {
+			if g.ofUser(user) && !g.Revoked {
+				gs = append(gs, *g)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(gs, func(a, b grant) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	return gs
+}
+
+// TestConnectionGrantsCapped: a user authorizing the same app for the
+// same resource again and again holds maxConnectionGrants grants: each
+// code redeemed past that revokes the oldest grant of the connection,
+// its refresh token with it, and the revoked grant's records end with
+// its revocation marker rather than 30 days later.
+func TestConnectionGrantsCapped(t *testing.T) {
+	e := newTokEnv(t)
+	var toks []*oauth2.Token
+	for range maxConnectionGrants + 1 {
+		toks = append(toks, e.userToken(t, tPublic, "read", "offline_access"))
+		e.clock.Advance(time.Second)
+	}
+	// Another connection of the same user (another resource) is not
+	// counted with it.
+	code, verifier := e.issueCode(t, codeSpec{resource: tOther, scopes: []string{"read", "offline_access"}})
+	if _, err := e.exchange(t, tPublic, "", code, verifier); err != nil {
+		t.Fatal(err)
+	}
+	gs := e.liveGrants(t, tUser)
+	if len(gs) != maxConnectionGrants+1 {
+		t.Fatalf("live grants after %d authorizations of one connection and 1 of another = %d, want %d",
+			maxConnectionGrants+1, len(gs), maxConnectionGrants+1)
+	}
+	first := gidOf(t, toks[0].AccessToken)
+	if slices.ContainsFunc(gs, func(g grant) bool { return g.ID == first }) {
+		t.Errorf("the oldest grant %s is live, want it revoked", first)
+	}
+	if !e.revoked(t, "", first) {
+		t.Errorf("Revoked(oldest grant) = false, want its access tokens refused")
+	}
+	if a := e.post(t, pathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {toks[0].RefreshToken}, "client_id": {tPublic}}, ""); a.str("error") != "invalid_grant" {
+		t.Errorf("refresh with the oldest grant's token = %d %s, want invalid_grant", a.status, a.raw)
+	}
+	if a := e.post(t, pathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {toks[1].RefreshToken}, "client_id": {tPublic}}, ""); a.status != http.StatusOK {
+		t.Errorf("refresh with the second grant's token = %d %s, want 200", a.status, a.raw)
+	}
+	// The revoked grant and its refresh family end with the marker.
+	e.clock.Advance(e.iss.cfg.AccessTokenTTL + time.Hour)
+	if n := e.count(bucketGrants); n != maxConnectionGrants+1 {
+		t.Errorf("grant records an access-token lifetime after = %d, want %d (the revoked one gone)", n, maxConnectionGrants+1)
+	}
+	if n := e.count(bucketRefresh); n != maxConnectionGrants+1 {
+		t.Errorf("refresh records an access-token lifetime after = %d, want %d", n, maxConnectionGrants+1)
+	}
+}
+
+// TestUserGrantsCeiling: a user holding maxUserGrants grants (of other
+// connections: each its own client) is refused a new one with
+// invalid_grant naming the apps page, and nothing is stored; once the
+// user revokes one, a new one is granted.
+func TestUserGrantsCeiling(t *testing.T) {
+	e := newTokEnv(t)
+	now := e.clock.Now()
+	err := e.store.Update(context.Background(), func(tx store.Tx) error {
+		for n := range maxUserGrants {
+			g := &grant{ID: fmt.Sprintf("g%04d", n), Subject: tUser, ClientID: fmt.Sprintf("https://c%d.example/meta", n),
+				Resource: tResource, Scopes: []string{"read"}, CreatedAt: now, LastUsed: now, ExpiresAt: now.Add(30 * 24 * time.Hour)}
+			if err := grantsIn(tx).create(g); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := e.count(bucketGrants)
+	code, verifier := e.issueCode(t, codeSpec{scopes: []string{"read", "offline_access"}})
+	_, err = e.exchange(t, tPublic, "", code, verifier)
+	want := fmt.Sprintf("the user holds %d grants, the most allowed: revoke some at %s", maxUserGrants, e.iss.endpoint(pathApps))
+	if err == nil || !strings.Contains(err.Error(), "invalid_grant") || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Exchange() past the ceiling error = %v, want invalid_grant %q", err, want)
+	}
+	if n := e.count(bucketGrants); n != before {
+		t.Errorf("grant records after the refusal = %d, want %d", n, before)
+	}
+	if err := e.iss.revokeConnection(context.Background(), tUser, "https://c0.example/meta", tResource, ""); err != nil {
+		t.Fatal(err)
+	}
+	code, verifier = e.issueCode(t, codeSpec{scopes: []string{"read", "offline_access"}})
+	if _, err := e.exchange(t, tPublic, "", code, verifier); err != nil {
+		t.Errorf("Exchange() after revoking one = %v, want a token", err)
+	}
+}
+
+// asEarlierVersion writes g as a version without the grant index does:
+// the record alone.
+func asEarlierVersion(t *testing.T, st store.Store, g *grant) {
+	t.Helper()
+	if err := st.Update(context.Background(), func(tx store.Tx) error { return grantsIn(tx).put(g) }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestGrantsBeforeTheIndex: grants an earlier version wrote have no
+// index entries. Before the first indexing pass completes (a store
+// upgraded in place: no marker), the apps page and revoking a user's,
+// client's or agent's grants scan every grant; a start indexes them; and
+// one written beside an upgraded instance during a rolling upgrade, after
+// the marker, is indexed at the next start.
+func TestGrantsBeforeTheIndex(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	st := memory.New(memory.Options{Now: clock.Now, RunTwice: true})
+	now := clock.Now()
+	old := func(id, client, actor string) *grant {
+		return &grant{ID: id, Subject: tUser, ClientID: client, Actor: actor, Resource: tResource,
+			Scopes: []string{"read"}, CreatedAt: now, LastUsed: now, ExpiresAt: now.Add(24 * time.Hour)}
+	}
+	// The store as an earlier version left it.
+	asEarlierVersion(t, st, old("old-user", tPublic, ""))
+	asEarlierVersion(t, st, old("old-client", tConf, ""))
+	asEarlierVersion(t, st, old("old-agent", tPublic, tAgent1))
+	e := newEnv(t, st, clock)
+	// An instance whose indexing pass has not completed (it failed, or
+	// is running): the marker is absent.
+	e.restart(st)
+	clearMarker := func() {
+		if err := st.Update(context.Background(), func(tx store.Tx) error {
+			return tx.Delete(bucketGrantIndex, grantIndexComplete)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	connections := func() []string {
+		t.Helper()
+		rows, err := e.iss.consents.connections(context.Background(), tUser)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, r := range rows {
+			ids = append(ids, r.ClientID+"/"+r.Agent)
+		}
+		return ids
+	}
+	revokeAll := func(t *testing.T, user bool) []string {
+		t.Helper()
+		rv := e.iss.revocation()
+		err := st.Update(context.Background(), func(tx store.Tx) error {
+			grants := grantsIn(tx)
+			if err := grants.revokeClient(tConf, rv); err != nil {
+				return err
+			}
+			if err := grants.revokeAgent(tAgent1, rv); err != nil {
+				return err
+			}
+			if !user {
+				return nil
+			}
+			return grants.revokeUser(tUser, rv)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var live []string
+		for _, g := range e.liveGrants(t, tUser) {
+			live = append(live, g.ID)
+		}
+		return live
+	}
+	want := []string{tConf + "/", tPublic + "/", tPublic + "/" + tAgent1}
+	clearMarker()
+	if got := connections(); !slices.Equal(got, want) {
+		t.Errorf("connections before indexing = %v, want %v", got, want)
+	}
+	// A start indexes them and marks the index complete.
+	e.restart(st)
+	if got := connections(); !slices.Equal(got, want) {
+		t.Errorf("connections after indexing = %v, want %v", got, want)
+	}
+	// An earlier version beside it writes another: the next start
+	// indexes it.
+	asEarlierVersion(t, st, old("old-later", tNarrow, ""))
+	e.restart(st)
+	if got := connections(); !slices.Contains(got, tNarrow+"/") {
+		t.Errorf("connections after the next start = %v, want %s among them", got, tNarrow)
+	}
+	t.Run("revoke all, indexed", func(t *testing.T) {
+		if live := revokeAll(t, true); len(live) != 0 {
+			t.Errorf("live grants after revoking the user's = %v, want none", live)
+		}
+	})
+	t.Run("revoke all, before indexing", func(t *testing.T) {
+		asEarlierVersion(t, st, old("b-user", tPublic, ""))
+		asEarlierVersion(t, st, old("b-client", tConf, ""))
+		asEarlierVersion(t, st, old("b-agent", tPublic, tAgent1))
+		clearMarker()
+		if live := revokeAll(t, false); !slices.Equal(live, []string{"b-user"}) {
+			t.Errorf("live grants after revoking the client's and the agent's = %v, want [b-user]", live)
+		}
+		if live := revokeAll(t, true); len(live) != 0 {
+			t.Errorf("live grants after revoking the user's = %v, want none", live)
+		}
+	})
+}
