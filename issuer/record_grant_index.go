@@ -30,7 +30,15 @@ const bucketGrantIndex = "grant_index"
 // before it was indexed.
 const grantIndexComplete = "complete"
 
-type grantIndexEntry struct{}
+// grantIndexEntry is empty but in a user's entries, which say what
+// admit needs to find the oldest grants of a connection without reading
+// them: the grants that refreshes rewrite, whose reads would conflict
+// with those (store.Update may run again).
+type grantIndexEntry struct {
+	Resource  string    `json:"r,omitempty"`
+	Actor     string    `json:"a,omitempty"`
+	CreatedAt time.Time `json:"t,omitzero"`
+}
 
 type grantIndexRecords struct{ t table[grantIndexEntry] }
 
@@ -70,11 +78,22 @@ func (g *grant) indexKeys() []string {
 // add writes g's entries.
 func (r grantIndexRecords) add(g *grant) error {
 	for _, k := range g.indexKeys() {
-		if err := r.t.put(k, &grantIndexEntry{}, g.ExpiresAt); err != nil {
+		e := &grantIndexEntry{}
+		if strings.HasPrefix(k, "u\x00") {
+			e = &grantIndexEntry{Resource: g.Resource, Actor: g.Actor, CreatedAt: g.CreatedAt}
+		}
+		if err := r.t.put(k, e, g.ExpiresAt); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// entries calls fn with the id and entry of every entry under prefix.
+func (r grantIndexRecords) entries(prefix string, fn func(id string, e *grantIndexEntry) error) error {
+	return r.t.list(prefix, func(k string, e *grantIndexEntry) error {
+		return fn(k[strings.LastIndexByte(k, 0)+1:], e)
+	})
 }
 
 // remove deletes g's entries.

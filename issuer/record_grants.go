@@ -194,10 +194,9 @@ func (r grantRecords) revoke(id string, until time.Time) error {
 	if err != nil {
 		return ignoreNotFound(err)
 	}
-	if !g.Revoked {
-		if err := grantIndexIn(r.t.tx).remove(g); err != nil {
-			return err
-		}
+	// Also when revoked already: by an earlier version, which left them.
+	if err := grantIndexIn(r.t.tx).remove(g); err != nil {
+		return err
 	}
 	g.Revoked = true
 	if until.Before(g.ExpiresAt) {
@@ -239,26 +238,33 @@ var errTooManyGrants = errors.New("user holds too many grants")
 // admit makes room for g, a user's new grant, before it is created: the
 // oldest grants of its connection beyond maxConnectionGrants-1 are
 // revoked until until, and errTooManyGrants refuses it when the user
-// still holds maxUserGrants grants. Only indexed grants count.
+// still holds maxUserGrants grants. Only indexed grants count, and only
+// the index is read: not the grants, which the user's other devices'
+// refreshes rewrite.
 func (r grantRecords) admit(g *grant, until time.Time) error {
-	var same []*grant
-	err := r.selected(userClientGrantsPrefix(g.Subject, g.ClientID), func(o *grant) bool {
-		return o.ofUser(g.Subject) && o.ClientID == g.ClientID && o.Resource == g.Resource && o.Actor == g.Actor
-	}, func(o *grant) error {
-		same = append(same, o)
+	type entry struct {
+		id      string
+		created time.Time
+	}
+	var same []entry
+	index := grantIndexIn(r.t.tx)
+	err := index.entries(userClientGrantsPrefix(g.Subject, g.ClientID), func(id string, e *grantIndexEntry) error {
+		if e.Resource == g.Resource && e.Actor == g.Actor {
+			same = append(same, entry{id, e.CreatedAt})
+		}
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	slices.SortFunc(same, func(a, b *grant) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	slices.SortFunc(same, func(a, b entry) int { return a.created.Compare(b.created) })
 	for len(same) >= maxConnectionGrants {
-		if err := r.revoke(same[0].ID, until); err != nil {
+		if err := r.revoke(same[0].id, until); err != nil {
 			return err
 		}
 		same = same[1:]
 	}
-	switch n, err := grantIndexIn(r.t.tx).count(userGrantsPrefix(g.Subject), maxUserGrants); {
+	switch n, err := index.count(userGrantsPrefix(g.Subject), maxUserGrants); {
 	case err != nil:
 		return err
 	case n >= maxUserGrants:
