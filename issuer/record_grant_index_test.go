@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -13,9 +14,45 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/bolt"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres/pgtest"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
 )
+
+// onEachStore runs test on a memory store (running every Update twice),
+// a bbolt file and a PostgreSQL database (skipped without PostgreSQL
+// unless CI_REQUIRE_POSTGRES), each with a fixed clock.
+func onEachStore(t *testing.T, test func(t *testing.T, st store.Store, clock *storetest.Clock)) {
+	open := map[string]func(t *testing.T, now func() time.Time) store.Store{
+		"memory": func(t *testing.T, now func() time.Time) store.Store {
+			return memory.New(memory.Options{Now: now, RunTwice: true})
+		},
+		"bolt": func(t *testing.T, now func() time.Time) store.Store {
+			st, err := bolt.Open(filepath.Join(t.TempDir(), "auth.db"), bolt.Options{Now: now})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = st.Close() })
+			return st
+		},
+		"postgres": func(t *testing.T, now func() time.Time) store.Store {
+			st, err := postgres.Open(context.Background(), pgtest.NewDatabase(t), postgres.Options{Now: now})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = st.Close() })
+			return st
+		},
+	}
+	for _, name := range []string{"memory", "bolt", "postgres"} {
+		t.Run(name, func(t *testing.T) {
+			clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+			test(t, open[name](t, clock.Now), clock)
+		})
+	}
+}
 
 // liveGrants are the live, unrevoked grants of user, oldest first.
 func (e *testEnv) liveGrants(t *testing.T, user string) []grant {
@@ -42,7 +79,11 @@ func (e *testEnv) liveGrants(t *testing.T, user string) []grant {
 // its refresh token with it, and the revoked grant's records end with
 // its revocation marker rather than 30 days later.
 func TestConnectionGrantsCapped(t *testing.T) {
-	e := newTokEnv(t)
+	onEachStore(t, testConnectionGrantsCapped)
+}
+
+func testConnectionGrantsCapped(t *testing.T, st store.Store, clock *storetest.Clock) {
+	e := newTokEnvStore(t, st, clock)
 	var toks []*oauth2.Token
 	for range maxConnectionGrants + 1 {
 		toks = append(toks, e.userToken(t, tPublic, "read", "offline_access"))
@@ -137,8 +178,10 @@ func asEarlierVersion(t *testing.T, st store.Store, g *grant) {
 // one written beside an upgraded instance during a rolling upgrade, after
 // the marker, is indexed at the next start.
 func TestGrantsBeforeTheIndex(t *testing.T) {
-	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
-	st := memory.New(memory.Options{Now: clock.Now, RunTwice: true})
+	onEachStore(t, testGrantsBeforeTheIndex)
+}
+
+func testGrantsBeforeTheIndex(t *testing.T, st store.Store, clock *storetest.Clock) {
 	now := clock.Now()
 	old := func(id, client, actor string) *grant {
 		return &grant{ID: id, Subject: tUser, ClientID: client, Actor: actor, Resource: tResource,
