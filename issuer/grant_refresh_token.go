@@ -129,10 +129,19 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 		client: c, user: u, subject: g.Subject, resource: g.Resource, scopes: scopes,
 		act: actorOf(g.Actor), grantID: g.ID, authTime: g.AuthTime, notAfter: g.ExpiresAt,
 	}
+	// The grant rests on its principals as they were when it was made: a
+	// revocation of one since ends it even where the revocation's search
+	// missed the grant (one an earlier version's instance wrote, which
+	// the index does not list: record_grant_index.go). Grants of earlier
+	// versions without a creation time rest on the request's.
+	basis := req.basis
+	if !g.CreatedAt.IsZero() && g.CreatedAt.Before(basis) {
+		basis = g.CreatedAt
+	}
 	return &issuance{
 		grantType: grantRefreshToken,
 		subject:   s,
-		bases:     s.principals(req.basis, req.basis),
+		bases:     s.principals(basis, basis),
 		refresh:   true,
 		family:    refreshFamily(rt),
 		record: func(tx store.Tx, t *minted) error {

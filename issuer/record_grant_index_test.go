@@ -274,3 +274,58 @@ func testGrantsBeforeTheIndex(t *testing.T, st store.Store, clock *storetest.Clo
 		}
 	})
 }
+
+// TestRevokedPrincipalsUnindexedGrant: revoking a user, client or agent
+// ends a grant the index does not list (one an earlier version's
+// instance wrote after the index was complete, during a rolling
+// upgrade): its refresh is refused, since it was made before the
+// principal's revocation.
+func TestRevokedPrincipalsUnindexedGrant(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		revoke func(grantRecords, revocation) error
+	}{
+		{"user", func(g grantRecords, rv revocation) error { return g.revokeUser(tUser, rv) }},
+		{"client", func(g grantRecords, rv revocation) error { return g.revokeClient(tPublic, rv) }},
+		{"agent", func(g grantRecords, rv revocation) error { return g.revokeAgent(tAgent1, rv) }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newTokEnv(t)
+			tok := e.delegated(t, tAgent1, e.agentToken(t, tAgent1, tAgentSecret), "read", "offline_access")
+			if tok.RefreshToken == "" {
+				t.Fatal("no refresh token")
+			}
+			// Its index entries gone, as if an earlier version wrote it.
+			err := e.store.Update(context.Background(), func(tx store.Tx) error {
+				var keys []string
+				if err := tx.List(bucketGrantIndex, "", func(k string, _ []byte) error {
+					if k != grantIndexComplete {
+						keys = append(keys, k)
+					}
+					return nil
+				}); err != nil {
+					return err
+				}
+				for _, k := range keys {
+					if err := tx.Delete(bucketGrantIndex, k); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.clock.Advance(time.Second)
+			rv := e.iss.revocation()
+			if err := e.store.Update(context.Background(), func(tx store.Tx) error { return tt.revoke(grantsIn(tx), rv) }); err != nil {
+				t.Fatal(err)
+			}
+			e.clock.Advance(time.Second)
+			a := e.post(t, pathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok.RefreshToken}, "client_id": {tPublic}}, "")
+			if a.str("error") != "invalid_grant" {
+				t.Errorf("refresh of the unindexed grant after revoking its %s = %d %s, want invalid_grant", tt.name, a.status, a.raw)
+			}
+		})
+	}
+}
