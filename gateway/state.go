@@ -74,8 +74,9 @@ func (x *exchange) rewritesStates() bool {
 
 // stateMember finds params.requestState of a request, as every upstream
 // may read it: a member that reads as requestState to a decoder that
-// ignores case or underscores (request_state, RequestState) but is not
-// spelt so is an error, since the gateway would not have checked what
+// ignores case, underscores or dashes (request_state, RequestState, and
+// request-state to Go's json/v2 matching names case-insensitively) but is
+// not spelt so is an error, since the gateway would not have checked what
 // such an upstream reads.
 func stateMember(raw []byte) (found bool, err error) {
 	if !mayNameSnake(raw, "requeststate") {
@@ -88,7 +89,7 @@ func stateMember(raw []byte) (found bool, err error) {
 		return false, errors.New("params is not an object")
 	}
 	for k := range msg.Params {
-		if !mcpparse.SameName(strings.ReplaceAll(k, "_", ""), "requestState") {
+		if !mcpparse.SameName(stripSeparators(k), "requestState") {
 			continue
 		}
 		if k != "requestState" {
@@ -99,8 +100,20 @@ func stateMember(raw []byte) (found bool, err error) {
 	return found, nil
 }
 
+// stripSeparators is name without the underscores and dashes that some
+// decoders ignore in member names.
+func stripSeparators(name string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '_' || r == '-' {
+			return -1
+		}
+		return r
+	}, name)
+}
+
 // mayNameSnake is mayName for a word that may also be spelt with
-// underscores between its letters (request_state).
+// underscores or dashes between its letters (request_state,
+// request-state).
 func mayNameSnake(raw []byte, word string) bool {
 	if mayName(raw, word) {
 		return true
@@ -112,7 +125,7 @@ func mayNameSnake(raw []byte, word string) bool {
 			switch {
 			case k == len(word):
 				break letters
-			case c == '_' && k > 0:
+			case (c == '_' || c == '-') && k > 0:
 			case c|0x20 == word[k]:
 				k++
 			default:
@@ -131,7 +144,9 @@ func mayNameSnake(raw []byte, word string) bool {
 func (g *Gateway) bindRequestState(x *exchange) *refusal {
 	for i := range x.msgs {
 		m := &x.msgs[i]
-		if m.Kind != mcpparse.KindRequest || !roundTripRequest(m.Method) {
+		// A notification of a round-trip method is read too: it is
+		// decided as the request, since a lenient server runs it as one.
+		if m.Kind == mcpparse.KindResponse || !roundTripRequest(m.Method) {
 			continue
 		}
 		found, err := stateMember(m.Raw)
@@ -144,6 +159,11 @@ func (g *Gateway) bindRequestState(x *exchange) *refusal {
 		if !x.rev.bindsTaskIDs() {
 			return &refusal{status: http.StatusBadRequest, code: codeInvalidParams, id: m.ID,
 				message: "params.requestState is part of protocol version " + rev20260728.String() + " only"}
+		}
+		if m.Kind == mcpparse.KindNotification {
+			// It gets no answer: no client is given a state for it.
+			return &refusal{status: http.StatusBadRequest, code: codeInvalidParams,
+				message: "invalid params: a notification carries no params.requestState"}
 		}
 		return g.unwrapRequestState(x)
 	}

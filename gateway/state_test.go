@@ -119,21 +119,40 @@ func TestRequestStateBound(t *testing.T) {
 				if tc.method != "tools/call" {
 					variant = strings.Replace(body, `"params":{`, `"params":{"RequestState":`+quote(upState)+`,`, 1)
 				}
+				dashed := strings.Replace(body, `"params":{`, `"params":{"request-state":`+quote(upState)+`,`, 1)
+				// A lenient server runs a notification of the method as
+				// the request (no id, so no answer): with the upstream's
+				// state, or with one the client was given.
+				notification, _ := roundTrip(tc.method, tc.target, &raw)
+				notification = strings.Replace(notification, `"id":2,`, ``, 1)
+				given, _ := roundTrip(tc.method, tc.target, &state)
+				given = strings.Replace(given, `"id":2,`, ``, 1)
+				notification2025, _ := roundTrip(tc.method, tc.target, &raw)
+				notification2025 = strings.Replace(strings.Replace(notification2025, `,`+meta2026, ``, 1), `"id":2,`, ``, 1)
+				v2025 := map[string]string{"MCP-Protocol-Version": "2025-11-25"}
 				refused := []struct {
 					name, token, target string
 					state               *string
 					body                string
+					headers             map[string]string
 				}{
 					{name: "another principal", token: bob, target: tc.target, state: &state},
 					{name: "another target", token: aliceFiles, target: tc.other, state: &state},
 					{name: "the upstream's state", token: aliceFiles, target: tc.target, state: &raw},
 					{name: "a spelling some servers read", token: aliceFiles, target: tc.target, body: variant},
+					{name: "request-state (json/v2 ignoring case)", token: aliceFiles, target: tc.target, body: dashed},
+					{name: "a notification with the upstream's state", token: aliceFiles, target: tc.target, body: notification},
+					{name: "a notification with the given state", token: aliceFiles, target: tc.target, body: given},
+					{name: "a 2025-11-25 notification", token: aliceFiles, target: tc.target, body: notification2025, headers: v2025},
 				}
 				for _, r := range refused {
 					before := len(h.up.requests())
 					rb, rh := roundTrip(tc.method, r.target, r.state)
 					if r.body != "" {
 						rb = r.body
+					}
+					if r.headers != nil {
+						rh = r.headers
 					}
 					resp := h.do(t, call{body: rb, token: r.token, headers: rh})
 					got := readBody(t, resp)
