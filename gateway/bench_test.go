@@ -124,6 +124,17 @@ func BenchmarkServe2026Tasks(b *testing.B) {
 	benchmarkServe2026(b, meta2026Tasks)
 }
 
+// BenchmarkServe2026Escaped: as BenchmarkServe2026, the answer a 4 KiB
+// text with the escapes Go's encoding/json writes for < > &, which spell
+// no requestState: it passes unparsed.
+func BenchmarkServe2026Escaped(b *testing.B) {
+	body := []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/etc/motd"},` + meta2026 + `}}`)
+	text := strings.Repeat(`\u003cp\u003eTom \u0026 Jerry\u003c/p\u003e `, 4<<10/40)
+	benchmarkServeBody(b, newGateway(b, testConfig(b)), "Bearer "+mint(b, claims()), nil, body,
+		map[string]string{"Mcp-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "read_file"},
+		"application/json", []byte(`{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"`+text+`"}]}}`))
+}
+
 func benchmarkServe2026(b *testing.B, meta string) {
 	body := []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/etc/motd"},` + meta + `}}`)
 	benchmarkServeBody(b, newGateway(b, testConfig(b)), "Bearer "+mint(b, claims()), nil, body,

@@ -508,7 +508,7 @@ func (rw *responseWriter) Write(b []byte) (int, error) {
 	switch rw.mode {
 	case modeJSON:
 		if rw.buf.Len() == 0 && len(b) > 0 && int64(len(b)) == rw.length && len(b) <= maxFilteredBody &&
-			rw.filter == nil && !rw.rewritesJSON(b) && !mayListTools(unsafeString(b)) {
+			rw.filter == nil && !rw.rewritesJSON(b) && !(rw.x.pinned && mayListTools(unsafeString(b))) {
 			// The whole answer in one write, held only to be looked at
 			// for a tools list (pinning), and it holds none: write it
 			// now, as finish would, without keeping a copy.

@@ -79,7 +79,7 @@ func (x *exchange) rewritesStates() bool {
 // not spelt so is an error, since the gateway would not have checked what
 // such an upstream reads.
 func stateMember(raw []byte) (found bool, err error) {
-	if !mayNameSnake(raw, "requeststate") {
+	if !maySpell(raw, "requeststate", "_-") {
 		return false, nil
 	}
 	var msg struct {
@@ -109,34 +109,6 @@ func stripSeparators(name string) string {
 		}
 		return r
 	}, name)
-}
-
-// mayNameSnake is mayName for a word that may also be spelt with
-// underscores or dashes between its letters (request_state,
-// request-state).
-func mayNameSnake(raw []byte, word string) bool {
-	if mayName(raw, word) {
-		return true
-	}
-	for i := range raw {
-		k := 0
-	letters:
-		for _, c := range raw[i:] {
-			switch {
-			case k == len(word):
-				break letters
-			case (c == '_' || c == '-') && k > 0:
-			case c|0x20 == word[k]:
-				k++
-			default:
-				break letters
-			}
-		}
-		if k == len(word) {
-			return true
-		}
-	}
-	return false
 }
 
 // bindRequestState checks the requestState of an authorized request and

@@ -1,12 +1,15 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 
@@ -126,34 +129,94 @@ func hasMember(raw []byte, p mcpparse.Pointer, word string) bool {
 
 // mayName reports whether raw may hold a member named word (lower-case
 // ASCII letters) in a spelling an upstream could read as word: word in
-// any ASCII case, or anything a byte scan cannot rule out: a \u escape,
-// or one of the two non-ASCII letters whose case folds to an ASCII one,
-// ſ (s) and the Kelvin sign K (k) ("taſk"; matched by encoding/json and
-// strings.EqualFold).
-func mayName(raw []byte, word string) bool {
-	for i, c := range raw {
-		switch {
-		case c == 0xC5 && i+1 < len(raw) && raw[i+1] == 0xBF, // ſ U+017F
-			c == 0xE2 && i+2 < len(raw) && raw[i+1] == 0x84 && raw[i+2] == 0xAA: // K U+212A
+// any ASCII case, or anything a byte scan cannot rule out: a \u escape
+// that may stand for one of its letters, or one of the two non-ASCII
+// letters whose case folds to an ASCII one, ſ (s) and the Kelvin sign K
+// (k) ("taſk"; matched by encoding/json and strings.EqualFold). Other
+// escapes spell no letter of word: "\u003c", which Go's encoding/json
+// writes for "<", leaves an answer unread.
+func mayName(raw []byte, word string) bool { return maySpell(raw, word, "") }
+
+// maySpell is mayName for a word that may also have any of seps between
+// its letters. Each byte it looks for is found with bytes.IndexByte (or
+// bytes.Index), which pass over the rest many bytes at a time: this runs
+// on every body and answer of a request that may carry task ids or a
+// request state.
+func maySpell(raw []byte, word, seps string) bool {
+	if strings.IndexByte(word, 's') >= 0 && bytes.Contains(raw, []byte("\u017f")) ||
+		strings.IndexByte(word, 'k') >= 0 && bytes.Contains(raw, []byte("\u212a")) {
+		return true
+	}
+	for rest := raw; ; {
+		i := bytes.Index(rest, []byte(`\u`))
+		if i < 0 {
+			break
+		}
+		rest = rest[i+2:]
+		if mayEscape(rest, word, seps) {
 			return true
-		case c == '\\' && i+1 < len(raw) && raw[i+1] == 'u':
-			return true
-		case c|0x20 == word[0] && len(raw)-i >= len(word) && asciiFold(raw[i:i+len(word)], word):
-			return true
+		}
+	}
+	for _, c := range [2]byte{word[0], word[0] &^ 0x20} {
+		for rest := raw; ; {
+			i := bytes.IndexByte(rest, c)
+			if i < 0 {
+				break
+			}
+			if spells(rest[i+1:], word[1:], seps) {
+				return true
+			}
+			rest = rest[i+1:]
 		}
 	}
 	return false
 }
 
-// asciiFold reports whether b is word (lower-case ASCII letters) in any
-// ASCII case.
-func asciiFold(b []byte, word string) bool {
-	for i := range len(word) {
-		if b[i]|0x20 != word[i] {
+// mayEscape reports whether the \u escape whose hex digits hex begins
+// with may stand for a letter of word, in any case, or one of seps: what
+// cannot be read as four hex digits may.
+func mayEscape(hex []byte, word, seps string) bool {
+	if len(hex) < 4 {
+		return true
+	}
+	var r rune
+	for _, c := range hex[:4] {
+		switch {
+		case '0' <= c && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case 'a' <= c|0x20 && c|0x20 <= 'f':
+			r = r<<4 | rune(c|0x20-'a'+10)
+		default:
+			return true
+		}
+	}
+	switch {
+	case r < utf8.RuneSelf:
+		return strings.IndexByte(seps, byte(r)) >= 0 || unicode.IsLetter(r) && strings.IndexByte(word, byte(r)|0x20) >= 0
+	case r == 'ſ':
+		return strings.IndexByte(word, 's') >= 0
+	case r == '\u212a':
+		return strings.IndexByte(word, 'k') >= 0
+	}
+	return false // no other rune folds to an ASCII letter
+}
+
+// spells reports whether b begins with word (lower-case ASCII letters)
+// in any ASCII case, with any of seps between its letters.
+func spells(b []byte, word, seps string) bool {
+	k := 0
+	for _, c := range b {
+		if k == len(word) {
+			break
+		}
+		switch {
+		case c|0x20 == word[k]:
+			k++
+		case strings.IndexByte(seps, c) < 0:
 			return false
 		}
 	}
-	return true
+	return k == len(word)
 }
 
 // declaresTasks reports whether a request may be answered with a task: a

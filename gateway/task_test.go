@@ -468,40 +468,88 @@ func TestTaskUndeclared(t *testing.T) {
 }
 
 // TestMayName: the byte scan before a member lookup never rules out a
-// spelling an upstream could read as the name.
+// spelling an upstream could read as the name (with seps, maySpell, one
+// with those between its letters), and rules out escapes that spell none
+// of its letters.
 func TestMayName(t *testing.T) {
 	for raw, want := range map[string]bool{
 		`{"task":1}`: true, `{"Task":1}`: true, `{"TASK":1}`: true, `{"tAsK":1}`: true,
-		`{"ta\u0073k":1}`: true, `{"taſk":1}`: true, `{"tas\u212a":1}`: true, "{\"tas\u212a\":1}": true,
-		`{"x":"é"}`: false, `{"x":"東京"}`: false,
+		`{"ta\u0073k":1}`: true, `{"\u0054ask":1}`: true, `{"ta\u017fk":1}`: true, `{"tas\u212A":1}`: true,
+		`{"taſk":1}`: true, `{"tas\u212a":1}`: true, "{\"tas\u212a\":1}": true, `{"x":"\u00"}`: true, `{"x":"\u00g0"}`: true,
+		`{"x":"é"}`: false, `{"x":"東京"}`: false, `{"x":"\u003c\u0026"}`: false, `{"x":"\ud83d\ude00"}`: false,
 		`{"tas":1}`: false, `{"ask":1}`: false, `{"t":"ask"}`: false, `{"x":"ta"}`: false, ``: false, `t`: false,
+		`{"ta_sk":1}`: false, `{"t\u005fask":1}`: false,
 	} {
 		if got := mayName([]byte(raw), "task"); got != want {
 			t.Errorf("mayName(%s, task) = %v, want %v", raw, got, want)
 		}
 	}
-	// The scan passes over most bytes with one test; it finds what a
-	// test of every byte at every position finds.
-	every := func(raw []byte, word string) bool {
-		for i := range raw {
-			rest := raw[i:]
-			if bytes.HasPrefix(rest, []byte("ſ")) || bytes.HasPrefix(rest, []byte("\u212a")) || bytes.HasPrefix(rest, []byte(`\u`)) ||
-				len(rest) >= len(word) && strings.EqualFold(string(rest[:len(word)]), word) {
+	for raw, want := range map[string]bool{
+		`{"request_state":1}`: true, `{"Request-State":1}`: true, `{"r_e_q_u_e_s_t_s_t_a_t_e":1}`: true, `{"request\u005fstate":1}`: true,
+		`{"_request":"state"}`: false, `{"request":"state"}`: false, `{"x":"\u003c"}`: false,
+	} {
+		if got := maySpell([]byte(raw), "requeststate", "_-"); got != want {
+			t.Errorf("maySpell(%s, requeststate, _-) = %v, want %v", raw, got, want)
+		}
+	}
+	// The scan looks for a few bytes and passes over the rest; it finds
+	// what a test of every byte at every position finds.
+	relevant := func(r rune, word, seps string) bool {
+		if strings.ContainsRune(seps, r) {
+			return true
+		}
+		for _, c := range word {
+			if strings.EqualFold(string(r), string(c)) {
 				return true
 			}
 		}
 		return false
 	}
-	alphabet := []byte("tTaAsSkK\\u\"x{}:" + "ſ" + "\u212a")
+	every := func(raw []byte, word, seps string) bool {
+		for i := range raw {
+			rest := raw[i:]
+			if bytes.HasPrefix(rest, []byte(`\u`)) {
+				if len(rest) < 6 {
+					return true
+				}
+				r, err := strconv.ParseUint(string(rest[2:6]), 16, 32)
+				if err != nil || relevant(rune(r), word, seps) {
+					return true
+				}
+			}
+			if bytes.HasPrefix(rest, []byte("ſ")) && strings.Contains(word, "s") || bytes.HasPrefix(rest, []byte("\u212a")) && strings.Contains(word, "k") {
+				return true
+			}
+			k := 0
+			for _, c := range rest {
+				if k == len(word) {
+					break
+				}
+				if bytes.EqualFold([]byte{c}, []byte{word[k]}) {
+					k++
+				} else if k == 0 || !strings.ContainsRune(seps, rune(c)) {
+					break
+				}
+			}
+			if k == len(word) {
+				return true
+			}
+		}
+		return false
+	}
+	pieces := []string{"t", "T", "a", "A", "s", "S", "k", "K", "_", "-", "x", `"`, "0", "f", "ſ", "\u212a",
+		`\u`, `\u0073`, `\u0053`, `\u017f`, `\u212a`, `\u003c`, `\u005f`, `\u002d`, `\u00`, `\uzz`}
 	rng := rand.New(rand.NewPCG(1, 2))
 	for range 20000 {
-		raw := make([]byte, rng.IntN(12))
-		for i := range raw {
-			raw[i] = alphabet[rng.IntN(len(alphabet))]
+		var raw []byte
+		for range rng.IntN(8) {
+			raw = append(raw, pieces[rng.IntN(len(pieces))]...)
 		}
 		for _, word := range []string{"task", "tasks", "ask"} {
-			if got, want := mayName(raw, word), every(raw, word); got != want {
-				t.Fatalf("mayName(%q, %s) = %v, a test of every byte finds %v", raw, word, got, want)
+			for _, seps := range []string{"", "_-"} {
+				if got, want := maySpell(raw, word, seps), every(raw, word, seps); got != want {
+					t.Fatalf("maySpell(%q, %s, %q) = %v, a test of every byte finds %v", raw, word, seps, got, want)
+				}
 			}
 		}
 	}
