@@ -516,9 +516,11 @@ func (rw *responseWriter) Write(b []byte) (int, error) {
 			rw.w.WriteHeader(rw.status)
 			return rw.w.Write(b)
 		}
-		if rw.passUnwrapped() && !rw.x.pinned && rw.initIDs == nil && rw.buf.Len()+len(b) > maxTaskBody {
-			// Too large to hold for task ids (a completed task's
-			// result, say): stream it unchanged from here on. With
+		if rw.passUnwrapped() && !rw.x.pinned && rw.initIDs == nil &&
+			(rw.buf.Len()+len(b) > maxTaskBody || !rw.hold(rw.buf.Len()+len(b))) {
+			// Too large to hold for task ids or a request state (a
+			// completed task's result, say), or past the caller's share
+			// of what is held: stream it unchanged from here on. With
 			// pinning it is held up to maxFilteredBody all the same, to
 			// be looked at for a tools list.
 			rw.mode = modePass
