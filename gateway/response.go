@@ -501,6 +501,13 @@ func anyEventStream(cts []string) bool {
 // closed instead.
 func (rw *responseWriter) passUnwrapped() bool { return rw.filter == nil }
 
+// optional reports whether the answer is read only to wrap task ids or a
+// request state, so that one too large to read or hold passes unchanged:
+// no tools/list filter, no pinning, no initialize result to change.
+func (rw *responseWriter) optional() bool {
+	return rw.passUnwrapped() && !rw.x.pinned && rw.initIDs == nil
+}
+
 func (rw *responseWriter) Write(b []byte) (int, error) {
 	if !rw.wroteHeader {
 		rw.WriteHeader(http.StatusOK)
@@ -516,8 +523,7 @@ func (rw *responseWriter) Write(b []byte) (int, error) {
 			rw.w.WriteHeader(rw.status)
 			return rw.w.Write(b)
 		}
-		if rw.passUnwrapped() && !rw.x.pinned && rw.initIDs == nil &&
-			(rw.buf.Len()+len(b) > maxTaskBody || !rw.hold(rw.buf.Len()+len(b))) {
+		if rw.optional() && (rw.buf.Len()+len(b) > maxTaskBody || !rw.hold(rw.buf.Len()+len(b))) {
 			// Too large to hold for task ids or a request state (a
 			// completed task's result, say), or past the caller's share
 			// of what is held: stream it unchanged from here on. With
@@ -1095,7 +1101,23 @@ func (rw *responseWriter) writeEvents(b []byte) (int, error) {
 		wrote = true
 		return rw.writeEvent(ev)
 	})
-	if err == nil && !rw.hold(rw.sse.Held()) {
+	fits := err == nil && rw.hold(rw.sse.Held())
+	if !fits && rw.optional() {
+		if rest, ok := rw.sse.Detach(); ok {
+			// An event the gateway cannot read (over maxFilteredBody,
+			// not UTF-8) or hold (past the caller's share) in a stream
+			// read only to wrap task ids or a request state: the rest
+			// of the stream passes unread, as a large JSON answer does.
+			rw.mode = modePass
+			rw.dropHeld()
+			if _, err := rw.w.Write(rest); err != nil {
+				return 0, err
+			}
+			http.NewResponseController(rw.w).Flush()
+			return len(b), nil
+		}
+	}
+	if err == nil && !fits {
 		// An unfinished event is held until it ends: past the bound the
 		// stream ends here, as for an event over maxFilteredBody.
 		rw.g.log.Warn("event stream ended", zap.Error(errHeldBudget), zap.Int64("max_bytes", rw.g.held.max))
@@ -1109,6 +1131,7 @@ func (rw *responseWriter) writeEvents(b []byte) (int, error) {
 		}
 	}
 	if err != nil {
+		rw.sse.End() // drops what the splitter kept for Detach
 		return 0, err
 	}
 	return len(b), nil

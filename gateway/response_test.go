@@ -749,38 +749,62 @@ func TestHeldWriteDeadlineRestored(t *testing.T) {
 	}
 }
 
-// TestRewriteOnlyAnswerPassesPastHeldShare: an answer held only to wrap a
-// request state or task ids (a 2026-07-28 tools/call's, nothing to
-// filter) passes unchanged once holding it would pass the caller's share
-// of maxHeldBytes, as one over maxTaskBody does: an unwrapped state or
-// task id only fails its follow-up, while a 502 failed a call that
-// passes the gateway untouched when its answer is not read.
-func TestRewriteOnlyAnswerPassesPastHeldShare(t *testing.T) {
+// TestRewriteOnlyAnswerPasses: an answer read only to wrap a request
+// state or task ids (a 2026-07-28 tools/call's, nothing to filter) that
+// the gateway cannot hold or read passes unchanged, as a JSON answer over
+// maxTaskBody does: JSON past the caller's share of maxHeldBytes, and an
+// event stream's event past that share, over maxFilteredBody or not
+// UTF-8. An unwrapped state or task id only fails its follow-up, while
+// ending the answer failed a call whose answer passes the gateway
+// untouched when it is not read.
+func TestRewriteOnlyAnswerPasses(t *testing.T) {
 	defer func(n int64) { maxHeldBytes = n }(maxHeldBytes)
 	maxHeldBytes = 512 << 10 // a principal alone holds up to half
-	text := strings.Repeat("x", 32<<10)
-	h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		io.WriteString(w, `{"jsonrpc":"2.0","id":2,"result":{"content":[`)
-		for i := range 16 { // 512 KiB in pieces, no Content-Length
-			if i > 0 {
-				io.WriteString(w, ",")
+	for _, tc := range []struct {
+		name, contentType, open, close string
+		pieces                         int
+		text                           string
+	}{
+		{"json past the share", "application/json", `{"jsonrpc":"2.0","id":2,"result":{"content":[`, `]}}`, 16, strings.Repeat("x", 32<<10)},
+		{"event past the share", "text/event-stream", `data: {"jsonrpc":"2.0","id":2,"result":{"content":[`, "]}}\n\n", 16, strings.Repeat("x", 32<<10)},
+		{"event over maxFilteredBody", "text/event-stream", `data: {"jsonrpc":"2.0","id":2,"result":{"content":[`, "]}}\n\n", 17, strings.Repeat("x", 1<<20)},
+		{"event not UTF-8", "text/event-stream", `data: {"jsonrpc":"2.0","id":2,"result":{"content":[`, "]}}\n\n", 1, "x\xffx"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var answer strings.Builder
+			h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", tc.contentType)
+				io.WriteString(w, tc.open)
+				for i := range tc.pieces { // in pieces, no Content-Length
+					if i > 0 {
+						io.WriteString(w, ",")
+					}
+					io.WriteString(w, `{"type":"text","text":"`+tc.text+`"}`)
+					w.(http.Flusher).Flush()
+				}
+				io.WriteString(w, tc.close)
+			})
+			answer.WriteString(tc.open)
+			for i := range tc.pieces {
+				if i > 0 {
+					answer.WriteString(",")
+				}
+				answer.WriteString(`{"type":"text","text":"` + tc.text + `"}`)
 			}
-			io.WriteString(w, `{"type":"text","text":"`+text+`"}`)
-			w.(http.Flusher).Flush()
-		}
-		io.WriteString(w, `]}}`)
-	})
-	body, hdr := roundTrip("tools/call", "read_a", nil)
-	resp, err := h.try(call{body: body, token: mint(t, claims()), headers: hdr})
-	if err != nil {
-		t.Fatalf("answer refused: %v", err) // the upstream's answer began: the connection is aborted
-	}
-	got := readBody(t, resp)
-	if resp.StatusCode != http.StatusOK || !strings.HasSuffix(got, `"}]}}`) || strings.Count(got, text) != 16 {
-		t.Errorf("answer = %d (%d bytes), want 200 and the whole answer", resp.StatusCode, len(got))
-	}
-	if n := held.bytes(); n != 0 {
-		t.Errorf("held bytes after the answer = %d, want 0", n)
+			answer.WriteString(tc.close)
+			body, hdr := roundTrip("tools/call", "read_a", nil)
+			resp, err := h.try(call{body: body, token: mint(t, claims()), headers: hdr})
+			if err != nil {
+				t.Fatalf("answer refused: %v", err) // the upstream's answer began: the connection is aborted
+			}
+			defer resp.Body.Close()
+			got, err := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusOK || err != nil || string(got) != answer.String() {
+				t.Errorf("answer = %d (%d bytes, %v), want 200 and the upstream's %d bytes", resp.StatusCode, len(got), err, answer.Len())
+			}
+			if n := held.bytes(); n != 0 {
+				t.Errorf("held bytes after the answer = %d, want 0", n)
+			}
+		})
 	}
 }

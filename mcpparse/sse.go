@@ -150,7 +150,8 @@ func (s *Splitter) Feed(p []byte, emit func(Event) error) error {
 		p = p[n:]
 		switch {
 		case err != nil:
-			s.fail(err)
+			// Kept for Detach: the event failed on, and the rest of p.
+			s.held, s.err = append(s.held, p...), err
 		case ok:
 			if err := emit(ev); err != nil {
 				s.fail(err)
@@ -174,6 +175,25 @@ func (s *Splitter) End() error {
 // Held is the capacity of the buffer holding an unfinished event: 0
 // whenever the bytes fed so far end with a complete event.
 func (s *Splitter) Held() int { return cap(s.held) }
+
+// errDetached stops a Splitter after Detach.
+var errDetached = errors.New("mcpparse: splitter detached")
+
+// Detach stops the Splitter (Feed fails from then on) and returns the
+// bytes fed to it that it has not emitted as events, exactly as they
+// came: an unfinished event, or, after Feed failed on the stream
+// (ErrEventTooLarge, ErrInvalidEvent), every byte fed from the start of
+// the event it failed on. A caller that may pass a stream on unread
+// writes them, then the stream's further bytes. ok is false when those
+// bytes are gone: after End, or after emit failed.
+func (s *Splitter) Detach() (rest []byte, ok bool) {
+	rest, ok = s.held, s.err == nil || errors.Is(s.err, ErrEventTooLarge) || errors.Is(s.err, ErrInvalidEvent)
+	s.fail(errDetached)
+	if !ok {
+		return nil, false
+	}
+	return rest, true
+}
 
 func (s *Splitter) fail(err error) {
 	s.err, s.held = err, nil
@@ -230,7 +250,7 @@ func (s *Splitter) next(p []byte) (ev Event, n int, ok bool, err error) {
 		// The '\n' of a "\r\n" that ended the last event is not counted,
 		// so that the limit does not depend on where the stream was cut.
 		if size := len(event()) + k; s.lead && size-1 > s.max || !s.lead && size > s.max {
-			return Event{}, 0, false, fmt.Errorf("%w: over %d bytes", ErrEventTooLarge, s.max)
+			return s.failed(p[start:pos], pos, fmt.Errorf("%w: over %d bytes", ErrEventTooLarge, s.max))
 		}
 		take(k)
 		if i < 0 {
@@ -247,7 +267,7 @@ func (s *Splitter) next(p []byte) (ev Event, n int, ok bool, err error) {
 			}
 		}
 		if !utf8.Valid(line) {
-			return Event{}, 0, false, fmt.Errorf("%w: not UTF-8", ErrInvalidEvent)
+			return s.failed(p[start:pos], pos, fmt.Errorf("%w: not UTF-8", ErrInvalidEvent))
 		}
 		if len(line) > 0 {
 			s.lines++
@@ -277,6 +297,14 @@ func (s *Splitter) next(p []byte) (ev Event, n int, ok bool, err error) {
 		s.held = append([]byte(nil), p[start:]...)
 	}
 	return Event{}, len(p), false, nil
+}
+
+// failed is next's answer to a fault in the stream after reading n bytes
+// of p, the event's bytes in p being inP (none once anything is held):
+// the Splitter holds every byte of the event read so far (for Detach).
+func (s *Splitter) failed(inP []byte, n int, err error) (Event, int, bool, error) {
+	s.held = append(s.held, inP...)
+	return Event{}, n, false, err
 }
 
 // parseEvent reads the fields of an event's bytes, which end with its

@@ -247,3 +247,68 @@ func TestCopyEventWithoutRaw(t *testing.T) {
 		t.Errorf("CopyEvent() wrote %q, %v; want %q", b.String(), err, "data: x\n\n")
 	}
 }
+
+// TestSplitterDetach: Detach hands back every byte fed that was not
+// emitted as an event, exactly as it came, so that what was emitted, then
+// those bytes, then the pieces not fed make up the stream: an unfinished
+// event, or, after a fault in the stream (an event over the bound, one
+// not UTF-8), all of the event it failed on and the rest of the piece.
+// After End, nothing can be handed back.
+func TestSplitterDetach(t *testing.T) {
+	big := "data: " + strings.Repeat("x", 40) + "\n\n"
+	for _, tc := range []struct {
+		name    string
+		stream  string
+		piece   int    // fed in pieces of this many bytes
+		stopAt  int    // pieces fed at most
+		emitted string // the prefix emitted as events
+		fault   error
+	}{
+		{name: "unfinished event", stream: "data: a\n\ndata: b\n\n", piece: 3, stopAt: 4, emitted: "data: a\n\n"},
+		{name: "nothing unfinished", stream: "data: a\n\ndata: b\n\n", piece: 9, stopAt: 1, emitted: "data: a\n\n"},
+		{name: "an event over the bound", stream: "data: a\n\n" + big + "data: c\n\n", piece: 5, stopAt: 100, emitted: "data: a\n\n", fault: ErrEventTooLarge},
+		{name: "an event over the bound, fed whole", stream: "data: a\n\n" + big + "data: c\n\n", piece: 1000, stopAt: 100, emitted: "data: a\n\n", fault: ErrEventTooLarge},
+		{name: "an event not UTF-8", stream: "data: a\n\ndata: \xff\n\ndata: c\n\n", piece: 4, stopAt: 100, emitted: "data: a\n\n", fault: ErrInvalidEvent},
+		{name: "after CRLF cut at its LF", stream: "data: a\r\n\r\ndata: b", piece: 10, stopAt: 2, emitted: "data: a\r\n\r"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := NewSplitter(32)
+			var emitted strings.Builder
+			var pieces []string
+			for p := tc.stream; len(p) > 0; {
+				n := min(tc.piece, len(p))
+				pieces, p = append(pieces, p[:n]), p[n:]
+			}
+			fed := 0
+			for fed < len(pieces) && fed < tc.stopAt {
+				err := s.Feed([]byte(pieces[fed]), func(ev Event) error { emitted.Write(ev.Raw); return nil })
+				fed++
+				if err != nil {
+					if !errors.Is(err, tc.fault) || tc.fault == nil {
+						t.Fatalf("Feed = %v, want %v", err, tc.fault)
+					}
+					break
+				}
+			}
+			rest, ok := s.Detach()
+			if !ok {
+				t.Fatal("Detach() ok = false, want true")
+			}
+			if got := emitted.String(); got != tc.emitted {
+				t.Errorf("emitted %q, want %q", got, tc.emitted)
+			}
+			if got, want := tc.emitted+string(rest)+strings.Join(pieces[fed:], ""), tc.stream; got != want {
+				t.Errorf("emitted, Detach() and the pieces not fed = %q, want the stream %q", got, want)
+			}
+			if err := s.Feed([]byte("data: d\n\n"), func(Event) error { t.Error("an event after Detach"); return nil }); err == nil {
+				t.Error("Feed after Detach = nil, want an error")
+			}
+		})
+	}
+	s := NewSplitter(0)
+	s.Feed([]byte("data: a"), func(Event) error { return nil })
+	s.End()
+	if rest, ok := s.Detach(); ok || rest != nil {
+		t.Errorf("Detach() after End = %q, %v, want nil, false", rest, ok)
+	}
+}
