@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -562,7 +563,35 @@ func (h *GatewayHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next 
 	if h.app != nil && !h.app.started(r.Context()) {
 		return caddyhttp.Error(http.StatusServiceUnavailable, errNotRunning)
 	}
-	return h.gw.Serve(w, r, next)
+	return h.gw.Serve(w, r, hostNext{next})
+}
+
+// hostNext is next with Caddy's host placeholders ({host},
+// {http.request.host}, {http.request.hostport}) reading the Host of the
+// request the gateway forwards, the resource's, until next returns: they
+// read the request Caddy began with, whose Host the client chose, so
+// `header_up Host {host}`, or an upstream address made of it, would send
+// a request authorized for this resource to the host the client named.
+// Error routes and logs afterwards see the Host as it came, as they see
+// the client's header.
+type hostNext struct{ next caddyhttp.Handler }
+
+func (n hostNext) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
+	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if !ok {
+		return n.next.ServeHTTP(w, r)
+	}
+	host, _, err := net.SplitHostPort(r.Host)
+	if err != nil {
+		host = r.Host // no port, as Caddy reads it
+	}
+	repl.Set("http.request.host", host)
+	repl.Set("http.request.hostport", r.Host)
+	defer func() {
+		repl.Delete("http.request.host")
+		repl.Delete("http.request.hostport")
+	}()
+	return n.next.ServeHTTP(w, r)
 }
 
 // Cleanup implements caddy.CleanerUpper: when the configuration is

@@ -134,10 +134,12 @@ http://:%[3]d {
 			header_up X-Seen-Cookie {http.request.header.Cookie}
 			header_up X-Seen-Subject {http.request.header.X-Mcp-Subject}
 			header_up X-Seen-Session {http.request.header.Mcp-Session-Id}
+			header_up X-Seen-Host {host}
+			header_up X-Seen-Hostport {http.request.hostport}
 		}
 	}
 	handle_errors {
-		respond "auth=[{http.request.header.Authorization}] subject=[{http.request.header.X-Mcp-Subject}] session=[{http.request.header.Mcp-Session-Id}]" 502
+		respond "auth=[{http.request.header.Authorization}] subject=[{http.request.header.X-Mcp-Subject}] session=[{http.request.header.Mcp-Session-Id}] host=[{http.request.hostport}]" 502
 	}
 }
 `, issuer, scope, port, srv.Listener.Addr().String(), dead)
@@ -350,6 +352,16 @@ func TestHeaderProbe(t *testing.T) {
 			if v := got.Values("X-Forwarded-Host"); len(v) != 1 || v[0] != host {
 				t.Errorf("%s: upstream X-Forwarded-Host = %q, want [%s]", c.name, v, host)
 			}
+			// reverse_proxy's placeholders see the host the request is
+			// forwarded for too: `header_up Host {host}`, or an upstream
+			// address built from it, would otherwise put the client's
+			// choice back.
+			if v, want := got.Get("X-Seen-Host"), u.Hostname(); v != want {
+				t.Errorf("%s: {host} during proxying = %q, want the resource's %q", c.name, v, want)
+			}
+			if v := got.Get("X-Seen-Hostport"); v != host {
+				t.Errorf("%s: {http.request.hostport} during proxying = %q, want the resource's %q", c.name, v, host)
+			}
 		}
 		h2cListing(t, u.Host, "http://admin.internal"+u.Path, http.Header{
 			"Content-Type":         {"application/json"},
@@ -358,8 +370,12 @@ func TestHeaderProbe(t *testing.T) {
 			"Authorization":        {"Bearer " + tok},
 			"Mcp-Session-Id":       {session},
 		})
-		if v := s.up.last(t).Get("Host"); v != host {
+		got := s.up.last(t)
+		if v := got.Get("Host"); v != host {
 			t.Errorf(":authority: upstream Host = %q, want the resource's %q", v, host)
+		}
+		if v := got.Get("X-Seen-Hostport"); v != host {
+			t.Errorf(":authority: {http.request.hostport} during proxying = %q, want the resource's %q", v, host)
 		}
 	})
 
@@ -386,7 +402,7 @@ func TestHeaderProbe(t *testing.T) {
 		if status != http.StatusBadGateway {
 			t.Fatalf("broken upstream = %d %s", status, body)
 		}
-		want := "auth=[Bearer " + btok + "] subject=[as-sent] session=[]"
+		want := "auth=[Bearer " + btok + "] subject=[as-sent] session=[] host=[" + strings.TrimPrefix(s.issuer, "http://") + "]"
 		if body != want {
 			t.Errorf("error route saw %q, want the header as it came %q", body, want)
 		}
