@@ -1068,10 +1068,14 @@ var clientHeaderRules = [...]struct {
 	{"X-Forwarded-Uri", headerDrop},
 	// Who and where the client is, as proxies in front of a server say
 	// and servers' IP allow-lists and URL builders read: Caddy sets none
-	// of these. (X-Forwarded-For, -Proto and -Host it replaces with its
-	// own unless the client is one of its trusted_proxies, which may
-	// speak for the client, so they are Caddy's to judge.)
+	// of these. (X-Forwarded-For and -Proto it replaces with its own
+	// unless the client is one of its trusted_proxies, which may speak
+	// for the client, so they are Caddy's to judge.)
 	{"Forwarded", headerDrop},
+	// The host the client named, which a trusted proxy passes on and
+	// Caddy then keeps: the request is for the resource's host (see
+	// nextRequest), which Caddy sets here when the field is absent.
+	{"X-Forwarded-Host", headerDrop},
 	{"X-Real-Ip", headerDrop},
 	{"True-Client-Ip", headerDrop},
 	{"X-Client-Ip", headerDrop},

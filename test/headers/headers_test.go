@@ -409,6 +409,37 @@ func TestHeaderProbe(t *testing.T) {
 	})
 }
 
+// TestForwardedHostFromTrustedProxy: behind a proxy reverse_proxy
+// trusts, Caddy keeps the X-Forwarded-Host that proxy sent, the host the
+// client named; the request is authorized for the resource, so an
+// upstream that routes by X-Forwarded-Host (web frameworks trusting a
+// proxy do) still gets it for the resource's host.
+func TestForwardedHostFromTrustedProxy(t *testing.T) {
+	up := &recorder{}
+	srv := httptest.NewServer(up)
+	t.Cleanup(srv.Close)
+	port, tok := startWithTimeouts(t, "read_body 30s", srv.Listener.Addr().String(), "trusted_proxies 127.0.0.1/32")
+	s := &probeStack{resource: fmt.Sprintf("http://127.0.0.1:%d/mcp", port), up: up}
+	host := fmt.Sprintf("127.0.0.1:%d", port)
+	status, h, body := raw(t, s.resource, base+"Authorization: Bearer "+tok+"\r\n", initBody)
+	if status != http.StatusOK {
+		t.Fatalf("initialize = %d %s", status, body)
+	}
+	head := base + "MCP-Protocol-Version: 2025-11-25\r\nAuthorization: Bearer " + tok + "\r\nMcp-Session-Id: " + h.Get("Mcp-Session-Id") + "\r\n"
+	for _, xfh := range []string{"X-Forwarded-Host: admin.internal\r\n", "X-Forwarded-Host: " + host + "\r\nx-forwarded-host: admin.internal\r\n"} {
+		if status, _, body := raw(t, s.resource, head+xfh, listBody); status != http.StatusOK {
+			t.Fatalf("tools/list = %d %s", status, body)
+		}
+		got := up.last(t)
+		if v := got.Values("X-Forwarded-Host"); len(v) != 1 || v[0] != host {
+			t.Errorf("%q: upstream X-Forwarded-Host = %q, want the resource's [%s]", xfh, v, host)
+		}
+		if v := got.Get("Host"); v != host {
+			t.Errorf("%q: upstream Host = %q, want the resource's %q", xfh, v, host)
+		}
+	}
+}
+
 // h2cListing sends a tools/list to target over h2c (prior knowledge) on a
 // connection to addr, with header as given, and wants 200 over HTTP/2.
 func h2cListing(t *testing.T, addr, target string, header http.Header) {
