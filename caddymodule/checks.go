@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/gateway"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer"
 )
 
@@ -88,8 +89,8 @@ func (a *App) checkGatewayResources() error {
 			first[res] = h
 			continue
 		}
-		pj, err1 := json.Marshal(prev)
-		hj, err2 := json.Marshal(h)
+		pj, err1 := prev.settings()
+		hj, err2 := h.settings()
 		if err := cmp.Or(err1, err2); err != nil {
 			return fmt.Errorf("mcp_gateway %s: %w", h.Resource, err)
 		}
@@ -98,6 +99,27 @@ func (a *App) checkGatewayResources() error {
 		}
 	}
 	return nil
+}
+
+// settings is the gateway's configuration as checkGatewayResources
+// compares it: in JSON, with the defaults written out, so that a setting
+// written and the same left to its default (issuer local or this
+// config's issuer URL, pin_tools first_use, audit all, the body size and
+// introspection cache bounds) compare equal.
+func (h *GatewayHandler) settings() ([]byte, error) {
+	c := *h
+	if h.local {
+		c.Issuer = "local"
+	}
+	c.PinTools = cmp.Or(c.PinTools, gateway.PinFirstUse.String())
+	c.Audit = cmp.Or(c.Audit, "all")
+	c.MaxBodySize = cmp.Or(c.MaxBodySize, gateway.DefaultMaxBodySize)
+	if h.Introspection != nil {
+		in := *h.Introspection
+		in.Cache = cmp.Or(in.Cache, caddy.Duration(gateway.DefaultIntrospectionCache))
+		c.Introspection = &in
+	}
+	return json.Marshal(&c)
 }
 
 // sameResource compares resource URLs as the issuer does: scheme and host

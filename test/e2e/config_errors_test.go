@@ -187,6 +187,28 @@ http://127.0.0.1:%[3]d {
 			}
 		})
 	}
-	// The same gateway in both sites is one policy: it loads.
-	harness.Start(t, render("import gw", ""))
+	// The same gateway in both sites is one policy: it loads, also when
+	// one writes out what the other leaves to its defaults.
+	for _, tt := range []struct{ name, second string }{
+		{"one snippet", "import gw"},
+		{"defaults written", `mcp_gateway {
+		resource http://` + local + `/mcp
+		issuer http://` + local + `
+		scope read
+		tool delete_* admin
+		tool * read
+		max_body_size 1MiB
+		audit all
+		pin_tools first_use
+	}`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := harness.Load(t, render(tt.second, "")); err != nil {
+				t.Fatalf("Load() = %v, want the same gateway in both sites loaded", err)
+			}
+			if err := caddy.Stop(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
 }
