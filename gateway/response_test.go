@@ -758,8 +758,6 @@ func TestHeldWriteDeadlineRestored(t *testing.T) {
 // ending the answer failed a call whose answer passes the gateway
 // untouched when it is not read.
 func TestRewriteOnlyAnswerPasses(t *testing.T) {
-	defer func(n int64) { maxHeldBytes = n }(maxHeldBytes)
-	maxHeldBytes = 512 << 10 // a principal alone holds up to half
 	for _, tc := range []struct {
 		name, contentType, open, close string
 		pieces                         int
@@ -784,6 +782,8 @@ func TestRewriteOnlyAnswerPasses(t *testing.T) {
 				}
 				io.WriteString(w, tc.close)
 			})
+			held := newHeldShares(512 << 10) // a principal alone holds up to half
+			h.g.held = held
 			answer.WriteString(tc.open)
 			for i := range tc.pieces {
 				if i > 0 {
