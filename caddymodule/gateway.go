@@ -563,6 +563,11 @@ func (h *GatewayHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next 
 	if h.app != nil && !h.app.started(r.Context()) {
 		return caddyhttp.Error(http.StatusServiceUnavailable, errNotRunning)
 	}
+	if r.Host == h.gw.Host() {
+		// As a client that names the resource sends it: the
+		// placeholders already read the resource's host.
+		return h.gw.Serve(w, r, next)
+	}
 	return h.gw.Serve(w, r, hostNext{next})
 }
 

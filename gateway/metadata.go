@@ -46,6 +46,10 @@ func (g *Gateway) MetadataPaths() []string {
 	return slices.Clone(g.metadataPaths)
 }
 
+// Host is the resource URL's host (and port), lowercased: the Host of
+// every request the gateway forwards.
+func (g *Gateway) Host() string { return g.host }
+
 // Scopes returns every scope the gateway's rules mention, sorted: base
 // scopes, rule scopes and both sides of Implies (never offline_access,
 // which newPolicy refuses). This is scopes_supported.
