@@ -150,6 +150,15 @@ http://:%[3]d {
 
 func (s *probeStack) tokenFor(t *testing.T, resource string) string {
 	t.Helper()
+	tok, err := s.fetchToken(resource)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// fetchToken gets an access token for resource with client credentials.
+func (s *probeStack) fetchToken(resource string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	cfg := clientcredentials.Config{
@@ -160,14 +169,14 @@ func (s *probeStack) tokenFor(t *testing.T, resource string) string {
 	}
 	md, err := harness.Discover(ctx, s.issuer)
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	cfg.TokenURL = md.TokenEndpoint
 	tok, err := cfg.Token(ctx)
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
-	return tok.AccessToken
+	return tok.AccessToken, nil
 }
 
 // globalOptions is a Caddyfile's global options block: the issuer at

@@ -307,5 +307,16 @@ http://:%[3]d {
 `, issuer, scope, port, upstream, proxy))
 	harness.WaitReady(t, issuer+"/.well-known/oauth-authorization-server")
 	s := &probeStack{resource: issuer + "/mcp", issuer: issuer}
-	return port, s.tokenFor(t, s.resource)
+	// The token's answer is under the same short write timeout, which a
+	// busy machine (the race detector, other packages' tests) can pass:
+	// a few tries.
+	var err error
+	for range 3 {
+		var tok string
+		if tok, err = s.fetchToken(s.resource); err == nil {
+			return port, tok
+		}
+	}
+	t.Fatal(err)
+	return 0, ""
 }
