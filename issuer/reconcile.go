@@ -273,9 +273,10 @@ func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
 // indexBatch is how many grants one transaction of indexGrants indexes.
 const indexBatch = 500
 
-// indexGrants indexes the grants that have no entry in the grant index
+// indexGrants indexes the grants that lack an entry in the grant index
 // (bucketGrantIndex): those an earlier version wrote, before the upgrade
-// or, during a rolling upgrade, beside this instance. It runs at each
+// or, during a rolling upgrade, beside this instance, and those it
+// rewrote (an agent it added to a grant's Delegates). It runs at each
 // start; the first pass to complete marks the index complete, and until
 // then readers scan every grant. A crash in the middle leaves entries
 // that are true and no marker: the next start goes on. Entries are
@@ -285,12 +286,12 @@ func (i *Issuer) indexGrants(ctx context.Context) error {
 	var missing []string
 	err := i.store.View(ctx, func(tx store.Tx) error {
 		missing = missing[:0]
-		indexed, err := grantIndexIn(tx).indexed()
+		keys, err := grantIndexIn(tx).keys()
 		if err != nil {
 			return err
 		}
 		return grantsIn(tx).each(func(g *grant) error {
-			if !g.Revoked && !indexed[g.ID] {
+			if !g.Revoked && g.lacks(keys) {
 				missing = append(missing, g.ID)
 			}
 			return nil

@@ -22,8 +22,9 @@ import (
 // client or agent holds read their grants, not every grant. An entry is
 // a hint: its grant is read and checked (an earlier version revokes
 // grants without deleting their entries). Grants an earlier version
-// wrote have none until indexGrants, at each start, adds them; until
-// its first pass completes (grantIndexComplete), readers scan.
+// wrote, or rewrote, lack entries until indexGrants, at each start, adds
+// them; until its first pass completes (grantIndexComplete), readers
+// scan.
 const bucketGrantIndex = "grant_index"
 
 // grantIndexComplete is the key of the marker that every grant written
@@ -137,14 +138,19 @@ func (r grantIndexRecords) count(prefix string, limit int) (int, error) {
 	return n, err
 }
 
-// indexed lists the ids of the grants indexed by client (every grant
-// has that entry), for indexGrants.
-func (r grantIndexRecords) indexed() (map[string]bool, error) {
+// keys lists every entry's key, for indexGrants.
+func (r grantIndexRecords) keys() (map[string]bool, error) {
 	seen := map[string]bool{}
-	return seen, r.ids("c\x00", func(id string) error {
-		seen[id] = true
+	return seen, r.t.tx.List(r.t.bucket, "", func(k string, _ []byte) error {
+		seen[k] = true
 		return nil
 	})
+}
+
+// lacks reports whether an entry of g is not among keys: g was written,
+// or rewritten (an agent added to Delegates), by an earlier version.
+func (g *grant) lacks(keys map[string]bool) bool {
+	return slices.ContainsFunc(g.indexKeys(), func(k string) bool { return !keys[k] })
 }
 
 // markComplete records that every grant is indexed.

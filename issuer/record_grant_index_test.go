@@ -275,6 +275,36 @@ func testGrantsBeforeTheIndex(t *testing.T, st store.Store, clock *storetest.Clo
 	})
 }
 
+// TestGrantsPartlyIndexed: a grant this version indexed and an earlier
+// version then rewrote (its instance, beside this one in a rolling
+// upgrade or after a downgrade, exchanged one of its tokens to an agent,
+// adding the agent to Delegates with no index entry) gets the missing
+// entry at the next start, so revoking that agent ends the grant.
+func TestGrantsPartlyIndexed(t *testing.T) {
+	onEachStore(t, testGrantsPartlyIndexed)
+}
+
+func testGrantsPartlyIndexed(t *testing.T, st store.Store, clock *storetest.Clock) {
+	now := clock.Now()
+	g := &grant{ID: "partly", Subject: tUser, ClientID: tPublic, Resource: tResource,
+		Scopes: []string{"read"}, CreatedAt: now, LastUsed: now, ExpiresAt: now.Add(24 * time.Hour)}
+	e := newEnv(t, st, clock)
+	e.restart(st)
+	if err := st.Update(context.Background(), func(tx store.Tx) error { return grantsIn(tx).create(g) }); err != nil {
+		t.Fatal(err)
+	}
+	g.Delegates = []string{tAgent2}
+	asEarlierVersion(t, st, g)
+	e.restart(st)
+	rv := e.iss.revocation()
+	if err := st.Update(context.Background(), func(tx store.Tx) error { return grantsIn(tx).revokeAgent(tAgent2, rv) }); err != nil {
+		t.Fatal(err)
+	}
+	if live := e.liveGrants(t, tUser); len(live) != 0 {
+		t.Errorf("live grants after revoking the agent a grant was delegated to = %v, want none", live)
+	}
+}
+
 // TestRevokedPrincipalsUnindexedGrant: revoking a user, client or agent
 // ends a grant the index does not list (one an earlier version's
 // instance wrote after the index was complete, during a rolling
