@@ -162,6 +162,52 @@ func TestUserGrantsCeiling(t *testing.T) {
 	}
 }
 
+// TestUserGrantsCeilingRevokesNothing: a code refused at the ceiling
+// revokes none of the user's grants. A user may hold more than
+// maxUserGrants (ID-JAG grants are not admitted: each lives one access
+// token lifetime), and the code's connection may be full: making room
+// in it revoked its oldest grant, a device's refresh token with it,
+// before the ceiling refused the code, on each attempt.
+func TestUserGrantsCeilingRevokesNothing(t *testing.T) {
+	e := newTokEnv(t)
+	now := e.clock.Now()
+	var full []string // the connection of the code below
+	err := e.store.Update(context.Background(), func(tx store.Tx) error {
+		full = full[:0]
+		for n := range maxUserGrants + 1 {
+			g := &grant{ID: fmt.Sprintf("g%04d", n), Subject: tUser, ClientID: fmt.Sprintf("https://c%d.example/meta", n),
+				Resource: tResource, Scopes: []string{"read"}, CreatedAt: now.Add(time.Duration(n) * time.Millisecond),
+				LastUsed: now, ExpiresAt: now.Add(30 * 24 * time.Hour)}
+			if n < maxConnectionGrants {
+				g.ClientID = tPublic
+				full = append(full, g.ID)
+			}
+			if err := grantsIn(tx).create(g); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		code, verifier := e.issueCode(t, codeSpec{scopes: []string{"read", "offline_access"}})
+		if _, err := e.exchange(t, tPublic, "", code, verifier); err == nil || !strings.Contains(err.Error(), "invalid_grant") {
+			t.Fatalf("Exchange() past the ceiling error = %v, want invalid_grant", err)
+		}
+	}
+	var live []string
+	for _, g := range e.liveGrants(t, tUser) {
+		if g.ClientID == tPublic {
+			live = append(live, g.ID)
+		}
+	}
+	if !slices.Equal(live, full) {
+		t.Errorf("the connection's live grants after two refused codes = %v, want %v", live, full)
+	}
+}
+
 // asEarlierVersion writes g as a version without the grant index does:
 // the record alone.
 func asEarlierVersion(t *testing.T, st store.Store, g *grant) {

@@ -235,10 +235,10 @@ const (
 // errTooManyGrants: the user holds maxUserGrants grants.
 var errTooManyGrants = errors.New("user holds too many grants")
 
-// admit makes room for g, a user's new grant, before it is created: the
-// oldest grants of its connection beyond maxConnectionGrants-1 are
-// revoked until until, and errTooManyGrants refuses it when the user
-// still holds maxUserGrants grants. Only indexed grants count, and only
+// admit makes room for g, a user's new grant, before it is created:
+// errTooManyGrants refuses it, revoking nothing, when the user would
+// still hold maxUserGrants grants; else the oldest grants of its
+// connection beyond maxConnectionGrants-1 are revoked until until. Only indexed grants count, and only
 // the index is read: not the grants, which the user's other devices'
 // refreshes rewrite.
 func (r grantRecords) admit(g *grant, until time.Time) error {
@@ -258,17 +258,19 @@ func (r grantRecords) admit(g *grant, until time.Time) error {
 		return err
 	}
 	slices.SortFunc(same, func(a, b entry) int { return a.created.Compare(b.created) })
-	for len(same) >= maxConnectionGrants {
-		if err := r.revoke(same[0].id, until); err != nil {
-			return err
-		}
-		same = same[1:]
-	}
-	switch n, err := index.count(userGrantsPrefix(g.Subject), maxUserGrants); {
+	evict := same[:max(0, len(same)-(maxConnectionGrants-1))]
+	// The ceiling first: a refused code's transaction commits, and must
+	// not have revoked the connection's oldest grants.
+	switch n, err := index.count(userGrantsPrefix(g.Subject), maxUserGrants+len(evict)); {
 	case err != nil:
 		return err
-	case n >= maxUserGrants:
+	case n-len(evict) >= maxUserGrants:
 		return errTooManyGrants
+	}
+	for _, old := range evict {
+		if err := r.revoke(old.id, until); err != nil {
+			return err
+		}
 	}
 	return nil
 }
