@@ -149,12 +149,14 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 				return refuse(used)
 			}
 			grants := grantsIn(tx)
-			switch err := grants.admit(gr, i.revokeUntil()); {
-			case errors.Is(err, errTooManyGrants):
-				return refuse(ErrInvalidGrant.WithDescription(fmt.Sprintf(
-					"the user holds %d grants, the most allowed: revoke some at %s", maxUserGrants, i.endpoint(pathApps))))
-			case err != nil:
-				return err
+			if offline {
+				switch err := grants.admit(gr, i.revokeUntil()); {
+				case errors.Is(err, errTooManyGrants):
+					return refuse(ErrInvalidGrant.WithDescription(fmt.Sprintf(
+						"the user holds %d grants with refresh tokens, the most allowed: revoke some at %s", maxUserGrants, i.endpoint(pathApps))))
+				case err != nil:
+					return err
+				}
 			}
 			gr.Refresh = ""
 			if t.refreshToken != "" {

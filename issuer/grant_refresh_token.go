@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
@@ -132,11 +133,14 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 	// The grant rests on its principals as they were when it was made: a
 	// revocation of one since ends it even where the revocation's search
 	// missed the grant (one an earlier version's instance wrote, which
-	// the index does not list: record_grant_index.go). Grants of earlier
-	// versions without a creation time rest on the request's.
+	// the index does not list: record_grant_index.go). Made is read with
+	// the leeway instances' clocks are allowed (the code may have been
+	// checked against a stamp on a clock ahead of the one that wrote the
+	// grant); grants of earlier versions without a creation time rest on
+	// the request's.
 	basis := req.basis
-	if !g.CreatedAt.IsZero() && g.CreatedAt.Before(basis) {
-		basis = g.CreatedAt
+	if made := g.CreatedAt.Add(accesstoken.Leeway); !g.CreatedAt.IsZero() && made.Before(basis) {
+		basis = made
 	}
 	return &issuance{
 		grantType: grantRefreshToken,

@@ -39,6 +39,10 @@ type grantIndexEntry struct {
 	Resource  string    `json:"r,omitempty"`
 	Actor     string    `json:"a,omitempty"`
 	CreatedAt time.Time `json:"t,omitzero"`
+	// Offline: the grant holds refresh tokens, so it lives
+	// refresh_token_ttl, not an access token's lifetime; only such
+	// grants count toward the limits (admit).
+	Offline bool `json:"o,omitempty"`
 }
 
 type grantIndexRecords struct{ t table[grantIndexEntry] }
@@ -81,7 +85,7 @@ func (r grantIndexRecords) add(g *grant) error {
 	for _, k := range g.indexKeys() {
 		e := &grantIndexEntry{}
 		if strings.HasPrefix(k, "u\x00") {
-			e = &grantIndexEntry{Resource: g.Resource, Actor: g.Actor, CreatedAt: g.CreatedAt}
+			e = &grantIndexEntry{Resource: g.Resource, Actor: g.Actor, CreatedAt: g.CreatedAt, Offline: g.Refresh != ""}
 		}
 		if err := r.t.put(k, e, g.ExpiresAt); err != nil {
 			return err
@@ -125,18 +129,6 @@ func (r grantIndexRecords) ids(prefix string, fn func(id string) error) error {
 
 // errStopListing ends a listing early.
 var errStopListing = errors.New("stop listing")
-
-// count is how many entries are under prefix, counting at most limit.
-func (r grantIndexRecords) count(prefix string, limit int) (int, error) {
-	n := 0
-	err := r.ids(prefix, func(string) error {
-		if n++; n >= limit {
-			return errStopListing
-		}
-		return nil
-	})
-	return n, err
-}
 
 // keys lists every entry's key, for indexGrants.
 func (r grantIndexRecords) keys() (map[string]bool, error) {

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/bolt"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
@@ -123,17 +124,20 @@ func testConnectionGrantsCapped(t *testing.T, st store.Store, clock *storetest.C
 	}
 }
 
-// TestUserGrantsCeiling: a user holding maxUserGrants grants (of other
-// connections: each its own client) is refused a new one with
-// invalid_grant naming the apps page, and nothing is stored; once the
-// user revokes one, a new one is granted.
+// TestUserGrantsCeiling: a user holding maxUserGrants offline grants (of
+// other connections: each its own client) is refused a new one with
+// invalid_grant naming the apps page, and nothing is stored; a code
+// without offline_access, whose grant ends with its access token, is not
+// counted and still granted; once the user revokes one, a new offline
+// grant is granted.
 func TestUserGrantsCeiling(t *testing.T) {
 	e := newTokEnv(t)
 	now := e.clock.Now()
 	err := e.store.Update(context.Background(), func(tx store.Tx) error {
 		for n := range maxUserGrants {
 			g := &grant{ID: fmt.Sprintf("g%04d", n), Subject: tUser, ClientID: fmt.Sprintf("https://c%d.example/meta", n),
-				Resource: tResource, Scopes: []string{"read"}, CreatedAt: now, LastUsed: now, ExpiresAt: now.Add(30 * 24 * time.Hour)}
+				Resource: tResource, Scopes: []string{"read", "offline_access"}, CreatedAt: now, LastUsed: now, ExpiresAt: now.Add(30 * 24 * time.Hour),
+				Refresh: fmt.Sprintf("r%04d", n)}
 			if err := grantsIn(tx).create(g); err != nil {
 				return err
 			}
@@ -146,12 +150,16 @@ func TestUserGrantsCeiling(t *testing.T) {
 	before := e.count(bucketGrants)
 	code, verifier := e.issueCode(t, codeSpec{scopes: []string{"read", "offline_access"}})
 	_, err = e.exchange(t, tPublic, "", code, verifier)
-	want := fmt.Sprintf("the user holds %d grants, the most allowed: revoke some at %s", maxUserGrants, e.iss.endpoint(pathApps))
+	want := fmt.Sprintf("the user holds %d grants with refresh tokens, the most allowed: revoke some at %s", maxUserGrants, e.iss.endpoint(pathApps))
 	if err == nil || !strings.Contains(err.Error(), "invalid_grant") || !strings.Contains(err.Error(), want) {
 		t.Fatalf("Exchange() past the ceiling error = %v, want invalid_grant %q", err, want)
 	}
 	if n := e.count(bucketGrants); n != before {
 		t.Errorf("grant records after the refusal = %d, want %d", n, before)
+	}
+	code, verifier = e.issueCode(t, codeSpec{scopes: []string{"read"}})
+	if _, err := e.exchange(t, tPublic, "", code, verifier); err != nil {
+		t.Errorf("Exchange() without offline_access at the ceiling = %v, want a token", err)
 	}
 	if err := e.iss.revokeConnection(context.Background(), tUser, "https://c0.example/meta", tResource, ""); err != nil {
 		t.Fatal(err)
@@ -164,10 +172,10 @@ func TestUserGrantsCeiling(t *testing.T) {
 
 // TestUserGrantsCeilingRevokesNothing: a code refused at the ceiling
 // revokes none of the user's grants. A user may hold more than
-// maxUserGrants (ID-JAG grants are not admitted: each lives one access
-// token lifetime), and the code's connection may be full: making room
-// in it revoked its oldest grant, a device's refresh token with it,
-// before the ceiling refused the code, on each attempt.
+// maxUserGrants offline grants (indexed at a start after an upgrade),
+// and the code's connection may be full: making room in it revoked its
+// oldest grant, a device's refresh token with it, before the ceiling
+// refused the code, on each attempt.
 func TestUserGrantsCeilingRevokesNothing(t *testing.T) {
 	e := newTokEnv(t)
 	now := e.clock.Now()
@@ -176,8 +184,8 @@ func TestUserGrantsCeilingRevokesNothing(t *testing.T) {
 		full = full[:0]
 		for n := range maxUserGrants + 1 {
 			g := &grant{ID: fmt.Sprintf("g%04d", n), Subject: tUser, ClientID: fmt.Sprintf("https://c%d.example/meta", n),
-				Resource: tResource, Scopes: []string{"read"}, CreatedAt: now.Add(time.Duration(n) * time.Millisecond),
-				LastUsed: now, ExpiresAt: now.Add(30 * 24 * time.Hour)}
+				Resource: tResource, Scopes: []string{"read", "offline_access"}, CreatedAt: now.Add(time.Duration(n) * time.Millisecond),
+				LastUsed: now, ExpiresAt: now.Add(30 * 24 * time.Hour), Refresh: fmt.Sprintf("r%04d", n)}
 			if n < maxConnectionGrants {
 				g.ClientID = tPublic
 				full = append(full, g.ID)
@@ -392,7 +400,7 @@ func TestRevokedPrincipalsUnindexedGrant(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			e.clock.Advance(time.Second)
+			e.clock.Advance(accesstoken.Leeway + time.Second)
 			rv := e.iss.revocation()
 			if err := e.store.Update(context.Background(), func(tx store.Tx) error { return tt.revoke(grantsIn(tx), rv) }); err != nil {
 				t.Fatal(err)
@@ -403,5 +411,28 @@ func TestRevokedPrincipalsUnindexedGrant(t *testing.T) {
 				t.Errorf("refresh of the unindexed grant after revoking its %s = %d %s, want invalid_grant", tt.name, a.status, a.raw)
 			}
 		})
+	}
+}
+
+// TestScriptRunsNotCapped: codes without offline_access, as a script that
+// signs in as one user many times at once redeems them, are not counted:
+// every one of more than maxConnectionGrants grants of one connection
+// stays live (each ends with its access token).
+func TestScriptRunsNotCapped(t *testing.T) {
+	e := newTokEnv(t)
+	var toks []string
+	for range maxConnectionGrants + 2 {
+		code, verifier := e.issueCode(t, codeSpec{scopes: []string{"read"}})
+		tok, err := e.exchange(t, tPublic, "", code, verifier)
+		if err != nil {
+			t.Fatal(err)
+		}
+		toks = append(toks, tok.AccessToken)
+	}
+	if n := len(e.liveGrants(t, tUser)); n != maxConnectionGrants+2 {
+		t.Errorf("live grants = %d, want %d", n, maxConnectionGrants+2)
+	}
+	if !e.active(t, toks[0]) {
+		t.Error("the first run's access token was revoked by the later ones")
 	}
 }

@@ -217,17 +217,21 @@ func (r grantRecords) revokeWhere(prefix string, match func(*grant) bool, until 
 	return r.selected(prefix, match, func(g *grant) error { return r.revoke(g.ID, until) })
 }
 
-// Limits on the grants of one user (review s17-as F5): each code
-// redeemed records a grant that lives as long as its refresh tokens
-// (refresh_token_ttl, 30 days by default), and a user may authorize
-// hundreds of times a minute.
+// Limits on the offline grants of one user (review s17-as F5): a code
+// redeemed with offline_access records a grant that lives as long as its
+// refresh tokens (refresh_token_ttl, 30 days by default), and a user may
+// authorize hundreds of times a minute. A grant without refresh tokens
+// (an ID-JAG's, or a code's without offline_access) ends with its access
+// token and is not counted, so that runs of a script signing in as one
+// user, many at once, do not end each other.
 const (
-	// maxConnectionGrants is how many live grants a user may hold for
+	// maxConnectionGrants is how many offline grants a user may hold for
 	// one connection (client, resource and agent; a row of the apps
 	// page): one per device or install of the app. A new one past it
-	// revokes the oldest, as re-authorizing an app is expected to.
+	// revokes the oldest, as re-authorizing an app is expected to (as
+	// GitHub keeps ten tokens per user, app and scope).
 	maxConnectionGrants = 10
-	// maxUserGrants is how many live grants a user may hold in all; a
+	// maxUserGrants is how many offline grants a user may hold in all; a
 	// code redeemed past it is refused (errTooManyGrants).
 	maxUserGrants = 1000
 )
@@ -235,12 +239,12 @@ const (
 // errTooManyGrants: the user holds maxUserGrants grants.
 var errTooManyGrants = errors.New("user holds too many grants")
 
-// admit makes room for g, a user's new grant, before it is created:
-// errTooManyGrants refuses it, revoking nothing, when the user would
-// still hold maxUserGrants grants; else the oldest grants of its
-// connection beyond maxConnectionGrants-1 are revoked until until. Only indexed grants count, and only
-// the index is read: not the grants, which the user's other devices'
-// refreshes rewrite.
+// admit makes room for g, a user's new offline grant, before it is
+// created: errTooManyGrants refuses it, revoking nothing, when the user
+// would still hold maxUserGrants offline grants; else the oldest offline
+// grants of its connection beyond maxConnectionGrants-1 are revoked until
+// until. Only indexed grants count, and only the index is read: not the
+// grants, which the user's other devices' refreshes rewrite.
 func (r grantRecords) admit(g *grant, until time.Time) error {
 	type entry struct {
 		id      string
@@ -249,7 +253,7 @@ func (r grantRecords) admit(g *grant, until time.Time) error {
 	var same []entry
 	index := grantIndexIn(r.t.tx)
 	err := index.entries(userClientGrantsPrefix(g.Subject, g.ClientID), func(id string, e *grantIndexEntry) error {
-		if e.Resource == g.Resource && e.Actor == g.Actor {
+		if e.Offline && e.Resource == g.Resource && e.Actor == g.Actor {
 			same = append(same, entry{id, e.CreatedAt})
 		}
 		return nil
@@ -261,11 +265,17 @@ func (r grantRecords) admit(g *grant, until time.Time) error {
 	evict := same[:max(0, len(same)-(maxConnectionGrants-1))]
 	// The ceiling first: a refused code's transaction commits, and must
 	// not have revoked the connection's oldest grants.
-	switch n, err := index.count(userGrantsPrefix(g.Subject), maxUserGrants+len(evict)); {
-	case err != nil:
+	n, limit := 0, maxUserGrants+len(evict)
+	err = index.entries(userGrantsPrefix(g.Subject), func(_ string, e *grantIndexEntry) error {
+		if e.Offline {
+			if n++; n >= limit {
+				return errTooManyGrants
+			}
+		}
+		return nil
+	})
+	if err != nil {
 		return err
-	case n-len(evict) >= maxUserGrants:
-		return errTooManyGrants
 	}
 	for _, old := range evict {
 		if err := r.revoke(old.id, until); err != nil {

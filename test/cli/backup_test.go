@@ -152,7 +152,11 @@ func TestBackupRestore(t *testing.T) {
 		t.Fatalf("second authorization: %v", err)
 	}
 
-	// Load: clients authorize, redeem and refresh while the backup runs.
+	// Load: clients authorize, redeem and refresh while the backup runs,
+	// through a client of their own: more than ten offline grants of one
+	// connection would revoke the oldest, the two above.
+	load := flow{md: md, resource: f.resource}
+	load.cfg = md.Config(register(ctx, t, md, "Backup Load"), backupRedirect, "read", "offline_access")
 	var (
 		wg     sync.WaitGroup
 		issued atomic.Int64
@@ -169,12 +173,12 @@ func TestBackupRestore(t *testing.T) {
 					return
 				default:
 				}
-				tk, err := f.authorize(ctx, robot)
+				tk, err := load.authorize(ctx, robot)
 				if err != nil {
 					t.Errorf("authorization under load: %v", err)
 					return
 				}
-				tr, err := harness.Refresh(ctx, md, f.cfg.ClientID, tk.RefreshToken, f.resource)
+				tr, err := harness.Refresh(ctx, md, load.cfg.ClientID, tk.RefreshToken, load.resource)
 				if err != nil || tr.Status != http.StatusOK {
 					t.Errorf("refresh under load = %+v, %v", tr, err)
 					return
