@@ -563,12 +563,26 @@ func (h *GatewayHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next 
 	if h.app != nil && !h.app.started(r.Context()) {
 		return caddyhttp.Error(http.StatusServiceUnavailable, errNotRunning)
 	}
-	if r.Host == h.gw.Host() {
+	if r.Host == h.gw.Host() && placeholderHostport(r) == h.gw.Host() {
 		// As a client that names the resource sends it: the
-		// placeholders already read the resource's host.
+		// placeholders already read the resource's host. They read the
+		// request Caddy began with, which a handler before this one may
+		// have passed on a copy of and set the copy's Host (tracing, then
+		// request_header): r.Host alone does not say what they read.
 		return h.gw.Serve(w, r, next)
 	}
 	return h.gw.Serve(w, r, hostNext{next})
+}
+
+// placeholderHostport is what {http.request.hostport} reads for r, ""
+// without a replacer.
+func placeholderHostport(r *http.Request) string {
+	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if !ok {
+		return ""
+	}
+	v, _ := repl.GetString("http.request.hostport")
+	return v
 }
 
 // hostNext is next with Caddy's host placeholders ({host},

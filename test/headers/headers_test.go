@@ -449,6 +449,70 @@ func TestForwardedHostFromTrustedProxy(t *testing.T) {
 	}
 }
 
+// TestHostPlaceholdersAfterRequestCopy: a handler before the gateway
+// that passes on a copy of the request (tracing), then one that sets the
+// copy's Host to the resource's (request_header), leave Caddy's host
+// placeholders reading the Host the client sent: the copy's Host naming
+// the resource does not mean the placeholders do, and reverse_proxy's
+// still see the resource's.
+func TestHostPlaceholdersAfterRequestCopy(t *testing.T) {
+	t.Setenv("OTEL_TRACES_EXPORTER", "none")
+	up := &recorder{}
+	srv := httptest.NewServer(up)
+	t.Cleanup(srv.Close)
+	port := harness.FreePort(t)
+	issuer := fmt.Sprintf("http://127.0.0.1:%d", port)
+	harness.Start(t, globalOptions(t, issuer, "")+fmt.Sprintf(`
+http://:%[3]d {
+	bind 127.0.0.1
+	tracing
+	request_header Host 127.0.0.1:%[3]d
+	mcp_issuer
+	mcp_gateway {
+		resource %[1]s/mcp
+		scope %[2]s
+		tool * %[2]s
+	}
+	reverse_proxy %[4]s {
+		header_up X-Seen-Host {host}
+		header_up X-Seen-Hostport {http.request.hostport}
+	}
+}
+`, issuer, scope, port, srv.Listener.Addr().String()))
+	harness.WaitReady(t, issuer+"/.well-known/oauth-authorization-server")
+	s := &probeStack{resource: issuer + "/mcp", issuer: issuer, up: up}
+	tok := s.tokenFor(t, s.resource)
+	host := strings.TrimPrefix(issuer, "http://")
+	u, _ := url.Parse(s.resource)
+	status, h, body := raw(t, s.resource, base+"Authorization: Bearer "+tok+"\r\n", initBody)
+	if status != http.StatusOK {
+		t.Fatalf("initialize = %d %s", status, body)
+	}
+	head := base + "MCP-Protocol-Version: 2025-11-25\r\nAuthorization: Bearer " + tok + "\r\nMcp-Session-Id: " + h.Get("Mcp-Session-Id") + "\r\n"
+	conn, err := net.Dial("tcp", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: admin.internal\r\nConnection: close\r\nContent-Length: %d\r\n%s\r\n%s", u.Path, len(listBody), head, listBody)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("tools/list = %d %s", resp.StatusCode, b)
+	}
+	got := up.last(t)
+	if v, want := got.Get("X-Seen-Host"), u.Hostname(); v != want {
+		t.Errorf("{host} during proxying = %q, want the resource's %q", v, want)
+	}
+	if v := got.Get("X-Seen-Hostport"); v != host {
+		t.Errorf("{http.request.hostport} during proxying = %q, want the resource's %q", v, host)
+	}
+}
+
 // h2cListing sends a tools/list to target over h2c (prior knowledge) on a
 // connection to addr, with header as given, and wants 200 over HTTP/2.
 func h2cListing(t *testing.T, addr, target string, header http.Header) {
