@@ -14,6 +14,7 @@ import (
 // write and revoke the grant:
 //
 //	"u\x00" user "\x00" client "\x00" grant id   a user's grant
+//	"o\x00" user "\x00" client "\x00" grant id   a user's offline grant (admit)
 //	"c\x00" client "\x00" grant id               every grant, by its client
 //	"a\x00" agent "\x00" grant id                an agent's own grant, one bound to it
 //	                                             by requested_actor, one exchanged to it
@@ -31,7 +32,7 @@ const bucketGrantIndex = "grant_index"
 // before it was indexed.
 const grantIndexComplete = "complete"
 
-// grantIndexEntry is empty but in a user's entries, which say what
+// grantIndexEntry is empty but in a user's offline entries, which say what
 // admit needs to find the oldest grants of a connection without reading
 // them: the grants that refreshes rewrite, whose reads would conflict
 // with those (store.Update may run again).
@@ -39,10 +40,6 @@ type grantIndexEntry struct {
 	Resource  string    `json:"r,omitempty"`
 	Actor     string    `json:"a,omitempty"`
 	CreatedAt time.Time `json:"t,omitzero"`
-	// Offline: the grant holds refresh tokens, so it lives
-	// refresh_token_ttl, not an access token's lifetime; only such
-	// grants count toward the limits (admit).
-	Offline bool `json:"o,omitempty"`
 }
 
 type grantIndexRecords struct{ t table[grantIndexEntry] }
@@ -57,13 +54,25 @@ func userClientGrantsPrefix(user, client string) string {
 	return userGrantsPrefix(user) + client + "\x00"
 }
 func clientGrantsPrefix(client string) string { return "c\x00" + client + "\x00" }
-func agentGrantsPrefix(agent string) string   { return "a\x00" + agent + "\x00" }
+
+// A user's offline grants (with refresh tokens: they live
+// refresh_token_ttl), which the limits count (admit): apart from the
+// rest, so that counting reads no more than the limits allow however many
+// short grants the user holds.
+func offlineGrantsPrefix(user string) string { return "o\x00" + user + "\x00" }
+func offlineClientGrantsPrefix(user, client string) string {
+	return offlineGrantsPrefix(user) + client + "\x00"
+}
+func agentGrantsPrefix(agent string) string { return "a\x00" + agent + "\x00" }
 
 // indexKeys are g's entries.
 func (g *grant) indexKeys() []string {
 	keys := []string{clientGrantsPrefix(g.ClientID) + g.ID}
 	if g.PrincipalType == "" {
 		keys = append(keys, userClientGrantsPrefix(g.Subject, g.ClientID)+g.ID)
+		if g.Refresh != "" {
+			keys = append(keys, offlineClientGrantsPrefix(g.Subject, g.ClientID)+g.ID)
+		}
 	}
 	var agents []string
 	if g.PrincipalType == principalAgent {
@@ -84,8 +93,8 @@ func (g *grant) indexKeys() []string {
 func (r grantIndexRecords) add(g *grant) error {
 	for _, k := range g.indexKeys() {
 		e := &grantIndexEntry{}
-		if strings.HasPrefix(k, "u\x00") {
-			e = &grantIndexEntry{Resource: g.Resource, Actor: g.Actor, CreatedAt: g.CreatedAt, Offline: g.Refresh != ""}
+		if strings.HasPrefix(k, "o\x00") {
+			e = &grantIndexEntry{Resource: g.Resource, Actor: g.Actor, CreatedAt: g.CreatedAt}
 		}
 		if err := r.t.put(k, e, g.ExpiresAt); err != nil {
 			return err

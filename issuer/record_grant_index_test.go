@@ -436,3 +436,26 @@ func TestScriptRunsNotCapped(t *testing.T) {
 		t.Error("the first run's access token was revoked by the later ones")
 	}
 }
+
+// TestOfflineGrantsIndexedApart: only a user's grants with refresh tokens
+// have an offline entry, which is all admit reads: counting a user's
+// grants against the limits reads no more than the limits allow,
+// however many short grants (each ending with its access token) the user
+// holds beside them.
+func TestOfflineGrantsIndexedApart(t *testing.T) {
+	offline := func(g *grant) bool {
+		for _, k := range g.indexKeys() {
+			if strings.HasPrefix(k, offlineGrantsPrefix(g.Subject)) {
+				return true
+			}
+		}
+		return false
+	}
+	short := &grant{ID: "s", Subject: tUser, ClientID: tPublic}
+	long := &grant{ID: "l", Subject: tUser, ClientID: tPublic, Refresh: "r"}
+	client := &grant{ID: "c", Subject: tConf, ClientID: tConf, PrincipalType: principalClient, Refresh: "r"}
+	if offline(short) || !offline(long) || offline(client) {
+		t.Errorf("offline entries: short grant %v, grant with refresh tokens %v, client's own %v; want false, true, false",
+			offline(short), offline(long), offline(client))
+	}
+}

@@ -252,8 +252,8 @@ func (r grantRecords) admit(g *grant, until time.Time) error {
 	}
 	var same []entry
 	index := grantIndexIn(r.t.tx)
-	err := index.entries(userClientGrantsPrefix(g.Subject, g.ClientID), func(id string, e *grantIndexEntry) error {
-		if e.Offline && e.Resource == g.Resource && e.Actor == g.Actor {
+	err := index.entries(offlineClientGrantsPrefix(g.Subject, g.ClientID), func(id string, e *grantIndexEntry) error {
+		if e.Resource == g.Resource && e.Actor == g.Actor {
 			same = append(same, entry{id, e.CreatedAt})
 		}
 		return nil
@@ -266,11 +266,9 @@ func (r grantRecords) admit(g *grant, until time.Time) error {
 	// The ceiling first: a refused code's transaction commits, and must
 	// not have revoked the connection's oldest grants.
 	n, limit := 0, maxUserGrants+len(evict)
-	err = index.entries(userGrantsPrefix(g.Subject), func(_ string, e *grantIndexEntry) error {
-		if e.Offline {
-			if n++; n >= limit {
-				return errTooManyGrants
-			}
+	err = index.ids(offlineGrantsPrefix(g.Subject), func(string) error {
+		if n++; n >= limit {
+			return errTooManyGrants
 		}
 		return nil
 	})
