@@ -28,17 +28,25 @@ const (
 // onto a bbolt file with a clock that moves a minute at a time, purging
 // every growthPurge minutes if purge. It returns the sizes of the file
 // (bbolt grows it in steps) and its high-water mark, at half time and at
-// the end, and the entries purged.
-func growthRun(t *testing.T, minutes int, purge bool) (half, end growthSize, purged int) {
+// openGrowthStore opens a bbolt file in a temporary directory on a clock
+// of its own, closed when the test ends.
+func openGrowthStore(t *testing.T) (*bolt.Store, string, *storetest.Clock) {
 	t.Helper()
-	ctx := context.Background()
 	clock := storetest.NewClock(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
 	path := filepath.Join(t.TempDir(), "mcp-auth.db")
 	st, err := bolt.Open(path, bolt.Options{Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	t.Cleanup(func() { st.Close() })
+	return st, path, clock
+}
+
+// the end, and the entries purged.
+func growthRun(t *testing.T, minutes int, purge bool) (half, end growthSize, purged int) {
+	t.Helper()
+	ctx := context.Background()
+	st, path, clock := openGrowthStore(t)
 	update := func(fn func(tx store.Tx) error) {
 		t.Helper()
 		if err := st.Update(ctx, fn); err != nil {
@@ -188,13 +196,7 @@ func TestStoreGrowth(t *testing.T) {
 func grantGrowthRun(t *testing.T, minutes, perMinute int, capped bool) (half, end growthSize, live int) {
 	t.Helper()
 	ctx := context.Background()
-	clock := storetest.NewClock(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
-	path := filepath.Join(t.TempDir(), "mcp-auth.db")
-	st, err := bolt.Open(path, bolt.Options{Now: clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st, path, clock := openGrowthStore(t)
 	// As New leaves an empty store: indexed.
 	if err := st.Update(ctx, func(tx store.Tx) error { return grantIndexIn(tx).markComplete() }); err != nil {
 		t.Fatal(err)
@@ -238,7 +240,7 @@ func grantGrowthRun(t *testing.T, minutes, perMinute int, capped bool) (half, en
 			half = measure(t, st, path)
 		}
 	}
-	err = st.View(ctx, func(tx store.Tx) error {
+	err := st.View(ctx, func(tx store.Tx) error {
 		return grantsIn(tx).each(func(g *grant) error {
 			if !g.Revoked {
 				live++
