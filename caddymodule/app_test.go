@@ -197,7 +197,8 @@ func TestIssuerConfigTranslation(t *testing.T) {
 	}
 	// One memory per issuer URL: the same again for it, another for
 	// another issuer (a process running one configuration after another).
-	if limitMemory(a.IssuerURL) != limitMemory(a.IssuerURL) || limitMemory(a.IssuerURL) == limitMemory(a.IssuerURL+"/other") {
+	first, again := limitMemory(a.IssuerURL), limitMemory(a.IssuerURL)
+	if first != again || first == limitMemory(a.IssuerURL+"/other") {
 		t.Error("limitMemory: want one memory per issuer URL, the same on every call")
 	}
 	samePtr := cmp.Comparer(func(a, b *dpop.Replay) bool { return a == b })

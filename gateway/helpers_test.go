@@ -51,11 +51,9 @@ func (k *testKeys) PublicKey(_ context.Context, kid string) (any, error) {
 }
 
 type signingKeys struct {
-	ec      *ecdsa.PrivateKey
-	rsa     *rsa.PrivateKey
-	ed      ed25519.PrivateKey
-	source  *testKeys
-	rsaOnce sync.Once
+	ec  *ecdsa.PrivateKey
+	rsa *rsa.PrivateKey
+	ed  ed25519.PrivateKey
 }
 
 var (

@@ -768,11 +768,6 @@ func (p *policy) decideMethod(pr *principal, method string) (decision, error) {
 	return decision{}, errMethodNotFound
 }
 
-// decideName applies the first rule whose glob matches name.
-func (p *policy) decideName(pr *principal, kind string, rules []compiledRule, name string) decision {
-	return p.decideRule(pr, kind, rules, name, firstRule(rules, name, false))
-}
-
 // decideRule decides name under rules[i] (i < 0: no rule).
 func (p *policy) decideRule(pr *principal, kind string, rules []compiledRule, name string, i int) decision {
 	if i < 0 {
@@ -781,7 +776,7 @@ func (p *policy) decideRule(pr *principal, kind string, rules []compiledRule, na
 	return p.check(pr, decision{kind: kind, target: name, rule: rules[i].Pattern, required: rules[i].required, args: rules[i].args}, &rules[i])
 }
 
-// decideCaseless is decideName for a name an upstream might match
+// decideCaseless decides name under its first rule, for a name an upstream might match
 // loosely: without regard to case, or with '-', '.' and '/' read as '_'
 // (as many tool registries and aggregating proxies do). With rules
 // "delete_*" (admin) and "*", "Delete_all" or "delete-all" would be

@@ -90,7 +90,6 @@ func (u *recorder) last(t *testing.T) http.Header {
 
 type probeStack struct {
 	resource, broken, issuer string
-	token                    string
 	up                       *recorder
 }
 
