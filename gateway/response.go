@@ -145,6 +145,7 @@ type responseWriter struct {
 	initOnly bool
 	tasks    bool // wrap the task ids of a 2026-07-28 answer
 	states   bool // wrap the requestState of a 2026-07-28 answer (state.go)
+	cache    bool // mark a 2026-07-28 cacheable result private (rewritesCache)
 
 	wroteHeader bool
 	mode        writeMode
@@ -198,7 +199,7 @@ func (rw *responseWriter) hold(n int) bool {
 
 // responseWriter readies the exchange's writer to next.
 func (x *exchange) responseWriter(w http.ResponseWriter, g *Gateway) *responseWriter {
-	x.rw = responseWriter{w: w, g: g, x: x, tasks: x.rewritesTasks(), states: x.rewritesStates(), initIDs: x.initializeIDs()}
+	x.rw = responseWriter{w: w, g: g, x: x, tasks: x.rewritesTasks(), states: x.rewritesStates(), cache: x.rewritesCache(), initIDs: x.initializeIDs()}
 	h := w.Header()
 	for i, k := range hostFields {
 		if v := h[k]; len(v) > 0 {
@@ -277,14 +278,41 @@ func (x *exchange) initializeIDs() [][]byte {
 
 // rewrites reports whether the answer is read to change it where it can,
 // and passed unchanged where it cannot: task ids to wrap, an initialize
-// result's tasks capability to remove.
-func (rw *responseWriter) rewrites() bool { return rw.tasks || rw.states || rw.initIDs != nil }
+// result's tasks capability to remove, caching hints to mark private.
+func (rw *responseWriter) rewrites() bool {
+	return rw.tasks || rw.states || rw.cache || rw.initIDs != nil
+}
 
 // rewritesJSON is rewrites for a JSON answer b, one message or batch
-// answer read whole: a requestState to wrap must be named in it.
+// answer read whole: a requestState to wrap, or caching hints to mark
+// private, must be named in it.
 func (rw *responseWriter) rewritesJSON(b []byte) bool {
-	return rw.tasks || rw.initIDs != nil || rw.states && mayName(b, "requeststate")
+	return rw.tasks || rw.initIDs != nil || rw.states && mayName(b, "requeststate") || rw.cache && cachingHints(b)
 }
+
+// rewritesCache reports whether the answer is a 2026-07-28 result that
+// carries caching hints (SEP-2549: server/discover, resources/read and
+// the list methods; tools/list is filtered, and marked there). Its
+// cacheScope "public" lets any shared cache (a gateway or proxy in front,
+// a client host serving several users) serve it across authorization
+// contexts, but behind the gateway every answer depends on the token: a
+// resources/read of a resource_rule's URI is for holders of its scopes
+// only, however public the upstream, which does not see the rules,
+// calls it. So the request's own answer leaves marked private.
+func (x *exchange) rewritesCache() bool {
+	if !x.rev.requiresCacheScope() || len(x.msgs) != 1 || x.batch || x.msgs[0].Kind != mcpparse.KindRequest {
+		return false
+	}
+	switch x.msgs[0].Method {
+	case "resources/read", "resources/list", "resources/templates/list", "prompts/list", "server/discover":
+		return true
+	}
+	return false
+}
+
+// cachingHints reports whether an answer may carry SEP-2549 caching
+// hints: without ttlMs a result is stale at once, and no cache serves it.
+func cachingHints(b []byte) bool { return mayName(b, "cachescope") || mayName(b, "ttlms") }
 
 func (rw *responseWriter) Header() http.Header { return rw.w.Header() }
 
@@ -906,6 +934,12 @@ func (rw *responseWriter) filterMessage(m *mcpparse.Message, anyList bool) ([]by
 	if rw.initIDs != nil && m.Kind == mcpparse.KindResponse && (rw.initOnly || containsID(rw.initIDs, m.ID)) {
 		var err error
 		if out, err = stripTasksCapability(out); err != nil {
+			return nil, err
+		}
+	}
+	if rw.cache && m.Kind == mcpparse.KindResponse && mcpparse.SameID(m.ID, rw.x.msgs[0].ID) && cachingHints(out) {
+		var err error
+		if out, err = privateCacheScope(out, true); err != nil {
 			return nil, err
 		}
 	}

@@ -442,6 +442,76 @@ func TestToolsListCacheScope(t *testing.T) {
 	}
 }
 
+// TestCacheableResultsPrivate: in 2026-07-28 the results of
+// resources/read, the other list methods and server/discover carry
+// caching hints (SEP-2549), and "public" lets a shared cache (a gateway or
+// proxy in front, a client host serving several users) serve the result
+// across authorization contexts. Behind the gateway every result depends
+// on the caller's token: a resources/read of file:///secret/ is for
+// holders of files:secret only, however public the upstream calls it. So
+// the request's answer, JSON or event, leaves marked private.
+func TestCacheableResultsPrivate(t *testing.T) {
+	const hints = `"ttlMs":300000,"cacheScope":"public"`
+	tests := []struct {
+		method, params, name string
+		result               string
+		want                 string // cacheScope in the answer, "" = absent
+	}{
+		{"resources/read", `"uri":"file:///secret/a",`, "file:///secret/a", `{"contents":[{"uri":"file:///secret/a","text":"s"}],` + hints + `}`, `"private"`},
+		{"resources/read", `"uri":"file:///secret/a",`, "file:///secret/a", `{"contents":[],"ttlMs":300000}`, `"private"`},
+		{"resources/read", `"uri":"file:///secret/a",`, "file:///secret/a", `{"contents":[],"cacheScope":"private"}`, `"private"`},
+		{"resources/read", `"uri":"file:///secret/a",`, "file:///secret/a", `{"contents":[]}`, ``},
+		{"resources/list", ``, "", `{"resources":[],` + hints + `}`, `"private"`},
+		{"resources/templates/list", ``, "", `{"resourceTemplates":[],` + hints + `}`, `"private"`},
+		{"prompts/list", ``, "", `{"prompts":[],` + hints + `}`, `"private"`},
+		{"server/discover", ``, "", `{"supportedVersions":["2026-07-28"],"capabilities":{},` + hints + `}`, `"private"`},
+	}
+	for _, tt := range tests {
+		for _, events := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s %s events=%v", tt.method, tt.result, events), func(t *testing.T) {
+				answer := `{"jsonrpc":"2.0","id":1,"result":` + tt.result + `}`
+				h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+					if events {
+						w.Header().Set("Content-Type", "text/event-stream")
+						io.WriteString(w, "event: message\ndata: "+answer+"\n\n")
+						return
+					}
+					w.Header().Set("Content-Type", "application/json")
+					io.WriteString(w, answer)
+				})
+				body := `{"jsonrpc":"2.0","id":1,"method":"` + tt.method + `","params":{` + tt.params + `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`
+				headers := map[string]string{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": tt.method}
+				if tt.name != "" {
+					headers["Mcp-Name"] = tt.name
+				}
+				c := claims()
+				c["scope"] = "mcp files:read files:secret"
+				resp := h.do(t, call{body: body, token: mint(t, c), headers: headers})
+				got := readBody(t, resp)
+				if events {
+					_, data, ok := strings.Cut(got, "data: ")
+					if !ok {
+						t.Fatalf("answer %q has no event", got)
+					}
+					got, _, _ = strings.Cut(data, "\n")
+				}
+				var m struct {
+					Result map[string]json.RawMessage `json:"result"`
+				}
+				if err := json.Unmarshal([]byte(got), &m); err != nil {
+					t.Fatalf("status %d, answer %q: %v", resp.StatusCode, got, err)
+				}
+				if string(m.Result["cacheScope"]) != tt.want {
+					t.Errorf("cacheScope = %s, want %s (answer %s)", m.Result["cacheScope"], tt.want, got)
+				}
+				if len(m.Result) == 0 {
+					t.Errorf("result lost its members: %s", got)
+				}
+			})
+		}
+	}
+}
+
 // TestBodyLimit: a body of exactly MaxBodySize bytes is forwarded, one
 // byte more is refused 413 and never reaches the upstream, with and
 // without Content-Length.
