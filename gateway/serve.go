@@ -946,10 +946,10 @@ func (x *exchange) forwardsHeader(name string) bool {
 		return false
 	case headerAcceptEncoding:
 		// A compressed answer could not be read (tools/list filter, task
-		// ids, request states, an initialize result's capabilities, and with pinning
-		// every answer): the upstream answers uncompressed, or the
-		// transport decodes.
-		return !x.pinned && !x.listsTools() && !x.rewritesTasks() && !x.rewritesStates() && x.initializeIDs() == nil
+		// ids, request states, an initialize result's capabilities, caching
+		// hints, and with pinning every answer): the upstream answers
+		// uncompressed, or the transport decodes.
+		return !x.pinned && !x.listsTools() && !x.rewritesTasks() && !x.rewritesStates() && !x.rewritesCache() && x.initializeIDs() == nil
 	case headerChecked:
 		return x.headerChecked
 	case headerLastEventID:

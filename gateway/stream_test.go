@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -449,7 +450,9 @@ func TestToolsListCacheScope(t *testing.T) {
 // across authorization contexts. Behind the gateway every result depends
 // on the caller's token: a resources/read of file:///secret/ is for
 // holders of files:secret only, however public the upstream calls it. So
-// the request's answer, JSON or event, leaves marked private.
+// the request's answer, JSON or event, leaves marked private, also when
+// the client asks for compressed answers (the upstream then gets no
+// Accept-Encoding, as for a tools/list).
 func TestCacheableResultsPrivate(t *testing.T) {
 	const hints = `"ttlMs":300000,"cacheScope":"public"`
 	tests := []struct {
@@ -467,28 +470,41 @@ func TestCacheableResultsPrivate(t *testing.T) {
 		{"server/discover", ``, "", `{"supportedVersions":["2026-07-28"],"capabilities":{},` + hints + `}`, `"private"`},
 	}
 	for _, tt := range tests {
-		for _, events := range []bool{false, true} {
-			t.Run(fmt.Sprintf("%s %s events=%v", tt.method, tt.result, events), func(t *testing.T) {
+		for _, as := range []string{"json", "events", "gzip"} {
+			t.Run(tt.method+" "+tt.result+" "+as, func(t *testing.T) {
 				answer := `{"jsonrpc":"2.0","id":1,"result":` + tt.result + `}`
 				h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
-					if events {
+					if as == "events" {
 						w.Header().Set("Content-Type", "text/event-stream")
 						io.WriteString(w, "event: message\ndata: "+answer+"\n\n")
 						return
 					}
 					w.Header().Set("Content-Type", "application/json")
-					io.WriteString(w, answer)
+					if !strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+						io.WriteString(w, answer)
+						return
+					}
+					w.Header().Set("Content-Encoding", "gzip")
+					zw := gzip.NewWriter(w)
+					io.WriteString(zw, answer)
+					zw.Close()
 				})
 				body := `{"jsonrpc":"2.0","id":1,"method":"` + tt.method + `","params":{` + tt.params + `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`
 				headers := map[string]string{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": tt.method}
 				if tt.name != "" {
 					headers["Mcp-Name"] = tt.name
 				}
+				if as == "gzip" {
+					headers["Accept-Encoding"] = "gzip"
+				}
 				c := claims()
 				c["scope"] = "mcp files:read files:secret"
 				resp := h.do(t, call{body: body, token: mint(t, c), headers: headers})
 				got := readBody(t, resp)
-				if events {
+				if resp.Header.Get("Content-Encoding") == "gzip" {
+					t.Fatalf("the answer came compressed: the gateway could not read it")
+				}
+				if as == "events" {
 					_, data, ok := strings.Cut(got, "data: ")
 					if !ok {
 						t.Fatalf("answer %q has no event", got)
