@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"cmp"
+	"compress/gzip"
 	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -281,6 +282,20 @@ func (h *harness) try(c call) (*http.Response, error) {
 		req.Header.Set(k, v)
 	}
 	return http.DefaultClient.Do(req)
+}
+
+// writeJSONAnswer writes a JSON answer as a compressing upstream does:
+// gzipped when the request asks for gzip.
+func writeJSONAnswer(w http.ResponseWriter, r *http.Request, answer string) {
+	w.Header().Set("Content-Type", "application/json")
+	if !strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+		io.WriteString(w, answer)
+		return
+	}
+	w.Header().Set("Content-Encoding", "gzip")
+	zw := gzip.NewWriter(w)
+	io.WriteString(zw, answer)
+	zw.Close()
 }
 
 func readBody(t testing.TB, resp *http.Response) string {

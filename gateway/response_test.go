@@ -39,16 +39,7 @@ func TestToolsListNotificationFiltered(t *testing.T) {
 // tools/list unfilterable.
 func TestToolsListAcceptEncoding(t *testing.T) {
 	h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		list := `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"delete_all"},{"name":"read_a"}]}}`
-		if !strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
-			io.WriteString(w, list)
-			return
-		}
-		w.Header().Set("Content-Encoding", "gzip")
-		zw := gzip.NewWriter(w)
-		io.WriteString(zw, list)
-		zw.Close()
+		writeJSONAnswer(w, r, `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"delete_all"},{"name":"read_a"}]}}`)
 	})
 	resp := h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, token: mint(t, claims()),
 		headers: map[string]string{"Accept-Encoding": "gzip"}})

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bufio"
-	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -479,15 +478,7 @@ func TestCacheableResultsPrivate(t *testing.T) {
 						io.WriteString(w, "event: message\ndata: "+answer+"\n\n")
 						return
 					}
-					w.Header().Set("Content-Type", "application/json")
-					if !strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
-						io.WriteString(w, answer)
-						return
-					}
-					w.Header().Set("Content-Encoding", "gzip")
-					zw := gzip.NewWriter(w)
-					io.WriteString(zw, answer)
-					zw.Close()
+					writeJSONAnswer(w, r, answer)
 				})
 				body := `{"jsonrpc":"2.0","id":1,"method":"` + tt.method + `","params":{` + tt.params + `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`
 				headers := map[string]string{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": tt.method}
