@@ -199,6 +199,7 @@ func TestArgRules(t *testing.T) {
 			// (encoding/json v1, cJSON): not absent.
 			{`{"X":1}`, refuse},
 			{`{"x\u0000y":1}`, refuse},
+			{`{"_x":1}`, refuse}, // json/v2 ignoring case ignores - and _ too
 			{`{"y":1}`, pass},
 			// A JavaScript server that copies the arguments with
 			// Object.assign reads x from __proto__: refused by the parser.
@@ -225,7 +226,9 @@ func TestArgRules(t *testing.T) {
 			{`{"CC":"a@evil.com"}`, refuse}, // not missing: encoding/json v1 reads it as cc
 			{`{"cC":"a@example.com"}`, refuse},
 			{`{"cc\u0000":"a@evil.com"}`, refuse}, // C-string decoders read cc
-			{`{"bcc":"a@evil.com"}`, pass},        // another member
+			{`{"c_c":"a@evil.com"}`, refuse},      // json/v2 ignoring case reads cc
+			{`{"C-c":"a@evil.com"}`, refuse},
+			{`{"bcc":"a@evil.com"}`, pass}, // another member
 			{`{"__proto__":{"cc":"a@evil.com"}}`, bad},
 		},
 		"nested": {

@@ -35,6 +35,22 @@ func appendFolded(dst, name []byte) []byte {
 	return dst
 }
 
+// appendLooseFolded is appendFolded without '-' and '_': Go's json/v2,
+// when it matches names case-insensitively (MatchCaseInsensitiveNames,
+// or a field's case:ignore), also ignores them, so "c_c", "C-C" and "cc"
+// read as one name there.
+func appendLooseFolded(dst, name []byte) []byte {
+	start := len(dst)
+	dst = appendFolded(dst, name)
+	out := dst[:start]
+	for _, c := range dst[start:] {
+		if c != '-' && c != '_' {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // foldRune returns the smallest rune in r's simple case-folding orbit.
 func foldRune(r rune) rune {
 	for {

@@ -17,16 +17,18 @@ var ErrNotContainer = errors.New("mcpparse: pointer goes through a value that ha
 
 // ErrNameVariant reports a member on a pointer's path that is not named
 // as the pointer says but that a lenient decoder reads as that name: a
-// case variant ("CC" for "cc", as encoding/json v1 matches names) or the
-// name followed by NUL ("cc\u0000x", as C-string decoders read it). The
-// member is neither found nor absent: the upstream may read it.
-var ErrNameVariant = errors.New("mcpparse: a member's name is a case or NUL variant of the pointer's")
+// case variant ("CC" for "cc", as encoding/json v1 matches names), one
+// with '-' or '_' added or left out ("c_c", "userId" for "user_id", as
+// Go's json/v2 matches names when it ignores case) or the name followed
+// by NUL ("cc\u0000x", as C-string decoders read it). The member is
+// neither found nor absent: the upstream may read it.
+var ErrNameVariant = errors.New("mcpparse: a member's name is a case, separator or NUL variant of the pointer's")
 
 // Pointer is a JSON pointer (RFC 6901), split into its reference tokens.
 type Pointer struct {
 	text   string
 	tokens []string
-	folded []string // appendFolded of each token
+	folded []string // appendLooseFolded of each token
 }
 
 // ParsePointer reads an RFC 6901 pointer: "" (the whole document) or
@@ -54,7 +56,7 @@ func ParsePointer(s string) (Pointer, error) {
 	}
 	folded := make([]string, len(tokens))
 	for i, t := range tokens {
-		folded[i] = string(appendFolded(nil, []byte(t)))
+		folded[i] = string(appendLooseFolded(nil, []byte(t)))
 	}
 	return Pointer{text: s, tokens: tokens, folded: folded}, nil
 }
@@ -201,7 +203,7 @@ func (ptr Pointer) Lookup(doc []byte) (v Value, found bool, err error) {
 }
 
 // toMember moves to the value of the object member name (folded: its
-// appendFolded form), whose '{' comes next.
+// appendLooseFolded form), whose '{' comes next.
 func (p *parser) toMember(name, folded string) (bool, error) {
 	if _, err := p.read(); err != nil {
 		return false, err
@@ -221,9 +223,12 @@ func (p *parser) toMember(name, folded string) (bool, error) {
 		if string(text) == name {
 			return true, nil
 		}
-		// Parse refused two members of one folded name, so a variant is
-		// the only member the upstream may read as name.
-		if p.fold = appendFolded(p.fold[:0], text); string(p.fold) == folded {
+		// Parse refused two members of one folded name, so a case or
+		// NUL variant is the only member the upstream may read as name.
+		// One that differs in '-' or '_' too ("c_c" before "cc") is
+		// refused as well; a decoder that reads both as one refuses the
+		// two (json/v2 reports a duplicate name).
+		if p.fold = appendLooseFolded(p.fold[:0], text); string(p.fold) == folded {
 			return false, fmt.Errorf("%w: %q", ErrNameVariant, text)
 		}
 		if err := p.dec.SkipValue(); err != nil {

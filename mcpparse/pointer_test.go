@@ -36,7 +36,7 @@ func TestParsePointer(t *testing.T) {
 }
 
 func TestLookup(t *testing.T) {
-	doc := []byte(`{"a":{"b":[10,{"c":"x"},[1,2]],"\u0074o":"t","x/y":1,"m~n":2,"":3},"z":null,"\u212a":1,"\u017f":2,"cc\u0000x":3}`)
+	doc := []byte(`{"a":{"b":[10,{"c":"x"},[1,2]],"\u0074o":"t","x/y":1,"m~n":2,"":3},"z":null,"\u212a":1,"\u017f":2,"cc\u0000x":3,"d_d":4,"e-E":5}`)
 	tests := []struct {
 		ptr   string
 		raw   string
@@ -70,6 +70,14 @@ func TestLookup(t *testing.T) {
 		{"/cc", "", false, ErrNameVariant},
 		{"/cc2", "", false, nil}, // not a variant: absent
 		{"/a/b/1/C", "", false, ErrNameVariant},
+		// Go's json/v2 matching names case-insensitively also ignores
+		// '-' and '_' in them.
+		{"/d_d", "4", true, nil},
+		{"/dd", "", false, ErrNameVariant},
+		{"/D-d", "", false, ErrNameVariant},
+		{"/ee", "", false, ErrNameVariant},
+		{"/e_e", "", false, ErrNameVariant},
+		{"/e-E", "5", true, nil},
 	}
 	for _, tt := range tests {
 		p, err := ParsePointer(tt.ptr)
