@@ -136,8 +136,8 @@ func TestParseRevision(t *testing.T) {
 // resources/subscribe of it is in 2025 revisions; what is refused never
 // reaches the upstream.
 func TestListenResourceSubscriptions(t *testing.T) {
-	listen := func(notifications string) string {
-		return `{"jsonrpc":"2.0","id":7,"method":"subscriptions/listen","params":{"notifications":` + notifications + `,` + meta2026 + `}}`
+	listen := func(key, notifications string) string {
+		return `{"jsonrpc":"2.0","id":7,"method":"subscriptions/listen","params":{"` + key + `":` + notifications + `,` + meta2026 + `}}`
 	}
 	headers := map[string]string{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "subscriptions/listen"}
 	withScope := func(s string) string {
@@ -162,6 +162,10 @@ func TestListenResourceSubscriptions(t *testing.T) {
 		// The Python SDK's models also read their snake_case field names.
 		{"snake_case member name", "mcp files:read", `{"resource_subscriptions":["file:///secret/key"]}`, 403, codeRefused},
 		{"both spellings", "mcp files:read files:secret", `{"resourceSubscriptions":["file:///etc/motd"],"resource_subscriptions":["file:///secret/key"]}`, 400, codeInvalidParams},
+		// Go's json/v2 ignoring case ignores '-' as well as '_'.
+		{"dashed member name", "mcp files:read", `{"Resource-Subscriptions":["file:///secret/key"]}`, 403, codeRefused},
+		{"dashed notifications", "mcp files:read", `{"resourceSubscriptions":["file:///secret/key"]}`, 403, codeRefused},
+		{"notifications twice", "mcp files:read", `{"resourceSubscriptions":["file:///etc/motd"]},"noti_fications":{"resourceSubscriptions":["file:///secret/key"]}`, 400, codeInvalidParams},
 		{"not a list", "mcp files:read files:secret", `{"resourceSubscriptions":"file:///etc/motd"}`, 400, codeInvalidParams},
 		{"not strings", "mcp files:read files:secret", `{"resourceSubscriptions":[{"uri":"file:///etc/motd"}]}`, 400, codeInvalidParams},
 		{"null entry", "mcp files:read files:secret", `{"resourceSubscriptions":[null]}`, 400, codeInvalidParams},
@@ -169,7 +173,11 @@ func TestListenResourceSubscriptions(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t, testConfig(t), nil)
-			resp := h.do(t, call{body: listen(tt.notifications), token: withScope(tt.scope), headers: headers})
+			key := "notifications"
+			if tt.name == "dashed notifications" {
+				key = "Noti-fications"
+			}
+			resp := h.do(t, call{body: listen(key, tt.notifications), token: withScope(tt.scope), headers: headers})
 			checkAnswer(t, h, resp, tt.status, tt.code, "7")
 		})
 	}

@@ -410,31 +410,38 @@ func resourceSubscriptions(raw []byte) ([]string, error) {
 // subscriptions/listen request or its acknowledgement.
 func listenNotifications(raw []byte) (map[string]json.RawMessage, error) {
 	var msg struct {
-		Params struct {
-			Notifications map[string]json.RawMessage `json:"notifications"`
-		} `json:"params"`
+		Params map[string]json.RawMessage `json:"params"`
 	}
 	if err := json.Unmarshal(raw, &msg); err != nil {
+		return nil, errors.New("params is not an object")
+	}
+	v, ok, err := notificationMember(msg.Params, "notifications")
+	if err != nil || !ok {
+		return nil, err
+	}
+	var n map[string]json.RawMessage
+	if err := json.Unmarshal(v, &n); err != nil {
 		return nil, errors.New("params.notifications is not an object")
 	}
-	return msg.Params.Notifications, nil
+	return n, nil
 }
 
-// notificationMember returns the member of params.notifications n named
-// name in any case and with or without underscores, as servers read it
-// that match names case-insensitively or, like the Python SDK's models,
-// also by their snake_case field names (resource_subscriptions, task_ids):
-// more is refused, never less. Two members that read as one are an error,
-// since which a server takes cannot be told.
+// notificationMember returns the member of n (params, or its
+// notifications) named name in any case and with or without underscores
+// and dashes, as servers read it that match names case-insensitively
+// (Go's json/v2 then ignores '-' and '_' too) or, like the Python SDK's
+// models, also by their snake_case field names (resource_subscriptions,
+// task_ids): more is refused, never less. Two members that read as one
+// are an error, since which a server takes cannot be told.
 func notificationMember(n map[string]json.RawMessage, name string) (json.RawMessage, bool, error) {
 	var v json.RawMessage
 	found := false
 	for k, kv := range n {
-		if !strings.EqualFold(strings.ReplaceAll(k, "_", ""), name) {
+		if !strings.EqualFold(stripSeparators(k), name) {
 			continue
 		}
 		if found {
-			return nil, false, fmt.Errorf("params.notifications spells %q twice", name)
+			return nil, false, fmt.Errorf("params spells %q twice", name)
 		}
 		v, found = kv, true
 	}

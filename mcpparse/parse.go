@@ -34,6 +34,8 @@ var (
 	// name) take for a member read here: TASK_ID for taskId, META for
 	// _meta.
 	snakeParamNames = []string{"TASK_ID", "META"}
+	// looseParamNames are paramNames as looseVariant compares them.
+	looseParamNames = []string{"NAME", "URI", "TASKID", "META", "ARGUMENTS"}
 	metaNames       = []string{"IO.MODELCONTEXTPROTOCOL/PROTOCOLVERSION"}
 	errorNames      = []string{"CODE", "MESSAGE"}
 	toolNames       = []string{"NAME"}
@@ -476,6 +478,33 @@ func variant(folded []byte, names []string) (string, bool) {
 	return "", false
 }
 
+// looseVariant is variant ignoring '-' and '_' in folded: Go's json/v2,
+// when it matches names case-insensitively, ignores them too, so that
+// "par_ams" reads as params there. names hold neither. An ASCII name
+// need not be folded first (the fast path's).
+func looseVariant(folded []byte, names []string) (string, bool) {
+	for _, n := range names {
+		i := 0
+		for _, c := range folded {
+			if c == '-' || c == '_' {
+				continue
+			}
+			if 'a' <= c && c <= 'z' {
+				c -= 'a' - 'A'
+			}
+			if i == len(n) || n[i] != c {
+				i = -1
+				break
+			}
+			i++
+		}
+		if i == len(n) {
+			return n, true
+		}
+	}
+	return "", false
+}
+
 // envelope records which top-level members a message has.
 type envelope struct {
 	jsonrpc, method, id, nullID, params, result, error bool
@@ -582,6 +611,9 @@ func (p *parser) message() (Message, error) {
 		default:
 			if v, ok := variant(folded, envelopeNames); ok {
 				return m, fmt.Errorf("%w: member is a case variant of %q", ErrNotJSONRPC, v)
+			}
+			if v, ok := looseVariant(folded, envelopeNames); ok {
+				return m, fmt.Errorf("%w: member %q is read as %q by decoders that ignore case, '-' and '_'", ErrNotJSONRPC, name, v)
 			}
 			if err := p.skip(); err != nil {
 				return m, err
@@ -706,6 +738,8 @@ func (p *parser) params(pf *params) error {
 				pf.fault("params member is a case variant of %q", v)
 			} else if _, ok := variant(folded, snakeParamNames); ok {
 				pf.fault("params member %q is another spelling of a member read here (taskId, _meta)", name)
+			} else if v, ok := looseVariant(folded, looseParamNames); ok {
+				pf.fault("params member %q is read as %q by decoders that ignore case, '-' and '_'", name, v)
 			}
 			err = p.skip()
 		}

@@ -463,6 +463,37 @@ func TestParseCaseVariants(t *testing.T) {
 	}
 }
 
+// TestParseSeparatorVariants: a member of the envelope or of params that
+// is spelt as one Parse reads but for case and '-' or '_' is refused:
+// Go's json/v2, matching names case-insensitively, ignores those too and
+// reads "par_ams" as params where the message has none, so a
+// subscriptions/listen decided without params would subscribe upstream.
+func TestParseSeparatorVariants(t *testing.T) {
+	for _, tt := range []struct {
+		body string
+		want error
+	}{
+		{`{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","par_ams":{"notifications":{"resourceSubscriptions":["file:///secret/a"]}}}`, ErrNotJSONRPC},
+		{`{"jsonrpc":"2.0","id":1,"method":"ping","Para-ms":{}}`, ErrNotJSONRPC},
+		{`{"jsonrpc":"2.0","id":1,"method":"ping","me_thod":"tools/call"}`, ErrNotJSONRPC},
+		{`{"jsonrpc":"2.0","id":1,"method":"ping","_id":2}`, ErrNotJSONRPC},
+		{`{"json_rpc":"2.0","jsonrpc":"2.0","id":1,"method":"ping"}`, ErrNotJSONRPC},
+		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"na-me":"admin_x"}}`, ErrInvalidParams},
+		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","argu_ments":{"x":1}}}`, ErrInvalidParams},
+		{`{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{"taskId":"a","task-id":"b"}}`, ErrInvalidParams},
+		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","me-ta":{}}}`, ErrInvalidParams},
+		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","u_r_i":"x"}}`, ErrInvalidParams},
+		// Other names, with separators of their own, stay.
+		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","_meta":{},"name_x":1,"arguments":{"na_me":1}}}`, nil},
+		{`{"jsonrpc":"2.0","id":1,"method":"ping","x_id":1}`, nil},
+	} {
+		_, _, err := Parse([]byte(tt.body), Limits{})
+		if !errors.Is(err, tt.want) || (tt.want == nil) != (err == nil) {
+			t.Errorf("Parse(%s) error = %v, want %v", tt.body, err, tt.want)
+		}
+	}
+}
+
 func TestCanonicalInt(t *testing.T) {
 	tests := map[string]bool{
 		"0": true, "1": true, "-1": true, "9007199254740991": true, "-9007199254740991": true,

@@ -84,9 +84,10 @@ func parseSimple(body []byte, maxDepth int) (m Message, ok bool) {
 				return m, false
 			}
 		default:
-			// result and error (a response) and case variants of the
-			// envelope's names are the full reading's to answer.
-			if foldedIn(name, envelopeNames) || !s.value() {
+			// result and error (a response) and case or separator
+			// variants of the envelope's names are the full reading's to
+			// answer.
+			if _, loose := looseVariant(name, envelopeNames); loose || foldedIn(name, envelopeNames) || !s.value() {
 				return m, false
 			}
 		}
@@ -344,7 +345,8 @@ func (s *simple) params(pf *params) bool {
 			ok = s.value()
 			pf.arguments = s.b[start:s.i:s.i]
 		default:
-			ok = !foldedIn(name, paramNames) && !foldedIn(name, snakeParamNames) && s.value()
+			_, loose := looseVariant(name, looseParamNames)
+			ok = !loose && !foldedIn(name, paramNames) && !foldedIn(name, snakeParamNames) && s.value()
 		}
 	}
 	return false
