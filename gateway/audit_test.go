@@ -167,7 +167,7 @@ func TestAuditDenialsOnly(t *testing.T) {
 	for _, c := range []call{
 		{body: toolCall("read_file"), token: token},
 		{body: `[` + toolCall("read_a") + `,{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"read_b"}}]`, token: token},
-		{method: http.MethodGet, token: token},
+		{method: http.MethodGet, token: token, headers: map[string]string{"Mcp-Session-Id": sessionFor(t, h.g, token)}},
 		{body: toolCall("delete_all"), token: token},
 		{body: `[` + toolCall("read_a") + `,{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_all"}}]`, token: token},
 		{body: toolCall("read_file")},

@@ -569,6 +569,8 @@ func TestHeaderSafe(t *testing.T) {
 func TestOriginAndMethods(t *testing.T) {
 	h := newHarness(t, testConfig(t), nil)
 	token := mint(t, claims())
+	sid := sessionFor(t, h.g, token)
+	narrow := tok(t, func(c jwt.MapClaims) { c["scope"] = "tools:read" })
 	tests := []struct {
 		name   string
 		c      call
@@ -583,12 +585,12 @@ func TestOriginAndMethods(t *testing.T) {
 		{"PATCH", call{method: http.MethodPatch, token: token}, 405},
 		{"HEAD", call{method: http.MethodHead, token: token}, 405},
 		{"OPTIONS without preflight", call{method: http.MethodOptions, token: token}, 405},
-		{"GET 2025", call{method: http.MethodGet, token: token, headers: map[string]string{"MCP-Protocol-Version": "2025-06-18"}}, 200},
-		{"DELETE 2025", call{method: http.MethodDelete, token: token, headers: map[string]string{"MCP-Protocol-Version": "2025-11-25"}}, 200},
+		{"GET 2025", call{method: http.MethodGet, token: token, headers: map[string]string{"MCP-Protocol-Version": "2025-06-18", "Mcp-Session-Id": sid}}, 200},
+		{"DELETE 2025", call{method: http.MethodDelete, token: token, headers: map[string]string{"MCP-Protocol-Version": "2025-11-25", "Mcp-Session-Id": sid}}, 200},
 		{"GET 2026", call{method: http.MethodGet, token: token, headers: map[string]string{"MCP-Protocol-Version": "2026-07-28"}}, 405},
 		{"DELETE 2026", call{method: http.MethodDelete, token: token, headers: map[string]string{"MCP-Protocol-Version": "2026-07-28"}}, 405},
 		{"GET without token", call{method: http.MethodGet}, 401},
-		{"GET without base scope", call{method: http.MethodGet, token: tok(t, func(c jwt.MapClaims) { c["scope"] = "tools:read" })}, 403},
+		{"GET without base scope", call{method: http.MethodGet, token: narrow, headers: map[string]string{"Mcp-Session-Id": sessionFor(t, h.g, narrow)}}, 403},
 		{"upgrade", call{method: http.MethodGet, token: token, headers: map[string]string{"Upgrade": "websocket", "Connection": "Upgrade"}}, 400},
 	}
 	for _, tt := range tests {

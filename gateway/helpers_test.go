@@ -298,6 +298,22 @@ func writeJSONAnswer(w http.ResponseWriter, r *http.Request, answer string) {
 	zw.Close()
 }
 
+// sessionFor is the session id g hands the token's principal for the
+// upstream session "upstream-session": what a client holds after an
+// initialize whose answer carried one (a 2025 GET or DELETE needs it).
+func sessionFor(t testing.TB, g *Gateway, token string) string {
+	t.Helper()
+	p, aerr := g.authenticate(context.Background(), token, g.now())
+	if aerr != nil {
+		t.Fatalf("authenticate: %s", aerr.desc)
+	}
+	sid, err := g.wrapSession(p, "upstream-session")
+	if err != nil {
+		t.Fatalf("wrapSession: %v", err)
+	}
+	return sid
+}
+
 func readBody(t testing.TB, resp *http.Response) string {
 	t.Helper()
 	defer resp.Body.Close()

@@ -702,7 +702,7 @@ func TestIntrospectionEndsStreams(t *testing.T) {
 	f.set("tok-short", short)
 	open := func(name, tok string) *http.Response {
 		t.Helper()
-		resp := h.do(t, call{method: http.MethodGet, token: tok, headers: map[string]string{"X-Test-Stream": name, "Mcp-Protocol-Version": "2025-11-25"}})
+		resp := h.do(t, call{method: http.MethodGet, token: tok, headers: map[string]string{"X-Test-Stream": name, "Mcp-Protocol-Version": "2025-11-25", "Mcp-Session-Id": sessionFor(t, h.g, tok)}})
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("%s: status = %d, want 200: %s", name, resp.StatusCode, readBody(t, resp))
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -597,6 +598,7 @@ const changedToolsList = `{"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"re
 type pinnedStage struct {
 	h       *harness
 	token   string
+	sid     string // the caller's session, for GET
 	headers map[string]string
 	later   atomic.Pointer[http.HandlerFunc]
 }
@@ -619,6 +621,7 @@ func newPinnedStage(t *testing.T) *pinnedStage {
 	if body := readBody(t, st.h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, token: st.token, headers: st.headers})); !strings.Contains(body, `"read_file"`) {
 		t.Fatalf("first tools/list = %s, want read_file pinned", body)
 	}
+	st.sid = sessionFor(t, st.h.g, st.token)
 	return st
 }
 
@@ -632,10 +635,13 @@ func (st *pinnedStage) answerWith(f http.HandlerFunc) {
 	st.later.Store(&f)
 }
 
-// call is a call of read_other (POST) or a GET stream request.
+// call is a call of read_other (POST) or a GET stream request (in a
+// session of the caller's).
 func (st *pinnedStage) call(method string) call {
 	if method == http.MethodGet {
-		return call{method: http.MethodGet, token: st.token, headers: st.headers}
+		headers := maps.Clone(st.headers)
+		headers["Mcp-Session-Id"] = st.sid
+		return call{method: http.MethodGet, token: st.token, headers: headers}
 	}
 	return call{body: toolCall("read_other"), token: st.token, headers: st.headers}
 }

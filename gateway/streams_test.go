@@ -96,6 +96,8 @@ func TestRevocationClosesStreams(t *testing.T) {
 		c := call{method: method, token: tok, headers: map[string]string{"X-Test-Stream": name, "Mcp-Protocol-Version": "2025-11-25"}}
 		if method == http.MethodPost {
 			c.body = toolCall("read_a")
+		} else {
+			c.headers["Mcp-Session-Id"] = sessionFor(t, h.g, tok)
 		}
 		resp := h.do(t, c)
 		if resp.StatusCode != http.StatusOK {
@@ -172,7 +174,8 @@ func TestStreamsEndAtExpiry(t *testing.T) {
 	open := func(sub string, ttl time.Duration) *http.Response {
 		c := claims()
 		c["sub"], c["jti"], c["exp"] = sub, sub+"-jti", testNow.Add(ttl).Unix()
-		resp := h.do(t, call{method: http.MethodGet, token: mint(t, c), headers: map[string]string{"Mcp-Protocol-Version": "2025-11-25"}})
+		tok := mint(t, c)
+		resp := h.do(t, call{method: http.MethodGet, token: tok, headers: map[string]string{"Mcp-Protocol-Version": "2025-11-25", "Mcp-Session-Id": sessionFor(t, h.g, tok)}})
 		if line, _ := bufio.NewReader(resp.Body).ReadString('\n'); !strings.HasPrefix(line, ": open") {
 			t.Fatalf("%s: first line %q", sub, line)
 		}
@@ -212,7 +215,8 @@ func TestCloseEndsStreams(t *testing.T) {
 	get := func(sub string) *http.Response {
 		c := claims()
 		c["sub"], c["jti"] = sub, sub+"-jti"
-		return h.do(t, call{method: http.MethodGet, token: mint(t, c), headers: map[string]string{"Mcp-Protocol-Version": "2025-11-25"}})
+		tok := mint(t, c)
+		return h.do(t, call{method: http.MethodGet, token: tok, headers: map[string]string{"Mcp-Protocol-Version": "2025-11-25", "Mcp-Session-Id": sessionFor(t, h.g, tok)}})
 	}
 	before := get("alice")
 	defer before.Body.Close()
@@ -334,7 +338,7 @@ func TestRevocationClosesStreamsAnyStatus(t *testing.T) {
 		c["sub"], c["gid"], c["jti"] = "alice", "grant-alice", "alice-jti"
 		req := call{token: mint(t, c), body: toolCall("read_a"), headers: map[string]string{"Mcp-Protocol-Version": "2025-11-25"}}
 		if tt.method == http.MethodGet {
-			req = call{method: http.MethodGet, token: req.token, headers: req.headers}
+			req = call{method: http.MethodGet, token: req.token, headers: map[string]string{"Mcp-Protocol-Version": "2025-11-25", "Mcp-Session-Id": sessionFor(t, h.g, req.token)}}
 		}
 		resp := h.do(t, req)
 		line, _ := bufio.NewReader(resp.Body).ReadString('\n')
@@ -734,13 +738,16 @@ func TestPendingGetAtReload(t *testing.T) {
 		cfg := testConfig(t)
 		cfg.StreamCheckInterval = time.Hour
 		g := newGateway(t, cfg)
+		token := mint(t, claims())
+		sid := sessionFor(t, g, token)
 		if closeFirst {
 			g.Close()
 		}
 		r := httptest.NewRequest(http.MethodGet, "/mcp", nil)
 		r.Header.Set("Accept", "text/event-stream")
-		r.Header.Set("Authorization", "Bearer "+mint(t, claims()))
+		r.Header.Set("Authorization", "Bearer "+token)
 		r.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+		r.Header.Set("Mcp-Session-Id", sid)
 		w := httptest.NewRecorder()
 		err := g.Serve(w, r, NextFunc(func(w http.ResponseWriter, r *http.Request) error {
 			g.Close()

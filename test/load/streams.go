@@ -235,6 +235,13 @@ func runStreams(args []string, out io.Writer) error {
 func streams(cfg streamsConfig, plain, gw *target, out io.Writer) error {
 	var results []streamResult
 	for _, t := range []*target{plain, gw} {
+		if cfg.kind == "get" {
+			// A GET stream is a session's: the gateway refuses one
+			// without.
+			if err := initSession(t); err != nil {
+				return err
+			}
+		}
 		r, err := holdStreams(t, cfg)
 		if err != nil {
 			return err
