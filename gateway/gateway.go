@@ -57,8 +57,12 @@ import (
 //     verify for the caller is answered 404 "Session not found": the client
 //     starts a new session, and nothing is said about the session's
 //     existence. 2026-07-28 has no sessions: the header is dropped.
-//     A stream resumption (GET with Last-Event-ID) passes only in such a
-//     verified session (checkResume); Last-Event-ID is dropped elsewhere.
+//     Without a session, a GET (405, Allow: POST), a DELETE (400), a
+//     client's response and its notifications but
+//     notifications/initialized (400) are refused: only the session ties
+//     them to the caller (checkSessionless, sessionlessMessages). So a
+//     stream resumption (GET with Last-Event-ID) passes only in a
+//     verified session; Last-Event-ID is dropped elsewhere.
 //   - Resource rules match URI text, so a URI a server could resolve to
 //     another resource (dot or empty segments, encoded unreserved
 //     characters or separators, backslashes) is refused as invalid params

@@ -867,47 +867,6 @@ func headerOf(reqs []received, name string) []string {
 	return reqs[0].Header.Values(name)
 }
 
-// TestClientResponseNeedsSession: in the 2025 revisions a client's answer
-// to a server's request (elicitation, sampling, roots) is forwarded only
-// within a session that verifies for the caller: without one, an
-// upstream could route it by its JSON-RPC id alone, and any caller could
-// answer another's elicitation (review s13-sse F2). With its session it
-// passes on the base scopes.
-func TestClientResponseNeedsSession(t *testing.T) {
-	h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusAccepted) })
-	token := mint(t, claims())
-	p, aerr := h.g.authenticate(t.Context(), token, h.g.now())
-	if aerr != nil {
-		t.Fatal(aerr)
-	}
-	session, err := h.g.wrapSession(p, "upstream-session")
-	if err != nil {
-		t.Fatal(err)
-	}
-	answer := `{"jsonrpc":"2.0","id":0,"result":{"action":"accept","content":{"confirm":true}}}`
-	for _, tt := range []struct {
-		name    string
-		headers map[string]string
-		status  int
-	}{
-		{"no session", map[string]string{"MCP-Protocol-Version": "2025-06-18"}, http.StatusBadRequest},
-		{"in a batch, no session", map[string]string{"MCP-Protocol-Version": "2025-03-26"}, http.StatusBadRequest},
-		{"its session", map[string]string{"MCP-Protocol-Version": "2025-06-18", "Mcp-Session-Id": session}, http.StatusAccepted},
-	} {
-		body := answer
-		if strings.Contains(tt.name, "batch") {
-			body = "[" + answer + "]"
-		}
-		before := len(h.up.requests())
-		resp := h.do(t, call{body: body, token: token, headers: tt.headers})
-		got := readBody(t, resp)
-		forwarded := len(h.up.requests()) > before
-		if resp.StatusCode != tt.status || forwarded != (tt.status == http.StatusAccepted) {
-			t.Errorf("%s: %d %s, forwarded %v; want %d", tt.name, resp.StatusCode, got, forwarded, tt.status)
-		}
-	}
-}
-
 // TestIdentityHeadersDropped: every header the README names under "What
 // the upstream receives" as dropped is dropped, in any case, also with
 // the prefix families' members; others pass (X-Auth-Token, the options

@@ -303,6 +303,9 @@ func (g *Gateway) admit(x *exchange) *refusal {
 	if f := g.checkSession(x); f != nil {
 		return f
 	}
+	if f := checkSessionless(x); f != nil {
+		return f
+	}
 	if f := checkResume(x); f != nil {
 		return f
 	}
@@ -495,22 +498,37 @@ func (g *Gateway) checkSession(x *exchange) *refusal {
 	return nil
 }
 
-// checkResume admits a stream resumption (GET with Last-Event-ID) only in
-// a session bound to the caller. Event ids are cursors the upstream may
-// look up without regard to who asks (a shared event store, or a server
-// without sessions), so outside a verified session a resumption could
-// replay another principal's stream. Elsewhere the header is dropped
-// (forwardsHeader): resumption is always a GET, and 2026-07-28 streams
-// are not resumable.
-func checkResume(x *exchange) *refusal {
-	if x.r.Method != http.MethodGet {
+// checkSessionless refuses, in the 2025 revisions, a GET or DELETE
+// outside a session bound to the caller. The gateway stores nothing, so it
+// cannot tell an upstream without sessions from a client that left its
+// session out; and an upstream without sessions may have one transport for
+// every caller (the TypeScript SDK's stateless mode), whose GET stream
+// carries the server's messages to whoever listens and whose event ids
+// replay any caller's stream. GET is answered as a server without a GET
+// stream answers it (405, Allow: POST), which clients take as "no
+// stream"; DELETE, which names the session it ends, as a request without
+// its required session id (400): the method itself is allowed. An
+// upstream with sessions refuses both itself.
+func checkSessionless(x *exchange) *refusal {
+	if x.session != "" || !x.rev.hasSessions() {
 		return nil
 	}
-	switch n := len(x.r.Header[hLastEventID]); {
-	case n > 1:
+	switch x.r.Method {
+	case http.MethodGet:
+		return &refusal{status: http.StatusMethodNotAllowed, code: codeRefused, message: "GET opens the event stream of a session: send the session's Mcp-Session-Id", allow: "POST"}
+	case http.MethodDelete:
+		return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "DELETE ends a session: send the session's Mcp-Session-Id"}
+	}
+	return nil
+}
+
+// checkResume refuses a GET with more than one Last-Event-ID. A
+// resumption happens only in a session bound to the caller
+// (checkSessionless); elsewhere the header is dropped (forwardsHeader):
+// resumption is always a GET, and 2026-07-28 streams are not resumable.
+func checkResume(x *exchange) *refusal {
+	if x.r.Method == http.MethodGet && len(x.r.Header[hLastEventID]) > 1 {
 		return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "more than one Last-Event-ID header"}
-	case n == 1 && x.session == "":
-		return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "Last-Event-ID resumes a stream of a session: send the session's Mcp-Session-Id"}
 	}
 	return nil
 }
@@ -563,15 +581,8 @@ func (g *Gateway) classify(x *exchange) *refusal {
 		return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "clients do not send responses in protocol version " + x.rev.String(), id: msgs[0].ID}
 	}
 	if x.rev.hasSessions() && x.session == "" {
-		// A client's answer to a server's request (sampling,
-		// elicitation, roots) is tied to the principal the server asked
-		// only by the session: without one, a server can route it by its
-		// JSON-RPC id alone, and any caller could answer another's
-		// elicitation (review s13-sse F2).
-		for i := range msgs {
-			if msgs[i].Kind == mcpparse.KindResponse {
-				return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "a response to a server's request needs the Mcp-Session-Id of the session that asked", id: msgs[i].ID}
-			}
+		if f := sessionlessMessages(msgs, x.rev); f != nil {
+			return f
 		}
 	}
 	if f := checkMetadataHeaders(x); f != nil {
@@ -599,6 +610,34 @@ func (g *Gateway) classify(x *exchange) *refusal {
 		return f
 	}
 	return g.bindRequestState(x)
+}
+
+// sessionlessMessages refuses, in a 2025 request without a session, the
+// messages that speak of the state of one session: a client's answer to a
+// server's request (sampling, elicitation, roots), and the client
+// notifications that name a request (cancelled), a progress token
+// (progress) or the session's roots (roots/list_changed), by method
+// whatever the message's kind (a lenient server may run one sent with an
+// id as the notification). Without a session they are tied to the
+// principal only by their JSON-RPC id, so an upstream with one transport
+// for every caller would route them by that alone, and any caller could
+// answer another's elicitation (review s13-sse F2) or cancel another's
+// call. An upstream without such a transport has nothing to route them
+// to: a stateless server that starts afresh for each request has no call
+// of the caller in flight. notifications/initialized belongs to every
+// handshake, stateless ones' included, and passes; so do methods a method
+// rule admits, which the operator decided.
+func sessionlessMessages(msgs []mcpparse.Message, rev revision) *refusal {
+	for i := range msgs {
+		m := &msgs[i]
+		switch {
+		case m.Kind == mcpparse.KindResponse:
+			return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "a response to a server's request needs the Mcp-Session-Id of the session that asked", id: m.ID}
+		case strings.HasPrefix(m.Method, "notifications/") && m.Method != "notifications/initialized" && rev.defines(m.Method):
+			return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: m.Method + " speaks of a session: send the session's Mcp-Session-Id", id: m.ID}
+		}
+	}
+	return nil
 }
 
 // decideRefusal answers a message decide refused before any rule. An
@@ -953,7 +992,7 @@ func (x *exchange) forwardsHeader(name string) bool {
 	case headerChecked:
 		return x.headerChecked
 	case headerLastEventID:
-		// Checked by checkResume.
+		// Checked by checkSessionless and checkResume.
 		return x.r.Method == http.MethodGet && x.session != ""
 	}
 	return true

@@ -581,7 +581,8 @@ func TestBodyLimit(t *testing.T) {
 }
 
 // TestResumeBoundToSession: a stream resumption (GET with Last-Event-ID)
-// reaches the upstream only inside a session bound to the caller, so an
+// reaches the upstream only inside a session bound to the caller (a GET
+// without one is refused as TestSessionlessRefused shows), so an
 // upstream that finds streams by event id alone (a shared event store, or
 // no sessions at all) cannot replay another principal's stream. The
 // header goes nowhere else: resumption is always a GET (2025-11-25), and
@@ -613,8 +614,8 @@ func TestResumeBoundToSession(t *testing.T) {
 		rawHead []string
 	}{
 		{"GET in the caller's session", call{method: http.MethodGet, token: alice, headers: map[string]string{"Mcp-Session-Id": sid, "Last-Event-ID": "stream-1_7", "MCP-Protocol-Version": v25}}, 0, "stream-1_7", nil},
-		{"GET without a session", call{method: http.MethodGet, token: alice, headers: map[string]string{"Last-Event-ID": "stream-1_7", "MCP-Protocol-Version": v25}}, 400, "", nil},
-		{"GET without a session, no version", call{method: http.MethodGet, token: bob, headers: map[string]string{"Last-Event-ID": "stream-1_7"}}, 400, "", nil},
+		{"GET without a session", call{method: http.MethodGet, token: alice, headers: map[string]string{"Last-Event-ID": "stream-1_7", "MCP-Protocol-Version": v25}}, 405, "", nil},
+		{"GET without a session, no version", call{method: http.MethodGet, token: bob, headers: map[string]string{"Last-Event-ID": "stream-1_7"}}, 405, "", nil},
 		{"GET in another principal's session", call{method: http.MethodGet, token: bob, headers: map[string]string{"Mcp-Session-Id": sid, "Last-Event-ID": "stream-1_7", "MCP-Protocol-Version": v25}}, 404, "", nil},
 		{"two Last-Event-ID headers", call{method: http.MethodGet, token: alice, headers: map[string]string{"Mcp-Session-Id": sid, "MCP-Protocol-Version": v25}}, 400, "", []string{"stream-1_7", "stream-2_1"}},
 		{"POST drops it", call{body: toolCall("read_a"), token: alice, headers: map[string]string{"Mcp-Session-Id": sid, "Last-Event-ID": "stream-1_7", "MCP-Protocol-Version": v25}}, 0, "", nil},
@@ -643,6 +644,124 @@ func TestResumeBoundToSession(t *testing.T) {
 			}
 			if v := got[len(got)-1].Header.Values("Last-Event-Id"); tt.lastID == "" && len(v) != 0 || tt.lastID != "" && (len(v) != 1 || v[0] != tt.lastID) {
 				t.Errorf("upstream Last-Event-ID = %q, want %q", v, tt.lastID)
+			}
+		})
+	}
+}
+
+// TestSessionlessRefused: in the 2025 revisions, what only a session gives
+// a meaning to is refused without one, so that an upstream with one
+// transport for every caller (the TypeScript SDK's stateless mode) never
+// hands one caller's server messages, answers or cancellations to
+// another: a GET stream (405, Allow: POST, as a server without a GET
+// stream answers), a DELETE (400), and a response to a server's request
+// (elicitation, sampling, roots: any caller could answer another's,
+// review s13-sse F2) or a client notification but
+// notifications/initialized (400). The stateless flows (initialize,
+// notifications/initialized, requests) pass, as does all of it in a
+// session of the caller's, on the base scopes, and 2026-07-28 as before.
+func TestSessionlessRefused(t *testing.T) {
+	h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && !strings.Contains(r.Header.Get("Mcp-Method"), "notifications/") {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{}}`)
+			return
+		}
+		w.WriteHeader(http.StatusAccepted)
+	})
+	alice := mint(t, claims())
+	sid := sessionFor(t, h.g, alice)
+	v25 := func(extra ...string) map[string]string {
+		m := map[string]string{"MCP-Protocol-Version": "2025-11-25"}
+		for i := 0; i+1 < len(extra); i += 2 {
+			m[extra[i]] = extra[i+1]
+		}
+		return m
+	}
+	cancelled := `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1,"reason":"user"}}`
+	answer := `{"jsonrpc":"2.0","id":0,"result":{"action":"accept","content":{}}}`
+	const getMsg = "GET opens the event stream of a session: send the session's Mcp-Session-Id"
+	tests := []struct {
+		name   string
+		c      call
+		status int    // 0: forwarded
+		code   int    // the JSON-RPC error code of a refusal
+		id     string // the refusal's id, "" for none
+		reason string // the audit event's
+	}{
+		{"GET", call{method: http.MethodGet, token: alice, headers: v25()}, 405, codeRefused, "", getMsg},
+		{"GET, no version", call{method: http.MethodGet, token: alice}, 405, codeRefused, "", getMsg},
+		{"GET 2025-06-18, resuming", call{method: http.MethodGet, token: alice, headers: map[string]string{"MCP-Protocol-Version": "2025-06-18", "Last-Event-ID": "s_1"}}, 405, codeRefused, "", getMsg},
+		{"GET, empty session id", call{method: http.MethodGet, token: alice, headers: v25("Mcp-Session-Id", " ")}, 404, codeSessionNotFound, "", "Session not found"},
+		{"GET without a token", call{method: http.MethodGet, headers: v25()}, 401, codeRefused, "", "authorization required"},
+		{"DELETE", call{method: http.MethodDelete, token: alice, headers: v25()}, 400, codeInvalidRequest, "", "DELETE ends a session: send the session's Mcp-Session-Id"},
+		{"DELETE, no version", call{method: http.MethodDelete, token: alice}, 400, codeInvalidRequest, "", "DELETE ends a session: send the session's Mcp-Session-Id"},
+		{"notifications/cancelled", call{body: cancelled, token: alice, headers: v25()}, 400, codeInvalidRequest, "", "notifications/cancelled speaks of a session: send the session's Mcp-Session-Id"},
+		{"notifications/cancelled, no version", call{body: cancelled, token: alice}, 400, codeInvalidRequest, "", "notifications/cancelled speaks of a session: send the session's Mcp-Session-Id"},
+		{"notifications/cancelled with an id", call{body: `{"jsonrpc":"2.0","id":5,"method":"notifications/cancelled","params":{"requestId":1}}`, token: alice, headers: v25()}, 400, codeInvalidRequest, "5", "notifications/cancelled speaks of a session: send the session's Mcp-Session-Id"},
+		{"notifications/progress", call{body: `{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":0,"progress":1}}`, token: alice, headers: v25()}, 400, codeInvalidRequest, "", "notifications/progress speaks of a session: send the session's Mcp-Session-Id"},
+		{"notifications/roots/list_changed", call{body: `{"jsonrpc":"2.0","method":"notifications/roots/list_changed"}`, token: alice, headers: v25()}, 400, codeInvalidRequest, "", "notifications/roots/list_changed speaks of a session: send the session's Mcp-Session-Id"},
+		{"batch with a cancellation", call{body: `[` + toolCall("read_a") + `,` + cancelled + `]`, token: alice}, 400, codeInvalidRequest, "", "notifications/cancelled speaks of a session: send the session's Mcp-Session-Id"},
+		{"elicitation answer", call{body: answer, token: alice, headers: v25()}, 400, codeInvalidRequest, "0", "a response to a server's request needs the Mcp-Session-Id of the session that asked"},
+		{"elicitation answer in a batch", call{body: "[" + answer + "]", token: alice, headers: map[string]string{"MCP-Protocol-Version": "2025-03-26"}}, 400, codeInvalidRequest, "0", "a response to a server's request needs the Mcp-Session-Id of the session that asked"},
+		{"error answer", call{body: `{"jsonrpc":"2.0","id":"s-1","error":{"code":-1,"message":"declined"}}`, token: alice, headers: v25()}, 400, codeInvalidRequest, `"s-1"`, "a response to a server's request needs the Mcp-Session-Id of the session that asked"},
+		// Stateless and in-session flows pass.
+		{"initialize", call{body: `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`, token: alice}, 0, 0, "", ""},
+		{"notifications/initialized", call{body: `{"jsonrpc":"2.0","method":"notifications/initialized"}`, token: alice, headers: v25()}, 0, 0, "", ""},
+		{"tools/call", call{body: toolCall("read_a"), token: alice, headers: v25()}, 0, 0, "", ""},
+		{"GET in a session", call{method: http.MethodGet, token: alice, headers: v25("Mcp-Session-Id", sid)}, 0, 0, "", ""},
+		{"DELETE in a session", call{method: http.MethodDelete, token: alice, headers: v25("Mcp-Session-Id", sid)}, 0, 0, "", ""},
+		{"notifications/cancelled in a session", call{body: cancelled, token: alice, headers: v25("Mcp-Session-Id", sid)}, 0, 0, "", ""},
+		{"elicitation answer in a session", call{body: answer, token: alice, headers: v25("Mcp-Session-Id", sid)}, 0, 0, "", ""},
+		{"notifications/cancelled 2026-07-28", call{body: cancelled, token: alice, headers: map[string]string{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "notifications/cancelled"}}, 0, 0, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(h.up.requests())
+			resp := h.do(t, tt.c)
+			body := readBody(t, resp)
+			forwarded := len(h.up.requests()) != before
+			// The event is written after the answer, the forwarded
+			// one's once the proxy returns.
+			for deadline := time.Now().Add(5 * time.Second); h.logs.Len() == 0 && time.Now().Before(deadline); {
+				time.Sleep(time.Millisecond)
+			}
+			events := h.logs.TakeAll()
+			if len(events) != 1 {
+				t.Fatalf("audit events = %d, want 1", len(events))
+			}
+			ev := events[0].ContextMap()
+			if tt.status == 0 {
+				if !forwarded || resp.StatusCode >= 300 {
+					t.Fatalf("status = %d (%s), forwarded %v; want forwarded", resp.StatusCode, body, forwarded)
+				}
+				if ev["decision"] != "allow" {
+					t.Errorf("audit decision = %v, want allow", ev["decision"])
+				}
+				return
+			}
+			if resp.StatusCode != tt.status || forwarded {
+				t.Fatalf("status = %d (%s), forwarded %v; want %d, not forwarded", resp.StatusCode, body, forwarded, tt.status)
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type = %q, want application/json", ct)
+			}
+			if allow := resp.Header.Get("Allow"); (tt.status == http.StatusMethodNotAllowed) != (allow == "POST") {
+				t.Errorf("Allow = %q with status %d, want POST with 405 only", allow, tt.status)
+			}
+			code, id, msg := rpcErr(t, body)
+			if code != tt.code || string(id) != tt.id || msg != tt.reason {
+				t.Errorf("error = %d %q id %s, want %d %q id %q", code, msg, id, tt.code, tt.reason, tt.id)
+			}
+			method := tt.c.method
+			if method == "" {
+				method = http.MethodPost
+			}
+			want := map[string]any{"decision": "deny", "status": int64(tt.status), "http_method": method, "reason": tt.reason}
+			for k, v := range want {
+				if ev[k] != v {
+					t.Errorf("audit %s = %v, want %v", k, ev[k], v)
+				}
 			}
 		})
 	}

@@ -61,8 +61,14 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 func setup(t *testing.T) *env {
 	t.Helper()
+	return setupWith(t, mcpdemo.Handler())
+}
+
+// setupWith is setup with legacyUp as the stateful MCP server.
+func setupWith(t *testing.T, legacyUp http.Handler) *env {
+	t.Helper()
 	seen := &upstreamLog{}
-	legacy := httptest.NewServer(seen.wrap(mcpdemo.Handler()))
+	legacy := httptest.NewServer(seen.wrap(legacyUp))
 	t.Cleanup(legacy.Close)
 	s := mcpdemo.NewServer()
 	modern := httptest.NewServer(seen.wrap(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s },

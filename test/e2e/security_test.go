@@ -2,12 +2,17 @@ package e2e
 
 import (
 	"context"
+	"maps"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"golang.org/x/oauth2"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/demo/mcpdemo"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/e2e/harness"
 )
 
@@ -131,5 +136,93 @@ func TestRevokeConnectedApp(t *testing.T) {
 	}
 	if tr.Status != http.StatusBadRequest || tr.Error != "invalid_grant" {
 		t.Errorf("refresh token of a revoked app: %d %q, want 400 invalid_grant", tr.Status, tr.Error)
+	}
+}
+
+// TestSessionClientThroughGateway: a Go SDK client in a session works
+// through the gateway as without it: its standalone GET stream, opened
+// with the session id, carries the server's notification, its calls reach
+// the server, and so does the DELETE that ends the session. Without a
+// session a GET is answered 405 (Allow: POST, which the SDKs read as "no
+// stream") and a notifications/cancelled 400, and neither reaches the
+// server.
+func TestSessionClientThroughGateway(t *testing.T) {
+	srv := mcpdemo.NewServer()
+	e := setupWith(t, mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil))
+	ctx := ctxTimeout(t, 60*time.Second)
+	tok, err := e.authorize(ctx, harness.NewRobot(username, password, redirectURI), e.oauthConfig(scopeRead), e.legacy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := make(chan struct{}, 1)
+	c := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1.0.0"}, &mcp.ClientOptions{
+		ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) {
+			select {
+			case changed <- struct{}{}:
+			default:
+			}
+		},
+	})
+	hc := &http.Client{Transport: &oauth2.Transport{Source: oauth2.StaticTokenSource(tok)}}
+	cs, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: e.legacy, HTTPClient: hc},
+		&mcp.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cs.ID() == "" {
+		t.Fatal("client session has no session id")
+	}
+	// The client opens its GET stream after the handshake; a tool added
+	// once it is open is announced on it alone.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if got, _ := e.seen.counts(); got[http.MethodGet] > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the client's GET stream never reached the server")
+		}
+	}
+	mcp.AddTool(srv, &mcp.Tool{Name: "echo_late", Description: "Echoes its input."},
+		func(context.Context, *mcp.CallToolRequest, mcpdemo.EchoIn) (*mcp.CallToolResult, any, error) {
+			return &mcp.CallToolResult{}, nil, nil
+		})
+	select {
+	case <-changed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("notifications/tools/list_changed did not arrive on the GET stream")
+	}
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "in session"}})
+	if err != nil || res.IsError || len(res.Content) != 1 || res.Content[0].(*mcp.TextContent).Text != "in session" {
+		t.Fatalf("echo in the session = %v, %v; want its text", res, err)
+	}
+	if err := cs.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	before, _ := e.seen.counts()
+	if before[http.MethodDelete] != 1 {
+		t.Errorf("DELETEs at the server = %d, want the client's one", before[http.MethodDelete])
+	}
+
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.legacy, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("MCP-Protocol-Version", "2025-11-25")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "POST" {
+		t.Errorf("GET without a session = %d, Allow %q; want 405, POST", resp.StatusCode, resp.Header.Get("Allow"))
+	}
+	resp, body := legacyPost(ctx, t, e, tok.AccessToken, "", `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}`)
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("notifications/cancelled without a session = %d %s, want 400", resp.StatusCode, body)
+	}
+	if after, _ := e.seen.counts(); !maps.Equal(after, before) {
+		t.Errorf("requests at the server = %v, want %v: the refused ones reached it", after, before)
 	}
 }
