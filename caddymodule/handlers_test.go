@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -457,6 +458,28 @@ func TestGatewayHandlerOwnIssuerURL(t *testing.T) {
 	}
 }
 
+// gatewaySession is the session id h hands the token's principal for an
+// initialize the upstream answers with a session: a GET stream needs one.
+func gatewaySession(t *testing.T, h *GatewayHandler, tok string) string {
+	t.Helper()
+	req := httptest.NewRequest("POST", gatewayResource, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+tok)
+	rec := httptest.NewRecorder()
+	err := h.ServeHTTP(rec, req, caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Mcp-Session-Id", "upstream-session")
+		w.Header().Set("Content-Type", "application/json")
+		_, err := io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{"name":"u","version":"1"}}}`)
+		return err
+	}))
+	sid := rec.Header().Get("Mcp-Session-Id")
+	if err != nil || rec.Code != http.StatusOK || sid == "" {
+		t.Fatalf("initialize = %v, %d, session %q; want 200 with a session: %s", err, rec.Code, sid, rec.Body)
+	}
+	return sid
+}
+
 // TestGatewayHandlerCleanupEndsStreams: Caddy calls Cleanup when the
 // configuration is unloaded (a reload); the gateway's open event streams
 // then end at once, so their clients reconnect to the configuration now
@@ -484,6 +507,7 @@ func TestGatewayHandlerCleanupEndsStreams(t *testing.T) {
 	req := httptest.NewRequest("GET", gatewayResource, nil)
 	req.Header.Set("Accept", "text/event-stream")
 	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Mcp-Session-Id", gatewaySession(t, h, tok))
 	served := make(chan error, 1)
 	go func() { served <- h.ServeHTTP(httptest.NewRecorder(), req, next) }()
 	<-opened
