@@ -352,7 +352,7 @@ func TestDecisions(t *testing.T) {
 		{"ping without base", scope("tools:read"), `{"jsonrpc":"2.0","id":1,"method":"ping"}`, 403},
 		{"notification base", scope("mcp"), `{"jsonrpc":"2.0","method":"notifications/initialized"}`, 200},
 		// A client's answer to a server's request needs its session
-		// (TestClientResponseNeedsSession).
+		// (TestSessionlessRefused).
 		{"client response without a session", scope("mcp"), `{"jsonrpc":"2.0","id":"s1","result":{"content":{"type":"text","text":"hi"}}}`, 400},
 		// 2025 tasks are bound through the session; none here.
 		{"tasks/get without a session", scope("mcp"), `{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{"taskId":"t1"}}`, 400},
