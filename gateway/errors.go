@@ -67,6 +67,14 @@ func (f *refusal) write(w http.ResponseWriter) {
 	if f.allow != "" {
 		h.Set("Allow", f.allow)
 	}
+	h.Del("Mcp-Session-Id")
+	if f.status == http.StatusAccepted {
+		// A notification dropped (sessionlessMessages): answered as one
+		// taken, with no body.
+		h.Set("Cache-Control", "no-store")
+		w.WriteHeader(f.status)
+		return
+	}
 	body, err := json.Marshal(rpcErrorBody{JSONRPC: "2.0", ID: f.id, Error: rpcError{Code: f.code, Message: f.message, Data: f.data}})
 	if err != nil {
 		// Only data could fail to marshal, and it is built here; drop it.
@@ -75,7 +83,6 @@ func (f *refusal) write(w http.ResponseWriter) {
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	h.Set("Cache-Control", "no-store")
-	h.Del("Mcp-Session-Id")
 	w.WriteHeader(f.status)
 	w.Write(body)
 }

@@ -581,7 +581,7 @@ func (g *Gateway) classify(x *exchange) *refusal {
 		return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "clients do not send responses in protocol version " + x.rev.String(), id: msgs[0].ID}
 	}
 	if x.rev.hasSessions() && x.session == "" {
-		if f := sessionlessMessages(msgs, x.rev); f != nil {
+		if f := sessionlessMessages(msgs, batch, x.rev); f != nil {
 			return f
 		}
 	}
@@ -627,13 +627,24 @@ func (g *Gateway) classify(x *exchange) *refusal {
 // of the caller in flight. notifications/initialized belongs to every
 // handshake, stateless ones' included, and passes; so do methods a method
 // rule admits, which the operator decided.
-func sessionlessMessages(msgs []mcpparse.Message, rev revision) *refusal {
+//
+// A lone notification is answered 202 and dropped, not refused: a client
+// of an upstream without sessions sends notifications/cancelled when it
+// gives up on a call, and a refusal without an id, which a JSON-RPC error
+// for a notification must be, is no message the Go SDK client can read:
+// it takes the connection for broken and fails every later call
+// (TestStatelessClientCancelsThroughGateway). Such an upstream has
+// nothing in flight to cancel anyway.
+func sessionlessMessages(msgs []mcpparse.Message, batch bool, rev revision) *refusal {
 	for i := range msgs {
 		m := &msgs[i]
 		switch {
 		case m.Kind == mcpparse.KindResponse:
 			return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "a response to a server's request needs the Mcp-Session-Id of the session that asked", id: m.ID}
 		case strings.HasPrefix(m.Method, "notifications/") && m.Method != "notifications/initialized" && rev.defines(m.Method):
+			if !batch && m.ID == nil {
+				return &refusal{status: http.StatusAccepted, message: m.Method + " speaks of a session: dropped without the session's Mcp-Session-Id"}
+			}
 			return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: m.Method + " speaks of a session: send the session's Mcp-Session-Id", id: m.ID}
 		}
 	}

@@ -696,11 +696,11 @@ func TestSessionlessRefused(t *testing.T) {
 		{"GET without a token", call{method: http.MethodGet, headers: v25()}, 401, codeRefused, "", "authorization required"},
 		{"DELETE", call{method: http.MethodDelete, token: alice, headers: v25()}, 400, codeInvalidRequest, "", "DELETE ends a session: send the session's Mcp-Session-Id"},
 		{"DELETE, no version", call{method: http.MethodDelete, token: alice}, 400, codeInvalidRequest, "", "DELETE ends a session: send the session's Mcp-Session-Id"},
-		{"notifications/cancelled", call{body: cancelled, token: alice, headers: v25()}, 400, codeInvalidRequest, "", "notifications/cancelled speaks of a session: send the session's Mcp-Session-Id"},
-		{"notifications/cancelled, no version", call{body: cancelled, token: alice}, 400, codeInvalidRequest, "", "notifications/cancelled speaks of a session: send the session's Mcp-Session-Id"},
+		{"notifications/cancelled", call{body: cancelled, token: alice, headers: v25()}, 202, 0, "", "notifications/cancelled speaks of a session: dropped without the session's Mcp-Session-Id"},
+		{"notifications/cancelled, no version", call{body: cancelled, token: alice}, 202, 0, "", "notifications/cancelled speaks of a session: dropped without the session's Mcp-Session-Id"},
 		{"notifications/cancelled with an id", call{body: `{"jsonrpc":"2.0","id":5,"method":"notifications/cancelled","params":{"requestId":1}}`, token: alice, headers: v25()}, 400, codeInvalidRequest, "5", "notifications/cancelled speaks of a session: send the session's Mcp-Session-Id"},
-		{"notifications/progress", call{body: `{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":0,"progress":1}}`, token: alice, headers: v25()}, 400, codeInvalidRequest, "", "notifications/progress speaks of a session: send the session's Mcp-Session-Id"},
-		{"notifications/roots/list_changed", call{body: `{"jsonrpc":"2.0","method":"notifications/roots/list_changed"}`, token: alice, headers: v25()}, 400, codeInvalidRequest, "", "notifications/roots/list_changed speaks of a session: send the session's Mcp-Session-Id"},
+		{"notifications/progress", call{body: `{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":0,"progress":1}}`, token: alice, headers: v25()}, 202, 0, "", "notifications/progress speaks of a session: dropped without the session's Mcp-Session-Id"},
+		{"notifications/roots/list_changed", call{body: `{"jsonrpc":"2.0","method":"notifications/roots/list_changed"}`, token: alice, headers: v25()}, 202, 0, "", "notifications/roots/list_changed speaks of a session: dropped without the session's Mcp-Session-Id"},
 		{"batch with a cancellation", call{body: `[` + toolCall("read_a") + `,` + cancelled + `]`, token: alice}, 400, codeInvalidRequest, "", "notifications/cancelled speaks of a session: send the session's Mcp-Session-Id"},
 		{"elicitation answer", call{body: answer, token: alice, headers: v25()}, 400, codeInvalidRequest, "0", "a response to a server's request needs the Mcp-Session-Id of the session that asked"},
 		{"elicitation answer in a batch", call{body: "[" + answer + "]", token: alice, headers: map[string]string{"MCP-Protocol-Version": "2025-03-26"}}, 400, codeInvalidRequest, "0", "a response to a server's request needs the Mcp-Session-Id of the session that asked"},
@@ -743,16 +743,6 @@ func TestSessionlessRefused(t *testing.T) {
 			if resp.StatusCode != tt.status || forwarded {
 				t.Fatalf("status = %d (%s), forwarded %v; want %d, not forwarded", resp.StatusCode, body, forwarded, tt.status)
 			}
-			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
-				t.Errorf("Content-Type = %q, want application/json", ct)
-			}
-			if allow := resp.Header.Get("Allow"); (tt.status == http.StatusMethodNotAllowed) != (allow == "POST") {
-				t.Errorf("Allow = %q with status %d, want POST with 405 only", allow, tt.status)
-			}
-			code, id, msg := rpcErr(t, body)
-			if code != tt.code || string(id) != tt.id || msg != tt.reason {
-				t.Errorf("error = %d %q id %s, want %d %q id %q", code, msg, id, tt.code, tt.reason, tt.id)
-			}
 			method := tt.c.method
 			if method == "" {
 				method = http.MethodPost
@@ -762,6 +752,23 @@ func TestSessionlessRefused(t *testing.T) {
 				if ev[k] != v {
 					t.Errorf("audit %s = %v, want %v", k, ev[k], v)
 				}
+			}
+			if tt.status == http.StatusAccepted {
+				// Dropped: answered as a notification taken.
+				if body != "" || resp.Header.Get("Content-Type") != "" {
+					t.Errorf("dropped notification answered %q (Content-Type %q), want no body", body, resp.Header.Get("Content-Type"))
+				}
+				return
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type = %q, want application/json", ct)
+			}
+			if allow := resp.Header.Get("Allow"); (tt.status == http.StatusMethodNotAllowed) != (allow == "POST") {
+				t.Errorf("Allow = %q with status %d, want POST with 405 only", allow, tt.status)
+			}
+			code, id, msg := rpcErr(t, body)
+			if code != tt.code || string(id) != tt.id || msg != tt.reason {
+				t.Errorf("error = %d %q id %s, want %d %q id %q", code, msg, id, tt.code, tt.reason, tt.id)
 			}
 		})
 	}

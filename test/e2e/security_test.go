@@ -1,11 +1,14 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"maps"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -219,10 +222,75 @@ func TestSessionClientThroughGateway(t *testing.T) {
 		t.Errorf("GET without a session = %d, Allow %q; want 405, POST", resp.StatusCode, resp.Header.Get("Allow"))
 	}
 	resp, body := legacyPost(ctx, t, e, tok.AccessToken, "", `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}`)
-	if resp.StatusCode != http.StatusBadRequest {
-		t.Errorf("notifications/cancelled without a session = %d %s, want 400", resp.StatusCode, body)
+	if resp.StatusCode != http.StatusAccepted || body != "" {
+		t.Errorf("notifications/cancelled without a session = %d %q, want 202 and no body (dropped)", resp.StatusCode, body)
 	}
 	if after, _ := e.seen.counts(); !maps.Equal(after, before) {
 		t.Errorf("requests at the server = %v, want %v: the refused ones reached it", after, before)
+	}
+}
+
+// TestStatelessClientCancelsThroughGateway: behind an upstream without
+// sessions (the Go SDK's stateless mode), a client that gives up on a call
+// sends notifications/cancelled without a session, which the gateway
+// refuses (TestSessionlessRefused). The refusal is a JSON-RPC error the
+// Go SDK client takes as a rejected message: its connection carries on,
+// and its next call succeeds. The cancel never reaches the server.
+func TestStatelessClientCancelsThroughGateway(t *testing.T) {
+	// echo as the demo's, but "slow" waits until its caller gives up.
+	srv := mcp.NewServer(&mcp.Implementation{Name: "stateless", Version: "1.0.0"}, nil)
+	started := make(chan struct{}, 1)
+	mcp.AddTool(srv, &mcp.Tool{Name: "echo", Description: "Echoes its input."},
+		func(ctx context.Context, _ *mcp.CallToolRequest, in mcpdemo.EchoIn) (*mcp.CallToolResult, any, error) {
+			if in.Text == "slow" {
+				started <- struct{}{}
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+			}
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: in.Text}}}, nil, nil
+		})
+	var cancels atomic.Int32
+	up := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv },
+		&mcp.StreamableHTTPOptions{Stateless: true})
+	e := setupWith(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if bytes.Contains(body, []byte("notifications/cancelled")) {
+			cancels.Add(1)
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		up.ServeHTTP(w, r)
+	}))
+	ctx := ctxTimeout(t, 60*time.Second)
+	tok, err := e.authorize(ctx, harness.NewRobot(username, password, redirectURI), e.oauthConfig(scopeRead), e.legacy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1.0.0"}, nil)
+	hc := &http.Client{Transport: &oauth2.Transport{Source: oauth2.StaticTokenSource(tok)}}
+	cs, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: e.legacy, HTTPClient: hc},
+		&mcp.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	if cs.ID() != "" {
+		t.Fatalf("client session id %q, want none from a stateless server", cs.ID())
+	}
+	callCtx, cancel := context.WithCancel(ctx)
+	go func() {
+		<-started
+		cancel()
+	}()
+	if _, err := cs.CallTool(callCtx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "slow"}}); err == nil {
+		t.Fatal("the cancelled call succeeded")
+	}
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "after the cancel"}})
+	if err != nil || res.IsError || len(res.Content) != 1 || res.Content[0].(*mcp.TextContent).Text != "after the cancel" {
+		t.Fatalf("echo after a refused cancel = %v, %v; want its text", res, err)
+	}
+	if n := cancels.Load(); n != 0 {
+		t.Errorf("notifications/cancelled at the server: %d, want none", n)
 	}
 }
