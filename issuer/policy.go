@@ -57,14 +57,18 @@ func (p *policy) resources() []Resource {
 }
 
 // CanonicalResource is the form resource URLs are compared in: scheme and
-// host lowercased, no trailing slash. Tokens carry the configured URL.
+// host in ASCII lower case, no trailing slash. Tokens carry the configured
+// URL. A host with other characters is left as it is: Unicode lowering
+// would make U+0130 an "i", while on the wire that host is another name.
 func CanonicalResource(s string) string {
 	u, err := url.Parse(s)
 	if err != nil {
 		return s
 	}
 	u.Scheme = strings.ToLower(u.Scheme)
-	u.Host = strings.ToLower(u.Host)
+	if h, ascii := asciiLower(u.Host); ascii {
+		u.Host = h
+	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	u.RawPath = ""
 	return u.String()

@@ -503,6 +503,12 @@ func TestSameURI(t *testing.T) {
 		{"https://a.example/a%2Fb", "https://a.example/a/b", false},
 		{"https://a.example/MCP", "https://a.example/mcp", false},
 		{"https://a.example:8443/mcp", "https://a.example/mcp", false},
+		// Case is ASCII case: Go lowers U+0130 to "i" and the Kelvin sign
+		// to "k", and the first is another name on the wire (UTS 46 maps
+		// it to "i" and a combining dot), a host the attacker may own.
+		{"https://ap\u0130.example/mcp", "https://api.example/mcp", false},
+		{"https://\u212Aey.example/mcp", "https://key.example/mcp", false},
+		{"https://api.example/mcp", "https://ap\u0130.example/mcp", false},
 		{"http://a.example/mcp", "https://a.example/mcp", false},
 		{"https://a.example/mcp/", "https://a.example/mcp", false},
 		{"https://u@a.example/mcp", "https://a.example/mcp", false},

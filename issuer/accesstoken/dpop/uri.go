@@ -3,12 +3,14 @@ package dpop
 import (
 	"net/url"
 	"strings"
+	"unicode/utf8"
 )
 
 // SameURI reports whether a proof's htu names the request URI (RFC 9449
 // §4.3): both absolute http(s) URIs, compared without query and fragment
-// after RFC 3986 syntax- and scheme-based normalization (case of scheme
-// and host, default port, empty path as "/", percent-encoding case and
+// after RFC 3986 syntax- and scheme-based normalization (ASCII case of
+// scheme and host, a host with other characters matching nothing; default
+// port, empty path as "/", percent-encoding case and
 // unreserved characters decoded).
 func SameURI(htu, uri string) bool {
 	a, ok := normalURI(htu)
@@ -23,6 +25,13 @@ func normalURI(s string) (string, bool) {
 	u, err := url.Parse(s)
 	if err != nil || u.Opaque != "" || u.User != nil || u.Host == "" {
 		return "", false
+	}
+	// ASCII case only: Unicode lowering would make U+0130 an "i", while
+	// on the wire that host is another name. Clients send the A-label.
+	for i := 0; i < len(u.Host); i++ {
+		if u.Host[i] >= utf8.RuneSelf {
+			return "", false
+		}
 	}
 	scheme := strings.ToLower(u.Scheme)
 	host := strings.ToLower(u.Host)
