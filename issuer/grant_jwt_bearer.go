@@ -35,10 +35,12 @@ const (
 //   - typed oauth-id-jag+jwt, from a trusted IdP's iss, signed by one of
 //     its keys with an allowed asymmetric alg;
 //   - addressed to this issuer (aud, one value), within its validity
-//     (exp, iat, small leeway; at most maxAssertionLifetime ahead), with a
-//     sub and a jti, each jti used once until exp (in the store, so every
-//     instance sees it; recorded in the transaction that records the
-//     grant it yields, so a request refused at any step spends nothing);
+//     (exp, iat, small leeway; at most maxAssertionLifetime ahead; iat,
+//     when the IdP let the user in, less than the identity provider's
+//     recheck ago, the user's last sign-in), with a sub and a jti, each
+//     jti used once until exp (in the store, so every instance sees it;
+//     recorded in the transaction that records the grant it yields, so
+//     a request refused at any step spends nothing);
 //   - issued to the authenticated client (client_id), for a registered
 //     resource (resource, when present), with scopes;
 //   - when bound to a key (cnf, RFC 7800), bound to one DPoP key (jkt)
@@ -119,6 +121,15 @@ func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, er
 	case clientID != c.ID:
 		return nil, invalid("the ID-JAG was issued to another client")
 	}
+	// The IdP let the user in when it issued the ID-JAG, not when it is
+	// redeemed: recheck counts from then, as from a sign-in there.
+	loginAt := now
+	if iat.Before(now) {
+		loginAt = iat.Time
+	}
+	if !now.Before(loginAt.Add(idp.idp.Recheck)) {
+		return nil, invalid("the ID-JAG was issued longer ago than its identity provider's recheck")
+	}
 	bound, ok := boundKey(claims)
 	if !ok {
 		return nil, invalid("the ID-JAG's cnf must name one DPoP key (jkt)")
@@ -157,7 +168,7 @@ func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, er
 	}
 	// The user as provisioning will record it, whose resource and
 	// scopes are judged: a request the client can fix provisions nothing.
-	u, err := i.dir.storedUser(provisionedUser(idp.idp, id, now))
+	u, err := i.dir.storedUser(provisionedUser(idp.idp, id, loginAt))
 	if err != nil {
 		return nil, refused(err)
 	}
@@ -207,7 +218,7 @@ func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, er
 			case err != nil:
 				return err
 			}
-			switch err := i.provisionIn(tx, idp.idp, id, now); {
+			switch err := i.provisionIn(tx, idp.idp, id, loginAt); {
 			case errors.Is(err, errIdPRefused):
 				return refused(err) // and nothing is written
 			case err != nil:

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 	"math/big"
@@ -654,5 +655,51 @@ func TestIDJAGUserAdmitted(t *testing.T) {
 	}
 	if a := redeem("u1@corp.example"); a.status != http.StatusOK {
 		t.Errorf("redeem after enable = %d %s, want 200", a.status, a.raw)
+	}
+}
+
+// TestIDJAGLoginTime: an ID-JAG counts as a sign-in at its identity
+// provider made when the IdP issued it (iat), not when it is redeemed, so
+// recheck bounds it as it bounds a sign-in: one issued recheck ago or
+// earlier is refused, the user's last sign-in is the ID-JAG's iat, and a
+// redemption never moves the last sign-in back.
+func TestIDJAGLoginTime(t *testing.T) {
+	idp := newTestIdP(t)
+	e := newTokEnv(t, withTrustedIdP(idp), func(c *Config) { c.IdentityProviders[0].Recheck = time.Hour })
+	conf := tConf + ":" + tSecret
+	issuedAgo := func(d time.Duration) string {
+		return idp.idJAG(t, e, func(c jwt.MapClaims, _ *jwt.Token) { c["iat"] = e.clock.Now().Add(-d).Unix() })
+	}
+	lastLogin := func() time.Time {
+		t.Helper()
+		u, err := e.iss.dir.findUser(e.ctx(), "corp:u1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u.LastLogin
+	}
+	if a := e.redeem(t, conf, issuedAgo(61*time.Minute), nil); a.status != http.StatusBadRequest || a.str("error") != "invalid_grant" {
+		t.Errorf("an ID-JAG issued past recheck: redeem = %d %s, want invalid_grant", a.status, a.raw)
+	}
+	issued := e.clock.Now().Add(-50 * time.Minute)
+	if a := e.redeem(t, conf, issuedAgo(50*time.Minute), nil); a.status != http.StatusOK {
+		t.Fatalf("redeem = %d %s, want 200", a.status, a.raw)
+	}
+	if got := lastLogin(); !got.Equal(issued) {
+		t.Errorf("last sign-in = %v, want the ID-JAG's iat %v", got, issued)
+	}
+	e.clock.Advance(11 * time.Minute)
+	if _, err := e.iss.dir.lookupUser(e.ctx(), "corp:u1"); !errors.Is(err, errSignInAgain) {
+		t.Errorf("an hour after the ID-JAG's iat: lookupUser = %v, want %v", err, errSignInAgain)
+	}
+	fresh := e.clock.Now()
+	if a := e.redeem(t, conf, issuedAgo(0), nil); a.status != http.StatusOK {
+		t.Fatalf("redeem = %d %s, want 200", a.status, a.raw)
+	}
+	if a := e.redeem(t, conf, issuedAgo(30*time.Minute), nil); a.status != http.StatusOK {
+		t.Fatalf("redeem = %d %s, want 200", a.status, a.raw)
+	}
+	if got := lastLogin(); !got.Equal(fresh) {
+		t.Errorf("last sign-in = %v after an older ID-JAG, want %v", got, fresh)
 	}
 }
