@@ -218,7 +218,7 @@ func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, er
 			case err != nil:
 				return err
 			}
-			switch err := i.provisionIn(tx, idp.idp, id, loginAt); {
+			switch err := i.provisionAssertedIn(tx, idp.idp, id, loginAt); {
 			case errors.Is(err, errIdPRefused):
 				return refused(err) // and nothing is written
 			case err != nil:
@@ -229,6 +229,19 @@ func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, er
 		recording: "redeem ID-JAG",
 		bases:     s.principals(req.basis, req.basis),
 	}, nil
+}
+
+// provisionAssertedIn is provisionIn for the user of an ID-JAG, let in
+// by the IdP at at (its iat): a sign-in recorded since stays, its groups
+// and time with it, and nothing is written.
+func (i *Issuer) provisionAssertedIn(tx store.Tx, p *IdentityProvider, id *idpIdentity, at time.Time) error {
+	switch old, err := usersIn(tx).get(id.username); {
+	case err == nil && old.LastLogin.After(at):
+		return i.mayProvision(tx, p, id)
+	case err != nil && !errors.Is(err, store.ErrNotFound):
+		return err
+	}
+	return i.provisionIn(tx, p, id, at)
 }
 
 // boundKey is the thumbprint of the DPoP key an ID-JAG's cnf binds it to,

@@ -661,23 +661,33 @@ func TestIDJAGUserAdmitted(t *testing.T) {
 // TestIDJAGLoginTime: an ID-JAG counts as a sign-in at its identity
 // provider made when the IdP issued it (iat), not when it is redeemed, so
 // recheck bounds it as it bounds a sign-in: one issued recheck ago or
-// earlier is refused, the user's last sign-in is the ID-JAG's iat, and a
-// redemption never moves the last sign-in back.
+// earlier is refused, the user's last sign-in is the ID-JAG's iat, and an
+// ID-JAG issued before the last sign-in changes neither its time nor its
+// groups (the user's grants refresh with those).
 func TestIDJAGLoginTime(t *testing.T) {
 	idp := newTestIdP(t)
-	e := newTokEnv(t, withTrustedIdP(idp), func(c *Config) { c.IdentityProviders[0].Recheck = time.Hour })
+	e := newTokEnv(t, withTrustedIdP(idp), func(c *Config) {
+		c.IdentityProviders[0].Recheck = time.Hour
+		c.IdentityProviders[0].GroupMap["ops"] = []string{"staff"}
+	})
 	conf := tConf + ":" + tSecret
-	issuedAgo := func(d time.Duration) string {
-		return idp.idJAG(t, e, func(c jwt.MapClaims, _ *jwt.Token) { c["iat"] = e.clock.Now().Add(-d).Unix() })
+	issuedAgo := func(d time.Duration, groups ...string) string {
+		return idp.idJAG(t, e, func(c jwt.MapClaims, _ *jwt.Token) {
+			c["iat"] = e.clock.Now().Add(-d).Unix()
+			if groups != nil {
+				c["groups"] = groups
+			}
+		})
 	}
-	lastLogin := func() time.Time {
+	stored := func() *User {
 		t.Helper()
 		u, err := e.iss.dir.findUser(e.ctx(), "corp:u1")
 		if err != nil {
 			t.Fatal(err)
 		}
-		return u.LastLogin
+		return u
 	}
+	lastLogin := func() time.Time { t.Helper(); return stored().LastLogin }
 	if a := e.redeem(t, conf, issuedAgo(61*time.Minute), nil); a.status != http.StatusBadRequest || a.str("error") != "invalid_grant" {
 		t.Errorf("an ID-JAG issued past recheck: redeem = %d %s, want invalid_grant", a.status, a.raw)
 	}
@@ -696,10 +706,10 @@ func TestIDJAGLoginTime(t *testing.T) {
 	if a := e.redeem(t, conf, issuedAgo(0), nil); a.status != http.StatusOK {
 		t.Fatalf("redeem = %d %s, want 200", a.status, a.raw)
 	}
-	if a := e.redeem(t, conf, issuedAgo(30*time.Minute), nil); a.status != http.StatusOK {
+	if a := e.redeem(t, conf, issuedAgo(30*time.Minute, "eng", "ops"), nil); a.status != http.StatusOK {
 		t.Fatalf("redeem = %d %s, want 200", a.status, a.raw)
 	}
-	if got := lastLogin(); !got.Equal(fresh) {
-		t.Errorf("last sign-in = %v after an older ID-JAG, want %v", got, fresh)
+	if u := stored(); !u.LastLogin.Equal(fresh) || !slices.Equal(u.IdPGroups, []string{"eng"}) {
+		t.Errorf("after an older ID-JAG: last sign-in %v, groups %v; want %v, [eng]", u.LastLogin, u.IdPGroups, fresh)
 	}
 }

@@ -293,20 +293,12 @@ func (i *Issuer) provision(ctx context.Context, p *IdentityProvider, id *idpIden
 	})
 }
 
-// provisionIn is provision within tx. The last login stays the latest:
-// an ID-JAG's (at its iat) may be older than a sign-in since.
+// provisionIn is provision within tx.
 func (i *Issuer) provisionIn(tx store.Tx, p *IdentityProvider, id *idpIdentity, at time.Time) error {
 	if err := i.mayProvision(tx, p, id); err != nil {
 		return err
 	}
-	u := provisionedUser(p, id, at)
-	switch old, err := usersIn(tx).get(id.username); {
-	case err == nil && old.LastLogin.After(at):
-		u.LastLogin = old.LastLogin
-	case err != nil && !errors.Is(err, store.ErrNotFound):
-		return err
-	}
-	return usersIn(tx).put(u)
+	return usersIn(tx).put(provisionedUser(p, id, at))
 }
 
 // mayProvision returns provision's refusal (errIdPRefused) of id, read
