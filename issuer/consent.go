@@ -36,6 +36,7 @@ type consentView struct {
 	LocalOnly         bool
 	Scopes            []scopeView
 	ScopeList         string
+	SelfRegistered    bool // DCR or CIMD: the name is the client's own claim
 }
 
 // handleConsent shows the consent page for a pending request (GET) and
@@ -152,6 +153,9 @@ func (i *Issuer) renderConsent(ctx context.Context, w http.ResponseWriter, s *se
 		ScopeList:  strings.Join(scopes, " "),
 	}
 	v.RedirectHost, v.RedirectScheme = redirectTarget(ar.RedirectURI)
+	// Anyone may register under an operator's client's name, with its
+	// redirect URI: only this tells the two pages apart.
+	v.SelfRegistered = c.selfRegistered()
 	if v.ClientName == "" {
 		v.ClientName = c.ID
 	}

@@ -38,6 +38,18 @@ func (e *testEnv) consentPage(t *testing.T, p url.Values, user string) (*http.Cl
 	return c, readBody(t, resp)
 }
 
+// clientConsentPage is the consent page bUser gets for client and its
+// redirect URI.
+func (e *testEnv) clientConsentPage(t *testing.T, client, redirect string) string {
+	t.Helper()
+	p := authParams(testChallenge)
+	p.Set("client_id", client)
+	p.Set("redirect_uri", redirect)
+	_, body := e.consentPage(t, p, bUser)
+	findForm(t, body, "consent")
+	return body
+}
+
 func TestConsentShowsOnlyGrantableScopes(t *testing.T) {
 	e := newBrowserEnv(t, nil)
 	p := authParams(testChallenge)
@@ -117,11 +129,7 @@ func TestConsentRedirectTarget(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := authParams(testChallenge)
-			p.Set("client_id", tt.client)
-			p.Set("redirect_uri", tt.redirect)
-			_, body := e.consentPage(t, p, bUser)
-			findForm(t, body, "consent")
+			body := e.clientConsentPage(t, tt.client, tt.redirect)
 			if !strings.Contains(body, tt.shown) {
 				t.Errorf("consent page lacks %q:\n%s", tt.shown, body)
 			}
@@ -130,6 +138,38 @@ func TestConsentRedirectTarget(t *testing.T) {
 			}
 			if got := strings.Contains(body, "This app runs on your computer"); got != tt.warning {
 				t.Errorf("local-app warning shown = %v, want %v", got, tt.warning)
+			}
+		})
+	}
+}
+
+// TestConsentSelfRegisteredNameUnverified: anyone can register a client
+// (DCR) or publish a client metadata document (CIMD) under any name, an
+// operator's client's included, with that client's redirect URI; such a
+// consent page said who was asking exactly as the operator's client's
+// does, but for an opaque client_id. It now says the name is the
+// application's own claim; an operator's client's page does not.
+func TestConsentSelfRegisteredNameUnverified(t *testing.T) {
+	const notice = "registered itself"
+	e, host := newCIMDEnv(t, true, nil)
+	resp, out := e.register(t, `{"client_name":"Web App","redirect_uris":["`+bWebRedirect+`"],"token_endpoint_auth_method":"none"}`)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("register = %d %v", resp.StatusCode, out)
+	}
+	doc := host.doc("/client.json", "", validDoc)
+	tests := []struct {
+		name, client, redirect string
+		notice                 bool
+	}{
+		{"operator's client", bWebClientID, bWebRedirect, false},
+		{"dynamically registered, same name and redirect URI", out["client_id"].(string), bWebRedirect, true},
+		{"client metadata document", doc, "http://127.0.0.1:3000/callback", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			body := e.clientConsentPage(t, tt.client, tt.redirect)
+			if got := strings.Contains(body, notice); got != tt.notice {
+				t.Errorf("consent page says %q: %v, want %v:\n%s", notice, got, tt.notice, body)
 			}
 		})
 	}
