@@ -21,9 +21,10 @@ func (ss *sessions) checkCSRF(r *http.Request, s *session) bool {
 	}
 	// Browsers send "Origin: null" under some referrer policies even for
 	// same-origin posts; accept it only when Fetch Metadata vouches for
-	// the same origin.
+	// the same origin. An origin's scheme and host are case-insensitive:
+	// browsers send them in lower case, whatever case the issuer URL has.
 	site := r.Header.Get("Sec-Fetch-Site")
-	if o := r.Header.Get("Origin"); o != "" && o != ss.origin && (o != "null" || site != "same-origin") {
+	if o := r.Header.Get("Origin"); o != "" && !strings.EqualFold(o, ss.origin) && (o != "null" || site != "same-origin") {
 		return false
 	}
 	switch site {

@@ -545,6 +545,8 @@ func TestCheckCSRFOrigin(t *testing.T) {
 	}{
 		{"", "", true},
 		{e.srv.URL, "same-origin", true},
+		// Scheme and host are case-insensitive (TestSignInIssuerHostNotLowercase).
+		{strings.ToUpper(e.srv.URL), "same-origin", true},
 		// Chromium sends Origin: null for same-origin posts under some
 		// referrer policies; Fetch Metadata vouches for them.
 		{"null", "same-origin", true},

@@ -82,12 +82,19 @@ func (c *callback) wait(t *testing.T) url.Values {
 
 func setup(t *testing.T) *env {
 	t.Helper()
+	return setupAt(t, "http://127.0.0.1:%d")
+}
+
+// setupAt is setup with the issuer URL issuerFormat names, given the
+// port.
+func setupAt(t *testing.T, issuerFormat string) *env {
+	t.Helper()
 	cb := newCallback(t)
 	dir := t.TempDir()
 	hash := harness.HashPassword(t, password)
 	e := &env{callback: cb}
 	harness.StartFree(t, func(port int) string {
-		e.issuer = fmt.Sprintf("http://127.0.0.1:%d", port)
+		e.issuer = fmt.Sprintf(issuerFormat, port)
 		e.resource = e.issuer + "/mcp"
 		return caddyfile(e, dir, hash)
 	})
@@ -404,6 +411,30 @@ func TestConsentDeny(t *testing.T) {
 	}
 	if q.Has("code") {
 		t.Errorf("denied callback carries a code")
+	}
+}
+
+// TestSignInIssuerHostNotLowercase: a browser sends Origin with the host
+// in lower case, so an issuer written with capitals (http://LocalHost:port)
+// had every sign-in refused as a form from another site ("Form expired").
+func TestSignInIssuerHostNotLowercase(t *testing.T) {
+	e := setupAt(t, "http://LocalHost:%d")
+	ctx := newBrowser(t)
+	ar := harness.NewAuthRequest(e.cfg, e.resource)
+
+	do(t, ctx, "open authorize",
+		chromedp.Navigate(ar.URL),
+		chromedp.WaitVisible(chromedp.CSS(`form#login`)),
+	)
+	status := navigate(t, ctx, "sign in",
+		chromedp.SendKeys(chromedp.CSS(`form#login input[name=username]`), username),
+		chromedp.SendKeys(chromedp.CSS(`form#login input[name=password]`), password),
+		chromedp.Submit(chromedp.CSS(`form#login`)),
+	)
+	requireConsent(t, ctx, status)
+	consentDecision(t, ctx, "approve")
+	if q := e.callback.wait(t); q.Get("code") == "" || q.Get("iss") != e.issuer {
+		t.Fatalf("callback = %v, want a code and iss %s", q.Encode(), e.issuer)
 	}
 }
 
