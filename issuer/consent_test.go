@@ -146,9 +146,9 @@ func TestConsentRedirectTarget(t *testing.T) {
 // TestConsentSelfRegisteredNameUnverified: anyone can register a client
 // (DCR) or publish a client metadata document (CIMD) under any name, an
 // operator's client's included, with that client's redirect URI; such a
-// consent page said who was asking exactly as the operator's client's
-// does, but for an opaque client_id. It now says the name is the
-// application's own claim; an operator's client's page does not.
+// sign-in and consent page said who was asking exactly as the operator's
+// client's do, but for an opaque client_id. They now say the name is the
+// application's own claim; an operator's client's pages do not.
 func TestConsentSelfRegisteredNameUnverified(t *testing.T) {
 	const notice = "registered itself"
 	e, host := newCIMDEnv(t, true, nil)
@@ -167,6 +167,23 @@ func TestConsentSelfRegisteredNameUnverified(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			p := authParams(testChallenge)
+			p.Set("client_id", tt.client)
+			p.Set("redirect_uri", tt.redirect)
+			c := e.browser()
+			resp, err := c.Get(e.url(pathAuthorize, p))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp, err = c.Get(e.srv.URL + resp.Header.Get("Location")); err != nil {
+				t.Fatal(err)
+			}
+			login := readBody(t, resp)
+			findForm(t, login, "login")
+			if got := strings.Contains(login, notice); got != tt.notice {
+				t.Errorf("sign-in page says %q: %v, want %v:\n%s", notice, got, tt.notice, login)
+			}
 			body := e.clientConsentPage(t, tt.client, tt.redirect)
 			if got := strings.Contains(body, notice); got != tt.notice {
 				t.Errorf("consent page says %q: %v, want %v:\n%s", notice, got, tt.notice, body)

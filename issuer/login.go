@@ -13,6 +13,7 @@ import (
 type loginView struct {
 	Action, CSRF, Req string
 	ClientName        string
+	SelfRegistered    bool // DCR or CIMD: the name is the client's own claim
 	Username          string
 	Error             string
 	// Providers are the identity providers' "Continue with" buttons;
@@ -79,8 +80,11 @@ func (i *Issuer) loginContext(w http.ResponseWriter, r *http.Request, s *session
 		return "", false
 	}
 	v.ClientName = p.Request.ClientID
-	if c, err := i.dir.lookupClient(r.Context(), p.Request.ClientID); err == nil && c.Name != "" {
-		v.ClientName = c.Name
+	if c, err := i.dir.lookupClient(r.Context(), p.Request.ClientID); err == nil {
+		if c.Name != "" {
+			v.ClientName = c.Name
+		}
+		v.SelfRegistered = c.selfRegistered()
 	}
 	return strings.Join(append(targets, cspSource(p.Request.RedirectURI)), " "), true
 }
