@@ -48,12 +48,22 @@ func migrate(ctx context.Context, pool *pgxpool.Pool) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrateLock); err != nil {
 			return fmt.Errorf("postgres: migrate: lock: %w", err)
 		}
-		_, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS mcp_auth_schema (
-			version    integer     PRIMARY KEY,
-			applied_at timestamptz NOT NULL DEFAULT now()
-		)`)
-		if err != nil {
+		// Created only when missing: PostgreSQL checks the CREATE
+		// privilege for CREATE TABLE IF NOT EXISTS even when the table
+		// exists, and a role that holds only what the store reads and
+		// writes must start on a database that is at this version.
+		var exists bool
+		if err := tx.QueryRow(ctx, `SELECT to_regclass('mcp_auth_schema') IS NOT NULL`).Scan(&exists); err != nil {
 			return fmt.Errorf("postgres: migrate: %w", err)
+		}
+		if !exists {
+			_, err := tx.Exec(ctx, `CREATE TABLE mcp_auth_schema (
+				version    integer     PRIMARY KEY,
+				applied_at timestamptz NOT NULL DEFAULT now()
+			)`)
+			if err != nil {
+				return fmt.Errorf("postgres: migrate: %w", err)
+			}
 		}
 		var cur int
 		if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM mcp_auth_schema`).Scan(&cur); err != nil {

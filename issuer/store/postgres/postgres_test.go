@@ -83,6 +83,45 @@ func TestMigrations(t *testing.T) {
 	}
 }
 
+// TestLaterStartsNeedNoCreate: only the first start creates tables
+// (README: the role needs CREATE for it), so a role without CREATE on the
+// schema, holding only what the store reads and writes, starts on a
+// database at the current version and works: PostgreSQL checks CREATE
+// for CREATE TABLE IF NOT EXISTS even when the table exists, and such
+// an instance could not start at all.
+func TestLaterStartsNeedNoCreate(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	open(t, dsn, postgres.Options{}).Close()
+	// Roles are the server's, not the database's: one of this test's own.
+	var role string
+	for _, f := range strings.Fields(dsn) {
+		if db, ok := strings.CutPrefix(f, "dbname="); ok {
+			role = "app_" + db
+		}
+	}
+	sql(t, dsn, fmt.Sprintf(`CREATE ROLE %[1]s LOGIN;
+		REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+		GRANT SELECT, INSERT, UPDATE, DELETE ON mcp_auth_entries TO %[1]s;
+		GRANT SELECT ON mcp_auth_schema TO %[1]s`, role))
+	if got := sql(t, dsn, fmt.Sprintf("SELECT has_schema_privilege('%s', 'public', 'CREATE')", role)); got != "f" {
+		t.Fatalf("the role may create tables (%s): the test proves nothing", got)
+	}
+	roleDSN := strings.Replace(dsn, "user=postgres", "user="+role, 1)
+	s := open(t, roleDSN, postgres.Options{})
+	ctx := context.Background()
+	if err := s.Update(ctx, func(tx store.Tx) error { return tx.Put("b", "k", []byte("v"), time.Now().Add(-time.Second)) }); err != nil {
+		t.Fatalf("Update as a role without CREATE = %v, want nil", err)
+	}
+	if err := s.View(ctx, func(tx store.Tx) error { return tx.List("b", "", func(string, []byte) error { return nil }) }); err != nil {
+		t.Fatalf("View as a role without CREATE = %v, want nil", err)
+	}
+	if n, err := s.Purge(ctx); err != nil || n != 1 {
+		t.Fatalf("Purge as a role without CREATE = %d, %v; want 1, nil", n, err)
+	}
+	// What an Update run alone takes (lockAfter).
+	sql(t, roleDSN, "BEGIN; LOCK TABLE mcp_auth_entries IN SHARE ROW EXCLUSIVE MODE; COMMIT")
+}
+
 func versions(n int) string {
 	var v []string
 	for i := 1; i <= n; i++ {
