@@ -189,6 +189,9 @@ func (i *Issuer) DeleteAgent(ctx context.Context, id string) error {
 	if i.dir.configuredAgent(id) {
 		return entryErr("agent", id, ErrConfigured)
 	}
+	if err := i.revokeAhead(ctx, agentGrants(id)); err != nil {
+		return err
+	}
 	return i.store.Update(ctx, func(tx store.Tx) error {
 		if err := agentsIn(tx).remove(id); err != nil {
 			return entryErr("agent", id, err)
@@ -215,6 +218,11 @@ func (i *Issuer) EnableAgent(ctx context.Context, id string) error {
 func (i *Issuer) setAgentDisabled(ctx context.Context, id string, disabled bool) error {
 	if i.dir.configuredAgent(id) {
 		return entryErr("agent", id, ErrConfigured)
+	}
+	if disabled {
+		if err := i.revokeAhead(ctx, agentGrants(id)); err != nil {
+			return err
+		}
 	}
 	return i.store.Update(ctx, func(tx store.Tx) error {
 		agents := agentsIn(tx)
@@ -246,14 +254,27 @@ func (i *Issuer) RotateAgentSecret(ctx context.Context, id string) (string, erro
 	if err != nil {
 		return "", err
 	}
-	err = i.store.Update(ctx, func(tx store.Tx) error {
-		agents := agentsIn(tx)
-		a, err := agents.get(id)
+	rotatable := func(tx store.Tx) (*Agent, error) {
+		a, err := agentsIn(tx).get(id)
 		if err != nil {
-			return entryErr("agent", id, err)
+			return nil, entryErr("agent", id, err)
 		}
 		if a.SecretHash == "" {
-			return invalidEntry("agent %q does not authenticate with a secret", id)
+			return nil, invalidEntry("agent %q does not authenticate with a secret", id)
+		}
+		return a, nil
+	}
+	if err := i.store.View(ctx, func(tx store.Tx) error { _, err := rotatable(tx); return err }); err != nil {
+		return "", err
+	}
+	if err := i.revokeAhead(ctx, agentOwnGrants(id)); err != nil {
+		return "", err
+	}
+	err = i.store.Update(ctx, func(tx store.Tx) error {
+		agents := agentsIn(tx)
+		a, err := rotatable(tx)
+		if err != nil {
+			return err
 		}
 		a.SecretHash = hash
 		if err := agents.put(a); err != nil {

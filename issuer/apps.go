@@ -184,8 +184,8 @@ func (i *Issuer) revokeConnection(ctx context.Context, user, clientID, resource,
 		if err := epochsIn(tx).stamp(connectionPrincipal(user, clientID, resource, actor), rv); err != nil {
 			return err
 		}
-		return grantsIn(tx).revokeWhere(userClientGrantsPrefix(user, clientID), func(g *grant) bool {
+		return grantsIn(tx).revokeWhere(grantSelection{userClientGrantsPrefix(user, clientID), func(g *grant) bool {
 			return g.ofUser(user) && g.ClientID == clientID && g.Resource == resource && g.Actor == actor
-		}, rv.until)
+		}}, rv.until)
 	})
 }

@@ -208,13 +208,57 @@ func (r grantRecords) revoke(id string, until time.Time) error {
 	return r.put(g)
 }
 
-// revokeWhere revokes every live grant match selects among those indexed
-// under prefix (selected). The grants it reads may be those a stream of
-// refreshes writes (a user's, whose tokens rotate while the user is
-// removed), so its transaction may run alone (store.MayRunAlone).
-func (r grantRecords) revokeWhere(prefix string, match func(*grant) bool, until time.Time) error {
+// grantSelection is what a revocation revokes: the live grants indexed
+// under prefix that match selects.
+type grantSelection struct {
+	prefix string
+	match  func(*grant) bool
+}
+
+// revokeWhere revokes every grant sel selects (selected). The grants it
+// reads may be those a stream of refreshes writes (a user's, whose tokens
+// rotate while the user is removed), so its transaction may run alone
+// (store.MayRunAlone).
+func (r grantRecords) revokeWhere(sel grantSelection, until time.Time) error {
 	store.MayRunAlone(r.t.tx)
-	return r.selected(prefix, match, func(g *grant) error { return r.revoke(g.ID, until) })
+	return r.selected(sel.prefix, sel.match, func(g *grant) error { return r.revoke(g.ID, until) })
+}
+
+// revokeSome revokes the grants sel selects among the first limit
+// indexed under its prefix, and returns how many it revoked; none while
+// the index is incomplete (revokeWhere reads every grant then). Revoked
+// grants leave the index, so the next call revokes the next ones.
+func (r grantRecords) revokeSome(sel grantSelection, until time.Time, limit int) (int, error) {
+	store.MayRunAlone(r.t.tx)
+	index := grantIndexIn(r.t.tx)
+	if done, err := index.complete(); err != nil || !done {
+		return 0, err
+	}
+	var ids []string
+	err := index.ids(sel.prefix, func(id string) error {
+		if len(ids) == limit {
+			return errStopListing
+		}
+		ids = append(ids, id)
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, id := range ids {
+		switch g, err := r.get(id); {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return n, err
+		case !g.Revoked && sel.match(g):
+			if err := r.revoke(id, until); err != nil {
+				return n, err
+			}
+			n++
+		}
+	}
+	return n, nil
 }
 
 // Limits on the offline grants of one user (review s17-as F5): a code
@@ -289,7 +333,13 @@ func (r grantRecords) revokeUser(name string, rv revocation) error {
 	if err := epochsIn(r.t.tx).stamp(userPrincipal(name), rv); err != nil {
 		return err
 	}
-	return r.revokeWhere(userGrantsPrefix(name), func(g *grant) bool { return g.ofUser(name) }, rv.until)
+	return r.revokeWhere(userGrants(name), rv.until)
+}
+
+// userGrants selects the user's grants (delegated and exchanged tokens
+// included).
+func userGrants(name string) grantSelection {
+	return grantSelection{userGrantsPrefix(name), func(g *grant) bool { return g.ofUser(name) }}
 }
 
 // revokeClient revokes every grant the client holds: the users' grants to
@@ -299,7 +349,12 @@ func (r grantRecords) revokeClient(id string, rv revocation) error {
 	if err := epochsIn(r.t.tx).stamp(clientPrincipal(id), rv); err != nil {
 		return err
 	}
-	return r.revokeWhere(clientGrantsPrefix(id), func(g *grant) bool { return g.ClientID == id }, rv.until)
+	return r.revokeWhere(clientGrants(id), rv.until)
+}
+
+// clientGrants selects every grant the client holds.
+func clientGrants(id string) grantSelection {
+	return grantSelection{clientGrantsPrefix(id), func(g *grant) bool { return g.ClientID == id }}
 }
 
 // revokeAgent revokes the agent's own grants, the grants bound to it by
@@ -312,9 +367,15 @@ func (r grantRecords) revokeAgent(id string, rv revocation) error {
 	if err := epochsIn(r.t.tx).stamp(clientPrincipal(id), rv); err != nil {
 		return err
 	}
-	return r.revokeWhere(agentGrantsPrefix(id), func(g *grant) bool {
+	return r.revokeWhere(agentGrants(id), rv.until)
+}
+
+// agentGrants selects the agent's own grants, those bound to it by
+// requested_actor and those whose tokens were exchanged to it.
+func agentGrants(id string) grantSelection {
+	return grantSelection{agentGrantsPrefix(id), func(g *grant) bool {
 		return g.ownAgentGrant(id) || g.Actor == id || slices.Contains(g.Delegates, id)
-	}, rv.until)
+	}}
 }
 
 // revokeAgentOwn revokes the agent's own tokens (client credentials) and
@@ -324,5 +385,11 @@ func (r grantRecords) revokeAgentOwn(id string, rv revocation) error {
 	if err := epochsIn(r.t.tx).stamp(clientPrincipal(id), rv); err != nil {
 		return err
 	}
-	return r.revokeWhere(agentGrantsPrefix(id), func(g *grant) bool { return g.ownAgentGrant(id) }, rv.until)
+	return r.revokeWhere(agentOwnGrants(id), rv.until)
+}
+
+// agentOwnGrants selects the agent's own grants (client credentials) and
+// what was exchanged from them.
+func agentOwnGrants(id string) grantSelection {
+	return grantSelection{agentGrantsPrefix(id), func(g *grant) bool { return g.ownAgentGrant(id) }}
 }
