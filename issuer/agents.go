@@ -189,7 +189,7 @@ func (i *Issuer) DeleteAgent(ctx context.Context, id string) error {
 	if i.dir.configuredAgent(id) {
 		return entryErr("agent", id, ErrConfigured)
 	}
-	if err := i.revokeAhead(ctx, agentGrants(id)); err != nil {
+	if err := i.revokeAhead(ctx, agentGrants(id), agentExists(id)); err != nil {
 		return err
 	}
 	return i.store.Update(ctx, func(tx store.Tx) error {
@@ -201,6 +201,17 @@ func (i *Issuer) DeleteAgent(ctx context.Context, id string) error {
 		}
 		return grantsIn(tx).revokeAgent(id, i.revocation())
 	})
+}
+
+// agentExists refuses an agent the store does not hold (revokeAhead's
+// check).
+func agentExists(id string) func(store.Tx) error {
+	return func(tx store.Tx) error {
+		if _, err := agentsIn(tx).get(id); err != nil {
+			return entryErr("agent", id, err)
+		}
+		return nil
+	}
 }
 
 // DisableAgent disables a runtime-managed agent and revokes its grants
@@ -220,7 +231,7 @@ func (i *Issuer) setAgentDisabled(ctx context.Context, id string, disabled bool)
 		return entryErr("agent", id, ErrConfigured)
 	}
 	if disabled {
-		if err := i.revokeAhead(ctx, agentGrants(id)); err != nil {
+		if err := i.revokeAhead(ctx, agentGrants(id), agentExists(id)); err != nil {
 			return err
 		}
 	}
@@ -264,10 +275,7 @@ func (i *Issuer) RotateAgentSecret(ctx context.Context, id string) (string, erro
 		}
 		return a, nil
 	}
-	if err := i.store.View(ctx, func(tx store.Tx) error { _, err := rotatable(tx); return err }); err != nil {
-		return "", err
-	}
-	if err := i.revokeAhead(ctx, agentOwnGrants(id)); err != nil {
+	if err := i.revokeAhead(ctx, agentOwnGrants(id), func(tx store.Tx) error { _, err := rotatable(tx); return err }); err != nil {
 		return "", err
 	}
 	err = i.store.Update(ctx, func(tx store.Tx) error {

@@ -141,7 +141,7 @@ func (i *Issuer) DeleteUser(ctx context.Context, name string) error {
 	if i.dir.configuredUser(name) {
 		return entryErr("user", name, ErrConfigured)
 	}
-	if err := i.revokeAhead(ctx, userGrants(name)); err != nil {
+	if err := i.revokeAhead(ctx, userGrants(name), userExists(name)); err != nil {
 		return err
 	}
 	return i.store.Update(ctx, func(tx store.Tx) error {
@@ -163,18 +163,31 @@ const revokeBatch = 50
 // grants, which a user signing in 300 times a minute, or a service
 // client taking a token every 0.2 s, holds within the hour its access
 // tokens live: removing, disabling or re-keying it failed every time
-// with 503, and what it held stayed valid. Call it only for a change
-// that will revoke them: a refused change must revoke nothing.
-func (i *Issuer) revokeAhead(ctx context.Context, sel grantSelection) error {
+// with 503, and what it held stayed valid. Each batch first runs check,
+// the change's own refusals, so that a refused change revokes nothing.
+func (i *Issuer) revokeAhead(ctx context.Context, sel grantSelection, check func(store.Tx) error) error {
 	for {
 		var n int
 		err := i.store.Update(ctx, func(tx store.Tx) (err error) {
+			if err := check(tx); err != nil {
+				return err
+			}
 			n, err = grantsIn(tx).revokeSome(sel, i.revocation().until, revokeBatch)
 			return err
 		})
 		if err != nil || n < revokeBatch {
 			return err
 		}
+	}
+}
+
+// userExists refuses a user the store does not hold (revokeAhead's check).
+func userExists(name string) func(store.Tx) error {
+	return func(tx store.Tx) error {
+		if _, err := usersIn(tx).get(name); err != nil {
+			return entryErr("user", name, err)
+		}
+		return nil
 	}
 }
 
@@ -198,10 +211,7 @@ func (i *Issuer) SetPassword(ctx context.Context, name, bcryptHash string) error
 		}
 		return u, nil
 	}
-	if err := i.store.View(ctx, func(tx store.Tx) error { _, err := passworded(tx); return err }); err != nil {
-		return err
-	}
-	if err := i.revokeAhead(ctx, userGrants(name)); err != nil {
+	if err := i.revokeAhead(ctx, userGrants(name), func(tx store.Tx) error { _, err := passworded(tx); return err }); err != nil {
 		return err
 	}
 	return i.store.Update(ctx, func(tx store.Tx) error {
@@ -237,7 +247,7 @@ func (i *Issuer) setUserDisabled(ctx context.Context, name string, disabled bool
 		return entryErr("user", name, ErrConfigured)
 	}
 	if disabled {
-		if err := i.revokeAhead(ctx, userGrants(name)); err != nil {
+		if err := i.revokeAhead(ctx, userGrants(name), userExists(name)); err != nil {
 			return err
 		}
 	}
@@ -520,7 +530,13 @@ func (i *Issuer) DeleteClient(ctx context.Context, id string) error {
 	if i.dir.configuredClient(id) {
 		return entryErr("client", id, ErrConfigured)
 	}
-	if err := i.revokeAhead(ctx, clientGrants(id)); err != nil {
+	stored := func(tx store.Tx) error {
+		if _, err := clientsIn(tx).get(id); err != nil {
+			return entryErr("client", id, err)
+		}
+		return nil
+	}
+	if err := i.revokeAhead(ctx, clientGrants(id), stored); err != nil {
 		return err
 	}
 	return i.store.Update(ctx, func(tx store.Tx) error {
@@ -556,10 +572,7 @@ func (i *Issuer) RotateClientSecret(ctx context.Context, id string) (string, err
 		}
 		return c, nil
 	}
-	if err := i.store.View(ctx, func(tx store.Tx) error { _, err := rotatable(tx); return err }); err != nil {
-		return "", err
-	}
-	if err := i.revokeAhead(ctx, clientGrants(id)); err != nil {
+	if err := i.revokeAhead(ctx, clientGrants(id), func(tx store.Tx) error { _, err := rotatable(tx); return err }); err != nil {
 		return "", err
 	}
 	err = i.store.Update(ctx, func(tx store.Tx) error {

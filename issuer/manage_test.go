@@ -2,8 +2,10 @@ package issuer
 
 import (
 	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -774,4 +776,226 @@ func TestUsableName(t *testing.T) {
 			t.Errorf("usableName(%q, 200) = %v, want %v", tt.name, got, tt.want)
 		}
 	}
+}
+
+// TestRefusedChangeRevokesNothing: a removal or re-keying the admin API
+// refuses (an id the store does not hold, a client or agent without a
+// secret to rotate) revokes none of the grants it would have revoked,
+// more than one batch of revokeAhead's among them.
+func TestRefusedChangeRevokesNothing(t *testing.T) {
+	const (
+		cimd   = "https://app.example/client.json" // a client the store does not hold
+		public = "public-app"
+		keyed  = "keyed-agent"
+	)
+	for _, tt := range []struct {
+		name   string
+		grant  func(g *grant)
+		change func(ctx context.Context, i *Issuer) error
+	}{
+		{"unknown user removed", userGrant("nobody"), func(ctx context.Context, i *Issuer) error { return i.DeleteUser(ctx, "nobody") }},
+		{"unknown user disabled", userGrant("nobody"), func(ctx context.Context, i *Issuer) error { return i.DisableUser(ctx, "nobody") }},
+		{"unknown client removed", clientGrant(cimd), func(ctx context.Context, i *Issuer) error { return i.DeleteClient(ctx, cimd) }},
+		{"public client's secret rotated", clientGrant(public), func(ctx context.Context, i *Issuer) error {
+			_, err := i.RotateClientSecret(ctx, public)
+			return err
+		}},
+		{"unknown agent removed", agentGrant("nobody"), func(ctx context.Context, i *Issuer) error { return i.DeleteAgent(ctx, "nobody") }},
+		{"keyed agent's secret rotated", agentGrant(keyed), func(ctx context.Context, i *Issuer) error {
+			_, err := i.RotateAgentSecret(ctx, keyed)
+			return err
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newTokEnv(t)
+			ctx := context.Background()
+			if err := e.iss.PutClient(ctx, Client{ID: public, RedirectURIs: []string{tRedirect}, TokenEndpointAuthMethod: "none"}); err != nil {
+				t.Fatal(err)
+			}
+			keys, _ := e.jwksOf(t)
+			jwks, err := json.Marshal(map[string][]accesstoken.JWK{"keys": keys})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := e.iss.PutAgent(ctx, Agent{ID: keyed, JWKS: jwks}); err != nil {
+				t.Fatal(err)
+			}
+			ids := createGrants(t, e, e.store, 2*revokeBatch+1, tt.grant)
+			if err := tt.change(ctx, e.iss); err == nil {
+				t.Fatal("the change = nil, want it refused")
+			}
+			for _, id := range ids {
+				if revoked, err := e.iss.Revoked(ctx, "", id); revoked || err != nil {
+					t.Fatalf("Revoked(grant %s) after the refused change = %v, %v; want false", id, revoked, err)
+				}
+			}
+		})
+	}
+}
+
+// TestManyGrantsRevoked: removing, disabling or re-keying a principal
+// that holds many live grants (a user signing in hundreds of times an
+// hour, a service client taking a token a second) succeeds and revokes
+// all of them, on every store. Each grant revoked costs a transaction
+// about ten reads and writes; revoked in the transaction that makes the
+// change, 10,000 of them passed PostgreSQL's bound on one transaction
+// (twice postgres.Options.Timeout, 20 s by default), and the change
+// failed with store.ErrUnavailable every time, leaving the principal and
+// its grants as they were. opBound models that bound by the work done,
+// not the time taken, so that the test does not depend on the machine.
+func TestManyGrantsRevoked(t *testing.T) {
+	const (
+		grants = 400
+		limit  = 2000 // reads and writes per transaction: 200 grants revoked
+		user   = "mallory"
+		client = "busy-service"
+		agent  = "busy-agent"
+	)
+	for _, tt := range []struct {
+		name   string
+		grant  func(g *grant) // makes g one the change revokes
+		change func(ctx context.Context, i *Issuer) error
+	}{
+		{"user removed", userGrant(user), func(ctx context.Context, i *Issuer) error { return i.DeleteUser(ctx, user) }},
+		{"user disabled", userGrant(user), func(ctx context.Context, i *Issuer) error { return i.DisableUser(ctx, user) }},
+		{"password set", userGrant(user), func(ctx context.Context, i *Issuer) error { return i.SetPassword(ctx, user, passwordHash()) }},
+		{"client removed", clientGrant(client), func(ctx context.Context, i *Issuer) error { return i.DeleteClient(ctx, client) }},
+		{"client secret rotated", clientGrant(client), func(ctx context.Context, i *Issuer) error {
+			_, err := i.RotateClientSecret(ctx, client)
+			return err
+		}},
+		{"agent removed", agentGrant(agent), func(ctx context.Context, i *Issuer) error { return i.DeleteAgent(ctx, agent) }},
+		{"agent disabled", agentGrant(agent), func(ctx context.Context, i *Issuer) error { return i.DisableAgent(ctx, agent) }},
+		{"agent secret rotated", agentGrant(agent), func(ctx context.Context, i *Issuer) error {
+			_, err := i.RotateAgentSecret(ctx, agent)
+			return err
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			onEachStore(t, func(t *testing.T, st store.Store, clock *storetest.Clock) {
+				ctx := context.Background()
+				e := newTokEnvStore(t, opBound{st, limit}, clock)
+				err := e.iss.PutUser(ctx, User{Username: user, PasswordHash: passwordHash()})
+				if err == nil {
+					err = e.iss.PutClient(ctx, Client{ID: client, SecretHash: secretHash(), GrantTypes: []string{grantClientCredentials}})
+				}
+				if err == nil {
+					err = e.iss.PutAgent(ctx, Agent{ID: agent, SecretHash: hashClientSecret(tAgentSecret)})
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				ids := createGrants(t, e, st, grants, tt.grant)
+				if err := tt.change(ctx, e.iss); err != nil {
+					t.Fatalf("the change with %d live grants = %v, want nil", grants, err)
+				}
+				for _, id := range ids {
+					if revoked, err := e.iss.Revoked(ctx, "", id); !revoked || err != nil {
+						t.Fatalf("Revoked(grant %s) after the change = %v, %v; want true", id, revoked, err)
+					}
+				}
+			})
+		})
+	}
+}
+
+// createGrants stores n live grants of an hour on st, 100 to a
+// transaction, each made by of whom, and returns their ids.
+func createGrants(t *testing.T, e *testEnv, st store.Store, n int, of func(*grant)) []string {
+	t.Helper()
+	now := e.clock.Now()
+	ids := make([]string, n)
+	for b := 0; b < n; b += 100 {
+		err := st.Update(context.Background(), func(tx store.Tx) error {
+			for k := b; k < min(n, b+100); k++ {
+				ids[k] = fmt.Sprintf("g%05d", k)
+				g := &grant{ID: ids[k], Resource: tResource, Scopes: []string{"read"}, Issuer: e.iss.URL(),
+					CreatedAt: now, LastUsed: now, ExpiresAt: now.Add(time.Hour)}
+				of(g)
+				if err := grantsIn(tx).create(g); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return ids
+}
+
+// opBound is a store whose write transactions fail with
+// store.ErrUnavailable past limit reads and writes, as one on PostgreSQL
+// fails past its time bound.
+type opBound struct {
+	store.Store
+	limit int
+}
+
+func (s opBound) Update(ctx context.Context, fn func(store.Tx) error) error {
+	return s.Store.Update(ctx, func(tx store.Tx) error { return fn(&boundTx{Tx: tx, left: s.limit}) })
+}
+
+type boundTx struct {
+	store.Tx
+	left int
+}
+
+func (t *boundTx) op() error {
+	if t.left--; t.left < 0 {
+		return fmt.Errorf("%w: the transaction ran past its bound", store.ErrUnavailable)
+	}
+	return nil
+}
+
+func (t *boundTx) MayRunAlone() { store.MayRunAlone(t.Tx) }
+
+func (t *boundTx) Get(bucket, key string) ([]byte, error) {
+	if err := t.op(); err != nil {
+		return nil, err
+	}
+	return t.Tx.Get(bucket, key)
+}
+
+func (t *boundTx) Put(bucket, key string, value []byte, expires time.Time) error {
+	if err := t.op(); err != nil {
+		return err
+	}
+	return t.Tx.Put(bucket, key, value, expires)
+}
+
+func (t *boundTx) Create(bucket, key string, value []byte, expires time.Time) error {
+	if err := t.op(); err != nil {
+		return err
+	}
+	return t.Tx.Create(bucket, key, value, expires)
+}
+
+func (t *boundTx) Delete(bucket, key string) error {
+	if err := t.op(); err != nil {
+		return err
+	}
+	return t.Tx.Delete(bucket, key)
+}
+
+func (t *boundTx) List(bucket, prefix string, fn func(key string, value []byte) error) error {
+	if err := t.op(); err != nil {
+		return err
+	}
+	return t.Tx.List(bucket, prefix, fn)
+}
+
+// userGrant, clientGrant and agentGrant make a grant the user's (to a
+// client), the client's own or the agent's own.
+func userGrant(user string) func(*grant) {
+	return func(g *grant) { g.Subject, g.ClientID = user, tPublic }
+}
+
+func clientGrant(client string) func(*grant) {
+	return func(g *grant) { g.Subject, g.ClientID, g.PrincipalType = client, client, principalClient }
+}
+
+func agentGrant(agent string) func(*grant) {
+	return func(g *grant) { g.Subject, g.ClientID, g.PrincipalType = agent, agent, principalAgent }
 }
