@@ -854,21 +854,34 @@ func TestManyGrantsRevoked(t *testing.T) {
 	for _, tt := range []struct {
 		name   string
 		grant  func(g *grant) // makes g one the change revokes
-		change func(ctx context.Context, i *Issuer) error
+		change func(ctx context.Context, e *testEnv) error
 	}{
-		{"user removed", userGrant(user), func(ctx context.Context, i *Issuer) error { return i.DeleteUser(ctx, user) }},
-		{"user disabled", userGrant(user), func(ctx context.Context, i *Issuer) error { return i.DisableUser(ctx, user) }},
-		{"password set", userGrant(user), func(ctx context.Context, i *Issuer) error { return i.SetPassword(ctx, user, passwordHash()) }},
-		{"client removed", clientGrant(client), func(ctx context.Context, i *Issuer) error { return i.DeleteClient(ctx, client) }},
-		{"client secret rotated", clientGrant(client), func(ctx context.Context, i *Issuer) error {
-			_, err := i.RotateClientSecret(ctx, client)
+		{"user removed", userGrant(user), func(ctx context.Context, e *testEnv) error { return e.iss.DeleteUser(ctx, user) }},
+		{"user disabled", userGrant(user), func(ctx context.Context, e *testEnv) error { return e.iss.DisableUser(ctx, user) }},
+		{"password set", userGrant(user), func(ctx context.Context, e *testEnv) error { return e.iss.SetPassword(ctx, user, passwordHash()) }},
+		{"client removed", clientGrant(client), func(ctx context.Context, e *testEnv) error { return e.iss.DeleteClient(ctx, client) }},
+		{"client secret rotated", clientGrant(client), func(ctx context.Context, e *testEnv) error {
+			_, err := e.iss.RotateClientSecret(ctx, client)
 			return err
 		}},
-		{"agent removed", agentGrant(agent), func(ctx context.Context, i *Issuer) error { return i.DeleteAgent(ctx, agent) }},
-		{"agent disabled", agentGrant(agent), func(ctx context.Context, i *Issuer) error { return i.DisableAgent(ctx, agent) }},
-		{"agent secret rotated", agentGrant(agent), func(ctx context.Context, i *Issuer) error {
-			_, err := i.RotateAgentSecret(ctx, agent)
+		{"agent removed", agentGrant(agent), func(ctx context.Context, e *testEnv) error { return e.iss.DeleteAgent(ctx, agent) }},
+		{"agent disabled", agentGrant(agent), func(ctx context.Context, e *testEnv) error { return e.iss.DisableAgent(ctx, agent) }},
+		{"agent secret rotated", agentGrant(agent), func(ctx context.Context, e *testEnv) error {
+			_, err := e.iss.RotateAgentSecret(ctx, agent)
 			return err
+		}},
+		// A reload that leaves a configured principal out or re-keys it.
+		{"configured user left out", userGrant(tUser), func(ctx context.Context, e *testEnv) error {
+			e.restart(e.store, func(c *Config) { c.Users = c.Users[1:] })
+			return e.iss.ApplyConfigChanges(ctx)
+		}},
+		{"configured client re-keyed", clientGrant(tConf), func(ctx context.Context, e *testEnv) error {
+			e.restart(e.store, func(c *Config) { c.Clients[1].SecretHash = hashClientSecret("new secret") })
+			return e.iss.ApplyConfigChanges(ctx)
+		}},
+		{"configured agent left out", agentGrant(tAgent1), func(ctx context.Context, e *testEnv) error {
+			e.restart(e.store, func(c *Config) { c.Agents = c.Agents[1:] })
+			return e.iss.ApplyConfigChanges(ctx)
 		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -882,11 +895,14 @@ func TestManyGrantsRevoked(t *testing.T) {
 				if err == nil {
 					err = e.iss.PutAgent(ctx, Agent{ID: agent, SecretHash: hashClientSecret(tAgentSecret)})
 				}
+				if err == nil {
+					err = e.iss.ApplyConfigChanges(ctx) // the first only records itself
+				}
 				if err != nil {
 					t.Fatal(err)
 				}
 				ids := createGrants(t, e, st, grants, tt.grant)
-				if err := tt.change(ctx, e.iss); err != nil {
+				if err := tt.change(ctx, e); err != nil {
 					t.Fatalf("the change with %d live grants = %v, want nil", grants, err)
 				}
 				for _, id := range ids {
