@@ -172,10 +172,18 @@ func (co *consents) connections(ctx context.Context, user string) ([]appRow, err
 // actor, revokes every matching grant (ending its refresh tokens, and
 // its access tokens through the "grant:"+id revocation marker) and
 // stamps the connection, which refuses the codes issued for it before
-// (review s15-issuer F1), in one transaction. appsPost calls it only for
-// a connection the page lists: the stamp's key is what was posted
-// (review s15-fresh F1).
+// (review s15-issuer F1), in one transaction, after revoking most of
+// the grants ahead (revokeAhead: a connection holds as many short grants
+// as the user authorizes it in an hour). appsPost calls it only for a
+// connection the page lists: the stamp's key is what was posted (review
+// s15-fresh F1).
 func (i *Issuer) revokeConnection(ctx context.Context, user, clientID, resource, actor string) error {
+	sel := grantSelection{userClientGrantsPrefix(user, clientID), func(g *grant) bool {
+		return g.ofUser(user) && g.ClientID == clientID && g.Resource == resource && g.Actor == actor
+	}}
+	if err := i.revokeAhead(ctx, sel, func(store.Tx) error { return nil }); err != nil {
+		return err
+	}
 	return i.store.Update(ctx, func(tx store.Tx) error {
 		rv := i.revocation()
 		if err := consentsIn(tx).delete(user, clientID, resource, actor); err != nil {
@@ -184,8 +192,6 @@ func (i *Issuer) revokeConnection(ctx context.Context, user, clientID, resource,
 		if err := epochsIn(tx).stamp(connectionPrincipal(user, clientID, resource, actor), rv); err != nil {
 			return err
 		}
-		return grantsIn(tx).revokeWhere(grantSelection{userClientGrantsPrefix(user, clientID), func(g *grant) bool {
-			return g.ofUser(user) && g.ClientID == clientID && g.Resource == resource && g.Actor == actor
-		}}, rv.until)
+		return grantsIn(tx).revokeWhere(sel, rv.until)
 	})
 }

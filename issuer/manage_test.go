@@ -870,6 +870,10 @@ func TestManyGrantsRevoked(t *testing.T) {
 			_, err := e.iss.RotateAgentSecret(ctx, agent)
 			return err
 		}},
+		// A user revoking a connection on the connected apps page.
+		{"connection revoked", userGrant(user), func(ctx context.Context, e *testEnv) error {
+			return e.iss.revokeConnection(ctx, user, tPublic, tResource, "")
+		}},
 		// A reload that leaves a configured principal out or re-keys it.
 		{"configured user left out", userGrant(tUser), func(ctx context.Context, e *testEnv) error {
 			e.restart(e.store, func(c *Config) { c.Users = c.Users[1:] })
