@@ -228,6 +228,10 @@ func TestArgRules(t *testing.T) {
 			{`{"cc\u0000":"a@evil.com"}`, refuse}, // C-string decoders read cc
 			{`{"c_c":"a@evil.com"}`, refuse},      // json/v2 ignoring case reads cc
 			{`{"C-c":"a@evil.com"}`, refuse},
+			// Beside cc, in either order: json/v2 allowing duplicate
+			// names and pydantic's camel-case aliases read the variant.
+			{`{"cc":"a@example.com","c_c":"a@evil.com"}`, refuse},
+			{`{"c_c":"a@evil.com","cc":"a@example.com"}`, refuse},
 			{`{"bcc":"a@evil.com"}`, pass}, // another member
 			{`{"__proto__":{"cc":"a@evil.com"}}`, bad},
 		},

@@ -173,22 +173,28 @@ func (p *parser) value() (Value, error) {
 
 // Lookup finds the value ptr refers to in doc, which must have passed
 // Parse (or be a part of a message that did, such as Message.Arguments):
-// Parse refused duplicate and case-variant names, so the first member of
-// a name is the only one any decoder reads, and Lookup reads no further.
+// Parse refused duplicate and case-variant names, so a member of the
+// token's exact name is the only one of it; an object on the path is read
+// to its end all the same, for variants of the name beside it (pathMember).
 // It reads only along the pointer's path, skipping other values whole.
 // Member names are compared after JSON unescaping, exactly; a member
-// whose name folds as the token's (a case or NUL variant, see
+// whose name folds as the token's (a case, separator or NUL variant, see
 // ErrNameVariant) is an error, never "absent". found is false when a
 // member or element on the path is absent; a path through a scalar, or
 // an element named by a token that is not an index (RFC 6901: digits
 // without leading zeros), is ErrNotContainer.
 func (ptr Pointer) Lookup(doc []byte) (v Value, found bool, err error) {
 	p := newParser(doc, maxTokenizerDepth)
-	defer p.free()
+	defer func() { p.free() }()
 	for i, tok := range ptr.tokens {
 		switch p.dec.PeekKind() {
 		case '{':
-			found, err = p.toMember(tok, ptr.folded[i])
+			var m Value
+			if m, found, err = p.pathMember(tok, ptr.folded[i]); err == nil && found {
+				// Its object is read to the end: read on in the value.
+				p.free()
+				p = newParser(m.raw, maxTokenizerDepth)
+			}
 		case '[':
 			found, err = p.toElement(tok)
 		default:
@@ -202,40 +208,48 @@ func (ptr Pointer) Lookup(doc []byte) (v Value, found bool, err error) {
 	return v, err == nil, err
 }
 
-// toMember moves to the value of the object member name (folded: its
-// appendLooseFolded form), whose '{' comes next.
-func (p *parser) toMember(name, folded string) (bool, error) {
+// pathMember reads the object whose '{' comes next to its end and returns the
+// value of its member name (folded: its appendLooseFolded form). Parse
+// refused two members of one folded name, so a case or NUL variant is
+// the only member besides name an upstream may read as name; one that
+// differs in '-' or '_' too may stand beside name ("cc" and "c_c"), and
+// a decoder that allows duplicate names (json/v2 with
+// AllowDuplicateNames: the last) or reads aliases (pydantic with
+// camel-case aliases: "userId" over "user_id") may read it instead. Such
+// a member is ErrNameVariant wherever it stands.
+func (p *parser) pathMember(name, folded string) (Value, bool, error) {
 	if _, err := p.read(); err != nil {
-		return false, err
+		return Value{}, false, err
 	}
+	var v Value
+	found := false
 	for p.dec.PeekKind() != '}' {
 		raw, err := p.dec.ReadValue()
 		if err != nil {
-			return false, p.jsonErr(err)
+			return Value{}, false, p.jsonErr(err)
 		}
 		text := raw[1 : len(raw)-1]
 		if bytes.IndexByte(text, '\\') >= 0 {
 			if p.unq, err = jsontext.AppendUnquote(p.unq[:0], raw); err != nil {
-				return false, fmt.Errorf("%w: %v", ErrInvalidJSON, err)
+				return Value{}, false, fmt.Errorf("%w: %v", ErrInvalidJSON, err)
 			}
 			text = p.unq
 		}
 		if string(text) == name {
-			return true, nil
+			if v, err = p.value(); err != nil {
+				return Value{}, false, err
+			}
+			found = true
+			continue
 		}
-		// Parse refused two members of one folded name, so a case or
-		// NUL variant is the only member the upstream may read as name.
-		// One that differs in '-' or '_' too ("c_c" before "cc") is
-		// refused as well; a decoder that reads both as one refuses the
-		// two (json/v2 reports a duplicate name).
 		if p.fold = appendLooseFolded(p.fold[:0], text); string(p.fold) == folded {
-			return false, fmt.Errorf("%w: %q", ErrNameVariant, text)
+			return Value{}, false, fmt.Errorf("%w: %q", ErrNameVariant, text)
 		}
 		if err := p.dec.SkipValue(); err != nil {
-			return false, p.jsonErr(err)
+			return Value{}, false, p.jsonErr(err)
 		}
 	}
-	return false, nil
+	return v, found, nil
 }
 
 // toElement moves to the array element at index tok, whose '[' comes next.

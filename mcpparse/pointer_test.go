@@ -36,7 +36,7 @@ func TestParsePointer(t *testing.T) {
 }
 
 func TestLookup(t *testing.T) {
-	doc := []byte(`{"a":{"b":[10,{"c":"x"},[1,2]],"\u0074o":"t","x/y":1,"m~n":2,"":3},"z":null,"\u212a":1,"\u017f":2,"cc\u0000x":3,"d_d":4,"e-E":5}`)
+	doc := []byte(`{"a":{"b":[10,{"c":"x"},[1,2]],"\u0074o":"t","x/y":1,"m~n":2,"":3},"z":null,"\u212a":1,"\u017f":2,"cc\u0000x":3,"d_d":4,"e-E":5,"f":{"g_h":1,"j":2,"gH":3,"i":4,"I_":5}}`)
 	tests := []struct {
 		ptr   string
 		raw   string
@@ -78,6 +78,13 @@ func TestLookup(t *testing.T) {
 		{"/ee", "", false, ErrNameVariant},
 		{"/e_e", "", false, ErrNameVariant},
 		{"/e-E", "5", true, nil},
+		// A variant after the exact name too: a decoder that allows
+		// duplicates (json/v2 with AllowDuplicateNames) takes the last,
+		// pydantic the camel-case alias.
+		{"/f/g_h", "", false, ErrNameVariant},
+		{"/f/gH", "", false, ErrNameVariant},
+		{"/f/i", "", false, ErrNameVariant},
+		{"/f/j", "2", true, nil},
 	}
 	for _, tt := range tests {
 		p, err := ParsePointer(tt.ptr)

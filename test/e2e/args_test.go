@@ -206,7 +206,9 @@ func TestArgumentRules(t *testing.T) {
 		{"send_email", `{"to":"bob@example.com","cc\u0000":"eve@evil.com"}`}: 403,
 		// And one with '-' or '_': Go's json/v2 ignoring case reads "c_c" as cc.
 		{"send_email", `{"to":"bob@example.com","c_c":"eve@evil.com"}`}: 403,
-		{"send_email", `{"to":"bob@example.com","\u212a":"x"}`}:         200,
+		// Beside cc too: json/v2 allowing duplicate names reads the last.
+		{"send_email", `{"to":"bob@example.com","cc":"carol@example.com","c_c":"eve@evil.com"}`}: 403,
+		{"send_email", `{"to":"bob@example.com","\u212a":"x"}`}:                                  200,
 	} {
 		before := len(ran.list())
 		resp, body, err := rawToolCallArgs(ctx, http.DefaultClient, e.modern, tok.AccessToken, c.tool, c.args)
