@@ -168,7 +168,11 @@ func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, er
 	}
 	// The user as provisioning will record it, whose resource and
 	// scopes are judged: a request the client can fix provisions nothing.
-	u, err := i.dir.storedUser(provisionedUser(idp.idp, id, loginAt))
+	asserted, err := i.assertedUser(ctx, idp.idp, id, loginAt)
+	if err != nil {
+		return nil, err
+	}
+	u, err := i.dir.storedUser(asserted)
 	if err != nil {
 		return nil, refused(err)
 	}
@@ -229,6 +233,25 @@ func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, er
 		recording: "redeem ID-JAG",
 		bases:     s.principals(req.basis, req.basis),
 	}, nil
+}
+
+// assertedUser is the record of the user of an ID-JAG, let in by the IdP
+// at at (its iat), as provisionAssertedIn leaves it: the ID-JAG's, or
+// that of the same account's sign-in since, whose groups are the IdP's
+// later word (one it took a group away in).
+func (i *Issuer) assertedUser(ctx context.Context, p *IdentityProvider, id *idpIdentity, at time.Time) (*User, error) {
+	u := provisionedUser(p, id, at)
+	err := i.store.View(ctx, func(tx store.Tx) error {
+		switch old, err := usersIn(tx).get(id.username); {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return err
+		case old.LastLogin.After(at) && old.IdentityProvider == p.Name && old.IdPSubject == id.subject:
+			u = old
+		}
+		return nil
+	})
+	return u, err
 }
 
 // provisionAssertedIn is provisionIn for the user of an ID-JAG, let in

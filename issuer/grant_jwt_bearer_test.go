@@ -712,4 +712,19 @@ func TestIDJAGLoginTime(t *testing.T) {
 	if u := stored(); !u.LastLogin.Equal(fresh) || !slices.Equal(u.IdPGroups, []string{"eng"}) {
 		t.Errorf("after an older ID-JAG: last sign-in %v, groups %v; want %v, [eng]", u.LastLogin, u.IdPGroups, fresh)
 	}
+	// A sign-in since (in the browser, say) that recorded the user
+	// without eng, which the IdP took away, judges an older ID-JAG too:
+	// its groups are the IdP's word from before.
+	e.clock.Advance(time.Minute)
+	u := stored()
+	u.IdPGroups, u.LastLogin = []string{"sales"}, e.clock.Now()
+	if err := e.iss.store.Update(e.ctx(), func(tx store.Tx) error { return usersIn(tx).put(u) }); err != nil {
+		t.Fatal(err)
+	}
+	if a := e.redeem(t, conf, issuedAgo(5*time.Minute), nil); a.status == http.StatusOK {
+		t.Errorf("an ID-JAG issued before a sign-in without its groups: redeem = 200 (scope %q), want refused", a.str("scope"))
+	}
+	if a := e.redeem(t, conf, issuedAgo(0, "sales"), nil); a.status == http.StatusOK {
+		t.Errorf("a fresh ID-JAG without eng: redeem = 200 (scope %q), want refused", a.str("scope"))
+	}
 }
