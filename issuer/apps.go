@@ -17,10 +17,11 @@ import (
 // client for one resource (and agent), merged from the consent and the
 // grants (refresh-token families) it led to.
 type appRow struct {
-	ClientID   string
-	ClientName string
-	Agent      string // requested_actor the user delegated to
-	AgentName  string
+	ClientID       string
+	ClientName     string
+	SelfRegistered bool   // DCR or CIMD: the name is the client's own claim
+	Agent          string // requested_actor the user delegated to
+	AgentName      string
 	// Delegates name the agents the client passed the access on to by
 	// token exchange; revoking the row ends theirs too.
 	Delegates []string
@@ -152,10 +153,7 @@ func (co *consents) connections(ctx context.Context, user string) ([]appRow, err
 	}
 	out := make([]appRow, 0, len(rows))
 	for _, ar := range rows {
-		ar.ClientName = ar.ClientID
-		if c, err := co.dir.lookupClient(ctx, ar.ClientID); err == nil && c.Name != "" {
-			ar.ClientName = c.Name
-		}
+		ar.ClientName, ar.SelfRegistered = co.dir.clientShown(ctx, ar.ClientID)
 		ar.AgentName = co.dir.agentName(ctx, ar.Agent)
 		for n, d := range ar.Delegates {
 			ar.Delegates[n] = co.dir.agentName(ctx, d)

@@ -116,15 +116,7 @@ func TestAppsNeedsLogin(t *testing.T) {
 		t.Fatalf("apps without session = %d %q, want 303 to login", resp.StatusCode, resp.Header.Get("Location"))
 	}
 	// A plain login (no pending request) lands on the apps page.
-	resp, err = c.Get(e.url(pathLogin, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := findForm(t, readBody(t, resp), "login")
-	v := f.hidden
-	v.Set("username", bUser)
-	v.Set("password", bPassword)
-	resp, _ = e.postPage(t, c, f.action, v)
+	resp = e.signIn(t, c, e.url(pathLogin, nil), bUser)
 	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != pathApps {
 		t.Fatalf("login = %d %q, want 303 to apps", resp.StatusCode, resp.Header.Get("Location"))
 	}

@@ -140,16 +140,7 @@ func TestCIMDAuthorizeFlow(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	login := e.srv.URL + resp.Header.Get("Location")
-	resp, err = c.Get(login)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := findForm(t, readBody(t, resp), "login")
-	v := f.hidden
-	v.Set("username", bUser)
-	v.Set("password", bPassword)
-	resp, _ = e.postPage(t, c, f.action, v)
+	resp = e.signIn(t, c, e.srv.URL+resp.Header.Get("Location"), bUser)
 	resp, err = c.Get(e.srv.URL + resp.Header.Get("Location"))
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
 // consentPage logs user in through /authorize with p and returns the
@@ -18,15 +20,7 @@ func (e *testEnv) consentPage(t *testing.T, p url.Values, user string) (*http.Cl
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	resp, err = c.Get(e.srv.URL + resp.Header.Get("Location"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := findForm(t, readBody(t, resp), "login")
-	v := f.hidden
-	v.Set("username", user)
-	v.Set("password", bPassword)
-	resp, _ = e.postPage(t, c, f.action, v)
+	resp = e.signIn(t, c, e.srv.URL+resp.Header.Get("Location"), user)
 	loc := resp.Header.Get("Location")
 	if !strings.HasPrefix(loc, pathConsent) {
 		t.Fatalf("after login: Location %q, want the consent step", loc)
@@ -189,6 +183,32 @@ func TestConsentSelfRegisteredNameUnverified(t *testing.T) {
 				t.Errorf("consent page says %q: %v, want %v:\n%s", notice, got, tt.notice, body)
 			}
 		})
+	}
+	// The apps page, where the user revokes one of two connections of
+	// that name, tells them apart the same way.
+	if err := e.iss.store.Update(t.Context(), func(tx store.Tx) error {
+		for _, tt := range tests[:2] {
+			if err := consentsIn(tx).add(bUser, tt.client, bResource, "", []string{"files:read"}, e.clock.Now()); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	c := e.browser()
+	e.signIn(t, c, e.url(pathLogin, nil), bUser)
+	resp, err := c.Get(e.url(pathApps, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := readBody(t, resp)
+	for _, tt := range tests[:2] {
+		_, row, _ := strings.Cut(body, "<code>"+tt.client+"</code>")
+		row, _, _ = strings.Cut(row, "</section>")
+		if got := strings.Contains(row, notice); got != tt.notice {
+			t.Errorf("apps page row of %s says %q: %v, want %v:\n%s", tt.name, notice, got, tt.notice, body)
+		}
 	}
 }
 

@@ -272,6 +272,20 @@ func validateClientAuth(c *Client) error {
 	return nil
 }
 
+// clientShown is how the sign-in and apps pages name client id: its name
+// (its id when it has none or is not found), and whether that name is
+// the client's own claim (selfRegistered), not the operator's.
+func (d *directory) clientShown(ctx context.Context, id string) (name string, self bool) {
+	name = id
+	if c, err := d.lookupClient(ctx, id); err == nil {
+		if c.Name != "" {
+			name = c.Name
+		}
+		self = c.selfRegistered()
+	}
+	return name, self
+}
+
 // lookupClient finds a client by id: configured clients, then the store
 // (admin/DCR), then, for an https URL with a path, a Client ID Metadata
 // Document via cimdFetcher.fetch. Unknown -> ErrInvalidClient-wrapped error.

@@ -79,13 +79,7 @@ func (i *Issuer) loginContext(w http.ResponseWriter, r *http.Request, s *session
 		i.pages.serverErrorPage(w, err)
 		return "", false
 	}
-	v.ClientName = p.Request.ClientID
-	if c, err := i.dir.lookupClient(r.Context(), p.Request.ClientID); err == nil {
-		if c.Name != "" {
-			v.ClientName = c.Name
-		}
-		v.SelfRegistered = c.selfRegistered()
-	}
+	v.ClientName, v.SelfRegistered = i.dir.clientShown(r.Context(), p.Request.ClientID)
 	return strings.Join(append(targets, cspSource(p.Request.RedirectURI)), " "), true
 }
 

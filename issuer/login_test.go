@@ -50,6 +50,22 @@ func (e *testEnv) startLogin(t *testing.T) (*http.Client, string, form) {
 	return c, page, f
 }
 
+// signIn signs user in with c through the sign-in page at page (a URL)
+// and returns the answer to its form.
+func (e *testEnv) signIn(t *testing.T, c *http.Client, page, user string) *http.Response {
+	t.Helper()
+	resp, err := c.Get(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := findForm(t, readBody(t, resp), "login")
+	v := f.hidden
+	v.Set("username", user)
+	v.Set("password", bPassword)
+	resp, _ = e.postPage(t, c, f.action, v)
+	return resp
+}
+
 // post submits a form with the issuer's Origin.
 func (e *testEnv) postPage(t *testing.T, c *http.Client, action string, v url.Values) (*http.Response, string) {
 	t.Helper()
