@@ -57,9 +57,10 @@ import (
 //     verify for the caller is answered 404 "Session not found": the client
 //     starts a new session, and nothing is said about the session's
 //     existence. 2026-07-28 has no sessions: the header is dropped.
-//     Without a session, a GET (405, Allow: POST), a DELETE (400) and a
-//     client's response (400) are refused, and its notifications but
-//     notifications/initialized are dropped (202): only the session ties
+//     Without a session, a GET (405, Allow: POST), a DELETE (400), a
+//     client's response and logging/setLevel (400) are refused, and the
+//     client's notifications but notifications/initialized are dropped
+//     (202): only the session ties
 //     them to the caller (checkSessionless, sessionlessMessages). So a
 //     stream resumption (GET with Last-Event-ID) passes only in a
 //     verified session; Last-Event-ID is dropped elsewhere.

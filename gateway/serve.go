@@ -626,7 +626,9 @@ func (g *Gateway) classify(x *exchange) *refusal {
 // to: a stateless server that starts afresh for each request has no call
 // of the caller in flight. notifications/initialized belongs to every
 // handshake, stateless ones' included, and passes; so do methods a method
-// rule admits, which the operator decided.
+// rule admits, which the operator decided. logging/setLevel sets the level
+// of one session's log messages: without one, an upstream with one
+// transport for every caller would set it for all of them.
 //
 // A lone notification is answered 202 and dropped, not refused: a client
 // of an upstream without sessions sends notifications/cancelled when it
@@ -641,6 +643,8 @@ func sessionlessMessages(msgs []mcpparse.Message, batch bool, rev revision) *ref
 		switch {
 		case m.Kind == mcpparse.KindResponse:
 			return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "a response to a server's request needs the Mcp-Session-Id of the session that asked", id: m.ID}
+		case m.Method == "logging/setLevel":
+			return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "logging/setLevel sets the level of a session: send the session's Mcp-Session-Id", id: m.ID}
 		case strings.HasPrefix(m.Method, "notifications/") && m.Method != "notifications/initialized" && rev.defines(m.Method):
 			if !batch && m.ID == nil {
 				return &refusal{status: http.StatusAccepted, message: m.Method + " speaks of a session: dropped without the session's Mcp-Session-Id"}

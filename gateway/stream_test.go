@@ -705,6 +705,8 @@ func TestSessionlessRefused(t *testing.T) {
 		{"elicitation answer", call{body: answer, token: alice, headers: v25()}, 400, codeInvalidRequest, "0", "a response to a server's request needs the Mcp-Session-Id of the session that asked"},
 		{"elicitation answer in a batch", call{body: "[" + answer + "]", token: alice, headers: map[string]string{"MCP-Protocol-Version": "2025-03-26"}}, 400, codeInvalidRequest, "0", "a response to a server's request needs the Mcp-Session-Id of the session that asked"},
 		{"error answer", call{body: `{"jsonrpc":"2.0","id":"s-1","error":{"code":-1,"message":"declined"}}`, token: alice, headers: v25()}, 400, codeInvalidRequest, `"s-1"`, "a response to a server's request needs the Mcp-Session-Id of the session that asked"},
+		{"logging/setLevel", call{body: `{"jsonrpc":"2.0","id":7,"method":"logging/setLevel","params":{"level":"debug"}}`, token: alice, headers: v25()}, 400, codeInvalidRequest, "7", "logging/setLevel sets the level of a session: send the session's Mcp-Session-Id"},
+		{"logging/setLevel in a batch", call{body: `[{"jsonrpc":"2.0","id":7,"method":"logging/setLevel","params":{"level":"debug"}}]`, token: alice, headers: map[string]string{"MCP-Protocol-Version": "2025-03-26"}}, 400, codeInvalidRequest, "7", "logging/setLevel sets the level of a session: send the session's Mcp-Session-Id"},
 		// Stateless and in-session flows pass.
 		{"initialize", call{body: `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`, token: alice}, 0, 0, "", ""},
 		{"notifications/initialized", call{body: `{"jsonrpc":"2.0","method":"notifications/initialized"}`, token: alice, headers: v25()}, 0, 0, "", ""},
@@ -713,6 +715,7 @@ func TestSessionlessRefused(t *testing.T) {
 		{"DELETE in a session", call{method: http.MethodDelete, token: alice, headers: v25("Mcp-Session-Id", sid)}, 0, 0, "", ""},
 		{"notifications/cancelled in a session", call{body: cancelled, token: alice, headers: v25("Mcp-Session-Id", sid)}, 0, 0, "", ""},
 		{"elicitation answer in a session", call{body: answer, token: alice, headers: v25("Mcp-Session-Id", sid)}, 0, 0, "", ""},
+		{"logging/setLevel in a session", call{body: `{"jsonrpc":"2.0","id":7,"method":"logging/setLevel","params":{"level":"debug"}}`, token: alice, headers: v25("Mcp-Session-Id", sid)}, 0, 0, "", ""},
 		{"notifications/cancelled 2026-07-28", call{body: cancelled, token: alice, headers: map[string]string{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "notifications/cancelled"}}, 0, 0, "", ""},
 	}
 	for _, tt := range tests {
