@@ -340,6 +340,14 @@ func TestCompletionRef(t *testing.T) {
 		{"prompt ref with a uri too", "mcp prompts:read", `{"type":"ref/prompt","name":"summary","uri":"file:///secret/x"}`, 400, codeInvalidParams},
 		{"resource ref with a name too", "mcp files:read", `{"type":"ref/resource","uri":"file:///a","name":"other"}`, 400, codeInvalidParams},
 		{"name not a string", "mcp prompts:read", `{"type":"ref/prompt","name":["summary"]}`, 400, codeInvalidParams},
+		// Members a decoder that ignores case, '-' and '_' (Go's json/v2
+		// matching names without case) reads as the ones decided on.
+		{"prompt name beside a separator variant", "mcp prompts:read", `{"type":"ref/prompt","na_me":"other","name":"summary"}`, 400, codeInvalidParams},
+		{"prompt name as a separator variant alone", "mcp prompts:read", `{"type":"ref/prompt","na-me":"other"}`, 403, codeRefused},
+		{"prompt ref with a separator variant of uri", "mcp prompts:read", `{"type":"ref/prompt","name":"summary","u_ri":"file:///secret/x"}`, 400, codeInvalidParams},
+		{"type beside a separator variant", "mcp prompts:read", `{"ty_pe":"ref/resource","type":"ref/prompt","name":"summary"}`, 400, codeInvalidParams},
+		{"ref beside a separator variant", "mcp prompts:read", `{"type":"ref/prompt","name":"summary"},"r_ef":{"type":"ref/prompt","name":"other"}`, 400, codeInvalidParams},
+		{"type not a string", "mcp prompts:read", `{"type":1,"name":"summary"}`, 400, codeInvalidParams},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -147,9 +147,9 @@ func (g *Gateway) checkParam(x *exchange, name string, values []string) error {
 }
 
 // argumentAt returns the value at path (properties keys) in a tools/call's
-// arguments, nil when absent. A key present only in another case is
-// refused: an upstream that matches names case-insensitively would read
-// it.
+// arguments, nil when absent. A key present in another case or with
+// other '-' and '_', alone or beside its exact spelling, is refused: an
+// upstream that matches names that way would read it (looseMember).
 func argumentAt(args []byte, path []string) (json.RawMessage, error) {
 	cur := json.RawMessage(args)
 	for _, key := range path {
@@ -158,9 +158,11 @@ func argumentAt(args []byte, path []string) (json.RawMessage, error) {
 			return nil, nil
 		}
 		v, ok := obj[key]
-		if !ok {
-			if _, folded := memberFold(obj, key); folded {
-				return nil, fmt.Errorf("the body has %q only in another case", key)
+		if _, loose, err := looseMember(obj, key); err != nil {
+			return nil, err
+		} else if !ok {
+			if loose {
+				return nil, fmt.Errorf("the body has %q only in another spelling", key)
 			}
 			return nil, nil
 		}

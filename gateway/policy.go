@@ -718,19 +718,10 @@ func (p *policy) decidePrompt(pr *principal, name string) (decision, error) {
 // an expansion could fall under: the rule of its literal prefix (the text
 // before the first '{') and every rule whose prefix extends that prefix.
 func (p *policy) decideCompletion(pr *principal, raw []byte) (decision, error) {
-	var msg struct {
-		Params struct {
-			Ref *struct {
-				Type string  `json:"type"`
-				Name *string `json:"name"`
-				URI  *string `json:"uri"`
-			} `json:"ref"`
-		} `json:"params"`
+	ref, err := completionRef(raw)
+	if err != nil {
+		return decision{}, err
 	}
-	if err := json.Unmarshal(raw, &msg); err != nil || msg.Params.Ref == nil {
-		return decision{}, errors.New("params.ref must be a prompt or resource reference")
-	}
-	ref := msg.Params.Ref
 	switch {
 	case ref.Type == "ref/prompt" && ref.Name != nil && ref.URI == nil:
 		return p.decidePrompt(pr, *ref.Name)
@@ -752,6 +743,51 @@ func (p *policy) decideCompletion(pr *principal, raw []byte) (decision, error) {
 		return p.decideSubscriptions(pr, uris)
 	}
 	return decision{}, errors.New(`params.ref must be {"type":"ref/prompt","name":...} or {"type":"ref/resource","uri":...}`)
+}
+
+// reference is a completion's params.ref; Name and URI are nil when
+// absent.
+type reference struct {
+	Type      string
+	Name, URI *string
+}
+
+// completionRef reads params.ref of a completion/complete, each member
+// found as looseMember finds it: a server that matches names without
+// regard to case, '-' or '_' reads "na_me" as the name, and a second
+// spelling beside the exact one is refused rather than guessed at.
+func completionRef(raw []byte) (*reference, error) {
+	errRef := errors.New("params.ref must be a prompt or resource reference")
+	var msg struct {
+		Params map[string]json.RawMessage `json:"params"`
+	}
+	if err := json.Unmarshal(raw, &msg); err != nil {
+		return nil, errRef
+	}
+	v, ok, err := looseMember(msg.Params, "ref")
+	if err != nil {
+		return nil, err
+	}
+	var members map[string]json.RawMessage
+	if !ok || json.Unmarshal(v, &members) != nil || members == nil {
+		return nil, errRef
+	}
+	ref := new(reference)
+	for name, dst := range map[string]**string{"name": &ref.Name, "uri": &ref.URI} {
+		v, ok, err := looseMember(members, name)
+		if err != nil {
+			return nil, err
+		}
+		if ok && json.Unmarshal(v, dst) != nil {
+			return nil, fmt.Errorf("params.ref.%s is not a string", name)
+		}
+	}
+	if v, ok, err := looseMember(members, "type"); err != nil {
+		return nil, err
+	} else if ok && json.Unmarshal(v, &ref.Type) != nil {
+		return nil, errors.New("params.ref.type is not a string")
+	}
+	return ref, nil
 }
 
 // decideMethod applies the first method rule whose glob matches a method

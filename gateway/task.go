@@ -383,7 +383,7 @@ func hasTaskIDs(raw []byte) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	_, has, err := notificationMember(n, "taskIds")
+	_, has, err := looseMember(n, "taskIds")
 	return has, err
 }
 
@@ -395,7 +395,7 @@ func resourceSubscriptions(raw []byte) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	v, ok, err := notificationMember(n, "resourceSubscriptions")
+	v, ok, err := looseMember(n, "resourceSubscriptions")
 	if err != nil || !ok {
 		return nil, err
 	}
@@ -415,7 +415,7 @@ func listenNotifications(raw []byte) (map[string]json.RawMessage, error) {
 	if err := json.Unmarshal(raw, &msg); err != nil {
 		return nil, errors.New("params is not an object")
 	}
-	v, ok, err := notificationMember(msg.Params, "notifications")
+	v, ok, err := looseMember(msg.Params, "notifications")
 	if err != nil || !ok {
 		return nil, err
 	}
@@ -426,38 +426,28 @@ func listenNotifications(raw []byte) (map[string]json.RawMessage, error) {
 	return n, nil
 }
 
-// notificationMember returns the member of n (params, or its
-// notifications) named name in any case and with or without underscores
-// and dashes, as servers read it that match names case-insensitively
-// (Go's json/v2 then ignores '-' and '_' too) or, like the Python SDK's
-// models, also by their snake_case field names (resource_subscriptions,
-// task_ids): more is refused, never less. Two members that read as one
-// are an error, since which a server takes cannot be told.
-func notificationMember(n map[string]json.RawMessage, name string) (json.RawMessage, bool, error) {
+// looseMember returns the member of n (params, its notifications, a
+// completion's params.ref, a tools/call's arguments) named name in any
+// case and with or without underscores and dashes, as servers read it
+// that match names case-insensitively (Go's json/v2 then ignores '-' and
+// '_' too) or, like the Python SDK's models, also by their snake_case
+// field names (resource_subscriptions, task_ids): more is refused, never
+// less. Two members that read as one are an error, since which a server
+// takes cannot be told.
+func looseMember(n map[string]json.RawMessage, name string) (json.RawMessage, bool, error) {
 	var v json.RawMessage
 	found := false
+	name = stripSeparators(name)
 	for k, kv := range n {
 		if !strings.EqualFold(stripSeparators(k), name) {
 			continue
 		}
 		if found {
-			return nil, false, fmt.Errorf("params spells %q twice", name)
+			return nil, false, fmt.Errorf("member %q is spelled twice, in case or with '-' or '_'", name)
 		}
 		v, found = kv, true
 	}
 	return v, found, nil
-}
-
-// memberFold returns the member of n whose name is name up to case, as a
-// case-insensitive decoder reads it (mcpparse admits no two such names in
-// one object).
-func memberFold(n map[string]json.RawMessage, name string) (json.RawMessage, bool) {
-	for k, v := range n {
-		if strings.EqualFold(k, name) {
-			return v, true
-		}
-	}
-	return nil, false
 }
 
 // wrapTaskIDs wraps the task ids of one message of the upstream's answer:
