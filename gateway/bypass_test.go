@@ -94,6 +94,15 @@ func TestBypass(t *testing.T) {
 		{"mcp-session-id in query", call{path: "/mcp?mcp-session-id=upsess-1", body: toolCall("read_a")}, 400},
 		{"session.id[] in query", call{path: "/mcp?session.id[]=upsess-1", body: toolCall("read_a")}, 400},
 		{"get stream, sessionId in query", call{method: http.MethodGet, path: "/mcp?sessionId=upsess-1"}, 400},
+		// A method override in the query, which Express's method-override
+		// (given a query key), Symfony and Laravel, gorilla/handlers,
+		// Spring's HiddenHttpMethodFilter and Hono read: the authorized
+		// POST would reach the upstream as a GET stream or a DELETE, which
+		// need the caller's session (checkSessionless).
+		{"_method=GET in query", call{path: "/mcp?_method=GET", body: toolCall("read_a")}, 400},
+		{"_method=DELETE in query", call{path: "/mcp?x=1&_method=DELETE", body: toolCall("read_a")}, 400},
+		{"_METHOD in query", call{path: "/mcp?_METHOD=get", body: toolCall("read_a")}, 400},
+		{".method[] in query", call{path: "/mcp?.method[]=GET", body: toolCall("read_a")}, 400},
 		{"other audience", call{token: with(func(c jwt.MapClaims) { c["aud"] = "https://other.example.com/mcp" }), body: toolCall("read_a")}, 401},
 		{"audience prefix", call{token: with(func(c jwt.MapClaims) { c["aud"] = testResource + "/x" }), body: toolCall("read_a")}, 401},
 		{"alg none", call{token: mintWith(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, "ec1", claims(), nil), body: toolCall("read_a")}, 401},
@@ -339,13 +348,13 @@ func TestAmbiguousBodies(t *testing.T) {
 	})
 }
 
-// TestOtherQueryForwarded: a query that names no session or token passes
-// with the authorized request (the control of the query rows of
-// TestBypass), and isSessionParam reads names as PHP and loose
-// frameworks do.
+// TestOtherQueryForwarded: a query that names no session, token or method
+// override passes with the authorized request (the control of the query
+// rows of TestBypass), and isSessionParam and isMethodOverrideParam read
+// names as PHP and loose frameworks do.
 func TestOtherQueryForwarded(t *testing.T) {
 	h := newHarness(t, testConfig(t), nil)
-	resp := h.do(t, call{path: "/mcp?v=1&session=x", token: mint(t, claims()), body: toolCall("read_a")})
+	resp := h.do(t, call{path: "/mcp?v=1&session=x&method=x", token: mint(t, claims()), body: toolCall("read_a")})
 	if body := readBody(t, resp); resp.StatusCode != http.StatusOK {
 		t.Fatalf("status = %d (%s), want 200", resp.StatusCode, body)
 	}
@@ -363,6 +372,15 @@ func TestOtherQueryForwarded(t *testing.T) {
 	} {
 		if got := isSessionParam(name); got != want {
 			t.Errorf("isSessionParam(%q) = %v, want %v", name, got, want)
+		}
+	}
+	for name, want := range map[string]bool{
+		"_method": true, "_METHOD": true, "_Method": true, ".method": true, " _method": true, "_method[]": true,
+		"[_method]": true, "_method\x00x": true,
+		"method": false, "methods": false, "_methods": false, "x_method": false, "m": false,
+	} {
+		if got := isMethodOverrideParam(name); got != want {
+			t.Errorf("isMethodOverrideParam(%q) = %v, want %v", name, got, want)
 		}
 	}
 }

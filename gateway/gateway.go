@@ -79,7 +79,8 @@ import (
 //   - Upstream request: Authorization and Cookie are removed (MCP does not
 //     use cookies, and on a host shared with the issuer they would hand
 //     the login session to the MCP server), as are client copies of the
-//     X-MCP-* identity headers, method-override headers, and Mcp-Method /
+//     X-MCP-* identity headers, method-override headers (and a query
+//     with _method is refused), and Mcp-Method /
 //     Mcp-Name when they were not validated (protocol versions before
 //     2026-07-28), headers with an underscore in their name (CGI-style
 //     servers read them as the dashed ones) and request trailers. Upgrade

@@ -263,7 +263,7 @@ func (g *Gateway) admit(x *exchange) *refusal {
 	if f := checkConnection(r); f != nil {
 		return f
 	}
-	if f := checkSessionQuery(r); f != nil {
+	if f := checkQueryNames(r); f != nil {
 		return f
 	}
 	unsupported := g.protocolVersion(x)
@@ -390,14 +390,16 @@ func checkConnection(r *http.Request) *refusal {
 	return nil
 }
 
-// checkSessionQuery refuses a query parameter that names a session
+// checkQueryNames refuses a query parameter that names a session
 // (sessionId, session_id, mcp-session-id, in any case and PHP spelling):
 // Streamable HTTP carries the session in Mcp-Session-Id, which the
 // gateway binds to the caller, but an upstream that also serves the
 // legacy HTTP+SSE transport on the same path reads it from the query,
-// where it would reach the upstream unbound. A query Go cannot parse is
-// left to bearerToken, which refuses it.
-func checkSessionQuery(r *http.Request) *refusal {
+// where it would reach the upstream unbound. It refuses a method
+// override (_method) too, as the override headers are dropped
+// (clientHeaderRules). A query Go cannot parse is left to bearerToken,
+// which refuses it.
+func checkQueryNames(r *http.Request) *refusal {
 	if r.URL.RawQuery == "" {
 		return nil
 	}
@@ -409,8 +411,22 @@ func checkSessionQuery(r *http.Request) *refusal {
 		if isSessionParam(k) {
 			return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "session ids are accepted in the Mcp-Session-Id header only"}
 		}
+		if isMethodOverrideParam(k) {
+			return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "the HTTP method cannot be overridden in the query"}
+		}
 	}
 	return nil
+}
+
+// isMethodOverrideParam reports whether a query parameter name is _method
+// as a server framework may read it (phpParam): Express's method-override given a
+// query key, Symfony and Laravel, gorilla/handlers, Spring's
+// HiddenHttpMethodFilter and Hono take the request's method from it, so
+// that the authorized POST would reach the upstream as a GET event
+// stream or a DELETE, which the gateway admits only in the caller's
+// session (checkSessionless).
+func isMethodOverrideParam(k string) bool {
+	return beforeBracket(phpParam(k)) == "_method"
 }
 
 // isSessionParam reports whether a query parameter name reads as a

@@ -188,13 +188,19 @@ func invalidRequest(desc string) *authError {
 // [access_token], Rack drops leading brackets and a trailing "]"), and
 // after a "!" (Spring's field default).
 func isAccessTokenParam(k string) bool {
-	k = strings.Map(func(r rune) rune {
+	k = phpParam(k)
+	return beforeBracket(k) == "access_token" || beforeBracket(strings.Replace(k, "[", "_", 1)) == "access_token"
+}
+
+// phpParam is a query parameter name as PHP reads it (phpName, with " "
+// and "." read as "_"), in any case (upperFold).
+func phpParam(k string) string {
+	return strings.Map(func(r rune) rune {
 		if r == ' ' || r == '.' {
 			return '_'
 		}
 		return r
 	}, upperFold(phpName(k)))
-	return beforeBracket(k) == "access_token" || beforeBracket(strings.Replace(k, "[", "_", 1)) == "access_token"
 }
 
 // phpName is a query parameter name as PHP starts reading it: up to a
