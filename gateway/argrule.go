@@ -269,6 +269,19 @@ func (t template) resolve(pr *principal, quote func(string) string) (string, boo
 	return b.String(), true
 }
 
+// jsonLiteral reports whether the template is the text true, false or
+// null, which equals and one_of read as the JSON literal.
+func (t template) jsonLiteral() bool {
+	if len(t.parts) != 1 || t.parts[0].claim != "" {
+		return false
+	}
+	switch t.parts[0].text {
+	case "true", "false", "null":
+		return true
+	}
+	return false
+}
+
 // resolveWith fills in every claim with fill.
 func (t template) resolveWith(fill func(string) string) string {
 	var b strings.Builder
@@ -521,6 +534,12 @@ func (c *argCheck) stringRefusal(pr *principal, v mcpparse.Value) string {
 		return ""
 	}
 	for _, t := range c.values {
+		if t.jsonLiteral() && (c.predicate == argEquals || c.predicate == argOneOf) {
+			// The JSON literal only (scalarRefusal): JavaScript reads the
+			// strings "false" and "null" as true (if (args.force), zod's
+			// z.coerce.boolean()).
+			continue
+		}
 		quote := noQuote
 		if c.predicate == argGlob {
 			quote = quoteGlob

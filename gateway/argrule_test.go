@@ -18,6 +18,8 @@ func argConfig(t testing.TB) Config {
 		{Pattern: "equals", Args: []ArgRule{a("/v", "equals", "hello")}},
 		{Pattern: "equals_num", Args: []ArgRule{a("/n", "equals", "100")}},
 		{Pattern: "one_of", Args: []ArgRule{a("/v", "one_of", "a", "b", "1.5", "true")}},
+		{Pattern: "equals_false", Args: []ArgRule{a("/force", "equals", "false")}},
+		{Pattern: "equals_null", Args: []ArgRule{a("/x", "equals", "null")}},
 		{Pattern: "glob", Args: []ArgRule{a("/to", "glob", "*@example.com")}},
 		{Pattern: "prefix", Args: []ArgRule{a("/path", "prefix", "/home/{token.sub}/")}},
 		{Pattern: "regex", Args: []ArgRule{a("/to", "regex", `[a-z0-9._%+-]+@example\.com`)}},
@@ -113,9 +115,30 @@ func TestArgRules(t *testing.T) {
 			{`{"v":1.50}`, pass},
 			{`{"v":1.4999999999999999999}`, refuse},
 			{`{"v":true}`, pass},
+			{`{"v":"true"}`, refuse}, // true is the literal (see equals_false)
 			{`{"v":false}`, refuse},
 			{`{"v":["a","b","a"]}`, pass},
 			{`{"v":["a","c"]}`, refuse},
+		},
+		// true, false and null are the JSON literals only: JavaScript reads
+		// the strings "false" and "null" as true (if (args.force), zod's
+		// z.coerce.boolean()), so that "false" would pass a rule that
+		// the flag be off.
+		"equals_false": {
+			{`{"force":false}`, pass},
+			{`{"force":[false]}`, pass},
+			{`{"force":"false"}`, refuse},
+			{`{"force":["false"]}`, refuse},
+			{`{"force":true}`, refuse},
+			{`{"force":"true"}`, refuse},
+			{`{"force":0}`, refuse},
+			{`{"force":null}`, refuse},
+		},
+		"equals_null": {
+			{`{"x":null}`, pass},
+			{`{"x":"null"}`, refuse},
+			{`{"x":" null"}`, refuse},
+			{`{"x":false}`, refuse},
 		},
 		"glob": {
 			{`{"to":"bob@example.com"}`, pass},
