@@ -477,6 +477,9 @@ func TestParseSeparatorVariants(t *testing.T) {
 		{`{"jsonrpc":"2.0","id":1,"method":"ping","Para-ms":{}}`, ErrNotJSONRPC},
 		{`{"jsonrpc":"2.0","id":1,"method":"ping","me_thod":"tools/call"}`, ErrNotJSONRPC},
 		{`{"jsonrpc":"2.0","id":1,"method":"ping","_id":2}`, ErrNotJSONRPC},
+		// Laravel takes a top-level _method of a JSON body for the
+		// request's HTTP method (Symfony's method override, on there).
+		{`{"jsonrpc":"2.0","id":1,"method":"tools/list","_method":"DELETE"}`, ErrNotJSONRPC},
 		{`{"json_rpc":"2.0","jsonrpc":"2.0","id":1,"method":"ping"}`, ErrNotJSONRPC},
 		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"na-me":"admin_x"}}`, ErrInvalidParams},
 		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","argu_ments":{"x":1}}}`, ErrInvalidParams},
