@@ -20,11 +20,12 @@ import (
 const maxFormBytes = 64 << 10
 
 // readForm reads a back-channel POST body: form-encoded, at most
-// maxFormBytes, no parameter repeated (RFC 6749 section 3.2), and a
-// parameter sent without a value left out, as if omitted (sections 3.1,
-// 3.2): client_secret= from a public client is no secret. A repeat is
-// refused even when one of its values is empty: readers that take the
-// first value and readers that take the last would disagree on it.
+// maxFormBytes, no parameter repeated (RFC 6749 section 3.2), scope no
+// longer than at /authorize, and a parameter sent without a value left
+// out, as if omitted (sections 3.1, 3.2): client_secret= from a public
+// client is no secret. A repeat is refused even when one of its values
+// is empty: readers that take the first value and readers that take the
+// last would disagree on it.
 func readForm(r *http.Request) (url.Values, error) {
 	if r.Method != http.MethodPost {
 		return nil, ErrInvalidRequest.WithDescription("POST required")
@@ -52,6 +53,11 @@ func readForm(r *http.Request) (url.Values, error) {
 			return nil, ErrInvalidTarget.WithDescription("only one resource per request is supported")
 		case len(v) > 1:
 			return nil, ErrInvalidRequest.WithDescription(fmt.Sprintf("parameter %q is repeated", k))
+		case k == "scope" && len(v[0]) > maxAuthorizeParam:
+			// As at /authorize: parseScope compares each value with every
+			// other, and a body's worth of them cost seconds of CPU (a
+			// refused refresh spends nothing, so it could be sent again).
+			return nil, ErrInvalidRequest.WithDescription("parameter scope is too long")
 		case v[0] == "":
 			delete(vals, k)
 		}
