@@ -21,10 +21,12 @@ func (ss *sessions) checkCSRF(r *http.Request, s *session) bool {
 	}
 	// Browsers send "Origin: null" under some referrer policies even for
 	// same-origin posts; accept it only when Fetch Metadata vouches for
-	// the same origin. An origin's scheme and host are case-insensitive:
-	// browsers send them in lower case, whatever case the issuer URL has.
+	// the same origin. An origin's scheme and host are case-insensitive
+	// in ASCII only: browsers send them in lower case, whatever case the
+	// issuer URL has (webOrigin lowers it), and strings.EqualFold would
+	// take "ſ" for "s".
 	site := r.Header.Get("Sec-Fetch-Site")
-	if o := r.Header.Get("Origin"); o != "" && !strings.EqualFold(o, ss.origin) && (o != "null" || site != "same-origin") {
+	if o := r.Header.Get("Origin"); o != "" && !sameOrigin(o, ss.origin) && (o != "null" || site != "same-origin") {
 		return false
 	}
 	switch site {
@@ -39,9 +41,18 @@ func (ss *sessions) checkCSRF(r *http.Request, s *session) bool {
 	return subtle.ConstantTimeCompare([]byte(vals[0]), []byte(s.CSRF)) == 1
 }
 
-// webOrigin is the web origin (scheme://host[:port]) of u.
+// sameOrigin reports whether an Origin header is origin (webOrigin's)
+// up to ASCII case.
+func sameOrigin(header, origin string) bool {
+	lower, ascii := asciiLower(header)
+	return ascii && lower == origin
+}
+
+// webOrigin is the web origin (scheme://host[:port]) of u, its host in
+// ASCII lower case.
 func webOrigin(u *url.URL) string {
 	h, port := u.Hostname(), u.Port()
+	h, _ = asciiLower(h) // a host past ASCII never matches what a browser sends
 	if (u.Scheme == "https" && port == "443") || (u.Scheme == "http" && port == "80") {
 		port = ""
 	}

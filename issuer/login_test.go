@@ -572,20 +572,44 @@ func TestCheckCSRFOrigin(t *testing.T) {
 		{e.srv.URL, "cross-site", false},
 	}
 	for _, tt := range tests {
-		r := httptest.NewRequest(http.MethodPost, "/login", strings.NewReader(csrfField+"=tok"))
-		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		if tt.origin != "" {
-			r.Header.Set("Origin", tt.origin)
-		}
-		if tt.site != "" {
-			r.Header.Set("Sec-Fetch-Site", tt.site)
-		}
-		if err := r.ParseForm(); err != nil {
-			t.Fatal(err)
-		}
-		if got := e.iss.sessions.checkCSRF(r, s); got != tt.want {
-			t.Errorf("checkCSRF(Origin %q, Sec-Fetch-Site %q) = %v, want %v", tt.origin, tt.site, got, tt.want)
-		}
+		checkOrigin(t, e.iss.sessions, s, tt.origin, tt.site, tt.want)
+	}
+	// An issuer host with capitals and letters that Unicode case folding
+	// maps onto ASCII ones: "ſ" (U+017F) folds to "s", but no browser
+	// sends it for this origin.
+	u, err := url.Parse("https://Issuer.Example:8443")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss := &sessions{origin: webOrigin(u)}
+	for _, tt := range []struct {
+		origin string
+		want   bool
+	}{
+		{"https://issuer.example:8443", true},
+		{"HTTPS://ISSUER.EXAMPLE:8443", true},
+		{"https://iſſuer.example:8443", false},
+		{"https://issuer.example", false},
+	} {
+		checkOrigin(t, ss, s, tt.origin, "same-origin", tt.want)
+	}
+}
+
+func checkOrigin(t *testing.T, ss *sessions, s *session, origin, site string, want bool) {
+	t.Helper()
+	r := httptest.NewRequest(http.MethodPost, "/login", strings.NewReader(csrfField+"=tok"))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if origin != "" {
+		r.Header.Set("Origin", origin)
+	}
+	if site != "" {
+		r.Header.Set("Sec-Fetch-Site", site)
+	}
+	if err := r.ParseForm(); err != nil {
+		t.Fatal(err)
+	}
+	if got := ss.checkCSRF(r, s); got != want {
+		t.Errorf("checkCSRF(Origin %q, Sec-Fetch-Site %q) = %v, want %v", origin, site, got, want)
 	}
 }
 
