@@ -128,8 +128,9 @@ func (c *Client) holds(clientID, principalType, sub string, act *accesstoken.Act
 // mayIntrospect shows it to its client only (so never a DPoP-bound one:
 // only public clients' families are bound, and they cannot introspect). A token of a grant another issuer
 // URL created, or issued under a credential the configuration has
-// replaced (credentialTags), is not active here, as the refresh grant
-// refuses it.
+// replaced (credentialTags), or of a user the refresh grant cannot find
+// now (disabled, or an identity provider's user past recheck), is not
+// active here, as the refresh grant refuses it.
 func (i *Issuer) introspectRefresh(ctx context.Context, tok string) (*introspection, error) {
 	var rec *refreshToken
 	var g *grant
@@ -151,6 +152,14 @@ func (i *Issuer) introspectRefresh(ctx context.Context, tok string) (*introspect
 	now := i.now()
 	if rec.Rotated || g.Revoked || !current || !now.Before(rec.ExpiresAt) || !now.Before(g.ExpiresAt) || !i.issued(g.Issuer) {
 		return &introspection{}, nil
+	}
+	// The refresh grant refuses a user it cannot find now: disabled, or
+	// an identity provider's user to sign in there again (recheck).
+	switch _, err := i.dir.lookupUser(ctx, g.Subject); {
+	case errors.Is(err, store.ErrNotFound):
+		return &introspection{}, nil
+	case err != nil:
+		return nil, err
 	}
 	t := &introspection{
 		Active: true, Scope: strings.Join(g.Scopes, " "), ClientID: rec.ClientID, TokenType: "refresh_token",

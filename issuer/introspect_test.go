@@ -194,3 +194,48 @@ func TestIntrospectOption(t *testing.T) {
 		t.Errorf("introspect as an admin-API resource server = %s, want active", a.raw)
 	}
 }
+
+// TestIntrospectRefreshSignInAgain: a refresh token is active only while
+// the refresh grant would take it: an identity provider's user whose last
+// sign-in there is older than recheck gets no new tokens
+// (errSignInAgain), so the user's refresh tokens are inactive then, not
+// active, as they were, until the family expired (up to
+// refresh_token_ttl); a sign-in at the provider makes them active again.
+func TestIntrospectRefreshSignInAgain(t *testing.T) {
+	idp := newTestIdP(t)
+	e := newTokEnv(t, withTrustedIdP(idp), func(c *Config) { c.IdentityProviders[0].Recheck = time.Hour })
+	conf := tConf + ":" + tSecret
+	// The ID-JAG provisions corp:u1, signed in at the IdP now.
+	if a := e.redeem(t, conf, idp.idJAG(t, e, nil), nil); a.status != http.StatusOK {
+		t.Fatalf("redeem = %d %s, want 200", a.status, a.raw)
+	}
+	code, verifier := e.issueCode(t, codeSpec{client: tConf, user: "corp:u1", scopes: []string{"read", "offline_access"}})
+	tok, err := e.exchange(t, tConf, tSecret, code, verifier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	active := func() bool {
+		t.Helper()
+		a := e.post(t, pathIntrospect, url.Values{"token": {tok.RefreshToken}}, conf)
+		if a.status != http.StatusOK {
+			t.Fatalf("introspect = %d %s, want 200", a.status, a.raw)
+		}
+		return a.body["active"] == true
+	}
+	if !active() {
+		t.Fatal("the refresh token is not active after the sign-in")
+	}
+	e.clock.Advance(61 * time.Minute)
+	if a := e.post(t, pathToken, url.Values{"grant_type": {grantRefreshToken}, "refresh_token": {tok.RefreshToken}}, conf); a.str("error") != "invalid_grant" {
+		t.Fatalf("refresh past recheck = %d %s, want invalid_grant", a.status, a.raw)
+	}
+	if active() {
+		t.Error("past recheck, introspection says active a refresh token the refresh grant refuses")
+	}
+	if a := e.redeem(t, conf, idp.idJAG(t, e, nil), nil); a.status != http.StatusOK {
+		t.Fatalf("redeem = %d %s, want 200", a.status, a.raw)
+	}
+	if !active() {
+		t.Error("signed in at the IdP again, the refresh token is not active")
+	}
+}
