@@ -73,7 +73,8 @@ func (g *Gateway) bindingError(err error) *authError {
 
 // dpopChallenge is the DPoP challenge of a 401: with the error when the
 // failure concerns a DPoP request, always with algs and the resource
-// metadata.
+// metadata, and the scopes as in the Bearer challenge (with require_dpop
+// this one is alone).
 func (g *Gateway) dpopChallenge(a *authError) string {
 	var b strings.Builder
 	b.WriteString("DPoP ")
@@ -84,5 +85,8 @@ func (g *Gateway) dpopChallenge(a *authError) string {
 		}
 	}
 	b.WriteString(`algs="` + dpopAlgs + `", resource_metadata="` + g.metadataURL + `"`)
+	if a.status == http.StatusUnauthorized && len(g.policy.base) > 0 {
+		b.WriteString(`, scope="` + strings.Join(g.policy.base, " ") + `"`)
+	}
 	return b.String()
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -212,6 +213,73 @@ func TestRequireDPoP(t *testing.T) {
 	}
 	if md["dpop_bound_access_tokens_required"] != true {
 		t.Errorf("metadata dpop_bound_access_tokens_required = %v, want true", md["dpop_bound_access_tokens_required"])
+	}
+}
+
+// TestDPoPTokenErrorInItsScheme: a token that fails (expired, signed by
+// an unknown key, for another resource, too long) is answered in the challenge of
+// the scheme it came with (RFC 9449 §7.1, RFC 6750 §3.1): sent as DPoP,
+// the DPoP challenge says invalid_token and the Bearer one says nothing
+// of it; sent as Bearer, the other way round. The DPoP challenge names
+// the scopes, as the Bearer one does: with require_dpop it is the only
+// challenge, and it said neither why the token was refused nor which
+// scopes to ask for.
+func TestDPoPTokenErrorInItsScheme(t *testing.T) {
+	alice := newDPoPKey(t)
+	bad := map[string]func(c jwt.MapClaims) string{
+		"expired": func(c jwt.MapClaims) string {
+			c["exp"] = testNow.Add(-time.Hour).Unix()
+			return mint(t, c)
+		},
+		"another resource": func(c jwt.MapClaims) string {
+			c["aud"] = "https://other.example.com/mcp"
+			return mint(t, c)
+		},
+		"unknown key": func(c jwt.MapClaims) string {
+			return mintWith(t, jwt.SigningMethodES256, newDPoPKey(t).priv, "ec1", c, nil)
+		},
+		"too long": func(jwt.MapClaims) string { return strings.Repeat("a", maxTokenLen+1) },
+	}
+	for _, require := range []bool{false, true} {
+		for name, mintBad := range bad {
+			for _, scheme := range []string{"DPoP", "Bearer"} {
+				if require && scheme == "Bearer" {
+					continue // only the DPoP challenge then
+				}
+				t.Run(fmt.Sprintf("require_dpop %v, %s, sent as %s", require, name, scheme), func(t *testing.T) {
+					cfg := testConfig(t)
+					cfg.RequireDPoP = require
+					h := newHarness(t, cfg, nil)
+					c := claims()
+					c["cnf"] = map[string]any{"jkt": alice.jkt}
+					token := mintBad(c)
+					call := dpopCall(token, alice.proof(t, http.MethodPost, testResource, token, nil))
+					if scheme == "Bearer" {
+						call.headers["Authorization"] = "Bearer " + token
+					}
+					resp := h.do(t, call)
+					readBody(t, resp)
+					var bearer, dpopCh string
+					for _, v := range resp.Header.Values("WWW-Authenticate") {
+						if strings.HasPrefix(v, "DPoP ") {
+							dpopCh = v
+						} else {
+							bearer = v
+						}
+					}
+					inDPoP, inBearer := strings.Contains(dpopCh, `error="invalid_token"`), strings.Contains(bearer, `error="invalid_token"`)
+					if resp.StatusCode != http.StatusUnauthorized || inDPoP != (scheme == "DPoP") || inBearer != (scheme == "Bearer") {
+						t.Errorf("%d, challenges %q; want 401 with invalid_token in the %s challenge only", resp.StatusCode, resp.Header.Values("WWW-Authenticate"), scheme)
+					}
+					if !strings.Contains(dpopCh, `scope="mcp"`) || (!require && !strings.Contains(bearer, `scope="mcp"`)) {
+						t.Errorf("challenges %q; want the scopes in each", resp.Header.Values("WWW-Authenticate"))
+					}
+					if len(h.up.requests()) != 0 {
+						t.Error("the upstream received the request")
+					}
+				})
+			}
+		}
 	}
 }
 

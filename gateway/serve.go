@@ -29,6 +29,7 @@ type exchange struct {
 	rev     revision
 	upStart time.Time // when next was called
 	p       *principal
+	scheme  string // of the Authorization header: schemeBearer or schemeDPoP
 	body    []byte
 	msgs    []mcpparse.Message
 	batch   bool
@@ -170,7 +171,7 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next Next) (err 
 			// The client gets the refusal a new request would get now,
 			// not the proxy's error for a cancelled request (a 499 under
 			// Caddy).
-			rw.answerInstead(g.authRefusal(why))
+			rw.answerInstead(g.authRefusal(why.of(x.scheme)))
 			err = nil
 			g.auditForwarded(x, rw.status, why.desc)
 			return
@@ -282,6 +283,7 @@ func (g *Gateway) admit(x *exchange) *refusal {
 	}
 
 	token, scheme, aerr := bearerToken(r)
+	x.scheme = scheme
 	if aerr == nil {
 		x.p, aerr = g.authenticate(r.Context(), token, x.start)
 	}
@@ -289,7 +291,7 @@ func (g *Gateway) admit(x *exchange) *refusal {
 		aerr = g.checkBinding(r, x.p, token, scheme)
 	}
 	if aerr != nil {
-		return g.authRefusal(aerr)
+		return g.authRefusal(aerr.of(scheme))
 	}
 	if unsupported != nil {
 		// Answered after authentication, which allows reading the body

@@ -394,6 +394,14 @@ func TestCloseGraceEndsAnswers(t *testing.T) {
 // request is cancelled (the tool's context ends), and the revoked client
 // gets no result.
 func TestRevocationEndsPendingCall(t *testing.T) {
+	// A DPoP request's refusal is told in the DPoP challenge, as a new
+	// request's would be (TestDPoPTokenErrorInItsScheme).
+	for _, scheme := range []string{"Bearer", "DPoP"} {
+		t.Run(scheme, func(t *testing.T) { revocationEndsPendingCall(t, scheme) })
+	}
+}
+
+func revocationEndsPendingCall(t *testing.T, scheme string) {
 	cfg := testConfig(t)
 	revs := &lockedRevocations{grants: map[string]bool{}}
 	cfg.Revocations = revs
@@ -404,7 +412,18 @@ func TestRevocationEndsPendingCall(t *testing.T) {
 	h := newHarness(t, cfg, tool.serve)
 	c := claims()
 	c["gid"] = "grant-alice"
-	got := slowCall(h, mint(t, c))
+	var got <-chan slowResult
+	if scheme == "DPoP" {
+		alice := newDPoPKey(t)
+		c["cnf"] = map[string]any{"jkt": alice.jkt}
+		token := mint(t, c)
+		call := dpopCall(token, alice.proof(t, http.MethodPost, testResource, token, nil))
+		call.body = toolCall("read_a")
+		call.headers["Mcp-Protocol-Version"] = "2025-11-25"
+		got = slowTry(h, call)
+	} else {
+		got = slowCall(h, mint(t, c))
+	}
 	select {
 	case <-tool.started:
 	case <-time.After(5 * time.Second):
@@ -418,11 +437,18 @@ func TestRevocationEndsPendingCall(t *testing.T) {
 	}
 	// The client gets what a new request with the token gets, not the
 	// proxy's error for a cancelled request (Caddy's 499, httputil's
-	// 502): a 401 invalid_token with the call's id.
+	// 502): a 401 invalid_token with the call's id, in the challenge of
+	// the request's scheme.
 	r := <-got
+	var inScheme, elsewhere bool
+	for _, v := range r.header.Values("WWW-Authenticate") {
+		has := strings.Contains(v, `error="invalid_token"`)
+		inScheme = inScheme || has && strings.HasPrefix(v, scheme+" ")
+		elsewhere = elsewhere || has && !strings.HasPrefix(v, scheme+" ")
+	}
 	if strings.Contains(r.body, "done after revocation") || r.status != http.StatusUnauthorized ||
-		!strings.Contains(r.header.Get("WWW-Authenticate"), `error="invalid_token"`) || !strings.Contains(r.body, `"id":1`) {
-		t.Errorf("the revoked client got %d %v %s, want 401 invalid_token answering id 1", r.status, r.header, r.body)
+		!inScheme || elsewhere || !strings.Contains(r.body, `"id":1`) {
+		t.Errorf("the revoked client got %d %v %s, want 401 invalid_token in the %s challenge answering id 1", r.status, r.header, r.body, scheme)
 	}
 	if ev := h.logs.FilterMessage(auditMessage).All(); len(ev) != 1 || ev[0].ContextMap()["status"] != int64(http.StatusUnauthorized) ||
 		ev[0].ContextMap()["reason"] != "the access token has been revoked" {
@@ -561,9 +587,14 @@ func slowCall(h *harness, token string) <-chan slowResult {
 
 // slowPost is slowCall with the request's body given.
 func slowPost(h *harness, token, body string) <-chan slowResult {
+	return slowTry(h, call{token: token, body: body, headers: map[string]string{"Mcp-Protocol-Version": "2025-11-25"}})
+}
+
+// slowTry sends c in the background.
+func slowTry(h *harness, c call) <-chan slowResult {
 	got := make(chan slowResult, 1)
 	go func() {
-		resp, err := h.try(call{token: token, body: body, headers: map[string]string{"Mcp-Protocol-Version": "2025-11-25"}})
+		resp, err := h.try(c)
 		if err != nil {
 			got <- slowResult{0, err.Error(), nil}
 			return

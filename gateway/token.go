@@ -151,6 +151,19 @@ type authError struct {
 	dpop bool
 }
 
+// of is e for a token presented with scheme: a DPoP request's token
+// failure is told in the DPoP challenge (RFC 9449 §7.1; RFC 6750 §3.1
+// for the scheme the request used), where a DPoP client reads it, and,
+// with require_dpop, the only challenge. A copy: errors are shared.
+func (e *authError) of(scheme string) *authError {
+	if scheme != schemeDPoP || e.dpop || e.code == "" {
+		return e
+	}
+	c := *e
+	c.dpop = true
+	return &c
+}
+
 func (e *authError) Error() string {
 	if e.code == "" {
 		return "no bearer token"
@@ -262,7 +275,7 @@ func bearerToken(r *http.Request) (string, string, *authError) {
 	}
 	token = strings.TrimLeft(token, " ")
 	if token == "" || len(token) > maxTokenLen {
-		return "", "", errMalformedToken
+		return "", scheme, errMalformedToken
 	}
 	// Its syntax (validB64Token) is checked by authenticate, only when
 	// the token is not among the verified ones.

@@ -18,19 +18,24 @@ func (i *Issuer) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 		methodNotAllowed(w, http.MethodGet, http.MethodPost)
 		return
 	}
-	challenge := func(status int, code, desc, extra string) {
-		v := "Bearer"
-		if code != "" {
-			v += ` error="` + code + `", error_description="` + desc + `"` + extra
-		}
-		w.Header().Set("WWW-Authenticate", v)
-		w.Header().Add("WWW-Authenticate", dpopChallenge(nil))
-		w.Header().Set("Cache-Control", "no-store")
-		http.Error(w, http.StatusText(status), status)
-	}
 	scheme, raw, ok := strings.Cut(r.Header.Get("Authorization"), " ")
 	raw = strings.TrimSpace(raw)
 	dpopScheme := strings.EqualFold(scheme, "DPoP")
+	// A failure of the token is told in the challenge of the scheme it
+	// came with (RFC 9449 section 7.1), where a DPoP client reads it.
+	challenge := func(status int, code, desc, extra string) {
+		v, d := "Bearer", dpopChallenge(nil)
+		switch {
+		case code != "" && dpopScheme:
+			d = dpopChallenge(&dpop.Error{Code: code, Description: desc}) + extra
+		case code != "":
+			v += ` error="` + code + `", error_description="` + desc + `"` + extra
+		}
+		w.Header().Set("WWW-Authenticate", v)
+		w.Header().Add("WWW-Authenticate", d)
+		w.Header().Set("Cache-Control", "no-store")
+		http.Error(w, http.StatusText(status), status)
+	}
 	if !ok || !(strings.EqualFold(scheme, "Bearer") || dpopScheme) || raw == "" || len(r.Header.Values("Authorization")) > 1 {
 		challenge(http.StatusUnauthorized, "", "", "")
 		return

@@ -82,6 +82,16 @@ func TestUserinfoDPoP(t *testing.T) {
 		t.Fatal(err)
 	}
 	bearer := bearerTok.AccessToken
+	code, verifier = e.issueCode(t, codeSpec{scopes: []string{"read"}})
+	f.Set("code", code)
+	f.Set("code_verifier", verifier)
+	noOpenID := e.postDPoP(t, pathToken, f, "", alice.proof(t, e, tokenURL, nil)).str("access_token")
+	code, verifier = e.issueCode(t, codeSpec{scopes: []string{"read"}})
+	noOpenIDTok, err := e.exchange(t, tPublic, "", code, verifier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bearerNoOpenID := noOpenIDTok.AccessToken
 	ath := func(tok string) string {
 		sum := sha256.Sum256([]byte(tok))
 		return base64.RawURLEncoding.EncodeToString(sum[:])
@@ -108,6 +118,12 @@ func TestUserinfoDPoP(t *testing.T) {
 		{"unbound token as DPoP", http.MethodGet, "DPoP " + bearer, proof(alice, http.MethodGet, bearer), 401, `DPoP error="invalid_token"`},
 		{"unbound token as Bearer", http.MethodGet, "Bearer " + bearer, "", 200, ""},
 		{"no token", http.MethodGet, "", "", 401, `DPoP algs=`},
+		// A token that fails is told in the challenge of its scheme
+		// (RFC 9449 section 7.1), where a DPoP client reads it.
+		{"invalid token as DPoP", http.MethodGet, "DPoP not.a.token", proof(alice, http.MethodGet, "not.a.token"), 401, `DPoP error="invalid_token"`},
+		{"invalid token as Bearer", http.MethodGet, "Bearer not.a.token", "", 401, `Bearer error="invalid_token"`},
+		{"bound token without openid", http.MethodGet, "DPoP " + noOpenID, proof(alice, http.MethodGet, noOpenID), 403, `DPoP error="insufficient_scope"`},
+		{"unbound token without openid", http.MethodGet, "Bearer " + bearerNoOpenID, "", 403, `Bearer error="insufficient_scope"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -127,6 +143,14 @@ func TestUserinfoDPoP(t *testing.T) {
 			}
 			if tt.status != 200 && (a.body["sub"] != nil || !strings.Contains(strings.Join(a.header.Values("WWW-Authenticate"), "\n"), tt.challenge)) {
 				t.Errorf("userinfo = %s, WWW-Authenticate %q; want no claims and a challenge with %q", a.raw, a.header.Values("WWW-Authenticate"), tt.challenge)
+			}
+			for _, v := range a.header.Values("WWW-Authenticate") {
+				if strings.HasPrefix(tt.challenge, "DPoP error=") && strings.HasPrefix(v, "Bearer") && strings.Contains(v, "error=") {
+					t.Errorf("Bearer challenge %q carries the DPoP request's error", v)
+				}
+				if tt.status == http.StatusForbidden && strings.HasPrefix(v, tt.challenge[:4]) && !strings.Contains(v, `scope="openid"`) {
+					t.Errorf("challenge %q does not name the scope openid", v)
+				}
 			}
 		})
 	}
