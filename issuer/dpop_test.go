@@ -206,6 +206,10 @@ func TestDPoPRefreshBindsFamily(t *testing.T) {
 	// family, bound or not.
 	wantRefused(t, "the first refresh token again", refresh(tPublic, "", first, nil), "invalid_grant")
 	wantRefused(t, "the current token after that reuse", refresh(tPublic, "", r.str("refresh_token"), alice), "invalid_grant")
+	// Without the key a revoked family answers as a live one does: a
+	// thief learns nothing of it.
+	wantRefused(t, "the current token after that reuse, without a proof", refresh(tPublic, "", r.str("refresh_token"), nil), "invalid_dpop_proof")
+	wantRefused(t, "the current token after that reuse, with another key", refresh(tPublic, "", r.str("refresh_token"), mallory), "invalid_dpop_proof")
 
 	conf := tConf + ":" + tSecret
 	c := redeem(tConf, conf)

@@ -56,6 +56,11 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 		}
 		return nil, rg.reused(ctx, rec.GrantID)
 	}
+	if g.DPoPJKT != "" && req.jkt != g.DPoPJKT {
+		// Before any other check, so that without the key a stolen
+		// token does not even tell whether its grant still lives.
+		return nil, keyNeeded
+	}
 	now := i.now()
 	// A family is this issuer URL's: one an issuer at another URL of the
 	// same store created (or this one before its URL changed) is not, and
@@ -69,9 +74,6 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 	}
 	if !current {
 		return nil, i.refuseReplaced(ctx, g.ID, ErrInvalidGrant.WithDescription("invalid, expired or revoked refresh token"))
-	}
-	if g.DPoPJKT != "" && req.jkt != g.DPoPJKT {
-		return nil, keyNeeded
 	}
 	if res := f.Get("resource"); res != "" && !sameResource(res, g.Resource) {
 		return nil, ErrInvalidTarget.WithDescription("a refresh token cannot change the resource")
