@@ -57,6 +57,39 @@ func TestDocumentedLayoutsNoBypass(t *testing.T) {
 	}
 }
 
+// TestDocumentedConfigsLoad runs the README's configs without a gateway
+// (TestDocumentedLayoutsNoBypass runs the others) as `caddy run` would:
+// `caddy validate`, like adapting, stops before the mcp_auth app starts,
+// which is where a config is checked against its sites and its store
+// opened. Its issuer must then serve its metadata.
+func TestDocumentedConfigsLoad(t *testing.T) {
+	var n int
+	for _, b := range readmeConfigs(t) {
+		if gatewayDirective.MatchString(b.Text) {
+			continue
+		}
+		n++
+		t.Run(fmt.Sprintf("README.md:%d", b.Line), func(t *testing.T) {
+			l := startDocumented(t, b.Text)
+			if l.issuer == "" {
+				return
+			}
+			resp, err := http.Get(l.issuer + "/.well-known/oauth-authorization-server")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("GET %s/.well-known/oauth-authorization-server = %d, want 200", l.issuer, resp.StatusCode)
+			}
+		})
+	}
+	// The PostgreSQL, logging and ID-JAG examples at least.
+	if n < 4 {
+		t.Errorf("%d README configs without a gateway, want at least 4 (the extraction broke?)", n)
+	}
+}
+
 // TestUnsafeLayoutsBypassAndWarn is the other side: a gateway under a
 // path matcher with the proxy outside it lets path spellings through,
 // which the same table detects, and Caddy warns about it at load. The
@@ -185,17 +218,9 @@ type documented struct {
 // the README shows, and Caddyfile.example.
 func documentedGatewayConfigs(t *testing.T) []documented {
 	t.Helper()
-	readme, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	blocks, err := harness.CaddyfileBlocks(string(readme))
-	if err != nil {
-		t.Fatalf("CaddyfileBlocks(README.md): %v", err)
-	}
 	var docs []documented
-	for _, b := range blocks {
-		if !b.Syntax && gatewayDirective.MatchString(b.Text) {
+	for _, b := range readmeConfigs(t) {
+		if gatewayDirective.MatchString(b.Text) {
 			docs = append(docs, documented{fmt.Sprintf("README.md:%d", b.Line), b.Text})
 		}
 	}
@@ -204,6 +229,21 @@ func documentedGatewayConfigs(t *testing.T) []documented {
 		t.Fatal(err)
 	}
 	return append(docs, documented{"Caddyfile.example", string(example)})
+}
+
+// readmeConfigs returns the Caddyfile configs the README shows (not its
+// synopses).
+func readmeConfigs(t *testing.T) []harness.CaddyfileBlock {
+	t.Helper()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks, err := harness.CaddyfileBlocks(string(readme))
+	if err != nil {
+		t.Fatalf("CaddyfileBlocks(README.md): %v", err)
+	}
+	return slices.DeleteFunc(blocks, func(b harness.CaddyfileBlock) bool { return b.Syntax })
 }
 
 // layout is a documented config running on loopback.
@@ -257,13 +297,51 @@ var (
 	issuerLine       = regexp.MustCompile(`(?m)^\s*issuer (\S+)`)
 	resourceLine     = regexp.MustCompile(`(?m)^\s*resource (\S+)\s*$`)
 	scopeLine        = regexp.MustCompile(`(?m)^\s*scope (.+)$`)
+	logOutputFile    = regexp.MustCompile(`(?m)^\s*output file \S+`)
 )
 
-// startLayout rewrites a documented config for loopback (site addresses
-// and URLs to free ports, upstream addresses to logging MCP servers, the
-// admin endpoint off, state and logs in a temporary directory) and runs
-// it in this process.
+// startLayout runs a documented config with at least one gateway (see
+// startDocumented) and reads its issuer and gateways.
 func startLayout(t *testing.T, doc string) *layout {
+	t.Helper()
+	l := startDocumented(t, doc)
+	if len(l.upstreams) == 0 {
+		t.Fatalf("no upstream address (127.0.0.1:port) in the config:\n%s", doc)
+	}
+	for rest := l.caddyfile; ; {
+		loc := gatewayDirective.FindStringIndex(rest)
+		if loc == nil {
+			break
+		}
+		i := loc[0]
+		block := braceBlock(rest[i:])
+		rest = rest[i+len(block):]
+		g := gatewayConf{}
+		if m := resourceLine.FindStringSubmatch(block); m != nil {
+			g.resource = m[1]
+		}
+		for _, m := range scopeLine.FindAllStringSubmatch(block, -1) {
+			g.scopes = append(g.scopes, strings.Fields(m[1])...)
+		}
+		if g.resource == "" {
+			t.Fatalf("mcp_gateway without a resource line:\n%s", block)
+		}
+		l.gateways = append(l.gateways, g)
+	}
+	if l.issuer == "" || len(l.gateways) == 0 {
+		t.Fatalf("issuer %q, %d gateways in the config:\n%s", l.issuer, len(l.gateways), l.caddyfile)
+	}
+	return l
+}
+
+// startDocumented rewrites a documented config for loopback (site
+// addresses and URLs to free ports, upstream addresses to logging MCP
+// servers, the admin endpoint off, state and logs in a temporary
+// directory) and runs it in this process, as `caddy run` would: past
+// what `caddy validate` checks, the mcp_auth app's Start checks the
+// config against its sites and opens the store. With an issuer, it waits
+// until the issuer answers.
+func startDocumented(t *testing.T, doc string) *layout {
 	t.Helper()
 	dir := t.TempDir()
 	t.Setenv("XDG_DATA_HOME", filepath.Join(dir, "data"))
@@ -272,6 +350,7 @@ func startLayout(t *testing.T, doc string) *layout {
 	// The identity provider example's client secret (never used: the
 	// provider is read at the first sign-in).
 	t.Setenv("OKTA_CLIENT_SECRET", "test-only-okta-secret")
+	t.Setenv("AGENT_APP_SECRET_HASH", harness.HashPassword(t, "test-only-agent-app-secret"))
 	if strings.Contains(doc, "storage postgres {env.MCP_AUTH_DSN}") {
 		t.Setenv("MCP_AUTH_DSN", pgtest.NewDatabase(t))
 	}
@@ -289,10 +368,11 @@ func startLayout(t *testing.T, doc string) *layout {
 		}
 		return dials[dial]
 	})
-	if len(l.upstreams) == 0 {
-		t.Fatalf("no upstream address (127.0.0.1:port) in the config:\n%s", doc)
-	}
 	cfg = adminLine.ReplaceAllString(cfg, "")
+	cfg = logOutputFile.ReplaceAllStringFunc(cfg, func(line string) string {
+		name := filepath.Base(strings.Fields(line)[2])
+		return strings.Replace(line, strings.Fields(line)[2], filepath.Join(dir, name), 1)
+	})
 	const globalOpen = "\n{\n"
 	i := strings.Index("\n"+cfg, globalOpen)
 	if i < 0 {
@@ -333,31 +413,8 @@ func startLayout(t *testing.T, doc string) *layout {
 	})
 	if m := issuerLine.FindStringSubmatch(l.caddyfile); m != nil {
 		l.issuer = m[1]
+		harness.WaitReady(t, l.issuer+"/.well-known/oauth-authorization-server")
 	}
-	for rest := l.caddyfile; ; {
-		loc := gatewayDirective.FindStringIndex(rest)
-		if loc == nil {
-			break
-		}
-		i := loc[0]
-		block := braceBlock(rest[i:])
-		rest = rest[i+len(block):]
-		g := gatewayConf{}
-		if m := resourceLine.FindStringSubmatch(block); m != nil {
-			g.resource = m[1]
-		}
-		for _, m := range scopeLine.FindAllStringSubmatch(block, -1) {
-			g.scopes = append(g.scopes, strings.Fields(m[1])...)
-		}
-		if g.resource == "" {
-			t.Fatalf("mcp_gateway without a resource line:\n%s", block)
-		}
-		l.gateways = append(l.gateways, g)
-	}
-	if l.issuer == "" || len(l.gateways) == 0 {
-		t.Fatalf("issuer %q, %d gateways in the config:\n%s", l.issuer, len(l.gateways), l.caddyfile)
-	}
-	harness.WaitReady(t, l.issuer+"/.well-known/oauth-authorization-server")
 	return l
 }
 
