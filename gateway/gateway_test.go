@@ -112,6 +112,17 @@ func TestNewValidation(t *testing.T) {
 		{"resources: longest prefix, no order", func(c *Config) {
 			c.ResourceRules = []Rule{{Pattern: "file:///"}, {Pattern: "file:///srv/"}}
 		}, ""},
+		// The longest prefix decides, the first of equal ones: a second
+		// rule for one prefix, stricter say, would never apply.
+		{"resource prefix twice", func(c *Config) {
+			c.ResourceRules = []Rule{{Pattern: "file:///srv/secret/", Scopes: []string{"read"}}, {Pattern: "file:///srv/"}, {Pattern: "file:///srv/secret/", Scopes: []string{"admin"}}}
+		}, `resource rule "file:///srv/secret/" is never reached: the rule "file:///srv/secret/" before it has the same prefix`},
+		{"resource prefix twice but for the case of scheme and host", func(c *Config) {
+			c.ResourceRules = []Rule{{Pattern: "notes://all/", Scopes: []string{"read"}}, {Pattern: "Notes://ALL/", Scopes: []string{"admin"}}}
+		}, `resource rule "notes://all/" is never reached`},
+		{"resource prefixes but for the case of the path", func(c *Config) {
+			c.ResourceRules = []Rule{{Pattern: "file:///srv/a/"}, {Pattern: "file:///srv/A/"}}
+		}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -94,6 +94,14 @@ func newPolicy(cfg *Config) (*policy, error) {
 	if p.resources, err = compileRules("resources", cfg.ResourceRules, p.base, compilePrefix); err != nil {
 		return nil, err
 	}
+	// The longest prefix decides, the first of equal ones: a later rule
+	// for the same prefix (written with the scheme or host in another
+	// case, say) would silently never apply.
+	for j, r := range p.resources {
+		if i := slices.IndexFunc(p.resources[:j], func(e compiledRule) bool { return e.Pattern == r.Pattern }); i >= 0 {
+			return nil, fmt.Errorf("resource rule %q is never reached: the rule %q before it has the same prefix (the longest matching prefix decides; give each prefix one rule)", r.Pattern, p.resources[i].Pattern)
+		}
+	}
 	if p.methods, err = compileRules("methods", cfg.Methods, p.base, compileMethodPattern); err != nil {
 		return nil, err
 	}
