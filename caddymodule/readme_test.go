@@ -6,9 +6,12 @@ import (
 	"maps"
 	"net/http"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // curlArgs splits a shell line of the README's curl examples into words;
@@ -156,4 +159,42 @@ func jsonEqual(a, b any) bool {
 	x, _ := json.Marshal(a)
 	y, _ := json.Marshal(b)
 	return string(x) == string(y)
+}
+
+// TestREADMEModules: the modules the README lists are those this plugin
+// registers with Caddy, no more and no fewer.
+func TestREADMEModules(t *testing.T) {
+	src, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, para, ok := strings.Cut(string(src), "shows the\nmodules: ")
+	if !ok {
+		t.Fatal("README.md: no module list (\"shows the modules: \")")
+	}
+	para, _, _ = strings.Cut(para, "\n\n")
+	var documented []string
+	for i, part := range strings.Split(para, "`") {
+		if i%2 == 1 {
+			documented = append(documented, part)
+		}
+	}
+	var registered []string
+	for _, name := range caddy.Modules() {
+		info, err := caddy.GetModule(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		typ := reflect.TypeOf(info.New())
+		if typ.Kind() == reflect.Pointer {
+			typ = typ.Elem()
+		}
+		if strings.HasPrefix(typ.PkgPath(), "github.com/caddy-mcp-auth/caddy-mcp-auth/") {
+			registered = append(registered, name)
+		}
+	}
+	slices.Sort(documented)
+	if !slices.Equal(documented, registered) {
+		t.Errorf("README.md lists the modules %q, the plugin registers %q", documented, registered)
+	}
 }
