@@ -297,7 +297,7 @@ var (
 	issuerLine       = regexp.MustCompile(`(?m)^\s*issuer (\S+)`)
 	resourceLine     = regexp.MustCompile(`(?m)^\s*resource (\S+)\s*$`)
 	scopeLine        = regexp.MustCompile(`(?m)^\s*scope (.+)$`)
-	logOutputFile    = regexp.MustCompile(`(?m)^\s*output file \S+`)
+	fileLine         = regexp.MustCompile(`(?m)^\s*(output file|storage bolt) /\S+`)
 )
 
 // startLayout runs a documented config with at least one gateway (see
@@ -369,10 +369,15 @@ func startDocumented(t *testing.T, doc string) *layout {
 		return dials[dial]
 	})
 	cfg = adminLine.ReplaceAllString(cfg, "")
-	cfg = logOutputFile.ReplaceAllStringFunc(cfg, func(line string) string {
-		name := filepath.Base(strings.Fields(line)[2])
-		return strings.Replace(line, strings.Fields(line)[2], filepath.Join(dir, name), 1)
+	// Files the config names go to the temporary directory: a store or
+	// log under /var would be shared by every run on the machine.
+	cfg = fileLine.ReplaceAllStringFunc(cfg, func(line string) string {
+		path := strings.Fields(line)[2]
+		return strings.Replace(line, path, filepath.Join(dir, filepath.Base(path)), 1)
 	})
+	if strings.Contains(cfg, "/var/") {
+		t.Fatalf("a path under /var left in the rewritten config:\n%s", cfg)
+	}
 	const globalOpen = "\n{\n"
 	i := strings.Index("\n"+cfg, globalOpen)
 	if i < 0 {
