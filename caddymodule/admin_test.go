@@ -31,6 +31,13 @@ func boltApp(t *testing.T) *App {
 		Clients:   []Client{{ID: "configured", Public: true, RedirectURIs: []string{"http://127.0.0.1/cb"}}},
 		Resources: []issuer.Resource{{URL: testResource, Scopes: []string{"read", "write"}}},
 	}
+	return startBoltApp(t, a)
+}
+
+// startBoltApp provisions and starts a, whose storage is bolt, until the
+// test ends.
+func startBoltApp(t *testing.T, a *App) *App {
+	t.Helper()
 	if err := a.Provision(newContext(t)); err != nil {
 		t.Fatalf("Provision() = %v", err)
 	}

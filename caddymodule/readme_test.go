@@ -6,12 +6,16 @@ import (
 	"maps"
 	"net/http"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer"
 )
 
 // curlArgs splits a shell line of the README's curl examples into words;
@@ -42,8 +46,10 @@ func curlArgs(line string) []string {
 }
 
 // TestREADMEAdminExamples sends the README's admin API curl examples, in
-// order, to the admin routes as Caddy mounts them, and checks the answers
-// against the JSON shapes the README documents.
+// order, to the admin routes as Caddy mounts them with the demo's
+// configuration (Caddyfile.example, which `./xcaddy.sh run` serves with
+// the admin endpoint at localhost:2019), and checks the answers against
+// the JSON shapes the README documents.
 func TestREADMEAdminExamples(t *testing.T) {
 	src, err := os.ReadFile("../README.md")
 	if err != nil {
@@ -60,7 +66,7 @@ func TestREADMEAdminExamples(t *testing.T) {
 
 	// Shapes the README documents: a value "..." stands for any.
 	shapes := map[string]string{
-		"POST /mcp-auth/users":         `{"username": "bob", "groups": ["users"], "source": "admin"}`,
+		"POST /mcp-auth/users":         `{"username": "bob", "groups": ["demo-users"], "source": "admin"}`,
 		"POST /mcp-auth/clients":       `{"client_id": "ci-bot", "grant_types": ["client_credentials"], "token_endpoint_auth_method": "client_secret_basic", "scopes": ["read"], "source": "admin", "client_secret": "..."}`,
 		"PUT /mcp-auth/clients/ci-bot": `{"client_id": "ci-bot", "client_name": "CI bot", "grant_types": ["client_credentials"], "token_endpoint_auth_method": "client_secret_basic", "scopes": ["read", "write"], "source": "admin", "created_at": "..."}`,
 		"POST /mcp-auth/keys/rotate":   `{"kid": "..."}`,
@@ -71,7 +77,7 @@ func TestREADMEAdminExamples(t *testing.T) {
 		}
 	}
 
-	srv := adminServer(t, &AdminAPI{app: boltApp(t)})
+	srv := adminServer(t, &AdminAPI{app: exampleApp(t)})
 	var n int
 	for line := range strings.Lines(block) {
 		args := curlArgs(strings.TrimSpace(line))
@@ -153,6 +159,33 @@ func TestREADMEAdminExamples(t *testing.T) {
 	if n < 8 {
 		t.Errorf("README.md: %d admin examples ran, want the whole block", n)
 	}
+}
+
+// exampleApp is the mcp_auth app of Caddyfile.example, started on a bbolt
+// file of the test's own.
+func exampleApp(t *testing.T) *App {
+	t.Helper()
+	src, err := os.ReadFile("../Caddyfile.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt(src, map[string]any{"filename": "Caddyfile.example"})
+	if err != nil {
+		t.Fatalf("Adapt(Caddyfile.example): %v", err)
+	}
+	var doc struct {
+		Apps struct {
+			MCPAuth json.RawMessage `json:"mcp_auth"`
+		} `json:"apps"`
+	}
+	a := &App{}
+	if err := json.Unmarshal(cfg, &doc); err != nil || json.Unmarshal(doc.Apps.MCPAuth, a) != nil {
+		t.Fatalf("Caddyfile.example: no mcp_auth app in %s", cfg)
+	}
+	a.StorageRaw = caddyconfig.JSONModuleObject(BoltStorage{Path: filepath.Join(t.TempDir(), "mcp-auth.db")}, "module", "bolt", nil)
+	// The example's gateway registers its resource when Caddy runs it.
+	a.Resources = append(a.Resources, issuer.Resource{URL: "http://localhost:8080/mcp"})
+	return startBoltApp(t, a)
 }
 
 func jsonEqual(a, b any) bool {
