@@ -263,6 +263,10 @@ func TestChallenges(t *testing.T) {
 			`Bearer resource_metadata="` + testPRM + `", scope="mcp"`, codeRefused},
 		{"garbage token", call{body: toolCall("read_x"), token: "abc.def.ghi"}, 401,
 			`Bearer error="invalid_token", error_description="the access token is invalid", resource_metadata="` + testPRM + `", scope="mcp"`, codeRefused},
+		// Not a three-part JWT, and no introspection block (README:
+		// In front of another authorization server).
+		{"opaque token", call{body: toolCall("read_x"), token: "opaque-token-value"}, 401,
+			`Bearer error="invalid_token", error_description="the access token is invalid", resource_metadata="` + testPRM + `", scope="mcp"`, codeRefused},
 		{"expired", call{body: toolCall("read_x"), token: mint(t, expired)}, 401,
 			`Bearer error="invalid_token", error_description="the access token expired", resource_metadata="` + testPRM + `", scope="mcp"`, codeRefused},
 		{"insufficient scope", call{body: toolCall("write_x"), token: mint(t, writer)}, 403,
