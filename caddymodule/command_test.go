@@ -144,6 +144,26 @@ func TestCommand(t *testing.T) {
 	}
 }
 
+// TestCommandAddressFromConfig: without --address the CLI reads the admin
+// address from the configuration --config names (README, CLI).
+func TestCommandAddressFromConfig(t *testing.T) {
+	srv := adminServer(t, &AdminAPI{app: boltApp(t)})
+	caddyfile := filepath.Join(t.TempDir(), "Caddyfile")
+	cfg := "{\n\tadmin " + strings.TrimPrefix(srv.URL, "http://") + "\n}\n"
+	if err := os.WriteFile(caddyfile, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	root := &cobra.Command{Use: "mcp-auth", SilenceUsage: true, SilenceErrors: true}
+	var out, msg bytes.Buffer
+	newCLI(root, &cli{out: &out, msg: &msg})
+	// boltApp's client "configured", which no Caddy at the default
+	// address would list.
+	root.SetArgs([]string{"client", "list", "--config", caddyfile})
+	if err := root.Execute(); err != nil || !strings.Contains(out.String(), "configured") {
+		t.Errorf("client list --config %s = %q, %v; want the clients of the admin endpoint it names", caddyfile, out.String(), err)
+	}
+}
+
 // backup writes a checked copy, mode 0600, atomically: a bad answer leaves
 // the target as it was and no temporary file behind.
 func TestCommandBackup(t *testing.T) {
