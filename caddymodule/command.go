@@ -50,6 +50,7 @@ running Caddy instance, through its admin API (routes under /mcp-auth/).
   key rotate
   tools list [<resource>] | diff <resource> <tool>
         | approve <resource> <tool> [--hash <h>] | reject <resource> <tool> [--hash <h>]
+        | forget <resource> <tool> [--hash <h>]
   backup <file>
   migrate-storage --from <bolt file> --to <dsn>
 

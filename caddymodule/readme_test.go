@@ -14,6 +14,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/cobra"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer"
 )
@@ -230,4 +232,76 @@ func TestREADMEModules(t *testing.T) {
 	if !slices.Equal(documented, registered) {
 		t.Errorf("README.md lists the modules %q, the plugin registers %q", documented, registered)
 	}
+}
+
+// TestCLISynopses: the command list of the README's CLI section and of
+// `caddy mcp-auth --help` name every subcommand, and only those.
+func TestCLISynopses(t *testing.T) {
+	root := &cobra.Command{Use: "mcp-auth"}
+	newCLI(root, &cli{})
+	var leaves []string
+	var walk func(c *cobra.Command, path string)
+	walk = func(c *cobra.Command, path string) {
+		if !c.HasSubCommands() {
+			leaves = append(leaves, path)
+		}
+		for _, sub := range c.Commands() {
+			walk(sub, strings.TrimSpace(path+" "+sub.Name()))
+		}
+	}
+	walk(root, "")
+	slices.Sort(leaves)
+
+	src, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(src), "\n## CLI\n")
+	section, _, _ = strings.Cut(section, "\n## ")
+	if got := synopsisCommands(section, "    caddy mcp-auth "); !slices.Equal(got, leaves) {
+		t.Errorf("README.md's CLI section lists %q, the commands are %q", got, leaves)
+	}
+	help := caddycmd.Commands()["mcp-auth"].Long
+	if got := synopsisCommands(help, "  "); !slices.Equal(got, leaves) {
+		t.Errorf("`caddy mcp-auth --help` lists %q, the commands are %q", got, leaves)
+	}
+}
+
+// synopsisCommands reads the commands of a synopsis whose lines start
+// with prefix and a command ("user list | show <name>"; a line of
+// alternatives may go on, starting with "|").
+func synopsisCommands(text, prefix string) []string {
+	var cmds []string
+	group := ""
+	for line := range strings.Lines(text) {
+		rest, ok := strings.CutPrefix(line, prefix)
+		trimmed := strings.TrimSpace(line)
+		switch {
+		case ok && rest != "" && rest[0] >= 'a' && rest[0] <= 'z':
+			alts := strings.Split(rest, "|")
+			words := strings.Fields(alts[0])
+			var path []string
+			for _, w := range words {
+				if strings.ContainsAny(w[:1], "<[-") {
+					break
+				}
+				path = append(path, w)
+			}
+			cmds = append(cmds, strings.Join(path, " "))
+			group = path[0]
+			for _, a := range alts[1:] {
+				cmds = append(cmds, group+" "+strings.Fields(a)[0])
+			}
+		case strings.HasPrefix(trimmed, "|") && group != "":
+			for _, a := range strings.Split(trimmed, "|")[1:] {
+				cmds = append(cmds, group+" "+strings.Fields(a)[0])
+			}
+		default:
+			if !strings.HasPrefix(trimmed, "[") {
+				group = ""
+			}
+		}
+	}
+	slices.Sort(cmds)
+	return slices.Compact(cmds)
 }
