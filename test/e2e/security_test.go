@@ -41,6 +41,88 @@ func TestAudienceIsolation(t *testing.T) {
 	}
 }
 
+// TestBaseScopeKeepsOutUsersWithoutAGrant: every user can get a token for
+// any resource, without the scopes no group grants, so the gateway's base
+// scope is what keeps out a user whose groups grant nothing there
+// (README, `group`).
+func TestBaseScopeKeepsOutUsersWithoutAGrant(t *testing.T) {
+	l := startDocumented(t, `{
+	mcp_auth {
+		issuer https://mcp.example.com
+		user alice {env.ALICE_HASH} {
+			groups staff
+		}
+		user bob {env.ALICE_HASH} {
+			groups guests
+		}
+		group staff {
+			scopes https://mcp.example.com/mcp notes:read
+		}
+		group guests {
+			scopes https://mcp.example.com/other notes:read
+		}
+		resource https://mcp.example.com/other
+	}
+}
+
+mcp.example.com {
+	mcp_issuer
+	mcp_gateway {
+		resource https://mcp.example.com/mcp
+		scope notes:read
+		tool * notes:read
+	}
+	reverse_proxy 127.0.0.1:3001
+}
+`)
+	ctx := ctxTimeout(t, 30*time.Second)
+	md, err := harness.Discover(ctx, l.issuer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const redirect = "http://127.0.0.1:9/callback"
+	status, reg, err := harness.Register(ctx, md, map[string]any{
+		"client_name": "Base scope test", "redirect_uris": []string{redirect},
+		"token_endpoint_auth_method": "none", "grant_types": []string{"authorization_code"}, "response_types": []string{"code"},
+	})
+	id, _ := reg["client_id"].(string)
+	if err != nil || status != http.StatusCreated || id == "" {
+		t.Fatalf("register: %d %v %v", status, reg, err)
+	}
+	resource := l.issuer + "/mcp"
+	// Asked for no scope, the issuer grants what the user's groups allow
+	// for the resource: for bob nothing, and still a token.
+	for _, tt := range []struct {
+		user  string
+		scope string // granted
+		code  int    // initialize
+	}{
+		{"alice", "notes:read", http.StatusOK},
+		{"bob", "", http.StatusForbidden},
+	} {
+		cfg := md.Config(id, redirect)
+		ar := harness.NewAuthRequest(cfg, resource)
+		q, err := harness.NewRobot(tt.user, docPassword, redirect).Authorize(ctx, ar.URL)
+		if err != nil || q.Get("code") == "" {
+			t.Fatalf("authorize %s: %v %v", tt.user, q, err)
+		}
+		tok, err := ar.Exchange(ctx, cfg, q.Get("code"))
+		if err != nil {
+			t.Fatalf("exchange for %s: %v", tt.user, err)
+		}
+		if got, _ := tok.Extra("scope").(string); got != tt.scope {
+			t.Errorf("%s's token scope = %q, want %q", tt.user, got, tt.scope)
+		}
+		resp, body, err := harness.SessionPost(ctx, http.DefaultClient, resource, tok.AccessToken, "", probeInitialize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hits := l.upstreamHits(); resp.StatusCode != tt.code || (tt.code != http.StatusOK) != (len(hits) == 0) {
+			t.Errorf("%s's initialize = %d, upstream received %q; want %d (body %s)", tt.user, resp.StatusCode, hits, tt.code, body)
+		}
+	}
+}
+
 // TestSessionBinding: an MCP session created with alice's token cannot be
 // used with bob's, though bob's token is valid for the same resource.
 func TestSessionBinding(t *testing.T) {
