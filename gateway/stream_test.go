@@ -570,6 +570,9 @@ func TestBodyLimit(t *testing.T) {
 					if len(reqs) != before {
 						t.Fatal("over-limit body reached the upstream")
 					}
+					if code, _, _ := rpcErr(t, got); code != codeInvalidRequest {
+						t.Errorf("JSON-RPC error code = %d, want %d (README: 413, -32600)", code, codeInvalidRequest)
+					}
 					return
 				}
 				if len(reqs) != before+1 || string(reqs[len(reqs)-1].Body) != tt.body {
