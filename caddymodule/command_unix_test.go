@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/bolt"
 )
 
@@ -108,7 +111,12 @@ func TestBoltStorageFileOwnerOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := &BoltStorage{Path: path}
-	if _, err := open(newContext(t), s); err != nil {
+	if err := s.Provision(newContext(t)); err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zap.WarnLevel)
+	s.log = zap.New(core)
+	if _, err := s.Open(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Cleanup() })
@@ -118,5 +126,9 @@ func TestBoltStorageFileOwnerOnly(t *testing.T) {
 	}
 	if fi.Mode().Perm() != 0o600 {
 		t.Errorf("store file mode after open = %v, want -rw-------", fi.Mode().Perm())
+	}
+	// The README says so, with a warning.
+	if w := logs.FilterMessageSnippet("made it mode 0600").All(); len(w) != 1 || w[0].ContextMap()["path"] != path {
+		t.Errorf("warnings %v, want one naming %s", logs.All(), path)
 	}
 }
