@@ -243,6 +243,7 @@ func TestAdminContentType(t *testing.T) {
 	for _, tt := range []struct{ method, path string }{
 		{"POST", "/mcp-auth/keys/rotate"},
 		{"DELETE", "/mcp-auth/users/u1"},
+		{"PUT", "/mcp-auth/users/u1/password"},
 	} {
 		req, _ := http.NewRequest(tt.method, srv.URL+tt.path, nil)
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
