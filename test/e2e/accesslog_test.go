@@ -16,7 +16,7 @@ import (
 // An access log (Caddy's `log` in a site) records response headers, the
 // Location of an authorization response with its code among them. The
 // README's filter keeps the code out; TestAccessLogCodeRedacted runs
-// that configuration through a whole authorization.
+// the README's `log` block through a whole authorization.
 
 var accessLogCaddyfile = template.Must(template.New("Caddyfile").Parse(`{
 	admin off
@@ -42,28 +42,40 @@ var accessLogCaddyfile = template.Must(template.New("Caddyfile").Parse(`{
 }
 
 {{.Issuer}} {
-	log {
-		output file {{.Log}}
-		format filter {
-			resp_headers>Location query {
-				replace code REDACTED
-			}
-		}
-	}
+	{{.LogBlock}}
 	mcp_issuer
 }
 `))
 
+// readmeAccessLog is the `log` block of the README's access-log example,
+// writing to path.
+func readmeAccessLog(t *testing.T, path string) string {
+	t.Helper()
+	for _, b := range readmeConfigs(t) {
+		if !strings.Contains(b.Text, "replace code REDACTED") {
+			continue
+		}
+		_, rest, _ := strings.Cut(b.Text, "\tlog {")
+		block := braceBlock("log {" + rest)
+		return fileLine.ReplaceAllStringFunc(block, func(line string) string {
+			return strings.Replace(line, strings.Fields(line)[2], path, 1)
+		})
+	}
+	t.Fatal("README.md: no access-log example (replace code REDACTED)")
+	return ""
+}
+
 func TestAccessLogCodeRedacted(t *testing.T) {
 	dir, hash := t.TempDir(), harness.HashPassword(t, password)
 	logPath := filepath.Join(dir, "access.log")
+	logBlock := readmeAccessLog(t, logPath)
 	var issuer string
 	harness.StartFree(t, func(port int) string {
 		issuer = fmt.Sprintf("http://127.0.0.1:%d", port)
 		var b strings.Builder
 		err := accessLogCaddyfile.Execute(&b, map[string]any{
 			"Dir": dir, "Issuer": issuer, "User": username, "Hash": hash, "Read": scopeRead,
-			"ClientID": clientID, "RedirectURI": redirectURI, "Log": logPath,
+			"ClientID": clientID, "RedirectURI": redirectURI, "LogBlock": logBlock,
 		})
 		if err != nil {
 			panic(err) // the template is a constant
