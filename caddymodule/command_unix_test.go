@@ -99,36 +99,40 @@ func lmode(path string) (os.FileMode, error) {
 // mode; opened, it is made readable by its owner only, as bbolt creates
 // it, since it holds the signing keys (review s17-ops F5).
 func TestBoltStorageFileOwnerOnly(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "mcp-auth.db")
-	st, err := bolt.Open(path, bolt.Options{})
-	if err == nil {
-		err = st.Close()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(path, 0o644); err != nil { // as cp leaves it
-		t.Fatal(err)
-	}
-	s := &BoltStorage{Path: path}
-	if err := s.Provision(newContext(t)); err != nil {
-		t.Fatal(err)
-	}
-	core, logs := observer.New(zap.WarnLevel)
-	s.log = zap.New(core)
-	if _, err := s.Open(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Cleanup() })
-	fi, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fi.Mode().Perm() != 0o600 {
-		t.Errorf("store file mode after open = %v, want -rw-------", fi.Mode().Perm())
-	}
-	// The README says so, with a warning.
-	if w := logs.FilterMessageSnippet("made it mode 0600").All(); len(w) != 1 || w[0].ContextMap()["path"] != path {
-		t.Errorf("warnings %v, want one naming %s", logs.All(), path)
+	for _, mode := range []os.FileMode{0o644, 0o755, 0o666} { // as cp or curl -o leave it
+		t.Run(mode.String(), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "mcp-auth.db")
+			st, err := bolt.Open(path, bolt.Options{})
+			if err == nil {
+				err = st.Close()
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(path, mode); err != nil {
+				t.Fatal(err)
+			}
+			s := &BoltStorage{Path: path}
+			if err := s.Provision(newContext(t)); err != nil {
+				t.Fatal(err)
+			}
+			core, logs := observer.New(zap.WarnLevel)
+			s.log = zap.New(core)
+			if _, err := s.Open(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = s.Cleanup() })
+			fi, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi.Mode().Perm() != 0o600 {
+				t.Errorf("store file mode after open = %v, want -rw-------", fi.Mode().Perm())
+			}
+			// The README says so, with a warning.
+			if w := logs.FilterMessageSnippet("made it readable and writable by its owner only").All(); len(w) != 1 || w[0].ContextMap()["path"] != path {
+				t.Errorf("warnings %v, want one naming %s", logs.All(), path)
+			}
+		})
 	}
 }

@@ -114,13 +114,13 @@ func (b *BoltStorage) ownerOnly() {
 	if err != nil || fi.Mode().Perm()&0o077 == 0 {
 		return
 	}
-	if err := os.Chmod(b.abs, fi.Mode().Perm()&0o700); err != nil {
+	if err := os.Chmod(b.abs, fi.Mode().Perm()&0o600); err != nil {
 		b.log.Warn("the store file is readable by other users: it holds the signing keys, secret hashes and sessions; make it mode 0600",
 			zap.String("path", b.abs), zap.Stringer("mode", fi.Mode().Perm()), zap.Error(err))
 		return
 	}
-	b.log.Warn("the store file was readable by other users (it holds the signing keys, secret hashes and sessions); made it mode 0600",
-		zap.String("path", b.abs), zap.Stringer("was", fi.Mode().Perm()))
+	b.log.Warn("the store file was readable by other users (it holds the signing keys, secret hashes and sessions); made it readable and writable by its owner only",
+		zap.String("path", b.abs), zap.Stringer("was", fi.Mode().Perm()), zap.Stringer("now", fi.Mode().Perm()&0o600))
 }
 
 // Cleanup releases this config's reference; the file is closed when no
