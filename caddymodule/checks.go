@@ -79,11 +79,19 @@ func (a *App) checkGroupResources() error {
 // met would depend on which site it reached, and the issuer, which keeps
 // one set of scopes per resource, would advertise whichever registered
 // last. The same gateway under several sites (one snippet imported
-// twice, say) is one policy and loads.
+// twice, say) is one policy and loads. A `resource` for a local
+// gateway's URL is refused too: the gateway's registration replaces it.
 func (a *App) checkGatewayResources() error {
 	first := map[string]*GatewayHandler{}
 	for _, h := range a.gateways {
 		res := issuer.CanonicalResource(h.Resource)
+		for _, r := range a.cfg.Resources {
+			// The gateway's registration replaces the resource, whose
+			// scopes would be ignored unseen.
+			if h.local && issuer.CanonicalResource(r.URL) == res {
+				return fmt.Errorf("resource %s is the resource of an mcp_gateway of this config (%s), which registers it with the scopes its rules name: the resource's own scopes would be ignored; remove the resource block (it is for resources other servers serve)", r.URL, h.Resource)
+			}
+		}
 		prev, ok := first[res]
 		if !ok {
 			first[res] = h

@@ -125,6 +125,64 @@ func TestConfigPlaceholdersAtValidate(t *testing.T) {
 	}
 }
 
+// TestResourceDeclaredByGateway: a `resource` in mcp_auth for the URL an
+// mcp_gateway of the config registers does not load. The gateway's
+// registration replaced it: the scopes written there were ignored
+// unseen, so `resource ... { scopes read }` written to keep the issuer
+// from granting admin for the resource granted it to a group with every
+// scope of the resource (`scopes * *`) all the same.
+func TestResourceDeclaredByGateway(t *testing.T) {
+	dir := t.TempDir()
+	port := harness.FreePort(t)
+	local := fmt.Sprintf("localhost:%d", port)
+	render := func(resource string) string {
+		return fmt.Sprintf(`{
+	admin off
+	skip_install_trust
+	mcp_auth {
+		issuer http://%[1]s
+		storage bolt %[2]s
+		group staff {
+			scopes * *
+		}
+		%[3]s
+	}
+}
+
+http://%[1]s {
+	mcp_issuer
+	mcp_gateway {
+		resource http://%[1]s/mcp
+		scope read
+		tool delete_* admin
+		tool * read
+	}
+	respond "upstream"
+}
+`, local, filepath.Join(dir, "mcp-auth.db"), resource)
+	}
+	for _, spelling := range []string{"http://" + local + "/mcp", "HTTP://LOCALHOST:" + fmt.Sprint(port) + "/mcp/"} {
+		t.Run(spelling, func(t *testing.T) {
+			err := harness.Load(t, render("resource "+spelling+" {\n\t\t\tscopes read\n\t\t}"))
+			if err == nil {
+				_ = caddy.Stop()
+				t.Fatal("Load() = nil, want the resource the gateway registers refused")
+			}
+			want := fmt.Sprintf("resource %s is the resource of an mcp_gateway of this config (http://%s/mcp)", spelling, local)
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("Load() error = %v\nwant it to contain %q", err, want)
+			}
+		})
+	}
+	// Another resource beside the gateway's loads.
+	if err := harness.Load(t, render("resource https://other.example/mcp {\n\t\t\tscopes read\n\t\t}")); err != nil {
+		t.Fatalf("Load() = %v, want a resource of another server loaded", err)
+	}
+	if err := caddy.Stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestGatewayResourceTwice: two mcp_gateway handlers for one resource URL
 // load only when they are the same gateway (one snippet in two sites): a
 // token names the resource, not the site, so both take it, and different
