@@ -548,9 +548,22 @@ func (a *admin) showAgent(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *admin) addAgent(w http.ResponseWriter, r *http.Request) error {
-	var na NewAgentRequest
-	if err := readAdminJSON(r, &na); err != nil {
+	var req struct {
+		NewAgentRequest
+		// Given as 0, max_depth would read as none given, the issuer's
+		// limit: written to allow no delegation, it would allow the
+		// most. Refused, as in a configuration.
+		MaxDepth *int `json:"max_depth"`
+	}
+	if err := readAdminJSON(r, &req); err != nil {
 		return err
+	}
+	na := req.NewAgentRequest
+	if req.MaxDepth != nil {
+		if *req.MaxDepth == 0 {
+			return adminErr(http.StatusBadRequest, fmt.Errorf("max_depth 0: want at least 1 (0 would mean the issuer's limit, %d)", MaxDelegationDepth))
+		}
+		na.MaxDepth = *req.MaxDepth
 	}
 	if na.ID == "" {
 		return adminErr(http.StatusBadRequest, errors.New("agent_id is required"))

@@ -401,6 +401,10 @@ func TestAdminAgents(t *testing.T) {
 		{"add existing", "POST", "/mcp-auth/agents", `{"agent_id":"planner"}`, 409, ""},
 		{"add with a client's id", "POST", "/mcp-auth/agents", `{"agent_id":"configured"}`, 400, "a client has this id"},
 		{"add bad depth", "POST", "/mcp-auth/agents", `{"agent_id":"deep","max_depth":-1}`, 400, "max_depth"},
+		// 0 read as none given, the issuer's limit (5): written to allow
+		// no delegation, it allowed the most, as in a configuration.
+		{"add depth 0", "POST", "/mcp-auth/agents", `{"agent_id":"shallow","max_depth":0}`, 400, "max_depth 0: want at least 1"},
+		{"depth 0 added nothing", "GET", "/mcp-auth/agents/shallow", "", 404, ""},
 		{"add no id", "POST", "/mcp-auth/agents", `{}`, 400, "agent_id is required"},
 		{"list", "GET", "/mcp-auth/agents", "", 200, `"agent_id":"keyed"`},
 		{"show", "GET", "/mcp-auth/agents/planner", "", 200, `"allowed_clients":["configured"]`},
