@@ -335,6 +335,7 @@ func (h *GatewayHandler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	if local {
+		warnOpenRules(log, h)
 		if h.AcceptTypJWT || h.Audience != "" || h.Introspection != nil {
 			return errors.New("mcp_gateway: accept_typ_jwt, audience and introspection are for a remote issuer (issuer <url>); the local issuer's tokens need none of them")
 		}
@@ -373,6 +374,32 @@ func (h *GatewayHandler) Provision(ctx caddy.Context) error {
 		app.gateways = append(app.gateways, h)
 	}
 	return nil
+}
+
+// warnOpenRules warns that a gateway of the local issuer without base
+// scopes admits every user to the calls its rules need no scope for:
+// the issuer gives every user (and every client allowed
+// client_credentials) a token for any resource, without scopes, when
+// no group grants one; groups decide scopes, not who may connect.
+func warnOpenRules(log *zap.Logger, h *GatewayHandler) {
+	if len(h.Scopes) > 0 {
+		return
+	}
+	var open []string
+	for _, rs := range []struct {
+		kind  string
+		rules []Rule
+	}{{"tool", h.Tools}, {"prompt", h.Prompts}, {"resource_rule", h.ResourceRules}, {"method", h.Methods}} {
+		for _, r := range rs.rules {
+			if len(r.Scopes) == 0 {
+				open = append(open, rs.kind+" "+r.Match)
+			}
+		}
+	}
+	if len(open) == 0 {
+		return
+	}
+	log.Warn("mcp_gateway " + h.Resource + ": no base scope, and " + strings.Join(open, ", ") + " need no scope either: every user of the issuer, whatever their groups, and every client allowed client_credentials gets a token for the resource and may make those calls; add `scope <scope>` and grant it to the groups that may connect")
 }
 
 // remoteConfig sets up a remote issuer: its keys, the token formats

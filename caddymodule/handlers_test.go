@@ -407,6 +407,35 @@ func TestOpenProviderWarns(t *testing.T) {
 	}
 }
 
+// TestOpenRulesWarn: a gateway of the local issuer without base scopes
+// admits every user, whatever their groups, to the calls its rules need
+// no scope for, since the issuer gives any user a token without scopes
+// for any resource; that loads, with a warning naming those rules.
+func TestOpenRulesWarn(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		h    GatewayHandler
+		warn string // "" for none
+	}{
+		{"no base scope, open tool", GatewayHandler{Tools: []Rule{{Match: "delete_*", Scopes: []string{"admin"}}, {Match: "*"}}}, "no base scope, and tool * need no scope either"},
+		{"no base scope, open prompt and method", GatewayHandler{Prompts: []Rule{{Match: "p"}}, Methods: []Rule{{Match: "x/*"}}}, "prompt p, method x/* need no scope"},
+		{"base scope", GatewayHandler{Scopes: []string{"read"}, Tools: []Rule{{Match: "*"}}}, ""},
+		{"every rule scoped", GatewayHandler{Tools: []Rule{{Match: "*", Scopes: []string{"read"}}}}, ""},
+		{"no rules", GatewayHandler{}, ""},
+	} {
+		core, logs := observer.New(zap.WarnLevel)
+		tt.h.Resource = gatewayResource
+		warnOpenRules(zap.New(core), &tt.h)
+		var got string
+		for _, e := range logs.All() {
+			got = e.Message
+		}
+		if tt.warn == "" && got != "" || !strings.Contains(got, tt.warn) {
+			t.Errorf("%s: warned %q, want %q", tt.name, got, tt.warn)
+		}
+	}
+}
+
 func TestGatewayHandlerRemoteIssuer(t *testing.T) {
 	ctx := caddyContext(t, nil)
 	h := &GatewayHandler{Resource: "https://mcp.example.com/mcp", Issuer: "https://auth.example.com", Scopes: []string{"mcp"}}

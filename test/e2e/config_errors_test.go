@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -122,6 +123,63 @@ func TestConfigPlaceholdersAtValidate(t *testing.T) {
 				t.Errorf("Validate() error %q shows the hash", err)
 			}
 		})
+	}
+}
+
+// TestOpenRulesWarnAtLoad: a gateway of the local issuer with no base
+// scope and a rule that needs none loads with a warning naming the rule:
+// every user of the issuer, whatever their groups, gets a token for the
+// resource. A gateway with a base scope loads without one.
+func TestOpenRulesWarnAtLoad(t *testing.T) {
+	t.Setenv("XDG_DATA_HOME", t.TempDir())
+	logFile := filepath.Join(t.TempDir(), "caddy.log")
+	cfg, _, err := harness.Adapt(fmt.Sprintf(`{
+	admin off
+	log default {
+		output file %s
+		format json
+	}
+	mcp_auth {
+		issuer http://localhost:9
+		storage memory
+	}
+}
+
+http://localhost:9 {
+	mcp_issuer
+	mcp_gateway /open {
+		resource http://localhost:9/open
+		tool delete_* admin
+		tool *
+	}
+	mcp_gateway /scoped {
+		resource http://localhost:9/scoped
+		scope read
+		tool *
+	}
+	respond "upstream"
+}
+`, logFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c caddy.Config
+	if err := json.Unmarshal(cfg, &c); err != nil {
+		t.Fatal(err)
+	}
+	if err := caddy.Validate(&c); err != nil {
+		t.Fatalf("Validate() = %v, want the open gateway loaded", err)
+	}
+	b, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := string(b)
+	if want := "mcp_gateway http://localhost:9/open: no base scope, and tool * need no scope either: every user of the issuer"; !strings.Contains(log, want) {
+		t.Errorf("log = %s\nwant a warning containing %q", log, want)
+	}
+	if strings.Contains(log, "mcp_gateway http://localhost:9/scoped: no base scope") {
+		t.Errorf("log = %s\nwant no warning for the gateway with a base scope", log)
 	}
 }
 
