@@ -201,6 +201,15 @@ func TestIssuerConfigTranslation(t *testing.T) {
 	if first != again || first == limitMemory(a.IssuerURL+"/other") {
 		t.Error("limitMemory: want one memory per issuer URL, the same on every call")
 	}
+	// The same issuer spelt otherwise (what the issuer reads as one URL:
+	// a trailing slash; the case of scheme and host, which name the same
+	// server and accounts) keeps its memory: a reload respelling it
+	// would otherwise hand an attacker a fresh budget and end the blocks.
+	for _, u := range []string{a.IssuerURL + "/", "HTTPS://Auth.Example.COM/t1"} {
+		if limitMemory(u) != first {
+			t.Errorf("limitMemory(%s): another memory than %s's", u, a.IssuerURL)
+		}
+	}
 	samePtr := cmp.Comparer(func(a, b *dpop.Replay) bool { return a == b })
 	sameLimits := cmp.Comparer(func(a, b *issuer.LimitMemory) bool { return a == b })
 	if diff := cmp.Diff(want, got, samePtr, sameLimits); diff != "" {

@@ -57,8 +57,11 @@ var limitMemories struct {
 // a process ever runs at once.
 const maxLimitMemories = 16
 
-// limitMemory returns the limit memory of issuer iss.
+// limitMemory returns the limit memory of issuer iss, however it is
+// spelt: a reload that only respells it (a trailing slash, the case of
+// its scheme and host) keeps the counters and blocks.
 func limitMemory(iss string) *issuer.LimitMemory {
+	iss = issuer.CanonicalResource(iss)
 	l := &limitMemories
 	l.Lock()
 	defer l.Unlock()
