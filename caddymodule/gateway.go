@@ -467,10 +467,20 @@ func (h *GatewayHandler) pinConfig(cfg *gateway.Config, app *App, log *zap.Logge
 		return errors.New("mcp_gateway: pin_tools approved needs the mcp_auth app, whose store keeps the approvals (add an mcp_auth global option with its storage)")
 	default:
 		log.Warn("no mcp_auth app: tool pins (pin_tools first_use) are kept in memory, so they are not shared with other instances and a restart pins definitions afresh")
-		cfg.Pins = toolPins{issuer.NewToolPins(memory.New(memory.Options{}), nil)}
+		cfg.Pins = memoryPins()
 	}
 	return nil
 }
+
+// memoryPins are the tool pins of the gateways without an mcp_auth app:
+// one store for the process, kept across configuration reloads like
+// dpopReplay. Each reload builds its gateways anew, and a store of their
+// own forgot every pin at each reload, pinning as first seen whatever
+// definition a server offered next: a tool changed after its review
+// passed unnoticed once Caddy reloaded.
+var memoryPins = sync.OnceValue(func() toolPins {
+	return toolPins{issuer.NewToolPins(memory.New(memory.Options{}), nil)}
+})
 
 // appPins are the tool pins in the app's store, which only Start opens:
 // the gateway asks only while serving.
