@@ -85,7 +85,14 @@ func (c *cli) tools() *cobra.Command {
 				if err := c.call(http.MethodPost, "/mcp-auth/tools/"+a.use, req, &p); err != nil {
 					return err
 				}
-				fmt.Fprintf(c.out, "%s %s of %s\n", a.done, args[1], args[0])
+				fmt.Fprintf(c.out, "%s %s of %s", a.done, args[1], args[0])
+				if a.use == "approve" && p.Pinned != nil {
+					// Without --hash the approval takes whatever was
+					// pending then: this says which, to check against
+					// what tools diff showed.
+					fmt.Fprintf(c.out, ": definition %s", printable(p.Pinned.Hash))
+				}
+				fmt.Fprintln(c.out)
 				return nil
 			},
 		}

@@ -245,8 +245,8 @@ func testPinFirstUse(t *testing.T, jsonResponse bool) {
 	if _, _, err := runCLI(t, addr, "", "tools", "approve", gatewayResource, "read_file", "--hash", "0000"); err == nil || !strings.Contains(err.Error(), "409") {
 		t.Fatalf("tools approve with a stale hash = %v, want HTTP 409", err)
 	}
-	if out, _, err := runCLI(t, addr, "", "tools", "approve", gatewayResource, "read_file", "--hash", pin.Pending.Hash); err != nil {
-		t.Fatalf("tools approve = %q, %v", out, err)
+	if out, _, err := runCLI(t, addr, "", "tools", "approve", gatewayResource, "read_file", "--hash", pin.Pending.Hash); err != nil || !strings.Contains(out, "definition "+pin.Pending.Hash) {
+		t.Fatalf("tools approve = %q, %v; want it to name the approved definition %s", out, err, pin.Pending.Hash)
 	}
 	if msg := call(t, a, "read_file"); msg != "" {
 		t.Fatalf("call after approval = %q, want it run", msg)
