@@ -248,6 +248,19 @@ func (a *App) issuerConfig() (issuer.Config, error) {
 	if a.MinPasswordLength < 0 {
 		return issuer.Config{}, fmt.Errorf("mcp_auth: min_password_length %d: want a non-negative integer", a.MinPasswordLength)
 	}
+	// A negative duration would read as unset, the default (the
+	// Caddyfile refuses it already).
+	for _, d := range []struct {
+		name string
+		v    caddy.Duration
+	}{
+		{"access_token_ttl", a.AccessTokenTTL}, {"refresh_token_ttl", a.RefreshTokenTTL}, {"code_ttl", a.CodeTTL},
+		{"id_token_ttl", a.IDTokenTTL}, {"revocation_resync", a.RevocationResync}, {"revocation_max_stale", a.RevocationMaxStale},
+	} {
+		if d.v < 0 {
+			return issuer.Config{}, fmt.Errorf("mcp_auth: %s %v: want a positive duration", d.name, time.Duration(d.v))
+		}
+	}
 	repl := caddy.NewReplacer()
 	cfg := issuer.Config{
 		Issuer:              a.IssuerURL,

@@ -114,6 +114,13 @@ func TestIssuerConfig(t *testing.T) {
 		{"unknown group", App{IssuerURL: "https://a.example", Groups: []issuer.Group{{Name: "staff"}, {Name: "ops"}}, Users: []User{{Username: "u", PasswordHash: testHash, Groups: []string{"admins"}}}}, `user "u": group "admins" is not declared (groups: staff, ops)`},
 		{"no groups", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: testHash, Groups: []string{"staff"}}}}, `group "staff" is not declared (no group is)`},
 		{"agent", App{IssuerURL: "https://a.example", Agents: []Agent{{ID: "a", SecretHash: testHash, MaxDepth: 2}}}, ""},
+		// JSON configuration: a negative duration is not the default.
+		{"negative access_token_ttl", App{IssuerURL: "https://a.example", AccessTokenTTL: caddy.Duration(-time.Hour)}, "access_token_ttl -1h0m0s: want a positive duration"},
+		{"negative refresh_token_ttl", App{IssuerURL: "https://a.example", RefreshTokenTTL: -1}, "refresh_token_ttl -1ns"},
+		{"negative code_ttl", App{IssuerURL: "https://a.example", CodeTTL: -1}, "code_ttl -1ns"},
+		{"negative id_token_ttl", App{IssuerURL: "https://a.example", IDTokenTTL: -1}, "id_token_ttl -1ns"},
+		{"negative revocation_resync", App{IssuerURL: "https://a.example", RevocationResync: -1}, "revocation_resync -1ns"},
+		{"negative revocation_max_stale", App{IssuerURL: "https://a.example", RevocationMaxStale: -1}, "revocation_max_stale -1ns"},
 		{"agent unset env secret", App{IssuerURL: "https://a.example", Agents: []Agent{{ID: "a", SecretHash: "{env.TEST_NOT_SET}"}}}, `agent "a": secret: {env.TEST_NOT_SET} resolves to nothing`},
 	}
 	for _, tt := range tests {
