@@ -165,20 +165,23 @@ const revokeBatch = 50
 // tokens live: removing, disabling or re-keying it failed every time
 // with 503, and what it held stayed valid. Each batch first runs check,
 // the change's own refusals, so that a refused change revokes nothing.
+// The batches walk the index once (revokeSome); a grant created meanwhile
+// is the change's own transaction's to revoke.
 func (i *Issuer) revokeAhead(ctx context.Context, sel grantSelection, check func(store.Tx) error) error {
-	for {
-		var n int
+	for from, more := "", true; more; {
+		start := from // the same on every run of the Update
 		err := i.store.Update(ctx, func(tx store.Tx) (err error) {
 			if err := check(tx); err != nil {
 				return err
 			}
-			n, err = grantsIn(tx).revokeSome(sel, i.revocation().until, revokeBatch)
+			from, more, err = grantsIn(tx).revokeSome(sel, i.revocation().until, revokeBatch, start)
 			return err
 		})
-		if err != nil || n < revokeBatch {
+		if err != nil {
 			return err
 		}
 	}
+	return nil
 }
 
 // userExists refuses a user the store does not hold (revokeAhead's check).

@@ -846,10 +846,9 @@ func TestRefusedChangeRevokesNothing(t *testing.T) {
 func TestManyGrantsRevoked(t *testing.T) {
 	const (
 		grants = 400
-		limit  = 2000 // reads and writes per transaction: 200 grants revoked
-		user   = "mallory"
-		client = "busy-service"
-		agent  = "busy-agent"
+		user   = busyUser
+		client = busyClient
+		agent  = busyAgent
 	)
 	for _, tt := range []struct {
 		name   string
@@ -891,27 +890,96 @@ func TestManyGrantsRevoked(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			onEachStore(t, func(t *testing.T, st store.Store, clock *storetest.Clock) {
 				ctx := context.Background()
-				e := newTokEnvStore(t, opBound{st, limit}, clock)
-				err := e.iss.PutUser(ctx, User{Username: user, PasswordHash: passwordHash()})
-				if err == nil {
-					err = e.iss.PutClient(ctx, Client{ID: client, SecretHash: secretHash(), GrantTypes: []string{grantClientCredentials}})
-				}
-				if err == nil {
-					err = e.iss.PutAgent(ctx, Agent{ID: agent, SecretHash: hashClientSecret(tAgentSecret)})
-				}
-				if err == nil {
-					err = e.iss.ApplyConfigChanges(ctx) // the first only records itself
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
+				e := busyEnv(t, st, clock)
 				ids := createGrants(t, e, st, grants, tt.grant)
 				if err := tt.change(ctx, e); err != nil {
 					t.Fatalf("the change with %d live grants = %v, want nil", grants, err)
 				}
-				for _, id := range ids {
-					if revoked, err := e.iss.Revoked(ctx, "", id); !revoked || err != nil {
-						t.Fatalf("Revoked(grant %s) after the change = %v, %v; want true", id, revoked, err)
+				wantRevoked(t, e, ids)
+			})
+		})
+	}
+}
+
+// TestRevokeAheadPastStaleEntries: revoking ahead (revokeAhead) walks
+// the principal's index entries however many in front of its grants are
+// not ones it revokes: entries whose grant is gone or was revoked by an
+// earlier version (which left them), grants delegated to a re-keyed
+// agent (which keep), the user's grants to another resource of the
+// revoked connection. revokeSome stopped at the first batch that revoked
+// fewer than revokeBatch, so with 50 such entries at the front of the
+// index every grant was left to the change's one transaction, which ran
+// past the store's bound (opBound, as in TestManyGrantsRevoked).
+func TestRevokeAheadPastStaleEntries(t *testing.T) {
+	const (
+		grants = 400
+		front  = 400
+		user   = busyUser
+		agent  = busyAgent
+	)
+	inFront := func(of func(*grant)) func(*grant) {
+		return func(g *grant) { of(g); g.ID = "a" + g.ID[1:] } // sorts before "g..."
+	}
+	for _, tt := range []struct {
+		name   string
+		front  func(g *grant)
+		after  func(t *testing.T, st store.Store, ids []string) // to the front grants
+		kept   bool                                             // the front grants are live ones the change keeps
+		grant  func(g *grant)
+		change func(ctx context.Context, e *testEnv) error
+	}{
+		{"grants gone", inFront(userGrant(user)), func(t *testing.T, st store.Store, ids []string) {
+			for b := 0; b < len(ids); b += 100 {
+				err := st.Update(context.Background(), func(tx store.Tx) error {
+					for _, id := range ids[b:min(len(ids), b+100)] {
+						if err := tx.Delete(bucketGrants, id); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+		}, false, userGrant(user), func(ctx context.Context, e *testEnv) error { return e.iss.DeleteUser(ctx, user) }},
+		{"revoked by an earlier version", inFront(func(g *grant) { userGrant(user)(g); g.Revoked = true }), nil, false,
+			userGrant(user), func(ctx context.Context, e *testEnv) error { return e.iss.DisableUser(ctx, user) }},
+		{"delegated to the re-keyed agent", inFront(func(g *grant) { userGrant(tUser)(g); g.Delegates = []string{agent} }), nil, true,
+			agentGrant(agent), func(ctx context.Context, e *testEnv) error {
+				_, err := e.iss.RotateAgentSecret(ctx, agent)
+				return err
+			}},
+		{"another resource of the connection", inFront(func(g *grant) { userGrant(user)(g); g.Resource = "https://other.example/mcp" }), nil, true,
+			userGrant(user), func(ctx context.Context, e *testEnv) error {
+				return e.iss.revokeConnection(ctx, user, tPublic, tResource, "")
+			}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			onEachStore(t, func(t *testing.T, st store.Store, clock *storetest.Clock) {
+				ctx := context.Background()
+				e := busyEnv(t, st, clock)
+				stale := createGrants(t, e, st, front, tt.front)
+				if tt.after != nil {
+					tt.after(t, st, stale)
+				}
+				ids := createGrants(t, e, st, grants, tt.grant)
+				if err := tt.change(ctx, e); err != nil {
+					t.Fatalf("the change with %d entries in front of %d live grants = %v, want nil", front, grants, err)
+				}
+				wantRevoked(t, e, ids)
+				var index string // the entries by user and by agent: a gone grant's by client are not the principal's
+				for _, k := range e.keys(bucketGrantIndex) {
+					if !strings.HasPrefix(k, "c\x00") {
+						index += k + "\n"
+					}
+				}
+				for _, id := range stale {
+					if revoked, err := e.iss.Revoked(ctx, "", id); tt.kept && (revoked || err != nil) {
+						t.Fatalf("Revoked(grant %s, not the change's) after the change = %v, %v; want false", id, revoked, err)
+					}
+					if indexed := strings.Contains(index, "\x00"+id+"\n"); indexed != tt.kept {
+						t.Fatalf("grant %s indexed after the change = %v, want %v", id, indexed, tt.kept)
 					}
 				}
 			})
@@ -919,8 +987,49 @@ func TestManyGrantsRevoked(t *testing.T) {
 	}
 }
 
+// The principals of busyEnv.
+const (
+	busyUser   = "mallory"
+	busyClient = "busy-service"
+	busyAgent  = "busy-agent"
+)
+
+// busyEnv is an issuer on st whose transactions fail past 2000 reads and
+// writes (opBound: 200 grants revoked), which holds busyUser, busyClient
+// and busyAgent, and has recorded its configuration.
+func busyEnv(t *testing.T, st store.Store, clock *storetest.Clock) *testEnv {
+	t.Helper()
+	ctx := context.Background()
+	e := newTokEnvStore(t, opBound{st, 2000}, clock)
+	err := e.iss.PutUser(ctx, User{Username: busyUser, PasswordHash: passwordHash()})
+	if err == nil {
+		err = e.iss.PutClient(ctx, Client{ID: busyClient, SecretHash: secretHash(), GrantTypes: []string{grantClientCredentials}})
+	}
+	if err == nil {
+		err = e.iss.PutAgent(ctx, Agent{ID: busyAgent, SecretHash: hashClientSecret(tAgentSecret)})
+	}
+	if err == nil {
+		err = e.iss.ApplyConfigChanges(ctx) // the first only records itself
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// wantRevoked fails t unless every grant of ids is revoked.
+func wantRevoked(t *testing.T, e *testEnv, ids []string) {
+	t.Helper()
+	for _, id := range ids {
+		if revoked, err := e.iss.Revoked(context.Background(), "", id); !revoked || err != nil {
+			t.Fatalf("Revoked(grant %s) after the change = %v, %v; want true", id, revoked, err)
+		}
+	}
+}
+
 // createGrants stores n live grants of an hour on st, 100 to a
-// transaction, each made by of whom, and returns their ids.
+// transaction, each made by of whom (and under what id), and returns
+// their ids.
 func createGrants(t *testing.T, e *testEnv, st store.Store, n int, of func(*grant)) []string {
 	t.Helper()
 	now := e.clock.Now()
@@ -928,10 +1037,10 @@ func createGrants(t *testing.T, e *testEnv, st store.Store, n int, of func(*gran
 	for b := 0; b < n; b += 100 {
 		err := st.Update(context.Background(), func(tx store.Tx) error {
 			for k := b; k < min(n, b+100); k++ {
-				ids[k] = fmt.Sprintf("g%05d", k)
-				g := &grant{ID: ids[k], Resource: tResource, Scopes: []string{"read"}, Issuer: e.iss.URL(),
+				g := &grant{ID: fmt.Sprintf("g%05d", k), Resource: tResource, Scopes: []string{"read"}, Issuer: e.iss.URL(),
 					CreatedAt: now, LastUsed: now, ExpiresAt: now.Add(time.Hour)}
 				of(g)
+				ids[k] = g.ID
 				if err := grantsIn(tx).create(g); err != nil {
 					return err
 				}

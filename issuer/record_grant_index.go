@@ -136,6 +136,29 @@ func (r grantIndexRecords) ids(prefix string, fn func(id string) error) error {
 	return err
 }
 
+// after returns the keys of up to limit entries under prefix that sort
+// after from ("" for the first), in key order, and whether there are
+// more.
+func (r grantIndexRecords) after(prefix, from string, limit int) ([]string, bool, error) {
+	var keys []string
+	more := false
+	err := r.t.tx.List(r.t.bucket, prefix, func(k string, _ []byte) error {
+		switch {
+		case k <= from:
+			return nil
+		case len(keys) == limit:
+			more = true
+			return errStopListing
+		}
+		keys = append(keys, k)
+		return nil
+	})
+	if errors.Is(err, errStopListing) {
+		err = nil
+	}
+	return keys, more, err
+}
+
 // errStopListing ends a listing early.
 var errStopListing = errors.New("stop listing")
 

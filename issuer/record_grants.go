@@ -3,6 +3,7 @@ package issuer
 import (
 	"errors"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
@@ -224,41 +225,44 @@ func (r grantRecords) revokeWhere(sel grantSelection, until time.Time) error {
 	return r.selected(sel.prefix, sel.match, func(g *grant) error { return r.revoke(g.ID, until) })
 }
 
-// revokeSome revokes the grants sel selects among the first limit
-// indexed under its prefix, and returns how many it revoked; none while
-// the index is incomplete (revokeWhere reads every grant then). Revoked
-// grants leave the index, so the next call revokes the next ones.
-func (r grantRecords) revokeSome(sel grantSelection, until time.Time, limit int) (int, error) {
+// revokeSome revokes the grants sel selects among the next limit
+// entries indexed under its prefix after the key from ("" for the
+// first), and returns the last key it read, from which the next call
+// goes on, and whether entries are left; none while the index is
+// incomplete (revokeWhere reads every grant then). It walks the index
+// with that key rather than from its front because entries it leaves
+// may lie there, as many as the principal has: grants that do not match
+// (delegated to a re-keyed agent, of another resource of a connection).
+// The entries of grants gone or revoked (by an earlier version, which
+// left them) it deletes.
+func (r grantRecords) revokeSome(sel grantSelection, until time.Time, limit int, from string) (string, bool, error) {
 	store.MayRunAlone(r.t.tx)
 	index := grantIndexIn(r.t.tx)
 	if done, err := index.complete(); err != nil || !done {
-		return 0, err
+		return "", false, err
 	}
-	var ids []string
-	err := index.ids(sel.prefix, func(id string) error {
-		if len(ids) == limit {
-			return errStopListing
-		}
-		ids = append(ids, id)
-		return nil
-	})
+	keys, more, err := index.after(sel.prefix, from, limit)
 	if err != nil {
-		return 0, err
+		return "", false, err
 	}
-	n := 0
-	for _, id := range ids {
-		switch g, err := r.get(id); {
+	for _, k := range keys {
+		switch g, err := r.get(k[strings.LastIndexByte(k, 0)+1:]); {
 		case errors.Is(err, store.ErrNotFound):
+			err = index.t.delete(k)
 		case err != nil:
-			return n, err
-		case !g.Revoked && sel.match(g):
-			if err := r.revoke(id, until); err != nil {
-				return n, err
-			}
-			n++
+		case g.Revoked:
+			err = index.remove(g)
+		case sel.match(g):
+			err = r.revoke(g.ID, until)
+		}
+		if err != nil {
+			return "", false, err
 		}
 	}
-	return n, nil
+	if len(keys) > 0 {
+		from = keys[len(keys)-1]
+	}
+	return from, more, nil
 }
 
 // Limits on the offline grants of one user (review s17-as F5): a code
