@@ -26,7 +26,10 @@ var (
 	// ErrUnavailable: the store could not run the transaction now (a
 	// networked backend that cannot reach its database, or an Update that
 	// kept conflicting with concurrent ones until its retries ran out).
-	// Nothing was written; the caller may try again later.
+	// Nothing was written; the caller may try again later. (Except when
+	// a networked backend lost its connection at a commit and could not
+	// learn afterwards whether the commit landed: it says so in the
+	// error, and the write may be there.)
 	ErrUnavailable = errors.New("store: temporarily unavailable")
 )
 

@@ -346,10 +346,62 @@ func (s *Store) attempt(ctx, commitCtx context.Context, fn func(store.Tx) error,
 		return t.alone, fmt.Errorf("postgres: update: %w", err)
 	}
 	if err := ptx.Commit(commitCtx); err != nil {
-		return t.alone, fmt.Errorf("postgres: commit: %w", err)
+		// The database's own answer (a serialization failure) but one
+		// that ended the session, or the caller gave up (pgx closes the
+		// connection then). Not asked of the connection: Commit has
+		// given it back to the pool.
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Severity != "FATAL" && pe.Severity != "PANIC" || commitCtx.Err() != nil {
+			return t.alone, fmt.Errorf("postgres: commit: %w", err)
+		}
+		err = s.outcome(commitCtx, t.xid, err)
+		committed = err == nil
+		return t.alone, err
 	}
 	committed = true
 	return t.alone, nil
+}
+
+// errCommitUnknown: the connection was lost at commit, and the database
+// could not tell whether the transaction committed.
+var errCommitUnknown = errors.New("postgres: the commit's outcome is unknown")
+
+// outcome learns, on a new connection, what became of the transaction
+// xid (0 if it wrote nothing) whose connection was
+// lost at commit with err: nil when it committed, so that what the
+// caller wrote is reported as written (a rotated refresh token handed
+// out, not reported failed and then taken for reuse on the client's
+// retry); store.ErrUnavailable when it did not. A transaction the
+// database still runs (which got no COMMIT: it ends it once it sees the
+// connection gone, or after idle_in_transaction_session_timeout) is
+// waited for up to twice the timeout; past that, or when the database
+// cannot be asked, the error wraps store.ErrUnavailable too (503, retry)
+// and errCommitUnknown: the write may have landed.
+func (s *Store) outcome(ctx context.Context, xid int64, err error) error {
+	if xid == 0 {
+		return fmt.Errorf("postgres: commit: %w: %w", store.ErrUnavailable, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*s.timeout)
+	defer cancel()
+	var asking error
+	for {
+		var status *string
+		asking = s.pool.QueryRow(ctx, "SELECT txid_status($1)", xid).Scan(&status)
+		switch {
+		case asking != nil: // the database not reachable yet: again
+		case status == nil: // too old to tell, which a transaction of now is not
+			return fmt.Errorf("postgres: commit: %w: %w: %w", store.ErrUnavailable, errCommitUnknown, err)
+		case *status == "committed":
+			return nil
+		case *status == "aborted":
+			return fmt.Errorf("postgres: commit: %w: %w", store.ErrUnavailable, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("postgres: commit: %w: %w: %w (asking: %v)", store.ErrUnavailable, errCommitUnknown, err, asking)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // Purge implements store.Store. It deletes expired entries in batches of
@@ -492,6 +544,29 @@ type tx struct {
 	// err is the first database error. PostgreSQL aborts the transaction
 	// on it, so every later operation fails with it too.
 	err error
+	// xid is the transaction's id, read with the first write that
+	// changed a row (xidReturning), for outcome; 0 before.
+	xid int64
+}
+
+// xidReturning ends a write statement: it returns the transaction's id
+// for each row changed, which costs no round trip of its own.
+// (txid_current and txid_status rather than their PostgreSQL 13 names,
+// pg_current_xact_id and pg_xact_status: PostgreSQL 10 has them.)
+const xidReturning = " RETURNING txid_current()"
+
+// write runs the write statement sql (ending with xidReturning) and
+// reports whether it changed a row.
+func (t *tx) write(sql string, args ...any) (bool, error) {
+	var xid int64
+	switch err := t.ptx.QueryRow(t.ctx, sql, args...).Scan(&xid); {
+	case errors.Is(err, pgx.ErrNoRows):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	t.xid = xid
+	return true, nil
 }
 
 // MayRunAlone implements store.MayRunAlone.
@@ -553,9 +628,9 @@ func (t *tx) Put(bucket, key string, value []byte, expires time.Time) error {
 	if value == nil {
 		value = []byte{} // nil would be NULL
 	}
-	_, err := t.ptx.Exec(t.ctx, `
+	_, err := t.write(`
 		INSERT INTO mcp_auth_entries (bucket, key, value, expires) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (bucket, key) DO UPDATE SET value = EXCLUDED.value, expires = EXCLUDED.expires`,
+		ON CONFLICT (bucket, key) DO UPDATE SET value = EXCLUDED.value, expires = EXCLUDED.expires`+xidReturning,
 		[]byte(bucket), []byte(key), value, expiry(expires))
 	if err != nil {
 		return t.fail("put", bucket, key, err)
@@ -572,15 +647,15 @@ func (t *tx) Create(bucket, key string, value []byte, expires time.Time) error {
 	}
 	// Replaces only an expired entry; a live one leaves the row alone and
 	// reports no row affected, without aborting the transaction.
-	tag, err := t.ptx.Exec(t.ctx, `
+	changed, err := t.write(`
 		INSERT INTO mcp_auth_entries (bucket, key, value, expires) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (bucket, key) DO UPDATE SET value = EXCLUDED.value, expires = EXCLUDED.expires
-		WHERE mcp_auth_entries.expires IS NOT NULL AND mcp_auth_entries.expires <= $5`,
+		WHERE mcp_auth_entries.expires IS NOT NULL AND mcp_auth_entries.expires <= $5`+xidReturning,
 		[]byte(bucket), []byte(key), value, expiry(expires), t.now)
 	if err != nil {
 		return t.fail("create", bucket, key, err)
 	}
-	if tag.RowsAffected() == 0 {
+	if !changed {
 		return fmt.Errorf("postgres: create %s/%q: %w", bucket, key, store.ErrAlreadyExists)
 	}
 	return nil
@@ -590,7 +665,7 @@ func (t *tx) Delete(bucket, key string) error {
 	if err := t.check(bucket, key, true); err != nil {
 		return err
 	}
-	_, err := t.ptx.Exec(t.ctx, `DELETE FROM mcp_auth_entries WHERE bucket = $1 AND key = $2`, []byte(bucket), []byte(key))
+	_, err := t.write(`DELETE FROM mcp_auth_entries WHERE bucket = $1 AND key = $2`+xidReturning, []byte(bucket), []byte(key))
 	if err != nil {
 		return t.fail("delete", bucket, key, err)
 	}

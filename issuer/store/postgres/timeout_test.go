@@ -248,10 +248,13 @@ func TestStalledClientReleasesItsRows(t *testing.T) {
 }
 
 // stallProxy passes a Unix socket's connections through to the test
-// server's, and holds every byte while stall is set.
+// server's, and holds every byte while stall is set. With cutRequest
+// (cutReply) set, the next bytes the client (the server) sends end their
+// connection instead of passing, as a lost network would, once.
 type stallProxy struct {
-	dsn   string
-	stall atomic.Bool
+	dsn                  string
+	stall                atomic.Bool
+	cutRequest, cutReply atomic.Bool
 }
 
 func newStallProxy(t *testing.T, dsn string) *stallProxy {
@@ -278,7 +281,7 @@ func newStallProxy(t *testing.T, dsn string) *stallProxy {
 	t.Cleanup(func() {
 		conns.Range(func(c, _ any) bool { c.(net.Conn).Close(); return true })
 	})
-	pass := func(dst, src net.Conn) {
+	pass := func(dst, src net.Conn, cut *atomic.Bool) {
 		defer wg.Done()
 		defer dst.Close()
 		buf := make([]byte, 32<<10)
@@ -286,6 +289,10 @@ func newStallProxy(t *testing.T, dsn string) *stallProxy {
 			n, err := src.Read(buf)
 			for p.stall.Load() {
 				time.Sleep(10 * time.Millisecond)
+			}
+			if n > 0 && cut.CompareAndSwap(true, false) {
+				src.Close()
+				return
 			}
 			if n > 0 {
 				if _, werr := dst.Write(buf[:n]); werr != nil {
@@ -316,8 +323,8 @@ func newStallProxy(t *testing.T, dsn string) *stallProxy {
 			conns.Store(c, nil)
 			conns.Store(up, nil)
 			wg.Add(2)
-			go pass(up, c)
-			go pass(c, up)
+			go pass(up, c, &p.cutRequest)
+			go pass(c, up, &p.cutReply)
 		}
 	}()
 	return p
@@ -449,6 +456,25 @@ func TestOpenWaitsForMigration(t *testing.T) {
 // would answer 503 for a write that happened; it is waited for as long as
 // the caller waits (review s12-fresh P2).
 func TestSyncStandbyCommitNotAbandoned(t *testing.T) {
+	const timeout = 200 * time.Millisecond
+	s, _, _ := syncStandbyServer(t, postgres.Options{Timeout: timeout})
+	const wait = 1500 * time.Millisecond
+	start := time.Now() // before the deadline is set, which it is from
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	err := s.Update(ctx, func(tx store.Tx) error { return tx.Put("b", "k", []byte("v"), time.Time{}) })
+	took := time.Since(start)
+	if errors.Is(err, store.ErrUnavailable) || took < wait {
+		t.Errorf("Update waiting for an absent synchronous standby = %v after %v, want the caller's own deadline after %v (not ErrUnavailable at twice the timeout)", err, took, wait)
+	}
+}
+
+// syncStandbyServer starts a server of the test's own and opens a store
+// on it with opts, then makes the server's commits wait for a
+// synchronous standby it does not have; it returns the store, the server
+// and the DSN of the store's database.
+func syncStandbyServer(t *testing.T, opts postgres.Options) (*postgres.Store, *pgtest.Server, string) {
+	t.Helper()
 	srv, err := pgtest.Start(pgtest.Options{Durable: true})
 	if err != nil {
 		t.Fatal(err)
@@ -458,8 +484,7 @@ func TestSyncStandbyCommitNotAbandoned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const timeout = 200 * time.Millisecond
-	s := open(t, dsn+patient, postgres.Options{Timeout: timeout})
+	s := open(t, dsn+patient, opts)
 	for _, q := range []string{"ALTER SYSTEM SET synchronous_standby_names = 'standby1'", "SELECT pg_reload_conf()"} {
 		if _, err := srv.Psql(dsn, q); err != nil {
 			t.Fatal(err)
@@ -480,14 +505,37 @@ func TestSyncStandbyCommitNotAbandoned(t *testing.T) {
 			t.Fatalf("synchronous_standby_names = %q 10 s after pg_reload_conf, want standby1", out)
 		}
 	}
-	const wait = 1500 * time.Millisecond
-	start := time.Now() // before the deadline is set, which it is from
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	err = s.Update(ctx, func(tx store.Tx) error { return tx.Put("b", "k", []byte("v"), time.Time{}) })
-	took := time.Since(start)
-	if errors.Is(err, store.ErrUnavailable) || took < wait {
-		t.Errorf("Update waiting for an absent synchronous standby = %v after %v, want the caller's own deadline after %v (not ErrUnavailable at twice the timeout)", err, took, wait)
+	return s, srv, dsn
+}
+
+// TestCommitTerminated: a session ended by pg_terminate_backend (an
+// operator, a failover tool) while its commit waits for a synchronous
+// standby has committed on the primary (PostgreSQL warns so, and ends
+// the session with FATAL 57P01): the store learns that on a new
+// connection (TestCommitCutOff) and reports the write made, not failed.
+func TestCommitTerminated(t *testing.T) {
+	s, srv, dsn := syncStandbyServer(t, postgres.Options{})
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Update(context.Background(), func(tx store.Tx) error { return tx.Put("b", "k", []byte("v"), time.Time{}) })
+	}()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		out, err := srv.Psql(dsn, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE wait_event = 'SyncRep'")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out == "1" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no commit waited for the standby within 10 s")
+		}
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Update whose session was ended waiting for the standby = %v, want nil (it committed)", err)
+	}
+	if v, err := get(s, "k"); err != nil || v != "v" {
+		t.Errorf("Get = %q, %v; want v", v, err)
 	}
 }
 
@@ -567,5 +615,56 @@ func TestIdleTransactionEndedIsUnavailable(t *testing.T) {
 	}
 	if err := put(s, "k", "after"); err != nil {
 		t.Errorf("the next Update = %v, want nil (a connection of the pool's)", err)
+	}
+}
+
+// TestCommitCutOff: a commit whose connection is lost (the network, a
+// failover, pg_terminate_backend) has an outcome the client did not
+// hear; the store asks the database on a new connection
+// (pg_xact_status) and answers it: nil when the commit landed, so that a
+// refresh token rotated in it is handed out rather than reported failed
+// (the client's retry with the old one was then taken for reuse, which
+// revokes the grant), and store.ErrUnavailable (503, try again) when it
+// did not. It answered an error that was neither, 500, either way.
+func TestCommitCutOff(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		cut    func(p *stallProxy)
+		landed bool
+	}{
+		{"COMMIT lost on the way", func(p *stallProxy) { p.cutRequest.Store(true) }, false},
+		{"COMMIT's answer lost", func(p *stallProxy) { p.cutReply.Store(true) }, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := newStallProxy(t, pgtest.NewDatabase(t))
+			s := open(t, p.dsn+patient, postgres.Options{})
+			if err := put(s, "k", "before"); err != nil {
+				t.Fatal(err)
+			}
+			runs := 0
+			err := s.Update(context.Background(), func(tx store.Tx) error {
+				runs++
+				if err := tx.Put("b", "k", []byte("cut"), time.Time{}); err != nil {
+					return err
+				}
+				tt.cut(p) // the next message is the COMMIT, or its answer
+				return nil
+			})
+			want := "before"
+			if tt.landed {
+				want = "cut"
+				if err != nil {
+					t.Errorf("Update whose commit landed = %v, want nil", err)
+				}
+			} else if !errors.Is(err, store.ErrUnavailable) {
+				t.Errorf("Update whose commit did not land = %v, want store.ErrUnavailable", err)
+			}
+			if runs != 1 {
+				t.Errorf("fn ran %d times, want once (the outcome is the first run's)", runs)
+			}
+			if v, err := get(s, "k"); err != nil || v != want {
+				t.Errorf("Get after the cut = %q, %v; want %q", v, err, want)
+			}
+		})
 	}
 }
