@@ -367,38 +367,60 @@ func (i *Issuer) UpdateClientIfMatch(ctx context.Context, c Client, etags []stri
 	if err := i.checkClient(&c, true); err != nil {
 		return Client{}, "", err
 	}
-	var out Client
-	var tag string
-	err := i.store.Update(ctx, func(tx store.Tx) error {
-		clients := clientsIn(tx)
-		old, err := clients.get(c.ID)
+	// The update as the store is now: the stored client and c as it
+	// would be stored, or why it is refused.
+	updated := func(tx store.Tx) (old, cur *Client, err error) {
+		old, err = clientsIn(tx).get(c.ID)
 		if err != nil {
-			return entryErr("client", c.ID, err)
+			return nil, nil, entryErr("client", c.ID, err)
 		}
 		if old.Source != sourceAdmin {
-			return entryErr("client", c.ID, errSelfRegistered)
+			return nil, nil, entryErr("client", c.ID, errSelfRegistered)
 		}
 		if etags != nil && !slices.Contains(etags, ClientETag(*old)) {
-			return ErrClientChanged
+			return nil, nil, ErrClientChanged
 		}
-		cur := c // fn may run again: c stays as given
+		cur = new(Client)
+		*cur = c // fn may run again: c stays as given
 		cur.Source, cur.CreatedAt, cur.ExpiresAt = old.Source, old.CreatedAt, old.ExpiresAt
 		// Not in an admin client's registration; kept as they are.
 		cur.ApplicationType, cur.DPoPBoundAccessTokens = old.ApplicationType, old.DPoPBoundAccessTokens
 		if secretMethod(cur.TokenEndpointAuthMethod) {
 			if !secretMethod(old.TokenEndpointAuthMethod) {
-				return invalidEntry("client %q has no secret, and an update makes none: to give it one, remove the client and add it again (the answer holds the secret)", c.ID)
+				return nil, nil, invalidEntry("client %q has no secret, and an update makes none: to give it one, remove the client and add it again (the answer holds the secret)", c.ID)
 			}
 			cur.SecretHash = old.SecretHash
-			if err := validateClientAuth(&cur); err != nil {
-				return invalidEntry("client %q: %v", c.ID, err)
+			if err := validateClientAuth(cur); err != nil {
+				return nil, nil, invalidEntry("client %q: %v", c.ID, err)
 			}
 		}
-		if err := clients.put(&cur); err != nil {
+		return old, cur, nil
+	}
+	// A narrowing revokes every grant of the client: ahead, in batches,
+	// as removing the client does (revokeAhead), while the update is
+	// still one the store would make and still narrows.
+	err := i.revokeAhead(ctx, clientGrants(c.ID), func(tx store.Tx) error {
+		old, cur, err := updated(tx)
+		if err == nil && !registrationNarrowed(old, cur) {
+			return errNotNarrowed
+		}
+		return err
+	})
+	if err != nil && !errors.Is(err, errNotNarrowed) {
+		return Client{}, "", err
+	}
+	var out Client
+	var tag string
+	err = i.store.Update(ctx, func(tx store.Tx) error {
+		old, cur, err := updated(tx)
+		if err != nil {
+			return err
+		}
+		if err := clientsIn(tx).put(cur); err != nil {
 			return err
 		}
 		rv := i.revocation()
-		if registrationNarrowed(old, &cur) {
+		if registrationNarrowed(old, cur) {
 			if err := grantsIn(tx).revokeClient(c.ID, rv); err != nil {
 				return err
 			}
@@ -408,12 +430,15 @@ func (i *Issuer) UpdateClientIfMatch(ctx context.Context, c Client, etags []stri
 				return err
 			}
 		}
-		out, tag = cur, ClientETag(cur)
+		out, tag = *cur, ClientETag(*cur)
 		return nil
 	})
 	out.SecretHash = ""
 	return out, tag, err
 }
+
+// errNotNarrowed: the update revokes nothing (UpdateClientIfMatch).
+var errNotNarrowed = errors.New("the update does not narrow the client")
 
 // registrationNarrowed reports whether cur, a client's registration,
 // allows less than old in anything a grant, a token or a code rests on:

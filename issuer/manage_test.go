@@ -778,10 +778,11 @@ func TestUsableName(t *testing.T) {
 	}
 }
 
-// TestRefusedChangeRevokesNothing: a removal or re-keying the admin API
-// refuses (an id the store does not hold, a client or agent without a
-// secret to rotate) revokes none of the grants it would have revoked,
-// more than one batch of revokeAhead's among them.
+// TestRefusedChangeRevokesNothing: a removal, re-keying or narrowing the
+// admin API refuses (an id the store does not hold, a client or agent
+// without a secret to rotate, a client changed since read) revokes none
+// of the grants it would have revoked, more than one batch of
+// revokeAhead's among them.
 func TestRefusedChangeRevokesNothing(t *testing.T) {
 	const (
 		cimd   = "https://app.example/client.json" // a client the store does not hold
@@ -798,6 +799,11 @@ func TestRefusedChangeRevokesNothing(t *testing.T) {
 		{"unknown client removed", clientGrant(cimd), func(ctx context.Context, i *Issuer) error { return i.DeleteClient(ctx, cimd) }},
 		{"public client's secret rotated", clientGrant(public), func(ctx context.Context, i *Issuer) error {
 			_, err := i.RotateClientSecret(ctx, public)
+			return err
+		}},
+		{"narrowing of a client changed since read", clientGrant(public), func(ctx context.Context, i *Issuer) error {
+			_, _, err := i.UpdateClientIfMatch(ctx, Client{ID: public, RedirectURIs: []string{tRedirect}, TokenEndpointAuthMethod: "none",
+				Scopes: []string{"read"}}, []string{`"not its tag"`})
 			return err
 		}},
 		{"unknown agent removed", agentGrant("nobody"), func(ctx context.Context, i *Issuer) error { return i.DeleteAgent(ctx, "nobody") }},
@@ -867,6 +873,11 @@ func TestManyGrantsRevoked(t *testing.T) {
 		{"agent disabled", agentGrant(agent), func(ctx context.Context, e *testEnv) error { return e.iss.DisableAgent(ctx, agent) }},
 		{"agent secret rotated", agentGrant(agent), func(ctx context.Context, e *testEnv) error {
 			_, err := e.iss.RotateAgentSecret(ctx, agent)
+			return err
+		}},
+		{"client's scopes narrowed", clientGrant(client), func(ctx context.Context, e *testEnv) error {
+			_, err := e.iss.UpdateClient(ctx, Client{ID: client, TokenEndpointAuthMethod: authClientSecretBasic,
+				GrantTypes: []string{grantClientCredentials}, Scopes: []string{"read"}})
 			return err
 		}},
 		// A user revoking a connection on the connected apps page.
