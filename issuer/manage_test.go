@@ -851,10 +851,11 @@ func TestRefusedChangeRevokesNothing(t *testing.T) {
 // not the time taken, so that the test does not depend on the machine.
 func TestManyGrantsRevoked(t *testing.T) {
 	const (
-		grants = 400
-		user   = busyUser
-		client = busyClient
-		agent  = busyAgent
+		grants  = 400
+		user    = busyUser
+		client  = busyClient
+		agent   = busyAgent
+		idpUser = "corp:u-1"
 	)
 	for _, tt := range []struct {
 		name   string
@@ -895,6 +896,27 @@ func TestManyGrantsRevoked(t *testing.T) {
 		}},
 		{"configured agent left out", agentGrant(tAgent1), func(ctx context.Context, e *testEnv) error {
 			e.restart(e.store, func(c *Config) { c.Agents = c.Agents[1:] })
+			return e.iss.ApplyConfigChanges(ctx)
+		}},
+		// A reload that points the identity provider of a user it
+		// provisioned elsewhere.
+		{"user's identity provider re-pointed", userGrant(idpUser), func(ctx context.Context, e *testEnv) error {
+			corpAt := func(issuer string) envOption {
+				return func(c *Config) {
+					c.IdentityProviders = []IdentityProvider{{Name: "corp", Issuer: issuer, ClientID: "c", GroupMap: map[string][]string{"*": {"readers"}}}}
+				}
+			}
+			e.restart(e.store, corpAt("https://idp.example"))
+			if err := e.iss.ApplyConfigChanges(ctx); err != nil {
+				return err
+			}
+			err := e.store.Update(ctx, func(tx store.Tx) error {
+				return usersIn(tx).put(&User{Username: idpUser, Source: sourceIdP, IdentityProvider: "corp"})
+			})
+			if err != nil {
+				return err
+			}
+			e.restart(e.store, corpAt("https://other-idp.example"))
 			return e.iss.ApplyConfigChanges(ctx)
 		}},
 	} {

@@ -217,19 +217,21 @@ func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
 		if err := consentsIn(tx).deleteNaming(removed...); err != nil {
 			return err
 		}
-		for name, fp := range prev.IdentityProviders {
-			if now, kept := cur.IdentityProviders[name]; kept && now == fp {
-				continue
+		changed := providerChanges(prev, &cur)
+		var users []string
+		err = usersIn(tx).each(func(u *User) error {
+			if changed[u.IdentityProvider] {
+				users = append(users, u.Username)
 			}
-			err := usersIn(tx).each(func(u *User) error {
-				if u.IdentityProvider != name {
-					return nil
-				}
-				return signOutUser(tx, u.Username, rv)
-			})
-			if err != nil {
-				return err
-			}
+			return nil
+		})
+		if err == nil {
+			err = signOutUsers(tx, users, rv)
+		}
+		if err != nil {
+			return err
+		}
+		for name := range changed {
 			ended = append(ended, "identity_provider "+name)
 		}
 		return configs.put(i.URL(), &cur)
@@ -298,9 +300,9 @@ var errConfigApplied = errors.New("another configuration was applied meanwhile")
 // transaction: many of them (a configured service client taking a token
 // every 0.2 s holds 18,000) passed PostgreSQL's bound on one
 // transaction, and the configuration failed to load, the replaced secret
-// working on. It stops, leaving the rest to ApplyConfigChanges, when
-// another configuration was applied meanwhile. Users of a changed
-// identity provider are left to ApplyConfigChanges.
+// working on; and those of the users of an identity provider it removed
+// or re-pointed. It stops, leaving the rest to ApplyConfigChanges, when
+// another configuration was applied meanwhile.
 func (i *Issuer) revokeChangedAhead(ctx context.Context, cur *directorySnapshot) error {
 	var prev *directorySnapshot
 	err := i.store.View(ctx, func(tx store.Tx) (err error) {
@@ -323,8 +325,25 @@ func (i *Issuer) revokeChangedAhead(ctx context.Context, cur *directorySnapshot)
 		}
 		return nil
 	}
+	var sels []grantSelection
 	for _, c := range configChanges(prev, cur) {
-		err := i.revokeAhead(ctx, c.grants(), same)
+		sels = append(sels, c.grants())
+	}
+	if changed := providerChanges(prev, cur); len(changed) > 0 {
+		err := i.store.View(ctx, func(tx store.Tx) error {
+			return usersIn(tx).each(func(u *User) error {
+				if changed[u.IdentityProvider] {
+					sels = append(sels, userGrants(u.Username))
+				}
+				return nil
+			})
+		})
+		if err != nil {
+			return err
+		}
+	}
+	for _, sel := range sels {
+		err := i.revokeAhead(ctx, sel, same)
 		if errors.Is(err, errConfigApplied) || errors.Is(err, store.ErrNotFound) {
 			return nil
 		}
@@ -333,6 +352,18 @@ func (i *Issuer) revokeChangedAhead(ctx context.Context, cur *directorySnapshot)
 		}
 	}
 	return nil
+}
+
+// providerChanges are the identity providers cur removed or re-pointed
+// (another issuer or client_id) since prev, whose users are signed out.
+func providerChanges(prev, cur *directorySnapshot) map[string]bool {
+	out := map[string]bool{}
+	for name, fp := range prev.IdentityProviders {
+		if now, kept := cur.IdentityProviders[name]; !kept || now != fp {
+			out[name] = true
+		}
+	}
+	return out
 }
 
 // indexBatch is how many grants one transaction of indexGrants indexes.

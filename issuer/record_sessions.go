@@ -66,11 +66,16 @@ func (r sessionRecords) replace(oldID, id string, s *session) error {
 
 func (r sessionRecords) delete(id string) error { return r.t.delete(tokenKey(id)) }
 
-// deleteUser deletes the user's login sessions. Sessions are keyed by
-// their cookie, so this reads them all; it runs only on account changes.
-func (r sessionRecords) deleteUser(user string) error {
+// deleteUsers deletes the login sessions of users. Sessions are keyed by
+// their cookie, so this reads them all, once for every user; it runs
+// only on account changes.
+func (r sessionRecords) deleteUsers(users ...string) error {
+	of := map[string]bool{}
+	for _, u := range users {
+		of[u] = true
+	}
 	return r.t.list("", func(k string, s *session) error {
-		if s.User != user {
+		if s.User == "" || !of[s.User] {
 			return nil
 		}
 		return r.t.delete(k)

@@ -94,10 +94,24 @@ func (r userRecords) each(fn func(*User) error) error {
 // password holds nothing any more, and what they requested with it is
 // refused (record_epochs.go).
 func signOutUser(tx store.Tx, name string, rv revocation) error {
-	if err := sessionsIn(tx).deleteUser(name); err != nil {
+	return signOutUsers(tx, []string{name}, rv)
+}
+
+// signOutUsers is signOutUser for each of names, reading the sessions
+// once (sessionRecords.deleteUsers).
+func signOutUsers(tx store.Tx, names []string, rv revocation) error {
+	if len(names) == 0 {
+		return nil
+	}
+	if err := sessionsIn(tx).deleteUsers(names...); err != nil {
 		return err
 	}
-	return grantsIn(tx).revokeUser(name, rv)
+	for _, name := range names {
+		if err := grantsIn(tx).revokeUser(name, rv); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // forgetUser is what removing a user does: signOutUser, and its consents
