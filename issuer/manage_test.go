@@ -898,6 +898,11 @@ func TestManyGrantsRevoked(t *testing.T) {
 			e.restart(e.store, func(c *Config) { c.Agents = c.Agents[1:] })
 			return e.iss.ApplyConfigChanges(ctx)
 		}},
+		// A reload that finds grants an instance not reloaded yet issued
+		// under the credential it replaced (revokeReplacedGrants).
+		{"grants under a replaced credential", func(g *grant) { clientGrant(tConf)(g); g.Credential = "replaced" }, func(ctx context.Context, e *testEnv) error {
+			return e.iss.ApplyConfigChanges(ctx)
+		}},
 		// A reload that points the identity provider of a user it
 		// provisioned elsewhere.
 		{"user's identity provider re-pointed", userGrant(idpUser), func(ctx context.Context, e *testEnv) error {

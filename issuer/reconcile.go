@@ -458,17 +458,22 @@ func (i *Issuer) revokeReplacedGrants(ctx context.Context) error {
 	if err != nil || len(ids) == 0 {
 		return err
 	}
+	// In transactions of revokeBatch, as revokeAhead's: an instance not
+	// reloaded for long may have issued more than one transaction can
+	// revoke within the store's bound.
 	until := i.revokeUntil()
-	err = i.store.Update(ctx, func(tx store.Tx) error {
-		for _, id := range ids {
-			if err := grantsIn(tx).revoke(id, until); err != nil {
-				return err
+	for batch := range slices.Chunk(ids, revokeBatch) {
+		err := i.store.Update(ctx, func(tx store.Tx) error {
+			for _, id := range batch {
+				if err := grantsIn(tx).revoke(id, until); err != nil {
+					return err
+				}
 			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
-		return nil
-	})
-	if err != nil {
-		return err
 	}
 	i.sec.Info("grants issued under credentials the configuration replaced are revoked",
 		zap.Int("grants", len(ids)), zap.Strings("principals", principals))
