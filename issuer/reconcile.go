@@ -217,22 +217,23 @@ func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
 		if err := consentsIn(tx).deleteNaming(removed...); err != nil {
 			return err
 		}
-		changed := providerChanges(prev, &cur)
-		var users []string
-		err = usersIn(tx).each(func(u *User) error {
-			if changed[u.IdentityProvider] {
-				users = append(users, u.Username)
+		if changed := providerChanges(prev, &cur); len(changed) > 0 {
+			var users []string
+			err := usersIn(tx).each(func(u *User) error {
+				if changed[u.IdentityProvider] {
+					users = append(users, u.Username)
+				}
+				return nil
+			})
+			if err == nil {
+				err = signOutUsers(tx, users, rv)
 			}
-			return nil
-		})
-		if err == nil {
-			err = signOutUsers(tx, users, rv)
-		}
-		if err != nil {
-			return err
-		}
-		for name := range changed {
-			ended = append(ended, "identity_provider "+name)
+			if err != nil {
+				return err
+			}
+			for name := range changed {
+				ended = append(ended, "identity_provider "+name)
+			}
 		}
 		return configs.put(i.URL(), &cur)
 	})
