@@ -225,28 +225,34 @@ func (r grantRecords) revokeWhere(sel grantSelection, until time.Time) error {
 	return r.selected(sel.prefix, sel.match, func(g *grant) error { return r.revoke(g.ID, until) })
 }
 
-// revokeSome revokes the grants sel selects among the next limit
-// entries indexed under its prefix after the key from ("" for the
-// first), and returns the last key it read, from which the next call
-// goes on, and whether entries are left; none while the index is
-// incomplete (revokeWhere reads every grant then). It walks the index
-// with that key rather than from its front because entries it leaves
-// may lie there, as many as the principal has: grants that do not match
-// (delegated to a re-keyed agent, of another resource of a connection).
-// The entries of grants gone or revoked (by an earlier version, which
-// left them) it deletes.
+// revokeSome revokes up to limit of the grants sel selects indexed under
+// its prefix after the key from ("" for the first), reading at most
+// revokeReads times as many, and returns the last key it read, from
+// which the next call goes on, and whether entries are left; none while
+// the index is incomplete (revokeWhere reads every grant then). It walks
+// the index with that key rather than from its front because entries it
+// leaves may lie there, as many as the principal has: grants that do not
+// match (delegated to a re-keyed agent, of another resource of a
+// connection), which cost only a read each. The entries of grants gone
+// or revoked (by an earlier version, which left them) it deletes, each
+// counting as one revoked.
 func (r grantRecords) revokeSome(sel grantSelection, until time.Time, limit int, from string) (string, bool, error) {
 	store.MayRunAlone(r.t.tx)
 	index := grantIndexIn(r.t.tx)
 	if done, err := index.complete(); err != nil || !done {
 		return "", false, err
 	}
-	keys, more, err := index.after(sel.prefix, from, limit)
+	keys, more, err := index.after(sel.prefix, from, revokeReads*limit)
 	if err != nil {
 		return "", false, err
 	}
-	for _, k := range keys {
-		switch g, err := r.get(k[strings.LastIndexByte(k, 0)+1:]); {
+	n := 0
+	for read, k := range keys {
+		if n == limit {
+			return keys[read-1], true, nil
+		}
+		g, err := r.get(k[strings.LastIndexByte(k, 0)+1:])
+		switch {
 		case errors.Is(err, store.ErrNotFound):
 			err = index.t.delete(k)
 		case err != nil:
@@ -254,16 +260,23 @@ func (r grantRecords) revokeSome(sel grantSelection, until time.Time, limit int,
 			err = index.remove(g)
 		case sel.match(g):
 			err = r.revoke(g.ID, until)
+		default:
+			continue
 		}
 		if err != nil {
 			return "", false, err
 		}
+		n++
 	}
 	if len(keys) > 0 {
 		from = keys[len(keys)-1]
 	}
 	return from, more, nil
 }
+
+// revokeReads is how many entries revokeSome reads for each grant it may
+// revoke: a read costs a tenth of a revocation.
+const revokeReads = 10
 
 // Limits on the offline grants of one user (review s17-as F5): a code
 // redeemed with offline_access records a grant that lives as long as its
