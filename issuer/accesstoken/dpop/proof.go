@@ -244,7 +244,10 @@ func (v *Verifier) Check(values []string, req Request) (*Proof, error) {
 		if err := accesstoken.RefuseCritical(t); err != nil {
 			return nil, err
 		}
-		if typ, _ := t.Header["typ"].(string); typ != Type {
+		// A media type, read as RFC 7515 section 4.1.9 says: without
+		// case, and "application/" implied when absent (as accesstoken
+		// reads at+jwt).
+		if typ, _ := t.Header["typ"].(string); !strings.EqualFold(typ, Type) && !strings.EqualFold(typ, "application/"+Type) {
 			return nil, errors.New("typ")
 		}
 		var err error
