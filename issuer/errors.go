@@ -70,6 +70,11 @@ var (
 	ErrSlowDown                = &Error{Code: "slow_down", Status: http.StatusTooManyRequests}
 )
 
+// storeRetryAfter is the Retry-After of an answer the store could not
+// give: conflicts clear at once, and a database that is away stays away
+// for longer than a client should wait between tries.
+const storeRetryAfter = time.Second
+
 // protocolError is the protocol error to answer err with: err's *Error,
 // except that a store that could not run a transaction now (its database
 // unreachable, or conflicts past its retries; nothing was written) is
@@ -79,7 +84,9 @@ func protocolError(err error) *Error {
 	var e *Error
 	switch {
 	case errors.Is(err, store.ErrUnavailable):
-		return ErrTemporarilyUnavailable.WithDescription("the server's storage is busy or unreachable; retry later").Wrap(err)
+		e := ErrTemporarilyUnavailable.WithDescription("the server's storage is busy or unreachable; retry later").Wrap(err)
+		e.RetryAfter = storeRetryAfter
+		return e
 	case errors.As(err, &e):
 		return e
 	}

@@ -83,7 +83,8 @@ func (s *unavailableStore) Update(ctx context.Context, fn func(store.Tx) error) 
 }
 
 // TestStoreUnavailable: while the store cannot write, token requests
-// answer 503 temporarily_unavailable (not server_error), the admin API 503,
+// answer 503 temporarily_unavailable (not server_error) with Retry-After,
+// the admin API 503,
 // and nothing is issued; afterwards the same requests succeed.
 func TestStoreUnavailable(t *testing.T) {
 	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
@@ -104,8 +105,8 @@ func TestStoreUnavailable(t *testing.T) {
 	}
 	for _, r := range requests {
 		a := e.post(t, pathToken, r.form, r.basic)
-		if a.status != http.StatusServiceUnavailable || a.str("error") != "temporarily_unavailable" {
-			t.Errorf("%s while the store is down = %d %s, want 503 temporarily_unavailable", r.name, a.status, a.raw)
+		if a.status != http.StatusServiceUnavailable || a.str("error") != "temporarily_unavailable" || a.header.Get("Retry-After") != "1" {
+			t.Errorf("%s while the store is down = %d %s (Retry-After %q), want 503 temporarily_unavailable, Retry-After 1", r.name, a.status, a.raw, a.header.Get("Retry-After"))
 		}
 	}
 	if got := e.count(bucketGrants); got != grants {
