@@ -496,6 +496,12 @@ func classifyRedirect(s string, anyScheme bool) (redirectKind, error) {
 	if !plainHost(u.Hostname()) {
 		return bad("the host must be an ASCII DNS name (xn-- form) or a dotted IP address")
 	}
+	if cspSource(s) == "" {
+		// The sign-in and consent pages' form-action must name where
+		// they send the browser, and a CSP source names only letters,
+		// digits, '-' and '.' in a host: Chrome would block the redirect.
+		return bad("the host has a character a Content-Security-Policy cannot name ('_', say), so no browser would be let through to it")
+	}
 	switch u.Scheme {
 	case "https":
 		if u.Host == "" {

@@ -124,6 +124,8 @@ func TestRegisterValidation(t *testing.T) {
 		{"hex IPv4 host", `{"redirect_uris":["https://0x7f.1/cb"],"token_endpoint_auth_method":"none"}`, "invalid_redirect_uri"},
 		{"decimal IPv4 host", `{"redirect_uris":["https://2130706433/cb"],"token_endpoint_auth_method":"none"}`, "invalid_redirect_uri"},
 		{"short IPv4 host", `{"redirect_uris":["http://127.1/cb"],"token_endpoint_auth_method":"none"}`, "invalid_redirect_uri"},
+		{"underscore in the host", `{"redirect_uris":["https://my_app.example.com/cb"],"token_endpoint_auth_method":"none"}`, "invalid_redirect_uri"},
+		{"underscore in a loopback subdomain", `{"redirect_uris":["http://my_app.localhost:8080/cb"],"token_endpoint_auth_method":"none"}`, "invalid_redirect_uri"},
 		{"octal IPv4 host", `{"redirect_uris":["https://0177.0.0.01/cb"],"token_endpoint_auth_method":"none"}`, "invalid_redirect_uri"},
 		{"numeric last label", `{"redirect_uris":["https://evil.example.1/cb"],"token_endpoint_auth_method":"none"}`, "invalid_redirect_uri"},
 		{"fullwidth localhost", `{"redirect_uris":["https://ｌｏｃａｌｈｏｓｔ/cb"],"token_endpoint_auth_method":"none"}`, "invalid_redirect_uri"},
