@@ -432,6 +432,11 @@ func (rw *responseWriter) WriteHeader(code int) {
 	// from an error answer (4xx, 5xx), which passes unread; an event
 	// stream is ended on revocation whatever its status.
 	read := code >= 200 && code < 400 && code != http.StatusNoContent && code != http.StatusNotModified
+	if rw.cache && read {
+		// The HTTP answer is the caller's as its result is (rewritesCache),
+		// whether or not the result can be read to mark it.
+		markPrivate(h)
+	}
 	cts := h[hContentType]
 	ct := first(cts)
 	if anyEventStream(cts) {
@@ -771,8 +776,8 @@ func (rw *responseWriter) badGatewayMessage() string {
 	return "the upstream answer's task ids could not be rewritten"
 }
 
-// markPrivate keeps shared caches from serving one caller's filtered list
-// to another.
+// markPrivate keeps shared caches from serving one caller's answer (a
+// filtered list, a result with caching hints) to another.
 func markPrivate(h http.Header) {
 	h.Set("Cache-Control", "private")
 	h.Del("ETag")

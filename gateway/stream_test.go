@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -473,6 +474,8 @@ func TestCacheableResultsPrivate(t *testing.T) {
 			t.Run(tt.method+" "+tt.result+" "+as, func(t *testing.T) {
 				answer := `{"jsonrpc":"2.0","id":1,"result":` + tt.result + `}`
 				h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+					w.Header().Set("Cache-Control", "public, max-age=300")
+					w.Header().Set("ETag", `"v1"`)
 					if as == "events" {
 						w.Header().Set("Content-Type", "text/event-stream")
 						io.WriteString(w, "event: message\ndata: "+answer+"\n\n")
@@ -494,6 +497,10 @@ func TestCacheableResultsPrivate(t *testing.T) {
 				got := readBody(t, resp)
 				if resp.Header.Get("Content-Encoding") == "gzip" {
 					t.Fatalf("the answer came compressed: the gateway could not read it")
+				}
+				// The upstream's HTTP caching headers say public too.
+				if cc, etag := resp.Header.Values("Cache-Control"), resp.Header.Get("ETag"); !slices.Equal(cc, []string{"private"}) || etag != "" {
+					t.Errorf("Cache-Control %q, ETag %q; want private and none", cc, etag)
 				}
 				if as == "events" {
 					_, data, ok := strings.Cut(got, "data: ")
