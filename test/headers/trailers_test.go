@@ -284,19 +284,26 @@ func TestHeldEventKeepsWriteTimeout(t *testing.T) {
 	}
 }
 
-// startWithTimeouts starts Caddy with the servers' timeouts given (lines
-// of its timeouts block) and one site: mcp_issuer, a gateway allowing
-// every tool, and reverse_proxy to upstream with proxy in its block. It
-// returns the site's port and a token for its resource.
+// startWithTimeouts starts Caddy with the timeouts given (lines of a
+// timeouts block) on one site: a gateway allowing every tool, and
+// reverse_proxy to upstream with proxy in its block. The issuer is a site
+// of its own, on another port without them: the token's answer under a
+// 2 s write timeout failed on a machine busy with other packages' tests.
+// It returns the gateway site's port and a token for its resource.
 func startWithTimeouts(t *testing.T, timeouts, upstream, proxy string) (int, string) {
-	port := harness.FreePort(t)
-	issuer := fmt.Sprintf("http://127.0.0.1:%d", port)
-	harness.Start(t, globalOptions(t, issuer, "servers {\n\t\ttimeouts {\n\t\t\t"+timeouts+"\n\t\t}\n\t}")+fmt.Sprintf(`
-http://:%[3]d {
+	port, issuerPort := harness.FreePort(t), harness.FreePort(t)
+	issuer := fmt.Sprintf("http://127.0.0.1:%d", issuerPort)
+	site := fmt.Sprintf("http://127.0.0.1:%d", port)
+	harness.Start(t, globalOptions(t, issuer, fmt.Sprintf("servers 127.0.0.1:%d {\n\t\ttimeouts {\n\t\t\t%s\n\t\t}\n\t}", port, timeouts))+fmt.Sprintf(`
+http://:%[1]d {
 	bind 127.0.0.1
 	mcp_issuer
+}
+
+http://:%[3]d {
+	bind 127.0.0.1
 	mcp_gateway {
-		resource %[1]s/mcp
+		resource %[6]s/mcp
 		scope %[2]s
 		tool * %[2]s
 	}
@@ -304,19 +311,12 @@ http://:%[3]d {
 		%[5]s
 	}
 }
-`, issuer, scope, port, upstream, proxy))
+`, issuerPort, scope, port, upstream, proxy, site))
 	harness.WaitReady(t, issuer+"/.well-known/oauth-authorization-server")
-	s := &probeStack{resource: issuer + "/mcp", issuer: issuer}
-	// The token's answer is under the same short write timeout, which a
-	// busy machine (the race detector, other packages' tests) can pass:
-	// a few tries.
-	var err error
-	for range 3 {
-		var tok string
-		if tok, err = s.fetchToken(s.resource); err == nil {
-			return port, tok
-		}
+	s := &probeStack{resource: site + "/mcp", issuer: issuer}
+	tok, err := s.fetchToken(s.resource)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal(err)
-	return 0, ""
+	return port, tok
 }
