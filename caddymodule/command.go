@@ -469,6 +469,12 @@ func (c *cli) agentAdd() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			na.ID = args[0]
+			if cmd.Flags().Changed("max-depth") && na.MaxDepth == 0 {
+				// Sent as 0 it would be left out, the issuer's limit: written
+				// to allow no delegation, it would allow the most (the API
+				// refuses it too).
+				return fmt.Errorf("--max-depth 0: want at least 1 (left out, the issuer's limit, %d)", issuer.MaxDelegationDepth)
+			}
 			if jwksFile != "" {
 				b, err := readJWKS(jwksFile)
 				if err != nil {
@@ -492,7 +498,7 @@ func (c *cli) agentAdd() *cobra.Command {
 	f.StringVar(&jwksFile, "jwks", "", "File holding the agent's JWK Set (private_key_jwt)")
 	f.StringSliceVar(&na.AllowedClients, "allowed-client", nil, "Client whose users may delegate to the agent (repeatable; default any)")
 	f.StringSliceVar(&na.Scopes, "scope", nil, "Scope the agent may ever hold (repeatable; default any)")
-	f.IntVar(&na.MaxDepth, "max-depth", 0, "Longest act chain the agent may head (0: the issuer's limit)")
+	f.IntVar(&na.MaxDepth, "max-depth", 0, "Longest act chain the agent may head, at least 1 (default the issuer's limit)")
 	return cmd
 }
 

@@ -78,6 +78,10 @@ func TestCommand(t *testing.T) {
 		{"client add bad jwks file", "", []string{"client", "add", "k", "--jwks", "/nonexistent/jwks.json"}, "", "jwks:"},
 		{"agent add", "", []string{"agent", "add", "planner", "--name", "Planner", "--allowed-client", "configured", "--scope", "read", "--max-depth", "1"}, `"secret": "`, ""},
 		{"agent add bad depth", "", []string{"agent", "add", "deep", "--max-depth", "-1"}, "", "HTTP 400"},
+		// 0 would be left out of the request, the issuer's limit: written
+		// to allow no delegation, it would allow the most.
+		{"agent add depth 0", "", []string{"agent", "add", "flat", "--max-depth", "0"}, "", "--max-depth 0: want at least 1"},
+		{"agent add depth 0 added nothing", "", []string{"agent", "show", "flat"}, "", "HTTP 404"},
 		{"agent list", "", []string{"agent", "list"}, "planner   Planner", ""},
 		{"agent show", "", []string{"agent", "show", "planner"}, `"max_depth": 1`, ""},
 		{"agent disable", "", []string{"agent", "disable", "planner"}, "disabled agent planner", ""},
