@@ -348,6 +348,10 @@ func TestCompletionRef(t *testing.T) {
 		{"type beside a separator variant", "mcp prompts:read", `{"ty_pe":"ref/resource","type":"ref/prompt","name":"summary"}`, 400, codeInvalidParams},
 		{"ref beside a separator variant", "mcp prompts:read", `{"type":"ref/prompt","name":"summary"},"r_ef":{"type":"ref/prompt","name":"other"}`, 400, codeInvalidParams},
 		{"type not a string", "mcp prompts:read", `{"type":1,"name":"summary"}`, 400, codeInvalidParams},
+		// A variant up to a NUL, as the argument rules read names
+		// (mcpparse's loose folding): a decoder that keeps names as C
+		// strings reads "na_me\u0000x" as "na_me".
+		{"prompt name beside a separator variant up to a NUL", "mcp prompts:read", `{"type":"ref/prompt","Na_me\u0000x":"other","name":"summary"}`, 400, codeInvalidParams},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

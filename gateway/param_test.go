@@ -94,6 +94,7 @@ func TestParamHeaders(t *testing.T) {
 		{"value only in another case", true, call26("read_a", `{"REGION":"us-west1"}`), h26("read_a", map[string]string{"Region": "us-west1"}), 400, codeHeaderMismatch, nil},
 		{"value only as a separator variant", true, call26("read_a", `{"re_gion":"us-west1"}`), h26("read_a", map[string]string{"Region": "us-west1"}), 400, codeHeaderMismatch, nil},
 		{"value beside a separator variant", true, call26("read_a", `{"region":"us-west1","re-gion":"us-east1"}`), h26("read_a", map[string]string{"Region": "us-west1"}), 400, codeHeaderMismatch, nil},
+		{"value beside a separator variant up to a NUL", true, call26("read_a", `{"region":"us-west1","re-gion\u0000x":"us-east1"}`), h26("read_a", map[string]string{"Region": "us-west1"}), 400, codeHeaderMismatch, nil},
 		{"value null in the body", true, call26("read_a", `{"region":null}`), h26("read_a", map[string]string{"Region": "null"}), 400, codeHeaderMismatch, nil},
 		{"header the tool does not declare", true, call26("read_a", args), h26("read_a", with("Query", "x")), 400, codeHeaderMismatch, nil},
 		{"header on a tool without any", true, call26("read_b", `{"region":"us-west1"}`), h26("read_b", map[string]string{"Region": "us-west1"}), 400, codeHeaderMismatch, nil},

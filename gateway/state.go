@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 
 	"go.uber.org/zap"
 
@@ -89,7 +88,7 @@ func stateMember(raw []byte) (found bool, err error) {
 		return false, errors.New("params is not an object")
 	}
 	for k := range msg.Params {
-		if !mcpparse.SameName(stripSeparators(k), "requestState") {
+		if !mcpparse.SameLooseName(k, "requestState") {
 			continue
 		}
 		if k != "requestState" {
@@ -98,17 +97,6 @@ func stateMember(raw []byte) (found bool, err error) {
 		found = true
 	}
 	return found, nil
-}
-
-// stripSeparators is name without the underscores and dashes that some
-// decoders ignore in member names.
-func stripSeparators(name string) string {
-	return strings.Map(func(r rune) rune {
-		if r == '_' || r == '-' {
-			return -1
-		}
-		return r
-	}, name)
 }
 
 // bindRequestState checks the requestState of an authorized request and

@@ -432,14 +432,15 @@ func listenNotifications(raw []byte) (map[string]json.RawMessage, error) {
 // that match names case-insensitively (Go's json/v2 then ignores '-' and
 // '_' too) or, like the Python SDK's models, also by their snake_case
 // field names (resource_subscriptions, task_ids): more is refused, never
-// less. Two members that read as one are an error, since which a server
-// takes cannot be told.
+// less; up to a NUL, as decoders that keep names as C strings read them
+// (mcpparse.SameLooseName, as the argument rules compare). Two members
+// that read as one are an error, since which a server takes cannot be
+// told.
 func looseMember(n map[string]json.RawMessage, name string) (json.RawMessage, bool, error) {
 	var v json.RawMessage
 	found := false
-	name = stripSeparators(name)
 	for k, kv := range n {
-		if !strings.EqualFold(stripSeparators(k), name) {
+		if !mcpparse.SameLooseName(k, name) {
 			continue
 		}
 		if found {

@@ -62,6 +62,13 @@ func foldRune(r rune) rune {
 	}
 }
 
+// SameLooseName is SameName for decoders that also ignore '-' and '_'
+// (appendLooseFolded): "c_c", "C-C" and "cc\u0000x" read as "cc".
+func SameLooseName(a, b string) bool {
+	var x, y [64]byte
+	return bytes.Equal(appendLooseFolded(x[:0], []byte(a)), appendLooseFolded(y[:0], []byte(b)))
+}
+
 // SameName reports whether a JSON decoder may read member names a and b
 // as one: equal once case-folded as encoding/json folds them (see
 // appendFolded), "tasks" and "Taſks" say.

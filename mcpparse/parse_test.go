@@ -707,6 +707,27 @@ func TestSameName(t *testing.T) {
 	}
 }
 
+// TestSameLooseName: names a decoder that also ignores '-' and '_' may
+// read as one member.
+func TestSameLooseName(t *testing.T) {
+	for _, tt := range []struct {
+		a, b string
+		want bool
+	}{
+		{"requestState", "request_state", true},
+		{"requestState", "Request-State", true},
+		{"name", "Na_me\x00x", true}, // up to the NUL, as C strings end
+		{"name", "naſme", false},
+		{"name", "names", false},
+		{"name", "na_me_s", false},
+		{"name", "", false},
+	} {
+		if got := SameLooseName(tt.a, tt.b); got != tt.want {
+			t.Errorf("SameLooseName(%q, %q) = %v, want %v", tt.a, tt.b, got, tt.want)
+		}
+	}
+}
+
 // TestProtoNameRefused: a request with a member named __proto__, in any
 // object and however escaped, is refused (ErrProtoName), by the fast path
 // too: a JavaScript server that copies an object with Object.assign or a
