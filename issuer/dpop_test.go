@@ -10,9 +10,11 @@ import (
 	"net/url"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
@@ -210,6 +212,12 @@ func TestDPoPRefreshBindsFamily(t *testing.T) {
 	// thief learns nothing of it.
 	wantRefused(t, "the current token after that reuse, without a proof", refresh(tPublic, "", r.str("refresh_token"), nil), "invalid_dpop_proof")
 	wantRefused(t, "the current token after that reuse, with another key", refresh(tPublic, "", r.str("refresh_token"), mallory), "invalid_dpop_proof")
+	// Only while the issuer keeps the revoked family: its records end
+	// once no access token issued before the revocation is valid, and
+	// then the token is unknown, as one of an expired family is
+	// (README).
+	e.clock.Advance(e.iss.cfg.AccessTokenTTL + horizonSlack + accesstoken.Leeway + time.Second)
+	wantRefused(t, "the current token once the revoked family ended, without a proof", refresh(tPublic, "", r.str("refresh_token"), nil), "invalid_grant")
 
 	conf := tConf + ":" + tSecret
 	c := redeem(tConf, conf)
