@@ -29,7 +29,6 @@ type exchange struct {
 	rev     revision
 	upStart time.Time // when next was called
 	p       *principal
-	scheme  string // of the Authorization header: schemeBearer or schemeDPoP
 	body    []byte
 	msgs    []mcpparse.Message
 	batch   bool
@@ -60,6 +59,8 @@ type exchange struct {
 	// pinned: tool pinning is on, so every answer may be read for a
 	// tools list.
 	pinned bool
+	// dpop: the Authorization header's scheme is DPoP (authError.of).
+	dpop bool
 
 	// What a request needs along the way, allocated with the exchange:
 	// the decision of a single message, the URL, body and header edit of
@@ -171,7 +172,7 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next Next) (err 
 			// The client gets the refusal a new request would get now,
 			// not the proxy's error for a cancelled request (a 499 under
 			// Caddy).
-			rw.answerInstead(g.authRefusal(why.of(x.scheme)))
+			rw.answerInstead(g.authRefusal(why.of(x.dpop)))
 			err = nil
 			g.auditForwarded(x, rw.status, why.desc)
 			return
@@ -283,7 +284,7 @@ func (g *Gateway) admit(x *exchange) *refusal {
 	}
 
 	token, scheme, aerr := bearerToken(r)
-	x.scheme = scheme
+	x.dpop = scheme == schemeDPoP
 	if aerr == nil {
 		x.p, aerr = g.authenticate(r.Context(), token, x.start)
 	}
@@ -291,7 +292,7 @@ func (g *Gateway) admit(x *exchange) *refusal {
 		aerr = g.checkBinding(r, x.p, token, scheme)
 	}
 	if aerr != nil {
-		return g.authRefusal(aerr.of(scheme))
+		return g.authRefusal(aerr.of(x.dpop))
 	}
 	if unsupported != nil {
 		// Answered after authentication, which allows reading the body

@@ -151,12 +151,13 @@ type authError struct {
 	dpop bool
 }
 
-// of is e for a token presented with scheme: a DPoP request's token
-// failure is told in the DPoP challenge (RFC 9449 §7.1; RFC 6750 §3.1
-// for the scheme the request used), where a DPoP client reads it, and,
-// with require_dpop, the only challenge. A copy: errors are shared.
-func (e *authError) of(scheme string) *authError {
-	if scheme != schemeDPoP || e.dpop || e.code == "" {
+// of is e for a token presented with the DPoP scheme (dpop) or not: a
+// DPoP request's token failure is told in the DPoP challenge (RFC 9449
+// §7.1; RFC 6750 §3.1 for the scheme the request used), where a DPoP
+// client reads it, and, with require_dpop, the only challenge. A copy:
+// errors are shared.
+func (e *authError) of(dpop bool) *authError {
+	if !dpop || e.dpop || e.code == "" {
 		return e
 	}
 	c := *e
