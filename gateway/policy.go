@@ -780,20 +780,31 @@ func completionRef(raw []byte) (*reference, error) {
 	if !ok || json.Unmarshal(v, &members) != nil || members == nil {
 		return nil, errRef
 	}
-	ref := new(reference)
-	for name, dst := range map[string]**string{"name": &ref.Name, "uri": &ref.URI} {
+	// member is a string member of the ref, nil when absent.
+	member := func(name string) (*string, error) {
 		v, ok, err := looseMember(members, name)
-		if err != nil {
+		if err != nil || !ok {
 			return nil, err
 		}
-		if ok && json.Unmarshal(v, dst) != nil {
+		var s string
+		if len(v) == 0 || v[0] != '"' || json.Unmarshal(v, &s) != nil {
 			return nil, fmt.Errorf("params.ref.%s is not a string", name)
 		}
+		return &s, nil
 	}
-	if v, ok, err := looseMember(members, "type"); err != nil {
+	ref := new(reference)
+	typ, err := member("type")
+	if err != nil {
 		return nil, err
-	} else if ok && json.Unmarshal(v, &ref.Type) != nil {
-		return nil, errors.New("params.ref.type is not a string")
+	}
+	if typ != nil {
+		ref.Type = *typ
+	}
+	if ref.Name, err = member("name"); err != nil {
+		return nil, err
+	}
+	if ref.URI, err = member("uri"); err != nil {
+		return nil, err
 	}
 	return ref, nil
 }
