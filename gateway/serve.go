@@ -599,7 +599,7 @@ func (g *Gateway) classify(x *exchange) *refusal {
 	if !x.rev.clientAnswers() && msgs[0].Kind == mcpparse.KindResponse {
 		return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "clients do not send responses in protocol version " + x.rev.String(), id: msgs[0].ID}
 	}
-	if x.rev.hasSessions() && x.session == "" {
+	if x.session == "" {
 		if f := sessionlessMessages(msgs, batch, x.rev); f != nil {
 			return f
 		}
@@ -631,7 +631,7 @@ func (g *Gateway) classify(x *exchange) *refusal {
 	return g.bindRequestState(x)
 }
 
-// sessionlessMessages refuses, in a 2025 request without a session, the
+// sessionlessMessages refuses, in a request without a session, the
 // messages that speak of the state of one session: a client's answer to a
 // server's request (sampling, elicitation, roots), and the client
 // notifications that name a request (cancelled), a progress token
@@ -656,22 +656,43 @@ func (g *Gateway) classify(x *exchange) *refusal {
 // it takes the connection for broken and fails every later call
 // (TestStatelessClientCancelsThroughGateway). Such an upstream has
 // nothing in flight to cancel anyway.
+//
+// 2026-07-28 has no sessions and defines no client notification over
+// Streamable HTTP: closing the answer's event stream cancels a call, and
+// notifications/cancelled is for stdio. One sent over HTTP names a call
+// by its JSON-RPC id alone, so an upstream bridging to one stdio server
+// for every caller would cancel whichever caller's call has that id: it
+// is dropped (or refused) likewise.
 func sessionlessMessages(msgs []mcpparse.Message, batch bool, rev revision) *refusal {
 	for i := range msgs {
 		m := &msgs[i]
 		switch {
 		case m.Kind == mcpparse.KindResponse:
 			return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "a response to a server's request needs the Mcp-Session-Id of the session that asked", id: m.ID}
-		case m.Method == "logging/setLevel":
+		case m.Method == "logging/setLevel" && rev.hasSessions():
 			return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "logging/setLevel sets the level of a session: send the session's Mcp-Session-Id", id: m.ID}
 		case strings.HasPrefix(m.Method, "notifications/") && m.Method != "notifications/initialized" && rev.defines(m.Method):
-			if !batch && m.ID == nil {
-				return &refusal{status: http.StatusAccepted, message: m.Method + " speaks of a session: dropped without the session's Mcp-Session-Id"}
-			}
-			return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: m.Method + " speaks of a session: send the session's Mcp-Session-Id", id: m.ID}
+			return sessionNotification(m, batch, rev)
 		}
 	}
 	return nil
+}
+
+// sessionNotification drops a lone client notification sessionlessMessages
+// names (202) and refuses one with an id or in a batch (400).
+func sessionNotification(m *mcpparse.Message, batch bool, rev revision) *refusal {
+	lone := !batch && m.ID == nil
+	if !rev.hasSessions() {
+		why := m.Method + " is not sent over HTTP in " + rev.String() + " (closing the answer's event stream cancels a call)"
+		if lone {
+			return &refusal{status: http.StatusAccepted, message: why + ": dropped"}
+		}
+		return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: why, id: m.ID}
+	}
+	if lone {
+		return &refusal{status: http.StatusAccepted, message: m.Method + " speaks of a session: dropped without the session's Mcp-Session-Id"}
+	}
+	return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: m.Method + " speaks of a session: send the session's Mcp-Session-Id", id: m.ID}
 }
 
 // decideRefusal answers a message decide refused before any rule. An

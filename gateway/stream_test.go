@@ -669,7 +669,8 @@ func TestResumeBoundToSession(t *testing.T) {
 // review s13-sse F2) or a client notification but
 // notifications/initialized (400). The stateless flows (initialize,
 // notifications/initialized, requests) pass, as does all of it in a
-// session of the caller's, on the base scopes, and 2026-07-28 as before.
+// session of the caller's, on the base scopes. In 2026-07-28, which has no
+// sessions, notifications/cancelled is dropped (or refused) likewise.
 func TestSessionlessRefused(t *testing.T) {
 	h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost && !strings.Contains(r.Header.Get("Mcp-Method"), "notifications/") {
@@ -683,6 +684,13 @@ func TestSessionlessRefused(t *testing.T) {
 	sid := sessionFor(t, h.g, alice)
 	v25 := func(extra ...string) map[string]string {
 		m := map[string]string{"MCP-Protocol-Version": "2025-11-25"}
+		for i := 0; i+1 < len(extra); i += 2 {
+			m[extra[i]] = extra[i+1]
+		}
+		return m
+	}
+	v26 := func(extra ...string) map[string]string {
+		m := map[string]string{"MCP-Protocol-Version": "2026-07-28"}
 		for i := 0; i+1 < len(extra); i += 2 {
 			m[extra[i]] = extra[i+1]
 		}
@@ -726,7 +734,11 @@ func TestSessionlessRefused(t *testing.T) {
 		{"notifications/cancelled in a session", call{body: cancelled, token: alice, headers: v25("Mcp-Session-Id", sid)}, 0, 0, "", ""},
 		{"elicitation answer in a session", call{body: answer, token: alice, headers: v25("Mcp-Session-Id", sid)}, 0, 0, "", ""},
 		{"logging/setLevel in a session", call{body: `{"jsonrpc":"2.0","id":7,"method":"logging/setLevel","params":{"level":"debug"}}`, token: alice, headers: v25("Mcp-Session-Id", sid)}, 0, 0, "", ""},
-		{"notifications/cancelled 2026-07-28", call{body: cancelled, token: alice, headers: map[string]string{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "notifications/cancelled"}}, 0, 0, "", ""},
+		// 2026-07-28 cancels by closing the answer's stream; the
+		// notification is for stdio, and over HTTP names a call by id
+		// alone.
+		{"notifications/cancelled 2026-07-28", call{body: cancelled, token: alice, headers: v26("Mcp-Method", "notifications/cancelled")}, 202, 0, "", "notifications/cancelled is not sent over HTTP in 2026-07-28 (closing the answer's event stream cancels a call): dropped"},
+		{"notifications/cancelled 2026-07-28 with an id", call{body: `{"jsonrpc":"2.0","id":5,"method":"notifications/cancelled","params":{"requestId":1}}`, token: alice, headers: v26("Mcp-Method", "notifications/cancelled")}, 400, codeInvalidRequest, "5", "notifications/cancelled is not sent over HTTP in 2026-07-28 (closing the answer's event stream cancels a call)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
