@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -784,7 +785,17 @@ func readAdminJSON(r *http.Request, dst any) error {
 	if err := checkAdminContentType(r); err != nil {
 		return err
 	}
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxAdminBody+1))
+	b, err := io.ReadAll(io.LimitReader(r.Body, maxAdminBody+1))
+	if err != nil {
+		return adminErr(http.StatusBadRequest, fmt.Errorf("request body: %w", err))
+	}
+	// encoding/json keeps the last of a repeated name and matches names
+	// without case: the operator's tooling could read another body than
+	// this server does. (Any other fault the decoder reports below.)
+	if err := checkMemberNames(b, dst); errors.Is(err, errMemberNames) {
+		return adminErr(http.StatusBadRequest, fmt.Errorf("request body: %w", err))
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
 		var te *json.UnmarshalTypeError

@@ -146,6 +146,13 @@ func TestAdminUsers(t *testing.T) {
 		{"add array", "POST", "/mcp-auth/users", `[]`, 400, "want a JSON object"},
 		{"add two values", "POST", "/mcp-auth/users", `{"username":"dan","password":"dan password"} {}`, 400, "more than one JSON value"},
 		{"add not json", "POST", "/mcp-auth/users", `username=dan`, 400, "request body"},
+		// encoding/json keeps the last of repeated names and matches
+		// names without case: what the operator's tooling and this
+		// server read would differ.
+		{"add name twice", "POST", "/mcp-auth/users", `{"username":"dan","password":"dan password","username":"alice"}`, 400, "a member name is repeated"},
+		{"add name in two cases", "POST", "/mcp-auth/users", `{"username":"dan","password":"dan password","Password":"other password"}`, 400, "a member name is repeated, or differs from a known one only in case"},
+		{"add name in another case", "POST", "/mcp-auth/users", `{"USERNAME":"dan","password":"dan password"}`, 400, "a member name is repeated, or differs from a known one only in case"},
+		{"refusals added nothing", "GET", "/mcp-auth/users/dan", "", 404, ""},
 		{"show", "GET", "/mcp-auth/users/bob", "", 200, `"name":"Bob"`},
 		{"show unknown", "GET", "/mcp-auth/users/zed", "", 404, "not found"},
 		{"set password", "PUT", "/mcp-auth/users/bob/password", `{"password":"new password"}`, 204, ""},
@@ -406,6 +413,9 @@ func TestAdminAgents(t *testing.T) {
 		{"add depth 0", "POST", "/mcp-auth/agents", `{"agent_id":"shallow","max_depth":0}`, 400, "max_depth 0: want at least 1"},
 		{"depth 0 added nothing", "GET", "/mcp-auth/agents/shallow", "", 404, ""},
 		{"add no id", "POST", "/mcp-auth/agents", `{}`, 400, "agent_id is required"},
+		{"add depth in two cases", "POST", "/mcp-auth/agents", `{"agent_id":"deep","max_depth":1,"Max_Depth":9}`, 400, "a member name is repeated, or differs from a known one only in case"},
+		{"add scopes in another case", "POST", "/mcp-auth/agents", `{"agent_id":"deep","Scopes":["read"]}`, 400, "a member name is repeated, or differs from a known one only in case"},
+		{"refusals added nothing", "GET", "/mcp-auth/agents/deep", "", 404, ""},
 		{"list", "GET", "/mcp-auth/agents", "", 200, `"agent_id":"keyed"`},
 		{"show", "GET", "/mcp-auth/agents/planner", "", 200, `"allowed_clients":["configured"]`},
 		{"show unknown", "GET", "/mcp-auth/agents/nope", "", 404, ""},

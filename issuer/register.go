@@ -280,13 +280,7 @@ func decodeJSONObject(b []byte, v any) error {
 // so another reader of the same document, an auditor's or the client's
 // own, could see other redirect URIs than this server does.
 func checkMemberNames(b []byte, v any) error {
-	var known []string
-	t := reflect.TypeOf(v).Elem()
-	for i := range t.NumField() {
-		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); name != "" && name != "-" {
-			known = append(known, name)
-		}
-	}
+	known := jsonNames(reflect.TypeOf(v).Elem(), nil)
 	d := jsontext.NewDecoder(bytes.NewReader(b)) // refuses duplicate names
 	for {
 		tok, err := d.ReadToken()
@@ -314,6 +308,26 @@ func checkMemberNames(b []byte, v any) error {
 			}
 		}
 	}
+}
+
+// jsonNames appends the member names encoding/json reads into struct t:
+// its fields' json names (an untagged exported field's Go name), and
+// those of an untagged embedded struct, whose fields it promotes.
+func jsonNames(t reflect.Type, names []string) []string {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		switch {
+		case name == "-":
+		case name == "" && f.Anonymous && f.Type.Kind() == reflect.Struct:
+			names = jsonNames(f.Type, names)
+		case name != "":
+			names = append(names, name)
+		case f.IsExported():
+			names = append(names, f.Name)
+		}
+	}
+	return names
 }
 
 // validateRegistration checks DCR metadata and returns the client to store
