@@ -10,6 +10,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -568,10 +569,11 @@ func (g *Gateway) readBody(x *exchange) *refusal {
 	}
 	if n := x.r.ContentLength; n >= 0 {
 		// net/http stops the body at Content-Length.
-		x.body = make([]byte, n)
-		if _, err := io.ReadFull(x.r.Body, x.body); err != nil {
+		body, err := readDeclared(x.r.Body, n)
+		if err != nil {
 			return unreadable()
 		}
+		x.body = body
 		return nil
 	}
 	body, err := io.ReadAll(io.LimitReader(x.r.Body, limit+1))
@@ -583,6 +585,34 @@ func (g *Gateway) readBody(x *exchange) *refusal {
 	}
 	x.body = body
 	return nil
+}
+
+// bodyFirstRead is how much of a declared body is allocated before any of
+// it arrives.
+const bodyFirstRead = 16 << 10
+
+// readDeclared reads exactly n bytes, the body's Content-Length, into a
+// buffer that grows with what arrives: allocated whole ahead, n bytes
+// declared and none sent held n bytes for as long as the client kept its
+// connection (no read timeout by default), so a thousand connections of
+// headers held a thousand times max_body_size. A body of at most
+// bodyFirstRead bytes still costs one allocation of its size.
+func readDeclared(r io.Reader, n int64) ([]byte, error) {
+	b := make([]byte, 0, min(n, bodyFirstRead))
+	for int64(len(b)) < n {
+		if len(b) == cap(b) {
+			b = slices.Grow(b, int(min(n-int64(len(b)), int64(len(b)))))
+		}
+		m, err := r.Read(b[len(b):min(int64(cap(b)), n)])
+		b = b[:len(b)+m]
+		if err == io.EOF && int64(len(b)) < n {
+			return nil, io.ErrUnexpectedEOF
+		}
+		if err != nil && err != io.EOF {
+			return nil, err
+		}
+	}
+	return b, nil
 }
 
 // classify parses the body strictly, checks the 2026-07-28 headers and

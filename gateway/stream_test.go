@@ -590,6 +590,71 @@ func TestBodyLimit(t *testing.T) {
 	}
 }
 
+// stalledBody is a request body that blocks in its first Read until
+// released, saying when that Read began.
+type stalledBody struct {
+	reading chan<- struct{}
+	release <-chan struct{}
+}
+
+func (b *stalledBody) Read([]byte) (int, error) {
+	b.reading <- struct{}{}
+	<-b.release
+	return 0, io.ErrUnexpectedEOF
+}
+
+func (*stalledBody) Close() error { return nil }
+
+// TestDeclaredBodyNotHeldAhead: the memory held for a request's body grows
+// with the bytes that arrive, not with the Content-Length the client
+// declares: a caller that declares max_body_size and sends nothing (a
+// thousand connections, each ~700 bytes of headers) held max_body_size
+// per connection for as long as it kept the connection open (no read
+// timeout by default).
+func TestDeclaredBodyNotHeldAhead(t *testing.T) {
+	const (
+		limit = 8 << 20
+		conns = 8
+	)
+	cfg := testConfig(t)
+	cfg.MaxBodySize = limit
+	g := newGateway(t, cfg)
+	token := mint(t, claims())
+	next := NextFunc(func(http.ResponseWriter, *http.Request) error { return nil })
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	before := heap()
+	reading, release := make(chan struct{}), make(chan struct{})
+	done := make(chan struct{})
+	for range conns {
+		req := httptest.NewRequest(http.MethodPost, testResource, nil)
+		req.Body = &stalledBody{reading: reading, release: release}
+		req.ContentLength = limit
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Authorization", "Bearer "+token)
+		go func() {
+			defer func() { done <- struct{}{} }()
+			g.Serve(httptest.NewRecorder(), req, next)
+		}()
+	}
+	for range conns {
+		<-reading
+	}
+	held := int64(heap()) - int64(before)
+	close(release)
+	for range conns {
+		<-done
+	}
+	if held > conns<<20 {
+		t.Errorf("%d requests declaring %d bytes, none sent, hold %d bytes; want what arrived, not what was declared", conns, limit, held)
+	}
+}
+
 // TestResumeBoundToSession: a stream resumption (GET with Last-Event-ID)
 // reaches the upstream only inside a session bound to the caller (a GET
 // without one is refused as TestSessionlessRefused shows), so an
