@@ -146,6 +146,9 @@ type responseWriter struct {
 	tasks    bool // wrap the task ids of a 2026-07-28 answer
 	states   bool // wrap the requestState of a 2026-07-28 answer (state.go)
 	cache    bool // mark a 2026-07-28 cacheable result private (rewritesCache)
+	// contents: take out of a resources/read answer the contents the
+	// caller's resource rules refuse (checksContents).
+	contents bool
 
 	wroteHeader bool
 	mode        writeMode
@@ -199,7 +202,7 @@ func (rw *responseWriter) hold(n int) bool {
 
 // responseWriter readies the exchange's writer to next.
 func (x *exchange) responseWriter(w http.ResponseWriter, g *Gateway) *responseWriter {
-	x.rw = responseWriter{w: w, g: g, x: x, tasks: x.rewritesTasks(), states: x.rewritesStates(), cache: x.rewritesCache(), initIDs: x.initializeIDs()}
+	x.rw = responseWriter{w: w, g: g, x: x, tasks: x.rewritesTasks(), states: x.rewritesStates(), cache: x.rewritesCache(), contents: g.checksContents(x), initIDs: x.initializeIDs()}
 	h := w.Header()
 	for i, k := range hostFields {
 		if v := h[k]; len(v) > 0 {
@@ -280,14 +283,14 @@ func (x *exchange) initializeIDs() [][]byte {
 // and passed unchanged where it cannot: task ids to wrap, an initialize
 // result's tasks capability to remove, caching hints to mark private.
 func (rw *responseWriter) rewrites() bool {
-	return rw.tasks || rw.states || rw.cache || rw.initIDs != nil
+	return rw.tasks || rw.states || rw.cache || rw.contents || rw.initIDs != nil
 }
 
 // rewritesJSON is rewrites for a JSON answer b, one message or batch
 // answer read whole: a requestState to wrap, or caching hints to mark
 // private, must be named in it.
 func (rw *responseWriter) rewritesJSON(b []byte) bool {
-	return rw.tasks || rw.initIDs != nil || rw.states && mayName(b, "requeststate") || rw.cache && cachingHints(b)
+	return rw.tasks || rw.contents || rw.initIDs != nil || rw.states && mayName(b, "requeststate") || rw.cache && cachingHints(b)
 }
 
 // rewritesCache reports whether the answer is a 2026-07-28 result that
@@ -444,7 +447,7 @@ func (rw *responseWriter) WriteHeader(code int) {
 	}
 	// watch: the answer is read for a tools list (a filter, or pinning);
 	// with task ids to wrap only, an answer that cannot be read passes.
-	watch := rw.filter != nil || rw.x.pinned
+	watch := rw.filter != nil || rw.x.pinned || rw.contents
 	if (watch || rw.rewrites()) && read {
 		mt := mediaType(ct)
 		switch {
@@ -501,7 +504,7 @@ func (rw *responseWriter) WriteHeader(code int) {
 			rw.sse = mcpparse.NewSplitter(maxFilteredBody)
 			return
 		default:
-			if rw.filter != nil {
+			if !rw.passUnwrapped() {
 				rw.mode = modeRefuse
 				return
 			}
@@ -526,13 +529,14 @@ func anyEventStream(cts []string) bool {
 }
 
 // passUnwrapped reports whether an answer whose task ids cannot be
-// rewritten may pass unchanged: when no tools/list filter applies. An
+// rewritten may pass unchanged: when no tools/list filter and no check of
+// a resources/read answer's contents applies. An
 // upstream task id the client sees unwrapped names no task through the
 // gateway (follow-ups must carry a wrapped id, and 2025 task requests
 // need a bound session), so this costs the client a usable id, never
-// another caller's task; the tools/list filter, which hides tools, fails
-// closed instead.
-func (rw *responseWriter) passUnwrapped() bool { return rw.filter == nil }
+// another caller's task; the tools/list filter, which hides tools, and
+// the contents check fail closed instead.
+func (rw *responseWriter) passUnwrapped() bool { return rw.filter == nil && !rw.contents }
 
 // optional reports whether the answer is read only to wrap task ids or a
 // request state, so that one too large to read or hold passes unchanged:
@@ -770,6 +774,8 @@ func (rw *responseWriter) badGatewayMessage() string {
 		return "the upstream answered with a redirect, which the gateway does not pass: clients would follow it to an answer it cannot check"
 	case rw.filter != nil:
 		return "the upstream tools/list answer could not be filtered"
+	case rw.contents:
+		return "the upstream resources/read answer's contents could not be checked against the resource rules"
 	case rw.x.pinned:
 		return "the upstream answer could not be checked for tool definitions"
 	}
@@ -936,6 +942,12 @@ func (rw *responseWriter) filterMessage(m *mcpparse.Message, anyList bool) ([]by
 			return nil, err
 		}
 	}
+	if rw.contents && m.Kind == mcpparse.KindResponse {
+		var err error
+		if out, err = rw.g.checkContents(rw.x.p, out); err != nil {
+			return nil, err
+		}
+	}
 	if rw.initIDs != nil && m.Kind == mcpparse.KindResponse && (rw.initOnly || containsID(rw.initIDs, m.ID)) {
 		var err error
 		if out, err = stripTasksCapability(out); err != nil {
@@ -1008,6 +1020,101 @@ func stripTasksCapability(msg []byte) ([]byte, error) {
 		}
 		return changed, nil
 	})
+}
+
+// checksContents reports whether the answer's contents are checked: the
+// request has a resources/read (a notification too, which a lenient
+// server may answer) and some resource rule refuses the caller. A read
+// may be answered with the contents of other URIs than its own (a
+// collection resolving into its items, which MCP allows), and a caller
+// allowed file:/// must not get file:///secret/'s that way.
+func (g *Gateway) checksContents(x *exchange) bool {
+	for i := range x.msgs {
+		if m := &x.msgs[i]; m.Kind != mcpparse.KindResponse && m.Method == "resources/read" {
+			return g.policy.refusesSomeResource(x.p)
+		}
+	}
+	return false
+}
+
+// checkContents takes out of a response's result.contents the contents
+// whose uri p's resource rules refuse, as a resources/read of that uri
+// would be decided (checkURI, decideURI). What cannot be judged is an
+// error, which fails the answer: a content that is not an object, has no
+// uri or one that is not a string, and a member a client may read as
+// contents or uri but spelt otherwise (in case, with '-' or '_', cut at a
+// NUL). msg was read strictly (no member twice), so encoding/json reads
+// the same members.
+func (g *Gateway) checkContents(p *principal, msg []byte) ([]byte, error) {
+	return editResult(msg, func(result map[string]json.RawMessage) (bool, error) {
+		changed := false
+		for name, v := range result {
+			if !mcpparse.SameLooseName(name, "contents") {
+				continue
+			}
+			if name != "contents" {
+				return false, fmt.Errorf("result member %q may be read as contents", name)
+			}
+			var items []json.RawMessage
+			if err := json.Unmarshal(v, &items); err != nil {
+				return false, errors.New("result.contents is not an array")
+			}
+			kept := items[:0]
+			for _, it := range items {
+				uri, err := contentURI(it)
+				if err != nil {
+					return false, err
+				}
+				if g.mayRead(p, uri) {
+					kept = append(kept, it)
+				}
+			}
+			if len(kept) == len(items) {
+				continue
+			}
+			b, err := json.Marshal(kept)
+			if err != nil {
+				return false, err
+			}
+			result[name], changed = b, true
+		}
+		return changed, nil
+	})
+}
+
+// contentURI is the uri of one of a resources/read result's contents.
+func contentURI(item json.RawMessage) (string, error) {
+	var members map[string]json.RawMessage
+	if json.Unmarshal(item, &members) != nil {
+		return "", errors.New("a content of result.contents is not an object")
+	}
+	uri, found := "", false
+	for k, v := range members {
+		if !mcpparse.SameLooseName(k, "uri") {
+			continue
+		}
+		if k != "uri" {
+			return "", fmt.Errorf("content member %q may be read as uri", k)
+		}
+		if len(v) == 0 || v[0] != '"' || json.Unmarshal(v, &uri) != nil {
+			return "", errors.New("a content's uri is not a string")
+		}
+		found = true
+	}
+	if !found {
+		return "", errors.New("a content of result.contents has no uri")
+	}
+	return uri, nil
+}
+
+// mayRead reports whether p may read uri: a resources/read of it would be
+// allowed.
+func (g *Gateway) mayRead(p *principal, uri string) bool {
+	if checkURI(uri) != nil {
+		return false
+	}
+	d, err := g.policy.decideURI(p, uri)
+	return err == nil && d.allow
 }
 
 // encoded reports whether a request or an answer has a content coding

@@ -43,19 +43,25 @@ func TestToolsListAcceptEncoding(t *testing.T) {
 	})
 	resp := h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, token: mint(t, claims()),
 		headers: map[string]string{"Accept-Encoding": "gzip"}})
-	raw := readBody(t, resp)
-	body := raw
-	if resp.Header.Get("Content-Encoding") == "gzip" {
-		zr, err := gzip.NewReader(strings.NewReader(raw))
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(zr)
-		body = string(b)
-	}
+	body := decoded(t, resp, readBody(t, resp))
 	if resp.StatusCode != 200 || !strings.Contains(body, "read_a") || strings.Contains(body, "delete_all") {
 		t.Errorf("tools/list with Accept-Encoding gzip = %d %q, want 200 with read_a only", resp.StatusCode, body)
 	}
+}
+
+// decoded is body as sent before the Content-Encoding gzip of resp, if
+// it has one.
+func decoded(t *testing.T, resp *http.Response, body string) string {
+	t.Helper()
+	if resp.Header.Get("Content-Encoding") != "gzip" {
+		return body
+	}
+	zr, err := gzip.NewReader(strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(zr)
+	return string(b)
 }
 
 // TestToolsListEvasions: upstream answers shaped to slip a tools/list
@@ -114,6 +120,77 @@ func TestToolsListEvasions(t *testing.T) {
 				t.Errorf("answer = %d %q, want delete_all filtered out", resp.StatusCode, body)
 			}
 		})
+	}
+}
+
+// TestReadContentsFiltered: a resources/read answer may hold contents of
+// other URIs than the one read (a collection resolving into its items, a
+// pattern MCP supports), so the contents of a URI the caller's rules
+// refuse are taken out, as a tools/list answer's tools are: with
+// file:/// open to files:read and file:///secret/ needing files:secret, a
+// read of file:///docs/ that the upstream answered with the contents of
+// file:///secret/key handed them to a caller without files:secret. A
+// content the gateway cannot judge (no uri, a uri that is not a string,
+// a member a client may read as uri or contents) fails the answer (502).
+func TestReadContentsFiltered(t *testing.T) {
+	const secret = `{"uri":"file:///secret/key","text":"TOPSECRET"}`
+	const public = `{"uri":"file:///docs/a","text":"public"}`
+	tests := []struct {
+		name     string
+		contents string // result.contents' items, or the whole result when it starts with {
+		scope    string
+		status   int
+		want     string // in the answer ("" when refused)
+	}{
+		{"another URI's contents", public + `,` + secret, "mcp files:read", 200, "public"},
+		{"only another URI's", secret, "mcp files:read", 200, `"contents":[]`},
+		{"dot segments", public + `,{"uri":"file:///docs/../secret/key","text":"TOPSECRET"}`, "mcp files:read", 200, "public"},
+		{"case of the scheme", public + `,{"uri":"FILE:///secret/key","text":"TOPSECRET"}`, "mcp files:read", 200, "public"},
+		{"URI variant", public + `,{"URI":"file:///secret/key","text":"TOPSECRET"}`, "mcp files:read", 502, ""},
+		{"uri and a variant", `{"uri":"file:///docs/b","u_ri":"file:///secret/key","text":"TOPSECRET"}`, "mcp files:read", 502, ""},
+		{"no uri", `{"text":"TOPSECRET"}`, "mcp files:read", 502, ""},
+		{"uri not a string", `{"uri":["file:///secret/key"],"text":"TOPSECRET"}`, "mcp files:read", 502, ""},
+		{"item not an object", `"TOPSECRET"`, "mcp files:read", 502, ""},
+		{"Contents variant", `{"contents":[` + public + `],"Contents":[` + secret + `]}`, "mcp files:read", 502, ""},
+		{"caller who may read both", public + `,` + secret, "mcp files:read files:secret", 200, "TOPSECRET"},
+	}
+	for _, tt := range tests {
+		for _, as := range []string{"json", "events"} {
+			t.Run(tt.name+" "+as, func(t *testing.T) {
+				result := `{"contents":[` + tt.contents + `]}`
+				if strings.HasPrefix(tt.contents, "{\"contents\"") {
+					result = tt.contents
+				}
+				answer := `{"jsonrpc":"2.0","id":1,"result":` + result + `}`
+				h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+					if as == "events" {
+						w.Header().Set("Content-Type", "text/event-stream")
+						io.WriteString(w, "event: message\ndata: "+answer+"\n\n")
+						return
+					}
+					writeJSONAnswer(w, r, answer)
+				})
+				c := claims()
+				c["scope"] = tt.scope
+				resp := h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///docs/"}}`, token: mint(t, c),
+					headers: map[string]string{"MCP-Protocol-Version": "2025-11-25", "Accept-Encoding": "gzip"}})
+				b, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				body := string(b)
+				// An event that cannot be checked ends the stream: the
+				// client does not take it for a complete answer.
+				if aborted := err != nil; as == "events" && aborted != (tt.status == 502) {
+					t.Fatalf("reading the stream: %v, want aborted %v", err, tt.status == 502)
+				}
+				body = decoded(t, resp, body)
+				if tt.want != "TOPSECRET" && strings.Contains(body, "TOPSECRET") {
+					t.Fatalf("answer = %d %s, want file:///secret/key's contents kept from a caller without files:secret", resp.StatusCode, body)
+				}
+				if as == "json" && resp.StatusCode != tt.status || tt.want != "" && !strings.Contains(body, tt.want) {
+					t.Errorf("answer = %d %s, want %d with %s", resp.StatusCode, body, tt.status, tt.want)
+				}
+			})
+		}
 	}
 }
 

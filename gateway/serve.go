@@ -1071,9 +1071,11 @@ func (x *exchange) forwardsHeader(name string) bool {
 	case headerAcceptEncoding:
 		// A compressed answer could not be read (tools/list filter, task
 		// ids, request states, an initialize result's capabilities, caching
-		// hints, and with pinning every answer): the upstream answers
+		// hints, a resources/read's contents, and with pinning every
+		// answer): the upstream answers
 		// uncompressed, or the transport decodes.
-		return !x.pinned && !x.listsTools() && !x.rewritesTasks() && !x.rewritesStates() && !x.rewritesCache() && x.initializeIDs() == nil
+		// (x.rw is made before the upstream request.)
+		return !x.pinned && !x.listsTools() && !x.rewritesTasks() && !x.rewritesStates() && !x.rewritesCache() && !x.rw.contents && x.initializeIDs() == nil
 	case headerChecked:
 		return x.headerChecked
 	case headerLastEventID:
