@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -82,9 +83,9 @@ func (s *unavailableStore) Update(ctx context.Context, fn func(store.Tx) error) 
 	return s.Store.Update(ctx, fn)
 }
 
-// TestStoreUnavailable: while the store cannot write, token requests
-// answer 503 temporarily_unavailable (not server_error) with Retry-After,
-// the admin API 503,
+// TestStoreUnavailable: while the store cannot write, token requests and
+// registrations answer 503 temporarily_unavailable (not server_error)
+// with Retry-After, the admin API 503,
 // and nothing is issued; afterwards the same requests succeed.
 func TestStoreUnavailable(t *testing.T) {
 	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
@@ -116,6 +117,15 @@ func TestStoreUnavailable(t *testing.T) {
 	e.iss.AdminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodDelete, "/users/nobody", nil))
 	if rec.Code != http.StatusServiceUnavailable {
 		t.Errorf("admin DELETE while the store is down = %d %s, want 503", rec.Code, rec.Body)
+	}
+	// Dynamic Client Registration answers as the token endpoint does.
+	resp, err := e.srv.Client().Post(e.srv.URL+pathRegister, "application/json",
+		strings.NewReader(`{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"client_secret_basic"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if raw := readBody(t, resp); resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(raw, `"temporarily_unavailable"`) || resp.Header.Get("Retry-After") != "1" {
+		t.Errorf("registration while the store is down = %d %s (Retry-After %q), want 503 temporarily_unavailable, Retry-After 1", resp.StatusCode, raw, resp.Header.Get("Retry-After"))
 	}
 
 	st.down.Store(false)

@@ -170,7 +170,8 @@ func (i *Issuer) handleRegister(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := i.createClient(r.Context(), c); err != nil {
 		i.log.Error("registration: store client", zap.Error(err))
-		writeError(w, ErrServerError)
+		// A store that cannot write now is 503, as at the token endpoint.
+		writeError(w, err)
 		return
 	}
 
