@@ -29,6 +29,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	bbolt "go.etcd.io/bbolt"
@@ -133,6 +134,7 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
 	if err := s.begin(ctx); err != nil {
 		return fmt.Errorf("bolt: update: %w", err)
 	}
+	committing := false
 	err := s.db.Update(func(btx *bbolt.Tx) error {
 		t := &tx{btx: btx, now: s.now()}
 		defer func() { t.done = true }()
@@ -143,9 +145,23 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("bolt: update: %w", err)
 		}
+		committing = true
 		return nil
 	})
+	if committing && noRoom(err) {
+		return fmt.Errorf("bolt: update: %w: %w", store.ErrUnavailable, err)
+	}
 	return closedErr(err)
+}
+
+// noRoom reports whether a commit failed for want of room to write: the
+// disk or the owner's quota is full. bbolt writes the new pages first and
+// the meta page that makes them the store's last, into a page the file
+// has, so such a commit wrote nothing, and the store works again once
+// there is room: it is store.ErrUnavailable (503, retry later), not a
+// server error (TestDiskFull).
+func noRoom(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }
 
 // Purge implements store.Store. It deletes expired entries in batches of
