@@ -81,6 +81,12 @@ type Process struct {
 	Stop func()
 }
 
+// Kill kills Caddy with SIGKILL, as a crash would, and waits for it.
+func (p *Process) Kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.exited
+}
+
 // Output is what Caddy has written to stdout and stderr so far.
 func (p *Process) Output() string { return p.out.String() }
 
