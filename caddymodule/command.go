@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"text/tabwriter"
 
@@ -642,31 +641,13 @@ func (c *cli) backup() *cobra.Command {
 			}
 			// The rename is the directory's to keep: "backed up" is said
 			// once it is on disk too, not only the file's bytes.
-			if err := syncDir(filepath.Dir(file)); err != nil {
+			if err := bolt.SyncDir(filepath.Dir(file)); err != nil {
 				return fmt.Errorf("backup: %s renamed but not synced: %w", file, err)
 			}
 			fmt.Fprintf(c.out, "backed up %d bytes to %s\n", n, file)
 			return nil
 		},
 	}
-}
-
-// syncDir flushes a directory's entries (a rename into it) to disk.
-// Windows opens no directory for syncing, and its renames are the file
-// system's journal's to keep.
-func syncDir(dir string) error {
-	if runtime.GOOS == "windows" {
-		return nil
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // backupTarget refuses a backup target that exists and is not a regular

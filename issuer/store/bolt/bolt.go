@@ -25,9 +25,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -93,9 +95,14 @@ func Open(path string, opts Options) (*Store, error) {
 	// bbolt maps the file and faults (SIGBUS) on pages past its end: a
 	// truncated store (an interrupted copy) is refused with an error
 	// instead. A missing or empty file is a new store.
-	if fi, err := os.Stat(path); err == nil && fi.Size() > 0 {
+	switch fi, err := os.Stat(path); {
+	case err == nil && fi.Size() > 0:
 		if err := checkSize(path); err != nil {
 			return nil, fmt.Errorf("bolt: open %s: %w", path, err)
+		}
+	case errors.Is(err, fs.ErrNotExist):
+		if err := create(path); err != nil {
+			return nil, fmt.Errorf("bolt: create %s: %w", path, err)
 		}
 	}
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: timeout})
@@ -110,6 +117,54 @@ func Open(path string, opts Options) (*Store, error) {
 		batch = DefaultPurgeBatch
 	}
 	return &Store{db: db, now: now, purgeBatch: batch}, nil
+}
+
+// create makes a new store at path whole or not at all. bbolt writes a
+// new file's first pages in place, and one cut off part way (the disk
+// full) was refused as truncated by every later open until someone
+// removed it (TestOpenOnFullDisk). The pages are written to a temporary
+// file beside path, synced, and linked in as path only when whole; a
+// path another process created meanwhile is kept, not replaced (that
+// process may be using it).
+func create(path string) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".new-*.tmp")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if err := f.Close(); err != nil {
+		return err
+	}
+	db, err := bbolt.Open(f.Name(), 0o600, &bbolt.Options{Timeout: DefaultTimeout})
+	if err != nil {
+		return err
+	}
+	if err := db.Close(); err != nil {
+		return err
+	}
+	if err := os.Link(f.Name(), path); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return SyncDir(dir)
+}
+
+// SyncDir flushes a directory's entries (a file linked or renamed into
+// it) to disk. Windows opens no directory for syncing, and its renames
+// are the file system's journal's to keep.
+func SyncDir(dir string) error {
+	if runtime.GOOS == "windows" {
+		return nil
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // Path returns the file's path.

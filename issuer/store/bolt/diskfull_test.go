@@ -134,3 +134,51 @@ func TestDiskFull(t *testing.T) {
 	defer s.Close()
 	check("reopened")
 }
+
+// TestOpenOnFullDisk: a new store that the disk has no room for is an
+// error at open that leaves nothing behind, so the next open, once there
+// is room, makes the store: bbolt wrote a new file's pages in place, and
+// one cut off part way (8 KiB of 16) was refused by every later open as
+// truncated until someone removed it.
+func TestOpenOnFullDisk(t *testing.T) {
+	dir := smallFilesystem(t, 1<<20)
+	path := filepath.Join(dir, "store.db")
+	filler := fill(t, dir)
+	// Room for two of the four pages a new store writes first.
+	if err := os.Truncate(filler, 0); err != nil {
+		t.Fatal(err)
+	}
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(dir, &fs); err != nil {
+		t.Fatal(err)
+	}
+	keep := int64(2 * os.Getpagesize())
+	if err := os.WriteFile(filler, make([]byte, int64(fs.Bavail)*fs.Bsize-keep), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bolt.Open(path, bolt.Options{}); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("Open of a new store on a full disk = %v, want ENOSPC", err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name() != "filler" {
+			info, _ := e.Info()
+			t.Errorf("left after the failed open: %s (%d bytes)", e.Name(), info.Size())
+		}
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	s, err := bolt.Open(path, bolt.Options{})
+	if err != nil {
+		t.Fatalf("Open once there is room = %v, want a new store", err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	if err := s.Update(ctx, func(tx store.Tx) error { return tx.Put("b", "k", []byte("v"), time.Time{}) }); err != nil {
+		t.Fatal(err)
+	}
+}
