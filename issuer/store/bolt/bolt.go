@@ -143,11 +143,20 @@ func create(path string) error {
 	if err := db.Close(); err != nil {
 		return err
 	}
-	if err := os.Link(f.Name(), path); err != nil && !errors.Is(err, fs.ErrExist) {
+	switch err := link(f.Name(), path); {
+	case errors.Is(err, syscall.EPERM) || errors.Is(err, errors.ErrUnsupported):
+		// A file system without hard links (some FUSE and network
+		// mounts): bbolt creates the file in place, as before.
+		return nil
+	case err != nil && !errors.Is(err, fs.ErrExist):
 		return err
 	}
 	return SyncDir(dir)
 }
+
+// link is os.Link; tests replace it to stand for a file system without
+// hard links.
+var link = os.Link
 
 // SyncDir flushes a directory's entries (a file linked or renamed into
 // it) to disk. Windows opens no directory for syncing, and its renames

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -127,5 +129,31 @@ func TestPurgeBatches(t *testing.T) {
 	})
 	if got, want := strings.Join(keys, " "), "a1 b4 1 2 3 4 5"; err != nil || got != want {
 		t.Errorf("entries after Purge = %q, %v, want %q", got, err, want)
+	}
+}
+
+// TestCreateWithoutHardLinks: on a file system without hard links (some
+// FUSE and network mounts answer EPERM or ENOTSUP) a new store is
+// created in place, as bbolt does, rather than not at all; nothing
+// temporary is left beside it.
+func TestCreateWithoutHardLinks(t *testing.T) {
+	for _, errno := range []syscall.Errno{syscall.EPERM, syscall.ENOTSUP} {
+		t.Run(errno.Error(), func(t *testing.T) {
+			defer func(l func(string, string) error) { link = l }(link)
+			link = func(string, string) error { return &os.LinkError{Op: "link", Err: errno} }
+			dir := t.TempDir()
+			s, err := Open(filepath.Join(dir, "store.db"), Options{})
+			if err != nil {
+				t.Fatalf("Open without hard links = %v, want a new store", err)
+			}
+			defer s.Close()
+			if err := s.Update(context.Background(), func(tx store.Tx) error { return tx.Put("b", "k", []byte("v"), time.Time{}) }); err != nil {
+				t.Fatal(err)
+			}
+			entries, _ := os.ReadDir(dir)
+			if len(entries) != 1 || entries[0].Name() != "store.db" {
+				t.Errorf("directory after Open = %v, want store.db alone", entries)
+			}
+		})
 	}
 }
