@@ -30,9 +30,11 @@ import (
 const crashCyclesEnv = "MCP_AUTH_CRASH_CYCLES"
 
 const (
-	crashUser     = "alice"
-	crashPassword = "crash test password"
-	crashRedirect = "http://127.0.0.1/callback"
+	crashUser = "alice"
+	// crashRefresher is the user of the refresh worker.
+	crashRefresher = "robin"
+	crashPassword  = "crash test password"
+	crashRedirect  = "http://127.0.0.1/callback"
 )
 
 // crashConfig is the configuration of the crash test: the issuer on a
@@ -156,8 +158,8 @@ type crashLedger struct {
 	users    []string          // users the admin API answered as added
 	kids     []string          // signing keys the admin API answered as made
 	counts   map[string]int
-	refused  []string // answers refused before the kill that should not be
-	checked  int      // access tokens checked after restarts
+	refused  []string     // answers refused before the kill that should not be
+	answered []crashToken // the tokens checked after restarts
 }
 
 // crashToken is an access token answered, and how it was.
@@ -199,6 +201,11 @@ func TestCrashKeepsWhatWasAnswered(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	l := &crashLedger{clients: map[string]string{}, rotated: map[string]string{}, counts: map[string]int{}}
+	// The user who refreshes is one of the admin API's, so that removing
+	// it at the end revokes its grants through their index entries.
+	if st, body := crashAdmin(ctx, r, http.MethodPost, "/mcp-auth/users", fmt.Sprintf(`{"username":%q,"password":%q,"groups":["users"]}`, crashRefresher, crashPassword)); st != http.StatusCreated {
+		t.Fatalf("add user %s = %d %s", crashRefresher, st, body)
+	}
 	l.refresh = crashAuthorize(ctx, t, r)
 	resource := r.issuer + "/mcp"
 	// A client of the admin API's whose secret the rotation worker rotates.
@@ -350,7 +357,28 @@ func TestCrashKeepsWhatWasAnswered(t *testing.T) {
 			return
 		}
 	}
-	t.Logf("%d kill -9 cycles; answered before the kills and held after: %v, %d access tokens checked", cycles, l.counts, l.checked)
+	// Every grant answered has the index entries a revocation finds it
+	// by: removing the user and the client ends every token answered.
+	for _, path := range []string{"/mcp-auth/users/" + crashRefresher, "/mcp-auth/clients/cc"} {
+		if st, body := crashAdmin(ctx, r, http.MethodDelete, path, ""); st != http.StatusNoContent && st != http.StatusOK {
+			t.Fatalf("DELETE %s = %d %s", path, st, body)
+		}
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	live := 0
+	for _, tok := range l.answered {
+		resp, _, err := harness.RawToolCall(ctx, client, r.issuer+"/mcp", tok.token, "echo", `{}`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusUnauthorized {
+			live++
+		}
+	}
+	if live > 0 {
+		t.Errorf("%d of %d access tokens answered across the kills still accepted after their user and client were removed, want none", live, len(l.answered))
+	}
+	t.Logf("%d kill -9 cycles; answered before the kills and held after: %v, %d access tokens checked, then all revoked", cycles, l.counts, len(l.answered))
 }
 
 // crashVerify checks after a restart that everything in l holds.
@@ -369,7 +397,7 @@ func crashVerify(ctx context.Context, t *testing.T, r *crashRig, l *crashLedger,
 	}
 	// Keep the check of each cycle short: the tokens checked once stay
 	// as they are.
-	l.checked += len(l.tokens)
+	l.answered = append(l.answered, l.tokens...)
 	l.tokens = l.tokens[:0]
 
 	// A refresh in flight at the kill: either it did not land and the
@@ -427,8 +455,8 @@ func crashVerify(ctx context.Context, t *testing.T, r *crashRig, l *crashLedger,
 	}
 }
 
-// crashAuthorize signs alice in for client app and returns a refresh
-// token.
+// crashAuthorize signs crashRefresher in for client app and returns a
+// refresh token.
 func crashAuthorize(ctx context.Context, t *testing.T, r *crashRig) string {
 	t.Helper()
 	md, err := harness.Discover(ctx, r.issuer)
@@ -437,7 +465,7 @@ func crashAuthorize(ctx context.Context, t *testing.T, r *crashRig) string {
 	}
 	cfg := md.Config("app", crashRedirect, "read", "offline_access")
 	ar := harness.NewAuthRequest(cfg, r.issuer+"/mcp")
-	q, err := harness.NewRobot(crashUser, crashPassword, crashRedirect).Authorize(ctx, ar.URL)
+	q, err := harness.NewRobot(crashRefresher, crashPassword, crashRedirect).Authorize(ctx, ar.URL)
 	if err != nil || q.Get("code") == "" {
 		t.Fatalf("authorize = %v, %v", q, err)
 	}
