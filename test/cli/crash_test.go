@@ -153,7 +153,7 @@ type crashLedger struct {
 	tokens   []crashToken      // access tokens answered
 	refresh  string            // the refresh token last answered
 	inFlight string            // a refresh token sent but not answered ("" if none)
-	clients  map[string]string // client id -> secret, answered by DCR or the admin API
+	clients  map[string]string // client or agent id -> secret, answered by DCR or the admin API
 	rotated  map[string]string // client id -> secret a rotation replaced (must fail)
 	users    []string          // users the admin API answered as added
 	kids     []string          // signing keys the admin API answered as made
@@ -303,11 +303,18 @@ func TestCrashKeepsWhatWasAnswered(t *testing.T) {
 				time.Sleep(50 * time.Millisecond) // rate limited
 			}
 		})
-		// Admin API: users and clients added, a secret rotated, keys.
+		// Admin API: users, clients and agents added, a secret rotated,
+		// keys.
 		loop(func(n int) {
 			var st int
 			var body string
-			switch n % 4 {
+			switch n % 5 {
+			case 4:
+				id := fmt.Sprintf("a%d-%d", cycle, n)
+				st, body = crashAdmin(ctx, r, http.MethodPost, "/mcp-auth/agents", fmt.Sprintf(`{"agent_id":%q,"scopes":["read"]}`, id))
+				if st == http.StatusCreated {
+					l.add(func() { l.clients[id] = jsonField(body, "secret"); l.counts["agent"]++ })
+				}
 			case 0:
 				name := fmt.Sprintf("u%d-%d", cycle, n)
 				st, body = crashAdmin(ctx, r, http.MethodPost, "/mcp-auth/users", fmt.Sprintf(`{"username":%q,"password":"a long password","groups":["users"]}`, name))
