@@ -11,8 +11,10 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 
 	"github.com/caddyserver/caddy/v2"
@@ -623,6 +625,20 @@ func (c *cli) backup() *cobra.Command {
 				return fmt.Errorf("backup: %w", err)
 			}
 			defer os.Remove(tmp.Name()) // after the rename, nothing to remove
+			// Stopped by a signal, the copy ends in an error, so that the
+			// temporary file, part of every secret hash and signing key,
+			// is removed rather than left behind by the default exit.
+			sig := make(chan os.Signal, 1)
+			signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+			copied := make(chan struct{})
+			defer func() { signal.Stop(sig); close(copied) }()
+			go func() {
+				select {
+				case <-sig:
+					resp.Body.Close()
+				case <-copied:
+				}
+			}()
 			n, err := io.Copy(tmp, resp.Body)
 			if err == nil {
 				err = tmp.Sync()
