@@ -331,9 +331,10 @@ func (h *GatewayHandler) Provision(ctx caddy.Context) error {
 	} else if v, err := ctx.AppIfConfigured("mcp_auth"); err == nil {
 		// The app also provides the shared session key; and a gateway
 		// naming this config's own issuer by URL is local, so that its
-		// resource gets registered rather than its keys fetched over HTTP.
+		// resource gets registered rather than its keys fetched over HTTP
+		// (however the URL is spelt: a default port, capitals in the host).
 		app = v.(*App)
-		local = strings.TrimSuffix(h.Issuer, "/") == app.url
+		local = issuer.CanonicalResource(h.Issuer) == issuer.CanonicalResource(app.url)
 	} else if !errors.Is(err, caddy.ErrNotConfigured) {
 		return err
 	}

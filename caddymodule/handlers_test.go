@@ -180,7 +180,7 @@ func token(t *testing.T, ctx caddy.Context, scope string) (int, string) {
 		t.Fatal(err)
 	}
 	form := url.Values{"grant_type": {"client_credentials"}, "resource": {gatewayResource}, "scope": {scope}}
-	req := httptest.NewRequest("POST", testIssuer+"/token", strings.NewReader(form.Encode()))
+	req := httptest.NewRequest("POST", a.(*App).url+"/token", strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth("svc", svcSecret)
 	rec := httptest.NewRecorder()
@@ -474,16 +474,62 @@ func TestGatewayHandlerErrors(t *testing.T) {
 }
 
 // A gateway that names this config's own issuer by URL is treated as
-// local: its resource is registered with the issuer.
+// local, however the URL is spelt (RFC 3986 section 6.2.3: the case of
+// scheme and host, a default port, a trailing slash): its resource is
+// registered with the issuer and the issuer's tokens are accepted. A URL
+// of another origin or path stays a remote issuer.
 func TestGatewayHandlerOwnIssuerURL(t *testing.T) {
-	ctx := caddyContext(t, testApp(t))
-	h := &GatewayHandler{Resource: gatewayResource, Issuer: testIssuer + "/", Scopes: []string{"mcp"}}
-	if err := h.Provision(ctx); err != nil {
-		t.Fatalf("Provision() = %v", err)
+	tests := []struct {
+		app, gateway string
+		local        bool
+	}{
+		{testIssuer, testIssuer, true},
+		{testIssuer, testIssuer + "/", true},
+		{testIssuer, "HTTP://127.0.0.1:8080", true},
+		{"http://localhost/t1", "http://LOCALHOST/t1", true},
+		{"http://localhost/t1", "http://localhost:80/t1", true},
+		{"http://localhost/t1", "http://LocalHost:80/t1/", true},
+		{"http://localhost/t1", "http://localhost:/t1", true},
+		{"https://Auth.Example:443/", "https://auth.example", true},
+		{"https://auth.example", "https://auth.example:443/", true},
+		{"https://[::1]:443", "https://[::1]/", true},
+
+		{"http://localhost/t1", "http://localhost/T1", false},
+		{"http://localhost/t1", "http://localhost/t2", false},
+		{"http://localhost/t1", "http://localhost", false},
+		{"http://localhost/t1", "https://auth.example/t1", false},
+		{"http://localhost/t1", "http://localhost:8080/t1", false},
+		{"http://localhost/t1", "http://localhost:443/t1", false},
+		{"http://localhost/t1", "http://127.0.0.1/t1", false},
+		{"https://auth.example", "https://auth.example:80", false},
+		{"https://auth.example", "https://auth.example:8443", false},
 	}
-	startApp(t, ctx)
-	if code, _ := token(t, ctx, "mcp"); code != http.StatusOK {
-		t.Errorf("token for the gateway's resource = %d, want 200 (resource registered)", code)
+	for _, tt := range tests {
+		t.Run(tt.app+" "+tt.gateway, func(t *testing.T) {
+			app := testApp(t)
+			app.IssuerURL = tt.app
+			ctx := caddyContext(t, app)
+			h := &GatewayHandler{Resource: gatewayResource, Issuer: tt.gateway, Scopes: []string{"mcp"}}
+			if err := h.Provision(ctx); err != nil {
+				t.Fatalf("Provision() = %v", err)
+			}
+			startApp(t, ctx)
+			code, tok := token(t, ctx, "mcp")
+			if !tt.local {
+				if h.local || code == http.StatusOK {
+					t.Errorf("gateway of issuer %s beside issuer %s: local %v, token for its resource = %d; want a remote issuer, no token (resource not registered)", tt.gateway, tt.app, h.local, code)
+				}
+				return
+			}
+			if code != http.StatusOK {
+				t.Fatalf("token for the gateway's resource = %d, want 200 (resource registered)", code)
+			}
+			rec := httptest.NewRecorder()
+			next := &recordingNext{}
+			if err := h.ServeHTTP(rec, mcpRequest(tok), next); err != nil || !next.called {
+				t.Errorf("gateway of issuer %s beside issuer %s: POST with the issuer's token = %d %s, %v; want it passed on", tt.gateway, tt.app, rec.Code, rec.Body, err)
+			}
+		})
 	}
 }
 

@@ -53,7 +53,7 @@ func sameOrigin(header, origin string) bool {
 func webOrigin(u *url.URL) string {
 	h, port := u.Hostname(), u.Port()
 	h, _ = asciiLower(h) // a host past ASCII never matches what a browser sends
-	if (u.Scheme == "https" && port == "443") || (u.Scheme == "http" && port == "80") {
+	if defaultPort(u.Scheme, port) {
 		port = ""
 	}
 	if strings.Contains(h, ":") {
@@ -63,6 +63,11 @@ func webOrigin(u *url.URL) string {
 		h += ":" + port
 	}
 	return u.Scheme + "://" + h
+}
+
+// defaultPort reports whether port is scheme's default, the same as none.
+func defaultPort(scheme, port string) bool {
+	return (scheme == "https" && port == "443") || (scheme == "http" && port == "80")
 }
 
 // postedForm reads the form POST of one of the issuer's pages and checks

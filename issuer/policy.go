@@ -56,8 +56,9 @@ func (p *policy) resources() []Resource {
 	return out
 }
 
-// CanonicalResource is the form resource URLs are compared in: scheme and
-// host in ASCII lower case, no trailing slash. Tokens carry the configured
+// CanonicalResource is the form resource and issuer URLs are compared in:
+// scheme and host in ASCII lower case, without the scheme's default port
+// (RFC 3986 section 6.2.3), no trailing slash. Tokens carry the configured
 // URL. A host with other characters is left as it is: Unicode lowering
 // would make U+0130 an "i", while on the wire that host is another name.
 func CanonicalResource(s string) string {
@@ -68,6 +69,9 @@ func CanonicalResource(s string) string {
 	u.Scheme = strings.ToLower(u.Scheme)
 	if h, ascii := asciiLower(u.Host); ascii {
 		u.Host = h
+	}
+	if p := u.Port(); p == "" || defaultPort(u.Scheme, p) {
+		u.Host = strings.TrimSuffix(strings.TrimSuffix(u.Host, p), ":")
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	u.RawPath = ""
