@@ -246,6 +246,29 @@ func TestBufferedWriterCaddyfile(t *testing.T) {
 	}
 }
 
+// loadFree runs load, which loads a configuration listening on addr, for
+// a free loopback addr, and returns it. A port found free (by listening
+// and closing) may be taken by another process before Caddy listens, so
+// a port found taken is replaced.
+func loadFree(t *testing.T, load func(addr string) error) string {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		err = load(addr)
+		if err == nil {
+			return addr
+		}
+		if attempt == 5 || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatalf("caddy.Load: %v", err)
+		}
+	}
+}
+
 // TestBufferedWriterReloadAndStop: Caddy in process logs each request
 // through a buffered file writer whose timer never fires during the test.
 // Entries stay in memory until the configuration is unloaded: a reload
@@ -270,23 +293,10 @@ func TestBufferedWriterReloadAndStop(t *testing.T) {
 	}}}}
 }`, logFile, addr, body)
 	}
-	// A free port, taken by listening and closing: another process may
-	// take it before Caddy listens, so a port found taken is replaced.
-	for attempt := 1; ; attempt++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr = ln.Addr().String()
-		ln.Close()
-		err = caddy.Load(config("one"), true)
-		if err == nil {
-			break
-		}
-		if attempt == 5 || !strings.Contains(err.Error(), "address already in use") {
-			t.Fatalf("caddy.Load: %v", err)
-		}
-	}
+	addr = loadFree(t, func(a string) error {
+		addr = a
+		return caddy.Load(config("one"), true)
+	})
 	stopped := false
 	defer func() {
 		if !stopped {

@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -14,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"go.uber.org/zap"
 
@@ -562,5 +565,155 @@ func TestPinLookalikeTool(t *testing.T) {
 	}
 	if msg := call(t, cs, "Read_File"); msg != "" || ps.calls.Load() != 1 {
 		t.Fatalf("call after approval = %q, server calls %d; want it run", msg, ps.calls.Load())
+	}
+}
+
+// TestPinModeSwitchKeepsReview: a configuration reload (Caddy in process,
+// the same bolt store) that switches a gateway from pin_tools approved to
+// first_use pins only what no one reviewed or was asked to: a definition
+// the operator rejected stays refused, one awaiting review stays
+// awaiting it, and so does another definition the server offers of
+// either after the switch (the server cannot shake off a rejection by
+// changing a byte); a tool the server first offers after the switch is
+// pinned on first use. The same holds of the pin store itself, as a
+// gateway whose pins are not loaded yet asks it.
+func TestPinModeSwitchKeepsReview(t *testing.T) {
+	ps := newPinServer(t, false) // read_file, echo
+	ps.addTool("later", "Added before the switch, approved later.", nil)
+	dir := t.TempDir()
+	t.Setenv("XDG_DATA_HOME", dir)
+	t.Setenv("XDG_CONFIG_HOME", dir)
+	var addr string
+	load := func(mode string) error {
+		cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(fmt.Sprintf(`{
+	admin off
+	persist_config off
+	mcp_auth {
+		issuer http://%[2]s
+		storage bolt %[1]s/mcp-auth.db
+		client svc {
+			secret %[3]s
+			grant_types client_credentials
+		}
+	}
+}
+http://%[2]s {
+	mcp_issuer
+	mcp_gateway {
+		resource http://%[2]s/mcp
+		scope mcp
+		tool * mcp
+		pin_tools %[4]s
+	}
+	reverse_proxy %[5]s
+}
+`, dir, addr, sha256Hash, mode, strings.TrimPrefix(ps.url, "http://"))), nil)
+		if err != nil {
+			return err
+		}
+		return caddy.Load(cfg, true)
+	}
+	loadFree(t, func(a string) error {
+		addr = a
+		return load("approved")
+	})
+	t.Cleanup(func() { _ = caddy.Stop() })
+	resource := "http://" + addr + "/mcp"
+	app := func() *App {
+		a, err := caddy.ActiveContext().App("mcp_auth")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a.(*App)
+	}
+	session := func() *mcp.ClientSession {
+		var tok struct {
+			AccessToken string `json:"access_token"`
+		}
+		form := url.Values{"grant_type": {"client_credentials"}, "resource": {resource}, "scope": {"mcp"}}
+		req, _ := http.NewRequest("POST", "http://"+addr+"/token", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth("svc", svcSecret)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil || tok.AccessToken == "" {
+			t.Fatalf("token: %d, %v", resp.StatusCode, err)
+		}
+		return connect(t, resource, tok.AccessToken, nil)
+	}
+	review := func(route, tool string) {
+		t.Helper()
+		if code, body := adminPost(t, app(), route, map[string]string{"resource": resource, "tool": tool}); code != http.StatusOK {
+			t.Fatalf("%s %s = %d %s", route, tool, code, body)
+		}
+	}
+
+	cs := session()
+	if got := listed(t, cs); len(got) != 0 {
+		t.Fatalf("approved: tools/list = %q, want none approved", got)
+	}
+	review("tools/reject", "echo")
+	// read_file and later await review.
+
+	if err := load("first_use"); err != nil {
+		t.Fatalf("reload with first_use: %v", err)
+	}
+	// The old configuration's socket closes a moment after the reload,
+	// resetting what is queued on it: wait for 20 answers in a row.
+	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+	fresh := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	for ok, deadline := 0, time.Now().Add(10*time.Second); ok < 20; {
+		resp, err := fresh.Get("http://" + addr + "/.well-known/oauth-authorization-server")
+		if err != nil {
+			if time.Now().After(deadline) {
+				t.Fatalf("after the reload: %v", err)
+			}
+			ok = 0
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		resp.Body.Close()
+		ok++
+	}
+	cs = session()
+	if got := listed(t, cs); len(got) != 0 {
+		t.Fatalf("first_use after the switch: tools/list = %q, want none (each was offered for review before)", got)
+	}
+	for _, tool := range []string{"echo", "read_file"} {
+		if msg := call(t, cs, tool); !strings.Contains(msg, "not approved") || ps.calls.Load() != 0 {
+			t.Fatalf("first_use after the switch: call %s = %q, server calls %d; want refused as not approved, nothing forwarded", tool, msg, ps.calls.Load())
+		}
+	}
+	ps.addTool("echo", "Echoes its input, changed after the rejection.", nil)
+	ps.addTool("read_file", "Reads a file, changed while awaiting review.", nil)
+	ps.addTool("new_tool", "First offered after the switch.", nil)
+	if got := listed(t, cs); !slices.Equal(got, []string{"new_tool"}) {
+		t.Fatalf("first_use, definitions changed after the switch: tools/list = %q, want only new_tool (pinned on first use)", got)
+	}
+	for _, tool := range []string{"echo", "read_file"} {
+		if msg := call(t, cs, tool); !strings.Contains(msg, "not approved") || ps.calls.Load() != 0 {
+			t.Fatalf("first_use: call of %s changed after the switch = %q, server calls %d; want refused, nothing forwarded", tool, msg, ps.calls.Load())
+		}
+		pin, err := app().iss.ToolPins().Get(t.Context(), resource, tool)
+		if err != nil || pin.Pinned != nil || pin.Pending == nil || !strings.Contains(string(pin.Pending.Definition), "changed") {
+			t.Fatalf("%s's pin = %+v, %v; want its new definition awaiting review, nothing pinned", tool, pin, err)
+		}
+	}
+	if msg := call(t, cs, "new_tool"); msg != "" || ps.calls.Load() != 1 {
+		t.Fatalf("call new_tool = %q, server calls %d; want it run", msg, ps.calls.Load())
+	}
+	review("tools/approve", "later")
+	if msg := call(t, cs, "later"); msg != "" || ps.calls.Load() != 2 {
+		t.Fatalf("call of a tool approved after the switch = %q, server calls %d; want it run", msg, ps.calls.Load())
+	}
+
+	// A gateway that has not loaded the pins yet (another request
+	// loading them) asks the store directly.
+	p, _, _, err := toolPins{app().iss.ToolPins()}.ObservePin(t.Context(), resource, "echo", "h-other", []byte(`{"name":"echo"}`), true)
+	if err != nil || p.Pinned != "" || p.Pending != "h-other" {
+		t.Errorf("ObservePin(first use) of a tool awaiting review = %+v, %v; want it pending, not pinned", p, err)
 	}
 }

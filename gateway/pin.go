@@ -68,7 +68,8 @@ type PinStore interface {
 	LoadPins(ctx context.Context, resource string) (map[string]Pin, error)
 	// ObservePin records, atomically, that resource's server offers tool
 	// with definition def (canonical JSON) whose hash is hash: with no
-	// pin yet and firstUse, def becomes the pin; a definition other than
+	// record of the tool yet (nothing pinned or pending) and firstUse,
+	// def becomes the pin; a definition other than
 	// the pinned one becomes Pending; the pinned one again clears
 	// Pending. It returns the tool's pin afterwards, the pinned
 	// definition when hash differs from it (for the audit's diff), and

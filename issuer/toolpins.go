@@ -87,10 +87,15 @@ func (p *ToolPins) Get(ctx context.Context, resource, tool string) (ToolPin, err
 }
 
 // Observe records that resource's server offers tool with definition def
-// (canonical JSON) of hash. With no pin yet and firstUse, def is pinned;
-// a definition other than the pinned one becomes pending (replacing an
-// older pending one); the pinned one again clears what was pending. It
-// returns the pin afterwards and whether it changed.
+// (canonical JSON) of hash. With no record of the tool yet and firstUse,
+// def is pinned; a definition other than the pinned one becomes pending
+// (replacing an older pending one); the pinned one again clears what was
+// pending. A tool with a pending definition and none pinned (offered for
+// review in approved mode, rejected or not, or a lookalike name) is not
+// pinned on first use: a switch to first_use must not turn what awaits
+// or failed review into a pin, nor may a server shake off a rejection by
+// changing the definition. It returns the pin afterwards and whether it
+// changed.
 func (p *ToolPins) Observe(ctx context.Context, resource, tool, hash string, def []byte, firstUse bool) (ToolPin, bool, error) {
 	if resource == "" || tool == "" || hash == "" {
 		return ToolPin{}, false, fmt.Errorf("%w: resource, tool and hash are required", ErrInvalidEntry)
@@ -110,7 +115,7 @@ func (p *ToolPins) Observe(ctx context.Context, resource, tool, hash string, def
 		out = cur
 		d := &ToolDefinition{Hash: hash, Definition: def, At: p.now().UTC()}
 		switch {
-		case cur.Pinned == nil && firstUse:
+		case cur.Pinned == nil && cur.Pending == nil && firstUse:
 			d.By = PinnedByFirstUse
 			out.Pinned, out.Pending = d, nil
 		case cur.Pinned != nil && cur.Pinned.Hash == hash:
