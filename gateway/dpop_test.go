@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -280,6 +281,55 @@ func TestDPoPTokenErrorInItsScheme(t *testing.T) {
 				})
 			}
 		}
+	}
+}
+
+// TestDPoPInsufficientScopeInItsScheme: a 403 insufficient_scope gives
+// the challenges a 401 gives, Bearer (but with require_dpop) and DPoP
+// (with algs), both naming the scopes the call needs and the resource
+// metadata, and says insufficient_scope in the challenge of the scheme
+// the token came with (RFC 6750 §3.1, RFC 9449 §7.1): with require_dpop
+// the DPoP challenge said nothing, only a Bearer challenge did, which the
+// gateway refuses (and the refusal was counted as "forbidden").
+func TestDPoPInsufficientScopeInItsScheme(t *testing.T) {
+	alice := newDPoPKey(t)
+	const scope = `scope="admin mcp", resource_metadata="` + testPRM + `"`
+	dpopCh := `DPoP algs="` + dpopAlgs + `", ` + scope
+	dpopErr := `DPoP error="insufficient_scope", algs="` + dpopAlgs + `", ` + scope
+	tests := []struct {
+		require bool
+		scheme  string
+		want    []string
+	}{
+		{false, "Bearer", []string{`Bearer error="insufficient_scope", ` + scope, dpopCh}},
+		{false, "DPoP", []string{`Bearer ` + scope, dpopErr}},
+		{true, "DPoP", []string{dpopErr}},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("require_dpop %v, sent as %s", tt.require, tt.scheme), func(t *testing.T) {
+			m := &countingMetrics{counts: map[string]int{}}
+			cfg := testConfig(t)
+			cfg.RequireDPoP = tt.require
+			cfg.Metrics = m
+			h := newHarness(t, cfg, nil)
+			c := call{body: toolCall("delete_x"), token: mint(t, claims())}
+			if tt.scheme == "DPoP" {
+				token := boundToken(t, alice.jkt)
+				c = dpopCall(token, alice.proof(t, http.MethodPost, testResource, token, nil))
+				c.body = toolCall("delete_x")
+			}
+			resp := h.do(t, c)
+			body := readBody(t, resp)
+			if got := resp.Header.Values("WWW-Authenticate"); resp.StatusCode != http.StatusForbidden || !slices.Equal(got, tt.want) {
+				t.Errorf("call needing admin = %d %s, challenges\n%q\nwant 403 with\n%q", resp.StatusCode, body, got, tt.want)
+			}
+			if len(h.up.requests()) != 0 {
+				t.Error("the upstream received the request")
+			}
+			if n := m.counts["refusal insufficient_scope"]; n != 1 {
+				t.Errorf("refusals counted as insufficient_scope = %d, want 1 (%v)", n, m.counts)
+			}
+		})
 	}
 }
 

@@ -110,9 +110,24 @@ func (g *Gateway) challenge(a *authError) string {
 	return b.String()
 }
 
-// scopeChallenge is the 403 step-up challenge naming every scope the
-// operation needs, base scopes included, so one re-authorization is enough.
-func (g *Gateway) scopeChallenge(required []string) string {
-	return `Bearer error="insufficient_scope", scope="` + strings.Join(required, " ") +
-		`", resource_metadata="` + g.metadataURL + `"`
+// scopeChallenges are the 403 step-up challenges naming every scope the
+// operation needs, base scopes included, so one re-authorization is
+// enough. As for a 401: Bearer (but with require_dpop) and DPoP, the
+// error in the challenge of the scheme the token came with (viaDPoP),
+// both with the scopes, which step-up code that reads only a Bearer
+// challenge then finds too.
+func (g *Gateway) scopeChallenges(required []string, viaDPoP bool) (bearer, dpop string) {
+	const insufficient = `error="insufficient_scope", `
+	params := `scope="` + strings.Join(required, " ") + `", resource_metadata="` + g.metadataURL + `"`
+	dpop = `algs="` + dpopAlgs + `", ` + params
+	switch {
+	case viaDPoP:
+		dpop = insufficient + dpop
+	default:
+		params = insufficient + params
+	}
+	if !g.cfg.RequireDPoP {
+		bearer = "Bearer " + params
+	}
+	return bearer, "DPoP " + dpop
 }

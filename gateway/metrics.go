@@ -82,7 +82,7 @@ func refusalReason(f *refusal) string {
 	case http.StatusUnauthorized:
 		return "unauthorized"
 	case http.StatusForbidden:
-		if f.challenge != "" {
+		if f.challenge != "" || f.dpopChallenge != "" {
 			return "insufficient_scope"
 		}
 		return "forbidden"

@@ -846,13 +846,15 @@ func (g *Gateway) denial(x *exchange) *refusal {
 		}
 	}
 	required = sortedSet(required)
+	bearer, dpop := g.scopeChallenges(required, x.dpop)
 	return &refusal{
-		status:    http.StatusForbidden,
-		code:      codeRefused,
-		message:   "insufficient scope: this request needs " + strings.Join(required, " "),
-		id:        singleID(x),
-		data:      map[string]any{"required_scopes": required},
-		challenge: g.scopeChallenge(required),
+		status:        http.StatusForbidden,
+		code:          codeRefused,
+		message:       "insufficient scope: this request needs " + strings.Join(required, " "),
+		id:            singleID(x),
+		data:          map[string]any{"required_scopes": required},
+		challenge:     bearer,
+		dpopChallenge: dpop,
 	}
 }
 
