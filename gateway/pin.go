@@ -85,6 +85,18 @@ const DefaultPinReload = 5 * time.Second
 // at once (see learnTools).
 const maxPinFetches = 4
 
+// pinFetchMemory is how long a completed tools/list fetch stands for its
+// key (fetchKey): a call naming a tool it did not list is refused without
+// another fetch meanwhile, unless the server said its list changed, so a
+// caller naming tools no list shows cannot make the upstream list its
+// tools per call. A tool the server adds without saying so is found once
+// it has passed.
+const pinFetchMemory = 5 * time.Second
+
+// maxPinFetchMemory bounds the keys pinFetchMemory remembers; past it
+// the oldest is forgotten.
+const maxPinFetchMemory = 1024
+
 // maxPinnedTools bounds the pins of one resource: a pin never expires, so
 // a server listing ever new names (one turned malicious, which pinning is
 // for) would otherwise grow the shared store, and every gateway's memory
@@ -114,6 +126,14 @@ type pinSet struct {
 	fetches  chan struct{}
 	fmu      sync.Mutex
 	inflight map[string]*pinFetch
+	fetched  map[string]fetchedList // by fetchKey, under fmu
+}
+
+// fetchedList is a tools/list fetch that completed: when, and the list
+// generation (pinSet.gen) it started in.
+type fetchedList struct {
+	at  time.Time
+	gen uint64
 }
 
 // pinView is one immutable state of a pinSet; changes publish a copy.
@@ -166,6 +186,7 @@ func newPinSet(g *Gateway, cfg *Config) *pinSet {
 		g:        g,
 		fetches:  make(chan struct{}, maxPinFetches),
 		inflight: map[string]*pinFetch{},
+		fetched:  map[string]fetchedList{},
 	}
 	s.view.Store(&pinView{stored: map[string]Pin{}, current: map[string]string{}, params: map[string]map[string][]string{}, defaults: map[string]*schemaDefaults{}})
 	return s

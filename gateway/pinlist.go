@@ -61,8 +61,9 @@ func (g *Gateway) checkPins(x *exchange, next Next) *refusal {
 			// A list_changed that arrives while the list is fetched leaves
 			// the definitions stale; one more fetch usually settles it (a
 			// server that keeps changing its list is refused).
-			for try := 0; try < 2 && v == pinUnknown && err == nil; try++ {
-				err = g.pins.fetchOnce(ctx, fetchKey(x), func() error { return g.learnTools(x, next) })
+			key := fetchKey(x)
+			for try := 0; try < 2 && v == pinUnknown && err == nil && !g.pins.unlistedLately(key, m.Name); try++ {
+				err = g.pins.fetchOnce(ctx, key, func() error { return g.learnTools(x, next) })
 				v = g.pins.callVerdict(ctx, m.Name)
 			}
 			if err != nil {
@@ -147,9 +148,48 @@ func (s *pinSet) fetchOnce(ctx context.Context, key string, fetch func() error) 
 		c.err = ctx.Err()
 		return c.err
 	}
+	gen := s.gen.Load()
 	c.err = fetch()
 	<-s.fetches
+	if c.err == nil {
+		s.remember(key, fetchedList{at: s.g.now(), gen: gen})
+	}
 	return c.err
+}
+
+// unlistedLately reports whether a fetch for key completed within
+// pinFetchMemory, the server has not said its list changed since it
+// began, and tool is not in the current set: that fetch stands. A tool
+// in it whose pin was forgotten is fetched again, to be pinned anew.
+func (s *pinSet) unlistedLately(key, tool string) bool {
+	if _, ok := s.view.Load().current[tool]; ok {
+		return false
+	}
+	s.fmu.Lock()
+	f, ok := s.fetched[key]
+	s.fmu.Unlock()
+	return ok && f.gen == s.gen.Load() && s.g.now().Sub(f.at) < pinFetchMemory
+}
+
+// remember records a completed fetch for key, forgetting those past
+// pinFetchMemory, and the oldest when maxPinFetchMemory are still held.
+func (s *pinSet) remember(key string, f fetchedList) {
+	s.fmu.Lock()
+	defer s.fmu.Unlock()
+	if _, ok := s.fetched[key]; !ok && len(s.fetched) >= maxPinFetchMemory {
+		oldest := ""
+		for k, o := range s.fetched {
+			if f.at.Sub(o.at) >= pinFetchMemory {
+				delete(s.fetched, k)
+			} else if oldest == "" || o.at.Before(s.fetched[oldest].at) {
+				oldest = k
+			}
+		}
+		if len(s.fetched) >= maxPinFetchMemory {
+			delete(s.fetched, oldest)
+		}
+	}
+	s.fetched[key] = f
 }
 
 // learnTools asks the upstream for tools/list, every page, on the
