@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/json"
 	"time"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -18,10 +19,37 @@ import (
 // principal_type, resource, http_method, method, tool | prompt | uri,
 // jsonrpc_id, rule, argument (the pointer of a refusing argument rule),
 // arguments (a tools/call's arguments, only with Config.AuditArguments),
-// decision, reason, status, latency, request_id, remote_addr. Never a
-// token or session id.
+// decision, reason, status, latency, request_id, remote_addr, truncated.
+// Never a token or session id. What the request's body names (method,
+// jsonrpc_id, the tool, prompt or uri, and the reason, which may quote
+// them) is cut to maxAuditName or maxAuditText bytes, marked with
+// auditCut and truncated: true, so that a caller cannot write megabytes
+// into the audit log per request.
 
 const auditMessage = "mcp request"
+
+// Bounds of the audit event's fields that the request's body names.
+const (
+	maxAuditName = 256      // method, jsonrpc_id, tool, prompt
+	maxAuditText = 2 * 1024 // uri, reason
+)
+
+// auditCut ends a value cut to its bound.
+const auditCut = "…(truncated)"
+
+// auditBound is s cut to max bytes (at a character boundary) and marked
+// with auditCut, and whether it was cut; s itself, allocating nothing,
+// when it fits.
+func auditBound(s string, max int) (string, bool) {
+	if len(s) <= max {
+		return s, false
+	}
+	n := max
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + auditCut, true
+}
 
 // auditForwarded counts and logs the decisions of a forwarded request
 // (logs them unless only denials are audited, and the request ran to its
@@ -126,15 +154,27 @@ func (e *auditEvent) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	}
 	enc.AddString("resource", e.g.cfg.Resource)
 	enc.AddString("http_method", e.x.r.Method)
+	truncated := false
+	add := func(key, s string, max int) {
+		s, cut := auditBound(s, max)
+		truncated = truncated || cut
+		enc.AddString(key, s)
+	}
 	if m := e.m; m != nil {
-		enc.AddString("method", m.Method)
-		if m.ID != nil {
+		add("method", m.Method, maxAuditName)
+		if len(m.ID) > maxAuditName {
+			add("jsonrpc_id", string(m.ID), maxAuditName)
+		} else if m.ID != nil {
 			enc.AddByteString("jsonrpc_id", m.ID)
 		}
 	}
 	if d := e.d; d != nil {
 		if d.target != "" {
-			enc.AddString(d.kind, d.target)
+			max := maxAuditName
+			if d.kind == kindResource {
+				max = maxAuditText
+			}
+			add(d.kind, d.target, max)
 		}
 		if d.rule != "" {
 			enc.AddString("rule", d.rule)
@@ -154,13 +194,16 @@ func (e *auditEvent) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	}
 	enc.AddString("decision", decision)
 	if e.reason != "" {
-		enc.AddString("reason", e.reason)
+		add("reason", e.reason, maxAuditText)
 	}
 	enc.AddInt64("status", int64(e.status))
 	enc.AddDuration("latency", e.latency)
 	enc.AddString("remote_addr", e.x.r.RemoteAddr)
 	if e.g.cfg.RequestID != nil {
 		enc.AddString("request_id", e.requestID)
+	}
+	if truncated {
+		enc.AddBool("truncated", true)
 	}
 	return nil
 }

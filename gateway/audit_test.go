@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/go-cmp/cmp"
@@ -247,5 +248,91 @@ func TestAuditReasonOfLoneRequest(t *testing.T) {
 	}
 	if reason := entries[0].ContextMap()["reason"]; reason != "Task not found" {
 		t.Errorf("audit reason = %q, want %q", reason, "Task not found")
+	}
+}
+
+// TestAuditFieldsBounded: what the request's body names (the JSON-RPC
+// id, the method, the tool, prompt or resource URI, and the reason that
+// may quote them) is cut in the audit event to 256 bytes (2 KiB for URIs
+// and reasons), at a character boundary, marked "…(truncated)" and with
+// truncated: true; before, each went into the event whole, up to
+// max_body_size, so a caller could write megabytes to the audit log per
+// request. Values that fit are written as they are, with no truncated
+// field.
+func TestAuditFieldsBounded(t *testing.T) {
+	long := func(prefix string, n int) string { return prefix + strings.Repeat("a", n-len(prefix)) }
+	// A two-byte character across byte 256: cut before it.
+	straddling := long("p", 255) + "é" + strings.Repeat("b", 100)
+	tests := []struct {
+		name    string
+		body    string
+		methods bool // a method rule passes x/*
+		field   string
+		want    string // the field's value; "" for the long value cut to max
+		max     int
+		cut     bool
+	}{
+		{"jsonrpc id", `{"jsonrpc":"2.0","id":"` + long("", 100_000) + `","method":"tools/call","params":{"name":"read_file","arguments":{}}}`, false, "jsonrpc_id", "", maxAuditName, true},
+		{"method", `{"jsonrpc":"2.0","id":1,"method":"` + long("x/", 100_000) + `"}`, true, "method", "", maxAuditName, true},
+		{"reason quoting the method", `{"jsonrpc":"2.0","id":1,"method":"` + long("x/", 100_000) + `"}`, false, "reason", "", maxAuditText, true},
+		{"reason quoting the tool", toolCall(long("read_", 100_000)), false, "reason", "", maxAuditText, true},
+		{"prompt", `{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"` + long("p", 100_000) + `"}}`, false, "prompt", "", maxAuditName, true},
+		{"prompt at a character boundary", `{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"` + straddling + `"}}`, false, "prompt", straddling[:255] + auditCut, maxAuditName, true},
+		{"uri", `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"` + long("file:///", 100_000) + `"}}`, false, "uri", "", maxAuditText, true},
+		{"uri that fits", `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"` + long("file:///", maxAuditText) + `"}}`, false, "uri", long("file:///", maxAuditText), maxAuditText, false},
+		{"tool that fits", toolCall(long("read_", maxToolName)), false, "tool", long("read_", maxToolName), maxAuditName, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			if tt.methods {
+				cfg.Methods = []Rule{{Pattern: "x/*"}}
+			}
+			h := newHarness(t, cfg, nil)
+			readBody(t, h.do(t, call{body: tt.body, token: mint(t, claims())}))
+			// A refusal's event follows its answer.
+			for deadline := time.Now().Add(5 * time.Second); h.logs.Len() == 0 && time.Now().Before(deadline); {
+				time.Sleep(5 * time.Millisecond)
+			}
+			entries := h.logs.All()
+			if len(entries) != 1 {
+				t.Fatalf("audit events = %d, want 1", len(entries))
+			}
+			ev := entries[0].ContextMap()
+			got, _ := ev[tt.field].(string)
+			want := tt.want
+			if want == "" {
+				want = got[:min(len(got), tt.max)] + auditCut
+			}
+			if got != want || len(got) > tt.max+len(auditCut) || !utf8.ValidString(got) {
+				t.Errorf("%s = %q (%d bytes), want %q, at most %d bytes and a marker", tt.field, got, len(got), want, tt.max)
+			}
+			if tt.cut != strings.HasSuffix(got, auditCut) || (ev["truncated"] == true) != tt.cut {
+				t.Errorf("%s cut %v, truncated %v; want %v", tt.field, strings.HasSuffix(got, auditCut), ev["truncated"], tt.cut)
+			}
+			if n := len(fmt.Sprint(ev)); n > 8*1024 {
+				t.Errorf("audit event of %d bytes, want at most a few KiB", n)
+			}
+		})
+	}
+}
+
+// TestPinAuditToolBounded: a tool name the server lists is bounded in the
+// pin events as a caller's is in the request events (a list the gateway
+// fetches, for a call of a tool no list showed, is learned whole; a
+// name past SEP-986's 128 characters is only hidden from callers).
+func TestPinAuditToolBounded(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.PinTools, cfg.Pins = PinApproved, newMemPins()
+	name := "read_" + strings.Repeat("t", 300)
+	h := newHarness(t, cfg, pinUpstream(func() string { return `{"name":"` + name + `","inputSchema":{"type":"object"}}` }))
+	readBody(t, h.do(t, call{body: toolCall("read_file"), token: mint(t, claims())}))
+	events := h.logs.FilterMessage("tool definition changed").All()
+	if len(events) != 1 {
+		t.Fatalf("pin events = %d, want 1", len(events))
+	}
+	ev := events[0].ContextMap()
+	if want := name[:maxAuditName] + auditCut; ev["tool"] != want || ev["truncated"] != true {
+		t.Errorf("pin event tool of %d bytes, truncated %v; want %d bytes and a marker, truncated true", len(fmt.Sprint(ev["tool"])), ev["truncated"], len(want))
 	}
 }

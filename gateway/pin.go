@@ -316,8 +316,9 @@ func (s *pinSet) listed(ctx context.Context, tool string, raw []byte) (keep bool
 		p = np
 		switch {
 		case changed && resembles != "" && p.Pinned == "":
+			pinnedTool, _ := auditBound(resembles, maxAuditName)
 			s.audit("tool name resembles a pinned tool's", tool,
-				zap.String("pinned_tool", resembles), zap.String("offered_hash", hash))
+				zap.String("pinned_tool", pinnedTool), zap.String("offered_hash", hash))
 		case changed && p.Pending == hash:
 			s.auditChange(tool, p.Pinned, hash, pinnedDef, canon)
 		}
@@ -387,10 +388,16 @@ func (s *pinSet) auditChange(tool, pinned, offered string, pinnedDef, offeredDef
 }
 
 // audit records, and counts, a definition that needs an operator's
-// review.
+// review. The tool's name is the server's, bounded as a caller's is in
+// the request events (auditBound).
 func (s *pinSet) audit(msg, tool string, fields ...zap.Field) {
 	s.g.metrics.ToolPin("changed")
-	s.g.audit.Warn(msg, append([]zap.Field{zap.String("resource", s.resource), zap.String("tool", tool), zap.String("pin_mode", s.mode.String())}, fields...)...)
+	tool, cut := auditBound(tool, maxAuditName)
+	fields = append([]zap.Field{zap.String("resource", s.resource), zap.String("tool", tool), zap.String("pin_mode", s.mode.String())}, fields...)
+	if cut {
+		fields = append(fields, zap.Bool("truncated", true))
+	}
+	s.g.audit.Warn(msg, fields...)
 }
 
 // maxChanges bounds the paths DefinitionChanges lists.
