@@ -130,9 +130,15 @@ func (h *GatewayHandler) settings() ([]byte, error) {
 	return json.Marshal(&c)
 }
 
-// sameResource compares resource URLs as the issuer does.
+// sameResource compares resource URLs as the issuer does: scheme and host
+// case-insensitively, the path exactly.
 func sameResource(a, b string) bool {
-	return issuer.CanonicalResource(a) == issuer.CanonicalResource(b)
+	ua, err1 := url.Parse(a)
+	ub, err2 := url.Parse(b)
+	if err1 != nil || err2 != nil {
+		return a == b
+	}
+	return strings.EqualFold(ua.Scheme, ub.Scheme) && strings.EqualFold(ua.Host, ub.Host) && ua.Path == ub.Path
 }
 
 // nearResource reports whether two resource URLs differ only in what is
