@@ -20,9 +20,9 @@ import (
 // jsonrpc_id, rule, argument (the pointer of a refusing argument rule),
 // arguments (a tools/call's arguments, only with Config.AuditArguments),
 // decision, reason, status, latency, request_id, remote_addr, truncated.
-// Never a token or session id. What the request's body names (method,
-// jsonrpc_id, the tool, prompt or uri, and the reason, which may quote
-// them) is cut to maxAuditName or maxAuditText bytes, marked with
+// Never a token or session id. What the request names (http_method,
+// method, jsonrpc_id, the tool, prompt or uri, and the reason, which may
+// quote them) is cut to maxAuditName or maxAuditText bytes, marked with
 // auditCut and truncated: true, so that a caller cannot write megabytes
 // into the audit log per request.
 
@@ -30,7 +30,7 @@ const auditMessage = "mcp request"
 
 // Bounds of the audit event's fields that the request's body names.
 const (
-	maxAuditName = 256      // method, jsonrpc_id, tool, prompt
+	maxAuditName = 256      // http_method, method, jsonrpc_id, tool, prompt
 	maxAuditText = 2 * 1024 // uri, reason
 )
 
@@ -153,13 +153,13 @@ func (e *auditEvent) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 		enc.AddString("principal_type", p.principalType)
 	}
 	enc.AddString("resource", e.g.cfg.Resource)
-	enc.AddString("http_method", e.x.r.Method)
 	truncated := false
 	add := func(key, s string, max int) {
 		s, cut := auditBound(s, max)
 		truncated = truncated || cut
 		enc.AddString(key, s)
 	}
+	add("http_method", e.x.r.Method, maxAuditName) // any token net/http reads
 	if m := e.m; m != nil {
 		add("method", m.Method, maxAuditName)
 		if len(m.ID) > maxAuditName {

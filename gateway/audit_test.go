@@ -251,9 +251,9 @@ func TestAuditReasonOfLoneRequest(t *testing.T) {
 	}
 }
 
-// TestAuditFieldsBounded: what the request's body names (the JSON-RPC
-// id, the method, the tool, prompt or resource URI, and the reason that
-// may quote them) is cut in the audit event to 256 bytes (2 KiB for URIs
+// TestAuditFieldsBounded: what the request names (the JSON-RPC id, the
+// method, the tool, prompt or resource URI, the reason that may quote
+// them, and the HTTP method) is cut in the audit event to 256 bytes (2 KiB for URIs
 // and reasons), at a character boundary, marked "…(truncated)" and with
 // truncated: true; before, each went into the event whole, up to
 // max_body_size, so a caller could write megabytes to the audit log per
@@ -266,21 +266,23 @@ func TestAuditFieldsBounded(t *testing.T) {
 	tests := []struct {
 		name    string
 		body    string
-		methods bool // a method rule passes x/*
+		http    string // the HTTP method, default POST
+		methods bool   // a method rule passes x/*
 		field   string
 		want    string // the field's value; "" for the long value cut to max
 		max     int
 		cut     bool
 	}{
-		{"jsonrpc id", `{"jsonrpc":"2.0","id":"` + long("", 100_000) + `","method":"tools/call","params":{"name":"read_file","arguments":{}}}`, false, "jsonrpc_id", "", maxAuditName, true},
-		{"method", `{"jsonrpc":"2.0","id":1,"method":"` + long("x/", 100_000) + `"}`, true, "method", "", maxAuditName, true},
-		{"reason quoting the method", `{"jsonrpc":"2.0","id":1,"method":"` + long("x/", 100_000) + `"}`, false, "reason", "", maxAuditText, true},
-		{"reason quoting the tool", toolCall(long("read_", 100_000)), false, "reason", "", maxAuditText, true},
-		{"prompt", `{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"` + long("p", 100_000) + `"}}`, false, "prompt", "", maxAuditName, true},
-		{"prompt at a character boundary", `{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"` + straddling + `"}}`, false, "prompt", straddling[:255] + auditCut, maxAuditName, true},
-		{"uri", `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"` + long("file:///", 100_000) + `"}}`, false, "uri", "", maxAuditText, true},
-		{"uri that fits", `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"` + long("file:///", maxAuditText) + `"}}`, false, "uri", long("file:///", maxAuditText), maxAuditText, false},
-		{"tool that fits", toolCall(long("read_", maxToolName)), false, "tool", long("read_", maxToolName), maxAuditName, false},
+		{"jsonrpc id", `{"jsonrpc":"2.0","id":"` + long("", 100_000) + `","method":"tools/call","params":{"name":"read_file","arguments":{}}}`, "", false, "jsonrpc_id", "", maxAuditName, true},
+		{"method", `{"jsonrpc":"2.0","id":1,"method":"` + long("x/", 100_000) + `"}`, "", true, "method", "", maxAuditName, true},
+		{"reason quoting the method", `{"jsonrpc":"2.0","id":1,"method":"` + long("x/", 100_000) + `"}`, "", false, "reason", "", maxAuditText, true},
+		{"reason quoting the tool", toolCall(long("read_", 100_000)), "", false, "reason", "", maxAuditText, true},
+		{"prompt", `{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"` + long("p", 100_000) + `"}}`, "", false, "prompt", "", maxAuditName, true},
+		{"prompt at a character boundary", `{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"` + straddling + `"}}`, "", false, "prompt", straddling[:255] + auditCut, maxAuditName, true},
+		{"uri", `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"` + long("file:///", 100_000) + `"}}`, "", false, "uri", "", maxAuditText, true},
+		{"uri that fits", `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"` + long("file:///", maxAuditText) + `"}}`, "", false, "uri", long("file:///", maxAuditText), maxAuditText, false},
+		{"tool that fits", toolCall(long("read_", maxToolName)), "", false, "tool", long("read_", maxToolName), maxAuditName, false},
+		{"http method", "", strings.Repeat("X", 100_000), false, "http_method", "", maxAuditName, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -289,7 +291,7 @@ func TestAuditFieldsBounded(t *testing.T) {
 				cfg.Methods = []Rule{{Pattern: "x/*"}}
 			}
 			h := newHarness(t, cfg, nil)
-			readBody(t, h.do(t, call{body: tt.body, token: mint(t, claims())}))
+			readBody(t, h.do(t, call{method: tt.http, body: tt.body, token: mint(t, claims())}))
 			// A refusal's event follows its answer.
 			for deadline := time.Now().Add(5 * time.Second); h.logs.Len() == 0 && time.Now().Before(deadline); {
 				time.Sleep(5 * time.Millisecond)
