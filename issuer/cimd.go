@@ -188,13 +188,25 @@ func (f *cimdFetcher) cached(ctx context.Context, clientID string) (*Client, boo
 
 // checkURL applies the draft's rules for client identifier URLs:
 // https, a host, a path without dot segments, no fragment, no userinfo.
+// A URL is ASCII (RFC 3986), and so is its host once decoded: the pages
+// show the client_id as the application's identity, and a host such as
+// https://аpp.example.com (a Cyrillic а) would read there as another's,
+// where a browser's address bar shows its xn-- form.
 func (f *cimdFetcher) checkURL(id string) error {
 	if len(id) > maxClientIDLen {
 		return errors.New("too long")
 	}
+	for _, r := range id {
+		if r <= ' ' || r >= 0x7f {
+			return errors.New("not an ASCII URL")
+		}
+	}
 	u, err := url.Parse(id)
 	if err != nil {
 		return err
+	}
+	if !plainHost(u.Hostname()) {
+		return errors.New("the host must be an ASCII DNS name (xn-- form) or a dotted IP address")
 	}
 	switch {
 	case u.Scheme == "http" && f.cfg.CIMDAllowPrivate:

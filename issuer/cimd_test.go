@@ -406,6 +406,9 @@ func TestCIMDURLRules(t *testing.T) {
 		{"https://app.example.com/a/%2e%2e/client.json", false},
 		{"https://user@app.example.com/client.json", false},
 		{"https://app.example.com/client.json#frag", false},
+		{"https://app.example.com/my client.json", false},
+		{"https://app.example.com/cl\u0456ent.json", false},
+		{"https://xn--pp-8sb.example.com/client.json", true},
 	}
 	for _, tt := range tests {
 		if err := e.iss.cimd.checkURL(tt.id); (err == nil) != tt.ok {
@@ -691,5 +694,42 @@ func TestCIMDFailureBeforeConsentPage(t *testing.T) {
 				t.Errorf("pending requests = %d, want 0", n)
 			}
 		})
+	}
+}
+
+// TestCIMDHostASCII: a client_id is shown on the consent, sign-in and
+// apps pages as the application's identity, so its host must read as a
+// browser's address bar shows it: ASCII (the xn-- form of an
+// internationalized name). A document at https://аpp.example.com/... (a
+// Cyrillic а) was fetched, at its punycode name, and its client_id shown
+// as a look-alike of app.example.com; RFC 3986 admits no such character
+// in a URI anyway. Nothing is fetched for such a client_id.
+func TestCIMDHostASCII(t *testing.T) {
+	e, host := newCIMDEnv(t, true, nil)
+	plain := host.docOn("app", "/plain.json", "")
+	if err := e.fetchFrom(t, "192.0.2.1", plain); err != nil {
+		t.Fatalf("ASCII host refused: %v", err)
+	}
+	for _, tt := range []struct{ name, path string }{
+		{"\u0430pp", "/cyrillic.json"},           // Cyrillic а
+		{"\uff41pp", "/fullwidth.json"},          // fullwidth ａ, which IDNA maps to a
+		{"app\u200d", "/joiner.json"},            // an invisible joiner
+		{"%D0%B0pp", "/escaped.json"},            // the Cyrillic а percent-encoded
+		{"xn--pp-8sb", "/punycode-is-fine.json"}, // the same name in its ASCII form
+	} {
+		id := host.docOn(tt.name, tt.path, "")
+		err := e.fetchFrom(t, "192.0.2.1", id)
+		if ascii := strings.HasPrefix(tt.name, "xn--"); ascii {
+			if err != nil {
+				t.Errorf("%q: the xn-- form refused: %v", id, err)
+			}
+			continue
+		}
+		if err == nil || !errors.Is(err, ErrInvalidClient) {
+			t.Errorf("%q: fetch = %v, want invalid_client", id, err)
+		}
+		if n := host.count(tt.path); n != 0 {
+			t.Errorf("%q: document fetched %d times, want none", id, n)
+		}
 	}
 }
