@@ -256,6 +256,11 @@ func (g authorizationCode) checkActorToken(ctx context.Context, f url.Values, ac
 	if err := possessed(claims.BoundKey(), jkt, "actor_token"); err != nil {
 		return nil, err
 	}
+	// An agent's token a lagging instance issued under its replaced
+	// secret, as in a token exchange (review s16c F2).
+	if err := i.notReplaced(ctx, claims.GrantID, ErrInvalidGrant.WithDescription("actor_token is not a valid token of the requested actor")); err != nil {
+		return nil, err
+	}
 	return i.dir.agentFor(ctx, actor, clientID)
 }
 

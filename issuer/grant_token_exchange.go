@@ -103,7 +103,7 @@ func (x tokenExchange) grant(ctx context.Context, req *clientRequest) (*issuance
 	if c.ID != subj.ClientID && (actor == nil || c.ID != actor.ID) && (subj.Actor == nil || c.ID != subj.Actor.Subject) {
 		return nil, invalid("the client may not exchange this subject_token")
 	}
-	if err := x.notReplaced(ctx, subj.GrantID, ErrInvalidRequest.WithDescription("subject_token is invalid, expired or revoked")); err != nil {
+	if err := i.notReplaced(ctx, subj.GrantID, ErrInvalidRequest.WithDescription("subject_token is invalid, expired or revoked")); err != nil {
 		return nil, err
 	}
 
@@ -207,7 +207,7 @@ func (x tokenExchange) actor(ctx context.Context, raw string, subj *accesstoken.
 	}
 	// An agent's token a lagging instance issued under its replaced
 	// secret (review s16c F2).
-	if err := x.notReplaced(ctx, ac.GrantID, invalid("actor_token is not a valid, unrevoked token of an agent acting for itself")); err != nil {
+	if err := i.notReplaced(ctx, ac.GrantID, invalid("actor_token is not a valid, unrevoked token of an agent acting for itself")); err != nil {
 		return nil, err
 	}
 	a, err := i.dir.lookupAgent(ctx, ac.Subject)
@@ -273,8 +273,7 @@ func (x tokenExchange) scopes(ctx context.Context, app *Client, u *User, actor *
 // notReplaced refuses, with refused, a subject or actor token whose
 // grant was issued under a credential the configuration has replaced
 // (credentialTags).
-func (x tokenExchange) notReplaced(ctx context.Context, gid string, refused error) error {
-	i := x.iss
+func (i *Issuer) notReplaced(ctx context.Context, gid string, refused error) error {
 	if gid == "" {
 		return nil
 	}

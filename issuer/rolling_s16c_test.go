@@ -166,4 +166,13 @@ func TestRollingActorTokenOfReplacedSecret(t *testing.T) {
 	} else {
 		t.Logf("actor exchange: %d %s", r.status, r.raw)
 	}
+	// Nor as the actor_token of a code the user delegated to the agent
+	// (requested_actor): the code grant read it as the exchange did
+	// before s16c F2, and issued a delegated grant on it.
+	code, verifier = e.issueCode(t, codeSpec{actor: tAgent1, scopes: []string{"read"}})
+	r := e.post(t, pathToken, url.Values{"grant_type": {grantAuthorizationCode}, "code": {code}, "code_verifier": {verifier},
+		"redirect_uri": {tRedirect}, "client_id": {tPublic}, "actor_token": {own.str("access_token")}}, "")
+	if r.status == http.StatusOK || r.str("error") != "invalid_grant" {
+		t.Errorf("at A: the agent's token from B as a delegated code's actor_token: %d %s, want invalid_grant", r.status, r.raw)
+	}
 }
