@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -832,5 +834,29 @@ func TestAuthorizePostWithoutCookieKeepsSession(t *testing.T) {
 	}
 	if body := readBody(t, resp); resp.StatusCode != http.StatusOK || strings.Contains(body, `id="login"`) {
 		t.Errorf("GET /apps after the POSTs = %d, want the signed-in apps page", resp.StatusCode)
+	}
+}
+
+// TestAuthorizeRequestURIFetchesNothing: the metadata says
+// request_uri_parameter_supported false (OpenID Connect Discovery reads
+// its absence as true): a request_uri that is a URL, not one a push
+// returned, is refused on the error page, and nothing is fetched from it.
+func TestAuthorizeRequestURIFetchesNothing(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	var hits atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
+	t.Cleanup(srv.Close)
+	p := webAuthParams(testChallenge)
+	p.Set("request_uri", srv.URL+"/request.jwt")
+	resp, err := e.browser().Get(e.url(pathAuthorize, p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := readBody(t, resp)
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "pushed authorization request is unknown") {
+		t.Errorf("request_uri of a URL: %d, want 400 on the error page:\n%s", resp.StatusCode, body)
+	}
+	if n := hits.Load(); n != 0 {
+		t.Errorf("request_uri fetched %d times", n)
 	}
 }

@@ -10,16 +10,22 @@ import (
 
 // metadata is the RFC 8414 / OpenID Connect Discovery 1.0 document.
 type metadata struct {
-	Issuer                                     string   `json:"issuer"`
-	AuthorizationEndpoint                      string   `json:"authorization_endpoint"`
-	TokenEndpoint                              string   `json:"token_endpoint"`
-	RegistrationEndpoint                       string   `json:"registration_endpoint,omitempty"`
-	JWKSURI                                    string   `json:"jwks_uri"`
-	RevocationEndpoint                         string   `json:"revocation_endpoint"`
-	IntrospectionEndpoint                      string   `json:"introspection_endpoint"`
-	UserinfoEndpoint                           string   `json:"userinfo_endpoint"`
-	PushedAuthorizationRequestEndpoint         string   `json:"pushed_authorization_request_endpoint"`
-	RequirePushedAuthorizationRequests         bool     `json:"require_pushed_authorization_requests"`
+	Issuer                             string `json:"issuer"`
+	AuthorizationEndpoint              string `json:"authorization_endpoint"`
+	TokenEndpoint                      string `json:"token_endpoint"`
+	RegistrationEndpoint               string `json:"registration_endpoint,omitempty"`
+	JWKSURI                            string `json:"jwks_uri"`
+	RevocationEndpoint                 string `json:"revocation_endpoint"`
+	IntrospectionEndpoint              string `json:"introspection_endpoint"`
+	UserinfoEndpoint                   string `json:"userinfo_endpoint"`
+	PushedAuthorizationRequestEndpoint string `json:"pushed_authorization_request_endpoint"`
+	RequirePushedAuthorizationRequests bool   `json:"require_pushed_authorization_requests"`
+	// RequestURIParameterSupported is false: OpenID Connect Discovery
+	// reads its absence as true, a request_uri the server fetches, which
+	// it does not; a pushed request's request_uri is usable whatever this
+	// says (RFC 9126 section 5). Request objects (request) are refused
+	// too, which the absence of request_parameter_supported already says.
+	RequestURIParameterSupported               bool     `json:"request_uri_parameter_supported"`
 	ResponseTypesSupported                     []string `json:"response_types_supported"`
 	ResponseModesSupported                     []string `json:"response_modes_supported"`
 	GrantTypesSupported                        []string `json:"grant_types_supported"`

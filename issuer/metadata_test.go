@@ -75,6 +75,9 @@ func checkMetadata(t *testing.T, e *testEnv, m map[string]any) {
 		"require_pushed_authorization_requests":          false,
 		"client_id_metadata_document_supported":          true,
 		"authorization_response_iss_parameter_supported": true,
+		// Only a pushed request's: OpenID Connect Discovery reads an
+		// absent member as true (TestAuthorizeRequestURIFetchesNothing).
+		"request_uri_parameter_supported": false,
 	}
 	for k, v := range wantBool {
 		if got, ok := m[k].(bool); !ok || got != v {
