@@ -22,9 +22,9 @@ type parResponse struct {
 // client directly; /authorize consumes the stored request once, for the
 // same client only. Only the parameters /authorize reads are stored
 // (parseAuthorize bounds their size), and pushes are rate limited
-// (ratelimit.go): per client, and per address for public clients, which
-// anyone can push for. Over the limit: 429 (RFC 9126 section 2.3) with
-// slow_down and Retry-After, as at registration.
+// (ratelimit.go): per client for confidential clients, per address for
+// public clients, which anyone can push for. Over the limit: 429 (RFC
+// 9126 section 2.3) with slow_down and Retry-After, as at registration.
 func (i *Issuer) handlePAR(w http.ResponseWriter, r *http.Request) {
 	req, ok := i.authenticatedPost(w, r)
 	if !ok {
@@ -61,22 +61,21 @@ func (i *Issuer) handlePAR(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	// A confidential client's pushes are charged to the client. Anyone
+	// may push for a public client's id (a CIMD app's), so its pushes are
+	// charged to the address alone: a budget of the client's would let a
+	// few addresses spend it and lock the app's other users out, as a
+	// DPoP share per public client did (bddb9a9).
+	limit, key, desc := i.parClients, c.ID, "too many pushed requests for this client; retry later"
 	if c.Public() {
-		switch d, err := i.anonWrites.take(ctx, clientAddr(r)); {
-		case err != nil:
-			i.writeErr(w, err)
-			return
-		case d > 0:
-			i.writeErr(w, rateLimited(ErrSlowDown, d, "too many pushed requests from this address; retry later"))
-			return
-		}
+		limit, key, desc = i.anonWrites, clientAddr(r), "too many pushed requests from this address; retry later"
 	}
-	switch d, err := i.parClients.take(ctx, c.ID); {
+	switch d, err := limit.take(ctx, key); {
 	case err != nil:
 		i.writeErr(w, err)
 		return
 	case d > 0:
-		i.writeErr(w, rateLimited(ErrSlowDown, d, "too many pushed requests for this client; retry later"))
+		i.writeErr(w, rateLimited(ErrSlowDown, d, desc))
 		return
 	}
 	if err := spendProof(ctx, proof); err != nil {
