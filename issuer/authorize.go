@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
@@ -29,7 +30,7 @@ const maxPageFormBytes = 32 << 10
 var authorizeParams = []string{
 	"client_id", "response_type", "response_mode", "redirect_uri", "scope", "state",
 	"code_challenge", "code_challenge_method", "resource", "nonce", "requested_actor",
-	"prompt", "max_age", "dpop_jkt",
+	"prompt", "max_age", "dpop_jkt", "id_token_hint",
 }
 
 const (
@@ -66,6 +67,11 @@ type authRequest struct {
 	Prompt              []string `json:"prompt,omitempty"`
 	Actor               string   `json:"actor,omitempty"` // requested_actor
 	DPoPJKT             string   `json:"dpop_jkt,omitempty"`
+	// hinted (prompt=none with id_token_hint) is the user the client
+	// expects signed in: the hint's sub, or noUser for a hint that is no
+	// ID token this issuer gave the client. prompt=none only: there is no
+	// pending request to keep it in.
+	hinted string
 	// LoginAfter (max_age; prompt=login: the request's time) is the
 	// earliest login time the request accepts.
 	LoginAfter time.Time `json:"login_after,omitzero"`
@@ -145,6 +151,12 @@ func (i *Issuer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	loggedIn := ar.freshLogin(s, sid)
 	if ar.prompt("none") && !loggedIn {
 		fail(&Error{Code: "login_required", Description: "the user is not logged in, or not recently enough"})
+		return
+	}
+	if ar.hinted != "" && s.User != ar.hinted {
+		// OpenID Connect Core 3.1.2.1: the user the ID token names is not
+		// the one signed in, and prompt=none cannot ask.
+		fail(&Error{Code: "login_required", Description: "the user id_token_hint names is not the one signed in"})
 		return
 	}
 	if !loggedIn || ar.prompt("login") {
@@ -370,6 +382,9 @@ func (i *Issuer) parseAuthorize(ctx context.Context, c *Client, params url.Value
 		}
 		ar.LoginAfter = i.now().Add(-time.Duration(n) * time.Second)
 	}
+	if hint := params.Get("id_token_hint"); hint != "" && ar.prompt("none") {
+		ar.hinted = i.hintedUser(ctx, c, hint)
+	}
 	if ar.prompt("login") {
 		// A login after this request: a new session alone is not one,
 		// since a sign-in at an identity provider without this request
@@ -431,6 +446,27 @@ func parseScope(s string) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// noUser names no user: hintedUser's answer for a hint it cannot read.
+const noUser = "\x00"
+
+// hintedUser is the sub of id_token_hint, an ID token this issuer signed
+// for c, expired or not (OpenID Connect Core 3.1.2.1); noUser when it is
+// not one (another client's, forged, signed by a key retired since).
+func (i *Issuer) hintedUser(ctx context.Context, c *Client, raw string) string {
+	var claims jwt.RegisteredClaims
+	_, err := jwt.ParseWithClaims(raw, &claims, func(t *jwt.Token) (any, error) {
+		if typ, _ := t.Header["typ"].(string); typ != "JWT" {
+			return nil, errors.New("an ID token is typed JWT") // an access token is at+jwt
+		}
+		kid, _ := t.Header["kid"].(string)
+		return i.PublicKey(ctx, kid)
+	}, jwt.WithValidMethods(signingAlgs), jwt.WithoutClaimsValidation()) // expired hints count
+	if err != nil || claims.Issuer != i.URL() || !slices.Contains(claims.Audience, c.ID) || claims.Subject == "" {
+		return noUser
+	}
+	return claims.Subject
 }
 
 // parsePrompt reads the OpenID Connect prompt parameter.

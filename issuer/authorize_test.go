@@ -3,6 +3,7 @@ package issuer
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -858,5 +859,65 @@ func TestAuthorizeRequestURIFetchesNothing(t *testing.T) {
 	}
 	if n := hits.Load(); n != 0 {
 		t.Errorf("request_uri fetched %d times", n)
+	}
+}
+
+// TestAuthorizePromptNoneIDTokenHint: with prompt=none, id_token_hint
+// names the user the client expects signed in (OpenID Connect Core
+// 3.1.2.1): another user's session answers login_required, not a code
+// for that other user; so does a hint that is no ID token this issuer
+// gave the client (garbage, an access token). The hint's own user, its
+// token expired or not, gets the code.
+func TestAuthorizePromptNoneIDTokenHint(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	const verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk" // RFC 7636 appendix B
+	p := webAuthParams(testChallenge)
+	p.Set("scope", "openid files:read")
+	signIn := func(user string) (*http.Client, answer) {
+		c := e.browser()
+		cb, err := e.robot(c, e.url(pathAuthorize, p), bWebRedirect, user, bPassword, "approve")
+		if err != nil {
+			t.Fatalf("robot %s: %v", user, err)
+		}
+		a := e.post(t, pathToken, url.Values{"grant_type": {"authorization_code"}, "code": {cb.Query().Get("code")},
+			"redirect_uri": {bWebRedirect}, "code_verifier": {verifier}, "client_id": {bWebClientID}}, "")
+		if a.str("id_token") == "" {
+			t.Fatalf("%s's token answer: %s", user, a.raw)
+		}
+		return c, a
+	}
+	_, bob := signIn("bob")
+	alice, own := signIn(bUser)
+	silent := func(hint string) url.Values {
+		t.Helper()
+		q := maps.Clone(p)
+		q.Set("prompt", "none")
+		q.Set("id_token_hint", hint)
+		resp, err := alice.Get(e.url(pathAuthorize, q))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		loc, err := url.Parse(resp.Header.Get("Location"))
+		if err != nil || !strings.HasPrefix(loc.String(), bWebRedirect+"?") {
+			t.Fatalf("prompt=none: %d Location %q, want the client's redirect URI", resp.StatusCode, resp.Header.Get("Location"))
+		}
+		return loc.Query()
+	}
+	for _, tt := range []struct{ name, hint string }{
+		{"another user's ID token", bob.str("id_token")},
+		{"not a JWT", "garbage"},
+		{"an access token", own.str("access_token")},
+	} {
+		if q := silent(tt.hint); q.Get("error") != "login_required" || q.Get("code") != "" {
+			t.Errorf("%s as hint: %v, want login_required and no code", tt.name, q)
+		}
+	}
+	if q := silent(own.str("id_token")); q.Get("code") == "" {
+		t.Errorf("the signed-in user's own ID token as hint: %v, want a code", q)
+	}
+	e.clock.Advance(2 * time.Hour) // the ID token expired; the session lives on
+	if q := silent(own.str("id_token")); q.Get("code") == "" {
+		t.Errorf("the signed-in user's own (expired) ID token as hint: %v, want a code", q)
 	}
 }
