@@ -239,6 +239,10 @@ func getJSON(ctx context.Context, client *http.Client, u string, maxBytes int64,
 		return err
 	}
 	req.Header.Set("Accept", "application/json")
+	// Fetched when a kid is unknown (a rotation) or the keys are old:
+	// a shared cache on the way must ask the issuer, not answer with
+	// the copy it holds (RFC 9111 section 5.2.1.4).
+	req.Header.Set("Cache-Control", "no-cache")
 	resp, err := client.Do(req)
 	if err != nil {
 		return err

@@ -6,18 +6,25 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rsa"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
 )
 
 func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
@@ -275,5 +282,97 @@ func TestRemoteKeysPublishedUse(t *testing.T) {
 		if resp.StatusCode != tt.want {
 			t.Errorf("kid %s, %s: status = %d (%s), want %d", tt.kid, tt.method.Alg(), resp.StatusCode, body, tt.want)
 		}
+	}
+}
+
+// TestRemoteKeysFollowIssuerRotation: a gateway keyed by RemoteKeys
+// accepts the first token an issuer signs with a rotated key, though it
+// fetched the issuer's JWKS just before the rotation (the refetch on an
+// unknown kid is rate-limited): the issuer signs with a new key only
+// after that limit, and the refetch asks shared caches to revalidate
+// (no-cache), not to answer with the copy they hold.
+func TestRemoteKeysFollowIssuerRotation(t *testing.T) {
+	clock := storetest.NewClock(testNow)
+	var jwksCaching atomic.Value // Cache-Control of the last JWKS request
+	var iss *issuer.Issuer
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/jwks") {
+			jwksCaching.Store(r.Header.Get("Cache-Control"))
+		}
+		iss.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	const secret = "service secret"
+	sum := sha256.Sum256([]byte(secret))
+	var err error
+	iss, err = issuer.New(issuer.Config{
+		Issuer: srv.URL,
+		Now:    clock.Now,
+		Clients: []issuer.Client{{ID: "svc", SecretHash: "sha256:" + hex.EncodeToString(sum[:]),
+			GrantTypes: []string{"client_credentials"}}},
+		Resources: []issuer.Resource{{URL: testResource, Scopes: []string{"mcp", "tools:read"}}},
+	}, memory.New(memory.Options{Now: clock.Now}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := func() (tok, kid string) {
+		t.Helper()
+		form := url.Values{"grant_type": {"client_credentials"}, "resource": {testResource}, "scope": {"mcp tools:read"}}
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/token", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth("svc", secret)
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body struct {
+			AccessToken string `json:"access_token"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("client credentials = %d, %v", resp.StatusCode, err)
+		}
+		parsed, _, err := jwt.NewParser().ParseUnverified(body.AccessToken, jwt.MapClaims{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		kid, _ = parsed.Header["kid"].(string)
+		return body.AccessToken, kid
+	}
+	rk := NewRemoteKeys(srv.URL, srv.Client(), nil)
+	rk.now = clock.Now
+	cfg := testConfig(t)
+	cfg.Issuer, cfg.Keys, cfg.Now = srv.URL, rk, clock.Now
+	h := newHarness(t, cfg, nil)
+	accepts := func(tok string) (int, string) {
+		t.Helper()
+		resp := h.do(t, call{body: toolCall("read_a"), token: tok})
+		return resp.StatusCode, readBody(t, resp)
+	}
+
+	old, oldKid := token()
+	if status, body := accepts(old); status != http.StatusOK {
+		t.Fatalf("token of the key before the rotation = %d (%s), want 200", status, body)
+	}
+	clock.Advance(time.Second) // the gateway fetched the JWKS a second ago
+	if _, err := iss.RotateSigningKey(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	tok, kid := token()
+	for kid == oldKid && clock.Now().Sub(testNow) < 10*time.Minute {
+		clock.Advance(time.Second)
+		tok, kid = token()
+	}
+	if kid == oldKid {
+		t.Fatal("the rotated key never signs")
+	}
+	if status, body := accepts(tok); status != http.StatusOK {
+		t.Errorf("first token of the rotated key, %v after the rotation = %d (%s), want 200", clock.Now().Sub(testNow)-time.Second, status, body)
+	}
+	if got, _ := jwksCaching.Load().(string); got != "no-cache" {
+		t.Errorf("JWKS refetch Cache-Control = %q, want no-cache (shared caches revalidate)", got)
+	}
+	if status, body := accepts(old); status != http.StatusOK {
+		t.Errorf("token of the retired key = %d (%s), want 200", status, body)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"math/big"
 	"net/http"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -29,17 +30,22 @@ import (
 // Signing algorithms this issuer signs with.
 var signingAlgs = []string{"ES256", "RS256", "EdDSA"}
 
-// Timing of a rotation across instances sharing a store. A new key is
-// published at once but signs only from keyPublishDelay later, and every
-// instance re-reads the key set when it signs or serves the JWKS with a
-// copy older than keyReload, so by the time any instance signs with a new
-// key, every instance's JWKS has published it for at least
-// keyPublishDelay - keyReload (5 s, for verifiers that fetch it) and every
-// instance's own verification (PublicKey) knows it. Instances' clocks must
-// agree to within that margin (NTP).
+// Timing of a rotation. A new key is published at once but signs only
+// from keyPublishDelay later: every instance on the store re-reads the
+// key set when it signs or serves the JWKS with a copy older than
+// keyReload, so every instance publishes the new key within keyReload;
+// a verifier or shared cache may keep a copy of the JWKS served just
+// before that for jwksMaxAge (its Cache-Control); keyReload more covers
+// instances' clocks, which must agree to within it (NTP). So no token
+// carries a key that a copy of the JWKS any cache may still use lacks,
+// and a verifier that refetches on an unknown kid at most every 30 s
+// (ours, RemoteKeys) has refetched since. The delay costs nothing: the
+// old key signs meanwhile. A shorter max-age would not end the race,
+// only make every verifier fetch more often.
 const (
 	keyReload       = 5 * time.Second
-	keyPublishDelay = 2 * keyReload
+	jwksMaxAge      = 60 * time.Second
+	keyPublishDelay = keyReload + jwksMaxAge + keyReload
 	// keyMinReload is the least time between two reloads for a kid this
 	// instance does not know, so tokens with made-up kids cost the
 	// gateways no store read each. A key is known everywhere long before
@@ -79,13 +85,14 @@ type keyRing struct {
 
 // newKeyRing loads the key set and makes sure a current key of alg
 // exists. Retired keys stay published for retention, the longest token
-// lifetime: newKeyRing adds keyReload because another instance on the
-// same store may go on signing with the key that long after a rotation.
+// lifetime: newKeyRing adds the verifiers' leeway past exp
+// (accesstoken.Leeway) and keyReload, for another instance on the same
+// store whose clock is that far behind.
 func newKeyRing(ctx context.Context, st store.Store, now func() time.Time, rnd io.Reader, alg string, retention time.Duration) (*keyRing, error) {
 	if !slices.Contains(signingAlgs, alg) {
 		return nil, fmt.Errorf("signing algorithm %q: must be one of %v", alg, signingAlgs)
 	}
-	k := &keyRing{store: st, now: now, rand: rnd, alg: alg, retention: retention + keyReload}
+	k := &keyRing{store: st, now: now, rand: rnd, alg: alg, retention: retention + accesstoken.Leeway + keyReload}
 	if err := k.load(ctx); err != nil {
 		return nil, err
 	}
@@ -413,9 +420,9 @@ func (i *Issuer) handleJWKS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, ErrServerError)
 		return
 	}
-	// Short: verifiers must see a rotated key soon (they also refetch on
-	// an unknown kid).
-	_ = writeJSON(w, http.StatusOK, "application/jwk-set+json", "public, max-age=60", map[string][]accesstoken.JWK{"keys": keys})
+	// A new key signs only once copies cached for this long have gone
+	// stale (keyPublishDelay).
+	_ = writeJSON(w, http.StatusOK, "application/jwk-set+json", "public, max-age="+strconv.Itoa(int(jwksMaxAge/time.Second)), map[string][]accesstoken.JWK{"keys": keys})
 }
 
 // publicJWK encodes a public key as a JWK (without kid, alg, use).

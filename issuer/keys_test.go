@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -159,8 +160,14 @@ func TestSigningKeyRotation(t *testing.T) {
 	if got := e.signedWith(t); got != kid {
 		t.Errorf("new token kid = %v, want %s", got, kid)
 	}
+	// A token it signed at the last instant is taken by gateways until
+	// its exp plus their leeway: the key is published until then.
+	e.clock.Advance(time.Hour + accesstoken.Leeway)
+	if keys, _ := e.jwksOf(t); !slices.Contains(kids(keys), oldKeys[0].Kid) {
+		t.Fatalf("JWKS kids when gateways last take the old key's tokens = %v, want it kept", kids(keys))
+	}
 	// Once every token of the old key has expired, it is withdrawn.
-	e.clock.Advance(time.Hour + keyReload + time.Second)
+	e.clock.Advance(keyReload + time.Second)
 	keys, _ = e.jwksOf(t)
 	if got := kids(keys); len(got) != 1 || got[0] != kid {
 		t.Fatalf("JWKS kids after the old key's tokens expired = %v, want [%s]", got, kid)
@@ -215,6 +222,46 @@ func TestSigningKeySharedAcrossInstances(t *testing.T) {
 	}
 	if h, _ := claimsOf(t, c.clientToken(t)); h["alg"] != "EdDSA" {
 		t.Errorf("signing alg after the change = %v, want EdDSA", h["alg"])
+	}
+}
+
+// TestCachedJWKSKnowsEverySigningKey: a copy of the JWKS that a
+// verifier or a shared cache keeps as its Cache-Control max-age allows
+// lists every key that signs while the copy is fresh, though it was
+// fetched, just before that instance re-read the keys, from an instance
+// that did not know yet of a rotation on another: a new key signs only
+// once every copy fetched without it has gone stale.
+func TestCachedJWKSKnowsEverySigningKey(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	st := memory.New(memory.Options{Now: clock.Now, RunTwice: true})
+	a := newTokEnvStore(t, st, clock) // a read the key set now
+	b := newTokEnvStore(t, st, clock)
+	kid, err := b.iss.RotateSigningKey(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(keyReload - time.Nanosecond)
+	cached, h := a.jwksOf(t)
+	if slices.Contains(kids(cached), kid) {
+		t.Fatalf("a's JWKS before it re-read the keys = %v, want the copy without the new key %s", kids(cached), kid)
+	}
+	var maxAge int
+	if _, err := fmt.Sscanf(h.Get("Cache-Control"), "public, max-age=%d", &maxAge); err != nil || maxAge <= 0 {
+		t.Fatalf("JWKS Cache-Control = %q, want public, max-age=N", h.Get("Cache-Control"))
+	}
+	// The copy's last fresh instant (RFC 9111 section 4.2: fresh while
+	// its age is below max-age).
+	clock.Advance(time.Duration(maxAge)*time.Second - time.Nanosecond)
+	for name, e := range map[string]*testEnv{"a": a, "b": b} {
+		if got := e.signedWith(t); !slices.Contains(kids(cached), got) {
+			t.Errorf("%s signs with %s while a copy of the JWKS without it is fresh (%v)", name, got, kids(cached))
+		}
+	}
+	clock.Advance(keyPublishDelay)
+	for name, e := range map[string]*testEnv{"a": a, "b": b} {
+		if got := e.signedWith(t); got != kid {
+			t.Errorf("%s signs with %s after keyPublishDelay, want %s", name, got, kid)
+		}
 	}
 }
 
