@@ -119,6 +119,11 @@ type User struct {
 	IdPSubject       string    `json:"idp_subject,omitempty"`
 	IdPGroups        []string  `json:"idp_groups,omitempty"`
 	LastLogin        time.Time `json:"last_login,omitzero"`
+	// IdPIssuedAt is when the provider issued the token (ID token or
+	// ID-JAG) the groups are from, on the provider's clock: the ID-JAGs
+	// redeemed later are ordered against it, not against LastLogin,
+	// our time.
+	IdPIssuedAt time.Time `json:"idp_issued_at,omitzero"`
 }
 
 // IdentityProvider is an upstream OpenID Connect provider (Okta, Entra

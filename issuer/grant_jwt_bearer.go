@@ -166,6 +166,7 @@ func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, er
 	if err != nil {
 		return nil, refused(err)
 	}
+	id.issuedAt = iat.Time
 	// The user as provisioning will record it, whose resource and
 	// scopes are judged: a request the client can fix provisions nothing.
 	asserted, err := i.assertedUser(ctx, idp.idp, id, loginAt)
@@ -246,7 +247,7 @@ func (i *Issuer) assertedUser(ctx context.Context, p *IdentityProvider, id *idpI
 		case errors.Is(err, store.ErrNotFound):
 		case err != nil:
 			return err
-		case old.LastLogin.After(at) && old.IdentityProvider == p.Name && old.IdPSubject == id.subject:
+		case saidSince(old, id, at) && old.IdentityProvider == p.Name && old.IdPSubject == id.subject:
 			u = old
 		}
 		return nil
@@ -259,12 +260,25 @@ func (i *Issuer) assertedUser(ctx context.Context, p *IdentityProvider, id *idpI
 // and time with it, and nothing is written.
 func (i *Issuer) provisionAssertedIn(tx store.Tx, p *IdentityProvider, id *idpIdentity, at time.Time) error {
 	switch old, err := usersIn(tx).get(id.username); {
-	case err == nil && old.LastLogin.After(at):
+	case err == nil && saidSince(old, id, at):
 		return i.mayProvision(tx, p, id)
 	case err != nil && !errors.Is(err, store.ErrNotFound):
 		return err
 	}
 	return i.provisionIn(tx, p, id, at)
+}
+
+// saidSince reports whether old, a user of the provider, was recorded
+// from a token the provider issued no earlier than id's ID-JAG: both
+// iat are the provider's times, so a provider clock ahead of ours, as
+// the leeway allows, cannot put an older ID-JAG after a sign-in (our
+// time). A record without the provider's time (stored before it was
+// kept) is judged by its last sign-in against at.
+func saidSince(old *User, id *idpIdentity, at time.Time) bool {
+	if !old.IdPIssuedAt.IsZero() {
+		return !id.issuedAt.After(old.IdPIssuedAt)
+	}
+	return old.LastLogin.After(at)
 }
 
 // boundKey is the thumbprint of the DPoP key an ID-JAG's cnf binds it to,

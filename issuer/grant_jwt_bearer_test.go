@@ -728,3 +728,64 @@ func TestIDJAGLoginTime(t *testing.T) {
 		t.Errorf("a fresh ID-JAG without eng: redeem = 200 (scope %q), want refused", a.str("scope"))
 	}
 }
+
+// TestIDJAGOrderedOnTheIdPsClock: an IdP whose clock runs ahead of ours
+// (within the leeway) issues an ID-JAG with the user in eng, then the
+// user signs in in the browser, the IdP having moved them to ops; the
+// ID-JAG, redeemed after that sign-in, is the older word of the IdP and
+// gives back neither eng nor what it grants. Its iat and the sign-in's
+// ID token are both the IdP's times, compared as such; its iat is ahead
+// of our time of the sign-in.
+func TestIDJAGOrderedOnTheIdPsClock(t *testing.T) {
+	const ahead = 20 * time.Second
+	var stub *stubIdP
+	e := newBrowserEnv(t, func(c *Config) {
+		now := c.Now
+		stub = newStubIdP(t, func() time.Time { return now().Add(ahead) })
+		c.IdentityProviders = []IdentityProvider{{Name: stubIdPName, Issuer: stub.srv.URL, ClientID: "mcp-auth", ClientSecret: "stub-secret",
+			GroupMap: map[string][]string{"eng": {"staff"}, "ops": {"readers"}}}}
+		c.TrustedIdPs = []TrustedIdP{{Issuer: stub.srv.URL, JWKSURI: stub.srv.URL + "/jwks"}}
+		c.Clients = append(c.Clients, Client{ID: "svc", SecretHash: hashClientSecret(tSecret), GrantTypes: []string{grantJWTBearer}})
+	})
+	const name = stubIdPName + ":u-1"
+	iat := stub.now()
+	tok := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{
+		"iss": stub.srv.URL, "sub": "u-1", "aud": e.iss.URL(), "client_id": "svc", "resource": bResource,
+		"scope": "files:read files:write", "groups": []string{"eng"},
+		"iat": iat.Unix(), "exp": iat.Add(5 * time.Minute).Unix(), "jti": rand.Text(),
+	})
+	tok.Header["typ"], tok.Header["kid"] = idJAGType, "stub"
+	jag, err := tok.SignedString(stub.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	e.clock.Advance(10 * time.Second)
+	stub.set(func(s *stubIdP) { s.claims["groups"] = []string{"ops"} })
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+		t.Fatalf("sign-in = %d %q, want 303", res.status, res.body)
+	}
+	e.clock.Advance(time.Second)
+	a := e.redeem(t, "svc:"+tSecret, jag, nil)
+	if a.status == http.StatusOK && strings.Contains(a.str("scope"), "files:write") {
+		t.Errorf("the ID-JAG issued before the sign-in: scope %q, want no files:write (the sign-in's ops)", a.str("scope"))
+	}
+	var u User
+	if err := e.get(bucketUsers, name, &u); err != nil || !slices.Equal(u.IdPGroups, []string{"ops"}) {
+		t.Errorf("user %s after the older ID-JAG: groups %v (%v), want [ops] of the sign-in", name, u.IdPGroups, err)
+	}
+
+	// A later ID-JAG, by the IdP's clock, is its later word.
+	later := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{
+		"iss": stub.srv.URL, "sub": "u-1", "aud": e.iss.URL(), "client_id": "svc", "resource": bResource,
+		"scope": "files:read files:write", "groups": []string{"eng"},
+		"iat": stub.now().Add(time.Second).Unix(), "exp": stub.now().Add(5 * time.Minute).Unix(), "jti": rand.Text(),
+	})
+	later.Header["typ"], later.Header["kid"] = idJAGType, "stub"
+	if jag, err = later.SignedString(stub.key); err != nil {
+		t.Fatal(err)
+	}
+	if a := e.redeem(t, "svc:"+tSecret, jag, nil); a.status != http.StatusOK || a.str("scope") != "files:read files:write" {
+		t.Errorf("a later ID-JAG with eng: redeem = %d %s, want 200 with files:write", a.status, a.raw)
+	}
+}

@@ -389,7 +389,8 @@ func (c *idpClient) formTarget() string {
 // the provider's rules.
 type idpIdentity struct {
 	username, subject, name, email string
-	groups                         []string // mapped provider groups
+	groups                         []string  // mapped provider groups
+	issuedAt                       time.Time // the token's iat, on the provider's clock
 }
 
 // errIdPRefused: the provider signed the user in, but the configuration
@@ -402,7 +403,12 @@ func (c *idpClient) identity(tok *oidc.IDToken) (*idpIdentity, error) {
 	if err := tok.Claims(&claims); err != nil {
 		return nil, fmt.Errorf("%w: claims: %w", errIdPRefused, err)
 	}
-	return c.cfg.identity(claims, tok.Subject)
+	id, err := c.cfg.identity(claims, tok.Subject)
+	if err != nil {
+		return nil, err
+	}
+	id.issuedAt = tok.IssuedAt
+	return id, nil
 }
 
 // emailVerified reads the email_verified claim: stated reports whether it

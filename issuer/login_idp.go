@@ -331,6 +331,7 @@ func provisionedUser(p *IdentityProvider, id *idpIdentity, at time.Time) *User {
 	return &User{
 		Username: id.username, Name: id.name, Email: id.email, Source: sourceIdP,
 		IdentityProvider: p.Name, IdPSubject: id.subject, IdPGroups: id.groups, LastLogin: at,
+		IdPIssuedAt: id.issuedAt,
 	}
 }
 

@@ -25,6 +25,7 @@ type storedUser struct {
 	IdPSubject       string    `json:"idp_subject,omitempty"`
 	IdPGroups        []string  `json:"idp_groups,omitempty"`
 	LastLogin        time.Time `json:"last_login,omitzero"`
+	IdPIssuedAt      time.Time `json:"idp_issued_at,omitzero"`
 }
 
 func userRecord(u *User) *storedUser {
@@ -41,6 +42,7 @@ func userRecord(u *User) *storedUser {
 		IdPSubject:       u.IdPSubject,
 		IdPGroups:        u.IdPGroups,
 		LastLogin:        u.LastLogin,
+		IdPIssuedAt:      u.IdPIssuedAt,
 	}
 }
 
@@ -58,6 +60,7 @@ func (s *storedUser) user() *User {
 		IdPSubject:       s.IdPSubject,
 		IdPGroups:        s.IdPGroups,
 		LastLogin:        s.LastLogin,
+		IdPIssuedAt:      s.IdPIssuedAt,
 	}
 }
 
