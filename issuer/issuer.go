@@ -245,7 +245,9 @@ func (i *Issuer) init() error {
 	if err := i.dir.validateConfig(); err != nil {
 		return err
 	}
-	i.creds = &credentialTags{declared: i.dir.snapshot(), issuer: i.URL()}
+	if i.creds, err = newCredentialTags(i.dir.snapshot(), i.URL()); err != nil {
+		return err
+	}
 	i.sessions = newSessions(i.store, &i.cfg, i.issuer, i.anonWrites, i.creds)
 	i.idps = newIdPClients(&i.cfg, i.idpCallbackURL)
 	i.trusted = newTrustedIdPs(&i.cfg)

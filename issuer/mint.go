@@ -211,6 +211,13 @@ func (m minter) issue(ctx context.Context, is *issuance) (*tokenResponse, error)
 				refused = errPrincipalRevoked
 				return nil
 			}
+			switch ok, err := i.creds.mayIssue(tx, s, is.authenticated); {
+			case err != nil:
+				return err
+			case !ok:
+				refused = errPrincipalRevoked
+				return nil
+			}
 			for _, c := range [...]*Client{s.client, is.authenticated} {
 				if c == nil {
 					continue

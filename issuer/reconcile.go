@@ -61,36 +61,93 @@ func (s *directorySnapshot) tag(pt, name string) string {
 // client that authenticated when it was made or last rotated, as
 // replacing a client's secret or keys ends every grant it holds.
 // Instances sharing a store take a new configuration one after the
-// other; one not yet reloaded still accepts the credential the
-// others replaced, and what it issues then was not there when they
-// compared the configurations (ApplyConfigChanges). Its tag tells it
-// apart: a use of it is refused wherever the replaced credential is no
+// other, and after a reload the old configuration's servers still
+// answer for a moment; one not yet reloaded still accepts the
+// credential the newest configuration replaced, or the principal it
+// removed. Nothing is issued on it there (mayIssue), and what such an
+// instance issued before the newest was applied was not there when the
+// configurations were compared (ApplyConfigChanges): its tag tells it
+// apart, a use of it is refused wherever the replaced credential is no
 // longer current, and the reload of that instance revokes it.
 type credentialTags struct {
 	declared directorySnapshot // this configuration's
+	digest   string            // declared's (directorySnapshot.digest)
 	issuer   string            // the issuer URL configurations are recorded under
+}
+
+func newCredentialTags(declared directorySnapshot, issuer string) (*credentialTags, error) {
+	d, err := declared.digest()
+	if err != nil {
+		return nil, err
+	}
+	return &credentialTags{declared: declared, digest: d, issuer: issuer}, nil
 }
 
 // of is the tag of the credential this configuration declares for the
 // principal ("" for none: not configured).
 func (c *credentialTags) of(pt, name string) string { return c.declared.tag(pt, name) }
 
+// applied is the configuration last applied to the store under this
+// issuer URL, this one when none is. When it is this one (most calls),
+// that costs one small read.
+func (c *credentialTags) applied(tx store.Tx) (*directorySnapshot, error) {
+	configs := configIn(tx)
+	switch d, err := configs.digest(c.issuer); {
+	case err == nil && d == c.digest:
+		return &c.declared, nil
+	case ignoreNotFound(err) != nil:
+		return nil, err
+	}
+	s, err := configs.get(c.issuer)
+	if errors.Is(err, store.ErrNotFound) {
+		return &c.declared, nil
+	}
+	return s, err
+}
+
 // current reports whether tag, recorded for the principal, is its
-// credential's in this configuration or in the one last applied to the
-// store under this issuer URL: an instance that has not reloaded yet
-// accepts what the reloaded ones issue, which its own reload will not
-// revoke. An empty tag is current (a principal not configured, or a
-// record from before tags, whose credential changes the comparison of
-// configurations handles).
+// credential's in the configuration last applied to the store under
+// this issuer URL: an instance that has not reloaded yet accepts what
+// the reloaded ones issue, and no longer what it issued on a credential
+// the newest configuration replaced. An empty tag is current (a
+// principal not configured, or a record from before tags, whose
+// credential changes the comparison of configurations handles).
 func (c *credentialTags) current(tx store.Tx, pt, name, tag string) (bool, error) {
-	if tag == "" || tag == c.of(pt, name) {
+	if tag == "" {
 		return true, nil
 	}
-	applied, err := configIn(tx).get(c.issuer)
+	applied, err := c.applied(tx)
 	if err != nil {
-		return false, ignoreNotFound(err)
+		return false, err
 	}
 	return tag == applied.tag(pt, name), nil
+}
+
+// mayIssue reports whether the principals of an issuance for s (its
+// client, user and actors, and the client that authenticated the request
+// when another) have in the configuration last applied the credentials
+// this one declares for them: an instance still running a configuration
+// that another removed or re-keyed one in (an old configuration's
+// servers finishing after a reload, an instance of a cluster not
+// reloaded yet) issues nothing on the old credential, which no reload
+// would revoke once the newest is applied.
+func (c *credentialTags) mayIssue(tx store.Tx, s tokenSubject, authenticated *Client) (bool, error) {
+	applied, err := c.applied(tx)
+	if err != nil || applied == &c.declared {
+		return err == nil, err
+	}
+	same := func(pt, name string) bool { return c.of(pt, name) == applied.tag(pt, name) }
+	ok := same(principalClient, s.client.ID) && same(principalAgent, s.client.ID)
+	if authenticated != nil {
+		ok = ok && same(principalClient, authenticated.ID) && same(principalAgent, authenticated.ID)
+	}
+	if s.user != nil {
+		ok = ok && same(principalUser, s.subject)
+	}
+	for _, a := range s.act.Chain() {
+		ok = ok && same(principalAgent, a)
+	}
+	return ok, nil
 }
 
 // client is the tag of the credential this configuration declares for

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -15,7 +16,9 @@ import (
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/bolt"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
 )
 
 // TestApplyConfigChanges: a configuration applied after another to the
@@ -195,14 +198,14 @@ func TestSessionBoundToIssuerURL(t *testing.T) {
 
 // TestRollingCredentialChange: instances sharing a store take a new
 // configuration one after the other. Once A has applied it, B, not
-// reloaded yet, still accepts the credential it replaced (a user's
-// password, a client's or an agent's secret): what B issues then (a
-// user's session, code and grant; a client's or agent's own token) is
-// refused at A, a grant so refused is revoked, and B's own reload
-// revokes the rest, although the configuration recorded in the store had
-// the new credential already. What A issued under the new credential
-// works at B meanwhile, and grants from before grants recorded their
-// credential keep working.
+// reloaded yet, still knows the credential it replaced (a user's
+// password, a client's or an agent's secret) but issues nothing on it,
+// nor on what A issued. What B issued on it while its own configuration
+// was the one recorded (appliedWhile: a user's session, code and grant;
+// a client's or agent's own token) is refused at A, and B's own reload
+// revokes it. What A issued under the new credential works after B's
+// reload, and grants from before grants recorded their credential keep
+// working.
 func TestRollingCredentialChange(t *testing.T) {
 	const (
 		svc, bot             = "svc", "bot"
@@ -356,17 +359,23 @@ func TestRollingCredentialChange(t *testing.T) {
 			apply()
 			fresh := tt.issue(t, e, tt.new)
 
-			// B, not reloaded yet, issues under the old one, and takes
-			// what A issued.
+			// B, not reloaded yet, issues nothing for the principal
+			// while A's configuration is the one applied
+			// (TestReloadWindowIssuesNothing), but did while its own
+			// was, and takes the session A signed in.
 			at(b)
-			stale := []tokens{tt.issue(t, e, tt.old), tt.issue(t, e, tt.old)}
-			legacy := tt.issue(t, e, tt.old)
+			var stale []tokens
+			var legacy tokens
+			appliedWhile(t, b, a, func() {
+				stale = []tokens{tt.issue(t, e, tt.old), tt.issue(t, e, tt.old)}
+				legacy = tt.issue(t, e, tt.old)
+			})
 			_, lc := claimsOf(t, legacy.access)
 			g := e.grantOf(t, lc["gid"].(string))
 			g.Credential, g.ClientCredential = "", "" // as recorded before grants recorded them
 			e.put(bucketGrants, g.ID, &g, g.ExpiresAt)
-			if r := tt.use(t, e, &fresh, tt.old); r.status != http.StatusOK {
-				t.Errorf("at B, not reloaded: use of what A issued = %d %s, want 200", r.status, r.raw)
+			if r := tt.use(t, e, &fresh, tt.old); r.status != http.StatusBadRequest {
+				t.Errorf("at B, not reloaded: use of what A issued = %d %s, want 400 (B declares a replaced credential)", r.status, r.raw)
 			}
 			if fresh.browser != nil {
 				if _, _, err := authorize(e, fresh.browser, ""); err != nil {
@@ -416,12 +425,13 @@ func TestRollingCredentialChange(t *testing.T) {
 // TestRollingClientSecretChange: a configured confidential client's
 // secret is replaced, and instances sharing a store reload one after the
 // other. Replacing it ends every grant the client holds
-// (ApplyConfigChanges); what B, not reloaded yet, issues to the client
-// under the old secret meanwhile (a user's code or an ID-JAG redeemed, a
-// grant A made refreshed) records that secret's tag: A refuses its
-// refresh and token exchange, without revoking it, and B's own reload
-// revokes it. A grant A made, exchanged at B, and one recorded before
-// grants recorded their client's credential keep working under the new
+// (ApplyConfigChanges); B, not reloaded yet, issues nothing to the
+// client then, and what it issued under the old secret while its own
+// configuration was the one recorded (appliedWhile: a user's code or an
+// ID-JAG redeemed) records that secret's tag: A refuses its refresh and
+// token exchange, without revoking it, and B's own reload revokes it.
+// Grants A made, which B refused, and one recorded before grants
+// recorded their client's credential keep working under the new
 // secret.
 func TestRollingClientSecretChange(t *testing.T) {
 	const newSecret = "new secret"
@@ -466,29 +476,36 @@ func TestRollingClientSecretChange(t *testing.T) {
 	apply()
 	kept, moved := userGrant(newSecret), userGrant(newSecret)
 
-	// B, not reloaded yet, takes the old secret, and what A issued.
+	// B, not reloaded yet, issues nothing to the client while A's
+	// configuration is the one applied (TestReloadWindowIssuesNothing),
+	// but took the old secret while its own was.
 	at(b)
-	stale := []*oauth2.Token{userGrant(tSecret), userGrant(tSecret)}
-	jag := e.redeem(t, tConf+":"+tSecret, idp.idJAG(t, e, nil), nil)
-	if jag.status != http.StatusOK {
-		t.Fatalf("at B: ID-JAG redeemed with the old secret = %d %s, want 200", jag.status, jag.raw)
-	}
-	legacy := userGrant(tSecret)
+	var stale []*oauth2.Token
+	var jag answer
+	var legacy *oauth2.Token
+	appliedWhile(t, b, a, func() {
+		stale = []*oauth2.Token{userGrant(tSecret), userGrant(tSecret)}
+		jag = e.redeem(t, tConf+":"+tSecret, idp.idJAG(t, e, nil), nil)
+		if jag.status != http.StatusOK {
+			t.Fatalf("at B: ID-JAG redeemed with the old secret = %d %s, want 200", jag.status, jag.raw)
+		}
+		legacy = userGrant(tSecret)
+	})
 	_, lc := claimsOf(t, legacy.AccessToken)
 	g := e.grantOf(t, lc["gid"].(string))
 	g.ClientCredential = "" // as recorded before grants recorded it
 	e.put(bucketGrants, g.ID, &g, g.ExpiresAt)
-	if r := exchange(kept.AccessToken, tSecret); r.status != http.StatusOK {
-		t.Errorf("at B: exchange with the old secret of a grant A made = %d %s, want 200", r.status, r.raw)
+	if r := exchange(kept.AccessToken, tSecret); r.status != http.StatusBadRequest {
+		t.Errorf("at B: exchange with the old secret of a grant A made = %d %s, want 400", r.status, r.raw)
 	}
-	if r := refresh(moved, tSecret); r.status != http.StatusOK {
-		t.Errorf("at B: refresh with the old secret of a grant A made = %d %s, want 200", r.status, r.raw)
+	if r := refresh(moved, tSecret); r.status != http.StatusBadRequest {
+		t.Errorf("at B: refresh with the old secret of a grant A made = %d %s, want 400", r.status, r.raw)
 	}
 
 	// At A, what B issued under the old secret is refused; the refusal
 	// revokes nothing (TestFailedReloadKeepsNewGrants).
 	at(a)
-	for name, tok := range map[string]*oauth2.Token{"made at B": stale[0], "refreshed at B": moved} {
+	for name, tok := range map[string]*oauth2.Token{"made at B": stale[0]} {
 		if r := refresh(tok, newSecret); r.status != http.StatusBadRequest || r.str("error") != "invalid_grant" {
 			t.Errorf("at A: refresh of a grant %s under the old secret = %d %s, want 400 invalid_grant", name, r.status, r.raw)
 		}
@@ -507,18 +524,18 @@ func TestRollingClientSecretChange(t *testing.T) {
 	apply()
 	for name, access := range map[string]string{
 		"user's grant refused at A": stale[0].AccessToken, "user's grant": stale[1].AccessToken,
-		"ID-JAG's grant": jag.str("access_token"), "grant A made, refreshed at B": moved.AccessToken,
+		"ID-JAG's grant": jag.str("access_token"),
 	} {
 		if !e.revokedToken(t, access) {
 			t.Errorf("after B's reload: the %s under the old secret is not revoked", name)
 		}
 	}
-	for name, tok := range map[string]*oauth2.Token{"made at B": stale[1], "refreshed at B": moved} {
+	for name, tok := range map[string]*oauth2.Token{"made at B": stale[1]} {
 		if r := refresh(tok, newSecret); r.status != http.StatusBadRequest || r.str("error") != "invalid_grant" {
 			t.Errorf("after B's reload: refresh of a grant %s under the old secret = %d %s, want 400 invalid_grant", name, r.status, r.raw)
 		}
 	}
-	for name, tok := range map[string]*oauth2.Token{"A made": kept, "recorded without its client's credential": legacy} {
+	for name, tok := range map[string]*oauth2.Token{"A made": kept, "A made, refused at B": moved, "recorded without its client's credential": legacy} {
 		if e.revokedToken(t, tok.AccessToken) {
 			t.Errorf("after B's reload: the access token of the grant %s is revoked", name)
 		}
@@ -529,13 +546,14 @@ func TestRollingClientSecretChange(t *testing.T) {
 }
 
 // TestFailedReloadKeepsNewGrants (review s16b F1): two instances, a new
-// password. B reloads. A's reload fails after its ApplyConfigChanges ran
-// (another app of the configuration did not start): Caddy keeps A's
-// configuration, whose Stop records it as the applied one again. At A a
-// grant B issued under the new password then reads as replaced: its
-// refresh is refused there, but the grant is not revoked, and goes on at
-// B. (A's next reload then sees the password change against the record
-// and revokes the user's grants, as before the tags.)
+// password. B reloads and issues a grant under it. A's reload fails
+// after its ApplyConfigChanges ran (another app of the configuration did
+// not start): Caddy keeps A's configuration, whose Stop records it as
+// the applied one again. The grant B issued under the new password then
+// reads as replaced: its refresh is refused, at A and at B too (the
+// configuration recorded has the old password), but the grant is not
+// revoked. (A's next reload then sees the password change against the
+// record and revokes the user's grants, as before the tags.)
 func TestFailedReloadKeepsNewGrants(t *testing.T) {
 	e := newBrowserEnv(t, nil)
 	apply, at := e.rolling(t)
@@ -548,13 +566,6 @@ func TestFailedReloadKeepsNewGrants(t *testing.T) {
 	e.serve(cfg) // B reloads
 	apply()
 	b := e.iss
-	e.serve(cfg) // A's reload: its app starts and applies, then the configuration fails
-	apply()
-	if err := a.RecordConfig(t.Context()); err != nil { // App.Stop: the one running records itself again
-		t.Fatal(err)
-	}
-
-	at(b)
 	oc := &oauth2.Config{ClientID: bClientID, RedirectURL: bRedirect, Scopes: []string{"files:read", "offline_access"},
 		Endpoint: oauth2.Endpoint{AuthURL: e.url(pathAuthorize, nil), TokenURL: e.url(pathToken, nil), AuthStyle: oauth2.AuthStyleInParams}}
 	verifier := oauth2.GenerateVerifier()
@@ -568,6 +579,11 @@ func TestFailedReloadKeepsNewGrants(t *testing.T) {
 		t.Fatal(err)
 	}
 	rt := tok.RefreshToken
+	e.serve(cfg) // A's reload: its app starts and applies, then the configuration fails
+	apply()
+	if err := a.RecordConfig(t.Context()); err != nil { // App.Stop: the one running records itself again
+		t.Fatal(err)
+	}
 	refresh := func() answer {
 		a := e.post(t, pathToken, url.Values{"grant_type": {grantRefreshToken}, "refresh_token": {rt}, "client_id": {bClientID}}, "")
 		if a.status == http.StatusOK {
@@ -583,8 +599,28 @@ func TestFailedReloadKeepsNewGrants(t *testing.T) {
 		t.Fatal("the grant B issued under the new password is revoked")
 	}
 	at(b)
-	if r := refresh(); r.status != http.StatusOK {
-		t.Errorf("at B: refresh of its grant after A refused it = %d %s, want 200", r.status, r.raw)
+	if r := refresh(); r.status != http.StatusBadRequest {
+		t.Errorf("at B, A's configuration recorded: refresh of its grant = %d %s, want 400", r.status, r.raw)
+	}
+	if e.revokedToken(t, tok.AccessToken) {
+		t.Fatal("the grant B issued under the new password is revoked by B's refusal")
+	}
+}
+
+// appliedWhile records iss's configuration as the one applied while fn
+// runs, then next's again: what an instance not reloaded issues on a
+// credential the next configuration replaced, it issues while the store
+// records its own configuration (before the next is applied, or after a
+// failed reload of the next recorded it again: App.Stop), and an
+// instance of an earlier version, which did not check, at any time.
+func appliedWhile(t *testing.T, iss, next *Issuer, fn func()) {
+	t.Helper()
+	if err := iss.RecordConfig(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	fn()
+	if err := next.RecordConfig(t.Context()); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -637,5 +673,78 @@ func TestRedirectURIDroppedByReload(t *testing.T) {
 		if a.status != http.StatusOK || a.str("access_token") == "" {
 			t.Errorf("code sent to %s, still registered: %d %s, want a token", c.redirect, a.status, a.raw)
 		}
+	}
+}
+
+// TestReloadWindowIssuesNothing: after a reload that removed a user and
+// replaced a client's secret has been applied (B), the old
+// configuration's servers (A) still answer for a moment and still know
+// the user's password and the client's old secret. They sign nobody in
+// on them and issue nothing: the user's sign-in is refused as a wrong
+// password, the client's token request with invalid_grant, and no
+// session, code or grant is written for either. No reload comes after B
+// to revoke what A would issue, and gateways do not read credential
+// tags. B, the newest, takes the new secret. On a bbolt file, as Caddy's
+// reload shares one.
+func TestReloadWindowIssuesNothing(t *testing.T) {
+	const newSecret = "new secret"
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "auth.db"), bolt.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	e := newTokEnvStore(t, st, clock)
+	apply, at := e.rolling(t)
+	apply()
+	a := e.iss
+	e.restart(st, func(c *Config) {
+		c.Users = slices.DeleteFunc(slices.Clone(c.Users), func(u User) bool { return u.Username == tUser })
+		c.Clients = slices.Clone(c.Clients)
+		for n := range c.Clients {
+			if c.Clients[n].ID == tConf {
+				c.Clients[n].SecretHash = hashClientSecret(newSecret)
+			}
+		}
+	})
+	apply()
+	b := e.iss
+	at(a)
+
+	userSessions := func() int {
+		t.Helper()
+		n := 0
+		for _, k := range e.keys(bucketSessions) {
+			var s session
+			if err := e.get(bucketSessions, k, &s); err != nil {
+				t.Fatal(err)
+			}
+			if s.User == tUser {
+				n++
+			}
+		}
+		return n
+	}
+	codes, grants := e.count(bucketCodes), e.count(bucketGrants)
+	conf := &oauth2.Config{ClientID: tPublic, RedirectURL: tRedirect, Scopes: []string{"read"},
+		Endpoint: oauth2.Endpoint{AuthURL: e.url(pathAuthorize, nil), TokenURL: e.url(pathToken, nil), AuthStyle: oauth2.AuthStyleInParams}}
+	start := conf.AuthCodeURL("st", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()), oauth2.SetAuthURLParam("resource", tResource))
+	if cb, err := e.robot(e.browser(), start, tRedirect, tUser, tPassword, "approve"); err == nil {
+		t.Errorf("at A after B removed %s: sign-in and consent reached %s, want the sign-in refused", tUser, cb)
+	}
+	cc := url.Values{"grant_type": {grantClientCredentials}, "resource": {tResource}}
+	if r := e.post(t, pathToken, cc, tConf+":"+tSecret); r.status != http.StatusBadRequest || r.str("error") != "invalid_grant" {
+		t.Errorf("at A after B replaced %s's secret: client credentials with the old one = %d %s, want 400 invalid_grant", tConf, r.status, r.raw)
+	}
+	if n := userSessions(); n != 0 {
+		t.Errorf("sessions of %s written at A = %d, want 0", tUser, n)
+	}
+	if c, g := e.count(bucketCodes), e.count(bucketGrants); c != codes || g != grants {
+		t.Errorf("codes, grants after A's refusals = %d, %d, want %d, %d (nothing written)", c, g, codes, grants)
+	}
+
+	at(b)
+	if r := e.post(t, pathToken, cc, tConf+":"+newSecret); r.status != http.StatusOK {
+		t.Errorf("at B: client credentials with the new secret = %d %s, want 200", r.status, r.raw)
 	}
 }

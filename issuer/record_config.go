@@ -1,6 +1,8 @@
 package issuer
 
 import (
+	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
@@ -22,16 +24,56 @@ type directorySnapshot struct {
 	IdentityProviders map[string]string `json:"identity_providers,omitempty"`
 }
 
+// digest identifies the snapshot: a digest of its JSON (sorted keys).
+func (s *directorySnapshot) digest() (string, error) {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return "", fmt.Errorf("encode %s record: %w", bucketConfig, err)
+	}
+	return fingerprint(string(b)), nil
+}
+
+// snapshotDigest is stored beside each snapshot, under digestKey: one
+// small read tells an issuer whether the configuration applied is its
+// own, without decoding every principal's fingerprint.
+type snapshotDigest struct {
+	Digest string `json:"digest"`
+}
+
+// digestKey is the key of the digest of the snapshot under issuer (an
+// issuer URL never starts with "digest:").
+func digestKey(issuer string) string { return "digest:" + issuer }
+
 // configRecords are the snapshots of the configurations applied, one per
-// issuer URL.
-type configRecords struct{ t table[directorySnapshot] }
+// issuer URL, and their digests.
+type configRecords struct {
+	t       table[directorySnapshot]
+	digests table[snapshotDigest]
+}
 
 func configIn(tx store.Tx) configRecords {
-	return configRecords{table[directorySnapshot]{tx, bucketConfig}}
+	return configRecords{table[directorySnapshot]{tx, bucketConfig}, table[snapshotDigest]{tx, bucketConfig}}
 }
 
 func (r configRecords) get(issuer string) (*directorySnapshot, error) { return r.t.get(issuer) }
 
+// digest is the digest of the snapshot under issuer; store.ErrNotFound
+// when none is recorded (or it was recorded before digests were).
+func (r configRecords) digest(issuer string) (string, error) {
+	d, err := r.digests.get(digestKey(issuer))
+	if err != nil {
+		return "", err
+	}
+	return d.Digest, nil
+}
+
 func (r configRecords) put(issuer string, d *directorySnapshot) error {
-	return r.t.put(issuer, d, time.Time{})
+	sum, err := d.digest()
+	if err != nil {
+		return err
+	}
+	if err := r.t.put(issuer, d, time.Time{}); err != nil {
+		return err
+	}
+	return r.digests.put(digestKey(issuer), &snapshotDigest{Digest: sum}, time.Time{})
 }

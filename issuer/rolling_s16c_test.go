@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"slices"
 	"testing"
+
+	"golang.org/x/oauth2"
 )
 
 // TestCredentialTagsSteady (review s16c): instances on the same configuration, and a
@@ -82,10 +84,10 @@ func TestCredentialTagsSteady(t *testing.T) {
 
 // TestRollingPublicBecomesConfidential (review s16c F1): the
 // configuration makes public client tPublic confidential. A applies it
-// (every grant of tPublic revoked). B, not reloaded, still lets anyone
-// holding tPublic's id redeem a code without a secret: the grant records
-// the public client's tag, so B's reload ends it, as one made with a
-// replaced secret.
+// (every grant of tPublic revoked). B, not reloaded, lets nobody redeem
+// a code without a secret then; one it let redeem while its own
+// configuration was recorded (appliedWhile) records the public client's
+// tag, so B's reload ends it, as one made with a replaced secret.
 func TestRollingPublicBecomesConfidential(t *testing.T) {
 	const newSecret = "new secret"
 	e := newTokEnv(t)
@@ -106,10 +108,17 @@ func TestRollingPublicBecomesConfidential(t *testing.T) {
 
 	at(b)
 	code, verifier := e.issueCode(t, codeSpec{client: tPublic, scopes: []string{"read", scopeOfflineAccess}})
-	tok, err := e.exchange(t, tPublic, "", code, verifier)
-	if err != nil {
-		t.Fatalf("at B: public redemption: %v", err)
+	if _, err := e.exchange(t, tPublic, "", code, verifier); err == nil {
+		t.Error("at B, A's configuration applied: public redemption succeeded, want refused")
 	}
+	var tok *oauth2.Token
+	appliedWhile(t, b, a, func() { // B's own configuration recorded
+		code, verifier := e.issueCode(t, codeSpec{client: tPublic, scopes: []string{"read", scopeOfflineAccess}})
+		var err error
+		if tok, err = e.exchange(t, tPublic, "", code, verifier); err != nil {
+			t.Fatalf("at B: public redemption: %v", err)
+		}
+	})
 
 	at(a)
 	e.serve(cfg) // B reloads
@@ -126,9 +135,10 @@ func TestRollingPublicBecomesConfidential(t *testing.T) {
 }
 
 // TestRollingActorTokenOfReplacedSecret (review s16c F2): agent
-// tAgent1's secret is replaced; B, not reloaded, gives it its own token
-// under the old secret. At A that token is refused as the actor_token of
-// an exchange, as it is as a subject_token.
+// tAgent1's secret is replaced; B, not reloaded, gives it no token under
+// the old secret then, and one it gave while its own configuration was
+// recorded (appliedWhile) is refused at A as the actor_token of an
+// exchange, as it is as a subject_token.
 func TestRollingActorTokenOfReplacedSecret(t *testing.T) {
 	const newSecret = "new secret"
 	e := newTokEnv(t)
@@ -152,10 +162,16 @@ func TestRollingActorTokenOfReplacedSecret(t *testing.T) {
 	}
 
 	at(b)
-	own := e.post(t, pathToken, url.Values{"grant_type": {grantClientCredentials}, "resource": {tResource}}, tAgent1+":"+tAgentSecret)
-	if own.status != http.StatusOK {
-		t.Fatalf("at B: agent's own token with the old secret: %d %s", own.status, own.raw)
+	cc := url.Values{"grant_type": {grantClientCredentials}, "resource": {tResource}}
+	if r := e.post(t, pathToken, cc, tAgent1+":"+tAgentSecret); r.status != http.StatusBadRequest {
+		t.Errorf("at B, A's configuration applied: agent's own token with the old secret = %d %s, want 400", r.status, r.raw)
 	}
+	var own answer
+	appliedWhile(t, b, a, func() { // B's own configuration recorded
+		if own = e.post(t, pathToken, cc, tAgent1+":"+tAgentSecret); own.status != http.StatusOK {
+			t.Fatalf("at B: agent's own token with the old secret: %d %s", own.status, own.raw)
+		}
+	})
 
 	at(a)
 	if r := e.tokenExchange(t, tAgent1+":"+newSecret, exchangeForm(own.str("access_token"), "")); r.status == http.StatusOK {

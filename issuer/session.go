@@ -140,6 +140,14 @@ func (ss *sessions) start(ctx context.Context, w http.ResponseWriter, s *session
 			if err := epochsIn(tx).signedOut(s.User, signedIn(s.SignedInAt, s.AuthTime)); err != nil {
 				return err
 			}
+			// Signed in with a password the newest configuration
+			// replaced, or as a user it removed (credentialTags).
+			switch ok, err := ss.creds.current(tx, principalUser, s.User, s.Credential); {
+			case err != nil:
+				return err
+			case !ok:
+				return errSignedOut
+			}
 		}
 		return sessionsIn(tx).replace(oldID, id, s)
 	})
