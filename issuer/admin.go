@@ -792,8 +792,9 @@ func readAdminJSON(r *http.Request, dst any) error {
 	// encoding/json keeps the last of a repeated name and matches names
 	// without case: the operator's tooling could read another body than
 	// this server does. (Any other fault the decoder reports below.)
-	if err := checkMemberNames(b, dst); errors.Is(err, errMemberNames) {
-		return adminErr(http.StatusBadRequest, fmt.Errorf("request body: %w", err))
+	names := checkMemberNames(b, dst)
+	if errors.Is(names, errMemberNames) {
+		return adminErr(http.StatusBadRequest, fmt.Errorf("request body: %w", names))
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
@@ -810,6 +811,12 @@ func readAdminJSON(r *http.Request, dst any) error {
 	}
 	if dec.More() {
 		return adminErr(http.StatusBadRequest, errors.New("request body: more than one JSON value"))
+	}
+	if names != nil {
+		// A fault the decoder lets pass (invalid UTF-8, a lone
+		// surrogate: it reads U+FFFD) ended the check of the names
+		// before the names after it.
+		return adminErr(http.StatusBadRequest, fmt.Errorf("request body: %w", names))
 	}
 	return nil
 }

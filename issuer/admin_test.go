@@ -152,7 +152,13 @@ func TestAdminUsers(t *testing.T) {
 		{"add name twice", "POST", "/mcp-auth/users", `{"username":"dan","password":"dan password","username":"alice"}`, 400, "a member name is repeated"},
 		{"add name in two cases", "POST", "/mcp-auth/users", `{"username":"dan","password":"dan password","Password":"other password"}`, 400, "a member name is repeated, or differs from a known one only in case"},
 		{"add name in another case", "POST", "/mcp-auth/users", `{"USERNAME":"dan","password":"dan password"}`, 400, "a member name is repeated, or differs from a known one only in case"},
+		// A fault the strict reader stops at and encoding/json lets pass
+		// (a lone surrogate, invalid UTF-8: it reads U+FFFD) must not
+		// leave the names after it unchecked.
+		{"add name twice after a lone surrogate", "POST", "/mcp-auth/users", `{"name":"\udc00","username":"dan","password":"dan password","username":"erin"}`, 400, "request body"},
+		{"add name twice after invalid UTF-8", "POST", "/mcp-auth/users", "{\"name\":\"\xff\",\"username\":\"dan\",\"password\":\"dan password\",\"username\":\"erin\"}", 400, "request body"},
 		{"refusals added nothing", "GET", "/mcp-auth/users/dan", "", 404, ""},
+		{"refusals added no other", "GET", "/mcp-auth/users/erin", "", 404, ""},
 		{"show", "GET", "/mcp-auth/users/bob", "", 200, `"name":"Bob"`},
 		{"show unknown", "GET", "/mcp-auth/users/zed", "", 404, "not found"},
 		{"set password", "PUT", "/mcp-auth/users/bob/password", `{"password":"new password"}`, 204, ""},
