@@ -102,6 +102,11 @@ import (
 //     any stream). Known gap, without pinning: a tools/list answer
 //     replayed on a resumed GET stream (Last-Event-ID) or sent on
 //     another request's stream is not filtered; calls are still enforced.
+//   - A resources/read answer loses the contents whose uri the caller
+//     could not read (checkContents: a rule refuses the caller, or none
+//     covers the uri), in the read's answer and on a resumed GET stream
+//     (Last-Event-ID). Known gap: one sent on another request's stream,
+//     or on a GET stream that is not a resumption, is not checked.
 //   - Mcp-Param-* headers (2026-07-28) must each carry the argument the
 //     called tool's pinned definition mirrors into them (param.go); with
 //     PinOff, or before 2026-07-28, none passes.

@@ -912,17 +912,6 @@ func (p *policy) decideURI(pr *principal, uri string) (decision, error) {
 	return p.check(pr, decision{kind: kindResource, target: uri, rule: r.Pattern, required: r.required}, r), nil
 }
 
-// refusesSomeResource reports whether some resource rule refuses pr.
-func (p *policy) refusesSomeResource(pr *principal) bool {
-	for i := range p.resources {
-		r := &p.resources[i]
-		if !p.check(pr, decision{kind: kindResource, required: r.required}, r).allow {
-			return true
-		}
-	}
-	return false
-}
-
 // decideSubscriptions decides a subscription to resources as
 // resources/subscribe of each would be: the first refusal that more
 // scope cannot cure stands, otherwise the decision needs the base scopes

@@ -202,7 +202,7 @@ func (rw *responseWriter) hold(n int) bool {
 
 // responseWriter readies the exchange's writer to next.
 func (x *exchange) responseWriter(w http.ResponseWriter, g *Gateway) *responseWriter {
-	x.rw = responseWriter{w: w, g: g, x: x, tasks: x.rewritesTasks(), states: x.rewritesStates(), cache: x.rewritesCache(), contents: g.checksContents(x), initIDs: x.initializeIDs()}
+	x.rw = responseWriter{w: w, g: g, x: x, tasks: x.rewritesTasks(), states: x.rewritesStates(), cache: x.rewritesCache(), contents: x.checksContents(), initIDs: x.initializeIDs()}
 	h := w.Header()
 	for i, k := range hostFields {
 		if v := h[k]; len(v) > 0 {
@@ -1024,14 +1024,21 @@ func stripTasksCapability(msg []byte) ([]byte, error) {
 
 // checksContents reports whether the answer's contents are checked: the
 // request has a resources/read (a notification too, which a lenient
-// server may answer) and some resource rule refuses the caller. A read
-// may be answered with the contents of other URIs than its own (a
-// collection resolving into its items, which MCP allows), and a caller
-// allowed file:/// must not get file:///secret/'s that way.
-func (g *Gateway) checksContents(x *exchange) bool {
+// server may answer), or is a resumption (a GET with Last-Event-ID),
+// whose stream replays the answers after the event named, a read's
+// among them (a 2025-11-25 server may close a read's stream after its
+// priming event and answer there). A read may be answered with the contents of other URIs than
+// its own (a collection resolving into its items, which MCP allows), and
+// a caller allowed file:/// must not get file:///secret/'s that way. Every
+// caller is refused some URI (those of a scheme no rule names: "no
+// rule"), so every caller's reads are checked.
+func (x *exchange) checksContents() bool {
+	if x.r.Method == http.MethodGet {
+		return len(x.r.Header[hLastEventID]) > 0
+	}
 	for i := range x.msgs {
 		if m := &x.msgs[i]; m.Kind != mcpparse.KindResponse && m.Method == "resources/read" {
-			return g.policy.refusesSomeResource(x.p)
+			return true
 		}
 	}
 	return false

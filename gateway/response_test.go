@@ -153,6 +153,10 @@ func TestReadContentsFiltered(t *testing.T) {
 		{"item not an object", `"TOPSECRET"`, "mcp files:read", 502, ""},
 		{"Contents variant", `{"contents":[` + public + `],"Contents":[` + secret + `]}`, "mcp files:read", 502, ""},
 		{"caller who may read both", public + `,` + secret, "mcp files:read files:secret", 200, "TOPSECRET"},
+		// No rule covers db:, so a read of it is refused whatever the
+		// scopes ("no rule"), and so are its contents.
+		{"a URI no rule covers", public + `,{"uri":"db://h/secret","text":"TOPSECRET"}`, "mcp files:read files:secret", 200, "public"},
+		{"a URI no rule covers, caller refused some", public + `,{"uri":"db://h/secret","text":"TOPSECRET"}`, "mcp files:read", 200, "public"},
 	}
 	for _, tt := range tests {
 		for _, as := range []string{"json", "events"} {
@@ -190,6 +194,41 @@ func TestReadContentsFiltered(t *testing.T) {
 					t.Errorf("answer = %d %s, want %d with %s", resp.StatusCode, body, tt.status, tt.want)
 				}
 			})
+		}
+	}
+}
+
+// TestReadContentsFilteredOnResume: a resumed stream (GET with
+// Last-Event-ID) replays the events after the one named, the answer to a
+// resources/read among them (a 2025-11-25 server may close the read's
+// stream after its priming event and answer on the resumption), so its
+// contents are checked there too: a read answer replayed there handed
+// file:///secret/key's text to a caller without files:secret.
+func TestReadContentsFilteredOnResume(t *testing.T) {
+	const answer = `{"jsonrpc":"2.0","id":1,"result":{"contents":[{"uri":"file:///docs/a","text":"public"},{"uri":"file:///secret/key","text":"TOPSECRET"}]}}`
+	h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "id: s1_1\nevent: message\ndata: "+answer+"\n\n"+
+			"id: s1_2\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"level\":\"info\",\"data\":\"x\"}}\n\n")
+	})
+	for _, tt := range []struct {
+		scope string
+		want  string
+	}{
+		{"mcp files:read", "public"},
+		{"mcp files:read files:secret", "TOPSECRET"},
+	} {
+		c := claims()
+		c["scope"] = tt.scope
+		token := mint(t, c)
+		resp := h.do(t, call{method: http.MethodGet, token: token, headers: map[string]string{
+			"Mcp-Session-Id": sessionFor(t, h.g, token), "MCP-Protocol-Version": "2025-11-25", "Last-Event-ID": "s1_0"}})
+		body := readBody(t, resp)
+		if tt.want != "TOPSECRET" && strings.Contains(body, "TOPSECRET") {
+			t.Fatalf("%s: resumed stream = %d %s, want file:///secret/key's contents kept from a caller without files:secret", tt.scope, resp.StatusCode, body)
+		}
+		if resp.StatusCode != http.StatusOK || !strings.Contains(body, tt.want) || !strings.Contains(body, "notifications/message") {
+			t.Errorf("%s: resumed stream = %d %s, want 200 with %s and the notification", tt.scope, resp.StatusCode, body, tt.want)
 		}
 	}
 }

@@ -665,6 +665,12 @@ func TestDeclaredBodyNotHeldAhead(t *testing.T) {
 func TestResumeBoundToSession(t *testing.T) {
 	h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Mcp-Session-Id", "upstream-session-1")
+		if r.Method == http.MethodGet {
+			// A resumption is answered with events, and read as such
+			// (TestReadContentsFilteredOnResume).
+			w.Header().Set("Content-Type", "text/event-stream")
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
 		if r.Method == http.MethodPost {
 			io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{}}`)
