@@ -286,7 +286,8 @@ func (i *Issuer) idpCallback(p *idpClient) http.HandlerFunc {
 // groups are those of this login. A name held by a local user, by another
 // provider's user, by another subject of this provider (an email
 // reassigned, when user_claim is email) or as a client's or agent's id
-// is refused, as is a disabled user.
+// is refused, as is a disabled user, and every user of a provider the
+// configuration applied since removed or re-pointed (credentialTags).
 func (i *Issuer) provision(ctx context.Context, p *IdentityProvider, id *idpIdentity, at time.Time) error {
 	return i.store.Update(ctx, func(tx store.Tx) error {
 		return i.provisionIn(tx, p, id, at)
@@ -306,6 +307,12 @@ func (i *Issuer) provisionIn(tx store.Tx, p *IdentityProvider, id *idpIdentity, 
 func (i *Issuer) mayProvision(tx store.Tx, p *IdentityProvider, id *idpIdentity) error {
 	if i.dir.configuredUser(id.username) {
 		return fmt.Errorf("%w: a configured user is named %q", errIdPRefused, id.username)
+	}
+	switch ok, err := i.creds.mayProvision(tx, p.Name); {
+	case err != nil:
+		return err
+	case !ok:
+		return fmt.Errorf("%w: the configuration applied since removed or re-pointed identity provider %q", errIdPRefused, p.Name)
 	}
 	switch taken, err := i.dir.clientIDTaken(tx, id.username); {
 	case err != nil:

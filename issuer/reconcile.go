@@ -150,6 +150,20 @@ func (c *credentialTags) mayIssue(tx store.Tx, s tokenSubject, authenticated *Cl
 	return ok, nil
 }
 
+// mayProvision reports whether the configuration last applied declares
+// identity provider name as this one does (the same issuer and
+// client_id): an instance still running a configuration that another
+// removed or re-pointed the provider in signs in none of its users, who
+// carry no credential tag, and whom no reload would sign out once the
+// newest is applied.
+func (c *credentialTags) mayProvision(tx store.Tx, name string) (bool, error) {
+	applied, err := c.applied(tx)
+	if err != nil || applied == &c.declared {
+		return err == nil, err
+	}
+	return c.declared.IdentityProviders[name] == applied.IdentityProviders[name], nil
+}
+
 // client is the tag of the credential this configuration declares for
 // client cl when cl is a configured client, a public one too (made
 // confidential, what a lagging instance let it take without a secret

@@ -748,3 +748,37 @@ func TestReloadWindowIssuesNothing(t *testing.T) {
 		t.Errorf("at B: client credentials with the new secret = %d %s, want 200", r.status, r.raw)
 	}
 }
+
+// TestReloadWindowProvisionsNothing: after a reload that re-pointed an
+// identity provider (another client_id there, its users signed out) has
+// been applied (B), the old configuration's servers (A) still trust the
+// provider as it was. A user it vouches for there is not provisioned and
+// gets nothing: an ID-JAG is refused with invalid_grant and no user or
+// grant is written. Users of a provider carry no credential tag, so
+// without this A's sign-in stood: B, the newest, found the user by name
+// under the same provider, and no reload came after to sign it out.
+func TestReloadWindowProvisionsNothing(t *testing.T) {
+	idp := newTestIdP(t)
+	e := newTokEnv(t, withTrustedIdP(idp))
+	apply, at := e.rolling(t)
+	apply()
+	a := e.iss
+	e.restart(e.store, withTrustedIdP(idp), func(c *Config) { c.IdentityProviders[0].ClientID = "mcp-new" })
+	apply()
+	b := e.iss
+	conf := tConf + ":" + tSecret
+
+	at(a)
+	users, grants := e.count(bucketUsers), e.count(bucketGrants)
+	if r := e.redeem(t, conf, idp.idJAG(t, e, nil), nil); r.status != http.StatusBadRequest || r.str("error") != "invalid_grant" {
+		t.Errorf("at A after B re-pointed the provider: ID-JAG = %d %s, want 400 invalid_grant", r.status, r.raw)
+	}
+	if u, g := e.count(bucketUsers), e.count(bucketGrants); u != users || g != grants {
+		t.Errorf("users, grants after A's refusal = %d, %d, want %d, %d (nothing written)", u, g, users, grants)
+	}
+
+	at(b)
+	if r := e.redeem(t, conf, idp.idJAG(t, e, nil), nil); r.status != http.StatusOK {
+		t.Errorf("at B: ID-JAG = %d %s, want 200", r.status, r.raw)
+	}
+}
