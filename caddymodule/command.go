@@ -627,9 +627,10 @@ func (c *cli) backup() *cobra.Command {
 			defer os.Remove(tmp.Name()) // after the rename, nothing to remove
 			// Stopped by a signal, the copy ends in an error, so that the
 			// temporary file, part of every secret hash and signing key,
-			// is removed rather than left behind by the default exit.
+			// is removed rather than left behind by the default exit: a
+			// hang-up too (the SSH session it ran in dropped).
 			sig := make(chan os.Signal, 1)
-			signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+			signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 			copied := make(chan struct{})
 			defer func() { signal.Stop(sig); close(copied) }()
 			go func() {

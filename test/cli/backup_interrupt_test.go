@@ -15,11 +15,12 @@ import (
 )
 
 // TestBackupInterruptedLeavesNoCopy: `caddy mcp-auth backup` stopped with
-// Ctrl-C (SIGINT) or SIGTERM while the copy arrives leaves nothing beside
+// Ctrl-C (SIGINT), SIGTERM or a hang-up (SIGHUP: the SSH session it ran
+// in dropped) while the copy arrives leaves nothing beside
 // the target: its temporary file held part of the store, secret hashes
 // and signing keys, and stayed there.
 func TestBackupInterruptedLeavesNoCopy(t *testing.T) {
-	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP} {
 		t.Run(sig.String(), func(t *testing.T) {
 			// An admin endpoint that sends part of a copy and stalls.
 			sent := make(chan struct{}, 1)
