@@ -976,3 +976,40 @@ func TestIdPReauthenticationAfterTheRequest(t *testing.T) {
 		t.Errorf("login asked after %v, want now %v", after, now)
 	}
 }
+
+// TestIdPReloadWindowSignsNoOneIn: after a reload that re-pointed the
+// identity provider (another client_id there) has been applied (B), the
+// old configuration's servers (A), which still trust it as it was, sign
+// none of its users in: 403 may not sign in here, no user or session
+// written. A's session stood otherwise, accepted by B (the same provider
+// name), and no reload came after to sign it out (TestReloadWindowProvisionsNothing
+// for ID-JAGs).
+func TestIdPReloadWindowSignsNoOneIn(t *testing.T) {
+	e, _, logs := newIdPEnv(t, nil)
+	apply, at := e.rolling(t)
+	apply()
+	a := e.iss
+	cfg := a.cfg
+	cfg.IdentityProviders = append([]IdentityProvider(nil), cfg.IdentityProviders...)
+	cfg.IdentityProviders[0].ClientID = "mcp-auth-2"
+	e.serve(cfg)
+	apply()
+
+	at(a)
+	users := e.count(bucketUsers)
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusForbidden || !strings.Contains(res.body, "may not sign in here") {
+		t.Errorf("sign-in at A after B re-pointed the provider = %d %q, want 403 may not sign in here", res.status, res.body)
+	}
+	if u := e.count(bucketUsers); u != users {
+		t.Errorf("users after A's refusal = %d, want %d", u, users)
+	}
+	if got := loginFailures(logs); strings.Join(got, ",") != idpReasonRefused {
+		t.Errorf("security log reasons = %v, want [%s]", got, idpReasonRefused)
+	}
+	for _, k := range e.keys(bucketSessions) {
+		var s session
+		if err := e.get(bucketSessions, k, &s); err != nil || s.User != "" {
+			t.Errorf("session %s after A's refusal: user %q (%v), want none signed in", k[:4], s.User, err)
+		}
+	}
+}
