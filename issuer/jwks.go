@@ -100,6 +100,10 @@ func (c *jwksCache) fetch(ctx context.Context, uri string) ([]accesstoken.JWK, e
 		return nil, fmt.Errorf("jwks_uri: %w", err)
 	}
 	req.Header.Set("Accept", "application/jwk-set+json, application/json")
+	// This cache bounds the fetches; a shared cache on the way must ask
+	// the publisher, or the refetch for an unknown kid (a rotation) gets
+	// the copy without the new key (RFC 9111 section 5.2.1.4).
+	req.Header.Set("Cache-Control", "no-cache")
 	resp, err := c.client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("fetch jwks_uri: %w", err)

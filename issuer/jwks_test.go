@@ -63,6 +63,33 @@ func TestJWKSCacheFailures(t *testing.T) {
 	}
 }
 
+// TestJWKSCacheAsksPastSharedCaches: a JWK Set is fetched with
+// Cache-Control: no-cache (RFC 9111 section 5.2.1.4), so that a shared
+// cache on the way (an outbound proxy) asks the publisher rather than
+// answering with its copy: the refetch for a kid no cached key has (a
+// client's or an IdP's rotation) must see the new key, and this cache
+// bounds how often it asks.
+func TestJWKSCacheAsksPastSharedCaches(t *testing.T) {
+	var got []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = append(got, r.Header.Get("Cache-Control"))
+		_, _ = w.Write([]byte(`{"keys":[]}`))
+	}))
+	t.Cleanup(srv.Close)
+	clock := storetest.NewClock(time.Date(2026, 12, 6, 1, 0, 0, 0, time.UTC))
+	c := newJWKSCache(srv.Client(), clock.Now)
+	if _, err := c.keys(t.Context(), srv.URL, false); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(jwksMinRefetch)
+	if _, err := c.keys(t.Context(), srv.URL, true); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"no-cache", "no-cache"}; !slices.Equal(got, want) {
+		t.Errorf("Cache-Control of the fetches = %q, want %q", got, want)
+	}
+}
+
 // TestJWKSCacheBounded: expired entries are dropped as URLs keep coming,
 // so the cache holds at most about maxJWKSEntries.
 func TestJWKSCacheBounded(t *testing.T) {
