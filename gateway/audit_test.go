@@ -319,6 +319,33 @@ func TestAuditFieldsBounded(t *testing.T) {
 	}
 }
 
+// TestPinWarningToolBounded: the operational log's warning for a tool
+// definition it hides names the server's tool bounded, as the pin events
+// do: a name past SEP-986's 128 characters is only hidden from callers,
+// and an upstream listing megabyte names must not write them whole per
+// listing.
+func TestPinWarningToolBounded(t *testing.T) {
+	cfg := testConfig(t)
+	core, warnings := observer.New(zap.WarnLevel)
+	cfg.Logger = zap.New(core)
+	cfg.PinTools, cfg.Pins = PinFirstUse, newMemPins()
+	name := "read_" + strings.Repeat("t", 300)
+	// 1e9999999 is JSON no canonical form holds: the definition is hidden.
+	h := newHarness(t, cfg, pinUpstream(func() string {
+		return `{"name":"` + name + `","inputSchema":{"type":"object","maximum":1e9999999}}`
+	}))
+	readBody(t, h.do(t, call{body: toolCall("read_file"), token: mint(t, claims())}))
+	events := warnings.FilterMessage("tool definition hidden: not canonicalizable").All()
+	if len(events) == 0 {
+		t.Fatal("no warning for the hidden definition")
+	}
+	for _, e := range events {
+		if got, want := e.ContextMap()["tool"], name[:maxAuditName]+auditCut; got != want {
+			t.Errorf("warning names a tool of %d bytes, want %d with the marker", len(fmt.Sprint(got)), len(want))
+		}
+	}
+}
+
 // TestPinAuditToolBounded: a tool name the server lists is bounded in the
 // pin events as a caller's is in the request events (a list the gateway
 // fetches, for a call of a tool no list showed, is learned whole; a

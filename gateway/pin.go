@@ -268,6 +268,14 @@ func (s *pinSet) listChanged() {
 	s.update(func(v *pinView) { v.stale = true })
 }
 
+// logTool is the operational log's field for a tool the server names,
+// bounded as in the audit events (a name past SEP-986's 128 characters
+// is only hidden from callers).
+func logTool(tool string) zap.Field {
+	tool, _ = auditBound(tool, maxAuditName)
+	return zap.String("tool", tool)
+}
+
 // listed learns one tool definition as the server lists it and says
 // whether the listing may show it, and the definition's hash ("" when it
 // cannot be canonicalized). A definition that cannot be canonicalized,
@@ -278,7 +286,7 @@ func (s *pinSet) listed(ctx context.Context, tool string, raw []byte) (keep bool
 	s.refresh(ctx)
 	canon, err := canonicalJSON(raw)
 	if err != nil {
-		s.g.log.Warn("tool definition hidden: not canonicalizable", zap.String("resource", s.resource), zap.String("tool", tool), zap.Error(err))
+		s.g.log.Warn("tool definition hidden: not canonicalizable", zap.String("resource", s.resource), logTool(tool), zap.Error(err))
 		s.g.metrics.ToolPin("hidden")
 		s.forget(tool)
 		return false, "", nil
@@ -308,7 +316,7 @@ func (s *pinSet) listed(ctx context.Context, tool string, raw []byte) (keep bool
 		}
 		np, pinnedDef, changed, err := s.store.ObservePin(ctx, s.resource, tool, hash, canon, firstUse)
 		if err != nil {
-			s.g.log.Warn("tool definition hidden: pin not recorded", zap.String("resource", s.resource), zap.String("tool", tool), zap.Error(err))
+			s.g.log.Warn("tool definition hidden: pin not recorded", zap.String("resource", s.resource), logTool(tool), zap.Error(err))
 			s.g.metrics.ToolPin("hidden")
 			s.forget(tool)
 			return false, hash, fmt.Errorf("%w: %w", errPinsUnavailable, err)
