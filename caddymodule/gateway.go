@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"slices"
@@ -281,20 +282,21 @@ func (h *GatewayHandler) Provision(ctx caddy.Context) error {
 		return errors.New("mcp_gateway: resource URL is required")
 	}
 	cfg := gateway.Config{
-		Resource:        h.Resource,
-		BaseScopes:      h.Scopes,
-		Implies:         h.ScopeImplies,
-		AllowedOrigins:  h.AllowedOrigins,
-		MaxBodySize:     h.MaxBodySize,
-		ForwardIdentity: h.ForwardIdentity,
-		AuditArguments:  h.AuditArguments,
-		RequireDPoP:     h.RequireDPoP,
-		DPoPNonce:       h.DPoPNonce,
-		DPoPReplay:      dpopReplay,
-		Logger:          log,
-		AuditLogger:     log.Named("audit"),
-		ErrorStatus:     errorStatus,
-		WriteTimeout:    writeTimeout,
+		Resource:          h.Resource,
+		BaseScopes:        h.Scopes,
+		Implies:           h.ScopeImplies,
+		AllowedOrigins:    h.AllowedOrigins,
+		MaxBodySize:       h.MaxBodySize,
+		ForwardIdentity:   h.ForwardIdentity,
+		AuditArguments:    h.AuditArguments,
+		RequireDPoP:       h.RequireDPoP,
+		DPoPNonce:         h.DPoPNonce,
+		DPoPReplay:        dpopReplay,
+		Logger:            log,
+		AuditLogger:       log.Named("audit"),
+		ErrorStatus:       errorStatus,
+		WriteTimeout:      writeTimeout,
+		OwnRequestContext: ownRequestContext,
 	}
 	vecs, err := newGatewayVecs(ctx.GetMetricsRegistry())
 	if err != nil {
@@ -674,6 +676,19 @@ func errorStatus(err error) int {
 }
 
 // writeTimeout is the write timeout of the Caddy server that serves r.
+// ownRequestContext gives a request the gateway makes of its own (a
+// tools/list fetch) a copy of the caller's request variables: reverse_proxy
+// sets its dial information there, and the dialer of an earlier fetch,
+// which net/http may run on past its request, reads it (a data race on
+// one map when the gateway fetched a second page).
+func ownRequestContext(ctx context.Context) context.Context {
+	vars, ok := ctx.Value(caddyhttp.VarsCtxKey).(map[string]any)
+	if !ok || vars == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, caddyhttp.VarsCtxKey, maps.Clone(vars))
+}
+
 func writeTimeout(r *http.Request) time.Duration {
 	if srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok {
 		return time.Duration(srv.WriteTimeout)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"go.uber.org/zap"
 
@@ -715,5 +716,27 @@ http://%[2]s {
 	p, _, _, err := toolPins{app().iss.ToolPins()}.ObservePin(t.Context(), resource, "echo", "h-other", []byte(`{"name":"echo"}`), true)
 	if err != nil || p.Pinned != "" || p.Pending != "h-other" {
 		t.Errorf("ObservePin(first use) of a tool awaiting review = %+v, %v; want it pending, not pinned", p, err)
+	}
+}
+
+// TestOwnRequestContextCopiesVars: the gateway's own requests to
+// reverse_proxy (tools/list fetches) get a copy of the caller's request
+// variables, so that what reverse_proxy sets there for one (its dial
+// information, read by a dialer net/http may run on past the request) is
+// not written into a map another request's dialer reads: `go test -race`
+// saw that race when a fetch took a second page (TestPinModeSwitchKeepsReview).
+func TestOwnRequestContextCopiesVars(t *testing.T) {
+	vars := map[string]any{"set_before": "kept"}
+	ctx := context.WithValue(context.Background(), caddyhttp.VarsCtxKey, vars)
+	own := ownRequestContext(ctx)
+	caddyhttp.SetVar(own, "reverse_proxy.dial", "fetch's")
+	if got := caddyhttp.GetVar(own, "set_before"); got != "kept" {
+		t.Errorf("own request's var set_before = %v, want the caller's value", got)
+	}
+	if _, ok := vars["reverse_proxy.dial"]; ok || len(vars) != 1 {
+		t.Errorf("caller's vars = %v after the own request set one, want them unchanged", vars)
+	}
+	if bare := context.Background(); ownRequestContext(bare) != bare {
+		t.Error("a context without request variables was changed")
 	}
 }

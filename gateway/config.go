@@ -143,6 +143,14 @@ type Config struct {
 	// request UUID) to put in audit events.
 	RequestID func(r *http.Request) string
 
+	// OwnRequestContext, when set, gives the context of a request the
+	// gateway makes of its own to next (a tools/list fetch for pinning)
+	// whatever next keeps per request there, copied from the caller's:
+	// Caddy's request variables, which reverse_proxy writes and its
+	// dialer reads on a goroutine that may outlive the request, must not
+	// be one map for two requests.
+	OwnRequestContext func(ctx context.Context) context.Context
+
 	// AuditDenialsOnly leaves out the audit events of allowed decisions
 	// (requests forwarded to the upstream), for deployments whose log
 	// volume matters more than a record of every access. Default false:

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -637,6 +638,41 @@ func TestPinFetchMemoryBounded(t *testing.T) {
 }
 
 // callAs calls tool through g and next as user sub.
+// TestPinFetchOwnRequestContext: a tools/list fetch goes to next with the
+// context Config.OwnRequestContext makes of the caller's (under Caddy a
+// copy of the request variables, which reverse_proxy writes and an
+// earlier fetch's dialer may still read); the caller's own request keeps
+// its context.
+func TestPinFetchOwnRequestContext(t *testing.T) {
+	type mark struct{}
+	cfg := pinnedConfig(t)
+	cfg.OwnRequestContext = func(ctx context.Context) context.Context { return context.WithValue(ctx, mark{}, true) }
+	g := newGateway(t, cfg)
+	var fetches, unmarked atomic.Int32
+	list := listUpstream(func(r *http.Request) (string, error) {
+		fetches.Add(1)
+		if r.Context().Value(mark{}) == nil {
+			unmarked.Add(1)
+		}
+		return `{"name":"read_a","inputSchema":{"type":"object"}}`, nil
+	})
+	var callMarked atomic.Bool
+	next := NextFunc(func(w http.ResponseWriter, r *http.Request) error {
+		if r.Context().Value(mark{}) != nil && r.Header.Get("Content-Type") != "" {
+			body, _ := io.ReadAll(r.Body)
+			callMarked.Store(strings.Contains(string(body), "tools/call"))
+			r.Body = io.NopCloser(bytes.NewReader(body))
+		}
+		return list(w, r)
+	})
+	if w := callAs(t, g, next, "alice", "read_a"); w.Code != http.StatusOK {
+		t.Fatalf("call = %d %s, want 200", w.Code, w.Body)
+	}
+	if fetches.Load() == 0 || unmarked.Load() != 0 || callMarked.Load() {
+		t.Errorf("fetches %d, %d of them without the own context; the caller's call with it: %v; want fetches with it, the call without", fetches.Load(), unmarked.Load(), callMarked.Load())
+	}
+}
+
 func callAs(t *testing.T, g *Gateway, next Next, sub, tool string) *httptest.ResponseRecorder {
 	t.Helper()
 	c := claims()

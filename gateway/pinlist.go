@@ -275,6 +275,9 @@ func (g *Gateway) fetchToolsPage(x *exchange, next Next, cursor string) ([]byte,
 	// this caller goes away.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(x.r.Context()), pinFetchTimeout)
 	defer cancel()
+	if f := g.cfg.OwnRequestContext; f != nil {
+		ctx = f(ctx)
+	}
 	// The client's header is edited in place as for its own request
 	// (Caddy's placeholders read that map), and put back once the fetch is
 	// done.
