@@ -688,10 +688,11 @@ func (p *policy) decide(pr *principal, m *mcpparse.Message, rev revision) (decis
 		if !m.HasURI {
 			return decision{}, fmt.Errorf("%s: %w", m.Method, errNoName)
 		}
-		if err := checkURI(m.URI); err != nil {
-			return decision{}, fmt.Errorf("%s: %w", m.Method, err)
+		d, err := p.decideURI(pr, m.URI)
+		if err != nil {
+			err = fmt.Errorf("%s: %w", m.Method, err)
 		}
-		return p.decideURI(pr, m.URI)
+		return d, err
 	case "completion/complete":
 		d, err := p.decideCompletion(pr, m.Raw)
 		if err != nil {
@@ -737,9 +738,6 @@ func (p *policy) decideCompletion(pr *principal, raw []byte) (decision, error) {
 		uri := *ref.URI
 		literal, _, template := strings.Cut(uri, "{")
 		if !template {
-			if err := checkURI(uri); err != nil {
-				return decision{}, err
-			}
 			return p.decideURI(pr, uri)
 		}
 		uris := []string{literal}
@@ -895,12 +893,16 @@ func firstRule(rules []compiledRule, name string, loose bool) int {
 	return -1
 }
 
-// decideURI applies the rule with the longest prefix of uri. A URI whose
-// rule changes when case is ignored cannot be classified with certainty:
-// with rules "file:///srv/secret/" (admin) and "file:///srv/", a server on
-// a case-insensitive file system reads "file:///srv/Secret/a" as the
-// secret one.
+// decideURI applies the rule with the longest prefix of uri, once
+// checkURI found it one every reader reads alike. A URI whose rule changes
+// when case is ignored cannot be classified with certainty: with rules
+// "file:///srv/secret/" (admin) and "file:///srv/", a server on a
+// case-insensitive file system reads "file:///srv/Secret/a" as the secret
+// one.
 func (p *policy) decideURI(pr *principal, uri string) (decision, error) {
+	if err := checkURI(uri); err != nil {
+		return decision{}, err
+	}
 	best := longestRule(p.resources, uri, uriPrefixRank)
 	if longestRule(p.resources, uri, uriPrefixFoldRank) != best {
 		return decision{}, fmt.Errorf("resource URI %q falls under another rule when case is ignored", uri)
@@ -923,9 +925,6 @@ func (p *policy) decideSubscriptions(pr *principal, uris []string) (decision, er
 	d := decision{kind: kindResource, target: strings.Join(uris, " "), required: slices.Clone(p.base)}
 	var denied *decision
 	for _, uri := range uris {
-		if err := checkURI(uri); err != nil {
-			return decision{}, err
-		}
 		u, err := p.decideURI(pr, uri)
 		if err != nil {
 			return decision{}, err

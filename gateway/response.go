@@ -1046,7 +1046,7 @@ func (x *exchange) checksContents() bool {
 
 // checkContents takes out of a response's result.contents the contents
 // whose uri p's resource rules refuse, as a resources/read of that uri
-// would be decided (checkURI, decideURI). What cannot be judged is an
+// would be decided (decideURI). What cannot be judged is an
 // error, which fails the answer: a content that is not an object, has no
 // uri or one that is not a string, and a member a client may read as
 // contents or uri but spelt otherwise (in case, with '-' or '_', cut at a
@@ -1054,38 +1054,33 @@ func (x *exchange) checksContents() bool {
 // the same members.
 func (g *Gateway) checkContents(p *principal, msg []byte) ([]byte, error) {
 	return editResult(msg, func(result map[string]json.RawMessage) (bool, error) {
-		changed := false
-		for name, v := range result {
-			if !mcpparse.SameLooseName(name, "contents") {
-				continue
-			}
-			if name != "contents" {
-				return false, fmt.Errorf("result member %q may be read as contents", name)
-			}
-			var items []json.RawMessage
-			if err := json.Unmarshal(v, &items); err != nil {
-				return false, errors.New("result.contents is not an array")
-			}
-			kept := items[:0]
-			for _, it := range items {
-				uri, err := contentURI(it)
-				if err != nil {
-					return false, err
-				}
-				if g.mayRead(p, uri) {
-					kept = append(kept, it)
-				}
-			}
-			if len(kept) == len(items) {
-				continue
-			}
-			b, err := json.Marshal(kept)
+		v, ok, err := exactMember(result, "contents")
+		if err != nil || !ok {
+			return false, err
+		}
+		var items []json.RawMessage
+		if err := json.Unmarshal(v, &items); err != nil {
+			return false, errors.New("result.contents is not an array")
+		}
+		kept := items[:0]
+		for _, it := range items {
+			uri, err := contentURI(it)
 			if err != nil {
 				return false, err
 			}
-			result[name], changed = b, true
+			if g.mayRead(p, uri) {
+				kept = append(kept, it)
+			}
 		}
-		return changed, nil
+		if len(kept) == len(items) {
+			return false, nil
+		}
+		b, err := json.Marshal(kept)
+		if err != nil {
+			return false, err
+		}
+		result["contents"] = b
+		return true, nil
 	})
 }
 
@@ -1095,21 +1090,13 @@ func contentURI(item json.RawMessage) (string, error) {
 	if json.Unmarshal(item, &members) != nil {
 		return "", errors.New("a content of result.contents is not an object")
 	}
-	uri, found := "", false
-	for k, v := range members {
-		if !mcpparse.SameLooseName(k, "uri") {
-			continue
-		}
-		if k != "uri" {
-			return "", fmt.Errorf("content member %q may be read as uri", k)
-		}
-		if len(v) == 0 || v[0] != '"' || json.Unmarshal(v, &uri) != nil {
-			return "", errors.New("a content's uri is not a string")
-		}
-		found = true
+	v, ok, err := exactMember(members, "uri")
+	if err != nil {
+		return "", err
 	}
-	if !found {
-		return "", errors.New("a content of result.contents has no uri")
+	var uri string
+	if !ok || len(v) == 0 || v[0] != '"' || json.Unmarshal(v, &uri) != nil {
+		return "", errors.New("a content of result.contents has no string uri")
 	}
 	return uri, nil
 }
@@ -1117,9 +1104,6 @@ func contentURI(item json.RawMessage) (string, error) {
 // mayRead reports whether p may read uri: a resources/read of it would be
 // allowed.
 func (g *Gateway) mayRead(p *principal, uri string) bool {
-	if checkURI(uri) != nil {
-		return false
-	}
 	d, err := g.policy.decideURI(p, uri)
 	return err == nil && d.allow
 }

@@ -87,14 +87,9 @@ func stateMember(raw []byte) (found bool, err error) {
 	if err := json.Unmarshal(raw, &msg); err != nil {
 		return false, errors.New("params is not an object")
 	}
-	for k := range msg.Params {
-		if !mcpparse.SameLooseName(k, "requestState") {
-			continue
-		}
-		if k != "requestState" {
-			return false, fmt.Errorf("params member %q is read as requestState by some servers; spell it requestState", k)
-		}
-		found = true
+	_, found, err = exactMember(msg.Params, "requestState")
+	if err != nil {
+		return false, fmt.Errorf("params %w by some servers; spell it requestState", err)
 	}
 	return found, nil
 }

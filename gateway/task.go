@@ -451,6 +451,19 @@ func looseMember(n map[string]json.RawMessage, name string) (json.RawMessage, bo
 	return v, found, nil
 }
 
+// exactMember is m's member name, refusing one a client may read as it
+// but spelt otherwise (in case, with '-' or '_', cut at a NUL:
+// mcpparse.SameLooseName), where looseMember would read it as name.
+func exactMember(m map[string]json.RawMessage, name string) (json.RawMessage, bool, error) {
+	for k := range m {
+		if k != name && mcpparse.SameLooseName(k, name) {
+			return nil, false, fmt.Errorf("member %q may be read as %s", k, name)
+		}
+	}
+	v, ok := m[name]
+	return v, ok, nil
+}
+
 // wrapTaskIDs wraps the task ids of one message of the upstream's answer:
 // result.taskId of a response (CreateTaskResult, tasks/get) and
 // params.taskId of notifications/tasks. An acknowledgement listing task

@@ -185,9 +185,6 @@ func (l *crashLedger) add(f func()) {
 // passes its consistency check. MCP_AUTH_CRASH_CYCLES sets the number of
 // cycles for a longer soak.
 func TestCrashKeepsWhatWasAnswered(t *testing.T) {
-	if testing.Short() {
-		t.Skip("kills and restarts caddy")
-	}
 	cycles := 4
 	if v := os.Getenv(crashCyclesEnv); v != "" {
 		n, err := strconv.Atoi(v)

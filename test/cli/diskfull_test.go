@@ -26,9 +26,6 @@ import (
 // room the writes succeed, and after a kill -9 the file is whole and
 // holds them.
 func TestDiskFullAnswers503(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs caddy")
-	}
 	e := newEnv(t)
 	dir := filepath.Join(e.Home, "small")
 	if err := os.Mkdir(dir, 0o700); err != nil {

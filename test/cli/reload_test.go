@@ -70,9 +70,6 @@ func processCounts(t *testing.T, r *crashRig) (goroutines, files int) {
 // revocation made before are kept, and a reload that fails leaves the
 // running configuration serving and the store as it was.
 func TestReloadsReleaseAndKeep(t *testing.T) {
-	if testing.Short() {
-		t.Skip("reloads caddy 50 times")
-	}
 	demo := mcpdemo.NewServer()
 	up := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return demo },
 		&mcp.StreamableHTTPOptions{Stateless: true}))
