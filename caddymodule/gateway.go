@@ -675,7 +675,6 @@ func errorStatus(err error) int {
 	return http.StatusInternalServerError
 }
 
-// writeTimeout is the write timeout of the Caddy server that serves r.
 // ownRequestContext gives a request the gateway makes of its own (a
 // tools/list fetch) a copy of the caller's request variables: reverse_proxy
 // sets its dial information there, and the dialer of an earlier fetch,
@@ -689,6 +688,7 @@ func ownRequestContext(ctx context.Context) context.Context {
 	return context.WithValue(ctx, caddyhttp.VarsCtxKey, maps.Clone(vars))
 }
 
+// writeTimeout is the write timeout of the Caddy server that serves r.
 func writeTimeout(r *http.Request) time.Duration {
 	if srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok {
 		return time.Duration(srv.WriteTimeout)

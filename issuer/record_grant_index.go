@@ -103,10 +103,13 @@ func (r grantIndexRecords) add(g *grant) error {
 	return nil
 }
 
+// indexedID is the grant id an index key ends with, after its last NUL.
+func indexedID(k string) string { return k[strings.LastIndexByte(k, 0)+1:] }
+
 // entries calls fn with the id and entry of every entry under prefix.
 func (r grantIndexRecords) entries(prefix string, fn func(id string, e *grantIndexEntry) error) error {
 	return r.t.list(prefix, func(k string, e *grantIndexEntry) error {
-		return fn(k[strings.LastIndexByte(k, 0)+1:], e)
+		return fn(indexedID(k), e)
 	})
 }
 
@@ -128,7 +131,7 @@ func (r grantIndexRecords) complete() (bool, error) { return r.t.has(grantIndexC
 // until fn returns errStopListing (not an error).
 func (r grantIndexRecords) ids(prefix string, fn func(id string) error) error {
 	err := r.t.tx.List(r.t.bucket, prefix, func(k string, _ []byte) error {
-		return fn(k[strings.LastIndexByte(k, 0)+1:])
+		return fn(indexedID(k))
 	})
 	if errors.Is(err, errStopListing) {
 		return nil

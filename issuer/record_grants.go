@@ -3,7 +3,6 @@ package issuer
 import (
 	"errors"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
@@ -251,7 +250,7 @@ func (r grantRecords) revokeSome(sel grantSelection, until time.Time, limit int,
 		if n == limit {
 			return keys[read-1], true, nil
 		}
-		g, err := r.get(k[strings.LastIndexByte(k, 0)+1:])
+		g, err := r.get(indexedID(k))
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			err = index.t.delete(k)

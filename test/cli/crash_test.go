@@ -226,18 +226,7 @@ func TestCrashKeepsWhatWasAnswered(t *testing.T) {
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
 		client := &http.Client{Timeout: 10 * time.Second}
-		loop := func(f func(n int)) {
-			wg.Go(func() {
-				for n := 0; ; n++ {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					f(n)
-				}
-			})
-		}
+		loop := func(f func(n int)) { untilStopped(&wg, stop, f) }
 		// Refresh rotation.
 		loop(func(int) {
 			l.mu.Lock()
@@ -539,4 +528,19 @@ func jsonField(body, name string) string {
 	}
 	s, _ := m[name].(string)
 	return s
+}
+
+// untilStopped runs f(0), f(1), ... on a goroutine of wg until stop is
+// closed.
+func untilStopped(wg *sync.WaitGroup, stop <-chan struct{}, f func(n int)) {
+	wg.Go(func() {
+		for n := 0; ; n++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			f(n)
+		}
+	})
 }

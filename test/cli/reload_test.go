@@ -157,29 +157,22 @@ func TestReloadsReleaseAndKeep(t *testing.T) {
 		}
 	}
 	for w := range 3 {
-		wg.Go(func() {
-			for n := 0; ; n++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				// A connection the old server closes as it shuts down
-				// fails without an answer: that is a reload's, and the
-				// request is sent again; every answer must be right.
-				st, tok, err := token("cc", secret)
-				if err != nil {
-					continue
-				}
-				if st != http.StatusOK {
-					fail("worker %d: token %d = %d", w, n, st)
-					continue
-				}
-				if st, body, err := call(tok); err == nil && st != http.StatusOK {
-					fail("worker %d: tools/call %d with a fresh token = %d %.200s", w, n, st, body)
-				}
-				rounds.Add(1)
+		untilStopped(&wg, stop, func(n int) {
+			// A connection the old server closes as it shuts down
+			// fails without an answer: that is a reload's, and the
+			// request is sent again; every answer must be right.
+			st, tok, err := token("cc", secret)
+			if err != nil {
+				return
 			}
+			if st != http.StatusOK {
+				fail("worker %d: token %d = %d", w, n, st)
+				return
+			}
+			if st, body, err := call(tok); err == nil && st != http.StatusOK {
+				fail("worker %d: tools/call %d with a fresh token = %d %.200s", w, n, st, body)
+			}
+			rounds.Add(1)
 		})
 	}
 	for v := 1; v <= 50; v++ {
