@@ -485,6 +485,55 @@ func TestPinFetchTimeout(t *testing.T) {
 	}
 }
 
+// TestPinFetchTimeoutCoversEveryPage: the fetch timeout bounds a whole
+// tools/list fetch, every page of it, not each page: an upstream answering
+// each page just within it would otherwise hold the caller, and one of the
+// fetch slots, for up to maxPinPages of them.
+func TestPinFetchTimeoutCoversEveryPage(t *testing.T) {
+	defer func(d time.Duration) { pinFetchTimeout = d }(pinFetchTimeout)
+	pinFetchTimeout = 300 * time.Millisecond
+	var pages atomic.Int32
+	h := newHarness(t, pinnedConfig(t), func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+			Params struct {
+				Cursor string `json:"cursor"`
+			} `json:"params"`
+		}
+		json.NewDecoder(r.Body).Decode(&req)
+		w.Header().Set("Content-Type", "application/json")
+		if req.Method == "tools/call" {
+			io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`)
+			return
+		}
+		// Ten pages, each 150 ms: every one within the timeout, the
+		// list not.
+		pages.Add(1)
+		time.Sleep(150 * time.Millisecond)
+		n, _ := strconv.Atoi(req.Params.Cursor)
+		next := ""
+		if n < 9 {
+			next = fmt.Sprintf(`,"nextCursor":"%d"`, n+1)
+		}
+		fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"tools":[{"name":"read_file","inputSchema":{"type":"object"}}]%s}}`,
+			req.ID, next)
+	})
+	start := time.Now()
+	resp := h.do(t, call{body: toolCall("read_file"), token: mint(t, claims())})
+	body := readBody(t, resp)
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(body, "could not learn the definition") {
+		t.Fatalf("call = %d %s, want 502 could not learn the definition", resp.StatusCode, body)
+	}
+	// Two tries of at most 300 ms, each seeing at most three pages.
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("the call took %v, want about two fetch timeouts (%v)", took, pinFetchTimeout)
+	}
+	if n := pages.Load(); n > 6 {
+		t.Errorf("the upstream was asked for %d pages, want at most 6 (two fetches of 300 ms)", n)
+	}
+}
+
 // TestPinFetchOutlivesItsCaller: callers of one session share a tools/list
 // fetch; the caller that started it going away does not end it, so the
 // others still get their answer.

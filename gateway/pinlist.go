@@ -22,8 +22,8 @@ import (
 // maxPinPages bounds the pages of one tools/list fetch.
 const maxPinPages = 100
 
-// pinFetchTimeout bounds each tools/list request the gateway makes itself
-// (a variable for tests).
+// pinFetchTimeout bounds each tools/list fetch the gateway makes itself,
+// every page of it (a variable for tests).
 var pinFetchTimeout = 10 * time.Second
 
 // pinFetchPrefix begins the JSON-RPC id of the gateway's own tools/list
@@ -200,6 +200,13 @@ func (s *pinSet) remember(key string, f fetchedList) {
 func (g *Gateway) learnTools(x *exchange, next Next) error {
 	gen := g.pins.gen.Load()
 	ctx := x.r.Context()
+	// An upstream that never finishes its answer (an event stream that
+	// stays open without it), or answers page after page just in time,
+	// must not hold the caller, or one of the maxPinFetches slots every
+	// session's first calls share. Other callers may wait for this fetch
+	// (fetchOnce): it does not end when this caller goes away.
+	fetchCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pinFetchTimeout)
+	defer cancel()
 	seen := map[string]string{}
 	var unrecorded error
 	cursor := ""
@@ -207,7 +214,7 @@ func (g *Gateway) learnTools(x *exchange, next Next) error {
 		if page == maxPinPages {
 			return fmt.Errorf("tools/list has more than %d pages", maxPinPages)
 		}
-		msg, err := g.fetchToolsPage(x, next, cursor)
+		msg, err := g.fetchToolsPage(fetchCtx, x, next, cursor)
 		if err != nil {
 			return err
 		}
@@ -251,9 +258,9 @@ func (g *Gateway) learnTools(x *exchange, next Next) error {
 	return unrecorded
 }
 
-// fetchToolsPage sends one tools/list request through next and returns
-// the response message that answers it.
-func (g *Gateway) fetchToolsPage(x *exchange, next Next, cursor string) ([]byte, error) {
+// fetchToolsPage sends one tools/list request through next, within ctx,
+// and returns the response message that answers it.
+func (g *Gateway) fetchToolsPage(ctx context.Context, x *exchange, next Next, cursor string) ([]byte, error) {
 	params := map[string]any{}
 	if cursor != "" {
 		params["cursor"] = cursor
@@ -268,13 +275,6 @@ func (g *Gateway) fetchToolsPage(x *exchange, next Next, cursor string) ([]byte,
 	if err != nil {
 		return nil, err
 	}
-	// An upstream that never finishes its answer (an event stream that
-	// stays open without it) must not hold the caller, or one of the
-	// maxPinFetches slots every session's first calls share. Other
-	// callers may wait for this fetch (fetchOnce): it does not end when
-	// this caller goes away.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(x.r.Context()), pinFetchTimeout)
-	defer cancel()
 	if f := g.cfg.OwnRequestContext; f != nil {
 		ctx = f(ctx)
 	}
