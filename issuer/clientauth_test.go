@@ -373,6 +373,61 @@ func TestPrivateKeyJWTFromJWKSURI(t *testing.T) {
 	}
 }
 
+// TestPrivateKeyJWTConcurrentFetchOnce: token requests that arrive
+// together for a client whose JWK Set is not cached make one fetch of its
+// jwks_uri, which they all wait for. Anyone may name a jwks_uri (a Client
+// ID Metadata Document's): each request fetched it for itself, so a burst
+// of assertions sent the issuer's fetches to that URL (another's server,
+// or a slow one holding them to the timeout) as many at once.
+func TestPrivateKeyJWTConcurrentFetchOnce(t *testing.T) {
+	var fetches atomic.Int32
+	release := make(chan struct{})
+	var b []byte
+	keys := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fetches.Add(1)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(b)
+	}))
+	defer keys.Close()
+	e := newTokEnv(t, func(c *Config) { c.HTTPClient = keys.Client(); c.CIMDAllowPrivate = true })
+	pub, _ := publicJWK(e.jwtKey.Public())
+	pub.Kid = "k1"
+	b, _ = json.Marshal(map[string][]accesstoken.JWK{"keys": {pub}})
+	if err := e.iss.PutClient(t.Context(), Client{ID: "remote", JWKSURI: keys.URL + "/jwks.json",
+		GrantTypes: []string{"client_credentials"}}); err != nil {
+		t.Fatal(err)
+	}
+	const n = 8
+	forms := make([]url.Values, n)
+	for k := range forms {
+		forms[k] = ccForm(url.Values{"client_assertion_type": {jwtBearerAssertion}, "client_assertion": {e.clientAssertion(t,
+			func(c jwt.MapClaims, _ *jwt.Token) { c["iss"], c["sub"] = "remote", "remote" })}})
+	}
+	answers := make([]answer, n)
+	var wg sync.WaitGroup
+	for k := range forms {
+		wg.Go(func() { answers[k] = e.post(t, pathToken, forms[k], "") })
+	}
+	// Every request has had the time to reach the fetch before the JWK
+	// Set comes.
+	time.Sleep(300 * time.Millisecond)
+	close(release)
+	wg.Wait()
+	for k, a := range answers {
+		if a.status != http.StatusOK {
+			t.Errorf("request %d = %d %s, want 200", k, a.status, a.raw)
+		}
+	}
+	if got := fetches.Load(); got != 1 {
+		t.Errorf("%d concurrent requests fetched the jwks_uri %d times, want 1", n, got)
+	}
+}
+
 func TestClientAuthRateLimited(t *testing.T) {
 	e := newTokEnv(t)
 	for n := range limitFreePair + 1 {

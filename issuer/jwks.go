@@ -35,6 +35,19 @@ type jwksCache struct {
 
 	mu      sync.Mutex
 	entries map[string]cachedJWKS // by URL
+	// fetching is the fetch under way of each URL, which every request
+	// wanting that URL's keys meanwhile waits for: anyone may name a
+	// jwks_uri (a Client ID Metadata Document's), and a burst of
+	// assertions must not become as many fetches at once.
+	fetching map[string]*jwksFetch
+}
+
+// jwksFetch is one fetch of a JWK Set URL; keys and err are set before
+// done is closed.
+type jwksFetch struct {
+	done chan struct{}
+	keys []accesstoken.JWK
+	err  error
 }
 
 type cachedJWKS struct {
@@ -45,36 +58,63 @@ type cachedJWKS struct {
 }
 
 func newJWKSCache(client *http.Client, now func() time.Time) *jwksCache {
-	return &jwksCache{client: client, now: now, entries: make(map[string]cachedJWKS)}
+	return &jwksCache{client: client, now: now, entries: make(map[string]cachedJWKS), fetching: make(map[string]*jwksFetch)}
 }
 
 // keys returns the JWK Set at uri: cached for jwksCacheTTL; refresh asks
 // for a fetch. uri is fetched at most once per jwksMinRefetch, failures
-// included (they are the answer meanwhile), unless the request itself
-// ended (that says nothing of uri). A failed refresh keeps the keys.
+// included (they are the answer meanwhile), and once at a time: requests
+// that want it while it is fetched wait for that fetch. The fetch is the
+// URL's, not the request's that started it: it runs on when that
+// request ends (the client's timeout bounds it), so the others get its
+// answer and a request's end is never remembered as the URL's failure.
+// A failed refresh keeps the keys.
 func (c *jwksCache) keys(ctx context.Context, uri string, refresh bool) ([]accesstoken.JWK, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	now := c.now()
 	c.mu.Lock()
 	cached, ok := c.entries[uri]
-	c.mu.Unlock()
 	fresh := ok && !cached.fetched.IsZero() && now.Sub(cached.fetched) < jwksCacheTTL
 	recent := ok && now.Sub(cached.tried) < jwksMinRefetch
 	switch {
 	case fresh && (!refresh || recent):
+		c.mu.Unlock()
 		return cached.keys, nil
 	case recent:
+		c.mu.Unlock()
 		return nil, cached.err
 	}
+	f, ok := c.fetching[uri]
+	if !ok {
+		f = &jwksFetch{done: make(chan struct{})}
+		c.fetching[uri] = f
+		go c.fetchFor(context.WithoutCancel(ctx), uri, f, now)
+	}
+	c.mu.Unlock()
+	select {
+	case <-f.done:
+		return f.keys, f.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// fetchFor runs f, the fetch of uri started at now, and records its
+// outcome.
+func (c *jwksCache) fetchFor(ctx context.Context, uri string, f *jwksFetch, now time.Time) {
 	keys, err := c.fetch(ctx, uri)
-	if ctx.Err() != nil {
-		return nil, err
-	}
-	next := cachedJWKS{keys: keys, fetched: now, tried: now}
-	if err != nil {
-		next = cachedJWKS{keys: cached.keys, fetched: cached.fetched, tried: now, err: err}
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	defer close(f.done)
+	f.keys, f.err = keys, err
+	delete(c.fetching, uri)
+	next := cachedJWKS{keys: keys, fetched: now, tried: now}
+	if err != nil {
+		cached := c.entries[uri]
+		next = cachedJWKS{keys: cached.keys, fetched: cached.fetched, tried: now, err: err}
+	}
 	if len(c.entries) >= maxJWKSEntries {
 		for u, e := range c.entries {
 			if now.Sub(e.tried) >= jwksCacheTTL {
@@ -91,7 +131,6 @@ func (c *jwksCache) keys(ctx context.Context, uri string, refresh bool) ([]acces
 		}
 	}
 	c.entries[uri] = next
-	return keys, err
 }
 
 func (c *jwksCache) fetch(ctx context.Context, uri string) ([]accesstoken.JWK, error) {

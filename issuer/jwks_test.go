@@ -63,6 +63,49 @@ func TestJWKSCacheFailures(t *testing.T) {
 	}
 }
 
+// TestJWKSCacheFetchOutlivesItsRequest: the fetch of a JWK Set is the
+// URL's: the request that started it ending does not end it, so another
+// waiting for it gets its keys, and the one fetch is all there is.
+func TestJWKSCacheFetchOutlivesItsRequest(t *testing.T) {
+	var fetches atomic.Int32
+	arrived, release := make(chan struct{}), make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if fetches.Add(1) == 1 {
+			close(arrived)
+		}
+		<-release
+		_, _ = w.Write([]byte(`{"keys":[{"kty":"oct","kid":"a"}]}`))
+	}))
+	t.Cleanup(srv.Close)
+	c := newJWKSCache(srv.Client(), time.Now)
+	first, cancel := context.WithCancel(t.Context())
+	firstErr := make(chan error)
+	go func() {
+		_, err := c.keys(first, srv.URL, false)
+		firstErr <- err
+	}()
+	<-arrived
+	second := make(chan error)
+	go func() {
+		ks, err := c.keys(t.Context(), srv.URL, false)
+		if err == nil && len(ks) != 1 {
+			err = fmt.Errorf("%d keys, want 1", len(ks))
+		}
+		second <- err
+	}()
+	cancel()
+	if err := <-firstErr; err == nil {
+		t.Error("the request that ended got keys")
+	}
+	close(release)
+	if err := <-second; err != nil {
+		t.Errorf("the request waiting for the fetch: %v, want its keys", err)
+	}
+	if n := fetches.Load(); n != 1 {
+		t.Errorf("fetches = %d, want 1", n)
+	}
+}
+
 // TestJWKSCacheAsksPastSharedCaches: a JWK Set is fetched with
 // Cache-Control: no-cache (RFC 9111 section 5.2.1.4), so that a shared
 // cache on the way (an outbound proxy) asks the publisher rather than
