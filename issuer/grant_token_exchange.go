@@ -22,7 +22,9 @@ import (
 // With actor_token (an agent's own token), the agent becomes the newest
 // actor: act = {"sub": agent, "act": <subject's act>}. The chain's length
 // is bounded by the agent's MaxDepth (and MaxDelegationDepth) and the
-// agent must allow the subject's client. This issuer never issues may_act,
+// agent must allow the subject's client. A requester other than the agent
+// itself must bring the agent's token for the resource the new token is
+// for. This issuer never issues may_act,
 // so none is read: who may act is the agent's own policy. Without actor_token the exchange keeps the act chain
 // and may only narrow scopes.
 //
@@ -91,8 +93,9 @@ func (x tokenExchange) grant(ctx context.Context, req *clientRequest) (*issuance
 
 	act := subj.Actor
 	var actor *Agent
+	actorAud := ""
 	if actRaw != "" {
-		if actor, err = x.actor(ctx, actRaw, subj, req.jkt); err != nil {
+		if actor, actorAud, err = x.actor(ctx, actRaw, subj, req.jkt); err != nil {
 			return nil, err
 		}
 		act = &accesstoken.Actor{Subject: actor.ID, Actor: subj.Actor}
@@ -110,6 +113,13 @@ func (x tokenExchange) grant(ctx context.Context, req *clientRequest) (*issuance
 	res, err := i.policy.resolveResource(app, target)
 	if err != nil {
 		return nil, err
+	}
+	if actor != nil && c.ID != actor.ID && !sameResource(actorAud, res.URL) {
+		// The agent's token was presented to its audience, which holds it
+		// as a bearer: it shows the agent taking part there only. Another
+		// requester (the subject's client) cannot use it to name the agent
+		// as actor elsewhere; the agent itself authenticates instead.
+		return nil, invalid("actor_token is for another resource than the token to be issued")
 	}
 	if u != nil && !sameResource(res.URL, subj.Audience[0]) {
 		return nil, ErrInvalidTarget.WithDescription("a user's token can only be exchanged for the resource the user consented to")
@@ -194,37 +204,37 @@ func (x tokenExchange) parties(ctx context.Context, subj *accesstoken.Claims) (*
 }
 
 // actor verifies actor_token (an enabled agent's own token) and
-// the agent's right to act on subj.
-func (x tokenExchange) actor(ctx context.Context, raw string, subj *accesstoken.Claims, jkt string) (*Agent, error) {
+// the agent's right to act on subj; aud is the actor token's audience.
+func (x tokenExchange) actor(ctx context.Context, raw string, subj *accesstoken.Claims, jkt string) (a *Agent, aud string, err error) {
 	i := x.iss
 	invalid := func(d string) *Error { return ErrInvalidRequest.WithDescription(d) }
 	ac, err := i.verifyAccessToken(ctx, raw)
 	if err != nil || !ownAgentToken(ac) {
-		return nil, invalid("actor_token is not a valid, unrevoked token of an agent acting for itself")
+		return nil, "", invalid("actor_token is not a valid, unrevoked token of an agent acting for itself")
 	}
 	if err := possessed(ac.BoundKey(), jkt, "actor_token"); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	// An agent's token a lagging instance issued under its replaced
 	// secret (review s16c F2).
 	if err := i.notReplaced(ctx, ac.GrantID, invalid("actor_token is not a valid, unrevoked token of an agent acting for itself")); err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	a, err := i.dir.lookupAgent(ctx, ac.Subject)
+	a, err = i.dir.lookupAgent(ctx, ac.Subject)
 	if err != nil {
-		return nil, invalid("the actor is unknown or disabled").Wrap(err)
+		return nil, "", invalid("the actor is unknown or disabled").Wrap(err)
 	}
 	switch {
 	case subj.PrincipalType != principalUser && subj.PrincipalType != principalAgent:
 		// A client's own token names no user or agent; a delegated one
 		// would read as a user's token at the gateway.
-		return nil, invalid("only a user's or an agent's token can be delegated")
+		return nil, "", invalid("only a user's or an agent's token can be delegated")
 	case subj.PrincipalType == principalAgent && subj.Subject == a.ID:
-		return nil, invalid("an agent cannot act for itself")
+		return nil, "", invalid("an agent cannot act for itself")
 	case !a.allowsClient(subj.ClientID):
-		return nil, invalid("the actor may not act for the subject token's client")
+		return nil, "", invalid("the actor may not act for the subject token's client")
 	}
-	return a, nil
+	return a, ac.Audience[0], nil
 }
 
 // scopes narrows the subject's scopes to the request, the actor's

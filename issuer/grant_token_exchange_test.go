@@ -303,3 +303,42 @@ func TestTokenExchangeFailures(t *testing.T) {
 		})
 	}
 }
+
+// TestExchangeActorTokenAudience: an agent's token shows the agent taking
+// part at its audience only, which holds it as a bearer. The subject's
+// client may not name the agent as actor with its token for another
+// resource (a resource replaying a token it was sent); with its token for
+// the resource, or by the agent itself authenticating, it may.
+func TestExchangeActorTokenAudience(t *testing.T) {
+	e := newTokEnv(t)
+	conf := tConf + ":" + tSecret
+	as2 := tAgent2 + ":" + tAgentSecret
+	a2 := e.agentToken(t, tAgent2, tAgentSecret) // aud tResource
+	o := e.tokenExchange(t, as2, url.Values{"subject_token": {a2}, "subject_token_type": {tokenTypeAccessToken}, "resource": {tOther}})
+	if o.status != 200 {
+		t.Fatalf("agent-2's token for %s = %d %s", tOther, o.status, o.raw)
+	}
+	a2Other := o.str("access_token")
+	for _, tt := range []struct {
+		name, auth, actor string
+		status            int
+		code              string
+	}{
+		{"client with the agent's token for another resource", conf, a2Other, 400, "invalid_request"},
+		{"client with the agent's token for the resource", conf, a2, 200, ""},
+		{"the agent itself with its token for another resource", as2, a2Other, 200, ""},
+	} {
+		user := e.userToken(t, tConf, "read").AccessToken // aud tResource
+		a := e.tokenExchange(t, tt.auth, exchangeForm(user, tt.actor))
+		if a.status != tt.status || a.str("error") != tt.code {
+			t.Errorf("%s = %d %s, want %d %q", tt.name, a.status, a.raw, tt.status, tt.code)
+			continue
+		}
+		if a.status != 200 {
+			continue
+		}
+		if _, c := claimsOf(t, a.str("access_token")); fmt.Sprint(c["act"]) != "map[sub:agent-2]" || c["aud"] != tResource {
+			t.Errorf("%s: act, aud = %v, %v; want {sub: agent-2}, %s", tt.name, c["act"], c["aud"], tResource)
+		}
+	}
+}
