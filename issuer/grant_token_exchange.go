@@ -21,8 +21,8 @@ import (
 //
 // With actor_token (an agent's own token), the agent becomes the newest
 // actor: act = {"sub": agent, "act": <subject's act>}. The chain's length
-// is bounded by the agent's MaxDepth (and MaxDelegationDepth) and the
-// agent must allow the subject's client. A requester other than the agent
+// is bounded by the agent's MaxDepth (and MaxDelegationDepth), no agent
+// appears in it twice, and the agent must allow the subject's client. A requester other than the agent
 // itself must bring the agent's token for the resource the new token is
 // for. This issuer never issues may_act,
 // so none is read: who may act is the agent's own policy. Without actor_token the exchange keeps the act chain
@@ -101,6 +101,12 @@ func (x tokenExchange) grant(ctx context.Context, req *clientRequest) (*issuance
 		act = &accesstoken.Actor{Subject: actor.ID, Actor: subj.Actor}
 		if d := len(act.Chain()); d > actor.maxDepth() {
 			return nil, invalid(fmt.Sprintf("delegation depth %d exceeds the actor's limit of %d", d, actor.maxDepth()))
+		}
+		if slices.Contains(subj.Actor.Chain(), actor.ID) {
+			// A acting for B acting for A: the agent would act for itself
+			// through another, and an actor rule reading one link of the
+			// chain would see it twice.
+			return nil, invalid("the actor already acts in the subject token")
 		}
 	}
 	if c.ID != subj.ClientID && (actor == nil || c.ID != actor.ID) && (subj.Actor == nil || c.ID != subj.Actor.Subject) {

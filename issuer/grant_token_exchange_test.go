@@ -122,15 +122,20 @@ func TestTokenExchange(t *testing.T) {
 	}
 }
 
+// TestTokenExchangeDepthLimit: a chain of distinct agents, each with max
+// depth 0 (the issuer's limit), ends at MaxDelegationDepth.
 func TestTokenExchangeDepthLimit(t *testing.T) {
 	e := newTokEnv(t)
 	tok := e.userToken(t, tPublic, "read").AccessToken
-	a2 := e.agentToken(t, tAgent2, tAgentSecret) // max depth 0: the issuer's limit
 	for depth := 1; depth <= MaxDelegationDepth+1; depth++ {
-		a := e.tokenExchange(t, tAgent2+":"+tAgentSecret, exchangeForm(tok, a2))
+		id := fmt.Sprintf("chain-%d", depth)
+		if err := e.iss.PutAgent(t.Context(), Agent{ID: id, SecretHash: hashClientSecret(tAgentSecret)}); err != nil {
+			t.Fatal(err)
+		}
+		a := e.tokenExchange(t, id+":"+tAgentSecret, exchangeForm(tok, e.agentToken(t, id, tAgentSecret)))
 		if depth > MaxDelegationDepth {
-			if a.str("error") != "invalid_request" {
-				t.Fatalf("depth %d = %s, want invalid_request", depth, a.raw)
+			if a.str("error") != "invalid_request" || !strings.Contains(a.str("error_description"), "depth") {
+				t.Fatalf("depth %d = %s, want invalid_request for depth", depth, a.raw)
 			}
 			return
 		}
@@ -340,5 +345,25 @@ func TestExchangeActorTokenAudience(t *testing.T) {
 		if _, c := claimsOf(t, a.str("access_token")); fmt.Sprint(c["act"]) != "map[sub:agent-2]" || c["aud"] != tResource {
 			t.Errorf("%s: act, aud = %v, %v; want {sub: agent-2}, %s", tt.name, c["act"], c["aud"], tResource)
 		}
+	}
+}
+
+// TestExchangeActorRepeated: an agent already in the subject token's act
+// chain may not become its newest actor (A acting for B acting for A),
+// though the chain would be within its depth limit.
+func TestExchangeActorRepeated(t *testing.T) {
+	e := newTokEnv(t)
+	user := e.userToken(t, tPublic, "read").AccessToken
+	a1 := e.agentToken(t, tAgent1, tAgentSecret)
+	a2 := e.agentToken(t, tAgent2, tAgentSecret) // max depth 5
+	as1, as2 := tAgent1+":"+tAgentSecret, tAgent2+":"+tAgentSecret
+	one := e.tokenExchange(t, as2, exchangeForm(user, a2))
+	two := e.tokenExchange(t, as1, exchangeForm(one.str("access_token"), a1))
+	if one.status != 200 || two.status != 200 {
+		t.Fatalf("agent-1 acting for agent-2 acting for the user = %d %s, %d %s; want 200", one.status, one.raw, two.status, two.raw)
+	}
+	a := e.tokenExchange(t, as2, exchangeForm(two.str("access_token"), a2))
+	if a.status != 400 || a.str("error") != "invalid_request" || !strings.Contains(a.str("error_description"), "already acts") {
+		t.Errorf("agent-2 again, for agent-1 acting for agent-2 = %d %s, want 400 invalid_request (already acts)", a.status, a.raw)
 	}
 }
