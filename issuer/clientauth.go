@@ -422,11 +422,15 @@ func keyFor(set []accesstoken.JWK, kid, alg string) (any, error) {
 // anyone can publish must not cost more than that (review s13-dos F2).
 const maxJWKSKeys = 32
 
+// decodeJWKS reads a JWK Set whose member names are unambiguous, as
+// client metadata's (decodeJSONObject): a "KTY" or a second "kid" read
+// here as another reader of the set does not read it could pick another
+// key than the client or its auditor sees.
 func decodeJWKS(b []byte) ([]accesstoken.JWK, error) {
 	var set struct {
 		Keys []json.RawMessage `json:"keys"`
 	}
-	if err := json.Unmarshal(b, &set); err != nil {
+	if err := decodeJSONObject(b, &set); err != nil {
 		return nil, fmt.Errorf("decode jwks: %w", err)
 	}
 	if len(set.Keys) > maxJWKSKeys {
@@ -434,7 +438,7 @@ func decodeJWKS(b []byte) ([]accesstoken.JWK, error) {
 	}
 	keys := make([]accesstoken.JWK, len(set.Keys))
 	for n, raw := range set.Keys {
-		if err := json.Unmarshal(raw, &keys[n]); err != nil {
+		if err := decodeJSONObject(raw, &keys[n]); err != nil {
 			return nil, fmt.Errorf("decode jwks: key %d: %w", n, err)
 		}
 	}
