@@ -737,28 +737,9 @@ func TestIDJAGLoginTime(t *testing.T) {
 // ID token are both the IdP's times, compared as such; its iat is ahead
 // of our time of the sign-in.
 func TestIDJAGOrderedOnTheIdPsClock(t *testing.T) {
-	const ahead = 20 * time.Second
-	var stub *stubIdP
-	e := newBrowserEnv(t, func(c *Config) {
-		now := c.Now
-		stub = newStubIdP(t, func() time.Time { return now().Add(ahead) })
-		c.IdentityProviders = []IdentityProvider{{Name: stubIdPName, Issuer: stub.srv.URL, ClientID: "mcp-auth", ClientSecret: "stub-secret",
-			GroupMap: map[string][]string{"eng": {"staff"}, "ops": {"readers"}}}}
-		c.TrustedIdPs = []TrustedIdP{{Issuer: stub.srv.URL, JWKSURI: stub.srv.URL + "/jwks"}}
-		c.Clients = append(c.Clients, Client{ID: "svc", SecretHash: hashClientSecret(tSecret), GrantTypes: []string{grantJWTBearer}})
-	})
+	e, stub := stubJAGEnv(t, 20*time.Second)
 	const name = stubIdPName + ":u-1"
-	iat := stub.now()
-	tok := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{
-		"iss": stub.srv.URL, "sub": "u-1", "aud": e.iss.URL(), "client_id": "svc", "resource": bResource,
-		"scope": "files:read files:write", "groups": []string{"eng"},
-		"iat": iat.Unix(), "exp": iat.Add(5 * time.Minute).Unix(), "jti": rand.Text(),
-	})
-	tok.Header["typ"], tok.Header["kid"] = idJAGType, "stub"
-	jag, err := tok.SignedString(stub.key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	jag := stub.idJAG(t, e, stub.now(), "files:read files:write", "eng")
 
 	e.clock.Advance(10 * time.Second)
 	stub.set(func(s *stubIdP) { s.claims["groups"] = []string{"ops"} })
@@ -776,16 +757,73 @@ func TestIDJAGOrderedOnTheIdPsClock(t *testing.T) {
 	}
 
 	// A later ID-JAG, by the IdP's clock, is its later word.
-	later := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{
-		"iss": stub.srv.URL, "sub": "u-1", "aud": e.iss.URL(), "client_id": "svc", "resource": bResource,
-		"scope": "files:read files:write", "groups": []string{"eng"},
-		"iat": stub.now().Add(time.Second).Unix(), "exp": stub.now().Add(5 * time.Minute).Unix(), "jti": rand.Text(),
-	})
-	later.Header["typ"], later.Header["kid"] = idJAGType, "stub"
-	if jag, err = later.SignedString(stub.key); err != nil {
-		t.Fatal(err)
-	}
+	jag = stub.idJAG(t, e, stub.now().Add(time.Second), "files:read files:write", "eng")
 	if a := e.redeem(t, "svc:"+tSecret, jag, nil); a.status != http.StatusOK || a.str("scope") != "files:read files:write" {
 		t.Errorf("a later ID-JAG with eng: redeem = %d %s, want 200 with files:write", a.status, a.raw)
 	}
+}
+
+// TestSignInAfterLaterIDJAG: the converse of TestIDJAGOrderedOnTheIdPsClock.
+// The IdP issues a sign-in's ID token with the user in eng, then takes eng
+// away and issues an ID-JAG, which is redeemed before the sign-in
+// completes. The sign-in, the IdP's older word, records the user without
+// giving eng back.
+func TestSignInAfterLaterIDJAG(t *testing.T) {
+	e, stub := stubJAGEnv(t, 0)
+	const name = stubIdPName + ":u-1"
+	signInIssued := stub.now()
+	e.clock.Advance(10 * time.Second)
+	iat := stub.now()
+	jag := stub.idJAG(t, e, iat, "files:read", "ops")
+	if a := e.redeem(t, "svc:"+tSecret, jag, nil); a.status != http.StatusOK {
+		t.Fatalf("redeem = %d %s, want 200", a.status, a.raw)
+	}
+
+	e.clock.Advance(time.Second)
+	stub.set(func(s *stubIdP) {
+		s.claims["groups"] = []string{"eng"}
+		s.editToken = func(c jwt.MapClaims) { c["iat"] = signInIssued.Unix() }
+	})
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+		t.Fatalf("sign-in = %d %q, want 303", res.status, res.body)
+	}
+	var u User
+	if err := e.get(bucketUsers, name, &u); err != nil || !slices.Equal(u.IdPGroups, []string{"ops"}) || !u.IdPIssuedAt.Equal(iat.Truncate(time.Second)) {
+		t.Errorf("user %s after the older sign-in: groups %v, provider time %v (%v); want [ops] and %v of the ID-JAG", name, u.IdPGroups, u.IdPIssuedAt, err, iat)
+	}
+	if !u.LastLogin.Equal(e.clock.Now()) {
+		t.Errorf("last sign-in = %v, want the sign-in's %v", u.LastLogin, e.clock.Now())
+	}
+}
+
+// stubJAGEnv is a browser environment signing in at stub, whose clock is
+// ahead of ours by ahead, and trusting it for ID-JAGs (client svc).
+func stubJAGEnv(t *testing.T, ahead time.Duration) (*testEnv, *stubIdP) {
+	t.Helper()
+	var stub *stubIdP
+	e := newBrowserEnv(t, func(c *Config) {
+		now := c.Now
+		stub = newStubIdP(t, func() time.Time { return now().Add(ahead) })
+		c.IdentityProviders = []IdentityProvider{{Name: stubIdPName, Issuer: stub.srv.URL, ClientID: "mcp-auth", ClientSecret: "stub-secret",
+			GroupMap: map[string][]string{"eng": {"staff"}, "ops": {"readers"}}}}
+		c.TrustedIdPs = []TrustedIdP{{Issuer: stub.srv.URL, JWKSURI: stub.srv.URL + "/jwks"}}
+		c.Clients = append(c.Clients, Client{ID: "svc", SecretHash: hashClientSecret(tSecret), GrantTypes: []string{grantJWTBearer}})
+	})
+	return e, stub
+}
+
+// idJAG is an ID-JAG the stub issued at iat for its user u-1 in groups,
+// to client svc for bResource.
+func (s *stubIdP) idJAG(t *testing.T, e *testEnv, iat time.Time, scope string, groups ...string) string {
+	t.Helper()
+	tok := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{
+		"iss": s.srv.URL, "sub": "u-1", "aud": e.iss.URL(), "client_id": "svc", "resource": bResource,
+		"scope": scope, "groups": groups, "iat": iat.Unix(), "exp": iat.Add(5 * time.Minute).Unix(), "jti": rand.Text(),
+	})
+	tok.Header["typ"], tok.Header["kid"] = idJAGType, "stub"
+	jag, err := tok.SignedString(s.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return jag
 }

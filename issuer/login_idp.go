@@ -295,11 +295,22 @@ func (i *Issuer) provision(ctx context.Context, p *IdentityProvider, id *idpIden
 }
 
 // provisionIn is provision within tx.
+// A record the provider's later word wrote meanwhile (an ID-JAG issued
+// after this sign-in's ID token, redeemed first) keeps its groups, as an
+// older ID-JAG keeps a sign-in's (saidSince): the later word may have
+// taken a group away.
 func (i *Issuer) provisionIn(tx store.Tx, p *IdentityProvider, id *idpIdentity, at time.Time) error {
 	if err := i.mayProvision(tx, p, id); err != nil {
 		return err
 	}
-	return usersIn(tx).put(provisionedUser(p, id, at))
+	u := provisionedUser(p, id, at)
+	switch old, err := usersIn(tx).get(id.username); {
+	case err == nil && old.IdPIssuedAt.After(id.issuedAt):
+		u.Name, u.Email, u.IdPGroups, u.IdPIssuedAt = old.Name, old.Email, old.IdPGroups, old.IdPIssuedAt
+	case err != nil && !errors.Is(err, store.ErrNotFound):
+		return err
+	}
+	return usersIn(tx).put(u)
 }
 
 // mayProvision returns provision's refusal (errIdPRefused) of id, read
