@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
 )
 
 // AddResource registers a protected resource at runtime (every mcp_gateway
@@ -58,7 +60,8 @@ func (p *policy) resources() []Resource {
 
 // CanonicalResource is the form resource and issuer URLs are compared in:
 // scheme and host in ASCII lower case, without the scheme's default port
-// (RFC 3986 section 6.2.3), no trailing slash. Tokens carry the configured
+// (RFC 3986 section 6.2.3), no trailing slash, the path's escapes
+// normalized but not decoded (section 6.2.2). Tokens carry the configured
 // URL. A host with other characters is left as it is: Unicode lowering
 // would make U+0130 an "i", while on the wire that host is another name.
 func CanonicalResource(s string) string {
@@ -73,8 +76,13 @@ func CanonicalResource(s string) string {
 	if p := u.Port(); p == "" || defaultPort(u.Scheme, p) {
 		u.Host = strings.TrimSuffix(strings.TrimSuffix(u.Host, p), ":")
 	}
-	u.Path = strings.TrimSuffix(u.Path, "/")
-	u.RawPath = ""
+	// The path as it was sent, its escapes normalized (RFC 3986 section
+	// 6.2.2): decoding it whole would make a%2Fb, one segment, the path
+	// a/b of another resource.
+	u.RawPath = strings.TrimSuffix(dpop.NormalPercent(u.EscapedPath()), "/")
+	if u.Path, err = url.PathUnescape(u.RawPath); err != nil {
+		return s
+	}
 	return u.String()
 }
 

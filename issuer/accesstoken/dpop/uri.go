@@ -44,16 +44,19 @@ func normalURI(s string) (string, bool) {
 		return "", false
 	}
 	host = strings.TrimSuffix(host, ":") // an empty port is the default
-	path := normalPercent(u.EscapedPath())
+	path := NormalPercent(u.EscapedPath())
 	if path == "" {
 		path = "/"
 	}
 	return scheme + "://" + host + path, true
 }
 
-// normalPercent upper-cases percent-encodings and decodes those of
-// unreserved characters (RFC 3986 §6.2.2.1, §6.2.2.2).
-func normalPercent(p string) string {
+// NormalPercent upper-cases percent-encodings and decodes those of
+// unreserved characters (RFC 3986 §6.2.2.1, §6.2.2.2): the escapes that
+// spell the same URI. An escaped reserved character ("%2F") stays: it is
+// another URI than the character itself. The issuer compares resource
+// indicators with it too.
+func NormalPercent(p string) string {
 	if strings.IndexByte(p, '%') < 0 {
 		return p
 	}
