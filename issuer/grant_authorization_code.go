@@ -90,7 +90,7 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 	if err != nil {
 		return nil, ErrInvalidGrant.WithDescription("user is unknown or disabled").Wrap(err)
 	}
-	agent, err := g.checkActorToken(ctx, f, ac.Actor, c.ID, req.jkt)
+	agent, err := g.checkActorToken(ctx, f, ac.Actor, c.ID, ac.Resource, req.jkt)
 	if err != nil {
 		return nil, err
 	}
@@ -230,11 +230,14 @@ func isUnreserved(b byte) bool {
 // requires actor_token, the agent's own access token from this issuer
 // (valid, not revoked, principal_type agent, sub and client_id the actor,
 // no act of its own), and the agent must still be enabled and allow the
-// client; failures are invalid_grant. actor_token_type is optional here
+// client; failures are invalid_grant. The token must be for the code's
+// resource: a resource the agent called holds its token, and must not
+// redeem a code for another resource in the agent's name, as in a token
+// exchange. actor_token_type is optional here
 // (clients send it or not); when sent it must name an access token or a
 // JWT, else invalid_request. A code without an actor refuses actor_token
 // (invalid_request) rather than ignore a delegation the user never saw.
-func (g authorizationCode) checkActorToken(ctx context.Context, f url.Values, actor, clientID, jkt string) (*Agent, error) {
+func (g authorizationCode) checkActorToken(ctx context.Context, f url.Values, actor, clientID, resource, jkt string) (*Agent, error) {
 	i := g.iss
 	raw, typ := f.Get("actor_token"), f.Get("actor_token_type")
 	if actor == "" {
@@ -250,7 +253,7 @@ func (g authorizationCode) checkActorToken(ctx context.Context, f url.Values, ac
 		return nil, ErrInvalidRequest.WithDescription("unsupported actor_token_type")
 	}
 	claims, err := i.verifyAccessToken(ctx, raw)
-	if err != nil || !ownAgentToken(claims) || claims.Subject != actor {
+	if err != nil || !ownAgentToken(claims) || claims.Subject != actor || !sameResource(claims.Audience[0], resource) {
 		return nil, ErrInvalidGrant.WithDescription("actor_token is not a valid token of the requested actor")
 	}
 	if err := possessed(claims.BoundKey(), jkt, "actor_token"); err != nil {

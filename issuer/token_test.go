@@ -105,6 +105,13 @@ func TestTokenResponseHeaders(t *testing.T) {
 
 func TestCodeGrantFailures(t *testing.T) {
 	e := newTokEnv(t)
+	// agent-1's token for another resource than the codes': one that
+	// resource, holding it, could replay.
+	a1Other := e.tokenExchange(t, tAgent1+":"+tAgentSecret, url.Values{"subject_token": {e.agentToken(t, tAgent1, tAgentSecret)},
+		"subject_token_type": {tokenTypeAccessToken}, "resource": {tOther}}).str("access_token")
+	if a1Other == "" {
+		t.Fatal("no token of agent-1 for " + tOther)
+	}
 	tests := []struct {
 		name      string
 		spec      codeSpec
@@ -133,6 +140,7 @@ func TestCodeGrantFailures(t *testing.T) {
 		{name: "actor token without requested actor", mutate: func(v url.Values) { v.Set("actor_token", "x") }, wantCode: "invalid_request"},
 		{name: "delegated code without actor token", spec: codeSpec{actor: "agent-1"}, wantCode: "invalid_grant"},
 		{name: "delegated code with a bogus actor token", spec: codeSpec{actor: "agent-1"}, mutate: func(v url.Values) { v.Set("actor_token", "a.b.c") }, wantCode: "invalid_grant"},
+		{name: "delegated code with the actor's token for another resource", spec: codeSpec{actor: "agent-1"}, mutate: func(v url.Values) { v.Set("actor_token", a1Other) }, wantCode: "invalid_grant"},
 		{name: "missing grant type", mutate: func(v url.Values) { v.Del("grant_type") }, wantCode: "invalid_request"},
 		{name: "unsupported grant type", mutate: func(v url.Values) { v.Set("grant_type", "password") }, wantCode: "unsupported_grant_type"},
 		{name: "grant type not allowed", spec: codeSpec{client: tOnlyCC}, mutate: func(v url.Values) { v.Del("client_id") }, basic: tOnlyCC + ":" + tSecret, wantCode: "unauthorized_client"},
