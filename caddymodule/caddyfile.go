@@ -111,6 +111,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 // identity_provider) may repeat.
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // option name
+	block := d.Token()
 	if d.NextArg() {
 		return d.ArgErr()
 	}
@@ -204,6 +205,10 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		if !slices.ContainsFunc(a.Groups, func(g issuer.Group) bool { return g.Name == r.group }) {
 			return errAt(r.at, "%s: %s", r.user, unknownGroup(r.group, a.Groups))
 		}
+	}
+	// Provision would refuse it too, but with no line to look at.
+	if a.IssuerURL == "" {
+		return errAt(block, "mcp_auth: issuer is required: add `issuer <url>`, the URL of the site that serves mcp_issuer")
 	}
 	return nil
 }
@@ -546,6 +551,7 @@ func (a *App) parseResource(d *caddyfile.Dispenser) error {
 
 func (h *GatewayHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
+	block := d.Token()
 	if d.NextArg() {
 		return d.ArgErr()
 	}
@@ -611,6 +617,9 @@ func (h *GatewayHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		if err != nil {
 			return err
 		}
+	}
+	if h.Resource == "" {
+		return errAt(block, "mcp_gateway: resource is required: add `resource <url>`, the MCP endpoint's URL as clients use it")
 	}
 	return nil
 }

@@ -201,6 +201,10 @@ func TestAdaptErrors(t *testing.T) {
 		{"gateway audit missing", gw("audit"), "audit: missing argument"},
 		{"gateway audit unknown", gw("audit allowed_only"), `audit "allowed_only": want all or denials_only`},
 		{"gateway session_key missing", gw("session_key"), "session_key: missing argument"},
+		// Provision refuses these too, but with no line to look at.
+		{"issuer not given", "{\n\tmcp_auth {\n\t\tstorage memory\n\t}\n}\nexample.com {\n\tmcp_issuer\n}\n", "mcp_auth: issuer is required: add `issuer <url>`, the URL of the site that serves mcp_issuer, at Caddyfile:2"},
+		{"gateway resource not given", site("\tmcp_gateway {\n\t\tscope notes:read\n\t}\n\treverse_proxy localhost:3001"), "mcp_gateway: resource is required: add `resource <url>`, the MCP endpoint's URL as clients use it, at Caddyfile:7"},
+		{"gateway without a block", site("\tmcp_gateway\n\treverse_proxy localhost:3001"), "mcp_gateway: resource is required"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
