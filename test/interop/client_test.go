@@ -153,6 +153,14 @@ func TestSDKClientStepUp(t *testing.T) {
 	if !contains(r.Tools, permitTool) {
 		t.Errorf("tools/list = %v, want it to include %q", r.Tools, permitTool)
 	}
+	// A list holds what its token may call: the first token's hides the
+	// step-up tool, the stepped-up token's shows it (README, Try it).
+	if contains(r.Tools, stepUpTool) {
+		t.Errorf("tools/list with the first token = %v, want it without %q", r.Tools, stepUpTool)
+	}
+	if !contains(r.ToolsAfter, stepUpTool) {
+		t.Errorf("tools/list after the step-up = %v, want it to include %q", r.ToolsAfter, stepUpTool)
+	}
 	if len(r.Calls) != 2 {
 		t.Fatalf("tool calls = %d, want 2", len(r.Calls))
 	}
