@@ -866,48 +866,59 @@ func TestAuthorizeRequestURIFetchesNothing(t *testing.T) {
 // names the user the client expects signed in (OpenID Connect Core
 // 3.1.2.1): another user's session answers login_required, not a code
 // for that other user; so does a hint that is no ID token this issuer
-// gave the client (garbage, an access token). The hint's own user, its
-// token expired or not, gets the code.
+// gave the client (garbage, an access token, the user's ID token given
+// to another client, one signed by a key retired since). The hint's own
+// user, its token expired or not, gets the code. Without prompt=none the
+// hint is not read.
 func TestAuthorizePromptNoneIDTokenHint(t *testing.T) {
 	e := newBrowserEnv(t, nil)
 	const verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk" // RFC 7636 appendix B
 	p := webAuthParams(testChallenge)
 	p.Set("scope", "openid files:read")
-	signIn := func(user string) (*http.Client, answer) {
+	signInTo := func(user string, p url.Values) (*http.Client, answer) {
 		c := e.browser()
-		cb, err := e.robot(c, e.url(pathAuthorize, p), bWebRedirect, user, bPassword, "approve")
+		redirect, client := p.Get("redirect_uri"), p.Get("client_id")
+		cb, err := e.robot(c, e.url(pathAuthorize, p), redirect, user, bPassword, "approve")
 		if err != nil {
 			t.Fatalf("robot %s: %v", user, err)
 		}
 		a := e.post(t, pathToken, url.Values{"grant_type": {"authorization_code"}, "code": {cb.Query().Get("code")},
-			"redirect_uri": {bWebRedirect}, "code_verifier": {verifier}, "client_id": {bWebClientID}}, "")
+			"redirect_uri": {redirect}, "code_verifier": {verifier}, "client_id": {client}}, "")
 		if a.str("id_token") == "" {
 			t.Fatalf("%s's token answer: %s", user, a.raw)
 		}
 		return c, a
 	}
+	signIn := func(user string) (*http.Client, answer) { return signInTo(user, p) }
 	_, bob := signIn("bob")
+	other := authParams(testChallenge)
+	other.Set("scope", "openid files:read")
+	_, otherClients := signInTo(bUser, other)
 	alice, own := signIn(bUser)
-	silent := func(hint string) url.Values {
+	authorizeAs := func(c *http.Client, prompt, hint string) url.Values {
 		t.Helper()
 		q := maps.Clone(p)
-		q.Set("prompt", "none")
+		if prompt != "" {
+			q.Set("prompt", prompt)
+		}
 		q.Set("id_token_hint", hint)
-		resp, err := alice.Get(e.url(pathAuthorize, q))
+		resp, err := c.Get(e.url(pathAuthorize, q))
 		if err != nil {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
 		loc, err := url.Parse(resp.Header.Get("Location"))
 		if err != nil || !strings.HasPrefix(loc.String(), bWebRedirect+"?") {
-			t.Fatalf("prompt=none: %d Location %q, want the client's redirect URI", resp.StatusCode, resp.Header.Get("Location"))
+			t.Fatalf("prompt=%q: %d Location %q, want the client's redirect URI", prompt, resp.StatusCode, resp.Header.Get("Location"))
 		}
 		return loc.Query()
 	}
+	silent := func(hint string) url.Values { t.Helper(); return authorizeAs(alice, "none", hint) }
 	for _, tt := range []struct{ name, hint string }{
 		{"another user's ID token", bob.str("id_token")},
 		{"not a JWT", "garbage"},
 		{"an access token", own.str("access_token")},
+		{"the user's ID token given to another client", otherClients.str("id_token")},
 	} {
 		if q := silent(tt.hint); q.Get("error") != "login_required" || q.Get("code") != "" {
 			t.Errorf("%s as hint: %v, want login_required and no code", tt.name, q)
@@ -916,8 +927,26 @@ func TestAuthorizePromptNoneIDTokenHint(t *testing.T) {
 	if q := silent(own.str("id_token")); q.Get("code") == "" {
 		t.Errorf("the signed-in user's own ID token as hint: %v, want a code", q)
 	}
+	if q := authorizeAs(alice, "", bob.str("id_token")); q.Get("code") == "" {
+		t.Errorf("another user's ID token as hint without prompt=none: %v, want a code (the hint is not read)", q)
+	}
 	e.clock.Advance(2 * time.Hour) // the ID token expired; the session lives on
 	if q := silent(own.str("id_token")); q.Get("code") == "" {
 		t.Errorf("the signed-in user's own (expired) ID token as hint: %v, want a code", q)
+	}
+
+	// The key that signed own retires and is no longer published: the hint
+	// cannot be verified, and a session of its user no longer counts for it.
+	if _, err := e.iss.RotateSigningKey(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(keyPublishDelay + time.Second)
+	alice, fresh := signIn(bUser) // signed by the new key
+	e.clock.Advance(3 * time.Hour)
+	if q := silent(fresh.str("id_token")); q.Get("code") == "" {
+		t.Fatalf("the user's ID token of the current key as hint: %v, want a code", q)
+	}
+	if q := silent(own.str("id_token")); q.Get("error") != "login_required" || q.Get("code") != "" {
+		t.Errorf("the user's ID token signed by a retired key as hint: %v, want login_required and no code", q)
 	}
 }
