@@ -94,7 +94,7 @@ func TestAgentOwnTokenFailures(t *testing.T) {
 		{"disabled agent", tAgentOff + ":" + tAgentSecret, url.Values{}, 401, "invalid_client", "agent disabled"},
 		{"unknown agent", "agent-x:" + tAgentSecret, url.Values{}, 401, "invalid_client", "unknown client"},
 		{"no credentials", "", url.Values{"client_id": {tAgent1}}, 401, "invalid_client", ""},
-		{"scope the agent may not hold", tAgent1 + ":" + tAgentSecret, url.Values{"scope": {"admin"}}, 400, "invalid_scope", ""},
+		{"scope the agent may not hold", tAgent1 + ":" + tAgentSecret, url.Values{"scope": {"admin"}}, 400, "invalid_scope", "none of the requested scopes may be granted for " + tResource + "; this client may get: read write"},
 		{"unknown resource", tAgent1 + ":" + tAgentSecret, url.Values{"resource": {"https://nowhere.example/mcp"}}, 400, "invalid_target", ""},
 		{"authorization code grant", tAgent1 + ":" + tAgentSecret, url.Values{"grant_type": {"authorization_code"}, "code": {"x"}}, 400, "unauthorized_client", ""},
 		{"refresh grant", tAgent1 + ":" + tAgentSecret, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"x"}}, 400, "unauthorized_client", ""},

@@ -425,8 +425,11 @@ func TestIDJAGFixableRefusalKeepsIt(t *testing.T) {
 	e := newTokEnv(t, withTrustedIdP(idp))
 	conf := tConf + ":" + tSecret
 	raw := idp.idJAG(t, e, nil)
-	if a := e.redeem(t, conf, raw, url.Values{"scope": {"admin"}}); a.str("error") != "invalid_scope" {
-		t.Fatalf("scope admin = %d %s, want invalid_scope", a.status, a.raw)
+	// The client is told the resource, not which scopes the user's groups
+	// allow.
+	want := "none of the requested scopes may be granted for " + tResource
+	if a := e.redeem(t, conf, raw, url.Values{"scope": {"admin"}}); a.str("error") != "invalid_scope" || a.str("error_description") != want {
+		t.Fatalf("scope admin = %d %s, want invalid_scope %q", a.status, a.raw, want)
 	}
 	if a := e.redeem(t, conf, raw, url.Values{"scope": {"read"}}); a.status != http.StatusOK || a.str("scope") != "read" {
 		t.Errorf("then scope read = %d %s, want 200 read", a.status, a.raw)

@@ -164,9 +164,22 @@ func (p *policy) grantScopes(ctx context.Context, c *Client, u *User, resource s
 		}
 	}
 	if len(out) == 0 {
-		return "", nil, ErrInvalidScope.WithDescription("none of the requested scopes may be granted")
+		return "", nil, ErrInvalidScope.WithDescription(noScopeGranted(res.URL, allowed, u != nil))
 	}
 	return res.URL, out, nil
+}
+
+// noScopeGranted tells the caller what it may ask for instead. A client's
+// own scopes are its registration's; a user's are not told the client.
+func noScopeGranted(resource string, allowed []string, forUser bool) string {
+	msg := "none of the requested scopes may be granted for " + resource
+	switch {
+	case forUser:
+		return msg
+	case len(allowed) == 0:
+		return msg + "; this client may get none of its scopes"
+	}
+	return msg + "; this client may get: " + strings.Join(allowed, " ")
 }
 
 // clientGrantScopes is grantScopes for a client acting on its own account
