@@ -69,8 +69,8 @@ func TestREADMEAdminExamples(t *testing.T) {
 	// Shapes the README documents: a value "..." stands for any.
 	shapes := map[string]string{
 		"POST /mcp-auth/users":         `{"username": "bob", "groups": ["demo-users"], "source": "admin"}`,
-		"POST /mcp-auth/clients":       `{"client_id": "ci-bot", "grant_types": ["client_credentials"], "token_endpoint_auth_method": "client_secret_basic", "scopes": ["read"], "source": "admin", "client_secret": "..."}`,
-		"PUT /mcp-auth/clients/ci-bot": `{"client_id": "ci-bot", "client_name": "CI bot", "grant_types": ["client_credentials"], "token_endpoint_auth_method": "client_secret_basic", "scopes": ["read", "write"], "source": "admin", "created_at": "..."}`,
+		"POST /mcp-auth/clients":       `{"client_id": "ci-bot", "grant_types": ["client_credentials"], "token_endpoint_auth_method": "client_secret_basic", "scopes": ["notes:read"], "source": "admin", "client_secret": "..."}`,
+		"PUT /mcp-auth/clients/ci-bot": `{"client_id": "ci-bot", "client_name": "CI bot", "grant_types": ["client_credentials"], "token_endpoint_auth_method": "client_secret_basic", "scopes": ["notes:read", "notes:write"], "source": "admin", "created_at": "..."}`,
 		"POST /mcp-auth/keys/rotate":   `{"kid": "..."}`,
 	}
 	for route, shape := range shapes {
