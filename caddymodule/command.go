@@ -598,7 +598,13 @@ func (c *cli) requestWith(method, uri string, hdr http.Header, body io.Reader) (
 	if err != nil {
 		return nil, fmt.Errorf("admin address: %w", err)
 	}
-	return caddycmd.AdminAPIRequest(addr, method, uri, hdr, body)
+	resp, err := caddycmd.AdminAPIRequest(addr, method, uri, hdr, body)
+	// Caddy formats the transport's error (%v), so a refused dial is known
+	// only by its prefix: no answer at all, as opposed to an error status.
+	if err != nil && strings.HasPrefix(err.Error(), "performing request: ") {
+		return nil, fmt.Errorf("no Caddy admin endpoint at %s: is Caddy running? Name its admin address with --address, or its config with --config (%w)", addr, err)
+	}
+	return resp, err
 }
 
 // backup writes a copy of the running store to file: into a temporary

@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"bytes"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -165,6 +166,23 @@ func TestCommandAddressFromConfig(t *testing.T) {
 	root.SetArgs([]string{"client", "list", "--config", caddyfile})
 	if err := root.Execute(); err != nil || !strings.Contains(out.String(), "configured") {
 		t.Errorf("client list --config %s = %q, %v; want the clients of the admin endpoint it names", caddyfile, out.String(), err)
+	}
+}
+
+// TestCommandNoCaddy: with no Caddy at the admin address the error says
+// so and how to name another, not only that a dial was refused.
+func TestCommandNoCaddy(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now
+	for _, args := range [][]string{{"user", "list"}, {"backup", filepath.Join(t.TempDir(), "b.db")}} {
+		_, _, err := runCLI(t, addr, "", args...)
+		if err == nil || !strings.Contains(err.Error(), "no Caddy admin endpoint at "+addr+": is Caddy running? Name its admin address with --address") {
+			t.Errorf("mcp-auth %s with no Caddy = %v, want it to say no Caddy answers at %s and name --address", strings.Join(args, " "), err, addr)
+		}
 	}
 }
 
