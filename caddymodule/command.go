@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -588,6 +589,9 @@ func (c *cli) request(method, uri string, body io.Reader) (*http.Response, error
 	return c.requestWith(method, uri, nil, body)
 }
 
+// errNoCaddy: nothing answered at the admin address.
+var errNoCaddy = errors.New("no Caddy admin endpoint")
+
 // requestWith is request with request header fields hdr.
 func (c *cli) requestWith(method, uri string, hdr http.Header, body io.Reader) (*http.Response, error) {
 	addr, err := adminAddress(c.address)
@@ -602,7 +606,7 @@ func (c *cli) requestWith(method, uri string, hdr http.Header, body io.Reader) (
 	// Caddy formats the transport's error (%v), so a refused dial is known
 	// only by its prefix: no answer at all, as opposed to an error status.
 	if err != nil && strings.HasPrefix(err.Error(), "performing request: ") {
-		return nil, fmt.Errorf("no Caddy admin endpoint at %s: is Caddy running? Name its admin address with --address, or its config with --config (%w)", addr, err)
+		return nil, fmt.Errorf("%w at %s: is Caddy running? Name its admin address with --address, or its config with --config (%w)", errNoCaddy, addr, err)
 	}
 	return resp, err
 }
@@ -794,9 +798,33 @@ func (c *cli) print(v any) error {
 	return err
 }
 
+// minPasswordLength is the running configuration's min_password_length
+// as the admin API applies it. The API sees only the hash the CLI sends,
+// so the CLI checks the length; an admin endpoint that does not show the
+// configuration leaves the default.
+func (c *cli) minPasswordLength() (int, error) {
+	resp, err := c.request(http.MethodGet, "/config/apps/mcp_auth/min_password_length", nil)
+	if err != nil {
+		if errors.Is(err, errNoCaddy) {
+			return 0, err
+		}
+		return issuer.DefaultMinPasswordLength, nil
+	}
+	defer resp.Body.Close()
+	var n *int
+	if err := json.NewDecoder(resp.Body).Decode(&n); err != nil || n == nil {
+		return issuer.DefaultMinPasswordLength, nil
+	}
+	return cmp.Or(max(*n, 0), issuer.DefaultMinPasswordLength), nil
+}
+
 // readPasswordHash asks for a password twice on a terminal, or reads one
 // line from a non-terminal stdin, and returns its bcrypt hash.
 func (c *cli) readPasswordHash() (string, error) {
+	minLength, err := c.minPasswordLength()
+	if err != nil {
+		return "", err
+	}
 	var pw []byte
 	if f, ok := c.in.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		fd := int(f.Fd())
@@ -826,8 +854,7 @@ func (c *cli) readPasswordHash() (string, error) {
 	if len(pw) == 0 {
 		return "", errors.New("empty password")
 	}
-	// The admin API sees only the hash, so the length is checked here.
-	if err := issuer.CheckPassword(string(pw), issuer.DefaultMinPasswordLength); err != nil {
+	if err := issuer.CheckPassword(string(pw), minLength); err != nil {
 		return "", err
 	}
 	return issuer.HashPassword(string(pw), c.hashCost)

@@ -4,12 +4,14 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -184,5 +186,38 @@ func TestStartChecksNotInValidate(t *testing.T) {
 			t.Fatalf("no %q in the running Caddy's log after the reload:\n%s", warning, p.Output())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// The CLI sends only a password's hash, so it checks the length itself:
+// against the running configuration's min_password_length, not the default
+// alone, as the admin API does with a password in the clear.
+func TestCLIPasswordMinLength(t *testing.T) {
+	e := newEnv(t)
+	port, adminPort := harness.FreePort(t), harness.FreePort(t)
+	config := e.Write(t, "Caddyfile", caddyfile(adminPort, port, "storage memory\n\t\tmin_password_length 12"))
+	e.run(t, config, port)
+	addUser := func(name, password string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, e.Bin, "mcp-auth", "user", "add", name, "--address", fmt.Sprintf("localhost:%d", adminPort))
+		cmd.Env, cmd.Dir, cmd.Stdin = e.Vars, e.Home, strings.NewReader(password+"\n")
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	for _, tt := range []struct {
+		name, password, want string
+		ok                   bool
+	}{
+		{"shorter than the default", "short", "at least 12", false},
+		{"the default's length, under the configured", "elevenchars", "at least 12", false},
+		{"the configured length", "twelve chars", "added user", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := addUser("user"+strconv.Itoa(len(tt.password)), tt.password)
+			if (err == nil) != tt.ok || !strings.Contains(out, tt.want) {
+				t.Errorf("caddy mcp-auth user add with a %d-character password = %v:\n%s\nwant %q", len(tt.password), err, out, tt.want)
+			}
+		})
 	}
 }
