@@ -527,7 +527,24 @@ func (a *App) Start() error {
 		wg.Wait()
 	}()
 	a.running = true
+	// Where the state lives, for the operator's backups; never the DSN,
+	// which may hold a password.
+	a.log.Info("mcp_auth started", zap.String("issuer", a.IssuerURL), zap.String("store", storeName(a.storage)),
+		zap.Int("gateways", len(a.gateways)))
 	return nil
+}
+
+// storeName names the store for the operational log.
+func storeName(s Storage) string {
+	switch s := s.(type) {
+	case *BoltStorage:
+		return "bolt " + s.abs
+	case *MemoryStorage:
+		return "memory (forgotten when Caddy stops)"
+	case *PostgresStorage:
+		return "postgres"
+	}
+	return fmt.Sprintf("%T", s)
 }
 
 // started waits until Start has returned and reports whether it

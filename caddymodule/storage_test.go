@@ -183,3 +183,20 @@ func TestMemoryStorageShared(t *testing.T) {
 		t.Errorf("Update after the last Cleanup = %v, want %v", err, store.ErrClosed)
 	}
 }
+
+// The start log names a bbolt store's file, never a DSN (which may hold a
+// password).
+func TestStoreName(t *testing.T) {
+	for _, tt := range []struct {
+		s    Storage
+		want string
+	}{
+		{&BoltStorage{abs: "/var/lib/caddy/mcp-auth.db"}, "bolt /var/lib/caddy/mcp-auth.db"},
+		{&MemoryStorage{}, "memory (forgotten when Caddy stops)"},
+		{&PostgresStorage{DSN: "postgres://mcp:secret@db/mcp"}, "postgres"},
+	} {
+		if got := storeName(tt.s); got != tt.want {
+			t.Errorf("storeName(%T) = %q, want %q", tt.s, got, tt.want)
+		}
+	}
+}

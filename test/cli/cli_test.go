@@ -5,6 +5,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -219,5 +220,28 @@ func TestCLIPasswordMinLength(t *testing.T) {
 				t.Errorf("caddy mcp-auth user add with a %d-character password = %v:\n%s\nwant %q", len(tt.password), err, out, tt.want)
 			}
 		})
+	}
+}
+
+// The operational log says at start where the store is (the file to back
+// up), and never the PostgreSQL DSN.
+func TestStartLogNamesTheStore(t *testing.T) {
+	e := newEnv(t)
+	port, adminPort := harness.FreePort(t), harness.FreePort(t)
+	db := filepath.Join(e.Home, "db", "mcp-auth.db")
+	config := e.Write(t, "Caddyfile", caddyfile(adminPort, port, "storage bolt "+db))
+	p := e.Run(t, config, fmt.Sprintf("http://localhost:%d/.well-known/oauth-authorization-server", port))
+	var started map[string]any
+	for line := range strings.Lines(p.Output()) {
+		var entry map[string]any
+		if json.Unmarshal([]byte(line), &entry) == nil && entry["msg"] == "mcp_auth started" {
+			started = entry
+		}
+	}
+	if started == nil {
+		t.Fatalf("no mcp_auth started line in the log:\n%s", p.Output())
+	}
+	if started["store"] != "bolt "+db || started["issuer"] != fmt.Sprintf("http://localhost:%d", port) || started["gateways"] != 1.0 {
+		t.Errorf("mcp_auth started: %v, want store %q, the issuer and 1 gateway", started, "bolt "+db)
 	}
 }
