@@ -635,6 +635,21 @@ func TestOriginAndMethods(t *testing.T) {
 			t.Fatalf("preflight = %d %v", resp.StatusCode, resp.Header)
 		}
 	})
+	// With no allowed_origins, any Origin is refused: browser pages are
+	// let in only by name (README, allowed_origins).
+	t.Run("none allowed", func(t *testing.T) {
+		cfg := testConfig(t)
+		cfg.AllowedOrigins = nil
+		h := newHarness(t, cfg, nil)
+		for _, origin := range []string{"https://app.example.com", "null"} {
+			before := len(h.up.requests())
+			resp := h.do(t, call{body: toolCall("read_x"), token: token, headers: map[string]string{"Origin": origin}})
+			readBody(t, resp)
+			if resp.StatusCode != http.StatusForbidden || len(h.up.requests()) != before {
+				t.Errorf("Origin %q with no allowed origins = %d, forwarded %v; want 403, not forwarded", origin, resp.StatusCode, len(h.up.requests()) != before)
+			}
+		}
+	})
 	t.Run("CORS on answers", func(t *testing.T) {
 		resp := h.do(t, call{body: toolCall("read_x"), token: token, headers: map[string]string{"Origin": "https://app.example.com"}})
 		readBody(t, resp)
