@@ -299,6 +299,10 @@ func TestGatewaySessionKey(t *testing.T) {
 		// (review s13-ops F2).
 		{"in clear", keyText, app, key, "", true},
 		{"zeros", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", app, nil, "not random", false},
+		// README: at least 8 distinct values, so a short repeated pattern
+		// is refused.
+		{"7 values repeated", base64.StdEncoding.EncodeToString([]byte(strings.Repeat("abcdefg", 5))), app, nil, "not random", false},
+		{"8 values repeated", base64.StdEncoding.EncodeToString([]byte(strings.Repeat("abcdefgh", 4))), app, []byte(strings.Repeat("abcdefgh", 4)), "", true},
 		{"unset env", "{env.TEST_SESSION_KEY_UNSET}", app, nil, "session_key: {env.TEST_SESSION_KEY_UNSET} resolves to nothing", false},
 		{"too short", "c2hvcnQ=", app, nil, "want at least 32", false},
 		{"from the app's store", "", app, nil, "", false},
