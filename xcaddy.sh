@@ -21,10 +21,20 @@ run() {
 	local tmp demo
 	tmp=$(mktemp -d)
 	go build -o "$tmp/demo" ./test/demo
-	"$tmp/demo" -addr 127.0.0.1:3001 &
+	"$tmp/demo" -addr 127.0.0.1:3001 2> >(tee "$tmp/demo.log" >&2) &
 	demo=$!
 	# Expanded now: the trap runs at exit, after these locals are gone.
 	trap "kill $demo 2>/dev/null || true; wait $demo 2>/dev/null || true; rm -rf '$tmp'" EXIT
+	# Caddy in front of no demo would answer every MCP request 502: wait
+	# for the demo's listening line (it says so once it listens).
+	for _ in $(seq 100); do
+		grep -q listening "$tmp/demo.log" 2>/dev/null && break
+		if ! kill -0 "$demo" 2>/dev/null; then
+			echo "$0: the demo MCP server did not start (its error is above); is 127.0.0.1:3001 in use?" >&2
+			exit 1
+		fi
+		sleep 0.1
+	done
 
 	cat <<'MSG'
 

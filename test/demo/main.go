@@ -10,6 +10,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -32,8 +33,15 @@ func main() {
 		<-sig
 		_ = srv.Close()
 	}()
+	// Listening first: xcaddy.sh run starts Caddy only once this line says
+	// the demo serves (a busy port ends it here, before the line).
+	l, err := net.Listen("tcp", *addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
 	fmt.Fprintf(os.Stderr, "demo MCP server listening on http://%s (tools: echo, add, add_note, delete_notes)\n", *addr)
-	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+	if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
