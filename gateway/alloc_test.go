@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"testing"
 	"unsafe"
 )
@@ -42,9 +43,28 @@ func TestUnwrapSessionAllocations(t *testing.T) {
 // next gets, its cancellable context and cancel function, the body, the
 // parsed message and the tool's name, and the body's GetBody. The header
 // is edited in place, the session id is remembered, audit events
-// (denials_only) and errors are not made.
+// (denials_only) and errors are not made. With resource rules an answer
+// is read for resources (TestEmbeddedResourcesChecked): one whose
+// Content-Length came with it, as most do, costs nothing more; one
+// without is held to be read whole.
 func TestServeAllocations(t *testing.T) {
-	cfg := testConfig(t)
+	for _, tt := range []struct {
+		name   string
+		rules  bool
+		length bool
+	}{
+		{"no resource rules", false, false},
+		{"resource rules, Content-Length", true, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) { serveAllocations(t, tt.rules, tt.length) })
+	}
+}
+
+func serveAllocations(t *testing.T, rules, length bool) {
+	cfg := unreadConfig(t)
+	if rules {
+		cfg = testConfig(t)
+	}
 	cfg.Revocations = revocationSet{}
 	cfg.AuditDenialsOnly = true
 	g := newGateway(t, cfg)
@@ -74,7 +94,11 @@ func TestServeAllocations(t *testing.T) {
 	}
 	answer := []byte(`{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`)
 	w := &nopWriter{h: http.Header{"Content-Type": {"application/json"}}}
+	answerLength := []string{strconv.Itoa(len(answer))}
 	next := NextFunc(func(w http.ResponseWriter, r *http.Request) error {
+		if length {
+			w.Header()["Content-Length"] = answerLength
+		}
 		_, err := w.Write(answer)
 		return err
 	})

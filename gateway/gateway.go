@@ -103,10 +103,15 @@ import (
 //     replayed on a resumed GET stream (Last-Event-ID) or sent on
 //     another request's stream is not filtered; calls are still enforced.
 //   - A resources/read answer loses the contents whose uri the caller
-//     could not read (checkContents: a rule refuses the caller, or none
+//     could not read (checkResources: a rule refuses the caller, or none
 //     covers the uri), in the read's answer and on a resumed GET stream
-//     (Last-Event-ID). Known gap: one sent on another request's stream,
-//     or on a GET stream that is not a resumption, is not checked.
+//     (Last-Event-ID). With resource rules configured every answer is
+//     read for resources, GET streams included: a read's answer on any
+//     stream is checked so, a resource embedded in a tool's or prompt's
+//     result that the caller could not read is withheld, and
+//     notifications/resources/updated for such a URI is dropped. Known
+//     gap: without resource rules, where every read is refused ("no
+//     rule"), a read's answer sent on another stream is not checked.
 //   - Mcp-Param-* headers (2026-07-28) must each carry the argument the
 //     called tool's pinned definition mirrors into them (param.go); with
 //     PinOff, or before 2026-07-28, none passes.

@@ -582,7 +582,7 @@ func TestHeaderSafe(t *testing.T) {
 }
 
 func TestOriginAndMethods(t *testing.T) {
-	h := newHarness(t, testConfig(t), nil)
+	h := newHarness(t, unreadConfig(t), nil)
 	token := mint(t, claims())
 	sid := sessionFor(t, h.g, token)
 	narrow := tok(t, func(c jwt.MapClaims) { c["scope"] = "tools:read" })

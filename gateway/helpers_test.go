@@ -203,6 +203,16 @@ type harness struct {
 	logs  *observer.ObservedLogs
 }
 
+// unreadConfig is testConfig without resource rules: an answer is then
+// read only for what its request needs. With resource rules every answer
+// is read for the resources it holds, and refused where it cannot be
+// read, as with pinning (TestEmbeddedResourcesChecked).
+func unreadConfig(t testing.TB) Config {
+	cfg := testConfig(t)
+	cfg.ResourceRules = nil
+	return cfg
+}
+
 func newHarness(t testing.TB, cfg Config, answer http.HandlerFunc) *harness {
 	t.Helper()
 	core, logs := observer.New(zap.InfoLevel)

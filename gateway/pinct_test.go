@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestPinUnsolicitedToolsListAnyContentType: an unsolicited tools/list
@@ -164,10 +165,63 @@ func TestPinRedirectRefused(t *testing.T) {
 		}
 	}
 	// The harness's client follows the redirect, as the SDKs' do.
-	h := newHarness(t, testConfig(t), redirect(http.StatusTemporaryRedirect))
+	h := newHarness(t, unreadConfig(t), redirect(http.StatusTemporaryRedirect))
 	resp := h.do(t, call{body: toolCall("read_a"), token: mint(t, claims())})
 	if b := readBody(t, resp); resp.StatusCode != http.StatusOK || !strings.Contains(b, "evil.example") {
 		t.Errorf("without pinning, a tools/call's 307 = %d %.80q, want it passed (and followed)", resp.StatusCode, b)
+	}
+}
+
+// TestRefusedAnswerNotReadToItsEnd: an answer refused as it begins (with
+// pinning, a GET answered 200 with another type than an event stream,
+// which clients read as events all the same) was read to its end, and
+// dropped, before the 502 went out: one that does not end kept the client
+// waiting, and the upstream sending, for as long as the upstream went on.
+// It is now refused at once, and the upstream's request ends.
+func TestRefusedAnswerNotReadToItsEnd(t *testing.T) {
+	for _, ct := range []string{"application/json", "text/plain"} {
+		st := newPinnedStage(t)
+		ended := make(chan struct{})
+		st.answerWith(func(w http.ResponseWriter, r *http.Request) {
+			defer close(ended)
+			w.Header().Set("Content-Type", ct)
+			w.WriteHeader(http.StatusOK)
+			for stop := time.Now().Add(8 * time.Second); time.Now().Before(stop); {
+				if _, err := io.WriteString(w, `{"jsonrpc":"2.0","method":"notifications/message","params":{}}`+"\n"); err != nil {
+					return
+				}
+				w.(http.Flusher).Flush()
+				select {
+				case <-r.Context().Done():
+					return
+				case <-time.After(10 * time.Millisecond):
+				}
+			}
+		})
+		done := make(chan struct{})
+		var status int
+		var body []byte
+		go func() {
+			defer close(done)
+			resp := st.h.do(t, st.call(http.MethodGet))
+			status = resp.StatusCode
+			body, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Errorf("%s: GET answered %s still unanswered after 5 s", ct, ct)
+			<-done // the upstream stops after 8 s
+		}
+		if status != http.StatusBadGateway || !strings.Contains(string(body), `"code":-32000`) {
+			t.Errorf("%s: GET = %d %.80q, want 502 with a JSON-RPC error", ct, status, body)
+		}
+		select {
+		case <-ended:
+		case <-time.After(5 * time.Second):
+			t.Errorf("%s: the upstream's answer still being read 5 s after the refusal", ct)
+		}
 	}
 }
 
@@ -220,7 +274,7 @@ func TestPinJSONAnswerTooLarge(t *testing.T) {
 func TestPinCompressedAnswer(t *testing.T) {
 	for _, pinned := range []bool{true, false} {
 		for _, ct := range []string{"application/json", "text/event-stream"} {
-			cfg := testConfig(t)
+			cfg := unreadConfig(t)
 			cfg.Tools = []Rule{{Pattern: "*", Scopes: []string{"tools:read"}}}
 			if pinned {
 				cfg.PinTools, cfg.Pins = PinFirstUse, newMemPins()

@@ -101,6 +101,10 @@ func (s *heldShares) bytes() int64 {
 	return s.total
 }
 
+// errAnswerRefused: the answer is replaced by a 502 (modeRefuse,
+// modeRedirect), and no more of it is read.
+var errAnswerRefused = errors.New("the upstream's answer is refused")
+
 // errHeldBudget: holding the answer would pass the caller's share of
 // maxHeldBytes, or the bound.
 var errHeldBudget = errors.New("the answers held by the gateway for this caller, or in all, are at their bound")
@@ -147,8 +151,13 @@ type responseWriter struct {
 	states   bool // wrap the requestState of a 2026-07-28 answer (state.go)
 	cache    bool // mark a 2026-07-28 cacheable result private (rewritesCache)
 	// contents: take out of a resources/read answer the contents the
-	// caller's resource rules refuse (checksContents).
-	contents bool
+	// caller's resource rules refuse (checksContents). embedded: resource
+	// rules are configured, so every answer is read for the resources it
+	// holds (checkResources), as strictly as with pinning but for the
+	// strict reading of the whole message: tool output may hold any JSON
+	// (a member twice in structuredContent), so an answer the strict
+	// parse refuses is checked as encoding/json reads it (leniently).
+	contents, embedded bool
 
 	wroteHeader bool
 	mode        writeMode
@@ -202,7 +211,7 @@ func (rw *responseWriter) hold(n int) bool {
 
 // responseWriter readies the exchange's writer to next.
 func (x *exchange) responseWriter(w http.ResponseWriter, g *Gateway) *responseWriter {
-	x.rw = responseWriter{w: w, g: g, x: x, tasks: x.rewritesTasks(), states: x.rewritesStates(), cache: x.rewritesCache(), contents: x.checksContents(), initIDs: x.initializeIDs()}
+	x.rw = responseWriter{w: w, g: g, x: x, tasks: x.rewritesTasks(), states: x.rewritesStates(), cache: x.rewritesCache(), contents: x.checksContents(), embedded: len(g.policy.resources) > 0 && x.r.Method != http.MethodDelete, initIDs: x.initializeIDs()}
 	h := w.Header()
 	for i, k := range hostFields {
 		if v := h[k]; len(v) > 0 {
@@ -282,15 +291,22 @@ func (x *exchange) initializeIDs() [][]byte {
 // rewrites reports whether the answer is read to change it where it can,
 // and passed unchanged where it cannot: task ids to wrap, an initialize
 // result's tasks capability to remove, caching hints to mark private.
-func (rw *responseWriter) rewrites() bool {
-	return rw.tasks || rw.states || rw.cache || rw.contents || rw.initIDs != nil
+func (rw *responseWriter) rewrites() bool { return rw.resources() || rw.rewritesOther() }
+
+// resources reports whether the answer is read for resources
+// (checkResources).
+func (rw *responseWriter) resources() bool { return rw.contents || rw.embedded }
+
+// rewritesOther is rewrites but for the resources checked.
+func (rw *responseWriter) rewritesOther() bool {
+	return rw.tasks || rw.states || rw.cache || rw.initIDs != nil
 }
 
 // rewritesJSON is rewrites for a JSON answer b, one message or batch
 // answer read whole: a requestState to wrap, or caching hints to mark
 // private, must be named in it.
 func (rw *responseWriter) rewritesJSON(b []byte) bool {
-	return rw.tasks || rw.contents || rw.initIDs != nil || rw.states && mayName(b, "requeststate") || rw.cache && cachingHints(b)
+	return rw.tasks || rw.resources() && mayCarryResources(b) || rw.initIDs != nil || rw.states && mayName(b, "requeststate") || rw.cache && cachingHints(b)
 }
 
 // rewritesCache reports whether the answer is a 2026-07-28 result that
@@ -447,7 +463,7 @@ func (rw *responseWriter) WriteHeader(code int) {
 	}
 	// watch: the answer is read for a tools list (a filter, or pinning);
 	// with task ids to wrap only, an answer that cannot be read passes.
-	watch := rw.filter != nil || rw.x.pinned || rw.contents
+	watch := rw.filter != nil || rw.x.pinned || rw.resources()
 	if (watch || rw.rewrites()) && read {
 		mt := mediaType(ct)
 		switch {
@@ -481,9 +497,10 @@ func (rw *responseWriter) WriteHeader(code int) {
 			// JSON is read as JSON or refused, never passed unread.
 			rw.mode = modeRefuse
 			return
-		case rw.filter == nil && !rw.rewrites() && mt != "text/event-stream" && mt != "application/json":
-			// Only watching for tools lists: an answer that is neither
-			// JSON nor an event stream carries no message a client reads.
+		case rw.filter == nil && !rw.rewritesOther() && mt != "text/event-stream" && mt != "application/json":
+			// Only watching for tools lists or resources: an answer that
+			// is neither JSON nor an event stream (a notification's 202)
+			// carries no message a client reads.
 		case mt == "application/json":
 			rw.mode = modeJSON
 			rw.length = -1
@@ -542,7 +559,7 @@ func (rw *responseWriter) passUnwrapped() bool { return rw.filter == nil && !rw.
 // request state, so that one too large to read or hold passes unchanged:
 // no tools/list filter, no pinning, no initialize result to change.
 func (rw *responseWriter) optional() bool {
-	return rw.passUnwrapped() && !rw.x.pinned && rw.initIDs == nil
+	return rw.passUnwrapped() && !rw.x.pinned && rw.initIDs == nil && !rw.embedded
 }
 
 func (rw *responseWriter) Write(b []byte) (int, error) {
@@ -589,7 +606,14 @@ func (rw *responseWriter) Write(b []byte) (int, error) {
 		return rw.buf.Write(b)
 	case modeSSE:
 		return rw.writeEvents(b)
-	case modeRefuse, modeRedirect, modeEnded:
+	case modeRefuse, modeRedirect:
+		// Nothing of it goes out, and the client waits for the 502
+		// finish writes: the error stops next's copy, so that an answer
+		// that does not end (a GET stream of another type) is not read
+		// for as long as the upstream sends it (Serve recovers next's
+		// abort for it).
+		return 0, errAnswerRefused
+	case modeEnded:
 		return len(b), nil
 	case modeWhole:
 		if len(b) > 0 {
@@ -713,7 +737,10 @@ func (rw *responseWriter) finish() {
 		out, err := rw.filterJSON(rw.buf.Bytes(), anyList)
 		if err != nil && rw.passUnwrapped() && !anyList {
 			rw.g.log.Debug("answer not rewritten", zap.Error(err))
-			out, err = rw.leniently(rw.buf.Bytes()), nil
+			out, err = rw.leniently(rw.buf.Bytes())
+			if out == nil && err == nil {
+				err = errors.New("no message of the answer is the caller's to read")
+			}
 		}
 		if err != nil {
 			rw.g.log.Warn("response not filterable", zap.Error(err))
@@ -774,8 +801,8 @@ func (rw *responseWriter) badGatewayMessage() string {
 		return "the upstream answered with a redirect, which the gateway does not pass: clients would follow it to an answer it cannot check"
 	case rw.filter != nil:
 		return "the upstream tools/list answer could not be filtered"
-	case rw.contents:
-		return "the upstream resources/read answer's contents could not be checked against the resource rules"
+	case rw.resources():
+		return "the upstream answer's resources could not be checked against the resource rules"
 	case rw.x.pinned:
 		return "the upstream answer could not be checked for tool definitions"
 	}
@@ -917,11 +944,18 @@ func (rw *responseWriter) filterJSON(body []byte, anyList bool) ([]byte, error) 
 	if err != nil {
 		return nil, err
 	}
-	parts := make([][]byte, len(msgs))
+	parts := make([][]byte, 0, len(msgs))
 	for i := range msgs {
-		if parts[i], err = rw.filterMessage(&msgs[i], anyList); err != nil {
+		part, err := rw.filterMessage(&msgs[i], anyList)
+		if err != nil {
 			return nil, err
 		}
+		if part != nil {
+			parts = append(parts, part)
+		}
+	}
+	if len(parts) == 0 {
+		return nil, errors.New("no message of the answer is the caller's to read")
 	}
 	if !batch {
 		return parts[0], nil
@@ -942,10 +976,10 @@ func (rw *responseWriter) filterMessage(m *mcpparse.Message, anyList bool) ([]by
 			return nil, err
 		}
 	}
-	if rw.contents && m.Kind == mcpparse.KindResponse {
+	if rw.resources() && mayCarryResources(out) {
 		var err error
-		if out, err = rw.g.checkContents(rw.x.p, out); err != nil {
-			return nil, err
+		if out, err = rw.g.checkResources(rw.x.p, m, out, rw.embedded); out == nil || err != nil {
+			return nil, err // nil, nil: the message is dropped
 		}
 	}
 	if rw.initIDs != nil && m.Kind == mcpparse.KindResponse && (rw.initOnly || containsID(rw.initIDs, m.ID)) {
@@ -977,14 +1011,77 @@ func (rw *responseWriter) filterMessage(m *mcpparse.Message, anyList bool) ([]by
 // loses its tasks capability as encoding/json reads the answer (the last
 // of duplicate members, every spelling of tasks), which this does not
 // depend on to be safe: the gateway refuses task requests there anyway.
-func (rw *responseWriter) leniently(msg []byte) []byte {
+//
+// With resource rules its resources are checked as encoding/json reads
+// it (checkLeniently): nil, nil when every message of it is dropped.
+func (rw *responseWriter) leniently(msg []byte) ([]byte, error) {
+	if rw.embedded && mayCarryResources(msg) {
+		var err error
+		if msg, err = rw.g.checkLeniently(rw.x.p, msg); msg == nil || err != nil {
+			return nil, err
+		}
+	}
 	if !rw.initOnly {
-		return msg
+		return msg, nil
 	}
 	if out, err := stripTasksCapability(msg); err == nil {
-		return out
+		return out, nil
 	}
-	return msg
+	return msg, nil
+}
+
+// checkLeniently is checkResources for an answer (one message or a batch)
+// the strict parse refused, read as encoding/json reads it: the last of
+// a member given twice, as JavaScript's, Python's and Go's decoders take
+// it; a member spelt like one checked but for case, '-' or '_' is an
+// error all the same (exactMember). An answer that is not JSON holds no
+// message a client reads, and is returned as it is.
+func (g *Gateway) checkLeniently(p *principal, msg []byte) ([]byte, error) {
+	var batch []json.RawMessage
+	if json.Unmarshal(msg, &batch) != nil {
+		batch = nil
+		if !json.Valid(msg) {
+			return msg, nil
+		}
+	}
+	one := batch == nil
+	if one {
+		batch = []json.RawMessage{msg}
+	}
+	kept, changed := batch[:0], false
+	for _, raw := range batch {
+		var env struct {
+			Method *string          `json:"method"`
+			ID     json.RawMessage  `json:"id"`
+			Result *json.RawMessage `json:"result"`
+		}
+		m := mcpparse.Message{Kind: mcpparse.KindRequest}
+		if json.Unmarshal(raw, &env) == nil {
+			switch {
+			case env.Method != nil && env.ID == nil:
+				m.Kind, m.Method = mcpparse.KindNotification, *env.Method
+			case env.Method == nil:
+				m.Kind = mcpparse.KindResponse
+			}
+		}
+		out, err := g.checkResources(p, &m, raw, true)
+		if err != nil {
+			return nil, err
+		}
+		changed = changed || !bytes.Equal(out, raw)
+		if out != nil {
+			kept = append(kept, out)
+		}
+	}
+	switch {
+	case !changed:
+		return msg, nil
+	case len(kept) == 0:
+		return nil, nil
+	case one:
+		return kept[0], nil
+	}
+	return json.Marshal(kept)
 }
 
 // stripTasksCapability removes the tasks capability from an initialize
@@ -1022,16 +1119,18 @@ func stripTasksCapability(msg []byte) ([]byte, error) {
 	})
 }
 
-// checksContents reports whether the answer's contents are checked: the
-// request has a resources/read (a notification too, which a lenient
-// server may answer), or is a resumption (a GET with Last-Event-ID),
-// whose stream replays the answers after the event named, a read's
-// among them (a 2025-11-25 server may close a read's stream after its
-// priming event and answer there). A read may be answered with the contents of other URIs than
-// its own (a collection resolving into its items, which MCP allows), and
-// a caller allowed file:/// must not get file:///secret/'s that way. Every
-// caller is refused some URI (those of a scheme no rule names: "no
-// rule"), so every caller's reads are checked.
+// checksContents reports whether the answer's resources are checked
+// (checkResources). A read may be answered with the contents of other
+// URIs than its own (a collection resolving into its items, which MCP
+// allows), and a caller allowed file:/// must not get file:///secret/'s
+// that way. Every caller is refused some URI (those of a scheme no rule
+// names: "no rule"), so every caller's reads are checked: the answer to
+// a request with a resources/read (a notification too, which a lenient
+// server may answer), and a resumption (a GET with Last-Event-ID), whose
+// stream replays the answers after the event named, a read's among them
+// (a 2025-11-25 server may close a read's stream after its priming event
+// and answer there). With resource rules configured, every answer is
+// read for resources besides (responseWriter.embedded).
 func (x *exchange) checksContents() bool {
 	if x.r.Method == http.MethodGet {
 		return len(x.r.Header[hLastEventID]) > 0
@@ -1044,59 +1143,221 @@ func (x *exchange) checksContents() bool {
 	return false
 }
 
-// checkContents takes out of a response's result.contents the contents
-// whose uri p's resource rules refuse, as a resources/read of that uri
-// would be decided (decideURI). What cannot be judged is an
-// error, which fails the answer: a content that is not an object, has no
-// uri or one that is not a string, and a member a client may read as
-// contents or uri but spelt otherwise (in case, with '-' or '_', cut at a
-// NUL). msg was read strictly (no member twice), so encoding/json reads
-// the same members.
-func (g *Gateway) checkContents(p *principal, msg []byte) ([]byte, error) {
+// mayCarryResources reports whether an answer may hold what
+// checkResources checks: a member or value that reads as contents or
+// resource (resources/updated among them), as mayName finds them.
+func mayCarryResources(b []byte) bool { return mayName(b, "resource") || mayName(b, "contents") }
+
+// checkResources takes out of one message of an answer what p's resource
+// rules refuse, as a resources/read of the URI would be decided
+// (decideURI): of a response's result.contents (a read's answer, on any
+// stream), the contents whose uri p may not read; of its result.content
+// (a tool's result) and of each of result.messages' content (a prompt's),
+// an embedded resource (type "resource") whose resource.uri p may not
+// read, replaced by withheldResource. A notifications/resources/updated
+// for such a URI is dropped (nil). Only result.contents is checked unless
+// embedded (resource rules are configured: checksContents). A resource_link names a URI only and
+// passes. What cannot be judged is an error, which fails the answer: a
+// content that is not an object, an embedded resource without a string
+// uri, and a member a client may read as one of these but spelt
+// otherwise (in case, with '-' or '_', cut at a NUL). msg was read
+// strictly (no member twice), so encoding/json reads the same members.
+func (g *Gateway) checkResources(p *principal, m *mcpparse.Message, msg []byte, embedded bool) ([]byte, error) {
+	if m.Kind == mcpparse.KindNotification && embedded {
+		if m.Method != "notifications/resources/updated" {
+			return msg, nil
+		}
+		uri, err := updatedURI(msg)
+		if err != nil {
+			return nil, err
+		}
+		if !g.mayRead(p, uri) {
+			return nil, nil
+		}
+		return msg, nil
+	}
+	if m.Kind != mcpparse.KindResponse {
+		return msg, nil
+	}
 	return editResult(msg, func(result map[string]json.RawMessage) (bool, error) {
-		v, ok, err := exactMember(result, "contents")
-		if err != nil || !ok {
-			return false, err
+		changed, err := g.checkReadContents(p, result)
+		if err != nil || !embedded {
+			return changed, err
 		}
-		var items []json.RawMessage
-		if err := json.Unmarshal(v, &items); err != nil {
-			return false, errors.New("result.contents is not an array")
-		}
-		kept := items[:0]
-		for _, it := range items {
-			uri, err := contentURI(it)
-			if err != nil {
-				return false, err
-			}
-			if g.mayRead(p, uri) {
-				kept = append(kept, it)
-			}
-		}
-		if len(kept) == len(items) {
-			return false, nil
-		}
-		b, err := json.Marshal(kept)
+		v, ok, err := exactMember(result, "content")
 		if err != nil {
 			return false, err
 		}
-		result["contents"] = b
-		return true, nil
+		if ok {
+			c, err := g.checkEmbedded(p, &v, true)
+			if err != nil {
+				return false, err
+			}
+			if c {
+				result["content"], changed = v, true
+			}
+		}
+		v, ok, err = exactMember(result, "messages")
+		if err != nil || !ok {
+			return changed, err
+		}
+		c, err := g.checkMessages(p, &v)
+		if c {
+			result["messages"], changed = v, true
+		}
+		return changed, err
 	})
 }
 
-// contentURI is the uri of one of a resources/read result's contents.
-func contentURI(item json.RawMessage) (string, error) {
-	var members map[string]json.RawMessage
-	if json.Unmarshal(item, &members) != nil {
-		return "", errors.New("a content of result.contents is not an object")
+// checkReadContents takes out of result.contents the contents whose uri
+// p may not read.
+func (g *Gateway) checkReadContents(p *principal, result map[string]json.RawMessage) (bool, error) {
+	v, ok, err := exactMember(result, "contents")
+	if err != nil || !ok {
+		return false, err
 	}
+	var items []json.RawMessage
+	if err := json.Unmarshal(v, &items); err != nil {
+		return false, errors.New("result.contents is not an array")
+	}
+	kept := items[:0]
+	for _, it := range items {
+		uri, err := contentURI(it, "a content of result.contents")
+		if err != nil {
+			return false, err
+		}
+		if g.mayRead(p, uri) {
+			kept = append(kept, it)
+		}
+	}
+	if len(kept) == len(items) {
+		return false, nil
+	}
+	b, err := json.Marshal(kept)
+	if err != nil {
+		return false, err
+	}
+	result["contents"] = b
+	return true, nil
+}
+
+// withheldResource replaces an embedded resource its reader may not read:
+// a text content, so that a prompt message keeps a content and a tool
+// result its order.
+const withheldResource = `{"type":"text","text":"[a resource was withheld by the gateway: the caller may not read it]"}`
+
+// checkMessages checks the content of each of a prompt's messages
+// (checkEmbedded), v in place.
+func (g *Gateway) checkMessages(p *principal, v *json.RawMessage) (bool, error) {
+	var msgs []map[string]json.RawMessage
+	if err := json.Unmarshal(*v, &msgs); err != nil {
+		return false, errors.New("result.messages is not an array of objects")
+	}
+	changed := false
+	for _, pm := range msgs {
+		c, ok, err := exactMember(pm, "content")
+		if err != nil {
+			return false, err
+		}
+		if !ok {
+			continue
+		}
+		ch, err := g.checkEmbedded(p, &c, false)
+		if err != nil {
+			return false, err
+		}
+		if ch {
+			pm["content"], changed = c, true
+		}
+	}
+	if !changed {
+		return false, nil
+	}
+	b, err := json.Marshal(msgs)
+	*v = b
+	return err == nil, err
+}
+
+// checkEmbedded replaces in v, one content or (list) an array of them,
+// each embedded resource p may not read by withheldResource.
+func (g *Gateway) checkEmbedded(p *principal, v *json.RawMessage, list bool) (bool, error) {
+	items := []json.RawMessage{*v}
+	if list {
+		if err := json.Unmarshal(*v, &items); err != nil {
+			return false, errors.New("result.content is not an array")
+		}
+	}
+	changed := false
+	for i, it := range items {
+		var c map[string]json.RawMessage
+		if json.Unmarshal(it, &c) != nil {
+			return false, errors.New("a content is not an object")
+		}
+		t, ok, err := exactMember(c, "type")
+		if err != nil {
+			return false, err
+		}
+		var typ string
+		if ok && json.Unmarshal(t, &typ) != nil {
+			return false, errors.New("a content's type is not a string")
+		}
+		r, hasResource, err := exactMember(c, "resource")
+		if err != nil {
+			return false, err
+		}
+		if typ != "resource" && !hasResource {
+			continue
+		}
+		uri, err := contentURI(r, "an embedded resource")
+		if err != nil {
+			return false, err
+		}
+		if !g.mayRead(p, uri) {
+			items[i], changed = json.RawMessage(withheldResource), true
+		}
+	}
+	if !changed {
+		return false, nil
+	}
+	if !list {
+		*v = items[0]
+		return true, nil
+	}
+	b, err := json.Marshal(items)
+	*v = b
+	return err == nil, err
+}
+
+// updatedURI is params.uri of a notifications/resources/updated.
+func updatedURI(msg []byte) (string, error) {
+	var n struct {
+		Params map[string]json.RawMessage `json:"params"`
+	}
+	if err := json.Unmarshal(msg, &n); err != nil {
+		return "", errors.New("params is not an object")
+	}
+	return memberURI(n.Params, "the params of notifications/resources/updated")
+}
+
+// contentURI is the uri of item, a resource's contents (what names it:
+// what).
+func contentURI(item json.RawMessage, what string) (string, error) {
+	var members map[string]json.RawMessage
+	if json.Unmarshal(item, &members) != nil || members == nil {
+		return "", errors.New(what + " is not an object")
+	}
+	return memberURI(members, what)
+}
+
+// memberURI is the uri member of members, a string.
+func memberURI(members map[string]json.RawMessage, what string) (string, error) {
 	v, ok, err := exactMember(members, "uri")
 	if err != nil {
 		return "", err
 	}
 	var uri string
 	if !ok || len(v) == 0 || v[0] != '"' || json.Unmarshal(v, &uri) != nil {
-		return "", errors.New("a content of result.contents has no string uri")
+		return "", errors.New(what + " has no string uri")
 	}
 	return uri, nil
 }
@@ -1123,6 +1384,9 @@ func encoded(h http.Header) bool {
 
 // unsafeString views b as a string for reading while b is not changed.
 func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// unsafeBytes views s as bytes for reading only.
+func unsafeBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
 // containsFold reports whether s contains the ASCII string sub in any
 // case.
@@ -1283,7 +1547,11 @@ func (rw *responseWriter) writeEvent(ev mcpparse.Event) error {
 				return err
 			}
 			rw.g.log.Debug("answer not rewritten", zap.Error(err)) // the event goes out as it came
-			ev.Data = string(rw.leniently([]byte(ev.Data)))
+			out, err := rw.leniently([]byte(ev.Data))
+			if err != nil {
+				return err
+			}
+			ev.Data, ev.HasData = string(out), out != nil
 		}
 	}
 	if h := rw.holding; h != nil && h.n > 0 {
@@ -1297,7 +1565,7 @@ func (rw *responseWriter) writeEvent(ev mcpparse.Event) error {
 func (rw *responseWriter) filterEvent(ev *mcpparse.Event) error {
 	// With pins, a tools/list answer is looked for on every stream.
 	anyList := rw.x.pinned && mayListTools(ev.Data)
-	if rw.filter == nil && !rw.rewrites() && !anyList && !mayChangeList(ev.Data) {
+	if rw.filter == nil && !rw.rewritesOther() && !(rw.resources() && mayCarryResources(unsafeBytes(ev.Data))) && !anyList && !mayChangeList(ev.Data) {
 		return nil // watching only, and no list_changed or tools here
 	}
 	msgs, batch, err := mcpparse.Parse([]byte(ev.Data), mcpparse.Limits{AllowBatches: true})
@@ -1315,19 +1583,28 @@ func (rw *responseWriter) filterEvent(ev *mcpparse.Event) error {
 		}
 	}
 	changed := false
-	parts := make([][]byte, len(msgs))
+	parts := make([][]byte, 0, len(msgs))
 	for i := range msgs {
-		if parts[i], err = rw.filterMessage(&msgs[i], anyList); err != nil {
+		part, err := rw.filterMessage(&msgs[i], anyList)
+		if err != nil {
 			return err
 		}
-		changed = changed || !bytes.Equal(parts[i], msgs[i].Raw)
+		changed = changed || !bytes.Equal(part, msgs[i].Raw)
+		if part != nil {
+			parts = append(parts, part)
+		}
 	}
-	if !changed {
+	switch {
+	case !changed:
 		return nil
-	}
-	if batch {
+	case len(parts) == 0:
+		// Every message dropped (checkResources): the event keeps its
+		// id, for resumption, and carries no data, which clients skip.
+		ev.Data, ev.HasData = "", false
+		return nil
+	case batch:
 		ev.Data = "[" + string(bytes.Join(parts, []byte{','})) + "]"
-	} else {
+	default:
 		ev.Data = string(parts[0])
 	}
 	return nil

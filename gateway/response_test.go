@@ -233,6 +233,118 @@ func TestReadContentsFilteredOnResume(t *testing.T) {
 	}
 }
 
+// TestEmbeddedResourcesChecked: with resource rules configured, the
+// resources an answer embeds are checked as a resources/read of their
+// URI would be. A tool's or prompt's result may embed a resource's
+// contents (type "resource"), a read's answer may come on another
+// request's stream or on a GET stream, and a resources/updated
+// notification names a URI: a caller without files:secret got
+// file:///secret/key's text through a tool call, a prompt, or a read
+// answer sent on the stream of a tool call or the GET stream. Such an
+// embedded resource is replaced by a text content, such contents taken
+// out, such a notification dropped; a resource_link (a URI only)
+// passes; what cannot be judged fails the answer (502, a stream ended).
+func TestEmbeddedResourcesChecked(t *testing.T) {
+	const secret = `{"type":"resource","resource":{"uri":"file:///secret/key","text":"TOPSECRET"}}`
+	const public = `{"type":"resource","resource":{"uri":"file:///docs/a","text":"public"}}`
+	const secretRead = `{"jsonrpc":"2.0","id":7,"result":{"contents":[{"uri":"file:///secret/key","text":"TOPSECRET"}]}}`
+	tool := func(content string) string {
+		return `{"jsonrpc":"2.0","id":1,"result":{"content":[` + content + `]}}`
+	}
+	prompt := func(content string) string {
+		return `{"jsonrpc":"2.0","id":1,"result":{"messages":[{"role":"user","content":` + content + `}]}}`
+	}
+	const promptGet = `{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"summary"}}`
+	tests := []struct {
+		name    string
+		request string // "" for a GET stream
+		answer  string // messages, each its own event ("\n" between) when events
+		status  int
+		want    string // in the answer
+	}{
+		{"tool result", toolCall("read_a"), tool(`{"type":"text","text":"see"},` + secret + `,` + public), 200, "public"},
+		{"tool result, resource_link passes", toolCall("read_a"), tool(`{"type":"resource_link","uri":"file:///secret/key","name":"key"}`), 200, "resource_link"},
+		{"tool result, type missing", toolCall("read_a"), tool(`{"resource":{"uri":"file:///secret/key","text":"TOPSECRET"}}`), 200, "withheld"},
+		{"tool result, no uri", toolCall("read_a"), tool(`{"type":"resource","resource":{"text":"TOPSECRET"}}`), 502, ""},
+		{"tool result, Resource variant", toolCall("read_a"), tool(`{"type":"resource","resource":{"uri":"file:///docs/a","text":"x"},"Resource":{"uri":"file:///secret/key","text":"TOPSECRET"}}`), 502, ""},
+		{"tool result, Content variant", toolCall("read_a"), `{"jsonrpc":"2.0","id":1,"result":{"content":[],"Content":[` + secret + `]}}`, 502, ""},
+		{"tool result, a content not an object", toolCall("read_a"), tool(`"a resource: TOPSECRET"`), 502, ""},
+		{"prompt message", promptGet, prompt(secret), 200, "withheld"},
+		{"prompt message, allowed", promptGet, prompt(public), 200, "public"},
+		{"read answer on a tool call's stream", toolCall("read_a"), secretRead + "\n" + tool(`{"type":"text","text":"done"}`), 200, "done"},
+		{"read answer on the GET stream", "", secretRead + "\n" + `{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"x"}}`, 200, "notifications/message"},
+		{"updated notification on the GET stream", "", `{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"file:///secret/key","title":"TOPSECRET"}}` + "\n" +
+			`{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"file:///docs/a"}}`, 200, "file:///docs/a"},
+	}
+	for _, tt := range tests {
+		for _, as := range []string{"json", "events"} {
+			if as == "json" && (tt.request == "" || strings.Contains(tt.answer, "\n")) {
+				continue // a JSON answer is one message
+			}
+			t.Run(tt.name+" "+as, func(t *testing.T) {
+				h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+					if as == "events" {
+						w.Header().Set("Content-Type", "text/event-stream")
+						for i, m := range strings.Split(tt.answer, "\n") {
+							fmt.Fprintf(w, "id: e%d\nevent: message\ndata: %s\n\n", i, m)
+						}
+						return
+					}
+					writeJSONAnswer(w, r, tt.answer)
+				})
+				c := claims()
+				c["scope"] = "mcp tools:read prompts:read files:read"
+				token := mint(t, c)
+				hd := map[string]string{"MCP-Protocol-Version": "2025-11-25", "Accept-Encoding": "gzip", "Mcp-Session-Id": sessionFor(t, h.g, token)}
+				cl := call{body: tt.request, token: token, headers: hd}
+				if tt.request == "" {
+					cl.method = http.MethodGet
+				}
+				resp := h.do(t, cl)
+				b, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				body := decoded(t, resp, string(b))
+				if strings.Contains(body, "TOPSECRET") {
+					t.Fatalf("answer = %d %s, want file:///secret/key's contents kept from a caller without files:secret", resp.StatusCode, body)
+				}
+				if aborted := err != nil; as == "events" && aborted != (tt.status == 502) {
+					t.Fatalf("reading the stream: %v, want aborted %v", err, tt.status == 502)
+				}
+				if as == "json" && resp.StatusCode != tt.status || tt.want != "" && !strings.Contains(body, tt.want) {
+					t.Errorf("answer = %d %s, want %d with %s", resp.StatusCode, body, tt.status, tt.want)
+				}
+			})
+		}
+	}
+	// The answer is read as with pinning: the client's Accept-Encoding
+	// is not forwarded, and an answer compressed all the same is refused,
+	// not passed unread.
+	answer := tool(secret)
+	var encoding string
+	r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(toolCall("read_a")))
+	r.Header.Set("Content-Type", "application/json")
+	r.Header.Set("Authorization", "Bearer "+mint(t, claims()))
+	r.Header.Set("Accept-Encoding", "gzip")
+	w := httptest.NewRecorder()
+	newGateway(t, testConfig(t)).Serve(w, r, NextFunc(func(w http.ResponseWriter, r *http.Request) error {
+		encoding = r.Header.Get("Accept-Encoding")
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Encoding", "gzip")
+		_, err := io.WriteString(w, "\x1f\x8b compressed "+answer)
+		return err
+	}))
+	if w.Code != http.StatusBadGateway || strings.Contains(w.Body.String(), "TOPSECRET") || encoding != "" {
+		t.Errorf("answer compressed though not asked = %d %.80q (upstream Accept-Encoding %q), want 502 and none forwarded", w.Code, w.Body.String(), encoding)
+	}
+	// Without resource rules, answers are not read for resources: a
+	// tool's result passes as the upstream wrote it.
+	h := newHarness(t, unreadConfig(t), func(w http.ResponseWriter, r *http.Request) { writeJSONAnswer(w, r, answer) })
+	resp := h.do(t, call{body: toolCall("read_a"), token: mint(t, claims())})
+	if body := readBody(t, resp); resp.StatusCode != 200 || body != answer {
+		t.Errorf("without resource rules: answer = %d %s, want 200 %s", resp.StatusCode, body, answer)
+	}
+}
+
 // TestUpstreamSetCookie: an MCP server cannot set cookies through the
 // gateway (on a host shared with the issuer they would be the issuer's),
 // nor clear them and the site's storage (Clear-Site-Data: the issuer's
@@ -877,7 +989,7 @@ func TestRewriteOnlyAnswerPasses(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var answer strings.Builder
-			h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+			h := newHarness(t, unreadConfig(t), func(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("Content-Type", tc.contentType)
 				io.WriteString(w, tc.open)
 				for i := range tc.pieces { // in pieces, no Content-Length

@@ -139,13 +139,13 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next Next) (err 
 		return nil
 	}
 
-	rw := x.responseWriter(w, g)
 	// The request ends, the event stream of its answer included, when its
 	// token expires or is revoked, and after its configuration is
 	// unloaded (see streamSet). It is registered before it is sent: an
 	// upstream answering in JSON sends nothing until its work is done,
 	// and that work must not run on for a principal revoked meanwhile
 	// (review s15-gateway F2).
+	rw := x.responseWriter(w, g)
 	ctx, cancel := context.WithCancel(r.Context())
 	x.cancel = cancel
 	up := g.upstreamRequest(x, ctx)
@@ -156,6 +156,17 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next Next) (err 
 		cancel()
 		why := x.endedBy.Load()
 		ended := why != nil && rw.unsent()
+		if !ended && (rw.mode == modeRefuse || rw.mode == modeRedirect) {
+			// Refused as it began (errAnswerRefused): next's abort for
+			// the copy it could not finish is not let through to throw
+			// away the 502 finish writes.
+			if p := recover(); p != nil && p != http.ErrAbortHandler {
+				panic(p)
+			}
+			if errors.Is(err, errAnswerRefused) {
+				err = nil // next passed on the refusal: the 502 is the answer
+			}
+		}
 		if ended {
 			// Ended by the registry before any of its answer reached the
 			// client (nothing written, or JSON the gateway holds): nothing
@@ -1077,7 +1088,7 @@ func (x *exchange) forwardsHeader(name string) bool {
 		// answer): the upstream answers
 		// uncompressed, or the transport decodes.
 		// (x.rw is made before the upstream request.)
-		return !x.pinned && !x.listsTools() && !x.rewritesTasks() && !x.rewritesStates() && !x.rewritesCache() && !x.rw.contents && x.initializeIDs() == nil
+		return !x.pinned && !x.listsTools() && !x.rewritesTasks() && !x.rewritesStates() && !x.rewritesCache() && !x.rw.resources() && x.initializeIDs() == nil
 	case headerChecked:
 		return x.headerChecked
 	case headerLastEventID:

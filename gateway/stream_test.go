@@ -21,7 +21,7 @@ import (
 )
 
 func TestSessionBinding(t *testing.T) {
-	h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+	h := newHarness(t, unreadConfig(t), func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Mcp-Session-Id", "upstream-session-1")
 		if r.Method != http.MethodPost {
 			w.WriteHeader(http.StatusOK)
@@ -743,7 +743,7 @@ func TestResumeBoundToSession(t *testing.T) {
 // session of the caller's, on the base scopes. In 2026-07-28, which has no
 // sessions, notifications/cancelled is dropped (or refused) likewise.
 func TestSessionlessRefused(t *testing.T) {
-	h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+	h := newHarness(t, unreadConfig(t), func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost && !strings.Contains(r.Header.Get("Mcp-Method"), "notifications/") {
 			w.Header().Set("Content-Type", "application/json")
 			io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{}}`)

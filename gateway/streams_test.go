@@ -317,7 +317,7 @@ func TestRevocationClosesStreamsAnyStatus(t *testing.T) {
 		{http.MethodGet, http.StatusOK, "application/octet-stream"},
 	} {
 		status := tt.status
-		cfg := testConfig(t)
+		cfg := unreadConfig(t)
 		revs := &lockedRevocations{grants: map[string]bool{}}
 		cfg.Revocations = revs
 		cfg.StreamCheckInterval = 10 * time.Millisecond

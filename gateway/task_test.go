@@ -567,7 +567,7 @@ func TestInitializeDropsTasksCapability(t *testing.T) {
 	}
 	var answer atomic.Value // the result the upstream gives, and how
 	var sse atomic.Bool
-	h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+	h := newHarness(t, unreadConfig(t), func(w http.ResponseWriter, r *http.Request) {
 		var req struct{ ID json.RawMessage }
 		body, _ := io.ReadAll(r.Body)
 		json.Unmarshal(body, &req)
