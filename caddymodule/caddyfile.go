@@ -523,6 +523,7 @@ func (a *App) parseResource(d *caddyfile.Dispenser) error {
 //		method <name|glob> [<scope...>] [{ ...as for tool... }]
 //		allowed_origins <origin...>
 //		max_body_size <size>
+//		max_in_flight <n>
 //		forward_identity
 //		audit all|denials_only
 //		audit_arguments
@@ -555,6 +556,7 @@ func (h *GatewayHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	maxInFlightGiven := false
 	for d.NextBlock(0) {
 		var err error
 		switch d.Val() {
@@ -594,6 +596,10 @@ func (h *GatewayHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					return d.Errf("max_body_size: given more than once")
 				}
 				h.MaxBodySize = int64(size)
+			}
+		case "max_in_flight":
+			if err = intArg(d, &h.MaxInFlight, &maxInFlightGiven); err == nil && h.MaxInFlight == 0 {
+				return d.Errf("max_in_flight 0: want at least 1")
 			}
 		case "forward_identity":
 			err = flag(d, &h.ForwardIdentity)

@@ -132,6 +132,11 @@ type GatewayHandler struct {
 	AllowedOrigins []string `json:"allowed_origins,omitempty"`
 	// MaxBodySize bounds request bodies in bytes. Default 1 MiB.
 	MaxBodySize int64 `json:"max_body_size,omitempty"`
+	// MaxInFlight bounds the requests one principal (a user through all
+	// their clients) has in flight upstream at once: GET event streams,
+	// event-stream answers, calls not yet answered. One more is refused
+	// 429 with Retry-After. Default 100.
+	MaxInFlight int `json:"max_in_flight,omitempty"`
 	// ForwardIdentity sends X-MCP-Subject, X-MCP-Client, X-MCP-Actor and
 	// X-MCP-Scope to the upstream.
 	ForwardIdentity bool `json:"forward_identity,omitempty"`
@@ -287,6 +292,7 @@ func (h *GatewayHandler) Provision(ctx caddy.Context) error {
 		Implies:           h.ScopeImplies,
 		AllowedOrigins:    h.AllowedOrigins,
 		MaxBodySize:       h.MaxBodySize,
+		MaxInFlight:       h.MaxInFlight,
 		ForwardIdentity:   h.ForwardIdentity,
 		AuditArguments:    h.AuditArguments,
 		RequireDPoP:       h.RequireDPoP,

@@ -117,6 +117,13 @@ type Config struct {
 	// token past that time, are closed at the next check. Default
 	// DefaultStreamCheckInterval.
 	StreamCheckInterval time.Duration
+	// MaxInFlight bounds the requests one principal (issuer, principal
+	// type and subject: a user through all their clients and tokens) has
+	// in flight upstream at once through this gateway: GET event
+	// streams, event-stream answers and calls whose answer has not come.
+	// One more is refused 429 with Retry-After, and nothing is
+	// forwarded. Default DefaultMaxInFlight.
+	MaxInFlight int
 
 	// PinTools pins tool definitions (see PinMode); Pins keeps the pins
 	// and is required unless PinTools is PinOff (the default). PinReload

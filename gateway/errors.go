@@ -36,6 +36,7 @@ type refusal struct {
 	// and dpopNonce the DPoP-Nonce to send with it; "" for none.
 	dpopChallenge, dpopNonce string
 	allow                    string // Allow header for 405
+	retryAfter               string // Retry-After header (seconds) for 429 and 503
 }
 
 type rpcErrorBody struct {
@@ -66,6 +67,9 @@ func (f *refusal) write(w http.ResponseWriter) {
 	}
 	if f.allow != "" {
 		h.Set("Allow", f.allow)
+	}
+	if f.retryAfter != "" {
+		h.Set("Retry-After", f.retryAfter)
 	}
 	h.Del("Mcp-Session-Id")
 	if f.status == http.StatusAccepted {

@@ -167,6 +167,10 @@ type Gateway struct {
 // Defaults.
 const (
 	DefaultMaxBodySize = 1 << 20
+	// DefaultMaxInFlight is Config.MaxInFlight's default: far above what
+	// a user's clients keep open (a GET stream per session, a few calls
+	// at once), far below what would take the process's connections.
+	DefaultMaxInFlight = 100
 	minSessionKey      = 32
 )
 
@@ -247,6 +251,12 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.StreamCheckInterval == 0 {
 		cfg.StreamCheckInterval = DefaultStreamCheckInterval
 	}
+	if cfg.MaxInFlight < 0 {
+		return nil, errors.New("max in flight is negative")
+	}
+	if cfg.MaxInFlight == 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
+	}
 	pol, err := newPolicy(&cfg)
 	if err != nil {
 		return nil, err
@@ -283,7 +293,7 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.PinTools != PinOff {
 		g.pins = newPinSet(g, &g.cfg)
 	}
-	g.streams = newStreamSet(cfg.Revocations, cfg.Now, cfg.StreamCheckInterval, cfg.Logger)
+	g.streams = newStreamSet(cfg.Revocations, cfg.Now, cfg.StreamCheckInterval, cfg.MaxInFlight, cfg.Logger)
 	checks := []jwt.ParserOption{
 		jwt.WithIssuer(cfg.Issuer),
 		jwt.WithAudience(cfg.Audience),

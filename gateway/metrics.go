@@ -92,6 +92,8 @@ func refusalReason(f *refusal) string {
 		return "too_large"
 	case http.StatusUnsupportedMediaType:
 		return "unsupported_media_type"
+	case http.StatusTooManyRequests:
+		return "too_many_requests"
 	}
 	return "refused"
 }

@@ -17,7 +17,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/mcpparse"
 )
 
@@ -194,7 +193,7 @@ func (rw *responseWriter) hold(n int) bool {
 		}
 		h = &holding{holder: "-"} // admitted requests all have a principal
 		if p := rw.x.p; p != nil {
-			h.holder = dpop.HolderOf(p.issuer, principalKind(p), "", p.subject)
+			h.holder = p.holder
 		}
 		rw.holding = h
 	}

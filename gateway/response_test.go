@@ -899,6 +899,7 @@ func TestHeldShares(t *testing.T) {
 func TestHeldHolderIsThePrincipal(t *testing.T) {
 	held := newHeldShares(maxHeldBytes)
 	holderOf := func(p *principal) string {
+		p.holder = holderOf(p) // as principalOf sets it
 		rw := &responseWriter{g: &Gateway{held: held}, x: &exchange{p: p}}
 		if !rw.hold(1) {
 			t.Fatal("hold(1) refused")

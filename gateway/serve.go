@@ -121,6 +121,14 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next Next) (err 
 	if f == nil {
 		f = g.admit(x)
 	}
+	reserved := f == nil && g.streams.reserve(x.p.holder)
+	if f == nil && !reserved {
+		f = &refusal{status: http.StatusTooManyRequests, code: codeRefused, retryAfter: "1", id: singleID(x),
+			message: "too many requests in flight for this caller (at most " + strconv.Itoa(g.cfg.MaxInFlight) + "): retry when one has ended"}
+	}
+	if reserved {
+		defer g.streams.release(x.p.holder)
+	}
 	if f == nil {
 		f = g.checkPins(x, next)
 	}

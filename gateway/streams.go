@@ -31,7 +31,11 @@ type streamSet struct {
 	interval    time.Duration
 	log         *zap.Logger
 
-	mu       sync.Mutex
+	mu sync.Mutex
+	// max bounds the requests in flight of one principal
+	// (principal.holder: reserve), by counts them.
+	max      int
+	by       map[string]int
 	open     map[*exchange]bool // true: its answer is an event stream (stream)
 	closedAt time.Time          // when close was called, zero before
 	running  bool
@@ -39,10 +43,36 @@ type streamSet struct {
 	batch    []pending
 }
 
-func newStreamSet(r Revocations, now func() time.Time, interval time.Duration, log *zap.Logger) *streamSet {
-	s := &streamSet{revocations: r, now: now, interval: interval, log: log, open: make(map[*exchange]bool)}
+func newStreamSet(r Revocations, now func() time.Time, interval time.Duration, max int, log *zap.Logger) *streamSet {
+	s := &streamSet{revocations: r, now: now, interval: interval, log: log, open: make(map[*exchange]bool), max: max, by: make(map[string]int)}
 	s.idle = sync.NewCond(&s.mu)
 	return s
+}
+
+// reserve counts a request of the principal holder in flight: false,
+// with nothing counted, when it has max in flight already. Each holds a
+// connection to the upstream, and an event stream holds it for as long
+// as the client keeps it: without a bound, one token could hold as many
+// as it opens. release ends what reserve counted.
+func (s *streamSet) reserve(holder string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.by[holder]
+	if n >= s.max {
+		return false
+	}
+	s.by[holder] = n + 1
+	return true
+}
+
+func (s *streamSet) release(holder string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n := s.by[holder] - 1; n > 0 {
+		s.by[holder] = n
+	} else {
+		delete(s.by, holder)
+	}
 }
 
 // add registers the stream of x, whose cancel ends it.

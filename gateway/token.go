@@ -17,6 +17,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
 )
 
 // Token handling limits.
@@ -54,6 +55,11 @@ type principal struct {
 	recheck time.Time
 	jkt     string            // cnf.jkt: the DPoP key the token is bound to, "" for a bearer token
 	claims  map[string]string // string claims argument rules read, by dotted path
+
+	// holder names the principal across its tokens and clients (its
+	// issuer, type and subject): whose answers are held (heldShares) and
+	// whose requests are in flight (streamSet).
+	holder string
 
 	// session is the last session id checked or issued for this
 	// principal (see unwrapSession): a client sends the same one on every
@@ -407,8 +413,12 @@ func (g *Gateway) principalOf(c *accesstoken.Claims, payload []byte) *principal 
 	// a scope an issuer issued as one, holding another white space, stays
 	// one that no rule names rather than becoming several.
 	p.scopes = g.policy.effectiveScopes(strings.FieldsFunc(p.scope, func(r rune) bool { return r == ' ' }))
+	p.holder = holderOf(p)
 	return p
 }
+
+// holderOf is principal.holder: p's issuer, type and subject.
+func holderOf(p *principal) string { return dpop.HolderOf(p.issuer, principalKind(p), "", p.subject) }
 
 // clientOwnToken reports whether claims without principal_type (another
 // issuer's: RFC 9068 has no such claim) are those of a client's own

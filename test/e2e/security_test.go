@@ -376,3 +376,134 @@ func TestStatelessClientCancelsThroughGateway(t *testing.T) {
 		t.Errorf("notifications/cancelled at the server: %d, want none", n)
 	}
 }
+
+// TestInFlightPerPrincipal: one token could hold as many GET event
+// streams (and calls in flight) as it opened, each a connection to the
+// upstream for as long as the client kept it. Through Caddy, alice's
+// 100 open GET streams (the default max_in_flight) are all she gets: her
+// next GET and her next tool call are refused 429 with Retry-After and a
+// JSON-RPC error body, and reach no server, while bob, another user, is
+// not refused; once one of her streams ends, she may open another.
+func TestInFlightPerPrincipal(t *testing.T) {
+	const max = 100 // gateway.DefaultMaxInFlight
+	var gets atomic.Int32
+	up := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			gets.Add(1)
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+			return
+		}
+		w.Header().Set("Mcp-Session-Id", "upstream-session")
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{"name":"held","version":"1"}}}`)
+	})
+	e := setupWith(t, up)
+	ctx := ctxTimeout(t, 60*time.Second)
+	token := func(user string) string {
+		tok, err := e.authorize(ctx, harness.NewRobot(user, password, redirectURI), e.oauthConfig(scopeRead), e.legacy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok.AccessToken
+	}
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 2 * max}}
+	t.Cleanup(hc.CloseIdleConnections)
+	send := func(ctx context.Context, method, token, session, body string) *http.Response {
+		t.Helper()
+		req, err := http.NewRequestWithContext(ctx, method, e.legacy, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("MCP-Protocol-Version", "2025-11-25")
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		if session != "" {
+			req.Header.Set("Mcp-Session-Id", session)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	const initialize = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"e2e","version":"1"}}}`
+	session := func(token string) string {
+		resp := send(ctx, http.MethodPost, token, "", initialize)
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("Mcp-Session-Id") == "" {
+			t.Fatalf("initialize = %d, session %q; want 200 with a session", resp.StatusCode, resp.Header.Get("Mcp-Session-Id"))
+		}
+		return resp.Header.Get("Mcp-Session-Id")
+	}
+	alice := token(username)
+	aliceSession := session(alice)
+	cancels := make([]context.CancelFunc, 0, max)
+	t.Cleanup(func() {
+		for _, c := range cancels {
+			c()
+		}
+	})
+	open := func(token, session string) (*http.Response, context.CancelFunc) {
+		sctx, cancel := context.WithCancel(ctx)
+		resp := send(sctx, http.MethodGet, token, session, "")
+		return resp, cancel
+	}
+	for i := range max {
+		resp, cancel := open(alice, aliceSession)
+		cancels = append(cancels, cancel)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("alice's GET stream %d = %d, want 200", i+1, resp.StatusCode)
+		}
+	}
+	if n := gets.Load(); n != max {
+		t.Fatalf("GET streams at the server = %d, want %d", n, max)
+	}
+	refused := func(what string, resp *http.Response) {
+		t.Helper()
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" ||
+			!strings.Contains(string(b), `"code":-32000`) || !strings.Contains(string(b), "too many requests in flight") {
+			t.Errorf("%s past the bound = %d (Retry-After %q) %s, want 429 with Retry-After and a JSON-RPC error",
+				what, resp.StatusCode, resp.Header.Get("Retry-After"), b)
+		}
+	}
+	resp, cancel := open(alice, aliceSession)
+	refused("alice's GET", resp)
+	cancel()
+	refused("alice's tool call", send(ctx, http.MethodPost, alice, aliceSession, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"x"}}}`))
+	if n := gets.Load(); n != max {
+		t.Errorf("GET streams at the server = %d, want %d: a refused one reached it", n, max)
+	}
+
+	bob := token(otherUser)
+	resp, cancel = open(bob, session(bob))
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("bob's GET stream while alice is at the bound = %d, want 200", resp.StatusCode)
+	}
+	cancel()
+	resp.Body.Close()
+
+	// One of alice's streams ends: she may open another (the gateway
+	// counts it out once Caddy's handler returns).
+	cancels[0]()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		resp, cancel := open(alice, aliceSession)
+		cancels = append(cancels, cancel)
+		if resp.StatusCode == http.StatusOK {
+			break
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if time.Now().After(deadline) {
+			t.Fatalf("alice's GET after one of hers ended = %d, want 200", resp.StatusCode)
+		}
+	}
+}
