@@ -18,11 +18,12 @@ import (
 // Fields: principal, client, act (full chain, outermost first),
 // principal_type, resource, http_method, method, tool | prompt | uri,
 // jsonrpc_id, rule, argument (the pointer of a refusing argument rule),
-// arguments (a tools/call's arguments, only with Config.AuditArguments),
+// arguments (a tools/call's arguments, only with Config.AuditArguments;
+// past maxAuditArguments bytes the JSON text cut, as a string),
 // decision, reason, status, latency, request_id, remote_addr, truncated.
 // Never a token or session id. What the request names (http_method,
-// method, jsonrpc_id, the tool, prompt or uri, and the reason, which may
-// quote them) is cut to maxAuditName or maxAuditText bytes, marked with
+// method, jsonrpc_id, the tool, prompt or uri, the arguments, and the
+// reason, which may quote them) is cut to maxAuditName or maxAuditText bytes, marked with
 // auditCut and truncated: true, so that a caller cannot write megabytes
 // into the audit log per request.
 
@@ -32,6 +33,9 @@ const auditMessage = "mcp request"
 const (
 	maxAuditName = 256      // http_method, method, jsonrpc_id, tool, prompt
 	maxAuditText = 2 * 1024 // uri, reason
+	// maxAuditArguments bounds a tools/call's arguments (AuditArguments):
+	// past it they are written as a string, cut, rather than as JSON.
+	maxAuditArguments = 4 * 1024
 )
 
 // auditCut ends a value cut to its bound.
@@ -184,7 +188,9 @@ func (e *auditEvent) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 		}
 	}
 	if m := e.m; m != nil && e.g.cfg.AuditArguments && m.Method == "tools/call" && m.Arguments != nil {
-		if err := enc.AddReflected("arguments", json.RawMessage(m.Arguments)); err != nil {
+		if len(m.Arguments) > maxAuditArguments {
+			add("arguments", string(m.Arguments), maxAuditArguments)
+		} else if err := enc.AddReflected("arguments", json.RawMessage(m.Arguments)); err != nil {
 			return err
 		}
 	}

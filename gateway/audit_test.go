@@ -268,21 +268,23 @@ func TestAuditFieldsBounded(t *testing.T) {
 		body    string
 		http    string // the HTTP method, default POST
 		methods bool   // a method rule passes x/*
+		args    bool   // AuditArguments
 		field   string
 		want    string // the field's value; "" for the long value cut to max
 		max     int
 		cut     bool
 	}{
-		{"jsonrpc id", `{"jsonrpc":"2.0","id":"` + long("", 100_000) + `","method":"tools/call","params":{"name":"read_file","arguments":{}}}`, "", false, "jsonrpc_id", "", maxAuditName, true},
-		{"method", `{"jsonrpc":"2.0","id":1,"method":"` + long("x/", 100_000) + `"}`, "", true, "method", "", maxAuditName, true},
-		{"reason quoting the method", `{"jsonrpc":"2.0","id":1,"method":"` + long("x/", 100_000) + `"}`, "", false, "reason", "", maxAuditText, true},
-		{"reason quoting the tool", toolCall(long("read_", 100_000)), "", false, "reason", "", maxAuditText, true},
-		{"prompt", `{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"` + long("p", 100_000) + `"}}`, "", false, "prompt", "", maxAuditName, true},
-		{"prompt at a character boundary", `{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"` + straddling + `"}}`, "", false, "prompt", straddling[:255] + auditCut, maxAuditName, true},
-		{"uri", `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"` + long("file:///", 100_000) + `"}}`, "", false, "uri", "", maxAuditText, true},
-		{"uri that fits", `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"` + long("file:///", maxAuditText) + `"}}`, "", false, "uri", long("file:///", maxAuditText), maxAuditText, false},
-		{"tool that fits", toolCall(long("read_", maxToolName)), "", false, "tool", long("read_", maxToolName), maxAuditName, false},
-		{"http method", "", strings.Repeat("X", 100_000), false, "http_method", "", maxAuditName, true},
+		{"jsonrpc id", `{"jsonrpc":"2.0","id":"` + long("", 100_000) + `","method":"tools/call","params":{"name":"read_file","arguments":{}}}`, "", false, false, "jsonrpc_id", "", maxAuditName, true},
+		{"method", `{"jsonrpc":"2.0","id":1,"method":"` + long("x/", 100_000) + `"}`, "", true, false, "method", "", maxAuditName, true},
+		{"reason quoting the method", `{"jsonrpc":"2.0","id":1,"method":"` + long("x/", 100_000) + `"}`, "", false, false, "reason", "", maxAuditText, true},
+		{"reason quoting the tool", toolCall(long("read_", 100_000)), "", false, false, "reason", "", maxAuditText, true},
+		{"prompt", `{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"` + long("p", 100_000) + `"}}`, "", false, false, "prompt", "", maxAuditName, true},
+		{"prompt at a character boundary", `{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"` + straddling + `"}}`, "", false, false, "prompt", straddling[:255] + auditCut, maxAuditName, true},
+		{"uri", `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"` + long("file:///", 100_000) + `"}}`, "", false, false, "uri", "", maxAuditText, true},
+		{"uri that fits", `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"` + long("file:///", maxAuditText) + `"}}`, "", false, false, "uri", long("file:///", maxAuditText), maxAuditText, false},
+		{"tool that fits", toolCall(long("read_", maxToolName)), "", false, false, "tool", long("read_", maxToolName), maxAuditName, false},
+		{"http method", "", strings.Repeat("X", 100_000), false, false, "http_method", "", maxAuditName, true},
+		{"arguments", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"` + long("", 100_000) + `"}}}`, "", false, true, "arguments", "", maxAuditArguments, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -290,6 +292,7 @@ func TestAuditFieldsBounded(t *testing.T) {
 			if tt.methods {
 				cfg.Methods = []Rule{{Pattern: "x/*"}}
 			}
+			cfg.AuditArguments = tt.args
 			h := newHarness(t, cfg, nil)
 			readBody(t, h.do(t, call{method: tt.http, body: tt.body, token: mint(t, claims())}))
 			// A refusal's event follows its answer.
