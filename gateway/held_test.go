@@ -278,3 +278,30 @@ func TestPassedAnswerTrailers(t *testing.T) {
 		}
 	}
 }
+
+// TestHeldCountsCapacity: a held answer is counted in held by the
+// memory its buffer takes, not by the bytes it holds: bytes.Buffer
+// doubles its capacity as it grows, so counting length let the
+// process's held answers take up to about twice maxHeldBytes.
+func TestHeldCountsCapacity(t *testing.T) {
+	g := newGateway(t, testConfig(t))
+	list := `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"read_a","description":"` + strings.Repeat("a", 300<<10) + `"}]}}`
+	writes := 0
+	w := serveDirect(t, g, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Content-Type", "application/json")
+		for rest := list; rest != ""; writes++ {
+			n := min(len(rest), 10<<10+1) // not a power of two
+			if _, err := io.WriteString(w, rest[:n]); err != nil {
+				return err
+			}
+			rest = rest[n:]
+			if held, c := g.held.bytes(), w.(*responseWriter).buf.Cap(); held < int64(c) {
+				t.Fatalf("after %d bytes: held %d, want at least the buffer's capacity %d", len(list)-len(rest), held, c)
+			}
+		}
+		return nil
+	})
+	if w.Code != http.StatusOK || writes < 2 {
+		t.Errorf("answer = %d after %d writes, want 200", w.Code, writes)
+	}
+}

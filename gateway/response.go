@@ -576,7 +576,7 @@ func (rw *responseWriter) Write(b []byte) (int, error) {
 			rw.w.WriteHeader(rw.status)
 			return rw.w.Write(b)
 		}
-		if rw.optional() && (rw.buf.Len()+len(b) > maxTaskBody || !rw.hold(rw.buf.Len()+len(b))) {
+		if rw.optional() && (rw.buf.Len()+len(b) > maxTaskBody || !rw.hold(rw.heldCap(len(b)))) {
 			// Too large to hold for task ids or a request state (a
 			// completed task's result, say), or past the caller's share
 			// of what is held: stream it unchanged from here on. With
@@ -596,13 +596,17 @@ func (rw *responseWriter) Write(b []byte) (int, error) {
 			rw.dropHeld()
 			return 0, errors.New("response too large to filter")
 		}
-		if !rw.hold(rw.buf.Len() + len(b)) {
+		if !rw.hold(rw.heldCap(len(b))) {
 			rw.g.log.Warn("answer refused", zap.Error(errHeldBudget), zap.Int64("max_bytes", rw.g.held.max))
 			rw.mode = modeRefuse
 			rw.dropHeld()
 			return 0, errHeldBudget
 		}
-		return rw.buf.Write(b)
+		n, err := rw.buf.Write(b)
+		// The allocator rounds the capacity up to its size class: count
+		// what was taken, which passes the estimate by an eighth at most.
+		rw.hold(rw.buf.Cap())
+		return n, err
 	case modeSSE:
 		return rw.writeEvents(b)
 	case modeRefuse, modeRedirect:
@@ -623,6 +627,17 @@ func (rw *responseWriter) Write(b []byte) (int, error) {
 		return 0, nil
 	}
 	return rw.w.Write(b)
+}
+
+// heldCap is what the held answer takes once n more bytes are written
+// to it: the buffer's capacity, which bytes.Buffer doubles when it grows
+// (growSlice), not the bytes it holds, which may be half of it.
+func (rw *responseWriter) heldCap(n int) int {
+	need, c := rw.buf.Len()+n, rw.buf.Cap()
+	if need <= c {
+		return c
+	}
+	return max(need, 2*c)
 }
 
 // Flush passes flushes through when streaming untouched; writeEvents
