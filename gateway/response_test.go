@@ -269,6 +269,10 @@ func TestEmbeddedResourcesChecked(t *testing.T) {
 		{"tool result, Resource variant", toolCall("read_a"), tool(`{"type":"resource","resource":{"uri":"file:///docs/a","text":"x"},"Resource":{"uri":"file:///secret/key","text":"TOPSECRET"}}`), 502, ""},
 		{"tool result, Content variant", toolCall("read_a"), `{"jsonrpc":"2.0","id":1,"result":{"content":[],"Content":[` + secret + `]}}`, 502, ""},
 		{"tool result, a content not an object", toolCall("read_a"), tool(`"a resource: TOPSECRET"`), 502, ""},
+		// Tool output may hold any JSON: an answer the strict reading
+		// refuses is checked as encoding/json reads it.
+		{"tool result, a member twice in structuredContent", toolCall("read_a"), `{"jsonrpc":"2.0","id":1,"result":{"content":[` + secret + `],"structuredContent":{"id":1,"ID":2}}}`, 200, "withheld"},
+		{"tool result, uri twice", toolCall("read_a"), tool(`{"type":"resource","resource":{"uri":"file:///docs/a","uri":"file:///secret/key","text":"TOPSECRET"}}`), 200, "withheld"},
 		{"prompt message", promptGet, prompt(secret), 200, "withheld"},
 		{"prompt message, allowed", promptGet, prompt(public), 200, "public"},
 		{"read answer on a tool call's stream", toolCall("read_a"), secretRead + "\n" + tool(`{"type":"text","text":"done"}`), 200, "done"},
