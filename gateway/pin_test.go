@@ -403,6 +403,10 @@ func TestPinUnsolicitedToolsList(t *testing.T) {
 		{"tools/call stream, escaped tools", http.MethodPost, strings.Replace(changed, `"tools"`, `"t\u006fols"`, 1), true},
 		{"tools/call stream, Tools variant", http.MethodPost, strings.Replace(changed, `"tools"`, `"Tools"`, 1), false},
 		{"tools/call stream, long s variant", http.MethodPost, strings.Replace(changed, `"tools"`, "\"tool\u017f\"", 1), false},
+		// Go's json/v2, matching names case-insensitively, reads these
+		// as tools too.
+		{"tools/call stream, separator variant", http.MethodPost, strings.Replace(changed, `"tools"`, `"t_ools"`, 1), false},
+		{"tools/call stream, separator variant at the end", http.MethodPost, strings.Replace(changed, `"tools"`, `"Tool-s"`, 1), false},
 		{"GET stream", http.MethodGet, changed, true},
 	}
 	for _, tt := range tests {

@@ -1625,29 +1625,52 @@ func (rw *responseWriter) filterEvent(ev *mcpparse.Event) error {
 }
 
 // mayListTools reports whether an event's data may hold a result.tools
-// member as a lenient client reads it: "tools" in any ASCII case, or
-// with U+017F (long s) for the s, which encoding/json matches as s, or
-// escapes that could spell it. The strict parse refuses variants; this
-// spares it the events that cannot hold one.
+// member as a lenient client reads it: "tools" in any ASCII case, with
+// '_' or '-' between its letters (Go's json/v2 ignores them when it
+// matches names case-insensitively), or with U+017F (long s) for the s,
+// which encoding/json matches as s, or escapes that could spell it. The
+// strict parse refuses variants; this spares it the events that cannot
+// hold one.
 func mayListTools(data string) bool {
 	if strings.Contains(data, `\u`) {
 		return true
 	}
 	// IndexByte is vectorized: find each l, then look around it.
 	for _, l := range [2]byte{'l', 'L'} {
-		for i := 3; i < len(data); i++ {
+		for i := 0; i < len(data); i++ {
 			j := strings.IndexByte(data[i:], l)
 			if j < 0 {
 				break
 			}
 			i += j
-			if data[i-3]|0x20 == 't' && data[i-2]|0x20 == 'o' && data[i-1]|0x20 == 'o' && i+1 < len(data) &&
-				(data[i+1]|0x20 == 's' || strings.HasPrefix(data[i+1:], "\u017f")) {
+			if spelledBefore(data[:i], "too") && spelledAfter(data[i+1:]) {
 				return true
 			}
 		}
 	}
 	return false
+}
+
+// spelledBefore reports whether s ends with word (lower-case ASCII) in
+// any ASCII case, with '_' or '-' between or after its letters.
+func spelledBefore(s, word string) bool {
+	k := len(word) - 1
+	for p := len(s) - 1; p >= 0 && k >= 0; p-- {
+		switch c := s[p]; {
+		case c|0x20 == word[k]:
+			k--
+		case c != '_' && c != '-':
+			return false
+		}
+	}
+	return k < 0
+}
+
+// spelledAfter reports whether s begins with an s (either case, or
+// U+017F) after any '_' or '-'.
+func spelledAfter(s string) bool {
+	s = strings.TrimLeft(s, "_-")
+	return s != "" && (s[0]|0x20 == 's' || strings.HasPrefix(s, "\u017f"))
 }
 
 // mayChangeList reports whether an event's data may hold

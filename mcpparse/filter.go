@@ -190,8 +190,10 @@ func (p *parser) resultObject() error {
 		case string(name) == "tools":
 			err = p.skip()
 		default:
-			if v, ok := variant(folded, resultNames); ok {
-				return fmt.Errorf("%w: result member is a case variant of %q", ErrNotJSONRPC, v)
+			// A separator variant too ("t_ools"): Go's json/v2, matching
+			// names case-insensitively, reads it as tools.
+			if v, ok := looseVariant(folded, resultNames); ok {
+				return fmt.Errorf("%w: result member is a case or separator variant of %q", ErrNotJSONRPC, v)
 			}
 			err = p.skip()
 		}
@@ -274,8 +276,8 @@ func (p *parser) tool() (toolItem, error) {
 			it.name, hasName = tok.String(), true
 			continue
 		}
-		if _, ok := variant(folded, toolNames); ok {
-			return it, fmt.Errorf("%w: tool member is a case variant of \"name\"", ErrNotJSONRPC)
+		if _, ok := looseVariant(folded, toolNames); ok {
+			return it, fmt.Errorf("%w: tool member is a case or separator variant of \"name\"", ErrNotJSONRPC)
 		}
 		if err := p.skip(); err != nil {
 			return it, err

@@ -111,6 +111,11 @@ func TestFilterToolsListRefuses(t *testing.T) {
 		{"duplicate name", `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a","name":"evil"}]}}`, ErrDuplicateName},
 		{"case variant name", `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a","Name":"evil"}]}}`, ErrDuplicateName},
 		{"case variant name alone", `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"NAME":"evil"}]}}`, ErrNotJSONRPC},
+		// Go's json/v2, matching names case-insensitively, also ignores
+		// '_' and '-': it reads these as tools and name.
+		{"separator variant tools", `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a"}],"t_ools":[{"name":"evil"}]}}`, ErrNotJSONRPC},
+		{"separator variant cacheScope", `{"jsonrpc":"2.0","id":1,"result":{"tools":[],"cache-scope":"public"}}`, ErrNotJSONRPC},
+		{"separator variant name", `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a","n_ame":"evil"}]}}`, ErrNotJSONRPC},
 		{"duplicate result", `{"jsonrpc":"2.0","id":1,"result":{"tools":[]},"result":{"tools":[{"name":"evil"}]}}`, ErrDuplicateName},
 		{"nameless tool", `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"title":"x"}]}}`, ErrNotJSONRPC},
 		{"name not a string", `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":["a"]}]}}`, ErrNotJSONRPC},
