@@ -159,6 +159,11 @@ esac
 if [ "$audit" = denials_only ]; then
 	gw_opts=$'\t\taudit denials_only'
 fi
+if [ "$mode" = streams ]; then
+	# Every stream is the load generator's one principal, which
+	# max_in_flight (default 100) would refuse past its bound.
+	gw_opts=$(printf '%s\n\t\tmax_in_flight %d' "$gw_opts" "$n")
+fi
 
 cat >"$tmp/plain.Caddyfile" <<EOF
 {

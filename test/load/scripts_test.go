@@ -92,8 +92,10 @@ func TestScriptsSmoke(t *testing.T) {
 		}
 	})
 	t.Run("streams", func(t *testing.T) {
+		// 120 streams of one principal: more than max_in_flight's
+		// default, which run.sh raises to N.
 		for _, kind := range []string{"get", "call"} {
-			out := run(t, "run.sh", []string{"MODE=streams", "KIND=" + kind, "N=20", "TICK=200ms"}, "-settle", "200ms", "-window", "1s")
+			out := run(t, "run.sh", []string{"MODE=streams", "KIND=" + kind, "N=120", "TICK=200ms"}, "-settle", "200ms", "-window", "1s")
 			if !strings.Contains(out, "per stream") {
 				t.Errorf("KIND=%s: output lacks the per-stream figures:\n%s", kind, out)
 			}
