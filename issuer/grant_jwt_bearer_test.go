@@ -799,6 +799,33 @@ func TestSignInAfterLaterIDJAG(t *testing.T) {
 	}
 }
 
+// TestSignInWithoutIatAfterIDJAG: an ID token without iat (OpenID
+// Connect requires it; the verifier does not) says nothing of when the
+// provider said it, so it cannot be older than a redeemed ID-JAG: the
+// sign-in records the groups it carries, as before the provider's times
+// were compared, and does not keep the ID-JAG's for good (every later
+// sign-in of that provider being without iat too).
+func TestSignInWithoutIatAfterIDJAG(t *testing.T) {
+	e, stub := stubJAGEnv(t, 0)
+	const name = stubIdPName + ":u-1"
+	jag := stub.idJAG(t, e, stub.now(), "files:read", "ops")
+	if a := e.redeem(t, "svc:"+tSecret, jag, nil); a.status != http.StatusOK {
+		t.Fatalf("redeem = %d %s, want 200", a.status, a.raw)
+	}
+	e.clock.Advance(time.Minute)
+	stub.set(func(s *stubIdP) {
+		s.claims["groups"] = []string{"eng"}
+		s.editToken = func(c jwt.MapClaims) { delete(c, "iat") }
+	})
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+		t.Fatalf("sign-in = %d %q, want 303", res.status, res.body)
+	}
+	var u User
+	if err := e.get(bucketUsers, name, &u); err != nil || !slices.Equal(u.IdPGroups, []string{"eng"}) {
+		t.Errorf("user %s after a sign-in without iat: groups %v (%v); want [eng], the sign-in's", name, u.IdPGroups, err)
+	}
+}
+
 // stubJAGEnv is a browser environment signing in at stub, whose clock is
 // ahead of ours by ahead, and trusting it for ID-JAGs (client svc).
 func stubJAGEnv(t *testing.T, ahead time.Duration) (*testEnv, *stubIdP) {

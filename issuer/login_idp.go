@@ -298,14 +298,15 @@ func (i *Issuer) provision(ctx context.Context, p *IdentityProvider, id *idpIden
 // A record the provider's later word wrote meanwhile (an ID-JAG issued
 // after this sign-in's ID token, redeemed first) keeps its groups, as an
 // older ID-JAG keeps a sign-in's (saidSince): the later word may have
-// taken a group away.
+// taken a group away. An ID token without iat is not older than anything:
+// its word stands.
 func (i *Issuer) provisionIn(tx store.Tx, p *IdentityProvider, id *idpIdentity, at time.Time) error {
 	if err := i.mayProvision(tx, p, id); err != nil {
 		return err
 	}
 	u := provisionedUser(p, id, at)
 	switch old, err := usersIn(tx).get(id.username); {
-	case err == nil && old.IdPIssuedAt.After(id.issuedAt):
+	case err == nil && !id.issuedAt.IsZero() && old.IdPIssuedAt.After(id.issuedAt):
 		u.Name, u.Email, u.IdPGroups, u.IdPIssuedAt = old.Name, old.Email, old.IdPGroups, old.IdPIssuedAt
 	case err != nil && !errors.Is(err, store.ErrNotFound):
 		return err
