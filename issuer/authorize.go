@@ -409,7 +409,7 @@ func (i *Issuer) parseAuthorize(ctx context.Context, c *Client, params url.Value
 	// log in; the user's share is decided after login.
 	// OpenID Connect scopes are about the user, so they are left out here.
 	resourceScopes := slices.DeleteFunc(slices.Clone(ar.Scopes), func(s string) bool { return slices.Contains(oidcScopes, s) })
-	if _, _, err := i.policy.grantScopes(ctx, c, nil, ar.Resource, resourceScopes); err != nil {
+	if err := i.policy.authorizationScopes(ctx, c, ar.Resource, resourceScopes); err != nil {
 		return nil, err
 	}
 	return ar, nil

@@ -950,3 +950,44 @@ func TestAuthorizePromptNoneIDTokenHint(t *testing.T) {
 		t.Errorf("the user's ID token signed by a retired key as hint: %v, want login_required and no code", q)
 	}
 }
+
+// TestAuthorizationScopeRefusalListsNoScopes: anyone may send a client's
+// authorization request, a public client's push to /par answered to the
+// sender, the redirect passing through the sender's browser; invalid_scope
+// names the resource there, not the scopes the client may get (which
+// client_credentials tells the authenticated client: TestAgentOwnTokenFailures).
+func TestAuthorizationScopeRefusalListsNoScopes(t *testing.T) {
+	check := func(t *testing.T, what, code, desc string) {
+		t.Helper()
+		if code != "invalid_scope" || !strings.HasPrefix(desc, "none of the requested scopes may be granted for ") || strings.Contains(desc, "may get") {
+			t.Errorf("%s = %s %q, want invalid_scope naming the resource only", what, code, desc)
+		}
+	}
+	t.Run("push for a public client", func(t *testing.T) {
+		e := newTokEnv(t)
+		a := e.post(t, pathPAR, parForm(url.Values{"scope": {"nope"}}), "")
+		check(t, "unauthenticated push", a.str("error"), a.str("error_description"))
+	})
+	t.Run("authorization request", func(t *testing.T) {
+		e := newBrowserEnv(t, nil)
+		p := authParams(testChallenge)
+		p.Set("scope", "nope")
+		loc := locationOf(t, e.browser(), e.url(pathAuthorize, p))
+		check(t, "redirect", loc.Query().Get("error"), loc.Query().Get("error_description"))
+	})
+}
+
+// locationOf is the Location of c's answer to a GET of u.
+func locationOf(t *testing.T, c *http.Client, u string) *url.URL {
+	t.Helper()
+	resp, err := c.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return loc
+}

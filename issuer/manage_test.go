@@ -715,15 +715,7 @@ func TestReaddedClientAsksConsent(t *testing.T) {
 	}
 	p.Set("redirect_uri", "https://b.example/cb")
 	p.Set("prompt", "none")
-	resp, err := c.Get(e.url(pathAuthorize, p))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	loc, err := url.Parse(resp.Header.Get("Location"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	loc := locationOf(t, c, e.url(pathAuthorize, p))
 	if got := loc.Query().Get("error"); got != "consent_required" {
 		t.Errorf("prompt=none for the re-added client: Location = %s, want error consent_required", loc)
 	}

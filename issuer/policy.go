@@ -140,6 +140,22 @@ func (p *policy) resolveResource(c *Client, resource string) (Resource, error) {
 //
 // A group's scope list may hold "*": every scope of the resource.
 func (p *policy) grantScopes(ctx context.Context, c *Client, u *User, resource string, requested []string) (string, []string, error) {
+	return p.scopesFor(ctx, c, u, resource, requested, u == nil)
+}
+
+// authorizationScopes is the authorization request's check of the
+// client's own limits (no user yet). Its invalid_scope does not list the
+// client's scopes: anyone may send a client's authorization request (a
+// public client's push to /par is answered to the sender, the redirect
+// with the error passes through the sender's browser).
+func (p *policy) authorizationScopes(ctx context.Context, c *Client, resource string, requested []string) error {
+	_, _, err := p.scopesFor(ctx, c, nil, resource, requested, false)
+	return err
+}
+
+// scopesFor is grantScopes; tell lists in invalid_scope the scopes the
+// client may get, for a client that authenticated asking for itself.
+func (p *policy) scopesFor(ctx context.Context, c *Client, u *User, resource string, requested []string, tell bool) (string, []string, error) {
 	res, err := p.resolveResource(c, resource)
 	if err != nil {
 		return "", nil, err
@@ -164,17 +180,18 @@ func (p *policy) grantScopes(ctx context.Context, c *Client, u *User, resource s
 		}
 	}
 	if len(out) == 0 {
-		return "", nil, ErrInvalidScope.WithDescription(noScopeGranted(res.URL, allowed, u != nil))
+		return "", nil, ErrInvalidScope.WithDescription(noScopeGranted(res.URL, allowed, tell))
 	}
 	return res.URL, out, nil
 }
 
-// noScopeGranted tells the caller what it may ask for instead. A client's
-// own scopes are its registration's; a user's are not told the client.
-func noScopeGranted(resource string, allowed []string, forUser bool) string {
+// noScopeGranted tells the caller, when tell, what it may ask for
+// instead. A client's own scopes are its registration's; a user's are not
+// told the client.
+func noScopeGranted(resource string, allowed []string, tell bool) string {
 	msg := "none of the requested scopes may be granted for " + resource
 	switch {
-	case forUser:
+	case !tell:
 		return msg
 	case len(allowed) == 0:
 		return msg + "; this client may get none of its scopes"
