@@ -1074,6 +1074,8 @@ func (g *Gateway) checkLeniently(p *principal, msg []byte) ([]byte, error) {
 			switch {
 			case env.Method != nil && env.ID == nil:
 				m.Kind, m.Method = mcpparse.KindNotification, *env.Method
+			case env.Method != nil:
+				m.Method = *env.Method
 			case env.Method == nil:
 				m.Kind = mcpparse.KindResponse
 			}
@@ -1177,10 +1179,14 @@ func mayCarryResources(b []byte) bool { return mayName(b, "resource") || mayName
 // otherwise (in case, with '-' or '_', cut at a NUL). msg was read
 // strictly (no member twice), so encoding/json reads the same members.
 func (g *Gateway) checkResources(p *principal, m *mcpparse.Message, msg []byte, embedded bool) ([]byte, error) {
-	if m.Kind == mcpparse.KindNotification && embedded {
-		if m.Method != "notifications/resources/updated" {
+	if !embedded {
+		if m.Kind != mcpparse.KindResponse {
 			return msg, nil
 		}
+		return editResult(msg, func(result map[string]json.RawMessage) (bool, error) { return g.checkReadContents(p, result) })
+	}
+	switch {
+	case m.Kind == mcpparse.KindNotification && m.Method == "notifications/resources/updated":
 		uri, err := updatedURI(msg)
 		if err != nil {
 			return nil, err
@@ -1189,38 +1195,119 @@ func (g *Gateway) checkResources(p *principal, m *mcpparse.Message, msg []byte, 
 			return nil, nil
 		}
 		return msg, nil
-	}
-	if m.Kind != mcpparse.KindResponse {
-		return msg, nil
+	case m.Kind == mcpparse.KindNotification && m.Method == "notifications/tasks":
+		return editMember(msg, "params", func(params map[string]json.RawMessage) (bool, error) { return g.checkCarried(p, params, false) })
+	case m.Kind != mcpparse.KindResponse:
+		// A server's request: a sampling request's messages may hold
+		// tool results, and those embedded resources.
+		return editMember(msg, "params", func(params map[string]json.RawMessage) (bool, error) { return g.checkRequestParams(p, params) })
 	}
 	return editResult(msg, func(result map[string]json.RawMessage) (bool, error) {
 		changed, err := g.checkReadContents(p, result)
-		if err != nil || !embedded {
-			return changed, err
-		}
-		v, ok, err := exactMember(result, "content")
 		if err != nil {
 			return false, err
 		}
-		if ok {
-			c, err := g.checkEmbedded(p, &v, true)
+		c, err := g.checkCarried(p, result, false)
+		return changed || c, err
+	})
+}
+
+// checkCarried checks, in place, the contents a result (or a task's
+// notifications/tasks params) may carry: content (a tool's), messages
+// (a prompt's), the requests of inputRequests (an input-required result
+// or task, 2026-07-28), and, unless nested, a task's final result (the
+// Tasks extension: tasks/get, notifications/tasks) as a result.
+func (g *Gateway) checkCarried(p *principal, obj map[string]json.RawMessage, nested bool) (bool, error) {
+	changed := false
+	v, ok, err := exactMember(obj, "content")
+	if err != nil {
+		return false, err
+	}
+	if ok {
+		c, err := g.checkEmbedded(p, &v, true, false)
+		if err != nil {
+			return false, err
+		}
+		if c {
+			obj["content"], changed = v, true
+		}
+	}
+	if v, ok, err = exactMember(obj, "messages"); err != nil {
+		return false, err
+	} else if ok {
+		c, err := g.checkMessages(p, &v)
+		if err != nil {
+			return false, err
+		}
+		if c {
+			obj["messages"], changed = v, true
+		}
+	}
+	if v, ok, err = exactMember(obj, "inputRequests"); err != nil {
+		return false, err
+	} else if ok {
+		var reqs map[string]map[string]json.RawMessage
+		if json.Unmarshal(v, &reqs) != nil {
+			return false, errors.New("inputRequests is not an object of requests")
+		}
+		c := false
+		for _, req := range reqs {
+			params, ok, err := exactMember(req, "params")
+			if err != nil || !ok {
+				if err != nil {
+					return false, err
+				}
+				continue
+			}
+			ch, err := editObject(&params, func(m map[string]json.RawMessage) (bool, error) { return g.checkRequestParams(p, m) })
 			if err != nil {
 				return false, err
 			}
-			if c {
-				result["content"], changed = v, true
+			if ch {
+				req["params"], c = params, true
 			}
 		}
-		v, ok, err = exactMember(result, "messages")
-		if err != nil || !ok {
-			return changed, err
-		}
-		c, err := g.checkMessages(p, &v)
 		if c {
-			result["messages"], changed = v, true
+			b, err := json.Marshal(reqs)
+			if err != nil {
+				return false, err
+			}
+			obj["inputRequests"], changed = b, true
 		}
-		return changed, err
+	}
+	if nested {
+		return changed, nil
+	}
+	v, ok, err = exactMember(obj, "result")
+	if err != nil || !ok || len(v) == 0 || v[0] != '{' {
+		return changed, err // a result that is no object carries none
+	}
+	c, err := editObject(&v, func(m map[string]json.RawMessage) (bool, error) {
+		changed, err := g.checkReadContents(p, m)
+		if err != nil {
+			return false, err
+		}
+		c, err := g.checkCarried(p, m, true)
+		return changed || c, err
 	})
+	if c {
+		obj["result"], changed = v, true
+	}
+	return changed, err
+}
+
+// checkRequestParams checks the params of a server's request (sampling's
+// messages, whose tool results may embed resources).
+func (g *Gateway) checkRequestParams(p *principal, params map[string]json.RawMessage) (bool, error) {
+	v, ok, err := exactMember(params, "messages")
+	if err != nil || !ok {
+		return false, err
+	}
+	c, err := g.checkMessages(p, &v)
+	if c {
+		params["messages"] = v
+	}
+	return c, err
 }
 
 // checkReadContents takes out of result.contents the contents whose uri
@@ -1276,7 +1363,7 @@ func (g *Gateway) checkMessages(p *principal, v *json.RawMessage) (bool, error) 
 		if !ok {
 			continue
 		}
-		ch, err := g.checkEmbedded(p, &c, false)
+		ch, err := g.checkEmbedded(p, &c, len(c) > 0 && c[0] == '[', false)
 		if err != nil {
 			return false, err
 		}
@@ -1293,8 +1380,10 @@ func (g *Gateway) checkMessages(p *principal, v *json.RawMessage) (bool, error) 
 }
 
 // checkEmbedded replaces in v, one content or (list) an array of them,
-// each embedded resource p may not read by withheldResource.
-func (g *Gateway) checkEmbedded(p *principal, v *json.RawMessage, list bool) (bool, error) {
+// each embedded resource p may not read by withheldResource, checking
+// a tool_result's content (sampling) so unless inner: one nested
+// deeper cannot be judged.
+func (g *Gateway) checkEmbedded(p *principal, v *json.RawMessage, list, inner bool) (bool, error) {
 	items := []json.RawMessage{*v}
 	if list {
 		if err := json.Unmarshal(*v, &items); err != nil {
@@ -1314,6 +1403,31 @@ func (g *Gateway) checkEmbedded(p *principal, v *json.RawMessage, list bool) (bo
 		var typ string
 		if ok && json.Unmarshal(t, &typ) != nil {
 			return false, errors.New("a content's type is not a string")
+		}
+		if typ == "tool_result" {
+			if inner {
+				return false, errors.New("a tool_result inside a tool_result")
+			}
+			rc, ok, err := exactMember(c, "content")
+			if err != nil || !ok {
+				if err != nil {
+					return false, err
+				}
+				continue
+			}
+			ch, err := g.checkEmbedded(p, &rc, true, true)
+			if err != nil {
+				return false, err
+			}
+			if ch {
+				c["content"] = rc
+				b, err := json.Marshal(c)
+				if err != nil {
+					return false, err
+				}
+				items[i], changed = b, true
+			}
+			continue
 		}
 		r, hasResource, err := exactMember(c, "resource")
 		if err != nil {
@@ -1471,27 +1585,39 @@ func privateCacheScope(msg []byte, required bool) ([]byte, error) {
 // editResult returns msg with its result changed by edit, msg itself when
 // edit changes nothing or msg is an error answer. Maps keep names exact.
 func editResult(msg []byte, edit func(result map[string]json.RawMessage) (bool, error)) ([]byte, error) {
+	return editMember(msg, "result", edit)
+}
+
+// editMember is editResult for msg's member name (params, result),
+// which must be an object where it is given.
+func editMember(msg []byte, name string, edit func(map[string]json.RawMessage) (bool, error)) ([]byte, error) {
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(msg, &top); err != nil {
 		return nil, err
 	}
-	raw, ok := top["result"]
+	raw, ok := top[name]
 	if !ok {
-		return msg, nil // an error response
+		return msg, nil // an error response, a request without params
 	}
-	var result map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &result); err != nil {
-		return nil, err
-	}
-	if changed, err := edit(result); err != nil || !changed {
+	if changed, err := editObject(&raw, edit); err != nil || !changed {
 		return msg, err
 	}
-	b, err := json.Marshal(result)
-	if err != nil {
-		return nil, err
-	}
-	top["result"] = b
+	top[name] = raw
 	return json.Marshal(top)
+}
+
+// editObject changes the object v by edit, in place.
+func editObject(v *json.RawMessage, edit func(map[string]json.RawMessage) (bool, error)) (bool, error) {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(*v, &obj); err != nil {
+		return false, err
+	}
+	if changed, err := edit(obj); err != nil || !changed {
+		return false, err
+	}
+	b, err := json.Marshal(obj)
+	*v = b
+	return err == nil, err
 }
 
 func containsID(ids [][]byte, id []byte) bool {

@@ -255,6 +255,12 @@ func TestEmbeddedResourcesChecked(t *testing.T) {
 		return `{"jsonrpc":"2.0","id":1,"result":{"messages":[{"role":"user","content":` + content + `}]}}`
 	}
 	const promptGet = `{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"summary"}}`
+	samplingRequest := func(content string) string {
+		return `{"method":"sampling/createMessage","params":{"messages":[{"role":"user","content":` + content + `}],"maxTokens":10}}`
+	}
+	sampling := func(content string) string {
+		return `{"jsonrpc":"2.0","id":"s1",` + samplingRequest(content)[1:]
+	}
 	tests := []struct {
 		name    string
 		request string // "" for a GET stream
@@ -277,6 +283,20 @@ func TestEmbeddedResourcesChecked(t *testing.T) {
 		{"prompt message, allowed", promptGet, prompt(public), 200, "public"},
 		{"read answer on a tool call's stream", toolCall("read_a"), secretRead + "\n" + tool(`{"type":"text","text":"done"}`), 200, "done"},
 		{"read answer on the GET stream", "", secretRead + "\n" + `{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"x"}}`, 200, "notifications/message"},
+		// The same contents reach the client inside other shapes: a
+		// server's sampling request (a tool_result's content, in a
+		// message's content or a list of them), an input-required
+		// result's inputRequests (2026-07-28), and a task's result in a
+		// tasks/get answer or notifications/tasks (the Tasks extension).
+		{"sampling request on a tool call's stream", toolCall("read_a"), sampling(`[{"type":"tool_result","toolUseId":"u1","content":[`+secret+`]}]`) + "\n" + tool(`{"type":"text","text":"done"}`), 200, "withheld"},
+		{"sampling request on the GET stream", "", sampling(`{"type":"tool_result","toolUseId":"u1","content":[` + secret + `,` + public + `]}`), 200, "public"},
+		{"sampling request, a tool_result's content not an array", "", sampling(`[{"type":"tool_result","toolUseId":"u1","content":` + secret + `}]`), 502, ""},
+		{"sampling request, tool_result in a tool_result", "", sampling(`[{"type":"tool_result","toolUseId":"u1","content":[{"type":"tool_result","toolUseId":"u2","content":[` + secret + `]}]}]`), 502, ""},
+		{"input required result", toolCall("read_a"), `{"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required","inputRequests":{"s":` + samplingRequest(`[{"type":"tool_result","toolUseId":"u1","content":[`+secret+`]}]`) + `},"requestState":""}}`, 200, "withheld"},
+		{"input required result, Params variant", toolCall("read_a"), `{"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required","inputRequests":{"s":{"method":"sampling/createMessage","params":{"messages":[]},"Params":{"messages":[{"role":"user","content":{"type":"tool_result","toolUseId":"u1","content":[` + secret + `]}}]}}}}}`, 502, ""},
+		{"task result", toolCall("read_a"), `{"jsonrpc":"2.0","id":1,"result":{"taskId":"t1","status":"completed","result":{"content":[` + secret + `]}}}`, 200, "withheld"},
+		{"task notification", "", `{"jsonrpc":"2.0","method":"notifications/tasks","params":{"taskId":"t1","status":"completed","result":{"content":[` + secret + `,` + public + `]}}}`, 200, "public"},
+		{"task notification, input required", "", `{"jsonrpc":"2.0","method":"notifications/tasks","params":{"taskId":"t1","status":"input_required","inputRequests":{"s":` + samplingRequest(`{"type":"tool_result","toolUseId":"u1","content":[`+secret+`,`+public+`]}`) + `}}}`, 200, "public"},
 		{"updated notification on the GET stream", "", `{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"file:///secret/key","title":"TOPSECRET"}}` + "\n" +
 			`{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"file:///docs/a"}}`, 200, "file:///docs/a"},
 	}
