@@ -794,3 +794,120 @@ func TestPendingGetAtReload(t *testing.T) {
 		}
 	}
 }
+
+// TestInFlightReleased: whatever ends a request (an answer, an upstream
+// error, a panic in the proxy, the client going away, a revocation, a
+// refused answer, a 429), the slot it took of its principal's
+// max_in_flight is given back, so that no ending locks a user out.
+func TestInFlightReleased(t *testing.T) {
+	cfg := testConfig(t)
+	revs := &lockedRevocations{grants: map[string]bool{}}
+	cfg.Revocations = revs
+	cfg.StreamCheckInterval = 10 * time.Millisecond
+	cfg.MaxInFlight = 1
+	g := newGateway(t, cfg)
+	c := claims()
+	c["gid"] = "grant-alice"
+	token := mint(t, c)
+	session := sessionFor(t, g, token)
+	inFlight := func() int {
+		g.streams.mu.Lock()
+		defer g.streams.mu.Unlock()
+		n := 0
+		for _, v := range g.streams.by {
+			n += v
+		}
+		return n
+	}
+	serve := func(ctx context.Context, method string, next NextFunc) (code int, panicked any) {
+		body := ""
+		if method == http.MethodPost {
+			body = toolCall("read_a")
+		}
+		r := httptest.NewRequestWithContext(ctx, method, "/mcp", strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Accept", "application/json, text/event-stream")
+		r.Header.Set("Authorization", "Bearer "+token)
+		r.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+		r.Header.Set("Mcp-Session-Id", session)
+		w := httptest.NewRecorder()
+		defer func() { panicked = recover(); code = w.Code }()
+		g.Serve(w, r, next)
+		return w.Code, nil
+	}
+	// stream answers as an event stream until the request ends.
+	stream := func(started chan<- struct{}) NextFunc {
+		return func(w http.ResponseWriter, r *http.Request) error {
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.WriteHeader(http.StatusOK)
+			started <- struct{}{}
+			<-r.Context().Done()
+			return r.Context().Err()
+		}
+	}
+	opened := func(t *testing.T, started, done <-chan struct{}) {
+		t.Helper()
+		select {
+		case <-started:
+		case <-done:
+			t.Fatal("the stream was not forwarded")
+		}
+	}
+	tests := []struct {
+		name string
+		run  func(t *testing.T)
+	}{
+		{"answered", func(t *testing.T) {
+			serve(t.Context(), http.MethodPost, func(w http.ResponseWriter, r *http.Request) error {
+				writeJSONAnswer(w, r, `{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`)
+				return nil
+			})
+		}},
+		{"upstream error", func(t *testing.T) {
+			serve(t.Context(), http.MethodPost, func(http.ResponseWriter, *http.Request) error { return errors.New("dial: connection refused") })
+		}},
+		{"panic", func(t *testing.T) {
+			if _, p := serve(t.Context(), http.MethodPost, func(http.ResponseWriter, *http.Request) error { panic("proxy bug") }); p == nil {
+				t.Error("the panic did not reach Serve's caller")
+			}
+		}},
+		{"refused answer", func(t *testing.T) {
+			serve(t.Context(), http.MethodPost, func(w http.ResponseWriter, r *http.Request) error {
+				w.Header().Set("Content-Type", "application/json")
+				w.Header().Set("Content-Encoding", "gzip")
+				_, err := io.WriteString(w, "\x1f\x8b compressed")
+				return err
+			})
+		}},
+		{"client gone, and a 429 while it was open", func(t *testing.T) {
+			ctx, cancel := context.WithCancel(t.Context())
+			started, done := make(chan struct{}, 1), make(chan struct{})
+			go func() { defer close(done); serve(ctx, http.MethodGet, stream(started)) }()
+			opened(t, started, done)
+			if code, _ := serve(t.Context(), http.MethodGet, stream(make(chan struct{}, 1))); code != http.StatusTooManyRequests {
+				t.Errorf("a second stream with max_in_flight 1 = %d, want 429", code)
+			}
+			cancel()
+			<-done
+		}},
+		{"revoked", func(t *testing.T) {
+			started, done := make(chan struct{}, 1), make(chan struct{})
+			go func() { defer close(done); serve(t.Context(), http.MethodGet, stream(started)) }()
+			opened(t, started, done)
+			revs.revoke("grant-alice")
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				t.Fatal("stream still open 5 s after its grant was revoked")
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.run(t)
+			if n := inFlight(); n != 0 {
+				t.Errorf("in flight after the request ended = %d, want 0", n)
+			}
+		})
+	}
+}
