@@ -1589,13 +1589,19 @@ func editResult(msg []byte, edit func(result map[string]json.RawMessage) (bool, 
 }
 
 // editMember is editResult for msg's member name (params, result),
-// which must be an object where it is given.
+// which must be an object where it is given. A member spelt like it but
+// for case, '-' or '_' is an error: Go's decoders, matching names
+// without case, read "Result" as the result (an answer the strict
+// parse refuses comes here as encoding/json reads it).
 func editMember(msg []byte, name string, edit func(map[string]json.RawMessage) (bool, error)) ([]byte, error) {
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(msg, &top); err != nil {
 		return nil, err
 	}
-	raw, ok := top[name]
+	raw, ok, err := exactMember(top, name)
+	if err != nil {
+		return nil, err
+	}
 	if !ok {
 		return msg, nil // an error response, a request without params
 	}

@@ -152,6 +152,8 @@ func TestReadContentsFiltered(t *testing.T) {
 		{"uri not a string", `{"uri":["file:///secret/key"],"text":"TOPSECRET"}`, "mcp files:read", 502, ""},
 		{"item not an object", `"TOPSECRET"`, "mcp files:read", 502, ""},
 		{"Contents variant", `{"contents":[` + public + `],"Contents":[` + secret + `]}`, "mcp files:read", 502, ""},
+		// Go's decoders read "Result" as the result when no "result" is given.
+		{"Result variant", `{"jsonrpc":"2.0","id":1,"Result":{"contents":[` + secret + `]}}`, "mcp files:read", 502, ""},
 		{"caller who may read both", public + `,` + secret, "mcp files:read files:secret", 200, "TOPSECRET"},
 		// No rule covers db:, so a read of it is refused whatever the
 		// scopes ("no rule"), and so are its contents.
@@ -166,6 +168,9 @@ func TestReadContentsFiltered(t *testing.T) {
 					result = tt.contents
 				}
 				answer := `{"jsonrpc":"2.0","id":1,"result":` + result + `}`
+				if strings.HasPrefix(tt.contents, "{\"jsonrpc\"") {
+					answer = tt.contents
+				}
 				h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
 					if as == "events" {
 						w.Header().Set("Content-Type", "text/event-stream")
@@ -294,6 +299,9 @@ func TestEmbeddedResourcesChecked(t *testing.T) {
 		{"sampling request, tool_result in a tool_result", "", sampling(`[{"type":"tool_result","toolUseId":"u1","content":[{"type":"tool_result","toolUseId":"u2","content":[` + secret + `]}]}]`), 502, ""},
 		{"input required result", toolCall("read_a"), `{"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required","inputRequests":{"s":` + samplingRequest(`[{"type":"tool_result","toolUseId":"u1","content":[`+secret+`]}]`) + `},"requestState":""}}`, 200, "withheld"},
 		{"input required result, Params variant", toolCall("read_a"), `{"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required","inputRequests":{"s":{"method":"sampling/createMessage","params":{"messages":[]},"Params":{"messages":[{"role":"user","content":{"type":"tool_result","toolUseId":"u1","content":[` + secret + `]}}]}}}}}`, 502, ""},
+		{"sampling request, Params variant", "", `{"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","Params":{"messages":[{"role":"user","content":{"type":"tool_result","toolUseId":"u1","content":[` + secret + `]}}]}}`, 502, ""},
+		{"task notification, Params variant", "", `{"jsonrpc":"2.0","method":"notifications/tasks","Params":{"taskId":"t1","status":"completed","result":{"content":[` + secret + `]}}}`, 502, ""},
+		{"tool result, Result variant", toolCall("read_a"), `{"jsonrpc":"2.0","id":1,"Result":{"content":[` + secret + `]}}`, 502, ""},
 		{"task result", toolCall("read_a"), `{"jsonrpc":"2.0","id":1,"result":{"taskId":"t1","status":"completed","result":{"content":[` + secret + `]}}}`, 200, "withheld"},
 		{"task notification", "", `{"jsonrpc":"2.0","method":"notifications/tasks","params":{"taskId":"t1","status":"completed","result":{"content":[` + secret + `,` + public + `]}}}`, 200, "public"},
 		{"task notification, input required", "", `{"jsonrpc":"2.0","method":"notifications/tasks","params":{"taskId":"t1","status":"input_required","inputRequests":{"s":` + samplingRequest(`{"type":"tool_result","toolUseId":"u1","content":[`+secret+`,`+public+`]}`) + `}}}`, 200, "public"},
