@@ -305,8 +305,25 @@ func (rw *responseWriter) rewritesOther() bool {
 // answer read whole: a requestState to wrap, or caching hints to mark
 // private, must be named in it.
 func (rw *responseWriter) rewritesJSON(b []byte) bool {
-	return rw.tasks || rw.resources() && mayCarryResources(b) || rw.initIDs != nil || rw.states && mayName(b, "requeststate") || rw.cache && cachingHints(b)
+	switch {
+	case rw.tasks || rw.initIDs != nil:
+		return true
+	case !rw.resources() && !rw.states && !rw.cache:
+		return false
+	case mayEscapeLetters(b, rewrittenLetters, ""):
+		// One pass over the escapes for every word below (an answer of
+		// escaped text has many): one that may stand for a letter of
+		// any of them has the answer read.
+		return true
+	}
+	return rw.resources() && (spelt(b, "resource", "") || spelt(b, "contents", "")) ||
+		rw.states && spelt(b, "requeststate", "") ||
+		rw.cache && (spelt(b, "cachescope", "") || spelt(b, "ttlms", ""))
 }
+
+// rewrittenLetters are the letters of the member names rewritesJSON
+// looks for.
+const rewrittenLetters = "resourcecontentsrequeststatecachescopettlms"
 
 // rewritesCache reports whether the answer is a 2026-07-28 result that
 // carries caching hints (SEP-2549: server/discover, resources/read and
@@ -330,7 +347,9 @@ func (x *exchange) rewritesCache() bool {
 
 // cachingHints reports whether an answer may carry SEP-2549 caching
 // hints: without ttlMs a result is stale at once, and no cache serves it.
-func cachingHints(b []byte) bool { return mayName(b, "cachescope") || mayName(b, "ttlms") }
+func cachingHints(b []byte) bool {
+	return mayEscapeLetters(b, "cachescopettlms", "") || spelt(b, "cachescope", "") || spelt(b, "ttlms", "")
+}
 
 func (rw *responseWriter) Header() http.Header { return rw.w.Header() }
 
@@ -1162,7 +1181,9 @@ func (x *exchange) checksContents() bool {
 // mayCarryResources reports whether an answer may hold what
 // checkResources checks: a member or value that reads as contents or
 // resource (resources/updated among them), as mayName finds them.
-func mayCarryResources(b []byte) bool { return mayName(b, "resource") || mayName(b, "contents") }
+func mayCarryResources(b []byte) bool {
+	return mayEscapeLetters(b, "resourcecontents", "") || spelt(b, "resource", "") || spelt(b, "contents", "")
+}
 
 // checkResources takes out of one message of an answer what p's resource
 // rules refuse, as a resources/read of the URI would be decided

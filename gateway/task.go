@@ -143,20 +143,33 @@ func mayName(raw []byte, word string) bool { return maySpell(raw, word, "") }
 // on every body and answer of a request that may carry task ids or a
 // request state.
 func maySpell(raw []byte, word, seps string) bool {
-	if strings.IndexByte(word, 's') >= 0 && bytes.Contains(raw, []byte("\u017f")) ||
-		strings.IndexByte(word, 'k') >= 0 && bytes.Contains(raw, []byte("\u212a")) {
+	return mayEscapeLetters(raw, word, seps) || spelt(raw, word, seps)
+}
+
+// mayEscapeLetters reports whether raw holds a \u escape, or one of ſ
+// and K, that may stand for one of letters (lower-case ASCII) or seps:
+// maySpell's check of what is not spelt in plain bytes. letters may be
+// the letters of several words, so that one pass serves them all.
+func mayEscapeLetters(raw []byte, letters, seps string) bool {
+	if strings.IndexByte(letters, 's') >= 0 && bytes.Contains(raw, []byte("\u017f")) ||
+		strings.IndexByte(letters, 'k') >= 0 && bytes.Contains(raw, []byte("\u212a")) {
 		return true
 	}
 	for rest := raw; ; {
 		i := bytes.Index(rest, []byte(`\u`))
 		if i < 0 {
-			break
+			return false
 		}
 		rest = rest[i+2:]
-		if mayEscape(rest, word, seps) {
+		if mayEscape(rest, letters, seps) {
 			return true
 		}
 	}
+}
+
+// spelt reports whether raw holds word (lower-case ASCII letters) in
+// plain bytes, in any ASCII case, with any of seps between its letters.
+func spelt(raw []byte, word, seps string) bool {
 	for _, c := range [2]byte{word[0], word[0] &^ 0x20} {
 		for rest := raw; ; {
 			i := bytes.IndexByte(rest, c)

@@ -555,6 +555,43 @@ func TestMayName(t *testing.T) {
 	}
 }
 
+// TestRewritesJSONMissesNoWord: rewritesJSON, mayCarryResources and
+// cachingHints pass over an answer's escapes once for all their words:
+// each still finds every answer maySpell finds for any of its words.
+func TestRewritesJSONMissesNoWord(t *testing.T) {
+	pieces := []string{"r", "R", "e", "s", "o", "u", "c", "C", "n", "t", "q", "a", "h", "p", "l", "m", "x", `"`,
+		"resour", "ce", "conten", "ts", "request", "state", "cachesc", "ope", "ttl", "Ms", "ſ", "\u212a",
+		`\u`, `\u0072`, `\u0052`, `\u017f`, `\u003c`, `\u0026`, `\u00`, `\uzz`, `\u006d`}
+	rng := rand.New(rand.NewPCG(3, 4))
+	any := func(raw []byte, words ...string) bool {
+		for _, w := range words {
+			if maySpell(raw, w, "") {
+				return true
+			}
+		}
+		return false
+	}
+	for range 20000 {
+		var raw []byte
+		for range rng.IntN(8) {
+			raw = append(raw, pieces[rng.IntN(len(pieces))]...)
+		}
+		if any(raw, "resource", "contents") && !mayCarryResources(raw) {
+			t.Fatalf("mayCarryResources(%q) = false, maySpell finds a word", raw)
+		}
+		if any(raw, "cachescope", "ttlms") && !cachingHints(raw) {
+			t.Fatalf("cachingHints(%q) = false, maySpell finds a word", raw)
+		}
+		for _, rw := range []responseWriter{{contents: true}, {embedded: true}, {states: true}, {cache: true}} {
+			want := rw.resources() && any(raw, "resource", "contents") || rw.states && any(raw, "requeststate") ||
+				rw.cache && any(raw, "cachescope", "ttlms")
+			if want && !rw.rewritesJSON(raw) {
+				t.Fatalf("rewritesJSON(%q) with %+v = false, maySpell finds a word", raw, rw)
+			}
+		}
+	}
+}
+
 // TestInitializeDropsTasksCapability: before 2026-07-28 the gateway
 // refuses task requests, so an initialize result it forwards does not
 // offer tasks (in any spelling a client's decoder reads as "tasks"),
