@@ -36,10 +36,13 @@ type RemoteKeys struct {
 	mu      sync.RWMutex
 	keys    map[string]any
 	fetched time.Time // last successful fetch
-
-	fetchMu sync.Mutex // one fetch at a time
 	lastTry time.Time
-	jwksURI string
+	// fetching is the fetch under way, which every request wanting the
+	// keys meanwhile waits for (each until its own end): a slow issuer
+	// must not queue them behind a lock.
+	fetching chan struct{} // closed when the fetch ends
+
+	jwksURI string // read and set by the one fetch at a time
 }
 
 // ErrUnknownKey is returned for a kid the issuer does not publish.
@@ -74,7 +77,9 @@ func (k *RemoteKeys) PublicKey(ctx context.Context, kid string) (any, error) {
 	if ok && fresh {
 		return key, nil
 	}
-	k.refresh(ctx)
+	if err := k.refresh(ctx); err != nil {
+		return nil, err
+	}
 	k.mu.RLock()
 	defer k.mu.RUnlock()
 	if key, ok := k.keys[kid]; ok {
@@ -84,27 +89,55 @@ func (k *RemoteKeys) PublicKey(ctx context.Context, kid string) (any, error) {
 }
 
 // refresh refetches the keys unless that was tried within the refetch
-// interval. A failed fetch keeps the keys already known.
-func (k *RemoteKeys) refresh(ctx context.Context) {
-	k.fetchMu.Lock()
-	defer k.fetchMu.Unlock()
-	now := k.now()
-	if !k.lastTry.IsZero() && now.Sub(k.lastTry) < k.refetchInterval {
-		return
+// interval, and waits for the fetch under way if there is one. The fetch
+// is the issuer's, not the request's that started it: it runs on when
+// that request ends (k.timeout bounds it), so the others get its keys
+// and a request's end is never taken for the issuer's failure. The error
+// is ctx's only: a failed fetch keeps the keys already known.
+func (k *RemoteKeys) refresh(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
 	}
-	k.lastTry = now
+	k.mu.Lock()
+	done := k.fetching
+	if done == nil {
+		now := k.now()
+		if !k.lastTry.IsZero() && now.Sub(k.lastTry) < k.refetchInterval {
+			k.mu.Unlock()
+			return nil
+		}
+		k.lastTry = now
+		done = make(chan struct{})
+		k.fetching = done
+		go k.fetchFor(context.WithoutCancel(ctx), done, now)
+	}
+	k.mu.Unlock()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// fetchFor runs the fetch started at now and records its keys, closing
+// done.
+func (k *RemoteKeys) fetchFor(ctx context.Context, done chan struct{}, now time.Time) {
 	keys, err := k.fetch(ctx)
 	if err != nil {
 		k.log.Warn("fetching issuer keys", zap.String("issuer", k.issuer), zap.Error(err))
-		return
 	}
 	k.mu.Lock()
-	k.keys, k.fetched = keys, now
-	k.mu.Unlock()
+	defer k.mu.Unlock()
+	defer close(done)
+	k.fetching = nil
+	if err == nil {
+		k.keys, k.fetched = keys, now
+	}
 }
 
 func (k *RemoteKeys) fetch(ctx context.Context) (map[string]any, error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), k.timeout)
+	ctx, cancel := context.WithTimeout(ctx, k.timeout)
 	defer cancel()
 	if k.jwksURI == "" {
 		md, err := discover(ctx, k.client, k.issuer, k.maxBytes)

@@ -16,6 +16,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -173,6 +174,78 @@ func TestRemoteKeysRotation(t *testing.T) {
 	}
 	if _, err := rk.PublicKey(ctx, "ed1"); err != nil {
 		t.Errorf("Key(ed1) = %v", err)
+	}
+}
+
+// TestRemoteKeysSlowIssuer: requests for an unknown kid while the
+// issuer is slow to answer wait for the one fetch under way, each until
+// its own end: one that ends early gets its context's error at once, not
+// when the fetch ends, and the fetch runs on when the request that
+// started it ends, so the others get its keys and there is one fetch.
+func TestRemoteKeysSlowIssuer(t *testing.T) {
+	k := theKeys(t)
+	var fetches atomic.Int32
+	arrived, release := make(chan struct{}), make(chan struct{})
+	var releaseOnce sync.Once
+	unblock := func() { releaseOnce.Do(func() { close(release) }) }
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/jwks" {
+			json.NewEncoder(w).Encode(map[string]any{"issuer": "http://" + r.Host, "jwks_uri": "http://" + r.Host + "/jwks"})
+			return
+		}
+		if fetches.Add(1) == 1 {
+			close(arrived)
+		}
+		<-release
+		json.NewEncoder(w).Encode(map[string]any{"keys": []any{ecJWK("ec1", &k.ec.PublicKey)}})
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(unblock)
+	rk := NewRemoteKeys(srv.URL, srv.Client(), nil)
+	lookup := func(ctx context.Context) <-chan error {
+		errc := make(chan error, 1)
+		go func() {
+			_, err := rk.PublicKey(ctx, "ec1")
+			errc <- err
+		}()
+		return errc
+	}
+	// within waits for errc, releasing the issuer when it takes longer
+	// than d (a request held until the fetch ends).
+	within := func(what string, errc <-chan error, d time.Duration) error {
+		t.Helper()
+		select {
+		case err := <-errc:
+			return err
+		case <-time.After(d):
+			t.Errorf("%s: still waiting after %v", what, d)
+			unblock()
+			return <-errc
+		}
+	}
+
+	first, cancelFirst := context.WithCancel(t.Context())
+	firstErr := lookup(first)
+	<-arrived
+	waiting := lookup(t.Context())
+	short, cancelShort := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancelShort()
+	if err := within("a request whose deadline passes", lookup(short), 2*time.Second); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("a request whose deadline passes during the fetch: %v, want its deadline", err)
+	}
+	cancelFirst()
+	if err := within("the request that started the fetch, ended", firstErr, 2*time.Second); !errors.Is(err, context.Canceled) {
+		t.Errorf("the request that started the fetch, ended: %v, want its cancellation", err)
+	}
+	unblock()
+	if err := within("the request waiting for the fetch", waiting, 5*time.Second); err != nil {
+		t.Errorf("the request waiting for the fetch: %v, want the key", err)
+	}
+	if _, err := rk.PublicKey(t.Context(), "ec1"); err != nil {
+		t.Errorf("after the fetch: %v, want the key", err)
+	}
+	if n := fetches.Load(); n != 1 {
+		t.Errorf("JWKS fetches = %d, want 1", n)
 	}
 }
 
