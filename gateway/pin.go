@@ -82,8 +82,15 @@ type PinStore interface {
 const DefaultPinReload = 5 * time.Second
 
 // maxPinFetches bounds the tools/list requests the gateway makes itself
-// at once (see learnTools).
-const maxPinFetches = 4
+// at once (see learnTools), and maxPinFetchesPerPrincipal those made for
+// one principal (principal.holder): each of its sessions and clients is a
+// fetch of its own, which an upstream slow for it holds up to the fetch
+// timeout, and one principal must not hold every slot the others' first
+// calls wait for.
+const (
+	maxPinFetches             = 4
+	maxPinFetchesPerPrincipal = 2
+)
 
 // pinFetchMemory is how long a completed tools/list fetch stands for its
 // key (fetchKey): a call naming a tool it did not list is refused without
@@ -126,7 +133,16 @@ type pinSet struct {
 	fetches  chan struct{}
 	fmu      sync.Mutex
 	inflight map[string]*pinFetch
-	fetched  map[string]fetchedList // by fetchKey, under fmu
+	fetched  map[string]fetchedList  // by fetchKey, under fmu
+	holders  map[string]*heldFetches // by principal.holder, under fmu
+}
+
+// heldFetches is one principal's share of the fetch slots: slots holds
+// one token per fetch it runs, users counts the fetches that hold or wait
+// for one (the entry goes with the last).
+type heldFetches struct {
+	slots chan struct{}
+	users int
 }
 
 // fetchedList is a tools/list fetch that completed: when, and the list
@@ -187,6 +203,7 @@ func newPinSet(g *Gateway, cfg *Config) *pinSet {
 		fetches:  make(chan struct{}, maxPinFetches),
 		inflight: map[string]*pinFetch{},
 		fetched:  map[string]fetchedList{},
+		holders:  map[string]*heldFetches{},
 	}
 	s.view.Store(&pinView{stored: map[string]Pin{}, current: map[string]string{}, params: map[string]map[string][]string{}, defaults: map[string]*schemaDefaults{}})
 	return s

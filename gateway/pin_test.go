@@ -614,6 +614,66 @@ func TestPinFetchPerPrincipal(t *testing.T) {
 	}
 }
 
+// TestPinFetchSlotsPerPrincipal: one principal's tools/list fetches (one
+// per client here, as one per session would be) hold at most
+// maxPinFetchesPerPrincipal of the maxPinFetches slots at once, so while
+// an upstream slow for alice holds hers, bob's first call is fetched for
+// and answered; alice's other calls wait for her slots and are answered
+// once hers are.
+func TestPinFetchSlotsPerPrincipal(t *testing.T) {
+	cfg := pinnedConfig(t)
+	cfg.ForwardIdentity = true
+	g := newGateway(t, cfg)
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	unblock := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(unblock)
+	var alice, aliceMost atomic.Int32
+	next := listUpstream(func(r *http.Request) (string, error) {
+		if r.Header.Get("X-Mcp-Subject") == "alice" {
+			n := alice.Add(1)
+			defer alice.Add(-1)
+			for m := aliceMost.Load(); n > m && !aliceMost.CompareAndSwap(m, n); m = aliceMost.Load() {
+			}
+			<-release
+		}
+		return `{"name":"read_file","inputSchema":{"type":"object"}}`, nil
+	})
+	serve := func(ctx context.Context, sub, client string) *httptest.ResponseRecorder {
+		c := claims()
+		c["sub"], c["client_id"], c["jti"] = sub, client, "jti-"+sub+client
+		r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(toolCall("read_file"))).WithContext(ctx)
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Authorization", "Bearer "+mint(t, c))
+		w := httptest.NewRecorder()
+		g.Serve(w, r, next)
+		return w
+	}
+	aliceCalls := make(chan *httptest.ResponseRecorder, maxPinFetches)
+	for i := range maxPinFetches {
+		go func() { aliceCalls <- serve(context.Background(), "alice", fmt.Sprintf("client-%d", i)) }()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for alice.Load() < maxPinFetchesPerPrincipal && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // the rest of alice's calls take what slots they may
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if w := serve(ctx, "bob", "client-1"); w.Code != http.StatusOK {
+		t.Errorf("bob's call while alice's fetches wait for the upstream = %d %s, want 200", w.Code, w.Body)
+	}
+	unblock()
+	for range maxPinFetches {
+		if w := <-aliceCalls; w.Code != http.StatusOK {
+			t.Errorf("alice's call = %d %s, want 200 once the upstream answers", w.Code, w.Body)
+		}
+	}
+	if n := aliceMost.Load(); n != maxPinFetchesPerPrincipal {
+		t.Errorf("alice's fetches at once = %d, want %d", n, maxPinFetchesPerPrincipal)
+	}
+}
+
 // TestPinFetchRemembered: calls naming tools no list shows make one
 // tools/list fetch per caller (its session, or its principal) within
 // pinFetchMemory, whatever names they use, and are refused as not listed;

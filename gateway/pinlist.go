@@ -63,7 +63,7 @@ func (g *Gateway) checkPins(x *exchange, next Next) *refusal {
 			// server that keeps changing its list is refused).
 			key := fetchKey(x)
 			for try := 0; try < 2 && v == pinUnknown && err == nil && !g.pins.unlistedLately(key, m.Name); try++ {
-				err = g.pins.fetchOnce(ctx, key, func() error { return g.learnTools(x, next) })
+				err = g.pins.fetchOnce(ctx, key, x.p.holder, func() error { return g.learnTools(x, next) })
 				v = g.pins.callVerdict(ctx, m.Name)
 			}
 			if err != nil {
@@ -120,9 +120,11 @@ func fetchKey(x *exchange) string {
 	return "p\x00" + p.issuer + "\x00" + principalKind(p) + "\x00" + p.subject + "\x00" + p.clientID + "\x00" + outermostActor(p)
 }
 
-// fetchOnce runs fetch unless one for the same key (fetchKey) is under way, in
-// which case it waits for that one; at most maxPinFetches run at once.
-func (s *pinSet) fetchOnce(ctx context.Context, key string, fetch func() error) error {
+// fetchOnce runs fetch, for holder (principal.holder), unless one for the
+// same key (fetchKey) is under way, in which case it waits for that one;
+// at most maxPinFetches run at once, maxPinFetchesPerPrincipal of them
+// for one holder.
+func (s *pinSet) fetchOnce(ctx context.Context, key, holder string, fetch func() error) error {
 	s.fmu.Lock()
 	if c, ok := s.inflight[key]; ok {
 		s.fmu.Unlock()
@@ -142,19 +144,57 @@ func (s *pinSet) fetchOnce(ctx context.Context, key string, fetch func() error) 
 		s.fmu.Unlock()
 		close(c.done)
 	}()
-	select {
-	case s.fetches <- struct{}{}:
-	case <-ctx.Done():
-		c.err = ctx.Err()
+	release, err := s.takeSlot(ctx, holder)
+	if err != nil {
+		c.err = err
 		return c.err
 	}
+	defer release()
 	gen := s.gen.Load()
 	c.err = fetch()
-	<-s.fetches
 	if c.err == nil {
 		s.remember(key, fetchedList{at: s.g.now(), gen: gen})
 	}
 	return c.err
+}
+
+// takeSlot waits, until ctx ends, for one of holder's fetch slots and
+// then for one of all principals': a principal waiting for its own holds
+// none of the others'.
+func (s *pinSet) takeSlot(ctx context.Context, holder string) (release func(), err error) {
+	s.fmu.Lock()
+	h := s.holders[holder]
+	if h == nil {
+		h = &heldFetches{slots: make(chan struct{}, maxPinFetchesPerPrincipal)}
+		s.holders[holder] = h
+	}
+	h.users++
+	s.fmu.Unlock()
+	leave := func() {
+		s.fmu.Lock()
+		if h.users--; h.users == 0 {
+			delete(s.holders, holder)
+		}
+		s.fmu.Unlock()
+	}
+	select {
+	case h.slots <- struct{}{}:
+	case <-ctx.Done():
+		leave()
+		return nil, ctx.Err()
+	}
+	select {
+	case s.fetches <- struct{}{}:
+	case <-ctx.Done():
+		<-h.slots
+		leave()
+		return nil, ctx.Err()
+	}
+	return func() {
+		<-s.fetches
+		<-h.slots
+		leave()
+	}, nil
 }
 
 // unlistedLately reports whether a fetch for key completed within
