@@ -674,6 +674,40 @@ func TestPinFetchSlotsPerPrincipal(t *testing.T) {
 	}
 }
 
+// TestPinFetchSlotGivenBack: a fetch's slots (its principal's and the
+// shared one) are given back however it ends, a panic in it included
+// (one that is not http.ErrAbortHandler passes serveCaptured on to the
+// server's recovery), or every later fetch would wait for slots no one
+// holds.
+func TestPinFetchSlotGivenBack(t *testing.T) {
+	s := newGateway(t, pinnedConfig(t)).pins
+	for _, tt := range []struct {
+		name  string
+		fetch func() error
+	}{
+		{"answered", func() error { return nil }},
+		{"failed", func() error { return errors.New("upstream down") }},
+		{"panicked", func() error { panic("proxy bug") }},
+	} {
+		for i := range maxPinFetches + 1 {
+			func() {
+				defer func() { recover() }()
+				ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+				defer cancel()
+				if err := s.fetchOnce(ctx, fmt.Sprint(tt.name, i), "alice", tt.fetch); errors.Is(err, context.DeadlineExceeded) {
+					t.Errorf("%s: fetch %d waited for a slot until its deadline", tt.name, i)
+				}
+			}()
+		}
+		s.fmu.Lock()
+		held, holders := len(s.fetches), len(s.holders)
+		s.fmu.Unlock()
+		if held != 0 || holders != 0 {
+			t.Errorf("%s: after the fetches, %d slots held and %d principals' shares kept, want none", tt.name, held, holders)
+		}
+	}
+}
+
 // TestPinFetchRemembered: calls naming tools no list shows make one
 // tools/list fetch per caller (its session, or its principal) within
 // pinFetchMemory, whatever names they use, and are refused as not listed;
