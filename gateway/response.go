@@ -310,15 +310,15 @@ func (rw *responseWriter) rewritesJSON(b []byte) bool {
 		return true
 	case !rw.resources() && !rw.states && !rw.cache:
 		return false
-	case mayEscapeLetters(b, rewrittenLetters, ""):
+	case mayEscapeLetters(b, rewrittenLetters, looseSeps):
 		// One pass over the escapes for every word below (an answer of
 		// escaped text has many): one that may stand for a letter of
 		// any of them has the answer read.
 		return true
 	}
-	return rw.resources() && (spelt(b, "resource", "") || spelt(b, "contents", "")) ||
-		rw.states && spelt(b, "requeststate", "") ||
-		rw.cache && (spelt(b, "cachescope", "") || spelt(b, "ttlms", ""))
+	return rw.resources() && (spelt(b, "resource", looseSeps) || spelt(b, "contents", looseSeps)) ||
+		rw.states && spelt(b, "requeststate", looseSeps) ||
+		rw.cache && (spelt(b, "cachescope", looseSeps) || spelt(b, "ttlms", looseSeps))
 }
 
 // rewrittenLetters are the letters of the member names rewritesJSON
@@ -348,7 +348,7 @@ func (x *exchange) rewritesCache() bool {
 // cachingHints reports whether an answer may carry SEP-2549 caching
 // hints: without ttlMs a result is stale at once, and no cache serves it.
 func cachingHints(b []byte) bool {
-	return mayEscapeLetters(b, "cachescopettlms", "") || spelt(b, "cachescope", "") || spelt(b, "ttlms", "")
+	return mayEscapeLetters(b, "cachescopettlms", looseSeps) || spelt(b, "cachescope", looseSeps) || spelt(b, "ttlms", looseSeps)
 }
 
 func (rw *responseWriter) Header() http.Header { return rw.w.Header() }
@@ -1182,7 +1182,7 @@ func (x *exchange) checksContents() bool {
 // checkResources checks: a member or value that reads as contents or
 // resource (resources/updated among them), as mayName finds them.
 func mayCarryResources(b []byte) bool {
-	return mayEscapeLetters(b, "resourcecontents", "") || spelt(b, "resource", "") || spelt(b, "contents", "")
+	return mayEscapeLetters(b, "resourcecontents", looseSeps) || spelt(b, "resource", looseSeps) || spelt(b, "contents", looseSeps)
 }
 
 // checkResources takes out of one message of an answer what p's resource

@@ -154,6 +154,10 @@ func TestReadContentsFiltered(t *testing.T) {
 		{"Contents variant", `{"contents":[` + public + `],"Contents":[` + secret + `]}`, "mcp files:read", 502, ""},
 		// Go's decoders read "Result" as the result when no "result" is given.
 		{"Result variant", `{"jsonrpc":"2.0","id":1,"Result":{"contents":[` + secret + `]}}`, "mcp files:read", 502, ""},
+		// Go's json/v2, matching names without case, also ignores '_' and
+		// '-': it reads "con_tents" as the contents.
+		{"contents spelt with a separator", `{"jsonrpc":"2.0","id":1,"result":{"con_tents":[` + secret + `]}}`, "mcp files:read", 502, ""},
+		{"contents spelt with an escaped separator", `{"jsonrpc":"2.0","id":1,"result":{"con\u005ftents":[` + secret + `]}}`, "mcp files:read", 502, ""},
 		{"caller who may read both", public + `,` + secret, "mcp files:read files:secret", 200, "TOPSECRET"},
 		// No rule covers db:, so a read of it is refused whatever the
 		// scopes ("no rule"), and so are its contents.

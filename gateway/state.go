@@ -78,7 +78,7 @@ func (x *exchange) rewritesStates() bool {
 // not spelt so is an error, since the gateway would not have checked what
 // such an upstream reads.
 func stateMember(raw []byte) (found bool, err error) {
-	if !maySpell(raw, "requeststate", "_-") {
+	if !maySpell(raw, "requeststate", looseSeps) {
 		return false, nil
 	}
 	var msg struct {

@@ -146,6 +146,11 @@ func maySpell(raw []byte, word, seps string) bool {
 	return mayEscapeLetters(raw, word, seps) || spelt(raw, word, seps)
 }
 
+// looseSeps are what Go's json/v2, matching member names without case,
+// also ignores between their letters ("con_tents" reads as contents):
+// the seps of a member name the gateway reads for what a client gets.
+const looseSeps = "_-"
+
 // mayEscapeLetters reports whether raw holds a \u escape, or one of ſ
 // and K, that may stand for one of letters (lower-case ASCII) or seps:
 // maySpell's check of what is not spelt in plain bytes. letters may be

@@ -557,15 +557,16 @@ func TestMayName(t *testing.T) {
 
 // TestRewritesJSONMissesNoWord: rewritesJSON, mayCarryResources and
 // cachingHints pass over an answer's escapes once for all their words:
-// each still finds every answer maySpell finds for any of its words.
+// each still finds every answer maySpell finds for any of its words,
+// with '_' or '-' between its letters as json/v2 reads them.
 func TestRewritesJSONMissesNoWord(t *testing.T) {
 	pieces := []string{"r", "R", "e", "s", "o", "u", "c", "C", "n", "t", "q", "a", "h", "p", "l", "m", "x", `"`,
 		"resour", "ce", "conten", "ts", "request", "state", "cachesc", "ope", "ttl", "Ms", "ſ", "\u212a",
-		`\u`, `\u0072`, `\u0052`, `\u017f`, `\u003c`, `\u0026`, `\u00`, `\uzz`, `\u006d`}
+		`\u`, `\u0072`, `\u0052`, `\u017f`, `\u003c`, `\u0026`, `\u00`, `\uzz`, `\u006d`, "_", "-", `\u005f`, `\u002d`}
 	rng := rand.New(rand.NewPCG(3, 4))
 	any := func(raw []byte, words ...string) bool {
 		for _, w := range words {
-			if maySpell(raw, w, "") {
+			if maySpell(raw, w, looseSeps) {
 				return true
 			}
 		}
