@@ -1040,7 +1040,8 @@ func (rw *responseWriter) filterMessage(m *mcpparse.Message, anyList bool) ([]by
 }
 
 // leniently is an answer the strict read refused (duplicate members, say),
-// as it goes out: unchanged, except that the answer to a lone initialize
+// as it goes out: unchanged, except that its caching hints are marked
+// private (rewritesCache), and the answer to a lone initialize
 // loses its tasks capability as encoding/json reads the answer (the last
 // of duplicate members, every spelling of tasks), which this does not
 // depend on to be safe: the gateway refuses task requests there anyway.
@@ -1051,6 +1052,14 @@ func (rw *responseWriter) leniently(msg []byte) ([]byte, error) {
 	if rw.embedded && mayCarryResources(msg) {
 		var err error
 		if msg, err = rw.g.checkLeniently(rw.x.p, msg); msg == nil || err != nil {
+			return nil, err
+		}
+	}
+	if rw.cache && cachingHints(msg) {
+		// As filterMessage would: a result read leniently is still
+		// the caller's only.
+		var err error
+		if msg, err = privateCacheScope(msg, true); err != nil {
 			return nil, err
 		}
 	}
@@ -1589,13 +1598,21 @@ func (rw *responseWriter) filterTools(m *mcpparse.Message, anyList bool) ([]byte
 // privateCacheScope marks a filtered tools/list result cacheScope
 // "private" (2026-07-28, SEP-2549): the list now depends on who asks. A
 // 2026-07-28 result gets the member even if the upstream left it out;
-// older results are changed only if they carry one. msg was read strictly
-// by FilterToolsList, so encoding/json reads the same members; maps keep
-// names exact.
+// older results are changed only if they carry one. A member Go's
+// decoders may read as cacheScope ("cachescope", which encoding/json
+// takes when it comes last, "cache_scope" to json/v2) is taken out: its
+// scope is not the one left. Maps keep names exact.
 func privateCacheScope(msg []byte, required bool) ([]byte, error) {
 	return editResult(msg, func(result map[string]json.RawMessage) (bool, error) {
 		scope, has := result["cacheScope"]
-		if (!has && !required) || string(scope) == `"private"` {
+		variant := false
+		for k := range result {
+			if k != "cacheScope" && mcpparse.SameLooseName(k, "cacheScope") {
+				delete(result, k)
+				variant = true
+			}
+		}
+		if !variant && ((!has && !required) || string(scope) == `"private"`) {
 			return false, nil
 		}
 		result["cacheScope"] = json.RawMessage(`"private"`)

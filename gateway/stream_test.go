@@ -468,6 +468,15 @@ func TestCacheableResultsPrivate(t *testing.T) {
 		{"resources/templates/list", ``, "", `{"resourceTemplates":[],` + hints + `}`, `"private"`},
 		{"prompts/list", ``, "", `{"prompts":[],` + hints + `}`, `"private"`},
 		{"server/discover", ``, "", `{"supportedVersions":["2026-07-28"],"capabilities":{},` + hints + `}`, `"private"`},
+		// Go's decoders read these as cacheScope and ttlMs (encoding/json
+		// the last of "cacheScope" and "cachescope" given, json/v2
+		// without case also "cache_scope"): each is marked too.
+		{"resources/list", ``, "", `{"resources":[],"ttlMs":300000,"cachescope":"public"}`, `"private"`},
+		{"resources/list", ``, "", `{"resources":[],"ttl_ms":300000,"cache_scope":"public"}`, `"private"`},
+		{"resources/list", ``, "", `{"resources":[],"ttlMs":300000,"cacheScope":"public","CacheScope":"public","cache-Scope":"public"}`, `"private"`},
+		// An answer the strict read refuses (a member given twice) is
+		// marked as encoding/json reads it.
+		{"resources/list", ``, "", `{"resources":[],"resources":[],` + hints + `}`, `"private"`},
 	}
 	for _, tt := range tests {
 		for _, as := range []string{"json", "events", "gzip"} {
@@ -517,6 +526,11 @@ func TestCacheableResultsPrivate(t *testing.T) {
 				}
 				if string(m.Result["cacheScope"]) != tt.want {
 					t.Errorf("cacheScope = %s, want %s (answer %s)", m.Result["cacheScope"], tt.want, got)
+				}
+				for k, v := range m.Result {
+					if k != "cacheScope" && mcpparse.SameLooseName(k, "cacheScope") {
+						t.Errorf("%s = %s is left, which Go's decoders read as cacheScope (answer %s)", k, v, got)
+					}
 				}
 				if len(m.Result) == 0 {
 					t.Errorf("result lost its members: %s", got)
