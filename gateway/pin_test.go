@@ -708,6 +708,48 @@ func TestPinFetchSlotGivenBack(t *testing.T) {
 	}
 }
 
+// TestPinFetchWaitersOutliveItsCaller: callers of one session wait for
+// the fetch the first began; should the first end while that fetch still
+// waits for a slot, no fetch was made, and the others do not take its end
+// for theirs (a 502): one of them fetches once a slot is free.
+func TestPinFetchWaitersOutliveItsCaller(t *testing.T) {
+	s := newGateway(t, pinnedConfig(t)).pins
+	for range maxPinFetches {
+		s.fetches <- struct{}{} // every slot held by a slow fetch
+	}
+	first, cancel := context.WithCancel(t.Context())
+	firstDone := make(chan error, 1)
+	go func() { firstDone <- s.fetchOnce(first, "s\x00sess", "alice", func() error { return nil }) }()
+	for {
+		s.fmu.Lock()
+		_, started := s.inflight["s\x00sess"]
+		s.fmu.Unlock()
+		if started {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	var fetched atomic.Int32
+	second := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		second <- s.fetchOnce(ctx, "s\x00sess", "alice", func() error { fetched.Add(1); return nil })
+	}()
+	time.Sleep(50 * time.Millisecond) // the second waits for the first's fetch
+	cancel()
+	if err := <-firstDone; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the first caller's fetch = %v, want its own end", err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	for range maxPinFetches {
+		<-s.fetches // the slow fetches end
+	}
+	if err := <-second; err != nil || fetched.Load() != 1 {
+		t.Errorf("the second caller's fetch = %v, %d fetches made; want nil and 1", err, fetched.Load())
+	}
+}
+
 // TestPinFetchRemembered: calls naming tools no list shows make one
 // tools/list fetch per caller (its session, or its principal) within
 // pinFetchMemory, whatever names they use, and are refused as not listed;

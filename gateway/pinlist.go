@@ -37,6 +37,9 @@ const pinFetchPrefix = "mcp-auth-pin-"
 type pinFetch struct {
 	done chan struct{}
 	err  error
+	// unstarted: the caller that began it ended while it waited for a
+	// slot, so no fetch was made; those waiting for it try again.
+	unstarted bool
 }
 
 // checkPins refuses the tools/call messages of an authorized request
@@ -121,19 +124,27 @@ func fetchKey(x *exchange) string {
 }
 
 // fetchOnce runs fetch, for holder (principal.holder), unless one for the
-// same key (fetchKey) is under way, in which case it waits for that one;
+// same key (fetchKey) is under way, in which case it waits for that one
+// (or, should its caller end before it got a slot, runs fetch itself);
 // at most maxPinFetches run at once, maxPinFetchesPerPrincipal of them
 // for one holder.
 func (s *pinSet) fetchOnce(ctx context.Context, key, holder string, fetch func() error) error {
 	s.fmu.Lock()
-	if c, ok := s.inflight[key]; ok {
+	for {
+		c, ok := s.inflight[key]
+		if !ok {
+			break
+		}
 		s.fmu.Unlock()
 		select {
 		case <-c.done:
-			return c.err
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		if !c.unstarted {
+			return c.err
+		}
+		s.fmu.Lock()
 	}
 	c := &pinFetch{done: make(chan struct{})}
 	s.inflight[key] = c
@@ -146,7 +157,7 @@ func (s *pinSet) fetchOnce(ctx context.Context, key, holder string, fetch func()
 	}()
 	release, err := s.takeSlot(ctx, holder)
 	if err != nil {
-		c.err = err
+		c.err, c.unstarted = err, true
 		return c.err
 	}
 	defer release()
