@@ -1248,71 +1248,49 @@ func (g *Gateway) checkResources(p *principal, m *mcpparse.Message, msg []byte, 
 // or task, 2026-07-28), and, unless nested, a task's final result (the
 // Tasks extension: tasks/get, notifications/tasks) as a result.
 func (g *Gateway) checkCarried(p *principal, obj map[string]json.RawMessage, nested bool) (bool, error) {
-	changed := false
-	v, ok, err := exactMember(obj, "content")
+	changed, err := editIn(obj, "content", func(v *json.RawMessage) (bool, error) { return g.checkEmbedded(p, v, true, false) })
 	if err != nil {
 		return false, err
 	}
-	if ok {
-		c, err := g.checkEmbedded(p, &v, true, false)
-		if err != nil {
-			return false, err
-		}
-		if c {
-			obj["content"], changed = v, true
-		}
-	}
-	if v, ok, err = exactMember(obj, "messages"); err != nil {
+	c, err := editIn(obj, "messages", func(v *json.RawMessage) (bool, error) { return g.checkMessages(p, v) })
+	if err != nil {
 		return false, err
-	} else if ok {
-		c, err := g.checkMessages(p, &v)
-		if err != nil {
-			return false, err
-		}
-		if c {
-			obj["messages"], changed = v, true
-		}
 	}
-	if v, ok, err = exactMember(obj, "inputRequests"); err != nil {
-		return false, err
-	} else if ok {
+	changed = changed || c
+	c, err = editIn(obj, "inputRequests", func(v *json.RawMessage) (bool, error) {
 		var reqs map[string]map[string]json.RawMessage
-		if json.Unmarshal(v, &reqs) != nil {
+		if json.Unmarshal(*v, &reqs) != nil {
 			return false, errors.New("inputRequests is not an object of requests")
 		}
 		c := false
 		for _, req := range reqs {
-			params, ok, err := exactMember(req, "params")
-			if err != nil || !ok {
-				if err != nil {
-					return false, err
-				}
-				continue
-			}
-			ch, err := editObject(&params, func(m map[string]json.RawMessage) (bool, error) { return g.checkRequestParams(p, m) })
+			ch, err := editIn(req, "params", func(params *json.RawMessage) (bool, error) {
+				return editObject(params, func(m map[string]json.RawMessage) (bool, error) { return g.checkRequestParams(p, m) })
+			})
 			if err != nil {
 				return false, err
 			}
-			if ch {
-				req["params"], c = params, true
-			}
+			c = c || ch
 		}
-		if c {
-			b, err := json.Marshal(reqs)
-			if err != nil {
-				return false, err
-			}
-			obj["inputRequests"], changed = b, true
+		if !c {
+			return false, nil
 		}
+		b, err := json.Marshal(reqs)
+		*v = b
+		return err == nil, err
+	})
+	if err != nil {
+		return false, err
 	}
+	changed = changed || c
 	if nested {
 		return changed, nil
 	}
-	v, ok, err = exactMember(obj, "result")
+	v, ok, err := exactMember(obj, "result")
 	if err != nil || !ok || len(v) == 0 || v[0] != '{' {
 		return changed, err // a result that is no object carries none
 	}
-	c, err := editObject(&v, func(m map[string]json.RawMessage) (bool, error) {
+	c, err = editObject(&v, func(m map[string]json.RawMessage) (bool, error) {
 		changed, err := g.checkReadContents(p, m)
 		if err != nil {
 			return false, err
@@ -1636,18 +1614,27 @@ func editMember(msg []byte, name string, edit func(map[string]json.RawMessage) (
 	if err := json.Unmarshal(msg, &top); err != nil {
 		return nil, err
 	}
-	raw, ok, err := exactMember(top, name)
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return msg, nil // an error response, a request without params
-	}
-	if changed, err := editObject(&raw, edit); err != nil || !changed {
+	// Without the member: an error response, a request without params.
+	changed, err := editIn(top, name, func(v *json.RawMessage) (bool, error) { return editObject(v, edit) })
+	if err != nil || !changed {
 		return msg, err
 	}
-	top[name] = raw
 	return json.Marshal(top)
+}
+
+// editIn changes obj's member name by edit, if obj has it (exactMember:
+// a member spelt like it but for case, '-' or '_' is an error).
+func editIn(obj map[string]json.RawMessage, name string, edit func(*json.RawMessage) (bool, error)) (bool, error) {
+	v, ok, err := exactMember(obj, name)
+	if err != nil || !ok {
+		return false, err
+	}
+	changed, err := edit(&v)
+	if err != nil || !changed {
+		return false, err
+	}
+	obj[name] = v
+	return true, nil
 }
 
 // editObject changes the object v by edit, in place.
