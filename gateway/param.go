@@ -100,21 +100,68 @@ func eachProperty(def []byte, visit func(path []string, prop json.RawMessage) er
 
 // checkParams refuses a request whose Mcp-Param-* headers do not each
 // carry, exactly, the argument the called tool's definition mirrors into
-// them.
+// them, and one that leaves out the header of an argument it sends
+// (missingParam).
 func (g *Gateway) checkParams(x *exchange) *refusal {
 	if !x.headerChecked {
 		return nil
+	}
+	mismatch := func(name string, err error) *refusal {
+		return &refusal{status: http.StatusBadRequest, code: codeHeaderMismatch, id: singleID(x),
+			message: "Header mismatch: " + name + ": " + err.Error()}
 	}
 	for name, values := range x.r.Header {
 		if !isParamHeader(name) {
 			continue
 		}
 		if err := g.checkParam(x, name, values); err != nil {
-			return &refusal{status: http.StatusBadRequest, code: codeHeaderMismatch, id: singleID(x),
-				message: "Header mismatch: " + name + ": " + err.Error()}
+			return mismatch(name, err)
 		}
 	}
+	if name, err := g.missingParam(x); err != nil {
+		return mismatch(name, err)
+	}
 	return nil
+}
+
+// missingParam finds an argument of a tools/call that the called tool's
+// definition mirrors into a header the request does not carry, although
+// the body gives it a value other than null: the transport's "client
+// omits header but value is in body: server MUST reject". A router before
+// the upstream that acts on the header would otherwise act on its
+// absence (a default region or tenant) while the gateway and the server
+// read the body's value. Without pinning the gateway knows no
+// definitions, so nothing is required there.
+func (g *Gateway) missingParam(x *exchange) (string, error) {
+	if g.pins == nil || len(x.msgs) != 1 || x.msgs[0].Kind != mcpparse.KindRequest || x.msgs[0].Method != "tools/call" {
+		return "", nil
+	}
+	m := &x.msgs[0]
+	for header, path := range g.pins.view.Load().params[m.Name] {
+		if paramHeaderSent(x.r.Header, header) {
+			continue // checked by checkParam
+		}
+		arg, err := argumentAt(m.Arguments, path)
+		name := http.CanonicalHeaderKey(paramHeaderPrefix + header)
+		if err != nil {
+			return name, err
+		}
+		if len(arg) != 0 && string(arg) != "null" {
+			return name, fmt.Errorf("missing: the body has a value at /%s, which tool %q mirrors into it", strings.Join(path, "/"), m.Name)
+		}
+	}
+	return "", nil
+}
+
+// paramHeaderSent reports whether h has the Mcp-Param-* field for the
+// lower-case name, in any case.
+func paramHeaderSent(h http.Header, lower string) bool {
+	for name := range h {
+		if isParamHeader(name) && strings.EqualFold(name[len(paramHeaderPrefix):], lower) {
+			return true
+		}
+	}
+	return false
 }
 
 func (g *Gateway) checkParam(x *exchange, name string, values []string) error {

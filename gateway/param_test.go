@@ -79,7 +79,17 @@ func TestParamHeaders(t *testing.T) {
 		want    map[string]string // Mcp-Param-* the upstream gets
 	}{
 		{"all match", true, call26("read_a", args), h26("read_a", all), 0, 0, all},
-		{"none sent", true, call26("read_a", args), h26("read_a", nil), 0, 0, nil},
+		{"none needed", true, call26("read_a", `{"query":"x"}`), h26("read_a", nil), 0, 0, nil},
+		{"none needed for null values", true, call26("read_a", `{"region":null,"scope":{"tenant":null},"query":"x"}`), h26("read_a", nil), 0, 0, nil},
+		{"none for a tool without any", true, call26("read_b", `{"region":"us-west1"}`), h26("read_b", nil), 0, 0, nil},
+		// "Client omits header but value is in body: Server MUST reject":
+		// a router acting on the header would act on its absence.
+		{"none sent", true, call26("read_a", args), h26("read_a", nil), 400, codeHeaderMismatch, nil},
+		{"one left out", true, call26("read_a", args), h26("read_a", with("Region", "")), 400, codeHeaderMismatch, nil},
+		{"nested one left out", true, call26("read_a", args), h26("read_a", with("Tenant", "")), 400, codeHeaderMismatch, nil},
+		{"integer left out", true, call26("read_a", `{"count":0}`), h26("read_a", nil), 400, codeHeaderMismatch, nil},
+		{"left out, value not a primitive", true, call26("read_a", `{"region":{"a":1}}`), h26("read_a", nil), 400, codeHeaderMismatch, nil},
+		{"left out, value in another case", true, call26("read_a", `{"REGION":"us-west1"}`), h26("read_a", nil), 400, codeHeaderMismatch, nil},
 		{"base64 match", true, call26("read_a", `{"region":"Hello, 世界"}`), h26("read_a", map[string]string{"Region": "=?base64?SGVsbG8sIOS4lueVjA==?="}), 0, 0, map[string]string{"Region": "=?base64?SGVsbG8sIOS4lueVjA==?="}},
 		{"integer compared numerically", true, call26("read_a", `{"count":42.0}`), h26("read_a", map[string]string{"Count": "42"}), 0, 0, map[string]string{"Count": "42"}},
 		{"header name in another case", true, call26("read_a", `{"region":"us-west1"}`), map[string]string{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "read_a", "mcp-param-REGION": "us-west1"}, 0, 0, map[string]string{"Region": "us-west1"}},

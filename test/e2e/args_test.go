@@ -254,3 +254,61 @@ func TestArgumentRules(t *testing.T) {
 		}
 	}
 }
+
+// TestParamHeadersThroughGateway: a 2026-07-28 tool that mirrors an
+// argument into an Mcp-Param-* header (x-mcp-header), through Caddy. The
+// Go SDK client, which mirrors the argument of a tool it has listed, is
+// served; a call whose body has the argument but that leaves its header
+// out ("client omits header but value is in body: server MUST reject")
+// is refused by the gateway with -32020 and never reaches the upstream,
+// whatever the upstream would have checked: a router before it that acts
+// on the header would act on its absence.
+func TestParamHeadersThroughGateway(t *testing.T) {
+	var ran executed
+	srv := mcp.NewServer(&mcp.Implementation{Name: "params", Version: "v1"}, nil)
+	srv.AddTool(&mcp.Tool{Name: "get_record", Description: "Reads a user's record.", InputSchema: map[string]any{
+		"type":       "object",
+		"properties": map[string]any{"owner": map[string]any{"type": "string", "x-mcp-header": "Owner"}},
+	}}, func(_ context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		ran.add("get_record " + string(req.Params.Arguments))
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "record"}}}, nil
+	})
+	// The upstream's own check aside: what reaches it is counted.
+	var calls sync.Map
+	handler := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{Stateless: true})
+	e, ctx, tok := startModern(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Mcp-Method") == "tools/call" {
+			calls.Store(r.Header.Get("Mcp-Param-Owner"), true)
+		}
+		handler.ServeHTTP(w, r)
+	}))
+	cs, err := connect(ctx, e.modern, harness.NewSwapSource(tok), "2026-07-28", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	if _, err := cs.ListTools(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "get_record", Arguments: map[string]any{"owner": "alice"}})
+	if err != nil || res.IsError {
+		t.Fatalf("CallTool(get_record) = %+v, %v; want it run", res, err)
+	}
+	if _, ok := calls.Load("alice"); !ok {
+		t.Fatalf("the upstream got no call with Mcp-Param-Owner: alice")
+	}
+
+	resp, body, err := rawToolCallArgs(ctx, http.DefaultClient, e.modern, tok.AccessToken, "get_record", `{"owner":"alice"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "-32020") || !strings.Contains(body, "Mcp-Param-Owner") {
+		t.Errorf("a call without Mcp-Param-Owner = %d %s, want 400 with -32020 naming the header", resp.StatusCode, body)
+	}
+	if _, ok := calls.Load(""); ok {
+		t.Errorf("a call without Mcp-Param-Owner reached the upstream")
+	}
+	if got := ran.list(); len(got) != 1 {
+		t.Errorf("the server ran %q, want the SDK client's call only", got)
+	}
+}

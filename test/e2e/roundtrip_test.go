@@ -39,17 +39,8 @@ func TestMultiRoundTripThroughGateway(t *testing.T) {
 			ran.add("state " + req.Params.RequestState)
 			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "record of " + in.Owner}}}, nil, nil
 		})
-	modern := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv },
+	e, ctx, tok := startModern(t, mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv },
 		&mcp.StreamableHTTPOptions{Stateless: true}))
-	t.Cleanup(modern.Close)
-	up := modern.Listener.Addr().String()
-	e := startArgs(t, up, up)
-
-	ctx := ctxTimeout(t, 60*time.Second)
-	tok, err := e.authorize(ctx, harness.NewRobot("alice", password, redirectURI), e.oauthConfig("records"), e.modern)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var asked []string
 	c := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1.0.0"}, &mcp.ClientOptions{
 		ElicitationHandler: func(_ context.Context, req *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
@@ -89,6 +80,22 @@ func TestMultiRoundTripThroughGateway(t *testing.T) {
 	if len(sent) != 1 || strings.Contains(sent[0], "server-state") {
 		t.Errorf("the client sent requestState %q, want one, the gateway's bound form", sent)
 	}
+}
+
+// startModern starts Caddy with argsCaddyfile in front of the stateless
+// MCP server h (both resources) and authorizes alice for records there.
+func startModern(t *testing.T, h http.Handler) (*env, context.Context, *oauth2.Token) {
+	t.Helper()
+	modern := httptest.NewServer(h)
+	t.Cleanup(modern.Close)
+	up := modern.Listener.Addr().String()
+	e := startArgs(t, up, up)
+	ctx := ctxTimeout(t, 60*time.Second)
+	tok, err := e.authorize(ctx, harness.NewRobot("alice", password, redirectURI), e.oauthConfig("records"), e.modern)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, ctx, tok
 }
 
 // roundTripFunc adapts a function to http.RoundTripper.
