@@ -711,7 +711,12 @@ func (g *Gateway) classify(x *exchange) *refusal {
 // notifications/cancelled is for stdio. One sent over HTTP names a call
 // by its JSON-RPC id alone, so an upstream bridging to one stdio server
 // for every caller would cancel whichever caller's call has that id: it
-// is dropped (or refused) likewise.
+// is dropped (or refused) likewise. So are the client notifications of
+// the earlier revisions, which 2026-07-28 removed but a dual-era client
+// library may still send: the Go SDK client sends
+// notifications/roots/list_changed when its roots change, and a refusal
+// (404, method not found, without an id) ends its connection
+// (TestRootsChangedThroughGateway).
 func sessionlessMessages(msgs []mcpparse.Message, batch bool, rev revision) *refusal {
 	for i := range msgs {
 		m := &msgs[i]
@@ -720,7 +725,8 @@ func sessionlessMessages(msgs []mcpparse.Message, batch bool, rev revision) *ref
 			return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "a response to a server's request needs the Mcp-Session-Id of the session that asked", id: m.ID}
 		case m.Method == "logging/setLevel" && rev.hasSessions():
 			return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "logging/setLevel sets the level of a session: send the session's Mcp-Session-Id", id: m.ID}
-		case strings.HasPrefix(m.Method, "notifications/") && m.Method != "notifications/initialized" && rev.defines(m.Method):
+		case strings.HasPrefix(m.Method, "notifications/") && m.Method != "notifications/initialized" && rev.defines(m.Method),
+			!rev.hasSessions() && strings.HasPrefix(m.Method, "notifications/") && clientMethods[m.Method] != 0:
 			return sessionNotification(m, batch, rev)
 		}
 	}
@@ -732,7 +738,10 @@ func sessionlessMessages(msgs []mcpparse.Message, batch bool, rev revision) *ref
 func sessionNotification(m *mcpparse.Message, batch bool, rev revision) *refusal {
 	lone := !batch && m.ID == nil
 	if !rev.hasSessions() {
-		why := m.Method + " is not sent over HTTP in " + rev.String() + " (closing the answer's event stream cancels a call)"
+		why := m.Method + " is not sent over HTTP in " + rev.String()
+		if m.Method == "notifications/cancelled" {
+			why += " (closing the answer's event stream cancels a call)"
+		}
 		if lone {
 			return &refusal{status: http.StatusAccepted, message: why + ": dropped"}
 		}

@@ -824,6 +824,15 @@ func TestSessionlessRefused(t *testing.T) {
 		// alone.
 		{"notifications/cancelled 2026-07-28", call{body: cancelled, token: alice, headers: v26("Mcp-Method", "notifications/cancelled")}, 202, 0, "", "notifications/cancelled is not sent over HTTP in 2026-07-28 (closing the answer's event stream cancels a call): dropped"},
 		{"notifications/cancelled 2026-07-28 with an id", call{body: `{"jsonrpc":"2.0","id":5,"method":"notifications/cancelled","params":{"requestId":1}}`, token: alice, headers: v26("Mcp-Method", "notifications/cancelled")}, 400, codeInvalidRequest, "5", "notifications/cancelled is not sent over HTTP in 2026-07-28 (closing the answer's event stream cancels a call)"},
+		// The client notifications 2026-07-28 removed, which a dual-era
+		// client library may still send (the Go SDK's roots/list_changed):
+		// dropped, never refused, as a refusal without an id ends a Go SDK
+		// client's connection (TestRootsChangedThroughGateway).
+		{"notifications/roots/list_changed 2026-07-28", call{body: `{"jsonrpc":"2.0","method":"notifications/roots/list_changed","params":{}}`, token: alice, headers: v26("Mcp-Method", "notifications/roots/list_changed")}, 202, 0, "", "notifications/roots/list_changed is not sent over HTTP in 2026-07-28: dropped"},
+		{"notifications/roots/list_changed 2026-07-28, no Mcp-Method", call{body: `{"jsonrpc":"2.0","method":"notifications/roots/list_changed"}`, token: alice, headers: v26()}, 202, 0, "", "notifications/roots/list_changed is not sent over HTTP in 2026-07-28: dropped"},
+		{"notifications/progress 2026-07-28", call{body: `{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":0,"progress":1}}`, token: alice, headers: v26("Mcp-Method", "notifications/progress")}, 202, 0, "", "notifications/progress is not sent over HTTP in 2026-07-28: dropped"},
+		{"notifications/initialized 2026-07-28", call{body: `{"jsonrpc":"2.0","method":"notifications/initialized"}`, token: alice, headers: v26("Mcp-Method", "notifications/initialized")}, 202, 0, "", "notifications/initialized is not sent over HTTP in 2026-07-28: dropped"},
+		{"notifications/roots/list_changed 2026-07-28 with an id", call{body: `{"jsonrpc":"2.0","id":6,"method":"notifications/roots/list_changed"}`, token: alice, headers: v26("Mcp-Method", "notifications/roots/list_changed")}, 400, codeInvalidRequest, "6", "notifications/roots/list_changed is not sent over HTTP in 2026-07-28"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

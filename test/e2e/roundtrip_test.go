@@ -1,11 +1,13 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -79,6 +81,61 @@ func TestMultiRoundTripThroughGateway(t *testing.T) {
 	}
 	if len(sent) != 1 || strings.Contains(sent[0], "server-state") {
 		t.Errorf("the client sent requestState %q, want one, the gateway's bound form", sent)
+	}
+}
+
+// TestRootsChangedThroughGateway: the Go SDK client in 2026-07-28 still
+// sends notifications/roots/list_changed when its roots change, which
+// this revision removed. The gateway drops it (202) rather than refusing
+// it: a refusal, which for a notification has no id, ended the client's
+// connection, and every later call failed ("client is closing"), where
+// the SDK's own server takes it. The notification reaches no server.
+func TestRootsChangedThroughGateway(t *testing.T) {
+	srv := mcp.NewServer(&mcp.Implementation{Name: "roots", Version: "v1"}, nil)
+	mcp.AddTool(srv, &mcp.Tool{Name: "get_record", Description: "Reads a user's record."},
+		func(_ context.Context, _ *mcp.CallToolRequest, in RecordIn) (*mcp.CallToolResult, any, error) {
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "record of " + in.Owner}}}, nil, nil
+		})
+	handler := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{Stateless: true})
+	var notified atomic.Int32
+	e, ctx, tok := startModern(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if bytes.Contains(body, []byte("notifications/roots/list_changed")) {
+			notified.Add(1)
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		handler.ServeHTTP(w, r)
+	}))
+	var sent atomic.Int32
+	base := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		if r.Header.Get("Mcp-Method") == "notifications/roots/list_changed" {
+			sent.Add(1)
+		}
+		return http.DefaultTransport.RoundTrip(r)
+	})
+	c := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1.0.0"}, nil)
+	hc := &http.Client{Transport: &oauth2.Transport{Source: oauth2.StaticTokenSource(tok), Base: base}}
+	cs, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: e.modern, HTTPClient: hc},
+		&mcp.ClientSessionOptions{ProtocolVersion: "2026-07-28"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	c.AddRoots(&mcp.Root{URI: "file:///home/alice/project"})
+	// The notification goes out in the background: wait until it was sent.
+	for deadline := time.Now().Add(10 * time.Second); sent.Load() == 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if sent.Load() == 0 {
+		t.Fatal("the client sent no notifications/roots/list_changed")
+	}
+	time.Sleep(100 * time.Millisecond) // its answer read
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "get_record", Arguments: map[string]any{"owner": "alice"}})
+	if err != nil || res.IsError {
+		t.Fatalf("CallTool after the roots changed = %+v, %v; want the record", res, err)
+	}
+	if n := notified.Load(); n != 0 {
+		t.Errorf("notifications/roots/list_changed at the server: %d, want none", n)
 	}
 }
 
