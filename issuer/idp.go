@@ -436,8 +436,8 @@ func (p *IdentityProvider) identity(claims map[string]any, subject string) (*idp
 		return nil, fmt.Errorf("%w: claim %s is missing or not a usable name", errIdPRefused, p.UserClaim)
 	}
 	id := &idpIdentity{username: p.Name + ":" + value, subject: subject}
-	id.name, _ = claims["name"].(string)
-	id.email, _ = claims["email"].(string)
+	id.name = profileClaim(claims, "name", maxProfileName)
+	id.email = profileClaim(claims, "email", maxEmailLen)
 	verified, stated := emailVerified(claims)
 	if stated && !verified {
 		// Not kept, so never served as the user's (userinfo, ID tokens).
@@ -475,6 +475,25 @@ func (p *IdentityProvider) identity(claims map[string]any, subject string) (*idp
 		return nil, fmt.Errorf("%w: no mapped group", errIdPRefused)
 	}
 	return id, nil
+}
+
+// Bounds of the profile claims kept from a provider: an address past
+// RFC 5321's 254 bytes is no address.
+const (
+	maxProfileName = 256
+	maxEmailLen    = 254
+)
+
+// profileClaim is the string claim name, or "" when it is longer than max
+// bytes or holds a control or bidirectional character: the user may edit
+// it at the provider, and it is kept in the user's record and copied into
+// our ID tokens, userinfo and the consent page ("eve<U+202E>nimda").
+func profileClaim(claims map[string]any, name string, max int) string {
+	s, _ := claims[name].(string)
+	if len(s) > max || strings.ContainsFunc(s, misleading) {
+		return ""
+	}
+	return s
 }
 
 // limitedTransport fails responses longer than max bytes.

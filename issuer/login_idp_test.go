@@ -546,6 +546,49 @@ func TestIdPUnverifiedEmailNotKept(t *testing.T) {
 	}
 }
 
+// TestIdPProfileClaimsBounded: the provider's name and email claims are
+// what the user may edit there, kept in the user's record and copied into
+// every ID token and userinfo answer of ours. One past a sane length (a
+// name of a few hundred KiB, an address longer than RFC 5321's 254
+// bytes), or holding a control or bidirectional character (U+202E makes
+// "eve<U+202E>nimda" read as "eveadmin" on the consent page), is not kept;
+// the sign-in goes on without it.
+func TestIdPProfileClaimsBounded(t *testing.T) {
+	long := strings.Repeat("a", 300<<10)
+	for _, tt := range []struct {
+		name, email         string
+		wantName, wantEmail string
+	}{
+		{"Alice Example", "alice@corp.example", "Alice Example", "alice@corp.example"},
+		{"Zoë 李", "alice@corp.example", "Zoë 李", "alice@corp.example"},
+		{long, "alice@corp.example", "", "alice@corp.example"},
+		{"eve\u202enimda", "alice@corp.example", "", "alice@corp.example"},
+		{"Alice\nExample", "alice@corp.example", "", "alice@corp.example"},
+		{"Alice", strings.Repeat("a", 250) + "@corp.example", "Alice", ""},
+		{"Alice", long + "@corp.example", "Alice", ""},
+		{"Alice", "alice@corp.example\r\nBcc: eve@evil.example", "Alice", ""},
+	} {
+		e, stub, _ := newIdPEnv(t, func(p *IdentityProvider) { p.AllowedEmailDomains = nil })
+		stub.set(func(s *stubIdP) { s.claims["name"], s.claims["email"] = tt.name, tt.email })
+		if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+			t.Fatalf("name %.20q, email %.20q: sign-in = %d %q", tt.name, tt.email, res.status, res.body)
+		}
+		var u User
+		if err := e.get(bucketUsers, stubIdPName+":u-1", &u); err != nil {
+			t.Fatal(err)
+		}
+		if u.Name != tt.wantName || u.Email != tt.wantEmail {
+			t.Errorf("name %.20q, email %.20q: stored %.20q, %.20q; want %q, %q", tt.name, tt.email, u.Name, u.Email, tt.wantName, tt.wantEmail)
+		}
+	}
+	// An address not kept is no address: allowed_email_domains refuses it.
+	e, stub, _ := newIdPEnv(t, nil)
+	stub.set(func(s *stubIdP) { s.claims["email"] = strings.Repeat("a", 250) + "@corp.example" })
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusForbidden {
+		t.Errorf("overlong address under allowed_email_domains: sign-in = %d, want 403", res.status)
+	}
+}
+
 // TestIdPClientAuth: with a client_secret the code is redeemed with HTTP
 // Basic authentication; without one the client is public: no secret,
 // its client_id in the form, PKCE alone.
