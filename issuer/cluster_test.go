@@ -288,6 +288,34 @@ func TestLimitsSharedAcrossInstances(t *testing.T) {
 	}
 }
 
+// TestLimitsKeepNoTypedName: on a shared database the brute-force
+// counters are entries of the store, and what a user typed as a username
+// is part of their keys. A name that matches no account may be a password
+// typed in the wrong field (hence the security log leaves it out), so it
+// is never stored as typed, nor a client id as sent: the counters still
+// block the pair (TestLimitsSharedAcrossInstances).
+func TestLimitsKeepNoTypedName(t *testing.T) {
+	envs, dsn := clusterEnvs(t, 1)
+	e := envs[0]
+	const typed = "Correct-Horse-Battery-Staple-42"
+	if code, _ := e.loginFrom(t, "203.0.113.9:4000", typed, "whatever"); code != http.StatusUnauthorized {
+		t.Fatalf("login as %q = %d, want 401", typed, code)
+	}
+	if w := e.postFrom("203.0.113.9:4000", pathToken, ccForm(url.Values{"client_id": {typed}, "client_secret": {"x"}})); w.Code != http.StatusUnauthorized {
+		t.Fatalf("client %q = %d %s, want 401", typed, w.Code, w.Body)
+	}
+	keys, err := pgtest.Shared(t).Psql(dsn, `SELECT count(*), string_agg(encode(key, 'escape'), ' ') FROM mcp_auth_entries WHERE bucket = 'limits'::bytea`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.HasPrefix(keys, "0|") {
+		t.Fatalf("limit counters stored: %q, want the login's", keys)
+	}
+	if strings.Contains(strings.ToLower(keys), strings.ToLower(typed)) {
+		t.Errorf("limit counter keys %q hold the typed name %q", keys, typed)
+	}
+}
+
 // TestDPoPReplayAcrossInstances: a DPoP proof spent at one instance is
 // refused at another on the same database (each has its own replay
 // memory), its record expires with the proof's acceptance window, and a

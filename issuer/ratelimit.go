@@ -123,8 +123,11 @@ func record(t counterTx, key string, free int, now time.Time) {
 	t.put(key, e, scoreExpiry(e))
 }
 
-func pairKey(account, addr string) string { return "p\x00" + account + "\x00" + addr }
-func accountKey(account string) string    { return "a\x00" + account }
+// The account is hashed in the keys: they are stored on a shared database
+// (storeCounters), and a name that matches no account may be a password
+// typed in the wrong field.
+func pairKey(account, addr string) string { return "p\x00" + tokenKey(account) + "\x00" + addr }
+func accountKey(account string) string    { return "a\x00" + tokenKey(account) }
 func addrKey(addr string) string          { return "n\x00" + addr }
 
 // attemptDelay is how long attempts for account from addr are refused;
