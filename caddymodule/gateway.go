@@ -302,6 +302,7 @@ func (h *GatewayHandler) Provision(ctx caddy.Context) error {
 		AuditLogger:       log.Named("audit"),
 		ErrorStatus:       errorStatus,
 		WriteTimeout:      writeTimeout,
+		ClientAddr:        clientAddr,
 		OwnRequestContext: ownRequestContext,
 	}
 	vecs, err := newGatewayVecs(ctx.GetMetricsRegistry())

@@ -162,6 +162,36 @@ func TestIssuerHandlerClientIP(t *testing.T) {
 	}
 }
 
+// TestGatewayAuditClientIP: the gateway's audit events name the client
+// address Caddy determined (trusted_proxies), as the issuer's limits count
+// it: behind a load balancer the peer is the balancer for every request.
+func TestGatewayAuditClientIP(t *testing.T) {
+	ctx := caddyContext(t, testApp(t))
+	h := &GatewayHandler{Resource: gatewayResource, Scopes: []string{"mcp"}, Tools: []Rule{{Match: "*"}}}
+	if err := h.Provision(ctx); err != nil {
+		t.Fatalf("Provision() = %v", err)
+	}
+	core, logs := observer.New(zap.InfoLevel)
+	h.cfg.AuditLogger = zap.New(core) // the app's Start builds the gateway
+	startApp(t, ctx)
+	for _, tt := range []struct{ clientIP, want string }{
+		{"198.51.100.7", "198.51.100.7:443"},
+		{"", "192.0.2.1:443"}, // no client_ip: the peer
+	} {
+		logs.TakeAll()
+		req := mcpRequest("")
+		req.RemoteAddr = "192.0.2.1:443" // the proxy
+		req = req.WithContext(context.WithValue(req.Context(), caddyhttp.VarsCtxKey, map[string]any{caddyhttp.ClientIPVarKey: tt.clientIP}))
+		if err := h.ServeHTTP(httptest.NewRecorder(), req, &recordingNext{}); err != nil {
+			t.Fatalf("ServeHTTP() = %v", err)
+		}
+		events := logs.All()
+		if len(events) != 1 || events[0].ContextMap()["remote_addr"] != tt.want {
+			t.Errorf("client_ip %q: audit events %v, want one with remote_addr %s", tt.clientIP, events, tt.want)
+		}
+	}
+}
+
 func TestHandlersWithoutApp(t *testing.T) {
 	ctx := caddyContext(t, nil)
 	for _, p := range []caddy.Provisioner{new(IssuerHandler), &GatewayHandler{Resource: gatewayResource}} {

@@ -75,19 +75,29 @@ func (h *IssuerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next c
 	return next.ServeHTTP(w, r)
 }
 
-// clientAddress returns r, or a shallow copy whose RemoteAddr is the
-// client address Caddy determined (its client_ip, which honours
-// X-Forwarded-For only from trusted_proxies): the issuer limits attempts
-// per address, and behind a proxy every client would share the proxy's.
+// clientAddress returns r, or a shallow copy whose RemoteAddr is
+// clientAddr's: the issuer limits attempts per address, and behind a
+// proxy every client would share the proxy's.
 func clientAddress(r *http.Request) *http.Request {
-	ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
-	host, port, err := net.SplitHostPort(r.RemoteAddr)
-	if ip == "" || err == nil && host == ip {
+	addr := clientAddr(r)
+	if addr == r.RemoteAddr {
 		return r
 	}
 	c := *r
-	c.RemoteAddr = net.JoinHostPort(ip, port)
+	c.RemoteAddr = addr
 	return &c
+}
+
+// clientAddr is the client address Caddy determined (its client_ip, which
+// honours X-Forwarded-For only from trusted_proxies) with the peer's
+// port, or r.RemoteAddr when it is the peer's.
+func clientAddr(r *http.Request) string {
+	ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	host, port, err := net.SplitHostPort(r.RemoteAddr)
+	if ip == "" || err == nil && host == ip {
+		return r.RemoteAddr
+	}
+	return net.JoinHostPort(ip, port)
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:

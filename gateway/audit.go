@@ -124,6 +124,7 @@ type auditEvent struct {
 	reason    string
 	latency   time.Duration
 	requestID string
+	addr      string       // the client's (Config.ClientAddr)
 	field     [1]zap.Field // the event as ce.Write's argument
 }
 
@@ -137,9 +138,12 @@ func (g *Gateway) auditOne(x *exchange, d *decision, m *mcpparse.Message, allowe
 	if d != nil && reason == "" {
 		reason = d.reason
 	}
-	e := &auditEvent{g: g, x: x, d: d, m: m, allowed: allowed, status: status, reason: reason, latency: latency}
+	e := &auditEvent{g: g, x: x, d: d, m: m, allowed: allowed, status: status, reason: reason, latency: latency, addr: x.r.RemoteAddr}
 	if g.cfg.RequestID != nil {
 		e.requestID = g.cfg.RequestID(x.r)
+	}
+	if g.cfg.ClientAddr != nil {
+		e.addr = g.cfg.ClientAddr(x.r)
 	}
 	e.field[0] = zap.Inline(e)
 	ce.Write(e.field[:]...)
@@ -204,7 +208,7 @@ func (e *auditEvent) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	}
 	enc.AddInt64("status", int64(e.status))
 	enc.AddDuration("latency", e.latency)
-	enc.AddString("remote_addr", e.x.r.RemoteAddr)
+	enc.AddString("remote_addr", e.addr)
 	if e.g.cfg.RequestID != nil {
 		enc.AddString("request_id", e.requestID)
 	}

@@ -20,6 +20,9 @@ import (
 func TestAudit(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.RequestID = func(*http.Request) string { return "req-42" }
+	// The client's address as Caddy determined it (trusted_proxies), not
+	// the peer's, which behind a load balancer is the balancer's.
+	cfg.ClientAddr = func(*http.Request) string { return "198.51.100.7:4711" }
 	h := newHarness(t, cfg, nil)
 	c := claims()
 	c["act"] = map[string]any{"sub": "agent-a", "act": map[string]any{"sub": "agent-b"}}
@@ -38,7 +41,6 @@ func TestAudit(t *testing.T) {
 	}
 	allow := entries[0].ContextMap()
 	delete(allow, "latency")
-	delete(allow, "remote_addr")
 	want := map[string]any{
 		"principal":      "alice",
 		"client":         "client-1",
@@ -53,6 +55,7 @@ func TestAudit(t *testing.T) {
 		"decision":       "allow",
 		"status":         int64(200),
 		"request_id":     "req-42",
+		"remote_addr":    "198.51.100.7:4711",
 	}
 	if diff := cmp.Diff(want, allow); diff != "" {
 		t.Errorf("allow event (-want +got):\n%s", diff)

@@ -150,6 +150,12 @@ type Config struct {
 	// request UUID) to put in audit events.
 	RequestID func(r *http.Request) string
 
+	// ClientAddr, when set, returns the client's address for audit
+	// events (remote_addr); default r.RemoteAddr, the peer, which behind
+	// a load balancer is the balancer for every request. Caddy's adapter
+	// gives its client_ip, which honours trusted_proxies.
+	ClientAddr func(r *http.Request) string
+
 	// OwnRequestContext, when set, gives the context of a request the
 	// gateway makes of its own to next (a tools/list fetch for pinning)
 	// whatever next keeps per request there, copied from the caller's:
