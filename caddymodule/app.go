@@ -145,7 +145,11 @@ type Client struct {
 	// none). A client must be public or have a secret or a key set.
 	Public       bool     `json:"public,omitempty"`
 	RedirectURIs []string `json:"redirect_uris,omitempty"`
-	GrantTypes   []string `json:"grant_types,omitempty"`
+	// PostLogoutRedirectURIs are where OpenID Connect RP-Initiated
+	// Logout may send the browser after the client signs the user out:
+	// the post_logout_redirect_uri it names must be one of them exactly.
+	PostLogoutRedirectURIs []string `json:"post_logout_redirect_uris,omitempty"`
+	GrantTypes             []string `json:"grant_types,omitempty"`
 	// AuthMethod is the token_endpoint_auth_method. Default: none for
 	// public clients, client_secret_basic with a secret, private_key_jwt
 	// with a key set.
@@ -349,6 +353,7 @@ func (c Client) issuerClient(repl *caddy.Replacer) (issuer.Client, error) {
 		Name:                    c.Name,
 		SecretHash:              secret,
 		RedirectURIs:            c.RedirectURIs,
+		PostLogoutRedirectURIs:  c.PostLogoutRedirectURIs,
 		GrantTypes:              c.GrantTypes,
 		TokenEndpointAuthMethod: c.AuthMethod,
 		JWKSURI:                 c.JWKSURI,

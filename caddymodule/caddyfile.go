@@ -64,6 +64,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			secret <bcrypt-hash|sha256:hex>
 //			public
 //			redirect_uri <uri...>
+//			post_logout_redirect_uri <uri...>
 //			grant_types <grant-type...>
 //			auth_method none|client_secret_basic|client_secret_post|private_key_jwt
 //			jwks_uri <url>
@@ -106,8 +107,8 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 // Hashes and secrets may be placeholders ({env.NAME}, {file.PATH}),
 // replaced when the config is loaded; {$NAME} is replaced when the
 // Caddyfile is adapted.
-// The user, group, client, agent, redirect_uri, scopes, resource,
-// identity_provider and trusted_idp subdirectives (and group inside
+// The user, group, client, agent, redirect_uri, post_logout_redirect_uri,
+// scopes, resource, identity_provider and trusted_idp subdirectives (and group inside
 // identity_provider) may repeat.
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // option name
@@ -415,6 +416,8 @@ func parseClient(d *caddyfile.Dispenser) (Client, error) {
 			err = flag(d, &c.Public)
 		case "redirect_uri", "redirect_uris":
 			err = listArg(d, &c.RedirectURIs)
+		case "post_logout_redirect_uri", "post_logout_redirect_uris":
+			err = listArg(d, &c.PostLogoutRedirectURIs)
 		case "grant_types":
 			err = listArg(d, &c.GrantTypes)
 		case "auth_method":

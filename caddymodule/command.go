@@ -300,6 +300,7 @@ func clientFlags(cmd *cobra.Command, nc *issuer.NewClientRequest, jwksFile *stri
 	f.StringVar(&nc.Name, "name", "", "Display name shown on the consent page")
 	f.BoolVar(&nc.Public, "public", false, "Public client (no secret; PKCE only)")
 	f.StringSliceVar(&nc.RedirectURIs, "redirect-uri", nil, "Redirect URI (repeatable)")
+	f.StringSliceVar(&nc.PostLogoutRedirectURIs, "post-logout-redirect-uri", nil, "Where RP-Initiated Logout may send the browser back to (repeatable)")
 	f.StringSliceVar(&nc.GrantTypes, "grant-type", nil, "Grant type (repeatable; default authorization_code, refresh_token)")
 	f.StringVar(&nc.AuthMethod, "auth-method", "", "Token endpoint auth method: none, client_secret_basic, client_secret_post, private_key_jwt")
 	f.StringVar(&nc.JWKSURI, "jwks-uri", "", "URL of the client's JWK Set (private_key_jwt)")
@@ -329,7 +330,7 @@ func (c *cli) clientUpdate() *cobra.Command {
 				return err
 			}
 			nc := issuer.NewClientRequest{
-				ID: id, Name: cur.Name, RedirectURIs: cur.RedirectURIs, GrantTypes: cur.GrantTypes,
+				ID: id, Name: cur.Name, RedirectURIs: cur.RedirectURIs, PostLogoutRedirectURIs: cur.PostLogoutRedirectURIs, GrantTypes: cur.GrantTypes,
 				AuthMethod: cur.AuthMethod, JWKSURI: cur.JWKSURI, Resources: cur.Resources, Scopes: cur.Scopes,
 				Introspect: cur.Introspect,
 			}
@@ -339,6 +340,9 @@ func (c *cli) clientUpdate() *cobra.Command {
 			}
 			if f.Changed("redirect-uri") {
 				nc.RedirectURIs = set.RedirectURIs
+			}
+			if f.Changed("post-logout-redirect-uri") {
+				nc.PostLogoutRedirectURIs = set.PostLogoutRedirectURIs
 			}
 			if f.Changed("grant-type") {
 				nc.GrantTypes = set.GrantTypes

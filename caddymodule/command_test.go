@@ -59,13 +59,17 @@ func TestCommand(t *testing.T) {
 		{"user disable config user", "", []string{"user", "disable", "alice"}, "", "HTTP 409"},
 		{"user remove", "", []string{"user", "remove", "bob"}, "removed user bob", ""},
 		{"user show removed", "", []string{"user", "show", "bob"}, "", "HTTP 404"},
-		{"client add public", "", []string{"client", "add", "cli", "--public", "--redirect-uri", "http://127.0.0.1/cb", "--name", "CLI"}, `"token_endpoint_auth_method": "none"`, ""},
+		{"client add public", "", []string{"client", "add", "cli", "--public", "--redirect-uri", "http://127.0.0.1/cb", "--name", "CLI", "--post-logout-redirect-uri", "http://127.0.0.1/bye"}, `"token_endpoint_auth_method": "none"`, ""},
 		{"client add confidential", "", []string{"client", "add", "svc", "--grant-type", "client_credentials", "--scope", "read"}, `"client_secret": "`, ""},
 		{"client add resource server", "", []string{"client", "add", "rs", "--grant-type", "client_credentials", "--introspect"}, `"introspect": true`, ""},
 		{"client list", "", []string{"client", "list"}, "svc", ""},
 		{"client show", "", []string{"client", "show", "cli"}, `"client_name": "CLI"`, ""},
 		{"client update", "", []string{"client", "update", "cli", "--name", "CLI 2", "--redirect-uri", "http://127.0.0.1/cb", "--redirect-uri", "http://127.0.0.1/other"}, `"client_name": "CLI 2"`, ""},
 		{"client update keeps the rest", "", []string{"client", "update", "cli", "--scope", "read"}, `"http://127.0.0.1/other"`, ""},
+		{"client update keeps the post-logout redirect URIs", "", []string{"client", "update", "cli", "--scope", "read"}, `"post_logout_redirect_uris": [
+    "http://127.0.0.1/bye"
+  ]`, ""},
+		{"client update sets the post-logout redirect URIs", "", []string{"client", "update", "cli", "--post-logout-redirect-uri", "http://127.0.0.1/later"}, `"http://127.0.0.1/later"`, ""},
 		{"client update shows the change", "", []string{"client", "show", "cli"}, `"scopes": [
     "read"
   ]`, ""},

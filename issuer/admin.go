@@ -316,26 +316,27 @@ func (a *admin) passwordHash(password, hash string) (string, error) {
 
 // ClientView is a client as the admin API shows it (no secret hash).
 type ClientView struct {
-	ID              string    `json:"client_id"`
-	Name            string    `json:"client_name,omitempty"`
-	RedirectURIs    []string  `json:"redirect_uris,omitempty"`
-	GrantTypes      []string  `json:"grant_types,omitempty"`
-	AuthMethod      string    `json:"token_endpoint_auth_method,omitempty"`
-	JWKSURI         string    `json:"jwks_uri,omitempty"`
-	HasJWKS         bool      `json:"has_jwks,omitempty"`
-	ApplicationType string    `json:"application_type,omitempty"`
-	Resources       []string  `json:"resources,omitempty"`
-	Scopes          []string  `json:"scopes,omitempty"`
-	Introspect      bool      `json:"introspect,omitempty"`
-	Source          string    `json:"source,omitempty"`
-	CreatedAt       time.Time `json:"created_at,omitzero"`
+	ID                     string    `json:"client_id"`
+	Name                   string    `json:"client_name,omitempty"`
+	RedirectURIs           []string  `json:"redirect_uris,omitempty"`
+	PostLogoutRedirectURIs []string  `json:"post_logout_redirect_uris,omitempty"`
+	GrantTypes             []string  `json:"grant_types,omitempty"`
+	AuthMethod             string    `json:"token_endpoint_auth_method,omitempty"`
+	JWKSURI                string    `json:"jwks_uri,omitempty"`
+	HasJWKS                bool      `json:"has_jwks,omitempty"`
+	ApplicationType        string    `json:"application_type,omitempty"`
+	Resources              []string  `json:"resources,omitempty"`
+	Scopes                 []string  `json:"scopes,omitempty"`
+	Introspect             bool      `json:"introspect,omitempty"`
+	Source                 string    `json:"source,omitempty"`
+	CreatedAt              time.Time `json:"created_at,omitzero"`
 	// ClientSecret is set only in the answer that generated it.
 	ClientSecret string `json:"client_secret,omitempty"`
 }
 
 func clientView(c Client) ClientView {
 	return ClientView{
-		ID: c.ID, Name: c.Name, RedirectURIs: c.RedirectURIs, GrantTypes: c.GrantTypes,
+		ID: c.ID, Name: c.Name, RedirectURIs: c.RedirectURIs, PostLogoutRedirectURIs: c.PostLogoutRedirectURIs, GrantTypes: c.GrantTypes,
 		AuthMethod: c.TokenEndpointAuthMethod, JWKSURI: c.JWKSURI, HasJWKS: len(c.JWKS) > 0,
 		ApplicationType: c.ApplicationType, Resources: c.Resources, Scopes: c.Scopes,
 		Introspect: c.Introspect, Source: c.Source, CreatedAt: c.CreatedAt,
@@ -346,16 +347,19 @@ func clientView(c Client) ClientView {
 // (auth method client_secret_basic or client_secret_post, the default when
 // not public and without keys) gets a generated secret, returned once.
 type NewClientRequest struct {
-	ID           string          `json:"client_id"`
-	Name         string          `json:"client_name,omitempty"`
-	Public       bool            `json:"public,omitempty"`
-	RedirectURIs []string        `json:"redirect_uris,omitempty"`
-	GrantTypes   []string        `json:"grant_types,omitempty"`
-	AuthMethod   string          `json:"token_endpoint_auth_method,omitempty"`
-	JWKSURI      string          `json:"jwks_uri,omitempty"`
-	JWKS         json.RawMessage `json:"jwks,omitempty"`
-	Resources    []string        `json:"resources,omitempty"`
-	Scopes       []string        `json:"scopes,omitempty"`
+	ID           string   `json:"client_id"`
+	Name         string   `json:"client_name,omitempty"`
+	Public       bool     `json:"public,omitempty"`
+	RedirectURIs []string `json:"redirect_uris,omitempty"`
+	// PostLogoutRedirectURIs are where RP-Initiated Logout may send the
+	// browser back to (post_logout_redirect_uris).
+	PostLogoutRedirectURIs []string        `json:"post_logout_redirect_uris,omitempty"`
+	GrantTypes             []string        `json:"grant_types,omitempty"`
+	AuthMethod             string          `json:"token_endpoint_auth_method,omitempty"`
+	JWKSURI                string          `json:"jwks_uri,omitempty"`
+	JWKS                   json.RawMessage `json:"jwks,omitempty"`
+	Resources              []string        `json:"resources,omitempty"`
+	Scopes                 []string        `json:"scopes,omitempty"`
 	// Introspect marks a resource server, which may introspect every
 	// token.
 	Introspect bool `json:"introspect,omitempty"`
@@ -395,7 +399,7 @@ func (a *admin) showClient(w http.ResponseWriter, r *http.Request) error {
 // method).
 func (nc *NewClientRequest) client() (Client, error) {
 	c := Client{
-		ID: nc.ID, Name: nc.Name, RedirectURIs: nc.RedirectURIs, GrantTypes: nc.GrantTypes,
+		ID: nc.ID, Name: nc.Name, RedirectURIs: nc.RedirectURIs, PostLogoutRedirectURIs: nc.PostLogoutRedirectURIs, GrantTypes: nc.GrantTypes,
 		TokenEndpointAuthMethod: nc.AuthMethod, JWKSURI: nc.JWKSURI, JWKS: nc.JWKS,
 		Resources: nc.Resources, Scopes: nc.Scopes, Introspect: nc.Introspect,
 	}

@@ -377,6 +377,43 @@ func TestAdminClientRedirectURIs(t *testing.T) {
 	}
 }
 
+// TestAdminClientPostLogoutRedirectURIs: a client's post-logout redirect
+// URIs are added, shown and replaced through the admin API under the
+// rules of its redirect URIs (for its kind: a web client's are https on a
+// public host), and a refused one stores nothing.
+func TestAdminClientPostLogoutRedirectURIs(t *testing.T) {
+	iss, _ := newAdminIssuer(t, nil)
+	srv := adminServer(t, iss)
+	for _, tt := range []struct {
+		name, body string
+		wantStatus int
+		wantBody   string
+	}{
+		{"http on a public host", `{"client_id":"c1","public":true,"redirect_uris":["https://app.example.com/cb"],"post_logout_redirect_uris":["http://app.example.com/bye"]}`, 400, "post_logout_redirect_uris: redirect URI"},
+		{"loopback for a web client", `{"client_id":"c2","public":true,"redirect_uris":["https://app.example.com/cb"],"post_logout_redirect_uris":["http://127.0.0.1/bye"]}`, 400, "web clients must use https"},
+		{"fragment", `{"client_id":"c3","public":true,"post_logout_redirect_uris":["https://app.example.com/bye#x"]}`, 400, "fragments"},
+		{"misspelt member", `{"client_id":"c4","public":true,"post_logout_redirect_uri":["https://app.example.com/bye"]}`, 400, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			runAPI(t, srv, apiCase{tt.name, "POST", "/mcp-auth/clients", tt.body, tt.wantStatus, tt.wantBody})
+			var req NewClientRequest
+			_ = json.Unmarshal([]byte(tt.body), &req)
+			runAPI(t, srv, apiCase{"nothing stored", "GET", "/mcp-auth/clients/" + req.ID, "", http.StatusNotFound, ""})
+		})
+	}
+	runAPI(t, srv, apiCase{"add", "POST", "/mcp-auth/clients",
+		`{"client_id":"rp","public":true,"redirect_uris":["https://app.example.com/cb"],"post_logout_redirect_uris":["https://app.example.com/bye","https://app.example.com/bye?lang=en"]}`,
+		201, `"post_logout_redirect_uris":["https://app.example.com/bye","https://app.example.com/bye?lang=en"]`})
+	runAPI(t, srv, apiCase{"show", "GET", "/mcp-auth/clients/rp", "", 200, `"post_logout_redirect_uris":["https://app.example.com/bye","https://app.example.com/bye?lang=en"]`})
+	runAPI(t, srv, apiCase{"replace", "PUT", "/mcp-auth/clients/rp",
+		`{"public":true,"redirect_uris":["https://app.example.com/cb"],"post_logout_redirect_uris":["https://app.example.com/later"]}`,
+		200, `"post_logout_redirect_uris":["https://app.example.com/later"]`})
+	c, err := iss.dir.lookupClient(context.Background(), "rp")
+	if err != nil || !slices.Equal(c.PostLogoutRedirectURIs, []string{"https://app.example.com/later"}) {
+		t.Errorf("stored client = %+v, %v, want post-logout redirect URIs [https://app.example.com/later]", c, err)
+	}
+}
+
 // clientCredentialsStatus asks iss for a token and returns the status.
 func clientCredentialsStatus(t *testing.T, iss *Issuer, id, secret string) int {
 	t.Helper()

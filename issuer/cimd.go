@@ -360,6 +360,10 @@ func validateCIMD(clientID string, m *clientMetadata) (*Client, error) {
 		}
 	}
 	uris, appType, err := validateRedirectURIs(m.RedirectURIs, m.ApplicationType, true)
+	var logoutURIs []string
+	if err == nil {
+		logoutURIs, err = validatePostLogoutRedirectURIs(m.PostLogoutRedirectURIs, appType)
+	}
 	if err != nil {
 		var e *Error
 		if errors.As(err, &e) {
@@ -371,6 +375,7 @@ func validateCIMD(clientID string, m *clientMetadata) (*Client, error) {
 		ID:                      clientID,
 		Name:                    name,
 		RedirectURIs:            uris,
+		PostLogoutRedirectURIs:  logoutURIs,
 		GrantTypes:              slices.Clone(grants),
 		TokenEndpointAuthMethod: method,
 		JWKS:                    jwks,
@@ -380,7 +385,7 @@ func validateCIMD(clientID string, m *clientMetadata) (*Client, error) {
 		Source:                  sourceCIMD,
 	}
 	if err := checkStoredSize(c); err != nil {
-		return nil, cimdError(fmt.Sprintf("the document is too large: client_id, client_name, redirect_uris and jwks together must fit in %d bytes", maxStoredRegistration))
+		return nil, cimdError(fmt.Sprintf("the document is too large: client_id, client_name, redirect_uris, post_logout_redirect_uris and jwks together must fit in %d bytes", maxStoredRegistration))
 	}
 	return c, nil
 }

@@ -193,6 +193,11 @@ type Client struct {
 	Name         string   `json:"client_name,omitempty"`
 	SecretHash   string   `json:"secret_hash,omitempty"` // bcrypt or "sha256:<hex>"; empty for public clients
 	RedirectURIs []string `json:"redirect_uris,omitempty"`
+	// PostLogoutRedirectURIs are where the client may have the browser
+	// sent after it signs out (OpenID Connect RP-Initiated Logout 1.0
+	// section 3.1); the post_logout_redirect_uri it names must be one of
+	// them exactly.
+	PostLogoutRedirectURIs []string `json:"post_logout_redirect_uris,omitempty"`
 	// GrantTypes the client may use. Empty means authorization_code and
 	// refresh_token; client_credentials must be listed explicitly.
 	GrantTypes              []string `json:"grant_types,omitempty"`

@@ -169,7 +169,7 @@ func (d *directory) validateConfig() error {
 		// The rules of a registered client's redirect URIs: codes go
 		// nowhere in clear, nor to a host a browser reads otherwise
 		// (review s16-admin F2: configured clients skipped them).
-		for _, u := range c.RedirectURIs {
+		for _, u := range slices.Concat(c.RedirectURIs, c.PostLogoutRedirectURIs) {
 			if err := configuredRedirectURI(u); err != nil {
 				return entryErr("client", c.ID, err)
 			}

@@ -512,7 +512,11 @@ func (i *Issuer) checkClient(c *Client, keepsSecret bool) error {
 	}
 	// The rules of Dynamic Client Registration: an operator's typo must not
 	// become a redirect to plain http or a wildcard.
-	if _, _, err := validateRedirectURIs(c.RedirectURIs, c.ApplicationType, false); err != nil {
+	_, appType, err := validateRedirectURIs(c.RedirectURIs, c.ApplicationType, false)
+	if err == nil {
+		_, err = validatePostLogoutRedirectURIs(c.PostLogoutRedirectURIs, appType)
+	}
+	if err != nil {
 		var oe *Error
 		errors.As(err, &oe)
 		return invalidEntry("client %q: %s", c.ID, oe.Description)

@@ -235,6 +235,14 @@ func TestConfigValidation(t *testing.T) {
 		{"redirect URI with userinfo", func(c *Config) {
 			c.Clients = []Client{{ID: "a", TokenEndpointAuthMethod: "none", RedirectURIs: []string{"https://user@app.example.com/cb"}}}
 		}},
+		// And so do its post-logout redirect URIs: the browser goes there
+		// as it does to a redirect URI.
+		{"post-logout redirect URI plain http off loopback", func(c *Config) {
+			c.Clients = []Client{{ID: "a", TokenEndpointAuthMethod: "none", RedirectURIs: []string{"https://app.example.com/cb"}, PostLogoutRedirectURIs: []string{"http://app.example.com/bye"}}}
+		}},
+		{"post-logout redirect URI with a wildcard", func(c *Config) {
+			c.Clients = []Client{{ID: "a", TokenEndpointAuthMethod: "none", PostLogoutRedirectURIs: []string{"https://*.example.com/bye"}}}
+		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := e.config()

@@ -19,6 +19,7 @@ type storedClient struct {
 	Name                    string    `json:"client_name,omitempty"`
 	SecretHash              string    `json:"secret_hash,omitempty"`
 	RedirectURIs            []string  `json:"redirect_uris,omitempty"`
+	PostLogoutRedirectURIs  []string  `json:"post_logout_redirect_uris,omitempty"`
 	GrantTypes              []string  `json:"grant_types,omitempty"`
 	TokenEndpointAuthMethod string    `json:"token_endpoint_auth_method,omitempty"`
 	JWKS                    []byte    `json:"jwks,omitempty"`
@@ -39,6 +40,7 @@ func clientRecord(c *Client) *storedClient {
 		Name:                    c.Name,
 		SecretHash:              c.SecretHash,
 		RedirectURIs:            c.RedirectURIs,
+		PostLogoutRedirectURIs:  c.PostLogoutRedirectURIs,
 		GrantTypes:              c.GrantTypes,
 		TokenEndpointAuthMethod: c.TokenEndpointAuthMethod,
 		JWKS:                    c.JWKS,
@@ -60,6 +62,7 @@ func (s *storedClient) client() *Client {
 		Name:                    s.Name,
 		SecretHash:              s.SecretHash,
 		RedirectURIs:            s.RedirectURIs,
+		PostLogoutRedirectURIs:  s.PostLogoutRedirectURIs,
 		GrantTypes:              s.GrantTypes,
 		TokenEndpointAuthMethod: s.TokenEndpointAuthMethod,
 		JWKS:                    s.JWKS,

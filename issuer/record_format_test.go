@@ -41,6 +41,11 @@ func TestStoredFormat(t *testing.T) {
 				Scopes: []string{"notes:read"}, Introspect: true, Source: "dcr", CreatedAt: at, ExpiresAt: at.Add(time.Hour)},
 		},
 		{
+			name: "client with post-logout redirect URIs", bucket: bucketClients, key: "rp",
+			raw:  `{"client_id":"rp","redirect_uris":["https://rp.example/cb"],"post_logout_redirect_uris":["https://rp.example/bye","https://rp.example/bye?x=1"],"created_at":"0001-01-01T00:00:00Z"}`,
+			want: &Client{ID: "rp", RedirectURIs: []string{"https://rp.example/cb"}, PostLogoutRedirectURIs: []string{"https://rp.example/bye", "https://rp.example/bye?x=1"}},
+		},
+		{
 			name: "minimal client", bucket: bucketClients, key: "min",
 			raw:  `{"client_id":"min","created_at":"0001-01-01T00:00:00Z"}`,
 			want: &Client{ID: "min"},

@@ -66,6 +66,7 @@ type clientMetadata struct {
 	ClientSecret            *string         `json:"client_secret"`
 	ClientSecretExpiresAt   *int64          `json:"client_secret_expires_at"`
 	RedirectURIs            []string        `json:"redirect_uris"`
+	PostLogoutRedirectURIs  []string        `json:"post_logout_redirect_uris"`
 	TokenEndpointAuthMethod string          `json:"token_endpoint_auth_method"`
 	GrantTypes              []string        `json:"grant_types"`
 	ResponseTypes           []string        `json:"response_types"`
@@ -85,6 +86,7 @@ type registrationResponse struct {
 	ClientSecretExpiresAt   *int64          `json:"client_secret_expires_at,omitempty"`
 	ClientName              string          `json:"client_name,omitempty"`
 	RedirectURIs            []string        `json:"redirect_uris,omitempty"`
+	PostLogoutRedirectURIs  []string        `json:"post_logout_redirect_uris,omitempty"`
 	GrantTypes              []string        `json:"grant_types"`
 	ResponseTypes           []string        `json:"response_types"`
 	TokenEndpointAuthMethod string          `json:"token_endpoint_auth_method"`
@@ -181,6 +183,7 @@ func (i *Issuer) handleRegister(w http.ResponseWriter, r *http.Request) {
 		ClientIDIssuedAt:        now.Unix(),
 		ClientName:              c.Name,
 		RedirectURIs:            c.RedirectURIs,
+		PostLogoutRedirectURIs:  c.PostLogoutRedirectURIs,
 		GrantTypes:              c.GrantTypes,
 		ResponseTypes:           responseTypesFor(c.GrantTypes),
 		TokenEndpointAuthMethod: c.TokenEndpointAuthMethod,
@@ -390,9 +393,14 @@ func validateRegistration(m *clientMetadata) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	logoutURIs, err := validatePostLogoutRedirectURIs(m.PostLogoutRedirectURIs, appType)
+	if err != nil {
+		return nil, err
+	}
 	c := &Client{
 		Name:                    name,
 		RedirectURIs:            uris,
+		PostLogoutRedirectURIs:  logoutURIs,
 		GrantTypes:              grants,
 		TokenEndpointAuthMethod: method,
 		JWKS:                    jwks,
@@ -411,7 +419,7 @@ func validateRegistration(m *clientMetadata) (*Client, error) {
 // record may hold together.
 func checkStoredSize(c *Client) error {
 	if b, err := json.Marshal(clientRecord(c)); err != nil || len(b) > maxStoredRegistration {
-		return ErrInvalidClientMetadata.WithDescription(fmt.Sprintf("client metadata too large: client_name, redirect_uris and jwks together must fit in %d bytes", maxStoredRegistration))
+		return ErrInvalidClientMetadata.WithDescription(fmt.Sprintf("client metadata too large: client_name, redirect_uris, post_logout_redirect_uris and jwks together must fit in %d bytes", maxStoredRegistration))
 	}
 	return nil
 }
@@ -604,6 +612,19 @@ func validateRedirectURIs(uris []string, appType string, required bool) ([]strin
 		}
 	}
 	return slices.Clone(uris), appType, nil
+}
+
+// validatePostLogoutRedirectURIs checks post_logout_redirect_uris
+// (OpenID Connect RP-Initiated Logout 1.0 section 3.1) by the rules of
+// redirect_uris for the client's application type: the browser is sent
+// there as it is to a redirect URI.
+func validatePostLogoutRedirectURIs(uris []string, appType string) ([]string, error) {
+	out, _, err := validateRedirectURIs(uris, appType, false)
+	var e *Error
+	if errors.As(err, &e) {
+		return nil, ErrInvalidClientMetadata.WithDescription("post_logout_redirect_uris: " + e.Description)
+	}
+	return out, err
 }
 
 func truncate(s string, n int) string {

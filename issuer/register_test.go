@@ -136,6 +136,16 @@ func TestRegisterValidation(t *testing.T) {
 		{"long redirect URI", `{"redirect_uris":["https://a.example/` + strings.Repeat("p", maxRedirectURILen) + `"]}`, "invalid_redirect_uri"},
 		{"redirect_uris too large together", `{"redirect_uris":[` + strings.Repeat(`"https://a.example/`+strings.Repeat("p", 900)+`",`, 5) + `"https://a.example/cb"]}`, "invalid_client_metadata"},
 		{"large jwks", `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks":{"keys":[{"kty":"oct","k":"` + strings.Repeat("k", maxStoredJWKS) + `"}]}}`, "invalid_client_metadata"},
+		{"post-logout http non-loopback", `{"redirect_uris":["https://a.example/cb"],"post_logout_redirect_uris":["http://a.example/bye"]}`, "invalid_client_metadata"},
+		{"post-logout fragment", `{"redirect_uris":["https://a.example/cb"],"post_logout_redirect_uris":["https://a.example/bye#x"]}`, "invalid_client_metadata"},
+		{"post-logout wildcard", `{"redirect_uris":["https://a.example/cb"],"post_logout_redirect_uris":["https://*.example/bye"]}`, "invalid_client_metadata"},
+		{"post-logout relative", `{"redirect_uris":["https://a.example/cb"],"post_logout_redirect_uris":["/bye"]}`, "invalid_client_metadata"},
+		{"post-logout javascript", `{"redirect_uris":["com.example.app:/cb"],"post_logout_redirect_uris":["javascript:alert(1)"]}`, "invalid_client_metadata"},
+		{"post-logout loopback for web", `{"redirect_uris":["https://a.example/cb"],"post_logout_redirect_uris":["http://127.0.0.1/bye"]}`, "invalid_client_metadata"},
+		{"post-logout wrong type", `{"redirect_uris":["https://a.example/cb"],"post_logout_redirect_uris":"https://a.example/bye"}`, "invalid_client_metadata"},
+		{"too many post-logout URIs", `{"redirect_uris":["https://a.example/cb"],"post_logout_redirect_uris":[` + strings.Repeat(`"https://a.example/bye",`, maxRedirectURIs) + `"https://a.example/bye"]}`, "invalid_client_metadata"},
+		{"long post-logout URI", `{"redirect_uris":["https://a.example/cb"],"post_logout_redirect_uris":["https://a.example/` + strings.Repeat("p", maxRedirectURILen) + `"]}`, "invalid_client_metadata"},
+		{"post-logout URIs too large together", `{"redirect_uris":["https://a.example/cb"],"post_logout_redirect_uris":[` + strings.Repeat(`"https://a.example/`+strings.Repeat("p", 900)+`",`, 5) + `"https://a.example/bye"]}`, "invalid_client_metadata"},
 		{"long jwks_uri", `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks_uri":"https://a.example/` + strings.Repeat("j", maxRedirectURILen) + `"}`, "invalid_client_metadata"},
 	}
 	for _, tt := range tests {
@@ -183,6 +193,7 @@ func TestRegisterMemberNamesUnambiguous(t *testing.T) {
 		{"another case", `{"Redirect_URIs":["https://a.example/cb"],"token_endpoint_auth_method":"none"}`},
 		{"both cases", `{"redirect_uris":["https://evil.example/cb"],"REDIRECT_URIS":["https://a.example/cb"],"token_endpoint_auth_method":"none"}`},
 		{"long s", `{"redirect_uri\u017f":["https://a.example/cb"],"token_endpoint_auth_method":"none"}`},
+		{"post-logout URIs in another case", `{"redirect_uris":["https://a.example/cb"],"Post_Logout_Redirect_URIs":["https://evil.example/bye"],"token_endpoint_auth_method":"none"}`},
 		{"Kelvin sign", `{"redirect_uris":["https://a.example/cb"],"to\u212aen_endpoint_auth_method":"none"}`},
 	}
 	for _, tt := range refused {
