@@ -455,6 +455,19 @@ const noUser = "\x00"
 // for c, expired or not (OpenID Connect Core 3.1.2.1); noUser when it is
 // not one (another client's, forged, signed by a key retired since).
 func (i *Issuer) hintedUser(ctx context.Context, c *Client, raw string) string {
+	claims := i.idTokenHint(ctx, raw)
+	if claims == nil || !slices.Contains(claims.Audience, c.ID) {
+		return noUser
+	}
+	return claims.Subject
+}
+
+// idTokenHint reads an id_token_hint: the claims of an ID token this
+// issuer signed, expired or not (a hint names who the client saw signed
+// in, whenever that was), with a sub and an audience; nil when it is not
+// one (forged, another issuer's, an access token, signed by a key
+// retired since).
+func (i *Issuer) idTokenHint(ctx context.Context, raw string) *jwt.RegisteredClaims {
 	var claims jwt.RegisteredClaims
 	_, err := jwt.ParseWithClaims(raw, &claims, func(t *jwt.Token) (any, error) {
 		if typ, _ := t.Header["typ"].(string); typ != "JWT" {
@@ -463,10 +476,10 @@ func (i *Issuer) hintedUser(ctx context.Context, c *Client, raw string) string {
 		kid, _ := t.Header["kid"].(string)
 		return i.PublicKey(ctx, kid)
 	}, jwt.WithValidMethods(signingAlgs), jwt.WithoutClaimsValidation()) // expired hints count
-	if err != nil || claims.Issuer != i.URL() || !slices.Contains(claims.Audience, c.ID) || claims.Subject == "" {
-		return noUser
+	if err != nil || claims.Issuer != i.URL() || claims.Subject == "" || len(claims.Audience) == 0 {
+		return nil
 	}
-	return claims.Subject
+	return &claims
 }
 
 // parsePrompt reads the OpenID Connect prompt parameter.

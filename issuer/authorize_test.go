@@ -872,28 +872,13 @@ func TestAuthorizeRequestURIFetchesNothing(t *testing.T) {
 // hint is not read.
 func TestAuthorizePromptNoneIDTokenHint(t *testing.T) {
 	e := newBrowserEnv(t, nil)
-	const verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk" // RFC 7636 appendix B
 	p := webAuthParams(testChallenge)
 	p.Set("scope", "openid files:read")
-	signInTo := func(user string, p url.Values) (*http.Client, answer) {
-		c := e.browser()
-		redirect, client := p.Get("redirect_uri"), p.Get("client_id")
-		cb, err := e.robot(c, e.url(pathAuthorize, p), redirect, user, bPassword, "approve")
-		if err != nil {
-			t.Fatalf("robot %s: %v", user, err)
-		}
-		a := e.post(t, pathToken, url.Values{"grant_type": {"authorization_code"}, "code": {cb.Query().Get("code")},
-			"redirect_uri": {redirect}, "code_verifier": {verifier}, "client_id": {client}}, "")
-		if a.str("id_token") == "" {
-			t.Fatalf("%s's token answer: %s", user, a.raw)
-		}
-		return c, a
-	}
-	signIn := func(user string) (*http.Client, answer) { return signInTo(user, p) }
+	signIn := func(user string) (*http.Client, answer) { return e.signInWithIDToken(t, user, p) }
 	_, bob := signIn("bob")
 	other := authParams(testChallenge)
 	other.Set("scope", "openid files:read")
-	_, otherClients := signInTo(bUser, other)
+	_, otherClients := e.signInWithIDToken(t, bUser, other)
 	alice, own := signIn(bUser)
 	authorizeAs := func(c *http.Client, prompt, hint string) url.Values {
 		t.Helper()
@@ -949,6 +934,26 @@ func TestAuthorizePromptNoneIDTokenHint(t *testing.T) {
 	if q := silent(own.str("id_token")); q.Get("error") != "login_required" || q.Get("code") != "" {
 		t.Errorf("the user's ID token signed by a retired key as hint: %v, want login_required and no code", q)
 	}
+}
+
+// signInWithIDToken signs user in, in a new browser, through the
+// authorization request p (with openid in its scope), redeems the code
+// and returns the browser and the token answer, ID token included.
+func (e *testEnv) signInWithIDToken(t *testing.T, user string, p url.Values) (*http.Client, answer) {
+	t.Helper()
+	const verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk" // RFC 7636 appendix B, testChallenge's
+	c := e.browser()
+	redirect, client := p.Get("redirect_uri"), p.Get("client_id")
+	cb, err := e.robot(c, e.url(pathAuthorize, p), redirect, user, bPassword, "approve")
+	if err != nil {
+		t.Fatalf("robot %s: %v", user, err)
+	}
+	a := e.post(t, pathToken, url.Values{"grant_type": {"authorization_code"}, "code": {cb.Query().Get("code")},
+		"redirect_uri": {redirect}, "code_verifier": {verifier}, "client_id": {client}}, "")
+	if a.str("id_token") == "" {
+		t.Fatalf("%s's token answer: %s", user, a.raw)
+	}
+	return c, a
 }
 
 // TestAuthorizationScopeRefusalListsNoScopes: anyone may send a client's

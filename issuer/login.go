@@ -200,46 +200,8 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, i.base+pathConsent+"?req="+url.QueryEscape(id), http.StatusSeeOther)
 }
 
-type logoutView struct {
-	Action, CSRF, User string
-}
-
 type messageView struct {
 	Heading, Message, Link, LinkText string
-}
-
-// handleLogout ends the browser session: GET asks for confirmation, the
-// CSRF-protected POST signs out.
-func (i *Issuer) handleLogout(w http.ResponseWriter, r *http.Request) {
-	switch r.Method {
-	case http.MethodGet:
-		s, _, err := i.sessions.current(r)
-		if err != nil {
-			i.pages.serverErrorPage(w, err)
-			return
-		}
-		if s == nil || s.User == "" {
-			i.pages.render(w, http.StatusOK, "message", "Signed out", messageView{Heading: "Signed out", Message: "You are not signed in."})
-			return
-		}
-		i.pages.render(w, http.StatusOK, "logout", "Sign out", logoutView{Action: i.base + pathLogout, CSRF: s.CSRF, User: s.User})
-	case http.MethodPost:
-		_, sid, ok := i.postedForm(w, r, false)
-		if !ok {
-			return
-		}
-		if err := i.sessions.end(r.Context(), w, sid); err != nil {
-			i.pages.serverErrorPage(w, err)
-			return
-		}
-		i.pages.render(w, http.StatusOK, "message", "Signed out", messageView{
-			Heading: "Signed out", Message: "You have been signed out.",
-			Link: i.base + pathApps, LinkText: "Sign in again",
-		})
-	default:
-		w.Header().Set("Allow", "GET, POST")
-		i.pages.errorPage(w, http.StatusMethodNotAllowed, "Invalid request", "Use the sign-out form.")
-	}
 }
 
 // loginNotRun answers a login whose password was not checked: the browser

@@ -430,9 +430,16 @@ func TestLogout(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := findForm(t, readBody(t, resp), "logout")
-	// A POST without the token does nothing.
-	if resp, _ := e.postPage(t, c, f.action, url.Values{}); resp.StatusCode != http.StatusForbidden {
-		t.Fatalf("logout without CSRF: status %d, want 403", resp.StatusCode)
+	// A POST with a wrong token does nothing; one without is a request
+	// (RP-Initiated Logout allows POST), which asks again.
+	if resp, _ := e.postPage(t, c, f.action, url.Values{csrfField: {"wrong"}}); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("logout with a wrong CSRF token: status %d, want 403", resp.StatusCode)
+	}
+	if resp, body := e.postPage(t, c, f.action, url.Values{}); resp.StatusCode != http.StatusOK || !strings.Contains(body, `id="logout"`) {
+		t.Fatalf("logout without CSRF: status %d, want 200 and the confirmation again: %s", resp.StatusCode, body)
+	}
+	if n := e.count(bucketSessions); n != 1 {
+		t.Fatalf("sessions after logouts without CSRF = %d, want 1", n)
 	}
 	resp, body := e.postPage(t, c, f.action, f.hidden)
 	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "signed out") {

@@ -18,6 +18,7 @@ type metadata struct {
 	RevocationEndpoint                 string `json:"revocation_endpoint"`
 	IntrospectionEndpoint              string `json:"introspection_endpoint"`
 	UserinfoEndpoint                   string `json:"userinfo_endpoint"`
+	EndSessionEndpoint                 string `json:"end_session_endpoint"` // RP-Initiated Logout 1.0
 	PushedAuthorizationRequestEndpoint string `json:"pushed_authorization_request_endpoint"`
 	RequirePushedAuthorizationRequests bool   `json:"require_pushed_authorization_requests"`
 	// RequestURIParameterSupported is false: OpenID Connect Discovery
@@ -62,6 +63,7 @@ func (i *Issuer) metadataDocument() *metadata {
 		RevocationEndpoint:                         i.endpoint(pathRevoke),
 		IntrospectionEndpoint:                      i.endpoint(pathIntrospect),
 		UserinfoEndpoint:                           i.endpoint(pathUserinfo),
+		EndSessionEndpoint:                         i.endpoint(pathLogout),
 		PushedAuthorizationRequestEndpoint:         i.endpoint(pathPAR),
 		RequirePushedAuthorizationRequests:         i.cfg.RequirePAR,
 		ResponseTypesSupported:                     []string{"code"},

@@ -64,6 +64,7 @@ func checkMetadata(t *testing.T, e *testEnv, m map[string]any) {
 		"revocation_endpoint":                   base + "/revoke",
 		"introspection_endpoint":                base + "/introspect",
 		"userinfo_endpoint":                     base + "/userinfo",
+		"end_session_endpoint":                  base + "/logout",
 		"pushed_authorization_request_endpoint": base + "/par",
 	}
 	for k, v := range wantStr {

@@ -225,19 +225,31 @@ func (p *pages) clientChangedPage(w http.ResponseWriter) {
 }
 
 // redirectTo redirects to a client's redirect URI with v added to its
-// query, keeping the URI's own query as registered.
+// query (withQuery).
 func (p *pages) redirectTo(w http.ResponseWriter, r *http.Request, redirectURI string, v url.Values) {
-	u, err := url.Parse(redirectURI)
+	loc, err := withQuery(redirectURI, v)
 	if err != nil {
 		p.errorPage(w, http.StatusBadRequest, "Invalid redirect URI", "The redirect URI cannot be used.")
 		return
 	}
-	if u.RawQuery != "" {
-		u.RawQuery += "&" + v.Encode()
-	} else {
-		u.RawQuery = v.Encode()
+	p.seeOther(w, r, loc)
+}
+
+// withQuery returns uri with v added to its query, keeping the URI's own
+// query as registered.
+func withQuery(uri string, v url.Values) (string, error) {
+	u, err := url.Parse(uri)
+	if err != nil {
+		return "", err
 	}
-	p.seeOther(w, r, u.String())
+	switch q := v.Encode(); {
+	case q == "":
+	case u.RawQuery != "":
+		u.RawQuery += "&" + q
+	default:
+		u.RawQuery = q
+	}
+	return u.String(), nil
 }
 
 // seeOther answers 303, with the page headers (no caching, no referrer).
