@@ -41,32 +41,42 @@ type env struct {
 	callback *callback
 }
 
-// callback records the authorization responses the browser delivers.
+// callback records the authorization responses the browser delivers,
+// and the arrivals after a sign-out (RP-Initiated Logout).
 type callback struct {
-	srv *httptest.Server
-	got chan url.Values
+	srv       *httptest.Server
+	got       chan url.Values
+	signedOut chan url.Values
 }
 
 func newCallback(t *testing.T) *callback {
 	t.Helper()
-	c := &callback{got: make(chan url.Values, 4)}
+	c := &callback{got: make(chan url.Values, 4), signedOut: make(chan url.Values, 4)}
 	c.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/callback" {
+		got := c.got
+		switch r.URL.Path {
+		case "/callback":
+		case "/signed-out":
+			got = c.signedOut
+		default:
 			http.NotFound(w, r)
 			return
 		}
 		select {
-		case c.got <- r.URL.Query():
+		case got <- r.URL.Query():
 		default:
 		}
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		fmt.Fprint(w, "<!doctype html><title>Signed in</title><p>You can close this window.</p>")
+		fmt.Fprint(w, "<!doctype html><title>Back at the app</title><p>You can close this window.</p>")
 	}))
 	t.Cleanup(c.srv.Close)
 	return c
 }
 
 func (c *callback) uri() string { return c.srv.URL + "/callback" }
+
+// signedOutURI is the client's post_logout_redirect_uri.
+func (c *callback) signedOutURI() string { return c.srv.URL + "/signed-out" }
 
 // wait returns the next authorization response.
 func (c *callback) wait(t *testing.T) url.Values {
@@ -134,6 +144,7 @@ func caddyfile(e *env, dir, hash string) string {
 			name "%[6]s"
 			public
 			redirect_uri %[9]s
+			post_logout_redirect_uri %[11]s
 		}
 		resource %[10]s {
 			scopes %[7]s %[8]s
@@ -144,7 +155,7 @@ func caddyfile(e *env, dir, hash string) string {
 %[2]s {
 	mcp_issuer
 }
-`, dir, e.issuer, username, hash, clientID, clientName, scopeRead, scopeWrite, e.callback.uri(), e.resource)
+`, dir, e.issuer, username, hash, clientID, clientName, scopeRead, scopeWrite, e.callback.uri(), e.resource, e.callback.signedOutURI())
 }
 
 // newBrowser starts a headless Chromium with a fresh profile.
@@ -533,25 +544,33 @@ func frameDenied(h http.Header) bool {
 	return xfo == "DENY" || csp
 }
 
-// TestConnectedApps signs in with offline_access, finds the app on the
-// connected apps page, revokes it there and checks its refresh token dies.
-func TestConnectedApps(t *testing.T) {
-	e := setup(t)
-	ctx := newBrowser(t)
+// signedInToken signs the browser in to the client for scopes, approves,
+// and returns the tokens the code is redeemed for.
+func signedInToken(t *testing.T, e *env, ctx context.Context, scopes ...string) *oauth2.Token {
+	t.Helper()
 	cfg := *e.cfg
-	cfg.Scopes = []string{scopeRead, "offline_access"}
+	cfg.Scopes = scopes
 	ar := harness.NewAuthRequest(&cfg, e.resource)
-
 	requireConsent(t, ctx, login(t, ctx, ar.URL, password))
 	consentDecision(t, ctx, "approve")
 	q := e.callback.wait(t)
-
-	tctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	tctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	tok, err := ar.Exchange(tctx, &cfg, q.Get("code"))
 	if err != nil {
 		t.Fatalf("Exchange: %v", err)
 	}
+	return tok
+}
+
+// TestConnectedApps signs in with offline_access, finds the app on the
+// connected apps page, revokes it there and checks its refresh token dies.
+func TestConnectedApps(t *testing.T) {
+	e := setup(t)
+	ctx := newBrowser(t)
+	tok := signedInToken(t, e, ctx, scopeRead, "offline_access")
+	tctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
 	if tok.RefreshToken == "" {
 		t.Fatal("no refresh token for offline_access")
 	}

@@ -1,0 +1,86 @@
+package browser
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/e2e/harness"
+)
+
+// TestRPInitiatedLogout: OpenID Connect RP-Initiated Logout in Chromium.
+// The user signs in to the client (openid), which later sends the browser
+// to the end_session_endpoint of the OpenID discovery document with its
+// ID token as id_token_hint, its post_logout_redirect_uri and a state.
+// The issuer asks the user, who signs out; the browser lands back at the
+// client with the state (through the confirmation page's CSP
+// form-action, which Chrome applies to the redirect too), and a new
+// authorization request asks to sign in again.
+func TestRPInitiatedLogout(t *testing.T) {
+	e := setup(t)
+	ctx := newBrowser(t)
+	tok := signedInToken(t, e, ctx, "openid", scopeRead)
+	idToken, _ := tok.Extra("id_token").(string)
+	if idToken == "" {
+		t.Fatal("no ID token")
+	}
+
+	tctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(tctx, http.MethodGet, e.issuer+"/.well-known/openid-configuration", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var md struct {
+		EndSession string `json:"end_session_endpoint"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&md)
+	resp.Body.Close()
+	if err != nil || md.EndSession != e.issuer+"/logout" {
+		t.Fatalf("end_session_endpoint = %q, %v, want %s/logout", md.EndSession, err, e.issuer)
+	}
+
+	const state = "logout-state-1"
+	logout := md.EndSession + "?" + url.Values{
+		"id_token_hint":            {idToken},
+		"post_logout_redirect_uri": {e.callback.signedOutURI()},
+		"state":                    {state},
+	}.Encode()
+	do(t, ctx, "open the end_session_endpoint",
+		chromedp.Navigate(logout),
+		chromedp.WaitVisible(chromedp.CSS(`form#logout`)),
+	)
+	text := bodyText(t, ctx)
+	for _, want := range []string{username, clientName, strings.TrimPrefix(e.callback.srv.URL, "http://")} {
+		if !strings.Contains(text, want) {
+			t.Errorf("confirmation page text lacks %q; text: %s", want, text)
+		}
+	}
+	screenshot(t, ctx, "confirm")
+	do(t, ctx, "sign out", chromedp.Click(chromedp.CSS(`form#logout button[value=logout]`)))
+	select {
+	case got := <-e.callback.signedOut:
+		if got.Get("state") != state {
+			t.Errorf("back at the client with state %q, want %q", got.Get("state"), state)
+		}
+	case <-time.After(15 * time.Second):
+		screenshot(t, ctx, "not-back")
+		t.Fatalf("the browser never reached the post_logout_redirect_uri; page: %s", bodyText(t, ctx))
+	}
+
+	again := harness.NewAuthRequest(e.cfg, e.resource)
+	do(t, ctx, "authorize again",
+		chromedp.Navigate(again.URL),
+		chromedp.WaitVisible(chromedp.CSS(`form#login`)),
+	)
+}
