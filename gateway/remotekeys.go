@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 )
@@ -37,10 +38,10 @@ type RemoteKeys struct {
 	keys    map[string]any
 	fetched time.Time // last successful fetch
 	lastTry time.Time
-	// fetching is the fetch under way, which every request wanting the
+	// fetches is the fetch under way, which every request wanting the
 	// keys meanwhile waits for (each until its own end): a slow issuer
 	// must not queue them behind a lock.
-	fetching chan struct{} // closed when the fetch ends
+	fetches singleflight.Group
 
 	jwksURI string // read and set by the one fetch at a time
 }
@@ -98,20 +99,11 @@ func (k *RemoteKeys) refresh(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	k.mu.Lock()
-	done := k.fetching
-	if done == nil {
-		now := k.now()
-		if !k.lastTry.IsZero() && now.Sub(k.lastTry) < k.refetchInterval {
-			k.mu.Unlock()
-			return nil
-		}
-		k.lastTry = now
-		done = make(chan struct{})
-		k.fetching = done
-		go k.fetchFor(context.WithoutCancel(ctx), done, now)
-	}
-	k.mu.Unlock()
+	detached := context.WithoutCancel(ctx)
+	done := k.fetches.DoChan("", func() (any, error) {
+		k.fetchOnce(detached)
+		return nil, nil
+	})
 	select {
 	case <-done:
 		return nil
@@ -120,20 +112,33 @@ func (k *RemoteKeys) refresh(ctx context.Context) error {
 	}
 }
 
-// fetchFor runs the fetch started at now and records its keys, closing
-// done.
-func (k *RemoteKeys) fetchFor(ctx context.Context, done chan struct{}, now time.Time) {
+// fetchOnce fetches the keys and records them, unless that was tried
+// within the refetch interval. A panic (in the client's RoundTripper,
+// say) is that fetch's failure, not the process's: the keys known stay.
+func (k *RemoteKeys) fetchOnce(ctx context.Context) {
+	defer func() {
+		if v := recover(); v != nil {
+			k.log.Error("fetching issuer keys panicked", zap.String("issuer", k.issuer), zap.Any("panic", v), zap.Stack("stack"))
+		}
+	}()
+	now := k.now()
+	k.mu.Lock()
+	recent := !k.lastTry.IsZero() && now.Sub(k.lastTry) < k.refetchInterval
+	if !recent {
+		k.lastTry = now
+	}
+	k.mu.Unlock()
+	if recent {
+		return
+	}
 	keys, err := k.fetch(ctx)
 	if err != nil {
 		k.log.Warn("fetching issuer keys", zap.String("issuer", k.issuer), zap.Error(err))
+		return
 	}
 	k.mu.Lock()
-	defer k.mu.Unlock()
-	defer close(done)
-	k.fetching = nil
-	if err == nil {
-		k.keys, k.fetched = keys, now
-	}
+	k.keys, k.fetched = keys, now
+	k.mu.Unlock()
 }
 
 func (k *RemoteKeys) fetch(ctx context.Context) (map[string]any, error) {

@@ -249,6 +249,41 @@ func TestRemoteKeysSlowIssuer(t *testing.T) {
 	}
 }
 
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestRemoteKeysFetchPanics: a fetch that panics (the client's
+// RoundTripper, here) fails that fetch, not the process: the request gets
+// ErrUnknownKey, and the next fetch, after the refetch interval, gets the
+// keys.
+func TestRemoteKeysFetchPanics(t *testing.T) {
+	k := theKeys(t)
+	f := newFakeIssuer(t, "", false)
+	f.jwks.Store([]map[string]any{ecJWK("ec1", &k.ec.PublicKey)})
+	client := f.srv.Client()
+	next := client.Transport
+	var panicked atomic.Bool
+	client.Transport = roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		if panicked.CompareAndSwap(false, true) {
+			panic("transport bug")
+		}
+		return next.RoundTrip(r)
+	})
+	rk := NewRemoteKeys(f.issuer, client, nil)
+	now := testNow
+	rk.now = func() time.Time { return now }
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if _, err := rk.PublicKey(ctx, "ec1"); !errors.Is(err, ErrUnknownKey) {
+		t.Fatalf("Key(ec1) when the fetch panics = %v, want ErrUnknownKey", err)
+	}
+	now = now.Add(time.Minute)
+	if _, err := rk.PublicKey(ctx, "ec1"); err != nil {
+		t.Fatalf("Key(ec1) after the interval = %v, want the key", err)
+	}
+}
+
 func TestRemoteKeysRefusals(t *testing.T) {
 	t.Run("issuer mismatch", func(t *testing.T) {
 		f := newFakeIssuer(t, "", false)
