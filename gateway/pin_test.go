@@ -583,6 +583,50 @@ func TestPinFetchOutlivesItsCaller(t *testing.T) {
 	}
 }
 
+// TestPinFetchPanicFailsItsWaiters: callers waiting for a tools/list
+// fetch that panicked (a handler after the gateway, here) get a 502, the
+// definition not learned, not a 403 saying the server does not list the
+// tool; the panic itself goes on to the server from the caller that made
+// the fetch.
+func TestPinFetchPanicFailsItsWaiters(t *testing.T) {
+	g := newGateway(t, pinnedConfig(t))
+	listing, release := make(chan struct{}), make(chan struct{})
+	var lists atomic.Int32
+	next := listUpstream(func(r *http.Request) (string, error) {
+		if lists.Add(1) > 1 {
+			return "", nil // a fetch after the one that panicked lists nothing
+		}
+		close(listing)
+		<-release
+		panic("proxy bug")
+	})
+	token := mint(t, claims())
+	serve := func() *httptest.ResponseRecorder {
+		r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(toolCall("read_file")))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Authorization", "Bearer "+token)
+		w := httptest.NewRecorder()
+		g.Serve(w, r, next)
+		return w
+	}
+	panicked := make(chan any, 1)
+	go func() {
+		defer func() { panicked <- recover() }()
+		serve()
+	}()
+	<-listing
+	second := make(chan *httptest.ResponseRecorder, 1)
+	go func() { second <- serve() }()
+	time.Sleep(50 * time.Millisecond) // the second caller waits for the fetch
+	close(release)
+	if v := <-panicked; v != "proxy bug" {
+		t.Errorf("the caller that made the fetch: recovered %v, want the panic passed on", v)
+	}
+	if w := <-second; w.Code != http.StatusBadGateway || !strings.Contains(w.Body.String(), "could not learn the definition") {
+		t.Errorf("the caller waiting for the fetch = %d %s, want 502 could not learn the definition", w.Code, w.Body)
+	}
+}
+
 // TestPinFetchPerPrincipal: without a session, principals do not share a
 // tools/list fetch: the gateway asks for each caller's list as that
 // caller, so a tool a server lists to bob only is learned for bob's call

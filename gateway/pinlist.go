@@ -155,6 +155,14 @@ func (s *pinSet) fetchOnce(ctx context.Context, key, holder string, fetch func()
 		s.fmu.Unlock()
 		close(c.done)
 	}()
+	defer func() {
+		if v := recover(); v != nil {
+			// Those waiting get a failed fetch, not an empty list (the
+			// tool "not listed"); the panic goes on to the server.
+			c.err = fmt.Errorf("tools/list fetch panicked: %v", v)
+			panic(v)
+		}
+	}()
 	release, err := s.takeSlot(ctx, holder)
 	if err != nil {
 		c.err, c.unstarted = err, true
