@@ -270,7 +270,8 @@ func (t template) resolve(pr *principal, quote func(string) string) (string, boo
 }
 
 // jsonLiteral reports whether the template is the text true, false or
-// null, which equals and one_of read as the JSON literal.
+// null, or a JSON number, which equals and one_of read as that JSON
+// value, never as a string.
 func (t template) jsonLiteral() bool {
 	if len(t.parts) != 1 || t.parts[0].claim != "" {
 		return false
@@ -279,7 +280,8 @@ func (t template) jsonLiteral() bool {
 	case "true", "false", "null":
 		return true
 	}
-	return false
+	_, err := parseDecimal(t.parts[0].text)
+	return err == nil
 }
 
 // resolveWith fills in every claim with fill.
@@ -535,9 +537,10 @@ func (c *argCheck) stringRefusal(pr *principal, v mcpparse.Value) string {
 	}
 	for _, t := range c.values {
 		if t.jsonLiteral() && (c.predicate == argEquals || c.predicate == argOneOf) {
-			// The JSON literal only (scalarRefusal): JavaScript reads the
-			// strings "false" and "null" as true (if (args.force), zod's
-			// z.coerce.boolean()).
+			// The JSON value only (scalarRefusal, numberRefusal):
+			// JavaScript and Python read the strings "false", "null" and
+			// "0" as true (if (args.force), zod's z.coerce.boolean()),
+			// where false, null and 0 are false.
 			continue
 		}
 		quote := noQuote

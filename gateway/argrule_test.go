@@ -18,6 +18,9 @@ func argConfig(t testing.TB) Config {
 		{Pattern: "equals", Args: []ArgRule{a("/v", "equals", "hello")}},
 		{Pattern: "equals_num", Args: []ArgRule{a("/n", "equals", "100")}},
 		{Pattern: "one_of", Args: []ArgRule{a("/v", "one_of", "a", "b", "1.5", "true")}},
+		{Pattern: "equals_zero", Args: []ArgRule{a("/limit", "equals", "0")}},
+		{Pattern: "one_of_ids", Args: []ArgRule{a("/id", "one_of", "007", "1001", "x1")}},
+		{Pattern: "glob_digits", Args: []ArgRule{a("/id", "glob", "1001")}},
 		{Pattern: "equals_false", Args: []ArgRule{a("/force", "equals", "false")}},
 		{Pattern: "equals_null", Args: []ArgRule{a("/x", "equals", "null")}},
 		{Pattern: "glob", Args: []ArgRule{a("/to", "glob", "*@example.com")}},
@@ -101,8 +104,8 @@ func TestArgRules(t *testing.T) {
 			{`{"n":0.1e3}`, pass},
 			{`{"n":100.000000000000000000001}`, refuse}, // no rounding
 			{`{"n":99.99999999999999999999}`, refuse},
-			{`{"n":"100"}`, pass},     // a string is compared as text: "100" equals "100"
-			{`{"n":"100.0"}`, refuse}, // ... and only as text
+			{`{"n":"100"}`, refuse}, // a number equals numbers only (see equals_zero)
+			{`{"n":"100.0"}`, refuse},
 			{`{"n":-100}`, refuse},
 			{`{"n":[100,1e2]}`, pass},
 		},
@@ -119,6 +122,32 @@ func TestArgRules(t *testing.T) {
 			{`{"v":false}`, refuse},
 			{`{"v":["a","b","a"]}`, pass},
 			{`{"v":["a","c"]}`, refuse},
+		},
+		// A number equals numbers only: JavaScript and Python read the
+		// string "0" as true (if (args.limit), if args.limit:), so that
+		// "0" would pass a rule that the limit be off.
+		"equals_zero": {
+			{`{"limit":0}`, pass},
+			{`{"limit":-0}`, pass},
+			{`{"limit":0.0}`, pass},
+			{`{"limit":"0"}`, refuse},
+			{`{"limit":["0"]}`, refuse},
+			{`{"limit":[0,"0"]}`, refuse},
+			{`{"limit":false}`, refuse},
+			{`{"limit":null}`, refuse},
+		},
+		// Values that do not spell a JSON number ("007") are strings; one
+		// that does equals numbers only, and glob matches the string.
+		"one_of_ids": {
+			{`{"id":"007"}`, pass},
+			{`{"id":"x1"}`, pass},
+			{`{"id":1001}`, pass},
+			{`{"id":"1001"}`, refuse},
+			{`{"id":7}`, refuse},
+		},
+		"glob_digits": {
+			{`{"id":"1001"}`, pass},
+			{`{"id":1001}`, refuse},
 		},
 		// true, false and null are the JSON literals only: JavaScript reads
 		// the strings "false" and "null" as true (if (args.force), zod's
@@ -337,9 +366,9 @@ func TestArgRules(t *testing.T) {
 			{`{"owner":"Null"}`, refuse}, // by the regex
 		},
 		"two": {
-			{`{"a":"1","b":"2"}`, pass},
-			{`{"a":"1","b":"3"}`, refuse},
 			{`{"a":1,"b":2.0}`, pass},
+			{`{"a":1,"b":3}`, refuse},
+			{`{"a":1,"b":"2"}`, refuse},
 		},
 	}
 	for tool, cases := range tests {
