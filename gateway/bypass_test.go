@@ -331,6 +331,25 @@ func TestAmbiguousBodies(t *testing.T) {
 		})
 	}
 
+	t.Run("Expect 100-continue, not forwarded", func(t *testing.T) {
+		before := len(h.up.requests())
+		req, _ := http.NewRequest(http.MethodPost, h.front.URL+"/mcp", strings.NewReader(toolCall("read_a")))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Expect", "100-continue")
+		req.Header.Set("Authorization", "Bearer "+mint(t, claims()))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		readBody(t, resp)
+		got := h.up.requests()
+		if resp.StatusCode != 200 || len(got) != before+1 {
+			t.Fatalf("status = %d, %d upstream requests; want 200 and one", resp.StatusCode, len(got)-before)
+		}
+		if v := got[before].Header.Values("Expect"); len(v) != 0 || string(got[before].Body) != toolCall("read_a") {
+			t.Errorf("upstream got Expect %q and body %s; want no expectation for the body the gateway read, whole", v, got[before].Body)
+		}
+	})
 	t.Run("Expect 100-continue, refused without reading", func(t *testing.T) {
 		before := len(h.up.requests())
 		req, _ := http.NewRequest(http.MethodPost, h.front.URL+"/mcp", strings.NewReader(toolCall("delete_all")))

@@ -1167,6 +1167,11 @@ var clientHeaderRules = [...]struct {
 }{
 	{"Authorization", headerDrop},
 	{"Cookie", headerDrop},
+	// The gateway read the body (net/http answered the client's
+	// 100-continue then), and the upstream gets it whole at once: an
+	// expectation would ask it for a 100 no one waits for, and make a
+	// proxy that honours it (expect_continue_timeout) hold the body back.
+	{"Expect", headerDrop},
 	// The DPoP proof is for this request to the gateway only.
 	{"Dpop", headerDrop},
 	// Some server frameworks let these turn the authorized POST into
