@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 )
 
@@ -35,19 +37,11 @@ type jwksCache struct {
 
 	mu      sync.Mutex
 	entries map[string]cachedJWKS // by URL
-	// fetching is the fetch under way of each URL, which every request
+	// fetches is the fetch under way of each URL, which every request
 	// wanting that URL's keys meanwhile waits for: anyone may name a
 	// jwks_uri (a Client ID Metadata Document's), and a burst of
 	// assertions must not become as many fetches at once.
-	fetching map[string]*jwksFetch
-}
-
-// jwksFetch is one fetch of a JWK Set URL; keys and err are set before
-// done is closed.
-type jwksFetch struct {
-	done chan struct{}
-	keys []accesstoken.JWK
-	err  error
+	fetches singleflight.Group
 }
 
 type cachedJWKS struct {
@@ -58,7 +52,7 @@ type cachedJWKS struct {
 }
 
 func newJWKSCache(client *http.Client, now func() time.Time) *jwksCache {
-	return &jwksCache{client: client, now: now, entries: make(map[string]cachedJWKS), fetching: make(map[string]*jwksFetch)}
+	return &jwksCache{client: client, now: now, entries: make(map[string]cachedJWKS)}
 }
 
 // keys returns the JWK Set at uri: cached for jwksCacheTTL; refresh asks
@@ -86,30 +80,38 @@ func (c *jwksCache) keys(ctx context.Context, uri string, refresh bool) ([]acces
 		c.mu.Unlock()
 		return nil, cached.err
 	}
-	f, ok := c.fetching[uri]
-	if !ok {
-		f = &jwksFetch{done: make(chan struct{})}
-		c.fetching[uri] = f
-		go c.fetchFor(context.WithoutCancel(ctx), uri, f, now)
-	}
+	// Joined under c.mu: a fetch records its outcome under c.mu before
+	// it leaves the group, so one seen as not recent is either under way
+	// or not begun.
+	detached := context.WithoutCancel(ctx)
+	done := c.fetches.DoChan(uri, func() (any, error) { return c.fetchFor(detached, uri, now) })
 	c.mu.Unlock()
 	select {
-	case <-f.done:
-		return f.keys, f.err
+	case r := <-done:
+		keys, _ := r.Val.([]accesstoken.JWK)
+		return keys, r.Err
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
 }
 
-// fetchFor runs f, the fetch of uri started at now, and records its
-// outcome.
-func (c *jwksCache) fetchFor(ctx context.Context, uri string, f *jwksFetch, now time.Time) {
-	keys, err := c.fetch(ctx, uri)
+// fetchFor fetches uri, the fetch started at now, and records its
+// outcome. A panic (in the client's RoundTripper, say) is that fetch's
+// failure, not the process's.
+func (c *jwksCache) fetchFor(ctx context.Context, uri string, now time.Time) (keys []accesstoken.JWK, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			keys, err = nil, fmt.Errorf("fetch jwks_uri: panic: %v", v)
+		}
+		c.record(uri, keys, err, now)
+	}()
+	return c.fetch(ctx, uri)
+}
+
+// record remembers the outcome of the fetch of uri started at now.
+func (c *jwksCache) record(uri string, keys []accesstoken.JWK, err error, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	defer close(f.done)
-	f.keys, f.err = keys, err
-	delete(c.fetching, uri)
 	next := cachedJWKS{keys: keys, fetched: now, tried: now}
 	if err != nil {
 		cached := c.entries[uri]

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -103,6 +104,40 @@ func TestJWKSCacheFetchOutlivesItsRequest(t *testing.T) {
 	}
 	if n := fetches.Load(); n != 1 {
 		t.Errorf("fetches = %d, want 1", n)
+	}
+}
+
+// TestJWKSCacheFetchPanics: a fetch that panics (the client's
+// RoundTripper, here) fails that fetch, not the process: the request gets
+// an error, remembered as the URL's failure for jwksMinRefetch, and the
+// next fetch gets the keys.
+func TestJWKSCacheFetchPanics(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(`{"keys":[{"kty":"oct","kid":"a"}]}`))
+	}))
+	t.Cleanup(srv.Close)
+	client := srv.Client()
+	next := client.Transport
+	var panicked atomic.Bool
+	client.Transport = roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		if panicked.CompareAndSwap(false, true) {
+			panic("transport bug")
+		}
+		return next.RoundTrip(r)
+	})
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	c := newJWKSCache(client, clock.Now)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if _, err := c.keys(ctx, srv.URL, false); err == nil || !strings.Contains(err.Error(), "panic") {
+		t.Fatalf("keys when the fetch panics = %v, want the fetch's panic as an error", err)
+	}
+	if _, err := c.keys(ctx, srv.URL, false); err == nil {
+		t.Fatal("keys within jwksMinRefetch of a failed fetch succeeded")
+	}
+	clock.Advance(jwksMinRefetch)
+	if ks, err := c.keys(ctx, srv.URL, false); err != nil || len(ks) != 1 {
+		t.Fatalf("keys after jwksMinRefetch = %d keys, %v; want 1 key", len(ks), err)
 	}
 }
 
