@@ -12,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/dustin/go-humanize"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/gateway"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer"
 )
 
@@ -615,7 +616,11 @@ func (h *GatewayHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "session_key":
 			err = oneArg(d, &h.SessionKey)
 		case "pin_tools":
-			err = oneArg(d, &h.PinTools) // checked by Provision
+			if err = oneArg(d, &h.PinTools); err == nil {
+				if _, perr := gateway.ParsePinMode(h.PinTools); perr != nil {
+					return d.Errf("pin_tools: %v", perr)
+				}
+			}
 		case "require_dpop":
 			err = flag(d, &h.RequireDPoP)
 		case "dpop_nonce":
@@ -629,6 +634,15 @@ func (h *GatewayHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	if h.Resource == "" {
 		return errAt(block, "mcp_gateway: resource is required: add `resource <url>`, the MCP endpoint's URL as clients use it")
+	}
+	// What Provision would refuse without the rest of the config is
+	// refused here, where the block's line can be named.
+	if (h.Issuer == "" || h.Issuer == "local") && (h.AcceptTypJWT || h.Audience != "" || h.Introspection != nil) {
+		return errAt(block, "mcp_gateway %s: %v", h.Resource, errLocalRemoteOptions)
+	}
+	cfg := h.rulesConfig()
+	if err := gateway.CheckRules(&cfg); err != nil {
+		return errAt(block, "mcp_gateway %s: %v", h.Resource, err)
 	}
 	return nil
 }

@@ -286,25 +286,21 @@ func (h *GatewayHandler) Provision(ctx caddy.Context) error {
 	if h.Resource == "" {
 		return errors.New("mcp_gateway: resource URL is required")
 	}
-	cfg := gateway.Config{
-		Resource:          h.Resource,
-		BaseScopes:        h.Scopes,
-		Implies:           h.ScopeImplies,
-		AllowedOrigins:    h.AllowedOrigins,
-		MaxBodySize:       h.MaxBodySize,
-		MaxInFlight:       h.MaxInFlight,
-		ForwardIdentity:   h.ForwardIdentity,
-		AuditArguments:    h.AuditArguments,
-		RequireDPoP:       h.RequireDPoP,
-		DPoPNonce:         h.DPoPNonce,
-		DPoPReplay:        dpopReplay,
-		Logger:            log,
-		AuditLogger:       log.Named("audit"),
-		ErrorStatus:       errorStatus,
-		WriteTimeout:      writeTimeout,
-		ClientAddr:        clientAddr,
-		OwnRequestContext: ownRequestContext,
-	}
+	cfg := h.rulesConfig()
+	cfg.Resource = h.Resource
+	cfg.MaxBodySize = h.MaxBodySize
+	cfg.MaxInFlight = h.MaxInFlight
+	cfg.ForwardIdentity = h.ForwardIdentity
+	cfg.AuditArguments = h.AuditArguments
+	cfg.RequireDPoP = h.RequireDPoP
+	cfg.DPoPNonce = h.DPoPNonce
+	cfg.DPoPReplay = dpopReplay
+	cfg.Logger = log
+	cfg.AuditLogger = log.Named("audit")
+	cfg.ErrorStatus = errorStatus
+	cfg.WriteTimeout = writeTimeout
+	cfg.ClientAddr = clientAddr
+	cfg.OwnRequestContext = ownRequestContext
 	vecs, err := newGatewayVecs(ctx.GetMetricsRegistry())
 	if err != nil {
 		return fmt.Errorf("mcp_gateway: metrics: %w", err)
@@ -316,18 +312,6 @@ func (h *GatewayHandler) Provision(ctx caddy.Context) error {
 		cfg.AuditDenialsOnly = true
 	default:
 		return fmt.Errorf("mcp_gateway: audit %q: want all or denials_only", h.Audit)
-	}
-	for _, r := range h.Tools {
-		cfg.Tools = append(cfg.Tools, r.gatewayRule())
-	}
-	for _, r := range h.Prompts {
-		cfg.Prompts = append(cfg.Prompts, r.gatewayRule())
-	}
-	for _, r := range h.ResourceRules {
-		cfg.ResourceRules = append(cfg.ResourceRules, r.gatewayRule())
-	}
-	for _, r := range h.Methods {
-		cfg.Methods = append(cfg.Methods, r.gatewayRule())
 	}
 
 	var app *App
@@ -350,7 +334,7 @@ func (h *GatewayHandler) Provision(ctx caddy.Context) error {
 	if local {
 		warnOpenRules(log, h)
 		if h.AcceptTypJWT || h.Audience != "" || h.Introspection != nil {
-			return errors.New("mcp_gateway: accept_typ_jwt, audience and introspection are for a remote issuer (issuer <url>); the local issuer's tokens need none of them")
+			return fmt.Errorf("mcp_gateway: %w", errLocalRemoteOptions)
 		}
 		cfg.Issuer = app.url
 		cfg.Keys = localIssuer{app}
@@ -387,6 +371,29 @@ func (h *GatewayHandler) Provision(ctx caddy.Context) error {
 		app.gateways = append(app.gateways, h)
 	}
 	return nil
+}
+
+// errLocalRemoteOptions: options for a remote issuer's tokens given to a
+// gateway of the local issuer.
+var errLocalRemoteOptions = errors.New("accept_typ_jwt, audience and introspection are for a remote issuer (issuer <url>); the local issuer's tokens need none of them")
+
+// rulesConfig is the part of the gateway's configuration that
+// gateway.CheckRules checks: its scopes, rules and allowed origins.
+func (h *GatewayHandler) rulesConfig() gateway.Config {
+	cfg := gateway.Config{BaseScopes: h.Scopes, Implies: h.ScopeImplies, AllowedOrigins: h.AllowedOrigins}
+	for _, r := range h.Tools {
+		cfg.Tools = append(cfg.Tools, r.gatewayRule())
+	}
+	for _, r := range h.Prompts {
+		cfg.Prompts = append(cfg.Prompts, r.gatewayRule())
+	}
+	for _, r := range h.ResourceRules {
+		cfg.ResourceRules = append(cfg.ResourceRules, r.gatewayRule())
+	}
+	for _, r := range h.Methods {
+		cfg.Methods = append(cfg.Methods, r.gatewayRule())
+	}
+	return cfg
 }
 
 // warnOpenRules warns that a gateway of the local issuer without base

@@ -261,13 +261,9 @@ func New(cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	origins := make(map[string]bool, len(cfg.AllowedOrigins))
-	for _, o := range cfg.AllowedOrigins {
-		n, err := normalizeOrigin(o)
-		if err != nil {
-			return nil, fmt.Errorf("allowed origin %q: %w", o, err)
-		}
-		origins[n] = true
+	origins, err := allowedOrigins(cfg.AllowedOrigins)
+	if err != nil {
+		return nil, err
 	}
 
 	g := &Gateway{
@@ -318,6 +314,30 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, fmt.Errorf("metadata: %w", err)
 	}
 	return g, nil
+}
+
+// CheckRules reports what New would refuse in cfg's scopes, rules and
+// allowed origins, which need nothing else of cfg: a configuration
+// format can check them where it reads them, and say where.
+func CheckRules(cfg *Config) error {
+	if _, err := newPolicy(cfg); err != nil {
+		return err
+	}
+	_, err := allowedOrigins(cfg.AllowedOrigins)
+	return err
+}
+
+// allowedOrigins is Config.AllowedOrigins in normal form, as a set.
+func allowedOrigins(list []string) (map[string]bool, error) {
+	origins := make(map[string]bool, len(list))
+	for _, o := range list {
+		n, err := normalizeOrigin(o)
+		if err != nil {
+			return nil, fmt.Errorf("allowed origin %q: %w", o, err)
+		}
+		origins[n] = true
+	}
+	return origins, nil
 }
 
 // checkResourcePath refuses a resource path that clients would not send

@@ -205,6 +205,20 @@ func TestAdaptErrors(t *testing.T) {
 		{"gateway audit missing", gw("audit"), "audit: missing argument"},
 		{"gateway audit unknown", gw("audit allowed_only"), `audit "allowed_only": want all or denials_only`},
 		{"gateway session_key missing", gw("session_key"), "session_key: missing argument"},
+		// Provision would refuse these without a line to look at: they
+		// are refused at adapt, naming the mcp_gateway block's line.
+		{"gateway tool rule shadowed", gw("tool * read\n\t\ttool delete_all admin"), "tool rule \"delete_all\" is never reached"},
+		{"gateway tool rule shadowed line", gw("tool * read\n\t\ttool delete_all admin"), ", at Caddyfile:7"},
+		{"gateway arg unknown predicate", gw("tool t {\n\t\t\targ /a between 1 2\n\t\t}"), "unknown predicate: want equals"},
+		{"gateway arg unknown predicate line", gw("tool t {\n\t\t\targ /a between 1 2\n\t\t}"), ", at Caddyfile:7"},
+		{"gateway arg bad regex", gw("tool t {\n\t\t\targ /a regex (\n\t\t}"), "error parsing regexp"},
+		{"gateway method matching an MCP method", gw("method tools/*"), ", at Caddyfile:7"},
+		{"gateway bad scope", gw("scope \"a b\""), ", at Caddyfile:7"},
+		{"gateway bad origin", gw("allowed_origins app.example.com"), "allowed origin \"app.example.com\""},
+		{"gateway bad origin line", gw("allowed_origins app.example.com"), ", at Caddyfile:7"},
+		{"gateway bad pin mode", gw("pin_tools always"), "pin_tools: pin mode \"always\": want off, first_use or approved, at Caddyfile:9"},
+		{"gateway local issuer with remote options", gw("issuer local {\n\t\t\taccept_typ_jwt\n\t\t}"), "accept_typ_jwt, audience and introspection are for a remote issuer (issuer <url>); the local issuer's tokens need none of them, at Caddyfile:7"},
+		{"gateway default issuer with audience", site("\tmcp_gateway {\n\t\tresource https://example.com/mcp\n\t\tissuer local {\n\t\t\taudience api://x\n\t\t}\n\t}"), "are for a remote issuer"},
 		// Provision refuses these too, but with no line to look at.
 		{"issuer not given", "{\n\tmcp_auth {\n\t\tstorage memory\n\t}\n}\nexample.com {\n\tmcp_issuer\n}\n", "mcp_auth: issuer is required: add `issuer <url>`, the URL of the site that serves mcp_issuer, at Caddyfile:2"},
 		{"gateway resource not given", site("\tmcp_gateway {\n\t\tscope notes:read\n\t}\n\treverse_proxy localhost:3001"), "mcp_gateway: resource is required: add `resource <url>`, the MCP endpoint's URL as clients use it, at Caddyfile:7"},
