@@ -185,8 +185,9 @@ func exampleApp(t *testing.T) *App {
 		t.Fatalf("Caddyfile.example: no mcp_auth app in %s", cfg)
 	}
 	a.StorageRaw = caddyconfig.JSONModuleObject(BoltStorage{Path: filepath.Join(t.TempDir(), "mcp-auth.db")}, "module", "bolt", nil)
-	// The example's gateway registers its resource when Caddy runs it.
-	a.Resources = append(a.Resources, issuer.Resource{URL: "http://localhost:8080/mcp"})
+	// The example's gateway registers its resource, with the scopes its
+	// rules name, when Caddy runs it.
+	a.Resources = append(a.Resources, issuer.Resource{URL: "http://localhost:8080/mcp", Scopes: []string{"notes:read", "notes:write", "notes:admin"}})
 	return startBoltApp(t, a)
 }
 

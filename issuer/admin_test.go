@@ -61,6 +61,11 @@ func newAdminIssuer(t *testing.T, mutate func(*Config)) (*Issuer, string) {
 	return iss, string(h)
 }
 
+// withAdminScopes adds scopes to adminResource's, for newAdminIssuer.
+func withAdminScopes(scopes ...string) func(*Config) {
+	return func(c *Config) { c.Resources[0].Scopes = append(c.Resources[0].Scopes, scopes...) }
+}
+
 // adminServer serves iss's admin API under /mcp-auth, where Caddy mounts
 // it.
 func adminServer(t *testing.T, iss *Issuer) *httptest.Server {
@@ -411,6 +416,48 @@ func TestAdminClientPostLogoutRedirectURIs(t *testing.T) {
 	c, err := iss.dir.lookupClient(context.Background(), "rp")
 	if err != nil || !slices.Equal(c.PostLogoutRedirectURIs, []string{"https://app.example.com/later"}) {
 		t.Errorf("stored client = %+v, %v, want post-logout redirect URIs [https://app.example.com/later]", c, err)
+	}
+}
+
+// TestAdminUnknownScopes: a client or agent the admin API adds may hold
+// only scopes some resource offers (or OpenID Connect's): one written
+// with a typo would hold nothing by it. A refusal names the scope and
+// what is offered, and stores nothing.
+func TestAdminUnknownScopes(t *testing.T) {
+	iss, _ := newAdminIssuer(t, func(c *Config) {
+		c.Resources = append(c.Resources, Resource{URL: "https://files.example.com/mcp", Scopes: []string{"files:read"}})
+	})
+	iss.AddResource(Resource{URL: "https://gw.example.com/mcp", Scopes: []string{"tools:call"}})
+	srv := adminServer(t, iss)
+	for _, tt := range []struct {
+		name       string
+		scopes     []string
+		wantStatus int
+	}{
+		{"a configured resource's", []string{"read", "files:read"}, 201},
+		{"a registered resource's", []string{"tools:call"}, 201},
+		{"OpenID Connect's", []string{"openid", "offline_access"}, 201},
+		{"none", nil, 201},
+		{"unknown", []string{"read", "wirte"}, 400},
+		{"another case", []string{"Read"}, 400},
+		{"empty", []string{""}, 400},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			id := strings.NewReplacer(" ", "-", "'", "").Replace(tt.name)
+			want := ""
+			if tt.wantStatus == 400 {
+				want = "is offered by no resource (offered: files:read read tools:call write)"
+			}
+			for _, kind := range []string{"client", "agent"} {
+				b, _ := json.Marshal(map[string]any{kind + "_id": kind + "-" + id, "scopes": tt.scopes})
+				runAPI(t, srv, apiCase{tt.name, "POST", "/mcp-auth/" + kind + "s", string(b), tt.wantStatus, want})
+				status := http.StatusOK
+				if tt.wantStatus != 201 {
+					status = http.StatusNotFound
+				}
+				runAPI(t, srv, apiCase{"show", "GET", "/mcp-auth/" + kind + "s/" + kind + "-" + id, "", status, ""})
+			}
+		})
 	}
 }
 
@@ -1027,6 +1074,7 @@ func TestAdminClientUpdate(t *testing.T) {
 		{"keys method without keys", "PUT", "/mcp-auth/clients/svc", `{"token_endpoint_auth_method":"private_key_jwt","grant_types":["client_credentials"]}`, 400, "jwks"},
 		{"bad resource", "PUT", "/mcp-auth/clients/svc", `{"grant_types":["client_credentials"],"resources":["mcp"]}`, 400, ""},
 		{"unknown grant type", "PUT", "/mcp-auth/clients/svc", `{"grant_types":["password"]}`, 400, "password"},
+		{"unknown scope", "PUT", "/mcp-auth/clients/svc", `{"grant_types":["client_credentials"],"scopes":["read","wirte"]}`, 400, `scope \"wirte\" is offered by no resource (offered: read write)`},
 		{"no body", "PUT", "/mcp-auth/clients/svc", "", 400, ""},
 		{"unclean path", "PUT", "/mcp-auth/clients/x/../svc", `{"grant_types":["client_credentials"]}`, 404, ""},
 	} {
@@ -1088,7 +1136,7 @@ func TestAdminClientUpdate(t *testing.T) {
 // committed, 404; the client stays removed (no PUT brings it back); and
 // of racing PUTs the stored registration is wholly one of them.
 func TestAdminClientUpdateConcurrent(t *testing.T) {
-	iss, _ := newAdminIssuer(t, nil)
+	iss, _ := newAdminIssuer(t, withAdminScopes("admin", "other", "late"))
 	srv := adminServer(t, iss)
 	put := func(id, name string) int {
 		req, _ := http.NewRequest("PUT", srv.URL+"/mcp-auth/clients/"+id, strings.NewReader(
@@ -1242,7 +1290,7 @@ func (s *viewHook) View(ctx context.Context, fn func(store.Tx) error) error {
 // the new ETag, whose PUT would undo the update unseen (review s14-fresh3
 // M2): the answer and its ETag come from one read.
 func TestAdminClientETagSameRead(t *testing.T) {
-	iss, _ := newAdminIssuer(t, nil)
+	iss, _ := newAdminIssuer(t, withAdminScopes("admin"))
 	srv := adminServer(t, iss)
 	runAPI(t, srv, apiCase{"add svc", "POST", "/mcp-auth/clients", `{"client_id":"svc","grant_types":["client_credentials"],"scopes":["read","write","admin"]}`, 201, ""})
 	hook := &viewHook{Store: iss.store}

@@ -98,6 +98,9 @@ func (i *Issuer) PutAgent(ctx context.Context, a Agent) error {
 	if err := validateAgent(&a); err != nil {
 		return invalidEntry("agent %q: %v", a.ID, err)
 	}
+	if err := i.policy.checkScopes(a.Scopes); err != nil {
+		return invalidEntry("agent %q: %v", a.ID, err)
+	}
 	if i.dir.configuredAgent(a.ID) {
 		return entryErr("agent", a.ID, ErrConfigured)
 	}

@@ -526,6 +526,9 @@ func (i *Issuer) checkClient(c *Client, keepsSecret bool) error {
 			return invalidEntry("client %q: %v", c.ID, err)
 		}
 	}
+	if err := i.policy.checkScopes(c.Scopes); err != nil {
+		return invalidEntry("client %q: %v", c.ID, err)
+	}
 	return nil
 }
 

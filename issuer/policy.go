@@ -58,6 +58,24 @@ func (p *policy) resources() []Resource {
 	return out
 }
 
+// checkScopes refuses a scope in scopes that no resource offers (nor
+// OpenID Connect): a client or agent allowed it would hold nothing by
+// it, and the operator who wrote it meant another (a typo, a resource's
+// scope under another name).
+func (p *policy) checkScopes(scopes []string) error {
+	var offered []string
+	for _, r := range p.resources() {
+		offered = append(offered, r.Scopes...)
+	}
+	for _, s := range scopes {
+		if !slices.Contains(offered, s) && !slices.Contains(oidcScopes, s) {
+			slices.Sort(offered)
+			return fmt.Errorf("scope %q is offered by no resource (offered: %s)", s, strings.Join(slices.Compact(offered), " "))
+		}
+	}
+	return nil
+}
+
 // CanonicalResource is the form resource and issuer URLs are compared in:
 // scheme and host in ASCII lower case, without the scheme's default port
 // (RFC 3986 section 6.2.3), no trailing slash, the path's escapes
