@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strconv"
@@ -528,6 +529,7 @@ func (a *App) parseResource(d *caddyfile.Dispenser) error {
 //		allowed_origins <origin...>
 //		max_body_size <size>
 //		max_in_flight <n>
+//		max_in_flight_per_client <n>
 //		forward_identity
 //		audit all|denials_only
 //		audit_arguments
@@ -560,7 +562,7 @@ func (h *GatewayHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	maxInFlightGiven := false
+	maxInFlightGiven, perClientGiven := false, false
 	for d.NextBlock(0) {
 		var err error
 		switch d.Val() {
@@ -605,6 +607,10 @@ func (h *GatewayHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err = intArg(d, &h.MaxInFlight, &maxInFlightGiven); err == nil && h.MaxInFlight == 0 {
 				return d.Errf("max_in_flight 0: want at least 1")
 			}
+		case "max_in_flight_per_client":
+			if err = intArg(d, &h.MaxInFlightPerClient, &perClientGiven); err == nil && h.MaxInFlightPerClient == 0 {
+				return d.Errf("max_in_flight_per_client 0: want at least 1")
+			}
 		case "forward_identity":
 			err = flag(d, &h.ForwardIdentity)
 		case "audit_arguments":
@@ -639,6 +645,9 @@ func (h *GatewayHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	// refused here, where the block's line can be named.
 	if (h.Issuer == "" || h.Issuer == "local") && (h.AcceptTypJWT || h.Audience != "" || h.Introspection != nil) {
 		return errAt(block, "mcp_gateway %s: %v", h.Resource, errLocalRemoteOptions)
+	}
+	if max := cmp.Or(h.MaxInFlight, gateway.DefaultMaxInFlight); h.MaxInFlightPerClient > max {
+		return errAt(block, "mcp_gateway %s: max_in_flight_per_client %d is above max_in_flight (%d), which bounds all of a principal's clients together", h.Resource, h.MaxInFlightPerClient, max)
 	}
 	cfg := h.rulesConfig()
 	if err := gateway.CheckRules(&cfg); err != nil {

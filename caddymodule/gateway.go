@@ -137,6 +137,12 @@ type GatewayHandler struct {
 	// event-stream answers, calls not yet answered. One more is refused
 	// 429 with Retry-After. Default 100.
 	MaxInFlight int `json:"max_in_flight,omitempty"`
+	// MaxInFlightPerClient bounds, within MaxInFlight, the requests one
+	// client of a principal (client_id, and the outermost actor of a
+	// delegated token) has in flight, so that one client cannot take all
+	// of its user's. At most MaxInFlight; default three quarters of it
+	// (75 of the default 100).
+	MaxInFlightPerClient int `json:"max_in_flight_per_client,omitempty"`
 	// ForwardIdentity sends X-MCP-Subject, X-MCP-Client, X-MCP-Actor and
 	// X-MCP-Scope to the upstream.
 	ForwardIdentity bool `json:"forward_identity,omitempty"`
@@ -290,6 +296,7 @@ func (h *GatewayHandler) Provision(ctx caddy.Context) error {
 	cfg.Resource = h.Resource
 	cfg.MaxBodySize = h.MaxBodySize
 	cfg.MaxInFlight = h.MaxInFlight
+	cfg.MaxInFlightPerClient = h.MaxInFlightPerClient
 	cfg.ForwardIdentity = h.ForwardIdentity
 	cfg.AuditArguments = h.AuditArguments
 	cfg.RequireDPoP = h.RequireDPoP

@@ -124,6 +124,12 @@ type Config struct {
 	// One more is refused 429 with Retry-After, and nothing is
 	// forwarded. Default DefaultMaxInFlight.
 	MaxInFlight int
+	// MaxInFlightPerClient bounds, within MaxInFlight, the requests one
+	// client of a principal (the client_id, and the outermost actor of a
+	// delegated token) has in flight, so that one of a user's clients (a
+	// runaway agent, a reconnect loop) cannot take every one the user
+	// has. At most MaxInFlight; default DefaultMaxInFlightPerClient.
+	MaxInFlightPerClient int
 
 	// PinTools pins tool definitions (see PinMode); Pins keeps the pins
 	// and is required unless PinTools is PinOff (the default). PinReload

@@ -174,6 +174,11 @@ const (
 	minSessionKey      = 32
 )
 
+// DefaultMaxInFlightPerClient is Config.MaxInFlightPerClient's default
+// for a MaxInFlight of max: three quarters of it (rounded up), so that
+// one client of a principal leaves the others a quarter.
+func DefaultMaxInFlightPerClient(max int) int { return (3*max + 3) / 4 }
+
 // New validates cfg and builds a Gateway.
 func New(cfg Config) (*Gateway, error) {
 	res, err := parseHTTPSURL(cfg.Resource)
@@ -257,6 +262,14 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.MaxInFlight == 0 {
 		cfg.MaxInFlight = DefaultMaxInFlight
 	}
+	switch {
+	case cfg.MaxInFlightPerClient < 0:
+		return nil, errors.New("max in flight per client is negative")
+	case cfg.MaxInFlightPerClient > cfg.MaxInFlight:
+		return nil, fmt.Errorf("max in flight per client (%d) is above max in flight (%d), which bounds every client of a principal together", cfg.MaxInFlightPerClient, cfg.MaxInFlight)
+	case cfg.MaxInFlightPerClient == 0:
+		cfg.MaxInFlightPerClient = DefaultMaxInFlightPerClient(cfg.MaxInFlight)
+	}
 	pol, err := newPolicy(&cfg)
 	if err != nil {
 		return nil, err
@@ -289,7 +302,7 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.PinTools != PinOff {
 		g.pins = newPinSet(g, &g.cfg)
 	}
-	g.streams = newStreamSet(cfg.Revocations, cfg.Now, cfg.StreamCheckInterval, cfg.MaxInFlight, cfg.Logger)
+	g.streams = newStreamSet(cfg.Revocations, cfg.Now, cfg.StreamCheckInterval, cfg.MaxInFlight, cfg.MaxInFlightPerClient, cfg.Logger)
 	checks := []jwt.ParserOption{
 		jwt.WithIssuer(cfg.Issuer),
 		jwt.WithAudience(cfg.Audience),

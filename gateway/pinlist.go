@@ -119,8 +119,14 @@ func fetchKey(x *exchange) string {
 	if x.session != "" {
 		return "s\x00" + x.session
 	}
-	p := x.p
-	return "p\x00" + p.issuer + "\x00" + principalKind(p) + "\x00" + p.subject + "\x00" + p.clientID + "\x00" + outermostActor(p)
+	return "p\x00" + clientKey(x.p)
+}
+
+// clientKey names one client of a principal: its issuer, type and
+// subject, the client and the outermost actor (an agent acting through
+// the client is a client of its own).
+func clientKey(p *principal) string {
+	return p.issuer + "\x00" + principalKind(p) + "\x00" + p.subject + "\x00" + p.clientID + "\x00" + outermostActor(p)
 }
 
 // fetchOnce runs fetch, for holder (principal.holder), unless one for the

@@ -121,13 +121,20 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next Next) (err 
 	if f == nil {
 		f = g.admit(x)
 	}
-	reserved := f == nil && g.streams.reserve(x.p.holder)
-	if f == nil && !reserved {
-		f = &refusal{status: http.StatusTooManyRequests, code: codeRefused, retryAfter: "1", id: singleID(x),
-			message: "too many requests in flight for this caller (at most " + strconv.Itoa(g.cfg.MaxInFlight) + "): retry when one has ended"}
-	}
-	if reserved {
-		defer g.streams.release(x.p.holder)
+	var reserved bool
+	if f == nil {
+		client := clientKey(x.p)
+		var perClient bool
+		if reserved, perClient = g.streams.reserve(x.p.holder, client); reserved {
+			defer g.streams.release(x.p.holder, client)
+		} else {
+			who, bound := "this caller", g.cfg.MaxInFlight
+			if perClient {
+				who, bound = "this client of the caller", g.cfg.MaxInFlightPerClient
+			}
+			f = &refusal{status: http.StatusTooManyRequests, code: codeRefused, retryAfter: "1", id: singleID(x),
+				message: "too many requests in flight for " + who + " (at most " + strconv.Itoa(bound) + "): retry when one has ended"}
+		}
 	}
 	if f == nil {
 		f = g.checkPins(x, next)

@@ -33,45 +33,58 @@ type streamSet struct {
 
 	mu sync.Mutex
 	// max bounds the requests in flight of one principal
-	// (principal.holder: reserve), by counts them.
-	max      int
-	by       map[string]int
-	open     map[*exchange]bool // true: its answer is an event stream (stream)
-	closedAt time.Time          // when close was called, zero before
-	running  bool
-	idle     *sync.Cond // signalled when the checker ends (tests wait on it)
-	batch    []pending
+	// (principal.holder: reserve), by counts them; maxClient and
+	// byClient do the same for each client of a principal (clientKey).
+	max, maxClient int
+	by, byClient   map[string]int
+	open           map[*exchange]bool // true: its answer is an event stream (stream)
+	closedAt       time.Time          // when close was called, zero before
+	running        bool
+	idle           *sync.Cond // signalled when the checker ends (tests wait on it)
+	batch          []pending
 }
 
-func newStreamSet(r Revocations, now func() time.Time, interval time.Duration, max int, log *zap.Logger) *streamSet {
-	s := &streamSet{revocations: r, now: now, interval: interval, log: log, open: make(map[*exchange]bool), max: max, by: make(map[string]int)}
+func newStreamSet(r Revocations, now func() time.Time, interval time.Duration, max, maxClient int, log *zap.Logger) *streamSet {
+	s := &streamSet{revocations: r, now: now, interval: interval, log: log, open: make(map[*exchange]bool),
+		max: max, maxClient: maxClient, by: make(map[string]int), byClient: make(map[string]int)}
 	s.idle = sync.NewCond(&s.mu)
 	return s
 }
 
-// reserve counts a request of the principal holder in flight: false,
-// with nothing counted, when it has max in flight already. Each holds a
-// connection to the upstream, and an event stream holds it for as long
-// as the client keeps it: without a bound, one token could hold as many
-// as it opens. release ends what reserve counted.
-func (s *streamSet) reserve(holder string) bool {
+// reserve counts a request of the principal holder, made by its client
+// (clientKey), in flight: false, with nothing counted, when the
+// principal has max in flight already, or that client maxClient
+// (perClient). Each holds a connection to the upstream, and an event
+// stream holds it for as long as the client keeps it: without a bound,
+// one token could hold as many as it opens, and without the client's,
+// one client of a user (a runaway agent) all of the user's. release
+// ends what reserve counted.
+func (s *streamSet) reserve(holder, client string) (ok, perClient bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := s.by[holder]
-	if n >= s.max {
-		return false
+	n, c := s.by[holder], s.byClient[client]
+	switch {
+	case n >= s.max:
+		return false, false
+	case c >= s.maxClient:
+		return false, true
 	}
-	s.by[holder] = n + 1
-	return true
+	s.by[holder], s.byClient[client] = n+1, c+1
+	return true, false
 }
 
-func (s *streamSet) release(holder string) {
+func (s *streamSet) release(holder, client string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if n := s.by[holder] - 1; n > 0 {
-		s.by[holder] = n
-	} else {
-		delete(s.by, holder)
+	for _, m := range [...]struct {
+		by  map[string]int
+		key string
+	}{{s.by, holder}, {s.byClient, client}} {
+		if n := m.by[m.key] - 1; n > 0 {
+			m.by[m.key] = n
+		} else {
+			delete(m.by, m.key)
+		}
 	}
 }
 

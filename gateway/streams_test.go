@@ -795,6 +795,75 @@ func TestPendingGetAtReload(t *testing.T) {
 	}
 }
 
+// TestInFlightPerClient: within a principal's max_in_flight, one client
+// (client_id and outermost actor) has at most max_in_flight_per_client
+// in flight (default three quarters), so that the principal's other
+// clients keep some: one more from that client is refused 429 naming the
+// client's bound, while another client of the principal is served up to
+// the principal's bound, and another principal is not affected.
+func TestInFlightPerClient(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.MaxInFlight = 4
+	g := newGateway(t, cfg)
+	if g.cfg.MaxInFlightPerClient != 3 {
+		t.Fatalf("default max in flight per client for 4 = %d, want 3", g.cfg.MaxInFlightPerClient)
+	}
+	var held sync.WaitGroup
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release); held.Wait() })
+	// call sends a tools/call of sub through client (and actor), which
+	// the upstream holds until the test ends; it returns the status, at
+	// once for a refusal, or 200 once the upstream has the call.
+	call := func(sub, client, actor string) (int, string) {
+		c := claims()
+		c["sub"], c["client_id"], c["jti"] = sub, client, sub+client+actor
+		if actor != "" {
+			c["act"] = map[string]any{"sub": actor}
+		}
+		r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(toolCall("read_a")))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Authorization", "Bearer "+mint(t, c))
+		w := httptest.NewRecorder()
+		arrived := make(chan struct{})
+		done := make(chan struct{})
+		held.Add(1)
+		go func() {
+			defer held.Done()
+			defer close(done)
+			g.Serve(w, r, NextFunc(func(w http.ResponseWriter, r *http.Request) error {
+				close(arrived)
+				<-release
+				writeJSONAnswer(w, r, `{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`)
+				return nil
+			}))
+		}()
+		select {
+		case <-arrived:
+			return http.StatusOK, ""
+		case <-done:
+			return w.Code, w.Body.String()
+		}
+	}
+	want := func(what string, code int, body string, wantCode int, wantBody string) {
+		t.Helper()
+		if code != wantCode || !strings.Contains(body, wantBody) {
+			t.Errorf("%s = %d %s, want %d %s", what, code, body, wantCode, wantBody)
+		}
+	}
+	for i := range 3 {
+		code, body := call("alice", "app", "")
+		want(fmt.Sprintf("alice's call %d through app", i+1), code, body, 200, "")
+	}
+	code, body := call("alice", "app", "")
+	want("alice's 4th call through app", code, body, 429, "too many requests in flight for this client of the caller (at most 3)")
+	code, body = call("alice", "app", "planner")
+	want("alice's call through app, the planner agent acting", code, body, 200, "")
+	code, body = call("alice", "other", "")
+	want("alice's 5th call, through another client", code, body, 429, "too many requests in flight for this caller (at most 4)")
+	code, body = call("bob", "app", "")
+	want("bob's call through app", code, body, 200, "")
+}
+
 // TestInFlightReleased: whatever ends a request (an answer, an upstream
 // error, a panic in the proxy, the client going away, a revocation, a
 // refused answer, a 429), the slot it took of its principal's
@@ -814,8 +883,10 @@ func TestInFlightReleased(t *testing.T) {
 		g.streams.mu.Lock()
 		defer g.streams.mu.Unlock()
 		n := 0
-		for _, v := range g.streams.by {
-			n += v
+		for _, by := range [...]map[string]int{g.streams.by, g.streams.byClient} {
+			for _, v := range by {
+				n += v
+			}
 		}
 		return n
 	}

@@ -380,12 +380,18 @@ func TestStatelessClientCancelsThroughGateway(t *testing.T) {
 // TestInFlightPerPrincipal: one token could hold as many GET event
 // streams (and calls in flight) as it opened, each a connection to the
 // upstream for as long as the client kept it. Through Caddy, alice's
-// 100 open GET streams (the default max_in_flight) are all she gets: her
-// next GET and her next tool call are refused 429 with Retry-After and a
-// JSON-RPC error body, and reach no server, while bob, another user, is
-// not refused; once one of her streams ends, she may open another.
+// client may hold 75 open GET streams (the default
+// max_in_flight_per_client): its next is refused, while alice's other
+// client (registered with DCR) opens the remaining 25 of her 100 (the
+// default max_in_flight); then her next GET and her next tool call,
+// through either client, are refused 429 with Retry-After and a JSON-RPC
+// error body, and reach no server, while bob, another user, is not
+// refused; once one of her streams ends, she may open another.
 func TestInFlightPerPrincipal(t *testing.T) {
-	const max = 100 // gateway.DefaultMaxInFlight
+	const (
+		max       = 100 // gateway.DefaultMaxInFlight
+		perClient = 75  // gateway.DefaultMaxInFlightPerClient(max)
+	)
 	var gets atomic.Int32
 	up := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet {
@@ -402,13 +408,14 @@ func TestInFlightPerPrincipal(t *testing.T) {
 	})
 	e := setupWith(t, up)
 	ctx := ctxTimeout(t, 60*time.Second)
-	token := func(user string) string {
-		tok, err := e.authorize(ctx, harness.NewRobot(user, password, redirectURI), e.oauthConfig(scopeRead), e.legacy)
+	tokenFor := func(user string, cfg *oauth2.Config) string {
+		tok, err := e.authorize(ctx, harness.NewRobot(user, password, redirectURI), cfg, e.legacy)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return tok.AccessToken
 	}
+	token := func(user string) string { return tokenFor(user, e.oauthConfig(scopeRead)) }
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 2 * max}}
 	t.Cleanup(hc.CloseIdleConnections)
 	send := func(ctx context.Context, method, token, session, body string) *http.Response {
@@ -455,30 +462,50 @@ func TestInFlightPerPrincipal(t *testing.T) {
 		resp := send(sctx, http.MethodGet, token, session, "")
 		return resp, cancel
 	}
-	for i := range max {
-		resp, cancel := open(alice, aliceSession)
-		cancels = append(cancels, cancel)
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("alice's GET stream %d = %d, want 200", i+1, resp.StatusCode)
+	openAll := func(who, token, session string, n int) {
+		for i := range n {
+			resp, cancel := open(token, session)
+			cancels = append(cancels, cancel)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("%s GET stream %d = %d, want 200", who, i+1, resp.StatusCode)
+			}
 		}
 	}
-	if n := gets.Load(); n != max {
-		t.Fatalf("GET streams at the server = %d, want %d", n, max)
-	}
-	refused := func(what string, resp *http.Response) {
+	refused := func(what string, resp *http.Response, why string) {
 		t.Helper()
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" ||
-			!strings.Contains(string(b), `"code":-32000`) || !strings.Contains(string(b), "too many requests in flight") {
-			t.Errorf("%s past the bound = %d (Retry-After %q) %s, want 429 with Retry-After and a JSON-RPC error",
-				what, resp.StatusCode, resp.Header.Get("Retry-After"), b)
+			!strings.Contains(string(b), `"code":-32000`) || !strings.Contains(string(b), why) {
+			t.Errorf("%s past the bound = %d (Retry-After %q) %s, want 429 with Retry-After and a JSON-RPC error: %s",
+				what, resp.StatusCode, resp.Header.Get("Retry-After"), b, why)
 		}
 	}
+	const call = `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"x"}}}`
+	openAll("alice's", alice, aliceSession, perClient)
 	resp, cancel := open(alice, aliceSession)
-	refused("alice's GET", resp)
+	refused("alice's GET through her client", resp, "too many requests in flight for this client of the caller (at most 75)")
 	cancel()
-	refused("alice's tool call", send(ctx, http.MethodPost, alice, aliceSession, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"x"}}}`))
+
+	status, reg, err := harness.Register(ctx, e.md, map[string]any{
+		"client_name": "Second client", "redirect_uris": []string{redirectURI}, "token_endpoint_auth_method": "none", "application_type": "native",
+	})
+	second, _ := reg["client_id"].(string)
+	if err != nil || status != http.StatusCreated || second == "" {
+		t.Fatalf("Register = %d %v, %v; want 201 with a client_id", status, reg, err)
+	}
+	aliceOther := tokenFor(username, e.md.Config(second, redirectURI, scopeRead))
+	otherSession := session(aliceOther)
+	openAll("alice's other client's", aliceOther, otherSession, max-perClient)
+	if n := gets.Load(); n != max {
+		t.Fatalf("GET streams at the server = %d, want %d", n, max)
+	}
+	for _, c := range []struct{ who, token, session string }{{"her client", alice, aliceSession}, {"her other client", aliceOther, otherSession}} {
+		resp, cancel := open(c.token, c.session)
+		refused("alice's GET through "+c.who, resp, "too many requests in flight for this caller (at most 100)")
+		cancel()
+		refused("alice's tool call through "+c.who, send(ctx, http.MethodPost, c.token, c.session, call), "too many requests in flight")
+	}
 	if n := gets.Load(); n != max {
 		t.Errorf("GET streams at the server = %d, want %d: a refused one reached it", n, max)
 	}

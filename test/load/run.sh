@@ -160,9 +160,10 @@ if [ "$audit" = denials_only ]; then
 	gw_opts=$'\t\taudit denials_only'
 fi
 if [ "$mode" = streams ]; then
-	# Every stream is the load generator's one principal, which
-	# max_in_flight (default 100) would refuse past its bound.
-	gw_opts=$(printf '%s\n\t\tmax_in_flight %d' "$gw_opts" "$n")
+	# Every stream is the load generator's one principal and client,
+	# which max_in_flight (default 100) and max_in_flight_per_client
+	# (default 75) would refuse past their bounds.
+	gw_opts=$(printf '%s\n\t\tmax_in_flight %d\n\t\tmax_in_flight_per_client %d' "$gw_opts" "$n" "$n")
 fi
 
 cat >"$tmp/plain.Caddyfile" <<EOF
