@@ -368,6 +368,8 @@ func TestAdminClientRedirectURIs(t *testing.T) {
 		{"custom scheme without a dot", "myapp:/cb", 400, "reverse-DNS"},
 		{"javascript", "javascript:alert(1)", 400, "reverse-DNS"},
 		{"space", "https://app.example.com/c b", 400, "whitespace"},
+		{"state in the query", "https://app.example.com/cb?state=x", 400, "the authorization response adds"},
+		{"a query of its own", "https://app.example.com/cb?tenant=1", 201, ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			id := "c-" + strings.NewReplacer(" ", "-").Replace(tt.name)

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/oauth2"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
 // TestCodeTTLAtMostTenMinutes: a longer code_ttl is cut to ten minutes
@@ -249,6 +251,51 @@ func TestAuthorizeRedirectErrors(t *testing.T) {
 	}
 	if n := e.count(bucketPending) + e.count(bucketCodes); n != 0 {
 		t.Errorf("records written by failed requests = %d, want 0", n)
+	}
+}
+
+// TestAuthorizeRedirectURIResponseParams: a redirect URI whose own query
+// carries a parameter the authorization response adds (state, code, iss,
+// error...) is refused at registration (TestRegisterValidation and
+// friends); one stored before that rule gets no redirect at all, error or
+// code: the response would carry the parameter twice (RFC 6749 section
+// 3.1), and a client reading the first value would take the registered
+// state, code or iss for this server's.
+func TestAuthorizeRedirectURIResponseParams(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	for _, tt := range []struct{ name, query string }{
+		{"state", "state=st-123"},
+		{"iss", "iss=https%3A%2F%2Fevil.example"},
+		{"code", "x=1&code=planted"},
+		{"error", "error=access_denied"},
+		{"escaped name", "st%61te=st-123"},
+		{"semicolon separator", "x=1;state=st-123"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			id, redirect := "stored-"+strings.ReplaceAll(tt.name, " ", "-"), bWebRedirect+"?"+tt.query
+			err := e.store.Update(t.Context(), func(tx store.Tx) error {
+				return clientsIn(tx).create(&Client{ID: id, Name: "Stored", TokenEndpointAuthMethod: authNone, RedirectURIs: []string{redirect}, Source: sourceAdmin})
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := webAuthParams(testChallenge)
+			p.Set("client_id", id)
+			p.Set("redirect_uri", redirect)
+			bad := maps.Clone(p)
+			bad.Set("scope", "nope")
+			resp, err := e.browser().Get(e.url(pathAuthorize, bad))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Location") != "" {
+				t.Errorf("error response: status %d, Location %q; want 400 and no redirect", resp.StatusCode, resp.Header.Get("Location"))
+			}
+			if cb, err := e.robot(e.browser(), e.url(pathAuthorize, p), "https://app.example.com/", bUser, bPassword, "approve"); err == nil {
+				t.Errorf("approved request redirected to %s, want an error page", cb)
+			}
+		})
 	}
 }
 

@@ -243,6 +243,9 @@ func TestConfigValidation(t *testing.T) {
 		{"post-logout redirect URI with a wildcard", func(c *Config) {
 			c.Clients = []Client{{ID: "a", TokenEndpointAuthMethod: "none", PostLogoutRedirectURIs: []string{"https://*.example.com/bye"}}}
 		}},
+		{"redirect URI whose query carries iss", func(c *Config) {
+			c.Clients = []Client{{ID: "a", TokenEndpointAuthMethod: "none", RedirectURIs: []string{"https://app.example.com/cb?iss=x"}}}
+		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := e.config()

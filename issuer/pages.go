@@ -236,11 +236,18 @@ func (p *pages) redirectTo(w http.ResponseWriter, r *http.Request, redirectURI s
 }
 
 // withQuery returns uri with v added to its query, keeping the URI's own
-// query as registered.
+// query as registered. A URI whose query carries a response parameter
+// already (a registration from before classifyRedirect refused them) is
+// an error: the parameter would come twice.
 func withQuery(uri string, v url.Values) (string, error) {
 	u, err := url.Parse(uri)
 	if err != nil {
 		return "", err
+	}
+	if name, err := responseParamIn(u.RawQuery); err != nil {
+		return "", err
+	} else if name != "" {
+		return "", errors.New("the redirect URI's query carries " + name)
 	}
 	switch q := v.Encode(); {
 	case q == "":

@@ -516,6 +516,12 @@ func classifyRedirect(s string, anyScheme bool) (redirectKind, error) {
 	if u.User != nil {
 		return bad("userinfo is not allowed")
 	}
+	switch name, err := responseParamIn(u.RawQuery); {
+	case err != nil:
+		return bad("the query is not application/x-www-form-urlencoded")
+	case name != "":
+		return bad(fmt.Sprintf("the query carries %s, which the authorization response adds (a parameter must not be sent twice)", name))
+	}
 	if !plainHost(u.Hostname()) {
 		return bad("the host must be an ASCII DNS name (xn-- form) or a dotted IP address")
 	}
@@ -545,6 +551,31 @@ func classifyRedirect(s string, anyScheme bool) (redirectKind, error) {
 		return bad("custom schemes must be reverse-DNS names such as com.example.app")
 	}
 	return redirectCustom, nil
+}
+
+// authorizationResponseParams are the parameters an authorization
+// response adds to the redirect URI's query (RFC 6749 sections 4.1.2 and
+// 4.1.2.1, RFC 9207).
+var authorizationResponseParams = []string{"code", "state", "iss", "error", "error_description", "error_uri"}
+
+// responseParamIn names an authorization response parameter that a
+// redirect URI's own query (rawQuery) already carries, "" for none, and
+// fails for a query that is not form-encoded (a ';' separator, a bad
+// escape), which readers split differently. The response keeps that
+// query (RFC 6749 section 3.1.2), so such a parameter would be sent
+// twice (section 3.1 forbids it), and a client taking the first value
+// would read the registered state, code or iss, not this server's.
+func responseParamIn(rawQuery string) (string, error) {
+	q, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return "", err
+	}
+	for _, p := range authorizationResponseParams {
+		if q.Has(p) {
+			return p, nil
+		}
+	}
+	return "", nil
 }
 
 // plainHost reports whether a browser reads host as Go does: ASCII (a

@@ -104,6 +104,15 @@ func TestRegisterValidation(t *testing.T) {
 		{"http on a 127. name", `{"redirect_uris":["http://127.evil.example/cb"],"token_endpoint_auth_method":"none"}`, "invalid_redirect_uri"},
 		{"http on a 127.0.0.1. name", `{"redirect_uris":["http://127.0.0.1.nip.io/cb"],"token_endpoint_auth_method":"none"}`, "invalid_redirect_uri"},
 		{"userinfo", `{"redirect_uris":["https://u:p@a.example/cb"]}`, "invalid_redirect_uri"},
+		// The response adds these: they would be sent twice.
+		{"state in the query", `{"redirect_uris":["https://a.example/cb?state=x"]}`, "invalid_redirect_uri"},
+		{"iss in the query", `{"redirect_uris":["https://a.example/cb?x=1&iss=https://evil.example"]}`, "invalid_redirect_uri"},
+		{"code in the query", `{"redirect_uris":["https://a.example/cb?code=x"]}`, "invalid_redirect_uri"},
+		{"error_description in the query", `{"redirect_uris":["https://a.example/cb?error_description=x"]}`, "invalid_redirect_uri"},
+		{"escaped state in the query", `{"redirect_uris":["https://a.example/cb?st%61te=x"]}`, "invalid_redirect_uri"},
+		{"query with a semicolon", `{"redirect_uris":["https://a.example/cb?x=1;state=y"]}`, "invalid_redirect_uri"},
+		{"query with a bad escape", `{"redirect_uris":["https://a.example/cb?x=%zz"]}`, "invalid_redirect_uri"},
+		{"private-use scheme with state", `{"redirect_uris":["com.example.app:/cb?state=x"],"token_endpoint_auth_method":"none"}`, "invalid_redirect_uri"},
 		{"unknown application_type", `{"redirect_uris":["https://a.example/cb"],"application_type":"desktop"}`, "invalid_client_metadata"},
 		{"implicit grant", `{"redirect_uris":["https://a.example/cb"],"grant_types":["implicit"]}`, "invalid_client_metadata"},
 		{"password grant", `{"redirect_uris":["https://a.example/cb"],"grant_types":["password"]}`, "invalid_client_metadata"},
@@ -164,6 +173,7 @@ func TestRegisterValidation(t *testing.T) {
 	ok := []struct{ name, body, appType string }{
 		{"custom scheme native", `{"redirect_uris":["com.example.app:/cb"],"token_endpoint_auth_method":"none","application_type":"native"}`, "native"},
 		{"custom scheme inferred native", `{"redirect_uris":["com.example.app:/cb"],"token_endpoint_auth_method":"none"}`, "native"},
+		{"a query of its own", `{"redirect_uris":["https://a.example/cb?tenant=1&states=2"],"token_endpoint_auth_method":"none"}`, "web"},
 		{"https native (claimed URL)", `{"redirect_uris":["https://app.example.com/cb"],"token_endpoint_auth_method":"none","application_type":"native"}`, "native"},
 		{"private_key_jwt with jwks_uri", `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks_uri":"https://a.example/jwks"}`, "web"},
 	}
