@@ -397,12 +397,11 @@ func (i *Issuer) parseAuthorize(ctx context.Context, c *Client, params url.Value
 	}
 	if params.Has("requested_actor") {
 		// The consent page names the agent, so it must be one we know.
-		a, err := i.dir.lookupAgent(ctx, ar.Actor)
-		if err != nil {
-			return nil, invalid("requested_actor is not a known agent")
-		}
-		if !a.allowsClient(c.ID) {
-			return nil, invalid("requested_actor may not act for this client")
+		// Unknown, disabled and not allowed for this client read alike:
+		// anyone may send a client's authorization request, and the
+		// answer passes through their browser (as invalid_scope's).
+		if a, err := i.dir.lookupAgent(ctx, ar.Actor); err != nil || !a.allowsClient(c.ID) {
+			return nil, invalid("requested_actor is not an agent that may act for this client")
 		}
 	}
 	// Check the target and the client's own limits before asking anyone to

@@ -147,6 +147,10 @@ func TestOnBehalfOfFailures(t *testing.T) {
 	}
 }
 
+// TestAuthorizeRequestedActor: an authorization request naming an agent
+// that is unknown, disabled or not allowed for the client is refused with
+// one description for all three: the redirect passes through the
+// sender's browser, and anyone may send a public client's request.
 func TestAuthorizeRequestedActor(t *testing.T) {
 	e := newTokEnv(t)
 	c := e.srv.Client()
@@ -154,8 +158,11 @@ func TestAuthorizeRequestedActor(t *testing.T) {
 	for _, tt := range []struct {
 		actor, wantErr string
 	}{
-		{tAgentNarrow, "requested_actor may not act for this client"},
-		{tAgentOff, "requested_actor is not a known agent"},
+		// One answer for all three: whoever sends the request sees it,
+		// and must not learn which agents exist or whom they serve.
+		{tAgentNarrow, "requested_actor is not an agent that may act for this client"},
+		{tAgentOff, "requested_actor is not an agent that may act for this client"},
+		{"no-such-agent", "requested_actor is not an agent that may act for this client"},
 		{tAgent1, ""}, // on to login
 	} {
 		t.Run(tt.actor, func(t *testing.T) {
