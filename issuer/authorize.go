@@ -96,7 +96,15 @@ func (i *Issuer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	var params url.Values
 	switch r.Method {
 	case http.MethodGet:
-		params = r.URL.Query()
+		// Read as strictly as a POST's form (ParseForm) and the
+		// back-channel bodies: URL.Query drops a pair it cannot read (a
+		// ';' separator, a bad escape), which other readers of the same
+		// URL split or decode otherwise.
+		var err error
+		if params, err = url.ParseQuery(r.URL.RawQuery); err != nil {
+			i.pages.errorPage(w, http.StatusBadRequest, "Invalid request", "The authorization request could not be read.")
+			return
+		}
 	case http.MethodPost:
 		r.Body = http.MaxBytesReader(w, r.Body, maxPageFormBytes)
 		if err := r.ParseForm(); err != nil {

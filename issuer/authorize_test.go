@@ -180,6 +180,10 @@ func TestAuthorizeErrorPage(t *testing.T) {
 		{"repeated redirect_uri", nil, "&redirect_uri=" + url.QueryEscape(bRedirect)},
 		{"repeated redirect_uri, once empty", nil, "&redirect_uri="},
 		{"unknown request_uri", func(v url.Values) { v.Set("request_uri", "urn:ietf:params:oauth:request_uri:nope") }, ""},
+		// A pair Go cannot read was dropped, and the rest read: other
+		// readers split on ';' or decode otherwise.
+		{"semicolon in the query", nil, "&nonce=n;scope=admin"},
+		{"bad escape in the query", nil, "&nonce=%zz"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
