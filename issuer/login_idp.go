@@ -167,13 +167,36 @@ func idpAuthTime(idt *oidc.IDToken, loginAfter, now time.Time) (time.Time, error
 // verify the ID token (signature, issuer, audience = our client_id,
 // expiry), checks the nonce, admits and provisions the user, and starts
 // the session. Any failure shows a page and issues nothing.
+// readAnswer reads an authorization response's query strictly: form-encoded
+// and no response parameter twice (RFC 6749 section 3.1). Which of two
+// values a reader took would decide the code, state or iss it checks, and
+// URL.Query drops a pair it cannot read.
+func readAnswer(rawQuery string) (url.Values, error) {
+	q, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range authorizationResponseParams {
+		if len(q[p]) > 1 {
+			return nil, fmt.Errorf("%s is repeated", p)
+		}
+	}
+	return q, nil
+}
+
 func (i *Issuer) idpCallback(p *idpClient) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !i.pages.method(w, r, http.MethodGet, "Use the sign-in page.") {
 			return
 		}
-		ctx, q, addr := r.Context(), r.URL.Query(), clientAddr(r)
+		ctx, addr := r.Context(), clientAddr(r)
 		name := p.cfg.DisplayName
+		q, err := readAnswer(r.URL.RawQuery)
+		if err != nil {
+			i.loginFailed("", addr, idpReasonError)
+			i.pages.errorPage(w, http.StatusForbidden, "Not signed in", "The answer from "+name+" cannot be used.")
+			return
+		}
 		s, sid, err := i.sessions.current(r)
 		if err != nil {
 			i.pages.serverErrorPage(w, err)

@@ -300,6 +300,18 @@ func TestIdPSignInAnswers(t *testing.T) {
 			s.editRedirect = func(q url.Values) { q.Del("iss") }
 		}, http.StatusSeeOther, "", ""},
 		{"iss, as the provider says", func(s *stubIdP) { s.issParameter = true }, http.StatusSeeOther, "", ""},
+		// RFC 6749 section 3.1: a response parameter comes once; which of
+		// two values is read would decide what is checked.
+		{"iss twice, the provider's first", func(s *stubIdP) {
+			s.issParameter = true
+			s.editRedirect = func(q url.Values) { q.Add("iss", "https://evil.example") }
+		}, http.StatusForbidden, "cannot be used", idpReasonError},
+		{"code twice", func(s *stubIdP) {
+			s.editRedirect = func(q url.Values) { q.Add("code", "planted") }
+		}, http.StatusForbidden, "cannot be used", idpReasonError},
+		{"state twice", func(s *stubIdP) {
+			s.editRedirect = func(q url.Values) { q.Add("state", "other") }
+		}, http.StatusForbidden, "cannot be used", idpReasonError},
 		{"error from the provider", func(s *stubIdP) {
 			s.editRedirect = func(q url.Values) { q.Del("code"); q.Set("error", "access_denied") }
 		}, http.StatusForbidden, "did not sign you in (access_denied)", idpReasonError},
