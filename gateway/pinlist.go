@@ -119,7 +119,7 @@ func fetchKey(x *exchange) string {
 	if x.session != "" {
 		return "s\x00" + x.session
 	}
-	return "p\x00" + clientKey(x.p)
+	return "p\x00" + x.p.client
 }
 
 // clientKey names one client of a principal: its issuer, type and

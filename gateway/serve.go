@@ -123,10 +123,9 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next Next) (err 
 	}
 	var reserved bool
 	if f == nil {
-		client := clientKey(x.p)
 		var perClient bool
-		if reserved, perClient = g.streams.reserve(x.p.holder, client); reserved {
-			defer g.streams.release(x.p.holder, client)
+		if reserved, perClient = g.streams.reserve(x.p.holder, x.p.client); reserved {
+			defer g.streams.release(x.p.holder, x.p.client)
 		} else {
 			who, bound := "this caller", g.cfg.MaxInFlight
 			if perClient {

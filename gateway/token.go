@@ -60,6 +60,9 @@ type principal struct {
 	// issuer, type and subject): whose answers are held (heldShares) and
 	// whose requests are in flight (streamSet).
 	holder string
+	// client names one client of the principal (clientKey), whose
+	// requests in flight streamSet counts too.
+	client string
 
 	// session is the last session id checked or issued for this
 	// principal (see unwrapSession): a client sends the same one on every
@@ -413,7 +416,7 @@ func (g *Gateway) principalOf(c *accesstoken.Claims, payload []byte) *principal 
 	// a scope an issuer issued as one, holding another white space, stays
 	// one that no rule names rather than becoming several.
 	p.scopes = g.policy.effectiveScopes(strings.FieldsFunc(p.scope, func(r rune) bool { return r == ' ' }))
-	p.holder = holderOf(p)
+	p.holder, p.client = holderOf(p), clientKey(p)
 	return p
 }
 
