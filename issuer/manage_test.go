@@ -246,6 +246,24 @@ func TestConfigValidation(t *testing.T) {
 		{"redirect URI whose query carries iss", func(c *Config) {
 			c.Clients = []Client{{ID: "a", TokenEndpointAuthMethod: "none", RedirectURIs: []string{"https://app.example.com/cb?iss=x"}}}
 		}},
+		// A configured client may name any private-use scheme, but none
+		// a browser runs or reads itself: /logout would send the browser
+		// there unprompted when no one is signed in.
+		{"post-logout redirect URI javascript:", func(c *Config) {
+			c.Clients = []Client{{ID: "a", TokenEndpointAuthMethod: "none", PostLogoutRedirectURIs: []string{"javascript:alert(document.domain)//"}}}
+		}},
+		{"post-logout redirect URI JavaScript: in another case", func(c *Config) {
+			c.Clients = []Client{{ID: "a", TokenEndpointAuthMethod: "none", PostLogoutRedirectURIs: []string{"JavaScript:alert(1)"}}}
+		}},
+		{"post-logout redirect URI data:", func(c *Config) {
+			c.Clients = []Client{{ID: "a", TokenEndpointAuthMethod: "none", PostLogoutRedirectURIs: []string{"data:text/html,hi"}}}
+		}},
+		{"redirect URI vbscript:", func(c *Config) {
+			c.Clients = []Client{{ID: "a", TokenEndpointAuthMethod: "none", RedirectURIs: []string{"vbscript:msgbox(1)"}}}
+		}},
+		{"redirect URI file:", func(c *Config) {
+			c.Clients = []Client{{ID: "a", TokenEndpointAuthMethod: "none", RedirectURIs: []string{"file:///etc/passwd"}}}
+		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := e.config()

@@ -492,6 +492,13 @@ func configuredRedirectURI(s string) error {
 	return err
 }
 
+// browserSchemes are the schemes no redirect URI may have (url.Parse
+// gives them in lower case).
+var browserSchemes = map[string]bool{
+	"javascript": true, "vbscript": true, "data": true, "blob": true,
+	"file": true, "filesystem": true, "about": true, "view-source": true,
+}
+
 // classifyRedirect is classifyRedirectURI; anyScheme lets a private-use
 // scheme be other than a reverse domain name.
 func classifyRedirect(s string, anyScheme bool) (redirectKind, error) {
@@ -549,6 +556,13 @@ func classifyRedirect(s string, anyScheme bool) (redirectKind, error) {
 	// RFC 8252 section 7.1: private-use schemes are reverse domain names.
 	if !anyScheme && !strings.Contains(u.Scheme, ".") {
 		return bad("custom schemes must be reverse-DNS names such as com.example.app")
+	}
+	// Schemes a browser runs or reads itself are no application's: a
+	// configured client (anyScheme) must not name one either, or the
+	// browser would be sent to a script or a document of the redirect's
+	// making (a post_logout_redirect_uri of javascript: or data:).
+	if browserSchemes[u.Scheme] {
+		return bad("the scheme " + u.Scheme + ": is the browser's own, not an application's")
 	}
 	return redirectCustom, nil
 }
