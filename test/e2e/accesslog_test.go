@@ -3,6 +3,8 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,7 +18,8 @@ import (
 // An access log (Caddy's `log` in a site) records response headers, the
 // Location of an authorization response with its code among them. The
 // README's filter keeps the code out; TestAccessLogCodeRedacted runs
-// the README's `log` block through a whole authorization.
+// the README's `log` block through a whole authorization, then keeps the
+// ID token of a sign-out (an id_token_hint in a URL) out the same way.
 
 var accessLogCaddyfile = template.Must(template.New("Caddyfile").Parse(`{
 	admin off
@@ -88,7 +91,7 @@ func TestAccessLogCodeRedacted(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Discover(%s): %v", issuer, err)
 	}
-	cfg := md.Config(clientID, redirectURI, scopeRead)
+	cfg := md.Config(clientID, redirectURI, "openid", scopeRead)
 	ar := harness.NewAuthRequest(cfg, issuer+"/mcp")
 	q, err := harness.NewRobot(username, password, redirectURI).Authorize(ctx, ar.URL)
 	if err != nil {
@@ -99,8 +102,27 @@ func TestAccessLogCodeRedacted(t *testing.T) {
 		t.Fatalf("authorization response %q: no code", q.Encode())
 	}
 	// The code still works: the filter changes the log, not the answer.
-	if _, err := ar.Exchange(ctx, cfg, code); err != nil {
+	tok, err := ar.Exchange(ctx, cfg, code)
+	if err != nil {
 		t.Fatalf("exchange: %v", err)
+	}
+	// Signing out puts the ID token in the URL of a GET, and in the
+	// Location that sends a cross-site POST on as the GET.
+	idToken, _ := tok.Extra("id_token").(string)
+	if idToken == "" {
+		t.Fatal("no ID token")
+	}
+	logout := url.Values{"client_id": {clientID}, "id_token_hint": {idToken}}
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, send := range []func() (*http.Response, error){
+		func() (*http.Response, error) { return noFollow.Get(issuer + "/logout?" + logout.Encode()) },
+		func() (*http.Response, error) { return noFollow.PostForm(issuer+"/logout", logout) },
+	} {
+		resp, err := send()
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
 	}
 
 	// Caddy writes an access log line when the request is done; wait for
@@ -108,13 +130,21 @@ func TestAccessLogCodeRedacted(t *testing.T) {
 	var log []byte
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		log, _ = os.ReadFile(logPath)
-		if bytes.Contains(log, []byte("code=REDACTED")) || time.Now().After(deadline) {
+		if bytes.Contains(log, []byte("code=REDACTED")) && bytes.Count(log, []byte("id_token_hint=REDACTED")) >= 2 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	if bytes.Contains(log, []byte(code)) {
 		t.Errorf("the access log holds the authorization code")
+	}
+	// The signature alone would do: the header and claims of two tokens
+	// may be alike.
+	if sig := idToken[strings.LastIndexByte(idToken, '.')+1:]; bytes.Contains(log, []byte(sig)) {
+		t.Errorf("the access log holds the ID token of a sign-out")
+	}
+	if n := bytes.Count(log, []byte("id_token_hint=REDACTED")); n != 2 {
+		t.Errorf("%d redacted id_token_hint in the access log, want 2 (the GET's URI, the POST's Location): the filter did not apply", n)
 	}
 	if !bytes.Contains(log, []byte("code=REDACTED")) {
 		t.Errorf("no redirect with a redacted code in the access log (%d bytes): the filter did not apply", len(log))
