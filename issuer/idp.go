@@ -435,6 +435,12 @@ func (p *IdentityProvider) identity(claims map[string]any, subject string) (*idp
 	if !usableName(value, 200) {
 		return nil, fmt.Errorf("%w: claim %s is missing or not a usable name", errIdPRefused, p.UserClaim)
 	}
+	if subject == "" || len(subject) > maxSubject || strings.ContainsFunc(subject, misleading) {
+		// Kept as the account's idp_subject, which tells its later
+		// sign-ins from another subject's with the same name: one without
+		// a sub would match any other such.
+		return nil, fmt.Errorf("%w: sub is missing, longer than %d bytes or holds a control or bidirectional character", errIdPRefused, maxSubject)
+	}
 	id := &idpIdentity{username: p.Name + ":" + value, subject: subject}
 	id.name = profileClaim(claims, "name", maxProfileName)
 	id.email = profileClaim(claims, "email", maxEmailLen)
@@ -477,11 +483,13 @@ func (p *IdentityProvider) identity(claims map[string]any, subject string) (*idp
 	return id, nil
 }
 
-// Bounds of the profile claims kept from a provider: an address past
-// RFC 5321's 254 bytes is no address.
+// Bounds of the claims kept from a provider: an address past RFC 5321's
+// 254 bytes is no address, a sub past OpenID Connect Core's 255 ASCII
+// characters no subject.
 const (
 	maxProfileName = 256
 	maxEmailLen    = 254
+	maxSubject     = 255
 )
 
 // profileClaim is the string claim name, or "" when it is longer than max

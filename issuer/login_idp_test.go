@@ -601,6 +601,46 @@ func TestIdPProfileClaimsBounded(t *testing.T) {
 	}
 }
 
+// TestIdPSubjectBounded: the provider's sub is kept as the account's
+// idp_subject whatever claim names the user, so with user_claim email one
+// past OpenID Connect's 255 characters, with a control or bidirectional
+// character, or none at all (which any other subject without one would
+// match) refuses the sign-in and stores nothing.
+func TestIdPSubjectBounded(t *testing.T) {
+	for _, tt := range []struct {
+		sub  any // nil: no claim
+		want int
+	}{
+		{"u-1", http.StatusSeeOther},
+		{strings.Repeat("s", 255), http.StatusSeeOther},
+		{strings.Repeat("s", 256), http.StatusForbidden},
+		{strings.Repeat("s", 300<<10), http.StatusForbidden},
+		{"u-1\u009b2J", http.StatusForbidden},
+		{"eve\u202enimda", http.StatusForbidden},
+		{"", http.StatusForbidden},
+		{nil, http.StatusForbidden},
+	} {
+		e, stub, _ := newIdPEnv(t, func(p *IdentityProvider) { p.UserClaim = "email" })
+		stub.set(func(s *stubIdP) {
+			if tt.sub == nil {
+				delete(s.claims, "sub")
+			} else {
+				s.claims["sub"] = tt.sub
+			}
+		})
+		res := e.idpSignIn(t, e.browser())
+		if res.status != tt.want {
+			t.Errorf("sub %.20q: sign-in = %d %.200q, want %d", tt.sub, res.status, res.body, tt.want)
+			continue
+		}
+		var u User
+		err := e.get(bucketUsers, stubIdPName+":alice@corp.example", &u)
+		if created := err == nil; created != (tt.want == http.StatusSeeOther) || created && u.IdPSubject != tt.sub {
+			t.Errorf("sub %.20q: user created %v with subject %.20q, want created %v", tt.sub, created, u.IdPSubject, tt.want == http.StatusSeeOther)
+		}
+	}
+}
+
 // TestIdPClientAuth: with a client_secret the code is redeemed with HTTP
 // Basic authentication; without one the client is public: no secret,
 // its client_id in the form, PKCE alone.
