@@ -314,7 +314,7 @@ func startLayout(t *testing.T, doc string) *layout {
 			break
 		}
 		i := loc[0]
-		block := braceBlock(rest[i:])
+		block := harness.BraceBlock(rest[i:])
 		rest = rest[i+len(block):]
 		g := gatewayConf{}
 		if m := resourceLine.FindStringSubmatch(block); m != nil {
@@ -421,23 +421,6 @@ func startDocumented(t *testing.T, doc string) *layout {
 		harness.WaitReady(t, l.issuer+"/.well-known/oauth-authorization-server")
 	}
 	return l
-}
-
-// braceBlock returns s up to the brace that closes its first block.
-func braceBlock(s string) string {
-	depth := 0
-	for i, c := range s {
-		switch c {
-		case '{':
-			depth++
-		case '}':
-			depth--
-			if depth == 0 {
-				return s[:i+1]
-			}
-		}
-	}
-	return s
 }
 
 // pathVariants are spellings of an endpoint path that a path matcher, a

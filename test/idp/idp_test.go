@@ -286,17 +286,24 @@ const caddyfile = `{
 
 http://:%[4]d {
 	bind 127.0.0.1
+	%[11]s
 	mcp_issuer
 }
 `
 
 func startStack(t *testing.T, recheck string) *stack {
 	t.Helper()
+	return startStackWith(t, recheck, "")
+}
+
+// startStackWith is startStack with more directives in the issuer's site.
+func startStackWith(t *testing.T, recheck, site string) *stack {
+	t.Helper()
 	port := harness.FreePort(t)
 	iss := fmt.Sprintf("http://127.0.0.1:%d", port)
 	p := startProvider(t, iss+"/login/"+idpName+"/callback")
 	t.Setenv("IDP_TEST_CLIENT_SECRET", idpSecret)
-	args := []any{iss, p.Issuer, idpName, port, t.TempDir(), readScope, writeScope, clientID, idpClientID, recheck}
+	args := []any{iss, p.Issuer, idpName, port, t.TempDir(), readScope, writeScope, clientID, idpClientID, recheck, site}
 	harness.Start(t, fmt.Sprintf(caddyfile, args...))
 	harness.WaitReady(t, iss+"/.well-known/oauth-authorization-server")
 	meta, err := harness.Discover(context.Background(), iss)

@@ -78,3 +78,44 @@ func (b CaddyfileBlock) check() error {
 	}
 	return nil
 }
+
+// BraceBlock is s up to the brace that closes its first opening one, or
+// all of s when none closes it.
+func BraceBlock(s string) string {
+	depth := 0
+	for i, c := range s {
+		switch c {
+		case '{':
+			depth++
+		case '}':
+			depth--
+			if depth == 0 {
+				return s[:i+1]
+			}
+		}
+	}
+	return s
+}
+
+// outputFile is a log block's `output file <path>` line.
+var outputFile = regexp.MustCompile(`(?m)^(\s*output file )\S+`)
+
+// AccessLogBlock is the `log` block of the access-log example of
+// markdown (the README's: the config whose filter has `replace code
+// REDACTED`), writing to path.
+func AccessLogBlock(markdown, path string) (string, error) {
+	blocks, err := CaddyfileBlocks(markdown)
+	if err != nil {
+		return "", err
+	}
+	for _, b := range blocks {
+		if b.Syntax || !strings.Contains(b.Text, "replace code REDACTED") {
+			continue
+		}
+		_, rest, _ := strings.Cut(b.Text, "\tlog {")
+		return outputFile.ReplaceAllStringFunc(BraceBlock("log {"+rest), func(line string) string {
+			return outputFile.FindStringSubmatch(line)[1] + path
+		}), nil
+	}
+	return "", fmt.Errorf("no access-log example (replace code REDACTED)")
+}
