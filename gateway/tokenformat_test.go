@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -193,5 +194,31 @@ func TestScopeSeparators(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestRemoteKeysUnknownKidCheap: within the refetch interval a made-up
+// kid, which anyone may send, is refused from memory: no fetch call is
+// begun for it (a goroutine, a channel), so it allocates nothing.
+func TestRemoteKeysUnknownKidCheap(t *testing.T) {
+	k := theKeys(t)
+	f := newFakeIssuer(t, "", false)
+	f.jwks.Store([]map[string]any{edJWK("ed1", k.ed.Public().(ed25519.PublicKey))})
+	rk := NewRemoteKeys(f.issuer, f.srv.Client(), nil)
+	rk.now = func() time.Time { return testNow }
+	ctx := context.Background()
+	if _, err := rk.PublicKey(ctx, "ed1"); err != nil {
+		t.Fatal(err)
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, err := rk.PublicKey(ctx, "made-up"); !errors.Is(err, ErrUnknownKey) {
+			t.Errorf("PublicKey(made-up) = %v, want ErrUnknownKey", err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("PublicKey(made-up) within the refetch interval: %v allocations, want 0", allocs)
+	}
+	if n := f.jwksHits.Load(); n != 1 {
+		t.Errorf("JWKS fetches = %d, want 1", n)
 	}
 }
