@@ -133,7 +133,7 @@ func (g *Gateway) checkParams(x *exchange) *refusal {
 // read the body's value. Without pinning the gateway knows no
 // definitions, so nothing is required there.
 func (g *Gateway) missingParam(x *exchange) (string, error) {
-	if g.pins == nil || len(x.msgs) != 1 || x.msgs[0].Kind != mcpparse.KindRequest || x.msgs[0].Method != "tools/call" {
+	if g.pins == nil || len(x.msgs) != 1 || !isToolCall(&x.msgs[0]) {
 		return "", nil
 	}
 	m := &x.msgs[0]
@@ -165,7 +165,7 @@ func paramHeaderSent(h http.Header, lower string) bool {
 }
 
 func (g *Gateway) checkParam(x *exchange, name string, values []string) error {
-	if len(x.msgs) != 1 || x.msgs[0].Kind != mcpparse.KindRequest || x.msgs[0].Method != "tools/call" {
+	if len(x.msgs) != 1 || !isToolCall(&x.msgs[0]) {
 		return errors.New("Mcp-Param headers belong to tools/call only")
 	}
 	m := &x.msgs[0]

@@ -87,6 +87,7 @@ func TestParamHeaders(t *testing.T) {
 		{"none sent", true, call26("read_a", args), h26("read_a", nil), 400, codeHeaderMismatch, nil},
 		{"one left out", true, call26("read_a", args), h26("read_a", with("Region", "")), 400, codeHeaderMismatch, nil},
 		{"nested one left out", true, call26("read_a", args), h26("read_a", with("Tenant", "")), 400, codeHeaderMismatch, nil},
+		{"left out in a call without an id", true, strings.Replace(call26("read_a", args), `"id":1,`, "", 1), h26("read_a", nil), 400, codeHeaderMismatch, nil},
 		{"integer left out", true, call26("read_a", `{"count":0}`), h26("read_a", nil), 400, codeHeaderMismatch, nil},
 		{"left out, value not a primitive", true, call26("read_a", `{"region":{"a":1}}`), h26("read_a", nil), 400, codeHeaderMismatch, nil},
 		{"left out, value in another case", true, call26("read_a", `{"REGION":"us-west1"}`), h26("read_a", nil), 400, codeHeaderMismatch, nil},

@@ -55,7 +55,7 @@ func (g *Gateway) checkPins(x *exchange, next Next) *refusal {
 	ctx := x.r.Context()
 	for i := range x.msgs {
 		m := &x.msgs[i]
-		if m.Kind != mcpparse.KindRequest || m.Method != "tools/call" {
+		if !isToolCall(m) {
 			continue
 		}
 		v := g.pins.callVerdict(ctx, m.Name)

@@ -642,6 +642,14 @@ func (p *policy) effectiveScopes(granted []string) map[string]struct{} {
 	return set
 }
 
+// isToolCall reports whether m calls a tool: a tools/call request, or
+// one without an id, which decide admits by the tool's rules as it is
+// still a call to a lenient server, so the checks of a call's tool
+// (pinning, Mcp-Param-* headers) apply to it too.
+func isToolCall(m *mcpparse.Message) bool {
+	return m.Kind != mcpparse.KindResponse && m.Method == "tools/call"
+}
+
 // decide decides one message of a request of revision rev. An error
 // means the message is refused before any rule: it cannot be classified
 // (a tools/call without a name, say), or its method is not one of rev
