@@ -41,7 +41,8 @@ type RemoteKeys struct {
 	// fetches is the fetch under way, which every request wanting the
 	// keys meanwhile waits for (each until its own end): a slow issuer
 	// must not queue them behind a lock.
-	fetches singleflight.Group
+	fetches  singleflight.Group
+	fetching bool // a fetch is under way (fetchOnce)
 
 	jwksURI string // read and set by the one fetch at a time
 }
@@ -99,6 +100,12 @@ func (k *RemoteKeys) refresh(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	// Within the refetch interval, with no fetch under way to wait for,
+	// nothing is begun: a made-up kid, which anyone may send, costs no
+	// fetch call (fetchOnce checks again).
+	if k.settledLately(k.now()) {
+		return nil
+	}
 	detached := context.WithoutCancel(ctx)
 	done := k.fetches.DoChan("", func() (any, error) {
 		k.fetchOnce(detached)
@@ -123,14 +130,19 @@ func (k *RemoteKeys) fetchOnce(ctx context.Context) {
 	}()
 	now := k.now()
 	k.mu.Lock()
-	recent := !k.lastTry.IsZero() && now.Sub(k.lastTry) < k.refetchInterval
+	recent := k.triedLatelyLocked(now)
 	if !recent {
-		k.lastTry = now
+		k.lastTry, k.fetching = now, true
 	}
 	k.mu.Unlock()
 	if recent {
 		return
 	}
+	defer func() {
+		k.mu.Lock()
+		k.fetching = false
+		k.mu.Unlock()
+	}()
 	keys, err := k.fetch(ctx)
 	if err != nil {
 		k.log.Warn("fetching issuer keys", zap.String("issuer", k.issuer), zap.Error(err))
@@ -139,6 +151,18 @@ func (k *RemoteKeys) fetchOnce(ctx context.Context) {
 	k.mu.Lock()
 	k.keys, k.fetched = keys, now
 	k.mu.Unlock()
+}
+
+// settledLately reports whether a fetch began within the refetch
+// interval before now and has ended.
+func (k *RemoteKeys) settledLately(now time.Time) bool {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return !k.fetching && k.triedLatelyLocked(now)
+}
+
+func (k *RemoteKeys) triedLatelyLocked(now time.Time) bool {
+	return !k.lastTry.IsZero() && now.Sub(k.lastTry) < k.refetchInterval
 }
 
 func (k *RemoteKeys) fetch(ctx context.Context) (map[string]any, error) {
