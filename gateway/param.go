@@ -142,12 +142,13 @@ func (g *Gateway) missingParam(x *exchange) (string, error) {
 			continue // checked by checkParam
 		}
 		arg, err := argumentAt(m.Arguments, path)
-		name := http.CanonicalHeaderKey(paramHeaderPrefix + header)
-		if err != nil {
-			return name, err
+		if err == nil && len(arg) != 0 && string(arg) != "null" {
+			err = fmt.Errorf("missing: the body has a value at /%s, which tool %q mirrors into it", strings.Join(path, "/"), m.Name)
 		}
-		if len(arg) != 0 && string(arg) != "null" {
-			return name, fmt.Errorf("missing: the body has a value at /%s, which tool %q mirrors into it", strings.Join(path, "/"), m.Name)
+		if err != nil {
+			// The name is made only for the refusal: an optional argument
+			// left out costs an allowed call nothing.
+			return http.CanonicalHeaderKey(paramHeaderPrefix + header), err
 		}
 	}
 	return "", nil
