@@ -520,6 +520,7 @@ func (a *App) Start() error {
 	}
 	if httpApp != nil {
 		warnUnguardedProxies(httpApp, a.log)
+		warnLenientProxies(httpApp, a.log)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a.stop = cancel

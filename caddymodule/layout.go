@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"encoding/json"
+	"maps"
 	"reflect"
 	"slices"
 	"sort"
@@ -292,6 +293,20 @@ func describeMatchers(sets caddyhttp.MatcherSets) string {
 		alts = append(alts, strings.Join(parts, " "))
 	}
 	return strings.Join(alts, " or ")
+}
+
+// warnLenientProxies logs a warning for each server of the http app that
+// trusts proxies without trusted_proxies_strict: Caddy then takes the
+// client's address from the leftmost X-Forwarded-For entry, which the
+// client writes where a balancer appends to it, so a client would name the
+// address its brute-force limits and audit events count.
+func warnLenientProxies(app *caddyhttp.App, log *zap.Logger) {
+	for _, name := range slices.Sorted(maps.Keys(app.Servers)) {
+		if s := app.Servers[name]; len(s.TrustedProxiesRaw) != 0 && s.TrustedProxiesStrict == 0 {
+			log.Warn("trusted_proxies without trusted_proxies_strict: the client address is the leftmost X-Forwarded-For entry, which a client writes itself when the proxy appends to that header (most load balancers do), so brute-force limits and audit events would count whatever address a client names; add trusted_proxies_strict unless the proxy replaces X-Forwarded-For",
+				zap.String("server", name))
+		}
+	}
 }
 
 // warnUnguardedProxies logs a warning for each reverse_proxy of the http

@@ -1,7 +1,13 @@
 package caddymodule
 
 import (
+	"encoding/json"
+	"slices"
+	"strings"
 	"testing"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/encode"
@@ -152,5 +158,33 @@ func TestUnguardedProxies(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestWarnLenientProxies: a server that trusts proxies without
+// trusted_proxies_strict takes the client's address from the leftmost
+// X-Forwarded-For entry, which the client writes, so the brute-force
+// limits and audit events would count whatever address it names: Caddy
+// warns, naming the server; a strict server, or one trusting no proxy,
+// gets no warning.
+func TestWarnLenientProxies(t *testing.T) {
+	ranges := json.RawMessage(`{"source":"static","ranges":["10.0.0.0/8"]}`)
+	app := &caddyhttp.App{Servers: map[string]*caddyhttp.Server{
+		"srv0": {TrustedProxiesRaw: ranges},
+		"srv1": {TrustedProxiesRaw: ranges, TrustedProxiesStrict: 1},
+		"srv2": {},
+		"srv3": {TrustedProxiesRaw: ranges},
+	}}
+	core, logs := observer.New(zap.WarnLevel)
+	warnLenientProxies(app, zap.New(core))
+	var servers []string
+	for _, e := range logs.All() {
+		if !strings.Contains(e.Message, "trusted_proxies_strict") {
+			t.Errorf("warning %q does not name trusted_proxies_strict", e.Message)
+		}
+		servers = append(servers, e.ContextMap()["server"].(string))
+	}
+	if want := []string{"srv0", "srv3"}; !slices.Equal(servers, want) {
+		t.Errorf("warned for servers %v, want %v", servers, want)
 	}
 }
