@@ -112,7 +112,14 @@ type logoutParam struct{ Name, Value string }
 func (i *Issuer) handleLogout(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodGet:
-		i.logoutAsk(w, r, r.URL.Query())
+		// Read as strictly as /authorize's GET: URL.Query drops a pair
+		// it cannot read, which other readers split or decode otherwise.
+		q, err := url.ParseQuery(r.URL.RawQuery)
+		if err != nil {
+			i.pages.errorPage(w, http.StatusBadRequest, "Invalid request", "The sign-out request could not be read.")
+			return
+		}
+		i.logoutAsk(w, r, q)
 	case http.MethodPost:
 		r.Body = http.MaxBytesReader(w, r.Body, maxPageFormBytes)
 		if err := r.ParseForm(); err != nil {

@@ -332,6 +332,41 @@ func TestLogoutNotSignedIn(t *testing.T) {
 // 2) from another site arrives without the SameSite=Lax session cookie;
 // it is sent on as the GET of the same request, which carries it, so that
 // a signed-in user is asked rather than sent on as if signed out.
+// TestLogoutQueryUnreadable: a GET whose query is not form-encoded (a
+// ';' separator, a bad escape) is refused as /authorize's is, not read
+// without the pair URL.Query drops: the request would go on, sending
+// the browser where another reader of the URL would see other
+// parameters (here the state dropped).
+func TestLogoutQueryUnreadable(t *testing.T) {
+	e := newLogoutEnv(t)
+	alice, _ := e.signInWithIDToken(t, bUser, idTokenParams())
+	good := "client_id=" + url.QueryEscape(bWebClientID) + "&post_logout_redirect_uri=" + url.QueryEscape(logoutURI)
+	for _, tt := range []struct{ name, query string }{
+		{"semicolon separator", good + "&state=a;state=b"},
+		{"bad escape", good + "&state=%zz"},
+		{"semicolon in the redirect", "client_id=" + url.QueryEscape(bWebClientID) + "&post_logout_redirect_uri=" + url.QueryEscape(logoutURI) + ";x=1"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, c := range []struct {
+				who string
+				c   *http.Client
+			}{{"signed in", alice}, {"no session", e.browser()}} {
+				resp, err := c.c.Get(e.srv.URL + pathLogout + "?" + tt.query)
+				if err != nil {
+					t.Fatal(err)
+				}
+				page := readBody(t, resp)
+				if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Location") != "" || !strings.Contains(page, "could not be read") {
+					t.Errorf("%s: %d Location %q, want 400, no redirect, \"could not be read\": %s", c.who, resp.StatusCode, resp.Header.Get("Location"), page)
+				}
+			}
+			if !e.signedIn(t, alice) {
+				t.Fatal("the session ended")
+			}
+		})
+	}
+}
+
 func TestLogoutPostWithoutCookie(t *testing.T) {
 	e := newLogoutEnv(t)
 	q := url.Values{"client_id": {bWebClientID}, "post_logout_redirect_uri": {logoutURI}, "state": {"s"}}
