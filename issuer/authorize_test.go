@@ -273,6 +273,7 @@ func TestAuthorizeRedirectURIResponseParams(t *testing.T) {
 		{"code", "x=1&code=planted"},
 		{"error", "error=access_denied"},
 		{"escaped name", "st%61te=st-123"},
+		{"another case", "ISS=https%3A%2F%2Fevil.example"},
 		{"semicolon separator", "x=1;state=st-123"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

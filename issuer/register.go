@@ -578,15 +578,19 @@ var authorizationResponseParams = []string{"code", "state", "iss", "error", "err
 // escape), which readers split differently. The response keeps that
 // query (RFC 6749 section 3.1.2), so such a parameter would be sent
 // twice (section 3.1 forbids it), and a client taking the first value
-// would read the registered state, code or iss, not this server's.
+// would read the registered state, code or iss, not this server's. Names
+// match in any case: some readers (ASP.NET Core's query, which binds the
+// first value) take STATE for state.
 func responseParamIn(rawQuery string) (string, error) {
 	q, err := url.ParseQuery(rawQuery)
 	if err != nil {
 		return "", err
 	}
 	for _, p := range authorizationResponseParams {
-		if q.Has(p) {
-			return p, nil
+		for name := range q {
+			if strings.EqualFold(name, p) {
+				return p, nil
+			}
 		}
 	}
 	return "", nil

@@ -110,6 +110,9 @@ func TestRegisterValidation(t *testing.T) {
 		{"code in the query", `{"redirect_uris":["https://a.example/cb?code=x"]}`, "invalid_redirect_uri"},
 		{"error_description in the query", `{"redirect_uris":["https://a.example/cb?error_description=x"]}`, "invalid_redirect_uri"},
 		{"escaped state in the query", `{"redirect_uris":["https://a.example/cb?st%61te=x"]}`, "invalid_redirect_uri"},
+		// ASP.NET Core reads query names in any case, binding the first.
+		{"state in capitals in the query", `{"redirect_uris":["https://a.example/cb?STATE=x"]}`, "invalid_redirect_uri"},
+		{"Iss in the query", `{"redirect_uris":["https://a.example/cb?Iss=https://evil.example"]}`, "invalid_redirect_uri"},
 		{"query with a semicolon", `{"redirect_uris":["https://a.example/cb?x=1;state=y"]}`, "invalid_redirect_uri"},
 		{"query with a bad escape", `{"redirect_uris":["https://a.example/cb?x=%zz"]}`, "invalid_redirect_uri"},
 		{"private-use scheme with state", `{"redirect_uris":["com.example.app:/cb?state=x"],"token_endpoint_auth_method":"none"}`, "invalid_redirect_uri"},
