@@ -162,11 +162,6 @@ func idpAuthTime(idt *oidc.IDToken, loginAfter, now time.Time) (time.Time, error
 	return at, nil
 }
 
-// idpCallback is provider p's redirect URI: it checks the state against
-// this browser, redeems the code with the PKCE verifier, has go-oidc
-// verify the ID token (signature, issuer, audience = our client_id,
-// expiry), checks the nonce, admits and provisions the user, and starts
-// the session. Any failure shows a page and issues nothing.
 // readAnswer reads an authorization response's query strictly: form-encoded
 // and no response parameter twice (RFC 6749 section 3.1). Which of two
 // values a reader took would decide the code, state or iss it checks, and
@@ -184,6 +179,11 @@ func readAnswer(rawQuery string) (url.Values, error) {
 	return q, nil
 }
 
+// idpCallback is provider p's redirect URI: it checks the state against
+// this browser, redeems the code with the PKCE verifier, has go-oidc
+// verify the ID token (signature, issuer, audience = our client_id,
+// expiry), checks the nonce, admits and provisions the user, and starts
+// the session. Any failure shows a page and issues nothing.
 func (i *Issuer) idpCallback(p *idpClient) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !i.pages.method(w, r, http.MethodGet, "Use the sign-in page.") {
