@@ -305,6 +305,35 @@ func TestGatewayHandlerLocalIssuer(t *testing.T) {
 	})
 }
 
+// TestGatewayMethodRuleScope: a scope that only a method rule needs is
+// one the gateway offers (scopes_supported) and registers with the local
+// issuer, which grants no scope its resources do not offer: otherwise no
+// token could carry it, and the rule would pass no one.
+func TestGatewayMethodRuleScope(t *testing.T) {
+	ctx := caddyContext(t, testApp(t))
+	h := &GatewayHandler{
+		Resource: gatewayResource,
+		Scopes:   []string{"mcp"},
+		Tools:    []Rule{{Match: "*"}},
+		Methods:  []Rule{{Match: "acme/run", Scopes: []string{"acme:run"}}},
+	}
+	if err := h.Provision(ctx); err != nil {
+		t.Fatalf("Provision() = %v", err)
+	}
+	startApp(t, ctx)
+	if code, tok := token(t, ctx, "acme:run"); code != http.StatusOK || tok == "" {
+		t.Errorf("token with the method rule's scope = %d, want 200 with a token", code)
+	}
+	rec := httptest.NewRecorder()
+	_ = h.ServeHTTP(rec, httptest.NewRequest("GET", testIssuer+"/.well-known/oauth-protected-resource/mcp", nil), &recordingNext{})
+	var md struct {
+		Scopes []string `json:"scopes_supported"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &md); err != nil || !slices.Contains(md.Scopes, "acme:run") {
+		t.Errorf("scopes_supported = %q (%v), want acme:run in it", md.Scopes, err)
+	}
+}
+
 func TestGatewaySessionKey(t *testing.T) {
 	key := make([]byte, 32)
 	for i := range key {

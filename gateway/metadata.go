@@ -60,7 +60,7 @@ func (g *Gateway) Scopes() []string {
 func collectScopes(cfg *Config) []string {
 	var all []string
 	all = append(all, cfg.BaseScopes...)
-	for _, rules := range [][]Rule{cfg.Tools, cfg.Prompts, cfg.ResourceRules} {
+	for _, rules := range [][]Rule{cfg.Tools, cfg.Prompts, cfg.ResourceRules, cfg.Methods} {
 		for _, r := range rules {
 			all = append(all, r.Scopes...)
 		}
