@@ -1027,9 +1027,14 @@ func (st *pinnedStage) call(method string) call {
 // TestFetchKeyPrincipalKind: a client's own token with a user's names does
 // not share the user's in-flight tools/list fetch (review s12-fresh2).
 func TestFetchKeyPrincipalKind(t *testing.T) {
-	user := &exchange{p: &principal{issuer: testIssuer, subject: "alice", clientID: "client-1"}}
-	saysUser := &exchange{p: &principal{issuer: testIssuer, subject: "alice", clientID: "client-1", principalType: "user"}}
-	client := &exchange{p: &principal{issuer: testIssuer, subject: "alice", clientID: "client-1", principalType: "client"}}
+	// The keys as principalOf sets them for a verified token.
+	keyed := func(p *principal) *exchange {
+		p.holder, p.client = holderOf(p), clientKey(p)
+		return &exchange{p: p}
+	}
+	user := keyed(&principal{issuer: testIssuer, subject: "alice", clientID: "client-1"})
+	saysUser := keyed(&principal{issuer: testIssuer, subject: "alice", clientID: "client-1", principalType: "user"})
+	client := keyed(&principal{issuer: testIssuer, subject: "alice", clientID: "client-1", principalType: "client"})
 	if fetchKey(user) != fetchKey(saysUser) {
 		t.Error(`fetchKey differs between no principal_type and "user", want one key`)
 	}
