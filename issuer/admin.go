@@ -10,6 +10,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/url"
 	"path"
 	"strings"
 	"time"
@@ -619,7 +620,11 @@ func (a *admin) rotateKey(w http.ResponseWriter, r *http.Request) error {
 // listTools answers the tool pins of a resource (all without one), or
 // of one tool.
 func (a *admin) listTools(w http.ResponseWriter, r *http.Request) error {
-	q := r.URL.Query()
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		// URL.Query would drop the pair and list every resource's pins.
+		return adminErr(http.StatusBadRequest, fmt.Errorf("the query could not be read: %w", err))
+	}
 	resource, tool := q.Get("resource"), q.Get("tool")
 	pins := a.iss.ToolPins()
 	if tool != "" {

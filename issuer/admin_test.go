@@ -610,6 +610,10 @@ func TestAdminErrorMessages(t *testing.T) {
 		{"POST", "/mcp-auth/agents/nope/enable", "", 404, `agent "nope" not found`},
 		{"POST", "/mcp-auth/agents/nope/secret", "", 404, `agent "nope" not found`},
 		{"POST", "/mcp-auth/agents", `{"agent_id":"cfg-agent"}`, 409, `agent "cfg-agent" already exists`},
+		// Not read without the pair URL.Query drops (it would list every
+		// resource's pins).
+		{"GET", "/mcp-auth/tools?resource=https://r.example/mcp;tool=x", "", 400, "the query could not be read: invalid semicolon separator in query"},
+		{"GET", "/mcp-auth/tools?resource=%zz", "", 400, `the query could not be read: invalid URL escape "%zz"`},
 	}
 	check := func(method, path, body string, status int, want string) {
 		t.Helper()
