@@ -76,15 +76,16 @@ func (s *streamSet) reserve(holder, client string) (ok, perClient bool) {
 func (s *streamSet) release(holder, client string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, m := range [...]struct {
-		by  map[string]int
-		key string
-	}{{s.by, holder}, {s.byClient, client}} {
-		if n := m.by[m.key] - 1; n > 0 {
-			m.by[m.key] = n
-		} else {
-			delete(m.by, m.key)
-		}
+	uncount(s.by, holder)
+	uncount(s.byClient, client)
+}
+
+// uncount takes one from by[key], deleting the key at zero.
+func uncount(by map[string]int, key string) {
+	if n := by[key] - 1; n > 0 {
+		by[key] = n
+	} else {
+		delete(by, key)
 	}
 }
 

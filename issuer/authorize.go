@@ -38,6 +38,18 @@ const (
 	maxAuthorizeParams = 4 << 10
 )
 
+// repeatedParam names a parameter params holds more than once (RFC 6749
+// section 3.1: parameters MUST NOT be included more than once), "" when
+// none is.
+func repeatedParam(params url.Values) string {
+	for k, v := range params {
+		if len(v) > 1 {
+			return k
+		}
+	}
+	return ""
+}
+
 // omitEmptyParams deletes the parameters sent once with an empty value:
 // RFC 6749 section 3.1 has them treated as omitted ("redirect_uri=" picks
 // the only registered URI, "request=" is no request object). One that is
@@ -315,10 +327,8 @@ func (i *Issuer) parseAuthorize(ctx context.Context, c *Client, params url.Value
 	if i.cfg.RequirePAR && !usedPAR {
 		return nil, invalid("this server requires pushed authorization requests (request_uri)")
 	}
-	for k, v := range params {
-		if len(v) > 1 {
-			return nil, invalid(fmt.Sprintf("parameter %s is repeated", truncate(k, 40)))
-		}
+	if k := repeatedParam(params); k != "" {
+		return nil, invalid(fmt.Sprintf("parameter %s is repeated", truncate(k, 40)))
 	}
 	if params.Has("request") {
 		return nil, &Error{Code: "request_not_supported", Description: "request objects are not supported; use PAR"}

@@ -35,10 +35,8 @@ type logoutRequest struct {
 // error page, never a redirect, and nothing changes.
 func (i *Issuer) parseLogout(ctx context.Context, params url.Values) (*logoutRequest, string) {
 	omitEmptyParams(params)
-	for k, v := range params {
-		if len(v) > 1 {
-			return nil, fmt.Sprintf("The parameter %s is repeated.", truncate(k, 40))
-		}
+	if k := repeatedParam(params); k != "" {
+		return nil, fmt.Sprintf("The parameter %s is repeated.", truncate(k, 40))
 	}
 	lr := &logoutRequest{params: url.Values{}}
 	for _, k := range logoutParams {
@@ -227,9 +225,11 @@ func (i *Issuer) loggedOut(w http.ResponseWriter, r *http.Request, lr *logoutReq
 	}
 	if host, _ := redirectTarget(lr.redirect); host != "" {
 		// A link is followed by the user's choice; html/template would
-		// blank one of a private-use scheme.
-		v.Link, _ = withQuery(lr.redirect, state)
-		v.LinkText = "Return to " + host
+		// blank one of a private-use scheme. One withQuery refuses gets
+		// none.
+		if link, err := withQuery(lr.redirect, state); err == nil {
+			v.Link, v.LinkText = link, "Return to "+host
+		}
 	}
 	i.pages.render(w, http.StatusOK, "message", "Signed out", v)
 }
