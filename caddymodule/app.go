@@ -168,6 +168,9 @@ type Client struct {
 	// DPoPBoundAccessTokens: the client always uses DPoP (RFC 9449
 	// section 5.2); token requests without a proof are refused.
 	DPoPBoundAccessTokens bool `json:"dpop_bound_access_tokens,omitempty"`
+	// IDTokenAlg is the algorithm of the client's ID tokens: RS256 (the
+	// default, as OpenID Connect's) or signing_alg.
+	IDTokenAlg string `json:"id_token_signed_response_alg,omitempty"`
 }
 
 // Agent is an AI agent (MCP host) principal.
@@ -361,6 +364,7 @@ func (c Client) issuerClient(repl *caddy.Replacer) (issuer.Client, error) {
 		Scopes:                  c.Scopes,
 		Introspect:              c.Introspect,
 		DPoPBoundAccessTokens:   c.DPoPBoundAccessTokens,
+		IDTokenAlg:              c.IDTokenAlg,
 		Source:                  "config",
 	}
 	if ic.JWKS, err = readJWKS(c.JWKSFile); err != nil {

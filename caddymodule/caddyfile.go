@@ -75,6 +75,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			scopes <scope...>
 //			introspect
 //			dpop_bound_access_tokens
+//			id_token_alg RS256|<signing_alg>
 //		}
 //		agent <agent_id> {
 //			name <display name>
@@ -436,6 +437,8 @@ func parseClient(d *caddyfile.Dispenser) (Client, error) {
 			err = flag(d, &c.Introspect)
 		case "dpop_bound_access_tokens":
 			err = flag(d, &c.DPoPBoundAccessTokens)
+		case "id_token_alg":
+			err = oneArg(d, &c.IDTokenAlg)
 		default:
 			return c, d.Errf("unrecognized client subdirective %q", d.Val())
 		}

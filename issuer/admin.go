@@ -329,6 +329,7 @@ type ClientView struct {
 	Resources              []string  `json:"resources,omitempty"`
 	Scopes                 []string  `json:"scopes,omitempty"`
 	Introspect             bool      `json:"introspect,omitempty"`
+	IDTokenAlg             string    `json:"id_token_signed_response_alg,omitempty"`
 	Source                 string    `json:"source,omitempty"`
 	CreatedAt              time.Time `json:"created_at,omitzero"`
 	// ClientSecret is set only in the answer that generated it.
@@ -340,7 +341,7 @@ func clientView(c Client) ClientView {
 		ID: c.ID, Name: c.Name, RedirectURIs: c.RedirectURIs, PostLogoutRedirectURIs: c.PostLogoutRedirectURIs, GrantTypes: c.GrantTypes,
 		AuthMethod: c.TokenEndpointAuthMethod, JWKSURI: c.JWKSURI, HasJWKS: len(c.JWKS) > 0,
 		ApplicationType: c.ApplicationType, Resources: c.Resources, Scopes: c.Scopes,
-		Introspect: c.Introspect, Source: c.Source, CreatedAt: c.CreatedAt,
+		Introspect: c.Introspect, IDTokenAlg: c.IDTokenAlg, Source: c.Source, CreatedAt: c.CreatedAt,
 	}
 }
 
@@ -364,6 +365,9 @@ type NewClientRequest struct {
 	// Introspect marks a resource server, which may introspect every
 	// token.
 	Introspect bool `json:"introspect,omitempty"`
+	// IDTokenAlg is the algorithm of its ID tokens: RS256 (the default)
+	// or the issuer's signing_alg.
+	IDTokenAlg string `json:"id_token_signed_response_alg,omitempty"`
 }
 
 func (a *admin) findClient(r *http.Request, id string) (Client, error) {
@@ -402,7 +406,7 @@ func (nc *NewClientRequest) client() (Client, error) {
 	c := Client{
 		ID: nc.ID, Name: nc.Name, RedirectURIs: nc.RedirectURIs, PostLogoutRedirectURIs: nc.PostLogoutRedirectURIs, GrantTypes: nc.GrantTypes,
 		TokenEndpointAuthMethod: nc.AuthMethod, JWKSURI: nc.JWKSURI, JWKS: nc.JWKS,
-		Resources: nc.Resources, Scopes: nc.Scopes, Introspect: nc.Introspect,
+		Resources: nc.Resources, Scopes: nc.Scopes, Introspect: nc.Introspect, IDTokenAlg: nc.IDTokenAlg,
 	}
 	switch {
 	case nc.Public && c.TokenEndpointAuthMethod != "" && c.TokenEndpointAuthMethod != authNone:

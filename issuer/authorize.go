@@ -491,7 +491,7 @@ func (i *Issuer) idTokenHint(ctx context.Context, raw string) *jwt.RegisteredCla
 			return nil, errors.New("an ID token is typed JWT") // an access token is at+jwt
 		}
 		kid, _ := t.Header["kid"].(string)
-		return i.PublicKey(ctx, kid)
+		return i.idTokenKey(ctx, kid)
 	}, jwt.WithValidMethods(signingAlgs), jwt.WithoutClaimsValidation()) // expired hints count
 	if err != nil || claims.Issuer != i.URL() || claims.Subject == "" || len(claims.Audience) == 0 {
 		return nil

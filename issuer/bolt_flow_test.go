@@ -3,6 +3,7 @@ package issuer
 import (
 	"net/url"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -37,8 +38,9 @@ func TestFlowSurvivesRestartOnBolt(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = st2.Close() })
 	e.restart(st2)
-	if after, _ := e.jwksOf(t); len(after) != 1 || after[0].Kid != keys[0].Kid {
-		t.Fatalf("JWKS after restart = %v, want the same key %s", kids(after), keys[0].Kid)
+	// The access-token key and the RS256 key of the ID token.
+	if after, _ := e.jwksOf(t); len(after) != 2 || !slices.Equal(kids(after), kids(keys)) {
+		t.Fatalf("JWKS after restart = %v, want the same keys %v", kids(after), kids(keys))
 	}
 	verifyLikeGateway(t, e, tok.AccessToken, "ES256")
 	if !e.active(t, tok.AccessToken) {

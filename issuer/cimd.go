@@ -299,15 +299,16 @@ func (f *cimdFetcher) download(ctx context.Context, clientID string) (*Client, t
 	case err != nil:
 		return nil, 0, cimdError("the document is not a valid JSON client metadata object")
 	}
-	c, err := validateCIMD(clientID, &m)
+	c, err := validateCIMD(clientID, &m, idTokenAlgs(f.cfg.SigningAlg))
 	if err != nil {
 		return nil, 0, err
 	}
 	return c, cacheLifetime(resp.Header), nil
 }
 
-// validateCIMD checks a document's contents against its URL.
-func validateCIMD(clientID string, m *clientMetadata) (*Client, error) {
+// validateCIMD checks a document's contents against its URL; idAlgs are
+// the ID-token algorithms offered.
+func validateCIMD(clientID string, m *clientMetadata, idAlgs []string) (*Client, error) {
 	// Simple string comparison, no normalization (draft section 3).
 	if m.ClientID != clientID {
 		return nil, cimdError("the document's client_id does not equal its URL")
@@ -364,6 +365,9 @@ func validateCIMD(clientID string, m *clientMetadata) (*Client, error) {
 	if err == nil {
 		logoutURIs, err = validatePostLogoutRedirectURIs(m.PostLogoutRedirectURIs, appType)
 	}
+	if err == nil {
+		err = validateIDTokenAlg(m.IDTokenAlg, idAlgs)
+	}
 	if err != nil {
 		var e *Error
 		if errors.As(err, &e) {
@@ -382,6 +386,7 @@ func validateCIMD(clientID string, m *clientMetadata) (*Client, error) {
 		JWKSURI:                 jwksURI,
 		ApplicationType:         appType,
 		DPoPBoundAccessTokens:   m.DPoPBoundAccessTokens,
+		IDTokenAlg:              m.IDTokenAlg,
 		Source:                  sourceCIMD,
 	}
 	if err := checkStoredSize(c); err != nil {

@@ -208,6 +208,8 @@ func TestCIMDRefused(t *testing.T) {
 		{"client_credentials", "/cc", jsonDoc(`{"client_id":"` + id("/cc") + `","client_name":"x","redirect_uris":["http://127.0.0.1/cb"],"grant_types":["authorization_code","client_credentials"],"token_endpoint_auth_method":"private_key_jwt","jwks":{"keys":[{"kty":"EC"}]}}`), true},
 		{"bad redirect uri", "/badredirect", jsonDoc(`{"client_id":"` + id("/badredirect") + `","client_name":"x","redirect_uris":["http://evil.example/cb"]}`), true},
 		{"bad post-logout redirect uri", "/badlogout", jsonDoc(`{"client_id":"` + id("/badlogout") + `","client_name":"x","redirect_uris":["http://127.0.0.1/cb"],"post_logout_redirect_uris":["http://evil.example/bye"]}`), true},
+		{"unsigned ID tokens", "/idnone", jsonDoc(`{"client_id":"` + id("/idnone") + `","client_name":"x","redirect_uris":["http://127.0.0.1/cb"],"id_token_signed_response_alg":"none"}`), true},
+		{"ID tokens in an algorithm not offered", "/ideddsa", jsonDoc(`{"client_id":"` + id("/ideddsa") + `","client_name":"x","redirect_uris":["http://127.0.0.1/cb"],"id_token_signed_response_alg":"EdDSA"}`), true},
 		{"repeated member", "/repeated", jsonDoc(`{"client_id":"` + id("/repeated") + `","client_name":"x","redirect_uris":["http://evil.example/cb"],"redirect_uris":["http://127.0.0.1/cb"]}`), true},
 		{"member in another case", "/case", jsonDoc(`{"client_id":"` + id("/case") + `","client_name":"x","Redirect_URIs":["http://127.0.0.1/cb"]}`), true},
 		{"not json", "/notjson", jsonDoc(`<html></html>`), true},

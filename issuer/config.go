@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"cmp"
 	"io"
 	"net/http"
 	"time"
@@ -208,6 +209,10 @@ type Client struct {
 	// DPoPBoundAccessTokens (RFC 9449 section 5.2): the client always
 	// uses DPoP, and token requests without a proof are refused.
 	DPoPBoundAccessTokens bool `json:"dpop_bound_access_tokens,omitempty"`
+	// IDTokenAlg is the algorithm of its ID tokens (OpenID Connect
+	// Dynamic Client Registration 1.0 section 2): RS256 or the issuer's
+	// signing_alg; empty means RS256, as there.
+	IDTokenAlg string `json:"id_token_signed_response_alg,omitempty"`
 	// Resources the client may get tokens for; empty means every resource
 	// (for a self-registered client, DCR or CIMD, none in grants without
 	// a user).
@@ -232,6 +237,9 @@ type Client struct {
 // selfRegistered reports whether anyone could have created the client
 // (DCR, CIMD) rather than an operator.
 func (c *Client) selfRegistered() bool { return c.Source == sourceDCR || c.Source == sourceCIMD }
+
+// idTokenAlg is the algorithm its ID tokens are signed with.
+func (c *Client) idTokenAlg() string { return cmp.Or(c.IDTokenAlg, "RS256") }
 
 // Public reports whether the client has no credentials.
 func (c *Client) Public() bool {

@@ -174,6 +174,9 @@ func (d *directory) validateConfig() error {
 				return entryErr("client", c.ID, err)
 			}
 		}
+		if err := validateIDTokenAlg(c.IDTokenAlg, idTokenAlgs(d.cfg.SigningAlg)); err != nil {
+			return entryErr("client", c.ID, err)
+		}
 	}
 	d.cfg.Clients = clients
 	// Agents authenticate as clients: one id namespace, so seen carries on.

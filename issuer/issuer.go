@@ -72,7 +72,8 @@ type Issuer struct {
 	routes    map[string]http.HandlerFunc // exact request path -> handler
 	wellKnown map[string]http.HandlerFunc // well-known metadata paths
 
-	keys     *keyRing
+	keys     *keyRing // signing_alg's: access tokens, ID tokens in it
+	idKeys   *keyRing // RS256 ID tokens when signing_alg is another
 	sessions *sessions
 	grants   map[string]tokenGrant // by grant_type
 	mint     minter
@@ -260,6 +261,10 @@ func (i *Issuer) init() error {
 		return fmt.Errorf("read users: %w", err)
 	}
 	i.keys, err = newKeyRing(ctx, i.store, i.now, i.cfg.Rand, i.cfg.SigningAlg, max(i.cfg.AccessTokenTTL, i.cfg.IDTokenTTL))
+	if err != nil {
+		return err
+	}
+	i.idKeys, err = newIDTokenKeyRing(ctx, i.store, i.now, i.cfg.Rand, i.cfg.IDTokenTTL)
 	return err
 }
 

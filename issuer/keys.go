@@ -73,15 +73,24 @@ type publishedKey struct {
 // passed takes over without a reload.
 type keyRing struct {
 	store     store.Store
+	bucket    string // where its keys are stored
 	now       func() time.Time
 	rand      io.Reader
 	alg       string        // the algorithm new keys have
 	retention time.Duration // how long a retired key stays published
+	// lazy: the first key is made when the first token is signed, not
+	// at start (the RS256 ID-token keys, which many deployments never
+	// use, and an RSA key takes a tenth of a second to make).
+	lazy  bool
+	first sync.Mutex // one first key at a time
 
 	mu       sync.RWMutex
 	byKID    map[string]*publishedKey // published keys
 	loadedAt time.Time
 }
+
+// errNoSigningKey: no key of the ring signs now.
+var errNoSigningKey = errors.New("no current signing key")
 
 // newKeyRing loads the key set and makes sure a current key of alg
 // exists. Retired keys stay published for retention, the longest token
@@ -92,7 +101,7 @@ func newKeyRing(ctx context.Context, st store.Store, now func() time.Time, rnd i
 	if !slices.Contains(signingAlgs, alg) {
 		return nil, fmt.Errorf("signing algorithm %q: must be one of %v", alg, signingAlgs)
 	}
-	k := &keyRing{store: st, now: now, rand: rnd, alg: alg, retention: retention + accesstoken.Leeway + keyReload}
+	k := &keyRing{store: st, bucket: bucketKeys, now: now, rand: rnd, alg: alg, retention: retention + accesstoken.Leeway + keyReload}
 	if err := k.load(ctx); err != nil {
 		return nil, err
 	}
@@ -108,12 +117,39 @@ func newKeyRing(ctx context.Context, st store.Store, now func() time.Time, rnd i
 	return k, nil
 }
 
+// newIDTokenKeyRing loads the RS256 ID-token keys (bucketIDTokenKeys),
+// whose first key is made when it first signs.
+func newIDTokenKeyRing(ctx context.Context, st store.Store, now func() time.Time, rnd io.Reader, retention time.Duration) (*keyRing, error) {
+	k := &keyRing{store: st, bucket: bucketIDTokenKeys, now: now, rand: rnd, alg: "RS256", retention: retention + accesstoken.Leeway + keyReload, lazy: true}
+	if err := k.load(ctx); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
 // RotateSigningKey generates a new signing key, published at once, that
 // signs from keyPublishDelay on (on every instance on the store); the old
 // one signs until then and stays published until its tokens expire.
-// Returns the new kid.
+// Returns the new kid. The RS256 ID-token key, when there is one, is
+// rotated with it.
 func (i *Issuer) RotateSigningKey(ctx context.Context) (string, error) {
-	return i.keys.rotate(ctx, true)
+	kid, err := i.keys.rotate(ctx, true)
+	if err != nil {
+		return "", err
+	}
+	if i.idKeys.made() {
+		if _, err := i.idKeys.rotate(ctx, true); err != nil {
+			return "", err
+		}
+	}
+	return kid, nil
+}
+
+// made reports whether the ring has a key that signs or will.
+func (k *keyRing) made() bool {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return newestKey(k.byKID) != nil
 }
 
 // rotate makes a new key of the configured algorithm current. Unless
@@ -128,7 +164,7 @@ func (k *keyRing) rotate(ctx context.Context, force bool) (string, error) {
 	var kid string
 	err = k.store.Update(ctx, func(tx store.Tx) error {
 		var err error
-		kid, err = keysIn(tx).rotate(rec, force, k.now(), keyPublishDelay, k.retention)
+		kid, err = keySetIn(tx, k.bucket).rotate(rec, force, k.now(), keyPublishDelay, k.retention)
 		return err
 	})
 	if err != nil {
@@ -179,7 +215,7 @@ func (k *keyRing) load(ctx context.Context) error {
 	var recs []signingKey
 	err := k.store.View(ctx, func(tx store.Tx) error {
 		var err error
-		recs, err = keysIn(tx).all()
+		recs, err = keySetIn(tx, k.bucket).all()
 		return err
 	})
 	if err != nil {
@@ -307,9 +343,21 @@ func (k *keyRing) current(ctx context.Context) (*publishedKey, error) {
 	defer k.mu.RUnlock()
 	cur := signingAt(k.byKID, k.now())
 	if cur == nil {
-		return nil, errors.New("no current signing key")
+		return nil, errNoSigningKey
 	}
 	return cur, nil
+}
+
+// makeFirst makes a lazy ring's first key. Two instances on one store
+// that both make one keep the first stored (rotate without force).
+func (k *keyRing) makeFirst(ctx context.Context) error {
+	k.first.Lock()
+	defer k.first.Unlock()
+	if _, err := k.current(ctx); !errors.Is(err, errNoSigningKey) {
+		return err
+	}
+	_, err := k.rotate(ctx, false)
+	return err
 }
 
 // signer returns the key that signs now (current), published in the
@@ -320,10 +368,15 @@ func (k *keyRing) current(ctx context.Context) (*publishedKey, error) {
 // instance with longer token lifetimes than the one that rotated).
 func (k *keyRing) signer(ctx context.Context, until time.Time) (*publishedKey, error) {
 	pk, err := k.current(ctx)
+	if k.lazy && errors.Is(err, errNoSigningKey) {
+		if err = k.makeFirst(ctx); err == nil {
+			pk, err = k.current(ctx)
+		}
+	}
 	if err != nil || pk.retired.IsZero() || !until.After(pk.until) {
 		return pk, err
 	}
-	err = k.store.Update(ctx, func(tx store.Tx) error { return keysIn(tx).publishUntil(pk.kid, until) })
+	err = k.store.Update(ctx, func(tx store.Tx) error { return keySetIn(tx, k.bucket).publishUntil(pk.kid, until) })
 	if err != nil {
 		return nil, fmt.Errorf("signing key %s: %w", pk.kid, err)
 	}
@@ -371,7 +424,8 @@ func (k *keyRing) published(pk *publishedKey, now time.Time) bool {
 }
 
 // PublicKey returns the public key of a published signing key (current or
-// retired but still published), for gateways in the same process.
+// retired but still published), for gateways in the same process. The
+// RS256 ID-token keys are not among them: they sign no access token.
 func (i *Issuer) PublicKey(ctx context.Context, kid string) (any, error) {
 	k, err := i.keys.verification(ctx, kid)
 	if err != nil {
@@ -380,19 +434,57 @@ func (i *Issuer) PublicKey(ctx context.Context, kid string) (any, error) {
 	return k.public, nil
 }
 
-// publishedJWKS returns the public keys to publish, current first.
+// idTokenKey returns the public key of a published key that may have
+// signed an ID token: of either key set.
+func (i *Issuer) idTokenKey(ctx context.Context, kid string) (any, error) {
+	k, err := i.keys.verification(ctx, kid)
+	if errors.Is(err, store.ErrNotFound) {
+		k, err = i.idKeys.verification(ctx, kid)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return k.public, nil
+}
+
+// idTokenAlgs are the algorithms ID tokens are signed with, given
+// signing_alg: RS256, which OpenID Connect clients expect unless they
+// registered another, and signing_alg.
+func idTokenAlgs(signingAlg string) []string {
+	if signingAlg == "RS256" {
+		return []string{"RS256"}
+	}
+	return []string{"RS256", signingAlg}
+}
+
+// idTokenSigner returns the key that signs an ID token in alg, valid
+// until until.
+func (i *Issuer) idTokenSigner(ctx context.Context, alg string, until time.Time) (*publishedKey, error) {
+	switch {
+	case alg == i.keys.alg:
+		return i.keys.signer(ctx, until)
+	case alg == i.idKeys.alg:
+		return i.idKeys.signer(ctx, until)
+	}
+	return nil, fmt.Errorf("the client's id_token_signed_response_alg %s is not offered (signing_alg is %s)", alg, i.keys.alg)
+}
+
+// publishedJWKS returns the public keys to publish, current first. A
+// lazy ring may have none.
 func (k *keyRing) publishedJWKS(ctx context.Context) ([]accesstoken.JWK, error) {
 	cur, err := k.current(ctx)
-	if err != nil {
+	if err != nil && !(k.lazy && errors.Is(err, errNoSigningKey)) {
 		return nil, err
 	}
 	k.mu.RLock()
 	defer k.mu.RUnlock()
 	now := k.now()
 	out := make([]accesstoken.JWK, 0, len(k.byKID))
-	out = append(out, cur.jwk)
+	if cur != nil {
+		out = append(out, cur.jwk)
+	}
 	for _, pk := range k.byKID {
-		if pk.kid == cur.kid || !k.published(pk, now) {
+		if cur != nil && pk.kid == cur.kid || !k.published(pk, now) {
 			continue
 		}
 		out = append(out, pk.jwk)
@@ -415,6 +507,11 @@ func (i *Issuer) handleJWKS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	keys, err := i.keys.publishedJWKS(r.Context())
+	if err == nil {
+		var idKeys []accesstoken.JWK
+		idKeys, err = i.idKeys.publishedJWKS(r.Context())
+		keys = append(keys, idKeys...)
+	}
 	if err != nil {
 		i.log.Error("jwks", zap.Error(err))
 		writeError(w, ErrServerError)

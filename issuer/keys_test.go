@@ -389,3 +389,144 @@ func TestRetiredKeyOutlivesTokensSignedAfterRotation(t *testing.T) {
 		}
 	}
 }
+
+// TestIDTokenAlgorithms: ID tokens are signed in RS256, OpenID Connect's
+// default, unless the client registered the issuer's signing_alg. The
+// RS256 key is made when it first signs, published beside the access
+// tokens' key, rotated with it, kept across a restart, accepted as an
+// id_token_hint, and never taken for an access token.
+func TestIDTokenAlgorithms(t *testing.T) {
+	const esClient = "es-client"
+	e := newTokEnv(t, func(c *Config) {
+		c.Clients = append(c.Clients, Client{ID: esClient, RedirectURIs: []string{tRedirect}, TokenEndpointAuthMethod: "none", IDTokenAlg: "ES256"})
+	})
+	idToken := func(client string) (header map[string]any, raw, accessKID string) {
+		t.Helper()
+		code, verifier := e.issueCode(t, codeSpec{client: client, scopes: []string{"openid"}})
+		tok, err := e.exchange(t, client, "", code, verifier)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ = tok.Extra("id_token").(string)
+		header, _ = claimsOf(t, raw)
+		ah, _ := claimsOf(t, tok.AccessToken)
+		return header, raw, ah["kid"].(string)
+	}
+	before, _ := e.jwksOf(t)
+	if len(before) != 1 {
+		t.Fatalf("JWKS before any ID token = %v, want the access tokens' key alone", kids(before))
+	}
+
+	h, es, accessKID := idToken(esClient)
+	if h["alg"] != "ES256" || h["kid"] != accessKID {
+		t.Errorf("ID token of a client registered for ES256: header %v, want ES256 with the access tokens' key %s", h, accessKID)
+	}
+	verifyIDToken(t, e, es, "ES256")
+	if keys, _ := e.jwksOf(t); len(keys) != 1 {
+		t.Errorf("JWKS after an ES256 ID token = %v, want no RS256 key made", kids(keys))
+	}
+
+	h, rs, accessKID := idToken(tPublic)
+	rsKID, _ := h["kid"].(string)
+	if h["alg"] != "RS256" || rsKID == accessKID {
+		t.Fatalf("ID token of a client that registered no algorithm: header %v, want RS256 from a key of its own", h)
+	}
+	verifyIDToken(t, e, rs, "RS256")
+	keys, _ := e.jwksOf(t)
+	if got := kids(keys); len(got) != 2 || got[0] != accessKID || got[1] != rsKID || keys[1].Kty != "RSA" || keys[1].Alg != "RS256" {
+		t.Fatalf("JWKS = %v, want [%s %s], the RS256 key second", keys, accessKID, rsKID)
+	}
+	if _, err := e.iss.PublicKey(t.Context(), rsKID); err == nil {
+		t.Error("PublicKey(the RS256 ID-token key) error = nil: an in-process gateway would take it for access tokens")
+	}
+	for _, hint := range []string{es, rs} {
+		if e.iss.idTokenHint(t.Context(), hint) == nil {
+			t.Errorf("idTokenHint(an ID token in %v) = nil, want its claims", hint[:20])
+		}
+	}
+	// One key, not one per token.
+	if h, _, _ := idToken(tPublic); h["kid"] != rsKID {
+		t.Errorf("second RS256 ID token kid = %v, want %s", h["kid"], rsKID)
+	}
+
+	// A restart on the same store keeps it.
+	e.restart(e.store, func(c *Config) {
+		c.Clients = append(c.Clients, Client{ID: esClient, RedirectURIs: []string{tRedirect}, TokenEndpointAuthMethod: "none", IDTokenAlg: "ES256"})
+	})
+	if after, _ := e.jwksOf(t); !slices.Equal(kids(after), kids(keys)) {
+		t.Fatalf("JWKS after a restart = %v, want %v", kids(after), kids(keys))
+	}
+	if h, _, _ := idToken(tPublic); h["kid"] != rsKID {
+		t.Errorf("RS256 ID token after a restart: kid %v, want %s", h["kid"], rsKID)
+	}
+
+	// A rotation rotates both: new keys published at once, signing after
+	// the delay; the old ones stay published.
+	newKID, err := e.iss.RotateSigningKey(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keys, _ := e.jwksOf(t); len(keys) != 4 || !slices.Contains(kids(keys), newKID) {
+		t.Fatalf("JWKS after a rotation = %v, want 4 keys with %s", kids(keys), newKID)
+	}
+	e.clock.Advance(keyPublishDelay)
+	h, rs, accessKID = idToken(tPublic)
+	if accessKID != newKID || h["kid"] == rsKID || h["alg"] != "RS256" {
+		t.Errorf("after the delay: access key %s (want %s), ID token header %v (want a new RS256 key)", accessKID, newKID, h)
+	}
+	verifyIDToken(t, e, rs, "RS256")
+}
+
+// TestIDTokenAlgorithmsRS256Issuer: with signing_alg RS256 the access
+// tokens' key signs the ID tokens too; no second key is made.
+func TestIDTokenAlgorithmsRS256Issuer(t *testing.T) {
+	e := newTokEnv(t, func(c *Config) { c.SigningAlg = "RS256" })
+	code, verifier := e.issueCode(t, codeSpec{scopes: []string{"openid"}})
+	tok, err := e.exchange(t, tPublic, "", code, verifier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idt, _ := tok.Extra("id_token").(string)
+	h, _ := claimsOf(t, idt)
+	ah, _ := claimsOf(t, tok.AccessToken)
+	if h["alg"] != "RS256" || h["kid"] != ah["kid"] {
+		t.Errorf("ID token header %v, want RS256 with the access tokens' key %v", h, ah["kid"])
+	}
+	if keys, _ := e.jwksOf(t); len(keys) != 1 {
+		t.Errorf("JWKS = %v, want one key", kids(keys))
+	}
+	var md map[string]any
+	resp, err := e.srv.Client().Get(e.srv.URL + "/.well-known/openid-configuration")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&md); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(md["id_token_signing_alg_values_supported"]); got != "[RS256]" {
+		t.Errorf("id_token_signing_alg_values_supported = %s, want [RS256]", got)
+	}
+}
+
+// TestIDTokenAlgorithmConfigured: an operator's client may name RS256 or
+// signing_alg; another algorithm is refused at load and by the admin API.
+func TestIDTokenAlgorithmConfigured(t *testing.T) {
+	e := newTokEnv(t)
+	for _, alg := range []string{"EdDSA", "none", "HS256", "rs256"} {
+		cfg := e.config()
+		cfg.Clients = append(cfg.Clients, Client{ID: "c", RedirectURIs: []string{tRedirect}, TokenEndpointAuthMethod: "none", IDTokenAlg: alg})
+		if _, err := New(cfg, memory.New(memory.Options{})); err == nil || !strings.Contains(err.Error(), "id_token_signed_response_alg") {
+			t.Errorf("New(a client with id_token_signed_response_alg %s) error = %v, want one naming it", alg, err)
+		}
+		err := e.iss.PutClient(t.Context(), Client{ID: "admin-" + alg, RedirectURIs: []string{tRedirect}, TokenEndpointAuthMethod: "none", IDTokenAlg: alg})
+		if err == nil || !strings.Contains(err.Error(), "id_token_signed_response_alg") {
+			t.Errorf("PutClient(id_token_signed_response_alg %s) error = %v, want one naming it", alg, err)
+		}
+	}
+	for _, alg := range []string{"", "RS256", "ES256"} {
+		if err := e.iss.PutClient(t.Context(), Client{ID: "admin-ok-" + alg, RedirectURIs: []string{tRedirect}, TokenEndpointAuthMethod: "none", IDTokenAlg: alg}); err != nil {
+			t.Errorf("PutClient(id_token_signed_response_alg %q) error = %v", alg, err)
+		}
+	}
+}

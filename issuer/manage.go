@@ -516,6 +516,9 @@ func (i *Issuer) checkClient(c *Client, keepsSecret bool) error {
 	if err == nil {
 		_, err = validatePostLogoutRedirectURIs(c.PostLogoutRedirectURIs, appType)
 	}
+	if err == nil {
+		err = validateIDTokenAlg(c.IDTokenAlg, idTokenAlgs(i.cfg.SigningAlg))
+	}
 	if err != nil {
 		var oe *Error
 		errors.As(err, &oe)

@@ -78,7 +78,7 @@ func (i *Issuer) metadataDocument() *metadata {
 		IntrospectionEndpointAuthMethodsSupported: []string{authClientSecretBasic, authClientSecretPost, authPrivateKeyJWT},
 		IntrospectionEndpointAuthSigningAlgs:      accesstoken.Algorithms(),
 		SubjectTypesSupported:                     []string{"public"},
-		IDTokenSigningAlgValuesSupported:          []string{i.cfg.SigningAlg},
+		IDTokenSigningAlgValuesSupported:          idTokenAlgs(i.cfg.SigningAlg),
 		ClaimsSupported: []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "azp", "at_hash",
 			"name", "preferred_username", "email", "act", "principal_type"},
 		ClientIDMetadataDocumentSupported:          true,

@@ -94,7 +94,7 @@ func checkMetadata(t *testing.T, e *testEnv, m map[string]any) {
 		"revocation_endpoint_auth_methods_supported":       {"none", "client_secret_basic", "client_secret_post", "private_key_jwt"},
 		"introspection_endpoint_auth_methods_supported":    {"client_secret_basic", "client_secret_post", "private_key_jwt"},
 		"subject_types_supported":                          {"public"},
-		"id_token_signing_alg_values_supported":            {"ES256"},
+		"id_token_signing_alg_values_supported":            {"RS256", "ES256"},
 		"scopes_supported":                                 {"openid", "profile", "email", "offline_access", "read", "write", "admin"},
 		"token_endpoint_auth_signing_alg_values_supported": accesstoken.Algorithms(),
 	}

@@ -29,6 +29,7 @@ type storedClient struct {
 	Scopes                  []string  `json:"scopes,omitempty"`
 	Introspect              bool      `json:"introspect,omitempty"`
 	DPoPBoundAccessTokens   bool      `json:"dpop_bound_access_tokens,omitempty"`
+	IDTokenAlg              string    `json:"id_token_signed_response_alg,omitempty"`
 	Source                  string    `json:"source,omitempty"`
 	CreatedAt               time.Time `json:"created_at,omitempty"`
 	ExpiresAt               time.Time `json:"expires_at,omitzero"`
@@ -50,6 +51,7 @@ func clientRecord(c *Client) *storedClient {
 		Scopes:                  c.Scopes,
 		Introspect:              c.Introspect,
 		DPoPBoundAccessTokens:   c.DPoPBoundAccessTokens,
+		IDTokenAlg:              c.IDTokenAlg,
 		Source:                  c.Source,
 		CreatedAt:               c.CreatedAt,
 		ExpiresAt:               c.ExpiresAt,
@@ -72,6 +74,7 @@ func (s *storedClient) client() *Client {
 		Scopes:                  s.Scopes,
 		Introspect:              s.Introspect,
 		DPoPBoundAccessTokens:   s.DPoPBoundAccessTokens,
+		IDTokenAlg:              s.IDTokenAlg,
 		Source:                  s.Source,
 		CreatedAt:               s.CreatedAt,
 		ExpiresAt:               s.ExpiresAt,

@@ -7,9 +7,18 @@ import (
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
-// bucketKeys: kid -> signingKey. The current key never expires; a retired
-// one expires when it is no longer published.
+// bucketKeys: kid -> signingKey, the keys of the configured signing_alg,
+// which sign access tokens (and ID tokens of that algorithm). The current
+// key never expires; a retired one expires when it is no longer published.
 const bucketKeys = "keys"
+
+// bucketIDTokenKeys: kid -> signingKey, RS256 keys that sign the ID
+// tokens of clients asking for RS256 when signing_alg is another
+// algorithm (OpenID Connect's default; Discovery 1.0 section 3 requires
+// it to be offered). Kept apart so that a rotation of one set leaves the
+// other's current key alone, and no access token is ever signed with
+// these.
+const bucketIDTokenKeys = "id_token_keys"
 
 // signingKey is a persisted signing key.
 type signingKey struct {
@@ -35,7 +44,12 @@ type signingKey struct {
 // keyRecords are the signing keys.
 type keyRecords struct{ t table[signingKey] }
 
-func keysIn(tx store.Tx) keyRecords { return keyRecords{table[signingKey]{tx, bucketKeys}} }
+func keysIn(tx store.Tx) keyRecords { return keySetIn(tx, bucketKeys) }
+
+// keySetIn is the key set kept in bucket.
+func keySetIn(tx store.Tx, bucket string) keyRecords {
+	return keyRecords{table[signingKey]{tx, bucket}}
+}
 
 // all returns every stored key, current and retired.
 func (r keyRecords) all() ([]signingKey, error) {

@@ -76,6 +76,7 @@ type clientMetadata struct {
 	JWKS                    json.RawMessage `json:"jwks"`
 	ApplicationType         string          `json:"application_type"`
 	DPoPBoundAccessTokens   bool            `json:"dpop_bound_access_tokens"`
+	IDTokenAlg              string          `json:"id_token_signed_response_alg"`
 }
 
 // registrationResponse is the RFC 7591 section 3.2.1 answer.
@@ -95,6 +96,7 @@ type registrationResponse struct {
 	JWKS                    json.RawMessage `json:"jwks,omitempty"`
 	Scope                   string          `json:"scope,omitempty"`
 	DPoPBoundAccessTokens   bool            `json:"dpop_bound_access_tokens,omitempty"`
+	IDTokenAlg              string          `json:"id_token_signed_response_alg"`
 }
 
 // handleRegister is Dynamic Client Registration (RFC 7591). Registered
@@ -138,7 +140,7 @@ func (i *Issuer) handleRegister(w http.ResponseWriter, r *http.Request) {
 		writeError(w, ErrInvalidClientMetadata.WithDescription("body is not a valid client metadata object"))
 		return
 	}
-	c, err := validateRegistration(&m)
+	c, err := validateRegistration(&m, idTokenAlgs(i.cfg.SigningAlg))
 	if err != nil {
 		writeError(w, err)
 		return
@@ -192,6 +194,7 @@ func (i *Issuer) handleRegister(w http.ResponseWriter, r *http.Request) {
 		JWKS:                    json.RawMessage(c.JWKS),
 		Scope:                   m.Scope,
 		DPoPBoundAccessTokens:   c.DPoPBoundAccessTokens,
+		IDTokenAlg:              c.idTokenAlg(),
 	}
 	if secret != "" {
 		var never int64
@@ -335,8 +338,8 @@ func jsonNames(t reflect.Type, names []string) []string {
 }
 
 // validateRegistration checks DCR metadata and returns the client to store
-// (without id or secret).
-func validateRegistration(m *clientMetadata) (*Client, error) {
+// (without id or secret); idAlgs are the ID-token algorithms offered.
+func validateRegistration(m *clientMetadata, idAlgs []string) (*Client, error) {
 	if m.ClientID != "" || m.ClientSecret != nil {
 		return nil, ErrInvalidClientMetadata.WithDescription("client_id and client_secret are assigned by the server")
 	}
@@ -397,6 +400,9 @@ func validateRegistration(m *clientMetadata) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := validateIDTokenAlg(m.IDTokenAlg, idAlgs); err != nil {
+		return nil, err
+	}
 	c := &Client{
 		Name:                    name,
 		RedirectURIs:            uris,
@@ -407,11 +413,21 @@ func validateRegistration(m *clientMetadata) (*Client, error) {
 		JWKSURI:                 jwksURI,
 		ApplicationType:         appType,
 		DPoPBoundAccessTokens:   m.DPoPBoundAccessTokens,
+		IDTokenAlg:              m.IDTokenAlg,
 	}
 	if err := checkStoredSize(c); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// validateIDTokenAlg checks a client's id_token_signed_response_alg
+// against the algorithms offered (none: ID tokens are always signed).
+func validateIDTokenAlg(alg string, offered []string) error {
+	if alg == "" || slices.Contains(offered, alg) {
+		return nil
+	}
+	return ErrInvalidClientMetadata.WithDescription("id_token_signed_response_alg must be one of " + strings.Join(offered, ", "))
 }
 
 // checkStoredSize bounds the record of a self-registered client (DCR, or

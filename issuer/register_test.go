@@ -77,6 +77,10 @@ func TestRegisterConfidentialClient(t *testing.T) {
 	if secret == "" || out["client_secret_expires_at"] != float64(0) || out["token_endpoint_auth_method"] != "client_secret_basic" || out["application_type"] != "web" {
 		t.Fatalf("registration = %v, want a secret for client_secret_basic", out)
 	}
+	// RFC 7591 section 3.2.1: the metadata registered, defaults included.
+	if out["id_token_signed_response_alg"] != "RS256" {
+		t.Errorf("id_token_signed_response_alg = %v, want OpenID Connect's default RS256", out["id_token_signed_response_alg"])
+	}
 	c, err := e.iss.dir.lookupClient(t.Context(), out["client_id"].(string))
 	if err != nil {
 		t.Fatal(err)
@@ -159,6 +163,12 @@ func TestRegisterValidation(t *testing.T) {
 		{"long post-logout URI", `{"redirect_uris":["https://a.example/cb"],"post_logout_redirect_uris":["https://a.example/` + strings.Repeat("p", maxRedirectURILen) + `"]}`, "invalid_client_metadata"},
 		{"post-logout URIs too large together", `{"redirect_uris":["https://a.example/cb"],"post_logout_redirect_uris":[` + strings.Repeat(`"https://a.example/`+strings.Repeat("p", 900)+`",`, 5) + `"https://a.example/bye"]}`, "invalid_client_metadata"},
 		{"long jwks_uri", `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks_uri":"https://a.example/` + strings.Repeat("j", maxRedirectURILen) + `"}`, "invalid_client_metadata"},
+		// ID tokens come in RS256 or signing_alg (ES256 here), always signed.
+		{"ID tokens in another algorithm", `{"redirect_uris":["https://a.example/cb"],"id_token_signed_response_alg":"EdDSA"}`, "invalid_client_metadata"},
+		{"unsigned ID tokens", `{"redirect_uris":["https://a.example/cb"],"id_token_signed_response_alg":"none"}`, "invalid_client_metadata"},
+		{"MAC-signed ID tokens", `{"redirect_uris":["https://a.example/cb"],"id_token_signed_response_alg":"HS256"}`, "invalid_client_metadata"},
+		{"ID token algorithm in lower case", `{"redirect_uris":["https://a.example/cb"],"id_token_signed_response_alg":"es256"}`, "invalid_client_metadata"},
+		{"ID token algorithm not a string", `{"redirect_uris":["https://a.example/cb"],"id_token_signed_response_alg":256}`, "invalid_client_metadata"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -174,6 +184,8 @@ func TestRegisterValidation(t *testing.T) {
 	}
 
 	ok := []struct{ name, body, appType string }{
+		{"ID tokens in signing_alg", `{"redirect_uris":["https://a.example/cb"],"id_token_signed_response_alg":"ES256"}`, "web"},
+		{"ID tokens in RS256", `{"redirect_uris":["https://a.example/cb"],"id_token_signed_response_alg":"RS256"}`, "web"},
 		{"custom scheme native", `{"redirect_uris":["com.example.app:/cb"],"token_endpoint_auth_method":"none","application_type":"native"}`, "native"},
 		{"custom scheme inferred native", `{"redirect_uris":["com.example.app:/cb"],"token_endpoint_auth_method":"none"}`, "native"},
 		{"a query of its own", `{"redirect_uris":["https://a.example/cb?tenant=1&states=2"],"token_endpoint_auth_method":"none"}`, "web"},

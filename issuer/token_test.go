@@ -72,8 +72,29 @@ func TestCodeExchangeWithOAuth2Client(t *testing.T) {
 			t.Errorf("id token claim %s = %v, want %v", k, ic[k], v)
 		}
 	}
-	if ih["kid"] != h["kid"] {
-		t.Errorf("id token kid = %v, want %v", ih["kid"], h["kid"])
+	// OpenID Connect's default algorithm, from a key of its own that the
+	// JWKS publishes beside the access tokens' (TestIDTokenAlgorithms).
+	if ih["alg"] != "RS256" || ih["kid"] == h["kid"] {
+		t.Errorf("id token header = %v, want alg RS256 and another kid than the access token's %v", ih, h["kid"])
+	}
+	verifyIDToken(t, e, idt, "RS256")
+}
+
+// verifyIDToken checks raw's signature with a key of the issuer's JWKS,
+// as a relying party does, and that its algorithm is alg.
+func verifyIDToken(t *testing.T, e *testEnv, raw, alg string) {
+	t.Helper()
+	keys, _ := e.jwksOf(t)
+	_, err := jwt.Parse(raw, func(tok *jwt.Token) (any, error) {
+		for _, k := range keys {
+			if k.Kid == tok.Header["kid"] && k.Alg == alg {
+				return k.PublicKey()
+			}
+		}
+		return nil, errors.New("kid not in the JWKS")
+	}, jwt.WithValidMethods([]string{alg}), jwt.WithIssuer(e.iss.URL()), jwt.WithTimeFunc(e.clock.Now))
+	if err != nil {
+		t.Fatalf("verify ID token: %v", err)
 	}
 }
 
