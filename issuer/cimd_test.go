@@ -167,6 +167,30 @@ func TestCIMDAuthorizeFlow(t *testing.T) {
 	}
 }
 
+// TestCIMDIDTokenAlg: a document's id_token_signed_response_alg is the
+// client's, and the cached client keeps it.
+func TestCIMDIDTokenAlg(t *testing.T) {
+	e, host := newCIMDEnv(t, true, nil)
+	for _, tt := range []struct{ path, member, want string }{
+		{"/es.json", `,"id_token_signed_response_alg":"ES256"`, "ES256"},
+		{"/default.json", ``, "RS256"},
+	} {
+		id := host.doc(tt.path, "", func(id string) string { return strings.TrimSuffix(validDoc(id), "}") + tt.member + "}" })
+		for range 2 { // fetched, then cached
+			c, err := e.iss.cimd.fetch(t.Context(), id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.idTokenAlg(); got != tt.want {
+				t.Errorf("%s: ID-token algorithm %s, want %s", tt.path, got, tt.want)
+			}
+		}
+		if n := host.count(tt.path); n != 1 {
+			t.Errorf("%s fetched %d times, want once (then cached)", tt.path, n)
+		}
+	}
+}
+
 // cimdUnfetched is the reason shown for every document the issuer could
 // not get.
 const cimdUnfetched = "client metadata document could not be used: the document could not be fetched"
