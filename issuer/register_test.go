@@ -91,6 +91,31 @@ func TestRegisterConfidentialClient(t *testing.T) {
 	}
 }
 
+// TestRegisterStatesIDTokenAlg: the answer names the algorithm ID tokens
+// are signed with: OpenID Connect Dynamic Client Registration 1.0 reads
+// an answer without id_token_signed_response_alg as RS256 (section 2).
+// Asked for nothing, that is RS256; asked for RS256 or signing_alg, that;
+// anything else is refused.
+func TestRegisterStatesIDTokenAlg(t *testing.T) {
+	for _, alg := range []string{"ES256", "RS256", "EdDSA"} {
+		e := newBrowserEnv(t, func(c *Config) { c.SigningAlg = alg })
+		for asked, want := range map[string]string{"": "RS256", "RS256": "RS256", alg: alg, "none": "", "HS256": "", "PS256": ""} {
+			body := `{"client_name":"App","redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"none"`
+			if asked != "" {
+				body += `,"id_token_signed_response_alg":"` + asked + `"`
+			}
+			resp, out := e.register(t, body+"}")
+			switch {
+			case want == "" && (resp.StatusCode != http.StatusBadRequest || out["error"] != "invalid_client_metadata"):
+				t.Errorf("signing_alg %s, register asking %q: %d %v, want 400 invalid_client_metadata", alg, asked, resp.StatusCode, out)
+			case want != "" && (resp.StatusCode != http.StatusCreated || out["id_token_signed_response_alg"] != want):
+				t.Errorf("signing_alg %s, register asking %q: %d id_token_signed_response_alg = %v, want %s",
+					alg, asked, resp.StatusCode, out["id_token_signed_response_alg"], want)
+			}
+		}
+	}
+}
+
 func TestRegisterValidation(t *testing.T) {
 	e := newBrowserEnv(t, nil)
 	tests := []struct {

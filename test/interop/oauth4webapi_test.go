@@ -25,8 +25,8 @@ const (
 var peerSteps = []string{
 	"discovery rfc8414", "discovery oidc", "resource discovery rfc9728",
 	"gateway 401 without a token", "gateway 401 invalid_token",
-	"client_credentials", "client_credentials rfc9068", "token exchange rfc8693",
-	"par + authorize + rfc9207 iss", "authorization error + rfc9207 iss", "par error",
+	"client_credentials", "client_credentials rfc9068", "gateway call + 403 insufficient_scope", "token exchange rfc8693",
+	"par + authorize + rfc9207 iss", "authorization error invalid_scope + rfc9207 iss", "par error",
 	"authorization_code + id_token", "authorization_code rfc9068",
 	"userinfo", "userinfo invalid_token challenge",
 	"refresh rotation", "introspection", "refresh replay", "code replay", "revocation",
@@ -45,8 +45,8 @@ var peerSteps = []string{
 // consent and RFC 9207's iss, ID tokens, userinfo, refresh rotation and
 // replay, client credentials, token exchange, introspection, revocation,
 // DPoP with nonces through the code flow, dynamic registration of a
-// public client, private_key_jwt, and the error answers and challenges of
-// each; jose verifies the access tokens as RFC 9068 says against the
+// public client, private_key_jwt, the gateway's 401 and 403 challenges,
+// and the error answers of each; jose verifies the access tokens as RFC 9068 says against the
 // JWKS. Every step must pass.
 func TestOAuth4WebAPIPeer(t *testing.T) {
 	nt := requireNode(t)
@@ -79,7 +79,7 @@ func TestOAuth4WebAPIPeer(t *testing.T) {
 
 	out, err := nt.run(ctx, t, nil, "peer.mjs", "--issuer", s.Issuer, "--resource", s.Resource,
 		"--username", userName, "--password", userPassword,
-		"--client-id", peerClientID, "--client-secret", peerClientSecret, "--scope", baseScope, "--write-scope", writeScope,
+		"--client-id", peerClientID, "--client-secret", peerClientSecret, "--scope", baseScope, "--write-scope", writeScope, "--write-tool", stepUpTool,
 		"--jwt-client-id", peerJWTClientID, "--jwt-client-key", filepath.Join(dir, "private.json"))
 	if err != nil {
 		t.Fatalf("peer.mjs: %v\n%s", err, out)

@@ -6,12 +6,14 @@
 // code, so a departure from a standard names itself.
 //
 //   node peer.mjs --issuer URL --resource URL --username U --password P
-//     --client-id ID --client-secret S --scope S --write-scope S
+//     --client-id ID --client-secret S --scope S --write-scope S --write-tool NAME
 //     --jwt-client-id ID --jwt-client-key FILE
 //
 // The client (--client-id) is confidential, allowed to introspect, with
 // the grant types client_credentials, authorization_code, refresh_token
-// and token exchange; the user may consent to --scope and --write-scope.
+// and token exchange; the user may consent to --scope and --write-scope;
+// the gateway lets --scope call tools/list, and --write-tool needs
+// --write-scope.
 // The second client (--jwt-client-id) authenticates with private_key_jwt
 // (its private JWK, kid jose-idp-1, in FILE: idjag.mjs keys writes one),
 // may introspect and has the client_credentials grant.
@@ -33,6 +35,7 @@ const { values: args } = parseArgs({
     'client-secret': { type: 'string' },
     scope: { type: 'string' },
     'write-scope': { type: 'string' },
+    'write-tool': { type: 'string' },
     'jwt-client-id': { type: 'string' },
     'jwt-client-key': { type: 'string' },
   },
@@ -132,11 +135,14 @@ await step('gateway 401 without a token', async () => {
   expect(resp.status === 401 && /^Bearer /.test(challenge) && /resource_metadata="/.test(challenge) && !/error=/.test(challenge),
     `${resp.status} ${challenge}`);
 });
+// The resource metadata URL of the challenge is the one RFC 9728 section
+// 3.1 builds from the resource (what oauth4webapi fetched above).
+const metadataURL = new URL(`/.well-known/oauth-protected-resource${resource.pathname}`, resource).href;
 await step('gateway 401 invalid_token', async () => {
   const err = await refused(() => oauth.protectedResourceRequest('not-a-token', 'POST', resource, mcpHeaders(), ping, insecure));
   expect(err instanceof oauth.WWWAuthenticateChallengeError && err.response.status === 401, describe(err));
   const bearer = err.cause.find((c) => c.scheme === 'bearer');
-  expect(bearer?.parameters.resource_metadata && bearer.parameters.error === 'invalid_token', JSON.stringify(err.cause));
+  expect(bearer?.parameters.resource_metadata === metadataURL && bearer.parameters.error === 'invalid_token', JSON.stringify(err.cause));
 });
 
 // RFC 9068: an access token checked by jose against the JWKS, and by
@@ -167,6 +173,23 @@ const cc = await step('client_credentials', async () => {
 await step('client_credentials rfc9068', async () => {
   need(cc);
   await checkAccessToken(cc.access_token, client.client_id);
+});
+
+// Through the gateway: a call the token's scopes allow, and one that
+// needs more, 403 insufficient_scope naming the scope (RFC 6750 section
+// 3.1) with the resource metadata.
+await step('gateway call + 403 insufficient_scope', async () => {
+  need(cc);
+  const ok = await oauth.protectedResourceRequest(cc.access_token, 'POST', resource, mcpHeaders(),
+    '{"jsonrpc":"2.0","id":2,"method":"tools/list"}', insecure);
+  expect(ok.status === 200, `tools/list: ${ok.status}`);
+  await ok.body?.cancel();
+  const err = await refused(() => oauth.protectedResourceRequest(cc.access_token, 'POST', resource, mcpHeaders(),
+    JSON.stringify({ jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: args['write-tool'], arguments: { text: 'x' } } }), insecure));
+  expect(err instanceof oauth.WWWAuthenticateChallengeError && err.response.status === 403, describe(err));
+  const bearer = err.cause.find((c) => c.scheme === 'bearer');
+  expect(bearer?.parameters.error === 'insufficient_scope' && bearer.parameters.scope?.split(' ').includes(args['write-scope']) &&
+    bearer.parameters.resource_metadata === metadataURL, JSON.stringify(err.cause));
 });
 
 // Token exchange (RFC 8693) of the client's own token, narrowed.
@@ -207,23 +230,29 @@ const code = await step('par + authorize + rfc9207 iss', async () => {
 });
 // An error answer of the authorization endpoint carries iss too (RFC
 // 9207 section 2); oauth4webapi checks it before it reads the error.
-await step('authorization error + rfc9207 iss', async () => {
-  need(as);
-  const url = new URL(as.authorization_endpoint);
-  for (const [k, v] of Object.entries({
-    client_id: client.client_id, redirect_uri: callback, response_type: 'code', scope: 'no:such:scope', state,
-    resource: resource.href, code_challenge: await oauth.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
-  })) url.searchParams.set(k, v);
-  const resp = await fetch(url, { redirect: 'manual' });
-  expect(resp.status >= 300 && resp.status < 400, `status ${resp.status}`);
-  let err;
-  try {
-    oauth.validateAuthResponse(as, client, new URL(resp.headers.get('location')), state);
-  } catch (e) {
-    err = e;
-  }
-  expect(err instanceof oauth.AuthorizationResponseError && err.error === 'invalid_scope', describe(err));
-});
+// An unknown scope is invalid_scope.
+for (const [code, scope, extra] of [
+  ['invalid_scope', 'no:such:scope', []],
+]) {
+  await step(`authorization error ${code} + rfc9207 iss`, async () => {
+    need(as);
+    const url = new URL(as.authorization_endpoint);
+    for (const [k, v] of Object.entries({
+      client_id: client.client_id, redirect_uri: callback, response_type: 'code', scope, state,
+      resource: resource.href, code_challenge: await oauth.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
+    })) url.searchParams.set(k, v);
+    for (const r of extra) url.searchParams.append('resource', r);
+    const resp = await fetch(url, { redirect: 'manual' });
+    expect(resp.status >= 300 && resp.status < 400, `status ${resp.status}`);
+    let err;
+    try {
+      oauth.validateAuthResponse(as, client, new URL(resp.headers.get('location')), state);
+    } catch (e) {
+      err = e;
+    }
+    expect(err instanceof oauth.AuthorizationResponseError && err.error === code, describe(err));
+  });
+}
 await step('par error', async () => {
   need(as);
   const err = await refused(async () => oauth.processPushedAuthorizationResponse(as, client,
@@ -238,7 +267,11 @@ const tokens = await step('authorization_code + id_token', async () => {
   const resp = await oauth.authorizationCodeGrantRequest(as, client, auth, code, callback, verifier, insecure);
   const tok = await oauth.processAuthorizationCodeResponse(as, client, resp, { expectedNonce: nonce, maxAge: 300, requireIdToken: true });
   expect(tok.refresh_token, 'no refresh_token for offline_access');
-  await jose.jwtVerify(tok.id_token, jwks, { issuer: as.issuer, audience: client.client_id });
+  const { payload: id } = await jose.jwtVerify(tok.id_token, jwks, { issuer: as.issuer, audience: client.client_id });
+  // at_hash, when present, is the left half of the access token's SHA-256
+  // (OpenID Connect Core section 3.1.3.6).
+  const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(tok.access_token)));
+  expect(id.at_hash === undefined || id.at_hash === Buffer.from(digest.slice(0, 16)).toString('base64url'), `at_hash ${id.at_hash}`);
   return tok;
 });
 const user = tokens && oauth.getValidatedIdTokenClaims(tokens).sub;
@@ -458,7 +491,10 @@ const pub = await step('dcr rfc7591', async () => {
     grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'], application_type: 'native',
   }, insecure));
   expect(reg.client_id && reg.token_endpoint_auth_method === 'none', JSON.stringify(reg));
-  return reg;
+  // The answer is the client's registered metadata (RFC 7591 section
+  // 3.2.1), read as OpenID Connect Dynamic Client Registration 1.0
+  // section 2 says: no id_token_signed_response_alg means RS256.
+  return { ...reg, id_token_signed_response_alg: reg.id_token_signed_response_alg ?? 'RS256' };
 });
 const pubDPoP = oauth.DPoP({}, await oauth.generateKeyPair('ES256'));
 const pubTokens = await step('public client authorization_code + dpop', async () => {
