@@ -38,6 +38,11 @@ const (
 	maxAuthorizeParams = 4 << 10
 )
 
+// errOneResource refuses several resource parameters: RFC 8707 section 2
+// allows them, as an error of the resource (invalid_target) rather than
+// of a repeated parameter, but this server issues one audience per token.
+var errOneResource = ErrInvalidTarget.WithDescription("only one resource per request is supported")
+
 // repeatedParam names a parameter params holds more than once (RFC 6749
 // section 3.1: parameters MUST NOT be included more than once), "" when
 // none is.
@@ -326,6 +331,9 @@ func (i *Issuer) parseAuthorize(ctx context.Context, c *Client, params url.Value
 	invalid := func(d string) error { return ErrInvalidRequest.WithDescription(d) }
 	if i.cfg.RequirePAR && !usedPAR {
 		return nil, invalid("this server requires pushed authorization requests (request_uri)")
+	}
+	if len(params["resource"]) > 1 {
+		return nil, errOneResource
 	}
 	if k := repeatedParam(params); k != "" {
 		return nil, invalid(fmt.Sprintf("parameter %s is repeated", truncate(k, 40)))

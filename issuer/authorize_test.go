@@ -223,7 +223,9 @@ func TestAuthorizeRedirectErrors(t *testing.T) {
 		{"missing response_type", func(v url.Values) { v.Del("response_type") }, "", "invalid_request"},
 		{"token response_type", func(v url.Values) { v.Set("response_type", "token") }, "", "unsupported_response_type"},
 		{"repeated scope", nil, "&scope=files:write", "invalid_request"},
-		{"repeated resource", nil, "&resource=" + url.QueryEscape(bOther), "invalid_request"},
+		// RFC 8707 section 2 allows several resources; one audience per
+		// token is this server's limit, told as PAR and /token tell it.
+		{"repeated resource", nil, "&resource=" + url.QueryEscape(bOther), "invalid_target"},
 		{"unknown resource", func(v url.Values) { v.Set("resource", "https://unknown.example/mcp") }, "", "invalid_target"},
 		{"resource with fragment", func(v url.Values) { v.Set("resource", bResource+"#x") }, "", "invalid_target"},
 		{"unknown scope", func(v url.Values) { v.Set("scope", "nope") }, "", "invalid_scope"},

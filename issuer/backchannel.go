@@ -49,8 +49,7 @@ func readForm(r *http.Request) (url.Values, error) {
 	for k, v := range vals {
 		switch {
 		case len(v) > 1 && k == "resource":
-			// RFC 8707 allows several; this server issues one audience per token.
-			return nil, ErrInvalidTarget.WithDescription("only one resource per request is supported")
+			return nil, errOneResource
 		case len(v) > 1:
 			return nil, ErrInvalidRequest.WithDescription(fmt.Sprintf("parameter %q is repeated", k))
 		case k == "scope" && len(v[0]) > maxAuthorizeParam:

@@ -26,7 +26,7 @@ var peerSteps = []string{
 	"discovery rfc8414", "discovery oidc", "resource discovery rfc9728",
 	"gateway 401 without a token", "gateway 401 invalid_token",
 	"client_credentials", "client_credentials rfc9068", "gateway call + 403 insufficient_scope", "token exchange rfc8693",
-	"par + authorize + rfc9207 iss", "authorization error invalid_scope + rfc9207 iss", "par error",
+	"par + authorize + rfc9207 iss", "authorization error invalid_scope + rfc9207 iss", "authorization error invalid_target + rfc9207 iss", "par error",
 	"authorization_code + id_token", "authorization_code rfc9068",
 	"userinfo", "userinfo invalid_token challenge",
 	"refresh rotation", "introspection", "refresh replay", "code replay", "revocation",

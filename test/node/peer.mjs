@@ -230,9 +230,11 @@ const code = await step('par + authorize + rfc9207 iss', async () => {
 });
 // An error answer of the authorization endpoint carries iss too (RFC
 // 9207 section 2); oauth4webapi checks it before it reads the error.
-// An unknown scope is invalid_scope.
+// An unknown scope is invalid_scope; several resources, which RFC 8707
+// section 2 allows and this server does not, invalid_target.
 for (const [code, scope, extra] of [
   ['invalid_scope', 'no:such:scope', []],
+  ['invalid_target', args.scope, ['https://elsewhere.example/mcp']],
 ]) {
   await step(`authorization error ${code} + rfc9207 iss`, async () => {
     need(as);
