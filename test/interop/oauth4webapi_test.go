@@ -17,6 +17,8 @@ const (
 	peerClientID     = "peer-app"
 	peerClientSecret = "peer-app-secret-0123456789abcdef"
 	peerJWTClientID  = "peer-jwt-app"
+	peerAgentID      = "peer-agent"
+	peerAgentSecret  = "peer-agent-secret-0123456789abcdef"
 	peerCallback     = "http://127.0.0.1/peer-callback" // as test/node/peer.mjs has it
 )
 
@@ -27,7 +29,7 @@ var peerSteps = []string{
 	"gateway 401 without a token", "gateway 401 invalid_token",
 	"client_credentials", "client_credentials rfc9068", "gateway call + 403 insufficient_scope", "token exchange rfc8693",
 	"par + authorize + rfc9207 iss", "authorization error invalid_scope + rfc9207 iss", "authorization error invalid_target + rfc9207 iss", "par error",
-	"authorization_code + id_token", "authorization_code rfc9068",
+	"authorization_code + id_token", "authorization_code rfc9068", "token exchange with actor_token rfc8693",
 	"userinfo", "userinfo invalid_token challenge",
 	"refresh rotation", "introspection", "refresh replay", "code replay", "revocation",
 	"token error invalid_client", "token error unsupported_grant_type", "token error invalid_scope", "token error invalid_target",
@@ -43,7 +45,8 @@ var peerSteps = []string{
 // every answer against the RFCs, through discovery (RFC 8414, OpenID
 // Connect, RFC 9728), PAR, the authorization code with PKCE, login,
 // consent and RFC 9207's iss, ID tokens, userinfo, refresh rotation and
-// replay, client credentials, token exchange, introspection, revocation,
+// replay, client credentials, token exchange (also with an agent's
+// actor_token), introspection, revocation,
 // DPoP with nonces through the code flow, dynamic registration of a
 // public client, private_key_jwt, the gateway's 401 and 403 challenges,
 // and the error answers of each; jose verifies the access tokens as RFC 9068 says against the
@@ -75,12 +78,18 @@ func TestOAuth4WebAPIPeer(t *testing.T) {
 			grant_types client_credentials
 			auth_method private_key_jwt
 			introspect
-		}`, peerClientID, harness.HashPassword(t, peerClientSecret), peerCallback, peerJWTClientID, jwksFile))
+		}
+		agent %s {
+			secret %s
+			allowed_clients %s
+			scopes %s
+		}`, peerClientID, harness.HashPassword(t, peerClientSecret), peerCallback, peerJWTClientID, jwksFile,
+		peerAgentID, harness.HashPassword(t, peerAgentSecret), peerClientID, baseScope))
 
 	out, err := nt.run(ctx, t, nil, "peer.mjs", "--issuer", s.Issuer, "--resource", s.Resource,
 		"--username", userName, "--password", userPassword,
 		"--client-id", peerClientID, "--client-secret", peerClientSecret, "--scope", baseScope, "--write-scope", writeScope, "--write-tool", stepUpTool,
-		"--jwt-client-id", peerJWTClientID, "--jwt-client-key", filepath.Join(dir, "private.json"))
+		"--agent-id", peerAgentID, "--agent-secret", peerAgentSecret, "--jwt-client-id", peerJWTClientID, "--jwt-client-key", filepath.Join(dir, "private.json"))
 	if err != nil {
 		t.Fatalf("peer.mjs: %v\n%s", err, out)
 	}

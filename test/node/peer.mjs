@@ -7,14 +7,15 @@
 //
 //   node peer.mjs --issuer URL --resource URL --username U --password P
 //     --client-id ID --client-secret S --scope S --write-scope S --write-tool NAME
-//     --jwt-client-id ID --jwt-client-key FILE
+//     --agent-id ID --agent-secret S --jwt-client-id ID --jwt-client-key FILE
 //
 // The client (--client-id) is confidential, allowed to introspect, with
 // the grant types client_credentials, authorization_code, refresh_token
 // and token exchange; the user may consent to --scope and --write-scope;
 // the gateway lets --scope call tools/list, and --write-tool needs
 // --write-scope.
-// The second client (--jwt-client-id) authenticates with private_key_jwt
+// The agent (--agent-id) may act for the user through the client, with
+// --scope. The second client (--jwt-client-id) authenticates with private_key_jwt
 // (its private JWK, kid jose-idp-1, in FILE: idjag.mjs keys writes one),
 // may introspect and has the client_credentials grant.
 // Prints one JSON report {"steps": [{"name", "ok", "error"}]}, never a
@@ -36,6 +37,8 @@ const { values: args } = parseArgs({
     scope: { type: 'string' },
     'write-scope': { type: 'string' },
     'write-tool': { type: 'string' },
+    'agent-id': { type: 'string' },
+    'agent-secret': { type: 'string' },
     'jwt-client-id': { type: 'string' },
     'jwt-client-key': { type: 'string' },
   },
@@ -280,6 +283,29 @@ const user = tokens && oauth.getValidatedIdTokenClaims(tokens).sub;
 await step('authorization_code rfc9068', async () => {
   need(tokens);
   await checkAccessToken(tokens.access_token, user);
+});
+// Delegation by token exchange (RFC 8693 section 4.1): the user's token
+// with the agent's own as actor_token; act names the agent, sub stays
+// the user's.
+await step('token exchange with actor_token rfc8693', async () => {
+  need(tokens);
+  const agent = { client_id: args['agent-id'] };
+  const own = await oauth.processClientCredentialsResponse(as, agent,
+    await oauth.clientCredentialsGrantRequest(as, agent, oauth.ClientSecretBasic(args['agent-secret']),
+      new URLSearchParams({ scope: args.scope, resource: resource.href }), insecure));
+  const resp = await oauth.genericTokenEndpointRequest(as, client, auth, 'urn:ietf:params:oauth:grant-type:token-exchange',
+    new URLSearchParams({
+      subject_token: tokens.access_token,
+      subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+      actor_token: own.access_token,
+      actor_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+      resource: resource.href,
+      scope: args.scope,
+    }), insecure);
+  const tok = await oauth.processGenericTokenEndpointResponse(as, client, resp);
+  expect(tok.issued_token_type === 'urn:ietf:params:oauth:token-type:access_token' && !tok.refresh_token, JSON.stringify(Object.keys(tok)));
+  const claims = await checkAccessToken(tok.access_token, user);
+  expect(claims.act?.sub === agent.client_id && claims.scope === args.scope, `act ${JSON.stringify(claims.act)}, scope ${claims.scope}`);
 });
 await step('userinfo', async () => {
   need(tokens);
