@@ -35,7 +35,7 @@ var peerSteps = []string{
 	"token error invalid_client", "token error unsupported_grant_type", "token error invalid_scope", "token error invalid_target",
 	"dpop par + authorize", "dpop authorization_code", "dpop refresh", "dpop userinfo", "dpop userinfo as Bearer",
 	"dpop rfc9068 + proof", "dpop introspection", "dpop invalid proof at token", "revocation of a refresh token",
-	"dcr rfc7591", "public client authorization_code + dpop", "public client refresh needs its key",
+	"dcr rfc7591", "public client authorization_code + dpop", "public client refresh needs its key", "public client revocation needs its key",
 	"dcr invalid_redirect_uri",
 	"private_key_jwt client_credentials + introspection + revocation",
 }

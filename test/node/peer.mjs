@@ -524,7 +524,8 @@ const pub = await step('dcr rfc7591', async () => {
   // section 2 says: no id_token_signed_response_alg means RS256.
   return { ...reg, id_token_signed_response_alg: reg.id_token_signed_response_alg ?? 'RS256' };
 });
-const pubDPoP = oauth.DPoP({}, await oauth.generateKeyPair('ES256'));
+const pubKeys = await oauth.generateKeyPair('ES256');
+const pubDPoP = oauth.DPoP({}, pubKeys);
 const pubTokens = await step('public client authorization_code + dpop', async () => {
   need(pub);
   const v = oauth.generateRandomCodeVerifier();
@@ -540,7 +541,7 @@ const pubTokens = await step('public client authorization_code + dpop', async ()
   expect(tok.token_type === 'dpop' && tok.refresh_token, `token_type ${tok.token_type}, refresh token ${!!tok.refresh_token}`);
   return tok;
 });
-await step('public client refresh needs its key', async () => {
+const pubRefreshed = await step('public client refresh needs its key', async () => {
   need(pubTokens);
   const err = await refused(async () => oauth.processRefreshTokenResponse(as, pub,
     await oauth.refreshTokenGrantRequest(as, pub, oauth.None(), pubTokens.refresh_token, insecure)));
@@ -548,6 +549,34 @@ await step('public client refresh needs its key', async () => {
   const tok = await withNonce(async () => oauth.processRefreshTokenResponse(as, pub,
     await oauth.refreshTokenGrantRequest(as, pub, oauth.None(), pubTokens.refresh_token, { DPoP: pubDPoP, ...insecure })));
   expect(tok.refresh_token !== pubTokens.refresh_token, 'refresh token not rotated');
+  return tok;
+});
+// A public client's bound refresh token is revoked only with a DPoP
+// proof of its key (README, DPoP): without one the answer is 200 and the
+// grant lives on. oauth4webapi's revocationRequest sends no proof, so the
+// proof is made with jose, answering the nonce challenge.
+await step('public client revocation needs its key', async () => {
+  need(pubRefreshed);
+  const live = pubRefreshed.refresh_token;
+  await oauth.processRevocationResponse(await oauth.revocationRequest(as, pub, oauth.None(), live, insecure));
+  const still = await withNonce(async () => oauth.processRefreshTokenResponse(as, pub,
+    await oauth.refreshTokenGrantRequest(as, pub, oauth.None(), live, { DPoP: pubDPoP, ...insecure })));
+  const revoke = async (nonce) => fetch(as.revocation_endpoint, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/x-www-form-urlencoded',
+      dpop: await new jose.SignJWT({ htm: 'POST', htu: as.revocation_endpoint, jti: crypto.randomUUID(), ...(nonce ? { nonce } : {}) })
+        .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: await jose.exportJWK(pubKeys.publicKey) })
+        .setIssuedAt().sign(pubKeys.privateKey),
+    },
+    body: new URLSearchParams({ client_id: pub.client_id, token: still.refresh_token }),
+  });
+  let resp = await revoke();
+  if (resp.status === 400 && resp.headers.has('dpop-nonce')) resp = await revoke(resp.headers.get('dpop-nonce'));
+  expect(resp.status === 200, `revocation with a proof: ${resp.status} ${await resp.text()}`);
+  const err = await refused(async () => withNonce(async () => oauth.processRefreshTokenResponse(as, pub,
+    await oauth.refreshTokenGrantRequest(as, pub, oauth.None(), still.refresh_token, { DPoP: pubDPoP, ...insecure }))));
+  bodyError(err, 400, 'invalid_grant');
 });
 await step('dcr invalid_redirect_uri', async () => {
   need(as);
