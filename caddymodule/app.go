@@ -522,6 +522,9 @@ func (a *App) Start() error {
 	if err := a.iss.ApplyConfigChanges(context.Background()); err != nil {
 		return fmt.Errorf("mcp_auth: %w", err)
 	}
+	if err := a.iss.MakeIDTokenKey(context.Background()); err != nil {
+		return fmt.Errorf("mcp_auth: %w", err)
+	}
 	if httpApp != nil {
 		warnUnguardedProxies(httpApp, a.log)
 		warnLenientProxies(httpApp, a.log)

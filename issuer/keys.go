@@ -145,6 +145,19 @@ func (i *Issuer) RotateSigningKey(ctx context.Context) (string, error) {
 	return kid, nil
 }
 
+// MakeIDTokenKey makes the RS256 ID-token key now, unless it exists or
+// signing_alg's key signs RS256 ID tokens. Otherwise it is made when the
+// first RS256 ID token is signed, and a relying party that fetched the
+// JWKS before then, after an access token's verification say, may not
+// refetch it for minutes: call this when the issuer starts serving, so
+// that the key is published before any client can fetch the JWKS.
+func (i *Issuer) MakeIDTokenKey(ctx context.Context) error {
+	if i.keys.alg == i.idKeys.alg {
+		return nil
+	}
+	return i.idKeys.makeFirst(ctx)
+}
+
 // made reports whether the ring has a key that signs or will.
 func (k *keyRing) made() bool {
 	k.mu.RLock()

@@ -530,3 +530,36 @@ func TestIDTokenAlgorithmConfigured(t *testing.T) {
 		}
 	}
 }
+
+// TestMakeIDTokenKey: the RS256 ID-token key made ahead, as Caddy's app
+// does at start, is in the JWKS before any ID token, once; with
+// signing_alg RS256 there is nothing to make.
+func TestMakeIDTokenKey(t *testing.T) {
+	e := newTokEnv(t)
+	for range 2 {
+		if err := e.iss.MakeIDTokenKey(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keys, _ := e.jwksOf(t)
+	if len(keys) != 2 || keys[1].Alg != "RS256" {
+		t.Fatalf("JWKS = %v, want the access tokens' key and one RS256 key", keys)
+	}
+	code, verifier := e.issueCode(t, codeSpec{scopes: []string{"openid"}})
+	tok, err := e.exchange(t, tPublic, "", code, verifier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idt, _ := tok.Extra("id_token").(string)
+	if h, _ := claimsOf(t, idt); h["kid"] != keys[1].Kid {
+		t.Errorf("ID token kid = %v, want the key made ahead, %s", h["kid"], keys[1].Kid)
+	}
+
+	rs := newTokEnv(t, func(c *Config) { c.SigningAlg = "RS256" })
+	if err := rs.iss.MakeIDTokenKey(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if keys, _ := rs.jwksOf(t); len(keys) != 1 {
+		t.Errorf("JWKS with signing_alg RS256 = %v, want its one key", kids(keys))
+	}
+}
