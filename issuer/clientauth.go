@@ -445,6 +445,22 @@ func decodeJWKS(b []byte) ([]accesstoken.JWK, error) {
 	return keys, nil
 }
 
+// checkJWKS checks a client's or agent's inline JWK Set: at least one key,
+// each a public key of a kind an assertion is checked with (no private or
+// symmetric key values, which a JWK Set of a client must not hold).
+func checkJWKS(b []byte) error {
+	keys, err := decodeJWKS(b)
+	if err != nil || len(keys) == 0 {
+		return errors.New("jwks must be a JWK Set with keys")
+	}
+	for _, k := range keys {
+		if _, err := k.PublicKey(); err != nil {
+			return fmt.Errorf("jwks: %w", err)
+		}
+	}
+	return nil
+}
+
 // asInvalidClient turns a lookup failure into invalid_client, keeping the
 // cause for logs only.
 func asInvalidClient(err error) error {

@@ -254,14 +254,8 @@ func validateClientAuth(c *Client) error {
 			return errors.New("private_key_jwt needs exactly one of jwks and jwks_uri")
 		}
 		if len(c.JWKS) > 0 {
-			keys, err := decodeJWKS(c.JWKS)
-			if err != nil || len(keys) == 0 {
-				return errors.New("jwks must be a JWK Set with keys")
-			}
-			for _, k := range keys {
-				if _, err := k.PublicKey(); err != nil {
-					return fmt.Errorf("jwks: %w", err)
-				}
+			if err := checkJWKS(c.JWKS); err != nil {
+				return err
 			}
 		}
 		if c.JWKSURI != "" {

@@ -290,25 +290,27 @@ func TestJWKSCacheKeepsKeys(t *testing.T) {
 	}
 }
 
+// testECKey is the members of a public P-256 JWK (RFC 7517 appendix A.1).
+const testECKey = `"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"`
+
 // TestDecodeJWKSMemberNames: a JWK Set (a client's, inline or at its
 // jwks_uri, or a trusted IdP's) whose member names another reader could
 // read otherwise is refused: a repeated name, or a case variant of a
 // name this server reads (encoding/json would take "KTY" for kty and the
 // last of two "kid"). Names it does not read (x5c) stay allowed.
 func TestDecodeJWKSMemberNames(t *testing.T) {
-	const key = `"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"`
 	for _, tt := range []struct {
 		name, set string
 		ok        bool
 	}{
-		{"plain", `{"keys":[{` + key + `,"kid":"a"}]}`, true},
-		{"member it does not read", `{"keys":[{` + key + `,"kid":"a","x5t":"abc"}],"extra":1}`, true},
+		{"plain", `{"keys":[{` + testECKey + `,"kid":"a"}]}`, true},
+		{"member it does not read", `{"keys":[{` + testECKey + `,"kid":"a","x5t":"abc"}],"extra":1}`, true},
 		{"KTY", `{"keys":[{"KTY":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}`, false},
-		{"Kid besides kid", `{"keys":[{` + key + `,"kid":"a","Kid":"b"}]}`, false},
-		{"kid twice", `{"keys":[{` + key + `,"kid":"a","kid":"b"}]}`, false},
-		{"Keys", `{"Keys":[{` + key + `}]}`, false},
-		{"keys twice", `{"keys":[],"keys":[{` + key + `}]}`, false},
-		{"trailing data", `{"keys":[{` + key + `}]} {}`, false},
+		{"Kid besides kid", `{"keys":[{` + testECKey + `,"kid":"a","Kid":"b"}]}`, false},
+		{"kid twice", `{"keys":[{` + testECKey + `,"kid":"a","kid":"b"}]}`, false},
+		{"Keys", `{"Keys":[{` + testECKey + `}]}`, false},
+		{"keys twice", `{"keys":[],"keys":[{` + testECKey + `}]}`, false},
+		{"trailing data", `{"keys":[{` + testECKey + `}]} {}`, false},
 	} {
 		keys, err := decodeJWKS([]byte(tt.set))
 		if (err == nil) != tt.ok {

@@ -441,7 +441,8 @@ func checkStoredSize(c *Client) error {
 }
 
 // validateClientKeys checks the key material of a private_key_jwt client:
-// exactly one of jwks (a JWK Set object with keys) and jwks_uri (https).
+// exactly one of jwks (a JWK Set of public keys, checkJWKS) and jwks_uri
+// (https).
 func validateClientKeys(method string, jwks json.RawMessage, jwksURI string) ([]byte, string, error) {
 	if method != "private_key_jwt" {
 		return nil, "", nil
@@ -460,11 +461,10 @@ func validateClientKeys(method string, jwks json.RawMessage, jwksURI string) ([]
 	if len(jwks) > maxStoredJWKS {
 		return nil, "", ErrInvalidClientMetadata.WithDescription(fmt.Sprintf("jwks larger than %d bytes; publish the keys at a jwks_uri", maxStoredJWKS))
 	}
-	var set struct {
-		Keys []json.RawMessage `json:"keys"`
-	}
-	if err := decodeJSONObject(jwks, &set); err != nil || len(set.Keys) == 0 {
-		return nil, "", ErrInvalidClientMetadata.WithDescription("jwks must be a JWK Set with at least one key")
+	// Checked as a configured client's: a private or symmetric key here
+	// would be stored and answered back, and authenticates no one.
+	if err := checkJWKS(jwks); err != nil {
+		return nil, "", ErrInvalidClientMetadata.WithDescription(err.Error())
 	}
 	return bytes.Clone(jwks), "", nil
 }

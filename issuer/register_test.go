@@ -194,6 +194,14 @@ func TestRegisterValidation(t *testing.T) {
 		{"MAC-signed ID tokens", `{"redirect_uris":["https://a.example/cb"],"id_token_signed_response_alg":"HS256"}`, "invalid_client_metadata"},
 		{"ID token algorithm in lower case", `{"redirect_uris":["https://a.example/cb"],"id_token_signed_response_alg":"es256"}`, "invalid_client_metadata"},
 		{"ID token algorithm not a string", `{"redirect_uris":["https://a.example/cb"],"id_token_signed_response_alg":256}`, "invalid_client_metadata"},
+		// A JWK Set holds public keys only (OpenID Connect Dynamic Client
+		// Registration: no private or symmetric key values), of the kinds
+		// an assertion is checked with, as a configured client's must.
+		{"private key in jwks", `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks":{"keys":[{` + testECKey + `,"d":"870MB6gfuTJ4HtUnUvYMyJpr5eUZNP4Bk43bVdj3eAE"}]}}`, "invalid_client_metadata"},
+		{"symmetric key in jwks", `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks":{"keys":[{"kty":"oct","k":"c2hhcmVkLXNlY3JldA"}]}}`, "invalid_client_metadata"},
+		{"malformed key in jwks", `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks":{"keys":[{"kty":"EC"}]}}`, "invalid_client_metadata"},
+		{"a public key beside a private one", `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks":{"keys":[{` + testECKey + `,"kid":"a"},{` + testECKey + `,"kid":"b","d":"870MB6gfuTJ4HtUnUvYMyJpr5eUZNP4Bk43bVdj3eAE"}]}}`, "invalid_client_metadata"},
+		{"jwks key not an object", `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks":{"keys":["k"]}}`, "invalid_client_metadata"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -216,6 +224,7 @@ func TestRegisterValidation(t *testing.T) {
 		{"a query of its own", `{"redirect_uris":["https://a.example/cb?tenant=1&states=2"],"token_endpoint_auth_method":"none"}`, "web"},
 		{"https native (claimed URL)", `{"redirect_uris":["https://app.example.com/cb"],"token_endpoint_auth_method":"none","application_type":"native"}`, "native"},
 		{"private_key_jwt with jwks_uri", `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks_uri":"https://a.example/jwks"}`, "web"},
+		{"private_key_jwt with jwks", `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks":{"keys":[{` + testECKey + `,"kid":"a"}]}}`, "web"},
 	}
 	for _, tt := range ok {
 		t.Run(tt.name, func(t *testing.T) {
@@ -260,7 +269,7 @@ func TestRegisterMemberNamesUnambiguous(t *testing.T) {
 	}
 	accepted := []struct{ name, body string }{
 		{"unknown member in any case", `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"none","Logo_URI":"https://a.example/logo.png","logo_uri":"https://a.example/logo.png"}`},
-		{"a name in different objects", `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks":{"keys":[{"kty":"EC","kid":"1"},{"kty":"EC","kid":"2"}]}}`},
+		{"a name in different objects", `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks":{"keys":[{` + testECKey + `,"kid":"1"},{` + testECKey + `,"kid":"2"}]}}`},
 	}
 	for _, tt := range accepted {
 		t.Run(tt.name, func(t *testing.T) {
