@@ -193,7 +193,8 @@ func (i *Issuer) authSecret(ctx context.Context, id, secret, addr string) (*Clie
 		i.clientAuthFailed(id, addr, "unknown_client")
 		return nil, asInvalidClient(err)
 	}
-	switch d, err := i.limiter.reserveAttempt(ctx, account, addr); {
+	d, gen, err := i.limiter.reserveAttempt(ctx, account, addr)
+	switch {
 	case errors.Is(err, errHashBusy):
 		return nil, hashBusyError(err)
 	case err != nil:
@@ -206,16 +207,16 @@ func (i *Issuer) authSecret(ctx context.Context, id, secret, addr string) (*Clie
 	ok := false
 	if secretMethod(m) {
 		if ok, err = i.dir.checkSecret(ctx, c.SecretHash, secret); err != nil {
-			i.limiter.attemptNotRun(ctx, account, addr)
+			i.limiter.attemptNotRun(ctx, account, addr, gen)
 			return nil, hashBusyError(err)
 		}
 	}
 	if !ok {
-		i.limiter.attemptFailed(ctx, account, addr)
+		i.limiter.attemptFailed(ctx, account, addr, gen)
 		i.clientAuthFailed(id, addr, "invalid_secret")
 		return nil, ErrInvalidClient.WithDescription("client authentication failed")
 	}
-	i.limiter.attemptSucceeded(ctx, account, addr)
+	i.limiter.attemptSucceeded(ctx, account, addr, gen)
 	return c, nil
 }
 

@@ -579,7 +579,7 @@ func testLimiter(t *testing.T, clock *storetest.Clock, l *limiter) {
 	if d := delay("client:other", addr); d == 0 {
 		t.Fatal("attemptDelay for a slowed address = 0, want a delay")
 	}
-	l.attemptSucceeded(ctx, acct, addr)
+	l.attemptSucceeded(ctx, acct, addr, time.Time{}) // nothing was in flight
 	if d := delay("client:y", addr); d == 0 {
 		t.Fatal("a success for one account reset the address, want it kept")
 	}
@@ -593,13 +593,25 @@ func testInFlight(t *testing.T, clock *storetest.Clock, l *limiter) {
 	ctx := t.Context()
 	clock.Advance(24 * time.Hour)
 	const acct, addr = "client:z", "203.0.113.50"
+	var gens []time.Time
 	try := func() (time.Duration, bool) {
 		t.Helper()
-		d, room, err := l.tryReserve(ctx, acct, addr)
+		d, gen, room, err := l.tryReserve(ctx, acct, addr)
 		if err != nil {
 			t.Fatal(err)
 		}
+		if room {
+			gens = append(gens, gen)
+		}
 		return d, room
+	}
+	settle := func(f func(context.Context, string, string, time.Time)) {
+		t.Helper()
+		if len(gens) == 0 {
+			t.Fatal("no attempt in flight to settle")
+		}
+		f(ctx, acct, addr, gens[0])
+		gens = gens[1:]
 	}
 	for k := range limitFreePair + 1 {
 		if d, room := try(); d != 0 || !room {
@@ -611,22 +623,22 @@ func testInFlight(t *testing.T, clock *storetest.Clock, l *limiter) {
 	}
 	waits := 0
 	l.pause = func(context.Context, time.Duration) error { waits++; return nil }
-	if _, err := l.reserveAttempt(ctx, acct, addr); !errors.Is(err, errHashBusy) || waits == 0 {
+	if _, _, err := l.reserveAttempt(ctx, acct, addr); !errors.Is(err, errHashBusy) || waits == 0 {
 		t.Fatalf("reserveAttempt with no room = %v after %d waits, want errHashBusy after waiting", err, waits)
 	}
-	l.attemptSucceeded(ctx, acct, addr)
+	settle(l.attemptSucceeded)
 	if d, room := try(); d != 0 || !room {
 		t.Fatalf("check after a success settled = %v, %v; want admitted", d, room)
 	}
 	for range limitFreePair + 1 {
-		l.attemptFailed(ctx, acct, addr)
+		settle(l.attemptFailed)
 	}
 	if d, room := try(); d == 0 || room {
 		t.Fatalf("check after the budget failed = %v, %v; want a block", d, room)
 	}
 	err := l.c.run(ctx, false, func(tx counterTx) error {
 		for _, b := range budgets(acct, addr) {
-			if n := inFlight(tx, b.key); n != 0 {
+			if n := inFlight(tx, b.key, clock.Now()); n != 0 {
 				t.Errorf("in flight under %q after all settled = %v, want 0", b.key, n)
 			}
 		}

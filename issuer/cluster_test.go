@@ -416,3 +416,41 @@ func TestClockBehindAnotherInstance(t *testing.T) {
 		t.Errorf("B: revokedInStore(token revoked at B) = false, want true")
 	}
 }
+
+// TestInFlightLeftByCrashForgotten: an instance killed while it checked
+// a client's secret (or whose settlement the store refused) leaves the
+// check counted in flight in the shared database. A crash between the
+// two is not rare (each instance killed during a busy client's check
+// leaves one), and each slot left takes one failure off the pair's
+// budget: with limitFreePair of them, one wrong secret leaves the
+// client no room, and its right secret waits and is refused 503. What
+// was left is forgotten within two inFlightTTL even while the client
+// keeps authenticating every 20 s: counts in flight are kept per
+// generation and a generation is never extended by later traffic.
+func TestInFlightLeftByCrashForgotten(t *testing.T) {
+	envs, _ := clusterEnvs(t, 2)
+	a, b := envs[0], envs[1]
+	const remote, addr = "203.0.113.77:4000", "203.0.113.77"
+	account := "client:" + tConf
+	for range limitFreePair {
+		// B reserves the check and is killed before it settles it.
+		if _, _, err := b.iss.limiter.reserveAttempt(t.Context(), account, addr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waits := 0
+	a.iss.limiter.pause = func(context.Context, time.Duration) error { waits++; return nil }
+	right := ccForm(url.Values{"client_id": {tConf}, "client_secret": {tSecret}})
+	for k := range 9 {
+		a.clock.Advance(20 * time.Second)
+		if w := a.postFrom(remote, pathToken, right); w.Code != http.StatusOK {
+			t.Fatalf("right secret %d, %v after the crash = %d %s, want 200", k+1, time.Duration(k+1)*20*time.Second, w.Code, w.Body)
+		}
+	}
+	if w := a.postFrom(remote, pathToken, ccForm(url.Values{"client_id": {tConf}, "client_secret": {"wrong"}})); w.Code != http.StatusUnauthorized {
+		t.Fatalf("wrong secret = %d %s, want 401", w.Code, w.Body)
+	}
+	if w := a.postFrom(remote, pathToken, right); w.Code != http.StatusOK {
+		t.Errorf("right secret after one wrong one, 3 minutes after the crash = %d %s (after %d waits for room), want 200", w.Code, w.Body, waits)
+	}
+}

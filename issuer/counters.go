@@ -15,6 +15,9 @@ type counter struct {
 	N     float64   `json:"n"`
 	At    time.Time `json:"at"`
 	Until time.Time `json:"until,omitzero"`
+	// Prev is, for checks in flight (inFlightKey), those of the
+	// generation before At's (ratelimit.go).
+	Prev float64 `json:"prev,omitempty"`
 }
 
 // counters hold the limiters' counters, each until it expires. Where

@@ -150,7 +150,8 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 		// to the scores is bounded by its addresses' blocks.
 		u = nil
 	}
-	switch d, err := i.limiter.reserveAttempt(ctx, account, addr); {
+	d, gen, err := i.limiter.reserveAttempt(ctx, account, addr)
+	switch {
 	case err != nil:
 		i.loginNotRun(w, r, v, target, err)
 		return
@@ -163,12 +164,12 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 	// not reveal which usernames exist.
 	ok, err = i.dir.checkPassword(ctx, u, password)
 	if err != nil {
-		i.limiter.attemptNotRun(ctx, account, addr)
+		i.limiter.attemptNotRun(ctx, account, addr, gen)
 		i.loginNotRun(w, r, v, target, err)
 		return
 	}
 	if !ok {
-		i.limiter.attemptFailed(ctx, account, addr)
+		i.limiter.attemptFailed(ctx, account, addr, gen)
 		reason := "wrong_password"
 		if u == nil {
 			reason = "unknown_user"
@@ -178,7 +179,7 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 		i.pages.render(w, http.StatusUnauthorized, "login", "Sign in", v, target)
 		return
 	}
-	i.limiter.attemptSucceeded(ctx, account, addr)
+	i.limiter.attemptSucceeded(ctx, account, addr, gen)
 
 	ns := &session{Browser: s.Browser, Issuer: i.URL(), User: u.Username, AuthTime: authTime, ExpiresAt: i.now().Add(i.cfg.SessionTTL),
 		Credential: i.creds.of(principalUser, u.Username)}

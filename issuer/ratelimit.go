@@ -230,10 +230,15 @@ func recordAll(t counterTx, account, addr string, now time.Time) {
 // has one attempt at a time. A further attempt waits until one in flight
 // settles (a success clears the pair and frees its slot; failures end in
 // a block, and the wait in 429), at most hashQueueWait, then is answered
-// busy like a check with no hashing capacity. In-flight counts expire
-// inFlightTTL after their last change, so a check whose settlement was
-// never written (a crash, the store unreachable) holds its slot that long
-// and is then forgotten.
+// busy like a check with no hashing capacity. Checks in flight are
+// counted per generation of inFlightTTL (the current one and the one
+// before), and a check settles in the generation it was counted in, so
+// one whose settlement was never written (a crash, the store
+// unreachable) holds its slot until the generation after its own ends,
+// at most twice inFlightTTL, however busy its key stays: a single count
+// whose expiry each later check pushed back kept it for as long as the
+// key saw a check a minute, and with limitFreePair of them left by
+// instances killed in a check, one wrong secret shut the client out.
 const (
 	inFlightTTL       = time.Minute
 	inFlightFirstPoll = 5 * time.Millisecond
@@ -261,17 +266,70 @@ func budgets(account, addr string) []budget {
 	return bs
 }
 
-// inFlight is the number of checks in flight under key.
-func inFlight(t counterTx, key string) float64 {
-	e, _ := t.get(inFlightKey(key))
-	return e.N
+// inFlightGen is the generation of a check counted in flight at now,
+// unless a key is already counting a later one (another instance's
+// clock a little ahead): then that one, so that the check is counted
+// in one generation under every key.
+func inFlightGen(t counterTx, bs []budget, now time.Time) time.Time {
+	gen := now.Truncate(inFlightTTL)
+	for _, b := range bs {
+		if e, ok := t.get(inFlightKey(b.key)); ok && e.At.After(gen) {
+			gen = e.At
+		}
+	}
+	return gen
+}
+
+// inFlightAt is key's count in flight as of generation gen (or the later
+// one it counts already): N in At's generation, Prev in the one before.
+func inFlightAt(t counterTx, key string, gen time.Time) counter {
+	e, ok := t.get(inFlightKey(key))
+	switch {
+	case !ok || e.At.Before(gen.Add(-inFlightTTL)):
+		return counter{At: gen}
+	case e.At.Before(gen):
+		return counter{Prev: e.N, At: gen}
+	}
+	return e
+}
+
+// putInFlight keeps key's count in flight c until the generation after
+// its own ends; none is no counter.
+func putInFlight(t counterTx, key string, c counter) bool {
+	if c.N+c.Prev <= 0 {
+		t.del(inFlightKey(key))
+		return true
+	}
+	return t.put(inFlightKey(key), c, c.At.Add(2*inFlightTTL))
+}
+
+// inFlight is the number of checks in flight under key at now.
+func inFlight(t counterTx, key string, now time.Time) float64 {
+	c := inFlightAt(t, key, now.Truncate(inFlightTTL))
+	return c.N + c.Prev
+}
+
+// settleInFlight takes a check counted in generation gen out of key's
+// count; one whose generation has passed was forgotten already.
+func settleInFlight(t counterTx, key string, gen, now time.Time) {
+	c := inFlightAt(t, key, now.Truncate(inFlightTTL))
+	switch {
+	case c.At.Equal(gen):
+		c.N = max(c.N-1, 0)
+	case c.At.Add(-inFlightTTL).Equal(gen):
+		c.Prev = max(c.Prev-1, 0)
+	default:
+		return
+	}
+	putInFlight(t, key, c)
 }
 
 // hasRoom reports whether b admits one more check in flight: whether,
 // if all those in flight failed, none but the last would block.
-func hasRoom(t counterTx, b budget, now time.Time) bool {
+func hasRoom(t counterTx, b budget, gen, now time.Time) bool {
 	e, _ := t.get(b.key)
-	n := inFlight(t, b.key)
+	c := inFlightAt(t, b.key, gen)
+	n := c.N + c.Prev
 	return n == 0 || int(decayed(e, now)+n) <= b.free
 }
 
@@ -279,28 +337,30 @@ func hasRoom(t counterTx, b budget, now time.Time) bool {
 // hashes: it returns how long the attempt is refused, or puts it in
 // flight (see above), waiting for room if need be; errHashBusy when none
 // came in time. Nothing is written for a refusal. The caller settles the
-// attempt with attemptSucceeded, attemptFailed or attemptNotRun.
-func (l *limiter) reserveAttempt(ctx context.Context, account, addr string) (time.Duration, error) {
+// attempt, given the generation returned, with attemptSucceeded,
+// attemptFailed or attemptNotRun.
+func (l *limiter) reserveAttempt(ctx context.Context, account, addr string) (time.Duration, time.Time, error) {
 	poll, waited := inFlightFirstPoll, time.Duration(0)
 	for {
-		d, room, err := l.tryReserve(ctx, account, addr)
+		d, gen, room, err := l.tryReserve(ctx, account, addr)
 		if err != nil || d > 0 || room {
-			return d, err
+			return d, gen, err
 		}
 		if waited >= hashQueueWait {
-			return 0, errHashBusy
+			return 0, time.Time{}, errHashBusy
 		}
 		if err := l.pause(ctx, poll); err != nil {
-			return 0, err
+			return 0, time.Time{}, err
 		}
 		waited += poll
 		poll = min(2*poll, inFlightMaxPoll)
 	}
 }
 
-// tryReserve puts an attempt in flight if no block refuses it (d) and
-// every budget has room (room); a memory full of live counters has none.
-func (l *limiter) tryReserve(ctx context.Context, account, addr string) (d time.Duration, room bool, err error) {
+// tryReserve puts an attempt in flight, in generation gen, if no block
+// refuses it (d) and every budget has room (room); a memory full of live
+// counters has none.
+func (l *limiter) tryReserve(ctx context.Context, account, addr string) (d time.Duration, gen time.Time, room bool, err error) {
 	now := l.now()
 	bs := budgets(account, addr)
 	err = l.c.run(ctx, true, func(t counterTx) error {
@@ -308,16 +368,18 @@ func (l *limiter) tryReserve(ctx context.Context, account, addr string) (d time.
 		if d > 0 {
 			return nil
 		}
+		gen = inFlightGen(t, bs, now)
 		for _, b := range bs {
-			if !hasRoom(t, b, now) {
+			if !hasRoom(t, b, gen, now) {
 				return nil
 			}
 		}
 		for k, b := range bs {
-			n := inFlight(t, b.key)
-			if !t.put(inFlightKey(b.key), counter{N: n + 1, At: now}, now.Add(inFlightTTL)) {
+			c := inFlightAt(t, b.key, gen)
+			c.N++
+			if !putInFlight(t, b.key, c) {
 				for _, done := range bs[:k] {
-					putInFlight(t, done.key, inFlight(t, done.key)-1, now)
+					settleInFlight(t, done.key, gen, now)
 				}
 				return nil
 			}
@@ -325,24 +387,16 @@ func (l *limiter) tryReserve(ctx context.Context, account, addr string) (d time.
 		room = true
 		return nil
 	})
-	return d, room, err
+	return d, gen, room, err
 }
 
-// putInFlight keeps n checks in flight under key; none is no counter.
-func putInFlight(t counterTx, key string, n float64, now time.Time) {
-	if n <= 0 {
-		t.del(inFlightKey(key))
-		return
-	}
-	t.put(inFlightKey(key), counter{N: n, At: now}, now.Add(inFlightTTL))
-}
-
-// attemptSucceeded settles an attempt whose check passed: the pair's
-// failures are cleared; the address's and the account's are kept (one
-// valid account must not reset guessing at others, and the right
-// password from one place must not reset guessing from others).
-func (l *limiter) attemptSucceeded(ctx context.Context, account, addr string) {
-	l.settleAttempt(ctx, account, addr, func(t counterTx, now time.Time) {
+// attemptSucceeded settles an attempt (reserved in generation gen) whose
+// check passed: the pair's failures are cleared; the address's and the
+// account's are kept (one valid account must not reset guessing at
+// others, and the right password from one place must not reset guessing
+// from others).
+func (l *limiter) attemptSucceeded(ctx context.Context, account, addr string, gen time.Time) {
+	l.settleAttempt(ctx, account, addr, gen, func(t counterTx, now time.Time) {
 		if account != "" {
 			t.del(pairKey(account, addr))
 		}
@@ -351,25 +405,25 @@ func (l *limiter) attemptSucceeded(ctx context.Context, account, addr string) {
 
 // attemptFailed settles an attempt whose check failed: a failure counts
 // against the pair, the address and the account.
-func (l *limiter) attemptFailed(ctx context.Context, account, addr string) {
-	l.settleAttempt(ctx, account, addr, func(t counterTx, now time.Time) {
+func (l *limiter) attemptFailed(ctx context.Context, account, addr string, gen time.Time) {
+	l.settleAttempt(ctx, account, addr, gen, func(t counterTx, now time.Time) {
 		recordAll(t, account, addr, now)
 	})
 }
 
 // attemptNotRun settles an attempt whose check never ran (no hashing
 // capacity): no guess was judged, so nothing counts.
-func (l *limiter) attemptNotRun(ctx context.Context, account, addr string) {
-	l.settleAttempt(ctx, account, addr, func(counterTx, time.Time) {})
+func (l *limiter) attemptNotRun(ctx context.Context, account, addr string, gen time.Time) {
+	l.settleAttempt(ctx, account, addr, gen, func(counterTx, time.Time) {})
 }
 
 // settleAttempt takes the attempt out of flight and applies its outcome,
 // in one transaction.
-func (l *limiter) settleAttempt(ctx context.Context, account, addr string, outcome func(counterTx, time.Time)) {
+func (l *limiter) settleAttempt(ctx context.Context, account, addr string, gen time.Time, outcome func(counterTx, time.Time)) {
 	now := l.now()
 	l.write(ctx, func(t counterTx) error {
 		for _, b := range budgets(account, addr) {
-			putInFlight(t, b.key, inFlight(t, b.key)-1, now)
+			settleInFlight(t, b.key, gen, now)
 		}
 		outcome(t, now)
 		return nil

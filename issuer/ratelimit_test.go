@@ -117,19 +117,20 @@ func TestLimiterMemoryFull(t *testing.T) {
 	ctx := t.Context()
 	for i := range 100 {
 		account, addr := fmt.Sprintf("u%d", i), fmt.Sprintf("10.0.%d.%d", i/256, i%256)
-		if d, err := l.reserveAttempt(ctx, account, addr); err != nil || d > 0 {
+		d, gen, err := l.reserveAttempt(ctx, account, addr)
+		if err != nil || d > 0 {
 			t.Fatalf("flood attempt %d: delay %v, %v", i, d, err)
 		}
-		l.attemptFailed(ctx, account, addr)
+		l.attemptFailed(ctx, account, addr, gen)
 	}
 	if n := len(mem.m); n > mem.max {
 		t.Errorf("%d counters kept, want at most %d", n, mem.max)
 	}
-	d, err := l.reserveAttempt(ctx, "svc", "192.0.2.1")
+	d, gen, err := l.reserveAttempt(ctx, "svc", "192.0.2.1")
 	if err != nil || d > 0 {
 		t.Fatalf("a new client's check with the memory full: delay %v, %v; want it to run", d, err)
 	}
-	l.attemptSucceeded(ctx, "svc", "192.0.2.1")
+	l.attemptSucceeded(ctx, "svc", "192.0.2.1", gen)
 	if n := len(mem.m); n > mem.max {
 		t.Errorf("after the check: %d counters kept, want at most %d (nothing in flight left)", n, mem.max)
 	}
@@ -138,10 +139,11 @@ func TestLimiterMemoryFull(t *testing.T) {
 	for i := range 200 {
 		guess, flood := fmt.Sprintf("172.16.%d.%d", i/256, i%256), fmt.Sprintf("172.17.%d.%d", i/256, i%256)
 		for _, a := range [][2]string{{"alice", guess}, {fmt.Sprintf("u-late-%d", i), flood}} {
-			if d, err := l.reserveAttempt(ctx, a[0], a[1]); err != nil || d > 0 {
+			d, gen, err := l.reserveAttempt(ctx, a[0], a[1])
+			if err != nil || d > 0 {
 				t.Fatalf("attempt %d for %s: delay %v, %v", i, a[0], d, err)
 			}
-			l.attemptFailed(ctx, a[0], a[1])
+			l.attemptFailed(ctx, a[0], a[1], gen)
 		}
 	}
 	// A flood whose addresses each block (unknown clients: no hash, the
