@@ -17,13 +17,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres/pgtest"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/e2e/harness"
 )
 
 // caddyBin is the binary TestMain builds.
 var caddyBin string
 
-func TestMain(m *testing.M) { os.Exit(harness.RunWithCaddy(m, &caddyBin, (*testing.M).Run)) }
+func TestMain(m *testing.M) { os.Exit(harness.RunWithCaddy(m, &caddyBin, pgtest.Run)) }
 
 // env runs the binary with directories of its own (harness.Env).
 type env struct{ *harness.Env }

@@ -27,7 +27,7 @@ import (
 // lifetime and the gateway's rules, so each reload makes a new issuer and
 // a new gateway.
 func reloadConfig(adminPort, port int, db, hash, upstream string, v int) string {
-	c := crashConfig(adminPort, port, db, hash)
+	c := crashConfig(adminPort, port, "bolt "+db, hash)
 	c = strings.Replace(c, "storage bolt", fmt.Sprintf("access_token_ttl %dm\n\t\tstorage bolt", 30+v%2), 1)
 	rules := "tool * read"
 	if v%2 == 1 {
