@@ -40,7 +40,7 @@ type Storage interface {
 // stores holds open stores across config reloads. bbolt locks its file, so
 // a second open of the same path in this process would block forever; the
 // new config must share the old config's handle instead. Keys are
-// "bolt:<absolute path>", "memory" and "postgres:<SHA-256 of the DSN>".
+// "bolt:<absolute path, symbolic links resolved>", "memory" and "postgres:<SHA-256 of the DSN>".
 var stores = caddy.NewUsagePool()
 
 // pooledStore closes the store when the last config using it is cleaned up.
@@ -79,14 +79,16 @@ func (b *BoltStorage) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("storage path %q: %w", path, err)
 	}
-	b.abs, b.key, b.log = abs, "bolt:"+abs, ctx.Logger()
+	b.abs, b.log = abs, ctx.Logger()
 	return nil
 }
 
 // Open opens the database, creating its directory, or shares the handle
-// a previous config opened.
+// a previous config opened on the same file, however its path is
+// spelled.
 func (b *BoltStorage) Open() (store.Store, error) {
 	abs := b.abs
+	b.key = "bolt:" + resolved(abs)
 	v, _, err := stores.LoadOrNew(b.key, func() (caddy.Destructor, error) {
 		if err := os.MkdirAll(filepath.Dir(abs), 0o700); err != nil {
 			return nil, fmt.Errorf("storage directory: %w", err)
@@ -103,6 +105,21 @@ func (b *BoltStorage) Open() (store.Store, error) {
 	}
 	b.st = v.(pooledStore).Store
 	return b.st, nil
+}
+
+// resolved is path with its symbolic links resolved as far as it exists
+// (the file, else its directory): the key of a file opened through a
+// link must be the same as through its own path, since a second open of
+// the file in this process would wait for the first one's lock and
+// fail the reload.
+func resolved(path string) string {
+	if p, err := filepath.EvalSymlinks(path); err == nil {
+		return p
+	}
+	if d, err := filepath.EvalSymlinks(filepath.Dir(path)); err == nil {
+		return filepath.Join(d, filepath.Base(path))
+	}
+	return path
 }
 
 // ownerOnly makes the store file readable by its owner only, as bbolt

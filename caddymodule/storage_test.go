@@ -125,6 +125,43 @@ func TestBoltStorageSharedAcrossProvisions(t *testing.T) {
 	}
 }
 
+// A reload whose path names the same file through a symbolic link (to
+// the file or to its directory) shares the open handle: a second open of
+// the file would wait for the first's lock and fail the reload.
+func TestBoltStorageSymlinkedPath(t *testing.T) {
+	dir := t.TempDir()
+	realDir := filepath.Join(dir, "realDir")
+	if err := os.Mkdir(realDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(realDir, filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	ctx := newContext(t)
+	old := &BoltStorage{Path: filepath.Join(realDir, "mcp-auth.db")}
+	oldSt, err := open(ctx, old)
+	if err != nil {
+		t.Fatalf("Open(%s) = %v", old.Path, err)
+	}
+	defer old.Cleanup()
+	if err := os.Symlink(old.Path, filepath.Join(dir, "file.db")); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{filepath.Join(dir, "link", "mcp-auth.db"), filepath.Join(dir, "file.db")} {
+		cur := &BoltStorage{Path: path}
+		var curSt store.Store
+		if err := within(t, 5*time.Second, "second Open", func() (err error) { curSt, err = open(ctx, cur); return err }); err != nil {
+			t.Fatalf("Open(%s) while %s is open = %v, want the shared handle", path, old.Path, err)
+		}
+		if curSt != oldSt {
+			t.Errorf("Open(%s) = another handle than %s's, want the shared one", path, old.Path)
+		}
+		if err := cur.Cleanup(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func TestBoltStorageDistinctPaths(t *testing.T) {
 	ctx := newContext(t)
 	a := &BoltStorage{Path: filepath.Join(t.TempDir(), "a.db")}
