@@ -71,13 +71,13 @@ func (i *Issuer) authenticateClient(r *http.Request, f url.Values) (*Client, *cl
 		if formID != "" && formID != id {
 			return nil, nil, ErrInvalidClient.WithDescription("client_id does not match the credentials")
 		}
-		c, err = i.authSecret(ctx, id, secret, addr)
+		c, err = i.authSecret(ctx, id, secret, addr, authClientSecretBasic)
 		return c, nil, err
 	case post:
 		if formID == "" {
 			return nil, nil, ErrInvalidClient.WithDescription("client_id is required")
 		}
-		c, err = i.authSecret(ctx, formID, f.Get("client_secret"), addr)
+		c, err = i.authSecret(ctx, formID, f.Get("client_secret"), addr, authClientSecretPost)
 		return c, nil, err
 	case assertion || assertionType:
 		return i.authAssertion(ctx, r, f, formID, addr)
@@ -172,9 +172,13 @@ func tooManyAttempts(d time.Duration) *Error {
 		Status: http.StatusTooManyRequests, RetryAfter: d}
 }
 
-// authSecret checks client_secret_basic / client_secret_post. A client
-// registered for either may use either: both send the same secret.
-func (i *Issuer) authSecret(ctx context.Context, id, secret, addr string) (*Client, error) {
+// authSecret checks client_secret_basic / client_secret_post; used is the
+// method the request used. A client uses the method it registered (RFC
+// 7591 section 2); the other is refused before its secret is checked, and
+// not counted as a failure: golang.org/x/oauth2's AuthStyleAutoDetect
+// sends the header first, then the form, and its clients would slow
+// themselves down. An agent registers no method and may use either.
+func (i *Issuer) authSecret(ctx context.Context, id, secret, addr, used string) (*Client, error) {
 	account := "client:" + id
 	switch d, err := i.limiter.attemptDelay(ctx, account, addr); {
 	case err != nil:
@@ -192,6 +196,10 @@ func (i *Issuer) authSecret(ctx context.Context, id, secret, addr string) (*Clie
 		i.limiter.recordFailure(ctx, "", addr) // unknown ids count against the address only
 		i.clientAuthFailed(id, addr, "unknown_client")
 		return nil, asInvalidClient(err)
+	}
+	if c.agent == nil && secretMethod(c.TokenEndpointAuthMethod) && c.TokenEndpointAuthMethod != used {
+		i.clientAuthFailed(id, addr, "wrong_method")
+		return nil, ErrInvalidClient.WithDescription("client is not registered for " + used)
 	}
 	d, gen, err := i.limiter.reserveAttempt(ctx, account, addr)
 	switch {

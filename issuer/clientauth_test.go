@@ -81,7 +81,9 @@ func TestClientAuthenticationMethods(t *testing.T) {
 	}{
 		{name: "basic", basic: tConf + ":" + tSecret, wantStatus: 200},
 		{name: "post", form: url.Values{"client_id": {tPost}, "client_secret": {tSecret2}}, wantStatus: 200},
-		{name: "post for a basic client", form: url.Values{"client_id": {tConf}, "client_secret": {tSecret}}, wantStatus: 200},
+		// RFC 7591 section 2: the method registered is the one used.
+		{name: "post for a basic client", form: url.Values{"client_id": {tConf}, "client_secret": {tSecret}}, wantStatus: 401, wantCode: "invalid_client"},
+		{name: "basic for a post client", basic: tPost + ":" + tSecret2, wantStatus: 401, wantCode: "invalid_client"},
 		{name: "two methods", form: url.Values{"client_id": {tPost}, "client_secret": {tSecret2}}, basic: tConf + ":" + tSecret, wantStatus: 400, wantCode: "invalid_request"},
 		{name: "basic and assertion", form: url.Values{"client_assertion_type": {jwtBearerAssertion}, "client_assertion": {"x"}}, basic: tConf + ":" + tSecret, wantStatus: 400, wantCode: "invalid_request"},
 		{name: "client_id differs from basic", form: url.Values{"client_id": {tPost}}, basic: tConf + ":" + tSecret, wantStatus: 401, wantCode: "invalid_client"},
@@ -104,6 +106,113 @@ func TestClientAuthenticationMethods(t *testing.T) {
 				t.Fatalf("token = %d %s, want %d %q", a.status, a.raw, tt.wantStatus, tt.wantCode)
 			}
 		})
+	}
+}
+
+// TestClientSecretMethodEnforced: a client authenticates at the token,
+// PAR, revocation and introspection endpoints only with the secret method
+// it registered (RFC 7591 section 2), 401 invalid_client otherwise, with
+// a Basic challenge (RFC 6749 section 5.2). Its secret is not checked and
+// the refusal not counted as a failure: golang.org/x/oauth2's
+// AuthStyleAutoDetect tries the header first, then the form, and a
+// client it drives would otherwise slow itself down. Agents register no
+// method and may use either.
+func TestClientSecretMethodEnforced(t *testing.T) {
+	e := newTokEnv(t)
+	byBasic := func(id, secret string) (url.Values, string) { return nil, id + ":" + secret }
+	byPost := func(id, secret string) (url.Values, string) {
+		return url.Values{"client_id": {id}, "client_secret": {secret}}, ""
+	}
+	type send func(id, secret string) (url.Values, string)
+	for _, path := range []string{pathToken, pathPAR, pathRevoke, pathIntrospect} {
+		form := map[string]url.Values{
+			pathToken:      ccForm(nil),
+			pathPAR:        {"response_type": {"code"}, "redirect_uri": {tRedirect}, "code_challenge": {oauth2.S256ChallengeFromVerifier(oauth2.GenerateVerifier())}, "code_challenge_method": {"S256"}, "resource": {tResource}},
+			pathRevoke:     {"token": {"not-a-token"}},
+			pathIntrospect: {"token": {"not-a-token"}},
+		}[path]
+		for _, tt := range []struct {
+			name, id, secret string
+			send             send
+			refused          bool
+		}{
+			{"basic client, basic", tConf, tSecret, byBasic, false},
+			{"basic client, post", tConf, tSecret, byPost, true},
+			{"post client, post", tPost, tSecret2, byPost, false},
+			{"post client, basic", tPost, tSecret2, byBasic, true},
+			{"agent, basic", tAgent1, tAgentSecret, byBasic, false},
+			{"agent, post", tAgent1, tAgentSecret, byPost, false},
+		} {
+			t.Run(strings.TrimPrefix(path, "/")+" "+tt.name, func(t *testing.T) {
+				e.iss.limiter = newLimiter(e.clock.Now, nil, nil)
+				extra, basic := tt.send(tt.id, tt.secret)
+				f := url.Values{}
+				for k, v := range form {
+					f[k] = v
+				}
+				for k, v := range extra {
+					f[k] = v
+				}
+				a := e.post(t, path, f, basic)
+				if !tt.refused {
+					if a.status == http.StatusUnauthorized || a.status == http.StatusTooManyRequests {
+						t.Fatalf("%s = %d %s, want the client authenticated", path, a.status, a.raw)
+					}
+					return
+				}
+				if a.status != http.StatusUnauthorized || a.str("error") != "invalid_client" {
+					t.Fatalf("%s = %d %s, want 401 invalid_client", path, a.status, a.raw)
+				}
+				if h := a.header.Get("WWW-Authenticate"); !strings.HasPrefix(h, "Basic ") {
+					t.Errorf("WWW-Authenticate = %q, want a Basic challenge", h)
+				}
+			})
+		}
+	}
+
+	// Not counted: many refusals leave the client's own method working
+	// from the same address, unslowed.
+	e.iss.limiter = newLimiter(e.clock.Now, nil, nil)
+	for n := range 3 * limitFreeAddr {
+		if a := e.post(t, pathToken, ccForm(nil), tPost+":"+tSecret2); a.status != http.StatusUnauthorized {
+			t.Fatalf("refusal %d = %d %s, want 401", n, a.status, a.raw)
+		}
+	}
+	if a := e.post(t, pathToken, ccForm(url.Values{"client_id": {tPost}, "client_secret": {tSecret2}}), ""); a.status != http.StatusOK {
+		t.Fatalf("post after basic refusals = %d %s, want 200", a.status, a.raw)
+	}
+
+	// A self-registered client: RFC 7591's default is client_secret_basic,
+	// which the registration answers.
+	for _, tt := range []struct{ method, want string }{{"", authClientSecretBasic}, {authClientSecretPost, authClientSecretPost}} {
+		body := `{"redirect_uris":["` + tRedirect + `"]`
+		if tt.method != "" {
+			body += `,"token_endpoint_auth_method":"` + tt.method + `"`
+		}
+		resp, reg := e.register(t, body+"}")
+		id, _ := reg["client_id"].(string)
+		secret, _ := reg["client_secret"].(string)
+		if resp.StatusCode != http.StatusCreated || reg["token_endpoint_auth_method"] != tt.want || secret == "" {
+			t.Fatalf("register %s = %d %v, want 201 with a secret and method %s", body, resp.StatusCode, reg, tt.want)
+		}
+		revoke := url.Values{"token": {"not-a-token"}}
+		post := url.Values{"token": {"not-a-token"}, "client_id": {id}, "client_secret": {secret}}
+		basicStatus, postStatus := e.post(t, pathRevoke, revoke, id+":"+secret).status, e.post(t, pathRevoke, post, "").status
+		want := map[string][2]int{authClientSecretBasic: {200, 401}, authClientSecretPost: {401, 200}}[tt.want]
+		if basicStatus != want[0] || postStatus != want[1] {
+			t.Errorf("DCR client (%s): revoke with basic, post = %d, %d; want %d, %d", tt.want, basicStatus, postStatus, want[0], want[1])
+		}
+	}
+
+	// x/oauth2's AuthStyleAutoDetect finds each client's method.
+	for _, c := range []struct{ id, secret string }{{tConf, tSecret}, {tPost, tSecret2}} {
+		cc := clientcredentials.Config{
+			ClientID: c.id, ClientSecret: c.secret, TokenURL: e.iss.endpoint(pathToken),
+			EndpointParams: url.Values{"resource": {tResource}}, AuthStyle: oauth2.AuthStyleAutoDetect,
+		}
+		if _, err := cc.Token(e.ctx()); err != nil {
+			t.Errorf("%s: clientcredentials Token() with AuthStyleAutoDetect: %v", c.id, err)
+		}
 	}
 }
 

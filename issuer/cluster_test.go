@@ -221,13 +221,13 @@ func TestLimitsSharedAcrossInstances(t *testing.T) {
 	a, b := envs[0], envs[1]
 	both := []*testEnv{a, b}
 	const attacker = "203.0.113.9:4000"
-	guess := ccForm(url.Values{"client_id": {tConf}, "client_secret": {"wrong"}})
+	guess := ccForm(url.Values{"client_id": {tPost}, "client_secret": {"wrong"}})
 	for n := range limitFreePair + 1 {
 		if w := both[n%2].postFrom(attacker, pathToken, guess); w.Code != http.StatusUnauthorized {
 			t.Fatalf("failure %d, on %s = %d %s, want 401", n+1, "AB"[n%2:n%2+1], w.Code, w.Body)
 		}
 	}
-	right := ccForm(url.Values{"client_id": {tConf}, "client_secret": {tSecret}})
+	right := ccForm(url.Values{"client_id": {tPost}, "client_secret": {tSecret2}})
 	for k, e := range both {
 		if w := e.postFrom(attacker, pathToken, right); w.Code != http.StatusTooManyRequests {
 			t.Errorf("%s after %d failures split over A and B = %d %s, want 429", "AB"[k:k+1], limitFreePair+1, w.Code, w.Body)

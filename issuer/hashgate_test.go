@@ -116,11 +116,24 @@ func TestConcurrentWrongPasswordsHashBounded(t *testing.T) {
 	}
 }
 
-// tokenFrom posts a client_credentials request with client_secret_post
-// from remote.
+// tokenFrom posts a client_credentials request from remote, with
+// client_secret_post for tPost and client_secret_basic for the others (the
+// methods they registered).
 func (e *testEnv) tokenFrom(remote, clientID, secret string) *httptest.ResponseRecorder {
-	return e.postFrom(remote, pathToken, url.Values{"grant_type": {"client_credentials"}, "resource": {tResource},
-		"client_id": {clientID}, "client_secret": {secret}})
+	form := url.Values{"grant_type": {"client_credentials"}, "resource": {tResource}}
+	if clientID == tPost {
+		form.Set("client_id", clientID)
+		form.Set("client_secret", secret)
+	}
+	r := httptest.NewRequest(http.MethodPost, e.iss.endpoint(pathToken), strings.NewReader(form.Encode()))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if clientID != tPost {
+		r.SetBasicAuth(url.QueryEscape(clientID), url.QueryEscape(secret))
+	}
+	r.RemoteAddr = remote
+	w := httptest.NewRecorder()
+	e.iss.ServeHTTP(w, r)
+	return w
 }
 
 func errorCode(t *testing.T, w *httptest.ResponseRecorder) string {

@@ -450,8 +450,9 @@ var errNotNarrowed = errors.New("the update does not narrow the client")
 // Name, redirect URIs (see redirectsPrincipal) and introspect (read at
 // each introspection) are not in it.
 func registrationNarrowed(old, cur *Client) bool {
-	// The two secret methods are one: either is accepted for the other
-	// (authenticateClient), with the same secret.
+	// The two secret methods are one credential: the same secret, sent in
+	// the header or the form; switching between them changes who can
+	// authenticate in no way.
 	sameMethod := old.TokenEndpointAuthMethod == cur.TokenEndpointAuthMethod ||
 		secretMethod(old.TokenEndpointAuthMethod) && secretMethod(cur.TokenEndpointAuthMethod)
 	return !sameMethod || old.SecretHash != cur.SecretHash ||

@@ -413,8 +413,9 @@ const appRedirect = "https://app.example.com/cb"
 // the name or redirect URIs or widens the client; it revokes every grant
 // the client holds when it narrows the scopes, resources or grant types,
 // or changes the kind of authentication or the keys (client_secret_basic
-// and client_secret_post are one kind: either is accepted for the other).
-// The secret stays unless the method no longer takes one.
+// and client_secret_post are one kind: the same secret, sent another way;
+// only the registered way is accepted). The secret stays unless the
+// method no longer takes one.
 func TestUpdateClientGrants(t *testing.T) {
 	pub, err := publicJWK(jwtTestKey().Public())
 	if err != nil {
@@ -425,8 +426,9 @@ func TestUpdateClientGrants(t *testing.T) {
 		name, client, body string
 		kept               bool
 		// ccBasic is the status of worker's client credentials request with
-		// its secret (basic) afterwards, 0 for app; ccPost, with the
-		// secret in the form.
+		// its secret (basic) afterwards, 0 for app; ccPost, that worker is
+		// now client_secret_post and gets a token with the secret in the
+		// form.
 		ccBasic int
 		ccPost  bool
 	}{
@@ -439,7 +441,7 @@ func TestUpdateClientGrants(t *testing.T) {
 		{"refresh_token dropped", "app", `{"public":true,"redirect_uris":["` + tRedirect + `"],"grant_types":["authorization_code"],"scopes":["read","write"]}`, false, 0, false},
 		{"confidential: name", "worker", `{"client_name":"Service","redirect_uris":["` + tRedirect + `"],"grant_types":["authorization_code","refresh_token","client_credentials"],"scopes":["read"]}`, true, 200, false},
 		{"confidential: introspect", "worker", `{"introspect":true,"redirect_uris":["` + tRedirect + `"],"grant_types":["authorization_code","refresh_token","client_credentials"],"scopes":["read"]}`, true, 200, false},
-		{"confidential: basic to post", "worker", `{"token_endpoint_auth_method":"client_secret_post","redirect_uris":["` + tRedirect + `"],"grant_types":["authorization_code","refresh_token","client_credentials"],"scopes":["read"]}`, true, 200, true},
+		{"confidential: basic to post", "worker", `{"token_endpoint_auth_method":"client_secret_post","redirect_uris":["` + tRedirect + `"],"grant_types":["authorization_code","refresh_token","client_credentials"],"scopes":["read"]}`, true, 401, true},
 		{"confidential to public", "worker", `{"public":true,"redirect_uris":["` + tRedirect + `"],"scopes":["read"]}`, false, 401, false},
 		{"confidential to keys", "worker", `{"jwks":` + string(jwks) + `,"redirect_uris":["` + tRedirect + `"],"grant_types":["authorization_code","refresh_token","client_credentials"],"scopes":["read"]}`, false, 401, false},
 		{"client credentials dropped", "worker", `{"redirect_uris":["` + tRedirect + `"],"scopes":["read"]}`, false, 400, false},
@@ -476,9 +478,13 @@ func TestUpdateClientGrants(t *testing.T) {
 			}
 			form := url.Values{"grant_type": {grantRefreshToken}, "refresh_token": {user.RefreshToken}}
 			basic := ""
-			if tt.client == "app" {
+			switch {
+			case tt.client == "app":
 				form.Set("client_id", "app")
-			} else {
+			case tt.ccPost:
+				form.Set("client_id", "worker")
+				form.Set("client_secret", tPassword)
+			default:
 				basic = "worker:" + tPassword
 			}
 			if tt.kept {

@@ -20,7 +20,8 @@ type Metrics interface {
 	LoginFailed(reason string)
 	// ClientAuthFailed counts a refused client authentication at a
 	// back-channel endpoint: unknown_client, no_credentials,
-	// invalid_secret, invalid_assertion, assertion_reused or throttled.
+	// invalid_secret, wrong_method, invalid_assertion, assertion_reused
+	// or throttled.
 	ClientAuthFailed(reason string)
 }
 

@@ -54,6 +54,9 @@ func TestSecurityEvents(t *testing.T) {
 	if a := e.post(t, pathToken, url.Values{"grant_type": {"client_credentials"}}, tConf+":"+wrongSecret); a.status != http.StatusUnauthorized {
 		t.Fatalf("wrong client secret: %d %s, want 401", a.status, a.raw)
 	}
+	if a := e.post(t, pathToken, url.Values{"grant_type": {"client_credentials"}, "client_id": {tConf}, "client_secret": {tSecret}}, ""); a.status != http.StatusUnauthorized {
+		t.Fatalf("client_secret_post for a client_secret_basic client: %d %s, want 401", a.status, a.raw)
+	}
 	if a := e.post(t, pathToken, url.Values{"grant_type": {"client_credentials"}, "resource": {tResource}}, tConf+":"+tSecret); a.status != http.StatusOK {
 		t.Fatalf("client credentials: %d %s, want 200", a.status, a.raw)
 	}
@@ -96,6 +99,7 @@ func TestSecurityEvents(t *testing.T) {
 		{"login failed", map[string]any{"user": tUser, "remote_addr": "203.0.113.7", "reason": "wrong_password"}},
 		{"login failed", map[string]any{"remote_addr": "203.0.113.7", "reason": "unknown_user"}},
 		{"client authentication failed", map[string]any{"client_id": tConf, "remote_addr": "127.0.0.1", "reason": "invalid_secret"}},
+		{"client authentication failed", map[string]any{"client_id": tConf, "remote_addr": "127.0.0.1", "reason": "wrong_method"}},
 		{"authorization code reused; its grant is revoked", map[string]any{"remote_addr": "127.0.0.1"}},
 	}
 	if diff := cmp.Diff(want, got, cmp.AllowUnexported(event{})); diff != "" {
@@ -105,6 +109,7 @@ func TestSecurityEvents(t *testing.T) {
 		"login wrong_password":      1,
 		"login unknown_user":        1,
 		"client invalid_secret":     1,
+		"client wrong_method":       1,
 		"issued client_credentials": 1,
 		"issued authorization_code": 1,
 	}

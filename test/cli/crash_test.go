@@ -230,14 +230,14 @@ func crashCycles(t *testing.T, r *crashRig) {
 	resource := r.issuer + "/mcp"
 	// A client of the admin API's whose secret the rotation worker rotates.
 	var rot string
-	if st, body := crashAdmin(ctx, r, http.MethodPost, "/mcp-auth/clients", `{"client_id":"rot","grant_types":["client_credentials"],"scopes":["read"]}`); st != http.StatusCreated {
+	if st, body := crashAdmin(ctx, r, http.MethodPost, "/mcp-auth/clients", `{"client_id":"rot","grant_types":["client_credentials"],"scopes":["read"],"token_endpoint_auth_method":"client_secret_post"}`); st != http.StatusCreated {
 		t.Fatalf("add client rot = %d %s", st, body)
 	} else {
 		rot = jsonField(body, "client_secret")
 	}
 	l.clients["rot"] = rot
 	// A client of the admin API's that takes client_credentials tokens.
-	st, body := crashAdmin(ctx, r, http.MethodPost, "/mcp-auth/clients", `{"client_id":"cc","grant_types":["client_credentials"],"scopes":["read"]}`)
+	st, body := crashAdmin(ctx, r, http.MethodPost, "/mcp-auth/clients", `{"client_id":"cc","grant_types":["client_credentials"],"scopes":["read"],"token_endpoint_auth_method":"client_secret_post"}`)
 	if st != http.StatusCreated {
 		t.Fatalf("add client cc = %d %s", st, body)
 	}
@@ -298,7 +298,7 @@ func crashCycles(t *testing.T, r *crashRig) {
 		loop(func(n int) {
 			st, reg, err := harness.Register(ctx, &harness.Metadata{RegistrationEndpoint: r.issuer + "/register"}, map[string]any{
 				"client_name": fmt.Sprintf("crash %d %d", cycle, n), "redirect_uris": []string{crashRedirect},
-				"token_endpoint_auth_method": "client_secret_basic", "grant_types": []string{"authorization_code", "refresh_token"},
+				"token_endpoint_auth_method": "client_secret_post", "grant_types": []string{"authorization_code", "refresh_token"},
 			})
 			if err != nil {
 				<-stop
@@ -332,7 +332,7 @@ func crashCycles(t *testing.T, r *crashRig) {
 				}
 			case 1:
 				id := fmt.Sprintf("c%d-%d", cycle, n)
-				st, body = crashAdmin(ctx, r, http.MethodPost, "/mcp-auth/clients", fmt.Sprintf(`{"client_id":%q,"grant_types":["client_credentials"]}`, id))
+				st, body = crashAdmin(ctx, r, http.MethodPost, "/mcp-auth/clients", fmt.Sprintf(`{"client_id":%q,"grant_types":["client_credentials"],"token_endpoint_auth_method":"client_secret_post"}`, id))
 				if st == http.StatusCreated {
 					l.add(func() { l.clients[id] = jsonField(body, "client_secret"); l.counts["client"]++ })
 				}

@@ -38,7 +38,7 @@ func TestDiskFullAnswers503(t *testing.T) {
 	r := startCrashRig(t, e, filepath.Join(dir, "mcp-auth.db"))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	st, body := crashAdmin(ctx, r, http.MethodPost, "/mcp-auth/clients", `{"client_id":"cc","grant_types":["client_credentials"],"scopes":["read"]}`)
+	st, body := crashAdmin(ctx, r, http.MethodPost, "/mcp-auth/clients", `{"client_id":"cc","grant_types":["client_credentials"],"scopes":["read"],"token_endpoint_auth_method":"client_secret_post"}`)
 	if st != http.StatusCreated {
 		t.Fatalf("add client = %d %s", st, body)
 	}

@@ -98,7 +98,7 @@ func TestReloadsReleaseAndKeep(t *testing.T) {
 	}
 	resource := r.issuer + "/mcp"
 	client := func(id string) (secret string) {
-		st, body := crashAdmin(ctx, r, http.MethodPost, "/mcp-auth/clients", fmt.Sprintf(`{"client_id":%q,"grant_types":["client_credentials"],"scopes":["read"]}`, id))
+		st, body := crashAdmin(ctx, r, http.MethodPost, "/mcp-auth/clients", fmt.Sprintf(`{"client_id":%q,"grant_types":["client_credentials"],"scopes":["read"],"token_endpoint_auth_method":"client_secret_post"}`, id))
 		if st != http.StatusCreated {
 			t.Fatalf("add client %s = %d %s", id, st, body)
 		}

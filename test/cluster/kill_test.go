@@ -24,7 +24,7 @@ func TestInstanceKilledMidTransaction(t *testing.T) {
 	var added struct {
 		Secret string `json:"client_secret"`
 	}
-	if st := doJSON(ctx, t, http.DefaultClient, http.MethodPost, c.a.admin+"/mcp-auth/clients", []byte(`{"client_id":"busy","grant_types":["client_credentials"],"scopes":["notes:read"]}`), &added); st != http.StatusCreated {
+	if st := doJSON(ctx, t, http.DefaultClient, http.MethodPost, c.a.admin+"/mcp-auth/clients", []byte(`{"client_id":"busy","grant_types":["client_credentials"],"scopes":["notes:read"],"token_endpoint_auth_method":"client_secret_post"}`), &added); st != http.StatusCreated {
 		t.Fatalf("add client = %d", st)
 	}
 	token := func(in *instance) (int, string) {
