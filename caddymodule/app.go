@@ -168,6 +168,9 @@ type Client struct {
 	// DPoPBoundAccessTokens: the client always uses DPoP (RFC 9449
 	// section 5.2); token requests without a proof are refused.
 	DPoPBoundAccessTokens bool `json:"dpop_bound_access_tokens,omitempty"`
+	// RequirePushedAuthorizationRequests: the client's authorization
+	// requests are refused unless pushed first (PAR, RFC 9126 section 6).
+	RequirePushedAuthorizationRequests bool `json:"require_pushed_authorization_requests,omitempty"`
 	// IDTokenAlg is the algorithm of the client's ID tokens: RS256 (the
 	// default, as OpenID Connect's) or signing_alg.
 	IDTokenAlg string `json:"id_token_signed_response_alg,omitempty"`
@@ -352,20 +355,21 @@ func (c Client) issuerClient(repl *caddy.Replacer) (issuer.Client, error) {
 		return issuer.Client{}, fmt.Errorf("secret: %w", err)
 	}
 	ic := issuer.Client{
-		ID:                      c.ID,
-		Name:                    c.Name,
-		SecretHash:              secret,
-		RedirectURIs:            c.RedirectURIs,
-		PostLogoutRedirectURIs:  c.PostLogoutRedirectURIs,
-		GrantTypes:              c.GrantTypes,
-		TokenEndpointAuthMethod: c.AuthMethod,
-		JWKSURI:                 c.JWKSURI,
-		Resources:               c.Resources,
-		Scopes:                  c.Scopes,
-		Introspect:              c.Introspect,
-		DPoPBoundAccessTokens:   c.DPoPBoundAccessTokens,
-		IDTokenAlg:              c.IDTokenAlg,
-		Source:                  "config",
+		ID:                                 c.ID,
+		Name:                               c.Name,
+		SecretHash:                         secret,
+		RedirectURIs:                       c.RedirectURIs,
+		PostLogoutRedirectURIs:             c.PostLogoutRedirectURIs,
+		GrantTypes:                         c.GrantTypes,
+		TokenEndpointAuthMethod:            c.AuthMethod,
+		JWKSURI:                            c.JWKSURI,
+		Resources:                          c.Resources,
+		Scopes:                             c.Scopes,
+		Introspect:                         c.Introspect,
+		DPoPBoundAccessTokens:              c.DPoPBoundAccessTokens,
+		RequirePushedAuthorizationRequests: c.RequirePushedAuthorizationRequests,
+		IDTokenAlg:                         c.IDTokenAlg,
+		Source:                             "config",
 	}
 	if ic.JWKS, err = readJWKS(c.JWKSFile); err != nil {
 		return ic, err

@@ -60,6 +60,7 @@ func TestIssuerConfigClients(t *testing.T) {
 		{"jwks_uri", Client{ID: "c", JWKSURI: "https://c.example/jwks"}, "", "", ""},
 		{"jwks file", Client{ID: "c", JWKSFile: jwks}, "", "", ""},
 		{"explicit method", Client{ID: "c", AuthMethod: "private_key_jwt"}, "private_key_jwt", "", ""},
+		{"requires PAR", Client{ID: "c", Public: true, RequirePushedAuthorizationRequests: true}, "none", "", ""},
 		{"no credentials", Client{ID: "c"}, "", "", "needs a secret, a key set (jwks, jwks_uri), or public"},
 		{"unset env secret", Client{ID: "c", SecretHash: "{env.TEST_UNSET_HASH}"}, "", "", "secret: {env.TEST_UNSET_HASH} resolves to nothing"},
 		{"plain secret", Client{ID: "c", SecretHash: "hunter2"}, "", "", "not a bcrypt hash; only bcrypt is accepted: make one with `caddy hash-password` (or give sha256:<hex>)"},
@@ -82,6 +83,9 @@ func TestIssuerConfigClients(t *testing.T) {
 				t.Fatalf("issuerConfig() error = %v", err)
 			}
 			c := cfg.Clients[0]
+			if c.RequirePushedAuthorizationRequests != tt.client.RequirePushedAuthorizationRequests {
+				t.Errorf("issuerConfig() client require PAR = %v, want %v", c.RequirePushedAuthorizationRequests, tt.client.RequirePushedAuthorizationRequests)
+			}
 			if c.TokenEndpointAuthMethod != tt.wantMethod || c.SecretHash != tt.wantHash || c.Source != "config" {
 				t.Errorf("issuerConfig() client = method %q hash %q source %q, want %q %q config",
 					c.TokenEndpointAuthMethod, c.SecretHash, c.Source, tt.wantMethod, tt.wantHash)

@@ -75,6 +75,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			scopes <scope...>
 //			introspect
 //			dpop_bound_access_tokens
+//			require_pushed_authorization_requests
 //			id_token_alg RS256|<signing_alg>
 //		}
 //		agent <agent_id> {
@@ -437,6 +438,8 @@ func parseClient(d *caddyfile.Dispenser) (Client, error) {
 			err = flag(d, &c.Introspect)
 		case "dpop_bound_access_tokens":
 			err = flag(d, &c.DPoPBoundAccessTokens)
+		case "require_pushed_authorization_requests":
+			err = flag(d, &c.RequirePushedAuthorizationRequests)
 		case "id_token_alg":
 			err = oneArg(d, &c.IDTokenAlg)
 		default:

@@ -329,6 +329,7 @@ type ClientView struct {
 	Resources              []string  `json:"resources,omitempty"`
 	Scopes                 []string  `json:"scopes,omitempty"`
 	Introspect             bool      `json:"introspect,omitempty"`
+	RequirePAR             bool      `json:"require_pushed_authorization_requests,omitempty"`
 	IDTokenAlg             string    `json:"id_token_signed_response_alg,omitempty"`
 	Source                 string    `json:"source,omitempty"`
 	CreatedAt              time.Time `json:"created_at,omitzero"`
@@ -341,7 +342,8 @@ func clientView(c Client) ClientView {
 		ID: c.ID, Name: c.Name, RedirectURIs: c.RedirectURIs, PostLogoutRedirectURIs: c.PostLogoutRedirectURIs, GrantTypes: c.GrantTypes,
 		AuthMethod: c.TokenEndpointAuthMethod, JWKSURI: c.JWKSURI, HasJWKS: len(c.JWKS) > 0,
 		ApplicationType: c.ApplicationType, Resources: c.Resources, Scopes: c.Scopes,
-		Introspect: c.Introspect, IDTokenAlg: c.IDTokenAlg, Source: c.Source, CreatedAt: c.CreatedAt,
+		Introspect: c.Introspect, RequirePAR: c.RequirePushedAuthorizationRequests, IDTokenAlg: c.IDTokenAlg,
+		Source: c.Source, CreatedAt: c.CreatedAt,
 	}
 }
 
@@ -365,6 +367,9 @@ type NewClientRequest struct {
 	// Introspect marks a resource server, which may introspect every
 	// token.
 	Introspect bool `json:"introspect,omitempty"`
+	// RequirePAR: the client's authorization requests must be pushed
+	// first (RFC 9126 section 6).
+	RequirePAR bool `json:"require_pushed_authorization_requests,omitempty"`
 	// IDTokenAlg is the algorithm of its ID tokens: RS256 (the default)
 	// or the issuer's signing_alg.
 	IDTokenAlg string `json:"id_token_signed_response_alg,omitempty"`
@@ -407,6 +412,7 @@ func (nc *NewClientRequest) client() (Client, error) {
 		ID: nc.ID, Name: nc.Name, RedirectURIs: nc.RedirectURIs, PostLogoutRedirectURIs: nc.PostLogoutRedirectURIs, GrantTypes: nc.GrantTypes,
 		TokenEndpointAuthMethod: nc.AuthMethod, JWKSURI: nc.JWKSURI, JWKS: nc.JWKS,
 		Resources: nc.Resources, Scopes: nc.Scopes, Introspect: nc.Introspect, IDTokenAlg: nc.IDTokenAlg,
+		RequirePushedAuthorizationRequests: nc.RequirePAR,
 	}
 	switch {
 	case nc.Public && c.TokenEndpointAuthMethod != "" && c.TokenEndpointAuthMethod != authNone:

@@ -313,6 +313,9 @@ func TestAdminClients(t *testing.T) {
 		{"add resource server", "POST", "/mcp-auth/clients", `{"client_id":"rs","introspect":true}`, 201, `"introspect":true`},
 		{"show resource server", "GET", "/mcp-auth/clients/rs", "", 200, `"introspect":true`},
 		{"add public resource server", "POST", "/mcp-auth/clients", `{"client_id":"x","public":true,"introspect":true}`, 400, "introspect"},
+		{"add requiring PAR", "POST", "/mcp-auth/clients", `{"client_id":"par","public":true,"redirect_uris":["http://127.0.0.1/cb"],"require_pushed_authorization_requests":true}`, 201, `"require_pushed_authorization_requests":true`},
+		{"show requiring PAR", "GET", "/mcp-auth/clients/par", "", 200, `"require_pushed_authorization_requests":true`},
+		{"add requiring PAR not a boolean", "POST", "/mcp-auth/clients", `{"client_id":"par2","public":true,"redirect_uris":["http://127.0.0.1/cb"],"require_pushed_authorization_requests":"yes"}`, 400, ""},
 		{"list", "GET", "/mcp-auth/clients", "", 200, `"client_id":"cli"`},
 		{"show", "GET", "/mcp-auth/clients/svc", "", 200, `"grant_types":["client_credentials"]`},
 		{"show unknown", "GET", "/mcp-auth/clients/nope", "", 404, ""},
@@ -325,6 +328,14 @@ func TestAdminClients(t *testing.T) {
 	}
 	for _, tt := range steps {
 		t.Run(tt.name, func(t *testing.T) { runAPI(t, srv, tt) })
+	}
+	// What /authorize reads (TestAuthorizePARRequiredByClient).
+	if c, err := iss.dir.lookupClient(t.Context(), "par"); err != nil || !c.RequirePushedAuthorizationRequests {
+		t.Errorf("client par = %+v, %v; want it to require PAR", c, err)
+	}
+	runAPI(t, srv, apiCase{"update without PAR", "PUT", "/mcp-auth/clients/par", `{"public":true,"redirect_uris":["http://127.0.0.1/cb"]}`, 200, ""})
+	if c, err := iss.dir.lookupClient(t.Context(), "par"); err != nil || c.RequirePushedAuthorizationRequests {
+		t.Errorf("client par after an update without it = %+v, %v; want PAR not required", c, err)
 	}
 	for _, body := range []string{runAPI(t, srv, apiCase{"list", "GET", "/mcp-auth/clients", "", 200, ""}),
 		runAPI(t, srv, apiCase{"show", "GET", "/mcp-auth/clients/svc", "", 200, ""})} {

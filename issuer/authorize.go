@@ -329,8 +329,12 @@ func isLoopbackIP(h string) bool {
 // Errors are *Error and go to the redirect URI.
 func (i *Issuer) parseAuthorize(ctx context.Context, c *Client, params url.Values, usedPAR bool) (*authRequest, error) {
 	invalid := func(d string) error { return ErrInvalidRequest.WithDescription(d) }
-	if i.cfg.RequirePAR && !usedPAR {
+	switch {
+	case usedPAR:
+	case i.cfg.RequirePAR:
 		return nil, invalid("this server requires pushed authorization requests (request_uri)")
+	case c.RequirePushedAuthorizationRequests:
+		return nil, invalid("this client is registered with require_pushed_authorization_requests: push the request first (request_uri)")
 	}
 	if len(params["resource"]) > 1 {
 		return nil, errOneResource

@@ -500,6 +500,77 @@ func TestAuthorizePAR(t *testing.T) {
 	})
 }
 
+// TestAuthorizePARRequiredByClient: a client registered with
+// require_pushed_authorization_requests (RFC 9126 section 6), configured,
+// self-registered or by a Client ID Metadata Document, is refused an
+// authorization request not pushed first (invalid_request at its
+// redirect URI, section 5), and gets a code through PAR; other clients
+// are not affected.
+func TestAuthorizePARRequiredByClient(t *testing.T) {
+	e, host := newCIMDEnv(t, true, func(c *Config) {
+		for n := range c.Clients {
+			if c.Clients[n].ID == bClientID {
+				c.Clients[n].RequirePushedAuthorizationRequests = true
+			}
+		}
+	})
+	resp, reg := e.register(t, `{"redirect_uris":["`+bRedirect+`"],"token_endpoint_auth_method":"none","require_pushed_authorization_requests":true}`)
+	if resp.StatusCode != http.StatusCreated || reg["require_pushed_authorization_requests"] != true {
+		t.Fatalf("registration = %d %v, want 201 echoing require_pushed_authorization_requests", resp.StatusCode, reg)
+	}
+	dcr, _ := reg["client_id"].(string)
+	doc := host.doc("/par-client.json", "", func(id string) string {
+		return `{"client_id":"` + id + `","client_name":"Doc Client","redirect_uris":["` + bRedirect + `"],"token_endpoint_auth_method":"none","require_pushed_authorization_requests":true}`
+	})
+	get := func(q url.Values) *http.Response {
+		t.Helper()
+		resp, err := e.browser().Get(e.url(pathAuthorize, q))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	for _, id := range []string{bClientID, dcr, doc} {
+		p := authParams(testChallenge)
+		p.Set("client_id", id)
+		resp, err := e.browser().Get(e.url(pathAuthorize, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := readBody(t, resp)
+		loc, _ := url.Parse(resp.Header.Get("Location"))
+		if id == bClientID {
+			if !strings.HasPrefix(loc.String(), bRedirect+"?") || loc.Query().Get("error") != "invalid_request" || loc.Query().Get("iss") == "" {
+				t.Errorf("%s without PAR: %d Location %s, want invalid_request with iss at the redirect URI", id, resp.StatusCode, loc)
+			}
+		} else if resp.StatusCode != http.StatusBadRequest || loc.String() != "" || !strings.Contains(body, "(invalid_request)") {
+			// A self-registered client's early errors are not redirected
+			// (earlyError).
+			t.Errorf("%s without PAR: %d Location %s, want a 400 page saying invalid_request", id, resp.StatusCode, loc)
+		}
+		resp, err = e.srv.Client().PostForm(e.url(pathPAR, nil), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out struct {
+			RequestURI string `json:"request_uri"`
+		}
+		if body := readBody(t, resp); resp.StatusCode != http.StatusCreated || json.Unmarshal([]byte(body), &out) != nil {
+			t.Fatalf("%s: PAR = %d %s, want 201", id, resp.StatusCode, body)
+		}
+		q := url.Values{"client_id": {id}, "request_uri": {out.RequestURI}}
+		if cb, err := e.robot(e.browser(), e.url(pathAuthorize, q), bRedirect, bUser, bPassword, "approve"); err != nil || cb.Query().Get("code") == "" {
+			t.Errorf("%s through PAR: %v, callback %v; want a code", id, err, cb)
+		}
+	}
+	// A client without it is not refused.
+	resp = get(webAuthParams(testChallenge))
+	if loc, _ := url.Parse(resp.Header.Get("Location")); loc == nil || loc.Query().Get("error") != "" {
+		t.Errorf("another client without PAR: Location %v, want no error", loc)
+	}
+}
+
 // TestAuthorizePAREndpoint pushes through the real /par endpoint.
 func TestAuthorizePAREndpoint(t *testing.T) {
 	e := newBrowserEnv(t, nil)

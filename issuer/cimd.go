@@ -376,18 +376,19 @@ func validateCIMD(clientID string, m *clientMetadata, idAlgs []string) (*Client,
 		return nil, err
 	}
 	c := &Client{
-		ID:                      clientID,
-		Name:                    name,
-		RedirectURIs:            uris,
-		PostLogoutRedirectURIs:  logoutURIs,
-		GrantTypes:              slices.Clone(grants),
-		TokenEndpointAuthMethod: method,
-		JWKS:                    jwks,
-		JWKSURI:                 jwksURI,
-		ApplicationType:         appType,
-		DPoPBoundAccessTokens:   m.DPoPBoundAccessTokens,
-		IDTokenAlg:              m.IDTokenAlg,
-		Source:                  sourceCIMD,
+		ID:                                 clientID,
+		Name:                               name,
+		RedirectURIs:                       uris,
+		PostLogoutRedirectURIs:             logoutURIs,
+		GrantTypes:                         slices.Clone(grants),
+		TokenEndpointAuthMethod:            method,
+		JWKS:                               jwks,
+		JWKSURI:                            jwksURI,
+		ApplicationType:                    appType,
+		DPoPBoundAccessTokens:              m.DPoPBoundAccessTokens,
+		RequirePushedAuthorizationRequests: bool(m.RequirePAR),
+		IDTokenAlg:                         m.IDTokenAlg,
+		Source:                             sourceCIMD,
 	}
 	if err := checkStoredSize(c); err != nil {
 		return nil, cimdError(fmt.Sprintf("the document is too large: client_id, client_name, redirect_uris, post_logout_redirect_uris and jwks together must fit in %d bytes", maxStoredRegistration))

@@ -209,6 +209,10 @@ type Client struct {
 	// DPoPBoundAccessTokens (RFC 9449 section 5.2): the client always
 	// uses DPoP, and token requests without a proof are refused.
 	DPoPBoundAccessTokens bool `json:"dpop_bound_access_tokens,omitempty"`
+	// RequirePushedAuthorizationRequests (RFC 9126 section 6): the
+	// client's authorization requests are refused unless pushed first
+	// (PAR), as all are with Config.RequirePAR.
+	RequirePushedAuthorizationRequests bool `json:"require_pushed_authorization_requests,omitempty"`
 	// IDTokenAlg is the algorithm of its ID tokens (OpenID Connect
 	// Dynamic Client Registration 1.0 section 2): RS256 or the issuer's
 	// signing_alg; empty means RS256, as there.

@@ -29,6 +29,7 @@ type storedClient struct {
 	Scopes                  []string  `json:"scopes,omitempty"`
 	Introspect              bool      `json:"introspect,omitempty"`
 	DPoPBoundAccessTokens   bool      `json:"dpop_bound_access_tokens,omitempty"`
+	RequirePAR              bool      `json:"require_pushed_authorization_requests,omitempty"`
 	IDTokenAlg              string    `json:"id_token_signed_response_alg,omitempty"`
 	Source                  string    `json:"source,omitempty"`
 	CreatedAt               time.Time `json:"created_at,omitempty"`
@@ -51,6 +52,7 @@ func clientRecord(c *Client) *storedClient {
 		Scopes:                  c.Scopes,
 		Introspect:              c.Introspect,
 		DPoPBoundAccessTokens:   c.DPoPBoundAccessTokens,
+		RequirePAR:              c.RequirePushedAuthorizationRequests,
 		IDTokenAlg:              c.IDTokenAlg,
 		Source:                  c.Source,
 		CreatedAt:               c.CreatedAt,
@@ -60,24 +62,25 @@ func clientRecord(c *Client) *storedClient {
 
 func (s *storedClient) client() *Client {
 	return &Client{
-		ID:                      s.ID,
-		Name:                    s.Name,
-		SecretHash:              s.SecretHash,
-		RedirectURIs:            s.RedirectURIs,
-		PostLogoutRedirectURIs:  s.PostLogoutRedirectURIs,
-		GrantTypes:              s.GrantTypes,
-		TokenEndpointAuthMethod: s.TokenEndpointAuthMethod,
-		JWKS:                    s.JWKS,
-		JWKSURI:                 s.JWKSURI,
-		ApplicationType:         s.ApplicationType,
-		Resources:               s.Resources,
-		Scopes:                  s.Scopes,
-		Introspect:              s.Introspect,
-		DPoPBoundAccessTokens:   s.DPoPBoundAccessTokens,
-		IDTokenAlg:              s.IDTokenAlg,
-		Source:                  s.Source,
-		CreatedAt:               s.CreatedAt,
-		ExpiresAt:               s.ExpiresAt,
+		ID:                                 s.ID,
+		Name:                               s.Name,
+		SecretHash:                         s.SecretHash,
+		RedirectURIs:                       s.RedirectURIs,
+		PostLogoutRedirectURIs:             s.PostLogoutRedirectURIs,
+		GrantTypes:                         s.GrantTypes,
+		TokenEndpointAuthMethod:            s.TokenEndpointAuthMethod,
+		JWKS:                               s.JWKS,
+		JWKSURI:                            s.JWKSURI,
+		ApplicationType:                    s.ApplicationType,
+		Resources:                          s.Resources,
+		Scopes:                             s.Scopes,
+		Introspect:                         s.Introspect,
+		DPoPBoundAccessTokens:              s.DPoPBoundAccessTokens,
+		RequirePushedAuthorizationRequests: s.RequirePAR,
+		IDTokenAlg:                         s.IDTokenAlg,
+		Source:                             s.Source,
+		CreatedAt:                          s.CreatedAt,
+		ExpiresAt:                          s.ExpiresAt,
 	}
 }
 

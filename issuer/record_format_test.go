@@ -46,6 +46,11 @@ func TestStoredFormat(t *testing.T) {
 			want: &Client{ID: "rp", RedirectURIs: []string{"https://rp.example/cb"}, PostLogoutRedirectURIs: []string{"https://rp.example/bye", "https://rp.example/bye?x=1"}},
 		},
 		{
+			name: "client requiring PAR", bucket: bucketClients, key: "par",
+			raw:  `{"client_id":"par","redirect_uris":["https://par.example/cb"],"require_pushed_authorization_requests":true,"created_at":"0001-01-01T00:00:00Z"}`,
+			want: &Client{ID: "par", RedirectURIs: []string{"https://par.example/cb"}, RequirePushedAuthorizationRequests: true},
+		},
+		{
 			name: "minimal client", bucket: bucketClients, key: "min",
 			raw:  `{"client_id":"min","created_at":"0001-01-01T00:00:00Z"}`,
 			want: &Client{ID: "min"},

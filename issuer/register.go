@@ -76,7 +76,24 @@ type clientMetadata struct {
 	JWKS                    json.RawMessage `json:"jwks"`
 	ApplicationType         string          `json:"application_type"`
 	DPoPBoundAccessTokens   bool            `json:"dpop_bound_access_tokens"`
+	RequirePAR              strictBool      `json:"require_pushed_authorization_requests"`
 	IDTokenAlg              string          `json:"id_token_signed_response_alg"`
+}
+
+// strictBool is a boolean member that must be true or false: for null,
+// encoding/json would leave a bool false without an error.
+type strictBool bool
+
+func (b *strictBool) UnmarshalJSON(raw []byte) error {
+	switch string(raw) {
+	case "true":
+		*b = true
+	case "false":
+		*b = false
+	default:
+		return errors.New("not a boolean")
+	}
+	return nil
 }
 
 // registrationResponse is the RFC 7591 section 3.2.1 answer.
@@ -96,6 +113,7 @@ type registrationResponse struct {
 	JWKS                    json.RawMessage `json:"jwks,omitempty"`
 	Scope                   string          `json:"scope,omitempty"`
 	DPoPBoundAccessTokens   bool            `json:"dpop_bound_access_tokens,omitempty"`
+	RequirePAR              bool            `json:"require_pushed_authorization_requests,omitempty"`
 	IDTokenAlg              string          `json:"id_token_signed_response_alg"`
 }
 
@@ -194,6 +212,7 @@ func (i *Issuer) handleRegister(w http.ResponseWriter, r *http.Request) {
 		JWKS:                    json.RawMessage(c.JWKS),
 		Scope:                   m.Scope,
 		DPoPBoundAccessTokens:   c.DPoPBoundAccessTokens,
+		RequirePAR:              c.RequirePushedAuthorizationRequests,
 		IDTokenAlg:              c.idTokenAlg(),
 	}
 	if secret != "" {
@@ -404,16 +423,17 @@ func validateRegistration(m *clientMetadata, idAlgs []string) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{
-		Name:                    name,
-		RedirectURIs:            uris,
-		PostLogoutRedirectURIs:  logoutURIs,
-		GrantTypes:              grants,
-		TokenEndpointAuthMethod: method,
-		JWKS:                    jwks,
-		JWKSURI:                 jwksURI,
-		ApplicationType:         appType,
-		DPoPBoundAccessTokens:   m.DPoPBoundAccessTokens,
-		IDTokenAlg:              m.IDTokenAlg,
+		Name:                               name,
+		RedirectURIs:                       uris,
+		PostLogoutRedirectURIs:             logoutURIs,
+		GrantTypes:                         grants,
+		TokenEndpointAuthMethod:            method,
+		JWKS:                               jwks,
+		JWKSURI:                            jwksURI,
+		ApplicationType:                    appType,
+		DPoPBoundAccessTokens:              m.DPoPBoundAccessTokens,
+		RequirePushedAuthorizationRequests: bool(m.RequirePAR),
+		IDTokenAlg:                         m.IDTokenAlg,
 	}
 	if err := checkStoredSize(c); err != nil {
 		return nil, err
