@@ -169,6 +169,12 @@ func (d *directory) validateConfig() error {
 		// The rules of a registered client's redirect URIs: codes go
 		// nowhere in clear, nor to a host a browser reads otherwise
 		// (review s16-admin F2: configured clients skipped them).
+		if err := checkRedirectURICount(c.RedirectURIs); err != nil {
+			return fmt.Errorf("client %q: %s", c.ID, err.Description)
+		}
+		if err := checkRedirectURICount(c.PostLogoutRedirectURIs); err != nil {
+			return fmt.Errorf("client %q: post_logout_redirect_uris: %s", c.ID, err.Description)
+		}
 		for _, u := range slices.Concat(c.RedirectURIs, c.PostLogoutRedirectURIs) {
 			if err := configuredRedirectURI(u); err != nil {
 				return entryErr("client", c.ID, err)

@@ -189,6 +189,47 @@ func TestManageClients(t *testing.T) {
 	}
 }
 
+// TestClientRedirectURIsBounded: an operator's client has at most as many
+// redirect URIs and post-logout redirect URIs as a self-registered one
+// (maxRedirectURIs), in the configuration (refused at load, naming the
+// client and the list) and through the admin API (400).
+func TestClientRedirectURIsBounded(t *testing.T) {
+	e := newTokEnv(t)
+	uris := func(n int, path string) []string {
+		out := make([]string, n)
+		for k := range out {
+			out[k] = fmt.Sprintf("https://app.example.com/%s/%d", path, k)
+		}
+		return out
+	}
+	for _, tt := range []struct {
+		name               string
+		redirects, logouts int
+		wantErr            string
+	}{
+		{"at the bound", maxRedirectURIs, maxRedirectURIs, ""},
+		{"too many redirect URIs", maxRedirectURIs + 1, 0, fmt.Sprintf(`client "a": too many redirect_uris (%d, at most %d)`, maxRedirectURIs+1, maxRedirectURIs)},
+		{"too many post-logout redirect URIs", 1, maxRedirectURIs + 1, fmt.Sprintf(`client "a": post_logout_redirect_uris: too many redirect_uris (%d, at most %d)`, maxRedirectURIs+1, maxRedirectURIs)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := e.config()
+			cfg.Clients = append(cfg.Clients, Client{ID: "a", TokenEndpointAuthMethod: "none", RedirectURIs: uris(tt.redirects, "cb"), PostLogoutRedirectURIs: uris(tt.logouts, "bye")})
+			_, err := New(cfg, e.store)
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Errorf("New() error = %v, want %q", err, tt.wantErr)
+			}
+
+			iss, _ := newAdminIssuer(t, nil)
+			body, _ := json.Marshal(NewClientRequest{ID: "a", Public: true, RedirectURIs: uris(tt.redirects, "cb"), PostLogoutRedirectURIs: uris(tt.logouts, "bye")})
+			want, msg := http.StatusCreated, ""
+			if tt.wantErr != "" {
+				want, msg = http.StatusBadRequest, strings.TrimPrefix(tt.wantErr, `client "a": `)
+			}
+			runAPI(t, adminServer(t, iss), apiCase{"add", "POST", "/mcp-auth/clients", string(body), want, msg})
+		})
+	}
+}
+
 func TestConfigValidation(t *testing.T) {
 	e := newTokEnv(t)
 	for _, tt := range []struct {

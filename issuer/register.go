@@ -667,8 +667,8 @@ func validateRedirectURIs(uris []string, appType string, required bool) ([]strin
 	if required && len(uris) == 0 {
 		return nil, "", ErrInvalidRedirectURI.WithDescription("redirect_uris is required for the authorization_code grant")
 	}
-	if len(uris) > maxRedirectURIs {
-		return nil, "", ErrInvalidRedirectURI.WithDescription("too many redirect_uris")
+	if err := checkRedirectURICount(uris); err != nil {
+		return nil, "", err
 	}
 	if appType != "" && appType != "web" && appType != "native" {
 		return nil, "", ErrInvalidClientMetadata.WithDescription(fmt.Sprintf("unsupported application_type %q", appType))
@@ -697,6 +697,15 @@ func validateRedirectURIs(uris []string, appType string, required bool) ([]strin
 		}
 	}
 	return slices.Clone(uris), appType, nil
+}
+
+// checkRedirectURICount bounds a client's redirect URIs, or its
+// post-logout redirect URIs: every client's, the operator's too.
+func checkRedirectURICount(uris []string) *Error {
+	if len(uris) > maxRedirectURIs {
+		return ErrInvalidRedirectURI.WithDescription(fmt.Sprintf("too many redirect_uris (%d, at most %d)", len(uris), maxRedirectURIs))
+	}
+	return nil
 }
 
 // validatePostLogoutRedirectURIs checks post_logout_redirect_uris
