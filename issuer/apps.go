@@ -43,6 +43,10 @@ func (i *Issuer) handleApps(w http.ResponseWriter, r *http.Request) {
 }
 
 func (i *Issuer) appsGet(w http.ResponseWriter, r *http.Request) {
+	q, ok := i.pages.query(w, r)
+	if !ok {
+		return
+	}
 	s, _, err := i.sessions.current(r)
 	if err != nil {
 		i.pages.serverErrorPage(w, err)
@@ -58,7 +62,7 @@ func (i *Issuer) appsGet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v := appsView{Action: i.base + pathApps, CSRF: s.CSRF, User: s.User, LogoutURL: i.base + pathLogout, Rows: rows}
-	if r.URL.Query().Get("revoked") == "1" {
+	if q.Get("revoked") == "1" {
 		v.Notice = "Access revoked."
 	}
 	i.pages.render(w, http.StatusOK, "apps", "Connected apps and agents", v)

@@ -46,12 +46,16 @@ func (i *Issuer) handleConsent(w http.ResponseWriter, r *http.Request) {
 }
 
 func (i *Issuer) consentGet(w http.ResponseWriter, r *http.Request) {
+	q, ok := i.pages.query(w, r)
+	if !ok {
+		return
+	}
 	s, sid, err := i.sessions.current(r)
 	if err != nil {
 		i.pages.serverErrorPage(w, err)
 		return
 	}
-	id := r.URL.Query().Get("req")
+	id := q.Get("req")
 	p, err := i.pending.load(r.Context(), id, s)
 	if errors.Is(err, errPendingGone) {
 		i.pages.pendingGonePage(w)

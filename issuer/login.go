@@ -30,6 +30,10 @@ func (i *Issuer) handleLogin(w http.ResponseWriter, r *http.Request) {
 }
 
 func (i *Issuer) loginGet(w http.ResponseWriter, r *http.Request) {
+	q, ok := i.pages.query(w, r)
+	if !ok {
+		return
+	}
 	s, err := i.sessions.ensure(w, r)
 	var e *Error
 	if errors.As(err, &e) && e.RetryAfter > 0 {
@@ -41,7 +45,7 @@ func (i *Issuer) loginGet(w http.ResponseWriter, r *http.Request) {
 		i.pages.serverErrorPage(w, err)
 		return
 	}
-	id := r.URL.Query().Get("req")
+	id := q.Get("req")
 	if id == "" && s.User != "" {
 		i.pages.seeOther(w, r, i.base+pathApps)
 		return

@@ -186,6 +186,20 @@ func (p *pages) formPage(w http.ResponseWriter, r *http.Request, get, post http.
 	}
 }
 
+// query reads a page's query as strictly as /authorize and /logout read
+// theirs, answering 400 when it cannot: URL.Query drops a pair it cannot
+// read (a ';' separator, a bad escape), which other readers of the same
+// URL split or decode otherwise, and Get takes the first of a parameter
+// given twice (RFC 6749 section 3.1 has none given twice).
+func (p *pages) query(w http.ResponseWriter, r *http.Request) (url.Values, bool) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil || repeatedParam(q) != "" {
+		p.errorPage(w, http.StatusBadRequest, "Invalid request", "The request could not be read.")
+		return nil, false
+	}
+	return q, true
+}
+
 // method reports whether r uses method m, answering 405 with hint when
 // not.
 func (p *pages) method(w http.ResponseWriter, r *http.Request, m, hint string) bool {
