@@ -274,18 +274,23 @@ func requireConsent(t *testing.T, ctx context.Context, status int64) {
 	}
 }
 
-// consentDecision clicks one of the consent page's decision buttons, with
-// the pointer first resting on it until it takes clicks
-// (TestConsentAllowArmsLate).
+// consentDecision clicks one of the consent page's decision buttons
+// (restingClick).
 func consentDecision(t *testing.T, ctx context.Context, decision string) {
 	t.Helper()
-	button := fmt.Sprintf(`form#consent [name=decision][value=%s]`, decision)
-	h := run(t, ctx, "find "+decision, chromedp.Evaluate[allowHit](fmt.Sprintf(hitTest, button)))
-	do(t, ctx, "point at "+decision, chromedp.MouseEvent(chromedp.MouseMoved, h.X, h.Y))
+	restingClick(t, ctx, fmt.Sprintf(`form#consent [name=decision][value=%s]`, decision))
+}
+
+// restingClick clicks the button that selector selects, with the pointer
+// first resting on it until it takes clicks (armsLate).
+func restingClick(t *testing.T, ctx context.Context, button string) {
+	t.Helper()
+	h := run(t, ctx, "find "+button, chromedp.Evaluate[allowHit](fmt.Sprintf(hitTest, button)))
+	do(t, ctx, "point at "+button, chromedp.MouseEvent(chromedp.MouseMoved, h.X, h.Y))
 	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](fmt.Sprintf(`getComputedStyle(document.querySelector(%q)).pointerEvents !== "none"`, button))); err != nil {
-		t.Fatalf("wait for %s to take clicks: %v", decision, err)
+		t.Fatalf("wait for %s to take clicks: %v", button, err)
 	}
-	do(t, ctx, "click "+decision, chromedp.Click(chromedp.CSS(button)))
+	do(t, ctx, "click "+button, chromedp.Click(chromedp.CSS(button)))
 }
 
 // allowHit is the middle of a button, and whether a click there lands on
@@ -319,23 +324,32 @@ func TestConsentAllowArmsLate(t *testing.T) {
 	ctx := newBrowser(t)
 	ar := harness.NewAuthRequest(e.cfg, e.resource)
 	requireConsent(t, ctx, login(t, ctx, ar.URL, password))
-	allow := fmt.Sprintf(hitTest, `form#consent [name=decision][value=approve]`)
-	do(t, ctx, "wait", chromedp.Sleep(1500*time.Millisecond))
-	h := run(t, ctx, "hit test", chromedp.Evaluate[allowHit](allow))
-	if h.Hit {
-		t.Errorf("the page opened long ago and the pointer never moved on it: a click lands on Allow")
-	}
-	do(t, ctx, "point at Allow", chromedp.MouseEvent(chromedp.MouseMoved, h.X, h.Y))
-	if h := run(t, ctx, "hit test", chromedp.Evaluate[allowHit](allow)); h.Hit {
-		t.Errorf("the pointer just reached Allow: a click lands on it")
-	}
-	do(t, ctx, "wait", chromedp.Sleep(1200*time.Millisecond))
-	if h := run(t, ctx, "hit test", chromedp.Evaluate[allowHit](allow)); !h.Hit {
-		t.Fatalf("the pointer rested on Allow for a second: a click still misses it")
-	}
+	armsLate(t, ctx, `form#consent [name=decision][value=approve]`)
 	consentDecision(t, ctx, "approve")
 	if q := e.callback.wait(t); q.Get("code") == "" {
 		t.Fatalf("callback has no code: %v", q.Encode())
+	}
+}
+
+// armsLate checks that the button selector selects takes no click on a
+// page open for a while with the pointer elsewhere, nor just as the
+// pointer reaches it, and takes one once the pointer rested on it for a
+// second.
+func armsLate(t *testing.T, ctx context.Context, selector string) {
+	t.Helper()
+	hit := fmt.Sprintf(hitTest, selector)
+	do(t, ctx, "wait", chromedp.Sleep(1500*time.Millisecond))
+	h := run(t, ctx, "hit test", chromedp.Evaluate[allowHit](hit))
+	if h.Hit {
+		t.Errorf("the page opened long ago and the pointer never moved on it: a click lands on %s", selector)
+	}
+	do(t, ctx, "point at "+selector, chromedp.MouseEvent(chromedp.MouseMoved, h.X, h.Y))
+	if h := run(t, ctx, "hit test", chromedp.Evaluate[allowHit](hit)); h.Hit {
+		t.Errorf("the pointer just reached %s: a click lands on it", selector)
+	}
+	do(t, ctx, "wait", chromedp.Sleep(1200*time.Millisecond))
+	if h := run(t, ctx, "hit test", chromedp.Evaluate[allowHit](hit)); !h.Hit {
+		t.Fatalf("the pointer rested on %s for a second: a click still misses it", selector)
 	}
 }
 

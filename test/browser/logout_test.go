@@ -67,7 +67,7 @@ func TestRPInitiatedLogout(t *testing.T) {
 		}
 	}
 	screenshot(t, ctx, "confirm")
-	do(t, ctx, "sign out", chromedp.Click(chromedp.CSS(`form#logout button[value=logout]`)))
+	restingClick(t, ctx, `form#logout button[value=logout]`)
 	select {
 	case got := <-e.callback.signedOut:
 		if got.Get("state") != state {
@@ -78,6 +78,35 @@ func TestRPInitiatedLogout(t *testing.T) {
 		t.Fatalf("the browser never reached the post_logout_redirect_uri; page: %s", bodyText(t, ctx))
 	}
 
+	again := harness.NewAuthRequest(e.cfg, e.resource)
+	do(t, ctx, "authorize again",
+		chromedp.Navigate(again.URL),
+		chromedp.WaitVisible(chromedp.CSS(`form#login`)),
+	)
+}
+
+// TestSignOutArmsLate: the sign-out confirmation's Sign out button takes
+// clicks only once the pointer has rested on the buttons for a second, as
+// the consent page's Allow does (TestConsentAllowArmsLate): a site that
+// sends the browser to the end_session_endpoint under the pointer between
+// the two clicks of a double-click must not have the second one sign the
+// user out.
+func TestSignOutArmsLate(t *testing.T) {
+	e := setup(t)
+	ctx := newBrowser(t)
+	signedInToken(t, e, ctx, "openid", scopeRead)
+	for _, q := range []url.Values{
+		{"client_id": {clientID}, "post_logout_redirect_uri": {e.callback.signedOutURI()}},
+		nil, // the user's own sign-out, no application
+	} {
+		do(t, ctx, "open the end_session_endpoint",
+			chromedp.Navigate(e.issuer+"/logout?"+q.Encode()),
+			chromedp.WaitVisible(chromedp.CSS(`form#logout`)),
+		)
+		armsLate(t, ctx, `form#logout button[value=logout]`)
+	}
+	restingClick(t, ctx, `form#logout button[value=logout]`)
+	do(t, ctx, "signed out", chromedp.WaitNotPresent(chromedp.CSS(`form#logout`)))
 	again := harness.NewAuthRequest(e.cfg, e.resource)
 	do(t, ctx, "authorize again",
 		chromedp.Navigate(again.URL),
