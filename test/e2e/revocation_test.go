@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/oauth2"
+
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/e2e/harness"
 )
 
@@ -209,6 +211,7 @@ func TestRevocationByAdminAPI(t *testing.T) {
 		hs := e.ownHeld(ctx, t, id, *secret)
 		cfg := e.hostConfig(id, scopeTools, "offline_access")
 		cfg.ClientSecret = *secret
+		cfg.Endpoint.AuthStyle = oauth2.AuthStyleInHeader // client_secret_basic, as added
 		ar := e.authRequest(cfg, "")
 		tok, err := redeem(ctx, cfg, ar, e.code(ctx, t, harness.NewRobot(username, password, redirectURI), ar), "", "")
 		if err != nil {
