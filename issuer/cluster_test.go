@@ -431,7 +431,7 @@ func TestInFlightLeftByCrashForgotten(t *testing.T) {
 	envs, _ := clusterEnvs(t, 2)
 	a, b := envs[0], envs[1]
 	const remote, addr = "203.0.113.77:4000", "203.0.113.77"
-	account := "client:" + tConf
+	account := "client:" + tPost // its secret goes in the form (client_secret_post)
 	for range limitFreePair {
 		// B reserves the check and is killed before it settles it.
 		if _, _, err := b.iss.limiter.reserveAttempt(t.Context(), account, addr); err != nil {
@@ -440,14 +440,14 @@ func TestInFlightLeftByCrashForgotten(t *testing.T) {
 	}
 	waits := 0
 	a.iss.limiter.pause = func(context.Context, time.Duration) error { waits++; return nil }
-	right := ccForm(url.Values{"client_id": {tConf}, "client_secret": {tSecret}})
+	right := ccForm(url.Values{"client_id": {tPost}, "client_secret": {tSecret2}})
 	for k := range 9 {
 		a.clock.Advance(20 * time.Second)
 		if w := a.postFrom(remote, pathToken, right); w.Code != http.StatusOK {
 			t.Fatalf("right secret %d, %v after the crash = %d %s, want 200", k+1, time.Duration(k+1)*20*time.Second, w.Code, w.Body)
 		}
 	}
-	if w := a.postFrom(remote, pathToken, ccForm(url.Values{"client_id": {tConf}, "client_secret": {"wrong"}})); w.Code != http.StatusUnauthorized {
+	if w := a.postFrom(remote, pathToken, ccForm(url.Values{"client_id": {tPost}, "client_secret": {"wrong"}})); w.Code != http.StatusUnauthorized {
 		t.Fatalf("wrong secret = %d %s, want 401", w.Code, w.Body)
 	}
 	if w := a.postFrom(remote, pathToken, right); w.Code != http.StatusOK {

@@ -232,11 +232,15 @@ func TestStartLogNamesTheStore(t *testing.T) {
 	db := filepath.Join(e.Home, "db", "mcp-auth.db")
 	config := e.Write(t, "Caddyfile", caddyfile(adminPort, port, "storage bolt "+db))
 	p := e.Run(t, config, fmt.Sprintf("http://localhost:%d/.well-known/oauth-authorization-server", port))
+	// The line is written before the issuer answers, but reaches the
+	// output buffer through a pipe that another goroutine copies.
 	var started map[string]any
-	for line := range strings.Lines(p.Output()) {
-		var entry map[string]any
-		if json.Unmarshal([]byte(line), &entry) == nil && entry["msg"] == "mcp_auth started" {
-			started = entry
+	for deadline := time.Now().Add(10 * time.Second); started == nil && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		for line := range strings.Lines(p.Output()) {
+			var entry map[string]any
+			if json.Unmarshal([]byte(line), &entry) == nil && entry["msg"] == "mcp_auth started" {
+				started = entry
+			}
 		}
 	}
 	if started == nil {
