@@ -118,13 +118,23 @@ func newKeyRing(ctx context.Context, st store.Store, now func() time.Time, rnd i
 }
 
 // newIDTokenKeyRing loads the RS256 ID-token keys (bucketIDTokenKeys),
-// whose first key is made when it first signs.
-func newIDTokenKeyRing(ctx context.Context, st store.Store, now func() time.Time, rnd io.Reader, retention time.Duration) (*keyRing, error) {
+// whose first key is made when it first signs. With signing_alg RS256,
+// whose keys sign the ID tokens, it retires their current key (signing_alg
+// was another before): published on for the ID tokens it signed, then
+// withdrawn, rather than published and rotated with nothing to sign.
+func newIDTokenKeyRing(ctx context.Context, st store.Store, now func() time.Time, rnd io.Reader, signingAlg string, retention time.Duration) (*keyRing, error) {
 	k := &keyRing{store: st, bucket: bucketIDTokenKeys, now: now, rand: rnd, alg: "RS256", retention: retention + accesstoken.Leeway + keyReload, lazy: true}
 	if err := k.load(ctx); err != nil {
 		return nil, err
 	}
-	return k, nil
+	if signingAlg != k.alg || !k.made() {
+		return k, nil
+	}
+	err := st.Update(ctx, func(tx store.Tx) error { return keySetIn(tx, k.bucket).retireAll(k.now(), k.retention) })
+	if err != nil {
+		return nil, fmt.Errorf("retire ID-token keys: %w", err)
+	}
+	return k, k.load(ctx)
 }
 
 // RotateSigningKey generates a new signing key, published at once, that

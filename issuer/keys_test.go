@@ -563,3 +563,63 @@ func TestMakeIDTokenKey(t *testing.T) {
 		t.Errorf("JWKS with signing_alg RS256 = %v, want its one key", kids(keys))
 	}
 }
+
+// TestIDTokenKeysAcrossSigningAlgs: signing_alg changed to RS256 (whose
+// own key then signs the ID tokens) retires the RS256 ID-token key: it
+// stays published for the ID tokens it signed, then is withdrawn, and a
+// rotation makes no new one.
+func TestIDTokenKeysAcrossSigningAlgs(t *testing.T) {
+	e := newTokEnv(t)
+	if err := e.iss.MakeIDTokenKey(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	code, verifier := e.issueCode(t, codeSpec{scopes: []string{"openid"}})
+	tok, err := e.exchange(t, tPublic, "", code, verifier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, _ := tok.Extra("id_token").(string)
+	h, _ := claimsOf(t, old)
+	oldKID, _ := h["kid"].(string)
+
+	e.restart(e.store, func(c *Config) { c.SigningAlg = "RS256" })
+	if err := e.iss.MakeIDTokenKey(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	verifyIDToken(t, e, old, "RS256") // still published for its lifetime
+	if e.iss.idTokenHint(t.Context(), old) == nil {
+		t.Error("idTokenHint(an ID token signed before the change) = nil, want its claims")
+	}
+	if _, err := e.iss.RotateSigningKey(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if e.iss.idKeys.made() {
+		t.Error("with signing_alg RS256 (after a rotation) the ID-token key set still has a current key, which nothing signs with")
+	}
+	e.clock.Advance(e.iss.idKeys.retention + horizonSlack + keyPublishDelay) // past the token horizon too
+	keys, _ := e.jwksOf(t)
+	for _, kid := range kids(keys) {
+		if _, err := e.iss.PublicKey(t.Context(), kid); err != nil {
+			t.Errorf("JWKS %v publishes %s, an ID-token key, past the lifetime of the ID tokens %s signed, though nothing signs with it", kids(keys), kid, oldKID)
+		}
+	}
+	if e.iss.idTokenHint(t.Context(), old) != nil {
+		t.Error("idTokenHint accepts an ID token of a key that is no longer published")
+	}
+
+	// Back to ES256: a new RS256 ID-token key, published at once.
+	e.restart(e.store)
+	if err := e.iss.MakeIDTokenKey(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	code, verifier = e.issueCode(t, codeSpec{scopes: []string{"openid"}})
+	tok, err = e.exchange(t, tPublic, "", code, verifier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idt, _ := tok.Extra("id_token").(string)
+	if h, _ := claimsOf(t, idt); h["alg"] != "RS256" || h["kid"] == oldKID {
+		t.Errorf("ID token after ES256 again: header %v, want RS256 with a new key", h)
+	}
+	verifyIDToken(t, e, idt, "RS256")
+}

@@ -61,21 +61,31 @@ func (r keyRecords) all() ([]signingKey, error) {
 	return out, err
 }
 
-// rotate makes next the newest key. When it replaces keys, it signs from
-// delay after now, when they retire; they stay published for retention
-// after that, and until the token horizon. The first key signs at once. Unless force, a single newest
-// key of next's algorithm is kept instead, so that two instances starting
-// on the same store agree on one key. It returns the newest kid.
-func (r keyRecords) rotate(next *signingKey, force bool, now time.Time, delay, retention time.Duration) (string, error) {
+// current returns the keys not retired: the one that signs, and one
+// that will once its delay has passed.
+func (r keyRecords) current() ([]signingKey, error) {
 	all, err := r.all()
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	var current []signingKey
 	for _, k := range all {
 		if k.RetiredAt.IsZero() {
 			current = append(current, k)
 		}
+	}
+	return current, nil
+}
+
+// rotate makes next the newest key. When it replaces keys, it signs from
+// delay after now, when they retire; they stay published for retention
+// after that, and until the token horizon. The first key signs at once. Unless force, a single newest
+// key of next's algorithm is kept instead, so that two instances starting
+// on the same store agree on one key. It returns the newest kid.
+func (r keyRecords) rotate(next *signingKey, force bool, now time.Time, delay, retention time.Duration) (string, error) {
+	current, err := r.current()
+	if err != nil {
+		return "", err
 	}
 	if !force && len(current) == 1 && current[0].Alg == next.Alg {
 		return current[0].KID, nil
@@ -84,21 +94,44 @@ func (r keyRecords) rotate(next *signingKey, force bool, now time.Time, delay, r
 	if len(current) > 0 {
 		next.SignFrom = now.Add(delay)
 	}
-	horizon, err := epochsIn(r.t.tx).horizon()
-	if err != nil {
+	if err := r.retire(current, next.SignFrom, retention); err != nil {
 		return "", err
 	}
-	for _, k := range current {
-		k.RetiredAt = next.SignFrom
+	return next.KID, r.t.create(next.KID, next, time.Time{})
+}
+
+// retireAll retires the set's current keys now: nothing signs with them
+// any more, and they stay published for retention and until the token
+// horizon, for the tokens they signed.
+func (r keyRecords) retireAll(now time.Time, retention time.Duration) error {
+	current, err := r.current()
+	if err != nil {
+		return err
+	}
+	return r.retire(current, now, retention)
+}
+
+// retire retires keys at, published for retention after, and until the
+// token horizon.
+func (r keyRecords) retire(keys []signingKey, at time.Time, retention time.Duration) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	horizon, err := epochsIn(r.t.tx).horizon()
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		k.RetiredAt = at
 		k.PublishedUntil = k.RetiredAt.Add(retention)
 		if h := horizon.Add(accesstoken.Leeway); h.After(k.PublishedUntil) {
 			k.PublishedUntil = h
 		}
 		if err := r.t.put(k.KID, &k, k.PublishedUntil); err != nil {
-			return "", err
+			return err
 		}
 	}
-	return next.KID, r.t.create(next.KID, next, time.Time{})
+	return nil
 }
 
 // publishUntil keeps the retired key kid published until until at least.
