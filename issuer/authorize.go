@@ -402,6 +402,11 @@ func (i *Issuer) parseAuthorize(ctx context.Context, c *Client, params url.Value
 		return nil, err
 	}
 	ar.Scopes = scopes
+	if slices.Contains(scopes, scopeOpenID) {
+		if err := i.idTokenAlgOffered(c); err != nil {
+			return nil, err
+		}
+	}
 	if ar.Prompt, err = parsePrompt(params.Get("prompt")); err != nil {
 		return nil, err
 	}

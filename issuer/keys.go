@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -480,16 +481,28 @@ func idTokenAlgs(signingAlg string) []string {
 	return []string{"RS256", signingAlg}
 }
 
-// idTokenSigner returns the key that signs an ID token in alg, valid
-// until until.
-func (i *Issuer) idTokenSigner(ctx context.Context, alg string, until time.Time) (*publishedKey, error) {
-	switch {
-	case alg == i.keys.alg:
-		return i.keys.signer(ctx, until)
-	case alg == i.idKeys.alg:
-		return i.idKeys.signer(ctx, until)
+// idTokenAlgOffered refuses a client whose ID-token algorithm is not
+// offered: one stored before signing_alg changed. Registration and
+// configuration check it against the algorithms offered then.
+func (i *Issuer) idTokenAlgOffered(c *Client) error {
+	offered := idTokenAlgs(i.cfg.SigningAlg)
+	if alg := c.idTokenAlg(); !slices.Contains(offered, alg) {
+		return ErrUnauthorizedClient.WithDescription(fmt.Sprintf("the client registered id_token_signed_response_alg %s, which this server no longer offers (%s): its registration must change",
+			truncate(alg, 40), strings.Join(offered, ", ")))
 	}
-	return nil, fmt.Errorf("the client's id_token_signed_response_alg %s is not offered (signing_alg is %s)", alg, i.keys.alg)
+	return nil
+}
+
+// idTokenSigner returns the key that signs c's ID tokens, valid until
+// until.
+func (i *Issuer) idTokenSigner(ctx context.Context, c *Client, until time.Time) (*publishedKey, error) {
+	if err := i.idTokenAlgOffered(c); err != nil {
+		return nil, err
+	}
+	if c.idTokenAlg() == i.keys.alg {
+		return i.keys.signer(ctx, until)
+	}
+	return i.idKeys.signer(ctx, until)
 }
 
 // publishedJWKS returns the public keys to publish, current first. A

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -622,4 +623,51 @@ func TestIDTokenKeysAcrossSigningAlgs(t *testing.T) {
 		t.Errorf("ID token after ES256 again: header %v, want RS256 with a new key", h)
 	}
 	verifyIDToken(t, e, idt, "RS256")
+}
+
+// TestIDTokenAlgNoLongerOffered: a client stored with an ID-token
+// algorithm that signing_alg, changed since, no longer offers is refused
+// unauthorized_client naming it: at /authorize before anyone signs in
+// when openid is asked, and at /token (not a 500 the client would retry).
+// Without openid it is served.
+func TestIDTokenAlgNoLongerOffered(t *testing.T) {
+	const id = "stored-es"
+	e := newTokEnv(t)
+	if err := e.iss.PutClient(t.Context(), Client{ID: id, RedirectURIs: []string{tRedirect}, TokenEndpointAuthMethod: "none", IDTokenAlg: "ES256"}); err != nil {
+		t.Fatal(err)
+	}
+	e.restart(e.store, func(c *Config) { c.SigningAlg = "EdDSA" })
+
+	params := func(scope string) url.Values {
+		return url.Values{"response_type": {"code"}, "client_id": {id}, "redirect_uri": {tRedirect}, "state": {"st"},
+			"code_challenge": {testChallenge}, "code_challenge_method": {"S256"}, "resource": {tResource}, "scope": {scope}}
+	}
+	authorize := func(scope string) *url.URL {
+		t.Helper()
+		p := params(scope)
+		resp, err := e.browser().Get(e.url(pathAuthorize, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		loc, _ := url.Parse(resp.Header.Get("Location"))
+		return loc
+	}
+	loc := authorize("openid read")
+	if q := loc.Query(); !strings.HasPrefix(loc.String(), tRedirect+"?") || q.Get("error") != "unauthorized_client" || !strings.Contains(q.Get("error_description"), "ES256") {
+		t.Errorf("authorization request with openid: Location %s, want unauthorized_client naming ES256 at the client", loc)
+	}
+	if loc := authorize("read"); strings.HasPrefix(loc.String(), tRedirect) {
+		t.Errorf("authorization request without openid: Location %s, want the sign-in", loc)
+	}
+	if a := e.post(t, pathPAR, params("openid"), ""); a.status != http.StatusBadRequest || a.str("error") != "unauthorized_client" {
+		t.Errorf("pushed authorization request with openid = %d %v, want 400 unauthorized_client", a.status, a.body)
+	}
+
+	code, verifier := e.issueCode(t, codeSpec{client: id, scopes: []string{"openid"}})
+	a := e.post(t, pathToken, url.Values{"grant_type": {"authorization_code"}, "client_id": {id}, "code": {code},
+		"code_verifier": {verifier}, "redirect_uri": {tRedirect}}, "")
+	if a.status != http.StatusBadRequest || a.str("error") != "unauthorized_client" || !strings.Contains(a.str("error_description"), "ES256") {
+		t.Errorf("token request = %d %v, want 400 unauthorized_client naming ES256", a.status, a.body)
+	}
 }

@@ -278,7 +278,7 @@ func tokenTypeOf(s tokenSubject) string {
 // signIDToken signs an OpenID Connect ID token (Core 2, 3.1.3.6).
 func (m minter) signIDToken(ctx context.Context, s tokenSubject, accessToken string) (string, error) {
 	now := m.iss.now()
-	k, err := m.iss.idTokenSigner(ctx, s.client.idTokenAlg(), now.Add(m.iss.cfg.IDTokenTTL+accesstoken.Leeway))
+	k, err := m.iss.idTokenSigner(ctx, s.client, now.Add(m.iss.cfg.IDTokenTTL+accesstoken.Leeway))
 	if err != nil {
 		return "", err
 	}
