@@ -518,15 +518,17 @@ func (a *App) Start() error {
 	if a.iss, err = issuer.New(a.cfg, st); err != nil {
 		return fmt.Errorf("mcp_auth: %w", err)
 	}
+	// Before ApplyConfigChanges: a config that fails to start applies
+	// nothing.
+	if err := a.iss.MakeIDTokenKey(context.Background()); err != nil {
+		return fmt.Errorf("mcp_auth: %w", err)
+	}
 	for _, h := range a.gateways {
 		if err := h.start(a); err != nil {
 			return err
 		}
 	}
 	if err := a.iss.ApplyConfigChanges(context.Background()); err != nil {
-		return fmt.Errorf("mcp_auth: %w", err)
-	}
-	if err := a.iss.MakeIDTokenKey(context.Background()); err != nil {
 		return fmt.Errorf("mcp_auth: %w", err)
 	}
 	if httpApp != nil {

@@ -2,15 +2,18 @@ package caddymodule
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
 )
 
 func newContext(t *testing.T) caddy.Context {
@@ -235,5 +238,87 @@ func TestStoreName(t *testing.T) {
 		if got := storeName(tt.s); got != tt.want {
 			t.Errorf("storeName(%T) = %q, want %q", tt.s, got, tt.want)
 		}
+	}
+}
+
+// keyFailStorage is a memory store whose writes of the RS256 ID-token
+// key set fail while keyFail is set, as a store that breaks while Start
+// makes that key.
+type keyFailStorage struct{}
+
+var (
+	keyFailStore = memory.New(memory.Options{})
+	keyFail      atomic.Bool
+)
+
+func (keyFailStorage) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "mcp_auth.storage.keyfail_test", New: func() caddy.Module { return new(keyFailStorage) }}
+}
+
+func (keyFailStorage) Open() (store.Store, error) { return keyFailingStore{keyFailStore}, nil }
+
+type keyFailingStore struct{ store.Store }
+
+func (s keyFailingStore) Update(ctx context.Context, fn func(store.Tx) error) error {
+	return s.Store.Update(ctx, func(tx store.Tx) error { return fn(keyFailingTx{tx}) })
+}
+
+// Close keeps the shared store open across the test's configs.
+func (keyFailingStore) Close() error { return nil }
+
+type keyFailingTx struct{ store.Tx }
+
+func (tx keyFailingTx) Create(bucket, key string, value []byte, expires time.Time) error {
+	if bucket == "id_token_keys" && keyFail.Load() {
+		return errors.New("store failed")
+	}
+	return tx.Tx.Create(bucket, key, value, expires)
+}
+
+// A config whose Start fails making the RS256 ID-token key changes
+// nothing: the configuration changes it carries (a removed client) are
+// not applied, so the running config and the store still agree.
+func TestStartFailingIDTokenKeyAppliesNothing(t *testing.T) {
+	caddy.RegisterModule(keyFailStorage{})
+	t.Cleanup(func() { _ = caddy.Stop() })
+	load := func(signingAlg string, clients ...string) error {
+		var cs []map[string]any
+		for _, id := range clients {
+			cs = append(cs, map[string]any{"client_id": id, "public": true, "redirect_uris": []string{"http://127.0.0.1:9/cb"}})
+		}
+		cfg, err := json.Marshal(map[string]any{
+			"admin": map[string]any{"disabled": true, "config": map[string]any{"persist": false}},
+			"apps": map[string]any{"mcp_auth": map[string]any{
+				"issuer": "http://127.0.0.1:9", "storage": map[string]any{"module": "keyfail_test"},
+				"signing_alg": signingAlg, "clients": cs,
+			}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return caddy.Load(cfg, true)
+	}
+	if err := load("RS256", "app-a", "app-b"); err != nil {
+		t.Fatal(err)
+	}
+	snapshot := func() string {
+		var v []byte
+		_ = keyFailStore.View(context.Background(), func(tx store.Tx) error {
+			v, _ = tx.Get("config", "http://127.0.0.1:9")
+			return nil
+		})
+		return string(v)
+	}
+	before := snapshot()
+	if before == "" {
+		t.Fatal("no configuration recorded")
+	}
+	keyFail.Store(true)
+	if err := load("ES256", "app-a"); err == nil {
+		t.Fatal("Load with the ID-token key unmade = nil, want an error")
+	}
+	keyFail.Store(false)
+	if after := snapshot(); after != before {
+		t.Errorf("the configuration that failed to start was applied: recorded %s, was %s", after, before)
 	}
 }
