@@ -76,3 +76,45 @@ func TestFlowSurvivesMigrationToPostgres(t *testing.T) {
 		t.Fatalf("refresh token of a family revoked for reuse = %d %s, want 400", next.status, next.raw)
 	}
 }
+
+// TestMakeIDTokenKeyConcurrently: two instances starting at once on one
+// PostgreSQL store each make an RS256 ID-token key; one is kept, and
+// both publish and sign with it.
+func TestMakeIDTokenKeyConcurrently(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	var envs [2]*testEnv
+	for n := range envs {
+		st, err := postgres.Open(context.Background(), dsn, postgres.Options{Now: clock.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = st.Close() })
+		envs[n] = newTokEnvStore(t, st, clock)
+	}
+	errs := make(chan error, len(envs))
+	for _, e := range envs {
+		go func() { errs <- e.iss.MakeIDTokenKey(context.Background()) }()
+	}
+	for range envs {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, _ := envs[0].jwksOf(t)
+	b, _ := envs[1].jwksOf(t)
+	if len(a) != 2 || !slices.Equal(kids(a), kids(b)) {
+		t.Fatalf("JWKS = %v and %v, want the same two keys (one RS256 ID-token key)", kids(a), kids(b))
+	}
+	for _, e := range envs {
+		code, verifier := e.issueCode(t, codeSpec{scopes: []string{"openid"}})
+		tok, err := e.exchange(t, tPublic, "", code, verifier)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idt, _ := tok.Extra("id_token").(string)
+		if h, _ := claimsOf(t, idt); h["kid"] != a[1].Kid {
+			t.Errorf("ID token kid = %v, want the one key %s", h["kid"], a[1].Kid)
+		}
+	}
+}
