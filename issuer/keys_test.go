@@ -636,6 +636,12 @@ func TestIDTokenAlgNoLongerOffered(t *testing.T) {
 	if err := e.iss.PutClient(t.Context(), Client{ID: id, RedirectURIs: []string{tRedirect}, TokenEndpointAuthMethod: "none", IDTokenAlg: "ES256"}); err != nil {
 		t.Fatal(err)
 	}
+	// A grant from before the change.
+	code, verifier := e.issueCode(t, codeSpec{client: id, scopes: []string{"openid", "offline_access", "read"}})
+	before, err := e.exchange(t, id, "", code, verifier)
+	if err != nil || before.RefreshToken == "" {
+		t.Fatalf("code exchange before the change: %v, %v", before, err)
+	}
 	e.restart(e.store, func(c *Config) { c.SigningAlg = "EdDSA" })
 
 	params := func(scope string) url.Values {
@@ -664,10 +670,17 @@ func TestIDTokenAlgNoLongerOffered(t *testing.T) {
 		t.Errorf("pushed authorization request with openid = %d %v, want 400 unauthorized_client", a.status, a.body)
 	}
 
-	code, verifier := e.issueCode(t, codeSpec{client: id, scopes: []string{"openid"}})
+	code, verifier = e.issueCode(t, codeSpec{client: id, scopes: []string{"openid"}})
 	a := e.post(t, pathToken, url.Values{"grant_type": {"authorization_code"}, "client_id": {id}, "code": {code},
 		"code_verifier": {verifier}, "redirect_uri": {tRedirect}}, "")
 	if a.status != http.StatusBadRequest || a.str("error") != "unauthorized_client" || !strings.Contains(a.str("error_description"), "ES256") {
 		t.Errorf("token request = %d %v, want 400 unauthorized_client naming ES256", a.status, a.body)
+	}
+	// A refresh may leave the ID token out (OpenID Connect Core 12.2):
+	// the grant's access goes on, and nothing is signed in an algorithm
+	// the client did not register.
+	r := e.post(t, pathToken, url.Values{"grant_type": {"refresh_token"}, "client_id": {id}, "refresh_token": {before.RefreshToken}}, "")
+	if r.status != http.StatusOK || r.str("access_token") == "" || r.str("refresh_token") == "" || r.body["id_token"] != nil {
+		t.Errorf("refresh of a grant from before the change = %d %v, want 200 with tokens and no id_token", r.status, r.raw)
 	}
 }

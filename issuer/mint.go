@@ -192,6 +192,13 @@ func (m minter) issue(ctx context.Context, is *issuance) (*tokenResponse, error)
 	case is.exchanged:
 		resp.IssuedTokenType = tokenTypeAccessToken
 	case s.user != nil && slices.Contains(s.scopes, scopeOpenID):
+		if is.grantType == grantRefreshToken && i.idTokenAlgOffered(s.client) != nil {
+			// OpenID Connect Core 12.2: a refresh's answer may leave the
+			// ID token out, as it does for a client registered for an
+			// algorithm signing_alg no longer offers: its grant goes on,
+			// and nothing is signed in an algorithm it did not register.
+			break
+		}
 		if resp.IDToken, err = m.signIDToken(ctx, s, at); err != nil {
 			return nil, err
 		}
