@@ -454,15 +454,32 @@ func decodeJWKS(b []byte) ([]accesstoken.JWK, error) {
 	return keys, nil
 }
 
+// privateKeyMembers are the JWK members of private and symmetric key
+// values (RFC 7518 sections 6.2.2, 6.3.2 and 6.4.1).
+var privateKeyMembers = []string{"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
+
 // checkJWKS checks a client's or agent's inline JWK Set: at least one key,
-// each a public key of a kind an assertion is checked with (no private or
-// symmetric key values, which a JWK Set of a client must not hold).
+// each a public key of a kind an assertion is checked with, with no
+// private or symmetric key member, which a JWK Set of a client must not
+// hold: PublicKey reads only a non-empty d, and the set is stored and
+// answered back as it came.
 func checkJWKS(b []byte) error {
 	keys, err := decodeJWKS(b)
 	if err != nil || len(keys) == 0 {
 		return errors.New("jwks must be a JWK Set with keys")
 	}
-	for _, k := range keys {
+	var members struct {
+		Keys []map[string]json.RawMessage `json:"keys"`
+	}
+	if err := json.Unmarshal(b, &members); err != nil {
+		return errors.New("jwks must be a JWK Set with keys")
+	}
+	for n, k := range keys {
+		for _, m := range privateKeyMembers {
+			if _, ok := members.Keys[n][m]; ok {
+				return fmt.Errorf("jwks: key %d has private or symmetric key member %q", n, m)
+			}
+		}
 		if _, err := k.PublicKey(); err != nil {
 			return fmt.Errorf("jwks: %w", err)
 		}

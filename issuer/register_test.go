@@ -205,6 +205,12 @@ func TestRegisterValidation(t *testing.T) {
 		{"malformed key in jwks", `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks":{"keys":[{"kty":"EC"}]}}`, "invalid_client_metadata"},
 		{"a public key beside a private one", `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks":{"keys":[{` + testECKey + `,"kid":"a"},{` + testECKey + `,"kid":"b","d":"870MB6gfuTJ4HtUnUvYMyJpr5eUZNP4Bk43bVdj3eAE"}]}}`, "invalid_client_metadata"},
 		{"jwks key not an object", `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks":{"keys":["k"]}}`, "invalid_client_metadata"},
+		// A private or symmetric key member is refused whatever the key's
+		// kind and however empty: one PublicKey does not read was stored
+		// and answered back.
+		{"empty private member in jwks", `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks":{"keys":[{` + testECKey + `,"d":""}]}}`, "invalid_client_metadata"},
+		{"private factors in jwks", `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks":{"keys":[{` + testECKey + `,"p":"c2VjcmV0","q":"c2VjcmV0","qi":"c2VjcmV0"}]}}`, "invalid_client_metadata"},
+		{"symmetric value on a public key in jwks", `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks":{"keys":[{` + testECKey + `,"k":"c2hhcmVkLXNlY3JldA"}]}}`, "invalid_client_metadata"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
