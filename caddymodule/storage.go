@@ -107,20 +107,42 @@ func (b *BoltStorage) Open() (store.Store, error) {
 	return b.st, nil
 }
 
-// resolved is path with its symbolic links resolved as far as it exists
-// (the file, else its directory): the key of a file opened through a
-// link must be the same as through its own path, since a second open of
-// the file in this process would wait for the first one's lock and
-// fail the reload.
+// resolved is path with its symbolic links resolved, also where they
+// lead to what does not exist yet (a link to a file not yet created, a
+// directory to be made below a linked one): the key of a file opened
+// through a link must be the same as through its own path, and the same
+// before and after the first open creates it, since a second open of the
+// file in this process would wait for the first one's lock and fail the
+// reload.
 func resolved(path string) string {
-	if p, err := filepath.EvalSymlinks(path); err == nil {
-		return p
+	for range maxLinkHops {
+		if p, err := filepath.EvalSymlinks(path); err == nil {
+			return p
+		}
+		fi, err := os.Lstat(path)
+		if err != nil || fi.Mode()&os.ModeSymlink == 0 {
+			break
+		}
+		target, err := os.Readlink(path)
+		if err != nil {
+			return path
+		}
+		if !filepath.IsAbs(target) {
+			target = filepath.Join(filepath.Dir(path), target)
+		}
+		path = target
 	}
-	if d, err := filepath.EvalSymlinks(filepath.Dir(path)); err == nil {
-		return filepath.Join(d, filepath.Base(path))
+	// Missing: its directory resolved, as far as that exists.
+	dir := filepath.Dir(path)
+	if dir == path {
+		return path
 	}
-	return path
+	return filepath.Join(resolved(dir), filepath.Base(path))
 }
+
+// maxLinkHops bounds the links resolved follows for a path that does not
+// exist yet, as the kernel bounds them (ELOOP).
+const maxLinkHops = 40
 
 // ownerOnly makes the store file readable by its owner only, as bbolt
 // creates it: one restored with cp or written by curl -o has the umask's

@@ -128,6 +128,64 @@ func TestBoltStorageSharedAcrossProvisions(t *testing.T) {
 	}
 }
 
+// A reload of the same path shares the handle when the first open made
+// what the path's links point to: a link to a file not yet created, or a
+// directory not yet made below a linked one. The first open's key was
+// the path as it then resolved, the reload's the file it now reaches.
+func TestBoltStorageLinkResolvedLater(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		path func(t *testing.T, dir string) string
+	}{
+		{"link to a file not yet created", func(t *testing.T, dir string) string {
+			link := filepath.Join(dir, "mcp-auth.db")
+			if err := os.Symlink(filepath.Join(dir, "target.db"), link); err != nil {
+				t.Fatal(err)
+			}
+			return link
+		}},
+		{"relative link to a file not yet created", func(t *testing.T, dir string) string {
+			link := filepath.Join(dir, "mcp-auth.db")
+			if err := os.Symlink("target.db", link); err != nil {
+				t.Fatal(err)
+			}
+			return link
+		}},
+		{"directory not yet made below a linked one", func(t *testing.T, dir string) string {
+			realDir := filepath.Join(dir, "realDir")
+			if err := os.Mkdir(realDir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(realDir, filepath.Join(dir, "link")); err != nil {
+				t.Fatal(err)
+			}
+			return filepath.Join(dir, "link", "new", "mcp-auth.db")
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			path := tt.path(t, t.TempDir())
+			ctx := newContext(t)
+			old := &BoltStorage{Path: path}
+			oldSt, err := open(ctx, old)
+			if err != nil {
+				t.Fatalf("Open(%s) = %v", path, err)
+			}
+			defer old.Cleanup()
+			cur := &BoltStorage{Path: path}
+			var curSt store.Store
+			if err := within(t, 5*time.Second, "second Open", func() (err error) { curSt, err = open(ctx, cur); return err }); err != nil {
+				t.Fatalf("reload Open(%s) = %v, want the shared handle", path, err)
+			}
+			if curSt != oldSt {
+				t.Errorf("reload Open(%s) = another handle, want the shared one", path)
+			}
+			if err := cur.Cleanup(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
 // A reload whose path names the same file through a symbolic link (to
 // the file or to its directory) shares the open handle: a second open of
 // the file would wait for the first's lock and fail the reload.
