@@ -474,18 +474,7 @@ func TestPinStoreOutage(t *testing.T) {
 // TestPinStoreOutagePostgres: TestPinStoreOutage with the pins in
 // PostgreSQL, stopped (pg_ctl stop -m fast) and started again.
 func TestPinStoreOutagePostgres(t *testing.T) {
-	if _, err := pgtest.BinDir(); err != nil {
-		pgtest.Shared(t) // skips, or fails with CI_REQUIRE_POSTGRES=1
-	}
-	srv, err := pgtest.Start(pgtest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Stop() })
-	dsn, err := srv.CreateDatabase()
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, dsn := pgtest.Own(t, pgtest.Options{})
 	st, err := postgres.Open(t.Context(), dsn, postgres.Options{})
 	if err != nil {
 		t.Fatal(err)

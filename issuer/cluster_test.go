@@ -8,12 +8,14 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres/pgtest"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
@@ -28,14 +30,21 @@ func clusterEnvs(t *testing.T, n int, opts ...envOption) ([]*testEnv, string) {
 	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
 	envs := make([]*testEnv, n)
 	for k := range envs {
-		st, err := postgres.Open(t.Context(), dsn, postgres.Options{Now: clock.Now})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = st.Close() })
-		envs[k] = newTokEnvStore(t, st, clock, opts...)
+		envs[k] = postgresEnv(t, dsn, clock, opts...)
 	}
 	return envs, dsn
+}
+
+// postgresEnv is an issuer on a store of its own (a pool) on the
+// database dsn names, closed when the test ends.
+func postgresEnv(t *testing.T, dsn string, clock *storetest.Clock, opts ...envOption) *testEnv {
+	t.Helper()
+	st, err := postgres.Open(t.Context(), dsn, postgres.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return newTokEnvStore(t, st, clock, opts...)
 }
 
 // watchRevocations runs iss.WatchRevocations until the test ends.
@@ -112,8 +121,7 @@ func TestRevocationNotifyAfterListenLost(t *testing.T) {
 	srv := pgtest.Shared(t)
 	listener := func() string {
 		t.Helper()
-		pid, err := srv.Psql(dsn, fmt.Sprintf(`SELECT pid FROM pg_stat_activity
-			WHERE datname = current_database() AND application_name = '%s'`, postgres.ListenApplicationName))
+		pid, err := srv.Backend(dsn, postgres.ListenApplicationName)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -144,6 +152,67 @@ func TestRevocationNotifyAfterListenLost(t *testing.T) {
 	tok, jti, gid = clientTokenOf(t, a)
 	if d := revokeAndWait(t, a, b, tok, jti, gid, 5*time.Second); d >= time.Second {
 		t.Errorf("revocation after B reconnected reached B after %s, want under 1s", d)
+	}
+}
+
+// TestRevocationCatchUpPoolSaturated: while transactions hold every
+// connection of A's pool (token traffic on a slow database), A still
+// catches up at once with a revocation B committed, and A's Revoked, what
+// its gateways ask, does not go stale: the catch-up reads on a connection
+// of its own (store.ReservedViewer) instead of queueing behind the
+// requests until RevocationMaxStale has passed and every gateway answers
+// 503 with the database up.
+func TestRevocationCatchUpPoolSaturated(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	staleAfter := func(c *Config) { c.RevocationMaxStale = DefaultRevocationMaxStale }
+	const conns = 2
+	a := postgresEnv(t, dsn+fmt.Sprintf(" pool_max_conns=%d", conns), clock, staleAfter)
+	b := postgresEnv(t, dsn, clock, staleAfter)
+	tok, jti, gid := clientTokenOf(t, b)
+
+	// Hold every connection of A's pool in an open transaction.
+	release := make(chan struct{})
+	held := make(chan struct{}, conns)
+	var holders sync.WaitGroup
+	for range conns {
+		holders.Go(func() {
+			_ = a.store.View(context.Background(), func(tx store.Tx) error {
+				held <- struct{}{}
+				<-release
+				return nil
+			})
+		})
+	}
+	defer holders.Wait()
+	defer close(release)
+	for range conns {
+		<-held
+	}
+	queued, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	if err := a.store.View(queued, func(store.Tx) error { return nil }); err == nil {
+		t.Fatal("A's View with every connection held = nil, want it to wait for a connection past its deadline")
+	}
+
+	if r := b.post(t, pathRevoke, url.Values{"token": {tok}}, tConf+":"+tSecret); r.status != 200 {
+		t.Fatalf("revoke on B = %d %s", r.status, r.raw)
+	}
+	clock.Advance(DefaultRevocationMaxStale + time.Second) // since A's last catch-up, at New
+	// Less than the idle-in-transaction timeout, which would end the
+	// holders' sessions and free the pool.
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := a.iss.SyncRevocations(ctx); err != nil {
+		t.Fatalf("A: SyncRevocations with its pool held = %v after %s, want nil", err, time.Since(start))
+	}
+	t.Logf("A caught up in %s with its pool held", time.Since(start))
+	if got, err := a.iss.Revoked(t.Context(), jti, gid); !got || err != nil {
+		t.Errorf("A: Revoked(token revoked on B) = %v, %v, want true, nil", got, err)
+	}
+	if got, err := a.iss.Revoked(t.Context(), "other-jti", "other-gid"); got || err != nil {
+		t.Errorf("A: Revoked(another token) = %v, %v, want false, nil (not stale)", got, err)
 	}
 }
 

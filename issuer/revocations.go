@@ -59,7 +59,14 @@ func (i *Issuer) Revoked(_ context.Context, jti, grantID string) (bool, error) {
 // on its own; call it directly where waiting matters, e.g. after the store
 // connection was re-established.
 func (i *Issuer) SyncRevocations(ctx context.Context) error {
-	return i.revs.sync(ctx, i.backend)
+	view := i.backend.View
+	if r, ok := i.backend.(store.ReservedViewer); ok {
+		// Not behind request traffic for the store's connections: late
+		// by RevocationMaxStale, every gateway would fail closed with
+		// the store up.
+		view = r.ViewReserved
+	}
+	return i.revs.sync(ctx, view)
 }
 
 // RevocationsChanged tells the issuer that another instance on the same
@@ -186,12 +193,12 @@ func (s *revocationSet) add(es []logEntry) {
 	}
 }
 
-// sync catches up with st: the first time (or when the log's sequence
-// went back, as after a restore from backup, or its entry at the last
-// one read changed, as when it went back and forward again between two
-// catch-ups) by loading every marker, then by reading the log entries
-// after the last one read.
-func (s *revocationSet) sync(ctx context.Context, st store.Store) error {
+// sync catches up with the store view reads: the first time (or when
+// the log's sequence went back, as after a restore from backup, or its
+// entry at the last one read changed, as when it went back and forward
+// again between two catch-ups) by loading every marker, then by reading
+// the log entries after the last one read.
+func (s *revocationSet) sync(ctx context.Context, view func(context.Context, func(store.Tx) error) error) error {
 	s.syncMu.Lock()
 	defer s.syncMu.Unlock()
 	start := s.now()
@@ -200,7 +207,7 @@ func (s *revocationSet) sync(ctx context.Context, st store.Store) error {
 		last   uint64
 		atLast *logEntry
 	)
-	err := st.View(ctx, func(tx store.Tx) error {
+	err := view(ctx, func(tx store.Tx) error {
 		got, atLast = got[:0], nil
 		log := revocationLogIn(tx)
 		var err error

@@ -127,18 +127,7 @@ func BenchmarkDPoPSpend(b *testing.B) {
 // durablePostgres is a store on a PostgreSQL server of the benchmark's
 // own that runs with fsync and synchronous_commit on.
 func durablePostgres(b *testing.B, now func() time.Time) store.Store {
-	if _, err := pgtest.BinDir(); err != nil {
-		b.Skip(err)
-	}
-	srv, err := pgtest.Start(pgtest.Options{Durable: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = srv.Stop() })
-	dsn, err := srv.CreateDatabase()
-	if err != nil {
-		b.Fatal(err)
-	}
+	_, dsn := pgtest.Own(b, pgtest.Options{Durable: true})
 	st, err := postgres.Open(b.Context(), dsn, postgres.Options{Now: now})
 	if err != nil {
 		b.Fatal(err)

@@ -87,6 +87,19 @@ type NoSyncUpdater interface {
 	UpdateNoSync(ctx context.Context, fn func(Tx) error) error
 }
 
+// ReservedViewer is implemented by a store whose transactions share a
+// bounded set of connections (postgres: a pool), so that one read that
+// must not wait behind them has a connection of its own.
+type ReservedViewer interface {
+	// ViewReserved is View on a connection reserved for it: it never
+	// waits for a connection that View, Update and Purge use, only for
+	// another ViewReserved; a lost connection is replaced at the next
+	// call. It is for one short, periodic read whose lateness costs more
+	// than a request's (the issuer's revocation catch-up: once it is late
+	// by RevocationMaxStale, every gateway fails closed).
+	ViewReserved(ctx context.Context, fn func(Tx) error) error
+}
+
 // Notifier is implemented by the Tx of a store that several processes
 // share, so that a writer can tell the others to read what it wrote.
 type Notifier interface {

@@ -102,6 +102,7 @@ type Options struct {
 // Store is a store.Store on a PostgreSQL database.
 type Store struct {
 	pool        *pgxpool.Pool
+	reserved    *pgxpool.Pool // ViewReserved's one connection
 	now         func() time.Time
 	maxAttempts int
 	purgeBatch  int
@@ -135,8 +136,14 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
+	reserved, err := pgxpool.NewWithConfig(ctx, reservedConfig(cfg))
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
 	s := &Store{
 		pool:        pool,
+		reserved:    reserved,
 		now:         opts.Now,
 		maxAttempts: opts.MaxAttempts,
 		purgeBatch:  opts.PurgeBatch,
@@ -153,6 +160,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	}
 	if err := migrate(ctx, pool); err != nil {
 		pool.Close()
+		reserved.Close()
 		return nil, err
 	}
 	return s, nil
@@ -210,14 +218,15 @@ func unavailable(ctx, bctx context.Context, err error) error {
 func (s *Store) View(ctx context.Context, fn func(store.Tx) error) error {
 	bctx, cancel := s.bounded(ctx)
 	defer cancel()
-	return unavailable(ctx, bctx, s.view(bctx, fn))
+	return unavailable(ctx, bctx, s.view(bctx, s.pool, fn))
 }
 
-func (s *Store) view(ctx context.Context, fn func(store.Tx) error) error {
+// view runs fn in a read-only transaction on a connection of pool.
+func (s *Store) view(ctx context.Context, pool *pgxpool.Pool, fn func(store.Tx) error) error {
 	if err := s.begin(ctx); err != nil {
 		return fmt.Errorf("postgres: view: %w", err)
 	}
-	ptx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	ptx, err := pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return s.beginErr(ctx, "view", err)
 	}
@@ -479,6 +488,7 @@ func (s *Store) Close() error {
 		return store.ErrClosed
 	}
 	s.pool.Close()
+	s.reserved.Close()
 	return nil
 }
 

@@ -43,14 +43,18 @@ func put(s store.Store, k, v string) error {
 // connecting stays bounded by twice the timeout.
 const patient = " connect_timeout=10"
 
-// readAndWrite runs a View of b/k and an Update of it on s, and hands
-// each one's error and duration to check.
-func readAndWrite(s store.Store, check func(name string, err error, took time.Duration)) {
+// readAndWrite runs a View of b/k, the same on the reserved connection
+// (ViewReserved), and an Update of it on s, and hands each one's error
+// and duration to check.
+func readAndWrite(s *postgres.Store, check func(name string, err error, took time.Duration)) {
 	for _, op := range []struct {
 		name string
 		run  func() error
 	}{
 		{"View", func() error { _, err := get(s, "k"); return err }},
+		{"ViewReserved", func() error {
+			return s.ViewReserved(context.Background(), func(tx store.Tx) error { _, err := tx.Get("b", "k"); return err })
+		}},
 		{"Update", func() error { return put(s, "k", "during") }},
 	} {
 		start := time.Now()
@@ -60,9 +64,10 @@ func readAndWrite(s store.Store, check func(name string, err error, took time.Du
 }
 
 // TestLockWaitEndsAtTimeout: while another client holds the table's
-// lock (an operator's migration, a stuck session), reads and writes give
-// up after Options.Timeout with store.ErrUnavailable, which the issuer
-// answers with 503, write nothing, and work again once the lock is gone.
+// lock (an operator's migration, a stuck session), reads (ViewReserved's
+// too) and writes give up after Options.Timeout with
+// store.ErrUnavailable, which the issuer answers with 503, write nothing,
+// and work again once the lock is gone.
 func TestLockWaitEndsAtTimeout(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	const timeout = 300 * time.Millisecond
@@ -480,15 +485,7 @@ func TestSyncStandbyCommitNotAbandoned(t *testing.T) {
 // and the DSN of the store's database.
 func syncStandbyServer(t *testing.T, opts postgres.Options) (*postgres.Store, *pgtest.Server, string) {
 	t.Helper()
-	srv, err := pgtest.Start(pgtest.Options{Durable: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Stop() })
-	dsn, err := srv.CreateDatabase()
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, dsn := pgtest.Own(t, pgtest.Options{Durable: true})
 	s := open(t, dsn+patient, opts)
 	for _, q := range []string{"ALTER SYSTEM SET synchronous_standby_names = 'standby1'", "SELECT pg_reload_conf()"} {
 		if _, err := srv.Psql(dsn, q); err != nil {

@@ -76,6 +76,7 @@ func Run(t *testing.T, open OpenFunc) {
 		{"Rollback", testRollback},
 		{"Panic", testPanic},
 		{"ViewRefusesWrites", testViewRefusesWrites},
+		{"ViewReserved", testViewReserved},
 		{"TxAfterFn", testTxAfterFn},
 		{"ConcurrentUpdates", testConcurrentUpdates},
 		{"WriteSkew", testWriteSkew},
@@ -678,6 +679,55 @@ func testViewRefusesWrites(t *testing.T, h *harness) {
 			h.wantMissing(t, "b", "new")
 			h.wantMissing(t, "nb", "k")
 		})
+	}
+}
+
+// testViewReserved: a store.ReservedViewer's ViewReserved is a View: it
+// reads what committed, not what expired, refuses writes, and does nothing
+// with a done ctx or after Close.
+func testViewReserved(t *testing.T, h *harness) {
+	r, ok := h.s.(store.ReservedViewer)
+	if !ok {
+		t.Skip("not a store.ReservedViewer")
+	}
+	h.put(t, "b", "k", "v", time.Time{})
+	h.put(t, "b", "gone", "v", h.clock.Now().Add(time.Second))
+	h.clock.Advance(time.Second)
+	var got []byte
+	var getErr, goneErr, writeErr error
+	err := r.ViewReserved(h.ctx, func(tx store.Tx) error {
+		got, getErr = tx.Get("b", "k")
+		_, goneErr = tx.Get("b", "gone")
+		writeErr = tx.Put("b", "k", []byte("w"), time.Time{})
+		return nil
+	})
+	switch {
+	case err != nil:
+		t.Fatalf("ViewReserved = %v, want nil", err)
+	case getErr != nil || string(got) != "v":
+		t.Errorf("Get in ViewReserved = %q, %v, want v, nil", got, getErr)
+	case !errors.Is(goneErr, store.ErrNotFound):
+		t.Errorf("Get(expired) in ViewReserved = %v, want ErrNotFound", goneErr)
+	case writeErr == nil:
+		t.Errorf("Put in ViewReserved = nil, want an error")
+	}
+	h.wantValue(t, "b", "k", "v")
+
+	called := false
+	fn := func(store.Tx) error { called = true; return nil }
+	cancelled, cancel := context.WithCancel(h.ctx)
+	cancel()
+	if err := r.ViewReserved(cancelled, fn); !errors.Is(err, context.Canceled) {
+		t.Errorf("ViewReserved(cancelled ctx) = %v, want context.Canceled", err)
+	}
+	if err := h.s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.ViewReserved(h.ctx, fn); !errors.Is(err, store.ErrClosed) {
+		t.Errorf("ViewReserved after Close = %v, want ErrClosed", err)
+	}
+	if called {
+		t.Errorf("fn was called with a cancelled context or after Close")
 	}
 }
 

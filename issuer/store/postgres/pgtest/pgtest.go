@@ -213,17 +213,49 @@ func Shared(tb testing.TB) *Server {
 	if !shared.started.Load() {
 		tb.Fatal("pgtest: the test package's TestMain must call pgtest.Main or Run (they stop the server)")
 	}
+	installed(tb)
+	shared.once.Do(func() { shared.srv, shared.err = Start(Options{}) })
+	if shared.err != nil {
+		tb.Fatal(shared.err)
+	}
+	return shared.srv
+}
+
+// installed skips tb when PostgreSQL is not installed, or fails it with
+// CI_REQUIRE_POSTGRES=1.
+func installed(tb testing.TB) {
+	tb.Helper()
 	if _, err := BinDir(); err != nil {
 		if os.Getenv(RequireEnv) == "1" {
 			tb.Fatalf("%v, and %s=1", err, RequireEnv)
 		}
 		tb.Skip(err)
 	}
-	shared.once.Do(func() { shared.srv, shared.err = Start(Options{}) })
-	if shared.err != nil {
-		tb.Fatal(shared.err)
+}
+
+// Own starts a server of tb's own, for a test that stops it or changes
+// its settings, stopped when tb ends, and returns it with the DSN of a
+// new database on it. It skips tb as Shared does.
+func Own(tb testing.TB, opts Options) (*Server, string) {
+	tb.Helper()
+	installed(tb)
+	srv, err := Start(opts)
+	if err != nil {
+		tb.Fatal(err)
 	}
-	return shared.srv
+	tb.Cleanup(func() { _ = srv.Stop() })
+	dsn, err := srv.CreateDatabase()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return srv, dsn
+}
+
+// Backend returns the process id of the session on dsn's database whose
+// application_name is name, "" when there is none.
+func (s *Server) Backend(dsn, name string) (string, error) {
+	return s.Psql(dsn, "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = '"+
+		strings.ReplaceAll(name, "'", "''")+"'")
 }
 
 // NewDatabase returns the DSN of a new, empty database on the package's
