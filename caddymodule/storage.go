@@ -115,7 +115,20 @@ func (b *BoltStorage) Open() (store.Store, error) {
 // file in this process would wait for the first one's lock and fail the
 // reload.
 func resolved(path string) string {
-	for range maxLinkHops {
+	hops := maxLinkHops
+	return resolvedWithin(path, &hops)
+}
+
+// maxLinkHops bounds the links resolved follows for a path that does not
+// exist yet, as the kernel bounds them (ELOOP): over all of the path's
+// directories, since a link into itself (a -> a/b) leads resolving its
+// directory back to it.
+const maxLinkHops = 40
+
+// resolvedWithin is resolved spending the hops left; with none left the
+// path is kept as it is, and opening it fails with ELOOP.
+func resolvedWithin(path string, hops *int) string {
+	for ; *hops > 0; *hops-- {
 		if p, err := filepath.EvalSymlinks(path); err == nil {
 			return p
 		}
@@ -134,15 +147,12 @@ func resolved(path string) string {
 	}
 	// Missing: its directory resolved, as far as that exists.
 	dir := filepath.Dir(path)
-	if dir == path {
+	if dir == path || *hops <= 0 {
 		return path
 	}
-	return filepath.Join(resolved(dir), filepath.Base(path))
+	*hops--
+	return filepath.Join(resolvedWithin(dir, hops), filepath.Base(path))
 }
-
-// maxLinkHops bounds the links resolved follows for a path that does not
-// exist yet, as the kernel bounds them (ELOOP).
-const maxLinkHops = 40
 
 // ownerOnly makes the store file readable by its owner only, as bbolt
 // creates it: one restored with cp or written by curl -o has the umask's

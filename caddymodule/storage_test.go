@@ -186,6 +186,52 @@ func TestBoltStorageLinkResolvedLater(t *testing.T) {
 	}
 }
 
+// A path through links that lead back below themselves (a link to a
+// path inside itself, two links to each other's insides) is refused
+// with the system's error at Open, promptly: resolving it hung Open,
+// and with it Caddy's start or the reload, for ever.
+func TestBoltStorageLinkLoopRefused(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		path func(t *testing.T, dir string) string
+	}{
+		{"link into itself", func(t *testing.T, dir string) string {
+			if err := os.Symlink(filepath.Join(dir, "a", "b"), filepath.Join(dir, "a")); err != nil {
+				t.Fatal(err)
+			}
+			return filepath.Join(dir, "a", "mcp-auth.db")
+		}},
+		{"relative links into each other", func(t *testing.T, dir string) string {
+			if err := os.Symlink("b/c", filepath.Join(dir, "a")); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink("a", filepath.Join(dir, "b")); err != nil {
+				t.Fatal(err)
+			}
+			return filepath.Join(dir, "a", "mcp-auth.db")
+		}},
+		{"link to itself", func(t *testing.T, dir string) string {
+			if err := os.Symlink("a", filepath.Join(dir, "a")); err != nil {
+				t.Fatal(err)
+			}
+			return filepath.Join(dir, "a", "mcp-auth.db")
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			path := tt.path(t, t.TempDir())
+			s := &BoltStorage{Path: path}
+			err := within(t, 5*time.Second, "Open", func() error {
+				_, err := open(newContext(t), s)
+				return err
+			})
+			if err == nil {
+				s.Cleanup()
+				t.Fatalf("Open(%s) = nil, want an error", path)
+			}
+		})
+	}
+}
+
 // A reload whose path names the same file through a symbolic link (to
 // the file or to its directory) shares the open handle: a second open of
 // the file would wait for the first's lock and fail the reload.
