@@ -241,8 +241,15 @@ func normalizeAuthMethod(c *Client) {
 	}
 }
 
-// validateClientAuth checks that a client's credentials fit its method.
+// validateClientAuth checks that a client's credentials fit its method,
+// and a key set as a private_key_jwt client's whatever the method: one
+// beside a secret is stored too.
 func validateClientAuth(c *Client) error {
+	if len(c.JWKS) > 0 {
+		if err := checkJWKS(c.JWKS); err != nil {
+			return err
+		}
+	}
 	switch c.TokenEndpointAuthMethod {
 	case authNone:
 		if c.SecretHash != "" || len(c.JWKS) > 0 || c.JWKSURI != "" {
@@ -258,11 +265,6 @@ func validateClientAuth(c *Client) error {
 	case authPrivateKeyJWT:
 		if (len(c.JWKS) > 0) == (c.JWKSURI != "") {
 			return errors.New("private_key_jwt needs exactly one of jwks and jwks_uri")
-		}
-		if len(c.JWKS) > 0 {
-			if err := checkJWKS(c.JWKS); err != nil {
-				return err
-			}
 		}
 		if c.JWKSURI != "" {
 			if u, err := url.Parse(c.JWKSURI); err != nil || u.Scheme != "https" || u.Host == "" {

@@ -132,6 +132,10 @@ func TestManageClients(t *testing.T) {
 		{"wildcard redirect", Client{ID: "x", RedirectURIs: []string{"https://a.example.com/*"}}, ErrInvalidEntry},
 		{"relative redirect", Client{ID: "x", RedirectURIs: []string{"/cb"}}, ErrInvalidEntry},
 		{"bad jwks", Client{ID: "x", TokenEndpointAuthMethod: "private_key_jwt", JWKS: []byte(`{"keys":[{"kty":"EC"}]}`)}, ErrInvalidEntry},
+		// A key set beside a secret is checked as a private_key_jwt
+		// client's: a private key in it was stored.
+		{"private key in jwks of a secret client", Client{ID: "x", SecretHash: passwordHash(), JWKS: []byte(`{"keys":[{` + testECKey + `,"d":"870MB6gfuTJ4HtUnUvYMyJpr5eUZNP4Bk43bVdj3eAE"}]}`)}, ErrInvalidEntry},
+		{"bad jwks of a secret client", Client{ID: "x", TokenEndpointAuthMethod: "client_secret_post", SecretHash: passwordHash(), JWKS: []byte(`{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}`)}, ErrInvalidEntry},
 		{"bad resource", Client{ID: "x", Resources: []string{"mcp"}}, ErrInvalidEntry},
 		{"ok", Client{ID: "backend", SecretHash: passwordHash(), GrantTypes: []string{"client_credentials"}}, nil},
 	} {
