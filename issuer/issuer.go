@@ -264,7 +264,7 @@ func (i *Issuer) init() error {
 	if err != nil {
 		return err
 	}
-	i.idKeys, err = newIDTokenKeyRing(ctx, i.store, i.now, i.cfg.Rand, i.cfg.SigningAlg, i.cfg.IDTokenTTL)
+	i.idKeys, err = newIDTokenKeyRing(ctx, i.store, i.now, i.cfg.Rand, i.cfg.SigningAlg, i.keys.signsFrom(), i.cfg.IDTokenTTL)
 	return err
 }
 

@@ -120,18 +120,33 @@ func newKeyRing(ctx context.Context, st store.Store, now func() time.Time, rnd i
 
 // newIDTokenKeyRing loads the RS256 ID-token keys (bucketIDTokenKeys),
 // whose first key is made when it first signs. With signing_alg RS256,
-// whose keys sign the ID tokens, it retires their current key (signing_alg
-// was another before): published on for the ID tokens it signed, then
-// withdrawn, rather than published and rotated with nothing to sign.
-func newIDTokenKeyRing(ctx context.Context, st store.Store, now func() time.Time, rnd io.Reader, signingAlg string, retention time.Duration) (*keyRing, error) {
+// whose keys sign the ID tokens from signsFrom on (a key signing_alg's
+// change made waits keyPublishDelay), it retires their current key then
+// (signing_alg was another before): it signs the ID tokens until then,
+// is published on for them, then withdrawn, rather than published and
+// rotated with nothing to sign.
+func newIDTokenKeyRing(ctx context.Context, st store.Store, now func() time.Time, rnd io.Reader, signingAlg string, signsFrom time.Time, retention time.Duration) (*keyRing, error) {
 	k := &keyRing{store: st, bucket: bucketIDTokenKeys, now: now, rand: rnd, alg: "RS256", retention: retention + accesstoken.Leeway + keyReload, lazy: true}
 	if err := k.load(ctx); err != nil {
 		return nil, err
 	}
-	if signingAlg != k.alg || !k.made() {
+	if signingAlg != k.alg {
 		return k, nil
 	}
-	err := st.Update(ctx, func(tx store.Tx) error { return keySetIn(tx, k.bucket).retireAll(k.now(), k.retention) })
+	at := now()
+	if signsFrom.After(at) {
+		at = signsFrom
+	}
+	if at.After(now()) && !k.made() {
+		// Signing the ID tokens until signing_alg's key does.
+		if err := k.makeFirst(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if !k.made() {
+		return k, nil
+	}
+	err := st.Update(ctx, func(tx store.Tx) error { return keySetIn(tx, k.bucket).retireAll(at, k.retention) })
 	if err != nil {
 		return nil, fmt.Errorf("retire ID-token keys: %w", err)
 	}
@@ -167,6 +182,17 @@ func (i *Issuer) MakeIDTokenKey(ctx context.Context) error {
 		return nil
 	}
 	return i.idKeys.makeFirst(ctx)
+}
+
+// signsFrom is when the ring's newest key signs from: the zero time
+// with none.
+func (k *keyRing) signsFrom() time.Time {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	if pk := newestKey(k.byKID); pk != nil {
+		return pk.signFrom
+	}
+	return time.Time{}
 }
 
 // made reports whether the ring has a key that signs or will.
@@ -500,7 +526,12 @@ func (i *Issuer) idTokenSigner(ctx context.Context, c *Client, until time.Time) 
 		return nil, err
 	}
 	if c.idTokenAlg() == i.keys.alg {
-		return i.keys.signer(ctx, until)
+		// Right after signing_alg changed to RS256 the key that signs
+		// may still be the former algorithm's (keyPublishDelay): the
+		// ID-token key signs until the new one does.
+		if cur, err := i.keys.current(ctx); err != nil || cur.alg == i.keys.alg {
+			return i.keys.signer(ctx, until)
+		}
 	}
 	return i.idKeys.signer(ctx, until)
 }

@@ -588,6 +588,18 @@ func TestIDTokenKeysAcrossSigningAlgs(t *testing.T) {
 		t.Fatal(err)
 	}
 	verifyIDToken(t, e, old, "RS256") // still published for its lifetime
+	// Right after the change, while the access tokens' RS256 key waits
+	// to sign (keyPublishDelay) and their ES256 key still signs, ID
+	// tokens are RS256 all the same: the client registered nothing else.
+	code, verifier = e.issueCode(t, codeSpec{scopes: []string{"openid"}})
+	if tok, err = e.exchange(t, tPublic, "", code, verifier); err != nil {
+		t.Fatal(err)
+	}
+	during, _ := tok.Extra("id_token").(string)
+	if h, _ := claimsOf(t, during); h["alg"] != "RS256" {
+		t.Errorf("ID token right after signing_alg became RS256: header %v, want RS256", h)
+	}
+	verifyIDToken(t, e, during, "RS256")
 	if e.iss.idTokenHint(t.Context(), old) == nil {
 		t.Error("idTokenHint(an ID token signed before the change) = nil, want its claims")
 	}
