@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -475,9 +476,11 @@ func checkJWKS(b []byte) error {
 		return errors.New("jwks must be a JWK Set with keys")
 	}
 	for n, k := range keys {
-		for _, m := range privateKeyMembers {
-			if _, ok := members.Keys[n][m]; ok {
-				return fmt.Errorf("jwks: key %d has private or symmetric key member %q", n, m)
+		// In any case: a reader matching names without case, as
+		// encoding/json does, reads "P" or "\u212a" (Kelvin) as p or k.
+		for name := range members.Keys[n] {
+			if slices.ContainsFunc(privateKeyMembers, func(m string) bool { return strings.EqualFold(name, m) }) {
+				return fmt.Errorf("jwks: key %d has private or symmetric key member %q", n, name)
 			}
 		}
 		if _, err := k.PublicKey(); err != nil {

@@ -212,8 +212,9 @@ func TestRegisterValidation(t *testing.T) {
 		{"private factors in jwks", `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks":{"keys":[{` + testECKey + `,"p":"c2VjcmV0","q":"c2VjcmV0","qi":"c2VjcmV0"}]}}`, "invalid_client_metadata"},
 		{"symmetric value on a public key in jwks", `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks":{"keys":[{` + testECKey + `,"k":"c2hhcmVkLXNlY3JldA"}]}}`, "invalid_client_metadata"},
 	}
-	// Each member the README names, alone.
-	for _, m := range []string{"p", "q", "dp", "dq", "qi", "oth"} {
+	// Each member the README names, alone, and in other cases, which a
+	// reader matching names without case (encoding/json) reads as it.
+	for _, m := range []string{"p", "q", "dp", "dq", "qi", "oth", "P", "Dp", "QI", "OTH", "K", "\u212a"} {
 		tests = append(tests, struct{ name, body, want string }{"private member " + m + " alone in jwks",
 			`{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks":{"keys":[{` + testECKey + `,"` + m + `":"c2VjcmV0"}]}}`, "invalid_client_metadata"})
 	}
