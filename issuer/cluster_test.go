@@ -216,6 +216,64 @@ func TestRevocationCatchUpPoolSaturated(t *testing.T) {
 	}
 }
 
+// TestRevocationCatchUpReservedRefused: a database that admits the pool's
+// connections but not one more (a role's or the server's connection
+// limit, sized before the reserved connection existed) still has the
+// catch-up read through the pool, not every gateway failing closed.
+func TestRevocationCatchUpReservedRefused(t *testing.T) {
+	srv := pgtest.Shared(t)
+	dsn := pgtest.NewDatabase(t)
+	const conns = 2
+	role := fmt.Sprintf("limited%d", time.Now().UnixNano())
+	db := dsn[strings.Index(dsn, "dbname=")+len("dbname="):]
+	db = strings.Fields(db)[0]
+	if _, err := srv.Psql(dsn, fmt.Sprintf("CREATE ROLE %s LOGIN CONNECTION LIMIT %d; ALTER DATABASE %s OWNER TO %s", role, conns, db, role)); err != nil {
+		t.Fatal(err)
+	}
+	limited := strings.Replace(dsn, "user=postgres", "user="+role, 1) + fmt.Sprintf(" pool_max_conns=%d", conns)
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	staleAfter := func(c *Config) { c.RevocationMaxStale = DefaultRevocationMaxStale }
+	a := postgresEnv(t, limited, clock, staleAfter)
+	b := postgresEnv(t, dsn, clock, staleAfter)
+	tok, jti, gid := clientTokenOf(t, b)
+
+	// The reserved connection is ended, then the pool opens both its
+	// connections: the reserved one cannot come back within the limit.
+	if _, err := srv.Psql(dsn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '"+role+"' AND application_name = 'mcp-auth reserved'"); err != nil {
+		t.Fatal(err)
+	}
+	var both sync.WaitGroup
+	held := make(chan error, conns)
+	release := make(chan struct{})
+	for range conns {
+		both.Go(func() {
+			err := a.store.View(t.Context(), func(store.Tx) error { held <- nil; <-release; return nil })
+			if err != nil {
+				held <- err
+			}
+		})
+	}
+	for range conns {
+		if err := <-held; err != nil {
+			close(release)
+			t.Fatalf("opening the pool's connections: %v", err)
+		}
+	}
+	close(release)
+	both.Wait()
+
+	if r := b.post(t, pathRevoke, url.Values{"token": {tok}}, tConf+":"+tSecret); r.status != 200 {
+		t.Fatalf("revoke on B = %d %s", r.status, r.raw)
+	}
+	clock.Advance(DefaultRevocationMaxStale + time.Second)
+	if err := a.iss.SyncRevocations(t.Context()); err != nil {
+		t.Fatalf("A: SyncRevocations with no room for its reserved connection = %v, want nil (read through the pool)", err)
+	}
+	if got, err := a.iss.Revoked(t.Context(), jti, gid); !got || err != nil {
+		t.Errorf("A: Revoked(token revoked on B) = %v, %v, want true, nil", got, err)
+	}
+}
+
 // verifiedBy checks tok's signature with the key e's verification finds
 // for its kid, as e's gateways do.
 func verifiedBy(t *testing.T, e *testEnv, tok string) error {

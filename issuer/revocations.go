@@ -63,8 +63,16 @@ func (i *Issuer) SyncRevocations(ctx context.Context) error {
 	if r, ok := i.backend.(store.ReservedViewer); ok {
 		// Not behind request traffic for the store's connections: late
 		// by RevocationMaxStale, every gateway would fail closed with
-		// the store up.
-		view = r.ViewReserved
+		// the store up. When the reserved connection cannot be had (a
+		// connection limit sized before it existed, say), through the
+		// pool as before.
+		view = func(ctx context.Context, fn func(store.Tx) error) error {
+			err := r.ViewReserved(ctx, fn)
+			if err != nil && ctx.Err() == nil {
+				err = i.backend.View(ctx, fn)
+			}
+			return err
+		}
 	}
 	return i.revs.sync(ctx, view)
 }
