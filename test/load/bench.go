@@ -264,6 +264,9 @@ type runResult struct {
 	// mem is the proxy's allocation over the run (zero when its expvar
 	// URL was not given).
 	mem memStats
+	// kernel is the proxy's system calls and context switches over the
+	// run.
+	kernel kernelCounts
 }
 
 func (r runResult) rps() float64 { return float64(r.n) / r.wall.Seconds() }
@@ -346,6 +349,10 @@ func measure(t *target, upstreamPID, c, n int, rate float64) (runResult, error) 
 	if err != nil {
 		return runResult{}, err
 	}
+	kBefore, err := readKernelCounts(t.pid)
+	if err != nil {
+		return runResult{}, err
+	}
 	before, err := readTicks(pids)
 	if err != nil {
 		return runResult{}, err
@@ -358,11 +365,15 @@ func measure(t *target, upstreamPID, c, n int, rate float64) (runResult, error) 
 	if err != nil {
 		return runResult{}, err
 	}
+	kAfter, err := readKernelCounts(t.pid)
+	if err != nil {
+		return runResult{}, err
+	}
 	memAfter, err := t.memStats()
 	if err != nil {
 		return runResult{}, err
 	}
-	r := runResult{n: n, wall: wall, lat: lat, proxyTicks: after[0] - before[0], clientTicks: after[1] - before[1], mem: memAfter.sub(memBefore)}
+	r := runResult{n: n, wall: wall, lat: lat, proxyTicks: after[0] - before[0], clientTicks: after[1] - before[1], mem: memAfter.sub(memBefore), kernel: kAfter.sub(kBefore)}
 	if upstreamPID > 0 {
 		r.upstreamTicks = after[2] - before[2]
 	}

@@ -66,6 +66,52 @@ func TestCPUTicksSelf(t *testing.T) {
 	}
 }
 
+func TestSumFields(t *testing.T) {
+	io := "rchar: 10\nwchar: 20\nsyscr: 7\nsyscw: 5\nread_bytes: 0\n"
+	if got, err := sumFields(io, "syscr:", "syscw:"); err != nil || got != 12 {
+		t.Errorf("sumFields(io) = %d, %v, want 12, nil", got, err)
+	}
+	if _, err := sumFields(io, "syscr:", "nosuch:"); err == nil {
+		t.Error("sumFields with a missing line: error = nil, want an error")
+	}
+	if _, err := sumFields("syscr: x\n", "syscr:"); err == nil {
+		t.Error("sumFields with a bad value: error = nil, want an error")
+	}
+	// nonvoluntary_ctxt_switches: does not count as voluntary_ctxt_switches:.
+	status := "Name:\tcaddy\nvoluntary_ctxt_switches:\t3\nnonvoluntary_ctxt_switches:\t4\n"
+	if got, err := sumFields(status, "voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:"); err != nil || got != 7 {
+		t.Errorf("sumFields(status) = %d, %v, want 7, nil", got, err)
+	}
+}
+
+func TestKernelCountsSelf(t *testing.T) {
+	a, err := readKernelCounts(os.Getpid())
+	if err != nil {
+		t.Fatalf("readKernelCounts(self) error = %v", err)
+	}
+	f, err := os.CreateTemp(t.TempDir(), "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		if _, err := f.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Close()
+	time.Sleep(5 * time.Millisecond) // a voluntary switch at least
+	b, err := readKernelCounts(os.Getpid())
+	if err != nil {
+		t.Fatalf("readKernelCounts(self) error = %v", err)
+	}
+	if d := b.sub(a); d.syscalls < 10 || d.switches == 0 {
+		t.Errorf("after 10 writes and a sleep: %+v, want at least 10 syscalls and a switch", d)
+	}
+	if _, err := readKernelCounts(-1); err == nil {
+		t.Error("readKernelCounts(-1) error = nil, want an error")
+	}
+}
+
 func TestPercentile(t *testing.T) {
 	d := func(ms ...int) []time.Duration {
 		var out []time.Duration

@@ -169,6 +169,7 @@ func writeReport(w io.Writer, cfg benchConfig, levels []level, results [][][]run
 	}
 
 	writeMemory(w, levels, names, results)
+	writeKernel(w, levels, names, results)
 
 	fmt.Fprintln(w)
 	closed := len(levels) - 1
@@ -239,4 +240,24 @@ func writeMemory(w io.Writer, levels []level, names []string, results [][][]runR
 		}
 	}
 	fmt.Fprintln(w, "Allocation: the Go runtime's counters of each Caddy process (expvar memstats, read before and after each run); GC work grows with the bytes allocated.")
+}
+
+// writeKernel prints the proxies' system calls and context switches per
+// request, medians over rounds: each is a trip through the kernel and,
+// for a switch, a wakeup the scheduler shares the two cores with.
+func writeKernel(w io.Writer, levels []level, names []string, results [][][]runResult) {
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| c | proxy | read/write syscalls per req | context switches per req |")
+	fmt.Fprintln(w, "|--:|:--|--:|--:|")
+	for li, lv := range levels {
+		for ti, name := range names {
+			var sc, cs []float64
+			for _, r := range results[li][ti] {
+				sc = append(sc, float64(r.kernel.syscalls)/float64(r.n))
+				cs = append(cs, float64(r.kernel.switches)/float64(r.n))
+			}
+			fmt.Fprintf(w, "| %s | %s | %.2f | %.2f |\n", lv.column(), name, median(sc), median(cs))
+		}
+	}
+	fmt.Fprintln(w, "Kernel: syscr + syscw of /proc/<pid>/io (read- and write-family system calls of the whole process) and the voluntary + nonvoluntary context switches of its threads, read before and after each run.")
 }
