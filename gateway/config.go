@@ -255,6 +255,20 @@ type KeySource interface {
 	PublicKey(ctx context.Context, kid string) (any, error)
 }
 
+// keyWithdrawals is a KeySource that may withdraw a key it gave out
+// (RemoteKeys: the issuer stops publishing it, a compromised key rotated
+// out): a token verified before is then accepted, and its streams go on,
+// only while its key is still published (Gateway.keyPublished). The local
+// issuer publishes a key until every token it signed has expired.
+type keyWithdrawals interface {
+	// Withdrawals counts the withdrawals so far: while it stays the
+	// same, a key found published is still.
+	Withdrawals() uint64
+	// Published reports whether kid still names key, as PublicKey
+	// returned it.
+	Published(kid string, key any) bool
+}
+
 // Revocations knows which access tokens were revoked before they expired.
 // It is asked on every request, so it must answer from memory, without
 // allocating, and fail closed.

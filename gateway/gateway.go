@@ -138,9 +138,11 @@ type Gateway struct {
 	validator *jwt.Validator
 	cache     *claimsCache
 	inactive  *claimsCache // inactive tokens, nil entries
-	proofs    *dpop.Verifier
-	origin    string // the resource URL's scheme://host, for htu
-	host      string // the resource URL's host, the Host next's requests carry
+	// withdrawals is Config.Keys when it may withdraw keys, else nil.
+	withdrawals keyWithdrawals
+	proofs      *dpop.Verifier
+	origin      string // the resource URL's scheme://host, for htu
+	host        string // the resource URL's host, the Host next's requests carry
 	// streams: open event streams, closed on revocation or when an
 	// introspection answer runs out (nil without Config.Revocations or
 	// Config.Introspector).
@@ -303,6 +305,9 @@ func New(cfg Config) (*Gateway, error) {
 		g.pins = newPinSet(g, &g.cfg)
 	}
 	g.streams = newStreamSet(cfg.Revocations, cfg.Now, cfg.StreamCheckInterval, cfg.MaxInFlight, cfg.MaxInFlightPerClient, cfg.Logger)
+	if g.withdrawals, _ = cfg.Keys.(keyWithdrawals); g.withdrawals != nil {
+		g.streams.published = g.keyPublished
+	}
 	checks := []jwt.ParserOption{
 		jwt.WithIssuer(cfg.Issuer),
 		jwt.WithAudience(cfg.Audience),

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -37,7 +38,11 @@ type RemoteKeys struct {
 	mu      sync.RWMutex
 	keys    map[string]any
 	fetched time.Time // last successful fetch
-	lastTry time.Time
+	// withdrawals counts the fetches that took a key away, or gave its
+	// kid another key or algorithm: a token verified before must then
+	// have its key found again (Published) to be accepted.
+	withdrawals atomic.Uint64
+	lastTry     time.Time
 	// fetches is the fetch under way, which every request wanting the
 	// keys meanwhile waits for (each until its own end): a slow issuer
 	// must not queue them behind a lock.
@@ -149,8 +154,37 @@ func (k *RemoteKeys) fetchOnce(ctx context.Context) {
 		return
 	}
 	k.mu.Lock()
+	if withdraws(k.keys, keys) {
+		// With the keys, under the lock: whoever reads the new count
+		// finds the new keys (Published).
+		k.withdrawals.Add(1)
+	}
 	k.keys, k.fetched = keys, now
 	k.mu.Unlock()
+}
+
+// withdraws reports whether the key set next lacks a key of prev, or
+// has it verify otherwise (another key, another algorithm).
+func withdraws(prev, next map[string]any) bool {
+	for kid, key := range prev {
+		if n, ok := next[kid]; !ok || !sameVerifier(key, n) {
+			return true
+		}
+	}
+	return false
+}
+
+// Withdrawals counts the fetches so far that withdrew a key (withdraws):
+// while it stays the same, a key found published is still.
+func (k *RemoteKeys) Withdrawals() uint64 { return k.withdrawals.Load() }
+
+// Published reports whether kid still names key, as PublicKey returned
+// it, in the keys last fetched.
+func (k *RemoteKeys) Published(kid string, key any) bool {
+	k.mu.RLock()
+	cur, ok := k.keys[kid]
+	k.mu.RUnlock()
+	return ok && sameVerifier(cur, key)
 }
 
 // settledLately reports whether a fetch began within the refetch
@@ -217,22 +251,36 @@ func (k *RemoteKeys) fetch(ctx context.Context) (map[string]any, error) {
 // without alg) when they name different ones or none. ok is false when
 // the entries are different keys.
 func sameKey(a, b any) (key any, ok bool) {
-	unwrap := func(k any) (any, string) {
-		if ak, isAlg := k.(accesstoken.AlgKey); isAlg {
-			return ak.Key, ak.Alg
-		}
-		return k, ""
-	}
-	ka, algA := unwrap(a)
-	kb, algB := unwrap(b)
-	eq, isKey := ka.(interface{ Equal(crypto.PublicKey) bool })
-	if !isKey || !eq.Equal(kb) {
+	ka, algA := unwrapAlg(a)
+	kb, algB := unwrapAlg(b)
+	if !equalKeys(ka, kb) {
 		return nil, false
 	}
 	if algA != "" && algA == algB {
 		return a, true
 	}
 	return ka, true
+}
+
+// sameVerifier reports whether two published keys verify alike: one
+// public key, for the same algorithm (or for any, both).
+func sameVerifier(a, b any) bool {
+	ka, algA := unwrapAlg(a)
+	kb, algB := unwrapAlg(b)
+	return algA == algB && equalKeys(ka, kb)
+}
+
+// unwrapAlg is a published key and the algorithm it is for ("" for any).
+func unwrapAlg(k any) (any, string) {
+	if ak, isAlg := k.(accesstoken.AlgKey); isAlg {
+		return ak.Key, ak.Alg
+	}
+	return k, ""
+}
+
+func equalKeys(a, b any) bool {
+	eq, isKey := a.(interface{ Equal(crypto.PublicKey) bool })
+	return isKey && eq.Equal(b)
 }
 
 // sameOriginClient is client (a 10 s timeout one when nil) following
@@ -338,4 +386,7 @@ func parseJWK(raw []byte) (string, any, error) {
 	return j.Kid, key, err
 }
 
-var _ KeySource = (*RemoteKeys)(nil)
+var (
+	_ KeySource      = (*RemoteKeys)(nil)
+	_ keyWithdrawals = (*RemoteKeys)(nil)
+)

@@ -484,3 +484,78 @@ func TestRemoteKeysFollowIssuerRotation(t *testing.T) {
 		t.Errorf("token of the retired key = %d (%s), want 200", status, body)
 	}
 }
+
+// TestRemoteKeyWithdrawnEndsTokens: once the issuer stops publishing a
+// key (a compromised key rotated out), the tokens it signed are refused,
+// also those the gateway verified before (whose claims it keeps until
+// their exp, which whoever holds the key chose: here a century away), and
+// their open event streams end within a check interval; the tokens and
+// streams of the keys still published go on.
+func TestRemoteKeyWithdrawnEndsTokens(t *testing.T) {
+	k := theKeys(t)
+	f := newFakeIssuer(t, "", false)
+	f.jwks.Store([]map[string]any{ecJWK("ec1", &k.ec.PublicKey), edJWK("ed1", k.ed.Public().(ed25519.PublicKey))})
+	now := &clock{t: testNow}
+	rk := NewRemoteKeys(f.issuer, f.srv.Client(), nil)
+	rk.now = now.now
+	cfg := testConfig(t)
+	cfg.Issuer, cfg.Keys, cfg.Now = f.issuer, rk, now.now
+	cfg.StreamCheckInterval = 10 * time.Millisecond
+	up := newStreamUpstream(func(r *http.Request) string { return r.Header.Get("X-Test-Stream") })
+	h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			up.serve(w, r)
+			return
+		}
+		writeJSONAnswer(w, r, `{"jsonrpc":"2.0","id":1,"result":{}}`)
+	})
+	token := func(sub string, m jwt.SigningMethod, key any, kid string) string {
+		c := claims()
+		c["iss"], c["sub"], c["exp"] = f.issuer, sub, testNow.AddDate(100, 0, 0).Unix()
+		return mintWith(t, m, key, kid, c, nil)
+	}
+	forged := token("mallory", jwt.SigningMethodES256, k.ec, "ec1")
+	kept := token("alice", jwt.SigningMethodEdDSA, k.ed, "ed1")
+	const version = "2025-11-25"
+	ping := func(tok string) (int, string) {
+		t.Helper()
+		resp := h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"ping"}`, token: tok, headers: map[string]string{"Mcp-Protocol-Version": version}})
+		return resp.StatusCode, readBody(t, resp)
+	}
+	for _, tok := range []string{forged, kept} {
+		if status, body := ping(tok); status != http.StatusOK {
+			t.Fatalf("before the withdrawal: status = %d (%s), want 200", status, body)
+		}
+	}
+	for name, tok := range map[string]string{"forged": forged, "kept": kept} {
+		resp := h.do(t, call{method: http.MethodGet, token: tok, headers: map[string]string{"X-Test-Stream": name, "Mcp-Protocol-Version": version, "Mcp-Session-Id": sessionFor(t, h.g, tok)}})
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: GET status = %d, want 200: %s", name, resp.StatusCode, readBody(t, resp))
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+	}
+
+	// The issuer withdraws ec1 and signs with a new key, whose first
+	// token makes the gateway fetch the keys again.
+	f.jwks.Store([]map[string]any{edJWK("ed1", k.ed.Public().(ed25519.PublicKey)), rsaJWK("rsa1", &k.rsa.PublicKey)})
+	now.add(time.Minute)
+	if status, body := ping(token("bob", jwt.SigningMethodRS256, k.rsa, "rsa1")); status != http.StatusOK {
+		t.Fatalf("token of the new key: status = %d (%s), want 200", status, body)
+	}
+	if status, body := ping(forged); status != http.StatusUnauthorized {
+		t.Errorf("token of the withdrawn key, verified before: status = %d (%s), want 401", status, body)
+	}
+	if status, body := ping(kept); status != http.StatusOK {
+		t.Errorf("token of a key still published: status = %d (%s), want 200", status, body)
+	}
+	select {
+	case <-up.done("forged"):
+	case <-time.After(5 * time.Second):
+		t.Error("the stream of the withdrawn key's token is still open 5 s after the withdrawal was seen")
+	}
+	select {
+	case <-up.done("kept"):
+		t.Error("the stream of a token of a key still published ended")
+	case <-time.After(100 * time.Millisecond):
+	}
+}

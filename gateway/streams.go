@@ -27,9 +27,12 @@ const DefaultStreamCheckInterval = time.Second
 // the last has closed, so a stream costs one map entry, not a goroutine.
 type streamSet struct {
 	revocations Revocations // nil: introspection deadlines only
-	now         func() time.Time
-	interval    time.Duration
-	log         *zap.Logger
+	// published reports whether the key that verified a token is still
+	// published (Gateway.keyPublished); nil when no key is withdrawn.
+	published func(*principal) bool
+	now       func() time.Time
+	interval  time.Duration
+	log       *zap.Logger
 
 	mu sync.Mutex
 	// max bounds the requests in flight of one principal
@@ -209,10 +212,13 @@ const closeGrace = 30 * time.Second
 // a GET stream the upstream had not answered yet), the one a new request
 // would get now rather than the proxy's 499 for a cancelled request.
 var (
-	endRevoked  = invalidToken("the access token has been revoked")
-	endExpired  = invalidToken("the access token has expired")
-	endRecheck  = &authError{status: http.StatusServiceUnavailable, desc: "the token's introspection answer may no longer be reused; retry"}
-	endUnloaded = &authError{status: http.StatusServiceUnavailable, desc: "the gateway's configuration was unloaded " + closeGrace.String() + " ago; retry"}
+	endRevoked = invalidToken("the access token has been revoked")
+	// endWithdrawn: the issuer no longer publishes the key that signed
+	// the token, as if it had revoked every token the key signed.
+	endWithdrawn = invalidToken("the key that signed the access token is no longer published")
+	endExpired   = invalidToken("the access token has expired")
+	endRecheck   = &authError{status: http.StatusServiceUnavailable, desc: "the token's introspection answer may no longer be reused; retry"}
+	endUnloaded  = &authError{status: http.StatusServiceUnavailable, desc: "the gateway's configuration was unloaded " + closeGrace.String() + " ago; retry"}
 	// endReloaded ends a GET stream at once when its configuration is
 	// unloaded (close): one the upstream had not answered yet gets 503,
 	// not the proxy's 499 (review s16b F5), and the client opens it again.
@@ -246,10 +252,13 @@ func (s *streamSet) ended(x *exchange, stream bool, now, closedAt time.Time) *au
 	return s.revoked(x)
 }
 
-// revoked says why x must end on its token's revocation, nil if it may go
-// on. A set that cannot tell (stale) ends it too: new requests are
-// refused then as well.
+// revoked says why x must end on its token's revocation, or the
+// withdrawal of the key that signed it, nil if it may go on. A set that
+// cannot tell (stale) ends it too: new requests are refused then as well.
 func (s *streamSet) revoked(x *exchange) *authError {
+	if s.published != nil && !s.published(x.p) {
+		return endWithdrawn
+	}
 	if s.revocations == nil {
 		return nil
 	}

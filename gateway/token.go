@@ -53,8 +53,15 @@ type principal struct {
 	// reused (min of exp and the cache ceiling): its open streams end
 	// then. Zero for a JWT.
 	recheck time.Time
-	jkt     string            // cnf.jkt: the DPoP key the token is bound to, "" for a bearer token
-	claims  map[string]string // string claims argument rules read, by dotted path
+	jkt     string // cnf.jkt: the DPoP key the token is bound to, "" for a bearer token
+	// kid and key verified the token, when its KeySource may withdraw
+	// keys (keyWithdrawals; nil key otherwise, and for an introspected
+	// token); keys is that source's count of withdrawals when the key
+	// was last found published (Gateway.keyPublished).
+	kid    string
+	key    any
+	keys   atomic.Uint64
+	claims map[string]string // string claims argument rules read, by dotted path
 
 	// holder names the principal across its tokens and clients (its
 	// issuer, type and subject): whose answers are held (heldShares) and
@@ -333,6 +340,9 @@ func (g *Gateway) authenticate(ctx context.Context, token string, now time.Time)
 	// request, and Sum256 only reads its input.
 	key := sha256.Sum256(unsafe.Slice(unsafe.StringData(token), len(token)))
 	p, _ := g.cache.get(key, now)
+	if p != nil && !g.keyPublished(p) {
+		p = nil // verified again, without the withdrawn key
+	}
 	g.metrics.TokenCache(p != nil)
 	if p == nil {
 		if !validB64Token(token) {
@@ -385,12 +395,49 @@ func isJWT(token string) bool {
 // tokens refused), kid, key type matching the algorithm, iss, aud, exp,
 // iat, nbf, sub and client_id.
 func (g *Gateway) verify(ctx context.Context, token string) (*principal, *authError) {
-	c, err := accesstoken.ParseWith(ctx, g.parser, token, g.cfg.Keys.PublicKey,
+	keyOf := g.cfg.Keys.PublicKey
+	var kid string
+	var key any
+	var seen uint64
+	if g.withdrawals != nil {
+		// Counted before the key is read: a withdrawal after that is
+		// looked into at the token's next use.
+		seen = g.withdrawals.Withdrawals()
+		keyOf = func(ctx context.Context, id string) (any, error) {
+			k, err := g.cfg.Keys.PublicKey(ctx, id)
+			kid, key = id, k
+			return k, err
+		}
+	}
+	c, err := accesstoken.ParseWith(ctx, g.parser, token, keyOf,
 		accesstoken.Options{AnyJWTType: g.cfg.AcceptTypJWT})
 	if err != nil {
 		return nil, invalidToken(describeTokenError(err))
 	}
-	return g.principalOf(c, jwtPayload(token)), nil
+	p := g.principalOf(c, jwtPayload(token))
+	p.kid, p.key = kid, key
+	p.keys.Store(seen)
+	return p, nil
+}
+
+// keyPublished reports whether the key that verified p's token is still
+// published (keyWithdrawals): verified claims are kept until the token's
+// exp, which whoever holds a key chooses, so a token of a key the issuer
+// withdrew must not pass on them, nor its streams go on. Always true for
+// an introspected token and a KeySource that withdraws no key.
+func (g *Gateway) keyPublished(p *principal) bool {
+	if g.withdrawals == nil || p.key == nil {
+		return true
+	}
+	n := g.withdrawals.Withdrawals()
+	if p.keys.Load() == n {
+		return true
+	}
+	if !g.withdrawals.Published(p.kid, p.key) {
+		return false
+	}
+	p.keys.Store(n)
+	return true
 }
 
 // principalOf is the principal of verified claims; payload is the JSON
