@@ -243,6 +243,12 @@ func (k *RemoteKeys) fetch(ctx context.Context) (map[string]any, error) {
 		k.log.Warn("issuer publishes a kid twice; neither key is used", zap.String("kid", kid))
 		delete(keys, kid)
 	}
+	if len(keys) == 0 {
+		// An issuer signs with some key: a set with none it could use is
+		// one served by mistake (an empty file, a misrouted page), like
+		// a failed fetch, not a withdrawal of every key.
+		return nil, errors.New("jwks: no usable signing key")
+	}
 	return keys, nil
 }
 

@@ -559,3 +559,43 @@ func TestRemoteKeyWithdrawnEndsTokens(t *testing.T) {
 	case <-time.After(100 * time.Millisecond):
 	}
 }
+
+// TestRemoteKeysNoUsableKeyKeepsKeys: a key set in which nothing can
+// verify (empty, or only keys not for signatures) is an issuer failing
+// to serve its keys, as a 503 is, not one withdrawing every key it
+// signs with: the keys known stay, so the tokens verified with them and
+// their streams go on (TestRemoteKeyWithdrawnEndsTokens ends those of a
+// key withdrawn), until a fetch finds a usable key again.
+func TestRemoteKeysNoUsableKeyKeepsKeys(t *testing.T) {
+	k := theKeys(t)
+	for name, set := range map[string][]map[string]any{
+		"empty":          {},
+		"no signing key": {{"kty": "EC", "kid": "enc", "use": "enc", "crv": "P-256", "x": "", "y": ""}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFakeIssuer(t, "", false)
+			f.jwks.Store([]map[string]any{ecJWK("ec1", &k.ec.PublicKey)})
+			now := testNow
+			rk := NewRemoteKeys(f.issuer, f.srv.Client(), nil)
+			rk.now = func() time.Time { return now }
+			ctx := context.Background()
+			if _, err := rk.PublicKey(ctx, "ec1"); err != nil {
+				t.Fatal(err)
+			}
+			f.jwks.Store(set)
+			now = now.Add(time.Minute)
+			if _, err := rk.PublicKey(ctx, "made-up"); !errors.Is(err, ErrUnknownKey) {
+				t.Fatalf("PublicKey(made-up) = %v, want ErrUnknownKey", err)
+			}
+			if n := f.jwksHits.Load(); n != 2 {
+				t.Fatalf("JWKS fetches = %d, want 2", n)
+			}
+			if _, err := rk.PublicKey(ctx, "ec1"); err != nil {
+				t.Errorf("PublicKey(ec1) after a set with no usable key = %v, want the known key", err)
+			}
+			if n := rk.Withdrawals(); n != 0 {
+				t.Errorf("Withdrawals() = %d, want 0", n)
+			}
+		})
+	}
+}
