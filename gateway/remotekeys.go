@@ -39,8 +39,8 @@ type RemoteKeys struct {
 	keys    map[string]any
 	fetched time.Time // last successful fetch
 	// withdrawals counts the fetches that took a key away, or gave its
-	// kid another key or algorithm: a token verified before must then
-	// have its key found again (Published) to be accepted.
+	// kid another key or algorithm (withdraws): a token verified before
+	// must then have its key found again (Published) to be accepted.
 	withdrawals atomic.Uint64
 	lastTry     time.Time
 	// fetches is the fetch under way, which every request wanting the
@@ -164,10 +164,10 @@ func (k *RemoteKeys) fetchOnce(ctx context.Context) {
 }
 
 // withdraws reports whether the key set next lacks a key of prev, or
-// has it verify otherwise (another key, another algorithm).
+// has its kid verify less (another key, another algorithm).
 func withdraws(prev, next map[string]any) bool {
 	for kid, key := range prev {
-		if n, ok := next[kid]; !ok || !sameVerifier(key, n) {
+		if n, ok := next[kid]; !ok || !stillVerifies(key, n) {
 			return true
 		}
 	}
@@ -184,7 +184,7 @@ func (k *RemoteKeys) Published(kid string, key any) bool {
 	k.mu.RLock()
 	cur, ok := k.keys[kid]
 	k.mu.RUnlock()
-	return ok && sameVerifier(cur, key)
+	return ok && stillVerifies(key, cur)
 }
 
 // settledLately reports whether a fetch began within the refetch
@@ -268,12 +268,12 @@ func sameKey(a, b any) (key any, ok bool) {
 	return ka, true
 }
 
-// sameVerifier reports whether two published keys verify alike: one
-// public key, for the same algorithm (or for any, both).
-func sameVerifier(a, b any) bool {
-	ka, algA := unwrapAlg(a)
-	kb, algB := unwrapAlg(b)
-	return algA == algB && equalKeys(ka, kb)
+// stillVerifies reports whether the published key cur verifies what prev
+// did: the same public key, for the same algorithm or for any.
+func stillVerifies(prev, cur any) bool {
+	kp, algP := unwrapAlg(prev)
+	kc, algC := unwrapAlg(cur)
+	return (algC == "" || algC == algP) && equalKeys(kp, kc)
 }
 
 // unwrapAlg is a published key and the algorithm it is for ("" for any).

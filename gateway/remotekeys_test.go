@@ -599,3 +599,48 @@ func TestRemoteKeysNoUsableKeyKeepsKeys(t *testing.T) {
 		})
 	}
 }
+
+// TestRemoteKeysWithdrawals: a fetch counts as a withdrawal when a kid
+// the keys had is gone or verifies less than before (another key, an alg
+// it did not name), not when the set grows or a key's alg is dropped
+// (it verifies more), and Published finds a key as PublicKey returned it
+// while its kid still verifies it.
+func TestRemoteKeysWithdrawals(t *testing.T) {
+	k := theKeys(t)
+	withAlg := func(j map[string]any, alg string) map[string]any { j["alg"] = alg; return j }
+	ec := func() map[string]any { return ecJWK("ec1", &k.ec.PublicKey) }
+	for _, tt := range []struct {
+		name          string
+		before, after []map[string]any
+		withdrawn     bool
+	}{
+		{"same keys", []map[string]any{ec()}, []map[string]any{ec()}, false},
+		{"key added", []map[string]any{ec()}, []map[string]any{ec(), rsaJWK("rsa1", &k.rsa.PublicKey)}, false},
+		{"key removed", []map[string]any{ec(), rsaJWK("rsa1", &k.rsa.PublicKey)}, []map[string]any{rsaJWK("rsa1", &k.rsa.PublicKey)}, true},
+		{"kid given another key", []map[string]any{ec()}, []map[string]any{rsaJWK("ec1", &k.rsa.PublicKey)}, true},
+		{"alg named", []map[string]any{ec()}, []map[string]any{withAlg(ec(), "ES256")}, true},
+		{"alg dropped", []map[string]any{withAlg(ec(), "ES256")}, []map[string]any{ec()}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFakeIssuer(t, "", false)
+			f.jwks.Store(tt.before)
+			now := testNow
+			rk := NewRemoteKeys(f.issuer, f.srv.Client(), nil)
+			rk.now = func() time.Time { return now }
+			ctx := context.Background()
+			key, err := rk.PublicKey(ctx, "ec1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.jwks.Store(tt.after)
+			now = now.Add(time.Minute)
+			rk.PublicKey(ctx, "made-up") // fetches again
+			if got := rk.Withdrawals() == 1; got != tt.withdrawn {
+				t.Errorf("Withdrawals() = %d, want a withdrawal: %v", rk.Withdrawals(), tt.withdrawn)
+			}
+			if got := rk.Published("ec1", key); got != !tt.withdrawn {
+				t.Errorf("Published(ec1, key before) = %v, want %v", got, !tt.withdrawn)
+			}
+		})
+	}
+}
