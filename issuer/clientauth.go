@@ -38,6 +38,12 @@ const (
 	// maxAssertionLifetime bounds exp of a client assertion, and so how
 	// long its jti must be remembered.
 	maxAssertionLifetime = time.Hour
+	// assertionLeeway is the clock skew allowed on a client assertion's
+	// exp, nbf and iat, as on an ID-JAG's (idJAGLeeway).
+	assertionLeeway = 30 * time.Second
+	// clientAssertionType is the explicit typ of a client assertion
+	// (draft-ietf-oauth-rfc7523bis section 4), which clients may send.
+	clientAssertionType = "client-authentication+jwt"
 )
 
 // authenticateClient authenticates the client of a back-channel request
@@ -282,10 +288,13 @@ func (i *Issuer) authAssertion(ctx context.Context, r *http.Request, f url.Value
 		if err := accesstoken.RefuseCritical(t); err != nil {
 			return nil, err
 		}
+		if err := notOtherJWTType(t); err != nil {
+			return nil, err
+		}
 		return i.assertionKeys(ctx, c, t)
 	}, jwt.WithValidMethods(accesstoken.Algorithms()), jwt.WithIssuer(id), jwt.WithSubject(id),
 		jwt.WithAudience(i.URL(), i.endpoint(pathToken), endpoint.String()),
-		jwt.WithExpirationRequired(), jwt.WithTimeFunc(i.now), jwt.WithLeeway(30*time.Second))
+		jwt.WithExpirationRequired(), jwt.WithIssuedAt(), jwt.WithTimeFunc(i.now), jwt.WithLeeway(assertionLeeway))
 	if err != nil {
 		return fail("client assertion is not valid")
 	}
@@ -397,6 +406,27 @@ func (i *Issuer) assertionKeys(ctx context.Context, c *Client, t *jwt.Token) (an
 }
 
 var errNoKeyFits = errors.New("no key fits")
+
+// notOtherJWTType refuses a client assertion whose typ marks it as
+// another kind of JWT (RFC 8725 section 3.11): a +jwt media type other
+// than clientAssertionType, such as at+jwt, dpop+jwt, oauth-id-jag+jwt or
+// logout+jwt, signed by the client's key for another purpose. No typ, or
+// JWT, passes: stock clients (oauth4webapi, most libraries) send none.
+func notOtherJWTType(t *jwt.Token) error {
+	v, present := t.Header["typ"]
+	if !present {
+		return nil
+	}
+	typ, ok := v.(string)
+	if !ok {
+		return errors.New("typ is not a string")
+	}
+	typ = strings.TrimPrefix(strings.ToLower(typ), "application/")
+	if strings.HasSuffix(typ, "+jwt") && typ != clientAssertionType {
+		return errors.New("typ names another kind of JWT")
+	}
+	return nil
+}
 
 // keyFor is the one signature key of set that fits a JWS's kid (when it
 // names one) and alg: errNoKeyFits when none does, and an error when

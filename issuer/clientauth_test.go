@@ -259,6 +259,25 @@ func TestPrivateKeyJWT(t *testing.T) {
 		{name: "no exp", mutate: func(c jwt.MapClaims, _ *jwt.Token) { delete(c, "exp") }},
 		{name: "lives too long", mutate: func(c jwt.MapClaims, _ *jwt.Token) { c["exp"] = e.clock.Now().Add(3 * time.Hour).Unix() }},
 		{name: "no jti", mutate: func(c jwt.MapClaims, _ *jwt.Token) { delete(c, "jti") }},
+		// Issued in the future: only within the leeway of exp and nbf.
+		{name: "iat within the clock skew ahead", mutate: func(c jwt.MapClaims, _ *jwt.Token) { c["iat"] = e.clock.Now().Add(20 * time.Second).Unix() }, ok: true},
+		{name: "iat in the future", mutate: func(c jwt.MapClaims, _ *jwt.Token) { c["iat"] = e.clock.Now().Add(10 * time.Minute).Unix() }},
+		{name: "iat an hour ahead", mutate: func(c jwt.MapClaims, _ *jwt.Token) { c["iat"] = e.clock.Now().Add(59 * time.Minute).Unix() }},
+		{name: "no iat", mutate: func(c jwt.MapClaims, _ *jwt.Token) { delete(c, "iat") }, ok: true},
+		{name: "nbf in the future", mutate: func(c jwt.MapClaims, _ *jwt.Token) { c["nbf"] = e.clock.Now().Add(10 * time.Minute).Unix() }},
+		// Explicit typing (RFC 8725 section 3.11): no typ, JWT, or the
+		// client authentication type of draft-ietf-oauth-rfc7523bis; a
+		// JWT typed as another kind is not a client assertion.
+		{name: "typ JWT", mutate: func(_ jwt.MapClaims, tk *jwt.Token) { tk.Header["typ"] = "JWT" }, ok: true},
+		{name: "no typ", mutate: func(_ jwt.MapClaims, tk *jwt.Token) { delete(tk.Header, "typ") }, ok: true},
+		{name: "typ client-authentication+jwt", mutate: func(_ jwt.MapClaims, tk *jwt.Token) { tk.Header["typ"] = "client-authentication+jwt" }, ok: true},
+		{name: "typ application/client-authentication+jwt", mutate: func(_ jwt.MapClaims, tk *jwt.Token) { tk.Header["typ"] = "application/Client-Authentication+JWT" }, ok: true},
+		{name: "typ at+jwt", mutate: func(_ jwt.MapClaims, tk *jwt.Token) { tk.Header["typ"] = "at+jwt" }},
+		{name: "typ application/at+jwt", mutate: func(_ jwt.MapClaims, tk *jwt.Token) { tk.Header["typ"] = "application/at+jwt" }},
+		{name: "typ dpop+jwt", mutate: func(_ jwt.MapClaims, tk *jwt.Token) { tk.Header["typ"] = "dpop+jwt" }},
+		{name: "typ oauth-id-jag+jwt", mutate: func(_ jwt.MapClaims, tk *jwt.Token) { tk.Header["typ"] = "oauth-id-jag+jwt" }},
+		{name: "typ logout+JWT", mutate: func(_ jwt.MapClaims, tk *jwt.Token) { tk.Header["typ"] = "logout+JWT" }},
+		{name: "typ not a string", mutate: func(_ jwt.MapClaims, tk *jwt.Token) { tk.Header["typ"] = 7 }},
 		// Kept in the store: bounded (review s13-cluster F2).
 		{name: "jti too long", mutate: func(c jwt.MapClaims, _ *jwt.Token) { c["jti"] = strings.Repeat("j", maxJTILen+1) }},
 		{name: "crit header", mutate: func(_ jwt.MapClaims, tk *jwt.Token) { tk.Header["crit"] = []string{"x-ext"}; tk.Header["x-ext"] = true }},
