@@ -133,7 +133,7 @@ func (i *Issuer) handleLogout(w http.ResponseWriter, r *http.Request) {
 			// SameSite=Lax session cookie, and a signed-in user would look
 			// signed out (redirected at once, the session left). The GET
 			// of the same request carries the cookie, as at /authorize.
-			i.pages.seeOther(w, r, i.base+pathLogout+"?"+r.PostForm.Encode())
+			i.logoutAgain(w, r)
 			return
 		}
 		i.logoutAsk(w, r, r.PostForm)
@@ -141,6 +141,26 @@ func (i *Issuer) handleLogout(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Allow", "GET, POST")
 		i.pages.errorPage(w, http.StatusMethodNotAllowed, "Invalid request", "Use the sign-out form.")
 	}
+}
+
+// logoutAgain sends an application's POST on as the GET of the same
+// request, without its ID token: in a URL it would stay in the browser's
+// history and in access logs. The request is checked here, and the
+// id_token_hint replaced by the client it names (client_id), which is
+// what the GET needs of it (what it loses is the warning that the hint
+// names another user than the one signed in).
+func (i *Issuer) logoutAgain(w http.ResponseWriter, r *http.Request) {
+	lr, msg := i.parseLogout(r.Context(), r.PostForm)
+	if msg != "" {
+		i.pages.errorPage(w, http.StatusBadRequest, "Sign-out request not accepted", msg)
+		return
+	}
+	q := lr.params
+	if q.Has("id_token_hint") {
+		q.Del("id_token_hint")
+		q.Set("client_id", lr.client.ID)
+	}
+	i.pages.seeOther(w, r, i.base+pathLogout+"?"+q.Encode())
 }
 
 // logoutAsk answers a logout request: the confirmation page for a

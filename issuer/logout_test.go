@@ -367,6 +367,9 @@ func TestLogoutQueryUnreadable(t *testing.T) {
 	}
 }
 
+// The ID token of such a POST stays out of that GET's URL, which the
+// browser's history and access logs keep: it is checked at the POST and
+// replaced by the client it names (client_id), all the GET needs of it.
 func TestLogoutPostWithoutCookie(t *testing.T) {
 	e := newLogoutEnv(t)
 	q := url.Values{"client_id": {bWebClientID}, "post_logout_redirect_uri": {logoutURI}, "state": {"s"}}
@@ -374,6 +377,41 @@ func TestLogoutPostWithoutCookie(t *testing.T) {
 	loc, err := url.Parse(resp.Header.Get("Location"))
 	if err != nil || resp.StatusCode != http.StatusSeeOther || loc.Path != pathLogout || loc.Query().Encode() != q.Encode() {
 		t.Errorf("cross-site POST: %d Location %q, want 303 to GET %s?%s", resp.StatusCode, resp.Header.Get("Location"), pathLogout, q.Encode())
+	}
+
+	alice, tok := e.signInWithIDToken(t, bUser, idTokenParams())
+	hint := tok.str("id_token")
+	_, sig, _ := strings.Cut(hint[strings.LastIndex(hint, "."):], ".")
+	withHint := url.Values{"id_token_hint": {hint}, "post_logout_redirect_uri": {logoutURI}, "state": {"s"}}
+	resp, _ = e.postPage(t, e.browser(), pathLogout, withHint)
+	loc, err = url.Parse(resp.Header.Get("Location"))
+	if err != nil || resp.StatusCode != http.StatusSeeOther || loc.Path != pathLogout || loc.Query().Encode() != q.Encode() || strings.Contains(loc.String(), sig) {
+		t.Fatalf("cross-site POST with id_token_hint: %d Location %q, want 303 to GET %s?%s, without the ID token", resp.StatusCode, resp.Header.Get("Location"), pathLogout, q.Encode())
+	}
+	// The browser follows it with its cookie: the user is asked, and
+	// sent back with state once confirmed.
+	resp, page := e.logoutGet(t, alice, loc.Query())
+	if resp.StatusCode != http.StatusOK || !strings.Contains(page, `id="logout"`) || strings.Contains(page, sig) {
+		t.Fatalf("GET it redirected to: %d, want the confirmation: %s", resp.StatusCode, page)
+	}
+	f := findForm(t, page, "logout")
+	f.hidden.Set("action", "logout")
+	resp, _ = e.postPage(t, alice, f.action, f.hidden)
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != logoutURI+"?state=s" || e.signedIn(t, alice) {
+		t.Errorf("confirmed: %d Location %q, want 303 to %s?state=s and the session ended", resp.StatusCode, resp.Header.Get("Location"), logoutURI)
+	}
+
+	// A request the GET would refuse is refused at the POST: no
+	// redirect, and so no URL with the hint either.
+	for _, bad := range []url.Values{
+		{"id_token_hint": {"garbage"}, "post_logout_redirect_uri": {logoutURI}},
+		{"id_token_hint": {hint}, "post_logout_redirect_uri": {logoutURI + "/more"}},
+		{"id_token_hint": {hint}, "client_id": {bClientID}},
+	} {
+		resp, page := e.postPage(t, e.browser(), pathLogout, bad)
+		if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Location") != "" || strings.Contains(page, sig) {
+			t.Errorf("cross-site POST %v: %d Location %q, want 400 and no redirect: %s", bad, resp.StatusCode, resp.Header.Get("Location"), page)
+		}
 	}
 }
 
