@@ -308,6 +308,7 @@ func clientFlags(cmd *cobra.Command, nc *issuer.NewClientRequest, jwksFile *stri
 	f.StringSliceVar(&nc.Resources, "resource", nil, "Resource the client may use (repeatable; default all)")
 	f.StringSliceVar(&nc.Scopes, "scope", nil, "Scope the client may hold (repeatable; default all)")
 	f.BoolVar(&nc.Introspect, "introspect", false, "Resource server: may introspect every token, not only its own")
+	f.BoolVar(&nc.DPoPBound, "dpop-bound-access-tokens", false, "Refuse the client's token requests without a DPoP proof (RFC 9449)")
 	f.BoolVar(&nc.RequirePAR, "require-par", false, "Refuse the client's authorization requests unless pushed first (PAR, RFC 9126)")
 	f.StringVar(&nc.IDTokenAlg, "id-token-alg", "", "Algorithm of the client's ID tokens: RS256 (default) or the issuer's signing_alg")
 }
@@ -334,7 +335,7 @@ func (c *cli) clientUpdate() *cobra.Command {
 			nc := issuer.NewClientRequest{
 				ID: id, Name: cur.Name, RedirectURIs: cur.RedirectURIs, PostLogoutRedirectURIs: cur.PostLogoutRedirectURIs, GrantTypes: cur.GrantTypes,
 				AuthMethod: cur.AuthMethod, JWKSURI: cur.JWKSURI, Resources: cur.Resources, Scopes: cur.Scopes,
-				Introspect: cur.Introspect, RequirePAR: cur.RequirePAR, IDTokenAlg: cur.IDTokenAlg,
+				Introspect: cur.Introspect, DPoPBound: cur.DPoPBound, RequirePAR: cur.RequirePAR, IDTokenAlg: cur.IDTokenAlg,
 			}
 			f := cmd.Flags()
 			if f.Changed("name") {
@@ -357,6 +358,9 @@ func (c *cli) clientUpdate() *cobra.Command {
 			}
 			if f.Changed("introspect") {
 				nc.Introspect = set.Introspect
+			}
+			if f.Changed("dpop-bound-access-tokens") {
+				nc.DPoPBound = set.DPoPBound
 			}
 			if f.Changed("require-par") {
 				nc.RequirePAR = set.RequirePAR

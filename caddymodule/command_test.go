@@ -71,6 +71,8 @@ func TestCommand(t *testing.T) {
   ]`, ""},
 		{"client update requires PAR", "", []string{"client", "update", "cli", "--require-par"}, `"require_pushed_authorization_requests": true`, ""},
 		{"client update keeps PAR required", "", []string{"client", "update", "cli", "--name", "CLI 2"}, `"require_pushed_authorization_requests": true`, ""},
+		{"client update requires DPoP", "", []string{"client", "update", "cli", "--dpop-bound-access-tokens"}, `"dpop_bound_access_tokens": true`, ""},
+		{"client update keeps DPoP required", "", []string{"client", "update", "cli", "--name", "CLI 3"}, `"dpop_bound_access_tokens": true`, ""},
 		{"client update sets the post-logout redirect URIs", "", []string{"client", "update", "cli", "--post-logout-redirect-uri", "http://127.0.0.1/later"}, `"http://127.0.0.1/later"`, ""},
 		{"client update shows the change", "", []string{"client", "show", "cli"}, `"scopes": [
     "read"

@@ -329,6 +329,7 @@ type ClientView struct {
 	Resources              []string  `json:"resources,omitempty"`
 	Scopes                 []string  `json:"scopes,omitempty"`
 	Introspect             bool      `json:"introspect,omitempty"`
+	DPoPBound              bool      `json:"dpop_bound_access_tokens,omitempty"`
 	RequirePAR             bool      `json:"require_pushed_authorization_requests,omitempty"`
 	IDTokenAlg             string    `json:"id_token_signed_response_alg,omitempty"`
 	Source                 string    `json:"source,omitempty"`
@@ -342,8 +343,8 @@ func clientView(c Client) ClientView {
 		ID: c.ID, Name: c.Name, RedirectURIs: c.RedirectURIs, PostLogoutRedirectURIs: c.PostLogoutRedirectURIs, GrantTypes: c.GrantTypes,
 		AuthMethod: c.TokenEndpointAuthMethod, JWKSURI: c.JWKSURI, HasJWKS: len(c.JWKS) > 0,
 		ApplicationType: c.ApplicationType, Resources: c.Resources, Scopes: c.Scopes,
-		Introspect: c.Introspect, RequirePAR: c.RequirePushedAuthorizationRequests, IDTokenAlg: c.IDTokenAlg,
-		Source: c.Source, CreatedAt: c.CreatedAt,
+		Introspect: c.Introspect, DPoPBound: c.DPoPBoundAccessTokens, RequirePAR: c.RequirePushedAuthorizationRequests,
+		IDTokenAlg: c.IDTokenAlg, Source: c.Source, CreatedAt: c.CreatedAt,
 	}
 }
 
@@ -367,6 +368,9 @@ type NewClientRequest struct {
 	// Introspect marks a resource server, which may introspect every
 	// token.
 	Introspect bool `json:"introspect,omitempty"`
+	// DPoPBound: the client always uses DPoP; its token requests without
+	// a proof are refused (RFC 9449 section 5.2).
+	DPoPBound bool `json:"dpop_bound_access_tokens,omitempty"`
 	// RequirePAR: the client's authorization requests must be pushed
 	// first (RFC 9126 section 6).
 	RequirePAR bool `json:"require_pushed_authorization_requests,omitempty"`
@@ -412,7 +416,7 @@ func (nc *NewClientRequest) client() (Client, error) {
 		ID: nc.ID, Name: nc.Name, RedirectURIs: nc.RedirectURIs, PostLogoutRedirectURIs: nc.PostLogoutRedirectURIs, GrantTypes: nc.GrantTypes,
 		TokenEndpointAuthMethod: nc.AuthMethod, JWKSURI: nc.JWKSURI, JWKS: nc.JWKS,
 		Resources: nc.Resources, Scopes: nc.Scopes, Introspect: nc.Introspect, IDTokenAlg: nc.IDTokenAlg,
-		RequirePushedAuthorizationRequests: nc.RequirePAR,
+		DPoPBoundAccessTokens: nc.DPoPBound, RequirePushedAuthorizationRequests: nc.RequirePAR,
 	}
 	switch {
 	case nc.Public && c.TokenEndpointAuthMethod != "" && c.TokenEndpointAuthMethod != authNone:

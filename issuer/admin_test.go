@@ -316,6 +316,9 @@ func TestAdminClients(t *testing.T) {
 		{"add requiring PAR", "POST", "/mcp-auth/clients", `{"client_id":"par","public":true,"redirect_uris":["http://127.0.0.1/cb"],"require_pushed_authorization_requests":true}`, 201, `"require_pushed_authorization_requests":true`},
 		{"show requiring PAR", "GET", "/mcp-auth/clients/par", "", 200, `"require_pushed_authorization_requests":true`},
 		{"add requiring PAR not a boolean", "POST", "/mcp-auth/clients", `{"client_id":"par2","public":true,"redirect_uris":["http://127.0.0.1/cb"],"require_pushed_authorization_requests":"yes"}`, 400, ""},
+		{"add requiring DPoP", "POST", "/mcp-auth/clients", `{"client_id":"dpop","public":true,"redirect_uris":["http://127.0.0.1/cb"],"dpop_bound_access_tokens":true}`, 201, `"dpop_bound_access_tokens":true`},
+		{"show requiring DPoP", "GET", "/mcp-auth/clients/dpop", "", 200, `"dpop_bound_access_tokens":true`},
+		{"add requiring DPoP not a boolean", "POST", "/mcp-auth/clients", `{"client_id":"dpop2","public":true,"redirect_uris":["http://127.0.0.1/cb"],"dpop_bound_access_tokens":"yes"}`, 400, ""},
 		{"list", "GET", "/mcp-auth/clients", "", 200, `"client_id":"cli"`},
 		{"show", "GET", "/mcp-auth/clients/svc", "", 200, `"grant_types":["client_credentials"]`},
 		{"show unknown", "GET", "/mcp-auth/clients/nope", "", 404, ""},
@@ -336,6 +339,22 @@ func TestAdminClients(t *testing.T) {
 	runAPI(t, srv, apiCase{"update without PAR", "PUT", "/mcp-auth/clients/par", `{"public":true,"redirect_uris":["http://127.0.0.1/cb"]}`, 200, ""})
 	if c, err := iss.dir.lookupClient(t.Context(), "par"); err != nil || c.RequirePushedAuthorizationRequests {
 		t.Errorf("client par after an update without it = %+v, %v; want PAR not required", c, err)
+	}
+	// A client added with dpop_bound_access_tokens gets no token without
+	// a DPoP proof (RFC 9449 section 5.2); an update without it lifts
+	// that.
+	var bound ClientView
+	body = runAPI(t, srv, apiCase{"add confidential requiring DPoP", "POST", "/mcp-auth/clients",
+		`{"client_id":"svc-dpop","grant_types":["client_credentials"],"scopes":["read"],"dpop_bound_access_tokens":true}`, 201, `"dpop_bound_access_tokens":true`})
+	if err := json.Unmarshal([]byte(body), &bound); err != nil || bound.ClientSecret == "" {
+		t.Fatalf("POST svc-dpop = %s, %v", body, err)
+	}
+	if got := clientCredentialsStatus(t, iss, "svc-dpop", bound.ClientSecret); got != http.StatusBadRequest {
+		t.Errorf("token request of a client requiring DPoP, without a proof = %d, want 400", got)
+	}
+	runAPI(t, srv, apiCase{"update without DPoP", "PUT", "/mcp-auth/clients/svc-dpop", `{"grant_types":["client_credentials"],"scopes":["read"]}`, 200, ""})
+	if got := clientCredentialsStatus(t, iss, "svc-dpop", bound.ClientSecret); got != http.StatusOK {
+		t.Errorf("token request after an update without dpop_bound_access_tokens = %d, want 200", got)
 	}
 	for _, body := range []string{runAPI(t, srv, apiCase{"list", "GET", "/mcp-auth/clients", "", 200, ""}),
 		runAPI(t, srv, apiCase{"show", "GET", "/mcp-auth/clients/svc", "", 200, ""})} {

@@ -235,6 +235,7 @@ func TestCIMDRefused(t *testing.T) {
 		{"private factors in jwks", "/factors", jsonDoc(`{"client_id":"` + id("/factors") + `","client_name":"x","redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks":{"keys":[{` + testECKey + `,"p":"c2VjcmV0","q":"c2VjcmV0"}]}}`), true},
 		{"bad redirect uri", "/badredirect", jsonDoc(`{"client_id":"` + id("/badredirect") + `","client_name":"x","redirect_uris":["http://evil.example/cb"]}`), true},
 		{"bad post-logout redirect uri", "/badlogout", jsonDoc(`{"client_id":"` + id("/badlogout") + `","client_name":"x","redirect_uris":["http://127.0.0.1/cb"],"post_logout_redirect_uris":["http://evil.example/bye"]}`), true},
+		{"dpop_bound_access_tokens null", "/dpopnull", jsonDoc(`{"client_id":"` + id("/dpopnull") + `","client_name":"x","redirect_uris":["http://127.0.0.1/cb"],"dpop_bound_access_tokens":null}`), true},
 		{"require_pushed_authorization_requests not a boolean", "/parstring", jsonDoc(`{"client_id":"` + id("/parstring") + `","client_name":"x","redirect_uris":["http://127.0.0.1/cb"],"require_pushed_authorization_requests":"yes"}`), true},
 		{"unsigned ID tokens", "/idnone", jsonDoc(`{"client_id":"` + id("/idnone") + `","client_name":"x","redirect_uris":["http://127.0.0.1/cb"],"id_token_signed_response_alg":"none"}`), true},
 		{"ID tokens in an algorithm not offered", "/ideddsa", jsonDoc(`{"client_id":"` + id("/ideddsa") + `","client_name":"x","redirect_uris":["http://127.0.0.1/cb"],"id_token_signed_response_alg":"EdDSA"}`), true},

@@ -383,8 +383,8 @@ func (i *Issuer) UpdateClientIfMatch(ctx context.Context, c Client, etags []stri
 		cur = new(Client)
 		*cur = c // fn may run again: c stays as given
 		cur.Source, cur.CreatedAt, cur.ExpiresAt = old.Source, old.CreatedAt, old.ExpiresAt
-		// Not in an admin client's registration; kept as they are.
-		cur.ApplicationType, cur.DPoPBoundAccessTokens = old.ApplicationType, old.DPoPBoundAccessTokens
+		// Not in an admin client's registration; kept as it is.
+		cur.ApplicationType = old.ApplicationType
 		if secretMethod(cur.TokenEndpointAuthMethod) {
 			if !secretMethod(old.TokenEndpointAuthMethod) {
 				return nil, nil, invalidEntry("client %q has no secret, and an update makes none: to give it one, remove the client and add it again (the answer holds the secret)", c.ID)

@@ -75,7 +75,7 @@ type clientMetadata struct {
 	JWKSURI                 string          `json:"jwks_uri"`
 	JWKS                    json.RawMessage `json:"jwks"`
 	ApplicationType         string          `json:"application_type"`
-	DPoPBoundAccessTokens   bool            `json:"dpop_bound_access_tokens"`
+	DPoPBoundAccessTokens   strictBool      `json:"dpop_bound_access_tokens"`
 	RequirePAR              strictBool      `json:"require_pushed_authorization_requests"`
 	IDTokenAlg              string          `json:"id_token_signed_response_alg"`
 }
@@ -431,7 +431,7 @@ func validateRegistration(m *clientMetadata, idAlgs []string) (*Client, error) {
 		JWKS:                               jwks,
 		JWKSURI:                            jwksURI,
 		ApplicationType:                    appType,
-		DPoPBoundAccessTokens:              m.DPoPBoundAccessTokens,
+		DPoPBoundAccessTokens:              bool(m.DPoPBoundAccessTokens),
 		RequirePushedAuthorizationRequests: bool(m.RequirePAR),
 		IDTokenAlg:                         m.IDTokenAlg,
 	}
