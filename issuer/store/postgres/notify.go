@@ -38,8 +38,22 @@ func (t *tx) Notify(topic string) error {
 }
 
 // Watch implements store.Watcher with LISTEN on a connection of its own,
-// outside the pool.
+// outside the pool. It also returns when the store is closed (Close
+// waits for it), at once when it was already.
 func (s *Store) Watch(ctx context.Context, topics []string, fn func(topic string)) {
+	s.watchMu.Lock()
+	if s.closed.Load() {
+		s.watchMu.Unlock()
+		return
+	}
+	s.watches.Add(1)
+	s.watchMu.Unlock()
+	defer s.watches.Done()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(s.closing, cancel)
+	defer stop()
+
 	backoff := minListenBackoff
 	for ctx.Err() == nil && !s.closed.Load() {
 		listening, _ := s.listen(ctx, topics, fn)

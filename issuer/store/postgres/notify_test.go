@@ -73,3 +73,65 @@ func TestNotify(t *testing.T) {
 	case <-time.After(200 * time.Millisecond):
 	}
 }
+
+// TestCloseEndsWatch: Close ends a Watch whose context goes on (a caller
+// that closes the store first, or never ends the context), with its
+// LISTEN connection, and waits for it: after Close the database sees no
+// session of the store, and a Watch called after Close returns at once.
+func TestCloseEndsWatch(t *testing.T) {
+	srv := pgtest.Shared(t)
+	dsn := pgtest.NewDatabase(t)
+	s, err := postgres.Open(context.Background(), dsn, postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sessions := func() string {
+		t.Helper()
+		out, err := srv.Psql(dsn, "SELECT count(*) FILTER (WHERE application_name = '"+postgres.ListenApplicationName+"') || ' ' || count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	listening := make(chan struct{}, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.Watch(context.Background(), []string{"t"}, func(string) {
+			select {
+			case listening <- struct{}{}:
+			default:
+			}
+		})
+	}()
+	<-listening
+	if got := sessions(); got[:2] != "1 " {
+		t.Fatalf("LISTEN sessions, all sessions = %s, want 1 LISTEN", got)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Watch still running 5s after Close")
+	}
+	got := sessions()
+	for deadline := time.Now().Add(5 * time.Second); got != "0 0" && time.Now().Before(deadline); got = sessions() {
+		time.Sleep(20 * time.Millisecond) // a backend ends just after its client went
+	}
+	if got != "0 0" {
+		t.Errorf("LISTEN sessions, all sessions after Close = %s, want 0 0", got)
+	}
+
+	returned := make(chan struct{})
+	go func() {
+		defer close(returned)
+		s.Watch(context.Background(), []string{"t"}, func(string) { t.Error("Watch after Close listened") })
+	}()
+	select {
+	case <-returned:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Watch after Close still running after 5s")
+	}
+}

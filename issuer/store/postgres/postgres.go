@@ -29,6 +29,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -108,6 +109,15 @@ type Store struct {
 	purgeBatch  int
 	timeout     time.Duration
 	closed      atomic.Bool
+
+	// closing ends when Close is called, and with it every Watch;
+	// watches counts the running ones, which Close waits for. watchMu
+	// orders a Watch's start with Close (sync.WaitGroup: no Add once
+	// Wait may have begun).
+	closing    context.Context
+	endWatches context.CancelFunc
+	watchMu    sync.Mutex
+	watches    sync.WaitGroup
 }
 
 // Open connects to the database dsn names (a libpq connection string or
@@ -149,6 +159,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		purgeBatch:  opts.PurgeBatch,
 		timeout:     timeout,
 	}
+	s.closing, s.endWatches = context.WithCancel(context.Background())
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -482,11 +493,16 @@ func (s *Store) Import(ctx context.Context, entries func(ctx context.Context, pu
 	return n, nil
 }
 
-// Close implements store.Store. It waits for running transactions.
+// Close implements store.Store. It ends every Watch, with its LISTEN
+// connection, and waits for it and for running transactions.
 func (s *Store) Close() error {
 	if !s.closed.CompareAndSwap(false, true) {
 		return store.ErrClosed
 	}
+	s.watchMu.Lock()
+	s.endWatches()
+	s.watchMu.Unlock()
+	s.watches.Wait()
 	s.pool.Close()
 	s.reserved.Close()
 	return nil
