@@ -299,13 +299,15 @@ func clientFlags(cmd *cobra.Command, nc *issuer.NewClientRequest, jwksFile *stri
 	f := cmd.Flags()
 	f.StringVar(&nc.Name, "name", "", "Display name shown on the consent page")
 	f.BoolVar(&nc.Public, "public", false, "Public client (no secret; PKCE only)")
-	f.StringSliceVar(&nc.RedirectURIs, "redirect-uri", nil, "Redirect URI (repeatable)")
-	f.StringSliceVar(&nc.PostLogoutRedirectURIs, "post-logout-redirect-uri", nil, "Where RP-Initiated Logout may send the browser back to (repeatable)")
+	// URIs and client ids (a client ID metadata document's is a URL) may
+	// hold a comma: one flag is one value, where a slice flag would split.
+	f.StringArrayVar(&nc.RedirectURIs, "redirect-uri", nil, "Redirect URI (repeatable)")
+	f.StringArrayVar(&nc.PostLogoutRedirectURIs, "post-logout-redirect-uri", nil, "Where RP-Initiated Logout may send the browser back to (repeatable)")
 	f.StringSliceVar(&nc.GrantTypes, "grant-type", nil, "Grant type (repeatable; default authorization_code, refresh_token)")
 	f.StringVar(&nc.AuthMethod, "auth-method", "", "Token endpoint auth method: none, client_secret_basic, client_secret_post, private_key_jwt")
 	f.StringVar(&nc.JWKSURI, "jwks-uri", "", "URL of the client's JWK Set (private_key_jwt)")
 	f.StringVar(jwksFile, "jwks", "", "File holding the client's JWK Set (private_key_jwt)")
-	f.StringSliceVar(&nc.Resources, "resource", nil, "Resource the client may use (repeatable; default all)")
+	f.StringArrayVar(&nc.Resources, "resource", nil, "Resource the client may use (repeatable; default all)")
 	f.StringSliceVar(&nc.Scopes, "scope", nil, "Scope the client may hold (repeatable; default all)")
 	f.BoolVar(&nc.Introspect, "introspect", false, "Resource server: may introspect every token, not only its own")
 	f.BoolVar(&nc.DPoPBound, "dpop-bound-access-tokens", false, "Refuse the client's token requests without a DPoP proof (RFC 9449)")
@@ -514,7 +516,7 @@ func (c *cli) agentAdd() *cobra.Command {
 	f.StringVar(&na.Name, "name", "", "Display name shown on consent pages")
 	f.StringVar(&na.JWKSURI, "jwks-uri", "", "URL of the agent's JWK Set (private_key_jwt)")
 	f.StringVar(&jwksFile, "jwks", "", "File holding the agent's JWK Set (private_key_jwt)")
-	f.StringSliceVar(&na.AllowedClients, "allowed-client", nil, "Client whose users may delegate to the agent (repeatable; default any)")
+	f.StringArrayVar(&na.AllowedClients, "allowed-client", nil, "Client whose users may delegate to the agent (repeatable; default any)")
 	f.StringSliceVar(&na.Scopes, "scope", nil, "Scope the agent may ever hold (repeatable; default any)")
 	f.IntVar(&na.MaxDepth, "max-depth", 0, "Longest act chain the agent may head, at least 1 (default the issuer's limit)")
 	return cmd

@@ -60,6 +60,13 @@ func TestCommand(t *testing.T) {
 		{"user remove", "", []string{"user", "remove", "bob"}, "removed user bob", ""},
 		{"user show removed", "", []string{"user", "show", "bob"}, "", "HTTP 404"},
 		{"client add public", "", []string{"client", "add", "cli", "--public", "--redirect-uri", "http://127.0.0.1/cb", "--name", "CLI", "--post-logout-redirect-uri", "http://127.0.0.1/bye"}, `"token_endpoint_auth_method": "none"`, ""},
+		// A URI may hold a comma: one flag is one URI, not a list.
+		{"client add with a comma in its URIs", "", []string{"client", "add", "comma", "--public", "--redirect-uri", "http://127.0.0.1/cb?a=1,2", "--post-logout-redirect-uri", "http://127.0.0.1/bye?x=a,b"}, `"redirect_uris": [
+    "http://127.0.0.1/cb?a=1,2"
+  ],`, ""},
+		{"client add with a comma: its post-logout URI", "", []string{"client", "show", "comma"}, `"post_logout_redirect_uris": [
+    "http://127.0.0.1/bye?x=a,b"
+  ],`, ""},
 		{"client add confidential", "", []string{"client", "add", "svc", "--grant-type", "client_credentials", "--scope", "read"}, `"client_secret": "`, ""},
 		{"client add resource server", "", []string{"client", "add", "rs", "--grant-type", "client_credentials", "--introspect"}, `"introspect": true`, ""},
 		{"client list", "", []string{"client", "list"}, "svc", ""},
