@@ -360,35 +360,14 @@ func validateCIMD(clientID string, m *clientMetadata, idAlgs []string) (*Client,
 			return nil, cimdError(fmt.Sprintf("unsupported response_type %q", truncate(rt, 40)))
 		}
 	}
-	uris, appType, err := validateRedirectURIs(m.RedirectURIs, m.ApplicationType, true)
-	var logoutURIs []string
-	if err == nil {
-		logoutURIs, err = validatePostLogoutRedirectURIs(m.PostLogoutRedirectURIs, appType)
-	}
-	if err == nil {
-		err = validateIDTokenAlg(m.IDTokenAlg, idAlgs)
-	}
+	c, err := m.client(Client{ID: clientID, Name: name, GrantTypes: slices.Clone(grants), TokenEndpointAuthMethod: method,
+		JWKS: jwks, JWKSURI: jwksURI, Source: sourceCIMD}, true, idAlgs)
 	if err != nil {
 		var e *Error
 		if errors.As(err, &e) {
 			return nil, cimdError(e.Description)
 		}
 		return nil, err
-	}
-	c := &Client{
-		ID:                                 clientID,
-		Name:                               name,
-		RedirectURIs:                       uris,
-		PostLogoutRedirectURIs:             logoutURIs,
-		GrantTypes:                         slices.Clone(grants),
-		TokenEndpointAuthMethod:            method,
-		JWKS:                               jwks,
-		JWKSURI:                            jwksURI,
-		ApplicationType:                    appType,
-		DPoPBoundAccessTokens:              bool(m.DPoPBoundAccessTokens),
-		RequirePushedAuthorizationRequests: bool(m.RequirePAR),
-		IDTokenAlg:                         m.IDTokenAlg,
-		Source:                             sourceCIMD,
 	}
 	if err := checkStoredSize(c); err != nil {
 		return nil, cimdError(fmt.Sprintf("the document is too large: client_id, client_name, redirect_uris, post_logout_redirect_uris and jwks together must fit in %d bytes", maxStoredRegistration))

@@ -411,7 +411,25 @@ func validateRegistration(m *clientMetadata, idAlgs []string) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	uris, appType, err := validateRedirectURIs(m.RedirectURIs, m.ApplicationType, slices.Contains(grants, "authorization_code"))
+	c, err := m.client(Client{Name: name, GrantTypes: grants, TokenEndpointAuthMethod: method, JWKS: jwks, JWKSURI: jwksURI},
+		slices.Contains(grants, "authorization_code"), idAlgs)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkStoredSize(c); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// client completes c, the client m registers with its name, grant types,
+// method and keys checked: it checks m's redirect URIs (at least one
+// when redirect), post-logout redirect URIs and ID-token algorithm
+// (one of idAlgs), and reads the members taken as they are. Dynamic
+// Client Registration and Client ID Metadata Documents both read m
+// here, so that a member is added once for both.
+func (m *clientMetadata) client(c Client, redirect bool, idAlgs []string) (*Client, error) {
+	uris, appType, err := validateRedirectURIs(m.RedirectURIs, m.ApplicationType, redirect)
 	if err != nil {
 		return nil, err
 	}
@@ -422,23 +440,11 @@ func validateRegistration(m *clientMetadata, idAlgs []string) (*Client, error) {
 	if err := validateIDTokenAlg(m.IDTokenAlg, idAlgs); err != nil {
 		return nil, err
 	}
-	c := &Client{
-		Name:                               name,
-		RedirectURIs:                       uris,
-		PostLogoutRedirectURIs:             logoutURIs,
-		GrantTypes:                         grants,
-		TokenEndpointAuthMethod:            method,
-		JWKS:                               jwks,
-		JWKSURI:                            jwksURI,
-		ApplicationType:                    appType,
-		DPoPBoundAccessTokens:              bool(m.DPoPBoundAccessTokens),
-		RequirePushedAuthorizationRequests: bool(m.RequirePAR),
-		IDTokenAlg:                         m.IDTokenAlg,
-	}
-	if err := checkStoredSize(c); err != nil {
-		return nil, err
-	}
-	return c, nil
+	c.RedirectURIs, c.PostLogoutRedirectURIs, c.ApplicationType = uris, logoutURIs, appType
+	c.DPoPBoundAccessTokens = bool(m.DPoPBoundAccessTokens)
+	c.RequirePushedAuthorizationRequests = bool(m.RequirePAR)
+	c.IDTokenAlg = m.IDTokenAlg
+	return &c, nil
 }
 
 // validateIDTokenAlg checks a client's id_token_signed_response_alg
