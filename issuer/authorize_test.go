@@ -914,12 +914,25 @@ func TestAuthorizePostWithoutCookieKeepsSession(t *testing.T) {
 		t.Fatal("no session cookie after signing in")
 	}
 	requestURI, _ := e.push(t, bWebClientID, bWebRedirect, nil)
+	_, tok := e.signInWithIDToken(t, bUser, idTokenParams())
+	withHint := func(prompt string) url.Values {
+		f := webAuthParams(testChallenge)
+		f.Set("id_token_hint", tok.str("id_token"))
+		if prompt != "" {
+			f.Set("prompt", prompt)
+		}
+		return f
+	}
 	tests := []struct {
-		name string
-		form url.Values
+		name     string
+		form     url.Values
+		hintKept bool // in the GET's URL
 	}{
-		{"parameters", webAuthParams(testChallenge)},
-		{"pushed request", url.Values{"client_id": {bWebClientID}, "request_uri": {requestURI}}},
+		{"parameters", webAuthParams(testChallenge), false},
+		{"pushed request", url.Values{"client_id": {bWebClientID}, "request_uri": {requestURI}}, false},
+		// Read only with prompt=none: in no URL without it.
+		{"id_token_hint", withHint(""), false},
+		{"id_token_hint, prompt=none", withHint("none"), true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -937,6 +950,9 @@ func TestAuthorizePostWithoutCookieKeepsSession(t *testing.T) {
 			loc, err := url.Parse(resp.Header.Get("Location"))
 			if err != nil || resp.StatusCode != http.StatusSeeOther || loc.Path != pathAuthorize {
 				t.Fatalf("POST /authorize without a cookie = %d Location %q, want 303 to GET /authorize", resp.StatusCode, resp.Header.Get("Location"))
+			}
+			if loc.Query().Has("id_token_hint") != tt.hintKept {
+				t.Errorf("POST /authorize without a cookie: Location %q, want id_token_hint in it %v", loc, tt.hintKept)
 			}
 			if n := e.count(bucketPAR); tt.form.Has("request_uri") && n != 1 {
 				t.Errorf("pushed requests after the POST = %d, want 1 (not consumed)", n)
