@@ -483,6 +483,8 @@ func TestUpdateClientGrants(t *testing.T) {
 		{"grant types listed as the default", "app", `{"public":true,"redirect_uris":["` + tRedirect + `"],"grant_types":["refresh_token","authorization_code"],"scopes":["read","write"]}`, true, 0, false},
 		{"a scope removed", "app", `{"public":true,"redirect_uris":["` + tRedirect + `"],"scopes":["read"]}`, false, 0, false},
 		{"resources restricted", "app", `{"public":true,"redirect_uris":["` + tRedirect + `"],"resources":["` + tResource + `"],"scopes":["read","write"]}`, false, 0, false},
+		// Its Bearer tokens would go on without a proof.
+		{"DPoP required", "app", `{"public":true,"redirect_uris":["` + tRedirect + `"],"scopes":["read","write"],"dpop_bound_access_tokens":true}`, false, 0, false},
 		{"refresh_token dropped", "app", `{"public":true,"redirect_uris":["` + tRedirect + `"],"grant_types":["authorization_code"],"scopes":["read","write"]}`, false, 0, false},
 		{"confidential: name", "worker", `{"client_name":"Service","redirect_uris":["` + tRedirect + `"],"grant_types":["authorization_code","refresh_token","client_credentials"],"scopes":["read"]}`, true, 200, false},
 		{"confidential: introspect", "worker", `{"introspect":true,"redirect_uris":["` + tRedirect + `"],"grant_types":["authorization_code","refresh_token","client_credentials"],"scopes":["read"]}`, true, 200, false},
