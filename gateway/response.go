@@ -1563,7 +1563,7 @@ func (rw *responseWriter) filterTools(m *mcpparse.Message, anyList bool) ([]byte
 	}
 	out, err := mcpparse.FilterTools(m.Raw, allow(rw.x))
 	switch {
-	case !answersList && errors.Is(err, mcpparse.ErrNoTools):
+	case !answersList && errors.Is(err, mcpparse.ErrNoList):
 		return m.Raw, nil
 	case !answersList && err != nil:
 		return nil, fmt.Errorf("%w: %w", errListUnreadable, err)

@@ -19,7 +19,7 @@
 //     and the body's required _meta protocol version.
 //   - [Reader], [WriteEvent], [CopyEvent]: server-sent event streams,
 //     event by event.
-//   - [FilterToolsList], [MarkPrivate], [ResponseID], [SameID]: responses.
+//   - [FilterToolsList], [FilterList], [MarkPrivate], [ResponseID], [SameID]: responses.
 //
 // Spec sources: docs/specification/2026-07-28/basic/transports/streamable-http.mdx
 // (headers, Base64 sentinel, HeaderMismatch -32020) and basic/index.mdx
@@ -107,10 +107,10 @@ var (
 	ErrTooDeep       = errors.New("mcpparse: nesting too deep")
 	ErrBatch         = errors.New("mcpparse: batch not allowed") // or empty / too large
 	ErrNotJSONRPC    = errors.New("mcpparse: not a JSON-RPC 2.0 message")
-	// ErrNoTools: FilterTools was given a result without a tools array
-	// (an answer to something other than tools/list); it wraps
-	// ErrNotJSONRPC too.
-	ErrNoTools = errors.New("mcpparse: result has no tools array")
+	// ErrNoList: FilterList (FilterTools) was given a result without
+	// the list's array (an answer to something other than the list
+	// method); it wraps ErrNotJSONRPC too.
+	ErrNoList = errors.New("mcpparse: result has no array of the list")
 
 	// ErrProtoName: a member named __proto__ in a request. A JavaScript
 	// server that copies an object with [[Set]] (Object.assign, a for-in

@@ -14,22 +14,50 @@ const responseMaxDepth = 2 * DefaultMaxDepth
 // resultInfo is where the parts of a response's result that the
 // rewriting functions change sit.
 type resultInfo struct {
-	wantTools bool // read result.tools
-	sawResult bool // the response has a result (not an error)
-	open      int  // offset just after the result's '{'
+	list      *listSpec // the list to read (FilterList), nil for none
+	sawResult bool      // the response has a result (not an error)
+	open      int       // offset just after the result's '{'
 	members   int
 
 	scope    span // the cacheScope value, quotes included
 	hasScope bool
 
-	found      bool // result.tools is there
-	start, end int  // the tools array, brackets included
-	items      []toolItem
+	found      bool // the list's array is there
+	start, end int  // the array, brackets included
+	items      []listItem
 }
 
-type toolItem struct {
+type listItem struct {
 	start, end int
-	name       string
+	key        string
+}
+
+// List is a kind of list result: the result member holding its items,
+// and the member of each item that names it.
+type List uint8
+
+// The list results of MCP.
+const (
+	ListTools             List = iota // tools/list: result.tools, by name
+	ListPrompts                       // prompts/list: result.prompts, by name
+	ListResources                     // resources/list: result.resources, by uri
+	ListResourceTemplates             // resources/templates/list: result.resourceTemplates, by uriTemplate
+)
+
+// listSpec says how a List is read. The folded names are those a
+// case-insensitive decoder reads as the list's member and key
+// (looseVariant): variants of them are refused.
+type listSpec struct {
+	member, key, item string
+	resultNames       []string // folded: the member, and cacheScope
+	keyNames          []string // folded: the key
+}
+
+var listSpecs = [...]listSpec{
+	ListTools:             {"tools", "name", "tool", resultNames, toolNames},
+	ListPrompts:           {"prompts", "name", "prompt", []string{"PROMPTS", "CACHESCOPE"}, toolNames},
+	ListResources:         {"resources", "uri", "resource", []string{"RESOURCES", "CACHESCOPE"}, []string{"URI"}},
+	ListResourceTemplates: {"resourceTemplates", "uriTemplate", "resource template", []string{"RESOURCETEMPLATES", "CACHESCOPE"}, []string{"URITEMPLATE"}},
 }
 
 // FilterToolsList takes one JSON-RPC response message (a tools/list result)
@@ -50,9 +78,24 @@ func FilterToolsList(msg []byte, allow func(name string) bool) ([]byte, error) {
 // FilterTools is FilterToolsList with allow also given each tool's
 // definition: the tool object's bytes exactly as the message has them.
 func FilterTools(msg []byte, allow func(name string, def []byte) bool) ([]byte, error) {
+	return FilterList(msg, ListTools, allow)
+}
+
+// FilterList is FilterTools for any list result: it keeps the items of
+// the list's member (result.tools, prompts, resources or
+// resourceTemplates) for which allow(key, item) is true, key being the
+// item's name, uri or uriTemplate and item its bytes as the message has
+// them. A result without the member (ErrNoList), a member that is not
+// an array, an item that is not an object or has no string key, and a
+// member or key spelt but for case, '-' or '_' (which Go's decoders read
+// as it) are errors, as for tools.
+func FilterList(msg []byte, list List, allow func(key string, item []byte) bool) ([]byte, error) {
+	if int(list) >= len(listSpecs) {
+		return nil, fmt.Errorf("mcpparse: unknown list %d", list)
+	}
 	p := newParser(msg, responseMaxDepth)
 	defer p.free()
-	p.result = &resultInfo{wantTools: true}
+	p.result = &resultInfo{list: &listSpecs[list]}
 	if _, err := p.response(); err != nil {
 		return nil, err
 	}
@@ -61,12 +104,12 @@ func FilterTools(msg []byte, allow func(name string, def []byte) bool) ([]byte, 
 		return msg, nil // an error response
 	}
 	if !t.found {
-		return nil, fmt.Errorf("%w: %w", ErrNotJSONRPC, ErrNoTools)
+		return nil, fmt.Errorf("%w: %w: no %s", ErrNotJSONRPC, ErrNoList, t.list.member)
 	}
 	keep := make([]bool, len(t.items))
 	kept := 0
 	for i, it := range t.items {
-		if allow(it.name, msg[it.start:it.end]) {
+		if allow(it.key, msg[it.start:it.end]) {
 			keep[i] = true
 			kept++
 		}
@@ -164,7 +207,7 @@ func MarkPrivate(msg []byte) ([]byte, error) {
 }
 
 // resultObject reads the result member of a response, recording where
-// result.cacheScope and (if wanted) result.tools and each tool are.
+// result.cacheScope and (if wanted) the list and each of its items are.
 func (p *parser) resultObject() error {
 	r := p.result
 	r.sawResult = true
@@ -176,6 +219,10 @@ func (p *parser) resultObject() error {
 	if err != nil {
 		return err
 	}
+	names := resultNames
+	if r.list != nil {
+		names = r.list.resultNames
+	}
 	for {
 		name, folded, ok, err := p.next(&f)
 		if err != nil || !ok {
@@ -183,16 +230,16 @@ func (p *parser) resultObject() error {
 		}
 		r.members++
 		switch {
-		case string(name) == "tools" && r.wantTools:
-			err = p.toolsArray()
+		case r.list != nil && string(name) == r.list.member:
+			err = p.listArray()
 		case string(name) == "cacheScope":
 			err = p.cacheScope()
-		case string(name) == "tools":
+		case r.list == nil && string(name) == "tools":
 			err = p.skip()
 		default:
 			// A separator variant too ("t_ools"): Go's json/v2, matching
 			// names case-insensitively, reads it as tools.
-			if v, ok := looseVariant(folded, resultNames); ok {
+			if v, ok := looseVariant(folded, names); ok {
 				return fmt.Errorf("%w: result member is a case or separator variant of %q", ErrNotJSONRPC, v)
 			}
 			err = p.skip()
@@ -221,15 +268,16 @@ func (p *parser) cacheScope() error {
 	return nil
 }
 
-// toolsArray reads result.tools.
-func (p *parser) toolsArray() error {
-	if _, err := p.expect('[', ErrNotJSONRPC, "result.tools is not an array"); err != nil {
+// listArray reads the list's member of the result.
+func (p *parser) listArray() error {
+	t := p.result
+	l := t.list
+	if _, err := p.expect('[', ErrNotJSONRPC, "result."+l.member+" is not an array"); err != nil {
 		return err
 	}
 	if err := p.checkDepth(); err != nil {
 		return err
 	}
-	t := p.result
 	t.found = true
 	t.start = int(p.dec.InputOffset()) - 1
 	for {
@@ -242,24 +290,24 @@ func (p *parser) toolsArray() error {
 			return nil
 		}
 		if tok.Kind() != '{' {
-			return fmt.Errorf("%w: tool %d is not an object", ErrNotJSONRPC, len(t.items))
+			return fmt.Errorf("%w: %s %d is not an object", ErrNotJSONRPC, l.item, len(t.items))
 		}
-		it, err := p.tool()
+		it, err := p.listItem(l)
 		if err != nil {
-			return fmt.Errorf("tool %d: %w", len(t.items), err)
+			return fmt.Errorf("%s %d: %w", l.item, len(t.items), err)
 		}
 		t.items = append(t.items, it)
 	}
 }
 
-// tool reads one tool definition whose '{' was just read.
-func (p *parser) tool() (toolItem, error) {
-	it := toolItem{start: int(p.dec.InputOffset()) - 1}
+// listItem reads one item of a list whose '{' was just read.
+func (p *parser) listItem(l *listSpec) (listItem, error) {
+	it := listItem{start: int(p.dec.InputOffset()) - 1}
 	f, err := p.enter()
 	if err != nil {
 		return it, err
 	}
-	hasName := false
+	hasKey := false
 	for {
 		name, folded, ok, err := p.next(&f)
 		if err != nil {
@@ -268,23 +316,23 @@ func (p *parser) tool() (toolItem, error) {
 		if !ok {
 			break
 		}
-		if string(name) == "name" {
-			tok, err := p.expect('"', ErrNotJSONRPC, "tool name is not a string")
+		if string(name) == l.key {
+			tok, err := p.expect('"', ErrNotJSONRPC, l.item+" "+l.key+" is not a string")
 			if err != nil {
 				return it, err
 			}
-			it.name, hasName = tok.String(), true
+			it.key, hasKey = tok.String(), true
 			continue
 		}
-		if _, ok := looseVariant(folded, toolNames); ok {
-			return it, fmt.Errorf("%w: tool member is a case or separator variant of \"name\"", ErrNotJSONRPC)
+		if _, ok := looseVariant(folded, l.keyNames); ok {
+			return it, fmt.Errorf("%w: %s member is a case or separator variant of %q", ErrNotJSONRPC, l.item, l.key)
 		}
 		if err := p.skip(); err != nil {
 			return it, err
 		}
 	}
-	if !hasName {
-		return it, fmt.Errorf("%w: tool without a name", ErrNotJSONRPC)
+	if !hasKey {
+		return it, fmt.Errorf("%w: %s without a %s", ErrNotJSONRPC, l.item, l.key)
 	}
 	it.end = int(p.dec.InputOffset())
 	return it, nil

@@ -1,6 +1,7 @@
 package mcpparse
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"slices"
@@ -260,5 +261,173 @@ func TestMarkPrivate(t *testing.T) {
 		if err := json.Unmarshal(got, &v); err != nil || string(v.Result["cacheScope"]) != `"private"` {
 			t.Errorf("MarkPrivate(%s) = %s (%v), want cacheScope \"private\"", name, got, err)
 		}
+	}
+}
+
+// TestFilterList: every list result is filtered by the key of its items
+// (prompts and tools by name, resources by uri, resource templates by
+// uriTemplate), read strictly as result.tools is.
+func TestFilterList(t *testing.T) {
+	deny := func(keys ...string) func(string, []byte) bool {
+		return func(k string, _ []byte) bool { return !slices.Contains(keys, k) }
+	}
+	const env = `{"jsonrpc":"2.0","id":1,"result":`
+	tests := []struct {
+		name  string
+		list  List
+		msg   string // the result
+		allow func(string, []byte) bool
+		want  string // the result; "" = the input unchanged
+	}{
+		{"prompts keep all", ListPrompts, `{"prompts":[{"name":"a"},{"name":"b"}]}`, deny(), ""},
+		{"prompts drop one", ListPrompts, `{"prompts":[{"name":"a","arguments":[{"name":"b"}]},{"name":"b"}]}`, deny("a"), `{"prompts":[{"name":"b"}]}`},
+		{"prompts drop all", ListPrompts, `{"nextCursor":"c","prompts":[{"name":"a"},{"name":"b"}]}`, deny("a", "b"), `{"nextCursor":"c","prompts":[]}`},
+		{"prompts escaped name", ListPrompts, `{"prompts":[{"name":"dr\u006fp"},{"name":"keep"}]}`, deny("drop"), `{"prompts":[{"name":"keep"}]}`},
+		{"prompts beside a tools member", ListPrompts, `{"tools":[{"x":1}],"prompts":[{"name":"a"}]}`, deny("a"), `{"tools":[{"x":1}],"prompts":[]}`},
+		{"resources by uri", ListResources, `{"resources":[{"uri":"file:///a","name":"keep"},{"name":"file:///b","uri":"file:///secret"}]}`, deny("file:///secret"),
+			`{"resources":[{"uri":"file:///a","name":"keep"}]}`},
+		{"resources name is not the key", ListResources, `{"resources":[{"uri":"file:///a","name":"file:///secret"}]}`, deny("file:///secret"), ""},
+		{"resources escaped uri", ListResources, `{"resources":[{"uri":"file:\/\/\/s\u0065cret"},{"uri":"x:"}]}`, deny("file:///secret"), `{"resources":[{"uri":"x:"}]}`},
+		{"templates by uriTemplate", ListResourceTemplates, `{"resourceTemplates":[{"uriTemplate":"file:///{p}","name":"a"},{"uriTemplate":"db://{t}","uri":"file:///{p}"}]}`, deny("db://{t}"),
+			`{"resourceTemplates":[{"uriTemplate":"file:///{p}","name":"a"}]}`},
+		{"tools as a list", ListTools, `{"tools":[{"name":"a"},{"name":"b"}]}`, deny("b"), `{"tools":[{"name":"a"}]}`},
+		{"cacheScope kept", ListResources, `{"cacheScope":"public","resources":[{"uri":"a:"},{"uri":"b:"}]}`, deny("a:"), `{"cacheScope":"public","resources":[{"uri":"b:"}]}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := FilterList([]byte(env+tt.msg+`}`), tt.list, tt.allow)
+			if err != nil {
+				t.Fatalf("FilterList() error = %v", err)
+			}
+			want := env + cmp.Or(tt.want, tt.msg) + `}`
+			if string(got) != want {
+				t.Errorf("FilterList() = %s, want %s", got, want)
+			}
+		})
+	}
+	errorAnswer := `{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"no prompts"}}`
+	if got, err := FilterList([]byte(errorAnswer), ListPrompts, deny()); err != nil || string(got) != errorAnswer {
+		t.Errorf("FilterList(error answer) = %s, %v; want it unchanged", got, err)
+	}
+}
+
+// TestFilterListItemBytes: allow gets each item's bytes as the message
+// has them.
+func TestFilterListItemBytes(t *testing.T) {
+	msg := `{"jsonrpc":"2.0","id":1,"result":{"resources":[ {"uri":"a:", "size":1} ,{"uri":"b:"}]}}`
+	var items []string
+	if _, err := FilterList([]byte(msg), ListResources, func(_ string, item []byte) bool { items = append(items, string(item)); return true }); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{`{"uri":"a:", "size":1}`, `{"uri":"b:"}`}; !slices.Equal(items, want) {
+		t.Errorf("items = %q, want %q", items, want)
+	}
+}
+
+// TestFilterListRefuses: a list answer that cannot be read strictly is
+// an error, as for tools: what a client would read is not known.
+func TestFilterListRefuses(t *testing.T) {
+	const env = `{"jsonrpc":"2.0","id":1,"result":`
+	tests := []struct {
+		name    string
+		list    List
+		result  string
+		wantErr error
+	}{
+		{"no prompts", ListPrompts, `{"tools":[]}`, ErrNoList},
+		{"no resources", ListResources, `{}`, ErrNoList},
+		{"templates asked, resources given", ListResourceTemplates, `{"resources":[]}`, ErrNoList},
+		{"prompts not an array", ListPrompts, `{"prompts":{"name":"a"}}`, ErrNotJSONRPC},
+		{"prompts null", ListPrompts, `{"prompts":null}`, ErrNotJSONRPC},
+		{"prompt not an object", ListPrompts, `{"prompts":["a"]}`, ErrNotJSONRPC},
+		{"prompt without a name", ListPrompts, `{"prompts":[{"title":"a"}]}`, ErrNotJSONRPC},
+		{"prompt name not a string", ListPrompts, `{"prompts":[{"name":1}]}`, ErrNotJSONRPC},
+		{"prompt Name variant", ListPrompts, `{"prompts":[{"name":"a","Name":"b"}]}`, ErrDuplicateName},
+		{"prompt NAME alone", ListPrompts, `{"prompts":[{"NAME":"b"}]}`, ErrNotJSONRPC},
+		{"prompt na_me", ListPrompts, `{"prompts":[{"name":"a","na_me":"b"}]}`, ErrNotJSONRPC},
+		{"Prompts variant alone", ListPrompts, `{"Prompts":[{"name":"b"}]}`, ErrNotJSONRPC},
+		{"Prompts beside prompts", ListPrompts, `{"prompts":[],"Prompts":[{"name":"b"}]}`, ErrDuplicateName},
+		{"prompts with a separator", ListPrompts, `{"prompts":[],"pro-mpts":[{"name":"b"}]}`, ErrNotJSONRPC},
+		{"prompts with a long s", ListPrompts, `{"prompts":[],"prompt\u017f":[{"name":"b"}]}`, ErrDuplicateName},
+		{"prompts escaped separator", ListPrompts, `{"prompts":[],"prom\u005fpts":[{"name":"b"}]}`, ErrNotJSONRPC},
+		{"prompts twice", ListPrompts, `{"prompts":[],"prompts":[{"name":"b"}]}`, ErrDuplicateName},
+		{"resource without a uri", ListResources, `{"resources":[{"name":"a"}]}`, ErrNotJSONRPC},
+		{"resource uri not a string", ListResources, `{"resources":[{"uri":["a:"]}]}`, ErrNotJSONRPC},
+		{"resource URI variant", ListResources, `{"resources":[{"uri":"a:","URI":"b:"}]}`, ErrDuplicateName},
+		{"resource u_ri", ListResources, `{"resources":[{"uri":"a:","u_ri":"b:"}]}`, ErrNotJSONRPC},
+		{"Resources variant", ListResources, `{"Resources":[{"uri":"b:"}]}`, ErrNotJSONRPC},
+		{"resources with a separator", ListResources, `{"resources":[],"re_sources":[{"uri":"b:"}]}`, ErrNotJSONRPC},
+		{"template without a uriTemplate", ListResourceTemplates, `{"resourceTemplates":[{"uri":"a:"}]}`, ErrNotJSONRPC},
+		{"template uri_template", ListResourceTemplates, `{"resourceTemplates":[{"uriTemplate":"a:","uri_template":"b:"}]}`, ErrNotJSONRPC},
+		{"template UriTemplate", ListResourceTemplates, `{"resourceTemplates":[{"UriTemplate":"b:"}]}`, ErrNotJSONRPC},
+		{"resource_templates", ListResourceTemplates, `{"resourceTemplates":[],"resource_templates":[{"uriTemplate":"b:"}]}`, ErrNotJSONRPC},
+		{"cache-scope", ListResources, `{"resources":[],"cache-scope":"public"}`, ErrNotJSONRPC},
+		{"invalid UTF-8", ListResources, "{\"resources\":[{\"uri\":\"\xff\"}]}", ErrInvalidJSON},
+		{"too deep", ListPrompts, `{"prompts":[{"name":"a","x":` + strings.Repeat("[", 200) + strings.Repeat("]", 200) + `}]}`, ErrTooDeep},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := FilterList([]byte(env+tt.result+`}`), tt.list, func(string, []byte) bool { return true })
+			if !errors.Is(err, tt.wantErr) || got != nil {
+				t.Errorf("FilterList() = %q, %v; want nil, %v", got, err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestFilterListCorpus: each list result of the corpus, one item dropped
+// at a time, reads back (encoding/json) as the others, in order.
+func TestFilterListCorpus(t *testing.T) {
+	for _, tt := range []struct {
+		file     string
+		list     List
+		member   string
+		key      string
+		wantKeys int
+	}{
+		{"2025-06-18/prompts-list-result.json", ListPrompts, "prompts", "name", 3},
+		{"2026-07-28/prompts-list-result.json", ListPrompts, "prompts", "name", 2},
+		{"2025-06-18/resources-list-result.json", ListResources, "resources", "uri", 3},
+		{"2025-06-18/resources-templates-list-result.json", ListResourceTemplates, "resourceTemplates", "uriTemplate", 3},
+		{"2026-07-28/tools-list-result.json", ListTools, "tools", "name", 3},
+	} {
+		t.Run(tt.file, func(t *testing.T) {
+			keysOf := func(msg []byte) []string {
+				t.Helper()
+				var r struct {
+					Result map[string]json.RawMessage `json:"result"`
+				}
+				if err := json.Unmarshal(msg, &r); err != nil {
+					t.Fatalf("json.Unmarshal(%s) error = %v", msg, err)
+				}
+				var items []map[string]any
+				if err := json.Unmarshal(r.Result[tt.member], &items); err != nil {
+					t.Fatalf("result.%s: %v", tt.member, err)
+				}
+				var keys []string
+				for _, it := range items {
+					keys = append(keys, it[tt.key].(string))
+				}
+				return keys
+			}
+			msg := readCorpus(t, tt.file)
+			all := keysOf(msg)
+			if len(all) != tt.wantKeys {
+				t.Fatalf("corpus has %d items, want %d", len(all), tt.wantKeys)
+			}
+			for _, dropped := range all {
+				got, err := FilterList(msg, tt.list, func(k string, _ []byte) bool { return k != dropped })
+				if err != nil {
+					t.Fatalf("FilterList(without %s) error = %v", dropped, err)
+				}
+				want := slices.DeleteFunc(slices.Clone(all), func(k string) bool { return k == dropped })
+				if keys := keysOf(got); !slices.Equal(keys, want) {
+					t.Errorf("FilterList(without %s) = %v, want %v", dropped, keys, want)
+				}
+				if _, _, err := Parse(got, Limits{}); err != nil {
+					t.Errorf("Parse(filtered) error = %v", err)
+				}
+			}
+		})
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/go-json-experiment/json/jsontext"
@@ -300,26 +301,9 @@ func FuzzFilterToolsList(f *testing.F) {
 		if err != nil {
 			return
 		}
-		var v struct {
-			Error  json.RawMessage `json:"error"`
-			Result *struct {
-				Tools []struct {
-					Name string `json:"name"`
-				} `json:"tools"`
-			} `json:"result"`
-		}
-		if err := json.Unmarshal(out, &v); err != nil {
-			t.Fatalf("json.Unmarshal(%q) error = %v", out, err)
-		}
-		if v.Result == nil {
-			if !bytes.Equal(out, msg) {
-				t.Fatalf("error response %q rewritten to %q", msg, out)
-			}
+		got, ok := filteredKeys(t, msg, out, "tools", "name")
+		if !ok {
 			return
-		}
-		var got []string
-		for _, tool := range v.Result.Tools {
-			got = append(got, tool.Name)
 		}
 		want := slices.DeleteFunc(slices.Clone(seen), func(n string) bool { return len(n)%2 != 0 })
 		if !slices.Equal(got, want) {
@@ -331,6 +315,83 @@ func FuzzFilterToolsList(f *testing.F) {
 			t.Fatalf("ResponseID = %q, %v before and %q, %v after", id1, err1, id2, err2)
 		}
 	})
+}
+
+// FuzzFilterList is FuzzFilterToolsList for every kind of list: what
+// encoding/json reads of the filtered list's keys is exactly the allowed
+// ones, in order.
+func FuzzFilterList(f *testing.F) {
+	addCorpus(f, func(b []byte) {
+		for i, l := range listSpecs {
+			if bytes.Contains(b, []byte(`"`+l.member+`"`)) {
+				f.Add(b, uint8(i))
+			}
+		}
+	})
+	f.Fuzz(func(t *testing.T, msg []byte, kind uint8) {
+		list := List(kind % uint8(len(listSpecs)))
+		l := listSpecs[list]
+		var seen []string
+		allow := func(k string, _ []byte) bool { seen = append(seen, k); return len(k)%2 == 0 }
+		out, err := FilterList(msg, list, allow)
+		if err == nil && !jsontext.Value(msg).IsValid() {
+			t.Fatalf("accepted what RFC 7493 refuses (a duplicate name or invalid UTF-8): %q", msg)
+		}
+		if err != nil {
+			return
+		}
+		got, ok := filteredKeys(t, msg, out, l.member, l.key)
+		if !ok {
+			return
+		}
+		want := slices.DeleteFunc(slices.Clone(seen), func(k string) bool { return len(k)%2 != 0 })
+		if !slices.Equal(got, want) {
+			t.Fatalf("encoding/json reads %s %q in %q, want %q", l.member, got, out, want)
+		}
+	})
+}
+
+// filteredKeys is what encoding/json reads of the keys of result.member
+// in out, filtered from msg; false for an error response, which must be
+// msg unchanged.
+func filteredKeys(t *testing.T, msg, out []byte, member, key string) ([]string, bool) {
+	t.Helper()
+	var v struct {
+		Result *map[string]json.RawMessage `json:"result"`
+	}
+	if err := json.Unmarshal(out, &v); err != nil {
+		t.Fatalf("json.Unmarshal(%q) error = %v", out, err)
+	}
+	if v.Result == nil {
+		if !bytes.Equal(out, msg) {
+			t.Fatalf("error response %q rewritten to %q", msg, out)
+		}
+		return nil, false
+	}
+	// A case variant left beside the member or key would be read by
+	// encoding/json's structs, which match names without case.
+	variant := func(m map[string]json.RawMessage, name string) {
+		for k := range m {
+			if k != name && strings.EqualFold(k, name) {
+				t.Fatalf("%q holds %q, which encoding/json may read as %s", out, k, name)
+			}
+		}
+	}
+	variant(*v.Result, member)
+	var items []map[string]json.RawMessage
+	if err := json.Unmarshal((*v.Result)[member], &items); err != nil {
+		t.Fatalf("result.%s of %q: %v", member, out, err)
+	}
+	var keys []string
+	for _, it := range items {
+		variant(it, key)
+		var k string
+		if err := json.Unmarshal(it[key], &k); err != nil {
+			t.Fatalf("%s of an item of %q: %v", key, out, err)
+		}
+		keys = append(keys, k)
+	}
+	return keys, true
 }
 
 // FuzzSplitter checks that a Splitter fed the stream in pieces emits what
