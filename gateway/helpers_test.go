@@ -308,6 +308,30 @@ func writeJSONAnswer(w http.ResponseWriter, r *http.Request, answer string) {
 	zw.Close()
 }
 
+// answerAs is an upstream that answers every request with answer, as
+// one event when as is "events", else as JSON (writeJSONAnswer).
+func answerAs(as, answer string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if as == "events" {
+			w.Header().Set("Content-Type", "text/event-stream")
+			io.WriteString(w, "event: message\ndata: "+answer+"\n\n")
+			return
+		}
+		writeJSONAnswer(w, r, answer)
+	}
+}
+
+// eventData is the data of the first event of an event stream body.
+func eventData(t testing.TB, body string) string {
+	t.Helper()
+	_, data, ok := strings.Cut(body, "data: ")
+	if !ok {
+		t.Fatalf("answer %q has no event", body)
+	}
+	data, _, _ = strings.Cut(data, "\n")
+	return data
+}
+
 // sessionFor is the session id g hands the token's principal for the
 // upstream session "upstream-session": what a client holds after an
 // initialize whose answer carried one (a 2025 GET or DELETE needs it).

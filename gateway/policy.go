@@ -732,8 +732,7 @@ func (p *policy) decidePrompt(pr *principal, name string) (decision, error) {
 // resource its params.ref names, as prompts/get or resources/read of it
 // would be: completions reveal what the prompt or resource offers. A
 // resource template (RFC 6570, "file:///{path}") is decided by every rule
-// an expansion could fall under: the rule of its literal prefix (the text
-// before the first '{') and every rule whose prefix extends that prefix.
+// an expansion could fall under (decideTemplate).
 func (p *policy) decideCompletion(pr *principal, raw []byte) (decision, error) {
 	ref, err := completionRef(raw)
 	if err != nil {
@@ -743,20 +742,27 @@ func (p *policy) decideCompletion(pr *principal, raw []byte) (decision, error) {
 	case ref.Type == "ref/prompt" && ref.Name != nil && ref.URI == nil:
 		return p.decidePrompt(pr, *ref.Name)
 	case ref.Type == "ref/resource" && ref.URI != nil && ref.Name == nil:
-		uri := *ref.URI
-		literal, _, template := strings.Cut(uri, "{")
-		if !template {
-			return p.decideURI(pr, uri)
-		}
-		uris := []string{literal}
-		for i := range p.resources {
-			if r := p.resources[i].Pattern; len(r) > len(literal) && strings.HasPrefix(strings.ToLower(r), strings.ToLower(literal)) {
-				uris = append(uris, r)
-			}
-		}
-		return p.decideSubscriptions(pr, uris)
+		return p.decideTemplate(pr, *ref.URI)
 	}
 	return decision{}, errors.New(`params.ref must be {"type":"ref/prompt","name":...} or {"type":"ref/resource","uri":...}`)
+}
+
+// decideTemplate decides a resource URI or template (RFC 6570) by every
+// rule an expansion could fall under: the rule of its literal prefix
+// (the text before the first '{') and every rule whose prefix extends
+// that prefix. A URI without '{' is decided as a resources/read of it.
+func (p *policy) decideTemplate(pr *principal, uri string) (decision, error) {
+	literal, _, template := strings.Cut(uri, "{")
+	if !template {
+		return p.decideURI(pr, uri)
+	}
+	uris := []string{literal}
+	for i := range p.resources {
+		if r := p.resources[i].Pattern; len(r) > len(literal) && strings.HasPrefix(strings.ToLower(r), strings.ToLower(literal)) {
+			uris = append(uris, r)
+		}
+	}
+	return p.decideSubscriptions(pr, uris)
 }
 
 // reference is a completion's params.ref; Name and URI are nil when
@@ -986,6 +992,23 @@ func (p *policy) allowTool(pr *principal, name string) bool {
 	}
 	i, stable := stableRule(p.tools, name)
 	return stable && p.decideRule(pr, kindTool, p.tools, name, i).allow
+}
+
+// allowPrompt reports whether the principal may get the named prompt; it
+// is the filter for prompts/list results. Names decidePrompt cannot
+// classify (invalid, or under another rule when read loosely) are not
+// shown.
+func (p *policy) allowPrompt(pr *principal, name string) bool {
+	d, err := p.decidePrompt(pr, name)
+	return err == nil && d.allow
+}
+
+// allowTemplate reports whether the principal may complete the resource
+// template (decideTemplate, as completion/complete decides it); it is
+// the filter for resources/templates/list results.
+func (p *policy) allowTemplate(pr *principal, template string) bool {
+	d, err := p.decideTemplate(pr, template)
+	return err == nil && d.allow
 }
 
 // check completes d: actor rules first (more scope cannot cure them), then

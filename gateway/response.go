@@ -120,22 +120,63 @@ const (
 	modeEnded                     // the request was ended before its answer (exchange.endedBy)
 )
 
-// toolsFilter says which response messages answer a tools/list request.
-type toolsFilter struct {
-	single  bool     // one request: every response message answers it
-	listIDs [][]byte // batch: ids of the tools/list requests
-	allIDs  [][]byte // batch: ids of every request
-	allow   func(name string, def []byte) bool
+// listFilter says which response messages answer a list request
+// (listMethod), and which list each asks for.
+type listFilter struct {
+	single bool          // one request: every response message answers it
+	list   mcpparse.List // single: the list asked for
+	lists  []listID      // batch: the list requests
+	allIDs [][]byte      // batch: ids of every request
+}
+
+// listID is a list request of a batch.
+type listID struct {
+	id   []byte
+	list mcpparse.List
+}
+
+// listMethod is the list a method asks for: those whose answers are
+// filtered per caller.
+func listMethod(method string) (mcpparse.List, bool) {
+	switch method {
+	case "tools/list":
+		return mcpparse.ListTools, true
+	case "prompts/list":
+		return mcpparse.ListPrompts, true
+	case "resources/list":
+		return mcpparse.ListResources, true
+	case "resources/templates/list":
+		return mcpparse.ListResourceTemplates, true
+	}
+	return 0, false
+}
+
+// answers reports which list the response id answers, if any. In a batch
+// answer every response must carry the id of one of the requests, so no
+// answer goes unexamined.
+func (f *listFilter) answers(id []byte) (mcpparse.List, bool, error) {
+	if f.single {
+		return f.list, true, nil
+	}
+	if !containsID(f.allIDs, id) {
+		return 0, false, errors.New("response id matches no request")
+	}
+	for _, l := range f.lists {
+		if mcpparse.SameID(l.id, id) {
+			return l.list, true, nil
+		}
+	}
+	return 0, false, nil
 }
 
 // responseWriter sits between next and the client: it rewrites
-// Mcp-Session-Id, filters tools/list answers, wraps task ids (task.go) and
-// otherwise streams untouched, flushing when next flushes.
+// Mcp-Session-Id, filters list answers (listMethod), wraps task ids
+// (task.go) and otherwise streams untouched, flushing when next flushes.
 type responseWriter struct {
 	w      http.ResponseWriter
 	g      *Gateway
 	x      *exchange
-	filter *toolsFilter
+	filter *listFilter
 	// prior holds the values of each hostFields field the header held
 	// before next wrote to it: the server's and the operator's, which
 	// stay (see keepPrior); nil when it held none, as for most requests.
@@ -221,27 +262,43 @@ func (x *exchange) responseWriter(w http.ResponseWriter, g *Gateway) *responseWr
 		}
 	}
 	x.rw.initOnly = len(x.rw.initIDs) == 1 && len(x.msgs) == 1 && !x.batch
-	if !x.listsTools() {
+	if !x.asksLists() {
 		return &x.rw
 	}
-	var listIDs, allIDs [][]byte
+	f := &listFilter{single: !x.batch}
 	for i := range x.msgs {
 		m := &x.msgs[i]
+		list, isList := listMethod(m.Method)
+		if f.single && m.Kind != mcpparse.KindResponse && isList {
+			f.list = list
+		}
 		if m.Kind != mcpparse.KindRequest {
 			continue
 		}
-		allIDs = append(allIDs, m.ID)
-		if m.Method == "tools/list" {
-			listIDs = append(listIDs, m.ID)
+		f.allIDs = append(f.allIDs, m.ID)
+		if isList {
+			f.lists = append(f.lists, listID{m.ID, list})
 		}
 	}
-	x.rw.filter = &toolsFilter{
-		single:  !x.batch,
-		listIDs: listIDs,
-		allIDs:  allIDs,
-		allow:   g.toolAllow(x),
-	}
+	x.rw.filter = f
 	return &x.rw
+}
+
+// listAllow says whether an item of list may be shown to x's caller: a
+// tool as toolAllow says, a prompt if a prompts/get of it would be
+// allowed, a resource if a resources/read of its uri would be, a
+// resource template if a completion for it would be.
+func (g *Gateway) listAllow(x *exchange, list mcpparse.List) func(key string, item []byte) bool {
+	p := x.p
+	switch list {
+	case mcpparse.ListPrompts:
+		return func(name string, _ []byte) bool { return g.policy.allowPrompt(p, name) }
+	case mcpparse.ListResources:
+		return func(uri string, _ []byte) bool { return g.mayRead(p, uri) }
+	case mcpparse.ListResourceTemplates:
+		return func(template string, _ []byte) bool { return g.policy.allowTemplate(p, template) }
+	}
+	return g.toolAllow(x)
 }
 
 // toolAllow says whether a listed tool may be shown to x's caller: by
@@ -260,12 +317,12 @@ func (g *Gateway) toolAllow(x *exchange) func(name string, def []byte) bool {
 	}
 }
 
-// listsTools reports whether the answer must be filtered: a message asks
-// for tools/list. A notification counts too, since a lenient server may
-// answer it all the same.
-func (x *exchange) listsTools() bool {
+// asksLists reports whether the answer must be filtered: a message asks
+// for a list (listMethod). A notification counts too, since a lenient
+// server may answer it all the same.
+func (x *exchange) asksLists() bool {
 	for i := range x.msgs {
-		if x.msgs[i].Kind != mcpparse.KindResponse && x.msgs[i].Method == "tools/list" {
+		if _, ok := listMethod(x.msgs[i].Method); ok && x.msgs[i].Kind != mcpparse.KindResponse {
 			return true
 		}
 	}
@@ -833,7 +890,7 @@ func (rw *responseWriter) badGatewayMessage() string {
 	case rw.mode == modeRedirect:
 		return "the upstream answered with a redirect, which the gateway does not pass: clients would follow it to an answer it cannot check"
 	case rw.filter != nil:
-		return "the upstream tools/list answer could not be filtered"
+		return "the upstream list answer (tools/list, prompts/list, resources/list or resources/templates/list) could not be filtered"
 	case rw.resources():
 		return "the upstream answer's resources could not be checked against the resource rules"
 	case rw.x.pinned:
@@ -998,14 +1055,14 @@ func (rw *responseWriter) filterJSON(body []byte, anyList bool) ([]byte, error) 
 	return append(out, ']'), nil
 }
 
-// filterMessage returns the message, filtered if it answers tools/list
-// (with anyList, if it is any response with a result.tools), with its
-// task ids wrapped if the request may produce some.
+// filterMessage returns the message, filtered if it answers a list
+// request (with anyList, if it is any response with a result.tools),
+// with its task ids wrapped if the request may produce some.
 func (rw *responseWriter) filterMessage(m *mcpparse.Message, anyList bool) ([]byte, error) {
 	out := m.Raw
 	if m.Kind == mcpparse.KindResponse && (rw.filter != nil || anyList) {
 		var err error
-		if out, err = rw.filterTools(m, anyList); err != nil {
+		if out, err = rw.filterList(m, anyList); err != nil {
 			return nil, err
 		}
 	}
@@ -1539,41 +1596,44 @@ func containsFold(s, sub string) bool {
 // be read strictly. It ends the stream, whatever else it carries.
 var errListUnreadable = errors.New("an event that may hold a tools/list answer could not be read")
 
-// filterTools filters a response that answers tools/list. In a batch
-// answer every response must carry the id of one of the requests, so no
-// answer goes unexamined. With anyList, any other response that has a
-// result.tools is filtered too: a server may send a tools/list answer on
-// a stream that is not its request's (another request's, a GET stream),
-// and clients match answers by id on any stream.
-func (rw *responseWriter) filterTools(m *mcpparse.Message, anyList bool) ([]byte, error) {
-	f := rw.filter
-	answersList := f != nil && f.single
-	if f != nil && !f.single {
-		if !containsID(f.allIDs, m.ID) {
-			return nil, errors.New("response id matches no request")
+// filterList filters a response that answers a list request (the
+// filter's) as the list it asked for. With anyList, any response that
+// has a result.tools is filtered as a tools list too: a server may send
+// a tools/list answer on a stream that is not its request's (another
+// request's, a GET stream), and clients match answers by id on any
+// stream.
+func (rw *responseWriter) filterList(m *mcpparse.Message, anyList bool) ([]byte, error) {
+	out, filtered := m.Raw, false
+	if f := rw.filter; f != nil {
+		list, answers, err := f.answers(m.ID)
+		if err != nil {
+			return nil, err
 		}
-		answersList = containsID(f.listIDs, m.ID)
+		if answers {
+			if out, err = mcpparse.FilterList(out, list, rw.g.listAllow(rw.x, list)); err != nil {
+				return nil, err
+			}
+			filtered = true
+			anyList = anyList && list != mcpparse.ListTools
+		}
 	}
-	if !answersList && !anyList {
-		return m.Raw, nil
+	if anyList {
+		tools, err := mcpparse.FilterTools(out, rw.g.toolAllow(rw.x))
+		switch {
+		case errors.Is(err, mcpparse.ErrNoList):
+		case err != nil:
+			return nil, fmt.Errorf("%w: %w", errListUnreadable, err)
+		default:
+			out, filtered = tools, true
+		}
 	}
-	allow := rw.g.toolAllow
-	if f != nil {
-		allow = func(*exchange) func(string, []byte) bool { return f.allow }
-	}
-	out, err := mcpparse.FilterTools(m.Raw, allow(rw.x))
-	switch {
-	case !answersList && errors.Is(err, mcpparse.ErrNoList):
-		return m.Raw, nil
-	case !answersList && err != nil:
-		return nil, fmt.Errorf("%w: %w", errListUnreadable, err)
-	case err != nil:
-		return nil, err
+	if !filtered {
+		return out, nil
 	}
 	return privateCacheScope(out, rw.x.rev.requiresCacheScope())
 }
 
-// privateCacheScope marks a filtered tools/list result cacheScope
+// privateCacheScope marks a filtered list result cacheScope
 // "private" (2026-07-28, SEP-2549): the list now depends on who asks. A
 // 2026-07-28 result gets the member even if the upstream left it out;
 // older results are changed only if they carry one. A member Go's

@@ -175,14 +175,7 @@ func TestReadContentsFiltered(t *testing.T) {
 				if strings.HasPrefix(tt.contents, "{\"jsonrpc\"") {
 					answer = tt.contents
 				}
-				h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
-					if as == "events" {
-						w.Header().Set("Content-Type", "text/event-stream")
-						io.WriteString(w, "event: message\ndata: "+answer+"\n\n")
-						return
-					}
-					writeJSONAnswer(w, r, answer)
-				})
+				h := newHarness(t, testConfig(t), answerAs(as, answer))
 				c := claims()
 				c["scope"] = tt.scope
 				resp := h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///docs/"}}`, token: mint(t, c),

@@ -1105,13 +1105,13 @@ func (x *exchange) forwardsHeader(name string) bool {
 	case headerDrop:
 		return false
 	case headerAcceptEncoding:
-		// A compressed answer could not be read (tools/list filter, task
+		// A compressed answer could not be read (list filters, task
 		// ids, request states, an initialize result's capabilities, caching
 		// hints, a resources/read's contents, and with pinning every
 		// answer): the upstream answers
 		// uncompressed, or the transport decodes.
 		// (x.rw is made before the upstream request.)
-		return !x.pinned && !x.listsTools() && !x.rewritesTasks() && !x.rewritesStates() && !x.rewritesCache() && !x.rw.resources() && x.initializeIDs() == nil
+		return !x.pinned && !x.asksLists() && !x.rewritesTasks() && !x.rewritesStates() && !x.rewritesCache() && !x.rw.resources() && x.initializeIDs() == nil
 	case headerChecked:
 		return x.headerChecked
 	case headerLastEventID:

@@ -110,7 +110,7 @@ var (
 	// ErrNoList: FilterList (FilterTools) was given a result without
 	// the list's array (an answer to something other than the list
 	// method); it wraps ErrNotJSONRPC too.
-	ErrNoList = errors.New("mcpparse: result has no array of the list")
+	ErrNoList = errors.New("mcpparse: result has no list array")
 
 	// ErrProtoName: a member named __proto__ in a request. A JavaScript
 	// server that copies an object with [[Set]] (Object.assign, a for-in

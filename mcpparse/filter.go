@@ -104,7 +104,7 @@ func FilterList(msg []byte, list List, allow func(key string, item []byte) bool)
 		return msg, nil // an error response
 	}
 	if !t.found {
-		return nil, fmt.Errorf("%w: %w: no %s", ErrNotJSONRPC, ErrNoList, t.list.member)
+		return nil, fmt.Errorf("%w: %w", ErrNotJSONRPC, ErrNoList)
 	}
 	keep := make([]bool, len(t.items))
 	kept := 0

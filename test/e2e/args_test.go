@@ -2,9 +2,7 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -59,16 +57,7 @@ func argServer(x *executed) *mcp.Server {
 	return s
 }
 
-var argsCaddyfile = template.Must(template.New("Caddyfile").Parse(`{
-	admin off
-	persist_config off
-	storage file_system {{.Dir}}/caddy
-	log {
-		level WARN
-	}
-	mcp_auth {
-		issuer {{.Issuer}}
-		storage bolt {{.Dir}}/mcp-auth.db
+var argsCaddyfile = template.Must(template.New("Caddyfile").Parse(e2eGlobals + `		storage bolt {{.Dir}}/mcp-auth.db
 		user alice {{.Hash}} {
 			groups staff
 		}
@@ -98,26 +87,7 @@ var argsCaddyfile = template.Must(template.New("Caddyfile").Parse(`{
 // at legacyUp (resource /mcp) and modernUp (/v2/mcp).
 func startArgs(t *testing.T, legacyUp, modernUp string) *env {
 	t.Helper()
-	e := &env{dir: t.TempDir(), hash: harness.HashPassword(t, password)}
-	harness.StartFree(t, func(port int) string {
-		e.issuer = fmt.Sprintf("http://127.0.0.1:%d", port)
-		e.legacy, e.modern = e.issuer+"/mcp", e.issuer+"/v2/mcp"
-		var b strings.Builder
-		if err := argsCaddyfile.Execute(&b, map[string]any{
-			"Dir": e.dir, "Issuer": e.issuer, "Hash": e.hash, "ClientID": clientID, "RedirectURI": redirectURI,
-			"LegacyUp": legacyUp, "ModernUp": modernUp,
-		}); err != nil {
-			panic(err)
-		}
-		return b.String()
-	})
-	harness.WaitReady(t, e.issuer+"/.well-known/oauth-authorization-server")
-	md, err := harness.Discover(context.Background(), e.issuer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.md = md
-	return e
+	return startSites(t, argsCaddyfile, legacyUp, modernUp)
 }
 
 // TestArgumentRules: "only to @example.com" and "only your own records"
@@ -126,13 +96,8 @@ func startArgs(t *testing.T, legacyUp, modernUp string) *env {
 // call never runs; tools/list still shows both tools.
 func TestArgumentRules(t *testing.T) {
 	var ran executed
-	srv := argServer(&ran)
-	legacy := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil))
-	t.Cleanup(legacy.Close)
-	modern := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv },
-		&mcp.StreamableHTTPOptions{Stateless: true}))
-	t.Cleanup(modern.Close)
-	e := startArgs(t, legacy.Listener.Addr().String(), modern.Listener.Addr().String())
+	legacyUp, modernUp := serveBoth(t, argServer(&ran))
+	e := startArgs(t, legacyUp, modernUp)
 
 	for _, tc := range []struct{ version, resource string }{
 		{"2025-11-25", e.legacy},
@@ -140,16 +105,7 @@ func TestArgumentRules(t *testing.T) {
 	} {
 		t.Run(tc.version, func(t *testing.T) {
 			ctx := ctxTimeout(t, 60*time.Second)
-			robot := harness.NewRobot("alice", password, redirectURI)
-			tok, err := e.authorize(ctx, robot, e.oauthConfig("mail", "records"), tc.resource)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cs, err := connect(ctx, tc.resource, harness.NewSwapSource(tok), tc.version, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cs.Close()
+			cs := e.session(t, ctx, "alice", tc.resource, tc.version, "mail", "records")
 			lt, err := cs.ListTools(ctx, nil)
 			if err != nil || len(lt.Tools) != 2 {
 				t.Fatalf("ListTools = %v, %v; want both tools listed", lt, err)

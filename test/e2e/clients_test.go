@@ -28,16 +28,7 @@ const (
 	peerSecret = "peer-secret-00112233445566778899aabbccddeeff"
 )
 
-var clientsCaddyfile = template.Must(template.New("Caddyfile").Parse(`{
-	admin off
-	persist_config off
-	storage file_system {{.Dir}}/caddy
-	log {
-		level WARN
-	}
-	mcp_auth {
-		issuer {{.Issuer}}
-		storage memory
+var clientsCaddyfile = template.Must(template.New("Caddyfile").Parse(e2eGlobals + `		storage memory
 		user {{.User}} {{.Hash}} {
 			groups readers
 		}

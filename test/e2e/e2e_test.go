@@ -150,16 +150,7 @@ const e2eSite = `{{.Issuer}} {
 }
 `
 
-var caddyfileTemplate = template.Must(template.New("Caddyfile").Parse(`{
-	admin off
-	persist_config off
-	storage file_system {{.Dir}}/caddy
-	log {
-		level WARN
-	}
-	mcp_auth {
-		issuer {{.Issuer}}
-		storage bolt {{.Dir}}/mcp-auth.db
+var caddyfileTemplate = template.Must(template.New("Caddyfile").Parse(e2eGlobals + `		storage bolt {{.Dir}}/mcp-auth.db
 		user {{.User}} {{.Hash}} {
 			groups writers
 			name "Alice v{{.Variant}}"
@@ -190,6 +181,59 @@ var caddyfileTemplate = template.Must(template.New("Caddyfile").Parse(`{
 }
 
 ` + e2eSite))
+
+// e2eGlobals opens the global options of a test Caddyfile, up to the
+// mcp_auth block's storage, users, groups and clients: no admin
+// endpoint, state under {{.Dir}}, the issuer at {{.Issuer}}.
+const e2eGlobals = `{
+	admin off
+	persist_config off
+	storage file_system {{.Dir}}/caddy
+	log {
+		level WARN
+	}
+	mcp_auth {
+		issuer {{.Issuer}}
+`
+
+// serveBoth serves srv over Streamable HTTP with sessions (the legacy
+// upstream) and stateless (the modern one), returning their host:port.
+func serveBoth(t *testing.T, srv *mcp.Server) (legacyUp, modernUp string) {
+	t.Helper()
+	legacy := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil))
+	t.Cleanup(legacy.Close)
+	modern := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv },
+		&mcp.StreamableHTTPOptions{Stateless: true}))
+	t.Cleanup(modern.Close)
+	return legacy.Listener.Addr().String(), modern.Listener.Addr().String()
+}
+
+// startSites starts Caddy with tmpl (e2eSite, with the user alice's
+// password hash as {{.Hash}}) in front of the MCP servers at legacyUp
+// (resource /mcp) and modernUp (/v2/mcp).
+func startSites(t *testing.T, tmpl *template.Template, legacyUp, modernUp string) *env {
+	t.Helper()
+	e := &env{dir: t.TempDir(), hash: harness.HashPassword(t, password)}
+	harness.StartFree(t, func(port int) string {
+		e.issuer = fmt.Sprintf("http://127.0.0.1:%d", port)
+		e.legacy, e.modern = e.issuer+"/mcp", e.issuer+"/v2/mcp"
+		var b strings.Builder
+		if err := tmpl.Execute(&b, map[string]any{
+			"Dir": e.dir, "Issuer": e.issuer, "Hash": e.hash, "ClientID": clientID, "RedirectURI": redirectURI,
+			"LegacyUp": legacyUp, "ModernUp": modernUp,
+		}); err != nil {
+			panic(err)
+		}
+		return b.String()
+	})
+	harness.WaitReady(t, e.issuer+"/.well-known/oauth-authorization-server")
+	md, err := harness.Discover(context.Background(), e.issuer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.md = md
+	return e
+}
 
 // caddyfile renders the configuration; variant changes details (a user's
 // display name, a tool rule) so a reload has something to do.
@@ -289,6 +333,22 @@ func challenge(h string) (map[string]string, bool) {
 		rest = strings.TrimSpace(rest)
 	}
 	return params, true
+}
+
+// session authorizes user for scopes on resource and connects the SDK
+// client there in the protocol version, closed when t ends.
+func (e *env) session(t *testing.T, ctx context.Context, user, resource, version string, scopes ...string) *mcp.ClientSession {
+	t.Helper()
+	tok, err := e.authorize(ctx, harness.NewRobot(user, password, redirectURI), e.oauthConfig(scopes...), resource)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := connect(ctx, resource, harness.NewSwapSource(tok), version, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	return cs
 }
 
 func ctxTimeout(t *testing.T, d time.Duration) context.Context {

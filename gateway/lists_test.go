@@ -1,0 +1,313 @@
+package gateway
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// The list answers of the tests below, by method: with testConfig,
+// summary* needs prompts:read and other prompts have no rule (refused);
+// file:/// needs files:read, file:///secret/ files:secret, db: has no
+// rule. A template is shown as a completion for it would be decided: by
+// every rule an expansion could fall under.
+var listAnswers = map[string]struct {
+	member, key string
+	items       []string
+}{
+	"prompts/list":             {"prompts", "name", []string{"summary_day", "other", "summary\u0131"}},
+	"resources/list":           {"resources", "uri", []string{"file:///docs/a", "file:///secret/key", "db://h/t", "FILE:///Secret/k2"}},
+	"resources/templates/list": {"resourceTemplates", "uriTemplate", []string{"file:///docs/{name}", "file:///{path}", "file:///secret/{name}", "db://{t}"}},
+	"tools/list":               {"tools", "name", []string{"read_a", "delete_all"}},
+}
+
+// listResult is a list method's result holding items, in JSON.
+func listResult(t *testing.T, method string, items []string) string {
+	t.Helper()
+	l := listAnswers[method]
+	var objs []map[string]string
+	for _, it := range items {
+		objs = append(objs, map[string]string{l.key: it, "description": "d"})
+	}
+	b, err := json.Marshal(map[string]any{l.member: objs, "nextCursor": "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// listedKeys is what a client reads of the list in a result.
+func listedKeys(t *testing.T, method string, result json.RawMessage) []string {
+	t.Helper()
+	l := listAnswers[method]
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(result, &obj); err != nil {
+		t.Fatalf("result %s: %v", result, err)
+	}
+	var items []map[string]any
+	if err := json.Unmarshal(obj[l.member], &items); err != nil {
+		t.Fatalf("result.%s of %s: %v", l.member, result, err)
+	}
+	keys := []string{}
+	for _, it := range items {
+		keys = append(keys, it[l.key].(string))
+	}
+	return keys
+}
+
+// TestListsFiltered: prompts/list, resources/list and
+// resources/templates/list answers are filtered per caller, as tools/list
+// answers are: a prompt is listed only if a prompts/get of it would be
+// allowed, a resource if a resources/read of its uri would be, a
+// template if a completion for it would be (every rule an expansion
+// could fall under). Before, every caller with the base scopes saw every
+// name. JSON answers and event streams alike; the answer is marked
+// private for caches.
+func TestListsFiltered(t *testing.T) {
+	tests := []struct {
+		method, scope string
+		want          []string
+	}{
+		{"prompts/list", "mcp", []string{}},
+		{"prompts/list", "mcp prompts:read", []string{"summary_day"}},
+		{"resources/list", "mcp", []string{}},
+		{"resources/list", "mcp files:read", []string{"file:///docs/a"}},
+		{"resources/list", "mcp files:read files:secret", []string{"file:///docs/a", "file:///secret/key"}},
+		{"resources/templates/list", "mcp", []string{}},
+		{"resources/templates/list", "mcp files:read", []string{"file:///docs/{name}"}},
+		{"resources/templates/list", "mcp files:secret", []string{"file:///secret/{name}"}},
+		{"resources/templates/list", "mcp files:read files:secret", []string{"file:///docs/{name}", "file:///{path}", "file:///secret/{name}"}},
+	}
+	for _, tt := range tests {
+		for _, as := range []string{"json", "events"} {
+			t.Run(tt.method+" "+tt.scope+" "+as, func(t *testing.T) {
+				answer := `{"jsonrpc":"2.0","id":1,"result":` + listResult(t, tt.method, listAnswers[tt.method].items) + `}`
+				h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+					w.Header().Set("Cache-Control", "public, max-age=60")
+					answerAs(as, answer)(w, r)
+				})
+				c := claims()
+				c["scope"] = tt.scope
+				resp := h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"` + tt.method + `"}`, token: mint(t, c),
+					headers: map[string]string{"MCP-Protocol-Version": "2025-11-25", "Accept-Encoding": "gzip"}})
+				got := readBody(t, resp)
+				if resp.StatusCode != 200 {
+					t.Fatalf("answer = %d %s, want 200", resp.StatusCode, got)
+				}
+				if as == "events" {
+					got = eventData(t, got)
+				}
+				var m struct {
+					Result json.RawMessage `json:"result"`
+				}
+				if err := json.Unmarshal([]byte(got), &m); err != nil {
+					t.Fatalf("answer %q: %v", got, err)
+				}
+				if keys := listedKeys(t, tt.method, m.Result); !slices.Equal(keys, tt.want) {
+					t.Errorf("listed %q, want %q (answer %s)", keys, tt.want, got)
+				}
+				if !strings.Contains(got, `"nextCursor":"c"`) {
+					t.Errorf("answer %s lost its other members", got)
+				}
+				if cc := resp.Header.Values("Cache-Control"); !slices.Equal(cc, []string{"private"}) {
+					t.Errorf("Cache-Control = %q, want private", cc)
+				}
+			})
+		}
+	}
+}
+
+// TestListsBatchFiltered: in a batch (2025-03-26) each answer is
+// filtered as the list its request's id asked for, JSON and events alike;
+// an answer whose id names no request, or a list answer that is not the
+// list asked for, is refused.
+func TestListsBatchFiltered(t *testing.T) {
+	methods := []string{"tools/list", "prompts/list", "resources/list", "resources/templates/list"}
+	var reqs, answers []string
+	for i, m := range methods {
+		id := string(rune('1' + i))
+		reqs = append(reqs, `{"jsonrpc":"2.0","id":`+id+`,"method":"`+m+`"}`)
+		answers = append(answers, `{"jsonrpc":"2.0","id":`+id+`,"result":`+listResult(t, m, listAnswers[m].items)+`}`)
+	}
+	reqs = append(reqs, `{"jsonrpc":"2.0","id":9,"method":"ping"}`)
+	answers = append(answers, `{"jsonrpc":"2.0","id":9,"result":{}}`)
+	batch := "[" + strings.Join(reqs, ",") + "]"
+	want := map[string][]string{
+		"tools/list":               {"read_a"},
+		"prompts/list":             {"summary_day"},
+		"resources/list":           {"file:///docs/a"},
+		"resources/templates/list": {"file:///docs/{name}"},
+	}
+	c := claims()
+	c["scope"] = "mcp tools:read prompts:read files:read"
+	for _, as := range []string{"json", "events"} {
+		t.Run(as, func(t *testing.T) {
+			h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+				if as == "events" {
+					w.Header().Set("Content-Type", "text/event-stream")
+					for _, a := range answers {
+						io.WriteString(w, "data: "+a+"\n\n")
+					}
+					return
+				}
+				writeJSONAnswer(w, r, "["+strings.Join(answers, ",")+"]")
+			})
+			resp := h.do(t, call{body: batch, token: mint(t, c), headers: map[string]string{"MCP-Protocol-Version": "2025-03-26"}})
+			body := readBody(t, resp)
+			if resp.StatusCode != 200 {
+				t.Fatalf("answer = %d %s, want 200", resp.StatusCode, body)
+			}
+			var got []struct {
+				ID     int             `json:"id"`
+				Result json.RawMessage `json:"result"`
+			}
+			if as == "events" {
+				for ev := range strings.SplitSeq(strings.TrimSpace(body), "\n\n") {
+					_, data, _ := strings.Cut(ev, "data: ")
+					var one struct {
+						ID     int             `json:"id"`
+						Result json.RawMessage `json:"result"`
+					}
+					if err := json.Unmarshal([]byte(data), &one); err != nil {
+						t.Fatalf("event %q: %v", ev, err)
+					}
+					got = append(got, one)
+				}
+			} else if err := json.Unmarshal([]byte(body), &got); err != nil {
+				t.Fatalf("answer %q: %v", body, err)
+			}
+			if len(got) != len(answers) {
+				t.Fatalf("%d answers, want %d: %s", len(got), len(answers), body)
+			}
+			for _, a := range got {
+				if a.ID == 9 {
+					continue
+				}
+				m := methods[a.ID-1]
+				if keys := listedKeys(t, m, a.Result); !slices.Equal(keys, want[m]) {
+					t.Errorf("%s listed %q, want %q", m, keys, want[m])
+				}
+			}
+		})
+	}
+	// The prompts/list's id answered with a resources list: the client
+	// reads it as the prompts it asked for, which the gateway cannot
+	// filter.
+	for _, as := range []string{"json", "events"} {
+		t.Run("mismatched "+as, func(t *testing.T) {
+			mismatched := `[{"jsonrpc":"2.0","id":2,"result":` + listResult(t, "resources/list", []string{"file:///secret/key"}) + `}]`
+			h := newHarness(t, testConfig(t), answerAs(as, mismatched))
+			resp := h.do(t, call{body: batch, token: mint(t, c), headers: map[string]string{"MCP-Protocol-Version": "2025-03-26"}})
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if strings.Contains(string(b), "secret") || as == "json" && resp.StatusCode != http.StatusBadGateway || as == "events" && err == nil {
+				t.Errorf("answer = %d %s (%v), want it refused", resp.StatusCode, b, err)
+			}
+		})
+	}
+}
+
+// TestListsUnreadableRefused: a list answer that cannot be read strictly
+// (a member a client may read as the list or an item's key but spelt
+// otherwise, an item without its key as a string, a list that is not an
+// array, no list at all) is refused: 502 for JSON, the stream ended for
+// events; an error answer passes.
+func TestListsUnreadableRefused(t *testing.T) {
+	tests := []struct {
+		method, result string
+	}{
+		{"prompts/list", `{"Prompts":[{"name":"other"}]}`},
+		{"prompts/list", `{"prompts":[],"pro_mpts":[{"name":"other"}]}`},
+		{"prompts/list", `{"prompts":[{"name":"summary_a","Name":"other"}]}`},
+		{"prompts/list", `{"prompts":[{"title":"other"}]}`},
+		{"prompts/list", `{"prompts":{"name":"other"}}`},
+		{"prompts/list", `{"prompts":[],"prompts":[{"name":"other"}]}`},
+		{"prompts/list", `{"resources":[{"uri":"file:///secret/key"}]}`},
+		{"resources/list", `{"resources":[{"uri":"file:///docs/a","URI":"file:///secret/key"}]}`},
+		{"resources/list", `{"resources":[{"name":"file:///secret/key"}]}`},
+		{"resources/list", `{"resources":[{"uri":["file:///secret/key"]}]}`},
+		{"resources/list", `{"Resources":[{"uri":"file:///secret/key"}]}`},
+		{"resources/list", `{"resources":[],"cache_scope":"public"}`},
+		{"resources/list", `{"resources":[],"ttlMs":1,"cachescope":"public"}`},
+		{"resources/list", `{"resources":[],"resources":[{"uri":"file:///secret/key"}]}`},
+		{"resources/templates/list", `{"resourceTemplates":[{"uriTemplate":"file:///docs/{n}","uri_template":"file:///secret/{n}"}]}`},
+		{"resources/templates/list", `{"resource_templates":[{"uriTemplate":"file:///secret/{n}"}]}`},
+		{"resources/templates/list", `{"resourceTemplates":["file:///secret/{n}"]}`},
+	}
+	for _, tt := range tests {
+		for _, as := range []string{"json", "events"} {
+			t.Run(tt.method+" "+tt.result+" "+as, func(t *testing.T) {
+				answer := `{"jsonrpc":"2.0","id":1,"result":` + tt.result + `}`
+				h := newHarness(t, testConfig(t), answerAs(as, answer))
+				c := claims()
+				c["scope"] = "mcp prompts:read files:read"
+				resp := h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"` + tt.method + `"}`, token: mint(t, c),
+					headers: map[string]string{"MCP-Protocol-Version": "2025-11-25"}})
+				b, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if strings.Contains(string(b), "secret") || strings.Contains(string(b), "other") {
+					t.Fatalf("answer = %d %s, want the unreadable list kept from the client", resp.StatusCode, b)
+				}
+				if as == "json" && resp.StatusCode != http.StatusBadGateway {
+					t.Errorf("answer = %d %s, want 502", resp.StatusCode, b)
+				}
+				if as == "events" && err == nil {
+					t.Errorf("stream read to its end (%d %s), want it ended", resp.StatusCode, b)
+				}
+			})
+		}
+	}
+	t.Run("error answer", func(t *testing.T) {
+		answer := `{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"Method not found"}}`
+		h := newHarness(t, testConfig(t), answerAs("json", answer))
+		resp := h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"prompts/list"}`, token: mint(t, claims()),
+			headers: map[string]string{"MCP-Protocol-Version": "2025-11-25"}})
+		if body := readBody(t, resp); resp.StatusCode != 200 || body != answer {
+			t.Errorf("answer = %d %s, want 200 %s", resp.StatusCode, body, answer)
+		}
+	})
+}
+
+// TestListsCacheScope: a filtered 2026-07-28 list result is marked
+// cacheScope "private", also where the upstream left the member out: the
+// list now depends on who asks.
+func TestListsCacheScope(t *testing.T) {
+	for _, method := range []string{"prompts/list", "resources/list", "resources/templates/list"} {
+		for _, hints := range []string{`"ttlMs":60000,"cacheScope":"public",`, ``} {
+			t.Run(method+" "+hints, func(t *testing.T) {
+				result := listResult(t, method, listAnswers[method].items)
+				answer := `{"jsonrpc":"2.0","id":1,"result":{` + hints + result[1:] + `}`
+				h := newHarness(t, testConfig(t), answerAs("json", answer))
+				body := `{"jsonrpc":"2.0","id":1,"method":"` + method + `","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`
+				c := claims()
+				c["scope"] = "mcp prompts:read files:read"
+				resp := h.do(t, call{body: body, token: mint(t, c), headers: map[string]string{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": method}})
+				got := readBody(t, resp)
+				var m struct {
+					Result map[string]json.RawMessage `json:"result"`
+				}
+				if err := json.Unmarshal([]byte(got), &m); err != nil {
+					t.Fatalf("answer %d %q: %v", resp.StatusCode, got, err)
+				}
+				if string(m.Result["cacheScope"]) != `"private"` {
+					t.Errorf("cacheScope = %s, want \"private\" (answer %s)", m.Result["cacheScope"], got)
+				}
+				if n := len(listedKeys(t, method, mustJSON(t, m.Result))); n != 1 {
+					t.Errorf("%d items listed, want 1 (answer %s)", n, got)
+				}
+			})
+		}
+	}
+}
+
+func mustJSON(t *testing.T, v any) json.RawMessage {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
