@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -310,4 +311,62 @@ func mustJSON(t *testing.T, v any) json.RawMessage {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestListsFilteredOnResume: a resumed stream (GET with Last-Event-ID)
+// replays the events after the one named, list answers among them (a
+// 2025-11-25 server may close a request's stream after its priming event
+// and answer on the resumption), so a response there whose result holds
+// a prompts, resources, resourceTemplates or tools array is filtered as
+// that list's answer, whatever its id and with pinning off: replayed,
+// each list handed every name to every caller. One that cannot be read
+// strictly ends the stream.
+func TestListsFilteredOnResume(t *testing.T) {
+	var replay strings.Builder
+	for i, m := range []string{"prompts/list", "resources/list", "resources/templates/list", "tools/list"} {
+		fmt.Fprintf(&replay, "id: s1_%d\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":%d,\"result\":%s}\n\n", i+1, 10+i, listResult(t, m, listAnswers[m].items))
+	}
+	replay.WriteString("id: s1_9\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"level\":\"info\",\"data\":\"x\"}}\n\n")
+	resume := func(t *testing.T, stream string) (*http.Response, string, error) {
+		t.Helper()
+		h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			io.WriteString(w, stream)
+		})
+		c := claims()
+		c["scope"] = "mcp tools:read prompts:read files:read"
+		token := mint(t, c)
+		resp := h.do(t, call{method: http.MethodGet, token: token, headers: map[string]string{
+			"Mcp-Session-Id": sessionFor(t, h.g, token), "MCP-Protocol-Version": "2025-11-25", "Last-Event-ID": "s1_0"}})
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, string(b), err
+	}
+	resp, body, err := resume(t, replay.String())
+	if err != nil || resp.StatusCode != http.StatusOK || !strings.Contains(body, "notifications/message") {
+		t.Fatalf("resumed stream = %d %s (%v), want 200 with the notification", resp.StatusCode, body, err)
+	}
+	for _, hidden := range []string{"other", "secret", "db://", "{path}", "delete_all"} {
+		if strings.Contains(body, hidden) {
+			t.Errorf("resumed stream %s shows %q, want it filtered out", body, hidden)
+		}
+	}
+	for _, shown := range []string{"summary_day", "file:///docs/a", "file:///docs/{name}", "read_a", `"id: s1_4`[1:]} {
+		if !strings.Contains(body, shown) {
+			t.Errorf("resumed stream %s lacks %q", body, shown)
+		}
+	}
+	for _, result := range []string{
+		`{"Prompts":[{"name":"other"}]}`,
+		`{"resources":[{"uri":"file:///docs/a","u_ri":"file:///secret/key"}]}`,
+		`{"resourceTemplates":[{"name":"file:///secret/{n}"}]}`,
+		// Go's encoding/json reads U+017F as s, so as "resources".
+		"{\"re\u017fources\":[{\"uri\":\"file:///secret/key\"}]}",
+		`{"resources":[],"res\u006furces":[{"uri":"file:///secret/key"}]}`,
+	} {
+		resp, body, err := resume(t, "id: s1_1\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":"+result+"}\n\n")
+		if err == nil || strings.Contains(body, "secret") || strings.Contains(body, "other") {
+			t.Errorf("resumed stream with %s = %d %s (%v), want it ended before the event", result, resp.StatusCode, body, err)
+		}
+	}
 }

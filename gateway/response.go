@@ -1592,16 +1592,29 @@ func containsFold(s, sub string) bool {
 	return false
 }
 
-// errListUnreadable: an event that may hold a tools/list answer could not
-// be read strictly. It ends the stream, whatever else it carries.
-var errListUnreadable = errors.New("an event that may hold a tools/list answer could not be read")
+// errListUnreadable: an event that may hold a list answer could not be
+// read strictly. It ends the stream, whatever else it carries.
+var errListUnreadable = errors.New("an event that may hold a list answer could not be read")
+
+// anyLists are the lists looked for in any response of a stream (see
+// filterList), tools first.
+var anyLists = [...]mcpparse.List{mcpparse.ListTools, mcpparse.ListPrompts, mcpparse.ListResources, mcpparse.ListResourceTemplates}
+
+// replays reports whether the answer is a resumed stream (a GET with
+// Last-Event-ID): it replays the events after the one named, the
+// answers of earlier requests among them, whose ids the gateway does not
+// know.
+func (rw *responseWriter) replays() bool {
+	return rw.x.r.Method == http.MethodGet && len(rw.x.r.Header[hLastEventID]) > 0
+}
 
 // filterList filters a response that answers a list request (the
 // filter's) as the list it asked for. With anyList, any response that
 // has a result.tools is filtered as a tools list too: a server may send
 // a tools/list answer on a stream that is not its request's (another
 // request's, a GET stream), and clients match answers by id on any
-// stream.
+// stream; on a resumed stream (replays), any response that has any of
+// the lists is filtered as that list's answer.
 func (rw *responseWriter) filterList(m *mcpparse.Message, anyList bool) ([]byte, error) {
 	out, filtered := m.Raw, false
 	if f := rw.filter; f != nil {
@@ -1617,14 +1630,21 @@ func (rw *responseWriter) filterList(m *mcpparse.Message, anyList bool) ([]byte,
 			anyList = anyList && list != mcpparse.ListTools
 		}
 	}
+	lists := anyLists[:0]
 	if anyList {
-		tools, err := mcpparse.FilterTools(out, rw.g.toolAllow(rw.x))
+		lists = anyLists[:1] // tools
+		if rw.replays() {
+			lists = anyLists[:]
+		}
+	}
+	for _, list := range lists {
+		kept, err := mcpparse.FilterList(out, list, rw.g.listAllow(rw.x, list))
 		switch {
 		case errors.Is(err, mcpparse.ErrNoList):
 		case err != nil:
 			return nil, fmt.Errorf("%w: %w", errListUnreadable, err)
 		default:
-			out, filtered = tools, true
+			out, filtered = kept, true
 		}
 	}
 	if !filtered {
@@ -1794,8 +1814,9 @@ func (rw *responseWriter) writeEvent(ev mcpparse.Event) error {
 }
 
 func (rw *responseWriter) filterEvent(ev *mcpparse.Event) error {
-	// With pins, a tools/list answer is looked for on every stream.
-	anyList := rw.x.pinned && mayListTools(ev.Data)
+	// With pins, a tools/list answer is looked for on every stream; on a
+	// resumed one, every list's answer.
+	anyList := rw.x.pinned && mayListTools(ev.Data) || rw.replays() && mayList(ev.Data)
 	if rw.filter == nil && !rw.rewritesOther() && !(rw.resources() && mayCarryResources(unsafeBytes(ev.Data))) && !anyList && !mayChangeList(ev.Data) {
 		return nil // watching only, and no list_changed or tools here
 	}
@@ -1866,6 +1887,15 @@ func mayListTools(data string) bool {
 		}
 	}
 	return false
+}
+
+// mayList reports whether an event's data may hold a result.prompts,
+// resources, resourceTemplates or tools member as a lenient client reads
+// it (as mayListTools for tools).
+func mayList(data string) bool {
+	b := unsafeBytes(data)
+	return mayListTools(data) || spelt(b, "prompt", looseSeps) || spelt(b, "resource", looseSeps) ||
+		mayEscapeLetters(b, "promptsresourcetemplates", looseSeps)
 }
 
 // spelledBefore reports whether s ends with word (lower-case ASCII) in
