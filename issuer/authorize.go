@@ -100,6 +100,12 @@ type authRequest struct {
 
 func (a *authRequest) prompt(v string) bool { return slices.Contains(a.Prompt, v) }
 
+// signInAsked reports whether the request asks for the sign-in page
+// whatever the session: prompt=login, and prompt=select_account (OpenID
+// Connect Core 3.1.2.1), since the sign-in page is where a user chooses
+// the account; going on with the signed-in one would choose for them.
+func (a *authRequest) signInAsked() bool { return a.prompt("login") || a.prompt("select_account") }
+
 // freshLogin reports whether s (with id sid) is a login this request
 // accepts (max_age, prompt=login).
 func (a *authRequest) freshLogin(s *session, sid string) bool {
@@ -189,8 +195,8 @@ func (i *Issuer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		fail(&Error{Code: "login_required", Description: "the user id_token_hint names is not the one signed in"})
 		return
 	}
-	if !loggedIn || ar.prompt("login") {
-		if ar.prompt("login") && loggedIn {
+	if !loggedIn || ar.signInAsked() {
+		if ar.signInAsked() && loggedIn {
 			ar.StaleSession = tokenKey(sid)
 		}
 		if s == nil || s.User == "" {
@@ -425,7 +431,7 @@ func (i *Issuer) parseAuthorize(ctx context.Context, c *Client, params url.Value
 	if hint := params.Get("id_token_hint"); hint != "" && ar.prompt("none") {
 		ar.hinted = i.hintedUser(ctx, c, hint)
 	}
-	if ar.prompt("login") {
+	if ar.signInAsked() {
 		// A login after this request: a new session alone is not one,
 		// since a sign-in at an identity provider without this request
 		// (the login page's button) is silent when the provider has a

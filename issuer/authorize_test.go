@@ -437,6 +437,38 @@ func TestAuthorizePromptLoginForcesLogin(t *testing.T) {
 	}
 }
 
+// TestAuthorizePromptSelectAccount: prompt=select_account (OpenID
+// Connect Core 3.1.2.1) asks the user to choose the account; the sign-in
+// page is where an account is chosen, so a signed-in browser is sent
+// there, not given a code for its current account unasked. Signing in as
+// another user there issues the code for that user.
+func TestAuthorizePromptSelectAccount(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	c := e.browser()
+	if _, err := e.robot(c, e.url(pathAuthorize, webAuthParams(testChallenge)), bWebRedirect, bUser, bPassword, "approve"); err != nil {
+		t.Fatal(err)
+	}
+	p := webAuthParams(testChallenge)
+	p.Set("scope", "openid files:read")
+	p.Set("prompt", "select_account")
+	if loc := locationOf(t, c, e.url(pathAuthorize, p)); !strings.HasPrefix(loc.String(), pathLogin+"?req=") {
+		t.Fatalf("prompt=select_account when signed in: Location = %s, want the sign-in page", loc)
+	}
+	cb, err := e.robot(c, e.url(pathAuthorize, p), bWebRedirect, "bob", bPassword, "approve")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk" // testChallenge's
+	a := e.post(t, pathToken, url.Values{"grant_type": {"authorization_code"}, "code": {cb.Query().Get("code")},
+		"redirect_uri": {bWebRedirect}, "code_verifier": {verifier}, "client_id": {bWebClientID}}, "")
+	if a.str("id_token") == "" {
+		t.Fatalf("token answer: %s", a.raw)
+	}
+	if _, claims := claimsOf(t, a.str("id_token")); claims["sub"] != "bob" {
+		t.Errorf("ID token sub = %v, want bob, the account chosen", claims["sub"])
+	}
+}
+
 func TestAuthorizePAR(t *testing.T) {
 	e := newBrowserEnv(t, func(c *Config) { c.RequirePAR = true })
 	push := func(clientID string, expires time.Time) string {
