@@ -257,6 +257,12 @@ func (i *Issuer) authorizeClient(ctx context.Context, params url.Values) (*Clien
 	if len(uris) != 1 {
 		return nil, nil, false, "The request_uri parameter is repeated."
 	}
+	if !strings.HasPrefix(uris[0], requestURIPrefix) {
+		// No pushed request's: a request object to fetch, which
+		// parseAuthorize answers with request_uri_not_supported at the
+		// redirect URI the query names.
+		return c, params, false, ""
+	}
 	pr, err := i.consumePAR(ctx, c, uris[0])
 	if err != nil {
 		if !errors.Is(err, store.ErrNotFound) {
@@ -340,6 +346,11 @@ func isLoopbackIP(h string) bool {
 // Errors are *Error and go to the redirect URI.
 func (i *Issuer) parseAuthorize(ctx context.Context, c *Client, params url.Values, usedPAR bool) (*authRequest, error) {
 	invalid := func(d string) error { return ErrInvalidRequest.WithDescription(d) }
+	if !usedPAR && params.Has("request_uri") {
+		// OpenID Connect Core 3.1.2.6; request_uri_parameter_supported
+		// is false: nothing is fetched.
+		return nil, &Error{Code: "request_uri_not_supported", Description: "request_uri is supported only as the answer of the pushed authorization request endpoint"}
+	}
 	switch {
 	case usedPAR:
 	case i.cfg.RequirePAR:

@@ -1014,7 +1014,9 @@ func TestAuthorizePostWithoutCookieKeepsSession(t *testing.T) {
 // TestAuthorizeRequestURIFetchesNothing: the metadata says
 // request_uri_parameter_supported false (OpenID Connect Discovery reads
 // its absence as true): a request_uri that is a URL, not one a push
-// returned, is refused on the error page, and nothing is fetched from it.
+// returned, is answered with request_uri_not_supported (OpenID Connect
+// Core 3.1.2.6) at the client's redirect URI, as request objects are
+// with request_not_supported, and nothing is fetched from it.
 func TestAuthorizeRequestURIFetchesNothing(t *testing.T) {
 	e := newBrowserEnv(t, nil)
 	var hits atomic.Int64
@@ -1022,13 +1024,10 @@ func TestAuthorizeRequestURIFetchesNothing(t *testing.T) {
 	t.Cleanup(srv.Close)
 	p := webAuthParams(testChallenge)
 	p.Set("request_uri", srv.URL+"/request.jwt")
-	resp, err := e.browser().Get(e.url(pathAuthorize, p))
-	if err != nil {
-		t.Fatal(err)
-	}
-	body := readBody(t, resp)
-	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "pushed authorization request is unknown") {
-		t.Errorf("request_uri of a URL: %d, want 400 on the error page:\n%s", resp.StatusCode, body)
+	loc := locationOf(t, e.browser(), e.url(pathAuthorize, p))
+	if q := loc.Query(); !strings.HasPrefix(loc.String(), bWebRedirect+"?") || q.Get("error") != "request_uri_not_supported" ||
+		q.Get("state") != "st-123" || q.Get("iss") != e.iss.URL() {
+		t.Errorf("request_uri of a URL: Location %s, want request_uri_not_supported with state and iss at the redirect URI", loc)
 	}
 	if n := hits.Load(); n != 0 {
 		t.Errorf("request_uri fetched %d times", n)
