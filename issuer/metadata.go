@@ -77,7 +77,7 @@ func (i *Issuer) metadataDocument() *metadata {
 		// Introspection reveals token contents: only authenticated clients.
 		IntrospectionEndpointAuthMethodsSupported: []string{authClientSecretBasic, authClientSecretPost, authPrivateKeyJWT},
 		IntrospectionEndpointAuthSigningAlgs:      accesstoken.Algorithms(),
-		SubjectTypesSupported:                     []string{"public"},
+		SubjectTypesSupported:                     []string{subjectPublic},
 		IDTokenSigningAlgValuesSupported:          idTokenAlgs(i.cfg.SigningAlg),
 		ClaimsSupported: []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "azp", "at_hash",
 			"name", "preferred_username", "email", "act", "principal_type"},

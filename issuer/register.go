@@ -78,6 +78,7 @@ type clientMetadata struct {
 	DPoPBoundAccessTokens   strictBool      `json:"dpop_bound_access_tokens"`
 	RequirePAR              strictBool      `json:"require_pushed_authorization_requests"`
 	IDTokenAlg              string          `json:"id_token_signed_response_alg"`
+	SubjectType             string          `json:"subject_type"`
 }
 
 // strictBool is a boolean member that must be true or false: for null,
@@ -115,6 +116,7 @@ type registrationResponse struct {
 	DPoPBoundAccessTokens   bool            `json:"dpop_bound_access_tokens,omitempty"`
 	RequirePAR              bool            `json:"require_pushed_authorization_requests,omitempty"`
 	IDTokenAlg              string          `json:"id_token_signed_response_alg"`
+	SubjectType             string          `json:"subject_type"`
 }
 
 // handleRegister is Dynamic Client Registration (RFC 7591). Registered
@@ -214,6 +216,7 @@ func (i *Issuer) handleRegister(w http.ResponseWriter, r *http.Request) {
 		DPoPBoundAccessTokens:   c.DPoPBoundAccessTokens,
 		RequirePAR:              c.RequirePushedAuthorizationRequests,
 		IDTokenAlg:              c.idTokenAlg(),
+		SubjectType:             subjectPublic,
 	}
 	if secret != "" {
 		var never int64
@@ -440,6 +443,9 @@ func (m *clientMetadata) client(c Client, redirect bool, idAlgs []string) (*Clie
 	if err := validateIDTokenAlg(m.IDTokenAlg, idAlgs); err != nil {
 		return nil, err
 	}
+	if err := validateSubjectType(m.SubjectType); err != nil {
+		return nil, err
+	}
 	c.RedirectURIs, c.PostLogoutRedirectURIs, c.ApplicationType = uris, logoutURIs, appType
 	c.DPoPBoundAccessTokens = bool(m.DPoPBoundAccessTokens)
 	c.RequirePushedAuthorizationRequests = bool(m.RequirePAR)
@@ -454,6 +460,20 @@ func validateIDTokenAlg(alg string, offered []string) error {
 		return nil
 	}
 	return ErrInvalidClientMetadata.WithDescription("id_token_signed_response_alg must be one of " + strings.Join(offered, ", "))
+}
+
+// subjectPublic is the one subject identifier type (OpenID Connect Core
+// 8): sub is the username, the same for every client.
+const subjectPublic = "public"
+
+// validateSubjectType checks a client's subject_type: a client asking
+// for pairwise identifiers must not be registered with public ones,
+// which would let RPs correlate their users behind its back.
+func validateSubjectType(t string) error {
+	if t == "" || t == subjectPublic {
+		return nil
+	}
+	return ErrInvalidClientMetadata.WithDescription("subject_type must be public, the only type this server supports (subject_types_supported)")
 }
 
 // checkStoredSize bounds the record of a self-registered client (DCR, or

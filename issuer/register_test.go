@@ -116,6 +116,28 @@ func TestRegisterStatesIDTokenAlg(t *testing.T) {
 	}
 }
 
+// TestRegisterSubjectType: subject_type (OpenID Connect Dynamic Client
+// Registration 1.0 section 2) is public, the one type the metadata's
+// subject_types_supported lists: a registration asking for pairwise is
+// refused, not given public identifiers it did not ask for, and the
+// answer states the type registered.
+func TestRegisterSubjectType(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	for asked, want := range map[string]string{"": "public", "public": "public", "pairwise": "", "other": ""} {
+		body := `{"redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"none"`
+		if asked != "" {
+			body += `,"subject_type":"` + asked + `","sector_identifier_uri":"https://rp.example.com/sector.json"`
+		}
+		resp, out := e.register(t, body+"}")
+		switch {
+		case want == "" && (resp.StatusCode != http.StatusBadRequest || out["error"] != "invalid_client_metadata"):
+			t.Errorf("register asking subject_type %q: %d %v, want 400 invalid_client_metadata", asked, resp.StatusCode, out)
+		case want != "" && (resp.StatusCode != http.StatusCreated || out["subject_type"] != want):
+			t.Errorf("register asking subject_type %q: %d subject_type = %v, want %s", asked, resp.StatusCode, out["subject_type"], want)
+		}
+	}
+}
+
 func TestRegisterValidation(t *testing.T) {
 	e := newBrowserEnv(t, nil)
 	tests := []struct {
