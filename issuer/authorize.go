@@ -438,6 +438,8 @@ func (i *Issuer) parseAuthorize(ctx context.Context, c *Client, params url.Value
 			return nil, invalid("max_age must be a number of seconds")
 		}
 		ar.LoginAfter = i.now().Add(-time.Duration(n) * time.Second)
+	} else if c.DefaultMaxAge != nil {
+		ar.LoginAfter = i.now().Add(-time.Duration(*c.DefaultMaxAge) * time.Second)
 	}
 	if hint := params.Get("id_token_hint"); hint != "" && ar.prompt("none") {
 		ar.hinted = i.hintedUser(ctx, c, hint)

@@ -217,6 +217,10 @@ type Client struct {
 	// Dynamic Client Registration 1.0 section 2): RS256 or the issuer's
 	// signing_alg; empty means RS256, as there.
 	IDTokenAlg string `json:"id_token_signed_response_alg,omitempty"`
+	// DefaultMaxAge, in seconds, is the max_age of the client's
+	// authorization requests that send none (OpenID Connect Dynamic
+	// Client Registration 1.0 section 2); nil for none.
+	DefaultMaxAge *uint32 `json:"default_max_age,omitempty"`
 	// Resources the client may get tokens for; empty means every resource
 	// (for a self-registered client, DCR or CIMD, none in grants without
 	// a user).

@@ -31,6 +31,7 @@ type storedClient struct {
 	DPoPBoundAccessTokens   bool      `json:"dpop_bound_access_tokens,omitempty"`
 	RequirePAR              bool      `json:"require_pushed_authorization_requests,omitempty"`
 	IDTokenAlg              string    `json:"id_token_signed_response_alg,omitempty"`
+	DefaultMaxAge           *uint32   `json:"default_max_age,omitempty"`
 	Source                  string    `json:"source,omitempty"`
 	CreatedAt               time.Time `json:"created_at,omitempty"`
 	ExpiresAt               time.Time `json:"expires_at,omitzero"`
@@ -54,6 +55,7 @@ func clientRecord(c *Client) *storedClient {
 		DPoPBoundAccessTokens:   c.DPoPBoundAccessTokens,
 		RequirePAR:              c.RequirePushedAuthorizationRequests,
 		IDTokenAlg:              c.IDTokenAlg,
+		DefaultMaxAge:           c.DefaultMaxAge,
 		Source:                  c.Source,
 		CreatedAt:               c.CreatedAt,
 		ExpiresAt:               c.ExpiresAt,
@@ -78,6 +80,7 @@ func (s *storedClient) client() *Client {
 		DPoPBoundAccessTokens:              s.DPoPBoundAccessTokens,
 		RequirePushedAuthorizationRequests: s.RequirePAR,
 		IDTokenAlg:                         s.IDTokenAlg,
+		DefaultMaxAge:                      s.DefaultMaxAge,
 		Source:                             s.Source,
 		CreatedAt:                          s.CreatedAt,
 		ExpiresAt:                          s.ExpiresAt,

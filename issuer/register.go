@@ -79,6 +79,7 @@ type clientMetadata struct {
 	RequirePAR              strictBool      `json:"require_pushed_authorization_requests"`
 	IDTokenAlg              string          `json:"id_token_signed_response_alg"`
 	SubjectType             string          `json:"subject_type"`
+	DefaultMaxAge           *uint32         `json:"default_max_age"`
 }
 
 // strictBool is a boolean member that must be true or false: for null,
@@ -117,6 +118,7 @@ type registrationResponse struct {
 	RequirePAR              bool            `json:"require_pushed_authorization_requests,omitempty"`
 	IDTokenAlg              string          `json:"id_token_signed_response_alg"`
 	SubjectType             string          `json:"subject_type"`
+	DefaultMaxAge           *uint32         `json:"default_max_age,omitempty"`
 }
 
 // handleRegister is Dynamic Client Registration (RFC 7591). Registered
@@ -217,6 +219,7 @@ func (i *Issuer) handleRegister(w http.ResponseWriter, r *http.Request) {
 		RequirePAR:              c.RequirePushedAuthorizationRequests,
 		IDTokenAlg:              c.idTokenAlg(),
 		SubjectType:             subjectPublic,
+		DefaultMaxAge:           c.DefaultMaxAge,
 	}
 	if secret != "" {
 		var never int64
@@ -450,6 +453,7 @@ func (m *clientMetadata) client(c Client, redirect bool, idAlgs []string) (*Clie
 	c.DPoPBoundAccessTokens = bool(m.DPoPBoundAccessTokens)
 	c.RequirePushedAuthorizationRequests = bool(m.RequirePAR)
 	c.IDTokenAlg = m.IDTokenAlg
+	c.DefaultMaxAge = m.DefaultMaxAge
 	return &c, nil
 }
 

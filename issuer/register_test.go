@@ -138,6 +138,43 @@ func TestRegisterSubjectType(t *testing.T) {
 	}
 }
 
+// TestRegisterDefaultMaxAge: a registered default_max_age (OpenID
+// Connect Dynamic Client Registration 1.0 section 2) is the max_age of
+// the client's requests that send none: a login older than it signs the
+// user in again; a max_age parameter overrides it. The answer states
+// it, and a negative or fractional one is refused.
+func TestRegisterDefaultMaxAge(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	for _, bad := range []string{"-1", "1.5", `"60"`, "4294967296"} {
+		resp, out := e.register(t, `{"redirect_uris":["https://rp.example.com/cb"],"token_endpoint_auth_method":"none","default_max_age":`+bad+`}`)
+		if resp.StatusCode != http.StatusBadRequest || out["error"] != "invalid_client_metadata" {
+			t.Errorf("default_max_age %s: %d %v, want 400 invalid_client_metadata", bad, resp.StatusCode, out)
+		}
+	}
+	resp, out := e.register(t, `{"redirect_uris":["https://rp.example.com/cb"],"token_endpoint_auth_method":"none","default_max_age":60}`)
+	if resp.StatusCode != http.StatusCreated || out["default_max_age"] != float64(60) {
+		t.Fatalf("register with default_max_age 60: %d %v, want 201 stating default_max_age 60", resp.StatusCode, out)
+	}
+	p := webAuthParams(testChallenge)
+	p.Set("client_id", out["client_id"].(string))
+	p.Set("redirect_uri", "https://rp.example.com/cb")
+	c := e.browser()
+	if _, err := e.robot(c, e.url(pathAuthorize, p), "https://rp.example.com/cb", bUser, bPassword, "approve"); err != nil {
+		t.Fatal(err)
+	}
+	if loc := locationOf(t, c, e.url(pathAuthorize, p)); loc.Query().Get("code") == "" {
+		t.Fatalf("within default_max_age: Location %s, want a code", loc)
+	}
+	e.clock.Advance(2 * time.Minute)
+	if loc := locationOf(t, c, e.url(pathAuthorize, p)); !strings.HasPrefix(loc.String(), pathLogin+"?req=") {
+		t.Errorf("login older than default_max_age: Location %s, want the sign-in page", loc)
+	}
+	p.Set("max_age", "3600")
+	if loc := locationOf(t, c, e.url(pathAuthorize, p)); loc.Query().Get("code") == "" {
+		t.Errorf("max_age 3600 overriding default_max_age: Location %s, want a code", loc)
+	}
+}
+
 func TestRegisterValidation(t *testing.T) {
 	e := newBrowserEnv(t, nil)
 	tests := []struct {
