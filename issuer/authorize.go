@@ -296,12 +296,15 @@ func (i *Issuer) consumePAR(ctx context.Context, c *Client, requestURI string) (
 
 // authorizeRedirectURI picks the redirect URI: the redirect_uri parameter
 // if it matches a registered one, or the only registered one when the
-// parameter is omitted.
+// parameter is omitted from an OAuth request. An OpenID Connect request
+// (openid in scope) must name it (OpenID Connect Core 3.1.2.1).
 func authorizeRedirectURI(c *Client, params url.Values) (uri, param, msg string) {
 	rs := params["redirect_uri"]
 	switch {
 	case len(rs) > 1:
 		return "", "", "The redirect_uri parameter is repeated."
+	case len(rs) == 0 && slices.Contains(strings.Fields(params.Get("scope")), scopeOpenID):
+		return "", "", "An OpenID Connect request (scope openid) must carry redirect_uri."
 	case len(rs) == 0 && len(c.RedirectURIs) == 1:
 		return c.RedirectURIs[0], "", ""
 	case len(rs) == 0:

@@ -397,6 +397,35 @@ func TestAuthorizeEmptyParameterOmitted(t *testing.T) {
 	}
 }
 
+// TestAuthorizeOpenIDNeedsRedirectURI: an OpenID Connect request
+// (openid in scope) must carry redirect_uri (OpenID Connect Core
+// 3.1.2.1: REQUIRED; 3.1.2.2: the server verifies the REQUIRED
+// parameters are present), also when the client registered one URI,
+// which an OAuth request may leave out (TestAuthorizeEmptyParameterOmitted).
+// Without a redirect URI the request names, the refusal is an error page;
+// a push is refused with invalid_request.
+func TestAuthorizeOpenIDNeedsRedirectURI(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	p := webAuthParams(testChallenge) // web-app has exactly one redirect URI
+	p.Set("scope", "openid files:read")
+	p.Del("redirect_uri")
+	c := e.browser()
+	if _, err := e.robot(c, e.url(pathAuthorize, webAuthParams(testChallenge)), bWebRedirect, bUser, bPassword, "approve"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Get(e.url(pathAuthorize, p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := readBody(t, resp)
+	if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Location") != "" || !strings.Contains(body, "redirect_uri") {
+		t.Errorf("openid request without redirect_uri: %d Location %q, want 400 on the error page naming redirect_uri", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if a := e.post(t, pathPAR, p, ""); a.status != http.StatusBadRequest || a.str("error") != "invalid_request" {
+		t.Errorf("pushed openid request without redirect_uri: %d %s, want 400 invalid_request", a.status, a.raw)
+	}
+}
+
 func TestAuthorizePromptLoginForcesLogin(t *testing.T) {
 	e := newBrowserEnv(t, nil)
 	c := e.browser()
