@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -437,6 +438,11 @@ func (i *Issuer) parseAuthorize(ctx context.Context, c *Client, params url.Value
 	}
 	if v := params.Get("max_age"); v != "" {
 		n, err := strconv.ParseUint(v, 10, 32)
+		if errors.Is(err, strconv.ErrRange) {
+			// No upper bound (OpenID Connect Core 3.1.2.1): every
+			// login with a known auth_time is within 136 years.
+			n, err = math.MaxUint32, nil
+		}
 		if err != nil {
 			return nil, invalid("max_age must be a number of seconds")
 		}

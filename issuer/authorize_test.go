@@ -947,6 +947,13 @@ func TestAuthorizeReauthenticationEnforced(t *testing.T) {
 	if loc, _ := url.Parse(authorize("max_age", "x")); loc.Query().Get("error") != "invalid_request" {
 		t.Errorf("max_age x: Location %s, want invalid_request", loc)
 	}
+	// OpenID Connect Core 3.1.2.1 sets max_age no upper bound: one past
+	// what 32 bits hold is a bound every login meets.
+	for _, big := range []string{"4294967296", "99999999999999999999999"} {
+		if loc := authorize("max_age", big); !strings.HasPrefix(loc, bWebRedirect) || !strings.Contains(loc, "code=") {
+			t.Errorf("max_age %s: Location %q, want a code (login recent enough)", big, loc)
+		}
+	}
 }
 
 // TestAuthorizePostWithoutCookieKeepsSession: a cross-site POST to
