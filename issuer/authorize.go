@@ -427,6 +427,14 @@ func (i *Issuer) parseAuthorize(ctx context.Context, c *Client, params url.Value
 	if err != nil {
 		return nil, err
 	}
+	if slices.Contains(scopes, scopeOpenID) {
+		// An unknown target is refused below (authorizationScopes).
+		if res, err := i.policy.resolveResource(c, ar.Resource); err == nil {
+			scopes = slices.DeleteFunc(scopes, func(s string) bool {
+				return slices.Contains(unheldClaimScopes, s) && !slices.Contains(res.Scopes, s)
+			})
+		}
+	}
 	ar.Scopes = scopes
 	if slices.Contains(scopes, scopeOpenID) {
 		if err := i.idTokenAlgOffered(c); err != nil {

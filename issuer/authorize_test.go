@@ -426,6 +426,33 @@ func TestAuthorizeOpenIDNeedsRedirectURI(t *testing.T) {
 	}
 }
 
+// TestAuthorizeOpenIDClaimScopesWithoutClaims: OpenID Connect Core 5.4
+// defines the scope values address and phone, whose claims this server
+// holds none of; in an OpenID Connect request they are ignored (Core
+// 3.1.2.1: scope values not understood SHOULD be ignored), not refused
+// with invalid_scope: the request of an RP asking for every standard
+// claim (openid profile email address phone) succeeds with the others.
+// A resource that offers a scope of the same name still gets it.
+func TestAuthorizeOpenIDClaimScopesWithoutClaims(t *testing.T) {
+	e := newBrowserEnv(t, func(c *Config) {
+		c.Resources[1].Scopes = append(c.Resources[1].Scopes, "phone")
+		c.Groups[0].Scopes[bOther] = []string{"files:read", "phone"}
+	})
+	for _, tt := range []struct{ resource, scope, want string }{
+		{bResource, "openid profile email address phone", "openid profile email"},
+		{bResource, "openid address", "openid"},
+		{bOther, "openid phone", "openid phone"},
+	} {
+		p := webAuthParams(testChallenge)
+		p.Set("resource", tt.resource)
+		p.Set("scope", tt.scope)
+		_, a := e.signInWithIDToken(t, bUser, p)
+		if a.str("scope") != tt.want {
+			t.Errorf("scope %q for %s: token scope %q, want %q", tt.scope, tt.resource, a.str("scope"), tt.want)
+		}
+	}
+}
+
 func TestAuthorizePromptLoginForcesLogin(t *testing.T) {
 	e := newBrowserEnv(t, nil)
 	c := e.browser()

@@ -40,6 +40,11 @@ const (
 
 var oidcScopes = []string{scopeOpenID, scopeProfile, scopeEmail, scopeOfflineAccess}
 
+// unheldClaimScopes are OpenID Connect scope values (Core 5.4) for claims
+// no user here has: an OpenID Connect request ignores them (Core
+// 3.1.2.1), unless its resource offers a scope of that name.
+var unheldClaimScopes = []string{"address", "phone"}
+
 // tokenGrant is one grant type of the token endpoint, in a file of its
 // own (grant_*.go). It checks a request read once and says what to issue;
 // the minter signs and records that.
