@@ -409,10 +409,7 @@ func TestAuthorizeOpenIDNeedsRedirectURI(t *testing.T) {
 	p := webAuthParams(testChallenge) // web-app has exactly one redirect URI
 	p.Set("scope", "openid files:read")
 	p.Del("redirect_uri")
-	c := e.browser()
-	if _, err := e.robot(c, e.url(pathAuthorize, webAuthParams(testChallenge)), bWebRedirect, bUser, bPassword, "approve"); err != nil {
-		t.Fatal(err)
-	}
+	c := e.webSignedIn(t)
 	resp, err := c.Get(e.url(pathAuthorize, p))
 	if err != nil {
 		t.Fatal(err)
@@ -455,10 +452,7 @@ func TestAuthorizeOpenIDClaimScopesWithoutClaims(t *testing.T) {
 
 func TestAuthorizePromptLoginForcesLogin(t *testing.T) {
 	e := newBrowserEnv(t, nil)
-	c := e.browser()
-	if _, err := e.robot(c, e.url(pathAuthorize, webAuthParams(testChallenge)), bWebRedirect, bUser, bPassword, "approve"); err != nil {
-		t.Fatal(err)
-	}
+	c := e.webSignedIn(t)
 	p := webAuthParams(testChallenge)
 	p.Set("prompt", "login")
 	resp, err := c.Get(e.url(pathAuthorize, p))
@@ -500,10 +494,7 @@ func TestAuthorizePromptLoginForcesLogin(t *testing.T) {
 // another user there issues the code for that user.
 func TestAuthorizePromptSelectAccount(t *testing.T) {
 	e := newBrowserEnv(t, nil)
-	c := e.browser()
-	if _, err := e.robot(c, e.url(pathAuthorize, webAuthParams(testChallenge)), bWebRedirect, bUser, bPassword, "approve"); err != nil {
-		t.Fatal(err)
-	}
+	c := e.webSignedIn(t)
 	p := webAuthParams(testChallenge)
 	p.Set("scope", "openid files:read")
 	p.Set("prompt", "select_account")
@@ -911,10 +902,7 @@ func TestAuthorizeSelfRegisteredErrorPage(t *testing.T) {
 // does not skip it.
 func TestAuthorizeReauthenticationEnforced(t *testing.T) {
 	e := newBrowserEnv(t, nil)
-	c := e.browser()
-	if _, err := e.robot(c, e.url(pathAuthorize, webAuthParams(testChallenge)), bWebRedirect, bUser, bPassword, "approve"); err != nil {
-		t.Fatal(err)
-	}
+	c := e.webSignedIn(t)
 	get := func(u string) (int, string) {
 		t.Helper()
 		resp, err := c.Get(u)
@@ -991,10 +979,7 @@ func TestAuthorizeReauthenticationEnforced(t *testing.T) {
 // consumed only by that GET.
 func TestAuthorizePostWithoutCookieKeepsSession(t *testing.T) {
 	e := newBrowserEnv(t, nil)
-	c := e.browser()
-	if _, err := e.robot(c, e.url(pathAuthorize, webAuthParams(testChallenge)), bWebRedirect, bUser, bPassword, "approve"); err != nil {
-		t.Fatal(err)
-	}
+	c := e.webSignedIn(t)
 	issuerURL, _ := url.Parse(e.srv.URL)
 	sessionCookie := func() string {
 		for _, ck := range c.Jar.Cookies(issuerURL) {

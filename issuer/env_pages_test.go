@@ -91,6 +91,17 @@ func (e *testEnv) browser() *http.Client {
 	}
 }
 
+// webSignedIn is a browser in which bUser signed in and approved the web
+// client, whose consent is remembered.
+func (e *testEnv) webSignedIn(t *testing.T) *http.Client {
+	t.Helper()
+	c := e.browser()
+	if _, err := e.robot(c, e.url(pathAuthorize, webAuthParams(testChallenge)), bWebRedirect, bUser, bPassword, "approve"); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // authParams returns a valid authorization request for the test client.
 func authParams(challenge string) url.Values {
 	return url.Values{
