@@ -234,17 +234,27 @@ const code = await step('par + authorize + rfc9207 iss', async () => {
 // An error answer of the authorization endpoint carries iss too (RFC
 // 9207 section 2); oauth4webapi checks it before it reads the error.
 // An unknown scope is invalid_scope; several resources, which RFC 8707
-// section 2 allows and this server does not, invalid_target.
-for (const [code, scope, extra] of [
-  ['invalid_scope', 'no:such:scope', []],
-  ['invalid_target', args.scope, ['https://elsewhere.example/mcp']],
+// section 2 allows and this server does not, invalid_target. OpenID
+// Connect Core 3.1.2.6: prompt=none without a session is login_required,
+// none with another value invalid_request; request objects, by value or
+// by a request_uri no push returned, request_not_supported and
+// request_uri_not_supported (the metadata says both unsupported).
+for (const [name, code, scope, extra, params] of [
+  ['invalid_scope', 'invalid_scope', 'no:such:scope', [], {}],
+  ['invalid_target', 'invalid_target', args.scope, ['https://elsewhere.example/mcp'], {}],
+  ['oidc prompt=none login_required', 'login_required', `openid ${args.scope}`, [], { prompt: 'none', nonce }],
+  ['oidc prompt=none login invalid_request', 'invalid_request', `openid ${args.scope}`, [], { prompt: 'none login', nonce }],
+  ['oidc request_not_supported', 'request_not_supported', `openid ${args.scope}`, [], { request: 'eyJhbGciOiJub25lIn0.e30.' }],
+  ['oidc request_uri_not_supported', 'request_uri_not_supported', `openid ${args.scope}`, [], { request_uri: 'https://rp.example/request.jwt' }],
 ]) {
-  await step(`authorization error ${code} + rfc9207 iss`, async () => {
+  await step(`authorization error ${name} + rfc9207 iss`, async () => {
     need(as);
+    expect(!as.request_parameter_supported && as.request_uri_parameter_supported === false, 'metadata: request objects supported');
     const url = new URL(as.authorization_endpoint);
     for (const [k, v] of Object.entries({
       client_id: client.client_id, redirect_uri: callback, response_type: 'code', scope, state,
       resource: resource.href, code_challenge: await oauth.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
+      ...params,
     })) url.searchParams.set(k, v);
     for (const r of extra) url.searchParams.append('resource', r);
     const resp = await fetch(url, { redirect: 'manual' });
@@ -312,6 +322,32 @@ await step('userinfo', async () => {
   const info = await oauth.processUserInfoResponse(as, client, user,
     await oauth.userInfoRequest(as, client, tokens.access_token, insecure));
   expect(info.sub === user, `sub ${info.sub}`);
+});
+// OpenID Connect Core 5.4's scope values for every standard claim: the
+// request succeeds (address and phone, whose claims no user here has,
+// are ignored, 3.1.2.1), the ID token and userinfo name the same user,
+// and userinfo answers POST as GET (5.3.1).
+await step('oidc standard claim scopes + userinfo', async () => {
+  need(as, user);
+  const v = oauth.generateRandomCodeVerifier();
+  const st = oauth.generateRandomState();
+  const n = oauth.generateRandomNonce();
+  const url = new URL(as.authorization_endpoint);
+  for (const [k, val] of Object.entries({
+    client_id: client.client_id, redirect_uri: callback, response_type: 'code', scope: 'openid profile email address phone',
+    resource: resource.href, state: st, nonce: n, code_challenge: await oauth.calculatePKCECodeChallenge(v), code_challenge_method: 'S256',
+  })) url.searchParams.set(k, val);
+  const { redirect } = await authorize(url.href, { redirectUri: callback, username: args.username, password: args.password });
+  const c = oauth.validateAuthResponse(as, client, redirect, st);
+  const tok = await oauth.processAuthorizationCodeResponse(as, client,
+    await oauth.authorizationCodeGrantRequest(as, client, auth, c, callback, v, insecure), { expectedNonce: n, requireIdToken: true });
+  expect(tok.scope === 'openid profile email', `scope ${tok.scope}`);
+  const sub = oauth.getValidatedIdTokenClaims(tok).sub;
+  expect(sub === user, `ID token sub ${sub}, want ${user}`);
+  const info = await oauth.processUserInfoResponse(as, client, sub, await fetch(as.userinfo_endpoint, {
+    method: 'POST', headers: { authorization: `Bearer ${tok.access_token}`, accept: 'application/json' },
+  }));
+  expect(info.sub === sub && info.preferred_username, JSON.stringify(Object.keys(info)));
 });
 await step('userinfo invalid_token challenge', async () => {
   need(as);
