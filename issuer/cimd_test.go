@@ -191,6 +191,22 @@ func TestCIMDIDTokenAlg(t *testing.T) {
 	}
 }
 
+// TestCIMDDefaultMaxAge: a document's default_max_age is the client's,
+// and the cached client keeps it.
+func TestCIMDDefaultMaxAge(t *testing.T) {
+	e, host := newCIMDEnv(t, true, nil)
+	id := host.doc("/maxage.json", "", func(id string) string { return strings.TrimSuffix(validDoc(id), "}") + `,"default_max_age":60}` })
+	for range 2 { // fetched, then cached
+		c, err := e.iss.cimd.fetch(t.Context(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.DefaultMaxAge == nil || *c.DefaultMaxAge != 60 {
+			t.Errorf("default_max_age = %v, want 60", c.DefaultMaxAge)
+		}
+	}
+}
+
 // cimdUnfetched is the reason shown for every document the issuer could
 // not get.
 const cimdUnfetched = "client metadata document could not be used: the document could not be fetched"
