@@ -85,10 +85,10 @@ type authRequest struct {
 	Prompt              []string `json:"prompt,omitempty"`
 	Actor               string   `json:"actor,omitempty"` // requested_actor
 	DPoPJKT             string   `json:"dpop_jkt,omitempty"`
-	// hinted (prompt=none with id_token_hint) is the user the client
-	// expects signed in: the hint's sub, or noUser for a hint that is no
-	// ID token this issuer gave the client. prompt=none only: there is no
-	// pending request to keep it in.
+	// hinted (id_token_hint) is the user the client expects signed in:
+	// the hint's sub, or noUser for a hint that is no ID token this
+	// issuer gave the client. Read before any sign-in only: a pending
+	// request does not keep it, the user signing in as whom they choose.
 	hinted string
 	// LoginAfter (max_age; prompt=login: the request's time) is the
 	// earliest login time the request accepts.
@@ -190,14 +190,16 @@ func (i *Issuer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		fail(&Error{Code: "login_required", Description: "the user is not logged in, or not recently enough"})
 		return
 	}
-	if ar.hinted != "" && s.User != ar.hinted {
-		// OpenID Connect Core 3.1.2.1: the user the ID token names is not
-		// the one signed in, and prompt=none cannot ask.
+	// OpenID Connect Core 3.1.2.1: the user the ID token names is not the
+	// one signed in. The answer is for the user logged in by the request,
+	// which prompt=none cannot ask for.
+	otherUser := loggedIn && ar.hinted != "" && s.User != ar.hinted
+	if otherUser && ar.prompt("none") {
 		fail(&Error{Code: "login_required", Description: "the user id_token_hint names is not the one signed in"})
 		return
 	}
-	if !loggedIn || ar.signInAsked() {
-		if ar.signInAsked() && loggedIn {
+	if !loggedIn || ar.signInAsked() || otherUser {
+		if loggedIn {
 			ar.StaleSession = tokenKey(sid)
 		}
 		if s == nil || s.User == "" {
@@ -458,7 +460,7 @@ func (i *Issuer) parseAuthorize(ctx context.Context, c *Client, params url.Value
 	} else if c.DefaultMaxAge != nil {
 		ar.LoginAfter = i.now().Add(-time.Duration(*c.DefaultMaxAge) * time.Second)
 	}
-	if hint := params.Get("id_token_hint"); hint != "" && ar.prompt("none") {
+	if hint := params.Get("id_token_hint"); hint != "" {
 		ar.hinted = i.hintedUser(ctx, c, hint)
 	}
 	if ar.signInAsked() {
