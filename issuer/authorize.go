@@ -187,7 +187,7 @@ func (i *Issuer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	}
 	loggedIn := ar.freshLogin(s, sid)
 	if ar.prompt("none") && !loggedIn {
-		fail(&Error{Code: "login_required", Description: "the user is not logged in, or not recently enough"})
+		i.silentError(w, r, s, c, ar, &Error{Code: "login_required", Description: "the user is not logged in, or not recently enough"})
 		return
 	}
 	// OpenID Connect Core 3.1.2.1: the user the ID token names is not the
@@ -195,7 +195,7 @@ func (i *Issuer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	// which prompt=none cannot ask for.
 	otherUser := loggedIn && ar.hinted != "" && s.User != ar.hinted
 	if otherUser && ar.prompt("none") {
-		fail(&Error{Code: "login_required", Description: "the user id_token_hint names is not the one signed in"})
+		i.silentError(w, r, s, c, ar, &Error{Code: "login_required", Description: "the user id_token_hint names is not the one signed in"})
 		return
 	}
 	if !loggedIn || ar.signInAsked() || otherUser {
@@ -630,7 +630,10 @@ func (i *Issuer) proceed(w http.ResponseWriter, r *http.Request, s *session, ar 
 		}
 	}
 	if ar.prompt("none") {
-		fail(&Error{Code: "consent_required", Description: "the user has not approved this application"})
+		if pendingID != "" {
+			i.pending.delete(ctx, pendingID)
+		}
+		i.silentError(w, r, s, c, ar, &Error{Code: "consent_required", Description: "the user has not approved this application"})
 		return
 	}
 	if pendingID == "" {
@@ -647,6 +650,23 @@ func (i *Issuer) proceed(w http.ResponseWriter, r *http.Request, s *session, ar 
 		return
 	}
 	i.renderConsent(ctx, w, s, c, u, ar, pendingID, resource, scopes)
+}
+
+// silentError answers an error of a prompt=none request, which must end
+// at the client (OpenID Connect Core 3.1.2.1). A self-registered client
+// gets early errors on the error page (earlyError), but not once the
+// signed-in user approved it before, its consent remembered: the user
+// trusts its redirect URIs (RFC 9700 section 4.11.2), to which a silent
+// success would go unprompted as well. A store that cannot tell keeps
+// the page.
+func (i *Issuer) silentError(w http.ResponseWriter, r *http.Request, s *session, c *Client, ar *authRequest, err error) {
+	if c != nil && c.selfRegistered() && s != nil && s.User != "" && !consentEveryTime(c, ar.RedirectURI) {
+		if ok, lookupErr := i.consents.approvedClient(r.Context(), s.User, c.ID); lookupErr == nil && ok {
+			i.pages.redirectError(w, r, ar.RedirectURI, ar.State, err)
+			return
+		}
+	}
+	i.pages.earlyError(w, r, c, ar.RedirectURI, ar.State, err)
 }
 
 // signedInWrite spends one of a signed-in user's authorization requests

@@ -897,6 +897,72 @@ func TestAuthorizeSelfRegisteredErrorPage(t *testing.T) {
 	}
 }
 
+// TestAuthorizePromptNoneSelfRegisteredApproved: prompt=none must end at
+// the client (OpenID Connect Core 3.1.2.1, 3.1.2.6). A self-registered
+// client's early errors are an error page (TestAuthorizeSelfRegisteredErrorPage)
+// until the user trusts its redirect URI (RFC 9700 section 4.11.2); a
+// signed-in user who approved the client before, its consent
+// remembered, does: a silent success would go there unprompted too. Its
+// login_required (a login older than max_age) and consent_required
+// (scopes not yet approved) then go to the redirect URI, with state and
+// iss; without a session, or for a client the user never approved, the
+// page stays.
+func TestAuthorizePromptNoneSelfRegisteredApproved(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	const cb = "https://rp.example.com/cb"
+	register := func() string {
+		resp, out := e.register(t, `{"client_name":"RP","redirect_uris":["`+cb+`"],"token_endpoint_auth_method":"none"}`)
+		if resp.StatusCode != http.StatusCreated {
+			t.Fatalf("register = %d %v", resp.StatusCode, out)
+		}
+		return out["client_id"].(string)
+	}
+	approved, other := register(), register()
+	params := func(clientID string, kv ...string) url.Values {
+		p := webAuthParams(testChallenge)
+		p.Set("client_id", clientID)
+		p.Set("redirect_uri", cb)
+		for n := 0; n < len(kv); n += 2 {
+			p.Set(kv[n], kv[n+1])
+		}
+		return p
+	}
+	c := e.browser()
+	if _, err := e.robot(c, e.url(pathAuthorize, params(approved)), cb, bUser, bPassword, "approve"); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(time.Minute)
+	for _, tt := range []struct {
+		name, want string
+		p          url.Values
+	}{
+		{"scopes not yet approved", "consent_required", params(approved, "prompt", "none", "scope", "files:read files:write")},
+		{"login older than max_age", "login_required", params(approved, "prompt", "none", "max_age", "10")},
+	} {
+		loc := locationOf(t, c, e.url(pathAuthorize, tt.p))
+		if q := loc.Query(); !strings.HasPrefix(loc.String(), cb+"?") || q.Get("error") != tt.want || q.Get("state") != "st-123" || q.Get("iss") != e.iss.URL() {
+			t.Errorf("%s: Location %s, want %s with state and iss at the redirect URI", tt.name, loc, tt.want)
+		}
+	}
+	for _, tt := range []struct {
+		name    string
+		browser *http.Client
+		p       url.Values
+	}{
+		{"no session", e.browser(), params(approved, "prompt", "none")},
+		{"a client never approved", c, params(other, "prompt", "none")},
+	} {
+		resp, err := tt.browser.Get(e.url(pathAuthorize, tt.p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if loc := resp.Header.Get("Location"); loc != "" || resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("%s: %d Location %q, want the error page", tt.name, resp.StatusCode, loc)
+		}
+	}
+}
+
 // TestAuthorizeReauthenticationEnforced: prompt=login and max_age ask for
 // a new login; going to the consent step directly with the old session
 // does not skip it.

@@ -232,6 +232,18 @@ type consents struct {
 	dir   *directory // names of clients and agents
 }
 
+// approvedClient reports whether the user approved the client before, a
+// consent for it remembered (any resource or actor).
+func (co *consents) approvedClient(ctx context.Context, user, clientID string) (bool, error) {
+	var ok bool
+	err := co.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		ok, err = consentsIn(tx).hasClient(user, clientID)
+		return err
+	})
+	return ok, err
+}
+
 // has reports whether the user already approved at least scopes for this
 // client, resource and actor.
 func (co *consents) has(ctx context.Context, user, clientID, resource, actor string, scopes []string) (bool, error) {

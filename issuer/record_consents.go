@@ -87,6 +87,17 @@ func (r consentRecords) ofUser(user string, fn func(clientID, resource, actor st
 	})
 }
 
+// hasClient reports whether the user approved anything for the client,
+// for any resource and actor.
+func (r consentRecords) hasClient(user, clientID string) (bool, error) {
+	found := false
+	err := r.ofUser(user, func(id, _, _ string, _ *consent) error {
+		found = found || id == clientID
+		return nil
+	})
+	return found, err
+}
+
 // deleteUser deletes every consent the user gave.
 func (r consentRecords) deleteUser(user string) error {
 	return r.t.list(user+"\x00", func(key string, _ *consent) error { return r.t.delete(key) })
