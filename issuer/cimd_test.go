@@ -255,6 +255,7 @@ func TestCIMDRefused(t *testing.T) {
 		{"require_pushed_authorization_requests not a boolean", "/parstring", jsonDoc(`{"client_id":"` + id("/parstring") + `","client_name":"x","redirect_uris":["http://127.0.0.1/cb"],"require_pushed_authorization_requests":"yes"}`), true},
 		{"unsigned ID tokens", "/idnone", jsonDoc(`{"client_id":"` + id("/idnone") + `","client_name":"x","redirect_uris":["http://127.0.0.1/cb"],"id_token_signed_response_alg":"none"}`), true},
 		{"ID tokens in an algorithm not offered", "/ideddsa", jsonDoc(`{"client_id":"` + id("/ideddsa") + `","client_name":"x","redirect_uris":["http://127.0.0.1/cb"],"id_token_signed_response_alg":"EdDSA"}`), true},
+		{"encrypted ID tokens", "/encrypted", jsonDoc(`{"client_id":"` + id("/encrypted") + `","client_name":"x","redirect_uris":["http://127.0.0.1/cb"],"id_token_encrypted_response_alg":"RSA-OAEP"}`), true},
 		{"pairwise subject identifiers", "/pairwise", jsonDoc(`{"client_id":"` + id("/pairwise") + `","client_name":"x","redirect_uris":["http://127.0.0.1/cb"],"subject_type":"pairwise"}`), true},
 		{"repeated member", "/repeated", jsonDoc(`{"client_id":"` + id("/repeated") + `","client_name":"x","redirect_uris":["http://evil.example/cb"],"redirect_uris":["http://127.0.0.1/cb"]}`), true},
 		{"member in another case", "/case", jsonDoc(`{"client_id":"` + id("/case") + `","client_name":"x","Redirect_URIs":["http://127.0.0.1/cb"]}`), true},

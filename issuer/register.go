@@ -80,6 +80,10 @@ type clientMetadata struct {
 	IDTokenAlg              string          `json:"id_token_signed_response_alg"`
 	SubjectType             string          `json:"subject_type"`
 	DefaultMaxAge           *uint32         `json:"default_max_age"`
+	IDTokenEncAlg           string          `json:"id_token_encrypted_response_alg"`
+	IDTokenEnc              string          `json:"id_token_encrypted_response_enc"`
+	UserinfoEncAlg          string          `json:"userinfo_encrypted_response_alg"`
+	UserinfoEnc             string          `json:"userinfo_encrypted_response_enc"`
 }
 
 // strictBool is a boolean member that must be true or false: for null,
@@ -446,7 +450,7 @@ func (m *clientMetadata) client(c Client, redirect bool, idAlgs []string) (*Clie
 	if err := validateIDTokenAlg(m.IDTokenAlg, idAlgs); err != nil {
 		return nil, err
 	}
-	if err := validateSubjectType(m.SubjectType); err != nil {
+	if err := validateOIDCMetadata(m); err != nil {
 		return nil, err
 	}
 	c.RedirectURIs, c.PostLogoutRedirectURIs, c.ApplicationType = uris, logoutURIs, appType
@@ -470,14 +474,20 @@ func validateIDTokenAlg(alg string, offered []string) error {
 // 8): sub is the username, the same for every client.
 const subjectPublic = "public"
 
-// validateSubjectType checks a client's subject_type: a client asking
-// for pairwise identifiers must not be registered with public ones,
-// which would let RPs correlate their users behind its back.
-func validateSubjectType(t string) error {
-	if t == "" || t == subjectPublic {
-		return nil
+// validateOIDCMetadata refuses the OpenID Connect registration metadata
+// (Dynamic Client Registration 1.0 section 2) that asks for what this
+// server does not do, rather than register the client without it: a
+// client asking for pairwise identifiers must not get public ones, which
+// would let RPs correlate their users behind its back, nor one asking
+// for encrypted ID tokens or userinfo answers get them in the clear.
+func validateOIDCMetadata(m *clientMetadata) error {
+	if m.SubjectType != "" && m.SubjectType != subjectPublic {
+		return ErrInvalidClientMetadata.WithDescription("subject_type must be public, the only type this server supports (subject_types_supported)")
 	}
-	return ErrInvalidClientMetadata.WithDescription("subject_type must be public, the only type this server supports (subject_types_supported)")
+	if m.IDTokenEncAlg != "" || m.IDTokenEnc != "" || m.UserinfoEncAlg != "" || m.UserinfoEnc != "" {
+		return ErrInvalidClientMetadata.WithDescription("this server encrypts neither ID tokens nor userinfo answers")
+	}
+	return nil
 }
 
 // checkStoredSize bounds the record of a self-registered client (DCR, or

@@ -138,6 +138,28 @@ func TestRegisterSubjectType(t *testing.T) {
 	}
 }
 
+// TestRegisterEncryptionRefused: this server encrypts no ID token or
+// userinfo answer (its metadata lists no encryption algorithm), so a
+// registration asking for encrypted ones (OpenID Connect Dynamic Client
+// Registration 1.0 section 2) is refused, not registered to get them in
+// the clear; a member sent as null asks for nothing.
+func TestRegisterEncryptionRefused(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	for _, member := range []string{
+		`"id_token_encrypted_response_alg":"RSA-OAEP"`, `"id_token_encrypted_response_enc":"A128CBC-HS256"`,
+		`"userinfo_encrypted_response_alg":"ECDH-ES"`, `"userinfo_encrypted_response_enc":"A256GCM"`,
+	} {
+		resp, out := e.register(t, `{"redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"none",`+member+`}`)
+		if resp.StatusCode != http.StatusBadRequest || out["error"] != "invalid_client_metadata" {
+			t.Errorf("register with %s: %d %v, want 400 invalid_client_metadata", member, resp.StatusCode, out)
+		}
+	}
+	resp, out := e.register(t, `{"redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"none","id_token_encrypted_response_alg":null}`)
+	if resp.StatusCode != http.StatusCreated {
+		t.Errorf("register with id_token_encrypted_response_alg null: %d %v, want 201", resp.StatusCode, out)
+	}
+}
+
 // TestRegisterDefaultMaxAge: a registered default_max_age (OpenID
 // Connect Dynamic Client Registration 1.0 section 2) is the max_age of
 // the client's requests that send none: a login older than it signs the
