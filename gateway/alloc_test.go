@@ -8,11 +8,15 @@ package gateway
 
 import (
 	"bytes"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"testing"
+	"time"
 	"unsafe"
+
+	"github.com/golang-jwt/jwt/v5"
 )
 
 // TestUnwrapSessionAllocations: checking a session id reuses its HMAC and
@@ -133,5 +137,48 @@ func TestMediaTypeAllocations(t *testing.T) {
 func TestExchangeSizeClass(t *testing.T) {
 	if size := unsafe.Sizeof(exchange{}) + 8; size > 1152 {
 		t.Errorf("exchange with its malloc header = %d bytes, over the 1152-byte size class: move what most requests leave unset behind a pointer", size)
+	}
+}
+
+// TestRemoteTokenCacheHitAllocations: a cached token of a remote issuer
+// (RemoteKeys, which may withdraw keys) is accepted without allocating:
+// while no key was withdrawn the check is an atomic load, and after a
+// withdrawal of another key, finding the token's key still published
+// (RemoteKeys.Published) allocates nothing either.
+func TestRemoteTokenCacheHitAllocations(t *testing.T) {
+	k := theKeys(t)
+	f := newFakeIssuer(t, "", false)
+	f.jwks.Store([]map[string]any{ecJWK("ec1", &k.ec.PublicKey), rsaJWK("rsa1", &k.rsa.PublicKey)})
+	now := &clock{t: testNow}
+	rk := NewRemoteKeys(f.issuer, f.srv.Client(), nil)
+	rk.now = now.now
+	cfg := testConfig(t)
+	cfg.Issuer, cfg.Keys, cfg.Now = f.issuer, rk, now.now
+	g := newGateway(t, cfg)
+	c := claims()
+	c["iss"] = f.issuer
+	token := mintWith(t, jwt.SigningMethodES256, k.ec, "ec1", c, nil)
+	if _, aerr := g.authenticate(t.Context(), token, now.now()); aerr != nil {
+		t.Fatal(aerr)
+	}
+	hit := func() {
+		if _, aerr := g.authenticate(t.Context(), token, now.now()); aerr != nil {
+			t.Fatal(aerr)
+		}
+	}
+	if n := testing.AllocsPerRun(100, hit); n != 0 {
+		t.Errorf("a cached remote token allocates %v times, want 0", n)
+	}
+	// rsa1 withdrawn: the count changes, ec1 is looked up once more.
+	f.jwks.Store([]map[string]any{ecJWK("ec1", &k.ec.PublicKey)})
+	now.add(time.Minute)
+	if _, err := rk.PublicKey(t.Context(), "made-up"); !errors.Is(err, ErrUnknownKey) {
+		t.Fatal(err)
+	}
+	if rk.Withdrawals() != 1 {
+		t.Fatalf("Withdrawals() = %d, want 1", rk.Withdrawals())
+	}
+	if n := testing.AllocsPerRun(100, hit); n != 0 {
+		t.Errorf("a cached remote token after another key's withdrawal allocates %v times, want 0", n)
 	}
 }
