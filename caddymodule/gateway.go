@@ -176,6 +176,7 @@ type GatewayHandler struct {
 	local bool           // the app is the issuer
 	cfg   gateway.Config // what start completes
 	gw    *gateway.Gateway
+	keys  *gateway.RemoteKeys // a remote issuer's: its refresh ends at Cleanup
 }
 
 // Introspection configures RFC 7662 introspection of opaque tokens.
@@ -434,7 +435,8 @@ func warnOpenRules(log *zap.Logger, h *GatewayHandler) {
 func (h *GatewayHandler) remoteConfig(cfg *gateway.Config, log *zap.Logger) error {
 	client := &http.Client{Timeout: 10 * time.Second}
 	cfg.Issuer = h.Issuer
-	cfg.Keys = gateway.NewRemoteKeys(h.Issuer, client, log)
+	h.keys = gateway.NewRemoteKeys(h.Issuer, client, log)
+	cfg.Keys = h.keys
 	cfg.AcceptTypJWT = h.AcceptTypJWT
 	cfg.Audience = h.Audience
 	in := h.Introspection
@@ -679,10 +681,14 @@ func (n hostNext) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
 
 // Cleanup implements caddy.CleanerUpper: when the configuration is
 // unloaded (a reload, a stop), the gateway's open event streams end, so
-// their clients reconnect to the configuration now running.
+// their clients reconnect to the configuration now running, and a remote
+// issuer's keys are no longer refreshed.
 func (h *GatewayHandler) Cleanup() error {
 	if h.gw != nil {
 		h.gw.Close()
+	}
+	if h.keys != nil {
+		h.keys.Close()
 	}
 	return nil
 }

@@ -3,6 +3,9 @@ package caddymodule
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -13,14 +16,17 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -509,6 +515,79 @@ func TestGatewayHandlerRemoteIssuer(t *testing.T) {
 	_ = h.ServeHTTP(rec, httptest.NewRequest("GET", "https://mcp.example.com/.well-known/oauth-protected-resource/mcp", nil), &recordingNext{})
 	if !strings.Contains(rec.Body.String(), `"authorization_servers":["https://auth.example.com"]`) {
 		t.Errorf("resource metadata = %s, want the remote issuer", rec.Body)
+	}
+}
+
+// TestGatewayHandlerRemoteKeysRefreshEnds: the background refresh of a
+// remote issuer's keys, begun by the first token the gateway verifies,
+// ends with the configuration (Cleanup, on a reload or a stop): a
+// goroutine per gateway would otherwise stay, fetching the keys of an
+// unloaded configuration, after every reload.
+func TestGatewayHandlerRemoteKeysRefreshEnds(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := key.PublicKey.Bytes()
+	b64 := base64.RawURLEncoding.EncodeToString
+	var jwksHits atomic.Int32
+	var as *httptest.Server
+	as = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/.well-known/oauth-authorization-server":
+			json.NewEncoder(w).Encode(map[string]string{"issuer": as.URL, "jwks_uri": as.URL + "/jwks"})
+		case "/jwks":
+			jwksHits.Add(1)
+			json.NewEncoder(w).Encode(map[string]any{"keys": []map[string]string{{"kty": "EC", "crv": "P-256", "kid": "k1", "x": b64(raw[1:33]), "y": b64(raw[33:])}}})
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(as.Close)
+	// The goroutines refreshing keys, once there are want of them or 2 s
+	// later: one begun or ending a moment ago may not be counted yet.
+	refreshers := func(want int) int {
+		buf := make([]byte, 1<<20)
+		deadline := time.Now().Add(2 * time.Second)
+		for {
+			n := strings.Count(string(buf[:runtime.Stack(buf, true)]), "gateway.(*RemoteKeys).refreshKeys(")
+			if n == want || time.Now().After(deadline) {
+				return n
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	base := refreshers(0)
+	h := &GatewayHandler{Resource: gatewayResource, Issuer: as.URL, Scopes: []string{"mcp"}}
+	if err := h.Provision(caddyContext(t, nil)); err != nil {
+		t.Fatalf("Provision() = %v", err)
+	}
+	tok := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{
+		"iss": as.URL, "aud": gatewayResource, "sub": "alice", "client_id": "c1", "scope": "mcp",
+		"iat": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix(),
+	})
+	tok.Header["typ"], tok.Header["kid"] = "at+jwt", "k1"
+	signed, err := tok.SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := httptest.NewRequest(http.MethodPost, gatewayResource, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+	req.Header.Set("Authorization", "Bearer "+signed)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	next := &recordingNext{}
+	_ = h.ServeHTTP(httptest.NewRecorder(), req, next)
+	if !next.called || jwksHits.Load() != 1 {
+		t.Fatalf("a token of the remote issuer: forwarded %v, JWKS fetched %d times; want forwarded, fetched once", next.called, jwksHits.Load())
+	}
+	if n := refreshers(base+1) - base; n != 1 {
+		t.Errorf("%d key refresh goroutines after a token was verified, want 1", n)
+	}
+	if err := h.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if n := refreshers(base) - base; n != 0 {
+		t.Errorf("%d key refresh goroutines after Cleanup, want 0", n)
 	}
 }
 

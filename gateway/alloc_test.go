@@ -146,37 +146,28 @@ func TestExchangeSizeClass(t *testing.T) {
 // withdrawal of another key, finding the token's key still published
 // (RemoteKeys.Published) allocates nothing either.
 func TestRemoteTokenCacheHitAllocations(t *testing.T) {
-	k := theKeys(t)
-	f := newFakeIssuer(t, "", false)
-	f.jwks.Store([]map[string]any{ecJWK("ec1", &k.ec.PublicKey), rsaJWK("rsa1", &k.rsa.PublicKey)})
-	now := &clock{t: testNow}
-	rk := NewRemoteKeys(f.issuer, f.srv.Client(), nil)
-	rk.now = now.now
-	cfg := testConfig(t)
-	cfg.Issuer, cfg.Keys, cfg.Now = f.issuer, rk, now.now
-	g := newGateway(t, cfg)
-	c := claims()
-	c["iss"] = f.issuer
-	token := mintWith(t, jwt.SigningMethodES256, k.ec, "ec1", c, nil)
-	if _, aerr := g.authenticate(t.Context(), token, now.now()); aerr != nil {
+	w := newWithdrawal(t)
+	g := w.h.g
+	token := w.token(t, "alice", jwt.SigningMethodES256, w.k.ec, "ec1")
+	if _, aerr := g.authenticate(t.Context(), token, w.now.now()); aerr != nil {
 		t.Fatal(aerr)
 	}
 	hit := func() {
-		if _, aerr := g.authenticate(t.Context(), token, now.now()); aerr != nil {
+		if _, aerr := g.authenticate(t.Context(), token, w.now.now()); aerr != nil {
 			t.Fatal(aerr)
 		}
 	}
 	if n := testing.AllocsPerRun(100, hit); n != 0 {
 		t.Errorf("a cached remote token allocates %v times, want 0", n)
 	}
-	// rsa1 withdrawn: the count changes, ec1 is looked up once more.
-	f.jwks.Store([]map[string]any{ecJWK("ec1", &k.ec.PublicKey)})
-	now.add(time.Minute)
-	if _, err := rk.PublicKey(t.Context(), "made-up"); !errors.Is(err, ErrUnknownKey) {
+	// ed1 withdrawn: the count changes, ec1 is looked up once more.
+	w.f.jwks.Store([]map[string]any{ecJWK("ec1", &w.k.ec.PublicKey)})
+	w.now.add(time.Minute)
+	if _, err := w.rk.PublicKey(t.Context(), "made-up"); !errors.Is(err, ErrUnknownKey) {
 		t.Fatal(err)
 	}
-	if rk.Withdrawals() != 1 {
-		t.Fatalf("Withdrawals() = %d, want 1", rk.Withdrawals())
+	if w.rk.Withdrawals() != 1 {
+		t.Fatalf("Withdrawals() = %d, want 1", w.rk.Withdrawals())
 	}
 	if n := testing.AllocsPerRun(100, hit); n != 0 {
 		t.Errorf("a cached remote token after another key's withdrawal allocates %v times, want 0", n)

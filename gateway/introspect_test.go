@@ -770,6 +770,7 @@ func TestRemoteFetchesRefuseCrossOriginRedirects(t *testing.T) {
 		t.Errorf("introspection through a cross-origin redirect answered %s", body)
 	}
 	rk := NewRemoteKeys(redirect.URL, nil, nil)
+	t.Cleanup(rk.Close)
 	if _, err := rk.PublicKey(context.Background(), "k1"); err == nil {
 		t.Error("a key was found through a cross-origin redirect")
 	}

@@ -23,7 +23,8 @@ import (
 // issuer's metadata (RFC 8414, falling back to OpenID Connect Discovery),
 // then its JWKS, and caches the keys. An unknown kid triggers a refetch at
 // most once per refetch interval, so a flood of made-up kids costs the
-// issuer nothing. Fetches are time- and size-limited.
+// issuer nothing. Fetches are time- and size-limited. Once it has found
+// keys, it fetches them again whenever they turn maxAge old, until Close.
 type RemoteKeys struct {
 	issuer string
 	client *http.Client
@@ -48,6 +49,14 @@ type RemoteKeys struct {
 	// must not queue them behind a lock.
 	fetches  singleflight.Group
 	fetching bool // a fetch is under way (fetchOnce)
+	// refreshKeys, the background refresh, runs from the first fetch
+	// that found keys (refreshing, under mu) until Close (closed, stop
+	// cancelled, which also ends the fetch it makes); it closes
+	// refreshed when it returns.
+	refreshing, closed bool
+	stop               context.Context
+	cancel             context.CancelFunc
+	refreshed          chan struct{}
 
 	jwksURI string // read and set by the one fetch at a time
 }
@@ -57,13 +66,18 @@ var ErrUnknownKey = errors.New("unknown signing key")
 
 // NewRemoteKeys returns a RemoteKeys for issuer. client may be nil (a
 // client with a 10 s timeout is used); redirects are followed within one
-// origin only (sameOriginClient); logger may be nil.
+// origin only (sameOriginClient); logger may be nil. Close it when it
+// is no longer used.
 func NewRemoteKeys(issuer string, client *http.Client, logger *zap.Logger) *RemoteKeys {
 	client = sameOriginClient(client)
 	if logger == nil {
 		logger = zap.NewNop()
 	}
+	stop, cancel := context.WithCancel(context.Background())
 	return &RemoteKeys{
+		stop:            stop,
+		cancel:          cancel,
+		refreshed:       make(chan struct{}),
 		issuer:          issuer,
 		client:          client,
 		log:             logger,
@@ -160,7 +174,67 @@ func (k *RemoteKeys) fetchOnce(ctx context.Context) {
 		k.withdrawals.Add(1)
 	}
 	k.keys, k.fetched = keys, now
+	begin := !k.refreshing && !k.closed
+	k.refreshing = k.refreshing || begin
 	k.mu.Unlock()
+	if begin {
+		go k.refreshKeys()
+	}
+}
+
+// refreshKeys fetches the keys again whenever they turn maxAge old,
+// whether a request asks for a key or not: a gateway whose requests all
+// carry tokens it verified before (cache hits) asks for none, yet must
+// learn that the issuer withdrew a key (Withdrawals), or a token forged
+// with a compromised key, once verified, would pass until its exp. A
+// failed fetch is tried again after the refetch interval, doubling up
+// to maxAge. Close ends it.
+func (k *RemoteKeys) refreshKeys() {
+	defer close(k.refreshed)
+	t := time.NewTimer(k.maxAge)
+	defer t.Stop()
+	retry := k.refetchInterval
+	for {
+		select {
+		case <-k.stop.Done():
+			return
+		case <-t.C:
+		}
+		if k.age() >= k.maxAge {
+			k.fetches.Do("", func() (any, error) {
+				k.fetchOnce(k.stop)
+				return nil, nil
+			})
+		}
+		wait := k.maxAge - k.age()
+		if wait > 0 {
+			retry = k.refetchInterval
+		} else {
+			wait, retry = retry, min(2*retry, k.maxAge)
+		}
+		t.Reset(min(wait, k.maxAge)) // and a clock set back
+	}
+}
+
+// age is the time since the last successful fetch.
+func (k *RemoteKeys) age() time.Duration {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return k.now().Sub(k.fetched)
+}
+
+// Close ends the background refresh of the keys (refreshKeys), and
+// waits for it: call it when the configuration that made k is unloaded.
+// The keys known stay, and a request may still have them fetched.
+func (k *RemoteKeys) Close() {
+	k.mu.Lock()
+	k.closed = true
+	began := k.refreshing
+	k.mu.Unlock()
+	k.cancel()
+	if began {
+		<-k.refreshed
+	}
 }
 
 // withdraws reports whether the key set next lacks a key of prev, or

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -112,6 +113,7 @@ func TestRemoteKeys(t *testing.T) {
 				{"kty": "EC", "kid": "enc", "use": "enc", "crv": "P-256", "x": "", "y": ""},
 			})
 			rk := NewRemoteKeys(f.issuer, f.srv.Client(), nil)
+			t.Cleanup(rk.Close)
 			ctx := context.Background()
 			for kid, want := range map[string]any{"ec1": &k.ec.PublicKey, "rsa1": &k.rsa.PublicKey, "ed1": k.ed.Public()} {
 				got, err := rk.PublicKey(ctx, kid)
@@ -139,6 +141,7 @@ func TestRemoteKeysRotation(t *testing.T) {
 	f := newFakeIssuer(t, "", false)
 	f.jwks.Store([]map[string]any{ecJWK("ec1", &k.ec.PublicKey)})
 	rk := NewRemoteKeys(f.issuer, f.srv.Client(), nil)
+	t.Cleanup(rk.Close)
 	now := testNow
 	rk.now = func() time.Time { return now }
 	ctx := context.Background()
@@ -202,6 +205,7 @@ func TestRemoteKeysSlowIssuer(t *testing.T) {
 	t.Cleanup(srv.Close)
 	t.Cleanup(unblock)
 	rk := NewRemoteKeys(srv.URL, srv.Client(), nil)
+	t.Cleanup(rk.Close)
 	lookup := func(ctx context.Context) <-chan error {
 		errc := make(chan error, 1)
 		go func() {
@@ -271,6 +275,7 @@ func TestRemoteKeysFetchPanics(t *testing.T) {
 		return next.RoundTrip(r)
 	})
 	rk := NewRemoteKeys(f.issuer, client, nil)
+	t.Cleanup(rk.Close)
 	now := testNow
 	rk.now = func() time.Time { return now }
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
@@ -290,6 +295,7 @@ func TestRemoteKeysRefusals(t *testing.T) {
 		f.wrongIssue = true
 		f.jwks.Store([]map[string]any{})
 		rk := NewRemoteKeys(f.issuer, f.srv.Client(), nil)
+		t.Cleanup(rk.Close)
 		if _, err := rk.PublicKey(context.Background(), "ec1"); err == nil {
 			t.Fatal("Key with a mismatched issuer succeeded")
 		}
@@ -307,6 +313,7 @@ func TestRemoteKeysRefusals(t *testing.T) {
 		}))
 		defer srv.Close()
 		rk := NewRemoteKeys(srv.URL, srv.Client(), nil)
+		t.Cleanup(rk.Close)
 		if _, err := rk.PublicKey(context.Background(), "x"); !errors.Is(err, ErrUnknownKey) {
 			t.Fatalf("Key = %v, want ErrUnknownKey", err)
 		}
@@ -320,7 +327,9 @@ func TestRemoteKeysGateway(t *testing.T) {
 	f.jwks.Store([]map[string]any{edJWK("ed1", k.ed.Public().(ed25519.PublicKey))})
 	cfg := testConfig(t)
 	cfg.Issuer = f.issuer
-	cfg.Keys = NewRemoteKeys(f.issuer, f.srv.Client(), nil)
+	rk := NewRemoteKeys(f.issuer, f.srv.Client(), nil)
+	t.Cleanup(rk.Close)
+	cfg.Keys = rk
 	h := newHarness(t, cfg, nil)
 	c := claims()
 	c["iss"] = f.issuer
@@ -359,7 +368,9 @@ func TestRemoteKeysPublishedUse(t *testing.T) {
 	})
 	cfg := testConfig(t)
 	cfg.Issuer = f.issuer
-	cfg.Keys = NewRemoteKeys(f.issuer, f.srv.Client(), nil)
+	rk := NewRemoteKeys(f.issuer, f.srv.Client(), nil)
+	t.Cleanup(rk.Close)
+	cfg.Keys = rk
 	cfg.Algorithms = []string{"ES256", "RS256", "RS384", "PS256", "PS384"}
 	h := newHarness(t, cfg, nil)
 	c := claims()
@@ -448,6 +459,7 @@ func TestRemoteKeysFollowIssuerRotation(t *testing.T) {
 		return body.AccessToken, kid
 	}
 	rk := NewRemoteKeys(srv.URL, srv.Client(), nil)
+	t.Cleanup(rk.Close)
 	rk.now = clock.Now
 	cfg := testConfig(t)
 	cfg.Issuer, cfg.Keys, cfg.Now = srv.URL, rk, clock.Now
@@ -485,6 +497,63 @@ func TestRemoteKeysFollowIssuerRotation(t *testing.T) {
 	}
 }
 
+// withdrawal is a gateway keyed by a RemoteKeys of a fake issuer that
+// publishes ec1 and ed1, on a test clock, whose upstream answers POSTs
+// and holds GET streams (named by their X-Test-Stream) open.
+type withdrawal struct {
+	k   *signingKeys
+	f   *fakeIssuer
+	rk  *RemoteKeys
+	now *clock
+	h   *harness
+	up  *streamUpstream
+}
+
+const withdrawalVersion = "2025-11-25"
+
+func newWithdrawal(t *testing.T) *withdrawal {
+	w := &withdrawal{k: theKeys(t), f: newFakeIssuer(t, "", false), now: &clock{t: testNow}}
+	w.f.jwks.Store([]map[string]any{ecJWK("ec1", &w.k.ec.PublicKey), edJWK("ed1", w.k.ed.Public().(ed25519.PublicKey))})
+	w.rk = NewRemoteKeys(w.f.issuer, w.f.srv.Client(), nil)
+	t.Cleanup(w.rk.Close)
+	w.rk.now = w.now.now
+	cfg := testConfig(t)
+	cfg.Issuer, cfg.Keys, cfg.Now = w.f.issuer, w.rk, w.now.now
+	cfg.StreamCheckInterval = 10 * time.Millisecond
+	w.up = newStreamUpstream(func(r *http.Request) string { return r.Header.Get("X-Test-Stream") })
+	w.h = newHarness(t, cfg, func(rw http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			w.up.serve(rw, r)
+			return
+		}
+		writeJSONAnswer(rw, r, `{"jsonrpc":"2.0","id":1,"result":{}}`)
+	})
+	return w
+}
+
+// token is a token of sub with an exp a century away.
+func (w *withdrawal) token(t *testing.T, sub string, m jwt.SigningMethod, key any, kid string) string {
+	c := claims()
+	c["iss"], c["sub"], c["exp"] = w.f.issuer, sub, testNow.AddDate(100, 0, 0).Unix()
+	return mintWith(t, m, key, kid, c, nil)
+}
+
+func (w *withdrawal) ping(t *testing.T, tok string) (int, string) {
+	t.Helper()
+	resp := w.h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"ping"}`, token: tok, headers: map[string]string{"Mcp-Protocol-Version": withdrawalVersion}})
+	return resp.StatusCode, readBody(t, resp)
+}
+
+// stream opens the GET stream name with tok.
+func (w *withdrawal) stream(t *testing.T, name, tok string) {
+	t.Helper()
+	resp := w.h.do(t, call{method: http.MethodGet, token: tok, headers: map[string]string{"X-Test-Stream": name, "Mcp-Protocol-Version": withdrawalVersion, "Mcp-Session-Id": sessionFor(t, w.h.g, tok)}})
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s: GET status = %d, want 200: %s", name, resp.StatusCode, readBody(t, resp))
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+}
+
 // TestRemoteKeyWithdrawnEndsTokens: once the issuer stops publishing a
 // key (a compromised key rotated out), the tokens it signed are refused,
 // also those the gateway verified before (whose claims it keeps until
@@ -492,69 +561,38 @@ func TestRemoteKeysFollowIssuerRotation(t *testing.T) {
 // their open event streams end within a check interval; the tokens and
 // streams of the keys still published go on.
 func TestRemoteKeyWithdrawnEndsTokens(t *testing.T) {
-	k := theKeys(t)
-	f := newFakeIssuer(t, "", false)
-	f.jwks.Store([]map[string]any{ecJWK("ec1", &k.ec.PublicKey), edJWK("ed1", k.ed.Public().(ed25519.PublicKey))})
-	now := &clock{t: testNow}
-	rk := NewRemoteKeys(f.issuer, f.srv.Client(), nil)
-	rk.now = now.now
-	cfg := testConfig(t)
-	cfg.Issuer, cfg.Keys, cfg.Now = f.issuer, rk, now.now
-	cfg.StreamCheckInterval = 10 * time.Millisecond
-	up := newStreamUpstream(func(r *http.Request) string { return r.Header.Get("X-Test-Stream") })
-	h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodGet {
-			up.serve(w, r)
-			return
-		}
-		writeJSONAnswer(w, r, `{"jsonrpc":"2.0","id":1,"result":{}}`)
-	})
-	token := func(sub string, m jwt.SigningMethod, key any, kid string) string {
-		c := claims()
-		c["iss"], c["sub"], c["exp"] = f.issuer, sub, testNow.AddDate(100, 0, 0).Unix()
-		return mintWith(t, m, key, kid, c, nil)
-	}
-	forged := token("mallory", jwt.SigningMethodES256, k.ec, "ec1")
-	kept := token("alice", jwt.SigningMethodEdDSA, k.ed, "ed1")
-	const version = "2025-11-25"
-	ping := func(tok string) (int, string) {
-		t.Helper()
-		resp := h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"ping"}`, token: tok, headers: map[string]string{"Mcp-Protocol-Version": version}})
-		return resp.StatusCode, readBody(t, resp)
-	}
+	w := newWithdrawal(t)
+	k := w.k
+	forged := w.token(t, "mallory", jwt.SigningMethodES256, k.ec, "ec1")
+	kept := w.token(t, "alice", jwt.SigningMethodEdDSA, k.ed, "ed1")
 	for _, tok := range []string{forged, kept} {
-		if status, body := ping(tok); status != http.StatusOK {
+		if status, body := w.ping(t, tok); status != http.StatusOK {
 			t.Fatalf("before the withdrawal: status = %d (%s), want 200", status, body)
 		}
 	}
-	for name, tok := range map[string]string{"forged": forged, "kept": kept} {
-		resp := h.do(t, call{method: http.MethodGet, token: tok, headers: map[string]string{"X-Test-Stream": name, "Mcp-Protocol-Version": version, "Mcp-Session-Id": sessionFor(t, h.g, tok)}})
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("%s: GET status = %d, want 200: %s", name, resp.StatusCode, readBody(t, resp))
-		}
-		t.Cleanup(func() { resp.Body.Close() })
-	}
+	w.stream(t, "forged", forged)
+	w.stream(t, "kept", kept)
 
 	// The issuer withdraws ec1 and signs with a new key, whose first
 	// token makes the gateway fetch the keys again.
-	f.jwks.Store([]map[string]any{edJWK("ed1", k.ed.Public().(ed25519.PublicKey)), rsaJWK("rsa1", &k.rsa.PublicKey)})
-	now.add(time.Minute)
-	if status, body := ping(token("bob", jwt.SigningMethodRS256, k.rsa, "rsa1")); status != http.StatusOK {
+	w.f.jwks.Store([]map[string]any{edJWK("ed1", k.ed.Public().(ed25519.PublicKey)), rsaJWK("rsa1", &k.rsa.PublicKey)})
+	w.now.add(time.Minute)
+	if status, body := w.ping(t, w.token(t, "bob", jwt.SigningMethodRS256, k.rsa, "rsa1")); status != http.StatusOK {
 		t.Fatalf("token of the new key: status = %d (%s), want 200", status, body)
 	}
-	if status, body := ping(forged); status != http.StatusUnauthorized {
+	if status, body := w.ping(t, forged); status != http.StatusUnauthorized {
 		t.Errorf("token of the withdrawn key, verified before: status = %d (%s), want 401", status, body)
 	}
-	if status, body := ping(kept); status != http.StatusOK {
+	if status, body := w.ping(t, kept); status != http.StatusOK {
 		t.Errorf("token of a key still published: status = %d (%s), want 200", status, body)
 	}
 	select {
-	case <-up.done("forged"):
+	case <-w.up.done("forged"):
 	case <-time.After(5 * time.Second):
 		t.Error("the stream of the withdrawn key's token is still open 5 s after the withdrawal was seen")
 	}
 	select {
-	case <-up.done("kept"):
+	case <-w.up.done("kept"):
 		t.Error("the stream of a token of a key still published ended")
 	case <-time.After(100 * time.Millisecond):
 	}
@@ -577,6 +615,7 @@ func TestRemoteKeysNoUsableKeyKeepsKeys(t *testing.T) {
 			f.jwks.Store([]map[string]any{ecJWK("ec1", &k.ec.PublicKey)})
 			now := testNow
 			rk := NewRemoteKeys(f.issuer, f.srv.Client(), nil)
+			t.Cleanup(rk.Close)
 			rk.now = func() time.Time { return now }
 			ctx := context.Background()
 			if _, err := rk.PublicKey(ctx, "ec1"); err != nil {
@@ -626,6 +665,7 @@ func TestRemoteKeysWithdrawals(t *testing.T) {
 			f.jwks.Store(tt.before)
 			now := testNow
 			rk := NewRemoteKeys(f.issuer, f.srv.Client(), nil)
+			t.Cleanup(rk.Close)
 			rk.now = func() time.Time { return now }
 			ctx := context.Background()
 			key, err := rk.PublicKey(ctx, "ec1")
@@ -643,4 +683,93 @@ func TestRemoteKeysWithdrawals(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRemoteKeyWithdrawnWithoutNewTokens: a gateway whose requests all
+// carry tokens it verified before (cache hits, which ask RemoteKeys for
+// no key) still learns that the issuer withdrew a key: the keys it has
+// used are fetched again once they are maxAge old, so a token the
+// gateway keeps, forged with a compromised key and with an exp a century
+// away, is refused and its stream ended within maxAge of the withdrawal,
+// though no new token ever makes the gateway ask for a key.
+func TestRemoteKeyWithdrawnWithoutNewTokens(t *testing.T) {
+	w := newWithdrawal(t)
+	w.rk.now = time.Now
+	w.rk.maxAge, w.rk.refetchInterval = 200*time.Millisecond, 20*time.Millisecond
+	forged := w.token(t, "mallory", jwt.SigningMethodES256, w.k.ec, "ec1")
+	if status, body := w.ping(t, forged); status != http.StatusOK {
+		t.Fatalf("before the withdrawal: status = %d (%s), want 200", status, body)
+	}
+	w.stream(t, "forged", forged)
+
+	w.f.jwks.Store([]map[string]any{edJWK("ed1", w.k.ed.Public().(ed25519.PublicKey))})
+	deadline := time.Now().Add(5 * time.Second)
+	for status, _ := w.ping(t, forged); status != http.StatusUnauthorized; status, _ = w.ping(t, forged) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the cached token of a key withdrawn 5 s ago (maxAge %v) still passes", w.rk.maxAge)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	select {
+	case <-w.up.done("forged"):
+	case <-time.After(5 * time.Second):
+		t.Error("the stream of the withdrawn key's token is still open 5 s after the withdrawal was seen")
+	}
+}
+
+// refreshers counts the goroutines refreshing a RemoteKeys' keys once
+// there are want of them, or 2 s later: one begun or ending a moment ago
+// may not be counted yet, or still be.
+func refreshers(want int) int {
+	buf := make([]byte, 1<<20)
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		n := strings.Count(string(buf[:runtime.Stack(buf, true)]), "gateway.(*RemoteKeys).refreshKeys(")
+		if n == want || time.Now().After(deadline) {
+			return n
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestRemoteKeysRefreshEndsWithClose: the background refresh is one
+// goroutine per RemoteKeys, begun by the first fetch that found keys
+// (none for a RemoteKeys never asked), however many requests ask, and
+// Close ends it, waiting for it; nothing begins it again after Close.
+func TestRemoteKeysRefreshEndsWithClose(t *testing.T) {
+	k := theKeys(t)
+	f := newFakeIssuer(t, "", false)
+	f.jwks.Store([]map[string]any{ecJWK("ec1", &k.ec.PublicKey)})
+	base := refreshers(0)
+	rk := NewRemoteKeys(f.issuer, f.srv.Client(), nil)
+	rk.refetchInterval = time.Millisecond
+	if n := refreshers(base) - base; n != 0 {
+		t.Fatalf("%d refresh goroutines before any fetch, want 0", n)
+	}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 20 {
+				rk.PublicKey(context.Background(), "made-up")
+				time.Sleep(time.Millisecond)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := refreshers(base+1) - base; n != 1 {
+		t.Errorf("%d refresh goroutines after %d fetches, want 1", n, f.jwksHits.Load())
+	}
+	rk.Close()
+	if n := refreshers(base) - base; n != 0 {
+		t.Errorf("%d refresh goroutines after Close, want 0", n)
+	}
+	time.Sleep(2 * time.Millisecond)
+	rk.PublicKey(context.Background(), "made-up")
+	rk.Close()
+	if n := refreshers(base) - base; n != 0 {
+		t.Errorf("%d refresh goroutines after a fetch following Close, want 0", n)
+	}
+	NewRemoteKeys(f.issuer, f.srv.Client(), nil).Close() // never fetched
 }

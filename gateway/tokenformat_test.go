@@ -122,6 +122,7 @@ func TestRemoteKeysUnknownKidFlood(t *testing.T) {
 	f := newFakeIssuer(t, "", false)
 	f.jwks.Store([]map[string]any{edJWK("ed1", k.ed.Public().(ed25519.PublicKey))})
 	rk := NewRemoteKeys(f.issuer, f.srv.Client(), nil)
+	t.Cleanup(rk.Close)
 	var mu sync.Mutex
 	now := testNow
 	rk.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
@@ -205,6 +206,7 @@ func TestRemoteKeysUnknownKidCheap(t *testing.T) {
 	f := newFakeIssuer(t, "", false)
 	f.jwks.Store([]map[string]any{edJWK("ed1", k.ed.Public().(ed25519.PublicKey))})
 	rk := NewRemoteKeys(f.issuer, f.srv.Client(), nil)
+	t.Cleanup(rk.Close)
 	rk.now = func() time.Time { return testNow }
 	ctx := context.Background()
 	if _, err := rk.PublicKey(ctx, "ed1"); err != nil {
