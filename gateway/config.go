@@ -265,7 +265,7 @@ type keyWithdrawals interface {
 	// same, a key found published is still.
 	Withdrawals() uint64
 	// Published reports whether kid still names key, as PublicKey
-	// returned it.
+	// returned it, or for the algorithm an accesstoken.AlgKey names.
 	Published(kid string, key any) bool
 }
 

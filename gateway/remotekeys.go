@@ -253,7 +253,9 @@ func withdraws(prev, next map[string]any) bool {
 func (k *RemoteKeys) Withdrawals() uint64 { return k.withdrawals.Load() }
 
 // Published reports whether kid still names key, as PublicKey returned
-// it, in the keys last fetched.
+// it (or for the algorithm an accesstoken.AlgKey names: a key the issuer
+// names an algorithm for now, still the token's), in the keys last
+// fetched.
 func (k *RemoteKeys) Published(kid string, key any) bool {
 	k.mu.RLock()
 	cur, ok := k.keys[kid]

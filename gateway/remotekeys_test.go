@@ -685,6 +685,49 @@ func TestRemoteKeysWithdrawals(t *testing.T) {
 	}
 }
 
+// TestRemoteKeyAlgNamedKeepsStreams: an issuer that comes to name the
+// alg of a key it published without one (RFC 7517 section 4.4) withdraws
+// nothing from the tokens that key signed with that alg: they verify as
+// before, so their open streams go on, while the stream of a token whose
+// key the same fetch withdrew ends.
+func TestRemoteKeyAlgNamedKeepsStreams(t *testing.T) {
+	w := newWithdrawal(t)
+	k := w.k
+	withAlg := func(j map[string]any, alg string) map[string]any { j["alg"] = alg; return j }
+	w.f.jwks.Store([]map[string]any{ecJWK("ec1", &k.ec.PublicKey), rsaJWK("rsa1", &k.rsa.PublicKey), edJWK("ed1", k.ed.Public().(ed25519.PublicKey))})
+	tokens := map[string]string{
+		"ec":  w.token(t, "alice", jwt.SigningMethodES256, k.ec, "ec1"),
+		"rsa": w.token(t, "bob", jwt.SigningMethodRS256, k.rsa, "rsa1"),
+		"ed":  w.token(t, "carol", jwt.SigningMethodEdDSA, k.ed, "ed1"),
+	}
+	for name, tok := range tokens {
+		if status, body := w.ping(t, tok); status != http.StatusOK {
+			t.Fatalf("%s: status = %d (%s), want 200", name, status, body)
+		}
+		w.stream(t, name, tok)
+	}
+	w.f.jwks.Store([]map[string]any{withAlg(ecJWK("ec1", &k.ec.PublicKey), "ES256"), withAlg(rsaJWK("rsa1", &k.rsa.PublicKey), "RS256")})
+	w.now.add(time.Minute)
+	if _, err := w.rk.PublicKey(t.Context(), "made-up"); !errors.Is(err, ErrUnknownKey) {
+		t.Fatal(err)
+	}
+	select {
+	case <-w.up.done("ed"):
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stream of the withdrawn ed1's token is still open 5 s after the withdrawal was seen")
+	}
+	for _, name := range []string{"ec", "rsa"} {
+		select {
+		case <-w.up.done(name):
+			t.Errorf("%s: the stream of a token its key still verifies (its alg now named) ended", name)
+		case <-time.After(100 * time.Millisecond):
+		}
+		if status, body := w.ping(t, tokens[name]); status != http.StatusOK {
+			t.Errorf("%s: status = %d (%s), want 200", name, status, body)
+		}
+	}
+}
+
 // TestRemoteKeyWithdrawnWithoutNewTokens: a gateway whose requests all
 // carry tokens it verified before (cache hits, which ask RemoteKeys for
 // no key) still learns that the issuer withdrew a key: the keys it has

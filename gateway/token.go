@@ -56,8 +56,9 @@ type principal struct {
 	jkt     string // cnf.jkt: the DPoP key the token is bound to, "" for a bearer token
 	// kid and key verified the token, when its KeySource may withdraw
 	// keys (keyWithdrawals; nil key otherwise, and for an introspected
-	// token); keys is that source's count of withdrawals when the key
-	// was last found published (Gateway.keyPublished).
+	// token), key as an accesstoken.AlgKey for the token's algorithm;
+	// keys is that source's count of withdrawals when the key was last
+	// found published (Gateway.keyPublished).
 	kid    string
 	key    any
 	keys   atomic.Uint64
@@ -415,9 +416,30 @@ func (g *Gateway) verify(ctx context.Context, token string) (*principal, *authEr
 		return nil, invalidToken(describeTokenError(err))
 	}
 	p := g.principalOf(c, jwtPayload(token))
+	if _, named := key.(accesstoken.AlgKey); key != nil && !named {
+		// The key is for any algorithm: what must stay published is
+		// the key for the token's, which the issuer may come to name.
+		key = accesstoken.AlgKey{Key: key, Alg: jwtAlg(token)}
+	}
 	p.kid, p.key = kid, key
 	p.keys.Store(seen)
 	return p, nil
+}
+
+// jwtAlg is the alg of a JWT's header, read as jwt does (a map: no
+// other case of the name), "" if there is none.
+func jwtAlg(token string) string {
+	head, _, _ := strings.Cut(token, ".")
+	raw, err := base64.RawURLEncoding.DecodeString(head)
+	if err != nil {
+		return ""
+	}
+	var h map[string]any
+	if json.Unmarshal(raw, &h) != nil {
+		return ""
+	}
+	alg, _ := h["alg"].(string)
+	return alg
 }
 
 // keyPublished reports whether the key that verified p's token is still
