@@ -295,6 +295,12 @@ func (k *RemoteKeys) fetch(ctx context.Context) (map[string]any, error) {
 	if err := getJSON(ctx, k.client, k.jwksURI, k.maxBytes, &set); err != nil {
 		return nil, fmt.Errorf("jwks: %w", err)
 	}
+	if set.Keys == nil {
+		// No keys array: not a key set (RFC 7517 section 5), but a
+		// page served by mistake, like a failed fetch. A key set, even
+		// one with no key to verify with, is what the issuer publishes.
+		return nil, errors.New("jwks: not a JWK set (no keys array)")
+	}
 	keys := make(map[string]any, len(set.Keys))
 	twice := map[string]bool{}
 	for _, raw := range set.Keys {
@@ -320,10 +326,7 @@ func (k *RemoteKeys) fetch(ctx context.Context) (map[string]any, error) {
 		delete(keys, kid)
 	}
 	if len(keys) == 0 {
-		// An issuer signs with some key: a set with none it could use is
-		// one served by mistake (an empty file, a misrouted page), like
-		// a failed fetch, not a withdrawal of every key.
-		return nil, errors.New("jwks: no usable signing key")
+		k.log.Warn("issuer publishes no signing key the gateway can use; its tokens are refused", zap.String("issuer", k.issuer))
 	}
 	return keys, nil
 }

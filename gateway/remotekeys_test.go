@@ -598,19 +598,26 @@ func TestRemoteKeyWithdrawnEndsTokens(t *testing.T) {
 	}
 }
 
-// TestRemoteKeysNoUsableKeyKeepsKeys: a key set in which nothing can
-// verify (empty, or only keys not for signatures) is an issuer failing
-// to serve its keys, as a 503 is, not one withdrawing every key it
-// signs with: the keys known stay, so the tokens verified with them and
-// their streams go on (TestRemoteKeyWithdrawnEndsTokens ends those of a
-// key withdrawn), until a fetch finds a usable key again.
-func TestRemoteKeysNoUsableKeyKeepsKeys(t *testing.T) {
+// TestRemoteKeysNoUsableKeyWithdraws: a key set in which nothing can
+// verify (empty, or only keys not for signatures) is the issuer saying
+// it publishes no signing key (an issuer pulling the one key it had,
+// compromised, before it has another): every key known is withdrawn, so
+// tokens forged with it are refused, new ones and those the gateway
+// verified before (TestRemoteKeyWithdrawnEndsTokens). A document that is
+// no key set (RFC 7517 section 5: no keys array; a misrouted page) is a
+// failed fetch, as a 503 is: the keys known stay.
+func TestRemoteKeysNoUsableKeyWithdraws(t *testing.T) {
 	k := theKeys(t)
-	for name, set := range map[string][]map[string]any{
-		"empty":          {},
-		"no signing key": {{"kty": "EC", "kid": "enc", "use": "enc", "crv": "P-256", "x": "", "y": ""}},
+	for _, tt := range []struct {
+		name string
+		set  []map[string]any
+		kept bool
+	}{
+		{"not a key set", nil, true},
+		{"empty", []map[string]any{}, false},
+		{"no signing key", []map[string]any{{"kty": "EC", "kid": "enc", "use": "enc", "crv": "P-256", "x": "", "y": ""}}, false},
 	} {
-		t.Run(name, func(t *testing.T) {
+		t.Run(tt.name, func(t *testing.T) {
 			f := newFakeIssuer(t, "", false)
 			f.jwks.Store([]map[string]any{ecJWK("ec1", &k.ec.PublicKey)})
 			now := testNow
@@ -621,7 +628,7 @@ func TestRemoteKeysNoUsableKeyKeepsKeys(t *testing.T) {
 			if _, err := rk.PublicKey(ctx, "ec1"); err != nil {
 				t.Fatal(err)
 			}
-			f.jwks.Store(set)
+			f.jwks.Store(tt.set)
 			now = now.Add(time.Minute)
 			if _, err := rk.PublicKey(ctx, "made-up"); !errors.Is(err, ErrUnknownKey) {
 				t.Fatalf("PublicKey(made-up) = %v, want ErrUnknownKey", err)
@@ -629,11 +636,12 @@ func TestRemoteKeysNoUsableKeyKeepsKeys(t *testing.T) {
 			if n := f.jwksHits.Load(); n != 2 {
 				t.Fatalf("JWKS fetches = %d, want 2", n)
 			}
-			if _, err := rk.PublicKey(ctx, "ec1"); err != nil {
-				t.Errorf("PublicKey(ec1) after a set with no usable key = %v, want the known key", err)
+			_, err := rk.PublicKey(ctx, "ec1")
+			if kept := err == nil; kept != tt.kept {
+				t.Errorf("PublicKey(ec1) = %v, want the known key kept: %v", err, tt.kept)
 			}
-			if n := rk.Withdrawals(); n != 0 {
-				t.Errorf("Withdrawals() = %d, want 0", n)
+			if got, want := rk.Withdrawals(), map[bool]uint64{true: 0, false: 1}[tt.kept]; got != want {
+				t.Errorf("Withdrawals() = %d, want %d", got, want)
 			}
 		})
 	}
