@@ -824,3 +824,45 @@ func TestRemoteKeysRefreshEndsWithClose(t *testing.T) {
 	}
 	NewRemoteKeys(f.issuer, f.srv.Client(), nil).Close() // never fetched
 }
+
+// TestRemoteKeysCloseEndsRefreshFetch: Close does not wait out a fetch
+// of the background refresh that the issuer holds (up to the 10 s fetch
+// timeout): it cancels it, so a reload is not held up by a slow issuer.
+func TestRemoteKeysCloseEndsRefreshFetch(t *testing.T) {
+	k := theKeys(t)
+	var fetches atomic.Int32
+	held := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/jwks" {
+			json.NewEncoder(w).Encode(map[string]any{"issuer": "http://" + r.Host, "jwks_uri": "http://" + r.Host + "/jwks"})
+			return
+		}
+		if fetches.Add(1) > 1 {
+			if fetches.Load() == 2 {
+				close(held)
+			}
+			<-r.Context().Done()
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]any{"keys": []any{ecJWK("ec1", &k.ec.PublicKey)}})
+	}))
+	t.Cleanup(srv.Close)
+	rk := NewRemoteKeys(srv.URL, srv.Client(), nil)
+	rk.maxAge, rk.refetchInterval = 50*time.Millisecond, 10*time.Millisecond
+	if _, err := rk.PublicKey(t.Context(), "ec1"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-held:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no refresh fetch within 5 s")
+	}
+	closed := make(chan struct{})
+	go func() { rk.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(time.Second):
+		t.Error("Close still waiting 1 s into a refresh fetch the issuer holds")
+		<-closed
+	}
+}
