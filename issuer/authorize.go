@@ -142,10 +142,12 @@ func (i *Issuer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 			// get a new session in place of its own (signed out by any
 			// site). The GET form of the same request carries the cookie;
 			// nothing is read or stored before it (a pushed request is
-			// consumed there). An ID token (id_token_hint), read only
-			// with prompt=none, is left out of that URL otherwise: the
-			// browser's history and access logs would keep it.
-			if prompt, err := parsePrompt(params.Get("prompt")); len(params["id_token_hint"]) == 1 && (err != nil || !slices.Contains(prompt, "none")) {
+			// consumed there). An ID token (id_token_hint) goes along:
+			// only the GET, with the cookie, can compare the user it
+			// names with the signed-in one, whatever the prompt. With a
+			// prompt the GET refuses it is read by no one, and left out
+			// of the URL the browser's history and access logs keep.
+			if _, err := parsePrompt(params.Get("prompt")); len(params["id_token_hint"]) == 1 && err != nil {
 				params.Del("id_token_hint")
 			}
 			i.pages.seeOther(w, r, i.base+pathAuthorize+"?"+params.Encode())

@@ -1061,7 +1061,8 @@ func TestAuthorizePostWithoutCookieKeepsSession(t *testing.T) {
 	}
 	requestURI, _ := e.push(t, bWebClientID, bWebRedirect, nil)
 	_, tok := e.signInWithIDToken(t, bUser, idTokenParams())
-	withHint := func(prompt string) url.Values {
+	_, bobs := e.signInWithIDToken(t, "bob", idTokenParams())
+	withHint := func(tok answer, prompt string) url.Values {
 		f := webAuthParams(testChallenge)
 		f.Set("id_token_hint", tok.str("id_token"))
 		if prompt != "" {
@@ -1073,12 +1074,17 @@ func TestAuthorizePostWithoutCookieKeepsSession(t *testing.T) {
 		name     string
 		form     url.Values
 		hintKept bool // in the GET's URL
+		signIn   bool // the GET answers with the sign-in page, not a code
 	}{
-		{"parameters", webAuthParams(testChallenge), false},
-		{"pushed request", url.Values{"client_id": {bWebClientID}, "request_uri": {requestURI}}, false},
-		// Read only with prompt=none: in no URL without it.
-		{"id_token_hint", withHint(""), false},
-		{"id_token_hint, prompt=none", withHint("none"), true},
+		{"parameters", webAuthParams(testChallenge), false, false},
+		{"pushed request", url.Values{"client_id": {bWebClientID}, "request_uri": {requestURI}}, false, false},
+		// The GET compares the hint with the signed-in user, with any
+		// prompt (TestAuthorizePromptNoneIDTokenHint): only it can.
+		{"id_token_hint", withHint(tok, ""), true, false},
+		{"id_token_hint, prompt=none", withHint(tok, "none"), true, false},
+		{"another user's id_token_hint", withHint(bobs, ""), true, true},
+		// A prompt the GET refuses reads no hint.
+		{"id_token_hint, prompt refused", withHint(tok, "bogus"), false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1111,7 +1117,17 @@ func TestAuthorizePostWithoutCookieKeepsSession(t *testing.T) {
 			}
 			resp.Body.Close()
 			got, _ := url.Parse(resp.Header.Get("Location"))
-			if !strings.HasPrefix(got.String(), bWebRedirect+"?") || got.Query().Get("code") == "" {
+			switch {
+			case tt.signIn:
+				// bob's hint in alice's browser: not a code for alice.
+				if !strings.HasPrefix(got.String(), pathLogin+"?req=") {
+					t.Errorf("GET after the POST: Location %q, want the sign-in page", got)
+				}
+			case tt.form.Get("prompt") == "bogus":
+				if got.Query().Get("error") != "invalid_request" {
+					t.Errorf("GET after the POST: Location %q, want invalid_request", got)
+				}
+			case !strings.HasPrefix(got.String(), bWebRedirect+"?") || got.Query().Get("code") == "":
 				t.Errorf("GET after the POST: Location %q, want a code at %s", got, bWebRedirect)
 			}
 		})
