@@ -96,12 +96,15 @@ import (
 //     (actor rules included) and marked private; one the gateway cannot
 //     read is replaced by 502. A tools/list notification's answer is
 //     filtered too, and Accept-Encoding is not forwarded with a
-//     tools/list, so that the answer arrives readable. With pinning,
-//     any response on any event stream whose result has a tools array
-//     is filtered alike, whatever its id (clients match answers by id on
-//     any stream). Known gap, without pinning: a tools/list answer
-//     replayed on a resumed GET stream (Last-Event-ID) or sent on
-//     another request's stream is not filtered; calls are still enforced.
+//     tools/list, so that the answer arrives readable. With pinning or
+//     resource rules (every answer read), and on a resumed GET stream,
+//     any response whose result has a tools, prompts, resources or
+//     resourceTemplates array is filtered as that list's answer, whatever
+//     request it answers (clients match answers by id on any stream, and
+//     a caller can have an SDK deliver a list answer to another of its
+//     requests). Known gap, with neither: a list answer sent on another
+//     request's stream or JSON answer is not filtered; calls are still
+//     enforced.
 //   - A resources/read answer loses the contents whose uri the caller
 //     could not read (checkResources: a rule refuses the caller, or none
 //     covers the uri), in the read's answer and on a resumed GET stream

@@ -370,3 +370,94 @@ func TestListsFilteredOnResume(t *testing.T) {
 		}
 	}
 }
+
+// TestListsFilteredOnAnotherRequest: an upstream may answer a list
+// request on the stream, or in the JSON answer, of another request of
+// the session, and a caller can have it do so: the official TypeScript
+// SDK maps a request id to the POST that carried it last, so a second
+// request reusing the id of a pending resources/list (a tools/call of a
+// slow tool, say) receives the list as its answer (the Python SDK
+// keys the map by str(id), so 1 and "1" collide). Where the gateway
+// reads every answer (tool pinning, on by default, or resource rules),
+// a response whose result holds a tools, prompts, resources or
+// resourceTemplates array is filtered as that list's answer whatever
+// its request; before, a ping's answer carried every name.
+func TestListsFilteredOnAnotherRequest(t *testing.T) {
+	configs := map[string]func(t *testing.T) Config{
+		"pinned":         pinnedConfig,
+		"resource rules": func(t *testing.T) Config { return testConfig(t) },
+	}
+	hidden := map[string]string{"prompts/list": "other", "resources/list": "secret", "resources/templates/list": "db://", "tools/list": "delete_all"}
+	shown := map[string]string{"prompts/list": "summary_day", "resources/list": "file:///docs/a", "resources/templates/list": "file:///docs/{name}", "tools/list": "read_a"}
+	for name, config := range configs {
+		for method := range listAnswers {
+			for _, as := range []string{"json", "events"} {
+				t.Run(name+" "+method+" "+as, func(t *testing.T) {
+					answer := `{"jsonrpc":"2.0","id":1,"result":` + listResult(t, method, listAnswers[method].items) + `}`
+					h := newHarness(t, config(t), answerAs(as, answer))
+					c := claims()
+					c["scope"] = "mcp tools:read prompts:read files:read"
+					resp := h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"ping"}`, token: mint(t, c),
+						headers: map[string]string{"MCP-Protocol-Version": "2025-11-25"}})
+					body := readBody(t, resp)
+					if resp.StatusCode != http.StatusOK || strings.Contains(body, hidden[method]) || !strings.Contains(body, shown[method]) {
+						t.Errorf("ping answered with a %s answer = %d %s, want 200 without %q, with %q", method, resp.StatusCode, body, hidden[method], shown[method])
+					}
+				})
+			}
+		}
+	}
+}
+
+// TestListsUnreadableOnAnotherRequest: an answer to another request that
+// the strict read refuses passes as it did (read as encoding/json reads
+// it) only when no response of it holds a list as a client reads it;
+// one that does is refused, 502 or the stream ended.
+func TestListsUnreadableOnAnotherRequest(t *testing.T) {
+	for _, answer := range []string{
+		`{"jsonrpc":"2.0","id":1,"result":{"resources":[{"uri":"file:///secret/key"}],"_meta":{"a":1,"A":2}}}`,
+		`{"jsonrpc":"2.0","id":1,"result":{"content":[],"Prompts":[{"name":"other"}]}}`,
+		`{"jsonrpc":"2.0","id":1,"result":{"content":[]},"Result":{"resource_Templates":[{"uriTemplate":"file:///secret/{n}"}]}}`,
+	} {
+		for _, as := range []string{"json", "events"} {
+			t.Run(answer+" "+as, func(t *testing.T) {
+				h := newHarness(t, testConfig(t), answerAs(as, answer))
+				c := claims()
+				c["scope"] = "mcp prompts:read files:read"
+				resp := h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"ping"}`, token: mint(t, c),
+					headers: map[string]string{"MCP-Protocol-Version": "2025-11-25"}})
+				b, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if strings.Contains(string(b), "secret") || strings.Contains(string(b), "other") ||
+					as == "json" && resp.StatusCode != http.StatusBadGateway || as == "events" && err == nil {
+					t.Errorf("answer = %d %s (%v), want it refused", resp.StatusCode, b, err)
+				}
+			})
+		}
+	}
+}
+
+// TestMayListLeniently: what the lenient look at an answer the strict
+// read refused takes for a list.
+func TestMayListLeniently(t *testing.T) {
+	for s, want := range map[string]bool{
+		`{"jsonrpc":"2.0","id":1,"result":{"content":[],"structuredContent":{"tools":1,"id":1,"ID":2}}}`:            false,
+		`{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"resource","resource":{"uri":"a:b"}}],"content":[]}}`: false,
+		`[{"jsonrpc":"2.0","id":1,"result":{}},{"jsonrpc":"2.0","id":2,"error":{"code":1,"message":"tools"}}]`:      false,
+		`{"jsonrpc":"2.0","method":"notifications/message","params":{"prompts":[]}}`:                                false,
+		`{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}`:                                                            true,
+		`{"jsonrpc":"2.0","id":1,"result":{"content":[]},"result":{"PROMPTS":[]}}`:                                  true,
+		`{"jsonrpc":"2.0","id":1,"RESULT":{"re-sources":[]}}`:                                                       true,
+		"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tool\u017f\":[]}}":                                             true,
+		`{"jsonrpc":"2.0","id":1,"result":{"resourceTemplates\u0000x":[]}}`:                                         true,
+		`{"jsonrpc":"2.0","id":1,"res\u0075lt":{"r\u0065sources":[]}}`:                                              true,
+		`[{"jsonrpc":"2.0","id":1,"result":{}},{"jsonrpc":"2.0","id":2,"result":{"tools":[]}}]`:                     true,
+		`{"jsonrpc":"2.0","id":1,"result":{"tools":[]}} x`:                                                          true,
+		`{"jsonrpc":"2.0","id":1,"result":{"tools":[]`:                                                              true,
+		`1`: true,
+	} {
+		if got := mayListLeniently([]byte(s)); got != want {
+			t.Errorf("mayListLeniently(%s) = %v, want %v", s, got, want)
+		}
+	}
+}

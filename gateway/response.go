@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"net/textproto"
@@ -644,9 +645,9 @@ func (rw *responseWriter) Write(b []byte) (int, error) {
 	switch rw.mode {
 	case modeJSON:
 		if rw.buf.Len() == 0 && len(b) > 0 && int64(len(b)) == rw.length && len(b) <= maxFilteredBody &&
-			rw.filter == nil && !rw.rewritesJSON(b) && !(rw.x.pinned && mayListTools(unsafeString(b))) {
+			rw.filter == nil && !rw.rewritesJSON(b) && !(rw.watchesLists() && mayList(unsafeString(b))) {
 			// The whole answer in one write, held only to be looked at
-			// for a tools list (pinning), and it holds none: write it
+			// for a list (watchesLists), and it holds none: write it
 			// now, as finish would, without keeping a copy.
 			rw.mode = modeWhole
 			rw.w.WriteHeader(rw.status)
@@ -816,15 +817,25 @@ func (rw *responseWriter) finish() {
 	rw.dropTrailers()
 	switch rw.mode {
 	case modeJSON:
-		// Watching only (pinning): a tools/list answer may come as the
+		// Watching only (watchesLists): a list answer may come as the
 		// answer to another request, which clients match by id.
-		anyList := rw.x.pinned && mayListTools(unsafeString(rw.buf.Bytes()))
+		anyList := rw.watchesLists() && mayList(unsafeString(rw.buf.Bytes()))
 		if rw.filter == nil && !rw.rewritesJSON(rw.buf.Bytes()) && !anyList {
 			rw.w.WriteHeader(rw.status)
 			rw.writeHeldBytes(rw.buf.Bytes())
 			return
 		}
 		out, err := rw.filterJSON(rw.buf.Bytes(), anyList)
+		if err != nil && anyList && rw.filter == nil && !mayListLeniently(rw.buf.Bytes()) {
+			// Not readable strictly (a member twice in a tool's output,
+			// say), but no response of it holds a list a client reads:
+			// the answer is not one to look at for lists.
+			anyList = false
+			out, err = rw.buf.Bytes(), nil
+			if rw.rewritesJSON(out) {
+				out, err = rw.filterJSON(out, false)
+			}
+		}
 		if err != nil && rw.passUnwrapped() && !anyList {
 			rw.g.log.Debug("answer not rewritten", zap.Error(err))
 			out, err = rw.leniently(rw.buf.Bytes())
@@ -1056,7 +1067,7 @@ func (rw *responseWriter) filterJSON(body []byte, anyList bool) ([]byte, error) 
 }
 
 // filterMessage returns the message, filtered if it answers a list
-// request (with anyList, if it is any response with a result.tools),
+// request (with anyList, if it is any response with a list),
 // with its task ids wrapped if the request may produce some.
 func (rw *responseWriter) filterMessage(m *mcpparse.Message, anyList bool) ([]byte, error) {
 	out := m.Raw
@@ -1608,36 +1619,42 @@ func (rw *responseWriter) replays() bool {
 	return rw.x.r.Method == http.MethodGet && len(rw.x.r.Header[hLastEventID]) > 0
 }
 
+// watchesLists reports whether every response of the answer is looked
+// at for a list (filterList's anyList), whatever request it answers:
+// where every answer is read anyway (tool pinning, resource rules), and
+// on a resumed stream. An upstream may send a list answer on the stream,
+// or in the JSON answer, of another request, and a caller can make it:
+// the TypeScript SDK sends an answer to the POST that carried its id
+// last (a tools/call reusing the id of a pending resources/list gets the
+// list), the Python SDK to the one whose id is equal as a string (1 and
+// "1").
+func (rw *responseWriter) watchesLists() bool {
+	return rw.x.pinned || rw.embedded || rw.replays()
+}
+
 // filterList filters a response that answers a list request (the
-// filter's) as the list it asked for. With anyList, any response that
-// has a result.tools is filtered as a tools list too: a server may send
-// a tools/list answer on a stream that is not its request's (another
-// request's, a GET stream), and clients match answers by id on any
-// stream; on a resumed stream (replays), any response that has any of
-// the lists is filtered as that list's answer.
+// filter's) as the list it asked for. With anyList (watchesLists), any
+// response whose result has one of the lists is filtered as that list's
+// answer too: clients match answers by id on any stream.
 func (rw *responseWriter) filterList(m *mcpparse.Message, anyList bool) ([]byte, error) {
 	out, filtered := m.Raw, false
+	asked, answers := mcpparse.List(0), false
 	if f := rw.filter; f != nil {
-		list, answers, err := f.answers(m.ID)
-		if err != nil {
+		var err error
+		if asked, answers, err = f.answers(m.ID); err != nil {
 			return nil, err
 		}
 		if answers {
-			if out, err = mcpparse.FilterList(out, list, rw.g.listAllow(rw.x, list)); err != nil {
+			if out, err = mcpparse.FilterList(out, asked, rw.g.listAllow(rw.x, asked)); err != nil {
 				return nil, err
 			}
 			filtered = true
-			anyList = anyList && list != mcpparse.ListTools
 		}
 	}
-	lists := anyLists[:0]
-	if anyList {
-		lists = anyLists[:1] // tools
-		if rw.replays() {
-			lists = anyLists[:]
+	for _, list := range anyLists {
+		if !anyList || answers && list == asked || !mayHoldList(out, list) {
+			continue
 		}
-	}
-	for _, list := range lists {
 		kept, err := mcpparse.FilterList(out, list, rw.g.listAllow(rw.x, list))
 		switch {
 		case errors.Is(err, mcpparse.ErrNoList):
@@ -1793,7 +1810,12 @@ func (rw *responseWriter) writeEvents(b []byte) (int, error) {
 // task ids wrapped.
 func (rw *responseWriter) writeEvent(ev mcpparse.Event) error {
 	if ev.Data != "" {
-		if err := rw.filterEvent(&ev); err != nil {
+		err := rw.filterEvent(&ev, true)
+		if errors.Is(err, errListUnreadable) && rw.filter == nil && !mayListLeniently(unsafeBytes(ev.Data)) {
+			// As for a JSON answer (finish): no list a client reads.
+			err = rw.filterEvent(&ev, false)
+		}
+		if err != nil {
 			if !rw.passUnwrapped() || errors.Is(err, errListUnreadable) {
 				return err
 			}
@@ -1813,10 +1835,12 @@ func (rw *responseWriter) writeEvent(ev mcpparse.Event) error {
 	return mcpparse.WriteEvent(rw.w, ev)
 }
 
-func (rw *responseWriter) filterEvent(ev *mcpparse.Event) error {
-	// With pins, a tools/list answer is looked for on every stream; on a
-	// resumed one, every list's answer.
-	anyList := rw.x.pinned && mayListTools(ev.Data) || rw.replays() && mayList(ev.Data)
+// filterEvent filters an event's messages as filterMessage does; with
+// lists, any response there is looked at for a list (watchesLists).
+func (rw *responseWriter) filterEvent(ev *mcpparse.Event, lists bool) error {
+	// A list answer is looked for on every stream that is read anyway,
+	// and on a resumed one (watchesLists).
+	anyList := lists && rw.watchesLists() && mayList(ev.Data)
 	if rw.filter == nil && !rw.rewritesOther() && !(rw.resources() && mayCarryResources(unsafeBytes(ev.Data))) && !anyList && !mayChangeList(ev.Data) {
 		return nil // watching only, and no list_changed or tools here
 	}
@@ -1862,62 +1886,133 @@ func (rw *responseWriter) filterEvent(ev *mcpparse.Event) error {
 	return nil
 }
 
-// mayListTools reports whether an event's data may hold a result.tools
-// member as a lenient client reads it: "tools" in any ASCII case, with
+// listWords are the result members of anyLists, as maySpell reads them.
+var listWords = [...]string{
+	mcpparse.ListTools:             "tools",
+	mcpparse.ListPrompts:           "prompts",
+	mcpparse.ListResources:         "resources",
+	mcpparse.ListResourceTemplates: "resourcetemplates",
+}
+
+// mayHoldList reports whether an answer may hold the list's result
+// member as a lenient client reads it: its name in any ASCII case, with
 // '_' or '-' between its letters (Go's json/v2 ignores them when it
-// matches names case-insensitively), or with U+017F (long s) for the s,
-// which encoding/json matches as s, or escapes that could spell it. The
-// strict parse refuses variants; this spares it the events that cannot
-// hold one.
-func mayListTools(data string) bool {
-	if strings.Contains(data, `\u`) {
+// matches names case-insensitively), with U+017F (long s) for an s,
+// which encoding/json matches as s, or escapes that could spell it
+// (maySpell). The strict read refuses variants; this spares it the
+// answers that cannot hold one.
+func mayHoldList(b []byte, list mcpparse.List) bool {
+	return maySpell(b, listWords[list], looseSeps)
+}
+
+// mayList reports whether an answer may hold any of the lists
+// (mayHoldList), with one pass over its escapes.
+func mayList(data string) bool {
+	b := unsafeBytes(data)
+	return mayEscapeLetters(b, "toolspromptsresourcetemplates", looseSeps) ||
+		spelt(b, "tools", looseSeps) || spelt(b, "prompts", looseSeps) || spelt(b, "resource", looseSeps)
+}
+
+// mayListLeniently reports whether an answer that the strict read
+// refused (a member twice in a tool's output, say) may hold a list as a
+// client reads it: a message whose result, or a member a lenient
+// decoder reads as result, has a member a lenient decoder reads as a
+// list's (SameLooseName: case, '-' and '_', U+017F and the Kelvin sign,
+// a NUL's end), however often either comes. What it cannot read counts
+// as a list.
+func mayListLeniently(b []byte) bool {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	tok, err := dec.Token()
+	if err != nil {
 		return true
 	}
-	// IndexByte is vectorized: find each l, then look around it.
-	for _, l := range [2]byte{'l', 'L'} {
-		for i := 0; i < len(data); i++ {
-			j := strings.IndexByte(data[i:], l)
-			if j < 0 {
-				break
-			}
-			i += j
-			if spelledBefore(data[:i], "too") && spelledAfter(data[i+1:]) {
+	if tok == json.Delim('[') {
+		for dec.More() {
+			if tok, err = dec.Token(); err != nil || tok != json.Delim('{') || listedIn(dec, "result") {
 				return true
 			}
 		}
+		if _, err := dec.Token(); err != nil {
+			return true
+		}
+	} else if tok != json.Delim('{') || listedIn(dec, "result") {
+		return true
 	}
-	return false
+	_, err = dec.Token()
+	return err != io.EOF
 }
 
-// mayList reports whether an event's data may hold a result.prompts,
-// resources, resourceTemplates or tools member as a lenient client reads
-// it (as mayListTools for tools).
-func mayList(data string) bool {
-	b := unsafeBytes(data)
-	return mayListTools(data) || spelt(b, "prompt", looseSeps) || spelt(b, "resource", looseSeps) ||
-		mayEscapeLetters(b, "promptsresourcetemplates", looseSeps)
-}
-
-// spelledBefore reports whether s ends with word (lower-case ASCII) in
-// any ASCII case, with '_' or '-' between or after its letters.
-func spelledBefore(s, word string) bool {
-	k := len(word) - 1
-	for p := len(s) - 1; p >= 0 && k >= 0; p-- {
-		switch c := s[p]; {
-		case c|0x20 == word[k]:
-			k--
-		case c != '_' && c != '-':
-			return false
+// listedIn reads the rest of an object whose '{' was just read and
+// reports whether it has a member that reads as in (SameLooseName)
+// holding an object with a member that reads as a list's (in
+// "result"), or a member that reads as a list's itself (in ""); or
+// whether the object cannot be read.
+func listedIn(dec *json.Decoder, in string) bool {
+	for dec.More() {
+		tok, err := dec.Token()
+		name, ok := tok.(string)
+		if err != nil || !ok {
+			return true
+		}
+		switch {
+		case in == "":
+			for _, w := range listWords {
+				if mcpparse.SameLooseName(name, w) {
+					return true
+				}
+			}
+		case mcpparse.SameLooseName(name, in):
+			tok, err := dec.Token()
+			switch {
+			case err != nil:
+				return true
+			case tok == json.Delim('{'):
+				if listedIn(dec, "") {
+					return true
+				}
+			case tok == json.Delim('['):
+				if skipRest(dec) != nil {
+					return true
+				}
+			}
+			continue
+		}
+		if skipValue(dec) != nil {
+			return true
 		}
 	}
-	return k < 0
+	_, err := dec.Token()
+	return err != nil
 }
 
-// spelledAfter reports whether s begins with an s (either case, or
-// U+017F) after any '_' or '-'.
-func spelledAfter(s string) bool {
-	s = strings.TrimLeft(s, "_-")
-	return s != "" && (s[0]|0x20 == 's' || strings.HasPrefix(s, "\u017f"))
+// skipValue reads the next value of dec.
+func skipValue(dec *json.Decoder) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	if tok == json.Delim('{') || tok == json.Delim('[') {
+		return skipRest(dec)
+	}
+	return nil
+}
+
+// skipRest reads the rest of an object or array whose first token was
+// just read.
+func skipRest(dec *json.Decoder) error {
+	for depth := 1; depth > 0; {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		switch tok {
+		case json.Delim('{'), json.Delim('['):
+			depth++
+		case json.Delim('}'), json.Delim(']'):
+			depth--
+		}
+	}
+	return nil
 }
 
 // mayChangeList reports whether an event's data may hold

@@ -600,15 +600,18 @@ func TestUpstreamChallengeDropped(t *testing.T) {
 	}
 }
 
-// TestMayListTools: the pre-check that spares the strict parse of events
-// never misses a spelling of "tools" a lenient decoder matches.
-func TestMayListTools(t *testing.T) {
+// TestMayList: the pre-check that spares the strict read of answers
+// never misses a spelling of a list's member ("tools", "prompts",
+// "resources", "resourceTemplates") a lenient decoder matches.
+func TestMayList(t *testing.T) {
 	for s, want := range map[string]bool{
 		"tools": true, "TOOLS": true, "tOoLs": true, "tool\u017f": true, "xtoolsx": true, `"t\u006fols"`: true, `\u0074ools`: true,
+		"tool_s": true, "prompts": true, "PROMPT-S": true, "reſources": true, "Resource_Templates": true, `"pr\u006fmpts"`: true,
 		"tool": false, "tool ": false, "ools": false, "l": false, "": false, "tooltip": false, "a tool, listed": false,
+		`\u003cp\u003e`: false, "prompt s": false, "resour ce": false,
 	} {
-		if got := mayListTools(s); got != want {
-			t.Errorf("mayListTools(%q) = %v, want %v", s, got, want)
+		if got := mayList(s); got != want {
+			t.Errorf("mayList(%q) = %v, want %v", s, got, want)
 		}
 	}
 }
