@@ -317,23 +317,27 @@ func (a *admin) passwordHash(password, hash string) (string, error) {
 
 // ClientView is a client as the admin API shows it (no secret hash).
 type ClientView struct {
-	ID                     string    `json:"client_id"`
-	Name                   string    `json:"client_name,omitempty"`
-	RedirectURIs           []string  `json:"redirect_uris,omitempty"`
-	PostLogoutRedirectURIs []string  `json:"post_logout_redirect_uris,omitempty"`
-	GrantTypes             []string  `json:"grant_types,omitempty"`
-	AuthMethod             string    `json:"token_endpoint_auth_method,omitempty"`
-	JWKSURI                string    `json:"jwks_uri,omitempty"`
-	HasJWKS                bool      `json:"has_jwks,omitempty"`
-	ApplicationType        string    `json:"application_type,omitempty"`
-	Resources              []string  `json:"resources,omitempty"`
-	Scopes                 []string  `json:"scopes,omitempty"`
-	Introspect             bool      `json:"introspect,omitempty"`
-	DPoPBound              bool      `json:"dpop_bound_access_tokens,omitempty"`
-	RequirePAR             bool      `json:"require_pushed_authorization_requests,omitempty"`
-	IDTokenAlg             string    `json:"id_token_signed_response_alg,omitempty"`
-	Source                 string    `json:"source,omitempty"`
-	CreatedAt              time.Time `json:"created_at,omitzero"`
+	ID                     string   `json:"client_id"`
+	Name                   string   `json:"client_name,omitempty"`
+	RedirectURIs           []string `json:"redirect_uris,omitempty"`
+	PostLogoutRedirectURIs []string `json:"post_logout_redirect_uris,omitempty"`
+	GrantTypes             []string `json:"grant_types,omitempty"`
+	AuthMethod             string   `json:"token_endpoint_auth_method,omitempty"`
+	JWKSURI                string   `json:"jwks_uri,omitempty"`
+	HasJWKS                bool     `json:"has_jwks,omitempty"`
+	ApplicationType        string   `json:"application_type,omitempty"`
+	Resources              []string `json:"resources,omitempty"`
+	Scopes                 []string `json:"scopes,omitempty"`
+	Introspect             bool     `json:"introspect,omitempty"`
+	DPoPBound              bool     `json:"dpop_bound_access_tokens,omitempty"`
+	RequirePAR             bool     `json:"require_pushed_authorization_requests,omitempty"`
+	IDTokenAlg             string   `json:"id_token_signed_response_alg,omitempty"`
+	// DefaultMaxAge is what a self-registered client asked for
+	// (OpenID Connect Dynamic Client Registration 1.0 section 2);
+	// shown, not set, here.
+	DefaultMaxAge *uint32   `json:"default_max_age,omitempty"`
+	Source        string    `json:"source,omitempty"`
+	CreatedAt     time.Time `json:"created_at,omitzero"`
 	// ClientSecret is set only in the answer that generated it.
 	ClientSecret string `json:"client_secret,omitempty"`
 }
@@ -344,7 +348,7 @@ func clientView(c Client) ClientView {
 		AuthMethod: c.TokenEndpointAuthMethod, JWKSURI: c.JWKSURI, HasJWKS: len(c.JWKS) > 0,
 		ApplicationType: c.ApplicationType, Resources: c.Resources, Scopes: c.Scopes,
 		Introspect: c.Introspect, DPoPBound: c.DPoPBoundAccessTokens, RequirePAR: c.RequirePushedAuthorizationRequests,
-		IDTokenAlg: c.IDTokenAlg, Source: c.Source, CreatedAt: c.CreatedAt,
+		IDTokenAlg: c.IDTokenAlg, DefaultMaxAge: c.DefaultMaxAge, Source: c.Source, CreatedAt: c.CreatedAt,
 	}
 }
 

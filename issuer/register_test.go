@@ -177,6 +177,9 @@ func TestRegisterDefaultMaxAge(t *testing.T) {
 	if resp.StatusCode != http.StatusCreated || out["default_max_age"] != float64(60) {
 		t.Fatalf("register with default_max_age 60: %d %v, want 201 stating default_max_age 60", resp.StatusCode, out)
 	}
+	// The admin API shows it, for an operator to see why the client's
+	// users sign in again.
+	runAPI(t, adminServer(t, e.iss), apiCase{"show", "GET", "/mcp-auth/clients/" + out["client_id"].(string), "", 200, `"default_max_age":60`})
 	p := webAuthParams(testChallenge)
 	p.Set("client_id", out["client_id"].(string))
 	p.Set("redirect_uri", "https://rp.example.com/cb")
