@@ -55,8 +55,8 @@ const (
 // the transaction that records the grant, so a refused request
 // provisions nobody); the token's scopes are requested ∩ the
 // assertion's ∩ what the user's groups and the client allow, requested
-// defaulting to the assertion's. No refresh token: the client asks its
-// IdP for a new ID-JAG.
+// defaulting to the assertion's (none in common: invalid_scope). No
+// refresh token: the client asks its IdP for a new ID-JAG.
 type jwtBearer struct{ iss *Issuer }
 
 func (jwtBearer) name() string { return grantJWTBearer }
@@ -151,13 +151,15 @@ func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, er
 	if err != nil || len(granted) == 0 {
 		return nil, ErrInvalidScope.WithDescription("the ID-JAG grants no scope")
 	}
-	if len(requested) == 0 {
-		requested = granted
-	}
-	for _, s := range requested {
-		if !slices.Contains(granted, s) {
-			return nil, ErrInvalidScope.WithDescription("scope " + s + " is beyond the ID-JAG's")
+	// The scopes asked for that the ID-JAG carries (enterprise-managed
+	// authorization, section 7.2.1: the intersection, not a refusal).
+	if len(requested) > 0 {
+		requested = slices.DeleteFunc(requested, func(s string) bool { return !slices.Contains(granted, s) })
+		if len(requested) == 0 {
+			return nil, ErrInvalidScope.WithDescription("none of the requested scopes is in the ID-JAG's")
 		}
+	} else {
+		requested = granted
 	}
 	refused := func(err error) error {
 		return ErrInvalidGrant.WithDescription("the ID-JAG's user may not use this server").Wrap(err)

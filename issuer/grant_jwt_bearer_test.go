@@ -199,7 +199,7 @@ func TestIDJAGRefused(t *testing.T) {
 			t.Header["jwk"] = pub
 			delete(t.Header, "kid")
 		}, nil, 400, "invalid_grant"},
-		{"scope beyond the assertion", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["scope"] = "read" }, url.Values{"scope": {"read write"}}, 400, "invalid_scope"},
+		{"scope outside the assertion", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["scope"] = "read" }, url.Values{"scope": {"write"}}, 400, "invalid_scope"},
 		{"no scope in the assertion", conf, func(c jwt.MapClaims, _ *jwt.Token) { delete(c, "scope") }, nil, 400, "invalid_scope"},
 		{"user in no mapped group", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["groups"] = []string{"sales"} }, nil, 400, "invalid_grant"},
 		{"scopes the user's groups do not allow", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["scope"] = "admin" }, nil, 400, "invalid_scope"},
@@ -232,6 +232,37 @@ func TestIDJAGRefused(t *testing.T) {
 			}
 			if g, u := e.count(bucketGrants), e.count(bucketUsers); g != grants || u != users {
 				t.Errorf("grants %d -> %d, users %d -> %d: something was recorded", grants, g, users, u)
+			}
+		})
+	}
+}
+
+// TestIDJAGScopeIntersection: a request for more scopes than the ID-JAG
+// carries gets their intersection (MCP enterprise-managed authorization,
+// stable, section 7.2.1: "issue access tokens with scopes that are the
+// intersection of the requested scopes and the scopes present in the
+// ID-JAG"), narrowed by the user's groups as ever; an empty intersection
+// is invalid_scope (in TestIDJAGRefused).
+func TestIDJAGScopeIntersection(t *testing.T) {
+	idp := newTestIdP(t)
+	e := newTokEnv(t, withTrustedIdP(idp))
+	conf := tConf + ":" + tSecret
+	tests := []struct {
+		name, jag, requested, want string
+	}{
+		{"one beyond", "read", "read write", "read"},
+		{"beyond and not for the groups", "read admin", "read write admin", "read"},
+		{"within", "read write", "write", "write"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			raw := idp.idJAG(t, e, func(c jwt.MapClaims, _ *jwt.Token) { c["scope"] = tt.jag })
+			a := e.redeem(t, conf, raw, url.Values{"scope": {tt.requested}})
+			if a.status != http.StatusOK || a.str("scope") != tt.want {
+				t.Fatalf("redeem(ID-JAG %q, scope %q) = %d %s, want 200 scope %q", tt.jag, tt.requested, a.status, a.raw, tt.want)
+			}
+			if _, c := claimsOf(t, a.str("access_token")); c["scope"] != tt.want {
+				t.Errorf("token scope = %v, want %q", c["scope"], tt.want)
 			}
 		})
 	}
