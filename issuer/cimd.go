@@ -351,6 +351,14 @@ func validateCIMD(clientID string, m *clientMetadata, idAlgs []string) (*Client,
 			// Anyone can publish a document; without a user nothing would
 			// bound the token.
 			return nil, cimdError("client_credentials is not available to metadata document clients")
+		case grantJWTBearer:
+			// Enterprise-managed authorization names such a client: the
+			// ID-JAG bounds the token by a user, and a trusted IdP issued
+			// it to this client_id. It stays a bearer artifact until
+			// redeemed, so only a client proving its key may redeem it.
+			if method != authPrivateKeyJWT {
+				return nil, cimdError("the jwt-bearer grant needs token_endpoint_auth_method private_key_jwt")
+			}
 		default:
 			return nil, cimdError(fmt.Sprintf("unsupported grant_type %q", truncate(g, 40)))
 		}

@@ -268,6 +268,56 @@ func TestIDJAGScopeIntersection(t *testing.T) {
 	}
 }
 
+// TestIDJAGMetadataDocumentClient: a client that is not registered here
+// redeems an ID-JAG with its Client ID Metadata Document as client_id,
+// authenticating with private_key_jwt (MCP enterprise-managed
+// authorization, stable, section 5); a document of a public client
+// (token_endpoint_auth_method none) listing the grant is refused: an
+// ID-JAG stays a bearer artifact until redeemed, so it takes a client
+// that authenticates.
+func TestIDJAGMetadataDocumentClient(t *testing.T) {
+	idp := newTestIdP(t)
+	host := newCIMDHost(t)
+	e := newTokEnv(t, withTrustedIdP(idp), func(c *Config) { c.HTTPClient = host.client(); c.CIMDAllowPrivate = true })
+	pub, err := publicJWK(e.jwtKey.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwks, _ := json.Marshal(map[string][]accesstoken.JWK{"keys": {pub}})
+	doc := func(method, keys string) func(string) string {
+		return func(id string) string {
+			return `{"client_id":"` + id + `","client_name":"EMA Client","redirect_uris":["http://127.0.0.1:3000/callback"],` +
+				`"grant_types":["authorization_code","` + grantJWTBearer + `"],"token_endpoint_auth_method":"` + method + `"` + keys + `}`
+		}
+	}
+	redeem := func(id string, auth url.Values) answer {
+		raw := idp.idJAG(t, e, func(c jwt.MapClaims, _ *jwt.Token) { c["client_id"] = id })
+		return e.redeem(t, "", raw, auth)
+	}
+
+	id := host.doc("/ema.json", "", doc(authPrivateKeyJWT, `,"jwks":`+string(jwks)))
+	assertion := e.clientAssertion(t, func(c jwt.MapClaims, tok *jwt.Token) {
+		c["iss"], c["sub"] = id, id
+		delete(tok.Header, "kid")
+	})
+	a := redeem(id, url.Values{"client_assertion_type": {jwtBearerAssertion}, "client_assertion": {assertion}})
+	if a.status != http.StatusOK || a.str("scope") != "read write" {
+		t.Fatalf("redeem by a private_key_jwt document client = %d %s, want 200 scope read write", a.status, a.raw)
+	}
+	if _, c := claimsOf(t, a.str("access_token")); c["client_id"] != id || c["sub"] != "corp:u1" || c["aud"] != tResource {
+		t.Errorf("claims = %v, want client %s, sub corp:u1, aud %s", c, id, tResource)
+	}
+
+	pubID := host.doc("/public.json", "", doc("none", ""))
+	grants := e.count(bucketGrants)
+	if a := redeem(pubID, url.Values{"client_id": {pubID}}); a.status == http.StatusOK || a.str("access_token") != "" {
+		t.Errorf("redeem by a public document client = %d %s, want a refusal", a.status, a.raw)
+	}
+	if g := e.count(bucketGrants); g != grants {
+		t.Errorf("grants %d -> %d after a refusal", grants, g)
+	}
+}
+
 // TestIDJAGReplay: an ID-JAG is redeemed once, by every issuer instance
 // sharing the store; the refusal issues nothing.
 func TestIDJAGReplay(t *testing.T) {
