@@ -47,10 +47,10 @@ const (
 //     whose proof the request carries: the token issued is bound to it
 //     too, so the IdP's binding is not dropped on the way.
 //
-// Any failure is invalid_grant (RFC 7523 section 3.1), except scopes
-// (invalid_scope), a resource parameter the assertion does not name
-// (invalid_target) and a missing proof of the bound key
-// (invalid_dpop_proof). The user is the subject's account at the IdP's
+// Any failure is invalid_grant (RFC 7523 section 3.1; a missing proof
+// of the bound key too, as the ID-JAG draft has it), except scopes
+// (invalid_scope) and a resource parameter the assertion does not name
+// (invalid_target). The user is the subject's account at the IdP's
 // identity provider, matched or provisioned as at a sign-in there (in
 // the transaction that records the grant, so a refused request
 // provisions nobody); the token's scopes are requested ∩ the
@@ -134,8 +134,11 @@ func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, er
 	if !ok {
 		return nil, invalid("the ID-JAG's cnf must name one DPoP key (jkt)")
 	}
-	if err := possessed(bound, req.jkt, "the ID-JAG"); err != nil {
-		return nil, err
+	if bound != "" && bound != req.jkt {
+		// Not invalid_dpop_proof as for a bound token: the ID-JAG draft
+		// (Proof-of-Possession During ID-JAG Exchange) makes a missing or
+		// other key's proof invalid_grant.
+		return nil, invalid("the ID-JAG is DPoP-bound: the request needs a DPoP proof signed by its key")
 	}
 	if resource != "" {
 		if !slices.ContainsFunc(i.policy.resources(), func(r Resource) bool { return sameResource(r.URL, resource) }) {

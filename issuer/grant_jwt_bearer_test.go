@@ -205,7 +205,7 @@ func TestIDJAGRefused(t *testing.T) {
 		{"scopes the user's groups do not allow", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["scope"] = "admin" }, nil, 400, "invalid_scope"},
 		{"public client", "", func(c jwt.MapClaims, _ *jwt.Token) { c["client_id"] = tPublic }, url.Values{"client_id": {tPublic}}, 400, "unauthorized_client"},
 		{"client without the grant type", tOnlyCC + ":" + tSecret, func(c jwt.MapClaims, _ *jwt.Token) { c["client_id"] = tOnlyCC }, nil, 400, "unauthorized_client"},
-		{"bound to a key, no proof", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["cnf"] = map[string]any{"jkt": newDPoPKey(t).jkt} }, nil, 400, "invalid_dpop_proof"},
+		{"bound to a key, no proof", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["cnf"] = map[string]any{"jkt": newDPoPKey(t).jkt} }, nil, 400, "invalid_grant"},
 		{"cnf of a certificate", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["cnf"] = map[string]any{"x5t#S256": "abc"} }, nil, 400, "invalid_grant"},
 		{"cnf with more than jkt", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["cnf"] = map[string]any{"jkt": "abc", "x5t#S256": "abc"} }, nil, 400, "invalid_grant"},
 		{"cnf with an empty jkt", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["cnf"] = map[string]any{"jkt": ""} }, nil, 400, "invalid_grant"},
@@ -562,8 +562,11 @@ func TestIDJAGBoundToAKey(t *testing.T) {
 	f := url.Values{"grant_type": {grantJWTBearer}, "assertion": {idp.idJAG(t, e, func(c jwt.MapClaims, _ *jwt.Token) {
 		c["cnf"] = map[string]any{"jkt": k.jkt}
 	})}}
-	wantRefused(t, "without a proof", e.postDPoP(t, pathToken, f, conf, ""), "invalid_dpop_proof")
-	wantRefused(t, "with another key's proof", e.postDPoP(t, pathToken, f, conf, other.proof(t, e, tokenURL, nil)), "invalid_dpop_proof")
+	// draft-ietf-oauth-identity-assertion-authz-grant, "Proof-of-Possession
+	// During ID-JAG Exchange": no proof, or a proof of another key, is
+	// invalid_grant.
+	wantRefused(t, "without a proof", e.postDPoP(t, pathToken, f, conf, ""), "invalid_grant")
+	wantRefused(t, "with another key's proof", e.postDPoP(t, pathToken, f, conf, other.proof(t, e, tokenURL, nil)), "invalid_grant")
 	if n := e.count(bucketJTI); n != 0 {
 		t.Errorf("jti records after the refusals = %d, want 0", n)
 	}
