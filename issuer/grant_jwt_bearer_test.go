@@ -127,6 +127,11 @@ func TestIDJAGRedeemed(t *testing.T) {
 	if a.str("scope") != "read write" || a.str("token_type") != "Bearer" || a.str("refresh_token") != "" {
 		t.Errorf("answer = %s, want scope read write (admin: not for the user's groups), Bearer, no refresh token", a.raw)
 	}
+	// The ID-JAG draft's processing rules: "MUST include the granted
+	// resource (if any)" in the access token response.
+	if a.str("resource") != tResource {
+		t.Errorf("answer = %s, want resource %s", a.raw, tResource)
+	}
 	_, c := claimsOf(t, a.str("access_token"))
 	if c["sub"] != "corp:u1" || c["client_id"] != tConf || c["aud"] != tResource || c["principal_type"] != principalUser {
 		t.Errorf("claims = %v, want sub corp:u1, client %s, aud %s, a user's token", c, tConf, tResource)

@@ -183,6 +183,9 @@ func (m minter) issue(ctx context.Context, is *issuance) (*tokenResponse, error)
 		ExpiresIn:   int64(exp.Sub(i.now()) / time.Second),
 		Scope:       strings.Join(s.scopes, " "),
 	}
+	if is.grantType == grantJWTBearer {
+		resp.Resource = s.resource
+	}
 	if is.refresh {
 		if resp.RefreshToken, err = newRefreshToken(is.family, i.randomToken); err != nil {
 			return nil, err

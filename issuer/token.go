@@ -76,8 +76,11 @@ type tokenResponse struct {
 	TokenType       string `json:"token_type"`
 	ExpiresIn       int64  `json:"expires_in"`
 	Scope           string `json:"scope"`
-	RefreshToken    string `json:"refresh_token,omitempty"`
-	IDToken         string `json:"id_token,omitempty"`
+	// Resource is the granted resource, for the jwt-bearer grant only:
+	// the ID-JAG draft's processing rules require it there.
+	Resource     string `json:"resource,omitempty"`
+	RefreshToken string `json:"refresh_token,omitempty"`
+	IDToken      string `json:"id_token,omitempty"`
 }
 
 func (i *Issuer) handleToken(w http.ResponseWriter, r *http.Request) {
