@@ -42,7 +42,8 @@ const (
 //     recorded in the transaction that records the grant it yields, so
 //     a request refused at any step spends nothing);
 //   - issued to the authenticated client (client_id), for a registered
-//     resource (resource, when present), with scopes;
+//     resource (resource, when present), with scopes, naming no actor
+//     (act: one this server could not identify, nor drop);
 //   - when bound to a key (cnf, RFC 7800), bound to one DPoP key (jkt)
 //     whose proof the request carries: the token issued is bound to it
 //     too, so the IdP's binding is not dropped on the way.
@@ -104,8 +105,14 @@ func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, er
 	iat, _ := claims.GetIssuedAt()
 	sub, jti, clientID, resource := str("sub"), str("jti"), str("client_id"), str("resource")
 	_, hasResource := claims["resource"]
+	_, hasActor := claims["act"]
 	now := i.now()
 	switch {
+	case hasActor:
+		// The IdP says someone acts for the user. Nothing here can
+		// identify that actor, and a token without act would pass as the
+		// user's own to the gateway's actor rules (user_only, agents).
+		return nil, invalid("the ID-JAG names an actor (act), which this server does not honour")
 	case hasResource && resource == "":
 		// Not one URL (an array, an empty string): the IdP meant some
 		// restriction, and reading it as none would drop it.

@@ -205,6 +205,8 @@ func TestIDJAGRefused(t *testing.T) {
 			delete(t.Header, "kid")
 		}, nil, 400, "invalid_grant"},
 		{"scope outside the assertion", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["scope"] = "read" }, url.Values{"scope": {"write"}}, 400, "invalid_scope"},
+		{"an actor (act)", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["act"] = map[string]any{"sub": "agent-x"} }, nil, 400, "invalid_grant"},
+		{"an empty act", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["act"] = map[string]any{} }, nil, 400, "invalid_grant"},
 		{"no scope in the assertion", conf, func(c jwt.MapClaims, _ *jwt.Token) { delete(c, "scope") }, nil, 400, "invalid_scope"},
 		{"user in no mapped group", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["groups"] = []string{"sales"} }, nil, 400, "invalid_grant"},
 		{"scopes the user's groups do not allow", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["scope"] = "admin" }, nil, 400, "invalid_scope"},
