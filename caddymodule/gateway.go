@@ -269,6 +269,16 @@ func (l localIssuer) PublicKey(ctx context.Context, kid string) (any, error) {
 	return l.app.iss.PublicKey(ctx, kid)
 }
 
+// Withdrawals and Published make the local issuer a key source that
+// withdraws keys (issuer.Issuer.Withdrawals): a token verified before is
+// refused, and its event streams end, once its key is no longer
+// published, whatever exp it carries.
+func (l localIssuer) Withdrawals() uint64 { return l.app.iss.Withdrawals() }
+
+func (l localIssuer) Published(kid string, key any) bool {
+	return l.app.iss.Published(kid, key)
+}
+
 func (l localIssuer) Revoked(ctx context.Context, jti, grantID string) (bool, error) {
 	return l.app.iss.Revoked(ctx, jti, grantID)
 }

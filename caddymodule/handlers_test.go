@@ -32,6 +32,7 @@ import (
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/gateway"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
 const (
@@ -743,5 +744,46 @@ func TestGatewayHandlerCleanupEndsStreams(t *testing.T) {
 	}
 	if err := <-served; err != nil {
 		t.Errorf("ServeHTTP() = %v", err)
+	}
+}
+
+// TestGatewayHandlerLocalKeyWithdrawn: a gateway of the local issuer
+// refuses a token it verified before (a cache hit) once the issuer no
+// longer publishes the key that signed it: the app's issuer is the
+// gateway's key source and counts its withdrawals. Here the key is taken
+// out of the store, and the issuer re-reads its keys (a rotation).
+func TestGatewayHandlerLocalKeyWithdrawn(t *testing.T) {
+	ctx := caddyContext(t, testApp(t))
+	h := &GatewayHandler{Resource: gatewayResource, Scopes: []string{"mcp"}, Tools: []Rule{{Match: "*"}}}
+	if err := h.Provision(ctx); err != nil {
+		t.Fatalf("Provision() = %v", err)
+	}
+	app := startApp(t, ctx)
+	code, tok := token(t, ctx, "mcp")
+	if code != http.StatusOK {
+		t.Fatalf("token = %d", code)
+	}
+	serve := func() int {
+		rec := httptest.NewRecorder()
+		_ = h.ServeHTTP(rec, mcpRequest(tok), &recordingNext{})
+		return rec.Code
+	}
+	if got := serve(); got != http.StatusTeapot {
+		t.Fatalf("token while its key is published = %d, want next's 418", got)
+	}
+	parsed, _, err := jwt.NewParser().ParseUnverified(tok, jwt.MapClaims{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kid, _ := parsed.Header["kid"].(string)
+	err = app.Store().Update(t.Context(), func(tx store.Tx) error { return tx.Delete("keys", kid) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := app.Issuer().RotateSigningKey(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := serve(); got != http.StatusUnauthorized {
+		t.Errorf("cached token once its key is withdrawn = %d, want 401", got)
 	}
 }

@@ -8,15 +8,24 @@ package gateway
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 	"unsafe"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
 )
 
 // TestUnwrapSessionAllocations: checking a session id reuses its HMAC and
@@ -171,5 +180,72 @@ func TestRemoteTokenCacheHitAllocations(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, hit); n != 0 {
 		t.Errorf("a cached remote token after another key's withdrawal allocates %v times, want 0", n)
+	}
+}
+
+// TestLocalTokenCacheHitAllocations: a cached token of the local issuer
+// (issuer.Issuer as the KeySource, which withdraws a key once its
+// publication ends) is accepted without allocating: while no key was
+// withdrawn the check is an atomic load, and after a withdrawal of
+// another key, finding the token's key still published
+// (Issuer.Published) allocates nothing either.
+func TestLocalTokenCacheHitAllocations(t *testing.T) {
+	clock := storetest.NewClock(testNow)
+	st := memory.New(memory.Options{Now: clock.Now})
+	const secret = "service secret"
+	sum := sha256.Sum256([]byte(secret))
+	issuerWith := func(ttl time.Duration) *issuer.Issuer {
+		t.Helper()
+		iss, err := issuer.New(issuer.Config{
+			Issuer: testIssuer, Now: clock.Now, AccessTokenTTL: ttl, IDTokenTTL: ttl,
+			Clients: []issuer.Client{{ID: "svc", SecretHash: "sha256:" + hex.EncodeToString(sum[:]),
+				GrantTypes: []string{"client_credentials"}}},
+			Resources: []issuer.Resource{{URL: testResource, Scopes: []string{"mcp", "tools:read"}}},
+		}, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return iss
+	}
+	// A key retired under 5-minute tokens, withdrawn while the hour-long
+	// token of the next key is valid.
+	iss := issuerWith(5 * time.Minute)
+	if _, err := iss.RotateSigningKey(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(70 * time.Second)
+	iss = issuerWith(time.Hour)
+	form := url.Values{"grant_type": {"client_credentials"}, "resource": {testResource}, "scope": {"mcp tools:read"}}
+	req := httptest.NewRequest(http.MethodPost, testIssuer+"/token", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth("svc", secret)
+	rec := httptest.NewRecorder()
+	iss.ServeHTTP(rec, req)
+	var body struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || rec.Code != http.StatusOK {
+		t.Fatalf("client credentials = %d %s", rec.Code, rec.Body)
+	}
+	cfg := testConfig(t)
+	cfg.Keys, cfg.Now = iss, clock.Now
+	g := newGateway(t, cfg)
+	hit := func() {
+		if _, aerr := g.authenticate(t.Context(), body.AccessToken, clock.Now()); aerr != nil {
+			t.Fatal(aerr)
+		}
+	}
+	hit()
+	if n := testing.AllocsPerRun(100, hit); n != 0 {
+		t.Errorf("a cached local token allocates %v times, want 0", n)
+	}
+	clock.Advance(6 * time.Minute)
+	rec = httptest.NewRecorder()
+	iss.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, testIssuer+"/jwks", nil)) // re-reads the keys
+	if rec.Code != http.StatusOK || iss.Withdrawals() != 1 {
+		t.Fatalf("JWKS = %d, Withdrawals() = %d, want 200 and 1", rec.Code, iss.Withdrawals())
+	}
+	if n := testing.AllocsPerRun(100, hit); n != 0 {
+		t.Errorf("a cached local token after another key's withdrawal allocates %v times, want 0", n)
 	}
 }

@@ -257,9 +257,10 @@ type KeySource interface {
 
 // keyWithdrawals is a KeySource that may withdraw a key it gave out
 // (RemoteKeys: the issuer stops publishing it, a compromised key rotated
-// out): a token verified before is then accepted, and its streams go on,
-// only while its key is still published (Gateway.keyPublished). The local
-// issuer publishes a key until every token it signed has expired.
+// out; the local issuer, issuer.Issuer: a retired key's publication
+// ends once every token it signed has expired): a token verified before
+// is then accepted, and its streams go on, only while its key is still
+// published (Gateway.keyPublished).
 type keyWithdrawals interface {
 	// Withdrawals counts the withdrawals so far: while it stays the
 	// same, a key found published is still.

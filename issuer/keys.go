@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -52,6 +53,11 @@ const (
 	// gateways no store read each. A key is known everywhere long before
 	// it signs, so a legitimate token never waits for it.
 	keyMinReload = time.Second
+	// keyCheckEvery bounds how late a key whose publication ended is
+	// counted withdrawn (Issuer.Withdrawals) on an instance that neither
+	// signs nor serves its JWKS, its gateways' only traffic being tokens
+	// they verified before (WatchRevocations runs the check).
+	keyCheckEvery = time.Second
 )
 
 // publishedKey is a parsed signing key.
@@ -86,8 +92,13 @@ type keyRing struct {
 	first sync.Mutex // one first key at a time
 
 	mu       sync.RWMutex
-	byKID    map[string]*publishedKey // published keys
+	byKID    map[string]*publishedKey // published keys; replaced, never changed
 	loadedAt time.Time
+	readAt   time.Time // when the read that gave byKID began
+	// withdrawals counts the changes of byKID that took a key out of
+	// it: a token verified before with that key must then have it found
+	// again (publishes) to be accepted. Changed with byKID, under mu.
+	withdrawals atomic.Uint64
 }
 
 // errNoSigningKey: no key of the ring signs now.
@@ -263,6 +274,7 @@ func (k *keyRing) newSigningKey() (*signingKey, error) {
 // reused, so a reload costs one read transaction.
 func (k *keyRing) load(ctx context.Context) error {
 	var recs []signingKey
+	read := k.now()
 	err := k.store.View(ctx, func(tx store.Tx) error {
 		var err error
 		recs, err = keySetIn(tx, k.bucket).all()
@@ -297,9 +309,95 @@ func (k *keyRing) load(ctx context.Context) error {
 		keys[pk.kid] = pk
 	}
 	k.mu.Lock()
-	k.byKID, k.loadedAt = keys, now
-	k.mu.Unlock()
+	defer k.mu.Unlock()
+	if read.Before(k.readAt) {
+		// A read begun later has been taken: this one may lack a key
+		// made since, which would count as withdrawn.
+		return nil
+	}
+	if withdraws(k.byKID, keys) {
+		k.withdrawals.Add(1)
+	}
+	k.byKID, k.loadedAt, k.readAt = keys, now, read
 	return nil
+}
+
+// withdraws reports whether the key set next lacks a key of prev, or
+// has its kid name another key.
+func withdraws(prev, next map[string]*publishedKey) bool {
+	for kid, pk := range prev {
+		if n, ok := next[kid]; !ok || n.alg != pk.alg || !samePublic(n.public, pk.public) {
+			return true
+		}
+	}
+	return false
+}
+
+func samePublic(a, b crypto.PublicKey) bool {
+	eq, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && eq.Equal(b)
+}
+
+// refresh keeps the key set as current on an instance that neither signs
+// nor serves its JWKS (a gateway's issuer whose clients reuse tokens) as
+// on one that does: it re-reads it when older than keyReload, following
+// another instance's rotation, and else drops the keys whose publication
+// has ended, so that their withdrawal is counted.
+func (k *keyRing) refresh(ctx context.Context) {
+	k.mu.RLock()
+	loaded := k.loadedAt
+	k.mu.RUnlock()
+	if k.now().Sub(loaded) >= keyReload {
+		ctx, cancel := context.WithTimeout(ctx, keyReload)
+		err := k.load(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		// The store is out of reach: time still ends publications.
+	}
+	k.expire(k.now())
+}
+
+// expire drops the keys no longer published at now.
+func (k *keyRing) expire(now time.Time) {
+	k.mu.RLock()
+	ended := false
+	for _, pk := range k.byKID {
+		ended = ended || !k.published(pk, now)
+	}
+	k.mu.RUnlock()
+	if !ended {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	keys := make(map[string]*publishedKey, len(k.byKID))
+	for kid, pk := range k.byKID {
+		if k.published(pk, now) {
+			keys[kid] = pk
+		}
+	}
+	if len(keys) < len(k.byKID) {
+		k.byKID = keys
+		k.withdrawals.Add(1)
+	}
+}
+
+// publishes reports whether kid names key, a public key of the ring
+// (or one for the algorithm an accesstoken.AlgKey names), among the keys
+// published now, from memory and without allocating.
+func (k *keyRing) publishes(kid string, key any) bool {
+	k.mu.RLock()
+	pk := k.byKID[kid]
+	k.mu.RUnlock()
+	if pk == nil || !k.published(pk, k.now()) {
+		return false
+	}
+	if ak, ok := key.(accesstoken.AlgKey); ok {
+		return ak.Alg == pk.alg && samePublic(pk.public, ak.Key)
+	}
+	return samePublic(pk.public, key)
 }
 
 // signingAt is the key of keys that signs at now: of those whose signing
@@ -483,6 +581,25 @@ func (i *Issuer) PublicKey(ctx context.Context, kid string) (any, error) {
 	}
 	return k.public, nil
 }
+
+// Withdrawals counts the times a key PublicKey gave out stopped being
+// published: its publication ended (the tokens it signed have expired)
+// or another instance on the store took it out. While the count stays
+// the same, a key found published (Published) still is. A gateway keyed
+// by the issuer (gateway.Config.Keys) checks a token it verified before
+// against it on every use, with an atomic load, and ends the token's
+// event streams when its key is gone: whoever stole a signing key
+// chooses the exp of the tokens they forge with it. The count follows
+// the issuer's signing and JWKS requests, and WatchRevocations, within
+// a second, when there are none. The ID-token keys are not counted: they
+// verify no access token.
+func (i *Issuer) Withdrawals() uint64 { return i.keys.withdrawals.Load() }
+
+// Published reports whether kid still names key, a public key PublicKey
+// returned (or that key for the algorithm an accesstoken.AlgKey names),
+// among the keys the issuer publishes now. It answers from memory
+// without allocating.
+func (i *Issuer) Published(kid string, key any) bool { return i.keys.publishes(kid, key) }
 
 // idTokenKey returns the public key of a published key that may have
 // signed an ID token: of either key set.

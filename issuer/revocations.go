@@ -94,9 +94,11 @@ func (i *Issuer) RevocationsChanged() {
 // RevocationsChanged is called. On a store shared between processes
 // (store.Watcher, e.g. PostgreSQL's LISTEN) it also watches for other
 // instances' revocations and catches up as each is notified, and again
-// after the watch reconnected. Its caller owns it (caddymodule's app runs
-// it for as long as the issuer serves). Without it, Revoked fails closed
-// once Config.RevocationMaxStale has passed since New.
+// after the watch reconnected. It also keeps the access-token keys
+// current (Withdrawals), every keyCheckEvery or RevocationResync if
+// shorter. Its caller owns it (caddymodule's app runs it for as long as
+// the issuer serves). Without it, Revoked fails closed once
+// Config.RevocationMaxStale has passed since New.
 func (i *Issuer) WatchRevocations(ctx context.Context) {
 	if w, ok := i.backend.(store.Watcher); ok {
 		ctx, cancel := context.WithCancel(ctx)
@@ -109,11 +111,19 @@ func (i *Issuer) WatchRevocations(ctx context.Context) {
 	}
 	t := time.NewTicker(i.cfg.RevocationResync)
 	defer t.Stop()
+	// The access-token keys are checked here too, in the goroutine the
+	// app owns already (keyRing.refresh): a withdrawn key's tokens end
+	// no later than a revoked token's would, and within a second.
+	keyCheck := time.NewTicker(min(i.cfg.RevocationResync, keyCheckEvery))
+	defer keyCheck.Stop()
 	failing := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-keyCheck.C:
+			i.keys.refresh(ctx)
+			continue
 		case <-t.C:
 		case <-i.revsChanged:
 		}

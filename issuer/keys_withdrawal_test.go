@@ -1,0 +1,315 @@
+package issuer
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/gateway"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
+)
+
+// watchedKeys has an issuer catch up often (its keys are checked with
+// its revocations, see WatchRevocations) and never find its revocations
+// stale on a test clock moved by hours.
+func watchedKeys(c *Config) {
+	c.RevocationResync, c.RevocationMaxStale = 10*time.Millisecond, 1000*time.Hour
+}
+
+// localGateway is a gateway of e's issuer in this process, as
+// caddymodule builds one for `issuer local`: the issuer is its key
+// source and revocation list.
+func localGateway(t *testing.T, e *testEnv) *gateway.Gateway {
+	t.Helper()
+	g, err := gateway.New(gateway.Config{
+		Resource: tResource, Issuer: e.iss.URL(), Keys: e.iss, Revocations: e.iss,
+		SessionKey: bytes.Repeat([]byte("k"), 32), Now: e.clock.Now,
+		StreamCheckInterval: 10 * time.Millisecond, Logger: zaptest.NewLogger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	return g
+}
+
+// forge signs an access token of sub with pk, the issuer's private key,
+// as whoever stole it would: exp a century away.
+func forge(t *testing.T, e *testEnv, pk *publishedKey, sub string) string {
+	t.Helper()
+	now := e.clock.Now()
+	c := &accesstoken.Claims{
+		Issuer: e.iss.URL(), Subject: sub, Audience: accesstoken.Audience{tResource}, ClientID: tConf,
+		IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.AddDate(100, 0, 0)),
+		ID: "jti-" + sub, Scope: "read write", GrantID: "gid-" + sub,
+	}
+	tok := jwt.NewWithClaims(pk.method, c)
+	tok.Header["typ"] = accesstoken.Type
+	tok.Header["kid"] = pk.kid
+	raw, err := tok.SignedString(pk.private)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// signing is the key e's issuer signs with now.
+func signing(t *testing.T, e *testEnv) *publishedKey {
+	t.Helper()
+	pk, err := e.iss.keys.current(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pk
+}
+
+// publishedUntil is when the ring withdraws its retired key kid.
+func publishedUntil(t *testing.T, k *keyRing, kid string) time.Time {
+	t.Helper()
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	pk := k.byKID[kid]
+	if pk == nil || pk.retired.IsZero() {
+		t.Fatalf("key %s is not a retired key of the ring", kid)
+	}
+	return pk.until
+}
+
+const localVersion = "2025-11-25"
+
+// pingVia is the status of a ping with tok through g.
+func pingVia(t *testing.T, g *gateway.Gateway, tok string) (int, string) {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodPost, tResource, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Mcp-Protocol-Version", localVersion)
+	rec := httptest.NewRecorder()
+	err := g.Serve(rec, req, gateway.NextFunc(func(w http.ResponseWriter, _ *http.Request) error {
+		w.Header().Set("Content-Type", "application/json")
+		_, err := io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{}}`)
+		return err
+	}))
+	if err != nil {
+		t.Fatalf("Serve() = %v", err)
+	}
+	return rec.Code, rec.Body.String()
+}
+
+// streamVia opens a GET event stream with tok through g, in a session
+// of its own, and returns a channel closed when the upstream sees it
+// end (its request cancelled, as reverse_proxy's is).
+func streamVia(t *testing.T, g *gateway.Gateway, tok string) <-chan struct{} {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodPost, tResource, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"`+localVersion+`","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+tok)
+	rec := httptest.NewRecorder()
+	err := g.Serve(rec, req, gateway.NextFunc(func(w http.ResponseWriter, _ *http.Request) error {
+		w.Header().Set("Mcp-Session-Id", "upstream-"+tok[len(tok)-8:])
+		w.Header().Set("Content-Type", "application/json")
+		_, err := io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"`+localVersion+`","capabilities":{},"serverInfo":{"name":"u","version":"1"}}}`)
+		return err
+	}))
+	sid := rec.Header().Get("Mcp-Session-Id")
+	if err != nil || rec.Code != http.StatusOK || sid == "" {
+		t.Fatalf("initialize = %v, %d, session %q; want 200 with a session: %s", err, rec.Code, sid, rec.Body)
+	}
+	req = httptest.NewRequest(http.MethodGet, tResource, nil)
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Mcp-Protocol-Version", localVersion)
+	req.Header.Set("Mcp-Session-Id", sid)
+	opened, ended, served := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	rec = httptest.NewRecorder()
+	go func() {
+		defer close(served)
+		_ = g.Serve(rec, req, gateway.NextFunc(func(w http.ResponseWriter, r *http.Request) error {
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.WriteHeader(http.StatusOK)
+			close(opened)
+			<-r.Context().Done()
+			close(ended)
+			return nil
+		}))
+	}()
+	t.Cleanup(func() { g.Close(); <-served })
+	select {
+	case <-opened:
+	case <-served:
+		t.Fatalf("GET stream refused: %d %s", rec.Code, rec.Body)
+	}
+	return ended
+}
+
+// endsSoon fails unless the stream ends within 5 s.
+func endsSoon(t *testing.T, name string, ended <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%s: stream still open 5 s after its key's withdrawal", name)
+	}
+}
+
+// stillOpen fails if the stream has ended.
+func stillOpen(t *testing.T, name string, ended <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-ended:
+		t.Errorf("%s: stream ended", name)
+	case <-time.After(50 * time.Millisecond):
+	}
+}
+
+// openVia has tok verified through g (a ping answered 200) and opens its
+// event stream.
+func openVia(t *testing.T, g *gateway.Gateway, what, tok string) <-chan struct{} {
+	t.Helper()
+	if status, body := pingVia(t, g, tok); status != http.StatusOK {
+		t.Fatalf("%s = %d %s, want 200", what, status, body)
+	}
+	return streamVia(t, g, tok)
+}
+
+// refusedOnceWithdrawn fails unless the stream of tok, whose key is no
+// longer published, ends within 5 s and tok is refused.
+func refusedOnceWithdrawn(t *testing.T, g *gateway.Gateway, tok string, stream <-chan struct{}) {
+	t.Helper()
+	endsSoon(t, "forged", stream)
+	if status, body := pingVia(t, g, tok); status != http.StatusUnauthorized {
+		t.Errorf("forged token once its key is withdrawn = %d %s, want 401", status, body)
+	}
+}
+
+// TestLocalKeyWithdrawnEndsTokens: a gateway of the local issuer keeps
+// verified claims until the token's exp, which whoever stole a signing
+// key chooses (here a century away). Once the issuer no longer publishes
+// the key (rotated out, its last legitimate token expired), the token is
+// refused and its open event stream ends within the issuer's key check
+// (a second) and the stream check, though the gateway sees no other
+// traffic; a token and stream of the key now signing go on.
+func TestLocalKeyWithdrawnEndsTokens(t *testing.T) {
+	e := newTokEnv(t, watchedKeys)
+	watchRevocations(t, e.iss)
+	g := localGateway(t, e)
+	stolen := signing(t, e)
+	forged := forge(t, e, stolen, "mallory")
+	forgedStream := openVia(t, g, "forged token while its key is published", forged)
+	if _, err := e.iss.RotateSigningKey(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(keyPublishDelay)
+	kept := forge(t, e, signing(t, e), "alice")
+	keptStream := openVia(t, g, "token of the new key", kept)
+
+	until := publishedUntil(t, e.iss.keys, stolen.kid)
+	e.clock.Advance(until.Add(-time.Second).Sub(e.clock.Now()))
+	if status, body := pingVia(t, g, forged); status != http.StatusOK {
+		t.Fatalf("a second before the retired key is withdrawn = %d %s, want 200 (its legitimate tokens may still be valid)", status, body)
+	}
+	stillOpen(t, "forged, key still published", forgedStream)
+
+	e.clock.Advance(time.Second)
+	refusedOnceWithdrawn(t, g, forged, forgedStream)
+	if status, body := pingVia(t, g, kept); status != http.StatusOK {
+		t.Errorf("token of the key still published = %d %s, want 200", status, body)
+	}
+	stillOpen(t, "kept", keptStream)
+}
+
+// TestLocalKeyRetiredByOtherInstance: another instance on the store
+// rotates the key out; this one neither signs nor serves its JWKS (a
+// gateway's only), yet re-reads its keys in the background, so once the
+// retired key's publication ends the forged token verified here before
+// is refused and its stream ends. On the memory store and on PostgreSQL
+// (an instance per connection pool).
+func TestLocalKeyRetiredByOtherInstance(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		instances func(t *testing.T) (a, b *testEnv)
+	}{
+		{"memory", func(t *testing.T) (a, b *testEnv) {
+			clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+			st := memory.New(memory.Options{Now: clock.Now, RunTwice: true})
+			return newTokEnvStore(t, st, clock, watchedKeys), newTokEnvStore(t, st, clock, watchedKeys)
+		}},
+		{"postgres", func(t *testing.T) (a, b *testEnv) {
+			envs, _ := clusterEnvs(t, 2, watchedKeys)
+			return envs[0], envs[1]
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			a, b := tt.instances(t)
+			watchRevocations(t, a.iss)
+			g := localGateway(t, a)
+			stolen := signing(t, a)
+			forged := forge(t, a, stolen, "mallory")
+			stream := openVia(t, g, "forged token while its key is published", forged)
+			if _, err := b.iss.RotateSigningKey(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			b.clock.Advance(keyPublishDelay)
+			b.clock.Advance(publishedUntil(t, b.iss.keys, stolen.kid).Sub(b.clock.Now()))
+			refusedOnceWithdrawn(t, g, forged, stream)
+		})
+	}
+}
+
+// TestLocalRetiredKeyTokensPass: a withdrawal makes the gateway look up
+// the key of every token it verified before, and a legitimate token of a
+// retired key finds it published until the token's exp: it passes and
+// its stream stays open. Here a key retired under 5-minute tokens is
+// withdrawn while a token of the next key, itself retired since, has most
+// of its hour to run.
+func TestLocalRetiredKeyTokensPass(t *testing.T) {
+	short := func(c *Config) { watchedKeys(c); c.AccessTokenTTL, c.IDTokenTTL = 5*time.Minute, 5*time.Minute }
+	e := newTokEnv(t, short)
+	first := signing(t, e)
+	if _, err := e.iss.RotateSigningKey(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(keyPublishDelay)
+	e.restart(e.store, watchedKeys) // tokens live an hour from now on
+	watchRevocations(t, e.iss)
+	g := localGateway(t, e)
+	tok, _, _ := clientTokenOf(t, e)
+	_, c := claimsOf(t, tok)
+	exp := time.Unix(int64(c["exp"].(float64)), 0)
+	stream := openVia(t, g, "token", tok)
+	if _, err := e.iss.RotateSigningKey(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(keyPublishDelay) // the token's key is retired
+
+	seen := e.iss.Withdrawals()
+	e.clock.Advance(publishedUntil(t, e.iss.keys, first.kid).Sub(e.clock.Now()))
+	for deadline := time.Now().Add(5 * time.Second); e.iss.Withdrawals() == seen; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first key's withdrawal is not counted 5 s after its publication ended")
+		}
+	}
+	if !exp.After(e.clock.Now().Add(time.Minute)) {
+		t.Fatalf("the token expires at %v, before the first key's withdrawal at %v: nothing tested", exp, e.clock.Now())
+	}
+	if status, body := pingVia(t, g, tok); status != http.StatusOK {
+		t.Errorf("token of the retired key after another key's withdrawal = %d %s, want 200", status, body)
+	}
+	stillOpen(t, "retired key's token", stream)
+	e.clock.Advance(exp.Add(-time.Second).Sub(e.clock.Now()))
+	if status, body := pingVia(t, g, tok); status != http.StatusOK {
+		t.Errorf("token of the retired key in its last second = %d %s, want 200", status, body)
+	}
+	stillOpen(t, "retired key's token in its last second", stream)
+}
