@@ -155,6 +155,34 @@ func TestRevocationNotifyAfterListenLost(t *testing.T) {
 	}
 }
 
+// holdPool holds every connection of e's pool of conns in an open
+// transaction until the test ends (token traffic on a slow database).
+func holdPool(t *testing.T, e *testEnv, conns int) {
+	t.Helper()
+	release := make(chan struct{})
+	held := make(chan struct{}, conns)
+	var holders sync.WaitGroup
+	for range conns {
+		holders.Go(func() {
+			_ = e.store.View(context.Background(), func(tx store.Tx) error {
+				held <- struct{}{}
+				<-release
+				return nil
+			})
+		})
+	}
+	t.Cleanup(holders.Wait)
+	t.Cleanup(func() { close(release) })
+	for range conns {
+		<-held
+	}
+	queued, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	if err := e.store.View(queued, func(store.Tx) error { return nil }); err == nil {
+		t.Fatal("View with every connection held = nil, want it to wait for a connection past its deadline")
+	}
+}
+
 // TestRevocationCatchUpPoolSaturated: while transactions hold every
 // connection of A's pool (token traffic on a slow database), A still
 // catches up at once with a revocation B committed, and A's Revoked, what
@@ -171,30 +199,7 @@ func TestRevocationCatchUpPoolSaturated(t *testing.T) {
 	b := postgresEnv(t, dsn, clock, staleAfter)
 	tok, jti, gid := clientTokenOf(t, b)
 
-	// Hold every connection of A's pool in an open transaction.
-	release := make(chan struct{})
-	held := make(chan struct{}, conns)
-	var holders sync.WaitGroup
-	for range conns {
-		holders.Go(func() {
-			_ = a.store.View(context.Background(), func(tx store.Tx) error {
-				held <- struct{}{}
-				<-release
-				return nil
-			})
-		})
-	}
-	defer holders.Wait()
-	defer close(release)
-	for range conns {
-		<-held
-	}
-	queued, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
-	defer cancel()
-	if err := a.store.View(queued, func(store.Tx) error { return nil }); err == nil {
-		t.Fatal("A's View with every connection held = nil, want it to wait for a connection past its deadline")
-	}
-
+	holdPool(t, a, conns)
 	if r := b.post(t, pathRevoke, url.Values{"token": {tok}}, tConf+":"+tSecret); r.status != 200 {
 		t.Fatalf("revoke on B = %d %s", r.status, r.raw)
 	}

@@ -272,10 +272,13 @@ func (k *keyRing) newSigningKey() (*signingKey, error) {
 
 // load re-reads the key set from the store. Keys already parsed are
 // reused, so a reload costs one read transaction.
-func (k *keyRing) load(ctx context.Context) error {
+func (k *keyRing) load(ctx context.Context) error { return k.loadVia(ctx, k.store.View) }
+
+// loadVia is load, reading through view.
+func (k *keyRing) loadVia(ctx context.Context, view func(context.Context, func(store.Tx) error) error) error {
 	var recs []signingKey
 	read := k.now()
-	err := k.store.View(ctx, func(tx store.Tx) error {
+	err := view(ctx, func(tx store.Tx) error {
 		var err error
 		recs, err = keySetIn(tx, k.bucket).all()
 		return err
@@ -342,14 +345,16 @@ func samePublic(a, b crypto.PublicKey) bool {
 // nor serves its JWKS (a gateway's issuer whose clients reuse tokens) as
 // on one that does: it re-reads it when older than keyReload, following
 // another instance's rotation, and else drops the keys whose publication
-// has ended, so that their withdrawal is counted.
-func (k *keyRing) refresh(ctx context.Context) {
+// has ended, so that their withdrawal is counted. It reads through view
+// (Issuer.backgroundView): a background read queued behind request
+// traffic would hold up the revocation catch-up beside it.
+func (k *keyRing) refresh(ctx context.Context, view func(context.Context, func(store.Tx) error) error) {
 	k.mu.RLock()
 	loaded := k.loadedAt
 	k.mu.RUnlock()
 	if k.now().Sub(loaded) >= keyReload {
 		ctx, cancel := context.WithTimeout(ctx, keyReload)
-		err := k.load(ctx)
+		err := k.loadVia(ctx, view)
 		cancel()
 		if err == nil {
 			return

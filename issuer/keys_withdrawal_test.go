@@ -2,6 +2,7 @@ package issuer
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +16,7 @@ import (
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/gateway"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres/pgtest"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
 )
 
@@ -312,4 +314,26 @@ func TestLocalRetiredKeyTokensPass(t *testing.T) {
 		t.Errorf("token of the retired key in its last second = %d %s, want 200", status, body)
 	}
 	stillOpen(t, "retired key's token in its last second", stream)
+}
+
+// TestKeyCheckPoolSaturated: the key check that WatchRevocations runs
+// beside the revocation catch-up re-reads the keys on the catch-up's own
+// connection too (store.ReservedViewer): with every connection of A's
+// pool held (token traffic on a slow database) and A's keys due for a
+// re-read, a revocation on B still reaches A's Revoked within a second,
+// rather than waiting behind a key read queued for the pool.
+func TestKeyCheckPoolSaturated(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	const conns = 2
+	a := postgresEnv(t, dsn+fmt.Sprintf(" pool_max_conns=%d", conns), clock, onlyNotified)
+	b := postgresEnv(t, dsn, clock, onlyNotified)
+	tok, jti, gid := clientTokenOf(t, b)
+	holdPool(t, a, conns)
+	clock.Advance(keyReload) // A's keys are due for a re-read at every check
+	watchRevocations(t, a.iss)
+	time.Sleep(keyCheckEvery + 100*time.Millisecond) // a key check is under way
+	if d := revokeAndWait(t, b, a, tok, jti, gid, 10*time.Second); d >= time.Second {
+		t.Errorf("revocation on B reached A, its pool held, after %s, want under 1s", d)
+	}
 }

@@ -59,22 +59,27 @@ func (i *Issuer) Revoked(_ context.Context, jti, grantID string) (bool, error) {
 // on its own; call it directly where waiting matters, e.g. after the store
 // connection was re-established.
 func (i *Issuer) SyncRevocations(ctx context.Context) error {
-	view := i.backend.View
-	if r, ok := i.backend.(store.ReservedViewer); ok {
-		// Not behind request traffic for the store's connections: late
-		// by RevocationMaxStale, every gateway would fail closed with
-		// the store up. When the reserved connection cannot be had (a
-		// connection limit sized before it existed, say), through the
-		// pool as before.
-		view = func(ctx context.Context, fn func(store.Tx) error) error {
-			err := r.ViewReserved(ctx, fn)
-			if err != nil && ctx.Err() == nil {
-				err = i.backend.View(ctx, fn)
-			}
-			return err
-		}
+	return i.revs.sync(ctx, i.backgroundView())
+}
+
+// backgroundView reads the store for the catch-ups WatchRevocations runs
+// (revocations, keys): not behind request traffic for the store's
+// connections (store.ReservedViewer), for late by RevocationMaxStale
+// every gateway would fail closed with the store up. When the reserved
+// connection cannot be had (a connection limit sized before it existed,
+// say), through the pool as before.
+func (i *Issuer) backgroundView() func(context.Context, func(store.Tx) error) error {
+	r, ok := i.backend.(store.ReservedViewer)
+	if !ok {
+		return i.backend.View
 	}
-	return i.revs.sync(ctx, view)
+	return func(ctx context.Context, fn func(store.Tx) error) error {
+		err := r.ViewReserved(ctx, fn)
+		if err != nil && ctx.Err() == nil {
+			err = i.backend.View(ctx, fn)
+		}
+		return err
+	}
 }
 
 // RevocationsChanged tells the issuer that another instance on the same
@@ -116,13 +121,14 @@ func (i *Issuer) WatchRevocations(ctx context.Context) {
 	// no later than a revoked token's would, and within a second.
 	keyCheck := time.NewTicker(min(i.cfg.RevocationResync, keyCheckEvery))
 	defer keyCheck.Stop()
+	view := i.backgroundView()
 	failing := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-keyCheck.C:
-			i.keys.refresh(ctx)
+			i.keys.refresh(ctx, view)
 			continue
 		case <-t.C:
 		case <-i.revsChanged:
