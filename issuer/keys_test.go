@@ -45,7 +45,7 @@ func kids(keys []accesstoken.JWK) []string {
 func (e *testEnv) clientToken(t testing.TB) string {
 	t.Helper()
 	subj := tokenSubject{client: &Client{ID: tConf}, subject: tConf, resource: tResource, scopes: []string{"read"}}
-	tok, _, err := e.iss.signAccessToken(t.Context(), subj, e.iss.expiry(subj))
+	tok, _, _, err := e.iss.signAccessToken(t.Context(), subj, e.iss.expiry(subj))
 	if err != nil {
 		t.Fatal(err)
 	}

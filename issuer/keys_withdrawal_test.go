@@ -337,3 +337,54 @@ func TestKeyCheckPoolSaturated(t *testing.T) {
 		t.Errorf("revocation on B reached A, its pool held, after %s, want under 1s", d)
 	}
 }
+
+// TestLocalTokenSignedAcrossRotationPasses: instance B (hour-long
+// tokens) signs with the current key just after instance A (5-minute
+// tokens) rotated it out, before B re-read the key set (within
+// keyReload): B still sees the key as current, so nothing extended its
+// publication past A's retention, sized for 5-minute tokens. B's
+// legitimate token must pass B's gateway until its exp all the same, and
+// its stream stay open: the issuance's transaction keeps the key
+// published (serialized with the rotation, as the token horizon is).
+func TestLocalTokenSignedAcrossRotationPasses(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	st := memory.New(memory.Options{Now: clock.Now, RunTwice: true})
+	a := newTokEnvStore(t, st, clock, watchedKeys, func(c *Config) { c.AccessTokenTTL, c.IDTokenTTL = 5*time.Minute, 5*time.Minute })
+	b := newTokEnvStore(t, st, clock, watchedKeys, func(c *Config) { c.AccessTokenTTL, c.IDTokenTTL = time.Hour, time.Hour })
+	first := signing(t, a)
+	if _, err := a.iss.RotateSigningKey(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	tok, _, _ := clientTokenOf(t, b) // B has not re-read the keys yet
+	if kid := tokenKID(t, tok); kid != first.kid {
+		t.Fatalf("B signed with %s, want the key A just rotated out, %s", kid, first.kid)
+	}
+	_, c := claimsOf(t, tok)
+	exp := time.Unix(int64(c["exp"].(float64)), 0)
+	watchRevocations(t, b.iss)
+	g := localGateway(t, b)
+	stream := openVia(t, g, "B's token", tok)
+
+	clock.Advance(keyPublishDelay + 10*time.Minute) // past A's retention for 5-minute tokens
+	seen := b.iss.Withdrawals()
+	time.Sleep(3 * keyCheckEvery) // B's key checks run
+	if !exp.After(clock.Now().Add(time.Minute)) {
+		t.Fatalf("the token expires at %v: nothing tested", exp)
+	}
+	if status, body := pingVia(t, g, tok); status != http.StatusOK {
+		t.Errorf("B's legitimate token, %s before its exp = %d %s (withdrawals %d, were %d), want 200",
+			exp.Sub(clock.Now()), status, body, b.iss.Withdrawals(), seen)
+	}
+	stillOpen(t, "B's legitimate token", stream)
+}
+
+// tokenKID is the kid of a JWT's header.
+func tokenKID(t *testing.T, tok string) string {
+	t.Helper()
+	parsed, _, err := jwt.NewParser().ParseUnverified(tok, jwt.MapClaims{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kid, _ := parsed.Header["kid"].(string)
+	return kid
+}

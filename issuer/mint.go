@@ -173,7 +173,7 @@ type minter struct {
 func (m minter) issue(ctx context.Context, is *issuance) (*tokenResponse, error) {
 	i, s := m.iss, is.subject
 	exp := i.expiry(s)
-	at, jti, err := i.signAccessToken(ctx, s, exp)
+	at, jti, kid, err := i.signAccessToken(ctx, s, exp)
 	if err != nil {
 		return nil, err
 	}
@@ -243,6 +243,15 @@ func (m minter) issue(ctx context.Context, is *issuance) (*tokenResponse, error)
 			// Grant revocations must outlast this token, whatever the
 			// access_token_ttl when they happen (tokenHorizon).
 			if err := epochsIn(tx).coverToken(exp); err != nil {
+				return err
+			}
+			// So must the key that signed it stay published, when
+			// another instance retired it after this one last read
+			// the key set (keyRing.signer extends only a key it saw
+			// retired): serialized with the rotation, which reads
+			// the horizon. Without a record of the key nothing
+			// verifies the token; it is not this issuance's to fix.
+			if err := keysIn(tx).publishUntil(kid, exp.Add(accesstoken.Leeway)); ignoreNotFound(err) != nil {
 				return err
 			}
 			if err := is.assertion.use(tx); err != nil {

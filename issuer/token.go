@@ -162,14 +162,16 @@ func actorOf(id string) *accesstoken.Actor {
 	return &accesstoken.Actor{Subject: id}
 }
 
-func (i *Issuer) signAccessToken(ctx context.Context, s tokenSubject, exp time.Time) (string, string, error) {
+// signAccessToken signs an access token of s valid until exp; it returns
+// the token, its jti and the kid of the key that signed it.
+func (i *Issuer) signAccessToken(ctx context.Context, s tokenSubject, exp time.Time) (string, string, string, error) {
 	k, err := i.keys.signer(ctx, exp.Add(accesstoken.Leeway))
 	if err != nil {
-		return "", "", err
+		return "", "", "", err
 	}
 	jti, err := i.randomToken(16)
 	if err != nil {
-		return "", "", err
+		return "", "", "", err
 	}
 	now := i.now()
 	c := &accesstoken.Claims{
@@ -199,9 +201,9 @@ func (i *Issuer) signAccessToken(ctx context.Context, s tokenSubject, exp time.T
 	t.Header["kid"] = k.kid
 	raw, err := t.SignedString(k.private)
 	if err != nil {
-		return "", "", fmt.Errorf("sign access token: %w", err)
+		return "", "", "", fmt.Errorf("sign access token: %w", err)
 	}
-	return raw, jti, nil
+	return raw, jti, k.kid, nil
 }
 
 // verifyAccessToken verifies an access token this issuer signed, for any

@@ -19,7 +19,7 @@ func BenchmarkIssueAccessToken(b *testing.B) {
 			ctx := b.Context()
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, _, err := e.iss.signAccessToken(ctx, s, e.iss.expiry(s)); err != nil {
+				if _, _, _, err := e.iss.signAccessToken(ctx, s, e.iss.expiry(s)); err != nil {
 					b.Fatal(err)
 				}
 			}
