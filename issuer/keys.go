@@ -336,7 +336,21 @@ func withdraws(prev, next map[string]*publishedKey) bool {
 	return false
 }
 
+// samePublic reports whether a and b are the same public key. The ring
+// keeps a key's parsed public key across re-reads, so the key PublicKey
+// gave out is the very pointer: found so without allocating, as the
+// ECDSA and RSA Equal methods do (big.Int.Bytes).
 func samePublic(a, b crypto.PublicKey) bool {
+	switch a := a.(type) {
+	case *ecdsa.PublicKey:
+		if b, ok := b.(*ecdsa.PublicKey); ok && a == b {
+			return true
+		}
+	case *rsa.PublicKey:
+		if b, ok := b.(*rsa.PublicKey); ok && a == b {
+			return true
+		}
+	}
 	eq, ok := a.(interface{ Equal(crypto.PublicKey) bool })
 	return ok && eq.Equal(b)
 }

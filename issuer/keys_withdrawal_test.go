@@ -388,3 +388,28 @@ func tokenKID(t *testing.T, tok string) string {
 	kid, _ := parsed.Header["kid"].(string)
 	return kid
 }
+
+// TestPublishedAllocations: Published, which a gateway of the local
+// issuer calls on a cached token's first use after any key's
+// withdrawal, answers without allocating for every signing algorithm
+// (the key PublicKey gave out, bare or named with its algorithm).
+func TestPublishedAllocations(t *testing.T) {
+	for _, alg := range signingAlgs {
+		t.Run(alg, func(t *testing.T) {
+			e := newTokEnv(t, func(c *Config) { c.SigningAlg = alg })
+			pk := signing(t, e)
+			pub, err := e.iss.PublicKey(t.Context(), pk.kid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, key := range []any{pub, accesstoken.AlgKey{Key: pub, Alg: alg}} {
+				if !e.iss.Published(pk.kid, key) {
+					t.Fatalf("Published(%s, %T) = false, want true", pk.kid, key)
+				}
+				if n := testing.AllocsPerRun(100, func() { e.iss.Published(pk.kid, key) }); n != 0 {
+					t.Errorf("Published(%s, %T) allocates %v times, want 0", pk.kid, key, n)
+				}
+			}
+		})
+	}
+}
