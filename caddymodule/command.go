@@ -50,7 +50,7 @@ running Caddy instance, through its admin API (routes under /mcp-auth/).
                  [--allowed-client <id>]... [--scope <s>]... [--max-depth <n>]
   agent list | show <id> | remove <id> | disable <id> | enable <id>
         | rotate-secret <id>
-  key rotate
+  key rotate [--withdraw] [--withdraw-kid <kid>]
   tools list [<resource>] | diff <resource> <tool>
         | approve <resource> <tool> [--hash <h>] | reject <resource> <tool> [--hash <h>]
         | forget <resource> <tool> [--hash <h>]
@@ -118,21 +118,7 @@ func newCLI(cmd *cobra.Command, c *cli) {
 		c.agentAction("enable", "Enables a disabled agent", http.MethodPost, "/enable", "enabled agent %s\n"),
 		c.agentAction("rotate-secret", "Replaces an agent's secret and prints the new one once", http.MethodPost, "/secret", ""))
 	key := group(&cobra.Command{Use: "key", Short: "Manages signing keys"})
-	key.AddCommand(&cobra.Command{
-		Use:   "rotate",
-		Short: "Rotates the token signing key (the old key stays published until its tokens expire)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			var res struct {
-				KID string `json:"kid"`
-			}
-			if err := c.call(http.MethodPost, "/mcp-auth/keys/rotate", nil, &res); err != nil {
-				return err
-			}
-			fmt.Fprintf(c.out, "new signing key: %s\n", res.KID)
-			return nil
-		},
-	})
+	key.AddCommand(c.keyRotate())
 	cmd.AddCommand(user, client, agent, key, c.backup(), c.migrateStorage(), c.tools())
 }
 
@@ -876,4 +862,56 @@ func (c *cli) readPasswordHash() (string, error) {
 		return "", err
 	}
 	return issuer.HashPassword(string(pw), c.hashCost)
+}
+
+// keyRotate is `key rotate`: a rotation, or with --withdraw or
+// --withdraw-kid an emergency withdrawal (issuer.WithdrawSigningKeys).
+func (c *cli) keyRotate() *cobra.Command {
+	var all bool
+	var kid string
+	cmd := &cobra.Command{
+		Use:   "rotate",
+		Short: "Rotates the token signing key (the old key stays published until its tokens expire), or withdraws keys at once",
+		Long: `Rotates the token signing key: the new key signs 70 s later, the old one
+stays published until its tokens expire.
+
+--withdraw withdraws every signing key at once (a leaked store or backup
+holds them all), --withdraw-kid <kid> the one named: the keys are no longer
+published, every token they signed is refused, and a new key signs at
+once, before remote verifiers' cached JWKS know it (their tokens are
+refused there until they refetch). Grants and refresh tokens stay.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if all && kid != "" {
+				return errors.New("--withdraw and --withdraw-kid: give one")
+			}
+			var body any
+			switch {
+			case all:
+				body = map[string]any{"withdraw": true}
+			case cmd.Flags().Changed("withdraw-kid"):
+				if kid == "" {
+					return errors.New("--withdraw-kid: want a kid")
+				}
+				body = map[string]any{"withdraw": kid}
+			}
+			var res issuer.KeyWithdrawal
+			if err := c.call(http.MethodPost, "/mcp-auth/keys/rotate", body, &res); err != nil {
+				return err
+			}
+			if res.KID != "" {
+				fmt.Fprintf(c.out, "new signing key: %s\n", res.KID)
+			}
+			if res.IDTokenKID != "" {
+				fmt.Fprintf(c.out, "new ID-token signing key: %s\n", res.IDTokenKID)
+			}
+			if body != nil {
+				fmt.Fprintf(c.out, "withdrawn: %s\n", strings.Join(res.Withdrawn, " "))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&all, "withdraw", false, "Withdraw every signing key at once; a new key signs at once")
+	cmd.Flags().StringVar(&kid, "withdraw-kid", "", "Withdraw the signing key with this kid at once; a new key signs at once")
+	return cmd
 }

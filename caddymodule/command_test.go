@@ -107,6 +107,10 @@ func TestCommand(t *testing.T) {
 		{"agent show removed", "", []string{"agent", "show", "planner"}, "", "HTTP 404"},
 		{"key rotate", "", []string{"key", "rotate"}, "new signing key: ", ""},
 		{"key rotate with argument", "", []string{"key", "rotate", "now"}, "", "unknown command"},
+		{"key rotate --withdraw", "", []string{"key", "rotate", "--withdraw"}, "withdrawn: ", ""},
+		{"key rotate --withdraw-kid unknown", "", []string{"key", "rotate", "--withdraw-kid", "no-such-kid"}, "", `HTTP 404: {"error":"signing key \"no-such-kid\": no key this server publishes`},
+		{"key rotate --withdraw-kid empty", "", []string{"key", "rotate", "--withdraw-kid", ""}, "", "--withdraw-kid: want a kid"},
+		{"key rotate both withdrawals", "", []string{"key", "rotate", "--withdraw", "--withdraw-kid", "x"}, "", "give one"},
 		{"unknown subcommand", "", []string{"user", "frobnicate"}, "", `unknown command "frobnicate" for "mcp-auth user"; want one of: add, disable, enable, list`},
 		{"missing subcommand", "", []string{"agent"}, "", "mcp-auth agent: missing subcommand; want one of: add"},
 		{"unknown group", "", []string{"users", "list"}, "", `unknown command "users" for "mcp-auth"`},
@@ -365,5 +369,28 @@ func TestMigrateStorageRefusesPasswordInArgs(t *testing.T) {
 		if err != nil && strings.Contains(err.Error(), "hunter2") {
 			t.Errorf("the error shows the password: %v", err)
 		}
+	}
+}
+
+// TestCommandKeyWithdrawKid: key rotate --withdraw-kid withdraws the key
+// named, which then no longer verifies, and prints the new one.
+func TestCommandKeyWithdrawKid(t *testing.T) {
+	app := boltApp(t)
+	srv := adminServer(t, &AdminAPI{app: app})
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	out, _, err := runCLI(t, addr, "", "key", "rotate", "--withdraw")
+	kid, ok := strings.CutPrefix(strings.SplitN(out, "\n", 2)[0], "new signing key: ")
+	if err != nil || !ok {
+		t.Fatalf("key rotate --withdraw = %q, %v", out, err)
+	}
+	if _, err := app.iss.PublicKey(t.Context(), kid); err != nil {
+		t.Fatalf("the new key %s is not published: %v", kid, err)
+	}
+	out, _, err = runCLI(t, addr, "", "key", "rotate", "--withdraw-kid", kid)
+	if err != nil || !strings.Contains(out, "new signing key: ") || !strings.Contains(out, "withdrawn: "+kid+"\n") {
+		t.Fatalf("key rotate --withdraw-kid %s = %q, %v, want a new key and %s withdrawn", kid, out, err, kid)
+	}
+	if _, err := app.iss.PublicKey(t.Context(), kid); err == nil {
+		t.Errorf("the withdrawn key %s is still published", kid)
 	}
 }

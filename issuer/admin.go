@@ -42,7 +42,7 @@ import (
 //	POST   /agents/{id}/secret       rotate an agent's secret
 //	POST   /agents/{id}/disable      disable an agent (revokes its grants)
 //	POST   /agents/{id}/enable       enable an agent
-//	POST   /keys/rotate              rotate the signing key
+//	POST   /keys/rotate              rotate the signing key, or withdraw keys (KeyRotateRequest)
 //	GET    /backup                   a consistent copy of the store
 //	GET    /tools?resource=R[&tool=T] pinned tool definitions (ToolPin)
 //	POST   /tools/approve            pin a tool's pending definition (ToolPinRequest)
@@ -627,12 +627,51 @@ func (a *admin) rotateAgentSecret(w http.ResponseWriter, r *http.Request) error 
 	return writeAdminJSON(w, http.StatusOK, map[string]string{"agent_id": id, "secret": secret})
 }
 
+// KeyRotateRequest is the optional body of POST /keys/rotate. Withdraw,
+// true or a kid, withdraws at once every signing key or the one named
+// (WithdrawSigningKeys) instead of rotating.
+type KeyRotateRequest struct {
+	Withdraw json.RawMessage `json:"withdraw,omitempty"`
+}
+
+// errWithdraw: the withdraw member is neither true nor a kid.
+var errWithdraw = errors.New(`withdraw: want true (every signing key) or the kid of a published key`)
+
+// rotateKey rotates the signing key or, asked to, withdraws keys.
 func (a *admin) rotateKey(w http.ResponseWriter, r *http.Request) error {
-	kid, err := a.iss.RotateSigningKey(r.Context())
+	if err := checkAdminContentType(r); err != nil {
+		return err
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, maxAdminBody+1))
+	if err != nil {
+		return adminErr(http.StatusBadRequest, fmt.Errorf("request body: %w", err))
+	}
+	var req KeyRotateRequest
+	if len(bytes.TrimSpace(b)) > 0 {
+		r.Body = io.NopCloser(bytes.NewReader(b))
+		if err := readAdminJSON(r, &req); err != nil {
+			return err
+		}
+	}
+	if req.Withdraw == nil {
+		kid, err := a.iss.RotateSigningKey(r.Context())
+		if err != nil {
+			return err
+		}
+		return writeAdminJSON(w, http.StatusOK, map[string]string{"kid": kid})
+	}
+	var kid string
+	switch v := bytes.TrimSpace(req.Withdraw); {
+	case string(v) == "true":
+	case json.Unmarshal(v, &kid) != nil || kid == "":
+		return adminErr(http.StatusBadRequest, errWithdraw)
+	}
+	res, err := a.iss.WithdrawSigningKeys(r.Context(), kid)
 	if err != nil {
 		return err
 	}
-	return writeAdminJSON(w, http.StatusOK, map[string]string{"kid": kid})
+	r.SetPathValue("id", strings.Join(res.Withdrawn, " ")) // the target the change is logged with
+	return writeAdminJSON(w, http.StatusOK, res)
 }
 
 // listTools answers the tool pins of a resource (all without one), or

@@ -182,6 +182,91 @@ func (i *Issuer) RotateSigningKey(ctx context.Context) (string, error) {
 	return kid, nil
 }
 
+// KeyWithdrawal is what WithdrawSigningKeys did.
+type KeyWithdrawal struct {
+	// KID is the new access-token key, signing now; empty when only an
+	// ID-token key was withdrawn.
+	KID string `json:"kid,omitempty"`
+	// IDTokenKID is the new RS256 ID-token key, when that set had a
+	// current key and was withdrawn from.
+	IDTokenKID string `json:"id_token_kid,omitempty"`
+	// Withdrawn are the kids no longer published.
+	Withdrawn []string `json:"withdrawn"`
+}
+
+// WithdrawSigningKeys takes signing keys out of publication at once, for
+// a key that has leaked: kid, of either key set, or with kid "" every key
+// of both (a read of the store or a backup leaks them all). The set it
+// withdraws from gets a new key that signs at once (when it had a current
+// key), rather than keyPublishDelay later: a remote verifier whose copy
+// of the JWKS predates it refuses its tokens until it refetches, the
+// trade an emergency makes. The keys of that set still current retire
+// now, published for their tokens. This instance stops publishing the
+// withdrawn keys now, every other on the store within keyReload (its
+// re-read), and their gateways then refuse the tokens they signed, cached
+// ones too (Withdrawals), as do /introspect and /userinfo; ID tokens they
+// signed no longer verify. Grants and refresh tokens stay: a refresh
+// gets a token of the new key. An unknown kid, or one no longer
+// published, is store.ErrNotFound and changes nothing.
+func (i *Issuer) WithdrawSigningKeys(ctx context.Context, kid string) (KeyWithdrawal, error) {
+	rings := []*keyRing{i.keys, i.idKeys}
+	if kid != "" {
+		rings = nil
+		for _, k := range []*keyRing{i.keys, i.idKeys} {
+			if err := k.load(ctx); err != nil {
+				return KeyWithdrawal{}, err
+			}
+			if k.cached(kid) != nil {
+				rings = append(rings, k)
+			}
+		}
+		if rings == nil {
+			return KeyWithdrawal{}, fmt.Errorf("signing key %q: no key this server publishes: %w", truncate(kid, 80), store.ErrNotFound)
+		}
+	}
+	next := make([]*signingKey, len(rings))
+	for n, k := range rings {
+		if k != i.keys && !k.made() {
+			continue // the ID-token set is not in use (or retired): nothing to replace
+		}
+		var err error
+		if next[n], err = k.newSigningKey(); err != nil {
+			return KeyWithdrawal{}, err
+		}
+	}
+	var out KeyWithdrawal
+	err := i.store.Update(ctx, func(tx store.Tx) error {
+		out = KeyWithdrawal{Withdrawn: []string{}}
+		for n, k := range rings {
+			w, err := keySetIn(tx, k.bucket).withdraw(kid, next[n], k.now(), k.retention)
+			if err != nil {
+				return err
+			}
+			out.Withdrawn = append(out.Withdrawn, w...)
+		}
+		if kid != "" && len(out.Withdrawn) == 0 {
+			return fmt.Errorf("signing key %q: no key this server publishes: %w", truncate(kid, 80), store.ErrNotFound)
+		}
+		return nil
+	})
+	if err != nil {
+		return KeyWithdrawal{}, fmt.Errorf("withdraw signing keys: %w", err)
+	}
+	for n, k := range rings {
+		if err := k.load(ctx); err != nil {
+			return KeyWithdrawal{}, err
+		}
+		switch {
+		case next[n] == nil:
+		case k == i.keys:
+			out.KID = next[n].KID
+		default:
+			out.IDTokenKID = next[n].KID
+		}
+	}
+	return out, nil
+}
+
 // MakeIDTokenKey makes the RS256 ID-token key now, unless it exists or
 // signing_alg's key signs RS256 ID tokens. Otherwise it is made when the
 // first RS256 ID token is signed, and a relying party that fetched the

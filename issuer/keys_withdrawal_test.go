@@ -2,16 +2,19 @@ package issuer
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap/zaptest"
+	"golang.org/x/oauth2"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/gateway"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
@@ -231,6 +234,35 @@ func TestLocalKeyWithdrawnEndsTokens(t *testing.T) {
 	stillOpen(t, "kept", keptStream)
 }
 
+// watchedInstancePairs are two issuers on one store (watchedKeys), on
+// the memory store and on PostgreSQL (an instance per connection pool).
+var watchedInstancePairs = []struct {
+	name      string
+	instances func(t *testing.T) (a, b *testEnv)
+}{
+	{"memory", func(t *testing.T) (a, b *testEnv) {
+		clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+		st := memory.New(memory.Options{Now: clock.Now, RunTwice: true})
+		return newTokEnvStore(t, st, clock, watchedKeys), newTokEnvStore(t, st, clock, watchedKeys)
+	}},
+	{"postgres", func(t *testing.T) (a, b *testEnv) {
+		envs, _ := clusterEnvs(t, 2, watchedKeys)
+		return envs[0], envs[1]
+	}},
+}
+
+// forgedAndCached has e watch its keys and returns a gateway of e's
+// issuer, e's signing key, a token forged with it that the gateway has
+// verified (and caches), and its open event stream.
+func forgedAndCached(t *testing.T, e *testEnv) (*gateway.Gateway, *publishedKey, string, <-chan struct{}) {
+	t.Helper()
+	watchRevocations(t, e.iss)
+	g := localGateway(t, e)
+	stolen := signing(t, e)
+	forged := forge(t, e, stolen, "mallory")
+	return g, stolen, forged, openVia(t, g, "forged token while its key is published", forged)
+}
+
 // TestLocalKeyRetiredByOtherInstance: another instance on the store
 // rotates the key out; this one neither signs nor serves its JWKS (a
 // gateway's only), yet re-reads its keys in the background, so once the
@@ -238,27 +270,10 @@ func TestLocalKeyWithdrawnEndsTokens(t *testing.T) {
 // is refused and its stream ends. On the memory store and on PostgreSQL
 // (an instance per connection pool).
 func TestLocalKeyRetiredByOtherInstance(t *testing.T) {
-	for _, tt := range []struct {
-		name      string
-		instances func(t *testing.T) (a, b *testEnv)
-	}{
-		{"memory", func(t *testing.T) (a, b *testEnv) {
-			clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
-			st := memory.New(memory.Options{Now: clock.Now, RunTwice: true})
-			return newTokEnvStore(t, st, clock, watchedKeys), newTokEnvStore(t, st, clock, watchedKeys)
-		}},
-		{"postgres", func(t *testing.T) (a, b *testEnv) {
-			envs, _ := clusterEnvs(t, 2, watchedKeys)
-			return envs[0], envs[1]
-		}},
-	} {
+	for _, tt := range watchedInstancePairs {
 		t.Run(tt.name, func(t *testing.T) {
 			a, b := tt.instances(t)
-			watchRevocations(t, a.iss)
-			g := localGateway(t, a)
-			stolen := signing(t, a)
-			forged := forge(t, a, stolen, "mallory")
-			stream := openVia(t, g, "forged token while its key is published", forged)
+			g, stolen, forged, stream := forgedAndCached(t, a)
 			if _, err := b.iss.RotateSigningKey(t.Context()); err != nil {
 				t.Fatal(err)
 			}
@@ -412,4 +427,202 @@ func TestPublishedAllocations(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAdminKeyWithdrawal: POST /keys/rotate with {"withdraw": ...}
+// withdraws at once every signing key (true) or the kid named, and
+// answers the new kid and those withdrawn; bad input is refused and
+// changes nothing.
+func TestAdminKeyWithdrawal(t *testing.T) {
+	iss, _ := newAdminIssuer(t, nil)
+	if err := iss.MakeIDTokenKey(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	srv := adminServer(t, iss)
+	published := func() []string {
+		t.Helper()
+		keys, err := iss.keys.publishedJWKS(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		idKeys, err := iss.idKeys.publishedJWKS(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return kids(append(keys, idKeys...))
+	}
+	before := published()
+	for _, tt := range []apiCase{
+		{"unknown kid", "POST", "/mcp-auth/keys/rotate", `{"withdraw": "no-such-kid"}`, 404, `no key this server publishes`},
+		{"empty kid", "POST", "/mcp-auth/keys/rotate", `{"withdraw": ""}`, 400, `withdraw: want true`},
+		{"false", "POST", "/mcp-auth/keys/rotate", `{"withdraw": false}`, 400, `withdraw: want true`},
+		{"null", "POST", "/mcp-auth/keys/rotate", `{"withdraw": null}`, 400, `withdraw: want true`},
+		{"a number", "POST", "/mcp-auth/keys/rotate", `{"withdraw": 1}`, 400, `withdraw: want true`},
+		{"unknown member", "POST", "/mcp-auth/keys/rotate", `{"withdraw": true, "kid": "x"}`, 400, `unknown field`},
+		{"another case", "POST", "/mcp-auth/keys/rotate", `{"Withdraw": true}`, 400, ``},
+		{"not an object", "POST", "/mcp-auth/keys/rotate", `true`, 400, ``},
+	} {
+		runAPI(t, srv, tt)
+		if got := published(); !slices.Equal(got, before) {
+			t.Fatalf("%s: published keys %v, were %v: a refused withdrawal changed them", tt.name, got, before)
+		}
+	}
+
+	// One kid: the access-token key; the ID-token key stays.
+	access, idKey := before[0], before[1]
+	body := runAPI(t, srv, apiCase{"withdraw the access-token key", "POST", "/mcp-auth/keys/rotate", `{"withdraw": "` + access + `"}`, 200, `"withdrawn":["` + access + `"]`})
+	var res KeyWithdrawal
+	if err := json.Unmarshal([]byte(body), &res); err != nil || res.KID == "" || res.IDTokenKID != "" {
+		t.Fatalf("withdrawal answer %s, %v: want the new kid only", body, err)
+	}
+	if got, want := published(), []string{res.KID, idKey}; !slices.Equal(got, want) {
+		t.Errorf("published after withdrawing %s = %v, want %v (the new key at once, the ID-token key kept)", access, got, want)
+	}
+	if cur := signing(t, &testEnv{iss: iss}); cur.kid != res.KID {
+		t.Errorf("signs with %s after the withdrawal, want the new key %s at once", cur.kid, res.KID)
+	}
+	runAPI(t, srv, apiCase{"withdraw it again", "POST", "/mcp-auth/keys/rotate", `{"withdraw": "` + access + `"}`, 404, `no key this server publishes`})
+
+	// Every key: both sets get a new key.
+	prev := published()
+	body = runAPI(t, srv, apiCase{"withdraw every key", "POST", "/mcp-auth/keys/rotate", `{"withdraw": true}`, 200, `"withdrawn":[`})
+	res = KeyWithdrawal{}
+	if err := json.Unmarshal([]byte(body), &res); err != nil || res.KID == "" || res.IDTokenKID == "" {
+		t.Fatalf("withdrawal answer %s, %v: want both new kids", body, err)
+	}
+	if slices.Sort(res.Withdrawn); !slices.Equal(res.Withdrawn, slices.Sorted(slices.Values(prev))) {
+		t.Errorf("withdrawn %v, want every published key %v", res.Withdrawn, prev)
+	}
+	if got, want := published(), []string{res.KID, res.IDTokenKID}; !slices.Equal(got, want) {
+		t.Errorf("published after withdrawing every key = %v, want only the new keys %v", got, want)
+	}
+	// Without a body, a rotation as before.
+	runAPI(t, srv, apiCase{"rotate", "POST", "/mcp-auth/keys/rotate", "", 200, `"kid"`})
+	runAPI(t, srv, apiCase{"rotate with an empty object", "POST", "/mcp-auth/keys/rotate", "{}", 200, `"kid"`})
+}
+
+// TestKeyWithdrawalAcrossInstances: a withdrawal on A takes the key out
+// of A's JWKS at once, and out of B's within the key re-read (5 s),
+// though B neither signs nor serves anything meanwhile: B's gateway then
+// refuses the token it had verified and cached (a forgery with an exp a
+// century away) and ends its stream, and neither instance's /introspect
+// answers a legitimate token of the key active any more. Both sign with
+// the new key at once (B once it has re-read). On the memory store and on
+// PostgreSQL (an instance per connection pool).
+func TestKeyWithdrawalAcrossInstances(t *testing.T) {
+	for _, tt := range watchedInstancePairs {
+		t.Run(tt.name, func(t *testing.T) {
+			a, b := tt.instances(t)
+			g, stolen, forged, stream := forgedAndCached(t, b)
+			// Each instance has its own issuer URL here: each introspects its own.
+			legitA, legitB := a.userToken(t, tConf, "read").AccessToken, b.userToken(t, tConf, "read").AccessToken
+			if !a.active(t, legitA) || !b.active(t, legitB) {
+				t.Fatal("a token of the key before its withdrawal: inactive")
+			}
+
+			res, err := a.iss.WithdrawSigningKeys(t.Context(), stolen.kid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if keys, _ := a.jwksOf(t); slices.Contains(kids(keys), stolen.kid) || !slices.Contains(kids(keys), res.KID) {
+				t.Errorf("A's JWKS right after the withdrawal = %v, want %s without %s", kids(keys), res.KID, stolen.kid)
+			}
+			if got := a.signedWith(t); got != res.KID {
+				t.Errorf("A signs with %s right after the withdrawal, want the new key %s", got, res.KID)
+			}
+			if a.active(t, legitA) {
+				t.Error("A: a token of the withdrawn key is still active")
+			}
+
+			b.clock.Advance(keyReload)
+			refusedOnceWithdrawn(t, g, forged, stream)
+			if keys, _ := b.jwksOf(t); slices.Contains(kids(keys), stolen.kid) {
+				t.Errorf("B's JWKS %s after the withdrawal = %v, still with %s", keyReload, kids(keys), stolen.kid)
+			}
+			if b.active(t, legitB) {
+				t.Error("B: a token of the withdrawn key is still active")
+			}
+			if got := b.signedWith(t); got != res.KID {
+				t.Errorf("B signs with %s after its re-read, want the new key %s", got, res.KID)
+			}
+			fresh := b.clientToken(t)
+			if status, body := pingVia(t, g, fresh); status != http.StatusOK {
+				t.Errorf("B's gateway: a token of the new key = %d %s, want 200", status, body)
+			}
+		})
+	}
+}
+
+// TestRefreshAfterKeyWithdrawal: withdrawing every key leaves grants and
+// refresh tokens alone: the access token of the withdrawn key is refused
+// at /introspect, /userinfo and the local gateway, and a refresh answers
+// a token of the new key that passes, with an ID token of the new
+// ID-token key; the old ID token no longer verifies.
+func TestRefreshAfterKeyWithdrawal(t *testing.T) {
+	e := newTokEnv(t)
+	g := localGateway(t, e)
+	tok := e.userToken(t, tConf, "read", "openid", "offline_access")
+	oldID, _ := tok.Extra("id_token").(string)
+	if tok.RefreshToken == "" || oldID == "" {
+		t.Fatalf("token response without a refresh token or an ID token: %+v", tok)
+	}
+	if status, body := pingVia(t, g, tok.AccessToken); status != http.StatusOK {
+		t.Fatalf("access token before the withdrawal = %d %s", status, body)
+	}
+	res, err := e.iss.WithdrawSigningKeys(t.Context(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.KID == "" || res.IDTokenKID == "" {
+		t.Fatalf("withdrawal = %+v, want a new access-token and ID-token key", res)
+	}
+	if e.active(t, tok.AccessToken) {
+		t.Error("/introspect: the withdrawn key's token is active")
+	}
+	if status := userinfoStatus(t, e, tok.AccessToken); status != http.StatusUnauthorized {
+		t.Errorf("/userinfo with the withdrawn key's token = %d, want 401", status)
+	}
+	if status, body := pingVia(t, g, tok.AccessToken); status != http.StatusUnauthorized {
+		t.Errorf("gateway: the withdrawn key's cached token = %d %s, want 401", status, body)
+	}
+	h, _ := claimsOf(t, oldID)
+	if _, err := e.iss.idTokenKey(t.Context(), h["kid"].(string)); err == nil {
+		t.Error("the old ID token's key still verifies")
+	}
+
+	e.clock.Advance(time.Second)
+	fresh, err := e.oauthConfig(tConf, tSecret, oauth2.AuthStyleInHeader).TokenSource(e.ctx(), &oauth2.Token{RefreshToken: tok.RefreshToken}).Token()
+	if err != nil {
+		t.Fatalf("refresh after the withdrawal: %v", err)
+	}
+	if h, _ := claimsOf(t, fresh.AccessToken); h["kid"] != res.KID {
+		t.Errorf("refreshed access token signed with %v, want the new key %s", h["kid"], res.KID)
+	}
+	if id, _ := fresh.Extra("id_token").(string); id != "" {
+		if h, _ := claimsOf(t, id); h["kid"] != res.IDTokenKID {
+			t.Errorf("refreshed ID token signed with %v, want the new ID-token key %s", h["kid"], res.IDTokenKID)
+		}
+	}
+	if !e.active(t, fresh.AccessToken) {
+		t.Error("/introspect: the refreshed token is inactive")
+	}
+	if status := userinfoStatus(t, e, fresh.AccessToken); status != http.StatusOK {
+		t.Errorf("/userinfo with the refreshed token = %d, want 200", status)
+	}
+	if status, body := pingVia(t, g, fresh.AccessToken); status != http.StatusOK {
+		t.Errorf("gateway: the refreshed token = %d %s, want 200", status, body)
+	}
+}
+
+// userinfoStatus is the status of GET /userinfo with tok.
+func userinfoStatus(t *testing.T, e *testEnv, tok string) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, e.iss.endpoint(pathUserinfo), nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := e.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode
 }

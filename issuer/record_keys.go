@@ -146,3 +146,37 @@ func (r keyRecords) publishUntil(kid string, until time.Time) error {
 	k.PublishedUntil = until
 	return r.t.put(kid, k, until)
 }
+
+// withdraw deletes the key kid (every key with kid "") at once: it is
+// no longer published, and nothing it signed verifies. With next, next
+// becomes the newest key and signs from now, without the delay rotate
+// waits (a remote verifier may not know it yet: the operator's trade in
+// an emergency), and the keys still current retire now, published for
+// their tokens. It returns the kids deleted.
+func (r keyRecords) withdraw(kid string, next *signingKey, now time.Time, retention time.Duration) ([]string, error) {
+	all, err := r.all()
+	if err != nil {
+		return nil, err
+	}
+	var withdrawn []string
+	var current []signingKey
+	for _, k := range all {
+		switch {
+		case kid == "" || k.KID == kid:
+			if err := r.t.delete(k.KID); err != nil {
+				return nil, err
+			}
+			withdrawn = append(withdrawn, k.KID)
+		case k.RetiredAt.IsZero():
+			current = append(current, k)
+		}
+	}
+	if next == nil || kid != "" && withdrawn == nil {
+		return withdrawn, nil
+	}
+	if err := r.retire(current, now, retention); err != nil {
+		return nil, err
+	}
+	next.SignFrom = now
+	return withdrawn, r.t.create(next.KID, next, time.Time{})
+}
