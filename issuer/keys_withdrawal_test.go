@@ -626,3 +626,36 @@ func userinfoStatus(t *testing.T, e *testEnv, tok string) int {
 	_ = resp.Body.Close()
 	return resp.StatusCode
 }
+
+// TestKeyWithdrawalClockBehind: after a withdrawal of every key on A,
+// an instance whose clock is behind A's (by less than the 5 s the
+// instances' clocks must agree to) signs with the new key once it has
+// re-read the keys, rather than finding no key that signs until its
+// clock reaches A's.
+func TestKeyWithdrawalClockBehind(t *testing.T) {
+	start := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	clockA, clockB := storetest.NewClock(start), storetest.NewClock(start.Add(-3*time.Second))
+	st := memory.New(memory.Options{Now: clockA.Now, RunTwice: true})
+	a, b := newTokEnvStore(t, st, clockA), newTokEnvStore(t, st, clockB)
+	clockA.Advance(time.Minute) // B's clock too past the first key's start
+	clockB.Advance(time.Minute)
+	old := b.signedWith(t)
+	// B read the keys 4 s before the withdrawal, and re-reads them 1 s
+	// after it, when its clock is still 2 s short of A's at the withdrawal.
+	clockA.Advance(4 * time.Second)
+	clockB.Advance(4 * time.Second)
+	res, err := a.iss.WithdrawSigningKeys(t.Context(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clockA.Advance(time.Second)
+	clockB.Advance(time.Second)
+	subj := tokenSubject{client: &Client{ID: tConf}, subject: tConf, resource: tResource, scopes: []string{"read"}}
+	tok, _, err := b.iss.signAccessToken(t.Context(), subj, b.iss.expiry(subj))
+	if err != nil {
+		t.Fatalf("B, 3 s behind A, signing a second after the withdrawal of %s: %v", old, err)
+	}
+	if h, _ := claimsOf(t, tok); h["kid"] != res.KID {
+		t.Errorf("B signs with %v, want the new key %s", h["kid"], res.KID)
+	}
+}

@@ -149,7 +149,7 @@ func (r keyRecords) publishUntil(kid string, until time.Time) error {
 
 // withdraw deletes the key kid (every key with kid "") at once: it is
 // no longer published, and nothing it signed verifies. With next, next
-// becomes the newest key and signs from now, without the delay rotate
+// becomes the newest key and signs at once, without the delay rotate
 // waits (a remote verifier may not know it yet: the operator's trade in
 // an emergency), and the keys still current retire now, published for
 // their tokens. It returns the kids deleted.
@@ -177,6 +177,9 @@ func (r keyRecords) withdraw(kid string, next *signingKey, now time.Time, retent
 	if err := r.retire(current, now, retention); err != nil {
 		return nil, err
 	}
-	next.SignFrom = now
+	// Dated back by the clock difference instances may have (keyReload):
+	// one whose clock is behind, the withdrawn keys gone from its set,
+	// would have no key that signs until its clock reached now.
+	next.SignFrom = now.Add(-keyReload)
 	return withdrawn, r.t.create(next.KID, next, time.Time{})
 }
