@@ -429,6 +429,20 @@ func TestPublishedAllocations(t *testing.T) {
 	}
 }
 
+// publishedKids are the kids iss publishes, its JWKS's order.
+func publishedKids(t *testing.T, iss *Issuer) []string {
+	t.Helper()
+	keys, err := iss.keys.publishedJWKS(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	idKeys, err := iss.idKeys.publishedJWKS(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kids(append(keys, idKeys...))
+}
+
 // TestAdminKeyWithdrawal: POST /keys/rotate with {"withdraw": ...}
 // withdraws at once every signing key (true) or the kid named, and
 // answers the new kid and those withdrawn; bad input is refused and
@@ -439,18 +453,7 @@ func TestAdminKeyWithdrawal(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := adminServer(t, iss)
-	published := func() []string {
-		t.Helper()
-		keys, err := iss.keys.publishedJWKS(t.Context())
-		if err != nil {
-			t.Fatal(err)
-		}
-		idKeys, err := iss.idKeys.publishedJWKS(t.Context())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return kids(append(keys, idKeys...))
-	}
+	published := func() []string { return publishedKids(t, iss) }
 	before := published()
 	for _, tt := range []apiCase{
 		{"unknown kid", "POST", "/mcp-auth/keys/rotate", `{"withdraw": "no-such-kid"}`, 404, `no key this server publishes`},
@@ -482,6 +485,17 @@ func TestAdminKeyWithdrawal(t *testing.T) {
 		t.Errorf("signs with %s after the withdrawal, want the new key %s at once", cur.kid, res.KID)
 	}
 	runAPI(t, srv, apiCase{"withdraw it again", "POST", "/mcp-auth/keys/rotate", `{"withdraw": "` + access + `"}`, 404, `no key this server publishes`})
+
+	// One kid: the ID-token key; the access-token key stays.
+	newAccess := res.KID
+	body = runAPI(t, srv, apiCase{"withdraw the ID-token key", "POST", "/mcp-auth/keys/rotate", `{"withdraw": "` + idKey + `"}`, 200, `"withdrawn":["` + idKey + `"]`})
+	res = KeyWithdrawal{}
+	if err := json.Unmarshal([]byte(body), &res); err != nil || res.KID != "" || res.IDTokenKID == "" {
+		t.Fatalf("withdrawal answer %s, %v: want the new ID-token kid only", body, err)
+	}
+	if got, want := published(), []string{newAccess, res.IDTokenKID}; !slices.Equal(got, want) {
+		t.Errorf("published after withdrawing %s = %v, want %v", idKey, got, want)
+	}
 
 	// Every key: both sets get a new key.
 	prev := published()
@@ -651,11 +665,29 @@ func TestKeyWithdrawalClockBehind(t *testing.T) {
 	clockA.Advance(time.Second)
 	clockB.Advance(time.Second)
 	subj := tokenSubject{client: &Client{ID: tConf}, subject: tConf, resource: tResource, scopes: []string{"read"}}
-	tok, _, err := b.iss.signAccessToken(t.Context(), subj, b.iss.expiry(subj))
+	tok, _, _, err := b.iss.signAccessToken(t.Context(), subj, b.iss.expiry(subj))
 	if err != nil {
 		t.Fatalf("B, 3 s behind A, signing a second after the withdrawal of %s: %v", old, err)
 	}
 	if h, _ := claimsOf(t, tok); h["kid"] != res.KID {
 		t.Errorf("B signs with %v, want the new key %s", h["kid"], res.KID)
+	}
+}
+
+// TestKeyWithdrawalRS256: with signing_alg RS256 the access-token key
+// signs the RS256 ID tokens and the ID-token set has no current key:
+// withdrawing every key replaces the access-token key only, and nothing
+// else stays published.
+func TestKeyWithdrawalRS256(t *testing.T) {
+	iss, _ := newAdminIssuer(t, func(c *Config) { c.SigningAlg = "RS256" })
+	if err := iss.MakeIDTokenKey(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	res, err := iss.WithdrawSigningKeys(t.Context(), "")
+	if err != nil || res.KID == "" || res.IDTokenKID != "" || len(res.Withdrawn) != 1 {
+		t.Fatalf("WithdrawSigningKeys() = %+v, %v, want a new access-token key only, one withdrawn", res, err)
+	}
+	if got := publishedKids(t, iss); !slices.Equal(got, []string{res.KID}) {
+		t.Errorf("published after the withdrawal = %v, want only %s", got, res.KID)
 	}
 }
