@@ -79,6 +79,7 @@ func (x tokenExchange) grant(ctx context.Context, req *clientRequest) (*issuance
 	if err != nil {
 		return nil, invalid("subject_token is invalid, expired or revoked").Wrap(err)
 	}
+	signedBy := []signedToken{{headerKID(f.Get("subject_token")), invalid("subject_token is invalid, expired or revoked")}}
 	if err := possessed(subj.BoundKey(), req.jkt, "subject_token"); err != nil {
 		return nil, err
 	}
@@ -98,6 +99,7 @@ func (x tokenExchange) grant(ctx context.Context, req *clientRequest) (*issuance
 		if actor, actorAud, err = x.actor(ctx, actRaw, subj, req.jkt); err != nil {
 			return nil, err
 		}
+		signedBy = append(signedBy, signedToken{headerKID(actRaw), invalid("actor_token is not a valid, unrevoked token of an agent acting for itself")})
 		act = &accesstoken.Actor{Subject: actor.ID, Actor: subj.Actor}
 		if d := len(act.Chain()); d > actor.maxDepth() {
 			return nil, invalid(fmt.Sprintf("delegation depth %d exceeds the actor's limit of %d", d, actor.maxDepth()))
@@ -160,6 +162,7 @@ func (x tokenExchange) grant(ctx context.Context, req *clientRequest) (*issuance
 			return touchGrant(tx, subj.GrantID, i.now(), delegate)
 		},
 		recording: "record token exchange",
+		signedBy:  signedBy,
 		// The requesting client too: it may be the actor or not be the
 		// subject's client at all.
 		bases: append(s.principals(req.basis, req.basis), principalBasis{clientPrincipal(c.ID), req.basis}),

@@ -691,3 +691,29 @@ func TestKeyWithdrawalRS256(t *testing.T) {
 		t.Errorf("published after the withdrawal = %v, want only %s", got, res.KID)
 	}
 }
+
+// TestTokenExchangeAfterKeyWithdrawal: another instance verifies a
+// token exchange's subject and actor tokens against its key set as last
+// read, and signs the new token after re-reading it when that is due:
+// in the seconds before it follows a withdrawal, a token of the
+// withdrawn key (a thief's forgery) must not come out as a token of the
+// new key, which nothing withdraws.
+func TestTokenExchangeAfterKeyWithdrawal(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	st := memory.New(memory.Options{Now: clock.Now, RunTwice: true})
+	a, b := newTokEnvStore(t, st, clock), newTokEnvStore(t, st, clock)
+	user := b.userToken(t, tPublic, "read", "write")
+	actor := b.agentToken(t, tAgent1, tAgentSecret)
+	stolen := tokenKID(t, user.AccessToken)
+	if _, err := a.iss.WithdrawSigningKeys(t.Context(), stolen); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(keyReload) // B's next signing re-reads the keys
+	x := b.tokenExchange(t, tAgent1+":"+tAgentSecret, exchangeForm(user.AccessToken, actor))
+	if x.status == http.StatusOK {
+		t.Fatalf("B exchanged a token of the withdrawn key %s for one of %s: %s", stolen, tokenKID(t, x.str("access_token")), x.raw)
+	}
+	if x.str("error") != "invalid_request" {
+		t.Errorf("exchange of a token of a withdrawn key = %d %s, want invalid_request", x.status, x.raw)
+	}
+}

@@ -84,6 +84,18 @@ type issuance struct {
 	// assertion is the request's client assertion, spent in the
 	// transaction that commits the issue; nil for none.
 	assertion *clientAssertion
+	// signedBy are the issuer's tokens the issuance rests on (a token
+	// exchange's subject and actor tokens), verified against the key set
+	// as last read: a key withdrawn since (WithdrawSigningKeys) is gone
+	// from the store, and nothing is issued.
+	signedBy []signedToken
+}
+
+// signedToken is a token an issuance rests on: the kid that signed it,
+// and the answer when that key has been withdrawn.
+type signedToken struct {
+	kid       string
+	withdrawn error
 }
 
 // principals are s's client, user and actors, the client and actors
@@ -209,7 +221,7 @@ func (m minter) issue(ctx context.Context, is *issuance) (*tokenResponse, error)
 	if m.beforeRecord != nil {
 		m.beforeRecord()
 	}
-	if is.record != nil || len(is.bases) > 0 || is.assertion != nil {
+	if is.record != nil || len(is.bases) > 0 || is.assertion != nil || len(is.signedBy) > 0 {
 		t := &minted{jti: jti, refreshToken: resp.RefreshToken}
 		var refused error
 		err := i.store.Update(ctx, func(tx store.Tx) error {
@@ -227,6 +239,18 @@ func (m minter) issue(ctx context.Context, is *issuance) (*tokenResponse, error)
 			case !ok:
 				refused = errPrincipalRevoked
 				return nil
+			}
+			for _, st := range is.signedBy {
+				// Read in the transaction, serialized with the withdrawal:
+				// an instance that re-read the keys between verifying the
+				// token and signing would otherwise sign with the new key.
+				switch _, err := keysIn(tx).t.get(st.kid); {
+				case errors.Is(err, store.ErrNotFound):
+					refused = st.withdrawn
+					return nil
+				case err != nil:
+					return err
+				}
 			}
 			for _, c := range [...]*Client{s.client, is.authenticated} {
 				if c == nil {

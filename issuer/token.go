@@ -220,6 +220,16 @@ func (i *Issuer) verifyAccessToken(ctx context.Context, raw string) (*accesstoke
 	return c, nil
 }
 
+// headerKID is the kid in the header of raw, a JWT verified already.
+func headerKID(raw string) string {
+	t, _, err := jwt.NewParser().ParseUnverified(raw, jwt.MapClaims{})
+	if err != nil {
+		return ""
+	}
+	kid, _ := t.Header["kid"].(string)
+	return kid
+}
+
 // parseAccessToken checks signature, typ, iss, expiry and iat, not
 // revocation. iat may be up to accesstoken.Leeway ahead of this clock:
 // another instance on the store may have signed the token a moment ago
