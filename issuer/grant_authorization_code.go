@@ -94,8 +94,10 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 	if err != nil {
 		return nil, err
 	}
+	var signedBy []signedToken
 	scopes := ac.Scopes
 	if agent != nil {
+		signedBy = []signedToken{{headerKID(f.Get("actor_token")), ErrInvalidGrant.WithDescription("actor_token is not a valid token of the requested actor")}}
 		// The user delegated no more than the agent may ever hold.
 		scopes = agent.limitScopes(scopes)
 	}
@@ -172,6 +174,7 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 		},
 		recording: "redeem code",
 		gone:      used,
+		signedBy:  signedBy,
 	}, nil
 }
 

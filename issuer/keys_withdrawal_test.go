@@ -3,6 +3,7 @@ package issuer
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -715,5 +716,30 @@ func TestTokenExchangeAfterKeyWithdrawal(t *testing.T) {
 	}
 	if x.str("error") != "invalid_request" {
 		t.Errorf("exchange of a token of a withdrawn key = %d %s, want invalid_request", x.status, x.raw)
+	}
+}
+
+// TestDelegatedCodeAfterKeyWithdrawal: an authorization code naming an
+// actor is redeemed with the actor's token; as in a token exchange, an
+// instance in the seconds before it follows a withdrawal must not take
+// an actor token of the withdrawn key (a forgery of the agent's).
+func TestDelegatedCodeAfterKeyWithdrawal(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	st := memory.New(memory.Options{Now: clock.Now, RunTwice: true})
+	a, b := newTokEnvStore(t, st, clock), newTokEnvStore(t, st, clock)
+	actor := b.agentToken(t, tAgent1, tAgentSecret)
+	stolen := tokenKID(t, actor)
+	if _, err := a.iss.WithdrawSigningKeys(t.Context(), stolen); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(keyReload) // B's next signing re-reads the keys
+	code, verifier := b.issueCode(t, codeSpec{actor: tAgent1, scopes: []string{"read"}})
+	tok, err := b.exchange(t, tPublic, "", code, verifier,
+		oauth2.SetAuthURLParam("actor_token", actor), oauth2.SetAuthURLParam("actor_token_type", tokenTypeAccessToken))
+	if err == nil {
+		t.Fatalf("B redeemed a code with an actor token of the withdrawn key %s: a token of %s", stolen, tokenKID(t, tok.AccessToken))
+	}
+	if re := (*oauth2.RetrieveError)(nil); !errors.As(err, &re) || re.ErrorCode != "invalid_grant" {
+		t.Errorf("code with an actor token of a withdrawn key: %v, want invalid_grant", err)
 	}
 }
