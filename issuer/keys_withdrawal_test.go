@@ -743,3 +743,32 @@ func TestDelegatedCodeAfterKeyWithdrawal(t *testing.T) {
 		t.Errorf("code with an actor token of a withdrawn key: %v, want invalid_grant", err)
 	}
 }
+
+// TestNoTokenOfWithdrawnKeyIssued: another instance signs with a
+// withdrawn key until it re-reads the keys; a code redeemed there then
+// must not be spent on a token that is refused within seconds: the
+// redemption fails and nothing is spent, and the client's retry gets a
+// token of the new key.
+func TestNoTokenOfWithdrawnKeyIssued(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	st := memory.New(memory.Options{Now: clock.Now, RunTwice: true})
+	a, b := newTokEnvStore(t, st, clock), newTokEnvStore(t, st, clock)
+	old := b.signedWith(t)
+	res, err := a.iss.WithdrawSigningKeys(t.Context(), old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, verifier := b.issueCode(t, codeSpec{scopes: []string{"read"}})
+	tok, err := b.exchange(t, tPublic, "", code, verifier)
+	if err == nil && tokenKID(t, tok.AccessToken) == old {
+		t.Fatalf("B spent the code on a token of the withdrawn key %s", old)
+	}
+	if err != nil {
+		if tok, err = b.exchange(t, tPublic, "", code, verifier); err != nil {
+			t.Fatalf("the client's retry of the code: %v", err)
+		}
+	}
+	if kid := tokenKID(t, tok.AccessToken); kid != res.KID {
+		t.Errorf("B's token is of %s, want the new key %s", kid, res.KID)
+	}
+}

@@ -91,6 +91,10 @@ type issuance struct {
 	signedBy []signedToken
 }
 
+// errKeyWithdrawn: the key a token was signed with has been withdrawn
+// since this instance last read the key set.
+var errKeyWithdrawn = ErrTemporarilyUnavailable.WithDescription("the signing key has just been withdrawn; retry")
+
 // signedToken is a token an issuance rests on: the kid that signed it,
 // and the answer when that key has been withdrawn.
 type signedToken struct {
@@ -264,18 +268,24 @@ func (m minter) issue(ctx context.Context, is *issuance) (*tokenResponse, error)
 					return nil
 				}
 			}
+			// The key that signed it must stay published, when another
+			// instance retired it after this one last read the key set
+			// (keyRing.signer extends only a key it saw retired):
+			// serialized with the rotation, which reads the horizon.
+			// Without a record of the key, withdrawn since
+			// (WithdrawSigningKeys), nothing would verify the token:
+			// nothing is issued, nothing spent, and the retry signs
+			// with the new key.
+			switch err := keysIn(tx).publishUntil(kid, exp.Add(accesstoken.Leeway)); {
+			case errors.Is(err, store.ErrNotFound):
+				refused = errKeyWithdrawn
+				return nil
+			case err != nil:
+				return err
+			}
 			// Grant revocations must outlast this token, whatever the
 			// access_token_ttl when they happen (tokenHorizon).
 			if err := epochsIn(tx).coverToken(exp); err != nil {
-				return err
-			}
-			// So must the key that signed it stay published, when
-			// another instance retired it after this one last read
-			// the key set (keyRing.signer extends only a key it saw
-			// retired): serialized with the rotation, which reads
-			// the horizon. Without a record of the key nothing
-			// verifies the token; it is not this issuance's to fix.
-			if err := keysIn(tx).publishUntil(kid, exp.Add(accesstoken.Leeway)); ignoreNotFound(err) != nil {
 				return err
 			}
 			if err := is.assertion.use(tx); err != nil {
@@ -296,6 +306,11 @@ func (m minter) issue(ctx context.Context, is *issuance) (*tokenResponse, error)
 			return nil, is.gone
 		case err != nil:
 			return nil, fmt.Errorf("%s: %w", is.recording, err)
+		case refused == errKeyWithdrawn:
+			if err := i.keys.load(ctx); err != nil {
+				return nil, err
+			}
+			return nil, refused
 		case refused != nil:
 			return nil, refused
 		}
