@@ -618,24 +618,32 @@ func (k *keyRing) makeFirst(ctx context.Context) error {
 // rotation (the token horizon), and those it signs after it until the new
 // key takes over are covered here, once, when they outlive that (an
 // instance with longer token lifetimes than the one that rotated).
+// A key withdrawn since the last read (WithdrawSigningKeys) is gone
+// from the store: the ring re-reads it once and signs with the key that
+// replaced it.
 func (k *keyRing) signer(ctx context.Context, until time.Time) (*publishedKey, error) {
-	pk, err := k.current(ctx)
-	if k.lazy && errors.Is(err, errNoSigningKey) {
-		if err = k.makeFirst(ctx); err == nil {
-			pk, err = k.current(ctx)
+	for reread := false; ; reread = true {
+		pk, err := k.current(ctx)
+		if k.lazy && errors.Is(err, errNoSigningKey) {
+			if err = k.makeFirst(ctx); err == nil {
+				pk, err = k.current(ctx)
+			}
+		}
+		if err != nil || pk.retired.IsZero() || !until.After(pk.until) {
+			return pk, err
+		}
+		err = k.store.Update(ctx, func(tx store.Tx) error { return keySetIn(tx, k.bucket).publishUntil(pk.kid, until) })
+		if err != nil && (reread || !errors.Is(err, store.ErrNotFound)) {
+			return nil, fmt.Errorf("signing key %s: %w", pk.kid, err)
+		}
+		withdrawn := err != nil
+		if err := k.load(ctx); err != nil {
+			return nil, err
+		}
+		if !withdrawn {
+			return pk, nil
 		}
 	}
-	if err != nil || pk.retired.IsZero() || !until.After(pk.until) {
-		return pk, err
-	}
-	err = k.store.Update(ctx, func(tx store.Tx) error { return keySetIn(tx, k.bucket).publishUntil(pk.kid, until) })
-	if err != nil {
-		return nil, fmt.Errorf("signing key %s: %w", pk.kid, err)
-	}
-	if err := k.load(ctx); err != nil {
-		return nil, err
-	}
-	return pk, nil
 }
 
 // verification returns a published key by kid, re-reading the store for

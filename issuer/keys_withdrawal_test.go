@@ -772,3 +772,31 @@ func TestNoTokenOfWithdrawnKeyIssued(t *testing.T) {
 		t.Errorf("B's token is of %s, want the new key %s", kid, res.KID)
 	}
 }
+
+// TestWithdrawalDuringRotationWait: the key a rotation retires signs
+// for 70 s more, and an instance with longer-lived tokens extends its
+// publication before signing (keyRing.signer). Withdrawn then by
+// another instance, the key's record is gone: the instance re-reads the
+// keys and signs with the new key, rather than failing until its
+// periodic re-read.
+func TestWithdrawalDuringRotationWait(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	st := memory.New(memory.Options{Now: clock.Now, RunTwice: true})
+	a := newTokEnvStore(t, st, clock, func(c *Config) { c.AccessTokenTTL, c.IDTokenTTL = 5*time.Minute, 5*time.Minute })
+	b := newTokEnvStore(t, st, clock, func(c *Config) { c.AccessTokenTTL, c.IDTokenTTL = time.Hour, time.Hour })
+	old := signing(t, a)
+	if _, err := a.iss.RotateSigningKey(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.iss.keys.load(t.Context()); err != nil { // B sees old retiring in 70 s
+		t.Fatal(err)
+	}
+	res, err := a.iss.WithdrawSigningKeys(t.Context(), old.kid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _, _ := clientTokenOf(t, b)
+	if kid := tokenKID(t, tok); kid != res.KID {
+		t.Errorf("B signed with %s, want the new key %s", kid, res.KID)
+	}
+}
