@@ -800,3 +800,31 @@ func TestWithdrawalDuringRotationWait(t *testing.T) {
 		t.Errorf("B signed with %s, want the new key %s", kid, res.KID)
 	}
 }
+
+// TestNoIDTokenOfWithdrawnKeyIssued: as for access tokens, an instance
+// that has not re-read the keys since an ID-token key's withdrawal must
+// not spend a code on an ID token of that key, which no relying party
+// verifies.
+func TestNoIDTokenOfWithdrawnKeyIssued(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	st := memory.New(memory.Options{Now: clock.Now, RunTwice: true})
+	a, b := newTokEnvStore(t, st, clock), newTokEnvStore(t, st, clock)
+	first := b.userToken(t, tConf, "read", "openid")
+	oldID, _ := first.Extra("id_token").(string)
+	old := tokenKID(t, oldID)
+	res, err := a.iss.WithdrawSigningKeys(t.Context(), old)
+	if err != nil || res.IDTokenKID == "" {
+		t.Fatalf("withdrawing the ID-token key %s: %+v, %v", old, res, err)
+	}
+	code, verifier := b.issueCode(t, codeSpec{client: tConf, scopes: []string{"read", "openid"}})
+	tok, err := b.exchange(t, tConf, tSecret, code, verifier)
+	if err != nil {
+		if tok, err = b.exchange(t, tConf, tSecret, code, verifier); err != nil {
+			t.Fatalf("the client's retry of the code: %v", err)
+		}
+	}
+	idt, _ := tok.Extra("id_token").(string)
+	if kid := tokenKID(t, idt); kid != res.IDTokenKID {
+		t.Errorf("B's ID token is of %s, want the new ID-token key %s (withdrawn: %s)", kid, res.IDTokenKID, old)
+	}
+}

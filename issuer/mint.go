@@ -95,6 +95,24 @@ type issuance struct {
 // since this instance last read the key set.
 var errKeyWithdrawn = ErrTemporarilyUnavailable.WithDescription("the signing key has just been withdrawn; retry")
 
+// idTokenKeyGone reports whether the key that signed idToken ("" for
+// none) has no record in either key set: withdrawn since it was read.
+func idTokenKeyGone(tx store.Tx, idToken string) (bool, error) {
+	if idToken == "" {
+		return false, nil
+	}
+	kid := headerKID(idToken)
+	for _, bucket := range [...]string{bucketKeys, bucketIDTokenKeys} {
+		switch _, err := keySetIn(tx, bucket).t.get(kid); {
+		case err == nil:
+			return false, nil
+		case !errors.Is(err, store.ErrNotFound):
+			return false, err
+		}
+	}
+	return true, nil
+}
+
 // signedToken is a token an issuance rests on: the kid that signed it,
 // and the answer when that key has been withdrawn.
 type signedToken struct {
@@ -283,6 +301,14 @@ func (m minter) issue(ctx context.Context, is *issuance) (*tokenResponse, error)
 			case err != nil:
 				return err
 			}
+			// So for the ID token's key, of either set.
+			switch withdrawn, err := idTokenKeyGone(tx, resp.IDToken); {
+			case err != nil:
+				return err
+			case withdrawn:
+				refused = errKeyWithdrawn
+				return nil
+			}
 			// Grant revocations must outlast this token, whatever the
 			// access_token_ttl when they happen (tokenHorizon).
 			if err := epochsIn(tx).coverToken(exp); err != nil {
@@ -307,8 +333,10 @@ func (m minter) issue(ctx context.Context, is *issuance) (*tokenResponse, error)
 		case err != nil:
 			return nil, fmt.Errorf("%s: %w", is.recording, err)
 		case refused == errKeyWithdrawn:
-			if err := i.keys.load(ctx); err != nil {
-				return nil, err
+			for _, k := range [...]*keyRing{i.keys, i.idKeys} {
+				if err := k.load(ctx); err != nil {
+					return nil, err
+				}
 			}
 			return nil, refused
 		case refused != nil:
