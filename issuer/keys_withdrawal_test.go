@@ -700,9 +700,7 @@ func TestKeyWithdrawalRS256(t *testing.T) {
 // withdrawn key (a thief's forgery) must not come out as a token of the
 // new key, which nothing withdraws.
 func TestTokenExchangeAfterKeyWithdrawal(t *testing.T) {
-	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
-	st := memory.New(memory.Options{Now: clock.Now, RunTwice: true})
-	a, b := newTokEnvStore(t, st, clock), newTokEnvStore(t, st, clock)
+	a, b, clock := twoOnMemory(t)
 	user := b.userToken(t, tPublic, "read", "write")
 	actor := b.agentToken(t, tAgent1, tAgentSecret)
 	stolen := tokenKID(t, user.AccessToken)
@@ -724,9 +722,7 @@ func TestTokenExchangeAfterKeyWithdrawal(t *testing.T) {
 // instance in the seconds before it follows a withdrawal must not take
 // an actor token of the withdrawn key (a forgery of the agent's).
 func TestDelegatedCodeAfterKeyWithdrawal(t *testing.T) {
-	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
-	st := memory.New(memory.Options{Now: clock.Now, RunTwice: true})
-	a, b := newTokEnvStore(t, st, clock), newTokEnvStore(t, st, clock)
+	a, b, clock := twoOnMemory(t)
 	actor := b.agentToken(t, tAgent1, tAgentSecret)
 	stolen := tokenKID(t, actor)
 	if _, err := a.iss.WithdrawSigningKeys(t.Context(), stolen); err != nil {
@@ -750,9 +746,7 @@ func TestDelegatedCodeAfterKeyWithdrawal(t *testing.T) {
 // redemption fails and nothing is spent, and the client's retry gets a
 // token of the new key.
 func TestNoTokenOfWithdrawnKeyIssued(t *testing.T) {
-	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
-	st := memory.New(memory.Options{Now: clock.Now, RunTwice: true})
-	a, b := newTokEnvStore(t, st, clock), newTokEnvStore(t, st, clock)
+	a, b, _ := twoOnMemory(t)
 	old := b.signedWith(t)
 	res, err := a.iss.WithdrawSigningKeys(t.Context(), old)
 	if err != nil {
@@ -780,10 +774,8 @@ func TestNoTokenOfWithdrawnKeyIssued(t *testing.T) {
 // keys and signs with the new key, rather than failing until its
 // periodic re-read.
 func TestWithdrawalDuringRotationWait(t *testing.T) {
-	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
-	st := memory.New(memory.Options{Now: clock.Now, RunTwice: true})
-	a := newTokEnvStore(t, st, clock, func(c *Config) { c.AccessTokenTTL, c.IDTokenTTL = 5*time.Minute, 5*time.Minute })
-	b := newTokEnvStore(t, st, clock, func(c *Config) { c.AccessTokenTTL, c.IDTokenTTL = time.Hour, time.Hour })
+	a, b, _ := twoOnMemory(t, func(c *Config) { c.AccessTokenTTL, c.IDTokenTTL = 5*time.Minute, 5*time.Minute },
+		func(c *Config) { c.AccessTokenTTL, c.IDTokenTTL = time.Hour, time.Hour })
 	old := signing(t, a)
 	if _, err := a.iss.RotateSigningKey(t.Context()); err != nil {
 		t.Fatal(err)
@@ -806,9 +798,7 @@ func TestWithdrawalDuringRotationWait(t *testing.T) {
 // not spend a code on an ID token of that key, which no relying party
 // verifies.
 func TestNoIDTokenOfWithdrawnKeyIssued(t *testing.T) {
-	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
-	st := memory.New(memory.Options{Now: clock.Now, RunTwice: true})
-	a, b := newTokEnvStore(t, st, clock), newTokEnvStore(t, st, clock)
+	a, b, _ := twoOnMemory(t)
 	first := b.userToken(t, tConf, "read", "openid")
 	oldID, _ := first.Extra("id_token").(string)
 	old := tokenKID(t, oldID)
@@ -827,4 +817,17 @@ func TestNoIDTokenOfWithdrawnKeyIssued(t *testing.T) {
 	if kid := tokenKID(t, idt); kid != res.IDTokenKID {
 		t.Errorf("B's ID token is of %s, want the new ID-token key %s (withdrawn: %s)", kid, res.IDTokenKID, old)
 	}
+}
+
+// twoOnMemory are two instances on one memory store and clock, A
+// configured by the first of two options and B by the second.
+func twoOnMemory(t *testing.T, opts ...envOption) (a, b *testEnv, clock *storetest.Clock) {
+	t.Helper()
+	clock = storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	st := memory.New(memory.Options{Now: clock.Now, RunTwice: true})
+	var optA, optB []envOption
+	if len(opts) == 2 {
+		optA, optB = opts[:1], opts[1:]
+	}
+	return newTokEnvStore(t, st, clock, optA...), newTokEnvStore(t, st, clock, optB...), clock
 }
