@@ -419,27 +419,11 @@ func (g *Gateway) verify(ctx context.Context, token string) (*principal, *authEr
 	if _, named := key.(accesstoken.AlgKey); key != nil && !named {
 		// The key is for any algorithm: what must stay published is
 		// the key for the token's, which the issuer may come to name.
-		key = accesstoken.AlgKey{Key: key, Alg: jwtAlg(token)}
+		key = accesstoken.AlgKey{Key: key, Alg: c.Alg}
 	}
 	p.kid, p.key = kid, key
 	p.keys.Store(seen)
 	return p, nil
-}
-
-// jwtAlg is the alg of a JWT's header, read as jwt does (a map: no
-// other case of the name), "" if there is none.
-func jwtAlg(token string) string {
-	head, _, _ := strings.Cut(token, ".")
-	raw, err := base64.RawURLEncoding.DecodeString(head)
-	if err != nil {
-		return ""
-	}
-	var h map[string]any
-	if json.Unmarshal(raw, &h) != nil {
-		return ""
-	}
-	alg, _ := h["alg"].(string)
-	return alg
 }
 
 // keyPublished reports whether the key that verified p's token is still

@@ -41,6 +41,9 @@ const MaxActDepth = 32
 // (not case-insensitively as encoding/json would), a null or wrongly
 // typed known claim is refused, and unknown claims are ignored.
 type Claims struct {
+	// Alg is the algorithm of the verified signature (set by ParseWith;
+	// not a claim).
+	Alg       string           `json:"-"`
 	Issuer    string           `json:"iss"`
 	Subject   string           `json:"sub"`
 	Audience  Audience         `json:"aud"`

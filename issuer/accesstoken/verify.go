@@ -57,6 +57,7 @@ func Parse(ctx context.Context, p *jwt.Parser, raw string, key KeyFunc) (*Claims
 func ParseWith(ctx context.Context, p *jwt.Parser, raw string, key KeyFunc, opts Options) (*Claims, error) {
 	c := new(Claims)
 	atJWT := true
+	alg := ""
 	_, err := p.ParseWithClaims(raw, c, func(t *jwt.Token) (any, error) {
 		if err := RefuseCritical(t); err != nil {
 			return nil, err
@@ -87,11 +88,13 @@ func ParseWith(ctx context.Context, p *jwt.Parser, raw string, key KeyFunc, opts
 		if err := KeyFitsAlg(t.Method.Alg(), k); err != nil {
 			return nil, err
 		}
+		alg = t.Method.Alg()
 		return k, nil
 	})
 	if err != nil {
 		return nil, err
 	}
+	c.Alg = alg
 	if !atJWT && (c.IDTokenClaims || c.ClientID != "" && slices.Contains(c.Audience, c.ClientID)) {
 		return nil, ErrIDToken
 	}
