@@ -160,9 +160,12 @@ type Gateway struct {
 
 	metadataURL   string
 	metadataPaths []string
-	metadataJSON  []byte
-	scopes        []string
-	origins       map[string]bool
+	// metadataEscaped are metadataPaths as spelled on the wire, escapes
+	// normalized (dpop.NormalPercent).
+	metadataEscaped []string
+	metadataJSON    []byte
+	scopes          []string
+	origins         map[string]bool
 
 	metrics Metrics
 	pins    *pinSet   // nil when PinTools is PinOff
@@ -325,11 +328,12 @@ func New(cfg Config) (*Gateway, error) {
 	if g.endpoint == "" {
 		g.endpoint, g.endpointEscaped = "/", "/"
 	}
-	var path string
-	path, g.metadataURL = metadataLocation(res)
-	g.metadataPaths = []string{path}
+	var path, escaped string
+	path, escaped, g.metadataURL = metadataLocation(res)
+	g.metadataPaths, g.metadataEscaped = []string{path}, []string{dpop.NormalPercent(escaped)}
 	if cfg.RootMetadata && path != wellKnownPRM {
 		g.metadataPaths = append(g.metadataPaths, wellKnownPRM)
+		g.metadataEscaped = append(g.metadataEscaped, wellKnownPRM)
 	}
 	if g.metadataJSON, err = buildMetadata(&cfg, g.scopes); err != nil {
 		return nil, fmt.Errorf("metadata: %w", err)

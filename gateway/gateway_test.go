@@ -942,3 +942,39 @@ func TestIdentityHeadersDropped(t *testing.T) {
 		}
 	}
 }
+
+// TestMetadataEscapedPath: a resource whose path escapes a reserved
+// character keeps it escaped where RFC 9728 §3.1 inserts the well-known
+// path (clients build the URL from the resource as it is spelled), in
+// the challenge's resource_metadata too; the unescaped form is another
+// resource's metadata URL, not this one's.
+func TestMetadataEscapedPath(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Resource = "https://mcp.example.com/a%2Fb/mcp"
+	h := newHarness(t, cfg, nil)
+	const want = "/.well-known/oauth-protected-resource/a%2Fb/mcp"
+	resp := h.do(t, call{path: "/a%2Fb/mcp", body: toolCall("read_x")})
+	readBody(t, resp)
+	if got, wantAuth := resp.Header.Get("WWW-Authenticate"), `resource_metadata="https://mcp.example.com`+want+`"`; !strings.Contains(got, wantAuth) {
+		t.Errorf("401 WWW-Authenticate = %q, want %s", got, wantAuth)
+	}
+	resp = h.do(t, call{method: http.MethodGet, path: want})
+	body := readBody(t, resp)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `"resource":"https://mcp.example.com/a%2Fb/mcp"`) {
+		t.Errorf("GET %s = %d %s, want 200 with the resource", want, resp.StatusCode, body)
+	}
+	for _, same := range []string{"/.well-known/oauth-protected-resource/a%2fb/mcp", "/.well-known/oauth-protected-resource/a%2F%62/mcp"} {
+		// Equivalent spellings (RFC 3986 §6.2.2.1, §6.2.2.2).
+		resp = h.do(t, call{method: http.MethodGet, path: same})
+		readBody(t, resp)
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s = %d, want 200", same, resp.StatusCode)
+		}
+	}
+	other := "/.well-known/oauth-protected-resource/a/b/mcp"
+	resp = h.do(t, call{method: http.MethodGet, path: other})
+	readBody(t, resp)
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("GET %s = %d, want 404 (the metadata URL of https://mcp.example.com/a/b/mcp)", other, resp.StatusCode)
+	}
+}

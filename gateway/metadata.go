@@ -27,14 +27,18 @@ type protectedResourceMetadata struct {
 
 // metadataLocation returns the path-inserted well-known path for a resource
 // URL (RFC 9728 §3.1: /.well-known/oauth-protected-resource between host
-// and path; a lone "/" path is dropped) and the full metadata URL.
-func metadataLocation(u *url.URL) (path, full string) {
-	path = wellKnownPRM
+// and path; a lone "/" path is dropped), decoded and as spelled (a
+// client inserts into the resource as spelled, so an escaped "/" stays
+// escaped: unescaped it names another resource's metadata), and the full
+// metadata URL.
+func metadataLocation(u *url.URL) (path, escaped, full string) {
+	path, escaped = wellKnownPRM, wellKnownPRM
 	if u.Path != "" && u.Path != "/" {
 		path += u.Path
+		escaped += u.EscapedPath()
 	}
-	loc := url.URL{Scheme: u.Scheme, Host: u.Host, Path: path}
-	return path, loc.String()
+	loc := url.URL{Scheme: u.Scheme, Host: u.Host, Path: path, RawPath: escaped}
+	return path, escaped, loc.String()
 }
 
 // MetadataPaths returns the request paths at which Serve answers with the
@@ -72,8 +76,17 @@ func collectScopes(cfg *Config) []string {
 	return sortedSet(all)
 }
 
-func (g *Gateway) isMetadataPath(p string) bool {
-	return slices.Contains(g.metadataPaths, p)
+// isMetadataPath reports whether u is at a metadata path, decoded and as
+// spelled up to RFC 3986 equivalence of escapes (metadataEscaped is
+// normalized; the spelling is read only when the decoded path matches: no
+// cost to MCP requests).
+func (g *Gateway) isMetadataPath(u *url.URL) bool {
+	for i, p := range g.metadataPaths {
+		if u.Path == p && u.Opaque == "" && dpop.NormalPercent(u.EscapedPath()) == g.metadataEscaped[i] {
+			return true
+		}
+	}
+	return false
 }
 
 // serveMetadata answers the public metadata document, with CORS so that

@@ -102,7 +102,7 @@ func NextHandler(h http.Handler) Next {
 // next never sees it. It returns next's error, after recording the status
 // the error will be answered with (Config.ErrorStatus) in the audit event.
 func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next Next) (err error) {
-	if g.isMetadataPath(r.URL.Path) {
+	if g.isMetadataPath(r.URL) {
 		g.serveMetadata(w, r)
 		return nil
 	}
