@@ -518,6 +518,15 @@ func TestSameURI(t *testing.T) {
 		{"https://u@a.example/mcp", "https://a.example/mcp", false},
 		{"ftp://a.example/mcp", "ftp://a.example/mcp", false},
 		{"/mcp", "/mcp", false},
+		// Dot segments are removed (RFC 3986 §6.2.2.3), escaped ones
+		// too (§6.2.2.2 first), as a client's URL library may leave them.
+		{"https://a.example/x/../mcp", "https://a.example/mcp", true},
+		{"https://a.example/./mcp", "https://a.example/mcp", true},
+		{"https://a.example/x/%2E%2E/mcp", "https://a.example/mcp", true},
+		{"https://a.example/../mcp", "https://a.example/mcp", true},
+		{"https://a.example/mcp/..", "https://a.example/", true},
+		{"https://a.example/x/../other", "https://a.example/mcp", false},
+		{"https://a.example/x/..%2Fmcp", "https://a.example/mcp", false},
 	}
 	for _, tt := range tests {
 		if got := SameURI(tt.htu, tt.uri); got != tt.want {

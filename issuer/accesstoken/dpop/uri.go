@@ -11,7 +11,7 @@ import (
 // after RFC 3986 syntax- and scheme-based normalization (ASCII case of
 // scheme and host, a host with other characters matching nothing; default
 // port, empty path as "/", percent-encoding case and
-// unreserved characters decoded).
+// unreserved characters decoded, then dot segments removed).
 func SameURI(htu, uri string) bool {
 	a, ok := normalURI(htu)
 	if !ok {
@@ -44,11 +44,39 @@ func normalURI(s string) (string, bool) {
 		return "", false
 	}
 	host = strings.TrimSuffix(host, ":") // an empty port is the default
-	path := NormalPercent(u.EscapedPath())
+	path := removeDotSegments(NormalPercent(u.EscapedPath()))
 	if path == "" {
 		path = "/"
 	}
 	return scheme + "://" + host + path, true
+}
+
+// removeDotSegments is RFC 3986 §5.2.4 for a path that is empty or
+// absolute (an absolute URI's), applied after NormalPercent as §6.2.2
+// orders it: "%2E" is a dot, "%2F" no separator.
+func removeDotSegments(p string) string {
+	if !strings.Contains(p, ".") {
+		return p
+	}
+	segs := strings.Split(p, "/")[1:]
+	out := make([]string, 0, len(segs))
+	for i, s := range segs {
+		last := i == len(segs)-1
+		switch s {
+		case ".":
+		case "..":
+			if len(out) > 0 {
+				out = out[:len(out)-1]
+			}
+		default:
+			out = append(out, s)
+			continue
+		}
+		if last {
+			out = append(out, "") // "/a/." and "/a/b/.." end in "/"
+		}
+	}
+	return "/" + strings.Join(out, "/")
 }
 
 // NormalPercent upper-cases percent-encodings and decodes those of
