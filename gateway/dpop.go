@@ -38,9 +38,10 @@ func (g *Gateway) requestURI(r *http.Request) string {
 // checkBinding enforces DPoP on an authenticated request (RFC 9449 §7):
 // a cnf.jkt-bound token only with the DPoP scheme and a valid proof for
 // this request signed by the bound key; the DPoP scheme only with a bound
-// token; with RequireDPoP, bound tokens only.
+// token; with RequireDPoP, bound tokens only, whatever the scheme (an
+// unbound one sent as DPoP must not be told to use Bearer, refused here).
 func (g *Gateway) checkBinding(r *http.Request, p *principal, token string, scheme string) *authError {
-	if scheme != schemeDPoP && p.jkt == "" && g.cfg.RequireDPoP {
+	if p.jkt == "" && g.cfg.RequireDPoP {
 		return &authError{status: http.StatusUnauthorized, code: dpop.CodeInvalidToken, dpop: true,
 			desc: "this resource requires DPoP-bound access tokens"}
 	}

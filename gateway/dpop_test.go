@@ -194,6 +194,17 @@ func TestRequireDPoP(t *testing.T) {
 	if resp.StatusCode != http.StatusUnauthorized || len(ch) != 1 || !strings.HasPrefix(ch[0], `DPoP error="invalid_token"`) {
 		t.Errorf("bearer token: %d %q, want 401 with only a DPoP invalid_token challenge", resp.StatusCode, ch)
 	}
+	// An unbound token sent with the DPoP scheme (and a proof) is told
+	// what the resource needs, not to use the Bearer scheme, which it
+	// refuses.
+	unbound := mint(t, claims())
+	resp = h.do(t, dpopCall(unbound, alice.proof(t, http.MethodPost, testResource, unbound, nil)))
+	readBody(t, resp)
+	ch = resp.Header.Values("WWW-Authenticate")
+	if resp.StatusCode != http.StatusUnauthorized || len(ch) != 1 ||
+		!strings.HasPrefix(ch[0], `DPoP error="invalid_token", error_description="this resource requires DPoP-bound access tokens"`) {
+		t.Errorf("unbound token as DPoP: %d %q, want 401 with only a DPoP invalid_token challenge saying DPoP-bound tokens are required", resp.StatusCode, ch)
+	}
 	resp = h.do(t, call{body: toolCall("read_file")})
 	readBody(t, resp)
 	ch = resp.Header.Values("WWW-Authenticate")
