@@ -90,6 +90,7 @@ type agentEnv struct {
 	resource  string
 	admin     string // admin API base URL; "" when off
 	ttl       string // access_token_ttl; "" for the default
+	logs      agentOpts
 	md        *harness.Metadata
 	audit     *auditLog
 }
@@ -98,6 +99,9 @@ type agentOpts struct {
 	accessTTL string // e.g. "2s"
 	admin     bool   // serve the admin API on a free loopback port
 	extra     string // more mcp_auth directives
+	// defaultLog, when set, is the file of Caddy's default log, at DEBUG
+	// level; accessLog a `log` block for the site.
+	defaultLog, accessLog string
 }
 
 func setupAgents(t *testing.T, o agentOpts) *agentEnv {
@@ -120,6 +124,7 @@ func setupAgents(t *testing.T, o agentOpts) *agentEnv {
 		up:        up.Listener.Addr().String(),
 		sessionUp: sessionUp.Listener.Addr().String(),
 		ttl:       o.accessTTL,
+		logs:      o,
 	}
 	e.audit = &auditLog{path: filepath.Join(e.dir, "audit.log")}
 	harness.StartFree(t, func(port int) string {
@@ -201,7 +206,12 @@ var agentsCaddyfile = template.Must(template.New("Caddyfile").Parse(`{
 	persist_config off
 	storage file_system {{.Dir}}/caddy
 	log {
+{{- with .DefaultLog}}
+		output file {{.}}
+		level DEBUG
+{{- else}}
 		level WARN
+{{- end}}
 	}
 	log mcp_audit {
 		include {{.AuditLogger}}
@@ -284,6 +294,7 @@ var agentsCaddyfile = template.Must(template.New("Caddyfile").Parse(`{
 }
 
 {{.Issuer}} {
+	{{.AccessLog}}
 	mcp_issuer
 	@mcp path /mcp /.well-known/oauth-protected-resource/mcp
 	handle @mcp {
@@ -316,6 +327,7 @@ func (e *agentEnv) caddyfile(admin string) string {
 		"AgentA": agentA, "AgentAName": agentAName, "AgentAHash": secretHash(agentASecret),
 		"AgentB": agentB, "AgentBName": agentBName, "AgentBHash": secretHash(agentBSecret),
 		"Up": e.up, "SessionUp": e.sessionUp, "Extra": e.extra,
+		"DefaultLog": e.logs.defaultLog, "AccessLog": e.logs.accessLog,
 	})
 	if err != nil {
 		panic(err) // the template is a constant
