@@ -94,7 +94,7 @@ func (i *Issuer) authenticateClient(r *http.Request, f url.Values) (*Client, *cl
 	}
 	c, err = i.dir.lookupClient(ctx, formID)
 	if err != nil {
-		i.clientAuthFailed(formID, addr, "unknown_client")
+		i.clientAuthFailed("", addr, "unknown_client")
 		return nil, nil, asInvalidClient(err)
 	}
 	if !c.Public() {
@@ -191,7 +191,7 @@ func (i *Issuer) authSecret(ctx context.Context, id, secret, addr, used string) 
 	case err != nil:
 		return nil, err
 	case d > 0:
-		i.clientAuthFailed(id, addr, "throttled")
+		i.clientAuthFailed("", addr, "throttled") // before the lookup: the id may be no client's
 		return nil, tooManyAttempts(d)
 	}
 	if err := i.limiter.slowAttempt(ctx, account); err != nil {
@@ -201,7 +201,7 @@ func (i *Issuer) authSecret(ctx context.Context, id, secret, addr, used string) 
 	c, err := i.dir.lookupClient(ctx, id)
 	if err != nil {
 		i.limiter.recordFailure(ctx, "", addr) // unknown ids count against the address only
-		i.clientAuthFailed(id, addr, "unknown_client")
+		i.clientAuthFailed("", addr, "unknown_client")
 		return nil, asInvalidClient(err)
 	}
 	if c.agent == nil && secretMethod(c.TokenEndpointAuthMethod) && c.TokenEndpointAuthMethod != used {
@@ -266,13 +266,13 @@ func (i *Issuer) authAssertion(ctx context.Context, r *http.Request, f url.Value
 	case err != nil:
 		return nil, nil, err
 	case d > 0:
-		i.clientAuthFailed(id, addr, "throttled")
+		i.clientAuthFailed("", addr, "throttled") // before the lookup
 		return nil, nil, tooManyAttempts(d)
 	}
 	c, err := i.dir.lookupClient(ctx, id)
 	if err != nil {
 		i.limiter.recordFailure(ctx, "", addr)
-		i.clientAuthFailed(id, addr, "unknown_client")
+		i.clientAuthFailed("", addr, "unknown_client")
 		return nil, nil, asInvalidClient(err)
 	}
 	fail := func(desc string) (*Client, *clientAssertion, error) {

@@ -57,11 +57,17 @@ func accountName(u *User) string {
 	return u.Username
 }
 
-// clientAuthFailed records a refused client authentication.
+// clientAuthFailed records a refused client authentication. clientID is
+// "" unless the client exists: an id that matches none may be the
+// secret, sent in its place (credentials swapped in a deployment's
+// settings), as a login's user name may be a password.
 func (i *Issuer) clientAuthFailed(clientID, addr, reason string) {
 	i.metrics.ClientAuthFailed(reason)
-	i.sec.Warn("client authentication failed", zap.String("client_id", truncate(clientID, 200)),
-		zap.String("remote_addr", addr), zap.String("reason", reason))
+	fields := []zap.Field{zap.String("remote_addr", addr), zap.String("reason", reason)}
+	if clientID != "" {
+		fields = append(fields, zap.String("client_id", truncate(clientID, 200)))
+	}
+	i.sec.Warn("client authentication failed", fields...)
 }
 
 // securityEvent records any other security event, with the caller's

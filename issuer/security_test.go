@@ -136,3 +136,54 @@ func TestSecurityEvents(t *testing.T) {
 		t.Errorf("throttled logins counted %d times, want 1", m.counts["login throttled"])
 	}
 }
+
+// TestClientAuthFailureNamesOnlyClients: a refused client authentication
+// names the client when it exists, and otherwise no client_id: an id
+// that matches no client may be the secret, sent in the id's place
+// (credentials swapped in a deployment's settings, say), as a login's
+// user name may be a password. The address and reason stay; throttled
+// before the lookup, it names no client either (TestSecurityEvents keeps
+// the names of existing clients).
+func TestClientAuthFailureNamesOnlyClients(t *testing.T) {
+	core, logs := observer.New(zap.DebugLevel)
+	e := newTokEnv(t, func(c *Config) { c.Logger = zap.New(core) })
+	cc := url.Values{"grant_type": {"client_credentials"}}
+	for _, tc := range []struct {
+		name  string
+		form  url.Values
+		basic string
+	}{
+		{"Basic, swapped", cc, tSecret + ":" + tConf},
+		{"form, swapped", url.Values{"grant_type": {"client_credentials"}, "client_id": {tSecret}, "client_secret": {tConf}}, ""},
+		{"form, no secret", url.Values{"grant_type": {"client_credentials"}, "client_id": {tSecret}}, ""},
+	} {
+		if a := e.post(t, pathToken, tc.form, tc.basic); a.status != http.StatusUnauthorized {
+			t.Errorf("%s: status %d %s, want 401", tc.name, a.status, a.raw)
+		}
+	}
+	// Until the address is slowed down: then refused before the lookup.
+	throttled := false
+	for n := 0; n < 40 && !throttled; n++ {
+		throttled = e.post(t, pathToken, cc, tSecret+":"+tConf).status == http.StatusTooManyRequests
+	}
+	if !throttled {
+		t.Fatal("no 429 after 40 failed client authentications from one address")
+	}
+	events := logs.FilterLoggerName("security").FilterMessage("client authentication failed").All()
+	reasons := map[string]int{}
+	for _, entry := range logs.All() {
+		if text := fmt.Sprint(entry.Message, entry.ContextMap()); strings.Contains(text, tSecret) {
+			t.Errorf("log entry %q (%s) holds the secret sent as the client id: %s", entry.Message, entry.LoggerName, text)
+		}
+	}
+	for _, ev := range events {
+		f := ev.ContextMap()
+		reasons[fmt.Sprint(f["reason"])]++
+		if id, ok := f["client_id"]; ok {
+			t.Errorf("event %v names client_id %q, which matches no client", f, id)
+		}
+	}
+	if reasons["unknown_client"] == 0 || reasons["throttled"] == 0 {
+		t.Errorf("security events by reason %v, want unknown_client and throttled", reasons)
+	}
+}

@@ -117,6 +117,10 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 		t.Fatalf("wrong client secret: %v", a)
 	}
 	secret("svc-wrong-secret-91c3e0f2a7")
+	// Credentials swapped: the secret in the client id's place.
+	if a := e.tokenRequest(ctx, t, svcSecret, svcID, url.Values{"grant_type": {"client_credentials"}}); a.Status != http.StatusUnauthorized {
+		t.Fatalf("swapped client credentials: %v", a)
+	}
 	userTok := e.userToken(ctx, t, robot, scopeTools)
 	secret(userTok.AccessToken)
 	x := e.exchange(ctx, t, agentA, agentASecret, userTok.AccessToken, agentTok, nil)
