@@ -158,9 +158,11 @@ type Client struct {
 	// client's keys for private_key_jwt.
 	JWKSURI  string `json:"jwks_uri,omitempty"`
 	JWKSFile string `json:"jwks_file,omitempty"`
-	// Resources the client may get tokens for; empty: all.
+	// Resources the client may get tokens for; absent: all (an empty
+	// list is refused).
 	Resources []string `json:"resources,omitempty"`
-	// Scopes the client may hold; empty: all of the resource's.
+	// Scopes the client may hold; absent: all of the resource's (an
+	// empty list is refused).
 	Scopes []string `json:"scopes,omitempty"`
 	// Introspect marks a resource server: the client may introspect
 	// every token, not only its own. It needs client authentication.
@@ -186,9 +188,11 @@ type Agent struct {
 	SecretHash string `json:"secret_hash,omitempty"`
 	JWKSURI    string `json:"jwks_uri,omitempty"`
 	JWKSFile   string `json:"jwks_file,omitempty"`
-	// AllowedClients may request tokens acting as this agent; empty: any.
+	// AllowedClients may request tokens acting as this agent; absent:
+	// any (an empty list is refused).
 	AllowedClients []string `json:"allowed_clients,omitempty"`
-	// Scopes the agent may ever hold; empty: any.
+	// Scopes the agent may ever hold; absent: any (an empty list is
+	// refused).
 	Scopes []string `json:"scopes,omitempty"`
 	// MaxDepth bounds the act chain of tokens the agent heads (1: only
 	// directly for a user); absent: the issuer's limit (0 is refused:

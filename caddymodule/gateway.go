@@ -202,7 +202,8 @@ type Rule struct {
 	Match string `json:"match"`
 	// Scopes are all required, in addition to the base scopes.
 	Scopes []string `json:"scopes,omitempty"`
-	// Agents, if set, are the only agents that may act (outermost act.sub).
+	// Agents, if set, are the only agents that may act (outermost act.sub);
+	// an empty list is refused.
 	Agents []string `json:"agents,omitempty"`
 	// RequireUser refuses tokens without a user (agent-only tokens).
 	RequireUser bool `json:"require_user,omitempty"`

@@ -1,0 +1,92 @@
+package caddymodule
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+)
+
+// UnmarshalJSON reads a rule, refusing "max_depth": 0 as the Caddyfile
+// does (maxDepthArg): 0 is what an absent max_depth reads as, no limit,
+// so written to allow no delegation it would allow the most (review
+// s17-fresh3 F3); and "agents": [] for the same reason (any agent).
+func (r *Rule) UnmarshalJSON(b []byte) error {
+	type plain Rule
+	if err := decodeMaxDepthGiven(b, (*plain)(r), "no limit; user_only refuses delegated tokens"); err != nil {
+		return err
+	}
+	return refuseEmptyLists(b, emptyMeans{"agents", "any agent may act"})
+}
+
+// UnmarshalJSON reads an agent, refusing "max_depth": 0 (see Rule's) and
+// empty allowed_clients or scopes.
+func (a *Agent) UnmarshalJSON(b []byte) error {
+	type plain Agent
+	if err := decodeMaxDepthGiven(b, (*plain)(a), "the issuer's limit, 5"); err != nil {
+		return err
+	}
+	return refuseEmptyLists(b, emptyMeans{"allowed_clients", "any client may use the agent"}, emptyMeans{"scopes", "the agent may hold any scope"})
+}
+
+// UnmarshalJSON reads a client strictly, refusing an empty resources or
+// scopes list (see refuseEmptyLists).
+func (c *Client) UnmarshalJSON(b []byte) error {
+	type plain Client
+	if err := decodeStrict(b, (*plain)(c)); err != nil {
+		return err
+	}
+	return refuseEmptyLists(b, emptyMeans{"resources", "every resource"}, emptyMeans{"scopes", "every scope of a resource"})
+}
+
+// emptyMeans names a restriction list and what it reads as when empty.
+type emptyMeans struct{ field, means string }
+
+// refuseEmptyLists refuses each of lists given as [] in the JSON object
+// b: an empty list reads as an absent one, no restriction, so written to
+// allow nothing it would allow everything. (The Caddyfile cannot write
+// one: a directive needs an argument.) Names match in any case, as
+// encoding/json decodes them.
+func refuseEmptyLists(b []byte, lists ...emptyMeans) error {
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(b, &members); err != nil {
+		return err
+	}
+	for name, raw := range members {
+		for _, l := range lists {
+			if strings.EqualFold(name, l.field) && bytes.Equal(bytes.Join(bytes.Fields(raw), nil), []byte("[]")) {
+				return fmt.Errorf("%s []: list at least one entry, or leave %s out (empty, it means %s)", l.field, l.field, l.means)
+			}
+		}
+	}
+	return nil
+}
+
+// decodeMaxDepthGiven decodes b into v strictly, as Caddy decodes a
+// config (a type's own UnmarshalJSON would otherwise let a misspelt
+// field inside it load unnoticed), and refuses a max_depth given as 0,
+// which would mean zero.
+func decodeMaxDepthGiven(b []byte, v any, zero string) error {
+	if err := decodeStrict(b, v); err != nil {
+		return err
+	}
+	var given struct {
+		MaxDepth *int `json:"max_depth"`
+	}
+	if err := json.Unmarshal(b, &given); err != nil {
+		return err
+	}
+	if given.MaxDepth != nil && *given.MaxDepth == 0 {
+		return fmt.Errorf("max_depth 0: want at least 1 (0 would mean %s)", zero)
+	}
+	return nil
+}
+
+// decodeStrict decodes b into v as Caddy decodes a config: a type's own
+// UnmarshalJSON would otherwise let a misspelt field inside it load
+// unnoticed.
+func decodeStrict(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
+}

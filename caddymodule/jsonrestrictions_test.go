@@ -1,0 +1,91 @@
+package caddymodule
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// TestJSONMaxDepthZeroRefused (review s17-fresh3 F3): "max_depth": 0 in
+// a JSON config is refused as max_depth 0 in the Caddyfile is: it reads
+// as the default (no limit for a rule, the issuer's 5 for an agent), so
+// written to allow no delegation it would allow the most. Other values
+// load, and a misspelt field in a rule or agent is still refused.
+func TestJSONMaxDepthZeroRefused(t *testing.T) {
+	for _, tt := range []struct {
+		json string
+		err  string // "" to load
+	}{
+		{`{"tools":[{"match":"*","max_depth":0}]}`, "max_depth 0"},
+		{`{"tools":[{"match":"*","max_depth":2}]}`, ""},
+		{`{"tools":[{"match":"*"}]}`, ""},
+		{`{"tools":[{"match":"*","max_dpeth":2}]}`, "unknown field"},
+		{`{"tools":[{"match":"*","args":[{"pointer":"/a","predicate":"present","optinal":true}]}]}`, "unknown field"},
+	} {
+		var h GatewayHandler
+		err := caddy.StrictUnmarshalJSON([]byte(tt.json), &h)
+		if tt.err == "" && err != nil || tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)) {
+			t.Errorf("%s: %v, want %q", tt.json, err, tt.err)
+		}
+		if tt.err == "" && strings.Contains(tt.json, `"max_depth":2`) && h.Tools[0].MaxDepth != 2 {
+			t.Errorf("%s: max_depth %d", tt.json, h.Tools[0].MaxDepth)
+		}
+	}
+	for _, tt := range []struct {
+		json string
+		err  string
+	}{
+		{`{"agents":[{"agent_id":"a","max_depth":0}]}`, "max_depth 0"},
+		{`{"agents":[{"agent_id":"a","max_depth":1}]}`, ""},
+		{`{"agents":[{"agent_id":"a","scope":["x"]}]}`, "unknown field"},
+	} {
+		var a App
+		err := caddy.StrictUnmarshalJSON([]byte(tt.json), &a)
+		if tt.err == "" && err != nil || tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)) {
+			t.Errorf("%s: %v, want %q", tt.json, err, tt.err)
+		}
+	}
+}
+
+// TestJSONEmptyRestrictionRefused: in a JSON config, a restriction list
+// given empty ("agents": [] in a rule, "allowed_clients" or "scopes" of
+// an agent, "resources" or "scopes" of a client) is refused: an empty
+// list reads as an absent one, no restriction, so written to allow no
+// agent, client, scope or resource it would allow every one. The
+// Caddyfile cannot write one (a directive needs an argument). Lists with
+// entries load, and a misspelt client field is still refused.
+func TestJSONEmptyRestrictionRefused(t *testing.T) {
+	for _, tt := range []struct {
+		json string
+		err  string // "" to load
+	}{
+		{`{"tools":[{"match":"*","agents":[]}]}`, `agents []`},
+		{`{"prompts":[{"match":"*","agents":[]}]}`, `agents []`},
+		{`{"tools":[{"match":"*","agents":["a"]}]}`, ""},
+	} {
+		var h GatewayHandler
+		err := caddy.StrictUnmarshalJSON([]byte(tt.json), &h)
+		if tt.err == "" && err != nil || tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)) {
+			t.Errorf("%s: %v, want %q", tt.json, err, tt.err)
+		}
+	}
+	for _, tt := range []struct {
+		json string
+		err  string
+	}{
+		{`{"agents":[{"agent_id":"a","allowed_clients":[]}]}`, `allowed_clients []`},
+		{`{"agents":[{"agent_id":"a","scopes":[]}]}`, `scopes []`},
+		{`{"agents":[{"agent_id":"a","allowed_clients":["c"],"scopes":["x"]}]}`, ""},
+		{`{"clients":[{"client_id":"c","public":true,"scopes":[]}]}`, `scopes []`},
+		{`{"clients":[{"client_id":"c","public":true,"resources":[]}]}`, `resources []`},
+		{`{"clients":[{"client_id":"c","public":true,"resources":["https://h/mcp"],"scopes":["x"]}]}`, ""},
+		{`{"clients":[{"client_id":"c","public":true,"scope":["x"]}]}`, "unknown field"},
+	} {
+		var a App
+		err := caddy.StrictUnmarshalJSON([]byte(tt.json), &a)
+		if tt.err == "" && err != nil || tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)) {
+			t.Errorf("%s: %v, want %q", tt.json, err, tt.err)
+		}
+	}
+}
