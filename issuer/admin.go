@@ -884,8 +884,26 @@ func readAdminJSON(r *http.Request, dst any) error {
 		// before the names after it.
 		return adminErr(http.StatusBadRequest, fmt.Errorf("request body: %w", names))
 	}
+	if l, ok := dst.(restrictionLists); ok {
+		var members map[string]json.RawMessage
+		_ = json.Unmarshal(b, &members) // decoded above: an object
+		for _, name := range l.restrictionLists() {
+			if v := members[name]; v != nil && bytes.Equal(bytes.Join(bytes.Fields(v), nil), []byte("[]")) {
+				return adminErr(http.StatusBadRequest, fmt.Errorf("%s []: list at least one entry, or leave %s out for no restriction", name, name))
+			}
+		}
+	}
 	return nil
 }
+
+// restrictionLists is a request with lists that restrict when they have
+// entries and not at all when left out (or empty): given as [], such a
+// list, written to allow nothing, would allow everything, so
+// readAdminJSON refuses it (member names are exact here).
+type restrictionLists interface{ restrictionLists() []string }
+
+func (NewClientRequest) restrictionLists() []string { return []string{"resources", "scopes"} }
+func (NewAgentRequest) restrictionLists() []string  { return []string{"allowed_clients", "scopes"} }
 
 func writeAdminJSON(w http.ResponseWriter, status int, v any) error {
 	return writeJSON(w, status, "application/json", "no-store", v)

@@ -1375,3 +1375,30 @@ func TestAdminClientETagSameRead(t *testing.T) {
 		t.Errorf("GET read scopes %v under ETag %s; PUT with them = %d, and the client's scopes are %v: B's narrowing to [read] undone unseen", cur.Scopes, tag, presp.StatusCode, after.Scopes)
 	}
 }
+
+// TestAdminEmptyRestrictionRefused: an agent's allowed_clients or
+// scopes, or a client's resources or scopes, given as [] is refused 400
+// and changes nothing, as in a JSON configuration
+// (TestJSONEmptyRestrictionRefused): an empty list reads as one left
+// out, no restriction, so written to allow nothing it would allow
+// everything.
+func TestAdminEmptyRestrictionRefused(t *testing.T) {
+	iss, _ := newAdminIssuer(t, nil)
+	srv := adminServer(t, iss)
+	const client = `"redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"none"`
+	steps := []apiCase{
+		{"agent allowed_clients []", "POST", "/mcp-auth/agents", `{"agent_id":"a1","allowed_clients":[]}`, 400, "allowed_clients []"},
+		{"agent scopes []", "POST", "/mcp-auth/agents", `{"agent_id":"a1","scopes":[ ]}`, 400, "scopes []"},
+		{"agent added nothing", "GET", "/mcp-auth/agents/a1", "", 404, ""},
+		{"client scopes []", "POST", "/mcp-auth/clients", `{"client_id":"c1",` + client + `,"scopes":[]}`, 400, "scopes []"},
+		{"client resources []", "POST", "/mcp-auth/clients", `{"client_id":"c1",` + client + `,"resources":[]}`, 400, "resources []"},
+		{"client added nothing", "GET", "/mcp-auth/clients/c1", "", 404, ""},
+		{"client with scopes", "POST", "/mcp-auth/clients", `{"client_id":"c1",` + client + `,"scopes":["read"]}`, 201, `"scopes":["read"]`},
+		{"update scopes []", "PUT", "/mcp-auth/clients/c1", `{` + client + `,"scopes":[]}`, 400, "scopes []"},
+		{"update changed nothing", "GET", "/mcp-auth/clients/c1", "", 200, `"scopes":["read"]`},
+		{"agent with lists", "POST", "/mcp-auth/agents", `{"agent_id":"a1","allowed_clients":["c1"],"scopes":["read"]}`, 201, `"allowed_clients":["c1"]`},
+	}
+	for _, tt := range steps {
+		t.Run(tt.name, func(t *testing.T) { runAPI(t, srv, tt) })
+	}
+}
