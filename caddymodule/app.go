@@ -539,6 +539,7 @@ func (a *App) Start() error {
 		warnUnguardedProxies(httpApp, a.log)
 		warnLenientProxies(httpApp, a.log)
 	}
+	warnSharedAudiences(a.gateways, a.log)
 	ctx, cancel := context.WithCancel(context.Background())
 	a.stop = cancel
 	a.done = make(chan struct{})

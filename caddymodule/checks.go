@@ -13,6 +13,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/gateway"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer"
@@ -248,4 +249,30 @@ func hasIssuerHandler(handlers []caddyhttp.MiddlewareHandler) bool {
 		}
 	}
 	return false
+}
+
+// warnSharedAudiences warns about gateways for different resources that
+// take tokens of one remote issuer by the same audience: each takes the
+// other's tokens, since the resource (RFC 8707), which would tell them
+// apart, is not what their tokens name, and only their scopes still
+// differ, if they do.
+func warnSharedAudiences(gateways []*GatewayHandler, log *zap.Logger) {
+	type key struct{ issuer, audience string }
+	first := map[key]string{}
+	warned := map[key]bool{}
+	for _, h := range gateways {
+		if h.Audience == "" {
+			continue
+		}
+		k := key{h.Issuer, h.Audience}
+		prev, ok := first[k]
+		switch {
+		case !ok:
+			first[k] = h.Resource
+		case !warned[k] && issuer.CanonicalResource(prev) != issuer.CanonicalResource(h.Resource):
+			warned[k] = true
+			log.Warn("mcp_gateways for different resources take tokens of one issuer by the same audience, so each takes the other's tokens: give each resource an audience (API identifier) of its own at the authorization server",
+				zap.Strings("resources", []string{prev, h.Resource}), zap.String("issuer", h.Issuer), zap.String("audience", h.Audience))
+		}
+	}
 }

@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -186,5 +187,34 @@ func TestWarnLenientProxies(t *testing.T) {
 	}
 	if want := []string{"srv0", "srv3"}; !slices.Equal(servers, want) {
 		t.Errorf("warned for servers %v, want %v", servers, want)
+	}
+}
+
+// TestWarnSharedAudience: two gateways for different resources that take
+// tokens of one remote issuer by the same audience take each other's
+// tokens (the resource is no longer what tells them apart, RFC 8707), so
+// Caddy warns, naming both; one resource in two sites (one snippet), or
+// distinct audiences or issuers, get no warning.
+func TestWarnSharedAudience(t *testing.T) {
+	gw := func(res, iss, aud string) *GatewayHandler {
+		return &GatewayHandler{Resource: res, Issuer: iss, Audience: aud}
+	}
+	const idp, other = "https://idp.example.com", "https://idp2.example.com"
+	core, logs := observer.New(zap.WarnLevel)
+	warnSharedAudiences([]*GatewayHandler{
+		gw("https://a.example.com/one/mcp", idp, "api://shared"),
+		gw("https://a.example.com/two/mcp", idp, "api://shared"),
+		gw("https://a.example.com/one/mcp", idp, "api://shared"), // the same resource again
+		gw("https://a.example.com/three/mcp", idp, "api://three"),
+		gw("https://a.example.com/four/mcp", other, "api://shared"),
+		gw("https://a.example.com/five/mcp", idp, ""),
+		gw("https://a.example.com/six/mcp", idp, ""),
+	}, zap.New(core))
+	var got []string
+	for _, e := range logs.All() {
+		got = append(got, fmt.Sprint(e.ContextMap()["resources"]))
+	}
+	if want := []string{"[https://a.example.com/one/mcp https://a.example.com/two/mcp]"}; !slices.Equal(got, want) {
+		t.Errorf("warned for %q, want %q", got, want)
 	}
 }
