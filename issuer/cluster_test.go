@@ -448,6 +448,18 @@ func TestLimitsKeepNoTypedName(t *testing.T) {
 	}
 }
 
+// behindOneURL makes each env's client reach its own server at the
+// issuer URL the envs share (as behind a load balancer), so that DPoP
+// proofs name the same htu at every instance.
+func behindOneURL(envs []*testEnv) {
+	for _, e := range envs {
+		addr := e.srv.Listener.Addr().String()
+		e.srv.Client().Transport.(*http.Transport).DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return new(net.Dialer).DialContext(ctx, network, addr)
+		}
+	}
+}
+
 // TestDPoPReplayAcrossInstances: a DPoP proof spent at one instance is
 // refused at another on the same database (each has its own replay
 // memory), its record expires with the proof's acceptance window, and a
@@ -457,12 +469,7 @@ func TestDPoPReplayAcrossInstances(t *testing.T) {
 	// One issuer URL, as behind a load balancer: proofs name it in htu.
 	envs, dsn := clusterEnvs(t, 2, func(c *Config) { c.Issuer = "http://localhost:9" })
 	a, b := envs[0], envs[1]
-	for _, e := range envs {
-		addr := e.srv.Listener.Addr().String()
-		e.srv.Client().Transport.(*http.Transport).DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return new(net.Dialer).DialContext(ctx, network, addr)
-		}
-	}
+	behindOneURL(envs)
 	k := newDPoPKey(t)
 	form := url.Values{"grant_type": {grantClientCredentials}, "resource": {tResource}}
 	tokenURL := a.iss.endpoint(pathToken)
@@ -484,7 +491,7 @@ func TestDPoPReplayAcrossInstances(t *testing.T) {
 	if n := a.count(bucketDPoP); n != 2 {
 		t.Errorf("DPoP records at the window's end = %d, want 2", n)
 	}
-	a.clock.Advance(time.Minute)
+	a.clock.Advance(time.Minute + postgres.DefaultPurgeGrace)
 	if _, err := a.store.Purge(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -521,12 +528,7 @@ func TestDPoPReplayAcrossInstances(t *testing.T) {
 func TestClockBehindAnotherInstance(t *testing.T) {
 	envs, _ := clusterEnvs(t, 2, func(c *Config) { c.Issuer = "http://localhost:9" })
 	a, b := envs[0], envs[1]
-	for _, e := range envs {
-		addr := e.srv.Listener.Addr().String()
-		e.srv.Client().Transport.(*http.Transport).DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return new(net.Dialer).DialContext(ctx, network, addr)
-		}
-	}
+	behindOneURL(envs)
 	b.restart(b.store, func(c *Config) {
 		c.Issuer = "http://localhost:9"
 		c.Now = func() time.Time { return a.clock.Now().Add(-50 * time.Millisecond) }
@@ -584,5 +586,41 @@ func TestInFlightLeftByCrashForgotten(t *testing.T) {
 	}
 	if w := a.postFrom(remote, pathToken, right); w.Code != http.StatusOK {
 		t.Errorf("right secret after one wrong one, 3 minutes after the crash = %d %s (after %d waits for room), want 200", w.Code, w.Body, waits)
+	}
+}
+
+// TestDPoPReplayAfterPurgeAhead: instance B's clock runs 30 s ahead of
+// the others' (NTP lost, a VM resumed from a snapshot). Its purge loop
+// (caddymodule's App.purge) must not delete what the others still read
+// as live: a DPoP proof spent at A, 45 s later, is within C's acceptance
+// window, and its replay record must still refuse it there. The record
+// goes once every instance is past it.
+func TestDPoPReplayAfterPurgeAhead(t *testing.T) {
+	envs, dsn := clusterEnvs(t, 2, func(c *Config) { c.Issuer = "http://localhost:9" })
+	a, c := envs[0], envs[1]
+	behindOneURL(envs)
+	b, err := postgres.Open(t.Context(), dsn, postgres.Options{Now: func() time.Time { return a.clock.Now().Add(30 * time.Second) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	k := newDPoPKey(t)
+	form := url.Values{"grant_type": {grantClientCredentials}, "resource": {tResource}}
+	proof := k.proof(t, a, a.iss.endpoint(pathToken), nil)
+	wantBound(t, "first use at A", a.postDPoP(t, pathToken, form, tConf+":"+tSecret, proof), k)
+
+	a.clock.Advance(45 * time.Second)
+	if _, err := b.Purge(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if r := c.postDPoP(t, pathToken, form, tConf+":"+tSecret, proof); r.status != http.StatusBadRequest || r.str("access_token") != "" {
+		t.Errorf("the proof replayed at C after B's purge = %d %s, want 400 invalid_dpop_proof", r.status, r.raw)
+	}
+	a.clock.Advance(dpop.DefaultWindow + postgres.DefaultPurgeGrace)
+	if _, err := b.Purge(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := a.count(bucketDPoP); n != 0 {
+		t.Errorf("DPoP records once past every instance's window, purged = %d, want 0", n)
 	}
 }

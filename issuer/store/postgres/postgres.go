@@ -44,6 +44,7 @@ import (
 const (
 	DefaultMaxAttempts = 20
 	DefaultPurgeBatch  = 500
+	DefaultPurgeGrace  = time.Minute
 	DefaultTimeout     = 10 * time.Second
 )
 
@@ -85,6 +86,15 @@ type Options struct {
 	// each batch is its own short transaction. Zero or negative means
 	// DefaultPurgeBatch.
 	PurgeBatch int
+	// PurgeGrace is how long past its expiry, by this instance's clock,
+	// Purge leaves an entry. Every instance reads expiry by its own clock,
+	// so a clock ahead of the others' (NTP lost, a VM resumed from a
+	// snapshot) only shortens what that instance accepts, except in Purge:
+	// deleting what the others still read as live would let them accept
+	// again what the entry refused (a spent DPoP proof's replay record,
+	// kept only 10 s past the proof's window). Zero means
+	// DefaultPurgeGrace; negative means none.
+	PurgeGrace time.Duration
 	// Timeout bounds how long a transaction waits for the database (and a
 	// connection attempt, unless the DSN sets connect_timeout): a
 	// statement that waits for a lock or runs longer than this is
@@ -107,6 +117,7 @@ type Store struct {
 	now         func() time.Time
 	maxAttempts int
 	purgeBatch  int
+	purgeGrace  time.Duration
 	timeout     time.Duration
 	closed      atomic.Bool
 
@@ -157,6 +168,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		now:         opts.Now,
 		maxAttempts: opts.MaxAttempts,
 		purgeBatch:  opts.PurgeBatch,
+		purgeGrace:  opts.PurgeGrace,
 		timeout:     timeout,
 	}
 	s.closing, s.endWatches = context.WithCancel(context.Background())
@@ -168,6 +180,12 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	}
 	if s.purgeBatch <= 0 {
 		s.purgeBatch = DefaultPurgeBatch
+	}
+	switch {
+	case s.purgeGrace == 0:
+		s.purgeGrace = DefaultPurgeGrace
+	case s.purgeGrace < 0:
+		s.purgeGrace = 0
 	}
 	if err := migrate(ctx, pool); err != nil {
 		pool.Close()
@@ -424,15 +442,16 @@ func (s *Store) outcome(ctx context.Context, xid int64, err error) error {
 	}
 }
 
-// Purge implements store.Store. It deletes expired entries in batches of
-// Options.PurgeBatch, each in its own short transaction that skips rows
-// other transactions hold, so it never blocks writers for long and
-// instances purging at the same time do not wait for each other.
+// Purge implements store.Store. It deletes entries expired for
+// Options.PurgeGrace in batches of Options.PurgeBatch, each in its own
+// short transaction that skips rows other transactions hold, so it never
+// blocks writers for long and instances purging at the same time do not
+// wait for each other.
 func (s *Store) Purge(ctx context.Context) (int, error) {
 	if err := s.begin(ctx); err != nil {
 		return 0, fmt.Errorf("postgres: purge: %w", err)
 	}
-	now := nanos(s.now())
+	now := nanos(s.now().Add(-s.purgeGrace))
 	total := 0
 	for {
 		// Each batch under the bound, so that a database that stopped

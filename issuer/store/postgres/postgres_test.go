@@ -30,7 +30,9 @@ func open(t *testing.T, dsn string, opts postgres.Options) *postgres.Store {
 
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T, now func() time.Time) store.Store {
-		return open(t, pgtest.NewDatabase(t), postgres.Options{Now: now})
+		// The suite's Purge deletes what expired a moment ago; the
+		// grace is TestPurgeGrace's.
+		return open(t, pgtest.NewDatabase(t), postgres.Options{Now: now, PurgeGrace: -1})
 	})
 }
 
@@ -109,7 +111,9 @@ func TestLaterStartsNeedNoCreate(t *testing.T) {
 	roleDSN := strings.Replace(dsn, "user=postgres", "user="+role, 1)
 	s := open(t, roleDSN, postgres.Options{})
 	ctx := context.Background()
-	if err := s.Update(ctx, func(tx store.Tx) error { return tx.Put("b", "k", []byte("v"), time.Now().Add(-time.Second)) }); err != nil {
+	if err := s.Update(ctx, func(tx store.Tx) error {
+		return tx.Put("b", "k", []byte("v"), time.Now().Add(-postgres.DefaultPurgeGrace-time.Second))
+	}); err != nil {
 		t.Fatalf("Update as a role without CREATE = %v, want nil", err)
 	}
 	if err := s.View(ctx, func(tx store.Tx) error { return tx.List("b", "", func(string, []byte) error { return nil }) }); err != nil {
@@ -253,12 +257,32 @@ func TestPurgeBatches(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clock.Advance(time.Minute)
+	clock.Advance(time.Minute + postgres.DefaultPurgeGrace)
 	if n, err := s.Purge(ctx); err != nil || n != 10 {
 		t.Fatalf("Purge() = %d, %v, want 10, nil", n, err)
 	}
 	if n, err := s.Purge(ctx); err != nil || n != 0 {
 		t.Fatalf("second Purge() = %d, %v, want 0, nil", n, err)
+	}
+}
+
+// TestPurgeGrace: Purge leaves an entry for Options.PurgeGrace past its
+// expiry (by the purging instance's clock, which may run ahead of the
+// others'), then deletes it.
+func TestPurgeGrace(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
+	s := open(t, pgtest.NewDatabase(t), postgres.Options{Now: clock.Now})
+	ctx := context.Background()
+	if err := s.Update(ctx, func(tx store.Tx) error { return tx.Put("b", "k", nil, clock.Now()) }); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(postgres.DefaultPurgeGrace - time.Second)
+	if n, err := s.Purge(ctx); err != nil || n != 0 {
+		t.Fatalf("Purge() within the grace = %d, %v, want 0, nil", n, err)
+	}
+	clock.Advance(time.Second)
+	if n, err := s.Purge(ctx); err != nil || n != 1 {
+		t.Fatalf("Purge() after the grace = %d, %v, want 1, nil", n, err)
 	}
 }
 
