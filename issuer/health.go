@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
@@ -19,9 +20,17 @@ type healthView struct {
 	Reason string `json:"reason,omitempty"`
 }
 
+// maxClockOffset is how far this instance's clock may be from the store
+// server's: the skew instances sharing a store must keep to
+// (accesstoken.Leeway), each deciding expiry, replay windows and the order
+// of a revocation and an issuance by its own clock.
+const maxClockOffset = accesstoken.Leeway
+
 // handleHealth answers an orchestrator's probe: 200 {"status":"ok"} when
-// the store answers a read and a signing key is loaded, otherwise 503 with
-// a short reason; the details go to the log, not to the caller.
+// the store answers a read, this instance's clock agrees with the store
+// server's (a store shared by several instances) and a signing key is
+// loaded, otherwise 503 with a short reason; the details go to the log,
+// not to the caller.
 func (i *Issuer) handleHealth(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		methodNotAllowed(w, http.MethodGet, http.MethodHead)
@@ -30,12 +39,47 @@ func (i *Issuer) handleHealth(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), healthTimeout)
 	defer cancel()
 	v, status := healthView{Status: "ok"}, http.StatusOK
-	if err := i.store.View(ctx, func(store.Tx) error { return nil }); err != nil {
+	off, err := time.Duration(0), i.store.View(ctx, func(store.Tx) error { return nil })
+	if err == nil {
+		off, err = i.clockOffset(ctx)
+	}
+	if err != nil {
 		i.log.Error("health check: store", zap.Error(err))
 		v, status = healthView{Status: "unavailable", Reason: "store unreachable"}, http.StatusServiceUnavailable
+	} else if off > maxClockOffset || off < -maxClockOffset {
+		i.log.Error("health check: this instance's clock differs from the store server's; instances sharing the store must agree to within the allowed skew (NTP)",
+			zap.Duration("offset", off), zap.Duration("allowed", maxClockOffset))
+		v, status = healthView{Status: "unavailable", Reason: "clock differs from the store's"}, http.StatusServiceUnavailable
 	} else if _, err := i.keys.current(ctx); err != nil {
 		i.log.Error("health check: signing key", zap.Error(err))
 		v, status = healthView{Status: "unavailable", Reason: "no signing key"}, http.StatusServiceUnavailable
 	}
 	writeNoStoreJSON(w, status, v)
+}
+
+// clockOffset is how far this instance's clock is ahead of the store
+// server's (store.ServerClock), less the read's round trip; zero for a
+// store without a server clock (one process's: nobody to disagree with).
+func (i *Issuer) clockOffset(ctx context.Context) (time.Duration, error) {
+	sc, ok := i.backend.(store.ServerClock)
+	if !ok {
+		return 0, nil
+	}
+	before := i.now()
+	at, err := sc.ServerTime(ctx)
+	if err != nil {
+		return 0, err
+	}
+	after := i.now()
+	mid := before.Add(after.Sub(before) / 2)
+	off := mid.Sub(at)
+	// The server read its clock somewhere within the round trip.
+	slack := after.Sub(before) / 2
+	switch {
+	case off > slack:
+		return off - slack, nil
+	case off < -slack:
+		return off + slack, nil
+	}
+	return 0, nil
 }

@@ -4,8 +4,12 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres/pgtest"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
 )
 
 // TestHealth: 200 {"status":"ok"} while the store answers and holds a
@@ -56,5 +60,39 @@ func TestHealth(t *testing.T) {
 	}
 	if status, body := get(http.MethodGet); status != http.StatusServiceUnavailable || body != `{"status":"unavailable","reason":"store unreachable"}` {
 		t.Errorf("GET healthz with the store closed = %d %s, want 503 store unreachable", status, body)
+	}
+}
+
+// TestHealthClockOffDatabase: instances sharing PostgreSQL decide
+// expiry, replay windows and the order of a revocation and an issuance
+// each by its own clock, so their clocks must agree to within
+// accesstoken.Leeway. An instance whose clock is 30 s off the database
+// server's (NTP lost, a VM resumed from a snapshot) answers its health
+// probe 503, so that an orchestrator takes it out of service; one in
+// step answers 200.
+func TestHealthClockOffDatabase(t *testing.T) {
+	for _, c := range []struct {
+		off    time.Duration
+		status int
+		body   string
+	}{
+		{0, http.StatusOK, `{"status":"ok"}`},
+		{30 * time.Second, http.StatusServiceUnavailable, `{"status":"unavailable","reason":"clock differs from the store's"}`},
+		{-30 * time.Second, http.StatusServiceUnavailable, `{"status":"unavailable","reason":"clock differs from the store's"}`},
+	} {
+		now := func() time.Time { return time.Now().Add(c.off) }
+		st, err := postgres.Open(t.Context(), pgtest.NewDatabase(t), postgres.Options{Now: now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = st.Close() })
+		e := newTokEnvStore(t, st, storetest.NewClock(now()), func(cfg *Config) { cfg.Now = now })
+		resp, err := e.srv.Client().Get(e.iss.endpoint(pathHealth))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body := strings.TrimSpace(readBody(t, resp)); resp.StatusCode != c.status || body != c.body {
+			t.Errorf("GET healthz with the clock %v off the database's = %d %s, want %d %s", c.off, resp.StatusCode, body, c.status, c.body)
+		}
 	}
 }

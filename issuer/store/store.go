@@ -100,6 +100,16 @@ type ReservedViewer interface {
 	ViewReserved(ctx context.Context, fn func(Tx) error) error
 }
 
+// ServerClock is implemented by a store that several processes share on
+// a server of its own (postgres), whose clock they can all read.
+type ServerClock interface {
+	// ServerTime returns the server's clock reading. Each process decides
+	// expiry by its own clock (an entry is live while its reading is
+	// before the expiry), so processes compare theirs with this common
+	// one to find out that they disagree.
+	ServerTime(ctx context.Context) (time.Time, error)
+}
+
 // Notifier is implemented by the Tx of a store that several processes
 // share, so that a writer can tell the others to read what it wrote.
 type Notifier interface {

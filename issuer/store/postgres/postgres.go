@@ -776,10 +776,25 @@ func prefixEnd(p []byte) ([]byte, bool) {
 	return nil, false
 }
 
+// ServerTime implements store.ServerClock: PostgreSQL's clock_timestamp().
+func (s *Store) ServerTime(ctx context.Context) (time.Time, error) {
+	if err := s.begin(ctx); err != nil {
+		return time.Time{}, fmt.Errorf("postgres: server time: %w", err)
+	}
+	bctx, cancel := s.bounded(ctx)
+	defer cancel()
+	var at time.Time
+	if err := s.pool.QueryRow(bctx, "SELECT clock_timestamp()").Scan(&at); err != nil {
+		return time.Time{}, s.beginErr(ctx, "server time", unavailable(ctx, bctx, err))
+	}
+	return at, nil
+}
+
 var (
 	_ store.Store         = (*Store)(nil)
 	_ store.Watcher       = (*Store)(nil)
 	_ store.NoSyncUpdater = (*Store)(nil)
+	_ store.ServerClock   = (*Store)(nil)
 	_ store.Tx            = (*tx)(nil)
 	_ store.Notifier      = (*tx)(nil)
 )
