@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/mcpparse"
 )
 
 // Introspector asks an authorization server about an opaque access token
@@ -72,7 +73,7 @@ var (
 // (or azp); token_type, when given, must be Bearer or DPoP (then with
 // cnf.jkt), as must typ, and token_use access_token (accessTokenAnswer).
 // An answer that is not RFC 7662 JSON fails closed like an unreachable
-// endpoint. key is the token's SHA-256: requests presenting the same
+// endpoint, as does one naming a member twice. key is the token's SHA-256: requests presenting the same
 // token at once share one call (introspections), and each checks the
 // answer itself.
 func (g *Gateway) introspect(ctx context.Context, key [sha256.Size]byte, token string) (*principal, time.Time, *authError) {
@@ -86,9 +87,12 @@ func (g *Gateway) introspect(ctx context.Context, key [sha256.Size]byte, token s
 		}
 		return nil, time.Time{}, errIntrospectionUnavailable
 	}
+	// A member named twice (or in two cases) would be read here as the
+	// last, and maybe as the first by whatever wrote the answer: such an
+	// answer says nothing for certain (mcpparse.CheckValue).
 	var head map[string]json.RawMessage
-	if err := json.Unmarshal(body, &head); err != nil || head == nil {
-		g.log.Warn("token introspection: the answer is not a JSON object", zap.String("issuer", g.cfg.Issuer))
+	if err := mcpparse.CheckValue(body, 0); err != nil || json.Unmarshal(body, &head) != nil || head == nil {
+		g.log.Warn("token introspection: the answer is not a JSON object, each member named once", zap.String("issuer", g.cfg.Issuer))
 		return nil, time.Time{}, errIntrospectionUnavailable
 	}
 	switch string(head["active"]) {

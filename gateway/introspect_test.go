@@ -89,6 +89,16 @@ func active() map[string]any {
 	}
 }
 
+// dupMember is v as a JSON object that names name first with raw and
+// then with v's own value (or only with raw, when v has none).
+func dupMember(v map[string]any, name, raw string) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return `{"` + name + `":` + raw + `,` + string(b[1:])
+}
+
 // clock is a settable test clock, safe to read from the server's
 // goroutines (audit events are written after the response).
 type clock struct {
@@ -176,6 +186,11 @@ func TestIntrospectionAnswers(t *testing.T) {
 		{"active as a string", with(func(a map[string]any) { a["active"] = "true" }), nil, "read_a", 503, "cannot be checked"},
 		{"no active", with(func(a map[string]any) { delete(a, "active") }), nil, "read_a", 503, "cannot be checked"},
 		{"not JSON", "<html>hello</html>", nil, "read_a", 503, "cannot be checked"},
+		// A member named twice is read as the last by some parsers and
+		// the first by others: the answer is not read at all.
+		{"active twice", dupMember(active(), "active", "false"), nil, "read_a", 503, "cannot be checked"},
+		{"aud twice", dupMember(active(), "aud", `"https://other.example.com/mcp"`), nil, "read_a", 503, "cannot be checked"},
+		{"active in another case", dupMember(active(), "Active", "false"), nil, "read_a", 503, "cannot be checked"},
 		{"JSON array", `[{"active":true}]`, nil, "read_a", 503, "cannot be checked"},
 		{"server error", nil, func(w http.ResponseWriter) { http.Error(w, "down", http.StatusInternalServerError) }, "read_a", 503, "cannot be checked"},
 		{"oversized answer", nil, func(w http.ResponseWriter) {

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/mcpparse"
 )
 
 // RemoteKeys is a KeySource for an issuer in another process: it reads the
@@ -446,6 +447,12 @@ func getJSON(ctx context.Context, client *http.Client, u string, maxBytes int64,
 	body, err := readLimited(resp, maxBytes)
 	if err != nil {
 		return err
+	}
+	// A member named twice (a second jwks_uri, keys or kid) is read by
+	// encoding/json as the last, by other readers as the first: the
+	// document is refused, like one that cannot be read.
+	if err := mcpparse.CheckValue(body, 0); err != nil {
+		return fmt.Errorf("%s: %w", u, err)
 	}
 	if err := json.Unmarshal(body, v); err != nil {
 		return fmt.Errorf("%s: %w", u, err)

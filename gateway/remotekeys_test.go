@@ -303,6 +303,47 @@ func TestRemoteKeysRefusals(t *testing.T) {
 			t.Error("JWKS fetched despite an issuer mismatch")
 		}
 	})
+	// A member named twice is read as the last by encoding/json and as
+	// the first by other parsers: a document that names one twice is
+	// not read (the key set is not used, the metadata not trusted).
+	k := theKeys(t)
+	jwk, err := json.Marshal(ecJWK("ec1", &k.ec.PublicKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name     string
+		metadata func(host string) string
+		jwks     string
+	}{
+		{"keys twice", nil, `{"keys":[],"keys":[` + string(jwk) + `]}`},
+		{"a key's member twice", nil, `{"keys":[{"kid":"ec0",` + string(jwk[1:]) + `]}`},
+		{"jwks_uri twice", func(host string) string {
+			return `{"issuer":"http://` + host + `","jwks_uri":"http://` + host + `/other","jwks_uri":"http://` + host + `/jwks"}`
+		}, `{"keys":[` + string(jwk) + `]}`},
+		{"issuer in another case", func(host string) string {
+			return `{"Issuer":"http://` + host + `/other","issuer":"http://` + host + `","jwks_uri":"http://` + host + `/jwks"}`
+		}, `{"keys":[` + string(jwk) + `]}`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				switch {
+				case r.URL.Path == "/jwks":
+					w.Write([]byte(tt.jwks))
+				case tt.metadata != nil:
+					w.Write([]byte(tt.metadata(r.Host)))
+				default:
+					json.NewEncoder(w).Encode(map[string]any{"issuer": "http://" + r.Host, "jwks_uri": "http://" + r.Host + "/jwks"})
+				}
+			}))
+			defer srv.Close()
+			rk := NewRemoteKeys(srv.URL, srv.Client(), nil)
+			t.Cleanup(rk.Close)
+			if key, err := rk.PublicKey(context.Background(), "ec1"); !errors.Is(err, ErrUnknownKey) {
+				t.Fatalf("Key = %T, %v, want ErrUnknownKey", key, err)
+			}
+		})
+	}
 	t.Run("oversized JWKS", func(t *testing.T) {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Path == "/jwks" {
