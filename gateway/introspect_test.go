@@ -275,6 +275,40 @@ func TestIntrospectionAnswers(t *testing.T) {
 			t.Error("introspection asked without an introspector")
 		}
 	})
+	t.Run("opaque tokens with two dots are introspected", func(t *testing.T) {
+		// Tokens of other formats have two dots too (a PASETO local
+		// token without footer, a product's prefix.key.secret): they
+		// are no JWT, whose header is a JSON object, and only the
+		// issuer can say what they are.
+		for _, token := range []string{"v4.local.c2VjcmV0LWJsb2I", "at.k1.c2VjcmV0", "e30x.a.b"} {
+			f.set(token, active())
+			before := f.calls.Load()
+			resp := h.do(t, call{body: toolCall("read_a"), token: token})
+			if body := readBody(t, resp); resp.StatusCode != 200 {
+				t.Fatalf("%s: status = %d, want 200 (%s)", token, resp.StatusCode, body)
+			}
+			if f.calls.Load() != before+1 {
+				t.Errorf("%s: introspection calls = %d, want 1", token, f.calls.Load()-before)
+			}
+		}
+	})
+	t.Run("forged JWTs are not introspected", func(t *testing.T) {
+		// A JWT whose signature fails is refused as a JWT: it is not
+		// sent on to the endpoint, which would take it for a token of
+		// its own format.
+		good := mint(t, claims())
+		parts := strings.Split(good, ".")
+		forged := parts[0] + "." + parts[1] + ".c2lnbmF0dXJl"
+		f.set(forged, active())
+		before := f.calls.Load()
+		resp := h.do(t, call{body: toolCall("read_a"), token: forged})
+		if body := readBody(t, resp); resp.StatusCode != 401 {
+			t.Fatalf("status = %d, want 401 (%s)", resp.StatusCode, body)
+		}
+		if f.calls.Load() != before {
+			t.Error("a JWT was sent to introspection")
+		}
+	})
 	t.Run("JWTs are not introspected", func(t *testing.T) {
 		before := f.calls.Load()
 		resp := h.do(t, call{body: toolCall("read_a"), token: mint(t, claims())})

@@ -385,10 +385,24 @@ func (g *Gateway) authenticate(ctx context.Context, token string, now time.Time)
 	return p, nil
 }
 
-// isJWT reports whether token has the shape of a compact JWS; anything
-// else is an opaque token.
+// isJWT reports whether token is a compact JWS: three parts, the first a
+// JSON object in base64url, as the JWT parser reads it. Anything else is
+// an opaque token, which only its issuer can judge, two dots or not
+// (PASETO's "v4.local.…", a product's "prefix.id.secret"). A token this
+// calls a JWT is never introspected: one whose signature fails is
+// refused, not passed on to an endpoint that would take it for a token
+// of its own. Only asked on a cache miss, with an introspector.
 func isJWT(token string) bool {
-	return strings.Count(token, ".") == 2
+	head, rest, _ := strings.Cut(token, ".")
+	if strings.Count(rest, ".") != 1 {
+		return false
+	}
+	h, err := base64.RawURLEncoding.DecodeString(head)
+	if err != nil {
+		return false
+	}
+	var obj map[string]json.RawMessage
+	return json.Unmarshal(h, &obj) == nil && obj != nil
 }
 
 // verify checks a JWT access token (accesstoken.ParseWith): pinned
