@@ -85,11 +85,13 @@ type authRequest struct {
 	Prompt              []string `json:"prompt,omitempty"`
 	Actor               string   `json:"actor,omitempty"` // requested_actor
 	DPoPJKT             string   `json:"dpop_jkt,omitempty"`
-	// hinted (id_token_hint) is the user the client expects signed in:
+	// Hinted (id_token_hint) is the user the client expects signed in:
 	// the hint's sub, or noUser for a hint that is no ID token this
-	// issuer gave the client. Read before any sign-in only: a pending
-	// request does not keep it, the user signing in as whom they choose.
-	hinted string
+	// issuer gave the client. A session of another user goes to the
+	// sign-in page (prompt=none: login_required), and a sign-in as
+	// another user than a readable hint's ends in login_required
+	// (otherThanHinted).
+	Hinted string `json:"hinted,omitempty"`
 	// LoginAfter (max_age; prompt=login: the request's time) is the
 	// earliest login time the request accepts.
 	LoginAfter time.Time `json:"login_after,omitzero"`
@@ -100,6 +102,20 @@ type authRequest struct {
 }
 
 func (a *authRequest) prompt(v string) bool { return slices.Contains(a.Prompt, v) }
+
+// otherThanHinted is login_required when s is signed in as another user
+// than the one id_token_hint names (OpenID Connect Core 3.1.2.2: a
+// positive answer only when that user "is logged in or is logged in by
+// the request"; otherwise it SHOULD return an error), nil otherwise. A
+// hint that names nobody this issuer can read (noUser) asks for a
+// sign-in, and whoever signs in answers it: refusing them all would
+// leave a client holding an ID token of a retired key no way in.
+func (a *authRequest) otherThanHinted(s *session) error {
+	if a.Hinted == "" || a.Hinted == noUser || s.User == a.Hinted {
+		return nil
+	}
+	return &Error{Code: "login_required", Description: "the user signed in is not the one id_token_hint names"}
+}
 
 // signInAsked reports whether the request asks for the sign-in page
 // whatever the session: prompt=login, and prompt=select_account (OpenID
@@ -195,7 +211,7 @@ func (i *Issuer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	// OpenID Connect Core 3.1.2.1: the user the ID token names is not the
 	// one signed in. The answer is for the user logged in by the request,
 	// which prompt=none cannot ask for.
-	otherUser := loggedIn && ar.hinted != "" && s.User != ar.hinted
+	otherUser := loggedIn && ar.Hinted != "" && s.User != ar.Hinted
 	if otherUser && ar.prompt("none") {
 		i.silentError(w, r, s, c, ar, &Error{Code: "login_required", Description: "the user id_token_hint names is not the one signed in"})
 		return
@@ -463,7 +479,7 @@ func (i *Issuer) parseAuthorize(ctx context.Context, c *Client, params url.Value
 		ar.LoginAfter = i.now().Add(-time.Duration(*c.DefaultMaxAge) * time.Second)
 	}
 	if hint := params.Get("id_token_hint"); hint != "" {
-		ar.hinted = i.hintedUser(ctx, c, hint)
+		ar.Hinted = i.hintedUser(ctx, c, hint)
 	}
 	if ar.signInAsked() {
 		// A login after this request: a new session alone is not one,
@@ -604,6 +620,9 @@ func (i *Issuer) proceed(w http.ResponseWriter, r *http.Request, s *session, ar 
 		}
 		i.pages.clientChangedPage(w)
 		return
+	}
+	if err == nil {
+		err = ar.otherThanHinted(s)
 	}
 	if err != nil {
 		fail(err)

@@ -1247,6 +1247,55 @@ func TestAuthorizePromptNoneIDTokenHint(t *testing.T) {
 	}
 }
 
+// TestAuthorizeIDTokenHintSignInAsOther: a request whose id_token_hint
+// names one user, answered by a sign-in as another, gets login_required
+// at the redirect URI and no code (OpenID Connect Core 3.1.2.2: a
+// positive answer only when the hint's user "is logged in or is logged
+// in by the request", otherwise it SHOULD return an error). A sign-in as
+// the hinted user gets the code, a signed-in browser of another user
+// too once it signs in as that user; a hint that is no ID token this
+// issuer can read names nobody, and whoever signs in gets the code.
+func TestAuthorizeIDTokenHintSignInAsOther(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	p := webAuthParams(testChallenge)
+	p.Set("scope", "openid files:read")
+	_, bob := e.signInWithIDToken(t, "bob", p)
+	alice, _ := e.signInWithIDToken(t, bUser, p)
+	hinted := maps.Clone(p)
+	hinted.Set("id_token_hint", bob.str("id_token"))
+	for _, tt := range []struct {
+		name    string
+		browser *http.Client
+		user    string
+		params  url.Values
+		code    bool
+	}{
+		{"another user signs in", e.browser(), bUser, hinted, false},
+		{"another user's session signs in as itself", alice, bUser, hinted, false},
+		{"the hinted user signs in", e.browser(), "bob", hinted, true},
+		{"another user's session signs in as the hinted one", alice, "bob", hinted, true},
+		{"a hint naming nobody", e.browser(), bUser, func() url.Values {
+			q := maps.Clone(p)
+			q.Set("id_token_hint", "garbage")
+			return q
+		}(), true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cb, err := e.robot(tt.browser, e.url(pathAuthorize, tt.params), bWebRedirect, tt.user, bPassword, "approve")
+			if err != nil {
+				t.Fatal(err)
+			}
+			q := cb.Query()
+			switch {
+			case tt.code && q.Get("code") == "":
+				t.Errorf("redirect %v, want a code", q)
+			case !tt.code && (q.Get("error") != "login_required" || q.Get("code") != "" || q.Get("state") != p.Get("state") || q.Get("iss") == ""):
+				t.Errorf("redirect %v, want login_required with state and iss, no code", q)
+			}
+		})
+	}
+}
+
 // signInWithIDToken signs user in, in a new browser, through the
 // authorization request p (with openid in its scope), redeems the code
 // and returns the browser and the token answer, ID token included.

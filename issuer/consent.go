@@ -124,6 +124,10 @@ func (i *Issuer) consentPost(w http.ResponseWriter, r *http.Request) {
 			i.pages.clientChangedPage(w)
 			return
 		}
+		if err == nil {
+			// Signed in again, as another user, since the page showed.
+			err = ar.otherThanHinted(s)
+		}
 		if err != nil {
 			fail(err)
 			return
