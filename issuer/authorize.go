@@ -95,9 +95,10 @@ type authRequest struct {
 	// LoginAfter (max_age; prompt=login: the request's time) is the
 	// earliest login time the request accepts.
 	LoginAfter time.Time `json:"login_after,omitzero"`
-	// StaleSession (prompt=login) is the storage key of the session that
-	// was logged in when the request came. The user must log in again,
-	// and every login replaces the session, so it must not be the one.
+	// StaleSession (prompt=login or select_account, an id_token_hint of
+	// another user) is the storage key of the session that was logged in
+	// when the request came. The user must sign in again, and every
+	// sign-in replaces the session, so it must not be the one.
 	StaleSession string `json:"stale_session,omitempty"`
 }
 
@@ -481,11 +482,14 @@ func (i *Issuer) parseAuthorize(ctx context.Context, c *Client, params url.Value
 	if hint := params.Get("id_token_hint"); hint != "" {
 		ar.Hinted = i.hintedUser(ctx, c, hint)
 	}
-	if ar.signInAsked() {
+	if ar.prompt("login") {
 		// A login after this request: a new session alone is not one,
 		// since a sign-in at an identity provider without this request
 		// (the login page's button) is silent when the provider has a
 		// session, and its session's AuthTime is the provider's.
+		// prompt=select_account asks for a choice of account, not for
+		// a new authentication: the sign-in page (StaleSession) is it,
+		// and a provider's session may answer it.
 		ar.LoginAfter = i.now()
 	}
 	if len(ar.State) > 2000 || len(ar.Nonce) > 2000 || len(ar.Actor) > 500 {

@@ -498,8 +498,14 @@ func TestAuthorizePromptSelectAccount(t *testing.T) {
 	p := webAuthParams(testChallenge)
 	p.Set("scope", "openid files:read")
 	p.Set("prompt", "select_account")
-	if loc := locationOf(t, c, e.url(pathAuthorize, p)); !strings.HasPrefix(loc.String(), pathLogin+"?req=") {
+	loc := locationOf(t, c, e.url(pathAuthorize, p))
+	if !strings.HasPrefix(loc.String(), pathLogin+"?req=") {
 		t.Fatalf("prompt=select_account when signed in: Location = %s, want the sign-in page", loc)
+	}
+	// The session signed in before the request does not answer it: the
+	// consent step sends it back to the sign-in page.
+	if next := locationOf(t, c, e.url(pathConsent, loc.Query())); next.String() != loc.String() {
+		t.Fatalf("consent step with the session of before: Location = %s, want %s", next, loc)
 	}
 	cb, err := e.robot(c, e.url(pathAuthorize, p), bWebRedirect, "bob", bPassword, "approve")
 	if err != nil {

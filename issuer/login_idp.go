@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -101,16 +102,18 @@ func (i *Issuer) idpStart(p *idpClient) http.HandlerFunc {
 // sign the user in silently (OpenID Connect Core 1.0 section 3.1.2.1);
 // and the earliest auth_time its ID token may then carry. A provider that
 // ignores the demand answers with an older auth_time, which idpCallback
-// refuses.
+// refuses. prompt=select_account goes to the provider as it came: the
+// account is chosen there, and its session may sign that account in.
 func idpReauthentication(ar *authRequest, now time.Time) (time.Time, []oauth2.AuthCodeOption) {
 	var opts []oauth2.AuthCodeOption
+	var prompt []string
 	after := ar.LoginAfter
 	switch {
 	case ar.prompt("login"):
 		// Stricter than the max_age the request may also carry. Not
 		// before the request's own time, which another instance's clock
 		// may have set (freshLogin compares the session with it).
-		opts = append(opts, oauth2.SetAuthURLParam("prompt", "login"))
+		prompt = append(prompt, "login")
 		after = now
 		if ar.LoginAfter.After(now) {
 			after = ar.LoginAfter
@@ -119,6 +122,12 @@ func idpReauthentication(ar *authRequest, now time.Time) (time.Time, []oauth2.Au
 		// Rounded down: the provider's bound is no looser than ours.
 		maxAge := max(0, now.Sub(ar.LoginAfter)) / time.Second
 		opts = append(opts, oauth2.SetAuthURLParam("max_age", strconv.FormatInt(int64(maxAge), 10)))
+	}
+	if ar.prompt("select_account") {
+		prompt = append(prompt, "select_account")
+	}
+	if len(prompt) > 0 {
+		opts = append(opts, oauth2.SetAuthURLParam("prompt", strings.Join(prompt, " ")))
 	}
 	return after, opts
 }

@@ -842,6 +842,13 @@ func TestIdPReauthentication(t *testing.T) {
 		{"max_age, authenticated within it", url.Values{"max_age": {"600"}}, 5 * time.Minute, false, "", "600", http.StatusSeeOther, 5 * time.Minute},
 		{"max_age, authenticated before it", url.Values{"max_age": {"600"}}, 11 * time.Minute, false, "", "600", http.StatusForbidden, 0},
 		{"max_age, no auth_time", url.Values{"max_age": {"600"}}, noClaim, false, "", "600", http.StatusForbidden, 0},
+		// select_account asks the provider to let the user choose the
+		// account, not to authenticate again (Core 3.1.2.1): the
+		// provider's session signs in, as the account chosen there.
+		{"prompt=select_account, the provider's old session", url.Values{"prompt": {"select_account"}}, 2 * time.Hour, false, "select_account", "", http.StatusSeeOther, 2 * time.Hour},
+		{"prompt=select_account and max_age", url.Values{"prompt": {"select_account"}, "max_age": {"600"}}, 5 * time.Minute, false, "select_account", "600", http.StatusSeeOther, 5 * time.Minute},
+		{"prompt=select_account and max_age, authenticated before it", url.Values{"prompt": {"select_account"}, "max_age": {"600"}}, 11 * time.Minute, false, "select_account", "600", http.StatusForbidden, 0},
+		{"prompt=login select_account", url.Values{"prompt": {"login select_account"}}, 0, false, "login select_account", "", http.StatusSeeOther, 0},
 		{"no demand, the provider's old session", nil, 2 * time.Hour, false, "", "", http.StatusSeeOther, 2 * time.Hour},
 		// Unknown: our tokens say nothing (and no later demand for a recent
 		// login accepts the session: TestIdPPromptLoginWithoutTheRequest).
