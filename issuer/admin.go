@@ -335,9 +335,13 @@ type ClientView struct {
 	// DefaultMaxAge is what a self-registered client asked for
 	// (OpenID Connect Dynamic Client Registration 1.0 section 2);
 	// shown, not set, here.
-	DefaultMaxAge *uint32   `json:"default_max_age,omitempty"`
-	Source        string    `json:"source,omitempty"`
-	CreatedAt     time.Time `json:"created_at,omitzero"`
+	DefaultMaxAge *uint32 `json:"default_max_age,omitempty"`
+	// AuthSigningAlg is the algorithm a self-registered private_key_jwt
+	// client's assertions must use, when it registered one; shown, not
+	// set, here.
+	AuthSigningAlg string    `json:"token_endpoint_auth_signing_alg,omitempty"`
+	Source         string    `json:"source,omitempty"`
+	CreatedAt      time.Time `json:"created_at,omitzero"`
 	// ClientSecret is set only in the answer that generated it.
 	ClientSecret string `json:"client_secret,omitempty"`
 }
@@ -348,7 +352,8 @@ func clientView(c Client) ClientView {
 		AuthMethod: c.TokenEndpointAuthMethod, JWKSURI: c.JWKSURI, HasJWKS: len(c.JWKS) > 0,
 		ApplicationType: c.ApplicationType, Resources: c.Resources, Scopes: c.Scopes,
 		Introspect: c.Introspect, DPoPBound: c.DPoPBoundAccessTokens, RequirePAR: c.RequirePushedAuthorizationRequests,
-		IDTokenAlg: c.IDTokenAlg, DefaultMaxAge: c.DefaultMaxAge, Source: c.Source, CreatedAt: c.CreatedAt,
+		IDTokenAlg: c.IDTokenAlg, DefaultMaxAge: c.DefaultMaxAge, AuthSigningAlg: c.TokenEndpointAuthSigningAlg,
+		Source: c.Source, CreatedAt: c.CreatedAt,
 	}
 }
 

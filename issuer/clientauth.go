@@ -283,6 +283,10 @@ func (i *Issuer) authAssertion(ctx context.Context, r *http.Request, f url.Value
 	}
 	endpoint := *i.issuer
 	endpoint.Path = r.URL.Path
+	algs := accesstoken.Algorithms()
+	if c.TokenEndpointAuthSigningAlg != "" {
+		algs = []string{c.TokenEndpointAuthSigningAlg}
+	}
 	var claims jwt.RegisteredClaims
 	_, err = jwt.ParseWithClaims(raw, &claims, func(t *jwt.Token) (any, error) {
 		if err := accesstoken.RefuseCritical(t); err != nil {
@@ -292,7 +296,7 @@ func (i *Issuer) authAssertion(ctx context.Context, r *http.Request, f url.Value
 			return nil, err
 		}
 		return i.assertionKeys(ctx, c, t)
-	}, jwt.WithValidMethods(accesstoken.Algorithms()), jwt.WithIssuer(id), jwt.WithSubject(id),
+	}, jwt.WithValidMethods(algs), jwt.WithIssuer(id), jwt.WithSubject(id),
 		jwt.WithAudience(i.URL(), i.endpoint(pathToken), endpoint.String()),
 		jwt.WithExpirationRequired(), jwt.WithIssuedAt(), jwt.WithTimeFunc(i.now), jwt.WithLeeway(assertionLeeway))
 	if err != nil {

@@ -221,6 +221,11 @@ type Client struct {
 	// authorization requests that send none (OpenID Connect Dynamic
 	// Client Registration 1.0 section 2); nil for none.
 	DefaultMaxAge *uint32 `json:"default_max_age,omitempty"`
+	// TokenEndpointAuthSigningAlg is the one algorithm a private_key_jwt
+	// client's assertions may be signed with (OpenID Connect Dynamic
+	// Client Registration 1.0 section 2: others "MUST be rejected");
+	// empty for any of the offered ones.
+	TokenEndpointAuthSigningAlg string `json:"token_endpoint_auth_signing_alg,omitempty"`
 	// Resources the client may get tokens for; empty means every resource
 	// (for a self-registered client, DCR or CIMD, none in grants without
 	// a user).

@@ -245,6 +245,9 @@ func normalizeAuthMethod(c *Client) {
 // and a key set as a private_key_jwt client's whatever the method: one
 // beside a secret is stored too.
 func validateClientAuth(c *Client) error {
+	if err := validateAuthSigningAlg(c); err != nil {
+		return err
+	}
 	if len(c.JWKS) > 0 {
 		if err := checkJWKS(c.JWKS); err != nil {
 			return err

@@ -32,6 +32,7 @@ type storedClient struct {
 	RequirePAR              bool      `json:"require_pushed_authorization_requests,omitempty"`
 	IDTokenAlg              string    `json:"id_token_signed_response_alg,omitempty"`
 	DefaultMaxAge           *uint32   `json:"default_max_age,omitempty"`
+	AuthSigningAlg          string    `json:"token_endpoint_auth_signing_alg,omitempty"`
 	Source                  string    `json:"source,omitempty"`
 	CreatedAt               time.Time `json:"created_at,omitempty"`
 	ExpiresAt               time.Time `json:"expires_at,omitzero"`
@@ -56,6 +57,7 @@ func clientRecord(c *Client) *storedClient {
 		RequirePAR:              c.RequirePushedAuthorizationRequests,
 		IDTokenAlg:              c.IDTokenAlg,
 		DefaultMaxAge:           c.DefaultMaxAge,
+		AuthSigningAlg:          c.TokenEndpointAuthSigningAlg,
 		Source:                  c.Source,
 		CreatedAt:               c.CreatedAt,
 		ExpiresAt:               c.ExpiresAt,
@@ -81,6 +83,7 @@ func (s *storedClient) client() *Client {
 		RequirePushedAuthorizationRequests: s.RequirePAR,
 		IDTokenAlg:                         s.IDTokenAlg,
 		DefaultMaxAge:                      s.DefaultMaxAge,
+		TokenEndpointAuthSigningAlg:        s.AuthSigningAlg,
 		Source:                             s.Source,
 		CreatedAt:                          s.CreatedAt,
 		ExpiresAt:                          s.ExpiresAt,

@@ -20,6 +20,7 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 	"go.uber.org/zap"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
@@ -84,6 +85,8 @@ type clientMetadata struct {
 	IDTokenEnc              string          `json:"id_token_encrypted_response_enc"`
 	UserinfoEncAlg          string          `json:"userinfo_encrypted_response_alg"`
 	UserinfoEnc             string          `json:"userinfo_encrypted_response_enc"`
+	UserinfoAlg             string          `json:"userinfo_signed_response_alg"`
+	AuthSigningAlg          string          `json:"token_endpoint_auth_signing_alg"`
 }
 
 // strictBool is a boolean member that must be true or false: for null,
@@ -123,6 +126,7 @@ type registrationResponse struct {
 	IDTokenAlg              string          `json:"id_token_signed_response_alg"`
 	SubjectType             string          `json:"subject_type"`
 	DefaultMaxAge           *uint32         `json:"default_max_age,omitempty"`
+	AuthSigningAlg          string          `json:"token_endpoint_auth_signing_alg,omitempty"`
 }
 
 // handleRegister is Dynamic Client Registration (RFC 7591). Registered
@@ -224,6 +228,7 @@ func (i *Issuer) handleRegister(w http.ResponseWriter, r *http.Request) {
 		IDTokenAlg:              c.idTokenAlg(),
 		SubjectType:             subjectPublic,
 		DefaultMaxAge:           c.DefaultMaxAge,
+		AuthSigningAlg:          c.TokenEndpointAuthSigningAlg,
 	}
 	if secret != "" {
 		var never int64
@@ -458,7 +463,29 @@ func (m *clientMetadata) client(c Client, redirect bool, idAlgs []string) (*Clie
 	c.RequirePushedAuthorizationRequests = bool(m.RequirePAR)
 	c.IDTokenAlg = m.IDTokenAlg
 	c.DefaultMaxAge = m.DefaultMaxAge
+	if c.TokenEndpointAuthMethod == authPrivateKeyJWT {
+		// Of another method it applies to nothing: neither kept nor
+		// stated (RFC 7591 section 3.2.1).
+		c.TokenEndpointAuthSigningAlg = m.AuthSigningAlg
+	}
+	if err := validateAuthSigningAlg(&c); err != nil {
+		return nil, ErrInvalidClientMetadata.WithDescription(err.Error())
+	}
 	return &c, nil
+}
+
+// validateAuthSigningAlg checks a client's token_endpoint_auth_signing_alg:
+// one of the algorithms offered for assertions, and only of a
+// private_key_jwt client.
+func validateAuthSigningAlg(c *Client) error {
+	switch alg := c.TokenEndpointAuthSigningAlg; {
+	case alg == "":
+	case c.TokenEndpointAuthMethod != authPrivateKeyJWT:
+		return errors.New("token_endpoint_auth_signing_alg is only for private_key_jwt")
+	case !accesstoken.Supported(alg):
+		return errors.New("token_endpoint_auth_signing_alg must be one of " + strings.Join(accesstoken.Algorithms(), ", "))
+	}
+	return nil
 }
 
 // validateIDTokenAlg checks a client's id_token_signed_response_alg
@@ -479,13 +506,19 @@ const subjectPublic = "public"
 // server does not do, rather than register the client without it: a
 // client asking for pairwise identifiers must not get public ones, which
 // would let RPs correlate their users behind its back, nor one asking
-// for encrypted ID tokens or userinfo answers get them in the clear.
+// for encrypted ID tokens or userinfo answers get them in the clear, nor
+// one asking for signed userinfo answers get them as plain JSON.
 func validateOIDCMetadata(m *clientMetadata) error {
 	if m.SubjectType != "" && m.SubjectType != subjectPublic {
 		return ErrInvalidClientMetadata.WithDescription("subject_type must be public, the only type this server supports (subject_types_supported)")
 	}
 	if m.IDTokenEncAlg != "" || m.IDTokenEnc != "" || m.UserinfoEncAlg != "" || m.UserinfoEnc != "" {
 		return ErrInvalidClientMetadata.WithDescription("this server encrypts neither ID tokens nor userinfo answers")
+	}
+	if m.UserinfoAlg != "" {
+		// A JWT answer, signed (or, for none, not): userinfo answers
+		// here are plain JSON.
+		return ErrInvalidClientMetadata.WithDescription("this server does not sign userinfo answers (userinfo_signed_response_alg)")
 	}
 	return nil
 }

@@ -16,8 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/oauth2"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/bolt"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
@@ -157,6 +159,69 @@ func TestRegisterEncryptionRefused(t *testing.T) {
 	resp, out := e.register(t, `{"redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"none","id_token_encrypted_response_alg":null}`)
 	if resp.StatusCode != http.StatusCreated {
 		t.Errorf("register with id_token_encrypted_response_alg null: %d %v, want 201", resp.StatusCode, out)
+	}
+}
+
+// TestRegisterSigningAlgs: the answer to a registration states only
+// what the server does (RFC 7591 section 3.2.1; OpenID Connect Dynamic
+// Client Registration 1.0 section 2). userinfo_signed_response_alg asks
+// for signed userinfo answers, which this server does not make: refused
+// (null asks for nothing). token_endpoint_auth_signing_alg of a
+// private_key_jwt client is kept, stated and held to: an assertion
+// signed with another algorithm is refused ("MUST be rejected"), one of
+// an algorithm the metadata does not offer is refused at registration,
+// and for a client of another method, to which it does not apply, it is
+// not stated.
+func TestRegisterSigningAlgs(t *testing.T) {
+	e := newTokEnv(t)
+	const cb = `"redirect_uris":["https://rp.example.com/cb"]`
+	pub, err := publicJWK(e.jwtKey.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub.Kid = "k1"
+	jwks, err := json.Marshal(map[string][]accesstoken.JWK{"keys": {pub}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyed := cb + `,"token_endpoint_auth_method":"private_key_jwt","jwks":` + string(jwks)
+	for _, body := range []string{
+		`{` + cb + `,"token_endpoint_auth_method":"none","userinfo_signed_response_alg":"RS256"}`,
+		`{` + cb + `,"token_endpoint_auth_method":"none","userinfo_signed_response_alg":"none"}`,
+		`{` + keyed + `,"token_endpoint_auth_signing_alg":"HS256"}`,
+		`{` + keyed + `,"token_endpoint_auth_signing_alg":"none"}`,
+	} {
+		if resp, out := e.register(t, body); resp.StatusCode != http.StatusBadRequest || out["error"] != "invalid_client_metadata" {
+			t.Errorf("register %s: %d %v, want 400 invalid_client_metadata", body, resp.StatusCode, out)
+		}
+	}
+	if resp, out := e.register(t, `{`+cb+`,"token_endpoint_auth_method":"none","userinfo_signed_response_alg":null}`); resp.StatusCode != http.StatusCreated {
+		t.Errorf("register with userinfo_signed_response_alg null: %d %v, want 201", resp.StatusCode, out)
+	}
+	if resp, out := e.register(t, `{`+cb+`,"token_endpoint_auth_method":"none","token_endpoint_auth_signing_alg":"ES256"}`); resp.StatusCode != http.StatusCreated || out["token_endpoint_auth_signing_alg"] != nil {
+		t.Errorf("register a public client with token_endpoint_auth_signing_alg: %d %v, want 201 not stating it", resp.StatusCode, out)
+	}
+	// The client's key is P-256: its assertions are ES256.
+	revoke := func(id string) int {
+		t.Helper()
+		a := e.clientAssertion(t, func(c jwt.MapClaims, _ *jwt.Token) { c["iss"], c["sub"] = id, id })
+		return e.post(t, pathRevoke, url.Values{"token": {"not-a-token"}, "client_assertion_type": {jwtBearerAssertion}, "client_assertion": {a}}, "").status
+	}
+	for _, tt := range []struct {
+		alg    string
+		status int
+	}{{"", 200}, {"ES256", 200}, {"ES384", 401}, {"RS256", 401}} {
+		body := `{` + keyed
+		if tt.alg != "" {
+			body += `,"token_endpoint_auth_signing_alg":"` + tt.alg + `"`
+		}
+		resp, out := e.register(t, body+`}`)
+		if stated, _ := out["token_endpoint_auth_signing_alg"].(string); resp.StatusCode != http.StatusCreated || stated != tt.alg {
+			t.Fatalf("register with token_endpoint_auth_signing_alg %q: %d %v, want 201 stating it", tt.alg, resp.StatusCode, out)
+		}
+		if got := revoke(out["client_id"].(string)); got != tt.status {
+			t.Errorf("token_endpoint_auth_signing_alg %q, an ES256 assertion: revoke = %d, want %d", tt.alg, got, tt.status)
+		}
 	}
 }
 
