@@ -3,6 +3,7 @@ package issuer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"time"
 
@@ -42,7 +43,8 @@ const (
 //     recorded in the transaction that records the grant it yields, so
 //     a request refused at any step spends nothing);
 //   - issued to the authenticated client (client_id), for a registered
-//     resource (resource, when present), with scopes, naming no actor
+//     resource (resource, when present), with scopes that resource (or
+//     OpenID Connect) registers, naming no actor
 //     (act: one this server could not identify, nor drop);
 //   - when bound to a key (cnf, RFC 7800), bound to one DPoP key (jkt)
 //     whose proof the request carries: the token issued is bound to it
@@ -160,6 +162,20 @@ func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, er
 	granted, err := parseScope(str("scope"))
 	if err != nil || len(granted) == 0 {
 		return nil, ErrInvalidScope.WithDescription("the ID-JAG grants no scope")
+	}
+	// Enterprise-managed authorization, section 7.6.2: the scope claim
+	// must match the resource's registered scopes, or the request is
+	// invalid_grant. An IdP that grants a scope the resource does not
+	// have meant another resource (a namespace shared across servers):
+	// its grant is refused, not redeemed for the scopes that happen to
+	// match. A scope the user's groups do not allow is policy, as ever
+	// (grantScopes).
+	res, err := i.policy.resolveResource(c, resource)
+	if err != nil {
+		return nil, err
+	}
+	if k := slices.IndexFunc(granted, func(s string) bool { return !slices.Contains(res.Scopes, s) && !slices.Contains(oidcScopes, s) }); k >= 0 {
+		return nil, invalid(fmt.Sprintf("the ID-JAG's scope %q is not a scope of %s", truncate(granted[k], 40), res.URL))
 	}
 	// The scopes asked for that the ID-JAG carries (enterprise-managed
 	// authorization, section 7.2.1: the intersection, not a refusal).

@@ -207,6 +207,12 @@ func TestIDJAGRefused(t *testing.T) {
 		{"scope outside the assertion", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["scope"] = "read" }, url.Values{"scope": {"write"}}, 400, "invalid_scope"},
 		{"an actor (act)", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["act"] = map[string]any{"sub": "agent-x"} }, nil, 400, "invalid_grant"},
 		{"an empty act", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["act"] = map[string]any{} }, nil, 400, "invalid_grant"},
+		// Enterprise-managed authorization, section 7.6.2: the scope
+		// claim is validated against the resource's registered scopes,
+		// and one that does not match is invalid_grant, not dropped.
+		{"a scope the resource does not register", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["scope"] = "read nope" }, nil, 400, "invalid_grant"},
+		{"a scope another resource registers", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["resource"] = tOther; c["scope"] = "read admin" }, nil, 400, "invalid_grant"},
+		{"a scope the resource does not register, not requested", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["scope"] = "read nope" }, url.Values{"scope": {"read"}}, 400, "invalid_grant"},
 		{"no scope in the assertion", conf, func(c jwt.MapClaims, _ *jwt.Token) { delete(c, "scope") }, nil, 400, "invalid_scope"},
 		{"user in no mapped group", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["groups"] = []string{"sales"} }, nil, 400, "invalid_grant"},
 		{"scopes the user's groups do not allow", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["scope"] = "admin" }, nil, 400, "invalid_scope"},
