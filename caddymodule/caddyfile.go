@@ -100,6 +100,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			group <provider-group|*> <local-group...>
 //			allowed_email_domains <domain...>
 //			display_name <text>
+//			tenant <id>
 //			recheck <duration>
 //		}
 //		trusted_idp <issuer> {
@@ -367,6 +368,8 @@ func parseIdentityProvider(d *caddyfile.Dispenser) (IdentityProvider, caddyfile.
 			err = listArg(d, &p.AllowedEmailDomains)
 		case "display_name":
 			err = oneArg(d, &p.DisplayName)
+		case "tenant":
+			err = oneArg(d, &p.Tenant)
 		case "recheck":
 			err = durationArg(d, &p.Recheck)
 		default:

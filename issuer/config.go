@@ -155,6 +155,11 @@ type IdentityProvider struct {
 	// AllowedEmailDomains, when set, admit only users whose email claim
 	// is in one of them (and not marked unverified).
 	AllowedEmailDomains []string `json:"allowed_email_domains,omitempty"`
+	// Tenant is the provider's tenant, for an issuer of several (OpenID
+	// Connect Enterprise's tenant claim): its subjects are unique within
+	// one tenant only. Set, only ID tokens and ID-JAGs naming it are
+	// admitted; unset, none naming a tenant is.
+	Tenant string `json:"tenant,omitempty"`
 	// DisplayName is shown on the login button; default Name.
 	DisplayName string `json:"display_name,omitempty"`
 	// Recheck is how long a sign-in at the provider counts: after it,

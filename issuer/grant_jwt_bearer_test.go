@@ -250,6 +250,50 @@ func TestIDJAGRefused(t *testing.T) {
 	}
 }
 
+// TestIDJAGTenant: a multi-tenant IdP's subjects are unique within
+// iss + tenant only (draft-ietf-oauth-identity-assertion-authz-grant,
+// "Tenant Relationships with Issuer and Client ID"), so one tenant's u1
+// is not another's. An identity provider declared with a tenant admits
+// only ID-JAGs naming that tenant; one declared without admits none that
+// names a tenant, which it could not keep apart from the other tenants'.
+func TestIDJAGTenant(t *testing.T) {
+	idp := newTestIdP(t)
+	conf := tConf + ":" + tSecret
+	withTenant := func(c jwt.MapClaims, _ *jwt.Token) { c["tenant"] = "acme" }
+	t.Run("provider without a tenant", func(t *testing.T) {
+		e := newTokEnv(t, withTrustedIdP(idp))
+		if a := e.redeem(t, conf, idp.idJAG(t, e, withTenant), nil); a.status != 400 || a.str("error") != "invalid_grant" {
+			t.Errorf("ID-JAG naming a tenant = %d %s, want invalid_grant", a.status, a.raw)
+		}
+		if a := e.redeem(t, conf, idp.idJAG(t, e, nil), nil); a.status != 200 {
+			t.Errorf("ID-JAG naming no tenant = %d %s, want 200", a.status, a.raw)
+		}
+	})
+	t.Run("provider of one tenant", func(t *testing.T) {
+		e := newTokEnv(t, withTrustedIdP(idp), func(c *Config) { c.IdentityProviders[0].Tenant = "acme" })
+		for _, tt := range []struct {
+			name   string
+			tenant any // nil: no claim
+			status int
+		}{
+			{"its tenant", "acme", 200},
+			{"another tenant", "fabrikam", 400},
+			{"another case", "ACME", 400},
+			{"no tenant", nil, 400},
+			{"not a string", []string{"acme"}, 400},
+		} {
+			raw := idp.idJAG(t, e, func(c jwt.MapClaims, _ *jwt.Token) {
+				if c["tenant"] = tt.tenant; tt.tenant == nil {
+					delete(c, "tenant")
+				}
+			})
+			if a := e.redeem(t, conf, raw, nil); a.status != tt.status || tt.status == 400 && a.str("error") != "invalid_grant" {
+				t.Errorf("%s: redeem = %d %s, want %d", tt.name, a.status, a.raw, tt.status)
+			}
+		}
+	})
+}
+
 // TestIDJAGScopeIntersection: a request for more scopes than the ID-JAG
 // carries gets their intersection (MCP enterprise-managed authorization,
 // stable, section 7.2.1: "issue access tokens with scopes that are the

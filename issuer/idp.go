@@ -441,6 +441,16 @@ func (p *IdentityProvider) identity(claims map[string]any, subject string) (*idp
 		// a sub would match any other such.
 		return nil, fmt.Errorf("%w: sub is missing, longer than %d bytes or holds a control or bidirectional character", errIdPRefused, maxSubject)
 	}
+	// A multi-tenant issuer's sub is unique within its tenant only
+	// (OpenID Connect Enterprise; the ID-JAG draft's iss + tenant +
+	// sub): another tenant's user of the same sub, or of the same
+	// user_claim, must not sign in as this tenant's account.
+	switch tenant, named := claims["tenant"]; {
+	case p.Tenant == "" && named:
+		return nil, fmt.Errorf("%w: the provider names a tenant, which its configuration does not declare (tenant)", errIdPRefused)
+	case p.Tenant != "" && tenant != p.Tenant:
+		return nil, fmt.Errorf("%w: the provider names another tenant than %q, or none", errIdPRefused, p.Tenant)
+	}
 	id := &idpIdentity{username: p.Name + ":" + value, subject: subject}
 	id.name = profileClaim(claims, "name", maxProfileName)
 	id.email = profileClaim(claims, "email", maxEmailLen)

@@ -517,6 +517,37 @@ func TestIdPEmailAsNameVerified(t *testing.T) {
 	}
 }
 
+// TestIdPTenant: a sign-in's ID token naming a tenant (OpenID Connect
+// Enterprise; a multi-tenant issuer's sub is unique within its tenant
+// only) signs in only at a provider declared with that tenant, and one
+// declared with a tenant signs in only ID tokens naming it: another
+// tenant's user of the same sub must not become this tenant's account.
+func TestIdPTenant(t *testing.T) {
+	for _, tt := range []struct {
+		name            string
+		declared, named string // "": none
+		want            int
+	}{
+		{"undeclared, none named", "", "", http.StatusSeeOther},
+		{"undeclared, one named", "", "acme", http.StatusForbidden},
+		{"declared, named", "acme", "acme", http.StatusSeeOther},
+		{"declared, another named", "acme", "fabrikam", http.StatusForbidden},
+		{"declared, none named", "acme", "", http.StatusForbidden},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e, stub, _ := newIdPEnv(t, func(p *IdentityProvider) { p.Tenant = tt.declared })
+			stub.set(func(s *stubIdP) {
+				if tt.named != "" {
+					s.claims["tenant"] = tt.named
+				}
+			})
+			if res := e.idpSignIn(t, e.browser()); res.status != tt.want {
+				t.Fatalf("sign-in = %d %q, want %d", res.status, res.body, tt.want)
+			}
+		})
+	}
+}
+
 // signInWithAddress makes the provider's next sign-in subject sub with
 // the address ceo@corp.example and email_verified (nil: no claim).
 func signInWithAddress(sub string, verified any) func(s *stubIdP) {
