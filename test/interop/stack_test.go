@@ -89,9 +89,16 @@ func requireNode(t *testing.T) nodeTools {
 // stderr goes to the test log. env adds to the inherited environment.
 func (nt nodeTools) run(ctx context.Context, t *testing.T, env []string, args ...string) ([]byte, error) {
 	t.Helper()
+	return nt.runInput(ctx, t, env, nil, args...)
+}
+
+// runInput is run with stdin as the standard input.
+func (nt nodeTools) runInput(ctx context.Context, t *testing.T, env []string, stdin []byte, args ...string) ([]byte, error) {
+	t.Helper()
 	cmd := exec.CommandContext(ctx, nt.node, args...)
 	cmd.Dir = nt.dir
 	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdin = bytes.NewReader(stdin)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
