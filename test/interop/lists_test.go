@@ -1,11 +1,9 @@
 package interop
 
 import (
-	"bufio"
 	"context"
 	"net/http"
 	"net/url"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -31,29 +29,12 @@ func TestListOnAnotherRequestFiltered(t *testing.T) {
 	for _, mode := range []string{"json", "events"} {
 		t.Run(mode, func(t *testing.T) {
 			port := harness.FreePort(t)
-			ctx, cancel := context.WithCancel(context.Background())
+			ctx := context.Background()
 			args := []string{filepath.Join(nt.dir, "listserver.mjs"), "--port", strconv.Itoa(port)}
 			if mode == "json" {
 				args = append(args, "--json")
 			}
-			cmd := exec.CommandContext(ctx, nt.node, args...)
-			cmd.Dir = nt.dir
-			out, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := cmd.Start(); err != nil {
-				cancel()
-				t.Fatalf("start listserver.mjs: %v", err)
-			}
-			t.Cleanup(func() { cancel(); _ = cmd.Wait() })
-			lines := make(chan string, 4)
-			go func() {
-				defer close(lines)
-				for sc := bufio.NewScanner(out); sc.Scan(); {
-					lines <- sc.Text()
-				}
-			}()
+			lines := nt.start(t, args...)
 			waitLine(t, lines, "listening")
 			s := startStack(t, "127.0.0.1:"+strconv.Itoa(port))
 			md, err := harness.Discover(ctx, s.Issuer)
@@ -105,9 +86,9 @@ func waitLine(t *testing.T, lines <-chan string, want string) {
 	select {
 	case line := <-lines:
 		if line != want {
-			t.Fatalf("listserver.mjs printed %q, want %q", line, want)
+			t.Fatalf("the server printed %q, want %q", line, want)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatalf("listserver.mjs did not print %q", want)
+		t.Fatalf("the server did not print %q", want)
 	}
 }

@@ -12,6 +12,7 @@
 package interop
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -107,6 +108,33 @@ func (nt nodeTools) runInput(ctx context.Context, t *testing.T, env []string, st
 		t.Logf("%s stderr:\n%s", filepath.Base(args[0]), stderr.String())
 	}
 	return stdout.Bytes(), err
+}
+
+// start runs the Node binary with args in test/node until the test ends
+// and returns its stdout line by line.
+func (nt nodeTools) start(t *testing.T, args ...string) <-chan string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, nt.node, args...)
+	cmd.Dir = nt.dir
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatalf("start %s: %v", filepath.Base(args[0]), err)
+	}
+	t.Cleanup(func() { cancel(); _ = cmd.Wait() })
+	lines := make(chan string, 4)
+	go func() {
+		defer close(lines)
+		for sc := bufio.NewScanner(out); sc.Scan(); {
+			lines <- sc.Text()
+		}
+	}()
+	return lines
 }
 
 // stack is a running demo MCP server behind Caddy with mcp_auth,

@@ -1,0 +1,396 @@
+package interop
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"compress/zlib"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/e2e/harness"
+)
+
+// TestHTTPDifferential sends requests that a reader of HTTP other than the
+// gateway could take for a call of a tool the caller may not run through
+// the gateway to real SDK servers: the Go SDK's stateless Streamable HTTP
+// handler (2025 and 2026-07-28 requests) and the TypeScript SDK's
+// transport (test/node/sdkserver.mjs, 2025 requests; it knows no later
+// revision). The caller may call echo only; every request tries to run
+// delete_notes: in the body beside an allowed reading (duplicate or
+// variant names, a second message, a batch, a NUL), in a body the gateway
+// cannot read (gzip, deflate, UTF-16, a BOM), behind headers that
+// disagree with the body (Mcp-Method, Mcp-Name plain or Base64), in
+// framing (two Content-Length, chunked beside Content-Length, a request
+// smuggled after the body, Expect), on other paths and methods. No server
+// may run it; echo through the same stack must run.
+func TestHTTPDifferential(t *testing.T) {
+	nt := requireNode(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	goRuns := &toolRuns{}
+	goSrv := httptest.NewServer(goSDKServer(goRuns))
+	t.Cleanup(goSrv.Close)
+	tsAddr, tsRuns := startSDKServer(t, nt)
+
+	port := harness.StartFree(t, func(port int) string {
+		return fmt.Sprintf(httpDiffCaddyfile, port, harness.HashPassword(t, ccClientSecret), goSrv.Listener.Addr(), tsAddr)
+	})
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	harness.WaitReady(t, base+"/.well-known/oauth-authorization-server")
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+
+	for _, up := range []struct {
+		name     string
+		runs     *toolRuns
+		versions []string
+	}{
+		{"go", goRuns, []string{"2025-06-18", "2025-03-26", "2026-07-28"}},
+		{"ts", tsRuns, []string{"2025-06-18", "2025-03-26"}},
+	} {
+		resource := base + "/" + up.name + "/mcp"
+		token := readToken(ctx, t, base, resource)
+		for _, version := range up.versions {
+			for _, c := range httpDiffCases(up.name, version) {
+				t.Run(up.name+"/"+version+"/"+c.name, func(t *testing.T) {
+					before := up.runs.count("delete_notes")
+					echoes := up.runs.count("echo")
+					status, body := roundTrip(t, addr, c.raw(token))
+					if up.runs.wait("delete_notes", before) || strings.Contains(body, "ran delete_notes") {
+						t.Fatalf("%s ran delete_notes (answer %d %q)", up.name, status, body)
+					}
+					if c.echo && (status != http.StatusOK || !up.runs.waitFor("echo", echoes)) {
+						t.Fatalf("the allowed call: %d %q, echo not run", status, body)
+					}
+				})
+			}
+		}
+	}
+}
+
+const httpDiffCaddyfile = `{
+	admin off
+	persist_config off
+	auto_https off
+	mcp_auth {
+		issuer http://127.0.0.1:%[1]d
+		storage memory
+		client ` + ccClientID + ` {
+			name "HTTP differential"
+			secret %[2]s
+			grant_types client_credentials
+			auth_method client_secret_basic
+			scopes read
+		}
+	}
+}
+
+http://127.0.0.1:%[1]d {
+	bind 127.0.0.1
+	mcp_issuer
+	route /go/* {
+		mcp_gateway {
+			resource http://127.0.0.1:%[1]d/go/mcp
+			scope read
+			tool echo read
+			tool * admin
+		}
+		uri strip_prefix /go
+		reverse_proxy %[3]s
+	}
+	route /ts/* {
+		mcp_gateway {
+			resource http://127.0.0.1:%[1]d/ts/mcp
+			scope read
+			tool echo read
+			tool * admin
+		}
+		uri strip_prefix /ts
+		reverse_proxy %[4]s
+	}
+}
+`
+
+// readToken gets a token with the scope read for resource.
+func readToken(ctx context.Context, t *testing.T, issuer, resource string) string {
+	t.Helper()
+	cfg := clientcredentials.Config{
+		ClientID:       ccClientID,
+		ClientSecret:   ccClientSecret,
+		TokenURL:       issuer + "/token",
+		Scopes:         []string{"read"},
+		EndpointParams: map[string][]string{"resource": {resource}},
+	}
+	tok, err := cfg.Token(ctx)
+	if err != nil {
+		t.Fatalf("token for %s: %v", resource, err)
+	}
+	return tok.AccessToken
+}
+
+// toolRuns counts the runs of each tool of a server.
+type toolRuns struct {
+	mu   sync.Mutex
+	runs map[string]int
+}
+
+func (r *toolRuns) ran(tool string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.runs == nil {
+		r.runs = map[string]int{}
+	}
+	r.runs[tool]++
+}
+
+func (r *toolRuns) count(tool string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.runs[tool]
+}
+
+// wait reports whether tool ran more than before times, giving a run
+// that a refused request may have started a moment to be counted.
+func (r *toolRuns) wait(tool string, before int) bool {
+	time.Sleep(20 * time.Millisecond)
+	return r.count(tool) > before
+}
+
+// waitFor reports whether tool ran more than before times within a second.
+func (r *toolRuns) waitFor(tool string, before int) bool {
+	for range 100 {
+		if r.count(tool) > before {
+			return true
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return false
+}
+
+// goSDKServer is a stateless server of the Go SDK with the tools echo and
+// delete_notes, counting their runs.
+func goSDKServer(runs *toolRuns) http.Handler {
+	s := mcp.NewServer(&mcp.Implementation{Name: "httpdiff", Version: "v0"}, nil)
+	type in struct {
+		Text string `json:"text,omitempty"`
+	}
+	for _, name := range []string{"echo", "delete_notes"} {
+		mcp.AddTool(s, &mcp.Tool{Name: name}, func(context.Context, *mcp.CallToolRequest, in) (*mcp.CallToolResult, any, error) {
+			runs.ran(name)
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "ran " + name}}}, nil, nil
+		})
+	}
+	return mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s },
+		&mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true})
+}
+
+// startSDKServer runs test/node/sdkserver.mjs until the test ends and
+// counts the runs it prints.
+func startSDKServer(t *testing.T, nt nodeTools) (string, *toolRuns) {
+	t.Helper()
+	port := harness.FreePort(t)
+	lines := nt.start(t, "sdkserver.mjs", "--port", strconv.Itoa(port))
+	waitLine(t, lines, "listening")
+	runs := &toolRuns{}
+	go func() {
+		for line := range lines {
+			if tool, ok := strings.CutPrefix(line, "ran "); ok {
+				runs.ran(tool)
+			}
+		}
+	}()
+	return fmt.Sprintf("127.0.0.1:%d", port), runs
+}
+
+// httpDiffCase is one request, written out byte for byte.
+type httpDiffCase struct {
+	name string
+	raw  func(token string) []byte
+	echo bool // the allowed call: must run echo
+}
+
+// httpDiffCases are the requests for the upstream at /<site>/mcp under a
+// protocol version.
+func httpDiffCases(site, version string) []httpDiffCase {
+	path := "/" + site + "/mcp"
+	v2026 := version >= "2026-07-28"
+	meta := ""
+	if v2026 {
+		meta = `,"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"t","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}`
+	}
+	callOf := func(params string) string {
+		return `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{` + params + meta + `}}`
+	}
+	echo, del := callOf(`"name":"echo","arguments":{}`), callOf(`"name":"delete_notes","arguments":{}`)
+	// headers are the usual ones, for a call of tool.
+	headers := func(tool string) []string {
+		h := []string{"Content-Type: application/json", "Accept: application/json, text/event-stream", "MCP-Protocol-Version: " + version}
+		if v2026 {
+			h = append(h, "Mcp-Method: tools/call", "Mcp-Name: "+tool)
+		}
+		return h
+	}
+	// request writes a request whose body may carry the token (a request
+	// smuggled inside it); keepAlive leaves out Connection: close, so that
+	// what follows the body would be read as a second request.
+	request := func(method, target string, h []string, body func(token string) string, keepAlive bool) func(string) []byte {
+		return func(token string) []byte {
+			var b bytes.Buffer
+			fmt.Fprintf(&b, "%s %s HTTP/1.1\r\nHost: placeholder\r\nAuthorization: Bearer %s\r\n", method, target, token)
+			if !keepAlive {
+				b.WriteString("Connection: close\r\n")
+			}
+			for _, line := range h {
+				b.WriteString(line + "\r\n")
+			}
+			b.WriteString("\r\n")
+			b.WriteString(body(token))
+			return b.Bytes()
+		}
+	}
+	fixed := func(body string) func(string) string { return func(string) string { return body } }
+	post := func(h []string, body string) func(string) []byte {
+		return request("POST", path, append(h, fmt.Sprintf("Content-Length: %d", len(body))), fixed(body), false)
+	}
+	with := func(h []string, drop string, add ...string) []string {
+		var out []string
+		for _, line := range h {
+			if !strings.HasPrefix(line, drop+":") {
+				out = append(out, line)
+			}
+		}
+		return append(out, add...)
+	}
+	compressed := func(w func(io.Writer) io.WriteCloser) string {
+		var b bytes.Buffer
+		zw := w(&b)
+		zw.Write([]byte(del))
+		zw.Close()
+		return b.String()
+	}
+	utf16 := func(s string) string {
+		var b strings.Builder
+		b.WriteString("\xff\xfe")
+		for _, c := range s {
+			b.WriteByte(byte(c))
+			b.WriteByte(0)
+		}
+		return b.String()
+	}
+	chunked := func(body string) string { return fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(body), body) }
+	smuggled := func(token string) string { return string(post(headers("delete_notes"), del)(token)) }
+	// framed is a request for echo followed by a smuggled one for
+	// delete_notes, with the framing headers frame gives for both.
+	framed := func(frame func(first, smuggled string) []string, first func(string) string) func(string) []byte {
+		return func(token string) []byte {
+			f := first(echo)
+			return request("POST", path, append(headers("echo"), frame(f, smuggled(token))...), fixed(f+smuggled(token)), true)(token)
+		}
+	}
+	b64 := func(s string) string { return "=?base64?" + base64.StdEncoding.EncodeToString([]byte(s)) + "?=" }
+
+	cases := []httpDiffCase{
+		{name: "allowed", raw: post(headers("echo"), echo), echo: true},
+		{name: "forbidden", raw: post(headers("delete_notes"), del)},
+		{name: "duplicate name", raw: post(headers("echo"), callOf(`"name":"echo","name":"delete_notes"`))},
+		{name: "duplicate name, other order", raw: post(headers("echo"), callOf(`"name":"delete_notes","name":"echo"`))},
+		{name: "escaped duplicate", raw: post(headers("echo"), callOf(`"name":"echo","n\u0061me":"delete_notes"`))},
+		{name: "Name beside name", raw: post(headers("echo"), callOf(`"name":"echo","Name":"delete_notes"`))},
+		{name: "NAME only", raw: post(headers("echo"), callOf(`"NAME":"delete_notes"`))},
+		{name: "name with NUL", raw: post(headers("echo"), callOf(`"name\u0000":"delete_notes","name":"echo"`))},
+		{name: "params twice", raw: post(headers("echo"), `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo"`+meta+`},"params":{"name":"delete_notes"`+meta+`}}`)},
+		{name: "Params beside params", raw: post(headers("echo"), `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo"`+meta+`},"Params":{"name":"delete_notes"`+meta+`}}`)},
+		{name: "method twice", raw: post(headers("echo"), `{"jsonrpc":"2.0","id":7,"method":"ping","method":"tools/call","params":{"name":"delete_notes"`+meta+`}}`)},
+		{name: "__proto__ params", raw: post(headers("echo"), callOf(`"name":"echo","__proto__":{"name":"delete_notes"}`))},
+		{name: "second message after the first", raw: post(headers("echo"), echo+del)},
+		{name: "batch", raw: post(headers("echo"), "["+echo+","+del+"]")},
+		{name: "nested batch", raw: post(headers("echo"), "["+echo+",["+del+"]]")},
+		{name: "BOM", raw: post(headers("delete_notes"), "\uFEFF"+del)},
+		{name: "lone surrogate name", raw: post(headers("echo"), callOf(`"name":"delete_notes\ud800"`))},
+		{name: "gzip", raw: post(with(headers("delete_notes"), "", "Content-Encoding: gzip"), compressed(func(w io.Writer) io.WriteCloser { return gzip.NewWriter(w) }))},
+		{name: "deflate", raw: post(with(headers("delete_notes"), "", "Content-Encoding: deflate"), compressed(func(w io.Writer) io.WriteCloser { return zlib.NewWriter(w) }))},
+		{name: "UTF-16 with charset", raw: post(with(headers("delete_notes"), "Content-Type", "Content-Type: application/json; charset=utf-16"), utf16(del))},
+		{name: "UTF-16 without charset", raw: post(headers("delete_notes"), utf16(del))},
+		{name: "two Content-Type", raw: post(append(headers("delete_notes"), "Content-Type: text/plain"), del)},
+		{name: "two Content-Length", raw: framed(func(f, sm string) []string {
+			return []string{fmt.Sprintf("Content-Length: %d", len(f)), fmt.Sprintf("Content-Length: %d", len(f)+len(sm))}
+		}, func(b string) string { return b })},
+		{name: "chunked beside Content-Length", raw: framed(func(f, sm string) []string {
+			return []string{fmt.Sprintf("Content-Length: %d", len(f)+len(sm)), "Transfer-Encoding: chunked"}
+		}, chunked)},
+		{name: "Content-Length beside chunked", raw: framed(func(f, sm string) []string {
+			return []string{"Transfer-Encoding: chunked", "Content-Length: 0"}
+		}, chunked)},
+		{name: "Expect 100-continue", raw: post(append(headers("delete_notes"), "Expect: 100-continue"), del)},
+	}
+	for _, m := range []string{"PUT", "PATCH", "GET", "DELETE", "OPTIONS", "post"} {
+		cases = append(cases, httpDiffCase{name: "method " + m, raw: request(m, path, append(headers("delete_notes"), fmt.Sprintf("Content-Length: %d", len(del))), fixed(del), false)})
+	}
+	for _, p := range []string{path + "/", strings.ToUpper(path), "/" + path, path + ";x", strings.Replace(path, "mcp", "%6dcp", 1), strings.Replace(path, "/mcp", "%2Fmcp", 1)} {
+		cases = append(cases, httpDiffCase{name: "path " + p, raw: request("POST", p, append(headers("delete_notes"), fmt.Sprintf("Content-Length: %d", len(del))), fixed(del), false)})
+	}
+	if v2026 {
+		cases = append(cases,
+			httpDiffCase{name: "allowed, Mcp-Name in Base64", raw: post(with(headers("echo"), "Mcp-Name", "Mcp-Name: "+b64("echo")), echo)},
+			httpDiffCase{name: "Mcp-Name echo, body delete_notes", raw: post(headers("echo"), del)},
+			httpDiffCase{name: "Mcp-Name Base64 echo, body delete_notes", raw: post(with(headers("echo"), "Mcp-Name", "Mcp-Name: "+b64("echo")), del)},
+			httpDiffCase{name: "Mcp-Name percent-encoded", raw: post(with(headers("echo"), "Mcp-Name", "Mcp-Name: delete%5Fnotes"), del)},
+			httpDiffCase{name: "Mcp-Method tools/list", raw: post(with(headers("echo"), "Mcp-Method", "Mcp-Method: tools/list"), del)},
+			httpDiffCase{name: "two Mcp-Name", raw: post(append(headers("echo"), "Mcp-Name: delete_notes"), del)},
+			httpDiffCase{name: "Mcp_Name", raw: post(append(with(headers("echo"), "Mcp-Name"), "Mcp_Name: delete_notes"), del)},
+		)
+	}
+	return cases
+}
+
+// roundTrip writes raw to addr and reads every answer until the server
+// closes the connection (a request smuggled in the body of the first is
+// answered too): the status of the first final answer, and all bodies.
+func roundTrip(t *testing.T, addr string, raw []byte) (int, string) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	raw = bytes.Replace(raw, []byte("Host: placeholder"), []byte("Host: "+addr), -1)
+	if _, err := conn.Write(raw); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	status := 0
+	var bodies strings.Builder
+	for {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			if status == 0 {
+				return 0, "no answer: " + err.Error()
+			}
+			return status, bodies.String()
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusContinue {
+			continue
+		}
+		if status == 0 {
+			status = resp.StatusCode
+		}
+		bodies.Write(body)
+	}
+}

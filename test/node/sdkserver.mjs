@@ -1,0 +1,32 @@
+// A stateless MCP server of the official TypeScript SDK (McpServer over
+// StreamableHTTPServerTransport, which reads the body itself, JSON answers)
+// with two tools: echo and delete_notes. Each run of a tool prints
+// "ran <tool>" on stdout, so a test can tell what the server executed.
+//
+//   node sdkserver.mjs --port N
+//
+// Serves MCP on every path; prints "listening" once ready.
+import http from 'node:http';
+import { parseArgs } from 'node:util';
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { z } from 'zod';
+
+const { values: args } = parseArgs({ options: { port: { type: 'string' } } });
+
+function server() {
+  const s = new McpServer({ name: 'sdkserver', version: '1.0.0' });
+  for (const name of ['echo', 'delete_notes']) {
+    s.registerTool(name, { inputSchema: { text: z.string().optional() } }, async () => {
+      console.log('ran ' + name);
+      return { content: [{ type: 'text', text: 'ran ' + name }] };
+    });
+  }
+  return s;
+}
+
+http.createServer(async (req, res) => {
+  const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
+  await server().connect(transport);
+  await transport.handleRequest(req, res);
+}).listen(Number(args.port), '127.0.0.1', () => console.log('listening'));
