@@ -25,8 +25,8 @@ import (
 // TestParseDifferential feeds the same bodies to mcpparse.Parse and to the
 // JSON readers of the official SDKs' servers: JSON.parse behind the
 // TypeScript SDK's transport and its message schemas
-// (test/node/jsonparse.mjs), and Python's json.loads as the Python SDK
-// reads a body (testdata/jsonloads.py). (Go's encoding/json and the Go
+// (test/node/jsonparse.mjs), and pydantic_core.from_json and json.loads,
+// as releases of the Python SDK read a body (testdata/jsonloads.py). (Go's encoding/json and the Go
 // SDK's jsonrpc.DecodeMessage are compared in mcpparse's FuzzParse.)
 // Whatever Parse accepts, each must read as the same value, and the
 // TypeScript SDK's message, when it takes one, as Parse's method, id,
@@ -52,9 +52,9 @@ func TestParseDifferential(t *testing.T) {
 		}
 		nodeDone <- err
 	}()
-	var python []reading
+	var python []pythonReading
 	if py, err := exec.LookPath("python3"); err != nil {
-		t.Logf("python3 not found: Python's json.loads not compared")
+		t.Logf("python3 not found: Python's readers not compared")
 	} else {
 		cmd := exec.CommandContext(ctx, py, "testdata/jsonloads.py")
 		cmd.Stdin = bytes.NewReader(encoded)
@@ -85,10 +85,20 @@ func TestParseDifferential(t *testing.T) {
 			t.Errorf("JSON.parse reads %s otherwise than Parse's tokenizer: %s", quoteBody(body), d)
 		}
 		if python != nil {
-			if !python[i].OK {
-				t.Errorf("Parse accepted %s, json.loads refuses it", quoteBody(body))
-			} else if d := diffTree(want, python[i].Tree, true); d != "" {
-				t.Errorf("json.loads reads %s otherwise than Parse's tokenizer: %s", quoteBody(body), d)
+			readers := []struct {
+				name string
+				r    *reading
+			}{{"json.loads", &python[i].reading}, {"pydantic_core.from_json", python[i].Jiter}}
+			for _, p := range readers {
+				switch {
+				case p.r == nil: // no pydantic_core
+				case !p.r.OK:
+					t.Errorf("Parse accepted %s, %s refuses it", quoteBody(body), p.name)
+				default:
+					if d := diffTree(want, p.r.Tree, true); d != "" {
+						t.Errorf("%s reads %s otherwise than Parse's tokenizer: %s", p.name, quoteBody(body), d)
+					}
+				}
 			}
 		}
 		if !node[i].OK || len(node[i].SDK) != len(msgs) {
@@ -120,6 +130,11 @@ func TestParseDifferential(t *testing.T) {
 type reading struct {
 	OK   bool `json:"ok"`
 	Tree any  `json:"tree"`
+}
+
+type pythonReading struct {
+	reading
+	Jiter *reading `json:"jiter"`
 }
 
 type nodeReading struct {

@@ -1,18 +1,26 @@
-"""Reads request bodies as a server of the official Python SDK does (the
-body's bytes to json.loads, which picks UTF-8, -16 or -32 by the first
-bytes and lets UTF-8-encoded surrogates through), for the parser
-differential of TestParseDifferential.
+"""Reads request bodies as servers of the official Python SDK do: the
+body's bytes to pydantic_core.from_json (jiter; the SDK's Streamable HTTP
+server since it dropped RootModel from JSONRPCMessage), and to json.loads
+(earlier releases; it picks UTF-8, -16 or -32 by the first bytes and lets
+UTF-8-encoded surrogates through), for the parser differential of
+TestParseDifferential.
 
     python3 jsonloads.py < bodies.json
 
 Input: a JSON array of base64 bodies. Output: a JSON array with, per body,
-{"ok": bool, "tree": ...}, the tree tagged as test/node/jsonparse.mjs tags
-it, but for integers: ["i", digits] (Python keeps them exact) and floats as
-repr gives them.
+{"ok": bool, "tree": ..., "jiter": {"ok": bool, "tree": ...}}: json.loads'
+reading and from_json's (absent without pydantic_core), the trees tagged
+as test/node/jsonparse.mjs tags them, but for integers: ["i", digits]
+(Python keeps them exact) and floats as repr gives them.
 """
 import base64
 import json
 import sys
+
+try:
+    import pydantic_core
+except ImportError:
+    pydantic_core = None
 
 
 def tag(v):
@@ -45,12 +53,19 @@ def _well_formed(s):
         return False
 
 
-def read(b64):
+def reading(parse, body):
     try:
-        v = json.loads(base64.b64decode(b64))
+        return {"ok": True, "tree": tag(parse(body))}
     except Exception:  # syntax, encoding, recursion depth, huge integers
         return {"ok": False}
-    return {"ok": True, "tree": tag(v)}
+
+
+def read(b64):
+    body = base64.b64decode(b64)
+    out = reading(json.loads, body)
+    if pydantic_core is not None:
+        out["jiter"] = reading(pydantic_core.from_json, body)
+    return out
 
 
 sys.setrecursionlimit(10000)
