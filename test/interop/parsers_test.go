@@ -18,6 +18,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/go-json-experiment/json/jsontext"
+	sjson "github.com/segmentio/encoding/json"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/mcpparse"
 )
@@ -99,6 +100,11 @@ func TestParseDifferential(t *testing.T) {
 						t.Errorf("%s reads %s otherwise than Parse's tokenizer: %s", p.name, quoteBody(body), d)
 					}
 				}
+			}
+		}
+		for j, m := range msgs {
+			if d := diffGoSDK(t, m); d != "" {
+				t.Errorf("the Go SDK's decoder reads message %d of %s otherwise than Parse: %s", j, quoteBody(body), d)
 			}
 		}
 		if !node[i].OK || len(node[i].SDK) != len(msgs) {
@@ -403,6 +409,91 @@ func diffMessage(t *testing.T, m mcpparse.Message, tree any, envelope bool) stri
 		}
 	}
 	return ""
+}
+
+// diffGoSDK compares what Parse read of a message with what the Go SDK's
+// decoder (segmentio's, struct fields matched case-sensitively, as its
+// internal/json sets it up) reads of its method, target and arguments.
+func diffGoSDK(t *testing.T, m mcpparse.Message) string {
+	t.Helper()
+	decode := func(data []byte, v any) error {
+		d := sjson.NewDecoder(bytes.NewReader(data))
+		d.DontMatchCaseInsensitiveStructFields()
+		return d.Decode(v)
+	}
+	var env struct {
+		Method *string          `json:"method"`
+		Params sjson.RawMessage `json:"params"`
+	}
+	if decode(m.Raw, &env) != nil {
+		return "" // the server refuses what it cannot read
+	}
+	if (env.Method != nil) != (m.Kind != mcpparse.KindResponse) || env.Method != nil && *env.Method != m.Method {
+		return fmt.Sprintf("method %v, Parse %q", env.Method, m.Method)
+	}
+	if len(env.Params) == 0 || env.Params[0] != '{' {
+		return ""
+	}
+	var p struct {
+		Name      *string `json:"name"`
+		URI       *string `json:"uri"`
+		TaskID    *string `json:"taskId"`
+		Arguments any     `json:"arguments"`
+	}
+	if decode(env.Params, &p) != nil {
+		return ""
+	}
+	name := p.Name
+	switch m.Method {
+	case "tasks/get", "tasks/update", "tasks/cancel", "tasks/result":
+		name = p.TaskID
+	}
+	for _, c := range []struct {
+		what string
+		got  *string
+		has  bool
+		want string
+	}{{"name", name, m.HasName, m.Name}, {"uri", p.URI, m.HasURI, m.URI}} {
+		if (c.got != nil) != c.has || c.got != nil && *c.got != c.want {
+			return fmt.Sprintf("params.%s %v, Parse %q (present %v)", c.what, c.got, c.want, c.has)
+		}
+	}
+	if m.Arguments != nil && p.Arguments != nil {
+		if d := diffTree(goTree(t, m.Arguments), tagGo(p.Arguments), false); d != "" {
+			return "arguments: " + d
+		}
+	}
+	return ""
+}
+
+// tagGo tags a value decoded into any as jsonparse.mjs tags.
+func tagGo(v any) any {
+	switch v := v.(type) {
+	case nil:
+		return []any{"z"}
+	case bool:
+		if v {
+			return []any{"t"}
+		}
+		return []any{"f"}
+	case float64:
+		return []any{"n", strconv.FormatFloat(v, 'g', -1, 64)}
+	case string:
+		return []any{"s", v, utf8.ValidString(v)}
+	case []any:
+		elems := []any{}
+		for _, e := range v {
+			elems = append(elems, tagGo(e))
+		}
+		return []any{"a", elems}
+	case map[string]any:
+		members := []any{}
+		for k, e := range v {
+			members = append(members, []any{k, tagGo(e)})
+		}
+		return []any{"o", members}
+	}
+	return []any{"?", fmt.Sprint(v)}
 }
 
 // targets reports whether member names what method acts on.
