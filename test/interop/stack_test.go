@@ -93,13 +93,15 @@ func (nt nodeTools) run(ctx context.Context, t *testing.T, env []string, args ..
 	return nt.runInput(ctx, t, env, nil, args...)
 }
 
-// runInput is run with stdin as the standard input.
+// runInput is run with stdin as the standard input (none when nil).
 func (nt nodeTools) runInput(ctx context.Context, t *testing.T, env []string, stdin []byte, args ...string) ([]byte, error) {
 	t.Helper()
 	cmd := exec.CommandContext(ctx, nt.node, args...)
 	cmd.Dir = nt.dir
 	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdin = bytes.NewReader(stdin)
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
