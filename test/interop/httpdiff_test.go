@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"compress/zlib"
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"golang.org/x/net/http2"
 	"golang.org/x/oauth2/clientcredentials"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/e2e/harness"
@@ -35,7 +37,8 @@ import (
 // cannot read (gzip, deflate, UTF-16, a BOM), behind headers that
 // disagree with the body (Mcp-Method, Mcp-Name plain or Base64), in
 // framing (two Content-Length, chunked beside Content-Length, a request
-// smuggled after the body, Expect), on other paths and methods. No server
+// smuggled after the body, Expect), on other paths and methods, over
+// HTTP/1.1 and h2c. No server
 // may run it; echo through the same stack must run.
 func TestHTTPDifferential(t *testing.T) {
 	nt := requireNode(t)
@@ -65,6 +68,9 @@ func TestHTTPDifferential(t *testing.T) {
 		resource := base + "/" + up.name + "/mcp"
 		token := readToken(ctx, t, base, resource)
 		for _, version := range up.versions {
+			t.Run(up.name+"/"+version+"/h2c", func(t *testing.T) {
+				h2cRequests(t, addr, resource, token, version, up.runs)
+			})
 			for _, c := range httpDiffCases(up.name, version) {
 				t.Run(up.name+"/"+version+"/"+c.name, func(t *testing.T) {
 					before := up.runs.count("delete_notes")
@@ -83,6 +89,9 @@ func TestHTTPDifferential(t *testing.T) {
 }
 
 const httpDiffCaddyfile = `{
+	servers {
+		protocols h1 h2c
+	}
 	admin off
 	persist_config off
 	auto_https off
@@ -124,6 +133,9 @@ http://127.0.0.1:%[1]d {
 	}
 }
 `
+
+// meta2026 is the params._meta every 2026-07-28 request carries.
+const meta2026 = `,"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"t","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}`
 
 // readToken gets a token with the scope read for resource.
 func readToken(ctx context.Context, t *testing.T, issuer, resource string) string {
@@ -230,7 +242,7 @@ func httpDiffCases(site, version string) []httpDiffCase {
 	v2026 := version >= "2026-07-28"
 	meta := ""
 	if v2026 {
-		meta = `,"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"t","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}`
+		meta = meta2026
 	}
 	callOf := func(params string) string {
 		return `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{` + params + meta + `}}`
@@ -355,6 +367,75 @@ func httpDiffCases(site, version string) []httpDiffCase {
 		)
 	}
 	return cases
+}
+
+// h2cRequests sends calls over HTTP/2 without TLS (prior knowledge):
+// the allowed call runs echo; delete_notes, plainly, with Mcp-Name
+// echo (2026-07-28), with Mcp-Name given as two fields, or with a
+// content-length that says less than the DATA frames carry, never runs.
+func h2cRequests(t *testing.T, addr, resource, token, version string, runs *toolRuns) {
+	t.Helper()
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http2.Transport{
+		AllowHTTP: true,
+		DialTLSContext: func(ctx context.Context, network, _ string, _ *tls.Config) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		},
+	}}
+	v2026 := version >= "2026-07-28"
+	meta := ""
+	if v2026 {
+		meta = meta2026
+	}
+	body := func(tool string) string {
+		return `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"` + tool + `","arguments":{}` + meta + `}}`
+	}
+	send := func(tool string, names []string, length int64) (int, string) {
+		req, err := http.NewRequest(http.MethodPost, resource, strings.NewReader(body(tool)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("MCP-Protocol-Version", version)
+		if v2026 {
+			req.Header.Set("Mcp-Method", "tools/call")
+			req.Header["Mcp-Name"] = names
+		}
+		if length >= 0 {
+			req.ContentLength = length
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.ProtoMajor != 2 {
+			t.Fatalf("answered over %s", resp.Proto)
+		}
+		return resp.StatusCode, string(b)
+	}
+	echoes := runs.count("echo")
+	if status, b := send("echo", []string{"echo"}, -1); status != http.StatusOK || !runs.waitFor("echo", echoes) {
+		t.Fatalf("the allowed call over h2c: %d %q, echo not run", status, b)
+	}
+	for _, c := range []struct {
+		name   string
+		names  []string
+		length int64
+	}{
+		{"forbidden", []string{"delete_notes"}, -1},
+		{"Mcp-Name echo", []string{"echo"}, -1},
+		{"Mcp-Name twice", []string{"echo", "delete_notes"}, -1},
+		{"content-length short", []string{"delete_notes"}, 10},
+	} {
+		before := runs.count("delete_notes")
+		status, b := send("delete_notes", c.names, c.length)
+		if runs.wait("delete_notes", before) || strings.Contains(b, "ran delete_notes") {
+			t.Errorf("%s: delete_notes ran (answer %d %q)", c.name, status, b)
+		}
+	}
 }
 
 // roundTrip writes raw to addr and reads every answer until the server
