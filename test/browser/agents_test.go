@@ -227,7 +227,7 @@ func TestAgentConsentAndRevoke(t *testing.T) {
 	if n := run(t, ctx, "find the delegation's revoke button", chromedp.Evaluate[int](fmt.Sprintf("document.querySelectorAll(%q).length", revoke))); n != 1 {
 		t.Fatalf("apps page has %d revoke buttons for %s acting through %s, want 1", n, clientID, agentID)
 	}
-	do(t, ctx, "revoke", chromedp.Click(chromedp.CSS(revoke)))
+	restingClick(t, ctx, revoke)
 	waitFor(t, func() bool {
 		n, err := chromedp.Run(ctx, chromedp.Evaluate[int](fmt.Sprintf("document.querySelectorAll(%q).length", revoke)))
 		return err == nil && n == 0

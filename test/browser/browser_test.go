@@ -608,7 +608,7 @@ func TestConnectedApps(t *testing.T) {
 
 	// Each app has its own form; revoke this client's.
 	revoke := fmt.Sprintf(`form:has(input[name=client_id][value=%q]) button[name=action][value=revoke]`, clientID)
-	do(t, ctx, "revoke", chromedp.Click(chromedp.CSS(revoke)))
+	restingClick(t, ctx, revoke)
 	waitFor(t, func() bool {
 		n, err := chromedp.Run(ctx, chromedp.Evaluate[int](fmt.Sprintf("document.querySelectorAll(%q).length", revoke)))
 		return err == nil && n == 0

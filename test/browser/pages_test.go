@@ -69,3 +69,20 @@ func TestConsentLongNameKeepsPageReadable(t *testing.T) {
 			got.Screen, got.Page, got.Host, got.Note)
 	}
 }
+
+// TestRevokeArmsLate: the apps page's Revoke access takes clicks only
+// once the pointer has rested on it, as the consent page's Allow and the
+// sign-out confirmation do (TestConsentAllowArmsLate): a site that sends
+// the browser to the apps page under the pointer between the two clicks
+// of a double-click must not have the second one end a connection (the
+// app's refresh tokens, the agents it passed access to).
+func TestRevokeArmsLate(t *testing.T) {
+	e := setup(t)
+	ctx := newBrowser(t)
+	signedInToken(t, e, ctx, scopeRead, "offline_access")
+	do(t, ctx, "open apps page",
+		chromedp.Navigate(e.issuer+"/apps"),
+		chromedp.WaitVisible(chromedp.CSS(`button[name=action][value=revoke]`)),
+	)
+	armsLate(t, ctx, `button[name=action][value=revoke]`)
+}
