@@ -22,7 +22,10 @@ type loginView struct {
 	Password  bool
 }
 
-type providerButton struct{ ID, Action, Name string }
+// providerButton is a "Continue with" form. Target is the CSP source the
+// page's form-action allows for the provider's authorization endpoint,
+// which the form posts back (idpStart).
+type providerButton struct{ ID, Action, Name, Target string }
 
 // handleLogin shows the login form (GET) and checks credentials (POST).
 func (i *Issuer) handleLogin(w http.ResponseWriter, r *http.Request) {
@@ -67,8 +70,9 @@ func (i *Issuer) loginContext(w http.ResponseWriter, r *http.Request, s *session
 	// A provider's form redirects to the provider.
 	var targets []string
 	for _, p := range i.cfg.IdentityProviders {
-		v.Providers = append(v.Providers, providerButton{ID: "idp-" + p.Name, Action: i.base + pathLogin + "/" + p.Name, Name: p.DisplayName})
-		targets = append(targets, i.idps[p.Name].formTarget())
+		target := i.idps[p.Name].formTarget()
+		v.Providers = append(v.Providers, providerButton{ID: "idp-" + p.Name, Action: i.base + pathLogin + "/" + p.Name, Name: p.DisplayName, Target: target})
+		targets = append(targets, target)
 	}
 	v.Password = i.passwordLogin(r.Context())
 	if id == "" {

@@ -92,7 +92,19 @@ func (i *Issuer) idpStart(p *idpClient) http.HandlerFunc {
 			i.pages.serverErrorPage(w, err)
 			return
 		}
-		i.pages.seeOther(w, r, disc.oauth.AuthCodeURL(state, opts...))
+		authURL := disc.oauth.AuthCodeURL(state, opts...)
+		if r.PostForm.Get("target") != disc.formTarget {
+			// The sign-in page was shown before the provider's metadata
+			// was read, its form-action naming the issuer's origin, and
+			// the authorization endpoint is elsewhere: the browser would
+			// refuse a redirect there. A page of ours goes on instead.
+			i.pages.renderPage(w, http.StatusOK, "message", page{Title: "Continue with " + p.cfg.DisplayName, Refresh: authURL, Data: messageView{
+				Heading: "Continue with " + p.cfg.DisplayName, Message: "Taking you to " + p.cfg.DisplayName + " to sign in.",
+				Link: authURL, LinkText: "Continue to " + p.cfg.DisplayName,
+			}})
+			return
+		}
+		i.pages.seeOther(w, r, authURL)
 	}
 }
 

@@ -75,7 +75,10 @@ type page struct {
 	Title  string
 	Assets string // URL path prefix of the embedded assets
 	Style  string // URL of the stylesheet, with its version
-	Data   any
+	// Refresh is where the page sends the browser on at once (a meta
+	// refresh, which no CSP directive governs); "" for nowhere.
+	Refresh string
+	Data    any
 }
 
 // render writes an HTML page with the security headers every page carries.
@@ -83,8 +86,15 @@ type page struct {
 // redirects after its POST (CSP form-action applies to the whole redirect
 // chain in Chrome), in addition to the issuer itself.
 func (p *pages) render(w http.ResponseWriter, status int, name, title string, data any, formTargets ...string) {
+	p.renderPage(w, status, name, page{Title: title, Data: data}, formTargets...)
+}
+
+// renderPage is render with the page's fields given; its Assets and
+// Style are set here.
+func (p *pages) renderPage(w http.ResponseWriter, status int, name string, pg page, formTargets ...string) {
+	pg.Assets, pg.Style = p.assets, p.style
 	var buf bytes.Buffer
-	err := p.byName[name].ExecuteTemplate(&buf, "layout", page{Title: title, Assets: p.assets, Style: p.style, Data: data})
+	err := p.byName[name].ExecuteTemplate(&buf, "layout", pg)
 	if err != nil {
 		p.log.Error("render page", zap.String("page", name), zap.Error(err))
 		status = http.StatusInternalServerError

@@ -99,6 +99,12 @@ func setup(t *testing.T) *env {
 // port.
 func setupAt(t *testing.T, issuerFormat string) *env {
 	t.Helper()
+	return setupWith(t, issuerFormat, "")
+}
+
+// setupWith is setupAt with more lines for the mcp_auth block.
+func setupWith(t *testing.T, issuerFormat, more string) *env {
+	t.Helper()
 	cb := newCallback(t)
 	dir := t.TempDir()
 	hash := harness.HashPassword(t, password)
@@ -106,7 +112,7 @@ func setupAt(t *testing.T, issuerFormat string) *env {
 	harness.StartFree(t, func(port int) string {
 		e.issuer = fmt.Sprintf(issuerFormat, port)
 		e.resource = e.issuer + "/mcp"
-		return caddyfile(e, dir, hash)
+		return caddyfile(e, dir, hash, more)
 	})
 	harness.WaitReady(t, e.issuer+"/.well-known/oauth-authorization-server")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -123,7 +129,10 @@ func setupAt(t *testing.T, issuerFormat string) *env {
 // caddyfile is the configuration under test: the issuer with one user, one
 // group granting the notes scopes, one public client, and the resource a
 // gateway would protect.
-func caddyfile(e *env, dir, hash string) string {
+func caddyfile(e *env, dir, hash, more string) string {
+	if more != "" {
+		more += "\n"
+	}
 	return fmt.Sprintf(`{
 	admin off
 	persist_config off
@@ -149,13 +158,13 @@ func caddyfile(e *env, dir, hash string) string {
 		resource %[10]s {
 			scopes %[7]s %[8]s
 		}
-	}
+%[12]s	}
 }
 
 %[2]s {
 	mcp_issuer
 }
-`, dir, e.issuer, username, hash, clientID, clientName, scopeRead, scopeWrite, e.callback.uri(), e.resource, e.callback.signedOutURI())
+`, dir, e.issuer, username, hash, clientID, clientName, scopeRead, scopeWrite, e.callback.uri(), e.resource, e.callback.signedOutURI(), more)
 }
 
 // newBrowser starts a headless Chromium with a fresh profile.

@@ -2,6 +2,10 @@ package browser
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -85,4 +89,65 @@ func TestRevokeArmsLate(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`button[name=action][value=revoke]`)),
 	)
 	armsLate(t, ctx, `button[name=action][value=revoke]`)
+}
+
+// TestIdPButtonBeforeDiscovery: a provider whose authorization endpoint
+// is on another origin than its issuer (Amazon Cognito's hosted UI, a
+// Keycloak with its own frontend URL). The first sign-in page after a
+// start is shown before the provider's metadata was read; its "Continue
+// with" form still redirects the browser to the provider's
+// authorization endpoint (CSP form-action governs that redirect in
+// Chromium).
+func TestIdPButtonBeforeDiscovery(t *testing.T) {
+	reached := make(chan string, 1)
+	login := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case reached <- r.URL.Path:
+		default:
+		}
+		fmt.Fprint(w, "<!doctype html><title>Provider</title><p>Provider sign-in")
+	}))
+	t.Cleanup(login.Close)
+	var issuer string
+	provider := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/.well-known/openid-configuration" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{
+			"issuer":                                issuer,
+			"authorization_endpoint":                login.URL + "/oauth2/authorize",
+			"token_endpoint":                        issuer + "/token",
+			"jwks_uri":                              issuer + "/jwks",
+			"response_types_supported":              []string{"code"},
+			"subject_types_supported":               []string{"public"},
+			"id_token_signing_alg_values_supported": []string{"RS256"},
+		})
+	}))
+	t.Cleanup(provider.Close)
+	issuer = provider.URL
+	e := setupWith(t, "http://127.0.0.1:%d", fmt.Sprintf(`		identity_provider corp {
+			issuer %s
+			client_id mcp
+			client_secret s3cret
+			group * writers
+			display_name "Corp SSO"
+		}`, issuer))
+	ctx := newBrowser(t)
+	ar := harness.NewAuthRequest(e.cfg, e.resource)
+	do(t, ctx, "open authorize",
+		chromedp.Navigate(ar.URL),
+		chromedp.WaitVisible(chromedp.CSS(`form#idp-corp`)),
+	)
+	do(t, ctx, "continue with the provider", chromedp.Submit(chromedp.CSS(`form#idp-corp`)))
+	select {
+	case path := <-reached:
+		if path != "/oauth2/authorize" {
+			t.Errorf("the provider's sign-in server got %s, want /oauth2/authorize", path)
+		}
+	case <-time.After(15 * time.Second):
+		screenshot(t, ctx, "not-at-provider")
+		t.Fatalf("the browser never reached the provider's authorization endpoint; page: %s", bodyText(t, ctx))
+	}
 }
