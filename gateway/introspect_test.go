@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -280,7 +281,7 @@ func TestIntrospectionAnswers(t *testing.T) {
 		// token without footer, a product's prefix.key.secret): they
 		// are no JWT, whose header is a JSON object, and only the
 		// issuer can say what they are.
-		for _, token := range []string{"v4.local.c2VjcmV0LWJsb2I", "at.k1.c2VjcmV0", "e30x.a.b"} {
+		for _, token := range []string{"v4.local.c2VjcmV0LWJsb2I", "at.k1.c2VjcmV0", "WzFd.a.b"} {
 			f.set(token, active())
 			before := f.calls.Load()
 			resp := h.do(t, call{body: toolCall("read_a"), token: token})
@@ -307,6 +308,42 @@ func TestIntrospectionAnswers(t *testing.T) {
 		}
 		if f.calls.Load() != before {
 			t.Error("a JWT was sent to introspection")
+		}
+	})
+	t.Run("leniently encoded JWT headers are not introspected", func(t *testing.T) {
+		// JWT libraries read headers more leniently than base64url JSON:
+		// the standard alphabet and characters outside it (Node's
+		// Buffer, Python's urlsafe_b64decode, Nimbus), a dangling
+		// character, a BOM, data after the object (Jackson, so jjwt),
+		// names unquoted (Gson, so Nimbus). A token such a reader takes
+		// for a JWT is one, and is not sent on to introspection.
+		enc := func(h string) string { return base64.RawStdEncoding.EncodeToString([]byte(h)) }
+		good := mint(t, claims())
+		parts := strings.Split(good, ".")
+		body := "." + parts[1] + ".c2lnbmF0dXJl"
+		std := enc(`{"alg":"ES256","typ":"at+jwt","kid":"ec1","x":"???>>>"}`)
+		if !strings.ContainsAny(std, "+/") {
+			t.Fatalf("header %s has no character of the standard alphabet", std)
+		}
+		for name, head := range map[string]string{
+			"standard alphabet": std,
+			"tilde inside":      parts[0][:4] + "~" + parts[0][4:],
+			"dangling":          parts[0] + "A",
+			"BOM":               enc("\ufeff" + `{"alg":"ES256","typ":"at+jwt","kid":"ec1"}`),
+			"leading space":     enc(` {"alg":"ES256","typ":"at+jwt","kid":"ec1"}`),
+			"data after":        enc(`{"alg":"ES256","typ":"at+jwt","kid":"ec1"}x`),
+			"unquoted names":    enc(`{alg:"ES256",typ:"at+jwt",kid:"ec1"}`),
+		} {
+			forged := head + body
+			f.set(forged, active())
+			before := f.calls.Load()
+			resp := h.do(t, call{body: toolCall("read_a"), token: forged})
+			if body := readBody(t, resp); resp.StatusCode != 401 {
+				t.Errorf("%s: status = %d, want 401 (%s)", name, resp.StatusCode, body)
+			}
+			if f.calls.Load() != before {
+				t.Errorf("%s: a JWT was sent to introspection", name)
+			}
 		}
 	})
 	t.Run("JWTs are not introspected", func(t *testing.T) {

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -385,24 +386,44 @@ func (g *Gateway) authenticate(ctx context.Context, token string, now time.Time)
 	return p, nil
 }
 
-// isJWT reports whether token is a compact JWS: three parts, the first a
-// JSON object in base64url, as the JWT parser reads it. Anything else is
-// an opaque token, which only its issuer can judge, two dots or not
-// (PASETO's "v4.local.…", a product's "prefix.id.secret"). A token this
-// calls a JWT is never introspected: one whose signature fails is
-// refused, not passed on to an endpoint that would take it for a token
-// of its own. Only asked on a cache miss, with an introspector.
+// isJWT reports whether token has the shape of a compact JWS: three
+// parts, the first of which, decoded as leniently as any JWT library
+// reads a header, begins a JSON object. Anything else is an opaque
+// token, which only its issuer can judge, two dots or not (PASETO's
+// "v4.local.…", a product's "prefix.id.secret"). A token this calls a
+// JWT is never introspected: one whose signature fails is refused, not
+// passed on to an endpoint that would take it for a token of its own.
+// Hence lenient: the standard alphabet and characters outside both are
+// read as Node's Buffer, Python's urlsafe_b64decode and Nimbus read
+// them, a BOM and whitespace skipped, and what follows the "{" not
+// judged (Jackson reads data after the object, Gson unquoted names).
+// Only asked on a cache miss, with an introspector.
 func isJWT(token string) bool {
 	head, rest, _ := strings.Cut(token, ".")
 	if strings.Count(rest, ".") != 1 {
 		return false
 	}
-	h, err := base64.RawURLEncoding.DecodeString(head)
+	b := make([]byte, 0, len(head))
+	for i := 0; i < len(head); i++ {
+		switch c := head[i]; {
+		case c == '+':
+			b = append(b, '-')
+		case c == '/':
+			b = append(b, '_')
+		case c == '-' || c == '_' || c >= '0' && c <= '9' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z':
+			b = append(b, c)
+		}
+	}
+	if len(b)%4 == 1 {
+		b = b[:len(b)-1] // a dangling character carries no byte
+	}
+	h := make([]byte, base64.RawURLEncoding.DecodedLen(len(b)))
+	n, err := base64.RawURLEncoding.Decode(h, b)
 	if err != nil {
 		return false
 	}
-	var obj map[string]json.RawMessage
-	return json.Unmarshal(h, &obj) == nil && obj != nil
+	h = bytes.TrimLeft(bytes.TrimPrefix(bytes.TrimLeft(h[:n], " \t\r\n"), []byte("\ufeff")), " \t\r\n")
+	return len(h) > 0 && h[0] == '{'
 }
 
 // verify checks a JWT access token (accesstoken.ParseWith): pinned
