@@ -115,6 +115,8 @@ func TestDPoP(t *testing.T) {
 		{"no proof", []call{dpopCall(token, "")}, "invalid_dpop_proof"},
 		{"wrong htm", []call{dpopCall(token, proof(func(_ map[string]any, c jwt.MapClaims) { c["htm"] = "GET" }))}, "invalid_dpop_proof"},
 		{"wrong htu", []call{dpopCall(token, proof(func(_ map[string]any, c jwt.MapClaims) { c["htu"] = "https://mcp.example.com/other" }))}, "invalid_dpop_proof"},
+		{"htu escaping a slash beside a character to escape", []call{dpopCall(token, proof(func(_ map[string]any, c jwt.MapClaims) { c["htu"] = "https://mcp.example.com/x|/..%2Fmcp" }))}, "invalid_dpop_proof"},
+		{"htu with a dot segment", []call{dpopCall(token, proof(func(_ map[string]any, c jwt.MapClaims) { c["htu"] = "https://mcp.example.com/x|/../mcp" }))}, ""},
 		{"htu of another host", []call{dpopCall(token, proof(func(_ map[string]any, c jwt.MapClaims) { c["htu"] = "https://evil.example.com/mcp" }))}, "invalid_dpop_proof"},
 		{"missing ath", []call{dpopCall(token, proof(func(_ map[string]any, c jwt.MapClaims) { delete(c, "ath") }))}, "invalid_dpop_proof"},
 		{"ath of another token", []call{dpopCall(token, proof(func(_ map[string]any, c jwt.MapClaims) { c["ath"] = "AAAA" }))}, "invalid_dpop_proof"},

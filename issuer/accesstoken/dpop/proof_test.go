@@ -527,6 +527,16 @@ func TestSameURI(t *testing.T) {
 		{"https://a.example/mcp/..", "https://a.example/", true},
 		{"https://a.example/x/../other", "https://a.example/mcp", false},
 		{"https://a.example/x/..%2Fmcp", "https://a.example/mcp", false},
+		// A character a URI must escape (a space, "|", "^", a non-ASCII
+		// letter) is escaped as it stands, the escapes beside it kept: the
+		// path is not decoded whole, which would make "%2F" a separator.
+		{"https://a.example/x|/..%2Fmcp", "https://a.example/mcp", false},
+		{"https://a.example/x y/..%2Fmcp", "https://a.example/mcp", false},
+		{"https://a.example/\u00fc/..%2F..%2Fmcp", "https://a.example/mcp", false},
+		{"https://a.example/a%2Fb|", "https://a.example/a/b%7C", false},
+		{"https://a.example/a%2Fb|", "https://a.example/a%2Fb%7C", true},
+		{"https://a.example/x|/../mcp", "https://a.example/mcp", true},
+		{"https://a.example/\u00fc/mcp", "https://a.example/%C3%BC/mcp", true},
 	}
 	for _, tt := range tests {
 		if got := SameURI(tt.htu, tt.uri); got != tt.want {

@@ -44,11 +44,34 @@ func normalURI(s string) (string, bool) {
 		return "", false
 	}
 	host = strings.TrimSuffix(host, ":") // an empty port is the default
-	path := removeDotSegments(NormalPercent(u.EscapedPath()))
+	path := removeDotSegments(NormalPercent(spelledPath(u)))
 	if path == "" {
 		path = "/"
 	}
 	return scheme + "://" + host + path, true
+}
+
+// spelledPath is u's path as spelled, its escapes kept, and a character a
+// URI must escape (a space, "|", a non-ASCII byte) escaped where it stands,
+// as RFC 3987 §3.1 maps an IRI. u.EscapedPath alone would not do: for
+// such a spelling it escapes the decoded path again, so "/x|/..%2Fmcp"
+// would become "/x%7C/../mcp", its "%2F" a separator.
+func spelledPath(u *url.URL) string {
+	p := u.EscapedPath()
+	if u.RawPath == "" || p == u.RawPath {
+		return p
+	}
+	const hexDigits = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(u.RawPath); i++ {
+		c := u.RawPath[i]
+		if c == '%' || unreserved(c) || strings.IndexByte("!$&'()*+,;=:@/[]", c) >= 0 {
+			b.WriteByte(c)
+		} else {
+			b.Write([]byte{'%', hexDigits[c>>4], hexDigits[c&15]})
+		}
+	}
+	return b.String()
 }
 
 // removeDotSegments is RFC 3986 §5.2.4 for a path that is empty or
