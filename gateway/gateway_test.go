@@ -978,3 +978,37 @@ func TestMetadataEscapedPath(t *testing.T) {
 		t.Errorf("GET %s = %d, want 404 (the metadata URL of https://mcp.example.com/a/b/mcp)", other, resp.StatusCode)
 	}
 }
+
+// TestMetadataSpelledPath: a metadata path spelled with a character a URI
+// must escape ("|") is read as spelled, that character escaped where it
+// stands (RFC 3987 §3.1), its "%2F" kept: Go's URL.EscapedPath escapes the
+// decoded path again for such a spelling, which would make ".../a%2Fb/m|cp",
+// the metadata URL of https://mcp.example.com/a%2Fb/m%7Ccp, that of
+// https://mcp.example.com/a/b/m%7Ccp.
+func TestMetadataSpelledPath(t *testing.T) {
+	get := func(h *harness, path string) int {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, h.front.URL, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.URL.Opaque = path // sent as it stands
+		resp, err := h.front.Client().Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		readBody(t, resp)
+		return resp.StatusCode
+	}
+	const spelled = "/.well-known/oauth-protected-resource/a%2Fb/m|cp"
+	cfg := testConfig(t)
+	cfg.Resource = "https://mcp.example.com/a/b/m%7Ccp"
+	if got := get(newHarness(t, cfg, nil), spelled); got != http.StatusNotFound {
+		t.Errorf("resource .../a/b/m%%7Ccp: GET %s = %d, want 404 (the metadata URL of .../a%%2Fb/m%%7Ccp)", spelled, got)
+	}
+	cfg = testConfig(t)
+	cfg.Resource = "https://mcp.example.com/a%2Fb/m%7Ccp"
+	if got := get(newHarness(t, cfg, nil), spelled); got != http.StatusOK {
+		t.Errorf("resource .../a%%2Fb/m%%7Ccp: GET %s = %d, want 200", spelled, got)
+	}
+}

@@ -77,12 +77,13 @@ func collectScopes(cfg *Config) []string {
 }
 
 // isMetadataPath reports whether u is at a metadata path, decoded and as
-// spelled up to RFC 3986 equivalence of escapes (metadataEscaped is
+// spelled (dpop.SpelledPath: a raw "|" beside "%2F" does not unescape
+// it) up to RFC 3986 equivalence of escapes (metadataEscaped is
 // normalized; the spelling is read only when the decoded path matches: no
 // cost to MCP requests).
 func (g *Gateway) isMetadataPath(u *url.URL) bool {
 	for i, p := range g.metadataPaths {
-		if u.Path == p && u.Opaque == "" && dpop.NormalPercent(u.EscapedPath()) == g.metadataEscaped[i] {
+		if u.Path == p && u.Opaque == "" && dpop.NormalPercent(dpop.SpelledPath(u)) == g.metadataEscaped[i] {
 			return true
 		}
 	}

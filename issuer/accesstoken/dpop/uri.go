@@ -44,19 +44,20 @@ func normalURI(s string) (string, bool) {
 		return "", false
 	}
 	host = strings.TrimSuffix(host, ":") // an empty port is the default
-	path := removeDotSegments(NormalPercent(spelledPath(u)))
+	path := removeDotSegments(NormalPercent(SpelledPath(u)))
 	if path == "" {
 		path = "/"
 	}
 	return scheme + "://" + host + path, true
 }
 
-// spelledPath is u's path as spelled, its escapes kept, and a character a
+// SpelledPath is u's path as spelled, its escapes kept, and a character a
 // URI must escape (a space, "|", a non-ASCII byte) escaped where it stands,
 // as RFC 3987 §3.1 maps an IRI. u.EscapedPath alone would not do: for
 // such a spelling it escapes the decoded path again, so "/x|/..%2Fmcp"
-// would become "/x%7C/../mcp", its "%2F" a separator.
-func spelledPath(u *url.URL) string {
+// would become "/x%7C/../mcp", its "%2F" a separator. The gateway reads
+// metadata paths with it too.
+func SpelledPath(u *url.URL) string {
 	p := u.EscapedPath()
 	if u.RawPath == "" || p == u.RawPath {
 		return p
