@@ -96,8 +96,9 @@ func CanonicalResource(s string) string {
 	}
 	// The path as it was sent, its escapes normalized (RFC 3986 section
 	// 6.2.2): decoding it whole would make a%2Fb, one segment, the path
-	// a/b of another resource.
-	u.RawPath = strings.TrimSuffix(dpop.NormalPercent(u.EscapedPath()), "/")
+	// a/b of another resource (as u.EscapedPath does when the spelling
+	// holds a character to escape: dpop.SpelledPath escapes it in place).
+	u.RawPath = strings.TrimSuffix(dpop.NormalPercent(dpop.SpelledPath(u)), "/")
 	if u.Path, err = url.PathUnescape(u.RawPath); err != nil {
 		return s
 	}

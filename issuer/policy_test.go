@@ -40,11 +40,30 @@ func TestSameResource(t *testing.T) {
 		{"https://api.example.com/m%7Ecp", "https://api.example.com/m~cp", true},
 		{"https://api.example.com/m%20cp", "https://api.example.com/m cp", true},
 		{"https://api.example.com/m%3Fcp", "https://api.example.com/m?cp", false},
+		// A character a URI must escape, spelled raw, is escaped where it
+		// stands: the escaped "/" beside it stays one segment.
+		{"https://api.example.com/a%2Fb|", "https://api.example.com/a/b%7C", false},
+		{"https://api.example.com/a%2Fb|", "https://api.example.com/a%2Fb%7C", true},
+		{"https://api.example.com/a%2Fb c", "https://api.example.com/a/b%20c", false},
 	}
 	for _, tt := range tests {
 		if got := sameResource(tt.a, tt.b); got != tt.want {
 			t.Errorf("sameResource(%q, %q) = %v, want %v", tt.a, tt.b, got, tt.want)
 		}
+	}
+}
+
+// TestEscapedSlashResourceSpelled: a resource indicator spelling a
+// character a URI must escape raw beside an escaped "/" names the resource
+// with that "/" escaped, not the one where it is a separator.
+func TestEscapedSlashResourceSpelled(t *testing.T) {
+	const slash = "https://files.example.com/a/b%7C"
+	e := newTokEnv(t, func(c *Config) {
+		c.Resources = append(c.Resources, Resource{URL: slash, Scopes: []string{"read"}})
+	})
+	a := e.post(t, pathToken, url.Values{"grant_type": {"client_credentials"}, "resource": {"https://files.example.com/a%2Fb|"}, "scope": {"read"}}, tConf+":"+tSecret)
+	if a.status != 400 || a.str("error") != "invalid_target" {
+		t.Errorf("token for https://files.example.com/a%%2Fb| = %d %s, want 400 invalid_target (not %s)", a.status, a.raw, slash)
 	}
 }
 
