@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -679,5 +680,21 @@ func TestProofChecked(t *testing.T) {
 				t.Errorf("jkt %q, DPoP scheme %v: ProofChecked = %v, but Bound answers %q without a proof and %q with garbage", jkt, scheme, checked, none, garbage)
 			}
 		}
+	}
+}
+
+// TestSpelledPathStale: a RawPath that no longer spells Path (a handler
+// rewrote Path alone) is not read: the path is Path's, as EscapedPath has it.
+func TestSpelledPathStale(t *testing.T) {
+	u, err := url.Parse("https://a.example/x|/..%2Fmcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := SpelledPath(u); got != "/x%7C/..%2Fmcp" {
+		t.Errorf("SpelledPath = %q, want /x%%7C/..%%2Fmcp", got)
+	}
+	u.Path = "/other|"
+	if got := SpelledPath(u); got != "/other%7C" {
+		t.Errorf("SpelledPath after Path changed = %q, want /other%%7C", got)
 	}
 }

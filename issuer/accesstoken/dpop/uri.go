@@ -62,6 +62,9 @@ func SpelledPath(u *url.URL) string {
 	if u.RawPath == "" || p == u.RawPath {
 		return p
 	}
+	if d, err := url.PathUnescape(u.RawPath); err != nil || d != u.Path {
+		return p // RawPath spells no longer Path (a handler changed Path): as EscapedPath
+	}
 	const hexDigits = "0123456789ABCDEF"
 	var b strings.Builder
 	for i := 0; i < len(u.RawPath); i++ {
