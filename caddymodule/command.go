@@ -21,6 +21,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer"
@@ -259,6 +260,9 @@ func (c *cli) clientAdd() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			nc.ID = args[0]
+			if err := emptyListFlag(cmd.Flags(), "scope"); err != nil {
+				return err
+			}
 			if jwksFile != "" {
 				b, err := readJWKS(jwksFile)
 				if err != nil {
@@ -301,6 +305,22 @@ func clientFlags(cmd *cobra.Command, nc *issuer.NewClientRequest, jwksFile *stri
 	f.StringVar(&nc.IDTokenAlg, "id-token-alg", "", "Algorithm of the client's ID tokens: RS256 (default) or the issuer's signing_alg")
 }
 
+// emptyListFlag refuses a comma-separated list flag given with no entry
+// (--scope "", which pflag reads as none): the list would be left out of
+// the request, no restriction, so written to allow nothing it would allow
+// every scope, and on client update it would lift the client's
+// restriction; the admin API refuses [] for the same reason. (The
+// repeatable one-value flags read "" as one entry, which allows nothing.)
+func emptyListFlag(f *pflag.FlagSet, names ...string) error {
+	for _, name := range names {
+		fl := f.Lookup(name)
+		if s, ok := fl.Value.(pflag.SliceValue); ok && fl.Changed && len(s.GetSlice()) == 0 {
+			return fmt.Errorf(`--%s "": give at least one value, or leave --%s out (empty, it would mean no restriction)`, name, name)
+		}
+	}
+	return nil
+}
+
 // clientUpdate changes a client added through the admin API: the flags
 // given replace what the client has (a repeatable flag, the whole list),
 // the rest stays as the admin API shows it, and the registration is sent
@@ -314,6 +334,9 @@ func (c *cli) clientUpdate() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id := args[0]
+			if err := emptyListFlag(cmd.Flags(), "scope"); err != nil {
+				return err
+			}
 			uri := "/mcp-auth/clients/" + url.PathEscape(id)
 			var cur issuer.ClientView
 			read, err := c.callWith(http.MethodGet, uri, nil, nil, &cur)
@@ -475,6 +498,9 @@ func (c *cli) agentAdd() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			na.ID = args[0]
+			if err := emptyListFlag(cmd.Flags(), "scope"); err != nil {
+				return err
+			}
 			if cmd.Flags().Changed("max-depth") && na.MaxDepth == 0 {
 				// Sent as 0 it would be left out, the issuer's limit: written
 				// to allow no delegation, it would allow the most (the API

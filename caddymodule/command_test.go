@@ -394,3 +394,43 @@ func TestCommandKeyWithdrawKid(t *testing.T) {
 		t.Errorf("the withdrawn key %s is still published", kid)
 	}
 }
+
+// TestCommandEmptyRestrictionRefused: a list flag given empty (--scope
+// "", which pflag reads as no entries) is refused before anything is
+// sent, as the admin API refuses [] (TestAdminEmptyRestrictionRefused):
+// sent, the empty list would be left out of the request, no restriction,
+// so written to allow nothing it allowed every scope, and on client
+// update it lifted the restriction the client had.
+func TestCommandEmptyRestrictionRefused(t *testing.T) {
+	app := boltApp(t)
+	srv := adminServer(t, &AdminAPI{app: app})
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	tests := []struct {
+		name    string
+		args    []string
+		wantOut string
+		wantErr string
+	}{
+		{"client add --scope empty", []string{"client", "add", "svc", "--grant-type", "client_credentials", "--scope", ""}, "", `--scope ""`},
+		{"client add added nothing", []string{"client", "show", "svc"}, "", "HTTP 404"},
+		{"client add with a scope", []string{"client", "add", "svc", "--grant-type", "client_credentials", "--scope", "read"}, `"scopes": [`, ""},
+		{"client update --scope empty", []string{"client", "update", "svc", "--scope", ""}, "", `--scope ""`},
+		{"client update changed nothing", []string{"client", "show", "svc"}, `"read"`, ""},
+		{"agent add --scope empty", []string{"agent", "add", "planner", "--scope", ""}, "", `--scope ""`},
+		{"agent add added nothing", []string{"agent", "show", "planner"}, "", "HTTP 404"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, _, err := runCLI(t, addr, "", tt.args...)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("mcp-auth %q = %q, %v, want error containing %q", tt.args, out, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || !strings.Contains(out, tt.wantOut) {
+				t.Fatalf("mcp-auth %q = %q, %v, want it to contain %q", tt.args, out, err, tt.wantOut)
+			}
+		})
+	}
+}
