@@ -3,6 +3,7 @@ package issuer
 import (
 	"context"
 	"net/http"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -38,6 +39,56 @@ func (i *Issuer) handleHealth(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), healthTimeout)
 	defer cancel()
+	v, status := i.health.share(ctx, i.checkHealth)
+	writeNoStoreJSON(w, status, v)
+}
+
+// healthChecks lets probes share the check under way: /healthz is
+// public, and each check reads the store (with PostgreSQL, a
+// transaction and the server's clock, on pool connections the issuer's
+// and gateways' requests wait for), so a flood of probes costs the
+// database one check at a time per instance.
+type healthChecks struct {
+	mu     sync.Mutex
+	done   chan struct{} // closed when the check under way ends; nil when none is
+	v      healthView    // the last check's answer
+	status int
+}
+
+// share answers with the check under way, or runs one. The check runs
+// on a context of its own (healthTimeout) rather than the probe's that
+// started it, so a probe that gives up fails no other probe's answer.
+func (h *healthChecks) share(ctx context.Context, check func(context.Context) (healthView, int)) (healthView, int) {
+	h.mu.Lock()
+	if done := h.done; done != nil {
+		h.mu.Unlock()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return healthView{Status: "unavailable", Reason: "store unreachable"}, http.StatusServiceUnavailable
+		}
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.v, h.status
+	}
+	done := make(chan struct{})
+	h.done = done
+	h.mu.Unlock()
+	v, status := healthView{Status: "unavailable", Reason: "store unreachable"}, http.StatusServiceUnavailable
+	defer func() {
+		h.mu.Lock()
+		h.v, h.status, h.done = v, status, nil
+		h.mu.Unlock()
+		close(done)
+	}()
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), healthTimeout)
+	defer cancel()
+	v, status = check(cctx)
+	return v, status
+}
+
+// checkHealth is one health check (handleHealth).
+func (i *Issuer) checkHealth(ctx context.Context) (healthView, int) {
 	v, status := healthView{Status: "ok"}, http.StatusOK
 	off, err := time.Duration(0), i.store.View(ctx, func(store.Tx) error { return nil })
 	if err == nil {
@@ -54,7 +105,7 @@ func (i *Issuer) handleHealth(w http.ResponseWriter, r *http.Request) {
 		i.log.Error("health check: signing key", zap.Error(err))
 		v, status = healthView{Status: "unavailable", Reason: "no signing key"}, http.StatusServiceUnavailable
 	}
-	writeNoStoreJSON(w, status, v)
+	return v, status
 }
 
 // clockOffset is how far this instance's clock is ahead of the store

@@ -1,12 +1,16 @@
 package issuer
 
 import (
+	"context"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres/pgtest"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
@@ -94,5 +98,79 @@ func TestHealthClockOffDatabase(t *testing.T) {
 		if body := strings.TrimSpace(readBody(t, resp)); resp.StatusCode != c.status || body != c.body {
 			t.Errorf("GET healthz with the clock %v off the database's = %d %s, want %d %s", c.off, resp.StatusCode, body, c.status, c.body)
 		}
+	}
+}
+
+// heldViews is a store whose reads, once held is set, are counted and
+// wait for release: a database slow to answer.
+type heldViews struct {
+	store.Store
+	held    atomic.Bool
+	views   atomic.Int32
+	release chan struct{}
+}
+
+func (h *heldViews) View(ctx context.Context, fn func(store.Tx) error) error {
+	if h.held.Load() {
+		h.views.Add(1)
+		<-h.release
+	}
+	return h.Store.View(ctx, fn)
+}
+
+// TestHealthChecksShared: /healthz is public, and each check reads the
+// store (with PostgreSQL, a transaction and the server's clock on a
+// pool connection that the issuer's and gateways' requests wait for).
+// Probes that arrive while a check is under way share its answer, so a
+// flood of probes costs the database one check at a time, however many
+// arrive; a probe that gives up does not fail the check it shares.
+func TestHealthChecksShared(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	st := &heldViews{Store: memory.New(memory.Options{Now: clock.Now}), release: make(chan struct{})}
+	e := newTokEnvStore(t, st, clock)
+	st.held.Store(true)
+	// The first probe gives up at once: the check it started goes on.
+	ctx, cancel := context.WithCancel(t.Context())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.iss.endpoint(pathHealth), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	abandoned := make(chan struct{})
+	go func() {
+		defer close(abandoned)
+		if resp, err := e.srv.Client().Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	for st.views.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	const probes = 20
+	var wg sync.WaitGroup
+	statuses := make(chan int, probes)
+	for range probes {
+		wg.Go(func() {
+			resp, err := e.srv.Client().Get(e.iss.endpoint(pathHealth))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			statuses <- resp.StatusCode
+		})
+	}
+	time.Sleep(500 * time.Millisecond) // the probes arrive
+	cancel()
+	<-abandoned
+	close(st.release)
+	wg.Wait()
+	close(statuses)
+	for s := range statuses {
+		if s != http.StatusOK {
+			t.Errorf("GET healthz during a shared check = %d, want 200", s)
+		}
+	}
+	if n := st.views.Load(); n != 1 {
+		t.Errorf("%d probes during one check read the store %d times, want once", probes+1, n)
 	}
 }

@@ -96,6 +96,7 @@ type Issuer struct {
 	registrationsAll *rateLimiter
 	userWrites       *rateLimiter // a signed-in user's authorization requests that store something
 	hashes           *hashGate    // bounds concurrent password and secret hashing
+	health           healthChecks // probes share the check under way
 
 	proofs *dpop.Verifier // DPoP proofs at the token, PAR and revocation endpoints
 
