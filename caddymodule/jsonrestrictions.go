@@ -39,6 +39,16 @@ func (c *Client) UnmarshalJSON(b []byte) error {
 	return refuseEmptyLists(b, emptyMeans{"resources", "every resource"}, emptyMeans{"scopes", "every scope of a resource"})
 }
 
+// UnmarshalJSON reads an identity provider strictly, refusing an empty
+// allowed_email_domains (see refuseEmptyLists).
+func (p *IdentityProvider) UnmarshalJSON(b []byte) error {
+	type plain IdentityProvider
+	if err := decodeStrict(b, (*plain)(p)); err != nil {
+		return err
+	}
+	return refuseEmptyLists(b, emptyMeans{"allowed_email_domains", "every email domain: any account the provider has may sign in"})
+}
+
 // emptyMeans names a restriction list and what it reads as when empty.
 type emptyMeans struct{ field, means string }
 

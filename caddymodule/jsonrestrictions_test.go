@@ -89,3 +89,33 @@ func TestJSONEmptyRestrictionRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestJSONEmptyEmailDomainsRefused: an identity provider's
+// "allowed_email_domains": [] is refused as the other restriction lists
+// are (TestJSONEmptyRestrictionRefused): empty, it reads as one left out,
+// every email domain, so written to admit no domain it admitted every
+// account the provider has (at Google or a multi-tenant Entra endpoint,
+// anyone's) to its group_map's groups, at sign-in and through its
+// ID-JAGs. Lists with entries load; a misspelt field is still refused.
+func TestJSONEmptyEmailDomainsRefused(t *testing.T) {
+	const idp = `"name":"corp","issuer":"https://idp.example","client_id":"c","group_map":{"*":["users"]}`
+	for _, tt := range []struct {
+		json string
+		err  string // "" to load
+	}{
+		{`{"identity_providers":[{` + idp + `,"allowed_email_domains":[]}]}`, `allowed_email_domains []`},
+		{`{"identity_providers":[{` + idp + `,"allowed_email_domains":[ ]}]}`, `allowed_email_domains []`},
+		{`{"identity_providers":[{` + idp + `,"allowed_email_domains":["example.com"],"recheck":"2h"}]}`, ""},
+		{`{"identity_providers":[{` + idp + `}]}`, ""},
+		{`{"identity_providers":[{` + idp + `,"allowed_email_domain":["example.com"]}]}`, "unknown field"},
+	} {
+		var a App
+		err := caddy.StrictUnmarshalJSON([]byte(tt.json), &a)
+		if tt.err == "" && err != nil || tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)) {
+			t.Errorf("%s: %v, want %q", tt.json, err, tt.err)
+		}
+		if tt.err == "" && strings.Contains(tt.json, "recheck") && (len(a.IdentityProviders) != 1 || a.IdentityProviders[0].AllowedEmailDomains[0] != "example.com" || a.IdentityProviders[0].Recheck == 0) {
+			t.Errorf("%s: read as %+v", tt.json, a.IdentityProviders)
+		}
+	}
+}
