@@ -52,9 +52,10 @@ func (p *IdentityProvider) UnmarshalJSON(b []byte) error {
 // emptyMeans names a restriction list and what it reads as when empty.
 type emptyMeans struct{ field, means string }
 
-// refuseEmptyLists refuses each of lists given as [] in the JSON object
-// b: an empty list reads as an absent one, no restriction, so written to
-// allow nothing it would allow everything. (The Caddyfile cannot write
+// refuseEmptyLists refuses each of lists given as [] (or null, what a
+// generator writes for a nil list) in the JSON object b: an empty list
+// reads as an absent one, no restriction, so written to allow nothing it
+// would allow everything. (The Caddyfile cannot write
 // one: a directive needs an argument.) Names match in any case, as
 // encoding/json decodes them.
 func refuseEmptyLists(b []byte, lists ...emptyMeans) error {
@@ -64,8 +65,9 @@ func refuseEmptyLists(b []byte, lists ...emptyMeans) error {
 	}
 	for name, raw := range members {
 		for _, l := range lists {
-			if strings.EqualFold(name, l.field) && bytes.Equal(bytes.Join(bytes.Fields(raw), nil), []byte("[]")) {
-				return fmt.Errorf("%s []: list at least one entry, or leave %s out (empty, it means %s)", l.field, l.field, l.means)
+			v := string(bytes.Join(bytes.Fields(raw), nil))
+			if strings.EqualFold(name, l.field) && (v == "[]" || v == "null") {
+				return fmt.Errorf("%s %s: list at least one entry, or leave %s out (empty, it means %s)", l.field, v, l.field, l.means)
 			}
 		}
 	}

@@ -63,6 +63,8 @@ func TestJSONEmptyRestrictionRefused(t *testing.T) {
 		{`{"tools":[{"match":"*","agents":[]}]}`, `agents []`},
 		{`{"prompts":[{"match":"*","agents":[]}]}`, `agents []`},
 		{`{"tools":[{"match":"*","agents":["a"]}]}`, ""},
+		// null is what a generator writes for a nil list: as ambiguous.
+		{`{"tools":[{"match":"*","agents":null}]}`, `agents null`},
 	} {
 		var h GatewayHandler
 		err := caddy.StrictUnmarshalJSON([]byte(tt.json), &h)
@@ -81,6 +83,8 @@ func TestJSONEmptyRestrictionRefused(t *testing.T) {
 		{`{"clients":[{"client_id":"c","public":true,"resources":[]}]}`, `resources []`},
 		{`{"clients":[{"client_id":"c","public":true,"resources":["https://h/mcp"],"scopes":["x"]}]}`, ""},
 		{`{"clients":[{"client_id":"c","public":true,"scope":["x"]}]}`, "unknown field"},
+		{`{"agents":[{"agent_id":"a","scopes":null}]}`, `scopes null`},
+		{`{"clients":[{"client_id":"c","public":true,"resources": null }]}`, `resources null`},
 	} {
 		var a App
 		err := caddy.StrictUnmarshalJSON([]byte(tt.json), &a)
@@ -105,6 +109,7 @@ func TestJSONEmptyEmailDomainsRefused(t *testing.T) {
 	}{
 		{`{"identity_providers":[{` + idp + `,"allowed_email_domains":[]}]}`, `allowed_email_domains []`},
 		{`{"identity_providers":[{` + idp + `,"allowed_email_domains":[ ]}]}`, `allowed_email_domains []`},
+		{`{"identity_providers":[{` + idp + `,"allowed_email_domains":null}]}`, `allowed_email_domains null`},
 		{`{"identity_providers":[{` + idp + `,"allowed_email_domains":["example.com"],"recheck":"2h"}]}`, ""},
 		{`{"identity_providers":[{` + idp + `}]}`, ""},
 		{`{"identity_providers":[{` + idp + `,"allowed_email_domain":["example.com"]}]}`, "unknown field"},

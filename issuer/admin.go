@@ -893,8 +893,10 @@ func readAdminJSON(r *http.Request, dst any) error {
 		var members map[string]json.RawMessage
 		_ = json.Unmarshal(b, &members) // decoded above: an object
 		for _, name := range l.restrictionLists() {
-			if v := members[name]; v != nil && bytes.Equal(bytes.Join(bytes.Fields(v), nil), []byte("[]")) {
-				return adminErr(http.StatusBadRequest, fmt.Errorf("%s []: list at least one entry, or leave %s out for no restriction", name, name))
+			if v, ok := members[name]; ok {
+				if v := string(bytes.Join(bytes.Fields(v), nil)); v == "[]" || v == "null" {
+					return adminErr(http.StatusBadRequest, fmt.Errorf("%s %s: list at least one entry, or leave %s out for no restriction", name, v, name))
+				}
 			}
 		}
 	}
@@ -902,9 +904,10 @@ func readAdminJSON(r *http.Request, dst any) error {
 }
 
 // restrictionLists is a request with lists that restrict when they have
-// entries and not at all when left out (or empty): given as [], such a
-// list, written to allow nothing, would allow everything, so
-// readAdminJSON refuses it (member names are exact here).
+// entries and not at all when left out (or empty): given as [] (or null,
+// what a generator writes for a nil list), such a list, written to allow
+// nothing, would allow everything, so readAdminJSON refuses it (member
+// names are exact here).
 type restrictionLists interface{ restrictionLists() []string }
 
 func (NewClientRequest) restrictionLists() []string { return []string{"resources", "scopes"} }

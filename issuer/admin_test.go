@@ -481,7 +481,11 @@ func TestAdminUnknownScopes(t *testing.T) {
 				want = "is offered by no resource (offered: files:read read tools:call write)"
 			}
 			for _, kind := range []string{"client", "agent"} {
-				b, _ := json.Marshal(map[string]any{kind + "_id": kind + "-" + id, "scopes": tt.scopes})
+				req := map[string]any{kind + "_id": kind + "-" + id}
+				if tt.scopes != nil { // null is refused (TestAdminEmptyRestrictionRefused)
+					req["scopes"] = tt.scopes
+				}
+				b, _ := json.Marshal(req)
 				runAPI(t, srv, apiCase{tt.name, "POST", "/mcp-auth/" + kind + "s", string(b), tt.wantStatus, want})
 				status := http.StatusOK
 				if tt.wantStatus != 201 {
@@ -1389,12 +1393,14 @@ func TestAdminEmptyRestrictionRefused(t *testing.T) {
 	steps := []apiCase{
 		{"agent allowed_clients []", "POST", "/mcp-auth/agents", `{"agent_id":"a1","allowed_clients":[]}`, 400, "allowed_clients []"},
 		{"agent scopes []", "POST", "/mcp-auth/agents", `{"agent_id":"a1","scopes":[ ]}`, 400, "scopes []"},
+		{"agent scopes null", "POST", "/mcp-auth/agents", `{"agent_id":"a1","scopes":null}`, 400, "scopes null"},
 		{"agent added nothing", "GET", "/mcp-auth/agents/a1", "", 404, ""},
 		{"client scopes []", "POST", "/mcp-auth/clients", `{"client_id":"c1",` + client + `,"scopes":[]}`, 400, "scopes []"},
 		{"client resources []", "POST", "/mcp-auth/clients", `{"client_id":"c1",` + client + `,"resources":[]}`, 400, "resources []"},
 		{"client added nothing", "GET", "/mcp-auth/clients/c1", "", 404, ""},
 		{"client with scopes", "POST", "/mcp-auth/clients", `{"client_id":"c1",` + client + `,"scopes":["read"]}`, 201, `"scopes":["read"]`},
 		{"update scopes []", "PUT", "/mcp-auth/clients/c1", `{` + client + `,"scopes":[]}`, 400, "scopes []"},
+		{"update scopes null", "PUT", "/mcp-auth/clients/c1", `{` + client + `,"scopes":null}`, 400, "scopes null"},
 		{"update changed nothing", "GET", "/mcp-auth/clients/c1", "", 200, `"scopes":["read"]`},
 		{"agent with lists", "POST", "/mcp-auth/agents", `{"agent_id":"a1","allowed_clients":["c1"],"scopes":["read"]}`, 201, `"allowed_clients":["c1"]`},
 	}
