@@ -2,6 +2,7 @@ package issuer
 
 import (
 	"context"
+	"encoding/base64"
 	"path/filepath"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 // disk, not derived from the types), and checks that writing them back
 // gives the same bytes: the public types may change, the files may not.
 func TestStoredFormat(t *testing.T) {
+	const oldJWKS = "eyJrZXlzIjogW3sia3R5IjogIkVDIiwgImNydiI6ICJQLTI1NiIsICJ4IjogImY4M09KM0QyeEYxQmc4dnViOXRMZTFnSE16Vjc2ZThUdXM5dVBIdlJWRVUiLCAieSI6ICJ4X0ZFelJ1OW0zNkhMTl90dWU2NTlMTnBYVzZwQ3lTdGlrWWpLSVdJNWEwIiwgImtpZCI6ICJrMSIsICJ1c2UiOiAic2lnIn1dfQ=="
 	at := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 	tests := []struct {
 		name, bucket, key, raw string
@@ -65,6 +67,36 @@ func TestStoredFormat(t *testing.T) {
 			name: "minimal agent", bucket: bucketAgents, key: "min",
 			raw:  `{"agent_id":"min"}`,
 			want: &Agent{ID: "min"},
+		},
+		// As 0c11651 wrote them (captured from its store): a client the
+		// admin API was sent "scopes": [] and "resources": [], and an
+		// agent "allowed_clients": [] and "scopes": [], were stored as
+		// lists left out, the bytes of no restriction, so a later version
+		// reads them as unrestricted and cannot tell them apart (README,
+		// Upgrading); and a private_key_jwt client registered with
+		// token_endpoint_auth_signing_alg ES384 and
+		// userinfo_signed_response_alg, neither stored, so it is not held
+		// to an algorithm.
+		{
+			name: "admin client sent empty lists to an earlier version", bucket: bucketClients, key: "c-empty",
+			raw: `{"client_id":"c-empty","secret_hash":"sha256:265de7c5b2c444baeb8023a61ae47c4a97653aaa59f5f77c540fb16b90fccd23","grant_types":["client_credentials"],"token_endpoint_auth_method":"client_secret_basic","source":"admin","created_at":"2026-12-06T13:55:51.472559978Z"}`,
+			want: &Client{ID: "c-empty", SecretHash: "sha256:265de7c5b2c444baeb8023a61ae47c4a97653aaa59f5f77c540fb16b90fccd23",
+				GrantTypes: []string{"client_credentials"}, TokenEndpointAuthMethod: "client_secret_basic", Source: "admin",
+				CreatedAt: time.Date(2026, 12, 6, 13, 55, 51, 472559978, time.UTC)},
+		},
+		{
+			name: "admin agent sent empty lists to an earlier version", bucket: bucketAgents, key: "a-empty",
+			raw: `{"agent_id":"a-empty","secret_hash":"sha256:4c476e06455b2165b396658b8d001b4989200dfcd5c4de057b5cd1ddc17df0d2","source":"admin","created_at":"2026-12-06T13:55:51.538750637Z"}`,
+			want: &Agent{ID: "a-empty", SecretHash: "sha256:4c476e06455b2165b396658b8d001b4989200dfcd5c4de057b5cd1ddc17df0d2", Source: "admin",
+				CreatedAt: time.Date(2026, 12, 6, 13, 55, 51, 538750637, time.UTC)},
+		},
+		{
+			name: "private_key_jwt client registered with a signing alg at an earlier version", bucket: bucketClients, key: "1TTuhtOyE8Rc1i1cttJzYw",
+			raw: `{"client_id":"1TTuhtOyE8Rc1i1cttJzYw","client_name":"PKJ","redirect_uris":["http://127.0.0.1/callback"],"grant_types":["authorization_code"],"token_endpoint_auth_method":"private_key_jwt","jwks":"` + oldJWKS + `","application_type":"native","source":"dcr","created_at":"2026-12-06T14:03:47.06721161Z","expires_at":"2026-12-06T15:03:47.06721161Z"}`,
+			want: &Client{ID: "1TTuhtOyE8Rc1i1cttJzYw", Name: "PKJ", RedirectURIs: []string{"http://127.0.0.1/callback"},
+				GrantTypes: []string{"authorization_code"}, TokenEndpointAuthMethod: "private_key_jwt", JWKS: mustBase64(t, oldJWKS),
+				ApplicationType: "native", Source: "dcr", CreatedAt: time.Date(2026, 12, 6, 14, 3, 47, 67211610, time.UTC),
+				ExpiresAt: time.Date(2026, 12, 6, 15, 3, 47, 67211610, time.UTC)},
 		},
 		{
 			name: "cached client metadata document", bucket: bucketCIMD, key: "https://c.example/m",
@@ -133,4 +165,13 @@ func TestStoredFormat(t *testing.T) {
 			}
 		})
 	}
+}
+
+func mustBase64(t *testing.T, s string) []byte {
+	t.Helper()
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

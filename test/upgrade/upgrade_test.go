@@ -1,0 +1,423 @@
+// Package upgrade runs the previous release's binary on a store, stops
+// it, and starts this version's on the same store, checking that what a
+// deployment holds keeps working. It needs the previous release's binary
+// (CI_UPGRADE_FROM, a path; build it with `git archive <tag> | tar -x -C
+// dir && (cd dir && ./xcaddy.sh)`), so it is skipped without it.
+package upgrade
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"golang.org/x/oauth2"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres/pgtest"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/demo/mcpdemo"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/e2e/harness"
+)
+
+const (
+	redirectURI = "http://127.0.0.1/callback"
+	webRedirect = "https://web.example/cb"
+	password    = "upgrade password, never logged"
+)
+
+// TestMain stops the PostgreSQL server the postgres case starts.
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// TestUpgradeFromPreviousRelease: the previous release makes users
+// (configured and through the admin API), clients (a configured one, an
+// admin one with "scopes": [] and "resources": [], a self-registered one
+// with userinfo_signed_response_alg, which this release refuses), an
+// agent with "allowed_clients": [] and "scopes": [], a withdrawn signing
+// key, a sign-in session, a consented grant with a refresh token, a
+// remembered consent, a delegation to the agent (act) with a refresh
+// token, and a client credentials token. This release then opens the same store: on a
+// bbolt file after the previous release stopped; on PostgreSQL first
+// beside the previous release (a rolling upgrade: each refreshes what the
+// other issued, and each's tokens pass the other's gateway), then alone.
+// Access tokens still pass the gateway, the refresh tokens refresh (the
+// delegated one still acting as the agent), the session still signs the
+// user in, the consent stands, the self-registered client still gets
+// tokens, the withdrawn key stays unpublished, and every entry is still
+// there. The admin entries sent with [] read as they were stored, with no
+// list: the previous release stored [] as left out, the same bytes as
+// no restriction, so no version can tell them apart; their GET shows no
+// list, which is how an operator finds them (README, Upgrading).
+func TestUpgradeFromPreviousRelease(t *testing.T) {
+	old := os.Getenv("CI_UPGRADE_FROM")
+	if old == "" {
+		t.Skip("CI_UPGRADE_FROM (the previous release's caddy binary) not set")
+	}
+	bin := os.Getenv("CI_UPGRADE_TO")
+	if bin == "" {
+		var err error
+		if bin, err = harness.BuildCaddy(t.TempDir()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Run("bolt", func(t *testing.T) {
+		d := deploy(t, old, func(home string) string { return "bolt " + filepath.Join(home, "store.db") })
+		d.before(t)
+		d.p.Stop()
+		d.start(t, bin, d.port, d.admin)
+		d.after(t)
+	})
+	t.Run("postgres", func(t *testing.T) {
+		dsn := pgtest.NewDatabase(t)
+		d := deploy(t, old, func(string) string { return "postgres \"" + dsn + "\"" })
+		d.before(t)
+		// A rolling upgrade: this release beside the previous one.
+		pb := harness.FreePort(t)
+		nb := d.start(t, bin, pb, harness.FreePort(t))
+		atNew := fmt.Sprintf("http://127.0.0.1:%d", pb)
+		rt := d.tok.RefreshToken
+		for i, at := range []string{atNew, d.issuer, atNew} {
+			r := refresh(t, d.ctx, at, "app", rt, d.resource)
+			if r.Status != http.StatusOK || r.RefreshToken == "" {
+				t.Fatalf("refresh %d at %s of the other's refresh token = %+v", i, at, r)
+			}
+			rt = r.RefreshToken
+			for _, gw := range []string{d.issuer, atNew} {
+				if code := call(t, d.ctx, gw+"/mcp", r.AccessToken); code != http.StatusOK {
+					t.Errorf("a token refreshed at %s, at the gateway of %s = %d, want 200", at, gw, code)
+				}
+			}
+		}
+		d.tok.RefreshToken = rt
+		for _, gw := range []string{d.issuer, atNew} {
+			if code := call(t, d.ctx, gw+"/mcp", d.cc); code != http.StatusOK {
+				t.Errorf("the previous release's client credentials token at %s = %d, want 200", gw, code)
+			}
+		}
+		d.p.Stop()
+		nb.Stop()
+		d.start(t, bin, d.port, d.admin)
+		d.after(t)
+	})
+}
+
+// deployment is one issuer and gateway and what the previous release made
+// there.
+type deployment struct {
+	ctx               context.Context
+	env               *harness.Env
+	issuer, resource  string
+	port, admin       int
+	storage           func(home string) string
+	hash, upstream    string
+	p                 *harness.Process
+	md                *harness.Metadata
+	robot             *harness.Robot
+	tok               *oauth2.Token
+	web               *oauth2.Config
+	cc, ccSecret, dcr string
+	agentSecret       string
+	delegated         *oauth2.Token
+	withdrawn         []string
+}
+
+func deploy(t *testing.T, old string, storage func(home string) string) *deployment {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	srv := mcpdemo.NewServer()
+	up := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{Stateless: true}))
+	t.Cleanup(up.Close)
+	d := &deployment{ctx: ctx, env: harness.NewEnv(t, old), port: harness.FreePort(t), admin: harness.FreePort(t),
+		storage: storage, hash: harness.HashPassword(t, password), upstream: up.Listener.Addr().String()}
+	d.issuer = fmt.Sprintf("http://127.0.0.1:%d", d.port)
+	d.resource = d.issuer + "/mcp"
+	d.p = d.start(t, old, d.port, d.admin)
+	return d
+}
+
+// start runs bin with the deployment's issuer and store, listening on
+// port (the issuer's, or another instance's) with its admin API on admin.
+func (d *deployment) start(t *testing.T, bin string, port, admin int) *harness.Process {
+	t.Helper()
+	cfg := d.env.Write(t, fmt.Sprintf("Caddyfile.%d", port), fmt.Sprintf(`{
+	admin 127.0.0.1:%d
+	mcp_auth {
+		issuer %s
+		storage %s
+		user alice %s {
+			groups users
+		}
+		group users {
+			scopes %s notes:read
+		}
+		client app {
+			public
+			redirect_uri %s
+		}
+	}
+}
+http://127.0.0.1:%d {
+	mcp_issuer
+	mcp_gateway {
+		resource %s
+		scope notes:read
+		tool echo notes:read
+	}
+	reverse_proxy %s
+}
+`, admin, d.issuer, d.storage(d.env.Home), d.hash, d.resource, redirectURI, port, d.resource, d.upstream))
+	env := &harness.Env{Bin: bin, Home: d.env.Home, Vars: d.env.Vars}
+	return env.Run(t, cfg, fmt.Sprintf("http://127.0.0.1:%d/.well-known/oauth-authorization-server", port))
+}
+
+func (d *deployment) adminURL() string { return fmt.Sprintf("http://127.0.0.1:%d/mcp-auth", d.admin) }
+
+// before makes, with the previous release, what a deployment holds.
+func (d *deployment) before(t *testing.T) {
+	t.Helper()
+	ctx, adminURL := d.ctx, d.adminURL()
+	var err error
+	if d.md, err = harness.Discover(ctx, d.issuer); err != nil {
+		t.Fatal(err)
+	}
+	adminDo(t, ctx, "POST", adminURL+"/users", `{"username":"bob","password":"`+password+`","groups":["users"]}`, http.StatusCreated, nil)
+	var cEmpty struct {
+		Secret string `json:"client_secret"`
+	}
+	adminDo(t, ctx, "POST", adminURL+"/clients", `{"client_id":"c-empty","grant_types":["client_credentials"],"scopes":[],"resources":[]}`, http.StatusCreated, &cEmpty)
+	d.ccSecret = cEmpty.Secret
+	var agent struct {
+		Secret string `json:"secret"`
+	}
+	adminDo(t, ctx, "POST", adminURL+"/agents", `{"agent_id":"a-empty","allowed_clients":[],"scopes":[]}`, http.StatusCreated, &agent)
+	d.agentSecret = agent.Secret
+	var first struct {
+		Kid string `json:"kid"`
+	}
+	adminDo(t, ctx, "POST", adminURL+"/keys/rotate", `{"withdraw":true}`, http.StatusOK, &first)
+	var withdrawn struct {
+		Withdrawn []string `json:"withdrawn"`
+	}
+	adminDo(t, ctx, "POST", adminURL+"/keys/rotate", `{"withdraw":"`+first.Kid+`"}`, http.StatusOK, &withdrawn)
+	if d.withdrawn = withdrawn.Withdrawn; len(d.withdrawn) == 0 {
+		t.Fatalf("withdraw %s: nothing withdrawn", first.Kid)
+	}
+	status, reg, err := harness.Register(ctx, d.md, map[string]any{
+		"client_name": "Old DCR", "redirect_uris": []string{redirectURI}, "token_endpoint_auth_method": "none",
+		"userinfo_signed_response_alg": "RS256",
+	})
+	if err != nil || status != http.StatusCreated {
+		t.Fatalf("previous release: register with userinfo_signed_response_alg = %d, %v, %v", status, reg, err)
+	}
+	d.dcr, _ = reg["client_id"].(string)
+	var web struct {
+		Secret string `json:"client_secret"`
+	}
+	adminDo(t, ctx, "POST", adminURL+"/clients", `{"client_id":"web","redirect_uris":["`+webRedirect+`"],"grant_types":["authorization_code","refresh_token"]}`, http.StatusCreated, &web)
+	d.web = d.md.Config("web", webRedirect, "notes:read")
+	d.web.ClientSecret, d.web.Endpoint.AuthStyle = web.Secret, oauth2.AuthStyleInHeader
+	d.robot = harness.NewRobot("alice", password, redirectURI)
+	d.tok = authorize(t, ctx, d.robot, d.md.Config("app", redirectURI, "notes:read", "offline_access"), d.resource)
+	d.robot.RedirectURI = webRedirect
+	authorize(t, ctx, d.robot, d.web, d.resource)
+	d.robot.RedirectURI = redirectURI
+	// A delegation to the agent: its own token as the actor_token of the
+	// code's redemption.
+	actor := clientCredentials(t, ctx, d.md.TokenEndpoint, "a-empty", d.agentSecret, d.resource)
+	appCfg := d.md.Config("app", redirectURI, "notes:read", "offline_access")
+	ar := harness.NewAuthRequest(appCfg, d.resource)
+	q, err := d.robot.Authorize(ctx, ar.URL+"&requested_actor=a-empty")
+	if err != nil || q.Get("code") == "" {
+		t.Fatalf("previous release: authorize with requested_actor = %v, %v", q, err)
+	}
+	if d.delegated, err = appCfg.Exchange(ctx, q.Get("code"), oauth2.VerifierOption(ar.Verifier),
+		oauth2.SetAuthURLParam("resource", d.resource), oauth2.SetAuthURLParam("actor_token", actor)); err != nil {
+		t.Fatalf("previous release: delegated token: %v", err)
+	}
+	if c, err := harness.Claims(d.delegated.AccessToken); err != nil || fmt.Sprint(c["act"]) != "map[sub:a-empty]" {
+		t.Fatalf("previous release: delegated token's act = %v, %v", c["act"], err)
+	}
+	if d.tok.RefreshToken == "" {
+		t.Fatal("previous release: no refresh token")
+	}
+	d.cc = clientCredentials(t, ctx, d.md.TokenEndpoint, "c-empty", d.ccSecret, d.resource)
+	for name, at := range map[string]string{"user's": d.tok.AccessToken, "client credentials": d.cc} {
+		if code := call(t, ctx, d.resource, at); code != http.StatusOK {
+			t.Fatalf("previous release: %s token at the gateway = %d, want 200", name, code)
+		}
+	}
+}
+
+// after checks, with this release alone on the store, that what before
+// made still works.
+func (d *deployment) after(t *testing.T) {
+	t.Helper()
+	ctx, adminURL := d.ctx, d.adminURL()
+	for name, at := range map[string]string{"user's": d.tok.AccessToken, "client credentials": d.cc} {
+		if code := call(t, ctx, d.resource, at); code != http.StatusOK {
+			t.Errorf("after the upgrade: the %s access token at the gateway = %d, want 200", name, code)
+		}
+	}
+	rt := refresh(t, ctx, d.issuer, "app", d.tok.RefreshToken, d.resource)
+	if rt.Status != http.StatusOK || rt.RefreshToken == "" {
+		t.Errorf("after the upgrade: refresh = %+v, want 200 with a new refresh token", rt)
+	} else if code := call(t, ctx, d.resource, rt.AccessToken); code != http.StatusOK {
+		t.Errorf("after the upgrade: the refreshed access token at the gateway = %d, want 200", code)
+	}
+	if code := call(t, ctx, d.resource, d.delegated.AccessToken); code != http.StatusOK {
+		t.Errorf("after the upgrade: the delegated access token at the gateway = %d, want 200", code)
+	}
+	dr := refresh(t, ctx, d.issuer, "app", d.delegated.RefreshToken, d.resource)
+	if c, err := harness.Claims(dr.AccessToken); dr.Status != http.StatusOK || err != nil || fmt.Sprint(c["act"]) != "map[sub:a-empty]" {
+		t.Errorf("after the upgrade: refresh of the delegated grant = %+v (act %v, %v), want 200 acting as a-empty", dr, c["act"], err)
+	}
+	d.robot.Pages = nil
+	d.robot.RedirectURI = webRedirect
+	authorize(t, ctx, d.robot, d.web, d.resource)
+	if len(d.robot.Pages) != 0 {
+		t.Errorf("after the upgrade: the consent to a confidential client with an https redirect URI was asked again (%d pages)", len(d.robot.Pages))
+	}
+	d.robot.RedirectURI = redirectURI
+	tok := authorize(t, ctx, d.robot, d.md.Config(d.dcr, redirectURI, "notes:read"), d.resource)
+	if slices.ContainsFunc(d.robot.Pages, func(p *harness.Page) bool { return p.Form("login") != nil }) {
+		t.Error("after the upgrade: the session of the previous release did not sign the user in (login page shown)")
+	}
+	if code := call(t, ctx, d.resource, tok.AccessToken); code != http.StatusOK {
+		t.Errorf("after the upgrade: the self-registered client's token at the gateway = %d, want 200", code)
+	}
+	if cc := clientCredentials(t, ctx, d.md.TokenEndpoint, "c-empty", d.ccSecret, d.resource); cc == "" {
+		t.Error("after the upgrade: the admin client's secret no longer works")
+	}
+	var jwks struct {
+		Keys []struct {
+			Kid string `json:"kid"`
+		} `json:"keys"`
+	}
+	getJSON(t, ctx, d.issuer+"/jwks", &jwks)
+	for _, k := range jwks.Keys {
+		if slices.Contains(d.withdrawn, k.Kid) {
+			t.Errorf("after the upgrade: withdrawn key %s is published again", k.Kid)
+		}
+	}
+	for _, u := range []string{"/users/bob", "/clients/" + url.PathEscape(d.dcr), "/clients/c-empty", "/agents/a-empty"} {
+		var entry map[string]any
+		adminDo(t, ctx, "GET", adminURL+u, "", http.StatusOK, &entry)
+		for _, list := range []string{"scopes", "resources", "allowed_clients"} {
+			if v, ok := entry[list]; ok && strings.Contains(u, "-empty") {
+				t.Errorf("after the upgrade: %s shows %s = %v; the previous release stored [] as no list", u, list, v)
+			}
+		}
+	}
+}
+
+// authorize signs in with robot (its session, if any), approves and
+// redeems the code.
+func authorize(t *testing.T, ctx context.Context, robot *harness.Robot, cfg *oauth2.Config, resource string) *oauth2.Token {
+	t.Helper()
+	ar := harness.NewAuthRequest(cfg, resource)
+	q, err := robot.Authorize(ctx, ar.URL)
+	if err != nil || q.Get("code") == "" {
+		t.Fatalf("authorize %s = %v, %v", cfg.ClientID, q, err)
+	}
+	tok, err := ar.Exchange(ctx, cfg, q.Get("code"))
+	if err != nil {
+		t.Fatalf("exchange for %s: %v", cfg.ClientID, err)
+	}
+	return tok
+}
+
+// clientCredentials returns an access token of a client_secret_basic
+// client for resource.
+func clientCredentials(t *testing.T, ctx context.Context, endpoint, id, secret, resource string) string {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(url.Values{
+		"grant_type": {"client_credentials"}, "resource": {resource}, "scope": {"notes:read"},
+	}.Encode()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
+	var tr harness.TokenResponse
+	if code := do(t, req, &tr); code != http.StatusOK {
+		t.Errorf("client credentials for %s = %d %s", id, code, tr.Error)
+	}
+	return tr.AccessToken
+}
+
+// refresh redeems a refresh token of a public client at the token
+// endpoint of the instance at origin.
+func refresh(t *testing.T, ctx context.Context, origin, id, token, resource string) harness.TokenResponse {
+	t.Helper()
+	var tr harness.TokenResponse
+	status, err := harness.PostForm(ctx, http.DefaultClient, origin+"/token", url.Values{
+		"grant_type": {"refresh_token"}, "refresh_token": {token}, "client_id": {id}, "resource": {resource},
+	}, &tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.Status = status
+	return tr
+}
+
+// call makes one tools/call of echo with token and returns the status.
+func call(t *testing.T, ctx context.Context, resource, token string) int {
+	t.Helper()
+	resp, _, err := harness.RawToolCall(ctx, http.DefaultClient, resource, token, "echo", `{"text":"x"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode
+}
+
+// adminDo sends body (none: "") to the admin API and decodes the answer
+// into v (nil: not decoded), failing unless the status is want.
+func adminDo(t *testing.T, ctx context.Context, method, u, body string, want int, v any) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, method, u, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if code := do(t, req, v); code != want {
+		t.Fatalf("%s %s = %d, want %d", method, u, code, want)
+	}
+}
+
+func getJSON(t *testing.T, ctx context.Context, u string, v any) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := do(t, req, v); code != http.StatusOK {
+		t.Fatalf("GET %s = %d", u, code)
+	}
+}
+
+func do(t *testing.T, req *http.Request, v any) int {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v != nil {
+		if err := json.Unmarshal(b, v); err != nil {
+			t.Fatalf("%s %s: status %d, body %.300q: %v", req.Method, req.URL, resp.StatusCode, b, err)
+		}
+	}
+	return resp.StatusCode
+}
