@@ -7,6 +7,10 @@ package upgrade
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"golang.org/x/oauth2"
 
@@ -80,8 +85,8 @@ func TestUpgradeFromPreviousRelease(t *testing.T) {
 		d := deploy(t, old, func(string) string { return "postgres \"" + dsn + "\"" })
 		d.before(t)
 		// A rolling upgrade: this release beside the previous one.
-		pb := harness.FreePort(t)
-		nb := d.start(t, bin, pb, harness.FreePort(t))
+		pb, nbAdmin := harness.FreePort(t), harness.FreePort(t)
+		nb := d.start(t, bin, pb, nbAdmin)
 		atNew := fmt.Sprintf("http://127.0.0.1:%d", pb)
 		rt := d.tok.RefreshToken
 		for i, at := range []string{atNew, d.issuer, atNew} {
@@ -101,6 +106,24 @@ func TestUpgradeFromPreviousRelease(t *testing.T) {
 			if code := call(t, d.ctx, gw+"/mcp", d.cc); code != http.StatusOK {
 				t.Errorf("the previous release's client credentials token at %s = %d, want 200", gw, code)
 			}
+		}
+		// A private_key_jwt registration made at this release's instance,
+		// whose first token the previous release's instance issues: that
+		// rewrites the registration (its expiry) without the
+		// token_endpoint_auth_signing_alg it does not know (README,
+		// Upgrading).
+		id := registerKeyed(t, d, atNew)
+		pinned := func() any {
+			var v map[string]any
+			adminDo(t, d.ctx, "GET", fmt.Sprintf("http://127.0.0.1:%d/mcp-auth/clients/%s", nbAdmin, url.PathEscape(id.id)), "", http.StatusOK, &v)
+			return v["token_endpoint_auth_signing_alg"]
+		}
+		if alg := pinned(); alg != "ES256" {
+			t.Fatalf("registered at this release: token_endpoint_auth_signing_alg %v, want ES256", alg)
+		}
+		id.token(t, d, d.issuer)
+		if alg := pinned(); alg != nil {
+			t.Errorf("after the previous release issued the client's first token: token_endpoint_auth_signing_alg %v; the README says an earlier version's rewrite drops it", alg)
 		}
 		d.p.Stop()
 		nb.Stop()
@@ -315,6 +338,63 @@ func (d *deployment) after(t *testing.T) {
 				t.Errorf("after the upgrade: %s shows %s = %v; the previous release stored [] as no list", u, list, v)
 			}
 		}
+	}
+}
+
+// keyedClient is a private_key_jwt client with a P-256 key.
+type keyedClient struct {
+	id  string
+	key *ecdsa.PrivateKey
+}
+
+// registerKeyed registers a private_key_jwt client pinned to ES256 at the
+// instance at origin.
+func registerKeyed(t *testing.T, d *deployment, origin string) keyedClient {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b64 := func(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+	jwk := map[string]string{"kty": "EC", "crv": "P-256", "kid": "k1",
+		"x": b64(key.X.FillBytes(make([]byte, 32))), "y": b64(key.Y.FillBytes(make([]byte, 32)))}
+	status, reg, err := harness.Register(d.ctx, &harness.Metadata{RegistrationEndpoint: origin + "/register"}, map[string]any{
+		"redirect_uris": []string{redirectURI}, "token_endpoint_auth_method": "private_key_jwt",
+		"token_endpoint_auth_signing_alg": "ES256", "jwks": map[string]any{"keys": []any{jwk}},
+	})
+	if err != nil || status != http.StatusCreated {
+		t.Fatalf("register a private_key_jwt client at %s = %d, %v, %v", origin, status, reg, err)
+	}
+	id, _ := reg["client_id"].(string)
+	return keyedClient{id: id, key: key}
+}
+
+// token signs the user in (the robot's session) for c at the instance at
+// origin and redeems the code there with an ES256 client assertion.
+func (c keyedClient) token(t *testing.T, d *deployment, origin string) {
+	t.Helper()
+	cfg := d.md.Config(c.id, redirectURI, "notes:read")
+	cfg.Endpoint.AuthURL = strings.Replace(cfg.Endpoint.AuthURL, d.issuer, origin, 1)
+	ar := harness.NewAuthRequest(cfg, d.resource)
+	q, err := d.robot.Authorize(d.ctx, ar.URL)
+	if err != nil || q.Get("code") == "" {
+		t.Fatalf("authorize %s at %s = %v, %v", c.id, origin, q, err)
+	}
+	now := time.Now()
+	assertion, err := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{
+		"iss": c.id, "sub": c.id, "aud": d.issuer, "jti": rand.Text(), "iat": now.Unix(), "exp": now.Add(time.Minute).Unix(),
+	}).SignedString(c.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tr harness.TokenResponse
+	status, err := harness.PostForm(d.ctx, http.DefaultClient, origin+"/token", url.Values{
+		"grant_type": {"authorization_code"}, "code": {q.Get("code")}, "redirect_uri": {redirectURI},
+		"code_verifier": {ar.Verifier}, "resource": {d.resource}, "client_id": {c.id},
+		"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}, "client_assertion": {assertion},
+	}, &tr)
+	if err != nil || status != http.StatusOK {
+		t.Fatalf("token for %s at %s = %d %s %s, %v", c.id, origin, status, tr.Error, tr.ErrorDescription, err)
 	}
 }
 
