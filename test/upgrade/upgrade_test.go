@@ -49,15 +49,17 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // agent with "allowed_clients": [] and "scopes": [], a withdrawn signing
 // key, a sign-in session, a consented grant with a refresh token, a
 // remembered consent, a delegation to the agent (act) with a refresh
-// token, and a client credentials token. This release then opens the same store: on a
+// token, a grant revoked through its refresh token, a key rotated in,
+// tool pins, and a client credentials token. This release then opens the same store: on a
 // bbolt file after the previous release stopped; on PostgreSQL first
 // beside the previous release (a rolling upgrade: each refreshes what the
 // other issued, and each's tokens pass the other's gateway), then alone.
 // Access tokens still pass the gateway, the refresh tokens refresh (the
 // delegated one still acting as the agent), the session still signs the
 // user in, the consent stands, the self-registered client still gets
-// tokens, the withdrawn key stays unpublished, and every entry is still
-// there. The admin entries sent with [] read as they were stored, with no
+// tokens, the revoked grant stays revoked, the rotated key stays
+// published and the withdrawn one unpublished, the pins stand, and every
+// entry is still there. The admin entries sent with [] read as they were stored, with no
 // list: the previous release stored [] as left out, the same bytes as
 // no restriction, so no version can tell them apart; their GET shows no
 // list, which is how an operator finds them (README, Upgrading).
@@ -135,21 +137,23 @@ func TestUpgradeFromPreviousRelease(t *testing.T) {
 // deployment is one issuer and gateway and what the previous release made
 // there.
 type deployment struct {
-	ctx               context.Context
-	env               *harness.Env
-	issuer, resource  string
-	port, admin       int
-	storage           func(home string) string
-	hash, upstream    string
-	p                 *harness.Process
-	md                *harness.Metadata
-	robot             *harness.Robot
-	tok               *oauth2.Token
-	web               *oauth2.Config
-	cc, ccSecret, dcr string
-	agentSecret       string
-	delegated         *oauth2.Token
-	withdrawn         []string
+	ctx                context.Context
+	env                *harness.Env
+	issuer, resource   string
+	port, admin        int
+	storage            func(home string) string
+	hash, upstream     string
+	p                  *harness.Process
+	md                 *harness.Metadata
+	robot              *harness.Robot
+	tok                *oauth2.Token
+	web                *oauth2.Config
+	cc, ccSecret, dcr  string
+	agentSecret        string
+	revokedRT, rotated string
+	pins               []map[string]any
+	delegated          *oauth2.Token
+	withdrawn          []string
 }
 
 func deploy(t *testing.T, old string, storage func(home string) string) *deployment {
@@ -271,6 +275,31 @@ func (d *deployment) before(t *testing.T) {
 	if d.tok.RefreshToken == "" {
 		t.Fatal("previous release: no refresh token")
 	}
+	// A grant revoked through its refresh token.
+	revoked := authorize(t, ctx, d.robot, d.md.Config("app", redirectURI, "notes:read", "offline_access"), d.resource)
+	d.revokedRT = revoked.RefreshToken
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.md.RevocationEndpoint, strings.NewReader(url.Values{"token": {d.revokedRT}, "client_id": {"app"}}.Encode()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if status := do(t, req, nil); status != http.StatusOK {
+		t.Fatalf("previous release: revoke = %d", status)
+	}
+	// A rotation: the new key is published at once, signing later.
+	var rotated struct {
+		Kid string `json:"kid"`
+	}
+	adminDo(t, ctx, "POST", adminURL+"/keys/rotate", `{}`, http.StatusOK, &rotated)
+	d.rotated = rotated.Kid
+	// The tools pinned at the first tools/list (pin_tools first_use).
+	if code, body := list(t, ctx, d.resource, d.tok.AccessToken); code != http.StatusOK || !strings.Contains(body, `"echo"`) {
+		t.Fatalf("previous release: tools/list = %d %s", code, body)
+	}
+	adminDo(t, ctx, "GET", adminURL+"/tools?resource="+url.QueryEscape(d.resource), "", http.StatusOK, &d.pins)
+	if len(d.pins) == 0 {
+		t.Fatal("previous release: no tool pinned")
+	}
 	d.cc = clientCredentials(t, ctx, d.md.TokenEndpoint, "c-empty", d.ccSecret, d.resource)
 	for name, at := range map[string]string{"user's": d.tok.AccessToken, "client credentials": d.cc} {
 		if code := call(t, ctx, d.resource, at); code != http.StatusOK {
@@ -319,12 +348,35 @@ func (d *deployment) after(t *testing.T) {
 	if cc := clientCredentials(t, ctx, d.md.TokenEndpoint, "c-empty", d.ccSecret, d.resource); cc == "" {
 		t.Error("after the upgrade: the admin client's secret no longer works")
 	}
+	var pins []map[string]any
+	adminDo(t, ctx, "GET", adminURL+"/tools?resource="+url.QueryEscape(d.resource), "", http.StatusOK, &pins)
+	// The previous release's pins stand as they were (a restart, of
+	// either release, may pin the server's other tools at their first
+	// sight since).
+	for _, p := range d.pins {
+		if !slices.ContainsFunc(pins, func(q map[string]any) bool { return fmt.Sprint(q) == fmt.Sprint(p) }) {
+			t.Errorf("after the upgrade: pin %v lost or changed; pins now %v", p, pins)
+		}
+	}
+	if code, body := list(t, ctx, d.resource, d.tok.AccessToken); code != http.StatusOK || !strings.Contains(body, `"echo"`) {
+		t.Errorf("after the upgrade: tools/list = %d %s", code, body)
+	}
+	if r := refresh(t, ctx, d.issuer, "app", d.revokedRT, d.resource); r.Status != http.StatusBadRequest || r.Error != "invalid_grant" {
+		t.Errorf("after the upgrade: refresh of a revoked grant = %+v, want 400 invalid_grant", r)
+	}
 	var jwks struct {
 		Keys []struct {
 			Kid string `json:"kid"`
 		} `json:"keys"`
 	}
 	getJSON(t, ctx, d.issuer+"/jwks", &jwks)
+	if !slices.ContainsFunc(jwks.Keys, func(k struct {
+		Kid string `json:"kid"`
+	}) bool {
+		return k.Kid == d.rotated
+	}) {
+		t.Errorf("after the upgrade: the key rotated in (%s) is not published", d.rotated)
+	}
 	for _, k := range jwks.Keys {
 		if slices.Contains(d.withdrawn, k.Kid) {
 			t.Errorf("after the upgrade: withdrawn key %s is published again", k.Kid)
@@ -446,6 +498,31 @@ func refresh(t *testing.T, ctx context.Context, origin, id, token, resource stri
 	}
 	tr.Status = status
 	return tr
+}
+
+// list makes one tools/list with token and returns the status and body.
+func list(t *testing.T, ctx context.Context, resource, token string) (int, string) {
+	t.Helper()
+	body := `{"jsonrpc":"2.0","id":3,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"raw","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}}}`
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, resource, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("MCP-Protocol-Version", "2026-07-28")
+	req.Header.Set("Mcp-Method", "tools/list")
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
 }
 
 // call makes one tools/call of echo with token and returns the status.
