@@ -13,20 +13,22 @@ import (
 // s17-fresh3 F3); and "agents": [] for the same reason (any agent).
 func (r *Rule) UnmarshalJSON(b []byte) error {
 	type plain Rule
-	if err := decodeMaxDepthGiven(b, (*plain)(r), "no limit; user_only refuses delegated tokens"); err != nil {
+	if err := decodeStrict(b, (*plain)(r)); err != nil {
 		return err
 	}
-	return refuseEmptyLists(b, emptyMeans{"agents", "any agent may act"})
+	return entryRefused("rule", r.Match, maxDepthGiven(b, "no limit; user_only refuses delegated tokens"),
+		refuseEmptyLists(b, emptyMeans{"agents", "any agent may act"}))
 }
 
 // UnmarshalJSON reads an agent, refusing "max_depth": 0 (see Rule's) and
 // empty allowed_clients or scopes.
 func (a *Agent) UnmarshalJSON(b []byte) error {
 	type plain Agent
-	if err := decodeMaxDepthGiven(b, (*plain)(a), "the issuer's limit, 5"); err != nil {
+	if err := decodeStrict(b, (*plain)(a)); err != nil {
 		return err
 	}
-	return refuseEmptyLists(b, emptyMeans{"allowed_clients", "any client may use the agent"}, emptyMeans{"scopes", "the agent may hold any scope"})
+	return entryRefused("agent", a.ID, maxDepthGiven(b, "the issuer's limit, 5"),
+		refuseEmptyLists(b, emptyMeans{"allowed_clients", "any client may use the agent"}, emptyMeans{"scopes", "the agent may hold any scope"}))
 }
 
 // UnmarshalJSON reads a client strictly, refusing an empty resources or
@@ -36,7 +38,20 @@ func (c *Client) UnmarshalJSON(b []byte) error {
 	if err := decodeStrict(b, (*plain)(c)); err != nil {
 		return err
 	}
-	return refuseEmptyLists(b, emptyMeans{"resources", "every resource"}, emptyMeans{"scopes", "every scope of a resource"})
+	return entryRefused("client", c.ID, refuseEmptyLists(b, emptyMeans{"resources", "every resource"}, emptyMeans{"scopes", "every scope of a resource"}))
+}
+
+// entryRefused is the first of errs, naming the entry (kind and id or
+// match) it was found in: a configuration may hold many entries with the
+// same member, and one an earlier version loaded must be found to be
+// fixed.
+func entryRefused(kind, name string, errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return fmt.Errorf("%s %q: %w", kind, name, err)
+		}
+	}
+	return nil
 }
 
 // UnmarshalJSON reads an identity provider strictly, refusing an empty
@@ -74,14 +89,9 @@ func refuseEmptyLists(b []byte, lists ...emptyMeans) error {
 	return nil
 }
 
-// decodeMaxDepthGiven decodes b into v strictly, as Caddy decodes a
-// config (a type's own UnmarshalJSON would otherwise let a misspelt
-// field inside it load unnoticed), and refuses a max_depth given as 0,
+// maxDepthGiven refuses a max_depth given as 0 in the JSON object b,
 // which would mean zero.
-func decodeMaxDepthGiven(b []byte, v any, zero string) error {
-	if err := decodeStrict(b, v); err != nil {
-		return err
-	}
+func maxDepthGiven(b []byte, zero string) error {
 	var given struct {
 		MaxDepth *int `json:"max_depth"`
 	}

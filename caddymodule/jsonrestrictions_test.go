@@ -17,7 +17,7 @@ func TestJSONMaxDepthZeroRefused(t *testing.T) {
 		json string
 		err  string // "" to load
 	}{
-		{`{"tools":[{"match":"*","max_depth":0}]}`, "max_depth 0"},
+		{`{"tools":[{"match":"*","max_depth":0}]}`, `rule "*": max_depth 0`},
 		{`{"tools":[{"match":"*","max_depth":2}]}`, ""},
 		{`{"tools":[{"match":"*"}]}`, ""},
 		{`{"tools":[{"match":"*","max_dpeth":2}]}`, "unknown field"},
@@ -36,7 +36,7 @@ func TestJSONMaxDepthZeroRefused(t *testing.T) {
 		json string
 		err  string
 	}{
-		{`{"agents":[{"agent_id":"a","max_depth":0}]}`, "max_depth 0"},
+		{`{"agents":[{"agent_id":"a","max_depth":0}]}`, `agent "a": max_depth 0`},
 		{`{"agents":[{"agent_id":"a","max_depth":1}]}`, ""},
 		{`{"agents":[{"agent_id":"a","scope":["x"]}]}`, "unknown field"},
 	} {
@@ -53,15 +53,17 @@ func TestJSONMaxDepthZeroRefused(t *testing.T) {
 // an agent, "resources" or "scopes" of a client) is refused: an empty
 // list reads as an absent one, no restriction, so written to allow no
 // agent, client, scope or resource it would allow every one. The
-// Caddyfile cannot write one (a directive needs an argument). Lists with
+// Caddyfile cannot write one (a directive needs an argument). The error
+// names the entry (client, agent, or the rule by its match), as a
+// configuration an earlier version loaded may hold many. Lists with
 // entries load, and a misspelt client field is still refused.
 func TestJSONEmptyRestrictionRefused(t *testing.T) {
 	for _, tt := range []struct {
 		json string
 		err  string // "" to load
 	}{
-		{`{"tools":[{"match":"*","agents":[]}]}`, `agents []`},
-		{`{"prompts":[{"match":"*","agents":[]}]}`, `agents []`},
+		{`{"tools":[{"match":"*","agents":[]}]}`, `rule "*": agents []`},
+		{`{"prompts":[{"match":"p","agents":["a"]},{"match":"q*","agents":[]}]}`, `rule "q*": agents []`},
 		{`{"tools":[{"match":"*","agents":["a"]}]}`, ""},
 		// null is what a generator writes for a nil list: as ambiguous.
 		{`{"tools":[{"match":"*","agents":null}]}`, `agents null`},
@@ -76,11 +78,11 @@ func TestJSONEmptyRestrictionRefused(t *testing.T) {
 		json string
 		err  string
 	}{
-		{`{"agents":[{"agent_id":"a","allowed_clients":[]}]}`, `allowed_clients []`},
-		{`{"agents":[{"agent_id":"a","scopes":[]}]}`, `scopes []`},
+		{`{"agents":[{"agent_id":"a","allowed_clients":[]}]}`, `agent "a": allowed_clients []`},
+		{`{"agents":[{"agent_id":"a","scopes":["x"]},{"agent_id":"b","scopes":[]}]}`, `agent "b": scopes []`},
 		{`{"agents":[{"agent_id":"a","allowed_clients":["c"],"scopes":["x"]}]}`, ""},
-		{`{"clients":[{"client_id":"c","public":true,"scopes":[]}]}`, `scopes []`},
-		{`{"clients":[{"client_id":"c","public":true,"resources":[]}]}`, `resources []`},
+		{`{"clients":[{"client_id":"c","public":true,"scopes":["x"]},{"client_id":"d","public":true,"scopes":[]}]}`, `client "d": scopes []`},
+		{`{"clients":[{"client_id":"c","public":true,"resources":[]}]}`, `client "c": resources []`},
 		{`{"clients":[{"client_id":"c","public":true,"resources":["https://h/mcp"],"scopes":["x"]}]}`, ""},
 		{`{"clients":[{"client_id":"c","public":true,"scope":["x"]}]}`, "unknown field"},
 		{`{"agents":[{"agent_id":"a","scopes":null}]}`, `scopes null`},
