@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -109,6 +110,42 @@ func TestUpgradeFromPreviousRelease(t *testing.T) {
 				t.Errorf("the previous release's client credentials token at %s = %d, want 200", gw, code)
 			}
 		}
+		// A browser and a client whose requests go to either instance in
+		// turn, as behind a balancer: bob (added through the previous
+		// release's admin API) signs in, consents, redeems and refreshes,
+		// each step at the other release than the one before.
+		alt := &alternate{addrs: []string{fmt.Sprintf("127.0.0.1:%d", d.port), fmt.Sprintf("127.0.0.1:%d", pb)}}
+		altCtx := context.WithValue(d.ctx, oauth2.HTTPClient, &http.Client{Transport: alt})
+		for _, cfg := range []*oauth2.Config{d.md.Config("app", redirectURI, "notes:read", "offline_access"), d.web, d.web} {
+			r := harness.NewRobot("bob", password, cfg.RedirectURL)
+			r.Client.Transport = alt
+			ar := harness.NewAuthRequest(cfg, d.resource)
+			q, err := r.Authorize(d.ctx, ar.URL)
+			if err != nil || q.Get("code") == "" {
+				t.Fatalf("%s: authorize alternately = %v, %v", cfg.ClientID, q, err)
+			}
+			tok, err := ar.Exchange(altCtx, cfg, q.Get("code"))
+			if err != nil {
+				t.Fatalf("%s: redeem alternately: %v", cfg.ClientID, err)
+			}
+			for range 3 {
+				if tok.RefreshToken == "" {
+					break
+				}
+				if tok, err = cfg.TokenSource(altCtx, &oauth2.Token{RefreshToken: tok.RefreshToken}).Token(); err != nil {
+					t.Fatalf("%s: refresh alternately: %v", cfg.ClientID, err)
+				}
+			}
+			for _, gw := range []string{d.issuer, atNew} {
+				if code := call(t, d.ctx, gw+"/mcp", tok.AccessToken); code != http.StatusOK {
+					t.Errorf("%s: bob's token, got alternately, at the gateway of %s = %d, want 200", cfg.ClientID, gw, code)
+				}
+			}
+		}
+		if n := alt.n.Load(); n < 20 {
+			t.Fatalf("only %d requests went through the alternating transport", n)
+		}
+
 		// A private_key_jwt registration made at this release's instance,
 		// whose first token the previous release's instance issues: that
 		// rewrites the registration (its expiry) without the
@@ -391,6 +428,26 @@ func (d *deployment) after(t *testing.T) {
 			}
 		}
 	}
+}
+
+// alternate sends each request to the next of addrs in turn, keeping the
+// URL's host (the issuer's) as the Host header, as a balancer does.
+type alternate struct {
+	addrs []string
+	n     atomic.Int32
+}
+
+func (a *alternate) RoundTrip(r *http.Request) (*http.Response, error) {
+	out := r.Clone(r.Context())
+	if out.Host == "" {
+		out.Host = r.URL.Host
+	}
+	out.URL.Host = a.addrs[int(a.n.Add(1))%len(a.addrs)]
+	resp, err := http.DefaultTransport.RoundTrip(out)
+	if resp != nil {
+		resp.Request = r
+	}
+	return resp, err
 }
 
 // keyedClient is a private_key_jwt client with a P-256 key.
