@@ -46,7 +46,8 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // TestUpgradeFromPreviousRelease: the previous release makes users
 // (configured and through the admin API), clients (a configured one, an
 // admin one with "scopes": [] and "resources": [], a self-registered one
-// with userinfo_signed_response_alg, which this release refuses), an
+// with userinfo_signed_response_alg, which this release refuses, and a
+// private_key_jwt one with token_endpoint_auth_signing_alg), an
 // agent with "allowed_clients": [] and "scopes": [], a withdrawn signing
 // key, a sign-in session, a consented grant with a refresh token, a
 // remembered consent, a delegation to the agent (act) with a refresh
@@ -57,7 +58,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // other issued, and each's tokens pass the other's gateway), then alone.
 // Access tokens still pass the gateway, the refresh tokens refresh (the
 // delegated one still acting as the agent), the session still signs the
-// user in, the consent stands, the self-registered client still gets
+// user in, the consent stands, the self-registered clients still get
 // tokens, the revoked grant stays revoked, the rotated key stays
 // published and the withdrawn one unpublished, the pins stand, and every
 // entry is still there. The admin entries sent with [] read as they were stored, with no
@@ -188,6 +189,7 @@ type deployment struct {
 	cc, ccSecret, dcr  string
 	agentSecret        string
 	revokedRT, rotated string
+	keyed              keyedClient
 	pins               []map[string]any
 	delegated          *oauth2.Token
 	withdrawn          []string
@@ -282,6 +284,7 @@ func (d *deployment) before(t *testing.T) {
 		t.Fatalf("previous release: register with userinfo_signed_response_alg = %d, %v, %v", status, reg, err)
 	}
 	d.dcr, _ = reg["client_id"].(string)
+	d.keyed = registerKeyed(t, d, d.issuer)
 	var web struct {
 		Secret string `json:"client_secret"`
 	}
@@ -382,6 +385,8 @@ func (d *deployment) after(t *testing.T) {
 	if code := call(t, ctx, d.resource, tok.AccessToken); code != http.StatusOK {
 		t.Errorf("after the upgrade: the self-registered client's token at the gateway = %d, want 200", code)
 	}
+	// The previous release's private_key_jwt registration authenticates.
+	d.keyed.token(t, d, d.issuer)
 	if cc := clientCredentials(t, ctx, d.md.TokenEndpoint, "c-empty", d.ccSecret, d.resource); cc == "" {
 		t.Error("after the upgrade: the admin client's secret no longer works")
 	}
