@@ -47,7 +47,8 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // (configured and through the admin API), clients (a configured one, an
 // admin one with "scopes": [] and "resources": [], a self-registered one
 // with userinfo_signed_response_alg, which this release refuses, and a
-// private_key_jwt one with token_endpoint_auth_signing_alg), an
+// private_key_jwt one with token_endpoint_auth_signing_alg; client
+// metadata document clients, one asking for signed userinfo answers), an
 // agent with "allowed_clients": [] and "scopes": [], a withdrawn signing
 // key, a sign-in session, a consented grant with a refresh token, a
 // remembered consent, a delegation to the agent (act) with a refresh
@@ -59,7 +60,9 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // Access tokens still pass the gateway, the refresh tokens refresh (the
 // delegated one still acting as the agent), the session still signs the
 // user in, the consent stands, the self-registered clients still get
-// tokens, the revoked grant stays revoked, the rotated key stays
+// tokens, the metadata document asking for signed userinfo answers is
+// refused at its next fetch, naming the member, the revoked grant stays
+// revoked, the rotated key stays
 // published and the withdrawn one unpublished, the pins stand, and every
 // entry is still there. The admin entries sent with [] read as they were stored, with no
 // list: the previous release stored [] as left out, the same bytes as
@@ -190,6 +193,7 @@ type deployment struct {
 	agentSecret        string
 	revokedRT, rotated string
 	keyed              keyedClient
+	docs               string // origin of the client metadata documents
 	pins               []map[string]any
 	delegated          *oauth2.Token
 	withdrawn          []string
@@ -201,8 +205,26 @@ func deploy(t *testing.T, old string, storage func(home string) string) *deploym
 	srv := mcpdemo.NewServer()
 	up := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{Stateless: true}))
 	t.Cleanup(up.Close)
+	docs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := "http://" + r.Host + r.URL.Path
+		doc := map[string]any{"client_id": id, "client_name": "CIMD", "redirect_uris": []string{redirectURI}, "token_endpoint_auth_method": "none"}
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case "/plain.json":
+			w.Header().Set("Cache-Control", "max-age=60")
+		case "/userinfo.json":
+			// Read again at each use, as after its cache's end.
+			w.Header().Set("Cache-Control", "no-store")
+			doc["userinfo_signed_response_alg"] = "RS256"
+		default:
+			http.NotFound(w, r)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(doc)
+	}))
+	t.Cleanup(docs.Close)
 	d := &deployment{ctx: ctx, env: harness.NewEnv(t, old), port: harness.FreePort(t), admin: harness.FreePort(t),
-		storage: storage, hash: harness.HashPassword(t, password), upstream: up.Listener.Addr().String()}
+		storage: storage, hash: harness.HashPassword(t, password), upstream: up.Listener.Addr().String(), docs: docs.URL}
 	d.issuer = fmt.Sprintf("http://127.0.0.1:%d", d.port)
 	d.resource = d.issuer + "/mcp"
 	d.p = d.start(t, old, d.port, d.admin)
@@ -218,6 +240,7 @@ func (d *deployment) start(t *testing.T, bin string, port, admin int) *harness.P
 	mcp_auth {
 		issuer %s
 		storage %s
+		cimd_allow_private
 		user alice %s {
 			groups users
 		}
@@ -285,13 +308,16 @@ func (d *deployment) before(t *testing.T) {
 	}
 	d.dcr, _ = reg["client_id"].(string)
 	d.keyed = registerKeyed(t, d, d.issuer)
+	d.robot = harness.NewRobot("alice", password, redirectURI)
+	for _, doc := range []string{"/plain.json", "/userinfo.json"} {
+		authorize(t, ctx, d.robot, d.md.Config(d.docs+doc, redirectURI, "notes:read"), d.resource)
+	}
 	var web struct {
 		Secret string `json:"client_secret"`
 	}
 	adminDo(t, ctx, "POST", adminURL+"/clients", `{"client_id":"web","redirect_uris":["`+webRedirect+`"],"grant_types":["authorization_code","refresh_token"]}`, http.StatusCreated, &web)
 	d.web = d.md.Config("web", webRedirect, "notes:read")
 	d.web.ClientSecret, d.web.Endpoint.AuthStyle = web.Secret, oauth2.AuthStyleInHeader
-	d.robot = harness.NewRobot("alice", password, redirectURI)
 	d.tok = authorize(t, ctx, d.robot, d.md.Config("app", redirectURI, "notes:read", "offline_access"), d.resource)
 	d.robot.RedirectURI = webRedirect
 	authorize(t, ctx, d.robot, d.web, d.resource)
@@ -384,6 +410,21 @@ func (d *deployment) after(t *testing.T) {
 	}
 	if code := call(t, ctx, d.resource, tok.AccessToken); code != http.StatusOK {
 		t.Errorf("after the upgrade: the self-registered client's token at the gateway = %d, want 200", code)
+	}
+	// A client metadata document client: one this release takes still
+	// works; one asking for signed userinfo answers is refused at its
+	// next fetch, with the reason.
+	authorize(t, ctx, d.robot, d.md.Config(d.docs+"/plain.json", redirectURI, "notes:read"), d.resource)
+	ar := harness.NewAuthRequest(d.md.Config(d.docs+"/userinfo.json", redirectURI, "notes:read"), d.resource)
+	d.robot.Pages = nil
+	q, err := d.robot.Authorize(ctx, ar.URL)
+	if err == nil || q.Get("code") != "" ||
+		len(d.robot.Pages) == 0 || !strings.Contains(d.robot.Pages[len(d.robot.Pages)-1].Text(), "userinfo_signed_response_alg") {
+		var text string
+		if len(d.robot.Pages) > 0 {
+			text = d.robot.Pages[len(d.robot.Pages)-1].Text()
+		}
+		t.Errorf("after the upgrade: a metadata document with userinfo_signed_response_alg = %v, %v, page %.300q; want refused naming it", q, err, text)
 	}
 	// The previous release's private_key_jwt registration authenticates.
 	d.keyed.token(t, d, d.issuer)
