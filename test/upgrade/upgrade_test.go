@@ -62,11 +62,11 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // user in, the consent stands, the self-registered clients still get
 // tokens, the metadata document asking for signed userinfo answers is
 // refused at its next fetch, naming the member, the revoked grant stays
-// revoked, the rotated key stays
-// published and the withdrawn one unpublished, the pins stand, and every
-// entry is still there. The admin entries sent with [] read as they were stored, with no
-// list: the previous release stored [] as left out, the same bytes as
-// no restriction, so no version can tell them apart; their GET shows no
+// revoked, the rotated key stays published and the withdrawn one
+// unpublished, the pins stand, and every entry is still there. The admin
+// entries sent with [] read as they were stored, with no list: the
+// previous release stored [] as left out, the same bytes as no
+// restriction, so no version can tell them apart; their GET shows no
 // list, which is how an operator finds them (README, Upgrading).
 func TestUpgradeFromPreviousRelease(t *testing.T) {
 	old := os.Getenv("CI_UPGRADE_FROM")
@@ -155,17 +155,17 @@ func TestUpgradeFromPreviousRelease(t *testing.T) {
 		// rewrites the registration (its expiry) without the
 		// token_endpoint_auth_signing_alg it does not know (README,
 		// Upgrading).
-		id := registerKeyed(t, d, atNew)
-		pinned := func() any {
+		kc := registerKeyed(t, d, atNew)
+		signingAlg := func() any {
 			var v map[string]any
-			adminDo(t, d.ctx, "GET", fmt.Sprintf("http://127.0.0.1:%d/mcp-auth/clients/%s", nbAdmin, url.PathEscape(id.id)), "", http.StatusOK, &v)
+			adminDo(t, d.ctx, "GET", fmt.Sprintf("http://127.0.0.1:%d/mcp-auth/clients/%s", nbAdmin, url.PathEscape(kc.id)), "", http.StatusOK, &v)
 			return v["token_endpoint_auth_signing_alg"]
 		}
-		if alg := pinned(); alg != "ES256" {
+		if alg := signingAlg(); alg != "ES256" {
 			t.Fatalf("registered at this release: token_endpoint_auth_signing_alg %v, want ES256", alg)
 		}
-		id.token(t, d, d.issuer)
-		if alg := pinned(); alg != nil {
+		kc.token(t, d, d.issuer)
+		if alg := signingAlg(); alg != nil {
 			t.Errorf("after the previous release issued the client's first token: token_endpoint_auth_signing_alg %v; the README says an earlier version's rewrite drops it", alg)
 		}
 		d.p.Stop()
