@@ -616,16 +616,8 @@ func list(t *testing.T, ctx context.Context, resource, token string) (int, strin
 	req.Header.Set("MCP-Protocol-Version", "2026-07-28")
 	req.Header.Set("Mcp-Method", "tools/list")
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, string(b)
+	code, b := send(t, req)
+	return code, string(b)
 }
 
 // call makes one tools/call of echo with token and returns the status.
@@ -663,7 +655,21 @@ func getJSON(t *testing.T, ctx context.Context, u string, v any) {
 	}
 }
 
+// do sends req and decodes the answer into v (nil: not decoded); it
+// returns the status.
 func do(t *testing.T, req *http.Request, v any) int {
+	t.Helper()
+	code, b := send(t, req)
+	if v != nil {
+		if err := json.Unmarshal(b, v); err != nil {
+			t.Fatalf("%s %s: status %d, body %.300q: %v", req.Method, req.URL, code, b, err)
+		}
+	}
+	return code
+}
+
+// send sends req and returns the status and the body.
+func send(t *testing.T, req *http.Request) (int, []byte) {
 	t.Helper()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -674,10 +680,5 @@ func do(t *testing.T, req *http.Request, v any) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v != nil {
-		if err := json.Unmarshal(b, v); err != nil {
-			t.Fatalf("%s %s: status %d, body %.300q: %v", req.Method, req.URL, resp.StatusCode, b, err)
-		}
-	}
-	return resp.StatusCode
+	return resp.StatusCode, b
 }
