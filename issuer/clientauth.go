@@ -253,6 +253,9 @@ func (i *Issuer) authAssertion(ctx context.Context, r *http.Request, f url.Value
 		return nil, nil, ErrInvalidClient.WithDescription("client_assertion is required")
 	}
 	var peek jwt.RegisteredClaims
+	if err := accesstoken.CheckMembers(raw); err != nil {
+		return nil, nil, ErrInvalidClient.WithDescription("malformed client assertion: " + err.Error())
+	}
 	if _, _, err := jwt.NewParser().ParseUnverified(raw, &peek); err != nil || peek.Subject == "" {
 		return nil, nil, ErrInvalidClient.WithDescription("malformed client assertion")
 	}

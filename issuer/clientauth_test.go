@@ -290,6 +290,15 @@ func TestPrivateKeyJWT(t *testing.T) {
 			tk.Header["alg"] = "none"
 			return tk.SignedString(jwt.UnsafeAllowNoneSignatureType)
 		}},
+		// A member named twice, or in two cases: readers disagree on
+		// which counts (before: the last, here).
+		{name: "sub twice", mutate: func(c jwt.MapClaims, tk *jwt.Token) { tk.Claims = twice{c, "sub", `"` + tConf + `"`} }},
+		{name: "aud twice", mutate: func(c jwt.MapClaims, tk *jwt.Token) {
+			tk.Claims = twice{c, "aud", `"https://elsewhere.example.com/token"`}
+		}},
+		{name: "jti in another case", mutate: func(c jwt.MapClaims, tk *jwt.Token) { tk.Claims = twice{c, "JTI", `"x"`} }},
+		{name: "kid twice", sign: func(tk *jwt.Token) (string, error) { return signHeaderTwice(t, tk, e.jwtKey, "kid", `"k9"`), nil }},
+		{name: "alg twice", sign: func(tk *jwt.Token) (string, error) { return signHeaderTwice(t, tk, e.jwtKey, "alg", `"none"`), nil }},
 		{name: "HS256 keyed with the public key", sign: func(tk *jwt.Token) (string, error) {
 			pub, _ := publicJWK(e.jwtKey.Public())
 			b, _ := json.Marshal(pub)

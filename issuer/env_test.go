@@ -402,3 +402,51 @@ func (e *testEnv) active(t *testing.T, tok string) bool {
 	v, _ := a.body["active"].(bool)
 	return v
 }
+
+// twice are a JWT's claims written with the member name given first as
+// raw and then as the claims have it (or only as raw): readers disagree
+// on which counts.
+type twice struct {
+	jwt.MapClaims
+	name, raw string
+}
+
+func (d twice) MarshalJSON() ([]byte, error) {
+	b, err := json.Marshal(d.MapClaims)
+	if err != nil {
+		return nil, err
+	}
+	return withMemberFirst(b, d.name, d.raw), nil
+}
+
+// withMemberFirst is the JSON object obj with the member name: raw
+// written before its own members.
+func withMemberFirst(obj []byte, name, raw string) []byte {
+	out := []byte(`{"` + name + `":` + raw)
+	if len(obj) > 2 {
+		out = append(out, ',')
+	}
+	return append(out, obj[1:]...)
+}
+
+// signHeaderTwice signs tok with key as tok.SignedString does, its
+// header written with the member name given first as raw.
+func signHeaderTwice(t *testing.T, tok *jwt.Token, key any, name, raw string) string {
+	t.Helper()
+	tok.Header["alg"] = tok.Method.Alg()
+	h, err := json.Marshal(tok.Header)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := json.Marshal(tok.Claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := base64.RawURLEncoding.EncodeToString
+	s := enc(withMemberFirst(h, name, raw)) + "." + enc(c)
+	sig, err := tok.Method.Sign(s, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s + "." + enc(sig)
+}

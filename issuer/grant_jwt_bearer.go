@@ -78,6 +78,9 @@ func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, er
 		return nil, err
 	}
 	invalid := func(d string) *Error { return ErrInvalidGrant.WithDescription(d) }
+	if err := accesstoken.CheckMembers(raw); err != nil {
+		return nil, invalid("the assertion is not a JWT: " + err.Error())
+	}
 	var peek jwt.RegisteredClaims
 	if _, _, err := jwt.NewParser().ParseUnverified(raw, &peek); err != nil {
 		return nil, invalid("assertion is not a JWT")

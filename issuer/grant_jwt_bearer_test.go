@@ -196,6 +196,11 @@ func TestIDJAGRefused(t *testing.T) {
 		{"resource claim not a string", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["resource"] = []string{tResource} }, url.Values{"resource": {tOther}}, 400, "invalid_grant"},
 		{"resource claim empty", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["resource"] = "" }, url.Values{"resource": {tOther}}, 400, "invalid_grant"},
 		{"crit header", conf, func(_ jwt.MapClaims, t *jwt.Token) { t.Header["crit"] = []string{"x-ext"}; t.Header["x-ext"] = true }, nil, 400, "invalid_grant"},
+		// A member named twice, or in two cases: readers disagree on
+		// which counts (before: the last, here).
+		{"sub twice", conf, func(c jwt.MapClaims, t *jwt.Token) { t.Claims = twice{c, "sub", `"u2"`} }, nil, 400, "invalid_grant"},
+		{"client_id twice", conf, func(c jwt.MapClaims, t *jwt.Token) { t.Claims = twice{c, "client_id", `"` + tJWT + `"`} }, nil, 400, "invalid_grant"},
+		{"sub in another case", conf, func(c jwt.MapClaims, t *jwt.Token) { t.Claims = twice{c, "SUB", `"u2"`} }, nil, 400, "invalid_grant"},
 		{"iss with a trailing slash", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["iss"] = idp.srv.URL + "/" }, nil, 400, "invalid_grant"},
 		{"aud with a trailing slash", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["aud"] = e.iss.URL() + "/" }, nil, 400, "invalid_grant"},
 		{"scope claim an array", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["scope"] = []string{"read"} }, nil, 400, "invalid_scope"},

@@ -2,6 +2,7 @@ package issuer
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +20,8 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/mcpparse"
 )
 
 // sourceIdP marks users provisioned by an identity provider's login.
@@ -324,6 +327,12 @@ func (c *idpClient) read(ctx context.Context) (*idpDiscovered, error) {
 	p, err := oidc.NewProvider(oidc.ClientContext(ctx, client), c.cfg.Issuer)
 	if err != nil {
 		return nil, err
+	}
+	// go-oidc read the document as encoding/json does: the last of two
+	// members of one name, a field under any case of its name.
+	var doc json.RawMessage
+	if err := p.Claims(&doc); err != nil || mcpparse.CheckValue(doc, 0) != nil {
+		return nil, errors.New("metadata names a member twice, or in two cases")
 	}
 	var meta struct {
 		IssParameter bool   `json:"authorization_response_iss_parameter_supported"`

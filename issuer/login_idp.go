@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
@@ -276,7 +277,11 @@ func (i *Issuer) idpCallback(p *idpClient) http.HandlerFunc {
 			return
 		}
 		raw, _ := tok.Extra("id_token").(string)
-		idt, err := disc.verifier.Verify(oidc.ClientContext(ctx, disc.client), raw)
+		var idt *oidc.IDToken
+		err = accesstoken.CheckMembers(raw)
+		if err == nil {
+			idt, err = disc.verifier.Verify(oidc.ClientContext(ctx, disc.client), raw)
+		}
 		if err == nil && subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(l.Nonce)) != 1 {
 			err = errors.New("nonce does not match the sign-in")
 		}

@@ -47,6 +47,8 @@ type stubIdP struct {
 	hangToken             bool                // the token endpoint never answers
 	codes                 map[string]stubCode // issued, not yet redeemed
 	tokenAuth             []string            // Authorization header of each token request
+	tokenTwice            [2]string           // a claim named first with a raw value, then as claims has it
+	discoveryTwice        [2]string           // a metadata member named first with a raw value
 }
 
 type stubCode struct {
@@ -87,7 +89,7 @@ func (s *stubIdP) writeJSON(w http.ResponseWriter, v map[string]any, pad int) {
 
 func (s *stubIdP) discovery(w http.ResponseWriter, _ *http.Request) {
 	s.mu.Lock()
-	pad, iss := s.padDiscovery, s.issParameter
+	pad, iss, dup := s.padDiscovery, s.issParameter, s.discoveryTwice
 	s.mu.Unlock()
 	u := s.srv.URL
 	meta := map[string]any{
@@ -96,6 +98,12 @@ func (s *stubIdP) discovery(w http.ResponseWriter, _ *http.Request) {
 	}
 	if iss {
 		meta["authorization_response_iss_parameter_supported"] = true
+	}
+	if dup[0] != "" {
+		b, _ := json.Marshal(meta)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(withMemberFirst(b, dup[0], dup[1]))
+		return
 	}
 	s.writeJSON(w, meta, pad)
 }
@@ -140,7 +148,7 @@ func (s *stubIdP) token(w http.ResponseWriter, r *http.Request) {
 	s.tokenAuth = append(s.tokenAuth, r.Header.Get("Authorization"))
 	c, ok := s.codes[r.PostForm.Get("code")]
 	delete(s.codes, r.PostForm.Get("code"))
-	hang, edit, key := s.hangToken, s.editToken, s.signWith
+	hang, edit, key, dup := s.hangToken, s.editToken, s.signWith, s.tokenTwice
 	claims := jwt.MapClaims{}
 	for k, v := range s.claims {
 		claims[k] = v
@@ -167,6 +175,9 @@ func (s *stubIdP) token(w http.ResponseWriter, r *http.Request) {
 		key = s.key
 	}
 	tok := jwt.NewWithClaims(jwt.SigningMethodES256, claims)
+	if dup[0] != "" {
+		tok.Claims = twice{claims, dup[0], dup[1]}
+	}
 	tok.Header["kid"] = "stub"
 	idToken, err := tok.SignedString(key)
 	if err != nil {
@@ -342,6 +353,12 @@ func TestIdPSignInAnswers(t *testing.T) {
 		{"ID token with another nonce", func(s *stubIdP) {
 			s.editToken = func(c jwt.MapClaims) { c["nonce"] = "not-this-sign-in" }
 		}, http.StatusForbidden, "is not valid", idpReasonToken},
+		// A member named twice, or in two cases: readers disagree on
+		// which counts (before: the last, here).
+		{"ID token with nonce twice", func(s *stubIdP) { s.tokenTwice = [2]string{"nonce", `"not-this-sign-in"`} }, http.StatusForbidden, "is not valid", idpReasonToken},
+		{"ID token with sub twice", func(s *stubIdP) { s.tokenTwice = [2]string{"sub", `"u-2"`} }, http.StatusForbidden, "is not valid", idpReasonToken},
+		{"ID token with email twice", func(s *stubIdP) { s.tokenTwice = [2]string{"email", `"ceo@corp.example"`} }, http.StatusForbidden, "is not valid", idpReasonToken},
+		{"ID token with groups in another case", func(s *stubIdP) { s.tokenTwice = [2]string{"Groups", `["admins"]`} }, http.StatusForbidden, "is not valid", idpReasonToken},
 		{"email not verified", func(s *stubIdP) {
 			s.claims["email_verified"] = false
 		}, http.StatusForbidden, "may not sign in here", idpReasonRefused},
@@ -432,6 +449,10 @@ func TestIdPAnswerLimits(t *testing.T) {
 		{"answers under 1 MiB", func(s *stubIdP) { s.padDiscovery, s.padJWKS = 900<<10, 900<<10 }, http.StatusSeeOther, ""},
 		{"discovery over 1 MiB", func(s *stubIdP) { s.padDiscovery = 1 << 20 }, http.StatusBadGateway, "cannot be reached"},
 		{"keys over 1 MiB", func(s *stubIdP) { s.padJWKS = 1 << 20 }, http.StatusForbidden, "is not valid"},
+		// A member named twice: readers disagree on which counts
+		// (before: the last, here).
+		{"discovery with jwks_uri twice", func(s *stubIdP) { s.discoveryTwice = [2]string{"jwks_uri", `"https://keys.example/jwks"`} }, http.StatusBadGateway, "cannot be reached"},
+		{"discovery with Issuer and issuer", func(s *stubIdP) { s.discoveryTwice = [2]string{"Issuer", `"https://evil.example"`} }, http.StatusBadGateway, "cannot be reached"},
 		{"token endpoint silent", func(s *stubIdP) { s.hangToken = true }, http.StatusBadGateway, "cannot be reached"},
 	}
 	for _, tt := range tests {

@@ -238,6 +238,9 @@ func (v *Verifier) Check(values []string, req Request) (*Proof, error) {
 	case len(values[0]) > maxProofLen:
 		return nil, invalid("the DPoP proof is too long")
 	}
+	if err := accesstoken.CheckMembers(values[0]); err != nil {
+		return nil, invalid("the DPoP proof is malformed: " + err.Error())
+	}
 	var jwk accesstoken.JWK
 	var claims proofClaims
 	_, err := v.parser.ParseWithClaims(values[0], &claims, func(t *jwt.Token) (any, error) {

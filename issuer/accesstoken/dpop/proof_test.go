@@ -10,6 +10,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/big"
@@ -82,6 +83,35 @@ func (p *proof) sign(t testing.TB) string {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// signTwice signs p as sign does, with the member name given first as
+// raw in its header (header) or its claims: readers disagree on which
+// of the two counts.
+func (p *proof) signTwice(t testing.TB, header bool, name, raw string) string {
+	t.Helper()
+	h := map[string]any{"alg": p.method.Alg()}
+	for k, v := range p.header {
+		h[k] = v
+	}
+	parts := [2]any{h, p.claims}
+	var enc [2]string
+	for n, v := range parts {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if header == (n == 0) {
+			b = append([]byte(`{"`+name+`":`+raw+`,`), b[1:]...)
+		}
+		enc[n] = b64(b)
+	}
+	s := enc[0] + "." + enc[1]
+	sig, err := p.method.Sign(s, p.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s + "." + b64(sig)
 }
 
 func ath(token string) string {
@@ -175,6 +205,20 @@ func TestVerify(t *testing.T) {
 		{name: "iat as string", edit: func(p *proof) { p.claims["iat"] = "1800000000" }, want: "malformed"},
 		{name: "no jti", edit: func(p *proof) { delete(p.claims, "jti") }, want: "jti"},
 		{name: "jti too long", edit: func(p *proof) { p.claims["jti"] = strings.Repeat("a", 300) }, want: "jti"},
+		// A member named twice, or in two cases: readers disagree on
+		// which counts (before: the last, here).
+		{name: "htu twice", values: func(string) []string {
+			return []string{good().signTwice(t, false, "htu", `"https://evil.example.com/mcp"`)}
+		}, want: "malformed"},
+		{name: "htm twice", values: func(string) []string { return []string{good().signTwice(t, false, "htm", `"GET"`)} }, want: "malformed"},
+		{name: "jti twice", values: func(string) []string { return []string{good().signTwice(t, false, "jti", `"other"`)} }, want: "malformed"},
+		{name: "ath twice", values: func(string) []string { return []string{good().signTwice(t, false, "ath", `"x"`)} }, want: "malformed"},
+		{name: "ath in another case", values: func(string) []string { return []string{good().signTwice(t, false, "ATH", `"x"`)} }, want: "malformed"},
+		{name: "typ twice", values: func(string) []string { return []string{good().signTwice(t, true, "typ", `"JWT"`)} }, want: "malformed"},
+		{name: "jwk twice", values: func(string) []string {
+			return []string{good().signTwice(t, true, "jwk", `{"kty":"oct","k":"c2VjcmV0"}`)}
+		}, want: "malformed"},
+		{name: "alg twice", values: func(string) []string { return []string{good().signTwice(t, true, "alg", `"none"`)} }, want: "malformed"},
 		{name: "token endpoint needs no ath", edit: func(p *proof) { delete(p.claims, "ath") },
 			req: &Request{Method: "POST", URI: uri}},
 	}
