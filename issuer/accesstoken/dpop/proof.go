@@ -404,13 +404,3 @@ func (c *proofClaims) GetSubject() (string, error)                  { return "",
 func (c *proofClaims) GetAudience() (jwt.ClaimStrings, error)       { return nil, nil }
 
 var _ jwt.Claims = (*proofClaims)(nil)
-
-// Scheme reports whether an Authorization header value uses the DPoP
-// scheme, and returns its token.
-func Scheme(authorization string) (token string, ok bool) {
-	scheme, token, ok := strings.Cut(authorization, " ")
-	if !ok || !strings.EqualFold(scheme, "DPoP") {
-		return "", false
-	}
-	return strings.TrimLeft(token, " "), true
-}
