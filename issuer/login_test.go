@@ -789,3 +789,35 @@ func TestPasswordHashCostBounded(t *testing.T) {
 	}
 	t.Logf("login under a stored cost-20 hash answered in %v", time.Since(start))
 }
+
+// TestSessionCookiePathOfAPathIssuer: a plain-http (loopback) issuer
+// with a path keeps its session cookie to that path. Cookies know no
+// port: at Path=/ the browser would send the cookie to every server on
+// the issuer's host, a native client's loopback redirect listener
+// among them, which could then use the user's session here.
+func TestSessionCookiePathOfAPathIssuer(t *testing.T) {
+	e := newBrowserEnv(t, func(c *Config) { c.Issuer += "/t1" })
+	c := e.browser()
+	resp, err := c.Get(e.url("/t1"+pathAuthorize, authParams(testChallenge)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc, "/t1"+pathLogin+"?req=") {
+		t.Fatalf("authorize = %d %q, want 303 to /t1%s", resp.StatusCode, loc, pathLogin)
+	}
+	has := func(path string) bool {
+		u, _ := url.Parse(e.srv.URL + path)
+		for _, ck := range c.Jar.Cookies(u) {
+			if ck.Name == "mcp_session" {
+				return true
+			}
+		}
+		return false
+	}
+	for path, want := range map[string]bool{"/t1" + pathLogin: true, "/t1" + pathConsent: true, "/t1": true, "/cb": false, "/": false, "/t10/login": false} {
+		if got := has(path); got != want {
+			t.Errorf("session cookie sent to %s = %v, want %v", path, got, want)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
@@ -26,6 +27,7 @@ type sessions struct {
 	origin     string        // the issuer's web origin, for CSRF checks
 	issuer     string        // the issuer URL sessions are started under
 	secure     bool          // https: Secure, __Host- cookies
+	path       string        // the cookie's Path (cookiePath)
 	anonWrites *rateLimiter  // starting an anonymous session is one
 	creds      *credentialTags
 }
@@ -34,8 +36,21 @@ func newSessions(st store.Store, cfg *Config, issuer *url.URL, anonWrites *rateL
 	return &sessions{
 		store: st, now: cfg.Now, rand: cfg.Rand, ttl: cfg.SessionTTL,
 		origin: webOrigin(issuer), issuer: issuer.String(), secure: issuer.Scheme == "https", anonWrites: anonWrites,
-		creds: creds,
+		creds: creds, path: cookiePath(issuer),
 	}
+}
+
+// cookiePath is the session cookie's Path: the issuer's path on plain
+// http, where it has one. Cookies know no port, so on a loopback issuer
+// the cookie would reach every server of its host at Path=/, a native
+// client's loopback redirect listener among them; every page that reads
+// the session lives under the issuer's path. A __Host- cookie (https)
+// must have Path=/, and is Secure.
+func cookiePath(issuer *url.URL) string {
+	if p := strings.TrimSuffix(issuer.Path, "/"); p != "" && issuer.Scheme != "https" {
+		return p
+	}
+	return "/"
 }
 
 // cookieName is __Host- prefixed (Secure, host-only, Path=/) when the
@@ -178,7 +193,7 @@ func (ss *sessions) setCookie(w http.ResponseWriter, value string, expires time.
 	c := &http.Cookie{
 		Name:     ss.cookieName(),
 		Value:    value,
-		Path:     "/",
+		Path:     ss.path,
 		Secure:   ss.secure,
 		HttpOnly: true,
 		SameSite: http.SameSiteLaxMode,
