@@ -26,9 +26,12 @@ func boltApp(t *testing.T) *App {
 		IssuerURL: "http://127.0.0.1:8080",
 		StorageRaw: caddyconfig.JSONModuleObject(BoltStorage{Path: filepath.Join(t.TempDir(), "mcp-auth.db")},
 			"module", "bolt", nil),
-		Users:     []User{{Username: "alice", PasswordHash: testHash, Groups: []string{"users"}}},
-		Groups:    []issuer.Group{{Name: "users", Scopes: map[string][]string{"*": {"read"}}}},
-		Clients:   []Client{{ID: "configured", Public: true, RedirectURIs: []string{"http://127.0.0.1/cb"}}},
+		Users:  []User{{Username: "alice", PasswordHash: testHash, Groups: []string{"users"}}},
+		Groups: []issuer.Group{{Name: "users", Scopes: map[string][]string{"*": {"read"}}}},
+		Clients: []Client{
+			{ID: "configured", Public: true, RedirectURIs: []string{"http://127.0.0.1/cb"}},
+			{ID: "configured-keys", AuthMethod: "private_key_jwt", JWKSURI: "https://app.example.com/jwks", AuthSigningAlg: "PS256", GrantTypes: []string{"client_credentials"}},
+		},
 		Resources: []issuer.Resource{{URL: testResource, Scopes: []string{"read", "write"}}},
 	}
 	return startBoltApp(t, a)

@@ -176,6 +176,10 @@ type Client struct {
 	// IDTokenAlg is the algorithm of the client's ID tokens: RS256 (the
 	// default, as OpenID Connect's) or signing_alg.
 	IDTokenAlg string `json:"id_token_signed_response_alg,omitempty"`
+	// AuthSigningAlg is the one algorithm the client's private_key_jwt
+	// assertions may be signed with (token_endpoint_auth_signing_alg);
+	// default: any asymmetric one offered.
+	AuthSigningAlg string `json:"token_endpoint_auth_signing_alg,omitempty"`
 }
 
 // Agent is an AI agent (MCP host) principal.
@@ -373,6 +377,7 @@ func (c Client) issuerClient(repl *caddy.Replacer) (issuer.Client, error) {
 		DPoPBoundAccessTokens:              c.DPoPBoundAccessTokens,
 		RequirePushedAuthorizationRequests: c.RequirePushedAuthorizationRequests,
 		IDTokenAlg:                         c.IDTokenAlg,
+		TokenEndpointAuthSigningAlg:        c.AuthSigningAlg,
 		Source:                             "config",
 	}
 	if ic.JWKS, err = readJWKS(c.JWKSFile); err != nil {

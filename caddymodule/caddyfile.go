@@ -77,6 +77,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //			dpop_bound_access_tokens
 //			require_pushed_authorization_requests
 //			id_token_alg RS256|<signing_alg>
+//			auth_signing_alg <alg>
 //		}
 //		agent <agent_id> {
 //			name <display name>
@@ -445,6 +446,8 @@ func parseClient(d *caddyfile.Dispenser) (Client, error) {
 			err = flag(d, &c.RequirePushedAuthorizationRequests)
 		case "id_token_alg":
 			err = oneArg(d, &c.IDTokenAlg)
+		case "auth_signing_alg":
+			err = oneArg(d, &c.AuthSigningAlg)
 		default:
 			return c, d.Errf("unrecognized client subdirective %q", d.Val())
 		}

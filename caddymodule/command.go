@@ -303,6 +303,7 @@ func clientFlags(cmd *cobra.Command, nc *issuer.NewClientRequest, jwksFile *stri
 	f.BoolVar(&nc.DPoPBound, "dpop-bound-access-tokens", false, "Refuse the client's token requests without a DPoP proof (RFC 9449)")
 	f.BoolVar(&nc.RequirePAR, "require-par", false, "Refuse the client's authorization requests unless pushed first (PAR, RFC 9126)")
 	f.StringVar(&nc.IDTokenAlg, "id-token-alg", "", "Algorithm of the client's ID tokens: RS256 (default) or the issuer's signing_alg")
+	f.StringVar(&nc.AuthSigningAlg, "auth-signing-alg", "", "The one algorithm of the client's private_key_jwt assertions (default: any offered)")
 }
 
 // emptyListFlag refuses a comma-separated list flag given with no entry
@@ -347,6 +348,7 @@ func (c *cli) clientUpdate() *cobra.Command {
 				ID: id, Name: cur.Name, RedirectURIs: cur.RedirectURIs, PostLogoutRedirectURIs: cur.PostLogoutRedirectURIs, GrantTypes: cur.GrantTypes,
 				AuthMethod: cur.AuthMethod, JWKSURI: cur.JWKSURI, Resources: cur.Resources, Scopes: cur.Scopes,
 				Introspect: cur.Introspect, DPoPBound: cur.DPoPBound, RequirePAR: cur.RequirePAR, IDTokenAlg: cur.IDTokenAlg,
+				AuthSigningAlg: cur.AuthSigningAlg,
 			}
 			f := cmd.Flags()
 			if f.Changed("name") {
@@ -378,6 +380,9 @@ func (c *cli) clientUpdate() *cobra.Command {
 			}
 			if f.Changed("id-token-alg") {
 				nc.IDTokenAlg = set.IDTokenAlg
+			}
+			if f.Changed("auth-signing-alg") {
+				nc.AuthSigningAlg = set.AuthSigningAlg
 			}
 			switch {
 			case f.Changed("auth-method"):

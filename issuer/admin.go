@@ -386,6 +386,9 @@ type NewClientRequest struct {
 	// IDTokenAlg is the algorithm of its ID tokens: RS256 (the default)
 	// or the issuer's signing_alg.
 	IDTokenAlg string `json:"id_token_signed_response_alg,omitempty"`
+	// AuthSigningAlg is the one algorithm its private_key_jwt assertions
+	// may be signed with; default: any asymmetric one offered.
+	AuthSigningAlg string `json:"token_endpoint_auth_signing_alg,omitempty"`
 }
 
 func (a *admin) findClient(r *http.Request, id string) (Client, error) {
@@ -425,7 +428,8 @@ func (nc *NewClientRequest) client() (Client, error) {
 		ID: nc.ID, Name: nc.Name, RedirectURIs: nc.RedirectURIs, PostLogoutRedirectURIs: nc.PostLogoutRedirectURIs, GrantTypes: nc.GrantTypes,
 		TokenEndpointAuthMethod: nc.AuthMethod, JWKSURI: nc.JWKSURI, JWKS: nc.JWKS,
 		Resources: nc.Resources, Scopes: nc.Scopes, Introspect: nc.Introspect, IDTokenAlg: nc.IDTokenAlg,
-		DPoPBoundAccessTokens: nc.DPoPBound, RequirePushedAuthorizationRequests: nc.RequirePAR,
+		TokenEndpointAuthSigningAlg: nc.AuthSigningAlg,
+		DPoPBoundAccessTokens:       nc.DPoPBound, RequirePushedAuthorizationRequests: nc.RequirePAR,
 	}
 	switch {
 	case nc.Public && c.TokenEndpointAuthMethod != "" && c.TokenEndpointAuthMethod != authNone:

@@ -105,6 +105,8 @@ func TestAdaptErrors(t *testing.T) {
 		{"trusted_idp unknown subdirective", global("trusted_idp https://idp.example.com {\n\t\t\tjwks https://x\n\t\t}"), `unrecognized trusted_idp subdirective "jwks"`},
 		{"trusted_idp no issuer", global("trusted_idp"), "missing argument"},
 		{"client id_token_alg without an algorithm", global("client app {\n\t\t\tid_token_alg\n\t\t}"), "id_token_alg: missing argument"},
+		{"client auth_signing_alg without an algorithm", global("client app {\n\t\t\tauth_signing_alg\n\t\t}"), "auth_signing_alg: missing argument"},
+		{"client auth_signing_alg twice", global("client app {\n\t\t\tauth_signing_alg ES256 RS256\n\t\t}"), "auth_signing_alg: too many arguments"},
 		{"client id_token_alg twice", global("client app {\n\t\t\tid_token_alg ES256 RS256\n\t\t}"), "id_token_alg: too many arguments"},
 		{"client post_logout_redirect_uri without a URI", global("client app {\n\t\t\tpost_logout_redirect_uri\n\t\t}"), "post_logout_redirect_uri: missing argument"},
 		{"global option argument", "{\n\tmcp_auth extra {\n\t}\n}\n", "wrong argument count"},
