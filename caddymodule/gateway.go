@@ -38,8 +38,10 @@ func init() {
 // dpopReplay is the process's DPoP proof replay memory, shared by every
 // issuer and gateway and kept across configuration reloads: each builds
 // its handlers anew, and a memory of their own would accept again, once
-// per reload or per site, a proof captured within its minute.
-var dpopReplay = dpop.NewReplay(0)
+// per reload or per site, a proof captured within its minute. It begins
+// with the process: a proof made before, which a store without a Ledger
+// (bbolt) cannot say was used, is refused.
+var dpopReplay = dpop.NewReplay(0, time.Now())
 
 // limitMemories are the process's memories of an issuer's brute-force
 // and registration limits on a store no other instance shares, by issuer

@@ -430,7 +430,7 @@ func TestUpstreamDPoPNonceDropped(t *testing.T) {
 // client id is the same URL at every issuer), does not fill the victim's
 // share (review s13-fresh4 F3).
 func TestDPoPHolderAcrossIssuers(t *testing.T) {
-	replay := dpop.NewReplay(16) // a share of 2
+	replay := dpop.NewReplay(16, time.Time{}) // a share of 2
 	const otherIssuer = "https://attacker-issuer.example"
 	cfgA := testConfig(t)
 	cfgA.DPoPReplay = replay

@@ -473,7 +473,7 @@ func TestDPoPProofSpentOnlyByValidRequests(t *testing.T) {
 // each key, since anyone may use a public client's id: one user flooding
 // proofs does not lock the app's other users out (review s13-fresh4 F4).
 func TestDPoPShareAtTheTokenEndpoint(t *testing.T) {
-	e := newTokEnv(t, func(c *Config) { c.DPoPReplay = dpop.NewReplay(16) }) // a share of 2
+	e := newTokEnv(t, func(c *Config) { c.DPoPReplay = dpop.NewReplay(16, time.Time{}) }) // a share of 2
 	cc := func(k *dpopKey) answer {
 		return e.postDPoP(t, pathToken, ccForm(nil), tConf+":"+tSecret, k.proof(t, e, e.iss.endpoint(pathToken), nil))
 	}

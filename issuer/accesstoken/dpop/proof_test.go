@@ -359,7 +359,7 @@ func TestReplayCacheBound(t *testing.T) {
 		t.Errorf("alice's proof while mallory is past her share: %v", err)
 	}
 	// The README's bound: 2^19 proofs, kept two windows (two minutes).
-	if d := NewReplay(0); d.max != 1<<19 || d.period != 2*time.Minute {
+	if d := NewReplay(0, time.Time{}); d.max != 1<<19 || d.period != 2*time.Minute {
 		t.Errorf("NewReplay(0) keeps %d proofs for %v, want 2^19 for 2m", d.max, d.period)
 	}
 }
@@ -740,5 +740,37 @@ func TestSpelledPathStale(t *testing.T) {
 	u.Path = "/other|"
 	if got := SpelledPath(u); got != "/other%7C" {
 		t.Errorf("SpelledPath after Path changed = %q, want /other%%7C", got)
+	}
+}
+
+// TestProofOlderThanTheMemory: a proof made before its replay memory
+// began (a process start on bbolt, which forgets the jti of every proof
+// used before) is refused, since nothing can tell whether it was used;
+// one made since is accepted, and with a Ledger, which outlives the
+// process, the memory's age does not matter.
+func TestProofOlderThanTheMemory(t *testing.T) {
+	start := time.Unix(1_800_000_000, 6e8) // iat has whole seconds
+	now := start
+	clock := func() time.Time { return now }
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	const uri = "https://mcp.example.com/token"
+	req := Request{Method: "POST", URI: uri}
+	before := newProof(t, key, jwt.SigningMethodES256, "POST", uri, start.Add(-10*time.Second)).sign(t)
+	sameSecond := newProof(t, key, jwt.SigningMethodES256, "POST", uri, start.Add(-time.Second/2)).sign(t)
+	now = start.Add(5 * time.Second)
+	v := New(Options{Now: clock, Replay: NewReplay(0, start)})
+	var e *Error
+	if _, err := v.Verify(t.Context(), []string{before}, req); !errors.As(err, &e) || !strings.Contains(e.Description, "before") {
+		t.Errorf("Verify(a proof made 10 s before the memory) = %v, want it refused as made before", err)
+	}
+	if _, err := v.Verify(t.Context(), []string{sameSecond}, req); err != nil {
+		t.Errorf("Verify(a proof of the memory's first second) = %v, want success (a proof made in it a moment after it began has the same iat)", err)
+	}
+	if _, err := v.Verify(t.Context(), []string{newProof(t, key, jwt.SigningMethodES256, "POST", uri, now).sign(t)}, req); err != nil {
+		t.Errorf("Verify(a proof made since) = %v, want success", err)
+	}
+	withLedger := New(Options{Now: clock, Replay: NewReplay(0, start), Ledger: &ledger{until: map[string]time.Time{}}})
+	if _, err := withLedger.Verify(t.Context(), []string{before}, req); err != nil {
+		t.Errorf("Verify(an older proof, with a ledger) = %v, want success", err)
 	}
 }

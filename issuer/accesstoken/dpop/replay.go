@@ -65,6 +65,7 @@ type Replay struct {
 	mu        sync.Mutex
 	max       int
 	period    time.Duration
+	since     time.Time // when it began to remember (NewReplay)
 	started   time.Time // of cur
 	cur, prev map[[16]byte]struct{}
 	// curKeys and prevKeys count each holder's entries in cur and prev.
@@ -94,12 +95,18 @@ const roomShare = keyShare - 1
 const heavyShare = 1024
 
 // NewReplay returns a replay memory of at most max entries (default
-// 1<<19, about 50 MB at most) for Verifiers of the DefaultWindow.
-func NewReplay(max int) *Replay {
+// 1<<19, about 50 MB at most) for Verifiers of the DefaultWindow, which
+// began to remember at since: nothing can tell whether a proof made
+// before then was used (before the process started, say, on a store that
+// keeps no Ledger), so Verifiers without a Ledger refuse it. Zero: none
+// refused for its age.
+func NewReplay(max int, since time.Time) *Replay {
 	if max <= 0 {
 		max = 1 << 19
 	}
-	return newReplay(max, 2*DefaultWindow)
+	r := newReplay(max, 2*DefaultWindow)
+	r.since = since
+	return r
 }
 
 func newReplay(max int, period time.Duration) *Replay {
