@@ -362,7 +362,9 @@ func TestRemoteKeysRefusals(t *testing.T) {
 }
 
 // TestRemoteKeysGateway runs a token through a gateway keyed by RemoteKeys.
-func TestRemoteKeysGateway(t *testing.T) {
+// remoteGateway is a gateway whose issuer is f, publishing k.ed as ed1.
+func remoteGateway(t *testing.T) (*signingKeys, *fakeIssuer, *harness) {
+	t.Helper()
 	k := theKeys(t)
 	f := newFakeIssuer(t, "", false)
 	f.jwks.Store([]map[string]any{edJWK("ed1", k.ed.Public().(ed25519.PublicKey))})
@@ -371,13 +373,64 @@ func TestRemoteKeysGateway(t *testing.T) {
 	rk := NewRemoteKeys(f.issuer, f.srv.Client(), nil)
 	t.Cleanup(rk.Close)
 	cfg.Keys = rk
-	h := newHarness(t, cfg, nil)
+	return k, f, newHarness(t, cfg, nil)
+}
+
+func TestRemoteKeysGateway(t *testing.T) {
+	k, f, h := remoteGateway(t)
 	c := claims()
 	c["iss"] = f.issuer
 	resp := h.do(t, call{body: toolCall("read_a"), token: mintWith(t, jwt.SigningMethodEdDSA, k.ed, "ed1", c, nil)})
 	body := readBody(t, resp)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("status = %d (%s)", resp.StatusCode, body)
+	}
+}
+
+// TestRemoteTokenMembersNamedOnce: a remote issuer's access token whose
+// header or claims name a member twice, or in two cases, is refused:
+// encoding/json reads the last, the issuer (or an auditor) may mean the
+// first. Checked when the token is verified, not on a cache hit.
+func TestRemoteTokenMembersNamedOnce(t *testing.T) {
+	k, f, h := remoteGateway(t)
+	enc := base64.RawURLEncoding.EncodeToString
+	// signed is a token of c whose header (header) or claims begin with
+	// the member first, then have their own.
+	signed := func(header bool, first string) string {
+		c := claims()
+		c["iss"] = f.issuer
+		hdr, _ := json.Marshal(map[string]any{"alg": "EdDSA", "typ": "at+jwt", "kid": "ed1"})
+		body, _ := json.Marshal(c)
+		if header {
+			hdr = append([]byte("{"+first+","), hdr[1:]...)
+		} else {
+			body = append([]byte("{"+first+","), body[1:]...)
+		}
+		s := enc(hdr) + "." + enc(body)
+		sig, err := jwt.SigningMethodEdDSA.Sign(s, k.ed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s + "." + enc(sig)
+	}
+	for _, tt := range []struct {
+		name   string
+		token  string
+		status int
+	}{
+		{"each member once", signed(false, `"azp":"client-1"`), http.StatusOK},
+		{"sub twice", signed(false, `"sub":"mallory"`), http.StatusUnauthorized},
+		{"scope twice", signed(false, `"scope":"mcp"`), http.StatusUnauthorized},
+		{"Scope and scope", signed(false, `"Scope":"mcp"`), http.StatusUnauthorized},
+		{"kid twice", signed(true, `"kid":"ed0"`), http.StatusUnauthorized},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := h.do(t, call{body: toolCall("read_a"), token: tt.token})
+			body := readBody(t, resp)
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status = %d (%s), want %d", resp.StatusCode, body, tt.status)
+			}
+		})
 	}
 }
 
