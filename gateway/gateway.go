@@ -367,12 +367,21 @@ func allowedOrigins(list []string) (map[string]bool, error) {
 
 // checkResourcePath refuses a resource path that clients would not send
 // as written (dot or empty segments, backslashes: URL parsers resolve or
-// rewrite them) or that an upstream decoding twice would read as another
+// rewrite them, a raw character to escape that makes the spelling mean
+// two paths) or that an upstream decoding twice would read as another
 // path (%25): requests are forwarded only to the path exactly.
 func checkResourcePath(res *url.URL) error {
 	p := res.EscapedPath()
 	if strings.Contains(p, "%25") || strings.ContainsAny(res.Path, "\\;") {
 		return errors.New("path must not contain %25, ';' or a backslash")
+	}
+	if sp := dpop.SpelledPath(res); sp != p {
+		// A character to escape written raw beside what Go's
+		// URL.EscapedPath then respells (a "%2F" it decodes, a "!" it
+		// escapes): the issuer reads the path as spelled
+		// (CanonicalResource), the gateway as Go sends it upstream: two
+		// paths, the second another resource's.
+		return fmt.Errorf("path spells a character a URI must escape raw beside escapes read two ways (as %s or %s): write it escaped, %s", sp, p, sp)
 	}
 	if p == "" || p == "/" {
 		return nil

@@ -39,6 +39,16 @@ func TestNewValidation(t *testing.T) {
 		{"resource path with empty segment", func(c *Config) { c.Resource = "https://mcp.example.com//mcp" }, "empty"},
 		{"resource path with trailing slash", func(c *Config) { c.Resource = "https://mcp.example.com/mcp/" }, ""},
 		{"resource path percent-encoded", func(c *Config) { c.Resource = "https://mcp.example.com/caf%C3%A9/mcp" }, ""},
+		// A character to escape written raw: read as Go sends it upstream
+		// (EscapedPath) it must be the path the issuer reads as spelled
+		// (dpop.SpelledPath, CanonicalResource), or the gateway serves
+		// another resource's path (/a/b/m%7Ccp, /m%21%7C).
+		{"resource path raw | and %2F", func(c *Config) { c.Resource = "https://mcp.example.com/a%2Fb/m|cp" }, "write it escaped, /a%2Fb/m%7Ccp"},
+		{"resource path raw | and !", func(c *Config) { c.Resource = "https://mcp.example.com/m!|" }, "write it escaped, /m!%7C"},
+		{"resource path raw | and %40", func(c *Config) { c.Resource = "https://mcp.example.com/a%40b|" }, "write it escaped, /a%40b%7C"},
+		{"resource path raw |", func(c *Config) { c.Resource = "https://mcp.example.com/m|cp" }, ""},
+		{"resource path raw non-ASCII", func(c *Config) { c.Resource = "https://mcp.example.com/café/mcp" }, ""},
+		{"resource path escaped | and %2F", func(c *Config) { c.Resource = "https://mcp.example.com/a%2Fb/m%7Ccp" }, ""},
 		{"no issuer", func(c *Config) { c.Issuer = "" }, "issuer is required"},
 		{"ftp issuer", func(c *Config) { c.Issuer = "ftp://auth.example.com" }, "https"},
 		{"no keys", func(c *Config) { c.Keys = nil }, "keys"},
