@@ -774,3 +774,32 @@ func TestProofOlderThanTheMemory(t *testing.T) {
 		t.Errorf("Verify(an older proof, with a ledger) = %v, want success", err)
 	}
 }
+
+// TestProofAheadOfTheMemory pins what the start rule cannot do (README,
+// DPoP replay memory): a proof is accepted up to the window ahead of
+// this clock, so one whose iat is ahead of it (its client's clock runs
+// ahead) and that was used before a start has an iat after the start,
+// and a memory begun then cannot tell it was used: it is accepted once
+// more, for as long as its client's clock ran ahead, up to the window.
+// Refusing it would refuse every proof for the window after each start.
+func TestProofAheadOfTheMemory(t *testing.T) {
+	start := time.Unix(1_800_000_000, 0)
+	now := start.Add(-time.Second)
+	clock := func() time.Time { return now }
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	const uri = "https://mcp.example.com/token"
+	req := Request{Method: "POST", URI: uri}
+	ahead := newProof(t, key, jwt.SigningMethodES256, "POST", uri, now.Add(20*time.Second)).sign(t)
+	before := New(Options{Now: clock, Replay: NewReplay(0, start.Add(-time.Hour))})
+	if _, err := before.Verify(t.Context(), []string{ahead}, req); err != nil {
+		t.Fatalf("Verify(a proof 20 s ahead, before the start) = %v, want success", err)
+	}
+	if _, err := before.Verify(t.Context(), []string{ahead}, req); err == nil {
+		t.Fatal("Verify(the same proof again, same memory) succeeded, want it refused as replayed")
+	}
+	now = start.Add(time.Second)
+	after := New(Options{Now: clock, Replay: NewReplay(0, start)})
+	if _, err := after.Verify(t.Context(), []string{ahead}, req); err != nil {
+		t.Errorf("Verify(that proof after the start) = %v: the limit README states no longer holds, update it", err)
+	}
+}
