@@ -820,4 +820,20 @@ func TestSessionCookiePathOfAPathIssuer(t *testing.T) {
 			t.Errorf("session cookie sent to %s = %v, want %v", path, got, want)
 		}
 	}
+	// What the path cannot do (README, Sessions on a plain-http loopback
+	// issuer): a program on another port of the host gets the cookie for
+	// any path under the issuer's, which it chooses (its redirect URI, or
+	// a page's top-level navigation, which carries SameSite=Lax cookies).
+	other, _ := url.Parse(e.srv.URL)
+	other.Host = other.Hostname() + ":1"
+	for _, path := range []string{"/t1/cb", "/t1" + pathLogin} {
+		other.Path = path
+		sent := false
+		for _, ck := range c.Jar.Cookies(other) {
+			sent = sent || ck.Name == "mcp_session"
+		}
+		if !sent {
+			t.Errorf("session cookie sent to %s = false: the limit README states no longer holds, update it", other)
+		}
+	}
 }
