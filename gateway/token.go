@@ -431,13 +431,6 @@ func isJWT(token string) bool {
 // tokens refused), kid, key type matching the algorithm, iss, aud, exp,
 // iat, nbf, sub and client_id.
 func (g *Gateway) verify(ctx context.Context, token string) (*principal, *authError) {
-	// A remote issuer's token naming a member twice (or in two cases) is
-	// read here as the last, and maybe as the first where it was written.
-	// Only on a cache miss; the local issuer's tokens pass at no cost
-	// worth sparing them.
-	if err := accesstoken.CheckMembers(token); err != nil {
-		return nil, invalidToken(err.Error())
-	}
 	keyOf := g.cfg.Keys.PublicKey
 	var kid string
 	var key any
@@ -456,6 +449,14 @@ func (g *Gateway) verify(ctx context.Context, token string) (*principal, *authEr
 		accesstoken.Options{AnyJWTType: g.cfg.AcceptTypJWT})
 	if err != nil {
 		return nil, invalidToken(describeTokenError(err))
+	}
+	// A remote issuer's token naming a member twice (or in two cases) is
+	// read here as the last, and maybe as the first where it was written.
+	// Asked once the signature holds, so that a token that is no JWT at
+	// all is refused as such; only on a cache miss, and the local
+	// issuer's tokens pass at no cost worth sparing them.
+	if err := accesstoken.CheckMembers(token); err != nil {
+		return nil, invalidToken(err.Error())
 	}
 	p := g.principalOf(c, jwtPayload(token))
 	if _, named := key.(accesstoken.AlgKey); key != nil && !named {
