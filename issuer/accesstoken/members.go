@@ -2,6 +2,7 @@ package accesstoken
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"strings"
 
@@ -9,8 +10,12 @@ import (
 )
 
 // ErrAmbiguous is a JWS whose header or claims name a member twice, or
-// in two cases, or are not JSON at all (CheckMembers).
-var ErrAmbiguous = errors.New("token names a member twice, or in two cases")
+// in two cases (CheckMembers); ErrMalformed one that is no compact JWS
+// of base64url JSON at all.
+var (
+	ErrAmbiguous = errors.New("token names a member twice, or in two cases")
+	ErrMalformed = errors.New("token is not a compact JWS of JSON")
+)
 
 // CheckMembers refuses a compact JWS whose header or claims are not one
 // JSON value that names each member once, in one case and without NUL
@@ -26,11 +31,14 @@ func CheckMembers(raw string) error {
 	for range 2 {
 		part, rest, ok := strings.Cut(raw, ".")
 		if !ok {
-			return ErrAmbiguous
+			return ErrMalformed
 		}
 		// go-jose (go-oidc) accepts padding; golang-jwt refuses it.
 		b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(part, "="))
-		if err != nil || mcpparse.CheckValue(b, 0) != nil {
+		if err != nil || !json.Valid(b) {
+			return ErrMalformed
+		}
+		if mcpparse.CheckValue(b, 0) != nil {
 			return ErrAmbiguous
 		}
 		raw = rest
