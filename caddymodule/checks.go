@@ -131,24 +131,33 @@ func (h *GatewayHandler) settings() ([]byte, error) {
 	return json.Marshal(&c)
 }
 
-// sameResource compares resource URLs as the issuer does: scheme and host
-// case-insensitively, the path exactly.
+// sameResource reports whether a group's scopes for b grant at the
+// declared resource a: the issuer must take them for one resource
+// (issuer.CanonicalResource, which keeps an escaped "/" apart from a
+// separator), and they must be spelled alike but for the case of scheme
+// and host (a trailing slash, which the issuer ignores, is refused as a
+// near miss all the same).
 func sameResource(a, b string) bool {
 	ua, err1 := url.Parse(a)
 	ub, err2 := url.Parse(b)
 	if err1 != nil || err2 != nil {
 		return a == b
 	}
-	return strings.EqualFold(ua.Scheme, ub.Scheme) && strings.EqualFold(ua.Host, ub.Host) && ua.Path == ub.Path
+	return issuer.CanonicalResource(a) == issuer.CanonicalResource(b) &&
+		strings.EqualFold(ua.Scheme, ub.Scheme) && strings.EqualFold(ua.Host, ub.Host) && ua.Path == ub.Path
 }
 
 // nearResource reports whether two resource URLs differ only in what is
-// easy to get wrong: the scheme, a trailing slash, the case of the path.
+// easy to get wrong: the scheme, a trailing slash, the case of the path,
+// a "/" escaped or not.
 func nearResource(a, b string) bool {
 	norm := func(s string) string {
 		_, rest, ok := strings.Cut(s, "://")
 		if !ok {
 			rest = s
+		}
+		if d, err := url.PathUnescape(rest); err == nil {
+			rest = d
 		}
 		return strings.ToLower(strings.TrimRight(rest, "/"))
 	}

@@ -57,6 +57,10 @@ func TestConfigErrorsAtLoad(t *testing.T) {
 			fmt.Sprintf(`group "staff" has scopes for http://%[1]s/mcp/, which no mcp_gateway or resource declares; did you mean http://%[1]s/mcp?`, local)},
 		{"group resource with https", render("http://"+local, "http://"+local, "https://"+local+"/mcp", "mcp_issuer"),
 			fmt.Sprintf(`group "staff" has scopes for https://%[1]s/mcp, which no mcp_gateway or resource declares; did you mean http://%[1]s/mcp?`, local)},
+		// The issuer keeps an escaped "/" apart from a separator: a group
+		// for /a/b/mcp grants nothing at /a%2Fb/mcp.
+		{"group resource with a separator for an escaped slash", strings.Replace(render("http://"+local, "http://"+local, "http://"+local+"/a/b/mcp", "mcp_issuer"), "resource http://"+local+"/mcp", "resource http://"+local+"/a%2Fb/mcp", 1),
+			fmt.Sprintf(`group "staff" has scopes for http://%[1]s/a/b/mcp, which no mcp_gateway or resource declares; did you mean http://%[1]s/a%%2Fb/mcp?`, local)},
 		{"group resource elsewhere", render("http://"+local, "http://"+local, "https://other.example/mcp", "mcp_issuer"),
 			fmt.Sprintf("(declared: http://%s/mcp): add `resource https://other.example/mcp` to mcp_auth if another Caddy serves it", local)},
 		{"issuer site without mcp_issuer", render("http://"+local, "http://"+local, "*", ""),
