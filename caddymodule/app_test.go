@@ -329,6 +329,10 @@ func TestAppStartStop(t *testing.T) {
 }
 
 func TestAppProvisionErrors(t *testing.T) {
+	edJWKS := filepath.Join(t.TempDir(), "jwks.json")
+	if err := os.WriteFile(edJWKS, []byte(`{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name    string
 		app     App
@@ -341,6 +345,8 @@ func TestAppProvisionErrors(t *testing.T) {
 		{"agent without credentials", App{IssuerURL: "https://a.example", Agents: []Agent{{ID: "a"}}}, `agent "a"`},
 		{"agent with two credentials", App{IssuerURL: "https://a.example", Agents: []Agent{{ID: "a", SecretHash: testHash, JWKSURI: "https://a.example/jwks"}}}, "exactly one"},
 		{"agent with a client's id", App{IssuerURL: "https://a.example", Clients: []Client{{ID: "x", Public: true}}, Agents: []Agent{{ID: "x", SecretHash: testHash}}}, `agent "x"`},
+		// Its assertions could never be checked: no key of it signs RS256.
+		{"client pinned to an algorithm none of its keys signs", App{IssuerURL: "https://a.example", Clients: []Client{{ID: "c", JWKSFile: edJWKS, AuthSigningAlg: "RS256", GrantTypes: []string{"client_credentials"}}}}, "no key of its jwks signs RS256"},
 		{"revocation max stale below twice the resync", App{IssuerURL: "https://a.example", RevocationResync: caddy.Duration(20 * time.Second)}, "revocation max stale 30s: must be at least twice the resync interval 20s"},
 	}
 	for _, tt := range tests {

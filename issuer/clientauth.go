@@ -444,11 +444,11 @@ func notOtherJWTType(t *jwt.Token) error {
 func keyFor(set []accesstoken.JWK, kid, alg string) (any, error) {
 	var key any
 	for _, j := range set {
-		if (kid != "" && j.Kid != kid) || (j.Alg != "" && j.Alg != alg) || !j.ForSignatures() {
+		if kid != "" && j.Kid != kid {
 			continue
 		}
-		pub, err := j.PublicKey()
-		if err != nil || accesstoken.KeyFitsAlg(alg, pub) != nil {
+		pub, ok := verifyingKey(j, alg)
+		if !ok {
 			continue
 		}
 		if key != nil {
@@ -463,6 +463,19 @@ func keyFor(set []accesstoken.JWK, kid, alg string) (any, error) {
 		return nil, errNoKeyFits
 	}
 	return key, nil
+}
+
+// verifyingKey is j's public key when j can sign alg: for signatures, of
+// alg's kind, and of no other alg.
+func verifyingKey(j accesstoken.JWK, alg string) (crypto.PublicKey, bool) {
+	if (j.Alg != "" && j.Alg != alg) || !j.ForSignatures() {
+		return nil, false
+	}
+	pub, err := j.PublicKey()
+	if err != nil || accesstoken.KeyFitsAlg(alg, pub) != nil {
+		return nil, false
+	}
+	return pub, true
 }
 
 // maxJWKSKeys bounds a JWK Set's keys: a set is parsed whole, and a set

@@ -475,8 +475,10 @@ func (m *clientMetadata) client(c Client, redirect bool, idAlgs []string) (*Clie
 }
 
 // validateAuthSigningAlg checks a client's token_endpoint_auth_signing_alg:
-// one of the algorithms offered for assertions, and only of a
-// private_key_jwt client.
+// one of the algorithms offered for assertions, only of a
+// private_key_jwt client, and one that a key of its inline jwks signs
+// with (else its assertions could never be checked; the keys of a
+// jwks_uri are not known here).
 func validateAuthSigningAlg(c *Client) error {
 	switch alg := c.TokenEndpointAuthSigningAlg; {
 	case alg == "":
@@ -484,8 +486,24 @@ func validateAuthSigningAlg(c *Client) error {
 		return errors.New("token_endpoint_auth_signing_alg is only for private_key_jwt")
 	case !accesstoken.Supported(alg):
 		return errors.New("token_endpoint_auth_signing_alg must be one of " + strings.Join(accesstoken.Algorithms(), ", "))
+	case len(c.JWKS) > 0 && !signsWith(c.JWKS, alg):
+		return fmt.Errorf("token_endpoint_auth_signing_alg is %s, but no key of its jwks signs %s: add such a key, or pin the algorithm of its keys", alg, alg)
 	}
 	return nil
+}
+
+// signsWith reports whether a key of the JWK Set b can sign alg, as
+// keyFor would take it for an assertion. A set that does not decode is
+// checkJWKS's to refuse.
+func signsWith(b []byte, alg string) bool {
+	keys, err := decodeJWKS(b)
+	if err != nil {
+		return true
+	}
+	return slices.ContainsFunc(keys, func(j accesstoken.JWK) bool {
+		_, ok := verifyingKey(j, alg)
+		return ok
+	})
 }
 
 // validateIDTokenAlg checks a client's id_token_signed_response_alg

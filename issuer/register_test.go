@@ -1,6 +1,9 @@
 package issuer
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -180,12 +183,24 @@ func TestRegisterSigningAlgs(t *testing.T) {
 		t.Fatal(err)
 	}
 	pub.Kid = "k1"
-	jwks, err := json.Marshal(map[string][]accesstoken.JWK{"keys": {pub}})
+	k384, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub384, err := publicJWK(k384.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub384.Kid = "k2"
+	jwks, err := json.Marshal(map[string][]accesstoken.JWK{"keys": {pub, pub384}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	keyed := cb + `,"token_endpoint_auth_method":"private_key_jwt","jwks":` + string(jwks)
 	for _, body := range []string{
+		// No key of the set signs RS256 (P-256 and P-384 keys): the
+		// client could never authenticate.
+		`{` + keyed + `,"token_endpoint_auth_signing_alg":"RS256"}`,
 		`{` + cb + `,"token_endpoint_auth_method":"none","userinfo_signed_response_alg":"RS256"}`,
 		`{` + cb + `,"token_endpoint_auth_method":"none","userinfo_signed_response_alg":"none"}`,
 		`{` + keyed + `,"token_endpoint_auth_signing_alg":"HS256"}`,
@@ -201,7 +216,7 @@ func TestRegisterSigningAlgs(t *testing.T) {
 	if resp, out := e.register(t, `{`+cb+`,"token_endpoint_auth_method":"none","token_endpoint_auth_signing_alg":"ES256"}`); resp.StatusCode != http.StatusCreated || out["token_endpoint_auth_signing_alg"] != nil {
 		t.Errorf("register a public client with token_endpoint_auth_signing_alg: %d %v, want 201 not stating it", resp.StatusCode, out)
 	}
-	// The client's key is P-256: its assertions are ES256.
+	// The client's assertions are ES256, by its P-256 key k1.
 	revoke := func(id string) int {
 		t.Helper()
 		a := e.clientAssertion(t, func(c jwt.MapClaims, _ *jwt.Token) { c["iss"], c["sub"] = id, id })
@@ -210,7 +225,7 @@ func TestRegisterSigningAlgs(t *testing.T) {
 	for _, tt := range []struct {
 		alg    string
 		status int
-	}{{"", 200}, {"ES256", 200}, {"ES384", 401}, {"RS256", 401}} {
+	}{{"", 200}, {"ES256", 200}, {"ES384", 401}} {
 		body := `{` + keyed
 		if tt.alg != "" {
 			body += `,"token_endpoint_auth_signing_alg":"` + tt.alg + `"`
