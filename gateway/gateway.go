@@ -386,6 +386,13 @@ func checkResourcePath(res *url.URL) error {
 	if p == "" || p == "/" {
 		return nil
 	}
+	if res.Path == wellKnownPRM || strings.HasPrefix(res.Path, wellKnownPRM+"/") {
+		// Every gateway's metadata is served there (RFC 9728 section
+		// 3.1): an endpoint there is another gateway's metadata path,
+		// or this one's with root metadata, and one of the two gets the
+		// other's requests.
+		return fmt.Errorf("path %s is under %s, where protected resource metadata is served: a request there could be answered as metadata instead of MCP traffic, or the reverse; serve the MCP endpoint at another path", p, wellKnownPRM)
+	}
 	for _, seg := range strings.Split(strings.TrimSuffix(p[1:], "/"), "/") {
 		if d, err := url.PathUnescape(seg); err != nil || d == "" || d == "." || d == ".." {
 			return errors.New("path must not contain empty or dot segments")

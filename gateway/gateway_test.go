@@ -49,6 +49,14 @@ func TestNewValidation(t *testing.T) {
 		{"resource path raw |", func(c *Config) { c.Resource = "https://mcp.example.com/m|cp" }, ""},
 		{"resource path raw non-ASCII", func(c *Config) { c.Resource = "https://mcp.example.com/café/mcp" }, ""},
 		{"resource path escaped | and %2F", func(c *Config) { c.Resource = "https://mcp.example.com/a%2Fb/m%7Ccp" }, ""},
+		// Metadata is served under /.well-known/oauth-protected-resource
+		// (RFC 9728 section 3): an endpoint there would be answered as this
+		// or another gateway's metadata, or take the requests for it.
+		{"resource at the root metadata path", func(c *Config) {
+			c.Resource, c.RootMetadata = "https://mcp.example.com/.well-known/oauth-protected-resource", true
+		}, "under /.well-known/oauth-protected-resource"},
+		{"resource under the metadata path", func(c *Config) { c.Resource = "https://mcp.example.com/.well-known/oauth-protected-resource/mcp" }, "under /.well-known/oauth-protected-resource"},
+		{"resource beside the metadata path", func(c *Config) { c.Resource = "https://mcp.example.com/.well-known/oauth-protected-resources" }, ""},
 		{"no issuer", func(c *Config) { c.Issuer = "" }, "issuer is required"},
 		{"ftp issuer", func(c *Config) { c.Issuer = "ftp://auth.example.com" }, "https"},
 		{"no keys", func(c *Config) { c.Keys = nil }, "keys"},
