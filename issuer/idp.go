@@ -1,6 +1,8 @@
 package issuer
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -324,6 +326,12 @@ func (c *idpClient) read(ctx context.Context) (*idpDiscovered, error) {
 		}
 		client = idpHTTPClient(reach.control)
 	}
+	// go-oidc keeps this client for its key fetches: keys checks the key
+	// set once the document below named it.
+	keys := &keySetCheck{rt: cmp.Or[http.RoundTripper](client.Transport, http.DefaultTransport)}
+	checked := *client
+	checked.Transport = keys
+	client = &checked
 	p, err := oidc.NewProvider(oidc.ClientContext(ctx, client), c.cfg.Issuer)
 	if err != nil {
 		return nil, err
@@ -349,6 +357,9 @@ func (c *idpClient) read(ctx context.Context) (*idpDiscovered, error) {
 		if err := backChannelURL(c.cfg.Issuer, e); err != nil {
 			return nil, err
 		}
+	}
+	if u, err := url.Parse(meta.JWKSURI); err == nil {
+		keys.uri.Store(new(u.String()))
 	}
 	ep.AuthStyle = oauth2.AuthStyleInHeader
 	if c.cfg.ClientSecret == "" {
@@ -521,6 +532,36 @@ func profileClaim(claims map[string]any, name string, max int) string {
 		return ""
 	}
 	return s
+}
+
+// keySetCheck checks the provider's key set as it arrives (a 200 answer
+// to a request for uri), before go-oidc reads it as encoding/json does:
+// the last of two members of one name, a member under any case of its
+// name. A set with "keys" twice, or a key with "kid" twice, is refused,
+// as the discovery document is. uri is set once the document named it.
+type keySetCheck struct {
+	rt  http.RoundTripper
+	uri atomic.Pointer[string]
+}
+
+func (t *keySetCheck) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := t.rt.RoundTrip(r)
+	if err != nil {
+		return nil, err
+	}
+	if u := t.uri.Load(); u == nil || resp.StatusCode != http.StatusOK || r.URL.String() != *u {
+		return resp, nil
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	if mcpparse.CheckValue(b, 0) != nil {
+		return nil, errors.New("key set names a member twice, or in two cases")
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	return resp, nil
 }
 
 // limitedTransport fails responses longer than max bytes.

@@ -49,6 +49,7 @@ type stubIdP struct {
 	tokenAuth             []string            // Authorization header of each token request
 	tokenTwice            [2]string           // a claim named first with a raw value, then as claims has it
 	discoveryTwice        [2]string           // a metadata member named first with a raw value
+	jwksTwice             [2]string           // a key set member named first with a raw value
 }
 
 type stubCode struct {
@@ -110,7 +111,7 @@ func (s *stubIdP) discovery(w http.ResponseWriter, _ *http.Request) {
 
 func (s *stubIdP) jwks(w http.ResponseWriter, _ *http.Request) {
 	s.mu.Lock()
-	pad := s.padJWKS
+	pad, dup := s.padJWKS, s.jwksTwice
 	s.mu.Unlock()
 	pub, err := publicJWK(s.key.Public())
 	if err != nil {
@@ -118,6 +119,12 @@ func (s *stubIdP) jwks(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	pub.Kid = "stub"
+	if dup[0] != "" {
+		b, _ := json.Marshal(map[string]any{"keys": []accesstoken.JWK{pub}})
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(withMemberFirst(b, dup[0], dup[1]))
+		return
+	}
 	s.writeJSON(w, map[string]any{"keys": []accesstoken.JWK{pub}}, pad)
 }
 
@@ -453,6 +460,9 @@ func TestIdPAnswerLimits(t *testing.T) {
 		// (before: the last, here).
 		{"discovery with jwks_uri twice", func(s *stubIdP) { s.discoveryTwice = [2]string{"jwks_uri", `"https://keys.example/jwks"`} }, http.StatusBadGateway, "cannot be reached"},
 		{"discovery with Issuer and issuer", func(s *stubIdP) { s.discoveryTwice = [2]string{"Issuer", `"https://evil.example"`} }, http.StatusBadGateway, "cannot be reached"},
+		// go-oidc reads the key set as encoding/json does: the last keys.
+		{"keys with keys twice", func(s *stubIdP) { s.jwksTwice = [2]string{"keys", `[]`} }, http.StatusForbidden, "is not valid"},
+		{"keys with Keys and keys", func(s *stubIdP) { s.jwksTwice = [2]string{"Keys", `[]`} }, http.StatusForbidden, "is not valid"},
 		{"token endpoint silent", func(s *stubIdP) { s.hangToken = true }, http.StatusBadGateway, "cannot be reached"},
 	}
 	for _, tt := range tests {
