@@ -50,6 +50,10 @@ func readForm(r *http.Request) (url.Values, error) {
 		switch {
 		case len(v) > 1 && k == "resource":
 			return nil, errOneResource
+		case len(v) > 1 && k == "audience":
+			// RFC 8693 sections 2.1, 2.2.2: several audiences are a
+			// target this server will not issue for, as resources are.
+			return nil, ErrInvalidTarget.WithDescription("only one audience per request is supported")
 		case len(v) > 1:
 			return nil, ErrInvalidRequest.WithDescription(fmt.Sprintf("parameter %q is repeated", k))
 		case k == "scope" && len(v[0]) > maxAuthorizeParam:

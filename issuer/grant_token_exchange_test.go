@@ -367,3 +367,31 @@ func TestExchangeActorRepeated(t *testing.T) {
 		t.Errorf("agent-2 again, for agent-1 acting for agent-2 = %d %s, want 400 invalid_request (already acts)", a.status, a.raw)
 	}
 }
+
+// TestExchangeSeveralTargets: RFC 8693 section 2.1 allows several
+// resource and audience values, and section 2.2.2 has the server unwilling
+// to issue for them answer invalid_target; this one issues one audience
+// per token, so it refuses either repeated as such, not as a malformed
+// request (invalid_request).
+func TestExchangeSeveralTargets(t *testing.T) {
+	e := newTokEnv(t)
+	agent1 := tAgent1 + ":" + tAgentSecret
+	a1 := e.agentToken(t, tAgent1, tAgentSecret)
+	user := e.userToken(t, tPublic, "read").AccessToken
+	for _, tt := range []struct {
+		name string
+		set  url.Values
+	}{
+		{"two resources", url.Values{"resource": {tResource, tOther}}},
+		{"two audiences", url.Values{"audience": {tResource, tOther}}},
+		{"the same audience twice", url.Values{"audience": {tResource, tResource}}},
+	} {
+		f := exchangeForm(user, a1)
+		for k, v := range tt.set {
+			f[k] = v
+		}
+		if a := e.tokenExchange(t, agent1, f); a.status != 400 || a.str("error") != "invalid_target" {
+			t.Errorf("%s = %d %s, want 400 invalid_target", tt.name, a.status, a.raw)
+		}
+	}
+}
