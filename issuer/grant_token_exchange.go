@@ -26,7 +26,7 @@ import (
 // itself must bring the agent's token for the resource the new token is
 // for. This issuer never issues may_act,
 // so none is read: who may act is the agent's own policy. Without actor_token the exchange keeps the act chain
-// and may only narrow scopes.
+// and may only narrow scopes, within the newest actor's policy of today.
 //
 // A user's token stays on the resource the user consented to: moving it to
 // another audience would hand the client access the consent page never
@@ -101,14 +101,26 @@ func (x tokenExchange) grant(ctx context.Context, req *clientRequest) (*issuance
 		}
 		signedBy = append(signedBy, signedToken{headerKID(actRaw), invalid("actor_token is not a valid, unrevoked token of an agent acting for itself")})
 		act = &accesstoken.Actor{Subject: actor.ID, Actor: subj.Actor}
-		if d := len(act.Chain()); d > actor.maxDepth() {
-			return nil, invalid(fmt.Sprintf("delegation depth %d exceeds the actor's limit of %d", d, actor.maxDepth()))
+		if err := headsWithin(actor, act, subj.ClientID); err != nil {
+			return nil, err
 		}
 		if slices.Contains(subj.Actor.Chain(), actor.ID) {
 			// A acting for B acting for A: the agent would act for itself
 			// through another, and an actor rule reading one link of the
 			// chain would see it twice.
 			return nil, invalid("the actor already acts in the subject token")
+		}
+	}
+	// The newest actor, new or kept, holds what is issued: a kept one
+	// within its policy of today too, as at a refresh of a delegated
+	// grant, not the policy it had when it joined the chain.
+	head := actor
+	if head == nil && act != nil {
+		if head, err = i.dir.lookupAgent(ctx, act.Subject); err != nil {
+			return nil, invalid("an actor of the subject token is unknown or disabled").Wrap(err)
+		}
+		if err := headsWithin(head, act, subj.ClientID); err != nil {
+			return nil, err
 		}
 	}
 	if c.ID != subj.ClientID && (actor == nil || c.ID != actor.ID) && (subj.Actor == nil || c.ID != subj.Actor.Subject) {
@@ -138,7 +150,7 @@ func (x tokenExchange) grant(ctx context.Context, req *clientRequest) (*issuance
 		// the audience it was given.
 		return nil, ErrInvalidTarget.WithDescription("only the subject itself may exchange its token for another resource")
 	}
-	scopes, err := x.scopes(ctx, app, u, actor, subj, res.URL, requested)
+	scopes, err := x.scopes(ctx, app, u, head, subj, res.URL, requested)
 	if err != nil {
 		return nil, err
 	}
@@ -240,10 +252,20 @@ func (x tokenExchange) actor(ctx context.Context, raw string, subj *accesstoken.
 		return nil, "", invalid("only a user's or an agent's token can be delegated")
 	case subj.PrincipalType == principalAgent && subj.Subject == a.ID:
 		return nil, "", invalid("an agent cannot act for itself")
-	case !a.allowsClient(subj.ClientID):
-		return nil, "", invalid("the actor may not act for the subject token's client")
 	}
 	return a, ac.Audience[0], nil
+}
+
+// headsWithin refuses act, headed by agent a, when a may not head it
+// today: longer than a's max_depth, or for a client a does not allow.
+func headsWithin(a *Agent, act *accesstoken.Actor, clientID string) error {
+	if d := len(act.Chain()); d > a.maxDepth() {
+		return ErrInvalidRequest.WithDescription(fmt.Sprintf("delegation depth %d exceeds the actor's limit of %d", d, a.maxDepth()))
+	}
+	if !a.allowsClient(clientID) {
+		return ErrInvalidRequest.WithDescription("the actor may not act for the subject token's client")
+	}
+	return nil
 }
 
 // scopes narrows the subject's scopes to the request, the actor's

@@ -395,3 +395,51 @@ func TestExchangeSeveralTargets(t *testing.T) {
 		}
 	}
 }
+
+// TestExchangeKeepsActorWithinTodaysPolicy: a delegated token exchanged
+// without a new actor keeps its act chain, so what it issues is the
+// outermost actor's token and stays within that agent's policy of today,
+// as a refresh of a delegated grant does: after a reload narrows the
+// agent's scopes or allowed_clients, neither the agent nor the subject's
+// client gets a fresh token beyond them.
+func TestExchangeKeepsActorWithinTodaysPolicy(t *testing.T) {
+	narrow := func(f func(a *Agent)) envOption {
+		return func(c *Config) {
+			for n := range c.Agents {
+				if c.Agents[n].ID == tAgent1 {
+					f(&c.Agents[n])
+				}
+			}
+		}
+	}
+	for _, tt := range []struct {
+		name     string
+		reload   envOption
+		scope    string
+		wantCode string
+		want     string
+	}{
+		{"scopes narrowed", narrow(func(a *Agent) { a.Scopes = []string{"read"} }), "", "", "read"},
+		{"scopes narrowed, asked for the lost one", narrow(func(a *Agent) { a.Scopes = []string{"read"} }), "write", "invalid_scope", ""},
+		{"client no longer allowed", narrow(func(a *Agent) { a.AllowedClients = []string{tConf} }), "", "invalid_request", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newTokEnv(t)
+			user := e.userToken(t, tPublic, "read", "write").AccessToken
+			a1 := e.agentToken(t, tAgent1, tAgentSecret)
+			d := e.tokenExchange(t, tAgent1+":"+tAgentSecret, exchangeForm(user, a1))
+			if d.status != 200 || d.str("scope") != "read write" {
+				t.Fatalf("delegation = %d %s, want 200 read write", d.status, d.raw)
+			}
+			e.restart(e.store, tt.reload)
+			f := exchangeForm(d.str("access_token"), "")
+			if tt.scope != "" {
+				f.Set("scope", tt.scope)
+			}
+			a := e.tokenExchange(t, tAgent1+":"+tAgentSecret, f)
+			if a.str("error") != tt.wantCode || a.str("scope") != tt.want {
+				t.Errorf("agent-1 exchanging its delegated token = %d, error %q, scope %q; want error %q, scope %q", a.status, a.str("error"), a.str("scope"), tt.wantCode, tt.want)
+			}
+		})
+	}
+}
