@@ -624,3 +624,39 @@ func TestDPoPReplayAfterPurgeAhead(t *testing.T) {
 		t.Errorf("DPoP records once past every instance's window, purged = %d, want 0", n)
 	}
 }
+
+// TestExchangedTokensRevokedAcrossInstances: tokens an agent exchanged
+// on instance B from a user's token of instance A, delegated and then
+// chained, carry the user's grant, so the user revoking it on A ends them
+// on B at once: B's Revoked, introspection and a further exchange.
+func TestExchangedTokensRevokedAcrossInstances(t *testing.T) {
+	// One issuer URL, as behind a load balancer.
+	envs, _ := clusterEnvs(t, 2, onlyNotified, func(c *Config) { c.Issuer = "http://localhost:9" })
+	a, b := envs[0], envs[1]
+	behindOneURL(envs)
+	watchRevocations(t, b.iss)
+	user := a.userToken(t, tPublic, "read", "write", "offline_access")
+	one := b.tokenExchange(t, tAgent1+":"+tAgentSecret, exchangeForm(user.AccessToken, b.agentToken(t, tAgent1, tAgentSecret)))
+	a2 := b.agentToken(t, tAgent2, tAgentSecret)
+	two := b.tokenExchange(t, tAgent2+":"+tAgentSecret, url.Values{
+		"subject_token": {one.str("access_token")}, "subject_token_type": {tokenTypeAccessToken},
+		"actor_token": {a2}, "actor_token_type": {tokenTypeAccessToken}, "scope": {"read"},
+	})
+	if one.status != 200 || two.status != 200 {
+		t.Fatalf("exchanges on B = %d %s %s, %d %s; want 200", one.status, one.str("error"), one.str("error_description"), two.status, two.str("error"))
+	}
+	start := time.Now()
+	if r := a.post(t, pathRevoke, url.Values{"token": {user.RefreshToken}, "client_id": {tPublic}}, ""); r.status != 200 {
+		t.Fatalf("revoke on A = %d %s", r.status, r.raw)
+	}
+	for n, tok := range []string{one.str("access_token"), two.str("access_token")} {
+		_, c := claimsOf(t, tok)
+		waitRevoked(t, b.iss, c["jti"].(string), c["gid"].(string), start, 5*time.Second)
+		if b.active(t, tok) {
+			t.Errorf("exchanged token %d active at B after A revoked the user's grant", n+1)
+		}
+	}
+	if x := b.tokenExchange(t, tAgent2+":"+tAgentSecret, exchangeForm(two.str("access_token"), "")); x.str("error") != "invalid_request" {
+		t.Errorf("exchange on B of a token of the revoked grant = %d %s, want invalid_request", x.status, x.str("error"))
+	}
+}
