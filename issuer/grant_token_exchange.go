@@ -79,6 +79,12 @@ func (x tokenExchange) grant(ctx context.Context, req *clientRequest) (*issuance
 	if err != nil {
 		return nil, invalid("subject_token is invalid, expired or revoked").Wrap(err)
 	}
+	if subj.ExpiresAt.Sub(i.now()) < time.Second {
+		// The new token expires with it, and expires_in is whole
+		// seconds: 0 reads as "no expiry given" (golang.org/x/oauth2
+		// then takes the token as valid forever).
+		return nil, invalid("subject_token is invalid, expired or revoked")
+	}
 	signedBy := []signedToken{{headerKID(f.Get("subject_token")), invalid("subject_token is invalid, expired or revoked")}}
 	if err := possessed(subj.BoundKey(), req.jkt, "subject_token"); err != nil {
 		return nil, err

@@ -443,3 +443,36 @@ func TestExchangeKeepsActorWithinTodaysPolicy(t *testing.T) {
 		})
 	}
 }
+
+// TestExchangeSubjectAboutToExpire: the new token never outlives the
+// subject token, and expires_in is whole seconds, so a subject token with
+// less than a second left would give a token answered with expires_in 0,
+// which clients read as "no expiry given" (golang.org/x/oauth2 then
+// leaves Expiry zero: a token it takes as valid forever). Such a subject
+// token is refused as expired; one with a second left still works.
+func TestExchangeSubjectAboutToExpire(t *testing.T) {
+	e := newTokEnv(t)
+	agent1 := tAgent1 + ":" + tAgentSecret
+	for _, tt := range []struct {
+		name     string
+		left     time.Duration
+		wantCode string
+		wantIn   float64
+	}{
+		{"a second left", time.Second, "", 1},
+		{"half a second left", 500 * time.Millisecond, "invalid_request", 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			user := e.userToken(t, tPublic, "read").AccessToken
+			_, c := claimsOf(t, user)
+			exp := time.Unix(int64(c["exp"].(float64)), 0)
+			e.clock.Advance(exp.Sub(e.clock.Now()) - tt.left)
+			a1 := e.agentToken(t, tAgent1, tAgentSecret)
+			a := e.tokenExchange(t, agent1, exchangeForm(user, a1))
+			in, _ := a.body["expires_in"].(float64)
+			if a.str("error") != tt.wantCode || in != tt.wantIn {
+				t.Errorf("exchange = %d, error %q, expires_in %v; want error %q, expires_in %v", a.status, a.str("error"), a.body["expires_in"], tt.wantCode, tt.wantIn)
+			}
+		})
+	}
+}
