@@ -591,10 +591,12 @@ func TestSameURI(t *testing.T) {
 }
 
 // BenchmarkVerify: one ES256 proof with ath, as the gateway checks it per
-// request (proofs are made before the timer starts).
+// request (proofs are made before the timer starts). All b.N proofs are
+// one holder's, whose share of the jti memory is a keyShare-th of it: the
+// memory holds keyShare times as many, or the holder's share refuses them.
 func BenchmarkVerify(b *testing.B) {
 	now := time.Unix(1_800_000_000, 0)
-	v := New(Options{Now: func() time.Time { return now }, MaxReplayEntries: b.N + 1})
+	v := New(Options{Now: func() time.Time { return now }, MaxReplayEntries: keyShare * (b.N + 1)})
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	const uri, token = "https://mcp.example.com/mcp", "the-access-token"
 	proofs := make([]string, b.N)
