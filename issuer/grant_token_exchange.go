@@ -26,7 +26,8 @@ import (
 // itself must bring the agent's token for the resource the new token is
 // for. This issuer never issues may_act,
 // so none is read: who may act is the agent's own policy. Without actor_token the exchange keeps the act chain
-// and may only narrow scopes, within the newest actor's policy of today.
+// and may only narrow scopes; either way every actor in the chain is held
+// to its policy of today.
 //
 // A user's token stays on the resource the user consented to: moving it to
 // another audience would hand the client access the consent page never
@@ -117,17 +118,24 @@ func (x tokenExchange) grant(ctx context.Context, req *clientRequest) (*issuance
 			return nil, invalid("the actor already acts in the subject token")
 		}
 	}
-	// The newest actor, new or kept, holds what is issued: a kept one
-	// within its policy of today too, as at a refresh of a delegated
-	// grant, not the policy it had when it joined the chain.
-	head := actor
-	if head == nil && act != nil {
-		if head, err = i.dir.lookupAgent(ctx, act.Subject); err != nil {
+	// Every actor the new token names, new or kept, holds what is
+	// issued within its policy of today, as at a refresh of a delegated
+	// grant, not the policy it had when it joined the chain: each heads
+	// its part of the chain (depth, allowed_clients) and limits the
+	// scopes.
+	var agents []*Agent
+	if actor != nil {
+		agents = append(agents, actor) // held above
+	}
+	for link := subj.Actor; link != nil; link = link.Actor {
+		a, err := i.dir.lookupAgent(ctx, link.Subject)
+		if err != nil {
 			return nil, invalid("an actor of the subject token is unknown or disabled").Wrap(err)
 		}
-		if err := headsWithin(head, act, subj.ClientID); err != nil {
+		if err := headsWithin(a, link, subj.ClientID); err != nil {
 			return nil, err
 		}
+		agents = append(agents, a)
 	}
 	if c.ID != subj.ClientID && (actor == nil || c.ID != actor.ID) && (subj.Actor == nil || c.ID != subj.Actor.Subject) {
 		return nil, invalid("the client may not exchange this subject_token")
@@ -156,7 +164,7 @@ func (x tokenExchange) grant(ctx context.Context, req *clientRequest) (*issuance
 		// the audience it was given.
 		return nil, ErrInvalidTarget.WithDescription("only the subject itself may exchange its token for another resource")
 	}
-	scopes, err := x.scopes(ctx, app, u, head, subj, res.URL, requested)
+	scopes, err := x.scopes(ctx, app, u, agents, subj, res.URL, requested)
 	if err != nil {
 		return nil, err
 	}
@@ -206,17 +214,12 @@ func exchangeTarget(f url.Values, def string) (string, error) {
 
 // parties loads the subject token's client and, for a user's
 // token, the user; both must still be available. An agent's token must
-// come from an enabled agent, and every actor in its chain too.
+// come from an enabled agent (every actor in its chain is held by grant).
 func (x tokenExchange) parties(ctx context.Context, subj *accesstoken.Claims) (*Client, *User, error) {
 	i := x.iss
 	app, err := i.dir.lookupClient(ctx, subj.ClientID)
 	if err != nil {
 		return nil, nil, ErrInvalidRequest.WithDescription("the subject token's client is no longer available").Wrap(err)
-	}
-	for _, id := range subj.Actor.Chain() {
-		if _, err := i.dir.lookupAgent(ctx, id); err != nil {
-			return nil, nil, ErrInvalidRequest.WithDescription("an actor of the subject token is unknown or disabled").Wrap(err)
-		}
 	}
 	if subj.PrincipalType != principalUser {
 		// An agent's own token (app is the enabled agent, found above) or
@@ -274,10 +277,10 @@ func headsWithin(a *Agent, act *accesstoken.Actor, clientID string) error {
 	return nil
 }
 
-// scopes narrows the subject's scopes to the request, the actor's
+// scopes narrows the subject's scopes to the request, every actor's
 // limit and today's policy for the target. Only the subject's scopes can
 // be had; offline_access never (no refresh token).
-func (x tokenExchange) scopes(ctx context.Context, app *Client, u *User, actor *Agent, subj *accesstoken.Claims, target string, requested []string) ([]string, error) {
+func (x tokenExchange) scopes(ctx context.Context, app *Client, u *User, actors []*Agent, subj *accesstoken.Claims, target string, requested []string) ([]string, error) {
 	i := x.iss
 	have := strings.Fields(subj.Scope)
 	explicit := len(requested) > 0
@@ -290,8 +293,8 @@ func (x tokenExchange) scopes(ctx context.Context, app *Client, u *User, actor *
 		}
 	}
 	want := slices.DeleteFunc(slices.Clone(requested), func(s string) bool { return s == scopeOfflineAccess })
-	if actor != nil {
-		want = actor.limitScopes(want)
+	for _, a := range actors {
+		want = a.limitScopes(want)
 	}
 	if len(want) == 0 {
 		if len(have) == 0 {

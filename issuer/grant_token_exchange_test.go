@@ -403,15 +403,6 @@ func TestExchangeSeveralTargets(t *testing.T) {
 // agent's scopes or allowed_clients, neither the agent nor the subject's
 // client gets a fresh token beyond them.
 func TestExchangeKeepsActorWithinTodaysPolicy(t *testing.T) {
-	narrow := func(f func(a *Agent)) envOption {
-		return func(c *Config) {
-			for n := range c.Agents {
-				if c.Agents[n].ID == tAgent1 {
-					f(&c.Agents[n])
-				}
-			}
-		}
-	}
 	for _, tt := range []struct {
 		name     string
 		reload   envOption
@@ -419,9 +410,9 @@ func TestExchangeKeepsActorWithinTodaysPolicy(t *testing.T) {
 		wantCode string
 		want     string
 	}{
-		{"scopes narrowed", narrow(func(a *Agent) { a.Scopes = []string{"read"} }), "", "", "read"},
-		{"scopes narrowed, asked for the lost one", narrow(func(a *Agent) { a.Scopes = []string{"read"} }), "write", "invalid_scope", ""},
-		{"client no longer allowed", narrow(func(a *Agent) { a.AllowedClients = []string{tConf} }), "", "invalid_request", ""},
+		{"scopes narrowed", narrowAgent1(func(a *Agent) { a.Scopes = []string{"read"} }), "", "", "read"},
+		{"scopes narrowed, asked for the lost one", narrowAgent1(func(a *Agent) { a.Scopes = []string{"read"} }), "write", "invalid_scope", ""},
+		{"client no longer allowed", narrowAgent1(func(a *Agent) { a.AllowedClients = []string{tConf} }), "", "invalid_request", ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newTokEnv(t)
@@ -474,5 +465,63 @@ func TestExchangeSubjectAboutToExpire(t *testing.T) {
 				t.Errorf("exchange = %d, error %q, expires_in %v; want error %q, expires_in %v", a.status, a.str("error"), a.body["expires_in"], tt.wantCode, tt.wantIn)
 			}
 		})
+	}
+}
+
+// TestExchangeKeepsInnerActorsWithinTodaysPolicy: an exchange keeps
+// every agent of the subject token's chain in the token it issues, not
+// only the newest, so each is held to its policy of today: after a
+// reload narrows the inner agent-1, neither agent-2 joining the chain
+// (actor_token) nor agent-2 exchanging the token it heads gets a token
+// naming agent-1 beyond agent-1's scopes or allowed_clients.
+func TestExchangeKeepsInnerActorsWithinTodaysPolicy(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		reload   envOption
+		wantCode string
+		want     string
+	}{
+		{"inner scopes narrowed", narrowAgent1(func(a *Agent) { a.Scopes = []string{"read"} }), "", "read"},
+		{"inner client no longer allowed", narrowAgent1(func(a *Agent) { a.AllowedClients = []string{tConf} }), "invalid_request", ""},
+	} {
+		for _, withActor := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s, actor_token %v", tt.name, withActor), func(t *testing.T) {
+				e := newTokEnv(t)
+				user := e.userToken(t, tPublic, "read", "write").AccessToken
+				a1 := e.agentToken(t, tAgent1, tAgentSecret)
+				one := e.tokenExchange(t, tAgent1+":"+tAgentSecret, exchangeForm(user, a1))
+				if one.status != 200 || one.str("scope") != "read write" {
+					t.Fatalf("delegation to agent-1 = %d %s", one.status, one.raw)
+				}
+				subject := one.str("access_token")
+				if !withActor {
+					two := e.tokenExchange(t, tAgent2+":"+tAgentSecret, exchangeForm(subject, e.agentToken(t, tAgent2, tAgentSecret)))
+					if two.status != 200 || two.str("scope") != "read write" {
+						t.Fatalf("delegation to agent-2 = %d %s", two.status, two.raw)
+					}
+					subject = two.str("access_token")
+				}
+				e.restart(e.store, tt.reload)
+				actor := ""
+				if withActor {
+					actor = e.agentToken(t, tAgent2, tAgentSecret)
+				}
+				a := e.tokenExchange(t, tAgent2+":"+tAgentSecret, exchangeForm(subject, actor))
+				if a.str("error") != tt.wantCode || a.str("scope") != tt.want {
+					t.Errorf("agent-2 exchanging = %d, error %q, scope %q; want error %q, scope %q", a.status, a.str("error"), a.str("scope"), tt.wantCode, tt.want)
+				}
+			})
+		}
+	}
+}
+
+// narrowAgent1 changes agent-1's configuration by f (a reload).
+func narrowAgent1(f func(a *Agent)) envOption {
+	return func(c *Config) {
+		for n := range c.Agents {
+			if c.Agents[n].ID == tAgent1 {
+				f(&c.Agents[n])
+			}
+		}
 	}
 }
