@@ -97,12 +97,14 @@ func BenchmarkTokenIssuance(b *testing.B) {
 func BenchmarkDPoPSpend(b *testing.B) {
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	clock := func() time.Time { return now }
-	k := newDPoPKey(b)
 	const uri = "https://mcp.example.com/mcp"
 	run := func(b *testing.B, ledger dpop.Ledger) {
 		v := dpop.New(dpop.Options{Now: clock, Ledger: ledger, MaxReplayEntries: b.N + 1})
 		proofs := make([]string, b.N)
 		for i := range proofs {
+			// A key per proof, as of many clients: one holder's proofs
+			// may fill only a share of the jti memory.
+			k := newDPoPKey(b)
 			c := jwt.MapClaims{"jti": rand.Text(), "htm": http.MethodPost, "htu": uri, "iat": now.Unix()}
 			tok := jwt.NewWithClaims(jwt.SigningMethodES256, c)
 			tok.Header["typ"], tok.Header["jwk"] = "dpop+jwt", k.jwk
