@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -483,6 +484,13 @@ func TestExchangeKeepsInnerActorsWithinTodaysPolicy(t *testing.T) {
 	}{
 		{"inner scopes narrowed", narrowAgent1(func(a *Agent) { a.Scopes = []string{"read"} }), "", "read"},
 		{"inner client no longer allowed", narrowAgent1(func(a *Agent) { a.AllowedClients = []string{tConf} }), "invalid_request", ""},
+		{"inner disabled", narrowAgent1(func(a *Agent) { a.Disabled = true }), "invalid_request", ""},
+		{"inner removed", func(c *Config) {
+			c.Agents = slices.DeleteFunc(c.Agents, func(a Agent) bool { return a.ID == tAgent1 })
+		}, "invalid_request", ""},
+		// agent-1 heads only the innermost link (depth 1): max_depth is
+		// counted from the chain's inner end up to the agent.
+		{"inner max_depth 1", narrowAgent1(func(a *Agent) { a.MaxDepth = 1 }), "", "read write"},
 	} {
 		for _, withActor := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s, actor_token %v", tt.name, withActor), func(t *testing.T) {
@@ -512,6 +520,30 @@ func TestExchangeKeepsInnerActorsWithinTodaysPolicy(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestExchangeInnerActorDepthOfItsPart: user -> agent-2 -> agent-1, then
+// a reload cuts agent-1's max_depth to 1. agent-1 heads a chain of 2, so
+// neither it (keeping the chain) nor agent-2 joining again may exchange:
+// the depth an agent is held to is that of the part it heads, and an
+// agent appears in a chain once.
+func TestExchangeInnerActorDepthOfItsPart(t *testing.T) {
+	e := newTokEnv(t)
+	agent1, agent2 := tAgent1+":"+tAgentSecret, tAgent2+":"+tAgentSecret
+	user := e.userToken(t, tPublic, "read", "write").AccessToken
+	one := e.tokenExchange(t, agent2, exchangeForm(user, e.agentToken(t, tAgent2, tAgentSecret)))
+	two := e.tokenExchange(t, agent1, exchangeForm(one.str("access_token"), e.agentToken(t, tAgent1, tAgentSecret)))
+	if two.status != 200 {
+		t.Fatalf("user -> agent-2 -> agent-1 = %d %s", two.status, two.raw)
+	}
+	chain := two.str("access_token")
+	if a := e.tokenExchange(t, agent2, exchangeForm(chain, e.agentToken(t, tAgent2, tAgentSecret))); a.str("error") != "invalid_request" {
+		t.Errorf("agent-2 joining a chain it is in = %d %s, want invalid_request", a.status, a.raw)
+	}
+	e.restart(e.store, narrowAgent1(func(a *Agent) { a.MaxDepth = 1 }))
+	if a := e.tokenExchange(t, agent1, exchangeForm(chain, "")); a.str("error") != "invalid_request" {
+		t.Errorf("agent-1 heading depth 2 under max_depth 1 = %d %s, want invalid_request", a.status, a.raw)
 	}
 }
 
