@@ -27,6 +27,39 @@ func BuildCaddy(dir string) (string, error) {
 	return bin, nil
 }
 
+// BuildRelease builds the caddy binary of an earlier commit of this
+// repository (its tree as git archive gives it, built as BuildCaddy
+// builds this one's) into dir and returns its path, for tests that run
+// an earlier release beside this one. It needs the commit in the
+// repository the test runs in: a shallow clone fails, saying so.
+func BuildRelease(dir, commit string) (string, error) {
+	src := filepath.Join(dir, "src")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		return "", err
+	}
+	tarball := filepath.Join(dir, "src.tar")
+	top, err := exec.Command("git", "rev-parse", "--show-toplevel").Output()
+	if err != nil {
+		return "", fmt.Errorf("git rev-parse --show-toplevel: %w", err)
+	}
+	// From the top: in a folder git archive takes only that folder.
+	archive := exec.Command("git", "archive", "--format=tar", "-o", tarball, commit)
+	archive.Dir = strings.TrimSpace(string(top))
+	if out, err := archive.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("git archive %s (is the commit in this clone? a shallow one lacks it): %w\n%s", commit, err, out)
+	}
+	if out, err := exec.Command("tar", "-x", "-f", tarball, "-C", src).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("tar -x of commit %s: %w\n%s", commit, err, out)
+	}
+	bin := filepath.Join(dir, "caddy")
+	build := exec.Command("go", "build", "-o", bin, caddyMain)
+	build.Dir = src
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build %s at %s: %w\n%s", caddyMain, commit, err, out)
+	}
+	return bin, nil
+}
+
 // Env runs the caddy binary with data and config directories of its own,
 // so that nothing outside the test's directories is read or written.
 type Env struct {
