@@ -4,7 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"strings"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer"
 )
 
 // UnmarshalJSON reads a rule, refusing "max_depth": 0 as the Caddyfile
@@ -78,12 +79,9 @@ func refuseEmptyLists(b []byte, lists ...emptyMeans) error {
 	if err := json.Unmarshal(b, &members); err != nil {
 		return err
 	}
-	for name, raw := range members {
-		for _, l := range lists {
-			v := string(bytes.Join(bytes.Fields(raw), nil))
-			if strings.EqualFold(name, l.field) && (v == "[]" || v == "null") {
-				return fmt.Errorf("%s %s: list at least one entry, or leave %s out (empty, it means %s)", l.field, v, l.field, l.means)
-			}
+	for _, l := range lists {
+		if v := issuer.EmptyList(members, l.field, true); v != "" {
+			return fmt.Errorf("%s %s: list at least one entry, or leave %s out (empty, it means %s)", l.field, v, l.field, l.means)
 		}
 	}
 	return nil

@@ -897,14 +897,29 @@ func readAdminJSON(r *http.Request, dst any) error {
 		var members map[string]json.RawMessage
 		_ = json.Unmarshal(b, &members) // decoded above: an object
 		for _, name := range l.restrictionLists() {
-			if v, ok := members[name]; ok {
-				if v := string(bytes.Join(bytes.Fields(v), nil)); v == "[]" || v == "null" {
-					return adminErr(http.StatusBadRequest, fmt.Errorf("%s %s: list at least one entry, or leave %s out for no restriction", name, v, name))
-				}
+			if v := EmptyList(members, name, false); v != "" {
+				return adminErr(http.StatusBadRequest, fmt.Errorf("%s %s: list at least one entry, or leave %s out for no restriction", name, v, name))
 			}
 		}
 	}
 	return nil
+}
+
+// EmptyList is how the JSON object members gives the list name when it
+// gives it empty, "[]" or "null" (what a generator writes for a nil
+// list), and "" when it has entries or is not there. A restriction list
+// reads empty as absent, no restriction, so one written to allow nothing
+// would allow everything: the admin API and the JSON config refuse it.
+// fold matches name in any case, as encoding/json decodes members.
+func EmptyList(members map[string]json.RawMessage, name string, fold bool) string {
+	for m, raw := range members {
+		if m == name || fold && strings.EqualFold(m, name) {
+			if v := string(bytes.Join(bytes.Fields(raw), nil)); v == "[]" || v == "null" {
+				return v
+			}
+		}
+	}
+	return ""
 }
 
 // restrictionLists is a request with lists that restrict when they have
