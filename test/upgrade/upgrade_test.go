@@ -45,11 +45,12 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // TestUpgradeFromPreviousRelease: the previous release makes users
 // (configured and through the admin API), clients (a configured one, an
-// admin one with "scopes": [] and "resources": [], a self-registered one
-// with userinfo_signed_response_alg, which this release refuses, and a
-// private_key_jwt one with token_endpoint_auth_signing_alg; client
-// metadata document clients, one asking for signed userinfo answers), an
-// agent with "allowed_clients": [] and "scopes": [], a withdrawn signing
+// admin one, a self-registered one, and a private_key_jwt one with
+// token_endpoint_auth_signing_alg; client metadata document clients), an
+// agent (the legacy release: the admin client with "scopes": [] and
+// "resources": [], the agent with "allowed_clients": [] and "scopes": [],
+// the self-registered client and a metadata document with
+// userinfo_signed_response_alg, which later releases refuse), a withdrawn signing
 // key, a sign-in session, a consented grant with a refresh token, a
 // remembered consent, a delegation to the agent (act) with a refresh
 // token, a grant revoked through its refresh token, a key rotated in,
@@ -68,14 +69,32 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // previous release stored [] as left out, the same bytes as no
 // restriction, so no version can tell them apart; their GET shows no
 // list, which is how an operator finds them (README, Upgrading).
-// previousRelease is the commit of the last release: move it on at each.
-const previousRelease = "0c11651"
+//
+// The test runs from two releases: the previous one, and 0c11651, the
+// last before a release that changed what such a store means (empty
+// lists, userinfo_signed_response_alg, token_endpoint_auth_signing_alg),
+// whose upgrade path README's Upgrading describes. From the previous
+// release those entries cannot be made (it refuses them) and its rolling
+// rewrite keeps token_endpoint_auth_signing_alg.
+const (
+	// previousRelease is the commit of the last release: move it on at each.
+	previousRelease = "193f9f9"
+	// legacyRelease stored [] as no list and kept neither alg member.
+	legacyRelease = "0c11651"
+)
 
 func TestUpgradeFromPreviousRelease(t *testing.T) {
+	for _, rev := range []string{previousRelease, legacyRelease} {
+		t.Run(rev, func(t *testing.T) { testUpgradeFrom(t, rev) })
+	}
+}
+
+func testUpgradeFrom(t *testing.T, rev string) {
+	legacy := rev == legacyRelease
 	old := os.Getenv("CI_UPGRADE_FROM")
-	if old == "" {
+	if old == "" || legacy {
 		var err error
-		if old, err = harness.BuildRelease(t.TempDir(), previousRelease); err != nil {
+		if old, err = harness.BuildRelease(t.TempDir(), rev); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -87,7 +106,7 @@ func TestUpgradeFromPreviousRelease(t *testing.T) {
 		}
 	}
 	t.Run("bolt", func(t *testing.T) {
-		d := deploy(t, old, func(home string) string { return "bolt " + filepath.Join(home, "store.db") })
+		d := deploy(t, old, legacy, func(home string) string { return "bolt " + filepath.Join(home, "store.db") })
 		d.before(t)
 		d.p.Stop()
 		d.start(t, bin, d.port, d.admin)
@@ -95,7 +114,7 @@ func TestUpgradeFromPreviousRelease(t *testing.T) {
 	})
 	t.Run("postgres", func(t *testing.T) {
 		dsn := pgtest.NewDatabase(t)
-		d := deploy(t, old, func(string) string { return "postgres \"" + dsn + "\"" })
+		d := deploy(t, old, legacy, func(string) string { return "postgres \"" + dsn + "\"" })
 		d.before(t)
 		// A rolling upgrade: this release beside the previous one.
 		pb, nbAdmin := harness.FreePort(t), harness.FreePort(t)
@@ -171,8 +190,10 @@ func TestUpgradeFromPreviousRelease(t *testing.T) {
 			t.Fatalf("registered at this release: token_endpoint_auth_signing_alg %v, want ES256", alg)
 		}
 		kc.token(t, d, d.issuer)
-		if alg := signingAlg(); alg != nil {
-			t.Errorf("after the previous release issued the client's first token: token_endpoint_auth_signing_alg %v; the README says an earlier version's rewrite drops it", alg)
+		if alg := signingAlg(); legacy && alg != nil {
+			t.Errorf("after %s issued the client's first token: token_endpoint_auth_signing_alg %v; the README says an earlier version's rewrite drops it", rev, alg)
+		} else if !legacy && alg != "ES256" {
+			t.Errorf("after %s issued the client's first token: token_endpoint_auth_signing_alg %v, want ES256 kept", rev, alg)
 		}
 		d.p.Stop()
 		nb.Stop()
@@ -203,9 +224,21 @@ type deployment struct {
 	pins               []map[string]any
 	delegated          *oauth2.Token
 	withdrawn          []string
+	// legacy: the previous release is legacyRelease, which takes what
+	// later ones refuse.
+	legacy bool
 }
 
-func deploy(t *testing.T, old string, storage func(home string) string) *deployment {
+// lists is members, the empty restriction lists, for the legacy release,
+// which took them; "" for a later one, which refuses them.
+func (d *deployment) lists(members string) string {
+	if !d.legacy {
+		return ""
+	}
+	return "," + members
+}
+
+func deploy(t *testing.T, old string, legacy bool, storage func(home string) string) *deployment {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
 	srv := mcpdemo.NewServer()
@@ -229,7 +262,7 @@ func deploy(t *testing.T, old string, storage func(home string) string) *deploym
 		_ = json.NewEncoder(w).Encode(doc)
 	}))
 	t.Cleanup(docs.Close)
-	d := &deployment{ctx: ctx, env: harness.NewEnv(t, old), port: harness.FreePort(t), admin: harness.FreePort(t),
+	d := &deployment{ctx: ctx, legacy: legacy, env: harness.NewEnv(t, old), port: harness.FreePort(t), admin: harness.FreePort(t),
 		storage: storage, hash: harness.HashPassword(t, password), upstream: up.Listener.Addr().String(), docs: docs.URL}
 	d.issuer = fmt.Sprintf("http://127.0.0.1:%d", d.port)
 	d.resource = d.issuer + "/mcp"
@@ -287,12 +320,12 @@ func (d *deployment) before(t *testing.T) {
 	var cEmpty struct {
 		Secret string `json:"client_secret"`
 	}
-	adminDo(t, ctx, "POST", adminURL+"/clients", `{"client_id":"c-empty","grant_types":["client_credentials"],"scopes":[],"resources":[]}`, http.StatusCreated, &cEmpty)
+	adminDo(t, ctx, "POST", adminURL+"/clients", `{"client_id":"c-empty","grant_types":["client_credentials"]`+d.lists(`"scopes":[],"resources":[]`)+`}`, http.StatusCreated, &cEmpty)
 	d.ccSecret = cEmpty.Secret
 	var agent struct {
 		Secret string `json:"secret"`
 	}
-	adminDo(t, ctx, "POST", adminURL+"/agents", `{"agent_id":"a-empty","allowed_clients":[],"scopes":[]}`, http.StatusCreated, &agent)
+	adminDo(t, ctx, "POST", adminURL+"/agents", `{"agent_id":"a-empty"`+d.lists(`"allowed_clients":[],"scopes":[]`)+`}`, http.StatusCreated, &agent)
 	d.agentSecret = agent.Secret
 	var first struct {
 		Kid string `json:"kid"`
@@ -305,17 +338,20 @@ func (d *deployment) before(t *testing.T) {
 	if d.withdrawn = withdrawn.Withdrawn; len(d.withdrawn) == 0 {
 		t.Fatalf("withdraw %s: nothing withdrawn", first.Kid)
 	}
-	status, reg, err := harness.Register(ctx, d.md, map[string]any{
-		"client_name": "Old DCR", "redirect_uris": []string{redirectURI}, "token_endpoint_auth_method": "none",
-		"userinfo_signed_response_alg": "RS256",
-	})
+	dcr := map[string]any{"client_name": "Old DCR", "redirect_uris": []string{redirectURI}, "token_endpoint_auth_method": "none"}
+	docs := []string{"/plain.json"}
+	if d.legacy {
+		dcr["userinfo_signed_response_alg"] = "RS256"
+		docs = append(docs, "/userinfo.json")
+	}
+	status, reg, err := harness.Register(ctx, d.md, dcr)
 	if err != nil || status != http.StatusCreated {
-		t.Fatalf("previous release: register with userinfo_signed_response_alg = %d, %v, %v", status, reg, err)
+		t.Fatalf("previous release: register %v = %d, %v, %v", dcr, status, reg, err)
 	}
 	d.dcr, _ = reg["client_id"].(string)
 	d.keyed = registerKeyed(t, d, d.issuer)
 	d.robot = harness.NewRobot("alice", password, redirectURI)
-	for _, doc := range []string{"/plain.json", "/userinfo.json"} {
+	for _, doc := range docs {
 		authorize(t, ctx, d.robot, d.md.Config(d.docs+doc, redirectURI, "notes:read"), d.resource)
 	}
 	var web struct {
