@@ -638,7 +638,7 @@ func (i *Issuer) proceed(w http.ResponseWriter, r *http.Request, s *session, ar 
 		return
 	}
 	if !ar.prompt("consent") && !consentEveryTime(c, ar.RedirectURI) {
-		ok, err := i.consents.has(ctx, u.Username, c.ID, resource, ar.Actor, scopes)
+		ok, err := i.consents.has(ctx, u.Username, c.ID, resource, ar.Actor, scopes, consentTarget(c, ar.RedirectURI))
 		if err != nil {
 			fail(ErrServerError.Wrap(err))
 			return
@@ -682,11 +682,12 @@ func (i *Issuer) proceed(w http.ResponseWriter, r *http.Request, s *session, ar 
 // gets early errors on the error page (earlyError), but not once the
 // signed-in user approved it before, its consent remembered: the user
 // trusts its redirect URIs (RFC 9700 section 4.11.2), to which a silent
-// success would go unprompted as well. A store that cannot tell keeps
+// success would go unprompted as well (a metadata document client's
+// redirect hosts the user approved, consentTarget). A store that cannot tell keeps
 // the page.
 func (i *Issuer) silentError(w http.ResponseWriter, r *http.Request, s *session, c *Client, ar *authRequest, err error) {
 	if c != nil && c.selfRegistered() && s != nil && s.User != "" && !consentEveryTime(c, ar.RedirectURI) {
-		if ok, lookupErr := i.consents.approvedClient(r.Context(), s.User, c.ID); lookupErr == nil && ok {
+		if ok, lookupErr := i.consents.approvedClient(r.Context(), s.User, c.ID, consentTarget(c, ar.RedirectURI)); lookupErr == nil && ok {
 			i.pages.redirectError(w, r, ar.RedirectURI, ar.State, err)
 			return
 		}
@@ -825,15 +826,16 @@ func (i *Issuer) issueCode(ctx context.Context, s *session, c *Client, ar *authR
 				return err
 			}
 		}
+		target := consentTarget(c, ar.RedirectURI)
 		if remember {
-			if err := consentsIn(tx).add(s.User, ar.ClientID, resource, ar.Actor, scopes, now); err != nil {
+			if err := consentsIn(tx).add(s.User, ar.ClientID, resource, ar.Actor, scopes, target, now); err != nil {
 				return err
 			}
 		} else {
 			// The remembered consent proceed found may have been revoked
 			// since (the apps page): its stamp is older than this code,
 			// which would reconnect the app with no consent behind it.
-			switch ok, err := consentsIn(tx).covers(s.User, ar.ClientID, resource, ar.Actor, scopes); {
+			switch ok, err := consentsIn(tx).covers(s.User, ar.ClientID, resource, ar.Actor, scopes, target); {
 			case err != nil:
 				return err
 			case !ok:

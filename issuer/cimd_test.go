@@ -783,3 +783,98 @@ func TestCIMDHostASCII(t *testing.T) {
 		}
 	}
 }
+
+// TestCIMDRememberedConsentKeepsItsRedirectHost: a remembered consent to
+// a metadata document client covers the redirect hosts the user saw on
+// the consent page, not every redirect URI its publisher lists later
+// (draft-ietf-oauth-client-id-metadata-document, "Changes in Client
+// Metadata"; MCP: the consent page names the redirect host). Whoever
+// takes over the document (an expired domain, a hijacked static host)
+// and adds a redirect URI of theirs must face each user's consent page
+// naming it, not collect a code from every user who approved the app
+// before by a link.
+func TestCIMDRememberedConsentKeepsItsRedirectHost(t *testing.T) {
+	e, host := newCIMDEnv(t, true, nil)
+	var uris atomic.Value
+	uris.Store(`["https://app.example.com/cb"]`)
+	id := host.doc("/web.json", "no-store", func(id string) string {
+		return `{"client_id":"` + id + `","client_name":"Doc Client","redirect_uris":` + uris.Load().(string) +
+			`,"token_endpoint_auth_method":"none"}`
+	})
+	params := func(redirect string) url.Values {
+		p := authParams(testChallenge)
+		p.Set("client_id", id)
+		p.Set("redirect_uri", redirect)
+		return p
+	}
+	c := e.browser()
+	if _, err := e.robot(c, e.url(pathAuthorize, params("https://app.example.com/cb")), "https://app.example.com/cb", bUser, bPassword, "approve"); err != nil {
+		t.Fatalf("first authorization: %v", err)
+	}
+	uris.Store(`["https://app.example.com/cb","https://app.example.com/other","https://taken.example.net/cb"]`)
+	for _, tt := range []struct {
+		redirect string
+		silent   bool
+	}{
+		{"https://app.example.com/cb", true},
+		{"https://app.example.com/other", true}, // the host the user approved
+		{"https://taken.example.net/cb", false},
+	} {
+		resp, err := c.Get(e.url(pathAuthorize, params(tt.redirect)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		loc := resp.Header.Get("Location")
+		code := strings.HasPrefix(loc, tt.redirect+"?") && strings.Contains(loc, "code=")
+		if code != tt.silent || (!tt.silent && !strings.HasPrefix(loc, pathConsent+"?req=")) {
+			t.Errorf("authorize to %s after the consent: Location %q, want a code %v (else the consent page)", tt.redirect, loc, tt.silent)
+		}
+	}
+	// Nor does it make the new host one the user trusts for silent
+	// errors: prompt=none there is an error page, not a redirect to it
+	// (RFC 9700 section 4.11.2), while the approved host gets its error.
+	for _, tt := range []struct {
+		redirect string
+		status   int
+	}{
+		{"https://taken.example.net/cb", http.StatusBadRequest},
+		{"https://app.example.com/cb", http.StatusSeeOther},
+	} {
+		p := params(tt.redirect)
+		p.Set("prompt", "none")
+		p.Set("scope", "files:read files:write") // more than approved: consent_required
+		resp, err := c.Get(e.url(pathAuthorize, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if loc := resp.Header.Get("Location"); resp.StatusCode != tt.status || (tt.status == http.StatusSeeOther) != strings.HasPrefix(loc, tt.redirect+"?error=consent_required") {
+			t.Errorf("prompt=none to %s = %d %q, want %d", tt.redirect, resp.StatusCode, loc, tt.status)
+		}
+	}
+}
+
+// TestConsentTarget: what a metadata document client's remembered
+// consent is for: the redirect host as the consent page names it, but
+// for loopback IP literals, whose every port matches the registered URI
+// (RFC 8252 section 7.3), the address alone; nothing for other clients.
+func TestConsentTarget(t *testing.T) {
+	doc, dcr := &Client{Source: sourceCIMD}, &Client{Source: sourceDCR}
+	for _, tt := range []struct {
+		c         *Client
+		uri, want string
+	}{
+		{doc, "https://App.Example.com/cb", "app.example.com"},
+		{doc, "https://app.example.com:8443/cb", "app.example.com:8443"},
+		{doc, "http://127.0.0.1:5555/callback", "127.0.0.1"},
+		{doc, "http://[::1]:5555/callback", "::1"},
+		{doc, "http://localhost:5555/callback", "localhost:5555"},
+		{doc, "com.example.app:/cb", "com.example.app:"},
+		{dcr, "https://app.example.com/cb", ""},
+	} {
+		if got := consentTarget(tt.c, tt.uri); got != tt.want {
+			t.Errorf("consentTarget(%s, %s) = %q, want %q", tt.c.Source, tt.uri, got, tt.want)
+		}
+	}
+}

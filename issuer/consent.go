@@ -229,6 +229,28 @@ func consentEveryTime(c *Client, redirectURI string) bool {
 	return err != nil || k != redirectWeb
 }
 
+// consentTarget is the redirect host (or private-use scheme) a remembered
+// consent of c must have been given for, as the consent page named it
+// (redirectTarget; a loopback IP literal's whatever the port, as its
+// redirect URIs match), "" when any of c's redirect URIs will do. A client
+// metadata document's publisher may add redirect URIs at any time, and
+// whoever takes the document over (an expired domain, a hijacked static
+// host) would otherwise have a code sent to a host of theirs, by a link,
+// for every user who approved the app before
+// (draft-ietf-oauth-client-id-metadata-document, "Changes in Client
+// Metadata"). The operator's clients change only as the operator says,
+// and a registration's redirect URIs not at all.
+func consentTarget(c *Client, redirectURI string) string {
+	if c.Source != sourceCIMD {
+		return ""
+	}
+	host, scheme := redirectTarget(redirectURI)
+	if u, err := url.Parse(redirectURI); err == nil && u.Scheme == "http" && isLoopbackIP(u.Hostname()) {
+		host = u.Hostname() // any port of it matches (matchRedirectURI)
+	}
+	return strings.ToLower(host) + scheme
+}
+
 // consents are what users approved: remembered consents and, with the live
 // grants, the connections listed on the apps page.
 type consents struct {
@@ -237,24 +259,25 @@ type consents struct {
 }
 
 // approvedClient reports whether the user approved the client before, a
-// consent for it remembered (any resource or actor).
-func (co *consents) approvedClient(ctx context.Context, user, clientID string) (bool, error) {
+// consent for it remembered (any resource or actor), for redirect host
+// target unless it is "".
+func (co *consents) approvedClient(ctx context.Context, user, clientID, target string) (bool, error) {
 	var ok bool
 	err := co.store.View(ctx, func(tx store.Tx) error {
 		var err error
-		ok, err = consentsIn(tx).hasClient(user, clientID)
+		ok, err = consentsIn(tx).hasClient(user, clientID, target)
 		return err
 	})
 	return ok, err
 }
 
 // has reports whether the user already approved at least scopes for this
-// client, resource and actor.
-func (co *consents) has(ctx context.Context, user, clientID, resource, actor string, scopes []string) (bool, error) {
+// client, resource and actor, and redirect host target unless it is "".
+func (co *consents) has(ctx context.Context, user, clientID, resource, actor string, scopes []string, target string) (bool, error) {
 	var ok bool
 	err := co.store.View(ctx, func(tx store.Tx) error {
 		var err error
-		ok, err = consentsIn(tx).covers(user, clientID, resource, actor, scopes)
+		ok, err = consentsIn(tx).covers(user, clientID, resource, actor, scopes, target)
 		return err
 	})
 	if err != nil {

@@ -188,7 +188,7 @@ func TestConsentSelfRegisteredNameUnverified(t *testing.T) {
 	// that name, tells them apart the same way.
 	if err := e.iss.store.Update(t.Context(), func(tx store.Tx) error {
 		for _, tt := range tests[:2] {
-			if err := consentsIn(tx).add(bUser, tt.client, bResource, "", []string{"files:read"}, e.clock.Now()); err != nil {
+			if err := consentsIn(tx).add(bUser, tt.client, bResource, "", []string{"files:read"}, "", e.clock.Now()); err != nil {
 				return err
 			}
 		}
@@ -239,7 +239,7 @@ func TestConsentAgent(t *testing.T) {
 		t.Errorf("consent for the agent not stored: %v", err)
 	}
 	// Consent for the agent is not consent without it (or for another).
-	if ok, _ := e.iss.consents.has(t.Context(), bUser, bClientID, bResource, "", []string{"files:read"}); ok {
+	if ok, _ := e.iss.consents.has(t.Context(), bUser, bClientID, bResource, "", []string{"files:read"}, ""); ok {
 		t.Errorf("agent consent counted for the client alone")
 	}
 

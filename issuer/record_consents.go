@@ -18,6 +18,11 @@ const bucketConsents = "consents"
 type consent struct {
 	Scopes    []string  `json:"scopes"`
 	GrantedAt time.Time `json:"granted_at"`
+	// RedirectHosts, for a client whose publisher may change its redirect
+	// URIs at any time (a metadata document's), are the redirect hosts
+	// (consentTarget) its consent pages named when the user approved: a
+	// redirect URI added later is not covered by the approval.
+	RedirectHosts []string `json:"redirect_hosts,omitempty"`
 }
 
 // consentKey is the bucketConsents key.
@@ -37,11 +42,14 @@ func (r consentRecords) get(user, clientID, resource, actor string) (*consent, e
 }
 
 // covers reports whether the user approved at least scopes for this
-// client, resource and actor.
-func (r consentRecords) covers(user, clientID, resource, actor string, scopes []string) (bool, error) {
+// client, resource and actor, and redirect host target unless it is "".
+func (r consentRecords) covers(user, clientID, resource, actor string, scopes []string, target string) (bool, error) {
 	cs, err := r.get(user, clientID, resource, actor)
 	if err != nil {
 		return false, ignoreNotFound(err)
+	}
+	if target != "" && !slices.Contains(cs.RedirectHosts, target) {
+		return false, nil
 	}
 	for _, sc := range scopes {
 		if !slices.Contains(cs.Scopes, sc) {
@@ -51,8 +59,9 @@ func (r consentRecords) covers(user, clientID, resource, actor string, scopes []
 	return true, nil
 }
 
-// add records approved scopes, adding to what was approved before.
-func (r consentRecords) add(user, clientID, resource, actor string, scopes []string, now time.Time) error {
+// add records approved scopes, and redirect host target unless it is "",
+// adding to what was approved before.
+func (r consentRecords) add(user, clientID, resource, actor string, scopes []string, target string, now time.Time) error {
 	key := consentKey(user, clientID, resource, actor)
 	cs, err := r.t.get(key)
 	switch {
@@ -68,6 +77,9 @@ func (r consentRecords) add(user, clientID, resource, actor string, scopes []str
 	}
 	if cs.Scopes == nil {
 		cs.Scopes = []string{}
+	}
+	if target != "" && !slices.Contains(cs.RedirectHosts, target) {
+		cs.RedirectHosts = append(cs.RedirectHosts, target)
 	}
 	return r.t.put(key, cs, time.Time{})
 }
@@ -88,11 +100,11 @@ func (r consentRecords) ofUser(user string, fn func(clientID, resource, actor st
 }
 
 // hasClient reports whether the user approved anything for the client,
-// for any resource and actor.
-func (r consentRecords) hasClient(user, clientID string) (bool, error) {
+// for any resource and actor, for redirect host target unless it is "".
+func (r consentRecords) hasClient(user, clientID, target string) (bool, error) {
 	found := false
-	err := r.ofUser(user, func(id, _, _ string, _ *consent) error {
-		found = found || id == clientID
+	err := r.ofUser(user, func(id, _, _ string, cs *consent) error {
+		found = found || id == clientID && (target == "" || slices.Contains(cs.RedirectHosts, target))
 		return nil
 	})
 	return found, err
