@@ -238,7 +238,8 @@ func (i *Issuer) authSecret(ctx context.Context, id, secret, addr, used string) 
 // authAssertion checks private_key_jwt (RFC 7523 sections 2.2 and 3):
 // iss = sub = client_id, exp required, jti used once, signed by one of the
 // client's keys with a pinned alg. aud must be one value: the issuer
-// identifier (what draft-ietf-oauth-rfc7523bis requires), or, for clients
+// identifier (what draft-ietf-oauth-rfc7523bis requires, and all an
+// assertion typed client-authentication+jwt may name), or, for clients
 // written to RFC 7523 and RFC 9126, the token endpoint URL or the URL of
 // the endpoint the request went to (PAR, revocation, introspection). A
 // list with any other value is refused: an assertion addressed to several
@@ -291,7 +292,7 @@ func (i *Issuer) authAssertion(ctx context.Context, r *http.Request, f url.Value
 		algs = []string{c.TokenEndpointAuthSigningAlg}
 	}
 	var claims jwt.RegisteredClaims
-	_, err = jwt.ParseWithClaims(raw, &claims, func(t *jwt.Token) (any, error) {
+	tok, err := jwt.ParseWithClaims(raw, &claims, func(t *jwt.Token) (any, error) {
 		if err := accesstoken.RefuseCritical(t); err != nil {
 			return nil, err
 		}
@@ -307,6 +308,9 @@ func (i *Issuer) authAssertion(ctx context.Context, r *http.Request, f url.Value
 	}
 	if len(claims.Audience) != 1 {
 		return fail("client assertion aud must be a single value")
+	}
+	if typedClientAssertion(tok) && claims.Audience[0] != i.URL() {
+		return fail("a client assertion typed " + clientAssertionType + " must have the issuer identifier as its aud")
 	}
 	now := i.now()
 	exp := claims.ExpiresAt.Time
@@ -433,6 +437,15 @@ func notOtherJWTType(t *jwt.Token) error {
 		return errors.New("typ names another kind of JWT")
 	}
 	return nil
+}
+
+// typedClientAssertion: t's typ is clientAssertionType, the mark of a
+// client written to draft-ietf-oauth-rfc7523bis, which has the issuer
+// identifier as an assertion's sole aud and no endpoint URL (the audience
+// injection it closes). Such a client gets no leeway meant for older ones.
+func typedClientAssertion(t *jwt.Token) bool {
+	typ, _ := t.Header["typ"].(string)
+	return strings.TrimPrefix(strings.ToLower(typ), "application/") == clientAssertionType
 }
 
 // keyFor is the one signature key of set that fits a JWS's kid (when it

@@ -270,8 +270,23 @@ func TestPrivateKeyJWT(t *testing.T) {
 		// JWT typed as another kind is not a client assertion.
 		{name: "typ JWT", mutate: func(_ jwt.MapClaims, tk *jwt.Token) { tk.Header["typ"] = "JWT" }, ok: true},
 		{name: "no typ", mutate: func(_ jwt.MapClaims, tk *jwt.Token) { delete(tk.Header, "typ") }, ok: true},
-		{name: "typ client-authentication+jwt", mutate: func(_ jwt.MapClaims, tk *jwt.Token) { tk.Header["typ"] = "client-authentication+jwt" }, ok: true},
-		{name: "typ application/client-authentication+jwt", mutate: func(_ jwt.MapClaims, tk *jwt.Token) { tk.Header["typ"] = "application/Client-Authentication+JWT" }, ok: true},
+		// A client that types its assertion client-authentication+jwt
+		// follows draft-ietf-oauth-rfc7523bis, which has the issuer
+		// identifier as the sole aud: the endpoint URLs older clients
+		// may send are refused for it (the audience injection the draft
+		// closes).
+		{name: "typ client-authentication+jwt", mutate: func(c jwt.MapClaims, tk *jwt.Token) {
+			tk.Header["typ"], c["aud"] = "client-authentication+jwt", e.iss.URL()
+		}, ok: true},
+		{name: "typ application/client-authentication+jwt", mutate: func(c jwt.MapClaims, tk *jwt.Token) {
+			tk.Header["typ"], c["aud"] = "application/Client-Authentication+JWT", []string{e.iss.URL()}
+		}, ok: true},
+		{name: "typ client-authentication+jwt, aud the token endpoint", mutate: func(c jwt.MapClaims, tk *jwt.Token) {
+			tk.Header["typ"], c["aud"] = "client-authentication+jwt", e.iss.endpoint(pathToken)
+		}},
+		{name: "typ client-authentication+jwt, aud the endpoint it went to", mutate: func(c jwt.MapClaims, tk *jwt.Token) {
+			tk.Header["typ"], c["aud"] = "application/client-authentication+jwt", e.iss.endpoint(pathToken)
+		}},
 		{name: "typ at+jwt", mutate: func(_ jwt.MapClaims, tk *jwt.Token) { tk.Header["typ"] = "at+jwt" }},
 		{name: "typ application/at+jwt", mutate: func(_ jwt.MapClaims, tk *jwt.Token) { tk.Header["typ"] = "application/at+jwt" }},
 		{name: "typ dpop+jwt", mutate: func(_ jwt.MapClaims, tk *jwt.Token) { tk.Header["typ"] = "dpop+jwt" }},
