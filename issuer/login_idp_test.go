@@ -988,6 +988,64 @@ func TestIdPReauthentication(t *testing.T) {
 	}
 }
 
+// TestIdPIDTokenHintSignInAsOther: a sign-in at an identity provider
+// answers an id_token_hint as a password sign-in does
+// (TestAuthorizeIDTokenHintSignInAsOther): the provider signing in
+// another user than the one the hint names ends in login_required at the
+// redirect URI, with state and iss and no code (OpenID Connect Core
+// 3.1.2.2); the hinted user signing in there gets the code.
+func TestIdPIDTokenHintSignInAsOther(t *testing.T) {
+	e, stub, _ := newIdPEnv(t, nil)
+	// signIn sends a new browser through the provider with the request
+	// params, and returns where the request ended.
+	signIn := func(t *testing.T, params url.Values) *url.URL {
+		t.Helper()
+		c := e.browser()
+		res := e.idpSignInWith(t, c, params)
+		if res.status != http.StatusSeeOther {
+			t.Fatalf("sign-in = %d %q", res.status, res.body)
+		}
+		cb, err := e.robot(c, e.srv.URL+res.location, bRedirect, "", "", "approve")
+		if err != nil {
+			t.Fatalf("after the sign-in: %v", err)
+		}
+		return cb
+	}
+	// An ID token of the provider's user u-1, the stub's default.
+	verifier := oauth2.GenerateVerifier()
+	openid := url.Values{"code_challenge": {oauth2.S256ChallengeFromVerifier(verifier)}, "scope": {"openid files:read"}}
+	tok := e.post(t, pathToken, url.Values{
+		"grant_type": {"authorization_code"}, "code": {signIn(t, openid).Query().Get("code")}, "redirect_uri": {bRedirect},
+		"client_id": {bClientID}, "code_verifier": {verifier},
+	}, "")
+	hint := tok.str("id_token")
+	if hint == "" {
+		t.Fatalf("token = %d %s, want an ID token", tok.status, tok.raw)
+	}
+	for _, tt := range []struct {
+		name, sub string
+		code      bool
+	}{
+		{"the provider signs in another user", "u-2", false},
+		{"the provider signs in the hinted user", "u-1", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			stub.set(func(s *stubIdP) {
+				s.claims = jwt.MapClaims{"sub": tt.sub, "email": tt.sub + "@corp.example", "email_verified": true, "groups": []string{"eng"}}
+			})
+			params := maps.Clone(openid)
+			params.Set("id_token_hint", hint)
+			q := signIn(t, params).Query()
+			switch {
+			case tt.code && q.Get("code") == "":
+				t.Errorf("redirect %v, want a code", q)
+			case !tt.code && (q.Get("error") != "login_required" || q.Get("code") != "" || q.Get("state") != "st-123" || q.Get("iss") == ""):
+				t.Errorf("redirect %v, want login_required with state and iss, no code", q)
+			}
+		})
+	}
+}
+
 // TestIdPRecheckEndsSession: the login session of a provider's user ends
 // with recheck: after it, an authorization request goes to the login
 // page, and so to the provider, again.
