@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -160,6 +161,89 @@ func TestREADMEAdminExamples(t *testing.T) {
 	}
 	if n < 8 {
 		t.Errorf("README.md: %d admin examples ran, want the whole block", n)
+	}
+}
+
+// upgradeQuery is the form of the README's Upgrading queries: the list
+// at a path, the entries added through the admin API missing one of the
+// named lists, and the member naming each.
+var upgradeQuery = regexp.MustCompile(`^curl -s localhost:2019(/mcp-auth/\w+) \| jq -r '\.\[\] \| select\(\.source == "admin" and \(((?:\.\w+ == null(?: or )?)+)\)\) \| \.(\w+)'$`)
+
+// TestREADMEUpgradingQueries runs the README's Upgrading queries, which
+// find the clients and agents an earlier release may have stored with a
+// restriction list sent as [] (stored as no list: TestStoredFormat), as jq
+// would on the admin API's answers: they must list the admin entries
+// without a list, and no entry with its lists or from the configuration.
+func TestREADMEUpgradingQueries(t *testing.T) {
+	src, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(src), "\n## Upgrading\n")
+	section, _, _ = strings.Cut(section, "\n## ")
+	_, block, ok := strings.Cut(section, "\n```sh\n")
+	if !ok {
+		t.Fatal("README.md: no sh block in the Upgrading section")
+	}
+	block, _, _ = strings.Cut(block, "\n```\n")
+
+	srv := adminServer(t, &AdminAPI{app: exampleApp(t)})
+	const resource = "http://localhost:8080/mcp"
+	for _, add := range []struct{ path, body string }{
+		{"/mcp-auth/clients", `{"client_id":"open","grant_types":["client_credentials"]}`},
+		{"/mcp-auth/clients", `{"client_id":"scoped","grant_types":["client_credentials"],"scopes":["notes:read"]}`},
+		{"/mcp-auth/clients", `{"client_id":"bound","grant_types":["client_credentials"],"resources":["` + resource + `"]}`},
+		{"/mcp-auth/clients", `{"client_id":"held","grant_types":["client_credentials"],"scopes":["notes:read"],"resources":["` + resource + `"]}`},
+		{"/mcp-auth/agents", `{"agent_id":"any-agent"}`},
+		{"/mcp-auth/agents", `{"agent_id":"half-agent","scopes":["notes:read"]}`},
+		{"/mcp-auth/agents", `{"agent_id":"held-agent","allowed_clients":["held"],"scopes":["notes:read"]}`},
+	} {
+		resp, err := srv.Client().Post(srv.URL+add.path, "application/json", strings.NewReader(add.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated {
+			t.Fatalf("POST %s %s = %d", add.path, add.body, resp.StatusCode)
+		}
+	}
+	want := map[string][]string{
+		"/mcp-auth/clients": {"bound", "open", "scoped"},
+		"/mcp-auth/agents":  {"any-agent", "half-agent"},
+	}
+	got := map[string][]string{}
+	for line := range strings.Lines(block) {
+		m := upgradeQuery.FindStringSubmatch(strings.TrimSpace(line))
+		if m == nil {
+			t.Fatalf("README.md Upgrading query %q: not of the form this test runs", line)
+		}
+		path, lists, id := m[1], strings.Split(m[2], " or "), m[3]
+		resp, err := srv.Client().Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var entries []map[string]any
+		err = json.NewDecoder(resp.Body).Decode(&entries)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		for _, e := range entries {
+			// jq: a member missing is null.
+			if e["source"] != "admin" || !slices.ContainsFunc(lists, func(l string) bool {
+				return e[strings.TrimSuffix(strings.TrimPrefix(l, "."), " == null")] == nil
+			}) {
+				continue
+			}
+			name, _ := e[id].(string)
+			got[path] = append(got[path], name)
+		}
+		slices.Sort(got[path])
+	}
+	for path, w := range want {
+		if !slices.Equal(got[path], w) {
+			t.Errorf("README.md Upgrading query of %s lists %q, want %q", path, got[path], w)
+		}
 	}
 }
 
