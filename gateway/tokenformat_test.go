@@ -94,8 +94,9 @@ func TestTokenFormatsOfOtherIssuers(t *testing.T) {
 				if got := body + resp.Header.Get("WWW-Authenticate"); want != 200 && !strings.Contains(got, tt.desc) {
 					t.Errorf("answer %q lacks %q", got, tt.desc)
 				}
-				if lenient && strings.HasPrefix(tt.name, "ID token") && !strings.Contains(body, "an ID token is not an access token") {
-					t.Errorf("body = %s, want the ID token refusal", body)
+				if lenient && strings.HasPrefix(tt.name, "ID token") && (!strings.Contains(body, "an ID token is not an access token") ||
+					!strings.Contains(resp.Header.Get("WWW-Authenticate"), `error_description="an ID token is not an access token"`)) {
+					t.Errorf("body = %s, WWW-Authenticate = %q; want the ID token refusal in both", body, resp.Header.Get("WWW-Authenticate"))
 				}
 				if want != 200 && len(h.up.requests()) != 0 {
 					t.Fatal("refused request reached the upstream")
