@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"crypto/cipher"
 	"errors"
 	"fmt"
 	"net"
@@ -168,8 +169,9 @@ type Gateway struct {
 	origins         map[string]bool
 
 	metrics Metrics
-	pins    *pinSet   // nil when PinTools is PinOff
-	macs    sync.Pool // of *macState keyed with Config.SessionKey
+	pins    *pinSet     // nil when PinTools is PinOff
+	macs    sync.Pool   // of *macState keyed with Config.SessionKey
+	cursors cipher.AEAD // seals list cursors (cursor.go)
 }
 
 // Defaults.
@@ -307,6 +309,7 @@ func New(cfg Config) (*Gateway, error) {
 		introspections: newIntrospections(),
 	}
 	g.macs.New = func() any { return newMACState(g.cfg.SessionKey) }
+	g.cursors = newCursorAEAD(g.cfg.SessionKey)
 	if cfg.PinTools != PinOff {
 		g.pins = newPinSet(g, &g.cfg)
 	}

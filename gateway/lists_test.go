@@ -110,8 +110,9 @@ func TestListsFiltered(t *testing.T) {
 				if keys := listedKeys(t, tt.method, m.Result); !slices.Equal(keys, tt.want) {
 					t.Errorf("listed %q, want %q (answer %s)", keys, tt.want, got)
 				}
-				if !strings.Contains(got, `"nextCursor":"c"`) {
-					t.Errorf("answer %s lost its other members", got)
+				// The cursor stays, sealed (TestListCursorsSealed).
+				if !strings.Contains(got, `"nextCursor":"`) || strings.Contains(got, `"nextCursor":"c"`) {
+					t.Errorf("answer %s lost its other members or its cursor unsealed", got)
 				}
 				if cc := resp.Header.Values("Cache-Control"); !slices.Equal(cc, []string{"private"}) {
 					t.Errorf("Cache-Control = %q, want private", cc)
@@ -459,5 +460,88 @@ func TestMayListLeniently(t *testing.T) {
 		if got := mayListLeniently([]byte(s)); got != want {
 			t.Errorf("mayListLeniently(%s) = %v, want %v", s, got, want)
 		}
+	}
+}
+
+// TestListCursorVariants: a list request's params.cursor must be one the
+// gateway sealed for the caller and the list (TestListCursorsSealed);
+// the upstream's own cursor, another principal's, another list's, a
+// member Go's decoders read as cursor ("Cursor", "cur_sor"), a cursor
+// that is not a string and a cursor in a batch are refused 400
+// (-32602; -32700 where the strict parse refuses it first) and never
+// forwarded; a sealed one reaches the upstream as the upstream's, and a
+// null or empty one asks for the first page.
+func TestListCursorVariants(t *testing.T) {
+	answer := `{"jsonrpc":"2.0","id":1,"result":{"resources":[{"uri":"file:///docs/a"}],"nextCursor":"up-1"}}`
+	h := newHarness(t, testConfig(t), answerAs("json", answer))
+	c := claims()
+	c["scope"] = "mcp files:read"
+	token := mint(t, c)
+	list := func(method, params string, tok string) (*http.Response, string) {
+		t.Helper()
+		resp := h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"` + method + `"` + params + `}`, token: tok,
+			headers: map[string]string{"MCP-Protocol-Version": "2025-11-25"}})
+		return resp, readBody(t, resp)
+	}
+	resp, body := list("resources/list", "", token)
+	var m struct {
+		Result struct {
+			NextCursor string `json:"nextCursor"`
+		} `json:"result"`
+	}
+	if err := json.Unmarshal([]byte(body), &m); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("resources/list = %d %s", resp.StatusCode, body)
+	}
+	sealed := m.Result.NextCursor
+	if sealed == "" || strings.Contains(sealed, "up-1") {
+		t.Fatalf("nextCursor = %q, want it sealed", sealed)
+	}
+	before := len(h.up.requests())
+	resp, body = list("resources/list", `,"params":{"cursor":"`+sealed+`"}`, token)
+	if resp.StatusCode != 200 {
+		t.Fatalf("resources/list with the sealed cursor = %d %s, want 200", resp.StatusCode, body)
+	}
+	got := h.up.requests()
+	if len(got) != before+1 || !strings.Contains(string(got[before].Body), `"cursor":"up-1"`) {
+		t.Fatalf("upstream got %q, want the upstream's cursor", got[before:])
+	}
+	for _, first := range []string{`,"params":{"cursor":null}`, `,"params":{"cursor":""}`} {
+		if resp, body := list("resources/list", first, token); resp.StatusCode != 200 {
+			t.Errorf("resources/list%s = %d %s, want the first page", first, resp.StatusCode, body)
+		}
+	}
+	// In a batch (2025-03-26) a cursor is refused, sealed or not: the
+	// rewritten body must be one request.
+	before = len(h.up.requests())
+	resp = h.do(t, call{body: `[{"jsonrpc":"2.0","id":1,"method":"resources/list","params":{"cursor":"` + sealed + `"}},{"jsonrpc":"2.0","id":2,"method":"ping"}]`, token: token})
+	if body := readBody(t, resp); resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, `"code":-32602`) {
+		t.Errorf("batch with a cursor = %d %s, want 400 -32602", resp.StatusCode, body)
+	}
+	if len(h.up.requests()) != before {
+		t.Error("batch with a cursor reached the upstream")
+	}
+	other := claims()
+	other["sub"], other["scope"] = "bob", "mcp files:read"
+	for _, tc := range []struct{ name, method, params, token string }{
+		{"upstream's cursor", "resources/list", `,"params":{"cursor":"up-1"}`, token},
+		{"another principal's", "resources/list", `,"params":{"cursor":"` + sealed + `"}`, mint(t, other)},
+		{"another list's", "prompts/list", `,"params":{"cursor":"` + sealed + `"}`, token},
+		{"case variant", "resources/list", `,"params":{"Cursor":"up-1"}`, token},
+		{"separator variant", "resources/list", `,"params":{"cur_sor":"up-1"}`, token},
+		{"escaped variant", "resources/list", `,"params":{"\u0043ursor":"up-1"}`, token},
+		{"beside the exact name", "resources/list", `,"params":{"cursor":"` + sealed + `","CURSOR":"up-1"}`, token},
+		{"not a string", "resources/list", `,"params":{"cursor":1}`, token},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(h.up.requests())
+			resp, body := list(tc.method, tc.params, tc.token)
+			// -32602, or -32700 where the parser refuses it first.
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, `"code":-32602`) && !strings.Contains(body, `"code":-32700`) {
+				t.Errorf("%s = %d %s, want 400 -32602", tc.name, resp.StatusCode, body)
+			}
+			if n := len(h.up.requests()); n != before {
+				t.Errorf("%s reached the upstream", tc.name)
+			}
+		})
 	}
 }

@@ -1651,6 +1651,7 @@ func (rw *responseWriter) filterList(m *mcpparse.Message, anyList bool) ([]byte,
 			filtered = true
 		}
 	}
+	sealFor := asked
 	for _, list := range anyLists {
 		if !anyList || answers && list == asked || !mayHoldList(out, list) {
 			continue
@@ -1662,10 +1663,17 @@ func (rw *responseWriter) filterList(m *mcpparse.Message, anyList bool) ([]byte,
 			return nil, fmt.Errorf("%w: %w", errListUnreadable, err)
 		default:
 			out, filtered = kept, true
+			if !answers {
+				sealFor = list
+			}
 		}
 	}
 	if !filtered {
 		return out, nil
+	}
+	out, err := rw.g.sealNextCursor(rw.x, sealFor, out)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errListUnreadable, err)
 	}
 	return privateCacheScope(out, rw.x.rev.requiresCacheScope())
 }

@@ -683,7 +683,10 @@ func (g *Gateway) classify(x *exchange) *refusal {
 	if f := g.bindTasks(x); f != nil {
 		return f
 	}
-	return g.bindRequestState(x)
+	if f := g.bindRequestState(x); f != nil {
+		return f
+	}
+	return g.bindCursors(x)
 }
 
 // sessionlessMessages refuses, in a request without a session, the

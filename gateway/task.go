@@ -376,15 +376,17 @@ func (g *Gateway) redecide(x *exchange, m mcpparse.Message, body []byte, name st
 		n.ProtocolVersion != m.ProtocolVersion || !same(n) {
 		return errors.New("the rewritten body is another request")
 	}
-	h := http.Header{}
-	for _, k := range []string{mcpparse.HeaderMethod, mcpparse.HeaderProtocolVersion} {
-		h[k] = x.r.Header.Values(k)
-	}
-	if name != "" {
-		h.Set(mcpparse.HeaderName, name)
-	}
-	if err := mcpparse.CheckHeaders(h, *n); err != nil {
-		return fmt.Errorf("checking the rewritten headers: %w", err)
+	if x.headerChecked {
+		h := http.Header{}
+		for _, k := range []string{mcpparse.HeaderMethod, mcpparse.HeaderProtocolVersion} {
+			h[k] = x.r.Header.Values(k)
+		}
+		if name != "" {
+			h.Set(mcpparse.HeaderName, name)
+		}
+		if err := mcpparse.CheckHeaders(h, *n); err != nil {
+			return fmt.Errorf("checking the rewritten headers: %w", err)
+		}
 	}
 	d, err := g.policy.decide(x.p, n, x.rev)
 	if err != nil || !d.allow || d.kind != x.dec[0].kind {

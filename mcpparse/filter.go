@@ -53,6 +53,9 @@ type listSpec struct {
 	keyNames          []string // folded: the key
 }
 
+// Member is the result member holding the list's items ("tools").
+func (l List) Member() string { return listSpecs[l].member }
+
 var listSpecs = [...]listSpec{
 	ListTools:             {"tools", "name", "tool", resultNames, toolNames},
 	ListPrompts:           {"prompts", "name", "prompt", []string{"PROMPTS", "CACHESCOPE"}, toolNames},
