@@ -257,9 +257,9 @@ func (i *Issuer) setAgentDisabled(ctx context.Context, id string, disabled bool)
 
 // RotateAgentSecret generates a new secret for an agent that
 // authenticates with one, stores only its hash, and returns it once. The
-// old secret stops working and the agent's own tokens are revoked (a
-// rotation usually means the old secret leaked); delegations made for it
-// by users stay.
+// old secret stops working, and the agent's own tokens and the users'
+// delegations to it are revoked (a rotation usually means the old secret
+// leaked: revokeAgentRekeyed).
 func (i *Issuer) RotateAgentSecret(ctx context.Context, id string) (string, error) {
 	if i.dir.configuredAgent(id) {
 		return "", entryErr("agent", id, ErrConfigured)
@@ -278,7 +278,7 @@ func (i *Issuer) RotateAgentSecret(ctx context.Context, id string) (string, erro
 		}
 		return a, nil
 	}
-	if err := i.revokeAhead(ctx, agentOwnGrants(id), func(tx store.Tx) error { _, err := rotatable(tx); return err }); err != nil {
+	if err := i.revokeAhead(ctx, agentRekeyedGrants(id), func(tx store.Tx) error { _, err := rotatable(tx); return err }); err != nil {
 		return "", err
 	}
 	err = i.store.Update(ctx, func(tx store.Tx) error {
@@ -291,7 +291,7 @@ func (i *Issuer) RotateAgentSecret(ctx context.Context, id string) (string, erro
 		if err := agents.put(a); err != nil {
 			return err
 		}
-		return grantsIn(tx).revokeAgentOwn(id, i.revocation())
+		return grantsIn(tx).revokeAgentRekeyed(id, i.revocation())
 	})
 	if err != nil {
 		return "", err

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -283,4 +284,69 @@ func (e *testEnv) revokedToken(t *testing.T, raw string) bool {
 func newMemStore() store.Store {
 	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
 	return memory.New(memory.Options{Now: clock.Now, RunTwice: true})
+}
+
+// TestAgentRekeyEndsDelegations: replacing an agent's credentials (the
+// admin API's rotation; a new secret hash or keys in the configuration)
+// ends the users' delegations to it (requested_actor), access and
+// refresh tokens, with its own tokens: their act names the agent as its
+// old credentials proved it, and a leak of those, or of the agent,
+// handed them to whoever holds the agent's tokens. A user's own grant
+// whose token was exchanged to the agent stays (revoking it would end
+// the user's use of that client); the exchanged token ends with it.
+func TestAgentRekeyEndsDelegations(t *testing.T) {
+	for _, how := range []string{"admin rotation", "configuration"} {
+		t.Run(how, func(t *testing.T) {
+			e := newTokEnv(t)
+			ctx := t.Context()
+			if err := e.iss.ApplyConfigChanges(ctx); err != nil {
+				t.Fatal(err)
+			}
+			id, secret := tAgent1, tAgentSecret
+			rekey := func() {
+				e.restart(e.store, func(c *Config) {
+					c.Agents = slices.Clone(c.Agents)
+					for n := range c.Agents {
+						if c.Agents[n].ID == id {
+							c.Agents[n].SecretHash = hashClientSecret("new secret")
+						}
+					}
+				})
+				if err := e.iss.ApplyConfigChanges(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if how == "admin rotation" {
+				id, secret = "rt", "first"
+				if err := e.iss.PutAgent(ctx, Agent{ID: id, SecretHash: hashClientSecret(secret)}); err != nil {
+					t.Fatal(err)
+				}
+				rekey = func() {
+					if _, err := e.iss.RotateAgentSecret(ctx, id); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			own := e.agentToken(t, id, secret)
+			del := e.delegated(t, id, own, "read", "offline_access")
+			user := e.userToken(t, tConf, "read")
+			if x := e.tokenExchange(t, id+":"+secret, exchangeForm(user.AccessToken, own)); x.status != http.StatusOK {
+				t.Fatalf("exchange of the user's token to %s = %d %s", id, x.status, x.raw)
+			}
+
+			rekey()
+			for what, tok := range map[string]string{"own token": own, "delegated token": del.AccessToken} {
+				if !e.revokedToken(t, tok) {
+					t.Errorf("%s of the re-keyed agent not revoked", what)
+				}
+			}
+			r := e.post(t, pathToken, url.Values{"grant_type": {grantRefreshToken}, "refresh_token": {del.RefreshToken}, "client_id": {tPublic}}, "")
+			if r.status != http.StatusBadRequest || r.str("error") != "invalid_grant" {
+				t.Errorf("refresh of the delegation to the re-keyed agent = %d %s, want invalid_grant", r.status, r.raw)
+			}
+			if e.revokedToken(t, user.AccessToken) {
+				t.Error("the user's grant whose token was exchanged to the agent was revoked")
+			}
+		})
+	}
 }

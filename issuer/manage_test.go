@@ -1057,7 +1057,7 @@ func TestRevokeAheadPastStaleEntries(t *testing.T) {
 		}, false, userGrant(user), func(ctx context.Context, e *testEnv) error { return e.iss.DeleteUser(ctx, user) }},
 		{"revoked by an earlier version", inFront(func(g *grant) { userGrant(user)(g); g.Revoked = true }), nil, false,
 			userGrant(user), func(ctx context.Context, e *testEnv) error { return e.iss.DisableUser(ctx, user) }},
-		{"delegated to the re-keyed agent", inFront(func(g *grant) { userGrant(tUser)(g); g.Delegates = []string{agent} }), nil, true,
+		{"exchanged to the re-keyed agent", inFront(func(g *grant) { userGrant(tUser)(g); g.Delegates = []string{agent} }), nil, true,
 			agentGrant(agent), func(ctx context.Context, e *testEnv) error {
 				_, err := e.iss.RotateAgentSecret(ctx, agent)
 				return err

@@ -224,7 +224,7 @@ func (i *Issuer) RecordConfig(ctx context.Context) error {
 //     deleted);
 //   - a removed agent: DeleteAgent (its own tokens, delegations to it,
 //     grants exchanged to it, consents to it); a changed secret hash or
-//     keys: RotateAgentSecret (its own tokens);
+//     keys: RotateAgentSecret (its own tokens, delegations to it);
 //   - a removed identity provider, or one whose issuer or client_id
 //     changed: every user it provisioned is signed out (grants revoked,
 //     sessions ended). Its users are not deleted: the same provider
@@ -275,7 +275,7 @@ func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
 			case c.removed:
 				err = grants.revokeAgent(c.name, rv)
 			default:
-				err = grants.revokeAgentOwn(c.name, rv)
+				err = grants.revokeAgentRekeyed(c.name, rv)
 			}
 			if err != nil {
 				return err
@@ -349,7 +349,8 @@ func configChanges(prev, cur *directorySnapshot) []configChange {
 }
 
 // grants selects the grants ApplyConfigChanges revokes for c: a
-// re-keyed agent loses only its own.
+// re-keyed agent loses its own and the delegations to it, not the
+// grants exchanged to it.
 func (c configChange) grants() grantSelection {
 	switch {
 	case c.kind == principalUser:
@@ -359,7 +360,7 @@ func (c configChange) grants() grantSelection {
 	case c.removed:
 		return agentGrants(c.name)
 	}
-	return agentOwnGrants(c.name)
+	return agentRekeyedGrants(c.name)
 }
 
 // errConfigApplied: another configuration was applied to the store

@@ -231,7 +231,7 @@ func (r grantRecords) revokeWhere(sel grantSelection, until time.Time) error {
 // the index is incomplete (revokeWhere reads every grant then). It walks
 // the index with that key rather than from its front because entries it
 // leaves may lie there, as many as the principal has: grants that do not
-// match (delegated to a re-keyed agent, of another resource of a
+// match (exchanged to a re-keyed agent, of another resource of a
 // connection), which cost only a read each. The entries of grants gone
 // or revoked (by an earlier version, which left them) it deletes, each
 // counting as one revoked.
@@ -394,18 +394,29 @@ func agentGrants(id string) grantSelection {
 	}}
 }
 
-// revokeAgentOwn revokes the agent's own tokens (client credentials) and
-// what was exchanged from them, and stamps it as a client: what it
-// requested with its old credentials is refused.
-func (r grantRecords) revokeAgentOwn(id string, rv revocation) error {
+// revokeAgentRekeyed revokes what rests on the credentials an agent's
+// re-keying replaced: its own tokens (client credentials) and what was
+// exchanged from them, and the users' delegations to it
+// (requested_actor), whose act names it as those credentials proved it
+// (a leak of them, or of the agent, hands over what it holds: a rotation
+// that left its delegations would leave the leak open). It stamps the
+// agent as a client and as an actor: what was requested with, or for,
+// the old credentials is refused. The users' own grants whose tokens
+// were exchanged to it stay, as their end would end the users' use of
+// their client; the exchanged tokens end with their subject token.
+func (r grantRecords) revokeAgentRekeyed(id string, rv revocation) error {
+	if err := epochsIn(r.t.tx).stamp(agentPrincipal(id), rv); err != nil {
+		return err
+	}
 	if err := epochsIn(r.t.tx).stamp(clientPrincipal(id), rv); err != nil {
 		return err
 	}
-	return r.revokeWhere(agentOwnGrants(id), rv.until)
+	return r.revokeWhere(agentRekeyedGrants(id), rv.until)
 }
 
-// agentOwnGrants selects the agent's own grants (client credentials) and
-// what was exchanged from them.
-func agentOwnGrants(id string) grantSelection {
-	return grantSelection{agentGrantsPrefix(id), func(g *grant) bool { return g.ownAgentGrant(id) }}
+// agentRekeyedGrants selects the agent's own grants (client credentials)
+// and what was exchanged from them, and those bound to it by
+// requested_actor.
+func agentRekeyedGrants(id string) grantSelection {
+	return grantSelection{agentGrantsPrefix(id), func(g *grant) bool { return g.ownAgentGrant(id) || g.Actor == id }}
 }

@@ -372,16 +372,17 @@ func TestReloadRevokes(t *testing.T) {
 	}
 
 	bystanders := e.bystanders(ctx, t)
+	actingR1 := e.actingHeld(ctx, t, "agent-r1", a1)
 	heldBy := map[string][]held{
-		"dave":     e.userHeld(ctx, t, "dave"),
-		"erin":     e.userHeld(ctx, t, "erin"),
-		"svc-r1":   e.ownHeld(ctx, t, "svc-r1", s1),
-		"svc-r2":   e.ownHeld(ctx, t, "svc-r2", s2),
-		"agent-r1": e.ownHeld(ctx, t, "agent-r1", a1),
+		"dave":   e.userHeld(ctx, t, "dave"),
+		"erin":   e.userHeld(ctx, t, "erin"),
+		"svc-r1": e.ownHeld(ctx, t, "svc-r1", s1),
+		"svc-r2": e.ownHeld(ctx, t, "svc-r2", s2),
+		// Users' delegations to an agent end when its secret changes; a
+		// user's token exchanged to it is the user's grant, which stays.
+		"agent-r1": append(e.ownHeld(ctx, t, "agent-r1", a1), actingR1[0]),
 		"agent-r2": append(e.ownHeld(ctx, t, "agent-r2", a2), e.actingHeld(ctx, t, "agent-r2", a2)...),
 	}
-	// Users' delegations to an agent stay when only its secret changes.
-	actingR1 := e.actingHeld(ctx, t, "agent-r1", a1)
 
 	reload(t) // the same configuration
 	for _, n := range names {
@@ -399,7 +400,7 @@ func TestReloadRevokes(t *testing.T) {
 			func(t *testing.T) []held { return e.ownHeld(ctx, t, "svc-r1", s1New) }},
 		{"client removed", "svc-r2", func() { delete(blocks, "svc-r2") }, nil},
 		{"agent secret changed", "agent-r1", func() { blocks["agent-r1"] = agent("agent-r1", a1New) },
-			func(t *testing.T) []held { return append(e.ownHeld(ctx, t, "agent-r1", a1New), actingR1...) }},
+			func(t *testing.T) []held { return append(e.ownHeld(ctx, t, "agent-r1", a1New), actingR1[1:]...) }},
 		{"agent removed", "agent-r2", func() { delete(blocks, "agent-r2") }, nil},
 	}
 	for _, tc := range tests {

@@ -292,8 +292,10 @@ func TestRevocationByAdminAPI(t *testing.T) {
 			}
 			do(t, http.MethodPost, "/mcp-auth/agents/rt-agent-rot/secret", nil, http.StatusOK, &rot)
 			e.audit.secret(rot.Secret)
-			// Users' delegations to the agent stay (README).
-			return own, append(acting, e.ownHeld(ctx, t, "rt-agent-rot", rot.Secret)...)
+			// Users' delegations to the agent end with its own tokens; a
+			// user's token exchanged to it is the user's grant, which
+			// stays (README).
+			return append(own, acting[0]), append(acting[1:], e.ownHeld(ctx, t, "rt-agent-rot", rot.Secret)...)
 		}},
 		{"user password changed", func(t *testing.T) ([]held, []held) {
 			addUser(t, "rt-user-pw")
