@@ -3,6 +3,7 @@ package issuer
 import (
 	"context"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -154,15 +155,13 @@ func idpReauthentication(ar *authRequest, now time.Time) (time.Time, []oauth2.Au
 // earlier than loginAfter, give or take idpClockSkew; within the skew
 // the login counts as made at loginAfter, as the request asked.
 func idpAuthTime(idt *oidc.IDToken, loginAfter, now time.Time) (time.Time, error) {
-	var c struct {
-		AuthTime any `json:"auth_time"`
-	}
-	if err := idt.Claims(&c); err != nil {
+	var authTime any
+	if err := idTokenClaim(idt, "auth_time", &authTime); err != nil {
 		return time.Time{}, fmt.Errorf("reading auth_time: %w", err)
 	}
 	// A number of seconds since 1970 (RFC 7519 NumericDate) before year
 	// 5000; anything else counts as no claim.
-	secs, usable := c.AuthTime.(float64)
+	secs, usable := authTime.(float64)
 	usable = usable && secs >= 0 && secs < 95e9
 	at := now
 	if t := time.Unix(int64(secs), 0); usable && t.Before(now) {
@@ -182,6 +181,24 @@ func idpAuthTime(idt *oidc.IDToken, loginAfter, now time.Time) (time.Time, error
 		return loginAfter, nil
 	}
 	return at, nil
+}
+
+// idTokenClaim reads the claim of a verified ID token named name,
+// exactly, into v, leaving v as it is when there is none. Claim names are
+// case-sensitive (RFC 7519 section 4), but encoding/json, through which
+// go-oidc's Claims fills a struct, takes a member in another case for a
+// field's when the name itself is missing: a lone Auth_time or AZP,
+// which a provider that lets users name claims of their own would sign,
+// would pass for the provider's word.
+func idTokenClaim(idt *oidc.IDToken, name string, v any) error {
+	var claims map[string]json.RawMessage
+	if err := idt.Claims(&claims); err != nil {
+		return err
+	}
+	if raw, ok := claims[name]; ok {
+		return json.Unmarshal(raw, v)
+	}
+	return nil
 }
 
 // readAnswer reads an authorization response's query strictly: form-encoded
@@ -417,16 +434,14 @@ func (i *Issuer) idpUnavailable(w http.ResponseWriter, p *idpClient, err error) 
 // in at another application that merely lists this one among its
 // audiences does not sign anyone in here.
 func checkAuthorizedParty(idt *oidc.IDToken, clientID string) error {
-	var c struct {
-		AZP *string `json:"azp"`
-	}
-	if err := idt.Claims(&c); err != nil {
+	var azp *string
+	if err := idTokenClaim(idt, "azp", &azp); err != nil {
 		return fmt.Errorf("reading azp: %w", err)
 	}
 	switch {
-	case c.AZP != nil && *c.AZP != clientID:
-		return fmt.Errorf("ID token issued to another party (azp %q)", *c.AZP)
-	case c.AZP == nil && len(idt.Audience) > 1:
+	case azp != nil && *azp != clientID:
+		return fmt.Errorf("ID token issued to another party (azp %q)", *azp)
+	case azp == nil && len(idt.Audience) > 1:
 		return errors.New("ID token for several audiences names none as its authorized party (azp)")
 	}
 	return nil

@@ -351,6 +351,12 @@ func TestIdPSignInAnswers(t *testing.T) {
 		{"ID token for several clients, issued to another", func(s *stubIdP) {
 			s.editToken = func(c jwt.MapClaims) { c["azp"] = "other-app"; c["aud"] = []string{c["aud"].(string), "other-app"} }
 		}, http.StatusForbidden, "is not valid", idpReasonToken},
+		// Claim names are case-sensitive (RFC 7519 section 4): a lone
+		// member in another case, which a provider letting users name
+		// claims of their own would sign, is no azp.
+		{"ID token for several clients, AZP naming this one", func(s *stubIdP) {
+			s.editToken = func(c jwt.MapClaims) { c["AZP"] = c["aud"]; c["aud"] = []string{c["aud"].(string), "other-app"} }
+		}, http.StatusForbidden, "is not valid", idpReasonToken},
 		{"ID token for several clients, issued to this one", func(s *stubIdP) {
 			s.editToken = func(c jwt.MapClaims) { c["azp"] = c["aud"]; c["aud"] = []string{c["aud"].(string), "other-app"} }
 		}, http.StatusSeeOther, "", ""},
@@ -1043,6 +1049,29 @@ func TestIdPIDTokenHintSignInAsOther(t *testing.T) {
 				t.Errorf("redirect %v, want login_required with state and iss, no code", q)
 			}
 		})
+	}
+}
+
+// TestIdPAuthTimeByExactName: a demand for a new login is met by the
+// provider's auth_time only, not by a lone member of another case
+// (Auth_time), which encoding/json, and so go-oidc's Claims, would read
+// for it: claim names are case-sensitive (RFC 7519 section 4), and a
+// provider that lets users name claims of their own would sign one
+// saying the user has just authenticated.
+func TestIdPAuthTimeByExactName(t *testing.T) {
+	e, stub, _ := newIdPEnv(t, nil)
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+		t.Fatalf("first sign-in = %d %q", res.status, res.body)
+	}
+	e.clock.Advance(time.Hour)
+	now := e.clock.Now()
+	stub.set(func(s *stubIdP) {
+		s.editToken = func(c jwt.MapClaims) { c["Auth_time"] = now.Unix() }
+	})
+	verifier := oauth2.GenerateVerifier()
+	params := url.Values{"code_challenge": {oauth2.S256ChallengeFromVerifier(verifier)}, "scope": {"openid files:read"}, "prompt": {"login"}}
+	if res := e.idpSignInWith(t, e.browser(), params); res.status != http.StatusForbidden || !strings.Contains(res.body, "asks for a recent sign-in") {
+		t.Errorf("sign-in with prompt=login and only Auth_time = %d %q, want 403 asking for a recent sign-in", res.status, res.body)
 	}
 }
 
