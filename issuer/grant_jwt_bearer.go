@@ -111,6 +111,7 @@ func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, er
 	sub, jti, clientID, resource := str("sub"), str("jti"), str("client_id"), str("resource")
 	_, hasResource := claims["resource"]
 	_, hasActor := claims["act"]
+	_, hasMayAct := claims["may_act"]
 	now := i.now()
 	switch {
 	case hasActor:
@@ -118,6 +119,11 @@ func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, er
 		// identify that actor, and a token without act would pass as the
 		// user's own to the gateway's actor rules (user_only, agents).
 		return nil, invalid("the ID-JAG names an actor (act), which this server does not honour")
+	case hasMayAct:
+		// The IdP says who may act for the user (RFC 8693 section 4.4).
+		// The token issued would not say it, and any agent this
+		// server's policy allows could then act with it.
+		return nil, invalid("the ID-JAG says who may act for the user (may_act), which this server does not honour")
 	case hasResource && resource == "":
 		// Not one URL (an array, an empty string): the IdP meant some
 		// restriction, and reading it as none would drop it.

@@ -212,6 +212,10 @@ func TestIDJAGRefused(t *testing.T) {
 		{"scope outside the assertion", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["scope"] = "read" }, url.Values{"scope": {"write"}}, 400, "invalid_scope"},
 		{"an actor (act)", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["act"] = map[string]any{"sub": "agent-x"} }, nil, 400, "invalid_grant"},
 		{"an empty act", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["act"] = map[string]any{} }, nil, 400, "invalid_grant"},
+		// RFC 8693 section 4.4: who may act for the user; a token
+		// without it would let any agent this server allows act.
+		{"who may act (may_act)", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["may_act"] = map[string]any{"sub": tAgent1} }, nil, 400, "invalid_grant"},
+		{"an empty may_act", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["may_act"] = map[string]any{} }, nil, 400, "invalid_grant"},
 		// Enterprise-managed authorization, section 7.6.2: the scope
 		// claim is validated against the resource's registered scopes,
 		// and one that does not match is invalid_grant, not dropped.
