@@ -543,6 +543,7 @@ func (a *App) Start() error {
 	if httpApp != nil {
 		warnUnguardedProxies(httpApp, a.log)
 		warnLenientProxies(httpApp, a.log)
+		warnIssuerOffSite(a.url, httpApp, a.log)
 	}
 	warnSharedAudiences(a.gateways, a.log)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -173,19 +173,9 @@ func checkIssuerSite(issuerURL string, httpApp *caddyhttp.App) error {
 	if err != nil {
 		return nil // Provision reported it
 	}
-	port := u.Port()
-	if port == "" {
-		port = map[string]string{"https": "443", "http": "80"}[u.Scheme]
-	}
-	p, _ := strconv.ParseUint(port, 10, 32)
-	names := make([]string, 0, len(httpApp.Servers))
-	for name := range httpApp.Servers {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
+	for _, name := range serverNames(httpApp) {
 		srv := httpApp.Servers[name]
-		if !listensOn(srv, uint(p)) {
+		if !listensOn(srv, urlPort(u)) {
 			continue
 		}
 		i := slices.IndexFunc(srv.Routes, func(r caddyhttp.Route) bool { return routeForHost(r, u.Hostname()) })
@@ -205,6 +195,90 @@ func checkIssuerSite(issuerURL string, httpApp *caddyhttp.App) error {
 		}
 	}
 	return nil
+}
+
+// warnIssuerOffSite warns about mcp_issuer in a site other than the one
+// that serves the issuer URL (checkIssuerSite's: on the issuer URL's
+// port, the first route for its host), for another host or port: it
+// answers there all the same, with metadata naming the issuer URL, which
+// a client that found it there must refuse (RFC 8414 section 3.3), and
+// sign-in pages whose sign-in is refused, the session and its form being
+// the issuer URL's. Whoever put it there meant the issuer to be served
+// there, which it is not. Only when the issuer's own site is found: a
+// Caddy behind a proxy that listens on another port than the issuer
+// URL's serves it in a site of that port. A warning, not a refusal: an
+// extra mcp_issuer issues nothing the issuer's site would not, and a
+// config that loaded before must not keep Caddy from starting after an
+// upgrade.
+func warnIssuerOffSite(issuerURL string, httpApp *caddyhttp.App, log *zap.Logger) {
+	u, err := url.Parse(issuerURL)
+	if err != nil {
+		return
+	}
+	type site struct {
+		server string
+		route  int
+	}
+	own := map[site]bool{}
+	var others []site
+	for _, name := range serverNames(httpApp) {
+		srv := httpApp.Servers[name]
+		first := -1
+		if listensOn(srv, urlPort(u)) {
+			first = slices.IndexFunc(srv.Routes, func(r caddyhttp.Route) bool { return routeForHost(r, u.Hostname()) })
+		}
+		for n, r := range srv.Routes {
+			switch {
+			case !hasIssuerHandler(r.Handlers):
+			case n == first:
+				own[site{name, n}] = true
+			default:
+				others = append(others, site{name, n})
+			}
+		}
+	}
+	if len(own) == 0 {
+		return
+	}
+	for _, o := range others {
+		srv := httpApp.Servers[o.server]
+		hosts := routeHosts(srv.Routes[o.route])
+		log.Warn("mcp_issuer is in a site that does not serve the issuer URL: sign-in there is refused, and clients must not use the metadata it answers there; keep mcp_issuer in the issuer's site only",
+			zap.String("server", o.server), zap.Strings("hosts", hosts), zap.Strings("listen", srv.Listen), zap.String("issuer", issuerURL))
+	}
+}
+
+// routeHosts are the hosts of a route's host matchers.
+func routeHosts(r caddyhttp.Route) []string {
+	var hosts []string
+	for _, set := range r.MatcherSets {
+		for _, m := range set {
+			if h, ok := m.(*caddyhttp.MatchHost); ok {
+				hosts = append(hosts, *h...)
+			}
+		}
+	}
+	return hosts
+}
+
+// serverNames are the http app's servers' names, sorted.
+func serverNames(httpApp *caddyhttp.App) []string {
+	names := make([]string, 0, len(httpApp.Servers))
+	for name := range httpApp.Servers {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// urlPort is u's port, the scheme's when it names none.
+func urlPort(u *url.URL) uint {
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"https": "443", "http": "80"}[u.Scheme]
+	}
+	p, _ := strconv.ParseUint(port, 10, 32)
+	return uint(p)
 }
 
 func listensOn(srv *caddyhttp.Server, port uint) bool {

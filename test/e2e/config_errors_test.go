@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -330,5 +331,82 @@ http://127.0.0.1:%[3]d {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestIssuerOffSiteWarns: mcp_issuer in a site that does not serve the
+// issuer URL (another host on its port, or another port) answers there
+// with metadata naming the issuer URL and sign-in pages whose sign-in is
+// refused: Caddy loads the config and warns, naming the server, the
+// site's hosts and the issuer. The issuer's own site gets no warning,
+// nor does a Caddy behind a proxy, listening on another port than the
+// issuer URL's, which serves the issuer in a site of that port.
+func TestIssuerOffSiteWarns(t *testing.T) {
+	t.Setenv("XDG_DATA_HOME", t.TempDir())
+	port, other := harness.FreePort(t), harness.FreePort(t)
+	issuer := fmt.Sprintf("http://localhost:%d", port)
+	// load runs the sites under the issuer, logging to a file of their
+	// own, and returns the hosts of the sites warned about.
+	load := func(t *testing.T, sites string) []string {
+		t.Helper()
+		logFile := filepath.Join(t.TempDir(), "caddy.log")
+		if err := harness.Load(t, fmt.Sprintf(`{
+	admin off
+	log default {
+		output file %s
+		format json
+	}
+	mcp_auth {
+		issuer %s
+		storage memory
+	}
+}
+%s`, logFile, issuer, sites)); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(logFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for line := range strings.SplitSeq(string(b), "\n") {
+			var entry struct {
+				Msg    string   `json:"msg"`
+				Hosts  []string `json:"hosts"`
+				Issuer string   `json:"issuer"`
+			}
+			if json.Unmarshal([]byte(line), &entry) != nil || !strings.HasPrefix(entry.Msg, "mcp_issuer is in a site that does not serve the issuer URL") {
+				continue
+			}
+			if entry.Issuer != issuer {
+				t.Errorf("warning names issuer %q, want %q", entry.Issuer, issuer)
+			}
+			got = append(got, strings.Join(entry.Hosts, ","))
+		}
+		slices.Sort(got)
+		return got
+	}
+	t.Cleanup(func() { _ = caddy.Stop() })
+
+	got := load(t, fmt.Sprintf(`
+%[1]s {
+	mcp_issuer
+}
+
+http://127.0.0.1:%[2]d {
+	mcp_issuer
+	respond "another host"
+}
+
+http://localhost:%[3]d {
+	mcp_issuer
+	respond "another port"
+}
+`, issuer, port, other))
+	if want := []string{"127.0.0.1", "localhost"}; !slices.Equal(got, want) {
+		t.Errorf("warned for the sites of hosts %q, want %q", got, want)
+	}
+	if got := load(t, fmt.Sprintf("\nhttp://localhost:%d {\n\tmcp_issuer\n}\n", other)); len(got) > 0 {
+		t.Errorf("behind a proxy, on another port: warned for the sites of hosts %q, want none", got)
 	}
 }
