@@ -221,7 +221,7 @@ func (i *Issuer) authSecret(ctx context.Context, id, secret, addr, used string) 
 	m := c.TokenEndpointAuthMethod
 	ok := false
 	if secretMethod(m) {
-		if ok, err = i.dir.checkSecret(ctx, c.SecretHash, secret); err != nil {
+		if ok, err = i.dir.checkSecret(ctx, c.SecretHash, secret, i.limiter.isKnown(account, addr)); err != nil {
 			i.limiter.attemptNotRun(ctx, account, addr, gen)
 			return nil, hashBusyError(err)
 		}
@@ -232,6 +232,7 @@ func (i *Issuer) authSecret(ctx context.Context, id, secret, addr, used string) 
 		return nil, ErrInvalidClient.WithDescription("client authentication failed")
 	}
 	i.limiter.attemptSucceeded(ctx, account, addr, gen)
+	i.limiter.remember(account, addr)
 	return c, nil
 }
 

@@ -63,6 +63,9 @@ type LimitMemory struct {
 	// cimdFetches the documents it fetches, on any store: a reload does
 	// not hand their keys a fresh budget either.
 	anonWrites, parClients, cimdFetches *memCounters
+	// known are the pairs whose credential checked right lately
+	// (limiter.known), in this process's memory whatever the store.
+	known *memCounters
 }
 
 // NewLimitMemory returns an empty LimitMemory on the wall clock.
@@ -77,6 +80,7 @@ func newLimitMemory(now func() time.Time) *LimitMemory {
 		anonWrites:       newMemCounters(now, maxRateBuckets, false),
 		parClients:       newMemCounters(now, maxRateBuckets, false),
 		cimdFetches:      newMemCounters(now, maxRateBuckets, false),
+		known:            newMemCounters(now, limitMaxEntries, false),
 	}
 }
 

@@ -454,10 +454,11 @@ func (d *directory) findAgent(ctx context.Context, id string) (*Agent, error) {
 
 // checkPassword verifies a password against a user's bcrypt hash in
 // constant time (and spends the same time for unknown or disabled users),
-// in a slot of the hash gate. An error (errHashBusy, or ctx's) means no
-// check ran.
-func (d *directory) checkPassword(ctx context.Context, u *User, password string) (ok bool, err error) {
-	err = d.hashes.run(ctx, func() {
+// in a slot of the hash gate (known: the account's password checked
+// right from this address lately, hashGate). An error (errHashBusy, or
+// ctx's) means no check ran.
+func (d *directory) checkPassword(ctx context.Context, u *User, password string, known bool) (ok bool, err error) {
+	err = d.hashes.run(ctx, known, func() {
 		// A hash costlier than MaxPasswordCost (stored by an earlier
 		// version) is never run: it would hold the slot for minutes.
 		if u == nil || u.Disabled || CheckPasswordHash(u.PasswordHash) != nil {

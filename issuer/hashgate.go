@@ -21,6 +21,13 @@ import (
 // OAuth endpoints with RFC 6749's temporarily_unavailable). The admin
 // API's hashing of new passwords is not gated: only the operator reaches
 // it.
+//
+// Such a flood of made-up names keeps every slot taken, so every other
+// check would queue behind it and be answered busy: each user's sign-in
+// and each service's client_secret. A check of an account from an
+// address where its password or secret checked right lately (a known
+// pair, limiter.isKnown) may also take a slot of its own, which no other
+// check takes: only those who hold the credential get it.
 const (
 	hashQueueWait  = 2 * time.Second
 	hashRetryAfter = time.Second
@@ -32,6 +39,7 @@ var errHashBusy = errors.New("too many password checks at once")
 // (a channel's blocked senders are).
 type hashGate struct {
 	slots chan struct{}
+	known chan struct{} // the one more slot of known pairs' checks
 	wait  time.Duration
 	runs  atomic.Int64 // hashes run, read by tests
 }
@@ -39,27 +47,37 @@ type hashGate struct {
 // newHashGate admits one hash per CPU the process may use: more would
 // only share the same cores.
 func newHashGate() *hashGate {
-	return &hashGate{slots: make(chan struct{}, max(1, runtime.GOMAXPROCS(0))), wait: hashQueueWait}
+	return &hashGate{slots: make(chan struct{}, max(1, runtime.GOMAXPROCS(0))), known: make(chan struct{}, 1), wait: hashQueueWait}
 }
 
-// run runs hash in a slot. It returns errHashBusy when no slot came
+// run runs hash in a slot, or, for a known pair's check, in the known
+// slot if that comes first. It returns errHashBusy when no slot came
 // within the wait, or ctx's error when the caller went away first; hash
 // has not run then.
-func (g *hashGate) run(ctx context.Context, hash func()) error {
+func (g *hashGate) run(ctx context.Context, known bool, hash func()) error {
+	var own chan struct{} // nil: a send never proceeds
+	if known {
+		own = g.known
+	}
+	slot := g.slots
 	select {
 	case g.slots <- struct{}{}:
+	case own <- struct{}{}:
+		slot = own
 	default:
 		t := time.NewTimer(g.wait)
 		defer t.Stop()
 		select {
 		case g.slots <- struct{}{}:
+		case own <- struct{}{}:
+			slot = own
 		case <-t.C:
 			return errHashBusy
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
-	defer func() { <-g.slots }()
+	defer func() { <-slot }()
 	g.runs.Add(1)
 	hash()
 	return nil

@@ -242,3 +242,44 @@ func TestHashGateBusy(t *testing.T) {
 		}
 	})
 }
+
+// TestHashGateSparesKnownPairs: while every slot of the gate is taken (a
+// flood of made-up names from many addresses keeps it so), a password or
+// secret checked right before from the same address (the pair) is still
+// checked, in a slot of its own, rather than answered 503 like every
+// check it would queue behind; the same account from an address it
+// never signed in from waits as before.
+func TestHashGateSparesKnownPairs(t *testing.T) {
+	const owner, elsewhere = "198.51.100.7:4000", "203.0.113.9:4000"
+	t.Run("login", func(t *testing.T) {
+		e := newBrowserEnv(t, nil)
+		if w := e.submit(e.prepareLogin(t, owner), bUser, bPassword); w.Code != http.StatusSeeOther {
+			t.Fatalf("first sign-in = %d, want 303", w.Code)
+		}
+		release := fillHashGate(e.iss)
+		defer release()
+		if w := e.submit(e.prepareLogin(t, owner), bUser, bPassword); w.Code != http.StatusSeeOther {
+			t.Errorf("sign-in from the address it signed in from, gate full = %d, want 303", w.Code)
+		}
+		if w := e.submit(e.prepareLogin(t, elsewhere), bUser, bPassword); w.Code != http.StatusServiceUnavailable {
+			t.Errorf("sign-in from another address, gate full = %d, want 503", w.Code)
+		}
+		if w := e.submit(e.prepareLogin(t, owner), "someone-else", "guess"); w.Code != http.StatusServiceUnavailable {
+			t.Errorf("another name from the owner's address, gate full = %d, want 503", w.Code)
+		}
+	})
+	t.Run("token", func(t *testing.T) {
+		e := newTokEnv(t)
+		if w := e.tokenFrom(owner, tConf, tSecret); w.Code != http.StatusOK {
+			t.Fatalf("first token = %d %s, want 200", w.Code, w.Body)
+		}
+		release := fillHashGate(e.iss)
+		defer release()
+		if w := e.tokenFrom(owner, tConf, tSecret); w.Code != http.StatusOK {
+			t.Errorf("token from the address it authenticated from, gate full = %d %s, want 200", w.Code, w.Body)
+		}
+		if w := e.tokenFrom(elsewhere, tConf, tSecret); w.Code != http.StatusServiceUnavailable || errorCode(t, w) != "temporarily_unavailable" {
+			t.Errorf("token from another address, gate full = %d %s, want 503 temporarily_unavailable", w.Code, w.Body)
+		}
+	})
+}

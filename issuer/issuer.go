@@ -227,6 +227,7 @@ func (i *Issuer) init() error {
 		bruteForce, registrations, registrationsAll, userWrites = mem.bruteForce, mem.registrations, mem.registrationsAll, mem.userWrites
 	}
 	i.limiter = newLimiter(i.now, bruteForce, i.log)
+	i.limiter.known = mem.known
 	i.hashes = newHashGate()
 	i.anonWrites = newRateLimiter(i.now, anonWriteBurst, time.Minute, mem.anonWrites)
 	i.parClients = newRateLimiter(i.now, parClientBurst, time.Minute, mem.parClients)

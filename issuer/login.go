@@ -170,7 +170,7 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 	}
 	// checkPassword spends the same time for unknown users, so timing does
 	// not reveal which usernames exist.
-	ok, err = i.dir.checkPassword(ctx, u, password)
+	ok, err = i.dir.checkPassword(ctx, u, password, i.limiter.isKnown(account, addr))
 	if err != nil {
 		i.limiter.attemptNotRun(ctx, account, addr, gen)
 		i.loginNotRun(w, r, v, target, err)
@@ -188,6 +188,7 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	i.limiter.attemptSucceeded(ctx, account, addr, gen)
+	i.limiter.remember(account, addr)
 
 	ns := &session{Browser: s.Browser, Issuer: i.URL(), User: u.Username, AuthTime: authTime, ExpiresAt: i.now().Add(i.cfg.SessionTTL),
 		Credential: i.creds.of(principalUser, u.Username)}

@@ -627,7 +627,7 @@ func TestUnknownUserPasswordCost(t *testing.T) {
 	e := newBrowserEnv(t, nil) // configured users' hashes have bcrypt.MinCost
 	dummyCost := func(i *Issuer) int {
 		t.Helper()
-		if ok, _ := i.dir.checkPassword(t.Context(), nil, "guess"); ok {
+		if ok, _ := i.dir.checkPassword(t.Context(), nil, "guess", false); ok {
 			t.Fatal("checkPassword(nil) = true")
 		}
 		c, err := bcrypt.Cost(i.dir.dummy.hash)
@@ -692,7 +692,7 @@ func TestLoginTimingPadHoldsItsSlot(t *testing.T) {
 	}
 	gone, cancel := context.WithCancel(context.Background())
 	cancel()
-	if ok, err := e.iss.dir.checkPassword(gone, u, "wrong"); ok || err != nil {
+	if ok, err := e.iss.dir.checkPassword(gone, u, "wrong", false); ok || err != nil {
 		t.Fatalf("checkPassword = %v, %v; want a failed check", ok, err)
 	}
 	if waits != 1 || outside != 0 || cut != 0 {

@@ -415,7 +415,7 @@ func TestManageUserEndsSessionsAndConsents(t *testing.T) {
 // passwordOK reports whether password is u's.
 func passwordOK(t *testing.T, i *Issuer, u *User, password string) bool {
 	t.Helper()
-	ok, err := i.dir.checkPassword(t.Context(), u, password)
+	ok, err := i.dir.checkPassword(t.Context(), u, password, false)
 	if err != nil {
 		t.Fatalf("checkPassword() error = %v", err)
 	}

@@ -48,6 +48,11 @@ const (
 // counters.go): shared through the store when other instances use it, so
 // that adding instances does not multiply an attacker's budget.
 type limiter struct {
+	// known remembers, for knownPairTTL, the pairs (account, address)
+	// whose password or secret checked right (hashGate); nil remembers
+	// none. A full memory takes no new pair: only a right credential
+	// adds one, so a flood cannot push out those already kept.
+	known *memCounters
 	now   func() time.Time
 	sleep func(context.Context, time.Duration) error // injected by tests
 	pause func(context.Context, time.Duration) error // waiting for room in flight
@@ -400,6 +405,35 @@ func (l *limiter) attemptSucceeded(ctx context.Context, account, addr string, ge
 		if account != "" {
 			t.del(pairKey(account, addr))
 		}
+	})
+}
+
+// knownPairTTL is how long a pair stays known after its last right
+// check: a person signing in monthly, a service hourly.
+const knownPairTTL = 30 * 24 * time.Hour
+
+// isKnown reports whether account's credential checked right from addr
+// within knownPairTTL (in this process).
+func (l *limiter) isKnown(account, addr string) bool {
+	if l.known == nil || account == "" {
+		return false
+	}
+	found := false
+	_ = l.known.run(context.Background(), false, func(t counterTx) error {
+		_, found = t.get(pairKey(account, addr))
+		return nil
+	})
+	return found
+}
+
+// remember records that account's credential checked right from addr.
+func (l *limiter) remember(account, addr string) {
+	if l.known == nil || account == "" {
+		return
+	}
+	_ = l.known.run(context.Background(), true, func(t counterTx) error {
+		t.put(pairKey(account, addr), counter{At: l.now()}, l.now().Add(knownPairTTL))
+		return nil
 	})
 }
 

@@ -111,9 +111,9 @@ func hashClientSecret(secret string) string {
 }
 
 // checkSecret compares a secret with its stored hash: bcrypt (in a slot of
-// the hash gate; an error means no check ran), or "sha256:<hex>", in
-// constant time.
-func (d *directory) checkSecret(ctx context.Context, hash, secret string) (ok bool, err error) {
+// the hash gate, known as for checkPassword; an error means no check
+// ran), or "sha256:<hex>", in constant time.
+func (d *directory) checkSecret(ctx context.Context, hash, secret string, known bool) (ok bool, err error) {
 	if h, found := strings.CutPrefix(hash, sha256Prefix); found {
 		want, err := hex.DecodeString(h)
 		if err != nil || len(want) != sha256.Size {
@@ -125,7 +125,7 @@ func (d *directory) checkSecret(ctx context.Context, hash, secret string) (ok bo
 	if !strings.HasPrefix(hash, "$2") || CheckPasswordHash(hash) != nil {
 		return false, nil // a cost above MaxPasswordCost is never run
 	}
-	err = d.hashes.run(ctx, func() {
+	err = d.hashes.run(ctx, known, func() {
 		ok = bcrypt.CompareHashAndPassword([]byte(hash), []byte(secret)) == nil
 	})
 	return ok && err == nil, err
