@@ -568,7 +568,9 @@ func asInvalidClient(err error) error {
 }
 
 // clientAddr is the rate-limiting key of the request's source: the IP, or
-// its /64 for IPv6 (one host usually owns the whole prefix).
+// its /56 for IPv6. One host usually owns a whole /64, and a customer
+// the /56 (or /48) its ISP delegates (RIPE-690), any /64 of which it may
+// put on one host: keyed per /64, each customer held 256 budgets or more.
 func clientAddr(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
@@ -580,7 +582,7 @@ func clientAddr(r *http.Request) string {
 	}
 	ip = ip.Unmap()
 	if ip.Is6() {
-		p, _ := ip.Prefix(64)
+		p, _ := ip.Prefix(56)
 		return p.String()
 	}
 	return ip.String()

@@ -804,8 +804,10 @@ func testInFlight(t *testing.T, clock *storetest.Clock, l *limiter) {
 func TestClientAddr(t *testing.T) {
 	for _, tt := range []struct{ remote, want string }{
 		{"192.0.2.1:1234", "192.0.2.1"},
-		{"[2001:db8::1]:443", "2001:db8::/64"},
-		{"[2001:db8::ffff:1]:443", "2001:db8::/64"},
+		{"[2001:db8::1]:443", "2001:db8::/56"},
+		{"[2001:db8::ffff:1]:443", "2001:db8::/56"},
+		{"[2001:db8:0:ff::1]:443", "2001:db8::/56"},
+		{"[2001:db8:0:100::1]:443", "2001:db8:0:100::/56"},
 		{"[::ffff:192.0.2.1]:1", "192.0.2.1"},
 	} {
 		r := httptest.NewRequest(http.MethodPost, "/", nil)

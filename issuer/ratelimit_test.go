@@ -329,3 +329,42 @@ func TestSignedInWritesRateLimited(t *testing.T) {
 		t.Errorf("authorize after a minute = %q, want a code", loc)
 	}
 }
+
+// TestLimitsKeyIPv6CustomerPrefix: an ISP delegates a /56 (or a /48) to
+// each customer, who may use any /64 of it, so the limits keyed per /64
+// gave every customer 256 budgets or more. Guesses at one account, and
+// sign-in writes, from the /64s of one /56 share one budget; another
+// /56 has its own.
+func TestLimitsKeyIPv6CustomerPrefix(t *testing.T) {
+	subnet := func(n int) string { return fmt.Sprintf("[2001:db8:0:%x::1]:4000", n) }
+	t.Run("guesses", func(t *testing.T) {
+		e := newBrowserEnv(t, nil)
+		recordSleeps(e.iss)
+		refused := -1
+		for n := range 2 * limitFreePair {
+			w := e.submit(e.prepareLogin(t, subnet(n)), bUser, "wrong")
+			if w.Code == http.StatusTooManyRequests {
+				refused = n
+				break
+			}
+		}
+		if refused < 0 || refused > limitFreePair+1 {
+			t.Errorf("wrong passwords from the /64s of one /56: first refused %d, want 429 by %d", refused, limitFreePair+1)
+		}
+		if w := e.submit(e.prepareLogin(t, "[2001:db8:0:100::1]:4000"), bUser, bPassword); w.Code != http.StatusSeeOther {
+			t.Errorf("right password from another /56 = %d, want 303", w.Code)
+		}
+	})
+	t.Run("writes", func(t *testing.T) {
+		e := newBrowserEnv(t, nil)
+		for n := range 2 * anonWriteBurst {
+			w := e.getFrom(subnet(n), pathAuthorize, authParams(testChallenge))
+			if !strings.HasPrefix(w.Header().Get("Location"), pathLogin) {
+				break
+			}
+		}
+		if p := e.count(bucketPending); p > anonWriteBurst {
+			t.Errorf("pending requests stored from the /64s of one /56 = %d, want at most %d", p, anonWriteBurst)
+		}
+	})
+}
