@@ -305,11 +305,17 @@ func (i *Issuer) idpCallback(p *idpClient) http.HandlerFunc {
 		if err == nil {
 			err = checkAuthorizedParty(idt, p.cfg.ClientID)
 		}
+		now := i.now()
+		if err == nil && idt.IssuedAt.After(now.Add(idpClockSkew)) {
+			// go-oidc does not check iat. It orders the provider's word
+			// (provisionIn, saidSince): one from the future would keep
+			// this token's groups past every later sign-in and ID-JAG.
+			err = errors.New("ID token issued in the future (iat)")
+		}
 		if err != nil {
 			refused(idpReasonToken, "The sign-in answer from "+name+" is not valid.", err)
 			return
 		}
-		now := i.now()
 		authTime, err := idpAuthTime(idt, l.LoginAfter, now)
 		if err != nil {
 			refused(idpReasonToken, "The application asks for a recent sign-in, and "+name+" did not confirm one. Sign out at "+name+", then try again.", err)

@@ -363,6 +363,14 @@ func TestIdPSignInAnswers(t *testing.T) {
 		{"expired ID token", func(s *stubIdP) {
 			s.editToken = func(c jwt.MapClaims) { c["exp"] = s.now().Add(-time.Minute).Unix() }
 		}, http.StatusForbidden, "is not valid", idpReasonToken},
+		// Its iat orders the provider's word (groups): one from the
+		// future would keep its groups past every later sign-in.
+		{"ID token issued in the future", func(s *stubIdP) {
+			s.editToken = func(c jwt.MapClaims) { c["iat"] = s.now().Add(idpClockSkew + time.Minute).Unix() }
+		}, http.StatusForbidden, "is not valid", idpReasonToken},
+		{"ID token issued within the clock skew", func(s *stubIdP) {
+			s.editToken = func(c jwt.MapClaims) { c["iat"] = s.now().Add(idpClockSkew).Unix() }
+		}, http.StatusSeeOther, "", ""},
 		{"ID token with another nonce", func(s *stubIdP) {
 			s.editToken = func(c jwt.MapClaims) { c["nonce"] = "not-this-sign-in" }
 		}, http.StatusForbidden, "is not valid", idpReasonToken},
