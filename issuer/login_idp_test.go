@@ -217,6 +217,15 @@ func (e *testEnv) idpSignIn(t *testing.T, c *http.Client) signInResult {
 // parameters extra set.
 func (e *testEnv) idpSignInWith(t *testing.T, c *http.Client, extra url.Values) signInResult {
 	t.Helper()
+	return e.idpSignInAt(t, c, stubIdPName, extra, "")
+}
+
+// idpSignInAt is idpSignInWith at provider name, whose answer the
+// browser takes to the callback path answerTo instead of the provider's
+// own when answerTo is set.
+func (e *testEnv) idpSignInAt(t *testing.T, c *http.Client, name string, extra url.Values, answerTo string) signInResult {
+	t.Helper()
+	own := "/login/" + name + "/callback"
 	p := authParams(testChallenge)
 	maps.Copy(p, extra)
 	resp, err := c.Get(e.url(pathAuthorize, p))
@@ -234,7 +243,7 @@ func (e *testEnv) idpSignInWith(t *testing.T, c *http.Client, extra url.Values) 
 	if resp, err = c.Get(login.String()); err != nil {
 		t.Fatal(err)
 	}
-	f := findForm(t, readBody(t, resp), "idp-"+stubIdPName)
+	f := findForm(t, readBody(t, resp), "idp-"+name)
 	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+f.action, strings.NewReader(f.hidden.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Origin", e.srv.URL)
@@ -248,11 +257,14 @@ func (e *testEnv) idpSignInWith(t *testing.T, c *http.Client, extra url.Values) 
 			t.Fatal(err)
 		}
 		loc := resp.Header.Get("Location")
-		if resp.StatusCode != http.StatusSeeOther || req.URL.Path == "/login/"+stubIdPName+"/callback" {
+		if resp.StatusCode != http.StatusSeeOther || strings.HasPrefix(req.URL.Path, "/login/") && strings.HasSuffix(req.URL.Path, "/callback") {
 			return signInResult{status: resp.StatusCode, location: loc, body: readBody(t, resp), provider: provider, callback: callback}
 		}
 		resp.Body.Close()
-		if strings.Contains(loc, "/login/"+stubIdPName+"/callback") {
+		if strings.Contains(loc, own) {
+			if answerTo != "" {
+				loc = strings.Replace(loc, own, answerTo, 1)
+			}
 			callback = loc
 		}
 		req, _ = http.NewRequest(http.MethodGet, loc, nil)
@@ -1270,5 +1282,60 @@ func TestIdPReloadWindowSignsNoOneIn(t *testing.T) {
 		if err := e.get(bucketSessions, k, &s); err != nil || s.User != "" {
 			t.Errorf("session %s after A's refusal: user %q (%v), want none signed in", k[:4], s.User, err)
 		}
+	}
+}
+
+// TestIdPAnswerBoundToItsProvider: with two identity providers, one of
+// them an attacker's, a provider's answer (code, state, iss) taken to
+// the other's redirect URI is refused before any code exchange: the
+// state names the provider the sign-in started with, so neither
+// provider's token endpoint sees the other's code, and the state is
+// spent. Coverage of a mix-up (RFC 9207 section 1; distinct redirect
+// URIs per provider and the state's binding).
+func TestIdPAnswerBoundToItsProvider(t *testing.T) {
+	for _, tt := range []struct{ from, to string }{{"corp", "evil"}, {"evil", "corp"}} {
+		t.Run(tt.from+" to "+tt.to, func(t *testing.T) {
+			core, logs := observer.New(zap.InfoLevel)
+			stubs := map[string]*stubIdP{}
+			e := newBrowserEnv(t, func(c *Config) {
+				for _, name := range []string{"corp", "evil"} {
+					stubs[name] = newStubIdP(t, c.Now)
+					c.IdentityProviders = append(c.IdentityProviders, IdentityProvider{Name: name, Issuer: stubs[name].srv.URL,
+						ClientID: "mcp-auth", ClientSecret: "stub-secret", GroupMap: map[string][]string{"eng": {"staff"}}})
+				}
+				c.Logger = zap.New(core)
+			})
+			c := e.browser()
+			res := e.idpSignInAt(t, c, tt.from, nil, "/login/"+tt.to+"/callback")
+			if res.status != http.StatusBadRequest || !strings.Contains(res.body, "Sign-in expired") {
+				t.Fatalf("%s's answer at %s's callback = %d %q, want 400 Sign-in expired", tt.from, tt.to, res.status, res.body)
+			}
+			for name, s := range stubs {
+				s.mu.Lock()
+				if len(s.tokenAuth) != 0 {
+					t.Errorf("%s's token endpoint was called %d times, want none", name, len(s.tokenAuth))
+				}
+				s.mu.Unlock()
+			}
+			if n := e.count(bucketUsers); n != 0 {
+				t.Errorf("%d users provisioned, want none", n)
+			}
+			// The state was spent: the answer at its own callback now.
+			own := strings.Replace(res.callback, "/login/"+tt.to+"/", "/login/"+tt.from+"/", 1)
+			resp, err := c.Get(own)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if body := readBody(t, resp); resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "Sign-in expired") {
+				t.Errorf("the answer at its own callback after = %d %q, want 400 Sign-in expired", resp.StatusCode, body)
+			}
+			if got := loginFailures(logs); strings.Join(got, ",") != idpReasonState+","+idpReasonState {
+				t.Errorf("security log reasons = %v, want two %s", got, idpReasonState)
+			}
+			// A sign-in at either that keeps to its own callback works.
+			if res := e.idpSignInAt(t, e.browser(), tt.from, nil, ""); res.status != http.StatusSeeOther {
+				t.Errorf("sign-in at %s = %d %q, want 303", tt.from, res.status, res.body)
+			}
+		})
 	}
 }
