@@ -38,18 +38,19 @@ type stubIdP struct {
 
 	mu sync.Mutex
 	// The next sign-ins' user and the test's changes.
-	claims                jwt.MapClaims       // sub, email, groups...
-	editToken             func(jwt.MapClaims) // last changes to the ID token's claims
-	signWith              *ecdsa.PrivateKey   // nil: the published key
-	editRedirect          func(q url.Values)  // changes to the redirect back
-	padDiscovery, padJWKS int                 // bytes of filler in those answers
-	issParameter          bool                // metadata says answers carry iss (RFC 9207)
-	hangToken             bool                // the token endpoint never answers
-	codes                 map[string]stubCode // issued, not yet redeemed
-	tokenAuth             []string            // Authorization header of each token request
-	tokenTwice            [2]string           // a claim named first with a raw value, then as claims has it
-	discoveryTwice        [2]string           // a metadata member named first with a raw value
-	jwksTwice             [2]string           // a key set member named first with a raw value
+	claims                jwt.MapClaims              // sub, email, groups...
+	editToken             func(jwt.MapClaims)        // last changes to the ID token's claims
+	signWith              *ecdsa.PrivateKey          // nil: the published key
+	editRedirect          func(q url.Values)         // changes to the redirect back
+	padDiscovery, padJWKS int                        // bytes of filler in those answers
+	issParameter          bool                       // metadata says answers carry iss (RFC 9207)
+	hangToken             bool                       // the token endpoint never answers
+	codes                 map[string]stubCode        // issued, not yet redeemed
+	tokenAuth             []string                   // Authorization header of each token request
+	tokenTwice            [2]string                  // a claim named first with a raw value, then as claims has it
+	discoveryTwice        [2]string                  // a metadata member named first with a raw value
+	jwksTwice             [2]string                  // a key set member named first with a raw value
+	forge                 func(jwt.MapClaims) string // the ID token instead of one signed with the key
 }
 
 type stubCode struct {
@@ -155,7 +156,7 @@ func (s *stubIdP) token(w http.ResponseWriter, r *http.Request) {
 	s.tokenAuth = append(s.tokenAuth, r.Header.Get("Authorization"))
 	c, ok := s.codes[r.PostForm.Get("code")]
 	delete(s.codes, r.PostForm.Get("code"))
-	hang, edit, key, dup := s.hangToken, s.editToken, s.signWith, s.tokenTwice
+	hang, edit, key, dup, forge := s.hangToken, s.editToken, s.signWith, s.tokenTwice, s.forge
 	claims := jwt.MapClaims{}
 	for k, v := range s.claims {
 		claims[k] = v
@@ -191,7 +192,21 @@ func (s *stubIdP) token(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
+	if forge != nil {
+		idToken = forge(claims)
+	}
 	s.writeJSON(w, map[string]any{"access_token": "at-" + rand.Text(), "token_type": "Bearer", "expires_in": 300, "id_token": idToken}, 0)
+}
+
+// forgedIDToken signs the stub's ID token claims with method and key,
+// naming kid.
+func forgedIDToken(method jwt.SigningMethod, kid string, key any) func(jwt.MapClaims) string {
+	return func(c jwt.MapClaims) string {
+		tok := jwt.NewWithClaims(method, c)
+		tok.Header["kid"] = kid
+		raw, _ := tok.SignedString(key)
+		return raw
+	}
 }
 
 // signInResult is where a sign-in through the provider ended: the
@@ -372,6 +387,23 @@ func TestIdPSignInAnswers(t *testing.T) {
 		{"ID token for several clients, issued to this one", func(s *stubIdP) {
 			s.editToken = func(c jwt.MapClaims) { c["azp"] = c["aud"]; c["aud"] = []string{c["aud"].(string), "other-app"} }
 		}, http.StatusSeeOther, "", ""},
+		// Algorithms go-oidc must refuse whatever the key set holds:
+		// none, and HMAC keyed with the provider's public key.
+		{"ID token with alg none", func(s *stubIdP) {
+			s.forge = forgedIDToken(jwt.SigningMethodNone, "stub", jwt.UnsafeAllowNoneSignatureType)
+		}, http.StatusForbidden, "is not valid", idpReasonToken},
+		{"ID token with HS256 keyed by the public key", func(s *stubIdP) {
+			pub, _ := publicJWK(s.key.Public())
+			pub.Kid = "stub"
+			b, _ := json.Marshal(pub)
+			s.forge = forgedIDToken(jwt.SigningMethodHS256, "stub", b)
+		}, http.StatusForbidden, "is not valid", idpReasonToken},
+		{"ID token naming a kid the provider does not publish", func(s *stubIdP) {
+			s.forge = forgedIDToken(jwt.SigningMethodES256, "other", s.key)
+		}, http.StatusForbidden, "is not valid", idpReasonToken},
+		{"ID token not yet valid", func(s *stubIdP) {
+			s.editToken = func(c jwt.MapClaims) { c["nbf"] = s.now().Add(10 * time.Minute).Unix() }
+		}, http.StatusForbidden, "is not valid", idpReasonToken},
 		{"expired ID token", func(s *stubIdP) {
 			s.editToken = func(c jwt.MapClaims) { c["exp"] = s.now().Add(-time.Minute).Unix() }
 		}, http.StatusForbidden, "is not valid", idpReasonToken},
