@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"cmp"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -51,6 +52,7 @@ type stubIdP struct {
 	discoveryTwice        [2]string                  // a metadata member named first with a raw value
 	jwksTwice             [2]string                  // a key set member named first with a raw value
 	forge                 func(jwt.MapClaims) string // the ID token instead of one signed with the key
+	metaIssuer            string                     // the issuer the metadata names, when not its own
 }
 
 type stubCode struct {
@@ -91,11 +93,11 @@ func (s *stubIdP) writeJSON(w http.ResponseWriter, v map[string]any, pad int) {
 
 func (s *stubIdP) discovery(w http.ResponseWriter, _ *http.Request) {
 	s.mu.Lock()
-	pad, iss, dup := s.padDiscovery, s.issParameter, s.discoveryTwice
+	pad, iss, dup, named := s.padDiscovery, s.issParameter, s.discoveryTwice, cmp.Or(s.metaIssuer, s.srv.URL)
 	s.mu.Unlock()
 	u := s.srv.URL
 	meta := map[string]any{
-		"issuer": u, "authorization_endpoint": u + "/auth", "token_endpoint": u + "/token", "jwks_uri": u + "/jwks",
+		"issuer": named, "authorization_endpoint": u + "/auth", "token_endpoint": u + "/token", "jwks_uri": u + "/jwks",
 		"response_types_supported": []string{"code"}, "id_token_signing_alg_values_supported": []string{"ES256"},
 	}
 	if iss {
@@ -1369,5 +1371,36 @@ func TestIdPAnswerBoundToItsProvider(t *testing.T) {
 				t.Errorf("sign-in at %s = %d %q, want 303", tt.from, res.status, res.body)
 			}
 		})
+	}
+}
+
+// TestIdPDiscoveryIssuer: the provider's metadata must name the
+// configured issuer exactly (OpenID Connect Discovery section 4.3; go-oidc
+// checks): metadata naming another issuer, or the same with a trailing
+// slash, makes the provider unavailable (502) and signs no one in, and
+// it is read again after idpRetryAfter. Metadata read once is kept: a
+// provider whose metadata names another issuer later (an attacker who
+// took its host, say) cannot have ID tokens of that issuer accepted.
+func TestIdPDiscoveryIssuer(t *testing.T) {
+	e, stub, _ := newIdPEnv(t, nil)
+	for _, named := range []string{"https://evil.example", stub.srv.URL + "/"} {
+		stub.set(func(s *stubIdP) { s.metaIssuer = named })
+		if res := e.idpSignIn(t, e.browser()); res.status != http.StatusBadGateway || !strings.Contains(res.body, "cannot be reached") {
+			t.Fatalf("metadata naming %q: sign-in = %d %q, want 502", named, res.status, res.body)
+		}
+		e.clock.Advance(idpRetryAfter)
+	}
+	stub.set(func(s *stubIdP) { s.metaIssuer = "" })
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+		t.Fatalf("metadata naming the issuer: sign-in = %d %q, want 303", res.status, res.body)
+	}
+	const evil = "https://evil.example"
+	stub.set(func(s *stubIdP) {
+		s.metaIssuer = evil
+		s.editToken = func(c jwt.MapClaims) { c["iss"] = evil }
+	})
+	e.clock.Advance(idpRetryAfter)
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusForbidden || !strings.Contains(res.body, "is not valid") {
+		t.Fatalf("metadata and ID token naming another issuer later: sign-in = %d %q, want 403", res.status, res.body)
 	}
 }
