@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -1319,6 +1320,24 @@ func TestIdPReloadWindowSignsNoOneIn(t *testing.T) {
 	}
 }
 
+// newTwoIdPEnv is the browser environment with two stub providers, corp
+// and evil (an attacker's), each mapping eng to staff; its security log
+// is recorded.
+func newTwoIdPEnv(t *testing.T) (*testEnv, map[string]*stubIdP, *observer.ObservedLogs) {
+	t.Helper()
+	core, logs := observer.New(zap.InfoLevel)
+	stubs := map[string]*stubIdP{}
+	e := newBrowserEnv(t, func(c *Config) {
+		for _, name := range []string{"corp", "evil"} {
+			stubs[name] = newStubIdP(t, c.Now)
+			c.IdentityProviders = append(c.IdentityProviders, IdentityProvider{Name: name, Issuer: stubs[name].srv.URL,
+				ClientID: "mcp-auth", ClientSecret: "stub-secret", GroupMap: map[string][]string{"eng": {"staff"}, "ops": {"readers"}}})
+		}
+		c.Logger = zap.New(core)
+	})
+	return e, stubs, logs
+}
+
 // TestIdPAnswerBoundToItsProvider: with two identity providers, one of
 // them an attacker's, a provider's answer (code, state, iss) taken to
 // the other's redirect URI is refused before any code exchange: the
@@ -1329,16 +1348,7 @@ func TestIdPReloadWindowSignsNoOneIn(t *testing.T) {
 func TestIdPAnswerBoundToItsProvider(t *testing.T) {
 	for _, tt := range []struct{ from, to string }{{"corp", "evil"}, {"evil", "corp"}} {
 		t.Run(tt.from+" to "+tt.to, func(t *testing.T) {
-			core, logs := observer.New(zap.InfoLevel)
-			stubs := map[string]*stubIdP{}
-			e := newBrowserEnv(t, func(c *Config) {
-				for _, name := range []string{"corp", "evil"} {
-					stubs[name] = newStubIdP(t, c.Now)
-					c.IdentityProviders = append(c.IdentityProviders, IdentityProvider{Name: name, Issuer: stubs[name].srv.URL,
-						ClientID: "mcp-auth", ClientSecret: "stub-secret", GroupMap: map[string][]string{"eng": {"staff"}}})
-				}
-				c.Logger = zap.New(core)
-			})
+			e, stubs, logs := newTwoIdPEnv(t)
 			c := e.browser()
 			res := e.idpSignInAt(t, c, tt.from, nil, "/login/"+tt.to+"/callback")
 			if res.status != http.StatusBadRequest || !strings.Contains(res.body, "Sign-in expired") {
@@ -1402,5 +1412,36 @@ func TestIdPDiscoveryIssuer(t *testing.T) {
 	e.clock.Advance(idpRetryAfter)
 	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusForbidden || !strings.Contains(res.body, "is not valid") {
 		t.Fatalf("metadata and ID token naming another issuer later: sign-in = %d %q, want 403", res.status, res.body)
+	}
+}
+
+// TestIdPAccountsNotLinked: an attacker's provider whose user has the
+// same sub, address and name as another provider's user signs in as an
+// account of its own: nothing is linked by sub or email across
+// providers, and the other account keeps its groups (coverage; OpenID Connect Core section 5.7:
+// only iss and sub together identify a user).
+func TestIdPAccountsNotLinked(t *testing.T) {
+	e, stubs, _ := newTwoIdPEnv(t)
+	for _, s := range stubs {
+		s.set(func(s *stubIdP) { s.claims["email"] = "alice@corp.example" })
+	}
+	if res := e.idpSignInAt(t, e.browser(), "corp", nil, ""); res.status != http.StatusSeeOther {
+		t.Fatalf("sign-in at corp = %d %q, want 303", res.status, res.body)
+	}
+	stubs["evil"].set(func(s *stubIdP) { s.claims["groups"] = []string{"ops"}; s.claims["name"] = "Alice" })
+	if res := e.idpSignInAt(t, e.browser(), "evil", nil, ""); res.status != http.StatusSeeOther {
+		t.Fatalf("sign-in at evil = %d %q, want 303", res.status, res.body)
+	}
+	for _, want := range []User{
+		{Username: "corp:u-1", IdentityProvider: "corp", IdPGroups: []string{"eng"}},
+		{Username: "evil:u-1", IdentityProvider: "evil", IdPGroups: []string{"ops"}},
+	} {
+		var u User
+		if err := e.get(bucketUsers, want.Username, &u); err != nil || u.IdentityProvider != want.IdentityProvider || !slices.Equal(u.IdPGroups, want.IdPGroups) {
+			t.Errorf("user %s = provider %q, groups %v (%v); want %q, %v", want.Username, u.IdentityProvider, u.IdPGroups, err, want.IdentityProvider, want.IdPGroups)
+		}
+	}
+	if n := e.count(bucketUsers); n != 2 {
+		t.Errorf("%d stored users, want 2", n)
 	}
 }
