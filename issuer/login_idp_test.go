@@ -363,6 +363,15 @@ func TestIdPSignInAnswers(t *testing.T) {
 		{"error from the provider", func(s *stubIdP) {
 			s.editRedirect = func(q url.Values) { q.Del("code"); q.Set("error", "access_denied") }
 		}, http.StatusForbidden, "did not sign you in (access_denied)", idpReasonError},
+		// The provider's error code is shown, as text: markup in it is
+		// escaped, and error_description is not shown at all.
+		{"error from the provider with markup", func(s *stubIdP) {
+			s.editRedirect = func(q url.Values) {
+				q.Del("code")
+				q.Set("error", `<script>alert(1)</script>`)
+				q.Set("error_description", "Call +1 555 0100 to restore your account")
+			}
+		}, http.StatusForbidden, "did not sign you in (&lt;script&gt;alert(1)&lt;/script&gt;)", idpReasonError},
 		{"ID token signed by another key", func(s *stubIdP) {
 			s.signWith, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		}, http.StatusForbidden, "is not valid", idpReasonToken},
@@ -464,6 +473,9 @@ func TestIdPSignInAnswers(t *testing.T) {
 			res := e.idpSignIn(t, c)
 			if res.status != tt.wantStatus || !strings.Contains(res.body, tt.wantText) {
 				t.Fatalf("sign-in = %d %q, want %d %q", res.status, res.body, tt.wantStatus, tt.wantText)
+			}
+			if strings.Contains(res.body, "<script") || strings.Contains(res.body, "555 0100") {
+				t.Errorf("the page shows the provider's markup or error_description: %q", res.body)
 			}
 			if tt.wantStatus == http.StatusSeeOther {
 				if !strings.HasPrefix(res.location, pathConsent+"?") {
