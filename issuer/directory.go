@@ -640,8 +640,10 @@ func (d *directory) snapshot() directorySnapshot {
 	for _, u := range d.cfg.Users {
 		s.Users[u.Username] = fingerprint(u.PasswordHash)
 	}
+	s.ClientLimits = map[string]clientLimits{}
 	for _, c := range d.cfg.Clients {
 		s.Clients[c.ID] = credentialFingerprint(c.SecretHash, c.JWKS, c.JWKSURI)
+		s.ClientLimits[c.ID] = clientLimits{GrantTypes: c.GrantTypes, Resources: c.Resources, Scopes: c.Scopes, DPoP: c.DPoPBoundAccessTokens}
 	}
 	for _, a := range d.cfg.Agents {
 		s.Agents[a.ID] = credentialFingerprint(a.SecretHash, a.JWKS, a.JWKSURI)

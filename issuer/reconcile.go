@@ -332,7 +332,10 @@ type configChange struct {
 	removed bool
 }
 
-// configChanges are the principals cur removed or re-keyed since prev.
+// configChanges are the principals cur removed or re-keyed since prev,
+// and the clients it narrowed (a scope, resource or grant type taken
+// away), which lose their grants as an update through the admin API
+// makes them (UpdateClientIfMatch).
 func configChanges(prev, cur *directorySnapshot) []configChange {
 	var out []configChange
 	for _, d := range []struct {
@@ -340,12 +343,22 @@ func configChanges(prev, cur *directorySnapshot) []configChange {
 		prev, cur map[string]string
 	}{{principalUser, prev.Users, cur.Users}, {principalClient, prev.Clients, cur.Clients}, {principalAgent, prev.Agents, cur.Agents}} {
 		for name, fp := range d.prev {
-			if now, kept := d.cur[name]; !kept || now != fp {
+			now, kept := d.cur[name]
+			if !kept || now != fp || d.kind == principalClient && clientNarrowed(prev, cur, name) {
 				out = append(out, configChange{d.kind, name, !kept})
 			}
 		}
 	}
 	return out
+}
+
+// clientNarrowed reports whether cur allows client id less than prev
+// did; not when either recorded no limits for it (an earlier version's
+// record).
+func clientNarrowed(prev, cur *directorySnapshot, id string) bool {
+	was, ok := prev.ClientLimits[id]
+	now, kept := cur.ClientLimits[id]
+	return ok && kept && was.narrowed(now)
 }
 
 // grants selects the grants ApplyConfigChanges revokes for c: a

@@ -26,14 +26,7 @@ import (
 // another issuer's configuration in the same store is not a change.
 func TestApplyConfigChanges(t *testing.T) {
 	e := newTokEnv(t)
-	ctx := t.Context()
-	apply := func(opts ...envOption) {
-		t.Helper()
-		e.restart(e.store, opts...)
-		if err := e.iss.ApplyConfigChanges(ctx); err != nil {
-			t.Fatalf("ApplyConfigChanges: %v", err)
-		}
-	}
+	apply := func(opts ...envOption) { t.Helper(); e.applyConfig(t, opts...) }
 	withoutUser := func(c *Config) {
 		c.Users = slices.DeleteFunc(slices.Clone(c.Users), func(u User) bool { return u.Username == tUser })
 	}
@@ -86,6 +79,16 @@ func TestApplyConfigChanges(t *testing.T) {
 	revoked(map[string]bool{"client": true, "user": true})
 	apply(rekeyClient, withoutUser, rekeyAgent)
 	revoked(map[string]bool{"client": true, "user": true, "key agent": true})
+}
+
+// applyConfig restarts e's issuer on its store with opts and applies the
+// configuration's changes, as a reload does.
+func (e *testEnv) applyConfig(t *testing.T, opts ...envOption) {
+	t.Helper()
+	e.restart(e.store, opts...)
+	if err := e.iss.ApplyConfigChanges(t.Context()); err != nil {
+		t.Fatalf("ApplyConfigChanges: %v", err)
+	}
 }
 
 // TestGrantsBoundToIssuerURL: a reload that changes the issuer URL (and,
@@ -781,4 +784,87 @@ func TestReloadWindowProvisionsNothing(t *testing.T) {
 	if r := e.redeem(t, conf, idp.idJAG(t, e, nil), nil); r.status != http.StatusOK {
 		t.Errorf("at B: ID-JAG = %d %s, want 200", r.status, r.raw)
 	}
+}
+
+// TestReloadNarrowingClientRevokes: a configuration that narrows a
+// configured client (a scope, resource or grant type taken away) revokes
+// every grant the client holds, as the admin API's update of a client
+// does (TestUpdateClientGrants); one that keeps or widens it revokes
+// nothing, and so does a configuration applied after one of a version
+// that recorded no registrations.
+func TestReloadNarrowingClientRevokes(t *testing.T) {
+	e := newTokEnv(t)
+	apply := func(opts ...envOption) { t.Helper(); e.applyConfig(t, opts...) }
+	client := func(id string, f func(c *Client)) envOption {
+		return func(c *Config) {
+			c.Clients = slices.Clone(c.Clients)
+			for n := range c.Clients {
+				if c.Clients[n].ID == id {
+					f(&c.Clients[n])
+				}
+			}
+		}
+	}
+	confScopes := func(s ...string) envOption { return client(tConf, func(c *Client) { c.Scopes = s }) }
+	confGrants := func(g ...string) envOption { return client(tConf, func(c *Client) { c.GrantTypes = g }) }
+	publicResources := func(r ...string) envOption { return client(tPublic, func(c *Client) { c.Resources = r }) }
+	var cc, user string
+	issue := func() {
+		t.Helper()
+		cc = e.post(t, pathToken, url.Values{"grant_type": {"client_credentials"}, "resource": {tResource}, "scope": {"read write"}}, tConf+":"+tSecret).str("access_token")
+		user = e.userToken(t, tPublic, "read").AccessToken
+	}
+	revoked := func(step string, want map[string]bool) {
+		t.Helper()
+		for name, tok := range map[string]string{"client": cc, "user": user} {
+			if got := e.revokedToken(t, tok); got != want[name] {
+				t.Errorf("%s: %s's token revoked = %v, want %v", step, name, got, want[name])
+			}
+		}
+	}
+	apply()
+	issue()
+	apply()
+	revoked("same configuration", nil)
+	apply(confScopes("read", "write"))
+	revoked("client's scopes restricted", map[string]bool{"client": true})
+	issue()
+	apply(confScopes("read", "write"))
+	revoked("client's scopes given again", nil)
+	apply(confScopes("read"))
+	revoked("client's scope taken away", map[string]bool{"client": true})
+	issue()
+	apply(confScopes("read", "write"))
+	revoked("client's scope added", nil)
+	apply()
+	revoked("client's scopes no longer restricted", nil)
+	apply(confGrants(grantAuthorizationCode, grantRefreshToken, grantTokenExchange))
+	revoked("client's grant type taken away", map[string]bool{"client": true})
+	apply()
+	issue()
+	apply(publicResources(tResource))
+	revoked("public client's resources restricted", map[string]bool{"user": true})
+	issue()
+	apply(publicResources(tResource), client(tConf, func(c *Client) { c.DPoPBoundAccessTokens = true }))
+	revoked("client made to use DPoP", map[string]bool{"client": true})
+	apply(publicResources(tResource))
+
+	// A configuration recorded by an earlier version holds no
+	// registrations: nothing to compare, nothing revoked.
+	issue()
+	if err := e.store.Update(t.Context(), func(tx store.Tx) error {
+		configs := configIn(tx)
+		prev, err := configs.get(e.iss.URL())
+		if err != nil {
+			return err
+		}
+		prev.ClientLimits = nil
+		return configs.put(e.iss.URL(), prev)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	apply(confScopes("read", "write"), publicResources(tResource))
+	revoked("narrowed since a record without registrations", nil)
+	apply(confScopes("read"), publicResources(tResource))
+	revoked("narrowed since a record with them", map[string]bool{"client": true})
 }

@@ -13,15 +13,39 @@ import (
 const bucketConfig = "config"
 
 // directorySnapshot is what a configuration declared: each user, client
-// and agent with a fingerprint of its credential. Config-declared
-// principals live in memory only, so this record is how the next
-// configuration learns which of them it removed or re-keyed.
+// and agent with a fingerprint of its credential, and what each client
+// may use. Config-declared principals live in memory only, so this
+// record is how the next configuration learns which of them it removed,
+// re-keyed or narrowed.
 type directorySnapshot struct {
 	Users   map[string]string `json:"users"`
 	Clients map[string]string `json:"clients"`
 	Agents  map[string]string `json:"agents"`
 	// IdentityProviders: name -> fingerprint of issuer and client_id.
 	IdentityProviders map[string]string `json:"identity_providers,omitempty"`
+	// ClientLimits: client id -> what its registration allows, so that
+	// a narrowing revokes as the admin API's update does. None in the
+	// records of earlier versions: nothing to compare.
+	ClientLimits map[string]clientLimits `json:"client_limits,omitempty"`
+}
+
+// clientLimits is what of a configured client's registration a grant
+// rests on besides its credential (registrationNarrowed).
+type clientLimits struct {
+	GrantTypes []string `json:"grant_types,omitempty"`
+	Resources  []string `json:"resources,omitempty"`
+	Scopes     []string `json:"scopes,omitempty"`
+	DPoP       bool     `json:"dpop_bound_access_tokens,omitempty"`
+}
+
+// narrowed reports whether cur allows less than l, as
+// registrationNarrowed judges a client's update.
+func (l clientLimits) narrowed(cur clientLimits) bool {
+	return registrationNarrowed(l.client(), cur.client())
+}
+
+func (l clientLimits) client() *Client {
+	return &Client{GrantTypes: l.GrantTypes, Resources: l.Resources, Scopes: l.Scopes, DPoPBoundAccessTokens: l.DPoP}
 }
 
 // digest identifies the snapshot: a digest of its JSON (sorted keys).
