@@ -129,17 +129,23 @@ func (c *credentialTags) current(tx store.Tx, pt, name, tag string) (bool, error
 // this one declares for them: an instance still running a configuration
 // that another removed or re-keyed one in (an old configuration's
 // servers finishing after a reload, an instance of a cluster not
-// reloaded yet) issues nothing on the old credential, which no reload
-// would revoke once the newest is applied.
+// reloaded yet) issues nothing on the old credential, nor beyond a
+// client's narrowed registration, which no reload would revoke once the
+// newest is applied.
 func (c *credentialTags) mayIssue(tx store.Tx, s tokenSubject, authenticated *Client) (bool, error) {
 	applied, err := c.applied(tx)
 	if err != nil || applied == &c.declared {
 		return err == nil, err
 	}
 	same := func(pt, name string) bool { return c.of(pt, name) == applied.tag(pt, name) }
-	ok := same(principalClient, s.client.ID) && same(principalAgent, s.client.ID)
+	// A client the newest configuration narrowed gets nothing here
+	// either: this one would issue it what that one took away.
+	client := func(id string) bool {
+		return same(principalClient, id) && same(principalAgent, id) && !clientNarrowed(&c.declared, applied, id)
+	}
+	ok := client(s.client.ID)
 	if authenticated != nil {
-		ok = ok && same(principalClient, authenticated.ID) && same(principalAgent, authenticated.ID)
+		ok = ok && client(authenticated.ID)
 	}
 	if s.user != nil {
 		ok = ok && same(principalUser, s.subject)

@@ -868,3 +868,45 @@ func TestReloadNarrowingClientRevokes(t *testing.T) {
 	apply(confScopes("read"), publicResources(tResource))
 	revoked("narrowed since a record with them", map[string]bool{"client": true})
 }
+
+// TestReloadWindowNarrowedClientIssuesNothing: after a configuration
+// that narrowed a client has been applied (B), the old configuration's
+// servers (A) still allow it what B took away; they issue the client
+// nothing, as for a client B re-keyed (TestReloadWindowIssuesNothing),
+// since no later reload would revoke a grant made there. Other clients
+// are served, and B serves the narrowed client within its limits.
+func TestReloadWindowNarrowedClientIssuesNothing(t *testing.T) {
+	e := newTokEnv(t)
+	apply, at := e.rolling(t)
+	apply()
+	a := e.iss
+	e.restart(e.store, func(c *Config) {
+		c.Clients = slices.Clone(c.Clients)
+		for n := range c.Clients {
+			if c.Clients[n].ID == tConf {
+				c.Clients[n].Scopes = []string{"read"}
+			}
+		}
+	})
+	apply()
+	b := e.iss
+	at(a)
+	grants := e.count(bucketGrants)
+	for _, scope := range []string{"read write", "read"} {
+		cc := url.Values{"grant_type": {grantClientCredentials}, "resource": {tResource}, "scope": {scope}}
+		if r := e.post(t, pathToken, cc, tConf+":"+tSecret); r.status != http.StatusBadRequest || r.str("error") != "invalid_grant" {
+			t.Errorf("at A after B narrowed %s: client credentials for %q = %d %s, want 400 invalid_grant", tConf, scope, r.status, r.raw)
+		}
+	}
+	if g := e.count(bucketGrants); g != grants {
+		t.Errorf("grants after A's refusals = %d, want %d (nothing written)", g, grants)
+	}
+	if tok := e.userToken(t, tPublic, "read"); tok.AccessToken == "" {
+		t.Errorf("at A: a client B did not narrow got no token")
+	}
+	at(b)
+	cc := url.Values{"grant_type": {grantClientCredentials}, "resource": {tResource}, "scope": {"read"}}
+	if r := e.post(t, pathToken, cc, tConf+":"+tSecret); r.status != http.StatusOK {
+		t.Errorf("at B: client credentials for read = %d %s, want 200", r.status, r.raw)
+	}
+}
