@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hmac"
@@ -25,8 +26,12 @@ import (
 // and it starts a page after any name a client writes into one. So the
 // client never sees the upstream's cursor: it gets
 //
-//	base64url(nonce || AES-256-GCM(key, nonce, cursor, binding))
+//	base64url(nonce || AES-256-GCM(key, nonce, pad(cursor), binding))
 //
+// pad appends 0x80 and zeros up to a multiple of cursorBlock bytes
+// (ISO/IEC 7816-4), so that the length shows nothing of the cursor's
+// either: the Go SDK's, as long as the page's last name, told a caller
+// the length of a hidden one.
 // where key is derived from SessionKey and binding is the MAC of the
 // list (its result member), the resource and the principal, as a session
 // id's (macState.sum). A list request's params.cursor must open for the
@@ -39,6 +44,7 @@ import (
 const (
 	labelCursor       = "mcp-cursor-v1"
 	maxUpstreamCursor = 16 << 10 // bytes; far above what servers mint
+	cursorBlock       = 256      // bytes; the Go SDK's cursor for a 150-byte name fits one
 )
 
 // newCursorAEAD derives the cursor key from the session key: the
@@ -64,9 +70,13 @@ func (g *Gateway) cursorBinding(p *principal, list mcpparse.List) []byte {
 
 // sealCursor returns the client-facing cursor for an upstream one.
 func (g *Gateway) sealCursor(p *principal, list mcpparse.List, upstream string) string {
-	buf := make([]byte, g.cursors.NonceSize(), g.cursors.NonceSize()+len(upstream)+g.cursors.Overhead())
-	rand.Read(buf)
-	buf = g.cursors.Seal(buf, buf, []byte(upstream), g.cursorBinding(p, list))
+	n := g.cursors.NonceSize()
+	padded := (len(upstream)/cursorBlock + 1) * cursorBlock
+	buf := make([]byte, n+padded, n+padded+g.cursors.Overhead())
+	rand.Read(buf[:n])
+	copy(buf[n:], upstream)
+	buf[n+len(upstream)] = 0x80
+	buf = g.cursors.Seal(buf[:n], buf[:n], buf[n:], g.cursorBinding(p, list))
 	return base64.RawURLEncoding.EncodeToString(buf)
 }
 
@@ -74,7 +84,7 @@ func (g *Gateway) sealCursor(p *principal, list mcpparse.List, upstream string) 
 // p and list.
 func (g *Gateway) openCursor(p *principal, list mcpparse.List, sealed string) (string, bool) {
 	n := g.cursors.NonceSize()
-	if len(sealed) > base64.RawURLEncoding.EncodedLen(n+maxUpstreamCursor+g.cursors.Overhead()) {
+	if len(sealed) > base64.RawURLEncoding.EncodedLen(n+maxUpstreamCursor+cursorBlock+g.cursors.Overhead()) {
 		return "", false
 	}
 	raw, err := base64.RawURLEncoding.Strict().DecodeString(sealed)
@@ -85,7 +95,11 @@ func (g *Gateway) openCursor(p *principal, list mcpparse.List, sealed string) (s
 	if err != nil {
 		return "", false
 	}
-	return string(up), true
+	up = bytes.TrimRight(up, "\x00")
+	if len(up) == 0 || up[len(up)-1] != 0x80 {
+		return "", false // sealed here, so padded: cannot happen
+	}
+	return string(up[:len(up)-1]), true
 }
 
 // bindCursors checks the params.cursor of an authorized list request

@@ -545,3 +545,56 @@ func TestListCursorVariants(t *testing.T) {
 		})
 	}
 }
+
+// TestListCursorLengthHidden: the length of a sealed cursor does not
+// follow the upstream's. The Go SDK's cursor is base64 of the page's
+// last item, by name or URI, so a cursor as long as the upstream's plus
+// a fixed overhead told a caller the length of a hidden item that ended
+// a page (TestListCursorsSealed). Cursors up to cursorBlock-1 bytes are
+// sealed alike; each still opens to exactly the upstream's, whatever
+// bytes it ends with.
+func TestListCursorLengthHidden(t *testing.T) {
+	c := claims()
+	c["scope"] = "mcp files:read"
+	token := mint(t, c)
+	var lengths []int
+	for _, up := range []string{"a", "file:///docs/secret/plan.md", strings.Repeat("x", 200), "ends\x00\x00", "ends\u0080", "\u0080\x00"} {
+		quoted, _ := json.Marshal(up)
+		answer := `{"jsonrpc":"2.0","id":1,"result":{"resources":[],"nextCursor":` + string(quoted) + `}}`
+		h := newHarness(t, testConfig(t), answerAs("json", answer))
+		list := func(params string) (*http.Response, string) {
+			t.Helper()
+			resp := h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"resources/list"` + params + `}`, token: token,
+				headers: map[string]string{"MCP-Protocol-Version": "2025-11-25"}})
+			return resp, readBody(t, resp)
+		}
+		resp, body := list("")
+		var m struct {
+			Result struct {
+				NextCursor string `json:"nextCursor"`
+			} `json:"result"`
+		}
+		if err := json.Unmarshal([]byte(body), &m); err != nil || resp.StatusCode != 200 || m.Result.NextCursor == "" {
+			t.Fatalf("resources/list (upstream cursor %q) = %d %s", up, resp.StatusCode, body)
+		}
+		lengths = append(lengths, len(m.Result.NextCursor))
+		if resp, body := list(`,"params":{"cursor":"` + m.Result.NextCursor + `"}`); resp.StatusCode != 200 {
+			t.Fatalf("resources/list with the sealed cursor = %d %s", resp.StatusCode, body)
+		}
+		got := h.up.requests()
+		var sent struct {
+			Params struct {
+				Cursor *string `json:"cursor"`
+			} `json:"params"`
+		}
+		if err := json.Unmarshal(got[len(got)-1].Body, &sent); err != nil || sent.Params.Cursor == nil || *sent.Params.Cursor != up {
+			t.Errorf("upstream got %s, want cursor %q", got[len(got)-1].Body, up)
+		}
+	}
+	for _, n := range lengths[1:] {
+		if n != lengths[0] {
+			t.Errorf("sealed cursor lengths %v, want them equal: the length shows the upstream's", lengths)
+			break
+		}
+	}
+}

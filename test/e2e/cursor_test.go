@@ -91,6 +91,14 @@ func TestListCursorsSealed(t *testing.T) {
 			if len(cursors) == 0 {
 				t.Fatal("no page had a next cursor")
 			}
+			// Nor does a cursor's length tell the length of the name
+			// that ended its page (file:///docs/secret/plan.md).
+			for _, c := range cursors[1:] {
+				if len(c) != len(cursors[0]) {
+					t.Errorf("bob's cursors %q differ in length, as the names ending their pages do", cursors)
+					break
+				}
+			}
 
 			// A cursor the gateway did not seal for the caller and the
 			// list is refused: the upstream's own, one of another
