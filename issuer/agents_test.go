@@ -286,6 +286,42 @@ func newMemStore() store.Store {
 	return memory.New(memory.Options{Now: clock.Now, RunTwice: true})
 }
 
+// newAgentSecret gives the configured agent id a new secret hash.
+func newAgentSecret(id string) envOption {
+	return func(c *Config) {
+		c.Agents = slices.Clone(c.Agents)
+		for n := range c.Agents {
+			if c.Agents[n].ID == id {
+				c.Agents[n].SecretHash = hashClientSecret("new secret")
+			}
+		}
+	}
+}
+
+// rekeyEnv is a token environment, its configuration applied, and the
+// agent a test re-keys how: "admin rotation", a runtime agent whose
+// secret the admin API rotates, or "configuration", the configured
+// tAgent1, re-keyed by reconfigure. rekey reports its failure with
+// t.Error: it may run in a request's goroutine.
+func rekeyEnv(t *testing.T, how string, reconfigure func(e *testEnv)) (e *testEnv, id, secret string, rekey func()) {
+	t.Helper()
+	e = newTokEnv(t)
+	if err := e.iss.ApplyConfigChanges(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if how != "admin rotation" {
+		return e, tAgent1, tAgentSecret, func() { reconfigure(e) }
+	}
+	if err := e.iss.PutAgent(t.Context(), Agent{ID: "rt", SecretHash: hashClientSecret("first")}); err != nil {
+		t.Fatal(err)
+	}
+	return e, "rt", "first", func() {
+		if _, err := e.iss.RotateAgentSecret(t.Context(), "rt"); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
 // TestAgentRekeyEndsDelegations: replacing an agent's credentials (the
 // admin API's rotation; a new secret hash or keys in the configuration)
 // ends the users' delegations to it (requested_actor), access and
@@ -297,36 +333,12 @@ func newMemStore() store.Store {
 func TestAgentRekeyEndsDelegations(t *testing.T) {
 	for _, how := range []string{"admin rotation", "configuration"} {
 		t.Run(how, func(t *testing.T) {
-			e := newTokEnv(t)
-			ctx := t.Context()
-			if err := e.iss.ApplyConfigChanges(ctx); err != nil {
-				t.Fatal(err)
-			}
-			id, secret := tAgent1, tAgentSecret
-			rekey := func() {
-				e.restart(e.store, func(c *Config) {
-					c.Agents = slices.Clone(c.Agents)
-					for n := range c.Agents {
-						if c.Agents[n].ID == id {
-							c.Agents[n].SecretHash = hashClientSecret("new secret")
-						}
-					}
-				})
-				if err := e.iss.ApplyConfigChanges(ctx); err != nil {
+			e, id, secret, rekey := rekeyEnv(t, how, func(e *testEnv) {
+				e.restart(e.store, newAgentSecret(tAgent1))
+				if err := e.iss.ApplyConfigChanges(t.Context()); err != nil {
 					t.Fatal(err)
 				}
-			}
-			if how == "admin rotation" {
-				id, secret = "rt", "first"
-				if err := e.iss.PutAgent(ctx, Agent{ID: id, SecretHash: hashClientSecret(secret)}); err != nil {
-					t.Fatal(err)
-				}
-				rekey = func() {
-					if _, err := e.iss.RotateAgentSecret(ctx, id); err != nil {
-						t.Fatal(err)
-					}
-				}
-			}
+			})
 			own := e.agentToken(t, id, secret)
 			del := e.delegated(t, id, own, "read", "offline_access")
 			user := e.userToken(t, tConf, "read")
@@ -346,6 +358,42 @@ func TestAgentRekeyEndsDelegations(t *testing.T) {
 			}
 			if e.revokedToken(t, user.AccessToken) {
 				t.Error("the user's grant whose token was exchanged to the agent was revoked")
+			}
+		})
+	}
+}
+
+// TestAgentRekeyRacesRefresh: a refresh of a user's delegation to an
+// agent that is signed before the agent is re-keyed (the admin API's
+// rotation, or another instance applying a configuration with a new
+// secret hash) and recorded after it issues nothing: the re-key stamps
+// the agent as an actor (revokeAgentRekeyed), and the refresh rests on it
+// as the grant was made.
+func TestAgentRekeyRacesRefresh(t *testing.T) {
+	for _, how := range []string{"admin rotation", "configuration"} {
+		t.Run(how, func(t *testing.T) {
+			e, id, secret, rekey := rekeyEnv(t, how, func(e *testEnv) {
+				// Another instance applies the configuration.
+				cfg := e.config()
+				newAgentSecret(tAgent1)(&cfg)
+				other, err := New(cfg, e.store)
+				if err == nil {
+					err = other.ApplyConfigChanges(t.Context())
+				}
+				if err != nil {
+					t.Error(err)
+				}
+			})
+			del := e.delegated(t, id, e.agentToken(t, id, secret), "read", "offline_access")
+			e.clock.Advance(time.Second)
+			e.iss.mint.beforeRecord = func() {
+				e.iss.mint.beforeRecord = nil
+				e.clock.Advance(time.Second)
+				rekey()
+			}
+			r := e.post(t, pathToken, url.Values{"grant_type": {grantRefreshToken}, "refresh_token": {del.RefreshToken}, "client_id": {tPublic}}, "")
+			if r.status != http.StatusBadRequest || r.str("error") != "invalid_grant" {
+				t.Errorf("refresh of the delegation racing the re-key = %d %s, want invalid_grant", r.status, r.raw)
 			}
 		})
 	}

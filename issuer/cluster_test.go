@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/oauth2"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
@@ -658,5 +659,58 @@ func TestExchangedTokensRevokedAcrossInstances(t *testing.T) {
 	}
 	if x := b.tokenExchange(t, tAgent2+":"+tAgentSecret, exchangeForm(two.str("access_token"), "")); x.str("error") != "invalid_request" {
 		t.Errorf("exchange on B of a token of the revoked grant = %d %s, want invalid_request", x.status, x.str("error"))
+	}
+}
+
+// TestAgentRekeyAcrossInstances: an agent's secret rotated on instance A
+// ends, at instance B (its Revoked, what B's gateways ask, and its token
+// endpoint), the users' delegations to it made on B, refresh tokens
+// included, and a delegated code B issued before the rotation, redeemed
+// after it with the agent's new token; the old secret no longer works on
+// B. Another agent's delegation and the user's own grant stay.
+func TestAgentRekeyAcrossInstances(t *testing.T) {
+	envs, _ := clusterEnvs(t, 2, onlyNotified, func(c *Config) { c.Issuer = "http://localhost:9" })
+	a, b := envs[0], envs[1]
+	behindOneURL(envs)
+	watchRevocations(t, b.iss)
+	ctx := t.Context()
+	if err := a.iss.PutAgent(ctx, Agent{ID: "rt", SecretHash: hashClientSecret("first")}); err != nil {
+		t.Fatal(err)
+	}
+	del := b.delegated(t, "rt", b.agentToken(t, "rt", "first"), "read", "offline_access")
+	kept := map[string]*oauth2.Token{
+		"another agent's delegation": b.delegated(t, tAgent2, b.agentToken(t, tAgent2, tAgentSecret), "read", "offline_access"),
+		"the user's own grant":       b.userToken(t, tPublic, "read", "offline_access"),
+	}
+	code, verifier := b.issueCode(t, codeSpec{actor: "rt", scopes: []string{"read"}})
+	b.clock.Advance(2 * time.Second)
+
+	start := time.Now()
+	secret, err := a.iss.RotateAgentSecret(ctx, "rt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, c := claimsOf(t, del.AccessToken)
+	waitRevoked(t, b.iss, c["jti"].(string), c["gid"].(string), start, 5*time.Second)
+	refresh := func(tok *oauth2.Token) answer {
+		return b.post(t, pathToken, url.Values{"grant_type": {grantRefreshToken}, "refresh_token": {tok.RefreshToken}, "client_id": {tPublic}}, "")
+	}
+	if r := refresh(del); r.status != http.StatusBadRequest || r.str("error") != "invalid_grant" {
+		t.Errorf("refresh on B of the delegation to the rotated agent = %d %s, want invalid_grant", r.status, r.raw)
+	}
+	if _, err := b.exchange(t, tPublic, "", code, verifier,
+		oauth2.SetAuthURLParam("actor_token", b.agentToken(t, "rt", secret)), oauth2.SetAuthURLParam("actor_token_type", tokenTypeAccessToken)); err == nil {
+		t.Error("a delegated code issued before the rotation was redeemed on B after it")
+	}
+	if _, err := b.agentTokenErr("rt", "first"); err == nil {
+		t.Error("the rotated secret still works on B")
+	}
+	for what, tok := range kept {
+		if b.revokedToken(t, tok.AccessToken) {
+			t.Errorf("%s revoked by another agent's rotation", what)
+		}
+		if r := refresh(tok); r.status != http.StatusOK {
+			t.Errorf("refresh on B of %s = %d %s, want 200", what, r.status, r.raw)
+		}
 	}
 }
