@@ -353,6 +353,30 @@ func TestPrivateKeyJWT(t *testing.T) {
 			t.Errorf("revoke with aud %s = %d %s, want 200", aud, a.status, a.raw)
 		}
 	}
+	// An assertion typed client-authentication+jwt names the issuer
+	// identifier at every endpoint, never the endpoint's own URL.
+	for _, path := range []string{pathPAR, pathRevoke, pathIntrospect} {
+		form := map[string]url.Values{
+			pathPAR:        parForm(url.Values{"client_id": {tJWT}}),
+			pathRevoke:     {"token": {"unknown"}},
+			pathIntrospect: {"token": {"unknown"}},
+		}[path]
+		for _, aud := range []any{e.iss.endpoint(path), e.iss.URL() + "/", e.iss.URL(), []string{e.iss.URL()}} {
+			e.iss.limiter = newLimiter(e.clock.Now, nil, nil)
+			raw := e.clientAssertion(t, func(c jwt.MapClaims, tk *jwt.Token) {
+				tk.Header["typ"], c["aud"] = "application/client-authentication+jwt", aud
+			})
+			f := url.Values{"client_assertion_type": {jwtBearerAssertion}, "client_assertion": {raw}}
+			for k, v := range form {
+				f[k] = v
+			}
+			a := e.post(t, path, f, "")
+			ok := aud != e.iss.endpoint(path) && aud != e.iss.URL()+"/"
+			if ok != (a.status/100 == 2) || (!ok && (a.status != 401 || a.str("error") != "invalid_client")) {
+				t.Errorf("%s with a typed assertion, aud %v = %d %s, want ok = %v (else 401 invalid_client)", path, aud, a.status, a.raw, ok)
+			}
+		}
+	}
 }
 
 // TestPrivateKeyJWTRefusedRequestKeepsIt: a request refused after its
