@@ -1,11 +1,14 @@
 package issuer
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +16,7 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
@@ -396,5 +400,78 @@ func TestAgentRekeyRacesRefresh(t *testing.T) {
 				t.Errorf("refresh of the delegation racing the re-key = %d %s, want invalid_grant", r.status, r.raw)
 			}
 		})
+	}
+}
+
+// TestAgentJWKSURIRolloverRevokesNothing: a configured agent's keys
+// served at its jwks_uri may change at any time (a key rollover the agent
+// does itself), which no reload sees: the configuration, and so the
+// agent's credential, is unchanged, and nothing is revoked, its own
+// tokens and users' delegations to it included, however often Caddy
+// reloads; the new key authenticates once fetched. Changing the
+// jwks_uri in the configuration is a re-key and ends them
+// (revokeAgentRekeyed).
+func TestAgentJWKSURIRolloverRevokesNothing(t *testing.T) {
+	var served atomic.Pointer[[]byte]
+	keys := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(*served.Load())
+	}))
+	defer keys.Close()
+	const id = "remote-agent"
+	withAgent := func(uri string) envOption {
+		return func(c *Config) {
+			c.HTTPClient, c.CIMDAllowPrivate = keys.Client(), true
+			c.Agents = append(slices.Clone(c.Agents), Agent{ID: id, JWKSURI: uri})
+		}
+	}
+	e := newTokEnv(t, withAgent(keys.URL+"/jwks.json"))
+	apply := func(uri string) {
+		t.Helper()
+		e.restart(e.store, withAgent(uri))
+		if err := e.iss.ApplyConfigChanges(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(keys.URL + "/jwks.json")
+	pub, _ := publicJWK(e.jwtKey.Public())
+	serve := func(kid string) {
+		pub.Kid = kid
+		b, _ := json.Marshal(map[string][]accesstoken.JWK{"keys": {pub}})
+		served.Store(&b)
+	}
+	ownToken := func(kid string) answer {
+		return e.post(t, pathToken, ccForm(url.Values{"client_assertion_type": {jwtBearerAssertion},
+			"client_assertion": {e.clientAssertion(t, func(c jwt.MapClaims, tk *jwt.Token) {
+				c["iss"], c["sub"] = id, id
+				tk.Header["kid"] = kid
+			})}}), "")
+	}
+	serve("k1")
+	own := ownToken("k1")
+	if own.status != http.StatusOK {
+		t.Fatalf("the agent's own token = %d %s", own.status, own.raw)
+	}
+	del := e.delegated(t, id, own.str("access_token"), "read", "offline_access")
+
+	serve("k2") // the agent rolls its key over
+	apply(keys.URL + "/jwks.json")
+	e.clock.Advance(jwksMinRefetch)
+	if a := ownToken("k2"); a.status != http.StatusOK {
+		t.Errorf("the agent's new key = %d %s, want 200", a.status, a.raw)
+	}
+	for what, tok := range map[string]string{"own token": own.str("access_token"), "delegated token": del.AccessToken} {
+		if e.revokedToken(t, tok) {
+			t.Errorf("%s revoked by a key rollover at an unchanged jwks_uri", what)
+		}
+	}
+	r := e.post(t, pathToken, url.Values{"grant_type": {grantRefreshToken}, "refresh_token": {del.RefreshToken}, "client_id": {tPublic}}, "")
+	if r.status != http.StatusOK {
+		t.Fatalf("refresh of the delegation after the rollover = %d %s, want 200", r.status, r.raw)
+	}
+
+	apply(keys.URL + "/jwks-2.json") // the operator re-keys it
+	if !e.revokedToken(t, r.str("access_token")) {
+		t.Error("a new jwks_uri in the configuration left the delegation")
 	}
 }
