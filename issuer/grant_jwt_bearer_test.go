@@ -216,6 +216,11 @@ func TestIDJAGRefused(t *testing.T) {
 		// without it would let any agent this server allows act.
 		{"who may act (may_act)", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["may_act"] = map[string]any{"sub": tAgent1} }, nil, 400, "invalid_grant"},
 		{"an empty may_act", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["may_act"] = map[string]any{} }, nil, 400, "invalid_grant"},
+		{"a null may_act", conf, func(c jwt.MapClaims, _ *jwt.Token) { c["may_act"] = nil }, nil, 400, "invalid_grant"},
+		{"may_act given twice", conf, func(c jwt.MapClaims, t *jwt.Token) {
+			c["may_act"] = map[string]any{"sub": tAgent1}
+			t.Claims = twice{c, "may_act", `{}`}
+		}, nil, 400, "invalid_grant"},
 		// Enterprise-managed authorization, section 7.6.2: the scope
 		// claim is validated against the resource's registered scopes,
 		// and one that does not match is invalid_grant, not dropped.
