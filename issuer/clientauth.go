@@ -433,7 +433,7 @@ func notOtherJWTType(t *jwt.Token) error {
 	if !ok {
 		return errors.New("typ is not a string")
 	}
-	typ = strings.TrimPrefix(strings.ToLower(typ), "application/")
+	typ = mediaSubtype(typ)
 	if strings.HasSuffix(typ, "+jwt") && typ != clientAssertionType {
 		return errors.New("typ names another kind of JWT")
 	}
@@ -446,7 +446,15 @@ func notOtherJWTType(t *jwt.Token) error {
 // injection it closes). Such a client gets no leeway meant for older ones.
 func typedClientAssertion(t *jwt.Token) bool {
 	typ, _ := t.Header["typ"].(string)
-	return strings.TrimPrefix(strings.ToLower(typ), "application/") == clientAssertionType
+	return mediaSubtype(typ) == clientAssertionType
+}
+
+// mediaSubtype is a JWS typ read as the media type it names (RFC 7515
+// section 4.1.9): lower case, without "application/", parameters or
+// surrounding space, so "Application/AT+JWT; v=1 " is at+jwt.
+func mediaSubtype(typ string) string {
+	typ, _, _ = strings.Cut(typ, ";")
+	return strings.TrimPrefix(strings.ToLower(strings.TrimSpace(typ)), "application/")
 }
 
 // keyFor is the one signature key of set that fits a JWS's kid (when it

@@ -292,6 +292,14 @@ func TestPrivateKeyJWT(t *testing.T) {
 		{name: "typ dpop+jwt", mutate: func(_ jwt.MapClaims, tk *jwt.Token) { tk.Header["typ"] = "dpop+jwt" }},
 		{name: "typ oauth-id-jag+jwt", mutate: func(_ jwt.MapClaims, tk *jwt.Token) { tk.Header["typ"] = "oauth-id-jag+jwt" }},
 		{name: "typ logout+JWT", mutate: func(_ jwt.MapClaims, tk *jwt.Token) { tk.Header["typ"] = "logout+JWT" }},
+		{name: "typ at+jwt with a parameter", mutate: func(_ jwt.MapClaims, tk *jwt.Token) { tk.Header["typ"] = "at+jwt; v=1" }},
+		{name: "typ at+jwt with a space", mutate: func(_ jwt.MapClaims, tk *jwt.Token) { tk.Header["typ"] = " at+jwt " }},
+		{name: "typ client-authentication+jwt with a parameter, aud the token endpoint", mutate: func(c jwt.MapClaims, tk *jwt.Token) {
+			tk.Header["typ"], c["aud"] = "client-authentication+jwt; v=1", e.iss.endpoint(pathToken)
+		}},
+		{name: "typ client-authentication+jwt with a parameter, aud the issuer", mutate: func(c jwt.MapClaims, tk *jwt.Token) {
+			tk.Header["typ"], c["aud"] = "client-authentication+jwt ;v=1", e.iss.URL()
+		}, ok: true},
 		{name: "typ not a string", mutate: func(_ jwt.MapClaims, tk *jwt.Token) { tk.Header["typ"] = 7 }},
 		// Kept in the store: bounded (review s13-cluster F2).
 		{name: "jti too long", mutate: func(c jwt.MapClaims, _ *jwt.Token) { c["jti"] = strings.Repeat("j", maxJTILen+1) }},
