@@ -3,6 +3,7 @@ package issuer
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -253,14 +254,7 @@ func TestHashGateSparesKnownPairs(t *testing.T) {
 	const owner, elsewhere = "198.51.100.7:4000", "203.0.113.9:4000"
 	t.Run("login", func(t *testing.T) {
 		e := newBrowserEnv(t, nil)
-		if w := e.submit(e.prepareLogin(t, owner), bUser, bPassword); w.Code != http.StatusSeeOther {
-			t.Fatalf("first sign-in = %d, want 303", w.Code)
-		}
-		release := fillHashGate(e.iss)
-		defer release()
-		if w := e.submit(e.prepareLogin(t, owner), bUser, bPassword); w.Code != http.StatusSeeOther {
-			t.Errorf("sign-in from the address it signed in from, gate full = %d, want 303", w.Code)
-		}
+		defer signInAgainGateFull(t, e, owner)()
 		if w := e.submit(e.prepareLogin(t, elsewhere), bUser, bPassword); w.Code != http.StatusServiceUnavailable {
 			t.Errorf("sign-in from another address, gate full = %d, want 503", w.Code)
 		}
@@ -282,4 +276,46 @@ func TestHashGateSparesKnownPairs(t *testing.T) {
 			t.Errorf("token from another address, gate full = %d %s, want 503 temporarily_unavailable", w.Code, w.Body)
 		}
 	})
+}
+
+// TestKnownPairsOnlyFromHashedChecks: the memory of known pairs is
+// bounded, and a full one takes no new pair, so only checks that take a
+// gate slot (bcrypt passwords and secrets) put a pair in it. A client
+// anyone registers has a generated secret checked without the gate: its
+// right secret sent from ever new addresses filled the memory, and a
+// user's first sign-in after that was never remembered, so it waited
+// with a flood again.
+func TestKnownPairsOnlyFromHashedChecks(t *testing.T) {
+	const owner = "198.51.100.7:4000"
+	e := newBrowserEnv(t, nil)
+	e.iss.limiter.known.max = 8
+	w := registerFrom(e.iss, "192.0.2.1:1", `{"client_name":"own","redirect_uris":["https://own.example/cb"],"token_endpoint_auth_method":"client_secret_basic"}`)
+	var reg struct {
+		ID     string `json:"client_id"`
+		Secret string `json:"client_secret"`
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &reg); err != nil || w.Code != http.StatusCreated || reg.Secret == "" {
+		t.Fatalf("registration = %d %s, want 201 with a secret", w.Code, w.Body)
+	}
+	for n := range e.iss.limiter.known.max {
+		if w := e.tokenFrom(fmt.Sprintf("[2001:db8:%x::1]:4000", n), reg.ID, reg.Secret); w.Code == http.StatusUnauthorized {
+			t.Fatalf("the registered client's own secret = %d %s", w.Code, w.Body)
+		}
+	}
+	signInAgainGateFull(t, e, owner)()
+}
+
+// signInAgainGateFull signs bUser in from owner, fills the hash gate and
+// checks that bUser signs in from owner again; it returns what empties
+// the gate.
+func signInAgainGateFull(t *testing.T, e *testEnv, owner string) (release func()) {
+	t.Helper()
+	if w := e.submit(e.prepareLogin(t, owner), bUser, bPassword); w.Code != http.StatusSeeOther {
+		t.Fatalf("first sign-in = %d, want 303", w.Code)
+	}
+	release = fillHashGate(e.iss)
+	if w := e.submit(e.prepareLogin(t, owner), bUser, bPassword); w.Code != http.StatusSeeOther {
+		t.Errorf("sign-in from the address it signed in from, gate full = %d, want 303", w.Code)
+	}
+	return release
 }

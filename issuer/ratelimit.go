@@ -51,7 +51,8 @@ type limiter struct {
 	// known remembers, for knownPairTTL, the pairs (account, address)
 	// whose password or secret checked right (hashGate); nil remembers
 	// none. A full memory takes no new pair: only a right credential
-	// adds one, so a flood cannot push out those already kept.
+	// checked in the gate (bcrypt) adds one, so a flood cannot push out
+	// those already kept.
 	known *memCounters
 	now   func() time.Time
 	sleep func(context.Context, time.Duration) error // injected by tests
