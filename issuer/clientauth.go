@@ -584,6 +584,9 @@ func asInvalidClient(err error) error {
 // its /56 for IPv6. One host usually owns a whole /64, and a customer
 // the /56 (or /48) its ISP delegates (RIPE-690), any /64 of which it may
 // put on one host: keyed per /64, each customer held 256 budgets or more.
+// An IPv6 address that carries the IPv4 address it stands for is keyed
+// by that: behind a NAT64 / SIIT translator every IPv4 client is
+// 64:ff9b::<address> (RFC 6052), and one /56 would hold them all.
 func clientAddr(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
@@ -593,10 +596,30 @@ func clientAddr(r *http.Request) string {
 	if err != nil {
 		return host
 	}
-	ip = ip.Unmap()
+	ip = embeddedIPv4(ip.Unmap())
 	if ip.Is6() {
 		p, _ := ip.Prefix(56)
 		return p.String()
 	}
 	return ip.String()
+}
+
+// embeddedIPv4 is the IPv4 address ip stands for, or ip: NAT64 / SIIT's
+// well-known prefix 64:ff9b::/96 (RFC 6052) carries it in the last 32
+// bits, 6to4's 2002::/16 (RFC 3056) in bits 16 to 47, Teredo's 2001::/32
+// (RFC 4380) in the last 32, inverted.
+func embeddedIPv4(ip netip.Addr) netip.Addr {
+	if !ip.Is6() {
+		return ip
+	}
+	b := ip.As16()
+	switch {
+	case [12]byte(b[:12]) == [12]byte{0, 0x64, 0xff, 0x9b}:
+		return netip.AddrFrom4([4]byte(b[12:]))
+	case b[0] == 0x20 && b[1] == 0x02:
+		return netip.AddrFrom4([4]byte(b[2:6]))
+	case [4]byte(b[:4]) == [4]byte{0x20, 0x01}:
+		return netip.AddrFrom4([4]byte{^b[12], ^b[13], ^b[14], ^b[15]})
+	}
+	return ip
 }

@@ -841,6 +841,13 @@ func TestClientAddr(t *testing.T) {
 		{"[2001:db8:0:ff::1]:443", "2001:db8::/56"},
 		{"[2001:db8:0:100::1]:443", "2001:db8:0:100::/56"},
 		{"[::ffff:192.0.2.1]:1", "192.0.2.1"},
+		{"[64:ff9b::c000:201]:1", "192.0.2.1"},                    // NAT64 / SIIT, RFC 6052's well-known prefix
+		{"[64:ff9b::c000:202]:1", "192.0.2.2"},                    // another IPv4 client of the same translator
+		{"[64:ff9b:1::c000:201]:1", "64:ff9b:1::/56"},             // a local prefix: where the IPv4 sits is the network's choice
+		{"[2002:c000:201:5::1]:1", "192.0.2.1"},                   // 6to4, RFC 3056: the /48 of 192.0.2.1
+		{"[2001:0:4136:e378:8000:63bf:3fff:fdfe]:1", "192.0.2.1"}, // Teredo, RFC 4380: the client's address, inverted
+		{"[fe80::1%eth0]:1", "fe80::/56"},
+		{"[::1]:1", "::/56"},
 	} {
 		r := httptest.NewRequest(http.MethodPost, "/", nil)
 		r.RemoteAddr = tt.remote

@@ -368,3 +368,27 @@ func TestLimitsKeyIPv6CustomerPrefix(t *testing.T) {
 		}
 	})
 }
+
+// TestLimitsKeyTranslatedIPv4: behind a NAT64 / SIIT translator (an
+// IPv6-only server reached from IPv4), every IPv4 client's address is
+// 64:ff9b::<its IPv4 address>: keyed by the /56, they all shared one
+// address budget, so one of them guessing from its address blocked the
+// sign-ins of all the others. Each is keyed by its IPv4 address.
+func TestLimitsKeyTranslatedIPv4(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	recordSleeps(e.iss)
+	const guesser, user = "[64:ff9b::c633:6401]:4000", "[64:ff9b::c633:6402]:4000" // 198.51.100.1 and .2
+	blocked := false
+	for n := range 2 * limitFreeAddr {
+		if w := e.submit(e.prepareLogin(t, guesser), fmt.Sprintf("made-up-%d", n), "guess"); w.Code == http.StatusTooManyRequests {
+			blocked = true
+			break
+		}
+	}
+	if !blocked {
+		t.Fatalf("made-up names from one translated address: never refused, want 429 past %d", limitFreeAddr)
+	}
+	if w := e.submit(e.prepareLogin(t, user), bUser, bPassword); w.Code != http.StatusSeeOther {
+		t.Errorf("right password from another translated IPv4 client = %d, want 303", w.Code)
+	}
+}
