@@ -252,15 +252,7 @@ func TestHeldEventKeepsWriteTimeout(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 		io.WriteString(w, "held\"}]}}\n\n")
 		w.(http.Flusher).Flush()
-		for i := range 40 {
-			select {
-			case <-r.Context().Done():
-				return
-			case <-time.After(200 * time.Millisecond):
-			}
-			fmt.Fprintf(w, "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"level\":\"info\",\"data\":%d}}\n\n", i)
-			w.(http.Flusher).Flush()
-		}
+		streamEvents(w, r, 40, 200*time.Millisecond)
 	}))
 	t.Cleanup(up.Close)
 	port, token := startWithTimeouts(t, "write 2s\n\t\t\twrite_idle -1s", up.URL, "flush_interval -1")
@@ -282,6 +274,22 @@ func TestHeldEventKeepsWriteTimeout(t *testing.T) {
 	if n := strings.Count(string(got), "notifications/message"); took > 5*time.Second || n > 20 {
 		t.Errorf("the stream went on %v (%d events after the held one) past a 2 s write_timeout", took.Round(time.Millisecond), n)
 	}
+}
+
+// streamEvents writes n notifications/message events to an event
+// stream, one every interval, each flushed, until r's context ends; it
+// reports whether all were written.
+func streamEvents(w http.ResponseWriter, r *http.Request, n int, every time.Duration) bool {
+	for i := range n {
+		select {
+		case <-r.Context().Done():
+			return false
+		case <-time.After(every):
+		}
+		fmt.Fprintf(w, "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"level\":\"info\",\"data\":%d}}\n\n", i)
+		w.(http.Flusher).Flush()
+	}
+	return true
 }
 
 // startWithTimeouts starts Caddy with the timeouts given (lines of a
