@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
 )
@@ -375,7 +378,8 @@ func TestLimitsKeyIPv6CustomerPrefix(t *testing.T) {
 // address budget, so one of them guessing from its address blocked the
 // sign-ins of all the others. Each is keyed by its IPv4 address.
 func TestLimitsKeyTranslatedIPv4(t *testing.T) {
-	e := newBrowserEnv(t, nil)
+	core, logs := observer.New(zap.InfoLevel)
+	e := newBrowserEnv(t, func(c *Config) { c.Logger = zap.New(core) })
 	recordSleeps(e.iss)
 	const guesser, user = "[64:ff9b::c633:6401]:4000", "[64:ff9b::c633:6402]:4000" // 198.51.100.1 and .2
 	blocked := false
@@ -390,5 +394,14 @@ func TestLimitsKeyTranslatedIPv4(t *testing.T) {
 	}
 	if w := e.submit(e.prepareLogin(t, user), bUser, bPassword); w.Code != http.StatusSeeOther {
 		t.Errorf("right password from another translated IPv4 client = %d, want 303", w.Code)
+	}
+	// The security log names the address the limits count.
+	for _, l := range logs.FilterMessage("login failed").All() {
+		if a := l.ContextMap()["remote_addr"]; a != "198.51.100.1" {
+			t.Errorf("login failed: remote_addr = %v, want 198.51.100.1", a)
+		}
+	}
+	if logs.FilterMessage("login failed").Len() == 0 {
+		t.Error("no login failed event logged")
 	}
 }
