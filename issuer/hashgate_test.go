@@ -261,6 +261,13 @@ func TestHashGateSparesKnownPairs(t *testing.T) {
 		if w := e.submit(e.prepareLogin(t, owner), "someone-else", "guess"); w.Code != http.StatusServiceUnavailable {
 			t.Errorf("another name from the owner's address, gate full = %d, want 503", w.Code)
 		}
+		// One slot for every known pair: another's check in it (someone
+		// with an account of their own joining the flood) leaves none.
+		e.iss.hashes.known <- struct{}{}
+		defer func() { <-e.iss.hashes.known }()
+		if w := e.submit(e.prepareLogin(t, owner), bUser, bPassword); w.Code != http.StatusServiceUnavailable {
+			t.Errorf("sign-in from the address it signed in from, gate and known slot full = %d, want 503", w.Code)
+		}
 	})
 	t.Run("token", func(t *testing.T) {
 		e := newTokEnv(t)
