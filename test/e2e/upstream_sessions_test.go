@@ -21,7 +21,7 @@ import (
 // idle past it is gone, 404 as MCP answers for an ended session, while
 // one in use stays.
 func TestUpstreamSessionsEndWhenIdle(t *testing.T) {
-	const idle = time.Second
+	const idle = 2 * time.Second
 	srv := mcpdemo.NewServer()
 	e := setupWith(t, mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv },
 		&mcp.StreamableHTTPOptions{SessionTimeout: idle}))
@@ -68,8 +68,8 @@ func TestUpstreamSessionsEndWhenIdle(t *testing.T) {
 			t.Fatalf("notifications/initialized = %d, want 202", status)
 		}
 	}
-	for range 4 { // in use for twice the idle timeout
-		time.Sleep(idle / 2)
+	for range 8 { // in use for twice the idle timeout
+		time.Sleep(idle / 4)
 		if status, _ := post(used, ping); status != http.StatusOK {
 			t.Fatalf("ping in a session in use = %d, want 200", status)
 		}
