@@ -648,9 +648,10 @@ func (d *directory) snapshot() directorySnapshot {
 	for _, a := range d.cfg.Agents {
 		s.Agents[a.ID] = credentialFingerprint(a.SecretHash, a.JWKS, a.JWKSURI)
 	}
-	s.IdentityProviders = map[string]string{}
+	s.IdentityProviders, s.IdentityProviderTenants = map[string]string{}, map[string]string{}
 	for _, p := range d.cfg.IdentityProviders {
 		s.IdentityProviders[p.Name] = fingerprint(p.Issuer + "\x00" + p.ClientID)
+		s.IdentityProviderTenants[p.Name] = fingerprint(p.Tenant)
 	}
 	return s
 }

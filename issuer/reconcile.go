@@ -157,8 +157,8 @@ func (c *credentialTags) mayIssue(tx store.Tx, s tokenSubject, authenticated *Cl
 }
 
 // mayProvision reports whether the configuration last applied declares
-// identity provider name as this one does (the same issuer and
-// client_id): an instance still running a configuration that another
+// identity provider name as this one does (samePoint: the same issuer,
+// client_id and tenant): an instance still running a configuration that another
 // removed or re-pointed the provider in signs in none of its users, who
 // carry no credential tag, and whom no reload would sign out once the
 // newest is applied.
@@ -167,7 +167,7 @@ func (c *credentialTags) mayProvision(tx store.Tx, name string) (bool, error) {
 	if err != nil || applied == &c.declared {
 		return err == nil, err
 	}
-	return c.declared.IdentityProviders[name] == applied.IdentityProviders[name], nil
+	return samePoint(applied, &c.declared, name), nil
 }
 
 // client is the tag of the credential this configuration declares for
@@ -231,8 +231,8 @@ func (i *Issuer) RecordConfig(ctx context.Context) error {
 //   - a removed agent: DeleteAgent (its own tokens, delegations to it,
 //     grants exchanged to it, consents to it); a changed secret hash or
 //     keys: RotateAgentSecret (its own tokens, delegations to it);
-//   - a removed identity provider, or one whose issuer or client_id
-//     changed: every user it provisioned is signed out (grants revoked,
+//   - a removed identity provider, or one whose issuer, client_id or
+//     tenant changed (samePoint): every user it provisioned is signed out (grants revoked,
 //     sessions ended). Its users are not deleted: the same provider
 //     configured again finds them (and their consents) by name. A
 //     changed group mapping revokes nothing: refresh re-applies today's
@@ -447,11 +447,12 @@ func (i *Issuer) revokeChangedAhead(ctx context.Context, cur *directorySnapshot)
 }
 
 // providerChanges are the identity providers cur removed or re-pointed
-// (another issuer or client_id) since prev, whose users are signed out.
+// (another issuer, client_id or tenant: samePoint) since prev, whose
+// users are signed out.
 func providerChanges(prev, cur *directorySnapshot) map[string]bool {
 	out := map[string]bool{}
-	for name, fp := range prev.IdentityProviders {
-		if now, kept := cur.IdentityProviders[name]; !kept || now != fp {
+	for name := range prev.IdentityProviders {
+		if !samePoint(prev, cur, name) {
 			out[name] = true
 		}
 	}

@@ -2,6 +2,7 @@ package issuer
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -908,5 +909,108 @@ func TestReloadWindowNarrowedClientIssuesNothing(t *testing.T) {
 	cc := url.Values{"grant_type": {grantClientCredentials}, "resource": {tResource}, "scope": {"read"}}
 	if r := e.post(t, pathToken, cc, tConf+":"+tSecret); r.status != http.StatusOK {
 		t.Errorf("at B: client credentials for read = %d %s, want 200", r.status, r.raw)
+	}
+}
+
+// TestIdPTenantChangeSignsOut: a reload that moves an identity provider
+// to another tenant (or declares one where there was none) signs its
+// users out, as one that moves it to another issuer does: a multi-tenant
+// issuer's sub is unique within its tenant only, so the new tenant is
+// another population of users. The old configuration's servers sign none
+// of them in meanwhile. A configuration an earlier release recorded names
+// no tenant: one declaring a tenant applied over it (the upgrade) signs
+// nobody out and does not stop a lagging instance's sign-ins, and is
+// recorded, so that a later change of tenant counts.
+func TestIdPTenantChangeSignsOut(t *testing.T) {
+	onEachStore(t, func(t *testing.T, st store.Store, clock *storetest.Clock) {
+		ctx := t.Context()
+		corp := func(tenant string) envOption {
+			return func(c *Config) {
+				c.IdentityProviders = []IdentityProvider{{Name: "corp", Issuer: "https://idp.example", ClientID: "c", Tenant: tenant, GroupMap: map[string][]string{"*": {"readers"}}}}
+			}
+		}
+		e := newTokEnvStore(t, st, clock, corp(""))
+		apply, _ := e.rolling(t)
+		apply()
+		if err := st.Update(ctx, func(tx store.Tx) error {
+			return usersIn(tx).put(&User{Username: "corp:u-1", Source: sourceIdP, IdentityProvider: "corp", IdPSubject: "u-1"})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		grantNow := func() string {
+			t.Helper()
+			n++
+			return createGrants(t, e, st, 1, func(g *grant) { userGrant("corp:u-1")(g); g.ID = fmt.Sprintf("t%d", n) })[0]
+		}
+		revoked := func(id string) bool {
+			t.Helper()
+			r, err := e.iss.Revoked(ctx, "", id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return r
+		}
+		mayProvision := func(iss *Issuer) bool {
+			t.Helper()
+			var ok bool
+			if err := st.View(ctx, func(tx store.Tx) (err error) { ok, err = iss.creds.mayProvision(tx, "corp"); return err }); err != nil {
+				t.Fatal(err)
+			}
+			return ok
+		}
+
+		// The upgrade: the earlier release's record, then this release
+		// declaring the tenant.
+		recordAsEarlierRelease(t, st, e.iss.URL())
+		old := grantNow()
+		e.restart(st, corp("acme"))
+		if !mayProvision(e.iss) {
+			t.Error("before the upgraded configuration is applied: an instance declaring the tenant may not provision, want it may")
+		}
+		apply()
+		if revoked(old) {
+			t.Error("the upgrade, declaring the tenant over the earlier release's record, revoked the user's grant; want it kept")
+		}
+		e.restart(st, corp("acme"))
+		apply()
+		if revoked(old) {
+			t.Error("an unchanged reload revoked the user's grant; want it kept")
+		}
+
+		for _, tenant := range []string{"fabrikam", ""} {
+			g := grantNow()
+			lagging := e.iss
+			e.restart(st, corp(tenant))
+			apply()
+			if !revoked(g) {
+				t.Errorf("a reload moving the provider to tenant %q kept the user's grant; want it revoked", tenant)
+			}
+			if mayProvision(lagging) {
+				t.Errorf("after the provider moved to tenant %q: the old configuration's server may provision, want it may not", tenant)
+			}
+			if !mayProvision(e.iss) {
+				t.Errorf("after the provider moved to tenant %q: the new configuration may not provision, want it may", tenant)
+			}
+		}
+	})
+}
+
+// recordAsEarlierRelease rewrites the configuration recorded under
+// issuer as a release before tenants counted wrote it: without
+// identity_provider_tenants.
+func recordAsEarlierRelease(t *testing.T, st store.Store, issuer string) {
+	t.Helper()
+	err := st.Update(t.Context(), func(tx store.Tx) error {
+		raw := table[map[string]json.RawMessage]{tx, bucketConfig}
+		m, err := raw.get(issuer)
+		if err != nil {
+			return err
+		}
+		delete(*m, "identity_provider_tenants")
+		return raw.put(issuer, m, time.Time{})
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

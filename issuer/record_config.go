@@ -27,6 +27,10 @@ type directorySnapshot struct {
 	// a narrowing revokes as the admin API's update does. None in the
 	// records of earlier versions: nothing to compare.
 	ClientLimits map[string]clientLimits `json:"client_limits,omitempty"`
+	// IdentityProviderTenants: name -> fingerprint of the tenant (of ""
+	// when none is declared), for every provider. Releases before
+	// tenants counted recorded none (samePoint).
+	IdentityProviderTenants map[string]string `json:"identity_provider_tenants,omitempty"`
 }
 
 // clientLimits is what of a configured client's registration a grant
@@ -46,6 +50,22 @@ func (l clientLimits) narrowed(cur clientLimits) bool {
 
 func (l clientLimits) client() *Client {
 	return &Client{GrantTypes: l.GrantTypes, Resources: l.Resources, Scopes: l.Scopes, DPoPBoundAccessTokens: l.DPoP}
+}
+
+// samePoint reports whether cur points identity provider name where
+// prev, the configuration applied before it (or after it, for an
+// instance not reloaded yet), does: at the same issuer, client_id and
+// tenant, the same population of users. A tenant prev does not record
+// (a release before tenants counted recorded it) is taken as the same,
+// so that the upgrade signs nobody out; the configuration applied next
+// records it.
+func samePoint(prev, cur *directorySnapshot, name string) bool {
+	fp, kept := cur.IdentityProviders[name]
+	if !kept || prev.IdentityProviders[name] != fp {
+		return false
+	}
+	tenant, recorded := prev.IdentityProviderTenants[name]
+	return !recorded || tenant == cur.IdentityProviderTenants[name]
 }
 
 // digest identifies the snapshot: a digest of its JSON (sorted keys).

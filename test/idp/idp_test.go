@@ -767,15 +767,23 @@ func otherClientIDToken(t *testing.T, s *stack) string {
 }
 
 // TestFederatedReload: a reload that keeps a provider as it was keeps its
-// users' grants; one that re-points it (another client_id at the same
-// provider) signs its users out: their refresh tokens are refused.
+// users' grants; one that re-points it signs its users out, their refresh
+// tokens refused: to another client_id at the same provider, or to a
+// tenant (a multi-tenant issuer's other population of users, the same
+// sub there naming someone else).
 func TestFederatedReload(t *testing.T) {
 	s := startStack(t, "1h")
 	s.idp.setAccounts(t, map[string]account{accountAlice: alice})
-	tok, out := s.authorize(t, harness.NewRobot("", "", s.Redirect), accountAlice, nil)
-	if tok == nil {
-		t.Fatalf("sign-in ended on %s: %s", out.page.URL, out.page.Text())
+	signIn := func() string {
+		t.Helper()
+		tok, out := s.authorize(t, harness.NewRobot("", "", s.Redirect), accountAlice, nil)
+		if tok == nil {
+			t.Fatalf("sign-in ended on %s: %s", out.page.URL, out.page.Text())
+		}
+		return tok.RefreshToken
 	}
+	// reload loads the configuration with the provider's client_id line
+	// reading idpClient (more lines of the block after it).
 	reload := func(idpClient string) {
 		t.Helper()
 		args := slices.Clone(s.args)
@@ -786,15 +794,22 @@ func TestFederatedReload(t *testing.T) {
 		harness.WaitReady(t, s.Issuer+"/.well-known/oauth-authorization-server")
 	}
 	ctx := context.Background()
-	refresh := tok.RefreshToken
+	refresh := signIn()
 	reload(idpClientID) // unchanged
 	tr, err := harness.Refresh(ctx, s.meta, clientID, refresh, s.Resource)
 	if err != nil || tr.Status != http.StatusOK {
 		t.Fatalf("refresh after an unchanged reload = %d %s %v, want 200", tr.Status, tr.Error, err)
 	}
-	reload(idpClientID + "-other")
-	gone, err := harness.Refresh(ctx, s.meta, clientID, tr.RefreshToken, s.Resource)
-	if err != nil || gone.Status != http.StatusBadRequest || gone.Error != "invalid_grant" {
-		t.Fatalf("refresh after the provider was re-pointed = %d %s %v, want 400 invalid_grant", gone.Status, gone.Error, err)
+	for _, change := range []struct{ name, idpClient string }{
+		{"to a tenant", idpClientID + "\n\t\t\ttenant acme"},
+		{"to another client_id", idpClientID + "-other"},
+	} {
+		reload(change.idpClient)
+		gone, err := harness.Refresh(ctx, s.meta, clientID, tr.RefreshToken, s.Resource)
+		if err != nil || gone.Status != http.StatusBadRequest || gone.Error != "invalid_grant" {
+			t.Fatalf("refresh after the provider was re-pointed %s = %d %s %v, want 400 invalid_grant", change.name, gone.Status, gone.Error, err)
+		}
+		reload(idpClientID)
+		tr.RefreshToken = signIn()
 	}
 }
