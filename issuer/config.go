@@ -125,6 +125,11 @@ type User struct {
 	// redeemed later are ordered against it, not against LastLogin,
 	// our time.
 	IdPIssuedAt time.Time `json:"idp_issued_at,omitzero"`
+	// IdPIssuer and IdPTenant are the provider's issuer and tenant when
+	// it provisioned the user: the population whose sub IdPSubject is.
+	// None recorded: a release before this one provisioned the user.
+	IdPIssuer string `json:"idp_issuer,omitempty"`
+	IdPTenant string `json:"idp_tenant,omitempty"`
 }
 
 // IdentityProvider is an upstream OpenID Connect provider (Okta, Entra

@@ -284,7 +284,7 @@ func (i *Issuer) assertedUser(ctx context.Context, p *IdentityProvider, id *idpI
 		case errors.Is(err, store.ErrNotFound):
 		case err != nil:
 			return err
-		case saidSince(old, id, at) && old.IdentityProvider == p.Name && old.IdPSubject == id.subject:
+		case saidSince(old, id, at) && old.accountOf(p, id):
 			u = old
 		}
 		return nil

@@ -306,6 +306,31 @@ func TestIDJAGTenant(t *testing.T) {
 			}
 		}
 	})
+	// Moved to another tenant, the provider's user of the same sub there
+	// is someone else: the kept account is not theirs
+	// (TestIdPRepointedAccountNotTakenOver for sign-ins).
+	t.Run("provider moved to another tenant", func(t *testing.T) {
+		tenant := func(name string) envOption { return func(c *Config) { c.IdentityProviders[0].Tenant = name } }
+		e := newTokEnv(t, withTrustedIdP(idp), tenant("acme"))
+		if a := e.redeem(t, conf, idp.idJAG(t, e, withTenant), nil); a.status != 200 {
+			t.Fatalf("acme's u1: redeem = %d %s, want 200", a.status, a.raw)
+		}
+		if err := e.iss.ApplyConfigChanges(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		e.restart(e.store, withTrustedIdP(idp), tenant("fabrikam"))
+		if err := e.iss.ApplyConfigChanges(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		raw := idp.idJAG(t, e, func(c jwt.MapClaims, _ *jwt.Token) { c["tenant"] = "fabrikam" })
+		if a := e.redeem(t, conf, raw, nil); a.status != 400 || a.str("error") != "invalid_grant" {
+			t.Errorf("fabrikam's u1 after the move: redeem = %d %s, want 400 invalid_grant", a.status, a.raw)
+		}
+		var u User
+		if err := e.get(bucketUsers, "corp:u1", &u); err != nil || u.IdPTenant != "acme" {
+			t.Errorf("corp:u1 after fabrikam's refusal: tenant %q (%v), want acme's account unchanged", u.IdPTenant, err)
+		}
+	})
 }
 
 // TestIDJAGScopeIntersection: a request for more scopes than the ID-JAG

@@ -409,7 +409,7 @@ func (i *Issuer) mayProvision(tx store.Tx, p *IdentityProvider, id *idpIdentity)
 	case errors.Is(err, store.ErrNotFound):
 	case err != nil:
 		return err
-	case old.IdentityProvider != p.Name || old.IdPSubject != id.subject:
+	case !old.accountOf(p, id):
 		return fmt.Errorf("%w: %q belongs to another account", errIdPRefused, id.username)
 	case old.Disabled:
 		return fmt.Errorf("%w: %q is disabled", errIdPRefused, id.username)
@@ -422,8 +422,22 @@ func provisionedUser(p *IdentityProvider, id *idpIdentity, at time.Time) *User {
 	return &User{
 		Username: id.username, Name: id.name, Email: id.email, Source: sourceIdP,
 		IdentityProvider: p.Name, IdPSubject: id.subject, IdPGroups: id.groups, LastLogin: at,
-		IdPIssuedAt: id.issuedAt,
+		IdPIssuedAt: id.issuedAt, IdPIssuer: p.Issuer, IdPTenant: p.Tenant,
 	}
+}
+
+// accountOf reports whether u, a stored user, is the account of id at
+// provider p: p's user of id's subject, provisioned while p pointed
+// where it does now. A provider re-pointed to another issuer or tenant
+// reaches another population, whose user of the same sub is someone
+// else (OpenID Connect Core section 5.7): it must not take over the
+// account (its consents, and what MCP servers keep under its name). A
+// user a release before origins were recorded provisioned is taken as
+// the same, and recorded at its next sign-in; a re-point forgets such
+// users (ApplyConfigChanges).
+func (u *User) accountOf(p *IdentityProvider, id *idpIdentity) bool {
+	return u.IdentityProvider == p.Name && u.IdPSubject == id.subject &&
+		(u.IdPIssuer == "" || u.IdPIssuer == p.Issuer && u.IdPTenant == p.Tenant)
 }
 
 // idpUnavailable answers when provider p cannot be reached.

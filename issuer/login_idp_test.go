@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -22,6 +23,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
 // stubIdPName is the identity provider the stub stands for.
@@ -1455,5 +1457,147 @@ func TestIdPAccountsNotLinked(t *testing.T) {
 	}
 	if n := e.count(bucketUsers); n != 2 {
 		t.Errorf("%d stored users, want 2", n)
+	}
+}
+
+// TestIdPRepointedAccountNotTakenOver: after an operator re-points a
+// provider to another issuer or tenant, that side's user with the same
+// sub is another person (OpenID Connect Core section 5.7: iss and sub
+// together, and a multi-tenant issuer's sub is unique in its tenant
+// only). It does not sign in as the kept account of the same name, which
+// would hand it the account's consents, name and groups, and what MCP
+// servers keep under its sub: the sign-in is refused as one whose name
+// belongs to another account, and the account is unchanged. A provider
+// re-pointed back signs the account's own user in again, and one given
+// another client_id at the same issuer and tenant keeps its users.
+func TestIdPRepointedAccountNotTakenOver(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		repoint  func(p *IdentityProvider, other *stubIdP)
+		takeOver bool
+	}{
+		{"another tenant", func(p *IdentityProvider, _ *stubIdP) { p.Tenant = "fabrikam" }, false},
+		{"another issuer", func(p *IdentityProvider, other *stubIdP) { p.Issuer = other.srv.URL }, false},
+		{"another client_id", func(p *IdentityProvider, _ *stubIdP) { p.ClientID = "mcp-auth-2" }, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e, stub, _ := newIdPEnv(t, func(p *IdentityProvider) { p.Tenant = "acme" })
+			apply, _ := e.rolling(t)
+			apply()
+			stub.set(func(s *stubIdP) { s.claims["tenant"], s.claims["name"] = "acme", "Alice" })
+			if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+				t.Fatalf("sign-in of acme's u-1 = %d %q, want 303", res.status, res.body)
+			}
+			first := e.iss.cfg
+			other := newStubIdP(t, e.clock.Now)
+			cfg := first
+			cfg.IdentityProviders = slices.Clone(cfg.IdentityProviders)
+			tt.repoint(&cfg.IdentityProviders[0], other)
+			e.serve(cfg)
+			apply()
+			for _, s := range []*stubIdP{stub, other} {
+				s.set(func(s *stubIdP) {
+					s.claims["tenant"], s.claims["name"], s.claims["groups"] = cfg.IdentityProviders[0].Tenant, "Mallory", []string{"eng"}
+				})
+			}
+			res := e.idpSignIn(t, e.browser())
+			var u User
+			if err := e.get(bucketUsers, stubIdPName+":u-1", &u); err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case tt.takeOver && (res.status != http.StatusSeeOther || u.Name != "Mallory"):
+				t.Fatalf("same issuer and tenant, u-1 signs in: %d, account name %q; want 303, the same account", res.status, u.Name)
+			case tt.takeOver:
+				return
+			case res.status != http.StatusForbidden || !strings.Contains(res.body, "may not sign in here"):
+				t.Errorf("the new population's u-1 signs in = %d %q, want 403 may not sign in here", res.status, res.body)
+			}
+			if u.Name != "Alice" {
+				t.Errorf("the account's name after the new population's sign-in = %q, want Alice's, unchanged", u.Name)
+			}
+			e.serve(first)
+			apply()
+			stub.set(func(s *stubIdP) { s.claims["tenant"], s.claims["name"] = "acme", "Alice" })
+			if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+				t.Errorf("re-pointed back, acme's u-1 signs in = %d %q, want 303", res.status, res.body)
+			}
+		})
+	}
+}
+
+// TestIdPRepointForgetsUnplacedUsers: a user an earlier release
+// provisioned records no issuer or tenant. Its sign-in while the provider
+// points where it did is taken as its own, and records them, as does a
+// configuration applied with the provider pointing where it did (the
+// upgrade); a re-point cannot tell where such a user (provisioned by an
+// instance of the earlier release during a rolling upgrade) came from,
+// so it deletes the account (as DeleteUser does, its consents with it)
+// rather than hand it to the new population's user of the same sub, who
+// signs in as a new account.
+func TestIdPRepointForgetsUnplacedUsers(t *testing.T) {
+	const name = stubIdPName + ":u-1"
+	e, stub, _ := newIdPEnv(t, func(p *IdentityProvider) { p.Tenant = "acme" })
+	apply, _ := e.rolling(t)
+	apply()
+	stub.set(func(s *stubIdP) { s.claims["tenant"], s.claims["name"] = "acme", "Alice" })
+	unplace := func() {
+		t.Helper()
+		err := e.store.Update(t.Context(), func(tx store.Tx) error {
+			u, err := usersIn(tx).get(name)
+			if err != nil {
+				return err
+			}
+			u.IdPIssuer, u.IdPTenant = "", ""
+			if err := usersIn(tx).put(u); err != nil {
+				return err
+			}
+			return consentsIn(tx).add(name, bClientID, bResource, "", []string{"files:read"}, "", e.clock.Now())
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	stored := func() (User, error) {
+		var u User
+		err := e.get(bucketUsers, name, &u)
+		return u, err
+	}
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+		t.Fatalf("sign-in = %d %q, want 303", res.status, res.body)
+	}
+	unplace()
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+		t.Fatalf("sign-in of the earlier release's user = %d %q, want 303", res.status, res.body)
+	}
+	if u, err := stored(); err != nil || u.IdPIssuer != stub.srv.URL || u.IdPTenant != "acme" {
+		t.Fatalf("the earlier release's user after its sign-in: issuer %q, tenant %q (%v); want %q, acme recorded", u.IdPIssuer, u.IdPTenant, err, stub.srv.URL)
+	}
+
+	unplace()
+	e.serve(e.iss.cfg)
+	apply()
+	if u, err := stored(); err != nil || u.IdPIssuer != stub.srv.URL || u.IdPTenant != "acme" {
+		t.Fatalf("the earlier release's user after an unchanged reload: issuer %q, tenant %q (%v); want %q, acme recorded", u.IdPIssuer, u.IdPTenant, err, stub.srv.URL)
+	}
+
+	unplace()
+	cfg := e.iss.cfg
+	cfg.IdentityProviders = slices.Clone(cfg.IdentityProviders)
+	cfg.IdentityProviders[0].Tenant = "fabrikam"
+	e.serve(cfg)
+	apply()
+	if _, err := stored(); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the earlier release's user after the re-point: %v, want it deleted", err)
+	}
+	if n := e.count(bucketConsents); n != 0 {
+		t.Errorf("%d consents after the re-point, want the deleted user's gone", n)
+	}
+	stub.set(func(s *stubIdP) { s.claims["tenant"], s.claims["name"] = "fabrikam", "Mallory" })
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+		t.Fatalf("sign-in of fabrikam's u-1 = %d %q, want 303, a new account", res.status, res.body)
+	}
+	if u, err := stored(); err != nil || u.Name != "Mallory" || u.IdPTenant != "fabrikam" {
+		t.Errorf("fabrikam's u-1: name %q, tenant %q (%v); want a new account, Mallory of fabrikam", u.Name, u.IdPTenant, err)
 	}
 }

@@ -234,7 +234,13 @@ func (i *Issuer) RecordConfig(ctx context.Context) error {
 //   - a removed identity provider, or one whose issuer, client_id or
 //     tenant changed (samePoint): every user it provisioned is signed out (grants revoked,
 //     sessions ended). Its users are not deleted: the same provider
-//     configured again finds them (and their consents) by name. A
+//     configured again finds them (and their consents) by name, and a
+//     user of the same name from where it points now is refused
+//     (User.accountOf). Those that record no issuer (provisioned by a
+//     release before this one, not signed in since) cannot be told
+//     apart: they are deleted as DeleteUser does. Such users of a
+//     provider pointing where it did are given its issuer and tenant
+//     (placeUsers). A
 //     changed group mapping revokes nothing: refresh re-applies today's
 //     mapping to the provider groups of the user's last sign-in.
 //
@@ -256,8 +262,9 @@ func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
 		return fmt.Errorf("apply configuration changes: %w", err)
 	}
 	var ended []string
+	var unmoved map[string]bool // providers pointing where they did
 	err := i.store.Update(ctx, func(tx store.Tx) error {
-		ended = ended[:0] // the function may run again
+		ended, unmoved = ended[:0], map[string]bool{} // the function may run again
 		configs := configIn(tx)
 		prev, err := configs.get(i.URL())
 		switch {
@@ -265,6 +272,9 @@ func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
 			return configs.put(i.URL(), &cur)
 		case err != nil:
 			return err
+		}
+		for name := range cur.IdentityProviders {
+			unmoved[name] = samePoint(prev, &cur, name)
 		}
 		rv := i.revocation()
 		grants := grantsIn(tx)
@@ -295,15 +305,28 @@ func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
 			return err
 		}
 		if changed := providerChanges(prev, &cur); len(changed) > 0 {
-			var users []string
+			var users, unplaced []string
 			err := usersIn(tx).each(func(u *User) error {
 				if changed[u.IdentityProvider] {
 					users = append(users, u.Username)
+					if u.IdPIssuer == "" {
+						unplaced = append(unplaced, u.Username)
+					}
 				}
 				return nil
 			})
 			if err == nil {
 				err = signOutUsers(tx, users, rv)
+			}
+			// What forgetUser does besides signing out, the sessions
+			// read once for all.
+			for _, name := range unplaced {
+				if err == nil {
+					err = usersIn(tx).remove(name)
+				}
+				if err == nil {
+					err = consentsIn(tx).deleteUser(name)
+				}
 			}
 			if err != nil {
 				return err
@@ -319,6 +342,10 @@ func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
 	}
 	if len(ended) > 0 {
 		i.sec.Info("configuration removed or re-keyed principals; their grants are revoked", zap.Strings("principals", ended))
+	}
+	if err := i.placeUsers(ctx, unmoved); err != nil {
+		// Those not placed are deleted by a re-point, not kept.
+		i.log.Warn("users an earlier release provisioned could not be given their identity provider's issuer", zap.Error(err))
 	}
 	if err := i.revokeReplacedGrants(ctx); err != nil {
 		// The configuration is applied; such grants are refused at
@@ -457,6 +484,60 @@ func providerChanges(prev, cur *directorySnapshot) map[string]bool {
 		}
 	}
 	return out
+}
+
+// placeUsers records on the users of the providers in unmoved (pointing
+// where the configuration applied before pointed them) that record no
+// issuer (an earlier release provisioned them) the issuer and tenant
+// they are users of: a later re-point keeps them, and refuses their
+// names to the new population, rather than deleting them
+// (ApplyConfigChanges). In transactions of indexBatch users, each while
+// this configuration is still the one applied.
+func (i *Issuer) placeUsers(ctx context.Context, unmoved map[string]bool) error {
+	var names []string
+	err := i.store.View(ctx, func(tx store.Tx) error {
+		names = names[:0]
+		return usersIn(tx).each(func(u *User) error {
+			if u.IdPIssuer == "" && unmoved[u.IdentityProvider] {
+				names = append(names, u.Username)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	for batch := range slices.Chunk(names, indexBatch) {
+		err := i.store.Update(ctx, func(tx store.Tx) error {
+			if d, err := configIn(tx).digest(i.URL()); err != nil || d != i.creds.digest {
+				return errors.Join(errConfigApplied, err)
+			}
+			users := usersIn(tx)
+			for _, name := range batch {
+				u, err := users.get(name)
+				if errors.Is(err, store.ErrNotFound) {
+					continue
+				}
+				if err != nil {
+					return err
+				}
+				if p := i.dir.identityProvider(u.IdentityProvider); p != nil && u.IdPIssuer == "" {
+					u.IdPIssuer, u.IdPTenant = p.Issuer, p.Tenant
+					if err := users.put(u); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		})
+		if errors.Is(err, errConfigApplied) {
+			return nil // the newer configuration's to place
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // indexBatch is how many grants one transaction of indexGrants indexes.

@@ -933,7 +933,7 @@ func TestIdPTenantChangeSignsOut(t *testing.T) {
 		apply, _ := e.rolling(t)
 		apply()
 		if err := st.Update(ctx, func(tx store.Tx) error {
-			return usersIn(tx).put(&User{Username: "corp:u-1", Source: sourceIdP, IdentityProvider: "corp", IdPSubject: "u-1"})
+			return usersIn(tx).put(&User{Username: "corp:u-1", Source: sourceIdP, IdentityProvider: "corp", IdPSubject: "u-1", IdPIssuer: "https://idp.example"})
 		}); err != nil {
 			t.Fatal(err)
 		}

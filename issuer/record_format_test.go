@@ -35,6 +35,12 @@ func TestStoredFormat(t *testing.T) {
 			want: &User{Username: "bob", PasswordHash: "$2a$10$def"},
 		},
 		{
+			name: "identity provider's user", bucket: bucketUsers, key: "corp:u-1",
+			raw: `{"username":"corp:u-1","password_hash":"","name":"Alice","source":"idp","identity_provider":"corp","idp_subject":"u-1","idp_groups":["eng"],"last_login":"2025-03-01T12:00:00Z","idp_issued_at":"2025-03-01T12:00:00Z","idp_issuer":"https://login.example/","idp_tenant":"acme"}`,
+			want: &User{Username: "corp:u-1", Name: "Alice", Source: "idp", IdentityProvider: "corp", IdPSubject: "u-1", IdPGroups: []string{"eng"},
+				LastLogin: at, IdPIssuedAt: at, IdPIssuer: "https://login.example/", IdPTenant: "acme"},
+		},
+		{
 			name: "client", bucket: bucketClients, key: "app",
 			raw: `{"client_id":"app","client_name":"App","secret_hash":"sha256:00","redirect_uris":["https://app.example/cb"],"grant_types":["authorization_code"],"token_endpoint_auth_method":"private_key_jwt","jwks":"eyJrZXlzIjpbXX0=","jwks_uri":"https://app.example/jwks","application_type":"web","resources":["https://mcp.example/"],"scopes":["notes:read"],"introspect":true,"source":"dcr","created_at":"2025-03-01T12:00:00Z","expires_at":"2025-03-01T13:00:00Z"}`,
 			want: &Client{ID: "app", Name: "App", SecretHash: "sha256:00", RedirectURIs: []string{"https://app.example/cb"},

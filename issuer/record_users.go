@@ -26,6 +26,8 @@ type storedUser struct {
 	IdPGroups        []string  `json:"idp_groups,omitempty"`
 	LastLogin        time.Time `json:"last_login,omitzero"`
 	IdPIssuedAt      time.Time `json:"idp_issued_at,omitzero"`
+	IdPIssuer        string    `json:"idp_issuer,omitempty"`
+	IdPTenant        string    `json:"idp_tenant,omitempty"`
 }
 
 func userRecord(u *User) *storedUser {
@@ -43,6 +45,8 @@ func userRecord(u *User) *storedUser {
 		IdPGroups:        u.IdPGroups,
 		LastLogin:        u.LastLogin,
 		IdPIssuedAt:      u.IdPIssuedAt,
+		IdPIssuer:        u.IdPIssuer,
+		IdPTenant:        u.IdPTenant,
 	}
 }
 
@@ -61,6 +65,8 @@ func (s *storedUser) user() *User {
 		IdPGroups:        s.IdPGroups,
 		LastLogin:        s.LastLogin,
 		IdPIssuedAt:      s.IdPIssuedAt,
+		IdPIssuer:        s.IdPIssuer,
+		IdPTenant:        s.IdPTenant,
 	}
 }
 
