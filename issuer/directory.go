@@ -649,9 +649,18 @@ func (d *directory) snapshot() directorySnapshot {
 		s.Agents[a.ID] = credentialFingerprint(a.SecretHash, a.JWKS, a.JWKSURI)
 	}
 	s.IdentityProviders, s.IdentityProviderTenants = map[string]string{}, map[string]string{}
+	gl := &groupLimits{Groups: map[string]map[string][]string{}, Users: map[string][]string{}, Providers: map[string]map[string][]string{}}
 	for _, p := range d.cfg.IdentityProviders {
 		s.IdentityProviders[p.Name] = fingerprint(p.Issuer + "\x00" + p.ClientID)
 		s.IdentityProviderTenants[p.Name] = fingerprint(p.Tenant)
+		gl.Providers[p.Name] = p.GroupMap
 	}
+	for _, g := range d.cfg.Groups {
+		gl.Groups[g.Name] = g.Scopes
+	}
+	for _, u := range d.cfg.Users {
+		gl.Users[u.Username] = u.Groups
+	}
+	s.GroupLimits = gl
 	return s
 }

@@ -883,16 +883,18 @@ func TestIdPConfigChanges(t *testing.T) {
 		t.Fatalf("sign-in = %d %q, want 303", res.status, res.body)
 	}
 	var tok *oauth2.Token
-	newGrant := func() {
+	grantOf := func(scopes ...string) *oauth2.Token {
 		t.Helper()
-		code, verifier := e.issueCode(t, codeSpec{client: bClientID, user: user, redirect: bRedirect, resource: bResource, scopes: []string{"files:read", "files:write", "offline_access"}})
-		var err error
-		if tok, err = e.exchange(t, bClientID, "", code, verifier, oauth2.SetAuthURLParam("redirect_uri", bRedirect)); err != nil {
+		code, verifier := e.issueCode(t, codeSpec{client: bClientID, user: user, redirect: bRedirect, resource: bResource, scopes: scopes})
+		tok, err := e.exchange(t, bClientID, "", code, verifier, oauth2.SetAuthURLParam("redirect_uri", bRedirect))
+		if err != nil {
 			t.Fatal(err)
 		}
+		return tok
 	}
+	newGrant := func() { t.Helper(); tok = grantOf("files:read", "files:write", "offline_access") }
 	newGrant()
-	refresh := func() answer {
+	refreshOf := func(tok *oauth2.Token) answer {
 		t.Helper()
 		a := e.post(t, pathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok.RefreshToken}, "client_id": {bClientID}}, "")
 		if rt := a.str("refresh_token"); rt != "" {
@@ -900,6 +902,7 @@ func TestIdPConfigChanges(t *testing.T) {
 		}
 		return a
 	}
+	refresh := func() answer { t.Helper(); return refreshOf(tok) }
 	sessionLive := func() bool {
 		t.Helper()
 		resp, err := browser.Get(e.url(pathAuthorize, authParams(testChallenge)))
@@ -913,9 +916,16 @@ func TestIdPConfigChanges(t *testing.T) {
 	if a := refresh(); a.status != http.StatusOK || a.str("scope") != "files:read files:write offline_access" {
 		t.Fatalf("refresh = %d %q %s, want 200 files:read files:write offline_access", a.status, a.str("scope"), a.raw)
 	}
+	// A mapping that takes files:write away revokes the grant holding it
+	// (TestReloadNarrowingGroupsRevokes); one holding files:read only
+	// stays, and so does the session.
+	reader := grantOf("files:read", "offline_access")
 	apply(func(p *IdentityProvider) bool { p.GroupMap["eng"] = []string{"readers"}; return true })
-	if a := refresh(); a.status != http.StatusOK || a.str("scope") != "files:read offline_access" {
-		t.Errorf("refresh after the mapping changed = %d %q %s, want 200 files:read offline_access", a.status, a.str("scope"), a.raw)
+	if a := refresh(); a.status != http.StatusBadRequest || a.str("error") != "invalid_grant" {
+		t.Errorf("refresh of the grant holding files:write after the mapping took it = %d %s, want 400 invalid_grant", a.status, a.raw)
+	}
+	if a := refreshOf(reader); a.status != http.StatusOK || a.str("scope") != "files:read offline_access" {
+		t.Errorf("refresh of the grant holding files:read after the mapping changed = %d %q %s, want 200 files:read offline_access", a.status, a.str("scope"), a.raw)
 	}
 	if !sessionLive() {
 		t.Errorf("a changed mapping ended the session")

@@ -232,9 +232,15 @@ func (p *policy) clientGrantScopes(ctx context.Context, c *Client, resource stri
 
 // groupScopes is the union of what the user's groups allow for res.
 func (p *policy) groupScopes(u *User, res Resource) []string {
+	return groupScopes(p.cfg.Groups, u.Groups, res)
+}
+
+// groupScopes is the union of what those of groups whose names member
+// lists allow for res.
+func groupScopes(groups []Group, member []string, res Resource) []string {
 	var out []string
-	for _, g := range p.cfg.Groups {
-		if !slices.Contains(u.Groups, g.Name) {
+	for _, g := range groups {
+		if !slices.Contains(member, g.Name) {
 			continue
 		}
 		for target, scopes := range g.Scopes {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 
@@ -240,9 +241,13 @@ func (i *Issuer) RecordConfig(ctx context.Context) error {
 //     release before this one, not signed in since) cannot be told
 //     apart: they are deleted as DeleteUser does. Such users of a
 //     provider pointing where it did are given its issuer and tenant
-//     (placeUsers). A
-//     changed group mapping revokes nothing: refresh re-applies today's
-//     mapping to the provider groups of the user's last sign-in.
+//     (placeUsers);
+//   - a scope the groups no longer allow a user for a resource (a
+//     group's scopes narrowed, a configured user's groups or a
+//     provider's group mapping changed; scopesTaken): the user's grants
+//     holding it for that resource are revoked, and what was exchanged
+//     or delegated from them. The user's other grants and sessions stay:
+//     their refreshes re-apply today's groups.
 //
 // It also revokes this issuer URL's grants recorded under a credential
 // of a configured principal, or of their configured client, other than
@@ -261,10 +266,10 @@ func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
 	if err := i.revokeChangedAhead(ctx, &cur); err != nil {
 		return fmt.Errorf("apply configuration changes: %w", err)
 	}
-	var ended []string
+	var ended, narrowed []string
 	var unmoved map[string]bool // providers pointing where they did
 	err := i.store.Update(ctx, func(tx store.Tx) error {
-		ended, unmoved = ended[:0], map[string]bool{} // the function may run again
+		ended, narrowed, unmoved = ended[:0], nil, map[string]bool{} // the function may run again
 		configs := configIn(tx)
 		prev, err := configs.get(i.URL())
 		switch {
@@ -304,6 +309,16 @@ func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
 		if err := consentsIn(tx).deleteNaming(removed...); err != nil {
 			return err
 		}
+		taken, err := scopesTaken(tx, prev, &cur, i.policy.resources())
+		if err != nil {
+			return err
+		}
+		for _, name := range slices.Sorted(maps.Keys(taken)) {
+			if err := grants.revokeWhere(narrowedUserGrants(name, taken[name]), rv.until); err != nil {
+				return err
+			}
+		}
+		narrowed = slices.Sorted(maps.Keys(taken))
 		if changed := providerChanges(prev, &cur); len(changed) > 0 {
 			var users, unplaced []string
 			err := usersIn(tx).each(func(u *User) error {
@@ -342,6 +357,9 @@ func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
 	}
 	if len(ended) > 0 {
 		i.sec.Info("configuration removed or re-keyed principals; their grants are revoked", zap.Strings("principals", ended))
+	}
+	if len(narrowed) > 0 {
+		i.sec.Info("configuration took scopes away from users' groups; their grants holding them are revoked", zap.Strings("users", narrowed))
 	}
 	if err := i.placeUsers(ctx, unmoved); err != nil {
 		// Those not placed are deleted by a re-point, not kept.
@@ -448,18 +466,27 @@ func (i *Issuer) revokeChangedAhead(ctx context.Context, cur *directorySnapshot)
 	for _, c := range configChanges(prev, cur) {
 		sels = append(sels, c.grants())
 	}
-	if changed := providerChanges(prev, cur); len(changed) > 0 {
-		err := i.store.View(ctx, func(tx store.Tx) error {
-			return usersIn(tx).each(func(u *User) error {
-				if changed[u.IdentityProvider] {
-					sels = append(sels, userGrants(u.Username))
-				}
-				return nil
-			})
-		})
+	err = i.store.View(ctx, func(tx store.Tx) error {
+		taken, err := scopesTaken(tx, prev, cur, i.policy.resources())
 		if err != nil {
 			return err
 		}
+		for _, name := range slices.Sorted(maps.Keys(taken)) {
+			sels = append(sels, narrowedUserGrants(name, taken[name]))
+		}
+		changed := providerChanges(prev, cur)
+		if len(changed) == 0 {
+			return nil
+		}
+		return usersIn(tx).each(func(u *User) error {
+			if changed[u.IdentityProvider] {
+				sels = append(sels, userGrants(u.Username))
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return err
 	}
 	for _, sel := range sels {
 		err := i.revokeAhead(ctx, sel, same)

@@ -92,6 +92,23 @@ func (e *testEnv) applyConfig(t *testing.T, opts ...envOption) {
 	}
 }
 
+// editRecordedConfig changes the configuration recorded as applied to
+// e's store, say into what an earlier version recorded.
+func (e *testEnv) editRecordedConfig(t *testing.T, edit func(*directorySnapshot)) {
+	t.Helper()
+	if err := e.store.Update(t.Context(), func(tx store.Tx) error {
+		configs := configIn(tx)
+		prev, err := configs.get(e.iss.URL())
+		if err != nil {
+			return err
+		}
+		edit(prev)
+		return configs.put(e.iss.URL(), prev)
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestGrantsBoundToIssuerURL: a reload that changes the issuer URL (and,
 // say, a user's password at the same time) compares against no earlier
 // directory of the new URL, so it revokes nothing; the refresh tokens and
@@ -853,17 +870,7 @@ func TestReloadNarrowingClientRevokes(t *testing.T) {
 	// A configuration recorded by an earlier version holds no
 	// registrations: nothing to compare, nothing revoked.
 	issue()
-	if err := e.store.Update(t.Context(), func(tx store.Tx) error {
-		configs := configIn(tx)
-		prev, err := configs.get(e.iss.URL())
-		if err != nil {
-			return err
-		}
-		prev.ClientLimits = nil
-		return configs.put(e.iss.URL(), prev)
-	}); err != nil {
-		t.Fatal(err)
-	}
+	e.editRecordedConfig(t, func(s *directorySnapshot) { s.ClientLimits = nil })
 	apply(confScopes("read", "write"), publicResources(tResource))
 	revoked("narrowed since a record without registrations", nil)
 	apply(confScopes("read"), publicResources(tResource))
@@ -1013,4 +1020,119 @@ func recordAsEarlierRelease(t *testing.T, st store.Store, issuer string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestReloadNarrowingGroupsRevokes: a configuration that takes a scope
+// away from what a user's groups allow for a resource (a group's scopes
+// narrowed, a configured user's groups changed, an identity provider's
+// group mapping narrowed) revokes that user's grants that hold the scope
+// for the resource, whoever the user is (configured, added through the
+// admin API, an identity provider's); the user's other grants, and the
+// users whose scopes did not shrink, keep theirs. A configuration that
+// narrows nothing revokes nothing, and neither does one applied after
+// one of a version that recorded no group limits.
+func TestReloadNarrowingGroupsRevokes(t *testing.T) {
+	corp := func(c *Config) {
+		c.IdentityProviders = []IdentityProvider{{Name: "corp", Issuer: "https://idp.example", ClientID: "c",
+			GroupMap: map[string][]string{"eng": {"staff"}, "ops": {"readers"}}}}
+	}
+	e := newTokEnv(t, corp)
+	apply := func(opts ...envOption) { t.Helper(); e.applyConfig(t, append([]envOption{corp}, opts...)...) }
+	staff := func(scopes map[string][]string) envOption {
+		return func(c *Config) {
+			c.Groups = slices.Clone(c.Groups)
+			for n := range c.Groups {
+				if c.Groups[n].Name == "staff" {
+					c.Groups[n].Scopes = scopes
+				}
+			}
+		}
+	}
+	aliceGroups := func(g ...string) envOption {
+		return func(c *Config) {
+			c.Users = slices.Clone(c.Users)
+			for n := range c.Users {
+				if c.Users[n].Username == tUser {
+					c.Users[n].Groups = g
+				}
+			}
+		}
+	}
+	mapping := func(m map[string][]string) envOption {
+		return func(c *Config) { c.IdentityProviders[0].GroupMap = m }
+	}
+	err := e.store.Update(t.Context(), func(tx store.Tx) error {
+		for _, u := range []*User{
+			{Username: "dan", PasswordHash: passwordHash(), Groups: []string{"staff"}},
+			{Username: "corp:eve", IdentityProvider: "corp", IdPSubject: "eve", IdPGroups: []string{"eng"}, LastLogin: e.clock.Now()},
+		} {
+			if err := usersIn(tx).put(u); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	toks := map[string]string{}
+	issue := func(name, user, resource string, scopes ...string) {
+		t.Helper()
+		code, verifier := e.issueCode(t, codeSpec{user: user, resource: resource, scopes: scopes})
+		tok, err := e.exchange(t, tPublic, "", code, verifier)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		toks[name] = tok.AccessToken
+	}
+	issueAll := func() {
+		t.Helper()
+		issue("alice write", tUser, tResource, "read", "write")
+		issue("alice read", tUser, tResource, "read")
+		issue("alice other write", tUser, tOther, "write")
+		issue("bob read", "bob", tResource, "read")
+		issue("dan write", "dan", tResource, "read", "write")
+		issue("eve write", "corp:eve", tResource, "read", "write")
+	}
+	revoked := func(step string, want ...string) {
+		t.Helper()
+		for name, tok := range toks {
+			if got := e.revokedToken(t, tok); got != slices.Contains(want, name) {
+				t.Errorf("%s: %s revoked = %v, want %v", step, name, got, !got)
+			}
+		}
+	}
+	apply()
+	issueAll()
+	apply()
+	revoked("same configuration")
+	apply(staff(map[string][]string{tResource: {"read", "write", "admin"}, tOther: {"*"}}))
+	revoked("staff's scopes widened")
+	apply(staff(map[string][]string{tResource: {"read"}, tOther: {"*"}}))
+	revoked("staff's write taken away", "alice write", "dan write", "eve write")
+	issueAll() // alice, dan and eve get read only now
+	apply(staff(map[string][]string{tResource: {"read"}, tOther: {"*"}}))
+	revoked("narrowed configuration again")
+	apply()
+	revoked("staff's write given back")
+	issueAll()
+	apply(aliceGroups("readers"))
+	revoked("alice moved to readers", "alice write", "alice other write")
+	apply()
+	issueAll()
+	apply(mapping(map[string][]string{"eng": {"readers"}, "ops": {"readers"}}))
+	revoked("eng mapped to readers", "eve write")
+	apply()
+	issueAll()
+	apply(staff(map[string][]string{tResource: {"read", "write"}, tOther: {"read", "write"}}))
+	revoked("staff's * spelt out")
+
+	// A configuration recorded by an earlier version holds no group
+	// limits: nothing to compare, nothing revoked.
+	e.editRecordedConfig(t, func(s *directorySnapshot) { s.GroupLimits = nil })
+	apply(staff(map[string][]string{tResource: {"read"}}))
+	revoked("narrowed since a record without group limits")
+	apply(staff(map[string][]string{tResource: {"admin"}}))
+	revoked("narrowed since a record with them", "alice write", "alice read", "dan write", "eve write")
 }

@@ -3,6 +3,7 @@ package issuer
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
@@ -31,6 +32,86 @@ type directorySnapshot struct {
 	// when none is declared), for every provider. Releases before
 	// tenants counted recorded none (samePoint).
 	IdentityProviderTenants map[string]string `json:"identity_provider_tenants,omitempty"`
+	// GroupLimits: what decides the scopes users' groups allow, so that
+	// a narrowing revokes the grants holding what it took away. Nil in
+	// the records of earlier versions: nothing to compare.
+	GroupLimits *groupLimits `json:"group_limits,omitempty"`
+}
+
+// groupLimits is what of a configuration decides a user's group scopes
+// (policy.groupScopes): the groups' scopes, the configured users' groups
+// and the identity providers' group mappings.
+type groupLimits struct {
+	Groups    map[string]map[string][]string `json:"groups"`    // group -> resource URL or "*" -> scopes
+	Users     map[string][]string            `json:"users"`     // configured user -> groups
+	Providers map[string]map[string][]string `json:"providers"` // identity provider -> provider group -> local groups
+}
+
+// groups are l's groups as a configuration declares them.
+func (l *groupLimits) groups() []Group {
+	out := make([]Group, 0, len(l.Groups))
+	for name, scopes := range l.Groups {
+		out = append(out, Group{Name: name, Scopes: scopes})
+	}
+	return out
+}
+
+// scopesTaken are the scopes that the groups cur declares no longer
+// allow a user for a resource and prev's did: user -> canonical
+// resource URL -> scopes, for each of resources (as they are now, so
+// that only the groups' change counts). The users are the configured
+// ones both declare and those stored (added through the admin API, or
+// by an identity provider both configure). None when prev recorded no
+// group limits (an earlier version's record: taken as unchanged) or
+// they are the same, when no user is read.
+func scopesTaken(tx store.Tx, prev, cur *directorySnapshot, resources []Resource) (map[string]map[string][]string, error) {
+	was, now := prev.GroupLimits, cur.GroupLimits
+	if was == nil || now == nil {
+		return nil, nil
+	}
+	if a, err := json.Marshal(was); err != nil {
+		return nil, err
+	} else if b, err := json.Marshal(now); err != nil || string(a) == string(b) {
+		return nil, err
+	}
+	wasGroups, nowGroups := was.groups(), now.groups()
+	out := map[string]map[string][]string{}
+	note := func(user string, before, after []string) {
+		for _, r := range resources {
+			allowed := groupScopes(nowGroups, after, r)
+			var taken []string
+			for _, s := range groupScopes(wasGroups, before, r) {
+				if !slices.Contains(allowed, s) && !slices.Contains(taken, s) {
+					taken = append(taken, s)
+				}
+			}
+			if len(taken) == 0 {
+				continue
+			}
+			if out[user] == nil {
+				out[user] = map[string][]string{}
+			}
+			out[user][CanonicalResource(r.URL)] = taken
+		}
+	}
+	for name, after := range now.Users {
+		if before, ok := was.Users[name]; ok {
+			note(name, before, after)
+		}
+	}
+	err := usersIn(tx).each(func(u *User) error {
+		if u.IdentityProvider == "" {
+			note(u.Username, u.Groups, u.Groups)
+			return nil
+		}
+		before, ok := was.Providers[u.IdentityProvider]
+		after, kept := now.Providers[u.IdentityProvider]
+		if ok && kept {
+			note(u.Username, (&IdentityProvider{GroupMap: before}).localGroups(u.IdPGroups), (&IdentityProvider{GroupMap: after}).localGroups(u.IdPGroups))
+		}
+		return nil
+	})
+	return out, err
 }
 
 // clientLimits is what of a configured client's registration a grant

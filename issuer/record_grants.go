@@ -358,6 +358,16 @@ func userGrants(name string) grantSelection {
 	return grantSelection{userGrantsPrefix(name), func(g *grant) bool { return g.ofUser(name) }}
 }
 
+// narrowedUserGrants selects the user's grants that hold a scope taken
+// (canonical resource URL -> scopes) for their resource
+// (scopesTaken), and the tokens exchanged and delegated from them.
+func narrowedUserGrants(name string, taken map[string][]string) grantSelection {
+	return grantSelection{userGrantsPrefix(name), func(g *grant) bool {
+		scopes := taken[CanonicalResource(g.Resource)]
+		return g.ofUser(name) && slices.ContainsFunc(g.Scopes, func(s string) bool { return slices.Contains(scopes, s) })
+	}}
+}
+
 // revokeClient revokes every grant the client holds: the users' grants to
 // it (and the tokens exchanged from them) and its own client credentials
 // tokens; and stamps the client.

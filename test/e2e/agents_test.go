@@ -102,6 +102,7 @@ type agentOpts struct {
 	// defaultLog, when set, is the file of Caddy's default log, at DEBUG
 	// level; accessLog a `log` block for the site.
 	defaultLog, accessLog string
+	dsn                   string // storage postgres on it; bolt when ""
 }
 
 func setupAgents(t *testing.T, o agentOpts) *agentEnv {
@@ -220,7 +221,7 @@ var agentsCaddyfile = template.Must(template.New("Caddyfile").Parse(`{
 	}
 	mcp_auth {
 		issuer {{.Issuer}}
-		storage bolt {{.Dir}}/mcp-auth.db
+		{{with .DSN}}storage postgres "{{.}}"{{else}}storage bolt {{.Dir}}/mcp-auth.db{{end}}
 {{- with .TTL}}
 		access_token_ttl {{.}}
 {{- end}}
@@ -327,7 +328,7 @@ func (e *agentEnv) caddyfile(admin string) string {
 		"AgentA": agentA, "AgentAName": agentAName, "AgentAHash": secretHash(agentASecret),
 		"AgentB": agentB, "AgentBName": agentBName, "AgentBHash": secretHash(agentBSecret),
 		"Up": e.up, "SessionUp": e.sessionUp, "Extra": e.extra,
-		"DefaultLog": e.logs.defaultLog, "AccessLog": e.logs.accessLog,
+		"DefaultLog": e.logs.defaultLog, "AccessLog": e.logs.accessLog, "DSN": e.logs.dsn,
 	})
 	if err != nil {
 		panic(err) // the template is a constant

@@ -22,6 +22,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"golang.org/x/oauth2"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres/pgtest"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/e2e/harness"
 )
 
@@ -415,6 +416,63 @@ func TestReloadRevokes(t *testing.T) {
 		})
 	}
 	e.requireBystandersLive(ctx, t, bystanders)
+}
+
+// TestReloadNarrowingGroupRevokes: a reload that takes a scope away from
+// a group ends, at the gateway within the revocation delay, the tokens of
+// its members that hold the scope (on bbolt and on PostgreSQL), as the
+// README's revocation table says; their tokens without it, and those of
+// users whose scopes did not shrink, keep working, and a reload that
+// changes nothing ends nothing.
+func TestReloadNarrowingGroupRevokes(t *testing.T) {
+	for _, storage := range []string{"bolt", "postgres"} {
+		t.Run(storage, func(t *testing.T) {
+			o := agentOpts{}
+			if storage == "postgres" {
+				o.dsn = pgtest.NewDatabase(t)
+			}
+			hash := harness.HashPassword(t, password)
+			editors := func(scopes string) string {
+				return fmt.Sprintf("\t\tuser gina %s {\n\t\t\tgroups editors\n\t\t}\n\t\tgroup editors {\n\t\t\tscopes * %s\n\t\t}", hash, scopes)
+			}
+			o.extra = editors(scopeTools + " " + scopeRead + " " + scopeWrite)
+			e := setupAgents(t, o)
+			e.client = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+			ctx := ctxTimeout(t, agentsTestLimit)
+			reload := func(t *testing.T, extra string) {
+				t.Helper()
+				e.extra = extra
+				if err := harness.Load(t, e.caddyfile("")); err != nil {
+					t.Fatalf("reload: %v", err)
+				}
+				settle(t, e.client, e.issuer+"/.well-known/oauth-authorization-server")
+			}
+			call := func(what, token, tool string, want int) {
+				t.Helper()
+				if resp, body, _ := e.callRaw(ctx, t, token, tool); resp.StatusCode != want {
+					t.Errorf("%s calling %s: status %d, want %d; body %.200s", what, tool, resp.StatusCode, want, body)
+				}
+			}
+			gina := harness.NewRobot("gina", password, redirectURI)
+			ginaWrite := e.userToken(ctx, t, gina, scopeTools, scopeWrite, "offline_access")
+			ginaTools := e.userToken(ctx, t, gina, scopeTools, "offline_access")
+			aliceWrite := e.userToken(ctx, t, harness.NewRobot(username, password, redirectURI), scopeTools, scopeWrite, "offline_access")
+			call("gina's write token", ginaWrite.AccessToken, toolUserOnly, http.StatusOK)
+
+			reload(t, o.extra) // the same configuration
+			call("gina's write token after the same configuration", ginaWrite.AccessToken, toolUserOnly, http.StatusOK)
+			e.requireLive(ctx, t, []held{{what: "gina's tools token", access: ginaTools.AccessToken}, {what: "alice's write token", access: aliceWrite.AccessToken}})
+
+			reload(t, editors(scopeTools+" "+scopeRead)) // notes:write taken from editors
+			e.requireRevoked(ctx, t, []held{{what: "gina's write token", access: ginaWrite.AccessToken, refresh: ginaWrite.RefreshToken, client: hostID}})
+			e.requireLive(ctx, t, []held{{what: "gina's tools token", access: ginaTools.AccessToken}, {what: "alice's write token", access: aliceWrite.AccessToken}})
+			call("alice's write token", aliceWrite.AccessToken, toolUserOnly, http.StatusOK)
+			form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {ginaTools.RefreshToken}, "resource": {e.resource}, "client_id": {hostID}}
+			if a := e.tokenRequest(ctx, t, "", "", form); a.Status != http.StatusOK || a.Scope != scopeTools+" offline_access" {
+				t.Errorf("refresh of gina's tools token = %v, want 200 %s offline_access", a, scopeTools)
+			}
+		})
+	}
 }
 
 // settle waits until 20 requests in a row to u succeed on new
