@@ -96,6 +96,14 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 	}
 	var signedBy []signedToken
 	scopes := ac.Scopes
+	if len(scopes) > 0 {
+		// The user's groups may have lost a scope since the code was
+		// issued (a reload, which could not revoke this grant): no more
+		// than they allow now, as a refresh re-applies them.
+		if _, scopes, err = i.policy.grantScopes(ctx, c, u, ac.Resource, scopes); err != nil {
+			return nil, err
+		}
+	}
 	if agent != nil {
 		signedBy = []signedToken{{headerKID(f.Get("actor_token")), ErrInvalidGrant.WithDescription("actor_token is not a valid token of the requested actor")}}
 		// The user delegated no more than the agent may ever hold.

@@ -154,7 +154,29 @@ func (c *credentialTags) mayIssue(tx store.Tx, s tokenSubject, authenticated *Cl
 	for _, a := range s.act.Chain() {
 		ok = ok && same(principalAgent, a)
 	}
-	return ok, nil
+	return ok && !c.groupsNarrowed(applied, s), nil
+}
+
+// groupsNarrowed reports whether the groups of the configuration applied
+// no longer allow the user of s a scope that s gives it for its resource
+// and this configuration's groups allow: a user whose groups the newest
+// configuration narrowed gets nothing here, where the old ones would give
+// what that one took away, which no reload would revoke. Not when either
+// recorded no group limits (an earlier version's record).
+func (c *credentialTags) groupsNarrowed(applied *directorySnapshot, s tokenSubject) bool {
+	was, now := c.declared.GroupLimits, applied.GroupLimits
+	if s.user == nil || was == nil || now == nil {
+		return false
+	}
+	before, ok := was.groupsOf(s.user)
+	after, kept := now.groupsOf(s.user)
+	if !ok || !kept {
+		return false // the user's credential tags or provider decide
+	}
+	// The scopes issued stand for the resource's: a group's "*" allows
+	// each of them.
+	taken := scopesTakenFrom(was.groups(), now.groups(), before, after, Resource{URL: s.resource, Scopes: s.scopes})
+	return slices.ContainsFunc(s.scopes, func(sc string) bool { return slices.Contains(taken, sc) })
 }
 
 // mayProvision reports whether the configuration last applied declares

@@ -1136,3 +1136,53 @@ func TestReloadNarrowingGroupsRevokes(t *testing.T) {
 	apply(staff(map[string][]string{tResource: {"admin"}}))
 	revoked("narrowed since a record with them", "alice write", "alice read", "dan write", "eve write")
 }
+
+// TestReloadNarrowingGroupsInFlight: what was under way when a
+// configuration took a scope away from a user's groups gets none of it.
+// A code issued before the reload gives, redeemed after it, no more than
+// the groups allow now (as a refresh does): the reload could not revoke
+// the grant it makes. And while the old configuration's servers still
+// answer (A, after B applied the narrowing), they issue that user
+// nothing (invalid_grant, nothing written), as they do for a narrowed
+// client (TestReloadWindowNarrowedClientIssuesNothing); a user whose
+// scopes did not shrink gets tokens there.
+func TestReloadNarrowingGroupsInFlight(t *testing.T) {
+	e := newTokEnv(t)
+	apply, at := e.rolling(t)
+	apply()
+	a := e.iss
+	code, verifier := e.issueCode(t, codeSpec{scopes: []string{"read", "write"}})
+	codeA, verifierA := e.issueCode(t, codeSpec{scopes: []string{"read", "write"}})
+	readCodeA, readVerifierA := e.issueCode(t, codeSpec{scopes: []string{"read"}})
+	bobCodeA, bobVerifierA := e.issueCode(t, codeSpec{user: "bob", scopes: []string{"read"}})
+	e.restart(e.store, func(c *Config) {
+		c.Groups = slices.Clone(c.Groups)
+		c.Groups[0] = Group{Name: "staff", Scopes: map[string][]string{tResource: {"read"}, tOther: {"*"}}}
+	})
+	apply()
+	b := e.iss
+
+	tok, err := e.exchange(t, tPublic, "", code, verifier)
+	if err != nil {
+		t.Fatalf("at B: code issued before the narrowing: %v", err)
+	}
+	if _, c := claimsOf(t, tok.AccessToken); c["scope"] != "read" {
+		t.Errorf("at B: code issued with read write before the narrowing gave scope %q, want read", c["scope"])
+	}
+
+	at(a)
+	grants := e.count(bucketGrants)
+	if _, err := e.exchange(t, tPublic, "", codeA, verifierA); err == nil || !strings.Contains(err.Error(), "invalid_grant") {
+		t.Errorf("at A after B narrowed staff: code for read write = %v, want invalid_grant", err)
+	}
+	if g := e.count(bucketGrants); g != grants {
+		t.Errorf("grants after A's refusal = %d, want %d (nothing written)", g, grants)
+	}
+	if _, err := e.exchange(t, tPublic, "", readCodeA, readVerifierA); err != nil {
+		t.Errorf("at A: code for read, which B still allows: %v", err)
+	}
+	if _, err := e.exchange(t, tPublic, "", bobCodeA, bobVerifierA); err != nil {
+		t.Errorf("at A: code of a user B did not narrow: %v", err)
+	}
+	at(b)
+}

@@ -76,42 +76,59 @@ func scopesTaken(tx store.Tx, prev, cur *directorySnapshot, resources []Resource
 	}
 	wasGroups, nowGroups := was.groups(), now.groups()
 	out := map[string]map[string][]string{}
-	note := func(user string, before, after []string) {
+	note := func(u *User) {
+		before, ok := was.groupsOf(u)
+		after, kept := now.groupsOf(u)
+		if !ok || !kept {
+			return // not configured in both: removed or added, not narrowed
+		}
 		for _, r := range resources {
-			allowed := groupScopes(nowGroups, after, r)
-			var taken []string
-			for _, s := range groupScopes(wasGroups, before, r) {
-				if !slices.Contains(allowed, s) && !slices.Contains(taken, s) {
-					taken = append(taken, s)
+			if taken := scopesTakenFrom(wasGroups, nowGroups, before, after, r); len(taken) > 0 {
+				if out[u.Username] == nil {
+					out[u.Username] = map[string][]string{}
 				}
+				out[u.Username][CanonicalResource(r.URL)] = taken
 			}
-			if len(taken) == 0 {
-				continue
-			}
-			if out[user] == nil {
-				out[user] = map[string][]string{}
-			}
-			out[user][CanonicalResource(r.URL)] = taken
 		}
 	}
-	for name, after := range now.Users {
-		if before, ok := was.Users[name]; ok {
-			note(name, before, after)
-		}
+	for name := range now.Users {
+		note(&User{Username: name, Source: sourceConfig})
 	}
-	err := usersIn(tx).each(func(u *User) error {
-		if u.IdentityProvider == "" {
-			note(u.Username, u.Groups, u.Groups)
-			return nil
-		}
-		before, ok := was.Providers[u.IdentityProvider]
-		after, kept := now.Providers[u.IdentityProvider]
-		if ok && kept {
-			note(u.Username, (&IdentityProvider{GroupMap: before}).localGroups(u.IdPGroups), (&IdentityProvider{GroupMap: after}).localGroups(u.IdPGroups))
-		}
-		return nil
-	})
+	err := usersIn(tx).each(func(u *User) error { note(u); return nil })
 	return out, err
+}
+
+// groupsOf is the local groups l gives user u: a configured user's
+// declared ones, an identity provider's user's by the provider's mapping
+// (of the provider groups of its last sign-in), another stored user's
+// own. ok is false when l does not declare the configured user or the
+// provider.
+func (l *groupLimits) groupsOf(u *User) (groups []string, ok bool) {
+	switch {
+	case u.Source == sourceConfig:
+		groups, ok = l.Users[u.Username]
+		return groups, ok
+	case u.IdentityProvider != "":
+		m, ok := l.Providers[u.IdentityProvider]
+		if !ok {
+			return nil, false
+		}
+		return (&IdentityProvider{GroupMap: m}).localGroups(u.IdPGroups), true
+	}
+	return u.Groups, true
+}
+
+// scopesTakenFrom are the scopes that wasGroups allow a member of before
+// for r and nowGroups do not allow a member of after (groupScopes).
+func scopesTakenFrom(wasGroups, nowGroups []Group, before, after []string, r Resource) []string {
+	allowed := groupScopes(nowGroups, after, r)
+	var taken []string
+	for _, s := range groupScopes(wasGroups, before, r) {
+		if !slices.Contains(allowed, s) && !slices.Contains(taken, s) {
+			taken = append(taken, s)
+		}
+	}
+	return taken
 }
 
 // clientLimits is what of a configured client's registration a grant
