@@ -645,8 +645,10 @@ func (d *directory) snapshot() directorySnapshot {
 		s.Clients[c.ID] = credentialFingerprint(c.SecretHash, c.JWKS, c.JWKSURI)
 		s.ClientLimits[c.ID] = clientLimits{GrantTypes: c.GrantTypes, Resources: c.Resources, Scopes: c.Scopes, DPoP: c.DPoPBoundAccessTokens}
 	}
+	s.AgentLimits = map[string]agentLimits{}
 	for _, a := range d.cfg.Agents {
 		s.Agents[a.ID] = credentialFingerprint(a.SecretHash, a.JWKS, a.JWKSURI)
+		s.AgentLimits[a.ID] = limitsOf(&a)
 	}
 	s.IdentityProviders, s.IdentityProviderTenants = map[string]string{}, map[string]string{}
 	gl := &groupLimits{Groups: map[string]map[string][]string{}, Users: map[string][]string{}, Providers: map[string]map[string][]string{}}

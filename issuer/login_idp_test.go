@@ -853,8 +853,9 @@ func TestIdPLoginPage(t *testing.T) {
 	})
 }
 
-// TestIdPConfigChanges: a changed group mapping applies at the next
-// refresh and revokes nothing; re-pointing the provider (another issuer)
+// TestIdPConfigChanges: a group mapping that takes a scope away revokes
+// the user's grants holding it; the others apply it at their next
+// refresh, and the session stays; re-pointing the provider (another issuer)
 // or removing it signs its users out (refresh refused, browser session
 // ended) but keeps them, so the provider configured again finds them.
 func TestIdPConfigChanges(t *testing.T) {

@@ -131,8 +131,9 @@ func (c *credentialTags) current(tx store.Tx, pt, name, tag string) (bool, error
 // that another removed or re-keyed one in (an old configuration's
 // servers finishing after a reload, an instance of a cluster not
 // reloaded yet) issues nothing on the old credential, nor beyond a
-// client's narrowed registration, which no reload would revoke once the
-// newest is applied.
+// client's narrowed registration, an agent's narrowed limits or a user's
+// narrowed groups, which no reload would revoke once the newest is
+// applied.
 func (c *credentialTags) mayIssue(tx store.Tx, s tokenSubject, authenticated *Client) (bool, error) {
 	applied, err := c.applied(tx)
 	if err != nil || applied == &c.declared {
@@ -141,8 +142,9 @@ func (c *credentialTags) mayIssue(tx store.Tx, s tokenSubject, authenticated *Cl
 	same := func(pt, name string) bool { return c.of(pt, name) == applied.tag(pt, name) }
 	// A client the newest configuration narrowed gets nothing here
 	// either: this one would issue it what that one took away.
+	agent := func(id string) bool { return same(principalAgent, id) && !agentNarrowed(&c.declared, applied, id) }
 	client := func(id string) bool {
-		return same(principalClient, id) && same(principalAgent, id) && !clientNarrowed(&c.declared, applied, id)
+		return same(principalClient, id) && agent(id) && !clientNarrowed(&c.declared, applied, id)
 	}
 	ok := client(s.client.ID)
 	if authenticated != nil {
@@ -152,7 +154,7 @@ func (c *credentialTags) mayIssue(tx store.Tx, s tokenSubject, authenticated *Cl
 		ok = ok && same(principalUser, s.subject)
 	}
 	for _, a := range s.act.Chain() {
-		ok = ok && same(principalAgent, a)
+		ok = ok && agent(a)
 	}
 	return ok && !c.groupsNarrowed(applied, s), nil
 }
@@ -253,7 +255,9 @@ func (i *Issuer) RecordConfig(ctx context.Context) error {
 //     deleted);
 //   - a removed agent: DeleteAgent (its own tokens, delegations to it,
 //     grants exchanged to it, consents to it); a changed secret hash or
-//     keys: RotateAgentSecret (its own tokens, delegations to it);
+//     keys, or a narrowing (a scope or allowed client taken away,
+//     max_depth lowered): RotateAgentSecret (its own tokens, delegations
+//     to it);
 //   - a removed identity provider, or one whose issuer, client_id or
 //     tenant changed (samePoint): every user it provisioned is signed out (grants revoked,
 //     sessions ended). Its users are not deleted: the same provider
@@ -406,9 +410,10 @@ type configChange struct {
 }
 
 // configChanges are the principals cur removed or re-keyed since prev,
-// and the clients it narrowed (a scope, resource or grant type taken
-// away), which lose their grants as an update through the admin API
-// makes them (UpdateClientIfMatch).
+// the clients it narrowed (a scope, resource or grant type taken away),
+// which lose their grants as an update through the admin API makes them
+// (UpdateClientIfMatch), and the agents it narrowed, which lose what
+// re-keying them ends.
 func configChanges(prev, cur *directorySnapshot) []configChange {
 	var out []configChange
 	for _, d := range []struct {
@@ -417,7 +422,8 @@ func configChanges(prev, cur *directorySnapshot) []configChange {
 	}{{principalUser, prev.Users, cur.Users}, {principalClient, prev.Clients, cur.Clients}, {principalAgent, prev.Agents, cur.Agents}} {
 		for name, fp := range d.prev {
 			now, kept := d.cur[name]
-			if !kept || now != fp || d.kind == principalClient && clientNarrowed(prev, cur, name) {
+			if !kept || now != fp || d.kind == principalClient && clientNarrowed(prev, cur, name) ||
+				d.kind == principalAgent && agentNarrowed(prev, cur, name) {
 				out = append(out, configChange{d.kind, name, !kept})
 			}
 		}
@@ -431,6 +437,15 @@ func configChanges(prev, cur *directorySnapshot) []configChange {
 func clientNarrowed(prev, cur *directorySnapshot, id string) bool {
 	was, ok := prev.ClientLimits[id]
 	now, kept := cur.ClientLimits[id]
+	return ok && kept && was.narrowed(now)
+}
+
+// agentNarrowed reports whether cur allows agent id less than prev did;
+// not when either recorded no limits for it (an earlier version's
+// record).
+func agentNarrowed(prev, cur *directorySnapshot, id string) bool {
+	was, ok := prev.AgentLimits[id]
+	now, kept := cur.AgentLimits[id]
 	return ok && kept && was.narrowed(now)
 }
 

@@ -92,6 +92,31 @@ func (e *testEnv) applyConfig(t *testing.T, opts ...envOption) {
 	}
 }
 
+// withEntry edits, with edit, the entries of a list of the configuration
+// (list: its Users, Clients, Agents, Groups) that match selects.
+func withEntry[T any](list func(*Config) *[]T, selects func(*T) bool, edit func(*T)) envOption {
+	return func(c *Config) {
+		l := list(c)
+		*l = slices.Clone(*l)
+		for n := range *l {
+			if selects(&(*l)[n]) {
+				edit(&(*l)[n])
+			}
+		}
+	}
+}
+
+// requireRevoked checks that of toks (name -> access token) exactly
+// those want names are revoked.
+func (e *testEnv) requireRevoked(t *testing.T, step string, toks map[string]string, want ...string) {
+	t.Helper()
+	for name, tok := range toks {
+		if got := e.revokedToken(t, tok); got != slices.Contains(want, name) {
+			t.Errorf("%s: %s revoked = %v, want %v", step, name, got, !got)
+		}
+	}
+}
+
 // editRecordedConfig changes the configuration recorded as applied to
 // e's store, say into what an earlier version recorded.
 func (e *testEnv) editRecordedConfig(t *testing.T, edit func(*directorySnapshot)) {
@@ -814,14 +839,7 @@ func TestReloadNarrowingClientRevokes(t *testing.T) {
 	e := newTokEnv(t)
 	apply := func(opts ...envOption) { t.Helper(); e.applyConfig(t, opts...) }
 	client := func(id string, f func(c *Client)) envOption {
-		return func(c *Config) {
-			c.Clients = slices.Clone(c.Clients)
-			for n := range c.Clients {
-				if c.Clients[n].ID == id {
-					f(&c.Clients[n])
-				}
-			}
-		}
+		return withEntry(func(c *Config) *[]Client { return &c.Clients }, func(c *Client) bool { return c.ID == id }, f)
 	}
 	confScopes := func(s ...string) envOption { return client(tConf, func(c *Client) { c.Scopes = s }) }
 	confGrants := func(g ...string) envOption { return client(tConf, func(c *Client) { c.GrantTypes = g }) }
@@ -1039,24 +1057,12 @@ func TestReloadNarrowingGroupsRevokes(t *testing.T) {
 	e := newTokEnv(t, corp)
 	apply := func(opts ...envOption) { t.Helper(); e.applyConfig(t, append([]envOption{corp}, opts...)...) }
 	staff := func(scopes map[string][]string) envOption {
-		return func(c *Config) {
-			c.Groups = slices.Clone(c.Groups)
-			for n := range c.Groups {
-				if c.Groups[n].Name == "staff" {
-					c.Groups[n].Scopes = scopes
-				}
-			}
-		}
+		return withEntry(func(c *Config) *[]Group { return &c.Groups }, func(g *Group) bool { return g.Name == "staff" },
+			func(g *Group) { g.Scopes = scopes })
 	}
 	aliceGroups := func(g ...string) envOption {
-		return func(c *Config) {
-			c.Users = slices.Clone(c.Users)
-			for n := range c.Users {
-				if c.Users[n].Username == tUser {
-					c.Users[n].Groups = g
-				}
-			}
-		}
+		return withEntry(func(c *Config) *[]User { return &c.Users }, func(u *User) bool { return u.Username == tUser },
+			func(u *User) { u.Groups = g })
 	}
 	mapping := func(m map[string][]string) envOption {
 		return func(c *Config) { c.IdentityProviders[0].GroupMap = m }
@@ -1095,14 +1101,7 @@ func TestReloadNarrowingGroupsRevokes(t *testing.T) {
 		issue("dan write", "dan", tResource, "read", "write")
 		issue("eve write", "corp:eve", tResource, "read", "write")
 	}
-	revoked := func(step string, want ...string) {
-		t.Helper()
-		for name, tok := range toks {
-			if got := e.revokedToken(t, tok); got != slices.Contains(want, name) {
-				t.Errorf("%s: %s revoked = %v, want %v", step, name, got, !got)
-			}
-		}
-	}
+	revoked := func(step string, want ...string) { t.Helper(); e.requireRevoked(t, step, toks, want...) }
 	apply()
 	issueAll()
 	apply()
@@ -1185,4 +1184,61 @@ func TestReloadNarrowingGroupsInFlight(t *testing.T) {
 		t.Errorf("at A: code of a user B did not narrow: %v", err)
 	}
 	at(b)
+}
+
+// TestReloadNarrowingAgentRevokes: a configuration that narrows a
+// configured agent (a scope or allowed client taken away, max_depth
+// lowered) revokes what re-keying it does: its own tokens and the users'
+// delegations to it (requested_actor); one that keeps or widens it, or
+// narrows another agent, revokes nothing, and neither does one applied
+// after a record of a version that recorded no agent limits.
+func TestReloadNarrowingAgentRevokes(t *testing.T) {
+	e := newTokEnv(t)
+	apply := func(opts ...envOption) { t.Helper(); e.applyConfig(t, opts...) }
+	agent := func(id string, f func(a *Agent)) envOption {
+		return withEntry(func(c *Config) *[]Agent { return &c.Agents }, func(a *Agent) bool { return a.ID == id }, f)
+	}
+	scopes := func(s ...string) envOption { return agent(tAgent1, func(a *Agent) { a.Scopes = s }) }
+	toks := map[string]string{}
+	issue := func() {
+		t.Helper()
+		toks["own"] = e.agentToken(t, tAgent1, tAgentSecret, "read", "write")
+		code, verifier := e.issueCode(t, codeSpec{actor: tAgent1, scopes: []string{"read"}})
+		r := e.post(t, pathToken, url.Values{"grant_type": {grantAuthorizationCode}, "code": {code}, "code_verifier": {verifier},
+			"redirect_uri": {tRedirect}, "client_id": {tPublic}, "actor_token": {e.agentToken(t, tAgent1, tAgentSecret)}}, "")
+		if r.status != http.StatusOK {
+			t.Fatalf("delegation to %s = %d %s", tAgent1, r.status, r.raw)
+		}
+		toks["delegated"] = r.str("access_token")
+		toks["other agent"] = e.agentToken(t, tAgent2, tAgentSecret, "read")
+	}
+	revoked := func(step string, want ...string) { t.Helper(); e.requireRevoked(t, step, toks, want...) }
+	apply()
+	issue()
+	apply()
+	revoked("same configuration")
+	apply(scopes("read", "write", "admin"), agent(tAgent1, func(a *Agent) { a.MaxDepth = 3 }))
+	revoked("agent widened")
+	apply()
+	revoked("widening undone", "own", "delegated")
+	issue()
+	apply(agent(tAgent2, func(a *Agent) { a.Scopes = []string{"read"} }))
+	revoked("another agent narrowed", "other agent")
+	issue()
+	apply(scopes("read"), agent(tAgent2, func(a *Agent) { a.Scopes = []string{"read"} }))
+	revoked("a scope taken away", "own", "delegated")
+	issue()
+	apply(scopes("read"), agent(tAgent1, func(a *Agent) { a.AllowedClients = []string{tConf} }), agent(tAgent2, func(a *Agent) { a.Scopes = []string{"read"} }))
+	revoked("allowed clients restricted", "own", "delegated")
+	apply(agent(tAgent2, func(a *Agent) { a.Scopes = []string{"read"} }))
+	issue()
+	apply(agent(tAgent1, func(a *Agent) { a.MaxDepth = 1 }), agent(tAgent2, func(a *Agent) { a.Scopes = []string{"read"} }))
+	revoked("max_depth lowered", "own", "delegated")
+
+	// A configuration recorded by an earlier version holds no agent
+	// limits: nothing to compare, nothing revoked.
+	issue()
+	e.editRecordedConfig(t, func(s *directorySnapshot) { s.AgentLimits = nil })
+	apply(scopes("read"), agent(tAgent2, func(a *Agent) { a.Scopes = []string{"read"} }))
+	revoked("narrowed since a record without agent limits")
 }

@@ -36,6 +36,33 @@ type directorySnapshot struct {
 	// a narrowing revokes the grants holding what it took away. Nil in
 	// the records of earlier versions: nothing to compare.
 	GroupLimits *groupLimits `json:"group_limits,omitempty"`
+	// AgentLimits: agent id -> what the agent may hold, so that a
+	// narrowing revokes as re-keying it does. None in the records of
+	// earlier versions: nothing to compare.
+	AgentLimits map[string]agentLimits `json:"agent_limits,omitempty"`
+}
+
+// agentLimits is what of a configured agent's declaration its tokens and
+// the delegations to it rest on besides its credential.
+type agentLimits struct {
+	AllowedClients []string `json:"allowed_clients,omitempty"`
+	Scopes         []string `json:"scopes,omitempty"`
+	MaxDepth       int      `json:"max_depth"` // MaxDelegationDepth for 0
+}
+
+func limitsOf(a *Agent) agentLimits {
+	depth := a.MaxDepth
+	if depth == 0 {
+		depth = MaxDelegationDepth
+	}
+	return agentLimits{AllowedClients: a.AllowedClients, Scopes: a.Scopes, MaxDepth: depth}
+}
+
+// narrowed reports whether cur allows the agent less than l: a scope or
+// allowed client taken away (allowsAll, the rule of a client's update),
+// a shorter act chain.
+func (l agentLimits) narrowed(cur agentLimits) bool {
+	return !allowsAll(cur.AllowedClients, l.AllowedClients) || !allowsAll(cur.Scopes, l.Scopes) || cur.MaxDepth < l.MaxDepth
 }
 
 // groupLimits is what of a configuration decides a user's group scopes
