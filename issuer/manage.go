@@ -458,7 +458,8 @@ func registrationNarrowed(old, cur *Client) bool {
 	return !sameMethod || old.SecretHash != cur.SecretHash ||
 		!bytes.Equal(old.JWKS, cur.JWKS) || old.JWKSURI != cur.JWKSURI ||
 		!allowsAll(grantTypesOf(cur), grantTypesOf(old)) ||
-		!allowsAll(cur.Resources, old.Resources) || !allowsAll(cur.Scopes, old.Scopes) ||
+		!allowsAll(canonicalResources(cur.Resources), canonicalResources(old.Resources)) ||
+		!allowsAll(cur.Scopes, old.Scopes) ||
 		old.Source != cur.Source || old.ApplicationType != cur.ApplicationType ||
 		old.DPoPBoundAccessTokens != cur.DPoPBoundAccessTokens
 }
@@ -470,6 +471,17 @@ func allowsAll(cur, old []string) bool {
 		return true
 	}
 	return len(old) > 0 && !slices.ContainsFunc(old, func(v string) bool { return !slices.Contains(cur, v) })
+}
+
+// canonicalResources are rs as the client's requests are matched with
+// them (sameResource): another spelling of the same resource (case of
+// scheme or host, default port, trailing slash) narrows nothing.
+func canonicalResources(rs []string) []string {
+	out := make([]string, len(rs))
+	for n, r := range rs {
+		out[n] = CanonicalResource(r)
+	}
+	return out
 }
 
 // grantTypesOf is the grant types c may use (clientMayUse).

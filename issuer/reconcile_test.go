@@ -1242,3 +1242,37 @@ func TestReloadNarrowingAgentRevokes(t *testing.T) {
 	apply(scopes("read"), agent(tAgent2, func(a *Agent) { a.Scopes = []string{"read"} }))
 	revoked("narrowed since a record without agent limits")
 }
+
+// TestReloadRespellingClientRevokesNothing: a reload that writes a
+// configured client's resources another way that names the same
+// resource (case of scheme or host, a default port, a trailing slash),
+// or lists its scopes in another order, narrows nothing: its users stay
+// signed in, as its requests are matched (sameResource).
+func TestReloadRespellingClientRevokesNothing(t *testing.T) {
+	e := newTokEnv(t)
+	limits := func(res []string, scopes ...string) envOption {
+		return func(c *Config) {
+			c.Clients = slices.Clone(c.Clients)
+			for n := range c.Clients {
+				switch c.Clients[n].ID {
+				case tPublic:
+					c.Clients[n].Resources = res
+				case tConf:
+					c.Clients[n].Scopes = scopes
+				}
+			}
+		}
+	}
+	e.applyConfig(t, limits([]string{tResource}, "read", "write"))
+	cc := e.post(t, pathToken, url.Values{"grant_type": {"client_credentials"}, "resource": {tResource}, "scope": {"read write"}}, tConf+":"+tSecret).str("access_token")
+	user := e.userToken(t, tPublic, "read").AccessToken
+	e.applyConfig(t, limits([]string{"HTTPS://MCP.Example.com:443/mcp/"}, "write", "read"))
+	for name, tok := range map[string]string{"client": cc, "user": user} {
+		if e.revokedToken(t, tok) {
+			t.Errorf("%s's token revoked by a reload that only respelled the client's limits", name)
+		}
+	}
+	if tok := e.userToken(t, tPublic, "read").AccessToken; tok == "" {
+		t.Error("the respelled resource no longer matches the client's requests")
+	}
+}
