@@ -2,6 +2,7 @@ package issuer
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -19,6 +20,9 @@ type loginAttempt struct {
 	remote  string
 	form    form
 	cookies []*http.Cookie
+	// early: sent as HTTP/3 0-RTT data, before the TLS handshake
+	// completed: remote is then unverified.
+	early bool
 }
 
 func (e *testEnv) prepareLogin(t *testing.T, remote string) loginAttempt {
@@ -43,6 +47,9 @@ func (e *testEnv) submit(a loginAttempt, user, password string) *httptest.Respon
 	v.Set("password", password)
 	r := httptest.NewRequest(http.MethodPost, e.srv.URL+a.form.action, strings.NewReader(v.Encode()))
 	r.RemoteAddr = a.remote
+	if a.early {
+		r.TLS = &tls.ConnectionState{Version: tls.VersionTLS13}
+	}
 	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	r.Header.Set("Origin", e.srv.URL)
 	for _, ck := range a.cookies {

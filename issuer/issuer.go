@@ -298,6 +298,15 @@ func (i *Issuer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if h, ok := i.routes[p]; ok {
+		// HTTP/3 0-RTT data (Caddy accepts it) reaches here before the
+		// TLS handshake completes: its source address is unverified,
+		// anyone with a session ticket may send it as anyone's, and the
+		// limits would charge that address. RFC 8470: the client
+		// retries once the handshake completes.
+		if r.TLS != nil && !r.TLS.HandshakeComplete {
+			http.Error(w, "too early: retry once the TLS handshake completes", http.StatusTooEarly)
+			return
+		}
 		h(w, withClientAddr(r))
 		return
 	}

@@ -405,3 +405,30 @@ func TestLimitsKeyTranslatedIPv4(t *testing.T) {
 		t.Error("no login failed event logged")
 	}
 }
+
+// TestLimitsRefuseEarlyData: a request sent as HTTP/3 0-RTT data (Caddy
+// accepts it by default) reaches the handler before the TLS handshake
+// has completed, so its source address is unverified: anyone holding a
+// session ticket of the server can send it with any source address, from
+// a network that does not filter spoofed sources, and never receive the
+// answer. Charged to that address, such requests spent a victim's address
+// budget (made-up names until 429), blocking its sign-ins. The issuer's
+// endpoints answer early data 425 Too Early (RFC 8470: the client
+// retries once the handshake completes), charging nothing.
+func TestLimitsRefuseEarlyData(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	recordSleeps(e.iss)
+	const victim = "198.51.100.7:4000"
+	answers := map[int]int{}
+	for n := range 2 * limitFreeAddr {
+		a := e.prepareLogin(t, victim)
+		a.early = true
+		answers[e.submit(a, fmt.Sprintf("made-up-%d", n), "guess").Code]++
+	}
+	if answers[http.StatusTooEarly] != 2*limitFreeAddr {
+		t.Errorf("sign-ins sent as early data answered %v, want all 425", answers)
+	}
+	if w := e.submit(e.prepareLogin(t, victim), bUser, bPassword); w.Code != http.StatusSeeOther {
+		t.Errorf("right password from the address early data named = %d, want 303", w.Code)
+	}
+}
