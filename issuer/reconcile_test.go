@@ -1234,6 +1234,13 @@ func TestReloadNarrowingAgentRevokes(t *testing.T) {
 	issue()
 	apply(agent(tAgent1, func(a *Agent) { a.MaxDepth = 1 }), agent(tAgent2, func(a *Agent) { a.Scopes = []string{"read"} }))
 	revoked("max_depth lowered", "own", "delegated")
+	// Disabled in a JSON configuration (the Caddyfile has no such
+	// option): as the admin API's disable does.
+	apply(agent(tAgent2, func(a *Agent) { a.Scopes = []string{"read"} }))
+	issue()
+	apply(agent(tAgent1, func(a *Agent) { a.Disabled = true }), agent(tAgent2, func(a *Agent) { a.Scopes = []string{"read"} }))
+	revoked("disabled", "own", "delegated")
+	apply(agent(tAgent2, func(a *Agent) { a.Scopes = []string{"read"} }))
 
 	// A configuration recorded by an earlier version holds no agent
 	// limits: nothing to compare, nothing revoked.

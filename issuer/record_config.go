@@ -48,6 +48,7 @@ type agentLimits struct {
 	AllowedClients []string `json:"allowed_clients,omitempty"`
 	Scopes         []string `json:"scopes,omitempty"`
 	MaxDepth       int      `json:"max_depth"` // MaxDelegationDepth for 0
+	Disabled       bool     `json:"disabled,omitempty"`
 }
 
 func limitsOf(a *Agent) agentLimits {
@@ -55,14 +56,15 @@ func limitsOf(a *Agent) agentLimits {
 	if depth == 0 {
 		depth = MaxDelegationDepth
 	}
-	return agentLimits{AllowedClients: a.AllowedClients, Scopes: a.Scopes, MaxDepth: depth}
+	return agentLimits{AllowedClients: a.AllowedClients, Scopes: a.Scopes, MaxDepth: depth, Disabled: a.Disabled}
 }
 
 // narrowed reports whether cur allows the agent less than l: a scope or
 // allowed client taken away (allowsAll, the rule of a client's update),
-// a shorter act chain.
+// a shorter act chain, or disabled (a JSON configuration's "disabled").
 func (l agentLimits) narrowed(cur agentLimits) bool {
-	return !allowsAll(cur.AllowedClients, l.AllowedClients) || !allowsAll(cur.Scopes, l.Scopes) || cur.MaxDepth < l.MaxDepth
+	return !allowsAll(cur.AllowedClients, l.AllowedClients) || !allowsAll(cur.Scopes, l.Scopes) || cur.MaxDepth < l.MaxDepth ||
+		cur.Disabled && !l.Disabled
 }
 
 // groupLimits is what of a configuration decides a user's group scopes
