@@ -175,10 +175,12 @@ func (c *credentialTags) groupsNarrowed(applied *directorySnapshot, s tokenSubje
 	if !ok || !kept {
 		return false // the user's credential tags or provider decide
 	}
-	// The scopes issued stand for the resource's: a group's "*" allows
-	// each of them.
-	taken := scopesTakenFrom(was.groups(), now.groups(), before, after, Resource{URL: s.resource, Scopes: s.scopes})
-	return slices.ContainsFunc(s.scopes, func(sc string) bool { return slices.Contains(taken, sc) })
+	// The resource scopes issued stand for the resource's: a group's "*"
+	// allows each of them. The OpenID Connect scopes are no group's to
+	// allow or take (grantScopes passes them).
+	scopes := slices.DeleteFunc(slices.Clone(s.scopes), func(sc string) bool { return slices.Contains(oidcScopes, sc) })
+	taken := scopesTakenFrom(was.groups(), now.groups(), before, after, Resource{URL: s.resource, Scopes: scopes})
+	return slices.ContainsFunc(scopes, func(sc string) bool { return slices.Contains(taken, sc) })
 }
 
 // mayProvision reports whether the configuration last applied declares

@@ -1283,3 +1283,35 @@ func TestReloadRespellingClientRevokesNothing(t *testing.T) {
 		t.Error("the respelled resource no longer matches the client's requests")
 	}
 }
+
+// TestReloadSpellingOutGroupNarrowsNothing: a configuration that spells
+// out the scopes a group's "*" allowed (the same scopes) takes nothing
+// away: an instance still running the "*" one issues the user's tokens,
+// the OpenID Connect scopes among them (they are no group's to allow),
+// and the reload revokes nothing.
+func TestReloadSpellingOutGroupNarrowsNothing(t *testing.T) {
+	e := newTokEnv(t)
+	apply, at := e.rolling(t)
+	apply()
+	a := e.iss
+	kept, keptVerifier := e.issueCode(t, codeSpec{resource: tOther, scopes: []string{"openid", "offline_access", "read", "write"}})
+	tok, err := e.exchange(t, tPublic, "", kept, keptVerifier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, verifier := e.issueCode(t, codeSpec{resource: tOther, scopes: []string{"openid", "offline_access", "read", "write"}})
+	e.restart(e.store, func(c *Config) {
+		c.Groups = slices.Clone(c.Groups)
+		c.Groups[0] = Group{Name: "staff", Scopes: map[string][]string{tResource: {"read", "write"}, tOther: {"write", "read"}}}
+	})
+	apply()
+	b := e.iss
+	if r := e.post(t, pathToken, url.Values{"grant_type": {grantRefreshToken}, "refresh_token": {tok.RefreshToken}, "client_id": {tPublic}}, ""); r.status != http.StatusOK {
+		t.Errorf("refresh after the reload spelled out staff's *: %d %s", r.status, r.raw)
+	}
+	at(a)
+	if _, err := e.exchange(t, tPublic, "", code, verifier); err != nil {
+		t.Errorf("at A, after B spelled out staff's * for %s: %v", tOther, err)
+	}
+	at(b)
+}
