@@ -137,7 +137,7 @@ func (co *consents) connections(ctx context.Context, user string) ([]appRow, err
 		if err != nil {
 			return err
 		}
-		return grantsIn(tx).selected(userGrantsPrefix(user), func(g *grant) bool { return g.ofUser(user) }, func(g *grant) error {
+		return grantsIn(tx).selected(userGrants(user), func(g *grant) error {
 			ar := row(g.ClientID, g.Resource, g.Actor)
 			addScopes(ar, g.Scopes)
 			for _, d := range g.Delegates {
@@ -182,7 +182,7 @@ func (co *consents) connections(ctx context.Context, user string) ([]appRow, err
 func (i *Issuer) revokeConnection(ctx context.Context, user, clientID, resource, actor string) error {
 	sel := grantSelection{userClientGrantsPrefix(user, clientID), func(g *grant) bool {
 		return g.ofUser(user) && g.ClientID == clientID && g.Resource == resource && g.Actor == actor
-	}}
+	}, nil}
 	if err := i.revokeAhead(ctx, sel, func(store.Tx) error { return nil }); err != nil {
 		return err
 	}

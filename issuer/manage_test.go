@@ -977,6 +977,29 @@ func TestManyGrantsRevoked(t *testing.T) {
 		{"grants under a replaced credential", func(g *grant) { clientGrant(tConf)(g); g.Credential = "replaced" }, func(ctx context.Context, e *testEnv) error {
 			return e.iss.ApplyConfigChanges(ctx)
 		}},
+		// A reload that takes a scope away from a group of many users
+		// (scopesTaken): the users are walked once, not one
+		// transaction's read each.
+		{"group of many users narrowed", userGrant("member-00000"), func(ctx context.Context, e *testEnv) error {
+			for b := 0; b < 2500; b += 500 {
+				err := e.store.Update(ctx, func(tx store.Tx) error {
+					for k := b; k < b+500; k++ {
+						if err := usersIn(tx).put(&User{Username: fmt.Sprintf("member-%05d", k), Groups: []string{"staff"}}); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					return err
+				}
+			}
+			e.restart(e.store, func(c *Config) {
+				c.Groups = slices.Clone(c.Groups)
+				c.Groups[0] = Group{Name: "staff", Scopes: map[string][]string{tResource: {"write"}, tOther: {"*"}}}
+			})
+			return e.iss.ApplyConfigChanges(ctx)
+		}},
 		// A reload that points the identity provider of a user it
 		// provisioned elsewhere.
 		{"user's identity provider re-pointed", userGrant(idpUser), func(ctx context.Context, e *testEnv) error {

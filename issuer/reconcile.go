@@ -341,8 +341,8 @@ func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		for _, name := range slices.Sorted(maps.Keys(taken)) {
-			if err := grants.revokeWhere(narrowedUserGrants(name, taken[name]), rv.until); err != nil {
+		if len(taken) > 0 {
+			if err := grants.revokeWhere(narrowedUserGrants(taken), rv.until); err != nil {
 				return err
 			}
 		}
@@ -510,8 +510,8 @@ func (i *Issuer) revokeChangedAhead(ctx context.Context, cur *directorySnapshot)
 		if err != nil {
 			return err
 		}
-		for _, name := range slices.Sorted(maps.Keys(taken)) {
-			sels = append(sels, narrowedUserGrants(name, taken[name]))
+		if len(taken) > 0 {
+			sels = append(sels, narrowedUserGrants(taken))
 		}
 		changed := providerChanges(prev, cur)
 		if len(changed) == 0 {

@@ -49,7 +49,11 @@ func grantIndexIn(tx store.Tx) grantIndexRecords {
 }
 
 // Prefixes of the index's keys; a grant id follows.
-func userGrantsPrefix(user string) string { return "u\x00" + user + "\x00" }
+func userGrantsPrefix(user string) string { return allUserGrantsPrefix + user + "\x00" }
+
+// allUserGrantsPrefix is the prefix of every user's entries.
+const allUserGrantsPrefix = "u\x00"
+
 func userClientGrantsPrefix(user, client string) string {
 	return userGrantsPrefix(user) + client + "\x00"
 }

@@ -3,6 +3,7 @@ package issuer
 import (
 	"errors"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
@@ -108,7 +109,8 @@ func (r grantRecords) each(fn func(*grant) error) error {
 // selected calls fn for every live, unrevoked grant match selects among
 // those indexed under prefix (bucketGrantIndex); while the index is not
 // complete yet, among every grant, which is scanned. fn may write grants.
-func (r grantRecords) selected(prefix string, match func(*grant) bool, fn func(*grant) error) error {
+func (r grantRecords) selected(sel grantSelection, fn func(*grant) error) error {
+	prefix, match := sel.prefix, sel.match
 	index := grantIndexIn(r.t.tx)
 	var found []*grant
 	switch done, err := index.complete(); {
@@ -126,7 +128,13 @@ func (r grantRecords) selected(prefix string, match func(*grant) bool, fn func(*
 		}
 	default:
 		var ids []string
-		if err := index.ids(prefix, func(id string) error { ids = append(ids, id); return nil }); err != nil {
+		err := index.t.tx.List(index.t.bucket, prefix, func(k string, _ []byte) error {
+			if !sel.skips(k) {
+				ids = append(ids, indexedID(k))
+			}
+			return nil
+		})
+		if err != nil {
 			return err
 		}
 		for _, id := range ids {
@@ -213,6 +221,20 @@ func (r grantRecords) revoke(id string, until time.Time) error {
 type grantSelection struct {
 	prefix string
 	match  func(*grant) bool
+	// user, when set, skips the entries under allUserGrantsPrefix of
+	// the users it refuses before their grants are read
+	// (narrowedUserGrants: one walk over every user's entries, reading
+	// the narrowed users' grants only).
+	user func(name string) bool
+}
+
+// skips reports whether the index entry k is one sel does not read.
+func (sel grantSelection) skips(k string) bool {
+	if sel.user == nil {
+		return false
+	}
+	name, _, _ := strings.Cut(strings.TrimPrefix(k, allUserGrantsPrefix), "\x00")
+	return !sel.user(name)
 }
 
 // revokeWhere revokes every grant sel selects (selected). The grants it
@@ -221,7 +243,7 @@ type grantSelection struct {
 // (store.MayRunAlone).
 func (r grantRecords) revokeWhere(sel grantSelection, until time.Time) error {
 	store.MayRunAlone(r.t.tx)
-	return r.selected(sel.prefix, sel.match, func(g *grant) error { return r.revoke(g.ID, until) })
+	return r.selected(sel, func(g *grant) error { return r.revoke(g.ID, until) })
 }
 
 // revokeSome revokes up to limit of the grants sel selects indexed under
@@ -249,6 +271,9 @@ func (r grantRecords) revokeSome(sel grantSelection, until time.Time, limit int,
 	for read, k := range keys {
 		if n == limit {
 			return keys[read-1], true, nil
+		}
+		if sel.skips(k) {
+			continue
 		}
 		g, err := r.get(indexedID(k))
 		switch {
@@ -355,17 +380,19 @@ func (r grantRecords) revokeUser(name string, rv revocation) error {
 // userGrants selects the user's grants (delegated and exchanged tokens
 // included).
 func userGrants(name string) grantSelection {
-	return grantSelection{userGrantsPrefix(name), func(g *grant) bool { return g.ofUser(name) }}
+	return grantSelection{userGrantsPrefix(name), func(g *grant) bool { return g.ofUser(name) }, nil}
 }
 
-// narrowedUserGrants selects the user's grants that hold a scope taken
-// (canonical resource URL -> scopes) for their resource
-// (scopesTaken), and the tokens exchanged and delegated from them.
-func narrowedUserGrants(name string, taken map[string][]string) grantSelection {
-	return grantSelection{userGrantsPrefix(name), func(g *grant) bool {
-		scopes := taken[CanonicalResource(g.Resource)]
-		return g.ofUser(name) && slices.ContainsFunc(g.Scopes, func(s string) bool { return slices.Contains(scopes, s) })
-	}}
+// narrowedUserGrants selects the grants of the users of taken (user ->
+// canonical resource URL -> scopes: scopesTaken) that hold a scope taken
+// from their user for their resource, and the tokens exchanged and
+// delegated from them: one walk over every user's index entries,
+// however many users a group holds.
+func narrowedUserGrants(taken map[string]map[string][]string) grantSelection {
+	return grantSelection{allUserGrantsPrefix, func(g *grant) bool {
+		scopes := taken[g.Subject][CanonicalResource(g.Resource)]
+		return g.ofUser(g.Subject) && slices.ContainsFunc(g.Scopes, func(s string) bool { return slices.Contains(scopes, s) })
+	}, func(name string) bool { return taken[name] != nil }}
 }
 
 // revokeClient revokes every grant the client holds: the users' grants to
@@ -380,7 +407,7 @@ func (r grantRecords) revokeClient(id string, rv revocation) error {
 
 // clientGrants selects every grant the client holds.
 func clientGrants(id string) grantSelection {
-	return grantSelection{clientGrantsPrefix(id), func(g *grant) bool { return g.ClientID == id }}
+	return grantSelection{clientGrantsPrefix(id), func(g *grant) bool { return g.ClientID == id }, nil}
 }
 
 // revokeAgent revokes the agent's own grants, the grants bound to it by
@@ -401,7 +428,7 @@ func (r grantRecords) revokeAgent(id string, rv revocation) error {
 func agentGrants(id string) grantSelection {
 	return grantSelection{agentGrantsPrefix(id), func(g *grant) bool {
 		return g.ownAgentGrant(id) || g.Actor == id || slices.Contains(g.Delegates, id)
-	}}
+	}, nil}
 }
 
 // revokeAgentRekeyed revokes what rests on the credentials an agent's
@@ -428,5 +455,5 @@ func (r grantRecords) revokeAgentRekeyed(id string, rv revocation) error {
 // and what was exchanged from them, and those bound to it by
 // requested_actor.
 func agentRekeyedGrants(id string) grantSelection {
-	return grantSelection{agentGrantsPrefix(id), func(g *grant) bool { return g.ownAgentGrant(id) || g.Actor == id }}
+	return grantSelection{agentGrantsPrefix(id), func(g *grant) bool { return g.ownAgentGrant(id) || g.Actor == id }, nil}
 }
