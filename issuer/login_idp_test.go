@@ -1612,3 +1612,47 @@ func TestIdPRepointForgetsUnplacedUsers(t *testing.T) {
 		t.Errorf("fabrikam's u-1: name %q, tenant %q (%v); want a new account, Mallory of fabrikam", u.Name, u.IdPTenant, err)
 	}
 }
+
+// TestIdPRepointKeepsDisabledUnplacedUser: a user an earlier release
+// provisioned (no issuer recorded) whom an administrator disabled is not
+// deleted by a re-point of its provider, as one not disabled is
+// (TestIdPRepointForgetsUnplacedUsers): deleted, it would sign in again
+// as a new, enabled account. Kept, it stays refused, whoever signs in
+// with its sub.
+func TestIdPRepointKeepsDisabledUnplacedUser(t *testing.T) {
+	const name = stubIdPName + ":u-1"
+	e, stub, _ := newIdPEnv(t, func(p *IdentityProvider) { p.Tenant = "acme" })
+	apply, _ := e.rolling(t)
+	apply()
+	stub.set(func(s *stubIdP) { s.claims["tenant"] = "acme" })
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+		t.Fatalf("sign-in = %d %q, want 303", res.status, res.body)
+	}
+	if err := e.iss.DisableUser(t.Context(), name); err != nil {
+		t.Fatal(err)
+	}
+	err := e.store.Update(t.Context(), func(tx store.Tx) error {
+		u, err := usersIn(tx).get(name)
+		if err != nil {
+			return err
+		}
+		u.IdPIssuer, u.IdPTenant = "", ""
+		return usersIn(tx).put(u)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.iss.cfg
+	cfg.IdentityProviders = slices.Clone(cfg.IdentityProviders)
+	cfg.IdentityProviders[0].Tenant = "fabrikam"
+	e.serve(cfg)
+	apply()
+	var u User
+	if err := e.get(bucketUsers, name, &u); err != nil || !u.Disabled {
+		t.Fatalf("the disabled user after the re-point: disabled %v (%v), want kept, disabled", u.Disabled, err)
+	}
+	stub.set(func(s *stubIdP) { s.claims["tenant"] = "fabrikam" })
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusForbidden {
+		t.Errorf("sign-in with the disabled user's sub after the re-point = %d, want 403", res.status)
+	}
+}

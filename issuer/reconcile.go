@@ -267,7 +267,8 @@ func (i *Issuer) RecordConfig(ctx context.Context) error {
 //     user of the same name from where it points now is refused
 //     (User.accountOf). Those that record no issuer (provisioned by a
 //     release before this one, not signed in since) cannot be told
-//     apart: they are deleted as DeleteUser does. Such users of a
+//     apart: they are deleted as DeleteUser does (a disabled one is
+//     kept, and refuses whoever signs in with its sub). Such users of a
 //     provider pointing where it did are given its issuer and tenant
 //     (placeUsers);
 //   - a scope the groups no longer allow a user for a resource (a
@@ -352,7 +353,9 @@ func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
 			err := usersIn(tx).each(func(u *User) error {
 				if changed[u.IdentityProvider] {
 					users = append(users, u.Username)
-					if u.IdPIssuer == "" {
+					// A disabled one is kept: deleted, it would sign
+					// in again as a new account, enabled.
+					if u.IdPIssuer == "" && !u.Disabled {
 						unplaced = append(unplaced, u.Username)
 					}
 				}
