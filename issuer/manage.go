@@ -168,6 +168,9 @@ const revokeBatch = 50
 // The batches walk the index once (revokeSome); a grant created meanwhile
 // is the change's own transaction's to revoke.
 func (i *Issuer) revokeAhead(ctx context.Context, sel grantSelection, check func(store.Tx) error) error {
+	if sel.user != nil {
+		return i.revokeAheadListed(ctx, sel, check)
+	}
 	for from, more := "", true; more; {
 		start := from // the same on every run of the Update
 		err := i.store.Update(ctx, func(tx store.Tx) (err error) {
@@ -180,6 +183,47 @@ func (i *Issuer) revokeAhead(ctx context.Context, sel grantSelection, check func
 		if err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// revokeAheadListed is revokeAhead for a selection of users
+// (grantSelection.user) among every user's index entries: it lists them
+// once, before the batches, keeping the entries of the users selected,
+// rather than each batch walking every user's entries from their front
+// to where the last stopped (on PostgreSQL, reading them all), which
+// took seconds for tens of thousands of grants of users not selected.
+func (i *Issuer) revokeAheadListed(ctx context.Context, sel grantSelection, check func(store.Tx) error) error {
+	var keys []string
+	err := i.store.View(ctx, func(tx store.Tx) error {
+		keys = nil
+		if done, err := grantIndexIn(tx).complete(); err != nil || !done {
+			return err // incomplete: the change's own transaction scans
+		}
+		return tx.List(bucketGrantIndex, sel.prefix, func(k string, _ []byte) error {
+			if !sel.skips(k) {
+				keys = append(keys, k)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	for len(keys) > 0 {
+		batch := keys[:min(len(keys), revokeReads*revokeBatch)]
+		read := 0
+		err := i.store.Update(ctx, func(tx store.Tx) (err error) {
+			if err := check(tx); err != nil {
+				return err
+			}
+			read, err = grantsIn(tx).revokeListed(sel, i.revocation().until, revokeBatch, batch)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		keys = keys[read:]
 	}
 	return nil
 }

@@ -267,10 +267,28 @@ func (r grantRecords) revokeSome(sel grantSelection, until time.Time, limit int,
 	if err != nil {
 		return "", false, err
 	}
+	read, err := r.revokeListed(sel, until, limit, keys)
+	switch {
+	case err != nil:
+		return "", false, err
+	case read < len(keys):
+		return keys[read-1], true, nil
+	case len(keys) > 0:
+		from = keys[len(keys)-1]
+	}
+	return from, more, nil
+}
+
+// revokeListed revokes up to limit of the grants sel selects among the
+// index entries keys, in their order, and returns how many of keys it
+// went through (revokeSome).
+func (r grantRecords) revokeListed(sel grantSelection, until time.Time, limit int, keys []string) (int, error) {
+	store.MayRunAlone(r.t.tx)
+	index := grantIndexIn(r.t.tx)
 	n := 0
 	for read, k := range keys {
 		if n == limit {
-			return keys[read-1], true, nil
+			return read, nil
 		}
 		if sel.skips(k) {
 			continue
@@ -288,14 +306,11 @@ func (r grantRecords) revokeSome(sel grantSelection, until time.Time, limit int,
 			continue
 		}
 		if err != nil {
-			return "", false, err
+			return 0, err
 		}
 		n++
 	}
-	if len(keys) > 0 {
-		from = keys[len(keys)-1]
-	}
-	return from, more, nil
+	return len(keys), nil
 }
 
 // revokeReads is how many entries revokeSome reads for each grant it may
