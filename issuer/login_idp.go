@@ -426,6 +426,12 @@ func provisionedUser(p *IdentityProvider, id *idpIdentity, at time.Time) *User {
 	}
 }
 
+// unplacedIssuer is the issuer recorded for a disabled user that recorded
+// none (an earlier release provisioned it) when its provider was
+// re-pointed: no provider's issuer, so accountOf matches it to no one,
+// even once an operator enables it again.
+const unplacedIssuer = "(unplaced at a re-point)"
+
 // accountOf reports whether u, a stored user, is the account of id at
 // provider p: p's user of id's subject, provisioned while p pointed
 // where it does now. A provider re-pointed to another issuer or tenant
@@ -434,7 +440,7 @@ func provisionedUser(p *IdentityProvider, id *idpIdentity, at time.Time) *User {
 // account (its consents, and what MCP servers keep under its name). A
 // user a release before origins were recorded provisioned is taken as
 // the same, and recorded at its next sign-in; a re-point forgets such
-// users (ApplyConfigChanges).
+// users, or fences off a disabled one (ApplyConfigChanges).
 func (u *User) accountOf(p *IdentityProvider, id *idpIdentity) bool {
 	return u.IdentityProvider == p.Name && u.IdPSubject == id.subject &&
 		(u.IdPIssuer == "" || u.IdPIssuer == p.Issuer && u.IdPTenant == p.Tenant)

@@ -1655,4 +1655,13 @@ func TestIdPRepointKeepsDisabledUnplacedUser(t *testing.T) {
 	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusForbidden {
 		t.Errorf("sign-in with the disabled user's sub after the re-point = %d, want 403", res.status)
 	}
+	// Enabled again by an operator, it is still the account of the
+	// population before the re-point: the new tenant's user with its sub
+	// is refused, not given it.
+	if err := e.iss.EnableUser(t.Context(), name); err != nil {
+		t.Fatal(err)
+	}
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusForbidden {
+		t.Errorf("sign-in with its sub after an operator enabled the kept user = %d, want 403 (another account)", res.status)
+	}
 }

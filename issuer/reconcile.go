@@ -349,18 +349,34 @@ func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
 		}
 		narrowed = slices.Sorted(maps.Keys(taken))
 		if changed := providerChanges(prev, &cur); len(changed) > 0 {
-			var users, unplaced []string
+			var users, unplaced, fenced []string
 			err := usersIn(tx).each(func(u *User) error {
 				if changed[u.IdentityProvider] {
 					users = append(users, u.Username)
 					// A disabled one is kept: deleted, it would sign
-					// in again as a new account, enabled.
-					if u.IdPIssuer == "" && !u.Disabled {
+					// in again as a new account, enabled. It is fenced
+					// off instead, so that enabled again it is still
+					// no one's from where the provider points now.
+					switch {
+					case u.IdPIssuer != "":
+					case u.Disabled:
+						fenced = append(fenced, u.Username)
+					default:
 						unplaced = append(unplaced, u.Username)
 					}
 				}
 				return nil
 			})
+			for _, name := range fenced {
+				var u *User
+				if err == nil {
+					u, err = usersIn(tx).get(name)
+				}
+				if err == nil {
+					u.IdPIssuer = unplacedIssuer
+					err = usersIn(tx).put(u)
+				}
+			}
 			if err == nil {
 				err = signOutUsers(tx, users, rv)
 			}
