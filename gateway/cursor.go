@@ -28,13 +28,12 @@ import (
 //
 //	base64url(nonce || AES-256-GCM(key, nonce, pad(cursor), binding))
 //
-// pad appends 0x80 and zeros up to a multiple of cursorBlock bytes
-// (ISO/IEC 7816-4), so that the length shows nothing of the cursor's
-// either: the Go SDK's, as long as the page's last name, told a caller
-// the length of a hidden one.
 // where key is derived from SessionKey and binding is the MAC of the
 // list (its result member), the resource and the principal, as a session
-// id's (macState.sum). A list request's params.cursor must open for the
+// id's (macState.sum). pad appends 0x80 and zeros up to a multiple of
+// cursorBlock bytes (ISO/IEC 7816-4), so that the length shows nothing
+// of the cursor's either: the Go SDK's, as long as the page's last name,
+// told a caller the length of a hidden one. A list request's params.cursor must open for the
 // current token's principal and the list asked for before the
 // upstream's cursor replaces it; any other cursor (the upstream's own,
 // another caller's, another list's) is refused and never forwarded, so

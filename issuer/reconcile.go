@@ -456,17 +456,21 @@ func configChanges(prev, cur *directorySnapshot) []configChange {
 // did; not when either recorded no limits for it (an earlier version's
 // record).
 func clientNarrowed(prev, cur *directorySnapshot, id string) bool {
-	was, ok := prev.ClientLimits[id]
-	now, kept := cur.ClientLimits[id]
-	return ok && kept && was.narrowed(now)
+	return narrowedIn(prev.ClientLimits, cur.ClientLimits, id)
 }
 
 // agentNarrowed reports whether cur allows agent id less than prev did;
 // not when either recorded no limits for it (an earlier version's
 // record).
 func agentNarrowed(prev, cur *directorySnapshot, id string) bool {
-	was, ok := prev.AgentLimits[id]
-	now, kept := cur.AgentLimits[id]
+	return narrowedIn(prev.AgentLimits, cur.AgentLimits, id)
+}
+
+// narrowedIn reports whether the limits cur records for id allow less
+// than those prev records; not when either records none.
+func narrowedIn[L interface{ narrowed(L) bool }](prev, cur map[string]L, id string) bool {
+	was, ok := prev[id]
+	now, kept := cur[id]
 	return ok && kept && was.narrowed(now)
 }
 
