@@ -195,17 +195,14 @@ func (i *Issuer) revokeAhead(ctx context.Context, sel grantSelection, check func
 // took seconds for tens of thousands of grants of users not selected.
 func (i *Issuer) revokeAheadListed(ctx context.Context, sel grantSelection, check func(store.Tx) error) error {
 	var keys []string
-	err := i.store.View(ctx, func(tx store.Tx) error {
+	err := i.store.View(ctx, func(tx store.Tx) (err error) {
 		keys = nil
-		if done, err := grantIndexIn(tx).complete(); err != nil || !done {
+		index := grantIndexIn(tx)
+		if done, err := index.complete(); err != nil || !done {
 			return err // incomplete: the change's own transaction scans
 		}
-		return tx.List(bucketGrantIndex, sel.prefix, func(k string, _ []byte) error {
-			if !sel.skips(k) {
-				keys = append(keys, k)
-			}
-			return nil
-		})
+		keys, err = index.selectedKeys(sel)
+		return err
 	})
 	if err != nil {
 		return err

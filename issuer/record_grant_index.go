@@ -143,6 +143,19 @@ func (r grantIndexRecords) ids(prefix string, fn func(id string) error) error {
 	return err
 }
 
+// selectedKeys returns the keys of the entries under sel's prefix that
+// sel does not skip, in key order.
+func (r grantIndexRecords) selectedKeys(sel grantSelection) ([]string, error) {
+	var keys []string
+	err := r.t.tx.List(r.t.bucket, sel.prefix, func(k string, _ []byte) error {
+		if !sel.skips(k) {
+			keys = append(keys, k)
+		}
+		return nil
+	})
+	return keys, err
+}
+
 // after returns the keys of up to limit entries under prefix that sort
 // after from ("" for the first), in key order, and whether there are
 // more.

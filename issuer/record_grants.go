@@ -110,7 +110,7 @@ func (r grantRecords) each(fn func(*grant) error) error {
 // those indexed under prefix (bucketGrantIndex); while the index is not
 // complete yet, among every grant, which is scanned. fn may write grants.
 func (r grantRecords) selected(sel grantSelection, fn func(*grant) error) error {
-	prefix, match := sel.prefix, sel.match
+	match := sel.match
 	index := grantIndexIn(r.t.tx)
 	var found []*grant
 	switch done, err := index.complete(); {
@@ -127,17 +127,12 @@ func (r grantRecords) selected(sel grantSelection, fn func(*grant) error) error 
 			return err
 		}
 	default:
-		var ids []string
-		err := index.t.tx.List(index.t.bucket, prefix, func(k string, _ []byte) error {
-			if !sel.skips(k) {
-				ids = append(ids, indexedID(k))
-			}
-			return nil
-		})
+		keys, err := index.selectedKeys(sel)
 		if err != nil {
 			return err
 		}
-		for _, id := range ids {
+		for _, k := range keys {
+			id := indexedID(k)
 			switch g, err := r.get(id); {
 			case errors.Is(err, store.ErrNotFound):
 			case err != nil:
