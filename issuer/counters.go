@@ -59,10 +59,10 @@ func countersFor(st store.Store, prefix string) counters {
 // its reloads), and issuers given the same one share its budgets.
 type LimitMemory struct {
 	bruteForce, registrations, registrationsAll, userWrites *memCounters
-	// anonWrites and parClients bound this instance's own writes, and
-	// cimdFetches the documents it fetches, on any store: a reload does
-	// not hand their keys a fresh budget either.
-	anonWrites, parClients, cimdFetches *memCounters
+	// anonWrites, parClients and clientTokens bound this instance's own
+	// writes, and cimdFetches the documents it fetches, on any store: a
+	// reload does not hand their keys a fresh budget either.
+	anonWrites, parClients, clientTokens, cimdFetches *memCounters
 	// known are the pairs whose credential checked right lately
 	// (limiter.known), in this process's memory whatever the store.
 	known *memCounters
@@ -79,6 +79,7 @@ func newLimitMemory(now func() time.Time) *LimitMemory {
 		userWrites:       newMemCounters(now, maxRateBuckets, false),
 		anonWrites:       newMemCounters(now, maxRateBuckets, false),
 		parClients:       newMemCounters(now, maxRateBuckets, false),
+		clientTokens:     newMemCounters(now, maxRateBuckets, false),
 		cimdFetches:      newMemCounters(now, maxRateBuckets, false),
 		known:            newMemCounters(now, limitMaxEntries, false),
 	}

@@ -12,6 +12,9 @@ import (
 // principal_type agent. Either is recorded as a grant of its own, so that
 // deleting the client or agent, disabling the agent, or rotating its
 // secret revokes the token at once (through its gid, as a user's grant).
+// A grant per token, kept until it expires, so a client asking for one
+// with every call would grow the store without bound: a client gets at
+// most clientTokenBurst a minute (per process, kept across reloads).
 type clientCredentials struct{ iss *Issuer }
 
 func (clientCredentials) name() string { return grantClientCredentials }
@@ -25,6 +28,12 @@ func (cg clientCredentials) grant(ctx context.Context, req *clientRequest) (*iss
 	resource, scopes, err := i.policy.clientGrantScopes(ctx, c, f.Get("resource"), requested)
 	if err != nil {
 		return nil, err
+	}
+	switch d, err := i.clientTokens.take(ctx, c.ID); {
+	case err != nil:
+		return nil, err
+	case d > 0:
+		return nil, rateLimited(ErrTemporarilyUnavailable, d, "too many tokens for this client; retry later")
 	}
 	gid, err := i.randomToken(16)
 	if err != nil {

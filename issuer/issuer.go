@@ -91,6 +91,7 @@ type Issuer struct {
 	limiter       *limiter
 	anonWrites    *rateLimiter // unauthenticated store writes per address
 	parClients    *rateLimiter // pushed requests per client
+	clientTokens  *rateLimiter // client_credentials tokens per client
 	registrations *rateLimiter // DCR requests per address
 	// registrationsAll is DCR over all addresses (one key, "").
 	registrationsAll *rateLimiter
@@ -231,6 +232,7 @@ func (i *Issuer) init() error {
 	i.hashes = newHashGate()
 	i.anonWrites = newRateLimiter(i.now, anonWriteBurst, time.Minute, mem.anonWrites)
 	i.parClients = newRateLimiter(i.now, parClientBurst, time.Minute, mem.parClients)
+	i.clientTokens = newRateLimiter(i.now, clientTokenBurst, time.Minute, mem.clientTokens)
 	i.registrations = newRateLimiter(i.now, registrationBurst, time.Minute, registrations)
 	i.registrationsAll = newRateLimiter(i.now, registrationGlobalBurst, time.Hour, registrationsAll)
 	i.userWrites = newRateLimiter(i.now, userWriteBurst, time.Minute, userWrites)

@@ -477,12 +477,15 @@ func (l *limiter) settleAttempt(ctx context.Context, account, addr string, gen t
 // user's authorization requests store something too (a pending request
 // of up to maxAuthorizeParams for pendingTTL, or a code): userWriteBurst
 // per user, shared by the instances on a store they share, as the
-// brute-force limits are.
+// brute-force limits are. A client's own tokens (client_credentials, an
+// agent's too) are each a grant kept until the token expires:
+// clientTokenBurst per client.
 const (
-	anonWriteBurst = 60  // per address, refilled at that many a minute
-	parClientBurst = 300 // per client, refilled at that many a minute
-	userWriteBurst = 300 // per signed-in user, refilled at that many a minute
-	maxRateBuckets = 100_000
+	anonWriteBurst   = 60  // per address, refilled at that many a minute
+	parClientBurst   = 300 // per client, refilled at that many a minute
+	userWriteBurst   = 300 // per signed-in user, refilled at that many a minute
+	clientTokenBurst = 600 // per client, refilled at that many a minute
+	maxRateBuckets   = 100_000
 )
 
 // rateLimiter is a token bucket per key: burst tokens, refilled at burst

@@ -59,6 +59,11 @@ func parseHostileFlags(args []string) (hostileConfig, error) {
 	return c, nil
 }
 
+// tokensPerClient is how many of the token flood's tokens one client
+// takes (clients <client-id>-0, -1, ...), within the issuer's 600 a minute
+// per client.
+const tokensPerClient = 500
+
 // phase is one flood: f(i) runs for i in [0, n) with c workers.
 type phase struct {
 	name string
@@ -96,8 +101,12 @@ func hostile(cfg hostileConfig, out io.Writer) error {
 		return fmt.Errorf("client_credentials token: %w", err)
 	}
 	phases := []phase{
-		{"distinct valid tokens (one tools/call each)", func(int) error {
-			tok, err := cc.Token(ctx)
+		{"distinct valid tokens (one tools/call each)", func(i int) error {
+			// The issuer gives one client at most 600 tokens a minute:
+			// run.sh declares a client for each tokensPerClient of them.
+			c := cc
+			c.ClientID = fmt.Sprintf("%s-%d", cfg.bench.clientID, i/tokensPerClient)
+			tok, err := c.Token(ctx)
 			if err != nil {
 				return fmt.Errorf("client_credentials token: %w", err)
 			}

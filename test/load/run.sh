@@ -182,7 +182,15 @@ EOF
 # (issuer, gateway, reverse_proxy on PORT; its bolt file and buffered
 # audit log named after NAME).
 gateway_caddyfile() {
-	local port=$1 admin=$2 name=$3 log_opts="" gw_block
+	local port=$1 admin=$2 name=$3 log_opts="" gw_block more_clients=""
+	if [ "$mode" = hostile ]; then
+		# The issuer gives one client at most 600 tokens a minute: the
+		# token flood takes its N tokens from loadgen-0, loadgen-1, ...,
+		# 500 each (hostile.go, tokensPerClient).
+		for k in $(seq 0 $(((${N:-20000} - 1) / 500))); do
+			more_clients+=$(printf '\n\t\tclient loadgen-%d {\n\t\t\tsecret sha256:%s\n\t\t\tgrant_types client_credentials\n\t\t\tauth_method client_secret_basic\n\t\t}' "$k" "$hash")
+		done
+	fi
 	case "$audit" in
 	off) log_opts=$'\tlog default {\n\t\texclude http.handlers.mcp_gateway.audit\n\t}' ;;
 	buffered)
@@ -209,7 +217,7 @@ $log_opts
 			secret sha256:$hash
 			grant_types client_credentials
 			auth_method client_secret_basic
-		}
+		}$more_clients
 	}
 }
 
