@@ -221,7 +221,7 @@ func (i *Issuer) authSecret(ctx context.Context, id, secret, addr, used string) 
 	m := c.TokenEndpointAuthMethod
 	ok := false
 	if secretMethod(m) {
-		if ok, err = i.dir.checkSecret(ctx, c.SecretHash, secret, i.limiter.isKnown(account, addr)); err != nil {
+		if ok, err = i.dir.checkSecret(ctx, c.SecretHash, secret, i.limiter.isKnown(account, c.SecretHash, addr)); err != nil {
 			i.limiter.attemptNotRun(ctx, account, addr, gen)
 			return nil, hashBusyError(err)
 		}
@@ -236,7 +236,7 @@ func (i *Issuer) authSecret(ctx context.Context, id, secret, addr, used string) 
 		// Only a check in the gate makes the pair known: a generated
 		// secret (any registered client's) takes no slot, and its
 		// pairs would fill the bounded memory.
-		i.limiter.remember(account, addr)
+		i.limiter.remember(account, c.SecretHash, addr)
 	}
 	return c, nil
 }

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 // loginAttempt is one prepared login POST from remote: a session and
@@ -261,7 +263,7 @@ func TestHashGateSparesKnownPairs(t *testing.T) {
 	const owner, elsewhere = "198.51.100.7:4000", "203.0.113.9:4000"
 	t.Run("login", func(t *testing.T) {
 		e := newBrowserEnv(t, nil)
-		defer signInAgainGateFull(t, e, owner)()
+		defer signInAgainGateFull(t, e, owner, bUser, bPassword)()
 		if w := e.submit(e.prepareLogin(t, elsewhere), bUser, bPassword); w.Code != http.StatusServiceUnavailable {
 			t.Errorf("sign-in from another address, gate full = %d, want 503", w.Code)
 		}
@@ -316,20 +318,55 @@ func TestKnownPairsOnlyFromHashedChecks(t *testing.T) {
 			t.Fatalf("the registered client's own secret = %d %s", w.Code, w.Body)
 		}
 	}
-	signInAgainGateFull(t, e, owner)()
+	signInAgainGateFull(t, e, owner, bUser, bPassword)()
 }
 
-// signInAgainGateFull signs bUser in from owner, fills the hash gate and
-// checks that bUser signs in from owner again; it returns what empties
+// signInAgainGateFull signs user in from owner, fills the hash gate and
+// checks that user signs in from owner again; it returns what empties
 // the gate.
-func signInAgainGateFull(t *testing.T, e *testEnv, owner string) (release func()) {
+func signInAgainGateFull(t *testing.T, e *testEnv, owner, user, password string) (release func()) {
 	t.Helper()
-	if w := e.submit(e.prepareLogin(t, owner), bUser, bPassword); w.Code != http.StatusSeeOther {
+	if w := e.submit(e.prepareLogin(t, owner), user, password); w.Code != http.StatusSeeOther {
 		t.Fatalf("first sign-in = %d, want 303", w.Code)
 	}
 	release = fillHashGate(e.iss)
-	if w := e.submit(e.prepareLogin(t, owner), bUser, bPassword); w.Code != http.StatusSeeOther {
+	if w := e.submit(e.prepareLogin(t, owner), user, password); w.Code != http.StatusSeeOther {
 		t.Errorf("sign-in from the address it signed in from, gate full = %d, want 303", w.Code)
 	}
 	return release
+}
+
+// TestKnownPairForgottenWithCredential: a known pair's slot is for whoever
+// holds the account's credential, so it must not outlive the credential.
+// It did: after a password change the address that had signed in with
+// the old password (a thief's, say) still had the account's known slot
+// during a flood. The pair now names the credential it checked right
+// against, on every instance, however the credential changed.
+func TestKnownPairForgottenWithCredential(t *testing.T) {
+	const owner = "198.51.100.7:4000"
+	const user, newPassword = "carol", "a new password entirely"
+	e := newBrowserEnv(t, nil)
+	hash := func(pw string) string {
+		h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.MinCost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(h)
+	}
+	if err := e.iss.PutUser(t.Context(), User{Username: user, PasswordHash: hash(bPassword), Groups: []string{"staff"}}); err != nil {
+		t.Fatal(err)
+	}
+	if w := e.submit(e.prepareLogin(t, owner), user, bPassword); w.Code != http.StatusSeeOther {
+		t.Fatalf("first sign-in = %d, want 303", w.Code)
+	}
+	if err := e.iss.SetPassword(t.Context(), user, hash(newPassword)); err != nil {
+		t.Fatal(err)
+	}
+	release := fillHashGate(e.iss)
+	if w := e.submit(e.prepareLogin(t, owner), user, newPassword); w.Code != http.StatusServiceUnavailable {
+		t.Errorf("sign-in from the address of the old password's sign-in, gate full = %d, want 503 (the pair forgotten)", w.Code)
+	}
+	release()
+	// Signed in with the new password, the pair is known again.
+	defer signInAgainGateFull(t, e, owner, user, newPassword)()
 }

@@ -170,7 +170,7 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 	}
 	// checkPassword spends the same time for unknown users, so timing does
 	// not reveal which usernames exist.
-	ok, err = i.dir.checkPassword(ctx, u, password, i.limiter.isKnown(account, addr))
+	ok, err = i.dir.checkPassword(ctx, u, password, u != nil && i.limiter.isKnown(account, u.PasswordHash, addr))
 	if err != nil {
 		i.limiter.attemptNotRun(ctx, account, addr, gen)
 		i.loginNotRun(w, r, v, target, err)
@@ -188,7 +188,7 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	i.limiter.attemptSucceeded(ctx, account, addr, gen)
-	i.limiter.remember(account, addr)
+	i.limiter.remember(account, u.PasswordHash, addr)
 
 	ns := &session{Browser: s.Browser, Issuer: i.URL(), User: u.Username, AuthTime: authTime, ExpiresAt: i.now().Add(i.cfg.SessionTTL),
 		Credential: i.creds.of(principalUser, u.Username)}

@@ -413,29 +413,39 @@ func (l *limiter) attemptSucceeded(ctx context.Context, account, addr string, ge
 // check: a person signing in monthly, a service hourly.
 const knownPairTTL = 30 * 24 * time.Hour
 
-// isKnown reports whether account's credential checked right from addr
-// within knownPairTTL (in this process).
-func (l *limiter) isKnown(account, addr string) bool {
-	if l.known == nil || account == "" {
+// isKnown reports whether account's credential, the stored hash
+// credential, checked right from addr within knownPairTTL (in this
+// process).
+func (l *limiter) isKnown(account, credential, addr string) bool {
+	if l.known == nil || account == "" || credential == "" {
 		return false
 	}
 	found := false
 	_ = l.known.run(context.Background(), false, func(t counterTx) error {
-		_, found = t.get(pairKey(account, addr))
+		_, found = t.get(knownPairKey(account, credential, addr))
 		return nil
 	})
 	return found
 }
 
-// remember records that account's credential checked right from addr.
-func (l *limiter) remember(account, addr string) {
-	if l.known == nil || account == "" {
+// remember records that account's credential, the stored hash
+// credential, checked right from addr.
+func (l *limiter) remember(account, credential, addr string) {
+	if l.known == nil || account == "" || credential == "" {
 		return
 	}
 	_ = l.known.run(context.Background(), true, func(t counterTx) error {
-		t.put(pairKey(account, addr), counter{At: l.now()}, l.now().Add(knownPairTTL))
+		t.put(knownPairKey(account, credential, addr), counter{At: l.now()}, l.now().Add(knownPairTTL))
 		return nil
 	})
+}
+
+// knownPairKey names the credential too: a pair known under a password
+// or secret is not known under the next one (a password changed after a
+// theft, on every instance), whose first right check from the address
+// makes it known again.
+func knownPairKey(account, credential, addr string) string {
+	return pairKey(account+"\x00"+fingerprint(credential)[:credentialTagLen], addr)
 }
 
 // attemptFailed settles an attempt whose check failed: a failure counts
