@@ -191,9 +191,13 @@ type UserView struct {
 	Email    string   `json:"email,omitempty"`
 	Disabled bool     `json:"disabled,omitempty"`
 	Source   string   `json:"source,omitempty"`
-	// An identity provider's user: the provider, its subject, the mapped
-	// provider groups of the last sign-in and when it was.
+	// An identity provider's user: the provider, the issuer and tenant
+	// that provisioned it (a re-pointed provider's kept users show the
+	// old ones), its subject, the mapped provider groups of the last
+	// sign-in and when it was.
 	IdentityProvider string    `json:"identity_provider,omitempty"`
+	IdPIssuer        string    `json:"idp_issuer,omitempty"`
+	IdPTenant        string    `json:"idp_tenant,omitempty"`
 	IdPSubject       string    `json:"idp_subject,omitempty"`
 	IdPGroups        []string  `json:"idp_groups,omitempty"`
 	LastLogin        time.Time `json:"last_login,omitzero"`
@@ -202,7 +206,7 @@ type UserView struct {
 func userView(u User) UserView {
 	return UserView{
 		Username: u.Username, Groups: u.Groups, Name: u.Name, Email: u.Email, Disabled: u.Disabled, Source: u.Source,
-		IdentityProvider: u.IdentityProvider, IdPSubject: u.IdPSubject, IdPGroups: u.IdPGroups, LastLogin: u.LastLogin,
+		IdentityProvider: u.IdentityProvider, IdPIssuer: u.IdPIssuer, IdPTenant: u.IdPTenant, IdPSubject: u.IdPSubject, IdPGroups: u.IdPGroups, LastLogin: u.LastLogin,
 	}
 }
 

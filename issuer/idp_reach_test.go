@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -386,5 +387,46 @@ func TestIdPBehindProxy(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("child: %v\n%s", err, out)
+	}
+}
+
+// TestAdminUserShowsIdPOrigin: a provider's user records the issuer and
+// tenant that provisioned it, and a re-point keeps it while refusing its
+// name to the new population until an operator deletes it
+// (TestIdPRepointedAccountNotTakenOver). The admin API showed neither, so
+// an operator could not tell which kept users are the old population's:
+// GET /users and /users/<name> show idp_issuer and idp_tenant.
+func TestAdminUserShowsIdPOrigin(t *testing.T) {
+	e, stub, _ := newIdPEnv(t, func(p *IdentityProvider) { p.Tenant = "acme" })
+	stub.set(func(s *stubIdP) { s.claims["tenant"] = "acme" })
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+		t.Fatalf("sign-in = %d %q, want 303", res.status, res.body)
+	}
+	admin := httptest.NewServer(http.StripPrefix("/mcp-auth", e.iss.newAdmin(bcrypt.MinCost)))
+	t.Cleanup(admin.Close)
+	const name = stubIdPName + ":u-1"
+	get := func(path string, into any) {
+		t.Helper()
+		resp, err := http.Get(admin.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if err := json.NewDecoder(resp.Body).Decode(into); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s = %d, %v", path, resp.StatusCode, err)
+		}
+	}
+	var one map[string]any
+	get("/mcp-auth/users/"+url.PathEscape(name), &one)
+	var all []map[string]any
+	get("/mcp-auth/users", &all)
+	i := slices.IndexFunc(all, func(u map[string]any) bool { return u["username"] == name })
+	if i < 0 {
+		t.Fatalf("GET /users lists no %s: %v", name, all)
+	}
+	for what, u := range map[string]map[string]any{"GET /users/<name>": one, "GET /users": all[i]} {
+		if u["idp_issuer"] != stub.srv.URL || u["idp_tenant"] != "acme" {
+			t.Errorf("%s: idp_issuer, idp_tenant = %v, %v; want %s, acme", what, u["idp_issuer"], u["idp_tenant"], stub.srv.URL)
+		}
 	}
 }
