@@ -652,17 +652,13 @@ var errWithdraw = errors.New(`withdraw: want true (every signing key) or the kid
 
 // rotateKey rotates the signing key or, asked to, withdraws keys.
 func (a *admin) rotateKey(w http.ResponseWriter, r *http.Request) error {
-	if err := checkAdminContentType(r); err != nil {
-		return err
-	}
-	b, err := io.ReadAll(io.LimitReader(r.Body, maxAdminBody+1))
+	b, err := readAdminBody(r)
 	if err != nil {
-		return adminErr(http.StatusBadRequest, fmt.Errorf("request body: %w", err))
+		return err
 	}
 	var req KeyRotateRequest
 	if len(bytes.TrimSpace(b)) > 0 {
-		r.Body = io.NopCloser(bytes.NewReader(b))
-		if err := readAdminJSON(r, &req); err != nil {
+		if err := decodeAdminJSON(b, &req); err != nil {
 			return err
 		}
 	}
@@ -846,8 +842,6 @@ func (a *admin) writeError(w http.ResponseWriter, err error) {
 // maxAdminBody bounds admin request bodies (a JWK Set is the largest).
 const maxAdminBody = 64 << 10
 
-// readAdminJSON decodes one JSON value with known fields only. A request
-// without a Content-Type is read as JSON.
 // checkAdminContentType refuses a request whose Content-Type is not
 // application/json (none is fine): 415.
 func checkAdminContentType(r *http.Request) error {
@@ -860,14 +854,36 @@ func checkAdminContentType(r *http.Request) error {
 	return nil
 }
 
-func readAdminJSON(r *http.Request, dst any) error {
+// readAdminBody reads a request's body, refusing one of another type
+// (checkAdminContentType) or longer than maxAdminBody: 413 rather than
+// the first maxAdminBody bytes, which may hold a whole JSON value and
+// leave what follows unread, another request than the one sent.
+func readAdminBody(r *http.Request) ([]byte, error) {
 	if err := checkAdminContentType(r); err != nil {
-		return err
+		return nil, err
 	}
 	b, err := io.ReadAll(io.LimitReader(r.Body, maxAdminBody+1))
 	if err != nil {
-		return adminErr(http.StatusBadRequest, fmt.Errorf("request body: %w", err))
+		return nil, adminErr(http.StatusBadRequest, fmt.Errorf("request body: %w", err))
 	}
+	if len(b) > maxAdminBody {
+		return nil, adminErr(http.StatusRequestEntityTooLarge, fmt.Errorf("request body: at most %d bytes", maxAdminBody))
+	}
+	return b, nil
+}
+
+// readAdminJSON decodes one JSON value with known fields only. A request
+// without a Content-Type is read as JSON.
+func readAdminJSON(r *http.Request, dst any) error {
+	b, err := readAdminBody(r)
+	if err != nil {
+		return err
+	}
+	return decodeAdminJSON(b, dst)
+}
+
+// decodeAdminJSON decodes body b into dst as readAdminJSON says.
+func decodeAdminJSON(b []byte, dst any) error {
 	// encoding/json keeps the last of a repeated name and matches names
 	// without case: the operator's tooling could read another body than
 	// this server does. (Any other fault the decoder reports below.)

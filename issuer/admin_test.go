@@ -246,17 +246,7 @@ func TestAdminContentType(t *testing.T) {
 
 	// Changes without a body are held to it too (README audit s13-readme
 	// B): a form type is refused and changes nothing; none passes.
-	keys := func() int {
-		var n int
-		if err := iss.store.View(t.Context(), func(tx store.Tx) error {
-			all, err := keysIn(tx).all()
-			n = len(all)
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
+	keys := func() int { return signingKeyCount(t, iss) }
 	before := keys()
 	for _, tt := range []struct{ method, path string }{
 		{"POST", "/mcp-auth/keys/rotate"},
@@ -278,6 +268,20 @@ func TestAdminContentType(t *testing.T) {
 	if n := keys(); n != before+1 {
 		t.Errorf("keys after a rotation: %d, want %d", n, before+1)
 	}
+}
+
+// signingKeyCount is how many signing keys iss's store holds.
+func signingKeyCount(t *testing.T, iss *Issuer) int {
+	t.Helper()
+	var n int
+	if err := iss.store.View(t.Context(), func(tx store.Tx) error {
+		all, err := keysIn(tx).all()
+		n = len(all)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 func TestAdminMinPasswordLength(t *testing.T) {
@@ -1410,5 +1414,32 @@ func TestAdminEmptyRestrictionRefused(t *testing.T) {
 	}
 	for _, tt := range steps {
 		t.Run(tt.name, func(t *testing.T) { runAPI(t, srv, tt) })
+	}
+}
+
+// TestAdminBodyTooLarge: a body longer than the admin API reads
+// (maxAdminBody) is refused 413 and changes nothing, though the part
+// read is a whole JSON object: whatever follows it past the limit (more
+// members' worth of whitespace, then a second value or garbage) would
+// otherwise go unread, the request taken for another than the one sent.
+func TestAdminBodyTooLarge(t *testing.T) {
+	iss, _ := newAdminIssuer(t, nil)
+	srv := adminServer(t, iss)
+	keys := func() int { return signingKeyCount(t, iss) }
+	before := keys()
+	tail := strings.Repeat(" ", maxAdminBody) + `{"garbage": `
+	for _, tt := range []apiCase{
+		{"user", "POST", "/mcp-auth/users", `{"username": "big", "password": "long enough"}` + tail, 413, "at most"},
+		{"key rotation", "POST", "/mcp-auth/keys/rotate", `{}` + tail, 413, "at most"},
+		{"key rotation, whitespace", "POST", "/mcp-auth/keys/rotate", strings.Repeat(" ", maxAdminBody+1), 413, "at most"},
+		{"user at the limit", "POST", "/mcp-auth/users", `{"username": "fits", "password": "long enough"}` + strings.Repeat(" ", maxAdminBody-len(`{"username": "fits", "password": "long enough"}`)), 201, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) { runAPI(t, srv, tt) })
+	}
+	if _, err := iss.dir.lookupUser(t.Context(), "big"); err == nil {
+		t.Error("a body over the limit created its user")
+	}
+	if n := keys(); n != before {
+		t.Errorf("a key rotation with a body over the limit changed the keys: %d, were %d", n, before)
 	}
 }
