@@ -1443,3 +1443,94 @@ func TestAdminBodyTooLarge(t *testing.T) {
 		t.Errorf("a key rotation with a body over the limit changed the keys: %d, were %d", n, before)
 	}
 }
+
+// TestAdminNamesOfNewerConfiguration: instances share a store, and one
+// (A) runs a configuration declaring user bob, client svc9, agent bot9
+// and identity provider corp, applied to the store, while another (B)
+// still runs the one before (a rolling reload). B's admin API refuses to
+// add under those names, as A's would: stored, such an entry would hide
+// behind the configured one (and come back, old credentials and all,
+// once the configuration dropped it), and every later start of A's
+// configuration would refuse to load. And a reload whose configuration
+// declares a name the old one's admin API added while it started (after
+// New checked the store) fails to start rather than applying beside it.
+func TestAdminNamesOfNewerConfiguration(t *testing.T) {
+	corp := IdentityProvider{Name: "corp", Issuer: "https://idp.example", ClientID: "c", GroupMap: map[string][]string{"*": {"users"}}}
+	newer := func(c Config) Config {
+		c.Users = append(slices.Clone(c.Users), User{Username: "bob", PasswordHash: c.Users[0].PasswordHash, Groups: []string{"users"}})
+		c.Clients = append(slices.Clone(c.Clients), Client{ID: "svc9", SecretHash: hashClientSecret("s"), GrantTypes: []string{"client_credentials"}})
+		c.Agents = append(slices.Clone(c.Agents), Agent{ID: "bot9", SecretHash: hashClientSecret("a")})
+		c.IdentityProviders = append(slices.Clone(c.IdentityProviders), corp)
+		return c
+	}
+	t.Run("instance not reloaded", func(t *testing.T) {
+		b, _ := newAdminIssuer(t, nil)
+		if err := b.ApplyConfigChanges(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		cfg := newer(b.cfg)
+		a, err := New(cfg, b.store)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.ApplyConfigChanges(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		srv := adminServer(t, b)
+		for _, tt := range []apiCase{
+			{"user of a configured user's name", "POST", "/mcp-auth/users", `{"username": "bob", "password": "long enough"}`, 409, `user \"bob\": declared in the`},
+			{"client of a configured client's id", "POST", "/mcp-auth/clients", `{"client_id": "svc9", "grant_types": ["client_credentials"], "scopes": ["read"]}`, 409, `client \"svc9\": declared in the`},
+			{"agent of a configured agent's id", "POST", "/mcp-auth/agents", `{"agent_id": "bot9", "scopes": ["read"]}`, 409, `agent \"bot9\": declared in the`},
+			{"user of a configured client's id", "POST", "/mcp-auth/users", `{"username": "svc9", "password": "long enough"}`, 400, "a configured client has this name"},
+			{"client of a configured user's name", "POST", "/mcp-auth/clients", `{"client_id": "bob", "grant_types": ["client_credentials"], "scopes": ["read"]}`, 400, "a configured user has this name"},
+			{"agent of a configured client's id", "POST", "/mcp-auth/agents", `{"agent_id": "svc9", "scopes": ["read"]}`, 400, "a configured client has this name"},
+			{"user in a provider's namespace", "POST", "/mcp-auth/users", `{"username": "corp:eve", "password": "long enough"}`, 400, `belong to identity provider corp`},
+			{"agent in a provider's namespace", "POST", "/mcp-auth/agents", `{"agent_id": "corp:bot", "scopes": ["read"]}`, 400, `belong to identity provider corp`},
+			{"another user", "POST", "/mcp-auth/users", `{"username": "carol", "password": "long enough"}`, 201, ""},
+		} {
+			t.Run(tt.name, func(t *testing.T) { runAPI(t, srv, tt) })
+		}
+		// Nothing clashing was stored: A's configuration starts again.
+		if _, err := New(cfg, b.store); err != nil {
+			t.Errorf("New(A's configuration) after B's admin calls = %v", err)
+		}
+	})
+	for _, tt := range []struct {
+		name string
+		add  func(*Issuer) error
+		want string
+	}{
+		{"user", func(old *Issuer) error {
+			return old.PutUser(t.Context(), User{Username: "bob", PasswordHash: old.cfg.Users[0].PasswordHash})
+		}, `user "bob": one of this name is also stored`},
+		{"client in a provider's namespace", func(old *Issuer) error {
+			return old.PutClient(t.Context(), Client{ID: "corp:svc", TokenEndpointAuthMethod: authNone, RedirectURIs: []string{"http://127.0.0.1/cb"}})
+		}, `stored client "corp:svc": names starting with "corp:"`},
+	} {
+		t.Run("reload racing a "+tt.name, func(t *testing.T) {
+			old, _ := newAdminIssuer(t, nil)
+			if err := old.ApplyConfigChanges(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			reloaded, err := New(newer(old.cfg), old.store) // the reload's check
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tt.add(old); err != nil { // the running configuration's admin API
+				t.Fatalf("adding before the reload applied: %v", err)
+			}
+			if err := reloaded.ApplyConfigChanges(t.Context()); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("ApplyConfigChanges = %v, want %q", err, tt.want)
+			}
+			if err := old.store.View(t.Context(), func(tx store.Tx) error {
+				applied, err := configIn(tx).get(old.URL())
+				if err == nil && len(applied.IdentityProviders) > 0 {
+					t.Error("the failed start recorded its configuration as applied")
+				}
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

@@ -112,6 +112,9 @@ func (i *Issuer) PutAgent(ctx context.Context, a Agent) error {
 	}
 	a.Source = sourceAdmin
 	return i.store.Update(ctx, func(tx store.Tx) error {
+		if err := i.appliedNameClash(tx, principalAgent, a.ID); err != nil {
+			return err
+		}
 		switch taken, err := clientsIn(tx).has(a.ID); {
 		case err != nil:
 			return err

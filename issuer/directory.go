@@ -508,55 +508,59 @@ func (d *directory) agentFor(ctx context.Context, actor, clientID string) (*Agen
 // refuses stored principals in a configured identity provider's
 // namespace.
 func (d *directory) checkStoredIDs(ctx context.Context) error {
-	return d.store.View(ctx, func(tx store.Tx) error {
-		kinds := []struct {
-			kind       string
-			configured []string
-			stored     func(string) (bool, error)
-		}{
-			{"user", d.configuredUserNames(), usersIn(tx).has},
-			{"client", d.configuredClientIDs(), clientsIn(tx).has},
-			{"agent", d.configuredAgentIDs(), agentsIn(tx).has},
-		}
-		for _, c := range kinds {
-			for _, name := range c.configured {
-				for _, s := range kinds {
-					switch taken, err := s.stored(name); {
-					case err != nil:
-						return fmt.Errorf("check %s names: %w", c.kind, err)
-					case taken && s.kind == c.kind:
-						return fmt.Errorf("%s %q: one of this name is also stored (added through the admin API, or for a user by the sign-in of an identity provider no longer configured); %s", c.kind, name, removeFirst)
-					case taken:
-						return fmt.Errorf("%s %q: a stored %s has this name; %s", c.kind, name, s.kind, removeFirst)
-					}
+	return d.store.View(ctx, func(tx store.Tx) error { return d.storedIDsClash(tx, d.cfg.IdentityProviders) })
+}
+
+// storedIDsClash is checkStoredIDs in tx, looking for stored principals
+// in the namespaces of providers only.
+func (d *directory) storedIDsClash(tx store.Tx, providers []IdentityProvider) error {
+	kinds := []struct {
+		kind       string
+		configured []string
+		stored     func(string) (bool, error)
+	}{
+		{"user", d.configuredUserNames(), usersIn(tx).has},
+		{"client", d.configuredClientIDs(), clientsIn(tx).has},
+		{"agent", d.configuredAgentIDs(), agentsIn(tx).has},
+	}
+	for _, c := range kinds {
+		for _, name := range c.configured {
+			for _, s := range kinds {
+				switch taken, err := s.stored(name); {
+				case err != nil:
+					return fmt.Errorf("check %s names: %w", c.kind, err)
+				case taken && s.kind == c.kind:
+					return fmt.Errorf("%s %q: one of this name is also stored (added through the admin API, or for a user by the sign-in of an identity provider no longer configured); %s", c.kind, name, removeFirst)
+				case taken:
+					return fmt.Errorf("%s %q: a stored %s has this name; %s", c.kind, name, s.kind, removeFirst)
 				}
 			}
 		}
-		if len(d.cfg.IdentityProviders) == 0 {
+	}
+	if len(providers) == 0 {
+		return nil
+	}
+	// Stored clients and agents in a provider's namespace (added
+	// before the provider was configured).
+	inNamespace := func(kind, id string) error {
+		if p := idpOfUsername(providers, id); p != nil {
+			return fmt.Errorf("stored %s %q: names starting with %q belong to identity_provider %s's users; remove the stored %s through the admin API before configuring the provider", kind, id, p.Name+":", p.Name, kind)
+		}
+		return nil
+	}
+	if err := clientsIn(tx).each(func(c *Client) error { return inNamespace("client", c.ID) }); err != nil {
+		return err
+	}
+	if err := agentsIn(tx).each(func(a *Agent) error { return inNamespace("agent", a.ID) }); err != nil {
+		return err
+	}
+	// Local users (admin API) named in a provider's namespace, which
+	// the provider's user of that name could not sign in beside.
+	return usersIn(tx).each(func(u *User) error {
+		if u.IdentityProvider != "" {
 			return nil
 		}
-		// Stored clients and agents in a provider's namespace (added
-		// before the provider was configured).
-		inNamespace := func(kind, id string) error {
-			if p := idpOfUsername(d.cfg.IdentityProviders, id); p != nil {
-				return fmt.Errorf("stored %s %q: names starting with %q belong to identity_provider %s's users; remove the stored %s through the admin API before configuring the provider", kind, id, p.Name+":", p.Name, kind)
-			}
-			return nil
-		}
-		if err := clientsIn(tx).each(func(c *Client) error { return inNamespace("client", c.ID) }); err != nil {
-			return err
-		}
-		if err := agentsIn(tx).each(func(a *Agent) error { return inNamespace("agent", a.ID) }); err != nil {
-			return err
-		}
-		// Local users (admin API) named in a provider's namespace, which
-		// the provider's user of that name could not sign in beside.
-		return usersIn(tx).each(func(u *User) error {
-			if u.IdentityProvider != "" {
-				return nil
-			}
-			return inNamespace("local user", u.Username)
-		})
+		return inNamespace("local user", u.Username)
 	})
 }
 

@@ -81,6 +81,9 @@ func (i *Issuer) PutUser(ctx context.Context, u User) error {
 	u.Source = sourceAdmin
 	i.dir.dummy.note(u.PasswordHash)
 	return i.store.Update(ctx, func(tx store.Tx) error {
+		if err := i.appliedNameClash(tx, principalUser, u.Username); err != nil {
+			return err
+		}
 		switch taken, err := i.dir.clientIDTaken(tx, u.Username); {
 		case err != nil:
 			return err
@@ -132,6 +135,43 @@ func (i *Issuer) Users(ctx context.Context) ([]User, error) {
 	}
 	slices.SortFunc(out, func(a, b User) int { return cmp.Compare(a.Username, b.Username) })
 	return out, nil
+}
+
+// appliedNameClash refuses name to a new entry of kind (PutUser,
+// PutClient, PutAgent) when the configuration last applied to the store
+// under this issuer URL declares it, as a principal of any kind or in
+// an identity provider's namespace, though this one does not: an
+// instance sharing the store reloaded first (a rolling reload), or a
+// reload of this process is starting. Stored, the entry would hide
+// behind the configured one, and that configuration would not start
+// again (checkStoredIDs). Checked in the write's transaction, as
+// ApplyConfigChanges checks the store in its own: of the two, the later
+// sees the other.
+func (i *Issuer) appliedNameClash(tx store.Tx, kind, name string) error {
+	applied, err := configIn(tx).get(i.URL())
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil
+	case err != nil:
+		return err
+	}
+	for _, d := range []struct {
+		kind  string
+		names map[string]string
+	}{{principalUser, applied.Users}, {principalClient, applied.Clients}, {principalAgent, applied.Agents}} {
+		switch _, ok := d.names[name]; {
+		case ok && d.kind == kind:
+			return entryErr(kind, name, ErrConfigured)
+		case ok:
+			return invalidEntry("%s %q: a configured %s has this name", kind, name, d.kind)
+		}
+	}
+	if prefix, _, ok := strings.Cut(name, ":"); ok {
+		if _, ok := applied.IdentityProviders[prefix]; ok {
+			return invalidEntry("%s %q: names starting with %q belong to identity provider %s's users", kind, name, prefix+":", prefix)
+		}
+	}
+	return nil
 }
 
 // DeleteUser removes a runtime-managed user, revokes its grants and
@@ -324,6 +364,9 @@ func (i *Issuer) PutClient(ctx context.Context, c Client) error {
 	}
 	c.Source, c.ExpiresAt = sourceAdmin, time.Time{}
 	return i.store.Update(ctx, func(tx store.Tx) error {
+		if err := i.appliedNameClash(tx, principalClient, c.ID); err != nil {
+			return err
+		}
 		switch taken, err := agentsIn(tx).has(c.ID); {
 		case err != nil:
 			return err

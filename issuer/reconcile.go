@@ -285,6 +285,10 @@ func (i *Issuer) RecordConfig(ctx context.Context) error {
 // another applied this one. They are found by a read; most reloads find
 // none and write nothing more.
 //
+// It fails, recording nothing, on a stored principal New would refuse
+// (checkStoredIDs), which the running configuration's admin API may
+// have added since New looked.
+//
 // Applying the same configuration again changes nothing; the first
 // configuration applied to a store only records itself. Call it when the
 // configuration takes effect (Caddy: the app's Start, so a configuration
@@ -301,11 +305,18 @@ func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
 		ended, narrowed, unmoved = ended[:0], nil, map[string]bool{} // the function may run again
 		configs := configIn(tx)
 		prev, err := configs.get(i.URL())
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			return configs.put(i.URL(), &cur)
-		case err != nil:
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
+		}
+		// New checked the store; the running configuration's admin API
+		// may have added a name this one declares since, which this
+		// transaction sees, or which sees this one (appliedNameClash).
+		// Only a provider new here has a namespace not checked then.
+		if err := i.dir.storedIDsClash(tx, providersAdded(prev, i.cfg.IdentityProviders)); err != nil {
+			return err
+		}
+		if prev == nil {
+			return configs.put(i.URL(), &cur)
 		}
 		for name := range cur.IdentityProviders {
 			unmoved[name] = samePoint(prev, &cur, name)
@@ -420,6 +431,21 @@ func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
 		i.log.Warn("grants issued under replaced credentials could not be looked for; each is refused at its next use", zap.Error(err))
 	}
 	return nil
+}
+
+// providersAdded are the providers of ps that prev (nil: none applied
+// yet) does not declare.
+func providersAdded(prev *directorySnapshot, ps []IdentityProvider) []IdentityProvider {
+	if prev == nil {
+		return ps
+	}
+	var added []IdentityProvider
+	for _, p := range ps {
+		if _, ok := prev.IdentityProviders[p.Name]; !ok {
+			added = append(added, p)
+		}
+	}
+	return added
 }
 
 // configChange is a principal that a configuration removed, or whose
