@@ -403,9 +403,11 @@ func (c *cli) clientUpdate() *cobra.Command {
 					}
 					nc.JWKS = b
 				}
-			case nc.AuthMethod != "private_key_jwt":
-				nc.JWKSURI = "" // no keys without their method
+			case nc.AuthMethod == "none":
+				nc.JWKSURI = "" // a public client has no keys
 			case cur.HasJWKS:
+				// A secret client's keys too: dropped, they would change
+				// its credentials, and the update revoke its grants.
 				return fmt.Errorf("client %s has a JWK Set, which the admin API does not show: give it again with --jwks <file> (or --jwks-uri)", id)
 			}
 			if keys && !f.Changed("auth-method") {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -437,5 +438,68 @@ func TestCommandEmptyRestrictionRefused(t *testing.T) {
 				t.Fatalf("mcp-auth %q = %q, %v, want it to contain %q", tt.args, out, err, tt.wantOut)
 			}
 		})
+	}
+}
+
+// TestCommandClientUpdateKeepsKeys: client update sends the rest of the
+// registration as client show prints it, a secret client's keys
+// included: dropped, they would change its credentials, and the update,
+// a new name say, would revoke every grant the client holds. A JWK Set
+// the admin API does not show is asked for again, as for a
+// private_key_jwt client.
+func TestCommandClientUpdateKeepsKeys(t *testing.T) {
+	app := boltApp(t)
+	srv := adminServer(t, &AdminAPI{app: app})
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	out, _, err := runCLI(t, addr, "", "client", "add", "sk", "--grant-type", "client_credentials", "--auth-method", "client_secret_basic",
+		"--jwks-uri", "https://app.example.com/jwks", "--scope", "read")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var added issuer.ClientView
+	if err := json.Unmarshal([]byte(out), &added); err != nil || added.ClientSecret == "" {
+		t.Fatalf("client add = %q, %v", out, err)
+	}
+	post := func(path string, form url.Values) map[string]any {
+		t.Helper()
+		req := httptest.NewRequest("POST", testIssuer+path, strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth("sk", added.ClientSecret)
+		rec := httptest.NewRecorder()
+		app.Issuer().ServeHTTP(rec, req)
+		var res map[string]any
+		if err := json.Unmarshal(rec.Body.Bytes(), &res); err != nil {
+			t.Fatalf("POST %s = %d %s", path, rec.Code, rec.Body)
+		}
+		return res
+	}
+	tok, _ := post("/token", url.Values{"grant_type": {"client_credentials"}, "resource": {testResource}, "scope": {"read"}})["access_token"].(string)
+	if tok == "" {
+		t.Fatal("no access token")
+	}
+	out, _, err = runCLI(t, addr, "", "client", "update", "sk", "--name", "Service K")
+	if err != nil || !strings.Contains(out, `"jwks_uri": "https://app.example.com/jwks"`) {
+		t.Errorf("client update sk --name = %q, %v, want its jwks_uri kept", out, err)
+	}
+	if active := post("/introspect", url.Values{"token": {tok}})["active"]; active != true {
+		t.Errorf("after client update --name: the client's token active = %v, want true (a new name revokes nothing)", active)
+	}
+
+	jwks := filepath.Join(t.TempDir(), "jwks.json")
+	if err := os.WriteFile(jwks, []byte(`{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := runCLI(t, addr, "", "client", "add", "sk2", "--grant-type", "client_credentials", "--auth-method", "client_secret_basic", "--jwks", jwks); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := runCLI(t, addr, "", "client", "update", "sk2", "--name", "Service K2"); err == nil || !strings.Contains(err.Error(), "give it again with --jwks") {
+		t.Errorf("client update of a secret client with an inline JWK Set, without --jwks = %v, want an error asking for the keys", err)
+	}
+	if out, _, err := runCLI(t, addr, "", "client", "show", "sk2"); err != nil || !strings.Contains(out, `"has_jwks": true`) {
+		t.Errorf("client show sk2 = %q, %v, want its keys kept", out, err)
+	}
+	// A client made public has no keys: they go.
+	if out, _, err := runCLI(t, addr, "", "client", "update", "sk2", "--public", "--redirect-uri", "http://127.0.0.1/cb", "--grant-type", "authorization_code"); err != nil || strings.Contains(out, "jwks") {
+		t.Errorf("client update sk2 --public = %q, %v, want a public client without keys", out, err)
 	}
 }
