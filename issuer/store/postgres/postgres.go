@@ -29,6 +29,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -139,8 +140,7 @@ type Store struct {
 func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
-		// pgx's message shows the DSN with its password masked.
-		return nil, fmt.Errorf("postgres: %w", err)
+		return nil, fmt.Errorf("postgres: %w", parseErr(err))
 	}
 	timeout := opts.Timeout
 	if timeout <= 0 {
@@ -193,6 +193,28 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// parseErr is pgx's error for a DSN it cannot read, without the DSN:
+// pgx shows it with the passwords it recognizes masked, which misses
+// some in a DSN it could not read (spaces around '=', an escaped quote
+// in a quoted value, a placeholder's password with spaces unquoted, an
+// '@' in a URL's password), and the syntax errors it wraps quote pieces
+// of it ("missing "=" after <word>"), so they are left out too: what
+// remains names what is wrong (sslmode is invalid, a CA file that cannot
+// be read, an invalid port).
+func parseErr(err error) error {
+	var pe *pgconn.ParseConfigError
+	if !errors.As(err, &pe) {
+		return err
+	}
+	bare := *pe
+	bare.ConnString = ""
+	msg := strings.TrimPrefix(bare.Error(), "cannot parse ``: ")
+	if inner := pe.Unwrap(); inner != nil && strings.Contains(inner.Error(), `"`) {
+		msg = strings.TrimSuffix(msg, " ("+inner.Error()+")")
+	}
+	return errors.New("cannot read the dsn: " + msg)
 }
 
 // serverTimeouts has PostgreSQL cancel a statement that waits for a lock,
