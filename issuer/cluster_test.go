@@ -590,6 +590,23 @@ func TestInFlightLeftByCrashForgotten(t *testing.T) {
 	}
 }
 
+// proofSpentBesidePurger opens instance B's store on dsn, its clock
+// ahead of a's by ahead, for its purge, and spends a DPoP proof at a's
+// token endpoint; it returns B's store, the token request and the proof.
+func proofSpentBesidePurger(t *testing.T, a *testEnv, dsn string, ahead time.Duration) (*postgres.Store, url.Values, string) {
+	t.Helper()
+	b, err := postgres.Open(t.Context(), dsn, postgres.Options{Now: func() time.Time { return a.clock.Now().Add(ahead) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	k := newDPoPKey(t)
+	form := url.Values{"grant_type": {grantClientCredentials}, "resource": {tResource}}
+	proof := k.proof(t, a, a.iss.endpoint(pathToken), nil)
+	wantBound(t, "first use at A", a.postDPoP(t, pathToken, form, tConf+":"+tSecret, proof), k)
+	return b, form, proof
+}
+
 // TestDPoPReplayAfterPurgeAhead: instance B's clock runs 30 s ahead of
 // the others' (NTP lost, a VM resumed from a snapshot). Its purge loop
 // (caddymodule's App.purge) must not delete what the others still read
@@ -600,15 +617,7 @@ func TestDPoPReplayAfterPurgeAhead(t *testing.T) {
 	envs, dsn := clusterEnvs(t, 2, func(c *Config) { c.Issuer = "http://localhost:9" })
 	a, c := envs[0], envs[1]
 	behindOneURL(envs)
-	b, err := postgres.Open(t.Context(), dsn, postgres.Options{Now: func() time.Time { return a.clock.Now().Add(30 * time.Second) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
-	k := newDPoPKey(t)
-	form := url.Values{"grant_type": {grantClientCredentials}, "resource": {tResource}}
-	proof := k.proof(t, a, a.iss.endpoint(pathToken), nil)
-	wantBound(t, "first use at A", a.postDPoP(t, pathToken, form, tConf+":"+tSecret, proof), k)
+	b, form, proof := proofSpentBesidePurger(t, a, dsn, 30*time.Second)
 
 	a.clock.Advance(45 * time.Second)
 	if _, err := b.Purge(t.Context()); err != nil {
@@ -623,6 +632,35 @@ func TestDPoPReplayAfterPurgeAhead(t *testing.T) {
 	}
 	if n := a.count(bucketDPoP); n != 0 {
 		t.Errorf("DPoP records once past every instance's window, purged = %d, want 0", n)
+	}
+}
+
+// TestDPoPReplayAfterPurgeFarAhead: instance B's clock runs 5 minutes
+// ahead of the database's and the other instances' (NTP stepped it
+// wrong, or was spoofed), past what the purge's grace allows for. Its
+// /healthz answers 503 (TestHealthClockOffDatabase), but its purge loop
+// (caddymodule's App.purge) goes on, and what it deletes is gone for
+// every instance: the others' DPoP replay records, client assertion
+// jtis, revocation markers (a restarted instance takes the revoked
+// tokens again), brute-force counters. It must delete only what the
+// database's clock, which the others agree with, has seen expire too: a
+// proof spent at A is refused at C after B's purge.
+func TestDPoPReplayAfterPurgeFarAhead(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	clock := storetest.NewClock(time.Now()) // the database's time
+	oneURL := func(c *Config) { c.Issuer = "http://localhost:9" }
+	a, c := postgresEnv(t, dsn, clock, oneURL), postgresEnv(t, dsn, clock, oneURL)
+	behindOneURL([]*testEnv{a, c})
+	b, form, proof := proofSpentBesidePurger(t, a, dsn, 5*time.Minute)
+
+	if _, err := b.Purge(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := a.count(bucketDPoP); n != 1 {
+		t.Errorf("DPoP records after the purge of an instance 5 minutes ahead = %d, want 1", n)
+	}
+	if r := c.postDPoP(t, pathToken, form, tConf+":"+tSecret, proof); r.status != http.StatusBadRequest || r.str("access_token") != "" {
+		t.Errorf("the proof replayed at C after B's purge = %d %s, want 400 invalid_dpop_proof", r.status, r.raw)
 	}
 }
 

@@ -87,14 +87,18 @@ type Options struct {
 	// each batch is its own short transaction. Zero or negative means
 	// DefaultPurgeBatch.
 	PurgeBatch int
-	// PurgeGrace is how long past its expiry, by this instance's clock,
-	// Purge leaves an entry. Every instance reads expiry by its own clock,
-	// so a clock ahead of the others' (NTP lost, a VM resumed from a
-	// snapshot) only shortens what that instance accepts, except in Purge:
-	// deleting what the others still read as live would let them accept
-	// again what the entry refused (a spent DPoP proof's replay record,
-	// kept only 10 s past the proof's window). Zero means
-	// DefaultPurgeGrace; negative means none.
+	// PurgeGrace is how long past its expiry, by this instance's clock
+	// and by the database server's, Purge leaves an entry. Every instance
+	// reads expiry by its own clock, so a clock ahead of the others' (NTP
+	// lost or stepped wrong, a VM resumed from a snapshot) only shortens
+	// what that instance accepts, except in Purge: deleting what the
+	// others still read as live would let them accept again what the
+	// entry refused (a spent DPoP proof's replay record, kept only 10 s
+	// past the proof's window; a revocation marker). The grace covers a
+	// clock a little ahead, the server's clock, which the others agree
+	// with (their /healthz checks it), one far ahead. Zero means
+	// DefaultPurgeGrace; negative means none, by this instance's clock
+	// alone.
 	PurgeGrace time.Duration
 	// Timeout bounds how long a transaction waits for the database (and a
 	// connection attempt, unless the DSN sets connect_timeout): a
@@ -465,7 +469,8 @@ func (s *Store) outcome(ctx context.Context, xid int64, err error) error {
 }
 
 // Purge implements store.Store. It deletes entries expired for
-// Options.PurgeGrace in batches of Options.PurgeBatch, each in its own
+// Options.PurgeGrace, by this instance's clock and the server's, in
+// batches of Options.PurgeBatch, each in its own
 // short transaction that skips rows other transactions hold, so it never
 // blocks writers for long and instances purging at the same time do not
 // wait for each other.
@@ -473,7 +478,17 @@ func (s *Store) Purge(ctx context.Context) (int, error) {
 	if err := s.begin(ctx); err != nil {
 		return 0, fmt.Errorf("postgres: purge: %w", err)
 	}
-	now := nanos(s.now().Add(-s.purgeGrace))
+	cutoff := s.now()
+	if s.purgeGrace > 0 {
+		server, err := s.ServerTime(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("postgres: purge: %w", err)
+		}
+		if server.Before(cutoff) {
+			cutoff = server
+		}
+	}
+	now := nanos(cutoff.Add(-s.purgeGrace))
 	total := 0
 	for {
 		// Each batch under the bound, so that a database that stopped

@@ -243,7 +243,8 @@ func TestRetry(t *testing.T) {
 
 // TestPurgeBatches purges more expired entries than one batch holds.
 func TestPurgeBatches(t *testing.T) {
-	clock := storetest.NewClock(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
+	// Before the server's clock: Purge also waits for that (TestPurgeGrace).
+	clock := storetest.NewClock(time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC))
 	s := open(t, pgtest.NewDatabase(t), postgres.Options{Now: clock.Now, PurgeBatch: 3})
 	ctx := context.Background()
 	err := s.Update(ctx, func(tx store.Tx) error {
@@ -268,11 +269,23 @@ func TestPurgeBatches(t *testing.T) {
 
 // TestPurgeGrace: Purge leaves an entry for Options.PurgeGrace past its
 // expiry (by the purging instance's clock, which may run ahead of the
-// others'), then deletes it.
+// others'), then deletes it. An instance whose clock runs further ahead
+// than the grace (NTP stepped it wrong) deletes only what the server's
+// clock, which the others agree with, has seen expire past the grace
+// too (TestDPoPReplayAfterPurgeFarAhead).
 func TestPurgeGrace(t *testing.T) {
-	clock := storetest.NewClock(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
-	s := open(t, pgtest.NewDatabase(t), postgres.Options{Now: clock.Now})
+	dsn := pgtest.NewDatabase(t)
+	ahead := open(t, dsn, postgres.Options{Now: func() time.Time { return time.Now().Add(time.Hour) }})
 	ctx := context.Background()
+	if err := ahead.Update(ctx, func(tx store.Tx) error { return tx.Put("b", "live", nil, time.Now().Add(time.Minute)) }); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := ahead.Purge(ctx); err != nil || n != 0 {
+		t.Fatalf("Purge() by an instance an hour ahead of the server = %d, %v, want 0, nil", n, err)
+	}
+
+	clock := storetest.NewClock(time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC))
+	s := open(t, pgtest.NewDatabase(t), postgres.Options{Now: clock.Now})
 	if err := s.Update(ctx, func(tx store.Tx) error { return tx.Put("b", "k", nil, clock.Now()) }); err != nil {
 		t.Fatal(err)
 	}
