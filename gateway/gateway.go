@@ -432,6 +432,20 @@ func parseHTTPSURL(s string) (*url.URL, error) {
 	return u, nil
 }
 
+// metadataEndpoint checks a URL the issuer's metadata names for the
+// gateway to call (jwks_uri, introspection_endpoint): parseHTTPSURL's
+// rules, and plain http only beside an http (loopback) issuer. An https
+// issuer's metadata naming http://127.0.0.1:2019/stop would otherwise
+// have the gateway post its introspection credentials and any opaque
+// token anyone sends to Caddy's admin endpoint, which exits.
+func metadataEndpoint(issuer, s string) (*url.URL, error) {
+	u, err := parseHTTPSURL(s)
+	if err == nil && u.Scheme == "http" && !strings.HasPrefix(issuer, "http://") {
+		err = errors.New("must be https, as the issuer is")
+	}
+	return u, err
+}
+
 func isLoopback(host string) bool {
 	if strings.EqualFold(host, "localhost") {
 		return true

@@ -354,7 +354,7 @@ func (ri *RemoteIntrospection) introspectionEndpoint(ctx context.Context) (strin
 	if md.IntrospectionEndpoint == "" {
 		return "", errors.New("the issuer's metadata names no introspection_endpoint")
 	}
-	u, err := parseHTTPSURL(md.IntrospectionEndpoint)
+	u, err := metadataEndpoint(ri.issuer, md.IntrospectionEndpoint)
 	if err != nil {
 		return "", fmt.Errorf("introspection_endpoint: %w", err)
 	}

@@ -911,3 +911,56 @@ func TestIntrospectionBurstOfRealUsers(t *testing.T) {
 		t.Errorf("%d active users at once, introspection taking 250 ms: statuses %v, want all 200", n, count)
 	}
 }
+
+// TestRemoteMetadataEndpointsHTTPS: the jwks_uri and introspection_endpoint
+// an https issuer's metadata names must be https too. Plain http, on a
+// loopback host, is for an http (loopback) issuer only: an https issuer's
+// metadata naming http://127.0.0.1:2019/stop, Caddy's admin endpoint,
+// had the gateway post there (with its introspection credentials) for
+// any made-up opaque token anyone sent, and Caddy exited.
+func TestRemoteMetadataEndpointsHTTPS(t *testing.T) {
+	var hits atomic.Int32
+	admin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		io.WriteString(w, `{"active":true,"keys":[]}`) // Caddy answers /stop with 200 and exits
+	}))
+	defer admin.Close()
+	var issuer string
+	md := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/.well-known/oauth-authorization-server" {
+			http.NotFound(w, r)
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]any{"issuer": issuer,
+			"introspection_endpoint": admin.URL + "/stop", "jwks_uri": admin.URL + "/config/"})
+	}))
+	defer md.Close()
+	issuer = md.URL
+	ri, err := NewRemoteIntrospection(issuer, "", gwClientID, gwClientSecret, md.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := NewRemoteKeys(issuer, md.Client(), nil)
+	t.Cleanup(keys.Close)
+	cfg := testConfig(t)
+	cfg.Issuer, cfg.Keys, cfg.Introspector = issuer, keys, ri
+	h := newHarness(t, cfg, nil)
+	c := claims()
+	c["iss"] = issuer
+	for _, tt := range []struct {
+		name, token string
+		status      int
+	}{
+		{"opaque token", "made-up-opaque-token", http.StatusServiceUnavailable},
+		{"JWT", mint(t, c), http.StatusUnauthorized},
+	} {
+		resp := h.do(t, call{token: tt.token, body: `{"jsonrpc":"2.0","id":1,"method":"ping"}`})
+		resp.Body.Close()
+		if resp.StatusCode != tt.status {
+			t.Errorf("%s: status %d, want %d", tt.name, resp.StatusCode, tt.status)
+		}
+	}
+	if n := hits.Load(); n != 0 {
+		t.Errorf("the plain-http loopback service the https issuer's metadata named got %d requests, want 0", n)
+	}
+}

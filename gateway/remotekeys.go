@@ -284,7 +284,7 @@ func (k *RemoteKeys) fetch(ctx context.Context) (map[string]any, error) {
 		if err != nil {
 			return nil, err
 		}
-		u, err := parseHTTPSURL(md.JWKSURI)
+		u, err := metadataEndpoint(k.issuer, md.JWKSURI)
 		if err != nil {
 			return nil, fmt.Errorf("jwks_uri: %w", err)
 		}
