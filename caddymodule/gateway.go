@@ -446,7 +446,7 @@ func warnOpenRules(log *zap.Logger, h *GatewayHandler) {
 // remoteConfig sets up a remote issuer: its keys, the token formats
 // accepted and introspection.
 func (h *GatewayHandler) remoteConfig(cfg *gateway.Config, log *zap.Logger) error {
-	client := &http.Client{Timeout: 10 * time.Second}
+	client := h.remoteClient()
 	cfg.Issuer = h.Issuer
 	h.keys = gateway.NewRemoteKeys(h.Issuer, client, log)
 	cfg.Keys = h.keys
@@ -461,12 +461,34 @@ func (h *GatewayHandler) remoteConfig(cfg *gateway.Config, log *zap.Logger) erro
 	if err != nil {
 		return fmt.Errorf("mcp_gateway: introspection client_secret: %w", err)
 	}
+	if in.Endpoint != "" {
+		// The operator's choice, which may be inside the network.
+		client = &http.Client{Timeout: remoteTimeout}
+	}
 	if cfg.Introspector, err = gateway.NewRemoteIntrospection(h.Issuer, in.Endpoint, in.ClientID, secret, client); err != nil {
 		return fmt.Errorf("mcp_gateway: %w", err)
 	}
 	cfg.IntrospectionCache = time.Duration(in.Cache)
 	return nil
 }
+
+// remoteClient is the client for the calls made to URLs the remote
+// issuer's metadata names (its keys, its introspection endpoint): it
+// connects to public addresses and to the kinds of other address the
+// issuer's host has (issuer.ReachDialContext), so a hostile document
+// cannot point the gateway at a service on its machine or network.
+func (h *GatewayHandler) remoteClient() *http.Client {
+	c := &http.Client{Timeout: remoteTimeout}
+	if t, ok := http.DefaultTransport.(*http.Transport); ok {
+		t = t.Clone()
+		t.DialContext = issuer.ReachDialContext(h.Issuer, remoteTimeout)
+		c.Transport = t
+	}
+	return c
+}
+
+// remoteTimeout bounds a call to a remote issuer.
+const remoteTimeout = 10 * time.Second
 
 // start finishes the gateway once the app has opened the store and built
 // the issuer: the session key from the store, the resource registered

@@ -787,3 +787,39 @@ func TestGatewayHandlerLocalKeyWithdrawn(t *testing.T) {
 		t.Errorf("cached token once its key is withdrawn = %d, want 401", got)
 	}
 }
+
+// TestGatewayRemoteIssuerReach: a gateway calls the URLs its remote
+// issuer's metadata names (jwks_uri, introspection_endpoint, with its
+// introspection credentials and a client's token) only on public
+// addresses and on the kinds of other address (loopback, internal) the
+// issuer's host has, as the issuer does for its identity providers
+// (review s16-idp F1): the metadata of an issuer on a public host cannot
+// have it call a service on its machine or inside the operator's
+// network (an https one: the https rule keeps plain http out already,
+// TestRemoteMetadataEndpointsHTTPS).
+func TestGatewayRemoteIssuerReach(t *testing.T) {
+	var hits atomic.Int32
+	local := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+	}))
+	defer local.Close()
+	for _, tt := range []struct {
+		issuer string
+		reach  bool
+	}{
+		{"https://93.184.215.14", false},
+		{"https://93.184.215.14:8443/realms/x", false},
+		{local.URL, true},
+		{"https://localhost:8443", true},
+	} {
+		h := &GatewayHandler{Issuer: tt.issuer}
+		before := hits.Load()
+		resp, err := h.remoteClient().Get(local.URL + "/stop")
+		if err == nil {
+			resp.Body.Close()
+		}
+		if got := hits.Load() > before; got != tt.reach || (err == nil) != tt.reach {
+			t.Errorf("issuer %s: a loopback service reached %v (%v), want %v", tt.issuer, got, err, tt.reach)
+		}
+	}
+}

@@ -272,6 +272,23 @@ func idpReachOf(ctx context.Context, issuer string) (reach, error) {
 	return r, nil
 }
 
+// ReachDialContext dials, for the authorization server at issuerURL,
+// where the issuer dials for an identity provider (idpReachOf, resolved
+// at each dial): public addresses, and the kinds of other address its
+// host, or proxy, resolves to. For a gateway's calls to the URLs a remote
+// issuer's metadata names, which must not reach Caddy's admin endpoint
+// or another service inside the network when the issuer is outside it.
+func ReachDialContext(issuerURL string, timeout time.Duration) func(ctx context.Context, network, address string) (net.Conn, error) {
+	return func(ctx context.Context, network, address string) (net.Conn, error) {
+		r, err := idpReachOf(ctx, issuerURL)
+		if err != nil {
+			return nil, err
+		}
+		d := net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second, Control: r.control}
+		return d.DialContext(ctx, network, address)
+	}
+}
+
 // lookupAddrs is host's addresses: itself when it is an IP literal.
 func lookupAddrs(ctx context.Context, host string) ([]netip.Addr, error) {
 	if a, err := netip.ParseAddr(host); err == nil {
