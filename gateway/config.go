@@ -270,6 +270,15 @@ type keyWithdrawals interface {
 	Published(kid string, key any) bool
 }
 
+// keyRenewals is a KeySource whose issuer may give a kid another key
+// (RemoteKeys): a signature the key known under its kid does not verify
+// asks for the keys again (Renewed), as an unknown kid does.
+type keyRenewals interface {
+	// Renewed fetches the keys again unless that was tried lately, and
+	// reports whether kid names another key than stale now.
+	Renewed(ctx context.Context, kid string, stale any) bool
+}
+
 // Revocations knows which access tokens were revoked before they expired.
 // It is asked on every request, so it must answer from memory, without
 // allocating, and fail closed.

@@ -110,6 +110,22 @@ func (k *RemoteKeys) PublicKey(ctx context.Context, kid string) (any, error) {
 	return nil, ErrUnknownKey
 }
 
+// Renewed is keyRenewals.Renewed: a token whose signature the key
+// known under kid (stale, as PublicKey returned it) did not verify may
+// be signed by a key the issuer now publishes under the same kid (a kid
+// such as "default" naming whichever key signs). The fetch is refresh's,
+// at most one per refetch interval, so a made-up signature costs the
+// issuer no more than a made-up kid.
+func (k *RemoteKeys) Renewed(ctx context.Context, kid string, stale any) bool {
+	if k.refresh(ctx) != nil {
+		return false
+	}
+	k.mu.RLock()
+	cur, ok := k.keys[kid]
+	k.mu.RUnlock()
+	return ok && !stillVerifies(stale, cur)
+}
+
 // refresh refetches the keys unless that was tried within the refetch
 // interval, and waits for the fetch under way if there is one. The fetch
 // is the issuer's, not the request's that started it: it runs on when
@@ -481,4 +497,5 @@ func parseJWK(raw []byte) (string, any, error) {
 var (
 	_ KeySource      = (*RemoteKeys)(nil)
 	_ keyWithdrawals = (*RemoteKeys)(nil)
+	_ keyRenewals    = (*RemoteKeys)(nil)
 )

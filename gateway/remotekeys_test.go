@@ -960,3 +960,50 @@ func TestRemoteKeysCloseEndsRefreshFetch(t *testing.T) {
 		<-closed
 	}
 }
+
+// TestRemoteKeyRenewedUnderItsKid: an issuer that rotates its key under
+// the same kid (a kid such as "default" or "1" names whichever key signs)
+// has the new key's tokens accepted once the keys are fetched again: a
+// signature the known key does not verify asks for a fetch, as an
+// unknown kid does (at most one per refetch interval, so a made-up
+// signature costs the issuer nothing more), where the known key was
+// taken as the issuer's for up to an hour and every new token refused.
+func TestRemoteKeyRenewedUnderItsKid(t *testing.T) {
+	k, f, h := remoteGateway(t)
+	var mu sync.Mutex
+	now := testNow
+	// Set before the first fetch, which is the first to read it.
+	h.g.cfg.Keys.(*RemoteKeys).now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	c := claims()
+	c["iss"] = f.issuer
+	status := func(tok string) int {
+		t.Helper()
+		resp := h.do(t, call{body: toolCall("read_a"), token: tok})
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if s := status(mintWith(t, jwt.SigningMethodEdDSA, k.ed, "ed1", c, nil)); s != http.StatusOK {
+		t.Fatalf("token of the published key: status %d", s)
+	}
+	_, next, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.jwks.Store([]map[string]any{edJWK("ed1", next.Public().(ed25519.PublicKey))})
+	c["jti"] = "after-rotation"
+	renewed := mintWith(t, jwt.SigningMethodEdDSA, next, "ed1", c, nil)
+	// Within the refetch interval of the last fetch: no fetch.
+	hits := f.jwksHits.Load()
+	if s := status(renewed); s != http.StatusUnauthorized || f.jwksHits.Load() != hits {
+		t.Fatalf("within the refetch interval: status %d, %d fetches, want 401 and none", s, f.jwksHits.Load()-hits)
+	}
+	advance(time.Minute)
+	if s := status(renewed); s != http.StatusOK {
+		t.Errorf("token of the key rotated under the same kid, past the refetch interval: status %d, want 200", s)
+	}
+	c["jti"] = "old-key"
+	if s := status(mintWith(t, jwt.SigningMethodEdDSA, k.ed, "ed1", c, nil)); s != http.StatusUnauthorized {
+		t.Errorf("token of the key rotated out: status %d, want 401", s)
+	}
+}

@@ -445,8 +445,14 @@ func (g *Gateway) verify(ctx context.Context, token string) (*principal, *authEr
 			return k, err
 		}
 	}
-	c, err := accesstoken.ParseWith(ctx, g.parser, token, keyOf,
-		accesstoken.Options{AnyJWTType: g.cfg.AcceptTypJWT})
+	opts := accesstoken.Options{AnyJWTType: g.cfg.AcceptTypJWT}
+	c, err := accesstoken.ParseWith(ctx, g.parser, token, keyOf, opts)
+	if err != nil && key != nil && errors.Is(err, jwt.ErrTokenSignatureInvalid) {
+		// The issuer may have given the kid another key.
+		if r, ok := g.cfg.Keys.(keyRenewals); ok && r.Renewed(ctx, kid, key) {
+			c, err = accesstoken.ParseWith(ctx, g.parser, token, keyOf, opts)
+		}
+	}
 	if err != nil {
 		return nil, invalidToken(describeTokenError(err))
 	}
