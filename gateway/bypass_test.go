@@ -288,6 +288,12 @@ func TestAmbiguousBodies(t *testing.T) {
 		{"two Content-Type headers", toolCall("read_a"), map[string]string{"Content-Type": "application/json, text/plain"}, 415},
 		{"charset utf-16", toolCall("read_a"), map[string]string{"Content-Type": "application/json; charset=utf-16"}, 415},
 		{"charset twice", toolCall("read_a"), map[string]string{"Content-Type": "application/json; charset=utf-8; charset=utf-16"}, 415},
+		// Go's mime.ParseMediaType takes an RFC 2231 charset* over charset;
+		// Express's body-parser (the TypeScript SDK's createMcpExpressApp)
+		// reads charset and decodes the body as UTF-7.
+		{"charset beside RFC 2231 charset*", toolCall("read_a"), map[string]string{"Content-Type": "application/json; charset=utf-7; charset*=utf-8''utf-8"}, 415},
+		{"RFC 2231 charset* before charset", toolCall("read_a"), map[string]string{"Content-Type": "application/json; charset*=utf-8''utf-8; charset=utf-7"}, 415},
+		{"charset beside RFC 2231 continuation", toolCall("read_a"), map[string]string{"Content-Type": "application/json; charset=utf-7; charset*0=utf-8"}, 415},
 		{"json-seq", toolCall("read_a"), map[string]string{"Content-Type": "application/json-seq"}, 415},
 		{"deflate", toolCall("read_a"), map[string]string{"Content-Encoding": "deflate"}, 415},
 		{"version list", toolCall("read_a"), map[string]string{"MCP-Protocol-Version": "2025-06-18, 2026-07-28"}, 400},

@@ -507,6 +507,13 @@ func checkContentHeaders(r *http.Request) *refusal {
 		if err != nil || mt != "application/json" {
 			return unsupported("Content-Type must be application/json")
 		}
+		// ParseMediaType takes an RFC 2231 charset* (or charset*0, ...)
+		// over a charset beside it, where Express's body-parser reads the
+		// charset and decodes the body in it: "charset=utf-7;
+		// charset*=utf-8''utf-8" would be UTF-8 here and UTF-7 upstream.
+		if strings.Contains(ct[0], "*") {
+			return unsupported("Content-Type parameters other than charset=utf-8 are not accepted")
+		}
 		for k, v := range params {
 			if k != "charset" || !strings.EqualFold(v, "utf-8") {
 				return unsupported("Content-Type parameters other than charset=utf-8 are not accepted")

@@ -31,10 +31,12 @@ import (
 // the gateway to real SDK servers: the Go SDK's stateless Streamable HTTP
 // handler (2025 and 2026-07-28 requests) and the TypeScript SDK's
 // transport (test/node/sdkserver.mjs, 2025 requests; it knows no later
-// revision). The caller may call echo only; every request tries to run
+// revision), on its own and in the SDK's Express app, whose body parser
+// decodes the charset the Content-Type names. The caller may call echo only; every request tries to run
 // delete_notes: in the body beside an allowed reading (duplicate or
 // variant names, a second message, a batch, a NUL), in a body the gateway
-// cannot read (gzip, deflate, UTF-16, a BOM), behind headers that
+// cannot read (gzip, deflate, UTF-16, UTF-7 named beside an RFC 2231
+// charset*, a BOM), behind headers that
 // disagree with the body (Mcp-Method, Mcp-Name plain or Base64), in
 // framing (two Content-Length, chunked beside Content-Length, a request
 // smuggled after the body, Expect), on other paths and methods, over
@@ -49,9 +51,10 @@ func TestHTTPDifferential(t *testing.T) {
 	goSrv := httptest.NewServer(goSDKServer(goRuns))
 	t.Cleanup(goSrv.Close)
 	tsAddr, tsRuns := startSDKServer(t, nt)
+	expressAddr, expressRuns := startSDKServer(t, nt, "--express")
 
 	port := harness.StartFree(t, func(port int) string {
-		return fmt.Sprintf(httpDiffCaddyfile, port, harness.HashPassword(t, ccClientSecret), goSrv.Listener.Addr(), tsAddr)
+		return fmt.Sprintf(httpDiffCaddyfile, port, harness.HashPassword(t, ccClientSecret), goSrv.Listener.Addr(), tsAddr, expressAddr)
 	})
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	harness.WaitReady(t, base+"/.well-known/oauth-authorization-server")
@@ -64,6 +67,7 @@ func TestHTTPDifferential(t *testing.T) {
 	}{
 		{"go", goRuns, []string{"2025-06-18", "2025-03-26", "2026-07-28"}},
 		{"ts", tsRuns, []string{"2025-06-18", "2025-03-26"}},
+		{"express", expressRuns, []string{"2025-06-18", "2025-03-26"}},
 	} {
 		resource := base + "/" + up.name + "/mcp"
 		token := readToken(ctx, t, base, resource)
@@ -130,6 +134,16 @@ http://127.0.0.1:%[1]d {
 		}
 		uri strip_prefix /ts
 		reverse_proxy %[4]s
+	}
+	route /express/* {
+		mcp_gateway {
+			resource http://127.0.0.1:%[1]d/express/mcp
+			scope read
+			tool echo read
+			tool * admin
+		}
+		uri strip_prefix /express
+		reverse_proxy %[5]s
 	}
 }
 `
@@ -212,10 +226,10 @@ func goSDKServer(runs *toolRuns) http.Handler {
 
 // startSDKServer runs test/node/sdkserver.mjs until the test ends and
 // counts the runs it prints.
-func startSDKServer(t *testing.T, nt nodeTools) (string, *toolRuns) {
+func startSDKServer(t *testing.T, nt nodeTools, flags ...string) (string, *toolRuns) {
 	t.Helper()
 	port := harness.FreePort(t)
-	lines := nt.start(t, "sdkserver.mjs", "--port", strconv.Itoa(port))
+	lines := nt.start(t, append([]string{"sdkserver.mjs", "--port", strconv.Itoa(port)}, flags...)...)
 	waitLine(t, lines, "listening")
 	runs := &toolRuns{}
 	go func() {
@@ -337,6 +351,11 @@ func httpDiffCases(site, version string) []httpDiffCase {
 		{name: "deflate", raw: post(with(headers("delete_notes"), "", "Content-Encoding: deflate"), compressed(func(w io.Writer) io.WriteCloser { return zlib.NewWriter(w) }))},
 		{name: "UTF-16 with charset", raw: post(with(headers("delete_notes"), "Content-Type", "Content-Type: application/json; charset=utf-16"), utf16(del))},
 		{name: "UTF-16 without charset", raw: post(headers("delete_notes"), utf16(del))},
+		// Go's mime.ParseMediaType reads the RFC 2231 charset* (utf-8);
+		// Express's body-parser reads charset and decodes UTF-7, where
+		// +AG4- is n: the name is delete_notes, given after echo.
+		{name: "UTF-7 beside charset*", raw: post(with(headers("echo"), "Content-Type", "Content-Type: application/json; charset=utf-7; charset*=utf-8''utf-8"), callOf(`"name":"echo","+AG4-ame":"delete_notes"`))},
+		{name: "UTF-7 beside charset* continued", raw: post(with(headers("echo"), "Content-Type", "Content-Type: application/json; charset=utf-7; charset*0=utf-8"), callOf(`"name":"echo","+AG4-ame":"delete_notes"`))},
 		{name: "two Content-Type", raw: post(append(headers("delete_notes"), "Content-Type: text/plain"), del)},
 		{name: "two Content-Length", raw: framed(func(f, sm string) []string {
 			return []string{fmt.Sprintf("Content-Length: %d", len(f)), fmt.Sprintf("Content-Length: %d", len(f)+len(sm))}
