@@ -133,6 +133,11 @@ func compileArg(a ArgRule) (argCheck, error) {
 		if strings.Contains(a.Values[0], "{token.") {
 			return c, errors.New("placeholders are not replaced in a regex")
 		}
+		// A complete expression on its own, so that none of it can close
+		// the anchoring group below ("a)|(.*" would match every string).
+		if _, err := regexp.Compile(a.Values[0]); err != nil {
+			return c, err
+		}
 		// Anchored: the whole string must match, as with every other
 		// string predicate.
 		if c.re, err = regexp.Compile(`^(?:` + a.Values[0] + `)$`); err != nil {

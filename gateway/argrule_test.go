@@ -460,6 +460,9 @@ func TestArgRuleConfig(t *testing.T) {
 		{"glob backslash before a placeholder", ArgRule{Pointer: "/a", Predicate: "glob", Values: []string{`C:\Users\{token.sub}\*`}}},
 		{"glob three backslashes before a placeholder", ArgRule{Pointer: "/a", Predicate: "glob", Values: []string{`/x\\\{token.sub}`}}},
 		{"bad regex", ArgRule{Pointer: "/a", Predicate: "regex", Values: []string{"a("}}},
+		// Wrapped as ^(?:…)$ it would compile, its ")|(" ending the
+		// anchoring group: "^(?:/srv/x)|(.*)$" holds for every string.
+		{"regex closing the anchoring group", ArgRule{Pointer: "/a", Predicate: "regex", Values: []string{"/srv/x)|(.*"}}},
 		{"placeholder in regex", ArgRule{Pointer: "/a", Predicate: "regex", Values: []string{"{token.sub}"}}},
 		{"max_length negative", ArgRule{Pointer: "/a", Predicate: "max_length", Values: []string{"-1"}}},
 		{"max_length not a number", ArgRule{Pointer: "/a", Predicate: "max_length", Values: []string{"ten"}}},
