@@ -409,3 +409,37 @@ func TestOtherQueryForwarded(t *testing.T) {
 		}
 	}
 }
+
+// TestForwardedContentTypeIsWhatWasRead: the upstream gets the media type
+// the gateway read the body as, spelled one way, not the client's
+// spelling of it, so that no parameter, case or quoting a server's parser
+// reads otherwise than Go's mime package reaches it (f497334: a charset*
+// beside a charset was UTF-8 here and UTF-7 in Express's body-parser).
+func TestForwardedContentTypeIsWhatWasRead(t *testing.T) {
+	h := newHarness(t, testConfig(t), nil)
+	token := mint(t, claims())
+	for _, ct := range []string{
+		"application/json",
+		"application/json; charset=utf-8",
+		"application/json;charset=UTF-8",
+		`application/json; charset="utf-8"`,
+		"Application/JSON",
+		"application/json ; charset=Utf-8",
+	} {
+		t.Run(ct, func(t *testing.T) {
+			before := len(h.up.requests())
+			resp := h.do(t, call{body: toolCall("read_a"), token: token, headers: map[string]string{"Content-Type": ct}})
+			body := readBody(t, resp)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("status = %d, want 200 (%s)", resp.StatusCode, body)
+			}
+			got := h.up.requests()
+			if len(got) != before+1 {
+				t.Fatalf("upstream got %d requests, want 1", len(got)-before)
+			}
+			if v := got[len(got)-1].Header.Values("Content-Type"); len(v) != 1 || v[0] != "application/json" {
+				t.Fatalf("upstream Content-Type = %q, want exactly application/json", v)
+			}
+		})
+	}
+}

@@ -519,6 +519,10 @@ func checkContentHeaders(r *http.Request) *refusal {
 				return unsupported("Content-Type parameters other than charset=utf-8 are not accepted")
 			}
 		}
+		// The upstream gets the media type the body was read as, spelled
+		// one way: no case, quoting or parameter its parser could read
+		// otherwise than the mime package did reaches it.
+		ct[0] = "application/json"
 	}
 	if encoded(r.Header) {
 		return unsupported("Content-Encoding is not accepted")
