@@ -36,8 +36,9 @@ type unguardedProxy struct {
 // list or an enclosing one) with no matcher or with exactly its matcher
 // sets and no handler between them that may change the request (a
 // rewrite such as handle_path's: a request that missed the gateway's
-// matcher may match the proxy's once rewritten). A terminal route (a
-// site block's host route) is its own site.
+// matcher may match the proxy's once rewritten), its route in no group
+// (another route of the group may have matched, skipping it). A
+// terminal route (a site block's host route) is its own site.
 // Named routes are walked where they are invoked. Error routes
 // (handle_errors) run for any request that fails, a 404 for an unknown
 // path included, so a proxy there is unguarded unless a gateway runs
@@ -133,6 +134,13 @@ func (w *layoutWalk) routes(routes caddyhttp.RouteList, cov coverage, path []str
 			case *GatewayHandler:
 				hasGateway = true
 				guarded = true
+				if r.Group != "" {
+					// A grouped route (JSON "group") runs only if no
+					// route of its group matched before it, in any
+					// route list of the request: its gateway guards
+					// nothing after its route.
+					break
+				}
 				if len(r.MatcherSets) == 0 {
 					cov = coverage{all: true}
 				} else if !cov.all {

@@ -55,6 +55,10 @@ func TestUnguardedProxies(t *testing.T) {
 	does := func(h caddyhttp.MiddlewareHandler) caddyhttp.Route {
 		return caddyhttp.Route{Handlers: []caddyhttp.MiddlewareHandler{h}}
 	}
+	grouped := func(group string, m caddyhttp.MatcherSets, r caddyhttp.Route) caddyhttp.Route {
+		r.Group, r.MatcherSets = group, m
+		return r
+	}
 	strip := &rewrite.Rewrite{StripPathPrefix: "/v1"}
 	notes := path("/notes/mcp", "/.well-known/oauth-protected-resource/notes/mcp")
 	up := proxy(nil)
@@ -141,6 +145,19 @@ func TestUnguardedProxies(t *testing.T) {
 		{name: "rewrite before the gateway", routes: caddyhttp.RouteList{does(strip), gw(notes), proxy(notes)}},
 		{name: "rewrite after a gateway without matcher", routes: caddyhttp.RouteList{gw(nil), does(strip), proxy(notes)}},
 		{name: "rewrite in the proxy's own route", routes: caddyhttp.RouteList{gw(notes), {MatcherSets: notes, Handlers: []caddyhttp.MiddlewareHandler{strip, &reverseproxy.Handler{}}}}},
+		// Route groups (JSON "group"): a route runs only if no route of
+		// its group matched before it, in any route list of the request:
+		// a grouped gateway's route may be skipped, so it guards nothing
+		// after it.
+		{name: "gateway in a group after a route of the group", routes: caddyhttp.RouteList{
+			grouped("g", path("/health"), does(&caddyhttp.VarsMiddleware{"a": "b"})), grouped("g", nil, gw(nil)), proxy(nil)},
+			want: []string{""}},
+		{name: "gateway on a matcher in a group", routes: caddyhttp.RouteList{
+			grouped("g", path("/health"), does(&caddyhttp.VarsMiddleware{"a": "b"})), grouped("g", nil, gw(notes)), proxy(notes)},
+			want: []string{`path ["/notes/mcp","/.well-known/oauth-protected-resource/notes/mcp"]`}},
+		{name: "gateway and proxy in one grouped route", routes: caddyhttp.RouteList{
+			grouped("g", path("/health"), does(&caddyhttp.VarsMiddleware{"a": "b"})),
+			{Group: "g", Handlers: []caddyhttp.MiddlewareHandler{&GatewayHandler{}, &reverseproxy.Handler{}}}}},
 		{name: "encode and response headers between them", routes: caddyhttp.RouteList{gw(notes), does(&encode.Encode{}), does(&headers.Handler{Response: &headers.RespHeaderOps{HeaderOps: &headers.HeaderOps{Delete: []string{"Server"}}}}), proxy(notes)}},
 	}
 	for _, tt := range tests {
