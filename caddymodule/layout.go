@@ -38,7 +38,8 @@ type unguardedProxy struct {
 // rewrite such as handle_path's: a request that missed the gateway's
 // matcher may match the proxy's once rewritten), its route in no group
 // (another route of the group may have matched, skipping it). A
-// terminal route (a site block's host route) is its own site.
+// terminal route of a server's route list (a site block's host route)
+// is its own site.
 // Named routes are walked where they are invoked. Error routes
 // (handle_errors) run for any request that fails, a 404 for an unknown
 // path included, so a proxy there is unguarded unless a gateway runs
@@ -114,6 +115,7 @@ type layoutWalk struct {
 	// site with these matchers has a gateway.
 	gatewaySite func(caddyhttp.MatcherSets) bool
 	found       []unguardedProxy
+	depth       int // of the route list being walked: 1 for a server's own routes
 }
 
 // routes walks one route list with the coverage of the gateways before
@@ -121,6 +123,8 @@ type layoutWalk struct {
 // proxies not yet attributed to a site, and whether a handler in it may
 // change the request for the routes after it.
 func (w *layoutWalk) routes(routes caddyhttp.RouteList, cov coverage, path []string) (bool, []unguardedProxy, bool) {
+	w.depth++
+	defer func() { w.depth-- }()
 	var hasGateway, changes bool
 	var open []unguardedProxy
 	for _, r := range routes {
@@ -179,9 +183,11 @@ func (w *layoutWalk) routes(routes caddyhttp.RouteList, cov coverage, path []str
 				if changed {
 					cov, changes = cov.changed(), true
 				}
-				if r.Terminal {
+				if r.Terminal && w.depth == 1 && !hasGateway {
 					// A site of its own: its proxies matter only if it
-					// has a gateway.
+					// has a gateway. (A terminal route inside a site,
+					// or after a gateway of the server's own routes,
+					// which JSON can write, only ends its route list.)
 					if gw && w.gatewaySite == nil {
 						w.sites = append(w.sites, r.MatcherSets)
 					}

@@ -158,6 +158,16 @@ func TestUnguardedProxies(t *testing.T) {
 		{name: "gateway and proxy in one grouped route", routes: caddyhttp.RouteList{
 			grouped("g", path("/health"), does(&caddyhttp.VarsMiddleware{"a": "b"})),
 			{Group: "g", Handlers: []caddyhttp.MiddlewareHandler{&GatewayHandler{}, &reverseproxy.Handler{}}}}},
+		// A terminal route inside a site (JSON "terminal" on a nested
+		// route) ends its route list; it is no site of its own.
+		{name: "terminal route inside a site", routes: caddyhttp.RouteList{
+			sub(host("mcp.example.com"), true, gw(notes), proxy(notes), sub(path("/api/*"), true, proxy(nil)))},
+			want: []string{`host ["mcp.example.com"] > path ["/api/*"]`}},
+		{name: "terminal route after a gateway of the server's own routes", routes: caddyhttp.RouteList{
+			gw(notes), proxy(notes), sub(path("/api/*"), true, proxy(nil))},
+			want: []string{`path ["/api/*"]`}},
+		{name: "terminal route inside a site, guarded", routes: caddyhttp.RouteList{
+			sub(host("mcp.example.com"), true, gw(nil), sub(path("/api/*"), true, proxy(nil)))}},
 		{name: "encode and response headers between them", routes: caddyhttp.RouteList{gw(notes), does(&encode.Encode{}), does(&headers.Handler{Response: &headers.RespHeaderOps{HeaderOps: &headers.HeaderOps{Delete: []string{"Server"}}}}), proxy(notes)}},
 	}
 	for _, tt := range tests {
