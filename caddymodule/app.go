@@ -544,6 +544,11 @@ func (a *App) Start() error {
 		warnUnguardedProxies(httpApp, a.log)
 		warnLenientProxies(httpApp, a.log)
 		warnIssuerOffSite(a.url, httpApp, a.log)
+		urls := []string{a.url}
+		for _, h := range a.gateways {
+			urls = append(urls, h.Resource)
+		}
+		warnPlainHTTPListeners(urls, httpApp, a.log)
 	}
 	warnSharedAudiences(a.gateways, a.log)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"slices"
 	"sort"
@@ -358,4 +359,52 @@ func warnSharedAudiences(gateways []*GatewayHandler, log *zap.Logger) {
 				zap.Strings("resources", []string{prev, h.Resource}), zap.String("issuer", h.Issuer), zap.String("audience", h.Audience))
 		}
 	}
+}
+
+// warnPlainHTTPListeners warns about each server that serves one of urls
+// (the issuer's, the gateways' resources) over plain http while it
+// listens beyond loopback. http is allowed for loopback hosts only, so
+// that passwords, codes and tokens stay on the machine; but Caddy binds a
+// site address of localhost to every interface unless `bind` says
+// otherwise, and anyone who reaches the port then signs in, gets and
+// uses tokens over plain http from the network, naming the loopback host
+// in Host. A warning, not a refusal: Caddy in a container listens on
+// its own interface for a port the host publishes on loopback only.
+func warnPlainHTTPListeners(urls []string, httpApp *caddyhttp.App, log *zap.Logger) {
+	for _, name := range serverNames(httpApp) {
+		srv := httpApp.Servers[name]
+		var served, open []string
+		for _, s := range urls {
+			u, err := url.Parse(s)
+			if err != nil || u.Scheme != "http" || !listensOn(srv, urlPort(u)) ||
+				!slices.ContainsFunc(srv.Routes, func(r caddyhttp.Route) bool { return routeForHost(r, u.Hostname()) }) {
+				continue
+			}
+			if l := beyondLoopback(srv, urlPort(u)); len(l) > 0 {
+				served = append(served, s)
+				open = append(open, l...)
+			}
+		}
+		if len(served) > 0 {
+			slices.Sort(open)
+			log.Warn("plain http is allowed for loopback URLs only, so that passwords, codes and tokens stay on this machine, but this server listens beyond loopback: anyone who reaches its port uses these URLs over plain http from the network, naming their host in Host; add `bind 127.0.0.1` (or ::1) to the site, or serve https",
+				zap.String("server", name), zap.Strings("listen", slices.Compact(open)), zap.Strings("urls", served))
+		}
+	}
+}
+
+// beyondLoopback are srv's network listeners on port that are not
+// bound to a loopback address (all interfaces, or another address).
+func beyondLoopback(srv *caddyhttp.Server, port uint) []string {
+	var open []string
+	for _, l := range srv.Listen {
+		na, err := caddy.ParseNetworkAddress(l)
+		if err != nil || na.IsUnixNetwork() || na.IsFdNetwork() || port < na.StartPort || na.EndPort < port {
+			continue
+		}
+		if ip, err := netip.ParseAddr(na.Host); !strings.EqualFold(na.Host, "localhost") && (err != nil || !ip.IsLoopback()) {
+			open = append(open, l)
+		}
+	}
+	return open
 }

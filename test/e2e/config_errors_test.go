@@ -410,3 +410,69 @@ http://localhost:%[3]d {
 		t.Errorf("behind a proxy, on another port: warned for the sites of hosts %q, want none", got)
 	}
 }
+
+// TestPlainHTTPBeyondLoopbackWarns: an http issuer (and gateway resource)
+// is allowed for loopback hosts only, but a site for http://localhost:PORT
+// without bind listens on every interface, where anyone who reaches the
+// port names localhost in Host: Caddy loads it and warns, naming the
+// server, its listener and the URLs. Bound to loopback, as
+// Caddyfile.example is, it does not.
+func TestPlainHTTPBeyondLoopbackWarns(t *testing.T) {
+	t.Setenv("XDG_DATA_HOME", t.TempDir())
+	port := harness.FreePort(t)
+	issuer := fmt.Sprintf("http://localhost:%d", port)
+	load := func(t *testing.T, bind string) [][]string {
+		t.Helper()
+		logFile := filepath.Join(t.TempDir(), "caddy.log")
+		if err := harness.Load(t, fmt.Sprintf(`{
+	admin off
+	log default {
+		output file %[1]s
+		format json
+	}
+	mcp_auth {
+		issuer %[2]s
+		storage memory
+	}
+}
+
+%[2]s {
+	%[3]s
+	mcp_issuer
+	mcp_gateway {
+		resource %[2]s/mcp
+		scope notes:read
+		tool * notes:read
+	}
+	respond "upstream"
+}
+`, logFile, issuer, bind)); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(logFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got [][]string
+		for line := range strings.SplitSeq(string(b), "\n") {
+			var entry struct {
+				Msg    string   `json:"msg"`
+				Listen []string `json:"listen"`
+				URLs   []string `json:"urls"`
+			}
+			if json.Unmarshal([]byte(line), &entry) == nil && strings.HasPrefix(entry.Msg, "plain http is allowed for loopback URLs only") {
+				got = append(got, append(entry.Listen, entry.URLs...))
+			}
+		}
+		return got
+	}
+	t.Cleanup(func() { _ = caddy.Stop() })
+
+	want := [][]string{{fmt.Sprintf(":%d", port), issuer, issuer + "/mcp"}}
+	if got := load(t, ""); !slices.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("without bind: warned %q, want %q", got, want)
+	}
+	if got := load(t, "bind 127.0.0.1"); len(got) > 0 {
+		t.Errorf("bound to loopback: warned %q, want none", got)
+	}
+}
