@@ -32,6 +32,19 @@ const (
 // secretMethod reports whether method m authenticates with a secret.
 func secretMethod(m string) bool { return m == authClientSecretBasic || m == authClientSecretPost }
 
+// guessableSecret reports whether c authenticates with a secret someone
+// could guess: an operator's, configured or bcrypt. A secret the issuer
+// generated (256 random bits, kept as sha256: a stored client's or
+// agent's) cannot be guessed, and neither can anything of a client with
+// no secret.
+func (c *Client) guessableSecret() bool {
+	source := c.Source
+	if c.agent != nil {
+		source = c.agent.Source
+	}
+	return secretMethod(c.TokenEndpointAuthMethod) && (source == sourceConfig || !strings.HasPrefix(c.SecretHash, sha256Prefix))
+}
+
 const jwtBearerAssertion = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 const (
@@ -227,7 +240,12 @@ func (i *Issuer) authSecret(ctx context.Context, id, secret, addr, used string) 
 		}
 	}
 	if !ok {
-		i.limiter.attemptFailed(ctx, account, addr, gen)
+		if c.guessableSecret() {
+			i.limiter.attemptFailed(ctx, account, addr, gen)
+		} else {
+			// Slowing the client down would protect nothing.
+			i.limiter.attemptFailedHere(ctx, account, addr, gen)
+		}
 		i.clientAuthFailed(id, addr, "invalid_secret")
 		return nil, ErrInvalidClient.WithDescription("client authentication failed")
 	}

@@ -856,3 +856,69 @@ func TestClientAddr(t *testing.T) {
 		}
 	}
 }
+
+// TestGeneratedSecretFailuresCountPerAddress: wrong secrets for a client
+// whose secret the issuer generated (256 random bits, sha256: stored: a
+// self-registered client's) block the addresses that send them, never
+// slow the client down: such a secret cannot be guessed, as a signature
+// cannot, and anyone who knows the client_id could otherwise make its
+// every token, PAR, revocation and introspection request wait
+// limitMaxSlow. An operator's bcrypt secret, which may be guessable, still
+// slows its client down after failures from anywhere.
+func TestGeneratedSecretFailuresCountPerAddress(t *testing.T) {
+	e := newTokEnv(t)
+	var mu sync.Mutex
+	slept := map[string]time.Duration{}
+	var current string
+	e.iss.limiter.sleep = func(_ context.Context, d time.Duration) error {
+		mu.Lock()
+		defer mu.Unlock()
+		slept[current] += d
+		return nil
+	}
+	resp, out := e.register(t, `{"client_name":"Service","redirect_uris":["https://app.example.com/cb"]}`)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("register = %d %v", resp.StatusCode, out)
+	}
+	dcrID, _ := out["client_id"].(string)
+	dcrSecret, _ := out["client_secret"].(string)
+	revoke := func(remote, id, secret string) int {
+		r := httptest.NewRequest(http.MethodPost, e.iss.endpoint(pathRevoke), strings.NewReader("token=not-a-token"))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		r.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret)) // RFC 6749 section 2.3.1
+		r.RemoteAddr = remote
+		w := httptest.NewRecorder()
+		e.iss.ServeHTTP(w, r)
+		return w.Code
+	}
+	for _, tt := range []struct {
+		name, id, secret string
+		slowed           bool
+	}{
+		{"generated secret", dcrID, dcrSecret, false},
+		{"operator's bcrypt secret", tConf, tSecret, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			// Each attacker address stays within its free failures, so
+			// none of them is blocked.
+			for a := range 4 {
+				for range limitFreePair {
+					if code := revoke(fmt.Sprintf("203.0.113.%d:4000", a+1), tt.id, "wrong"); code != http.StatusUnauthorized {
+						t.Fatalf("wrong secret = %d, want 401", code)
+					}
+				}
+			}
+			mu.Lock()
+			current = tt.id
+			mu.Unlock()
+			if code := revoke("198.51.100.7:4000", tt.id, tt.secret); code != http.StatusOK {
+				t.Fatalf("the client from its own address = %d, want 200", code)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if got := slept[tt.id] > 0; got != tt.slowed {
+				t.Errorf("the client's own request slowed by %v after %d wrong secrets from elsewhere, want slowed %v", slept[tt.id], 4*limitFreePair, tt.slowed)
+			}
+		})
+	}
+}

@@ -31,7 +31,10 @@ import (
 //
 // private_key_jwt failures count against the address only: a signature
 // cannot be guessed, and counting them against the client would let
-// anyone slow a client down by sending it forged assertions.
+// anyone slow a client down by sending it forged assertions. For the
+// same reason a wrong secret the issuer generated (256 random bits: a
+// registered client's, one the admin API made) counts against the pair
+// and the address, not the client (Client.guessableSecret).
 const (
 	limitFreePair    = 5  // failures of one account from one address before blocking
 	limitFreeAddr    = 20 // per address (it may try many accounts)
@@ -216,9 +219,16 @@ func (l *limiter) write(ctx context.Context, fn func(counterTx) error) {
 }
 
 func recordAll(t counterTx, account, addr string, now time.Time) {
+	recordHere(t, account, addr, now)
+	if account != "" {
+		record(t, accountKey(account), 0, now)
+	}
+}
+
+// recordHere counts a failure against the pair and the address only.
+func recordHere(t counterTx, account, addr string, now time.Time) {
 	if account != "" {
 		record(t, pairKey(account, addr), limitFreePair, now)
-		record(t, accountKey(account), 0, now)
 	}
 	if addr != "" {
 		record(t, addrKey(addr), limitFreeAddr, now)
@@ -453,6 +463,17 @@ func knownPairKey(account, credential, addr string) string {
 func (l *limiter) attemptFailed(ctx context.Context, account, addr string, gen time.Time) {
 	l.settleAttempt(ctx, account, addr, gen, func(t counterTx, now time.Time) {
 		recordAll(t, account, addr, now)
+	})
+}
+
+// attemptFailedHere settles an attempt whose check of a credential that
+// cannot be guessed failed (a generated secret): the failure counts
+// against the pair and the address, which bound each sender, not the
+// account, whose failures from anywhere would only slow the client down,
+// for anyone who knows its id.
+func (l *limiter) attemptFailedHere(ctx context.Context, account, addr string, gen time.Time) {
+	l.settleAttempt(ctx, account, addr, gen, func(t counterTx, now time.Time) {
+		recordHere(t, account, addr, now)
 	})
 }
 
