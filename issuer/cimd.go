@@ -188,7 +188,8 @@ func (f *cimdFetcher) cached(ctx context.Context, clientID string) (*Client, boo
 
 // checkURL applies the draft's rules for client identifier URLs:
 // https, a host, a path without dot segments, no fragment, no userinfo.
-// A URL is ASCII (RFC 3986), and so is its host once decoded: the pages
+// A URL is ASCII, of the characters RFC 3986 allows, and so is its host
+// once decoded: the pages
 // show the client_id as the application's identity, and a host such as
 // https://аpp.example.com (a Cyrillic а) would read there as another's,
 // where a browser's address bar shows its xn-- form.
@@ -200,6 +201,11 @@ func (f *cimdFetcher) checkURL(id string) error {
 		if r <= ' ' || r >= 0x7f {
 			return errors.New("not an ASCII URL")
 		}
+	}
+	// Characters no URI holds, which readers take differently: a WHATWG
+	// parser (a browser) reads \ as /, so ..\ is a dot segment to it.
+	if strings.ContainsAny(id, "\\\"<>^`{|}") {
+		return errors.New("not a URL: a character RFC 3986 does not allow")
 	}
 	u, err := url.Parse(id)
 	if err != nil {

@@ -2,6 +2,7 @@ package issuer
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -875,6 +876,45 @@ func TestConsentTarget(t *testing.T) {
 	} {
 		if got := consentTarget(tt.c, tt.uri); got != tt.want {
 			t.Errorf("consentTarget(%s, %s) = %q, want %q", tt.c.Source, tt.uri, got, tt.want)
+		}
+	}
+}
+
+// TestCIMDURLOnlyURICharacters: a client_id is a URL (RFC 3986), with
+// none of the characters a URI cannot hold (\ " < > ^ ` { | }), which
+// readers take differently: a WHATWG URL parser (browsers, Node) reads \
+// as /, so https://host/official/..\~mallory\client.json is to them
+// https://host/~mallory/client.json, a path with the dot segments the
+// draft forbids, while the pages show it as an id under /official/; a
+// server that reads \ as / (IIS) serves Mallory's document there. Such an
+// id is refused and nothing is fetched.
+func TestCIMDURLOnlyURICharacters(t *testing.T) {
+	e, host := newCIMDEnv(t, true, nil)
+	for _, path := range []string{
+		`/official/..\~mallory\client.json`,
+		`/official/..%5C~mallory%5Cclient.json`, // escaped, it is a URL: fetched
+		"/a|b.json", "/a^b.json", "/a`b.json", "/a{b}.json", `/a"b.json`, "/a<b>.json",
+	} {
+		id := "https://app.example.com:" + host.srv.URL[strings.LastIndex(host.srv.URL, ":")+1:] + path
+		served, _ := url.PathUnescape(path)
+		host.serve(served, func(w http.ResponseWriter, r *http.Request) {
+			doc, _ := json.Marshal(map[string]any{"client_id": id, "client_name": "Doc Client",
+				"redirect_uris": []string{"http://127.0.0.1:3000/callback"}, "token_endpoint_auth_method": "none"})
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write(doc)
+		})
+		err := e.fetchFrom(t, "192.0.2.1", id)
+		if escaped := strings.Contains(path, "%5C"); escaped {
+			if err != nil {
+				t.Errorf("%q: fetch = %v, want the document", id, err)
+			}
+			continue
+		}
+		if !errors.Is(err, ErrInvalidClient) {
+			t.Errorf("%q: fetch = %v, want invalid_client", id, err)
+		}
+		if n := host.count(served); n != 0 {
+			t.Errorf("%q: document fetched %d times, want none", id, n)
 		}
 	}
 }
