@@ -233,7 +233,7 @@ func (i *Issuer) init() error {
 	i.anonWrites = newRateLimiter(i.now, anonWriteBurst, time.Minute, mem.anonWrites)
 	i.parClients = newRateLimiter(i.now, parClientBurst, time.Minute, mem.parClients)
 	i.clientTokens = newRateLimiter(i.now, clientTokenBurst, time.Minute, mem.clientTokens)
-	i.registrations = newRateLimiter(i.now, registrationBurst, time.Minute, registrations)
+	i.registrations = newRateLimiter(i.now, registrationBurst, time.Hour, registrations)
 	i.registrationsAll = newRateLimiter(i.now, registrationGlobalBurst, time.Hour, registrationsAll)
 	i.userWrites = newRateLimiter(i.now, userWriteBurst, time.Minute, userWrites)
 	i.policy = newPolicy(&i.cfg)

@@ -29,10 +29,10 @@ import (
 //   - in size: the request body, each field the server keeps (client_name,
 //     redirect_uris, jwks) and the stored record as a whole; nothing else
 //     of the request is stored;
-//   - in rate: registrationBurst per address (refilled at that many a
-//     minute), and registrationGlobalBurst over all addresses (refilled at
-//     that many an hour), so that many addresses together cannot fill the
-//     disk either. Only valid registrations count. The price of the global
+//   - in rate: registrationBurst per address and registrationGlobalBurst
+//     over all addresses, each refilled at that many an hour, so that many
+//     addresses together cannot fill the disk either, and one address
+//     takes at most a tenth of what all may register. Only valid registrations count. The price of the global
 //     bound is that a flood from many addresses can keep others from
 //     registering for a while (429 with Retry-After); clients with a
 //     metadata document (CIMD) and the operator's clients are unaffected;
@@ -53,7 +53,7 @@ const (
 	maxClientNameLen      = 100
 	maxStoredJWKS         = 3 << 10 // a few public keys; more belong behind jwks_uri
 
-	registrationBurst       = 20  // per address, refilled at that many a minute
+	registrationBurst       = 20  // per address, refilled at that many an hour
 	registrationGlobalBurst = 200 // over all addresses, refilled at that many an hour
 	registrationUnusedTTL   = time.Hour
 	registrationIdleTTL     = 30 * 24 * time.Hour

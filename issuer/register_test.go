@@ -562,8 +562,8 @@ func TestRegisterRateLimitedPerAddress(t *testing.T) {
 		}
 	}
 	w := registerFrom(a)
-	if w.Code != http.StatusTooManyRequests || w.Header().Get("Retry-After") != "3" || !strings.Contains(w.Body.String(), "slow_down") {
-		t.Fatalf("registration past the burst = %d Retry-After %q %s, want 429 slow_down, Retry-After 3", w.Code, w.Header().Get("Retry-After"), w.Body)
+	if w.Code != http.StatusTooManyRequests || w.Header().Get("Retry-After") != "180" || !strings.Contains(w.Body.String(), "slow_down") {
+		t.Fatalf("registration past the burst = %d Retry-After %q %s, want 429 slow_down, Retry-After 180", w.Code, w.Header().Get("Retry-After"), w.Body)
 	}
 	if n := e.count(bucketClients); n != registrationBurst {
 		t.Errorf("clients = %d, want %d (the refused one not stored)", n, registrationBurst)
@@ -571,7 +571,7 @@ func TestRegisterRateLimitedPerAddress(t *testing.T) {
 	if w := registerFrom(b); w.Code != http.StatusCreated {
 		t.Errorf("registration from another address = %d, want 201", w.Code)
 	}
-	e.clock.Advance(3 * time.Second)
+	e.clock.Advance(3 * time.Minute)
 	if w := registerFrom(a); w.Code != http.StatusCreated {
 		t.Errorf("registration after the refill = %d, want 201", w.Code)
 	}
@@ -769,5 +769,34 @@ func TestRegistrationStorageBounded(t *testing.T) {
 	}
 	if second := size(); second > first {
 		t.Errorf("file grew from %d to %d bytes on the second flood, want the expired records' pages reused", first, second)
+	}
+}
+
+// TestRegisterOneAddressCannotDrainAll: one address registering as fast
+// as its own budget allows, for half an hour, leaves the budget over all
+// addresses to the others: a registration from elsewhere still succeeds.
+func TestRegisterOneAddressCannotDrainAll(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	const body = `{"client_name":"CLI","redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"none"}`
+	registerFrom := func(remote string) int {
+		r := httptest.NewRequest(http.MethodPost, e.url(pathRegister, nil), strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		r.RemoteAddr = remote
+		w := httptest.NewRecorder()
+		e.iss.ServeHTTP(w, r)
+		return w.Code
+	}
+	taken := 0
+	for range 30 {
+		for registerFrom("203.0.113.9:1000") == http.StatusCreated {
+			taken++
+		}
+		e.clock.Advance(time.Minute)
+	}
+	if taken >= registrationGlobalBurst/2 {
+		t.Errorf("one address registered %d clients in 30 minutes, want fewer than half the global budget (%d)", taken, registrationGlobalBurst/2)
+	}
+	if code := registerFrom("198.51.100.7:1000"); code != http.StatusCreated {
+		t.Errorf("registration from another address after one address's flood = %d, want 201", code)
 	}
 }
