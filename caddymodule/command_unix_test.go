@@ -4,6 +4,8 @@ package caddymodule
 
 import (
 	"bytes"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -134,5 +136,27 @@ func TestBoltStorageFileOwnerOnly(t *testing.T) {
 				t.Errorf("warnings %v, want one naming %s", logs.All(), path)
 			}
 		})
+	}
+}
+
+// TestCommandUnixSocket: the CLI reaches an admin endpoint served on a
+// unix socket (admin unix//path, which README recommends on a machine
+// shared with others), named by --address as Caddy writes it.
+func TestCommandUnixSocket(t *testing.T) {
+	app := boltApp(t)
+	srv := adminServer(t, &AdminAPI{app: app})
+	sock := filepath.Join(t.TempDir(), "admin.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix := &http.Server{Handler: srv.Config.Handler}
+	go func() { _ = unix.Serve(l) }()
+	t.Cleanup(func() { _ = unix.Close() })
+	if out, _, err := runCLI(t, "unix/"+sock, "long enough\n", "user", "add", "sockuser"); err != nil || !strings.Contains(out, "added user sockuser") {
+		t.Errorf("mcp-auth user add --address unix/%s = %q, %v, want the user added", sock, out, err)
+	}
+	if out, _, err := runCLI(t, "unix/"+sock, "", "user", "list"); err != nil || !strings.Contains(out, "sockuser") {
+		t.Errorf("mcp-auth user list --address unix/%s = %q, %v, want the users", sock, out, err)
 	}
 }
