@@ -2,6 +2,7 @@ package issuer
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"path/filepath"
 	"slices"
@@ -115,6 +116,53 @@ func TestMakeIDTokenKeyConcurrently(t *testing.T) {
 		idt, _ := tok.Extra("id_token").(string)
 		if h, _ := claimsOf(t, idt); h["kid"] != a[1].Kid {
 			t.Errorf("ID token kid = %v, want the one key %s", h["kid"], a[1].Kid)
+		}
+	}
+}
+
+// TestAdminNamesRaceReloadPostgres: instances on one PostgreSQL database,
+// each with a pool of its own. While one (A) starts a configuration that
+// declares a new user (New has checked the store), another (B, not
+// reloaded) adds a user of that name through its admin API at the same
+// moment: never do both succeed, which would leave the stored user
+// hidden behind the configured one and A's configuration unable to
+// start again (TestAdminNamesOfNewerConfiguration on bbolt).
+func TestAdminNamesRaceReloadPostgres(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	open := func() *testEnv {
+		st, err := postgres.Open(t.Context(), dsn, postgres.Options{Now: clock.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = st.Close() })
+		return newTokEnvStore(t, st, clock)
+	}
+	a, b := open(), open()
+	if err := b.iss.ApplyConfigChanges(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	hash := secretHash()
+	for k := range 8 {
+		name := fmt.Sprintf("racer%d", k)
+		cfg := b.iss.cfg
+		cfg.Users = append(slices.Clone(cfg.Users), User{Username: name, PasswordHash: hash})
+		reloaded, err := New(cfg, a.store)
+		if err != nil {
+			t.Fatal(err)
+		}
+		added := make(chan error, 1)
+		go func() { added <- b.iss.PutUser(context.Background(), User{Username: name, PasswordHash: hash}) }()
+		applied := reloaded.ApplyConfigChanges(t.Context())
+		if err := <-added; err == nil && applied == nil {
+			t.Fatalf("%s: both the admin API's creation and the reload declaring it succeeded", name)
+		}
+		if applied != nil {
+			// The reload failed: the stored user goes, as an operator
+			// would remove it, for the next round.
+			if err := b.iss.DeleteUser(t.Context(), name); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 }
