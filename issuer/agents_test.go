@@ -346,7 +346,8 @@ func TestAgentRekeyEndsDelegations(t *testing.T) {
 			own := e.agentToken(t, id, secret)
 			del := e.delegated(t, id, own, "read", "offline_access")
 			user := e.userToken(t, tConf, "read")
-			if x := e.tokenExchange(t, id+":"+secret, exchangeForm(user.AccessToken, own)); x.status != http.StatusOK {
+			x := e.tokenExchange(t, id+":"+secret, exchangeForm(user.AccessToken, own))
+			if x.status != http.StatusOK {
 				t.Fatalf("exchange of the user's token to %s = %d %s", id, x.status, x.raw)
 			}
 
@@ -362,6 +363,15 @@ func TestAgentRekeyEndsDelegations(t *testing.T) {
 			}
 			if e.revokedToken(t, user.AccessToken) {
 				t.Error("the user's grant whose token was exchanged to the agent was revoked")
+			}
+			// As README says (Limits: agents re-keyed or narrowed): the
+			// exchanged token, naming the agent, stays until its exp,
+			// which is no later than its subject token's.
+			_, xc := claimsOf(t, x.str("access_token"))
+			_, uc := claimsOf(t, user.AccessToken)
+			if e.revokedToken(t, x.str("access_token")) || xc["act"] == nil || xc["exp"].(float64) > uc["exp"].(float64) {
+				t.Errorf("token exchanged to the re-keyed agent: revoked %v, act %v, exp %v (subject's %v); want unrevoked, naming it, ending with its subject",
+					e.revokedToken(t, x.str("access_token")), xc["act"], xc["exp"], uc["exp"])
 			}
 		})
 	}

@@ -1362,3 +1362,58 @@ func locationOf(t *testing.T, c *http.Client, u string) *url.URL {
 	}
 	return loc
 }
+
+// TestAuthorizeWithoutScope: an authorization request without scope gets
+// RFC 6749 section 3.3's pre-defined default, every scope of the resource
+// that the client and the user's groups allow (what MCP clients ask for
+// when a challenge names none: the resource's scopes_supported), shown on
+// the consent page; a consent remembered for fewer does not cover it
+// (prompt=none: consent_required). A self-registered client's scope is
+// echoed and limits nothing ("" as if left out): the user's groups and
+// consent decide.
+func TestAuthorizeWithoutScope(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	const cb = "https://rp.example.com/cb"
+	const verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk" // testChallenge's
+	register := func(scope string) (string, map[string]any) {
+		t.Helper()
+		resp, out := e.register(t, `{"client_name":"RP","redirect_uris":["`+cb+`"],"token_endpoint_auth_method":"none"`+scope+`}`)
+		if resp.StatusCode != http.StatusCreated {
+			t.Fatalf("register = %d %v", resp.StatusCode, out)
+		}
+		return out["client_id"].(string), out
+	}
+	if _, out := register(`,"scope":""`); out["scope"] != nil {
+		t.Errorf("registration with scope \"\" answers scope %v, want none, as when left out", out["scope"])
+	}
+	id, out := register(`,"scope":"files:read"`)
+	if out["scope"] != "files:read" {
+		t.Errorf("registration answers scope %v, want files:read echoed", out["scope"])
+	}
+	params := func(kv ...string) url.Values {
+		p := webAuthParams(testChallenge)
+		p.Set("client_id", id)
+		p.Set("redirect_uri", cb)
+		p.Del("scope")
+		for n := 0; n < len(kv); n += 2 {
+			p.Set(kv[n], kv[n+1])
+		}
+		return p
+	}
+	c := e.browser()
+	if _, err := e.robot(c, e.url(pathAuthorize, params("scope", "files:read")), cb, bUser, bPassword, "approve"); err != nil {
+		t.Fatal(err)
+	}
+	if loc := locationOf(t, c, e.url(pathAuthorize, params("prompt", "none"))); loc.Query().Get("error") != "consent_required" {
+		t.Errorf("prompt=none without scope, consent remembered for files:read: Location %s, want consent_required", loc)
+	}
+	loc, err := e.robot(c, e.url(pathAuthorize, params()), cb, bUser, bPassword, "approve")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := e.post(t, pathToken, url.Values{"grant_type": {"authorization_code"}, "code": {loc.Query().Get("code")},
+		"redirect_uri": {cb}, "code_verifier": {verifier}, "client_id": {id}}, "")
+	if a.str("scope") != "files:read files:write" {
+		t.Errorf("token without scope asked = %d %s, want scope \"files:read files:write\" (every scope alice's groups allow)", a.status, a.raw)
+	}
+}

@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -1418,4 +1419,35 @@ func (t *listCountedTx) List(bucket, prefix string, fn func(key string, value []
 		}
 		return fn(k, v)
 	})
+}
+
+// TestReloadReformattedJWKSRevokes: a configured client's or agent's keys
+// are fingerprinted as written (credentialFingerprint over the JWK Set's
+// bytes, which grants record as their credential tag), so a file
+// rewritten with the same keys (indented, say) counts as new keys and
+// revokes what re-keying does, as README says (Limits: agents and
+// clients re-keyed); the same bytes revoke nothing.
+func TestReloadReformattedJWKSRevokes(t *testing.T) {
+	e := newTokEnv(t)
+	var indented bytes.Buffer
+	if err := json.Indent(&indented, e.config().Clients[slices.IndexFunc(e.config().Clients, func(c Client) bool { return c.ID == tJWT })].JWKS, "", "  "); err != nil {
+		t.Fatal(err)
+	}
+	reformatClient := withEntry(func(c *Config) *[]Client { return &c.Clients }, func(c *Client) bool { return c.ID == tJWT }, func(c *Client) { c.JWKS = indented.Bytes() })
+	reformatAgent := withEntry(func(c *Config) *[]Agent { return &c.Agents }, func(a *Agent) bool { return a.ID == tAgentKey }, func(a *Agent) { a.JWKS = indented.Bytes() })
+	token := func(id string) string {
+		t.Helper()
+		a := e.post(t, pathToken, ccForm(url.Values{"client_assertion_type": {jwtBearerAssertion},
+			"client_assertion": {e.clientAssertion(t, func(m jwt.MapClaims, _ *jwt.Token) { m["iss"], m["sub"] = id, id })}}), "")
+		if a.status != http.StatusOK {
+			t.Fatalf("%s's token = %d %s", id, a.status, a.raw)
+		}
+		return a.str("access_token")
+	}
+	e.applyConfig(t)
+	toks := map[string]string{"client": token(tJWT), "agent": token(tAgentKey)}
+	e.applyConfig(t)
+	e.requireRevoked(t, "the same keys, the same bytes", toks)
+	e.applyConfig(t, reformatClient, reformatAgent)
+	e.requireRevoked(t, "the same keys, indented", toks, "client", "agent")
 }
