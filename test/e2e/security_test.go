@@ -155,6 +155,76 @@ func TestSessionBinding(t *testing.T) {
 	}
 }
 
+// TestResumeOtherPrincipalsStreamRefused: stream resumption (a GET with
+// Last-Event-ID) through the gateway in front of the official Go SDK's
+// server with an event store. The gateway forwards a resumption only in
+// a session that verifies for the caller; the SDK finds events in the
+// session the request names, so bob, naming alice's event id in his own
+// session, gets nothing of hers, and in hers is refused by the gateway,
+// while alice resumes her own stream.
+func TestResumeOtherPrincipalsStreamRefused(t *testing.T) {
+	e := setupWith(t, mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return mcpdemo.NewServer() },
+		&mcp.StreamableHTTPOptions{EventStore: mcp.NewMemoryEventStore(nil)}))
+	ctx := ctxTimeout(t, 30*time.Second)
+	session := func(user string) (token, sid string) {
+		t.Helper()
+		tok, err := e.authorize(ctx, harness.NewRobot(user, password, redirectURI), e.oauthConfig(scopeRead), e.legacy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, body := legacyPost(ctx, t, e, tok.AccessToken, "", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`)
+		sid = resp.Header.Get("Mcp-Session-Id")
+		if resp.StatusCode != http.StatusOK || sid == "" {
+			t.Fatalf("%s's initialize: status %d, session %q; body %s", user, resp.StatusCode, sid, body)
+		}
+		legacyPost(ctx, t, e, tok.AccessToken, sid, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+		return tok.AccessToken, sid
+	}
+	alice, aliceSID := session(username)
+	bob, bobSID := session(otherUser)
+	const secret = "alice's private text"
+	resp, body := legacyPost(ctx, t, e, alice, aliceSID, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"`+secret+`"}}}`)
+	// The first event's id (the SDK's priming event): resuming after it
+	// replays the answer.
+	var eventID string
+	for line := range strings.Lines(body) {
+		if id, ok := strings.CutPrefix(strings.TrimSpace(line), "id:"); ok && eventID == "" {
+			eventID = strings.TrimSpace(id)
+		}
+	}
+	if resp.StatusCode != http.StatusOK || eventID == "" || !strings.Contains(body, secret) {
+		t.Fatalf("alice's call: status %d, no event id in %q", resp.StatusCode, body)
+	}
+	resume := func(token, sid string) (int, string) {
+		t.Helper()
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(rctx, http.MethodGet, e.legacy, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Accept", "text/event-stream")
+		req.Header.Set("Mcp-Session-Id", sid)
+		req.Header.Set("MCP-Protocol-Version", "2025-11-25")
+		req.Header.Set("Last-Event-ID", eventID)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		// The replay comes first; the stream then stays open until the
+		// timeout.
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := resume(alice, aliceSID); code != http.StatusOK || !strings.Contains(body, secret) {
+		t.Fatalf("alice resuming her stream: %d %q, want 200 with her answer replayed", code, body)
+	}
+	for what, sid := range map[string]string{"his own session": bobSID, "alice's session": aliceSID} {
+		if code, body := resume(bob, sid); code == http.StatusOK || strings.Contains(body, secret) {
+			t.Errorf("bob resuming alice's stream in %s: %d %q, want a refusal", what, code, body)
+		}
+	}
+}
+
 // legacyPost sends one 2025-11-25 message to the stateful resource.
 func legacyPost(ctx context.Context, t *testing.T, e *env, token, session, body string) (*http.Response, string) {
 	t.Helper()
