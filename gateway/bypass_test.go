@@ -295,6 +295,11 @@ func TestAmbiguousBodies(t *testing.T) {
 		{"RFC 2231 charset* before charset", toolCall("read_a"), map[string]string{"Content-Type": "application/json; charset*=utf-8''utf-8; charset=utf-7"}, 415},
 		{"charset beside RFC 2231 continuation", toolCall("read_a"), map[string]string{"Content-Type": "application/json; charset=utf-7; charset*0=utf-8"}, 415},
 		{"json-seq", toolCall("read_a"), map[string]string{"Content-Type": "application/json-seq"}, 415},
+		// Go's mime package takes Unicode spaces for whitespace and folds
+		// "İ" to "i"; RFC 9110 allows neither in a media type.
+		{"Unicode space after the type", toolCall("read_a"), map[string]string{"Content-Type": "application/json\u0085"}, 415},
+		{"dotted capital I in the type", toolCall("read_a"), map[string]string{"Content-Type": "appl\u0130cation/json"}, 415},
+		{"no-break space before charset", toolCall("read_a"), map[string]string{"Content-Type": "application/json;\u00a0charset=utf-8"}, 415},
 		{"deflate", toolCall("read_a"), map[string]string{"Content-Encoding": "deflate"}, 415},
 		{"version list", toolCall("read_a"), map[string]string{"MCP-Protocol-Version": "2025-06-18, 2026-07-28"}, 400},
 		{"version case", toolCall("read_a"), map[string]string{"MCP-Protocol-Version": "2025-06-18X"}, 400},

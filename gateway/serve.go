@@ -503,16 +503,20 @@ func checkContentHeaders(r *http.Request) *refusal {
 	}
 	// The usual value needs no parsing (ParseMediaType allocates).
 	if ct[0] != "application/json" {
-		mt, params, err := mime.ParseMediaType(ct[0])
-		if err != nil || mt != "application/json" {
-			return unsupported("Content-Type must be application/json")
-		}
 		// ParseMediaType takes an RFC 2231 charset* (or charset*0, ...)
 		// over a charset beside it, where Express's body-parser reads the
 		// charset and decodes the body in it: "charset=utf-7;
 		// charset*=utf-8''utf-8" would be UTF-8 here and UTF-7 upstream.
-		if strings.Contains(ct[0], "*") {
-			return unsupported("Content-Type parameters other than charset=utf-8 are not accepted")
+		// It also takes Unicode spaces for whitespace and folds "İ" to
+		// "i", which RFC 9110 allows in no media type.
+		for i := 0; i < len(ct[0]); i++ {
+			if c := ct[0][i]; c == '*' || c > 0x7e || (c < 0x20 && c != '\t') {
+				return unsupported("Content-Type must be application/json, with at most charset=utf-8")
+			}
+		}
+		mt, params, err := mime.ParseMediaType(ct[0])
+		if err != nil || mt != "application/json" {
+			return unsupported("Content-Type must be application/json")
 		}
 		for k, v := range params {
 			if k != "charset" || !strings.EqualFold(v, "utf-8") {
