@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -216,6 +217,9 @@ type responseWriter struct {
 	// holds anything, since the exchange is at the edge of its size class
 	// (TestExchangeSizeClass).
 	holding *holding
+	// ending is set when the registry ends the request (endWrites), or
+	// to writesDone as Serve returns (doneWrites), whichever comes first.
+	ending atomic.Pointer[writeEnd]
 }
 
 // holding is what an answer holds, and whose (heldShares' holder).
@@ -750,14 +754,14 @@ func (rw *responseWriter) writeHeld(n int, write func() error) error {
 	if !hard.IsZero() && hard.Before(d) {
 		d = hard
 	}
-	if rc.SetWriteDeadline(d) == nil {
+	if rw.setWriteDeadline(rc, d) == nil {
 		defer func() {
 			// What the response had before: the server's write
 			// timeout, or none. The flush (of nothing: the answer was
 			// flushed) rearms Caddy's write idle timeout, for what
 			// net/http writes after the handler (a chunked answer's
 			// last chunk).
-			rc.SetWriteDeadline(hard)
+			rw.setWriteDeadline(rc, hard)
 			rc.Flush()
 		}()
 	}
@@ -765,6 +769,67 @@ func (rw *responseWriter) writeHeld(n int, write func() error) error {
 		return err
 	}
 	return rc.Flush()
+}
+
+// setWriteDeadline sets the answer's write deadline to d (zero: none),
+// or to when the writes of an ended request are given up (endWrites) if
+// that is sooner.
+func (rw *responseWriter) setWriteDeadline(rc *http.ResponseController, d time.Time) error {
+	if e := rw.ending.Load(); e != nil && e != writesDone {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if d.IsZero() || e.at.Before(d) {
+			d = e.at
+		}
+	}
+	return rc.SetWriteDeadline(d)
+}
+
+// writeEnd is when the writes of an ended request are given up
+// (endWrites); mu orders the deadlines the registry's goroutine and the
+// handler's set.
+type writeEnd struct {
+	mu sync.Mutex
+	at time.Time
+}
+
+// writesDone in responseWriter.ending: Serve has returned (or is
+// returning), and the writer is no longer the registry's to touch.
+var writesDone = new(writeEnd)
+
+// endWrites gives up the answer's writes endWriteGrace from now (see
+// exchange.end), unless the server's write timeout comes first. It is
+// called from the registry's goroutine, and does nothing once Serve has
+// returned (doneWrites).
+func (rw *responseWriter) endWrites() {
+	e := &writeEnd{at: time.Now().Add(endWriteGrace)}
+	e.mu.Lock() // before it is seen: doneWrites waits for the deadline
+	defer e.mu.Unlock()
+	if !rw.ending.CompareAndSwap(nil, e) {
+		return // Serve has returned, or the request was ended before
+	}
+	if hard := rw.hardWriteDeadline(); !hard.IsZero() && hard.Before(e.at) {
+		e.at = hard
+		return
+	}
+	http.NewResponseController(rw.w).SetWriteDeadline(e.at)
+}
+
+// doneWrites is called as Serve returns: endWrites no longer applies,
+// and a deadline it set that has not passed is put back as the server
+// had it, since the connection may serve another request. One that has
+// passed stays: a write may have failed on it, and net/http must not
+// reuse the connection. One atomic operation for a request not ended.
+func (rw *responseWriter) doneWrites() {
+	if rw.ending.CompareAndSwap(nil, writesDone) {
+		return
+	}
+	e := rw.ending.Load()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if time.Now().Before(e.at) {
+		http.NewResponseController(rw.w).SetWriteDeadline(rw.hardWriteDeadline())
+	}
 }
 
 // hardWriteDeadline is when the server's write timeout (Config.WriteTimeout)

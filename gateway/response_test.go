@@ -1,13 +1,11 @@
 package gateway
 
 import (
-	"cmp"
 	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -15,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -841,16 +838,7 @@ func TestHeldAnswerWriteDeadline(t *testing.T) {
 	token := mint(t, claims())
 	for _, kind := range []string{"json", "sse"} {
 		t.Run(kind, func(t *testing.T) {
-			d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-				var serr error
-				err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-				return cmp.Or(err, serr)
-			}}
-			conn, err := d.Dial("tcp", addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
+			conn := dialSmallReceiveBuffer(t, addr)
 			body := `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
 			fmt.Fprintf(conn, "POST /mcp HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nX-Test: %s\r\nContent-Length: %d\r\n\r\n%s",
 				addr, token, kind, len(body), body)

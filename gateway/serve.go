@@ -160,6 +160,7 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next Next) (err 
 	// and that work must not run on for a principal revoked meanwhile
 	// (review s15-gateway F2).
 	rw := x.responseWriter(w, g)
+	defer rw.doneWrites() // last: after finish and any answer instead
 	ctx, cancel := context.WithCancel(r.Context())
 	x.cancel = cancel
 	up := g.upstreamRequest(x, ctx)

@@ -97,8 +97,7 @@ func (s *streamSet) add(x *exchange) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.closedAt.IsZero() && x.r.Method == http.MethodGet {
-		x.endedBy.Store(endReloaded)
-		x.cancel()
+		x.end(endReloaded)
 		return
 	}
 	s.open[x] = x.r.Method == http.MethodGet // a GET is a stream
@@ -144,8 +143,7 @@ func (s *streamSet) close() {
 	n := 0
 	for x := range s.open {
 		if x.r.Method == http.MethodGet {
-			x.endedBy.Store(endReloaded) // before cancel: Serve reads it once next returns
-			x.cancel()
+			x.end(endReloaded)
 			delete(s.open, x)
 			n++
 		}
@@ -195,8 +193,7 @@ func (s *streamSet) check() {
 			if why := s.ended(x, b.stream, now, closedAt); why != nil {
 				s.log.Info("request to the upstream ended: "+why.desc,
 					zap.String("principal", x.p.subject), zap.String("client", x.p.clientID))
-				x.endedBy.Store(why) // before cancel: Serve reads it once next returns
-				x.cancel()
+				x.end(why)
 				s.remove(x)
 			}
 			s.batch[i] = pending{}
@@ -206,6 +203,23 @@ func (s *streamSet) check() {
 
 // closeGrace: see close.
 const closeGrace = 30 * time.Second
+
+// end ends x for why: its upstream request is cancelled, and what is
+// left of its answer's writes is given up after endWriteGrace. A client
+// that stopped reading would otherwise keep Serve in a write to it, and
+// the request counted in its principal's max_in_flight, for as long as it
+// kept its connection open, the revoked token's holder as long as it
+// liked.
+func (x *exchange) end(why *authError) {
+	x.endedBy.Store(why) // before cancel: Serve reads it once next returns
+	x.cancel()
+	x.rw.endWrites()
+}
+
+// endWriteGrace is how long the writes of an ended request may still
+// take: the refusal that replaces an answer not begun, or the end of an
+// event stream, which a client that reads receives at once.
+const endWriteGrace = 5 * time.Second
 
 // Why the registry ends a request: the log's reason, and the answer its
 // client gets when none had begun (a JSON-mode upstream's pending call,

@@ -10,6 +10,8 @@ import (
 	"mime"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -980,5 +982,137 @@ func TestInFlightReleased(t *testing.T) {
 				t.Errorf("in flight after the request ended = %d, want 0", n)
 			}
 		})
+	}
+}
+
+// TestRevocationEndsStreamItsClientDoesNotRead: a stream whose client
+// stops reading (its socket buffers full, the gateway's write to it
+// blocked) ends on revocation all the same: the blocked write is given
+// up, and the request stops counting in its principal's max_in_flight,
+// so that the user's next token is not refused 429 for as long as
+// whoever held the revoked one keeps the connection open unread.
+func TestRevocationEndsStreamItsClientDoesNotRead(t *testing.T) {
+	cfg := unreadConfig(t)
+	revs := &lockedRevocations{grants: map[string]bool{}}
+	cfg.Revocations = revs
+	cfg.StreamCheckInterval = 10 * time.Millisecond
+	cfg.MaxInFlight, cfg.MaxInFlightPerClient = 1, 1
+	var written atomic.Int64
+	h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Test") == "answer" {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`)
+			return
+		}
+		flood(w, r, &written)
+	})
+	token := func(grant string) string {
+		c := claims()
+		c["gid"], c["jti"] = grant, grant+"-jti"
+		return mint(t, c)
+	}
+	addr := strings.TrimPrefix(h.front.URL, "http://")
+	conn := dialSmallReceiveBuffer(t, addr)
+	body := toolCall("read_a")
+	fmt.Fprintf(conn, "POST /mcp HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMcp-Protocol-Version: 2025-11-25\r\nContent-Length: %d\r\n\r\n%s",
+		addr, token("grant-stolen"), len(body), body)
+	// Never read: the upstream writes until every buffer on the way is
+	// full and the gateway's write to the client blocks.
+	waitBlocked(t, &written)
+	revs.revoke("grant-stolen")
+	next := call{token: token("grant-new"), body: toolCall("read_a"), headers: map[string]string{"Mcp-Protocol-Version": "2025-11-25", "X-Test": "answer"}}
+	for deadline := time.Now().Add(endWriteGrace + 10*time.Second); ; time.Sleep(50 * time.Millisecond) {
+		resp := h.do(t, next)
+		body := readBody(t, resp)
+		if resp.StatusCode == http.StatusOK {
+			break
+		}
+		if resp.StatusCode != http.StatusTooManyRequests || time.Now().After(deadline) {
+			t.Fatalf("the user's new token after the stolen one's grant was revoked: %d %s, want 200 once the revoked stream's writes are given up (it still counts in flight, unread)", resp.StatusCode, body)
+		}
+	}
+}
+
+// TestRevocationEndsHTTP2StreamItsClientDoesNotRead: the same over
+// HTTP/2, where the client's flow-control window, not a socket buffer,
+// stops the gateway's writes: Serve returns once the revoked stream's
+// writes are given up.
+func TestRevocationEndsHTTP2StreamItsClientDoesNotRead(t *testing.T) {
+	cfg := unreadConfig(t)
+	revs := &lockedRevocations{grants: map[string]bool{}}
+	cfg.Revocations = revs
+	cfg.StreamCheckInterval = 10 * time.Millisecond
+	g := newGateway(t, cfg)
+	var written atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { flood(w, r, &written) }))
+	t.Cleanup(up.Close)
+	target, _ := url.Parse(up.URL)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.FlushInterval = -1
+	served := make(chan struct{})
+	front := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer close(served) // the proxy panics (http.ErrAbortHandler) when its copy fails
+		g.Serve(w, r, NextHandler(proxy))
+	}))
+	front.EnableHTTP2 = true
+	front.StartTLS()
+	t.Cleanup(front.Close)
+	c := claims()
+	c["gid"], c["jti"] = "grant-stolen", "stolen-jti"
+	req, err := http.NewRequest(http.MethodPost, front.URL+"/mcp", strings.NewReader(toolCall("read_a")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]string{"Authorization": "Bearer " + mint(t, c), "Content-Type": "application/json",
+		"Accept": "application/json, text/event-stream", "Mcp-Protocol-Version": "2025-11-25"} {
+		req.Header.Set(k, v)
+	}
+	resp, err := front.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close() // before front.Close: resets the stream should the test fail
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("answered over %s, want HTTP/2", resp.Proto)
+	}
+	// Never read: the upstream writes until the client's window is full.
+	waitBlocked(t, &written)
+	revs.revoke("grant-stolen")
+	select {
+	case <-served:
+	case <-time.After(endWriteGrace + 10*time.Second):
+		t.Fatal("Serve still writes to the unread HTTP/2 stream of a revoked grant")
+	}
+}
+
+// flood answers with an event stream of 16 KiB comments, as fast as they
+// are taken, until the request ends; written counts the bytes.
+func flood(w http.ResponseWriter, r *http.Request, written *atomic.Int64) {
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.WriteHeader(http.StatusOK)
+	event := ": " + strings.Repeat("x", 16<<10) + "\n\n"
+	for r.Context().Err() == nil {
+		n, err := io.WriteString(w, event)
+		written.Add(int64(n))
+		if err != nil {
+			return
+		}
+		w.(http.Flusher).Flush()
+	}
+}
+
+// waitBlocked waits until a flood's client, which reads nothing, has
+// stopped it: written no longer grows.
+func waitBlocked(t *testing.T, written *atomic.Int64) {
+	t.Helper()
+	for last, deadline := int64(-1), time.Now().Add(30*time.Second); ; time.Sleep(200 * time.Millisecond) {
+		n := written.Load()
+		if n > 0 && n == last {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the upstream still writes (%d bytes) 30 s into a stream its client does not read", n)
+		}
+		last = n
 	}
 }

@@ -583,7 +583,7 @@ func TestRewritesJSONMissesNoWord(t *testing.T) {
 		if any(raw, "cachescope", "ttlms") && !cachingHints(raw) {
 			t.Fatalf("cachingHints(%q) = false, maySpell finds a word", raw)
 		}
-		for _, rw := range []responseWriter{{contents: true}, {embedded: true}, {states: true}, {cache: true}} {
+		for _, rw := range []*responseWriter{{contents: true}, {embedded: true}, {states: true}, {cache: true}} {
 			want := rw.resources() && any(raw, "resource", "contents") || rw.states && any(raw, "requeststate") ||
 				rw.cache && any(raw, "cachescope", "ttlms")
 			if want && !rw.rewritesJSON(raw) {
