@@ -42,7 +42,7 @@ import (
 // no scope parameter means all of that intersection. The target is
 // resource (or audience), default the subject's aud; an unknown one is
 // invalid_target. No refresh token is issued, and the new token expires
-// no later than the subject token.
+// no later than the subject token, and is revoked with it (derivedRecords).
 //
 // DPoP (RFC 9449): the new token is bound to the request's proof key, as
 // every grant's; a DPoP-bound subject or actor token is accepted only with
@@ -184,8 +184,22 @@ func (x tokenExchange) grant(ctx context.Context, req *clientRequest) (*issuance
 		subject:       s,
 		exchanged:     true,
 		authenticated: c,
-		record: func(tx store.Tx, _ *minted) error {
-			return touchGrant(tx, subj.GrantID, i.now(), delegate)
+		record: func(tx store.Tx, t *minted) error {
+			if err := touchGrant(tx, subj.GrantID, i.now(), delegate); err != nil {
+				return err
+			}
+			// The new token ends with the subject token, revoked (RFC
+			// 7009) meanwhile or later: revoking it revokes this one.
+			if subj.ID == "" {
+				return nil
+			}
+			switch revoked, err := revocationsIn(tx).revoked(subj.ID, ""); {
+			case err != nil:
+				return err
+			case revoked:
+				return invalid("subject_token is invalid, expired or revoked")
+			}
+			return derivedIn(tx).add(subj.ID, t.jti, subj.ExpiresAt.Time)
 		},
 		recording: "record token exchange",
 		signedBy:  signedBy,

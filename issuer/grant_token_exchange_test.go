@@ -557,3 +557,23 @@ func narrowAgent1(f func(a *Agent)) envOption {
 		}
 	}
 }
+
+// TestExchangeRacingSubjectRevocation: an exchange whose subject token is
+// revoked (RFC 7009) after it was verified, before the new token is
+// recorded, issues nothing: the revocation could not find that token to
+// revoke it with its subject (TestExchangedTokenEndsWithItsSubject).
+func TestExchangeRacingSubjectRevocation(t *testing.T) {
+	e := newTokEnv(t)
+	user := e.userToken(t, tPublic, "read").AccessToken
+	a1 := e.agentToken(t, tAgent1, tAgentSecret)
+	e.iss.mint.beforeRecord = func() {
+		e.iss.mint.beforeRecord = nil
+		if r := e.post(t, pathRevoke, url.Values{"token": {user}, "client_id": {tPublic}}, ""); r.status != http.StatusOK {
+			t.Errorf("revoke the subject token = %d %s, want 200", r.status, r.raw)
+		}
+	}
+	a := e.tokenExchange(t, tAgent1+":"+tAgentSecret, exchangeForm(user, a1))
+	if a.status != http.StatusBadRequest || a.str("error") != "invalid_request" {
+		t.Errorf("exchange racing the subject's revocation = %d %s, want 400 invalid_request", a.status, a.raw)
+	}
+}

@@ -104,7 +104,8 @@ func (i *Issuer) revokeRefreshToken(ctx context.Context, c *Client, tok string, 
 	return i.store.Update(ctx, func(tx store.Tx) error { return refreshIn(tx).revokeFamily(tok, c.ID, jktOf(proof), i.revokeUntil()) })
 }
 
-// revokeAccessToken refuses c's access token tok until it expires: one
+// revokeAccessToken refuses c's access token tok until it expires, and
+// the tokens exchanged from it (derivedRecords): one
 // c holds (its own, or, for an agent, one it acts in: a delegate's token
 // carries the subject's client_id); a public client's token bound to a
 // DPoP key only with a proof of that key.
@@ -124,7 +125,8 @@ func (i *Issuer) revokeAccessToken(ctx context.Context, c *Client, tok string, p
 		}
 	}
 	return i.store.Update(ctx, func(tx store.Tx) error {
-		return revocationsIn(tx).revokeToken(claims.ID, claims.ExpiresAt.Time)
+		// With every token exchanged from it: none outlives it.
+		return derivedIn(tx).revokeToken(claims.ID, claims.ExpiresAt.Time)
 	})
 }
 

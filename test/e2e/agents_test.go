@@ -1763,3 +1763,59 @@ func sessionPost(ctx context.Context, t *testing.T, resource, token, session, bo
 	}
 	return resp, string(b)
 }
+
+// TestExchangedTokenEndsWithItsSubject: a token exchanged from another
+// (RFC 8693) never outlives it, revocation included. The user's client
+// revokes the token it gave agent-a (RFC 7009): the token agent-a got for
+// it by exchange, and the one agent-a exchanged that for in turn (a fresh
+// jti, which the client never saw), are refused at the gateway and
+// inactive at introspection; an exchange of the revoked token is refused.
+// The user's other token, of the same grant, is untouched.
+func TestExchangedTokenEndsWithItsSubject(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), agentsTestLimit)
+	defer cancel()
+	e := setupAgents(t, agentOpts{})
+	robot := harness.NewRobot(username, password, redirectURI)
+	user := e.userToken(ctx, t, robot, scopeTools)
+	other := e.userToken(ctx, t, robot, scopeTools)
+	aTok := e.ownToken(ctx, t, agentA, agentASecret)
+	t1 := e.exchange(ctx, t, agentA, agentASecret, user.AccessToken, aTok, nil)
+	if t1.Status != http.StatusOK {
+		t.Fatalf("exchange of the user's token for agent-a = %v, want 200", t1)
+	}
+	t2 := e.exchange(ctx, t, agentA, agentASecret, t1.AccessToken, "", nil)
+	if t2.Status != http.StatusOK {
+		t.Fatalf("agent-a's exchange of its delegated token = %v, want 200", t2)
+	}
+	e.audit.secret(t1.AccessToken, t2.AccessToken)
+	for _, tok := range []string{t1.AccessToken, t2.AccessToken} {
+		if resp, body, _ := e.callRaw(ctx, t, tok, toolPlain); resp.StatusCode != http.StatusOK {
+			t.Fatalf("exchanged token before the revocation: %d %.200s, want 200", resp.StatusCode, body)
+		}
+	}
+
+	// The host (a public client: its id in the form) revokes its token.
+	status, err := harness.PostForm(ctx, e.client, e.md.RevocationEndpoint,
+		url.Values{"client_id": {hostID}, "token": {user.AccessToken}}, nil)
+	if status != http.StatusOK {
+		t.Fatalf("revoke the user's token: status %d (%v), want 200", status, err)
+	}
+	for name, tok := range map[string]string{"the revoked token": user.AccessToken,
+		"the token exchanged from it": t1.AccessToken, "the token exchanged from that": t2.AccessToken} {
+		if resp, body, _ := e.callRaw(ctx, t, tok, toolPlain); resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("%s after the revocation: %d %.200s, want 401", name, resp.StatusCode, body)
+		}
+		var in struct {
+			Active bool `json:"active"`
+		}
+		if e.introspect(ctx, t, tok, &in); in.Active {
+			t.Errorf("%s introspects as active after the revocation", name)
+		}
+	}
+	if a := e.exchange(ctx, t, agentA, agentASecret, t1.AccessToken, "", nil); a.Status != http.StatusBadRequest || a.Error != "invalid_request" {
+		t.Errorf("exchange of a token whose subject was revoked = %v, want 400 invalid_request", a)
+	}
+	if resp, body, _ := e.callRaw(ctx, t, other.AccessToken, toolPlain); resp.StatusCode != http.StatusOK {
+		t.Errorf("the user's other token after the revocation: %d %.200s, want 200", resp.StatusCode, body)
+	}
+}
