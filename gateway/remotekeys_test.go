@@ -969,23 +969,7 @@ func TestRemoteKeysCloseEndsRefreshFetch(t *testing.T) {
 // signature costs the issuer nothing more), where the known key was
 // taken as the issuer's for up to an hour and every new token refused.
 func TestRemoteKeyRenewedUnderItsKid(t *testing.T) {
-	k, f, h := remoteGateway(t)
-	var mu sync.Mutex
-	now := testNow
-	// Set before the first fetch, which is the first to read it.
-	h.g.cfg.Keys.(*RemoteKeys).now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
-	c := claims()
-	c["iss"] = f.issuer
-	status := func(tok string) int {
-		t.Helper()
-		resp := h.do(t, call{body: toolCall("read_a"), token: tok})
-		resp.Body.Close()
-		return resp.StatusCode
-	}
-	if s := status(mintWith(t, jwt.SigningMethodEdDSA, k.ed, "ed1", c, nil)); s != http.StatusOK {
-		t.Fatalf("token of the published key: status %d", s)
-	}
+	k, f, c, status, advance := renewalGateway(t)
 	_, next, err := ed25519.GenerateKey(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -1006,4 +990,61 @@ func TestRemoteKeyRenewedUnderItsKid(t *testing.T) {
 	if s := status(mintWith(t, jwt.SigningMethodEdDSA, k.ed, "ed1", c, nil)); s != http.StatusUnauthorized {
 		t.Errorf("token of the key rotated out: status %d, want 401", s)
 	}
+}
+
+// TestRemoteKeyRenewedUnderItsKidOtherType: an issuer that rotates its
+// key under the same kid to a key of another type or algorithm (an
+// Ed25519 key's kid "1" given to a P-256 key, an algorithm migration)
+// has the new key's tokens accepted once the keys are fetched again, as
+// for a key of the same type: the known key not fitting the token's
+// algorithm asks for the keys as a failed signature does, where it was
+// taken as the issuer's and every new token refused for up to an hour.
+func TestRemoteKeyRenewedUnderItsKidOtherType(t *testing.T) {
+	k, f, c, status, advance := renewalGateway(t)
+	for _, tt := range []struct {
+		name string
+		jwk  map[string]any
+	}{
+		{"P-256 key", ecJWK("ed1", &k.ec.PublicKey)},
+		{"P-256 key naming its alg", func() map[string]any { j := ecJWK("ed1", &k.ec.PublicKey); j["alg"] = "ES256"; return j }()},
+	} {
+		f.jwks.Store([]map[string]any{tt.jwk})
+		advance(time.Minute)
+		c["jti"] = "after-rotation-" + tt.name
+		if s := status(mintWith(t, jwt.SigningMethodES256, k.ec, "ed1", c, nil)); s != http.StatusOK {
+			t.Errorf("%s: token of the key rotated under the same kid, past the refetch interval: status %d, want 200", tt.name, s)
+		}
+		// Back to the Ed25519 key for the next case.
+		f.jwks.Store([]map[string]any{edJWK("ed1", k.ed.Public().(ed25519.PublicKey))})
+		advance(time.Minute)
+		c["jti"] = "back-" + tt.name
+		if s := status(mintWith(t, jwt.SigningMethodEdDSA, k.ed, "ed1", c, nil)); s != http.StatusOK {
+			t.Fatalf("%s: token of the Ed25519 key published again: status %d, want 200", tt.name, s)
+		}
+	}
+}
+
+// renewalGateway is a gateway of a remote issuer publishing k.ed as
+// "ed1" on a clock advance moves, whose token was accepted once: status
+// answers a tool call with a token, c are claims of the issuer's.
+func renewalGateway(t *testing.T) (*signingKeys, *fakeIssuer, jwt.MapClaims, func(string) int, func(time.Duration)) {
+	t.Helper()
+	k, f, h := remoteGateway(t)
+	var mu sync.Mutex
+	now := testNow
+	// Set before the first fetch, which is the first to read it.
+	h.g.cfg.Keys.(*RemoteKeys).now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	c := claims()
+	c["iss"] = f.issuer
+	status := func(tok string) int {
+		t.Helper()
+		resp := h.do(t, call{body: toolCall("read_a"), token: tok})
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if s := status(mintWith(t, jwt.SigningMethodEdDSA, k.ed, "ed1", c, nil)); s != http.StatusOK {
+		t.Fatalf("token of the published key: status %d", s)
+	}
+	return k, f, c, status, advance
 }

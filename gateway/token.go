@@ -447,8 +447,10 @@ func (g *Gateway) verify(ctx context.Context, token string) (*principal, *authEr
 	}
 	opts := accesstoken.Options{AnyJWTType: g.cfg.AcceptTypJWT}
 	c, err := accesstoken.ParseWith(ctx, g.parser, token, keyOf, opts)
-	if err != nil && key != nil && errors.Is(err, jwt.ErrTokenSignatureInvalid) {
-		// The issuer may have given the kid another key.
+	if err != nil && key != nil && (errors.Is(err, jwt.ErrTokenSignatureInvalid) ||
+		errors.Is(err, accesstoken.ErrKeyType) || errors.Is(err, accesstoken.ErrKeyAlg)) {
+		// The issuer may have given the kid another key, of another
+		// type or algorithm too.
 		if r, ok := g.cfg.Keys.(keyRenewals); ok && r.Renewed(ctx, kid, key) {
 			c, err = accesstoken.ParseWith(ctx, g.parser, token, keyOf, opts)
 		}
