@@ -82,7 +82,7 @@ func serveAllocations(t *testing.T, rules, length bool) {
 	cfg.AuditDenialsOnly = true
 	g := newGateway(t, cfg)
 	token := mint(t, claims())
-	p, aerr := g.authenticate(t.Context(), token, g.now())
+	p, aerr := g.authenticate(t.Context(), nil, token, g.now())
 	if aerr != nil {
 		t.Fatal(aerr)
 	}
@@ -158,11 +158,11 @@ func TestRemoteTokenCacheHitAllocations(t *testing.T) {
 	w := newWithdrawal(t)
 	g := w.h.g
 	token := w.token(t, "alice", jwt.SigningMethodES256, w.k.ec, "ec1")
-	if _, aerr := g.authenticate(t.Context(), token, w.now.now()); aerr != nil {
+	if _, aerr := g.authenticate(t.Context(), nil, token, w.now.now()); aerr != nil {
 		t.Fatal(aerr)
 	}
 	hit := func() {
-		if _, aerr := g.authenticate(t.Context(), token, w.now.now()); aerr != nil {
+		if _, aerr := g.authenticate(t.Context(), nil, token, w.now.now()); aerr != nil {
 			t.Fatal(aerr)
 		}
 	}
@@ -231,7 +231,7 @@ func TestLocalTokenCacheHitAllocations(t *testing.T) {
 	cfg.Keys, cfg.Now = iss, clock.Now
 	g := newGateway(t, cfg)
 	hit := func() {
-		if _, aerr := g.authenticate(t.Context(), body.AccessToken, clock.Now()); aerr != nil {
+		if _, aerr := g.authenticate(t.Context(), nil, body.AccessToken, clock.Now()); aerr != nil {
 			t.Fatal(aerr)
 		}
 	}

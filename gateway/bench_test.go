@@ -38,7 +38,7 @@ func BenchmarkClassifyArgs(b *testing.B) {
 
 func benchmarkClassify(b *testing.B, cfg Config) {
 	g := newGateway(b, cfg)
-	p, aerr := g.authenticate(b.Context(), mint(b, claims()), g.now())
+	p, aerr := g.authenticate(b.Context(), nil, mint(b, claims()), g.now())
 	if aerr != nil {
 		b.Fatal(aerr)
 	}
@@ -191,7 +191,7 @@ func (readCloser) Close() error { return nil }
 // decideInputs are a cached token's principal and a parsed tools/call.
 func decideInputs(tb testing.TB) (*Gateway, *principal, *mcpparse.Message) {
 	g := newGateway(tb, testConfig(tb))
-	p, aerr := g.authenticate(tb.Context(), mint(tb, claims()), g.now())
+	p, aerr := g.authenticate(tb.Context(), nil, mint(tb, claims()), g.now())
 	if aerr != nil {
 		tb.Fatal(aerr)
 	}
@@ -220,7 +220,7 @@ func BenchmarkAuthenticateCached(b *testing.B) {
 	token := mint(b, claims())
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, aerr := g.authenticate(b.Context(), token, g.now()); aerr != nil {
+		if _, aerr := g.authenticate(b.Context(), nil, token, g.now()); aerr != nil {
 			b.Fatal(aerr)
 		}
 	}
@@ -253,7 +253,7 @@ func TestHotPathAllocations(t *testing.T) {
 	r := bearerRequest(token)
 	for name, f := range map[string]func(){
 		"decide":                func() { g.policy.decide(p, m, rev20250326) },
-		"authenticate (cached)": func() { g.authenticate(t.Context(), token, g.now()) },
+		"authenticate (cached)": func() { g.authenticate(t.Context(), nil, token, g.now()) },
 		"bearer token":          func() { bearerToken(r) },
 	} {
 		if n := testing.AllocsPerRun(100, f); n != 0 {
@@ -364,7 +364,7 @@ func BenchmarkServeSession(b *testing.B) {
 	cfg.Revocations = revocationSet{}
 	g := newGateway(b, cfg)
 	token := mint(b, claims())
-	p, aerr := g.authenticate(b.Context(), token, g.now())
+	p, aerr := g.authenticate(b.Context(), nil, token, g.now())
 	if aerr != nil {
 		b.Fatal(aerr)
 	}

@@ -157,9 +157,10 @@ type Config struct {
 	RequestID func(r *http.Request) string
 
 	// ClientAddr, when set, returns the client's address for audit
-	// events (remote_addr); default r.RemoteAddr, the peer, which behind
-	// a load balancer is the balancer for every request. Caddy's adapter
-	// gives its client_ip, which honours trusted_proxies.
+	// events (remote_addr) and the share of introspection calls
+	// (maxIntrospectionsPerAddress); default r.RemoteAddr, the peer,
+	// which behind a load balancer is the balancer for every request.
+	// Caddy's adapter gives its client_ip, which honours trusted_proxies.
 	ClientAddr func(r *http.Request) string
 
 	// OwnRequestContext, when set, gives the context of a request the

@@ -339,7 +339,7 @@ func eventData(t testing.TB, body string) string {
 // initialize whose answer carried one (a 2025 GET or DELETE needs it).
 func sessionFor(t testing.TB, g *Gateway, token string) string {
 	t.Helper()
-	p, aerr := g.authenticate(context.Background(), token, g.now())
+	p, aerr := g.authenticate(context.Background(), nil, token, g.now())
 	if aerr != nil {
 		t.Fatalf("authenticate: %s", aerr.desc)
 	}

@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -46,6 +48,15 @@ const (
 	// flood's excess is refused here, as if the endpoint were
 	// unavailable, and the issuer keeps answering the calls that go out.
 	maxIntrospectionsInFlight = 16
+	// maxIntrospectionsPerAddress is how many of those calls the tokens
+	// of one client address (Config.ClientAddr; an IPv6 /64 is one) may
+	// hold: made-up tokens from one address, each call held as long as
+	// the endpoint takes to answer, would otherwise keep every slot busy
+	// and every other user whose token is not cached refused. Half, so
+	// that users behind one address (a NAT, or a proxy whose address
+	// Caddy is not told to look past) still get through a burst of
+	// their own (TestIntrospectionBurstOfRealUsers).
+	maxIntrospectionsPerAddress = maxIntrospectionsInFlight / 2
 	// introspectionSlotWait is how long a request waits for a free call
 	// when all are taken: enough for a burst of real users (every client
 	// of a gateway reconnecting after a reload, its cache empty: 48 at
@@ -76,8 +87,8 @@ var (
 // endpoint, as does one naming a member twice. key is the token's SHA-256: requests presenting the same
 // token at once share one call (introspections), and each checks the
 // answer itself.
-func (g *Gateway) introspect(ctx context.Context, key [sha256.Size]byte, token string) (*principal, time.Time, *authError) {
-	body, err := g.introspections.do(ctx, g.cfg.Introspector, key, token)
+func (g *Gateway) introspect(ctx context.Context, r *http.Request, key [sha256.Size]byte, token string) (*principal, time.Time, *authError) {
+	body, err := g.introspections.do(ctx, g.cfg.Introspector, key, token, g.shareKey(r))
 	if err != nil {
 		if ctx.Err() != nil {
 			// The client left; nothing to tell the operator.
@@ -131,6 +142,36 @@ func (g *Gateway) introspect(ctx context.Context, key [sha256.Size]byte, token s
 	return g.principalOf(c, body), g.now().Add(g.cfg.IntrospectionCache), nil
 }
 
+// shareKey is the key of r's client address among the introspection
+// call slots' shares: Config.ClientAddr's (default the peer's) without
+// its port, an IPv6 address by its /64, which one subscriber is given
+// whole.
+func (g *Gateway) shareKey(r *http.Request) string {
+	if r == nil {
+		return ""
+	}
+	addr := r.RemoteAddr
+	if g.cfg.ClientAddr != nil {
+		addr = g.cfg.ClientAddr(r)
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	if a = a.Unmap(); a.Is4() {
+		return a.String()
+	}
+	p, err := a.WithZone("").Prefix(64)
+	if err != nil {
+		return host
+	}
+	return p.String()
+}
+
 // introspections are a gateway's calls of the introspection endpoint in
 // flight, by the token's SHA-256 (as the caches key it), and the slots
 // that bound how many there are (maxIntrospectionsInFlight). A request
@@ -145,6 +186,15 @@ type introspections struct {
 	calls    map[[sha256.Size]byte]*introspection
 	slots    chan struct{}
 	slotWait time.Duration
+	// shares are the slots of each address with a call open or waiting
+	// for one (maxIntrospectionsPerAddress each), taken before a slot.
+	shares map[string]*addressShare // under mu
+}
+
+// addressShare is one address's share of the call slots.
+type addressShare struct {
+	slots chan struct{}
+	users int // requests holding or waiting for one of them, under mu
 }
 
 // introspection is one call; body and err are set before done is closed.
@@ -161,27 +211,38 @@ func newIntrospections() *introspections {
 		calls:    make(map[[sha256.Size]byte]*introspection),
 		slots:    make(chan struct{}, maxIntrospectionsInFlight),
 		slotWait: introspectionSlotWait,
+		shares:   make(map[string]*addressShare),
 	}
 }
 
 // do returns the endpoint's answer about token: that of the call in
-// flight for key, else of a new call if a slot frees within slotWait
-// (errIntrospectionBusy if none does). It returns ctx's error as soon as
-// ctx ends.
-func (in *introspections) do(ctx context.Context, ask Introspector, key [sha256.Size]byte, token string) ([]byte, error) {
+// flight for key, else of a new call if a slot of addr's share, and then
+// one of all, frees within slotWait (errIntrospectionBusy if none does).
+// It returns ctx's error as soon as ctx ends.
+func (in *introspections) do(ctx context.Context, ask Introspector, key [sha256.Size]byte, token, addr string) ([]byte, error) {
 	in.mu.Lock()
 	c := in.calls[key]
 	if c == nil {
+		share := in.shares[addr]
+		if share == nil {
+			share = &addressShare{slots: make(chan struct{}, maxIntrospectionsPerAddress)}
+			in.shares[addr] = share
+		}
+		share.users++
 		in.mu.Unlock()
-		if err := in.acquire(ctx); err != nil {
+		if err := in.acquire(ctx, share.slots); err != nil {
+			in.mu.Lock()
+			in.leaveLocked(addr, share, false)
+			in.mu.Unlock()
 			return nil, err
 		}
 		in.mu.Lock()
 		if c = in.calls[key]; c != nil {
 			// Started by another request while this one waited.
 			<-in.slots
+			in.leaveLocked(addr, share, true)
 		} else {
-			c = in.start(ctx, ask, key, token)
+			c = in.start(ctx, ask, key, token, addr, share)
 		}
 	}
 	c.waiters++
@@ -202,31 +263,60 @@ func (in *introspections) do(ctx context.Context, ask Introspector, key [sha256.
 	}
 }
 
-// acquire takes a call slot, waiting at most slotWait.
-func (in *introspections) acquire(ctx context.Context) error {
-	select {
-	case in.slots <- struct{}{}:
-		return nil
-	default:
+// acquire takes a slot of share and then a call slot, waiting at most
+// slotWait for both.
+func (in *introspections) acquire(ctx context.Context, share chan struct{}) error {
+	var t *time.Timer
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
+	take := func(slots chan struct{}) error {
+		select {
+		case slots <- struct{}{}:
+			return nil
+		default:
+		}
+		if t == nil {
+			t = time.NewTimer(in.slotWait)
+		}
+		select {
+		case slots <- struct{}{}:
+			return nil
+		case <-t.C:
+			return errIntrospectionBusy
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
-	t := time.NewTimer(in.slotWait)
-	defer t.Stop()
-	select {
-	case in.slots <- struct{}{}:
-		return nil
-	case <-t.C:
-		return errIntrospectionBusy
-	case <-ctx.Done():
-		return ctx.Err()
+	if err := take(share); err != nil {
+		return err
+	}
+	if err := take(in.slots); err != nil {
+		<-share
+		return err
+	}
+	return nil
+}
+
+// leaveLocked ends a request's use of addr's share, in.mu held: the
+// slot it took, if held, and the share itself once no request uses it.
+func (in *introspections) leaveLocked(addr string, share *addressShare, held bool) {
+	if held {
+		<-share.slots
+	}
+	if share.users--; share.users == 0 && in.shares[addr] == share {
+		delete(in.shares, addr)
 	}
 }
 
-// start makes the call for key, in.mu held and a slot taken (released
-// when the call returns). The call runs on its own goroutine and on a
-// context detached from ctx (keeping its values): it is made for every
+// start makes the call for key, in.mu held and a slot of addr's share
+// and one of all taken (released when the call returns). The call runs
+// on its own goroutine and on a context detached from ctx (keeping its values): it is made for every
 // request that waits for it, and must not end because the first one
 // left while others still wait.
-func (in *introspections) start(ctx context.Context, ask Introspector, key [sha256.Size]byte, token string) *introspection {
+func (in *introspections) start(ctx context.Context, ask Introspector, key [sha256.Size]byte, token, addr string, share *addressShare) *introspection {
 	callCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	c := &introspection{done: make(chan struct{}), cancel: cancel}
 	in.calls[key] = c
@@ -242,6 +332,7 @@ func (in *introspections) start(ctx context.Context, ask Introspector, key [sha2
 			cancel()
 			<-in.slots
 			in.mu.Lock()
+			in.leaveLocked(addr, share, true)
 			if in.calls[key] == c {
 				delete(in.calls, key)
 			}

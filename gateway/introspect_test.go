@@ -469,6 +469,9 @@ func TestIntrospectionFanOut(t *testing.T) {
 	cfg := introspectionConfig(t, f, nil)
 	// Held calls must not time out before the test lets them answer.
 	cfg.Introspector.(*RemoteIntrospection).timeout = 10 * time.Second
+	// As Caddy's adapter gives its client_ip: made-up tokens from many
+	// addresses, each within its share.
+	cfg.ClientAddr = func(r *http.Request) string { return r.Header.Get("X-Test-Client") }
 	h := newHarness(t, cfg, nil)
 	var inFlight, maxInFlight atomic.Int32
 	// held answers with body once release is closed, counting the calls
@@ -487,20 +490,11 @@ func TestIntrospectionFanOut(t *testing.T) {
 			io.WriteString(w, body)
 		}
 	}
-	// status sends a tool call with token; safe off the test goroutine.
+	// status sends a tool call with token, from an address of its own;
+	// safe off the test goroutine.
 	status := func(token string) int {
-		req, _ := http.NewRequest(http.MethodPost, h.front.URL+"/mcp", strings.NewReader(toolCall("read_a")))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Accept", "application/json, text/event-stream")
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Error(err)
-			return 0
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode
+		sum := sha256.Sum256([]byte(token))
+		return statusFrom(t, h, fmt.Sprintf("10.%d.%d.%d:1000", sum[0], sum[1], sum[2]), token)
 	}
 	waitFor := func(cond func() bool) {
 		for deadline := time.Now().Add(10 * time.Second); !cond() && time.Now().Before(deadline); {
@@ -554,22 +548,11 @@ func TestIntrospectionFanOut(t *testing.T) {
 		// refused before any call answers. Each waits slotWait for a call
 		// from when it arrives; the rest of the bound is headroom for a
 		// loaded machine to send them all.
-		count, got := map[int]int{}, 0
-		timeout := time.After(h.g.introspections.slotWait + 10*time.Second)
-	early:
-		for ; got < n-maxIntrospectionsInFlight; got++ {
-			select {
-			case s := <-statuses:
-				count[s]++
-			case <-timeout:
-				break early
-			}
-		}
-		open := inFlight.Load()
-		close(release)
-		for ; got < n; got++ {
-			count[<-statuses]++
-		}
+		var open int32
+		count := heldStatuses(statuses, n, n-maxIntrospectionsInFlight, h.g.introspections.slotWait+10*time.Second, func() {
+			open = inFlight.Load()
+			close(release)
+		})
 		if m := maxInFlight.Load(); m > maxIntrospectionsInFlight || open > maxIntrospectionsInFlight {
 			t.Errorf("%d made-up tokens at once: %d introspection calls open at most (%d when the excess was refused), want at most %d",
 				n, m, open, maxIntrospectionsInFlight)
@@ -684,7 +667,7 @@ func TestIntrospectionSharedCallOutlivesFirstCaller(t *testing.T) {
 	run := func(ctx context.Context) <-chan result {
 		r := make(chan result, 1)
 		go func() {
-			body, err := in.do(ctx, ask, key, "tok")
+			body, err := in.do(ctx, ask, key, "tok", "")
 			r <- result{body, err}
 		}()
 		return r
@@ -963,4 +946,107 @@ func TestRemoteMetadataEndpointsHTTPS(t *testing.T) {
 	if n := hits.Load(); n != 0 {
 		t.Errorf("the plain-http loopback service the https issuer's metadata named got %d requests, want 0", n)
 	}
+}
+
+// TestIntrospectionShareOfOneAddress: one address (an IPv6 /64 counts as
+// one) sending made-up opaque tokens kept every introspection call slot
+// busy, each held as long as the endpoint took to answer, so every other
+// user whose token was not cached got 503. One address now has at most
+// maxIntrospectionsPerAddress calls open; its excess waits for its own
+// and is refused as before, while other addresses' tokens are checked.
+func TestIntrospectionShareOfOneAddress(t *testing.T) {
+	f := newFakeIntrospection(t)
+	cfg := introspectionConfig(t, f, nil)
+	cfg.Introspector.(*RemoteIntrospection).timeout = 10 * time.Second
+	// As Caddy's adapter gives its client_ip.
+	cfg.ClientAddr = func(r *http.Request) string { return r.Header.Get("X-Test-Client") }
+	h := newHarness(t, cfg, nil)
+	var inFlight atomic.Int32
+	release := make(chan struct{})
+	const n = 4 * maxIntrospectionsInFlight
+	for i := range n {
+		f.setFunc(fmt.Sprintf("opaque-flood-%d", i), func(w http.ResponseWriter) {
+			inFlight.Add(1)
+			defer inFlight.Add(-1)
+			select {
+			case <-release:
+			case <-time.After(30 * time.Second):
+			}
+			io.WriteString(w, `{"active":false}`)
+		})
+	}
+	answer, _ := json.Marshal(active())
+	users := []string{"198.51.100.20:2000", "[2001:db8:0:2::1]:2000"}
+	for i := range users {
+		f.setFunc(fmt.Sprintf("opaque-user-%d", i), func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Write(answer)
+		})
+	}
+	status := func(addr, token string) int { return statusFrom(t, h, addr, token) }
+	statuses := make(chan int, n)
+	for i := range n {
+		// Addresses of one /64, each its own port.
+		addr := fmt.Sprintf("[2001:db8:0:1::%x]:%d", i+1, 40000+i)
+		go func() { statuses <- status(addr, fmt.Sprintf("opaque-flood-%d", i)) }()
+	}
+	for deadline := time.Now().Add(10 * time.Second); inFlight.Load() < maxIntrospectionsPerAddress && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // any call beyond the share would have started
+	if open := inFlight.Load(); open != maxIntrospectionsPerAddress {
+		t.Errorf("calls open for one /64's made-up tokens = %d, want %d", open, maxIntrospectionsPerAddress)
+	}
+	for i, addr := range users {
+		if s := status(addr, fmt.Sprintf("opaque-user-%d", i)); s != http.StatusOK {
+			t.Errorf("a user at %s while one /64 floods: status %d, want 200", addr, s)
+		}
+	}
+	// The flood's excess is refused while its calls are held.
+	count := heldStatuses(statuses, n, n-maxIntrospectionsPerAddress, h.g.introspections.slotWait+10*time.Second, func() { close(release) })
+	want := map[int]int{http.StatusServiceUnavailable: n - maxIntrospectionsPerAddress, http.StatusUnauthorized: maxIntrospectionsPerAddress}
+	if !maps.Equal(count, want) {
+		t.Errorf("the flood's statuses = %v, want %v", count, want)
+	}
+}
+
+// heldStatuses counts n statuses from statuses: the first early of them
+// (those refused while the calls are held) within wait, then, after
+// release (which lets the held calls answer), the rest.
+func heldStatuses(statuses <-chan int, n, early int, wait time.Duration, release func()) map[int]int {
+	count, got := map[int]int{}, 0
+	timeout := time.After(wait)
+held:
+	for ; got < early; got++ {
+		select {
+		case s := <-statuses:
+			count[s]++
+		case <-timeout:
+			break held
+		}
+	}
+	release()
+	for ; got < n; got++ {
+		count[<-statuses]++
+	}
+	return count
+}
+
+// statusFrom sends a tool call with token from client address addr (the
+// X-Test-Client header a test's Config.ClientAddr reads) and returns the
+// status; safe off the test goroutine.
+func statusFrom(t *testing.T, h *harness, addr, token string) int {
+	req, _ := http.NewRequest(http.MethodPost, h.front.URL+"/mcp", strings.NewReader(toolCall("read_a")))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("X-Test-Client", addr)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Error(err)
+		return 0
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
 }

@@ -313,7 +313,7 @@ func (g *Gateway) admit(x *exchange) *refusal {
 	token, scheme, aerr := bearerToken(r)
 	x.dpop = scheme == schemeDPoP
 	if aerr == nil {
-		x.p, aerr = g.authenticate(r.Context(), token, x.start)
+		x.p, aerr = g.authenticate(r.Context(), r, token, x.start)
 	}
 	if aerr == nil {
 		aerr = g.checkBinding(r, x.p, token, scheme)

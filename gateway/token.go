@@ -336,8 +336,10 @@ func b64TokenChar(c byte) bool {
 // authenticate verifies a bearer token and returns its principal. Verified
 // claims are cached by token hash until expiry (an introspected token's
 // for at most Config.IntrospectionCache), inactive answers of the
-// introspection endpoint briefly; revocation is asked every time.
-func (g *Gateway) authenticate(ctx context.Context, token string, now time.Time) (*principal, *authError) {
+// introspection endpoint briefly; revocation is asked every time. r is
+// the request presenting the token (nil: none), whose client address
+// has a share of the introspection calls.
+func (g *Gateway) authenticate(ctx context.Context, r *http.Request, token string, now time.Time) (*principal, *authError) {
 	// Hashed in place: a copy of the token would be an allocation per
 	// request, and Sum256 only reads its input.
 	key := sha256.Sum256(unsafe.Slice(unsafe.StringData(token), len(token)))
@@ -357,7 +359,7 @@ func (g *Gateway) authenticate(ctx context.Context, token string, now time.Time)
 			if _, inactive := g.inactive.get(key, now); inactive {
 				return nil, errInactive
 			}
-			p, until, err = g.introspect(ctx, key, token)
+			p, until, err = g.introspect(ctx, r, key, token)
 			if err == errInactive {
 				g.inactive.put(key, nil, now.Add(g.cfg.InactiveCache), now)
 			}

@@ -198,7 +198,7 @@ func TestClientHeaderRestored(t *testing.T) {
 	cfg.ForwardIdentity = true
 	g := newGateway(t, cfg)
 	token := mint(t, claims())
-	p, aerr := g.authenticate(t.Context(), token, g.now())
+	p, aerr := g.authenticate(t.Context(), nil, token, g.now())
 	if aerr != nil {
 		t.Fatal(aerr)
 	}
