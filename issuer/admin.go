@@ -156,11 +156,14 @@ func (a *admin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if _, pattern := a.mux.Handler(r); pattern != "" && r.Method != http.MethodHead {
 		if r.Method != http.MethodGet {
 			// Every change, with a body or none (a key rotation), is JSON
-			// or untyped: not a form a page could post.
-			if err := checkAdminContentType(r); err != nil {
+			// or untyped: not a form a page could post; and no longer
+			// than maxAdminBody, on the routes that read none too.
+			b, err := readAdminBody(r)
+			if err != nil {
 				a.writeError(w, err)
 				return
 			}
+			r.Body = io.NopCloser(bytes.NewReader(b))
 		}
 		a.mux.ServeHTTP(w, r)
 		return

@@ -1442,6 +1442,28 @@ func TestAdminBodyTooLarge(t *testing.T) {
 	if n := keys(); n != before {
 		t.Errorf("a key rotation with a body over the limit changed the keys: %d, were %d", n, before)
 	}
+	// Routes that read no body refuse one over the limit too, as README
+	// says of every body: removed, disabled or given a new secret, the
+	// entry would change for a request other than the one sent.
+	if err := iss.PutUser(t.Context(), User{Username: "kept", PasswordHash: iss.cfg.Users[0].PasswordHash, Groups: []string{"users"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := iss.PutClient(t.Context(), Client{ID: "kept-client", SecretHash: hashClientSecret("s"), GrantTypes: []string{"client_credentials"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []apiCase{
+		{"user removal", "DELETE", "/mcp-auth/users/kept", `{}` + tail, 413, "at most"},
+		{"user disabling", "POST", "/mcp-auth/users/kept/disable", `{}` + tail, 413, "at most"},
+		{"client secret rotation", "POST", "/mcp-auth/clients/kept-client/secret", `{}` + tail, 413, "at most"},
+	} {
+		t.Run(tt.name, func(t *testing.T) { runAPI(t, srv, tt) })
+	}
+	if u, err := iss.dir.lookupUser(t.Context(), "kept"); err != nil || u.Disabled {
+		t.Errorf("user kept after requests with bodies over the limit = %+v, %v, want it enabled", u, err)
+	}
+	if c, err := iss.dir.lookupClient(t.Context(), "kept-client"); err != nil || c.SecretHash != hashClientSecret("s") {
+		t.Errorf("client kept-client after a secret rotation with a body over the limit: %v, want its secret unchanged", err)
+	}
 }
 
 // TestAdminNamesOfNewerConfiguration: instances share a store, and one
