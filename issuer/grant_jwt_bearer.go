@@ -239,6 +239,16 @@ func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, er
 	case spent:
 		return nil, used
 	}
+	// A grant per token, kept until it expires, as a client's own
+	// (clientTokenBurst): a client redeeming one with every call would
+	// grow the store without bound. They spend the user's writes, as its
+	// authorization requests do.
+	switch d, err := i.userWrites.take(ctx, u.Username); {
+	case err != nil:
+		return nil, err
+	case d > 0:
+		return nil, rateLimited(ErrTemporarilyUnavailable, d, "too many tokens for this account; retry later")
+	}
 	gid, err := i.randomToken(16)
 	if err != nil {
 		return nil, err

@@ -1037,3 +1037,39 @@ func (s *stubIdP) idJAG(t *testing.T, e *testEnv, iat time.Time, scope string, g
 	}
 	return jag
 }
+
+// TestIDJAGRateLimited: each redeemed ID-JAG is a grant of its own, kept
+// until the token expires, as a client's own token is, so a client that
+// redeems one with every call (its IdP issuing them at will) grew the
+// store without bound, past the client_credentials budget. A user's
+// redemptions now spend the user's writes (userWriteBurst a minute,
+// shared with its authorization requests); past them 429
+// temporarily_unavailable with Retry-After, nothing stored, other users
+// unaffected.
+func TestIDJAGRateLimited(t *testing.T) {
+	idp := newTestIdP(t)
+	e := newTokEnv(t, withTrustedIdP(idp))
+	conf := tConf + ":" + tSecret
+	sub := func(s string) func(jwt.MapClaims, *jwt.Token) {
+		return func(c jwt.MapClaims, _ *jwt.Token) { c["sub"] = s }
+	}
+	for k := range userWriteBurst {
+		if a := e.redeem(t, conf, idp.idJAG(t, e, nil), nil); a.status != http.StatusOK {
+			t.Fatalf("redemption %d = %d %s, want 200", k, a.status, a.raw)
+		}
+	}
+	a := e.redeem(t, conf, idp.idJAG(t, e, nil), nil)
+	if a.status != http.StatusTooManyRequests || a.str("error") != "temporarily_unavailable" || a.header.Get("Retry-After") == "" {
+		t.Fatalf("redemption past the user's budget = %d %v %s, want 429 temporarily_unavailable with Retry-After", a.status, a.header, a.raw)
+	}
+	if n := countBucket(t, e, bucketGrants); n != userWriteBurst {
+		t.Errorf("stored grants = %d, want %d (the refused redemption stores nothing)", n, userWriteBurst)
+	}
+	if a := e.redeem(t, conf, idp.idJAG(t, e, sub("u2")), nil); a.status != http.StatusOK {
+		t.Errorf("another user's redemption = %d %s, want 200", a.status, a.raw)
+	}
+	e.clock.Advance(time.Minute)
+	if a := e.redeem(t, conf, idp.idJAG(t, e, nil), nil); a.status != http.StatusOK {
+		t.Errorf("redemption a minute later = %d %s, want 200 (the budget refills)", a.status, a.raw)
+	}
+}
