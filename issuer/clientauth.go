@@ -605,7 +605,18 @@ func asInvalidClient(err error) error {
 // An IPv6 address that carries the IPv4 address it stands for is keyed
 // by that: behind a NAT64 / SIIT translator every IPv4 client is
 // 64:ff9b::<address> (RFC 6052), and one /56 would hold them all.
-func clientAddr(r *http.Request) string {
+func clientAddr(r *http.Request) string { return clientPrefix(r, 56) }
+
+// registrantAddr is the key of the per-address registration budget: as
+// clientAddr, but an IPv6 client's /48. All addresses share one
+// registration budget (registrationGlobalBurst), and a /48, which one
+// customer may hold (a tunnel broker hands one out for free), has 256
+// /56s: keyed per /56, one holder took all of it.
+func registrantAddr(r *http.Request) string { return clientPrefix(r, 48) }
+
+// clientPrefix is the request's source IP, or for IPv6 its prefix of
+// bits.
+func clientPrefix(r *http.Request, bits int) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		host = r.RemoteAddr
@@ -616,7 +627,7 @@ func clientAddr(r *http.Request) string {
 	}
 	ip = embeddedIPv4(ip.Unmap())
 	if ip.Is6() {
-		p, _ := ip.Prefix(56)
+		p, _ := ip.Prefix(bits)
 		return p.String()
 	}
 	return ip.String()

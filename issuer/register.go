@@ -29,10 +29,12 @@ import (
 //   - in size: the request body, each field the server keeps (client_name,
 //     redirect_uris, jwks) and the stored record as a whole; nothing else
 //     of the request is stored;
-//   - in rate: registrationBurst per address and registrationGlobalBurst
-//     over all addresses, each refilled at that many an hour, so that many
-//     addresses together cannot fill the disk either, and one address
-//     takes at most a tenth of what all may register. Only valid registrations count. The price of the global
+//   - in rate: registrationBurst per address (for IPv6 per /48,
+//     registrantAddr) and registrationGlobalBurst over all addresses, each
+//     refilled at that many an hour, so that many addresses together
+//     cannot fill the disk either, and one address (or one customer's
+//     IPv6 prefix) takes at most a tenth of what all may register. Only
+//     valid registrations count. The price of the global
 //     bound is that a flood from many addresses can keep others from
 //     registering for a while (429 with Retry-After); clients with a
 //     metadata document (CIMD) and the operator's clients are unaffected;
@@ -179,7 +181,7 @@ func (i *Issuer) handleRegister(w http.ResponseWriter, r *http.Request) {
 		l        *rateLimiter
 		key, who string
 	}{
-		{i.registrations, clientAddr(r), "from this address"},
+		{i.registrations, registrantAddr(r), "from this address"},
 		{i.registrationsAll, "", "on this server"},
 	} {
 		switch d, err := lim.l.take(r.Context(), lim.key); {

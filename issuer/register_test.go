@@ -777,15 +777,7 @@ func TestRegistrationStorageBounded(t *testing.T) {
 // addresses to the others: a registration from elsewhere still succeeds.
 func TestRegisterOneAddressCannotDrainAll(t *testing.T) {
 	e := newBrowserEnv(t, nil)
-	const body = `{"client_name":"CLI","redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"none"}`
-	registerFrom := func(remote string) int {
-		r := httptest.NewRequest(http.MethodPost, e.url(pathRegister, nil), strings.NewReader(body))
-		r.Header.Set("Content-Type", "application/json")
-		r.RemoteAddr = remote
-		w := httptest.NewRecorder()
-		e.iss.ServeHTTP(w, r)
-		return w.Code
-	}
+	registerFrom := e.registerPublicFrom
 	taken := 0
 	for range 30 {
 		for registerFrom("203.0.113.9:1000") == http.StatusCreated {
@@ -799,4 +791,41 @@ func TestRegisterOneAddressCannotDrainAll(t *testing.T) {
 	if code := registerFrom("198.51.100.7:1000"); code != http.StatusCreated {
 		t.Errorf("registration from another address after one address's flood = %d, want 201", code)
 	}
+}
+
+// TestRegisterOneIPv6CustomerCannotDrainAll: the per-address budget is
+// keyed, for IPv6, by the /48 a customer may hold (a tunnel broker
+// hands one out for free), not the /56 the other limits use: keyed per
+// /56, the 256 /56s of one /48 took the budget all addresses share
+// within minutes and then each registration as it refilled.
+func TestRegisterOneIPv6CustomerCannotDrainAll(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	registerFrom := e.registerPublicFrom
+	taken := 0
+	for n := range 256 {
+		for registerFrom(fmt.Sprintf("[2001:db8:7:%x00::1]:1000", n)) == http.StatusCreated {
+			taken++
+		}
+	}
+	if taken >= registrationGlobalBurst/2 {
+		t.Errorf("the /56s of one /48 registered %d clients, want fewer than half the global budget (%d)", taken, registrationGlobalBurst/2)
+	}
+	if code := registerFrom("[2001:db8:8::1]:1000"); code != http.StatusCreated {
+		t.Errorf("registration from another /48 after one /48's flood = %d, want 201", code)
+	}
+	if code := registerFrom("198.51.100.7:1000"); code != http.StatusCreated {
+		t.Errorf("registration from an IPv4 address after one /48's flood = %d, want 201", code)
+	}
+}
+
+// registerPublicFrom registers a public client from remote and returns
+// the status.
+func (e *testEnv) registerPublicFrom(remote string) int {
+	const body = `{"client_name":"CLI","redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"none"}`
+	r := httptest.NewRequest(http.MethodPost, e.url(pathRegister, nil), strings.NewReader(body))
+	r.Header.Set("Content-Type", "application/json")
+	r.RemoteAddr = remote
+	w := httptest.NewRecorder()
+	e.iss.ServeHTTP(w, r)
+	return w.Code
 }
