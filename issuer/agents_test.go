@@ -485,3 +485,54 @@ func TestAgentJWKSURIRolloverRevokesNothing(t *testing.T) {
 		t.Error("a new jwks_uri in the configuration left the delegation")
 	}
 }
+
+// TestAgentEndEndsExchangedTokens: as README says (Limits: agents
+// re-keyed or narrowed), disabling or removing an agent, unlike
+// re-keying it, ends the tokens exchanged to it from a user's grant,
+// by revoking that grant (the user's token from it with them): through
+// the admin API, and by a configuration that removes it or, in JSON,
+// disables it.
+func TestAgentEndEndsExchangedTokens(t *testing.T) {
+	removeAgent1 := func(c *Config) {
+		c.Agents = slices.DeleteFunc(slices.Clone(c.Agents), func(a Agent) bool { return a.ID == tAgent1 })
+	}
+	disableAgent1 := withEntry(func(c *Config) *[]Agent { return &c.Agents }, func(a *Agent) bool { return a.ID == tAgent1 }, func(a *Agent) { a.Disabled = true })
+	for _, tt := range []struct {
+		how string
+		end func(t *testing.T, e *testEnv, id string)
+	}{
+		{"admin disable", func(t *testing.T, e *testEnv, id string) {
+			if err := e.iss.DisableAgent(t.Context(), id); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"admin delete", func(t *testing.T, e *testEnv, id string) {
+			if err := e.iss.DeleteAgent(t.Context(), id); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"configuration removal", func(t *testing.T, e *testEnv, _ string) { e.applyConfig(t, removeAgent1) }},
+		{"configuration disabled", func(t *testing.T, e *testEnv, _ string) { e.applyConfig(t, disableAgent1) }},
+	} {
+		t.Run(tt.how, func(t *testing.T) {
+			e := newTokEnv(t)
+			e.applyConfig(t)
+			id, secret := tAgent1, tAgentSecret
+			if strings.HasPrefix(tt.how, "admin") {
+				id, secret = "rt", "rt-secret"
+				if err := e.iss.PutAgent(t.Context(), Agent{ID: id, SecretHash: hashClientSecret(secret)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			own := e.agentToken(t, id, secret)
+			user := e.userToken(t, tConf, "read")
+			x := e.tokenExchange(t, id+":"+secret, exchangeForm(user.AccessToken, own))
+			if x.status != http.StatusOK {
+				t.Fatalf("exchange of the user's token to %s = %d %s", id, x.status, x.raw)
+			}
+			tt.end(t, e, id)
+			e.requireRevoked(t, tt.how, map[string]string{"exchanged token": x.str("access_token"), "user's token": user.AccessToken, "own token": own},
+				"exchanged token", "user's token", "own token")
+		})
+	}
+}

@@ -333,7 +333,7 @@ func (i *Issuer) ApplyConfigChanges(ctx context.Context) error {
 				err = signOutUser(tx, c.name, rv)
 			case c.kind == principalClient:
 				err = grants.revokeClient(c.name, rv)
-			case c.removed:
+			case c.ended:
 				err = grants.revokeAgent(c.name, rv)
 			default:
 				err = grants.revokeAgentRekeyed(c.name, rv)
@@ -454,6 +454,10 @@ type configChange struct {
 	kind    string // principalUser, principalClient or principalAgent
 	name    string
 	removed bool
+	// ended: removed, or an agent disabled (Agent.Disabled in the
+	// Config), which loses all it holds, as the admin API's disabling
+	// makes it (revokeAgent), the users' grants exchanged to it included.
+	ended bool
 }
 
 // configChanges are the principals cur removed or re-keyed since prev,
@@ -471,7 +475,8 @@ func configChanges(prev, cur *directorySnapshot) []configChange {
 			now, kept := d.cur[name]
 			if !kept || now != fp || d.kind == principalClient && clientNarrowed(prev, cur, name) ||
 				d.kind == principalAgent && agentNarrowed(prev, cur, name) {
-				out = append(out, configChange{d.kind, name, !kept})
+				ended := !kept || d.kind == principalAgent && agentDisabled(prev, cur, name)
+				out = append(out, configChange{d.kind, name, !kept, ended})
 			}
 		}
 	}
@@ -492,6 +497,14 @@ func agentNarrowed(prev, cur *directorySnapshot, id string) bool {
 	return narrowedIn(prev.AgentLimits, cur.AgentLimits, id)
 }
 
+// agentDisabled reports whether cur disables agent id, which prev did
+// not.
+func agentDisabled(prev, cur *directorySnapshot, id string) bool {
+	was, ok := prev.AgentLimits[id]
+	now, kept := cur.AgentLimits[id]
+	return ok && kept && now.Disabled && !was.Disabled
+}
+
 // narrowedIn reports whether the limits cur records for id allow less
 // than those prev records; not when either records none.
 func narrowedIn[L interface{ narrowed(L) bool }](prev, cur map[string]L, id string) bool {
@@ -509,7 +522,7 @@ func (c configChange) grants() grantSelection {
 		return userGrants(c.name)
 	case c.kind == principalClient:
 		return clientGrants(c.name)
-	case c.removed:
+	case c.ended:
 		return agentGrants(c.name)
 	}
 	return agentRekeyedGrants(c.name)
