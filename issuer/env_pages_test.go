@@ -193,6 +193,47 @@ func findForm(t testing.TB, body, id string) form {
 	return form{}
 }
 
+// metaRefresh is where a page's meta refresh sends the browser, "" for
+// nowhere.
+func metaRefresh(t testing.TB, body string) string {
+	t.Helper()
+	doc, err := html.Parse(strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := range doc.Descendants() {
+		if n.Type != html.ElementNode || n.Data != "meta" {
+			continue
+		}
+		var equiv, content string
+		for _, a := range n.Attr {
+			switch a.Key {
+			case "http-equiv":
+				equiv = a.Val
+			case "content":
+				content = a.Val
+			}
+		}
+		if strings.EqualFold(equiv, "refresh") {
+			_, u, _ := strings.Cut(content, "url=")
+			return u
+		}
+	}
+	return ""
+}
+
+// onward is where resp sends the browser: a redirect's Location, or a
+// page's meta refresh (the "Continue with" button's, idpStart); "" for
+// nowhere. It reads and closes the body.
+func onward(t testing.TB, resp *http.Response) string {
+	t.Helper()
+	body := readBody(t, resp)
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		return resp.Header.Get("Location")
+	}
+	return metaRefresh(t, body)
+}
+
 func readBody(t testing.TB, resp *http.Response) string {
 	t.Helper()
 	defer resp.Body.Close()

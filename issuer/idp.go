@@ -214,9 +214,6 @@ type idpDiscovered struct {
 	// responses carry iss (authorization_response_iss_parameter_supported),
 	// so one without it is refused (RFC 9207 section 2.4).
 	issRequired bool
-	// formTarget is the CSP source of the authorization endpoint: the
-	// login form's POST redirects there.
-	formTarget string
 }
 
 // newIdPHTTPClient is the client for the operator's identity providers
@@ -390,7 +387,6 @@ func (c *idpClient) read(ctx context.Context) (*idpDiscovered, error) {
 		},
 		verifier:    p.Verifier(&oidc.Config{ClientID: c.cfg.ClientID, Now: c.now}),
 		issRequired: meta.IssParameter,
-		formTarget:  cspSource(ep.AuthURL),
 	}, nil
 }
 
@@ -410,16 +406,6 @@ func backChannelURL(issuer, endpoint string) error {
 		return fmt.Errorf("metadata endpoint %q must be https", endpoint)
 	}
 	return nil
-}
-
-// formTarget is the CSP source the login page's form for this provider
-// may redirect to: the discovered authorization endpoint's origin, or the
-// issuer's until the metadata was read.
-func (c *idpClient) formTarget() string {
-	if d := c.disc.Load(); d != nil {
-		return d.formTarget
-	}
-	return cspSource(c.cfg.Issuer)
 }
 
 // idpIdentity is what an ID token says about the user, checked against

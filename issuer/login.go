@@ -22,10 +22,8 @@ type loginView struct {
 	Password  bool
 }
 
-// providerButton is a "Continue with" form. Target is the CSP source the
-// page's form-action allows for the provider's authorization endpoint,
-// which the form posts back (idpStart).
-type providerButton struct{ ID, Action, Name, Target string }
+// providerButton is a "Continue with" form.
+type providerButton struct{ ID, Action, Name string }
 
 // handleLogin shows the login form (GET) and checks credentials (POST).
 func (i *Issuer) handleLogin(w http.ResponseWriter, r *http.Request) {
@@ -67,16 +65,13 @@ func (i *Issuer) loginGet(w http.ResponseWriter, r *http.Request) {
 // client at once). It answers the request itself and reports false when
 // the pending request is gone.
 func (i *Issuer) loginContext(w http.ResponseWriter, r *http.Request, s *session, id string, v *loginView) (string, bool) {
-	// A provider's form redirects to the provider.
-	var targets []string
+	// A provider's form answers with a page of ours (idpStart).
 	for _, p := range i.cfg.IdentityProviders {
-		target := i.idps[p.Name].formTarget()
-		v.Providers = append(v.Providers, providerButton{ID: "idp-" + p.Name, Action: i.base + pathLogin + "/" + p.Name, Name: p.DisplayName, Target: target})
-		targets = append(targets, target)
+		v.Providers = append(v.Providers, providerButton{ID: "idp-" + p.Name, Action: i.base + pathLogin + "/" + p.Name, Name: p.DisplayName})
 	}
 	v.Password = i.passwordLogin(r.Context())
 	if id == "" {
-		return strings.Join(targets, " "), true
+		return "", true
 	}
 	p, err := i.pending.load(r.Context(), id, s)
 	if errors.Is(err, errPendingGone) {
@@ -88,7 +83,7 @@ func (i *Issuer) loginContext(w http.ResponseWriter, r *http.Request, s *session
 		return "", false
 	}
 	v.ClientName, v.SelfRegistered = i.dir.clientShown(r.Context(), p.Request.ClientID)
-	return strings.Join(append(targets, cspSource(p.Request.RedirectURI)), " "), true
+	return cspSource(p.Request.RedirectURI), true
 }
 
 // passwordLogin reports whether the password form is shown: without

@@ -94,19 +94,18 @@ func (i *Issuer) idpStart(p *idpClient) http.HandlerFunc {
 			i.pages.serverErrorPage(w, err)
 			return
 		}
+		// A page of ours sends the browser on, not a redirect: the
+		// sign-in page's CSP form-action governs every redirect after its
+		// POST in Chromium, and a provider may redirect on to origins no
+		// form-action can name beforehand (Dex with one connector to
+		// GitHub, Keycloak's identity provider redirector, Cognito's
+		// identity_provider). The page's meta refresh is a navigation of
+		// its own, which form-action does not govern.
 		authURL := disc.oauth.AuthCodeURL(state, opts...)
-		if r.PostForm.Get("target") != disc.formTarget {
-			// The sign-in page was shown before the provider's metadata
-			// was read, its form-action naming the issuer's origin, and
-			// the authorization endpoint is elsewhere: the browser would
-			// refuse a redirect there. A page of ours goes on instead.
-			i.pages.renderPage(w, http.StatusOK, "message", page{Title: "Continue with " + p.cfg.DisplayName, Refresh: authURL, Data: messageView{
-				Heading: "Continue with " + p.cfg.DisplayName, Message: "Taking you to " + p.cfg.DisplayName + " to sign in.",
-				Link: authURL, LinkText: "Continue to " + p.cfg.DisplayName,
-			}})
-			return
-		}
-		i.pages.seeOther(w, r, authURL)
+		i.pages.renderPage(w, http.StatusOK, "message", page{Title: "Continue with " + p.cfg.DisplayName, Refresh: authURL, Data: messageView{
+			Heading: "Continue with " + p.cfg.DisplayName, Message: "Taking you to " + p.cfg.DisplayName + " to sign in.",
+			Link: authURL, LinkText: "Continue to " + p.cfg.DisplayName,
+		}})
 	}
 }
 

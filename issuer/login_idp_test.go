@@ -277,6 +277,15 @@ func (e *testEnv) idpSignInAt(t *testing.T, c *http.Client, name string, extra u
 			t.Fatal(err)
 		}
 		loc := resp.Header.Get("Location")
+		if n == 0 && resp.StatusCode == http.StatusOK {
+			// The button's page sends the browser on (idpStart).
+			body := readBody(t, resp)
+			if loc = metaRefresh(t, body); loc == "" {
+				return signInResult{status: resp.StatusCode, body: body}
+			}
+			req, _ = http.NewRequest(http.MethodGet, loc, nil)
+			continue
+		}
 		if resp.StatusCode != http.StatusSeeOther || strings.HasPrefix(req.URL.Path, "/login/") && strings.HasSuffix(req.URL.Path, "/callback") {
 			return signInResult{status: resp.StatusCode, location: loc, body: readBody(t, resp), provider: provider, callback: callback}
 		}
@@ -825,8 +834,7 @@ func TestIdPLoginPage(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			resp.Body.Close()
-			return resp.StatusCode, resp.Header.Get("Location")
+			return resp.StatusCode, onward(t, resp)
 		}
 		for name, form := range map[string]url.Values{
 			"none":    {"req": button.hidden["req"]},
@@ -836,8 +844,8 @@ func TestIdPLoginPage(t *testing.T) {
 				t.Errorf("button with CSRF token %s = %d to %q; want 403, not sent to the provider", name, code, loc)
 			}
 		}
-		if code, loc := press(button.hidden); code != http.StatusSeeOther || !strings.HasPrefix(loc, stub.srv.URL+"/auth?") {
-			t.Errorf("button with the page's CSRF token = %d to %q; want 303 to the provider", code, loc)
+		if code, loc := press(button.hidden); code != http.StatusOK || !strings.HasPrefix(loc, stub.srv.URL+"/auth?") {
+			t.Errorf("button with the page's CSRF token = %d to %q; want the page sending the browser to the provider", code, loc)
 		}
 	})
 
@@ -1248,13 +1256,13 @@ func promptLoginWithoutTheRequest(t *testing.T, authTime string) {
 		if resp, err = b.Do(req); err != nil {
 			t.Fatal(err)
 		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusSeeOther {
-			t.Fatalf("step %d = %d", n, resp.StatusCode)
+		loc := onward(t, resp)
+		if loc == "" {
+			t.Fatalf("step %d = %d, sending the browser nowhere", n, resp.StatusCode)
 		}
-		req, _ = http.NewRequest(http.MethodGet, resp.Header.Get("Location"), nil)
+		req, _ = http.NewRequest(http.MethodGet, loc, nil)
 		if !req.URL.IsAbs() {
-			req, _ = http.NewRequest(http.MethodGet, e.srv.URL+resp.Header.Get("Location"), nil)
+			req, _ = http.NewRequest(http.MethodGet, e.srv.URL+loc, nil)
 		}
 	}
 	if providerQuery.Get("prompt") != "" {

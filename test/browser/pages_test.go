@@ -95,29 +95,65 @@ func TestRevokeArmsLate(t *testing.T) {
 // is on another origin than its issuer (Amazon Cognito's hosted UI, a
 // Keycloak with its own frontend URL). The first sign-in page after a
 // start is shown before the provider's metadata was read; its "Continue
-// with" form still redirects the browser to the provider's
-// authorization endpoint (CSP form-action governs that redirect in
-// Chromium).
+// with" form still takes the browser to the provider's authorization
+// endpoint.
 func TestIdPButtonBeforeDiscovery(t *testing.T) {
+	signIn, reached := signInServer(t)
+	continueWith(t, func(string) string { return signIn + "/oauth2/authorize" }, nil, reached, "/oauth2/authorize")
+}
+
+// TestIdPAuthorizationEndpointRedirects: a provider whose authorization
+// endpoint redirects the browser on to another origin before any page
+// of its own: Dex with a single connector (on to GitHub, say), Keycloak
+// with an identity provider redirector, Amazon Cognito with
+// identity_provider. Chromium applies the sign-in page's CSP form-action
+// to every redirect after the "Continue with" POST, and no form-action
+// can name where a provider sends the browser next: the browser must
+// still get there.
+func TestIdPAuthorizationEndpointRedirects(t *testing.T) {
+	upstream, reached := signInServer(t)
+	auth := func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, upstream+"/login/oauth/authorize", http.StatusFound)
+	}
+	continueWith(t, func(issuer string) string { return issuer + "/auth" }, auth, reached, "/login/oauth/authorize")
+}
+
+// signInServer is a provider's sign-in page on an origin of its own; the
+// path of its first request arrives on reached.
+func signInServer(t *testing.T) (string, <-chan string) {
+	t.Helper()
 	reached := make(chan string, 1)
-	login := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case reached <- r.URL.Path:
 		default:
 		}
 		fmt.Fprint(w, "<!doctype html><title>Provider</title><p>Provider sign-in")
 	}))
-	t.Cleanup(login.Close)
+	t.Cleanup(srv.Close)
+	return srv.URL, reached
+}
+
+// continueWith starts a provider (identity provider corp) whose metadata
+// names authEndpoint(its issuer) and which answers /auth with auth, has
+// Chromium press "Continue with Corp SSO" on the sign-in page, and
+// requires that the browser then reach wantPath (on reached).
+func continueWith(t *testing.T, authEndpoint func(issuer string) string, auth http.HandlerFunc, reached <-chan string, wantPath string) {
+	t.Helper()
 	var issuer string
 	provider := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/.well-known/openid-configuration" {
+		switch {
+		case r.URL.Path == "/auth" && auth != nil:
+			auth(w, r)
+			return
+		case r.URL.Path != "/.well-known/openid-configuration":
 			http.NotFound(w, r)
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]any{
 			"issuer":                                issuer,
-			"authorization_endpoint":                login.URL + "/oauth2/authorize",
+			"authorization_endpoint":                authEndpoint(issuer),
 			"token_endpoint":                        issuer + "/token",
 			"jwks_uri":                              issuer + "/jwks",
 			"response_types_supported":              []string{"code"},
@@ -143,11 +179,11 @@ func TestIdPButtonBeforeDiscovery(t *testing.T) {
 	do(t, ctx, "continue with the provider", chromedp.Submit(chromedp.CSS(`form#idp-corp`)))
 	select {
 	case path := <-reached:
-		if path != "/oauth2/authorize" {
-			t.Errorf("the provider's sign-in server got %s, want /oauth2/authorize", path)
+		if path != wantPath {
+			t.Errorf("the provider's sign-in server got %s, want %s", path, wantPath)
 		}
 	case <-time.After(15 * time.Second):
 		screenshot(t, ctx, "not-at-provider")
-		t.Fatalf("the browser never reached the provider's authorization endpoint; page: %s", bodyText(t, ctx))
+		t.Fatalf("the browser never reached the provider's sign-in page; page: %s", bodyText(t, ctx))
 	}
 }

@@ -345,6 +345,14 @@ func signIn(t *testing.T, ctx context.Context, r *harness.Robot, authURL, login 
 			t.Fatal(err)
 		}
 		out.page, out.pages = page, append(out.pages, page)
+		if page.Refresh != "" { // our "Continue with" button's page
+			next, err := page.URL.Parse(page.Refresh)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req, _ = http.NewRequestWithContext(ctx, http.MethodGet, next.String(), nil)
+			continue
+		}
 		var form *harness.Form
 		vals := url.Values{}
 		switch {

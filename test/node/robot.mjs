@@ -97,6 +97,17 @@ function providerForm(doc) {
   return undefined;
 }
 
+// metaRefresh is the URL a page's meta refresh sends the browser to, or
+// undefined.
+function metaRefresh(html, pageUrl) {
+  for (const meta of parse(html).querySelectorAll('meta')) {
+    if ((meta.getAttribute('http-equiv') ?? '').toLowerCase() !== 'refresh') continue;
+    const [, target] = (meta.getAttribute('content') ?? '').split(/url=/i);
+    if (target) return new URL(target, pageUrl);
+  }
+  return undefined;
+}
+
 // fillForm picks the login or consent form of a page (or, with idp, that
 // provider's button and its pages' forms) and returns the request that
 // submits it, or undefined when the page has none.
@@ -170,6 +181,13 @@ export async function authorize(authorizationUrl, { redirectUri, username, passw
     const html = await res.text();
     if (res.status !== 200) {
       throw new Error(`robot: ${init.method} ${url.pathname} answered ${res.status}: ${pageText(html)}`);
+    }
+    const refresh = metaRefresh(html, url);
+    if (refresh) {
+      // Our "Continue with" button's page sends the browser on.
+      url = refresh;
+      init = { method: 'GET' };
+      continue;
     }
     const form = fillForm(html, url, username, password, idp);
     if (!form) throw new Error(`robot: page ${url.pathname} has no login or consent form: ${pageText(html)}`);

@@ -35,6 +35,9 @@ type Page struct {
 	Header http.Header
 	Body   string
 	Forms  []Form
+	// Refresh is where the page's meta refresh sends the browser, ""
+	// for nowhere.
+	Refresh string
 }
 
 // Form returns the form with the given id, or nil.
@@ -268,7 +271,22 @@ func readPage(resp *http.Response) (*Page, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Page{URL: resp.Request.URL, Status: resp.StatusCode, Header: resp.Header, Body: string(body), Forms: forms}, nil
+	return &Page{URL: resp.Request.URL, Status: resp.StatusCode, Header: resp.Header, Body: string(body), Forms: forms, Refresh: metaRefresh(string(body))}, nil
+}
+
+// metaRefresh is the URL a page's meta refresh names, "" for none.
+func metaRefresh(body string) string {
+	doc, err := html.Parse(strings.NewReader(body))
+	if err != nil {
+		return ""
+	}
+	for n := range doc.Descendants() {
+		if n.Type == html.ElementNode && n.Data == "meta" && strings.EqualFold(attr(n, "http-equiv"), "refresh") {
+			_, u, _ := strings.Cut(attr(n, "content"), "url=")
+			return u
+		}
+	}
+	return ""
 }
 
 // Get fetches a page with the robot's cookies, following redirects.
