@@ -1209,14 +1209,16 @@ func (rw *responseWriter) leniently(msg []byte) ([]byte, error) {
 // the strict parse refused, read as encoding/json reads it: the last of
 // a member given twice, as JavaScript's, Python's and Go's decoders take
 // it; a member spelt like one checked but for case, '-' or '_' is an
-// error all the same (exactMember). An answer that is not JSON holds no
-// message a client reads, and is returned as it is.
+// error all the same (exactMember). An answer that is not JSON is an
+// error: the Go SDK's client reads a message's first JSON value and
+// ignores what follows it (segmentio's Decoder.Decode), so a message
+// with text after it is read all the same.
 func (g *Gateway) checkLeniently(p *principal, msg []byte) ([]byte, error) {
 	var batch []json.RawMessage
 	if json.Unmarshal(msg, &batch) != nil {
 		batch = nil
 		if !json.Valid(msg) {
-			return msg, nil
+			return nil, errors.New("an answer that may carry resources is not JSON")
 		}
 	}
 	one := batch == nil

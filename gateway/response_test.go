@@ -277,6 +277,20 @@ func TestEmbeddedResourcesChecked(t *testing.T) {
 		// Tool output may hold any JSON: an answer the strict reading
 		// refuses is checked as encoding/json reads it.
 		{"tool result, a member twice in structuredContent", toolCall("read_a"), `{"jsonrpc":"2.0","id":1,"result":{"content":[` + secret + `],"structuredContent":{"id":1,"ID":2}}}`, 200, "withheld"},
+		// The Go SDK's client reads the first JSON value of a message
+		// and ignores what follows it (segmentio's Decoder.Decode):
+		// an answer that is not JSON as a whole is still read.
+		{"tool result, text after it", toolCall("read_a"), tool(secret) + " x", 502, ""},
+		{"tool result, NUL after it", toolCall("read_a"), tool(secret) + "\x00", 502, ""},
+		{"tool result, a second message after it", toolCall("read_a"), tool(secret) + tool(public), 502, ""},
+		{"read answer on a tool call's stream, text after it", toolCall("read_a"), secretRead + " x", 502, ""},
+		{"read answer on a tool call's stream, NUL after it", toolCall("read_a"), secretRead + "\x00", 502, ""},
+		// The TypeScript SDK's client reads a JSON body with fetch's
+		// json(), which drops a UTF-8 byte order mark before it.
+		{"read answer on a tool call's stream, byte order mark before it", toolCall("read_a"), "\ufeff" + secretRead, 502, ""},
+		// The Go SDK's client trims Unicode spaces around an event's data.
+		{"read answer on a tool call's stream, no-break space before it", toolCall("read_a"), "\u00a0" + secretRead, 502, ""},
+		{"sampling request, brace after it", "", sampling(`[{"type":"tool_result","toolUseId":"u1","content":[`+secret+`]}]`) + "}", 502, ""},
 		{"tool result, uri twice", toolCall("read_a"), tool(`{"type":"resource","resource":{"uri":"file:///docs/a","uri":"file:///secret/key","text":"TOPSECRET"}}`), 200, "withheld"},
 		{"prompt message", promptGet, prompt(secret), 200, "withheld"},
 		{"prompt message, allowed", promptGet, prompt(public), 200, "public"},

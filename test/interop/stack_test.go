@@ -204,6 +204,12 @@ func startStack(t *testing.T, upstreamHost string) *stack {
 // startStackWith is startStack with extra mcp_auth subdirectives.
 func startStackWith(t *testing.T, upstreamHost, extra string) *stack {
 	t.Helper()
+	return startStackFrom(t, caddyfileTemplate, upstreamHost, extra)
+}
+
+// startStackFrom is startStackWith from the Caddyfile template tmpl.
+func startStackFrom(t *testing.T, tmpl, upstreamHost, extra string) *stack {
+	t.Helper()
 	port := harness.FreePort(t)
 	issuer := fmt.Sprintf("http://127.0.0.1:%d", port)
 	s := &stack{
@@ -212,7 +218,7 @@ func startStackWith(t *testing.T, upstreamHost, extra string) *stack {
 		Upstream: "http://" + upstreamHost + demoMCPPath,
 	}
 	var b strings.Builder
-	err := template.Must(template.New("Caddyfile").Parse(caddyfileTemplate)).Execute(&b, map[string]any{
+	err := template.Must(template.New("Caddyfile").Parse(tmpl)).Execute(&b, map[string]any{
 		"Issuer":       issuer,
 		"Port":         port,
 		"Resource":     s.Resource,
