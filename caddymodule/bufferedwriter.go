@@ -99,10 +99,17 @@ func (b *BufferedWriter) Provision(ctx caddy.Context) error {
 }
 
 // Cleanup writes out the buffer when the configuration is unloaded;
-// Caddy does not close log writers then.
+// Caddy does not close log writers then. When the process is exiting,
+// the writer also stops buffering: what other modules' Cleanup log
+// after this one ran (the gateway's audit events of the requests it
+// ends then) goes straight to the output, since the process exits
+// before a timer could write it.
 func (b *BufferedWriter) Cleanup() error {
 	if b.lb == nil {
 		return nil
+	}
+	if caddy.Exiting() {
+		return b.lb.unbuffer()
 	}
 	return b.lb.Sync()
 }
@@ -261,13 +268,20 @@ func (lb *logBuffer) Sync() error {
 	return lb.flush()
 }
 
-// Close writes out what is buffered and closes the output.
-func (lb *logBuffer) Close() error {
+// unbuffer writes out what is buffered, and every later entry goes to
+// the output at once.
+func (lb *logBuffer) unbuffer() error {
 	lb.mu.Lock()
+	defer lb.mu.Unlock()
 	err := lb.flush()
 	lb.closed = true
 	lb.timer.Stop()
-	lb.mu.Unlock()
+	return err
+}
+
+// Close writes out what is buffered and closes the output.
+func (lb *logBuffer) Close() error {
+	err := lb.unbuffer()
 	return errors.Join(err, lb.out.Close())
 }
 

@@ -717,16 +717,29 @@ func (n hostNext) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
 // Cleanup implements caddy.CleanerUpper: when the configuration is
 // unloaded (a reload, a stop), the gateway's open event streams end, so
 // their clients reconnect to the configuration now running, and a remote
-// issuer's keys are no longer refreshed.
+// issuer's keys are no longer refreshed. When the process is exiting
+// (SIGTERM, SIGINT, `caddy stop`), this runs once the servers' grace
+// period is over, and the process exits right after: every request
+// still in flight is ended now, and waited for until audited (at most
+// exitAuditWait), or its audit event would be lost although the
+// upstream had it.
 func (h *GatewayHandler) Cleanup() error {
 	if h.gw != nil {
-		h.gw.Close()
+		if caddy.Exiting() {
+			h.gw.Stop(exitAuditWait)
+		} else {
+			h.gw.Close()
+		}
 	}
 	if h.keys != nil {
 		h.keys.Close()
 	}
 	return nil
 }
+
+// exitAuditWait bounds how long Cleanup waits at exit for the requests it
+// ended to be audited: ended, they return as soon as the proxy sees it.
+const exitAuditWait = 5 * time.Second
 
 // errorStatus is the status Caddy answers a handler error with.
 func errorStatus(err error) int {

@@ -42,15 +42,20 @@ type streamSet struct {
 	by, byClient   map[string]int
 	open           map[*exchange]bool // true: its answer is an event stream (stream)
 	closedAt       time.Time          // when close was called, zero before
-	running        bool
-	idle           *sync.Cond // signalled when the checker ends (tests wait on it)
-	batch          []pending
+	// stopping: stop was called (the process is exiting), and drained
+	// is signalled when the last request reserve counted is released.
+	stopping bool
+	drained  *sync.Cond
+	running  bool
+	idle     *sync.Cond // signalled when the checker ends (tests wait on it)
+	batch    []pending
 }
 
 func newStreamSet(r Revocations, now func() time.Time, interval time.Duration, max, maxClient int, log *zap.Logger) *streamSet {
 	s := &streamSet{revocations: r, now: now, interval: interval, log: log, open: make(map[*exchange]bool),
 		max: max, maxClient: maxClient, by: make(map[string]int), byClient: make(map[string]int)}
 	s.idle = sync.NewCond(&s.mu)
+	s.drained = sync.NewCond(&s.mu)
 	return s
 }
 
@@ -81,6 +86,9 @@ func (s *streamSet) release(holder, client string) {
 	defer s.mu.Unlock()
 	uncount(s.by, holder)
 	uncount(s.byClient, client)
+	if s.stopping && len(s.by) == 0 {
+		s.drained.Broadcast()
+	}
 }
 
 // uncount takes one from by[key], deleting the key at zero.
@@ -96,8 +104,12 @@ func uncount(by map[string]int, key string) {
 func (s *streamSet) add(x *exchange) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.closedAt.IsZero() && x.r.Method == http.MethodGet {
-		x.end(endReloaded)
+	if s.stopping || !s.closedAt.IsZero() && x.r.Method == http.MethodGet {
+		why := endReloaded
+		if s.stopping {
+			why = endStopped
+		}
+		x.end(why)
 		return
 	}
 	s.open[x] = x.r.Method == http.MethodGet // a GET is a stream
@@ -152,6 +164,48 @@ func (s *streamSet) close() {
 		s.log.Info("event streams closed: the gateway's configuration was unloaded", zap.Int("streams", n))
 	}
 }
+
+// stop ends every request in flight upstream, calls and their answers
+// too, and waits, at most wait, until every request the gateway holds
+// has ended and written its audit event (released what reserve
+// counted): the process is exiting, and would otherwise exit with them
+// unaudited, though the upstream had them. It reports whether all
+// ended in time.
+func (s *streamSet) stop(wait time.Duration) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopping = true
+	if s.closedAt.IsZero() {
+		s.closedAt = s.now()
+	}
+	for x := range s.open {
+		x.end(endStopped)
+		delete(s.open, x)
+	}
+	late := false
+	t := time.AfterFunc(wait, func() {
+		s.mu.Lock()
+		late = true
+		s.drained.Broadcast()
+		s.mu.Unlock()
+	})
+	defer t.Stop()
+	for len(s.by) > 0 && !late {
+		s.drained.Wait()
+	}
+	if n := len(s.by); n > 0 {
+		s.log.Warn("requests still in flight when the process exits, not audited", zap.Int("principals", n))
+		return false
+	}
+	return true
+}
+
+// Stop ends every request in flight, not only GET streams, and waits at
+// most wait until each has been audited; false if some had not. Call it
+// instead of Close when the process is exiting: a request still in
+// flight then is cut when it exits, and its audit event, written when it
+// ends, would be lost.
+func (g *Gateway) Stop(wait time.Duration) bool { return g.streams.stop(wait) }
 
 // Close ends the gateway's open GET event streams, and any that open
 // later, at once (see streamSet.close). Call it when the configuration it
@@ -237,6 +291,9 @@ var (
 	// unloaded (close): one the upstream had not answered yet gets 503,
 	// not the proxy's 499 (review s16b F5), and the client opens it again.
 	endReloaded = &authError{status: http.StatusServiceUnavailable, desc: "the gateway's configuration was reloaded; retry"}
+	// endStopped ends every request still in flight when the process
+	// exits (stop).
+	endStopped = &authError{status: http.StatusServiceUnavailable, desc: "the server is stopping; retry"}
 )
 
 // ended says why x must end, nil if it may go on; closedAt is when close
