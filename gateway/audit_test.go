@@ -371,3 +371,48 @@ func TestPinAuditToolBounded(t *testing.T) {
 		t.Errorf("pin event tool of %d bytes, truncated %v; want %d bytes and a marker, truncated true", len(fmt.Sprint(ev["tool"])), ev["truncated"], len(want))
 	}
 }
+
+// TestPinAuditChangesBounded: the changed members a pin event lists are
+// JSON Pointers into the server's definition, whose keys the server
+// chooses: each is bounded as the request events' fields are (2 KiB,
+// marked, truncated: true), so that a server that changes a definition
+// (what pinning is there to catch) cannot write megabytes into the audit
+// log per new definition with a long property name or deep nesting.
+func TestPinAuditChangesBounded(t *testing.T) {
+	long := strings.Repeat("k", 100_000)
+	deep := func(v string) string {
+		return strings.Repeat(`{"`+strings.Repeat("a", 1000)+`":`, 50) + v + strings.Repeat("}", 50)
+	}
+	for name, tt := range map[string]struct{ pinned, changed string }{
+		"long key":     {`{"type":"object","properties":{}}`, `{"type":"object","properties":{"` + long + `":{"type":"string"}}}`},
+		"deep nesting": {`{"type":"object","x":` + deep("1") + `}`, `{"type":"object","x":` + deep("2") + `}`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.PinTools, cfg.Pins = PinFirstUse, newMemPins()
+			schema := tt.pinned
+			h := newHarness(t, cfg, pinUpstream(func() string { return `{"name":"read_file","inputSchema":` + schema + `}` }))
+			list := `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
+			readBody(t, h.do(t, call{body: list, token: mint(t, claims())}))
+			schema = tt.changed
+			readBody(t, h.do(t, call{body: list, token: mint(t, claims())}))
+			events := h.logs.FilterMessage("tool definition changed").All()
+			if len(events) != 1 {
+				t.Fatalf("pin events = %d, want 1", len(events))
+			}
+			ev := events[0].ContextMap()
+			changes := toStrings(ev["changes"])
+			if len(changes) == 0 {
+				t.Fatalf("pin event lists no change: %v", ev)
+			}
+			for _, c := range changes {
+				if len(c) > maxAuditText+len(auditCut) {
+					t.Errorf("a change of %d bytes, want at most %d and a marker", len(c), maxAuditText)
+				}
+			}
+			if ev["truncated"] != true {
+				t.Errorf("truncated = %v, want true", ev["truncated"])
+			}
+		})
+	}
+}

@@ -315,7 +315,7 @@ func (s *pinSet) listed(ctx context.Context, tool string, raw []byte) (keep bool
 	if !known && p == (Pin{}) {
 		if len(v.stored) >= s.max {
 			if s.full.CompareAndSwap(false, true) {
-				s.audit("tool pins full: new tools are hidden until pins are forgotten", tool, zap.Int("pins", len(v.stored)))
+				s.audit("tool pins full: new tools are hidden until pins are forgotten", tool, false, zap.Int("pins", len(v.stored)))
 			}
 			s.g.metrics.ToolPin("hidden")
 			return false, hash, nil
@@ -341,8 +341,8 @@ func (s *pinSet) listed(ctx context.Context, tool string, raw []byte) (keep bool
 		p = np
 		switch {
 		case changed && resembles != "" && p.Pinned == "":
-			pinnedTool, _ := auditBound(resembles, maxAuditName)
-			s.audit("tool name resembles a pinned tool's", tool,
+			pinnedTool, cut := auditBound(resembles, maxAuditName)
+			s.audit("tool name resembles a pinned tool's", tool, cut,
 				zap.String("pinned_tool", pinnedTool), zap.String("offered_hash", hash))
 		case changed && p.Pending == hash:
 			s.auditChange(tool, p.Pinned, hash, pinnedDef, canon)
@@ -404,20 +404,29 @@ func pinKey(name string) string {
 // auditChange records a definition the server offers that differs from
 // the pin (or, in approved mode, a tool no one approved yet): which
 // members differ, not the whole definitions (the admin API shows them).
+// A member's pointer is made of the server's keys, so each is bounded
+// as a URI is in the request events.
 func (s *pinSet) auditChange(tool, pinned, offered string, pinnedDef, offeredDef []byte) {
-	s.audit("tool definition changed", tool,
+	changes, cut := DefinitionChanges(pinnedDef, offeredDef), false
+	for i, c := range changes {
+		var cutOne bool
+		changes[i], cutOne = auditBound(c, maxAuditText)
+		cut = cut || cutOne
+	}
+	s.audit("tool definition changed", tool, cut,
 		zap.String("pinned_hash", pinned),
 		zap.String("offered_hash", offered),
-		zap.Strings("changes", DefinitionChanges(pinnedDef, offeredDef)),
+		zap.Strings("changes", changes),
 	)
 }
 
 // audit records, and counts, a definition that needs an operator's
 // review. The tool's name is the server's, bounded as a caller's is in
-// the request events (auditBound).
-func (s *pinSet) audit(msg, tool string, fields ...zap.Field) {
+// the request events (auditBound); cut: a field of fields was cut so.
+func (s *pinSet) audit(msg, tool string, cut bool, fields ...zap.Field) {
 	s.g.metrics.ToolPin("changed")
-	tool, cut := auditBound(tool, maxAuditName)
+	tool, toolCut := auditBound(tool, maxAuditName)
+	cut = cut || toolCut
 	fields = append([]zap.Field{zap.String("resource", s.resource), zap.String("tool", tool), zap.String("pin_mode", s.mode.String())}, fields...)
 	if cut {
 		fields = append(fields, zap.Bool("truncated", true))
