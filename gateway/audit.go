@@ -57,7 +57,8 @@ func auditBound(s string, max int) (string, bool) {
 
 // auditForwarded counts and logs the decisions of a forwarded request
 // (logs them unless only denials are audited, and the request ran to its
-// end: reason says why the gateway ended it early, "" when it did not).
+// end: reason says why the gateway ended it early or answered in the
+// upstream's place, "" when it did neither).
 // Status 0 means next wrote nothing (under Caddy: the proxy failed and
 // its error handler answers).
 func (g *Gateway) auditForwarded(x *exchange, status int, reason string) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -187,6 +188,10 @@ func TestAuditDenialsOnly(t *testing.T) {
 		got = append(got, fmt.Sprintf("%v %v %v", m["decision"], m["tool"], m["status"]))
 	}
 	want := []string{
+		// The harness's upstream answers the GET in JSON, which clients
+		// read as events whatever its type: the gateway refuses it in
+		// the upstream's place (TestAuditAnswerRefused).
+		"allow <nil> 502",
 		"deny delete_all 403",
 		"deny read_a 403", "deny delete_all 403",
 		"deny <nil> 401",
@@ -414,5 +419,37 @@ func TestPinAuditChangesBounded(t *testing.T) {
 				t.Errorf("truncated = %v, want true", ev["truncated"])
 			}
 		})
+	}
+}
+
+// TestAuditAnswerRefused: an upstream answer the gateway refuses in its
+// place (here one it must read for the resource rules, compressed
+// anyway: 502) is a refusal the client gets, counted as one, and is
+// audited as one: with the refusal's message as reason, and so also
+// with AuditDenialsOnly. Before, its event had no reason, and
+// AuditDenialsOnly left it out: the operator's denials log missed a call
+// the upstream ran and whose answer the client never got.
+func TestAuditAnswerRefused(t *testing.T) {
+	for _, denialsOnly := range []bool{false, true} {
+		cfg := testConfig(t)
+		cfg.AuditDenialsOnly = denialsOnly
+		h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Content-Encoding", "br")
+			io.WriteString(w, "compressed")
+		})
+		resp := h.do(t, call{body: toolCall("read_a"), token: mint(t, claims())})
+		readBody(t, resp)
+		if resp.StatusCode != http.StatusBadGateway {
+			t.Fatalf("compressed answer = %d, want 502", resp.StatusCode)
+		}
+		entries := h.logs.All()
+		if len(entries) != 1 {
+			t.Fatalf("denials only %v: audit events = %d, want 1", denialsOnly, len(entries))
+		}
+		ev := entries[0].ContextMap()
+		if reason, _ := ev["reason"].(string); ev["status"] != int64(http.StatusBadGateway) || ev["tool"] != "read_a" || !strings.Contains(reason, "could not be checked") {
+			t.Errorf("denials only %v: audit event %v, want read_a, status 502 and the refusal's reason", denialsOnly, ev)
+		}
 	}
 }

@@ -204,10 +204,14 @@ type responseWriter struct {
 	wroteHeader bool
 	mode        writeMode
 	status      int
-	length      int64  // the JSON answer's Content-Length, -1 if none
-	wrapped     string // the session id set by rewriteSession
-	buf         bytes.Buffer
-	sse         *mcpparse.Splitter
+	// refused is the message of the refusal answered instead of the
+	// upstream's answer (answerInstead), "" when none: the audit
+	// event's reason.
+	refused string
+	length  int64  // the JSON answer's Content-Length, -1 if none
+	wrapped string // the session id set by rewriteSession
+	buf     bytes.Buffer
+	sse     *mcpparse.Splitter
 	// trailers are the fields the upstream announced as trailers, and
 	// trailerHeld what the header held under those names when it was
 	// written by next (nil unless any): see dropTrailers.
@@ -956,7 +960,7 @@ func (rw *responseWriter) answerInstead(f *refusal) {
 	for _, k := range []string{"Content-Length", "Content-Encoding", "ETag", "Last-Modified", "Location", "Mcp-Session-Id", "Set-Cookie"} {
 		h.Del(k)
 	}
-	rw.status = f.status
+	rw.status, rw.refused = f.status, f.message
 	f.id = singleID(rw.x)
 	f.write(rw.w)
 }

@@ -208,7 +208,7 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next Next) (err 
 		if err != nil && !rw.wroteHeader {
 			status = g.cfg.ErrorStatus(err)
 		}
-		reason := ""
+		reason := rw.refused // an answer the gateway refused in its place
 		if why != nil {
 			reason = why.desc // an answer cut after it began
 		}
