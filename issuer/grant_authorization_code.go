@@ -56,7 +56,7 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 		if ac.ClientID != c.ID || checkPKCE(ac.CodeChallenge, ac.CodeChallengeMethod, f.Get("code_verifier")) != nil {
 			return nil, ErrInvalidGrant.WithDescription("invalid, expired or used authorization code")
 		}
-		return nil, g.replayed(ctx, code)
+		return nil, g.replayed(ctx, code, ac)
 	}
 	now := i.now()
 	switch {
@@ -188,13 +188,16 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 
 // replayed handles a second use of a code: RFC 6749 4.1.2 says deny
 // and revoke what the first use issued.
-func (g authorizationCode) replayed(ctx context.Context, code string) error {
+// The event names the client, user and grant, so the operator knows
+// whose grant ended and which client's code leaked.
+func (g authorizationCode) replayed(ctx context.Context, code string, ac *authCode) error {
 	i := g.iss
 	err := i.store.Update(ctx, func(tx store.Tx) error { return codesIn(tx).replayed(code, i.revokeUntil()) })
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("revoke replayed code: %w", err)
 	}
-	i.securityEvent(ctx, zap.WarnLevel, "authorization code reused; its grant is revoked")
+	i.securityEvent(ctx, zap.WarnLevel, "authorization code reused; its grant is revoked",
+		zap.String("client_id", ac.ClientID), zap.String("sub", ac.Subject), zap.String("grant", ac.GrantID))
 	return ErrInvalidGrant.WithDescription("invalid, expired or used authorization code")
 }
 

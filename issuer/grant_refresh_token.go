@@ -54,7 +54,7 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 		if rec.keyless(g, req.jkt) {
 			return nil, keyNeeded
 		}
-		return nil, rg.reused(ctx, rec.GrantID)
+		return nil, rg.reused(ctx, g)
 	}
 	if g.DPoPJKT != "" && req.jkt != g.DPoPJKT {
 		// Before any other check, so that without the key a stolen
@@ -168,12 +168,14 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 
 // reused revokes the family of a rotated refresh token that was
 // presented again: either the client or an attacker holds a stolen copy.
-func (rg refreshTokenGrant) reused(ctx context.Context, grantID string) error {
+// The event names the grant, its client and its subject.
+func (rg refreshTokenGrant) reused(ctx context.Context, g *grant) error {
 	i := rg.iss
-	err := i.store.Update(ctx, func(tx store.Tx) error { return grantsIn(tx).revoke(grantID, i.revokeUntil()) })
+	err := i.store.Update(ctx, func(tx store.Tx) error { return grantsIn(tx).revoke(g.ID, i.revokeUntil()) })
 	if err != nil {
 		return fmt.Errorf("revoke reused refresh token family: %w", err)
 	}
-	i.securityEvent(ctx, zap.WarnLevel, "rotated refresh token reused; its grant is revoked", zap.String("grant", grantID))
+	i.securityEvent(ctx, zap.WarnLevel, "rotated refresh token reused; its grant is revoked",
+		zap.String("client_id", g.ClientID), zap.String("sub", g.Subject), zap.String("grant", g.ID))
 	return ErrInvalidGrant.WithDescription("invalid, expired or revoked refresh token")
 }

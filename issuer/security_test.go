@@ -70,6 +70,8 @@ func TestSecurityEvents(t *testing.T) {
 		t.Fatalf("second exchange error = %v, want invalid_grant", err)
 	}
 
+	gid, _ := verifyLikeGateway(t, e, tok.AccessToken, "ES256")["gid"].(string)
+
 	// What must never be logged, by any logger of the issuer.
 	for _, entry := range logs.All() {
 		text := fmt.Sprint(entry.Message, entry.ContextMap())
@@ -100,7 +102,7 @@ func TestSecurityEvents(t *testing.T) {
 		{"login failed", map[string]any{"remote_addr": "203.0.113.7", "reason": "unknown_user"}},
 		{"client authentication failed", map[string]any{"client_id": tConf, "remote_addr": "127.0.0.1", "reason": "invalid_secret"}},
 		{"client authentication failed", map[string]any{"client_id": tConf, "remote_addr": "127.0.0.1", "reason": "wrong_method"}},
-		{"authorization code reused; its grant is revoked", map[string]any{"remote_addr": "127.0.0.1"}},
+		{"authorization code reused; its grant is revoked", map[string]any{"remote_addr": "127.0.0.1", "client_id": tPublic, "sub": tUser, "grant": gid}},
 	}
 	if diff := cmp.Diff(want, got, cmp.AllowUnexported(event{})); diff != "" {
 		t.Errorf("security events (-want +got):\n%s", diff)
@@ -135,6 +137,32 @@ func TestSecurityEvents(t *testing.T) {
 	if m.counts["login throttled"] != 1 {
 		t.Errorf("throttled logins counted %d times, want 1", m.counts["login throttled"])
 	}
+	m.mu.Unlock()
+
+	// A rotated refresh token presented again: the event names whose
+	// grant was revoked, and the client that presented it.
+	code, verifier = e.issueCode(t, codeSpec{scopes: []string{"read", "offline_access"}})
+	if tok, err = e.exchange(t, tPublic, "", code, verifier); err != nil {
+		t.Fatal(err)
+	}
+	gid, _ = verifyLikeGateway(t, e, tok.AccessToken, "ES256")["gid"].(string)
+	refresh := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok.RefreshToken}, "client_id": {tPublic}}
+	if a := e.post(t, pathToken, refresh, ""); a.status != http.StatusOK {
+		t.Fatalf("refresh: %d %s", a.status, a.raw)
+	}
+	if a := e.post(t, pathToken, refresh, ""); a.status != http.StatusBadRequest {
+		t.Fatalf("rotated refresh token again: %d %s, want 400", a.status, a.raw)
+	}
+	events = logs.FilterLoggerName("security").FilterMessage("rotated refresh token reused; its grant is revoked").All()
+	want = []event{{"rotated refresh token reused; its grant is revoked", map[string]any{"remote_addr": "127.0.0.1", "client_id": tPublic, "sub": tUser, "grant": gid}}}
+	got = nil
+	for _, entry := range events {
+		got = append(got, event{entry.Message, entry.ContextMap()})
+	}
+	if diff := cmp.Diff(want, got, cmp.AllowUnexported(event{})); diff != "" {
+		t.Errorf("refresh token reuse events (-want +got):\n%s", diff)
+	}
+	m.mu.Lock()
 }
 
 // TestClientAuthFailureNamesOnlyClients: a refused client authentication
