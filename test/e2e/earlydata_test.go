@@ -100,8 +100,20 @@ https://localhost:%[2]d {
 		t.Errorf("metadata as early data = %d, want 200", code)
 	}
 	u := md.AuthorizationEndpoint + "?client_id=c&response_type=code"
-	if code, _ := get(http3.MethodGet0RTT, u); code != http.StatusTooEarly {
-		t.Errorf("authorization request as early data = %d, want 425", code)
+	// A request goes as early data only with a session ticket in hand,
+	// which a loaded machine may not have had yet (try waits 200 ms for
+	// it): without one it is sent after the handshake and served. A few
+	// tries, each after a request that leaves a ticket.
+	for try := 1; ; try++ {
+		code, _ := get(http3.MethodGet0RTT, u)
+		if code == http.StatusTooEarly {
+			break
+		}
+		if try == 5 {
+			t.Errorf("authorization request as early data = %d, want 425 (5 tries)", code)
+			break
+		}
+		t.Logf("authorization request as early data, try %d = %d; again", try, code)
 	}
 	if code, _ := get(http.MethodGet, u); code == http.StatusTooEarly {
 		t.Errorf("authorization request after the handshake = %d, want it served", code)
