@@ -168,6 +168,16 @@ func (x tokenExchange) grant(ctx context.Context, req *clientRequest) (*issuance
 	if err != nil {
 		return nil, err
 	}
+	// Each exchange is recorded until its subject token expires
+	// (derivedRecords): they spend the requesting client's tokens, as
+	// its own do (clientTokenBurst), or exchanging one token with every
+	// call would grow the store without bound.
+	switch d, err := i.clientTokens.take(ctx, c.ID); {
+	case err != nil:
+		return nil, err
+	case d > 0:
+		return nil, rateLimited(ErrTemporarilyUnavailable, d, "too many tokens for this client; retry later")
+	}
 	s := tokenSubject{
 		client: app, user: u, subject: subj.Subject, resource: res.URL, scopes: scopes, act: act,
 		grantID: subj.GrantID, principalType: subj.PrincipalType, notAfter: subj.ExpiresAt.Time,

@@ -577,3 +577,35 @@ func TestExchangeRacingSubjectRevocation(t *testing.T) {
 		t.Errorf("exchange racing the subject's revocation = %d %s, want 400 invalid_request", a.status, a.raw)
 	}
 }
+
+// TestTokenExchangeRateLimited: every exchange is recorded until its
+// subject token expires (bucketDerived), so a client exchanging the same
+// token with every call would grow the store without bound: exchanges
+// spend the requesting client's tokens (clientTokenBurst), as its
+// client_credentials tokens do; past them 429 and nothing is recorded.
+func TestTokenExchangeRateLimited(t *testing.T) {
+	e := newTokEnv(t)
+	user := e.userToken(t, tPublic, "read").AccessToken
+	a1 := e.agentToken(t, tAgent1, tAgentSecret) // spends one
+	ok := 0
+	var a answer
+	for range clientTokenBurst {
+		if a = e.tokenExchange(t, tAgent1+":"+tAgentSecret, exchangeForm(user, a1)); a.status != http.StatusOK {
+			break
+		}
+		ok++
+	}
+	if a.status != http.StatusTooManyRequests || a.str("error") != "temporarily_unavailable" || a.header.Get("Retry-After") == "" {
+		t.Fatalf("exchange past the client's burst (after %d) = %d %v %s, want 429 temporarily_unavailable with Retry-After", ok, a.status, a.header, a.raw)
+	}
+	if ok != clientTokenBurst-1 {
+		t.Errorf("exchanges before 429 = %d, want %d (its client_credentials token spent one)", ok, clientTokenBurst-1)
+	}
+	if n := countBucket(t, e, bucketDerived); n != ok {
+		t.Errorf("recorded exchanges = %d, want %d (the refused one records nothing)", n, ok)
+	}
+	e.clock.Advance(time.Minute)
+	if a := e.tokenExchange(t, tAgent1+":"+tAgentSecret, exchangeForm(user, a1)); a.status != http.StatusOK {
+		t.Errorf("exchange a minute later = %d %s, want 200 (the budget refills)", a.status, a.raw)
+	}
+}

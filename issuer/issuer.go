@@ -91,7 +91,7 @@ type Issuer struct {
 	limiter       *limiter
 	anonWrites    *rateLimiter // unauthenticated store writes per address
 	parClients    *rateLimiter // pushed requests per client
-	clientTokens  *rateLimiter // client_credentials tokens per client
+	clientTokens  *rateLimiter // client_credentials and exchanged tokens per client
 	registrations *rateLimiter // DCR requests per address
 	// registrationsAll is DCR over all addresses (one key, "").
 	registrationsAll *rateLimiter

@@ -510,7 +510,8 @@ func (l *limiter) settleAttempt(ctx context.Context, account, addr string, gen t
 // per user, shared by the instances on a store they share, as the
 // brute-force limits are. A client's own tokens (client_credentials, an
 // agent's too) are each a grant kept until the token expires:
-// clientTokenBurst per client.
+// clientTokenBurst per client, spent by its token exchanges too (each
+// recorded until its subject token expires).
 const (
 	anonWriteBurst   = 60  // per address, refilled at that many a minute
 	parClientBurst   = 300 // per client, refilled at that many a minute
