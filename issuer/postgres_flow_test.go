@@ -3,12 +3,14 @@ package issuer
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/url"
 	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/bolt"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres/pgtest"
@@ -163,6 +165,70 @@ func TestAdminNamesRaceReloadPostgres(t *testing.T) {
 			if err := b.iss.DeleteUser(t.Context(), name); err != nil {
 				t.Fatal(err)
 			}
+		}
+	}
+}
+
+// TestRevokeHugeDerivedTreePostgres: revoking a token at /revoke revokes
+// every token exchanged from it, and an agent may exchange at its
+// client's rate for as long as the token lives (tens of thousands). Done
+// in one transaction, that outlasted the store's bound and was rolled
+// back: 503, and the token itself stayed valid, so the very delegate the
+// revocation was to stop could keep it from happening. The token is now
+// revoked in a transaction of its own and the tree in bounded ones.
+func TestRevokeHugeDerivedTreePostgres(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	// A short bound (each transaction is abandoned after twice it), as a
+	// loaded database makes the default one.
+	st, err := postgres.Open(t.Context(), dsn, postgres.Options{Now: clock.Now, Timeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	seed, err := postgres.Open(t.Context(), dsn, postgres.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = seed.Close() })
+	e := newTokEnvStore(t, st, clock)
+	user := e.userToken(t, tPublic, "read").AccessToken
+	claims, err := e.iss.parseAccessToken(t.Context(), user, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What an agent's exchanges record (derivedIn(...).add), written
+	// directly: 6,000 exchanges take ten minutes at the client's rate.
+	const n = 6000
+	child := func(k int) string { return fmt.Sprintf("child%05d", k) }
+	for k := 0; k < n; k += 500 {
+		err := seed.Update(t.Context(), func(tx store.Tx) error {
+			for j := k; j < k+500; j++ {
+				if err := derivedIn(tx).add(claims.ID, child(j), claims.ExpiresAt.Time); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r := e.post(t, pathRevoke, url.Values{"token": {user}, "client_id": {tPublic}}, ""); r.status != http.StatusOK {
+		t.Errorf("revoke a token with %d exchanged from it = %d %s, want 200", n, r.status, r.raw)
+	}
+	for _, jti := range []string{claims.ID, child(0), child(n - 1)} {
+		err := seed.View(t.Context(), func(tx store.Tx) error {
+			switch ok, err := revocationsIn(tx).revoked(jti, ""); {
+			case err != nil:
+				return err
+			case !ok:
+				t.Errorf("%s not revoked", jti)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"context"
 	"strings"
 	"time"
 
@@ -23,27 +24,51 @@ func (r derivedRecords) add(parent, child string, until time.Time) error {
 	return r.t.put(parent+"/"+child, &marker{Until: until}, until.Add(2*time.Second))
 }
 
-// revokeToken refuses the access token jti until exp, and every token
-// exchanged from it, directly or not.
-func (r derivedRecords) revokeToken(jti string, exp time.Time) error {
-	revs := revocationsIn(r.t.tx)
+// derivedBatch is how many tokens revokeTokenTree revokes per
+// transaction after the first.
+const derivedBatch = 128
+
+// revokeTokenTree refuses the access token jti until exp, and every token
+// exchanged from it, directly or not. An agent may exchange at its
+// client's rate for as long as the token lives, tens of thousands: in one
+// transaction they would outlast the store's bound and the token itself
+// would stay valid. So the token is revoked in a transaction of its own
+// and the rest in batches of derivedBatch; each token's revocation and
+// the listing of those exchanged from it share a transaction, and an
+// exchange is refused once its subject is revoked (tokenExchange), so
+// none exchanged meanwhile is missed. A failure part way is reported, and
+// the client's retry (RFC 7009 section 2.2.1) walks the tree again.
+func revokeTokenTree(ctx context.Context, st store.Store, jti string, exp time.Time) error {
 	seen := map[string]bool{jti: true}
 	for next := []tokenUntil{{jti, exp}}; len(next) > 0; {
-		tok := next[len(next)-1]
-		next = next[:len(next)-1]
-		if err := revs.revokeToken(tok.jti, tok.until); err != nil {
-			return err
-		}
-		err := r.t.list(tok.jti+"/", func(key string, m *marker) error {
-			child := key[strings.IndexByte(key, '/')+1:]
-			if !seen[child] {
-				seen[child] = true
-				next = append(next, tokenUntil{child, m.Until})
+		batch := next[max(0, len(next)-derivedBatch):]
+		var found []tokenUntil
+		err := st.Update(ctx, func(tx store.Tx) error {
+			found = found[:0] // fn may run again
+			revs, derived := revocationsIn(tx), derivedIn(tx)
+			for _, tok := range batch {
+				if err := revs.revokeToken(tok.jti, tok.until); err != nil {
+					return err
+				}
+				err := derived.t.list(tok.jti+"/", func(key string, m *marker) error {
+					found = append(found, tokenUntil{key[strings.IndexByte(key, '/')+1:], m.Until})
+					return nil
+				})
+				if err != nil {
+					return err
+				}
 			}
 			return nil
 		})
 		if err != nil {
 			return err
+		}
+		next = next[:len(next)-len(batch)]
+		for _, tok := range found {
+			if !seen[tok.jti] {
+				seen[tok.jti] = true
+				next = append(next, tok)
+			}
 		}
 	}
 	return nil

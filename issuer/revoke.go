@@ -105,7 +105,7 @@ func (i *Issuer) revokeRefreshToken(ctx context.Context, c *Client, tok string, 
 }
 
 // revokeAccessToken refuses c's access token tok until it expires, and
-// the tokens exchanged from it (derivedRecords): one
+// the tokens exchanged from it (revokeTokenTree): one
 // c holds (its own, or, for an agent, one it acts in: a delegate's token
 // carries the subject's client_id); a public client's token bound to a
 // DPoP key only with a proof of that key.
@@ -124,10 +124,8 @@ func (i *Issuer) revokeAccessToken(ctx context.Context, c *Client, tok string, p
 			return nil
 		}
 	}
-	return i.store.Update(ctx, func(tx store.Tx) error {
-		// With every token exchanged from it: none outlives it.
-		return derivedIn(tx).revokeToken(claims.ID, claims.ExpiresAt.Time)
-	})
+	// With every token exchanged from it: none outlives it.
+	return revokeTokenTree(ctx, i.store, claims.ID, claims.ExpiresAt.Time)
 }
 
 // mayRevoke reports whether a request with proof (nil for none) may revoke
