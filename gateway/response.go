@@ -816,7 +816,26 @@ func (rw *responseWriter) endWrites() {
 		e.at = hard
 		return
 	}
-	http.NewResponseController(rw.w).SetWriteDeadline(e.at)
+	http.NewResponseController(connWriter(rw.w)).SetWriteDeadline(e.at)
+}
+
+// connWriter is the writer under every wrapper of w: the server's own,
+// whose SetWriteDeadline may be called from another goroutine than the
+// handler's (net/http's for HTTP/1 and HTTP/2, quic-go's for HTTP/3).
+// A wrapper's is the handler's alone: Caddy's write idle timeout
+// (caddyhttp.IdleTimeoutWriter) keeps the deadline in a field its
+// writes read, so endWrites, on the registry's goroutine, sets the
+// connection's deadline past it; the wrapper's next write may move it
+// again, by its own idle timeout, which ends a write the client does
+// not take too.
+func connWriter(w http.ResponseWriter) http.ResponseWriter {
+	for {
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return w
+		}
+		w = u.Unwrap()
+	}
 }
 
 // doneWrites is called as Serve returns: endWrites no longer applies,
