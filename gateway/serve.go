@@ -32,13 +32,10 @@ type exchange struct {
 	p       *principal
 	body    []byte
 	msgs    []mcpparse.Message
-	batch   bool
 	dec     []decision
 	session string // upstream session id, "" when none
 	// ownNonce: the DPoP-Nonce Serve set, the only one the client gets.
 	ownNonce string
-	// headerChecked: Mcp-Method / Mcp-Name were validated against the body.
-	headerChecked bool
 	// task: the task a task request names, once verified (see task.go);
 	// nil for every other request.
 	task *taskFollowUp
@@ -46,10 +43,6 @@ type exchange struct {
 	// tools/call (the response with its id), once seen: the only task a
 	// notifications/tasks on its stream may name for the caller.
 	createdTask string
-	// answered: the tools/call's own answer (the first response with its
-	// id) has been seen; stateAnswered likewise for its requestState
-	// (state.go).
-	answered, stateAnswered bool
 	// cancel ends the upstream request (the exchange is in g.streams
 	// while it runs), and endedBy says why when g.streams did.
 	cancel  context.CancelFunc
@@ -62,6 +55,16 @@ type exchange struct {
 	pinned bool
 	// dpop: the Authorization header's scheme is DPoP (authError.of).
 	dpop bool
+	// batch: the body is a JSON-RPC batch.
+	batch bool
+	// headerChecked: Mcp-Method / Mcp-Name were validated against the body.
+	headerChecked bool
+	// answered: the tools/call's own answer (the first response with its
+	// id) has been seen; stateAnswered likewise for its requestState
+	// (state.go).
+	answered, stateAnswered bool
+	// (The bools are together: apart, each took a word of padding, and
+	// the exchange its size class; TestExchangeSizeClass.)
 
 	// What a request needs along the way, allocated with the exchange:
 	// the decision of a single message, the URL, body and header edit of
