@@ -721,12 +721,12 @@ func (n hostNext) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
 // (SIGTERM, SIGINT, `caddy stop`), this runs once the servers' grace
 // period is over, and the process exits right after: every request
 // still in flight is ended now, and waited for until audited (at most
-// exitAuditWait), or its audit event would be lost although the
+// gateway.StopWait), or its audit event would be lost although the
 // upstream had it.
 func (h *GatewayHandler) Cleanup() error {
 	if h.gw != nil {
 		if caddy.Exiting() {
-			h.gw.Stop(exitAuditWait)
+			h.gw.Stop(gateway.StopWait)
 		} else {
 			h.gw.Close()
 		}
@@ -736,10 +736,6 @@ func (h *GatewayHandler) Cleanup() error {
 	}
 	return nil
 }
-
-// exitAuditWait bounds how long Cleanup waits at exit for the requests it
-// ended to be audited: ended, they return as soon as the proxy sees it.
-const exitAuditWait = 5 * time.Second
 
 // errorStatus is the status Caddy answers a handler error with.
 func errorStatus(err error) int {

@@ -207,6 +207,12 @@ func (s *streamSet) stop(wait time.Duration) bool {
 // ends, would be lost.
 func (g *Gateway) Stop(wait time.Duration) bool { return g.streams.stop(wait) }
 
+// StopWait is the wait to give Stop: a request it ends whose client has
+// stopped reading returns once its writes are given up (endWriteGrace
+// after), and is audited just after; a wait of no more than that gives
+// up on it about when it returns, and its event is lost.
+const StopWait = endWriteGrace + time.Second
+
 // Close ends the gateway's open GET event streams, and any that open
 // later, at once (see streamSet.close). Call it when the configuration it
 // was made from is unloaded: after a reload, requests still running on

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -67,5 +68,33 @@ func TestRevocationEndsStreamBehindWriteIdleTimeout(t *testing.T) {
 	case <-served:
 	case <-time.After(endWriteGrace + 10*time.Second):
 		t.Fatal("Serve still runs")
+	}
+}
+
+// TestStopAuditsStreamItsClientDoesNotRead: at exit (Stop, with the wait
+// Caddy's module gives it) a stream whose client reads nothing is ended
+// and audited before Stop returns, though its writes are given up only
+// endWriteGrace after it was ended: with a wait of endWriteGrace, Stop
+// gave up on it about as its write did, and its event was lost at times.
+func TestStopAuditsStreamItsClientDoesNotRead(t *testing.T) {
+	var written atomic.Int64
+	h := newHarness(t, unreadConfig(t), func(w http.ResponseWriter, r *http.Request) { flood(w, r, &written) })
+	addr := strings.TrimPrefix(h.front.URL, "http://")
+	conn := dialSmallReceiveBuffer(t, addr)
+	body := toolCall("read_a")
+	fmt.Fprintf(conn, "POST /mcp HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMcp-Protocol-Version: 2025-11-25\r\nContent-Length: %d\r\n\r\n%s",
+		addr, mint(t, claims()), len(body), body)
+	waitBlocked(t, &written)
+	if !h.g.Stop(StopWait) {
+		t.Fatal("Stop: the unread stream was not audited within its wait")
+	}
+	n := 0
+	for _, e := range h.logs.All() {
+		if e.ContextMap()["reason"] == endStopped.desc {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d audit events with the stop's reason, want 1", n)
 	}
 }
