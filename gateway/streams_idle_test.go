@@ -4,9 +4,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -22,20 +19,8 @@ import (
 // goroutine ending a revoked stream that its client reads must not race
 // with the handler's writes (go test -race).
 func TestRevocationEndsStreamBehindWriteIdleTimeout(t *testing.T) {
-	cfg := unreadConfig(t)
-	revs := &lockedRevocations{grants: map[string]bool{}}
-	cfg.Revocations = revs
-	cfg.StreamCheckInterval = 10 * time.Millisecond
-	g := newGateway(t, cfg)
 	var written atomic.Int64
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { flood(w, r, &written) }))
-	t.Cleanup(up.Close)
-	target, _ := url.Parse(up.URL)
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	proxy.FlushInterval = -1
-	served := make(chan struct{})
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		defer close(served)
+	front, revs, served := floodFront(t, &written, func(w http.ResponseWriter) (http.ResponseWriter, func()) {
 		// As Caddy's server does with a write idle timeout.
 		iw := &caddyhttp.IdleTimeoutWriter{
 			ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w},
@@ -43,17 +28,11 @@ func TestRevocationEndsStreamBehindWriteIdleTimeout(t *testing.T) {
 			Deadline:              caddyhttp.IdleDeadline{Start: time.Now(), Timeout: 30 * time.Second},
 			Logger:                zap.NewNop(),
 		}
-		defer iw.HandlerDone()
-		g.Serve(iw, r, NextHandler(proxy))
-	}))
+		return iw, iw.HandlerDone
+	})
+	front.Start()
 	t.Cleanup(front.Close)
-	c := claims()
-	c["gid"], c["jti"] = "grant-stolen", "stolen-jti"
-	req, _ := http.NewRequest(http.MethodPost, front.URL+"/mcp", strings.NewReader(toolCall("read_a")))
-	for k, v := range map[string]string{"Authorization": "Bearer " + mint(t, c), "Content-Type": "application/json",
-		"Accept": "application/json, text/event-stream", "Mcp-Protocol-Version": "2025-11-25"} {
-		req.Header.Set(k, v)
-	}
+	req := stolenGrantCall(t, front.URL)
 	resp, err := front.Client().Do(req)
 	if err != nil {
 		t.Fatal(err)

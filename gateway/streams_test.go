@@ -1038,35 +1038,12 @@ func TestRevocationEndsStreamItsClientDoesNotRead(t *testing.T) {
 // stops the gateway's writes: Serve returns once the revoked stream's
 // writes are given up.
 func TestRevocationEndsHTTP2StreamItsClientDoesNotRead(t *testing.T) {
-	cfg := unreadConfig(t)
-	revs := &lockedRevocations{grants: map[string]bool{}}
-	cfg.Revocations = revs
-	cfg.StreamCheckInterval = 10 * time.Millisecond
-	g := newGateway(t, cfg)
 	var written atomic.Int64
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { flood(w, r, &written) }))
-	t.Cleanup(up.Close)
-	target, _ := url.Parse(up.URL)
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	proxy.FlushInterval = -1
-	served := make(chan struct{})
-	front := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		defer close(served) // the proxy panics (http.ErrAbortHandler) when its copy fails
-		g.Serve(w, r, NextHandler(proxy))
-	}))
+	front, revs, served := floodFront(t, &written, nil)
 	front.EnableHTTP2 = true
 	front.StartTLS()
 	t.Cleanup(front.Close)
-	c := claims()
-	c["gid"], c["jti"] = "grant-stolen", "stolen-jti"
-	req, err := http.NewRequest(http.MethodPost, front.URL+"/mcp", strings.NewReader(toolCall("read_a")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range map[string]string{"Authorization": "Bearer " + mint(t, c), "Content-Type": "application/json",
-		"Accept": "application/json, text/event-stream", "Mcp-Protocol-Version": "2025-11-25"} {
-		req.Header.Set(k, v)
-	}
+	req := stolenGrantCall(t, front.URL)
 	resp, err := front.Client().Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -1083,6 +1060,50 @@ func TestRevocationEndsHTTP2StreamItsClientDoesNotRead(t *testing.T) {
 	case <-time.After(endWriteGrace + 10*time.Second):
 		t.Fatal("Serve still writes to the unread HTTP/2 stream of a revoked grant")
 	}
+}
+
+// floodFront is an unstarted server in front of a gateway that ends the
+// requests of revoked grants within 10 ms, before a reverse proxy to a
+// flood (written counts its bytes); Serve writes to wrap(w) when wrap is
+// not nil; served is closed as Serve returns.
+func floodFront(t *testing.T, written *atomic.Int64, wrap func(http.ResponseWriter) (http.ResponseWriter, func())) (*httptest.Server, *lockedRevocations, chan struct{}) {
+	cfg := unreadConfig(t)
+	revs := &lockedRevocations{grants: map[string]bool{}}
+	cfg.Revocations = revs
+	cfg.StreamCheckInterval = 10 * time.Millisecond
+	g := newGateway(t, cfg)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { flood(w, r, written) }))
+	t.Cleanup(up.Close)
+	target, _ := url.Parse(up.URL)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.FlushInterval = -1
+	served := make(chan struct{})
+	front := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer close(served) // the proxy panics (http.ErrAbortHandler) when its copy fails
+		if wrap != nil {
+			var done func()
+			w, done = wrap(w)
+			defer done()
+		}
+		g.Serve(w, r, NextHandler(proxy))
+	}))
+	return front, revs, served
+}
+
+// stolenGrantCall is a tools/call to front with a token of grant
+// "grant-stolen", asking for an event stream.
+func stolenGrantCall(t *testing.T, front string) *http.Request {
+	c := claims()
+	c["gid"], c["jti"] = "grant-stolen", "stolen-jti"
+	req, err := http.NewRequest(http.MethodPost, front+"/mcp", strings.NewReader(toolCall("read_a")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]string{"Authorization": "Bearer " + mint(t, c), "Content-Type": "application/json",
+		"Accept": "application/json, text/event-stream", "Mcp-Protocol-Version": "2025-11-25"} {
+		req.Header.Set(k, v)
+	}
+	return req
 }
 
 // flood answers with an event stream of 16 KiB comments, as fast as they
