@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -75,5 +76,54 @@ func TestStopAuditsStreamItsClientDoesNotRead(t *testing.T) {
 	}
 	if n != 1 {
 		t.Fatalf("%d audit events with the stop's reason, want 1", n)
+	}
+}
+
+// TestEndedRequestLeavesConnectionReusable: a call ended before its
+// answer began gets its 503 at once, and the write deadline ending it
+// set is put back: the kept-alive HTTP/1.1 connection serves the next
+// request after that deadline has passed.
+func TestEndedRequestLeavesConnectionReusable(t *testing.T) {
+	cfg := unreadConfig(t)
+	revs := &lockedRevocations{grants: map[string]bool{}}
+	cfg.Revocations = revs
+	cfg.StreamCheckInterval = 10 * time.Millisecond
+	started := make(chan struct{}, 1)
+	h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Test") == "answer" {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`)
+			return
+		}
+		started <- struct{}{}
+		<-r.Context().Done() // answers nothing until ended
+	})
+	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1}}
+	go func() { <-started; revs.revoke("grant-stolen") }()
+	resp, err := client.Do(stolenGrantCall(t, h.front.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized && resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("the revoked call: %d, want its refusal", resp.StatusCode)
+	}
+	time.Sleep(endWriteGrace + time.Second)
+	reused := false
+	req, _ := http.NewRequest(http.MethodPost, h.front.URL+"/mcp", strings.NewReader(toolCall("read_a")))
+	for k, v := range map[string]string{"Authorization": "Bearer " + mint(t, claims()), "Content-Type": "application/json",
+		"Accept": "application/json, text/event-stream", "Mcp-Protocol-Version": "2025-11-25", "X-Test": "answer"} {
+		req.Header.Set(k, v)
+	}
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }}))
+	resp, err = client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !reused {
+		t.Fatalf("next request: %d %s, connection reused %v; want 200 on the same connection", resp.StatusCode, body, reused)
 	}
 }
