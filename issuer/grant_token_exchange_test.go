@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/oauth2"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 )
 
 // tokenExchange posts an RFC 8693 request; basic is "id:secret".
@@ -607,5 +609,33 @@ func TestTokenExchangeRateLimited(t *testing.T) {
 	e.clock.Advance(time.Minute)
 	if a := e.tokenExchange(t, tAgent1+":"+tAgentSecret, exchangeForm(user, a1)); a.status != http.StatusOK {
 		t.Errorf("exchange a minute later = %d %s, want 200 (the budget refills)", a.status, a.raw)
+	}
+}
+
+// TestRevokeSubjectInLeewayRevokesExchanged: a subject token is still
+// revoked up to accesstoken.Leeway past its exp, since gateways still
+// take it; the tokens exchanged from it, which end with it and are taken
+// as long, must be revoked with it then too.
+func TestRevokeSubjectInLeewayRevokesExchanged(t *testing.T) {
+	e := newTokEnv(t)
+	user := e.userToken(t, tPublic, "read").AccessToken
+	a1 := e.agentToken(t, tAgent1, tAgentSecret)
+	_, c := claimsOf(t, user)
+	exp := time.Unix(int64(c["exp"].(float64)), 0)
+	e.clock.Advance(exp.Sub(e.clock.Now()) - 2*time.Second)
+	x := e.tokenExchange(t, tAgent1+":"+tAgentSecret, exchangeForm(user, a1))
+	child := x.str("access_token")
+	if x.status != http.StatusOK || child == "" {
+		t.Fatalf("exchange = %d %s, want 200", x.status, x.raw)
+	}
+	e.clock.Advance(accesstoken.Leeway - time.Second + 2*time.Second) // past exp, within the leeway
+	if r := e.post(t, pathRevoke, url.Values{"token": {user}, "client_id": {tPublic}}, ""); r.status != http.StatusOK {
+		t.Fatalf("revoke = %d %s", r.status, r.raw)
+	}
+	if !e.revokedToken(t, user) {
+		t.Fatal("subject token not revoked within the leeway")
+	}
+	if !e.revokedToken(t, child) {
+		t.Error("token exchanged from a subject revoked within the leeway is not revoked, and gateways still take it")
 	}
 }

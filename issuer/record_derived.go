@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
@@ -20,8 +21,10 @@ type derivedRecords struct{ t table[marker] }
 func derivedIn(tx store.Tx) derivedRecords { return derivedRecords{table[marker]{tx, bucketDerived}} }
 
 // add records that child, valid until until, was exchanged from parent.
+// The record outlives until by accesstoken.Leeway: parent is revoked
+// (revokeAccessToken) and child taken by gateways as long.
 func (r derivedRecords) add(parent, child string, until time.Time) error {
-	return r.t.put(parent+"/"+child, &marker{Until: until}, until.Add(2*time.Second))
+	return r.t.put(parent+"/"+child, &marker{Until: until}, until.Add(accesstoken.Leeway+2*time.Second))
 }
 
 // derivedBatch is how many tokens revokeTokenTree revokes per
