@@ -1,12 +1,15 @@
 package issuer
 
 import (
+	"context"
+	"fmt"
 	"net/url"
 	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/bolt"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
 )
@@ -59,5 +62,66 @@ func TestFlowSurvivesRestartOnBolt(t *testing.T) {
 	}
 	if r := refresh(tok.RefreshToken); r.str("error") != "invalid_grant" {
 		t.Errorf("reused refresh token after restart = %d %s, want invalid_grant", r.status, r.raw)
+	}
+}
+
+// countingStore counts a real store's write transactions.
+type countingStore struct {
+	store.Store
+	updates int
+}
+
+func (s *countingStore) Update(ctx context.Context, fn func(store.Tx) error) error {
+	s.updates++
+	return s.Store.Update(ctx, fn)
+}
+
+// TestRevokeDerivedChainBatched: an agent may re-exchange the token it
+// got by exchange, again and again, at its client's rate: a chain tens of
+// thousands long. Revoking its head must walk it in transactions of
+// derivedBatch tokens, as a wide tree, not one transaction per token
+// (each an fsync on bbolt): that took minutes, past any client's
+// patience, and the retry of a revocation given up walked it anew.
+func TestRevokeDerivedChainBatched(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	bst, err := bolt.Open(filepath.Join(t.TempDir(), "s.db"), bolt.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = bst.Close() })
+	const n = 1000
+	exp := clock.Now().Add(time.Hour)
+	jti := func(k int) string { return fmt.Sprintf("tok%05d", k) }
+	err = bst.Update(t.Context(), func(tx store.Tx) error {
+		for k := range n {
+			if err := derivedIn(tx).add(jti(k), jti(k+1), exp); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &countingStore{Store: bst}
+	if err := revokeTokenTree(t.Context(), st, jti(0), exp); err != nil {
+		t.Fatal(err)
+	}
+	if want := (n+1)/derivedBatch + 2; st.updates > want {
+		t.Errorf("revoking a chain of %d took %d transactions, want at most %d", n+1, st.updates, want)
+	}
+	err = bst.View(t.Context(), func(tx store.Tx) error {
+		for k := range n + 1 {
+			switch ok, err := revocationsIn(tx).revoked(jti(k), ""); {
+			case err != nil:
+				return err
+			case !ok:
+				t.Errorf("%s not revoked", jti(k))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

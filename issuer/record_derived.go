@@ -2,6 +2,7 @@ package issuer
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"time"
 
@@ -36,25 +37,41 @@ const derivedBatch = 128
 // client's rate for as long as the token lives, tens of thousands: in one
 // transaction they would outlast the store's bound and the token itself
 // would stay valid. So the token is revoked in a transaction of its own
-// and the rest in batches of derivedBatch; each token's revocation and
+// and the rest in batches of derivedBatch, however they are arranged (a
+// chain of re-exchanges as a wide tree); each token's revocation and
 // the listing of those exchanged from it share a transaction, and an
 // exchange is refused once its subject is revoked (tokenExchange), so
 // none exchanged meanwhile is missed. A failure part way is reported, and
 // the client's retry (RFC 7009 section 2.2.1) walks the tree again.
 func revokeTokenTree(ctx context.Context, st store.Store, jti string, exp time.Time) error {
 	seen := map[string]bool{jti: true}
-	for next := []tokenUntil{{jti, exp}}; len(next) > 0; {
-		batch := next[max(0, len(next)-derivedBatch):]
-		var found []tokenUntil
+	next := []tokenUntil{{jti, exp}}
+	for limit := 1; len(next) > 0; limit = derivedBatch {
+		var todo []tokenUntil
+		var found []string
 		err := st.Update(ctx, func(tx store.Tx) error {
-			found = found[:0] // fn may run again
+			// fn may run again: from what the last commit left.
+			for _, j := range found {
+				delete(seen, j)
+			}
+			found, todo = found[:0], slices.Clone(next)
 			revs, derived := revocationsIn(tx), derivedIn(tx)
-			for _, tok := range batch {
+			for range limit {
+				if len(todo) == 0 {
+					break
+				}
+				tok := todo[len(todo)-1]
+				todo = todo[:len(todo)-1]
 				if err := revs.revokeToken(tok.jti, tok.until); err != nil {
 					return err
 				}
 				err := derived.t.list(tok.jti+"/", func(key string, m *marker) error {
-					found = append(found, tokenUntil{key[strings.IndexByte(key, '/')+1:], m.Until})
+					child := key[strings.IndexByte(key, '/')+1:]
+					if !seen[child] {
+						seen[child] = true
+						found = append(found, child)
+						todo = append(todo, tokenUntil{child, m.Until})
+					}
 					return nil
 				})
 				if err != nil {
@@ -66,13 +83,7 @@ func revokeTokenTree(ctx context.Context, st store.Store, jti string, exp time.T
 		if err != nil {
 			return err
 		}
-		next = next[:len(next)-len(batch)]
-		for _, tok := range found {
-			if !seen[tok.jti] {
-				seen[tok.jti] = true
-				next = append(next, tok)
-			}
-		}
+		next = todo
 	}
 	return nil
 }
