@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -12,6 +13,9 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
 )
 
 // tokenExchange posts an RFC 8693 request; basic is "id:secret".
@@ -637,5 +641,67 @@ func TestRevokeSubjectInLeewayRevokesExchanged(t *testing.T) {
 	}
 	if !e.revokedToken(t, child) {
 		t.Error("token exchanged from a subject revoked within the leeway is not revoked, and gateways still take it")
+	}
+}
+
+// failAfterRevoked is a real store whose next Update fails, once, after
+// the access token jti is revoked: a store lost part way through
+// revokeTokenTree.
+type failAfterRevoked struct {
+	store.Store
+	t    *testing.T
+	jti  string
+	done bool
+}
+
+func (s *failAfterRevoked) Update(ctx context.Context, fn func(store.Tx) error) error {
+	if s.jti != "" && !s.done {
+		var revoked bool
+		err := s.Store.View(ctx, func(tx store.Tx) (err error) {
+			revoked, err = revocationsIn(tx).revoked(s.jti, "")
+			return err
+		})
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		if revoked {
+			s.done = true
+			return store.ErrUnavailable
+		}
+	}
+	return s.Store.Update(ctx, fn)
+}
+
+// TestRevokeRetryAfterPartialFailure: a /revoke that fails after the
+// subject token is revoked, before the tokens exchanged from it are,
+// answers 503, and the client's retry revokes them (README: token
+// exchange).
+func TestRevokeRetryAfterPartialFailure(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	st := &failAfterRevoked{Store: memory.New(memory.Options{Now: clock.Now, RunTwice: true}), t: t}
+	e := newTokEnvStore(t, st, clock)
+	agent1 := tAgent1 + ":" + tAgentSecret
+	user := e.userToken(t, tPublic, "read").AccessToken
+	a1 := e.agentToken(t, tAgent1, tAgentSecret)
+	x1 := e.tokenExchange(t, agent1, exchangeForm(user, a1)).str("access_token")
+	x2 := e.tokenExchange(t, agent1, exchangeForm(x1, "")).str("access_token")
+	if x1 == "" || x2 == "" {
+		t.Fatal("exchanges failed")
+	}
+	_, c := claimsOf(t, user)
+	st.jti = c["jti"].(string)
+	if r := e.post(t, pathRevoke, url.Values{"token": {user}, "client_id": {tPublic}}, ""); r.status != http.StatusServiceUnavailable {
+		t.Fatalf("revoke with the store lost part way = %d %s, want 503", r.status, r.raw)
+	}
+	if !e.revokedToken(t, user) || e.revokedToken(t, x1) {
+		t.Fatalf("after the 503: subject revoked %v, exchanged revoked %v; want true, false", e.revokedToken(t, user), e.revokedToken(t, x1))
+	}
+	if r := e.post(t, pathRevoke, url.Values{"token": {user}, "client_id": {tPublic}}, ""); r.status != http.StatusOK {
+		t.Fatalf("retry = %d %s, want 200", r.status, r.raw)
+	}
+	for n, tok := range []string{user, x1, x2} {
+		if !e.revokedToken(t, tok) {
+			t.Errorf("token %d not revoked after the retry", n)
+		}
 	}
 }
