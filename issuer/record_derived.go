@@ -47,21 +47,21 @@ func revokeTokenTree(ctx context.Context, st store.Store, jti string, exp time.T
 	seen := map[string]bool{jti: true}
 	next := []tokenUntil{{jti, exp}}
 	for limit := 1; len(next) > 0; limit = derivedBatch {
-		var todo []tokenUntil
+		var pending []tokenUntil
 		var found []string
 		err := st.Update(ctx, func(tx store.Tx) error {
 			// fn may run again: from what the last commit left.
 			for _, j := range found {
 				delete(seen, j)
 			}
-			found, todo = found[:0], slices.Clone(next)
+			found, pending = found[:0], slices.Clone(next)
 			revs, derived := revocationsIn(tx), derivedIn(tx)
 			for range limit {
-				if len(todo) == 0 {
+				if len(pending) == 0 {
 					break
 				}
-				tok := todo[len(todo)-1]
-				todo = todo[:len(todo)-1]
+				tok := pending[len(pending)-1]
+				pending = pending[:len(pending)-1]
 				if err := revs.revokeToken(tok.jti, tok.until); err != nil {
 					return err
 				}
@@ -70,7 +70,7 @@ func revokeTokenTree(ctx context.Context, st store.Store, jti string, exp time.T
 					if !seen[child] {
 						seen[child] = true
 						found = append(found, child)
-						todo = append(todo, tokenUntil{child, m.Until})
+						pending = append(pending, tokenUntil{child, m.Until})
 					}
 					return nil
 				})
@@ -83,7 +83,7 @@ func revokeTokenTree(ctx context.Context, st store.Store, jti string, exp time.T
 		if err != nil {
 			return err
 		}
-		next = todo
+		next = pending
 	}
 	return nil
 }
