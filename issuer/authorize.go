@@ -699,13 +699,7 @@ func (i *Issuer) silentError(w http.ResponseWriter, r *http.Request, s *session,
 // that store something (userWriteBurst), or returns the error to answer
 // past them.
 func (i *Issuer) signedInWrite(ctx context.Context, user string) error {
-	switch d, err := i.userWrites.take(ctx, user); {
-	case err != nil:
-		return err
-	case d > 0:
-		return rateLimited(ErrTemporarilyUnavailable, d, "too many authorization requests from this account; retry later")
-	}
-	return nil
+	return i.userWrites.spend(ctx, user, "too many authorization requests from this account; retry later")
 }
 
 // requestScopes decides a request's resource and scopes for the user

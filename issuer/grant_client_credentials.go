@@ -29,11 +29,8 @@ func (cg clientCredentials) grant(ctx context.Context, req *clientRequest) (*iss
 	if err != nil {
 		return nil, err
 	}
-	switch d, err := i.clientTokens.take(ctx, c.ID); {
-	case err != nil:
+	if err := i.clientTokens.spend(ctx, c.ID, "too many tokens for this client; retry later"); err != nil {
 		return nil, err
-	case d > 0:
-		return nil, rateLimited(ErrTemporarilyUnavailable, d, "too many tokens for this client; retry later")
 	}
 	gid, err := i.randomToken(16)
 	if err != nil {

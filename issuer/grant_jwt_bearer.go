@@ -243,11 +243,8 @@ func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, er
 	// (clientTokenBurst): a client redeeming one with every call would
 	// grow the store without bound. They spend the user's writes, as its
 	// authorization requests do.
-	switch d, err := i.userWrites.take(ctx, u.Username); {
-	case err != nil:
+	if err := i.userWrites.spend(ctx, u.Username, "too many tokens for this account; retry later"); err != nil {
 		return nil, err
-	case d > 0:
-		return nil, rateLimited(ErrTemporarilyUnavailable, d, "too many tokens for this account; retry later")
 	}
 	gid, err := i.randomToken(16)
 	if err != nil {

@@ -172,11 +172,8 @@ func (x tokenExchange) grant(ctx context.Context, req *clientRequest) (*issuance
 	// (derivedRecords): they spend the requesting client's tokens, as
 	// its own do (clientTokenBurst), or exchanging one token with every
 	// call would grow the store without bound.
-	switch d, err := i.clientTokens.take(ctx, c.ID); {
-	case err != nil:
+	if err := i.clientTokens.spend(ctx, c.ID, "too many tokens for this client; retry later"); err != nil {
 		return nil, err
-	case d > 0:
-		return nil, rateLimited(ErrTemporarilyUnavailable, d, "too many tokens for this client; retry later")
 	}
 	s := tokenSubject{
 		client: app, user: u, subject: subj.Subject, resource: res.URL, scopes: scopes, act: act,

@@ -588,6 +588,18 @@ func contextAddr(ctx context.Context) string {
 // at the token endpoint; RFC 9126 section 2.3 names 429 for PAR), and
 // temporarily_unavailable at the authorization endpoint, the code RFC 6749
 // section 4.1.2.1 has for it.
+// spend takes one from key's budget, or returns the error to answer: the
+// store's, or temporarily_unavailable with desc, 429 and the wait.
+func (l *rateLimiter) spend(ctx context.Context, key, desc string) error {
+	switch d, err := l.take(ctx, key); {
+	case err != nil:
+		return err
+	case d > 0:
+		return rateLimited(ErrTemporarilyUnavailable, d, desc)
+	}
+	return nil
+}
+
 func rateLimited(base *Error, d time.Duration, desc string) *Error {
 	e := base.WithDescription(desc)
 	e.Status = http.StatusTooManyRequests
