@@ -20,6 +20,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/oauth2"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
@@ -1658,6 +1659,13 @@ func TestIdPRepointKeepsDisabledUnplacedUser(t *testing.T) {
 	var u User
 	if err := e.get(bucketUsers, name, &u); err != nil || !u.Disabled {
 		t.Fatalf("the disabled user after the re-point: disabled %v (%v), want kept, disabled", u.Disabled, err)
+	}
+	// README: the admin view shows it as unplaced.
+	w := httptest.NewRecorder()
+	e.iss.newAdmin(bcrypt.MinCost).ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/users/"+url.PathEscape(name), nil))
+	var view map[string]any
+	if err := json.Unmarshal(w.Body.Bytes(), &view); err != nil || w.Code != http.StatusOK || view["idp_issuer"] != "(unplaced at a re-point)" {
+		t.Errorf("admin view of the kept user = %d %s, want idp_issuer \"(unplaced at a re-point)\"", w.Code, w.Body)
 	}
 	stub.set(func(s *stubIdP) { s.claims["tenant"] = "fabrikam" })
 	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusForbidden {
