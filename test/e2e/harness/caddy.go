@@ -63,6 +63,10 @@ func Load(t testing.TB, caddyfile string) error {
 	if err := caddy.Load(cfg, true); err != nil {
 		return fmt.Errorf("load config: %w", err)
 	}
+	// The replaced configuration's server closes its keep-alive
+	// connections as they fall idle, possibly after a test has taken one
+	// from the pool for a POST, which is not retried: start afresh.
+	http.DefaultClient.CloseIdleConnections()
 	return nil
 }
 
@@ -104,17 +108,20 @@ func StartFree(t testing.TB, caddyfile func(port int) string) int {
 }
 
 // WaitReady polls url until it answers at all (any status), so a test does
-// not race a listener that is still starting.
+// not race a listener that is still starting. Each poll dials afresh and
+// leaves no connection behind: one kept from a replaced configuration's
+// server would be closed under the next request that took it.
 func WaitReady(t testing.TB, url string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	for {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
 			t.Fatalf("request %s: %v", url, err)
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := client.Do(req)
 		if err == nil {
 			resp.Body.Close()
 			return
