@@ -541,17 +541,23 @@ func clientOwnToken(p *principal, payload []byte) bool {
 	if p.subject == p.clientID {
 		return true
 	}
-	var c struct {
-		Gty      string `json:"gty"`
-		Idtyp    string `json:"idtyp"`
-		Username string `json:"preferred_username"`
-	}
-	if json.Unmarshal(payload, &c) != nil {
+	// By exact name (RFC 7519 section 4), as accesstoken reads claims:
+	// encoding/json would take a lone GTY or Preferred_Username, another
+	// claim, which an issuer letting users name claims of their own
+	// signs, for these, and a user's token for a client's.
+	var m map[string]json.RawMessage
+	if json.Unmarshal(payload, &m) != nil {
 		// Verified claims that do not decode: nothing says user.
 		return true
 	}
-	return c.Gty == "client-credentials" || c.Idtyp == "app" ||
-		strings.EqualFold(c.Username, "service-account-"+p.clientID)
+	var gty, idtyp, username string
+	for name, dst := range map[string]*string{"gty": &gty, "idtyp": &idtyp, "preferred_username": &username} {
+		if raw, ok := m[name]; ok && json.Unmarshal(raw, dst) != nil {
+			return true // not a string: nothing says user
+		}
+	}
+	return gty == "client-credentials" || idtyp == "app" ||
+		strings.EqualFold(username, "service-account-"+p.clientID)
 }
 
 // describeTokenError maps a validation failure to a fixed description.

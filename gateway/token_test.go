@@ -167,6 +167,12 @@ func TestForeignClientTokens(t *testing.T) {
 		{"a user (Entra ID)", map[string]any{"sub": "alice-oid", "client_id": "svc-app", "idtyp": "user"}, false},
 		{"a user (Keycloak)", map[string]any{"sub": "a1-uuid", "client_id": "svc-app", "preferred_username": "alice"}, false},
 		{"a user named like a service account of another client", map[string]any{"sub": "a2-uuid", "client_id": "svc-app", "preferred_username": "service-account-other"}, false},
+		// Claim names are case-sensitive (RFC 7519 section 4): a lone
+		// variant is another claim, which an issuer that lets users name
+		// claims of their own would sign for a user.
+		{"a user with GTY client-credentials", map[string]any{"sub": "auth0|bob", "client_id": "svc-app", "GTY": "client-credentials"}, false},
+		{"a user with Idtyp app", map[string]any{"sub": "bob-oid", "client_id": "svc-app", "Idtyp": "app"}, false},
+		{"a user with Preferred_Username of a service account", map[string]any{"sub": "b1-uuid", "client_id": "svc-app", "Preferred_Username": "service-account-svc-app"}, false},
 	}
 	for _, tt := range tests {
 		for _, tool := range []string{"human", "user_only"} {
