@@ -105,13 +105,22 @@ func TestLoginFailuresAreGenericAndSlowedDown(t *testing.T) {
 	}
 	// Keep failing for alice until the limiter steps in.
 	var limited *http.Response
+	var limitedBody string
 	for n := 0; n < 10 && limited == nil; n++ {
-		if resp, _ := try(bUser, "wrong"); resp.StatusCode == http.StatusTooManyRequests {
-			limited = resp
+		if resp, body := try(bUser, "wrong"); resp.StatusCode == http.StatusTooManyRequests {
+			limited, limitedBody = resp, body
 		}
 	}
 	if limited == nil || limited.Header.Get("Retry-After") == "" {
 		t.Fatalf("no 429 with Retry-After after repeated failures")
+	}
+	// The page says how long, in words that read right for one second too.
+	wait := "Wait " + limited.Header.Get("Retry-After") + " seconds and try again."
+	if limited.Header.Get("Retry-After") == "1" {
+		wait = "Wait 1 second and try again."
+	}
+	if !strings.Contains(limitedBody, wait) {
+		t.Errorf("throttled page does not say %q: %s", wait, limitedBody)
 	}
 	// Even the right password waits while slowed down.
 	if resp, _ := try(bUser, bPassword); resp.StatusCode != http.StatusTooManyRequests {

@@ -294,7 +294,11 @@ func (p *pages) seeOther(w http.ResponseWriter, r *http.Request, location string
 func (p *pages) tooManyLogins(w http.ResponseWriter, v loginView, target string, d time.Duration) {
 	secs := retryAfter(d)
 	w.Header().Set("Retry-After", secs)
-	v.Error = "Too many failed attempts. Wait " + secs + " seconds and try again."
+	unit := " seconds"
+	if secs == "1" {
+		unit = " second"
+	}
+	v.Error = "Too many failed attempts. Wait " + secs + unit + " and try again."
 	p.render(w, http.StatusTooManyRequests, "login", "Sign in", v, target)
 }
 
