@@ -309,7 +309,11 @@ func (g *Gateway) admit(x *exchange) *refusal {
 		if f := checkContentHeaders(r); f != nil {
 			return f
 		}
-	} else if r.ContentLength != 0 {
+	} else if r.ContentLength > 0 || r.ContentLength < 0 && r.ProtoMajor != 3 {
+		// HTTP/3 (quic-go) leaves the length of every request without
+		// Content-Length unknown (-1), a GET whose HEADERS frame ended
+		// its stream too; a body sent anyway is never forwarded
+		// (nextRequest gives next none).
 		return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: r.Method + " requests must not have a body"}
 	}
 

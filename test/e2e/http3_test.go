@@ -1,0 +1,197 @@
+package e2e
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go/http3"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/e2e/harness"
+)
+
+// h3Upstream is an MCP server with sessions that records the method of
+// every request and counts tool calls.
+type h3Upstream struct {
+	mu      sync.Mutex
+	methods []string
+	calls   int
+}
+
+func (u *h3Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	u.mu.Lock()
+	u.methods = append(u.methods, r.Method)
+	if strings.Contains(string(body), `"tools/call"`) {
+		u.calls++
+	}
+	u.mu.Unlock()
+	switch {
+	case r.Method == http.MethodGet:
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, ": open\n\n")
+	case r.Method == http.MethodDelete:
+	case strings.Contains(string(body), `"initialize"`):
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Mcp-Session-Id", "upstream-h3")
+		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"h3","version":"1"}}}`)
+	case strings.Contains(string(body), `"tools/list"`):
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"echo","inputSchema":{"type":"object"}}]}}`)
+	default:
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"jsonrpc":"2.0","id":7,"result":{"content":[]}}`)
+	}
+}
+
+func (u *h3Upstream) seen() (methods []string, calls int) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]string(nil), u.methods...), u.calls
+}
+
+// h3Stack is a gateway served over HTTPS (HTTP/1.1, HTTP/2 and HTTP/3,
+// Caddy's defaults) in front of an h3Upstream, with a token for it.
+type h3Stack struct {
+	resource, token string
+	port            int
+	up              *h3Upstream
+}
+
+const h3Secret = "h3-bot-secret-0123456789abcdef"
+
+func startH3Stack(t *testing.T) *h3Stack {
+	t.Helper()
+	up := &h3Upstream{}
+	srv := httptest.NewServer(up)
+	t.Cleanup(srv.Close)
+	dir := t.TempDir()
+	port := harness.StartFree(t, func(port int) string {
+		return fmt.Sprintf(`{
+	admin off
+	persist_config off
+	skip_install_trust
+	local_certs
+	auto_https disable_redirects
+	storage file_system %[1]s/caddy
+	log {
+		level WARN
+	}
+	mcp_auth {
+		issuer https://localhost:%[2]d
+		storage memory
+		client h3-bot {
+			secret %[3]s
+			grant_types client_credentials
+			auth_method client_secret_basic
+			scopes read
+		}
+	}
+}
+
+https://localhost:%[2]d {
+	mcp_issuer
+	mcp_gateway {
+		resource https://localhost:%[2]d/mcp
+		scope read
+		tool * read
+	}
+	reverse_proxy %[4]s
+}
+`, dir, port, harness.HashPassword(t, h3Secret), srv.Listener.Addr())
+	})
+	s := &h3Stack{resource: fmt.Sprintf("https://localhost:%d/mcp", port), port: port, up: up}
+	insecure := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	ctx := context.WithValue(t.Context(), oauth2.HTTPClient, insecure)
+	cfg := clientcredentials.Config{ClientID: "h3-bot", ClientSecret: h3Secret,
+		TokenURL: fmt.Sprintf("https://localhost:%d/token", port), Scopes: []string{"read"},
+		EndpointParams: url.Values{"resource": {s.resource}}}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		tok, err := cfg.Token(ctx)
+		if err == nil {
+			s.token = tok.AccessToken
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("token: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// tlsConfig is a client's TLS configuration for the stack's HTTP/3,
+// resuming sessions from cache.
+func (s *h3Stack) tlsConfig(cache tls.ClientSessionCache) *tls.Config {
+	return &tls.Config{InsecureSkipVerify: true, ServerName: "localhost", ClientSessionCache: cache, NextProtos: []string{http3.NextProtoH3}}
+}
+
+// request is an MCP request to the stack's resource with the token.
+func (s *h3Stack) request(ctx context.Context, method, body, session string) *http.Request {
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, _ := http.NewRequestWithContext(ctx, method, s.resource, rd)
+	req.Header.Set("Authorization", "Bearer "+s.token)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("MCP-Protocol-Version", "2025-11-25")
+	if session != "" {
+		req.Header.Set("Mcp-Session-Id", session)
+	}
+	return req
+}
+
+// roundTrip sends req over HTTP/3 on a connection of its own and returns
+// the answer's status, header and the start of its body.
+func (s *h3Stack) roundTrip(t *testing.T, req *http.Request) (int, http.Header, string) {
+	t.Helper()
+	tr := &http3.Transport{TLSClientConfig: s.tlsConfig(nil)}
+	defer tr.Close()
+	res, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("%s over HTTP/3: %v", req.Method, err)
+	}
+	defer res.Body.Close()
+	var b [1024]byte
+	n, _ := io.ReadAtLeast(res.Body, b[:], 1)
+	return res.StatusCode, res.Header, string(b[:n])
+}
+
+const h3Initialize = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"h3","version":"1"}}}`
+
+// TestGatewayGetDeleteOverHTTP3: a session's GET stream and DELETE reach
+// the upstream over HTTP/3 as over HTTP/1.1 and HTTP/2. quic-go leaves a
+// request without Content-Length at length -1 (unknown) even when its
+// HEADERS frame ended the stream, which the gateway took for a body and
+// refused 400.
+func TestGatewayGetDeleteOverHTTP3(t *testing.T) {
+	s := startH3Stack(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	code, h, body := s.roundTrip(t, s.request(ctx, http.MethodPost, h3Initialize, ""))
+	session := h.Get("Mcp-Session-Id")
+	if code != http.StatusOK || session == "" {
+		t.Fatalf("initialize over HTTP/3 = %d %q %s", code, session, body)
+	}
+	if code, _, body := s.roundTrip(t, s.request(ctx, http.MethodGet, "", session)); code != http.StatusOK || !strings.Contains(body, ": open") {
+		t.Errorf("GET stream over HTTP/3 = %d %q, want the upstream's stream", code, body)
+	}
+	if code, _, body := s.roundTrip(t, s.request(ctx, http.MethodDelete, "", session)); code != http.StatusOK {
+		t.Errorf("DELETE over HTTP/3 = %d %q, want the upstream's 200", code, body)
+	}
+	if methods, _ := s.up.seen(); strings.Join(methods, " ") != "POST GET DELETE" {
+		t.Errorf("the upstream got %q, want POST GET DELETE", methods)
+	}
+}
