@@ -283,6 +283,13 @@ func (g *Gateway) preflight(w http.ResponseWriter, r *http.Request) {
 // admit runs every check; nil means forward.
 func (g *Gateway) admit(x *exchange) *refusal {
 	r := x.r
+	if r.TLS != nil && !r.TLS.HandshakeComplete {
+		// HTTP/3 0-RTT data (Caddy accepts it): anyone who captured it
+		// may send it again, and a tool call would run again; quic-go
+		// leaves it to the server to refuse what must not be replayed.
+		// RFC 8470: the client retries once the handshake completes.
+		return &refusal{status: http.StatusTooEarly, code: codeRefused, message: "too early: retry once the TLS handshake completes"}
+	}
 	switch r.Method {
 	case http.MethodPost, http.MethodGet, http.MethodDelete:
 	default:

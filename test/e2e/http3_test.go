@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
@@ -193,5 +194,83 @@ func TestGatewayGetDeleteOverHTTP3(t *testing.T) {
 	}
 	if methods, _ := s.up.seen(); strings.Join(methods, " ") != "POST GET DELETE" {
 		t.Errorf("the upstream got %q, want POST GET DELETE", methods)
+	}
+}
+
+// TestGatewayEarlyDataTooEarly: a tool call sent as HTTP/3 0-RTT early
+// data, which anyone who captured it may replay (RFC 8446 section 8,
+// RFC 9001 section 9.2; quic-go leaves deciding what may be served from
+// it to the server), is answered 425 Too Early (RFC 8470) and never
+// reaches the upstream, as the issuer's endpoints answer it; the same
+// call after the handshake runs.
+func TestGatewayEarlyDataTooEarly(t *testing.T) {
+	s := startH3Stack(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	cache := tls.NewLRUClientSessionCache(4)
+	call := `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{}}}`
+	// send posts call on a connection resuming a session from cache, as
+	// early data unless afterHandshake; early says whether it went so.
+	send := func(afterHandshake bool) (code int, early bool) {
+		t.Helper()
+		conn, err := quic.DialAddrEarly(ctx, fmt.Sprintf("localhost:%d", s.port), s.tlsConfig(cache), &quic.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.CloseWithError(0, "")
+		if afterHandshake {
+			<-conn.HandshakeComplete()
+		}
+		str, err := (&http3.Transport{}).NewClientConn(conn).OpenRequestStream(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := s.request(ctx, http.MethodPost, "", "")
+		req.Body = http.NoBody // the length unknown: the body follows in DATA frames
+		if err := str.SendRequestHeader(req); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := str.Write([]byte(call)); err != nil {
+			t.Fatal(err)
+		}
+		str.Close()
+		select {
+		case <-conn.HandshakeComplete():
+		default:
+			early = true // sent before the handshake completed
+		}
+		res, err := str.ReadResponse()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// and the server took it as early data (it may have refused
+		// 0-RTT, and the data gone again after the handshake)
+		early = early && conn.ConnectionState().Used0RTT
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		time.Sleep(200 * time.Millisecond) // the session ticket
+		return res.StatusCode, early
+	}
+	if code, _ := send(true); code != http.StatusOK {
+		t.Fatalf("the call after the handshake = %d, want 200", code)
+	}
+	// A request goes as early data only with a session ticket in hand,
+	// which a loaded machine may not have had yet: a few tries.
+	for try := 1; ; try++ {
+		_, before := s.up.seen()
+		code, early := send(false)
+		_, after := s.up.seen()
+		if early {
+			if code != http.StatusTooEarly || after != before {
+				t.Errorf("the call as early data = %d, upstream ran %d, want 425 and none", code, after-before)
+			}
+			break
+		}
+		if try == 5 {
+			t.Fatal("no call went as early data in 5 tries")
+		}
+	}
+	if code, _ := send(true); code != http.StatusOK {
+		t.Errorf("the call after the handshake, once more = %d, want 200", code)
 	}
 }
