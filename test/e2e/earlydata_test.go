@@ -20,18 +20,9 @@ import (
 // (they would charge the address's limits), while discovery is served
 // and the same request after the handshake reaches the endpoint.
 func TestEarlyDataTooEarly(t *testing.T) {
-	dir := t.TempDir()
 	port := harness.StartFree(t, func(port int) string {
 		return fmt.Sprintf(`{
-	admin off
-	persist_config off
-	skip_install_trust
-	local_certs
-	auto_https disable_redirects
-	storage file_system %[1]s/caddy
-	log {
-		level WARN
-	}
+	%[1]s
 	mcp_auth {
 		issuer https://localhost:%[2]d
 		storage memory
@@ -48,7 +39,7 @@ func TestEarlyDataTooEarly(t *testing.T) {
 https://localhost:%[2]d {
 	mcp_issuer
 }
-`, dir, port)
+`, localHTTPSOptions(t.TempDir()), port)
 	})
 	base := fmt.Sprintf("https://localhost:%d", port)
 	cache := tls.NewLRUClientSessionCache(4)
@@ -118,4 +109,19 @@ https://localhost:%[2]d {
 	if code, _ := get(http.MethodGet, u); code == http.StatusTooEarly {
 		t.Errorf("authorization request after the handshake = %d, want it served", code)
 	}
+}
+
+// localHTTPSOptions are the global options of a Caddy that serves HTTPS,
+// and so HTTP/3, for localhost with certificates of its own CA, its
+// data under dir.
+func localHTTPSOptions(dir string) string {
+	return `admin off
+	persist_config off
+	skip_install_trust
+	local_certs
+	auto_https disable_redirects
+	storage file_system ` + dir + `/caddy
+	log {
+		level WARN
+	}`
 }

@@ -76,18 +76,9 @@ func startH3Stack(t *testing.T) *h3Stack {
 	up := &h3Upstream{}
 	srv := httptest.NewServer(up)
 	t.Cleanup(srv.Close)
-	dir := t.TempDir()
 	port := harness.StartFree(t, func(port int) string {
 		return fmt.Sprintf(`{
-	admin off
-	persist_config off
-	skip_install_trust
-	local_certs
-	auto_https disable_redirects
-	storage file_system %[1]s/caddy
-	log {
-		level WARN
-	}
+	%[1]s
 	mcp_auth {
 		issuer https://localhost:%[2]d
 		storage memory
@@ -109,7 +100,7 @@ https://localhost:%[2]d {
 	}
 	reverse_proxy %[4]s
 }
-`, dir, port, harness.HashPassword(t, h3Secret), srv.Listener.Addr())
+`, localHTTPSOptions(t.TempDir()), port, harness.HashPassword(t, h3Secret), srv.Listener.Addr())
 	})
 	s := &h3Stack{resource: fmt.Sprintf("https://localhost:%d/mcp", port), port: port, up: up}
 	insecure := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
