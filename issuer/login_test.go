@@ -557,7 +557,12 @@ func TestCSPSource(t *testing.T) {
 	tests := []struct{ in, want string }{
 		{"http://127.0.0.1:5000/cb", "http://127.0.0.1:5000"},
 		{"https://app.example.com/cb?x=1", "https://app.example.com"},
-		{"http://[::1]:3000/cb", "http://[::1]:3000"},
+		// No IPv6 literal in a host-source (TestIPv6LoopbackRedirect).
+		{"http://[::1]:3000/cb", "http://*:3000"},
+		{"http://[::1]/cb", "http://*"},
+		{"http://[0:0:0:0:0:0:0:1]:3000/cb", "http://*:3000"},
+		{"https://[2001:db8::1]/cb", "https://[2001:db8::1]"}, // no loopback: no wildcard
+		{"https://a*b.example/cb", ""},
 		{"com.example.app:/cb", "com.example.app:"},
 		{"https://a.example;script-src *", ""},
 	}

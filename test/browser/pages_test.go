@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -185,5 +187,65 @@ func continueWith(t *testing.T, authEndpoint func(issuer string) string, auth ht
 	case <-time.After(15 * time.Second):
 		screenshot(t, ctx, "not-at-provider")
 		t.Fatalf("the browser never reached the provider's sign-in page; page: %s", bodyText(t, ctx))
+	}
+}
+
+// TestIPv6LoopbackRedirect: a native client whose redirect URI is on
+// the IPv6 loopback address (http://[::1]:port/callback, which
+// registration accepts and RFC 8252 section 7.3 names beside 127.0.0.1)
+// gets its code in Chromium after sign-in and consent. A CSP host-source
+// cannot name an IPv6 literal: Chromium ignores "http://[::1]:port" in
+// the pages' form-action, and then blocked the redirect to the client
+// after the consent POST, leaving the user on the consent page.
+func TestIPv6LoopbackRedirect(t *testing.T) {
+	l, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	got := make(chan url.Values, 1)
+	cb := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case got <- r.URL.Query():
+		default:
+		}
+		fmt.Fprint(w, "<!doctype html><title>Back at the app</title>")
+	}))
+	cb.Listener = l
+	cb.Start()
+	t.Cleanup(cb.Close)
+
+	e := setup(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	status, out, err := harness.Register(ctx, e.md, map[string]any{
+		"client_name":                "IPv6 app",
+		"redirect_uris":              []string{cb.URL + "/callback"},
+		"token_endpoint_auth_method": "none",
+	})
+	id, _ := out["client_id"].(string)
+	if err != nil || status != 201 || id == "" {
+		t.Fatalf("Register = %d, %v, %v", status, out, err)
+	}
+	cfg := *e.cfg
+	cfg.ClientID, cfg.RedirectURL = id, cb.URL+"/callback"
+	ar := harness.NewAuthRequest(&cfg, e.resource)
+
+	bctx := newBrowser(t)
+	requireConsent(t, bctx, login(t, bctx, ar.URL, password))
+	consentDecision(t, bctx, "approve")
+	var q url.Values
+	select {
+	case q = <-got:
+	case <-time.After(15 * time.Second):
+		screenshot(t, bctx, "stuck")
+		t.Fatalf("the browser never reached %s; page: %s", cb.URL, bodyText(t, bctx))
+	}
+	if q.Get("state") != ar.State || q.Get("iss") != e.issuer || q.Get("code") == "" {
+		t.Fatalf("callback query = %v", q)
+	}
+	tctx, tcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer tcancel()
+	if _, err := ar.Exchange(tctx, &cfg, q.Get("code")); err != nil {
+		t.Fatalf("Exchange: %v", err)
 	}
 }
