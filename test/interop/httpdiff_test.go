@@ -8,11 +8,13 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,31 +45,19 @@ import (
 // HTTP/1.1 and h2c. No server
 // may run it; echo through the same stack must run.
 func TestHTTPDifferential(t *testing.T) {
-	nt := requireNode(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-
-	goRuns := &toolRuns{}
-	goSrv := httptest.NewServer(goSDKServer(goRuns))
-	t.Cleanup(goSrv.Close)
-	tsAddr, tsRuns := startSDKServer(t, nt)
-	expressAddr, expressRuns := startSDKServer(t, nt, "--express")
-
-	port := harness.StartFree(t, func(port int) string {
-		return fmt.Sprintf(httpDiffCaddyfile, port, harness.HashPassword(t, ccClientSecret), goSrv.Listener.Addr(), tsAddr, expressAddr)
-	})
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	harness.WaitReady(t, base+"/.well-known/oauth-authorization-server")
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	st := startDiffStack(t)
+	base, addr := st.base, st.addr
 
 	for _, up := range []struct {
 		name     string
 		runs     *toolRuns
 		versions []string
 	}{
-		{"go", goRuns, []string{"2025-06-18", "2025-03-26", "2026-07-28"}},
-		{"ts", tsRuns, []string{"2025-06-18", "2025-03-26"}},
-		{"express", expressRuns, []string{"2025-06-18", "2025-03-26"}},
+		{"go", st.goRuns, []string{"2025-06-18", "2025-03-26", "2026-07-28"}},
+		{"ts", st.tsRuns, []string{"2025-06-18", "2025-03-26"}},
+		{"express", st.expressRuns, []string{"2025-06-18", "2025-03-26"}},
 	} {
 		resource := base + "/" + up.name + "/mcp"
 		token := readToken(ctx, t, base, resource)
@@ -92,6 +82,46 @@ func TestHTTPDifferential(t *testing.T) {
 	}
 }
 
+// diffStack is Caddy with the gateway in front of the three servers of
+// httpDiffCaddyfile, at base (host:port addr), and those servers.
+type diffStack struct {
+	base, addr                  string
+	goAddr, tsAddr, expressAddr string
+	goRuns, tsRuns, expressRuns *toolRuns
+	// A Go SDK server with sessions answering in event streams.
+	sessionsAddr string
+	sessionsRuns *toolRuns
+}
+
+// startDiffStack starts the servers and Caddy for the rest of the test.
+func startDiffStack(t *testing.T) *diffStack {
+	t.Helper()
+	nt := requireNode(t)
+	st := &diffStack{goRuns: &toolRuns{}}
+	goSrv := httptest.NewServer(goSDKServer(st.goRuns))
+	t.Cleanup(goSrv.Close)
+	st.goAddr = goSrv.Listener.Addr().String()
+	st.sessionsRuns = &toolRuns{}
+	sessionsSrv := httptest.NewServer(goSDKServerWith(st.sessionsRuns, &mcp.StreamableHTTPOptions{}))
+	t.Cleanup(sessionsSrv.Close)
+	st.sessionsAddr = sessionsSrv.Listener.Addr().String()
+	st.tsAddr, st.tsRuns = startSDKServer(t, nt)
+	st.expressAddr, st.expressRuns = startSDKServer(t, nt, "--express")
+	port := harness.StartFree(t, func(port int) string {
+		var routes strings.Builder
+		for _, r := range [][2]string{{"go", st.goAddr}, {"ts", st.tsAddr}, {"express", st.expressAddr}, {"sessions", st.sessionsAddr}} {
+			fmt.Fprintf(&routes, httpDiffRoute, port, r[0], r[1])
+		}
+		return fmt.Sprintf(httpDiffCaddyfile, port, harness.HashPassword(t, ccClientSecret), routes.String())
+	})
+	st.addr = fmt.Sprintf("127.0.0.1:%d", port)
+	st.base = "http://" + st.addr
+	harness.WaitReady(t, st.base+"/.well-known/oauth-authorization-server")
+	return st
+}
+
+// httpDiffCaddyfile is the configuration of a diffStack: the port, the
+// client's secret hash, and the routes (httpDiffRoute).
 const httpDiffCaddyfile = `{
 	servers {
 		protocols h1 h2c
@@ -114,39 +144,30 @@ const httpDiffCaddyfile = `{
 
 http://127.0.0.1:%[1]d {
 	bind 127.0.0.1
-	mcp_issuer
-	route /go/* {
-		mcp_gateway {
-			resource http://127.0.0.1:%[1]d/go/mcp
-			scope read
-			tool echo read
-			tool * admin
-		}
-		uri strip_prefix /go
-		reverse_proxy %[3]s
-	}
-	route /ts/* {
-		mcp_gateway {
-			resource http://127.0.0.1:%[1]d/ts/mcp
-			scope read
-			tool echo read
-			tool * admin
-		}
-		uri strip_prefix /ts
-		reverse_proxy %[4]s
-	}
-	route /express/* {
-		mcp_gateway {
-			resource http://127.0.0.1:%[1]d/express/mcp
-			scope read
-			tool echo read
-			tool * admin
-		}
-		uri strip_prefix /express
-		reverse_proxy %[5]s
-	}
+	mcp_issuer%[3]s
 }
 `
+
+// httpDiffRoute is the route to one server of a diffStack: its name
+// (the path prefix) and address. The caller may call echo with the text
+// hello or none, get the prompt greet and read under file:///public/.
+const httpDiffRoute = `
+	route /%[2]s/* {
+		mcp_gateway {
+			resource http://127.0.0.1:%[1]d/%[2]s/mcp
+			scope read
+			tool echo read {
+				arg /text optional one_of hello
+			}
+			tool * admin
+			prompt greet read
+			prompt * admin
+			resource_rule file:///public/ read
+			resource_rule file:/// admin
+		}
+		uri strip_prefix /%[2]s
+		reverse_proxy %[3]s
+	}`
 
 // meta2026 is the params._meta every 2026-07-28 request carries.
 const meta2026 = `,"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"t","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}`
@@ -168,19 +189,29 @@ func readToken(ctx context.Context, t *testing.T, issuer, resource string) strin
 	return tok.AccessToken
 }
 
-// toolRuns counts the runs of each tool of a server.
+// toolRuns counts the runs of each tool of a server and keeps the text
+// arguments they got (JSON, percent-encoded).
 type toolRuns struct {
-	mu   sync.Mutex
-	runs map[string]int
+	mu    sync.Mutex
+	runs  map[string]int
+	texts map[string][]string
 }
 
-func (r *toolRuns) ran(tool string) {
+func (r *toolRuns) ranWith(tool, text string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.runs == nil {
-		r.runs = map[string]int{}
+		r.runs, r.texts = map[string]int{}, map[string][]string{}
 	}
 	r.runs[tool]++
+	r.texts[tool] = append(r.texts[tool], text)
+}
+
+// textsOf returns the text arguments of tool's runs from the n-th on.
+func (r *toolRuns) textsOf(tool string, n int) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.texts[tool][min(n, len(r.texts[tool])):]...)
 }
 
 func (r *toolRuns) count(tool string) int {
@@ -208,20 +239,37 @@ func (r *toolRuns) waitFor(tool string, before int) bool {
 }
 
 // goSDKServer is a stateless server of the Go SDK with the tools echo and
-// delete_notes, counting their runs.
+// delete_notes, counting their runs and answering "ran <tool> <text>" as
+// test/node/sdkserver.mjs does, in JSON, and with its resources and
+// prompts.
 func goSDKServer(runs *toolRuns) http.Handler {
+	return goSDKServerWith(runs, &mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true})
+}
+
+// goSDKServerWith is goSDKServer with other options.
+func goSDKServerWith(runs *toolRuns, opts *mcp.StreamableHTTPOptions) http.Handler {
 	s := mcp.NewServer(&mcp.Implementation{Name: "httpdiff", Version: "v0"}, nil)
 	type in struct {
-		Text string `json:"text,omitempty"`
+		Text *string `json:"text,omitempty"`
 	}
 	for _, name := range []string{"echo", "delete_notes"} {
-		mcp.AddTool(s, &mcp.Tool{Name: name}, func(context.Context, *mcp.CallToolRequest, in) (*mcp.CallToolResult, any, error) {
-			runs.ran(name)
-			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "ran " + name}}}, nil, nil
+		mcp.AddTool(s, &mcp.Tool{Name: name}, func(_ context.Context, _ *mcp.CallToolRequest, args in) (*mcp.CallToolResult, any, error) {
+			text, _ := json.Marshal(args.Text)
+			runs.ranWith(name, url.QueryEscape(string(text)))
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "ran " + name + " " + url.QueryEscape(string(text))}}}, nil, nil
 		})
 	}
-	return mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s },
-		&mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true})
+	for _, name := range []string{"public", "secret"} {
+		s.AddResource(&mcp.Resource{URI: "file:///" + name + "/a", Name: name}, func(_ context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+			return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, Text: "served " + name}}}, nil
+		})
+	}
+	for _, name := range []string{"greet", "admin_prompt"} {
+		s.AddPrompt(&mcp.Prompt{Name: name}, func(context.Context, *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+			return &mcp.GetPromptResult{Messages: []*mcp.PromptMessage{{Role: "user", Content: &mcp.TextContent{Text: "prompted " + name}}}}, nil
+		})
+	}
+	return mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, opts)
 }
 
 // startSDKServer runs test/node/sdkserver.mjs until the test ends and
@@ -234,8 +282,9 @@ func startSDKServer(t *testing.T, nt nodeTools, flags ...string) (string, *toolR
 	runs := &toolRuns{}
 	go func() {
 		for line := range lines {
-			if tool, ok := strings.CutPrefix(line, "ran "); ok {
-				runs.ran(tool)
+			if ran, ok := strings.CutPrefix(line, "ran "); ok {
+				tool, text, _ := strings.Cut(ran, " ")
+				runs.ranWith(tool, text)
 			}
 		}
 	}()

@@ -1,7 +1,11 @@
 // A stateless MCP server of the official TypeScript SDK (McpServer over
 // StreamableHTTPServerTransport, which reads the body itself, JSON answers)
 // with two tools: echo and delete_notes. Each run of a tool prints
-// "ran <tool>" on stdout, so a test can tell what the server executed.
+// "ran <tool> <text>" on stdout and answers the same, <text> being the
+// text argument the tool got as JSON, percent-encoded
+// (encodeURIComponent), so a test can tell what the server executed. The
+// resources file:///public/a and file:///secret/a answer "served public"
+// and "served secret", the prompts greet and admin_prompt "prompted <name>".
 //
 //   node sdkserver.mjs --port N [--express]
 //
@@ -23,10 +27,19 @@ const { values: args } = parseArgs({ options: { port: { type: 'string' }, expres
 function server() {
   const s = new McpServer({ name: 'sdkserver', version: '1.0.0' });
   for (const name of ['echo', 'delete_notes']) {
-    s.registerTool(name, { inputSchema: { text: z.string().optional() } }, async () => {
-      console.log('ran ' + name);
-      return { content: [{ type: 'text', text: 'ran ' + name }] };
+    s.registerTool(name, { inputSchema: { text: z.string().optional() } }, async (args) => {
+      const ran = 'ran ' + name + ' ' + encodeURIComponent(JSON.stringify(args.text ?? null));
+      console.log(ran);
+      return { content: [{ type: 'text', text: ran }] };
     });
+  }
+  // A resource and a prompt each that a caller may and may not get,
+  // answering "served <name>" and "prompted <name>".
+  for (const name of ['public', 'secret']) {
+    s.registerResource(name, 'file:///' + name + '/a', {}, async (uri) => ({ contents: [{ uri: uri.href, text: 'served ' + name }] }));
+  }
+  for (const name of ['greet', 'admin_prompt']) {
+    s.registerPrompt(name, {}, async () => ({ messages: [{ role: 'user', content: { type: 'text', text: 'prompted ' + name } }] }));
   }
   return s;
 }
