@@ -1,8 +1,10 @@
 package issuer
 
 import (
+	"html"
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -431,5 +433,69 @@ func TestConsentEveryTimeForLocalPublicClients(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestConsentAnswersBrowsersWithAPage: a browser's consent POST (a
+// top-level navigation, Sec-Fetch-Dest: document) is answered with a page
+// that sends it on to the client's web redirect URI (a meta refresh and
+// a link, not cached, no referrer across origins), so that a callback
+// redirecting on to another origin is not held to the consent page's CSP
+// form-action (TestConsentCallbackRedirectsOn in test/browser); a
+// program, or a frame, gets the 303 as before.
+func TestConsentAnswersBrowsersWithAPage(t *testing.T) {
+	for _, dest := range []string{"document", "", "iframe"} {
+		e := newBrowserEnv(t, nil)
+		p := authParams(testChallenge)
+		p.Set("client_id", bWebClientID)
+		p.Set("redirect_uri", bWebRedirect)
+		c, body := e.consentPage(t, p, bUser)
+		f := findForm(t, body, "consent")
+		v := f.hidden
+		v.Set("decision", "approve")
+		req, err := http.NewRequest(http.MethodPost, e.srv.URL+f.action, strings.NewReader(v.Encode()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Origin", e.srv.URL)
+		if dest != "" {
+			req.Header.Set("Sec-Fetch-Dest", dest)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body = readBody(t, resp)
+		if dest != "document" {
+			if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc, bWebRedirect+"?code=") {
+				t.Errorf("Sec-Fetch-Dest %q: consent POST = %d, Location %q, want 303 to the redirect URI", dest, resp.StatusCode, loc)
+			}
+			continue
+		}
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("Location") != "" {
+			t.Fatalf("browser's consent POST = %d, Location %q, want 200, a page", resp.StatusCode, resp.Header.Get("Location"))
+		}
+		if got := resp.Header.Get("Cache-Control"); got != "no-store" {
+			t.Errorf("Cache-Control = %q, want no-store", got)
+		}
+		if got := resp.Header.Get("Referrer-Policy"); got != "same-origin" {
+			t.Errorf("Referrer-Policy = %q, want same-origin", got)
+		}
+		refresh := regexp.MustCompile(`<meta http-equiv="refresh" content="0;url=([^"]+)">`).FindStringSubmatch(body)
+		if refresh == nil {
+			t.Fatalf("page has no meta refresh: %s", body)
+		}
+		loc, err := url.Parse(html.UnescapeString(refresh[1]))
+		if err != nil || !strings.HasPrefix(loc.String(), bWebRedirect+"?") || loc.Query().Get("iss") != e.srv.URL {
+			t.Fatalf("meta refresh to %v (%v), want the redirect URI with code and iss", loc, err)
+		}
+		if !strings.Contains(body, `href="`+refresh[1]+`"`) {
+			t.Errorf("page has no link to the redirect URI: %s", body)
+		}
+		var ac authCode
+		if err := e.get(bucketCodes, tokenKey(loc.Query().Get("code")), &ac); err != nil {
+			t.Errorf("code on the page: %v", err)
+		}
 	}
 }

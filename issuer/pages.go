@@ -259,15 +259,33 @@ func (p *pages) clientChangedPage(w http.ResponseWriter) {
 		"The application's registration changed while you were signing in. Go back to the application and connect again.")
 }
 
-// redirectTo redirects to a client's redirect URI with v added to its
-// query (withQuery).
+// redirectTo sends the browser to a client's redirect URI with v added
+// to its query (withQuery). A browser's top-level navigation to a web
+// (http or https) URI gets a page that sends it on at once (a meta
+// refresh, and a link), as the "Continue with" provider button does:
+// Chromium holds every redirect after a form's POST (sign-in, consent,
+// sign-out) to the page's CSP form-action, and a client's callback may
+// redirect on to an origin no form-action can name (api.example.com
+// redeeming the code and sending the user to app.example.com); the
+// refresh is a navigation of its own, and replaces the page in the
+// history. Programs (no Sec-Fetch-Dest: document), frames (a silent
+// prompt=none in an iframe, which frame-ancestors would refuse a page),
+// and private-use schemes, which leave the browser, get a 303.
 func (p *pages) redirectTo(w http.ResponseWriter, r *http.Request, redirectURI string, v url.Values) {
 	loc, err := withQuery(redirectURI, v)
 	if err != nil {
 		p.errorPage(w, http.StatusBadRequest, "Invalid redirect URI", "The redirect URI cannot be used.")
 		return
 	}
-	p.seeOther(w, r, loc)
+	u, _ := url.Parse(loc)
+	if r.Header.Get("Sec-Fetch-Dest") != "document" || (u.Scheme != "https" && u.Scheme != "http") {
+		p.seeOther(w, r, loc)
+		return
+	}
+	p.renderPage(w, http.StatusOK, "message", page{Title: "Returning to the application", Refresh: loc, Data: messageView{
+		Heading: "Returning to the application", Message: "Taking you back to " + u.Host + ".",
+		Link: loc, LinkText: "Continue",
+	}})
 }
 
 // withQuery returns uri with v added to its query, keeping the URI's own

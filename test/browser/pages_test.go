@@ -249,3 +249,71 @@ func TestIPv6LoopbackRedirect(t *testing.T) {
 		t.Fatalf("Exchange: %v", err)
 	}
 }
+
+// TestConsentCallbackRedirectsOn: a web client whose redirect URI
+// answers the authorization response with a redirect on to another
+// origin (a callback at api.example.com that redeems the code and sends
+// the user to app.example.com). Chromium applies the CSP form-action of
+// the consent page (and of the sign-in page, when the consent is
+// remembered) to every redirect after the form's POST, and no
+// form-action can name where a client's callback sends the browser next:
+// the browser must still reach the app, after a Deny, an Allow, and a
+// later sign-in that needs no consent.
+func TestConsentCallbackRedirectsOn(t *testing.T) {
+	e := setup(t)
+	reached := make(chan url.Values, 4)
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/home" { // a favicon
+			http.NotFound(w, r)
+			return
+		}
+		select {
+		case reached <- r.URL.Query():
+		default:
+		}
+		fmt.Fprint(w, "<!doctype html><title>App</title><p>Signed in")
+	}))
+	t.Cleanup(app.Close)
+	callback := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := url.Values{"code": {r.URL.Query().Get("code")}, "error": {r.URL.Query().Get("error")}}
+		http.Redirect(w, r, app.URL+"/home?"+q.Encode(), http.StatusFound)
+	}))
+	t.Cleanup(callback.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	status, out, err := harness.Register(ctx, e.md, map[string]any{
+		"client_name":                "Web App",
+		"redirect_uris":              []string{callback.URL + "/callback"},
+		"token_endpoint_auth_method": "client_secret_basic", // a consent it gets is remembered
+	})
+	id, _ := out["client_id"].(string)
+	if err != nil || status != 201 || id == "" {
+		t.Fatalf("Register = %d, %v, %v", status, out, err)
+	}
+	cfg := *e.cfg
+	cfg.ClientID, cfg.RedirectURL = id, callback.URL+"/callback"
+	bctx := newBrowser(t)
+	atApp := func(what, param string) {
+		t.Helper()
+		select {
+		case q := <-reached:
+			if q.Get(param) == "" {
+				t.Errorf("%s: the app got %v, want a %s", what, q.Encode(), param)
+			}
+		case <-time.After(15 * time.Second):
+			screenshot(t, bctx, "not-at-app")
+			t.Fatalf("%s: the browser never reached the app the callback redirects to; page: %s", what, bodyText(t, bctx))
+		}
+	}
+	requireConsent(t, bctx, login(t, bctx, harness.NewAuthRequest(&cfg, e.resource).URL, password))
+	consentDecision(t, bctx, "deny")
+	atApp("deny", "error")
+	do(t, bctx, "open authorize", chromedp.Navigate(harness.NewAuthRequest(&cfg, e.resource).URL), chromedp.WaitVisible(chromedp.CSS(`form#consent`)))
+	consentDecision(t, bctx, "approve")
+	atApp("allow", "code")
+	// In another browser, the sign-in needs no consent: the sign-in
+	// form's POST ends at the callback.
+	bctx = newBrowser(t)
+	login(t, bctx, harness.NewAuthRequest(&cfg, e.resource).URL, password)
+	atApp("sign-in with a remembered consent", "code")
+}
