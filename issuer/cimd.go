@@ -187,7 +187,8 @@ func (f *cimdFetcher) cached(ctx context.Context, clientID string) (*Client, boo
 }
 
 // checkURL applies the draft's rules for client identifier URLs:
-// https, a host, a path without dot segments, no fragment, no userinfo.
+// https, a host, a path without dot segments (in any spelling a server
+// reads as one), no fragment, no userinfo.
 // A URL is ASCII, of the characters RFC 3986 allows, and so is its host
 // once decoded: the pages
 // show the client_id as the application's identity, and a host such as
@@ -225,7 +226,16 @@ func (f *cimdFetcher) checkURL(id string) error {
 	if u.Path == "" || u.Path == "/" {
 		return errors.New("needs a path")
 	}
-	for _, seg := range strings.Split(u.EscapedPath(), "/") {
+	// Dot segments as servers read them, not only as RFC 3986 spells
+	// them: decoded (nginx decodes %2F, IIS %5C, before resolving them),
+	// with \ a separator (IIS), a segment's ;parameters dropped (Tomcat,
+	// Jetty: "..;x" is ".."), and what a second decoding would make one.
+	path, err := url.PathUnescape(u.EscapedPath())
+	if err != nil {
+		return err
+	}
+	for _, seg := range strings.FieldsFunc(path, func(r rune) bool { return r == '/' || r == '\\' }) {
+		seg, _, _ = strings.Cut(seg, ";")
 		switch strings.ToLower(seg) {
 		case ".", "..", "%2e", "%2e%2e", ".%2e", "%2e.":
 			return errors.New("dot segments are not allowed")

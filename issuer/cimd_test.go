@@ -892,29 +892,70 @@ func TestCIMDURLOnlyURICharacters(t *testing.T) {
 	e, host := newCIMDEnv(t, true, nil)
 	for _, path := range []string{
 		`/official/..\~mallory\client.json`,
-		`/official/..%5C~mallory%5Cclient.json`, // escaped, it is a URL: fetched
+		`/official/a%5Cclient.json`, // escaped, it is a URL: fetched (..%5C is a dot segment: TestCIMDURLDotSegmentsAnySpelling)
 		"/a|b.json", "/a^b.json", "/a`b.json", "/a{b}.json", `/a"b.json`, "/a<b>.json",
 	} {
-		id := "https://app.example.com:" + host.srv.URL[strings.LastIndex(host.srv.URL, ":")+1:] + path
 		served, _ := url.PathUnescape(path)
-		host.serve(served, func(w http.ResponseWriter, r *http.Request) {
-			doc, _ := json.Marshal(map[string]any{"client_id": id, "client_name": "Doc Client",
-				"redirect_uris": []string{"http://127.0.0.1:3000/callback"}, "token_endpoint_auth_method": "none"})
-			w.Header().Set("Content-Type", "application/json")
-			_, _ = w.Write(doc)
-		})
-		err := e.fetchFrom(t, "192.0.2.1", id)
-		if escaped := strings.Contains(path, "%5C"); escaped {
-			if err != nil {
-				t.Errorf("%q: fetch = %v, want the document", id, err)
-			}
-			continue
+		fetchAtPath(t, e, host, path, served, strings.Contains(path, "%5C"))
+	}
+}
+
+// fetchAtPath serves a document for the id of path on host (at served,
+// as the server reads the path) and fetches it: the document if ok, else
+// invalid_client with nothing fetched.
+func fetchAtPath(t *testing.T, e *testEnv, host *cimdHost, path, served string, ok bool) {
+	t.Helper()
+	id := "https://app.example.com:" + host.srv.URL[strings.LastIndex(host.srv.URL, ":")+1:] + path
+	host.serve(served, func(w http.ResponseWriter, r *http.Request) {
+		doc, _ := json.Marshal(map[string]any{"client_id": id, "client_name": "Doc Client",
+			"redirect_uris": []string{"http://127.0.0.1:3000/callback"}, "token_endpoint_auth_method": "none"})
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(doc)
+	})
+	err := e.fetchFrom(t, "192.0.2.1", id)
+	if ok {
+		if err != nil {
+			t.Errorf("%q: fetch = %v, want the document", id, err)
 		}
-		if !errors.Is(err, ErrInvalidClient) {
-			t.Errorf("%q: fetch = %v, want invalid_client", id, err)
-		}
-		if n := host.count(served); n != 0 {
-			t.Errorf("%q: document fetched %d times, want none", id, n)
-		}
+		return
+	}
+	if !errors.Is(err, ErrInvalidClient) {
+		t.Errorf("%q: fetch = %v, want invalid_client", id, err)
+	}
+	if n := host.count(served); n != 0 {
+		t.Errorf("%q: document fetched %d times, want none", id, n)
+	}
+}
+
+// TestCIMDURLDotSegmentsAnySpelling: the draft forbids dot segments in a
+// client_id, and servers read more as one than RFC 3986's "..": IIS a
+// "..%5C" (\ is / to it), nginx a "..%2F" (it decodes %2F before
+// resolving dot segments), Tomcat and Jetty a "..;x" (a path parameter),
+// and servers that decode twice a "%252e%252e". Each would serve
+// https://host/official/<such>/~mallory/client.json as Mallory's
+// /~mallory/client.json, which the pages would show as an id under
+// /official/. Such an id is refused and nothing is fetched; a \ or ; that
+// makes no dot segment is fetched as before.
+func TestCIMDURLDotSegmentsAnySpelling(t *testing.T) {
+	e, host := newCIMDEnv(t, true, nil)
+	for _, tt := range []struct {
+		path string
+		ok   bool
+	}{
+		{"/official/..%5C~mallory%5Cclient.json", false},
+		{"/official/..%5c~mallory/client.json", false},
+		{"/official/%2e%2e%5C~mallory/client.json", false},
+		{"/official/..%2F~mallory/client.json", false},
+		{"/official/.%2e%2f~mallory/client.json", false},
+		{"/official/..;/~mallory/client.json", false},
+		{"/official/..;x=1/~mallory/client.json", false},
+		{"/official/.;/client.json", false},
+		{"/official/%252e%252e/~mallory/client.json", false},
+		{"/official/a%5Cb.json", true},
+		{"/official/client;v=1.json", true},
+		{"/official/..a/client.json", true},
+	} {
+		u, _ := url.Parse("https://h" + tt.path)
+		fetchAtPath(t, e, host, tt.path, u.Path, tt.ok)
 	}
 }
