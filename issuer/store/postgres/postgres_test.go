@@ -126,6 +126,58 @@ func TestLaterStartsNeedNoCreate(t *testing.T) {
 	sql(t, roleDSN, "BEGIN; LOCK TABLE mcp_auth_entries IN SHARE ROW EXCLUSIVE MODE; COMMIT")
 }
 
+// TestTablesFoundThroughSearchPath: the store names its tables without a
+// schema, so PostgreSQL finds them through the role's search_path, by
+// default the schema named after the role first, then public. A schema
+// of the role's name that another role created, holding tables of the
+// store's names, is used in place of public's: whoever may create
+// schemas (or tables in a schema the path reaches first) in the
+// instances' database could have them read and write a table of theirs.
+// README (Running on PostgreSQL, Schema) says so and what to do.
+func TestTablesFoundThroughSearchPath(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	s := open(t, dsn, postgres.Options{})
+	ctx := context.Background()
+	if err := s.Update(ctx, func(tx store.Tx) error { return tx.Put("b", "k", []byte("public's"), time.Time{}) }); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	var role string
+	for _, f := range strings.Fields(dsn) {
+		if db, ok := strings.CutPrefix(f, "dbname="); ok {
+			role = "app_" + db
+		}
+	}
+	other := "other_" + strings.TrimPrefix(role, "app_")
+	sql(t, dsn, fmt.Sprintf(`CREATE ROLE %[1]s LOGIN;
+		CREATE ROLE %[2]s;
+		REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+		GRANT SELECT, INSERT, UPDATE, DELETE ON mcp_auth_entries TO %[1]s;
+		GRANT SELECT ON mcp_auth_schema TO %[1]s;
+		CREATE SCHEMA %[1]s AUTHORIZATION %[2]s;
+		CREATE TABLE %[1]s.mcp_auth_schema (LIKE public.mcp_auth_schema INCLUDING ALL);
+		INSERT INTO %[1]s.mcp_auth_schema SELECT * FROM public.mcp_auth_schema;
+		CREATE TABLE %[1]s.mcp_auth_entries (LIKE public.mcp_auth_entries INCLUDING ALL);
+		ALTER TABLE %[1]s.mcp_auth_schema OWNER TO %[2]s;
+		ALTER TABLE %[1]s.mcp_auth_entries OWNER TO %[2]s;
+		SET ROLE %[2]s;
+		INSERT INTO %[1]s.mcp_auth_entries VALUES ('b'::bytea, 'k'::bytea, convert_to('theirs', 'UTF8'), NULL);
+		GRANT USAGE ON SCHEMA %[1]s TO %[1]s;
+		GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA %[1]s TO %[1]s`, role, other))
+	s = open(t, strings.Replace(dsn, "user=postgres", "user="+role, 1), postgres.Options{})
+	var got []byte
+	if err := s.View(ctx, func(tx store.Tx) error {
+		var err error
+		got, err = tx.Get("b", "k")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != "theirs" {
+		t.Errorf("Get = %q, want the table of the schema named after the role (%q): the search_path decides", got, "theirs")
+	}
+}
+
 func versions(n int) string {
 	var v []string
 	for i := 1; i <= n; i++ {
