@@ -2,7 +2,9 @@ package issuer
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -173,4 +175,51 @@ func TestHealthChecksShared(t *testing.T) {
 	if n := st.views.Load(); n != 1 {
 		t.Errorf("%d probes during one check read the store %d times, want once", probes+1, n)
 	}
+}
+
+// TestHealthChecksReadsNotWrites: the probe asks the store for a read, not
+// a write, so a database that answers reads and refuses writes (here set
+// read-only; a standby after a failover, a full disk, an absent
+// synchronous standby alike) is reported healthy while a token request,
+// which writes its grant, fails. README (Health) says so.
+func TestHealthChecksReadsNotWrites(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	st, err := postgres.Open(t.Context(), dsn, postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	e := newTokEnvStore(t, st, storetest.NewClock(time.Now()), func(cfg *Config) { cfg.Now = time.Now })
+	var db string
+	for _, f := range strings.Fields(dsn) {
+		if v, ok := strings.CutPrefix(f, "dbname="); ok {
+			db = v
+		}
+	}
+	// New connections only; the pool's are ended so that it opens new ones.
+	if _, err := pgtest.Shared(t).Psql(dsn, fmt.Sprintf(`ALTER DATABASE %[1]s SET default_transaction_read_only = on;
+		SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '%[1]s' AND pid <> pg_backend_pid()`, db)); err != nil {
+		t.Fatal(err)
+	}
+	var status int
+	for range 50 { // the pool notices its ended connections
+		resp, err := e.srv.Client().Get(e.iss.endpoint(pathHealth))
+		if err != nil {
+			t.Fatal(err)
+		}
+		readBody(t, resp)
+		if status = resp.StatusCode; status == http.StatusOK {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if status != http.StatusOK {
+		t.Fatalf("GET healthz on a read-only database = %d, want 200 (a read answers)", status)
+	}
+	a := e.post(t, pathToken, url.Values{"grant_type": {"client_credentials"}, "client_id": {tAgent2},
+		"client_secret": {tAgentSecret}, "resource": {tResource}}, "")
+	if a.status == http.StatusOK {
+		t.Fatalf("client_credentials on a read-only database = 200, want a failure (the grant cannot be written)")
+	}
+	t.Logf("client_credentials on a read-only database: %d %s", a.status, a.raw)
 }
