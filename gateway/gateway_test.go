@@ -410,6 +410,13 @@ func TestDecisions(t *testing.T) {
 		{"require user, delegated", withAct("mcp tools:read", readDeleg), toolCall("human"), 200},
 		{"allowed agent", withAct("mcp tools:read", readDeleg), toolCall("bot_tool"), 200},
 		{"other agent", withAct("mcp tools:read", map[string]any{"sub": "agent-z"}), toolCall("bot_tool"), 403},
+		// act.iss puts the actor's sub in another issuer's namespace (RFC
+		// 8693 §4.1): agent-a there is not this issuer's agent-a, and no
+		// rule can tell them apart, so the token is refused.
+		{"allowed agent of another issuer", withAct("mcp tools:read", map[string]any{"sub": "agent-a", "iss": "https://elsewhere.example"}), toolCall("bot_tool"), 401},
+		{"inner actor of another issuer", withAct("mcp tools:read", map[string]any{"sub": "agent-a", "act": map[string]any{"sub": "agent-b", "iss": "https://elsewhere.example"}}), toolCall("read_x"), 401},
+		{"act.iss not a string", withAct("mcp tools:read", map[string]any{"sub": "agent-a", "iss": 7}), toolCall("read_x"), 401},
+		{"allowed agent, act.iss the token's", withAct("mcp tools:read", map[string]any{"sub": "agent-a", "iss": testIssuer}), toolCall("bot_tool"), 200},
 		{"allowed agents: outermost act only", withAct("mcp tools:read", map[string]any{"sub": "agent-z", "act": map[string]any{"sub": "agent-a"}}), toolCall("bot_tool"), 403},
 		{"allowed agents, no agent", scope("mcp tools:read"), toolCall("bot_tool"), 200},
 		{"max depth ok", withAct("mcp tools:read", readDeleg), toolCall("shallow"), 200},

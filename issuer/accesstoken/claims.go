@@ -209,7 +209,7 @@ func (c *Claims) UnmarshalJSON(b []byte) error {
 		}
 	}
 	if raw, ok := m["act"]; ok {
-		act, err := decodeActor(raw)
+		act, err := decodeActor(raw, c.Issuer)
 		if err != nil {
 			return err
 		}
@@ -253,8 +253,11 @@ func (a *Audience) decode(raw json.RawMessage) error {
 }
 
 // decodeActor reads a nested act claim iteratively, so that its depth is
-// bounded before it is read rather than after.
-func decodeActor(raw json.RawMessage) (*Actor, error) {
+// bounded before it is read rather than after. An actor whose iss is not
+// the token's issuer is refused: its sub is of another issuer's namespace
+// (RFC 8693 section 4.1), which agent rules, sessions and pins, keyed by
+// sub alone, would take for this issuer's agent of that name.
+func decodeActor(raw json.RawMessage, issuer string) (*Actor, error) {
 	var head *Actor
 	link := &head
 	for depth := 1; ; depth++ {
@@ -271,6 +274,12 @@ func decodeActor(raw json.RawMessage) (*Actor, error) {
 		a := new(Actor)
 		if err := decodeString(m["sub"], &a.Subject); err != nil || a.Subject == "" {
 			return nil, &ClaimError{"the access token has an act claim without sub"}
+		}
+		if iss, ok := m["iss"]; ok {
+			var s string
+			if decodeString(iss, &s) != nil || s != issuer {
+				return nil, &ClaimError{"the access token's act names an actor of another issuer"}
+			}
 		}
 		*link, link = a, &a.Actor
 		next, ok := m["act"]

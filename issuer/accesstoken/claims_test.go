@@ -54,7 +54,7 @@ func TestClaimsDecode(t *testing.T) {
 		{"unknown claims ignored", `{` + base + `,"x":{"y":[1,2]},"email":"a@b"}`, func(c *Claims) bool { return c.ClientID == "app" }, ""},
 		{"names are case-sensitive", `{` + base + `,"SUB":"mallory","Scope":"admin"}`, func(c *Claims) bool { return c.Subject == "alice" && c.Scope == "" }, ""},
 		{"fractional exp", `{"exp":1700003600.5}`, func(c *Claims) bool { return c.ExpiresAt != nil }, ""},
-		{"act chain", `{` + base + `,"act":{"sub":"a","act":{"sub":"b","iss":"z"}}}`, func(c *Claims) bool {
+		{"act chain", `{` + base + `,"act":{"sub":"a","act":{"sub":"b","iss":"https://auth.example.com"}}}`, func(c *Claims) bool {
 			return cmp.Equal(c.Actor.Chain(), []string{"a", "b"})
 		}, ""},
 		{"sub as number", `{"sub":7}`, nil, "malformed sub"},
@@ -82,6 +82,8 @@ func TestClaimsDecode(t *testing.T) {
 		{"act null", `{"act":null}`, nil, "malformed act"},
 		{"act without sub", `{"act":{"client_id":"x"}}`, nil, "act claim without sub"},
 		{"act with empty sub", `{"act":{"sub":""}}`, nil, "act claim without sub"},
+		{"actor of another issuer", `{` + base + `,"act":{"sub":"a","act":{"sub":"b","iss":"z"}}}`, nil, "actor of another issuer"},
+		{"act iss null", `{` + base + `,"act":{"sub":"a","iss":null}}`, nil, "actor of another issuer"},
 		{"nested act malformed", `{"act":{"sub":"a","act":[]}}`, nil, "malformed act"},
 		{"act too deep", `{"act":` + strings.Repeat(`{"sub":"a","act":`, MaxActDepth) + `{"sub":"z"}` + strings.Repeat("}", MaxActDepth) + `}`, nil, "too deep"},
 		{"not an object", `[1]`, nil, "cannot unmarshal"},
