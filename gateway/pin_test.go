@@ -1133,3 +1133,37 @@ func TestPinStoreFullAuditedAgain(t *testing.T) {
 		t.Errorf("audit events once the pins forgotten filled again = %d, want 2", n)
 	}
 }
+
+// TestPinPerResourceNotPerCaller: pins are kept per resource, not per
+// caller. A server whose tool definitions differ by caller (a schema
+// listing the caller's own projects) has the first caller's definition
+// pinned; another caller, listed another definition, has the tool hidden
+// and its calls refused as a changed definition, while the first caller
+// keeps it. README (Tool pinning) says so.
+func TestPinPerResourceNotPerCaller(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.PinTools, cfg.Pins = PinFirstUse, newMemPins()
+	projects := `["alpha"]`
+	h := newHarness(t, cfg, pinUpstream(func() string {
+		return `{"name":"read_file","inputSchema":{"type":"object","properties":{"project":{"enum":` + projects + `}}}}`
+	}))
+	alice := mint(t, claims())
+	bobClaims := claims()
+	bobClaims["sub"] = "bob"
+	bob := mint(t, bobClaims)
+	list := `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
+	if body := readBody(t, h.do(t, call{body: list, token: alice})); !strings.Contains(body, `"read_file"`) {
+		t.Fatalf("alice's tools/list = %s, want read_file (pinned on first use)", body)
+	}
+	projects = `["beta"]` // what the server lists to bob
+	if body := readBody(t, h.do(t, call{body: list, token: bob})); strings.Contains(body, `"read_file"`) {
+		t.Errorf("bob's tools/list = %s, want read_file hidden (not alice's pinned definition)", body)
+	}
+	if resp := h.do(t, call{body: toolCall("read_file"), token: bob}); resp.StatusCode != http.StatusForbidden || !strings.Contains(readBody(t, resp), "definition changed") {
+		t.Errorf("bob's call = %d, want 403 definition changed", resp.StatusCode)
+	}
+	projects = `["alpha"]`
+	if body := readBody(t, h.do(t, call{body: list, token: alice})); !strings.Contains(body, `"read_file"`) {
+		t.Errorf("alice's tools/list again = %s, want read_file", body)
+	}
+}
