@@ -800,6 +800,38 @@ func TestIDJAGEmailAsName(t *testing.T) {
 	}
 }
 
+// TestIDJAGDisabledUserUnderAnotherName: an ID-JAG of a person whose
+// account an operator disabled is refused under any name its user_claim
+// gives them (an address changed at the IdP, in case alone too), as at a
+// sign-in (TestIdPDisabledUserUnderAnotherName), and provisions nobody.
+func TestIDJAGDisabledUserUnderAnotherName(t *testing.T) {
+	idp := newTestIdP(t)
+	e := newTokEnv(t, withTrustedIdP(idp), func(c *Config) { c.IdentityProviders[0].UserClaim = "email" })
+	conf := tConf + ":" + tSecret
+	redeem := func(sub, email string) answer {
+		t.Helper()
+		return e.redeem(t, conf, idp.idJAG(t, e, func(c jwt.MapClaims, _ *jwt.Token) {
+			c["sub"], c["email"], c["email_verified"] = sub, email, true
+		}), nil)
+	}
+	if a := redeem("u1", "u1@corp.example"); a.status != http.StatusOK {
+		t.Fatalf("redeem = %d %s, want 200", a.status, a.raw)
+	}
+	if err := e.iss.DisableUser(e.ctx(), "corp:u1@corp.example"); err != nil {
+		t.Fatal(err)
+	}
+	users := e.count(bucketUsers)
+	if a := redeem("u1", "U1@corp.example"); a.status != http.StatusBadRequest || a.str("error") != "invalid_grant" {
+		t.Errorf("the disabled user under another address: redeem = %d %s, want invalid_grant", a.status, a.raw)
+	}
+	if n := e.count(bucketUsers); n != users {
+		t.Errorf("users = %d after the refusal, want %d", n, users)
+	}
+	if a := redeem("u2", "u2@corp.example"); a.status != http.StatusOK {
+		t.Errorf("another user: redeem = %d %s, want 200", a.status, a.raw)
+	}
+}
+
 // TestIDJAGUserAdmitted: an ID-JAG's user is admitted by its identity
 // provider's rules as at a sign-in there: an address outside
 // allowed_email_domains is refused, and so is a user the operator

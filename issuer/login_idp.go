@@ -406,12 +406,45 @@ func (i *Issuer) mayProvision(tx store.Tx, p *IdentityProvider, id *idpIdentity)
 	old, err := usersIn(tx).get(id.username)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
+		return disabledUnderAnotherName(tx, p, id)
 	case err != nil:
 		return err
 	case !old.accountOf(p, id):
 		return fmt.Errorf("%w: %q belongs to another account", errIdPRefused, id.username)
 	case old.Disabled:
 		return fmt.Errorf("%w: %q is disabled", errIdPRefused, id.username)
+	}
+	return nil
+}
+
+// disabledUnderAnotherName refuses (errIdPRefused) a new account for
+// id's person when the operator disabled one of theirs at p under
+// another name: a user_claim other than sub (email, preferred_username)
+// may change at the provider, in case alone too, and a disabled person
+// must not come back as a fresh account of the same sub. A disabled
+// user kept unplaced at a re-point refuses its sub too, whatever the
+// name. Read only when an account is created, over p's users, and not
+// with user_claim sub: the name is then the sub, and the account of the
+// name the only one the sub can have.
+func disabledUnderAnotherName(tx store.Tx, p *IdentityProvider, id *idpIdentity) error {
+	if p.UserClaim == "sub" {
+		return nil
+	}
+	var found string
+	err := usersIn(tx).t.list(p.Name+":", func(name string, s *storedUser) error {
+		u := s.user()
+		if u.Disabled && u.IdentityProvider == p.Name && u.IdPSubject == id.subject &&
+			(u.accountOf(p, id) || u.IdPIssuer == unplacedIssuer) {
+			found = name
+			return errStopListing
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, errStopListing):
+		return fmt.Errorf("%w: its subject's account %q is disabled", errIdPRefused, found)
+	case err != nil:
+		return err
 	}
 	return nil
 }

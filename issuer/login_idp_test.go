@@ -602,6 +602,46 @@ func TestIdPReassignedName(t *testing.T) {
 	}
 }
 
+// TestIdPDisabledUserUnderAnotherName: disabling a provider's user keeps
+// that person out (README, admin API: "it cannot sign in, at its provider
+// either"), whatever name the user_claim gives them next. With
+// user_claim email (or preferred_username) the person's address may
+// change at the provider, in case alone too, and the sign-in under the
+// new name would otherwise create a fresh, enabled account for the sub
+// the operator disabled; by ID-JAG as well. Another person is not held
+// to it, and enabling the account lets the person in again.
+func TestIdPDisabledUserUnderAnotherName(t *testing.T) {
+	e, stub, _ := newIdPEnv(t, func(p *IdentityProvider) { p.UserClaim = "email" })
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+		t.Fatalf("first sign-in = %d %q, want 303", res.status, res.body)
+	}
+	const name = stubIdPName + ":alice@corp.example"
+	if err := e.iss.DisableUser(t.Context(), name); err != nil {
+		t.Fatal(err)
+	}
+	for _, address := range []string{"Alice@corp.example", "alice.smith@corp.example"} {
+		stub.set(func(s *stubIdP) { s.claims["email"] = address })
+		if res := e.idpSignIn(t, e.browser()); res.status != http.StatusForbidden || !strings.Contains(res.body, "may not sign in here") {
+			t.Errorf("the disabled user's sign-in as %s = %d %q, want 403 may not sign in here", address, res.status, res.body)
+		}
+		if err := e.get(bucketUsers, stubIdPName+":"+address, new(User)); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("user %s:%s after the refusal: %v, want none", stubIdPName, address, err)
+		}
+	}
+	// Another person, with an address of their own: signed in.
+	stub.set(func(s *stubIdP) { s.claims["sub"], s.claims["email"] = "u-2", "bob@corp.example" })
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+		t.Errorf("another user's sign-in = %d %q, want 303", res.status, res.body)
+	}
+	if err := e.iss.EnableUser(t.Context(), name); err != nil {
+		t.Fatal(err)
+	}
+	stub.set(func(s *stubIdP) { s.claims["sub"], s.claims["email"] = "u-1", "Alice@corp.example" })
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+		t.Errorf("sign-in under the new address once enabled = %d %q, want 303", res.status, res.body)
+	}
+}
+
 // TestIdPEmailAsNameVerified: with user_claim email the address is the
 // account's name (the token's sub), so a sign-in whose address the
 // provider does not say is verified is refused, and creates no user.
