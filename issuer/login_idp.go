@@ -406,7 +406,6 @@ func (i *Issuer) mayProvision(tx store.Tx, p *IdentityProvider, id *idpIdentity)
 	old, err := usersIn(tx).get(id.username)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return disabledUnderAnotherName(tx, p, id)
 	case err != nil:
 		return err
 	case !old.accountOf(p, id):
@@ -414,18 +413,18 @@ func (i *Issuer) mayProvision(tx store.Tx, p *IdentityProvider, id *idpIdentity)
 	case old.Disabled:
 		return fmt.Errorf("%w: %q is disabled", errIdPRefused, id.username)
 	}
-	return nil
+	return disabledUnderAnotherName(tx, p, id)
 }
 
-// disabledUnderAnotherName refuses (errIdPRefused) a new account for
-// id's person when the operator disabled one of theirs at p under
-// another name: a user_claim other than sub (email, preferred_username)
-// may change at the provider, in case alone too, and a disabled person
-// must not come back as a fresh account of the same sub. A disabled
-// user kept unplaced at a re-point refuses its sub too, whatever the
-// name. Read only when an account is created, over p's users, and not
-// with user_claim sub: the name is then the sub, and the account of the
-// name the only one the sub can have.
+// disabledUnderAnotherName refuses (errIdPRefused) id's person when the
+// operator disabled one of their accounts at p under another name: a
+// user_claim other than sub (email, preferred_username) may change at
+// the provider, in case alone too, and a disabled person must not come
+// back as a fresh account of the same sub, nor through another account
+// an earlier value of the claim made. A disabled user kept unplaced at a
+// re-point refuses its sub too, whatever the name. Read over p's users,
+// and not with user_claim sub: the name is then the sub, and the
+// account of the name the only one the sub can have.
 func disabledUnderAnotherName(tx store.Tx, p *IdentityProvider, id *idpIdentity) error {
 	if p.UserClaim == "sub" {
 		return nil

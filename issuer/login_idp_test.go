@@ -642,6 +642,35 @@ func TestIdPDisabledUserUnderAnotherName(t *testing.T) {
 	}
 }
 
+// TestIdPDisabledUserOtherAccount: a person with two accounts at a
+// provider (the user_claim changed once, both signed in) whose operator
+// disabled one cannot sign in with the other, kept enabled, by going
+// back to its name: disabling keeps the person out, not one of their
+// names. Enabling the disabled account lets them in again.
+func TestIdPDisabledUserOtherAccount(t *testing.T) {
+	e, stub, _ := newIdPEnv(t, func(p *IdentityProvider) { p.UserClaim = "email" })
+	const name = stubIdPName + ":alice@corp.example"
+	for _, address := range []string{"Alice@corp.example", "alice@corp.example"} {
+		stub.set(func(s *stubIdP) { s.claims["email"] = address })
+		if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+			t.Fatalf("sign-in as %s = %d %q, want 303", address, res.status, res.body)
+		}
+	}
+	if err := e.iss.DisableUser(t.Context(), name); err != nil {
+		t.Fatal(err)
+	}
+	stub.set(func(s *stubIdP) { s.claims["email"] = "Alice@corp.example" })
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusForbidden || !strings.Contains(res.body, "may not sign in here") {
+		t.Errorf("the disabled person's sign-in with its other account = %d %q, want 403 may not sign in here", res.status, res.body)
+	}
+	if err := e.iss.EnableUser(t.Context(), name); err != nil {
+		t.Fatal(err)
+	}
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+		t.Errorf("sign-in with the other account once enabled = %d %q, want 303", res.status, res.body)
+	}
+}
+
 // TestIdPEmailAsNameVerified: with user_claim email the address is the
 // account's name (the token's sub), so a sign-in whose address the
 // provider does not say is verified is refused, and creates no user.
