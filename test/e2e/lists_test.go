@@ -12,9 +12,9 @@ import (
 )
 
 // listServer offers prompts, resources and resource templates under the
-// rules of listsCaddyfile.
-func listServer() *mcp.Server {
-	s := mcp.NewServer(&mcp.Implementation{Name: "lists", Version: "v1"}, nil)
+// rules of listsCaddyfile, with opts (nil: none).
+func listServer(opts *mcp.ServerOptions) *mcp.Server {
+	s := mcp.NewServer(&mcp.Implementation{Name: "lists", Version: "v1"}, opts)
 	for _, name := range []string{"summarize", "review_code"} {
 		s.AddPrompt(&mcp.Prompt{Name: name, Description: name},
 			func(ctx context.Context, req *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
@@ -69,7 +69,7 @@ var listsCaddyfile = template.Must(template.New("Caddyfile").Parse(e2eGlobals + 
 // everything. Before, both saw every name. In the 2025-11-25 (session)
 // and 2026-07-28 (stateless) revisions.
 func TestListsPerCaller(t *testing.T) {
-	legacyUp, modernUp := serveBoth(t, listServer())
+	legacyUp, modernUp := serveBoth(t, listServer(nil))
 	e := startSites(t, listsCaddyfile, legacyUp, modernUp)
 
 	type lists struct{ prompts, resources, templates []string }
