@@ -63,20 +63,11 @@ func TestGoSDKClientStepUp2026(t *testing.T) {
 		}},
 		RedirectURL:         redirectURI,
 		RequestRefreshToken: true,
-		AuthorizationCodeFetcher: func(ctx context.Context, args *auth.AuthorizationArgs) (*auth.AuthorizationResult, error) {
-			u, err := url.Parse(args.URL)
-			if err != nil {
-				return nil, err
-			}
+		AuthorizationCodeFetcher: robot.CodeFetcher(func(u *url.URL) {
 			mu.Lock()
 			scopes = append(scopes, u.Query().Get("scope"))
 			mu.Unlock()
-			q, err := robot.Authorize(ctx, args.URL)
-			if err != nil {
-				return nil, err
-			}
-			return &auth.AuthorizationResult{Code: q.Get("code"), State: q.Get("state"), Iss: q.Get("iss")}, nil
-		},
+		}),
 		NewTokenSource: func(ctx context.Context, cfg *oauth2.Config, tok *oauth2.Token) (oauth2.TokenSource, error) {
 			src := &refreshable{ctx: ctx, cfg: cfg, cur: tok}
 			mu.Lock()

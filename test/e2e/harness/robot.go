@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/modelcontextprotocol/go-sdk/auth"
 	"golang.org/x/net/html"
 )
 
@@ -325,3 +326,22 @@ func (r *Robot) Submit(ctx context.Context, page *Page, form *Form, extra url.Va
 
 // ReadPage reads resp (and closes its body) as a Page.
 func ReadPage(resp *http.Response) (*Page, error) { return readPage(resp) }
+
+// CodeFetcher is the Go SDK OAuth handler's AuthorizationCodeFetcher
+// signing in with r; seen, if not nil, gets each authorization URL first.
+func (r *Robot) CodeFetcher(seen func(*url.URL)) auth.AuthorizationCodeFetcher {
+	return func(ctx context.Context, args *auth.AuthorizationArgs) (*auth.AuthorizationResult, error) {
+		u, err := url.Parse(args.URL)
+		if err != nil {
+			return nil, err
+		}
+		if seen != nil {
+			seen(u)
+		}
+		q, err := r.Authorize(ctx, args.URL)
+		if err != nil {
+			return nil, err
+		}
+		return &auth.AuthorizationResult{Code: q.Get("code"), State: q.Get("state"), Iss: q.Get("iss")}, nil
+	}
+}
