@@ -2,6 +2,9 @@ package caddymodule
 
 import (
 	"encoding/json"
+	"go/ast"
+	"go/parser"
+	gotoken "go/token"
 	"io"
 	"maps"
 	"net/http"
@@ -10,6 +13,7 @@ import (
 	"reflect"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -389,4 +393,51 @@ func synopsisCommands(text, prefix string) []string {
 	}
 	slices.Sort(cmds)
 	return slices.Compact(cmds)
+}
+
+// TestREADMESynopsesNameEverySubdirective: every word the Caddyfile
+// parser takes (a case of caddyfile.go: subdirectives and their keyword
+// values) is in one of the README's syntax blocks, so no option is
+// parsed that the synopses do not show.
+func TestREADMESynopsesNameEverySubdirective(t *testing.T) {
+	f, err := parser.ParseFile(gotoken.NewFileSet(), "caddyfile.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var words []string
+	ast.Inspect(f, func(n ast.Node) bool {
+		if c, ok := n.(*ast.CaseClause); ok {
+			for _, e := range c.List {
+				if lit, ok := e.(*ast.BasicLit); ok && lit.Kind == gotoken.STRING {
+					w, err := strconv.Unquote(lit.Value)
+					if err != nil {
+						t.Fatal(err)
+					}
+					words = append(words, w)
+				}
+			}
+		}
+		return true
+	})
+	if len(words) < 50 {
+		t.Fatalf("%d case words in caddyfile.go, want the parser's subdirectives (the extraction broke?)", len(words))
+	}
+	src, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var synopses []string
+	for _, block := range strings.Split(string(src), "```caddyfile syntax\n")[1:] {
+		text, _, _ := strings.Cut(block, "\n```")
+		synopses = append(synopses, text)
+	}
+	all := strings.Join(synopses, "\n")
+	// The plural spellings the JSON members have, accepted beside the
+	// documented singular.
+	aliases := map[string]bool{"redirect_uris": true, "post_logout_redirect_uris": true}
+	for _, w := range words {
+		if !aliases[w] && !regexp.MustCompile(`(^|[\s|{])`+regexp.QuoteMeta(w)+`($|[\s|}])`).MatchString(all) {
+			t.Errorf("the Caddyfile parser takes %q, which no syntax block of README.md shows", w)
+		}
+	}
 }
