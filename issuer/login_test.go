@@ -851,3 +851,29 @@ func TestSessionCookiePathOfAPathIssuer(t *testing.T) {
 		}
 	}
 }
+
+// TestLoginNamesCompareExactly: a user name is compared exactly (README,
+// Limits: Names compare exactly): another case or a compatibility form of
+// it signs nobody in, even with the user's password. (Spaces around the
+// name typed are trimmed: no user name holds one.)
+func TestLoginNamesCompareExactly(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	try := func(user string) *http.Response {
+		// Past the limiter's budget for this address, with a fresh request.
+		e.clock.Advance(10 * time.Minute)
+		c, _, f := e.startLogin(t)
+		v := f.hidden
+		v.Set("username", user)
+		v.Set("password", bPassword)
+		resp, _ := e.postPage(t, c, f.action, v)
+		return resp
+	}
+	for _, user := range []string{"Alice", "ALICE", "alİce", "ａｌｉｃｅ", "alice\x00"} {
+		if resp := try(user); resp.StatusCode == http.StatusSeeOther || resp.Header.Get("Location") != "" {
+			t.Errorf("login as %q with %s's password = %d %q, want it refused", user, bUser, resp.StatusCode, resp.Header.Get("Location"))
+		}
+	}
+	if resp := try(bUser); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("login as %q = %d, want 303", bUser, resp.StatusCode)
+	}
+}
