@@ -107,6 +107,23 @@ func claims() jwt.MapClaims {
 	}
 }
 
+// withActors sets c's act to the chain of actors, outermost (the one
+// acting) first; none leaves c as it is.
+func withActors(c jwt.MapClaims, actors ...string) jwt.MapClaims {
+	var act map[string]any
+	for i := len(actors) - 1; i >= 0; i-- {
+		a := map[string]any{"sub": actors[i]}
+		if act != nil {
+			a["act"] = act
+		}
+		act = a
+	}
+	if act != nil {
+		c["act"] = act
+	}
+	return c
+}
+
 // mint signs claims as an at+jwt with the ES256 key unless the header
 // mutator changes things.
 func mint(t testing.TB, c jwt.MapClaims) string {

@@ -21,15 +21,7 @@ import (
 )
 
 func TestSessionBinding(t *testing.T) {
-	h := newHarness(t, unreadConfig(t), func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Mcp-Session-Id", "upstream-session-1")
-		if r.Method != http.MethodPost {
-			w.WriteHeader(http.StatusOK)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}`)
-	})
+	h := newHarness(t, unreadConfig(t), sessionUpstream(`{"tools":[]}`))
 	alice := mint(t, claims())
 	other := func(mutate func(jwt.MapClaims)) string {
 		c := claims()
@@ -131,6 +123,87 @@ func TestSessionBinding(t *testing.T) {
 			t.Errorf("answer Mcp-Session-Id = %q, want none", v)
 		}
 	})
+}
+
+// TestSessionOfOneOutermostAgent: a session is bound to the user, client,
+// principal type and outermost actor, the one acting, as task ids are:
+// every token naming agent-a outermost was issued against agent-a's own
+// token, so a deeper or shallower chain under it is agent-a again and
+// shares its session (its GET stream, its answers to the server's
+// requests), as does another grant of theirs with fewer scopes, while
+// each request made there still passes the rules for its own token (a
+// tool's scopes and max_depth); another outermost agent, whatever the
+// inner chain, or the agent acting alone, has no session there.
+func TestSessionOfOneOutermostAgent(t *testing.T) {
+	h := newHarness(t, unreadConfig(t), sessionUpstream(`{"content":[]}`))
+	delegated := func(c jwt.MapClaims, actors ...string) string { return mint(t, withActors(c, actors...)) }
+	chain := func(actors ...string) string { return delegated(claims(), actors...) }
+	narrowed := claims()
+	narrowed["gid"], narrowed["jti"], narrowed["scope"] = "grant-2", "jti-2", "mcp"
+	init := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`
+	resp := h.do(t, call{body: init, token: chain("agent-a")})
+	readBody(t, resp)
+	sid := resp.Header.Get("Mcp-Session-Id")
+	if sid == "" {
+		t.Fatal("no session id")
+	}
+	answer := `{"jsonrpc":"2.0","id":"elicit-1","result":{"action":"decline"}}`
+	for _, tt := range []struct {
+		name   string
+		token  string
+		method string
+		body   string
+		status int
+	}{
+		{"deeper chain: GET stream", chain("agent-a", "agent-b"), http.MethodGet, "", 200},
+		{"deeper chain: answer to the server", chain("agent-a", "agent-b"), http.MethodPost, answer, 202},
+		{"deeper chain: a tool its depth allows", chain("agent-a", "agent-b"), http.MethodPost, toolCall("read_a"), 200},
+		{"deeper chain: a tool of max_depth 1", chain("agent-a", "agent-b"), http.MethodPost, toolCall("shallow"), 403},
+		{"the creating chain: a tool of max_depth 1", chain("agent-a"), http.MethodPost, toolCall("shallow"), 200},
+		{"another grant without the tools' scope: GET stream", delegated(narrowed, "agent-a"), http.MethodGet, "", 200},
+		{"another grant without the tools' scope: answer to the server", delegated(narrowed, "agent-a"), http.MethodPost, answer, 202},
+		{"another grant without the tools' scope: a tool", delegated(narrowed, "agent-a"), http.MethodPost, toolCall("read_a"), 403},
+		{"another outermost agent: GET stream", chain("agent-b", "agent-a"), http.MethodGet, "", 404},
+		{"another outermost agent: answer to the server", chain("agent-b", "agent-a"), http.MethodPost, answer, 404},
+		{"agent-a alone, no user", func() string {
+			c := claims()
+			c["sub"], c["principal_type"] = "agent-a", "agent"
+			return mint(t, c)
+		}(), http.MethodGet, "", 404},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(h.up.requests())
+			resp := h.do(t, call{method: tt.method, body: tt.body, token: tt.token,
+				headers: map[string]string{"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-11-25"}})
+			body := readBody(t, resp)
+			if resp.StatusCode != tt.status && !(tt.status == 202 && resp.StatusCode == 200) {
+				t.Fatalf("status = %d, want %d (%s)", resp.StatusCode, tt.status, body)
+			}
+			got := h.up.requests()
+			if forwarded := len(got) - before; forwarded != 0 && tt.status >= 400 || forwarded != 1 && tt.status < 400 {
+				t.Fatalf("upstream saw %d requests", forwarded)
+			}
+			if tt.status < 400 {
+				if up := got[len(got)-1].Header.Get("Mcp-Session-Id"); up != "upstream-session-1" {
+					t.Errorf("upstream Mcp-Session-Id = %q", up)
+				}
+			}
+		})
+	}
+}
+
+// sessionUpstream answers as an upstream with one session for all:
+// Mcp-Session-Id upstream-session-1, and result to every POST.
+func sessionUpstream(result string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Mcp-Session-Id", "upstream-session-1")
+		if r.Method != http.MethodPost {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":`+result+`}`)
+	}
 }
 
 func TestSessionWrapAnyInstance(t *testing.T) {

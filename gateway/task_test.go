@@ -909,18 +909,7 @@ func TestTaskFollowUpsKeepTheToolsRule(t *testing.T) {
 	token := func(scope string, actors ...string) string {
 		c := claims()
 		c["scope"] = scope
-		if len(actors) > 0 {
-			var act map[string]any
-			for i := len(actors) - 1; i >= 0; i-- {
-				a := map[string]any{"sub": actors[i]}
-				if act != nil {
-					a["act"] = act
-				}
-				act = a
-			}
-			c["act"] = act
-		}
-		return mint(t, c)
+		return mint(t, withActors(c, actors...))
 	}
 	adminTask := create("delete_all", token("mcp tools:read admin"))
 	shallowTask := create("shallow", token("mcp tools:read", "agent-a"))
