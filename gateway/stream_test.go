@@ -148,6 +148,24 @@ func TestSessionOfOneOutermostAgent(t *testing.T) {
 		t.Fatal("no session id")
 	}
 	answer := `{"jsonrpc":"2.0","id":"elicit-1","result":{"action":"decline"}}`
+
+	// The gateway keeps no record of sessions: an upstream that hands
+	// another caller the same session id (this one gives every caller
+	// upstream-session-1) puts that caller in the same upstream session,
+	// under an id of its own. README: upstreams must not.
+	c := claims()
+	c["sub"] = "bob"
+	resp = h.do(t, call{body: init, token: mint(t, c)})
+	readBody(t, resp)
+	bobs := resp.Header.Get("Mcp-Session-Id")
+	if bobs == "" || bobs == sid {
+		t.Fatalf("another caller's session id = %q, want one of its own (not %q)", bobs, sid)
+	}
+	resp = h.do(t, call{method: http.MethodGet, token: mint(t, c), headers: map[string]string{"Mcp-Session-Id": bobs, "MCP-Protocol-Version": "2025-11-25"}})
+	readBody(t, resp)
+	if got := h.up.requests(); resp.StatusCode != 200 || got[len(got)-1].Header.Get("Mcp-Session-Id") != "upstream-session-1" {
+		t.Fatalf("GET with the other caller's own id = %d, want 200 into the upstream's one session", resp.StatusCode)
+	}
 	for _, tt := range []struct {
 		name   string
 		token  string
