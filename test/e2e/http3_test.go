@@ -5,16 +5,19 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
+	"github.com/quic-go/quic-go/quicvarint"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 
@@ -195,16 +198,26 @@ func TestGatewayGetDeleteOverHTTP3(t *testing.T) {
 // reaches the upstream, as the issuer's endpoints answer it; the same
 // call after the handshake runs.
 func TestGatewayEarlyDataTooEarly(t *testing.T) {
-	s := startH3Stack(t)
+	earlyCallTooEarly(t, startH3Stack(t))
+}
+
+// earlyCallTooEarly checks that s answers a tool call sent as early data
+// on a connection whose handshake never completes (as for anyone who
+// replays a client's first flight) 425 and runs none, and runs the call
+// sent after the handshake.
+func earlyCallTooEarly(t *testing.T, s *h3Stack) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	cache := tls.NewLRUClientSessionCache(4)
 	call := `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{}}}`
-	// send posts call on a connection resuming a session from cache, as
-	// early data unless afterHandshake; early says whether it went so.
-	send := func(afterHandshake bool) (code int, early bool) {
+	direct := fmt.Sprintf("localhost:%d", s.port)
+	// send posts call on a connection resuming a session from cache to
+	// addr, as early data unless afterHandshake; early says whether it
+	// went so.
+	send := func(addr string, afterHandshake bool) (code int, early bool) {
 		t.Helper()
-		conn, err := quic.DialAddrEarly(ctx, fmt.Sprintf("localhost:%d", s.port), s.tlsConfig(cache), &quic.Config{})
+		conn, err := quic.DialAddrEarly(ctx, addr, s.tlsConfig(cache), &quic.Config{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -242,14 +255,18 @@ func TestGatewayEarlyDataTooEarly(t *testing.T) {
 		time.Sleep(200 * time.Millisecond) // the session ticket
 		return res.StatusCode, early
 	}
-	if code, _ := send(true); code != http.StatusOK {
+	if code, _ := send(direct, true); code != http.StatusOK {
 		t.Fatalf("the call after the handshake = %d, want 200", code)
 	}
-	// A request goes as early data only with a session ticket in hand,
-	// which a loaded machine may not have had yet: a few tries.
+	// The server's handshake must not complete before it reads the call,
+	// or the call is not early data any more: a relay keeps the client's
+	// Finished from it. A request goes as early data only with a session
+	// ticket in hand, which a loaded machine may not have had yet: a few
+	// tries.
+	held := holdFinished(t, s.port)
 	for try := 1; ; try++ {
 		_, before := s.up.seen()
-		code, early := send(false)
+		code, early := send(held, false)
 		_, after := s.up.seen()
 		if early {
 			if code != http.StatusTooEarly || after != before {
@@ -261,7 +278,94 @@ func TestGatewayEarlyDataTooEarly(t *testing.T) {
 			t.Fatal("no call went as early data in 5 tries")
 		}
 	}
-	if code, _ := send(true); code != http.StatusOK {
+	if code, _ := send(direct, true); code != http.StatusOK {
 		t.Errorf("the call after the handshake, once more = %d, want 200", code)
 	}
+}
+
+// holdFinished is the address of a UDP relay to the stack's HTTP/3 port
+// that passes on every datagram of its client but those holding a QUIC
+// Handshake packet: the client's Finished never arrives, and the
+// server's handshake never completes, as for anyone who replays the
+// first flight of a client, whose keys it does not have. The server
+// answers all the same (0.5-RTT data).
+func holdFinished(t *testing.T, port int) string {
+	t.Helper()
+	ln, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := net.DialUDP("udp", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close(); up.Close() })
+	var client atomic.Pointer[net.UDPAddr]
+	go func() {
+		b := make([]byte, 65536)
+		for {
+			n, from, err := ln.ReadFromUDP(b)
+			if err != nil {
+				return
+			}
+			client.Store(from)
+			if !holdsHandshakePacket(b[:n]) {
+				up.Write(b[:n])
+			}
+		}
+	}()
+	go func() {
+		b := make([]byte, 65536)
+		for {
+			n, err := up.Read(b)
+			if err != nil {
+				return
+			}
+			if to := client.Load(); to != nil {
+				ln.WriteToUDP(b[:n], to)
+			}
+		}
+	}()
+	return ln.LocalAddr().String()
+}
+
+// holdsHandshakePacket reports whether a QUIC v1 datagram holds a
+// Handshake packet among its coalesced long-header packets (RFC 9000
+// section 17.2).
+func holdsHandshakePacket(d []byte) bool {
+	for len(d) > 7 && d[0]&0x80 != 0 {
+		typ := d[0] >> 4 & 3
+		if typ == 2 {
+			return true
+		}
+		p := 5             // first byte, version
+		p += 1 + int(d[p]) // destination connection id
+		if p >= len(d) {
+			return false
+		}
+		p += 1 + int(d[p]) // source connection id
+		if p >= len(d) {
+			return false
+		}
+		if typ == 0 { // Initial: token
+			n, l, err := quicvarint.Parse(d[p:])
+			if err != nil {
+				return false
+			}
+			p += l + int(n)
+		}
+		if p >= len(d) {
+			return false
+		}
+		n, l, err := quicvarint.Parse(d[p:])
+		if err != nil {
+			return false
+		}
+		p += l + int(n)
+		if p > len(d) {
+			return false
+		}
+		d = d[p:]
+	}
+	return false
 }
