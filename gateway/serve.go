@@ -229,6 +229,7 @@ const (
 	hContentEncoding = "Content-Encoding"
 	hContentLength   = "Content-Length"
 	hContentType     = "Content-Type"
+	hEarlyData       = "Early-Data"
 	hLastEventID     = "Last-Event-Id"
 	hOrigin          = "Origin"
 	hProtocolVersion = "Mcp-Protocol-Version"
@@ -283,10 +284,13 @@ func (g *Gateway) preflight(w http.ResponseWriter, r *http.Request) {
 // admit runs every check; nil means forward.
 func (g *Gateway) admit(x *exchange) *refusal {
 	r := x.r
-	if r.TLS != nil && !r.TLS.HandshakeComplete {
+	if r.TLS != nil && !r.TLS.HandshakeComplete || len(r.Header[hEarlyData]) != 0 {
 		// HTTP/3 0-RTT data (Caddy accepts it): anyone who captured it
 		// may send it again, and a tool call would run again; quic-go
 		// leaves it to the server to refuse what must not be replayed.
+		// Early-Data is a proxy's in front saying it took the request so
+		// (Caddy's reverse_proxy sets it), however this hop's handshake
+		// went; any value counts (RFC 8470 section 5.1).
 		// RFC 8470: the client retries once the handshake completes.
 		return &refusal{status: http.StatusTooEarly, code: codeRefused, message: "too early: retry once the TLS handshake completes"}
 	}

@@ -74,12 +74,28 @@ type h3Stack struct {
 
 const h3Secret = "h3-bot-secret-0123456789abcdef"
 
-func startH3Stack(t *testing.T) *h3Stack {
+func startH3Stack(t *testing.T) *h3Stack { return startH3StackSites(t, false) }
+
+// startH3StackSites is startH3Stack, with behindProxy the gateway on a
+// plain-http site of its own behind the HTTPS one, which passes /mcp on
+// with Caddy's reverse_proxy, as a load balancer or CDN in front would.
+func startH3StackSites(t *testing.T, behindProxy bool) *h3Stack {
 	t.Helper()
 	up := &h3Upstream{}
 	srv := httptest.NewServer(up)
 	t.Cleanup(srv.Close)
 	port := harness.StartFree(t, func(port int) string {
+		gateway := fmt.Sprintf(`mcp_gateway {
+		resource https://localhost:%[1]d/mcp
+		scope read
+		tool * read
+	}
+	reverse_proxy %[2]s`, port, srv.Listener.Addr())
+		sites := "https://localhost:%[2]d {\n\tmcp_issuer\n\t" + gateway + "\n}\n"
+		if behindProxy {
+			back := harness.FreePort(t)
+			sites = fmt.Sprintf("https://localhost:%%[2]d {\n\troute {\n\t\treverse_proxy /mcp 127.0.0.1:%[1]d\n\t\tmcp_issuer\n\t}\n}\n\nhttp://:%[1]d {\n\t%[2]s\n}\n", back, gateway)
+		}
 		return fmt.Sprintf(`{
 	%[1]s
 	mcp_auth {
@@ -94,16 +110,7 @@ func startH3Stack(t *testing.T) *h3Stack {
 	}
 }
 
-https://localhost:%[2]d {
-	mcp_issuer
-	mcp_gateway {
-		resource https://localhost:%[2]d/mcp
-		scope read
-		tool * read
-	}
-	reverse_proxy %[4]s
-}
-`, localHTTPSOptions(t.TempDir()), port, harness.HashPassword(t, h3Secret), srv.Listener.Addr())
+`+sites, localHTTPSOptions(t.TempDir()), port, harness.HashPassword(t, h3Secret))
 	})
 	s := &h3Stack{resource: fmt.Sprintf("https://localhost:%d/mcp", port), port: port, up: up}
 	insecure := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
@@ -199,6 +206,17 @@ func TestGatewayGetDeleteOverHTTP3(t *testing.T) {
 // call after the handshake runs.
 func TestGatewayEarlyDataTooEarly(t *testing.T) {
 	earlyCallTooEarly(t, startH3Stack(t))
+}
+
+// TestGatewayEarlyDataBehindProxy: behind a proxy that takes HTTP/3
+// 0-RTT data and passes the request on before its handshake completes,
+// with Early-Data: 1 (RFC 8470 section 5.1; Caddy's reverse_proxy does),
+// the gateway's own handshake is long complete: the call is answered 425
+// all the same, which the proxy passes back, and never reaches the
+// upstream, where it ran before (and ran again for each replay of the
+// client's first flight to the proxy).
+func TestGatewayEarlyDataBehindProxy(t *testing.T) {
+	earlyCallTooEarly(t, startH3StackSites(t, true))
 }
 
 // earlyCallTooEarly checks that s answers a tool call sent as early data
