@@ -25,6 +25,9 @@ type loginAttempt struct {
 	// early: sent as HTTP/3 0-RTT data, before the TLS handshake
 	// completed: remote is then unverified.
 	early bool
+	// earlyData: passed on by a proxy in front that took it as early
+	// data, marked Early-Data: 1 (RFC 8470 section 5.1).
+	earlyData bool
 }
 
 func (e *testEnv) prepareLogin(t *testing.T, remote string) loginAttempt {
@@ -51,6 +54,9 @@ func (e *testEnv) submit(a loginAttempt, user, password string) *httptest.Respon
 	r.RemoteAddr = a.remote
 	if a.early {
 		r.TLS = &tls.ConnectionState{Version: tls.VersionTLS13}
+	}
+	if a.earlyData {
+		r.Header.Set("Early-Data", "1")
 	}
 	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	r.Header.Set("Origin", e.srv.URL)

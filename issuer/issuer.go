@@ -303,9 +303,12 @@ func (i *Issuer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// HTTP/3 0-RTT data (Caddy accepts it) reaches here before the
 		// TLS handshake completes: its source address is unverified,
 		// anyone with a session ticket may send it as anyone's, and the
-		// limits would charge that address. RFC 8470: the client
-		// retries once the handshake completes.
-		if r.TLS != nil && !r.TLS.HandshakeComplete {
+		// limits would charge that address. So is a request a proxy in
+		// front took so and passed on, marked Early-Data (any value,
+		// RFC 8470 section 5.1; Caddy's reverse_proxy sets it), however
+		// this hop's handshake went. RFC 8470: the client retries once
+		// the handshake completes.
+		if r.TLS != nil && !r.TLS.HandshakeComplete || len(r.Header["Early-Data"]) != 0 {
 			http.Error(w, "too early: retry once the TLS handshake completes", http.StatusTooEarly)
 			return
 		}

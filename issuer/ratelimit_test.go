@@ -416,13 +416,32 @@ func TestLimitsKeyTranslatedIPv4(t *testing.T) {
 // endpoints answer early data 425 Too Early (RFC 8470: the client
 // retries once the handshake completes), charging nothing.
 func TestLimitsRefuseEarlyData(t *testing.T) {
+	refuseEarlySignIns(t, func(a *loginAttempt) { a.early = true })
+}
+
+// TestLimitsRefuseEarlyDataFromProxy: behind a load balancer, CDN or
+// another Caddy that takes 0-RTT data, the request reaches the issuer over
+// a connection whose handshake is long complete, from the proxy, which
+// names the unverified address (X-Forwarded-For) and marks the request
+// Early-Data: 1 (RFC 8470 section 5.1; Caddy's reverse_proxy does). It was
+// served: sign-ins charged to the victim's address, and a replayed
+// redemption of a code or rotated refresh token revoked the grant. It is
+// answered 425 too, which the proxy passes back.
+func TestLimitsRefuseEarlyDataFromProxy(t *testing.T) {
+	refuseEarlySignIns(t, func(a *loginAttempt) { a.earlyData = true })
+}
+
+// refuseEarlySignIns checks that twice an address's budget of sign-ins,
+// each made early by mark, are all answered 425 and charge nothing.
+func refuseEarlySignIns(t *testing.T, mark func(*loginAttempt)) {
+	t.Helper()
 	e := newBrowserEnv(t, nil)
 	recordSleeps(e.iss)
 	const victim = "198.51.100.7:4000"
 	answers := map[int]int{}
 	for n := range 2 * limitFreeAddr {
 		a := e.prepareLogin(t, victim)
-		a.early = true
+		mark(&a)
 		answers[e.submit(a, fmt.Sprintf("made-up-%d", n), "guess").Code]++
 	}
 	if answers[http.StatusTooEarly] != 2*limitFreeAddr {
