@@ -499,3 +499,44 @@ func TestConsentAnswersBrowsersWithAPage(t *testing.T) {
 		}
 	}
 }
+
+// TestIPv6LoopbackFormActionNamesNoOtherHost: the sign-in page for a
+// client whose redirect URI is on the IPv6 loopback address lets its
+// form (and the redirects after its POST) go to the issuer and to that
+// redirect URI's origin, never to any host at the port: "http://*"
+// (a redirect URI without a port) is every website on port 80 and 443.
+// Browsers reach the client through the page redirectTo answers them
+// with, which no form-action governs (TestIPv6LoopbackRedirect).
+func TestIPv6LoopbackFormActionNamesNoOtherHost(t *testing.T) {
+	for _, redirect := range []string{"http://[::1]/cb", "http://[::1]:3000/cb", "http://[0:0:0:0:0:0:0:1]:3000/cb"} {
+		e := newBrowserEnv(t, func(c *Config) {
+			c.Clients = append(c.Clients, Client{ID: "v6", Name: "IPv6 App", RedirectURIs: []string{redirect}, TokenEndpointAuthMethod: "none"})
+		})
+		p := authParams(testChallenge)
+		p.Set("client_id", "v6")
+		p.Set("redirect_uri", redirect)
+		c := e.browser()
+		resp, err := c.Get(e.url(pathAuthorize, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		loc := resp.Header.Get("Location")
+		if !strings.HasPrefix(loc, pathLogin) {
+			t.Fatalf("%s: authorize Location %q, want the sign-in page", redirect, loc)
+		}
+		resp, err = c.Get(e.srv.URL + loc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		csp := resp.Header.Get("Content-Security-Policy")
+		fa := regexp.MustCompile(`form-action ([^;]*)`).FindStringSubmatch(csp)
+		if resp.StatusCode != http.StatusOK || fa == nil {
+			t.Fatalf("%s: sign-in page = %d, CSP %q", redirect, resp.StatusCode, csp)
+		}
+		if strings.Contains(fa[1], "*") {
+			t.Errorf("%s: sign-in page's form-action %q names any host", redirect, fa[1])
+		}
+	}
+}

@@ -557,11 +557,11 @@ func TestCSPSource(t *testing.T) {
 	tests := []struct{ in, want string }{
 		{"http://127.0.0.1:5000/cb", "http://127.0.0.1:5000"},
 		{"https://app.example.com/cb?x=1", "https://app.example.com"},
-		// No IPv6 literal in a host-source (TestIPv6LoopbackRedirect).
-		{"http://[::1]:3000/cb", "http://*:3000"},
-		{"http://[::1]/cb", "http://*"},
-		{"http://[0:0:0:0:0:0:0:1]:3000/cb", "http://*:3000"},
-		{"https://[2001:db8::1]/cb", "https://[2001:db8::1]"}, // no loopback: no wildcard
+		// Invalid in a host-source, and ignored; never a wildcard
+		// (TestIPv6LoopbackFormActionNamesNoOtherHost).
+		{"http://[::1]:3000/cb", "http://[::1]:3000"},
+		{"http://[::1]/cb", "http://[::1]"},
+		{"https://[2001:db8::1]/cb", "https://[2001:db8::1]"},
 		{"https://a*b.example/cb", ""},
 		{"com.example.app:/cb", "com.example.app:"},
 		{"https://a.example;script-src *", ""},
