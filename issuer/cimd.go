@@ -229,19 +229,41 @@ func (f *cimdFetcher) checkURL(id string) error {
 	// Dot segments as servers read them, not only as RFC 3986 spells
 	// them: decoded (nginx decodes %2F, IIS %5C, before resolving them),
 	// with \ a separator (IIS), a segment's ;parameters dropped (Tomcat,
-	// Jetty: "..;x" is ".."), and what a second decoding would make one.
-	path, err := url.PathUnescape(u.EscapedPath())
-	if err != nil {
-		return err
-	}
-	for _, seg := range strings.FieldsFunc(path, func(r rune) bool { return r == '/' || r == '\\' }) {
-		seg, _, _ = strings.Cut(seg, ";")
-		switch strings.ToLower(seg) {
-		case ".", "..", "%2e", "%2e%2e", ".%2e", "%2e.":
-			return errors.New("dot segments are not allowed")
+	// Jetty: "..;x" is ".."), and so after each further decoding a server
+	// may make (..%255C is ..\ to one that decodes twice).
+	for path := u.EscapedPath(); ; {
+		next := unescapeValid(path)
+		for _, seg := range strings.FieldsFunc(next, func(r rune) bool { return r == '/' || r == '\\' }) {
+			if seg, _, _ = strings.Cut(seg, ";"); seg == "." || seg == ".." {
+				return errors.New("dot segments are not allowed")
+			}
 		}
+		if next == path {
+			return nil
+		}
+		path = next
 	}
-	return nil
+}
+
+// unescapeValid decodes each %XX of s and keeps a % that starts none, as
+// a server decoding an already decoded path does. Each decoding that
+// changes s shortens it.
+func unescapeValid(s string) string {
+	if !strings.Contains(s, "%") {
+		return s
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) {
+			if h, err := strconv.ParseUint(s[i+1:i+3], 16, 8); err == nil {
+				b = append(b, byte(h))
+				i += 2
+				continue
+			}
+		}
+		b = append(b, s[i])
+	}
+	return string(b)
 }
 
 // clientKeys returns a client's JWK Set: registered inline, or fetched from

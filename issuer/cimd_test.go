@@ -937,11 +937,7 @@ func fetchAtPath(t *testing.T, e *testEnv, host *cimdHost, path, served string, 
 // /official/. Such an id is refused and nothing is fetched; a \ or ; that
 // makes no dot segment is fetched as before.
 func TestCIMDURLDotSegmentsAnySpelling(t *testing.T) {
-	e, host := newCIMDEnv(t, true, nil)
-	for _, tt := range []struct {
-		path string
-		ok   bool
-	}{
+	fetchEachAtPath(t, []pathCase{
 		{"/official/..%5C~mallory%5Cclient.json", false},
 		{"/official/..%5c~mallory/client.json", false},
 		{"/official/%2e%2e%5C~mallory/client.json", false},
@@ -954,7 +950,42 @@ func TestCIMDURLDotSegmentsAnySpelling(t *testing.T) {
 		{"/official/a%5Cb.json", true},
 		{"/official/client;v=1.json", true},
 		{"/official/..a/client.json", true},
-	} {
+	})
+}
+
+// TestCIMDURLDotSegmentsDecodedTwice: a server that decodes a path twice
+// (the reason %252e%252e is refused) reads a separator, or a segment's
+// ;parameters, that the second decoding makes as it reads one made
+// plain: ..%255C is ..\ to it, ..%252F is ../, ..%253Bx is ..;x, and
+// %25252e%25252e, decoded once more, %252e%252e. Such an id is refused
+// and nothing is fetched; a %25 that makes no dot segment is fetched.
+func TestCIMDURLDotSegmentsDecodedTwice(t *testing.T) {
+	fetchEachAtPath(t, []pathCase{
+		{"/official/..%255C~mallory%255Cclient.json", false},
+		{"/official/..%255c~mallory/client.json", false},
+		{"/official/..%252F~mallory/client.json", false},
+		{"/official/%252e%252e%252f~mallory/client.json", false},
+		{"/official/.%252e%255c~mallory/client.json", false},
+		{"/official/..%253Bx/~mallory/client.json", false},
+		{"/official/%25252e%25252e/~mallory/client.json", false},
+		{"/official/100%25off/client.json", true},
+		{"/official/a%255Cb.json", true},
+		{"/official/v%252e1/client.json", true},
+	})
+}
+
+// pathCase is a client_id path and whether its document is fetched.
+type pathCase struct {
+	path string
+	ok   bool
+}
+
+// fetchEachAtPath runs fetchAtPath for each case, the document served at
+// the path its id names once decoded.
+func fetchEachAtPath(t *testing.T, cases []pathCase) {
+	t.Helper()
+	e, host := newCIMDEnv(t, true, nil)
+	for _, tt := range cases {
 		u, _ := url.Parse("https://h" + tt.path)
 		fetchAtPath(t, e, host, tt.path, u.Path, tt.ok)
 	}
