@@ -159,6 +159,11 @@ func New(cfg Config, st store.Store) (*Issuer, error) {
 		// slow to read them all in one go must not stop the start.
 		i.log.Warn("grants written by an earlier version could not be indexed; the next start tries again", zap.Error(err))
 	}
+	if err := i.indexDisabledUsers(ctx); err != nil {
+		// Sign-ins read every user of their provider until a pass
+		// completes.
+		i.log.Warn("users disabled by an earlier version could not be indexed; the next start tries again", zap.Error(err))
+	}
 	i.routes = map[string]http.HandlerFunc{
 		i.base + pathAuthorize:  i.handleAuthorize,
 		i.base + pathToken:      cors(i.handleToken),

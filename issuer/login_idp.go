@@ -422,28 +422,48 @@ func (i *Issuer) mayProvision(tx store.Tx, p *IdentityProvider, id *idpIdentity)
 // the provider, in case alone too, and a disabled person must not come
 // back as a fresh account of the same sub, nor through another account
 // an earlier value of the claim made. A disabled user kept unplaced at a
-// re-point refuses its sub too, whatever the name. Read over p's users,
-// and not with user_claim sub: the name is then the sub, and the
+// re-point refuses its sub too, whatever the name. Read from the index
+// of disabled accounts by sub (record_idp_disabled.go), over p's users
+// until it is complete, and not with user_claim sub: the name is then the sub, and the
 // account of the name the only one the sub can have.
 func disabledUnderAnotherName(tx store.Tx, p *IdentityProvider, id *idpIdentity) error {
 	if p.UserClaim == "sub" {
 		return nil
 	}
+	refuses := func(u *User) bool {
+		return u.Disabled && u.IdentityProvider == p.Name && u.IdPSubject == id.subject &&
+			(u.accountOf(p, id) || u.IdPIssuer == unplacedIssuer)
+	}
 	var found string
-	err := usersIn(tx).t.list(p.Name+":", func(name string, s *storedUser) error {
-		u := s.user()
-		if u.Disabled && u.IdentityProvider == p.Name && u.IdPSubject == id.subject &&
-			(u.accountOf(p, id) || u.IdPIssuer == unplacedIssuer) {
-			found = name
-			return errStopListing
-		}
-		return nil
-	})
+	names, indexed, err := idpDisabledIn(tx).names(p.Name, id.subject)
 	switch {
-	case errors.Is(err, errStopListing):
-		return fmt.Errorf("%w: its subject's account %q is disabled", errIdPRefused, found)
 	case err != nil:
 		return err
+	case indexed:
+		// The disabled accounts of the sub, read again.
+		for _, name := range names {
+			switch u, err := usersIn(tx).get(name); {
+			case errors.Is(err, store.ErrNotFound):
+			case err != nil:
+				return err
+			case refuses(u):
+				found = name
+			}
+		}
+	default:
+		err = usersIn(tx).t.list(p.Name+":", func(name string, s *storedUser) error {
+			if refuses(s.user()) {
+				found = name
+				return errStopListing
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, errStopListing) {
+			return err
+		}
+	}
+	if found != "" {
+		return fmt.Errorf("%w: its subject's account %q is disabled", errIdPRefused, found)
 	}
 	return nil
 }

@@ -345,10 +345,13 @@ func (i *Issuer) setUserDisabled(ctx context.Context, name string, disabled bool
 		if err := users.put(u); err != nil {
 			return err
 		}
-		if disabled {
-			return signOutUser(tx, name, i.revocation())
+		if !disabled {
+			return nil
 		}
-		return nil
+		if err := idpDisabledIn(tx).add(u); err != nil {
+			return err
+		}
+		return signOutUser(tx, name, i.revocation())
 	})
 }
 

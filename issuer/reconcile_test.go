@@ -1343,7 +1343,7 @@ func TestReloadNarrowingGroupRevokesExactly(t *testing.T) {
 func TestReloadNarrowingGroupWalksIndexOnce(t *testing.T) {
 	const n = 5000
 	onEachStore(t, func(t *testing.T, st store.Store, clock *storetest.Clock) {
-		counted := &listCounted{Store: st}
+		counted := &listCounted{Store: st, bucket: bucketGrantIndex}
 		e := newTokEnvStore(t, counted, clock)
 		if err := e.iss.ApplyConfigChanges(t.Context()); err != nil {
 			t.Fatal(err)
@@ -1391,9 +1391,11 @@ func (e *testEnv) issuer(t *testing.T, toks map[string]string) func(name, user, 
 	}
 }
 
-// listCounted counts the entries its transactions list.
+// listCounted counts the entries its transactions list in bucket under
+// a prefix (not those of a listing of the whole bucket).
 type listCounted struct {
 	store.Store
+	bucket string
 	listed atomic.Int64
 }
 
@@ -1414,7 +1416,7 @@ func (t *listCountedTx) MayRunAlone() { store.MayRunAlone(t.Tx) }
 
 func (t *listCountedTx) List(bucket, prefix string, fn func(key string, value []byte) error) error {
 	return t.Tx.List(bucket, prefix, func(k string, v []byte) error {
-		if bucket == bucketGrantIndex && prefix != "" { // not indexGrants's, at the restart
+		if bucket == t.s.bucket && prefix != "" { // not indexGrants's, at the restart
 			t.s.listed.Add(1)
 		}
 		return fn(k, v)
