@@ -1787,18 +1787,55 @@ func TestIdPSignInReadsNoOtherUsers(t *testing.T) {
 	e.store = counted
 	e.serve(e.iss.cfg)
 	counted.listed.Store(0)
+	listedNone := func() {
+		t.Helper()
+		if n := counted.listed.Load(); n != 0 {
+			t.Errorf("the sign-ins listed %d users of the provider, want none", n)
+		}
+	}
 	signIn("Alice@corp.example", http.StatusForbidden)
 	if err := e.iss.EnableUser(t.Context(), u.Username); err != nil {
 		t.Fatal(err)
 	}
 	signIn("Alice@corp.example", http.StatusSeeOther)
+	listedNone()
 	if err := e.iss.DisableUser(t.Context(), stubIdPName+":Alice@corp.example"); err != nil {
 		t.Fatal(err)
 	}
+	counted.listed.Store(0) // disabling, an operator's act, may
 	signIn("alice@corp.example", http.StatusForbidden)
 	stub.set(func(s *stubIdP) { s.claims["sub"] = "bob-sub" })
 	signIn("bob@corp.example", http.StatusSeeOther)
-	if n := counted.listed.Load(); n != 0 {
-		t.Errorf("the sign-ins listed %d users of the provider, want none", n)
+	listedNone()
+}
+
+// TestIdPDisableEndsOtherAccountsSessions: disabling a provider's user
+// ends the login sessions and grants of the person's other accounts at
+// that provider too (the same sub, another name its user_claim gave),
+// which TestIdPDisabledUserOtherAccount keeps from signing in again: the
+// person must not go on, until recheck, in a session or with a refresh
+// token of an account prepared before.
+func TestIdPDisableEndsOtherAccountsSessions(t *testing.T) {
+	e, stub, _ := newIdPEnv(t, func(p *IdentityProvider) { p.UserClaim = "email" })
+	browsers := map[string]*http.Client{}
+	for _, address := range []string{"Alice@corp.example", "alice@corp.example", "bob@corp.example"} {
+		stub.set(func(s *stubIdP) { s.claims["email"] = address; s.claims["sub"] = strings.ToLower(address)[:3] })
+		browsers[address] = e.browser()
+		if res := e.idpSignIn(t, browsers[address]); res.status != http.StatusSeeOther {
+			t.Fatalf("sign-in as %s = %d %q, want 303", address, res.status, res.body)
+		}
+	}
+	if err := e.iss.DisableUser(t.Context(), stubIdPName+":Alice@corp.example"); err != nil {
+		t.Fatal(err)
+	}
+	for address, wantLogin := range map[string]bool{"alice@corp.example": true, "bob@corp.example": false} {
+		resp, err := browsers[address].Get(e.url(pathAuthorize, authParams(testChallenge)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if login := strings.HasPrefix(resp.Header.Get("Location"), pathLogin); login != wantLogin {
+			t.Errorf("%s's session: authorize goes to %q; want the login page %v", address, resp.Header.Get("Location"), wantLogin)
+		}
 	}
 }

@@ -351,8 +351,32 @@ func (i *Issuer) setUserDisabled(ctx context.Context, name string, disabled bool
 		if err := idpDisabledIn(tx).add(u); err != nil {
 			return err
 		}
-		return signOutUser(tx, name, i.revocation())
+		others, err := i.sameSubAccounts(tx, u)
+		if err != nil {
+			return err
+		}
+		return signOutUsers(tx, append(others, name), i.revocation())
 	})
+}
+
+// sameSubAccounts names u's person's other accounts at its provider: the
+// same sub and population under another name that a user_claim other
+// than sub gave. Disabling u ends their sessions and grants too, as
+// their sign-ins are refused (disabledUnderAnotherName).
+func (i *Issuer) sameSubAccounts(tx store.Tx, u *User) ([]string, error) {
+	p := i.dir.identityProvider(u.IdentityProvider)
+	if p == nil || p.UserClaim == "sub" {
+		return nil, nil
+	}
+	var names []string
+	err := usersIn(tx).t.list(p.Name+":", func(name string, s *storedUser) error {
+		if name != u.Username && s.IdentityProvider == u.IdentityProvider && s.IdPSubject == u.IdPSubject &&
+			(s.IdPIssuer == "" || u.IdPIssuer == "" || s.IdPIssuer == u.IdPIssuer && s.IdPTenant == u.IdPTenant) {
+			names = append(names, name)
+		}
+		return nil
+	})
+	return names, err
 }
 
 // PutClient creates a runtime-managed client. A confidential client's
