@@ -316,11 +316,23 @@ func describeMatchers(sets caddyhttp.MatcherSets) string {
 // address its brute-force limits and audit events count.
 func warnLenientProxies(app *caddyhttp.App, log *zap.Logger) {
 	for _, name := range slices.Sorted(maps.Keys(app.Servers)) {
-		if s := app.Servers[name]; len(s.TrustedProxiesRaw) != 0 && s.TrustedProxiesStrict == 0 {
+		if s := app.Servers[name]; trustsProxies(s) && s.TrustedProxiesStrict == 0 {
 			log.Warn("trusted_proxies without trusted_proxies_strict: the client address is the leftmost X-Forwarded-For entry, which a client writes itself when the proxy appends to that header (most load balancers do), so brute-force limits and audit events would count whatever address a client names; add trusted_proxies_strict unless the proxy replaces X-Forwarded-For",
 				zap.String("server", name))
 		}
 	}
+}
+
+// trustsProxies says whether s trusts proxies: its trusted_proxies JSON
+// before the http app provisions it, the source it loaded after, when
+// Caddy has cleared the JSON (LoadModule does) and keeps the source in an
+// unexported field, which only reflection reads.
+func trustsProxies(s *caddyhttp.Server) bool {
+	if len(s.TrustedProxiesRaw) != 0 {
+		return true
+	}
+	f := reflect.ValueOf(s).Elem().FieldByName("trustedProxies")
+	return f.IsValid() && f.Kind() == reflect.Interface && !f.IsNil()
 }
 
 // warnUnguardedProxies logs a warning for each reverse_proxy of the http

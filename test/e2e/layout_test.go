@@ -94,6 +94,24 @@ func TestDocumentedConfigsLoad(t *testing.T) {
 	}
 }
 
+// TestLenientProxiesWarnAtStart: a server trusting proxies without
+// trusted_proxies_strict gets the start warning README promises, on a
+// config as Caddy runs it (the http app provisioned, which loads and
+// clears the trusted_proxies JSON); with trusted_proxies_strict, none.
+func TestLenientProxiesWarnAtStart(t *testing.T) {
+	for _, strict := range []string{"", "\n\t\ttrusted_proxies_strict"} {
+		cfg := "{\n\tservers {\n\t\ttrusted_proxies static 10.0.0.0/8" + strict +
+			"\n\t}\n\tmcp_auth {\n\t\tissuer https://auth.example.com\n\t}\n}\n\nauth.example.com {\n\tmcp_issuer\n}\n"
+		var warned bool
+		for _, line := range startDocumented(t, cfg).pluginWarnings(t) {
+			warned = warned || strings.Contains(line, "trusted_proxies without trusted_proxies_strict")
+		}
+		if want := strict == ""; warned != want {
+			t.Errorf("strict=%t: warned about lenient trusted_proxies = %t, want %t", strict != "", warned, want)
+		}
+	}
+}
+
 // TestUnsafeLayoutsBypassAndWarn is the other side: a gateway under a
 // path matcher with the proxy outside it lets path spellings through,
 // which the same table detects, and Caddy warns about it at load. The
