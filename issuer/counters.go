@@ -63,6 +63,9 @@ type LimitMemory struct {
 	// writes, and cimdFetches the documents it fetches, on any store: a
 	// reload does not hand their keys a fresh budget either.
 	anonWrites, parClients, clientTokens, cimdFetches *memCounters
+	// anonWritesWide and cimdFetchesWide are the budgets of IPv6 /48s
+	// beside anonWrites' and cimdFetches' of /56s (wideByPrefix).
+	anonWritesWide, cimdFetchesWide *memCounters
 	// known are the pairs whose credential checked right lately
 	// (limiter.known), in this process's memory whatever the store.
 	known *memCounters
@@ -81,6 +84,8 @@ func newLimitMemory(now func() time.Time) *LimitMemory {
 		parClients:       newMemCounters(now, maxRateBuckets, false),
 		clientTokens:     newMemCounters(now, maxRateBuckets, false),
 		cimdFetches:      newMemCounters(now, maxRateBuckets, false),
+		anonWritesWide:   newMemCounters(now, maxRateBuckets, false),
+		cimdFetchesWide:  newMemCounters(now, maxRateBuckets, false),
 		known:            newMemCounters(now, limitMaxEntries, false),
 	}
 }

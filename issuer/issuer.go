@@ -235,7 +235,7 @@ func (i *Issuer) init() error {
 	i.limiter = newLimiter(i.now, bruteForce, i.log)
 	i.limiter.known = mem.known
 	i.hashes = newHashGate()
-	i.anonWrites = newRateLimiter(i.now, anonWriteBurst, time.Minute, mem.anonWrites)
+	i.anonWrites = newRateLimiter(i.now, anonWriteBurst, time.Minute, mem.anonWrites).wideByPrefix(anonWideShare, mem.anonWritesWide)
 	i.parClients = newRateLimiter(i.now, parClientBurst, time.Minute, mem.parClients)
 	i.clientTokens = newRateLimiter(i.now, clientTokenBurst, time.Minute, mem.clientTokens)
 	i.registrations = newRateLimiter(i.now, registrationBurst, time.Hour, registrations)
@@ -243,7 +243,7 @@ func (i *Issuer) init() error {
 	i.userWrites = newRateLimiter(i.now, userWriteBurst, time.Minute, userWrites)
 	i.policy = newPolicy(&i.cfg)
 	i.pending = &pendingRequests{store: i.store, now: i.now, rand: i.cfg.Rand, log: i.log}
-	cimdFetches := newRateLimiter(i.now, cimdFetchBurst, time.Minute, mem.cimdFetches)
+	cimdFetches := newRateLimiter(i.now, cimdFetchBurst, time.Minute, mem.cimdFetches).wideByPrefix(anonWideShare, mem.cimdFetchesWide)
 	if i.cimd, err = newCIMDFetcher(&i.cfg, i.store, i.log, i.now, i.anonWrites, cimdFetches); err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -518,6 +519,9 @@ const (
 	userWriteBurst   = 300 // per signed-in user, refilled at that many a minute
 	clientTokenBurst = 600 // per client, refilled at that many a minute
 	maxRateBuckets   = 100_000
+	// anonWideShare: an IPv6 client's /48 may spend this many /56s' worth
+	// of anonWriteBurst and cimdFetchBurst (see wider).
+	anonWideShare = 8
 )
 
 // rateLimiter is a token bucket per key: burst tokens, refilled at burst
@@ -527,6 +531,27 @@ type rateLimiter struct {
 	burst  float64
 	period time.Duration
 	c      counters
+	// wide, if set, is charged too for a key naming an IPv6 /56 (as
+	// clientAddr makes them), under its /48 (wider).
+	wide *rateLimiter
+}
+
+// wideByPrefix makes l charge an IPv6 client's /48 too, with share /56s'
+// worth of l's burst, in c: one customer may hold a /48 (a tunnel broker
+// gives one away), and with it 256 /56s, each with a budget of its own.
+func (l *rateLimiter) wideByPrefix(share int, c counters) *rateLimiter {
+	l.wide = newRateLimiter(l.now, share*int(l.burst), l.period, c)
+	return l
+}
+
+// wider is the /48 of key when key is an IPv6 prefix longer than that.
+func wider(key string) (string, bool) {
+	p, err := netip.ParsePrefix(key)
+	if err != nil || !p.Addr().Is6() || p.Bits() <= 48 {
+		return "", false
+	}
+	w, _ := p.Addr().Prefix(48)
+	return w.String(), true
 }
 
 // newRateLimiter keeps its buckets in c, or in this process's memory if
@@ -542,6 +567,17 @@ func newRateLimiter(now func() time.Time, burst int, period time.Duration, c cou
 // one is available; a refusal writes nothing. A memory full of live
 // buckets refuses rather than forget one.
 func (l *rateLimiter) take(ctx context.Context, key string) (time.Duration, error) {
+	d, err := l.takeOne(ctx, key)
+	if err != nil || d > 0 || l.wide == nil {
+		return d, err
+	}
+	if w, ok := wider(key); ok {
+		return l.wide.takeOne(ctx, w)
+	}
+	return 0, nil
+}
+
+func (l *rateLimiter) takeOne(ctx context.Context, key string) (time.Duration, error) {
 	now := l.now()
 	perNanosecond := l.burst / float64(l.period)
 	var d time.Duration

@@ -372,6 +372,66 @@ func TestLimitsKeyIPv6CustomerPrefix(t *testing.T) {
 	})
 }
 
+// TestLimitsKeyIPv6WidePrefix: one customer may hold a /48 (a tunnel
+// broker gives one away), and with it 256 /56s, each of which had the
+// whole per-address budget: one /48 stored 256 times 60 pending sign-ins
+// and sessions a minute, and made the issuer fetch 256 times 60 client
+// metadata documents a minute. A /48 is charged too, with anonWideShare
+// /56s' worth; another /48 keeps its own budget.
+func TestLimitsKeyIPv6WidePrefix(t *testing.T) {
+	// The n-th /56 of 2001:db8:0::/48.
+	subnet := func(n int) string { return fmt.Sprintf("[2001:db8:0:%x00::1]:4000", n) }
+	const per56 = 4 // within a /56's budget; 256 of them pass a /48's
+	wide := anonWideShare * anonWriteBurst
+	if 256*per56 <= wide {
+		t.Fatalf("the test sends %d from one /48, not past its budget of %d", 256*per56, wide)
+	}
+	t.Run("writes", func(t *testing.T) {
+		e := newBrowserEnv(t, nil)
+		for n := range 256 {
+			for range per56 {
+				e.getFrom(subnet(n), pathAuthorize, authParams(testChallenge))
+			}
+		}
+		if p := e.count(bucketPending); p > wide {
+			t.Errorf("pending requests stored from the /56s of one /48 = %d, want at most %d", p, wide)
+		}
+		if w := e.getFrom("[2001:db8:1::1]:4000", pathAuthorize, authParams(testChallenge)); !strings.HasPrefix(w.Header().Get("Location"), pathLogin) {
+			t.Errorf("authorize from another /48 = %d %q, want 303 to the login page", w.Code, w.Header().Get("Location"))
+		}
+	})
+	t.Run("fetches", func(t *testing.T) {
+		e, host := newCIMDEnv(t, true, nil)
+		docs := 0
+		authorize := func(from string) {
+			p := authParams(testChallenge)
+			p.Set("client_id", host.docOn(fmt.Sprintf("w%d", docs), fmt.Sprintf("/w%d.json", docs), ""))
+			docs++
+			p.Set("redirect_uri", "http://127.0.0.1:3000/callback")
+			p.Del("resource")
+			p.Del("scope")
+			p.Set("prompt", "none")
+			e.getFrom(from, pathAuthorize, p)
+		}
+		for n := range 256 {
+			for range per56 {
+				authorize(subnet(n))
+			}
+		}
+		var fetched int64
+		for k := range docs {
+			fetched += host.count(fmt.Sprintf("/w%d.json", k))
+		}
+		if fetched > int64(anonWideShare*cimdFetchBurst) {
+			t.Errorf("documents fetched for the /56s of one /48 = %d, want at most %d", fetched, anonWideShare*cimdFetchBurst)
+		}
+		authorize("[2001:db8:1::1]:4000")
+		if host.count(fmt.Sprintf("/w%d.json", docs-1)) != 1 {
+			t.Errorf("a document named from another /48 was not fetched")
+		}
+	})
+}
+
 // TestLimitsKeyTranslatedIPv4: behind a NAT64 / SIIT translator (an
 // IPv6-only server reached from IPv4), every IPv4 client's address is
 // 64:ff9b::<its IPv4 address>: keyed by the /56, they all shared one
