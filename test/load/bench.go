@@ -418,27 +418,39 @@ func fetchToken(ctx context.Context, cfg benchConfig, hc *http.Client) (string, 
 	return tok.AccessToken, nil
 }
 
+// tokenEndpoint is the issuer's token endpoint.
 func tokenEndpoint(ctx context.Context, hc *http.Client, issuer string) (string, error) {
+	md, err := issuerEndpoints(ctx, hc, issuer)
+	return md.TokenEndpoint, err
+}
+
+// endpoints are the members of an issuer's metadata the load generator uses.
+type endpoints struct {
+	TokenEndpoint         string `json:"token_endpoint"`
+	AuthorizationEndpoint string `json:"authorization_endpoint"`
+}
+
+// issuerEndpoints reads the issuer's RFC 8414 metadata; it has a token
+// endpoint.
+func issuerEndpoints(ctx context.Context, hc *http.Client, issuer string) (endpoints, error) {
+	var md endpoints
 	u := strings.TrimSuffix(issuer, "/") + "/.well-known/oauth-authorization-server"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return "", fmt.Errorf("metadata request: %w", err)
+		return md, fmt.Errorf("metadata request: %w", err)
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("fetch issuer metadata: %w", err)
+		return md, fmt.Errorf("fetch issuer metadata: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("fetch issuer metadata: status %d", resp.StatusCode)
-	}
-	var md struct {
-		TokenEndpoint string `json:"token_endpoint"`
+		return md, fmt.Errorf("fetch issuer metadata: status %d", resp.StatusCode)
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&md); err != nil || md.TokenEndpoint == "" {
-		return "", fmt.Errorf("issuer metadata has no token_endpoint (%v)", err)
+		return md, fmt.Errorf("issuer metadata has no token_endpoint (%v)", err)
 	}
-	return md.TokenEndpoint, nil
+	return md, nil
 }
 
 // initSession runs the 2025 handshake (initialize, then

@@ -29,6 +29,11 @@ type hostileConfig struct {
 	bench benchConfig // gateway URL and pid, issuer, client
 	n     int         // tokens, sessions and addresses
 	c     int         // concurrency
+	// publicClient, if set, is a public client of the issuer whose
+	// redirect URI is publicRedirect: the sign-in flood starts its
+	// authorization requests.
+	publicClient, publicRedirect string
+	store                        string // the issuer's bbolt file, if set: its size is reported
 }
 
 func parseHostileFlags(args []string) (hostileConfig, error) {
@@ -42,6 +47,9 @@ func parseHostileFlags(args []string) (hostileConfig, error) {
 	fs.StringVar(&c.bench.proto, "proto", proto2025, "MCP protocol revision")
 	fs.IntVar(&c.n, "n", 20000, "distinct tokens, session ids and client addresses")
 	fs.IntVar(&c.c, "c", 16, "concurrency")
+	fs.StringVar(&c.publicClient, "public-client", "", "public client for the sign-in flood (none: no sign-in flood)")
+	fs.StringVar(&c.publicRedirect, "public-redirect", "", "the public client's redirect URI")
+	fs.StringVar(&c.store, "store", "", "the issuer's bbolt file, whose size is reported after each flood")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -73,6 +81,7 @@ type phase struct {
 type phaseResult struct {
 	name         string
 	rssHalf, rss int64 // after half the flood, and at its end
+	store        int64 // the store file's size at its end (-1: not known)
 	took         time.Duration
 }
 
@@ -87,10 +96,11 @@ func runHostile(args []string, out io.Writer) error {
 func hostile(cfg hostileConfig, out io.Writer) error {
 	gw := newTarget("mcp_gateway", cfg.bench.gatewayURL, cfg.bench.gatewayPID, cfg.bench)
 	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, gw.client)
-	tokenURL, err := tokenEndpoint(ctx, gw.client, cfg.bench.issuer)
+	md, err := issuerEndpoints(ctx, gw.client, cfg.bench.issuer)
 	if err != nil {
 		return err
 	}
+	tokenURL := md.TokenEndpoint
 	cc := clientcredentials.Config{ClientID: cfg.bench.clientID, ClientSecret: cfg.bench.clientSecret, TokenURL: tokenURL,
 		AuthStyle: oauth2.AuthStyleInHeader, EndpointParams: url.Values{"resource": {cfg.bench.resource}}}
 	if cfg.bench.scope != "" {
@@ -121,11 +131,28 @@ func hostile(cfg hostileConfig, out io.Writer) error {
 			// time the flood rather than the tables.
 			return failedClientAuth(tokenURL, "hostile-"+strconv.Itoa(i), loopbackAddr(i))
 		}},
+		{"distinct forged tokens (a made-up signature each)", func(int) error {
+			// Each a new token to the claims cache: its signature is
+			// checked every time.
+			return callWith(gw, forged(first.AccessToken), "", http.StatusUnauthorized)
+		}},
+	}
+	if cfg.publicClient != "" {
+		if md.AuthorizationEndpoint == "" {
+			return errors.New("issuer metadata has no authorization_endpoint")
+		}
+		phases = append(phases, phase{"distinct client addresses starting a sign-in (a cookieless /authorize each)", func(i int) error {
+			// Addresses after the client authentication flood's: each
+			// with its own budget of anonymous writes (a session and a
+			// pending request each).
+			return startSignIn(md.AuthorizationEndpoint, cfg.publicClient, cfg.publicRedirect, cfg.bench.resource, loopbackAddr(cfg.n+i))
+		}})
 	}
 	before, err := rss(cfg.bench.gatewayPID, "VmRSS")
 	if err != nil {
 		return err
 	}
+	storeBefore := fileSize(cfg.store)
 	var results []phaseResult
 	for _, p := range phases {
 		r := phaseResult{name: p.name}
@@ -146,6 +173,7 @@ func hostile(cfg hostileConfig, out io.Writer) error {
 			}
 		}
 		r.took = time.Since(start)
+		r.store = fileSize(cfg.store)
 		results = append(results, r)
 	}
 	peak, err := rss(cfg.bench.gatewayPID, "VmHWM")
@@ -154,11 +182,11 @@ func hostile(cfg hostileConfig, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "\n### Hostile load on the gateway process (issuer + gateway), %d of each\n\n", cfg.n)
 	fmt.Fprintf(out, "Host: %d CPUs%s. RSS = VmRSS of the Caddy process; peak = VmHWM.\n\n", runtime.NumCPU(), loadAverage())
-	fmt.Fprintln(out, "| flood | RSS after half MiB | RSS after all MiB | took |")
-	fmt.Fprintln(out, "|:--|--:|--:|--:|")
-	fmt.Fprintf(out, "| (before) | | %.1f | |\n", mib(before))
+	fmt.Fprintln(out, "| flood | RSS after half MiB | RSS after all MiB | took | store file MiB |")
+	fmt.Fprintln(out, "|:--|--:|--:|--:|--:|")
+	fmt.Fprintf(out, "| (before) | | %.1f | | %s |\n", mib(before), storeMiB(storeBefore))
 	for _, r := range results {
-		fmt.Fprintf(out, "| %s | %.1f | %.1f | %.1fs |\n", r.name, mib(r.rssHalf), mib(r.rss), r.took.Seconds())
+		fmt.Fprintf(out, "| %s | %.1f | %.1f | %.1fs | %s |\n", r.name, mib(r.rssHalf), mib(r.rss), r.took.Seconds(), storeMiB(r.store))
 	}
 	fmt.Fprintf(out, "\nPeak RSS: %.1f MiB (%+.1f MiB over the start).\n", mib(peak), mib(peak-before))
 	return nil
@@ -239,6 +267,67 @@ func failedClientAuth(tokenURL, clientID string, addr net.IP) error {
 		return fmt.Errorf("wrong client secret from %s: status %d, want a refusal", addr, resp.StatusCode)
 	}
 	return nil
+}
+
+// forged is tok with its signature (a JWT's third part) replaced by
+// random bytes of its length, or tok with one appended if it has none.
+func forged(tok string) string {
+	head, sig, ok := cutLast(tok, ".")
+	if !ok || strings.Count(head, ".") != 1 {
+		return tok + "." + randomID()
+	}
+	b := make([]byte, base64.RawURLEncoding.DecodedLen(len(sig)))
+	rand.Read(b)
+	return head + "." + base64.RawURLEncoding.EncodeToString(b)
+}
+
+func cutLast(s, sep string) (before, after string, ok bool) {
+	if i := strings.LastIndex(s, sep); i >= 0 {
+		return s[:i], s[i+len(sep):], true
+	}
+	return s, "", false
+}
+
+// startSignIn sends a cookieless authorization request for the public
+// client from the local address addr, on a connection of its own, and
+// wants a redirect (to the sign-in page; to the client with
+// temporarily_unavailable once a limit is reached).
+func startSignIn(authURL, clientID, redirect, resource string, addr net.IP) error {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: addr}, Timeout: 10 * time.Second}
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{Proxy: nil, DialContext: d.DialContext, DisableKeepAlives: true},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	q := url.Values{"response_type": {"code"}, "client_id": {clientID}, "redirect_uri": {redirect},
+		"code_challenge": {"E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"}, "code_challenge_method": {"S256"},
+		"state": {randomID()}, "resource": {resource}}
+	resp, err := hc.Get(authURL + "?" + q.Encode())
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode/100 != 3 {
+		return fmt.Errorf("authorization request from %s: status %d, want a redirect", addr, resp.StatusCode)
+	}
+	return nil
+}
+
+// fileSize is the size of the file at path, -1 if there is none.
+func fileSize(path string) int64 {
+	if path == "" {
+		return -1
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return -1
+	}
+	return fi.Size()
+}
+
+func storeMiB(n int64) string {
+	if n < 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.1f", mib(n))
 }
 
 // loopbackAddr is the i-th of 127.1.0.0/16 and up: distinct source

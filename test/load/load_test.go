@@ -613,16 +613,28 @@ func TestParseStatusSize(t *testing.T) {
 
 // TestHostileSmoke floods a stand-in issuer and gateway (this process):
 // distinct tokens, made-up session ids, failing client authentications
-// from distinct loopback addresses.
+// from distinct loopback addresses, forged tokens, and cookieless
+// sign-ins from other distinct addresses.
 func TestHostileSmoke(t *testing.T) {
 	var srv *httptest.Server
 	var minted atomic.Int64
 	var mu sync.Mutex
-	addrs := map[string]bool{}
+	addrs, signIns := map[string]bool{}, map[string]bool{}
+	var forgedSeen atomic.Int64
 	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/.well-known/oauth-authorization-server":
-			io.WriteString(w, `{"issuer":"`+srv.URL+`","token_endpoint":"`+srv.URL+`/token"}`)
+			io.WriteString(w, `{"issuer":"`+srv.URL+`","token_endpoint":"`+srv.URL+`/token","authorization_endpoint":"`+srv.URL+`/authorize"}`)
+		case "/authorize":
+			if r.URL.Query().Get("client_id") != "pub" || len(r.Cookies()) != 0 {
+				http.Error(w, "bad request", http.StatusBadRequest)
+				return
+			}
+			host, _, _ := net.SplitHostPort(r.RemoteAddr)
+			mu.Lock()
+			signIns[host] = true
+			mu.Unlock()
+			http.Redirect(w, r, "/login", http.StatusSeeOther)
 		case "/token":
 			if _, pass, _ := r.BasicAuth(); pass != "s3cret" {
 				host, _, _ := net.SplitHostPort(r.RemoteAddr)
@@ -635,6 +647,11 @@ func TestHostileSmoke(t *testing.T) {
 			w.Header().Set("Content-Type", "application/json")
 			fmt.Fprintf(w, `{"access_token":"tok-%d","token_type":"Bearer","expires_in":3600}`, minted.Add(1))
 		case "/mcp":
+			if strings.Contains(r.Header.Get("Authorization"), ".") {
+				forgedSeen.Add(1)
+				http.Error(w, "invalid token", http.StatusUnauthorized)
+				return
+			}
 			if r.Header.Get("Mcp-Session-Id") != "" {
 				http.Error(w, "session not found", http.StatusNotFound)
 				return
@@ -647,12 +664,13 @@ func TestHostileSmoke(t *testing.T) {
 	cfg.bench = testConfig()
 	cfg.bench.gatewayURL, cfg.bench.resource, cfg.bench.issuer = srv.URL+"/mcp", srv.URL+"/mcp", srv.URL
 	cfg.bench.clientID, cfg.bench.clientSecret = "loadgen", "s3cret"
+	cfg.publicClient, cfg.publicRedirect = "pub", "http://127.0.0.1:9/cb"
 	var out bytes.Buffer
 	if err := hostile(cfg, &out); err != nil {
 		t.Fatalf("hostile() error = %v, want nil", err)
 	}
 	report := out.String()
-	for _, want := range []string{"distinct valid tokens", "distinct session ids", "distinct client addresses", "Peak RSS:"} {
+	for _, want := range []string{"distinct valid tokens", "distinct session ids", "distinct client addresses", "forged tokens", "starting a sign-in", "Peak RSS:"} {
 		if !strings.Contains(report, want) {
 			t.Errorf("report lacks %q:\n%s", want, report)
 		}
@@ -662,6 +680,17 @@ func TestHostileSmoke(t *testing.T) {
 	}
 	if len(addrs) != 20 {
 		t.Errorf("distinct failing client addresses = %d, want 20", len(addrs))
+	}
+	if got := forgedSeen.Load(); got != 20 {
+		t.Errorf("forged tokens presented = %d, want 20", got)
+	}
+	for a := range signIns {
+		if addrs[a] {
+			t.Errorf("sign-in from %s, an address of the client authentication flood: want addresses of its own", a)
+		}
+	}
+	if len(signIns) != 20 {
+		t.Errorf("distinct addresses starting a sign-in = %d, want 20", len(signIns))
 	}
 }
 

@@ -12,8 +12,9 @@
 #                        SSE answers to tools/call; N default 10000, capped
 #                        by the open-file limit): memory per stream and CPU
 #                        per forwarded event; hostile: N distinct tokens,
-#                        session ids and client addresses against the
-#                        gateway process, printing its peak RSS
+#                        session ids, client addresses, forged tokens and
+#                        cookieless sign-ins against the gateway process,
+#                        printing its RSS, peak RSS and store file size
 #   UPSTREAM=fast|demo   fast: test/load's fixed-answer upstream (default);
 #                        demo: the demo MCP server (Go SDK, sessions: the
 #                        load generator initializes a session per proxy)
@@ -190,6 +191,8 @@ gateway_caddyfile() {
 		for k in $(seq 0 $(((${N:-20000} - 1) / 500))); do
 			more_clients+=$(printf '\n\t\tclient loadgen-%d {\n\t\t\tsecret sha256:%s\n\t\t\tgrant_types client_credentials\n\t\t\tauth_method client_secret_basic\n\t\t}' "$k" "$hash")
 		done
+		# The sign-in flood's public client (hostile.go, startSignIn).
+		more_clients+=$(printf '\n\t\tclient hostile-public {\n\t\t\tpublic\n\t\t\tredirect_uri http://127.0.0.1:9/cb\n\t\t}')
 	fi
 	case "$audit" in
 	off) log_opts=$'\tlog default {\n\t\texclude http.handlers.mcp_gateway.audit\n\t}' ;;
@@ -344,7 +347,8 @@ hostile)
 	{
 		echo "$build_note, Caddy $("$caddy" version | cut -d' ' -f1), $(go env GOVERSION), audit log $audit."
 		LOAD_CLIENT_SECRET=$secret "$tmp/load" hostile -gateway "http://127.0.0.1:$gw_port/mcp" -gateway-pid "$gw_pid" \
-			-issuer "http://127.0.0.1:$gw_port" -client-id loadgen -scope "mcp:use mcp:call" -proto "$proto" -n "${N:-20000}" "$@"
+			-issuer "http://127.0.0.1:$gw_port" -client-id loadgen -scope "mcp:use mcp:call" -proto "$proto" -n "${N:-20000}" \
+			-public-client hostile-public -public-redirect http://127.0.0.1:9/cb -store "$tmp/mcp-auth.db" "$@"
 	} | tee "$report"
 	echo "(report saved to $report)" >&2
 	exit 0
