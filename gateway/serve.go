@@ -121,22 +121,16 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next Next) (err 
 		g.preflight(w, r)
 		return nil
 	}
-	if f == nil {
-		f = g.admit(x)
-	}
+	// reserved: the request holds one of its principal's max_in_flight
+	// (reserveInFlight, once its token is verified).
 	var reserved bool
-	if f == nil {
-		var perClient bool
-		if reserved, perClient = g.streams.reserve(x.p.holder, x.p.client); reserved {
-			defer g.streams.release(x.p.holder, x.p.client)
-		} else {
-			who, bound := "this caller", g.cfg.MaxInFlight
-			if perClient {
-				who, bound = "this client of the caller", g.cfg.MaxInFlightPerClient
-			}
-			f = &refusal{status: http.StatusTooManyRequests, code: codeRefused, retryAfter: "1", id: singleID(x),
-				message: "too many requests in flight for " + who + " (at most " + strconv.Itoa(bound) + "): retry when one has ended"}
+	defer func() {
+		if reserved {
+			g.streams.release(x.p.holder, x.p.client)
 		}
+	}()
+	if f == nil {
+		f = g.admit(x, &reserved)
 	}
 	if f == nil {
 		f = g.checkPins(x, next)
@@ -282,7 +276,7 @@ func (g *Gateway) preflight(w http.ResponseWriter, r *http.Request) {
 }
 
 // admit runs every check; nil means forward.
-func (g *Gateway) admit(x *exchange) *refusal {
+func (g *Gateway) admit(x *exchange, reserved *bool) *refusal {
 	r := x.r
 	if r.TLS != nil && !r.TLS.HandshakeComplete || len(r.Header[hEarlyData]) != 0 {
 		// HTTP/3 0-RTT data (Caddy accepts it): anyone who captured it
@@ -339,6 +333,11 @@ func (g *Gateway) admit(x *exchange) *refusal {
 	if aerr != nil {
 		return g.authRefusal(aerr.of(x.dpop))
 	}
+	// In flight from here, before the body is read: a body may arrive
+	// slowly, and holds a connection and its bytes meanwhile.
+	if f := g.reserveInFlight(x, reserved); f != nil {
+		return f
+	}
 	if unsupported != nil {
 		// Answered after authentication, which allows reading the body
 		// for the request id the answer must carry.
@@ -373,6 +372,23 @@ func (g *Gateway) admit(x *exchange) *refusal {
 		return f
 	}
 	return nil
+}
+
+// reserveInFlight takes one of the principal's max_in_flight (and its
+// client's), setting *reserved, or answers 429: before the body is read,
+// so without the request's id.
+func (g *Gateway) reserveInFlight(x *exchange, reserved *bool) *refusal {
+	ok, perClient := g.streams.reserve(x.p.holder, x.p.client)
+	if ok {
+		*reserved = true
+		return nil
+	}
+	who, bound := "this caller", g.cfg.MaxInFlight
+	if perClient {
+		who, bound = "this client of the caller", g.cfg.MaxInFlightPerClient
+	}
+	return &refusal{status: http.StatusTooManyRequests, code: codeRefused, retryAfter: "1",
+		message: "too many requests in flight for " + who + " (at most " + strconv.Itoa(bound) + "): retry when one has ended"}
 }
 
 // authRefusal is the answer to a failed authentication.

@@ -1137,3 +1137,71 @@ func waitBlocked(t *testing.T, written *atomic.Int64) {
 		last = n
 	}
 }
+
+// TestInFlightCountsBodiesArriving: a request whose body is still
+// arriving is in flight: its token verified, it holds a connection, a
+// goroutine and the bytes sent so far (up to max_body_size), so one
+// token holder sending bodies that never end (Caddy sets no read_body
+// timeout by default) could hold any number of them past max_in_flight.
+// One more is refused 429 before its body is read, and a slot is given
+// back when such a request ends.
+func TestInFlightCountsBodiesArriving(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.MaxInFlight = 2
+	g := newGateway(t, cfg)
+	token := mint(t, claims())
+	upstream := NextFunc(func(w http.ResponseWriter, r *http.Request) error {
+		writeJSONAnswer(w, r, `{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`)
+		return nil
+	})
+	serve := func(body io.Reader) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(http.MethodPost, "/mcp", body)
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Authorization", "Bearer "+token)
+		w := httptest.NewRecorder()
+		g.Serve(w, r, upstream)
+		return w
+	}
+	var slow sync.WaitGroup
+	var writers []*io.PipeWriter
+	for range cfg.MaxInFlight {
+		pr, pw := io.Pipe()
+		writers = append(writers, pw)
+		slow.Add(1)
+		go func() {
+			defer slow.Done()
+			serve(pr)
+		}()
+		go pw.Write([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a","arguments":{"x":"`))
+	}
+	defer func() {
+		for _, pw := range writers {
+			pw.CloseWithError(errors.New("client gone"))
+		}
+		slow.Wait()
+	}()
+	inFlight := func() int {
+		g.streams.mu.Lock()
+		defer g.streams.mu.Unlock()
+		n := 0
+		for _, v := range g.streams.by {
+			n += v
+		}
+		return n
+	}
+	for deadline := time.Now().Add(5 * time.Second); inFlight() < cfg.MaxInFlight; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d bodies still arriving hold %d of max_in_flight, want %[1]d: they are in flight", cfg.MaxInFlight, inFlight())
+		}
+	}
+	if w := serve(strings.NewReader(toolCall("read_a"))); w.Code != http.StatusTooManyRequests || !strings.Contains(w.Body.String(), "too many requests in flight") {
+		t.Errorf("a call beside %d bodies still arriving = %d %s, want 429", cfg.MaxInFlight, w.Code, w.Body)
+	}
+	for _, pw := range writers {
+		pw.CloseWithError(errors.New("client gone"))
+	}
+	slow.Wait()
+	if w := serve(strings.NewReader(toolCall("read_a"))); w.Code != http.StatusOK {
+		t.Errorf("a call once the slow bodies ended = %d %s, want 200", w.Code, w.Body)
+	}
+}
