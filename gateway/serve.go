@@ -130,7 +130,7 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next Next) (err 
 		}
 	}()
 	if f == nil {
-		f = g.admit(x, &reserved)
+		f = g.admit(x, w, &reserved)
 	}
 	if f == nil {
 		f = g.checkPins(x, next)
@@ -275,8 +275,9 @@ func (g *Gateway) preflight(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// admit runs every check; nil means forward.
-func (g *Gateway) admit(x *exchange, reserved *bool) *refusal {
+// admit runs every check; nil means forward. w is the request's writer,
+// whose read deadline ends the read of its body on revocation.
+func (g *Gateway) admit(x *exchange, w http.ResponseWriter, reserved *bool) *refusal {
 	r := x.r
 	if r.TLS != nil && !r.TLS.HandshakeComplete || len(r.Header[hEarlyData]) != 0 {
 		// HTTP/3 0-RTT data (Caddy accepts it): anyone who captured it
@@ -341,8 +342,14 @@ func (g *Gateway) admit(x *exchange, reserved *bool) *refusal {
 	if unsupported != nil {
 		// Answered after authentication, which allows reading the body
 		// for the request id the answer must carry.
-		if r.Method == http.MethodPost && g.readBody(x) == nil {
-			unsupported.id = requestID(x.body)
+		if r.Method == http.MethodPost {
+			f := g.readBodyInFlight(x, w)
+			if x.endedBy.Load() != nil {
+				return f
+			}
+			if f == nil {
+				unsupported.id = requestID(x.body)
+			}
 		}
 		return unsupported
 	}
@@ -365,13 +372,29 @@ func (g *Gateway) admit(x *exchange, reserved *bool) *refusal {
 		}
 		return nil
 	}
-	if f := g.readBody(x); f != nil {
+	if f := g.readBodyInFlight(x, w); f != nil {
 		return f
 	}
 	if f := g.classify(x); f != nil {
 		return f
 	}
 	return nil
+}
+
+// readBodyInFlight is readBody for a request counted in max_in_flight:
+// registered meanwhile, so that its token's revocation ends the read
+// (streamSet.reading) and the request, answered as a new request with the
+// token would be.
+func (g *Gateway) readBodyInFlight(x *exchange, w http.ResponseWriter) *refusal {
+	var f *refusal
+	if g.streams.reading(x, w); x.endedBy.Load() == nil {
+		f = g.readBody(x)
+		g.streams.read(x)
+	}
+	if why := x.endedBy.Load(); why != nil {
+		return g.authRefusal(why.of(x.dpop))
+	}
+	return f
 }
 
 // reserveInFlight takes one of the principal's max_in_flight (and its

@@ -41,7 +41,10 @@ type streamSet struct {
 	max, maxClient int
 	by, byClient   map[string]int
 	open           map[*exchange]bool // true: its answer is an event stream (stream)
-	closedAt       time.Time          // when close was called, zero before
+	// bodies are the requests counted by reserve whose body is being
+	// read (reading), with the writer whose read deadline ends the read.
+	bodies   map[*exchange]http.ResponseWriter
+	closedAt time.Time // when close was called, zero before
 	// stopping: stop was called (the process is exiting), and drained
 	// is signalled when the last request reserve counted is released.
 	stopping bool
@@ -52,7 +55,7 @@ type streamSet struct {
 }
 
 func newStreamSet(r Revocations, now func() time.Time, interval time.Duration, max, maxClient int, log *zap.Logger) *streamSet {
-	s := &streamSet{revocations: r, now: now, interval: interval, log: log, open: make(map[*exchange]bool),
+	s := &streamSet{revocations: r, now: now, interval: interval, log: log, open: make(map[*exchange]bool), bodies: make(map[*exchange]http.ResponseWriter),
 		max: max, maxClient: maxClient, by: make(map[string]int), byClient: make(map[string]int)}
 	s.idle = sync.NewCond(&s.mu)
 	s.drained = sync.NewCond(&s.mu)
@@ -119,6 +122,47 @@ func (s *streamSet) add(x *exchange) {
 	}
 }
 
+// reading registers x, counted by reserve, while its body is read, until
+// read: a body may arrive for as long as its client likes (Caddy sets no
+// read_body timeout by default), and a revoked token's holder would keep
+// its principal's max_in_flight meanwhile, past the revocation. The
+// checker ends the read of a revoked one (endBody).
+func (s *streamSet) reading(x *exchange, w http.ResponseWriter) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping {
+		x.endedBy.Store(endStopped)
+		return
+	}
+	s.bodies[x] = w
+	if !s.running {
+		s.running = true
+		go s.check()
+	}
+}
+
+// read ends what reading registered.
+func (s *streamSet) read(x *exchange) {
+	s.mu.Lock()
+	delete(s.bodies, x)
+	s.mu.Unlock()
+}
+
+// endBody ends the read of x's body for why, if it is still being read:
+// the read fails at once (a read deadline in the past), and admit answers
+// why. s.mu is held.
+func (s *streamSet) endBody(x *exchange, why *authError) {
+	w, ok := s.bodies[x]
+	if !ok {
+		return
+	}
+	delete(s.bodies, x)
+	x.endedBy.Store(why)
+	if err := http.NewResponseController(w).SetReadDeadline(time.Unix(1, 0)); err != nil {
+		s.log.Warn("could not end the read of a request body", zap.Error(err))
+	}
+}
+
 // stream marks x's answer as an event stream: from now on it also ends
 // with its token's expiry, its introspection answer's reuse, and a reload
 // (ended).
@@ -182,6 +226,9 @@ func (s *streamSet) stop(wait time.Duration) bool {
 		x.end(endStopped)
 		delete(s.open, x)
 	}
+	for x := range s.bodies {
+		s.endBody(x, endStopped)
+	}
 	late := false
 	t := time.AfterFunc(wait, func() {
 		s.mu.Lock()
@@ -220,11 +267,11 @@ const StopWait = endWriteGrace + time.Second
 // policy, principals and a revocation record that are no longer current.
 func (g *Gateway) Close() { g.streams.close() }
 
-// len is the number of open streams.
+// len is the number of open streams and bodies being read.
 func (s *streamSet) len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.open)
+	return len(s.open) + len(s.bodies)
 }
 
 // check asks about every open stream once per interval and ends those
@@ -235,7 +282,7 @@ func (s *streamSet) check() {
 	defer t.Stop()
 	for range t.C {
 		s.mu.Lock()
-		if len(s.open) == 0 {
+		if len(s.open) == 0 && len(s.bodies) == 0 {
 			s.running = false
 			s.idle.Broadcast()
 			s.mu.Unlock()
@@ -243,13 +290,26 @@ func (s *streamSet) check() {
 		}
 		s.batch = s.batch[:0]
 		for x, stream := range s.open {
-			s.batch = append(s.batch, pending{x, stream})
+			s.batch = append(s.batch, pending{x: x, stream: stream})
+		}
+		for x := range s.bodies {
+			s.batch = append(s.batch, pending{x: x, body: true})
 		}
 		closedAt := s.closedAt
 		s.mu.Unlock()
 		now := s.now()
 		for i, b := range s.batch {
 			x := b.x
+			if b.body {
+				// Revocation only, as a call whose answer has not begun.
+				if why := s.revoked(x); why != nil {
+					s.mu.Lock()
+					s.endBody(x, why)
+					s.mu.Unlock()
+				}
+				s.batch[i] = pending{}
+				continue
+			}
 			if why := s.ended(x, b.stream, now, closedAt); why != nil {
 				s.log.Info("request to the upstream ended: "+why.desc,
 					zap.String("principal", x.p.subject), zap.String("client", x.p.clientID))
@@ -352,6 +412,7 @@ func (s *streamSet) revoked(x *exchange) *authError {
 type pending struct {
 	x      *exchange
 	stream bool
+	body   bool // its body is being read (streamSet.bodies)
 }
 
 // waitIdle waits until the checker has ended (no stream open).

@@ -1180,15 +1180,7 @@ func TestInFlightCountsBodiesArriving(t *testing.T) {
 		}
 		slow.Wait()
 	}()
-	inFlight := func() int {
-		g.streams.mu.Lock()
-		defer g.streams.mu.Unlock()
-		n := 0
-		for _, v := range g.streams.by {
-			n += v
-		}
-		return n
-	}
+	inFlight := func() int { return inFlightCount(g) }
 	for deadline := time.Now().Add(5 * time.Second); inFlight() < cfg.MaxInFlight; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d bodies still arriving hold %d of max_in_flight, want %[1]d: they are in flight", cfg.MaxInFlight, inFlight())
@@ -1204,4 +1196,119 @@ func TestInFlightCountsBodiesArriving(t *testing.T) {
 	if w := serve(strings.NewReader(toolCall("read_a"))); w.Code != http.StatusOK {
 		t.Errorf("a call once the slow bodies ended = %d %s, want 200", w.Code, w.Body)
 	}
+}
+
+// TestRevocationEndsBodyArriving: a request counts in its principal's
+// max_in_flight while its body arrives (TestInFlightCountsBodiesArriving),
+// before the registry ends requests on revocation: a stolen token's
+// holder kept the principal's every slot with bodies that never end, past
+// the token's revocation, and the user's new token was refused 429 for as
+// long as the thief kept the connections (Caddy sets no read_body timeout
+// by default). A revoked request whose body is still arriving ends within
+// the check interval, answered 401, over HTTP/1.1 and HTTP/2.
+func TestRevocationEndsBodyArriving(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		t.Run(map[bool]string{false: "HTTP/1.1", true: "HTTP/2"}[h2], func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.MaxInFlight = 2
+			revs := &lockedRevocations{grants: map[string]bool{}}
+			cfg.Revocations = revs
+			cfg.StreamCheckInterval = 10 * time.Millisecond
+			g := newGateway(t, cfg)
+			upstream := NextFunc(func(w http.ResponseWriter, r *http.Request) error {
+				writeJSONAnswer(w, r, `{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`)
+				return nil
+			})
+			front := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				g.Serve(w, r, upstream)
+			}))
+			front.EnableHTTP2 = h2
+			front.StartTLS()
+			t.Cleanup(front.Close)
+			stolen := claims()
+			stolen["gid"], stolen["jti"] = "grant-stolen", "stolen-jti"
+			stolenToken := mint(t, stolen)
+			post := func(token string, body io.Reader) (*http.Response, error) {
+				req, err := http.NewRequest(http.MethodPost, front.URL+"/mcp", body)
+				if err != nil {
+					t.Fatal(err)
+				}
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Accept", "application/json, text/event-stream")
+				req.Header.Set("Authorization", "Bearer "+token)
+				return front.Client().Do(req)
+			}
+			type result struct {
+				status int
+				err    error
+			}
+			var writers []*io.PipeWriter
+			results := make(chan result, cfg.MaxInFlight)
+			for range cfg.MaxInFlight {
+				pr, pw := io.Pipe()
+				writers = append(writers, pw)
+				go pw.Write([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a","arguments":{"x":"`))
+				go func() {
+					resp, err := post(stolenToken, pr)
+					if err != nil {
+						results <- result{err: err}
+						return
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					results <- result{status: resp.StatusCode}
+				}()
+			}
+			t.Cleanup(func() {
+				for _, pw := range writers {
+					pw.CloseWithError(errors.New("client gone"))
+				}
+			})
+			inFlight := func() int { return inFlightCount(g) }
+			for deadline := time.Now().Add(5 * time.Second); inFlight() < cfg.MaxInFlight; time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("bodies arriving hold %d of max_in_flight, want %d", inFlight(), cfg.MaxInFlight)
+				}
+			}
+			revs.revoke("grant-stolen")
+			for range cfg.MaxInFlight {
+				select {
+				case r := <-results:
+					if r.err == nil && r.status != http.StatusUnauthorized {
+						t.Errorf("a revoked request whose body was arriving = %d, want 401", r.status)
+					}
+				case <-time.After(3 * time.Second):
+					t.Fatal("a revoked request whose body is still arriving still runs 3 s after the revocation")
+				}
+			}
+			for deadline := time.Now().Add(2 * time.Second); inFlight() != 0; time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d of max_in_flight still held after the revoked requests ended", inFlight())
+				}
+			}
+			resp, err := post(mint(t, claims()), strings.NewReader(toolCall("read_a")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("the user's new token once the stolen one is revoked = %d, want 200", resp.StatusCode)
+			}
+			if n := g.streams.len(); n != 0 {
+				t.Errorf("%d requests still registered", n)
+			}
+		})
+	}
+}
+
+// inFlightCount is how many requests g counts in flight (reserve), over
+// all principals.
+func inFlightCount(g *Gateway) int {
+	g.streams.mu.Lock()
+	defer g.streams.mu.Unlock()
+	n := 0
+	for _, v := range g.streams.by {
+		n += v
+	}
+	return n
 }
