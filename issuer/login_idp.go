@@ -424,12 +424,9 @@ func (i *Issuer) mayProvision(tx store.Tx, p *IdentityProvider, id *idpIdentity)
 // an earlier value of the claim made. A disabled user kept unplaced at a
 // re-point refuses its sub too, whatever the name. Read from the index
 // of disabled accounts by sub (record_idp_disabled.go), over p's users
-// until it is complete, and not with user_claim sub: the name is then the sub, and the
-// account of the name the only one the sub can have.
+// until it is complete; with user_claim sub too, as accounts an earlier
+// user_claim (email) named keep their sub.
 func disabledUnderAnotherName(tx store.Tx, p *IdentityProvider, id *idpIdentity) error {
-	if p.UserClaim == "sub" {
-		return nil
-	}
 	refuses := func(u *User) bool {
 		return u.Disabled && u.IdentityProvider == p.Name && u.IdPSubject == id.subject &&
 			(u.accountOf(p, id) || u.IdPIssuer == unplacedIssuer)

@@ -1839,3 +1839,56 @@ func TestIdPDisableEndsOtherAccountsSessions(t *testing.T) {
 		}
 	}
 }
+
+// TestIdPDisabledUserAfterUserClaimSub: a person disabled while the
+// provider named its users by email stays refused after the operator
+// changes user_claim to sub (or drops it: sub is the default): the
+// person's sign-in then names a new account, p:<sub>, and must not be
+// taken as a fresh person's. Disabling an account of the sub era signs
+// out (and, at sign-in, refuses) the person's accounts of the email era
+// likewise.
+func TestIdPDisabledUserAfterUserClaimSub(t *testing.T) {
+	e, stub, _ := newIdPEnv(t, func(p *IdentityProvider) { p.UserClaim = "email" })
+	const emailName = stubIdPName + ":alice@corp.example"
+	stub.set(func(s *stubIdP) { s.claims["email"] = "alice@corp.example" })
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+		t.Fatalf("sign-in by email = %d %q, want 303", res.status, res.body)
+	}
+	var u User
+	if err := e.get(bucketUsers, emailName, &u); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.iss.DisableUser(t.Context(), emailName); err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.iss.cfg
+	cfg.IdentityProviders = slices.Clone(cfg.IdentityProviders)
+	userClaim := func(claim string) {
+		cfg.IdentityProviders[0].UserClaim = claim
+		e.serve(cfg)
+		if err := e.iss.ApplyConfigChanges(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	userClaim("sub")
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusForbidden {
+		t.Errorf("the disabled person's sign-in after user_claim sub = %d %q, want 403", res.status, res.body)
+	}
+	if err := e.iss.EnableUser(t.Context(), emailName); err != nil {
+		t.Fatal(err)
+	}
+	browser := e.browser()
+	if res := e.idpSignIn(t, browser); res.status != http.StatusSeeOther {
+		t.Fatalf("sign-in once enabled = %d %q, want 303", res.status, res.body)
+	}
+	// Now disable the sub era's account: the email era's is signed out
+	// and its sign-in refused. Bring back user_claim email.
+	subName := stubIdPName + ":" + u.IdPSubject
+	if err := e.iss.DisableUser(t.Context(), subName); err != nil {
+		t.Fatal(err)
+	}
+	userClaim("email")
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusForbidden {
+		t.Errorf("the person's sign-in by email with its sub account disabled = %d %q, want 403", res.status, res.body)
+	}
+}

@@ -361,11 +361,12 @@ func (i *Issuer) setUserDisabled(ctx context.Context, name string, disabled bool
 
 // sameSubAccounts names u's person's other accounts at its provider: the
 // same sub and population under another name that a user_claim other
-// than sub gave. Disabling u ends their sessions and grants too, as
-// their sign-ins are refused (disabledUnderAnotherName).
+// than sub gave, now or under an earlier user_claim. Disabling u ends
+// their sessions and grants too, as their sign-ins are refused
+// (disabledUnderAnotherName).
 func (i *Issuer) sameSubAccounts(tx store.Tx, u *User) ([]string, error) {
 	p := i.dir.identityProvider(u.IdentityProvider)
-	if p == nil || p.UserClaim == "sub" {
+	if p == nil {
 		return nil, nil
 	}
 	var names []string
