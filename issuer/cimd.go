@@ -230,8 +230,12 @@ func (f *cimdFetcher) checkURL(id string) error {
 	// them: decoded (nginx decodes %2F, IIS %5C, before resolving them),
 	// with \ a separator (IIS), a segment's ;parameters dropped (Tomcat,
 	// Jetty: "..;x" is ".."), and so after each further decoding a server
-	// may make (..%255C is ..\ to one that decodes twice).
-	for path := u.EscapedPath(); ; {
+	// may make (..%255C is ..\ to one that decodes twice), up to
+	// maxPathDecodings: a path still escaped past them is refused, as each
+	// decoding reads the whole path (a chain of %25 would take one per
+	// two bytes).
+	path := u.EscapedPath()
+	for range maxPathDecodings + 1 {
 		next := unescapeValid(path)
 		for _, seg := range strings.FieldsFunc(next, func(r rune) bool { return r == '/' || r == '\\' }) {
 			if seg, _, _ = strings.Cut(seg, ";"); seg == "." || seg == ".." {
@@ -243,7 +247,12 @@ func (f *cimdFetcher) checkURL(id string) error {
 		}
 		path = next
 	}
+	return errors.New("the path is escaped too deeply")
 }
+
+// maxPathDecodings is how many decodings of a client_id's path checkURL
+// follows (%25252e is . after three).
+const maxPathDecodings = 3
 
 // unescapeValid decodes each %XX of s and keeps a % that starts none, as
 // a server decoding an already decoded path does. Each decoding that
