@@ -1814,7 +1814,8 @@ func TestIdPSignInReadsNoOtherUsers(t *testing.T) {
 // that provider too (the same sub, another name its user_claim gave),
 // which TestIdPDisabledUserOtherAccount keeps from signing in again: the
 // person must not go on, until recheck, in a session or with a refresh
-// token of an account prepared before.
+// token of an account prepared before. Its refresh token is refused and
+// its access token revoked at the gateway; another person's are kept.
 func TestIdPDisableEndsOtherAccountsSessions(t *testing.T) {
 	e, stub, _ := newIdPEnv(t, func(p *IdentityProvider) { p.UserClaim = "email" })
 	browsers := map[string]*http.Client{}
@@ -1824,6 +1825,16 @@ func TestIdPDisableEndsOtherAccountsSessions(t *testing.T) {
 		if res := e.idpSignIn(t, browsers[address]); res.status != http.StatusSeeOther {
 			t.Fatalf("sign-in as %s = %d %q, want 303", address, res.status, res.body)
 		}
+	}
+	grants := map[string]*oauth2.Token{}
+	for _, address := range []string{"alice@corp.example", "bob@corp.example"} {
+		code, verifier := e.issueCode(t, codeSpec{client: bClientID, user: stubIdPName + ":" + address, redirect: bRedirect,
+			resource: bResource, scopes: []string{"files:read", "offline_access"}})
+		tok, err := e.exchange(t, bClientID, "", code, verifier, oauth2.SetAuthURLParam("redirect_uri", bRedirect))
+		if err != nil {
+			t.Fatal(err)
+		}
+		grants[address] = tok
 	}
 	if err := e.iss.DisableUser(t.Context(), stubIdPName+":Alice@corp.example"); err != nil {
 		t.Fatal(err)
@@ -1836,6 +1847,18 @@ func TestIdPDisableEndsOtherAccountsSessions(t *testing.T) {
 		resp.Body.Close()
 		if login := strings.HasPrefix(resp.Header.Get("Location"), pathLogin); login != wantLogin {
 			t.Errorf("%s's session: authorize goes to %q; want the login page %v", address, resp.Header.Get("Location"), wantLogin)
+		}
+		want := http.StatusOK
+		if wantLogin {
+			want = http.StatusBadRequest
+		}
+		tok := grants[address]
+		a := e.post(t, pathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok.RefreshToken}, "client_id": {bClientID}}, "")
+		if a.status != want {
+			t.Errorf("%s's refresh after the disable = %d %s, want %d", address, a.status, a.raw, want)
+		}
+		if revoked := e.revokedToken(t, tok.AccessToken); revoked != wantLogin {
+			t.Errorf("%s's access token revoked at the gateway after the disable = %v, want %v", address, revoked, wantLogin)
 		}
 	}
 }
