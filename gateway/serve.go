@@ -382,8 +382,8 @@ func (g *Gateway) admit(x *exchange, w http.ResponseWriter, reserved *bool) *ref
 }
 
 // readBodyInFlight is readBody for a request counted in max_in_flight:
-// registered meanwhile, so that its token's revocation ends the read
-// (streamSet.reading) and the request, answered as a new request with the
+// registered meanwhile, so that its token's revocation or expiry ends the
+// read (streamSet.reading) and the request, answered as a new request with the
 // token would be.
 func (g *Gateway) readBodyInFlight(x *exchange, w http.ResponseWriter) *refusal {
 	var f *refusal

@@ -126,7 +126,7 @@ func (s *streamSet) add(x *exchange) {
 // read: a body may arrive for as long as its client likes (Caddy sets no
 // read_body timeout by default), and a revoked token's holder would keep
 // its principal's max_in_flight meanwhile, past the revocation. The
-// checker ends the read of a revoked one (endBody).
+// checker ends the read of a revoked or expired one (endBody).
 func (s *streamSet) reading(x *exchange, w http.ResponseWriter) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -301,8 +301,15 @@ func (s *streamSet) check() {
 		for i, b := range s.batch {
 			x := b.x
 			if b.body {
-				// Revocation only, as a call whose answer has not begun.
-				if why := s.revoked(x); why != nil {
+				// A body arrives for as long as its client likes, as a
+				// stream runs: it ends at its token's expiry too (a new
+				// request with the token would be refused), and on
+				// revocation.
+				why := endExpired
+				if x.p.expiry.IsZero() || now.Before(x.p.expiry) {
+					why = s.revoked(x)
+				}
+				if why != nil {
 					s.mu.Lock()
 					s.endBody(x, why)
 					s.mu.Unlock()

@@ -1215,29 +1215,11 @@ func TestRevocationEndsBodyArriving(t *testing.T) {
 			cfg.Revocations = revs
 			cfg.StreamCheckInterval = 10 * time.Millisecond
 			g := newGateway(t, cfg)
-			upstream := NextFunc(func(w http.ResponseWriter, r *http.Request) error {
-				writeJSONAnswer(w, r, `{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`)
-				return nil
-			})
-			front := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				g.Serve(w, r, upstream)
-			}))
-			front.EnableHTTP2 = h2
-			front.StartTLS()
-			t.Cleanup(front.Close)
+			front := bodyFront(t, g, h2)
 			stolen := claims()
 			stolen["gid"], stolen["jti"] = "grant-stolen", "stolen-jti"
 			stolenToken := mint(t, stolen)
-			post := func(token string, body io.Reader) (*http.Response, error) {
-				req, err := http.NewRequest(http.MethodPost, front.URL+"/mcp", body)
-				if err != nil {
-					t.Fatal(err)
-				}
-				req.Header.Set("Content-Type", "application/json")
-				req.Header.Set("Accept", "application/json, text/event-stream")
-				req.Header.Set("Authorization", "Bearer "+token)
-				return front.Client().Do(req)
-			}
+			post := func(token string, body io.Reader) (*http.Response, error) { return postMCP(t, front, token, body) }
 			type result struct {
 				status int
 				err    error
@@ -1299,6 +1281,90 @@ func TestRevocationEndsBodyArriving(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestExpiryEndsBodyArriving: a body arrives for as long as its client
+// likes, as an event stream runs, so a request whose body is still
+// arriving ends at its token's expiry as a stream does, answered 401: a
+// stolen token's holder kept the principal's every slot of max_in_flight
+// with bodies that never end past the token's expiry, and the user's new
+// tokens were refused 429 for as long as the thief kept the connections.
+func TestExpiryEndsBodyArriving(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.MaxInFlight = 1
+	cfg.StreamCheckInterval = 10 * time.Millisecond
+	var clock atomic.Int64
+	clock.Store(testNow.UnixNano())
+	cfg.Now = func() time.Time { return time.Unix(0, clock.Load()) }
+	g := newGateway(t, cfg)
+	front := bodyFront(t, g, false)
+	post := func(token string, body io.Reader) (*http.Response, error) { return postMCP(t, front, token, body) }
+	pr, pw := io.Pipe()
+	t.Cleanup(func() { pw.CloseWithError(errors.New("client gone")) })
+	go pw.Write([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a","arguments":{"x":"`))
+	status := make(chan int, 1)
+	go func() {
+		resp, err := post(mint(t, claims()), pr)
+		if err != nil {
+			status <- 0
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		status <- resp.StatusCode
+	}()
+	for deadline := time.Now().Add(5 * time.Second); inFlightCount(g) < 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the body arriving holds no slot of max_in_flight")
+		}
+	}
+	clock.Add(int64(2 * time.Hour)) // past the token's expiry and its leeway
+	select {
+	case s := <-status:
+		if s != 0 && s != http.StatusUnauthorized {
+			t.Errorf("a request whose body was arriving when its token expired = %d, want 401", s)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("a request whose body is still arriving still runs 3 s after its token expired")
+	}
+	fresh := claims()
+	fresh["iat"], fresh["exp"], fresh["jti"] = testNow.Add(2*time.Hour).Unix(), testNow.Add(3*time.Hour).Unix(), "jti-2"
+	resp, err := post(mint(t, fresh), strings.NewReader(toolCall("read_a")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("the user's new token once the other expired = %d, want 200", resp.StatusCode)
+	}
+}
+
+// bodyFront serves g over TLS (HTTP/2 if h2), in front of an upstream
+// answering every call.
+func bodyFront(t *testing.T, g *Gateway, h2 bool) *httptest.Server {
+	upstream := NextFunc(func(w http.ResponseWriter, r *http.Request) error {
+		writeJSONAnswer(w, r, `{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`)
+		return nil
+	})
+	front := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		g.Serve(w, r, upstream)
+	}))
+	front.EnableHTTP2 = h2
+	front.StartTLS()
+	t.Cleanup(front.Close)
+	return front
+}
+
+// postMCP posts body to front's MCP endpoint with token.
+func postMCP(t *testing.T, front *httptest.Server, token string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequest(http.MethodPost, front.URL+"/mcp", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+token)
+	return front.Client().Do(req)
 }
 
 // inFlightCount is how many requests g counts in flight (reserve), over
