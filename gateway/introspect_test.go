@@ -1050,3 +1050,35 @@ func statusFrom(t *testing.T, h *harness, addr, token string) int {
 	resp.Body.Close()
 	return resp.StatusCode
 }
+
+// TestIntrospectionEndsBodyArriving: a request whose body is still
+// arriving, sent with an opaque token, ends when the token's
+// introspection answer may no longer be reused, as an event stream does
+// (TestIntrospectionEndsStreams): the gateway learns of a revocation at
+// the issuer only by introspecting again, and a body arrives for as long
+// as its client likes, so a token revoked at the issuer kept its
+// principal's max_in_flight with bodies that never end.
+func TestIntrospectionEndsBodyArriving(t *testing.T) {
+	f := newFakeIntrospection(t)
+	now := &clock{t: testNow}
+	cfg := introspectionConfig(t, f, now)
+	cfg.MaxInFlight = 1
+	cfg.StreamCheckInterval = 10 * time.Millisecond
+	g := newGateway(t, cfg)
+	front := bodyFront(t, g, false)
+	f.set("tok-stolen", active())
+	status := postBodyArriving(t, g, front, "tok-stolen")
+	f.set("tok-stolen", map[string]any{"active": false}) // revoked at the issuer
+	now.add(5 * time.Minute)                             // the cache ceiling
+	select {
+	case s := <-status:
+		if s != 0 && s != http.StatusServiceUnavailable {
+			t.Errorf("a request whose body was arriving when its introspection answer ran out = %d, want 503", s)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("a request whose body is still arriving still runs 3 s after its introspection answer ran out")
+	}
+	if n := inFlightCount(g); n != 0 {
+		t.Errorf("%d of max_in_flight still held", n)
+	}
+}

@@ -382,9 +382,9 @@ func (g *Gateway) admit(x *exchange, w http.ResponseWriter, reserved *bool) *ref
 }
 
 // readBodyInFlight is readBody for a request counted in max_in_flight:
-// registered meanwhile, so that its token's revocation or expiry ends the
-// read (streamSet.reading) and the request, answered as a new request with the
-// token would be.
+// registered meanwhile, so that what ends an event stream (its token's
+// revocation, expiry, ...) ends the read (streamSet.reading) and the
+// request, answered as a new request with the token would be.
 func (g *Gateway) readBodyInFlight(x *exchange, w http.ResponseWriter) *refusal {
 	var f *refusal
 	if g.streams.reading(x, w); x.endedBy.Load() == nil {

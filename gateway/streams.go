@@ -126,7 +126,7 @@ func (s *streamSet) add(x *exchange) {
 // read: a body may arrive for as long as its client likes (Caddy sets no
 // read_body timeout by default), and a revoked token's holder would keep
 // its principal's max_in_flight meanwhile, past the revocation. The
-// checker ends the read of a revoked or expired one (endBody).
+// checker ends the read of one a stream would end (endBody).
 func (s *streamSet) reading(x *exchange, w http.ResponseWriter) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -302,14 +302,11 @@ func (s *streamSet) check() {
 			x := b.x
 			if b.body {
 				// A body arrives for as long as its client likes, as a
-				// stream runs: it ends at its token's expiry too (a new
-				// request with the token would be refused), and on
-				// revocation.
-				why := endExpired
-				if x.p.expiry.IsZero() || now.Before(x.p.expiry) {
-					why = s.revoked(x)
-				}
-				if why != nil {
+				// stream runs, and ends as a stream does: at its token's
+				// expiry, its introspection answer's reuse (the token
+				// may have been revoked at the issuer), 30 s after an
+				// unload, and on revocation.
+				if why := s.ended(x, true, now, closedAt); why != nil {
 					s.mu.Lock()
 					s.endBody(x, why)
 					s.mu.Unlock()

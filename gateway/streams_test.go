@@ -1299,25 +1299,7 @@ func TestExpiryEndsBodyArriving(t *testing.T) {
 	g := newGateway(t, cfg)
 	front := bodyFront(t, g, false)
 	post := func(token string, body io.Reader) (*http.Response, error) { return postMCP(t, front, token, body) }
-	pr, pw := io.Pipe()
-	t.Cleanup(func() { pw.CloseWithError(errors.New("client gone")) })
-	go pw.Write([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a","arguments":{"x":"`))
-	status := make(chan int, 1)
-	go func() {
-		resp, err := post(mint(t, claims()), pr)
-		if err != nil {
-			status <- 0
-			return
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		status <- resp.StatusCode
-	}()
-	for deadline := time.Now().Add(5 * time.Second); inFlightCount(g) < 1; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the body arriving holds no slot of max_in_flight")
-		}
-	}
+	status := postBodyArriving(t, g, front, mint(t, claims()))
 	clock.Add(int64(2 * time.Hour)) // past the token's expiry and its leeway
 	select {
 	case s := <-status:
@@ -1365,6 +1347,32 @@ func postMCP(t *testing.T, front *httptest.Server, token string, body io.Reader)
 	req.Header.Set("Accept", "application/json, text/event-stream")
 	req.Header.Set("Authorization", "Bearer "+token)
 	return front.Client().Do(req)
+}
+
+// postBodyArriving posts to front, with token, a call whose body never
+// ends, once it holds a slot of g's max_in_flight; the status of its
+// answer (0 if none) is sent on the channel.
+func postBodyArriving(t *testing.T, g *Gateway, front *httptest.Server, token string) <-chan int {
+	pr, pw := io.Pipe()
+	t.Cleanup(func() { pw.CloseWithError(errors.New("client gone")) })
+	go pw.Write([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a","arguments":{"x":"`))
+	status := make(chan int, 1)
+	go func() {
+		resp, err := postMCP(t, front, token, pr)
+		if err != nil {
+			status <- 0
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		status <- resp.StatusCode
+	}()
+	for deadline := time.Now().Add(5 * time.Second); inFlightCount(g) < 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the body arriving holds no slot of max_in_flight")
+		}
+	}
+	return status
 }
 
 // inFlightCount is how many requests g counts in flight (reserve), over
