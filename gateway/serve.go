@@ -387,14 +387,21 @@ func (g *Gateway) admit(x *exchange, w http.ResponseWriter, reserved *bool) *ref
 // request, answered as a new request with the token would be.
 func (g *Gateway) readBodyInFlight(x *exchange, w http.ResponseWriter) *refusal {
 	var f *refusal
-	if g.streams.reading(x, w); x.endedBy.Load() == nil {
-		f = g.readBody(x)
-		g.streams.read(x)
+	if g.streams.reading(x, w) {
+		f = g.readBodyRegistered(x)
 	}
 	if why := x.endedBy.Load(); why != nil {
 		return g.authRefusal(why.of(x.dpop))
 	}
 	return f
+}
+
+// readBodyRegistered reads the body of x, which reading registered, and
+// ends the registration however the read ends: an entry left behind
+// would have the checker set a read deadline on a writer that is done.
+func (g *Gateway) readBodyRegistered(x *exchange) *refusal {
+	defer g.streams.read(x)
+	return g.readBody(x)
 }
 
 // reserveInFlight takes one of the principal's max_in_flight (and its

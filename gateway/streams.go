@@ -126,19 +126,21 @@ func (s *streamSet) add(x *exchange) {
 // read: a body may arrive for as long as its client likes (Caddy sets no
 // read_body timeout by default), and a revoked token's holder would keep
 // its principal's max_in_flight meanwhile, past the revocation. The
-// checker ends the read of one a stream would end (endBody).
-func (s *streamSet) reading(x *exchange, w http.ResponseWriter) {
+// checker ends the read of one a stream would end (endBody). False, x
+// ended and not registered, when the process is stopping.
+func (s *streamSet) reading(x *exchange, w http.ResponseWriter) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopping {
 		x.endedBy.Store(endStopped)
-		return
+		return false
 	}
 	s.bodies[x] = w
 	if !s.running {
 		s.running = true
 		go s.check()
 	}
+	return true
 }
 
 // read ends what reading registered.
