@@ -563,9 +563,10 @@ func newRateLimiter(now func() time.Time, burst int, period time.Duration, c cou
 	return &rateLimiter{now: now, burst: float64(burst), period: period, c: c}
 }
 
-// take spends a token of key's bucket and returns 0, or how long until
-// one is available; a refusal writes nothing. A memory full of live
-// buckets refuses rather than forget one.
+// take spends a token of key's bucket (and of its /48's, for a limiter
+// wideByPrefix made) and returns 0, or how long until one is available.
+// A refusal of key's bucket writes nothing; one of the /48's leaves
+// key's token spent.
 func (l *rateLimiter) take(ctx context.Context, key string) (time.Duration, error) {
 	d, err := l.takeOne(ctx, key)
 	if err != nil || d > 0 || l.wide == nil {
@@ -577,6 +578,8 @@ func (l *rateLimiter) take(ctx context.Context, key string) (time.Duration, erro
 	return 0, nil
 }
 
+// takeOne is take for key's bucket alone; a refusal writes nothing. A
+// memory full of live buckets refuses rather than forget one.
 func (l *rateLimiter) takeOne(ctx context.Context, key string) (time.Duration, error) {
 	now := l.now()
 	perNanosecond := l.burst / float64(l.period)
@@ -619,11 +622,6 @@ func contextAddr(ctx context.Context) string {
 	return a
 }
 
-// rateLimited answers a request over a rate limit: 429 with Retry-After
-// d. base is slow_down at the back-channel endpoints (as RFC 8628 uses it
-// at the token endpoint; RFC 9126 section 2.3 names 429 for PAR), and
-// temporarily_unavailable at the authorization endpoint, the code RFC 6749
-// section 4.1.2.1 has for it.
 // spend takes one from key's budget, or returns the error to answer: the
 // store's, or temporarily_unavailable with desc, 429 and the wait.
 func (l *rateLimiter) spend(ctx context.Context, key, desc string) error {
@@ -636,6 +634,11 @@ func (l *rateLimiter) spend(ctx context.Context, key, desc string) error {
 	return nil
 }
 
+// rateLimited answers a request over a rate limit: 429 with Retry-After
+// d. base is slow_down at the back-channel endpoints (as RFC 8628 uses it
+// at the token endpoint; RFC 9126 section 2.3 names 429 for PAR), and
+// temporarily_unavailable at the authorization endpoint, the code RFC 6749
+// section 4.1.2.1 has for it.
 func rateLimited(base *Error, d time.Duration, desc string) *Error {
 	e := base.WithDescription(desc)
 	e.Status = http.StatusTooManyRequests
