@@ -102,10 +102,8 @@ func (i *Issuer) idpStart(p *idpClient) http.HandlerFunc {
 		// identity_provider). The page's meta refresh is a navigation of
 		// its own, which form-action does not govern.
 		authURL := disc.oauth.AuthCodeURL(state, opts...)
-		i.pages.renderPage(w, http.StatusOK, "message", page{Title: "Continue with " + p.cfg.DisplayName, Refresh: authURL, Data: messageView{
-			Heading: "Continue with " + p.cfg.DisplayName, Message: "Taking you to " + p.cfg.DisplayName + " to sign in.",
-			Link: authURL, LinkText: "Continue to " + p.cfg.DisplayName,
-		}})
+		i.pages.sendOn(w, "Continue with "+p.cfg.DisplayName, "Taking you to "+p.cfg.DisplayName+" to sign in.",
+			authURL, "Continue to "+p.cfg.DisplayName)
 	}
 }
 

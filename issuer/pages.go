@@ -271,14 +271,21 @@ func (p *pages) redirectTo(w http.ResponseWriter, r *http.Request, redirectURI s
 		p.errorPage(w, http.StatusBadRequest, "Invalid redirect URI", "The redirect URI cannot be used.")
 		return
 	}
-	u, _ := url.Parse(loc)
-	if r.Header.Get("Sec-Fetch-Dest") != "document" || (u.Scheme != "https" && u.Scheme != "http") {
+	u, err := url.Parse(loc)
+	if err != nil || r.Header.Get("Sec-Fetch-Dest") != "document" || (u.Scheme != "https" && u.Scheme != "http") {
 		p.seeOther(w, r, loc)
 		return
 	}
-	p.renderPage(w, http.StatusOK, "message", page{Title: "Returning to the application", Refresh: loc, Data: messageView{
-		Heading: "Returning to the application", Message: "Taking you back to " + u.Host + ".",
-		Link: loc, LinkText: "Continue",
+	p.sendOn(w, "Returning to the application", "Taking you back to "+u.Host+".", loc, "Continue")
+}
+
+// sendOn answers a page titled title that sends the browser on to loc at
+// once (a meta refresh, and a link reading linkText): a navigation of its
+// own, which the CSP form-action of the page whose form was posted does
+// not govern, as it governs every redirect after that POST in Chromium.
+func (p *pages) sendOn(w http.ResponseWriter, title, message, loc, linkText string) {
+	p.renderPage(w, http.StatusOK, "message", page{Title: title, Refresh: loc, Data: messageView{
+		Heading: title, Message: message, Link: loc, LinkText: linkText,
 	}})
 }
 
