@@ -75,6 +75,29 @@ func newCallback(t *testing.T) *callback {
 
 func (c *callback) uri() string { return c.srv.URL + "/callback" }
 
+// settledAt waits until the browser has loaded a page at a URL that
+// begins with prefix: the issuer sends a browser on with a page of its own
+// (a meta refresh), and a navigation started while that navigation is
+// still loading is aborted (net::ERR_ABORTED), though the callback has
+// already seen the request.
+func settledAt(t *testing.T, ctx context.Context, prefix string) {
+	t.Helper()
+	js := fmt.Sprintf(`location.href.startsWith(%q) && document.readyState === "complete"`, prefix)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		// An evaluation during the navigation fails (its context is
+		// gone): ask again.
+		at, err := chromedp.Run(ctx, chromedp.Evaluate[bool](js))
+		if err == nil && at {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the browser never settled at %s: %v", prefix, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // signedOutURI is the client's post_logout_redirect_uri.
 func (c *callback) signedOutURI() string { return c.srv.URL + "/signed-out" }
 

@@ -78,6 +78,7 @@ func TestRPInitiatedLogout(t *testing.T) {
 		t.Fatalf("the browser never reached the post_logout_redirect_uri; page: %s", bodyText(t, ctx))
 	}
 
+	settledAt(t, ctx, e.callback.signedOutURI())
 	again := harness.NewAuthRequest(e.cfg, e.resource)
 	do(t, ctx, "authorize again",
 		chromedp.Navigate(again.URL),
