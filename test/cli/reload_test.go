@@ -182,6 +182,9 @@ func TestReloadsReleaseAndKeep(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
+	// The last reload's old listener may still be open: a fresh connection
+	// queued there would be closed unanswered, as above.
+	harness.WaitListenersReplaced(t, r.port)
 	for _, f := range failures {
 		t.Error(f)
 	}

@@ -8,9 +8,12 @@ package harness
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -63,11 +66,98 @@ func Load(t testing.TB, caddyfile string) error {
 	if err := caddy.Load(cfg, true); err != nil {
 		return fmt.Errorf("load config: %w", err)
 	}
+	WaitListenersReplaced(t, listenPorts(cfg)...)
 	// The replaced configuration's server closes its keep-alive
 	// connections as they fall idle, possibly after a test has taken one
 	// from the pool for a POST, which is not retried: start afresh.
 	http.DefaultClient.CloseIdleConnections()
 	return nil
+}
+
+// listenPorts returns the TCP ports the http app of cfg listens on.
+func listenPorts(cfg []byte) []int {
+	var c struct {
+		Apps struct {
+			HTTP struct {
+				Servers map[string]struct {
+					Listen []string `json:"listen"`
+				} `json:"servers"`
+			} `json:"http"`
+		} `json:"apps"`
+	}
+	if json.Unmarshal(cfg, &c) != nil {
+		return nil
+	}
+	var ports []int
+	for _, srv := range c.Apps.HTTP.Servers {
+		for _, l := range srv.Listen {
+			na, err := caddy.ParseNetworkAddress(l)
+			if err != nil || !strings.HasPrefix(na.Network, "tcp") {
+				continue
+			}
+			for p := na.StartPort; p <= na.EndPort; p++ {
+				ports = append(ports, int(p))
+			}
+		}
+	}
+	return ports
+}
+
+// WaitListenersReplaced waits until no address has two listening sockets
+// on any of ports. Caddy binds a reloaded configuration's listeners with
+// SO_REUSEPORT beside the old ones and returns from a load before the old
+// ones are closed; the kernel spreads new connections over both, and one
+// queued on an old socket when it closes is reset or ended unanswered.
+// A test that connects after a reload must not land there. Without
+// /proc/net (not Linux) it returns at once.
+func WaitListenersReplaced(t testing.TB, ports ...int) {
+	t.Helper()
+	if len(ports) == 0 {
+		return
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		doubled, err := doubledListeners(ports)
+		if err != nil || doubled == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the replaced configuration still listens on %s after 10s", doubled)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// doubledListeners returns an address among ports with more than one
+// socket in the LISTEN state, or "" when there is none.
+func doubledListeners(ports []int) (string, error) {
+	want := map[int]bool{}
+	for _, p := range ports {
+		want[p] = true
+	}
+	seen := map[string]int{}
+	for _, file := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", err
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			// sl local_address rem_address st ...; st 0A is LISTEN.
+			f := strings.Fields(line)
+			if len(f) < 4 || f[3] != "0A" {
+				continue
+			}
+			_, portHex, ok := strings.Cut(f[1], ":")
+			port, err := strconv.ParseUint(portHex, 16, 16)
+			if !ok || err != nil || !want[int(port)] {
+				continue
+			}
+			if seen[f[1]]++; seen[f[1]] > 1 {
+				return f[1], nil
+			}
+		}
+	}
+	return "", nil
 }
 
 // Start runs caddyfile in this process and stops Caddy when the test ends.
