@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -472,6 +473,47 @@ func TestExchangeSubjectAboutToExpire(t *testing.T) {
 				t.Errorf("exchange = %d, error %q, expires_in %v; want error %q, expires_in %v", a.status, a.str("error"), a.body["expires_in"], tt.wantCode, tt.wantIn)
 			}
 		})
+	}
+}
+
+// TestExchangeExpiresInNeverZero: the check that the subject token has a
+// second left and the minter's expires_in read the clock apart, so a
+// subject with just a second left at the check could still be answered
+// expires_in 0 ("no expiry given"). With each read of the issuer's clock
+// a millisecond later than the last, no subject token's remaining time
+// gives an exchange answered with expires_in below 1.
+func TestExchangeExpiresInNeverZero(t *testing.T) {
+	var stepping atomic.Bool
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	e := newTokEnvStore(t, memory.New(memory.Options{Now: clock.Now}), clock, func(c *Config) {
+		c.Now = func() time.Time {
+			if stepping.Load() {
+				clock.Advance(time.Millisecond)
+			}
+			return clock.Now()
+		}
+	})
+	agent1 := tAgent1 + ":" + tAgentSecret
+	issued := 0
+	for extra := range 30 {
+		user := e.userToken(t, tPublic, "read").AccessToken
+		a1 := e.agentToken(t, tAgent1, tAgentSecret)
+		_, c := claimsOf(t, user)
+		exp := time.Unix(int64(c["exp"].(float64)), 0)
+		e.clock.Advance(exp.Sub(e.clock.Now()) - time.Second - time.Duration(extra)*time.Millisecond)
+		stepping.Store(true)
+		a := e.tokenExchange(t, agent1, exchangeForm(user, a1))
+		stepping.Store(false)
+		if a.status != http.StatusOK {
+			continue
+		}
+		issued++
+		if in, _ := a.body["expires_in"].(float64); in < 1 {
+			t.Errorf("subject with 1s+%dms left: exchange answered expires_in %v, want at least 1", extra, a.body["expires_in"])
+		}
+	}
+	if issued == 0 {
+		t.Fatal("no exchange issued a token: the test checked nothing")
 	}
 }
 

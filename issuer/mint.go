@@ -53,6 +53,15 @@ func (i *Issuer) expiry(s tokenSubject) time.Time {
 	return exp
 }
 
+// expiresIn is a token's expires_in: whole seconds left, and never 0,
+// which clients read as "no expiry given" (golang.org/x/oauth2 then takes
+// the token as valid forever). A grant that let a token be issued with
+// under a second left (its check read the clock a moment before) is
+// answered 1.
+func expiresIn(exp, now time.Time) int64 {
+	return max(1, int64(exp.Sub(now)/time.Second))
+}
+
 // issuance is what a grant decided to issue: the minter signs it and
 // records it.
 type issuance struct {
@@ -214,7 +223,7 @@ func (m minter) issue(ctx context.Context, is *issuance) (*tokenResponse, error)
 	resp := &tokenResponse{
 		AccessToken: at,
 		TokenType:   tokenTypeOf(s),
-		ExpiresIn:   int64(exp.Sub(i.now()) / time.Second),
+		ExpiresIn:   expiresIn(exp, i.now()),
 		Scope:       strings.Join(s.scopes, " "),
 	}
 	if is.grantType == grantJWTBearer {
