@@ -167,7 +167,7 @@ func (e *agentEnv) callTool(ctx context.Context, t *testing.T, token, tool strin
 func TestAgentConsentAndRevoke(t *testing.T) {
 	e := setupAgent(t)
 	ctx := newBrowser(t)
-	tctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	tctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	own := e.agentToken(tctx, t)
 
