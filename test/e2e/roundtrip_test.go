@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -159,3 +160,105 @@ func startModern(t *testing.T, h http.Handler) (*env, context.Context, *oauth2.T
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestServerRequestsThroughGateway: in a 2025 session, a Go SDK server's
+// tool asks the client for input while it runs (elicitation, sampling,
+// roots), and the Go SDK client's answers go back through Caddy as
+// POSTed JSON-RPC responses in the caller's session: on the call's event
+// stream, or with JSON answers on the session's GET stream. The call
+// completes with what the client answered, with tool pinning (the
+// default) and the tool's argument rule in force; a call the rule
+// refuses never runs, so the server asks nothing.
+func TestServerRequestsThroughGateway(t *testing.T) {
+	for _, tc := range []struct {
+		version string
+		json    bool
+	}{
+		{"2025-06-18", false},
+		{"2025-06-18", true},
+		{"2025-11-25", false},
+		{"2025-11-25", true},
+	} {
+		name := tc.version + "/events"
+		if tc.json {
+			name = tc.version + "/json"
+		}
+		t.Run(name, func(t *testing.T) { testServerRequests(t, tc.version, tc.json) })
+	}
+}
+
+func testServerRequests(t *testing.T, version string, jsonAnswers bool) {
+	var ran executed
+	srv := mcp.NewServer(&mcp.Implementation{Name: "asks", Version: "v1"}, nil)
+	mcp.AddTool(srv, &mcp.Tool{Name: "get_record", Description: "Reads a user's record, once the user confirms."},
+		func(ctx context.Context, req *mcp.CallToolRequest, in RecordIn) (*mcp.CallToolResult, any, error) {
+			// An answer that never arrives fails the call, not the test's
+			// time limit.
+			ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			er, err := req.Session.Elicit(ctx, &mcp.ElicitParams{Message: "Read the record of " + in.Owner + "?",
+				RequestedSchema: &jsonschema.Schema{Type: "object", Properties: map[string]*jsonschema.Schema{"ok": {Type: "boolean"}}}})
+			if err != nil {
+				return nil, nil, err
+			}
+			sr, err := req.Session.CreateMessage(ctx, &mcp.CreateMessageParams{MaxTokens: 10,
+				Messages: []*mcp.SamplingMessage{{Role: "user", Content: &mcp.TextContent{Text: "Summarize " + in.Owner}}}})
+			if err != nil {
+				return nil, nil, err
+			}
+			rr, err := req.Session.ListRoots(ctx, nil)
+			if err != nil || len(rr.Roots) != 1 {
+				return nil, nil, fmt.Errorf("roots %v: %v", rr, err)
+			}
+			ran.add(fmt.Sprintf("get_record of %s: %s %v, %s %q, root %s", in.Owner, er.Action, er.Content["ok"], sr.Model, sr.Content.(*mcp.TextContent).Text, rr.Roots[0].URI))
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "record of " + in.Owner}}}, nil, nil
+		})
+	up := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv },
+		&mcp.StreamableHTTPOptions{JSONResponse: jsonAnswers}))
+	t.Cleanup(up.Close)
+	e := startArgs(t, up.Listener.Addr().String(), up.Listener.Addr().String())
+	ctx := ctxTimeout(t, 60*time.Second)
+	tok, err := e.authorize(ctx, harness.NewRobot("alice", password, redirectURI), e.oauthConfig("records"), e.legacy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var asked atomic.Int32
+	c := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1.0.0"}, &mcp.ClientOptions{
+		ElicitationHandler: func(context.Context, *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+			asked.Add(1)
+			return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"ok": true}}, nil
+		},
+		CreateMessageHandler: func(context.Context, *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
+			asked.Add(1)
+			return &mcp.CreateMessageResult{Model: "model-1", Role: "assistant", Content: &mcp.TextContent{Text: "a summary"}}, nil
+		},
+	})
+	c.AddRoots(&mcp.Root{URI: "file:///home/alice"})
+	hc := &http.Client{Transport: &oauth2.Transport{Source: oauth2.StaticTokenSource(tok)}}
+	cs, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: e.legacy, HTTPClient: hc},
+		&mcp.ClientSessionOptions{ProtocolVersion: version})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "get_record", Arguments: map[string]any{"owner": "alice"}})
+	if err != nil || res.IsError || len(res.Content) != 1 || res.Content[0].(*mcp.TextContent).Text != "record of alice" {
+		t.Fatalf("CallTool(get_record) = %+v, %v; want the record once the client answered", res, err)
+	}
+	want := `get_record of alice: accept true, model-1 "a summary", root file:///home/alice`
+	if got := ran.list(); len(got) != 1 || got[0] != want {
+		t.Errorf("the server ran %q, want once with the client's answers: %s", got, want)
+	}
+	if n := asked.Load(); n != 2 {
+		t.Errorf("the client was asked %d times, want 2 (elicitation, sampling)", n)
+	}
+
+	res, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "get_record", Arguments: map[string]any{"owner": "bob"}})
+	if err == nil && !res.IsError {
+		t.Error("CallTool(get_record of bob) succeeded, want the argument rule's refusal")
+	}
+	if got := ran.list(); len(got) != 1 || asked.Load() != 2 {
+		t.Errorf("after the refused call the server ran %q and the client was asked %d times; want nothing more", got, asked.Load())
+	}
+}
