@@ -459,3 +459,25 @@ func TestDPoPHolderAcrossIssuers(t *testing.T) {
 			resp.StatusCode, b, resp.Header.Values("WWW-Authenticate"))
 	}
 }
+
+// A thief holding a bound token but not its key must not spend the
+// token's principal's share of the replay memory with proofs of another
+// key: they are refused before anything is remembered.
+func TestDPoPWrongKeyProofsSpendNothing(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.DPoPReplay = dpop.NewReplay(16, time.Time{}) // a share of 2
+	h := newHarness(t, cfg, nil)
+	alice, mallory := newDPoPKey(t), newDPoPKey(t)
+	token := boundToken(t, alice.jkt)
+	for i := range 3 {
+		resp := h.do(t, dpopCall(token, mallory.proof(t, http.MethodPost, testResource, token, nil)))
+		if b := readBody(t, resp); resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("the thief's request %d with the stolen token and her own key's proof: %d %s", i, resp.StatusCode, b)
+		}
+	}
+	resp := h.do(t, dpopCall(token, alice.proof(t, http.MethodPost, testResource, token, nil)))
+	if b := readBody(t, resp); resp.StatusCode != http.StatusOK {
+		t.Errorf("alice's proof after a thief's proofs of another key with her token: %d %s %q",
+			resp.StatusCode, b, resp.Header.Values("WWW-Authenticate"))
+	}
+}

@@ -321,15 +321,17 @@ func (v *Verifier) Bound(ctx context.Context, values []string, req Request, jkt 
 	case jkt == "":
 		return &Error{Code: CodeInvalidToken, Description: "the access token is not DPoP-bound; send it with the Bearer scheme"}
 	}
-	// ProofChecked(jkt, dpopScheme) holds here.
-	got, err := v.Verify(ctx, values, req)
+	// ProofChecked(jkt, dpopScheme) holds here. Another key's proof is
+	// refused before it is spent: it is charged to the token's holder,
+	// whose share a thief with the token but not the key must not fill.
+	p, err := v.Check(values, req)
 	switch {
 	case err != nil:
 		return err
-	case got != jkt:
+	case p.JKT != jkt:
 		return invalid("the DPoP proof is not signed by the key the access token is bound to")
 	}
-	return nil
+	return p.Use(ctx)
 }
 
 // headerKey reads the jwk header: string members only, and no private
