@@ -18,6 +18,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
@@ -128,6 +129,8 @@ type clientRequest struct {
 	// jkt is the thumbprint of the request's DPoP proof key, "" when it
 	// carries no proof.
 	jkt string
+	// proof is the request's DPoP proof, not yet spent; nil for none.
+	proof *dpop.Proof
 	// assertion is the client assertion the client authenticated with,
 	// not yet spent; nil for other methods.
 	assertion *clientAssertion

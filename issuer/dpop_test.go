@@ -491,3 +491,40 @@ func TestDPoPShareAtTheTokenEndpoint(t *testing.T) {
 		}
 	}
 }
+
+// TestDPoPReplayedRequestRevokesNothing: a public client's token request
+// captured with its proof (code and verifier, or refresh token) and sent
+// again once the client used it is a replayed proof: refused, and it
+// does not end the grant as the client's own reuse would (RFC 9449
+// section 11.1). Nor does a bound code used again without its key.
+func TestDPoPReplayedRequestRevokesNothing(t *testing.T) {
+	e := newTokEnv(t)
+	alice, mallory := newDPoPKey(t), newDPoPKey(t)
+	tokenURL := e.iss.endpoint(pathToken)
+
+	code, verifier := e.issueCode(t, codeSpec{dpopJKT: alice.jkt, scopes: []string{"read", "offline_access"}})
+	f := url.Values{"grant_type": {grantAuthorizationCode}, "code": {code}, "code_verifier": {verifier}, "redirect_uri": {tRedirect}, "client_id": {tPublic}}
+	p := alice.proof(t, e, tokenURL, nil)
+	a := e.postDPoP(t, pathToken, f, "", p)
+	wantBound(t, "code exchange with the named key", a, alice)
+	wantRefused(t, "the code exchange again without a proof", e.postDPoP(t, pathToken, f, "", ""), "invalid_dpop_proof")
+	wantRefused(t, "the code exchange again with another key", e.postDPoP(t, pathToken, f, "", mallory.proof(t, e, tokenURL, nil)), "invalid_dpop_proof")
+	wantRefused(t, "the code exchange replayed with its proof", e.postDPoP(t, pathToken, f, "", p), "invalid_dpop_proof")
+	if e.revokedToken(t, a.str("access_token")) {
+		t.Error("the code's grant was revoked by its exchange sent again without a fresh proof of its key")
+	}
+
+	rf := url.Values{"grant_type": {grantRefreshToken}, "refresh_token": {a.str("refresh_token")}, "client_id": {tPublic}}
+	p = alice.proof(t, e, tokenURL, nil)
+	r := e.postDPoP(t, pathToken, rf, "", p)
+	wantBound(t, "refresh with the key", r, alice)
+	wantRefused(t, "the refresh replayed with its proof", e.postDPoP(t, pathToken, rf, "", p), "invalid_dpop_proof")
+	next := url.Values{"grant_type": {grantRefreshToken}, "refresh_token": {r.str("refresh_token")}, "client_id": {tPublic}}
+	wantBound(t, "the client's next refresh after the replay", e.postDPoP(t, pathToken, next, "", alice.proof(t, e, tokenURL, nil)), alice)
+
+	// The client's own reuse, with a fresh proof, still ends the grant.
+	wantRefused(t, "the code exchange again with a fresh proof of its key", e.postDPoP(t, pathToken, f, "", alice.proof(t, e, tokenURL, nil)), "invalid_grant")
+	if !e.revokedToken(t, a.str("access_token")) {
+		t.Error("the code's reuse by its key's holder left its grant live")
+	}
+}

@@ -56,6 +56,15 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 		if ac.ClientID != c.ID || checkPKCE(ac.CodeChallenge, ac.CodeChallengeMethod, f.Get("code_verifier")) != nil {
 			return nil, ErrInvalidGrant.WithDescription("invalid, expired or used authorization code")
 		}
+		// A code bound to a key (dpop_jkt), as a bound refresh token:
+		// only that key's holder, with a proof not used before, revokes
+		// (the client's request, captured and sent again, is no reuse).
+		if ac.DPoPJKT != "" && req.jkt != ac.DPoPJKT {
+			return nil, codeKeyNeeded()
+		}
+		if err := spendProof(ctx, req.proof); err != nil {
+			return nil, err
+		}
 		return nil, g.replayed(ctx, code, ac)
 	}
 	now := i.now()
@@ -78,7 +87,7 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 		return nil, ErrInvalidGrant.WithDescription("the code was sent to a redirect URI the client no longer registers")
 	}
 	if ac.DPoPJKT != "" && req.jkt != ac.DPoPJKT {
-		return nil, ErrInvalidDPoPProof.WithDescription("the authorization request named a DPoP key (dpop_jkt): the request needs a DPoP proof signed by it")
+		return nil, codeKeyNeeded()
 	}
 	if err := checkPKCE(ac.CodeChallenge, ac.CodeChallengeMethod, f.Get("code_verifier")); err != nil {
 		return nil, err
@@ -190,6 +199,12 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 // and revoke what the first use issued.
 // The event names the client, user and grant, so the operator knows
 // whose grant ended and which client's code leaked.
+// codeKeyNeeded refuses a code bound to a DPoP key (dpop_jkt) without a
+// proof of that key.
+func codeKeyNeeded() error {
+	return ErrInvalidDPoPProof.WithDescription("the authorization request named a DPoP key (dpop_jkt): the request needs a DPoP proof signed by it")
+}
+
 func (g authorizationCode) replayed(ctx context.Context, code string, ac *authCode) error {
 	i := g.iss
 	err := i.store.Update(ctx, func(tx store.Tx) error { return codesIn(tx).replayed(code, i.revokeUntil()) })

@@ -96,7 +96,7 @@ func (i *Issuer) handleToken(w http.ResponseWriter, r *http.Request) {
 		i.writeErr(w, err)
 		return
 	}
-	req.jkt = jktOf(proof)
+	req.jkt, req.proof = jktOf(proof), proof
 	c, gt := req.client, req.form.Get("grant_type")
 	if gt == "" {
 		i.writeErr(w, ErrInvalidRequest.WithDescription("grant_type is required"))
