@@ -20,10 +20,10 @@ import (
 )
 
 // CIMD caching (draft-ietf-oauth-client-id-metadata-document, "Metadata
-// Caching"): the document's Cache-Control max-age is honoured up to
-// cimdMaxCache; without one it is kept for cimdDefaultCache; no-store,
-// no-cache and max-age=0 mean it is fetched on every use. Errors are never
-// cached.
+// Caching"): the document's freshness (Cache-Control max-age, else
+// Expires, less its Age) is honoured up to cimdMaxCache; without either
+// it is kept for cimdDefaultCache; no-store, no-cache and max-age=0 mean
+// it is fetched on every use. Errors are never cached.
 const (
 	cimdDefaultCache = time.Hour
 	cimdMaxCache     = 24 * time.Hour
@@ -350,7 +350,7 @@ func (f *cimdFetcher) download(ctx context.Context, clientID string) (*Client, t
 	if err != nil {
 		return nil, 0, err
 	}
-	return c, cacheLifetime(resp.Header), nil
+	return c, cacheLifetime(resp.Header, f.now()), nil
 }
 
 // validateCIMD checks a document's contents against its URL; idAlgs are
@@ -430,15 +430,14 @@ func validateCIMD(clientID string, m *clientMetadata, idAlgs []string) (*Client,
 	return c, nil
 }
 
-// cacheLifetime reads Cache-Control (RFC 9111) for how long a document may
-// be reused.
-func cacheLifetime(h http.Header) time.Duration {
-	cc := h.Values("Cache-Control")
-	if len(cc) == 0 {
-		return cimdDefaultCache
-	}
-	ttl := cimdDefaultCache
-	for _, v := range cc {
+// cacheLifetime is how long a document may be reused (RFC 9111): its
+// freshness lifetime, Cache-Control max-age or else Expires less Date
+// (an invalid Expires, "0" above all, is in the past: section 5.3), less
+// the Age a cache on the way has held it (section 4.2.3), at most
+// cimdMaxCache; cimdDefaultCache when the answer says neither.
+func cacheLifetime(h http.Header, now time.Time) time.Duration {
+	ttl, known := time.Duration(0), false
+	for _, v := range h.Values("Cache-Control") {
 		for _, d := range strings.Split(v, ",") {
 			name, arg, _ := strings.Cut(strings.TrimSpace(d), "=")
 			switch strings.ToLower(name) {
@@ -449,12 +448,28 @@ func cacheLifetime(h http.Header) time.Duration {
 				if err != nil || n <= 0 {
 					return 0
 				}
-				ttl = cimdMaxCache
+				ttl, known = cimdMaxCache, true
 				if n < int64(cimdMaxCache/time.Second) {
 					ttl = time.Duration(n) * time.Second
 				}
 			}
 		}
 	}
-	return ttl
+	if exp := h.Values("Expires"); !known && len(exp) > 0 {
+		t, err := http.ParseTime(exp[0])
+		if err != nil {
+			return 0
+		}
+		if date, err := http.ParseTime(h.Get("Date")); err == nil {
+			now = date
+		}
+		ttl, known = min(t.Sub(now), cimdMaxCache), true
+	}
+	if !known {
+		ttl = cimdDefaultCache
+	}
+	if age, err := strconv.ParseInt(h.Get("Age"), 10, 64); err == nil && age > 0 {
+		ttl -= time.Duration(min(age, int64(cimdMaxCache/time.Second))) * time.Second
+	}
+	return max(ttl, 0)
 }

@@ -407,14 +407,58 @@ func TestCIMDCaching(t *testing.T) {
 			t.Fatalf("fetches = %d, want 2", n)
 		}
 	})
+	// A copy from a CDN has been in its cache for Age seconds of its
+	// max-age (RFC 9111 section 4.2.3): a redirect URI or key its client
+	// withdrew is dropped when the client asked, not max-age later.
+	t.Run("age counted", func(t *testing.T) {
+		id := host.serve("/aged.json", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Cache-Control", "public, max-age=600")
+			w.Header().Set("Age", "590")
+			_, _ = w.Write([]byte(validDoc(host.srv.URL + "/aged.json")))
+		})
+		fetch(id)
+		e.clock.Advance(11 * time.Second)
+		fetch(id)
+		if n := host.count("/aged.json"); n != 2 {
+			t.Fatalf("fetches 11 s after a copy of age 590 s of max-age 600 = %d, want 2", n)
+		}
+	})
+	// Without max-age, Expires is the lifetime (RFC 9111 section 4.2.1),
+	// and an invalid one, "0" above all, is in the past (section 5.3).
+	t.Run("expires", func(t *testing.T) {
+		date := time.Now().UTC()
+		serve := func(path, expires string) string {
+			return host.serve(path, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				w.Header().Set("Date", date.Format(http.TimeFormat))
+				w.Header().Set("Expires", expires)
+				_, _ = w.Write([]byte(validDoc(host.srv.URL + path)))
+			})
+		}
+		later := serve("/expires.json", date.Add(30*time.Second).Format(http.TimeFormat))
+		fetch(later)
+		fetch(later)
+		e.clock.Advance(31 * time.Second)
+		fetch(later)
+		if n := host.count("/expires.json"); n != 2 {
+			t.Fatalf("fetches of a document expiring in 30 s, twice then 31 s later = %d, want 2", n)
+		}
+		now := serve("/expired.json", "0")
+		fetch(now)
+		fetch(now)
+		if n := host.count("/expired.json"); n != 2 {
+			t.Fatalf("fetches of a document with Expires: 0 = %d, want 2", n)
+		}
+	})
 	t.Run("default and cap", func(t *testing.T) {
-		if got := cacheLifetime(http.Header{}); got != time.Hour {
+		if got := cacheLifetime(http.Header{}, time.Now()); got != time.Hour {
 			t.Errorf("cacheLifetime(none) = %v, want 1h", got)
 		}
-		if got := cacheLifetime(http.Header{"Cache-Control": {"max-age=99999999999"}}); got != 24*time.Hour {
+		if got := cacheLifetime(http.Header{"Cache-Control": {"max-age=99999999999"}}, time.Now()); got != 24*time.Hour {
 			t.Errorf("cacheLifetime(huge) = %v, want 24h", got)
 		}
-		if got := cacheLifetime(http.Header{"Cache-Control": {"max-age=0"}}); got != 0 {
+		if got := cacheLifetime(http.Header{"Cache-Control": {"max-age=0"}}, time.Now()); got != 0 {
 			t.Errorf("cacheLifetime(max-age=0) = %v, want 0", got)
 		}
 	})
