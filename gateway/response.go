@@ -1050,6 +1050,12 @@ func (rw *responseWriter) upstreamHeaders() {
 	for _, k := range upstreamDropped {
 		delete(h, k)
 	}
+	if rw.x.origin != nil {
+		// An upstream answering CORS itself (Access-Control-Allow-Origin:
+		// *) has its value added to the gateway's, and a browser reads
+		// no answer with two: the gateway decides who may read.
+		h[hAllowOrigin] = rw.x.origin
+	}
 	rw.keepPrior(h)
 	rw.keepOwnNonce(h)
 	rw.rewriteSession(h)

@@ -569,6 +569,41 @@ func TestUpstreamHostFieldsDropped(t *testing.T) {
 	}
 }
 
+// TestUpstreamAllowOriginReplaced: an MCP server that answers CORS
+// itself (the TypeScript SDK's examples: cors() with origin '*') has
+// its Access-Control-Allow-Origin added by reverse_proxy beside the
+// gateway's, and a browser refuses an answer with two values (Fetch's
+// CORS check reads them as one, "https://app.example.com, *"): browser
+// clients on an allowed origin could read no answer. The gateway decides
+// who may read (allowed_origins), so its value is the only one; without
+// an Origin the upstream's passes, as no browser reads it.
+func TestUpstreamAllowOriginReplaced(t *testing.T) {
+	h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		w.Header().Set("Access-Control-Expose-Headers", "Mcp-Session-Id")
+		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}`)
+	})
+	for _, body := range []string{toolCall("read_a"), `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`} {
+		for _, origin := range []string{"https://app.example.com", "https://APP.example.com", ""} {
+			c := call{body: body, token: mint(t, claims())}
+			want := []string{"*"}
+			if origin != "" {
+				c.headers = map[string]string{"Origin": origin}
+				want = []string{origin}
+			}
+			resp := h.do(t, c)
+			readBody(t, resp)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("answer to %s from %q = %d, want 200", body, origin, resp.StatusCode)
+			}
+			if got := resp.Header.Values("Access-Control-Allow-Origin"); !slices.Equal(got, want) {
+				t.Errorf("Access-Control-Allow-Origin of the answer to %s from %q = %q, want %q", body, origin, got, want)
+			}
+		}
+	}
+}
+
 // TestUpstreamChallengeDropped: an upstream's WWW-Authenticate never
 // reaches the client, in a header or as a trailer (held answer or not),
 // so an upstream cannot point clients at other protected-resource
