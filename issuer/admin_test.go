@@ -656,6 +656,13 @@ func TestAdminErrorMessages(t *testing.T) {
 		// resource's pins).
 		{"GET", "/mcp-auth/tools?resource=https://r.example/mcp;tool=x", "", 400, "the query could not be read: invalid semicolon separator in query"},
 		{"GET", "/mcp-auth/tools?resource=%zz", "", 400, `the query could not be read: invalid URL escape "%zz"`},
+		// Neither the store's key nor its words: the answers of bbolt and
+		// PostgreSQL storage are the same.
+		{"GET", "/mcp-auth/tools?resource=" + adminResource + "&tool=nope", "", 404, `tool "nope" of ` + adminResource + `: no pin or pending definition`},
+		{"POST", "/mcp-auth/tools/approve", `{"resource":"` + adminResource + `","tool":"nope"}`, 404, `tool "nope" of ` + adminResource + `: no pin or pending definition`},
+		{"POST", "/mcp-auth/tools/reject", `{"resource":"` + adminResource + `","tool":"nope"}`, 404, `tool "nope" of ` + adminResource + `: no pin or pending definition`},
+		{"POST", "/mcp-auth/tools/forget", `{"resource":"` + adminResource + `","tool":"nope"}`, 404, `tool "nope" of ` + adminResource + `: no pin or pending definition`},
+		{"POST", "/mcp-auth/keys/rotate", `{"withdraw":"nokid"}`, 404, `signing key "nokid": no key this server publishes`},
 	}
 	check := func(method, path, body string, status int, want string) {
 		t.Helper()
@@ -664,7 +671,7 @@ func TestAdminErrorMessages(t *testing.T) {
 		if err := json.Unmarshal([]byte(got), &e); err != nil || e["error"] != want {
 			t.Errorf("%s %s error = %s, want %q", method, path, got, want)
 		}
-		for _, leak := range []string{"bolt", "store:", "users/", "clients/", "agents/"} {
+		for _, leak := range []string{"bolt", "store:", "users/", "clients/", "agents/", "tool_pins", `\u0000`} {
 			if strings.Contains(got, leak) {
 				t.Errorf("%s %s error = %s, shows the storage (%q)", method, path, got, leak)
 			}

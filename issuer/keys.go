@@ -221,7 +221,7 @@ func (i *Issuer) WithdrawSigningKeys(ctx context.Context, kid string) (KeyWithdr
 			}
 		}
 		if rings == nil {
-			return KeyWithdrawal{}, fmt.Errorf("signing key %q: no key this server publishes: %w", truncate(kid, 80), store.ErrNotFound)
+			return KeyWithdrawal{}, notFound(fmt.Sprintf("signing key %q: no key this server publishes", truncate(kid, 80)))
 		}
 	}
 	next := make([]*signingKey, len(rings))
@@ -245,7 +245,7 @@ func (i *Issuer) WithdrawSigningKeys(ctx context.Context, kid string) (KeyWithdr
 			out.Withdrawn = append(out.Withdrawn, w...)
 		}
 		if kid != "" && len(out.Withdrawn) == 0 {
-			return fmt.Errorf("signing key %q: no key this server publishes: %w", truncate(kid, 80), store.ErrNotFound)
+			return notFound(fmt.Sprintf("signing key %q: no key this server publishes", truncate(kid, 80)))
 		}
 		return nil
 	})

@@ -55,6 +55,14 @@ func (e *entryError) Error() string {
 
 func (e *entryError) Unwrap() error { return e.err }
 
+// notFound is a missing entry in the operator's words alone: not the
+// store's (its key, "store: not found"), which differ between bbolt and
+// PostgreSQL. errors.Is sees store.ErrNotFound.
+type notFound string
+
+func (e notFound) Error() string { return string(e) }
+func (e notFound) Unwrap() error { return store.ErrNotFound }
+
 // PutUser creates a runtime-managed user. PasswordHash must be a bcrypt
 // hash (the output of `caddy hash-password`). A user of that name is
 // store.ErrAlreadyExists, decided in the write's transaction, so that of

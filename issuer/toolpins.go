@@ -81,7 +81,7 @@ func (p *ToolPins) Get(ctx context.Context, resource, tool string) (ToolPin, err
 		return err
 	})
 	if errors.Is(err, store.ErrNotFound) {
-		return ToolPin{}, fmt.Errorf("tool %q of %s: %w", tool, resource, err)
+		return ToolPin{}, errNoPin(resource, tool)
 	}
 	return out, err
 }
@@ -193,6 +193,11 @@ func (p *ToolPins) change(ctx context.Context, resource, tool string, fn func(*T
 
 // update applies fn to the tool's pin, then stores the pin, or removes it
 // when fn says so.
+// errNoPin: the tool has neither a pin nor a definition awaiting review.
+func errNoPin(resource, tool string) error {
+	return notFound(fmt.Sprintf("tool %q of %s: no pin or pending definition", tool, resource))
+}
+
 func (p *ToolPins) update(ctx context.Context, resource, tool string, fn func(*ToolPin) (remove bool, err error)) (ToolPin, error) {
 	var out ToolPin
 	err := p.st.Update(ctx, func(tx store.Tx) error {
@@ -212,7 +217,7 @@ func (p *ToolPins) update(ctx context.Context, resource, tool string, fn func(*T
 		return r.put(cur)
 	})
 	if errors.Is(err, store.ErrNotFound) {
-		return ToolPin{}, fmt.Errorf("tool %q of %s: %w", tool, resource, err)
+		return ToolPin{}, errNoPin(resource, tool)
 	}
 	return out, err
 }
