@@ -122,6 +122,11 @@ func (d *directory) validateConfig() error {
 		if u.Username == "" || seen[u.Username] {
 			return fmt.Errorf("user %q: empty or repeated username", u.Username)
 		}
+		// As the admin API and a provider's sign-in refuse them: a sub
+		// that reads as another's, or holds a store key's separator.
+		if !usableName(u.Username, 200) {
+			return fmt.Errorf("user %q: username must be 1 to 200 characters without spaces or control characters", u.Username)
+		}
 		seen[u.Username] = true
 		if err := CheckPasswordHash(u.PasswordHash); err != nil {
 			return fmt.Errorf("user %q: password hash: %w", u.Username, err)
@@ -140,6 +145,9 @@ func (d *directory) validateConfig() error {
 		c := &clients[n]
 		if c.ID == "" || seen[c.ID] {
 			return fmt.Errorf("client %q: empty or repeated id", c.ID)
+		}
+		if !usableName(c.ID, 500) {
+			return fmt.Errorf("client %q: client id must be 1 to 500 characters without spaces or control characters", c.ID)
 		}
 		if d.configuredUser(c.ID) {
 			return fmt.Errorf("client %q: a user has this name", c.ID)

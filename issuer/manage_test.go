@@ -309,6 +309,17 @@ func TestConfigValidation(t *testing.T) {
 		{"redirect URI file:", func(c *Config) {
 			c.Clients = []Client{{ID: "a", TokenEndpointAuthMethod: "none", RedirectURIs: []string{"file:///etc/passwd"}}}
 		}},
+		// The names the admin API, an identity provider's sign-in and a
+		// configured agent are refused: a token's sub or client_id that
+		// shows as another's, or holds the store's key separator.
+		{"user name with a zero-width space", func(c *Config) { c.Users = []User{{Username: "alice\u200b", PasswordHash: passwordHash()}} }},
+		{"user name with a trailing space", func(c *Config) { c.Users = []User{{Username: "alice ", PasswordHash: passwordHash()}} }},
+		{"user name with a NUL", func(c *Config) { c.Users = []User{{Username: "bob\x00x", PasswordHash: passwordHash()}} }},
+		{"user name with a line break", func(c *Config) { c.Users = []User{{Username: "bob\nx", PasswordHash: passwordHash()}} }},
+		{"user name of dot segments", func(c *Config) { c.Users = []User{{Username: "a/../b", PasswordHash: passwordHash()}} }},
+		{"client id with a zero-width space", func(c *Config) { c.Clients = []Client{{ID: "app\u200b", TokenEndpointAuthMethod: "none"}} }},
+		{"client id with a NUL", func(c *Config) { c.Clients = []Client{{ID: "a\x00b", TokenEndpointAuthMethod: "none"}} }},
+		{"client id with a right-to-left override", func(c *Config) { c.Clients = []Client{{ID: "ppa\u202eevil", TokenEndpointAuthMethod: "none"}} }},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := e.config()
