@@ -260,7 +260,7 @@ func (c *cli) clientAdd() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			nc.ID = args[0]
-			if err := emptyListFlag(cmd.Flags(), "scope"); err != nil {
+			if err := emptyListFlag(cmd.Flags(), "scope", "grant-type"); err != nil {
 				return err
 			}
 			if jwksFile != "" {
@@ -310,13 +310,19 @@ func clientFlags(cmd *cobra.Command, nc *issuer.NewClientRequest, jwksFile *stri
 // (--scope "", which pflag reads as none): the list would be left out of
 // the request, no restriction, so written to allow nothing it would allow
 // every scope, and on client update it would lift the client's
-// restriction; the admin API refuses [] for the same reason. (The
-// repeatable one-value flags read "" as one entry, which allows nothing.)
+// restriction; --grant-type "" would give the default grant types,
+// authorization_code and refresh_token. The admin API refuses [] for the
+// same reason. (The repeatable one-value flags read "" as one entry,
+// which allows nothing.)
 func emptyListFlag(f *pflag.FlagSet, names ...string) error {
 	for _, name := range names {
 		fl := f.Lookup(name)
 		if s, ok := fl.Value.(pflag.SliceValue); ok && fl.Changed && len(s.GetSlice()) == 0 {
-			return fmt.Errorf(`--%s "": give at least one value, or leave --%s out (empty, it would mean no restriction)`, name, name)
+			means := "no restriction"
+			if name == "grant-type" {
+				means = "the default grant types, authorization_code and refresh_token"
+			}
+			return fmt.Errorf(`--%s "": give at least one value, or leave --%s out (empty, it would mean %s)`, name, name, means)
 		}
 	}
 	return nil
@@ -335,7 +341,7 @@ func (c *cli) clientUpdate() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id := args[0]
-			if err := emptyListFlag(cmd.Flags(), "scope"); err != nil {
+			if err := emptyListFlag(cmd.Flags(), "scope", "grant-type"); err != nil {
 				return err
 			}
 			uri := "/mcp-auth/clients/" + url.PathEscape(id)

@@ -422,6 +422,10 @@ func TestCommandEmptyRestrictionRefused(t *testing.T) {
 		{"client add with a scope", []string{"client", "add", "svc", "--grant-type", "client_credentials", "--scope", "read"}, `"scopes": [`, ""},
 		{"client update --scope empty", []string{"client", "update", "svc", "--scope", ""}, "", `--scope ""`},
 		{"client update changed nothing", []string{"client", "show", "svc"}, `"read"`, ""},
+		{"client add --grant-type empty", []string{"client", "add", "web", "--redirect-uri", "http://127.0.0.1/cb", "--public", "--grant-type", ""}, "", `--grant-type ""`},
+		{"client add --grant-type empty added nothing", []string{"client", "show", "web"}, "", "HTTP 404"},
+		{"client update --grant-type empty", []string{"client", "update", "svc", "--grant-type", ""}, "", `--grant-type ""`},
+		{"client update --grant-type empty changed nothing", []string{"client", "show", "svc"}, `"client_credentials"`, ""},
 		{"agent add --scope empty", []string{"agent", "add", "planner", "--scope", ""}, "", `--scope ""`},
 		{"agent add added nothing", []string{"agent", "show", "planner"}, "", "HTTP 404"},
 	}

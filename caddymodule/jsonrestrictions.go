@@ -33,13 +33,15 @@ func (a *Agent) UnmarshalJSON(b []byte) error {
 }
 
 // UnmarshalJSON reads a client strictly, refusing an empty resources or
-// scopes list (see refuseEmptyLists).
+// scopes list (see refuseEmptyLists), and an empty grant_types, which
+// reads as the default grant types.
 func (c *Client) UnmarshalJSON(b []byte) error {
 	type plain Client
 	if err := decodeStrict(b, (*plain)(c)); err != nil {
 		return err
 	}
-	return entryRefused("client", c.ID, refuseEmptyLists(b, emptyMeans{"resources", "every resource"}, emptyMeans{"scopes", "every scope of a resource"}))
+	return entryRefused("client", c.ID, refuseEmptyLists(b, emptyMeans{"resources", "every resource"}, emptyMeans{"scopes", "every scope of a resource"},
+		emptyMeans{"grant_types", "the default grant types, authorization_code and refresh_token"}))
 }
 
 // entryRefused is the first of errs, naming the entry (kind and id or

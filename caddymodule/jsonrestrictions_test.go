@@ -87,6 +87,9 @@ func TestJSONEmptyRestrictionRefused(t *testing.T) {
 		{`{"clients":[{"client_id":"c","public":true,"scope":["x"]}]}`, "unknown field"},
 		{`{"agents":[{"agent_id":"a","scopes":null}]}`, `scopes null`},
 		{`{"clients":[{"client_id":"c","public":true,"resources": null }]}`, `resources null`},
+		{`{"clients":[{"client_id":"c","public":true,"grant_types":[]}]}`, `client "c": grant_types []`},
+		{`{"clients":[{"client_id":"c","public":true,"grant_types":null}]}`, `client "c": grant_types null`},
+		{`{"clients":[{"client_id":"c","public":true,"grant_types":["authorization_code"]}]}`, ""},
 	} {
 		var a App
 		err := caddy.StrictUnmarshalJSON([]byte(tt.json), &a)

@@ -919,9 +919,9 @@ func decodeAdminJSON(b []byte, dst any) error {
 	if l, ok := dst.(restrictionLists); ok {
 		var members map[string]json.RawMessage
 		_ = json.Unmarshal(b, &members) // decoded above: an object
-		for _, name := range l.restrictionLists() {
-			if v := EmptyList(members, name, false); v != "" {
-				return adminErr(http.StatusBadRequest, fmt.Errorf("%s %s: list at least one entry, or leave %s out for no restriction", name, v, name))
+		for _, list := range l.restrictionLists() {
+			if v := EmptyList(members, list.name, false); v != "" {
+				return adminErr(http.StatusBadRequest, fmt.Errorf("%s %s: list at least one entry, or leave %s out for %s", list.name, v, list.name, list.leftOut))
 			}
 		}
 	}
@@ -946,14 +946,25 @@ func EmptyList(members map[string]json.RawMessage, name string, fold bool) strin
 }
 
 // restrictionLists is a request with lists that restrict when they have
-// entries and not at all when left out (or empty): given as [] (or null,
-// what a generator writes for a nil list), such a list, written to allow
-// nothing, would allow everything, so readAdminJSON refuses it (member
-// names are exact here).
-type restrictionLists interface{ restrictionLists() []string }
+// entries and not at all, or to a default, when left out (or empty):
+// given as [] (or null, what a generator writes for a nil list), such a
+// list, written to allow nothing, would allow everything (or the
+// default: a client's grant_types, authorization_code and
+// refresh_token), so readAdminJSON refuses it (member names are exact
+// here).
+type restrictionLists interface{ restrictionLists() []restrictionList }
 
-func (NewClientRequest) restrictionLists() []string { return []string{"resources", "scopes"} }
-func (NewAgentRequest) restrictionLists() []string  { return []string{"allowed_clients", "scopes"} }
+// restrictionList is a list member and what it means left out.
+type restrictionList struct{ name, leftOut string }
+
+func (NewClientRequest) restrictionLists() []restrictionList {
+	return []restrictionList{{"resources", "no restriction"}, {"scopes", "no restriction"},
+		{"grant_types", "the default grant types, authorization_code and refresh_token"}}
+}
+
+func (NewAgentRequest) restrictionLists() []restrictionList {
+	return []restrictionList{{"allowed_clients", "no restriction"}, {"scopes", "no restriction"}}
+}
 
 func writeAdminJSON(w http.ResponseWriter, status int, v any) error {
 	return writeJSON(w, status, "application/json", "no-store", v)

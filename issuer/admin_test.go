@@ -1396,7 +1396,7 @@ func TestAdminClientETagSameRead(t *testing.T) {
 }
 
 // TestAdminEmptyRestrictionRefused: an agent's allowed_clients or
-// scopes, or a client's resources or scopes, given as [] is refused 400
+// scopes, or a client's resources, scopes or grant_types, given as [] is refused 400
 // and changes nothing, as in a JSON configuration
 // (TestJSONEmptyRestrictionRefused): an empty list reads as one left
 // out, no restriction, so written to allow nothing it would allow
@@ -1417,6 +1417,14 @@ func TestAdminEmptyRestrictionRefused(t *testing.T) {
 		{"update scopes []", "PUT", "/mcp-auth/clients/c1", `{` + client + `,"scopes":[]}`, 400, "scopes []"},
 		{"update scopes null", "PUT", "/mcp-auth/clients/c1", `{` + client + `,"scopes":null}`, 400, "scopes null"},
 		{"update changed nothing", "GET", "/mcp-auth/clients/c1", "", 200, `"scopes":["read"]`},
+		// Empty, grant_types reads as left out: authorization_code and
+		// refresh_token, so a client written to use no grant (or none
+		// but authorization_code) would get refresh tokens.
+		{"client grant_types []", "POST", "/mcp-auth/clients", `{"client_id":"c2",` + client + `,"grant_types":[]}`, 400, "grant_types []"},
+		{"client grant_types null", "POST", "/mcp-auth/clients", `{"client_id":"c2",` + client + `,"grant_types":null}`, 400, "grant_types null"},
+		{"client grant_types added nothing", "GET", "/mcp-auth/clients/c2", "", 404, ""},
+		{"update grant_types []", "PUT", "/mcp-auth/clients/c1", `{` + client + `,"scopes":["read"],"grant_types":[]}`, 400, "leave grant_types out for the default grant types, authorization_code and refresh_token"},
+		{"update grant_types [] changed nothing", "GET", "/mcp-auth/clients/c1", "", 200, `"scopes":["read"]`},
 		{"agent with lists", "POST", "/mcp-auth/agents", `{"agent_id":"a1","allowed_clients":["c1"],"scopes":["read"]}`, 201, `"allowed_clients":["c1"]`},
 	}
 	for _, tt := range steps {
