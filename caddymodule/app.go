@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -110,6 +111,11 @@ type App struct {
 	purgeEvery time.Duration
 	stop       context.CancelFunc // ends the purge loop and the revocation watch
 	done       chan struct{}      // closed when both have returned
+	// next is the app of the configuration that replaced this one, set
+	// by Stop: this app's revocation set is no longer kept current, and
+	// its gateways' calls still in flight ask next too (localIssuer).
+	// Made by Provision (a pointer: App is copied by value).
+	next *atomic.Pointer[App]
 }
 
 // User is a local account.
@@ -219,6 +225,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.ctx = ctx
 	a.log = ctx.Logger()
 	a.ready = make(chan struct{})
+	a.next = new(atomic.Pointer[App])
 	if a.purgeEvery == 0 {
 		a.purgeEvery = 5 * time.Minute
 	}
@@ -623,6 +630,7 @@ func (a *App) Stop() error {
 	}
 	if v, err := caddy.ActiveContext().AppIfConfigured("mcp_auth"); err == nil {
 		if running, ok := v.(*App); ok && running != a && running.iss != nil {
+			a.next.Store(running)
 			if err := running.iss.RecordConfig(context.Background()); err != nil {
 				a.log.Error("recording the running configuration again", zap.Error(err))
 			}

@@ -282,8 +282,19 @@ func (l localIssuer) Published(kid string, key any) bool {
 	return l.app.iss.Published(kid, key)
 }
 
+// Revoked asks the app's issuer and, once a reload has replaced the app,
+// the issuers of the apps that replaced it (App.next): a request still
+// in flight on this configuration (a call runs on for up to 30 s) ends
+// when its token is revoked after the reload, which only they see.
 func (l localIssuer) Revoked(ctx context.Context, jti, grantID string) (bool, error) {
-	return l.app.iss.Revoked(ctx, jti, grantID)
+	for a := l.app; ; {
+		revoked, err := a.iss.Revoked(ctx, jti, grantID)
+		next := a.next.Load()
+		if revoked || err != nil || next == nil {
+			return revoked, err
+		}
+		a = next
+	}
 }
 
 // appLedger is the app's record of spent DPoP proofs for a gateway

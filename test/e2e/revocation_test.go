@@ -375,3 +375,38 @@ func TestRevocationEndsPendingCall(t *testing.T) {
 		t.Errorf("audit event %+v, want the allowed call ended with 401 for the revocation", ev)
 	}
 }
+
+// TestRevocationAfterReloadEndsPendingCall: a tools/call still running
+// on the configuration a reload replaced (it runs on for up to 30 s)
+// ends within seconds when its token is revoked after the reload, at the
+// issuer of the configuration now running, as it would without the
+// reload; a revocation must not wait for the old configuration's grace.
+func TestRevocationAfterReloadEndsPendingCall(t *testing.T) {
+	e := setupAgents(t, agentOpts{})
+	ctx := ctxTimeout(t, 60*time.Second)
+	tok := e.ownToken(ctx, t, svcID, svcSecret)
+	e.audit.secret(tok)
+	got := make(chan error, 1)
+	go func() {
+		_, _, err := rawToolCall(ctx, e.client, e.resource, tok, toolWait)
+		got <- err
+	}()
+	select {
+	case <-waiting.started:
+		t.Cleanup(func() { waiting.release <- struct{}{} })
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call of wait did not reach the MCP server")
+	}
+	e.client = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	if err := harness.Load(t, e.caddyfile("")); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	settle(t, e.client, e.issuer+"/.well-known/oauth-authorization-server")
+	e.revoke(ctx, t, svcID, svcSecret, tok)
+	select {
+	case <-waiting.ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request for wait, begun before a reload, is still open upstream 5 s after its token was revoked")
+	}
+	<-got
+}
