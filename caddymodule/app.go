@@ -111,9 +111,10 @@ type App struct {
 	purgeEvery time.Duration
 	stop       context.CancelFunc // ends the purge loop and the revocation watch
 	done       chan struct{}      // closed when both have returned
-	// next is the app of the configuration that replaced this one, set
-	// by Stop: this app's revocation set is no longer kept current, and
-	// its gateways' calls still in flight ask next too (localIssuer).
+	// next is the app of the configuration that replaced this one on
+	// the same store, set by Stop: this app's revocation set and signing
+	// keys are no longer kept current, and its gateways' calls still in
+	// flight ask next too (localIssuer).
 	// Made by Provision (a pointer: App is copied by value).
 	next *atomic.Pointer[App]
 }
@@ -630,7 +631,9 @@ func (a *App) Stop() error {
 	}
 	if v, err := caddy.ActiveContext().AppIfConfigured("mcp_auth"); err == nil {
 		if running, ok := v.(*App); ok && running != a && running.iss != nil {
-			a.next.Store(running)
+			if running.st == a.st {
+				a.next.Store(running)
+			}
 			if err := running.iss.RecordConfig(context.Background()); err != nil {
 				a.log.Error("recording the running configuration again", zap.Error(err))
 			}

@@ -276,16 +276,30 @@ func (l localIssuer) PublicKey(ctx context.Context, kid string) (any, error) {
 // withdraws keys (issuer.Issuer.Withdrawals): a token verified before is
 // refused, and its event streams end, once its key is no longer
 // published, whatever exp it carries.
-func (l localIssuer) Withdrawals() uint64 { return l.app.iss.Withdrawals() }
+// Like Revoked, they ask the issuers of the apps that replaced this one
+// too (App.next), which alone see a key withdrawn after the reload.
+func (l localIssuer) Withdrawals() uint64 {
+	var n uint64
+	for a := l.app; a != nil; a = a.next.Load() {
+		n += a.iss.Withdrawals()
+	}
+	return n
+}
 
 func (l localIssuer) Published(kid string, key any) bool {
-	return l.app.iss.Published(kid, key)
+	for a := l.app; a != nil; a = a.next.Load() {
+		if !a.iss.Published(kid, key) {
+			return false
+		}
+	}
+	return true
 }
 
 // Revoked asks the app's issuer and, once a reload has replaced the app,
-// the issuers of the apps that replaced it (App.next): a request still
-// in flight on this configuration (a call runs on for up to 30 s) ends
-// when its token is revoked after the reload, which only they see.
+// the issuers of the apps that replaced it on the same store (App.next):
+// a request still in flight on this configuration (a call runs on for up
+// to 30 s) ends when its token is revoked after the reload, which only
+// they see.
 func (l localIssuer) Revoked(ctx context.Context, jti, grantID string) (bool, error) {
 	for a := l.app; ; {
 		revoked, err := a.iss.Revoked(ctx, jti, grantID)

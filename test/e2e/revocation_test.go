@@ -8,8 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"golang.org/x/oauth2"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/caddymodule"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/e2e/harness"
 )
 
@@ -382,6 +384,31 @@ func TestRevocationEndsPendingCall(t *testing.T) {
 // issuer of the configuration now running, as it would without the
 // reload; a revocation must not wait for the old configuration's grace.
 func TestRevocationAfterReloadEndsPendingCall(t *testing.T) {
+	endedAfterReload(t, "its token was revoked", func(ctx context.Context, e *agentEnv, tok string) {
+		e.revoke(ctx, t, svcID, svcSecret, tok)
+	})
+}
+
+// TestKeyWithdrawnAfterReloadEndsPendingCall: the same for an emergency
+// withdrawal of the signing key (the admin API's keys/rotate with
+// withdraw) at the configuration now running.
+func TestKeyWithdrawnAfterReloadEndsPendingCall(t *testing.T) {
+	endedAfterReload(t, "its signing key was withdrawn", func(ctx context.Context, e *agentEnv, _ string) {
+		v, err := caddy.ActiveContext().App("mcp_auth")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := v.(*caddymodule.App).Issuer().WithdrawSigningKeys(ctx, ""); err != nil {
+			t.Fatalf("withdraw the signing keys: %v", err)
+		}
+	})
+}
+
+// endedAfterReload begins a call of wait with a token of its own, reloads
+// the same configuration, runs end, and wants the call's request to the
+// MCP server ended within 5 s.
+func endedAfterReload(t *testing.T, what string, end func(ctx context.Context, e *agentEnv, tok string)) {
+	t.Helper()
 	e := setupAgents(t, agentOpts{})
 	ctx := ctxTimeout(t, 60*time.Second)
 	tok := e.ownToken(ctx, t, svcID, svcSecret)
@@ -402,11 +429,11 @@ func TestRevocationAfterReloadEndsPendingCall(t *testing.T) {
 		t.Fatalf("reload: %v", err)
 	}
 	settle(t, e.client, e.issuer+"/.well-known/oauth-authorization-server")
-	e.revoke(ctx, t, svcID, svcSecret, tok)
+	end(ctx, e, tok)
 	select {
 	case <-waiting.ended:
 	case <-time.After(5 * time.Second):
-		t.Fatal("the request for wait, begun before a reload, is still open upstream 5 s after its token was revoked")
+		t.Fatalf("the request for wait, begun before a reload, is still open upstream 5 s after %s", what)
 	}
 	<-got
 }
