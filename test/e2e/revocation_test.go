@@ -12,6 +12,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/caddymodule"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres/pgtest"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/e2e/harness"
 )
 
@@ -406,10 +407,22 @@ func TestKeyWithdrawnAfterReloadEndsPendingCall(t *testing.T) {
 
 // endedAfterReload begins a call of wait with a token of its own, reloads
 // the same configuration, runs end, and wants the call's request to the
-// MCP server ended within 5 s.
+// MCP server ended within 5 s, on bbolt and on PostgreSQL.
 func endedAfterReload(t *testing.T, what string, end func(ctx context.Context, e *agentEnv, tok string)) {
+	for _, storage := range []string{"bolt", "postgres"} {
+		t.Run(storage, func(t *testing.T) {
+			o := agentOpts{}
+			if storage == "postgres" {
+				o.dsn = pgtest.NewDatabase(t)
+			}
+			endedAfterReloadOn(t, o, what, end)
+		})
+	}
+}
+
+func endedAfterReloadOn(t *testing.T, o agentOpts, what string, end func(ctx context.Context, e *agentEnv, tok string)) {
 	t.Helper()
-	e := setupAgents(t, agentOpts{})
+	e := setupAgents(t, o)
 	ctx := ctxTimeout(t, 60*time.Second)
 	tok := e.ownToken(ctx, t, svcID, svcSecret)
 	e.audit.secret(tok)
@@ -420,19 +433,33 @@ func endedAfterReload(t *testing.T, what string, end func(ctx context.Context, e
 	}()
 	select {
 	case <-waiting.started:
-		t.Cleanup(func() { waiting.release <- struct{}{} })
 	case <-time.After(10 * time.Second):
 		t.Fatal("the call of wait did not reach the MCP server")
 	}
+	released := false
+	t.Cleanup(func() {
+		if !released { // the tool runs on after its request ended
+			waiting.release <- struct{}{}
+		}
+	})
 	e.client = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	if err := harness.Load(t, e.caddyfile("")); err != nil {
 		t.Fatalf("reload: %v", err)
 	}
 	settle(t, e.client, e.issuer+"/.well-known/oauth-authorization-server")
+	select {
+	case <-waiting.ended:
+		t.Fatal("the call of wait ended at the reload")
+	default:
+	}
 	end(ctx, e, tok)
 	select {
 	case <-waiting.ended:
 	case <-time.After(5 * time.Second):
+		// Ended here, so that the next test meets none of its signals.
+		waiting.release <- struct{}{}
+		released = true
+		<-waiting.ended
 		t.Fatalf("the request for wait, begun before a reload, is still open upstream 5 s after %s", what)
 	}
 	<-got
