@@ -137,6 +137,13 @@ func (i *Issuer) consentPost(w http.ResponseWriter, r *http.Request) {
 			fail(err)
 			return
 		}
+		if r.PostForm.Get("resource") != resource {
+			// The request means another resource than the page named: a
+			// request without one means the only one configured, which a
+			// reload may have replaced. Ask again, naming it.
+			i.renderConsent(ctx, w, s, c, u, ar, id, resource, scopes)
+			return
+		}
 		// Grant no more than the page showed, even if policy changed since.
 		shown := strings.Fields(r.PostForm.Get("scope"))
 		scopes = slices.DeleteFunc(scopes, func(sc string) bool { return !slices.Contains(shown, sc) })

@@ -540,3 +540,53 @@ func TestIPv6LoopbackFormActionNamesNoOtherHost(t *testing.T) {
 		}
 	}
 }
+
+// TestConsentGrantsTheResourceShown: an Allow grants the resource the
+// consent page named, or nothing. A request without resource means the
+// single configured one, which a reload may replace while the page is
+// open; the same scope names on the new resource must not make the
+// user's Allow a grant to a server the page never named. The page is
+// shown again, naming the resource the request now means.
+func TestConsentGrantsTheResourceShown(t *testing.T) {
+	only := func(res string) func(*Config) {
+		return func(c *Config) { c.Resources = []Resource{{URL: res, Scopes: []string{"files:read"}}} }
+	}
+	e := newBrowserEnv(t, only(bResource))
+	p := authParams(testChallenge)
+	p.Del("resource")
+	c, body := e.consentPage(t, p, bUser)
+	if !strings.Contains(body, bResource) {
+		t.Fatalf("consent page does not name %s: %s", bResource, body)
+	}
+	f := findForm(t, body, "consent")
+
+	cfg := e.iss.cfg
+	only(bOther)(&cfg)
+	e.serve(cfg)
+
+	v := f.hidden
+	v.Set("decision", "approve")
+	resp, body := e.postPage(t, c, f.action, v)
+	if loc := resp.Header.Get("Location"); loc != "" || metaRefresh(t, body) != "" {
+		t.Fatalf("Allow on a page naming %s went on to %q%s", bResource, loc, metaRefresh(t, body))
+	}
+	if n := e.count(bucketCodes); n != 0 {
+		t.Errorf("%d codes issued for a resource the page did not name", n)
+	}
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, bOther) || strings.Contains(body, bResource) {
+		t.Fatalf("answer %d, want the consent page again naming %s: %s", resp.StatusCode, bOther, body)
+	}
+	// The page shown again grants what it names.
+	f = findForm(t, body, "consent")
+	v = f.hidden
+	v.Set("decision", "approve")
+	resp, _ = e.postPage(t, c, f.action, v)
+	loc, _ := url.Parse(resp.Header.Get("Location"))
+	var ac authCode
+	if err := e.get(bucketCodes, tokenKey(loc.Query().Get("code")), &ac); err != nil {
+		t.Fatalf("code: %v (Location %s)", err, loc)
+	}
+	if ac.Resource != bOther {
+		t.Errorf("code resource = %q, want %q", ac.Resource, bOther)
+	}
+}

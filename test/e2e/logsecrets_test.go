@@ -63,7 +63,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	for _, p := range robot.Pages {
 		for _, f := range p.Forms {
 			for k, vs := range f.Hidden {
-				if k != "req" && k != "scope" && k != "decision" {
+				if k != "req" && k != "scope" && k != "resource" && k != "decision" {
 					secret(vs...)
 				}
 			}
