@@ -92,7 +92,8 @@ import (
 //     dropped, as Cookie is on the way up, and Clear-Site-Data, NEL and
 //     Report-To with it (upstreamDropped); the upstream's
 //     Strict-Transport-Security and Alt-Svc go, and the values set in
-//     front of the gateway stay (hostFields).
+//     front of the gateway stay (hostFields). A redirect is refused (502),
+//     whatever the configuration reads: clients follow it with the token.
 //   - tools/list answers are filtered by the same decision as tools/call
 //     (actor rules included) and marked private; one the gateway cannot
 //     read is replaced by 502. A tools/list notification's answer is

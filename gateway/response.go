@@ -545,18 +545,23 @@ func (rw *responseWriter) WriteHeader(code int) {
 	if anyEventStream(cts) {
 		rw.g.streams.stream(rw.x)
 	}
+	if read && code >= 300 && len(h["Location"]) > 0 {
+		// Clients follow a redirect (the Go and Python SDKs a 307 or 308
+		// with the request's body) to an answer the gateway never reads,
+		// and take the token along: Go's http.Client keeps Authorization
+		// for the same host name at any port or scheme, and for its
+		// subdomains, and a client whose transport adds the token adds
+		// it anywhere. The upstream would get the token the gateway
+		// strips, whatever the configuration reads.
+		rw.mode = modeRedirect
+		return
+	}
 	// watch: the answer is read for a tools list (a filter, or pinning);
 	// with task ids to wrap only, an answer that cannot be read passes.
 	watch := rw.filter != nil || rw.x.pinned || rw.resources()
 	if (watch || rw.rewrites()) && read {
 		mt := mediaType(ct)
 		switch {
-		case code >= 300 && len(h["Location"]) > 0 && watch:
-			// Clients follow a redirect (the Go and Python SDKs a 307
-			// or 308 with the request's body): the answer there is one
-			// the gateway never reads.
-			rw.mode = modeRedirect
-			return
 		case encoded(h) && watch:
 			// The gateway asks for answers it can read uncompressed; an
 			// upstream that compresses all the same cannot be read.
