@@ -517,6 +517,7 @@ func (a *App) parseResource(d *caddyfile.Dispenser) error {
 //		resource <url>
 //		issuer local|<issuer-url> [{
 //			accept_typ_jwt
+//			principal_type
 //			audience <aud>
 //			introspection {
 //				endpoint <url>
@@ -655,7 +656,7 @@ func (h *GatewayHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	// What Provision would refuse without the rest of the config is
 	// refused here, where the block's line can be named.
-	if (h.Issuer == "" || h.Issuer == "local") && (h.AcceptTypJWT || h.Audience != "" || h.Introspection != nil) {
+	if (h.Issuer == "" || h.Issuer == "local") && h.remoteOptions() {
 		return errAt(block, "mcp_gateway %s: %v", h.Resource, errLocalRemoteOptions)
 	}
 	if max := cmp.Or(h.MaxInFlight, gateway.DefaultMaxInFlight); h.MaxInFlightPerClient > max {
@@ -679,6 +680,8 @@ func (h *GatewayHandler) parseIssuer(d *caddyfile.Dispenser) error {
 		switch d.Val() {
 		case "accept_typ_jwt":
 			err = flag(d, &h.AcceptTypJWT)
+		case "principal_type":
+			err = flag(d, &h.PrincipalType)
 		case "audience":
 			err = oneArg(d, &h.Audience)
 		case "introspection":

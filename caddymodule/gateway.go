@@ -107,6 +107,13 @@ type GatewayHandler struct {
 	// refused (nonce or at_hash present, or aud naming the token's own
 	// client). Remote issuers only.
 	AcceptTypJWT bool `json:"accept_typ_jwt,omitempty"`
+	// PrincipalType says the remote issuer vouches for this project's
+	// principal_type claim (another caddy-mcp-auth): its tokens' claim
+	// says whether a user, an agent or a client is the principal.
+	// Without it a remote issuer's token carrying principal_type is
+	// refused, since an issuer that lets users add claims would sign a
+	// user's "agent". Remote issuers only.
+	PrincipalType bool `json:"principal_type,omitempty"`
 	// Audience is the aud value tokens must carry instead of Resource,
 	// for authorization servers that name an API there (Auth0 API
 	// identifiers, Entra ID api://...). Remote issuers only.
@@ -379,7 +386,7 @@ func (h *GatewayHandler) Provision(ctx caddy.Context) error {
 	}
 	if local {
 		warnOpenRules(log, h)
-		if h.AcceptTypJWT || h.Audience != "" || h.Introspection != nil {
+		if h.remoteOptions() {
 			return fmt.Errorf("mcp_gateway: %w", errLocalRemoteOptions)
 		}
 		cfg.Issuer = app.url
@@ -421,7 +428,13 @@ func (h *GatewayHandler) Provision(ctx caddy.Context) error {
 
 // errLocalRemoteOptions: options for a remote issuer's tokens given to a
 // gateway of the local issuer.
-var errLocalRemoteOptions = errors.New("accept_typ_jwt, audience and introspection are for a remote issuer (issuer <url>); the local issuer's tokens need none of them")
+var errLocalRemoteOptions = errors.New("accept_typ_jwt, audience, introspection and principal_type are for a remote issuer (issuer <url>); the local issuer's tokens need none of them")
+
+// remoteOptions reports whether h has options for a remote issuer's
+// tokens.
+func (h *GatewayHandler) remoteOptions() bool {
+	return h.AcceptTypJWT || h.PrincipalType || h.Audience != "" || h.Introspection != nil
+}
 
 // rulesConfig is the part of the gateway's configuration that
 // gateway.CheckRules checks: its scopes, rules and allowed origins.
@@ -476,6 +489,7 @@ func (h *GatewayHandler) remoteConfig(cfg *gateway.Config, log *zap.Logger) erro
 	h.keys = gateway.NewRemoteKeys(h.Issuer, client, log)
 	cfg.Keys = h.keys
 	cfg.AcceptTypJWT = h.AcceptTypJWT
+	cfg.RefusePrincipalType = !h.PrincipalType
 	cfg.Audience = h.Audience
 	in := h.Introspection
 	if in == nil {

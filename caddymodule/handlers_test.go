@@ -525,26 +525,8 @@ func TestGatewayHandlerRemoteIssuer(t *testing.T) {
 // goroutine per gateway would otherwise stay, fetching the keys of an
 // unloaded configuration, after every reload.
 func TestGatewayHandlerRemoteKeysRefreshEnds(t *testing.T) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := key.PublicKey.Bytes()
-	b64 := base64.RawURLEncoding.EncodeToString
-	var jwksHits atomic.Int32
-	var as *httptest.Server
-	as = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/.well-known/oauth-authorization-server":
-			json.NewEncoder(w).Encode(map[string]string{"issuer": as.URL, "jwks_uri": as.URL + "/jwks"})
-		case "/jwks":
-			jwksHits.Add(1)
-			json.NewEncoder(w).Encode(map[string]any{"keys": []map[string]string{{"kty": "EC", "crv": "P-256", "kid": "k1", "x": b64(raw[1:33]), "y": b64(raw[33:])}}})
-		default:
-			http.NotFound(w, r)
-		}
-	}))
-	t.Cleanup(as.Close)
+	as := newRemoteAS(t)
+	jwksHits := &as.jwksHits
 	// The goroutines refreshing keys, once there are want of them or 2 s
 	// later: one begun or ending a moment ago may not be counted yet.
 	refreshers := func(want int) int {
@@ -563,21 +545,8 @@ func TestGatewayHandlerRemoteKeysRefreshEnds(t *testing.T) {
 	if err := h.Provision(caddyContext(t, nil)); err != nil {
 		t.Fatalf("Provision() = %v", err)
 	}
-	tok := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{
-		"iss": as.URL, "aud": gatewayResource, "sub": "alice", "client_id": "c1", "scope": "mcp",
-		"iat": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix(),
-	})
-	tok.Header["typ"], tok.Header["kid"] = "at+jwt", "k1"
-	signed, err := tok.SignedString(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := httptest.NewRequest(http.MethodPost, gatewayResource, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
-	req.Header.Set("Authorization", "Bearer "+signed)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json, text/event-stream")
 	next := &recordingNext{}
-	_ = h.ServeHTTP(httptest.NewRecorder(), req, next)
+	_ = h.ServeHTTP(httptest.NewRecorder(), as.post(t, `{"jsonrpc":"2.0","id":1,"method":"ping"}`, nil), next)
 	if !next.called || jwksHits.Load() != 1 {
 		t.Fatalf("a token of the remote issuer: forwarded %v, JWKS fetched %d times; want forwarded, fetched once", next.called, jwksHits.Load())
 	}
@@ -589,6 +558,113 @@ func TestGatewayHandlerRemoteKeysRefreshEnds(t *testing.T) {
 	}
 	if n := refreshers(base) - base; n != 0 {
 		t.Errorf("%d key refresh goroutines after Cleanup, want 0", n)
+	}
+}
+
+// remoteAS is another authorization server: its metadata, its key set
+// (fetches counted) and tokens signed with its key.
+type remoteAS struct {
+	*httptest.Server
+	key      *ecdsa.PrivateKey
+	jwksHits atomic.Int32
+}
+
+func newRemoteAS(t *testing.T) *remoteAS {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := key.PublicKey.Bytes()
+	b64 := base64.RawURLEncoding.EncodeToString
+	as := &remoteAS{key: key}
+	as.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/.well-known/oauth-authorization-server":
+			json.NewEncoder(w).Encode(map[string]string{"issuer": as.URL, "jwks_uri": as.URL + "/jwks"})
+		case "/jwks":
+			as.jwksHits.Add(1)
+			json.NewEncoder(w).Encode(map[string]any{"keys": []map[string]string{{"kty": "EC", "crv": "P-256", "kid": "k1", "x": b64(raw[1:33]), "y": b64(raw[33:])}}})
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(as.Close)
+	return as
+}
+
+// post is a POST of body to gatewayResource with a token of the server
+// for alice, with the claims in extra added (a nil value removes one).
+func (as *remoteAS) post(t *testing.T, body string, extra map[string]any) *http.Request {
+	t.Helper()
+	c := jwt.MapClaims{
+		"iss": as.URL, "aud": gatewayResource, "sub": "alice", "client_id": "c1", "scope": "mcp",
+		"iat": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix(),
+	}
+	for k, v := range extra {
+		if v == nil {
+			delete(c, k)
+		} else {
+			c[k] = v
+		}
+	}
+	tok := jwt.NewWithClaims(jwt.SigningMethodES256, c)
+	tok.Header["typ"], tok.Header["kid"] = "at+jwt", "k1"
+	signed, err := tok.SignedString(as.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := httptest.NewRequest(http.MethodPost, gatewayResource, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+signed)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	return req
+}
+
+// TestGatewayHandlerRemotePrincipalType: principal_type is this
+// project's claim, which a remote issuer's tokens carry only if it is a
+// caddy-mcp-auth issuer, or an issuer that lets users add claims of
+// their own (Keycloak's user attribute mappers, Auth0 Actions): a user
+// naming themselves an agent there would pass agents, require_agent
+// and user_only rules as one. A remote issuer's token carrying it is
+// refused, unless the gateway says the issuer vouches for it
+// (principal_type in the issuer block); the local issuer's always does.
+func TestGatewayHandlerRemotePrincipalType(t *testing.T) {
+	as := newRemoteAS(t)
+	call := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"deploy","arguments":{}}}`
+	agentOnly := map[string]any{"sub": "agent-a", "principal_type": "agent"}
+	tests := []struct {
+		name    string
+		trusted bool
+		extra   map[string]any
+		status  int // 0: forwarded
+	}{
+		{"an agent-only token, issuer not trusted for principal_type", false, agentOnly, http.StatusUnauthorized},
+		{"a user's token marked user, issuer not trusted", false, map[string]any{"principal_type": "user"}, http.StatusUnauthorized},
+		{"a client's token marked user, issuer not trusted", false, map[string]any{"sub": "c1", "principal_type": "user"}, http.StatusUnauthorized},
+		{"a user's token without the claim, issuer not trusted", false, nil, http.StatusForbidden},
+		{"an agent-only token, issuer trusted", true, agentOnly, 0},
+		{"a user's token marked user, issuer trusted", true, map[string]any{"principal_type": "user"}, http.StatusForbidden},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := &GatewayHandler{Resource: gatewayResource, Issuer: as.URL, PrincipalType: tt.trusted, Scopes: []string{"mcp"}, PinTools: "off",
+				Tools: []Rule{{Match: "deploy", Agents: []string{"agent-a"}, RequireAgent: true}}}
+			if err := h.Provision(caddyContext(t, nil)); err != nil {
+				t.Fatalf("Provision() = %v", err)
+			}
+			t.Cleanup(func() { _ = h.Cleanup() })
+			rec, next := httptest.NewRecorder(), &recordingNext{}
+			_ = h.ServeHTTP(rec, as.post(t, call, tt.extra), next)
+			switch {
+			case tt.status == 0 && !next.called:
+				t.Errorf("tools/call: %d %s, want forwarded", rec.Code, rec.Body)
+			case tt.status != 0 && (next.called || rec.Code != tt.status):
+				t.Errorf("tools/call: forwarded %v, %d %s, want %d", next.called, rec.Code, rec.Body, tt.status)
+			case tt.status == http.StatusUnauthorized && !strings.Contains(rec.Header().Get("WWW-Authenticate"), `error="invalid_token"`):
+				t.Errorf("WWW-Authenticate = %q, want invalid_token", rec.Header().Get("WWW-Authenticate"))
+			}
+		})
 	}
 }
 

@@ -46,6 +46,13 @@ type Config struct {
 	// (RFC 9068 says at+jwt); ID tokens are then refused by their claims
 	// (accesstoken.Options.AnyJWTType). Default false.
 	AcceptTypJWT bool
+	// RefusePrincipalType refuses, 401 invalid_token, a token that
+	// carries this project's principal_type claim, for an issuer that
+	// does not vouch for it (a remote issuer other than a caddy-mcp-auth
+	// one): such an issuer may let users add claims of their own, and a
+	// user's token marked "agent" would pass agent rules as one, a
+	// client's marked "user" user rules. Default false: the claim is read.
+	RefusePrincipalType bool
 	// Introspector, when set, checks tokens that are not JWTs (opaque
 	// tokens) with the issuer's introspection endpoint (RFC 7662).
 	// Without it, opaque tokens are refused.

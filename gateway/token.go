@@ -468,6 +468,9 @@ func (g *Gateway) verify(ctx context.Context, token string) (*principal, *authEr
 	if err := accesstoken.CheckMembers(token); err != nil {
 		return nil, invalidToken(err.Error())
 	}
+	if err := g.checkPrincipalType(c); err != nil {
+		return nil, err
+	}
 	p := g.principalOf(c, jwtPayload(token))
 	if _, named := key.(accesstoken.AlgKey); key != nil && !named {
 		// The key is for any algorithm: what must stay published is
@@ -497,6 +500,15 @@ func (g *Gateway) keyPublished(p *principal) bool {
 	}
 	p.keys.Store(n)
 	return true
+}
+
+// checkPrincipalType refuses a principal_type the issuer does not vouch
+// for (Config.RefusePrincipalType). An empty one reads as none.
+func (g *Gateway) checkPrincipalType(c *accesstoken.Claims) *authError {
+	if g.cfg.RefusePrincipalType && c.PrincipalType != "" {
+		return invalidToken("the access token carries principal_type, which this issuer is not trusted for")
+	}
+	return nil
 }
 
 // principalOf is the principal of verified claims; payload is the JSON
