@@ -1167,3 +1167,58 @@ func TestPinPerResourceNotPerCaller(t *testing.T) {
 		t.Errorf("alice's tools/list again = %s, want read_file", body)
 	}
 }
+
+// TestPinFetchPerNewSession: a completed tools/list fetch stands for its
+// session, so a caller that starts a session (initialize) and names a
+// tool the server does not list in each makes the gateway fetch the
+// list once per session: no more than the tools/list the caller may
+// send itself in each, and bounded at once (maxPinFetchesPerPrincipal),
+// not in rate. Within one session the fetch is not repeated (see Limits
+// and known gaps, Upstream sessions).
+func TestPinFetchPerNewSession(t *testing.T) {
+	g := newGateway(t, pinnedConfig(t))
+	var lists, sessions atomic.Int32
+	list := listUpstream(func(*http.Request) (string, error) {
+		lists.Add(1)
+		return `{"name":"read_a","inputSchema":{"type":"object"}}`, nil
+	})
+	next := NextFunc(func(w http.ResponseWriter, r *http.Request) error {
+		if r.Header.Get("Mcp-Session-Id") == "" {
+			w.Header().Set("Mcp-Session-Id", "upstream-session-"+strconv.Itoa(int(sessions.Add(1))))
+			w.Header().Set("Content-Type", "application/json")
+			_, err := io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"s","version":"1"}}}`)
+			return err
+		}
+		return list(w, r)
+	})
+	token := mint(t, claims())
+	serve := func(body, sid string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Accept", "application/json, text/event-stream")
+		r.Header.Set("Authorization", "Bearer "+token)
+		if sid != "" {
+			r.Header.Set("Mcp-Session-Id", sid)
+			r.Header.Set("MCP-Protocol-Version", "2025-11-25")
+		}
+		w := httptest.NewRecorder()
+		g.Serve(w, r, next)
+		return w
+	}
+	const n = 4
+	for i := range n {
+		w := serve(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`, "")
+		sid := w.Header().Get("Mcp-Session-Id")
+		if w.Code != http.StatusOK || sid == "" {
+			t.Fatalf("initialize = %d %s, session %q", w.Code, w.Body, sid)
+		}
+		for range 3 {
+			if w := serve(toolCall("read_unknown"), sid); w.Code != http.StatusForbidden {
+				t.Fatalf("a call of an unlisted tool = %d %s, want 403", w.Code, w.Body)
+			}
+		}
+		if got := lists.Load(); got != int32(i+1) {
+			t.Fatalf("after %d sessions, tools/list fetches = %d, want one per session", i+1, got)
+		}
+	}
+}
