@@ -358,6 +358,24 @@ func TestLimitsKeyIPv6CustomerPrefix(t *testing.T) {
 			t.Errorf("right password from another /56 = %d, want 303", w.Code)
 		}
 	})
+	// A holder of a /48 has its 256 /56s' budgets for guesses (a /48
+	// budget would let one customer of an ISP that shares a /48 among
+	// customers block the others' sign-ins): one account's failures
+	// from all of them still slow its attempts down, doubling past
+	// limitFreeAccount, as from any addresses.
+	t.Run("guesses from the /56s of one /48", func(t *testing.T) {
+		e := newBrowserEnv(t, nil)
+		slept := recordSleeps(e.iss)
+		for n := range 3 * limitFreeAccount {
+			if w := e.submit(e.prepareLogin(t, fmt.Sprintf("[2001:db8:0:%x00::1]:4000", n)), bUser, "wrong"); w.Code == http.StatusTooManyRequests {
+				t.Fatalf("a first wrong password from /56 number %d of the /48 = 429, want its own budget", n)
+			}
+		}
+		s := slept()
+		if len(s) < limitFreeAccount || s[len(s)-1] < limitMaxSlow/4 {
+			t.Errorf("account slowdown over %d guesses from as many /56s: %v, want a growing wait", 3*limitFreeAccount, s)
+		}
+	})
 	t.Run("writes", func(t *testing.T) {
 		e := newBrowserEnv(t, nil)
 		for n := range 2 * anonWriteBurst {
