@@ -237,6 +237,13 @@ func (f *cimdFetcher) checkURL(id string) error {
 	path := u.EscapedPath()
 	for range maxPathDecodings + 1 {
 		next := unescapeValid(path)
+		// Nor any byte but printable ASCII once decoded: spellings of a
+		// dot that some reader takes for one (an overlong %c0%ae, a
+		// fullwidth %EF%BC%8E under NFKC or Windows' best-fit mapping),
+		// a NUL a C server ends a segment at ("..%00"), a line break.
+		if strings.IndexFunc(next, func(r rune) bool { return r < ' ' || r >= 0x7f }) >= 0 {
+			return errors.New("the path decodes to a control character or non-ASCII")
+		}
 		for _, seg := range strings.FieldsFunc(next, func(r rune) bool { return r == '/' || r == '\\' }) {
 			if seg, _, _ = strings.Cut(seg, ";"); seg == "." || seg == ".." {
 				return errors.New("dot segments are not allowed")

@@ -1018,6 +1018,32 @@ func TestCIMDURLDotSegmentsDecodedTwice(t *testing.T) {
 	})
 }
 
+// TestCIMDURLPathDecodesToASCII: a client_id's path decodes, however
+// often, to printable ASCII only. Spellings of ".." that no RFC reads
+// as one but some server may: an overlong UTF-8 dot (%c0%ae, IIS 4 and
+// 5 read it as .), a fullwidth full stop (%EF%BC%8E, which NFKC
+// normalisation and Windows' best-fit mapping make a .), a NUL that a C
+// server ends the segment at (..%00), also encoded twice; rather than
+// chase spellings, an id whose path decodes to a control character or a
+// byte outside ASCII is refused and nothing is fetched (no client
+// metadata document needs one), as one written with such characters
+// plain already is (TestCIMDHostASCII). Printable escapes pass.
+func TestCIMDURLPathDecodesToASCII(t *testing.T) {
+	fetchEachAtPath(t, []pathCase{
+		{"/official/%c0%ae%c0%ae/~mallory/client.json", false},
+		{"/official/%C0%AE./~mallory/client.json", false},
+		{"/official/%EF%BC%8E%EF%BC%8E/~mallory/client.json", false},
+		{"/official/..%00/~mallory/client.json", false},
+		{"/official/..%2500/~mallory/client.json", false},
+		{"/official/%25c0%25ae%25c0%25ae/~mallory/client.json", false},
+		{"/official/client%0A.json", false},
+		{"/official/%7F.json", false},
+		{"/official/caf%C3%A9.json", false},
+		{"/official/client%20v1.json", true},
+		{"/official/%7Emallory/client.json", true},
+	})
+}
+
 // pathCase is a client_id path and whether its document is fetched.
 type pathCase struct {
 	path string
