@@ -329,3 +329,33 @@ func TestB64TokenChar(t *testing.T) {
 		}
 	}
 }
+
+// TestEarlyDataMarkedByRFC8470Only: a request a proxy in front passed on
+// as TLS early data is refused 425 when the proxy says so with RFC
+// 8470's Early-Data (any value; Caddy's reverse_proxy, Cloudflare and
+// Google Cloud's load balancers send it) and reaches no upstream. No
+// other header is read as that mark: a proxy that marks early data its
+// own way, or not at all, must not pass it on to the gateway (see HTTP/3
+// in the README).
+func TestEarlyDataMarkedByRFC8470Only(t *testing.T) {
+	h := newHarness(t, testConfig(t), nil)
+	for _, tt := range []struct {
+		header, value string
+		status        int
+	}{
+		{"Early-Data", "1", http.StatusTooEarly},
+		{"early-data", "0", http.StatusTooEarly},
+		{"Cf-0rtt-Unique", "a1b2", http.StatusOK},
+		{"X-Early-Data", "1", http.StatusOK},
+	} {
+		before := len(h.up.requests())
+		resp := h.do(t, call{body: toolCall("read_a"), token: mint(t, claims()), headers: map[string]string{tt.header: tt.value}})
+		body := readBody(t, resp)
+		if resp.StatusCode != tt.status {
+			t.Errorf("%s: %s: %d %s, want %d", tt.header, tt.value, resp.StatusCode, body, tt.status)
+		}
+		if forwarded := len(h.up.requests()) > before; forwarded != (tt.status == http.StatusOK) {
+			t.Errorf("%s: %s: forwarded %v", tt.header, tt.value, forwarded)
+		}
+	}
+}
