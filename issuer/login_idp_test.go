@@ -672,6 +672,47 @@ func TestIdPDisabledUserOtherAccount(t *testing.T) {
 	}
 }
 
+// TestIdPDeletedUserLeavesNoIndexEntry: deleting a disabled account of
+// a provider takes its name out of the index of disabled accounts by
+// sub (record_idp_disabled.go), where it stayed: the account's name (an
+// email address, with user_claim email) and the provider's sub outlived
+// the account in the store and its backups. Another disabled account of
+// the same sub stays indexed, and keeps the person out.
+func TestIdPDeletedUserLeavesNoIndexEntry(t *testing.T) {
+	e, stub, _ := newIdPEnv(t, func(p *IdentityProvider) { p.UserClaim = "email" })
+	const sub = "u-del"
+	names := []string{stubIdPName + ":alice@corp.example", stubIdPName + ":alice.old@corp.example"}
+	for _, address := range []string{"alice@corp.example", "alice.old@corp.example"} {
+		stub.set(func(s *stubIdP) { s.claims["sub"], s.claims["email"] = sub, address })
+		if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+			t.Fatalf("sign-in as %s = %d %q, want 303", address, res.status, res.body)
+		}
+	}
+	for _, name := range names {
+		if err := e.iss.DisableUser(t.Context(), name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key := idpDisabledKey(stubIdPName, sub)
+	if err := e.iss.DeleteUser(t.Context(), names[0]); err != nil {
+		t.Fatal(err)
+	}
+	var entry idpDisabledEntry
+	if err := e.get(bucketIdPDisabled, key, &entry); err != nil || !slices.Equal(entry.Names, names[1:]) {
+		t.Fatalf("index entry after deleting %s = %v (%v), want %v", names[0], entry.Names, err, names[1:])
+	}
+	stub.set(func(s *stubIdP) { s.claims["email"] = "alice@corp.example" })
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusForbidden {
+		t.Errorf("sign-in of the sub with one account still disabled = %d %q, want 403", res.status, res.body)
+	}
+	if err := e.iss.DeleteUser(t.Context(), names[1]); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.get(bucketIdPDisabled, key, &entry); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("index entry after deleting both accounts: %v (%v), want none", entry.Names, err)
+	}
+}
+
 // TestIdPEmailAsNameVerified: with user_claim email the address is the
 // account's name (the token's sub), so a sign-in whose address the
 // provider does not say is verified is refused, and creates no user.

@@ -193,8 +193,15 @@ func (i *Issuer) DeleteUser(ctx context.Context, name string) error {
 		return err
 	}
 	return i.store.Update(ctx, func(tx store.Tx) error {
+		u, err := usersIn(tx).get(name)
+		if err != nil {
+			return entryErr("user", name, err)
+		}
 		if err := usersIn(tx).remove(name); err != nil {
 			return entryErr("user", name, err)
+		}
+		if err := idpDisabledIn(tx).forget(u); err != nil {
+			return err
 		}
 		return forgetUser(tx, name, i.revocation())
 	})

@@ -13,8 +13,8 @@ import (
 // bucketIdPDisabled: "<provider>:<sub>" -> the names of that provider's
 // accounts of sub an operator disabled, and idpDisabledComplete once an
 // instance's start indexed every disabled account (indexDisabledUsers).
-// An entry may name an account since enabled or deleted: readers read
-// each account again. Until the index is complete, readers read every
+// An entry may name an account since enabled (deleting one takes it
+// out): readers read each account again. Until the index is complete, readers read every
 // user of the provider.
 const bucketIdPDisabled = "idp_disabled"
 
@@ -33,23 +33,45 @@ func idpDisabledIn(tx store.Tx) idpDisabledRecords {
 
 func idpDisabledKey(provider, sub string) string { return provider + ":" + sub }
 
+// entryOf is u's entry (empty if there is none) and its key.
+func (r idpDisabledRecords) entryOf(u *User) (string, *idpDisabledEntry, error) {
+	key := idpDisabledKey(u.IdentityProvider, u.IdPSubject)
+	e, err := r.t.get(key)
+	if errors.Is(err, store.ErrNotFound) {
+		return key, &idpDisabledEntry{}, nil
+	}
+	return key, e, err
+}
+
 // add indexes u, a disabled account, under its provider and sub; a
 // user of no provider is not indexed.
 func (r idpDisabledRecords) add(u *User) error {
 	if u.IdentityProvider == "" {
 		return nil
 	}
-	key := idpDisabledKey(u.IdentityProvider, u.IdPSubject)
-	e, err := r.t.get(key)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		e = &idpDisabledEntry{}
-	case err != nil:
+	key, e, err := r.entryOf(u)
+	if err != nil || slices.Contains(e.Names, u.Username) {
 		return err
-	case slices.Contains(e.Names, u.Username):
-		return nil
 	}
 	e.Names = append(e.Names, u.Username)
+	return r.t.put(key, e, time.Time{})
+}
+
+// forget takes u, an account being deleted, out of the index, and the
+// entry with it when u was its last name: the index must not keep a
+// deleted account's name (an email address, say) and sub.
+func (r idpDisabledRecords) forget(u *User) error {
+	if u.IdentityProvider == "" {
+		return nil
+	}
+	key, e, err := r.entryOf(u)
+	if err != nil || !slices.Contains(e.Names, u.Username) {
+		return err
+	}
+	e.Names = slices.DeleteFunc(e.Names, func(n string) bool { return n == u.Username })
+	if len(e.Names) == 0 {
+		return r.t.delete(key)
+	}
 	return r.t.put(key, e, time.Time{})
 }
 
