@@ -811,7 +811,7 @@ func adminStatus(err error) int {
 	switch {
 	case errors.As(err, &ae):
 		return ae.status
-	case errors.Is(err, store.ErrUnavailable):
+	case storeBusy(err):
 		return http.StatusServiceUnavailable
 	case errors.Is(err, store.ErrNotFound):
 		return http.StatusNotFound

@@ -3,6 +3,8 @@ package issuer
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"path/filepath"
 	"slices"
@@ -123,5 +125,33 @@ func TestRevokeDerivedChainBatched(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestStoreClosedAnswersUnavailable: a request that a configuration's
+// issuer still serves after its store was closed (Caddy cleans up a
+// replaced configuration while its server finishes the requests it
+// accepted; a reload that moves the bbolt file closes the old one) is
+// answered 503 temporarily_unavailable with Retry-After, as for a store
+// that cannot write now, where it was a 500 server_error; the client's
+// retry reaches the new configuration. Nothing was written.
+func TestStoreClosedAnswersUnavailable(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "auth.db"), bolt.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newTokEnvStore(t, st, clock)
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	a := e.post(t, pathToken, url.Values{"grant_type": {"client_credentials"}, "scope": {"read"}, "resource": {tResource}}, tConf+":"+tSecret)
+	if a.status != http.StatusServiceUnavailable || a.str("error") != "temporarily_unavailable" || a.header.Get("Retry-After") != "1" {
+		t.Errorf("client_credentials on a closed store = %d %s (Retry-After %q), want 503 temporarily_unavailable, Retry-After 1", a.status, a.raw, a.header.Get("Retry-After"))
+	}
+	rec := httptest.NewRecorder()
+	e.iss.AdminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodDelete, "/users/nobody", nil))
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Errorf("admin DELETE on a closed store = %d %s, want 503", rec.Code, rec.Body)
 	}
 }

@@ -75,15 +75,24 @@ var (
 // for longer than a client should wait between tries.
 const storeRetryAfter = time.Second
 
+// storeBusy reports whether err is a store's that could not run a
+// transaction now and wrote nothing: its database unreachable, conflicts
+// past its retries, or the store closed under a request the server was
+// still answering (Caddy cleans up a replaced configuration while its
+// server finishes the requests it accepted; a reload to another bbolt
+// file closes the old one). A retry may succeed.
+func storeBusy(err error) bool {
+	return errors.Is(err, store.ErrUnavailable) || errors.Is(err, store.ErrClosed)
+}
+
 // protocolError is the protocol error to answer err with: err's *Error,
-// except that a store that could not run a transaction now (its database
-// unreachable, or conflicts past its retries; nothing was written) is
-// temporarily_unavailable, whatever wrapped it; any other error is
+// except that a store that could not run a transaction now (storeBusy)
+// is temporarily_unavailable, whatever wrapped it; any other error is
 // server_error, without its text.
 func protocolError(err error) *Error {
 	var e *Error
 	switch {
-	case errors.Is(err, store.ErrUnavailable):
+	case storeBusy(err):
 		e := ErrTemporarilyUnavailable.WithDescription("the server's storage is busy or unreachable; retry later").Wrap(err)
 		e.RetryAfter = storeRetryAfter
 		return e

@@ -16,8 +16,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-
-	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
 //go:embed templates/*.html
@@ -233,7 +231,7 @@ func (p *pages) csrfPage(w http.ResponseWriter) {
 
 func (p *pages) serverErrorPage(w http.ResponseWriter, err error) {
 	p.log.Error("page", zap.Error(err))
-	if errors.Is(err, store.ErrUnavailable) {
+	if storeBusy(err) {
 		p.errorPage(w, http.StatusServiceUnavailable, "Temporarily unavailable", "The server cannot complete this step right now. Try again in a moment.")
 		return
 	}
