@@ -36,9 +36,6 @@ type exchange struct {
 	session string // upstream session id, "" when none
 	// ownNonce: the DPoP-Nonce Serve set, the only one the client gets.
 	ownNonce string
-	// origin: the request's allowed Origin (checkOrigin), the only
-	// Access-Control-Allow-Origin of its answer; nil without one.
-	origin []string
 	// task: the task a task request names, once verified (see task.go);
 	// nil for every other request.
 	task *taskFollowUp
@@ -119,9 +116,8 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next Next) (err 
 		g.auditRefusal(x, f)
 		return nil
 	}
-	var f *refusal
-	x.origin, f = g.checkOrigin(w, r)
-	if f == nil && r.Method == http.MethodOptions && x.origin != nil && r.Header.Get("Access-Control-Request-Method") != "" {
+	origin, f := g.checkOrigin(w, r)
+	if f == nil && r.Method == http.MethodOptions && origin && r.Header.Get("Access-Control-Request-Method") != "" {
 		g.preflight(w, r)
 		return nil
 	}
@@ -245,26 +241,26 @@ func first(values []string) string {
 }
 
 // checkOrigin refuses a present Origin that is not allowed (DNS rebinding
-// protection) and sets CORS response headers for an allowed one, which
-// it returns (the request's own value, capped: an Add to the answer's
-// field copies it).
-func (g *Gateway) checkOrigin(w http.ResponseWriter, r *http.Request) ([]string, *refusal) {
+// protection) and sets CORS response headers for an allowed one; it
+// reports whether there was one. A request that goes on therefore has no
+// Origin or one allowed Origin (upstreamHeaders relies on it).
+func (g *Gateway) checkOrigin(w http.ResponseWriter, r *http.Request) (bool, *refusal) {
 	values := r.Header[hOrigin]
 	switch len(values) {
 	case 0:
-		return nil, nil
+		return false, nil
 	case 1:
 	default:
-		return nil, &refusal{status: http.StatusForbidden, code: codeRefused, message: "more than one Origin header"}
+		return false, &refusal{status: http.StatusForbidden, code: codeRefused, message: "more than one Origin header"}
 	}
 	if !g.origins[strings.ToLower(values[0])] {
-		return nil, &refusal{status: http.StatusForbidden, code: codeRefused, message: "origin not allowed"}
+		return false, &refusal{status: http.StatusForbidden, code: codeRefused, message: "origin not allowed"}
 	}
 	h := w.Header()
 	h[hAllowOrigin] = values[:1:1]
 	h.Add("Vary", "Origin")
 	h.Set("Access-Control-Expose-Headers", "Mcp-Session-Id, WWW-Authenticate, DPoP-Nonce")
-	return values[:1:1], nil
+	return true, nil
 }
 
 // preflight answers a CORS preflight from an allowed origin. Requested
