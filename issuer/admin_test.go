@@ -26,6 +26,8 @@ import (
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/bolt"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres/pgtest"
 )
 
 const adminResource = "https://mcp.example.com/mcp"
@@ -35,15 +37,21 @@ const adminResource = "https://mcp.example.com/mcp"
 // "password" at the minimum cost.
 func newAdminIssuer(t *testing.T, mutate func(*Config)) (*Issuer, string) {
 	t.Helper()
-	h, err := bcrypt.GenerateFromPassword([]byte("password"), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
 	st, err := bolt.Open(filepath.Join(t.TempDir(), "mcp-auth.db"), bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
+	return newAdminIssuerOn(t, st, mutate)
+}
+
+// newAdminIssuerOn is newAdminIssuer on the store st.
+func newAdminIssuerOn(t *testing.T, st store.Store, mutate func(*Config)) (*Issuer, string) {
+	t.Helper()
+	h, err := bcrypt.GenerateFromPassword([]byte("password"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg := Config{
 		Issuer:    "http://127.0.0.1:8080",
 		Users:     []User{{Username: "alice", PasswordHash: string(h), Groups: []string{"users"}}},
@@ -624,10 +632,29 @@ func TestAdminBackup(t *testing.T) {
 }
 
 // Errors speak of users, clients and agents, never of the storage's
-// buckets, keys or sentinel errors; a storage failure says where the
-// details are.
+// buckets, keys or sentinel errors, and read the same on bbolt and
+// PostgreSQL; a storage failure says where the details are.
 func TestAdminErrorMessages(t *testing.T) {
-	iss, _ := newAdminIssuer(t, func(c *Config) {
+	t.Run("bolt", func(t *testing.T) {
+		st, err := bolt.Open(filepath.Join(t.TempDir(), "mcp-auth.db"), bolt.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = st.Close() })
+		testAdminErrorMessages(t, st)
+	})
+	t.Run("postgres", func(t *testing.T) {
+		st, err := postgres.Open(t.Context(), pgtest.NewDatabase(t), postgres.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = st.Close() })
+		testAdminErrorMessages(t, st)
+	})
+}
+
+func testAdminErrorMessages(t *testing.T, st store.Store) {
+	iss, _ := newAdminIssuerOn(t, st, func(c *Config) {
 		c.Agents = []Agent{{ID: "cfg-agent", SecretHash: "sha256:" + strings.Repeat("0", 64)}}
 	})
 	srv := adminServer(t, iss)
@@ -671,7 +698,7 @@ func TestAdminErrorMessages(t *testing.T) {
 		if err := json.Unmarshal([]byte(got), &e); err != nil || e["error"] != want {
 			t.Errorf("%s %s error = %s, want %q", method, path, got, want)
 		}
-		for _, leak := range []string{"bolt", "store:", "users/", "clients/", "agents/", "tool_pins", `\u0000`} {
+		for _, leak := range []string{"bolt", "postgres", "store:", "users/", "clients/", "agents/", "tool_pins", `\u0000`} {
 			if strings.Contains(got, leak) {
 				t.Errorf("%s %s error = %s, shows the storage (%q)", method, path, got, leak)
 			}
