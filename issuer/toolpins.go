@@ -191,13 +191,13 @@ func (p *ToolPins) change(ctx context.Context, resource, tool string, fn func(*T
 	return p.update(ctx, resource, tool, func(pin *ToolPin) (bool, error) { return false, fn(pin) })
 }
 
-// update applies fn to the tool's pin, then stores the pin, or removes it
-// when fn says so.
 // errNoPin: the tool has neither a pin nor a definition awaiting review.
 func errNoPin(resource, tool string) error {
 	return notFound(fmt.Sprintf("tool %q of %s: no pin or pending definition", tool, resource))
 }
 
+// update applies fn to the tool's pin, then stores the pin, or removes it
+// when fn says so.
 func (p *ToolPins) update(ctx context.Context, resource, tool string, fn func(*ToolPin) (remove bool, err error)) (ToolPin, error) {
 	var out ToolPin
 	err := p.st.Update(ctx, func(tx store.Tx) error {
