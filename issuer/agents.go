@@ -30,7 +30,7 @@ const sourceAgent = "agent"
 // validateAgent checks an agent's id, credentials and limits.
 func validateAgent(a *Agent) error {
 	if !usableName(a.ID, 500) {
-		return errors.New("agent id must be 1 to 500 characters without spaces or control characters")
+		return errors.New(nameRule("agent id", 500))
 	}
 	if a.MaxDepth < 0 || a.MaxDepth > MaxDelegationDepth {
 		return fmt.Errorf("max_depth must be 0 to %d", MaxDelegationDepth)

@@ -125,7 +125,7 @@ func (d *directory) validateConfig() error {
 		// As the admin API and a provider's sign-in refuse them: a sub
 		// that reads as another's, or holds a store key's separator.
 		if !usableName(u.Username, 200) {
-			return fmt.Errorf("user %q: username must be 1 to 200 characters without spaces or control characters", u.Username)
+			return fmt.Errorf("user %q: %s", u.Username, nameRule("username", 200))
 		}
 		seen[u.Username] = true
 		if err := CheckPasswordHash(u.PasswordHash); err != nil {
@@ -147,7 +147,7 @@ func (d *directory) validateConfig() error {
 			return fmt.Errorf("client %q: empty or repeated id", c.ID)
 		}
 		if !usableName(c.ID, 500) {
-			return fmt.Errorf("client %q: client id must be 1 to 500 characters without spaces or control characters", c.ID)
+			return fmt.Errorf("client %q: %s", c.ID, nameRule("client id", 500))
 		}
 		if d.configuredUser(c.ID) {
 			return fmt.Errorf("client %q: a user has this name", c.ID)

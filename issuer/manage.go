@@ -70,7 +70,7 @@ func (e notFound) Unwrap() error { return store.ErrNotFound }
 // password took (changing one is SetPassword, which also signs out).
 func (i *Issuer) PutUser(ctx context.Context, u User) error {
 	if !usableName(u.Username, 200) {
-		return invalidEntry("username must be 1 to 200 characters without spaces or control characters")
+		return invalidEntry("%s", nameRule("username", 200))
 	}
 	if i.dir.configuredUser(u.Username) {
 		return entryErr("user", u.Username, ErrConfigured)
@@ -625,7 +625,7 @@ func grantTypesOf(c *Client) []string {
 // stored client's.
 func (i *Issuer) checkClient(c *Client, keepsSecret bool) error {
 	if !usableName(c.ID, 500) {
-		return invalidEntry("client id must be 1 to 500 characters without spaces or control characters")
+		return invalidEntry("%s", nameRule("client id", 500))
 	}
 	if i.dir.configuredClient(c.ID) {
 		return entryErr("client", c.ID, ErrConfigured)
@@ -815,4 +815,10 @@ func usableName(s string, max int) bool {
 		}
 	}
 	return true
+}
+
+// nameRule says what usableName asks of what (a username, a client or
+// agent id), in the bytes it counts: 70 CJK characters are 210.
+func nameRule(what string, max int) string {
+	return fmt.Sprintf("%s must be 1 to %d bytes, without spaces, control or invisible characters, or a . or .. segment between slashes", what, max)
 }

@@ -1274,3 +1274,32 @@ func clientGrant(client string) func(*grant) {
 func agentGrant(agent string) func(*grant) {
 	return func(g *grant) { g.Subject, g.ClientID, g.PrincipalType = agent, agent, principalAgent }
 }
+
+// TestNameLimitInBytes: usableName bounds a name in bytes, and the
+// refusal says so, at load and in the admin API: a user named with 70
+// CJK characters (210 bytes) was refused as longer than "200
+// characters", which it is not, so an operator upgrading with such a
+// configured name was told a limit that did not apply.
+func TestNameLimitInBytes(t *testing.T) {
+	e := newTokEnv(t)
+	name := strings.Repeat("名", 70)
+	cfg := e.config()
+	cfg.Users = []User{{Username: name, PasswordHash: passwordHash()}}
+	_, err := New(cfg, e.store)
+	if err == nil || !strings.Contains(err.Error(), "1 to 200 bytes") {
+		t.Errorf("New() with a 210-byte user name = %v, want the limit in bytes", err)
+	}
+	cfg = e.config()
+	cfg.Clients = []Client{{ID: "https://app.example.com/" + strings.Repeat("a", 480), TokenEndpointAuthMethod: authNone}}
+	if _, err := New(cfg, e.store); err == nil || !strings.Contains(err.Error(), "1 to 500 bytes") {
+		t.Errorf("New() with a 504-byte client id = %v, want the limit in bytes", err)
+	}
+	err = e.iss.PutUser(t.Context(), User{Username: name, PasswordHash: passwordHash()})
+	if err == nil || !strings.Contains(err.Error(), "1 to 200 bytes") {
+		t.Errorf("PutUser() of a 210-byte name = %v, want the limit in bytes", err)
+	}
+	err = e.iss.PutAgent(t.Context(), Agent{ID: name + strings.Repeat("名", 100), SecretHash: hashClientSecret(tAgentSecret)})
+	if err == nil || !strings.Contains(err.Error(), "1 to 500 bytes") {
+		t.Errorf("PutAgent() of a 510-byte id = %v, want the limit in bytes", err)
+	}
+}
