@@ -21,8 +21,9 @@ import (
 
 // CIMD caching (draft-ietf-oauth-client-id-metadata-document, "Metadata
 // Caching"): the document's freshness (Cache-Control max-age, else
-// Expires, less its Age) is honoured up to cimdMaxCache; without either
-// it is kept for cimdDefaultCache; no-store, no-cache and max-age=0 mean
+// Expires, less its age: Age, or the time since its Date when longer) is
+// honoured up to cimdMaxCache; without either it is kept for
+// cimdDefaultCache less that age; no-store, no-cache and max-age=0 mean
 // it is fetched on every use. Errors are never cached.
 const (
 	cimdDefaultCache = time.Hour
@@ -440,9 +441,14 @@ func validateCIMD(clientID string, m *clientMetadata, idAlgs []string) (*Client,
 // cacheLifetime is how long a document may be reused (RFC 9111): its
 // freshness lifetime, Cache-Control max-age or else Expires less Date
 // (an invalid Expires, "0" above all, is in the past: section 5.3), less
-// the Age a cache on the way has held it (section 4.2.3), at most
-// cimdMaxCache; cimdDefaultCache when the answer says neither.
+// its age (section 4.2.3): the larger of the Age a cache on the way has
+// held it and how long before now its Date is (apparent_age: a cache
+// that sends no Age keeps the origin's Date), at most cimdMaxCache;
+// cimdDefaultCache less that age when the answer says neither.
 func cacheLifetime(h http.Header, now time.Time) time.Duration {
+	// Durations are bounded by maxDelta (RFC 9111 section 1.2.2's 2^31
+	// seconds), so that none overflows.
+	const maxDelta = time.Duration(1<<31) * time.Second
 	ttl, known := time.Duration(0), false
 	for _, v := range h.Values("Cache-Control") {
 		for _, d := range strings.Split(v, ",") {
@@ -455,28 +461,32 @@ func cacheLifetime(h http.Header, now time.Time) time.Duration {
 				if err != nil || n <= 0 {
 					return 0
 				}
-				ttl, known = cimdMaxCache, true
-				if n < int64(cimdMaxCache/time.Second) {
-					ttl = time.Duration(n) * time.Second
-				}
+				ttl, known = time.Duration(min(n, int64(maxDelta/time.Second)))*time.Second, true
 			}
 		}
 	}
+	date, dateErr := http.ParseTime(h.Get("Date"))
 	if exp := h.Values("Expires"); !known && len(exp) > 0 {
 		t, err := http.ParseTime(exp[0])
 		if err != nil {
 			return 0
 		}
-		if date, err := http.ParseTime(h.Get("Date")); err == nil {
-			now = date
+		from := now
+		if dateErr == nil {
+			from = date
 		}
-		ttl, known = min(t.Sub(now), cimdMaxCache), true
+		ttl, known = max(min(t.Sub(from), maxDelta), 0), true
 	}
 	if !known {
 		ttl = cimdDefaultCache
 	}
-	if age, err := strconv.ParseInt(h.Get("Age"), 10, 64); err == nil && age > 0 {
-		ttl -= time.Duration(min(age, int64(cimdMaxCache/time.Second))) * time.Second
+	var age time.Duration
+	// An Age past int64 is huge, not absent (section 1.2.2).
+	if a, err := strconv.ParseInt(h.Get("Age"), 10, 64); (err == nil || errors.Is(err, strconv.ErrRange)) && a > 0 {
+		age = time.Duration(min(a, int64(maxDelta/time.Second))) * time.Second
 	}
-	return max(ttl, 0)
+	if dateErr == nil {
+		age = max(age, min(now.Sub(date), maxDelta))
+	}
+	return min(max(ttl-age, 0), cimdMaxCache)
 }

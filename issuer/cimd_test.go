@@ -386,6 +386,16 @@ func TestCIMDCaching(t *testing.T) {
 			t.Fatalf("cimd.fetch(%s): %v", id, err)
 		}
 	}
+	// serve publishes a valid document at path with these header fields.
+	serve := func(path string, header map[string]string) string {
+		return host.serve(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			for k, v := range header {
+				w.Header().Set(k, v)
+			}
+			_, _ = w.Write([]byte(validDoc(host.srv.URL + path)))
+		})
+	}
 	t.Run("max-age honoured", func(t *testing.T) {
 		id := host.doc("/maxage.json", "public, max-age=60", validDoc)
 		fetch(id)
@@ -429,12 +439,7 @@ func TestCIMDCaching(t *testing.T) {
 	t.Run("expires", func(t *testing.T) {
 		date := time.Now().UTC()
 		serve := func(path, expires string) string {
-			return host.serve(path, func(w http.ResponseWriter, r *http.Request) {
-				w.Header().Set("Content-Type", "application/json")
-				w.Header().Set("Date", date.Format(http.TimeFormat))
-				w.Header().Set("Expires", expires)
-				_, _ = w.Write([]byte(validDoc(host.srv.URL + path)))
-			})
+			return serve(path, map[string]string{"Date": date.Format(http.TimeFormat), "Expires": expires})
 		}
 		later := serve("/expires.json", date.Add(30*time.Second).Format(http.TimeFormat))
 		fetch(later)
@@ -451,6 +456,34 @@ func TestCIMDCaching(t *testing.T) {
 			t.Fatalf("fetches of a document with Expires: 0 = %d, want 2", n)
 		}
 	})
+	// A copy's age is also how long before the issuer's clock its origin
+	// dated it (RFC 9111 section 4.2.3, apparent_age): a cache that sends
+	// no Age (an HTTP/1.0 one) keeps Date. A document used past the
+	// Expires it carries, or past its max-age since its Date, keeps what
+	// its client withdrew since.
+	t.Run("date counted", func(t *testing.T) {
+		now := e.clock.Now()
+		// Each row's document is fetched, then again after the wait.
+		for _, c := range []struct {
+			path   string
+			header map[string]string
+			wait   time.Duration
+			want   int64
+		}{
+			{"/dated-maxage.json", map[string]string{"Date": now.Add(-590 * time.Second).Format(http.TimeFormat), "Cache-Control": "max-age=600"}, 11 * time.Second, 2},
+			{"/dated-expires.json", map[string]string{"Date": now.Add(-23 * time.Hour).Format(http.TimeFormat), "Expires": now.Add(time.Hour).Format(http.TimeFormat)}, 61 * time.Minute, 2},
+			// Dated after the issuer's clock (the host's runs ahead): no age.
+			{"/dated-ahead.json", map[string]string{"Date": now.Add(2 * time.Hour).Format(http.TimeFormat), "Cache-Control": "max-age=600"}, 599 * time.Second, 1},
+		} {
+			id := serve(c.path, c.header)
+			fetch(id)
+			e.clock.Advance(c.wait)
+			fetch(id)
+			if n := host.count(c.path); n != c.want {
+				t.Errorf("fetches %v apart of a document served with %v = %d, want %d", c.wait, c.header, n, c.want)
+			}
+		}
+	})
 	t.Run("default and cap", func(t *testing.T) {
 		if got := cacheLifetime(http.Header{}, time.Now()); got != time.Hour {
 			t.Errorf("cacheLifetime(none) = %v, want 1h", got)
@@ -460,6 +493,10 @@ func TestCIMDCaching(t *testing.T) {
 		}
 		if got := cacheLifetime(http.Header{"Cache-Control": {"max-age=0"}}, time.Now()); got != 0 {
 			t.Errorf("cacheLifetime(max-age=0) = %v, want 0", got)
+		}
+		// An Age past int64 is huge (RFC 9111 section 1.2.2), not absent.
+		if got := cacheLifetime(http.Header{"Cache-Control": {"max-age=600"}, "Age": {"99999999999999999999"}}, time.Now()); got != 0 {
+			t.Errorf("cacheLifetime(max-age=600, Age past int64) = %v, want 0", got)
 		}
 	})
 	t.Run("errors not cached", func(t *testing.T) {
