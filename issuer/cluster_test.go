@@ -2,6 +2,7 @@ package issuer
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -751,4 +752,72 @@ func TestAgentRekeyAcrossInstances(t *testing.T) {
 			t.Errorf("refresh on B of %s = %d %s, want 200", what, r.status, r.raw)
 		}
 	}
+}
+
+// TestReplayedAssertionRaceRevokesNothing: a private_key_jwt client's
+// token request (a code exchange, a refresh), sent again with its client
+// assertion while the original is under way (by a proxy or log that sees
+// it), must not revoke the grant as the client's own reuse of a redeemed
+// code or rotated refresh token would: a copy that finds the code
+// redeemed or the token rotated finds its assertion spent with them, and
+// is refused invalid_client. The copies race the original at two
+// instances on one PostgreSQL database, and at one on a memory store.
+func TestReplayedAssertionRaceRevokesNothing(t *testing.T) {
+	t.Run("memory", func(t *testing.T) { assertionReplayRace(t, []*testEnv{newTokEnv(t)}) })
+	t.Run("postgres", func(t *testing.T) {
+		envs, _ := clusterEnvs(t, 2, func(c *Config) { c.Issuer = "http://localhost:9" })
+		assertionReplayRace(t, envs)
+	})
+}
+
+func assertionReplayRace(t *testing.T, envs []*testEnv) {
+	const rounds = 15
+	e := envs[0]
+	for round := range rounds {
+		code, verifier := e.issueCode(t, codeSpec{client: tJWT, scopes: []string{"read", "offline_access"}})
+		issued := raceCopies(t, envs, round, "code exchange", url.Values{"grant_type": {grantAuthorizationCode}, "code": {code},
+			"code_verifier": {verifier}, "redirect_uri": {tRedirect}})
+		raceCopies(t, envs, round, "refresh", url.Values{"grant_type": {grantRefreshToken}, "refresh_token": {issued.RefreshToken}})
+		if e.revokedToken(t, issued.AccessToken) {
+			t.Fatalf("round %d: the grant was revoked by copies of its client's requests", round)
+		}
+	}
+}
+
+// raceCopies sends copies of one token request of tJWT, with one client
+// assertion, at once, from addresses of their own (a refused assertion
+// counts against its address), spread over envs; one must be answered
+// 200, with what it returns.
+func raceCopies(t *testing.T, envs []*testEnv, round int, what string, form url.Values) (issued struct {
+	AccessToken  string `json:"access_token"`
+	RefreshToken string `json:"refresh_token"`
+}) {
+	t.Helper()
+	const copies = 8
+	form.Set("client_assertion_type", jwtBearerAssertion)
+	form.Set("client_assertion", envs[0].clientAssertion(t, nil))
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	answers := map[string]int{}
+	start := make(chan struct{})
+	for k := range copies {
+		wg.Go(func() {
+			<-start
+			w := envs[k%len(envs)].postFrom(fmt.Sprintf("198.51.100.%d:4000", round*copies+k+1), pathToken, form)
+			var refused struct{ Error string }
+			_ = json.Unmarshal(w.Body.Bytes(), &refused)
+			mu.Lock()
+			defer mu.Unlock()
+			answers[fmt.Sprintf("%d %s", w.Code, refused.Error)]++
+			if w.Code == http.StatusOK {
+				_ = json.Unmarshal(w.Body.Bytes(), &issued)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if answers["200 "] != 1 || issued.RefreshToken == "" {
+		t.Fatalf("round %d, %s: answers %v, want one 200 with a refresh token", round, what, answers)
+	}
+	return issued
 }

@@ -62,7 +62,7 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 		if ac.DPoPJKT != "" && req.jkt != ac.DPoPJKT {
 			return nil, codeKeyNeeded()
 		}
-		if err := spendProof(ctx, req.proof); err != nil {
+		if err := i.spendReused(ctx, req); err != nil {
 			return nil, err
 		}
 		return nil, g.replayed(ctx, code, ac)
@@ -195,16 +195,16 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 	}, nil
 }
 
-// replayed handles a second use of a code: RFC 6749 4.1.2 says deny
-// and revoke what the first use issued.
-// The event names the client, user and grant, so the operator knows
-// whose grant ended and which client's code leaked.
 // codeKeyNeeded refuses a code bound to a DPoP key (dpop_jkt) without a
 // proof of that key.
 func codeKeyNeeded() error {
 	return ErrInvalidDPoPProof.WithDescription("the authorization request named a DPoP key (dpop_jkt): the request needs a DPoP proof signed by it")
 }
 
+// replayed handles a second use of a code: RFC 6749 4.1.2 says deny
+// and revoke what the first use issued.
+// The event names the client, user and grant, so the operator knows
+// whose grant ended and which client's code leaked.
 func (g authorizationCode) replayed(ctx context.Context, code string, ac *authCode) error {
 	i := g.iss
 	err := i.store.Update(ctx, func(tx store.Tx) error { return codesIn(tx).replayed(code, i.revokeUntil()) })

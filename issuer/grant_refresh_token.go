@@ -54,9 +54,10 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 		if rec.keyless(g, req.jkt) {
 			return nil, keyNeeded
 		}
-		// The client's request, captured and sent again with its proof,
-		// is no reuse: refused as a replay, revoking nothing.
-		if err := spendProof(ctx, req.proof); err != nil {
+		// The client's request, captured and sent again with its proof
+		// or client assertion, is no reuse: refused as a replay,
+		// revoking nothing.
+		if err := i.spendReused(ctx, req); err != nil {
 			return nil, err
 		}
 		return nil, rg.reused(ctx, g)

@@ -134,6 +134,19 @@ func (i *Issuer) handleToken(w http.ResponseWriter, r *http.Request) {
 	writeNoStoreJSON(w, http.StatusOK, resp)
 }
 
+// spendReused spends a token request's DPoP proof and client assertion
+// before a code or refresh token used again revokes its grant. A copy of
+// the client's own request (captured and sent again, even while the
+// original is under way: the original spends both as it issues) then
+// finds them spent and is refused (invalid_dpop_proof, invalid_client),
+// revoking nothing.
+func (i *Issuer) spendReused(ctx context.Context, req *clientRequest) error {
+	if err := spendProof(ctx, req.proof); err != nil {
+		return err
+	}
+	return i.spendAssertion(ctx, req)
+}
+
 // clientMayUse reports whether c may use a grant type: the listed ones, or
 // authorization_code and refresh_token when none are listed. Grants
 // without a user need a confidential client.
