@@ -306,12 +306,15 @@ func (l localIssuer) Published(kid string, key any) bool {
 // the issuers of the apps that replaced it on the same store (App.next):
 // a request still in flight on this configuration (a call runs on for up
 // to 30 s) ends when its token is revoked after the reload, which only
-// they see.
+// they see. A replaced app's set no longer catches up with the store and
+// goes stale revocation_max_stale after the reload: that is no reason to
+// end the request while its successor's set, loaded from the same store,
+// is current; the last app's answer, stale or not, stands.
 func (l localIssuer) Revoked(ctx context.Context, jti, grantID string) (bool, error) {
 	for a := l.app; ; {
 		revoked, err := a.iss.Revoked(ctx, jti, grantID)
 		next := a.next.Load()
-		if revoked || err != nil || next == nil {
+		if next == nil || revoked && err == nil || err != nil && !errors.Is(err, issuer.ErrRevocationsStale) {
 			return revoked, err
 		}
 		a = next

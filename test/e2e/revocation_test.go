@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -422,45 +423,103 @@ func endedAfterReload(t *testing.T, what string, end func(ctx context.Context, e
 
 func endedAfterReloadOn(t *testing.T, o agentOpts, what string, end func(ctx context.Context, e *agentEnv, tok string)) {
 	t.Helper()
-	e := setupAgents(t, o)
-	ctx := ctxTimeout(t, 60*time.Second)
-	tok := e.ownToken(ctx, t, svcID, svcSecret)
-	e.audit.secret(tok)
-	got := make(chan error, 1)
-	go func() {
-		_, _, err := rawToolCall(ctx, e.client, e.resource, tok, toolWait)
-		got <- err
-	}()
-	select {
-	case <-waiting.started:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the call of wait did not reach the MCP server")
-	}
-	released := false
-	t.Cleanup(func() {
-		if !released { // the tool runs on after its request ended
-			waiting.release <- struct{}{}
-		}
-	})
-	e.client = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
-	if err := harness.Load(t, e.caddyfile("")); err != nil {
-		t.Fatalf("reload: %v", err)
-	}
-	settle(t, e.client, e.issuer+"/.well-known/oauth-authorization-server")
+	c := callOverReload(t, o)
 	select {
 	case <-waiting.ended:
 		t.Fatal("the call of wait ended at the reload")
 	default:
 	}
-	end(ctx, e, tok)
+	end(c.ctx, c.e, c.tok)
 	select {
 	case <-waiting.ended:
 	case <-time.After(5 * time.Second):
 		// Ended here, so that the next test meets none of its signals.
 		waiting.release <- struct{}{}
-		released = true
+		c.released = true
 		<-waiting.ended
 		t.Fatalf("the request for wait, begun before a reload, is still open upstream 5 s after %s", what)
 	}
-	<-got
+	<-c.got
+}
+
+// pendingCall is a call of wait begun before a reload (callOverReload).
+type pendingCall struct {
+	e        *agentEnv
+	ctx      context.Context
+	tok      string
+	got      chan callAnswer
+	released bool // else the test's cleanup releases the tool
+}
+
+type callAnswer struct {
+	status int
+	body   string
+	err    error
+}
+
+// callOverReload sets up the agents' configuration with o, begins a call
+// of wait with a token of its own, reloads the same configuration and
+// returns once the new one serves, the call still pending.
+func callOverReload(t *testing.T, o agentOpts) *pendingCall {
+	t.Helper()
+	c := &pendingCall{e: setupAgents(t, o), ctx: ctxTimeout(t, 60*time.Second), got: make(chan callAnswer, 1)}
+	c.tok = c.e.ownToken(c.ctx, t, svcID, svcSecret)
+	c.e.audit.secret(c.tok)
+	go func(client *http.Client) {
+		resp, body, err := rawToolCall(c.ctx, client, c.e.resource, c.tok, toolWait)
+		a := callAnswer{body: body, err: err}
+		if resp != nil {
+			a.status = resp.StatusCode
+		}
+		c.got <- a
+	}(c.e.client)
+	select {
+	case <-waiting.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call of wait did not reach the MCP server")
+	}
+	t.Cleanup(func() {
+		if !c.released { // the tool runs on after its request ended
+			waiting.release <- struct{}{}
+		}
+	})
+	c.e.client = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	if err := harness.Load(t, c.e.caddyfile("")); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	settle(t, c.e.client, c.e.issuer+"/.well-known/oauth-authorization-server")
+	return c
+}
+
+// TestReloadWithShortMaxStaleKeepsPendingCall: a tools/call still
+// running on the configuration a reload replaced runs on to its answer,
+// with revocation_max_stale shorter than the reload's grace. The old
+// configuration's revocation set no longer catches up with the store
+// once its app stops, and went stale max_stale later: the call ended
+// then, "revocations cannot be checked at the moment", with the store
+// up and the running configuration's set, which it asks since the
+// reload (App.next), current.
+func TestReloadWithShortMaxStaleKeepsPendingCall(t *testing.T) {
+	for _, storage := range []string{"bolt", "postgres"} {
+		t.Run(storage, func(t *testing.T) {
+			o := agentOpts{extra: "\t\trevocation_max_stale 2s"}
+			if storage == "postgres" {
+				o.dsn = pgtest.NewDatabase(t)
+			}
+			c := callOverReload(t, o)
+			select {
+			case <-waiting.ended:
+				a := <-c.got
+				t.Fatalf("the call of wait, begun before a reload, ended within 5 s of it (revocation_max_stale 2s): %d %s %v", a.status, a.body, a.err)
+			case <-time.After(5 * time.Second):
+			}
+			waiting.release <- struct{}{}
+			c.released = true
+			a := <-c.got
+			<-waiting.ended
+			if a.err != nil || a.status != http.StatusOK || !strings.Contains(a.body, "waited") {
+				t.Errorf("the call of wait = %d %s %v, want 200 with its answer", a.status, a.body, a.err)
+			}
+		})
+	}
 }
