@@ -108,11 +108,12 @@ type GatewayHandler struct {
 	// client). Remote issuers only.
 	AcceptTypJWT bool `json:"accept_typ_jwt,omitempty"`
 	// PrincipalType says the remote issuer vouches for this project's
-	// principal_type claim (another caddy-mcp-auth): its tokens' claim
-	// says whether a user, an agent or a client is the principal.
-	// Without it a remote issuer's token carrying principal_type is
-	// refused, since an issuer that lets users add claims would sign a
-	// user's "agent". Remote issuers only.
+	// principal_type claim and for act (another caddy-mcp-auth): its
+	// tokens' principal_type says whether a user, an agent or a client
+	// is the principal, act which agent acts for it. Without it a remote
+	// issuer's token carrying either is refused, since an issuer that
+	// lets users add claims would sign a user's "agent" or act. Remote
+	// issuers only.
 	PrincipalType bool `json:"principal_type,omitempty"`
 	// Audience is the aud value tokens must carry instead of Resource,
 	// for authorization servers that name an API there (Auth0 API
@@ -492,7 +493,7 @@ func (h *GatewayHandler) remoteConfig(cfg *gateway.Config, log *zap.Logger) erro
 	h.keys = gateway.NewRemoteKeys(h.Issuer, client, log)
 	cfg.Keys = h.keys
 	cfg.AcceptTypJWT = h.AcceptTypJWT
-	cfg.RefusePrincipalType = !h.PrincipalType
+	cfg.RefuseActorClaims = !h.PrincipalType
 	cfg.Audience = h.Audience
 	in := h.Introspection
 	if in == nil {

@@ -626,9 +626,11 @@ func (as *remoteAS) post(t *testing.T, body string, extra map[string]any) *http.
 // caddy-mcp-auth issuer, or an issuer that lets users add claims of
 // their own (Keycloak's user attribute mappers, Auth0 Actions): a user
 // naming themselves an agent there would pass agents, require_agent
-// and user_only rules as one. A remote issuer's token carrying it is
-// refused, unless the gateway says the issuer vouches for it
-// (principal_type in the issuer block); the local issuer's always does.
+// and user_only rules as one, and one adding an act naming an agent
+// require_agent as delegated to it. A remote issuer's token carrying
+// either is refused, unless the gateway says the issuer vouches for
+// them (principal_type in the issuer block); the local issuer's always
+// does.
 func TestGatewayHandlerRemotePrincipalType(t *testing.T) {
 	as := newRemoteAS(t)
 	call := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"deploy","arguments":{}}}`
@@ -645,6 +647,10 @@ func TestGatewayHandlerRemotePrincipalType(t *testing.T) {
 		{"a user's token without the claim, issuer not trusted", false, nil, http.StatusForbidden},
 		{"an agent-only token, issuer trusted", true, agentOnly, 0},
 		{"a user's token marked user, issuer trusted", true, map[string]any{"principal_type": "user"}, http.StatusForbidden},
+		// act is read only from a trusted issuer too: a user who adds
+		// an act naming agent-a passes require_agent as delegated.
+		{"a user's token naming an agent in act, issuer not trusted", false, map[string]any{"act": map[string]any{"sub": "agent-a"}}, http.StatusUnauthorized},
+		{"a user's token naming an agent in act, issuer trusted", true, map[string]any{"act": map[string]any{"sub": "agent-a"}}, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -46,13 +46,14 @@ type Config struct {
 	// (RFC 9068 says at+jwt); ID tokens are then refused by their claims
 	// (accesstoken.Options.AnyJWTType). Default false.
 	AcceptTypJWT bool
-	// RefusePrincipalType refuses, 401 invalid_token, a token that
-	// carries this project's principal_type claim, for an issuer that
-	// does not vouch for it (a remote issuer other than a caddy-mcp-auth
-	// one): such an issuer may let users add claims of their own, and a
-	// user's token marked "agent" would pass agent rules as one, a
-	// client's marked "user" user rules. Default false: the claim is read.
-	RefusePrincipalType bool
+	// RefuseActorClaims refuses, 401 invalid_token, a token that carries
+	// this project's principal_type claim or an RFC 8693 act, for an
+	// issuer that does not vouch for them (a remote issuer other than a
+	// caddy-mcp-auth one): such an issuer may let users add claims of
+	// their own, and a user's token marked "agent", or naming an agent in
+	// act, would pass require_agent rules, a client's marked "user" user
+	// rules. Default false: the claims are read.
+	RefuseActorClaims bool
 	// Introspector, when set, checks tokens that are not JWTs (opaque
 	// tokens) with the issuer's introspection endpoint (RFC 7662).
 	// Without it, opaque tokens are refused.

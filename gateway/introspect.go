@@ -139,7 +139,7 @@ func (g *Gateway) introspect(ctx context.Context, r *http.Request, key [sha256.S
 	if err := c.CheckRequired(); err != nil {
 		return nil, time.Time{}, invalidToken(describeTokenError(err))
 	}
-	if err := g.checkPrincipalType(c); err != nil {
+	if err := g.checkActorClaims(c); err != nil {
 		return nil, time.Time{}, err
 	}
 	return g.principalOf(c, body), g.now().Add(g.cfg.IntrospectionCache), nil

@@ -468,7 +468,7 @@ func (g *Gateway) verify(ctx context.Context, token string) (*principal, *authEr
 	if err := accesstoken.CheckMembers(token); err != nil {
 		return nil, invalidToken(err.Error())
 	}
-	if err := g.checkPrincipalType(c); err != nil {
+	if err := g.checkActorClaims(c); err != nil {
 		return nil, err
 	}
 	p := g.principalOf(c, jwtPayload(token))
@@ -502,11 +502,16 @@ func (g *Gateway) keyPublished(p *principal) bool {
 	return true
 }
 
-// checkPrincipalType refuses a principal_type the issuer does not vouch
-// for (Config.RefusePrincipalType). An empty one reads as none.
-func (g *Gateway) checkPrincipalType(c *accesstoken.Claims) *authError {
-	if g.cfg.RefusePrincipalType && c.PrincipalType != "" {
+// checkActorClaims refuses a principal_type or an act the issuer does
+// not vouch for (Config.RefuseActorClaims). An empty principal_type reads
+// as none.
+func (g *Gateway) checkActorClaims(c *accesstoken.Claims) *authError {
+	switch {
+	case !g.cfg.RefuseActorClaims:
+	case c.PrincipalType != "":
 		return invalidToken("the access token carries principal_type, which this issuer is not trusted for")
+	case c.Actor != nil:
+		return invalidToken("the access token carries act, which this issuer is not trusted for")
 	}
 	return nil
 }

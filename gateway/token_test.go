@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -356,6 +357,69 @@ func TestEarlyDataMarkedByRFC8470Only(t *testing.T) {
 		}
 		if forwarded := len(h.up.requests()) > before; forwarded != (tt.status == http.StatusOK) {
 			t.Errorf("%s: %s: forwarded %v", tt.header, tt.value, forwarded)
+		}
+	}
+}
+
+// TestUntrustedActorClaims: a remote issuer that lets users add claims
+// of their own (a Keycloak user attribute mapper, an Auth0 Action) signs
+// whatever a user puts in them. principal_type "agent" and an act naming
+// an agent both make a user's token pass require_agent (and list the
+// agent-only tools), so, from an issuer not trusted for them
+// (Config.RefuseActorClaims), a token carrying either is refused, by JWT
+// and by introspection; one without them is read as a user's. act can
+// only narrow elsewhere (agents, user_only, max_depth), but require_agent
+// grants with it.
+func TestUntrustedActorClaims(t *testing.T) {
+	f := newFakeIntrospection(t)
+	cfg := introspectionConfig(t, f, nil)
+	cfg.RefuseActorClaims = true
+	h := newHarness(t, cfg, nil)
+	tests := []struct {
+		name   string
+		extra  map[string]any
+		tool   string
+		status int
+	}{
+		{"no actor claims", nil, "read_a", 200},
+		{"no actor claims, agent-only tool", nil, "agent_only", 403},
+		{"act naming an agent", map[string]any{"act": map[string]any{"sub": "agent-1"}}, "agent_only", 401},
+		{"act nested", map[string]any{"act": map[string]any{"sub": "agent-1", "act": map[string]any{"sub": "agent-2"}}}, "read_a", 401},
+		{"principal_type agent", map[string]any{"principal_type": "agent"}, "agent_only", 401},
+		{"principal_type user", map[string]any{"principal_type": "user"}, "read_a", 401},
+		// Another spelling is another claim (RFC 7519 section 4),
+		// which nothing reads: the token is a user's.
+		{"Act in another case", map[string]any{"Act": map[string]any{"sub": "agent-1"}}, "agent_only", 403},
+		{"act not an object", map[string]any{"act": "agent-1"}, "read_a", 401},
+		{"act null", map[string]any{"act": nil}, "read_a", 401},
+	}
+	for i, tt := range tests {
+		for _, kind := range []string{"jwt", "introspected"} {
+			t.Run(tt.name+" "+kind, func(t *testing.T) {
+				var token string
+				if kind == "jwt" {
+					c := claims()
+					maps.Copy(c, tt.extra)
+					token = mint(t, c)
+				} else {
+					a := active()
+					maps.Copy(a, tt.extra)
+					token = fmt.Sprintf("opaque-actor-%d", i)
+					f.set(token, a)
+				}
+				before := len(h.up.requests())
+				resp := h.do(t, call{body: toolCall(tt.tool), token: token})
+				body := readBody(t, resp)
+				if resp.StatusCode != tt.status {
+					t.Fatalf("status = %d, want %d (%s %s)", resp.StatusCode, tt.status, body, resp.Header.Get("WWW-Authenticate"))
+				}
+				if tt.status == 401 && !strings.Contains(resp.Header.Get("WWW-Authenticate"), `error="invalid_token"`) {
+					t.Errorf("WWW-Authenticate = %q, want invalid_token", resp.Header.Get("WWW-Authenticate"))
+				}
+				if tt.status != 200 && len(h.up.requests()) != before {
+					t.Error("refused request reached the upstream")
+				}
+			})
 		}
 	}
 }
