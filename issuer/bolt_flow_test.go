@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -142,8 +143,24 @@ func TestStoreClosedAnswersUnavailable(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := newTokEnvStore(t, st, clock)
+	tok := e.post(t, pathToken, url.Values{"grant_type": {"client_credentials"}, "scope": {"read"}, "resource": {tResource}}, tConf+":"+tSecret).str("access_token")
+	if tok == "" {
+		t.Fatal("no access token before the store closed")
+	}
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
+	}
+	// The revocation check of a valid access token cannot be made: not
+	// "inactive" (a resource server would refuse, and cache that, and
+	// its client drop the token), nor 401 invalid_token at userinfo.
+	if a := e.introspect(t, tok); a.status != http.StatusServiceUnavailable || a.str("error") != "temporarily_unavailable" {
+		t.Errorf("introspection on a closed store = %d %s, want 503 temporarily_unavailable", a.status, a.raw)
+	}
+	req, _ := http.NewRequest(http.MethodGet, e.iss.endpoint(pathUserinfo), nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	if a := e.do(t, req); a.status != http.StatusServiceUnavailable || a.header.Get("Retry-After") != "1" || strings.Contains(a.header.Get("WWW-Authenticate"), "invalid_token") {
+		t.Errorf("userinfo on a closed store = %d %s (WWW-Authenticate %q, Retry-After %q), want 503, Retry-After 1, no invalid_token",
+			a.status, a.raw, a.header.Get("WWW-Authenticate"), a.header.Get("Retry-After"))
 	}
 	a := e.post(t, pathToken, url.Values{"grant_type": {"client_credentials"}, "scope": {"read"}, "resource": {tResource}}, tConf+":"+tSecret)
 	if a.status != http.StatusServiceUnavailable || a.str("error") != "temporarily_unavailable" || a.header.Get("Retry-After") != "1" {

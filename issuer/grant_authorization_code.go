@@ -282,6 +282,9 @@ func (g authorizationCode) checkActorToken(ctx context.Context, f url.Values, ac
 		return nil, ErrInvalidRequest.WithDescription("unsupported actor_token_type")
 	}
 	claims, err := i.verifyAccessToken(ctx, raw)
+	if storeBusy(err) {
+		return nil, err
+	}
 	if err != nil || !ownAgentToken(claims) || claims.Subject != actor || !sameResource(claims.Audience[0], resource) {
 		return nil, ErrInvalidGrant.WithDescription("actor_token is not a valid token of the requested actor")
 	}

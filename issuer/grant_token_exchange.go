@@ -260,6 +260,9 @@ func (x tokenExchange) actor(ctx context.Context, raw string, subj *accesstoken.
 	i := x.iss
 	invalid := func(d string) *Error { return ErrInvalidRequest.WithDescription(d) }
 	ac, err := i.verifyAccessToken(ctx, raw)
+	if storeBusy(err) {
+		return nil, "", err
+	}
 	if err != nil || !ownAgentToken(ac) {
 		return nil, "", invalid("actor_token is not a valid, unrevoked token of an agent acting for itself")
 	}

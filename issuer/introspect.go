@@ -59,7 +59,14 @@ func (i *Issuer) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 	}
 	resp := &introspection{}
 	if strings.Count(tok, ".") == 2 {
-		if cl, err := i.verifyAccessToken(ctx, tok); err == nil {
+		cl, err := i.verifyAccessToken(ctx, tok)
+		switch {
+		case storeBusy(err):
+			// Not "inactive": a resource server would refuse the token,
+			// and its client drop it, where a retry may succeed.
+			writeError(w, err)
+			return
+		case err == nil:
 			resp = &introspection{
 				Active: true, Scope: cl.Scope, ClientID: cl.ClientID, TokenType: "Bearer",
 				Exp: cl.ExpiresAt.Unix(), Iat: cl.IssuedAt.Unix(), Sub: cl.Subject, Aud: cl.Audience[0],

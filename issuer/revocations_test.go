@@ -89,7 +89,7 @@ func TestRevocationPathsJoinTheSet(t *testing.T) {
 			if !e.revoked(t, jti, gid) {
 				t.Error("Revoked = false right after the revocation, want true")
 			}
-			if !e.iss.revokedInStore(ctx, jti, gid) {
+			if !revokedIn(t, e.iss, jti, gid) {
 				t.Error("the store does not hold the revocation the set has")
 			}
 		})
@@ -366,9 +366,9 @@ func TestGrantRevocationOutlastsLongerTokens(t *testing.T) {
 	}
 	for _, step := range []time.Duration{2 * time.Minute, 7 * time.Minute} { // 2 and 9 minutes after issuance
 		e.clock.Advance(step)
-		if !e.revoked(t, jti, gid) || !e.iss.revokedInStore(ctx, jti, gid) {
+		if !e.revoked(t, jti, gid) || !revokedIn(t, e.iss, jti, gid) {
 			t.Errorf("token exp in %v: grant no longer revoked (set %v, store %v)", exp.Sub(e.clock.Now()),
-				e.revoked(t, jti, gid), e.iss.revokedInStore(ctx, jti, gid))
+				e.revoked(t, jti, gid), revokedIn(t, e.iss, jti, gid))
 		}
 	}
 }
@@ -428,4 +428,14 @@ func TestRevocationLogGoneBackAndForth(t *testing.T) {
 			t.Errorf("%s: not revoked after the catch-up", jti)
 		}
 	}
+}
+
+// revokedIn is what i's store says of jti and gid; a failed read fails t.
+func revokedIn(t *testing.T, i *Issuer, jti, gid string) bool {
+	t.Helper()
+	revoked, err := i.revokedInStore(t.Context(), jti, gid)
+	if err != nil {
+		t.Fatalf("revokedInStore = %v", err)
+	}
+	return revoked
 }

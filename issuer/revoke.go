@@ -17,7 +17,7 @@ import (
 // committed by any instance at once, not at the set's next catch-up, and
 // a store they cannot read fails them anyway. A store error counts as
 // revoked (fail closed).
-func (i *Issuer) revokedInStore(ctx context.Context, jti, grantID string) bool {
+func (i *Issuer) revokedInStore(ctx context.Context, jti, grantID string) (bool, error) {
 	var revoked bool
 	err := i.store.View(ctx, func(tx store.Tx) error {
 		var err error
@@ -26,9 +26,9 @@ func (i *Issuer) revokedInStore(ctx context.Context, jti, grantID string) bool {
 	})
 	if err != nil {
 		i.log.Error("revocation check", zap.Error(err))
-		return true
+		return true, err
 	}
-	return revoked
+	return revoked, nil
 }
 
 // handleRevoke is RFC 7009 token revocation. A refresh token ends its whole

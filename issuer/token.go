@@ -227,7 +227,12 @@ func (i *Issuer) verifyAccessToken(ctx context.Context, raw string) (*accesstoke
 	if err != nil {
 		return nil, err
 	}
-	if i.revokedInStore(ctx, c.ID, c.GrantID) {
+	switch revoked, err := i.revokedInStore(ctx, c.ID, c.GrantID); {
+	case err != nil:
+		// Not known to be live: refused, and a store that cannot
+		// answer now is told as such (storeBusy), not as a bad token.
+		return nil, fmt.Errorf("access token: revocation check: %w", err)
+	case revoked:
 		return nil, errors.New("token revoked")
 	}
 	return c, nil

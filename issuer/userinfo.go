@@ -42,6 +42,12 @@ func (i *Issuer) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	cl, err := i.verifyAccessToken(ctx, raw)
+	if storeBusy(err) {
+		// Not invalid_token: a client would drop a token that a retry
+		// may find good.
+		writeError(w, err)
+		return
+	}
 	if err != nil {
 		challenge(http.StatusUnauthorized, "invalid_token", "the access token is invalid, expired or revoked", "")
 		return
@@ -63,6 +69,10 @@ func (i *Issuer) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	u, err := i.dir.lookupUser(ctx, cl.Subject)
+	if storeBusy(err) {
+		writeError(w, err)
+		return
+	}
 	if cl.PrincipalType != principalUser || err != nil {
 		challenge(http.StatusUnauthorized, "invalid_token", "the token is not of a current user", "")
 		return
