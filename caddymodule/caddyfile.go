@@ -517,7 +517,7 @@ func (a *App) parseResource(d *caddyfile.Dispenser) error {
 //		resource <url>
 //		issuer local|<issuer-url> [{
 //			accept_typ_jwt
-//			principal_type
+//			agent_claims
 //			audience <aud>
 //			introspection {
 //				endpoint <url>
@@ -680,8 +680,8 @@ func (h *GatewayHandler) parseIssuer(d *caddyfile.Dispenser) error {
 		switch d.Val() {
 		case "accept_typ_jwt":
 			err = flag(d, &h.AcceptTypJWT)
-		case "principal_type":
-			err = flag(d, &h.PrincipalType)
+		case "agent_claims":
+			err = flag(d, &h.AgentClaims)
 		case "audience":
 			err = oneArg(d, &h.Audience)
 		case "introspection":

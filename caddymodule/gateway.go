@@ -107,14 +107,14 @@ type GatewayHandler struct {
 	// refused (nonce or at_hash present, or aud naming the token's own
 	// client). Remote issuers only.
 	AcceptTypJWT bool `json:"accept_typ_jwt,omitempty"`
-	// PrincipalType says the remote issuer vouches for this project's
+	// AgentClaims says the remote issuer vouches for this project's
 	// principal_type claim and for act (another caddy-mcp-auth): its
 	// tokens' principal_type says whether a user, an agent or a client
 	// is the principal, act which agent acts for it. Without it a remote
 	// issuer's token carrying either is refused, since an issuer that
 	// lets users add claims would sign a user's "agent" or act. Remote
 	// issuers only.
-	PrincipalType bool `json:"principal_type,omitempty"`
+	AgentClaims bool `json:"agent_claims,omitempty"`
 	// Audience is the aud value tokens must carry instead of Resource,
 	// for authorization servers that name an API there (Auth0 API
 	// identifiers, Entra ID api://...). Remote issuers only.
@@ -432,12 +432,12 @@ func (h *GatewayHandler) Provision(ctx caddy.Context) error {
 
 // errLocalRemoteOptions: options for a remote issuer's tokens given to a
 // gateway of the local issuer.
-var errLocalRemoteOptions = errors.New("accept_typ_jwt, audience, introspection and principal_type are for a remote issuer (issuer <url>); the local issuer's tokens need none of them")
+var errLocalRemoteOptions = errors.New("accept_typ_jwt, audience, introspection and agent_claims are for a remote issuer (issuer <url>); the local issuer's tokens need none of them")
 
 // remoteOptions reports whether h has options for a remote issuer's
 // tokens.
 func (h *GatewayHandler) remoteOptions() bool {
-	return h.AcceptTypJWT || h.PrincipalType || h.Audience != "" || h.Introspection != nil
+	return h.AcceptTypJWT || h.AgentClaims || h.Audience != "" || h.Introspection != nil
 }
 
 // rulesConfig is the part of the gateway's configuration that
@@ -493,7 +493,7 @@ func (h *GatewayHandler) remoteConfig(cfg *gateway.Config, log *zap.Logger) erro
 	h.keys = gateway.NewRemoteKeys(h.Issuer, client, log)
 	cfg.Keys = h.keys
 	cfg.AcceptTypJWT = h.AcceptTypJWT
-	cfg.RefuseActorClaims = !h.PrincipalType
+	cfg.RefuseActorClaims = !h.AgentClaims
 	cfg.Audience = h.Audience
 	in := h.Introspection
 	if in == nil {

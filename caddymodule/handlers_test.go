@@ -629,7 +629,7 @@ func (as *remoteAS) post(t *testing.T, body string, extra map[string]any) *http.
 // and user_only rules as one, and one adding an act naming an agent
 // require_agent as delegated to it. A remote issuer's token carrying
 // either is refused, unless the gateway says the issuer vouches for
-// them (principal_type in the issuer block); the local issuer's always
+// them (agent_claims in the issuer block); the local issuer's always
 // does.
 func TestGatewayHandlerRemotePrincipalType(t *testing.T) {
 	as := newRemoteAS(t)
@@ -654,7 +654,7 @@ func TestGatewayHandlerRemotePrincipalType(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := &GatewayHandler{Resource: gatewayResource, Issuer: as.URL, PrincipalType: tt.trusted, Scopes: []string{"mcp"}, PinTools: "off",
+			h := &GatewayHandler{Resource: gatewayResource, Issuer: as.URL, AgentClaims: tt.trusted, Scopes: []string{"mcp"}, PinTools: "off",
 				Tools: []Rule{{Match: "deploy", Agents: []string{"agent-a"}, RequireAgent: true}}}
 			if err := h.Provision(caddyContext(t, nil)); err != nil {
 				t.Fatalf("Provision() = %v", err)

@@ -225,8 +225,8 @@ func TestAdaptErrors(t *testing.T) {
 		{"gateway bad origin", gw("allowed_origins app.example.com"), "allowed origin \"app.example.com\""},
 		{"gateway bad origin line", gw("allowed_origins app.example.com"), ", at Caddyfile:7"},
 		{"gateway bad pin mode", gw("pin_tools always"), "pin_tools: pin mode \"always\": want off, first_use or approved, at Caddyfile:9"},
-		{"gateway local issuer with remote options", gw("issuer local {\n\t\t\taccept_typ_jwt\n\t\t}"), "accept_typ_jwt, audience, introspection and principal_type are for a remote issuer (issuer <url>); the local issuer's tokens need none of them, at Caddyfile:7"},
-		{"gateway local issuer with principal_type", gw("issuer local {\n\t\t\tprincipal_type\n\t\t}"), "are for a remote issuer"},
+		{"gateway local issuer with remote options", gw("issuer local {\n\t\t\taccept_typ_jwt\n\t\t}"), "accept_typ_jwt, audience, introspection and agent_claims are for a remote issuer (issuer <url>); the local issuer's tokens need none of them, at Caddyfile:7"},
+		{"gateway local issuer with agent_claims", gw("issuer local {\n\t\t\tagent_claims\n\t\t}"), "are for a remote issuer"},
 		{"gateway default issuer with audience", site("\tmcp_gateway {\n\t\tresource https://example.com/mcp\n\t\tissuer local {\n\t\t\taudience api://x\n\t\t}\n\t}"), "are for a remote issuer"},
 		// Provision refuses these too, but with no line to look at.
 		{"issuer not given", "{\n\tmcp_auth {\n\t\tstorage memory\n\t}\n}\nexample.com {\n\tmcp_issuer\n}\n", "mcp_auth: issuer is required: add `issuer <url>`, the URL of the site that serves mcp_issuer, at Caddyfile:2"},
