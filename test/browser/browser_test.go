@@ -216,7 +216,11 @@ func newBrowser(t *testing.T) context.Context {
 	}
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelCtx := chromedp.NewContext(actx)
-	ctx, cancelTimeout := context.WithTimeout(ctx, 60*time.Second)
+	// The whole test's browser steps, Chromium's start included: a guard
+	// against a hang, not a speed limit. Each wait of a step has its own
+	// bound (callback.wait, waitFor, settledAt); a loaded CI machine took
+	// 42 s of the 60 s this was for TestAgentConsentAndRevoke's steps.
+	ctx, cancelTimeout := context.WithTimeout(ctx, 3*time.Minute)
 	t.Cleanup(func() {
 		cancelTimeout()
 		cancelCtx()
