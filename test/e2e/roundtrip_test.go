@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -107,12 +108,20 @@ func TestRootsChangedThroughGateway(t *testing.T) {
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		handler.ServeHTTP(w, r)
 	}))
-	var sent atomic.Int32
+	// The notification goes out in the background: its answer's status,
+	// once the client has read it (closed its body).
+	answered := make(chan int, 1)
 	base := roundTripFunc(func(r *http.Request) (*http.Response, error) {
-		if r.Header.Get("Mcp-Method") == "notifications/roots/list_changed" {
-			sent.Add(1)
+		resp, err := http.DefaultTransport.RoundTrip(r)
+		if err == nil && r.Header.Get("Mcp-Method") == "notifications/roots/list_changed" {
+			resp.Body = &onClose{ReadCloser: resp.Body, closed: func() {
+				select {
+				case answered <- resp.StatusCode:
+				default:
+				}
+			}}
 		}
-		return http.DefaultTransport.RoundTrip(r)
+		return resp, err
 	})
 	c := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1.0.0"}, nil)
 	hc := &http.Client{Transport: &oauth2.Transport{Source: oauth2.StaticTokenSource(tok), Base: base}}
@@ -123,14 +132,14 @@ func TestRootsChangedThroughGateway(t *testing.T) {
 	}
 	defer cs.Close()
 	c.AddRoots(&mcp.Root{URI: "file:///home/alice/project"})
-	// The notification goes out in the background: wait until it was sent.
-	for deadline := time.Now().Add(10 * time.Second); sent.Load() == 0 && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond)
+	select {
+	case status := <-answered:
+		if status != http.StatusAccepted {
+			t.Fatalf("notifications/roots/list_changed answered %d, want 202 (dropped)", status)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the client sent no notifications/roots/list_changed, or read no answer")
 	}
-	if sent.Load() == 0 {
-		t.Fatal("the client sent no notifications/roots/list_changed")
-	}
-	time.Sleep(100 * time.Millisecond) // its answer read
 	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "get_record", Arguments: map[string]any{"owner": "alice"}})
 	if err != nil || res.IsError {
 		t.Fatalf("CallTool after the roots changed = %+v, %v; want the record", res, err)
@@ -154,6 +163,19 @@ func startModern(t *testing.T, h http.Handler) (*env, context.Context, *oauth2.T
 		t.Fatal(err)
 	}
 	return e, ctx, tok
+}
+
+// onClose calls closed once the body is closed.
+type onClose struct {
+	io.ReadCloser
+	once   sync.Once
+	closed func()
+}
+
+func (b *onClose) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(b.closed)
+	return err
 }
 
 // roundTripFunc adapts a function to http.RoundTripper.
