@@ -271,6 +271,16 @@ func TestConsentTamper(t *testing.T) {
 		f.Hidden.Set(name, value)
 		got := s.post(ctx, p, &f, url.Values{"decision": {"approve"}})
 		if got.Status != http.StatusSeeOther {
+			if name == "resource" && got.Status == http.StatusOK {
+				// The resource field names what the page showed; a
+				// mismatch shows the consent page again, naming the
+				// resource the request means (ed4f73e): no code.
+				again := got.Form("consent")
+				if again == nil || again.Hidden.Get("resource") != p.Form("consent").Hidden.Get("resource") {
+					t.Errorf("consent with resource altered: status 200 without the consent page naming %s again: %.200s", p.Form("consent").Hidden.Get("resource"), got.Text())
+				}
+				return nil
+			}
 			if got.Status < 400 {
 				t.Errorf("consent with %s altered: status %d, want 4xx or a redirect: %.200s", name, got.Status, got.Text())
 			}
