@@ -1082,3 +1082,28 @@ func TestIntrospectionEndsBodyArriving(t *testing.T) {
 		t.Errorf("%d of max_in_flight still held", n)
 	}
 }
+
+// TestIntrospectionPrincipalTypeRefused: README (principal_type option)
+// says a token carrying principal_type from an issuer the gateway is not
+// told to trust for it is refused 401 invalid_token by introspection as
+// by JWT, and read (an agent acting alone) when it is trusted.
+func TestIntrospectionPrincipalTypeRefused(t *testing.T) {
+	f := newFakeIntrospection(t)
+	agentOnly := active()
+	agentOnly["sub"], agentOnly["client_id"], agentOnly["principal_type"] = "agent-1", "agent-1", "agent"
+	f.set("opaque-agent", agentOnly)
+	for _, refuse := range []bool{true, false} {
+		cfg := introspectionConfig(t, f, nil)
+		cfg.RefusePrincipalType = refuse
+		h := newHarness(t, cfg, nil)
+		before := len(h.up.requests())
+		resp := h.do(t, call{body: toolCall("agent_only"), token: "opaque-agent"})
+		body := readBody(t, resp)
+		switch {
+		case refuse && (resp.StatusCode != 401 || !strings.Contains(resp.Header.Get("WWW-Authenticate"), `error="invalid_token"`) || len(h.up.requests()) != before):
+			t.Errorf("untrusted issuer: %d %s (challenge %q), want 401 invalid_token, not forwarded", resp.StatusCode, body, resp.Header.Get("WWW-Authenticate"))
+		case !refuse && resp.StatusCode != 200:
+			t.Errorf("trusted issuer: %d %s, want 200 (an agent acting alone)", resp.StatusCode, body)
+		}
+	}
+}
