@@ -566,18 +566,40 @@ func TestConsentGrantsTheResourceShown(t *testing.T) {
 
 	v := f.hidden
 	v.Set("decision", "approve")
-	resp, body := e.postPage(t, c, f.action, v)
+	allowAskedAgain(t, e, c, f.action, v, bOther, bResource)
+}
+
+// TestConsentPageOfEarlierReleaseAskedAgain: README (Upgrading) says a
+// consent page opened before the upgrade, whose form has no resource
+// field, is shown once more when answered, issuing nothing, and that the
+// second Allow goes through.
+func TestConsentPageOfEarlierReleaseAskedAgain(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	c, body := e.consentPage(t, authParams(testChallenge), bUser)
+	f := findForm(t, body, "consent")
+	v := f.hidden
+	v.Del("resource")
+	v.Set("decision", "approve")
+	allowAskedAgain(t, e, c, f.action, v, bResource, "")
+}
+
+// allowAskedAgain posts the Allow v, which must issue nothing and show
+// the consent page again naming want (and not gone, unless empty); that
+// page's Allow must then issue a code for want.
+func allowAskedAgain(t *testing.T, e *testEnv, c *http.Client, action string, v url.Values, want, gone string) {
+	t.Helper()
+	resp, body := e.postPage(t, c, action, v)
 	if loc := resp.Header.Get("Location"); loc != "" || metaRefresh(t, body) != "" {
-		t.Fatalf("Allow on a page naming %s went on to %q%s", bResource, loc, metaRefresh(t, body))
+		t.Fatalf("first Allow went on to %q%s, want the consent page again", loc, metaRefresh(t, body))
 	}
 	if n := e.count(bucketCodes); n != 0 {
-		t.Errorf("%d codes issued for a resource the page did not name", n)
+		t.Errorf("%d codes issued by the first Allow", n)
 	}
-	if resp.StatusCode != http.StatusOK || !strings.Contains(body, bOther) || strings.Contains(body, bResource) {
-		t.Fatalf("answer %d, want the consent page again naming %s: %s", resp.StatusCode, bOther, body)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, want) || gone != "" && strings.Contains(body, gone) {
+		t.Fatalf("answer %d, want the consent page again naming %s: %s", resp.StatusCode, want, body)
 	}
 	// The page shown again grants what it names.
-	f = findForm(t, body, "consent")
+	f := findForm(t, body, "consent")
 	v = f.hidden
 	v.Set("decision", "approve")
 	resp, _ = e.postPage(t, c, f.action, v)
@@ -586,7 +608,7 @@ func TestConsentGrantsTheResourceShown(t *testing.T) {
 	if err := e.get(bucketCodes, tokenKey(loc.Query().Get("code")), &ac); err != nil {
 		t.Fatalf("code: %v (Location %s)", err, loc)
 	}
-	if ac.Resource != bOther {
-		t.Errorf("code resource = %q, want %q", ac.Resource, bOther)
+	if ac.Resource != want {
+		t.Errorf("code resource = %q, want %q", ac.Resource, want)
 	}
 }
