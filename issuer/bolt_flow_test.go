@@ -171,4 +171,10 @@ func TestStoreClosedAnswersUnavailable(t *testing.T) {
 	if rec.Code != http.StatusServiceUnavailable {
 		t.Errorf("admin DELETE on a closed store = %d %s, want 503", rec.Code, rec.Body)
 	}
+	// A sign-in page's lookup: the page says to try again (README).
+	rec = httptest.NewRecorder()
+	e.iss.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, pathLogin+"?request=abc", nil))
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "Temporarily unavailable") {
+		t.Errorf("sign-in page on a closed store = %d %.300s, want 503 Temporarily unavailable", rec.Code, rec.Body)
+	}
 }
