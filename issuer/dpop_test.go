@@ -527,4 +527,21 @@ func TestDPoPReplayedRequestRevokesNothing(t *testing.T) {
 	if !e.revokedToken(t, a.str("access_token")) {
 		t.Error("the code's reuse by its key's holder left its grant live")
 	}
+	// A code that named no key, exchanged with a proof: its request
+	// replayed with that proof is refused too and revokes nothing; the
+	// code used again with its client's id and verifier revokes its
+	// grant, proof (a fresh one) or none (TestCodeReuseRevokesFirstTokens).
+	code, verifier = e.issueCode(t, codeSpec{scopes: []string{"read", "offline_access"}})
+	f = url.Values{"grant_type": {grantAuthorizationCode}, "code": {code}, "code_verifier": {verifier}, "redirect_uri": {tRedirect}, "client_id": {tPublic}}
+	p = alice.proof(t, e, tokenURL, nil)
+	a = e.postDPoP(t, pathToken, f, "", p)
+	wantBound(t, "an unbound code's exchange with a proof", a, alice)
+	wantRefused(t, "the unbound code's exchange replayed with its proof", e.postDPoP(t, pathToken, f, "", p), "invalid_dpop_proof")
+	if e.revokedToken(t, a.str("access_token")) {
+		t.Error("the unbound code's grant was revoked by its exchange replayed with its proof")
+	}
+	wantRefused(t, "the unbound code again with a fresh proof", e.postDPoP(t, pathToken, f, "", mallory.proof(t, e, tokenURL, nil)), "invalid_grant")
+	if !e.revokedToken(t, a.str("access_token")) {
+		t.Error("the unbound code's reuse with its client's id and verifier left its grant live")
+	}
 }
