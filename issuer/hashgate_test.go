@@ -28,6 +28,8 @@ type loginAttempt struct {
 	// earlyData: passed on by a proxy in front that took it as early
 	// data, marked Early-Data: 1 (RFC 8470 section 5.1).
 	earlyData bool
+	// header: more request headers.
+	header http.Header
 }
 
 func (e *testEnv) prepareLogin(t *testing.T, remote string) loginAttempt {
@@ -57,6 +59,9 @@ func (e *testEnv) submit(a loginAttempt, user, password string) *httptest.Respon
 	}
 	if a.earlyData {
 		r.Header.Set("Early-Data", "1")
+	}
+	for k, vs := range a.header {
+		r.Header[k] = vs
 	}
 	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	r.Header.Set("Origin", e.srv.URL)

@@ -509,6 +509,30 @@ func TestLimitsRefuseEarlyDataFromProxy(t *testing.T) {
 	refuseEarlySignIns(t, func(a *loginAttempt) { a.earlyData = true })
 }
 
+// TestIssuerEarlyDataMarkedByRFC8470Only: README (Limits) says that
+// RFC 8470's Early-Data, any value, is the only mark of a proxy's early
+// data the issuer reads: a header a proxy marks it with its own way
+// (Cloudflare's Cf-0rtt-Unique, an X-Early-Data) is not seen, and the
+// sign-in is served.
+func TestIssuerEarlyDataMarkedByRFC8470Only(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	for _, tt := range []struct {
+		header, value string
+		status        int
+	}{
+		{"early-data", "0", http.StatusTooEarly},
+		{"Cf-0rtt-Unique", "a1b2", http.StatusSeeOther},
+		{"X-Early-Data", "1", http.StatusSeeOther},
+	} {
+		a := e.prepareLogin(t, "198.51.100.8:4000")
+		a.header = http.Header{}
+		a.header.Set(tt.header, tt.value)
+		if w := e.submit(a, bUser, bPassword); w.Code != tt.status {
+			t.Errorf("sign-in with %s: %s = %d, want %d", tt.header, tt.value, w.Code, tt.status)
+		}
+	}
+}
+
 // refuseEarlySignIns checks that twice an address's budget of sign-ins,
 // each made early by mark, are all answered 425 and charge nothing.
 func refuseEarlySignIns(t *testing.T, mark func(*loginAttempt)) {
