@@ -98,10 +98,12 @@ var errNext = errors.New("next handler failed")
 type recordingNext struct {
 	called bool
 	err    error
+	header http.Header // the request's, as passed on
 }
 
 func (n *recordingNext) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
 	n.called = true
+	n.header = r.Header.Clone()
 	if n.err != nil {
 		return n.err
 	}
@@ -654,7 +656,7 @@ func TestGatewayHandlerRemotePrincipalType(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := &GatewayHandler{Resource: gatewayResource, Issuer: as.URL, AgentClaims: tt.trusted, Scopes: []string{"mcp"}, PinTools: "off",
+			h := &GatewayHandler{Resource: gatewayResource, Issuer: as.URL, AgentClaims: tt.trusted, Scopes: []string{"mcp"}, PinTools: "off", ForwardIdentity: true,
 				Tools: []Rule{{Match: "deploy", Agents: []string{"agent-a"}, RequireAgent: true}}}
 			if err := h.Provision(caddyContext(t, nil)); err != nil {
 				t.Fatalf("Provision() = %v", err)
@@ -669,6 +671,9 @@ func TestGatewayHandlerRemotePrincipalType(t *testing.T) {
 				t.Errorf("tools/call: forwarded %v, %d %s, want %d", next.called, rec.Code, rec.Body, tt.status)
 			case tt.status == http.StatusUnauthorized && !strings.Contains(rec.Header().Get("WWW-Authenticate"), `error="invalid_token"`):
 				t.Errorf("WWW-Authenticate = %q, want invalid_token", rec.Header().Get("WWW-Authenticate"))
+			case tt.status == 0 && next.header.Get("X-Mcp-Principal-Type") != "agent":
+				// forward_identity reads the trusted claim too (README).
+				t.Errorf("X-MCP-Principal-Type forwarded = %q, want agent", next.header.Get("X-Mcp-Principal-Type"))
 			}
 		})
 	}
