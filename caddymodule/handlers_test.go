@@ -642,17 +642,19 @@ func TestGatewayHandlerRemotePrincipalType(t *testing.T) {
 		trusted bool
 		extra   map[string]any
 		status  int // 0: forwarded
+		// forwarded as X-Mcp-Principal-Type and X-Mcp-Actor (status 0)
+		principal, actor string
 	}{
-		{"an agent-only token, issuer not trusted for principal_type", false, agentOnly, http.StatusUnauthorized},
-		{"a user's token marked user, issuer not trusted", false, map[string]any{"principal_type": "user"}, http.StatusUnauthorized},
-		{"a client's token marked user, issuer not trusted", false, map[string]any{"sub": "c1", "principal_type": "user"}, http.StatusUnauthorized},
-		{"a user's token without the claim, issuer not trusted", false, nil, http.StatusForbidden},
-		{"an agent-only token, issuer trusted", true, agentOnly, 0},
-		{"a user's token marked user, issuer trusted", true, map[string]any{"principal_type": "user"}, http.StatusForbidden},
+		{"an agent-only token, issuer not trusted for principal_type", false, agentOnly, http.StatusUnauthorized, "", ""},
+		{"a user's token marked user, issuer not trusted", false, map[string]any{"principal_type": "user"}, http.StatusUnauthorized, "", ""},
+		{"a client's token marked user, issuer not trusted", false, map[string]any{"sub": "c1", "principal_type": "user"}, http.StatusUnauthorized, "", ""},
+		{"a user's token without the claim, issuer not trusted", false, nil, http.StatusForbidden, "", ""},
+		{"an agent-only token, issuer trusted", true, agentOnly, 0, "agent", ""},
+		{"a user's token marked user, issuer trusted", true, map[string]any{"principal_type": "user"}, http.StatusForbidden, "", ""},
 		// act is read only from a trusted issuer too: a user who adds
 		// an act naming agent-a passes require_agent as delegated.
-		{"a user's token naming an agent in act, issuer not trusted", false, map[string]any{"act": map[string]any{"sub": "agent-a"}}, http.StatusUnauthorized},
-		{"a user's token naming an agent in act, issuer trusted", true, map[string]any{"act": map[string]any{"sub": "agent-a"}}, 0},
+		{"a user's token naming an agent in act, issuer not trusted", false, map[string]any{"act": map[string]any{"sub": "agent-a"}}, http.StatusUnauthorized, "", ""},
+		{"a user's token naming an agent in act, issuer trusted", true, map[string]any{"act": map[string]any{"sub": "agent-a"}}, 0, "user", "agent-a"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -671,9 +673,9 @@ func TestGatewayHandlerRemotePrincipalType(t *testing.T) {
 				t.Errorf("tools/call: forwarded %v, %d %s, want %d", next.called, rec.Code, rec.Body, tt.status)
 			case tt.status == http.StatusUnauthorized && !strings.Contains(rec.Header().Get("WWW-Authenticate"), `error="invalid_token"`):
 				t.Errorf("WWW-Authenticate = %q, want invalid_token", rec.Header().Get("WWW-Authenticate"))
-			case tt.status == 0 && next.header.Get("X-Mcp-Principal-Type") != "agent":
-				// forward_identity reads the trusted claim too (README).
-				t.Errorf("X-MCP-Principal-Type forwarded = %q, want agent", next.header.Get("X-Mcp-Principal-Type"))
+			case tt.status == 0 && (next.header.Get("X-Mcp-Principal-Type") != tt.principal || next.header.Get("X-Mcp-Actor") != tt.actor):
+				// forward_identity reads the trusted claims too (README).
+				t.Errorf("forwarded X-MCP-Principal-Type %q, X-MCP-Actor %q; want %q, %q", next.header.Get("X-Mcp-Principal-Type"), next.header.Get("X-Mcp-Actor"), tt.principal, tt.actor)
 			}
 		})
 	}

@@ -1083,7 +1083,7 @@ func TestIntrospectionEndsBodyArriving(t *testing.T) {
 	}
 }
 
-// TestIntrospectionPrincipalTypeRefused: README (principal_type option)
+// TestIntrospectionPrincipalTypeRefused: README (the issuer's agent_claims option)
 // says a token carrying principal_type from an issuer the gateway is not
 // told to trust for it is refused 401 invalid_token by introspection as
 // by JWT, and read (an agent acting alone) when it is trusted.
@@ -1094,7 +1094,7 @@ func TestIntrospectionPrincipalTypeRefused(t *testing.T) {
 	f.set("opaque-agent", agentOnly)
 	for _, refuse := range []bool{true, false} {
 		cfg := introspectionConfig(t, f, nil)
-		cfg.RefusePrincipalType = refuse
+		cfg.RefuseActorClaims = refuse
 		h := newHarness(t, cfg, nil)
 		before := len(h.up.requests())
 		resp := h.do(t, call{body: toolCall("agent_only"), token: "opaque-agent"})
