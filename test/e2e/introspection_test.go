@@ -33,6 +33,7 @@ http://127.0.0.1:{{.Port}} {
 	mcp_gateway {
 		resource http://127.0.0.1:{{.Port}}/mcp
 		issuer {{.Issuer}} {
+			agent_claims
 			introspection {
 				client_id gateway
 				client_secret {env.E2E_GATEWAY_SECRET}
