@@ -21,7 +21,7 @@ var listAnswers = map[string]struct {
 }{
 	"prompts/list":             {"prompts", "name", []string{"summary_day", "other", "summary\u0131"}},
 	"resources/list":           {"resources", "uri", []string{"file:///docs/a", "file:///secret/key", "db://h/t", "FILE:///Secret/k2"}},
-	"resources/templates/list": {"resourceTemplates", "uriTemplate", []string{"file:///docs/{name}", "file:///{path}", "file:///secret/{name}", "db://{t}"}},
+	"resources/templates/list": {"resourceTemplates", "uriTemplate", []string{"file:///docs/{name}", "file:///{path}", "file:///secret/{name}", "db://{t}", "file:///secret{x}"}},
 	"tools/list":               {"tools", "name", []string{"read_a", "delete_all"}},
 }
 
@@ -80,7 +80,7 @@ func TestListsFiltered(t *testing.T) {
 		{"resources/templates/list", "mcp", []string{}},
 		{"resources/templates/list", "mcp files:read", []string{"file:///docs/{name}"}},
 		{"resources/templates/list", "mcp files:secret", []string{"file:///secret/{name}"}},
-		{"resources/templates/list", "mcp files:read files:secret", []string{"file:///docs/{name}", "file:///{path}", "file:///secret/{name}"}},
+		{"resources/templates/list", "mcp files:read files:secret", []string{"file:///docs/{name}", "file:///{path}", "file:///secret/{name}", "file:///secret{x}"}},
 	}
 	for _, tt := range tests {
 		for _, as := range []string{"json", "events"} {

@@ -329,6 +329,12 @@ func TestCompletionRef(t *testing.T) {
 		{"template inside one rule", "mcp files:read files:secret", `{"type":"ref/resource","uri":"file:///secret/{name}"}`, 0, 0},
 		{"template reaching a narrower rule", "mcp files:read", `{"type":"ref/resource","uri":"file:///{path}"}`, 403, codeRefused},
 		{"template reaching a narrower rule, both scopes", "mcp files:read files:secret", `{"type":"ref/resource","uri":"file:///{path}"}`, 0, 0},
+		// An expansion that continues the literal's last name leaves the
+		// directory rule that decides the literal without its "/":
+		// file:///secret{x} expands to file:///secretive, under file:///.
+		{"template continuing a directory's name, its rule's scope only", "mcp files:secret", `{"type":"ref/resource","uri":"file:///secret{x}"}`, 403, codeRefused},
+		{"template continuing a directory's name, both scopes", "mcp files:read files:secret", `{"type":"ref/resource","uri":"file:///secret{x}"}`, 0, 0},
+		{"resource continuing a directory's name", "mcp files:secret", `{"type":"ref/resource","uri":"file:///secretive"}`, 403, codeRefused},
 		{"template under a case variant of a rule", "mcp files:read", `{"type":"ref/resource","uri":"file:///SECRET/{name}"}`, 400, codeInvalidParams},
 		{"template without a literal prefix", "mcp files:read files:secret", `{"type":"ref/resource","uri":"{uri}"}`, 400, codeInvalidParams},
 		{"no ref", "mcp files:read", `null`, 400, codeInvalidParams},

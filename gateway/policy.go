@@ -749,8 +749,10 @@ func (p *policy) decideCompletion(pr *principal, raw []byte) (decision, error) {
 
 // decideTemplate decides a resource URI or template (RFC 6570) by every
 // rule an expansion could fall under: the rule of its literal prefix
-// (the text before the first '{') and every rule whose prefix extends
-// that prefix. A URI without '{' is decided as a resources/read of it.
+// (the text before the first '{'), every rule whose prefix extends that
+// prefix, and the rule of an expansion that continues the prefix's last
+// name (continuedRule). A URI without '{' is decided as a resources/read
+// of it.
 func (p *policy) decideTemplate(pr *principal, uri string) (decision, error) {
 	literal, _, template := strings.Cut(uri, "{")
 	if !template {
@@ -762,7 +764,39 @@ func (p *policy) decideTemplate(pr *principal, uri string) (decision, error) {
 			uris = append(uris, r)
 		}
 	}
-	return p.decideSubscriptions(pr, uris)
+	d, err := p.decideSubscriptions(pr, uris)
+	if err != nil || !d.allow && !d.scopeOnly {
+		return d, err
+	}
+	// As decideSubscriptions combines its URIs' decisions.
+	c := p.resourceDecision(pr, literal, p.continuedRule(literal))
+	if !c.allow && !c.scopeOnly {
+		return c, nil
+	}
+	required := sortedSet(append(slices.Clone(d.required), c.required...))
+	if d.allow && !c.allow {
+		d = c
+	}
+	d.required = required
+	return d, nil
+}
+
+// continuedRule is the index of the rule that decides an expansion
+// continuing literal's last name ("notes://all" + "secret", "file:///secret"
+// + "ive") among the rules no longer than literal (longer ones are
+// decided on their own by decideTemplate), or -1 when none does. The rule
+// that decides literal itself may not decide such an expansion: one that
+// names literal's authority ("notes://all") needs the authority to end
+// there, and one that names a directory matches literal as that directory
+// without its "/" ("file:///secret/"); then a broader rule ("notes://",
+// "file:///") decides "notes://allsecret" and "file:///secretive".
+func (p *policy) continuedRule(literal string) int {
+	return longestRule(p.resources, literal+"a", func(uri string, r *compiledRule) int {
+		if len(r.Pattern) > len(literal) {
+			return -1
+		}
+		return uriPrefixRank(uri, r)
+	})
 }
 
 // reference is a completion's params.ref; Name and URI are nil when
@@ -921,11 +955,17 @@ func (p *policy) decideURI(pr *principal, uri string) (decision, error) {
 	if longestRule(p.resources, uri, uriPrefixFoldRank) != best {
 		return decision{}, fmt.Errorf("resource URI %q falls under another rule when case is ignored", uri)
 	}
-	if best < 0 {
-		return decision{kind: kindResource, target: uri, required: p.base, reason: "no rule"}, nil
+	return p.resourceDecision(pr, uri, best), nil
+}
+
+// resourceDecision decides uri by the resource rule of index i, -1 for
+// none.
+func (p *policy) resourceDecision(pr *principal, uri string, i int) decision {
+	if i < 0 {
+		return decision{kind: kindResource, target: uri, required: p.base, reason: "no rule"}
 	}
-	r := &p.resources[best]
-	return p.check(pr, decision{kind: kindResource, target: uri, rule: r.Pattern, required: r.required}, r), nil
+	r := &p.resources[i]
+	return p.check(pr, decision{kind: kindResource, target: uri, rule: r.Pattern, required: r.required}, r)
 }
 
 // decideSubscriptions decides a subscription to resources as

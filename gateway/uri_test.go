@@ -1,8 +1,12 @@
 package gateway
 
 import (
+	"encoding/json"
+	"io"
+	"net/http"
 	"net/url"
 	"path"
+	"slices"
 	"strings"
 	"testing"
 
@@ -671,4 +675,75 @@ func TestResourceURIsResolvingElsewhere(t *testing.T) {
 			t.Errorf("resources/subscribe with dot segments: status = %d, want 400", resp.StatusCode)
 		}
 	})
+}
+
+// TestTemplateContinuingItsLiteral: a resource template whose text before
+// the first '{' is matched by a rule only as a whole name (a prefix that
+// ends with its authority, or a directory without its "/") has
+// expansions that continue that name and fall under a broader rule:
+// notes://all{x} expands to notes://allsecret, under notes://, and
+// file:///srv/secret{x} to file:///srv/secretive, under file:///srv/.
+// A completion for it, and its place in a resources/templates/list
+// answer, need that rule too, as a resources/read of such an expansion
+// does; before, the literal's rule alone decided it.
+func TestTemplateContinuingItsLiteral(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.ResourceRules = []Rule{
+		{Pattern: "notes://all", Scopes: []string{"notes:all"}},
+		{Pattern: "notes://", Scopes: []string{"notes:any"}},
+		{Pattern: "file:///srv/secret/", Scopes: []string{"files:secret"}},
+		{Pattern: "file:///srv/", Scopes: []string{"files:read"}},
+	}
+	templates := []string{"notes://all{x}", "notes://all/{x}", "file:///srv/secret{x}", "file:///srv/secret/{x}"}
+	answer := `{"jsonrpc":"2.0","id":1,"result":` + listResult(t, "resources/templates/list", templates) + `}`
+	for _, tt := range []struct {
+		scope string
+		want  []string // the templates listed, and completed
+	}{
+		{"mcp notes:all files:secret", []string{"notes://all/{x}", "file:///srv/secret/{x}"}},
+		{"mcp notes:all notes:any", []string{"notes://all{x}", "notes://all/{x}"}},
+		{"mcp files:secret files:read", []string{"file:///srv/secret{x}", "file:///srv/secret/{x}"}},
+	} {
+		t.Run(tt.scope, func(t *testing.T) {
+			var upstream bool
+			h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+				upstream = true
+				w.Header().Set("Content-Type", "application/json")
+				io.WriteString(w, answer)
+			})
+			c := claims()
+			c["scope"] = tt.scope
+			token := mint(t, c)
+			for _, resource := range []struct{ uri, want string }{
+				{"notes://allsecret", "notes:any"}, {"file:///srv/secretive", "files:read"},
+			} {
+				body := `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":` + quote(resource.uri) + `}}`
+				resp := h.do(t, call{body: body, token: token})
+				readBody(t, resp)
+				if want := strings.Contains(tt.scope, resource.want); (resp.StatusCode == 200) != want {
+					t.Errorf("resources/read %s = %d, want allowed %v", resource.uri, resp.StatusCode, want)
+				}
+			}
+			resp := h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"resources/templates/list"}`, token: token})
+			got := readBody(t, resp)
+			var m struct {
+				Result json.RawMessage `json:"result"`
+			}
+			if err := json.Unmarshal([]byte(got), &m); err != nil {
+				t.Fatalf("answer %d %q: %v", resp.StatusCode, got, err)
+			}
+			if keys := listedKeys(t, "resources/templates/list", m.Result); !slices.Equal(keys, tt.want) {
+				t.Errorf("listed %v, want %v", keys, tt.want)
+			}
+			for _, tpl := range templates {
+				upstream = false
+				body := `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":` + quote(tpl) + `},"argument":{"name":"x","value":""}}}`
+				resp := h.do(t, call{body: body, token: token})
+				readBody(t, resp)
+				if want := slices.Contains(tt.want, tpl); upstream != want || (resp.StatusCode == 200) != want {
+					t.Errorf("completion of %s = %d (forwarded %v), want allowed %v", tpl, resp.StatusCode, upstream, want)
+				}
+			}
+		})
+	}
 }
