@@ -95,6 +95,19 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	ru := pu.Query().Get("request_uri")
 	secret(ru[strings.LastIndexByte(ru, ':')+1:])
 	secret(e.code(ctx, t, robot, par), par.Verifier)
+	// A pushed request sent on by a cross-site POST, which arrives
+	// without the session cookie: the 303 to its GET names the
+	// request_uri in its Location.
+	crossSite := e.pushed(ctx, t, "", scopeTools)
+	cu, _ := url.Parse(crossSite.URL)
+	cru := cu.Query().Get("request_uri")
+	secret(cru[strings.LastIndexByte(cru, ':')+1:])
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	if resp, err := noFollow.PostForm(e.md.AuthorizationEndpoint, cu.Query()); err != nil {
+		t.Fatalf("cross-site POST to /authorize: %v", err)
+	} else if resp.Body.Close(); resp.StatusCode != http.StatusSeeOther || !strings.Contains(resp.Header.Get("Location"), "request_uri=") {
+		t.Fatalf("cross-site POST to /authorize: %d, Location %q; want 303 to the GET with the request_uri", resp.StatusCode, resp.Header.Get("Location"))
+	}
 
 	// A failed login, with a password that may be another account's.
 	wrong := harness.NewRobot(username, "wrong password of someone", redirectURI)
