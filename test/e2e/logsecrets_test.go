@@ -221,6 +221,33 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 		resp.Body.Close()
 	}
 
+	// Credentials a client puts in the URI of a back-channel request,
+	// where RFC 6749 section 2.3.1 forbids them: the issuer reads only
+	// the body, but Caddy's access log keeps the URI.
+	inURI := []string{
+		e.md.TokenEndpoint + "?" + url.Values{"grant_type": {"client_credentials"}, "client_id": {svcID}, "client_secret": {svcSecret}}.Encode(),
+		e.md.TokenEndpoint + "?" + url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt.RefreshToken}}.Encode(),
+		e.md.TokenEndpoint + "?" + url.Values{"grant_type": {"authorization_code"}, "code": {code}, "code_verifier": {ar.Verifier}}.Encode(),
+		e.md.TokenEndpoint + "?" + url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"},
+			"subject_token": {userTok.AccessToken}, "actor_token": {agentTok}}.Encode(),
+		e.md.TokenEndpoint + "?" + url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:jwt-bearer"},
+			"assertion": {idToken}, "client_assertion": {forged}}.Encode(),
+		e.md.IntrospectionEndpoint + "?" + url.Values{"token": {x.AccessToken}}.Encode(),
+		e.md.RevocationEndpoint + "?" + url.Values{"token": {x.AccessToken}}.Encode(),
+	}
+	for _, u := range inURI {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, u, strings.NewReader(""))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Errorf("POST %s with its parameters in the URI only: 200, want a refusal", u[:strings.IndexByte(u, '?')])
+		}
+	}
+
 	// Wait for the access log of the last request, then scan.
 	time.Sleep(500 * time.Millisecond)
 	files := []string{defaultLog, accessLog, e.audit.path}
