@@ -340,7 +340,7 @@ func (a *App) issuerConfig() (issuer.Config, error) {
 		ip := p.IdentityProvider
 		ip.Recheck = time.Duration(p.Recheck)
 		var err error
-		warnInClear(a.log, "mcp_auth: identity_provider "+p.Name+": client_secret", ip.ClientSecret)
+		warnInClear(a.log, "mcp_auth: identity_provider "+p.Name+": client_secret", ip.ClientSecret, false)
 		warnOpenProvider(a.log, ip)
 		if ip.ClientSecret, err = expandSecret(repl, ip.ClientSecret); err != nil {
 			return cfg, fmt.Errorf("mcp_auth: identity_provider %q: client_secret: %w", p.Name, err)
@@ -457,12 +457,19 @@ func expandSecret(repl *caddy.Replacer, raw string) (string, error) {
 // warnInClear warns that the secret of field is written, in whole or in
 // part, in the configuration itself (or was, by a {$NAME} the Caddyfile
 // adapter replaced), which Caddy shows: in the admin API's /config, in
-// autosave.json and in `caddy adapt`. A password hash is no such
-// secret; a DSN's password is refused (checkDSN).
-func warnInClear(log *zap.Logger, field, raw string) {
-	if strings.TrimSpace(placeholder.ReplaceAllString(raw, "")) != "" {
-		log.Warn(field + " is written in the configuration, which Caddy shows (the admin API's /config, autosave.json, caddy adapt): give it as a placeholder, {env.NAME} or {file.<path>}")
+// autosave.json and in `caddy adapt`, and, for a field of the http app
+// (inHTTPApp: a handler's), in its log at DEBUG level, where the http
+// app logs its configuration as loaded ("adjusted config"). A password
+// hash is no such secret; a DSN's password is refused (checkDSN).
+func warnInClear(log *zap.Logger, field, raw string, inHTTPApp bool) {
+	if strings.TrimSpace(placeholder.ReplaceAllString(raw, "")) == "" {
+		return
 	}
+	shown := "the admin API's /config, autosave.json, caddy adapt"
+	if inHTTPApp {
+		shown += ", its log at DEBUG level"
+	}
+	log.Warn(field + " is written in the configuration, which Caddy shows (" + shown + "): give it as a placeholder, {env.NAME} or {file.<path>}")
 }
 
 // warnOpenProvider warns that a provider any account can sign in at

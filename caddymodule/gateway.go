@@ -499,7 +499,7 @@ func (h *GatewayHandler) remoteConfig(cfg *gateway.Config, log *zap.Logger) erro
 	if in == nil {
 		return nil
 	}
-	warnInClear(log, "mcp_gateway: introspection client_secret", in.ClientSecret)
+	warnInClear(log, "mcp_gateway: introspection client_secret", in.ClientSecret, true)
 	secret, err := expandSecret(caddy.NewReplacer(), in.ClientSecret)
 	if err != nil {
 		return fmt.Errorf("mcp_gateway: introspection client_secret: %w", err)
@@ -641,7 +641,7 @@ func gatewayPin(p issuer.ToolPin) gateway.Pin {
 func (h *GatewayHandler) sessionKey(app *App, log *zap.Logger) ([]byte, error) {
 	switch {
 	case h.SessionKey != "":
-		warnInClear(log, "mcp_gateway: session_key", h.SessionKey)
+		warnInClear(log, "mcp_gateway: session_key", h.SessionKey, true)
 		s, err := expandSecret(caddy.NewReplacer(), h.SessionKey)
 		if err != nil {
 			return nil, fmt.Errorf("mcp_gateway: session_key: %w", err)
