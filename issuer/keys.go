@@ -765,6 +765,24 @@ func (i *Issuer) idTokenSigner(ctx context.Context, c *Client, until time.Time) 
 	return i.idKeys.signer(ctx, until)
 }
 
+// readWithin refuses, wrapping store.ErrUnavailable, a key set last read
+// from the store longer than d ago: the store has been out of reach
+// since (publishedJWKS tried), and another instance that reaches it may
+// have withdrawn a key meanwhile (it leaked). Past
+// Config.RevocationMaxStale the JWKS no longer vouches for the keys it
+// knows, as the gateways then no longer honour the tokens they know: a
+// verifier that refetched the set without the key elsewhere would take
+// it back from this instance.
+func (k *keyRing) readWithin(d time.Duration) error {
+	k.mu.RLock()
+	loaded := k.loadedAt
+	k.mu.RUnlock()
+	if age := k.now().Sub(loaded); age > d {
+		return fmt.Errorf("signing keys last read from the store %s ago: %w", age.Round(time.Second), store.ErrUnavailable)
+	}
+	return nil
+}
+
 // publishedJWKS returns the public keys to publish, current first. A
 // lazy ring may have none.
 func (k *keyRing) publishedJWKS(ctx context.Context) ([]accesstoken.JWK, error) {
@@ -808,9 +826,15 @@ func (i *Issuer) handleJWKS(w http.ResponseWriter, r *http.Request) {
 		idKeys, err = i.idKeys.publishedJWKS(r.Context())
 		keys = append(keys, idKeys...)
 	}
+	if err == nil {
+		err = i.keys.readWithin(i.cfg.RevocationMaxStale)
+	}
+	if err == nil {
+		err = i.idKeys.readWithin(i.cfg.RevocationMaxStale)
+	}
 	if err != nil {
 		i.log.Error("jwks", zap.Error(err))
-		writeError(w, ErrServerError)
+		writeError(w, err) // 503 when the store is out of reach
 		return
 	}
 	// A new key signs only once copies cached for this long have gone

@@ -1,0 +1,156 @@
+package issuer
+
+import (
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres/pgtest"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
+)
+
+// cutProxy stands between one instance and the PostgreSQL server (its
+// unix socket): cut ends the connections it carries and refuses new
+// ones, as a network partition between that instance and the database
+// does while the others still reach it; mend lets them through again.
+type cutProxy struct {
+	dsn string // the instance's DSN, through the proxy
+
+	mu    sync.Mutex
+	cuts  bool
+	conns []net.Conn
+}
+
+var dsnHost = regexp.MustCompile(`host=(\S+)`)
+
+func newCutProxy(t *testing.T, dsn string) *cutProxy {
+	t.Helper()
+	m := dsnHost.FindStringSubmatch(dsn)
+	if m == nil {
+		t.Fatalf("no host in %q", dsn)
+	}
+	server := filepath.Join(m[1], ".s.PGSQL.5432")
+	dir, err := os.MkdirTemp("", "pgcut") // short: a socket path holds 107 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	l, err := net.Listen("unix", filepath.Join(dir, ".s.PGSQL.5432"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{dsn: dsnHost.ReplaceAllString(dsn, "host="+dir)}
+	t.Cleanup(func() { _ = l.Close(); p.cut() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			if p.cuts {
+				p.mu.Unlock()
+				_ = c.Close()
+				continue
+			}
+			up, err := net.Dial("unix", server)
+			if err != nil {
+				p.mu.Unlock()
+				_ = c.Close()
+				continue
+			}
+			p.conns = append(p.conns, c, up)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(up, c); _ = up.Close() }()
+			go func() { _, _ = io.Copy(c, up); _ = c.Close() }()
+		}
+	}()
+	return p
+}
+
+func (p *cutProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cuts = true
+	for _, c := range p.conns {
+		_ = c.Close()
+	}
+	p.conns = nil
+}
+
+func (p *cutProxy) mend() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cuts = false
+}
+
+// TestJWKSNotServedStale: a signing key withdrawn (it leaked) at one
+// instance while another is cut off from the database. The instance cut
+// off cannot learn of the withdrawal, and once it has not read its keys
+// for revocation_max_stale it stops vouching for them, as its gateways
+// stop honouring tokens then: its /jwks answers 503
+// temporarily_unavailable rather than the withdrawn key, which a
+// verifier that refetched from the other instance had dropped and would
+// take back from this one, and which one with no copy would learn. Back
+// in reach, it serves the set without the key.
+func TestJWKSNotServedStale(t *testing.T) {
+	const maxStale = 30 * time.Second
+	stale := func(c *Config) { c.RevocationResync, c.RevocationMaxStale = time.Second, maxStale }
+	dsn := pgtest.NewDatabase(t)
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	link := newCutProxy(t, dsn)
+	a := postgresEnv(t, link.dsn, clock, stale)
+	b := postgresEnv(t, dsn, clock, stale)
+	for _, e := range []*testEnv{a, b} { // as caddymodule does at start
+		if err := e.iss.MakeIDTokenKey(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stolen := signing(t, b)
+	if keys, _ := a.jwksOf(t); !slices.Contains(kids(keys), stolen.kid) {
+		t.Fatalf("A's JWKS = %v, want %s", kids(keys), stolen.kid)
+	}
+
+	link.cut()
+	res, err := b.iss.WithdrawSigningKeys(t.Context(), stolen.kid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(keyReload)
+	if keys, _ := b.jwksOf(t); slices.Contains(kids(keys), stolen.kid) {
+		t.Fatalf("B's JWKS after the withdrawal = %v, still with %s", kids(keys), stolen.kid)
+	}
+	// Within revocation_max_stale the instance cut off serves what it
+	// knows, as its gateways honour what they know.
+	if keys, _ := a.jwksOf(t); !slices.Contains(kids(keys), stolen.kid) {
+		t.Errorf("A's JWKS %s into the partition = %v, want the set it knows", keyReload, kids(keys))
+	}
+
+	clock.Advance(maxStale)
+	resp, err := a.srv.Client().Get(a.iss.endpoint(pathJWKS))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var e struct{ Error string }
+	_ = json.Unmarshal(body, &e)
+	if resp.StatusCode != http.StatusServiceUnavailable || e.Error != "temporarily_unavailable" || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("A's JWKS %s into the partition = %d %q (Retry-After %q), want 503 temporarily_unavailable with Retry-After, not the withdrawn key",
+			keyReload+maxStale, resp.StatusCode, body, resp.Header.Get("Retry-After"))
+	}
+
+	link.mend()
+	keys, _ := a.jwksOf(t)
+	if slices.Contains(kids(keys), stolen.kid) || !slices.Contains(kids(keys), res.KID) {
+		t.Errorf("A's JWKS back in reach = %v, want %s without %s", kids(keys), res.KID, stolen.kid)
+	}
+}
