@@ -261,7 +261,14 @@ func setup(t testing.TB, o options) *cluster {
 	}
 	doJSON(ctx, t, http.DefaultClient, http.MethodGet, c.issuer+"/.well-known/oauth-authorization-server", nil, &more)
 	c.par, c.jwks = more.PAR, more.JWKS
-	c.logOnFailure(t)
+	if _, shared := t.(*lifetime); !shared {
+		// The shared cluster's tests each register it (sharedCluster.get):
+		// registered on the lifetime, it would log through the first
+		// test's t after that test ended, a panic in TestMain when that
+		// test failed, which skipped the cleanups stopping both Caddy
+		// processes (left running, holding their ports).
+		c.logOnFailure(t)
+	}
 	return c
 }
 
