@@ -17,7 +17,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -220,13 +219,13 @@ type idpDiscovered struct {
 // (login and trusted IdPs): time- and size-limited.
 func newIdPHTTPClient() *http.Client { return idpHTTPClient(nil) }
 
-// idpHTTPClient is newIdPHTTPClient dialing only where control allows
-// (nil: anywhere).
-func idpHTTPClient(control func(network, address string, c syscall.RawConn) error) *http.Client {
+// idpHTTPClient is newIdPHTTPClient dialing with dial (nil: the default
+// transport's, anywhere).
+func idpHTTPClient(dial func(ctx context.Context, network, address string) (net.Conn, error)) *http.Client {
 	rt := http.DefaultTransport
-	if t, ok := rt.(*http.Transport); ok && control != nil {
+	if t, ok := rt.(*http.Transport); ok && dial != nil {
 		t = t.Clone()
-		t.DialContext = (&net.Dialer{Timeout: idpTimeout, KeepAlive: 30 * time.Second, Control: control}).DialContext
+		t.DialContext = dial
 		rt = t
 	}
 	return &http.Client{
@@ -238,6 +237,15 @@ func idpHTTPClient(control func(network, address string, c syscall.RawConn) erro
 	}
 }
 
+// idpReach is where the issuer may dial for a provider: the kinds of
+// address reach allows, and, through a proxy, the proxy's address
+// (host:port as the transport dials it) with the kinds it resolves to.
+type idpReach struct {
+	reach
+	proxy      string
+	proxyReach reach
+}
+
 // idpReachOf is where the issuer may connect for the provider at issuer:
 // to public addresses, and to the kinds of other address (loopback,
 // internal) its issuer host resolves to: a provider inside the
@@ -245,28 +253,49 @@ func idpHTTPClient(control func(network, address string, c syscall.RawConn) erro
 // cannot send the code exchange with the client secret, or a key fetch,
 // to another internal service, such as Caddy's admin endpoint's /stop
 // (review s16-idp F1). Through a proxy (HTTPS_PROXY) it is the proxy's
-// host that is resolved: the issuer dials only the proxy then, and the
-// network it sits in may not resolve outside names at all (review s16b
-// F3); the https rule for the endpoints (backChannelURL) still keeps
-// plain-http services out of reach.
-func idpReachOf(ctx context.Context, issuer string) (reach, error) {
-	var r reach
+// host that is resolved, for the dials to the proxy only: the network it
+// sits in may not resolve outside names at all (review s16b F3), and the
+// hosts Go dials directly whatever the proxy (loopback ones, NO_PROXY's)
+// are held to public addresses, or a provider's metadata naming
+// https://127.0.0.1:<port>/ would reach this machine's services beside a
+// proxy on it. The https rule for the endpoints (backChannelURL) keeps
+// plain-http services out of the proxy's reach.
+func idpReachOf(ctx context.Context, issuer string) (idpReach, error) {
+	var r idpReach
 	u, err := url.Parse(issuer)
 	if err != nil {
 		return r, err
 	}
-	host := u.Hostname()
+	host, into := u.Hostname(), &r.reach
 	if proxy, err := http.ProxyFromEnvironment(&http.Request{URL: u}); err == nil && proxy != nil {
-		host = proxy.Hostname()
+		host, into = proxy.Hostname(), &r.proxyReach
+		r.proxy = net.JoinHostPort(host, cmp.Or(proxy.Port(), proxyDefaultPorts[proxy.Scheme]))
 	}
 	addrs, err := lookupAddrs(ctx, host)
 	if err != nil {
 		return r, err
 	}
 	for _, a := range addrs {
-		r.add(a)
+		into.add(a)
 	}
 	return r, nil
+}
+
+// proxyDefaultPorts are the ports net/http dials a proxy URL without one at.
+var proxyDefaultPorts = map[string]string{"http": "80", "https": "443", "socks5": "1080", "socks5h": "1080"}
+
+// dial dials address if r allows it: by the proxy's kinds when it is the
+// proxy's address, by reach's otherwise, judged on the address actually
+// connected to.
+func (r idpReach) dial(timeout time.Duration) func(ctx context.Context, network, address string) (net.Conn, error) {
+	return func(ctx context.Context, network, address string) (net.Conn, error) {
+		control := r.control
+		if r.proxy != "" && address == r.proxy {
+			control = r.proxyReach.control
+		}
+		d := net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second, Control: control}
+		return d.DialContext(ctx, network, address)
+	}
 }
 
 // ReachDialContext dials, for the authorization server at issuerURL,
@@ -281,8 +310,7 @@ func ReachDialContext(issuerURL string, timeout time.Duration) func(ctx context.
 		if err != nil {
 			return nil, err
 		}
-		d := net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second, Control: r.control}
-		return d.DialContext(ctx, network, address)
+		return r.dial(timeout)(ctx, network, address)
 	}
 }
 
@@ -338,7 +366,7 @@ func (c *idpClient) read(ctx context.Context) (*idpDiscovered, error) {
 		if err != nil {
 			return nil, err
 		}
-		client = idpHTTPClient(reach.control)
+		client = idpHTTPClient(reach.dial(idpTimeout))
 	}
 	// go-oidc keeps this client for its key fetches: keys checks the key
 	// set once the document below named it.

@@ -228,7 +228,7 @@ func TestIdPReach(t *testing.T) {
 	}))
 	defer srv.Close()
 	r, _ := idpReachOf(t.Context(), "https://93.184.215.14")
-	if _, err := idpHTTPClient(r.control).Get(srv.URL); !errors.Is(err, errForbiddenAddress) {
+	if _, err := idpHTTPClient(r.dial(idpTimeout)).Get(srv.URL); !errors.Is(err, errForbiddenAddress) {
 		t.Errorf("GET %s through a public provider's client = %v, want errForbiddenAddress", srv.URL, err)
 	}
 }
@@ -331,10 +331,70 @@ func TestIdPBehindProxy(t *testing.T) {
 		}
 		return
 	}
-	// A certificate for idp.corp.invalid, trusted by the child through SSL_CERT_FILE.
+	certs, pemFile := proxiedIdPCert(t)
+	idp := proxiedIdP(t, certs, issuer+"/token", issuer+"/jwks")
+	runBehindProxy(t, idp, pemFile, "TestIdPBehindProxy", "IDP_PROXY_TEST_CHILD=1")
+}
+
+// TestIdPBehindProxyReachesOnlyTheProxy: behind an egress proxy
+// (HTTPS_PROXY), the issuer allowed every direct dial the kinds of
+// address the proxy has, while Go dials some hosts directly whatever the
+// proxy (loopback ones always, NO_PROXY's): with a proxy on this machine
+// (a sidecar on 127.0.0.1), a hostile or compromised provider's metadata
+// naming https://127.0.0.1:<port>/ as its token_endpoint had the code
+// exchange, with the client secret, POSTed to any https service on the
+// machine, its jwks_uri fetched from one; likewise a gateway in front of a
+// remote issuer (ReachDialContext). Only the proxy's own address is
+// judged by the proxy's kinds; every other dial by the public rule. The
+// test runs itself in a child process, whose environment names the proxy.
+func TestIdPBehindProxyReachesOnlyTheProxy(t *testing.T) {
+	const issuer = "https://idp.corp.invalid"
+	if os.Getenv("IDP_PROXY_REACH_CHILD") == "1" {
+		internal := os.Getenv("IDP_PROXY_REACH_INTERNAL")
+		c := &idpClient{cfg: IdentityProvider{Name: "corp", Issuer: issuer, ClientID: "c", ClientSecret: "the-client-secret"},
+			redirectURI: "https://auth.example.com/login/corp/callback", now: time.Now}
+		disc, err := c.discover(t.Context())
+		if err != nil {
+			t.Fatalf("discover through HTTPS_PROXY = %v; want the provider's metadata", err)
+		}
+		// What idpCallback does with a code, and go-oidc with the keys.
+		if _, err := disc.oauth.Exchange(oidc.ClientContext(t.Context(), disc.client), "code", oauth2.VerifierOption("v")); !errors.Is(err, errForbiddenAddress) {
+			t.Errorf("code exchange at %s = %v, want errForbiddenAddress", internal, err)
+		}
+		if _, err := disc.client.Get("https://" + internal + "/jwks"); !errors.Is(err, errForbiddenAddress) {
+			t.Errorf("key fetch at %s = %v, want errForbiddenAddress", internal, err)
+		}
+		if _, err := ReachDialContext(issuer, time.Second)(t.Context(), "tcp", internal); !errors.Is(err, errForbiddenAddress) {
+			t.Errorf("a remote issuer's dial to %s = %v, want errForbiddenAddress", internal, err)
+		}
+		return
+	}
+	certs, pemFile := proxiedIdPCert(t)
+	// An https service on this machine, which the provider must not reach.
+	var reached atomic.Int32
+	svc := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached.Add(1)
+		t.Errorf("the service on this machine got %s %s (Authorization %t)", r.Method, r.URL.Path, r.Header.Get("Authorization") != "")
+	}))
+	svc.TLS = &tls.Config{Certificates: certs}
+	svc.StartTLS()
+	defer svc.Close()
+	internal := svc.Listener.Addr().String()
+	idp := proxiedIdP(t, certs, "https://"+internal+"/token", "https://"+internal+"/jwks")
+	runBehindProxy(t, idp, pemFile, "TestIdPBehindProxyReachesOnlyTheProxy", "IDP_PROXY_REACH_CHILD=1", "IDP_PROXY_REACH_INTERNAL="+internal)
+	if n := reached.Load(); n != 0 {
+		t.Errorf("the service on this machine got %d requests", n)
+	}
+}
+
+// proxiedIdPCert is a certificate for idp.corp.invalid and 127.0.0.1, and
+// the file a child trusts it through (SSL_CERT_FILE).
+func proxiedIdPCert(t *testing.T) ([]tls.Certificate, string) {
+	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "idp.corp.invalid"},
-		DNSNames: []string{"idp.corp.invalid"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		DNSNames: []string{"idp.corp.invalid"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
@@ -345,15 +405,30 @@ func TestIdPBehindProxy(t *testing.T) {
 	if err := os.WriteFile(pemFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, pemFile
+}
+
+// proxiedIdP is the provider idp.corp.invalid, whose metadata names token
+// and jwks.
+func proxiedIdP(t *testing.T, certs []tls.Certificate, token, jwks string) *httptest.Server {
+	t.Helper()
+	const issuer = "https://idp.corp.invalid"
 	idp := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]any{"issuer": issuer, "authorization_endpoint": issuer + "/auth",
-			"token_endpoint": issuer + "/token", "jwks_uri": issuer + "/jwks", "response_types_supported": []string{"code"}})
+			"token_endpoint": token, "jwks_uri": jwks, "response_types_supported": []string{"code"}})
 	}))
-	idp.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+	idp.TLS = &tls.Config{Certificates: certs}
 	idp.StartTLS()
-	defer idp.Close()
-	// The egress proxy: it resolves names (here: every CONNECT goes to the provider).
+	t.Cleanup(idp.Close)
+	return idp
+}
+
+// runBehindProxy runs test in a child process with env, behind an egress
+// proxy on 127.0.0.1 that resolves names (here: every CONNECT goes to
+// idp), trusting the certificate in pemFile.
+func runBehindProxy(t *testing.T, idp *httptest.Server, pemFile, test string, env ...string) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -382,8 +457,8 @@ func TestIdPBehindProxy(t *testing.T) {
 			}()
 		}
 	}()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestIdPBehindProxy$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "IDP_PROXY_TEST_CHILD=1", "HTTPS_PROXY=http://"+ln.Addr().String(), "NO_PROXY=", "no_proxy=", "SSL_CERT_FILE="+pemFile)
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.count=1", "-test.v")
+	cmd.Env = append(append(os.Environ(), env...), "HTTPS_PROXY=http://"+ln.Addr().String(), "NO_PROXY=", "no_proxy=", "SSL_CERT_FILE="+pemFile)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("child: %v\n%s", err, out)
