@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"fmt"
 	"html"
 	"net/http"
 	"net/url"
@@ -8,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
@@ -610,5 +612,67 @@ func allowAskedAgain(t *testing.T, e *testEnv, c *http.Client, action string, v 
 	}
 	if ac.Resource != want {
 		t.Errorf("code resource = %q, want %q", ac.Resource, want)
+	}
+}
+
+// TestRememberedConsentsBounded: remembered consents do not expire, and
+// a client id is anyone's to make (a client metadata document at a URL of
+// one's own), so a signed-in user approving ever new clients would grow
+// the store without bound. A user keeps at most maxUserConsents: one
+// more approved forgets the user's oldest, whose app asks for consent
+// again, and is itself remembered.
+func TestRememberedConsentsBounded(t *testing.T) {
+	e, host := newCIMDEnv(t, true, nil)
+	ctx := t.Context()
+	oldest := "https://seed.example.com/0.json"
+	err := e.store.Update(ctx, func(tx store.Tx) error {
+		for i := range maxUserConsents {
+			id := fmt.Sprintf("https://seed.example.com/%d.json", i)
+			at := e.clock.Now().Add(time.Duration(i-maxUserConsents) * time.Minute)
+			cs := &consent{Scopes: []string{"files:read"}, GrantedAt: at, RedirectHosts: []string{"seed.example.com"}}
+			if err := consentsIn(tx).t.put(consentKey(bUser, id, bResource, ""), cs, time.Time{}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := host.doc("/web.json", "no-store", func(id string) string {
+		return `{"client_id":"` + id + `","client_name":"Doc Client","redirect_uris":["https://app.example.com/cb"],"token_endpoint_auth_method":"none"}`
+	})
+	p := authParams(testChallenge)
+	p.Set("client_id", id)
+	p.Set("redirect_uri", "https://app.example.com/cb")
+	c := e.browser()
+	if _, err := e.robot(c, e.url(pathAuthorize, p), "https://app.example.com/cb", bUser, bPassword, "approve"); err != nil {
+		t.Fatalf("authorization: %v", err)
+	}
+	var n int
+	var kept, newest bool
+	err = e.store.View(ctx, func(tx store.Tx) error {
+		return consentsIn(tx).ofUser(bUser, func(clientID, _, _ string, _ *consent) error {
+			n++
+			kept = kept || clientID == oldest
+			newest = newest || clientID == id
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n > maxUserConsents || kept || !newest {
+		t.Errorf("after one more approval: %d consents, oldest kept %v, new one kept %v; want at most %d, the oldest forgotten, the new one kept",
+			n, kept, newest, maxUserConsents)
+	}
+	// The new consent is remembered: the next request gets its code at once.
+	resp, err := c.Get(e.url(pathAuthorize, p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc := resp.Header.Get("Location"); !strings.HasPrefix(loc, "https://app.example.com/cb?") || !strings.Contains(loc, "code=") {
+		t.Errorf("authorize again: Location %q, want a code", loc)
 	}
 }

@@ -66,6 +66,9 @@ func (r consentRecords) add(user, clientID, resource, actor string, scopes []str
 	cs, err := r.t.get(key)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
+		if err := r.makeRoom(user); err != nil {
+			return err
+		}
 		cs = &consent{GrantedAt: now}
 	case err != nil:
 		return err
@@ -130,4 +133,36 @@ func (r consentRecords) deleteNaming(ids ...string) error {
 		}
 		return r.t.delete(key)
 	})
+}
+
+// maxUserConsents bounds the consents one user keeps: they do not expire,
+// and anyone can make a client id (a client metadata document at a URL of
+// their own), so a user approving ever new clients would otherwise grow
+// the store without bound, and the reads of every consent of the user
+// (hasClient, the apps page) with it.
+const maxUserConsents = 1000
+
+// makeRoom forgets the user's oldest consents (by GrantedAt) until one
+// more fits under maxUserConsents. Only the remembered approval goes: the
+// app asks for consent again; its grants live on.
+func (r consentRecords) makeRoom(user string) error {
+	type entry struct {
+		key     string
+		granted time.Time
+	}
+	var all []entry
+	err := r.t.list(user+"\x00", func(key string, cs *consent) error {
+		all = append(all, entry{key, cs.GrantedAt})
+		return nil
+	})
+	if err != nil || len(all) < maxUserConsents {
+		return err
+	}
+	slices.SortFunc(all, func(a, b entry) int { return a.granted.Compare(b.granted) })
+	for _, e := range all[:len(all)-maxUserConsents+1] {
+		if err := r.t.delete(e.key); err != nil {
+			return err
+		}
+	}
+	return nil
 }
