@@ -404,9 +404,20 @@ func (i *Issuer) assertionErr(ctx context.Context, a *clientAssertion, err error
 
 // spendAssertion spends the request's client assertion, for an endpoint
 // with no write of its own to spend it in; nil for none.
+//
+// The spent jti is stored until the assertion expires (up to
+// maxAssertionLifetime), and anyone can make a self-registered client
+// with a key of their own: its spends here, where nothing else bounds
+// how often it asks, come from its address's budget of writes before
+// anyone signs in, as a public client's pushed requests do.
 func (i *Issuer) spendAssertion(ctx context.Context, req *clientRequest) error {
 	if req.assertion == nil {
 		return nil
+	}
+	if req.client.selfRegistered() {
+		if err := i.anonWrites.spend(ctx, req.assertion.addr, "too many client assertions from this address; retry later"); err != nil {
+			return err
+		}
 	}
 	err := i.store.Update(ctx, req.assertion.use)
 	if err != nil && !errors.Is(err, errAssertionUsed) {

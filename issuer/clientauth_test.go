@@ -922,3 +922,61 @@ func TestGeneratedSecretFailuresCountPerAddress(t *testing.T) {
 		})
 	}
 }
+
+// TestSelfRegisteredAssertionWritesRateLimited: each private_key_jwt
+// assertion spent at /revoke or /introspect is a store write kept until
+// the assertion expires (up to an hour), and anyone can make such a
+// client (a registration or a client metadata document with a key of
+// their own), so an address spends them from its budget of writes before
+// anyone signs in (anonWriteBurst a minute), as a public client's pushed
+// requests are: past it 429, nothing stored. Another address keeps its
+// own budget, and an operator's client is not charged.
+func TestSelfRegisteredAssertionWritesRateLimited(t *testing.T) {
+	e := newTokEnv(t)
+	pub, err := publicJWK(e.jwtKey.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub.Kid = "k1"
+	jwks, err := json.Marshal(map[string][]accesstoken.JWK{"keys": {pub}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, out := e.register(t, `{"redirect_uris":["https://rp.example.com/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks":`+string(jwks)+`}`)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("register = %d %v, want 201", resp.StatusCode, out)
+	}
+	id := out["client_id"].(string)
+	send := func(remote, path, client string) *httptest.ResponseRecorder {
+		t.Helper()
+		a := e.clientAssertion(t, func(c jwt.MapClaims, _ *jwt.Token) { c["iss"], c["sub"] = client, client })
+		return e.postFrom(remote, path, url.Values{"token": {"not-a-token"}, "client_assertion_type": {jwtBearerAssertion}, "client_assertion": {a}})
+	}
+	before := e.count(bucketJTI)
+	for n := range anonWriteBurst {
+		path := pathRevoke
+		if n%2 == 1 {
+			path = pathIntrospect
+		}
+		if w := send("192.0.2.1:1234", path, id); w.Code != http.StatusOK {
+			t.Fatalf("request %d at %s = %d %s, want 200", n, path, w.Code, w.Body)
+		}
+	}
+	for _, path := range []string{pathRevoke, pathIntrospect} {
+		w := send("192.0.2.1:1234", path, id)
+		if w.Code != http.StatusTooManyRequests || !strings.Contains(w.Body.String(), "temporarily_unavailable") || w.Header().Get("Retry-After") == "" {
+			t.Errorf("past the budget, %s = %d %s, want 429 temporarily_unavailable with Retry-After", path, w.Code, w.Body)
+		}
+	}
+	if got := e.count(bucketJTI) - before; got != anonWriteBurst {
+		t.Errorf("%d assertions recorded, want %d", got, anonWriteBurst)
+	}
+	if w := send("198.51.100.1:1234", pathRevoke, id); w.Code != http.StatusOK {
+		t.Errorf("from another address: revoke = %d %s, want 200", w.Code, w.Body)
+	}
+	for n := range anonWriteBurst + 5 {
+		if w := send("192.0.2.1:1234", pathRevoke, tJWT); w.Code != http.StatusOK {
+			t.Fatalf("configured client, request %d: revoke = %d %s, want 200", n, w.Code, w.Body)
+		}
+	}
+}
