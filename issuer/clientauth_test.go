@@ -979,4 +979,19 @@ func TestSelfRegisteredAssertionWritesRateLimited(t *testing.T) {
 			t.Fatalf("configured client, request %d: revoke = %d %s, want 200", n, w.Code, w.Body)
 		}
 	}
+	// Its pushed requests, each an assertion spent, are charged to the
+	// address as well as to the client.
+	push := func() *httptest.ResponseRecorder {
+		a := e.clientAssertion(t, func(c jwt.MapClaims, _ *jwt.Token) { c["iss"], c["sub"] = id, id })
+		return e.pushFrom("203.0.113.5:1234", parForm(url.Values{"client_id": {id}, "redirect_uri": {"https://rp.example.com/cb"},
+			"scope": nil, "client_assertion_type": {jwtBearerAssertion}, "client_assertion": {a}}))
+	}
+	for n := range anonWriteBurst {
+		if w := push(); w.Code != http.StatusCreated {
+			t.Fatalf("push %d = %d %s, want 201", n, w.Code, w.Body)
+		}
+	}
+	if w := push(); w.Code != http.StatusTooManyRequests || w.Header().Get("Retry-After") == "" {
+		t.Errorf("push past the address's budget = %d %s, want 429 with Retry-After", w.Code, w.Body)
+	}
 }

@@ -66,17 +66,28 @@ func (i *Issuer) handlePAR(w http.ResponseWriter, r *http.Request) {
 	// charged to the address alone: a budget of the client's would let a
 	// few addresses spend it and lock the app's other users out, as a
 	// DPoP share per public client did (bddb9a9).
-	limit, key, desc := i.parClients, c.ID, "too many pushed requests for this client; retry later"
-	if c.Public() {
-		limit, key, desc = i.anonWrites, clientAddr(r), "too many pushed requests from this address; retry later"
+	type budget struct {
+		l         *rateLimiter
+		key, desc string
 	}
-	switch d, err := limit.take(ctx, key); {
-	case err != nil:
-		i.writeErr(w, err)
-		return
-	case d > 0:
-		i.writeErr(w, rateLimited(ErrSlowDown, d, desc))
-		return
+	budgets := []budget{{i.parClients, c.ID, "too many pushed requests for this client; retry later"}}
+	if c.Public() {
+		budgets[0] = budget{i.anonWrites, clientAddr(r), "too many pushed requests from this address; retry later"}
+	} else if req.assertion != nil && c.selfRegistered() {
+		// Its assertion is stored until it expires (up to an hour), and
+		// anyone can make such clients, each with a budget of its own:
+		// the address pays too (spendAssertion).
+		budgets = append(budgets, budget{i.anonWrites, clientAddr(r), "too many client assertions from this address; retry later"})
+	}
+	for _, b := range budgets {
+		switch d, err := b.l.take(ctx, b.key); {
+		case err != nil:
+			i.writeErr(w, err)
+			return
+		case d > 0:
+			i.writeErr(w, rateLimited(ErrSlowDown, d, b.desc))
+			return
+		}
 	}
 	if err := spendProof(ctx, proof); err != nil {
 		i.writeErr(w, err)
