@@ -995,3 +995,39 @@ func TestSelfRegisteredAssertionWritesRateLimited(t *testing.T) {
 		t.Errorf("push past the address's budget = %d %s, want 429 with Retry-After", w.Code, w.Body)
 	}
 }
+
+// TestSelfRegisteredAssertionRefreshesRateLimited: a refresh by a
+// self-registered private_key_jwt client stores its assertion for up to
+// an hour, and a refresh token may be used as often as its holder likes,
+// so such refreshes spend the user's writes (userWriteBurst a minute), as
+// the user's authorization requests do: past them 429, nothing stored.
+func TestSelfRegisteredAssertionRefreshesRateLimited(t *testing.T) {
+	e := newTokEnv(t)
+	const id = "https://app.example.com/client.json"
+	assertion := e.putKeyedCIMDClient(t, id, "authorization_code", "refresh_token")
+	code, verifier := e.issueCode(t, codeSpec{client: id, scopes: []string{"read", "offline_access"}})
+	a := e.post(t, pathToken, url.Values{"grant_type": {"authorization_code"}, "code": {code}, "code_verifier": {verifier},
+		"redirect_uri": {tRedirect}, "client_assertion_type": {jwtBearerAssertion}, "client_assertion": {assertion()}}, "")
+	rt := a.str("refresh_token")
+	if a.status != http.StatusOK || rt == "" {
+		t.Fatalf("code = %d %s, want 200 with a refresh token", a.status, a.raw)
+	}
+	refresh := func() answer {
+		return e.post(t, pathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt},
+			"client_assertion_type": {jwtBearerAssertion}, "client_assertion": {assertion()}}, "")
+	}
+	for n := range userWriteBurst {
+		a := refresh()
+		if a.status != http.StatusOK {
+			t.Fatalf("refresh %d = %d %s, want 200", n, a.status, a.raw)
+		}
+		rt = a.str("refresh_token")
+	}
+	before := e.count(bucketJTI)
+	if a := refresh(); a.status != http.StatusTooManyRequests || a.str("error") != "temporarily_unavailable" || a.header.Get("Retry-After") == "" {
+		t.Errorf("refresh past the user's writes = %d %s, want 429 temporarily_unavailable with Retry-After", a.status, a.raw)
+	}
+	if n := e.count(bucketJTI); n != before {
+		t.Errorf("refused refresh stored %d assertions, want none", n-before)
+	}
+}

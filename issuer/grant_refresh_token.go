@@ -100,6 +100,14 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 	if err != nil {
 		return nil, ErrInvalidGrant.WithDescription("user is unknown or disabled").Wrap(err)
 	}
+	// A self-registered client's assertion is stored for up to an hour,
+	// and a refresh token may be used as often as its holder likes: such
+	// refreshes are the user's writes, as authorization requests are.
+	if req.assertion != nil && c.selfRegistered() {
+		if err := i.userWrites.spend(ctx, u.Username, "too many refreshes for this account; retry later"); err != nil {
+			return nil, err
+		}
+	}
 	// Re-apply today's policy: a user who lost a group loses its scopes.
 	_, scopes, err := i.policy.grantScopes(ctx, c, u, g.Resource, requested)
 	if err != nil {

@@ -553,18 +553,7 @@ func TestClientCredentialsSelfRegistered(t *testing.T) {
 	e.putClientRecord(t, bucketClients, "dcr-limited", Client{ID: "dcr-limited", SecretHash: hashClientSecret(dcrSecret),
 		TokenEndpointAuthMethod: authClientSecretBasic, GrantTypes: []string{"client_credentials"},
 		Resources: []string{tResource}, Source: sourceDCR}) // resources but no scopes: still none
-	pub, err := publicJWK(e.jwtKey.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	jwks, _ := json.Marshal(map[string][]accesstoken.JWK{"keys": {pub}})
-	e.putClientRecord(t, bucketCIMD, cimdID, cimdEntry{ExpiresAt: e.clock.Now().Add(time.Hour), Client: storedClient{
-		ID: cimdID, TokenEndpointAuthMethod: authPrivateKeyJWT, JWKS: jwks, RedirectURIs: []string{tRedirect},
-		GrantTypes: []string{"authorization_code", "client_credentials"}, Source: sourceCIMD}})
-	cimdAssertion := e.clientAssertion(t, func(c jwt.MapClaims, tok *jwt.Token) {
-		c["iss"], c["sub"] = cimdID, cimdID
-		delete(tok.Header, "kid")
-	})
+	cimdAssertion := e.putKeyedCIMDClient(t, cimdID, "authorization_code", "client_credentials")()
 
 	tests := []struct {
 		name  string
@@ -604,6 +593,28 @@ func (e *testEnv) putClientRecord(t *testing.T, bucket, key string, v any) {
 	err := e.store.Update(context.Background(), func(tx store.Tx) error { return putRecord(tx, bucket, key, v, time.Time{}) })
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// putKeyedCIMDClient caches a client metadata document of a
+// private_key_jwt client id, whose key is the environment's jwtKey, with
+// redirect URI tRedirect and grantTypes; it returns a maker of the
+// client's assertions.
+func (e *testEnv) putKeyedCIMDClient(t *testing.T, id string, grantTypes ...string) func() string {
+	t.Helper()
+	pub, err := publicJWK(e.jwtKey.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwks, _ := json.Marshal(map[string][]accesstoken.JWK{"keys": {pub}})
+	e.putClientRecord(t, bucketCIMD, id, cimdEntry{ExpiresAt: e.clock.Now().Add(time.Hour), Client: storedClient{
+		ID: id, TokenEndpointAuthMethod: authPrivateKeyJWT, JWKS: jwks, RedirectURIs: []string{tRedirect},
+		GrantTypes: grantTypes, Source: sourceCIMD}})
+	return func() string {
+		return e.clientAssertion(t, func(c jwt.MapClaims, tok *jwt.Token) {
+			c["iss"], c["sub"] = id, id
+			delete(tok.Header, "kid")
+		})
 	}
 }
 
