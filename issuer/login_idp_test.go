@@ -477,6 +477,11 @@ func TestIdPSignInAnswers(t *testing.T) {
 		{"a bidi isolate in the user's name", func(s *stubIdP) {
 			s.claims["sub"] = "eve\u2066x"
 		}, http.StatusForbidden, "may not sign in here", idpReasonRefused},
+		// A name NFKC changes, which an upstream normalising it would
+		// read as another user's (u-1 here).
+		{"a fullwidth user's name", func(s *stubIdP) {
+			s.claims["sub"] = "\uff55-1"
+		}, http.StatusForbidden, "may not sign in here", idpReasonRefused},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

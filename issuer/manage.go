@@ -15,6 +15,7 @@ import (
 	"unicode"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+	"golang.org/x/text/unicode/norm"
 )
 
 // Errors of the management API. Callers test them with errors.Is; a
@@ -799,14 +800,19 @@ func invisible(r rune) bool {
 
 // usableName reports whether a user's name or a client's or agent's id
 // may be created: 1 to max bytes, no spaces (Unicode's), misleading or
-// invisible runes, and no "." or ".." segment between slashes. A user's name may
+// invisible runes, unchanged by Unicode NFKC, and no "." or ".." segment
+// between slashes. NFKC: an upstream that normalises what it is given (a
+// file system, a database collation, an NFKC-folding library) would read
+// "\uff41lice" (fullwidth) as alice, so that an argument rule on
+// {token.sub} admitting one user's name would hand it another's; no two
+// names kept unchanged by NFKC become one under it. A user's name may
 // come from an identity provider's claim, which the user may choose. An id "." or ".." no admin API path can
 // name (a cleaned path drops it), so such an entry could not be shown,
 // disabled or removed; and in "bob/../clients/x" Caddy's remote admin
 // access control, which judges the decoded and cleaned path, would see
 // another resource than the one the route acts on.
 func usableName(s string, max int) bool {
-	if s == "" || len(s) > max || strings.ContainsFunc(s, spaceOrMisleading) || strings.ContainsFunc(s, invisible) {
+	if s == "" || len(s) > max || strings.ContainsFunc(s, spaceOrMisleading) || strings.ContainsFunc(s, invisible) || !norm.NFKC.IsNormalString(s) {
 		return false
 	}
 	for seg := range strings.SplitSeq(s, "/") {
@@ -820,5 +826,5 @@ func usableName(s string, max int) bool {
 // nameRule says what usableName asks of what (a username, a client or
 // agent id), in the bytes it counts: 70 CJK characters are 210.
 func nameRule(what string, max int) string {
-	return fmt.Sprintf("%s must be 1 to %d bytes, without spaces, control or invisible characters, or a . or .. segment between slashes", what, max)
+	return fmt.Sprintf("%s must be 1 to %d bytes in Unicode NFKC (no fullwidth letters or ligatures, composed accents), without spaces, control or invisible characters, or a . or .. segment between slashes", what, max)
 }

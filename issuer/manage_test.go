@@ -33,6 +33,7 @@ func TestManageUsers(t *testing.T) {
 	}{
 		{"empty name", User{PasswordHash: passwordHash()}, ErrInvalidEntry},
 		{"name with space", User{Username: "a b", PasswordHash: passwordHash()}, ErrInvalidEntry},
+		{"fullwidth name", User{Username: "\uff41\uff4c\uff49\uff43\uff45", PasswordHash: passwordHash()}, ErrInvalidEntry},
 		{"configured user", User{Username: tUser, PasswordHash: passwordHash()}, ErrConfigured},
 		{"password, not a hash", User{Username: "dave", PasswordHash: "hunter2"}, ErrInvalidEntry},
 		{"unknown group", User{Username: "dave", PasswordHash: passwordHash(), Groups: []string{"nope"}}, ErrInvalidEntry},
@@ -320,6 +321,12 @@ func TestConfigValidation(t *testing.T) {
 		{"client id with a zero-width space", func(c *Config) { c.Clients = []Client{{ID: "app\u200b", TokenEndpointAuthMethod: "none"}} }},
 		{"client id with a NUL", func(c *Config) { c.Clients = []Client{{ID: "a\x00b", TokenEndpointAuthMethod: "none"}} }},
 		{"client id with a right-to-left override", func(c *Config) { c.Clients = []Client{{ID: "ppa\u202eevil", TokenEndpointAuthMethod: "none"}} }},
+		// Names NFKC normalisation changes: an upstream (or a database
+		// collation) that normalises would read them as another's.
+		{"fullwidth user name", func(c *Config) { c.Users = []User{{Username: "\uff41lice", PasswordHash: passwordHash()}} }},
+		{"agent id of one-dot leaders", func(c *Config) {
+			c.Agents = []Agent{{ID: "a/\u2024\u2024/b", SecretHash: passwordHash()}}
+		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := e.config()
@@ -855,6 +862,14 @@ func TestUsableName(t *testing.T) {
 		{"al\u034fice", false},     // combining grapheme joiner
 		{"\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", true}, // Persian with ZWNJ
 		{"\u0915\u094d\u200d\u0937", true},                         // Devanagari with ZWJ
+		// Unchanged by NFKC, so that no two names an upstream normalises
+		// (a file system, a database collation) become one.
+		{"\uff41\uff4c\uff49\uff43\uff45", false}, // fullwidth alice
+		{"a/\u2024\u2024/b", false},               // one-dot leaders: NFKC "a/../b"
+		{"\ufb01le", false},                       // fi ligature
+		{"zoe\u0308", false},                      // NFD of zoë
+		{"\uff71\uff98\uff7d", false},             // halfwidth katakana
+		{"\ud55c\uad6d", true},                    // Hangul, composed
 	}
 	for _, tt := range tests {
 		if got := usableName(tt.name, 200); got != tt.want {
