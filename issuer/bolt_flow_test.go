@@ -166,7 +166,15 @@ func TestStoreClosedAnswersUnavailable(t *testing.T) {
 	if a.status != http.StatusServiceUnavailable || a.str("error") != "temporarily_unavailable" || a.header.Get("Retry-After") != "1" {
 		t.Errorf("client_credentials on a closed store = %d %s (Retry-After %q), want 503 temporarily_unavailable, Retry-After 1", a.status, a.raw, a.header.Get("Retry-After"))
 	}
+	// The key set, once its copy is older than keyReload: the keys known
+	// are published, but the ID-token ring made none yet and must read.
+	clock.Advance(keyReload)
 	rec := httptest.NewRecorder()
+	e.iss.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, pathJWKS, nil))
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") != "1" || !strings.Contains(rec.Body.String(), "temporarily_unavailable") {
+		t.Errorf("/jwks on a closed store = %d %s (Retry-After %q), want 503 temporarily_unavailable, Retry-After 1", rec.Code, rec.Body, rec.Header().Get("Retry-After"))
+	}
+	rec = httptest.NewRecorder()
 	e.iss.AdminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodDelete, "/users/nobody", nil))
 	if rec.Code != http.StatusServiceUnavailable {
 		t.Errorf("admin DELETE on a closed store = %d %s, want 503", rec.Code, rec.Body)

@@ -834,7 +834,9 @@ func (i *Issuer) handleJWKS(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		i.log.Error("jwks", zap.Error(err))
-		writeError(w, err) // 503 when the store is out of reach
+		// A store out of reach is 503 with Retry-After, as at every
+		// endpoint: a verifier retries rather than taking it as final.
+		writeError(w, err)
 		return
 	}
 	// A new key signs only once copies cached for this long have gone
