@@ -95,6 +95,12 @@ type keyRing struct {
 	byKID    map[string]*publishedKey // published keys; replaced, never changed
 	loadedAt time.Time
 	readAt   time.Time // when the read that gave byKID began
+	// triedAt is when a read was last begun through due, and loadErr
+	// the error of the last read, nil once one succeeds: while the
+	// store fails, requests (anyone's /jwks, tokens with made-up kids)
+	// try it at most every keyMinReload and get that error meanwhile.
+	triedAt time.Time
+	loadErr error
 	// withdrawals counts the changes of byKID that took a key out of
 	// it: a token verified before with that key must then have it found
 	// again (publishes) to be accepted. Changed with byKID, under mu.
@@ -369,7 +375,11 @@ func (k *keyRing) loadVia(ctx context.Context, view func(context.Context, func(s
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("load signing keys: %w", err)
+		err = fmt.Errorf("load signing keys: %w", err)
+		k.mu.Lock()
+		k.loadErr = err
+		k.mu.Unlock()
+		return err
 	}
 	now := k.now()
 	k.mu.RLock()
@@ -406,8 +416,23 @@ func (k *keyRing) loadVia(ctx context.Context, view func(context.Context, func(s
 	if withdraws(k.byKID, keys) {
 		k.withdrawals.Add(1)
 	}
-	k.byKID, k.loadedAt, k.readAt = keys, now, read
+	k.byKID, k.loadedAt, k.readAt, k.loadErr = keys, now, read, nil
 	return nil
+}
+
+// due reports whether a copy older than every is to be read again now,
+// and if so counts the read as begun: one caller reads, the others
+// meanwhile use the copy (or, with none, the last read's error), and a
+// read that failed is tried again keyMinReload later, not at once.
+func (k *keyRing) due(every time.Duration) (bool, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	now := k.now()
+	if now.Sub(k.loadedAt) < every || now.Sub(k.triedAt) < keyMinReload {
+		return false, k.loadErr
+	}
+	k.triedAt = now
+	return true, nil
 }
 
 // withdraws reports whether the key set next lacks a key of prev, or
@@ -578,21 +603,16 @@ func parseSigningKey(rec signingKey) (*publishedKey, error) {
 // cache is older than keyReload so a rotation by another instance on the
 // same store is followed (and published) before its key signs.
 func (k *keyRing) current(ctx context.Context) (*publishedKey, error) {
-	k.mu.RLock()
-	loaded := k.loadedAt
-	k.mu.RUnlock()
-	if k.now().Sub(loaded) >= keyReload {
-		err := k.load(ctx)
-		k.mu.RLock()
-		known := len(k.byKID) > 0
-		k.mu.RUnlock()
-		if err != nil && !known {
-			return nil, err
-		}
-		// Else keep signing with the keys known if the store blips.
+	due, err := k.due(keyReload)
+	if due {
+		err = k.load(ctx)
 	}
 	k.mu.RLock()
 	defer k.mu.RUnlock()
+	if err != nil && len(k.byKID) == 0 {
+		return nil, err
+	}
+	// Else keep signing with the keys known if the store blips.
 	cur := signingAt(k.byKID, k.now())
 	if cur == nil {
 		return nil, errNoSigningKey
@@ -653,16 +673,15 @@ func (k *keyRing) verification(ctx context.Context, kid string) (*publishedKey, 
 	if pk := k.cached(kid); pk != nil {
 		return pk, nil
 	}
-	k.mu.RLock()
-	loaded := k.loadedAt
-	k.mu.RUnlock()
-	if k.now().Sub(loaded) >= keyMinReload {
-		if err := k.load(ctx); err != nil {
-			return nil, err
-		}
-		if pk := k.cached(kid); pk != nil {
-			return pk, nil
-		}
+	due, err := k.due(keyMinReload)
+	if due {
+		err = k.load(ctx)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if pk := k.cached(kid); pk != nil {
+		return pk, nil
 	}
 	return nil, fmt.Errorf("signing key %q: %w", kid, store.ErrNotFound)
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
@@ -268,7 +269,9 @@ func TestCachedJWKSKnowsEverySigningKey(t *testing.T) {
 
 // TestUnknownKidReloadsRarely: a token with a kid nobody published makes
 // the key ring re-read the store at most every keyMinReload, so forged
-// kids cost the gateways no store read each.
+// kids cost the gateways no store read each; and so while the store
+// fails, when a read that failed must not make the next request read
+// again, nor a /jwks request (anyone's) each read the store.
 func TestUnknownKidReloadsRarely(t *testing.T) {
 	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
 	st := &failingStore{Store: memory.New(memory.Options{Now: clock.Now})}
@@ -286,6 +289,36 @@ func TestUnknownKidReloadsRarely(t *testing.T) {
 	clock.Advance(keyMinReload)
 	if _, err := e.iss.PublicKey(t.Context(), "made-up"); err == nil || errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("PublicKey(made-up) after keyMinReload = %v, want the store's error (it reads again)", err)
+	}
+	failed := st.failed.Load()
+	for range 100 {
+		if _, err := e.iss.PublicKey(t.Context(), "made-up"); err == nil || errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("PublicKey(made-up) after a failed read = %v, want the store's error", err)
+		}
+	}
+	if n := st.failed.Load() - failed; n != 0 {
+		t.Errorf("100 made-up kids within keyMinReload of a failed read tried the store %d times, want 0", n)
+	}
+	// /jwks: the ID-token ring has no key yet and must read; the signing
+	// ring's copy is stale (keyReload).
+	clock.Advance(keyReload)
+	failed = st.failed.Load()
+	for k := range 100 {
+		rec := httptest.NewRecorder()
+		e.iss.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, pathJWKS, nil))
+		if rec.Code == http.StatusOK {
+			t.Fatalf("/jwks request %d with the store down = %d %s, want the store's error", k, rec.Code, rec.Body)
+		}
+	}
+	if n := st.failed.Load() - failed; n > 2 {
+		t.Errorf("100 /jwks requests with the store down tried it %d times, want at most one per key ring", n)
+	}
+	clock.Advance(keyMinReload)
+	st.down.Store(false)
+	rec := httptest.NewRecorder()
+	e.iss.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, pathJWKS, nil))
+	if rec.Code != http.StatusOK {
+		t.Errorf("/jwks keyMinReload after the store is back = %d %s, want 200", rec.Code, rec.Body)
 	}
 }
 

@@ -170,14 +170,17 @@ func waitRevoked(t *testing.T, iss *Issuer, jti, gid string, start time.Time, wi
 	}
 }
 
-// failingStore fails every View while down, as a store out of reach.
+// failingStore fails every View while down, as a store out of reach,
+// counting the reads it failed.
 type failingStore struct {
 	store.Store
-	down atomic.Bool
+	down   atomic.Bool
+	failed atomic.Int64
 }
 
 func (s *failingStore) View(ctx context.Context, fn func(store.Tx) error) error {
 	if s.down.Load() {
+		s.failed.Add(1)
 		return errors.New("store unreachable")
 	}
 	return s.Store.View(ctx, fn)
