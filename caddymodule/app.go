@@ -236,15 +236,15 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	cfg.Logger = a.log
 	if cfg.Metrics, err = newIssuerMetrics(ctx.GetMetricsRegistry()); err != nil {
-		return fmt.Errorf("mcp_auth: metrics: %w", err)
+		return fmt.Errorf("metrics: %w", err)
 	}
 	if err := issuer.CheckConfig(cfg); err != nil {
-		return fmt.Errorf("mcp_auth: %w", err)
+		return err
 	}
 	a.cfg = cfg
 	u, err := url.Parse(a.IssuerURL)
 	if err != nil {
-		return fmt.Errorf("mcp_auth: issuer %q: %w", a.IssuerURL, err)
+		return fmt.Errorf("issuer %q: %w", a.IssuerURL, err)
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	a.url = u.String()
@@ -264,15 +264,15 @@ func (a *App) Provision(ctx caddy.Context) error {
 // in secrets and reading key files.
 func (a *App) issuerConfig() (issuer.Config, error) {
 	if a.IssuerURL == "" {
-		return issuer.Config{}, errors.New("mcp_auth: issuer URL is required")
+		return issuer.Config{}, errors.New("issuer URL is required")
 	}
 	switch a.SigningAlg {
 	case "", "ES256", "RS256", "EdDSA":
 	default:
-		return issuer.Config{}, fmt.Errorf("mcp_auth: signing_alg %q: want ES256, RS256 or EdDSA", a.SigningAlg)
+		return issuer.Config{}, fmt.Errorf("signing_alg %q: want ES256, RS256 or EdDSA", a.SigningAlg)
 	}
 	if a.MinPasswordLength < 0 {
-		return issuer.Config{}, fmt.Errorf("mcp_auth: min_password_length %d: want a non-negative integer", a.MinPasswordLength)
+		return issuer.Config{}, fmt.Errorf("min_password_length %d: want a non-negative integer", a.MinPasswordLength)
 	}
 	// A negative duration would read as unset, the default (the
 	// Caddyfile refuses it already).
@@ -284,7 +284,7 @@ func (a *App) issuerConfig() (issuer.Config, error) {
 		{"id_token_ttl", a.IDTokenTTL}, {"revocation_resync", a.RevocationResync}, {"revocation_max_stale", a.RevocationMaxStale},
 	} {
 		if d.v < 0 {
-			return issuer.Config{}, fmt.Errorf("mcp_auth: %s %v: want a positive duration", d.name, time.Duration(d.v))
+			return issuer.Config{}, fmt.Errorf("%s %v: want a positive duration", d.name, time.Duration(d.v))
 		}
 	}
 	repl := caddy.NewReplacer()
@@ -320,11 +320,11 @@ func (a *App) issuerConfig() (issuer.Config, error) {
 			err = issuer.CheckPasswordHash(hash)
 		}
 		if err != nil {
-			return cfg, fmt.Errorf("mcp_auth: user %q: password hash: %w", u.Username, err)
+			return cfg, fmt.Errorf("user %q: password hash: %w", u.Username, err)
 		}
 		for _, g := range u.Groups {
 			if !groups[g] {
-				return cfg, fmt.Errorf("mcp_auth: user %q: %s", u.Username, unknownGroup(g, a.Groups))
+				return cfg, fmt.Errorf("user %q: %s", u.Username, unknownGroup(g, a.Groups))
 			}
 		}
 		cfg.Users = append(cfg.Users, issuer.User{
@@ -343,7 +343,7 @@ func (a *App) issuerConfig() (issuer.Config, error) {
 		warnInClear(a.log, "mcp_auth: identity_provider "+p.Name+": client_secret", ip.ClientSecret, false)
 		warnOpenProvider(a.log, ip)
 		if ip.ClientSecret, err = expandSecret(repl, ip.ClientSecret); err != nil {
-			return cfg, fmt.Errorf("mcp_auth: identity_provider %q: client_secret: %w", p.Name, err)
+			return cfg, fmt.Errorf("identity_provider %q: client_secret: %w", p.Name, err)
 		}
 		cfg.IdentityProviders = append(cfg.IdentityProviders, ip)
 	}
@@ -351,14 +351,14 @@ func (a *App) issuerConfig() (issuer.Config, error) {
 	for _, c := range a.Clients {
 		ic, err := c.issuerClient(repl)
 		if err != nil {
-			return cfg, fmt.Errorf("mcp_auth: client %q: %w", c.ID, err)
+			return cfg, fmt.Errorf("client %q: %w", c.ID, err)
 		}
 		cfg.Clients = append(cfg.Clients, ic)
 	}
 	for _, ag := range a.Agents {
 		ia, err := ag.issuerAgent(repl)
 		if err != nil {
-			return cfg, fmt.Errorf("mcp_auth: agent %q: %w", ag.ID, err)
+			return cfg, fmt.Errorf("agent %q: %w", ag.ID, err)
 		}
 		cfg.Agents = append(cfg.Agents, ia)
 	}
@@ -532,20 +532,20 @@ func (a *App) Start() error {
 		httpApp = v.(*caddyhttp.App)
 	}
 	if err := a.checkAgainstSites(httpApp); err != nil {
-		return fmt.Errorf("mcp_auth: %w", err)
+		return err
 	}
 	st, err := a.storage.Open()
 	if err != nil {
-		return fmt.Errorf("mcp_auth: %w", err)
+		return err
 	}
 	a.st = st
 	if a.iss, err = issuer.New(a.cfg, st); err != nil {
-		return fmt.Errorf("mcp_auth: %w", err)
+		return err
 	}
 	// Before ApplyConfigChanges: a config that fails to start applies
 	// nothing.
 	if err := a.iss.MakeIDTokenKey(context.Background()); err != nil {
-		return fmt.Errorf("mcp_auth: %w", err)
+		return err
 	}
 	for _, h := range a.gateways {
 		if err := h.start(a); err != nil {
@@ -553,7 +553,7 @@ func (a *App) Start() error {
 		}
 	}
 	if err := a.iss.ApplyConfigChanges(context.Background()); err != nil {
-		return fmt.Errorf("mcp_auth: %w", err)
+		return err
 	}
 	if httpApp != nil {
 		warnUnguardedProxies(httpApp, a.log)

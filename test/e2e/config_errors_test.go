@@ -70,6 +70,10 @@ func TestConfigErrorsAtLoad(t *testing.T) {
 			fmt.Sprintf("the issuer https://%[1]s is https, but the site for %[1]s (server srv0) is served over plain http", local)},
 		{"http issuer on an https site", render("http://"+local, local, "*", "mcp_issuer"),
 			fmt.Sprintf("the issuer http://%[1]s is http, but the site for %[1]s (server srv0) is served over https", local)},
+		// Caddy names the app ("provision mcp_auth: ", "mcp_auth app
+		// module: start: "): the message does not name it again.
+		{"password hash resolving to nothing", strings.Replace(good, hash, "{env.MCP_TEST_UNSET_AT_LOAD}", 1),
+			`provision mcp_auth: user "alice": password hash: {env.MCP_TEST_UNSET_AT_LOAD} resolves to nothing`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -80,6 +84,9 @@ func TestConfigErrorsAtLoad(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("Load() error = %v\nwant it to contain %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), ": mcp_auth: ") {
+				t.Errorf("Load() error = %v, which names mcp_auth twice", err)
 			}
 		})
 	}
