@@ -33,7 +33,8 @@ func validateAgent(a *Agent) error {
 		return errors.New(nameRule("agent id", 500))
 	}
 	if a.MaxDepth < 0 || a.MaxDepth > MaxDelegationDepth {
-		return fmt.Errorf("max_depth must be 0 to %d", MaxDelegationDepth)
+		// 0 is max_depth left out; given, the entry points refuse it.
+		return fmt.Errorf("max_depth must be 1 to %d, or left out for %[1]d", MaxDelegationDepth)
 	}
 	// An agent without credentials could never prove itself; refusing it
 	// keeps "public agent" from meaning "anyone who knows the id".

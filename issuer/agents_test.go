@@ -133,8 +133,11 @@ func TestAgentConfigValidation(t *testing.T) {
 		{"two credentials", []Agent{{ID: "a", SecretHash: sec, JWKSURI: "https://k.example/jwks"}}, "exactly one of"},
 		{"bad secret hash", []Agent{{ID: "a", SecretHash: "plain"}}, "secret hash"},
 		{"http jwks_uri", []Agent{{ID: "a", JWKSURI: "http://k.example/jwks"}}, "https"},
-		{"negative depth", []Agent{{ID: "a", SecretHash: sec, MaxDepth: -1}}, "max_depth"},
-		{"depth over the limit", []Agent{{ID: "a", SecretHash: sec, MaxDepth: MaxDelegationDepth + 1}}, "max_depth"},
+		// 0 reads as left out (the issuer's limit); the entry points
+		// refuse it given (max_depth 0: want at least 1), so the message
+		// names the range one may write.
+		{"negative depth", []Agent{{ID: "a", SecretHash: sec, MaxDepth: -1}}, "max_depth must be 1 to 5, or left out for 5"},
+		{"depth over the limit", []Agent{{ID: "a", SecretHash: sec, MaxDepth: MaxDelegationDepth + 1}}, "max_depth must be 1 to 5, or left out for 5"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
