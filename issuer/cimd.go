@@ -440,7 +440,8 @@ func validateCIMD(clientID string, m *clientMetadata, idAlgs []string) (*Client,
 
 // cacheLifetime is how long a document may be reused (RFC 9111): its
 // freshness lifetime, Cache-Control max-age or else Expires less Date
-// (an invalid Expires, "0" above all, is in the past: section 5.3), less
+// (an invalid Expires, "0" above all, is in the past: section 5.3; a
+// max-age given twice makes it stale), less
 // its age (section 4.2.3): the larger of the Age a cache on the way has
 // held it and how long before now its Date is (apparent_age: a cache
 // that sends no Age keeps the origin's Date), at most cimdMaxCache;
@@ -458,7 +459,9 @@ func cacheLifetime(h http.Header, now time.Time) time.Duration {
 				return 0
 			case "max-age":
 				n, err := strconv.ParseInt(strings.Trim(arg, `"`), 10, 64)
-				if err != nil || n <= 0 {
+				// Given twice, the answer is stale (section 4.2.1:
+				// the first is used, or it is stale).
+				if err != nil || n <= 0 || known {
 					return 0
 				}
 				ttl, known = time.Duration(min(n, int64(maxDelta/time.Second)))*time.Second, true

@@ -409,6 +409,25 @@ func TestCIMDCaching(t *testing.T) {
 			t.Fatalf("fetches after max-age = %d, want 2", n)
 		}
 	})
+	// RFC 9111 section 4.2.1: with more than one max-age, the first is
+	// used or the answer is stale; here it is stale, as the most
+	// restrictive reading, whichever of them is the longer.
+	t.Run("max-age twice", func(t *testing.T) {
+		for _, c := range []struct{ path, cc string }{
+			{"/maxage-twice.json", "max-age=60, max-age=86400"},
+			{"/maxage-twice-short-last.json", "max-age=86400, max-age=60"},
+		} {
+			id := host.doc(c.path, c.cc, validDoc)
+			fetch(id)
+			fetch(id)
+			if n := host.count(c.path); n != 2 {
+				t.Errorf("fetches of a document with Cache-Control %q = %d, want 2 (stale)", c.cc, n)
+			}
+		}
+		if got := cacheLifetime(http.Header{"Cache-Control": {"max-age=60", "max-age=86400"}}, time.Now()); got != 0 {
+			t.Errorf("cacheLifetime(max-age in two field lines) = %v, want 0", got)
+		}
+	})
 	t.Run("no-store", func(t *testing.T) {
 		id := host.doc("/nostore.json", "no-store", validDoc)
 		fetch(id)
