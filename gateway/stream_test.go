@@ -888,6 +888,9 @@ func TestSessionlessRefused(t *testing.T) {
 		{"notifications/progress", call{body: `{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":0,"progress":1}}`, token: alice, headers: v25()}, 202, 0, "", "notifications/progress speaks of a session: dropped without the session's Mcp-Session-Id"},
 		{"notifications/roots/list_changed", call{body: `{"jsonrpc":"2.0","method":"notifications/roots/list_changed"}`, token: alice, headers: v25()}, 202, 0, "", "notifications/roots/list_changed speaks of a session: dropped without the session's Mcp-Session-Id"},
 		{"batch with a cancellation", call{body: `[` + toolCall("read_a") + `,` + cancelled + `]`, token: alice}, 400, codeInvalidRequest, "", "notifications/cancelled speaks of a session: send the session's Mcp-Session-Id"},
+		// The refusal carries the response's id: MCP allows an error
+		// without one, which the Go SDK client cannot decode and takes
+		// for a broken connection (as README states).
 		{"elicitation answer", call{body: answer, token: alice, headers: v25()}, 400, codeInvalidRequest, "0", "a response to a server's request needs the Mcp-Session-Id of the session that asked"},
 		{"elicitation answer in a batch", call{body: "[" + answer + "]", token: alice, headers: map[string]string{"MCP-Protocol-Version": "2025-03-26"}}, 400, codeInvalidRequest, "0", "a response to a server's request needs the Mcp-Session-Id of the session that asked"},
 		{"error answer", call{body: `{"jsonrpc":"2.0","id":"s-1","error":{"code":-1,"message":"declined"}}`, token: alice, headers: v25()}, 400, codeInvalidRequest, `"s-1"`, "a response to a server's request needs the Mcp-Session-Id of the session that asked"},
