@@ -1025,8 +1025,10 @@ const (
 // with the Report-To it names, a network error logging policy the
 // browser keeps and under which it reports every request to the origin,
 // its URL (an /authorize request's state, a redirect's code) included,
-// to the collector named (review s17-fresh F3).
-var upstreamDropped = [...]string{"Set-Cookie", hWWWAuthenticate, hClearSiteData, "Nel", "Report-To"}
+// to the collector named (review s17-fresh F3); and
+// Access-Control-Allow-Credentials: the gateway decides CORS (its
+// preflight allows no credentials, and Allow-Origin is its own).
+var upstreamDropped = [...]string{"Set-Cookie", hWWWAuthenticate, hClearSiteData, "Nel", "Report-To", "Access-Control-Allow-Credentials"}
 
 // upstreamTrailersDropped are the trailer forms (http.TrailerPrefix) that
 // recheckHeader drops: those of upstreamDropped and hostFields, and of the

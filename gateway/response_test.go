@@ -582,6 +582,7 @@ func TestUpstreamAllowOriginReplaced(t *testing.T) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Access-Control-Allow-Origin", "*")
 		w.Header().Set("Access-Control-Expose-Headers", "Mcp-Session-Id")
+		w.Header().Set("Access-Control-Allow-Credentials", "true")
 		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}`)
 	})
 	for _, body := range []string{toolCall("read_a"), `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`} {
@@ -599,6 +600,11 @@ func TestUpstreamAllowOriginReplaced(t *testing.T) {
 			}
 			if got := resp.Header.Values("Access-Control-Allow-Origin"); !slices.Equal(got, want) {
 				t.Errorf("Access-Control-Allow-Origin of the answer to %s from %q = %q, want %q", body, origin, got, want)
+			}
+			// The gateway's preflight allows no credentials, nor may an
+			// upstream's answer: the gateway decides who reads with what.
+			if got := resp.Header.Values("Access-Control-Allow-Credentials"); len(got) != 0 {
+				t.Errorf("Access-Control-Allow-Credentials of the answer to %s from %q = %q, want none", body, origin, got)
 			}
 		}
 	}
