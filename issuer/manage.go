@@ -826,5 +826,5 @@ func usableName(s string, max int) bool {
 // nameRule says what usableName asks of what (a username, a client or
 // agent id), in the bytes it counts: 70 CJK characters are 210.
 func nameRule(what string, max int) string {
-	return fmt.Sprintf("%s must be 1 to %d bytes in Unicode NFKC (no fullwidth letters or ligatures, composed accents), without spaces, control or invisible characters, or a . or .. segment between slashes", what, max)
+	return fmt.Sprintf("%s must be 1 to %d bytes in Unicode NFKC form (no fullwidth letters or ligatures; accents composed, not combining marks), without spaces, control or invisible characters, or a . or .. segment between slashes", what, max)
 }
