@@ -784,20 +784,24 @@ func (i *Issuer) idTokenSigner(ctx context.Context, c *Client, until time.Time) 
 	return i.idKeys.signer(ctx, until)
 }
 
-// readWithin refuses, wrapping store.ErrUnavailable, a key set last read
-// from the store longer than d ago: the store has been out of reach
-// since (publishedJWKS tried), and another instance that reaches it may
-// have withdrawn a key meanwhile (it leaked). Past
-// Config.RevocationMaxStale the JWKS no longer vouches for the keys it
-// knows, as the gateways then no longer honour the tokens they know: a
-// verifier that refetched the set without the key elsewhere would take
-// it back from this instance.
-func (k *keyRing) readWithin(d time.Duration) error {
+// readWithin re-reads a key set last read from the store longer than d
+// ago (the ring re-reads only every keyReload, which d may be shorter
+// than), and refuses it, wrapping store.ErrUnavailable, when the store
+// does not answer: another instance that reaches it may have withdrawn a
+// key meanwhile (it leaked). Past Config.RevocationMaxStale the JWKS no
+// longer vouches for the keys it knows, as the gateways then no longer
+// honour the tokens they know: a verifier that refetched the set without
+// the key elsewhere would take it back from this instance.
+func (k *keyRing) readWithin(ctx context.Context, d time.Duration) error {
 	k.mu.RLock()
 	loaded := k.loadedAt
 	k.mu.RUnlock()
-	if age := k.now().Sub(loaded); age > d {
-		return fmt.Errorf("signing keys last read from the store %s ago: %w", age.Round(time.Second), store.ErrUnavailable)
+	age := k.now().Sub(loaded)
+	if age <= d {
+		return nil
+	}
+	if err := k.load(ctx); err != nil {
+		return fmt.Errorf("signing keys last read from the store %s ago (%v): %w", age.Round(time.Second), err, store.ErrUnavailable)
 	}
 	return nil
 }
@@ -839,17 +843,19 @@ func (i *Issuer) handleJWKS(w http.ResponseWriter, r *http.Request) {
 		methodNotAllowed(w, http.MethodGet, http.MethodHead)
 		return
 	}
-	keys, err := i.keys.publishedJWKS(r.Context())
+	// Read within the bound first: the keys published are those read.
+	err := i.keys.readWithin(r.Context(), i.cfg.RevocationMaxStale)
+	if err == nil {
+		err = i.idKeys.readWithin(r.Context(), i.cfg.RevocationMaxStale)
+	}
+	var keys []accesstoken.JWK
+	if err == nil {
+		keys, err = i.keys.publishedJWKS(r.Context())
+	}
 	if err == nil {
 		var idKeys []accesstoken.JWK
 		idKeys, err = i.idKeys.publishedJWKS(r.Context())
 		keys = append(keys, idKeys...)
-	}
-	if err == nil {
-		err = i.keys.readWithin(i.cfg.RevocationMaxStale)
-	}
-	if err == nil {
-		err = i.idKeys.readWithin(i.cfg.RevocationMaxStale)
 	}
 	if err != nil {
 		i.log.Error("jwks", zap.Error(err))

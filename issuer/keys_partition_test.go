@@ -157,3 +157,29 @@ func TestJWKSNotServedStale(t *testing.T) {
 		t.Errorf("A's JWKS back in reach = %v, want %s without %s", kids(keys), res.KID, stolen.kid)
 	}
 }
+
+// TestJWKSServedWithShortMaxStale: with a revocation_max_stale shorter
+// than keyReload (2 s beside a 1 s resync, which configuration allows),
+// /jwks judged the key set stale by when the ring last re-read it, which
+// it does only every keyReload: on a store that answers (memory, bbolt,
+// a PostgreSQL that is up) it answered 503 for the 3 s of every 5 that
+// followed, and verifiers fetching then got no keys. A set older than the
+// bound is re-read first; only a store that does not answer makes it 503.
+func TestJWKSServedWithShortMaxStale(t *testing.T) {
+	e := newTokEnv(t, func(c *Config) { c.RevocationResync, c.RevocationMaxStale = time.Second, 2*time.Second })
+	if keys, _ := e.jwksOf(t); len(keys) == 0 {
+		t.Fatal("no keys")
+	}
+	for _, d := range []time.Duration{3 * time.Second, time.Second, 4 * time.Second} {
+		e.clock.Advance(d)
+		resp, err := e.srv.Client().Get(e.iss.endpoint(pathJWKS))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("JWKS %s later on a store that answers = %d %s, want 200", d, resp.StatusCode, body)
+		}
+	}
+}
