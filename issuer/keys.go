@@ -792,18 +792,33 @@ func (i *Issuer) idTokenSigner(ctx context.Context, c *Client, until time.Time) 
 // longer vouches for the keys it knows, as the gateways then no longer
 // honour the tokens they know: a verifier that refetched the set without
 // the key elsewhere would take it back from this instance.
+//
+// Like every read a request causes (due), one is tried at most every
+// keyMinReload: while the store fails, anyone's /jwks gets the last
+// read's error without reading again.
 func (k *keyRing) readWithin(ctx context.Context, d time.Duration) error {
-	k.mu.RLock()
-	loaded := k.loadedAt
-	k.mu.RUnlock()
-	age := k.now().Sub(loaded)
+	if k.age() <= d {
+		return nil
+	}
+	due, err := k.due(d)
+	if due {
+		err = k.load(ctx)
+	}
+	age := k.age()
 	if age <= d {
 		return nil
 	}
-	if err := k.load(ctx); err != nil {
-		return fmt.Errorf("signing keys last read from the store %s ago (%v): %w", age.Round(time.Second), err, store.ErrUnavailable)
+	if err == nil {
+		err = errors.New("a read is under way")
 	}
-	return nil
+	return fmt.Errorf("signing keys last read from the store %s ago (%v): %w", age.Round(time.Second), err, store.ErrUnavailable)
+}
+
+// age is how long ago the key set was read from the store.
+func (k *keyRing) age() time.Duration {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return k.now().Sub(k.loadedAt)
 }
 
 // publishedJWKS returns the public keys to publish, current first. A

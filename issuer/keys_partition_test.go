@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres/pgtest"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
 )
@@ -181,5 +183,39 @@ func TestJWKSServedWithShortMaxStale(t *testing.T) {
 		if resp.StatusCode != http.StatusOK {
 			t.Errorf("JWKS %s later on a store that answers = %d %s, want 200", d, resp.StatusCode, body)
 		}
+	}
+}
+
+// TestStaleJWKSReadsRarely: past revocation_max_stale with the store down,
+// /jwks (anyone may ask) tries the store at most once per keyMinReload
+// per key ring, as every read a request causes; the others get 503 from
+// the last read's error.
+func TestStaleJWKSReadsRarely(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	st := &failingStore{Store: memory.New(memory.Options{Now: clock.Now})}
+	e := newTokEnvStore(t, st, clock, func(c *Config) { c.RevocationResync, c.RevocationMaxStale = time.Second, 2*time.Second })
+	if err := e.iss.MakeIDTokenKey(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if keys, _ := e.jwksOf(t); len(keys) == 0 {
+		t.Fatal("no keys")
+	}
+	st.down.Store(true)
+	clock.Advance(3 * time.Second) // past the bound, short of keyReload
+	failed := st.failed.Load()
+	for k := range 100 {
+		rec := httptest.NewRecorder()
+		e.iss.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, pathJWKS, nil))
+		if rec.Code != http.StatusServiceUnavailable {
+			t.Fatalf("stale /jwks request %d with the store down = %d %s, want 503", k, rec.Code, rec.Body)
+		}
+	}
+	if n := st.failed.Load() - failed; n > 2 {
+		t.Errorf("100 stale /jwks requests with the store down tried it %d times, want at most one per key ring", n)
+	}
+	st.down.Store(false)
+	clock.Advance(keyMinReload)
+	if keys, _ := e.jwksOf(t); len(keys) == 0 {
+		t.Error("/jwks keyMinReload after the store is back: no keys, want the set")
 	}
 }
