@@ -2,6 +2,8 @@ package issuer
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -466,7 +468,7 @@ func behindOneURL(envs []*testEnv) {
 // refused at another on the same database (each has its own replay
 // memory), its record expires with the proof's acceptance window, and a
 // proof the database cannot record is refused with temporarily_unavailable
-// and issues nothing.
+// and issues nothing, at /token, /par and userinfo.
 func TestDPoPReplayAcrossInstances(t *testing.T) {
 	// One issuer URL, as behind a load balancer: proofs name it in htu.
 	envs, dsn := clusterEnvs(t, 2, func(c *Config) { c.Issuer = "http://localhost:9" })
@@ -501,6 +503,12 @@ func TestDPoPReplayAcrossInstances(t *testing.T) {
 		t.Errorf("DPoP records past the window, purged = %d, want 0", n)
 	}
 
+	// A user's token bound to the key, for userinfo below.
+	code, verifier := a.issueCode(t, codeSpec{scopes: []string{"openid", "read"}})
+	redeem := url.Values{"grant_type": {grantAuthorizationCode}, "code": {code}, "code_verifier": {verifier}, "redirect_uri": {tRedirect}, "client_id": {tPublic}}
+	user := a.postDPoP(t, pathToken, redeem, "", k.proof(t, a, tokenURL, nil))
+	wantBound(t, "user's token", user, k)
+
 	// The database refuses the record: fail closed.
 	db := pgtest.Shared(t)
 	if _, err := db.Psql(dsn, `CREATE FUNCTION refuse_dpop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$;
@@ -514,6 +522,21 @@ func TestDPoPReplayAcrossInstances(t *testing.T) {
 	}
 	if n := a.count(bucketGrants); n != tokens {
 		t.Errorf("grants = %d, want %d: nothing issued", n, tokens)
+	}
+	// So at /par (nothing pushed) and userinfo (no claims), as README says.
+	parURL := b.iss.endpoint(pathPAR)
+	push := url.Values{"client_id": {tPublic}, "response_type": {"code"}, "redirect_uri": {tRedirect}, "scope": {"read"},
+		"code_challenge": {"E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"}, "code_challenge_method": {"S256"}, "resource": {tResource}}
+	if r := b.postDPoP(t, pathPAR, push, "", k.proof(t, b, parURL, nil)); r.status != http.StatusServiceUnavailable || r.str("error") != "temporarily_unavailable" || r.str("request_uri") != "" {
+		t.Errorf("PAR with the DPoP record refused = %d %s, want 503 temporarily_unavailable", r.status, r.raw)
+	}
+	infoURL := b.iss.endpoint(pathUserinfo)
+	sum := sha256.Sum256([]byte(user.str("access_token")))
+	req, _ := http.NewRequest(http.MethodGet, infoURL, nil)
+	req.Header.Set("Authorization", "DPoP "+user.str("access_token"))
+	req.Header.Set("DPoP", k.proof(t, b, infoURL, jwt.MapClaims{"htm": http.MethodGet, "ath": base64.RawURLEncoding.EncodeToString(sum[:])}))
+	if r := b.do(t, req); r.status != http.StatusServiceUnavailable || r.str("error") != "temporarily_unavailable" || r.body["sub"] != nil {
+		t.Errorf("userinfo with the DPoP record refused = %d %s, want 503 temporarily_unavailable", r.status, r.raw)
 	}
 	// Bearer requests need no record.
 	if r := b.post(t, pathToken, form, tConf+":"+tSecret); r.status != http.StatusOK {
