@@ -492,7 +492,8 @@ func TestAgentJWKSURIRolloverRevokesNothing(t *testing.T) {
 // TestAgentEndEndsExchangedTokens: as README says (Limits: agents
 // re-keyed or narrowed), disabling or removing an agent, unlike
 // re-keying it, ends the tokens exchanged to it from a user's grant,
-// by revoking that grant (the user's token from it with them): through
+// by revoking that grant (the user's token from it with them), and its
+// own tokens and users' delegations to it (requested_actor): through
 // the admin API, and by a configuration that removes it or, in JSON,
 // disables it.
 func TestAgentEndEndsExchangedTokens(t *testing.T) {
@@ -533,9 +534,14 @@ func TestAgentEndEndsExchangedTokens(t *testing.T) {
 			if x.status != http.StatusOK {
 				t.Fatalf("exchange of the user's token to %s = %d %s", id, x.status, x.raw)
 			}
+			del := e.delegated(t, id, own, "read", "offline_access")
 			tt.end(t, e, id)
-			e.requireRevoked(t, tt.how, map[string]string{"exchanged token": x.str("access_token"), "user's token": user.AccessToken, "own token": own},
-				"exchanged token", "user's token", "own token")
+			e.requireRevoked(t, tt.how, map[string]string{"exchanged token": x.str("access_token"), "user's token": user.AccessToken, "own token": own, "delegation": del.AccessToken},
+				"exchanged token", "user's token", "own token", "delegation")
+			r := e.post(t, pathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {del.RefreshToken}, "client_id": {tPublic}}, "")
+			if r.str("error") != "invalid_grant" {
+				t.Errorf("%s: refresh of the delegation = %d %s, want invalid_grant", tt.how, r.status, r.raw)
+			}
 		})
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/oauth2"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
@@ -1316,5 +1317,64 @@ func TestNameLimitInBytes(t *testing.T) {
 	err = e.iss.PutAgent(t.Context(), Agent{ID: name + strings.Repeat("名", 100), SecretHash: hashClientSecret(tAgentSecret)})
 	if err == nil || !strings.Contains(err.Error(), "1 to 500 bytes") {
 		t.Errorf("PutAgent() of a 510-byte id = %v, want the limit in bytes", err)
+	}
+}
+
+// TestUserChangeEndsEveryToken: removing a user, or changing its
+// password, revokes every token of the user's, as README's table of
+// revocations says: its own, one delegated to an agent (requested_actor)
+// and one an agent exchanged from the user's, access and refresh tokens
+// alike; another user's stay.
+func TestUserChangeEndsEveryToken(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		change func(ctx context.Context, i *Issuer) error
+	}{
+		{"removed", func(ctx context.Context, i *Issuer) error { return i.DeleteUser(ctx, "dave") }},
+		{"password changed", func(ctx context.Context, i *Issuer) error { return i.SetPassword(ctx, "dave", passwordHash()) }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newTokEnv(t)
+			ctx := t.Context()
+			if err := e.iss.PutUser(ctx, User{Username: "dave", PasswordHash: passwordHash(), Groups: []string{"staff"}}); err != nil {
+				t.Fatal(err)
+			}
+			userTok := func(user, actor string) *oauth2.Token {
+				code, verifier := e.issueCode(t, codeSpec{user: user, actor: actor, scopes: []string{"read", "offline_access"}})
+				var opts []oauth2.AuthCodeOption
+				if actor != "" {
+					opts = append(opts, oauth2.SetAuthURLParam("actor_token", e.agentToken(t, actor, tAgentSecret)))
+				}
+				tok, err := e.exchange(t, tPublic, "", code, verifier, opts...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return tok
+			}
+			own, delegated, bystander := userTok("dave", ""), userTok("dave", tAgent1), userTok(tUser, "")
+			x := e.tokenExchange(t, tAgent1+":"+tAgentSecret, exchangeForm(userTok("dave", "").AccessToken, e.agentToken(t, tAgent1, tAgentSecret)))
+			if x.status != http.StatusOK {
+				t.Fatalf("exchange = %d %s", x.status, x.raw)
+			}
+			exchanged := x.str("access_token")
+			e.clock.Advance(time.Second)
+			if err := tt.change(ctx, e.iss); err != nil {
+				t.Fatal(err)
+			}
+			for name, tok := range map[string]string{"own": own.AccessToken, "delegated": delegated.AccessToken, "exchanged": exchanged} {
+				if e.active(t, tok) {
+					t.Errorf("the user's %s access token is active after the user was %s", name, tt.name)
+				}
+			}
+			for name, tok := range map[string]*oauth2.Token{"own": own, "delegated": delegated} {
+				a := e.post(t, pathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok.RefreshToken}, "client_id": {tPublic}}, "")
+				if a.status != http.StatusBadRequest || a.str("error") != "invalid_grant" {
+					t.Errorf("refresh of the user's %s grant = %d %s, want invalid_grant", name, a.status, a.raw)
+				}
+			}
+			if !e.active(t, bystander.AccessToken) {
+				t.Errorf("another user's token is inactive after dave was %s", tt.name)
+			}
+		})
 	}
 }
