@@ -61,6 +61,29 @@ func TestUserinfo(t *testing.T) {
 			}
 		})
 	}
+	// The token is read from the Authorization header only (README,
+	// Limits: OpenID Connect), never from a form body or the query
+	// (RFC 6750 sections 2.2 and 2.3), where it would be logged or
+	// sent by a page's form.
+	tok := token("openid", "read")
+	for _, tt := range []struct {
+		name string
+		req  func() *http.Request
+	}{
+		{"in the form body", func() *http.Request {
+			req, _ := http.NewRequest(http.MethodPost, e.iss.endpoint(pathUserinfo), strings.NewReader(url.Values{"access_token": {tok}}.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			return req
+		}},
+		{"in the query", func() *http.Request {
+			req, _ := http.NewRequest(http.MethodGet, e.iss.endpoint(pathUserinfo)+"?access_token="+url.QueryEscape(tok), nil)
+			return req
+		}},
+	} {
+		if a := e.do(t, tt.req()); a.status != http.StatusUnauthorized || a.body["sub"] != nil || !strings.HasPrefix(a.header.Get("WWW-Authenticate"), "Bearer") {
+			t.Errorf("userinfo with the token %s = %d %s (%q), want 401 with a Bearer challenge and no claims", tt.name, a.status, a.raw, a.header.Get("WWW-Authenticate"))
+		}
+	}
 }
 
 // TestUserinfoDPoP: UserInfo is a protected resource (RFC 9449 section
