@@ -1386,3 +1386,47 @@ func inFlightCount(g *Gateway) int {
 	}
 	return n
 }
+
+// TestStreamsEndWithinASecond: at the default check interval (no
+// StreamCheckInterval set, as a Caddyfile configures none), an open GET
+// stream ends within a second of its grant's revocation and of its
+// token's exp, as README promises (Limits: revocation). Each is made just
+// after the stream opened, which starts the checker: its first check
+// comes a full interval later, the longest a client waits. The slack is
+// for a loaded machine, not another interval.
+func TestStreamsEndWithinASecond(t *testing.T) {
+	const slack = 400 * time.Millisecond
+	for _, how := range []string{"revoked", "expired"} {
+		t.Run(how, func(t *testing.T) {
+			var clock atomic.Int64 // seconds after testNow
+			cfg := testConfig(t)
+			cfg.Now = func() time.Time { return testNow.Add(time.Duration(clock.Load()) * time.Second) }
+			revs := &lockedRevocations{grants: map[string]bool{}}
+			cfg.Revocations = revs
+			up := newStreamUpstream(func(r *http.Request) string { return r.Method })
+			h := newHarness(t, cfg, up.serve)
+			c := claims()
+			c["gid"], c["exp"] = "grant-alice", testNow.Add(time.Minute).Unix()
+			tok := mint(t, c)
+			resp := h.do(t, call{method: http.MethodGet, token: tok, headers: map[string]string{"Mcp-Protocol-Version": "2025-11-25", "Mcp-Session-Id": sessionFor(t, h.g, tok)}})
+			defer resp.Body.Close()
+			if line, _ := bufio.NewReader(resp.Body).ReadString('\n'); !strings.HasPrefix(line, ": open") {
+				t.Fatalf("first line %q, want the upstream's comment", line)
+			}
+			start := time.Now()
+			if how == "revoked" {
+				revs.revoke("grant-alice")
+			} else {
+				clock.Store(60)
+			}
+			select {
+			case <-up.done(http.MethodGet):
+			case <-time.After(5 * time.Second):
+				t.Fatalf("stream still open 5 s after its token was %s", how)
+			}
+			if d := time.Since(start); d > DefaultStreamCheckInterval+slack || DefaultStreamCheckInterval > time.Second {
+				t.Errorf("stream ended %v after its token was %s (check interval %v), want within a second", d, how, DefaultStreamCheckInterval)
+			}
+		})
+	}
+}
