@@ -407,8 +407,9 @@ func TestDPoPNonceRoundTrip(t *testing.T) {
 	wantBound(t, "no proof", e.postDPoP(t, pathToken, form, tConf+":"+tSecret, ""), nil)
 }
 
-// TestDPoPTokenExchange: a bound subject or actor token is exchanged only
-// with a proof of its key, and the new token is bound to the request's key.
+// TestDPoPTokenExchange: a bound subject or actor token is exchanged, and
+// a bound actor token redeems a delegated code, only with a proof of its
+// key, and the new token is bound to the request's key.
 func TestDPoPTokenExchange(t *testing.T) {
 	e := newTokEnv(t)
 	alice, mallory := newDPoPKey(t), newDPoPKey(t)
@@ -422,6 +423,33 @@ func TestDPoPTokenExchange(t *testing.T) {
 	wantRefused(t, "bound subject token without a proof", e.postDPoP(t, pathToken, x, tConf+":"+tSecret, ""), "invalid_dpop_proof")
 	wantRefused(t, "bound subject token with another key", e.postDPoP(t, pathToken, x, tConf+":"+tSecret, mallory.proof(t, e, tokenURL, nil)), "invalid_dpop_proof")
 	wantBound(t, "bound subject token with its key", e.postDPoP(t, pathToken, x, tConf+":"+tSecret, alice.proof(t, e, tokenURL, nil)), alice)
+
+	// An agent's own token bound to its key, as actor token: of an
+	// exchange, and of a delegated code's redemption (README: token
+	// exchange and delegation accept a bound token only with a proof of
+	// its key).
+	agentKey := newDPoPKey(t)
+	own := e.postDPoP(t, pathToken, url.Values{"grant_type": {grantClientCredentials}, "resource": {tResource}}, tAgent1+":"+tAgentSecret, agentKey.proof(t, e, tokenURL, nil))
+	wantBound(t, "agent's own token", own, agentKey)
+	bearer := e.userToken(t, tPublic, "read").AccessToken
+	ax := exchangeForm(bearer, own.str("access_token"))
+	ax.Set("grant_type", grantTokenExchange)
+	wantRefused(t, "bound actor token without a proof", e.postDPoP(t, pathToken, ax, tAgent1+":"+tAgentSecret, ""), "invalid_dpop_proof")
+	wantRefused(t, "bound actor token with another key", e.postDPoP(t, pathToken, ax, tAgent1+":"+tAgentSecret, mallory.proof(t, e, tokenURL, nil)), "invalid_dpop_proof")
+	wantBound(t, "bound actor token with its key", e.postDPoP(t, pathToken, ax, tAgent1+":"+tAgentSecret, agentKey.proof(t, e, tokenURL, nil)), agentKey)
+	redeem := func(k *dpopKey) answer {
+		code, verifier := e.issueCode(t, codeSpec{actor: tAgent1, scopes: []string{"read"}})
+		f := url.Values{"grant_type": {grantAuthorizationCode}, "code": {code}, "code_verifier": {verifier}, "redirect_uri": {tRedirect}, "client_id": {tPublic},
+			"actor_token": {own.str("access_token")}, "actor_token_type": {tokenTypeAccessToken}}
+		p := ""
+		if k != nil {
+			p = k.proof(t, e, tokenURL, nil)
+		}
+		return e.postDPoP(t, pathToken, f, "", p)
+	}
+	wantRefused(t, "delegated code, bound actor token without a proof", redeem(nil), "invalid_dpop_proof")
+	wantRefused(t, "delegated code, bound actor token with another key", redeem(mallory), "invalid_dpop_proof")
+	wantBound(t, "delegated code, bound actor token with its key", redeem(agentKey), agentKey)
 
 	// The thumbprint in cnf is the RFC 7638 one of the proof's key.
 	sum := sha256.Sum256([]byte(`{"crv":"P-256","kty":"EC","x":"` + alice.jwk["x"].(string) + `","y":"` + alice.jwk["y"].(string) + `"}`))
