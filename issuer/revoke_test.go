@@ -186,6 +186,8 @@ func TestRevokeByActingAgent(t *testing.T) {
 		{"the acting agent", tAgent1 + ":" + tAgentSecret, true},
 		{"another agent", tAgent2 + ":" + tAgentSecret, false},
 		{"another confidential client", tConf + ":" + tSecret, false},
+		// A resource server may introspect every token, not revoke it.
+		{"a resource server (introspect)", tOnlyCC + ":" + tSecret, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			user, tok := delegated(t)
