@@ -144,6 +144,13 @@ func TestIDJAGRedeemed(t *testing.T) {
 		t.Errorf("user = %+v, %v; want corp's u1 in group staff", u, err)
 	}
 
+	// No refresh token, offline_access or not (README): the client asks
+	// its IdP for a new ID-JAG.
+	a = e.redeem(t, conf, idp.idJAG(t, e, func(c jwt.MapClaims, _ *jwt.Token) { c["scope"] = "read offline_access" }), nil)
+	if a.status != http.StatusOK || a.str("refresh_token") != "" {
+		t.Errorf("redeem with offline_access = %d %s, want 200 and no refresh token", a.status, a.raw)
+	}
+
 	// A narrower request gets what it asks; the scope parameter alone.
 	a = e.redeem(t, conf, idp.idJAG(t, e, nil), url.Values{"scope": {"read"}, "resource": {tResource}})
 	if a.status != http.StatusOK || a.str("scope") != "read" {
