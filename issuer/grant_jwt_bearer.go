@@ -196,6 +196,13 @@ func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, er
 	} else {
 		requested = granted
 	}
+	// No refresh token comes of an ID-JAG, so offline_access is not
+	// granted (OpenID Connect Core section 11 lets the server ignore it),
+	// as a code's is not to a client without the refresh grant.
+	requested = slices.DeleteFunc(slices.Clone(requested), func(s string) bool { return s == scopeOfflineAccess })
+	if len(requested) == 0 {
+		return nil, ErrInvalidScope.WithDescription("offline_access alone grants nothing: no refresh token comes of an ID-JAG")
+	}
 	refused := func(err error) error {
 		return ErrInvalidGrant.WithDescription("the ID-JAG's user may not use this server").Wrap(err)
 	}

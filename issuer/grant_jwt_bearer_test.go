@@ -146,9 +146,17 @@ func TestIDJAGRedeemed(t *testing.T) {
 
 	// No refresh token, offline_access or not (README): the client asks
 	// its IdP for a new ID-JAG.
+	// Nor is offline_access granted, as a code's is not to a client
+	// without the refresh grant (OpenID Connect Core section 11: the
+	// server may ignore it): the answer would claim a grant the client
+	// does not hold.
 	a = e.redeem(t, conf, idp.idJAG(t, e, func(c jwt.MapClaims, _ *jwt.Token) { c["scope"] = "read offline_access" }), nil)
-	if a.status != http.StatusOK || a.str("refresh_token") != "" {
-		t.Errorf("redeem with offline_access = %d %s, want 200 and no refresh token", a.status, a.raw)
+	if _, c := claimsOf(t, a.str("access_token")); a.status != http.StatusOK || a.str("refresh_token") != "" || a.str("scope") != "read" || c["scope"] != "read" {
+		t.Errorf("redeem with offline_access = %d %s, want 200, scope read and no refresh token", a.status, a.raw)
+	}
+	a = e.redeem(t, conf, idp.idJAG(t, e, func(c jwt.MapClaims, _ *jwt.Token) { c["scope"] = "offline_access" }), nil)
+	if a.status != http.StatusBadRequest || a.str("error") != "invalid_scope" || a.str("access_token") != "" {
+		t.Errorf("redeem with offline_access alone = %d %s, want 400 invalid_scope", a.status, a.raw)
 	}
 
 	// A narrower request gets what it asks; the scope parameter alone.
