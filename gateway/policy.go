@@ -10,6 +10,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/mcpparse"
 )
 
@@ -1169,7 +1170,7 @@ func validGlob(p string) error {
 // authorization requests.
 func ruleScope(s string) error {
 	switch {
-	case !validScope(s):
+	case !accesstoken.ValidScope(s):
 		return fmt.Errorf("invalid scope token %q", s)
 	case s == "offline_access":
 		return errors.New(`"offline_access" is no scope of the MCP server (a client asks the authorization server for it to get a refresh token); it cannot be required`)
@@ -1179,21 +1180,6 @@ func ruleScope(s string) error {
 		return fmt.Errorf("%q is an OpenID Connect scope, for the user's identity, which the authorization server grants every user who signs in; it is no scope of the MCP server and cannot be required", s)
 	}
 	return nil
-}
-
-// validScope checks RFC 6749 scope-token syntax, which also keeps scopes
-// safe inside a quoted WWW-Authenticate parameter.
-func validScope(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x21 || c == '"' || c == '\\' || c > 0x7e {
-			return false
-		}
-	}
-	return true
 }
 
 func sortedSet(s []string) []string {

@@ -16,6 +16,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
@@ -535,10 +536,8 @@ func parseScope(s string) ([]string, error) {
 		if t == "" {
 			continue
 		}
-		for _, r := range t {
-			if r < 0x21 || r == 0x22 || r == 0x5c || r > 0x7e {
-				return nil, ErrInvalidScope.WithDescription("scope contains characters RFC 6749 does not allow")
-			}
+		if !accesstoken.ValidScope(t) {
+			return nil, ErrInvalidScope.WithDescription("scope contains characters RFC 6749 does not allow")
 		}
 		if !slices.Contains(out, t) {
 			out = append(out, t)

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
@@ -138,6 +139,13 @@ func (d *directory) validateConfig() error {
 			return fmt.Errorf("group %q: empty or repeated name", g.Name)
 		}
 		seen[g.Name] = true
+		for target, scopes := range g.Scopes {
+			for _, sc := range scopes {
+				if sc != "*" && !accesstoken.ValidScope(sc) {
+					return fmt.Errorf("group %q: %s: %w", g.Name, target, errScopeToken(sc))
+				}
+			}
+		}
 	}
 	clear(seen)
 	clients := slices.Clone(d.cfg.Clients)
@@ -223,6 +231,11 @@ func (d *directory) validateConfig() error {
 			return fmt.Errorf("resource %q: declared more than once (also as the same URL with another case of scheme or host, or a trailing slash)", r.URL)
 		}
 		resources[CanonicalResource(r.URL)] = true
+		for _, sc := range r.Scopes {
+			if !accesstoken.ValidScope(sc) {
+				return fmt.Errorf("resource %q: %w", r.URL, errScopeToken(sc))
+			}
+		}
 		// Its tokens are bearer tokens: sent in clear, as a gateway
 		// refuses to be (review s17-ops F2).
 		if u, _ := url.Parse(r.URL); u.Scheme != "https" && (u.Scheme != "http" || !isLoopbackHost(u.Hostname())) {
@@ -677,4 +690,12 @@ func (d *directory) snapshot() directorySnapshot {
 	}
 	s.GroupLimits = gl
 	return s
+}
+
+// errScopeToken refuses a configured scope that is not one RFC 6749
+// scope-token: the token's scope claim joins scopes with spaces, so
+// "notes:read notes:admin", one scope here, would be read as two by every
+// resource server.
+func errScopeToken(s string) error {
+	return fmt.Errorf("scope %q: want one RFC 6749 scope-token (printable ASCII without spaces, quotes or backslashes)", s)
 }

@@ -258,6 +258,22 @@ func TestConfigValidation(t *testing.T) {
 		{"resource declared twice", func(c *Config) {
 			c.Resources = []Resource{{URL: "https://mcp.example.com/mcp", Scopes: []string{"a"}}, {URL: "https://MCP.example.com/mcp/", Scopes: []string{"b"}}}
 		}},
+		// A scope is one RFC 6749 scope-token: one with a space would be
+		// issued as one entry of the token's scope claim, which every
+		// resource server reads as two scopes ("read admin" grants admin).
+		{"resource scope with a space", func(c *Config) {
+			c.Resources = []Resource{{URL: "https://mcp.example.com/mcp", Scopes: []string{"notes:read notes:admin"}}}
+		}},
+		{"resource scope with a quote", func(c *Config) {
+			c.Resources = []Resource{{URL: "https://mcp.example.com/mcp", Scopes: []string{`notes"read`}}}
+		}},
+		{"resource scope empty", func(c *Config) { c.Resources = []Resource{{URL: "https://mcp.example.com/mcp", Scopes: []string{""}}} }},
+		{"group scope with a space", func(c *Config) {
+			c.Groups = []Group{{Name: "g", Scopes: map[string][]string{"https://mcp.example.com/mcp": {"notes:read notes:admin"}}}}
+		}},
+		{"group scope not ASCII", func(c *Config) {
+			c.Groups = []Group{{Name: "g", Scopes: map[string][]string{"*": {"notes:réad"}}}}
+		}},
 		// Refused by the admin API, and so at load (review s17-ops F6).
 		{"grant type misspelt", func(c *Config) {
 			c.Clients = []Client{{ID: "a", SecretHash: passwordHash(), GrantTypes: []string{"client_credential"}}}

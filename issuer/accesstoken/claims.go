@@ -300,3 +300,20 @@ func (c *Claims) GetSubject() (string, error)                  { return c.Subjec
 func (c *Claims) GetAudience() (jwt.ClaimStrings, error)       { return jwt.ClaimStrings(c.Audience), nil }
 
 var _ jwt.Claims = (*Claims)(nil)
+
+// ValidScope reports whether s is one RFC 6749 scope-token (section 3.3:
+// %x21 / %x23-5B / %x5D-7E). The scope claim is such tokens joined by
+// spaces, so a scope holding a space would be read as two; the quote and
+// backslash excluded also keep a scope safe in a quoted
+// WWW-Authenticate parameter.
+func ValidScope(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x21 || c == '"' || c == '\\' || c > 0x7e {
+			return false
+		}
+	}
+	return true
+}
