@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -196,7 +197,9 @@ func New(cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, fmt.Errorf("resource: %w", err)
 	}
-	if res.RawQuery != "" || res.Fragment != "" || res.ForceQuery {
+	// An empty fragment ("…/mcp#") parses as none; the URL is still what
+	// tokens carry as aud, which RFC 8707 says has no fragment.
+	if res.RawQuery != "" || res.Fragment != "" || res.ForceQuery || strings.Contains(cfg.Resource, "#") {
 		return nil, errors.New("resource: must not have a query or fragment")
 	}
 	if err := checkResourcePath(res); err != nil {
@@ -420,6 +423,11 @@ func parseHTTPSURL(s string) (*url.URL, error) {
 	}
 	if u.Host == "" || u.User != nil {
 		return nil, errors.New("must be an absolute URL with a host and no user info")
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("port %q: want 1 to 65535", p)
+		}
 	}
 	switch u.Scheme {
 	case "https":

@@ -32,6 +32,12 @@ func TestNewValidation(t *testing.T) {
 		{"relative resource", func(c *Config) { c.Resource = "/mcp" }, "absolute"},
 		{"resource with fragment", func(c *Config) { c.Resource = testResource + "#x" }, "fragment"},
 		{"resource with query", func(c *Config) { c.Resource = testResource + "?a=b" }, "query"},
+		// An empty fragment parses as none, but the URL is what tokens
+		// carry as aud, which RFC 8707 says has no fragment (the
+		// issuer's own resource check refuses the "#").
+		{"resource with empty fragment", func(c *Config) { c.Resource = testResource + "#" }, "fragment"},
+		{"resource with port 0", func(c *Config) { c.Resource = "https://mcp.example.com:0/mcp" }, "port"},
+		{"resource with port out of range", func(c *Config) { c.Resource = "https://mcp.example.com:99999/mcp" }, "port"},
 		{"resource path with %25", func(c *Config) { c.Resource = "https://mcp.example.com/a%252E/mcp" }, "%25"},
 		{"resource path with ;", func(c *Config) { c.Resource = "https://mcp.example.com/mcp;x" }, "';'"},
 		{"resource path with dot segment", func(c *Config) { c.Resource = "https://mcp.example.com/a/../mcp" }, "dot segments"},
