@@ -751,7 +751,7 @@ func (p *policy) decideCompletion(pr *principal, raw []byte) (decision, error) {
 // decideTemplate decides a resource URI or template (RFC 6570) by every
 // rule an expansion could fall under: the rule of its literal prefix
 // (the text before the first '{'), every rule whose prefix extends that
-// prefix, and the rule of an expansion that continues the prefix's last
+// prefix when case is ignored (hasTextPrefixFold), and the rule of an expansion that continues the prefix's last
 // name (continuedRule). A URI without '{' is decided as a resources/read
 // of it.
 func (p *policy) decideTemplate(pr *principal, uri string) (decision, error) {
@@ -761,7 +761,7 @@ func (p *policy) decideTemplate(pr *principal, uri string) (decision, error) {
 	}
 	uris := []string{literal}
 	for i := range p.resources {
-		if r := p.resources[i].Pattern; len(r) > len(literal) && strings.HasPrefix(strings.ToLower(r), strings.ToLower(literal)) {
+		if r := p.resources[i].Pattern; len(r) > len(literal) && hasTextPrefixFold(r, literal) {
 			uris = append(uris, r)
 		}
 	}

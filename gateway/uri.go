@@ -516,27 +516,47 @@ func uriPrefixFoldRank(uri string, r *compiledRule) int {
 		if j == len(p)-1 && dirPrefix(r) && (i == len(uri) || dirEnds(r, uri[i])) {
 			return 2*len(p) - 1 // the directory itself
 		}
-		if i == len(uri) {
+		var ok bool
+		if i, j, ok = foldStep(uri, p, i, j); !ok {
 			return -1
 		}
-		if c, d := uri[i], p[j]; c != '%' && d != '%' {
-			if c != d && (c|0x20 != d|0x20 || c|0x20 < 'a' || c|0x20 > 'z') {
-				return -1
-			}
-			i, j = i+1, j+1
-			continue
-		}
-		a, m := uriRune(uri[i:])
-		b, n := uriRune(p[j:])
-		if !equalFoldRune(a, b) {
-			return -1
-		}
-		i, j = i+m, j+n
 	}
 	if !prefixEnds(uri, i, r) {
 		return -1
 	}
 	return 2 * len(p)
+}
+
+// hasTextPrefixFold reports whether checked URI text s begins with
+// prefix when compared as hasURIPrefixFold compares: ASCII letters and
+// percent-encoded UTF-8 characters without regard to case.
+func hasTextPrefixFold(s, prefix string) bool {
+	i, j := 0, 0
+	for j < len(prefix) {
+		var ok bool
+		if i, j, ok = foldStep(s, prefix, i, j); !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// foldStep compares the character of uri at i with the one of p at j
+// without regard to case, and returns the offsets after them and
+// whether they are alike (false at the end of uri).
+func foldStep(uri, p string, i, j int) (int, int, bool) {
+	if i == len(uri) {
+		return i, j, false
+	}
+	if c, d := uri[i], p[j]; c != '%' && d != '%' {
+		if c != d && (c|0x20 != d|0x20 || c|0x20 < 'a' || c|0x20 > 'z') {
+			return i, j, false
+		}
+		return i + 1, j + 1, true
+	}
+	a, m := uriRune(uri[i:])
+	b, n := uriRune(p[j:])
+	return i + m, j + n, equalFoldRune(a, b)
 }
 
 // prefixEnds checks where a matched prefix ends in uri (at n): the URI's

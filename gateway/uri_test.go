@@ -695,7 +695,6 @@ func TestTemplateContinuingItsLiteral(t *testing.T) {
 		{Pattern: "file:///srv/", Scopes: []string{"files:read"}},
 	}
 	templates := []string{"notes://all{x}", "notes://all/{x}", "file:///srv/secret{x}", "file:///srv/secret/{x}"}
-	answer := `{"jsonrpc":"2.0","id":1,"result":` + listResult(t, "resources/templates/list", templates) + `}`
 	for _, tt := range []struct {
 		scope string
 		want  []string // the templates listed, and completed
@@ -705,15 +704,7 @@ func TestTemplateContinuingItsLiteral(t *testing.T) {
 		{"mcp files:secret files:read", []string{"file:///srv/secret{x}", "file:///srv/secret/{x}"}},
 	} {
 		t.Run(tt.scope, func(t *testing.T) {
-			var upstream bool
-			h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
-				upstream = true
-				w.Header().Set("Content-Type", "application/json")
-				io.WriteString(w, answer)
-			})
-			c := claims()
-			c["scope"] = tt.scope
-			token := mint(t, c)
+			h, token := templatesHarness(t, cfg, tt.scope, templates, tt.want)
 			for _, resource := range []struct{ uri, want string }{
 				{"notes://allsecret", "notes:any"}, {"file:///srv/secretive", "files:read"},
 			} {
@@ -724,26 +715,74 @@ func TestTemplateContinuingItsLiteral(t *testing.T) {
 					t.Errorf("resources/read %s = %d, want allowed %v", resource.uri, resp.StatusCode, want)
 				}
 			}
-			resp := h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"resources/templates/list"}`, token: token})
-			got := readBody(t, resp)
-			var m struct {
-				Result json.RawMessage `json:"result"`
-			}
-			if err := json.Unmarshal([]byte(got), &m); err != nil {
-				t.Fatalf("answer %d %q: %v", resp.StatusCode, got, err)
-			}
-			if keys := listedKeys(t, "resources/templates/list", m.Result); !slices.Equal(keys, tt.want) {
-				t.Errorf("listed %v, want %v", keys, tt.want)
-			}
-			for _, tpl := range templates {
-				upstream = false
-				body := `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":` + quote(tpl) + `},"argument":{"name":"x","value":""}}}`
-				resp := h.do(t, call{body: body, token: token})
-				readBody(t, resp)
-				if want := slices.Contains(tt.want, tpl); upstream != want || (resp.StatusCode == 200) != want {
-					t.Errorf("completion of %s = %d (forwarded %v), want allowed %v", tpl, resp.StatusCode, upstream, want)
-				}
-			}
 		})
 	}
+}
+
+// TestTemplateBeforeACaseVariantOfARule: a resource template whose text
+// before the first '{' a rule's prefix extends when case is ignored
+// needs that rule too, for non-ASCII characters as for ASCII letters: a
+// case-insensitive server expands file:///srv/%C3%89{x} ("É") to
+// file:///srv/%C3%89t%C3%A9/key, which it reads as été/key, under the
+// rule file:///srv/%C3%A9t%C3%A9/ (which a resources/read of that name
+// is refused for). Before, only ASCII letters were compared without
+// case, so with the broader rule's scope the template was listed and
+// completed.
+func TestTemplateBeforeACaseVariantOfARule(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.ResourceRules = []Rule{
+		{Pattern: "file:///srv/%C3%A9t%C3%A9/", Scopes: []string{"files:secret"}},
+		{Pattern: "file:///srv/secret/", Scopes: []string{"files:secret"}},
+		{Pattern: "file:///srv/", Scopes: []string{"files:read"}},
+	}
+	templates := []string{"file:///srv/%C3%89{x}", "file:///srv/%C3%A9{x}", "file:///srv/S{x}", "file:///srv/pub/{x}"}
+	for _, tt := range []struct {
+		scope string
+		want  []string // the templates listed, and completed
+	}{
+		{"mcp files:read", []string{"file:///srv/pub/{x}"}},
+		{"mcp files:read files:secret", templates},
+	} {
+		t.Run(tt.scope, func(t *testing.T) {
+			templatesHarness(t, cfg, tt.scope, templates, tt.want)
+		})
+	}
+}
+
+// templatesHarness starts a gateway of cfg in front of a server offering
+// templates, and checks that a token of scope sees want of them listed
+// and has only those completed; it returns the gateway and the token.
+func templatesHarness(t *testing.T, cfg Config, scope string, templates, want []string) (*harness, string) {
+	t.Helper()
+	answer := `{"jsonrpc":"2.0","id":1,"result":` + listResult(t, "resources/templates/list", templates) + `}`
+	var upstream bool
+	h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+		upstream = true
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, answer)
+	})
+	c := claims()
+	c["scope"] = scope
+	token := mint(t, c)
+	resp := h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"resources/templates/list"}`, token: token})
+	got := readBody(t, resp)
+	var m struct {
+		Result json.RawMessage `json:"result"`
+	}
+	if err := json.Unmarshal([]byte(got), &m); err != nil {
+		t.Fatalf("answer %d %q: %v", resp.StatusCode, got, err)
+	}
+	if keys := listedKeys(t, "resources/templates/list", m.Result); !slices.Equal(keys, want) {
+		t.Errorf("listed %v, want %v", keys, want)
+	}
+	for _, tpl := range templates {
+		upstream = false
+		body := `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":` + quote(tpl) + `},"argument":{"name":"x","value":""}}}`
+		resp := h.do(t, call{body: body, token: token})
+		readBody(t, resp)
+		if allowed := slices.Contains(want, tpl); upstream != allowed || (resp.StatusCode == 200) != allowed {
+			t.Errorf("completion of %s = %d (forwarded %v), want allowed %v", tpl, resp.StatusCode, upstream, allowed)
+		}
+	}
+	return h, token
 }
