@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/tls"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -148,5 +149,100 @@ func TestAccessLogCodeRedacted(t *testing.T) {
 	}
 	if !bytes.Contains(log, []byte("code=REDACTED")) {
 		t.Errorf("no redirect with a redacted code in the access log (%d bytes): the filter did not apply", len(log))
+	}
+}
+
+// TestAccessLogHTTPSRedirect: Caddy's automatic HTTPS answers a request
+// to the site's http port with a redirect whose Location is the same URI
+// on https, and logs it with the site's `log` (the redirect server gets
+// the site's logging); a client that follows it (as Go's does) names
+// the http URI in the Referer of its next request. So every parameter the
+// README's filter drops from a request's URI must be dropped from the
+// Location and the Referer too: a client that sends its secret or a token
+// in the query, to the http address, would otherwise have it logged there.
+func TestAccessLogHTTPSRedirect(t *testing.T) {
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, "access.log")
+	logBlock := readmeAccessLog(t, logPath)
+	httpPort := harness.FreePort(t)
+	var httpsPort int
+	httpsPort = harness.StartFree(t, func(port int) string {
+		return fmt.Sprintf(`{
+	admin off
+	persist_config off
+	http_port %d
+	https_port %d
+	local_certs
+	skip_install_trust
+	storage file_system %s/caddy
+	mcp_auth {
+		issuer https://localhost:%d
+		storage memory
+	}
+}
+
+localhost:%d {
+	%s
+	mcp_issuer
+}
+`, httpPort, port, dir, port, port, logBlock)
+	})
+	q := url.Values{}
+	var secrets []string
+	for _, name := range []string{"code", "state", "id_token_hint", "request_uri", "access_token", "refresh_token", "token",
+		"client_secret", "client_assertion", "code_verifier", "subject_token", "actor_token", "assertion"} {
+		v := "in-the-query-" + name + "-" + strings.Repeat("7", 8)
+		q.Set(name, v)
+		secrets = append(secrets, v)
+	}
+	client := &http.Client{
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}},
+		// Caddy names no port in the Location (it expects 443).
+		CheckRedirect: func(req *http.Request, _ []*http.Request) error {
+			req.URL.Host = fmt.Sprintf("localhost:%d", httpsPort)
+			req.Host = ""
+			return nil
+		},
+	}
+	// The certificate is obtained once Caddy runs.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		resp, err := client.Get(fmt.Sprintf("https://localhost:%d/healthz", httpsPort))
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no certificate: %v", err)
+		}
+	}
+	for _, method := range []string{http.MethodPost, http.MethodGet} {
+		req, _ := http.NewRequest(method, fmt.Sprintf("http://localhost:%d/token?%s", httpPort, q.Encode()), nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.Request.URL.Scheme != "https" || resp.Request.Header.Get("Referer") == "" {
+			t.Fatalf("%s: not redirected to https with a Referer: %s %q", method, resp.Request.URL, resp.Request.Header.Get("Referer"))
+		}
+	}
+	var log []byte
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		log, _ = os.ReadFile(logPath)
+		if bytes.Count(log, []byte(`"Referer"`)) >= 2 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !bytes.Contains(log, []byte(`"status":308`)) || !bytes.Contains(log, []byte(`"Referer"`)) {
+		t.Fatalf("no redirect and no redirected request in the access log: %s", log)
+	}
+	for _, s := range secrets {
+		for n, line := range bytes.Split(log, []byte("\n")) {
+			if bytes.Contains(line, []byte(s)) {
+				t.Errorf("access.log line %d holds %s: %.1500s", n+1, s, line)
+				break
+			}
+		}
 	}
 }
