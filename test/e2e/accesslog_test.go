@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"fmt"
 	"net/http"
@@ -243,6 +246,103 @@ localhost:%d {
 				t.Errorf("access.log line %d holds %s: %.1500s", n+1, s, line)
 				break
 			}
+		}
+	}
+}
+
+// TestErrorLogHoldsNoDPoPProof: when a handler fails (the gateway's MCP
+// server refuses the connection: 502), Caddy's error log writes the
+// request as it came, its headers among them, to the default log at
+// ERROR level, where the site's `log` filter does not reach. A
+// DPoP-bound call's proof would be there in clear; the README's
+// `log default` block keeps it (and the URI's credentials) out.
+func TestErrorLogHoldsNoDPoPProof(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks, err := harness.CaddyfileBlocks(string(readme))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var defaultLog string
+	for _, b := range blocks {
+		if _, rest, ok := strings.Cut(b.Text, "\tlog default {"); ok && !b.Syntax {
+			defaultLog = harness.BraceBlock("log default {" + rest)
+			break
+		}
+	}
+	if defaultLog == "" {
+		t.Fatal("README.md: no `log default` block")
+	}
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, "caddy.log")
+	defaultLog = strings.Replace(defaultLog, "log default {", "log default {\n\t\toutput file "+logPath, 1)
+	const secret = "dpop-client-secret-4d1c"
+	var issuer string
+	harness.StartFree(t, func(port int) string {
+		issuer = fmt.Sprintf("http://127.0.0.1:%d", port)
+		return fmt.Sprintf(`{
+	admin off
+	persist_config off
+	storage file_system %s/caddy
+	%s
+	mcp_auth {
+		issuer %s
+		storage memory
+		client svc {
+			secret %s
+			grant_types client_credentials
+		}
+	}
+}
+
+%s {
+	bind 127.0.0.1
+	mcp_issuer
+	@mcp path /mcp /.well-known/oauth-protected-resource/mcp
+	handle @mcp {
+		mcp_gateway {
+			resource %s/mcp
+			scope mcp:tools
+		}
+		reverse_proxy 127.0.0.1:%d
+	}
+}
+`, dir, defaultLog, issuer, secretHash(secret), issuer, issuer, harness.FreePort(t))
+	})
+	resource := issuer + "/mcp"
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	req, _ := http.NewRequest(http.MethodPost, issuer+"/token", strings.NewReader(url.Values{
+		"grant_type": {"client_credentials"}, "resource": {resource}, "scope": {"mcp:tools"}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("DPoP", logProof(t, key, issuer+"/token", ""))
+	req.SetBasicAuth("svc", secret)
+	var tok tokenAnswer
+	if status, err := doToken(req, &tok); err != nil || status != http.StatusOK || tok.TokenType != "DPoP" {
+		t.Fatalf("DPoP token: %d %v %v", status, tok, err)
+	}
+	proof := logProof(t, key, resource, tok.AccessToken)
+	resp := dpopCall(t, http.DefaultClient, resource, "2026-07-28", "tools/list", "",
+		`{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"raw","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}}}`,
+		tok.AccessToken, proof)
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("call with the MCP server down: %d, want 502", resp.StatusCode)
+	}
+	var log []byte
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		log, _ = os.ReadFile(logPath)
+		if bytes.Contains(log, []byte(`"status":502`)) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if !bytes.Contains(log, []byte(`"status":502`)) {
+		t.Fatalf("no error line in the log: %s", log)
+	}
+	pieces := logPieces([]string{proof, tok.AccessToken})
+	for n, line := range bytes.Split(log, []byte("\n")) {
+		if p, ok := leaked(line, pieces); ok {
+			t.Errorf("caddy.log line %d holds %q (of the DPoP proof): %.800s", n+1, p, line)
 		}
 	}
 }

@@ -192,20 +192,8 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	gp := logProof(t, key, e.resource, dt.AccessToken)
 	secret(gp)
 	for range 2 {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.resource, strings.NewReader(
-			`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}`))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Accept", "application/json, text/event-stream")
-		req.Header.Set("MCP-Protocol-Version", agentsProtocol)
-		req.Header.Set("Mcp-Method", "tools/call")
-		req.Header.Set("Mcp-Name", "echo")
-		req.Header.Set("Authorization", "DPoP "+dt.AccessToken)
-		req.Header.Set("DPoP", gp)
-		resp, err := e.client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
+		dpopCall(t, e.client, e.resource, agentsProtocol, "tools/call", "echo",
+			`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}`, dt.AccessToken, gp)
 	}
 
 	// The gateway: a valid token, a forged one, a token in the query.
@@ -325,4 +313,27 @@ func leaked(line []byte, pieces map[string]bool) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// dpopCall posts an MCP message of the protocol revision to resource with
+// a DPoP-bound token and its proof (name: the Mcp-Name header, "" for
+// none), and returns the answer, its body closed.
+func dpopCall(t *testing.T, client *http.Client, resource, revision, method, name, body, token, proof string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, resource, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("MCP-Protocol-Version", revision)
+	req.Header.Set("Mcp-Method", method)
+	if name != "" {
+		req.Header.Set("Mcp-Name", name)
+	}
+	req.Header.Set("Authorization", "DPoP "+token)
+	req.Header.Set("DPoP", proof)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp
 }
