@@ -798,21 +798,34 @@ func invisible(r rune) bool {
 	return unicode.Is(unicode.Cf, r)
 }
 
+// unassigned reports a code point the Unicode version of this build's
+// tables (unicode.Version) assigns to no character. A later version may
+// give it a compatibility mapping that this build's NFKC cannot know:
+// U+1CCD6 OUTLINED LATIN CAPITAL LETTER A (Unicode 16.0) is "A" to an
+// upstream on newer tables (Node's String.prototype.normalize). PRECIS
+// (RFC 8264 section 9.14) disallows unassigned code points for the same
+// reason. Private use characters are assigned, and no version maps them.
+// (unicode.C also holds the unassigned code points: its parts are named.)
+func unassigned(r rune) bool {
+	return !unicode.In(r, unicode.L, unicode.M, unicode.N, unicode.P, unicode.S, unicode.Z, unicode.Cc, unicode.Cf, unicode.Co, unicode.Cs)
+}
+
 // usableName reports whether a user's name or a client's or agent's id
-// may be created: 1 to max bytes, no spaces (Unicode's), misleading or
-// invisible runes, unchanged by Unicode NFKC, and no "." or ".." segment
-// between slashes. NFKC: an upstream that normalises what it is given (a
-// file system, a database collation, an NFKC-folding library) would read
-// "\uff41lice" (fullwidth) as alice, so that an argument rule on
-// {token.sub} admitting one user's name would hand it another's; no two
-// names kept unchanged by NFKC become one under it. A user's name may
+// may be created: 1 to max bytes, no spaces (Unicode's), misleading,
+// invisible or unassigned runes, unchanged by Unicode NFKC, and no "." or
+// ".." segment between slashes. NFKC: an upstream that normalises what it
+// is given (a file system, a database collation, an NFKC-folding library)
+// would read "\uff41lice" (fullwidth) as alice, so that an argument rule
+// on {token.sub} admitting one user's name would hand it another's; no two
+// names kept unchanged by NFKC become one under it, in this Unicode
+// version or a later one (unassigned). A user's name may
 // come from an identity provider's claim, which the user may choose. An id "." or ".." no admin API path can
 // name (a cleaned path drops it), so such an entry could not be shown,
 // disabled or removed; and in "bob/../clients/x" Caddy's remote admin
 // access control, which judges the decoded and cleaned path, would see
 // another resource than the one the route acts on.
 func usableName(s string, max int) bool {
-	if s == "" || len(s) > max || strings.ContainsFunc(s, spaceOrMisleading) || strings.ContainsFunc(s, invisible) || !norm.NFKC.IsNormalString(s) {
+	if s == "" || len(s) > max || strings.ContainsFunc(s, spaceOrMisleading) || strings.ContainsFunc(s, invisible) || strings.ContainsFunc(s, unassigned) || !norm.NFKC.IsNormalString(s) {
 		return false
 	}
 	for seg := range strings.SplitSeq(s, "/") {
@@ -826,5 +839,5 @@ func usableName(s string, max int) bool {
 // nameRule says what usableName asks of what (a username, a client or
 // agent id), in the bytes it counts: 70 CJK characters are 210.
 func nameRule(what string, max int) string {
-	return fmt.Sprintf("%s must be 1 to %d bytes in Unicode NFKC form (no fullwidth letters or ligatures; accents composed, not combining marks), without spaces, control or invisible characters, or a . or .. segment between slashes", what, max)
+	return fmt.Sprintf("%s must be 1 to %d bytes in Unicode NFKC form (no fullwidth letters or ligatures; accents composed, not combining marks), without spaces, control, invisible or unassigned characters, or a . or .. segment between slashes", what, max)
 }

@@ -887,6 +887,14 @@ func TestUsableName(t *testing.T) {
 		{"zoe\u0308", false},                      // NFD of zoë
 		{"\uff71\uff98\uff7d", false},             // halfwidth katakana
 		{"\ud55c\uad6d", true},                    // Hangul, composed
+		// Unassigned in the Unicode this build's tables know (15.0), so
+		// NFKC here leaves them, where an upstream on a newer Unicode
+		// maps them: U+1CCD6 OUTLINED LATIN CAPITAL LETTER A (16.0) is
+		// "A" to Node's String.prototype.normalize("NFKC").
+		{"\U0001CCD6lice", false},
+		{"u-\U0001CCF1", false}, // outlined digit one: "u-1"
+		{"a\u0378b", false},     // unassigned in every version so far
+		{"\ue000x", true},       // private use: no version maps it
 	}
 	for _, tt := range tests {
 		if got := usableName(tt.name, 200); got != tt.want {
