@@ -482,6 +482,11 @@ func TestIdPSignInAnswers(t *testing.T) {
 		{"a fullwidth user's name", func(s *stubIdP) {
 			s.claims["sub"] = "\uff55-1"
 		}, http.StatusForbidden, "may not sign in here", idpReasonRefused},
+		// Invisible, and ignored by collations (a database's "u-1\ufe0f"
+		// equals "u-1").
+		{"a variation selector in the user's name", func(s *stubIdP) {
+			s.claims["sub"] = "u-1\ufe0f"
+		}, http.StatusForbidden, "may not sign in here", idpReasonRefused},
 		// Unassigned here (Unicode 15.0), U+1CCF1 OUTLINED DIGIT ONE
 		// since Unicode 16.0, which a newer upstream's NFKC makes "1".
 		{"a user's name of a newer Unicode", func(s *stubIdP) {

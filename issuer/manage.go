@@ -787,15 +787,18 @@ func spaceOrMisleading(r rune) bool { return unicode.IsSpace(r) || misleading(r)
 // name holding it reads as another ("alice\u200b"): a format character
 // (zero-width space, word joiner, soft hyphen, BOM, tags; but the
 // zero-width joiner and non-joiner, which Persian and Indic names need),
-// a Hangul filler, the combining grapheme joiner (review s15-fresh2 F1).
+// a Hangul filler, the combining grapheme joiner (review s15-fresh2 F1),
+// a variation selector (U+FE0F after a letter, the Mongolian free ones)
+// and the other default-ignorable code points (Khmer's U+17B4): collations
+// (UCA: ICU, MySQL's utf8mb4_0900_*) and IDNA ignore them all, so that
+// "alice\ufe0f" equals alice to a database even case- and accent-
+// sensitively.
 func invisible(r rune) bool {
-	switch r {
-	case '\u200c', '\u200d':
+	if r == '\u200c' || r == '\u200d' {
 		return false
-	case '\u115f', '\u1160', '\u3164', '\uffa0', '\u034f':
-		return true
 	}
-	return unicode.Is(unicode.Cf, r)
+	// The Hangul fillers and U+034F are Other_Default_Ignorable_Code_Point.
+	return unicode.In(r, unicode.Cf, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point)
 }
 
 // unassigned reports a code point the Unicode version of this build's

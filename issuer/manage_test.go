@@ -877,6 +877,14 @@ func TestUsableName(t *testing.T) {
 		{"alice\U000e0041", false}, // tag A
 		{"alice\u3164", false},     // Hangul filler
 		{"al\u034fice", false},     // combining grapheme joiner
+		// Marks that show nothing and that collations (UCA: ICU, MySQL's
+		// utf8mb4_0900_*) and IDNA ignore, as they do U+034F:
+		// "alice\ufe0f" sorts equal to alice, even accent- and
+		// case-sensitively.
+		{"alice\ufe0f", false},     // variation selector 16
+		{"alice\U000e0100", false}, // variation selector 17
+		{"ali\u180bce", false},     // Mongolian free variation selector
+		{"ali\u17b4ce", false},     // Khmer inherent vowel, default-ignorable
 		{"\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", true}, // Persian with ZWNJ
 		{"\u0915\u094d\u200d\u0937", true},                         // Devanagari with ZWJ
 		// Unchanged by NFKC, so that no two names an upstream normalises
