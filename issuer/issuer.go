@@ -27,6 +27,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -340,8 +341,13 @@ func (i *Issuer) endpoint(path string) string {
 
 func parseIssuerURL(s string) (*url.URL, error) {
 	u, err := url.Parse(s)
-	if err != nil || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+	// An empty fragment ("…#") parses as none, but the string is the
+	// issuer identifier, whose endpoints would follow the "#".
+	if err != nil || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || strings.Contains(s, "#") || u.User != nil {
 		return nil, fmt.Errorf("issuer %q: must be an absolute URL without query, fragment or userinfo", s)
+	}
+	if !validPort(u) {
+		return nil, fmt.Errorf("issuer %q: the port must be 1 to 65535", s)
 	}
 	switch u.Scheme {
 	case "https":
@@ -354,6 +360,17 @@ func parseIssuerURL(s string) (*url.URL, error) {
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	return u, nil
+}
+
+// validPort reports whether u has no port, or one a connection can use
+// (1 to 65535; url.Parse checks only that it is digits).
+func validPort(u *url.URL) bool {
+	p := u.Port()
+	if p == "" {
+		return true
+	}
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 1 && n <= 65535
 }
 
 // isLoopbackHost reports whether a URL host (without port) names the

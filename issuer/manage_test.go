@@ -251,6 +251,14 @@ func TestConfigValidation(t *testing.T) {
 		{"client secret hash of cost 17", func(c *Config) { c.Clients = []Client{{ID: "a", SecretHash: costlyHash(17)}} }},
 		{"agent secret hash of cost 17", func(c *Config) { c.Agents = []Agent{{ID: "a", SecretHash: costlyHash(17)}} }},
 		{"resource with fragment", func(c *Config) { c.Resources = []Resource{{URL: "https://a.example.com/#x"}} }},
+		// As the gateway's resource (TestNewValidation): an empty
+		// fragment parses as none, and a port no client can reach.
+		{"resource with an empty fragment", func(c *Config) { c.Resources = []Resource{{URL: "https://a.example.com/mcp#"}} }},
+		{"resource on port 0", func(c *Config) { c.Resources = []Resource{{URL: "https://a.example.com:0/mcp"}} }},
+		{"resource on port 65536", func(c *Config) { c.Resources = []Resource{{URL: "https://[2001:db8::1]:65536/mcp"}} }},
+		{"issuer with an empty fragment", func(c *Config) { c.Issuer = "https://auth.example.com#" }},
+		{"issuer on port 0", func(c *Config) { c.Issuer = "https://auth.example.com:0" }},
+		{"issuer on port 70000", func(c *Config) { c.Issuer = "https://[2001:db8::1]:70000" }},
 		// Tokens for it would travel in clear (review s17-ops F2).
 		{"resource plain http off loopback", func(c *Config) { c.Resources = []Resource{{URL: "http://mcp.example.com/mcp"}} }},
 		{"resource not http", func(c *Config) { c.Resources = []Resource{{URL: "ftp://mcp.example.com/mcp"}} }},

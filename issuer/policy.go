@@ -108,11 +108,14 @@ func CanonicalResource(s string) string {
 func sameResource(a, b string) bool { return CanonicalResource(a) == CanonicalResource(b) }
 
 // validateResourceURL: RFC 8707 section 2, an absolute URI without a
-// fragment.
+// fragment; with a port, one a client can reach.
 func validateResourceURL(s string) error {
 	u, err := url.Parse(s)
 	if err != nil || !u.IsAbs() || u.Host == "" || u.Fragment != "" || strings.Contains(s, "#") {
 		return fmt.Errorf("resource %q: must be an absolute URL without a fragment", s)
+	}
+	if !validPort(u) {
+		return fmt.Errorf("resource %q: the port must be 1 to 65535", s)
 	}
 	return nil
 }
