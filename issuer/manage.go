@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 	"golang.org/x/text/unicode/norm"
@@ -786,7 +787,8 @@ func spaceOrMisleading(r rune) bool { return unicode.IsSpace(r) || misleading(r)
 // invisible reports a rune that shows nothing where it stands, so that a
 // name holding it reads as another ("alice\u200b"): a format character
 // (zero-width space, word joiner, soft hyphen, BOM, tags; but the
-// zero-width joiner and non-joiner, which Persian and Indic names need),
+// zero-width joiner and non-joiner, which Persian and Indic names need
+// where joinersInContext allows them),
 // a Hangul filler, the combining grapheme joiner (review s15-fresh2 F1),
 // a variation selector (U+FE0F after a letter, the Mongolian free ones)
 // and the other default-ignorable code points (Khmer's U+17B4): collations
@@ -828,7 +830,7 @@ func unassigned(r rune) bool {
 // access control, which judges the decoded and cleaned path, would see
 // another resource than the one the route acts on.
 func usableName(s string, max int) bool {
-	if s == "" || len(s) > max || strings.ContainsFunc(s, spaceOrMisleading) || strings.ContainsFunc(s, invisible) || strings.ContainsFunc(s, unassigned) || !norm.NFKC.IsNormalString(s) {
+	if s == "" || len(s) > max || strings.ContainsFunc(s, spaceOrMisleading) || strings.ContainsFunc(s, invisible) || strings.ContainsFunc(s, unassigned) || !norm.NFKC.IsNormalString(s) || !joinersInContext(s) {
 		return false
 	}
 	for seg := range strings.SplitSeq(s, "/") {
@@ -837,6 +839,42 @@ func usableName(s string, max int) bool {
 		}
 	}
 	return true
+}
+
+// joinersInContext reports whether each zero-width joiner and non-joiner
+// of s stands where RFC 5892's CONTEXTJ rules (appendix A.1, A.2) allow
+// it: after a virama (Indic conjuncts), or, a non-joiner, between letters
+// of a joining script (Persian "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"),
+// marks between them allowed. Elsewhere ("alice\u200c") it shows nothing
+// and collations ignore it, as they do what invisible refuses. The
+// joining scripts stand in for Unicode's Joining_Type, which Go has no
+// table of; a letter of theirs that joins on one side only passes too.
+func joinersInContext(s string) bool {
+	for i, r := range s {
+		if r != '\u200c' && r != '\u200d' {
+			continue
+		}
+		before, _ := utf8.DecodeLastRuneInString(s[:i])
+		if norm.NFC.PropertiesString(string(before)).CCC() == 9 {
+			continue
+		}
+		prev, _ := utf8.DecodeLastRuneInString(strings.TrimRightFunc(s[:i], isMn))
+		next, _ := utf8.DecodeRuneInString(strings.TrimLeftFunc(s[i+len("\u200c"):], isMn))
+		if r == '\u200c' && joiningLetter(prev) && joiningLetter(next) {
+			continue
+		}
+		return false
+	}
+	return true
+}
+
+func isMn(r rune) bool { return unicode.Is(unicode.Mn, r) }
+
+// joiningLetter reports a letter of a script whose letters join (cursive).
+func joiningLetter(r rune) bool {
+	return unicode.IsLetter(r) && unicode.In(r, unicode.Arabic, unicode.Syriac, unicode.Nko, unicode.Mongolian,
+		unicode.Mandaic, unicode.Manichaean, unicode.Psalter_Pahlavi, unicode.Adlam, unicode.Hanifi_Rohingya,
+		unicode.Sogdian, unicode.Old_Uyghur, unicode.Chorasmian, unicode.Phags_Pa)
 }
 
 // nameRule says what usableName asks of what (a username, a client or

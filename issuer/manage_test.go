@@ -895,6 +895,14 @@ func TestUsableName(t *testing.T) {
 		{"ali\u17b4ce", false},     // Khmer inherent vowel, default-ignorable
 		{"\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", true}, // Persian with ZWNJ
 		{"\u0915\u094d\u200d\u0937", true},                         // Devanagari with ZWJ
+		// The joiners only where a script needs them (RFC 5892's
+		// CONTEXTJ): elsewhere they show nothing, and collations ignore
+		// them ("alice\u200c" sorts equal to alice).
+		{"alice\u200c", false},
+		{"u-1\u200d", false},
+		{"\u200calice", false},
+		{"\u30e6\u30fc\u30b6\u30fc\u200c", false}, // after katakana
+		{"\u0628\u064e\u200c\u0628", true},        // Arabic, a mark between
 		// Unchanged by NFKC, so that no two names an upstream normalises
 		// (a file system, a database collation) become one.
 		{"\uff41\uff4c\uff49\uff43\uff45", false}, // fullwidth alice
