@@ -174,14 +174,8 @@ func TestJWKSServedWithShortMaxStale(t *testing.T) {
 	}
 	for _, d := range []time.Duration{3 * time.Second, time.Second, 4 * time.Second} {
 		e.clock.Advance(d)
-		resp, err := e.srv.Client().Get(e.iss.endpoint(pathJWKS))
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Errorf("JWKS %s later on a store that answers = %d %s, want 200", d, resp.StatusCode, body)
+		if code, body := e.jwksStatus(t); code != http.StatusOK {
+			t.Errorf("JWKS %s later on a store that answers = %d %s, want 200", d, code, body)
 		}
 	}
 }
@@ -218,4 +212,33 @@ func TestStaleJWKSReadsRarely(t *testing.T) {
 	if keys, _ := e.jwksOf(t); len(keys) == 0 {
 		t.Error("/jwks keyMinReload after the store is back: no keys, want the set")
 	}
+}
+
+// TestJWKSServedWithSubSecondMaxStale: revocation_max_stale may be under a
+// second (twice a resync of 100 ms, say); /jwks re-reads the key set when
+// it is older than that, on a store that answers, rather than refusing it
+// until keyMinReload has passed since the last read.
+func TestJWKSServedWithSubSecondMaxStale(t *testing.T) {
+	e := newTokEnv(t, func(c *Config) { c.RevocationResync, c.RevocationMaxStale = 100*time.Millisecond, 300*time.Millisecond })
+	if keys, _ := e.jwksOf(t); len(keys) == 0 {
+		t.Fatal("no keys")
+	}
+	for n := range 5 {
+		e.clock.Advance(400 * time.Millisecond)
+		if code, body := e.jwksStatus(t); code != http.StatusOK {
+			t.Errorf("JWKS %d (400 ms after the last) on a store that answers = %d %s, want 200", n, code, body)
+		}
+	}
+}
+
+// jwksStatus fetches /jwks, returning its status and body.
+func (e *testEnv) jwksStatus(t *testing.T) (int, []byte) {
+	t.Helper()
+	resp, err := e.srv.Client().Get(e.iss.endpoint(pathJWKS))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, body
 }
