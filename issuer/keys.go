@@ -422,7 +422,8 @@ func (k *keyRing) loadVia(ctx context.Context, view func(context.Context, func(s
 
 // due reports whether a copy older than every is to be read again now,
 // and if so counts the read as begun: one caller reads, the others
-// meanwhile use the copy (or, with none, the last read's error), and a
+// meanwhile use the copy (or, with none, the last read's error; a copy
+// younger than every stands, whatever a read begun since met), and a
 // read that failed is tried again keyMinReload later, not at once (every
 // later, when shorter: readWithin's bound, revocation_max_stale, may be
 // under a second, and a set read every second would be past it between).
@@ -430,7 +431,10 @@ func (k *keyRing) due(every time.Duration) (bool, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	now := k.now()
-	if now.Sub(k.loadedAt) < every || now.Sub(k.triedAt) < min(keyMinReload, every) {
+	if now.Sub(k.loadedAt) < every {
+		return false, nil
+	}
+	if now.Sub(k.triedAt) < min(keyMinReload, every) {
 		return false, k.loadErr
 	}
 	k.triedAt = now

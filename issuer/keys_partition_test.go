@@ -2,6 +2,7 @@ package issuer
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres/pgtest"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
@@ -241,4 +243,36 @@ func (e *testEnv) jwksStatus(t *testing.T) (int, []byte) {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, body
+}
+
+// TestJWKSAfterFailedReadOfFreshSet: with signing_alg RS256 the RS256
+// ID-token key set is empty. A read of it that failed (an id_token_hint
+// with a kid nobody published, during a database blip) while its copy
+// was fresh must not outlast the blip: once the store answers, /jwks
+// serves the keys, rather than the failed read's error until the copy
+// went stale (keyReload).
+func TestJWKSAfterFailedReadOfFreshSet(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	st := &failingStore{Store: memory.New(memory.Options{Now: clock.Now})}
+	e := newTokEnvStore(t, st, clock, func(c *Config) { c.SigningAlg = "RS256" })
+	if keys, _ := e.jwksOf(t); len(keys) == 0 {
+		t.Fatal("no keys")
+	}
+	clock.Advance(keyMinReload + keyMinReload/2)
+	// The access-token set is read now: a made-up kid is then looked up
+	// in the ID-token set, whose copy is older than keyMinReload.
+	if _, err := e.iss.PublicKey(t.Context(), "made-up"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("PublicKey(made-up) = %v, want ErrNotFound", err)
+	}
+	st.down.Store(true)
+	if _, err := e.iss.idTokenKey(t.Context(), "made-up"); err == nil {
+		t.Fatal("idTokenKey(made-up) with the store down: nil error")
+	}
+	st.down.Store(false)
+	for n := range 3 {
+		if code, body := e.jwksStatus(t); code != http.StatusOK {
+			t.Errorf("JWKS %d s after the store is back = %d %s, want 200", n, code, body)
+		}
+		clock.Advance(time.Second)
+	}
 }
