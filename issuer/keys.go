@@ -376,9 +376,13 @@ func (k *keyRing) loadVia(ctx context.Context, view func(context.Context, func(s
 	})
 	if err != nil {
 		err = fmt.Errorf("load signing keys: %w", err)
-		k.mu.Lock()
-		k.loadErr = err
-		k.mu.Unlock()
+		if !errors.Is(ctx.Err(), context.Canceled) {
+			// A read its caller gave up (a client gone) tells nothing
+			// of the store: the others are not given its error.
+			k.mu.Lock()
+			k.loadErr = err
+			k.mu.Unlock()
+		}
 		return err
 	}
 	now := k.now()

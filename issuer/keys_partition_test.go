@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -274,5 +275,24 @@ func TestJWKSAfterFailedReadOfFreshSet(t *testing.T) {
 			t.Errorf("JWKS %d s after the store is back = %d %s, want 200", n, code, body)
 		}
 		clock.Advance(time.Second)
+	}
+}
+
+// TestJWKSAfterCanceledRead: a /jwks request whose client went away
+// (its context canceled) while it read the key set tells nothing of the
+// store: the next /jwks, on a store that answers, serves the keys rather
+// than that request's error (signing_alg RS256: the ID-token set is
+// empty and would return it).
+func TestJWKSAfterCanceledRead(t *testing.T) {
+	e := newTokEnv(t, func(c *Config) { c.SigningAlg = "RS256" })
+	if keys, _ := e.jwksOf(t); len(keys) == 0 {
+		t.Fatal("no keys")
+	}
+	e.clock.Advance(keyReload) // both sets are to be read again
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	e.iss.ServeHTTP(httptest.NewRecorder(), httptest.NewRequestWithContext(ctx, http.MethodGet, pathJWKS, nil))
+	if code, body := e.jwksStatus(t); code != http.StatusOK {
+		t.Errorf("JWKS after a canceled one = %d %s, want 200", code, body)
 	}
 }
