@@ -1003,15 +1003,7 @@ func TestSelfRegisteredAssertionWritesRateLimited(t *testing.T) {
 // the user's authorization requests do: past them 429, nothing stored.
 func TestSelfRegisteredAssertionRefreshesRateLimited(t *testing.T) {
 	e := newTokEnv(t)
-	const id = "https://app.example.com/client.json"
-	assertion := e.putKeyedCIMDClient(t, id, "authorization_code", "refresh_token")
-	code, verifier := e.issueCode(t, codeSpec{client: id, scopes: []string{"read", "offline_access"}})
-	a := e.post(t, pathToken, url.Values{"grant_type": {"authorization_code"}, "code": {code}, "code_verifier": {verifier},
-		"redirect_uri": {tRedirect}, "client_assertion_type": {jwtBearerAssertion}, "client_assertion": {assertion()}}, "")
-	rt := a.str("refresh_token")
-	if a.status != http.StatusOK || rt == "" {
-		t.Fatalf("code = %d %s, want 200 with a refresh token", a.status, a.raw)
-	}
+	rt, assertion := keyedCIMDRefreshToken(t, e)
 	refresh := func() answer {
 		return e.post(t, pathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt},
 			"client_assertion_type": {jwtBearerAssertion}, "client_assertion": {assertion()}}, "")
@@ -1029,5 +1021,61 @@ func TestSelfRegisteredAssertionRefreshesRateLimited(t *testing.T) {
 	}
 	if n := e.count(bucketJTI); n != before {
 		t.Errorf("refused refresh stored %d assertions, want none", n-before)
+	}
+}
+
+// keyedCIMDRefreshToken redeems a code of tUser's for a private_key_jwt
+// metadata document client: its refresh token and assertion maker.
+func keyedCIMDRefreshToken(t *testing.T, e *testEnv) (string, func() string) {
+	t.Helper()
+	const id = "https://app.example.com/client.json"
+	assertion := e.putKeyedCIMDClient(t, id, "authorization_code", "refresh_token")
+	code, verifier := e.issueCode(t, codeSpec{client: id, scopes: []string{"read", "offline_access"}})
+	a := e.post(t, pathToken, url.Values{"grant_type": {"authorization_code"}, "code": {code}, "code_verifier": {verifier},
+		"redirect_uri": {tRedirect}, "client_assertion_type": {jwtBearerAssertion}, "client_assertion": {assertion()}}, "")
+	rt := a.str("refresh_token")
+	if a.status != http.StatusOK || rt == "" {
+		t.Fatalf("code = %d %s, want 200 with a refresh token", a.status, a.raw)
+	}
+	return rt, assertion
+}
+
+// TestSelfRegisteredRefreshesLeaveUserAuthorizing: the refreshes a
+// self-registered private_key_jwt client is charged for are bounded per
+// user, but apart from the user's authorization requests: an app the
+// user once connected (anyone's to make) refreshing in a loop must not
+// keep the user from signing in to every other app.
+func TestSelfRegisteredRefreshesLeaveUserAuthorizing(t *testing.T) {
+	e := newTokEnv(t)
+	// The user is signed in, and has connected another app before.
+	conf := &oauth2.Config{ClientID: tPublic, RedirectURL: tRedirect, Scopes: []string{"read"},
+		Endpoint: oauth2.Endpoint{AuthURL: e.url(pathAuthorize, nil), TokenURL: e.url(pathToken, nil), AuthStyle: oauth2.AuthStyleInParams}}
+	start := conf.AuthCodeURL("st", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()), oauth2.SetAuthURLParam("resource", tResource))
+	browser := e.browser()
+	if _, err := e.robot(browser, start, tRedirect, tUser, tPassword, "approve"); err != nil {
+		t.Fatalf("sign-in: %v", err)
+	}
+	rt, assertion := keyedCIMDRefreshToken(t, e)
+	refreshed := 0
+	for range userWriteBurst + 1 {
+		a := e.post(t, pathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt},
+			"client_assertion_type": {jwtBearerAssertion}, "client_assertion": {assertion()}}, "")
+		if a.status != http.StatusOK {
+			break
+		}
+		refreshed++
+		rt = a.str("refresh_token")
+	}
+	if refreshed != userWriteBurst {
+		t.Errorf("refreshes before 429 = %d, want %d", refreshed, userWriteBurst)
+	}
+	resp, err := browser.Get(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	// Its consent page (a pending request stored) or a code, not 429.
+	if loc := resp.Header.Get("Location"); !strings.HasPrefix(loc, pathConsent+"?") && !strings.HasPrefix(loc, tRedirect+"?code=") {
+		t.Errorf("the user's authorization of another app after the refreshes = %d %q, want its consent page or a code", resp.StatusCode, loc)
 	}
 }

@@ -58,7 +58,7 @@ func countersFor(st store.Store, prefix string) counters {
 // issuer: it serves one issuer at a time (Caddy's mcp_auth app, across
 // its reloads), and issuers given the same one share its budgets.
 type LimitMemory struct {
-	bruteForce, registrations, registrationsAll, userWrites *memCounters
+	bruteForce, registrations, registrationsAll, userWrites, userRefreshes *memCounters
 	// anonWrites, parClients and clientTokens bound this instance's own
 	// writes, and cimdFetches the documents it fetches, on any store: a
 	// reload does not hand their keys a fresh budget either.
@@ -80,6 +80,7 @@ func newLimitMemory(now func() time.Time) *LimitMemory {
 		registrations:    newMemCounters(now, maxRateBuckets, false),
 		registrationsAll: newMemCounters(now, maxRateBuckets, false),
 		userWrites:       newMemCounters(now, maxRateBuckets, false),
+		userRefreshes:    newMemCounters(now, maxRateBuckets, false),
 		anonWrites:       newMemCounters(now, maxRateBuckets, false),
 		parClients:       newMemCounters(now, maxRateBuckets, false),
 		clientTokens:     newMemCounters(now, maxRateBuckets, false),

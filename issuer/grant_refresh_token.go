@@ -102,9 +102,11 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 	}
 	// A self-registered client's assertion is stored for up to an hour,
 	// and a refresh token may be used as often as its holder likes: such
-	// refreshes are the user's writes, as authorization requests are.
+	// refreshes are bounded per user, as authorization requests are, but
+	// apart from them: an app the user connected, anyone's to make,
+	// refreshing in a loop must not keep the user from authorizing others.
 	if req.assertion != nil && c.selfRegistered() {
-		if err := i.userWrites.spend(ctx, u.Username, "too many refreshes for this account; retry later"); err != nil {
+		if err := i.userRefreshes.spend(ctx, u.Username, "too many refreshes for this account; retry later"); err != nil {
 			return nil, err
 		}
 	}

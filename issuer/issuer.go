@@ -97,8 +97,13 @@ type Issuer struct {
 	// registrationsAll is DCR over all addresses (one key, "").
 	registrationsAll *rateLimiter
 	userWrites       *rateLimiter // a signed-in user's authorization requests that store something
-	hashes           *hashGate    // bounds concurrent password and secret hashing
-	health           healthChecks // probes share the check under way
+	// userRefreshes are the refreshes of a user's grants that store a
+	// self-registered client's assertion: apart from userWrites, so that
+	// an app refreshing in a loop does not keep its user from signing in
+	// to others.
+	userRefreshes *rateLimiter
+	hashes        *hashGate    // bounds concurrent password and secret hashing
+	health        healthChecks // probes share the check under way
 
 	proofs *dpop.Verifier // DPoP proofs at the token, PAR and revocation endpoints
 
@@ -228,10 +233,10 @@ func (i *Issuer) init() error {
 	if mem == nil {
 		mem = newLimitMemory(i.now)
 	}
-	bruteForce, registrations, registrationsAll, userWrites := countersFor(i.backend, limitsBruteForce), countersFor(i.backend, limitsRegistrations),
-		countersFor(i.backend, limitsRegistrationsAll), countersFor(i.backend, limitsUserWrites)
+	bruteForce, registrations, registrationsAll, userWrites, userRefreshes := countersFor(i.backend, limitsBruteForce), countersFor(i.backend, limitsRegistrations),
+		countersFor(i.backend, limitsRegistrationsAll), countersFor(i.backend, limitsUserWrites), countersFor(i.backend, limitsUserRefreshes)
 	if bruteForce == nil { // a store no other instance shares
-		bruteForce, registrations, registrationsAll, userWrites = mem.bruteForce, mem.registrations, mem.registrationsAll, mem.userWrites
+		bruteForce, registrations, registrationsAll, userWrites, userRefreshes = mem.bruteForce, mem.registrations, mem.registrationsAll, mem.userWrites, mem.userRefreshes
 	}
 	i.limiter = newLimiter(i.now, bruteForce, i.log)
 	i.limiter.known = mem.known
@@ -242,6 +247,7 @@ func (i *Issuer) init() error {
 	i.registrations = newRateLimiter(i.now, registrationBurst, time.Hour, registrations)
 	i.registrationsAll = newRateLimiter(i.now, registrationGlobalBurst, time.Hour, registrationsAll)
 	i.userWrites = newRateLimiter(i.now, userWriteBurst, time.Minute, userWrites)
+	i.userRefreshes = newRateLimiter(i.now, userWriteBurst, time.Minute, userRefreshes)
 	i.policy = newPolicy(&i.cfg)
 	i.pending = &pendingRequests{store: i.store, now: i.now, rand: i.cfg.Rand, log: i.log}
 	cimdFetches := newRateLimiter(i.now, cimdFetchBurst, time.Minute, mem.cimdFetches).wideByPrefix(anonWideShare, mem.cimdFetchesWide)

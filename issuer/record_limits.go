@@ -19,6 +19,7 @@ const (
 	limitsRegistrations    = "reg:"
 	limitsRegistrationsAll = "regall:"
 	limitsUserWrites       = "user:"
+	limitsUserRefreshes    = "refresh:"
 )
 
 type limitRecords struct{ t table[counter] }
