@@ -991,8 +991,8 @@ func TestSelfRegisteredAssertionWritesRateLimited(t *testing.T) {
 			t.Fatalf("push %d = %d %s, want 201", n, w.Code, w.Body)
 		}
 	}
-	if w := push(); w.Code != http.StatusTooManyRequests || w.Header().Get("Retry-After") == "" {
-		t.Errorf("push past the address's budget = %d %s, want 429 with Retry-After", w.Code, w.Body)
+	if w := push(); w.Code != http.StatusTooManyRequests || w.Header().Get("Retry-After") == "" || !strings.Contains(w.Body.String(), `"slow_down"`) {
+		t.Errorf("push past the address's budget = %d %s, want 429 slow_down with Retry-After", w.Code, w.Body)
 	}
 }
 
