@@ -157,7 +157,7 @@ func (co *consents) connections(ctx context.Context, user string) ([]appRow, err
 	}
 	out := make([]appRow, 0, len(rows))
 	for _, ar := range rows {
-		ar.ClientName, ar.SelfRegistered = co.dir.clientShown(ctx, ar.ClientID)
+		ar.ClientName, ar.SelfRegistered = co.dir.clientHeld(ctx, ar.ClientID)
 		ar.AgentName = co.dir.agentName(ctx, ar.Agent)
 		for n, d := range ar.Delegates {
 			ar.Delegates[n] = co.dir.agentName(ctx, d)

@@ -431,3 +431,71 @@ func TestAppsRevokeWhileRememberedConsentIsUsed(t *testing.T) {
 		t.Errorf("connections after the revocation = %v, %v, want none", rows, err)
 	}
 }
+
+// TestAppsPageFetchesNoDocument: the apps page and its revoke button name
+// a client metadata document client from what the issuer holds, never by
+// fetching its document: a user's remembered consents (up to
+// maxUserConsents, most of them such clients) would otherwise send a
+// request per row, each up to the fetch timeout of a host the client's
+// publisher runs (who so sets how long revoking it takes), and spend the
+// fetch budget of the user's address, which then refuses the user's next
+// sign-in to a new app.
+func TestAppsPageFetchesNoDocument(t *testing.T) {
+	e, host := newCIMDEnv(t, true, nil)
+	ctx := t.Context()
+	const seeded = cimdFetchBurst + 5
+	paths := make([]string, seeded)
+	err := e.store.Update(ctx, func(tx store.Tx) error {
+		for n := range seeded {
+			paths[n] = fmt.Sprintf("/seed%d.json", n)
+			id := host.doc(paths[n], "no-store", validDoc)
+			cs := &consent{Scopes: []string{"files:read"}, GrantedAt: e.clock.Now(), RedirectHosts: []string{"127.0.0.1"}}
+			if err := consentsIn(tx).t.put(consentKey(bUser, id, bResource, ""), cs, time.Time{}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := host.doc("/first.json", "no-store", func(id string) string {
+		return `{"client_id":"` + id + `","client_name":"First","redirect_uris":["https://app.example.com/cb"],"token_endpoint_auth_method":"none"}`
+	})
+	p := authParams(testChallenge)
+	p.Set("client_id", first)
+	p.Set("redirect_uri", "https://app.example.com/cb")
+	c := e.browser()
+	if _, err := e.robot(c, e.url(pathAuthorize, p), "https://app.example.com/cb", bUser, bPassword, "approve"); err != nil {
+		t.Fatalf("authorization: %v", err)
+	}
+	resp, err := c.Get(e.url(pathApps, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := readBody(t, resp)
+	forms := parseForms(t, body)
+	if resp.StatusCode != http.StatusOK || len(forms) != seeded+1 || !strings.Contains(body, host.srv.URL+paths[0]) {
+		t.Fatalf("apps page: status %d, %d forms, want %d rows naming the documents' URLs", resp.StatusCode, len(forms), seeded+1)
+	}
+	v := forms[0].hidden
+	v.Set("action", "revoke")
+	if resp, _ := e.postPage(t, c, forms[0].action, v); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("revoke: status %d, want 303", resp.StatusCode)
+	}
+	var fetched int64
+	for _, path := range paths {
+		fetched += host.count(path)
+	}
+	if fetched != 0 {
+		t.Errorf("the apps page and a revoke fetched %d client metadata documents, want none", fetched)
+	}
+	// The user's address may still fetch the document of a new app.
+	next := host.doc("/next.json", "no-store", func(id string) string {
+		return `{"client_id":"` + id + `","client_name":"Next","redirect_uris":["https://app.example.com/cb"],"token_endpoint_auth_method":"none"}`
+	})
+	p.Set("client_id", next)
+	if _, err := e.robot(c, e.url(pathAuthorize, p), "https://app.example.com/cb", bUser, bPassword, "approve"); err != nil {
+		t.Errorf("authorizing a new app after the apps page: %v", err)
+	}
+}

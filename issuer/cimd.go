@@ -106,10 +106,7 @@ func (f *cimdFetcher) fetch(ctx context.Context, clientID string) (*Client, erro
 	if err := f.checkURL(clientID); err != nil {
 		return nil, ErrInvalidClient.WithDescription("client_id is not a valid client metadata URL").Wrap(err)
 	}
-	if c, ok := f.cached(ctx, clientID); ok {
-		return c, nil
-	}
-	if c, ok := f.memory.get(clientID, f.now()); ok {
+	if c, ok := f.held(ctx, clientID); ok {
 		return c, nil
 	}
 	// Anyone can name any URL: each fetch is a request sent for them.
@@ -172,6 +169,15 @@ func (f *cimdFetcher) cacheAllowed(ctx context.Context, clientID string) bool {
 		}
 	}
 	return true
+}
+
+// held returns the document cached in the store or remembered in this
+// process's memory, if it has not expired.
+func (f *cimdFetcher) held(ctx context.Context, clientID string) (*Client, bool) {
+	if c, ok := f.cached(ctx, clientID); ok {
+		return c, true
+	}
+	return f.memory.get(clientID, f.now())
 }
 
 func (f *cimdFetcher) cached(ctx context.Context, clientID string) (*Client, bool) {

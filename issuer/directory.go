@@ -301,24 +301,50 @@ func validateClientAuth(c *Client) error {
 	return nil
 }
 
-// clientShown is how the sign-in and apps pages name client id: its name
-// (its id when it has none or is not found), and whether that name is
-// the client's own claim (selfRegistered), not the operator's.
+// clientShown is how the sign-in page names client id: its name (its id
+// when it has none or is not found), and whether that name is the
+// client's own claim (selfRegistered), not the operator's.
 func (d *directory) clientShown(ctx context.Context, id string) (name string, self bool) {
-	name = id
-	if c, err := d.lookupClient(ctx, id); err == nil {
-		if c.Name != "" {
-			name = c.Name
-		}
-		self = c.selfRegistered()
-	}
-	return name, self
+	return shownAs(id, true)(d.findClient(ctx, id, true))
 }
+
+// clientHeld is clientShown from what the issuer holds: a Client ID
+// Metadata Document neither cached nor remembered is not fetched, and its
+// client is named by its URL. The apps page lists up to maxUserConsents
+// such clients: fetching each would send a request per row, each up to
+// the fetch timeout of a host the client's publisher runs, and spend the
+// fetch budget of the user's address (TestAppsPageFetchesNoDocument).
+func (d *directory) clientHeld(ctx context.Context, id string) (name string, self bool) {
+	return shownAs(id, d.cimd.isClientID(id))(d.findClient(ctx, id, false))
+}
+
+// shownAs names client id by c, or by the id, self-registered if
+// unknownSelf, when it was not found (err).
+func shownAs(id string, unknownSelf bool) func(c *Client, err error) (string, bool) {
+	return func(c *Client, err error) (string, bool) {
+		switch {
+		case err != nil:
+			return id, unknownSelf && errors.Is(err, errNotHeld)
+		case c.Name != "":
+			return c.Name, c.selfRegistered()
+		}
+		return id, c.selfRegistered()
+	}
+}
+
+// errNotHeld: a Client ID Metadata Document findClient was not to fetch.
+var errNotHeld = ErrInvalidClient.WithDescription("client metadata document not held")
 
 // lookupClient finds a client by id: configured clients, then the store
 // (admin/DCR), then, for an https URL with a path, a Client ID Metadata
 // Document via cimdFetcher.fetch. Unknown -> ErrInvalidClient-wrapped error.
 func (d *directory) lookupClient(ctx context.Context, id string) (*Client, error) {
+	return d.findClient(ctx, id, true)
+}
+
+// findClient is lookupClient; without fetch, a Client ID Metadata Document
+// comes only from the cache or memory (cimdFetcher.held), else errNotHeld.
+func (d *directory) findClient(ctx context.Context, id string, fetch bool) (*Client, error) {
 	if id == "" {
 		return nil, ErrInvalidClient.WithDescription("client_id is required")
 	}
@@ -349,6 +375,11 @@ func (d *directory) lookupClient(ctx context.Context, id string) (*Client, error
 		return nil, ErrInvalidClient.WithDescription("agent disabled").Wrap(aerr)
 	case !errors.Is(aerr, store.ErrNotFound):
 		return nil, fmt.Errorf("look up agent: %w", aerr)
+	case d.cimd.isClientID(id) && !fetch:
+		if c, ok := d.cimd.held(ctx, id); ok {
+			return c, nil
+		}
+		return nil, errNotHeld
 	case d.cimd.isClientID(id):
 		return d.cimd.fetch(ctx, id)
 	}
