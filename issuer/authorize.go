@@ -804,6 +804,17 @@ func (i *Issuer) issueCode(ctx context.Context, s *session, c *Client, ar *authR
 	if ac.Scopes == nil {
 		ac.Scopes = []string{}
 	}
+	var forget []string
+	if remember {
+		err := i.store.View(ctx, func(tx store.Tx) error {
+			var err error
+			forget, err = consentsIn(tx).toForget(s.User, ar.ClientID, resource, ar.Actor)
+			return err
+		})
+		if err != nil {
+			return "", err
+		}
+	}
 	err = i.store.Update(ctx, func(tx store.Tx) error {
 		// A session the user's password change or removal ended while
 		// this request ran stores no consent (a later user of the same
@@ -821,7 +832,7 @@ func (i *Issuer) issueCode(ctx context.Context, s *session, c *Client, ar *authR
 		}
 		target := consentTarget(c, ar.RedirectURI)
 		if remember {
-			if err := consentsIn(tx).add(s.User, ar.ClientID, resource, ar.Actor, scopes, target, now); err != nil {
+			if err := consentsIn(tx).add(s.User, ar.ClientID, resource, ar.Actor, scopes, target, now, forget); err != nil {
 				return err
 			}
 		} else {

@@ -192,7 +192,7 @@ func TestConsentSelfRegisteredNameUnverified(t *testing.T) {
 	// that name, tells them apart the same way.
 	if err := e.iss.store.Update(t.Context(), func(tx store.Tx) error {
 		for _, tt := range tests[:2] {
-			if err := consentsIn(tx).add(bUser, tt.client, bResource, "", []string{"files:read"}, "", e.clock.Now()); err != nil {
+			if err := consentsIn(tx).add(bUser, tt.client, bResource, "", []string{"files:read"}, "", e.clock.Now(), nil); err != nil {
 				return err
 			}
 		}

@@ -1698,7 +1698,7 @@ func TestIdPRepointForgetsUnplacedUsers(t *testing.T) {
 			if err := usersIn(tx).put(u); err != nil {
 				return err
 			}
-			return consentsIn(tx).add(name, bClientID, bResource, "", []string{"files:read"}, "", e.clock.Now())
+			return consentsIn(tx).add(name, bClientID, bResource, "", []string{"files:read"}, "", e.clock.Now(), nil)
 		})
 		if err != nil {
 			t.Fatal(err)

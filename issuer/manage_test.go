@@ -789,7 +789,7 @@ func TestRemovalDeletesConsents(t *testing.T) {
 				for _, user := range []string{tUser, "bob"} {
 					for _, client := range []string{app, tConf, tPublic} {
 						for _, actor := range []string{"", helper, tAgent1} {
-							if err := consentsIn(tx).add(user, client, tResource, actor, []string{"read"}, "", e.clock.Now()); err != nil {
+							if err := consentsIn(tx).add(user, client, tResource, actor, []string{"read"}, "", e.clock.Now(), nil); err != nil {
 								return err
 							}
 							if tt.gone == "" || client != tt.gone && actor != tt.gone {

@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -237,5 +239,91 @@ func TestRevokeHugeDerivedTreePostgres(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestConsentApprovalsConcurrentPostgres: a user at the bound of
+// remembered consents (maxUserConsents, each of a few kilobytes) keeps
+// approving new apps while other users approve theirs, on PostgreSQL.
+// Every approval succeeds (none gives up after its serialization-failure
+// retries, which the user would see as "temporarily unavailable"), no
+// write transaction reads a user's whole range of consents (which, in the
+// one-table store, conflicts with every concurrent write near it and
+// cost each such approval ~120 ms), and the user's consents end at most
+// at the bound.
+func TestConsentApprovalsConcurrentPostgres(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	st, err := postgres.Open(context.Background(), dsn, postgres.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	e := newTokEnvStore(t, st, clock)
+	ctx := t.Context()
+	const big = "heavy"
+	pad := strings.Repeat("h", 2400)
+	err = st.Update(ctx, func(tx store.Tx) error {
+		for n := range maxUserConsents {
+			at := clock.Now().Add(time.Duration(n-maxUserConsents) * time.Minute)
+			cs := &consent{Scopes: []string{"read"}, GrantedAt: at, RedirectHosts: []string{pad}}
+			if err := consentsIn(tx).t.put(consentKey(big, fmt.Sprintf("https://seed.example.com/%d.json", n), tResource, ""), cs, time.Time{}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lists := &listCounted{Store: st, bucket: bucketConsents, writesOnly: true}
+	e.store = lists
+	e.serve(e.iss.cfg)
+	c := &Client{ID: tPublic, RedirectURIs: []string{tRedirect}, TokenEndpointAuthMethod: "none"}
+	approve := func(user string, n int) error {
+		s := &session{User: user, AuthTime: clock.Now()}
+		ar := &authRequest{ClientID: fmt.Sprintf("https://app.example.com/%s/%d.json", user, n), RedirectURI: tRedirect,
+			CodeChallenge: testChallenge, CodeChallengeMethod: "S256"}
+		_, err := e.iss.issueCode(ctx, s, c, ar, "", tResource, []string{"read"}, true)
+		return err
+	}
+	users := []string{big, big, big, big, big, big, big, big, "u1", "u2", "u3", "u4"}
+	const each = 6
+	errs := make(chan error, len(users)*each)
+	var wg sync.WaitGroup
+	for g, user := range users {
+		wg.Go(func() {
+			for n := range each {
+				if err := approve(user, g*each+n); err != nil {
+					errs <- fmt.Errorf("%s approval %d: %w", user, n, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	failed := 0
+	for err := range errs {
+		if failed++; failed <= 3 {
+			t.Error(err)
+		}
+	}
+	if failed > 0 {
+		t.Fatalf("%d of %d approvals failed, want none", failed, len(users)*each)
+	}
+	if n := lists.listed.Load(); n != 0 {
+		t.Errorf("write transactions listed %d consents, want none", n)
+	}
+	// One more approval of the user, alone, brings the consents within
+	// the bound whatever the concurrent ones left.
+	if err := approve(big, 1000); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	err = st.View(ctx, func(tx store.Tx) error {
+		return consentsIn(tx).ofUser(big, func(string, string, string, *consent) error { n++; return nil })
+	})
+	if err != nil || n > maxUserConsents {
+		t.Fatalf("user's consents = %d, %v, want at most %d", n, err, maxUserConsents)
 	}
 }

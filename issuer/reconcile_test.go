@@ -1391,12 +1391,14 @@ func (e *testEnv) issuer(t *testing.T, toks map[string]string) func(name, user, 
 	}
 }
 
-// listCounted counts the entries its transactions list in bucket under
-// a prefix (not those of a listing of the whole bucket).
+// listCounted counts the entries its transactions (its write
+// transactions only, when writesOnly) list in bucket under a prefix (not
+// those of a listing of the whole bucket).
 type listCounted struct {
 	store.Store
-	bucket string
-	listed atomic.Int64
+	bucket     string
+	writesOnly bool
+	listed     atomic.Int64
 }
 
 func (s *listCounted) Update(ctx context.Context, fn func(store.Tx) error) error {
@@ -1404,6 +1406,9 @@ func (s *listCounted) Update(ctx context.Context, fn func(store.Tx) error) error
 }
 
 func (s *listCounted) View(ctx context.Context, fn func(store.Tx) error) error {
+	if s.writesOnly {
+		return s.Store.View(ctx, fn)
+	}
 	return s.Store.View(ctx, func(tx store.Tx) error { return fn(&listCountedTx{tx, s}) })
 }
 

@@ -60,14 +60,17 @@ func (r consentRecords) covers(user, clientID, resource, actor string, scopes []
 }
 
 // add records approved scopes, and redirect host target unless it is "",
-// adding to what was approved before.
-func (r consentRecords) add(user, clientID, resource, actor string, scopes []string, target string, now time.Time) error {
+// adding to what was approved before. A new consent first forgets the
+// consents forget names (toForget, read before the transaction).
+func (r consentRecords) add(user, clientID, resource, actor string, scopes []string, target string, now time.Time, forget []string) error {
 	key := consentKey(user, clientID, resource, actor)
 	cs, err := r.t.get(key)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		if err := r.makeRoom(user); err != nil {
-			return err
+		for _, k := range forget {
+			if err := r.t.delete(k); err != nil {
+				return err
+			}
 		}
 		cs = &consent{GrantedAt: now}
 	case err != nil:
@@ -142,10 +145,25 @@ func (r consentRecords) deleteNaming(ids ...string) error {
 // (hasClient, the apps page) with it.
 const maxUserConsents = 1000
 
-// makeRoom forgets the user's oldest consents (by GrantedAt) until one
-// more fits under maxUserConsents. Only the remembered approval goes: the
-// app asks for consent again; its grants live on.
-func (r consentRecords) makeRoom(user string) error {
+// toForget returns the keys of the user's oldest consents (by GrantedAt)
+// to forget so that one more, for clientID, resource and actor, fits
+// under maxUserConsents; none when that one is already remembered. Only
+// the remembered approval goes: the app asks for consent again; its
+// grants live on.
+//
+// It reads every consent of the user, so it runs in a read-only
+// transaction before the one that adds (add): in that one, a read of the
+// whole range would conflict with every concurrent write near it, and
+// cost each approval of a user with many consents its retries. The bound
+// is then approximate when one user approves several apps at once, and
+// restored by the next approval, which forgets all that is over it.
+func (r consentRecords) toForget(user, clientID, resource, actor string) ([]string, error) {
+	switch _, err := r.get(user, clientID, resource, actor); {
+	case err == nil:
+		return nil, nil
+	case !errors.Is(err, store.ErrNotFound):
+		return nil, err
+	}
 	type entry struct {
 		key     string
 		granted time.Time
@@ -156,13 +174,12 @@ func (r consentRecords) makeRoom(user string) error {
 		return nil
 	})
 	if err != nil || len(all) < maxUserConsents {
-		return err
+		return nil, err
 	}
 	slices.SortFunc(all, func(a, b entry) int { return a.granted.Compare(b.granted) })
+	keys := make([]string, 0, len(all)-maxUserConsents+1)
 	for _, e := range all[:len(all)-maxUserConsents+1] {
-		if err := r.t.delete(e.key); err != nil {
-			return err
-		}
+		keys = append(keys, e.key)
 	}
-	return nil
+	return keys, nil
 }
