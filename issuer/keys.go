@@ -744,10 +744,26 @@ func (i *Issuer) Published(kid string, key any) bool { return i.keys.publishes(k
 
 // idTokenKey returns the public key of a published key that may have
 // signed an ID token: of either key set.
+//
+// Both sets' copies are asked before either reads the store: a set whose
+// read failed answers with that error for keyMinReload, even for a kid
+// the other set's copy holds. Either set's read failing is the answer
+// only when the other does not have the key.
 func (i *Issuer) idTokenKey(ctx context.Context, kid string) (any, error) {
+	for _, r := range [...]*keyRing{i.keys, i.idKeys} {
+		if pk := r.cached(kid); pk != nil {
+			return pk.public, nil
+		}
+	}
 	k, err := i.keys.verification(ctx, kid)
-	if errors.Is(err, store.ErrNotFound) {
-		k, err = i.idKeys.verification(ctx, kid)
+	if err != nil {
+		ik, ierr := i.idKeys.verification(ctx, kid)
+		switch {
+		case ierr == nil:
+			k, err = ik, nil
+		case errors.Is(err, store.ErrNotFound):
+			err = ierr
+		}
 	}
 	if err != nil {
 		return nil, err

@@ -296,3 +296,32 @@ func TestJWKSAfterCanceledRead(t *testing.T) {
 		t.Errorf("JWKS after a canceled one = %d %s, want 200", code, body)
 	}
 }
+
+// TestIDTokenHintAfterFailedReadOfAccessKeys: a read of the access-token
+// key set that failed (a kid nobody published, during a store blip)
+// leaves that set's error for keyMinReload; an id_token_hint signed by
+// the RS256 ID-token key, which the other set holds, is read all the
+// same, rather than as no hint until then.
+func TestIDTokenHintAfterFailedReadOfAccessKeys(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	st := &failingStore{Store: memory.New(memory.Options{Now: clock.Now})}
+	e := newTokEnvStore(t, st, clock)
+	code, verifier := e.issueCode(t, codeSpec{scopes: []string{"openid"}})
+	tok, err := e.exchange(t, tPublic, "", code, verifier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idt, _ := tok.Extra("id_token").(string)
+	if e.iss.idTokenHint(t.Context(), idt) == nil {
+		t.Fatal("id_token_hint not read with the store up")
+	}
+	clock.Advance(keyMinReload + keyMinReload/2)
+	st.down.Store(true)
+	if _, err := e.iss.PublicKey(t.Context(), "made-up"); err == nil {
+		t.Fatal("PublicKey(made-up) with the store down: nil error")
+	}
+	st.down.Store(false)
+	if e.iss.idTokenHint(t.Context(), idt) == nil {
+		t.Error("id_token_hint read as no hint after a failed read of the access-token keys, want its claims")
+	}
+}
