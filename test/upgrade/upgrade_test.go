@@ -78,7 +78,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // rewrite keeps token_endpoint_auth_signing_alg.
 const (
 	// previousRelease is the commit of the last release: move it on at each.
-	previousRelease = "253bcc1"
+	previousRelease = "9f5e220"
 	// legacyRelease stored [] as no list and kept neither alg member.
 	legacyRelease = "0c11651"
 )
