@@ -688,13 +688,21 @@ func (k *keyRing) verification(ctx context.Context, kid string) (*publishedKey, 
 		err = k.load(ctx)
 	}
 	if err != nil {
-		return nil, err
+		return nil, notInCopy{err}
 	}
 	if pk := k.cached(kid); pk != nil {
 		return pk, nil
 	}
-	return nil, fmt.Errorf("signing key %q: %w", kid, store.ErrNotFound)
+	return nil, notInCopy{fmt.Errorf("signing key %q: %w", kid, store.ErrNotFound)}
 }
+
+// notInCopy is verification's error: the key is not in this instance's
+// copy of the key set, or the copy could not be read. It says nothing of
+// the token: another instance may have made the key since the copy was
+// read (errors.As finds it through the JWT parser's errors).
+type notInCopy struct{ error }
+
+func (e notInCopy) Unwrap() error { return e.error }
 
 func (k *keyRing) cached(kid string) *publishedKey {
 	k.mu.RLock()

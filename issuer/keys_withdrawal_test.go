@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -830,4 +831,37 @@ func twoOnMemory(t *testing.T, opts ...envOption) (a, b *testEnv, clock *storete
 		optA, optB = opts[:1], opts[1:]
 	}
 	return newTokEnvStore(t, st, clock, optA...), newTokEnvStore(t, st, clock, optB...), clock
+}
+
+// TestRevokeTokenOfKeyNotYetRead: right after a withdrawal at A, A signs
+// with a new key that B, which read the keys less than keyMinReload ago,
+// does not know yet. The token's revocation sent to B (behind one
+// issuer URL, as behind a load balancer) must not answer 200 with
+// nothing revoked: B reads the keys (or answers 503, and the client
+// retries), and the token is refused everywhere.
+func TestRevokeTokenOfKeyNotYetRead(t *testing.T) {
+	a, b, _ := twoOnMemory(t, func(c *Config) { c.Issuer = "http://localhost:9" }, func(c *Config) { c.Issuer = "http://localhost:9" })
+	behindOneURL([]*testEnv{a, b})
+	b.signedWith(t) // B has just read the keys
+	res, err := a.iss.WithdrawSigningKeys(t.Context(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, jti, gid := clientTokenOf(t, a)
+	if kid := tokenKID(t, tok); kid != res.KID {
+		t.Fatalf("A signed with %s, want the new key %s", kid, res.KID)
+	}
+	r := b.post(t, pathRevoke, url.Values{"token": {tok}}, tConf+":"+tSecret)
+	switch r.status {
+	case http.StatusOK:
+		if revoked, err := a.iss.revokedInStore(t.Context(), jti, gid); !revoked || err != nil {
+			t.Errorf("revoke at B = 200, but the token is not revoked (%v, %v)", revoked, err)
+		}
+	case http.StatusServiceUnavailable:
+		if r.str("error") != "temporarily_unavailable" {
+			t.Errorf("revoke at B = 503 %s, want temporarily_unavailable", r.raw)
+		}
+	default:
+		t.Errorf("revoke at B = %d %s, want 200 with the token revoked, or 503", r.status, r.raw)
+	}
 }

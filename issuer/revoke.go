@@ -2,6 +2,7 @@ package issuer
 
 import (
 	"context"
+	"errors"
 	"net/http"
 
 	"go.uber.org/zap"
@@ -113,6 +114,19 @@ func (i *Issuer) revokeRefreshToken(ctx context.Context, c *Client, tok string, 
 // still take it.
 func (i *Issuer) revokeAccessToken(ctx context.Context, c *Client, tok string, proof *dpop.Proof) error {
 	claims, err := i.parseAccessToken(ctx, tok, accesstoken.Leeway)
+	if missing := (notInCopy{}); errors.As(err, &missing) {
+		// Its key is not in this instance's copy, which is re-read for an
+		// unknown kid at most every keyMinReload: another instance's key
+		// made since (a withdrawal's new key signs at once), or the copy
+		// could not be read. Read the keys now, as the revocation
+		// endpoint reads the store anyway: answered 200, the revocation
+		// must hold. A store that cannot be read answers 503, nothing
+		// revoked.
+		if lerr := i.keys.load(ctx); lerr != nil {
+			return lerr
+		}
+		claims, err = i.parseAccessToken(ctx, tok, accesstoken.Leeway)
+	}
 	if err != nil || !c.holds(claims.ClientID, claims.PrincipalType, claims.Subject, claims.Actor) {
 		return nil // not ours, expired, or another party's: nothing to do
 	}
