@@ -510,6 +510,13 @@ func (c *argCheck) numberRefusal(v mcpparse.Value) string {
 	return "is a number, not what " + c.predicate + " compares"
 }
 
+// controlOrLineBreak: a control character (C0, DEL, C1: NUL, CR, LF,
+// VT, FF, NEL, ...) or U+2028 LINE SEPARATOR or U+2029 PARAGRAPH
+// SEPARATOR, the line ends besides controls that readers split lines on.
+func controlOrLineBreak(r rune) bool {
+	return unicode.IsControl(r) || r == '\u2028' || r == '\u2029'
+}
+
 func (c *argCheck) stringRefusal(pr *principal, v mcpparse.Value) string {
 	b, err := v.Text()
 	if err != nil {
@@ -527,9 +534,12 @@ func (c *argCheck) stringRefusal(pr *principal, v mcpparse.Value) string {
 	// An upstream may normalise text (a file system, a database
 	// collation) or stop at NUL or a line break (C strings, mail
 	// headers): a value that could read as another is refused, as
-	// resource URIs are.
-	if bytes.IndexFunc(b, unicode.IsControl) >= 0 {
-		return "has a control character"
+	// resource URIs are. A line break is also U+2028 and U+2029, which
+	// are no control characters but end a line to Python's
+	// str.splitlines, to YAML 1.1 (PyYAML) and to JavaScript's regular
+	// expressions (^ and $ with the m flag; . does not match them).
+	if bytes.IndexFunc(b, controlOrLineBreak) >= 0 {
+		return "has a control character or line break"
 	}
 	if !norm.NFC.IsNormal(b) {
 		return "is not in Unicode NFC"

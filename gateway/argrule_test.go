@@ -176,6 +176,11 @@ func TestArgRules(t *testing.T) {
 			{`{"to":"bob@EXAMPLE.com"}`, refuse},
 			{`{"to":"bob@evil.com\u0000@example.com"}`, refuse}, // NUL
 			{`{"to":"bob@evil.com\r\n@example.com"}`, refuse},   // line break
+			// Line breaks that are no control characters: Python's
+			// str.splitlines and YAML 1.1 (PyYAML) end a line there.
+			{`{"to":"bob@evil.com\u2028@example.com"}`, refuse},
+			{`{"to":"bob@evil.com\u2029@example.com"}`, refuse},
+			{"{\"to\":\"bob@evil.com\u2028@example.com\"}", refuse}, // raw, not escaped
 			{`{"to":["a@example.com","b@example.com"]}`, pass},
 			{`{"to":["a@example.com","b@evil.com"]}`, refuse},
 			{`{"to":"bob@exampl\u0065.com"}`, pass},
@@ -325,6 +330,9 @@ func TestArgRules(t *testing.T) {
 			{`{"path":"/srv/shared/.hidden"}`, refuse},
 			{`{"path":"/home/alice//etc"}`, refuse},
 			{`{"path":"/home/alice/./x"}`, refuse},
+			{`{"path":"/srv/shared/a\u2028/etc/passwd"}`, refuse}, // two lines to str.splitlines
+			{`{"path":"/srv/shared/a\u2029/etc/passwd"}`, refuse},
+			{`{"path":"/srv/shared/a\u2027b"}`, pass},
 		},
 		"transfer": {
 			{`{"amount":100,"currency":"EUR"}`, pass},
@@ -346,6 +354,7 @@ func TestArgRules(t *testing.T) {
 			{`{"paths":["/srv/shared/../../etc/shadow"]}`, refuse},
 			{`{"paths":"[\"/srv/shared/\\u002e\\u002e/\\u002e\\u002e/etc/shadow\"]"}`, refuse},
 			{`{"paths":"[\"/srv/a\\u0000b\\nc\"]"}`, refuse}, // control characters once decoded
+			{`{"paths":"[\"/srv/a\\u2028/etc\"]"}`, refuse},  // a line break once decoded
 			{`{"paths":"  [\"/srv/ok\"] "}`, pass},           // JSON whitespace around it
 			{`{"paths":"[\"/srv/ok\",\"/x/../y\"]"}`, refuse},
 			{`{"paths":"{\"a\":\"/x/../y\"}"}`, refuse}, // an object: regex compares strings

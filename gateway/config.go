@@ -235,8 +235,9 @@ type Rule struct {
 // predicate fails. Any other brace is a configuration error.
 //
 // Strings tested by equals, one_of, glob, prefix and regex must be in
-// Unicode NFC and free of control characters, or the predicate fails (an
-// upstream may normalize them, or stop at NUL or a line break). On an
+// Unicode NFC and free of control characters and of U+2028 and U+2029, or
+// the predicate fails (an upstream may normalize them, or stop at NUL or a
+// line break). On an
 // array, a predicate other than present, absent and type holds for every
 // element of a non-empty array (an empty one fails). A missing argument
 // fails every predicate but absent, unless Optional is set.
