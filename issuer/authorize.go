@@ -57,6 +57,30 @@ func repeatedParam(params url.Values) string {
 	return ""
 }
 
+// repeatedMessage says that the parameter k is repeated, naming it
+// (capitalised: "The parameter state is repeated") when its name is a
+// plain one, as every parameter of this server's is: letters, digits,
+// '_', '-' and '.', at most 40 bytes. A name is the sender's to choose,
+// and the message reaches the issuer's error pages (any request's at
+// /logout, whose link anyone can send; a self-registered client's early
+// errors at /authorize): named as sent, it put the link author's words
+// there, and a right-to-left override among them turned those and the
+// page's own around (TestErrorPageRepeatedParamName).
+func repeatedMessage(k string, capitalised bool) string {
+	plain := k != "" && len(k) <= 40 && !strings.ContainsFunc(k, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' || r == '.')
+	})
+	switch {
+	case plain && capitalised:
+		return "The parameter " + k + " is repeated."
+	case plain:
+		return "parameter " + k + " is repeated"
+	case capitalised:
+		return "A parameter is repeated."
+	}
+	return "a parameter is repeated"
+}
+
 // omitEmptyParams deletes the parameters sent once with an empty value:
 // RFC 6749 section 3.1 has them treated as omitted ("redirect_uri=" picks
 // the only registered URI, "request=" is no request object). One that is
@@ -388,7 +412,7 @@ func (i *Issuer) parseAuthorize(ctx context.Context, c *Client, params url.Value
 		return nil, errOneResource
 	}
 	if k := repeatedParam(params); k != "" {
-		return nil, invalid(fmt.Sprintf("parameter %s is repeated", truncate(k, 40)))
+		return nil, invalid(repeatedMessage(k, false))
 	}
 	if params.Has("request") {
 		return nil, &Error{Code: "request_not_supported", Description: "request objects are not supported; use PAR"}

@@ -36,7 +36,7 @@ type logoutRequest struct {
 func (i *Issuer) parseLogout(ctx context.Context, params url.Values) (*logoutRequest, string) {
 	omitEmptyParams(params)
 	if k := repeatedParam(params); k != "" {
-		return nil, fmt.Sprintf("The parameter %s is repeated.", truncate(k, 40))
+		return nil, repeatedMessage(k, true)
 	}
 	lr := &logoutRequest{params: url.Values{}}
 	for _, k := range logoutParams {

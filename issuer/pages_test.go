@@ -3,6 +3,7 @@ package issuer
 import (
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -54,4 +55,65 @@ func TestPageQueryStrict(t *testing.T) {
 	if status, body := get(pathApps, "revoked=1;x=1"); status != http.StatusBadRequest || !strings.Contains(body, "could not be read") {
 		t.Errorf("GET /apps?revoked=1;x=1 signed in = %d, want 400", status)
 	}
+}
+
+// TestErrorPageRepeatedParamName: the error pages of /logout (any
+// request's: anyone can send its link) and of /authorize (a self-
+// registered client's early errors) name a repeated parameter only when
+// its name is a plain one, as every parameter of theirs is. Named as
+// sent, a name of the link author's choosing put its words on the
+// issuer's page, and a right-to-left override among them turned them
+// and the page's own around ("The parameter account is locked; call
+// 555-0100 .detaeper si Your" in Chromium).
+func TestErrorPageRepeatedParamName(t *testing.T) {
+	e, _ := newCIMDEnv(t, true, nil)
+	const land = "https://app.example/cb"
+	resp, out := e.register(t, `{"client_name":"Notes","redirect_uris":["`+land+`"],"token_endpoint_auth_method":"none"}`)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("register = %d %v", resp.StatusCode, out)
+	}
+	dcrID := out["client_id"].(string)
+	const words = "Your account is locked; call 555-0100"
+	spoof := "\u202e" + reverse(words)
+	authorize := func(name string) string {
+		p := authParams(testChallenge)
+		p.Set("client_id", dcrID)
+		p.Set("redirect_uri", land)
+		return e.url(pathAuthorize, p) + "&" + url.QueryEscape(name) + "=1&" + url.QueryEscape(name) + "=2"
+	}
+	logout := func(name string) string {
+		return e.url(pathLogout, url.Values{name: {"1", "2"}})
+	}
+	for _, page := range []struct {
+		name string
+		url  func(string) string
+	}{{"authorize", authorize}, {"logout", logout}} {
+		get := func(name string) string {
+			t.Helper()
+			resp, err := e.browser().Get(page.url(name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := readBody(t, resp)
+			if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Location") != "" || !strings.Contains(body, "repeated") {
+				t.Fatalf("%s with %q repeated = %d Location %q, want a 400 page saying a parameter is repeated: %s",
+					page.name, name, resp.StatusCode, resp.Header.Get("Location"), body)
+			}
+			return body
+		}
+		for _, name := range []string{spoof, "call 555-0100", "x\u00a0y", strings.Repeat("s", 41)} {
+			if body := get(name); strings.Contains(body, "\u202e") || strings.Contains(body, "555-0100") || strings.Contains(body, "x\u00a0y") || strings.Contains(body, strings.Repeat("s", 41)) {
+				t.Errorf("%s: the page names the repeated parameter %q as sent: %s", page.name, name, body)
+			}
+		}
+		if body := get("state"); !strings.Contains(body, "parameter state is repeated") {
+			t.Errorf("%s: the page does not name the repeated parameter state: %s", page.name, body)
+		}
+	}
+}
+
+func reverse(s string) string {
+	r := []rune(s)
+	slices.Reverse(r)
+	return string(r)
 }
