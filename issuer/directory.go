@@ -421,6 +421,20 @@ func (d *directory) identityProvider(name string) *IdentityProvider {
 	return nil
 }
 
+// population is p and the other configured identity providers at p's
+// issuer and tenant: applications registered at one provider, whose
+// users are one population, in which a sub names one person (OpenID
+// Connect Core section 5.7).
+func (d *directory) population(p *IdentityProvider) []*IdentityProvider {
+	out := []*IdentityProvider{p}
+	for n := range d.cfg.IdentityProviders {
+		if q := &d.cfg.IdentityProviders[n]; q.Name != p.Name && q.Issuer == p.Issuer && q.Tenant == p.Tenant {
+			out = append(out, q)
+		}
+	}
+	return out
+}
+
 // findUser is lookupUser that also returns disabled users (management).
 func (d *directory) findUser(ctx context.Context, username string) (*User, error) {
 	if username == "" {

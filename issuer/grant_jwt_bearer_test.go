@@ -1120,3 +1120,44 @@ func TestIDJAGRateLimited(t *testing.T) {
 		t.Errorf("redemption a minute later = %d %s, want 200 (the budget refills)", a.status, a.raw)
 	}
 }
+
+// TestIDJAGDisabledAtSiblingProvider: two identity providers at the
+// trusted IdP's issuer (two applications registered there) name one
+// population of users. A person the operator disabled at the one the
+// trusted IdP is not linked to gets no token from an ID-JAG naming
+// their sub: the ID-JAG would provision them at the other, as its
+// sign-in is refused there (TestFederatedDisabledAtSiblingProvider).
+func TestIDJAGDisabledAtSiblingProvider(t *testing.T) {
+	idp := newTestIdP(t)
+	e := newTokEnv(t, withTrustedIdP(idp), func(c *Config) {
+		sibling := c.IdentityProviders[0]
+		sibling.Name = "sso"
+		c.IdentityProviders = append(c.IdentityProviders, sibling)
+		c.TrustedIdPs[0].IdentityProvider = "corp"
+	})
+	sso := e.iss.dir.identityProvider("sso")
+	signedIn := &idpIdentity{username: "sso:u1", subject: "u1", groups: []string{"eng"}}
+	if err := e.iss.provision(e.ctx(), sso, signedIn, e.clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.iss.DisableUser(e.ctx(), "sso:u1"); err != nil {
+		t.Fatal(err)
+	}
+	conf := tConf + ":" + tSecret
+	users := e.count(bucketUsers)
+	if a := e.redeem(t, conf, idp.idJAG(t, e, nil), nil); a.status != http.StatusBadRequest || a.str("error") != "invalid_grant" {
+		t.Errorf("the person disabled at the sibling provider: redeem = %d %s, want invalid_grant", a.status, a.raw)
+	}
+	if n := e.count(bucketUsers); n != users {
+		t.Errorf("users = %d after the refusal, want %d", n, users)
+	}
+	if a := e.redeem(t, conf, idp.idJAG(t, e, func(c jwt.MapClaims, _ *jwt.Token) { c["sub"] = "u2" }), nil); a.status != http.StatusOK {
+		t.Errorf("another user: redeem = %d %s, want 200", a.status, a.raw)
+	}
+	if err := e.iss.EnableUser(e.ctx(), "sso:u1"); err != nil {
+		t.Fatal(err)
+	}
+	if a := e.redeem(t, conf, idp.idJAG(t, e, nil), nil); a.status != http.StatusOK {
+		t.Errorf("once enabled: redeem = %d %s, want 200", a.status, a.raw)
+	}
+}

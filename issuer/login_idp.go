@@ -411,26 +411,33 @@ func (i *Issuer) mayProvision(tx store.Tx, p *IdentityProvider, id *idpIdentity)
 	case old.Disabled:
 		return fmt.Errorf("%w: %q is disabled", errIdPRefused, id.username)
 	}
-	return disabledUnderAnotherName(tx, p, id)
+	for _, q := range i.dir.population(p) {
+		if err := disabledUnderAnotherName(tx, q, p, id); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-// disabledUnderAnotherName refuses (errIdPRefused) id's person when the
-// operator disabled one of their accounts at p under another name: a
-// user_claim other than sub (email, preferred_username) may change at
-// the provider, in case alone too, and a disabled person must not come
-// back as a fresh account of the same sub, nor through another account
-// an earlier value of the claim made. A disabled user kept unplaced at a
-// re-point refuses its sub too, whatever the name. Read from the index
-// of disabled accounts by sub (record_idp_disabled.go), over p's users
-// until it is complete; with user_claim sub too, as accounts an earlier
-// user_claim (email) named keep their sub.
-func disabledUnderAnotherName(tx store.Tx, p *IdentityProvider, id *idpIdentity) error {
+// disabledUnderAnotherName refuses (errIdPRefused) id's person, signing
+// in at p, when the operator disabled one of their accounts at q (p, or
+// another provider of p's population) under another name: a user_claim
+// other than sub (email, preferred_username) may change at the
+// provider, in case alone too, and a disabled person must not come back
+// as a fresh account of the same sub, nor through another account an
+// earlier value of the claim made, nor through another application
+// registered at the same provider. A disabled user kept unplaced at a
+// re-point of p refuses its sub at p too, whatever the name. Read from
+// the index of disabled accounts by sub (record_idp_disabled.go), over
+// q's users until it is complete; with user_claim sub too, as accounts
+// an earlier user_claim (email) named keep their sub.
+func disabledUnderAnotherName(tx store.Tx, q, p *IdentityProvider, id *idpIdentity) error {
 	refuses := func(u *User) bool {
-		return u.Disabled && u.IdentityProvider == p.Name && u.IdPSubject == id.subject &&
-			(u.accountOf(p, id) || u.IdPIssuer == unplacedIssuer)
+		return u.Disabled && u.IdentityProvider == q.Name && u.IdPSubject == id.subject &&
+			(u.accountOf(q, id) || q.Name == p.Name && u.IdPIssuer == unplacedIssuer)
 	}
 	var found string
-	names, indexed, err := idpDisabledIn(tx).names(p.Name, id.subject)
+	names, indexed, err := idpDisabledIn(tx).names(q.Name, id.subject)
 	switch {
 	case err != nil:
 		return err
@@ -446,7 +453,7 @@ func disabledUnderAnotherName(tx store.Tx, p *IdentityProvider, id *idpIdentity)
 			}
 		}
 	default:
-		err = usersIn(tx).t.list(p.Name+":", func(name string, s *storedUser) error {
+		err = usersIn(tx).t.list(q.Name+":", func(name string, s *storedUser) error {
 			if refuses(s.user()) {
 				found = name
 				return errStopListing

@@ -376,9 +376,11 @@ func (i *Issuer) setUserDisabled(ctx context.Context, name string, disabled bool
 	})
 }
 
-// sameSubAccounts names u's person's other accounts at its provider: the
+// sameSubAccounts names u's person's other accounts at its provider and
+// at the other providers of its population (directory.population): the
 // same sub and population under another name that a user_claim other
-// than sub gave, now or under an earlier user_claim. Disabling u ends
+// than sub gave, now or under an earlier user_claim, or that another
+// application registered at the same provider gave. Disabling u ends
 // their sessions and grants too, as their sign-ins are refused
 // (disabledUnderAnotherName).
 func (i *Issuer) sameSubAccounts(tx store.Tx, u *User) ([]string, error) {
@@ -387,14 +389,19 @@ func (i *Issuer) sameSubAccounts(tx store.Tx, u *User) ([]string, error) {
 		return nil, nil
 	}
 	var names []string
-	err := usersIn(tx).t.list(p.Name+":", func(name string, s *storedUser) error {
-		if name != u.Username && s.IdentityProvider == u.IdentityProvider && s.IdPSubject == u.IdPSubject &&
-			(s.IdPIssuer == "" || u.IdPIssuer == "" || s.IdPIssuer == u.IdPIssuer && s.IdPTenant == u.IdPTenant) {
-			names = append(names, name)
+	for _, q := range i.dir.population(p) {
+		err := usersIn(tx).t.list(q.Name+":", func(name string, s *storedUser) error {
+			if name != u.Username && s.IdentityProvider == q.Name && s.IdPSubject == u.IdPSubject &&
+				(s.IdPIssuer == "" || u.IdPIssuer == "" || s.IdPIssuer == u.IdPIssuer && s.IdPTenant == u.IdPTenant) {
+				names = append(names, name)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
 		}
-		return nil
-	})
-	return names, err
+	}
+	return names, nil
 }
 
 // PutClient creates a runtime-managed client. A confidential client's

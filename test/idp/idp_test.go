@@ -328,6 +328,12 @@ type outcome struct {
 // provider's login page, to tamper with the flow.
 func signIn(t *testing.T, ctx context.Context, r *harness.Robot, authURL, login string, before func(*harness.Page) bool) outcome {
 	t.Helper()
+	return signInVia(t, ctx, r, authURL, idpName, login, before)
+}
+
+// signInVia is signIn pressing the button of identity provider name.
+func signInVia(t *testing.T, ctx context.Context, r *harness.Robot, authURL, name, login string, before func(*harness.Page) bool) outcome {
+	t.Helper()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, authURL, nil)
 	var out outcome
 	for range 20 {
@@ -356,8 +362,8 @@ func signIn(t *testing.T, ctx context.Context, r *harness.Robot, authURL, login 
 		var form *harness.Form
 		vals := url.Values{}
 		switch {
-		case page.Form("idp-"+idpName) != nil:
-			form = page.Form("idp-" + idpName)
+		case page.Form("idp-"+name) != nil:
+			form = page.Form("idp-" + name)
 		case providerForm(page, "login") != nil:
 			if before != nil && !before(page) {
 				return out
