@@ -2,17 +2,46 @@ package issuer
 
 import (
 	"errors"
+	"io"
+	"mime"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
 )
 
+// tokenOutsideHeader names what makes r carry an access token other than
+// in its one Authorization header: two such headers, or access_token in
+// the query or a form body (RFC 6750 sections 2.2 and 2.3, which this
+// endpoint does not read); "" for none.
+func tokenOutsideHeader(w http.ResponseWriter, r *http.Request) string {
+	if len(r.Header.Values("Authorization")) > 1 {
+		return "more than one Authorization header"
+	}
+	// A query Go cannot parse whole still gives the pairs it could read.
+	if q, _ := url.ParseQuery(r.URL.RawQuery); q.Has("access_token") {
+		return "access tokens are accepted in the Authorization header only"
+	}
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); r.Method != http.MethodPost || mt != "application/x-www-form-urlencoded" {
+		return ""
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxPageFormBytes))
+	if err != nil {
+		return "the request body could not be read"
+	}
+	if f, _ := url.ParseQuery(string(body)); f.Has("access_token") {
+		return "access tokens are accepted in the Authorization header only"
+	}
+	return ""
+}
+
 // handleUserinfo is the OpenID Connect UserInfo endpoint (Core 5.3). The
 // access token comes from the Authorization header only, with the DPoP
 // scheme and a proof when it is DPoP-bound (RFC 9449 section 7), and
 // must carry openid; claims follow the granted profile and email scopes.
+// A request with a token elsewhere too (tokenOutsideHeader) is refused.
 func (i *Issuer) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodPost {
 		methodNotAllowed(w, http.MethodGet, http.MethodPost)
@@ -36,7 +65,14 @@ func (i *Issuer) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
 		http.Error(w, http.StatusText(status), status)
 	}
-	if !ok || !(strings.EqualFold(scheme, "Bearer") || dpopScheme) || raw == "" || len(r.Header.Values("Authorization")) > 1 {
+	// A token sent another way too, or in two headers, is a malformed
+	// request (RFC 6750 section 3.1), as at the gateway: served beside
+	// the header, it would keep landing in logs unnoticed.
+	if msg := tokenOutsideHeader(w, r); msg != "" {
+		challenge(http.StatusBadRequest, "invalid_request", msg, "")
+		return
+	}
+	if !ok || !(strings.EqualFold(scheme, "Bearer") || dpopScheme) || raw == "" {
 		challenge(http.StatusUnauthorized, "", "", "")
 		return
 	}

@@ -64,7 +64,10 @@ func TestUserinfo(t *testing.T) {
 	// The token is read from the Authorization header only (README,
 	// Limits: OpenID Connect), never from a form body or the query
 	// (RFC 6750 sections 2.2 and 2.3), where it would be logged or
-	// sent by a page's form.
+	// sent by a page's form. One there, beside the header or not, or two
+	// Authorization headers, is a malformed request (RFC 6750 section
+	// 3.1: invalid_request, 400), as at the gateway: served beside the
+	// header, a client's token would keep landing in logs unnoticed.
 	tok := token("openid", "read")
 	for _, tt := range []struct {
 		name string
@@ -79,10 +82,35 @@ func TestUserinfo(t *testing.T) {
 			req, _ := http.NewRequest(http.MethodGet, e.iss.endpoint(pathUserinfo)+"?access_token="+url.QueryEscape(tok), nil)
 			return req
 		}},
+		{"in the form body beside the header", func() *http.Request {
+			req, _ := http.NewRequest(http.MethodPost, e.iss.endpoint(pathUserinfo), strings.NewReader(url.Values{"access_token": {tok}}.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
+			req.Header.Set("Authorization", "Bearer "+tok)
+			return req
+		}},
+		{"in the query beside the header", func() *http.Request {
+			req, _ := http.NewRequest(http.MethodGet, e.iss.endpoint(pathUserinfo)+"?access_token="+url.QueryEscape(tok), nil)
+			req.Header.Set("Authorization", "Bearer "+tok)
+			return req
+		}},
+		{"in two Authorization headers", func() *http.Request {
+			req, _ := http.NewRequest(http.MethodGet, e.iss.endpoint(pathUserinfo), nil)
+			req.Header.Add("Authorization", "Bearer "+tok)
+			req.Header.Add("Authorization", "Bearer "+tok)
+			return req
+		}},
 	} {
-		if a := e.do(t, tt.req()); a.status != http.StatusUnauthorized || a.body["sub"] != nil || !strings.HasPrefix(a.header.Get("WWW-Authenticate"), "Bearer") {
-			t.Errorf("userinfo with the token %s = %d %s (%q), want 401 with a Bearer challenge and no claims", tt.name, a.status, a.raw, a.header.Get("WWW-Authenticate"))
+		if a := e.do(t, tt.req()); a.status != http.StatusBadRequest || a.body["sub"] != nil || !strings.HasPrefix(a.header.Get("WWW-Authenticate"), `Bearer error="invalid_request"`) {
+			t.Errorf("userinfo with the token %s = %d %s (%q), want 400 with a Bearer invalid_request challenge and no claims", tt.name, a.status, a.raw, a.header.Get("WWW-Authenticate"))
 		}
+	}
+	// A form body without a token, and a query of other parameters, are
+	// no token elsewhere.
+	req, _ := http.NewRequest(http.MethodPost, e.iss.endpoint(pathUserinfo)+"?x=1", strings.NewReader("y=2"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Authorization", "Bearer "+tok)
+	if a := e.do(t, req); a.status != http.StatusOK || a.body["sub"] != tUser {
+		t.Errorf("userinfo POST with a form body of other parameters = %d %s, want 200 with the claims", a.status, a.raw)
 	}
 }
 
