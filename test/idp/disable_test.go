@@ -70,7 +70,8 @@ http://:%[3]d {
 // one population of users, in which a sub is one person (OpenID Connect
 // Core section 5.7). Disabling the person's account at one keeps them
 // out at the other as well: their sign-in there is refused, and the
-// account they hold there is signed out (its refresh token refused).
+// account they hold there is signed out (its login session ended, its
+// refresh token refused).
 // Enabling the account again lets them in at both.
 func TestFederatedDisabledAtSiblingProvider(t *testing.T) {
 	port := harness.FreePort(t)
@@ -99,13 +100,13 @@ func TestFederatedDisabledAtSiblingProvider(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	// via signs alice in through provider name: the refresh token, or
-	// the page the sign-in ended on.
-	via := func(name string) (string, outcome) {
+	// viaIn signs alice in through provider name in browser r: the
+	// refresh token, or the page the sign-in ended on.
+	viaIn := func(r *harness.Robot, name string) (string, outcome) {
 		t.Helper()
 		cfg := s.meta.Config(clientID, s.Redirect, readScope, "offline_access")
 		ar := harness.NewAuthRequest(cfg, s.Resource)
-		out := signInVia(t, ctx, harness.NewRobot("", "", s.Redirect), ar.URL, name, accountAlice, nil)
+		out := signInVia(t, ctx, r, ar.URL, name, accountAlice, nil)
 		if out.query == nil || out.query.Get("code") == "" {
 			return "", out
 		}
@@ -114,6 +115,20 @@ func TestFederatedDisabledAtSiblingProvider(t *testing.T) {
 			t.Fatalf("exchange: %v", err)
 		}
 		return tok.RefreshToken, out
+	}
+	via := func(name string) (string, outcome) {
+		t.Helper()
+		return viaIn(harness.NewRobot("", "", s.Redirect), name)
+	}
+	// signedIn reports whether browser r has a login session here: the
+	// connected-apps page answers, not the sign-in page.
+	signedIn := func(r *harness.Robot) bool {
+		t.Helper()
+		pg, err := r.Get(ctx, iss+"/apps")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pg.URL.Path == "/apps"
 	}
 	admin := func(action string) {
 		t.Helper()
@@ -130,9 +145,13 @@ func TestFederatedDisabledAtSiblingProvider(t *testing.T) {
 	if rt, out := via(idpName); rt == "" {
 		t.Fatalf("sign-in at %s ended on %s: %s", idpName, out.page.URL, out.page.Text())
 	}
-	sibling, out := via(siblingName)
+	browser := harness.NewRobot("", "", s.Redirect)
+	sibling, out := viaIn(browser, siblingName)
 	if sibling == "" {
 		t.Fatalf("sign-in at %s ended on %s: %s", siblingName, out.page.URL, out.page.Text())
+	}
+	if !signedIn(browser) {
+		t.Fatalf("no login session after the sign-in at %s", siblingName)
 	}
 
 	admin("disable")
@@ -141,6 +160,9 @@ func TestFederatedDisabledAtSiblingProvider(t *testing.T) {
 	}
 	if tr, err := harness.Refresh(ctx, s.meta, clientID, sibling, s.Resource); err != nil || tr.Status != http.StatusBadRequest || tr.Error != "invalid_grant" {
 		t.Errorf("refresh of the disabled person's grant at %s = %d %s %v, want 400 invalid_grant", siblingName, tr.Status, tr.Error, err)
+	}
+	if signedIn(browser) {
+		t.Errorf("the disabled person's login session as %s:%s goes on", siblingName, accountAlice)
 	}
 
 	admin("enable")
