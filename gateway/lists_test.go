@@ -410,6 +410,32 @@ func TestListsFilteredOnAnotherRequest(t *testing.T) {
 	}
 }
 
+// TestListsOnAnotherRequestUnread: the limit README's *Lists* states.
+// With pin_tools off and no resource rules no answer is read for lists
+// but a list request's own, so a resources/list answer sent to another
+// request (a ping) passes whole, the URIs of resources included, though
+// without resource rules no caller may read any resource: a read of one
+// of them is refused ("no rule") and never forwarded.
+func TestListsOnAnotherRequestUnread(t *testing.T) {
+	answer := `{"jsonrpc":"2.0","id":1,"result":` + listResult(t, "resources/list", []string{"file:///docs/a"}) + `}`
+	h := newHarness(t, unreadConfig(t), answerAs("json", answer))
+	token := mint(t, claims())
+	v := map[string]string{"MCP-Protocol-Version": "2025-11-25"}
+	resp := h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"ping"}`, token: token, headers: v})
+	if body := readBody(t, resp); resp.StatusCode != http.StatusOK || !strings.Contains(body, "file:///docs/a") {
+		t.Errorf("ping answered with a resources/list answer = %d %s, want it passed whole", resp.StatusCode, body)
+	}
+	resp = h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"resources/list"}`, token: token, headers: v})
+	if body := readBody(t, resp); resp.StatusCode != http.StatusOK || strings.Contains(body, "file:///docs/a") {
+		t.Errorf("resources/list = %d %s, want the resource left out", resp.StatusCode, body)
+	}
+	before := len(h.up.requests())
+	resp = h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///docs/a"}}`, token: token, headers: v})
+	if body := readBody(t, resp); resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "no rule") || len(h.up.requests()) != before {
+		t.Errorf("resources/read without resource rules = %d %s, want 403 (no rule), not forwarded", resp.StatusCode, body)
+	}
+}
+
 // TestListsUnreadableOnAnotherRequest: an answer to another request that
 // the strict read refuses passes as it did (read as encoding/json reads
 // it) only when no response of it holds a list as a client reads it;
