@@ -22,6 +22,7 @@ import (
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/gateway"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
 )
 
@@ -276,8 +277,15 @@ func (GatewayHandler) CaddyModule() caddy.ModuleInfo {
 // started (see ServeHTTP), so the issuer is looked up then.
 type localIssuer struct{ app *App }
 
+// PublicKey is the issuer's: a key it does not publish is
+// store.ErrNotFound, any other error (the store could not be read) is
+// one it cannot tell now (gateway.ErrKeysUnavailable).
 func (l localIssuer) PublicKey(ctx context.Context, kid string) (any, error) {
-	return l.app.iss.PublicKey(ctx, kid)
+	k, err := l.app.iss.PublicKey(ctx, kid)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %w", gateway.ErrKeysUnavailable, err)
+	}
+	return k, err
 }
 
 // Withdrawals and Published make the local issuer a key source that

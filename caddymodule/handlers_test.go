@@ -877,6 +877,59 @@ func TestGatewayHandlerLocalKeyWithdrawn(t *testing.T) {
 	}
 }
 
+// TestGatewayHandlerLocalKeysUnreadable: a token whose kid the local
+// issuer has not loaded, met while its store cannot be read (closed
+// here; PostgreSQL down in production), is answered 503 with no Bearer
+// challenge: the issuer cannot tell whether it publishes that key, and
+// a client told 401 invalid_token throws its token away. Nothing reaches
+// the next handler. With the store readable, the same unknown kid is 401;
+// a token whose key the issuer holds passes throughout.
+func TestGatewayHandlerLocalKeysUnreadable(t *testing.T) {
+	ctx := caddyContext(t, testApp(t))
+	h := &GatewayHandler{Resource: gatewayResource, Scopes: []string{"mcp"}, Tools: []Rule{{Match: "*"}}}
+	if err := h.Provision(ctx); err != nil {
+		t.Fatalf("Provision() = %v", err)
+	}
+	app := startApp(t, ctx)
+	code, tok := token(t, ctx, "mcp")
+	if code != http.StatusOK {
+		t.Fatalf("token = %d", code)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	unknown := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{
+		"iss": app.url, "aud": gatewayResource, "sub": "svc", "client_id": "svc", "scope": "mcp",
+		"iat": now.Unix(), "exp": now.Add(time.Hour).Unix(), "jti": "j1",
+	})
+	unknown.Header["typ"], unknown.Header["kid"] = "at+jwt", "not-loaded"
+	forged, err := unknown.SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve := func(tok string) (int, string, bool) {
+		rec := httptest.NewRecorder()
+		next := &recordingNext{}
+		_ = h.ServeHTTP(rec, mcpRequest(tok), next)
+		return rec.Code, rec.Header().Get("WWW-Authenticate"), next.called
+	}
+	if code, challenge, _ := serve(forged); code != http.StatusUnauthorized || !strings.Contains(challenge, "invalid_token") {
+		t.Fatalf("unknown kid, store readable = %d %q, want 401 invalid_token", code, challenge)
+	}
+	if err := app.storage.(*BoltStorage).Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // the issuer re-reads its keys for an unknown kid at most once a second
+	if code, challenge, called := serve(forged); code != http.StatusServiceUnavailable || challenge != "" || called {
+		t.Errorf("unknown kid, store unreadable = %d %q, next called %v; want 503, no challenge, next not called", code, challenge, called)
+	}
+	if code, _, _ := serve(tok); code != http.StatusTeapot {
+		t.Errorf("token of a loaded key, store unreadable = %d, want next's 418", code)
+	}
+}
+
 // TestGatewayRemoteIssuerReach: a gateway calls the URLs its remote
 // issuer's metadata names (jwks_uri, introspection_endpoint, with its
 // introspection credentials and a client's token) only on public

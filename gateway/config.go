@@ -6,6 +6,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"time"
 
@@ -260,10 +261,18 @@ type ActorRule struct {
 
 // KeySource returns the public key for a kid. The local issuer and a remote
 // JWKS (RemoteKeys) both implement it. The key must fit the token's
-// algorithm (accesstoken.KeyFitsAlg) or the token is refused.
+// algorithm (accesstoken.KeyFitsAlg) or the token is refused. An error
+// wrapping ErrKeysUnavailable means the source cannot tell now (its
+// store cannot be read): the request is refused with 503, no challenge,
+// and the client keeps its token; any other error refuses the token,
+// 401 invalid_token.
 type KeySource interface {
 	PublicKey(ctx context.Context, kid string) (any, error)
 }
+
+// ErrKeysUnavailable is wrapped by a KeySource's error when it cannot
+// tell whether it publishes the kid (not the token's fault).
+var ErrKeysUnavailable = errors.New("signing keys cannot be read at the moment")
 
 // keyWithdrawals is a KeySource that may withdraw a key it gave out
 // (RemoteKeys: the issuer stops publishing it, a compromised key rotated

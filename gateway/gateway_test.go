@@ -768,6 +768,58 @@ func TestRevocationsUnknown(t *testing.T) {
 	}
 }
 
+// outageKeys is a KeySource whose store cannot be read while down.
+type outageKeys struct {
+	KeySource
+	down *bool
+}
+
+func (k outageKeys) PublicKey(ctx context.Context, kid string) (any, error) {
+	if *k.down {
+		return nil, fmt.Errorf("signing key %q: %w: store unreachable", kid, ErrKeysUnavailable)
+	}
+	return k.KeySource.PublicKey(ctx, kid)
+}
+
+// TestKeysUnavailable: a key source that cannot read its keys
+// (ErrKeysUnavailable: the local issuer's store unreachable) refuses the
+// request with 503 and a JSON-RPC error, without a Bearer challenge
+// (a client takes 401 invalid_token as its token's fault and throws a
+// good one away) and without reaching the upstream; the token passes
+// once the keys can be read. An unknown kid is still 401.
+func TestKeysUnavailable(t *testing.T) {
+	cfg := testConfig(t)
+	down := true
+	cfg.Keys = outageKeys{KeySource: cfg.Keys, down: &down}
+	upstream := 0
+	h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+		upstream++
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{}}`)
+	})
+	token := mint(t, claims())
+	resp := h.do(t, call{body: toolCall("read_x"), token: token})
+	body := readBody(t, resp)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("WWW-Authenticate") != "" ||
+		!strings.Contains(body, `"code":-32000`) || !strings.Contains(body, "signing key cannot be read") {
+		t.Errorf("keys unreadable: %d %q %s, want 503, no challenge, a JSON-RPC error", resp.StatusCode, resp.Header.Get("WWW-Authenticate"), body)
+	}
+	if upstream != 0 {
+		t.Errorf("upstream called %d times with the keys unreadable", upstream)
+	}
+	down = false
+	resp = h.do(t, call{body: toolCall("read_x"), token: token})
+	readBody(t, resp)
+	if resp.StatusCode != 200 || upstream != 1 {
+		t.Errorf("keys readable: status %d, upstream calls %d, want 200 and 1", resp.StatusCode, upstream)
+	}
+	resp = h.do(t, call{body: toolCall("read_x"), token: mintWith(t, jwt.SigningMethodES256, theKeys(t).ec, "unknown", claims(), nil)})
+	readBody(t, resp)
+	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(resp.Header.Get("WWW-Authenticate"), "invalid_token") {
+		t.Errorf("unknown kid: %d %q, want 401 invalid_token", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+	}
+}
+
 // TestConcurrentPrincipals: many principals at once through one gateway (the
 // claims cache, session binding and the SSE pump shared): each gets its
 // own session and filtered lists, and nobody's session works for another.

@@ -202,6 +202,11 @@ var (
 	// written, so the proof may have been used at another instance.
 	errReplayUnknown = &authError{status: http.StatusServiceUnavailable,
 		desc: "the DPoP proof cannot be checked for replay at the moment; retry later"}
+	// errKeysUnknown: the key source cannot tell whether it publishes
+	// the token's key (ErrKeysUnavailable); a good token must not be
+	// thrown away for that.
+	errKeysUnknown = &authError{status: http.StatusServiceUnavailable,
+		desc: "the access token's signing key cannot be read at the moment; retry later"}
 )
 
 func invalidToken(desc string) *authError {
@@ -457,7 +462,10 @@ func (g *Gateway) verify(ctx context.Context, token string) (*principal, *authEr
 			c, err = accesstoken.ParseWith(ctx, g.parser, token, keyOf, opts)
 		}
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrKeysUnavailable):
+		return nil, errKeysUnknown
+	case err != nil:
 		return nil, invalidToken(describeTokenError(err))
 	}
 	// A remote issuer's token naming a member twice (or in two cases) is
