@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -424,10 +423,8 @@ func parseHTTPSURL(s string) (*url.URL, error) {
 	if u.Host == "" || u.User != nil {
 		return nil, errors.New("must be an absolute URL with a host and no user info")
 	}
-	if p := u.Port(); p != "" {
-		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
-			return nil, fmt.Errorf("port %q: want 1 to 65535", p)
-		}
+	if p := u.Port(); !accesstoken.ValidPort(p) {
+		return nil, fmt.Errorf("port %q: want 1 to 65535, without leading zeros", p)
 	}
 	switch u.Scheme {
 	case "https":

@@ -38,6 +38,8 @@ func TestNewValidation(t *testing.T) {
 		{"resource with empty fragment", func(c *Config) { c.Resource = testResource + "#" }, "fragment"},
 		{"resource with port 0", func(c *Config) { c.Resource = "https://mcp.example.com:0/mcp" }, "port"},
 		{"resource with port out of range", func(c *Config) { c.Resource = "https://mcp.example.com:99999/mcp" }, "port"},
+		{"resource with port written with a leading zero", func(c *Config) { c.Resource = "https://mcp.example.com:0443/mcp" }, "port"},
+		{"issuer with port written with a leading zero", func(c *Config) { c.Issuer = "https://auth.example.com:08443" }, "port"},
 		{"resource path with %25", func(c *Config) { c.Resource = "https://mcp.example.com/a%252E/mcp" }, "%25"},
 		{"resource path with ;", func(c *Config) { c.Resource = "https://mcp.example.com/mcp;x" }, "';'"},
 		{"resource path with dot segment", func(c *Config) { c.Resource = "https://mcp.example.com/a/../mcp" }, "dot segments"},

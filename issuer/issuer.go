@@ -27,12 +27,12 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
@@ -352,8 +352,8 @@ func parseIssuerURL(s string) (*url.URL, error) {
 	if err != nil || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || strings.Contains(s, "#") || u.User != nil {
 		return nil, fmt.Errorf("issuer %q: must be an absolute URL without query, fragment or userinfo", s)
 	}
-	if !validPort(u) {
-		return nil, fmt.Errorf("issuer %q: the port must be 1 to 65535", s)
+	if !accesstoken.ValidPort(u.Port()) {
+		return nil, fmt.Errorf("issuer %q: the port must be 1 to 65535, without leading zeros", s)
 	}
 	switch u.Scheme {
 	case "https":
@@ -366,17 +366,6 @@ func parseIssuerURL(s string) (*url.URL, error) {
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	return u, nil
-}
-
-// validPort reports whether u has no port, or one a connection can use
-// (1 to 65535; url.Parse checks only that it is digits).
-func validPort(u *url.URL) bool {
-	p := u.Port()
-	if p == "" {
-		return true
-	}
-	n, err := strconv.Atoi(p)
-	return err == nil && n >= 1 && n <= 65535
 }
 
 // isLoopbackHost reports whether a URL host (without port) names the

@@ -259,6 +259,13 @@ func TestConfigValidation(t *testing.T) {
 		{"issuer with an empty fragment", func(c *Config) { c.Issuer = "https://auth.example.com#" }},
 		{"issuer on port 0", func(c *Config) { c.Issuer = "https://auth.example.com:0" }},
 		{"issuer on port 70000", func(c *Config) { c.Issuer = "https://[2001:db8::1]:70000" }},
+		// A browser reads https://h:0443 as https://h: not the issuer
+		// identifier configured, nor the resource.
+		{"issuer on port 0443", func(c *Config) { c.Issuer = "https://auth.example.com:0443" }},
+		{"resource on port 08443", func(c *Config) { c.Resources = []Resource{{URL: "https://a.example.com:08443/mcp"}} }},
+		{"identity provider on port 0443", func(c *Config) {
+			c.IdentityProviders = []IdentityProvider{{Name: "corp", Issuer: "https://idp.example.com:0443", ClientID: "c"}}
+		}},
 		// Tokens for it would travel in clear (review s17-ops F2).
 		{"resource plain http off loopback", func(c *Config) { c.Resources = []Resource{{URL: "http://mcp.example.com/mcp"}} }},
 		{"resource not http", func(c *Config) { c.Resources = []Resource{{URL: "ftp://mcp.example.com/mcp"}} }},

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken/dpop"
 )
 
@@ -114,8 +115,8 @@ func validateResourceURL(s string) error {
 	if err != nil || !u.IsAbs() || u.Host == "" || u.Fragment != "" || strings.Contains(s, "#") {
 		return fmt.Errorf("resource %q: must be an absolute URL without a fragment", s)
 	}
-	if !validPort(u) {
-		return fmt.Errorf("resource %q: the port must be 1 to 65535", s)
+	if !accesstoken.ValidPort(u.Port()) {
+		return fmt.Errorf("resource %q: the port must be 1 to 65535, without leading zeros", s)
 	}
 	return nil
 }

@@ -317,3 +317,28 @@ func ValidScope(s string) bool {
 	}
 	return true
 }
+
+// ValidPort reports whether port, a URL's port (url.URL.Port), is none
+// or one a connection can use (1 to 65535; url.Parse checks only that
+// it is digits), written as every URL parser writes it back: without a
+// leading zero. A browser reads https://h:0443 as https://h, and
+// http://127.0.0.1:05555 as port 5555, so a URL so written is not the
+// string its users compare (an issuer identifier, a resource, a
+// redirect URI).
+func ValidPort(port string) bool {
+	if port == "" {
+		return true
+	}
+	if len(port) > 5 || port[0] == '0' {
+		return false
+	}
+	n := 0
+	for i := 0; i < len(port); i++ {
+		c := port[i]
+		if c < '0' || c > '9' {
+			return false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n <= 65535
+}

@@ -125,3 +125,30 @@ func TestActorChainDepthLimit(t *testing.T) {
 		t.Errorf("nil Actor Chain() = %v, want nil", got)
 	}
 }
+
+func TestValidPort(t *testing.T) {
+	for _, tt := range []struct {
+		port string
+		want bool
+	}{
+		{"", true},
+		{"1", true},
+		{"443", true},
+		{"65535", true},
+		{"0", false},
+		{"65536", false},
+		{"99999", false},
+		{"100000", false},
+		// Written back without the zero by every URL parser: a
+		// browser's https://h:0443 is https://h.
+		{"0443", false},
+		{"05555", false},
+		{"00", false},
+		{"+443", false},
+		{"44a", false},
+	} {
+		if got := ValidPort(tt.port); got != tt.want {
+			t.Errorf("ValidPort(%q) = %v, want %v", tt.port, got, tt.want)
+		}
+	}
+}
