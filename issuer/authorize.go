@@ -364,14 +364,16 @@ func authorizeRedirectURI(c *Client, params url.Values) (uri, param, msg string)
 
 // matchRedirectURI compares a requested redirect URI with the registered
 // ones: exactly, except that for http loopback IP literals the port is
-// ignored (RFC 8252 section 7.3: native apps get an ephemeral port).
+// ignored (RFC 8252 section 7.3: native apps get an ephemeral port), if
+// it is one (accesstoken.ValidPort: a browser reads :05555 as :5555).
 // "localhost" is matched exactly, like any other host name.
 func matchRedirectURI(registered []string, got string) bool {
 	if slices.Contains(registered, got) {
 		return true
 	}
 	g, err := url.Parse(got)
-	if err != nil || g.Scheme != "http" || g.User != nil || g.Fragment != "" || strings.Contains(got, "#") || !isLoopbackIP(g.Hostname()) {
+	if err != nil || g.Scheme != "http" || g.User != nil || g.Fragment != "" || strings.Contains(got, "#") || !isLoopbackIP(g.Hostname()) ||
+		!accesstoken.ValidPort(g.Port()) {
 		return false
 	}
 	for _, reg := range registered {

@@ -329,6 +329,10 @@ func TestAuthorizeRedirectURIMatching(t *testing.T) {
 		{"http://127.0.0.1:5000/cb#f", false},
 		{"https://127.0.0.1:5000/cb", false},
 		{"http://127.0.0.2:5000/cb", false},
+		// The port is free, but a port: a browser reads :05555 as :5555.
+		{"http://127.0.0.1:05555/cb", false},
+		{"http://127.0.0.1:0/cb", false},
+		{"http://127.0.0.1:99999/cb", false},
 		{"https://app.example.com/cb?x=1", true},
 		{"https://app.example.com/cb", false},
 		{"https://app.example.com:8443/cb?x=1", false},

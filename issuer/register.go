@@ -649,6 +649,10 @@ func classifyRedirect(s string, anyScheme bool) (redirectKind, error) {
 	if err != nil || !u.IsAbs() {
 		return bad("not an absolute URI")
 	}
+	if (u.Scheme == "http" || u.Scheme == "https") && !accesstoken.ValidPort(u.Port()) {
+		// A browser refuses the URL, or reads :05555 as :5555.
+		return bad("the port must be 1 to 65535, without leading zeros")
+	}
 	if u.User != nil {
 		return bad("userinfo is not allowed")
 	}

@@ -297,6 +297,10 @@ func TestRegisterValidation(t *testing.T) {
 		{"http on a 127. name", `{"redirect_uris":["http://127.evil.example/cb"],"token_endpoint_auth_method":"none"}`, "invalid_redirect_uri"},
 		{"http on a 127.0.0.1. name", `{"redirect_uris":["http://127.0.0.1.nip.io/cb"],"token_endpoint_auth_method":"none"}`, "invalid_redirect_uri"},
 		{"userinfo", `{"redirect_uris":["https://u:p@a.example/cb"]}`, "invalid_redirect_uri"},
+		// A browser reads :05555 as :5555, and refuses a port above 65535.
+		{"loopback port with a leading zero", `{"redirect_uris":["http://127.0.0.1:05555/cb"],"token_endpoint_auth_method":"none"}`, "invalid_redirect_uri"},
+		{"port with a leading zero", `{"redirect_uris":["https://a.example:0443/cb"]}`, "invalid_redirect_uri"},
+		{"port out of range", `{"redirect_uris":["https://a.example:99999/cb"]}`, "invalid_redirect_uri"},
 		// The response adds these: they would be sent twice.
 		{"state in the query", `{"redirect_uris":["https://a.example/cb?state=x"]}`, "invalid_redirect_uri"},
 		{"iss in the query", `{"redirect_uris":["https://a.example/cb?x=1&iss=https://evil.example"]}`, "invalid_redirect_uri"},
