@@ -304,6 +304,9 @@ func TestConfigValidation(t *testing.T) {
 		{"redirect URI plain http off loopback", func(c *Config) {
 			c.Clients = []Client{{ID: "a", TokenEndpointAuthMethod: "none", RedirectURIs: []string{"http://app.example.com/cb"}}}
 		}},
+		{"redirect URI with a backslash", func(c *Config) {
+			c.Clients = []Client{{ID: "a", TokenEndpointAuthMethod: "none", RedirectURIs: []string{`https://app.example.com/cb\..\x`}}}
+		}},
 		{"redirect URI port with a leading zero", func(c *Config) {
 			c.Clients = []Client{{ID: "a", TokenEndpointAuthMethod: "none", RedirectURIs: []string{"http://127.0.0.1:08080/cb"}}}
 		}},

@@ -645,6 +645,12 @@ func classifyRedirect(s string, anyScheme bool) (redirectKind, error) {
 			return bad("contains whitespace or control characters")
 		}
 	}
+	// No URI holds a backslash, and a browser reads one as "/" in an
+	// http(s) URL: the browser would be sent to another path than the
+	// one registered (..\ a dot segment to it).
+	if strings.Contains(s, "\\") {
+		return bad("contains a backslash")
+	}
 	u, err := url.Parse(s)
 	if err != nil || !u.IsAbs() {
 		return bad("not an absolute URI")

@@ -301,6 +301,9 @@ func TestRegisterValidation(t *testing.T) {
 		{"loopback port with a leading zero", `{"redirect_uris":["http://127.0.0.1:05555/cb"],"token_endpoint_auth_method":"none"}`, "invalid_redirect_uri"},
 		{"port with a leading zero", `{"redirect_uris":["https://a.example:0443/cb"]}`, "invalid_redirect_uri"},
 		{"port out of range", `{"redirect_uris":["https://a.example:99999/cb"]}`, "invalid_redirect_uri"},
+		// A browser reads \ as /: /cb\..\admin is /admin to it.
+		{"backslash in the path", `{"redirect_uris":["https://a.example/cb\\..\\admin"]}`, "invalid_redirect_uri"},
+		{"backslash in a loopback path", `{"redirect_uris":["http://127.0.0.1/cb\\..\\x"],"token_endpoint_auth_method":"none"}`, "invalid_redirect_uri"},
 		// The response adds these: they would be sent twice.
 		{"state in the query", `{"redirect_uris":["https://a.example/cb?state=x"]}`, "invalid_redirect_uri"},
 		{"iss in the query", `{"redirect_uris":["https://a.example/cb?x=1&iss=https://evil.example"]}`, "invalid_redirect_uri"},
