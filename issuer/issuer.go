@@ -124,7 +124,7 @@ func New(cfg Config, st store.Store) (*Issuer, error) {
 		cfg.Logger = zap.NewNop()
 	}
 	applyDefaults(&cfg)
-	u, err := parseIssuerURL(cfg.Issuer)
+	u, err := parseOwnIssuerURL(cfg.Issuer)
 	if err != nil {
 		return nil, err
 	}
@@ -206,7 +206,7 @@ func New(cfg Config, st store.Store) (*Issuer, error) {
 // a store: Caddy checks a config (caddy validate) without opening storage.
 func CheckConfig(cfg Config) error {
 	applyDefaults(&cfg)
-	if _, err := parseIssuerURL(cfg.Issuer); err != nil {
+	if _, err := parseOwnIssuerURL(cfg.Issuer); err != nil {
 		return err
 	}
 	if err := checkRevocationTiming(&cfg); err != nil {
@@ -343,6 +343,29 @@ func (i *Issuer) endpoint(path string) string {
 	u.Path = i.base + path
 	u.RawQuery, u.Fragment = "", ""
 	return u.String()
+}
+
+// parseOwnIssuerURL is parseIssuerURL for this issuer's identifier,
+// which clients compare as a string with the iss of its metadata, tokens
+// and authorization responses (RFC 8414 section 3.3, RFC 9207), and
+// which names its endpoints: so the URL every client reads. A raw space
+// or "é" goes on the wire escaped ("%20"), the identifier with it; a
+// dot segment ("/a/../t", "/%2e%2e/t") is resolved by every client that
+// fetches an endpoint under it, which this issuer would not then serve.
+func parseOwnIssuerURL(s string) (*url.URL, error) {
+	u, err := parseIssuerURL(s)
+	if err != nil {
+		return nil, err
+	}
+	if strings.IndexFunc(s, func(r rune) bool { return r <= ' ' || r >= 0x7f }) >= 0 {
+		return nil, fmt.Errorf("issuer %q: must be printable ASCII: write it escaped, %s", s, u)
+	}
+	for _, seg := range strings.FieldsFunc(u.Path, func(r rune) bool { return r == '/' || r == '\\' }) {
+		if seg == "." || seg == ".." {
+			return nil, fmt.Errorf("issuer %q: dot segments are not allowed in the path", s)
+		}
+	}
+	return u, nil
 }
 
 func parseIssuerURL(s string) (*url.URL, error) {

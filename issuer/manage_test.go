@@ -262,6 +262,13 @@ func TestConfigValidation(t *testing.T) {
 		// A browser reads https://h:0443 as https://h: not the issuer
 		// identifier configured, nor the resource.
 		{"issuer on port 0443", func(c *Config) { c.Issuer = "https://auth.example.com:0443" }},
+		// Every client resolves the dot segment, and sends the space
+		// escaped: neither is the identifier, nor names its endpoints.
+		{"issuer with a dot segment", func(c *Config) { c.Issuer = "https://auth.example.com/a/../t" }},
+		{"issuer with an escaped dot segment", func(c *Config) { c.Issuer = "https://auth.example.com/%2e%2e/t" }},
+		{"issuer ending in a dot segment", func(c *Config) { c.Issuer = "https://auth.example.com/t/." }},
+		{"issuer with a raw space", func(c *Config) { c.Issuer = "https://auth.example.com/a b" }},
+		{"issuer with raw non-ASCII", func(c *Config) { c.Issuer = "https://auth.example.com/café" }},
 		{"resource on port 08443", func(c *Config) { c.Resources = []Resource{{URL: "https://a.example.com:08443/mcp"}} }},
 		{"identity provider on port 0443", func(c *Config) {
 			c.IdentityProviders = []IdentityProvider{{Name: "corp", Issuer: "https://idp.example.com:0443", ClientID: "c"}}
