@@ -101,6 +101,9 @@ type keyRing struct {
 	// try it at most every keyMinReload and get that error meanwhile.
 	triedAt time.Time
 	loadErr error
+	// reading is closed when the read due began ends (reread); nil
+	// when none is under way.
+	reading chan struct{}
 	// withdrawals counts the changes of byKID that took a key out of
 	// it: a token verified before with that key must then have it found
 	// again (publishes) to be accepted. Changed with byKID, under mu.
@@ -431,6 +434,7 @@ func (k *keyRing) loadVia(ctx context.Context, view func(context.Context, func(s
 // read that failed is tried again keyMinReload later, not at once (every
 // later, when shorter: readWithin's bound, revocation_max_stale, may be
 // under a second, and a set read every second would be past it between).
+// Its caller reads through reread, which ends the read begun.
 func (k *keyRing) due(every time.Duration) (bool, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -442,7 +446,43 @@ func (k *keyRing) due(every time.Duration) (bool, error) {
 		return false, k.loadErr
 	}
 	k.triedAt = now
+	if k.reading == nil {
+		k.reading = make(chan struct{})
+	}
 	return true, nil
+}
+
+// reread reads the key set again if due says so, and returns that
+// read's error, or due's.
+func (k *keyRing) reread(ctx context.Context, every time.Duration) error {
+	due, err := k.due(every)
+	if !due {
+		return err
+	}
+	err = k.load(ctx)
+	k.mu.Lock()
+	if k.reading != nil {
+		close(k.reading)
+		k.reading = nil
+	}
+	k.mu.Unlock()
+	return err
+}
+
+// await waits for the read under way, if any, to end.
+func (k *keyRing) await(ctx context.Context) error {
+	k.mu.RLock()
+	ch := k.reading
+	k.mu.RUnlock()
+	if ch == nil {
+		return nil
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // withdraws reports whether the key set next lacks a key of prev, or
@@ -613,10 +653,7 @@ func parseSigningKey(rec signingKey) (*publishedKey, error) {
 // cache is older than keyReload so a rotation by another instance on the
 // same store is followed (and published) before its key signs.
 func (k *keyRing) current(ctx context.Context) (*publishedKey, error) {
-	due, err := k.due(keyReload)
-	if due {
-		err = k.load(ctx)
-	}
+	err := k.reread(ctx, keyReload)
 	k.mu.RLock()
 	defer k.mu.RUnlock()
 	if err != nil && len(k.byKID) == 0 {
@@ -683,11 +720,7 @@ func (k *keyRing) verification(ctx context.Context, kid string) (*publishedKey, 
 	if pk := k.cached(kid); pk != nil {
 		return pk, nil
 	}
-	due, err := k.due(keyMinReload)
-	if due {
-		err = k.load(ctx)
-	}
-	if err != nil {
+	if err := k.reread(ctx, keyMinReload); err != nil {
 		return nil, notInCopy{err}
 	}
 	if pk := k.cached(kid); pk != nil {
@@ -829,14 +862,18 @@ func (i *Issuer) idTokenSigner(ctx context.Context, c *Client, until time.Time) 
 //
 // Like every read a request causes (due), one is tried at most every
 // keyMinReload: while the store fails, anyone's /jwks gets the last
-// read's error without reading again.
+// read's error without reading again. A request that finds another's
+// read under way waits for it: its answer is this one's too, where the
+// copy it would refuse meanwhile is one a store that answers replaces.
 func (k *keyRing) readWithin(ctx context.Context, d time.Duration) error {
 	if k.age() <= d {
 		return nil
 	}
-	due, err := k.due(d)
-	if due {
-		err = k.load(ctx)
+	err := k.reread(ctx, d)
+	if err == nil && k.age() > d {
+		if err = k.await(ctx); err == nil {
+			err = k.reread(ctx, d)
+		}
 	}
 	age := k.age()
 	if age <= d {

@@ -13,11 +13,13 @@ import (
 	"regexp"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres/pgtest"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
 )
@@ -323,5 +325,57 @@ func TestIDTokenHintAfterFailedReadOfAccessKeys(t *testing.T) {
 	st.down.Store(false)
 	if e.iss.idTokenHint(t.Context(), idt) == nil {
 		t.Error("id_token_hint read as no hint after a failed read of the access-token keys, want its claims")
+	}
+}
+
+// TestJWKSServedToConcurrentRequests: a key set past revocation_max_stale
+// is read again by the /jwks request that finds it so; requests arriving
+// while that read is under way (verifiers fetching at once after a
+// rotation, the ID-token set, which nothing else re-reads, every 30 s by
+// default) answered 503 temporarily_unavailable ("a read is under way")
+// on a PostgreSQL that answers. They wait for that read now, and serve
+// what it read.
+func TestJWKSServedToConcurrentRequests(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	st, err := postgres.Open(t.Context(), pgtest.NewDatabase(t), postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	e := newTokEnvStore(t, st, clock, func(c *Config) { c.RevocationResync, c.RevocationMaxStale = time.Second, DefaultRevocationMaxStale })
+	if err := e.iss.MakeIDTokenKey(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if keys, _ := e.jwksOf(t); len(keys) != 2 {
+		t.Fatalf("JWKS = %v, want the access-token and ID-token keys", kids(keys))
+	}
+	const rounds, concurrent = 5, 20
+	var refused atomic.Int64
+	for range rounds {
+		clock.Advance(DefaultRevocationMaxStale + time.Second)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for range concurrent {
+			wg.Go(func() {
+				<-start
+				resp, err := e.srv.Client().Get(e.iss.endpoint(pathJWKS))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				defer resp.Body.Close()
+				body, _ := io.ReadAll(resp.Body)
+				if resp.StatusCode != http.StatusOK {
+					if refused.Add(1) == 1 {
+						t.Errorf("/jwks past the bound, beside another request's read = %d %s, want 200", resp.StatusCode, body)
+					}
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+	}
+	if n := refused.Load(); n > 0 {
+		t.Errorf("%d of %d concurrent /jwks requests on a store that answers refused", n, rounds*concurrent)
 	}
 }
