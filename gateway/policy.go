@@ -751,9 +751,9 @@ func (p *policy) decideCompletion(pr *principal, raw []byte) (decision, error) {
 // decideTemplate decides a resource URI or template (RFC 6570) by every
 // rule an expansion could fall under: the rule of its literal prefix
 // (the text before the first '{'), every rule whose prefix extends that
-// prefix when case is ignored (hasTextPrefixFold), and the rule of an expansion that continues the prefix's last
-// name (continuedRule). A URI without '{' is decided as a resources/read
-// of it.
+// prefix when case is ignored (hasTextPrefixFold), and the rule of each
+// way an expansion can continue the prefix (continuations, continuedRule).
+// A URI without '{' is decided as a resources/read of it.
 func (p *policy) decideTemplate(pr *principal, uri string) (decision, error) {
 	literal, _, template := strings.Cut(uri, "{")
 	if !template {
@@ -770,30 +770,74 @@ func (p *policy) decideTemplate(pr *principal, uri string) (decision, error) {
 		return d, err
 	}
 	// As decideSubscriptions combines its URIs' decisions.
-	c := p.resourceDecision(pr, literal, p.continuedRule(literal))
-	if !c.allow && !c.scopeOnly {
-		return c, nil
+	for _, next := range continuations(uri[len(literal):]) {
+		c := p.resourceDecision(pr, literal, p.continuedRule(literal, next))
+		if !c.allow && !c.scopeOnly {
+			return c, nil
+		}
+		required := sortedSet(append(slices.Clone(d.required), c.required...))
+		if d.allow && !c.allow {
+			d = c
+		}
+		d.required = required
 	}
-	required := sortedSet(append(slices.Clone(d.required), c.required...))
-	if d.allow && !c.allow {
-		d = c
-	}
-	d.required = required
 	return d, nil
 }
 
+// continuations returns the characters an expansion of template (the
+// text of a resource template from its first '{') can put right after
+// the literal before it, as the rules no longer than that literal tell
+// them apart (continuedRule): '/', '?' or '#', which end a name, and "a"
+// for any character that continues it. An expression with the operator
+// '/', '?' or '#' expands to nothing (its variables undefined) or to
+// text beginning with the operator, so the part after it counts too; any
+// other expression can begin with anything. An expansion that is only
+// the literal is decided as the literal.
+func continuations(template string) []string {
+	var out []string
+	add := func(c byte) {
+		next := "a"
+		if strings.IndexByte("/?#", c) >= 0 {
+			next = string(c)
+		}
+		if !slices.Contains(out, next) {
+			out = append(out, next)
+		}
+	}
+	for template != "" {
+		if template[0] != '{' {
+			add(template[0])
+			return out
+		}
+		expr, rest, ok := strings.Cut(template[1:], "}")
+		if !ok || expr == "" || strings.IndexByte("/?#", expr[0]) < 0 {
+			add('a')
+			return out
+		}
+		add(expr[0])
+		template = rest
+	}
+	return out
+}
+
 // continuedRule is the index of the rule that decides an expansion
-// continuing literal's last name ("notes://all" + "secret", "file:///secret"
-// + "ive") among the rules no longer than literal (longer ones are
-// decided on their own by decideTemplate), or -1 when none does. The rule
+// continuing literal with next (continuations), or -1 when none does,
+// among the rules no longer than literal, or than literal and next
+// when next ends a name ("file:///secret/" for "file:///secret" and
+// "/"): longer ones are decided on their own by decideTemplate. The rule
 // that decides literal itself may not decide such an expansion: one that
 // names literal's authority ("notes://all") needs the authority to end
-// there, and one that names a directory matches literal as that directory
-// without its "/" ("file:///secret/"); then a broader rule ("notes://",
-// "file:///") decides "notes://allsecret" and "file:///secretive".
-func (p *policy) continuedRule(literal string) int {
-	return longestRule(p.resources, literal+"a", func(uri string, r *compiledRule) int {
-		if len(r.Pattern) > len(literal) {
+// there, and one that names a directory matches literal as that
+// directory without its "/" ("file:///secret/"); then a broader rule
+// ("notes://", "file:///") decides "notes://allsecret" and
+// "file:///secretive", though not "notes://all?q=x" or "file:///secret/x".
+func (p *policy) continuedRule(literal, next string) int {
+	limit := len(literal)
+	if next != "a" {
+		limit += len(next)
+	}
+	return longestRule(p.resources, literal+next, func(uri string, r *compiledRule) int {
+		if len(r.Pattern) > limit {
 			return -1
 		}
 		return uriPrefixRank(uri, r)

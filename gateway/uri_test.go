@@ -719,6 +719,40 @@ func TestTemplateContinuingItsLiteral(t *testing.T) {
 	}
 }
 
+// TestTemplateOperatorEndingItsLiteral: an expression with the operator
+// '/', '?' or '#' (RFC 6570) expands to nothing or to text beginning
+// with it, which ends the literal's last name: notes://all{?q} expands
+// to notes://all or notes://all?q=x, file:///srv/secret{/name} to
+// file:///srv/secret/x, both under the literal's own rule. Such templates
+// need that rule only; before, they were decided as if the expansion
+// continued the name, and a token with the narrower rule's scope had
+// them left out of resources/templates/list and their completions
+// refused. An expression of another operator, or text after one that
+// can be empty ("notes://all{/id}x": notes://allx), still continues it.
+func TestTemplateOperatorEndingItsLiteral(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.ResourceRules = []Rule{
+		{Pattern: "notes://all", Scopes: []string{"notes:all"}},
+		{Pattern: "notes://", Scopes: []string{"notes:any"}},
+		{Pattern: "file:///srv/secret/", Scopes: []string{"files:secret"}},
+		{Pattern: "file:///srv/", Scopes: []string{"files:read"}},
+	}
+	ending := []string{"notes://all{?q}", "notes://all{/id}", "notes://all{#f}", "notes://all{/id}{?q}", "notes://all{/id}/x", "file:///srv/secret{/name}", "file:///srv/secret{/a}{/b}"}
+	continuing := []string{"notes://all{/id}x", "notes://all{?q}{x}", "notes://all{.x}", "notes://all{+x}", "file:///srv/secret{/a}{;b}", "file:///srv/secret{/a"}
+	templates := append(slices.Clone(ending), continuing...)
+	for _, tt := range []struct {
+		scope string
+		want  []string // the templates listed, and completed
+	}{
+		{"mcp notes:all files:secret", ending},
+		{"mcp notes:all notes:any files:secret files:read", templates},
+	} {
+		t.Run(tt.scope, func(t *testing.T) {
+			templatesHarness(t, cfg, tt.scope, templates, tt.want)
+		})
+	}
+}
+
 // TestTemplateBeforeACaseVariantOfARule: a resource template whose text
 // before the first '{' a rule's prefix extends when case is ignored
 // needs that rule too, for non-ASCII characters as for ASCII letters: a
