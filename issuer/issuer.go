@@ -155,6 +155,10 @@ func New(cfg Config, st store.Store) (*Issuer, error) {
 	for _, g := range tokenGrants(i) {
 		i.grants[g.name()] = g
 	}
+	// Before the set is first loaded: the revocations another issuer of
+	// this process on st commits from now on join it as they commit, and
+	// the load reads those committed before.
+	sameProcess.join(st, revs)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := i.SyncRevocations(ctx); err != nil {

@@ -2,7 +2,11 @@ package issuer
 
 import (
 	"context"
+	"reflect"
+	"slices"
+	"sync"
 	"time"
+	"weak"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
@@ -112,8 +116,70 @@ func (s revocationStore) Update(ctx context.Context, fn func(store.Tx) error) er
 	})
 	if err == nil && len(added) > 0 {
 		s.set.add(added)
+		for _, set := range sameProcess.sets(s.Store, s.set) {
+			set.add(added)
+		}
 	}
 	return err
+}
+
+// sameProcess holds the revocation set of every issuer of this process
+// on each store, so that a revocation one commits joins the others' sets
+// before its Update returns, as it joins its own. A configuration reload
+// runs the old configuration's issuer beside the new one's on one store
+// until the old one's servers have finished the requests they accepted:
+// a revocation either answers for is refused by both at once, rather
+// than at the other's next catch-up (Config.RevocationResync: bbolt and
+// the memory store notify no one). The sets are held weakly: an
+// issuer's set leaves with the issuer.
+var sameProcess revocationPeers
+
+type revocationPeers struct {
+	mu   sync.Mutex
+	byST map[store.Store][]weak.Pointer[revocationSet]
+}
+
+// join adds set to those of the issuers on st. A store whose value cannot
+// be a map key (no pointer) joins no one: its issuers catch up as
+// before.
+func (p *revocationPeers) join(st store.Store, set *revocationSet) {
+	if reflect.ValueOf(st).Kind() != reflect.Pointer {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.byST == nil {
+		p.byST = make(map[store.Store][]weak.Pointer[revocationSet])
+	}
+	p.byST[st] = append(p.live(st), weak.Make(set))
+}
+
+// sets returns the live sets on st other than own.
+func (p *revocationPeers) sets(st store.Store, own *revocationSet) []*revocationSet {
+	if reflect.ValueOf(st).Kind() != reflect.Pointer {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []*revocationSet
+	for _, w := range p.live(st) {
+		if set := w.Value(); set != nil && set != own {
+			out = append(out, set)
+		}
+	}
+	return out
+}
+
+// live drops st's sets whose issuers are gone and returns the others,
+// under p.mu.
+func (p *revocationPeers) live(st store.Store) []weak.Pointer[revocationSet] {
+	ws := slices.DeleteFunc(p.byST[st], func(w weak.Pointer[revocationSet]) bool { return w.Value() == nil })
+	if len(ws) == 0 {
+		delete(p.byST, st)
+		return nil
+	}
+	p.byST[st] = ws
+	return ws
 }
 
 // markerTx notes the markers written through it.

@@ -442,3 +442,48 @@ func revokedIn(t *testing.T, i *Issuer, jti, gid string) bool {
 	}
 	return revoked
 }
+
+// TestRevocationAtOnceAcrossReload: a configuration reload runs the old
+// configuration's issuer beside the new one's, on one store in one
+// process, until the old one's servers have finished the requests they
+// accepted. A revocation either answers 200 for is refused by the other's
+// gateways at once, as by its own, not at the other's next catch-up with
+// the store (revocation_resync, a second; bbolt and the memory store
+// notify no one).
+func TestRevocationAtOnceAcrossReload(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		open func(t *testing.T, clock *storetest.Clock) store.Store
+	}{
+		{"memory", func(t *testing.T, clock *storetest.Clock) store.Store {
+			return memory.New(memory.Options{Now: clock.Now, RunTwice: true})
+		}},
+		{"bolt", func(t *testing.T, clock *storetest.Clock) store.Store {
+			st, err := bolt.Open(filepath.Join(t.TempDir(), "mcp-auth.db"), bolt.Options{Now: clock.Now})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = st.Close() })
+			return st
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+			st := tt.open(t, clock)
+			old := newTokEnvStore(t, st, clock)
+			next := newTokEnvStore(t, st, clock) // the reload's: its set is loaded
+			name := map[*testEnv]string{old: "the old configuration's", next: "the new configuration's"}
+			for _, took := range []*testEnv{old, next} {
+				tok, jti, gid := clientTokenOf(t, took)
+				if r := took.post(t, pathRevoke, url.Values{"token": {tok}}, tConf+":"+tSecret); r.status != 200 {
+					t.Fatalf("revoke at %s issuer = %d %s", name[took], r.status, r.raw)
+				}
+				for _, e := range []*testEnv{old, next} {
+					if got, err := e.iss.Revoked(t.Context(), jti, gid); !got || err != nil {
+						t.Errorf("Revoked at %s issuer right after a revocation at %s = %v, %v, want true", name[e], name[took], got, err)
+					}
+				}
+			}
+		})
+	}
+}
