@@ -2,11 +2,12 @@
 // deployments that accept losing all state (sessions, refresh tokens,
 // registered clients) on restart.
 //
-// Transactions are copy-on-write per bucket: the first write to a bucket in
-// an Update clones that bucket's map, and commit swaps the clones in. Until
-// then the shared maps are untouched, so a failed or panicking fn leaves
-// nothing behind. Values are copied in and out and never mutated in place,
-// so clones can share them. Updates are serialized by a mutex; Views run
+// An Update writes to a change set of its own, key by key (a deletion is
+// a tombstone), which its reads see over the shared maps and commit
+// applies to them. Until then the shared maps are untouched, so a failed
+// or panicking fn leaves nothing behind, and a write costs the keys it
+// writes, not the size of its bucket. Values are copied in and out and
+// never mutated in place. Updates are serialized by a mutex; Views run
 // concurrently with each other.
 package memory
 
@@ -15,7 +16,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -101,11 +101,11 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
 	if s.runTwice {
 		// A run whose writes and result are thrown away, as after a
 		// serialization failure.
-		discard := &tx{s: s, now: s.now(), writable: true, dirty: make(map[string]bucket)}
+		discard := &tx{s: s, now: s.now(), writable: true, dirty: make(map[string]changes)}
 		_ = fn(discard)
 		discard.done = true
 	}
-	t := &tx{s: s, now: s.now(), writable: true, dirty: make(map[string]bucket)}
+	t := &tx{s: s, now: s.now(), writable: true, dirty: make(map[string]changes)}
 	defer func() { t.done = true }()
 	if err := fn(t); err != nil {
 		return err
@@ -114,7 +114,20 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("memory: update: %w", err)
 	}
-	maps.Copy(s.buckets, t.dirty)
+	for name, cs := range t.dirty {
+		b := s.buckets[name]
+		if b == nil {
+			b = make(bucket, len(cs))
+			s.buckets[name] = b
+		}
+		for k, c := range cs {
+			if c.deleted {
+				delete(b, k)
+			} else {
+				b[k] = c.entry
+			}
+		}
+	}
 	return nil
 }
 
@@ -158,28 +171,40 @@ type tx struct {
 	now      time.Time // one instant per transaction
 	writable bool
 	done     bool
-	dirty    map[string]bucket // clones of the buckets this Update wrote
+	// dirty is what this Update wrote, by bucket and key: commit applies
+	// it. Cloning a whole bucket on its first write instead made every
+	// write cost the bucket's size, under the lock every other Update
+	// waits for (a flood of sign-ins, each a session and a pending
+	// request, slowed every write to those buckets down as it grew).
+	dirty map[string]changes
 }
 
-// read returns the bucket as this transaction sees it (nil if absent).
-func (t *tx) read(name string) bucket {
-	if b, ok := t.dirty[name]; ok {
-		return b
+// changes are an Update's writes to one bucket.
+type changes map[string]change
+
+// change is a key's entry as an Update wrote it, or its deletion.
+type change struct {
+	entry
+	deleted bool
+}
+
+// get returns key's entry as this transaction sees it, live or not.
+func (t *tx) get(name, key string) (entry, bool) {
+	if c, ok := t.dirty[name][key]; ok {
+		return c.entry, !c.deleted
 	}
-	return t.s.buckets[name]
+	e, ok := t.s.buckets[name][key]
+	return e, ok
 }
 
-// write returns this transaction's private clone of the bucket.
-func (t *tx) write(name string) bucket {
-	b, ok := t.dirty[name]
+// write records key's change.
+func (t *tx) write(name, key string, c change) {
+	cs, ok := t.dirty[name]
 	if !ok {
-		b = maps.Clone(t.s.buckets[name])
-		if b == nil {
-			b = make(bucket)
-		}
-		t.dirty[name] = b
+		cs = make(changes)
+		t.dirty[name] = cs
 	}
-	return b
+	cs[key] = c
 }
 
 func (t *tx) check(bucket, key string, write bool) error {
@@ -200,7 +225,7 @@ func (t *tx) Get(bucket, key string) ([]byte, error) {
 	if err := t.check(bucket, key, false); err != nil {
 		return nil, err
 	}
-	e, ok := t.read(bucket)[key]
+	e, ok := t.get(bucket, key)
 	if !ok || !e.live(t.now) {
 		return nil, fmt.Errorf("memory: get %s/%q: %w", bucket, key, store.ErrNotFound)
 	}
@@ -214,7 +239,7 @@ func (t *tx) Put(bucket, key string, value []byte, expires time.Time) error {
 	// Clone of nil is nil; store an empty value instead so Get returns
 	// a non-nil slice, like bbolt.
 	v := append(make([]byte, 0, len(value)), value...)
-	t.write(bucket)[key] = entry{value: v, expires: expires}
+	t.write(bucket, key, change{entry: entry{value: v, expires: expires}})
 	return nil
 }
 
@@ -222,7 +247,7 @@ func (t *tx) Create(bucket, key string, value []byte, expires time.Time) error {
 	if err := t.check(bucket, key, true); err != nil {
 		return err
 	}
-	if e, ok := t.read(bucket)[key]; ok && e.live(t.now) {
+	if e, ok := t.get(bucket, key); ok && e.live(t.now) {
 		return fmt.Errorf("memory: create %s/%q: %w", bucket, key, store.ErrAlreadyExists)
 	}
 	return t.Put(bucket, key, value, expires)
@@ -232,8 +257,8 @@ func (t *tx) Delete(bucket, key string) error {
 	if err := t.check(bucket, key, true); err != nil {
 		return err
 	}
-	if _, ok := t.read(bucket)[key]; ok {
-		delete(t.write(bucket), key)
+	if _, ok := t.get(bucket, key); ok {
+		t.write(bucket, key, change{deleted: true})
 	}
 	return nil
 }
@@ -243,10 +268,15 @@ func (t *tx) List(bucket, prefix string, fn func(key string, value []byte) error
 	if err := t.check(bucket, "-", false); err != nil {
 		return err
 	}
-	b := t.read(bucket)
+	cs := t.dirty[bucket]
 	var keys []string
-	for k, e := range b {
-		if strings.HasPrefix(k, prefix) && e.live(t.now) {
+	for k, e := range t.s.buckets[bucket] {
+		if _, changed := cs[k]; !changed && strings.HasPrefix(k, prefix) && e.live(t.now) {
+			keys = append(keys, k)
+		}
+	}
+	for k, c := range cs {
+		if !c.deleted && strings.HasPrefix(k, prefix) && c.live(t.now) {
 			keys = append(keys, k)
 		}
 	}
@@ -254,7 +284,8 @@ func (t *tx) List(bucket, prefix string, fn func(key string, value []byte) error
 	// Snapshot the values first so fn may write to this bucket.
 	values := make([][]byte, len(keys))
 	for i, k := range keys {
-		values[i] = bytes.Clone(b[k].value)
+		e, _ := t.get(bucket, k)
+		values[i] = bytes.Clone(e.value)
 	}
 	for i, k := range keys {
 		if err := fn(k, values[i]); err != nil {
