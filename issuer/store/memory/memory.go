@@ -6,9 +6,10 @@
 // a tombstone), which its reads see over the shared maps and commit
 // applies to them. Until then the shared maps are untouched, so a failed
 // or panicking fn leaves nothing behind, and a write costs the keys it
-// writes, not the size of its bucket. Values are copied in and out and
-// never mutated in place. Updates are serialized by a mutex; Views run
-// concurrently with each other.
+// writes, not the size of its bucket. Each bucket keeps its keys in order
+// too (order.go), so that a List costs the keys under its prefix. Values
+// are copied in and out and never mutated in place. Updates are
+// serialized by a mutex; Views run concurrently with each other.
 package memory
 
 import (
@@ -49,10 +50,32 @@ type Store struct {
 
 	mu      sync.RWMutex
 	closed  bool
-	buckets map[string]bucket
+	buckets map[string]*bucket
 }
 
-type bucket map[string]entry
+// bucket is a bucket's entries, and their keys in order.
+type bucket struct {
+	entries map[string]entry
+	order   *order
+}
+
+func newBucket() *bucket { return &bucket{entries: make(map[string]entry), order: newOrder()} }
+
+// set stores e under key.
+func (b *bucket) set(key string, e entry) {
+	if _, ok := b.entries[key]; !ok {
+		b.order.insert(key)
+	}
+	b.entries[key] = e
+}
+
+// remove deletes key.
+func (b *bucket) remove(key string) {
+	if _, ok := b.entries[key]; ok {
+		delete(b.entries, key)
+		b.order.remove(key)
+	}
+}
 
 // entry is immutable once stored.
 type entry struct {
@@ -70,7 +93,7 @@ func New(opts Options) *Store {
 	if now == nil {
 		now = time.Now
 	}
-	return &Store{now: now, runTwice: opts.RunTwice, buckets: make(map[string]bucket)}
+	return &Store{now: now, runTwice: opts.RunTwice, buckets: make(map[string]*bucket)}
 }
 
 // View implements store.Store.
@@ -117,14 +140,14 @@ func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
 	for name, cs := range t.dirty {
 		b := s.buckets[name]
 		if b == nil {
-			b = make(bucket, len(cs))
+			b = newBucket()
 			s.buckets[name] = b
 		}
 		for k, c := range cs {
 			if c.deleted {
-				delete(b, k)
+				b.remove(k)
 			} else {
-				b[k] = c.entry
+				b.set(k, c.entry)
 			}
 		}
 	}
@@ -144,9 +167,9 @@ func (s *Store) Purge(ctx context.Context) (int, error) {
 	now := s.now()
 	n := 0
 	for _, b := range s.buckets {
-		for k, e := range b {
+		for k, e := range b.entries {
 			if !e.live(now) {
-				delete(b, k)
+				b.remove(k)
 				n++
 			}
 		}
@@ -193,8 +216,11 @@ func (t *tx) get(name, key string) (entry, bool) {
 	if c, ok := t.dirty[name][key]; ok {
 		return c.entry, !c.deleted
 	}
-	e, ok := t.s.buckets[name][key]
-	return e, ok
+	if b := t.s.buckets[name]; b != nil {
+		e, ok := b.entries[key]
+		return e, ok
+	}
+	return entry{}, false
 }
 
 // write records key's change.
@@ -270,17 +296,25 @@ func (t *tx) List(bucket, prefix string, fn func(key string, value []byte) error
 	}
 	cs := t.dirty[bucket]
 	var keys []string
-	for k, e := range t.s.buckets[bucket] {
-		if _, changed := cs[k]; !changed && strings.HasPrefix(k, prefix) && e.live(t.now) {
-			keys = append(keys, k)
+	if b := t.s.buckets[bucket]; b != nil {
+		for k := range b.order.from(prefix) {
+			if !strings.HasPrefix(k, prefix) {
+				break
+			}
+			if _, changed := cs[k]; !changed && b.entries[k].live(t.now) {
+				keys = append(keys, k)
+			}
 		}
 	}
+	merged := false
 	for k, c := range cs {
 		if !c.deleted && strings.HasPrefix(k, prefix) && c.live(t.now) {
-			keys = append(keys, k)
+			keys, merged = append(keys, k), true
 		}
 	}
-	slices.Sort(keys) // string order is byte order
+	if merged {
+		slices.Sort(keys) // string order is byte order
+	}
 	// Snapshot the values first so fn may write to this bucket.
 	values := make([][]byte, len(keys))
 	for i, k := range keys {
