@@ -99,14 +99,24 @@ func (a *App) checkGatewayResources() error {
 			first[res] = h
 			continue
 		}
-		pj, err1 := prev.settings()
-		hj, err2 := h.settings()
-		if err := cmp.Or(err1, err2); err != nil {
-			return fmt.Errorf("mcp_gateway %s: %w", h.Resource, err)
+		if err := sameGateway(prev, h); err != nil {
+			return err
 		}
-		if !bytes.Equal(pj, hj) {
-			return fmt.Errorf("mcp_gateway %s is configured twice, differently (as %s before): a token for the resource is taken by both, so each must enforce the same rules; give each server its own resource URL, or import one snippet in both sites", h.Resource, prev.Resource)
-		}
+	}
+	return nil
+}
+
+// sameGateway refuses h, a gateway for the resource of prev, an earlier
+// gateway of the configuration, unless the two are configured alike (see
+// checkGatewayResources).
+func sameGateway(prev, h *GatewayHandler) error {
+	pj, err1 := prev.settings()
+	hj, err2 := h.settings()
+	if err := cmp.Or(err1, err2); err != nil {
+		return fmt.Errorf("mcp_gateway %s: %w", h.Resource, err)
+	}
+	if !bytes.Equal(pj, hj) {
+		return fmt.Errorf("mcp_gateway %s is configured twice, differently (as %s before): a token for the resource is taken by both, so each must enforce the same rules; give each server its own resource URL, or import one snippet in both sites", h.Resource, prev.Resource)
 	}
 	return nil
 }

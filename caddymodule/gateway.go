@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -188,6 +189,9 @@ type GatewayHandler struct {
 	cfg   gateway.Config // what start completes
 	gw    *gateway.Gateway
 	keys  *gateway.RemoteKeys // a remote issuer's: its refresh ends at Cleanup
+	// config is the configuration of a gateway without an mcp_auth app,
+	// under which applessGateways holds it.
+	config caddy.Module
 }
 
 // Introspection configures RFC 7662 introspection of opaque tokens.
@@ -434,8 +438,66 @@ func (h *GatewayHandler) Provision(ctx caddy.Context) error {
 		}
 		h.app, h.local = app, local
 		app.gateways = append(app.gateways, h)
+		return nil
 	}
+	return h.joinAppless(ctx)
+}
+
+// applessGateways are the gateways of the configurations without an
+// mcp_auth app (gateways in front of another authorization server) by
+// configuration: the first module of a handler's lineage, its http app.
+// Each is compared with those of its configuration provisioned before
+// it, as the app's Start compares the gateways of a configuration with
+// the app (checkGatewayResources); it leaves at its Cleanup, when its
+// configuration failed to load or was replaced.
+var applessGateways struct {
+	sync.Mutex
+	byConfig map[caddy.Module][]*GatewayHandler
+}
+
+// joinAppless refuses h when a gateway of its configuration provisioned
+// before it is for the same resource and configured otherwise (see
+// checkGatewayResources), and records it for the gateways after it.
+func (h *GatewayHandler) joinAppless(ctx caddy.Context) error {
+	mods := ctx.Modules()
+	if len(mods) == 0 || reflect.TypeOf(mods[0]).Kind() != reflect.Pointer {
+		return nil // provisioned outside a configuration (tests)
+	}
+	config := mods[0]
+	g := &applessGateways
+	g.Lock()
+	defer g.Unlock()
+	res := issuer.CanonicalResource(h.Resource)
+	for _, prev := range g.byConfig[config] {
+		if issuer.CanonicalResource(prev.Resource) == res {
+			if err := sameGateway(prev, h); err != nil {
+				return err
+			}
+			break
+		}
+	}
+	if g.byConfig == nil {
+		g.byConfig = make(map[caddy.Module][]*GatewayHandler)
+	}
+	g.byConfig[config] = append(g.byConfig[config], h)
+	h.config = config
 	return nil
+}
+
+// leaveAppless takes h out of applessGateways.
+func (h *GatewayHandler) leaveAppless() {
+	if h.config == nil {
+		return
+	}
+	g := &applessGateways
+	g.Lock()
+	defer g.Unlock()
+	if rest := slices.DeleteFunc(g.byConfig[h.config], func(o *GatewayHandler) bool { return o == h }); len(rest) > 0 {
+		g.byConfig[h.config] = rest
+	} else {
+		delete(g.byConfig, h.config)
+	}
+	h.config = nil
 }
 
 // errLocalRemoteOptions: options for a remote issuer's tokens given to a
@@ -785,6 +847,7 @@ func (h *GatewayHandler) Cleanup() error {
 	if h.keys != nil {
 		h.keys.Close()
 	}
+	h.leaveAppless()
 	return nil
 }
 

@@ -341,6 +341,83 @@ http://127.0.0.1:%[3]d {
 	}
 }
 
+// TestGatewayResourceTwiceWithoutApp: a configuration without the
+// mcp_auth app (gateways in front of another authorization server) is
+// held to the same rule as TestGatewayResourceTwice: two gateways for one
+// resource take the same tokens, so they must be configured alike.
+// Without the app nothing compared them, and the site a caller chose
+// (here by naming another host on the same port) decided which rules its
+// token met.
+func TestGatewayResourceTwiceWithoutApp(t *testing.T) {
+	port := harness.FreePort(t)
+	local := fmt.Sprintf("localhost:%d", port)
+	render := func(second string) string {
+		return fmt.Sprintf(`{
+	admin off
+	skip_install_trust
+}
+
+(gw) {
+	mcp_gateway {
+		resource http://%[1]s/mcp
+		issuer https://idp.example.com
+		scope read
+		tool delete_* admin
+		tool * read
+	}
+}
+
+http://%[1]s {
+	import gw
+	respond "upstream"
+}
+
+http://127.0.0.1:%[2]d {
+	%[3]s
+	respond "upstream"
+}
+`, local, port, second)
+	}
+	for _, tt := range []struct{ name, second string }{
+		{"fewer rules", `mcp_gateway {
+		resource http://` + local + `/mcp
+		issuer https://idp.example.com
+		scope read
+		tool * read
+	}`},
+		{"another issuer", `mcp_gateway {
+		resource http://` + local + `/mcp
+		issuer https://idp2.example.com
+		scope read
+		tool delete_* admin
+		tool * read
+	}`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := harness.Load(t, render(tt.second))
+			if err == nil {
+				_ = caddy.Stop()
+				t.Fatal("Load() = nil, want the second gateway for the resource refused")
+			}
+			want := fmt.Sprintf("mcp_gateway http://%[1]s/mcp is configured twice, differently (as http://%[1]s/mcp before)", local)
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("Load() error = %v\nwant it to contain %q", err, want)
+			}
+		})
+	}
+	// One snippet in both sites is one policy; a configuration that
+	// failed to load, and one replaced, leave nothing behind that the
+	// next load would compare with.
+	for range 2 {
+		if err := harness.Load(t, render("import gw")); err != nil {
+			t.Fatalf("Load() = %v, want the same gateway in both sites loaded", err)
+		}
+	}
+	if err := caddy.Stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestIssuerOffSiteWarns: mcp_issuer in a site that does not serve the
 // issuer URL (another host on its port, or another port) answers there
 // with metadata naming the issuer URL and sign-in pages whose sign-in is
