@@ -444,6 +444,58 @@ func TestIntrospectionCache(t *testing.T) {
 			t.Fatalf("after recovery: status = %d, want 200", s)
 		}
 	})
+	// README (Introspection): an active answer is reused for at most
+	// `cache`, default 1m; an inactive one for 10 s, at most `cache`.
+	t.Run("documented defaults", func(t *testing.T) {
+		for _, tt := range []struct {
+			name, token      string
+			cache            time.Duration // configured; 0 the default
+			active, inactive time.Duration // reuse documented
+		}{
+			{"cache left out", "unset", 0, time.Minute, 10 * time.Second},
+			{"cache 3s", "3s", 3 * time.Second, 3 * time.Second, 3 * time.Second},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				now := &clock{t: testNow}
+				cfg := introspectionConfig(t, f, now)
+				cfg.IntrospectionCache = tt.cache
+				h := newHarness(t, cfg, nil)
+				status := func(token string) int {
+					t.Helper()
+					resp := h.do(t, call{body: toolCall("read_a"), token: token})
+					readBody(t, resp)
+					return resp.StatusCode
+				}
+				// Each answer is cached once, then the endpoint says the
+				// opposite: the cached answer stands until the documented
+				// bound, and not at it.
+				for _, c := range []struct {
+					token       string
+					first, then map[string]any
+					reuse       time.Duration
+					cached, new int
+				}{
+					{"tok-default-active-" + tt.token, active(), map[string]any{"active": false}, tt.active, 200, 401},
+					{"tok-default-inactive-" + tt.token, map[string]any{"active": false}, active(), tt.inactive, 401, 200},
+				} {
+					now.set(testNow)
+					f.set(c.token, c.first)
+					if s := status(c.token); s != c.cached {
+						t.Fatalf("%s: status = %d, want %d", c.token, s, c.cached)
+					}
+					f.set(c.token, c.then)
+					now.add(c.reuse - time.Second)
+					if s := status(c.token); s != c.cached {
+						t.Errorf("%s: %v after the answer: status = %d, want %d (reused for %v)", c.token, c.reuse-time.Second, s, c.cached, c.reuse)
+					}
+					now.add(time.Second)
+					if s := status(c.token); s != c.new {
+						t.Errorf("%s: %v after the answer: status = %d, want %d (reused no longer than %v)", c.token, c.reuse, s, c.new, c.reuse)
+					}
+				}
+			})
+		}
+	})
 	t.Run("negative cache bounded", func(t *testing.T) {
 		g := h.g
 		for i := range 3 * inactiveCacheSize / 2 {
