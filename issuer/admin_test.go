@@ -628,6 +628,14 @@ func TestAdminBackup(t *testing.T) {
 		t.Fatal(err)
 	}
 	runAPI(t, adminServer(t, mem), apiCase{"memory", "GET", "/mcp-auth/backup", "", 501, "memory storage keeps nothing across restarts"})
+	// README (Admin API, backup): 501 with memory or postgres storage.
+	pg, err := postgres.Open(t.Context(), pgtest.NewDatabase(t), postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pg.Close() })
+	onPG, _ := newAdminIssuerOn(t, pg, nil)
+	runAPI(t, adminServer(t, onPG), apiCase{"postgres", "GET", "/mcp-auth/backup", "", 501, "back up postgres storage with pg_dump"})
 	runAPI(t, srv, apiCase{"POST", "POST", "/mcp-auth/backup", "", 405, ""})
 }
 
