@@ -151,6 +151,11 @@ func (p *revocationPeers) join(st store.Store, set *revocationSet) {
 	if p.byST == nil {
 		p.byST = make(map[store.Store][]weak.Pointer[revocationSet])
 	}
+	// Stores whose issuers are all gone (a reload moved to another)
+	// are let go: the map would keep them.
+	for other := range p.byST {
+		p.live(other)
+	}
 	p.byST[st] = append(p.live(st), weak.Make(set))
 }
 
