@@ -687,6 +687,39 @@ func TestArgRuleEmptyClaim(t *testing.T) {
 	}
 }
 
+// TestArgRulePrefixNameWithSlash backs README's argument rules: a claim
+// fills a prefix as it is, so `prefix /home/{token.sub}/` gives user x
+// the home of user x/alice (names may hold "/": a metadata document's
+// URL is a client id, an identity provider's subject may hold one), the
+// README's regex beside it too; the gateway cannot tell that a path
+// under one user's prefix is another's.
+func TestArgRulePrefixNameWithSlash(t *testing.T) {
+	h := newHarness(t, argConfig(t), nil)
+	c := claims()
+	c["sub"] = "x"
+	x := mint(t, c)
+	c["sub"], c["jti"] = "x/alice", "jti-2"
+	xAlice := mint(t, c)
+	for _, tt := range []struct {
+		who, token, path string
+		status           int
+	}{
+		{"x", x, "/home/x/notes", http.StatusOK},
+		{"x/alice", xAlice, "/home/x/alice/notes", http.StatusOK},
+		{"x", x, "/home/x/alice/notes", http.StatusOK}, // x/alice's, to x's rule
+		{"x/alice", xAlice, "/home/x/notes", http.StatusForbidden},
+	} {
+		for _, tool := range []string{"prefix", "read_file"} {
+			body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"` + tool + `","arguments":{"path":` + quote(tt.path) + `}}}`
+			resp := h.do(t, call{body: body, token: tt.token})
+			got := readBody(t, resp)
+			if resp.StatusCode != tt.status {
+				t.Errorf("%s: %s %s = %d, want %d (%s)", tt.who, tool, tt.path, resp.StatusCode, tt.status, got)
+			}
+		}
+	}
+}
+
 // With pinning, the gateway knows each tool's input schema, and so the
 // default a server fills in for an argument a call leaves out: an
 // optional argument rule holds for that default too, as if it had been
