@@ -116,6 +116,19 @@ func (i *Issuer) consentPost(w http.ResponseWriter, r *http.Request) {
 	}
 	switch r.PostForm.Get("decision") {
 	case "deny":
+		if ar.prompt("consent") {
+			// Asked again (prompt=consent), the user said no: the
+			// approval given before must not pass the client's next
+			// request without it. A page shown for more scopes than
+			// were approved leaves the approval as it was.
+			err := i.store.Update(ctx, func(tx store.Tx) error {
+				return consentsIn(tx).delete(s.User, ar.ClientID, r.PostForm.Get("resource"), ar.Actor)
+			})
+			if err != nil {
+				i.pages.serverErrorPage(w, err)
+				return
+			}
+		}
 		fail(ErrAccessDenied.WithDescription("the user denied the request"))
 	case "approve":
 		c, u, err := i.requestParties(ctx, s, ar)

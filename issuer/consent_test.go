@@ -676,3 +676,49 @@ func TestRememberedConsentsBounded(t *testing.T) {
 		t.Errorf("authorize again: Location %q, want a code", loc)
 	}
 }
+
+// TestConsentDenyOnPromptConsentForgets: Deny on a consent page that
+// prompt=consent asked for forgets the remembered consent, so the
+// client's next request without prompt=consent shows the page again
+// (prompt=none: consent_required) rather than passing on the approval
+// the user just took back. Deny on a page shown for more scopes than
+// were approved leaves the approval as it was.
+func TestConsentDenyOnPromptConsentForgets(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	c := e.webSignedIn(t) // files:read approved
+	authorize := func(t *testing.T, p url.Values) string {
+		t.Helper()
+		resp, err := c.Get(e.url(pathAuthorize, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.Header.Get("Location")
+	}
+	deny := func(t *testing.T, p url.Values) {
+		t.Helper()
+		u, err := e.robot(c, e.url(pathAuthorize, p), bWebRedirect, bUser, bPassword, "deny")
+		if err != nil || u.Query().Get("error") != "access_denied" {
+			t.Fatalf("deny: %v, %v; want access_denied at the redirect URI", u, err)
+		}
+	}
+
+	broader := webAuthParams(testChallenge)
+	broader.Set("scope", "files:read files:write")
+	deny(t, broader)
+	if loc := authorize(t, webAuthParams(testChallenge)); !strings.Contains(loc, "code=") {
+		t.Fatalf("after denying more scopes: Location %q, want a code on the approval kept", loc)
+	}
+
+	again := webAuthParams(testChallenge)
+	again.Set("prompt", "consent")
+	deny(t, again)
+	if loc := authorize(t, webAuthParams(testChallenge)); !strings.HasPrefix(loc, pathConsent+"?req=") {
+		t.Errorf("after denying prompt=consent: Location %q, want the consent page", loc)
+	}
+	none := webAuthParams(testChallenge)
+	none.Set("prompt", "none")
+	if loc := authorize(t, none); !strings.Contains(loc, "error=consent_required") {
+		t.Errorf("prompt=none after denying prompt=consent: Location %q, want consent_required", loc)
+	}
+}
