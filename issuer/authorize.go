@@ -35,6 +35,22 @@ var authorizeParams = []string{
 	"prompt", "max_age", "dpop_jkt", "id_token_hint",
 }
 
+// forwardedAuthorizeParams are the parameters of a cross-site POST that
+// its GET form carries on: those an authorization request reads
+// (authorizeParams), and request and request_uri, answered as they are.
+// Others would be ignored, and a client that posts its client_secret,
+// a client_assertion or a code_verifier here would have it in a URL,
+// which the browser's history and access logs (Location) keep.
+func forwardedAuthorizeParams(params url.Values) url.Values {
+	out := url.Values{}
+	for _, k := range slices.Concat(authorizeParams, []string{"request", "request_uri"}) {
+		if v, ok := params[k]; ok {
+			out[k] = v
+		}
+	}
+	return out
+}
+
 const (
 	maxAuthorizeParam  = 2000 // as long as a client_id or redirect URI may be
 	maxAuthorizeParams = 4 << 10
@@ -192,7 +208,7 @@ func (i *Issuer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 			if _, err := parsePrompt(params.Get("prompt")); len(params["id_token_hint"]) == 1 && err != nil {
 				params.Del("id_token_hint")
 			}
-			i.pages.seeOther(w, r, i.base+pathAuthorize+"?"+params.Encode())
+			i.pages.seeOther(w, r, i.base+pathAuthorize+"?"+forwardedAuthorizeParams(params).Encode())
 			return
 		}
 	default:

@@ -1047,6 +1047,50 @@ func TestAuthorizeReauthenticationEnforced(t *testing.T) {
 	}
 }
 
+// TestAuthorizePostWithoutCookieDropsCredentials: the GET form a
+// cross-site POST to /authorize is sent on to carries the parameters an
+// authorization request reads, not a credential a client posted along
+// (client_secret, client_assertion, code_verifier), which would
+// otherwise be in the 303's Location (access logs, the browser's
+// history); the GET still answers with a code.
+func TestAuthorizePostWithoutCookieDropsCredentials(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	c := e.webSignedIn(t)
+	form := webAuthParams(testChallenge)
+	form.Set("client_secret", "hunter2-secret")
+	form.Set("client_assertion", "eyJhbGciOiJFUzI1NiJ9.assertion.sig")
+	form.Set("code_verifier", "verifier-of-another-code")
+	form.Set("extension", "x")
+	resp, err := e.browser().PostForm(e.url(pathAuthorize, nil), form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	raw := resp.Header.Get("Location")
+	loc, err := url.Parse(raw)
+	if err != nil || resp.StatusCode != http.StatusSeeOther || loc.Path != pathAuthorize {
+		t.Fatalf("POST /authorize without a cookie = %d Location %q, want 303 to GET /authorize", resp.StatusCode, raw)
+	}
+	for _, secret := range []string{"hunter2-secret", "assertion", "verifier-of-another-code", "extension"} {
+		if strings.Contains(raw, secret) {
+			t.Errorf("Location %q holds %q", raw, secret)
+		}
+	}
+	for k := range webAuthParams(testChallenge) {
+		if loc.Query().Get(k) != form.Get(k) {
+			t.Errorf("Location %q: %s = %q, want %q", raw, k, loc.Query().Get(k), form.Get(k))
+		}
+	}
+	resp, err = c.Get(e.srv.URL + loc.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got, _ := url.Parse(resp.Header.Get("Location")); !strings.HasPrefix(got.String(), bWebRedirect+"?") || got.Query().Get("code") == "" {
+		t.Errorf("GET after the POST: Location %q, want a code", got)
+	}
+}
+
 // TestAuthorizePostWithoutCookieKeepsSession: a cross-site POST to
 // /authorize arrives without the SameSite=Lax session cookie. It is sent
 // on to the GET form of the same request, which the browser makes with
