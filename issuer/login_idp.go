@@ -284,7 +284,7 @@ func (i *Issuer) idpCallback(p *idpClient) http.HandlerFunc {
 		var re *oauth2.RetrieveError
 		switch {
 		case errors.As(err, &re):
-			refused(idpReasonToken, name+" did not complete the sign-in.", err)
+			refused(idpReasonToken, name+" did not complete the sign-in.", tokenRefusal(re))
 			return
 		case err != nil:
 			i.idpUnavailable(w, p, err)
@@ -497,6 +497,23 @@ const unplacedIssuer = "(unplaced at a re-point)"
 func (u *User) accountOf(p *IdentityProvider, id *idpIdentity) bool {
 	return u.IdentityProvider == p.Name && u.IdPSubject == id.subject &&
 		(u.IdPIssuer == "" || u.IdPIssuer == p.Issuer && u.IdPTenant == p.Tenant)
+}
+
+// tokenRefusal is what the log says of a provider's refused token
+// request: its status and OAuth error code, bounded. Not the error
+// golang.org/x/oauth2 makes of it, which holds the whole answer (up to
+// idpMaxBytes) when it is no OAuth error, and the error_description when
+// it is: text of the provider's choosing, which may echo the request
+// (the client secret, the code and the PKCE verifier).
+func tokenRefusal(re *oauth2.RetrieveError) error {
+	status := "no status"
+	if re.Response != nil {
+		status = strings.ToValidUTF8(truncate(re.Response.Status, 100), "?")
+	}
+	if re.ErrorCode == "" {
+		return fmt.Errorf("the token endpoint answered %s, not an OAuth error", status)
+	}
+	return fmt.Errorf("the token endpoint answered %s, error %q", status, strings.ToValidUTF8(truncate(re.ErrorCode, 100), "?"))
 }
 
 // idpUnavailable answers when provider p cannot be reached.

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -44,20 +45,21 @@ type stubIdP struct {
 
 	mu sync.Mutex
 	// The next sign-ins' user and the test's changes.
-	claims                jwt.MapClaims              // sub, email, groups...
-	editToken             func(jwt.MapClaims)        // last changes to the ID token's claims
-	signWith              *ecdsa.PrivateKey          // nil: the published key
-	editRedirect          func(q url.Values)         // changes to the redirect back
-	padDiscovery, padJWKS int                        // bytes of filler in those answers
-	issParameter          bool                       // metadata says answers carry iss (RFC 9207)
-	hangToken             bool                       // the token endpoint never answers
-	codes                 map[string]stubCode        // issued, not yet redeemed
-	tokenAuth             []string                   // Authorization header of each token request
-	tokenTwice            [2]string                  // a claim named first with a raw value, then as claims has it
-	discoveryTwice        [2]string                  // a metadata member named first with a raw value
-	jwksTwice             [2]string                  // a key set member named first with a raw value
-	forge                 func(jwt.MapClaims) string // the ID token instead of one signed with the key
-	metaIssuer            string                     // the issuer the metadata names, when not its own
+	claims                jwt.MapClaims                            // sub, email, groups...
+	editToken             func(jwt.MapClaims)                      // last changes to the ID token's claims
+	signWith              *ecdsa.PrivateKey                        // nil: the published key
+	editRedirect          func(q url.Values)                       // changes to the redirect back
+	padDiscovery, padJWKS int                                      // bytes of filler in those answers
+	issParameter          bool                                     // metadata says answers carry iss (RFC 9207)
+	hangToken             bool                                     // the token endpoint never answers
+	failToken             func(http.ResponseWriter, *http.Request) // answers token requests instead
+	codes                 map[string]stubCode                      // issued, not yet redeemed
+	tokenAuth             []string                                 // Authorization header of each token request
+	tokenTwice            [2]string                                // a claim named first with a raw value, then as claims has it
+	discoveryTwice        [2]string                                // a metadata member named first with a raw value
+	jwksTwice             [2]string                                // a key set member named first with a raw value
+	forge                 func(jwt.MapClaims) string               // the ID token instead of one signed with the key
+	metaIssuer            string                                   // the issuer the metadata names, when not its own
 }
 
 type stubCode struct {
@@ -163,7 +165,7 @@ func (s *stubIdP) token(w http.ResponseWriter, r *http.Request) {
 	s.tokenAuth = append(s.tokenAuth, r.Header.Get("Authorization"))
 	c, ok := s.codes[r.PostForm.Get("code")]
 	delete(s.codes, r.PostForm.Get("code"))
-	hang, edit, key, dup, forge := s.hangToken, s.editToken, s.signWith, s.tokenTwice, s.forge
+	hang, edit, key, dup, forge, fail := s.hangToken, s.editToken, s.signWith, s.tokenTwice, s.forge, s.failToken
 	claims := jwt.MapClaims{}
 	for k, v := range s.claims {
 		claims[k] = v
@@ -171,6 +173,10 @@ func (s *stubIdP) token(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	if hang {
 		<-r.Context().Done() // the client gives up
+		return
+	}
+	if fail != nil {
+		fail(w, r)
 		return
 	}
 	if !ok || r.PostForm.Get("redirect_uri") != c.redirect ||
@@ -582,6 +588,73 @@ func TestIdPAnswerLimits(t *testing.T) {
 			}
 			if n := e.count(bucketUsers); tt.wantStatus != http.StatusSeeOther && n != 0 {
 				t.Errorf("%d users provisioned", n)
+			}
+		})
+	}
+}
+
+// TestIdPTokenErrorAnswerNotLogged: a provider's token endpoint that
+// fails with a page of its own (not an OAuth error) has its page kept out
+// of the log. golang.org/x/oauth2 puts the whole answer, up to 1 MiB, in
+// its error, and the log wrote that error: a page that echoes the
+// request (a debugging proxy's, a misconfigured provider's) put the
+// issuer's client secret at the provider, the code and the PKCE verifier
+// in the log, and every failed sign-in wrote a line as long as the page.
+// The log names the status and the OAuth error code instead.
+func TestIdPTokenErrorAnswerNotLogged(t *testing.T) {
+	const filler = "filler-of-the-provider-page-"
+	tests := []struct {
+		name     string
+		answer   func(w http.ResponseWriter, echo string)
+		wantLogs string
+	}{
+		{"a page echoing the request", func(w http.ResponseWriter, echo string) {
+			w.Header().Set("Content-Type", "text/html")
+			w.WriteHeader(http.StatusInternalServerError)
+			_, _ = io.WriteString(w, "<pre>"+echo+"</pre>"+strings.Repeat(filler, 4<<10))
+		}, "500 Internal Server Error"},
+		{"an OAuth error whose description echoes the request", func(w http.ResponseWriter, echo string) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			_ = json.NewEncoder(w).Encode(map[string]string{"error": "invalid_grant", "error_description": echo + strings.Repeat(filler, 4<<10)})
+		}, "invalid_grant"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e, stub, logs := newIdPEnv(t, nil)
+			var mu sync.Mutex
+			var sent []string
+			stub.set(func(s *stubIdP) {
+				s.failToken = func(w http.ResponseWriter, r *http.Request) {
+					echo := r.Header.Get("Authorization") + "\n" + r.PostForm.Encode()
+					mu.Lock()
+					sent = append(sent, r.Header.Get("Authorization"), r.PostForm.Get("code"), r.PostForm.Get("code_verifier"))
+					mu.Unlock()
+					tt.answer(w, echo)
+				}
+			})
+			res := e.idpSignIn(t, e.browser())
+			if res.status != http.StatusForbidden || !strings.Contains(res.body, "did not complete the sign-in") {
+				t.Fatalf("sign-in = %d %q, want 403 did not complete the sign-in", res.status, res.body)
+			}
+			mu.Lock()
+			secrets := append([]string{"stub-secret", filler}, sent...)
+			mu.Unlock()
+			named := false
+			for _, entry := range logs.All() {
+				line := entry.Message + fmt.Sprint(entry.ContextMap())
+				for _, s := range secrets {
+					if s != "" && strings.Contains(line, s) {
+						t.Errorf("log %q holds %.40q of the provider's answer or the request: %.300s", entry.Message, s, line)
+					}
+				}
+				if len(line) > 2<<10 {
+					t.Errorf("log %q is %d bytes long", entry.Message, len(line))
+				}
+				named = named || entry.Message == "identity provider login refused" && strings.Contains(line, tt.wantLogs)
+			}
+			if !named {
+				t.Errorf("no log of the refused sign-in naming %q", tt.wantLogs)
 			}
 		})
 	}
