@@ -240,6 +240,7 @@ type PostgresStorage struct {
 
 	key string // in stores
 	st  store.Store
+	log *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -251,7 +252,8 @@ func (PostgresStorage) CaddyModule() caddy.ModuleInfo {
 }
 
 // Provision checks the DSN. It connects to nothing: see Storage.
-func (p *PostgresStorage) Provision(caddy.Context) error {
+func (p *PostgresStorage) Provision(ctx caddy.Context) error {
+	p.log = ctx.Logger()
 	return checkDSN(p.DSN)
 }
 
@@ -274,6 +276,7 @@ func (p *PostgresStorage) Open() (store.Store, error) {
 		if err != nil {
 			return nil, fmt.Errorf("storage: %w", err)
 		}
+		p.warnParameterLogging(ctx, st)
 		return pooledStore{st}, nil
 	})
 	if err != nil {
@@ -281,6 +284,25 @@ func (p *PostgresStorage) Open() (store.Store, error) {
 	}
 	p.key, p.st = key, v.(pooledStore).Store
 	return p.st, nil
+}
+
+// warnParameterLogging warns when the server writes the parameters of
+// the store's statements to its log, where every record the store writes
+// would end up: a log is often kept longer, read by more people or sent
+// further than the database.
+func (p *PostgresStorage) warnParameterLogging(ctx context.Context, st *postgres.Store) {
+	if p.log == nil {
+		return
+	}
+	why, err := st.ParameterLogging(ctx)
+	if err != nil {
+		p.log.Debug("storage postgres: the server's logging settings could not be read", zap.Error(err))
+		return
+	}
+	if why != "" {
+		p.log.Warn("storage postgres: the server writes the parameters of the store's statements to its log, and with them every record the store writes: the signing keys' private parts, the gateways' session key, sessions; as a superuser, run ALTER ROLE <the store's role> SET log_parameter_max_length = 0 (and log_parameter_max_length_on_error = 0), or end that logging",
+			zap.String("settings", why))
+	}
 }
 
 // Cleanup releases this config's reference; the pool is closed when no

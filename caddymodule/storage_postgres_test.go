@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/bolt"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres"
@@ -123,6 +126,49 @@ func TestPostgresStorage(t *testing.T) {
 	}
 	if err := put(sb, "k"); !errors.Is(err, store.ErrClosed) {
 		t.Fatalf("Update after the last Cleanup = %v, want ErrClosed", err)
+	}
+}
+
+// TestPostgresParameterLoggingWarned: a server that logs the store's
+// statements with their parameters (log_statement = mod, an auditing
+// setting) gets every record the store writes, the signing keys among
+// them, in its log: Caddy warns at start, naming the setting, and does not
+// once log_parameter_max_length = 0 keeps the parameters out.
+func TestPostgresParameterLoggingWarned(t *testing.T) {
+	ctx := newContext(t)
+	dsn := pgtest.NewDatabase(t)
+	srv := pgtest.Shared(t)
+	db, err := srv.Psql(dsn, "SELECT current_database()")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		settings string
+		warned   bool
+	}{
+		{"RESET ALL", false},
+		{"SET log_statement = 'mod'", true},
+		{"SET log_parameter_max_length = 0", false},
+	} {
+		if _, err := srv.Psql(dsn, "ALTER DATABASE "+db+" "+tt.settings); err != nil {
+			t.Fatal(err)
+		}
+		p := &PostgresStorage{DSN: dsn}
+		if err := p.Provision(ctx); err != nil {
+			t.Fatal(err)
+		}
+		core, logs := observer.New(zap.WarnLevel)
+		p.log = zap.New(core)
+		if _, err := p.Open(); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Cleanup(); err != nil {
+			t.Fatal(err)
+		}
+		warned := logs.FilterMessageSnippet("log_parameter_max_length = 0").FilterField(zap.String("settings", "log_statement = mod")).Len() == 1
+		if warned != tt.warned || logs.Len() != map[bool]int{true: 1}[tt.warned] {
+			t.Errorf("after %s: warned %v, want %v (%v)", tt.settings, warned, tt.warned, logs.All())
+		}
 	}
 }
 

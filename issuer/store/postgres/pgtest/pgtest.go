@@ -164,6 +164,9 @@ func (s *Server) Exec(prog string, args ...string) error { return s.run(prog, ar
 // DataDir is the server's data directory, for pg_ctl.
 func (s *Server) DataDir() string { return filepath.Join(s.dir, "data") }
 
+// LogFile is the server's log, for a test of what the server logs.
+func (s *Server) LogFile() string { return filepath.Join(s.dir, "log") }
+
 func (s *Server) run(prog string, args ...string) error {
 	cmd := exec.Command(filepath.Join(s.bin, prog), args...)
 	cmd.Dir = s.dir

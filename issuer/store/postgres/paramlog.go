@@ -1,0 +1,84 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"strings"
+)
+
+// ParameterLogging names the server settings under which PostgreSQL
+// writes the parameters of this store's statements to its own log, ""
+// when none does. The store sends every record it writes as a statement
+// parameter, so such a log holds them all, in hex: the signing keys'
+// private parts, the gateways' session key, the sessions. The settings
+// are the session's as the store's connections get them (the server's,
+// the database's and the role's), read by any role:
+//
+//   - log_statement mod or all, log_min_duration_statement,
+//     log_min_duration_sample (with a sample rate) or
+//     log_transaction_sample_rate log statements with their parameters
+//     unless log_parameter_max_length is 0 (PostgreSQL 13; before it,
+//     always);
+//   - log_parameter_max_length_on_error other than 0 adds them to the
+//     log of a failed statement (a serialization failure is one);
+//   - auto_explain and pgaudit, when loaded, have settings of their own.
+func (s *Store) ParameterLogging(ctx context.Context) (string, error) {
+	if err := s.begin(ctx); err != nil {
+		return "", fmt.Errorf("postgres: read logging settings: %w", err)
+	}
+	bctx, cancel := s.bounded(ctx)
+	defer cancel()
+	names := []string{
+		"log_parameter_max_length", "log_statement", "log_min_duration_statement",
+		"log_min_duration_sample", "log_statement_sample_rate", "log_transaction_sample_rate",
+		"log_parameter_max_length_on_error", "log_min_error_statement",
+		"auto_explain.log_min_duration", "auto_explain.log_parameter_max_length",
+		"pgaudit.log", "pgaudit.log_parameter",
+	}
+	vals := make([]*string, len(names))
+	dst := make([]any, len(names))
+	q := make([]string, len(names))
+	for i, n := range names {
+		dst[i] = &vals[i]
+		q[i] = "current_setting('" + n + "', true)"
+	}
+	if err := s.pool.QueryRow(bctx, "SELECT "+strings.Join(q, ", ")).Scan(dst...); err != nil {
+		return "", s.beginErr(ctx, "read logging settings", unavailable(ctx, bctx, err))
+	}
+	// A setting the server does not have (an older version, a module not
+	// loaded) reads as its default there.
+	get := func(name, dflt string) string {
+		for i, n := range names {
+			if n == name && vals[i] != nil {
+				return *vals[i]
+			}
+		}
+		return dflt
+	}
+	var why []string
+	set := func(name, value string) { why = append(why, name+" = "+value) }
+	if get("log_parameter_max_length", "-1") != "0" {
+		if v := get("log_statement", "none"); v == "mod" || v == "all" {
+			set("log_statement", v)
+		}
+		if v := get("log_min_duration_statement", "-1"); v != "-1" {
+			set("log_min_duration_statement", v)
+		}
+		if v := get("log_min_duration_sample", "-1"); v != "-1" && get("log_statement_sample_rate", "1") != "0" {
+			set("log_min_duration_sample", v)
+		}
+		if v := get("log_transaction_sample_rate", "0"); v != "0" {
+			set("log_transaction_sample_rate", v)
+		}
+	}
+	if v := get("log_parameter_max_length_on_error", "0"); v != "0" && get("log_min_error_statement", "error") != "panic" {
+		set("log_parameter_max_length_on_error", v)
+	}
+	if v := get("auto_explain.log_min_duration", "-1"); v != "-1" && get("auto_explain.log_parameter_max_length", "-1") != "0" {
+		set("auto_explain.log_min_duration", v)
+	}
+	if v := get("pgaudit.log_parameter", "off"); v == "on" && get("pgaudit.log", "none") != "none" {
+		set("pgaudit.log_parameter", v)
+	}
+	return strings.Join(why, ", "), nil
+}
