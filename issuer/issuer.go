@@ -104,6 +104,7 @@ type Issuer struct {
 	userRefreshes *rateLimiter
 	hashes        *hashGate    // bounds concurrent password and secret hashing
 	health        healthChecks // probes share the check under way
+	localUsers    localUsers   // whether the login page shows the password form
 
 	proofs *dpop.Verifier // DPoP proofs at the token, PAR and revocation endpoints
 

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
@@ -92,16 +94,55 @@ func (i *Issuer) passwordLogin(ctx context.Context) bool {
 	if len(i.cfg.IdentityProviders) == 0 || len(i.cfg.Users) > 0 {
 		return true
 	}
-	found := errors.New("found")
-	err := i.store.View(ctx, func(tx store.Tx) error {
-		return usersIn(tx).each(func(u *User) error {
-			if u.IdentityProvider == "" {
-				return found
-			}
-			return nil
+	return i.localUsers.exist(ctx, i.now(), func(ctx context.Context) bool {
+		found := errors.New("found")
+		err := i.store.View(ctx, func(tx store.Tx) error {
+			return usersIn(tx).each(func(u *User) error {
+				if u.IdentityProvider == "" {
+					return found
+				}
+				return nil
+			})
 		})
+		return err != nil // found, or unknown: show the form
 	})
-	return err != nil // found, or unknown: show the form
+}
+
+// localUsersRecheck is how long passwordLogin's answer is reused.
+const localUsersRecheck = 10 * time.Second
+
+// localUsers remembers whether a local user is stored, which the login
+// page asks on every view: found by reading every stored user until a
+// local one, that read made once per view let anyone holding a session
+// cookie (no write, no budget) make the issuer decode every account an
+// identity provider provisioned, as often as they liked. It is read
+// again at most every localUsersRecheck, by one request while the
+// others wait for its answer; PutUser forgets it, so that a local user
+// added here shows the form at once (elsewhere within the recheck). The
+// form is only shown or not: a password sent either way is checked.
+type localUsers struct {
+	mu    sync.Mutex
+	at    time.Time // when found was read; zero: never, or forgotten
+	found bool
+}
+
+// exist returns the answer read within localUsersRecheck of now, or
+// reads it with read.
+func (l *localUsers) exist(ctx context.Context, now time.Time, read func(context.Context) bool) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.at.IsZero() && now.Sub(l.at) < localUsersRecheck && !now.Before(l.at) {
+		return l.found
+	}
+	l.found, l.at = read(ctx), now
+	return l.found
+}
+
+// forget makes the next exist read the store.
+func (l *localUsers) forget() {
+	l.mu.Lock()
+	l.at = time.Time{}
+	l.mu.Unlock()
 }
 
 func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {

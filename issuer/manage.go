@@ -90,6 +90,7 @@ func (i *Issuer) PutUser(ctx context.Context, u User) error {
 	}
 	u.Source = sourceAdmin
 	i.dir.dummy.note(u.PasswordHash)
+	defer i.localUsers.forget()
 	return i.store.Update(ctx, func(tx store.Tx) error {
 		if err := i.appliedNameClash(tx, principalUser, u.Username); err != nil {
 			return err
