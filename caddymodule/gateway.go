@@ -440,7 +440,7 @@ func (h *GatewayHandler) Provision(ctx caddy.Context) error {
 		app.gateways = append(app.gateways, h)
 		return nil
 	}
-	return h.joinAppless(ctx)
+	return h.joinAppless(ctx, log)
 }
 
 // applessGateways are the gateways of the configurations without an
@@ -457,8 +457,11 @@ var applessGateways struct {
 
 // joinAppless refuses h when a gateway of its configuration provisioned
 // before it is for the same resource and configured otherwise (see
-// checkGatewayResources), and records it for the gateways after it.
-func (h *GatewayHandler) joinAppless(ctx caddy.Context) error {
+// checkGatewayResources), warns when one for another resource takes
+// tokens of its issuer by the same audience (see warnSharedAudiences,
+// once for each issuer and audience), and records h for the gateways
+// after it.
+func (h *GatewayHandler) joinAppless(ctx caddy.Context, log *zap.Logger) error {
 	mods := ctx.Modules()
 	if len(mods) == 0 || reflect.TypeOf(mods[0]).Kind() != reflect.Pointer {
 		return nil // provisioned outside a configuration (tests)
@@ -474,6 +477,20 @@ func (h *GatewayHandler) joinAppless(ctx caddy.Context) error {
 				return err
 			}
 			break
+		}
+	}
+	if h.Audience != "" {
+		var same []*GatewayHandler
+		for _, o := range g.byConfig[config] {
+			if o.Issuer == h.Issuer && o.Audience == h.Audience {
+				same = append(same, o)
+			}
+		}
+		// Earlier ones for two resources were warned about already.
+		if len(same) > 0 && !slices.ContainsFunc(same, func(o *GatewayHandler) bool {
+			return issuer.CanonicalResource(o.Resource) != issuer.CanonicalResource(same[0].Resource)
+		}) {
+			warnSharedAudiences([]*GatewayHandler{same[0], h}, log)
 		}
 	}
 	if g.byConfig == nil {

@@ -418,6 +418,72 @@ http://127.0.0.1:%[2]d {
 	}
 }
 
+// TestSharedAudienceWarnsWithoutApp: gateways for different resources
+// that take tokens of one remote issuer by the same audience take each
+// other's tokens; Caddy warns, naming both, also in a configuration
+// without the mcp_auth app, the usual one in front of another
+// authorization server, once for the issuer and audience however many
+// gateways share them; another audience gets no warning.
+func TestSharedAudienceWarnsWithoutApp(t *testing.T) {
+	t.Setenv("XDG_DATA_HOME", t.TempDir())
+	logFile := filepath.Join(t.TempDir(), "caddy.log")
+	gw := func(path, aud string) string {
+		return fmt.Sprintf(`mcp_gateway /%[1]s {
+		resource http://localhost:9/%[1]s
+		issuer https://idp.example.com {
+			audience %[2]s
+		}
+		scope read
+		tool * read
+	}
+	`, path, aud)
+	}
+	cfg, _, err := harness.Adapt(fmt.Sprintf(`{
+	admin off
+	log default {
+		output file %s
+		format json
+	}
+}
+
+http://localhost:9 {
+	%s%s%s%s
+	respond "upstream"
+}
+`, logFile, gw("one", "api://shared"), gw("two", "api://shared"), gw("three", "api://shared"), gw("four", "api://four")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c caddy.Config
+	if err := json.Unmarshal(cfg, &c); err != nil {
+		t.Fatal(err)
+	}
+	if err := caddy.Validate(&c); err != nil {
+		t.Fatalf("Validate() = %v, want the gateways loaded", err)
+	}
+	b, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The Caddyfile orders the gateways by their path matchers: the
+	// warning names the first two provisioned.
+	var warned [][]string
+	for line := range strings.Lines(string(b)) {
+		var e struct {
+			Msg       string   `json:"msg"`
+			Resources []string `json:"resources"`
+		}
+		if json.Unmarshal([]byte(line), &e) == nil && strings.HasPrefix(e.Msg, "mcp_gateways for different resources take tokens of one issuer by the same audience") {
+			warned = append(warned, e.Resources)
+		}
+	}
+	shared := []string{"http://localhost:9/one", "http://localhost:9/two", "http://localhost:9/three"}
+	if len(warned) != 1 || len(warned[0]) != 2 || warned[0][0] == warned[0][1] ||
+		!slices.Contains(shared, warned[0][0]) || !slices.Contains(shared, warned[0][1]) {
+		t.Errorf("warned for %q, want one warning naming two of %q\nlog = %s", warned, shared, b)
+	}
+}
+
 // TestIssuerOffSiteWarns: mcp_issuer in a site that does not serve the
 // issuer URL (another host on its port, or another port) answers there
 // with metadata naming the issuer URL and sign-in pages whose sign-in is
