@@ -286,6 +286,9 @@ func (a *App) issuerConfig() (issuer.Config, error) {
 		if d.v < 0 {
 			return issuer.Config{}, fmt.Errorf("%s %v: want a positive duration", d.name, time.Duration(d.v))
 		}
+		if err := atLeastASecond(d.name, d.v); err != nil {
+			return issuer.Config{}, err
+		}
 	}
 	repl := caddy.NewReplacer()
 	cfg := issuer.Config{
@@ -339,6 +342,9 @@ func (a *App) issuerConfig() (issuer.Config, error) {
 	for _, p := range a.IdentityProviders {
 		ip := p.IdentityProvider
 		ip.Recheck = time.Duration(p.Recheck)
+		if err := atLeastASecond("recheck", p.Recheck); err != nil {
+			return cfg, fmt.Errorf("identity_provider %q: %w", p.Name, err)
+		}
 		var err error
 		warnInClear(a.log, "mcp_auth: identity_provider "+p.Name+": client_secret", ip.ClientSecret, false)
 		warnOpenProvider(a.log, ip)
@@ -363,6 +369,19 @@ func (a *App) issuerConfig() (issuer.Config, error) {
 		cfg.Agents = append(cfg.Agents, ia)
 	}
 	return cfg, nil
+}
+
+// atLeastASecond refuses a lifetime or interval under a second (0 is
+// the default). None means anything that short: a token's exp counts
+// whole seconds, so it would be expired when issued, and a
+// revocation_resync that short reads the store in a busy loop. In a
+// JSON configuration a number is nanoseconds (caddy.Duration), so
+// "access_token_ttl": 3600, written for an hour, is one.
+func atLeastASecond(name string, d caddy.Duration) error {
+	if d <= 0 || d >= caddy.Duration(time.Second) {
+		return nil
+	}
+	return fmt.Errorf("%s %v: want at least 1s (a JSON number is nanoseconds: %d is %v; write a duration string such as \"1h\")", name, time.Duration(d), int64(d), time.Duration(d))
 }
 
 func (c Client) issuerClient(repl *caddy.Replacer) (issuer.Client, error) {

@@ -126,6 +126,17 @@ func TestIssuerConfig(t *testing.T) {
 		{"negative revocation_resync", App{IssuerURL: "https://a.example", RevocationResync: -1}, "revocation_resync -1ns"},
 		{"negative revocation_max_stale", App{IssuerURL: "https://a.example", RevocationMaxStale: -1}, "revocation_max_stale -1ns"},
 		{"agent unset env secret", App{IssuerURL: "https://a.example", Agents: []Agent{{ID: "a", SecretHash: "{env.TEST_NOT_SET}"}}}, `agent "a": secret: {env.TEST_NOT_SET} resolves to nothing`},
+		// JSON configuration: a number is nanoseconds (caddy.Duration),
+		// so 3600 written for an hour is 3.6µs: tokens expired when
+		// issued, or a revocation read of the store in a busy loop.
+		{"access_token_ttl in seconds", App{IssuerURL: "https://a.example", AccessTokenTTL: 3600}, `access_token_ttl 3.6µs: want at least 1s (a JSON number is nanoseconds: 3600 is 3.6µs; write a duration string such as "1h")`},
+		{"refresh_token_ttl in seconds", App{IssuerURL: "https://a.example", RefreshTokenTTL: 2592000}, "refresh_token_ttl 2.592ms: want at least 1s"},
+		{"code_ttl in seconds", App{IssuerURL: "https://a.example", CodeTTL: 300}, "code_ttl 300ns: want at least 1s"},
+		{"id_token_ttl in seconds", App{IssuerURL: "https://a.example", IDTokenTTL: 3600}, "id_token_ttl 3.6µs: want at least 1s"},
+		{"revocation_resync in seconds", App{IssuerURL: "https://a.example", RevocationResync: 5}, "revocation_resync 5ns: want at least 1s"},
+		{"revocation_max_stale in seconds", App{IssuerURL: "https://a.example", RevocationResync: 1, RevocationMaxStale: 30}, "revocation_resync 1ns: want at least 1s"},
+		{"recheck in seconds", App{IssuerURL: "https://a.example", IdentityProviders: []IdentityProvider{{IdentityProvider: issuer.IdentityProvider{Name: "corp"}, Recheck: 3600}}}, `identity_provider "corp": recheck 3.6µs: want at least 1s`},
+		{"a second", App{IssuerURL: "https://a.example", AccessTokenTTL: caddy.Duration(time.Second), RevocationResync: caddy.Duration(time.Second), RevocationMaxStale: caddy.Duration(2 * time.Second)}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
