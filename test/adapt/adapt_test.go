@@ -280,3 +280,68 @@ func TestCaddyfileExample(t *testing.T) {
 		t.Errorf("Validate(Caddyfile.example) = %v", err)
 	}
 }
+
+// TestUnsetEnvironmentVariable: Caddy replaces {$NAME} in the
+// Caddyfile's text before reading it, by nothing when the variable is
+// unset, so a rule's scope written as one reads as a rule without it:
+// `tool delete_* {$ADMIN_SCOPE}` is `tool delete_*`, which needs the
+// base scopes only. README says so and names the two safe spellings: a
+// default, which is the scope when the variable is unset, and quotes,
+// which leave an empty scope that refuses to load.
+func TestUnsetEnvironmentVariable(t *testing.T) {
+	t.Setenv("MCP_UNSET_ADMIN_SCOPE", "")
+	os.Unsetenv("MCP_UNSET_ADMIN_SCOPE")
+	caddyfile := func(scope string) []byte {
+		return []byte("{\n\tmcp_auth {\n\t\tissuer https://auth.example.com\n\t}\n}\nexample.com {\n\tmcp_gateway {\n\t\tresource https://example.com/mcp\n\t\tscope read\n\t\ttool delete_* " +
+			scope + "\n\t\ttool * read\n\t}\n\treverse_proxy localhost:3001\n}\n")
+	}
+	rule := func(t *testing.T, out []byte) string {
+		t.Helper()
+		var cfg struct {
+			Apps struct {
+				HTTP struct {
+					Servers map[string]struct {
+						Routes []struct {
+							Handle []struct {
+								Routes []struct {
+									Handle []json.RawMessage `json:"handle"`
+								} `json:"routes"`
+							} `json:"handle"`
+						} `json:"routes"`
+					} `json:"servers"`
+				} `json:"http"`
+			} `json:"apps"`
+		}
+		if err := json.Unmarshal(out, &cfg); err != nil {
+			t.Fatal(err)
+		}
+		var gw struct {
+			Tools []json.RawMessage `json:"tools"`
+		}
+		if err := json.Unmarshal(cfg.Apps.HTTP.Servers["srv0"].Routes[0].Handle[0].Routes[0].Handle[0], &gw); err != nil || len(gw.Tools) == 0 {
+			t.Fatalf("no gateway tools in %s (%v)", out, err)
+		}
+		var b bytes.Buffer
+		if err := json.Compact(&b, gw.Tools[0]); err != nil {
+			t.Fatal(err)
+		}
+		return b.String()
+	}
+	out, err := adapt(t, caddyfile("{$MCP_UNSET_ADMIN_SCOPE}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := rule(t, out), `{"match":"delete_*"}`; got != want {
+		t.Errorf("unset, unquoted: rule %s, want %s (no scope)", got, want)
+	}
+	out, err = adapt(t, caddyfile("{$MCP_UNSET_ADMIN_SCOPE:admin}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := rule(t, out), `{"match":"delete_*","scopes":["admin"]}`; got != want {
+		t.Errorf("unset, with a default: rule %s, want %s", got, want)
+	}
+	if _, err := adapt(t, caddyfile(`"{$MCP_UNSET_ADMIN_SCOPE}"`)); err == nil || !strings.Contains(err.Error(), `tools rule "delete_*": invalid scope token ""`) {
+		t.Errorf("unset, quoted: Adapt() error = %v, want the empty scope refused", err)
+	}
+}
