@@ -470,6 +470,9 @@ func TestPinUnsolicitedToolsList(t *testing.T) {
 // hold the call: it is refused (502, fail closed, never forwarded) once
 // pinFetchTimeout has passed, and the fetch's upstream request ends.
 func TestPinFetchTimeout(t *testing.T) {
+	if documented := 10 * time.Second; pinFetchTimeout != documented {
+		t.Fatalf("pinFetchTimeout = %v, README (Tool pinning) says a fetch fails after %v", pinFetchTimeout, documented)
+	}
 	defer func(d time.Duration) { pinFetchTimeout = d }(pinFetchTimeout)
 	pinFetchTimeout = 300 * time.Millisecond
 	var open, ended atomic.Int32
@@ -689,6 +692,9 @@ func TestPinFetchPerPrincipal(t *testing.T) {
 // and answered; alice's other calls wait for her slots and are answered
 // once hers are.
 func TestPinFetchSlotsPerPrincipal(t *testing.T) {
+	if maxPinFetches != 4 || maxPinFetchesPerPrincipal != 2 {
+		t.Fatalf("maxPinFetches, maxPinFetchesPerPrincipal = %d, %d; README (Tool pinning) says at most 4 fetches at once, 2 for one principal", maxPinFetches, maxPinFetchesPerPrincipal)
+	}
 	cfg := pinnedConfig(t)
 	cfg.ForwardIdentity = true
 	g := newGateway(t, cfg)
@@ -826,6 +832,9 @@ func TestPinFetchWaitersOutliveItsCaller(t *testing.T) {
 // itself; the server saying its list changed, or pinFetchMemory passing,
 // makes the next call fetch again, which finds a tool added meanwhile.
 func TestPinFetchRemembered(t *testing.T) {
+	if documented := 5 * time.Second; pinFetchMemory != documented {
+		t.Fatalf("pinFetchMemory = %v, README (Tool pinning) says a completed fetch stands for %v", pinFetchMemory, documented)
+	}
 	var clock atomic.Int64
 	clock.Store(testNow.UnixNano())
 	cfg := pinnedConfig(t)

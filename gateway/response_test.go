@@ -919,6 +919,9 @@ func TestHeldAnswerWriteDeadline(t *testing.T) {
 // short of the bound so that a newcomer's answer still fits, and nothing
 // passes the bound.
 func TestHeldShares(t *testing.T) {
+	if maxHeldBytes != 256<<20 || heldShare != 8 || heldFirst != 64<<10 {
+		t.Fatalf("maxHeldBytes, heldShare, heldFirst = %d, %d, %d; README (Tool pinning) says at most 256 MiB, an eighth of it for one principal, its first 64 KiB held whenever they fit", maxHeldBytes, heldShare, heldFirst)
+	}
 	const maxHeldBytes int64 = 16 << 20
 	share := maxHeldBytes / heldShare
 	s := newHeldShares(maxHeldBytes)
