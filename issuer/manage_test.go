@@ -628,6 +628,73 @@ func TestUpdateClientGrants(t *testing.T) {
 	}
 }
 
+// TestClientRemovalAndRotationRevoke: README (Admin API) says removing a
+// client (DELETE /mcp-auth/clients/<id>) or rotating its secret (POST
+// .../secret) revokes every grant it holds: users' grants to it, access
+// and refresh tokens, and its own client credentials tokens; another
+// client's grants stay. Through the admin routes, as the CLI sends them.
+func TestClientRemovalAndRotationRevoke(t *testing.T) {
+	for _, tt := range []struct {
+		name, method, path string
+		status             int
+	}{
+		{"secret rotated", "POST", "/mcp-auth/clients/worker/secret", http.StatusOK},
+		{"removed", "DELETE", "/mcp-auth/clients/worker", http.StatusNoContent},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e, srv := updateEnv(t)
+			code, verifier := e.issueCode(t, codeSpec{client: "worker", scopes: []string{"read", "offline_access"}})
+			user, err := e.exchange(t, "worker", tPassword, code, verifier)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cc := e.post(t, pathToken, ccForm(nil), "worker:"+tPassword)
+			if cc.status != http.StatusOK {
+				t.Fatalf("client credentials = %d %s", cc.status, cc.raw)
+			}
+			code, verifier = e.issueCode(t, codeSpec{client: "app", scopes: []string{"read", "offline_access"}})
+			other, err := e.exchange(t, "app", "", code, verifier)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.clock.Advance(time.Second)
+			answer := runAPI(t, srv, apiCase{tt.name, tt.method, tt.path, "", tt.status, ""})
+			secret := tPassword
+			if tt.status == http.StatusOK {
+				var rotated struct {
+					Secret string `json:"client_secret"`
+				}
+				if err := json.Unmarshal([]byte(answer), &rotated); err != nil || rotated.Secret == "" {
+					t.Fatalf("rotation answer %s: %v, want the new secret", answer, err)
+				}
+				secret = rotated.Secret
+			}
+
+			for name, tok := range map[string]string{"the user's access token": user.AccessToken, "the client's own token": cc.str("access_token")} {
+				if !e.revokedToken(t, tok) {
+					t.Errorf("%s: not revoked", name)
+				}
+			}
+			if !e.grantOf(t, gidOf(t, user.AccessToken)).Revoked {
+				t.Error("the user's grant to the client is not revoked")
+			}
+			// The refresh token is refused, with the new secret too:
+			// the grant is gone.
+			form := url.Values{"grant_type": {grantRefreshToken}, "refresh_token": {user.RefreshToken}}
+			if a := e.post(t, pathToken, form, "worker:"+secret); a.status == http.StatusOK {
+				t.Errorf("refresh after the change = %d %s, want it refused", a.status, a.raw)
+			}
+			if e.revokedToken(t, other.AccessToken) {
+				t.Error("another client's grant was revoked")
+			}
+			form = url.Values{"grant_type": {grantRefreshToken}, "refresh_token": {other.RefreshToken}, "client_id": {"app"}}
+			if a := e.post(t, pathToken, form, ""); a.status != http.StatusOK {
+				t.Errorf("another client's refresh = %d %s, want 200", a.status, a.raw)
+			}
+		})
+	}
+}
+
 // gidOf is an access token's grant id.
 func gidOf(t *testing.T, raw string) string {
 	t.Helper()
