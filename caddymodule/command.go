@@ -800,6 +800,18 @@ func (c *cli) migrateStorage() *cobra.Command {
 				return fmt.Errorf("migrate-storage: %w", err)
 			}
 			defer dst.Close()
+			// The copy writes every record at once: where the server logs
+			// statements with their parameters, all of them would be in
+			// its log.
+			switch why, err := dst.ParameterLogging(ctx); {
+			case err != nil:
+				return fmt.Errorf("migrate-storage: nothing was copied: %w", err)
+			case why != "":
+				return fmt.Errorf("migrate-storage: the PostgreSQL server writes the parameters of the store's statements to its log (%s), "+
+					"so the copy would write every record there, the signing keys' private parts among them; nothing was copied: "+
+					"as a superuser, run ALTER ROLE <the store's role> SET log_parameter_max_length = 0 (and log_parameter_max_length_on_error = 0), "+
+					"or end that logging, then copy again", why)
+			}
 			n, err := dst.Import(ctx, src.Export)
 			if errors.Is(err, store.ErrAlreadyExists) {
 				return fmt.Errorf("migrate-storage: the database already holds entries of this store; nothing was copied (migrate into an empty database): %w", err)

@@ -2,6 +2,8 @@ package caddymodule
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -169,6 +171,56 @@ func TestPostgresParameterLoggingWarned(t *testing.T) {
 		if warned != tt.warned || logs.Len() != map[bool]int{true: 1}[tt.warned] {
 			t.Errorf("after %s: warned %v, want %v (%v)", tt.settings, warned, tt.warned, logs.All())
 		}
+	}
+}
+
+// TestMigrateStorageWhereTheServerLogsParameters: migrate-storage into a
+// database whose server logs the statements' parameters is refused before
+// it copies anything, since every record, the signing keys among them,
+// would be in that log; once log_parameter_max_length = 0, it copies.
+func TestMigrateStorageWhereTheServerLogsParameters(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mcp-auth.db")
+	src, err := bolt.Open(path, bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := "private-" + rand.Text()
+	if err := src.Update(context.Background(), func(tx store.Tx) error {
+		return tx.Put("keys", "kid-1", []byte(secret), time.Time{})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Close(); err != nil {
+		t.Fatal(err)
+	}
+	dsn := pgtest.NewDatabase(t)
+	srv := pgtest.Shared(t)
+	psql := func(q string) string {
+		t.Helper()
+		out, err := srv.Psql(dsn, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	db := psql("SELECT current_database()")
+	psql("ALTER DATABASE " + db + " SET log_statement = 'mod'")
+	_, _, err = runCLI(t, "localhost:1", "", "migrate-storage", "--from", path, "--to", dsn)
+	if err == nil || !strings.Contains(err.Error(), "log_statement = mod") || !strings.Contains(err.Error(), "nothing was copied") {
+		t.Fatalf("migrate-storage where the server logs parameters = %v, want a refusal naming log_statement", err)
+	}
+	if n := psql("SELECT count(*) FROM mcp_auth_entries"); n != "0" {
+		t.Errorf("%s entries copied by the refused migration", n)
+	}
+	if log, err := os.ReadFile(srv.LogFile()); err != nil || strings.Contains(string(log), hex.EncodeToString([]byte(secret))) {
+		t.Errorf("the server's log holds the signing key (%v)", err)
+	}
+	psql("ALTER DATABASE " + db + " SET log_parameter_max_length = 0")
+	if out, _, err := runCLI(t, "localhost:1", "", "migrate-storage", "--from", path, "--to", dsn); err != nil || !strings.Contains(out, "copied 1 entries") {
+		t.Fatalf("migrate-storage once parameters are kept out of the log = %q, %v, want 1 entry copied", out, err)
+	}
+	if log, err := os.ReadFile(srv.LogFile()); err != nil || strings.Contains(string(log), hex.EncodeToString([]byte(secret))) {
+		t.Errorf("the server's log holds the signing key (%v)", err)
 	}
 }
 
