@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+	"golang.org/x/net/idna"
 	"golang.org/x/text/unicode/norm"
 )
 
@@ -851,30 +852,49 @@ func usableName(s string, max int) bool {
 
 // joinersInContext reports whether each zero-width joiner and non-joiner
 // of s stands where RFC 5892's CONTEXTJ rules (appendix A.1, A.2) allow
-// it: after a virama (Indic conjuncts), or, a non-joiner, between letters
-// of a joining script (Persian "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"),
-// marks between them allowed. Elsewhere ("alice\u200c") it shows nothing
-// and collations ignore it, as they do what invisible refuses. The
-// joining scripts stand in for Unicode's Joining_Type, which Go has no
-// table of; a letter of theirs that joins on one side only passes too.
+// it: after a virama (Indic conjuncts), or, a non-joiner, after a letter
+// that joins the one after it and before one that joins the one before
+// (Unicode's Joining_Type: Persian
+// "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"), transparent marks
+// between them allowed. Elsewhere it shows nothing and collations ignore
+// it, as they do what invisible refuses: after a Latin letter
+// ("alice\u200c"), and after an Arabic letter that joins nothing after
+// it ("\u0627\u200c\u0628", alef, reads as "\u0627\u0628"). Go's unicode
+// has no Joining_Type table; x/net/idna's joiner check (IDNA2008) has,
+// and judges the letter before a non-joiner by it. It is given s's
+// letters, marks and joiners, every other character a Latin letter (as
+// non-joining as it), behind one more: one label, which neither begins
+// with a mark nor is punycode to decode. It lets a non-joiner before any
+// character that is not a left-joining letter pass, so the letter after
+// one must also be of a joining script (joiningLetter).
 func joinersInContext(s string) bool {
+	if !strings.ContainsAny(s, "\u200c\u200d") {
+		return true
+	}
+	letters := strings.Map(func(r rune) rune {
+		if r == '\u200c' || r == '\u200d' || unicode.In(r, unicode.L, unicode.M) {
+			return r
+		}
+		return 'x'
+	}, s)
+	if _, err := joinerCheck.ToUnicode("x" + letters); err != nil {
+		return false
+	}
 	for i, r := range s {
-		if r != '\u200c' && r != '\u200d' {
+		if r != '\u200c' {
 			continue
 		}
 		before, _ := utf8.DecodeLastRuneInString(s[:i])
-		if norm.NFC.PropertiesString(string(before)).CCC() == 9 {
-			continue
-		}
-		prev, _ := utf8.DecodeLastRuneInString(strings.TrimRightFunc(s[:i], isMn))
 		next, _ := utf8.DecodeRuneInString(strings.TrimLeftFunc(s[i+len("\u200c"):], isMn))
-		if r == '\u200c' && joiningLetter(prev) && joiningLetter(next) {
-			continue
+		if norm.NFC.PropertiesString(string(before)).CCC() != 9 && !joiningLetter(next) {
+			return false
 		}
-		return false
 	}
 	return true
 }
+
+// joinerCheck applies IDNA2008's CONTEXTJ rules and nothing else.
+var joinerCheck = idna.New(idna.CheckJoiners(true))
 
 func isMn(r rune) bool { return unicode.Is(unicode.Mn, r) }
 

@@ -990,6 +990,15 @@ func TestUsableName(t *testing.T) {
 		{"\u200calice", false},
 		{"\u30e6\u30fc\u30b6\u30fc\u200c", false}, // after katakana
 		{"\u0628\u064e\u200c\u0628", true},        // Arabic, a mark between
+		// A non-joiner after an Arabic letter that joins nothing after
+		// it (Joining_Type R: alef, dal, reh, waw) shows nothing: alef
+		// ZWNJ beh reads as alef beh, which a collation takes it for.
+		{"\u0627\u200c\u0628", false},             // alef, beh
+		{"\u062f\u0631\u200c\u0647\u0627", false}, // "darha", after reh
+		{"\u0628\u200c\u0627", true},              // beh joins: before alef it shows
+		{"\u0628\u200c1", false},                  // before a digit, which joins nothing
+		{"\u0dc1\u0dca\u200d\u0dbb\u0dd3", true},  // Sinhala "sri", ZWJ after al-lakuna
+		{"id-\u0628\u200c\u0628", true},           // other characters beside
 		// Unchanged by NFKC, so that no two names an upstream normalises
 		// (a file system, a database collation) become one.
 		{"\uff41\uff4c\uff49\uff43\uff45", false}, // fullwidth alice
