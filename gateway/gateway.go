@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
@@ -460,8 +461,11 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// normalizeOrigin returns scheme://host[:port] in lower case, refusing
-// anything with a path, query or user info.
+// normalizeOrigin returns scheme://host[:port] in lower case, as browsers
+// send Origin (RFC 6454 section 6.2): without the scheme's default port,
+// which an allowed origin written with it would otherwise never match. It
+// refuses anything with a path, query or user info, and what no browser
+// sends, a wildcard or a host not in its xn-- form.
 func normalizeOrigin(o string) (string, error) {
 	u, err := url.Parse(o)
 	if err != nil {
@@ -470,5 +474,15 @@ func normalizeOrigin(o string) (string, error) {
 	if u.Scheme == "" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
 		return "", errors.New("must be scheme://host[:port]")
 	}
-	return strings.ToLower(u.Scheme + "://" + u.Host), nil
+	host := strings.ToLower(u.Host)
+	switch {
+	case strings.Contains(host, "*"):
+		return "", errors.New("a wildcard matches no Origin (browsers send scheme://host[:port]): list each origin")
+	case strings.ContainsFunc(host, func(r rune) bool { return r >= utf8.RuneSelf }):
+		return "", errors.New("write the host as browsers send it, in its xn-- (IDNA) form")
+	}
+	if p := u.Port(); p == "" || u.Scheme == "https" && p == "443" || u.Scheme == "http" && p == "80" {
+		host = strings.TrimSuffix(strings.TrimSuffix(host, p), ":")
+	}
+	return u.Scheme + "://" + host, nil
 }

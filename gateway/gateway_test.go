@@ -95,6 +95,9 @@ func TestNewValidation(t *testing.T) {
 		}, "refuses agents"},
 		{"negative depth", func(c *Config) { c.Tools = []Rule{{Pattern: "x", Actor: ActorRule{MaxDepth: -1}}} }, "negative"},
 		{"bad origin", func(c *Config) { c.AllowedOrigins = []string{"https://a.example.com/path"} }, "scheme://host"},
+		// No browser sends them: each would match nothing.
+		{"wildcard origin", func(c *Config) { c.AllowedOrigins = []string{"https://*.example.com"} }, "a wildcard matches no Origin"},
+		{"unicode origin", func(c *Config) { c.AllowedOrigins = []string{"https://bücher.example"} }, "xn--"},
 		// First-match rules an earlier rule makes unreachable.
 		{"tool after *", func(c *Config) { c.Tools = rules("*", "delete_all") }, `tool rule "delete_all" is never reached: the rule "*"`},
 		{"tool after **", func(c *Config) { c.Tools = rules("**", "a*") }, "never reached"},
@@ -666,6 +669,21 @@ func TestOriginAndMethods(t *testing.T) {
 		readBody(t, resp)
 		if resp.StatusCode != 204 || resp.Header.Get("Access-Control-Allow-Origin") != "https://app.example.com" {
 			t.Fatalf("preflight = %d %v", resp.StatusCode, resp.Header)
+		}
+	})
+	// An allowed origin is matched as browsers send Origin: without the
+	// scheme's default port, which an allowed origin may name, and the
+	// host in its xn-- form.
+	t.Run("as browsers send it", func(t *testing.T) {
+		cfg := testConfig(t)
+		cfg.AllowedOrigins = []string{"https://app.example.com:443", "HTTP://LOCALHOST:80/", "http://127.0.0.1:"}
+		h := newHarness(t, cfg, nil)
+		for _, origin := range []string{"https://app.example.com", "http://localhost", "http://127.0.0.1"} {
+			resp := h.do(t, call{body: toolCall("read_x"), token: token, headers: map[string]string{"Origin": origin}})
+			readBody(t, resp)
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("Origin %q, allowed as %q = %d, want 200", origin, cfg.AllowedOrigins, resp.StatusCode)
+			}
 		}
 	})
 	// With no allowed_origins, any Origin is refused: browser pages are
