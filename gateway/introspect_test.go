@@ -987,7 +987,9 @@ func TestRemoteMetadataEndpointsHTTPS(t *testing.T) {
 		status      int
 	}{
 		{"opaque token", "made-up-opaque-token", http.StatusServiceUnavailable},
-		{"JWT", mint(t, c), http.StatusUnauthorized},
+		// Keys that cannot be fetched: the token cannot be checked
+		// (TestRemoteKeysUnavailable).
+		{"JWT", mint(t, c), http.StatusServiceUnavailable},
 	} {
 		resp := h.do(t, call{token: tt.token, body: `{"jsonrpc":"2.0","id":1,"method":"ping"}`})
 		resp.Body.Close()

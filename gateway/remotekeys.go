@@ -40,6 +40,9 @@ type RemoteKeys struct {
 	mu      sync.RWMutex
 	keys    map[string]any
 	fetched time.Time // last successful fetch
+	// failed: the last fetch failed, so a kid not among keys may be
+	// one the issuer publishes now (ErrKeysUnavailable).
+	failed bool
 	// withdrawals counts the fetches that took a key away, or gave its
 	// kid another key or algorithm (withdraws): a token verified before
 	// must then have its key found again (Published) to be accepted.
@@ -64,6 +67,11 @@ type RemoteKeys struct {
 
 // ErrUnknownKey is returned for a kid the issuer does not publish.
 var ErrUnknownKey = errors.New("unknown signing key")
+
+// errFetchFailed is PublicKey's error for a kid not among the keys
+// known while the issuer's keys cannot be fetched (the last fetch
+// failed): whether the issuer publishes it cannot be told.
+var errFetchFailed = fmt.Errorf("the issuer's keys cannot be fetched: %w", ErrKeysUnavailable)
 
 // NewRemoteKeys returns a RemoteKeys for issuer. client may be nil (a
 // client with a 10 s timeout is used); redirects are followed within one
@@ -106,6 +114,9 @@ func (k *RemoteKeys) PublicKey(ctx context.Context, kid string) (any, error) {
 	defer k.mu.RUnlock()
 	if key, ok := k.keys[kid]; ok {
 		return key, nil
+	}
+	if k.failed {
+		return nil, errFetchFailed
 	}
 	return nil, ErrUnknownKey
 }
@@ -162,6 +173,9 @@ func (k *RemoteKeys) fetchOnce(ctx context.Context) {
 	defer func() {
 		if v := recover(); v != nil {
 			k.log.Error("fetching issuer keys panicked", zap.String("issuer", k.issuer), zap.Any("panic", v), zap.Stack("stack"))
+			k.mu.Lock()
+			k.failed = true
+			k.mu.Unlock()
 		}
 	}()
 	now := k.now()
@@ -182,9 +196,13 @@ func (k *RemoteKeys) fetchOnce(ctx context.Context) {
 	keys, err := k.fetch(ctx)
 	if err != nil {
 		k.log.Warn("fetching issuer keys", zap.String("issuer", k.issuer), zap.Error(err))
+		k.mu.Lock()
+		k.failed = true
+		k.mu.Unlock()
 		return
 	}
 	k.mu.Lock()
+	k.failed = false
 	if withdraws(k.keys, keys) {
 		// With the keys, under the lock: whoever reads the new count
 		// finds the new keys (Published).

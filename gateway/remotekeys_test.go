@@ -259,7 +259,7 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 
 // TestRemoteKeysFetchPanics: a fetch that panics (the client's
 // RoundTripper, here) fails that fetch, not the process: the request gets
-// ErrUnknownKey, and the next fetch, after the refetch interval, gets the
+// ErrKeysUnavailable, and the next fetch, after the refetch interval, gets the
 // keys.
 func TestRemoteKeysFetchPanics(t *testing.T) {
 	k := theKeys(t)
@@ -280,8 +280,8 @@ func TestRemoteKeysFetchPanics(t *testing.T) {
 	rk.now = func() time.Time { return now }
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
-	if _, err := rk.PublicKey(ctx, "ec1"); !errors.Is(err, ErrUnknownKey) {
-		t.Fatalf("Key(ec1) when the fetch panics = %v, want ErrUnknownKey", err)
+	if _, err := rk.PublicKey(ctx, "ec1"); !errors.Is(err, ErrKeysUnavailable) {
+		t.Fatalf("Key(ec1) when the fetch panics = %v, want ErrKeysUnavailable", err)
 	}
 	now = now.Add(time.Minute)
 	if _, err := rk.PublicKey(ctx, "ec1"); err != nil {
@@ -339,8 +339,9 @@ func TestRemoteKeysRefusals(t *testing.T) {
 			defer srv.Close()
 			rk := NewRemoteKeys(srv.URL, srv.Client(), nil)
 			t.Cleanup(rk.Close)
-			if key, err := rk.PublicKey(context.Background(), "ec1"); !errors.Is(err, ErrUnknownKey) {
-				t.Fatalf("Key = %T, %v, want ErrUnknownKey", key, err)
+			// A failed fetch: no key comes of it.
+			if key, err := rk.PublicKey(context.Background(), "ec1"); !errors.Is(err, ErrKeysUnavailable) {
+				t.Fatalf("Key = %T, %v, want ErrKeysUnavailable", key, err)
 			}
 		})
 	}
@@ -355,8 +356,8 @@ func TestRemoteKeysRefusals(t *testing.T) {
 		defer srv.Close()
 		rk := NewRemoteKeys(srv.URL, srv.Client(), nil)
 		t.Cleanup(rk.Close)
-		if _, err := rk.PublicKey(context.Background(), "x"); !errors.Is(err, ErrUnknownKey) {
-			t.Fatalf("Key = %v, want ErrUnknownKey", err)
+		if _, err := rk.PublicKey(context.Background(), "x"); !errors.Is(err, ErrKeysUnavailable) {
+			t.Fatalf("Key = %v, want ErrKeysUnavailable", err)
 		}
 	})
 }
@@ -724,8 +725,11 @@ func TestRemoteKeysNoUsableKeyWithdraws(t *testing.T) {
 			}
 			f.jwks.Store(tt.set)
 			now = now.Add(time.Minute)
-			if _, err := rk.PublicKey(ctx, "made-up"); !errors.Is(err, ErrUnknownKey) {
-				t.Fatalf("PublicKey(made-up) = %v, want ErrUnknownKey", err)
+			// After a failed fetch, whether the issuer publishes a kid
+			// cannot be told (TestRemoteKeysUnavailable).
+			want := map[bool]error{true: ErrKeysUnavailable, false: ErrUnknownKey}[tt.kept]
+			if _, err := rk.PublicKey(ctx, "made-up"); !errors.Is(err, want) {
+				t.Fatalf("PublicKey(made-up) = %v, want %v", err, want)
 			}
 			if n := f.jwksHits.Load(); n != 2 {
 				t.Fatalf("JWKS fetches = %d, want 2", n)
@@ -1047,4 +1051,64 @@ func renewalGateway(t *testing.T) (*signingKeys, *fakeIssuer, jwt.MapClaims, fun
 		t.Fatalf("token of the published key: status %d", s)
 	}
 	return k, f, c, status, advance
+}
+
+// TestRemoteKeysUnavailable: a token whose kid the gateway does not know
+// while the issuer's keys cannot be fetched (the issuer down, at start or
+// later) is refused 503 without a challenge, as when introspection
+// cannot answer: the token was not found bad, and a 401 invalid_token
+// would have its client drop a good token and sign in again. Once a
+// fetch succeeds, a kid the issuer does not publish is 401 again, and a
+// known key is used while the issuer is down.
+func TestRemoteKeysUnavailable(t *testing.T) {
+	k := theKeys(t)
+	f := newFakeIssuer(t, "", false)
+	f.jwks.Store([]map[string]any{edJWK("ed1", k.ed.Public().(ed25519.PublicKey))})
+	rk := NewRemoteKeys(f.issuer, f.srv.Client(), nil)
+	t.Cleanup(rk.Close)
+	var mu sync.Mutex
+	now := time.Now()
+	rk.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func() { mu.Lock(); now = now.Add(time.Minute); mu.Unlock() }
+	cfg := testConfig(t)
+	cfg.Issuer = f.issuer
+	cfg.Keys = rk
+	h := newHarness(t, cfg, nil)
+	c := claims()
+	c["iss"] = f.issuer
+	check := func(name, kid string, want int) {
+		t.Helper()
+		resp := h.do(t, call{body: toolCall("read_a"), token: mintWith(t, jwt.SigningMethodEdDSA, k.ed, kid, c, nil)})
+		body := readBody(t, resp)
+		www := resp.Header.Get("WWW-Authenticate")
+		switch {
+		case resp.StatusCode != want:
+			t.Errorf("%s: status %d (%s), want %d", name, resp.StatusCode, body, want)
+		case want == http.StatusServiceUnavailable && (www != "" || !strings.Contains(body, "retry")):
+			t.Errorf("%s: challenge %q, body %s; want no challenge and a retry", name, www, body)
+		case want == http.StatusUnauthorized && !strings.Contains(www, `error="invalid_token"`):
+			t.Errorf("%s: challenge %q, want invalid_token", name, www)
+		}
+	}
+
+	f.down.Store(true)
+	check("issuer down, no key known", "ed1", http.StatusServiceUnavailable)
+	if _, err := rk.PublicKey(context.Background(), "ed1"); !errors.Is(err, ErrKeysUnavailable) {
+		t.Errorf("PublicKey with the issuer down = %v, want ErrKeysUnavailable", err)
+	}
+	f.down.Store(false)
+	advance()
+	check("issuer back", "ed1", http.StatusOK)
+	check("a kid the issuer does not publish", "ed2", http.StatusUnauthorized)
+
+	f.down.Store(true)
+	advance()
+	check("issuer down, unknown kid", "ed2", http.StatusServiceUnavailable)
+	check("issuer down, known key", "ed1", http.StatusOK)
+
+	// A key set that is no key set (no keys array) is a failed fetch too.
+	f.down.Store(false)
+	f.jwks.Store([]map[string]any(nil))
+	advance()
+	check("no key set, unknown kid", "ed2", http.StatusServiceUnavailable)
 }

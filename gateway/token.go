@@ -203,8 +203,10 @@ var (
 	errReplayUnknown = &authError{status: http.StatusServiceUnavailable,
 		desc: "the DPoP proof cannot be checked for replay at the moment; retry later"}
 	// errKeysUnknown: the key source cannot tell whether it publishes
-	// the token's key (ErrKeysUnavailable); a good token must not be
-	// thrown away for that.
+	// the token's key (ErrKeysUnavailable: the local issuer's store
+	// cannot be read, or a remote issuer's keys cannot be fetched); not
+	// the token's fault, so no challenge: a good token must not be
+	// thrown away for that, and the client may retry.
 	errKeysUnknown = &authError{status: http.StatusServiceUnavailable,
 		desc: "the access token's signing key cannot be read at the moment; retry later"}
 )

@@ -340,3 +340,34 @@ func TestGatewayForExternalAS(t *testing.T) {
 		}
 	})
 }
+
+// TestGatewayExternalASKeysUnavailable: while oidc-provider cannot be
+// reached, a gateway that does not know its keys yet (just started or
+// reloaded) refuses its valid JWT access token 503 without a challenge,
+// not 401 invalid_token, which would have the client drop the token and
+// sign in again at a provider that is down; once the provider answers
+// again (and the refetch interval has passed), the same token is
+// accepted.
+func TestGatewayExternalASKeysUnavailable(t *testing.T) {
+	as := startExternalAS(t)
+	resJWT := as.base + "/jwt/mcp"
+	tok := asTokens(t, as.p, as.robot, resJWT)
+	as.p.down.Store(true)
+	s, www := refused(t, resJWT, tok.AccessToken)
+	if s != http.StatusServiceUnavailable || www != "" {
+		t.Fatalf("provider down, keys never fetched: status %d, challenge %q; want 503 and no challenge", s, www)
+	}
+	as.p.down.Store(false)
+	deadline := time.Now().Add(45 * time.Second) // the refetch interval is 30 s
+	for {
+		s, _ := refused(t, resJWT, tok.AccessToken)
+		if s == http.StatusOK {
+			break
+		}
+		if s != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			t.Fatalf("provider back: status %d, want 503 until the keys are fetched, then 200", s)
+		}
+		time.Sleep(time.Second)
+	}
+	callEcho(t, resJWT, tok.AccessToken)
+}

@@ -33,6 +33,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -69,6 +70,9 @@ type provider struct {
 	mu       sync.Mutex
 	swap     string   // an ID token to put in the next token response
 	seen     []string // ID tokens of the token responses, in order
+	// down has the proxy answer every request 503, as a provider that
+	// is down (or behind a failing load balancer).
+	down atomic.Bool
 }
 
 // setAccounts replaces the provider's users.
@@ -222,6 +226,10 @@ func startProviderWith(t *testing.T, clientList []map[string]any, resources map[
 	// answer begins, the transport's late read of it fails and it cuts
 	// the answer off (golang/go#40747; see test/cluster's balancer).
 	fullDuplex := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p.down.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
 		if err := http.NewResponseController(w).EnableFullDuplex(); err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
