@@ -115,6 +115,46 @@ func TestManageUsers(t *testing.T) {
 	}
 }
 
+// TestClientOfRefusedIDKept backs README's Upgrading: a client stored
+// under an id the name rules now refuse (an NFKC-changed ligature, added
+// by an earlier release) keeps working, its secret can be rotated and it
+// can be deleted; it cannot be changed (PUT /clients/{id}), nor added
+// again under that id (400).
+func TestClientOfRefusedIDKept(t *testing.T) {
+	e := newTokEnv(t)
+	ctx := t.Context()
+	const id = "\ufb01le-sync" // "ﬁle-sync": NFKC makes it "file-sync"
+	if usableName(id, maxClientIDLen) {
+		t.Fatalf("usableName(%q) = true, want the id refused now", id)
+	}
+	err := e.store.Update(ctx, func(tx store.Tx) error {
+		return clientsIn(tx).put(&Client{ID: id, SecretHash: passwordHash(), TokenEndpointAuthMethod: "client_secret_basic",
+			GrantTypes: []string{"client_credentials"}, Source: sourceAdmin, CreatedAt: e.clock.Now()})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := e.post(t, pathToken, ccForm(nil), id+":"+tPassword); a.status != 200 {
+		t.Errorf("client credentials of the stored client = %d %s, want 200", a.status, a.raw)
+	}
+	secret, err := e.iss.RotateClientSecret(ctx, id)
+	if err != nil {
+		t.Fatalf("RotateClientSecret() = %v, want a new secret", err)
+	}
+	if a := e.post(t, pathToken, ccForm(nil), id+":"+secret); a.status != 200 {
+		t.Errorf("client credentials with the rotated secret = %d %s, want 200", a.status, a.raw)
+	}
+	if _, err := e.iss.UpdateClient(ctx, Client{ID: id, TokenEndpointAuthMethod: "client_secret_basic", GrantTypes: []string{"client_credentials"}, Name: "Sync"}); !errors.Is(err, ErrInvalidEntry) {
+		t.Errorf("UpdateClient(%q) = %v, want ErrInvalidEntry", id, err)
+	}
+	if err := e.iss.DeleteClient(ctx, id); err != nil {
+		t.Fatalf("DeleteClient() = %v", err)
+	}
+	if err := e.iss.PutClient(ctx, Client{ID: id, SecretHash: passwordHash(), GrantTypes: []string{"client_credentials"}}); !errors.Is(err, ErrInvalidEntry) {
+		t.Errorf("PutClient(%q) = %v, want ErrInvalidEntry", id, err)
+	}
+}
+
 func TestManageClients(t *testing.T) {
 	e := newTokEnv(t)
 	ctx := t.Context()
