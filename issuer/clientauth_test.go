@@ -1079,3 +1079,31 @@ func TestSelfRegisteredRefreshesLeaveUserAuthorizing(t *testing.T) {
 		t.Errorf("the user's authorization of another app after the refreshes = %d %q, want its consent page or a code", resp.StatusCode, loc)
 	}
 }
+
+// TestSHA256SecretHashAnySecret backs README's `client`: a secret
+// given as sha256:<hex> is checked with one SHA-256 and no work factor,
+// whatever the secret (a three-letter one too: the hash does not show
+// its length), so it is safe for long random secrets only, such as the
+// 256-bit ones RotateClientSecret generates; a chosen secret belongs in
+// bcrypt.
+func TestSHA256SecretHashAnySecret(t *testing.T) {
+	e := newTokEnv(t)
+	ctx := t.Context()
+	if err := e.iss.PutClient(ctx, Client{ID: "short", SecretHash: hashClientSecret("foo"), GrantTypes: []string{"client_credentials"}}); err != nil {
+		t.Fatalf("PutClient(sha256 of a three-letter secret) = %v, want it taken", err)
+	}
+	if a := e.post(t, pathToken, ccForm(nil), "short:foo"); a.status != 200 {
+		t.Errorf("client credentials with the short secret = %d %s, want 200", a.status, a.raw)
+	}
+	secret, err := e.iss.RotateClientSecret(ctx, "short")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := base64.RawURLEncoding.DecodeString(secret); err != nil || len(b) < 32 {
+		t.Errorf("generated secret %q: %d random bytes (%v), want at least 32", secret, len(b), err)
+	}
+	c, err := e.iss.dir.lookupClient(ctx, "short")
+	if err != nil || c.SecretHash != hashClientSecret(secret) {
+		t.Errorf("stored hash of the generated secret = %q (%v), want its sha256:<hex>", c.SecretHash, err)
+	}
+}
