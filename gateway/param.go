@@ -137,7 +137,7 @@ func (g *Gateway) missingParam(x *exchange) (string, error) {
 		return "", nil
 	}
 	m := &x.msgs[0]
-	for header, path := range g.pins.view.Load().params[m.Name] {
+	for header, path := range g.pins.view.Load().params.at(m.Name) {
 		if paramHeaderSent(x.r.Header, header) {
 			continue // checked by checkParam
 		}
@@ -173,7 +173,7 @@ func (g *Gateway) checkParam(x *exchange, name string, values []string) error {
 	if g.pins == nil {
 		return errors.New("cannot be checked against the body: the gateway knows tool definitions only with pin_tools")
 	}
-	path, ok := g.pins.view.Load().params[m.Name][strings.ToLower(name[len(paramHeaderPrefix):])]
+	path, ok := g.pins.view.Load().params.at(m.Name)[strings.ToLower(name[len(paramHeaderPrefix):])]
 	if !ok {
 		return fmt.Errorf("tool %q declares no such parameter header", m.Name)
 	}

@@ -155,15 +155,19 @@ type fetchedList struct {
 // pinView is one immutable state of a pinSet; changes publish a copy.
 type pinView struct {
 	loaded  time.Time
-	stored  map[string]Pin
-	current map[string]string // tool → hash of the definition last listed
+	stored  toolMap[Pin]
+	current toolMap[string] // tool → hash of the definition last listed
 	// params: tool → its current definition's Mcp-Param-* headers
 	// (paramHeaders).
-	params map[string]map[string][]string
+	params toolMap[map[string][]string]
 	// defaults: tool → what its current definition's input schema says
 	// of defaults (readDefaults).
-	defaults map[string]*schemaDefaults
-	stale    bool // the server said its list changed: current needs a fetch
+	defaults toolMap[*schemaDefaults]
+	// loose: pinKey → the names in stored that fold to it (resembling),
+	// so that a new name is compared with its lookalikes, not with
+	// every pin.
+	loose toolMap[[]string]
+	stale bool // the server said its list changed: current needs a fetch
 }
 
 // pinVerdict is what pinning says of a call or a listed definition.
@@ -205,7 +209,7 @@ func newPinSet(g *Gateway, cfg *Config) *pinSet {
 		fetched:  map[string]fetchedList{},
 		holders:  map[string]*heldFetches{},
 	}
-	s.view.Store(&pinView{stored: map[string]Pin{}, current: map[string]string{}, params: map[string]map[string][]string{}, defaults: map[string]*schemaDefaults{}})
+	s.view.Store(&pinView{})
 	return s
 }
 
@@ -226,13 +230,14 @@ func (s *pinSet) judge(p Pin, hash string) pinVerdict {
 func (s *pinSet) callVerdict(ctx context.Context, tool string) pinVerdict {
 	s.refresh(ctx)
 	v := s.view.Load()
-	cur, ok := v.current[tool]
-	if p := v.stored[tool]; !ok || v.stale || (s.mode == PinFirstUse && p == Pin{}) {
+	cur, ok := v.current.get(tool)
+	p := v.stored.at(tool)
+	if !ok || v.stale || (s.mode == PinFirstUse && p == Pin{}) {
 		// With no record (its pin was forgotten), first_use learns the
 		// definition again, which pins it.
 		return pinUnknown
 	}
-	return s.judge(v.stored[tool], cur)
+	return s.judge(p, cur)
 }
 
 // refresh reloads the pins from the store once Config.PinReload has
@@ -252,7 +257,7 @@ func (s *pinSet) refresh(ctx context.Context) {
 	s.update(func(v *pinView) {
 		v.loaded = s.g.now()
 		if err == nil {
-			v.stored = pins
+			v.setStored(pins)
 		}
 	})
 }
@@ -273,9 +278,29 @@ func (s *pinSet) update(change func(v *pinView)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := s.view.Load()
-	v := &pinView{loaded: old.loaded, stored: maps.Clone(old.stored), current: maps.Clone(old.current), params: maps.Clone(old.params), defaults: maps.Clone(old.defaults), stale: old.stale}
+	v := &pinView{loaded: old.loaded, stored: old.stored.copied(), current: old.current.copied(), params: old.params.copied(),
+		defaults: old.defaults.copied(), loose: old.loose.copied(), stale: old.stale}
 	change(v)
 	s.view.Store(v)
+}
+
+// setStored replaces the stored pins with pins.
+func (v *pinView) setStored(pins map[string]Pin) {
+	v.stored, v.loose = toolMapOf(pins), toolMap[[]string]{}
+	for name := range pins {
+		key := pinKey(name)
+		v.loose.set(key, append(v.loose.at(key), name))
+	}
+	v.loose.owned = 0
+}
+
+// store records tool's pin.
+func (v *pinView) store(tool string, p Pin) {
+	if _, ok := v.stored.get(tool); !ok {
+		key := pinKey(tool)
+		v.loose.set(key, append(slices.Clip(v.loose.at(key)), tool))
+	}
+	v.stored.set(tool, p)
 }
 
 // listChanged marks the current definitions stale after the server's
@@ -310,12 +335,12 @@ func (s *pinSet) listed(ctx context.Context, tool string, raw []byte) (keep bool
 	}
 	hash = definitionHash(canon)
 	v := s.view.Load()
-	p, cur := v.stored[tool], v.current[tool]
+	p, cur := v.stored.at(tool), v.current.at(tool)
 	known := (p.Pinned == hash && p.Pending == "") || (p.Pinned != hash && p.Pending == hash)
 	if !known && p == (Pin{}) {
-		if len(v.stored) >= s.max {
+		if v.stored.len() >= s.max {
 			if s.full.CompareAndSwap(false, true) {
-				s.audit("tool pins full: new tools are hidden until pins are forgotten", tool, false, zap.Int("pins", len(v.stored)))
+				s.audit("tool pins full: new tools are hidden until pins are forgotten", tool, false, zap.Int("pins", v.stored.len()))
 			}
 			s.g.metrics.ToolPin("hidden")
 			return false, hash, nil
@@ -351,10 +376,10 @@ func (s *pinSet) listed(ctx context.Context, tool string, raw []byte) (keep bool
 	if !known || cur != hash {
 		params, defaults := paramHeaders(canon), readDefaults(canon)
 		s.update(func(v *pinView) {
-			v.stored[tool] = p
-			v.current[tool] = hash
-			v.params[tool] = params
-			v.defaults[tool] = defaults
+			v.store(tool, p)
+			v.current.set(tool, hash)
+			v.params.set(tool, params)
+			v.defaults.set(tool, defaults)
 		})
 	}
 	if s.judge(p, hash) != pinOK {
@@ -373,18 +398,17 @@ func (s *pinSet) listed(ctx context.Context, tool string, raw []byte) (keep bool
 // current set names again if the server lists it again (a fetch under
 // way may put it back).
 func (s *pinSet) forget(tool string) {
-	if _, ok := s.view.Load().current[tool]; !ok {
+	if _, ok := s.view.Load().current.get(tool); !ok {
 		return
 	}
-	s.update(func(v *pinView) { delete(v.current, tool) })
+	s.update(func(v *pinView) { v.current.del(tool) })
 }
 
 // resembling returns a pinned tool whose name is not tool but folds as
 // tool's does (pinKey), "" when none.
 func (v *pinView) resembling(tool string) string {
-	key := pinKey(tool)
-	for name, p := range v.stored {
-		if p.Pinned != "" && name != tool && pinKey(name) == key {
+	for _, name := range v.loose.at(pinKey(tool)) {
+		if name != tool && v.stored.at(name).Pinned != "" {
 			return name
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -1228,6 +1229,55 @@ func TestPinFetchPerNewSession(t *testing.T) {
 		}
 		if got := lists.Load(); got != int32(i+1) {
 			t.Fatalf("after %d sessions, tools/list fetches = %d, want one per session", i+1, got)
+		}
+	}
+}
+
+// TestPinListingCostPerTool: what a tools/list answer costs per tool it
+// lists does not grow with the number of tools known. Each tool learned
+// (new, or its definition changed) published a copy of the view whose
+// maps were cloned whole, and a new name was compared with every pin:
+// a listing of n tools cost n², 5,000 tools 10 to 20 s of CPU per
+// tools/list, whoever asked, for a server rotating its definitions (which
+// pinning is there to catch). Bytes allocated per tool rather than time,
+// so that a loaded machine does not decide: four times the tools cost
+// about four times the bytes per tool before, about the same now.
+func TestPinListingCostPerTool(t *testing.T) {
+	perTool := func(n int) [2]uint64 {
+		cfg := testConfig(t)
+		cfg.PinTools, cfg.Pins = PinFirstUse, newMemPins()
+		var round atomic.Int64
+		h := newHarness(t, cfg, pinUpstream(func() string {
+			r := round.Load()
+			tools := make([]string, n)
+			for k := range n {
+				tools[k] = fmt.Sprintf(`{"name":"read_%05d","description":"round %d","inputSchema":{"type":"object"}}`, k, r)
+			}
+			return strings.Join(tools, ",")
+		}))
+		token := mint(t, claims())
+		var out [2]uint64
+		for r := range out {
+			round.Store(int64(r))
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			readBody(t, h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, token: token}))
+			runtime.ReadMemStats(&after)
+			out[r] = (after.TotalAlloc - before.TotalAlloc) / uint64(n)
+		}
+		if got := h.g.pins.view.Load().stored.len(); got != n {
+			t.Fatalf("pins after listing %d tools: %d", n, got)
+		}
+		return out
+	}
+	small, large := perTool(500), perTool(2000)
+	for r, what := range []string{"new tools", "changed definitions"} {
+		if large[r] > 2*small[r] {
+			t.Errorf("a listing of %s allocated %d bytes per tool with 2000 tools, %d with 500: want about the same", what, large[r], small[r])
+		}
+		if testing.Verbose() {
+			t.Logf("%s: %d bytes per tool with 500 tools, %d with 2000", what, small[r], large[r])
 		}
 	}
 }

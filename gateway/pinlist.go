@@ -85,7 +85,7 @@ func (g *Gateway) checkPins(x *exchange, next Next) *refusal {
 		}
 		d := &x.dec[i]
 		if v == pinOK {
-			if d.argument, d.reason = defaultRefusal(d.args, x.p, m.Arguments, g.pins.view.Load().defaults[m.Name]); d.reason != "" {
+			if d.argument, d.reason = defaultRefusal(d.args, x.p, m.Arguments, g.pins.view.Load().defaults.at(m.Name)); d.reason != "" {
 				d.allow, d.scopeOnly = false, false
 				return g.denial(x)
 			}
@@ -227,7 +227,7 @@ func (s *pinSet) takeSlot(ctx context.Context, holder string) (release func(), e
 // began, and tool is not in the current set: that fetch stands. A tool
 // in it whose pin was forgotten is fetched again, to be pinned anew.
 func (s *pinSet) unlistedLately(key, tool string) bool {
-	if _, ok := s.view.Load().current[tool]; ok {
+	if _, ok := s.view.Load().current.get(tool); ok {
 		return false
 	}
 	s.fmu.Lock()
@@ -315,7 +315,7 @@ func (g *Gateway) learnTools(x *exchange, next Next) error {
 		cursor = *page.Result.NextCursor
 	}
 	g.pins.update(func(v *pinView) {
-		v.current = seen
+		v.current = toolMapOf(seen)
 		if g.pins.gen.Load() == gen {
 			v.stale = false
 		}
