@@ -134,8 +134,11 @@ func (l *localUsers) exist(ctx context.Context, now time.Time, read func(context
 	if !l.at.IsZero() && now.Sub(l.at) < localUsersRecheck && !now.Before(l.at) {
 		return l.found
 	}
-	l.found, l.at = read(ctx), now
-	return l.found
+	found := read(ctx)
+	if ctx.Err() == nil { // a read cut short by its request says nothing
+		l.found, l.at = found, now
+	}
+	return found
 }
 
 // forget makes the next exist read the store.
