@@ -134,11 +134,11 @@ func (l *localUsers) exist(ctx context.Context, now time.Time, read func(context
 	if !l.at.IsZero() && now.Sub(l.at) < localUsersRecheck && !now.Before(l.at) {
 		return l.found
 	}
-	found := read(ctx)
-	if ctx.Err() == nil { // a read cut short by its request says nothing
-		l.found, l.at = found, now
-	}
-	return found
+	// Not cut short by its request's end: the others wait for this
+	// answer, and one that was cut short would say nothing, to be read
+	// again by the next request, and the next.
+	l.found, l.at = read(context.WithoutCancel(ctx)), now
+	return l.found
 }
 
 // forget makes the next exist read the store.
