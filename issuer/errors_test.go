@@ -83,10 +83,12 @@ func (s *unavailableStore) Update(ctx context.Context, fn func(store.Tx) error) 
 	return s.Store.Update(ctx, fn)
 }
 
-// TestStoreUnavailable: while the store cannot write, token requests and
-// registrations answer 503 temporarily_unavailable (not server_error)
-// with Retry-After, the admin API 503,
-// and nothing is issued; afterwards the same requests succeed.
+// TestStoreUnavailable: while the store cannot write, token requests
+// (codes and refreshes), registrations, revocations and pushed
+// authorization requests answer 503 temporarily_unavailable (not
+// server_error) with Retry-After, the authorization endpoint sends the
+// client temporarily_unavailable, the admin API 503, and nothing is
+// issued, rotated or revoked; afterwards the same requests succeed.
 func TestStoreUnavailable(t *testing.T) {
 	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
 	st := &unavailableStore{Store: memory.New(memory.Options{Now: clock.Now, RunTwice: true})}
@@ -128,11 +130,52 @@ func TestStoreUnavailable(t *testing.T) {
 		t.Errorf("registration while the store is down = %d %s (Retry-After %q), want 503 temporarily_unavailable, Retry-After 1", resp.StatusCode, raw, resp.Header.Get("Retry-After"))
 	}
 
+	// The other endpoints that write (README: "The issuer's endpoints
+	// answer such a store 503 temporarily_unavailable with Retry-After:
+	// 1"): a refresh, a revocation, a pushed request; the authorization
+	// endpoint answers the client's redirect URI with the same error.
+	st.down.Store(false)
+	code, verifier = e.issueCode(t, codeSpec{client: tPublic, scopes: []string{"read", "offline_access"}})
+	tok, err := e.exchange(t, tPublic, "", code, verifier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.down.Store(true)
+	authz := url.Values{"response_type": {"code"}, "client_id": {tPublic}, "redirect_uri": {tRedirect}, "code_challenge": {testChallenge},
+		"code_challenge_method": {"S256"}, "state": {"s"}, "resource": {tResource}, "scope": {"read"}}
+	for _, r := range []struct {
+		name, path string
+		form       url.Values
+	}{
+		{"refresh", pathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok.RefreshToken}, "client_id": {tPublic}}},
+		{"revocation of a refresh token", pathRevoke, url.Values{"token": {tok.RefreshToken}, "client_id": {tPublic}}},
+		{"revocation of an access token", pathRevoke, url.Values{"token": {tok.AccessToken}, "client_id": {tPublic}}},
+		{"pushed authorization request", pathPAR, authz},
+	} {
+		if a := e.post(t, r.path, r.form, ""); a.status != http.StatusServiceUnavailable || a.str("error") != "temporarily_unavailable" || a.header.Get("Retry-After") != "1" {
+			t.Errorf("%s while the store is down = %d %s (Retry-After %q), want 503 temporarily_unavailable, Retry-After 1", r.name, a.status, a.raw, a.header.Get("Retry-After"))
+		}
+	}
+	noFollow := e.srv.Client()
+	noFollow.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, err = noFollow.Get(e.url(pathAuthorize, authz))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc, _ := url.Parse(resp.Header.Get("Location")); loc == nil || !strings.HasPrefix(loc.String(), tRedirect+"?") || loc.Query().Get("error") != "temporarily_unavailable" {
+		t.Errorf("authorization request while the store is down = %d %q, want the client told temporarily_unavailable", resp.StatusCode, resp.Header.Get("Location"))
+	}
+
 	st.down.Store(false)
 	for _, r := range requests {
 		if a := e.post(t, pathToken, r.form, r.basic); a.status != http.StatusOK {
 			t.Errorf("%s after the store is back = %d %s, want 200", r.name, a.status, a.raw)
 		}
+	}
+	// Nothing was rotated or revoked meanwhile: the refresh token works.
+	if a := e.post(t, pathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok.RefreshToken}, "client_id": {tPublic}}, ""); a.status != http.StatusOK {
+		t.Errorf("refresh after the store is back = %d %s, want 200", a.status, a.raw)
 	}
 }
 
