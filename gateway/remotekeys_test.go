@@ -345,21 +345,51 @@ func TestRemoteKeysRefusals(t *testing.T) {
 			}
 		})
 	}
-	t.Run("oversized JWKS", func(t *testing.T) {
-		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path == "/jwks" {
-				w.Write([]byte(`{"keys":[` + strings.Repeat(" ", 2<<20) + `]}`))
-				return
+	// README (In front of another authorization server): the metadata
+	// and JWKS are fetched with a 10 s timeout and a 1 MiB limit. A
+	// document of exactly 1 MiB is read, one a byte longer is not (its
+	// key unknown), the metadata's as the key set's.
+	if documented := 10 * time.Second; NewRemoteKeys("https://as.example", nil, nil).timeout != documented {
+		t.Errorf("RemoteKeys' fetch timeout = %v, README says %v", NewRemoteKeys("https://as.example", nil, nil).timeout, documented)
+	}
+	sized := func(doc string, size int) string { // doc, an object, padded to size bytes
+		return doc[:len(doc)-1] + strings.Repeat(" ", size-len(doc)) + "}"
+	}
+	for _, tt := range []struct {
+		name                   string
+		metadataSize, jwksSize int // 0: as it comes
+		read                   bool
+	}{
+		{"JWKS of 1 MiB", 0, 1 << 20, true},
+		{"oversized JWKS", 0, 1<<20 + 1, false},
+		{"metadata of 1 MiB", 1 << 20, 0, true},
+		{"oversized metadata", 1<<20 + 1, 0, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				doc, size := `{"issuer":"http://`+r.Host+`","jwks_uri":"http://`+r.Host+`/jwks"}`, tt.metadataSize
+				if r.URL.Path == "/jwks" {
+					doc, size = `{"keys":[`+string(jwk)+`]}`, tt.jwksSize
+				}
+				if size > 0 {
+					doc = sized(doc, size)
+				}
+				w.Write([]byte(doc))
+			}))
+			defer srv.Close()
+			rk := NewRemoteKeys(srv.URL, srv.Client(), nil)
+			t.Cleanup(rk.Close)
+			_, err := rk.PublicKey(context.Background(), "ec1")
+			if read := err == nil; read != tt.read {
+				t.Fatalf("Key(ec1) = %v, want it read = %v", err, tt.read)
 			}
-			json.NewEncoder(w).Encode(map[string]any{"issuer": "http://" + r.Host, "jwks_uri": "http://" + r.Host + "/jwks"})
-		}))
-		defer srv.Close()
-		rk := NewRemoteKeys(srv.URL, srv.Client(), nil)
-		t.Cleanup(rk.Close)
-		if _, err := rk.PublicKey(context.Background(), "x"); !errors.Is(err, ErrKeysUnavailable) {
-			t.Fatalf("Key = %v, want ErrKeysUnavailable", err)
-		}
-	})
+			// A document refused is a fetch failed: whether the issuer
+			// publishes the kid cannot be told (TestRemoteKeysUnavailable).
+			if !tt.read && !errors.Is(err, ErrKeysUnavailable) {
+				t.Errorf("Key(ec1) = %v, want ErrKeysUnavailable", err)
+			}
+		})
+	}
 }
 
 // TestRemoteKeysGateway runs a token through a gateway keyed by RemoteKeys.
