@@ -90,6 +90,16 @@ func active() map[string]any {
 	}
 }
 
+// padJSON is v as a JSON object padded with spaces to size bytes.
+func padJSON(t *testing.T, v map[string]any, size int) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil || len(b) > size {
+		t.Fatalf("padJSON: %d bytes, %v", len(b), err)
+	}
+	return string(b[:len(b)-1]) + strings.Repeat(" ", size-len(b)) + "}"
+}
+
 // dupMember is v as a JSON object that names name first with raw and
 // then with v's own value (or only with raw, when v has none).
 func dupMember(v map[string]any, name, raw string) string {
@@ -197,6 +207,16 @@ func TestIntrospectionAnswers(t *testing.T) {
 		{"oversized answer", nil, func(w http.ResponseWriter) {
 			io.WriteString(w, `{"active":true,"x":"`+strings.Repeat("a", 70<<10)+`"}`)
 		}, "read_a", 503, "cannot be checked"},
+		// README: more than 64 KiB cannot be read; 64 KiB can.
+		{"answer of 64 KiB", nil, func(w http.ResponseWriter) { io.WriteString(w, padJSON(t, active(), 64<<10)) }, "read_a", 200, ""},
+		{"answer of 64 KiB and a byte", nil, func(w http.ResponseWriter) { io.WriteString(w, padJSON(t, active(), 64<<10+1)) }, "read_a", 503, "cannot be checked"},
+	}
+	ri, err := NewRemoteIntrospection(testIssuer, "https://as.example/introspect", gwClientID, gwClientSecret, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if documented := 5 * time.Second; ri.timeout != documented || ri.maxBytes != 64<<10 {
+		t.Errorf("introspection call timeout, answer limit = %v, %d; README says %v, 64 KiB", ri.timeout, ri.maxBytes, documented)
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
