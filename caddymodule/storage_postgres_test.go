@@ -319,6 +319,37 @@ func TestMigrateStorage(t *testing.T) {
 	if v, err := read(live[0]); err != nil || string(v) != "changed" {
 		t.Errorf("after the refused copy Get(grants/g1) = %q, %v, want changed", v, err)
 	}
+	// Into a database holding only one of the entries, the last the copy
+	// comes to (bbolt exports its buckets in order: refresh after grants
+	// and keys): refused, and the entries written before it are rolled
+	// back with it (README: "one transaction ... or nothing").
+	partial := pgtest.NewDatabase(t)
+	pdst, err := postgres.Open(context.Background(), partial, postgres.Options{Now: func() time.Time { return at }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pdst.Close()
+	if err := pdst.Update(context.Background(), func(tx store.Tx) error { return tx.Put(live[2].bucket, live[2].key, []byte("theirs"), time.Time{}) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := runCLI(t, "localhost:1", "", "migrate-storage", "--from", path, "--to", partial); err == nil || !strings.Contains(err.Error(), "already holds entries") {
+		t.Fatalf("migrate-storage into a database holding one of the entries = %v, want a refusal", err)
+	}
+	err = pdst.View(context.Background(), func(tx store.Tx) error {
+		for _, e := range live {
+			v, err := tx.Get(e.bucket, e.key)
+			switch {
+			case e == live[2] && (err != nil || string(v) != "theirs"):
+				t.Errorf("after the refused copy Get(%s/%q) = %q, %v, want theirs", e.bucket, e.key, v, err)
+			case e != live[2] && !errors.Is(err, store.ErrNotFound):
+				t.Errorf("after the refused copy Get(%s/%q) = %q, %v, want nothing copied", e.bucket, e.key, v, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, _, err := runCLI(t, "localhost:1", "", "migrate-storage", "--from", filepath.Join(t.TempDir(), "none.db"), "--to", dsn); err == nil {
 		t.Errorf("migrate-storage from a missing file = nil, want an error")
 	}
