@@ -3,13 +3,17 @@ package caddymodule
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"unicode"
@@ -171,6 +175,65 @@ func TestCommand(t *testing.T) {
 	// The one-time secret comes with a warning on stderr, not stdout.
 	if _, msg, err := runCLI(t, addr, "", "client", "add", "svc2"); err != nil || !strings.Contains(msg, "not shown again") {
 		t.Errorf("client add svc2 = %q, %v, want the store-it-now note on stderr", msg, err)
+	}
+}
+
+// TestCommandSendsOnlyTheHash: README (CLI) says passwords are hashed
+// with bcrypt by the CLI and only the hash is sent: the bodies of `user
+// add` and `user set-password` reaching the admin endpoint name a
+// password_hash that verifies the password, and hold no password in the
+// clear, under any member.
+func TestCommandSendsOnlyTheHash(t *testing.T) {
+	api := adminServer(t, &AdminAPI{app: boltApp(t)})
+	apiURL, err := url.Parse(api.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(apiURL)
+	var mu sync.Mutex
+	var bodies []string
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			t.Error(err)
+		}
+		if len(b) > 0 {
+			mu.Lock()
+			bodies = append(bodies, string(b))
+			mu.Unlock()
+		}
+		r.Body = io.NopCloser(bytes.NewReader(b))
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	addr := strings.TrimPrefix(front.URL, "http://")
+	for _, tt := range []struct {
+		password string
+		args     []string
+	}{
+		{"first secret pw", []string{"user", "add", "carol"}},
+		{"second secret pw", []string{"user", "set-password", "carol"}},
+	} {
+		mu.Lock()
+		bodies = nil
+		mu.Unlock()
+		if _, _, err := runCLI(t, addr, tt.password+"\n", tt.args...); err != nil {
+			t.Fatalf("mcp-auth %s: %v", strings.Join(tt.args, " "), err)
+		}
+		mu.Lock()
+		sent := slices.Clone(bodies)
+		mu.Unlock()
+		if len(sent) != 1 {
+			t.Fatalf("mcp-auth %s sent %d bodies %q, want 1", strings.Join(tt.args, " "), len(sent), sent)
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(sent[0]), &m); err != nil {
+			t.Fatal(err)
+		}
+		hash, _ := m["password_hash"].(string)
+		if _, clear := m["password"]; clear || strings.Contains(sent[0], tt.password) || bcrypt.CompareHashAndPassword([]byte(hash), []byte(tt.password)) != nil {
+			t.Errorf("mcp-auth %s sent %s, want only a bcrypt password_hash of the password", strings.Join(tt.args, " "), sent[0])
+		}
 	}
 }
 
