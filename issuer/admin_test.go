@@ -1475,6 +1475,9 @@ func TestAdminEmptyRestrictionRefused(t *testing.T) {
 // members' worth of whitespace, then a second value or garbage) would
 // otherwise go unread, the request taken for another than the one sent.
 func TestAdminBodyTooLarge(t *testing.T) {
+	if maxAdminBody != 64<<10 {
+		t.Fatalf("maxAdminBody = %d, README (Admin API) says a body longer than 64 KiB is refused", maxAdminBody)
+	}
 	iss, _ := newAdminIssuer(t, nil)
 	srv := adminServer(t, iss)
 	keys := func() int { return signingKeyCount(t, iss) }
