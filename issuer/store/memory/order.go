@@ -2,87 +2,30 @@ package memory
 
 import (
 	"iter"
-	"math/bits"
-	"math/rand/v2"
+
+	"github.com/google/btree"
 )
 
-// maxLevel bounds a node's levels: 2^32 keys in a bucket before a level
-// would help.
-const maxLevel = 32
-
-// order is a bucket's keys in byte order, a skip list: adding and
-// removing a key, and finding where a prefix begins, cost O(log n)
-// expected, so a List costs the keys under its prefix, not the bucket's.
-// Its callers hold the Store's lock: Updates and Purge change it, Views
-// only read it.
+// order is a bucket's keys in byte order, a B-tree: adding and removing
+// a key, and finding where a prefix begins, cost O(log n), so a List
+// costs the keys under its prefix, not the bucket's. Its callers hold the
+// Store's lock: Updates and Purge change it, Views only read it (reads
+// of a btree.BTreeG may run concurrently).
 type order struct {
-	head  orderNode // sentinel, with maxLevel links
-	level int       // levels in use, at least 1
+	keys *btree.BTreeG[string]
 }
 
-type orderNode struct {
-	key  string
-	next []*orderNode // one link per level of the node
-}
-
-func newOrder() *order {
-	return &order{head: orderNode{next: make([]*orderNode, maxLevel)}, level: 1}
-}
-
-// seek returns the first node whose key is at least key (nil when none),
-// and in before, if given, the last node before it at each level in use.
-func (o *order) seek(key string, before *[maxLevel]*orderNode) *orderNode {
-	x := &o.head
-	for i := o.level - 1; i >= 0; i-- {
-		for x.next[i] != nil && x.next[i].key < key {
-			x = x.next[i]
-		}
-		if before != nil {
-			before[i] = x
-		}
-	}
-	return x.next[0]
-}
+func newOrder() *order { return &order{keys: btree.NewOrderedG[string](32)} }
 
 // insert adds key unless it is there.
-func (o *order) insert(key string) {
-	var before [maxLevel]*orderNode
-	if n := o.seek(key, &before); n != nil && n.key == key {
-		return
-	}
-	level := min(1+bits.TrailingZeros64(rand.Uint64()), maxLevel) // p = 1/2
-	for i := o.level; i < level; i++ {
-		before[i] = &o.head
-	}
-	o.level = max(o.level, level)
-	n := &orderNode{key: key, next: make([]*orderNode, level)}
-	for i := range level {
-		n.next[i], before[i].next[i] = before[i].next[i], n
-	}
-}
+func (o *order) insert(key string) { o.keys.ReplaceOrInsert(key) }
 
 // remove takes key out if it is there.
-func (o *order) remove(key string) {
-	var before [maxLevel]*orderNode
-	n := o.seek(key, &before)
-	if n == nil || n.key != key {
-		return
-	}
-	for i := range n.next {
-		before[i].next[i] = n.next[i]
-	}
-	for o.level > 1 && o.head.next[o.level-1] == nil {
-		o.level--
-	}
-}
+func (o *order) remove(key string) { o.keys.Delete(key) }
 
 // from yields the keys from start on, in order.
 func (o *order) from(start string) iter.Seq[string] {
 	return func(yield func(string) bool) {
-		for n := o.seek(start, nil); n != nil; n = n.next[0] {
-			if !yield(n.key) {
-				return
-			}
-		}
+		o.keys.AscendGreaterOrEqual(start, yield)
 	}
 }
