@@ -58,6 +58,9 @@ const (
 	// signs nor serves its JWKS, its gateways' only traffic being tokens
 	// they verified before (WatchRevocations runs the check).
 	keyCheckEvery = time.Second
+	// keyReadTimeout bounds a read begun through due, which runs on
+	// when the request that began it is gone (reread).
+	keyReadTimeout = 10 * time.Second
 )
 
 // publishedKey is a parsed signing key.
@@ -453,20 +456,27 @@ func (k *keyRing) due(every time.Duration) (bool, error) {
 }
 
 // reread reads the key set again if due says so, and returns that
-// read's error, or due's.
+// read's error, or due's. The read is every waiter's (await), and due
+// lets no one else read before keyMinReload: it is not the request's
+// that began it, whose client going away would otherwise leave the
+// others the copy they wait to see replaced (and no read until then),
+// so it outlives that request, within keyReadTimeout.
 func (k *keyRing) reread(ctx context.Context, every time.Duration) error {
 	due, err := k.due(every)
 	if !due {
 		return err
 	}
-	err = k.load(ctx)
-	k.mu.Lock()
-	if k.reading != nil {
-		close(k.reading)
-		k.reading = nil
-	}
-	k.mu.Unlock()
-	return err
+	defer func() {
+		k.mu.Lock()
+		if k.reading != nil {
+			close(k.reading)
+			k.reading = nil
+		}
+		k.mu.Unlock()
+	}()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), keyReadTimeout)
+	defer cancel()
+	return k.load(ctx)
 }
 
 // await waits for the read under way, if any, to end.

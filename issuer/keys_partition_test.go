@@ -379,3 +379,24 @@ func TestJWKSServedToConcurrentRequests(t *testing.T) {
 		t.Errorf("%d of %d concurrent /jwks requests on a store that answers refused", n, rounds*concurrent)
 	}
 }
+
+// TestJWKSPastMaxStaleAfterCanceledRead: a /jwks request whose client
+// went away while it re-read a key set past revocation_max_stale tells
+// nothing of the store. The read it began is the others' too (they wait
+// for it, and no one else reads before keyMinReload): it went on being
+// canceled with the request, and the next /jwks, and every one waiting,
+// answered 503 ("a read is under way") for a second on a store that
+// answers. The read now outlives its request.
+func TestJWKSPastMaxStaleAfterCanceledRead(t *testing.T) {
+	e := newTokEnv(t, func(c *Config) { c.RevocationResync, c.RevocationMaxStale = time.Second, DefaultRevocationMaxStale })
+	if keys, _ := e.jwksOf(t); len(keys) == 0 {
+		t.Fatal("no keys")
+	}
+	e.clock.Advance(DefaultRevocationMaxStale + time.Second)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	e.iss.ServeHTTP(httptest.NewRecorder(), httptest.NewRequestWithContext(ctx, http.MethodGet, pathJWKS, nil))
+	if code, body := e.jwksStatus(t); code != http.StatusOK {
+		t.Errorf("JWKS past revocation_max_stale after a canceled one = %d %s, want 200", code, body)
+	}
+}
