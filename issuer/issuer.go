@@ -365,6 +365,14 @@ func parseOwnIssuerURL(s string) (*url.URL, error) {
 	if strings.IndexFunc(s, func(r rune) bool { return r <= ' ' || r >= 0x7f }) >= 0 {
 		return nil, fmt.Errorf("issuer %q: must be printable ASCII: write it escaped, %s", s, u)
 	}
+	// Printable ASCII that a URL must escape too ("\", "{", "|", "^",
+	// '"'...): the identifier would be the escaped form. The scheme's
+	// case is left alone (it is read lowercase, as before).
+	if v, _ := url.Parse(s); v != nil {
+		if w := v.String(); len(w) != len(s) || w[len(v.Scheme):] != s[len(v.Scheme):] {
+			return nil, fmt.Errorf("issuer %q: must be written as a URL is sent: %s", s, w)
+		}
+	}
 	for _, seg := range strings.FieldsFunc(u.Path, func(r rune) bool { return r == '/' || r == '\\' }) {
 		if seg == "." || seg == ".." {
 			return nil, fmt.Errorf("issuer %q: dot segments are not allowed in the path", s)

@@ -309,6 +309,10 @@ func TestConfigValidation(t *testing.T) {
 		{"issuer ending in a dot segment", func(c *Config) { c.Issuer = "https://auth.example.com/t/." }},
 		{"issuer with a raw space", func(c *Config) { c.Issuer = "https://auth.example.com/a b" }},
 		{"issuer with raw non-ASCII", func(c *Config) { c.Issuer = "https://auth.example.com/café" }},
+		// Sent escaped (%5C, %7B), and a browser reads \ as /: neither
+		// is the identifier configured.
+		{"issuer with a backslash", func(c *Config) { c.Issuer = `https://auth.example.com/t\x` }},
+		{"issuer with a brace", func(c *Config) { c.Issuer = "https://auth.example.com/{t}" }},
 		{"resource on port 08443", func(c *Config) { c.Resources = []Resource{{URL: "https://a.example.com:08443/mcp"}} }},
 		{"identity provider on port 0443", func(c *Config) {
 			c.IdentityProviders = []IdentityProvider{{Name: "corp", Issuer: "https://idp.example.com:0443", ClientID: "c"}}
