@@ -21,7 +21,8 @@ import (
 //     always);
 //   - log_parameter_max_length_on_error other than 0 adds them to the
 //     log of a failed statement (a serialization failure is one);
-//   - auto_explain and pgaudit, when loaded, have settings of their own.
+//   - auto_explain (from PostgreSQL 16) and pgaudit, when loaded, have
+//     settings of their own.
 func (s *Store) ParameterLogging(ctx context.Context) (string, error) {
 	if err := s.begin(ctx); err != nil {
 		return "", fmt.Errorf("postgres: read logging settings: %w", err)
@@ -74,7 +75,10 @@ func (s *Store) ParameterLogging(ctx context.Context) (string, error) {
 	if v := get("log_parameter_max_length_on_error", "0"); v != "0" && get("log_min_error_statement", "error") != "panic" {
 		set("log_parameter_max_length_on_error", v)
 	}
-	if v := get("auto_explain.log_min_duration", "-1"); v != "-1" && get("auto_explain.log_parameter_max_length", "-1") != "0" {
+	// auto_explain logs parameters from PostgreSQL 16 on, which has
+	// auto_explain.log_parameter_max_length; before, its plans name none
+	// (TestParameterLoggingAutoExplain).
+	if v := get("auto_explain.log_min_duration", "-1"); v != "-1" && get("auto_explain.log_parameter_max_length", "0") != "0" {
 		set("auto_explain.log_min_duration", v)
 	}
 	if v := get("pgaudit.log_parameter", "off"); v == "on" && get("pgaudit.log", "none") != "none" {

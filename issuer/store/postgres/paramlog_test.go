@@ -64,3 +64,51 @@ func TestParameterLogging(t *testing.T) {
 	// A failed statement's (none fails here).
 	check("SET log_parameter_max_length_on_error = 64", "log_parameter_max_length_on_error = 64B", false)
 }
+
+// TestParameterLoggingAutoExplain: auto_explain logs the parameters of the
+// statements it explains from PostgreSQL 16 on, as
+// auto_explain.log_parameter_max_length says; before 16 that setting does
+// not exist and its plans name none. ParameterLogging names
+// auto_explain.log_min_duration where the server's log then holds the
+// record, and only there: on PostgreSQL 13 to 15 it named it, and
+// migrate-storage refused to copy, though nothing it writes reached the
+// log and no setting could say so.
+func TestParameterLoggingAutoExplain(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.NewDatabase(t)
+	db := sql(t, dsn, "SELECT current_database()")
+	sql(t, dsn, "ALTER DATABASE "+db+" SET session_preload_libraries = 'auto_explain'")
+	sql(t, dsn, "ALTER DATABASE "+db+" SET auto_explain.log_min_duration = 0")
+	logsParameters := sql(t, dsn, "SELECT current_setting('server_version_num')::int >= 160000") == "t"
+	s := open(t, dsn, postgres.Options{})
+	want := ""
+	if logsParameters {
+		want = "auto_explain.log_min_duration = 0"
+	}
+	if got, err := s.ParameterLogging(ctx); err != nil || got != want {
+		t.Errorf("ParameterLogging() = %q, %v; want %q", got, err, want)
+	}
+	secret := "private-" + rand.Text()
+	if err := s.Update(ctx, func(tx store.Tx) error {
+		return tx.Put("keys", "kid", []byte(`{"d":"`+secret+`"}`), time.Time{})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// auto_explain writes its plan of the write before the write returns:
+	// once a later statement's plan is in the log, the write's is too.
+	marker := "after-" + rand.Text()
+	sql(t, dsn, "SELECT '"+marker+"'")
+	var b []byte
+	for deadline := time.Now().Add(5 * time.Second); !bytes.Contains(b, []byte(marker)); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("auto_explain explained nothing: the test does not test")
+		}
+		var err error
+		if b, err = os.ReadFile(pgtest.Shared(t).LogFile()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if logged := bytes.Contains(b, []byte(hex.EncodeToString([]byte(secret)))); logged != logsParameters {
+		t.Errorf("the server's log holds the record: %v, want %v", logged, logsParameters)
+	}
+}
