@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -20,7 +21,8 @@ import (
 //     unless log_parameter_max_length is 0 (PostgreSQL 13; before it,
 //     always);
 //   - log_parameter_max_length_on_error other than 0 adds them to the
-//     log of a failed statement (a serialization failure is one);
+//     log of a failed statement (a serialization failure is one), unless
+//     log_min_messages keeps errors out of the log;
 //   - auto_explain (from PostgreSQL 16) and pgaudit, when loaded, have
 //     settings of their own.
 func (s *Store) ParameterLogging(ctx context.Context) (string, error) {
@@ -32,7 +34,7 @@ func (s *Store) ParameterLogging(ctx context.Context) (string, error) {
 	names := []string{
 		"log_parameter_max_length", "log_statement", "log_min_duration_statement",
 		"log_min_duration_sample", "log_statement_sample_rate", "log_transaction_sample_rate",
-		"log_parameter_max_length_on_error", "log_min_error_statement",
+		"log_parameter_max_length_on_error", "log_min_messages",
 		"auto_explain.log_min_duration", "auto_explain.log_parameter_max_length",
 		"pgaudit.log", "pgaudit.log_parameter",
 	}
@@ -72,7 +74,10 @@ func (s *Store) ParameterLogging(ctx context.Context) (string, error) {
 			set("log_transaction_sample_rate", v)
 		}
 	}
-	if v := get("log_parameter_max_length_on_error", "0"); v != "0" && get("log_min_error_statement", "error") != "panic" {
+	// A failed statement's parameters are in the CONTEXT of its ERROR,
+	// logged unless log_min_messages is above ERROR (log_min_error_statement
+	// adds the STATEMENT only: TestParameterLoggingOnError).
+	if v := get("log_parameter_max_length_on_error", "0"); v != "0" && !slices.Contains([]string{"log", "fatal", "panic"}, get("log_min_messages", "warning")) {
 		set("log_parameter_max_length_on_error", v)
 	}
 	// auto_explain logs parameters from PostgreSQL 16 on, which has

@@ -12,6 +12,7 @@ import (
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres/pgtest"
+	"github.com/jackc/pgx/v5"
 )
 
 // TestParameterLogging: a server that logs statements (log_statement =
@@ -110,5 +111,59 @@ func TestParameterLoggingAutoExplain(t *testing.T) {
 	}
 	if logged := bytes.Contains(b, []byte(hex.EncodeToString([]byte(secret)))); logged != logsParameters {
 		t.Errorf("the server's log holds the record: %v, want %v", logged, logsParameters)
+	}
+}
+
+// TestParameterLoggingOnError: with log_parameter_max_length_on_error
+// other than 0, PostgreSQL adds a failed statement's parameters to the
+// CONTEXT of its ERROR, which the log holds whenever log_min_messages lets
+// ERROR through, whatever log_min_error_statement says (that one adds the
+// STATEMENT only). ParameterLogging named nothing where
+// log_min_error_statement was panic: the warning was missing, and
+// migrate-storage copied.
+func TestParameterLoggingOnError(t *testing.T) {
+	ctx := context.Background()
+	for _, tt := range []struct {
+		settings []string
+		want     string
+		logs     bool
+	}{
+		{[]string{"log_min_error_statement = panic"}, "log_parameter_max_length_on_error = 64B", true},
+		{[]string{"log_min_error_statement = panic", "log_min_messages = fatal"}, "", false},
+	} {
+		dsn := pgtest.NewDatabase(t)
+		db := sql(t, dsn, "SELECT current_database()")
+		for _, s := range append(tt.settings, "log_parameter_max_length_on_error = 64") {
+			sql(t, dsn, "ALTER DATABASE "+db+" SET "+s)
+		}
+		s := open(t, dsn, postgres.Options{})
+		if got, err := s.ParameterLogging(ctx); err != nil || got != tt.want {
+			t.Errorf("%v: ParameterLogging() = %q, %v; want %q", tt.settings, got, err, tt.want)
+		}
+		// A statement that fails, with a parameter, as the store's may
+		// (a serialization failure).
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		secret := "private-" + rand.Text()
+		if _, err := conn.Exec(ctx, "SELECT length($1::text) / 0", secret); err == nil {
+			t.Fatal("the statement did not fail")
+		}
+		_ = conn.Close(ctx)
+		// The server writes its log a moment later (none expected: a
+		// moment is waited for all the same).
+		var b []byte
+		for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if b, err = os.ReadFile(pgtest.Shared(t).LogFile()); err != nil {
+				t.Fatal(err)
+			}
+			if bytes.Contains(b, []byte(secret)) || time.Now().After(deadline) {
+				break
+			}
+		}
+		if logged := bytes.Contains(b, []byte(secret)); logged != tt.logs {
+			t.Errorf("%v: the server's log holds the parameter: %v, want %v", tt.settings, logged, tt.logs)
+		}
 	}
 }
