@@ -117,3 +117,38 @@ func reverse(s string) string {
 	slices.Reverse(r)
 	return string(r)
 }
+
+// TestCIMDErrorPageBoundsDocumentText: a client metadata document is
+// anyone's to publish, and its client_id URL a link anyone can send to
+// /authorize; the error page it gets quotes what the document holds that
+// cannot be used in at most 40 bytes, as it does for a grant_type. An
+// application_type was quoted whole: the document's author put a
+// paragraph of their words (up to the document's 5 KiB) on the issuer's
+// page.
+func TestCIMDErrorPageBoundsDocumentText(t *testing.T) {
+	e, host := newCIMDEnv(t, true, nil)
+	words := strings.Repeat("Your account is locked; call 555-0100 to restore access. ", 20)
+	for _, member := range []string{"application_type", "grant_types", "response_types"} {
+		value := `"` + words + `"`
+		if member != "application_type" {
+			value = "[" + value + "]"
+		}
+		id := host.doc("/"+member+".json", "", func(id string) string {
+			return strings.TrimSuffix(validDoc(id), "}") + `,"` + member + `":` + value + "}"
+		})
+		p := authParams(testChallenge)
+		p.Set("client_id", id)
+		p.Set("redirect_uri", "http://127.0.0.1:3000/callback")
+		resp, err := e.browser().Get(e.url(pathAuthorize, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := readBody(t, resp)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "could not be identified") {
+			t.Fatalf("%s: authorize = %d, want a 400 page: %s", member, resp.StatusCode, body)
+		}
+		if n := strings.Count(body, "555-0100"); n > 1 {
+			t.Errorf("%s: the page quotes the document's %s %d times over: %s", member, member, n, body)
+		}
+	}
+}

@@ -774,7 +774,7 @@ func validateRedirectURIs(uris []string, appType string, required bool) ([]strin
 		return nil, "", err
 	}
 	if appType != "" && appType != "web" && appType != "native" {
-		return nil, "", ErrInvalidClientMetadata.WithDescription(fmt.Sprintf("unsupported application_type %q", appType))
+		return nil, "", ErrInvalidClientMetadata.WithDescription(fmt.Sprintf("unsupported application_type %q", truncate(appType, 40)))
 	}
 	kinds := make([]redirectKind, len(uris))
 	native := false
