@@ -260,7 +260,7 @@ func (i *Issuer) idpCallback(p *idpClient) http.HandlerFunc {
 		refused := func(reason, message string, err error) {
 			i.loginFailed("", addr, reason)
 			if err != nil {
-				i.log.Info("identity provider login refused", zap.String("provider", p.cfg.Name), zap.String("reason", reason), zap.Error(err))
+				i.log.Info("identity provider login refused", zap.String("provider", p.cfg.Name), zap.String("reason", reason), providerError(err))
 			}
 			i.pages.errorPage(w, http.StatusForbidden, "Not signed in", message)
 		}
@@ -516,9 +516,18 @@ func tokenRefusal(re *oauth2.RetrieveError) error {
 	return fmt.Errorf("the token endpoint answered %s, error %q", status, strings.ToValidUTF8(truncate(re.ErrorCode, 100), "?"))
 }
 
+// providerError is the log's "error" of a sign-in at a provider, cut to
+// 1 KiB: go-oidc puts the whole answer of a discovery or key set endpoint
+// that fails (a 500 page, a proxy's) in its error, up to idpMaxBytes,
+// and a line as long for each sign-in is no log
+// (TestIdPProviderPageNotLogged).
+func providerError(err error) zap.Field {
+	return zap.String("error", strings.ToValidUTF8(truncate(err.Error(), 1<<10), "?"))
+}
+
 // idpUnavailable answers when provider p cannot be reached.
 func (i *Issuer) idpUnavailable(w http.ResponseWriter, p *idpClient, err error) {
-	i.log.Warn("identity provider unavailable", zap.String("provider", p.cfg.Name), zap.Error(err))
+	i.log.Warn("identity provider unavailable", zap.String("provider", p.cfg.Name), providerError(err))
 	i.pages.errorPage(w, http.StatusBadGateway, "Sign-in unavailable",
 		p.cfg.DisplayName+" cannot be reached right now. Try again in a moment.")
 }

@@ -60,6 +60,8 @@ type stubIdP struct {
 	jwksTwice             [2]string                                // a key set member named first with a raw value
 	forge                 func(jwt.MapClaims) string               // the ID token instead of one signed with the key
 	metaIssuer            string                                   // the issuer the metadata names, when not its own
+	failPage              string                                   // the page "/discovery" or "/jwks" answers 500 with
+	failOn                string
 }
 
 type stubCode struct {
@@ -99,6 +101,9 @@ func (s *stubIdP) writeJSON(w http.ResponseWriter, v map[string]any, pad int) {
 }
 
 func (s *stubIdP) discovery(w http.ResponseWriter, _ *http.Request) {
+	if s.failed(w, "/discovery") {
+		return
+	}
 	s.mu.Lock()
 	pad, iss, dup, named := s.padDiscovery, s.issParameter, s.discoveryTwice, cmp.Or(s.metaIssuer, s.srv.URL)
 	s.mu.Unlock()
@@ -119,7 +124,24 @@ func (s *stubIdP) discovery(w http.ResponseWriter, _ *http.Request) {
 	s.writeJSON(w, meta, pad)
 }
 
+// failed answers 500 with failPage when the test fails the endpoint.
+func (s *stubIdP) failed(w http.ResponseWriter, endpoint string) bool {
+	s.mu.Lock()
+	page, on := s.failPage, s.failOn
+	s.mu.Unlock()
+	if on != endpoint {
+		return false
+	}
+	w.Header().Set("Content-Type", "text/html")
+	w.WriteHeader(http.StatusInternalServerError)
+	_, _ = io.WriteString(w, page)
+	return true
+}
+
 func (s *stubIdP) jwks(w http.ResponseWriter, _ *http.Request) {
+	if s.failed(w, "/jwks") {
+		return
+	}
 	s.mu.Lock()
 	pad, dup := s.padJWKS, s.jwksTwice
 	s.mu.Unlock()
@@ -655,6 +677,44 @@ func TestIdPTokenErrorAnswerNotLogged(t *testing.T) {
 			}
 			if !named {
 				t.Errorf("no log of the refused sign-in naming %q", tt.wantLogs)
+			}
+		})
+	}
+}
+
+// TestIdPProviderPageNotLogged: go-oidc puts the whole answer of a
+// provider's discovery or key set endpoint that fails (a 500 page, a
+// proxy's error page) in its error, up to the 1 MiB answer limit, and the
+// log wrote that error: a line as long as the page for every sign-in
+// started while the metadata cannot be read, and for every one finished
+// while the keys cannot. The log bounds what it says of such an error.
+func TestIdPProviderPageNotLogged(t *testing.T) {
+	const filler = "filler-of-the-provider-page-"
+	page := "<html>" + strings.Repeat(filler, 4<<10) + "</html>"
+	for _, tt := range []struct {
+		endpoint, want string
+		status         int
+	}{
+		{"/discovery", "cannot be reached", http.StatusBadGateway},
+		{"/jwks", "is not valid", http.StatusForbidden},
+	} {
+		t.Run(tt.endpoint, func(t *testing.T) {
+			e, stub, logs := newIdPEnv(t, nil)
+			stub.set(func(s *stubIdP) { s.failPage, s.failOn = page, tt.endpoint })
+			res := e.idpSignIn(t, e.browser())
+			if res.status != tt.status || !strings.Contains(res.body, tt.want) {
+				t.Fatalf("sign-in = %d %q, want %d %q", res.status, res.body, tt.status, tt.want)
+			}
+			logged := false
+			for _, entry := range logs.All() {
+				line := entry.Message + fmt.Sprint(entry.ContextMap())
+				logged = logged || strings.Contains(line, "identity provider")
+				if n := strings.Count(line, filler); len(line) > 2<<10 || n > 64 {
+					t.Errorf("log %q is %d bytes long, %d times the page's filler", entry.Message, len(line), n)
+				}
+			}
+			if !logged {
+				t.Error("the failure was not logged")
 			}
 		})
 	}
