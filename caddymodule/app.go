@@ -377,9 +377,16 @@ func (a *App) issuerConfig() (issuer.Config, error) {
 // revocation_resync that short reads the store in a busy loop. In a
 // JSON configuration a number is nanoseconds (caddy.Duration), so
 // "access_token_ttl": 3600, written for an hour, is one.
+//
+// The JSON hint is given for a value that is no whole number of
+// milliseconds, one a number of seconds read as nanoseconds makes; a
+// Caddyfile's "500ms" is refused without it.
 func atLeastASecond(name string, d caddy.Duration) error {
 	if d <= 0 || d >= caddy.Duration(time.Second) {
 		return nil
+	}
+	if d%caddy.Duration(time.Millisecond) == 0 {
+		return fmt.Errorf("%s %v: want at least 1s", name, time.Duration(d))
 	}
 	return fmt.Errorf("%s %v: want at least 1s (a JSON number is nanoseconds: %d is %v; write a duration string such as \"1h\")", name, time.Duration(d), int64(d), time.Duration(d))
 }

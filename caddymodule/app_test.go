@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -372,5 +373,26 @@ func TestAppProvisionErrors(t *testing.T) {
 				t.Errorf("Provision() = %v, want an error containing %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestAtLeastASecond: a value under a second is refused; the hint that a
+// JSON number is nanoseconds comes with a value a number of seconds
+// makes, not with one written with its unit (a Caddyfile's 500ms).
+func TestAtLeastASecond(t *testing.T) {
+	for _, tt := range []struct {
+		d    caddy.Duration
+		want string
+	}{
+		{caddy.Duration(500 * time.Millisecond), "revocation_resync 500ms: want at least 1s"},
+		{5, `revocation_resync 5ns: want at least 1s (a JSON number is nanoseconds: 5 is 5ns; write a duration string such as "1h")`},
+		{2592000, `revocation_resync 2.592ms: want at least 1s (a JSON number is nanoseconds: 2592000 is 2.592ms; write a duration string such as "1h")`},
+		{caddy.Duration(time.Second), ""},
+		{0, ""},
+	} {
+		err := atLeastASecond("revocation_resync", tt.d)
+		if got := fmt.Sprint(err); err == nil && tt.want != "" || err != nil && got != tt.want {
+			t.Errorf("atLeastASecond(%d) = %v, want %q", int64(tt.d), err, tt.want)
+		}
 	}
 }
