@@ -246,7 +246,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("issuer %q: %w", a.IssuerURL, err)
 	}
-	u.Path = strings.TrimSuffix(u.Path, "/")
+	// As issuer.New does: RawPath too, or an escape Go would not write
+	// (%2F) is lost with the trailing slash.
+	u.Path, u.RawPath = strings.TrimSuffix(u.Path, "/"), strings.TrimSuffix(u.RawPath, "/")
 	a.url = u.String()
 
 	if a.StorageRaw == nil {

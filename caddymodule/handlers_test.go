@@ -725,6 +725,10 @@ func TestGatewayHandlerOwnIssuerURL(t *testing.T) {
 		{"https://Auth.Example:443/", "https://auth.example", true},
 		{"https://auth.example", "https://auth.example:443/", true},
 		{"https://[::1]:443", "https://[::1]/", true},
+		// An escape Go would not write, with a trailing slash: the issuer's
+		// identifier and the gateway's are the one written without it.
+		{"http://localhost/a%2Fb/", "http://localhost/a%2Fb", true},
+		{"http://localhost/%41/", "http://localhost/%41/", true},
 
 		{"http://localhost/t1", "http://localhost/T1", false},
 		{"http://localhost/t1", "http://localhost/t2", false},

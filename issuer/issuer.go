@@ -400,7 +400,10 @@ func parseIssuerURL(s string) (*url.URL, error) {
 	default:
 		return nil, fmt.Errorf("issuer %q: scheme must be https", s)
 	}
-	u.Path = strings.TrimSuffix(u.Path, "/")
+	// The escaped path too: a path written with an escape Go would not
+	// write (%2F, %41) keeps its spelling in RawPath, which String uses
+	// only while it still decodes to Path.
+	u.Path, u.RawPath = strings.TrimSuffix(u.Path, "/"), strings.TrimSuffix(u.RawPath, "/")
 	return u, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -1564,5 +1565,30 @@ func TestUserChangeEndsEveryToken(t *testing.T) {
 				t.Errorf("another user's token is inactive after dave was %s", tt.name)
 			}
 		})
+	}
+}
+
+// TestIssuerEscapedPathTrailingSlash: an issuer whose path keeps an
+// escape Go would not write (%2F, %41, lower-case hex) is the same
+// identifier with its trailing slash or without, as any other: the slash
+// was dropped from the decoded path only, and the identifier became the
+// decoded one (https://auth.example.com/a%2Fb/ published itself as
+// https://auth.example.com/a/b, another issuer to every client).
+func TestIssuerEscapedPathTrailingSlash(t *testing.T) {
+	for _, tt := range []struct{ issuer, want string }{
+		{"https://auth.example.com/a%2Fb/", "https://auth.example.com/a%2Fb"},
+		{"https://auth.example.com/a%2Fb", "https://auth.example.com/a%2Fb"},
+		{"https://auth.example.com/%41/", "https://auth.example.com/%41"},
+		{"https://auth.example.com/t%c3%a9/", "https://auth.example.com/t%c3%a9"},
+		{"https://auth.example.com/a%20b/", "https://auth.example.com/a%20b"},
+		{"https://auth.example.com/t/", "https://auth.example.com/t"},
+	} {
+		iss, err := New(Config{Issuer: tt.issuer}, memory.New(memory.Options{}))
+		if err != nil {
+			t.Fatalf("New(%q) = %v", tt.issuer, err)
+		}
+		if got := iss.URL(); got != tt.want {
+			t.Errorf("issuer %q: identifier %q, want %q", tt.issuer, got, tt.want)
+		}
 	}
 }
