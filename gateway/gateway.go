@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -474,15 +476,51 @@ func normalizeOrigin(o string) (string, error) {
 	if u.Scheme == "" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
 		return "", errors.New("must be scheme://host[:port]")
 	}
-	host := strings.ToLower(u.Host)
+	host, port := strings.ToLower(u.Hostname()), u.Port()
 	switch {
 	case strings.Contains(host, "*"):
 		return "", errors.New("a wildcard matches no Origin (browsers send scheme://host[:port]): list each origin")
 	case strings.ContainsFunc(host, func(r rune) bool { return r >= utf8.RuneSelf }):
 		return "", errors.New("write the host as browsers send it, in its xn-- (IDNA) form")
 	}
-	if p := u.Port(); p == "" || u.Scheme == "https" && p == "443" || u.Scheme == "http" && p == "80" {
-		host = strings.TrimSuffix(strings.TrimSuffix(host, p), ":")
+	if port != "" {
+		// A number, as browsers write it: 0443 is 443.
+		n, err := strconv.ParseUint(port, 10, 16)
+		if err != nil {
+			return "", errors.New("port out of range (0 to 65535)")
+		}
+		port = strconv.FormatUint(n, 10)
+	}
+	if u.Scheme == "https" && port == "443" || u.Scheme == "http" && port == "80" {
+		port = ""
+	}
+	if strings.Contains(host, ":") {
+		h, err := originIPv6(host)
+		if err != nil {
+			return "", err
+		}
+		host = h
+	}
+	if port != "" {
+		host += ":" + port
 	}
 	return u.Scheme + "://" + host, nil
+}
+
+// originIPv6 is an IPv6 literal host (without its brackets) as browsers
+// serialize it in Origin (the WHATWG URL standard): bracketed, in its
+// shortest form (RFC 5952), an IPv4-mapped address in hexadecimal too
+// ([::ffff:7f00:1]), never with a zone.
+func originIPv6(host string) (string, error) {
+	a, err := netip.ParseAddr(host)
+	switch {
+	case err != nil || !a.Is6():
+		return "", errors.New("host is not an IPv6 address")
+	case a.Zone() != "":
+		return "", errors.New("an IPv6 zone is never in an Origin")
+	case a.Is4In6():
+		b := a.As16()
+		return fmt.Sprintf("[::ffff:%x:%x]", uint16(b[12])<<8|uint16(b[13]), uint16(b[14])<<8|uint16(b[15])), nil
+	}
+	return "[" + a.String() + "]", nil
 }

@@ -98,6 +98,8 @@ func TestNewValidation(t *testing.T) {
 		// No browser sends them: each would match nothing.
 		{"wildcard origin", func(c *Config) { c.AllowedOrigins = []string{"https://*.example.com"} }, "a wildcard matches no Origin"},
 		{"unicode origin", func(c *Config) { c.AllowedOrigins = []string{"https://bücher.example"} }, "xn--"},
+		{"origin port out of range", func(c *Config) { c.AllowedOrigins = []string{"https://a.example.com:65536"} }, "port"},
+		{"origin with a zone", func(c *Config) { c.AllowedOrigins = []string{"http://[fe80::1%25eth0]:8080"} }, "zone"},
 		// First-match rules an earlier rule makes unreachable.
 		{"tool after *", func(c *Config) { c.Tools = rules("*", "delete_all") }, `tool rule "delete_all" is never reached: the rule "*"`},
 		{"tool after **", func(c *Config) { c.Tools = rules("**", "a*") }, "never reached"},
@@ -679,6 +681,21 @@ func TestOriginAndMethods(t *testing.T) {
 		cfg.AllowedOrigins = []string{"https://app.example.com:443", "HTTP://LOCALHOST:80/", "http://127.0.0.1:"}
 		h := newHarness(t, cfg, nil)
 		for _, origin := range []string{"https://app.example.com", "http://localhost", "http://127.0.0.1"} {
+			resp := h.do(t, call{body: toolCall("read_x"), token: token, headers: map[string]string{"Origin": origin}})
+			readBody(t, resp)
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("Origin %q, allowed as %q = %d, want 200", origin, cfg.AllowedOrigins, resp.StatusCode)
+			}
+		}
+	})
+	// A port and an IPv6 address as browsers serialize them (the WHATWG
+	// URL standard): the port a number, without leading zeros (so 0443 is
+	// https's default), the address in its shortest form (RFC 5952).
+	t.Run("port and address as browsers write them", func(t *testing.T) {
+		cfg := testConfig(t)
+		cfg.AllowedOrigins = []string{"https://app.example.com:0443", "http://localhost:08080", "http://[0:0:0:0:0:0:0:1]:80", "http://[FE80:0::A]:3000", "http://[::ffff:127.0.0.1]:8000"}
+		h := newHarness(t, cfg, nil)
+		for _, origin := range []string{"https://app.example.com", "http://localhost:8080", "http://[::1]", "http://[fe80::a]:3000", "http://[::ffff:7f00:1]:8000"} {
 			resp := h.do(t, call{body: toolCall("read_x"), token: token, headers: map[string]string{"Origin": origin}})
 			readBody(t, resp)
 			if resp.StatusCode != http.StatusOK {
