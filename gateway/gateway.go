@@ -478,6 +478,8 @@ func normalizeOrigin(o string) (string, error) {
 	}
 	host, port := strings.ToLower(u.Hostname()), u.Port()
 	switch {
+	case host == "":
+		return "", errors.New("must be scheme://host[:port]")
 	case strings.Contains(host, "*"):
 		return "", errors.New("a wildcard matches no Origin (browsers send scheme://host[:port]): list each origin")
 	case strings.ContainsFunc(host, func(r rune) bool { return r >= utf8.RuneSelf }):
@@ -500,11 +502,34 @@ func normalizeOrigin(o string) (string, error) {
 			return "", err
 		}
 		host = h
+	} else if endsInNumber(host) {
+		// Browsers read such a host as an IPv4 address, in any of its
+		// forms (127.1, 0x7f.0.0.1, 0177.0.0.1, a trailing dot), and
+		// send it in dotted decimal.
+		if a, err := netip.ParseAddr(host); err != nil || !a.Is4() || a.String() != host {
+			return "", errors.New("write the IPv4 address as browsers send it, in dotted decimal (127.0.0.1)")
+		}
 	}
 	if port != "" {
 		host += ":" + port
 	}
 	return u.Scheme + "://" + host, nil
+}
+
+// endsInNumber reports whether the WHATWG URL standard reads host as an
+// IPv4 address: its last label (before a trailing dot) is decimal digits
+// or 0x and hexadecimal ones.
+func endsInNumber(host string) bool {
+	labels := strings.Split(host, ".")
+	last := labels[len(labels)-1]
+	if last == "" && len(labels) > 1 {
+		last = labels[len(labels)-2]
+	}
+	if last != "" && strings.Trim(last, "0123456789") == "" {
+		return true
+	}
+	hex, ok := strings.CutPrefix(last, "0x")
+	return ok && strings.Trim(hex, "0123456789abcdef") == ""
 }
 
 // originIPv6 is an IPv6 literal host (without its brackets) as browsers

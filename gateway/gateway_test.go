@@ -99,6 +99,11 @@ func TestNewValidation(t *testing.T) {
 		{"wildcard origin", func(c *Config) { c.AllowedOrigins = []string{"https://*.example.com"} }, "a wildcard matches no Origin"},
 		{"unicode origin", func(c *Config) { c.AllowedOrigins = []string{"https://bücher.example"} }, "xn--"},
 		{"origin port out of range", func(c *Config) { c.AllowedOrigins = []string{"https://a.example.com:65536"} }, "port"},
+		{"origin without a host", func(c *Config) { c.AllowedOrigins = []string{"https://:443"} }, "scheme://host"},
+		{"origin IPv4 shorthand", func(c *Config) { c.AllowedOrigins = []string{"http://127.1:8080"} }, "dotted decimal"},
+		{"origin IPv4 in hex", func(c *Config) { c.AllowedOrigins = []string{"http://0x7f.0.0.1"} }, "dotted decimal"},
+		{"origin IPv4 octal", func(c *Config) { c.AllowedOrigins = []string{"http://0177.0.0.1"} }, "dotted decimal"},
+		{"origin IPv4 trailing dot", func(c *Config) { c.AllowedOrigins = []string{"http://127.0.0.1."} }, "dotted decimal"},
 		{"origin with a zone", func(c *Config) { c.AllowedOrigins = []string{"http://[fe80::1%25eth0]:8080"} }, "zone"},
 		// First-match rules an earlier rule makes unreachable.
 		{"tool after *", func(c *Config) { c.Tools = rules("*", "delete_all") }, `tool rule "delete_all" is never reached: the rule "*"`},
