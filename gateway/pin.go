@@ -163,9 +163,9 @@ type pinView struct {
 	// defaults: tool → what its current definition's input schema says
 	// of defaults (readDefaults).
 	defaults toolMap[*schemaDefaults]
-	// loose: pinKey → the names in stored that fold to it (resembling),
-	// so that a new name is compared with its lookalikes, not with
-	// every pin.
+	// loose: pinKey → pinned names in stored that fold to it, at most
+	// loosePinned (addLoose), so that a new name is compared with its
+	// lookalikes (resembling), not with every pin.
 	loose toolMap[[]string]
 	stale bool // the server said its list changed: current needs a fetch
 }
@@ -287,20 +287,38 @@ func (s *pinSet) update(change func(v *pinView)) {
 // setStored replaces the stored pins with pins.
 func (v *pinView) setStored(pins map[string]Pin) {
 	v.stored, v.loose = toolMapOf(pins), toolMap[[]string]{}
-	for name := range pins {
-		key := pinKey(name)
-		v.loose.set(key, append(v.loose.at(key), name))
+	for name, p := range pins {
+		v.addLoose(name, p)
 	}
 	v.loose.owned = 0
 }
 
 // store records tool's pin.
 func (v *pinView) store(tool string, p Pin) {
-	if _, ok := v.stored.get(tool); !ok {
-		key := pinKey(tool)
-		v.loose.set(key, append(slices.Clip(v.loose.at(key)), tool))
-	}
+	v.addLoose(tool, p)
 	v.stored.set(tool, p)
+}
+
+// loosePinned is how many pinned names loose keeps under a pinKey: two
+// name one other than any tool, which is all resembling asks.
+const loosePinned = 2
+
+// addLoose records tool in loose if it is pinned and its pinKey has
+// fewer than loosePinned pinned names. Keeping every name made a listing
+// of lookalikes (2^14 case variants of one 14-letter name, all folding
+// alike) cost the square of its tools again: each new name copied the
+// names before it (the slice is shared with the published view), and
+// resembling read past every unpinned one.
+func (v *pinView) addLoose(tool string, p Pin) {
+	if p.Pinned == "" {
+		return
+	}
+	key := pinKey(tool)
+	names := v.loose.at(key)
+	if len(names) >= loosePinned || slices.Contains(names, tool) {
+		return
+	}
+	v.loose.set(key, append(slices.Clip(names), tool))
 }
 
 // listChanged marks the current definitions stale after the server's

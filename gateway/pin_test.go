@@ -1281,3 +1281,62 @@ func TestPinListingCostPerTool(t *testing.T) {
 		}
 	}
 }
+
+// TestPinLookalikeListingCost: a listing of names that all fold alike
+// (pinKey: case variants of one name, 2^14 of them for 14 letters) costs
+// per tool about what one of distinct names does. Each new lookalike
+// copied the list of the names before it under the pinKey, and resembling
+// read past the unpinned ones: the square of the tools again, for a
+// hostile server behind first_use pinning.
+func TestPinLookalikeListingCost(t *testing.T) {
+	variant := func(k int) string {
+		b := []byte("abcdefghijklmn")
+		for i := range b {
+			if k&(1<<i) != 0 {
+				b[i] -= 'a' - 'A'
+			}
+		}
+		return string(b)
+	}
+	perTool := func(n int) uint64 {
+		cfg := testConfig(t)
+		cfg.PinTools, cfg.Pins = PinFirstUse, newMemPins()
+		cfg.Tools = append(cfg.Tools, Rule{Pattern: "*"}) // every variant listed
+		h := newHarness(t, cfg, pinUpstream(func() string {
+			tools := make([]string, n)
+			for k := range n {
+				tools[k] = fmt.Sprintf(`{"name":%q,"inputSchema":{"type":"object"}}`, variant(k))
+			}
+			return strings.Join(tools, ",")
+		}))
+		token := mint(t, claims())
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		readBody(t, h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, token: token}))
+		runtime.ReadMemStats(&after)
+		v := h.g.pins.view.Load()
+		if got := v.stored.len(); got != n {
+			t.Fatalf("pins after listing %d tools: %d", n, got)
+		}
+		// One was pinned; every other one resembles it and waits for
+		// an operator's approval.
+		pinned := 0
+		for _, p := range v.stored.all() {
+			if p.Pinned != "" {
+				pinned++
+			}
+		}
+		if pinned != 1 {
+			t.Fatalf("%d of %d lookalikes pinned, want 1", pinned, n)
+		}
+		return (after.TotalAlloc - before.TotalAlloc) / uint64(n)
+	}
+	small, large := perTool(500), perTool(4000)
+	if large > 2*small {
+		t.Errorf("a listing of lookalikes allocated %d bytes per tool with 4000 tools, %d with 500: want about the same", large, small)
+	}
+	if testing.Verbose() {
+		t.Logf("%d bytes per tool with 500 lookalikes, %d with 4000", small, large)
+	}
+}
