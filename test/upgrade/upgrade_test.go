@@ -78,7 +78,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // rewrite keeps token_endpoint_auth_signing_alg.
 const (
 	// previousRelease is the commit of the last release: move it on at each.
-	previousRelease = "9f5e220"
+	previousRelease = "7de412a"
 	// legacyRelease stored [] as no list and kept neither alg member.
 	legacyRelease = "0c11651"
 )
