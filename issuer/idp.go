@@ -610,20 +610,25 @@ func (t limitedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
+// limitedBody reads up to left bytes and fails when there are more: one
+// byte past left is read to tell a body of exactly left bytes (which
+// ends there) from a longer one.
 type limitedBody struct {
 	rc   io.ReadCloser
 	left int64
 }
 
 func (b *limitedBody) Read(p []byte) (int, error) {
-	if b.left <= 0 {
+	if b.left < 0 {
 		return 0, errors.New("response too large")
 	}
-	if int64(len(p)) > b.left {
-		p = p[:b.left]
+	if int64(len(p)) > b.left+1 {
+		p = p[:b.left+1]
 	}
 	n, err := b.rc.Read(p)
-	b.left -= int64(n)
+	if b.left -= int64(n); b.left < 0 {
+		return n - 1, errors.New("response too large")
+	}
 	return n, err
 }
 

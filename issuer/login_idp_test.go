@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -612,6 +613,31 @@ func TestIdPAnswerLimits(t *testing.T) {
 				t.Errorf("%d users provisioned", n)
 			}
 		})
+	}
+}
+
+// TestIdPAnswerLimitExact: the 1 MiB limit is on the answer's bytes: an
+// answer of exactly 1 MiB is read whole, one of a byte more fails.
+func TestIdPAnswerLimitExact(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		_, _ = w.Write([]byte(strings.Repeat("a", n)))
+	}))
+	defer srv.Close()
+	client := &http.Client{Transport: limitedTransport{srv.Client().Transport, idpMaxBytes}}
+	for _, tt := range []struct {
+		n  int
+		ok bool
+	}{{idpMaxBytes - 1, true}, {idpMaxBytes, true}, {idpMaxBytes + 1, false}} {
+		resp, err := client.Get(srv.URL + "/?n=" + strconv.Itoa(tt.n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if (err == nil) != tt.ok || (tt.ok && len(b) != tt.n) || len(b) > idpMaxBytes {
+			t.Errorf("answer of %d bytes: read %d bytes, %v, want ok %v", tt.n, len(b), err, tt.ok)
+		}
 	}
 }
 
