@@ -487,9 +487,10 @@ func normalizeOrigin(o string) (string, error) {
 	}
 	if port != "" {
 		// A number, as browsers write it: 0443 is 443.
+		// Port 0 is no port a page is served from.
 		n, err := strconv.ParseUint(port, 10, 16)
-		if err != nil {
-			return "", errors.New("port out of range (0 to 65535)")
+		if err != nil || n == 0 {
+			return "", errors.New("port out of range (1 to 65535)")
 		}
 		port = strconv.FormatUint(n, 10)
 	}

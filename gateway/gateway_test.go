@@ -99,6 +99,8 @@ func TestNewValidation(t *testing.T) {
 		{"wildcard origin", func(c *Config) { c.AllowedOrigins = []string{"https://*.example.com"} }, "a wildcard matches no Origin"},
 		{"unicode origin", func(c *Config) { c.AllowedOrigins = []string{"https://bücher.example"} }, "xn--"},
 		{"origin port out of range", func(c *Config) { c.AllowedOrigins = []string{"https://a.example.com:65536"} }, "port"},
+		{"origin port 0", func(c *Config) { c.AllowedOrigins = []string{"http://a.example.com:0"} }, "port out of range"},
+		{"origin port 0 with leading zeros", func(c *Config) { c.AllowedOrigins = []string{"http://a.example.com:000"} }, "port out of range"},
 		{"origin without a host", func(c *Config) { c.AllowedOrigins = []string{"https://:443"} }, "scheme://host"},
 		{"origin IPv4 shorthand", func(c *Config) { c.AllowedOrigins = []string{"http://127.1:8080"} }, "dotted decimal"},
 		{"origin IPv4 in hex", func(c *Config) { c.AllowedOrigins = []string{"http://0x7f.0.0.1"} }, "dotted decimal"},
