@@ -803,10 +803,15 @@ func spaceOrMisleading(r rune) bool { return unicode.IsSpace(r) || misleading(r)
 // and the other default-ignorable code points (Khmer's U+17B4): collations
 // (UCA: ICU, MySQL's utf8mb4_0900_*) and IDNA ignore them all, so that
 // "alice\ufe0f" equals alice to a database even case- and accent-
-// sensitively.
+// sensitively. And the blank Braille pattern, a symbol that fonts draw
+// as a space: "alice\u2800admin" reads as "alice admin", a name with a
+// space, which names cannot have.
 func invisible(r rune) bool {
-	if r == '\u200c' || r == '\u200d' {
+	switch r {
+	case '\u200c', '\u200d':
 		return false
+	case '\u2800':
+		return true
 	}
 	// The Hangul fillers and U+034F are Other_Default_Ignorable_Code_Point.
 	return unicode.In(r, unicode.Cf, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point)

@@ -1017,6 +1017,9 @@ func TestUsableName(t *testing.T) {
 		{"alice\U000e0041", false}, // tag A
 		{"alice\u3164", false},     // Hangul filler
 		{"al\u034fice", false},     // combining grapheme joiner
+		{"alice\u2800", false},     // blank Braille pattern, drawn as a space
+		{"\u2800", false},
+		{"\u2801\u2803", true}, // Braille that shows dots
 		// Marks that show nothing and that collations (UCA: ICU, MySQL's
 		// utf8mb4_0900_*) and IDNA ignore, as they do U+034F:
 		// "alice\ufe0f" sorts equal to alice, even accent- and
