@@ -136,7 +136,7 @@ func (f *cimdFetcher) keep(ctx context.Context, clientID string, c *Client, exp 
 		return
 	}
 	err := f.store.Update(ctx, func(tx store.Tx) error {
-		return cimdIn(tx).put(clientID, &cimdEntry{Client: *rec, ExpiresAt: exp})
+		return cimdIn(tx).put(f.cacheKey(clientID), &cimdEntry{Client: *rec, ExpiresAt: exp})
 	})
 	if err != nil {
 		// The document is valid: failing to store it costs the store's
@@ -184,13 +184,26 @@ func (f *cimdFetcher) cached(ctx context.Context, clientID string) (*Client, boo
 	var e *cimdEntry
 	err := f.store.View(ctx, func(tx store.Tx) error {
 		var err error
-		e, err = cimdIn(tx).get(clientID)
+		e, err = cimdIn(tx).get(f.cacheKey(clientID))
 		return err
 	})
 	if err != nil || !f.now().Before(e.ExpiresAt) {
 		return nil, false
 	}
 	return e.Client.client(), true
+}
+
+// cacheKey is where the store caches clientID's document. One fetched
+// with private targets allowed is kept apart, under a key no client_id
+// has (one holds no space): this issuer after a reload that stops
+// allowing them would otherwise take a document of a private address
+// from the store until it expired (up to cimdMaxCache), as would
+// another instance on the store that does not allow them.
+func (f *cimdFetcher) cacheKey(clientID string) string {
+	if f.cfg.CIMDAllowPrivate {
+		return "private " + clientID
+	}
+	return clientID
 }
 
 // checkURL applies the draft's rules for client identifier URLs:

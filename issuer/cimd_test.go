@@ -378,6 +378,40 @@ func TestCIMDPrivateAddressRefused(t *testing.T) {
 	}
 }
 
+// TestCIMDPrivateCacheNotKeptAfterReload: a document fetched from a
+// private address while cimd_allow_private was on is not taken from the
+// store's cache by the issuer a reload turning it off makes (nor by
+// another instance without it): that issuer fetches the document again
+// and refuses its address.
+func TestCIMDPrivateCacheNotKeptAfterReload(t *testing.T) {
+	e, host := newCIMDEnv(t, true, nil)
+	id := host.doc("/client.json", "public, max-age=3600", validDoc)
+	if _, err := e.iss.cimd.fetch(t.Context(), id); err != nil {
+		t.Fatalf("cimd.fetch(%s) with private targets allowed: %v", id, err)
+	}
+	if n := e.count(bucketCIMD); n != 1 {
+		t.Fatalf("cached documents = %d, want 1", n)
+	}
+	cfg := e.iss.cfg
+	cfg.CIMDAllowPrivate, cfg.HTTPClient = false, host.srv.Client()
+	e.serve(cfg)
+	if _, err := e.iss.cimd.fetch(t.Context(), id); !errors.Is(err, errForbiddenAddress) {
+		t.Errorf("cimd.fetch(%s) after the reload = %v, want errForbiddenAddress", id, err)
+	}
+	if n := host.count("/client.json"); n != 1 {
+		t.Errorf("requests reaching the server = %d, want the first fetch's only", n)
+	}
+	// Allowed again, the document cached while they were is used.
+	cfg.CIMDAllowPrivate, cfg.HTTPClient = true, host.client()
+	e.serve(cfg)
+	if _, err := e.iss.cimd.fetch(t.Context(), id); err != nil {
+		t.Errorf("cimd.fetch(%s) allowed again: %v", id, err)
+	}
+	if n := host.count("/client.json"); n != 1 {
+		t.Errorf("requests reaching the server = %d, want 1 (the cached document used)", n)
+	}
+}
+
 func TestCIMDCaching(t *testing.T) {
 	e, host := newCIMDEnv(t, true, nil)
 	fetch := func(id string) {
