@@ -23,6 +23,11 @@ import (
 //   - log_parameter_max_length_on_error other than 0 adds them to the
 //     log of a failed statement (a serialization failure is one), unless
 //     log_min_messages keeps errors out of the log;
+//   - both put them on a line of their own (DETAIL, CONTEXT), which
+//     log_error_verbosity = terse leaves out of the text log (stderr,
+//     syslog, eventlog; csvlog and jsonlog too without the logging
+//     collector, which then write text) but not out of csvlog or jsonlog
+//     written by the collector;
 //   - auto_explain (from PostgreSQL 16) and pgaudit, when loaded, have
 //     settings of their own.
 func (s *Store) ParameterLogging(ctx context.Context) (string, error) {
@@ -35,6 +40,7 @@ func (s *Store) ParameterLogging(ctx context.Context) (string, error) {
 		"log_parameter_max_length", "log_statement", "log_min_duration_statement",
 		"log_min_duration_sample", "log_statement_sample_rate", "log_transaction_sample_rate",
 		"log_parameter_max_length_on_error", "log_min_messages",
+		"log_error_verbosity", "log_destination", "logging_collector",
 		"auto_explain.log_min_duration", "auto_explain.log_parameter_max_length",
 		"pgaudit.log", "pgaudit.log_parameter",
 	}
@@ -60,7 +66,11 @@ func (s *Store) ParameterLogging(ctx context.Context) (string, error) {
 	}
 	var why []string
 	set := func(name, value string) { why = append(why, name+" = "+value) }
-	if get("log_parameter_max_length", "-1") != "0" {
+	// The parameters of a logged statement are its DETAIL, those of a
+	// failed one its CONTEXT: terse leaves both out of text logs
+	// (TestParameterLoggingTerse).
+	lines := get("log_error_verbosity", "default") != "terse" || structuredLog(get("log_destination", "stderr"), get("logging_collector", "off"))
+	if lines && get("log_parameter_max_length", "-1") != "0" {
 		if v := get("log_statement", "none"); v == "mod" || v == "all" {
 			set("log_statement", v)
 		}
@@ -77,7 +87,7 @@ func (s *Store) ParameterLogging(ctx context.Context) (string, error) {
 	// A failed statement's parameters are in the CONTEXT of its ERROR,
 	// logged unless log_min_messages is above ERROR (log_min_error_statement
 	// adds the STATEMENT only: TestParameterLoggingOnError).
-	if v := get("log_parameter_max_length_on_error", "0"); v != "0" && !slices.Contains([]string{"log", "fatal", "panic"}, get("log_min_messages", "warning")) {
+	if v := get("log_parameter_max_length_on_error", "0"); lines && v != "0" && !slices.Contains([]string{"log", "fatal", "panic"}, get("log_min_messages", "warning")) {
 		set("log_parameter_max_length_on_error", v)
 	}
 	// auto_explain logs parameters from PostgreSQL 16 on, which has
@@ -90,4 +100,20 @@ func (s *Store) ParameterLogging(ctx context.Context) (string, error) {
 		set("pgaudit.log_parameter", v)
 	}
 	return strings.Join(why, ", "), nil
+}
+
+// structuredLog reports whether the server writes a log that keeps every
+// field of a message whatever log_error_verbosity says: csvlog or jsonlog
+// among destinations, which only the logging collector writes (without
+// it they are written as stderr's text).
+func structuredLog(destinations, collector string) bool {
+	if collector != "on" {
+		return false
+	}
+	for d := range strings.SplitSeq(destinations, ",") {
+		if d = strings.ToLower(strings.TrimSpace(d)); d == "csvlog" || d == "jsonlog" {
+			return true
+		}
+	}
+	return false
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -166,4 +167,81 @@ func TestParameterLoggingOnError(t *testing.T) {
 			t.Errorf("%v: the server's log holds the parameter: %v, want %v", tt.settings, logged, tt.logs)
 		}
 	}
+}
+
+// TestParameterLoggingTerse: log_error_verbosity = terse leaves a logged
+// statement's DETAIL and a failed one's CONTEXT, the lines that hold
+// their parameters, out of the text log, and ParameterLogging names no
+// setting there; csvlog (and jsonlog), which the logging collector
+// writes, keep them, and it names the settings there. It named them
+// under terse too, where the log held none of the parameters.
+func TestParameterLoggingTerse(t *testing.T) {
+	ctx := context.Background()
+	srv, dsn := pgtest.Own(t, pgtest.Options{})
+	db := sql(t, dsn, "SELECT current_database()")
+	for _, s := range []string{"log_statement = 'mod'", "log_parameter_max_length_on_error = 64", "log_error_verbosity = terse"} {
+		sql(t, dsn, "ALTER DATABASE "+db+" SET "+s)
+	}
+	check := func(label, want string, logs bool) {
+		t.Helper()
+		s := open(t, dsn, postgres.Options{})
+		if got, err := s.ParameterLogging(ctx); err != nil || got != want {
+			t.Errorf("%s: ParameterLogging() = %q, %v; want %q", label, got, err, want)
+		}
+		// A record written, and a statement that fails, as the store's
+		// may (a serialization failure).
+		written, failed := "private-"+rand.Text(), "private-"+rand.Text()
+		if err := s.Update(ctx, func(tx store.Tx) error {
+			return tx.Put("keys", "kid", []byte(`{"d":"`+written+`"}`), time.Time{})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		_ = s.Close()
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Exec(ctx, "SELECT length($1::text) / 0", failed); err == nil {
+			t.Fatal("the statement did not fail")
+		}
+		// Logged after both (log_statement = mod logs it, no parameter
+		// in it): once it is in the log, they would be.
+		marker := "after-" + rand.Text()
+		if _, err := conn.Exec(ctx, `CREATE TEMP TABLE "`+marker+`" (v int)`); err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.Close(ctx)
+		var b []byte
+		for deadline := time.Now().Add(5 * time.Second); !bytes.Contains(b, []byte(marker)); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the statement after is not in the log: the test does not test", label)
+			}
+			b = nil
+			files, _ := filepath.Glob(filepath.Join(srv.DataDir(), "log", "*"))
+			for _, f := range append(files, srv.LogFile()) {
+				if l, err := os.ReadFile(f); err == nil {
+					b = append(b, l...)
+				}
+			}
+		}
+		if got := bytes.Contains(b, []byte(hex.EncodeToString([]byte(written)))); got != logs {
+			t.Errorf("%s: the server's log holds the record written: %v, want %v", label, got, logs)
+		}
+		if got := bytes.Contains(b, []byte(failed)); got != logs {
+			t.Errorf("%s: the server's log holds the failed statement's parameter: %v, want %v", label, got, logs)
+		}
+	}
+	check("terse, stderr", "", false)
+	sql(t, dsn, "ALTER SYSTEM SET log_destination = 'stderr, csvlog'")
+	sql(t, dsn, "SELECT pg_reload_conf()")
+	// Without the collector, csvlog is written as stderr's text.
+	check("terse, csvlog without the collector", "", false)
+	sql(t, dsn, "ALTER SYSTEM SET logging_collector = on")
+	if err := srv.Halt(); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	check("terse, csvlog", "log_statement = mod, log_parameter_max_length_on_error = 64B", true)
 }
