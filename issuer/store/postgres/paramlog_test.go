@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -244,4 +245,58 @@ func TestParameterLoggingTerse(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("terse, csvlog", "log_statement = mod, log_parameter_max_length_on_error = 64B", true)
+}
+
+// TestOpenRefusesSimpleProtocol: with default_query_exec_mode
+// simple_protocol in its DSN (a setting for connection poolers), pgx
+// writes every value into the statement's text, so a server that logs
+// statements logged every record the store wrote, the signing keys'
+// private parts among them, even with log_parameter_max_length = 0, the
+// setting README gives to keep them out, and ParameterLogging named
+// nothing (no warning, and migrate-storage copied). Open refuses such a
+// DSN, naming the setting; with exec, the pooler's other mode, the
+// record stays out of the log.
+func TestOpenRefusesSimpleProtocol(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.NewDatabase(t)
+	db := sql(t, dsn, "SELECT current_database()")
+	sql(t, dsn, "ALTER DATABASE "+db+" SET log_statement = 'mod'")
+	sql(t, dsn, "ALTER DATABASE "+db+" SET log_parameter_max_length = 0")
+	for _, d := range []string{dsn + " default_query_exec_mode=simple_protocol", dsn + " default_query_exec_mode='simple_protocol'"} {
+		s, err := postgres.Open(ctx, d, postgres.Options{})
+		if err == nil {
+			secret := "private-" + rand.Text()
+			if err := s.Update(ctx, func(tx store.Tx) error {
+				return tx.Put("keys", "kid", []byte(`{"d":"`+secret+`"}`), time.Time{})
+			}); err != nil {
+				t.Error(err)
+			}
+			_ = s.Close()
+			b, _ := os.ReadFile(pgtest.Shared(t).LogFile())
+			t.Fatalf("Open(simple_protocol) = nil, want an error; the server's log holds the record: %v",
+				bytes.Contains(b, []byte(hex.EncodeToString([]byte(secret)))))
+		}
+		if !strings.Contains(err.Error(), "default_query_exec_mode simple_protocol") {
+			t.Errorf("Open(simple_protocol) = %v, want it named", err)
+		}
+	}
+	s := open(t, dsn+" default_query_exec_mode=exec", postgres.Options{})
+	if got, err := s.ParameterLogging(ctx); got != "" || err != nil {
+		t.Errorf("ParameterLogging() = %q, %v; want none", got, err)
+	}
+	secret := "private-" + rand.Text()
+	if err := s.Update(ctx, func(tx store.Tx) error {
+		return tx.Put("keys", "kid", []byte(`{"d":"`+secret+`"}`), time.Time{})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	time.Sleep(time.Second) // the server writes its log line
+	b, err := os.ReadFile(pgtest.Shared(t).LogFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(b, []byte(hex.EncodeToString([]byte(secret)))) {
+		t.Error("with default_query_exec_mode exec the server's log holds the record")
+	}
 }

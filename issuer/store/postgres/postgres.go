@@ -146,6 +146,9 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", parseErr(err))
 	}
+	if cfg.ConnConfig.DefaultQueryExecMode == pgx.QueryExecModeSimpleProtocol {
+		return nil, errSimpleProtocol
+	}
 	timeout := opts.Timeout
 	if timeout <= 0 {
 		timeout = DefaultTimeout
@@ -198,6 +201,17 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	}
 	return s, nil
 }
+
+// errSimpleProtocol refuses a DSN whose default_query_exec_mode is
+// simple_protocol: pgx then writes every value into the statement's text
+// rather than send it as a parameter, so the server's log (log_statement,
+// and a failed statement's STATEMENT line at the default
+// log_min_error_statement) and pg_stat_activity hold every record the
+// store writes, the signing keys' private parts among them, whatever
+// log_parameter_max_length says (TestOpenRefusesSimpleProtocol). The
+// mode exec sends parameters apart without naming a prepared statement,
+// as a pooler in transaction mode needs.
+var errSimpleProtocol = errors.New("postgres: the dsn's default_query_exec_mode simple_protocol writes every value the store sends into the statement's text, which the server's log and pg_stat_activity show: leave it out, or use exec behind a connection pooler")
 
 // parseErr is pgx's error for a DSN it cannot read, without the DSN:
 // pgx shows it with the passwords it recognizes masked, which misses
