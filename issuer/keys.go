@@ -725,12 +725,22 @@ func (k *keyRing) signer(ctx context.Context, until time.Time) (*publishedKey, e
 
 // verification returns a published key by kid, re-reading the store for
 // a kid it does not know (another instance rotated), at most every
-// keyMinReload.
+// keyMinReload. A lookup that finds a read under way (another lookup's
+// of the same new kid, say) waits for it and looks again, as readWithin
+// does: due would let it read no sooner, and refusing the kid meanwhile
+// refused the tokens of a key the store holds, 401 invalid_token at a
+// gateway, whose clients threw them away (TestKeyLookupWaitsForReadUnderWay).
 func (k *keyRing) verification(ctx context.Context, kid string) (*publishedKey, error) {
 	if pk := k.cached(kid); pk != nil {
 		return pk, nil
 	}
-	if err := k.reread(ctx, keyMinReload); err != nil {
+	err := k.reread(ctx, keyMinReload)
+	if err == nil && k.cached(kid) == nil {
+		if err = k.await(ctx); err == nil {
+			err = k.reread(ctx, keyMinReload)
+		}
+	}
+	if err != nil {
 		return nil, notInCopy{err}
 	}
 	if pk := k.cached(kid); pk != nil {

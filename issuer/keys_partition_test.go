@@ -400,3 +400,50 @@ func TestJWKSPastMaxStaleAfterCanceledRead(t *testing.T) {
 		t.Errorf("JWKS past revocation_max_stale after a canceled one = %d %s, want 200", code, body)
 	}
 }
+
+// TestKeyLookupWaitsForReadUnderWay: right after a withdrawal at A, A
+// signs with a new key; at B, whose copy lacks it, the first lookup of
+// its kid (a gateway of the local issuer verifying A's token) reads the
+// key set, and lookups arriving meanwhile found the read due taken
+// (keyMinReload) and the copy without the key: store.ErrNotFound, which
+// the gateway answers 401 invalid_token, so their clients threw away a
+// good token. They now wait for the read under way, as /jwks does
+// (TestJWKSServedToConcurrentRequests). PostgreSQL, so that the read
+// takes as long as a database's.
+func TestKeyLookupWaitsForReadUnderWay(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	st, err := postgres.Open(t.Context(), pgtest.NewDatabase(t), postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	url := func(c *Config) { c.Issuer = "http://localhost:9" }
+	a, b := newTokEnvStore(t, st, clock, url), newTokEnvStore(t, st, clock, url)
+	const rounds, concurrent = 5, 20
+	var refused atomic.Int64
+	for range rounds {
+		b.signedWith(t) // B has read the keys
+		res, err := a.iss.WithdrawSigningKeys(t.Context(), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		clock.Advance(keyMinReload + time.Second) // B may read again
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for range concurrent {
+			wg.Go(func() {
+				<-start
+				if _, err := b.iss.PublicKey(t.Context(), res.KID); err != nil {
+					if refused.Add(1) == 1 {
+						t.Errorf("B's lookup of A's new key, beside another's read = %v, want the key", err)
+					}
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+	}
+	if n := refused.Load(); n > 0 {
+		t.Errorf("%d of %d concurrent lookups of a key the store holds refused", n, rounds*concurrent)
+	}
+}
