@@ -389,3 +389,88 @@ func pinnedReadFile(t *testing.T) *Gateway {
 	}
 	return g
 }
+
+// TestAnswerInAnotherCharset: an answer the gateway reads for tools lists
+// (pinning) or resources (resource rules) is read as UTF-8, so one a
+// client decodes otherwise is refused (502), never passed unread. Python's
+// json.loads reads a JSON body from bytes in UTF-16 or UTF-32 (as httpx's
+// and requests' json() do), and httpx, under the Python SDK client's
+// event streams (httpx-sse), and requests decode text in the charset the
+// Content-Type names: in UTF-7 "+AHQ-ools" is "tools" and "+AHI-esource"
+// "resource". An answer labelled charset=utf-8 is read as before.
+func TestAnswerInAnotherCharset(t *testing.T) {
+	utf16 := func(s string, bom bool) string {
+		var b strings.Builder
+		if bom {
+			b.WriteString("\xff\xfe")
+		}
+		for _, c := range s {
+			b.WriteByte(byte(c))
+			b.WriteByte(0)
+		}
+		return b.String()
+	}
+	utf32 := func(s string) string {
+		var b strings.Builder
+		for _, c := range s {
+			b.WriteString("\x00\x00\x00")
+			b.WriteByte(byte(c))
+		}
+		return b.String()
+	}
+	events := func(data string) string { return "event: message\ndata: " + data + "\n\n" }
+	// What the client reads is the unsolicited changed tools list, and
+	// the contents of a resource the caller may not read.
+	list := strings.Replace(changedToolsList, `"tools"`, `"+AHQ-ools"`, 1)
+	const secret = `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"resource","resource":{"uri":"file:///secret/key","text":"TOPSECRET"}}]}}`
+	embedded := strings.ReplaceAll(secret, `"resource"`, `"+AHI-esource"`)
+	tests := []struct {
+		name, ct string
+		// body is the answer, given the payload as JSON and as it is
+		// spelt for a client that decodes UTF-7.
+		body   func(json, utf7 string) string
+		status int
+	}{
+		{"JSON in UTF-16", "application/json", func(j, _ string) string { return utf16(j, false) }, 502},
+		{"JSON in UTF-16 with a byte order mark", "application/json", func(j, _ string) string { return utf16(j, true) }, 502},
+		{"JSON in UTF-32", "application/json", func(j, _ string) string { return utf32(j) }, 502},
+		{"JSON in UTF-16, charset named", "application/json; charset=utf-16", func(j, _ string) string { return utf16(j, true) }, 502},
+		{"JSON, charset=utf-7", "application/json; charset=utf-7", func(_, u string) string { return u }, 502},
+		{"JSON, charset=\"UTF-7\"", `application/json; charset="UTF-7"`, func(_, u string) string { return u }, 502},
+		{"events, charset=utf-7", "text/event-stream; charset=utf-7", func(_, u string) string { return events(u) }, 502},
+		{"events, charset* utf-7", "text/event-stream; charset=utf-8; charset*=utf-8''utf-7", func(_, u string) string { return events(u) }, 502},
+		{"events, charset*", "text/event-stream; charset*=utf-8''utf-8", func(_, u string) string { return events(u) }, 502},
+		{"events in UTF-16", "text/event-stream; charset=utf-16", func(j, _ string) string { return utf16(events(j), true) }, 502},
+		{"JSON, charset=utf-8", "application/json; charset=utf-8", func(j, _ string) string { return j }, 200},
+		{"events, charset=UTF-8", "text/event-stream; charset=UTF-8", func(j, _ string) string { return events(j) }, 200},
+	}
+	for _, tt := range tests {
+		t.Run("pinning, "+tt.name, func(t *testing.T) {
+			st := newPinnedStage(t)
+			st.answerWith(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", tt.ct)
+				io.WriteString(w, tt.body(changedToolsList, list))
+			})
+			resp := st.h.do(t, st.call(http.MethodPost))
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.status || strings.Contains(strings.ReplaceAll(string(b), "\x00", ""), "evil.example") {
+				t.Fatalf("answered %d %.160q, want %d without the changed definition", resp.StatusCode, b, tt.status)
+			}
+		})
+		t.Run("resource rules, "+tt.name, func(t *testing.T) {
+			h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", tt.ct)
+				io.WriteString(w, tt.body(secret, embedded))
+			})
+			c := claims()
+			c["scope"] = "mcp tools:read files:read"
+			resp := h.do(t, call{body: toolCall("read_a"), token: mint(t, c), headers: map[string]string{"MCP-Protocol-Version": "2025-11-25"}})
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.status || strings.Contains(strings.ReplaceAll(string(b), "\x00", ""), "TOPSECRET") {
+				t.Fatalf("answered %d %.160q, want %d without file:///secret/key's contents", resp.StatusCode, b, tt.status)
+			}
+		})
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"mime"
 	"net/http"
 	"net/textproto"
 	"slices"
@@ -572,6 +573,12 @@ func (rw *responseWriter) WriteHeader(code int) {
 			// client reads is not known.
 			rw.mode = modeRefuse
 			return
+		case watch && (mt == "application/json" || mt == "text/event-stream") && !utf8Type(ct):
+			// A client may decode the body in the charset the type
+			// names (utf8Type), and read in it what the gateway,
+			// reading UTF-8, does not see.
+			rw.mode = modeRefuse
+			return
 		case mt != "text/event-stream" && (code < 300 && rw.x.r.Method == http.MethodGet || containsFold(ct, "text/event-stream")) && (watch || rw.tasks || rw.states):
 			// Clients read a GET's body as events whatever its type, and
 			// take "text/event-stream" anywhere in the type for a stream
@@ -619,6 +626,33 @@ func (rw *responseWriter) WriteHeader(code int) {
 		}
 	}
 	rw.w.WriteHeader(code)
+}
+
+// utf8Type reports whether a Content-Type lets a client decode the body
+// as the gateway reads it, in UTF-8: no charset parameter, or
+// charset=utf-8. Clients that decode in the charset named read other
+// text: httpx, under the Python SDK client's event streams (httpx-sse),
+// and requests' json() decode UTF-7, in which "+AHQ-ools" is "tools",
+// so a tools list or an embedded resource would pass unread. An RFC 2231
+// charset* is refused as in a request's type (checkContentHeaders):
+// Python's email package takes the first of charset and charset*, Go's
+// mime package charset*.
+func utf8Type(ct string) bool {
+	switch ct {
+	case "application/json", "text/event-stream":
+		return true
+	}
+	for i := 0; i < len(ct); i++ {
+		if c := ct[i]; c == '*' || c > 0x7e || (c < 0x20 && c != '\t') {
+			return false
+		}
+	}
+	_, params, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return false
+	}
+	cs, ok := params["charset"]
+	return !ok || strings.EqualFold(cs, "utf-8")
 }
 
 // anyEventStream reports whether any of the Content-Type values may be

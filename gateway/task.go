@@ -156,6 +156,14 @@ const looseSeps = "_-"
 // maySpell's check of what is not spelt in plain bytes. letters may be
 // the letters of several words, so that one pass serves them all.
 func mayEscapeLetters(raw []byte, letters, seps string) bool {
+	if bytes.IndexByte(raw, 0) >= 0 {
+		// A NUL byte, which JSON text in UTF-8 never holds (none
+		// outside strings, escaped within): the text is UTF-16 or
+		// UTF-32, which Python's json.loads detects and reads from bytes
+		// (as httpx's json() does), each letter spelt in bytes that no
+		// scan here finds.
+		return true
+	}
 	if strings.IndexByte(letters, 's') >= 0 && bytes.Contains(raw, []byte("\u017f")) ||
 		strings.IndexByte(letters, 'k') >= 0 && bytes.Contains(raw, []byte("\u212a")) {
 		return true
