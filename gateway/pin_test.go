@@ -1233,6 +1233,47 @@ func TestPinFetchPerNewSession(t *testing.T) {
 	}
 }
 
+// TestPinFetchInEndedSession: a call whose tool the gateway must learn,
+// in a session the upstream has ended (its idle timeout, a DELETE), is
+// answered as the upstream answers the session's requests: 404 "Session
+// not found", on which a client starts a new session (MCP); a 502 left
+// it failing in the dead session. Never forwarded. Without a session a
+// 404 to the fetch says nothing of one, and the call is refused 502.
+func TestPinFetchInEndedSession(t *testing.T) {
+	g := newGateway(t, pinnedConfig(t))
+	var calls atomic.Int32
+	next := NextFunc(func(w http.ResponseWriter, r *http.Request) error {
+		body, _ := io.ReadAll(r.Body)
+		if strings.Contains(string(body), "tools/call") {
+			calls.Add(1)
+		}
+		http.Error(w, "session not found", http.StatusNotFound)
+		return nil
+	})
+	token := mint(t, claims())
+	for _, sid := range []string{sessionFor(t, g, token), ""} {
+		r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(toolCall("read_a")))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Accept", "application/json, text/event-stream")
+		r.Header.Set("Authorization", "Bearer "+token)
+		r.Header.Set("MCP-Protocol-Version", "2025-11-25")
+		want, wantBody := http.StatusNotFound, `{"jsonrpc":"2.0","id":1,"error":{"code":-32001,"message":"Session not found"}}`
+		if sid != "" {
+			r.Header.Set("Mcp-Session-Id", sid)
+		} else {
+			want, wantBody = http.StatusBadGateway, "could not learn the definition"
+		}
+		w := httptest.NewRecorder()
+		g.Serve(w, r, next)
+		if w.Code != want || !strings.Contains(w.Body.String(), wantBody) {
+			t.Errorf("a call in session %q whose tool's list the upstream answers 404 = %d %s, want %d %s", sid, w.Code, w.Body, want, wantBody)
+		}
+	}
+	if n := calls.Load(); n != 0 {
+		t.Errorf("%d calls forwarded, want none", n)
+	}
+}
+
 // TestPinListingCostPerTool: what a tools/list answer costs per tool it
 // lists does not grow with the number of tools known. Each tool learned
 // (new, or its definition changed) published a copy of the view whose

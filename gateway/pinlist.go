@@ -32,6 +32,11 @@ var pinFetchTimeout = 10 * time.Second
 // one session at once.
 const pinFetchPrefix = "mcp-auth-pin-"
 
+// errUpstreamSessionEnded: the upstream answered the gateway's tools/list
+// in the caller's session 404, as MCP has a server answer a request in a
+// session it ended (an idle timeout, a DELETE).
+var errUpstreamSessionEnded = errors.New("tools/list: the upstream ended the session")
+
 // pinFetch is one tools/list fetch that callers of the same session wait
 // for together.
 type pinFetch struct {
@@ -78,6 +83,11 @@ func (g *Gateway) checkPins(x *exchange, next Next) *refusal {
 				// nothing is remembered of it, so the next call tries
 				// again.
 				v = pinUnavailable
+			case errors.Is(err, errUpstreamSessionEnded):
+				// As the upstream answers a request in a session it
+				// ended: the client starts a new one (MCP), which a
+				// 502 would not have it do.
+				return &refusal{status: http.StatusNotFound, code: codeSessionNotFound, message: "Session not found", id: singleID(x)}
 			case err != nil && !errors.Is(err, errPinsUnavailable):
 				return &refusal{status: http.StatusBadGateway, code: codeRefused, id: singleID(x),
 					message: fmt.Sprintf("could not learn the definition of tool %q from the upstream", m.Name)}
@@ -377,6 +387,9 @@ func (g *Gateway) fetchToolsPage(ctx context.Context, x *exchange, next Next, cu
 	}
 	if rec.status == 0 {
 		rec.status = http.StatusOK
+	}
+	if rec.status == http.StatusNotFound && x.session != "" {
+		return nil, errUpstreamSessionEnded
 	}
 	if rec.status != http.StatusOK || rec.overflow {
 		return nil, fmt.Errorf("tools/list: upstream answered %d", rec.status)
