@@ -371,6 +371,12 @@ func TestDecisions(t *testing.T) {
 		c["principal_type"] = "agent"
 		c["scope"] = "mcp tools:read"
 	}
+	// A client's own token (client credentials): no agent acts in it.
+	clientOwn := func(c jwt.MapClaims) {
+		c["sub"] = "client-1"
+		c["principal_type"] = "client"
+		c["scope"] = "mcp tools:read"
+	}
 	readDeleg := map[string]any{"sub": "agent-a"}
 	deep := map[string]any{"sub": "agent-a", "act": map[string]any{"sub": "agent-b"}}
 	resRead := func(uri string) string {
@@ -439,6 +445,12 @@ func TestDecisions(t *testing.T) {
 		{"allowed agent, act.iss the token's", withAct("mcp tools:read", map[string]any{"sub": "agent-a", "iss": testIssuer}), toolCall("bot_tool"), 200},
 		{"allowed agents: outermost act only", withAct("mcp tools:read", map[string]any{"sub": "agent-z", "act": map[string]any{"sub": "agent-a"}}), toolCall("bot_tool"), 403},
 		{"allowed agents, no agent", scope("mcp tools:read"), toolCall("bot_tool"), 200},
+		// agents restricts the agent that acts, and no agent acts in a
+		// client's own token; require_agent or require_user refuse it.
+		{"allowed agents, a client's own token", clientOwn, toolCall("bot_tool"), 200},
+		{"require agent, a client's own token", clientOwn, toolCall("agent_only"), 403},
+		{"require user, a client's own token", clientOwn, toolCall("human"), 403},
+		{"user only, a client's own token", clientOwn, toolCall("user_only"), 403},
 		{"max depth ok", withAct("mcp tools:read", readDeleg), toolCall("shallow"), 200},
 		{"max depth exceeded", withAct("mcp tools:read", deep), toolCall("shallow"), 403},
 		{"malformed act", withAct("mcp tools:read", "agent-a"), toolCall("read_x"), 401},
