@@ -6,14 +6,19 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/oauth2"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/bolt"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres/pgtest"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
 )
 
@@ -259,7 +264,7 @@ func TestLoginDuringPasswordChange(t *testing.T) {
 	before := e.count(bucketSessions)
 	login := func(at time.Time) error {
 		s := &session{Browser: "b", User: "dave", AuthTime: at, ExpiresAt: e.clock.Now().Add(time.Hour)}
-		return e.iss.sessions.start(ctx, httptest.NewRecorder(), s, "")
+		return e.iss.sessions.start(ctx, httptest.NewRecorder(), s, "", "")
 	}
 	if err := login(began); !errors.Is(err, errSignedOut) {
 		t.Errorf("session of a login from before the password change: %v, want errSignedOut", err)
@@ -414,5 +419,155 @@ func TestExchangeByAgentRevokedMeanwhile(t *testing.T) {
 				t.Errorf("exchange by agent rt with its old credentials, recorded after the change committed: 200, a token was issued (want refused)")
 			}
 		})
+	}
+}
+
+// commitHeldStore holds, once armed, the next Update that writes a user
+// after its work is done and before it commits, until released: a
+// password change whose transaction took its time stamp and then waits
+// (for a row lock, a slow disk, a synchronous standby) before it
+// commits. Readers go on reading the old record meanwhile, as bbolt's
+// and PostgreSQL's do.
+type commitHeldStore struct {
+	store.Store
+	armed   atomic.Bool
+	held    chan struct{}
+	release chan struct{}
+}
+
+func (s *commitHeldStore) Update(ctx context.Context, fn func(store.Tx) error) error {
+	return s.Store.Update(ctx, func(tx store.Tx) error {
+		w := &userWriteTx{Tx: tx}
+		if err := fn(w); err != nil {
+			return err
+		}
+		if w.wrote && s.armed.CompareAndSwap(true, false) {
+			close(s.held)
+			<-s.release
+		}
+		return nil
+	})
+}
+
+// userWriteTx notes a write of a user.
+type userWriteTx struct {
+	store.Tx
+	wrote bool
+}
+
+func (t *userWriteTx) Put(bucket, key string, value []byte, expires time.Time) error {
+	t.wrote = t.wrote || bucket == bucketUsers
+	return t.Tx.Put(bucket, key, value, expires)
+}
+
+// TestLoginStraddlingPasswordChange: a sign-in that checked the old
+// password while the password change was committing, and began after
+// the change took its time stamp (on PostgreSQL the change's transaction
+// may then wait seconds for a lock; an instance whose clock is ahead
+// begins every sign-in "after" it), starts no session: its session's
+// transaction reads the user's password hash again, as a token request
+// reads its client's credentials again (TestRevocationStampedBeforeItCommits).
+// Before, the time stamp let it through, and the old password held a
+// session, and the codes and grants drawn from it, past the change.
+func TestLoginStraddlingPasswordChange(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	bst, err := bolt.Open(filepath.Join(t.TempDir(), "auth.db"), bolt.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = bst.Close() })
+	st := &commitHeldStore{Store: bst, held: make(chan struct{}), release: make(chan struct{})}
+	e := newTokEnvStore(t, st, clock)
+	ctx := t.Context()
+	if err := e.iss.PutUser(ctx, User{Username: "dave", PasswordHash: passwordHash(), Groups: []string{"staff"}}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Minute)
+	newHash, err := bcrypt.GenerateFromPassword([]byte("dave's new password"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	attempt := e.prepareLogin(t, "198.51.100.20:4000")
+
+	st.armed.Store(true)
+	changed := make(chan error, 1)
+	go func() { changed <- e.iss.SetPassword(context.Background(), "dave", string(newHash)) }()
+	<-st.held // stamped, not committed
+	clock.Advance(time.Second)
+	hashed := e.iss.hashes.runs.Load()
+	login := make(chan *httptest.ResponseRecorder, 1)
+	go func() { login <- e.submit(attempt, "dave", tPassword) }()
+	for deadline := time.Now().Add(10 * time.Second); e.iss.hashes.runs.Load() == hashed; {
+		if time.Now().After(deadline) {
+			t.Fatal("the sign-in did not check the password")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// The sign-in read the old hash and checks it; the change commits.
+	close(st.release)
+	if err := <-changed; err != nil {
+		t.Fatal(err)
+	}
+	w := <-login
+	if w.Code == http.StatusSeeOther {
+		t.Fatalf("sign-in with the password the change replaced, checked while it committed = %d (to %s), want refused",
+			w.Code, w.Header().Get("Location"))
+	}
+	if w.Code != http.StatusUnauthorized {
+		t.Errorf("sign-in with the replaced password = %d, want 401", w.Code)
+	}
+	if n := e.count(bucketSessions); n != 1 {
+		t.Errorf("sessions = %d, want the anonymous one only", n)
+	}
+	// Afterwards the new password signs in, the old one does not.
+	if w := e.submit(e.prepareLogin(t, "198.51.100.21:4000"), "dave", tPassword); w.Code != http.StatusUnauthorized {
+		t.Errorf("old password after the change = %d, want 401", w.Code)
+	}
+	if w := e.submit(e.prepareLogin(t, "198.51.100.22:4000"), "dave", "dave's new password"); w.Code != http.StatusSeeOther {
+		t.Errorf("new password after the change = %d, want 303", w.Code)
+	}
+}
+
+// TestLoginStraddlingPasswordChangeAcrossInstances: two instances on one
+// PostgreSQL database, B's clock 2 s ahead of A's (within the 5 s
+// README asks instances to agree to). A sign-in at B checks the old
+// password; the password changes at A before B's sign-in stores its
+// session. B's sign-in began, by B's clock, after the change's time
+// stamp, by A's: the stamp did not refuse it. The session's transaction
+// reads the user's hash again, which refuses it whatever the clocks.
+func TestLoginStraddlingPasswordChangeAcrossInstances(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	a := postgresEnv(t, dsn, clock)
+	pg, err := postgres.Open(t.Context(), dsn, postgres.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pg.Close() })
+	st := &slowUpdateStore{Store: pg, entered: make(chan struct{}), release: make(chan struct{})}
+	b := newTokEnvStore(t, st, clock, func(c *Config) { c.Now = func() time.Time { return clock.Now().Add(2 * time.Second) } })
+	ctx := t.Context()
+	if err := a.iss.PutUser(ctx, User{Username: "dave", PasswordHash: passwordHash(), Groups: []string{"staff"}}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Minute)
+	attempt := b.prepareLogin(t, "198.51.100.20:4000")
+
+	// B's next write is the session's: the password is checked by then.
+	st.armed.Store(true)
+	login := make(chan *httptest.ResponseRecorder, 1)
+	go func() { login <- b.submit(attempt, "dave", tPassword) }()
+	<-st.entered
+	clock.Advance(500 * time.Millisecond)
+	if err := a.iss.SetPassword(ctx, "dave", secretHash()); err != nil {
+		t.Fatal(err)
+	}
+	close(st.release)
+	if w := <-login; w.Code != http.StatusUnauthorized {
+		t.Errorf("sign-in at B with the password changed at A while it ran = %d (to %s), want 401",
+			w.Code, w.Header().Get("Location"))
+	}
+	if w := b.submit(b.prepareLogin(t, "198.51.100.21:4000"), "dave", tSecret); w.Code != http.StatusSeeOther {
+		t.Errorf("new password at B = %d, want 303", w.Code)
 	}
 }
