@@ -101,11 +101,13 @@ func (x tokenExchange) grant(ctx context.Context, req *clientRequest) (*issuance
 
 	act := subj.Actor
 	var actor *Agent
+	var actorTok *accesstoken.Claims
 	actorAud := ""
 	if actRaw != "" {
-		if actor, actorAud, err = x.actor(ctx, actRaw, subj, req.jkt); err != nil {
+		if actor, actorTok, err = x.actor(ctx, actRaw, subj, req.jkt); err != nil {
 			return nil, err
 		}
+		actorAud = actorTok.Audience[0]
 		signedBy = append(signedBy, signedToken{headerKID(actRaw), invalid("actor_token is not a valid, unrevoked token of an agent acting for itself")})
 		act = &accesstoken.Actor{Subject: actor.ID, Actor: subj.Actor}
 		if err := headsWithin(actor, act, subj.ClientID); err != nil {
@@ -196,17 +198,17 @@ func (x tokenExchange) grant(ctx context.Context, req *clientRequest) (*issuance
 				return err
 			}
 			// The new token ends with the subject token, revoked (RFC
-			// 7009) meanwhile or later: revoking it revokes this one.
-			if subj.ID == "" {
+			// 7009) meanwhile or later: revoking it revokes this one. So
+			// it does with the agent's own token that made the agent its
+			// actor: an agent that finds its token leaked and revokes it
+			// ends the tokens exchanged naming it with that token too.
+			if err := endsWith(tx, subj, t.jti, subj.ExpiresAt.Time, invalid("subject_token is invalid, expired or revoked")); err != nil {
+				return err
+			}
+			if actorTok == nil {
 				return nil
 			}
-			switch revoked, err := revocationsIn(tx).revoked(subj.ID, ""); {
-			case err != nil:
-				return err
-			case revoked:
-				return invalid("subject_token is invalid, expired or revoked")
-			}
-			return derivedIn(tx).add(subj.ID, t.jti, subj.ExpiresAt.Time)
+			return endsWith(tx, actorTok, t.jti, subj.ExpiresAt.Time, invalid("actor_token is not a valid, unrevoked token of an agent acting for itself"))
 		},
 		recording: "record token exchange",
 		signedBy:  signedBy,
@@ -255,38 +257,55 @@ func (x tokenExchange) parties(ctx context.Context, subj *accesstoken.Claims) (*
 }
 
 // actor verifies actor_token (an enabled agent's own token) and
-// the agent's right to act on subj; aud is the actor token's audience.
-func (x tokenExchange) actor(ctx context.Context, raw string, subj *accesstoken.Claims, jkt string) (a *Agent, aud string, err error) {
+// the agent's right to act on subj; ac is the actor token's claims.
+func (x tokenExchange) actor(ctx context.Context, raw string, subj *accesstoken.Claims, jkt string) (a *Agent, ac *accesstoken.Claims, err error) {
 	i := x.iss
 	invalid := func(d string) *Error { return ErrInvalidRequest.WithDescription(d) }
-	ac, err := i.verifyAccessToken(ctx, raw)
+	ac, err = i.verifyAccessToken(ctx, raw)
 	if storeBusy(err) {
-		return nil, "", err
+		return nil, nil, err
 	}
 	if err != nil || !ownAgentToken(ac) {
-		return nil, "", invalid("actor_token is not a valid, unrevoked token of an agent acting for itself")
+		return nil, nil, invalid("actor_token is not a valid, unrevoked token of an agent acting for itself")
 	}
 	if err := possessed(ac.BoundKey(), jkt, "actor_token"); err != nil {
-		return nil, "", err
+		return nil, nil, err
 	}
 	// An agent's token a lagging instance issued under its replaced
 	// secret (review s16c F2).
 	if err := i.notReplaced(ctx, ac.GrantID, invalid("actor_token is not a valid, unrevoked token of an agent acting for itself")); err != nil {
-		return nil, "", err
+		return nil, nil, err
 	}
 	a, err = i.dir.lookupAgent(ctx, ac.Subject)
 	if err != nil {
-		return nil, "", invalid("the actor is unknown or disabled").Wrap(err)
+		return nil, nil, invalid("the actor is unknown or disabled").Wrap(err)
 	}
 	switch {
 	case subj.PrincipalType != principalUser && subj.PrincipalType != principalAgent:
 		// A client's own token names no user or agent; a delegated one
 		// would read as a user's token at the gateway.
-		return nil, "", invalid("only a user's or an agent's token can be delegated")
+		return nil, nil, invalid("only a user's or an agent's token can be delegated")
 	case subj.PrincipalType == principalAgent && subj.Subject == a.ID:
-		return nil, "", invalid("an agent cannot act for itself")
+		return nil, nil, invalid("an agent cannot act for itself")
 	}
-	return a, ac.Audience[0], nil
+	return a, ac, nil
+}
+
+// endsWith records, in tx, that the token jti, valid until until, was
+// exchanged with parent (its subject or actor token), so that revoking
+// parent revokes it (revokeTokenTree); a parent revoked since it was
+// verified refuses the exchange with refused.
+func endsWith(tx store.Tx, parent *accesstoken.Claims, jti string, until time.Time, refused error) error {
+	if parent.ID == "" {
+		return nil
+	}
+	switch revoked, err := revocationsIn(tx).revoked(parent.ID, ""); {
+	case err != nil:
+		return err
+	case revoked:
+		return refused
+	}
+	return derivedIn(tx).add(parent.ID, jti, until)
 }
 
 // headsWithin refuses act, headed by agent a, when a may not head it

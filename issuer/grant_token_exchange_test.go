@@ -649,8 +649,10 @@ func TestTokenExchangeRateLimited(t *testing.T) {
 	if ok != clientTokenBurst-1 {
 		t.Errorf("exchanges before 429 = %d, want %d (its client_credentials token spent one)", ok, clientTokenBurst-1)
 	}
-	if n := countBucket(t, e, bucketDerived); n != ok {
-		t.Errorf("recorded exchanges = %d, want %d (the refused one records nothing)", n, ok)
+	// Each exchange is recorded under its subject token and under the
+	// agent's token it named as actor.
+	if n := countBucket(t, e, bucketDerived); n != 2*ok {
+		t.Errorf("recorded exchanges = %d, want %d (the refused one records nothing)", n, 2*ok)
 	}
 	e.clock.Advance(time.Minute)
 	if a := e.tokenExchange(t, tAgent1+":"+tAgentSecret, exchangeForm(user, a1)); a.status != http.StatusOK {
@@ -745,5 +747,60 @@ func TestRevokeRetryAfterPartialFailure(t *testing.T) {
 		if !e.revokedToken(t, tok) {
 			t.Errorf("token %d not revoked after the retry", n)
 		}
+	}
+}
+
+// TestRevokeActorTokenRevokesExchanged: revoking (RFC 7009) the agent's
+// own token that was the actor_token of an exchange revokes the token
+// exchanged with it, and what was exchanged from that in turn, and
+// leaves the subject token alone: an agent that finds its token leaked
+// ends what was minted naming it with that token. An exchange whose
+// actor token is revoked after it was verified, before the new token is
+// recorded, issues nothing.
+func TestRevokeActorTokenRevokesExchanged(t *testing.T) {
+	e := newTokEnv(t)
+	agent1, agent2 := tAgent1+":"+tAgentSecret, tAgent2+":"+tAgentSecret
+	user := e.userToken(t, tPublic, "read").AccessToken
+	a1 := e.agentToken(t, tAgent1, tAgentSecret)
+	x := e.tokenExchange(t, agent1, exchangeForm(user, a1))
+	child := x.str("access_token")
+	if x.status != http.StatusOK || child == "" {
+		t.Fatalf("exchange = %d %s, want 200", x.status, x.raw)
+	}
+	y := e.tokenExchange(t, agent2, exchangeForm(child, e.agentToken(t, tAgent2, tAgentSecret)))
+	grandchild := y.str("access_token")
+	if y.status != http.StatusOK || grandchild == "" {
+		t.Fatalf("agent-2 joining the chain = %d %s, want 200", y.status, y.raw)
+	}
+	if r := e.post(t, pathRevoke, url.Values{"token": {a1}}, agent1); r.status != http.StatusOK {
+		t.Fatalf("revoke the actor token = %d %s, want 200", r.status, r.raw)
+	}
+	if !e.revokedToken(t, a1) {
+		t.Fatal("the actor token is not revoked")
+	}
+	if !e.revokedToken(t, child) || e.active(t, child) {
+		t.Error("the token exchanged with the revoked actor token is not revoked: it names the agent until its subject token expires")
+	}
+	if !e.revokedToken(t, grandchild) || e.active(t, grandchild) {
+		t.Error("the token exchanged from that one is not revoked")
+	}
+	if e.revokedToken(t, user) || !e.active(t, user) {
+		t.Error("the subject token was revoked with the agent's token")
+	}
+
+	// Racing the actor token's revocation.
+	a1 = e.agentToken(t, tAgent1, tAgentSecret)
+	e.iss.mint.beforeRecord = func() {
+		e.iss.mint.beforeRecord = nil
+		if r := e.post(t, pathRevoke, url.Values{"token": {a1}}, agent1); r.status != http.StatusOK {
+			t.Errorf("revoke the actor token = %d %s, want 200", r.status, r.raw)
+		}
+	}
+	before := countBucket(t, e, bucketDerived)
+	if a := e.tokenExchange(t, agent1, exchangeForm(user, a1)); a.status != http.StatusBadRequest || a.str("error") != "invalid_request" {
+		t.Errorf("exchange racing the actor token's revocation = %d %s, want 400 invalid_request", a.status, a.raw)
+	}
+	if n := countBucket(t, e, bucketDerived); n != before {
+		t.Errorf("derived records after the refused exchange = %d, want %d", n, before)
 	}
 }
