@@ -1,10 +1,13 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // argConfig has one tool rule per argument predicate (the tool is named
@@ -717,6 +720,39 @@ func TestArgRulePrefixNameWithSlash(t *testing.T) {
 				t.Errorf("%s: %s %s = %d, want %d (%s)", tt.who, tool, tt.path, resp.StatusCode, tt.status, got)
 			}
 		}
+	}
+}
+
+// TestArgRuleCompatibilityCharacters: strings are compared exactly, and
+// compatibility characters are ordinary text (refusing them would refuse
+// CJK text, which writes them): the README's read_file rule holds for a
+// path whose fullwidth full stops and solidus ("．．／") only a server
+// that normalises to NFKC reads as "../", and the upstream receives it
+// as sent (README, Limits and known gaps: compatibility characters).
+func TestArgRuleCompatibilityCharacters(t *testing.T) {
+	h := newHarness(t, argConfig(t), nil)
+	tok := mint(t, claims())
+	for _, tt := range []struct {
+		path   string
+		status int
+	}{
+		{"/srv/shared/../etc/passwd", http.StatusForbidden},
+		{"/srv/shared/\uff0e\uff0e\uff0f\uff0e\uff0e\uff0fetc/passwd", http.StatusOK},
+		{"/srv/shared/\u30e1\u30e2\uff08\uff11\uff09.txt", http.StatusOK}, // メモ（１）.txt
+	} {
+		body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":` + quote(tt.path) + `}}}`
+		resp := h.do(t, call{body: body, token: tok})
+		got := readBody(t, resp)
+		if resp.StatusCode != tt.status {
+			t.Errorf("read_file %s = %d, want %d (%s)", tt.path, resp.StatusCode, tt.status, got)
+		}
+	}
+	reqs := h.up.requests()
+	if len(reqs) != 2 || !bytes.Contains(reqs[0].Body, []byte("\uff0e\uff0e\uff0f\uff0e\uff0e\uff0f")) {
+		t.Fatalf("upstream received %d requests, want 2, the first with the path as sent", len(reqs))
+	}
+	if got := norm.NFKC.String("/srv/shared/\uff0e\uff0e\uff0f\uff0e\uff0e\uff0fetc/passwd"); got != "/srv/shared/../../etc/passwd" {
+		t.Errorf("NFKC of the path = %q, want the path a normalising server reads", got)
 	}
 }
 
