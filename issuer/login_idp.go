@@ -265,7 +265,7 @@ func (i *Issuer) idpCallback(p *idpClient) http.HandlerFunc {
 			i.pages.errorPage(w, http.StatusForbidden, "Not signed in", message)
 		}
 		if e := q.Get("error"); e != "" {
-			refused(idpReasonError, name+" did not sign you in ("+truncate(e, 100)+").", nil)
+			refused(idpReasonError, name+" did not sign you in"+errorCodeShown(e)+".", nil)
 			return
 		}
 		disc, err := p.discover(ctx)
@@ -514,6 +514,18 @@ func tokenRefusal(re *oauth2.RetrieveError) error {
 		return fmt.Errorf("the token endpoint answered %s, not an OAuth error", status)
 	}
 	return fmt.Errorf("the token endpoint answered %s, error %q", status, strings.ToValidUTF8(truncate(re.ErrorCode, 100), "?"))
+}
+
+// errorCodeShown is how the error page names the error code a provider
+// answered a sign-in with, " (access_denied)", or "" for one not in an
+// error code's form (RFC 6749's are words joined by underscores): text
+// of the provider's choosing ("call +1 555 0100 to restore your
+// account") would read there as the issuer's.
+func errorCodeShown(code string) string {
+	if len(code) > 64 || strings.Trim(code, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") != "" {
+		return ""
+	}
+	return " (" + code + ")"
 }
 
 // providerError is the log's "error" of a sign-in at a provider, cut to

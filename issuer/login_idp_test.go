@@ -405,15 +405,25 @@ func TestIdPSignInAnswers(t *testing.T) {
 		{"error from the provider", func(s *stubIdP) {
 			s.editRedirect = func(q url.Values) { q.Del("code"); q.Set("error", "access_denied") }
 		}, http.StatusForbidden, "did not sign you in (access_denied)", idpReasonError},
-		// The provider's error code is shown, as text: markup in it is
-		// escaped, and error_description is not shown at all.
+		// The provider's error code is shown only in an error code's
+		// form: markup or a sentence in it is not shown, and
+		// error_description is not shown at all.
 		{"error from the provider with markup", func(s *stubIdP) {
 			s.editRedirect = func(q url.Values) {
 				q.Del("code")
 				q.Set("error", `<script>alert(1)</script>`)
 				q.Set("error_description", "Call +1 555 0100 to restore your account")
 			}
-		}, http.StatusForbidden, "did not sign you in (&lt;script&gt;alert(1)&lt;/script&gt;)", idpReasonError},
+		}, http.StatusForbidden, "did not sign you in.", idpReasonError},
+		{"error from the provider that is a sentence", func(s *stubIdP) {
+			s.editRedirect = func(q url.Values) {
+				q.Del("code")
+				q.Set("error", "Call +1 555 0100 to restore your account")
+			}
+		}, http.StatusForbidden, "did not sign you in.", idpReasonError},
+		{"error from the provider, long", func(s *stubIdP) {
+			s.editRedirect = func(q url.Values) { q.Del("code"); q.Set("error", strings.Repeat("x", 65)) }
+		}, http.StatusForbidden, "did not sign you in.", idpReasonError},
 		{"ID token signed by another key", func(s *stubIdP) {
 			s.signWith, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		}, http.StatusForbidden, "is not valid", idpReasonToken},
