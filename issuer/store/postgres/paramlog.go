@@ -19,7 +19,7 @@ import (
 //     log_min_duration_sample (with a sample rate) or
 //     log_transaction_sample_rate log statements with their parameters
 //     unless log_parameter_max_length is 0 (PostgreSQL 13; before it,
-//     always);
+//     always), at LOG, unless log_min_messages keeps that out of the log;
 //   - log_parameter_max_length_on_error other than 0 adds them to the
 //     log of a failed statement (a serialization failure is one), unless
 //     log_min_messages keeps errors out of the log;
@@ -70,7 +70,10 @@ func (s *Store) ParameterLogging(ctx context.Context) (string, error) {
 	// failed one its CONTEXT: terse leaves both out of text logs
 	// (TestParameterLoggingTerse).
 	lines := get("log_error_verbosity", "default") != "terse" || structuredLog(get("log_destination", "stderr"), get("logging_collector", "off"))
-	if lines && get("log_parameter_max_length", "-1") != "0" {
+	// Statements are logged at LOG, which log_min_messages fatal or panic
+	// keeps out of the log (TestParameterLoggingMinMessages).
+	logged := !slices.Contains([]string{"fatal", "panic"}, get("log_min_messages", "warning"))
+	if lines && logged && get("log_parameter_max_length", "-1") != "0" {
 		if v := get("log_statement", "none"); v == "mod" || v == "all" {
 			set("log_statement", v)
 		}

@@ -300,3 +300,52 @@ func TestOpenRefusesSimpleProtocol(t *testing.T) {
 		t.Error("with default_query_exec_mode exec the server's log holds the record")
 	}
 }
+
+// TestParameterLoggingMinMessages: statements are logged at LOG, which
+// log_min_messages = fatal (or panic) keeps out of the log with their
+// parameters; ParameterLogging named log_statement and the like there
+// all the same. At error, LOG still reaches the log.
+func TestParameterLoggingMinMessages(t *testing.T) {
+	ctx := context.Background()
+	for _, tt := range []struct {
+		level, want string
+		logs        bool
+	}{
+		{"fatal", "", false},
+		{"panic", "", false},
+		{"error", "log_statement = mod, log_min_duration_statement = 0", true},
+	} {
+		dsn := pgtest.NewDatabase(t)
+		db := sql(t, dsn, "SELECT current_database()")
+		for _, s := range []string{"log_statement = 'mod'", "log_min_duration_statement = 0", "log_min_messages = " + tt.level} {
+			sql(t, dsn, "ALTER DATABASE "+db+" SET "+s)
+		}
+		s := open(t, dsn, postgres.Options{})
+		if got, err := s.ParameterLogging(ctx); err != nil || got != tt.want {
+			t.Errorf("log_min_messages = %s: ParameterLogging() = %q, %v; want %q", tt.level, got, err, tt.want)
+		}
+		secret := "private-" + rand.Text()
+		if err := s.Update(ctx, func(tx store.Tx) error {
+			return tx.Put("keys", "kid", []byte(`{"d":"`+secret+`"}`), time.Time{})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		_ = s.Close()
+		// The server writes its log a moment later (none expected: a
+		// moment is waited for all the same).
+		var logged bool
+		for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			b, err := os.ReadFile(pgtest.Shared(t).LogFile())
+			if err != nil {
+				t.Fatal(err)
+			}
+			logged = bytes.Contains(b, []byte(hex.EncodeToString([]byte(secret))))
+			if logged || time.Now().After(deadline) {
+				break
+			}
+		}
+		if logged != tt.logs {
+			t.Errorf("log_min_messages = %s: the server's log holds the record: %v, want %v", tt.level, logged, tt.logs)
+		}
+	}
+}
