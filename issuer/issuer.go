@@ -378,6 +378,13 @@ func parseOwnIssuerURL(s string) (*url.URL, error) {
 			return nil, fmt.Errorf("issuer %q: dot segments are not allowed in the path", s)
 		}
 	}
+	// The identifier is the URL as written, less a trailing "/": an
+	// escaped one ("%2F") is trimmed from the decoded path only, and the
+	// identifier would then be the path without it, another issuer to
+	// every client (TestConfigValidation).
+	if id, want := u.String(), strings.TrimSuffix(s, "/"); len(id) != len(want) || id[len(u.Scheme):] != want[len(u.Scheme):] {
+		return nil, fmt.Errorf("issuer %q: its identifier would be %s: write that", s, id)
+	}
 	return u, nil
 }
 

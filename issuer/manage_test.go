@@ -314,6 +314,11 @@ func TestConfigValidation(t *testing.T) {
 		// is the identifier configured.
 		{"issuer with a backslash", func(c *Config) { c.Issuer = `https://auth.example.com/t\x` }},
 		{"issuer with a brace", func(c *Config) { c.Issuer = "https://auth.example.com/{t}" }},
+		// An escaped trailing slash was trimmed from the decoded path
+		// only: the identifier was https://auth.example.com/t, and
+		// https://auth.example.com/a/ for the second.
+		{"issuer ending in an escaped slash", func(c *Config) { c.Issuer = "https://auth.example.com/t%2F" }},
+		{"issuer ending in two escaped slashes", func(c *Config) { c.Issuer = "https://auth.example.com/a%2F%2F" }},
 		{"resource on port 08443", func(c *Config) { c.Resources = []Resource{{URL: "https://a.example.com:08443/mcp"}} }},
 		{"identity provider on port 0443", func(c *Config) {
 			c.IdentityProviders = []IdentityProvider{{Name: "corp", Issuer: "https://idp.example.com:0443", ClientID: "c"}}
