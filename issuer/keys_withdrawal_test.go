@@ -2,6 +2,7 @@ package issuer
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -863,5 +864,37 @@ func TestRevokeTokenOfKeyNotYetRead(t *testing.T) {
 		}
 	default:
 		t.Errorf("revoke at B = %d %s, want 200 with the token revoked, or 503", r.status, r.raw)
+	}
+}
+
+// TestIntrospectTokenOfKeyNotYetRead: right after a withdrawal at A, A
+// signs with a new key that B, which read the keys less than
+// keyMinReload ago, does not hold. A resource server introspecting the
+// token at B (a load balancer sends it anywhere) was told
+// {"active":false}, which a gateway keeps for 10 s (its inactive cache)
+// and answers 401 invalid_token: the client threw a good token away. B
+// reads the keys then, as its revocation endpoint does
+// (TestRevokeTokenOfKeyNotYetRead).
+func TestIntrospectTokenOfKeyNotYetRead(t *testing.T) {
+	a, b, _ := twoOnMemory(t, func(c *Config) { c.Issuer = "http://localhost:9" }, func(c *Config) { c.Issuer = "http://localhost:9" })
+	behindOneURL([]*testEnv{a, b})
+	b.signedWith(t) // B has just read the keys
+	res, err := a.iss.WithdrawSigningKeys(t.Context(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _, _ := clientTokenOf(t, a)
+	if kid := tokenKID(t, tok); kid != res.KID {
+		t.Fatalf("A signed with %s, want the new key %s", kid, res.KID)
+	}
+	if r := b.introspect(t, tok); r.status != http.StatusOK || r.raw == "{\"active\":false}\n" {
+		t.Errorf("introspection at B of A's token of its new key = %d %s, want it active", r.status, r.raw)
+	}
+	// A token of no key the store holds stays inactive.
+	parts := strings.Split(tok, ".")
+	parts[0] = base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"ES256","typ":"at+jwt","kid":"no-such-key"}`))
+	forged := strings.Join(parts, ".")
+	if r := b.introspect(t, forged); r.status != http.StatusOK || r.raw != "{\"active\":false}\n" {
+		t.Errorf("introspection at B of a token of no key = %d %s, want inactive", r.status, r.raw)
 	}
 }
