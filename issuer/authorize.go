@@ -839,6 +839,7 @@ func (i *Issuer) issueCode(ctx context.Context, s *session, c *Client, ar *authR
 		AuthTime:            s.AuthTime,
 		SignedInAt:          s.SignedInAt,
 		Credential:          s.Credential,
+		Password:            s.Password,
 		IssuedAt:            now,
 		Issuer:              i.URL(),
 		ExpiresAt:           now.Add(i.cfg.CodeTTL),
@@ -862,6 +863,9 @@ func (i *Issuer) issueCode(ctx context.Context, s *session, c *Client, ar *authR
 		// this request ran stores no consent (a later user of the same
 		// name would inherit it) and no code.
 		if err := epochsIn(tx).signedOut(s.User, signedIn(s.SignedInAt, s.AuthTime)); err != nil {
+			return err
+		}
+		if err := passwordCurrent(tx, s.User, s.Password); err != nil {
 			return err
 		}
 		if err := stillRegistered(tx, c, ar.RedirectURI); err != nil {

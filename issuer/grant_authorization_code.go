@@ -160,6 +160,15 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 			principalBasis{connectionPrincipal(ac.Subject, c.ID, ac.Resource, ac.Actor), ac.IssuedAt}),
 		refresh: offline,
 		record: func(tx store.Tx, t *minted) error {
+			// The password the login checked was changed since: at an
+			// instance whose clock is behind the one that signed in,
+			// the change's stamp may not be after the login (bases).
+			switch err := passwordCurrent(tx, ac.Subject, ac.Password); {
+			case errors.Is(err, errSignedOut):
+				return refuse(errPrincipalRevoked)
+			case err != nil:
+				return err
+			}
 			// Lost a race with another redemption: revoke what it issued.
 			switch replayed, err := codesIn(tx).redeem(code, gid, t.jti, gr.ExpiresAt, i.revokeUntil()); {
 			case err != nil:

@@ -231,13 +231,12 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 
 	ns := &session{Browser: s.Browser, Issuer: i.URL(), User: u.Username, AuthTime: authTime, ExpiresAt: i.now().Add(i.cfg.SessionTTL),
 		Credential: i.creds.of(principalUser, u.Username)}
-	// A stored user's hash is read again as the session starts; a
-	// configured user's credential tag is checked there.
-	checked := ""
 	if u.Source == sourceAdmin {
-		checked = u.PasswordHash
+		// Read again as the session starts, a code is issued and
+		// redeemed; a configured user's credential tag is checked there.
+		ns.Password = passwordTag(u.PasswordHash)
 	}
-	switch err := i.sessions.start(ctx, w, ns, sid, checked); {
+	switch err := i.sessions.start(ctx, w, ns, sid); {
 	case errors.Is(err, errSignedOut):
 		v.Error = "Invalid username or password."
 		i.pages.render(w, http.StatusUnauthorized, "login", "Sign in", v, target)

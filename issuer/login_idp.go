@@ -335,7 +335,7 @@ func (i *Issuer) idpCallback(p *idpClient) http.HandlerFunc {
 		// however long ago the provider last authenticated the user.
 		ns := &session{Browser: s.Browser, Issuer: i.URL(), User: id.username, AuthTime: authTime, SignedInAt: now,
 			ExpiresAt: now.Add(min(i.cfg.SessionTTL, p.cfg.Recheck))}
-		switch err := i.sessions.start(ctx, w, ns, sid, ""); {
+		switch err := i.sessions.start(ctx, w, ns, sid); {
 		case errors.Is(err, errSignedOut):
 			refused(idpReasonRefused, "You were signed out while signing in. Try again.", err)
 			return

@@ -37,6 +37,9 @@ type authCode struct {
 	// Credential is the session's (session.Credential), which the grant
 	// the code creates records.
 	Credential string `json:"cred,omitempty"`
+	// Password is the session's (session.Password): the code is redeemed
+	// only while it is the user's password's tag.
+	Password string `json:"pw,omitempty"`
 	// IssuedAt and Issuer (the issuer URL) are zero in codes from before
 	// they were recorded: such a code is refused once its client, user or
 	// agent has been revoked, and taken as this issuer's.

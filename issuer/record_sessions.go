@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"errors"
 	"time"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
@@ -32,6 +33,34 @@ type session struct {
 	// sign-in checked (credentialTags); "" for a user not configured, and
 	// in sessions from before tags.
 	Credential string `json:"cred,omitempty"`
+	// Password is the tag of the stored user's password hash the sign-in
+	// checked (passwordTag); "" for other users, and in sessions from
+	// before it.
+	Password string `json:"pw,omitempty"`
+}
+
+// passwordTag identifies a stored user's password hash, as
+// credentialTags identify a configured user's.
+func passwordTag(hash string) string { return fingerprint(hash)[:credentialTagLen] }
+
+// passwordCurrent is errSignedOut when tag ("" for none) is not the tag
+// of user's password hash as stored in tx, or the user is gone or
+// disabled: a sign-in that checked the password a change replaced, which
+// the change's time stamp (record_epochs.go) orders by clocks, refuses
+// by none.
+func passwordCurrent(tx store.Tx, user, tag string) error {
+	if tag == "" {
+		return nil
+	}
+	switch u, err := usersIn(tx).get(user); {
+	case errors.Is(err, store.ErrNotFound):
+		return errSignedOut
+	case err != nil:
+		return err
+	case u.Disabled || passwordTag(u.PasswordHash) != tag:
+		return errSignedOut
+	}
+	return nil
 }
 
 // signedIn is when a user who last authenticated at authTime signed in

@@ -264,7 +264,7 @@ func TestLoginDuringPasswordChange(t *testing.T) {
 	before := e.count(bucketSessions)
 	login := func(at time.Time) error {
 		s := &session{Browser: "b", User: "dave", AuthTime: at, ExpiresAt: e.clock.Now().Add(time.Hour)}
-		return e.iss.sessions.start(ctx, httptest.NewRecorder(), s, "", "")
+		return e.iss.sessions.start(ctx, httptest.NewRecorder(), s, "")
 	}
 	if err := login(began); !errors.Is(err, errSignedOut) {
 		t.Errorf("session of a login from before the password change: %v, want errSignedOut", err)
@@ -569,5 +569,52 @@ func TestLoginStraddlingPasswordChangeAcrossInstances(t *testing.T) {
 	}
 	if w := b.submit(b.prepareLogin(t, "198.51.100.21:4000"), "dave", tSecret); w.Code != http.StatusSeeOther {
 		t.Errorf("new password at B = %d, want 303", w.Code)
+	}
+}
+
+// TestCodeOfLoginBeforePasswordChangeAcrossInstances: dave signs in at
+// B, whose clock is 2 s ahead of A's (within the 5 s README asks
+// instances to agree to), and gets a code; a second later his password
+// is changed at A. The change's time stamp, by A's clock, is before the
+// sign-in, by B's, so it did not refuse the code's redemption: whoever held the old password kept a
+// grant past its change. The code records the tag of the password its
+// sign-in checked, which its redemption reads again; a code of a sign-in
+// with the new password redeems.
+func TestCodeOfLoginBeforePasswordChangeAcrossInstances(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	a := postgresEnv(t, dsn, clock)
+	b := postgresEnv(t, dsn, clock, func(c *Config) { c.Now = func() time.Time { return clock.Now().Add(2 * time.Second) } })
+	if err := a.iss.PutUser(t.Context(), User{Username: "dave", PasswordHash: passwordHash(), Groups: []string{"staff"}}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Minute)
+	codeAt := func(e *testEnv, password string) (code, verifier string) {
+		t.Helper()
+		verifier = oauth2.GenerateVerifier()
+		p := url.Values{"response_type": {"code"}, "client_id": {tPublic}, "redirect_uri": {tRedirect},
+			"code_challenge": {oauth2.S256ChallengeFromVerifier(verifier)}, "code_challenge_method": {"S256"},
+			"resource": {tResource}, "scope": {"read"}, "state": {"s"}}
+		to, err := e.robot(e.browser(), e.url(pathAuthorize, p), tRedirect, "dave", password, "approve")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code = to.Query().Get("code"); code == "" {
+			t.Fatalf("redirect %s carries no code", to)
+		}
+		return code, verifier
+	}
+	code, verifier := codeAt(b, tPassword)
+	clock.Advance(time.Second)
+	if err := a.iss.SetPassword(t.Context(), "dave", secretHash()); err != nil {
+		t.Fatal(err)
+	}
+	// Each instance has its own issuer URL here: B redeems its codes.
+	if status, got := tokenAnswer(b.exchange(t, tPublic, "", code, verifier)); status != http.StatusBadRequest || got != "invalid_grant" {
+		t.Errorf("code of a sign-in with the password changed since = %d %q, want 400 invalid_grant", status, got)
+	}
+	code, verifier = codeAt(b, tSecret)
+	if _, err := b.exchange(t, tPublic, "", code, verifier); err != nil {
+		t.Errorf("code of a sign-in with the new password: %v", err)
 	}
 }

@@ -131,7 +131,7 @@ func (ss *sessions) ensure(w http.ResponseWriter, r *http.Request) (*session, er
 		return nil, err
 	}
 	s = &session{Browser: browser, Issuer: ss.issuer, ExpiresAt: ss.now().Add(min(anonymousSessionTTL, ss.ttl))}
-	if err := ss.start(r.Context(), w, s, "", ""); err != nil {
+	if err := ss.start(r.Context(), w, s, ""); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -141,13 +141,13 @@ func (ss *sessions) ensure(w http.ResponseWriter, r *http.Request) (*session, er
 // deletes the session oldID if given, and sets the cookie. A new id at
 // login prevents session fixation. A user's session whose login began
 // before the user's password changed or the user was removed is refused
-// (errSignedOut), and so is one whose login checked checked, the
-// password hash of a stored user, when the user's is no longer it: a
-// change that took its time stamp before the login began may commit
-// after the login read the old hash (a transaction waiting for a lock,
-// an instance whose clock is behind this one's), which the time stamp
+// (errSignedOut), and so is one whose login checked a stored user's
+// password hash (s.Password) that is no longer the user's: a change
+// that took its time stamp before the login began may commit after the
+// login read the old hash (a transaction waiting for a lock, an
+// instance whose clock is behind this one's), which the time stamp
 // does not refuse.
-func (ss *sessions) start(ctx context.Context, w http.ResponseWriter, s *session, oldID, checked string) error {
+func (ss *sessions) start(ctx context.Context, w http.ResponseWriter, s *session, oldID string) error {
 	id, err := randomToken(ss.rand, 32)
 	if err != nil {
 		return err
@@ -160,15 +160,8 @@ func (ss *sessions) start(ctx context.Context, w http.ResponseWriter, s *session
 			if err := epochsIn(tx).signedOut(s.User, signedIn(s.SignedInAt, s.AuthTime)); err != nil {
 				return err
 			}
-			if checked != "" {
-				switch u, err := usersIn(tx).get(s.User); {
-				case errors.Is(err, store.ErrNotFound):
-					return errSignedOut
-				case err != nil:
-					return err
-				case u.Disabled || u.PasswordHash != checked:
-					return errSignedOut
-				}
+			if err := passwordCurrent(tx, s.User, s.Password); err != nil {
+				return err
 			}
 			// Signed in with a password the newest configuration
 			// replaced, or as a user it removed (credentialTags).
