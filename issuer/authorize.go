@@ -868,6 +868,11 @@ func (i *Issuer) issueCode(ctx context.Context, s *session, c *Client, ar *authR
 		if err := passwordCurrent(tx, s.User, s.Password); err != nil {
 			return err
 		}
+		conn, err := epochsIn(tx).at(connectionPrincipal(s.User, c.ID, resource, ar.Actor))
+		if err != nil {
+			return err
+		}
+		ac.Connection = &conn
 		if err := stillRegistered(tx, c, ar.RedirectURI); err != nil {
 			return err
 		}

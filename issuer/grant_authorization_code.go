@@ -169,6 +169,17 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 			case err != nil:
 				return err
 			}
+			// The user revoked the connection after the code's issue,
+			// which may have begun after the revocation's stamp.
+			if ac.Connection != nil {
+				at, err := epochsIn(tx).at(connectionPrincipal(ac.Subject, c.ID, ac.Resource, ac.Actor))
+				if err != nil {
+					return err
+				}
+				if !at.IsZero() && !at.Equal(*ac.Connection) {
+					return refuse(errPrincipalRevoked)
+				}
+			}
 			// Lost a race with another redemption: revoke what it issued.
 			switch replayed, err := codesIn(tx).redeem(code, gid, t.jti, gr.ExpiresAt, i.revokeUntil()); {
 			case err != nil:

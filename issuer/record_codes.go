@@ -40,6 +40,14 @@ type authCode struct {
 	// Password is the session's (session.Password): the code is redeemed
 	// only while it is the user's password's tag.
 	Password string `json:"pw,omitempty"`
+	// Connection is the stamp of the code's connection (the user's
+	// revocation of it on the apps page, connectionPrincipal) its issue
+	// read, zero for none; nil in codes from before it. Another stamp at
+	// the redemption is a revocation after the issue in the store's
+	// order, which the times may not tell: a code issued on the consent
+	// a revocation was deleting commits before it, though it began
+	// after its stamp.
+	Connection *time.Time `json:"conn,omitempty"`
 	// IssuedAt and Issuer (the issuer URL) are zero in codes from before
 	// they were recorded: such a code is refused once its client, user or
 	// agent has been revoked, and taken as this issuer's.

@@ -100,6 +100,16 @@ func (r epochRecords) coverToken(exp time.Time) error {
 	return r.t.put(tokenHorizon, &epoch{At: h}, h)
 }
 
+// at is when what the principal key held last ended, zero for never
+// (or long ago: the stamp expired).
+func (r epochRecords) at(key string) (time.Time, error) {
+	e, err := r.t.get(key)
+	if err != nil {
+		return time.Time{}, ignoreNotFound(err)
+	}
+	return e.At, nil
+}
+
 // horizon is the time no access token issued so far outlives (zero when
 // none is recorded).
 func (r epochRecords) horizon() (time.Time, error) {

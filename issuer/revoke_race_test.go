@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -611,10 +612,113 @@ func TestCodeOfLoginBeforePasswordChangeAcrossInstances(t *testing.T) {
 	}
 	// Each instance has its own issuer URL here: B redeems its codes.
 	if status, got := tokenAnswer(b.exchange(t, tPublic, "", code, verifier)); status != http.StatusBadRequest || got != "invalid_grant" {
-		t.Errorf("code of a sign-in with the password changed since = %d %q, want 400 invalid_grant", status, got)
+		t.Errorf("code of a sign-in with the password changed since = %d %s, want 400 invalid_grant", status, errorCodeOnly(status, got))
 	}
 	code, verifier = codeAt(b, tSecret)
 	if _, err := b.exchange(t, tPublic, "", code, verifier); err != nil {
 		t.Errorf("code of a sign-in with the new password: %v", err)
 	}
+}
+
+// connectionHeldStore holds, once armed, the next Update that stamps a
+// connection (revokeConnection) after its work is done and before it
+// commits, until released.
+type connectionHeldStore struct {
+	store.Store
+	armed   atomic.Bool
+	held    chan struct{}
+	release chan struct{}
+}
+
+func (s *connectionHeldStore) Update(ctx context.Context, fn func(store.Tx) error) error {
+	return s.Store.Update(ctx, func(tx store.Tx) error {
+		w := &stampTx{Tx: tx}
+		if err := fn(w); err != nil {
+			return err
+		}
+		if w.stamped && s.armed.CompareAndSwap(true, false) {
+			close(s.held)
+			<-s.release
+		}
+		return nil
+	})
+}
+
+// stampTx notes a connection's stamp.
+type stampTx struct {
+	store.Tx
+	stamped bool
+}
+
+func (t *stampTx) Put(bucket, key string, value []byte, expires time.Time) error {
+	t.stamped = t.stamped || bucket == bucketEpochs && strings.HasPrefix(key, "connection:")
+	return t.Tx.Put(bucket, key, value, expires)
+}
+
+// TestCodeIssuedWhileConnectionRevokedCommits: on PostgreSQL, a code
+// issued on the user's remembered consent while the user's revocation
+// of the connection (the apps page) is committing, after it took its
+// time stamp, commits first: its transaction read the consent the
+// revocation deletes, which serializes it before the revocation. Its
+// time, after the stamp, did not refuse it: the client redeemed it and
+// was connected again after the user cut it off.
+func TestCodeIssuedWhileConnectionRevokedCommits(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	pg, err := postgres.Open(t.Context(), dsn, postgres.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pg.Close() })
+	st := &connectionHeldStore{Store: pg, held: make(chan struct{}), release: make(chan struct{})}
+	e := newTokEnvStore(t, st, clock)
+	ctx := t.Context()
+	err = e.store.Update(ctx, func(tx store.Tx) error {
+		return consentsIn(tx).add(tUser, tConf, tResource, "", []string{"read"}, "", clock.Now(), nil)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Minute)
+	c, err := e.iss.dir.lookupClient(ctx, tConf)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	st.armed.Store(true)
+	revoked := make(chan error, 1)
+	go func() { revoked <- e.iss.revokeConnection(context.Background(), tUser, tConf, tResource, "") }()
+	<-st.held // stamped, not committed
+	clock.Advance(time.Second)
+	verifier := oauth2.GenerateVerifier()
+	ar := &authRequest{ClientID: tConf, RedirectURI: tRedirect, RedirectParam: tRedirect,
+		CodeChallenge: oauth2.S256ChallengeFromVerifier(verifier), CodeChallengeMethod: "S256"}
+	s := &session{Browser: "b", User: tUser, AuthTime: clock.Now().Add(-30 * time.Second)}
+	code, err := e.iss.issueCode(ctx, s, c, ar, "", tResource, []string{"read"}, false)
+	close(st.release)
+	if rerr := <-revoked; rerr != nil {
+		t.Fatal(rerr)
+	}
+	if err != nil {
+		t.Fatalf("code issued while the revocation committed: %v", err)
+	}
+	if status, got := tokenAnswer(e.exchange(t, tConf, tSecret, code, verifier)); status != http.StatusBadRequest || got != "invalid_grant" {
+		t.Errorf("code issued on the consent the user was revoking = %d %s, want 400 invalid_grant", status, errorCodeOnly(status, got))
+	}
+	// The user approves the app again: that code redeems.
+	clock.Advance(time.Second)
+	if code, err = e.iss.issueCode(ctx, s, c, ar, "", tResource, []string{"read"}, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.exchange(t, tConf, tSecret, code, verifier); err != nil {
+		t.Errorf("code of an approval after the revocation: %v", err)
+	}
+}
+
+// errorCodeOnly is tokenAnswer's error code, never the token a 200 gives.
+func errorCodeOnly(status int, got string) string {
+	if status == http.StatusOK {
+		return "(a token)"
+	}
+	return got
 }
