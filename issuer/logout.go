@@ -198,8 +198,24 @@ func (i *Issuer) logoutAsk(w http.ResponseWriter, r *http.Request, params url.Va
 }
 
 // logoutConfirmed is the confirmation form's POST: "stay" keeps the
-// session and sends nobody anywhere; otherwise the session ends.
+// session and sends nobody anywhere; otherwise the session ends. A
+// confirmation that finds no one signed in is answered as the request
+// itself is then (logoutAsk): the second click of a double-click on Sign
+// out, which the browser sends before the first one's answer arrives and
+// then shows instead of it, finds the session the first one ended, and
+// got "Form expired" (try again) where the user had been signed out,
+// and the application never got its post_logout_redirect_uri. Signing
+// out no one changes nothing, so no CSRF token is needed for it: a page
+// of any site can send the browser to GET /logout with the same request.
 func (i *Issuer) logoutConfirmed(w http.ResponseWriter, r *http.Request) {
+	switch s, _, err := i.sessions.current(r); {
+	case err != nil:
+		i.pages.serverErrorPage(w, err)
+		return
+	case s == nil || s.User == "":
+		i.logoutAsk(w, r, r.PostForm)
+		return
+	}
 	_, sid, ok := i.postedForm(w, r, false)
 	if !ok {
 		return

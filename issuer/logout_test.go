@@ -254,6 +254,56 @@ func TestLogoutConfirmed(t *testing.T) {
 	}
 }
 
+// TestLogoutConfirmedTwice: a double-click on Sign out sends the
+// confirmation twice, the second before the first one's answer arrives,
+// with the cookie of the session the first one ends; the browser shows
+// the second answer only. That answer is the one for no one signed in
+// (as the GET's): the operator's client gets its post_logout_redirect_uri
+// with state, a sign-out without a client the page saying so, not "Form
+// expired" (try again) for a user already signed out.
+func TestLogoutConfirmedTwice(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		q    url.Values
+		want string // Location of the second answer, "" for a page
+	}{
+		{"client", url.Values{"client_id": {bWebClientID}, "post_logout_redirect_uri": {logoutURI}, "state": {"s"}}, logoutURI + "?state=s"},
+		{"no client", nil, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newLogoutEnv(t)
+			alice, _ := e.signInWithIDToken(t, bUser, idTokenParams())
+			_, page := e.logoutGet(t, alice, tt.q)
+			f := findForm(t, page, "logout")
+			f.hidden.Set("action", "logout")
+			// The browser as it sends the second click: the first one's
+			// answer, which clears the cookie, not yet arrived.
+			twin := e.browser()
+			u, err := url.Parse(e.srv.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			twin.Jar.SetCookies(u, alice.Jar.Cookies(u))
+			if resp, _ := e.postPage(t, alice, f.action, f.hidden); resp.StatusCode != http.StatusSeeOther && resp.StatusCode != http.StatusOK {
+				t.Fatalf("first click: %d, want the sign-out", resp.StatusCode)
+			}
+			resp, page := e.postPage(t, twin, f.action, f.hidden)
+			switch {
+			case tt.want != "" && (resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != tt.want):
+				t.Errorf("second click: %d Location %q, want 303 to %s: %s", resp.StatusCode, resp.Header.Get("Location"), tt.want, page)
+			case tt.want == "" && (resp.StatusCode != http.StatusOK || resp.Header.Get("Location") != "" || !strings.Contains(page, "not signed in")):
+				t.Errorf("second click: %d Location %q, want 200 and the page saying no one is signed in: %s", resp.StatusCode, resp.Header.Get("Location"), page)
+			}
+			if resp.Header.Get("Cache-Control") != "no-store" || resp.Header.Get("X-Frame-Options") != "DENY" {
+				t.Errorf("second click: headers %v", resp.Header)
+			}
+			if e.signedIn(t, alice) || e.signedIn(t, twin) {
+				t.Error("signed in after the sign-out")
+			}
+		})
+	}
+}
+
 // TestLogoutOtherUser: an ID token hint naming another user than the one
 // signed in (a stale one, say) is valid: the page names who is signed in,
 // says the application named someone else, and signing out ends that
