@@ -791,6 +791,11 @@ func (i *Issuer) requestParties(ctx context.Context, s *session, ar *authRequest
 func (i *Issuer) finish(w http.ResponseWriter, r *http.Request, s *session, c *Client, ar *authRequest, pendingID, resource string, scopes []string, remember bool, fail func(error)) {
 	code, err := i.issueCode(r.Context(), s, c, ar, pendingID, resource, scopes, remember)
 	if errors.Is(err, errPendingGone) {
+		if remember {
+			// Allow posted again while the first one was answered.
+			i.repeatedDecision(w, r, s, pendingID, "approve")
+			return
+		}
 		i.pages.pendingGonePage(w)
 		return
 	}
@@ -810,12 +815,33 @@ func (i *Issuer) finish(w http.ResponseWriter, r *http.Request, s *session, c *C
 		fail(ErrServerError.Wrap(fmt.Errorf("issue code: %w", err)))
 		return
 	}
+	i.pages.redirectTo(w, r, ar.RedirectURI, i.codeResponse(ar, code))
+}
+
+// codeResponse is the query of the authorization response to ar with
+// code.
+func (i *Issuer) codeResponse(ar *authRequest, code string) url.Values {
 	v := url.Values{"code": {code}}
 	if ar.State != "" {
 		v.Set("state", ar.State)
 	}
 	v.Set("iss", i.URL())
-	i.pages.redirectTo(w, r, ar.RedirectURI, v)
+	return v
+}
+
+// repeatedDecision answers a consent page's decision posted again for a
+// request the same browser's first post of it finished: with that one's
+// answer, or the "Request expired" page (answeredDecision).
+func (i *Issuer) repeatedDecision(w http.ResponseWriter, r *http.Request, s *session, pendingID, decision string) {
+	loc, err := i.pending.answered(r.Context(), pendingID, s, decision)
+	switch {
+	case err != nil:
+		i.pages.serverErrorPage(w, err)
+	case loc == "":
+		i.pages.pendingGonePage(w)
+	default:
+		i.pages.sendTo(w, r, loc)
+	}
 }
 
 func (i *Issuer) issueCode(ctx context.Context, s *session, c *Client, ar *authRequest, pendingID, resource string, scopes []string, remember bool) (string, error) {
@@ -846,6 +872,17 @@ func (i *Issuer) issueCode(ctx context.Context, s *session, c *Client, ar *authR
 	}
 	if ac.Scopes == nil {
 		ac.Scopes = []string{}
+	}
+	// The consent page's Allow: its answer is kept for a repeat of it
+	// (answeredDecision).
+	var answer *answeredDecision
+	if remember && pendingID != "" {
+		// One withQuery refuses gets its error page, repeated or not.
+		if loc, err := withQuery(ar.RedirectURI, i.codeResponse(ar, code)); err == nil {
+			if answer, err = newAnswer(i.cfg.Rand, pendingID, s, "approve", loc, now); err != nil {
+				return "", err
+			}
+		}
 	}
 	var forget []string
 	if remember {
@@ -878,6 +915,11 @@ func (i *Issuer) issueCode(ctx context.Context, s *session, c *Client, ar *authR
 		}
 		if pendingID != "" {
 			if err := pendingIn(tx).finish(pendingID); err != nil {
+				return err
+			}
+		}
+		if answer != nil {
+			if err := answeredIn(tx).put(pendingID, answer); err != nil {
 				return err
 			}
 		}

@@ -81,7 +81,8 @@ func (i *Issuer) consentPost(w http.ResponseWriter, r *http.Request) {
 	id := r.PostForm.Get("req")
 	p, err := i.pending.load(ctx, id, s)
 	if errors.Is(err, errPendingGone) {
-		i.pages.pendingGonePage(w)
+		// A double-click: the first post of the decision answered it.
+		i.repeatedDecision(w, r, s, id, r.PostForm.Get("decision"))
 		return
 	}
 	if err != nil {
@@ -129,7 +130,17 @@ func (i *Issuer) consentPost(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
-		fail(ErrAccessDenied.WithDescription("the user denied the request"))
+		denied := ErrAccessDenied.WithDescription("the user denied the request")
+		// Kept for a repeat of the Deny (answeredDecision), when
+		// redirectError will send it to the client.
+		c, cerr := i.dir.lookupClient(ctx, ar.ClientID)
+		loc, lerr := withQuery(ar.RedirectURI, i.pages.errorResponse(ar.State, denied))
+		if cerr == nil && lerr == nil && matchRedirectURI(c.RedirectURIs, ar.RedirectURI) {
+			i.pending.answer(ctx, id, s, "deny", loc)
+		} else {
+			i.pending.delete(ctx, id)
+		}
+		redirectError(denied)
 	case "approve":
 		c, u, err := i.requestParties(ctx, s, ar)
 		if errors.Is(err, errClientChanged) {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/oauth2"
+
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
@@ -721,4 +723,85 @@ func TestConsentDenyOnPromptConsentForgets(t *testing.T) {
 	if loc := authorize(t, none); !strings.Contains(loc, "error=consent_required") {
 		t.Errorf("prompt=none after denying prompt=consent: Location %q, want consent_required", loc)
 	}
+}
+
+// TestConsentDecisionRepeated: a double-click on Allow or Deny posts the
+// consent form twice, the second before the first one's answer arrives,
+// and the browser shows the second answer only. The second gets the
+// first one's answer, the same code (which redeems once) or the same
+// access_denied, not "Request expired" with the code lost; only for the
+// same decision, from the same browser, within answeredTTL.
+func TestConsentDecisionRepeated(t *testing.T) {
+	const verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk" // testChallenge's
+	post := func(t *testing.T, e *testEnv, c *http.Client, f form, decision string) (*http.Response, string) {
+		t.Helper()
+		v := url.Values{}
+		for k, vs := range f.hidden {
+			v[k] = vs
+		}
+		v.Set("decision", decision)
+		return e.postPage(t, c, f.action, v)
+	}
+	expired := func(t *testing.T, how string, resp *http.Response, page string) {
+		t.Helper()
+		if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Location") != "" || !strings.Contains(page, "Request expired") {
+			t.Errorf("%s: %d Location %q, want 400 Request expired: %s", how, resp.StatusCode, resp.Header.Get("Location"), page)
+		}
+	}
+	for _, decision := range []string{"approve", "deny"} {
+		t.Run(decision, func(t *testing.T) {
+			e := newBrowserEnv(t, nil)
+			c, page := e.consentPage(t, authParams(testChallenge), bUser)
+			f := findForm(t, page, "consent")
+			first, _ := post(t, e, c, f, decision)
+			loc := first.Header.Get("Location")
+			if first.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc, bRedirect+"?") {
+				t.Fatalf("first post: %d Location %q, want 303 to the client", first.StatusCode, loc)
+			}
+			second, page := post(t, e, c, f, decision)
+			if second.StatusCode != http.StatusSeeOther || second.Header.Get("Location") != loc {
+				t.Fatalf("second post: %d Location %q, want the first one's, %s: %s", second.StatusCode, second.Header.Get("Location"), loc, page)
+			}
+			if second.Header.Get("Cache-Control") != "no-store" {
+				t.Errorf("second post: headers %v", second.Header)
+			}
+			u, err := url.Parse(loc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if decision == "approve" {
+				if n := e.count(bucketCodes); n != 1 {
+					t.Errorf("codes = %d, want 1: the request completes once", n)
+				}
+				code := u.Query().Get("code")
+				if _, err := e.exchange(t, bClientID, "", code, verifier, oauth2.SetAuthURLParam("redirect_uri", bRedirect)); err != nil {
+					t.Fatalf("redeem the code: %v", err)
+				}
+				if _, err := e.exchange(t, bClientID, "", code, verifier, oauth2.SetAuthURLParam("redirect_uri", bRedirect)); err == nil {
+					t.Error("the code redeemed twice")
+				}
+			} else if u.Query().Get("error") != "access_denied" || e.count(bucketCodes) != 0 {
+				t.Errorf("deny: Location %q, %d codes; want access_denied and none", loc, e.count(bucketCodes))
+			}
+			other := map[string]string{"approve": "deny", "deny": "approve"}[decision]
+			resp, page := post(t, e, c, f, other)
+			expired(t, "the other decision", resp, page)
+			e.clock.Advance(30 * time.Second) // answeredTTL
+			resp, page = post(t, e, c, f, decision)
+			expired(t, "past answeredTTL", resp, page)
+		})
+	}
+	t.Run("another browser", func(t *testing.T) {
+		e := newBrowserEnv(t, nil)
+		c, page := e.consentPage(t, authParams(testChallenge), bUser)
+		f := findForm(t, page, "consent")
+		if resp, _ := post(t, e, c, f, "approve"); resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("first post: %d", resp.StatusCode)
+		}
+		// bUser signed in in another browser, with that session's token.
+		other, otherPage := e.consentPage(t, authParams(testChallenge), bUser)
+		f.hidden.Set(csrfField, findForm(t, otherPage, "consent").hidden.Get(csrfField))
+		resp, page := post(t, e, other, f, "approve")
+		expired(t, "another browser", resp, page)
+	})
 }

@@ -269,6 +269,12 @@ func (p *pages) redirectTo(w http.ResponseWriter, r *http.Request, redirectURI s
 		p.errorPage(w, http.StatusBadRequest, "Invalid redirect URI", "The redirect URI cannot be used.")
 		return
 	}
+	p.sendTo(w, r, loc)
+}
+
+// sendTo is redirectTo's answer for loc, the redirect URI with its
+// parameters.
+func (p *pages) sendTo(w http.ResponseWriter, r *http.Request, loc string) {
 	u, err := url.Parse(loc)
 	if err != nil || r.Header.Get("Sec-Fetch-Dest") != "document" || (u.Scheme != "https" && u.Scheme != "http") {
 		p.seeOther(w, r, loc)
@@ -375,6 +381,11 @@ func (p *pages) redirectError(w http.ResponseWriter, r *http.Request, redirectUR
 	if (e.Code == ErrServerError.Code || e.Code == ErrTemporarilyUnavailable.Code) && e.Err != nil {
 		p.log.Error("authorize", zap.Error(e.Err))
 	}
+	p.redirectTo(w, r, redirectURI, p.errorResponse(state, e))
+}
+
+// errorResponse is the query of an authorization error response.
+func (p *pages) errorResponse(state string, e *Error) url.Values {
 	v := url.Values{"error": {e.Code}}
 	if e.Description != "" {
 		v.Set("error_description", errorDescription(e.Description))
@@ -383,5 +394,5 @@ func (p *pages) redirectError(w http.ResponseWriter, r *http.Request, redirectUR
 		v.Set("state", state)
 	}
 	v.Set("iss", p.issuer)
-	p.redirectTo(w, r, redirectURI, v)
+	return v
 }

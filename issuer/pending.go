@@ -69,3 +69,49 @@ func (p *pendingRequests) delete(ctx context.Context, id string) {
 		p.log.Warn("delete pending request", zap.Error(err))
 	}
 }
+
+// answer finishes pending request id with the answer loc to the consent
+// page's decision, for a repeat of it (answeredDecision); a failure is
+// logged, as delete's.
+func (p *pendingRequests) answer(ctx context.Context, id string, s *session, decision, loc string) {
+	a, err := newAnswer(p.rand, id, s, decision, loc, p.now())
+	if err == nil {
+		err = p.store.Update(ctx, func(tx store.Tx) error {
+			if err := pendingIn(tx).delete(id); err != nil {
+				return err
+			}
+			return answeredIn(tx).put(id, a)
+		})
+	}
+	if err != nil {
+		p.log.Warn("finish pending request", zap.Error(err))
+	}
+}
+
+// answered returns the answer the browser and user of s got within
+// answeredTTL to decision on the consent page of pending request id, or
+// "" when there is none.
+func (p *pendingRequests) answered(ctx context.Context, id string, s *session, decision string) (string, error) {
+	if id == "" || len(id) > 100 || s == nil || s.User == "" || decision == "" {
+		return "", nil
+	}
+	var a *answeredDecision
+	err := p.store.View(ctx, func(tx store.Tx) error {
+		var err error
+		a, err = answeredIn(tx).get(id)
+		return err
+	})
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return "", nil
+	case err != nil:
+		return "", fmt.Errorf("load answered request: %w", err)
+	case !p.now().Before(a.ExpiresAt) || a.Browser != s.Browser || a.User != s.User || a.Decision != decision:
+		return "", nil
+	}
+	loc, err := openAnswer(id, a.Sealed)
+	if err != nil {
+		return "", fmt.Errorf("open answered request: %w", err)
+	}
+	return loc, nil
+}

@@ -676,3 +676,27 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestConsentDoubleClick: a double-click on Allow over a network slow
+// enough that the first click's answer has not arrived when the second
+// click comes (400 ms) posts the consent form twice, and the browser
+// shows the second answer only. The first finished the request; the
+// second gets its answer, and the browser reaches the client with the
+// code, which redeems, not a "Request expired" page with the code lost.
+func TestConsentDoubleClick(t *testing.T) {
+	e := setup(t)
+	ctx := newBrowser(t)
+	ar := harness.NewAuthRequest(e.cfg, e.resource)
+	requireConsent(t, ctx, login(t, ctx, ar.URL, password))
+	slowNetwork(t, ctx, 400)
+	doubleClick(t, ctx, `form#consent [name=decision][value=approve]`)
+	q := e.callback.wait(t)
+	if q.Get("code") == "" || q.Get("state") != ar.State {
+		t.Fatalf("callback %v, want a code and the state", q.Encode())
+	}
+	tctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := ar.Exchange(tctx, e.cfg, q.Get("code")); err != nil {
+		t.Fatalf("Exchange: %v", err)
+	}
+}
