@@ -349,16 +349,14 @@ func hasIssuerHandler(handlers []caddyhttp.MiddlewareHandler) bool {
 // take tokens of one remote issuer by the same audience: each takes the
 // other's tokens, since the resource (RFC 8707), which would tell them
 // apart, is not what their tokens name, and only their scopes still
-// differ, if they do.
+// differ, if they do. The audience is what the tokens must name
+// (tokenAudience): one gateway's audience may be the other's resource.
 func warnSharedAudiences(gateways []*GatewayHandler, log *zap.Logger) {
 	type key struct{ issuer, audience string }
 	first := map[key]string{}
 	warned := map[key]bool{}
 	for _, h := range gateways {
-		if h.Audience == "" {
-			continue
-		}
-		k := key{h.Issuer, h.Audience}
+		k := key{h.Issuer, h.tokenAudience()}
 		prev, ok := first[k]
 		switch {
 		case !ok:
@@ -366,7 +364,7 @@ func warnSharedAudiences(gateways []*GatewayHandler, log *zap.Logger) {
 		case !warned[k] && issuer.CanonicalResource(prev) != issuer.CanonicalResource(h.Resource):
 			warned[k] = true
 			log.Warn("mcp_gateways for different resources take tokens of one issuer by the same audience, so each takes the other's tokens: give each resource an audience (API identifier) of its own at the authorization server",
-				zap.Strings("resources", []string{prev, h.Resource}), zap.String("issuer", h.Issuer), zap.String("audience", h.Audience))
+				zap.Strings("resources", []string{prev, h.Resource}), zap.String("issuer", h.Issuer), zap.String("audience", k.audience))
 		}
 	}
 }
@@ -418,3 +416,7 @@ func beyondLoopback(srv *caddyhttp.Server, port uint) []string {
 	}
 	return open
 }
+
+// tokenAudience is the value h's tokens must name in aud: its audience,
+// else its resource (gateway.Config.Audience).
+func (h *GatewayHandler) tokenAudience() string { return cmp.Or(h.Audience, h.Resource) }

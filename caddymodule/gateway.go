@@ -479,19 +479,17 @@ func (h *GatewayHandler) joinAppless(ctx caddy.Context, log *zap.Logger) error {
 			break
 		}
 	}
-	if h.Audience != "" {
-		var same []*GatewayHandler
-		for _, o := range g.byConfig[config] {
-			if o.Issuer == h.Issuer && o.Audience == h.Audience {
-				same = append(same, o)
-			}
+	var same []*GatewayHandler
+	for _, o := range g.byConfig[config] {
+		if o.Issuer == h.Issuer && o.tokenAudience() == h.tokenAudience() {
+			same = append(same, o)
 		}
-		// Earlier ones for two resources were warned about already.
-		if len(same) > 0 && !slices.ContainsFunc(same, func(o *GatewayHandler) bool {
-			return issuer.CanonicalResource(o.Resource) != issuer.CanonicalResource(same[0].Resource)
-		}) {
-			warnSharedAudiences([]*GatewayHandler{same[0], h}, log)
-		}
+	}
+	// Earlier ones for two resources were warned about already.
+	if len(same) > 0 && !slices.ContainsFunc(same, func(o *GatewayHandler) bool {
+		return issuer.CanonicalResource(o.Resource) != issuer.CanonicalResource(same[0].Resource)
+	}) {
+		warnSharedAudiences([]*GatewayHandler{same[0], h}, log)
 	}
 	if g.byConfig == nil {
 		g.byConfig = make(map[caddy.Module][]*GatewayHandler)

@@ -220,8 +220,10 @@ func TestWarnLenientProxies(t *testing.T) {
 // TestWarnSharedAudience: two gateways for different resources that take
 // tokens of one remote issuer by the same audience take each other's
 // tokens (the resource is no longer what tells them apart, RFC 8707), so
-// Caddy warns, naming both; one resource in two sites (one snippet), or
-// distinct audiences or issuers, get no warning.
+// Caddy warns, naming both; so does a gateway whose audience is another
+// one's resource, which is what that one's tokens name; one resource in
+// two sites (one snippet), or distinct audiences or issuers, get no
+// warning.
 func TestWarnSharedAudience(t *testing.T) {
 	gw := func(res, iss, aud string) *GatewayHandler {
 		return &GatewayHandler{Resource: res, Issuer: iss, Audience: aud}
@@ -236,12 +238,15 @@ func TestWarnSharedAudience(t *testing.T) {
 		gw("https://a.example.com/four/mcp", other, "api://shared"),
 		gw("https://a.example.com/five/mcp", idp, ""),
 		gw("https://a.example.com/six/mcp", idp, ""),
+		gw("https://a.example.com/seven/mcp", idp, "https://a.example.com/five/mcp"),
+		gw("https://a.example.com/eight/mcp", other, "https://a.example.com/six/mcp"),
 	}, zap.New(core))
 	var got []string
 	for _, e := range logs.All() {
 		got = append(got, fmt.Sprint(e.ContextMap()["resources"]))
 	}
-	if want := []string{"[https://a.example.com/one/mcp https://a.example.com/two/mcp]"}; !slices.Equal(got, want) {
+	if want := []string{"[https://a.example.com/one/mcp https://a.example.com/two/mcp]",
+		"[https://a.example.com/five/mcp https://a.example.com/seven/mcp]"}; !slices.Equal(got, want) {
 		t.Errorf("warned for %q, want %q", got, want)
 	}
 }

@@ -484,6 +484,70 @@ http://localhost:9 {
 	}
 }
 
+// TestSharedAudienceOfResourceWarns: a gateway whose audience is another
+// gateway's resource, with the same remote issuer, takes that gateway's
+// tokens (their aud is its resource), and that one takes its tokens:
+// Caddy warns, naming both, in a configuration without the mcp_auth app
+// as with it.
+func TestSharedAudienceOfResourceWarns(t *testing.T) {
+	t.Setenv("XDG_DATA_HOME", t.TempDir())
+	logFile := filepath.Join(t.TempDir(), "caddy.log")
+	cfg, _, err := harness.Adapt(fmt.Sprintf(`{
+	admin off
+	log default {
+		output file %s
+		format json
+	}
+}
+
+http://localhost:9 {
+	mcp_gateway /notes {
+		resource http://localhost:9/notes
+		issuer https://idp.example.com
+		scope read
+		tool * read
+	}
+	mcp_gateway /admin {
+		resource http://localhost:9/admin
+		issuer https://idp.example.com {
+			audience http://localhost:9/notes
+		}
+		scope read
+		tool * read
+	}
+	respond "upstream"
+}
+`, logFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c caddy.Config
+	if err := json.Unmarshal(cfg, &c); err != nil {
+		t.Fatal(err)
+	}
+	if err := caddy.Validate(&c); err != nil {
+		t.Fatalf("Validate() = %v, want the gateways loaded", err)
+	}
+	b, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var warned [][]string
+	for line := range strings.Lines(string(b)) {
+		var e struct {
+			Msg       string   `json:"msg"`
+			Resources []string `json:"resources"`
+		}
+		if json.Unmarshal([]byte(line), &e) == nil && strings.HasPrefix(e.Msg, "mcp_gateways for different resources take tokens of one issuer by the same audience") {
+			slices.Sort(e.Resources)
+			warned = append(warned, e.Resources)
+		}
+	}
+	if want := []string{"http://localhost:9/admin", "http://localhost:9/notes"}; len(warned) != 1 || !slices.Equal(warned[0], want) {
+		t.Errorf("warned for %q, want one warning naming %q\nlog = %s", warned, want, b)
+	}
+}
+
 // TestIssuerOffSiteWarns: mcp_issuer in a site that does not serve the
 // issuer URL (another host on its port, or another port) answers there
 // with metadata naming the issuer URL and sign-in pages whose sign-in is
