@@ -310,20 +310,48 @@ func (k *RemoteKeys) triedLatelyLocked(now time.Time) bool {
 	return !k.lastTry.IsZero() && now.Sub(k.lastTry) < k.refetchInterval
 }
 
+// fetch reads the issuer's keys from the jwks_uri of its metadata. The
+// metadata is read at the first fetch, and again when the keys cannot be
+// read where it said: an issuer that moved them (another jwks_uri) has
+// them read at the new place at once, where the old place failing kept
+// the keys known in use, and the new ones unknown, until a reload.
 func (k *RemoteKeys) fetch(ctx context.Context) (map[string]any, error) {
 	ctx, cancel := context.WithTimeout(ctx, k.timeout)
 	defer cancel()
-	if k.jwksURI == "" {
-		md, err := discover(ctx, k.client, k.issuer, k.maxBytes)
-		if err != nil {
+	known := k.jwksURI != ""
+	if !known {
+		if err := k.discoverJWKS(ctx); err != nil {
 			return nil, err
 		}
-		u, err := metadataEndpoint(k.issuer, md.JWKSURI)
-		if err != nil {
-			return nil, fmt.Errorf("jwks_uri: %w", err)
-		}
-		k.jwksURI = u.String()
 	}
+	keys, err := k.fetchJWKS(ctx)
+	if err != nil && known {
+		old := k.jwksURI
+		if k.discoverJWKS(ctx) == nil && k.jwksURI != old {
+			k.log.Info("the issuer's metadata names another jwks_uri", zap.String("issuer", k.issuer), zap.String("jwks_uri", k.jwksURI))
+			keys, err = k.fetchJWKS(ctx)
+		}
+	}
+	return keys, err
+}
+
+// discoverJWKS sets jwksURI from the issuer's metadata; on an error it
+// is left as it was.
+func (k *RemoteKeys) discoverJWKS(ctx context.Context) error {
+	md, err := discover(ctx, k.client, k.issuer, k.maxBytes)
+	if err != nil {
+		return err
+	}
+	u, err := metadataEndpoint(k.issuer, md.JWKSURI)
+	if err != nil {
+		return fmt.Errorf("jwks_uri: %w", err)
+	}
+	k.jwksURI = u.String()
+	return nil
+}
+
+// fetchJWKS reads the key set at jwksURI.
+func (k *RemoteKeys) fetchJWKS(ctx context.Context) (map[string]any, error) {
 	var set struct {
 		Keys []json.RawMessage `json:"keys"`
 	}

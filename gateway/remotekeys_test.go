@@ -1142,3 +1142,60 @@ func TestRemoteKeysUnavailable(t *testing.T) {
 	advance()
 	check("no key set, unknown kid", "ed2", http.StatusServiceUnavailable)
 }
+
+// TestRemoteKeysJWKSMoved: an issuer whose metadata comes to name
+// another jwks_uri has its keys read there once the old place fails,
+// in the same fetch: a key published at the new place only is found, a
+// key withdrawn there ends (the old place answering nothing any more
+// kept the old keys in use, and the new ones unknown, until a reload).
+func TestRemoteKeysJWKSMoved(t *testing.T) {
+	k := theKeys(t)
+	var jwksPath atomic.Value // the jwks_uri's path the metadata names
+	jwksPath.Store("/keys/v1")
+	var keys atomic.Value // the set served at jwksPath; other paths 404
+	keys.Store([]map[string]any{ecJWK("ec1", &k.ec.PublicKey)})
+	var metadataHits atomic.Int32
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/.well-known/oauth-authorization-server":
+			metadataHits.Add(1)
+			json.NewEncoder(w).Encode(map[string]any{"issuer": srv.URL, "jwks_uri": srv.URL + jwksPath.Load().(string)})
+		case jwksPath.Load().(string):
+			json.NewEncoder(w).Encode(map[string]any{"keys": keys.Load()})
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	rk := NewRemoteKeys(srv.URL, srv.Client(), nil)
+	t.Cleanup(rk.Close)
+	now := testNow
+	rk.now = func() time.Time { return now }
+	ctx := context.Background()
+	if _, err := rk.PublicKey(ctx, "ec1"); err != nil {
+		t.Fatal(err)
+	}
+	// The issuer moves its keys and rotates: ed1 at the new place only.
+	jwksPath.Store("/keys/v2")
+	keys.Store([]map[string]any{edJWK("ed1", k.ed.Public().(ed25519.PublicKey))})
+	now = now.Add(rk.refetchInterval)
+	if _, err := rk.PublicKey(ctx, "ed1"); err != nil {
+		t.Fatalf("Key(ed1) published at the new jwks_uri = %v, want the key", err)
+	}
+	if _, err := rk.PublicKey(ctx, "ec1"); !errors.Is(err, ErrUnknownKey) {
+		t.Errorf("Key(ec1) no longer published = %v, want ErrUnknownKey", err)
+	}
+	if n := metadataHits.Load(); n != 2 {
+		t.Errorf("metadata fetches = %d, want 2 (the first fetch, the failed one)", n)
+	}
+	// While the keys are read where the metadata says, it is not read
+	// again.
+	now = now.Add(rk.refetchInterval)
+	if _, err := rk.PublicKey(ctx, "made-up"); !errors.Is(err, ErrUnknownKey) {
+		t.Fatalf("Key(made-up) = %v, want ErrUnknownKey", err)
+	}
+	if n := metadataHits.Load(); n != 2 {
+		t.Errorf("metadata fetches = %d after a fetch that read the keys, want 2", n)
+	}
+}
