@@ -369,7 +369,9 @@ func accessTokenAnswer(head map[string]json.RawMessage) bool {
 // server's introspection endpoint, which it calls with the gateway's own
 // client credentials (HTTP Basic, RFC 6749 §2.3.1). The endpoint is
 // given, or read from the issuer's metadata (introspection_endpoint) at
-// the first use. Calls are time- and size-limited.
+// the first use, and again while calls of it fail (at most once per
+// rereadInterval), so that an issuer that moves it is followed. Calls
+// are time- and size-limited.
 type RemoteIntrospection struct {
 	issuer       string
 	clientID     string
@@ -377,10 +379,21 @@ type RemoteIntrospection struct {
 	client       *http.Client
 	timeout      time.Duration
 	maxBytes     int64
+	now          func() time.Time
 
 	mu       sync.Mutex
 	endpoint string
+	// read is when the metadata named endpoint (zero for an endpoint
+	// given); failed says the last call of it failed, rereading that a
+	// call is reading the metadata again.
+	read              time.Time
+	failed, rereading bool
 }
+
+// rereadInterval is the least time between two reads of the issuer's
+// metadata for its introspection endpoint while calls of it fail, as
+// between two fetches of its keys.
+const rereadInterval = 30 * time.Second
 
 // NewRemoteIntrospection returns a RemoteIntrospection. endpoint may be
 // "" (discovered from issuer's metadata); client may be nil (a client
@@ -398,7 +411,7 @@ func NewRemoteIntrospection(issuer, endpoint, clientID, clientSecret string, cli
 	client = sameOriginClient(client)
 	return &RemoteIntrospection{
 		issuer: issuer, endpoint: endpoint, clientID: clientID, clientSecret: clientSecret,
-		client: client, timeout: 5 * time.Second, maxBytes: 64 << 10,
+		client: client, timeout: 5 * time.Second, maxBytes: 64 << 10, now: time.Now,
 	}, nil
 }
 
@@ -422,25 +435,63 @@ func (ri *RemoteIntrospection) Introspect(ctx context.Context, token string) ([]
 	req.SetBasicAuth(url.QueryEscape(ri.clientID), url.QueryEscape(ri.clientSecret))
 	resp, err := ri.client.Do(req)
 	if err != nil {
+		ri.called(endpoint, false)
 		// The URL is in the error; the token is in the body, never in it.
 		return nil, err
 	}
 	defer resp.Body.Close()
 	body, err := readLimited(resp, ri.maxBytes)
+	ri.called(endpoint, err == nil)
 	if err != nil {
 		return nil, fmt.Errorf("introspection: %w", err)
 	}
 	return body, nil
 }
 
-// introspectionEndpoint is the configured endpoint, or the one the
-// issuer's metadata names (fetched until it succeeds once).
-func (ri *RemoteIntrospection) introspectionEndpoint(ctx context.Context) (string, error) {
+// called records whether a call of endpoint got an answer.
+func (ri *RemoteIntrospection) called(endpoint string, ok bool) {
 	ri.mu.Lock()
 	defer ri.mu.Unlock()
-	if ri.endpoint != "" {
+	if endpoint == ri.endpoint {
+		ri.failed = !ok
+	}
+}
+
+// introspectionEndpoint is the configured endpoint, or the one the
+// issuer's metadata names: read until it succeeds once, and again while
+// calls of the endpoint it named fail (an issuer that moved it), at most
+// once per rereadInterval, by one call while the others use the endpoint
+// known.
+func (ri *RemoteIntrospection) introspectionEndpoint(ctx context.Context) (string, error) {
+	ri.mu.Lock()
+	if endpoint := ri.endpoint; endpoint != "" {
+		again := !ri.read.IsZero() && ri.failed && !ri.rereading && ri.now().Sub(ri.read) >= rereadInterval
+		ri.rereading = ri.rereading || again
+		ri.mu.Unlock()
+		if !again {
+			return endpoint, nil
+		}
+		u, err := ri.readEndpoint(ctx)
+		ri.mu.Lock()
+		defer ri.mu.Unlock()
+		ri.rereading, ri.read = false, ri.now()
+		if err == nil && u != ri.endpoint {
+			ri.endpoint, ri.failed = u, false
+		}
 		return ri.endpoint, nil
 	}
+	defer ri.mu.Unlock()
+	u, err := ri.readEndpoint(ctx)
+	if err != nil {
+		return "", err
+	}
+	ri.endpoint, ri.read = u, ri.now()
+	return u, nil
+}
+
+// readEndpoint reads the introspection_endpoint of the issuer's
+// metadata.
+func (ri *RemoteIntrospection) readEndpoint(ctx context.Context) (string, error) {
 	md, err := discover(ctx, ri.client, ri.issuer, ri.maxBytes)
 	if err != nil {
 		return "", err
@@ -452,8 +503,7 @@ func (ri *RemoteIntrospection) introspectionEndpoint(ctx context.Context) (strin
 	if err != nil {
 		return "", fmt.Errorf("introspection_endpoint: %w", err)
 	}
-	ri.endpoint = u.String()
-	return ri.endpoint, nil
+	return u.String(), nil
 }
 
 // readLimited reads a 200 answer's body of at most max bytes.

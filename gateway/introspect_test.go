@@ -826,6 +826,80 @@ func TestIntrospectionDiscovery(t *testing.T) {
 	}
 }
 
+// TestIntrospectionEndpointMoved: an issuer whose metadata comes to name
+// another introspection_endpoint, the old one failing, has its tokens
+// introspected at the new one once the refetch interval has passed since
+// the metadata was read (they were refused 503 until a reload); while
+// calls succeed the metadata is not read again, and an endpoint given in
+// the configuration is never replaced.
+func TestIntrospectionEndpointMoved(t *testing.T) {
+	var path atomic.Value // the endpoint's path the metadata names; others 404
+	path.Store("/introspect/v1")
+	var mdReads atomic.Int32
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/.well-known/oauth-authorization-server":
+			mdReads.Add(1)
+			json.NewEncoder(w).Encode(map[string]any{"issuer": srv.URL, "introspection_endpoint": srv.URL + path.Load().(string)})
+		case path.Load().(string):
+			io.WriteString(w, `{"active":false,"at":"`+r.URL.Path+`"}`)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	ri, err := NewRemoteIntrospection(srv.URL, "", gwClientID, gwClientSecret, srv.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := testNow
+	ri.now = func() time.Time { return now }
+	ctx := context.Background()
+	ask := func() string {
+		body, err := ri.Introspect(ctx, "tok")
+		if err != nil {
+			return err.Error()
+		}
+		return string(body)
+	}
+	if got := ask(); !strings.Contains(got, `"at":"/introspect/v1"`) {
+		t.Fatalf("Introspect = %s, want an answer of v1", got)
+	}
+	now = now.Add(time.Hour)
+	if got := ask(); !strings.Contains(got, `"at":"/introspect/v1"`) || mdReads.Load() != 1 {
+		t.Fatalf("Introspect = %s with %d metadata reads, want v1's answer and 1 read", got, mdReads.Load())
+	}
+	path.Store("/introspect/v2")
+	if got := ask(); !strings.Contains(got, "404") {
+		t.Fatalf("Introspect at the old endpoint = %s, want its 404", got)
+	}
+	now = now.Add(rereadInterval)
+	if got := ask(); !strings.Contains(got, `"at":"/introspect/v2"`) {
+		t.Fatalf("Introspect after the move = %s, want an answer of v2", got)
+	}
+	if got := ask(); !strings.Contains(got, `"at":"/introspect/v2"`) || mdReads.Load() != 2 {
+		t.Errorf("Introspect = %s with %d metadata reads, want v2's answer and 2 reads", got, mdReads.Load())
+	}
+
+	// An endpoint given is the operator's: never replaced by the
+	// metadata's.
+	given, err := NewRemoteIntrospection(srv.URL, srv.URL+"/introspect/v1", gwClientID, gwClientSecret, srv.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	given.now = ri.now
+	for range 2 {
+		if _, err := given.Introspect(ctx, "tok"); err == nil || !strings.Contains(err.Error(), "404") {
+			t.Fatalf("Introspect at the given endpoint = %v, want its 404", err)
+		}
+		now = now.Add(rereadInterval)
+	}
+	if n := mdReads.Load(); n != 2 {
+		t.Errorf("metadata reads = %d with an endpoint given, want none (2 before)", n)
+	}
+}
+
 // TestIntrospectionEndsStreams: an event stream opened with an opaque
 // token ends when its introspection answer may no longer be reused (the
 // cache ceiling, or exp before it), as later requests with the token are
