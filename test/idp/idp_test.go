@@ -70,6 +70,7 @@ type provider struct {
 	mu       sync.Mutex
 	swap     string   // an ID token to put in the next token response
 	seen     []string // ID tokens of the token responses, in order
+	issued   []string // access and refresh tokens of the token responses
 	// down has the proxy answer every request 503, as a provider that
 	// is down (or behind a failing load balancer).
 	down atomic.Bool
@@ -121,6 +122,11 @@ func (p *provider) editToken(resp *http.Response) error {
 	p.mu.Lock()
 	if s, ok := m["id_token"].(string); ok {
 		p.seen = append(p.seen, s)
+	}
+	for _, k := range []string{"access_token", "refresh_token"} {
+		if s, ok := m[k].(string); ok {
+			p.issued = append(p.issued, s)
+		}
 	}
 	if p.swap != "" {
 		m["id_token"], p.swap = p.swap, ""
@@ -307,12 +313,18 @@ func startStack(t *testing.T, recheck string) *stack {
 // startStackWith is startStack with more directives in the issuer's site.
 func startStackWith(t *testing.T, recheck, site string) *stack {
 	t.Helper()
+	return startStackGlobal(t, recheck, "", site)
+}
+
+// startStackGlobal is startStackWith with more global options.
+func startStackGlobal(t *testing.T, recheck, global, site string) *stack {
+	t.Helper()
 	port := harness.FreePort(t)
 	iss := fmt.Sprintf("http://127.0.0.1:%d", port)
 	p := startProvider(t, iss+"/login/"+idpName+"/callback")
 	t.Setenv("IDP_TEST_CLIENT_SECRET", idpSecret)
 	args := []any{iss, p.Issuer, idpName, port, t.TempDir(), readScope, writeScope, clientID, idpClientID, recheck, site}
-	harness.Start(t, fmt.Sprintf(caddyfile, args...))
+	harness.Start(t, strings.Replace(fmt.Sprintf(caddyfile, args...), "\tadmin off\n", global+"\tadmin off\n", 1))
 	harness.WaitReady(t, iss+"/.well-known/oauth-authorization-server")
 	meta, err := harness.Discover(context.Background(), iss)
 	if err != nil {
