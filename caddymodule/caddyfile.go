@@ -348,7 +348,7 @@ func parseIdentityProvider(d *caddyfile.Dispenser) (IdentityProvider, caddyfile.
 		case "client_id":
 			err = oneArg(d, &p.ClientID)
 		case "client_secret":
-			err = oneArg(d, &p.ClientSecret)
+			err = secretValueArg(d, &p.ClientSecret)
 		case "scopes":
 			err = listArg(d, &p.Scopes)
 		case "user_claim":
@@ -633,7 +633,7 @@ func (h *GatewayHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("audit %q: want all or denials_only", h.Audit)
 			}
 		case "session_key":
-			err = oneArg(d, &h.SessionKey)
+			err = secretValueArg(d, &h.SessionKey)
 		case "pin_tools":
 			if err = oneArg(d, &h.PinTools); err == nil {
 				if _, perr := gateway.ParsePinMode(h.PinTools); perr != nil {
@@ -700,7 +700,7 @@ func (h *GatewayHandler) parseIssuer(d *caddyfile.Dispenser) error {
 				case "client_id":
 					err = oneArg(d, &in.ClientID)
 				case "client_secret":
-					err = oneArg(d, &in.ClientSecret)
+					err = secretValueArg(d, &in.ClientSecret)
 				case "cache":
 					err = durationArg(d, &in.Cache)
 				default:
@@ -773,6 +773,19 @@ func appendRule(d *caddyfile.Dispenser, rules *[]Rule) error {
 
 // oneArg reads exactly one argument.
 func oneArg(d *caddyfile.Dispenser, dst *string) error {
+	return oneValue(d, dst, true)
+}
+
+// secretValueArg reads one argument that is a secret (a client_secret,
+// the gateway's session_key), as oneArg does, but never names its value
+// in an error: Caddy writes the error to its log, and a {$NAME} the
+// Caddyfile adapter replaced, or a secret in clear, would be there.
+func secretValueArg(d *caddyfile.Dispenser, dst *string) error {
+	return oneValue(d, dst, false)
+}
+
+// oneValue is oneArg; show says whether an error may quote the values.
+func oneValue(d *caddyfile.Dispenser, dst *string, show bool) error {
 	name := d.Val()
 	if !d.NextArg() {
 		return d.Errf("%s: missing argument", name)
@@ -784,6 +797,9 @@ func oneArg(d *caddyfile.Dispenser, dst *string) error {
 	if *dst != "" {
 		// The last would win, silently: an imported hardened snippet
 		// followed by "pin_tools off" or "audit denials_only".
+		if !show {
+			return d.Errf("%s: given more than once", name)
+		}
 		return d.Errf("%s: given more than once (%q, then %q)", name, *dst, val)
 	}
 	*dst = val

@@ -246,6 +246,39 @@ func TestAdaptErrors(t *testing.T) {
 	}
 }
 
+// TestAdaptErrorsHideSecrets: a secret given twice in a block (an
+// imported snippet and the site's own, say) is refused as any value
+// given twice, but the error, which Caddy writes to its log, names
+// neither value: a {$NAME} the adapter replaced, or a secret in clear,
+// would otherwise be in the log of every start that fails on it.
+func TestAdaptErrorsHideSecrets(t *testing.T) {
+	const first, second = "hunter2-first-secret-41d9", "hunter2-second-secret-7c3a"
+	twice := func(name string) string {
+		return "\t\t\t" + name + " " + first + "\n\t\t\t" + name + " " + second
+	}
+	for _, tt := range []struct{ name, caddyfile string }{
+		{"identity_provider client_secret", "{\n\tmcp_auth {\n\t\tissuer https://auth.example.com\n\t\tidentity_provider corp {\n" +
+			"\t\t\tissuer https://idp.example.com\n\t\t\tclient_id mcp\n" + twice("client_secret") + "\n\t\t}\n\t}\n}\nauth.example.com {\n\tmcp_issuer\n}\n"},
+		{"introspection client_secret", "example.com {\n\tmcp_gateway {\n\t\tresource https://example.com/mcp\n\t\tissuer https://idp.example.com {\n" +
+			"\t\t\tintrospection {\n\t\t\t\tclient_id gw\n\t" + twice("client_secret") + "\n\t\t\t}\n\t\t}\n\t}\n\treverse_proxy localhost:3001\n}\n"},
+		{"gateway session_key", "example.com {\n\tmcp_gateway {\n\t\tresource https://example.com/mcp\n" +
+			strings.ReplaceAll(twice("session_key"), "\t\t\t", "\t\t") + "\n\t}\n\treverse_proxy localhost:3001\n}\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := adapt(t, []byte(tt.caddyfile))
+			if err == nil {
+				t.Fatalf("Adapt() = %s, want an error", out)
+			}
+			if !strings.Contains(err.Error(), "given more than once") {
+				t.Errorf("Adapt() error = %q, want given more than once", err)
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Errorf("Adapt() error names the secret: %q", err)
+			}
+		})
+	}
+}
+
 // TestCaddyfileExample adapts the repository's Caddyfile.example (golden
 // file testdata/Caddyfile.example.json) and validates the result the way
 // `caddy validate` does: every module is provisioned, no store is opened,
