@@ -28,8 +28,8 @@ import (
 //     syslog, eventlog; csvlog and jsonlog too without the logging
 //     collector, which then write text) but not out of csvlog or jsonlog
 //     written by the collector;
-//   - auto_explain (from PostgreSQL 16) and pgaudit, when loaded, have
-//     settings of their own.
+//   - auto_explain (from PostgreSQL 16, and with log_verbose on any
+//     version) and pgaudit, when loaded, have settings of their own.
 func (s *Store) ParameterLogging(ctx context.Context) (string, error) {
 	if err := s.begin(ctx); err != nil {
 		return "", fmt.Errorf("postgres: read logging settings: %w", err)
@@ -41,7 +41,7 @@ func (s *Store) ParameterLogging(ctx context.Context) (string, error) {
 		"log_min_duration_sample", "log_statement_sample_rate", "log_transaction_sample_rate",
 		"log_parameter_max_length_on_error", "log_min_messages",
 		"log_error_verbosity", "log_destination", "logging_collector",
-		"auto_explain.log_min_duration", "auto_explain.log_parameter_max_length",
+		"auto_explain.log_min_duration", "auto_explain.log_parameter_max_length", "auto_explain.log_verbose",
 		"pgaudit.log", "pgaudit.log_parameter",
 	}
 	vals := make([]*string, len(names))
@@ -95,9 +95,20 @@ func (s *Store) ParameterLogging(ctx context.Context) (string, error) {
 	}
 	// auto_explain logs parameters from PostgreSQL 16 on, which has
 	// auto_explain.log_parameter_max_length; before, its plans name none
-	// (TestParameterLoggingAutoExplain).
-	if v := get("auto_explain.log_min_duration", "-1"); v != "-1" && get("auto_explain.log_parameter_max_length", "0") != "0" {
-		set("auto_explain.log_min_duration", v)
+	// (TestParameterLoggingAutoExplain). But a plan made for the values
+	// given (a custom plan: the unnamed statement's, a prepared one's
+	// first five) holds them as constants, and log_verbose shows its
+	// output columns, every value a write sends, on any version and
+	// whatever log_parameter_max_length says
+	// (TestParameterLoggingAutoExplainVerbose).
+	if v := get("auto_explain.log_min_duration", "-1"); v != "-1" {
+		verbose := get("auto_explain.log_verbose", "off") == "on"
+		if verbose || get("auto_explain.log_parameter_max_length", "0") != "0" {
+			set("auto_explain.log_min_duration", v)
+		}
+		if verbose {
+			set("auto_explain.log_verbose", "on")
+		}
 	}
 	if v := get("pgaudit.log_parameter", "off"); v == "on" && get("pgaudit.log", "none") != "none" {
 		set("pgaudit.log_parameter", v)

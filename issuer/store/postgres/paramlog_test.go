@@ -116,6 +116,53 @@ func TestParameterLoggingAutoExplain(t *testing.T) {
 	}
 }
 
+// TestParameterLoggingAutoExplainVerbose: auto_explain's plan of a
+// write made for the values given (a custom plan) holds them as
+// constants, and auto_explain.log_verbose shows them, every record the
+// store writes, in the plan's output columns: on PostgreSQL 15, whose
+// auto_explain README said names no parameter, and on 16 with
+// auto_explain.log_parameter_max_length = 0. ParameterLogging named
+// nothing there: no warning, and migrate-storage copied.
+func TestParameterLoggingAutoExplainVerbose(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.NewDatabase(t)
+	db := sql(t, dsn, "SELECT current_database()")
+	settings := []string{"session_preload_libraries = 'auto_explain'", "auto_explain.log_min_duration = 0", "auto_explain.log_verbose = on"}
+	if sql(t, dsn, "SELECT current_setting('server_version_num')::int >= 160000") == "t" {
+		settings = append(settings, "auto_explain.log_parameter_max_length = 0")
+	}
+	for _, s := range settings {
+		sql(t, dsn, "ALTER DATABASE "+db+" SET "+s)
+	}
+	s := open(t, dsn, postgres.Options{})
+	if got, err := s.ParameterLogging(ctx); err != nil || got != "auto_explain.log_min_duration = 0, auto_explain.log_verbose = on" {
+		t.Errorf("ParameterLogging() = %q, %v; want auto_explain.log_min_duration and log_verbose named", got, err)
+	}
+	secret := "private-" + rand.Text()
+	if err := s.Update(ctx, func(tx store.Tx) error {
+		return tx.Put("keys", "kid", []byte(`{"d":"`+secret+`"}`), time.Time{})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// As in TestParameterLoggingAutoExplain: once a later statement's
+	// plan is in the log, the write's is too.
+	marker := "after-" + rand.Text()
+	sql(t, dsn, "SELECT '"+marker+"'")
+	var b []byte
+	for deadline := time.Now().Add(5 * time.Second); !bytes.Contains(b, []byte(marker)); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("auto_explain explained nothing: the test does not test")
+		}
+		var err error
+		if b, err = os.ReadFile(pgtest.Shared(t).LogFile()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Contains(b, []byte(hex.EncodeToString([]byte(secret)))) {
+		t.Error("the server's log does not hold the record: the test does not test")
+	}
+}
+
 // TestParameterLoggingOnError: with log_parameter_max_length_on_error
 // other than 0, PostgreSQL adds a failed statement's parameters to the
 // CONTEXT of its ERROR, which the log holds whenever log_min_messages lets
