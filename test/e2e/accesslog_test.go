@@ -323,7 +323,10 @@ func TestErrorLogHoldsNoDPoPProof(t *testing.T) {
 		t.Fatalf("DPoP token: %d %v %v", status, tok, err)
 	}
 	proof := logProof(t, key, resource, tok.AccessToken)
-	resp := dpopCall(t, http.DefaultClient, resource, "2026-07-28", "tools/list", "",
+	// The page the call came from names a code in its URI (a browser
+	// client's callback), which the request's Referer carries.
+	const refererCode = "referer-code-7c2e90d4b1"
+	resp := dpopCall(t, &http.Client{Transport: withReferer(issuer + "/cb?code=" + refererCode + "&state=s")}, resource, "2026-07-28", "tools/list", "",
 		`{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"raw","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}}}`,
 		tok.AccessToken, proof)
 	if resp.StatusCode != http.StatusBadGateway {
@@ -339,10 +342,22 @@ func TestErrorLogHoldsNoDPoPProof(t *testing.T) {
 	if !bytes.Contains(log, []byte(`"status":502`)) {
 		t.Fatalf("no error line in the log: %s", log)
 	}
-	pieces := logPieces([]string{proof, tok.AccessToken})
+	if !bytes.Contains(log, []byte(`"Referer"`)) {
+		t.Fatalf("no Referer in the error line: %s", log)
+	}
+	pieces := logPieces([]string{proof, tok.AccessToken, refererCode})
 	for n, line := range bytes.Split(log, []byte("\n")) {
 		if p, ok := leaked(line, pieces); ok {
-			t.Errorf("caddy.log line %d holds %q (of the DPoP proof): %.800s", n+1, p, line)
+			t.Errorf("caddy.log line %d holds %q (of the DPoP proof or the Referer's code): %.800s", n+1, p, line)
 		}
 	}
+}
+
+// withReferer is a transport that sends each request with a Referer.
+type withReferer string
+
+func (ref withReferer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Referer", string(ref))
+	return http.DefaultTransport.RoundTrip(r)
 }
