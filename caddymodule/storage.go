@@ -72,6 +72,13 @@ func (BoltStorage) CaddyModule() caddy.ModuleInfo {
 // Provision resolves the database path. It opens nothing: see Storage.
 func (b *BoltStorage) Provision(ctx caddy.Context) error {
 	path := b.Path
+	// A path is not a secret: its placeholders are not replaced, so
+	// "{env.STATE_DIRECTORY}/mcp-auth.db" would open a directory of that
+	// name below the working directory, the signing keys, revocations
+	// and users kept where nobody looks (and lost with a container).
+	if ph := placeholder.FindString(path); ph != "" {
+		return fmt.Errorf("storage bolt: path %q holds the placeholder %s, which is not replaced in a path: write the path itself (in a Caddyfile {$NAME} is replaced when the file is adapted)", path, ph)
+	}
 	if path == "" {
 		path = filepath.Join(caddy.AppDataDir(), "mcp-auth", "mcp-auth.db")
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -424,5 +425,28 @@ func TestStartFailingIDTokenKeyAppliesNothing(t *testing.T) {
 	keyFail.Store(false)
 	if after := snapshot(); after != before {
 		t.Errorf("the configuration that failed to start was applied: recorded %s, was %s", after, before)
+	}
+}
+
+// A placeholder in the bolt path is not replaced: the path is refused,
+// naming it, rather than a directory "{env.NAME}" made below the
+// working directory holding the store.
+func TestBoltStoragePlaceholderPathRefused(t *testing.T) {
+	t.Setenv("S33_STATE", t.TempDir())
+	t.Chdir(t.TempDir())
+	for _, path := range []string{"{env.S33_STATE}/mcp-auth.db", "state/{file.dir-name}/mcp-auth.db"} {
+		s := &BoltStorage{Path: path}
+		_, err := open(newContext(t), s)
+		if err == nil {
+			s.Cleanup()
+			t.Errorf("storage bolt %s loaded", path)
+			continue
+		}
+		if !strings.Contains(err.Error(), "placeholder") || !strings.Contains(err.Error(), path) {
+			t.Errorf("storage bolt %s: %v, want it to name the path and its placeholder", path, err)
+		}
+	}
+	if entries, _ := os.ReadDir("."); len(entries) > 0 {
+		t.Errorf("working directory holds %v, want nothing made", entries)
 	}
 }
