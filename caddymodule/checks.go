@@ -21,11 +21,14 @@ import (
 )
 
 // checkAgainstSites finds mistakes that only show once the whole config is
-// provisioned: group scopes for a resource nothing declares (they would
-// surface only as invalid_scope at login), and an issuer URL that its site
-// does not serve.
+// provisioned: group scopes or a client's resources entry for a resource
+// nothing declares (they would surface only as invalid_scope at login, or
+// as tokens refused), and an issuer URL that its site does not serve.
 func (a *App) checkAgainstSites(httpApp *caddyhttp.App) error {
 	if err := a.checkGroupResources(); err != nil {
+		return err
+	}
+	if err := a.checkClientResources(); err != nil {
 		return err
 	}
 	if err := a.checkGatewayResources(); err != nil {
@@ -41,6 +44,46 @@ func (a *App) checkAgainstSites(httpApp *caddyhttp.App) error {
 // mcp_gateway with the local issuer and no `resource` declares, suggesting
 // the declared resource it most likely means.
 func (a *App) checkGroupResources() error {
+	declared := a.declaredResources()
+	for _, g := range a.Groups {
+		names := make([]string, 0, len(g.Scopes))
+		for res := range g.Scopes {
+			names = append(names, res)
+		}
+		sort.Strings(names)
+		for _, res := range names {
+			if res == "*" {
+				continue
+			}
+			if err := undeclaredResource(fmt.Sprintf("group %q has scopes for %s", g.Name, res), res, declared); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// checkClientResources refuses a configured client's resources entry
+// that no mcp_gateway with the local issuer and no `resource` declares:
+// the issuer issues tokens for declared resources only, so the entry
+// would allow nothing, silently (a trailing slash or the scheme got
+// wrong, the client then refused every token, or refused the one it
+// was meant for beside others).
+func (a *App) checkClientResources() error {
+	declared := a.declaredResources()
+	for _, c := range a.Clients {
+		for _, res := range c.Resources {
+			if err := undeclaredResource(fmt.Sprintf("client %q: resources names %s", c.ID, res), res, declared); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// declaredResources are the resources the issuer issues tokens for: the
+// `resource`s and the URLs of the mcp_gateways with the local issuer.
+func (a *App) declaredResources() []string {
 	var declared []string
 	for _, r := range a.cfg.Resources {
 		declared = append(declared, r.URL)
@@ -50,29 +93,26 @@ func (a *App) checkGroupResources() error {
 			declared = append(declared, h.Resource)
 		}
 	}
-	for _, g := range a.Groups {
-		names := make([]string, 0, len(g.Scopes))
-		for res := range g.Scopes {
-			names = append(names, res)
-		}
-		sort.Strings(names)
-		for _, res := range names {
-			if res == "*" || slices.ContainsFunc(declared, func(d string) bool { return sameResource(d, res) }) {
-				continue
-			}
-			msg := fmt.Sprintf("group %q has scopes for %s, which no mcp_gateway or resource declares", g.Name, res)
-			for _, d := range declared {
-				if nearResource(d, res) {
-					return fmt.Errorf("%s; did you mean %s?", msg, d)
-				}
-			}
-			if len(declared) == 0 {
-				return fmt.Errorf("%s (none is declared): add `resource %s` to mcp_auth if another Caddy serves it", msg, res)
-			}
-			return fmt.Errorf("%s (declared: %s): add `resource %s` to mcp_auth if another Caddy serves it", msg, strings.Join(declared, ", "), res)
+	return declared
+}
+
+// undeclaredResource is nil when res is one of declared, else an error
+// that starts with what and suggests the declared resource res most
+// likely means.
+func undeclaredResource(what, res string, declared []string) error {
+	if slices.ContainsFunc(declared, func(d string) bool { return sameResource(d, res) }) {
+		return nil
+	}
+	msg := what + ", which no mcp_gateway or resource declares"
+	for _, d := range declared {
+		if nearResource(d, res) {
+			return fmt.Errorf("%s; did you mean %s?", msg, d)
 		}
 	}
-	return nil
+	if len(declared) == 0 {
+		return fmt.Errorf("%s (none is declared): add `resource %s` to mcp_auth if another Caddy serves it", msg, res)
+	}
+	return fmt.Errorf("%s (declared: %s): add `resource %s` to mcp_auth if another Caddy serves it", msg, strings.Join(declared, ", "), res)
 }
 
 // checkGatewayResources refuses two mcp_gateway handlers for one

@@ -49,6 +49,10 @@ func TestConfigErrorsAtLoad(t *testing.T) {
 `, issuer, filepath.Join(dir, "mcp-auth.db"), hash, group, site, handlers, local)
 	}
 	good := render("http://"+local, "http://"+local, "http://"+local+"/mcp", "mcp_issuer")
+	// withClient is good with a client whose resources names res.
+	withClient := func(res string) string {
+		return strings.Replace(good, "\t\tgroup staff {", "\t\tclient app {\n\t\t\tpublic\n\t\t\tredirect_uri http://127.0.0.1:9/cb\n\t\t\tresources "+res+"\n\t\t}\n\t\tgroup staff {", 1)
+	}
 	tests := []struct {
 		name      string
 		caddyfile string
@@ -62,6 +66,12 @@ func TestConfigErrorsAtLoad(t *testing.T) {
 		// for /a/b/mcp grants nothing at /a%2Fb/mcp.
 		{"group resource with a separator for an escaped slash", strings.Replace(render("http://"+local, "http://"+local, "http://"+local+"/a/b/mcp", "mcp_issuer"), "resource http://"+local+"/mcp", "resource http://"+local+"/a%2Fb/mcp", 1),
 			fmt.Sprintf(`group "staff" has scopes for http://%[1]s/a/b/mcp, which no mcp_gateway or resource declares; did you mean http://%[1]s/a%%2Fb/mcp?`, local)},
+		// A client's resources entry the issuer serves no token for
+		// would allow nothing.
+		{"client resource with trailing slash", withClient("http://" + local + "/mcp/"),
+			fmt.Sprintf(`client "app": resources names http://%[1]s/mcp/, which no mcp_gateway or resource declares; did you mean http://%[1]s/mcp?`, local)},
+		{"client resource elsewhere", withClient("https://other.example/mcp"),
+			fmt.Sprintf("client \"app\": resources names https://other.example/mcp, which no mcp_gateway or resource declares (declared: http://%s/mcp): add `resource https://other.example/mcp` to mcp_auth if another Caddy serves it", local)},
 		{"group resource elsewhere", render("http://"+local, "http://"+local, "https://other.example/mcp", "mcp_issuer"),
 			fmt.Sprintf("(declared: http://%s/mcp): add `resource https://other.example/mcp` to mcp_auth if another Caddy serves it", local)},
 		{"issuer site without mcp_issuer", render("http://"+local, "http://"+local, "*", ""),
@@ -92,7 +102,7 @@ func TestConfigErrorsAtLoad(t *testing.T) {
 	}
 	// After all those refusals, the corrected config loads on the same
 	// store: none of them left it locked or half open.
-	harness.Start(t, good)
+	harness.Start(t, withClient("http://"+local+"/mcp"))
 }
 
 // A placeholder that resolves to nothing is named, not its value, already
