@@ -111,7 +111,8 @@ func TestNewValidation(t *testing.T) {
 		{"tool after *", func(c *Config) { c.Tools = rules("*", "delete_all") }, `tool rule "delete_all" is never reached: the rule "*"`},
 		{"tool after **", func(c *Config) { c.Tools = rules("**", "a*") }, "never reached"},
 		{"tool after a glob matching it", func(c *Config) { c.Tools = rules("delete_*", "delete_all") }, "never reached"},
-		{"tool after a glob matching it, escaped", func(c *Config) { c.Tools = rules("a?c", `a\*c`) }, "never reached"},
+		// A '*' no tool name holds (SEP-986): a prompt's may.
+		{"prompt after a glob matching it, escaped", func(c *Config) { c.Prompts = rules("a?c", `a\*c`) }, "never reached"},
 		{"tool twice", func(c *Config) { c.Tools = rules("read_*", "x", "read_*") }, `tool rule "read_*" is never reached`},
 		{"prompt after *", func(c *Config) { c.Prompts = rules("*", "p") }, "prompt rule"},
 		{"method after a glob", func(c *Config) { c.Methods = rules("acme/*", "acme/run") }, "method rule"},
@@ -128,7 +129,7 @@ func TestNewValidation(t *testing.T) {
 		{"a?b does not cover a*b", func(c *Config) { c.Tools = rules("a?b", "a*b") }, ""},
 		{"*x does not cover *", func(c *Config) { c.Tools = rules("*x", "*") }, ""},
 		{"a* does not cover ?a", func(c *Config) { c.Tools = rules("a*", "?a") }, ""},
-		{"non-ASCII literal", func(c *Config) { c.Tools = rules("café_*", "caf?_x") }, ""},
+		{"non-ASCII literal", func(c *Config) { c.Prompts = rules("café_*", "caf?_x") }, ""},
 		{"too many wildcards to check", func(c *Config) { c.Tools = rules("*"+strings.Repeat("?", 24), "*_"+strings.Repeat("?", 24)) }, "too many wildcards"},
 		{"decided by a plain name, however many wildcards", func(c *Config) { c.Tools = rules("read_*", "*_"+strings.Repeat("?", 24)) }, ""},
 		// Several earlier rules together.
@@ -146,7 +147,19 @@ func TestNewValidation(t *testing.T) {
 		{"literal before its glob", func(c *Config) { c.Tools = rules("delete_all", "delete_*", "*") }, ""},
 		{"glob not sure to cover a glob", func(c *Config) { c.Tools = rules("a?c", "a*c") }, ""},
 		{"glob not matching", func(c *Config) { c.Tools = rules("read_*", "write") }, ""},
-		{"escaped star is a name", func(c *Config) { c.Tools = rules(`\*`, "x") }, ""},
+		{"escaped star is a name", func(c *Config) { c.Prompts = rules(`\*`, "x") }, ""},
+		// A tool rule no tool name the gateway lets through can match
+		// (SEP-986) decides nothing; a prompt rule with a character no
+		// prompt name may hold, likewise.
+		{"tool pattern outside SEP-986", func(c *Config) { c.Tools = rules("fs:delete") }, `pattern holds ':', which no tool name may`},
+		{"tool pattern with a space", func(c *Config) { c.Tools = rules("delete file") }, `pattern holds ' ', which no tool name may`},
+		{"tool pattern non-ASCII", func(c *Config) { c.Tools = rules("café_*") }, `pattern holds 'é', which no tool name may`},
+		{"tool pattern escaped star", func(c *Config) { c.Tools = rules(`\*`) }, `pattern holds '*', which no tool name may`},
+		{"tool pattern longer than a tool name", func(c *Config) { c.Tools = rules(strings.Repeat("a", 129) + "*") }, "longer than 128"},
+		{"tool pattern as long as a tool name", func(c *Config) { c.Tools = rules(strings.Repeat("a", 127) + "?*") }, ""},
+		{"tool pattern of every SEP-986 character", func(c *Config) { c.Tools = rules("aZ09_-./*?") }, ""},
+		{"prompt pattern with a space", func(c *Config) { c.Prompts = rules("summarize *") }, `pattern holds ' ', which no prompt name may`},
+		{"prompt pattern with a zero-width space", func(c *Config) { c.Prompts = rules("sum\u200bmarize") }, "which no prompt name may"},
 		{"resources: longest prefix, no order", func(c *Config) {
 			c.ResourceRules = []Rule{{Pattern: "file:///"}, {Pattern: "file:///srv/"}}
 		}, ""},

@@ -86,10 +86,10 @@ func newPolicy(cfg *Config) (*policy, error) {
 	}
 	p.implied = impliedClosure(cfg.Implies)
 	var err error
-	if p.tools, err = compileRules("tools", cfg.Tools, p.base, compileGlob); err != nil {
+	if p.tools, err = compileRules("tools", cfg.Tools, p.base, compileToolGlob); err != nil {
 		return nil, err
 	}
-	if p.prompts, err = compileRules("prompts", cfg.Prompts, p.base, compileGlob); err != nil {
+	if p.prompts, err = compileRules("prompts", cfg.Prompts, p.base, compilePromptGlob); err != nil {
 		return nil, err
 	}
 	if p.resources, err = compileRules("resources", cfg.ResourceRules, p.base, compilePrefix); err != nil {
@@ -1184,8 +1184,49 @@ func globMatch(pattern, name string) bool {
 	return px == len(pattern)
 }
 
-func compileGlob(p string) (string, int, error) {
-	return p, 0, validGlob(p)
+// compileToolGlob checks a tool rule's glob (validGlob), refusing a pattern
+// that no tool name the gateway lets through can match (validToolName):
+// one holding a character outside SEP-986's, or longer than its 128
+// characters. Such a rule would decide nothing, silently: a call to the
+// tool it means is refused as a name no server may use ("tool fs:delete
+// admin" then never holds, the operator believing it does).
+func compileToolGlob(p string) (string, int, error) {
+	if err := validGlob(p); err != nil {
+		return "", 0, err
+	}
+	n := 0
+	for _, t := range globTokens(p) {
+		if t.star {
+			continue
+		}
+		n++
+		if t.any {
+			continue
+		}
+		if c := t.r; c >= utf8.RuneSelf || !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-' || c == '.' || c == '/') {
+			return "", 0, fmt.Errorf("pattern holds %q, which no tool name may (SEP-986: A-Z a-z 0-9 _ - . /): the rule would match no tool", t.r)
+		}
+	}
+	if n > maxToolName {
+		return "", 0, fmt.Errorf("pattern matches only names longer than %d characters, which no tool name may be (SEP-986): the rule would match no tool", maxToolName)
+	}
+	return p, 0, nil
+}
+
+// compilePromptGlob checks a prompt rule's glob (validGlob), refusing a pattern
+// holding a character no prompt name the gateway lets through may hold
+// (whitespace, controls, invisible characters: validPromptName), which
+// would match no prompt.
+func compilePromptGlob(p string) (string, int, error) {
+	if err := validGlob(p); err != nil {
+		return "", 0, err
+	}
+	for _, t := range globTokens(p) {
+		if !t.star && !t.any && !visibleRune(t.r) {
+			return "", 0, fmt.Errorf("pattern holds %q, which no prompt name may (no whitespace, controls or invisible characters): the rule would match no prompt", t.r)
+		}
+	}
+	return p, 0, nil
 }
 
 func validGlob(p string) error {
