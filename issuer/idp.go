@@ -132,13 +132,32 @@ func (p *IdentityProvider) validate(groups map[string]bool) error {
 	domains := make([]string, len(p.AllowedEmailDomains))
 	for n, d := range p.AllowedEmailDomains {
 		d, ascii := asciiLower(strings.TrimPrefix(d, "@"))
-		if d == "" || strings.ContainsAny(d, "@ /") || !ascii {
-			return fmt.Errorf("allowed_email_domains: %q is not a domain (an internationalized one in its IDNA xn-- form)", p.AllowedEmailDomains[n])
+		if !ascii || !emailDomain(d) {
+			// A wildcard, an empty label (a trailing dot) or anything
+			// but a host name matches no address's domain: written as
+			// `*.example.com`, say, it admitted nobody, silently.
+			return fmt.Errorf("allowed_email_domains: %q is not a domain: want labels of letters, digits and -, with no wildcard or trailing dot, listing each subdomain (an internationalized one in its IDNA xn-- form)", p.AllowedEmailDomains[n])
 		}
 		domains[n] = d
 	}
 	p.AllowedEmailDomains = domains
 	return nil
+}
+
+// emailDomain reports whether d, in lower case, is a domain an address
+// can be in: dot-separated labels of a-z, 0-9 and -.
+func emailDomain(d string) bool {
+	for label := range strings.SplitSeq(d, ".") {
+		if label == "" {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			if c := label[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // idpOfUsername returns the provider whose namespace name is in, if any.

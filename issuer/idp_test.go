@@ -25,6 +25,15 @@ func TestIdentityProviderConfig(t *testing.T) {
 		{"no mapping", func(c *Config) { c.IdentityProviders[0].GroupMap = nil }, "no group mapping"},
 		{"unknown local group", func(c *Config) { c.IdentityProviders[0].GroupMap = map[string][]string{"eng": {"nope"}} }, `maps to "nope", which is not a declared group`},
 		{"bad domain", func(c *Config) { c.IdentityProviders[0].AllowedEmailDomains = []string{"a@b"} }, "is not a domain"},
+		// A domain no address's can equal admitted nobody, silently.
+		{"wildcard domain", func(c *Config) { c.IdentityProviders[0].AllowedEmailDomains = []string{"*.example.com"} }, `"*.example.com" is not a domain`},
+		{"domain with a trailing dot", func(c *Config) { c.IdentityProviders[0].AllowedEmailDomains = []string{"example.com."} }, `"example.com." is not a domain`},
+		{"domain with a leading dot", func(c *Config) { c.IdentityProviders[0].AllowedEmailDomains = []string{".example.com"} }, "is not a domain"},
+		{"domain with a port", func(c *Config) { c.IdentityProviders[0].AllowedEmailDomains = []string{"example.com:25"} }, "is not a domain"},
+		{"domain as a placeholder", func(c *Config) { c.IdentityProviders[0].AllowedEmailDomains = []string{"{env.DOMAIN}"} }, "is not a domain"},
+		{"domains", func(c *Config) {
+			c.IdentityProviders[0].AllowedEmailDomains = []string{"@Example.com", "mail.example-2.com", "xn--bcher-kva.example"}
+		}, ""},
 		{"negative recheck", func(c *Config) { c.IdentityProviders[0].Recheck = -1 }, "recheck must be positive"},
 		{"local user in the namespace", func(c *Config) {
 			c.Users = []User{{Username: "corp:alice", PasswordHash: "$2a$04$abcdefghijklmnopqrstuu5Y8m7S3UvUsm3yOq9G0pJbW6o3vT6uK"}}
