@@ -347,6 +347,11 @@ func (l appLedger) Spend(ctx context.Context, key string, until time.Time) error
 	return nil
 }
 
+// Recording reports whether the app's store records spent proofs: not
+// on bbolt, where the gateway's verifier must then refuse proofs made
+// before the process started, as the issuer's does (dpop.NewReplay).
+func (l appLedger) Recording() bool { return l.app.iss != nil && l.app.iss.DPoPLedger() != nil }
+
 // Provision checks the gateway's configuration and builds it; with an
 // mcp_auth app in the config, the app's Start finishes it (see start).
 func (h *GatewayHandler) Provision(ctx caddy.Context) error {

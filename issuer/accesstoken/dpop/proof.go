@@ -281,7 +281,7 @@ func (v *Verifier) Check(values []string, req Request) (*Proof, error) {
 		return nil, invalid("the DPoP proof lacks iat")
 	case claims.iat.Before(now.Add(-v.window)) || claims.iat.After(now.Add(v.window)):
 		return nil, invalid("the DPoP proof's iat is outside the accepted window")
-	case v.ledger == nil && claims.iat.Before(v.replay.since.Truncate(time.Second)):
+	case !recording(v.ledger) && claims.iat.Before(v.replay.since.Truncate(time.Second)):
 		// The memory cannot say whether it was used (NewReplay); iat
 		// has whole seconds, so the memory's first second counts.
 		return nil, invalid("the DPoP proof was made before this server started; make a new one")

@@ -775,7 +775,19 @@ func TestProofOlderThanTheMemory(t *testing.T) {
 	if _, err := withLedger.Verify(t.Context(), []string{before}, req); err != nil {
 		t.Errorf("Verify(an older proof, with a ledger) = %v, want success", err)
 	}
+	// A ledger that records nothing (an app's on bbolt) remembers no
+	// more than the memory: the proof is refused as without one.
+	idle := New(Options{Now: clock, Replay: NewReplay(0, start), Ledger: idleLedger{}})
+	if _, err := idle.Verify(t.Context(), []string{before}, req); !errors.As(err, &e) || !strings.Contains(e.Description, "before") {
+		t.Errorf("Verify(an older proof, with a ledger not recording) = %v, want it refused as made before", err)
+	}
 }
+
+// idleLedger is a Ledger that records nothing, and says so.
+type idleLedger struct{}
+
+func (idleLedger) Spend(context.Context, string, time.Time) error { return nil }
+func (idleLedger) Recording() bool                                { return false }
 
 // TestProofAheadOfTheMemory pins what the start rule cannot do (README,
 // DPoP replay memory): a proof is accepted up to the window ahead of

@@ -30,6 +30,25 @@ type Ledger interface {
 	Spend(ctx context.Context, key string, until time.Time) error
 }
 
+// A Ledger that records nothing at times (one whose store is known only
+// once it is opened, and shared with other instances or not) says so
+// with Recording: while it reports false, a Verifier checks proofs as
+// without a Ledger, refusing those made before its memory began
+// (NewReplay), which nothing then remembers.
+type recordingLedger interface {
+	Recording() bool
+}
+
+// recording reports whether l records spent proofs where a restarted
+// process, or another instance, would see them.
+func recording(l Ledger) bool {
+	if l == nil {
+		return false
+	}
+	r, ok := l.(recordingLedger)
+	return !ok || r.Recording()
+}
+
 // Replay is a proof replay memory. One may be shared by every Verifier
 // of a process (Options.Replay), so that a proof seen by one is refused
 // by the others and by those a configuration reload builds.
