@@ -88,13 +88,19 @@ func (g *Gateway) auditRefusal(x *exchange, f *refusal) {
 		g.auditOne(x, nil, nil, false, f.status, f.message, latency)
 		return
 	}
+	// denied: a message was denied by the policy or a pin; otherwise
+	// every message was allowed and a later step refused the request (a
+	// task id that is not the caller's, an Mcp-Param header, a pin
+	// fetch, a list cursor in a batch), whose reason each event names.
+	denied := false
+	for i := range x.dec {
+		denied = denied || !x.dec[i].allow
+	}
 	for i := range x.dec {
 		d := &x.dec[i]
 		reason := d.reason
 		switch {
-		case d.allow && len(x.dec) == 1:
-			// Allowed, then refused by a later step (a task id that is
-			// not the caller's, an Mcp-Param header, a pin fetch).
+		case d.allow && !denied:
 			reason = f.message
 		case d.allow:
 			// An allowed message shares the fate of its denied batch mates.

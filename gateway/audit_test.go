@@ -453,3 +453,28 @@ func TestAuditAnswerRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditBatchRefusedAfterPolicy: a batch every message of which the
+// policy allowed, refused by a later step (here a list cursor, which must
+// come alone), names that step's reason on each message's event; before,
+// each said only "refused with its batch", and no event of the batch
+// told why it was refused.
+func TestAuditBatchRefusedAfterPolicy(t *testing.T) {
+	h := newHarness(t, testConfig(t), nil)
+	body := `[` + toolCall("read_a") + `,{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{"cursor":"someone-elses"}}]`
+	resp := h.do(t, call{body: body, token: mint(t, claims())})
+	if got := readBody(t, resp); resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("batch with a cursor: %d %s, want 400", resp.StatusCode, got)
+	}
+	entries := h.logs.All()
+	if len(entries) != 2 {
+		t.Fatalf("audit events = %d, want one per message (2)", len(entries))
+	}
+	const want = "invalid params: a list request with a cursor must be sent alone"
+	for i, e := range entries {
+		m := e.ContextMap()
+		if m["decision"] != "deny" || m["reason"] != want || m["status"] != int64(400) {
+			t.Errorf("event %d = %v, want deny, 400, reason %q", i, m, want)
+		}
+	}
+}
