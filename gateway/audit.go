@@ -11,8 +11,8 @@ import (
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/mcpparse"
 )
 
-// Audit events: one per JSON-RPC message decision (one per request for GET
-// and DELETE, and for requests refused before their messages were read),
+// Audit events: one per JSON-RPC message (one per request for GET and
+// DELETE, and for requests refused before their messages were read),
 // logged after the upstream answered so the upstream status is part of it;
 // with Config.AuditDenialsOnly, for refused requests only.
 // Fields: principal, client, act (full chain, outermost first),
@@ -78,12 +78,22 @@ func (g *Gateway) auditForwarded(x *exchange, status int, reason string) {
 	}
 }
 
-// auditRefusal counts and logs a refused request: each message decision if the
-// messages were read, otherwise one event with the refusal's reason.
+// auditRefusal counts and logs a refused request: an event for each
+// message if the messages were read (decided or not), otherwise one event
+// with the refusal's reason.
 func (g *Gateway) auditRefusal(x *exchange, f *refusal) {
 	latency := g.now().Sub(x.start)
 	g.metrics.Refusal(refusalReason(f))
 	g.countDecisions(x, false)
+	if len(x.dec) == 0 && len(x.msgs) > 0 {
+		// Read, and refused before the policy decided them (a batch's
+		// shared id, an unknown method, a notification without its
+		// session): each message's event names its method and id.
+		for i := range x.msgs {
+			g.auditOne(x, nil, &x.msgs[i], false, f.status, f.message, latency)
+		}
+		return
+	}
 	if len(x.dec) == 0 || len(x.dec) != max(len(x.msgs), 1) {
 		g.auditOne(x, nil, nil, false, f.status, f.message, latency)
 		return

@@ -478,3 +478,34 @@ func TestAuditBatchRefusedAfterPolicy(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditMessagesRefusedUndecided: messages read but refused before the
+// policy decided them (a batch whose requests share an id, a method no
+// revision defines) are audited one event per message, each naming its
+// method and JSON-RPC id; before, the request had one event that named
+// neither, so the audit log did not say what had been asked.
+func TestAuditMessagesRefusedUndecided(t *testing.T) {
+	h := newHarness(t, testConfig(t), nil)
+	token := mint(t, claims())
+	body := `[` + toolCall("read_a") + `,{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"p"}}]`
+	resp := h.do(t, call{body: body, token: token})
+	if got := readBody(t, resp); resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("batch with a shared id: %d %s, want 400", resp.StatusCode, got)
+	}
+	resp = h.do(t, call{body: `{"jsonrpc":"2.0","id":7,"method":"no/such","params":{}}`, token: token})
+	readBody(t, resp)
+	entries := h.logs.All()
+	if len(entries) != 3 {
+		t.Fatalf("audit events = %d, want one per message (3)", len(entries))
+	}
+	for i, want := range []struct{ method, id, reason string }{
+		{"tools/call", "1", "invalid batch: requests 0 and 1 share an id"},
+		{"prompts/get", "1", "invalid batch: requests 0 and 1 share an id"},
+		{"no/such", "7", `Method not found: "no/such"`},
+	} {
+		m := entries[i].ContextMap()
+		if m["decision"] != "deny" || m["method"] != want.method || m["jsonrpc_id"] != want.id || m["reason"] != want.reason {
+			t.Errorf("event %d = %v, want deny of %s (id %s) for %q", i, m, want.method, want.id, want.reason)
+		}
+	}
+}
