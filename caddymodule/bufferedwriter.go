@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -285,10 +286,19 @@ func (lb *logBuffer) Close() error {
 	return errors.Join(err, lb.out.Close())
 }
 
+// lostBatches is where a batch the timer could not write is reported:
+// no logger's Write call is waiting for that error, which zap would
+// report to stderr as it does an entry it could not write unbuffered.
+var lostBatches io.Writer = os.Stderr
+
 func (lb *logBuffer) tick() {
 	lb.mu.Lock()
 	defer lb.mu.Unlock()
-	_ = lb.flush() // the next Write or Close reports a persisting error
+	n := len(lb.buf)
+	if err := lb.flush(); err != nil {
+		fmt.Fprintf(lostBatches, "%s buffered log writer: a batch of %d bytes of log entries could not be written, and is lost: %v\n",
+			time.Now().UTC().Format(time.RFC3339Nano), n, err)
+	}
 }
 
 // flush writes the buffer out; entries the output refused are dropped,

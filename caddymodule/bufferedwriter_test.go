@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -173,6 +174,47 @@ func TestLogBufferOutputError(t *testing.T) {
 	if got := strings.Join(out.got(), ""); got != "ddd\n" {
 		t.Errorf("output = %q, want %q", got, "ddd\n")
 	}
+}
+
+// TestLogBufferTimerFlushErrorReported: a batch the timer could not
+// write (the disk full, say) is reported on stderr, as zap reports an
+// entry it could not write unbuffered; before, it was dropped with no
+// trace anywhere, and audit events with it.
+func TestLogBufferTimerFlushErrorReported(t *testing.T) {
+	var report lockedBuffer
+	defer func(w io.Writer) { lostBatches = w }(lostBatches)
+	lostBatches = &report
+	out := &recordingOutput{err: errors.New("disk full")}
+	lb := openLogBuffer(out, 1<<10, 5*time.Millisecond)
+	defer lb.Close()
+	writeAll(t, lb, "audit event\n")
+	for deadline := time.Now().Add(5 * time.Second); report.String() == ""; {
+		if time.Now().After(deadline) {
+			t.Fatal("a batch the timer could not write was not reported")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := report.String(); !strings.Contains(got, "12 bytes of log entries could not be written") || !strings.Contains(got, "disk full") {
+		t.Errorf("report = %q, want the batch's size and the output's error", got)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent use.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // TestLogBufferConcurrent: entries written from many goroutines arrive
