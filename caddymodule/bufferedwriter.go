@@ -54,11 +54,13 @@ type BufferedWriter struct {
 	lb  *logBuffer
 }
 
-// logBuffers holds the buffer of each writer key. Caddy keeps an opened
-// log writer for the life of the process (its own pool of writers is
-// never released, as of v2.11), so a writer's buffer is kept as long:
-// every configuration using the key must find the buffer that Caddy's
-// loggers write to, to flush it when that configuration is unloaded.
+// logBuffers holds the buffer of each writer key. Caddy shares an opened
+// log writer among the configurations that use its key, closing it when
+// the last of them is unloaded (closeLogs) and opening it again for the
+// next, so a writer's buffer is kept for the life of the process: every
+// configuration using the key must find the buffer that Caddy's loggers
+// write to, to flush it when that configuration is unloaded, and a
+// buffer closed with its writer takes the writer opened after it (open).
 // Entries are added and never deleted, as in Caddy's pool.
 var logBuffers = caddy.NewUsagePool()
 
