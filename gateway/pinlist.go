@@ -77,6 +77,15 @@ func (g *Gateway) checkPins(x *exchange, next Next) *refusal {
 			if err != nil {
 				g.log.Warn("tool definitions not learned", zap.String("resource", g.cfg.Resource), zap.Error(err))
 			}
+			// The fetch may have taken seconds (pinFetchTimeout a try),
+			// and the call is registered with the streams only once
+			// sent: a token revoked, or its key withdrawn, meanwhile
+			// would have its call reach the upstream and its tool run.
+			if why := g.streams.revoked(x); why != nil {
+				f := g.authRefusal(why.of(x.dpop))
+				f.id = singleID(x)
+				return f
+			}
 			switch {
 			case errors.Is(err, errPinsUnavailable) && v == pinUnknown:
 				// The tool's pin could not be recorded: refused, but

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -1428,5 +1429,59 @@ func TestStreamsEndWithinASecond(t *testing.T) {
 				t.Errorf("stream ended %v after its token was %s (check interval %v), want within a second", d, how, DefaultStreamCheckInterval)
 			}
 		})
+	}
+}
+
+// TestRevocationDuringPinFetch: a call whose tool the gateway must first
+// learn (pin_tools) waits for the upstream's tools/list, up to
+// pinFetchTimeout per try; a token revoked meanwhile was admitted before
+// it, and the call went to the upstream afterwards, its tool run for a
+// revoked principal (the registry ended it only once forwarded). It is
+// refused as a new request with the token is, and never forwarded.
+func TestRevocationDuringPinFetch(t *testing.T) {
+	cfg := pinnedConfig(t)
+	revs := &lockedRevocations{grants: map[string]bool{}}
+	cfg.Revocations = revs
+	cfg.StreamCheckInterval = 10 * time.Millisecond
+	listing, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+		}
+		json.NewDecoder(r.Body).Decode(&req)
+		w.Header().Set("Content-Type", "application/json")
+		if req.Method == "tools/call" {
+			io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ran for a revoked grant"}]}}`)
+			return
+		}
+		once.Do(func() { close(listing) })
+		<-release
+		fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"tools":[{"name":"read_file","inputSchema":{"type":"object"}}]}}`, req.ID)
+	})
+	c := claims()
+	c["gid"] = "grant-alice"
+	got := slowTry(h, call{token: mint(t, c), body: toolCall("read_file"), headers: map[string]string{"Mcp-Protocol-Version": "2025-11-25"}})
+	select {
+	case <-listing:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the gateway did not fetch the tools list")
+	}
+	revs.revoke("grant-alice")
+	time.Sleep(50 * time.Millisecond) // several check intervals
+	close(release)
+	r := <-got
+	for _, req := range h.up.requests() {
+		if strings.Contains(string(req.Body), "tools/call") {
+			t.Fatalf("the call was forwarded after its grant was revoked (client got %d %s)", r.status, r.body)
+		}
+	}
+	if r.status != http.StatusUnauthorized || !strings.Contains(r.header.Get("WWW-Authenticate"), `error="invalid_token"`) ||
+		!strings.Contains(r.body, `"id":1`) {
+		t.Errorf("the revoked client got %d %v %s, want 401 invalid_token answering id 1", r.status, r.header, r.body)
+	}
+	if ev := h.logs.FilterMessage(auditMessage).All(); len(ev) != 1 || ev[0].ContextMap()["status"] != int64(http.StatusUnauthorized) {
+		t.Errorf("audit events %v, want one with status 401", ev)
 	}
 }
