@@ -63,6 +63,9 @@ type exchange struct {
 	// id) has been seen; stateAnswered likewise for its requestState
 	// (state.go).
 	answered, stateAnswered bool
+	// listen: the request is a 2026-07-28 subscriptions/listen, that
+	// revision's GET stream (listens).
+	listen bool
 	// (The bools are together: apart, each took a word of padding, and
 	// the exchange its size class; TestExchangeSizeClass.)
 
@@ -161,6 +164,7 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next Next) (err 
 	ctx, cancel := context.WithCancel(r.Context())
 	x.cancel = cancel
 	up := g.upstreamRequest(x, ctx)
+	x.listen = len(x.msgs) == 1 && x.msgs[0].Kind == mcpparse.KindRequest && x.msgs[0].Method == "subscriptions/listen"
 	g.streams.add(x)
 	defer func() {
 		x.hdr.restore()

@@ -107,7 +107,7 @@ func uncount(by map[string]int, key string) {
 func (s *streamSet) add(x *exchange) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.stopping || !s.closedAt.IsZero() && x.r.Method == http.MethodGet {
+	if s.stopping || !s.closedAt.IsZero() && x.listens() {
 		why := endReloaded
 		if s.stopping {
 			why = endStopped
@@ -182,7 +182,8 @@ func (s *streamSet) remove(x *exchange) {
 	s.mu.Unlock()
 }
 
-// close ends every open GET stream and every one opened later: the
+// close ends every open GET stream (listens: a subscriptions/listen
+// too) and every one opened later: the
 // configuration the streams were authorized under is gone (a reload), and
 // its revocations and policy are no longer kept current. Clients open
 // them again, and the configuration now running authorizes them afresh.
@@ -200,7 +201,7 @@ func (s *streamSet) close() {
 	s.closedAt = s.now()
 	n := 0
 	for x := range s.open {
-		if x.r.Method == http.MethodGet {
+		if x.listens() {
 			x.end(endReloaded)
 			delete(s.open, x)
 			n++
@@ -210,6 +211,12 @@ func (s *streamSet) close() {
 		s.log.Info("event streams closed: the gateway's configuration was unloaded", zap.Int("streams", n))
 	}
 }
+
+// listens reports whether x opens a stream of the server's messages, kept
+// for as long as its client likes and carrying no answer of its own: a
+// GET stream, or a 2026-07-28 subscriptions/listen (that revision's GET
+// stream). close ends those at once.
+func (x *exchange) listens() bool { return x.r.Method == http.MethodGet || x.listen }
 
 // stop ends every request in flight upstream, calls and their answers
 // too, and waits, at most wait, until every request the gateway holds

@@ -1485,3 +1485,52 @@ func TestRevocationDuringPinFetch(t *testing.T) {
 		t.Errorf("audit events %v, want one with status 401", ev)
 	}
 }
+
+// TestCloseEndsListenStreams: a 2026-07-28 subscriptions/listen is that
+// revision's GET stream (its server's notifications, for as long as the
+// client keeps it) and carries no result a cut would lose: a reload
+// (Close) ends it at once, as it ends GET streams, rather than 30 s
+// later under the policy the reload replaced, and one opened after Close
+// is not sent upstream. A tool call's event-stream answer still runs on.
+func TestCloseEndsListenStreams(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.StreamCheckInterval = time.Hour // no check would end them
+	up := newStreamUpstream(func(r *http.Request) string { return r.Header.Get("X-Mcp-Subject") })
+	cfg.ForwardIdentity = true
+	h := newHarness(t, cfg, up.serve)
+	listen := func(sub string) *http.Response {
+		c := claims()
+		c["sub"], c["jti"] = sub, sub+"-jti"
+		return h.do(t, call{token: mint(t, c),
+			body:    `{"jsonrpc":"2.0","id":7,"method":"subscriptions/listen","params":{"notifications":{"toolsListChanged":true},` + meta2026 + `}}`,
+			headers: map[string]string{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "subscriptions/listen"}})
+	}
+	before := listen("alice")
+	defer before.Body.Close()
+	if line, _ := bufio.NewReader(before.Body).ReadString('\n'); !strings.HasPrefix(line, ": open") {
+		t.Fatalf("first line %q (status %d)", line, before.StatusCode)
+	}
+	c := claims()
+	c["sub"], c["jti"] = "carol", "carol-jti"
+	answer := h.do(t, call{token: mint(t, c), body: toolCall("read_a"), headers: map[string]string{"Mcp-Protocol-Version": "2025-11-25"}})
+	defer answer.Body.Close()
+	h.g.Close()
+	select {
+	case <-up.done("alice"):
+	case <-time.After(5 * time.Second):
+		t.Fatal("alice's subscriptions/listen stream still open 5 s after Close")
+	}
+	select {
+	case <-up.done("carol"):
+		t.Error("a tool call's event-stream answer was cut by Close")
+	case <-time.After(100 * time.Millisecond):
+	}
+	after := listen("bob")
+	body := readBody(t, after)
+	if after.StatusCode != http.StatusServiceUnavailable || up.done("bob") != nil {
+		t.Errorf("subscriptions/listen after Close = %d %s (forwarded: %v), want 503 and not forwarded", after.StatusCode, body, up.done("bob") != nil)
+	}
+	if n := h.g.streams.len(); n != 1 {
+		t.Errorf("open streams after Close = %d, want 1 (the answer)", n)
+	}
+}
