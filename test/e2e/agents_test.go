@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"text/template"
 	"time"
@@ -188,10 +189,21 @@ func agentDemoServer() *mcp.Server {
 // upstream closes, which waits for them.
 var waiting = struct{ started, ended, release chan struct{} }{make(chan struct{}, 8), make(chan struct{}, 8), make(chan struct{}, 8)}
 
+// listHold, while set, holds the MCP server's answer to every tools/list
+// (the gateway's fetch for pin_tools among them) until release is closed,
+// signalling listing as each arrives.
+var listHold atomic.Pointer[listHeld]
+
+type listHeld struct{ listing, release chan struct{} }
+
 // watchWait signals waiting.ended as a request for the wait tool ends:
 // its context is cancelled when the client closes the connection.
 func watchWait(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if l := listHold.Load(); l != nil && r.Header.Get("Mcp-Method") == "tools/list" {
+			l.listing <- struct{}{}
+			<-l.release
+		}
 		if r.Header.Get("Mcp-Name") == toolWait {
 			go func() {
 				<-r.Context().Done()

@@ -523,3 +523,72 @@ func TestReloadWithShortMaxStaleKeepsPendingCall(t *testing.T) {
 		})
 	}
 }
+
+// TestRevocationDuringPinFetch: a tools/call of a tool the gateway has
+// not pinned yet waits for the MCP server's tools/list (pin_tools); a
+// token revoked meanwhile gets the 401 invalid_token a new request with
+// it gets, answering the call's id, and the call never reaches the
+// server (it used to, and the tool ran for the revoked token).
+func TestRevocationDuringPinFetch(t *testing.T) {
+	l := &listHeld{listing: make(chan struct{}, 8), release: make(chan struct{})}
+	listHold.Store(l)
+	t.Cleanup(func() { listHold.Store(nil) })
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(l.release)
+		}
+	}
+	t.Cleanup(release)
+	e := setupAgents(t, agentOpts{})
+	ctx := ctxTimeout(t, 60*time.Second)
+	tok := e.ownToken(ctx, t, svcID, svcSecret)
+	e.audit.secret(tok)
+	type result struct {
+		resp *http.Response
+		body string
+		err  error
+	}
+	got := make(chan result, 1)
+	go func() {
+		resp, body, err := rawToolCall(ctx, e.client, e.resource, tok, toolWait)
+		got <- result{resp, body, err}
+	}()
+	select {
+	case <-l.listing:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the gateway did not ask the MCP server for its tools")
+	}
+	e.revoke(ctx, t, svcID, svcSecret, tok)
+	time.Sleep(200 * time.Millisecond) // the revocation is in the gateway's set at once
+	release()
+	select {
+	case <-waiting.started:
+		waiting.release <- struct{}{}
+		t.Fatal("the call of wait reached the MCP server after its token was revoked")
+	case r := <-got:
+		if r.err != nil {
+			t.Fatalf("the call: %v", r.err)
+		}
+		ch, _ := challenge(r.resp.Header.Get("WWW-Authenticate"))
+		var body struct {
+			ID    int `json:"id"`
+			Error struct {
+				Message string `json:"message"`
+			} `json:"error"`
+		}
+		if err := json.Unmarshal([]byte(r.body), &body); err != nil || r.resp.StatusCode != http.StatusUnauthorized ||
+			ch["error"] != "invalid_token" || body.ID != 7 || body.Error.Message != "the access token has been revoked" {
+			t.Errorf("the call revoked during the fetch = %d %v %s, want 401 invalid_token answering id 7", r.resp.StatusCode, r.resp.Header, r.body)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no answer to the call 20 s after the tools list was released")
+	}
+	select {
+	case <-waiting.started:
+		waiting.release <- struct{}{}
+		t.Error("the call of wait reached the MCP server after its token was revoked")
+	case <-time.After(200 * time.Millisecond):
+	}
+}
