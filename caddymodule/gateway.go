@@ -719,9 +719,11 @@ func gatewayPin(p issuer.ToolPin) gateway.Pin {
 	var g gateway.Pin
 	if p.Pinned != nil {
 		g.Pinned, g.Operator = p.Pinned.Hash, p.Pinned.By == issuer.PinnedByOperator
+		g.Size += int64(len(p.Pinned.Definition))
 	}
 	if p.Pending != nil {
 		g.Pending = p.Pending.Hash
+		g.Size += int64(len(p.Pending.Definition))
 	}
 	return g
 }

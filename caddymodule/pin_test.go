@@ -24,6 +24,7 @@ import (
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/gateway"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres/pgtest"
 )
@@ -727,5 +728,29 @@ func TestOwnRequestContextCopiesVars(t *testing.T) {
 	}
 	if bare := context.Background(); ownRequestContext(bare) != bare {
 		t.Error("a context without request variables was changed")
+	}
+}
+
+// TestPinSizeFromStore: the gateway bounds a resource's pins by the bytes
+// of the definitions the store keeps (gateway.Pin.Size, maxPinnedBytes:
+// TestPinStoreBytesBounded), which the store's pins must tell it: the
+// pinned definition's, and a pending one's beside it, as read back and
+// as an observation answers.
+func TestPinSizeFromStore(t *testing.T) {
+	ctx := context.Background()
+	pins := toolPins{issuer.NewToolPins(memory.New(memory.Options{}), nil)}
+	const resource = "https://mcp.example.com/mcp"
+	first, second := []byte(`{"name":"t","description":"one"}`), []byte(`{"name":"t","description":"two, longer"}`)
+	p, _, _, err := pins.ObservePin(ctx, resource, "t", "h1", first, true)
+	if err != nil || p.Size != int64(len(first)) {
+		t.Fatalf("pinned on first use: %+v, %v; want Size %d", p, err, len(first))
+	}
+	p, _, _, err = pins.ObservePin(ctx, resource, "t", "h2", second, true)
+	if want := int64(len(first) + len(second)); err != nil || p.Size != want {
+		t.Fatalf("a changed definition pending: %+v, %v; want Size %d", p, err, want)
+	}
+	loaded, err := pins.LoadPins(ctx, resource)
+	if want := int64(len(first) + len(second)); err != nil || loaded["t"].Size != want {
+		t.Fatalf("LoadPins = %+v, %v; want Size %d", loaded, err, want)
 	}
 }

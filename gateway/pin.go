@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,6 +57,9 @@ type Pin struct {
 	Pinned   string // the pinned definition, "" when none
 	Operator bool   // an operator approved Pinned (rather than first use)
 	Pending  string // a definition the server offered that differs from Pinned, "" when none
+	// Size is the bytes of the definitions the store keeps for the tool
+	// (pinned and pending), 0 when the store does not say.
+	Size int64
 }
 
 // PinStore keeps tool pins where every gateway instance serving the
@@ -113,6 +117,20 @@ const maxPinFetchMemory = 1024
 // records), so instances together may go past it a little.
 const maxPinnedTools = 10000
 
+// maxToolDefinition bounds one definition the gateway learns (its
+// canonical JSON), and maxPinnedBytes the definitions the store keeps
+// for one resource (pinned and pending, Pin.Size): the count alone let a
+// server turned malicious list 10,000 new names of megabytes each, a
+// listing at a time, each definition written to the store (read whole
+// at every reload, every PinReload) and its schema's defaults and
+// parameters kept in every gateway's memory. A larger definition is
+// hidden and not recorded, as one that cannot be canonicalized; past
+// the bytes a definition not recorded yet is hidden as past the count.
+const (
+	maxToolDefinition = 1 << 20
+	maxPinnedBytes    = 64 << 20
+)
+
 // pinSet is a gateway's view of its resource's pins: the store's records
 // and the definitions this instance last saw listed, kept in memory so
 // that a call costs map lookups.
@@ -121,7 +139,8 @@ type pinSet struct {
 	store    PinStore
 	resource string
 	reload   time.Duration
-	max      int // maxPinnedTools
+	max      int   // maxPinnedTools
+	maxBytes int64 // maxPinnedBytes
 	g        *Gateway
 
 	view    atomic.Pointer[pinView]
@@ -167,7 +186,8 @@ type pinView struct {
 	// loosePinned (addLoose), so that a new name is compared with its
 	// lookalikes (resembling), not with every pin.
 	loose toolMap[[]string]
-	stale bool // the server said its list changed: current needs a fetch
+	bytes int64 // the Size of the stored pins
+	stale bool  // the server said its list changed: current needs a fetch
 }
 
 // pinVerdict is what pinning says of a call or a listed definition.
@@ -203,6 +223,7 @@ func newPinSet(g *Gateway, cfg *Config) *pinSet {
 		resource: cfg.Resource,
 		reload:   cfg.PinReload,
 		max:      maxPinnedTools,
+		maxBytes: maxPinnedBytes,
 		g:        g,
 		fetches:  make(chan struct{}, maxPinFetches),
 		inflight: map[string]*pinFetch{},
@@ -279,16 +300,17 @@ func (s *pinSet) update(change func(v *pinView)) {
 	defer s.mu.Unlock()
 	old := s.view.Load()
 	v := &pinView{loaded: old.loaded, stored: old.stored.copied(), current: old.current.copied(), params: old.params.copied(),
-		defaults: old.defaults.copied(), loose: old.loose.copied(), stale: old.stale}
+		defaults: old.defaults.copied(), loose: old.loose.copied(), bytes: old.bytes, stale: old.stale}
 	change(v)
 	s.view.Store(v)
 }
 
 // setStored replaces the stored pins with pins.
 func (v *pinView) setStored(pins map[string]Pin) {
-	v.stored, v.loose = toolMapOf(pins), toolMap[[]string]{}
+	v.stored, v.loose, v.bytes = toolMapOf(pins), toolMap[[]string]{}, 0
 	for name, p := range pins {
 		v.addLoose(name, p)
+		v.bytes += p.Size
 	}
 	v.loose.owned = 0
 }
@@ -296,6 +318,7 @@ func (v *pinView) setStored(pins map[string]Pin) {
 // store records tool's pin.
 func (v *pinView) store(tool string, p Pin) {
 	v.addLoose(tool, p)
+	v.bytes += p.Size - v.stored.at(tool).Size
 	v.stored.set(tool, p)
 }
 
@@ -355,10 +378,16 @@ func (s *pinSet) listed(ctx context.Context, tool string, raw []byte) (keep bool
 	v := s.view.Load()
 	p, cur := v.stored.at(tool), v.current.at(tool)
 	known := (p.Pinned == hash && p.Pending == "") || (p.Pinned != hash && p.Pending == hash)
-	if !known && p == (Pin{}) {
-		if v.stored.len() >= s.max {
+	if !known && len(canon) > maxToolDefinition {
+		s.g.log.Warn("tool definition hidden: larger than "+strconv.Itoa(maxToolDefinition)+" bytes", zap.String("resource", s.resource), logTool(tool), zap.Int("bytes", len(canon)))
+		s.g.metrics.ToolPin("hidden")
+		s.forget(tool)
+		return false, "", nil
+	}
+	if !known && (p == (Pin{}) || v.bytes+int64(len(canon)) > s.maxBytes) {
+		if v.stored.len() >= s.max || v.bytes+int64(len(canon)) > s.maxBytes {
 			if s.full.CompareAndSwap(false, true) {
-				s.audit("tool pins full: new tools are hidden until pins are forgotten", tool, false, zap.Int("pins", v.stored.len()))
+				s.audit("tool pins full: new tools are hidden until pins are forgotten", tool, false, zap.Int("pins", v.stored.len()), zap.Int64("bytes", v.bytes))
 			}
 			s.g.metrics.ToolPin("hidden")
 			return false, hash, nil

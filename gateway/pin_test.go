@@ -51,6 +51,7 @@ func (m *memPins) ObservePin(_ context.Context, _, tool, hash string, def []byte
 	default:
 		p.Pending = hash
 	}
+	p.Size = int64(len(m.defs[p.Pinned]) + len(m.defs[p.Pending]))
 	m.pins[tool] = p
 	var pinnedDef []byte
 	if p.Pinned != hash {
@@ -1100,6 +1101,77 @@ func TestPinStoreBounded(t *testing.T) {
 	}
 	if resp.StatusCode == http.StatusOK || calls != 0 {
 		t.Errorf("call of a tool past the bound = %d %s, %d calls forwarded; want refused, none", resp.StatusCode, body, calls)
+	}
+	if n := len(h.logs.FilterMessage("tool pins full: new tools are hidden until pins are forgotten").All()); n != 1 {
+		t.Errorf("audit events of the full pins = %d, want 1", n)
+	}
+}
+
+// TestPinStoreBytesBounded: the pins' bound counted tools, not bytes,
+// so a server turned malicious listing new names of a megabyte each, a
+// listing at a time, grew the store (read whole at every reload) and
+// every gateway's memory of their schemas to 10,000 of them. A
+// definition past maxToolDefinition is hidden and not recorded; past
+// the resource's maxPinnedBytes a new definition is hidden as past the
+// count, audited once.
+func TestPinStoreBytesBounded(t *testing.T) {
+	pins := newMemPins()
+	cfg := testConfig(t)
+	cfg.PinTools, cfg.Pins = PinFirstUse, pins
+	pad := strings.Repeat("x", 40<<10)
+	var round atomic.Int64
+	h := newHarness(t, cfg, pinUpstream(func() string {
+		n := round.Add(1)
+		var tools []string
+		for k := range 2 {
+			tools = append(tools, fmt.Sprintf(`{"name":"read_t%d_%d","description":"%s","inputSchema":{"type":"object"}}`, n, k, pad))
+		}
+		// One definition past maxToolDefinition, under a name of its own.
+		tools = append(tools, fmt.Sprintf(`{"name":"read_huge%d","description":"%s","inputSchema":{"type":"object"}}`, n, strings.Repeat("y", maxToolDefinition)))
+		return strings.Join(tools, ",")
+	}))
+	if h.g.pins.maxBytes != 64<<20 {
+		t.Fatalf("maxPinnedBytes = %d, want 64 MiB (README)", h.g.pins.maxBytes)
+	}
+	h.g.pins.maxBytes = 200 << 10
+	token := mint(t, claims())
+	list := `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
+	body := readBody(t, h.do(t, call{body: list, token: token}))
+	if !strings.Contains(body, `"read_t1_1"`) || strings.Contains(body, `"read_huge1"`) {
+		t.Fatalf("first tools/list = %.200s, want its two tools and not the huge one", body)
+	}
+	for range 5 {
+		readBody(t, h.do(t, call{body: list, token: token}))
+	}
+	pins.mu.Lock()
+	var stored int64
+	for name, p := range pins.pins {
+		stored += p.Size
+		if strings.HasPrefix(name, "read_huge") {
+			t.Errorf("a definition past %d bytes was recorded (%s)", maxToolDefinition, name)
+		}
+	}
+	n := len(pins.pins)
+	pins.mu.Unlock()
+	if stored > 200<<10 || n > 4 {
+		t.Errorf("pins recorded after 6 listings of 2 new 40 KiB tools = %d, %d bytes; want at most 4, 200 KiB", n, stored)
+	}
+	if resp := h.do(t, call{body: toolCall("read_t1_0"), token: token}); resp.StatusCode != http.StatusOK {
+		t.Errorf("call of a tool pinned before the bound = %d, want 200", resp.StatusCode)
+	}
+	for _, tool := range []string{"read_t6_1", "read_huge6"} {
+		before := len(h.up.requests())
+		resp := h.do(t, call{body: toolCall(tool), token: token})
+		body := readBody(t, resp)
+		calls := 0
+		for _, r := range h.up.requests()[before:] {
+			if strings.Contains(string(r.Body), "tools/call") {
+				calls++
+			}
+		}
+		if resp.StatusCode == http.StatusOK || calls != 0 {
+			t.Errorf("call of %s = %d %.200s, %d calls forwarded; want refused, none", tool, resp.StatusCode, body, calls)
+		}
 	}
 	if n := len(h.logs.FilterMessage("tool pins full: new tools are hidden until pins are forgotten").All()); n != 1 {
 		t.Errorf("audit events of the full pins = %d, want 1", n)
