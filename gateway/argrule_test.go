@@ -983,3 +983,48 @@ func TestReadDefaults(t *testing.T) {
 		t.Errorf("opaque = %v, want /e only (anyOf with a default; items without)", d.opaque)
 	}
 }
+
+// TestSchemaPathsBounded: a definition nesting long property names
+// maxSchemaDepth deep (a 1 MiB one fits a tools/list answer) made paths
+// of thirty times its size, kept as the keys of the gateway's defaults
+// of it (36 MB for 1 MiB). Past pathBudget the definition's defaults are
+// unreadable (an argument left out is refused) and its parameter
+// headers none, as for one nested too deep; a definition's paths, as
+// kept, stay within the budget.
+func TestSchemaPathsBounded(t *testing.T) {
+	name := strings.Repeat("n", 4<<10)
+	var b strings.Builder
+	b.WriteString(`{"name":"t","inputSchema":{"type":"object","properties":{"owner":{"type":"string"},"x":`)
+	for range maxSchemaDepth - 2 {
+		b.WriteString(`{"type":"object","properties":{"` + name + `":`)
+	}
+	b.WriteString(`{"type":"string","default":"x","x-mcp-header":"Deep"}`)
+	b.WriteString(strings.Repeat(`}}`, maxSchemaDepth-2) + `}}}`)
+	def := []byte(b.String())
+	d := readDefaults(def)
+	keys := 0
+	for k := range d.declared {
+		keys += len(k)
+	}
+	for k := range d.beneath {
+		keys += len(k)
+	}
+	if keys > pathBudget(len(def)) {
+		t.Errorf("defaults of a %d-byte definition keyed by %d bytes of paths, want at most %d", len(def), keys, pathBudget(len(def)))
+	}
+	checks, err := compileArgs([]ArgRule{{Pointer: "/owner", Predicate: "equals", Values: []string{"{token.sub}"}, Optional: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, reason := defaultRefusal(checks, &principal{subject: "alice"}, []byte(`{}`), d); !strings.Contains(reason, "not read here") {
+		t.Errorf("left out: reason %q, want a refusal for the unreadable schema", reason)
+	}
+	if h := paramHeaders(def); len(h) != 0 {
+		t.Errorf("parameter headers of a definition past the budget = %v, want none", h)
+	}
+	// A short name at the same depth is read as before.
+	short := strings.ReplaceAll(string(def), name, "n")
+	if d := readDefaults([]byte(short)); d.unreadable || len(paramHeaders([]byte(short))) != 1 {
+		t.Errorf("a definition of short names %d deep: unreadable %v, headers %v; want read, one header", maxSchemaDepth-1, d.unreadable, paramHeaders([]byte(short)))
+	}
+}

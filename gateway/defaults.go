@@ -52,7 +52,8 @@ type schemaDefaults struct {
 	// {}): the TypeScript SDK lists a refined, piped or union zod schema
 	// so, and applies its defaults all the same.
 	placeholder map[string]bool
-	// unreadable: properties nest deeper than maxSchemaDepth.
+	// unreadable: properties nest deeper than maxSchemaDepth, or their
+	// paths pass pathBudget.
 	unreadable bool
 }
 
@@ -421,7 +422,7 @@ func (d *schemaDefaults) refusal(c *argCheck, pr *principal, args []byte) string
 // beneath) tell.
 func (d *schemaDefaults) leftOut(path []string) string {
 	if d.unreadable {
-		return notRead + " (properties nested too deep)"
+		return notRead + " (properties nested too deep, or their names too long)"
 	}
 	for i := range path {
 		a := propertyPath(path[:i])

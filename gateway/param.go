@@ -37,8 +37,8 @@ const maxSchemaDepth = 32
 // header name in lower case → the path of properties keys to the
 // argument. Only annotations reachable through properties count (the
 // spec's "statically reachable"); a definition that names one header
-// twice, ignoring case, or nests properties deeper than maxSchemaDepth,
-// is invalid and yields an empty map, so that no header of its calls
+// twice, ignoring case, nests properties deeper than maxSchemaDepth, or
+// whose property paths pass pathBudget, is invalid and yields an empty map, so that no header of its calls
 // passes.
 func paramHeaders(def []byte) map[string][]string {
 	out := map[string][]string{}
@@ -73,8 +73,9 @@ func eachProperty(def []byte, visit func(path []string, prop json.RawMessage) er
 	if json.Unmarshal(def, &tool) != nil {
 		return nil
 	}
-	var walk func(schema json.RawMessage, path []string) error
-	walk = func(schema json.RawMessage, path []string) error {
+	budget := pathBudget(len(def))
+	var walk func(schema json.RawMessage, path []string, pathLen int) error
+	walk = func(schema json.RawMessage, path []string, pathLen int) error {
 		if len(path) > maxSchemaDepth {
 			return errors.New("schema too deep")
 		}
@@ -86,17 +87,29 @@ func eachProperty(def []byte, visit func(path []string, prop json.RawMessage) er
 		}
 		for name, prop := range s.Properties {
 			p := append(path[:len(path):len(path)], name)
+			n := pathLen + 1 + len(name)
+			if budget -= n; budget < 0 {
+				return errors.New("schema property paths too long")
+			}
 			if err := visit(p, prop); err != nil {
 				return err
 			}
-			if err := walk(prop, p); err != nil {
+			if err := walk(prop, p, n); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
-	return walk(tool.InputSchema, nil)
+	return walk(tool.InputSchema, nil, 0)
 }
+
+// pathBudget bounds the bytes of the property paths (propertyPath) a
+// walk of a definition of n bytes visits, together: a path repeats the
+// names of its ancestors, so a definition nesting long names
+// maxSchemaDepth deep made paths of thirty times its size, and as much
+// memory in each gateway's defaults of it (readDefaults keys its maps by
+// path). Real schemas' paths come to about their size or less.
+func pathBudget(n int) int { return 4*n + 4<<10 }
 
 // checkParams refuses a request whose Mcp-Param-* headers do not each
 // carry, exactly, the argument the called tool's definition mirrors into
