@@ -1028,3 +1028,37 @@ func TestSchemaPathsBounded(t *testing.T) {
 		t.Errorf("a definition of short names %d deep: unreadable %v, headers %v; want read, one header", maxSchemaDepth-1, d.unreadable, paramHeaders([]byte(short)))
 	}
 }
+
+// TestSchemaParseBounded: each property's schema is read again by the
+// walk of each of its ancestors', so a large schema nested 31 properties
+// deep cost seconds of the gateway's time to learn (3.9 s for 1 MiB).
+// Past parseBudget the definition is not read for defaults or headers,
+// as one nested too deep; the same bytes a property deep are read.
+func TestSchemaParseBounded(t *testing.T) {
+	blob := strings.Repeat("y", 256<<10)
+	deep := func(depth int) []byte {
+		var b strings.Builder
+		b.WriteString(`{"name":"t","inputSchema":{"type":"object","properties":{"owner":{"type":"string"},"x":`)
+		for range depth - 1 {
+			b.WriteString(`{"type":"object","properties":{"n":`)
+		}
+		b.WriteString(`{"type":"string","default":"x","x-mcp-header":"Deep","description":"` + blob + `"}`)
+		b.WriteString(strings.Repeat(`}}`, depth-1) + `}}}`)
+		return []byte(b.String())
+	}
+	checks, err := compileArgs([]ArgRule{{Pointer: "/owner", Predicate: "equals", Values: []string{"{token.sub}"}, Optional: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := deep(maxSchemaDepth - 1)
+	if _, reason := defaultRefusal(checks, &principal{subject: "alice"}, []byte(`{}`), readDefaults(def)); !strings.Contains(reason, "not read here") {
+		t.Errorf("left out: reason %q, want a refusal for the schema past the budget", reason)
+	}
+	if h := paramHeaders(def); len(h) != 0 {
+		t.Errorf("parameter headers of a definition past the budget = %v, want none", h)
+	}
+	shallow := deep(2)
+	if d := readDefaults(shallow); d.unreadable || len(paramHeaders(shallow)) != 1 {
+		t.Errorf("the same bytes 2 deep: unreadable %v, headers %v; want read, one header", d.unreadable, paramHeaders(shallow))
+	}
+}

@@ -73,7 +73,7 @@ func eachProperty(def []byte, visit func(path []string, prop json.RawMessage) er
 	if json.Unmarshal(def, &tool) != nil {
 		return nil
 	}
-	budget := pathBudget(len(def))
+	budget, parse := pathBudget(len(def)), parseBudget(len(def))
 	var walk func(schema json.RawMessage, path []string, pathLen int) error
 	walk = func(schema json.RawMessage, path []string, pathLen int) error {
 		if len(path) > maxSchemaDepth {
@@ -90,6 +90,9 @@ func eachProperty(def []byte, visit func(path []string, prop json.RawMessage) er
 			n := pathLen + 1 + len(name)
 			if budget -= n; budget < 0 {
 				return errors.New("schema property paths too long")
+			}
+			if parse -= len(prop); parse < 0 {
+				return errors.New("schema properties nested too deep under large ones")
 			}
 			if err := visit(p, prop); err != nil {
 				return err
@@ -110,6 +113,15 @@ func eachProperty(def []byte, visit func(path []string, prop json.RawMessage) er
 // memory in each gateway's defaults of it (readDefaults keys its maps by
 // path). Real schemas' paths come to about their size or less.
 func pathBudget(n int) int { return 4*n + 4<<10 }
+
+// parseBudget bounds the bytes of property schemas a walk of a definition
+// of n bytes reads, together: each property's schema is read again by
+// each walk of its ancestors' (and by readDefaults' reading of it), so a
+// megabyte nested 31 properties deep cost seconds of the gateway's time
+// to learn, and a listing of sixteen of them a minute. Real schemas,
+// most of whose bytes lie a few properties deep, read a few times their
+// size.
+func parseBudget(n int) int { return 8*n + 64<<10 }
 
 // checkParams refuses a request whose Mcp-Param-* headers do not each
 // carry, exactly, the argument the called tool's definition mirrors into
