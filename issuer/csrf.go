@@ -1,7 +1,9 @@
 package issuer
 
 import (
+	"crypto/rand"
 	"crypto/subtle"
+	"encoding/base64"
 	"net/http"
 	"net/url"
 	"strings"
@@ -38,7 +40,40 @@ func (ss *sessions) checkCSRF(r *http.Request, s *session) bool {
 	if len(vals) != 1 {
 		return false
 	}
-	return subtle.ConstantTimeCompare([]byte(vals[0]), []byte(s.CSRF)) == 1
+	token := []byte(s.CSRF)
+	return subtle.ConstantTimeCompare(unmaskCSRF(vals[0]), token) == 1 ||
+		subtle.ConstantTimeCompare([]byte(vals[0]), token) == 1
+}
+
+// maskCSRF is the session's CSRF token as one page carries it: a fresh
+// random pad, then the token XORed with it, in base64url. The token
+// stays the session's, but no two pages hold the same bytes for it, so
+// an answer compressed next to text an attacker chooses (a
+// self-registered client's name on the consent page; `encode` in a
+// `route` before mcp_issuer, or a CDN in front) does not give the token
+// away by its length (BREACH).
+func maskCSRF(token string) string {
+	b := make([]byte, 2*len(token))
+	_, _ = rand.Read(b[:len(token)]) // never fails (crypto/rand)
+	for i := 0; i < len(token); i++ {
+		b[len(token)+i] = b[i] ^ token[i]
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// unmaskCSRF is the token a maskCSRF value carries, nil for a value
+// that cannot be one. (The token itself, unmasked, is taken too: whoever
+// holds it can mask it.)
+func unmaskCSRF(v string) []byte {
+	b, err := base64.RawURLEncoding.DecodeString(v)
+	if err != nil || len(b) == 0 || len(b)%2 != 0 {
+		return nil
+	}
+	n := len(b) / 2
+	for i := 0; i < n; i++ {
+		b[n+i] ^= b[i]
+	}
+	return b[n:]
 }
 
 // sameOrigin reports whether an Origin header is origin (webOrigin's)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -331,6 +332,57 @@ func TestSessionCookieNameOnHTTPS(t *testing.T) {
 	ck := rec.Result().Cookies()
 	if len(ck) != 1 || !ck[0].Secure || ck[0].Path != "/" || ck[0].Domain != "" {
 		t.Errorf("cookie = %+v, want Secure, Path=/, no Domain", ck)
+	}
+}
+
+// TestCSRFTokenMaskedPerPage: the session's CSRF token is in every page
+// masked with a fresh pad, so that no two pages hold the same bytes for
+// it: a page compressed next to text an attacker chooses (a
+// self-registered client's name, `encode` in a `route` before
+// mcp_issuer or a CDN in front) does not give it away by its length
+// (BREACH). Every page's value is taken, an older page's too, and the
+// session's own token never appears.
+func TestCSRFTokenMaskedPerPage(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	c, page, f := e.startLogin(t)
+	resp, err := c.Get(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := readBody(t, resp)
+	f2 := findForm(t, body, "login")
+	first, second := f.hidden.Get(csrfField), f2.hidden.Get(csrfField)
+	if first == second {
+		t.Fatalf("two pages of one session carry the same CSRF value %q, want a fresh mask each", first)
+	}
+	var tokens []string
+	err = e.store.View(context.Background(), func(tx store.Tx) error {
+		return tx.List(bucketSessions, "", func(_ string, v []byte) error {
+			var s session
+			if err := json.Unmarshal(v, &s); err != nil {
+				return err
+			}
+			tokens = append(tokens, s.CSRF)
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tokens) != 1 || tokens[0] == "" {
+		t.Fatalf("sessions' CSRF tokens = %q, want one", tokens)
+	}
+	if strings.Contains(body, tokens[0]) {
+		t.Errorf("the login page holds the session's CSRF token itself")
+	}
+	v := url.Values{}
+	for k, vs := range f.hidden { // the older page's form
+		v[k] = append([]string(nil), vs...)
+	}
+	v.Set("username", bUser)
+	v.Set("password", bPassword)
+	if resp, _ := e.postPage(t, c, f.action, v); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("sign-in with the first page's CSRF value = %d, want 303", resp.StatusCode)
 	}
 }
 
