@@ -673,7 +673,14 @@ func (g *Gateway) readBody(x *exchange) *refusal {
 		return &refusal{status: http.StatusRequestEntityTooLarge, code: codeInvalidRequest,
 			message: "request body exceeds " + strconv.FormatInt(limit, 10) + " bytes"}
 	}
-	unreadable := func() *refusal {
+	unreadable := func(err error) *refusal {
+		if mb, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			// A handler in front bounds the body tighter (Caddy's
+			// request_body max_size, a chunked body over it): too
+			// large, as the body over MaxBodySize is.
+			return &refusal{status: http.StatusRequestEntityTooLarge, code: codeInvalidRequest,
+				message: "request body exceeds " + strconv.FormatInt(mb.Limit, 10) + " bytes"}
+		}
 		return &refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "could not read the request body"}
 	}
 	if x.r.ContentLength > limit {
@@ -683,14 +690,14 @@ func (g *Gateway) readBody(x *exchange) *refusal {
 		// net/http stops the body at Content-Length.
 		body, err := readDeclared(x.r.Body, n)
 		if err != nil {
-			return unreadable()
+			return unreadable(err)
 		}
 		x.body = body
 		return nil
 	}
 	body, err := io.ReadAll(io.LimitReader(x.r.Body, limit+1))
 	if err != nil {
-		return unreadable()
+		return unreadable(err)
 	}
 	if int64(len(body)) > limit {
 		return tooLarge()

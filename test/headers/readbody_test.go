@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/e2e/harness"
 )
 
 // TestReadBodyTimeout: Caddy reads a request body for as long as its
@@ -84,4 +86,103 @@ func TestReadBodyTimeout(t *testing.T) {
 			t.Errorf("the upstream got %d requests from the cut body, want none", n)
 		}
 	})
+}
+
+// TestRequestBodyMaxSize: a site's request_body max_size in front of the
+// gateway bounds what it reads below its own max_body_size. A body over
+// it is answered 413, as the gateway answers one over its own limit
+// (JSON-RPC -32600), with Content-Length (Caddy refuses it) and chunked
+// (the gateway's read stops at the bound), and never reaches the
+// upstream; a body within it is forwarded.
+func TestRequestBodyMaxSize(t *testing.T) {
+	var calls atomic.Int32
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		if strings.Contains(string(got), `"tools/list"`) { // the gateway learning the tool's definition
+			io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo","inputSchema":{"type":"object"}}]}}`)
+			return
+		}
+		calls.Add(1)
+		io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`)
+	}))
+	t.Cleanup(up.Close)
+	port, issuerPort := harness.FreePort(t), harness.FreePort(t)
+	issuer := fmt.Sprintf("http://127.0.0.1:%d", issuerPort)
+	site := fmt.Sprintf("http://127.0.0.1:%d", port)
+	harness.Start(t, globalOptions(t, issuer, "")+fmt.Sprintf(`
+http://:%[1]d {
+	bind 127.0.0.1
+	mcp_issuer
+}
+
+http://:%[3]d {
+	bind 127.0.0.1
+	request_body {
+		max_size 400
+	}
+	mcp_gateway {
+		resource %[5]s/mcp
+		scope %[2]s
+		tool * %[2]s
+	}
+	reverse_proxy %[4]s
+}
+`, issuerPort, scope, port, up.URL, site))
+	harness.WaitReady(t, issuer+"/.well-known/oauth-authorization-server")
+	s := &probeStack{resource: site + "/mcp", issuer: issuer}
+	tok, err := s.fetchToken(s.resource)
+	if err != nil {
+		t.Fatal(err)
+	}
+	call := func(pad int) string {
+		return `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"x":"` + strings.Repeat("a", pad) + `"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`
+	}
+	for _, tt := range []struct {
+		name    string
+		body    string
+		chunked bool
+		status  int
+	}{
+		{"within", call(10), false, 200},
+		{"within, chunked", call(10), true, 200},
+		{"over", call(500), false, 413},
+		{"over, chunked", call(500), true, 413},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := calls.Load()
+			var body io.Reader = strings.NewReader(tt.body)
+			if tt.chunked {
+				pr, pw := io.Pipe()
+				go func() { io.WriteString(pw, tt.body); pw.Close() }()
+				body = pr
+			}
+			req, _ := http.NewRequest(http.MethodPost, site+"/mcp", body)
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json, text/event-stream")
+			req.Header.Set("MCP-Protocol-Version", "2026-07-28")
+			req.Header.Set("Mcp-Method", "tools/call")
+			req.Header.Set("Mcp-Name", "echo")
+			req.Header.Set("Authorization", "Bearer "+tok)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status = %d, want %d (%s)", resp.StatusCode, tt.status, got)
+			}
+			if tt.status != 200 {
+				if calls.Load() != before {
+					t.Error("a body over max_size reached the upstream")
+				}
+				if tt.chunked && !strings.Contains(string(got), `"code":-32600`) {
+					t.Errorf("answer %s, want JSON-RPC -32600", got)
+				}
+			} else if calls.Load() != before+1 {
+				t.Error("a body within max_size did not reach the upstream")
+			}
+		})
+	}
 }
