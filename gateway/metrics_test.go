@@ -35,9 +35,14 @@ func (m *countingMetrics) Upstream(time.Duration) {
 func (m *countingMetrics) TokenCache(hit bool)  { m.add(fmt.Sprintf("cache hit=%v", hit)) }
 func (m *countingMetrics) ToolPin(event string) { m.add("tool pin " + event) }
 
+// TestMetrics: each request is counted once, by bounded labels only
+// (README, Monitoring): a method no revision defines, passed by a method
+// rule, is "other"; a tool name or URI from the request is never a label,
+// the rule's configured pattern is.
 func TestMetrics(t *testing.T) {
 	m := &countingMetrics{counts: map[string]int{}}
 	cfg := testConfig(t)
+	cfg.Methods = []Rule{{Pattern: "x-acme/*"}}
 	cfg.Metrics = m
 	h := newHarness(t, cfg, nil)
 	token := mint(t, claims())
@@ -52,6 +57,8 @@ func TestMetrics(t *testing.T) {
 		{call{body: `{"jsonrpc":"2.0","id":1,"method":"x/custom"}`, token: token}, http.StatusBadRequest}, // a method no revision defines
 		{call{body: toolCall("read_file")}, http.StatusUnauthorized},
 		{call{body: toolCall("read_file"), token: "not-a-jwt"}, http.StatusUnauthorized},
+		{call{body: `{"jsonrpc":"2.0","id":1,"method":"x-acme/ping-4711"}`, token: token}, http.StatusOK}, // passed by the method rule
+		{call{body: `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a/b-4711.txt"}}`, token: token}, http.StatusForbidden},
 	}
 	for _, c := range calls {
 		resp := h.do(t, c.c)
@@ -61,15 +68,17 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 	want := map[string]int{
-		`decision tools/call "read_*" true`:   2,
-		`decision tools/call "write_*" false`: 1, // more scope would cure it
-		`decision tools/call "" false`:        1, // no rule
-		`refusal insufficient_scope`:          1,
-		`refusal forbidden`:                   1,
-		`refusal method_not_found`:            1, // refused before any decision
-		`refusal unauthorized`:                2,
-		`cache hit=false`:                     2, // the token's first use, and the malformed one
-		`cache hit=true`:                      4,
+		`decision tools/call "read_*" true`:        2,
+		`decision tools/call "write_*" false`:      1, // more scope would cure it
+		`decision tools/call "" false`:             1, // no rule
+		`decision other "x-acme/*" true`:           1, // not the method's own name
+		`decision resources/read "file:///" false`: 1, // the rule, not the URI
+		`refusal insufficient_scope`:               2,
+		`refusal forbidden`:                        1,
+		`refusal method_not_found`:                 1, // refused before any decision
+		`refusal unauthorized`:                     2,
+		`cache hit=false`:                          2, // the token's first use, and the malformed one
+		`cache hit=true`:                           6,
 	}
 	// Decisions and upstream observations are recorded after the answer is
 	// written, so the client may read it first: wait for them (the
@@ -80,14 +89,14 @@ func TestMetrics(t *testing.T) {
 		m.mu.Lock()
 		diff, upstreams = cmp.Diff(want, m.counts), m.upstreams
 		m.mu.Unlock()
-		if diff == "" && upstreams == 2 || time.Now().After(deadline) {
+		if diff == "" && upstreams == 3 || time.Now().After(deadline) {
 			break
 		}
 	}
 	if diff != "" {
 		t.Errorf("metrics (-want +got):\n%s", diff)
 	}
-	if upstreams != 2 {
-		t.Errorf("upstream observations = %d, want 2 (the forwarded calls)", upstreams)
+	if upstreams != 3 {
+		t.Errorf("upstream observations = %d, want 3 (the forwarded calls)", upstreams)
 	}
 }
