@@ -341,7 +341,8 @@ func TestSignedInWritesRateLimited(t *testing.T) {
 func TestLimitsKeyIPv6CustomerPrefix(t *testing.T) {
 	subnet := func(n int) string { return fmt.Sprintf("[2001:db8:0:%x::1]:4000", n) }
 	t.Run("guesses", func(t *testing.T) {
-		e := newBrowserEnv(t, nil)
+		core, logs := observer.New(zap.InfoLevel)
+		e := newBrowserEnv(t, func(c *Config) { c.Logger = zap.New(core) })
 		recordSleeps(e.iss)
 		refused := -1
 		for n := range 2 * limitFreePair {
@@ -356,6 +357,17 @@ func TestLimitsKeyIPv6CustomerPrefix(t *testing.T) {
 		}
 		if w := e.submit(e.prepareLogin(t, "[2001:db8:0:100::1]:4000"), bUser, bPassword); w.Code != http.StatusSeeOther {
 			t.Errorf("right password from another /56 = %d, want 303", w.Code)
+		}
+		// The security log names the address the limits count, the /56
+		// (README, Monitoring: Security log).
+		failed := logs.FilterMessage("login failed").All()
+		for _, l := range failed {
+			if a := l.ContextMap()["remote_addr"]; a != "2001:db8::/56" {
+				t.Errorf("login failed: remote_addr = %v, want 2001:db8::/56", a)
+			}
+		}
+		if len(failed) == 0 {
+			t.Error("no login failed event logged")
 		}
 	})
 	// A holder of a /48 has its 256 /56s' budgets for guesses (a /48
