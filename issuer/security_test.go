@@ -215,3 +215,53 @@ func TestClientAuthFailureNamesOnlyClients(t *testing.T) {
 		t.Errorf("security events by reason %v, want unknown_client and throttled", reasons)
 	}
 }
+
+// TestClientAuthFailuresCountedAtEachEndpoint: README (Monitoring) says
+// caddy_mcp_issuer_client_auth_failures_total counts refused client
+// authentications at the token, PAR, revocation and introspection
+// endpoints, by reason: a wrong secret, an unknown client and a secret
+// sent the way the client did not register are each counted once, and
+// logged as a security event, at every one of them.
+func TestClientAuthFailuresCountedAtEachEndpoint(t *testing.T) {
+	for _, path := range []string{pathToken, pathPAR, pathRevoke, pathIntrospect} {
+		t.Run(strings.TrimPrefix(path, "/"), func(t *testing.T) {
+			core, logs := observer.New(zap.InfoLevel)
+			m := &countingMetrics{counts: map[string]int{}}
+			e := newTokEnv(t, func(c *Config) { c.Logger, c.Metrics = zap.New(core), m })
+			form := map[string]url.Values{
+				pathToken:      ccForm(nil),
+				pathPAR:        {"response_type": {"code"}, "redirect_uri": {tRedirect}, "code_challenge": {oauth2.S256ChallengeFromVerifier(oauth2.GenerateVerifier())}, "code_challenge_method": {"S256"}, "resource": {tResource}},
+				pathRevoke:     {"token": {"not-a-token"}},
+				pathIntrospect: {"token": {"not-a-token"}},
+			}[path]
+			for _, tt := range []struct {
+				name, basic string
+				extra       url.Values
+			}{
+				{"wrong secret", tConf + ":not-the-secret-0123456789", nil},
+				{"unknown client", "no-such-client:not-the-secret-0123456789", nil},
+				{"secret posted by a Basic client", "", url.Values{"client_id": {tConf}, "client_secret": {tSecret}}},
+			} {
+				f := url.Values{}
+				for k, v := range form {
+					f[k] = v
+				}
+				for k, v := range tt.extra {
+					f[k] = v
+				}
+				if a := e.post(t, path, f, tt.basic); a.status != http.StatusUnauthorized || a.str("error") != "invalid_client" {
+					t.Errorf("%s %s = %d %s, want 401 invalid_client", path, tt.name, a.status, a.raw)
+				}
+			}
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			want := map[string]int{"client invalid_secret": 1, "client unknown_client": 1, "client wrong_method": 1}
+			if diff := cmp.Diff(want, m.counts); diff != "" {
+				t.Errorf("metrics at %s (-want +got):\n%s", path, diff)
+			}
+			if n := logs.FilterLoggerName("security").FilterMessage("client authentication failed").Len(); n != 3 {
+				t.Errorf("client authentication failed events at %s = %d, want 3", path, n)
+			}
+		})
+	}
+}
