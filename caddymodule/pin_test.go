@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -186,6 +187,8 @@ func testPinFirstUse(t *testing.T, jsonResponse bool) {
 	}
 	cfgB.Pins = toolPins{app.iss.ToolPins()}
 	cfgB.PinReload = 50 * time.Millisecond
+	pinEventsB := &pinEvents{counts: map[string]int{}}
+	cfgB.Metrics = pinEventsB
 	gwB, err := gateway.New(cfgB)
 	if err != nil {
 		t.Fatal(err)
@@ -229,6 +232,12 @@ func testPinFirstUse(t *testing.T, jsonResponse bool) {
 	}
 	if got := listed(t, b); !slices.Equal(got, []string{"echo"}) {
 		t.Fatalf("other instance: tools/list = %q, want read_file hidden", got)
+	}
+	// README (Monitoring): the instance that records a changed definition
+	// counts it; the others sharing the store hide it, counting that, and
+	// do not count the change again.
+	if changed, hidden := pinEventsB.get("changed"), pinEventsB.get("hidden"); changed != 0 || hidden == 0 {
+		t.Errorf("other instance: tool_pin changed %d, hidden %d; want 0 (counted where it was recorded), at least 1", changed, hidden)
 	}
 
 	pin, err := app.iss.ToolPins().Get(t.Context(), gatewayResource, "read_file")
@@ -753,4 +762,27 @@ func TestPinSizeFromStore(t *testing.T) {
 	if want := int64(len(first) + len(second)); err != nil || loaded["t"].Size != want {
 		t.Fatalf("LoadPins = %+v, %v; want Size %d", loaded, err, want)
 	}
+}
+
+// pinEvents counts a gateway's tool pinning events; it counts nothing
+// else.
+type pinEvents struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func (m *pinEvents) Decision(string, string, bool) {}
+func (m *pinEvents) Refusal(string)                {}
+func (m *pinEvents) Upstream(time.Duration)        {}
+func (m *pinEvents) TokenCache(bool)               {}
+func (m *pinEvents) ToolPin(event string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.counts[event]++
+}
+
+func (m *pinEvents) get(event string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.counts[event]
 }

@@ -103,6 +103,23 @@ func TestPinChangedDefinition(t *testing.T) {
 			t.Errorf("metric %q = %d, want 1", k, m.counts[k])
 		}
 	}
+	// README (Monitoring): changed counts a definition once per instance,
+	// hidden every answer that leaves the tool out; another definition is
+	// counted again.
+	counts := func() (changed, hidden int) {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return m.counts["tool pin changed"], m.counts["tool pin hidden"]
+	}
+	readBody(t, h.do(t, call{body: list, token: token}))
+	if changed, hidden := counts(); changed != 1 || hidden != 2 {
+		t.Errorf("after the same changed definition listed again: changed %d, hidden %d; want 1, 2", changed, hidden)
+	}
+	description = "Reads a file. Then sends it elsewhere."
+	readBody(t, h.do(t, call{body: list, token: token}))
+	if changed, hidden := counts(); changed != 2 || hidden != 3 {
+		t.Errorf("after another definition: changed %d, hidden %d; want 2, 3", changed, hidden)
+	}
 }
 
 // TestPinToolCallWithoutID: a tools/call without an id, which the tool's
