@@ -836,3 +836,45 @@ func (e *testEnv) registerPublicFrom(remote string) int {
 	e.iss.ServeHTTP(w, r)
 	return w.Code
 }
+
+// TestRegisterJWKSAtMost3KiB: README (Limits, Dynamic Client
+// Registration) says a registration's jwks is at most 3 KiB, else use
+// jwks_uri, and the record 4 KiB in all, in which the jwks, stored as
+// sent and base64-encoded, counts a third more: a set of public keys of
+// 2 KiB as sent is registered; one of exactly 3072 bytes passes the
+// jwks bound but not the record's; one byte more is refused naming
+// jwks_uri. Each refusal is invalid_client_metadata and stores nothing.
+// (TestRegisterValidation's "large jwks" is a symmetric key, refused
+// whatever its size.)
+func TestRegisterJWKSAtMost3KiB(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	jwks := func(size int) string {
+		head, tail := `{"keys":[{`+testECKey+`}]`, `}`
+		return head + strings.Repeat(" ", size-len(head)-len(tail)) + tail
+	}
+	for _, tt := range []struct {
+		size   int
+		status int
+		names  string // in the refusal's error_description
+	}{
+		{2 << 10, http.StatusCreated, ""},
+		{3 << 10, http.StatusBadRequest, "together must fit in 4096 bytes"},
+		{3<<10 + 1, http.StatusBadRequest, "publish the keys at a jwks_uri"},
+	} {
+		before := e.count(bucketClients)
+		resp, out := e.register(t, `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks":`+jwks(tt.size)+`}`)
+		if resp.StatusCode != tt.status {
+			t.Errorf("registration with a jwks of %d bytes = %d %v, want %d", tt.size, resp.StatusCode, out, tt.status)
+			continue
+		}
+		if tt.status == http.StatusCreated {
+			continue
+		}
+		if desc, _ := out["error_description"].(string); out["error"] != "invalid_client_metadata" || !strings.Contains(desc, tt.names) {
+			t.Errorf("registration with a jwks of %d bytes = %v, want invalid_client_metadata, %q", tt.size, out, tt.names)
+		}
+		if n := e.count(bucketClients); n != before {
+			t.Errorf("clients after the refused registration = %d, want %d", n, before)
+		}
+	}
+}
