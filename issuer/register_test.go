@@ -594,10 +594,12 @@ func TestRegisterBodyLimit(t *testing.T) {
 }
 
 // TestRegisteredClientExpiresUnlessUsed: a DCR client that obtains no
-// token is deleted after registrationUnusedTTL; one that does is kept
-// until registrationIdleTTL after its last token.
+// token is deleted after an hour; one that does is kept until 30 days
+// after its last token (README, Limits; the durations written out, not
+// the constants).
 func TestRegisteredClientExpiresUnlessUsed(t *testing.T) {
 	e := newBrowserEnv(t, nil)
+	const unusedTTL, idleTTL = time.Hour, 30 * 24 * time.Hour
 	register := func() string {
 		t.Helper()
 		resp, out := e.register(t, `{"client_name":"CLI","redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"none"}`)
@@ -630,27 +632,27 @@ func TestRegisteredClientExpiresUnlessUsed(t *testing.T) {
 		}
 	}
 	unused, used := register(), register()
-	e.clock.Advance(registrationUnusedTTL - time.Minute)
+	e.clock.Advance(unusedTTL - time.Minute)
 	if !known(unused) || !known(used) {
-		t.Fatalf("clients gone before %v", registrationUnusedTTL)
+		t.Fatalf("clients gone before %v", unusedTTL)
 	}
 	token(used) // signed in within the hour: kept for a full idle period
 	e.clock.Advance(2 * time.Minute)
 	if known(unused) {
-		t.Errorf("client that obtained no token for %v is still registered, want it deleted", registrationUnusedTTL+time.Minute)
+		t.Errorf("client that obtained no token for %v is still registered, want it deleted", unusedTTL+time.Minute)
 	}
 	if !known(used) {
-		t.Fatalf("client that obtained a token is gone after %v, want it kept", registrationUnusedTTL+time.Minute)
+		t.Fatalf("client that obtained a token is gone after %v, want it kept", unusedTTL+time.Minute)
 	}
-	e.clock.Advance(registrationIdleTTL - 48*time.Hour)
+	e.clock.Advance(idleTTL - 48*time.Hour)
 	token(used)
 	e.clock.Advance(72 * time.Hour)
 	if !known(used) {
 		t.Errorf("client that obtained a token 3 days ago is gone, want it kept")
 	}
-	e.clock.Advance(registrationIdleTTL)
+	e.clock.Advance(idleTTL)
 	if known(used) {
-		t.Errorf("client unused for %v after its last token is still registered", registrationIdleTTL+72*time.Hour)
+		t.Errorf("client unused for %v after its last token is still registered", idleTTL+72*time.Hour)
 	}
 }
 
@@ -677,24 +679,26 @@ func largestRegistration() string {
 }
 
 // TestRegisterGlobalLimit: registrations from many addresses, each within
-// its own limit, stop at registrationGlobalBurst an hour over all of them
-// (429 with Retry-After, nothing stored), and resume as the bucket refills.
+// its own limit, stop at 200 an hour over all of them (README, Limits:
+// 429 slow_down with Retry-After, nothing stored), and resume as the
+// bucket refills, one every 18 s.
 func TestRegisterGlobalLimit(t *testing.T) {
 	e := newBrowserEnv(t, nil)
 	const body = `{"client_name":"CLI","redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"none"}`
+	const documented = 200 // README; not the constant
 	from := func(n int) string { return fmt.Sprintf("198.51.100.%d:1000", n%250) }
-	for n := range registrationGlobalBurst {
+	for n := range documented {
 		if w := registerFrom(e.iss, from(n), body); w.Code != http.StatusCreated {
 			t.Fatalf("registration %d = %d %s, want 201", n+1, w.Code, w.Body)
 		}
 	}
 	w := registerFrom(e.iss, "203.0.113.77:1000", body)
 	retry, _ := strconv.Atoi(w.Header().Get("Retry-After"))
-	if w.Code != http.StatusTooManyRequests || retry < 1 || retry > int(time.Hour/registrationGlobalBurst/time.Second)+1 || !strings.Contains(w.Body.String(), "slow_down") {
+	if w.Code != http.StatusTooManyRequests || retry < 1 || retry > int(time.Hour/documented/time.Second)+1 || !strings.Contains(w.Body.String(), "slow_down") {
 		t.Fatalf("registration past the global burst = %d Retry-After %q %s, want 429 slow_down with Retry-After", w.Code, w.Header().Get("Retry-After"), w.Body)
 	}
-	if n := e.count(bucketClients); n != registrationGlobalBurst {
-		t.Errorf("clients = %d, want %d (the refused one not stored)", n, registrationGlobalBurst)
+	if n := e.count(bucketClients); n != documented {
+		t.Errorf("clients = %d, want %d (the refused one not stored)", n, documented)
 	}
 	e.clock.Advance(time.Duration(retry) * time.Second)
 	if w := registerFrom(e.iss, "203.0.113.77:1000", body); w.Code != http.StatusCreated {
