@@ -615,6 +615,8 @@ func (e *testEnv) fetchFrom(t *testing.T, addr, id string) error {
 // host; past that a document still works, kept in memory: fetched once
 // for all its uses, not at each.
 func TestCIMDCacheBounded(t *testing.T) {
+	const perHost = 10  // an hour of one host, README (Limits); not the constant
+	const perHour = 100 // an hour over all hosts, README (Limits); not the constant
 	e, host := newCIMDEnv(t, true, nil)
 	fetch := func(n int, id string) {
 		t.Helper()
@@ -622,32 +624,32 @@ func TestCIMDCacheBounded(t *testing.T) {
 			t.Fatalf("cimd.fetch(%s): %v", id, err)
 		}
 	}
-	for n := range cimdHostBurst + 5 {
+	for n := range perHost + 5 {
 		fetch(n, host.docOn("one", fmt.Sprintf("/one%d.json", n), ""))
 	}
-	if n := e.count(bucketCIMD); n != cimdHostBurst {
-		t.Fatalf("cached documents of one host = %d, want %d", n, cimdHostBurst)
+	if n := e.count(bucketCIMD); n != perHost {
+		t.Fatalf("cached documents of one host = %d, want %d", n, perHost)
 	}
-	for n := range cimdCacheBurst {
+	for n := range perHour {
 		fetch(n, host.docOn(fmt.Sprintf("h%d", n), fmt.Sprintf("/doc%d.json", n), ""))
 	}
-	if n := e.count(bucketCIMD); n != cimdCacheBurst {
-		t.Fatalf("cached documents = %d, want %d", n, cimdCacheBurst)
+	if n := e.count(bucketCIMD); n != perHour {
+		t.Fatalf("cached documents = %d, want %d", n, perHour)
 	}
 	id := host.docOn("over", "/over.json", "")
 	fetch(1, id)
 	fetch(2, id)
-	if n := e.count(bucketCIMD); n != cimdCacheBurst {
-		t.Errorf("cached documents = %d, want still %d", n, cimdCacheBurst)
+	if n := e.count(bucketCIMD); n != perHour {
+		t.Errorf("cached documents = %d, want still %d", n, perHour)
 	}
 	if n := host.count("/over.json"); n != 1 {
 		t.Errorf("fetches of a document past the budget = %d, want 1 (kept in memory)", n)
 	}
-	e.clock.Advance(time.Hour / cimdCacheBurst)
+	e.clock.Advance(time.Hour / perHour)
 	id = host.docOn("later", "/later.json", "")
 	fetch(3, id)
-	if n := e.count(bucketCIMD); n != cimdCacheBurst+1 {
-		t.Errorf("cached documents after the budget refilled = %d, want %d", n, cimdCacheBurst+1)
+	if n := e.count(bucketCIMD); n != perHour+1 {
+		t.Errorf("cached documents after the budget refilled = %d, want %d", n, perHour+1)
 	}
 }
 
@@ -733,10 +735,11 @@ func TestCIMDUncachedFetchSpendsNoWrites(t *testing.T) {
 }
 
 // TestCIMDHostsTracked: the hosts whose budgets are tracked are bounded
-// (cimdMaxHosts); a document of a host past that is kept in memory.
+// (10,000, README); a document of a host past that is kept in memory.
 func TestCIMDHostsTracked(t *testing.T) {
+	const hostsTracked = 10_000 // README (Limits); not the constant
 	e, host := newCIMDEnv(t, true, nil)
-	for n := range cimdMaxHosts {
+	for n := range hostsTracked {
 		if d, err := e.iss.cimd.hosts.take(t.Context(), fmt.Sprintf("h%d.example.net", n)); err != nil || d != 0 {
 			t.Fatalf("host %d: wait %v, %v", n, d, err)
 		}
