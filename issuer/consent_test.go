@@ -624,13 +624,14 @@ func allowAskedAgain(t *testing.T, e *testEnv, c *http.Client, action string, v 
 // more approved forgets the user's oldest, whose app asks for consent
 // again, and is itself remembered.
 func TestRememberedConsentsBounded(t *testing.T) {
+	const perUser = 1000 // README (Tokens and agents: at most 1000 remembered consents); not the constant
 	e, host := newCIMDEnv(t, true, nil)
 	ctx := t.Context()
 	oldest := "https://seed.example.com/0.json"
 	err := e.store.Update(ctx, func(tx store.Tx) error {
-		for i := range maxUserConsents {
+		for i := range perUser {
 			id := fmt.Sprintf("https://seed.example.com/%d.json", i)
-			at := e.clock.Now().Add(time.Duration(i-maxUserConsents) * time.Minute)
+			at := e.clock.Now().Add(time.Duration(i-perUser) * time.Minute)
 			cs := &consent{Scopes: []string{"files:read"}, GrantedAt: at, RedirectHosts: []string{"seed.example.com"}}
 			if err := consentsIn(tx).t.put(consentKey(bUser, id, bResource, ""), cs, time.Time{}); err != nil {
 				return err
@@ -664,9 +665,9 @@ func TestRememberedConsentsBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n > maxUserConsents || kept || !newest {
+	if n > perUser || kept || !newest {
 		t.Errorf("after one more approval: %d consents, oldest kept %v, new one kept %v; want at most %d, the oldest forgotten, the new one kept",
-			n, kept, newest, maxUserConsents)
+			n, kept, newest, perUser)
 	}
 	// The new consent is remembered: the next request gets its code at once.
 	resp, err := c.Get(e.url(pathAuthorize, p))

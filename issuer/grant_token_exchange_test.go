@@ -133,15 +133,16 @@ func TestTokenExchange(t *testing.T) {
 // TestTokenExchangeDepthLimit: a chain of distinct agents, each with max
 // depth 0 (the issuer's limit), ends at MaxDelegationDepth.
 func TestTokenExchangeDepthLimit(t *testing.T) {
+	const documentedDepth = 5 // README (Tokens and agents: at most 5); not the constant
 	e := newTokEnv(t)
 	tok := e.userToken(t, tPublic, "read").AccessToken
-	for depth := 1; depth <= MaxDelegationDepth+1; depth++ {
+	for depth := 1; depth <= documentedDepth+1; depth++ {
 		id := fmt.Sprintf("chain-%d", depth)
 		if err := e.iss.PutAgent(t.Context(), Agent{ID: id, SecretHash: hashClientSecret(tAgentSecret)}); err != nil {
 			t.Fatal(err)
 		}
 		a := e.tokenExchange(t, id+":"+tAgentSecret, exchangeForm(tok, e.agentToken(t, id, tAgentSecret)))
-		if depth > MaxDelegationDepth {
+		if depth > documentedDepth {
 			if a.str("error") != "invalid_request" || !strings.Contains(a.str("error_description"), "depth") {
 				t.Fatalf("depth %d = %s, want invalid_request for depth", depth, a.raw)
 			}

@@ -84,9 +84,10 @@ func TestConnectionGrantsCapped(t *testing.T) {
 }
 
 func testConnectionGrantsCapped(t *testing.T, st store.Store, clock *storetest.Clock) {
+	const perConnection = 10 // README (Tokens and agents: at most 10 of one connection); not the constant
 	e := newTokEnvStore(t, st, clock)
 	var toks []*oauth2.Token
-	for range maxConnectionGrants + 1 {
+	for range perConnection + 1 {
 		toks = append(toks, e.userToken(t, tPublic, "read", "offline_access"))
 		e.clock.Advance(time.Second)
 	}
@@ -97,9 +98,9 @@ func testConnectionGrantsCapped(t *testing.T, st store.Store, clock *storetest.C
 		t.Fatal(err)
 	}
 	gs := e.liveGrants(t, tUser)
-	if len(gs) != maxConnectionGrants+1 {
+	if len(gs) != perConnection+1 {
 		t.Fatalf("live grants after %d authorizations of one connection and 1 of another = %d, want %d",
-			maxConnectionGrants+1, len(gs), maxConnectionGrants+1)
+			perConnection+1, len(gs), perConnection+1)
 	}
 	first := gidOf(t, toks[0].AccessToken)
 	if slices.ContainsFunc(gs, func(g grant) bool { return g.ID == first }) {
@@ -116,11 +117,11 @@ func testConnectionGrantsCapped(t *testing.T, st store.Store, clock *storetest.C
 	}
 	// The revoked grant and its refresh family end with the marker.
 	e.clock.Advance(e.iss.cfg.AccessTokenTTL + time.Hour)
-	if n := e.count(bucketGrants); n != maxConnectionGrants+1 {
-		t.Errorf("grant records an access-token lifetime after = %d, want %d (the revoked one gone)", n, maxConnectionGrants+1)
+	if n := e.count(bucketGrants); n != perConnection+1 {
+		t.Errorf("grant records an access-token lifetime after = %d, want %d (the revoked one gone)", n, perConnection+1)
 	}
-	if n := e.count(bucketRefresh); n != maxConnectionGrants+1 {
-		t.Errorf("refresh records an access-token lifetime after = %d, want %d", n, maxConnectionGrants+1)
+	if n := e.count(bucketRefresh); n != perConnection+1 {
+		t.Errorf("refresh records an access-token lifetime after = %d, want %d", n, perConnection+1)
 	}
 }
 
@@ -131,10 +132,11 @@ func testConnectionGrantsCapped(t *testing.T, st store.Store, clock *storetest.C
 // counted and still granted; once the user revokes one, a new offline
 // grant is granted.
 func TestUserGrantsCeiling(t *testing.T) {
+	const perUser = 1000 // README (Tokens and agents: at most 1000 in all); not the constant
 	e := newTokEnv(t)
 	now := e.clock.Now()
 	err := e.store.Update(context.Background(), func(tx store.Tx) error {
-		for n := range maxUserGrants {
+		for n := range perUser {
 			g := &grant{ID: fmt.Sprintf("g%04d", n), Subject: tUser, ClientID: fmt.Sprintf("https://c%d.example/meta", n),
 				Resource: tResource, Scopes: []string{"read", "offline_access"}, CreatedAt: now, LastUsed: now, ExpiresAt: now.Add(30 * 24 * time.Hour),
 				Refresh: fmt.Sprintf("r%04d", n)}
@@ -150,7 +152,7 @@ func TestUserGrantsCeiling(t *testing.T) {
 	before := e.count(bucketGrants)
 	code, verifier := e.issueCode(t, codeSpec{scopes: []string{"read", "offline_access"}})
 	_, err = e.exchange(t, tPublic, "", code, verifier)
-	want := fmt.Sprintf("the user holds %d grants with refresh tokens, the most allowed: revoke some at %s", maxUserGrants, e.iss.endpoint(pathApps))
+	want := fmt.Sprintf("the user holds %d grants with refresh tokens, the most allowed: revoke some at %s", perUser, e.iss.endpoint(pathApps))
 	if err == nil || !strings.Contains(err.Error(), "invalid_grant") || !strings.Contains(err.Error(), want) {
 		t.Fatalf("Exchange() past the ceiling error = %v, want invalid_grant %q", err, want)
 	}
