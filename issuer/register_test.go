@@ -349,7 +349,7 @@ func TestRegisterValidation(t *testing.T) {
 		{"fullwidth localhost", `{"redirect_uris":["https://ｌｏｃａｌｈｏｓｔ/cb"],"token_endpoint_auth_method":"none"}`, "invalid_redirect_uri"},
 		{"percent-encoded Unicode host", `{"redirect_uris":["https://%EF%BD%8Cocalhost/cb"],"token_endpoint_auth_method":"none"}`, "invalid_redirect_uri"},
 		{"loopback-looking host for web", `{"redirect_uris":["https://app.localhost/cb"],"application_type":"web"}`, "invalid_redirect_uri"},
-		{"long client_name", `{"client_name":"` + strings.Repeat("n", maxClientNameLen+1) + `","redirect_uris":["https://a.example/cb"]}`, "invalid_client_metadata"},
+		{"long client_name", `{"client_name":"` + strings.Repeat("n", 101) + `","redirect_uris":["https://a.example/cb"]}`, "invalid_client_metadata"},
 		{"too many redirect_uris", `{"redirect_uris":[` + strings.Repeat(`"https://a.example/cb",`, maxRedirectURIs) + `"https://a.example/cb"]}`, "invalid_redirect_uri"},
 		{"long redirect URI", `{"redirect_uris":["https://a.example/` + strings.Repeat("p", maxRedirectURILen) + `"]}`, "invalid_redirect_uri"},
 		{"redirect_uris too large together", `{"redirect_uris":[` + strings.Repeat(`"https://a.example/`+strings.Repeat("p", 900)+`",`, 5) + `"https://a.example/cb"]}`, "invalid_client_metadata"},
@@ -667,14 +667,15 @@ func registerFrom(iss *Issuer, remote, body string) *httptest.ResponseRecorder {
 }
 
 // largestRegistration is a registration body near every size bound: a
-// name of maxClientNameLen and redirect URIs filling the record.
+// name of 100 bytes (README: client_name at most 100) and redirect URIs
+// filling the record.
 func largestRegistration() string {
 	uri := func(n int) string { return fmt.Sprintf(`"http://127.0.0.1/%d/%s"`, n, strings.Repeat("p", 850)) }
 	var uris []string
 	for n := range 4 {
 		uris = append(uris, uri(n))
 	}
-	return `{"client_name":"` + strings.Repeat("n", maxClientNameLen) + `","redirect_uris":[` + strings.Join(uris, ",") +
+	return `{"client_name":"` + strings.Repeat("n", 100) + `","redirect_uris":[` + strings.Join(uris, ",") +
 		`],"token_endpoint_auth_method":"none","logo_uri":"https://a.example/` + strings.Repeat("l", 8<<10) + `"}`
 }
 
