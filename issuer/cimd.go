@@ -136,7 +136,7 @@ func (f *cimdFetcher) keep(ctx context.Context, clientID string, c *Client, exp 
 		return
 	}
 	err := f.store.Update(ctx, func(tx store.Tx) error {
-		return cimdIn(tx).put(f.cacheKey(clientID), &cimdEntry{Client: *rec, ExpiresAt: exp})
+		return cimdIn(tx).put(f.cacheKey(clientID), &cimdEntry{Client: *rec, ExpiresAt: exp, Public: !f.cfg.CIMDAllowPrivate})
 	})
 	if err != nil {
 		// The document is valid: failing to store it costs the store's
@@ -187,7 +187,9 @@ func (f *cimdFetcher) cached(ctx context.Context, clientID string) (*Client, boo
 		e, err = cimdIn(tx).get(f.cacheKey(clientID))
 		return err
 	})
-	if err != nil || !f.now().Before(e.ExpiresAt) {
+	// Without the option, an entry an earlier release wrote under the
+	// client_id (it did with the option on too) is fetched again.
+	if err != nil || !f.now().Before(e.ExpiresAt) || !f.cfg.CIMDAllowPrivate && !e.Public {
 		return nil, false
 	}
 	return e.Client.client(), true

@@ -17,6 +17,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
 // cimdHost serves client metadata documents over TLS on loopback and
@@ -409,6 +411,36 @@ func TestCIMDPrivateCacheNotKeptAfterReload(t *testing.T) {
 	}
 	if n := host.count("/client.json"); n != 1 {
 		t.Errorf("requests reaching the server = %d, want 1 (the cached document used)", n)
+	}
+}
+
+// TestCIMDPrivateCacheOfPreviousRelease: 7de412a cached a document
+// fetched with cimd_allow_private on under its client_id, as every
+// other; upgraded with the option turned off, the issuer fetches such an
+// entry again (and refuses a private address's) rather than taking it
+// until it expires, up to 24 hours.
+func TestCIMDPrivateCacheOfPreviousRelease(t *testing.T) {
+	e, host := newCIMDEnv(t, true, nil)
+	id := host.doc("/client.json", "public, max-age=3600", validDoc)
+	c, err := e.iss.cimd.fetch(t.Context(), id)
+	if err != nil {
+		t.Fatalf("cimd.fetch(%s) with private targets allowed: %v", id, err)
+	}
+	// The entry as 7de412a wrote it: under the client_id, no marker.
+	err = e.store.Update(t.Context(), func(tx store.Tx) error {
+		return cimdIn(tx).put(id, &cimdEntry{Client: *clientRecord(c), ExpiresAt: e.clock.Now().Add(time.Hour)})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.iss.cfg
+	cfg.CIMDAllowPrivate, cfg.HTTPClient = false, host.srv.Client()
+	e.serve(cfg)
+	if _, err := e.iss.cimd.fetch(t.Context(), id); !errors.Is(err, errForbiddenAddress) {
+		t.Errorf("cimd.fetch(%s) after the upgrade without the option = %v, want errForbiddenAddress", id, err)
+	}
+	if n := host.count("/client.json"); n != 1 {
+		t.Errorf("requests reaching the server = %d, want the first fetch's only", n)
 	}
 }
 

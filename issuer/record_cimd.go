@@ -14,6 +14,12 @@ const bucketCIMD = "cimd"
 type cimdEntry struct {
 	Client    storedClient `json:"client"`
 	ExpiresAt time.Time    `json:"expires_at"`
+	// Public is set when the document was fetched with private targets
+	// refused (no cimd_allow_private). An issuer without the option
+	// takes no entry without it: 7de412a and earlier releases cached a
+	// document fetched with the option on under its client_id too, so
+	// one of theirs may be a private address's (cimdFetcher.cacheKey).
+	Public bool `json:"public,omitempty"`
 }
 
 // cimdRecords are the cached client metadata documents.

@@ -12,6 +12,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -54,7 +55,8 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // key, a sign-in session, a consented grant with a refresh token, a
 // remembered consent, a delegation to the agent (act) with a refresh
 // token, a grant revoked through its refresh token, a key rotated in,
-// tool pins, and a client credentials token. This release then opens the same store: on a
+// tool pins, a client credentials token, and a client metadata document
+// on loopback cached for a day with cimd_allow_private on. This release then opens the same store: on a
 // bbolt file after the previous release stopped; on PostgreSQL first
 // beside the previous release (a rolling upgrade: each refreshes what the
 // other issued, and each's tokens pass the other's gateway), then alone.
@@ -68,7 +70,9 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // entries sent with [] read as they were stored, with no list: the
 // previous release stored [] as left out, the same bytes as no
 // restriction, so no version can tell them apart; their GET shows no
-// list, which is how an operator finds them (README, Upgrading).
+// list, which is how an operator finds them (README, Upgrading). This
+// release restarted without cimd_allow_private then refuses the cached
+// document, which the previous release kept with no mark of the option.
 //
 // The test runs from two releases: the previous one, and 0c11651, the
 // last before a release that changed what such a store means (empty
@@ -109,8 +113,9 @@ func testUpgradeFrom(t *testing.T, rev string) {
 		d := deploy(t, old, legacy, func(home string) string { return "bolt " + filepath.Join(home, "store.db") })
 		d.before(t)
 		d.p.Stop()
-		d.start(t, bin, d.port, d.admin)
+		d.p = d.start(t, bin, d.port, d.admin)
 		d.after(t)
+		d.privateCacheDropped(t, bin)
 	})
 	t.Run("postgres", func(t *testing.T) {
 		dsn := pgtest.NewDatabase(t)
@@ -197,8 +202,9 @@ func testUpgradeFrom(t *testing.T, rev string) {
 		}
 		d.p.Stop()
 		nb.Stop()
-		d.start(t, bin, d.port, d.admin)
+		d.p = d.start(t, bin, d.port, d.admin)
 		d.after(t)
+		d.privateCacheDropped(t, bin)
 	})
 }
 
@@ -221,12 +227,15 @@ type deployment struct {
 	revokedRT, rotated string
 	keyed              keyedClient
 	docs               string // origin of the client metadata documents
+	longDoc            string // an https one's client_id, cached a day
 	pins               []map[string]any
 	delegated          *oauth2.Token
 	withdrawn          []string
 	// legacy: the previous release is legacyRelease, which takes what
 	// later ones refuse.
 	legacy bool
+	// public: started without cimd_allow_private.
+	public bool
 }
 
 // lists is members, the empty restriction lists, for the legacy release,
@@ -262,8 +271,25 @@ func deploy(t *testing.T, old string, legacy bool, storage func(home string) str
 		_ = json.NewEncoder(w).Encode(doc)
 	}))
 	t.Cleanup(docs.Close)
+	// A document over https on loopback, cached for a day: https, as
+	// this release takes no http client_id without cimd_allow_private,
+	// which would refuse it before reading the cache.
+	long := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "max-age=86400")
+		_ = json.NewEncoder(w).Encode(map[string]any{"client_id": "https://" + r.Host + r.URL.Path, "client_name": "CIMD",
+			"redirect_uris": []string{redirectURI}, "token_endpoint_auth_method": "none"})
+	}))
+	t.Cleanup(long.Close)
 	d := &deployment{ctx: ctx, legacy: legacy, env: harness.NewEnv(t, old), port: harness.FreePort(t), admin: harness.FreePort(t),
-		storage: storage, hash: harness.HashPassword(t, password), upstream: up.Listener.Addr().String(), docs: docs.URL}
+		storage: storage, hash: harness.HashPassword(t, password), upstream: up.Listener.Addr().String(), docs: docs.URL,
+		longDoc: long.URL + "/long.json"}
+	// Both releases trust the https document server's certificate.
+	ca := filepath.Join(d.env.Home, "docs.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: long.Certificate().Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.env.Vars = append(d.env.Vars, "SSL_CERT_FILE="+ca)
 	d.issuer = fmt.Sprintf("http://127.0.0.1:%d", d.port)
 	d.resource = d.issuer + "/mcp"
 	d.p = d.start(t, old, d.port, d.admin)
@@ -274,12 +300,16 @@ func deploy(t *testing.T, old string, legacy bool, storage func(home string) str
 // port (the issuer's, or another instance's) with its admin API on admin.
 func (d *deployment) start(t *testing.T, bin string, port, admin int) *harness.Process {
 	t.Helper()
+	private := "cimd_allow_private"
+	if d.public {
+		private = ""
+	}
 	cfg := d.env.Write(t, fmt.Sprintf("Caddyfile.%d", port), fmt.Sprintf(`{
 	admin 127.0.0.1:%d
 	mcp_auth {
 		issuer %s
 		storage %s
-		cimd_allow_private
+		%s
 		user alice %s {
 			groups users
 		}
@@ -301,7 +331,7 @@ http://127.0.0.1:%d {
 	}
 	reverse_proxy %s
 }
-`, admin, d.issuer, d.storage(d.env.Home), d.hash, d.resource, redirectURI, port, d.resource, d.upstream))
+`, admin, d.issuer, d.storage(d.env.Home), private, d.hash, d.resource, redirectURI, port, d.resource, d.upstream))
 	env := &harness.Env{Bin: bin, Home: d.env.Home, Vars: d.env.Vars}
 	return env.Run(t, cfg, fmt.Sprintf("http://127.0.0.1:%d/.well-known/oauth-authorization-server", port))
 }
@@ -354,6 +384,7 @@ func (d *deployment) before(t *testing.T) {
 	for _, doc := range docs {
 		authorize(t, ctx, d.robot, d.md.Config(d.docs+doc, redirectURI, "notes:read"), d.resource)
 	}
+	authorize(t, ctx, d.robot, d.md.Config(d.longDoc, redirectURI, "notes:read"), d.resource)
 	var web struct {
 		Secret string `json:"client_secret"`
 	}
@@ -515,6 +546,23 @@ func (d *deployment) after(t *testing.T) {
 				t.Errorf("after the upgrade: %s shows %s = %v; the previous release stored [] as no list", u, list, v)
 			}
 		}
+	}
+}
+
+// privateCacheDropped restarts this release without cimd_allow_private:
+// the document the previous release fetched from a loopback address,
+// with the option on, and cached for a day is not taken from the store
+// but fetched again, and refused (README, Upgrading).
+func (d *deployment) privateCacheDropped(t *testing.T, bin string) {
+	t.Helper()
+	d.p.Stop()
+	d.public = true
+	d.p = d.start(t, bin, d.port, d.admin)
+	ar := harness.NewAuthRequest(d.md.Config(d.longDoc, redirectURI, "notes:read"), d.resource)
+	d.robot.Pages = nil
+	q, err := d.robot.Authorize(d.ctx, ar.URL)
+	if err == nil || q.Get("code") != "" {
+		t.Errorf("without cimd_allow_private: a loopback document the previous release cached with it = %v, %v; want refused", q, err)
 	}
 }
 
