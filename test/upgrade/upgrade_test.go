@@ -73,6 +73,13 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // list, which is how an operator finds them (README, Upgrading). This
 // release restarted without cimd_allow_private then refuses the cached
 // document, which the previous release kept with no mark of the option.
+// In flight across the switch: a code the previous release issued is
+// redeemed by this one; beside it on PostgreSQL, a token this release
+// exchanges with the agent's token as actor_token ends when the agent
+// revokes that token at the previous release. Back on the bbolt file
+// (a downgrade after a failed upgrade), the previous release redeems a
+// code this one issued (with its password tag and connection stamp),
+// refreshes its refresh token and takes its session.
 //
 // The test runs from two releases: the previous one, and 0c11651, the
 // last before a release that changed what such a store means (empty
@@ -116,6 +123,9 @@ func testUpgradeFrom(t *testing.T, rev string) {
 		d.p = d.start(t, bin, d.port, d.admin)
 		d.after(t)
 		d.privateCacheDropped(t, bin)
+		if !legacy {
+			d.downgrade(t, old)
+		}
 	})
 	t.Run("postgres", func(t *testing.T) {
 		dsn := pgtest.NewDatabase(t)
@@ -125,13 +135,13 @@ func testUpgradeFrom(t *testing.T, rev string) {
 		pb, nbAdmin := harness.FreePort(t), harness.FreePort(t)
 		nb := d.start(t, bin, pb, nbAdmin)
 		atNew := fmt.Sprintf("http://127.0.0.1:%d", pb)
-		rt := d.tok.RefreshToken
+		rt, userAT := d.tok.RefreshToken, ""
 		for i, at := range []string{atNew, d.issuer, atNew} {
 			r := refresh(t, d.ctx, at, "app", rt, d.resource)
 			if r.Status != http.StatusOK || r.RefreshToken == "" {
 				t.Fatalf("refresh %d at %s of the other's refresh token = %+v", i, at, r)
 			}
-			rt = r.RefreshToken
+			rt, userAT = r.RefreshToken, r.AccessToken
 			for _, gw := range []string{d.issuer, atNew} {
 				if code := call(t, d.ctx, gw+"/mcp", r.AccessToken); code != http.StatusOK {
 					t.Errorf("a token refreshed at %s, at the gateway of %s = %d, want 200", at, gw, code)
@@ -139,6 +149,15 @@ func testUpgradeFrom(t *testing.T, rev string) {
 			}
 		}
 		d.tok.RefreshToken = rt
+		// A token exchanged at this release's instance with the agent's
+		// own token as actor_token, which the agent then revokes at the
+		// previous release's: that one's revocation ends the tokens
+		// recorded under the revoked one (derived), where this release
+		// records the exchange now. (The legacy release's revocation of
+		// an access token ended that token alone.)
+		if !legacy {
+			revokeActorAtOld(t, d, atNew, userAT)
+		}
 		for _, gw := range []string{d.issuer, atNew} {
 			if code := call(t, d.ctx, gw+"/mcp", d.cc); code != http.StatusOK {
 				t.Errorf("the previous release's client credentials token at %s = %d, want 200", gw, code)
@@ -208,6 +227,40 @@ func testUpgradeFrom(t *testing.T, rev string) {
 	})
 }
 
+// revokeActorAtOld: a token exchanged at this release's instance atNew
+// with the agent a-empty's own token as actor_token ends when the agent
+// revokes that token at the previous release's instance (README,
+// Upgrading); the subject token, userAT, stays.
+func revokeActorAtOld(t *testing.T, d *deployment, atNew, userAT string) {
+	t.Helper()
+	actor := clientCredentials(t, d.ctx, atNew+"/token", "a-empty", d.agentSecret, d.resource)
+	x := exchange(t, d.ctx, atNew+"/token", "a-empty", d.agentSecret, userAT, actor, d.resource)
+	if x.Status != http.StatusOK || x.AccessToken == "" {
+		t.Fatalf("token exchange at this release's instance = %+v", x)
+	}
+	if c, err := harness.Claims(x.AccessToken); err != nil || fmt.Sprint(c["act"]) != "map[sub:a-empty]" {
+		t.Fatalf("exchanged token's act = %v, %v", c["act"], err)
+	}
+	if code := call(t, d.ctx, d.issuer+"/mcp", x.AccessToken); code != http.StatusOK {
+		t.Fatalf("the exchanged token at the gateway of %s = %d, want 200", d.issuer, code)
+	}
+	revokeAs(t, d.ctx, d.issuer+"/revoke", "a-empty", d.agentSecret, actor)
+	for _, gw := range []string{d.issuer, atNew} {
+		code := 0
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			if code = call(t, d.ctx, gw+"/mcp", x.AccessToken); code == http.StatusUnauthorized {
+				break
+			}
+		}
+		if code != http.StatusUnauthorized {
+			t.Errorf("a token exchanged at this release with an actor token revoked at the previous release, at the gateway of %s = %d, want 401", gw, code)
+		}
+	}
+	if code := call(t, d.ctx, atNew+"/mcp", userAT); code != http.StatusOK {
+		t.Errorf("the subject token after its exchange's actor token was revoked = %d, want 200", code)
+	}
+}
+
 // deployment is one issuer and gateway and what the previous release made
 // there.
 type deployment struct {
@@ -231,6 +284,10 @@ type deployment struct {
 	pins               []map[string]any
 	delegated          *oauth2.Token
 	withdrawn          []string
+	// pending is a code the previous release issued last, for this
+	// release to redeem.
+	pending     string
+	pendingAuth harness.AuthRequest
 	// legacy: the previous release is legacyRelease, which takes what
 	// later ones refuse.
 	legacy bool
@@ -440,6 +497,11 @@ func (d *deployment) before(t *testing.T) {
 		t.Fatal("previous release: no tool pinned")
 	}
 	d.cc = clientCredentials(t, ctx, d.md.TokenEndpoint, "c-empty", d.ccSecret, d.resource)
+	d.pendingAuth = harness.NewAuthRequest(appCfg, d.resource)
+	pq, err := d.robot.Authorize(ctx, d.pendingAuth.URL)
+	if d.pending = pq.Get("code"); err != nil || d.pending == "" {
+		t.Fatalf("previous release: authorize = %v, %v", pq, err)
+	}
 	for name, at := range map[string]string{"user's": d.tok.AccessToken, "client credentials": d.cc} {
 		if code := call(t, ctx, d.resource, at); code != http.StatusOK {
 			t.Fatalf("previous release: %s token at the gateway = %d, want 200", name, code)
@@ -452,6 +514,13 @@ func (d *deployment) before(t *testing.T) {
 func (d *deployment) after(t *testing.T) {
 	t.Helper()
 	ctx, adminURL := d.ctx, d.adminURL()
+	// The code the previous release issued last (no password tag, no
+	// connection stamp) redeems here.
+	if tok, err := d.pendingAuth.Exchange(ctx, d.md.Config("app", redirectURI, "notes:read", "offline_access"), d.pending); err != nil {
+		t.Errorf("after the upgrade: the previous release's code: %v", err)
+	} else if code := call(t, ctx, d.resource, tok.AccessToken); code != http.StatusOK {
+		t.Errorf("after the upgrade: the token of the previous release's code at the gateway = %d, want 200", code)
+	}
 	for name, at := range map[string]string{"user's": d.tok.AccessToken, "client credentials": d.cc} {
 		if code := call(t, ctx, d.resource, at); code != http.StatusOK {
 			t.Errorf("after the upgrade: the %s access token at the gateway = %d, want 200", name, code)
@@ -566,6 +635,46 @@ func (d *deployment) privateCacheDropped(t *testing.T, bin string) {
 	}
 }
 
+// downgrade runs the previous release again on the bbolt file this
+// release wrote, as after a failed upgrade: bob signs in at this
+// release (a session with his password's tag), consents (an answer kept
+// in the answered bucket) and gets a code (the tag and the connection's
+// stamp) and a refresh token, then the previous release redeems the
+// code, refreshes the token, takes the session and reads the rest.
+func (d *deployment) downgrade(t *testing.T, old string) {
+	t.Helper()
+	ctx := d.ctx
+	bob := harness.NewRobot("bob", password, redirectURI)
+	cfg := d.md.Config("app", redirectURI, "notes:read", "offline_access")
+	tok := authorize(t, ctx, bob, cfg, d.resource)
+	ar := harness.NewAuthRequest(cfg, d.resource)
+	q, err := bob.Authorize(ctx, ar.URL)
+	if err != nil || q.Get("code") == "" {
+		t.Fatalf("this release: authorize = %v, %v", q, err)
+	}
+	d.p.Stop()
+	d.public = false
+	d.p = d.start(t, old, d.port, d.admin)
+	if tok2, err := ar.Exchange(ctx, cfg, q.Get("code")); err != nil {
+		t.Errorf("downgraded: this release's code: %v", err)
+	} else if code := call(t, ctx, d.resource, tok2.AccessToken); code != http.StatusOK {
+		t.Errorf("downgraded: the token of this release's code at the gateway = %d, want 200", code)
+	}
+	if r := refresh(t, ctx, d.issuer, "app", tok.RefreshToken, d.resource); r.Status != http.StatusOK || r.RefreshToken == "" {
+		t.Errorf("downgraded: refresh of this release's refresh token = %+v, want 200", r)
+	} else if code := call(t, ctx, d.resource, r.AccessToken); code != http.StatusOK {
+		t.Errorf("downgraded: the refreshed token at the gateway = %d, want 200", code)
+	}
+	bob.Pages = nil
+	authorize(t, ctx, bob, cfg, d.resource)
+	if slices.ContainsFunc(bob.Pages, func(p *harness.Page) bool { return p.Form("login") != nil }) {
+		t.Error("downgraded: the session this release started did not sign the user in (login page shown)")
+	}
+	if code := call(t, ctx, d.resource, d.tok.AccessToken); code != http.StatusOK {
+		t.Errorf("downgraded: the previous release's access token at the gateway = %d, want 200", code)
+	}
+}
+
 // alternate sends each request to the next of addrs in turn, keeping the
 // URL's host (the issuer's) as the Host header, as a balancer does.
 type alternate struct {
@@ -676,6 +785,41 @@ func clientCredentials(t *testing.T, ctx context.Context, endpoint, id, secret, 
 		t.Errorf("client credentials for %s = %d %s", id, code, tr.Error)
 	}
 	return tr.AccessToken
+}
+
+// exchange makes a token exchange (RFC 8693) at endpoint as the
+// client_secret_basic client id, of subject with actor as actor_token.
+func exchange(t *testing.T, ctx context.Context, endpoint, id, secret, subject, actor, resource string) harness.TokenResponse {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(url.Values{
+		"grant_type":    {"urn:ietf:params:oauth:grant-type:token-exchange"},
+		"subject_token": {subject}, "subject_token_type": {"urn:ietf:params:oauth:token-type:access_token"},
+		"actor_token": {actor}, "actor_token_type": {"urn:ietf:params:oauth:token-type:access_token"},
+		"resource": {resource},
+	}.Encode()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
+	var tr harness.TokenResponse
+	tr.Status = do(t, req, &tr)
+	return tr
+}
+
+// revokeAs revokes token at endpoint as the client_secret_basic client
+// id, failing unless it is answered 200.
+func revokeAs(t *testing.T, ctx context.Context, endpoint, id, secret, token string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(url.Values{"token": {token}}.Encode()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
+	if status := do(t, req, nil); status != http.StatusOK {
+		t.Fatalf("revoke as %s at %s = %d", id, endpoint, status)
+	}
 }
 
 // refresh redeems a refresh token of a public client at the token
