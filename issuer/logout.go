@@ -207,7 +207,17 @@ func (i *Issuer) logoutAsk(w http.ResponseWriter, r *http.Request, params url.Va
 // and the application never got its post_logout_redirect_uri. Signing
 // out no one changes nothing, so no CSRF token is needed for it: a page
 // of any site can send the browser to GET /logout with the same request.
+// A confirmation without the session cookie at all is a page of another
+// site's POST (the SameSite=Lax cookie stays behind), made to look like
+// one: a signed-in user would be told "You are not signed in", or sent on
+// to the application as if signed out, the session left. It goes on as
+// the GET of the request (logoutAgain), which carries the cookie and asks
+// a signed-in user; the double-click's second POST carries its cookie.
 func (i *Issuer) logoutConfirmed(w http.ResponseWriter, r *http.Request) {
+	if !i.sessions.hasCookie(r) {
+		i.logoutAgain(w, r)
+		return
+	}
 	switch s, _, err := i.sessions.current(r); {
 	case err != nil:
 		i.pages.serverErrorPage(w, err)

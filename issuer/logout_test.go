@@ -465,6 +465,42 @@ func TestLogoutPostWithoutCookie(t *testing.T) {
 	}
 }
 
+// TestLogoutConfirmationCrossSite: a page of another site posting the
+// sign-out confirmation form (any csrf_token) comes without the
+// SameSite=Lax session cookie; the signed-in user is neither told "You
+// are not signed in" nor sent on to the application as if signed out:
+// the POST goes on as the GET of the request, which asks them.
+func TestLogoutConfirmationCrossSite(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		q    url.Values
+	}{
+		{"client", url.Values{"client_id": {bWebClientID}, "post_logout_redirect_uri": {logoutURI}, "state": {"s"}}},
+		{"no client", url.Values{}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newLogoutEnv(t)
+			alice, _ := e.signInWithIDToken(t, bUser, idTokenParams())
+			form := url.Values{csrfField: {"forged"}, "action": {"logout"}}
+			for k, v := range tt.q {
+				form[k] = v
+			}
+			resp, page := e.postPage(t, e.browser(), pathLogout, form)
+			loc, err := url.Parse(resp.Header.Get("Location"))
+			if err != nil || resp.StatusCode != http.StatusSeeOther || loc.Path != pathLogout || loc.Query().Encode() != tt.q.Encode() {
+				t.Fatalf("cross-site confirmation: %d Location %q, want 303 to GET %s?%s: %s", resp.StatusCode, resp.Header.Get("Location"), pathLogout, tt.q.Encode(), page)
+			}
+			resp, page = e.logoutGet(t, alice, loc.Query())
+			if resp.StatusCode != http.StatusOK || !strings.Contains(page, `id="logout"`) {
+				t.Errorf("GET it redirected to: %d, want the confirmation: %s", resp.StatusCode, page)
+			}
+			if !e.signedIn(t, alice) {
+				t.Error("the session ended unconfirmed")
+			}
+		})
+	}
+}
+
 // TestLogoutStoredClients: the post-logout redirect URIs of the clients
 // the store keeps, an operator's (admin API) and a self-registered one
 // (DCR), come back from a bbolt file and from PostgreSQL and are honoured:
