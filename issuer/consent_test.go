@@ -781,6 +781,10 @@ func TestConsentDecisionRepeated(t *testing.T) {
 				if _, err := e.exchange(t, bClientID, "", code, verifier, oauth2.SetAuthURLParam("redirect_uri", bRedirect)); err == nil {
 					t.Error("the code redeemed twice")
 				}
+				// Once redeemed, the code is sent no more: the client's
+				// redemption of it again would revoke its grant.
+				resp, page := post(t, e, c, f, decision)
+				expired(t, "a repeat after the code's redemption", resp, page)
 			} else if u.Query().Get("error") != "access_denied" || e.count(bucketCodes) != 0 {
 				t.Errorf("deny: Location %q, %d codes; want access_denied and none", loc, e.count(bucketCodes))
 			}

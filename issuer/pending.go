@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"time"
 
 	"go.uber.org/zap"
@@ -90,28 +91,49 @@ func (p *pendingRequests) answer(ctx context.Context, id string, s *session, dec
 
 // answered returns the answer the browser and user of s got within
 // answeredTTL to decision on the consent page of pending request id, or
-// "" when there is none.
+// "" when there is none. An Allow's answer is given while its code is
+// unredeemed only: the code sent again once redeemed would complete the
+// request twice, and the client's second redemption of it, a replay,
+// would revoke the grant the first one created (RFC 6749 section 4.1.2).
 func (p *pendingRequests) answered(ctx context.Context, id string, s *session, decision string) (string, error) {
 	if id == "" || len(id) > 100 || s == nil || s.User == "" || decision == "" {
 		return "", nil
 	}
-	var a *answeredDecision
+	var loc string
 	err := p.store.View(ctx, func(tx store.Tx) error {
-		var err error
-		a, err = answeredIn(tx).get(id)
-		return err
+		a, err := answeredIn(tx).get(id)
+		switch {
+		case err != nil:
+			return err
+		case !p.now().Before(a.ExpiresAt) || a.Browser != s.Browser || a.User != s.User || a.Decision != decision:
+			return nil
+		}
+		l, err := openAnswer(id, a.Sealed)
+		if err != nil {
+			return fmt.Errorf("open answered request: %w", err)
+		}
+		if decision == "approve" {
+			u, err := url.Parse(l)
+			if err != nil {
+				return fmt.Errorf("open answered request: %w", err)
+			}
+			// The redirect URI's own query carries no code (withQuery).
+			ac, err := codesIn(tx).get(u.Query().Get("code"))
+			if errors.Is(err, store.ErrNotFound) || err == nil && ac.Redeemed {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+		}
+		loc = l
+		return nil
 	})
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return "", nil
 	case err != nil:
 		return "", fmt.Errorf("load answered request: %w", err)
-	case !p.now().Before(a.ExpiresAt) || a.Browser != s.Browser || a.User != s.User || a.Decision != decision:
-		return "", nil
-	}
-	loc, err := openAnswer(id, a.Sealed)
-	if err != nil {
-		return "", fmt.Errorf("open answered request: %w", err)
 	}
 	return loc, nil
 }
