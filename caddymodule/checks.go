@@ -66,13 +66,19 @@ func (a *App) checkGroupResources() error {
 // checkClientResources refuses a configured client's resources entry
 // that no mcp_gateway with the local issuer and no `resource` declares:
 // the issuer issues tokens for declared resources only, so the entry
-// would allow nothing, silently (a trailing slash or the scheme got
-// wrong, the client then refused every token, or refused the one it
-// was meant for beside others).
+// would allow nothing, silently (the scheme or the host got wrong, the
+// client then refused every token, or refused the one it was meant for
+// beside others). An entry is compared as the issuer compares it with a
+// token request's resource (issuer.CanonicalResource: a trailing slash,
+// the case of the scheme and host, a default port are one resource), so
+// an entry that allowed tokens keeps loading.
 func (a *App) checkClientResources() error {
 	declared := a.declaredResources()
 	for _, c := range a.Clients {
 		for _, res := range c.Resources {
+			if slices.ContainsFunc(declared, func(d string) bool { return issuer.CanonicalResource(d) == issuer.CanonicalResource(res) }) {
+				continue
+			}
 			if err := undeclaredResource(fmt.Sprintf("client %q: resources names %s", c.ID, res), res, declared); err != nil {
 				return err
 			}

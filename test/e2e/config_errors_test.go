@@ -68,8 +68,8 @@ func TestConfigErrorsAtLoad(t *testing.T) {
 			fmt.Sprintf(`group "staff" has scopes for http://%[1]s/a/b/mcp, which no mcp_gateway or resource declares; did you mean http://%[1]s/a%%2Fb/mcp?`, local)},
 		// A client's resources entry the issuer serves no token for
 		// would allow nothing.
-		{"client resource with trailing slash", withClient("http://" + local + "/mcp/"),
-			fmt.Sprintf(`client "app": resources names http://%[1]s/mcp/, which no mcp_gateway or resource declares; did you mean http://%[1]s/mcp?`, local)},
+		{"client resource with https", withClient("https://" + local + "/mcp"),
+			fmt.Sprintf(`client "app": resources names https://%[1]s/mcp, which no mcp_gateway or resource declares; did you mean http://%[1]s/mcp?`, local)},
 		{"client resource elsewhere", withClient("https://other.example/mcp"),
 			fmt.Sprintf("client \"app\": resources names https://other.example/mcp, which no mcp_gateway or resource declares (declared: http://%s/mcp): add `resource https://other.example/mcp` to mcp_auth if another Caddy serves it", local)},
 		{"group resource elsewhere", render("http://"+local, "http://"+local, "https://other.example/mcp", "mcp_issuer"),
@@ -101,8 +101,11 @@ func TestConfigErrorsAtLoad(t *testing.T) {
 		})
 	}
 	// After all those refusals, the corrected config loads on the same
-	// store: none of them left it locked or half open.
-	harness.Start(t, withClient("http://"+local+"/mcp"))
+	// store: none of them left it locked or half open. Its client's entry
+	// has a trailing slash, which the issuer reads as the declared
+	// resource (issuer.CanonicalResource), so it allows that resource's
+	// tokens and loads.
+	harness.Start(t, withClient("http://"+local+"/mcp/"))
 }
 
 // A placeholder that resolves to nothing is named, not its value, already
