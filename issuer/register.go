@@ -155,6 +155,14 @@ func (i *Issuer) handleRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxRegistrationBytes+1))
+	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		// A handler in front bounds the body tighter (Caddy's
+		// request_body max_size, a chunked body over it): too large, as
+		// Caddy answers it when Content-Length says so and readForm
+		// answers it at the other endpoints.
+		writeError(w, (&Error{Code: "invalid_request", Status: http.StatusRequestEntityTooLarge}).WithDescription("request body too large"))
+		return
+	}
 	if err != nil {
 		writeError(w, ErrInvalidRequest.WithDescription("unreadable body"))
 		return

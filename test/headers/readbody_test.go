@@ -186,3 +186,73 @@ http://:%[3]d {
 		})
 	}
 }
+
+// TestIssuerRequestBodyMaxSize: a site's request_body max_size in front
+// of mcp_issuer bounds what its endpoints read below their own limits. A
+// body over it is answered 413 at every back-channel endpoint, with
+// Content-Length (Caddy refuses it) and chunked (the endpoint's read
+// stops at the bound: invalid_request, "request body too large"), and a
+// registration over it is answered no client; one within it is read.
+func TestIssuerRequestBodyMaxSize(t *testing.T) {
+	issuerPort := harness.FreePort(t)
+	issuer := fmt.Sprintf("http://127.0.0.1:%d", issuerPort)
+	harness.Start(t, globalOptions(t, issuer, "")+fmt.Sprintf(`
+http://:%[1]d {
+	bind 127.0.0.1
+	request_body {
+		max_size 300
+	}
+	mcp_issuer
+}
+`, issuerPort))
+	harness.WaitReady(t, issuer+"/.well-known/oauth-authorization-server")
+	register := func(name string) string {
+		return `{"redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"none","client_name":"` + name + `"}`
+	}
+	send := func(t *testing.T, path, contentType, body string, chunked bool) (int, string) {
+		t.Helper()
+		var r io.Reader = strings.NewReader(body)
+		if chunked {
+			pr, pw := io.Pipe()
+			go func() { io.WriteString(pw, body); pw.Close() }()
+			r = pr
+		}
+		req, _ := http.NewRequest(http.MethodPost, issuer+path, r)
+		req.Header.Set("Content-Type", contentType)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(got)
+	}
+	const form = "application/x-www-form-urlencoded"
+	pad := strings.Repeat("a", 400)
+	for _, tt := range []struct {
+		name, path, contentType, body string
+		status                        int
+	}{
+		{"register within", "/register", "application/json", register("Within"), http.StatusCreated},
+		{"register over", "/register", "application/json", register(pad), http.StatusRequestEntityTooLarge},
+		{"token over", "/token", form, "grant_type=client_credentials&scope=" + pad, http.StatusRequestEntityTooLarge},
+		{"par over", "/par", form, "client_id=x&state=" + pad, http.StatusRequestEntityTooLarge},
+		{"revoke over", "/revoke", form, "token=" + pad, http.StatusRequestEntityTooLarge},
+		{"introspect over", "/introspect", form, "token=" + pad, http.StatusRequestEntityTooLarge},
+	} {
+		for _, chunked := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s, chunked %v", tt.name, chunked), func(t *testing.T) {
+				status, got := send(t, tt.path, tt.contentType, tt.body, chunked)
+				if status != tt.status {
+					t.Fatalf("status = %d, want %d (%s)", status, tt.status, got)
+				}
+				if chunked && status == http.StatusRequestEntityTooLarge && !strings.Contains(got, `"error":"invalid_request"`) {
+					t.Errorf("answer %s, want invalid_request", got)
+				}
+				if status != http.StatusCreated && strings.Contains(got, "client_id") {
+					t.Errorf("a registration over max_size was answered with a client: %s", got)
+				}
+			})
+		}
+	}
+}
