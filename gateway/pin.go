@@ -384,7 +384,9 @@ func (s *pinSet) listed(ctx context.Context, tool string, raw []byte) (keep bool
 		s.forget(tool)
 		return false, "", nil
 	}
-	if !known && (p == (Pin{}) || v.bytes+int64(len(canon)) > s.maxBytes) {
+	// The pinned definition listed again only clears a pending one: the
+	// store shrinks, and the bytes bound must not hide the approved tool.
+	if !known && (p == (Pin{}) || p.Pinned != hash && v.bytes+int64(len(canon)) > s.maxBytes) {
 		if v.stored.len() >= s.max || v.bytes+int64(len(canon)) > s.maxBytes {
 			if s.full.CompareAndSwap(false, true) {
 				s.audit("tool pins full: new tools are hidden until pins are forgotten", tool, false, zap.Int("pins", v.stored.len()), zap.Int64("bytes", v.bytes))
