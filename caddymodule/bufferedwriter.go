@@ -288,29 +288,33 @@ func (lb *logBuffer) Close() error {
 	return errors.Join(err, lb.out.Close())
 }
 
-// lostBatches is where a batch the timer could not write is reported:
-// no logger's Write call is waiting for that error, which zap would
-// report to stderr as it does an entry it could not write unbuffered.
+// lostBatches is where a batch that could not be written is reported,
+// however its write came: the timer's has no logger's Write call waiting
+// for the error, and the error a Write or Sync returns is taken for that
+// entry's (zap reports "write error" once), not the hundreds of earlier
+// entries the batch held, which zap would each have reported to stderr
+// unbuffered.
 var lostBatches io.Writer = os.Stderr
 
 func (lb *logBuffer) tick() {
 	lb.mu.Lock()
 	defer lb.mu.Unlock()
-	n := len(lb.buf)
-	if err := lb.flush(); err != nil {
-		fmt.Fprintf(lostBatches, "%s buffered log writer: a batch of %d bytes of log entries could not be written, and is lost: %v\n",
-			time.Now().UTC().Format(time.RFC3339Nano), n, err)
-	}
+	_ = lb.flush() // reported on lostBatches
 }
 
 // flush writes the buffer out; entries the output refused are dropped,
-// as an unbuffered writer would have dropped them. Called with mu held.
+// as an unbuffered writer would have dropped them, and the batch is
+// reported on lostBatches. Called with mu held.
 func (lb *logBuffer) flush() error {
 	if len(lb.buf) == 0 || lb.out == nil {
 		return nil
 	}
 	lb.timer.Stop()
 	_, err := lb.out.Write(lb.buf)
+	if err != nil {
+		fmt.Fprintf(lostBatches, "%s buffered log writer: a batch of %d bytes of log entries could not be written, and is lost: %v\n",
+			time.Now().UTC().Format(time.RFC3339Nano), len(lb.buf), err)
+	}
 	lb.buf = lb.buf[:0]
 	return err
 }

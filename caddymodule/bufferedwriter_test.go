@@ -199,6 +199,34 @@ func TestLogBufferTimerFlushErrorReported(t *testing.T) {
 	}
 }
 
+// TestLogBufferFlushErrorReported: a batch a Write or a Sync (a reload's
+// Cleanup) could not write out is reported on stderr with its size and
+// the output's error, as the timer's is: the error they return is zap's
+// "write error" for one entry, where the batch held many, which went
+// unannounced.
+func TestLogBufferFlushErrorReported(t *testing.T) {
+	var report lockedBuffer
+	defer func(w io.Writer) { lostBatches = w }(lostBatches)
+	lostBatches = &report
+	out := &recordingOutput{err: errors.New("disk full")}
+	lb := openLogBuffer(out, 8, time.Hour)
+	defer lb.Close()
+	writeAll(t, lb, "aaa\n", "bbb\n")
+	if _, err := lb.Write([]byte("ccc\n")); err == nil {
+		t.Fatal("Write when the batch cannot be written = nil error, want the output's error")
+	}
+	if got := report.String(); !strings.Contains(got, "a batch of 8 bytes of log entries could not be written") || !strings.Contains(got, "disk full") {
+		t.Errorf("report after Write = %q, want the batch's size and the output's error", got)
+	}
+	writeAll(t, lb, "ddd\n")
+	if err := lb.Sync(); err == nil {
+		t.Fatal("Sync when the batch cannot be written = nil error, want the output's error")
+	}
+	if got := report.String(); !strings.Contains(got, "a batch of 4 bytes of log entries could not be written") {
+		t.Errorf("report after Sync = %q, want the batch's size", got)
+	}
+}
+
 // lockedBuffer is a bytes.Buffer safe for concurrent use.
 type lockedBuffer struct {
 	mu sync.Mutex
