@@ -1510,3 +1510,45 @@ func TestPinRevertWhenBytesFull(t *testing.T) {
 		t.Errorf("pin after the pinned definition again = %+v, want nothing pending", p)
 	}
 }
+
+// TestPinLargeDefinitionPinnedBefore: a definition past
+// maxToolDefinition pinned before the bound existed (an upgrade) is
+// still shown and called while the server lists it unchanged: the bound
+// is on recording, and hiding it would take away a reviewed tool. One
+// changed to another such definition is hidden and not recorded.
+func TestPinLargeDefinitionPinnedBefore(t *testing.T) {
+	pins := newMemPins()
+	cfg := testConfig(t)
+	cfg.PinTools, cfg.Pins = PinFirstUse, pins
+	var desc atomic.Value
+	desc.Store(strings.Repeat("x", maxToolDefinition))
+	def := func() string {
+		return `{"name":"read_big","description":"` + desc.Load().(string) + `","inputSchema":{"type":"object"}}`
+	}
+	canon, err := canonicalJSON([]byte(def()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash := definitionHash(canon)
+	pins.defs[hash] = canon
+	pins.pins["read_big"] = Pin{Pinned: hash, Size: int64(len(canon))}
+	h := newHarness(t, cfg, pinUpstream(def))
+	token := mint(t, claims())
+	list := `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
+	if body := readBody(t, h.do(t, call{body: list, token: token})); !strings.Contains(body, `"read_big"`) {
+		t.Errorf("tools/list of a %d-byte definition pinned before the bound = %.200s, want it shown", len(canon), body)
+	}
+	if resp := h.do(t, call{body: toolCall("read_big"), token: token}); resp.StatusCode != http.StatusOK {
+		t.Errorf("call of a large tool pinned before the bound = %d, want 200", resp.StatusCode)
+	}
+	desc.Store(strings.Repeat("y", maxToolDefinition))
+	if body := readBody(t, h.do(t, call{body: list, token: token})); strings.Contains(body, `"read_big"`) {
+		t.Errorf("tools/list of a changed large definition = %.200s, want it hidden", body)
+	}
+	pins.mu.Lock()
+	p := pins.pins["read_big"]
+	pins.mu.Unlock()
+	if p.Pending != "" {
+		t.Errorf("pin after a changed large definition = %+v, want nothing recorded", p)
+	}
+}
