@@ -162,8 +162,13 @@ func (g *Gateway) missingParam(x *exchange) (string, error) {
 		return "", nil
 	}
 	m := &x.msgs[0]
-	for header, path := range g.pins.view.Load().params.at(m.Name) {
-		if paramHeaderSent(x.r.Header, header) {
+	declared := g.pins.view.Load().params.at(m.Name)
+	if len(declared) == 0 {
+		return "", nil
+	}
+	sent := sentParams(x.r.Header)
+	for header, path := range declared {
+		if sent[header] {
 			continue // checked by checkParam
 		}
 		arg, err := argumentAt(m.Arguments, path)
@@ -179,15 +184,19 @@ func (g *Gateway) missingParam(x *exchange) (string, error) {
 	return "", nil
 }
 
-// paramHeaderSent reports whether h has the Mcp-Param-* field for the
-// lower-case name, in any case.
-func paramHeaderSent(h http.Header, lower string) bool {
+// sentParams is the set of the Mcp-Param-* names h carries, in lower
+// case, read once per call: looking each declared header up in all of
+// the request's made a hostile server's thousands of declared headers,
+// times a caller's thousands of headers, cost millions of comparisons
+// per call (BenchmarkMissingParamManyHeaders).
+func sentParams(h http.Header) map[string]bool {
+	sent := map[string]bool{}
 	for name := range h {
-		if isParamHeader(name) && strings.EqualFold(name[len(paramHeaderPrefix):], lower) {
-			return true
+		if isParamHeader(name) {
+			sent[strings.ToLower(name[len(paramHeaderPrefix):])] = true
 		}
 	}
-	return false
+	return sent
 }
 
 func (g *Gateway) checkParam(x *exchange, name string, values []string) error {
