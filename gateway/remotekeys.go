@@ -462,6 +462,10 @@ type issuerMetadata struct {
 	IntrospectionEndpoint string `json:"introspection_endpoint"`
 }
 
+// maxLoggedIssuer bounds the bytes of a mismatched metadata issuer
+// that discover's error quotes.
+const maxLoggedIssuer = 100
+
 // discover reads issuer's metadata: RFC 8414 path-inserted first, then
 // OpenID Connect Discovery (path-appended). The document's issuer must
 // equal ours exactly (RFC 8414 §3.3).
@@ -483,7 +487,10 @@ func discover(ctx context.Context, client *http.Client, issuer string, maxBytes 
 			continue
 		}
 		if md.Issuer != issuer {
-			errs = append(errs, fmt.Errorf("%s: issuer %q does not match", c, md.Issuer))
+			// Cut: the document may be maxBytes of one issuer, logged
+			// with each failed fetch.
+			shown, _ := auditBound(md.Issuer, maxLoggedIssuer)
+			errs = append(errs, fmt.Errorf("%s: issuer %q does not match", c, shown))
 			continue
 		}
 		return md, nil

@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -23,6 +24,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
@@ -1197,5 +1200,32 @@ func TestRemoteKeysJWKSMoved(t *testing.T) {
 	}
 	if n := metadataHits.Load(); n != 2 {
 		t.Errorf("metadata fetches = %d after a fetch that read the keys, want 2", n)
+	}
+}
+
+// TestRemoteKeysMismatchedIssuerCut: the issuer of metadata that does
+// not match is logged cut to maxLoggedIssuer bytes, not as the megabyte
+// a hostile or broken server may put there, with each failed fetch.
+func TestRemoteKeysMismatchedIssuerCut(t *testing.T) {
+	long := strings.Repeat("x", 512<<10)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(map[string]any{"issuer": long, "jwks_uri": "https://example.com/jwks"})
+	}))
+	t.Cleanup(srv.Close)
+	core, logs := observer.New(zap.WarnLevel)
+	rk := NewRemoteKeys(srv.URL, srv.Client(), zap.New(core))
+	t.Cleanup(rk.Close)
+	if _, err := rk.PublicKey(t.Context(), "ec1"); !errors.Is(err, ErrKeysUnavailable) {
+		t.Fatalf("Key with a mismatched issuer = %v, want ErrKeysUnavailable", err)
+	}
+	entries := logs.FilterMessage("fetching issuer keys").All()
+	if len(entries) == 0 {
+		t.Fatal("the failed fetch was not logged")
+	}
+	for _, e := range entries {
+		msg := fmt.Sprint(e.ContextMap()["error"])
+		if !strings.Contains(msg, "does not match") || len(msg) > 2<<10 {
+			t.Errorf("logged error of %d bytes (%.200s…), want the mismatch with the issuer cut", len(msg), msg)
+		}
 	}
 }
