@@ -822,9 +822,9 @@ func TestRevocationsUnknown(t *testing.T) {
 	token := mint(t, claims())
 	resp := h.do(t, call{body: toolCall("read_x"), token: token})
 	body := readBody(t, resp)
-	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("WWW-Authenticate") != "" ||
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("WWW-Authenticate") != "" || resp.Header.Get("Retry-After") != "1" ||
 		!strings.Contains(body, `"code":-32000`) || !strings.Contains(body, "revocations cannot be checked") {
-		t.Errorf("stale revocations: %d %q %s, want 503, no challenge, a JSON-RPC error", resp.StatusCode, resp.Header.Get("WWW-Authenticate"), body)
+		t.Errorf("stale revocations: %d %q Retry-After %q %s, want 503, no challenge, Retry-After 1, a JSON-RPC error", resp.StatusCode, resp.Header.Get("WWW-Authenticate"), resp.Header.Get("Retry-After"), body)
 	}
 	if upstream != 0 {
 		t.Errorf("upstream called %d times with revocations unknown", upstream)
@@ -869,9 +869,9 @@ func TestKeysUnavailable(t *testing.T) {
 	token := mint(t, claims())
 	resp := h.do(t, call{body: toolCall("read_x"), token: token})
 	body := readBody(t, resp)
-	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("WWW-Authenticate") != "" ||
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("WWW-Authenticate") != "" || resp.Header.Get("Retry-After") != "1" ||
 		!strings.Contains(body, `"code":-32000`) || !strings.Contains(body, "signing key cannot be read") {
-		t.Errorf("keys unreadable: %d %q %s, want 503, no challenge, a JSON-RPC error", resp.StatusCode, resp.Header.Get("WWW-Authenticate"), body)
+		t.Errorf("keys unreadable: %d %q Retry-After %q %s, want 503, no challenge, Retry-After 1, a JSON-RPC error", resp.StatusCode, resp.Header.Get("WWW-Authenticate"), resp.Header.Get("Retry-After"), body)
 	}
 	if upstream != 0 {
 		t.Errorf("upstream called %d times with the keys unreadable", upstream)

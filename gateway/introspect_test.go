@@ -235,8 +235,8 @@ func TestIntrospectionAnswers(t *testing.T) {
 			if got := body + resp.Header.Get("WWW-Authenticate"); !strings.Contains(got, tt.desc) {
 				t.Errorf("answer %q lacks %q", got, tt.desc)
 			}
-			if tt.status == 503 && resp.Header.Get("WWW-Authenticate") != "" {
-				t.Errorf("503 with a challenge %q", resp.Header.Get("WWW-Authenticate"))
+			if tt.status == 503 && (resp.Header.Get("WWW-Authenticate") != "" || resp.Header.Get("Retry-After") != "1") {
+				t.Errorf("503 with a challenge %q, Retry-After %q; want none, 1", resp.Header.Get("WWW-Authenticate"), resp.Header.Get("Retry-After"))
 			}
 			if tt.status != 200 && len(h.up.requests()) != before {
 				t.Fatal("refused request reached the upstream")

@@ -195,8 +195,8 @@ func TestPinStoreUnavailable(t *testing.T) {
 			for range 2 {
 				resp := h.do(t, call{body: toolCall("read_file"), token: token})
 				body := readBody(t, resp)
-				if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "temporarily unavailable") || !strings.Contains(body, "retry later") || calls() != 0 {
-					t.Fatalf("call with the store down = %d %s, calls forwarded %d; want 503 saying retry later, nothing forwarded", resp.StatusCode, body, calls())
+				if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "1" || !strings.Contains(body, "temporarily unavailable") || !strings.Contains(body, "retry later") || calls() != 0 {
+					t.Fatalf("call with the store down = %d Retry-After %q %s, calls forwarded %d; want 503 with Retry-After 1 saying retry later, nothing forwarded", resp.StatusCode, resp.Header.Get("Retry-After"), body, calls())
 				}
 			}
 			var refused []map[string]any

@@ -118,7 +118,7 @@ func (g *Gateway) checkPins(x *exchange, next Next) *refusal {
 		if v == pinUnavailable {
 			d.reason += "; retry later"
 			g.metrics.ToolPin("refused")
-			return &refusal{status: http.StatusServiceUnavailable, code: codeRefused, id: singleID(x),
+			return &refusal{status: http.StatusServiceUnavailable, code: codeRefused, id: singleID(x), retryAfter: "1",
 				message: fmt.Sprintf("tool %q: %s", m.Name, d.reason),
 				data:    map[string]string{"reason": d.reason, "rule": d.rule, "tool": m.Name}}
 		}

@@ -433,8 +433,9 @@ func (g *Gateway) authRefusal(aerr *authError) *refusal {
 	if aerr.status == http.StatusServiceUnavailable {
 		// The token or its proof could not be checked (revocations,
 		// introspection, the shared DPoP replay record): no challenge,
-		// the client may retry.
-		return &refusal{status: aerr.status, code: codeRefused, message: aerr.desc}
+		// the client may retry, after a second (as the issuer's 503s
+		// say: RFC 9110 section 10.2.3).
+		return &refusal{status: aerr.status, code: codeRefused, message: aerr.desc, retryAfter: "1"}
 	}
 	f := &refusal{status: aerr.status, code: codeRefused, message: authMessage(aerr), challenge: g.challenge(aerr)}
 	if aerr.status == http.StatusUnauthorized {
