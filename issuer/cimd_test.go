@@ -814,6 +814,25 @@ func TestCIMDMemoryBounded(t *testing.T) {
 	if n := m.len(); n != 2 {
 		t.Errorf("len after an expired get = %d, want 2", n)
 	}
+
+	// README: the issuer's memory holds at most 1,000 documents, the
+	// least recently used going first (written out, not read from
+	// cimdMemoryEntries, so that changing the constant fails here).
+	e, _ := newCIMDEnv(t, true, nil)
+	mem := e.iss.cimd.memory
+	for n := range 1001 {
+		id := fmt.Sprintf("https://app.example/%d.json", n)
+		mem.put(id, rec(id), now.Add(time.Hour))
+	}
+	if n := mem.len(); n != 1000 {
+		t.Errorf("the issuer's memory after 1001 documents holds %d, want 1000", n)
+	}
+	if _, ok := mem.get("https://app.example/0.json", now); ok {
+		t.Error("the least recently used document was kept")
+	}
+	if _, ok := mem.get("https://app.example/1000.json", now); !ok {
+		t.Error("the newest document was not kept")
+	}
 }
 
 // TestCIMDRecordBounded: a document whose client would not fit the

@@ -137,10 +137,11 @@ func TestPARRateLimited(t *testing.T) {
 	t.Run("public client per address", func(t *testing.T) {
 		e := newTokEnv(t)
 		const from = "203.0.113.9:4000"
-		pushN(t, e, anonWriteBurst, func(int) string { return from }, parForm(nil))
-		refused(t, e, e.pushFrom(from, parForm(nil)), "push past the address's burst")
-		if n := countBucket(t, e, bucketPAR); n != anonWriteBurst {
-			t.Errorf("stored pushes = %d, want %d (the refused one not stored)", n, anonWriteBurst)
+		// README: 60 a minute per address, written out.
+		pushN(t, e, 60, func(int) string { return from }, parForm(nil))
+		refused(t, e, e.pushFrom(from, parForm(nil)), "push past the address's 60")
+		if n := countBucket(t, e, bucketPAR); n != 60 {
+			t.Errorf("stored pushes = %d, want 60 (the refused one not stored)", n)
 		}
 		if w := e.pushFrom("198.51.100.7:4000", parForm(nil)); w.Code != http.StatusCreated {
 			t.Errorf("push from another address = %d %s, want 201", w.Code, w.Body)
@@ -158,9 +159,9 @@ func TestPARRateLimited(t *testing.T) {
 		// only, as its DPoP proofs count against the key (bddb9a9).
 		e := newTokEnv(t)
 		remote := func(k int) string { return fmt.Sprintf("10.0.%d.%d:4000", k/200, k%200) }
-		pushN(t, e, parClientBurst+1, remote, parForm(nil))
+		pushN(t, e, 301, remote, parForm(nil))
 		if w := e.pushFrom("198.51.100.7:4000", parForm(nil)); w.Code != http.StatusCreated {
-			t.Errorf("a user's push after others' %d = %d %s, want 201", parClientBurst+1, w.Code, w.Body)
+			t.Errorf("a user's push after others' 301 = %d %s, want 201", w.Code, w.Body)
 		}
 	})
 	t.Run("confidential client", func(t *testing.T) {
@@ -169,8 +170,10 @@ func TestPARRateLimited(t *testing.T) {
 		form := parForm(url.Values{"client_id": {tPost}, "client_secret": {tSecret2}})
 		// Authenticated: one backend may push for many users, so only
 		// the client's own budget applies.
-		pushN(t, e, parClientBurst, func(int) string { return from }, form)
-		refused(t, e, e.pushFrom(from, form), "push past the client's burst")
+		// README: a confidential client's pushed requests 300 a minute,
+		// written out so that changing parClientBurst fails here.
+		pushN(t, e, 300, func(int) string { return from }, form)
+		refused(t, e, e.pushFrom(from, form), "push past the client's 300")
 		if w := e.pushFrom(from, parForm(nil)); w.Code != http.StatusCreated {
 			t.Errorf("push for another client from the same address = %d %s, want 201", w.Code, w.Body)
 		}
