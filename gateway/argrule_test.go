@@ -37,6 +37,10 @@ func argConfig(t testing.TB) Config {
 		{Pattern: "type", Args: []ArgRule{a("/x", "type", "integer", "null")}},
 		{Pattern: "optional", Args: []ArgRule{{Pointer: "/cc", Predicate: "glob", Values: []string{"*@example.com"}, Optional: true}}},
 		{Pattern: "nested", Args: []ArgRule{a("/filter/a~1b/0", "equals", "x")}},
+		{Pattern: "tilde", Args: []ArgRule{a("/a~0b~01", "equals", "x")}},
+		{Pattern: "glob_marks", Args: []ArgRule{a("/v", "glob", `a?c\*`, "*/x")}},
+		{Pattern: "types", Args: []ArgRule{a("/x", "type", "string", "boolean", "object", "array")}},
+		{Pattern: "type_number", Args: []ArgRule{a("/x", "type", "number")}},
 		{Pattern: "own", Args: []ArgRule{a("/owner", "equals", "{token.sub}")}},
 		{Pattern: "from", Args: []ArgRule{a("/from", "equals", "{token.email}")}},
 		{Pattern: "org", Args: []ArgRule{a("/org", "glob", "{token.org.id}/*")}},
@@ -191,6 +195,21 @@ func TestArgRules(t *testing.T) {
 			{`{"\u0074o":"bob@example.com"}`, pass},
 			{`{"to":"bob@example.com","t\u006f":"x@evil.com"}`, bad},
 		},
+		// README: `*` any run of characters (`/`, `@` and `,` included),
+		// `?` one character, `\` escapes.
+		"glob_marks": {
+			{`{"v":"abc*"}`, pass},
+			{`{"v":"a\u00e9c*"}`, pass}, // one character, two bytes
+			{`{"v":"a😀c*"}`, pass},      // one character, a surrogate pair in UTF-16
+			{`{"v":"ac*"}`, refuse},     // ? is one character, not none
+			{`{"v":"abbc*"}`, refuse},   // nor two
+			{`{"v":"abcx"}`, refuse},    // \* is a literal *
+			{`{"v":"abc"}`, refuse},
+			{`{"v":"a/b/x"}`, pass},   // * takes /
+			{`{"v":"a@b,c/x"}`, pass}, // and @ and ,
+			{`{"v":"/x"}`, pass},      // and nothing
+			{`{"v":"a/b/xy"}`, refuse},
+		},
 		"prefix": {
 			{`{"path":"/home/alice/notes.txt"}`, pass},
 			{`{"path":"/home/alice"}`, refuse},
@@ -276,6 +295,27 @@ func TestArgRules(t *testing.T) {
 			{`{"x":[1]}`, refuse}, // type applies to the value itself
 			{`{}`, refuse},
 		},
+		// Every JSON type the README names, each alone.
+		"types": {
+			{`{"x":"s"}`, pass},
+			{`{"x":true}`, pass},
+			{`{"x":false}`, pass},
+			{`{"x":{}}`, pass},
+			{`{"x":[]}`, pass},
+			{`{"x":[1]}`, pass},
+			{`{"x":1}`, refuse},
+			{`{"x":null}`, refuse},
+			{`{}`, refuse},
+		},
+		"type_number": {
+			{`{"x":1}`, pass},
+			{`{"x":1.5}`, pass},
+			{`{"x":-1e400}`, pass},
+			{`{"x":"1"}`, refuse},
+			{`{"x":true}`, refuse},
+			{`{"x":null}`, refuse},
+			{`{"x":[1]}`, refuse},
+		},
 		"optional": {
 			{`{}`, pass},
 			{``, pass},
@@ -305,6 +345,13 @@ func TestArgRules(t *testing.T) {
 			{`{"filter":{"a/b":["x"],"A/B":["y"]}}`, bad},
 			{`{"filter":{"A/B":["y"]}}`, refuse},
 			{`{"FILTER":{"a/b":["x"]}}`, refuse},
+		},
+		// RFC 6901: ~0 is ~, ~1 is /, read in that order (~01 is ~1).
+		"tilde": {
+			{`{"a~b~1":"x"}`, pass},
+			{`{"a~b/":"x"}`, refuse},
+			{`{"a/b~1":"x"}`, refuse},
+			{`{"a~0b~01":"x"}`, refuse},
 		},
 		"own": {
 			{`{"owner":"alice"}`, pass},
