@@ -36,6 +36,7 @@ func argConfig(t testing.TB) Config {
 		{Pattern: "absent", Args: []ArgRule{a("/x", "absent")}},
 		{Pattern: "type", Args: []ArgRule{a("/x", "type", "integer", "null")}},
 		{Pattern: "optional", Args: []ArgRule{{Pointer: "/cc", Predicate: "glob", Values: []string{"*@example.com"}, Optional: true}}},
+		{Pattern: "optional_nested", Args: []ArgRule{{Pointer: "/filter/cc", Predicate: "glob", Values: []string{"*@example.com"}, Optional: true}}},
 		{Pattern: "nested", Args: []ArgRule{a("/filter/a~1b/0", "equals", "x")}},
 		{Pattern: "tilde", Args: []ArgRule{a("/a~0b~01", "equals", "x")}},
 		{Pattern: "glob_marks", Args: []ArgRule{a("/v", "glob", `a?c\*`, "*/x")}},
@@ -335,6 +336,21 @@ func TestArgRules(t *testing.T) {
 			{`{"bcc":"a@evil.com"}`, pass}, // another member
 			{`{"__proto__":{"cc":"a@evil.com"}}`, bad},
 		},
+		// README: a pointer through a value that is not an object or
+		// array fails even when optional, as do arguments that are not
+		// an object.
+		"optional_nested": {
+			{`{}`, pass},
+			{`{"filter":{}}`, pass},
+			{`{"filter":{"cc":"a@example.com"}}`, pass},
+			{`{"filter":"x"}`, refuse},
+			{`{"filter":5}`, refuse},
+			{`{"filter":null}`, refuse},
+			{`{"filter":true}`, refuse},
+			{`"x"`, refuse},
+			{`[]`, refuse},
+			{`5`, refuse},
+		},
 		"nested": {
 			{`{"filter":{"a/b":["x"]}}`, pass},
 			{`{"filter":{"a/b":["y","x"]}}`, refuse},
@@ -485,10 +501,12 @@ func checkArgRefusal(t *testing.T, resp *http.Response, body, rule string) {
 	if err := json.Unmarshal([]byte(body), &b); err != nil {
 		t.Fatal(err)
 	}
-	if b.Error.Code != codeRefused || b.Error.Data["rule"] != rule || !strings.Contains(b.Error.Message, `(rule "`+rule+`")`) {
-		t.Errorf("refusal %s: want code %d naming rule %q", body, codeRefused, rule)
+	// README: JSON-RPC error -32000, written out, not read from codeRefused.
+	if b.Error.Code != -32000 || b.Error.Data["rule"] != rule || !strings.Contains(b.Error.Message, `(rule "`+rule+`")`) {
+		t.Errorf("refusal %s: want code -32000 naming rule %q", body, rule)
 	}
-	if arg := b.Error.Data["argument"]; arg != "" && !strings.Contains(b.Error.Message, `argument "`+arg+`"`) {
+	// The argument's pointer is named, but where arguments is no object.
+	if arg := b.Error.Data["argument"]; arg == "" && !strings.Contains(b.Error.Message, "arguments is not an object") || arg != "" && !strings.Contains(b.Error.Message, `argument "`+arg+`"`) {
 		t.Errorf("refusal %s: message does not name argument %q", body, arg)
 	}
 }
