@@ -120,6 +120,11 @@ func TestAgentOwnTokenFailures(t *testing.T) {
 
 func TestAgentConfigValidation(t *testing.T) {
 	sec := hashClientSecret("s")
+	pub, err := publicJWK(jwtTestKey().Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, _ := json.Marshal(map[string][]accesstoken.JWK{"keys": {pub}}) // a valid set: refused for the pair alone
 	tests := []struct {
 		name    string
 		agents  []Agent
@@ -131,6 +136,13 @@ func TestAgentConfigValidation(t *testing.T) {
 		{"empty id", []Agent{{SecretHash: sec}}, "agent id must be"},
 		{"no credentials", []Agent{{ID: "a"}}, "exactly one of"},
 		{"two credentials", []Agent{{ID: "a", SecretHash: sec, JWKSURI: "https://k.example/jwks"}}, "exactly one of"},
+		// README: exactly one of secret, jwks_uri, jwks: each pair, and all three.
+		{"secret and jwks", []Agent{{ID: "a", SecretHash: sec, JWKS: keys}}, "exactly one of"},
+		{"jwks and jwks_uri", []Agent{{ID: "a", JWKS: keys, JWKSURI: "https://k.example/jwks"}}, "exactly one of"},
+		{"three credentials", []Agent{{ID: "a", SecretHash: sec, JWKS: keys, JWKSURI: "https://k.example/jwks"}}, "exactly one of"},
+		{"jwks alone", []Agent{{ID: "a", JWKS: keys}}, ""},
+		{"depth 5", []Agent{{ID: "a", SecretHash: sec, MaxDepth: 5}}, ""},
+		{"depth 6", []Agent{{ID: "a", SecretHash: sec, MaxDepth: 6}}, "max_depth must be 1 to 5"},
 		{"bad secret hash", []Agent{{ID: "a", SecretHash: "plain"}}, "secret hash"},
 		{"http jwks_uri", []Agent{{ID: "a", JWKSURI: "http://k.example/jwks"}}, "https"},
 		// 0 reads as left out (the issuer's limit); the entry points
