@@ -41,11 +41,16 @@ func tokenOutsideHeader(w http.ResponseWriter, r *http.Request) string {
 // holding one ("x=1;access_token=…" and "access_token=…;x=1" name none to
 // it), where servers and proxies that split on it (older Go, Python
 // before 3.9.2, Rack) read the token, and the access log holds it all
-// the same. A query Go cannot parse whole still gives the pairs it
-// could read.
+// the same. Only the names are read: Go skips a pair whose value holds
+// a bad escape too ("access_token=…%"), which logs the token as well.
 func namesAccessToken(q string) bool {
-	v, _ := url.ParseQuery(strings.ReplaceAll(q, ";", "&"))
-	return v.Has("access_token")
+	for pair := range strings.FieldsFuncSeq(q, func(r rune) bool { return r == '&' || r == ';' }) {
+		name, _, _ := strings.Cut(pair, "=")
+		if n, err := url.QueryUnescape(name); err == nil && n == "access_token" {
+			return true
+		}
+	}
+	return false
 }
 
 // handleUserinfo is the OpenID Connect UserInfo endpoint (Core 5.3). The
