@@ -436,8 +436,9 @@ func (ri *RemoteIntrospection) Introspect(ctx context.Context, token string) ([]
 	resp, err := ri.client.Do(req)
 	if err != nil {
 		ri.called(endpoint, false)
-		// The URL is in the error; the token is in the body, never in it.
-		return nil, err
+		// The URL is in the error, cut; the token is in the body, never
+		// in it.
+		return nil, cutURLError(err)
 	}
 	defer resp.Body.Close()
 	body, err := readLimited(resp, ri.maxBytes)
@@ -507,16 +508,45 @@ func (ri *RemoteIntrospection) readEndpoint(ctx context.Context) (string, error)
 }
 
 // readLimited reads a 200 answer's body of at most max bytes.
+// maxLoggedURL bounds the bytes of a fetched URL an error quotes: a
+// jwks_uri or introspection_endpoint is named by the issuer's metadata,
+// and may be as long as the document (1 MiB), logged with each failed
+// fetch.
+const maxLoggedURL = 300
+
+// loggedURL is u for an error, without a password and cut to
+// maxLoggedURL bytes.
+func loggedURL(u *url.URL) string {
+	s, _ := auditBound(u.Redacted(), maxLoggedURL)
+	return s
+}
+
+// cutURL is a URL the issuer's metadata names, cut to maxLoggedURL
+// bytes for a log.
+func cutURL(s string) string {
+	s, _ = auditBound(s, maxLoggedURL)
+	return s
+}
+
+// cutURLError cuts the URL that an error of http.Client.Do quotes to
+// maxLoggedURL bytes, as loggedURL does.
+func cutURLError(err error) error {
+	if ue, ok := errors.AsType[*url.Error](err); ok {
+		ue.URL = cutURL(ue.URL)
+	}
+	return err
+}
+
 func readLimited(resp *http.Response, max int64) ([]byte, error) {
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s: status %d", resp.Request.URL.Redacted(), resp.StatusCode)
+		return nil, fmt.Errorf("%s: status %d", loggedURL(resp.Request.URL), resp.StatusCode)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, max+1))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", resp.Request.URL.Redacted(), err)
+		return nil, fmt.Errorf("%s: %w", loggedURL(resp.Request.URL), err)
 	}
 	if int64(len(body)) > max {
-		return nil, fmt.Errorf("%s: response larger than %d bytes", resp.Request.URL.Redacted(), max)
+		return nil, fmt.Errorf("%s: response larger than %d bytes", loggedURL(resp.Request.URL), max)
 	}
 	return bytes.TrimSpace(body), nil
 }

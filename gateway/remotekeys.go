@@ -328,7 +328,7 @@ func (k *RemoteKeys) fetch(ctx context.Context) (map[string]any, error) {
 	if err != nil && known {
 		old := k.jwksURI
 		if k.discoverJWKS(ctx) == nil && k.jwksURI != old {
-			k.log.Info("the issuer's metadata names another jwks_uri", zap.String("issuer", k.issuer), zap.String("jwks_uri", k.jwksURI))
+			k.log.Info("the issuer's metadata names another jwks_uri", zap.String("issuer", k.issuer), zap.String("jwks_uri", cutURL(k.jwksURI)))
 			keys, err = k.fetchJWKS(ctx)
 		}
 	}
@@ -369,7 +369,7 @@ func (k *RemoteKeys) fetchJWKS(ctx context.Context) (map[string]any, error) {
 	for _, raw := range set.Keys {
 		kid, key, err := parseJWK(raw)
 		if err != nil {
-			k.log.Debug("skipping JWK", zap.String("kid", kid), zap.Error(err))
+			k.log.Debug("skipping JWK", logKid(kid), zap.Error(err))
 			continue
 		}
 		if prev, dup := keys[kid]; dup {
@@ -385,7 +385,7 @@ func (k *RemoteKeys) fetchJWKS(ctx context.Context) (map[string]any, error) {
 	// A kid that names two keys names neither: which one a token meant
 	// cannot be told (RFC 7517 section 4.5 wants kids distinct).
 	for kid := range twice {
-		k.log.Warn("issuer publishes a kid twice; neither key is used", zap.String("kid", kid))
+		k.log.Warn("issuer publishes a kid twice; neither key is used", logKid(kid))
 		delete(keys, kid)
 	}
 	if len(keys) == 0 {
@@ -448,7 +448,7 @@ func sameOriginClient(client *http.Client) *http.Client {
 			return errors.New("too many redirects")
 		}
 		if req.URL.Scheme != first.Scheme || !strings.EqualFold(req.URL.Host, first.Host) {
-			return fmt.Errorf("redirect from %s to another origin refused", first.Redacted())
+			return fmt.Errorf("redirect from %s to another origin refused", loggedURL(first))
 		}
 		return nil
 	}
@@ -460,6 +460,14 @@ type issuerMetadata struct {
 	Issuer                string `json:"issuer"`
 	JWKSURI               string `json:"jwks_uri"`
 	IntrospectionEndpoint string `json:"introspection_endpoint"`
+}
+
+// logKid is the log's field for a kid the issuer's key set names, cut
+// to maxLoggedIssuer bytes: the set may be maxBytes of one kid, logged
+// with each fetch.
+func logKid(kid string) zap.Field {
+	kid, _ = auditBound(kid, maxLoggedIssuer)
+	return zap.String("kid", kid)
 }
 
 // maxLoggedIssuer bounds the bytes of a mismatched metadata issuer
@@ -510,7 +518,7 @@ func getJSON(ctx context.Context, client *http.Client, u string, maxBytes int64,
 	req.Header.Set("Cache-Control", "no-cache")
 	resp, err := client.Do(req)
 	if err != nil {
-		return err
+		return cutURLError(err)
 	}
 	defer resp.Body.Close()
 	body, err := readLimited(resp, maxBytes)
@@ -521,10 +529,10 @@ func getJSON(ctx context.Context, client *http.Client, u string, maxBytes int64,
 	// encoding/json as the last, by other readers as the first: the
 	// document is refused, like one that cannot be read.
 	if err := mcpparse.CheckValue(body, 0); err != nil {
-		return fmt.Errorf("%s: %w", u, err)
+		return fmt.Errorf("%s: %w", loggedURL(req.URL), err)
 	}
 	if err := json.Unmarshal(body, v); err != nil {
-		return fmt.Errorf("%s: %w", u, err)
+		return fmt.Errorf("%s: %w", loggedURL(req.URL), err)
 	}
 	return nil
 }

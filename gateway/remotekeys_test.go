@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -1226,6 +1227,84 @@ func TestRemoteKeysMismatchedIssuerCut(t *testing.T) {
 		msg := fmt.Sprint(e.ContextMap()["error"])
 		if !strings.Contains(msg, "does not match") || len(msg) > 2<<10 {
 			t.Errorf("logged error of %d bytes (%.200s…), want the mismatch with the issuer cut", len(msg), msg)
+		}
+	}
+}
+
+// TestRemoteKeysLongJWKSURICut: a jwks_uri the issuer's metadata names
+// is the issuer's, not ours, and may be as long as the metadata; the
+// logged error of a failed key fetch names it cut, not as the half
+// megabyte a hostile or broken server may put there, with each failed
+// fetch: answered with a status, with no JSON, and not answered.
+func TestRemoteKeysLongJWKSURICut(t *testing.T) {
+	path := "/" + strings.Repeat("x", 512<<10)
+	for _, tt := range []struct {
+		name string
+		jwks http.HandlerFunc
+	}{
+		{"status", func(w http.ResponseWriter, r *http.Request) { http.NotFound(w, r) }},
+		{"no JSON", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "not json") }},
+		{"no answer", func(w http.ResponseWriter, r *http.Request) { panic(http.ErrAbortHandler) }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var srv *httptest.Server
+			srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == path {
+					tt.jwks(w, r)
+					return
+				}
+				json.NewEncoder(w).Encode(map[string]any{"issuer": srv.URL, "jwks_uri": srv.URL + path})
+			}))
+			t.Cleanup(srv.Close)
+			core, logs := observer.New(zap.WarnLevel)
+			rk := NewRemoteKeys(srv.URL, srv.Client(), zap.New(core))
+			t.Cleanup(rk.Close)
+			if _, err := rk.PublicKey(t.Context(), "ec1"); !errors.Is(err, ErrKeysUnavailable) {
+				t.Fatalf("Key with the key set unreadable = %v, want ErrKeysUnavailable", err)
+			}
+			entries := logs.FilterMessage("fetching issuer keys").All()
+			if len(entries) == 0 {
+				t.Fatal("the failed fetch was not logged")
+			}
+			for _, e := range entries {
+				msg := fmt.Sprint(e.ContextMap()["error"])
+				if !strings.Contains(msg, "jwks") || len(msg) > 2<<10 {
+					t.Errorf("logged error of %d bytes (%.200s…), want the failure with the URL cut", len(msg), msg)
+				}
+			}
+		})
+	}
+}
+
+// TestRemoteKeysLongKidCut: a kid the issuer's key set names twice, for
+// two keys, is logged cut, not as the half megabyte a hostile or broken
+// server may put there, with each fetch.
+func TestRemoteKeysLongKidCut(t *testing.T) {
+	kid := strings.Repeat("k", 256<<10)
+	a, _, _ := ed25519.GenerateKey(nil)
+	b, _, _ := ed25519.GenerateKey(nil)
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/jwks" {
+			json.NewEncoder(w).Encode(map[string]any{"keys": []any{edJWK(kid, a), edJWK(kid, b)}})
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]any{"issuer": srv.URL, "jwks_uri": srv.URL + "/jwks"})
+	}))
+	t.Cleanup(srv.Close)
+	core, logs := observer.New(zap.WarnLevel)
+	rk := NewRemoteKeys(srv.URL, srv.Client(), zap.New(core))
+	t.Cleanup(rk.Close)
+	if _, err := rk.PublicKey(t.Context(), kid); err == nil {
+		t.Fatal("a kid named twice gave a key")
+	}
+	entries := logs.FilterMessage("issuer publishes a kid twice; neither key is used").All()
+	if len(entries) == 0 {
+		t.Fatal("the kid named twice was not logged")
+	}
+	for _, e := range entries {
+		if got := fmt.Sprint(e.ContextMap()["kid"]); len(got) > 2<<10 {
+			t.Errorf("logged kid of %d bytes, want it cut", len(got))
 		}
 	}
 }
