@@ -607,7 +607,9 @@ func (e *testEnv) putKeyedCIMDClient(t *testing.T, id string, grantTypes ...stri
 		t.Fatal(err)
 	}
 	jwks, _ := json.Marshal(map[string][]accesstoken.JWK{"keys": {pub}})
-	e.putClientRecord(t, bucketCIMD, id, cimdEntry{ExpiresAt: e.clock.Now().Add(time.Hour), Client: storedClient{
+	// Public: cached by an issuer without cimd_allow_private, as this
+	// one is (an entry without the mark is fetched again: ce8f1b2).
+	e.putClientRecord(t, bucketCIMD, id, cimdEntry{ExpiresAt: e.clock.Now().Add(time.Hour), Public: true, Client: storedClient{
 		ID: id, TokenEndpointAuthMethod: authPrivateKeyJWT, JWKS: jwks, RedirectURIs: []string{tRedirect},
 		GrantTypes: grantTypes, Source: sourceCIMD}})
 	return func() string {
