@@ -507,7 +507,6 @@ func (ri *RemoteIntrospection) readEndpoint(ctx context.Context) (string, error)
 	return u.String(), nil
 }
 
-// readLimited reads a 200 answer's body of at most max bytes.
 // maxLoggedURL bounds the bytes of a fetched URL an error quotes: a
 // jwks_uri or introspection_endpoint is named by the issuer's metadata,
 // and may be as long as the document (1 MiB), logged with each failed
@@ -516,10 +515,7 @@ const maxLoggedURL = 300
 
 // loggedURL is u for an error, without a password and cut to
 // maxLoggedURL bytes.
-func loggedURL(u *url.URL) string {
-	s, _ := auditBound(u.Redacted(), maxLoggedURL)
-	return s
-}
+func loggedURL(u *url.URL) string { return cutURL(u.Redacted()) }
 
 // cutURL is a URL the issuer's metadata names, cut to maxLoggedURL
 // bytes for a log.
@@ -537,6 +533,7 @@ func cutURLError(err error) error {
 	return err
 }
 
+// readLimited reads a 200 answer's body of at most max bytes.
 func readLimited(resp *http.Response, max int64) ([]byte, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("%s: status %d", loggedURL(resp.Request.URL), resp.StatusCode)

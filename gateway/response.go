@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"mime"
 	"net/http"
 	"net/textproto"
 	"slices"
@@ -633,22 +632,16 @@ func (rw *responseWriter) WriteHeader(code int) {
 // charset=utf-8. Clients that decode in the charset named read other
 // text: httpx, under the Python SDK client's event streams (httpx-sse),
 // and requests' json() decode UTF-7, in which "+AHQ-ools" is "tools",
-// so a tools list or an embedded resource would pass unread. An RFC 2231
-// charset* is refused as in a request's type (checkContentHeaders):
-// Python's email package takes the first of charset and charset*, Go's
-// mime package charset*.
+// so a tools list or an embedded resource would pass unread. A type
+// strictMediaType refuses (an RFC 2231 charset*) is refused as in a
+// request's type (checkContentHeaders).
 func utf8Type(ct string) bool {
 	switch ct {
 	case "application/json", "text/event-stream":
 		return true
 	}
-	for i := 0; i < len(ct); i++ {
-		if c := ct[i]; c == '*' || c > 0x7e || (c < 0x20 && c != '\t') {
-			return false
-		}
-	}
-	_, params, err := mime.ParseMediaType(ct)
-	if err != nil {
+	_, params, ok := strictMediaType(ct)
+	if !ok {
 		return false
 	}
 	cs, ok := params["charset"]

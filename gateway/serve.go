@@ -564,6 +564,24 @@ func upperFold(s string) string {
 	return strings.Map(func(r rune) rune { return unicode.ToLower(unicode.ToUpper(r)) }, sharpS.Replace(s))
 }
 
+// strictMediaType parses a Content-Type as mime.ParseMediaType does,
+// refusing (ok false) what that parser reads otherwise than others: it
+// takes an RFC 2231 charset* (or charset*0, ...) over a charset beside
+// it, where Express's body-parser and Python's email package read the
+// charset and decode the body in it ("charset=utf-7;
+// charset*=utf-8”utf-8" would be UTF-8 here and UTF-7 there), takes
+// Unicode spaces for whitespace and folds "İ" to "i", which RFC 9110
+// allows in no media type.
+func strictMediaType(ct string) (mt string, params map[string]string, ok bool) {
+	for i := 0; i < len(ct); i++ {
+		if c := ct[i]; c == '*' || c > 0x7e || (c < 0x20 && c != '\t') {
+			return "", nil, false
+		}
+	}
+	mt, params, err := mime.ParseMediaType(ct)
+	return mt, params, err == nil
+}
+
 // checkContentHeaders accepts exactly what the gateway reads: JSON
 // (charset utf-8 at most) with no content coding.
 func checkContentHeaders(r *http.Request) *refusal {
@@ -576,20 +594,9 @@ func checkContentHeaders(r *http.Request) *refusal {
 	}
 	// The usual value needs no parsing (ParseMediaType allocates).
 	if ct[0] != "application/json" {
-		// ParseMediaType takes an RFC 2231 charset* (or charset*0, ...)
-		// over a charset beside it, where Express's body-parser reads the
-		// charset and decodes the body in it: "charset=utf-7;
-		// charset*=utf-8''utf-8" would be UTF-8 here and UTF-7 upstream.
-		// It also takes Unicode spaces for whitespace and folds "İ" to
-		// "i", which RFC 9110 allows in no media type.
-		for i := 0; i < len(ct[0]); i++ {
-			if c := ct[0][i]; c == '*' || c > 0x7e || (c < 0x20 && c != '\t') {
-				return unsupported("Content-Type must be application/json, with at most charset=utf-8")
-			}
-		}
-		mt, params, err := mime.ParseMediaType(ct[0])
-		if err != nil || mt != "application/json" {
-			return unsupported("Content-Type must be application/json")
+		mt, params, ok := strictMediaType(ct[0])
+		if !ok || mt != "application/json" {
+			return unsupported("Content-Type must be application/json, with at most charset=utf-8")
 		}
 		for k, v := range params {
 			if k != "charset" || !strings.EqualFold(v, "utf-8") {
