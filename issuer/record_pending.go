@@ -67,7 +67,9 @@ const answeredTTL = 30 * time.Second
 // answer instead, the same code: a request still completes once.
 // Kept in a bucket of its own, which an earlier release never reads.
 // The location is sealed under the pending request's id (sealAnswer),
-// which the store keeps only hashed: the store alone gives no code.
+// which the store keeps hashed (an identity provider sign-in under way
+// for the request records it, up to 10 minutes); a code read from the
+// store redeems nothing without the client's PKCE verifier.
 type answeredDecision struct {
 	Browser   string    `json:"browser"`
 	User      string    `json:"user"`
