@@ -61,7 +61,7 @@ func (i *Issuer) appsGet(w http.ResponseWriter, r *http.Request) {
 		i.pages.serverErrorPage(w, err)
 		return
 	}
-	v := appsView{Action: i.base + pathApps, CSRF: pageCSRF(s.CSRF), User: s.User, LogoutURL: i.base + pathLogout, Rows: rows}
+	v := appsView{Action: i.base + pathApps, CSRF: maskCSRF(s.CSRF), User: s.User, LogoutURL: i.base + pathLogout, Rows: rows}
 	if q.Get("revoked") == "1" {
 		v.Notice = "Access revoked."
 	}

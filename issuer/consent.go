@@ -181,7 +181,7 @@ func (i *Issuer) consentPost(w http.ResponseWriter, r *http.Request) {
 func (i *Issuer) renderConsent(ctx context.Context, w http.ResponseWriter, s *session, c *Client, u *User, ar *authRequest, pendingID, resource string, scopes []string) {
 	v := consentView{
 		Action:     i.base + pathConsent,
-		CSRF:       pageCSRF(s.CSRF),
+		CSRF:       maskCSRF(s.CSRF),
 		Req:        pendingID,
 		ClientName: c.Name,
 		ClientID:   c.ID,

@@ -45,29 +45,14 @@ func (ss *sessions) checkCSRF(r *http.Request, s *session) bool {
 		subtle.ConstantTimeCompare([]byte(vals[0]), token) == 1
 }
 
-// pagesMaskCSRF: pages carry the session's CSRF token masked (maskCSRF)
-// from the next release on. 7de412a compares the token exactly, so a
-// page of this release carrying it masked, posted to an instance of
-// 7de412a during a rolling upgrade (one balancer, one database), was
-// refused "Form expired" (TestUpgradeFromPreviousRelease). This release
-// takes masked values (checkCSRF), so the next can send them.
-const pagesMaskCSRF = false
-
-// pageCSRF is the session's CSRF token as a page carries it.
-func pageCSRF(token string) string {
-	if pagesMaskCSRF {
-		return maskCSRF(token)
-	}
-	return token
-}
-
 // maskCSRF is the session's CSRF token as one page carries it: a fresh
 // random pad, then the token XORed with it, in base64url. The token
 // stays the session's, but no two pages hold the same bytes for it, so
 // an answer compressed next to text an attacker chooses (a
 // self-registered client's name on the consent page; `encode` in a
 // `route` before mcp_issuer, or a CDN in front) does not give the token
-// away by its length (BREACH).
+// away by its length (BREACH). checkCSRF takes the token itself too:
+// 56f3eb5's pages carry it so, and whoever holds it can mask it.
 func maskCSRF(token string) string {
 	b := make([]byte, 2*len(token))
 	_, _ = rand.Read(b[:len(token)]) // never fails (crypto/rand)

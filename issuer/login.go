@@ -53,7 +53,7 @@ func (i *Issuer) loginGet(w http.ResponseWriter, r *http.Request) {
 		i.pages.seeOther(w, r, i.base+pathApps)
 		return
 	}
-	v := loginView{Action: i.base + pathLogin, CSRF: pageCSRF(s.CSRF), Req: id}
+	v := loginView{Action: i.base + pathLogin, CSRF: maskCSRF(s.CSRF), Req: id}
 	target, ok := i.loginContext(w, r, s, id, &v)
 	if !ok {
 		return
@@ -155,7 +155,7 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	id := r.PostForm.Get("req")
-	v := loginView{Action: i.base + pathLogin, CSRF: pageCSRF(s.CSRF), Req: id}
+	v := loginView{Action: i.base + pathLogin, CSRF: maskCSRF(s.CSRF), Req: id}
 	target, ok := i.loginContext(w, r, s, id, &v)
 	if !ok {
 		return

@@ -181,7 +181,7 @@ func (i *Issuer) logoutAsk(w http.ResponseWriter, r *http.Request, params url.Va
 		i.loggedOut(w, r, lr, "You are not signed in.", false)
 		return
 	}
-	v := logoutView{Action: i.base + pathLogout, CSRF: pageCSRF(s.CSRF), User: s.User, OtherUser: lr.hinted != "" && lr.hinted != s.User}
+	v := logoutView{Action: i.base + pathLogout, CSRF: maskCSRF(s.CSRF), User: s.User, OtherUser: lr.hinted != "" && lr.hinted != s.User}
 	for _, k := range logoutParams {
 		if lr.params.Has(k) {
 			v.Params = append(v.Params, logoutParam{k, lr.params.Get(k)})

@@ -89,7 +89,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // rewrite keeps token_endpoint_auth_signing_alg.
 const (
 	// previousRelease is the commit of the last release: move it on at each.
-	previousRelease = "7de412a"
+	previousRelease = "56f3eb5"
 	// legacyRelease stored [] as no list and kept neither alg member.
 	legacyRelease = "0c11651"
 )
@@ -167,11 +167,20 @@ func testUpgradeFrom(t *testing.T, rev string) {
 		// turn, as behind a balancer: bob (added through the previous
 		// release's admin API) signs in, consents, redeems and refreshes,
 		// each step at the other release than the one before.
-		alt := &alternate{addrs: []string{fmt.Sprintf("127.0.0.1:%d", d.port), fmt.Sprintf("127.0.0.1:%d", pb)}}
+		oldAddr, newAddr := fmt.Sprintf("127.0.0.1:%d", d.port), fmt.Sprintf("127.0.0.1:%d", pb)
+		alt := &alternate{addrs: []string{oldAddr, newAddr}}
 		altCtx := context.WithValue(d.ctx, oauth2.HTTPClient, &http.Client{Transport: alt})
+		// This release's pages carry the CSRF token masked, which the
+		// previous release takes and the legacy one refuses (README,
+		// Upgrading): there the browser stays on one instance.
+		maskedFormAtOld(t, d, oldAddr, newAddr, legacy)
+		browser := http.RoundTripper(alt)
+		if legacy {
+			browser = &alternate{addrs: []string{newAddr}}
+		}
 		for _, cfg := range []*oauth2.Config{d.md.Config("app", redirectURI, "notes:read", "offline_access"), d.web, d.web} {
 			r := harness.NewRobot("bob", password, cfg.RedirectURL)
-			r.Client.Transport = alt
+			r.Client.Transport = browser
 			ar := harness.NewAuthRequest(cfg, d.resource)
 			q, err := r.Authorize(d.ctx, ar.URL)
 			if err != nil || q.Get("code") == "" {
@@ -195,8 +204,8 @@ func testUpgradeFrom(t *testing.T, rev string) {
 				}
 			}
 		}
-		if n := alt.n.Load(); n < 20 {
-			t.Fatalf("only %d requests went through the alternating transport", n)
+		if n, least := alt.n.Load(), map[bool]int32{false: 20, true: 6}[legacy]; n < least {
+			t.Fatalf("only %d requests went through the alternating transport, want %d", n, least)
 		}
 
 		// A private_key_jwt registration made at this release's instance,
@@ -225,6 +234,42 @@ func testUpgradeFrom(t *testing.T, rev string) {
 		d.after(t)
 		d.privateCacheDropped(t, bin)
 	})
+}
+
+// maskedFormAtOld: bob's sign-in page, served by this release's
+// instance (newAddr) with its CSRF token masked, posted to the previous
+// release's (oldAddr), as a balancer may send them: the previous release
+// signs him in and shows the consent page; the legacy one, which compares
+// the token as stored, refuses the form 403 "Form expired" (README,
+// Upgrading).
+func maskedFormAtOld(t *testing.T, d *deployment, oldAddr, newAddr string, legacy bool) {
+	t.Helper()
+	cfg := d.md.Config("app", redirectURI, "notes:read", "offline_access")
+	r := harness.NewRobot("bob", password, cfg.RedirectURL)
+	r.Client.Transport = &alternate{addrs: []string{newAddr}}
+	page, err := r.Get(d.ctx, harness.NewAuthRequest(cfg, d.resource).URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	form := page.Form("login")
+	if form == nil {
+		t.Fatalf("this release's sign-in page (status %d) has no login form: %.300s", page.Status, page.Text())
+	}
+	r.Client.Transport = &alternate{addrs: []string{oldAddr}}
+	resp, err := r.Submit(d.ctx, page, form, url.Values{"username": {"bob"}, "password": {password}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := harness.ReadPage(resp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch {
+	case legacy && (got.Status != http.StatusForbidden || !strings.Contains(got.Text(), "Form expired")):
+		t.Errorf("this release's sign-in form posted to %s = %d %.200s, want 403 Form expired", legacyRelease, got.Status, got.Text())
+	case !legacy && (got.Status != http.StatusOK || got.Form("consent") == nil):
+		t.Errorf("this release's sign-in form posted to %s = %d %.200s, want its consent page", previousRelease, got.Status, got.Text())
+	}
 }
 
 // revokeActorAtOld: a token exchanged at this release's instance atNew
