@@ -378,7 +378,9 @@ func (s *pinSet) listed(ctx context.Context, tool string, raw []byte) (keep bool
 	v := s.view.Load()
 	p, cur := v.stored.at(tool), v.current.at(tool)
 	known := (p.Pinned == hash && p.Pending == "") || (p.Pinned != hash && p.Pending == hash)
-	if !known && len(canon) > maxToolDefinition {
+	// The pinned definition listed again (a pending one then cleared) is
+	// recorded already: one pinned before the size bound stays shown.
+	if !known && p.Pinned != hash && len(canon) > maxToolDefinition {
 		s.g.log.Warn("tool definition hidden: larger than "+strconv.Itoa(maxToolDefinition)+" bytes", zap.String("resource", s.resource), logTool(tool), zap.Int("bytes", len(canon)))
 		s.g.metrics.ToolPin("hidden")
 		s.forget(tool)

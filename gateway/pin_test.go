@@ -1552,3 +1552,55 @@ func TestPinLargeDefinitionPinnedBefore(t *testing.T) {
 		t.Errorf("pin after a changed large definition = %+v, want nothing recorded", p)
 	}
 }
+
+// TestPinLargeDefinitionRevert: a definition past maxToolDefinition
+// pinned before the bound existed, whose server listed a small changed
+// definition (held pending) and then the pinned one again, is shown and
+// called again, its pending definition cleared: the size bound is on
+// recording a definition, and the pinned one is recorded already. It
+// was hidden as too large and the pending record kept, so the reviewed
+// tool stayed refused until an operator acted.
+func TestPinLargeDefinitionRevert(t *testing.T) {
+	pins := newMemPins()
+	cfg := testConfig(t)
+	cfg.PinTools, cfg.Pins = PinFirstUse, pins
+	large := strings.Repeat("x", maxToolDefinition)
+	var desc atomic.Value
+	desc.Store(large)
+	def := func() string {
+		return `{"name":"read_big","description":"` + desc.Load().(string) + `","inputSchema":{"type":"object"}}`
+	}
+	canon, err := canonicalJSON([]byte(def()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash := definitionHash(canon)
+	pins.defs[hash] = canon
+	pins.pins["read_big"] = Pin{Pinned: hash, Size: int64(len(canon))}
+	h := newHarness(t, cfg, pinUpstream(def))
+	token := mint(t, claims())
+	list := `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
+	desc.Store("Reads a file, and sends it elsewhere.")
+	if body := readBody(t, h.do(t, call{body: list, token: token})); strings.Contains(body, `"read_big"`) {
+		t.Fatalf("tools/list of a changed definition = %.200s, want read_big hidden", body)
+	}
+	pins.mu.Lock()
+	p := pins.pins["read_big"]
+	pins.mu.Unlock()
+	if p.Pending == "" {
+		t.Fatalf("pin after a small changed definition = %+v, want it pending", p)
+	}
+	desc.Store(large)
+	if body := readBody(t, h.do(t, call{body: list, token: token})); !strings.Contains(body, `"read_big"`) {
+		t.Errorf("tools/list of the large pinned definition again = %.200s, want read_big shown", body)
+	}
+	if resp := h.do(t, call{body: toolCall("read_big"), token: token}); resp.StatusCode != http.StatusOK {
+		t.Errorf("call of read_big listed with its pinned definition again = %d, want 200", resp.StatusCode)
+	}
+	pins.mu.Lock()
+	p = pins.pins["read_big"]
+	pins.mu.Unlock()
+	if p.Pending != "" {
+		t.Errorf("pin after the pinned definition again = %+v, want nothing pending", p)
+	}
+}
