@@ -28,6 +28,8 @@ import (
 //     syslog, eventlog; csvlog and jsonlog too without the logging
 //     collector, which then write text) but not out of csvlog or jsonlog
 //     written by the collector;
+//   - debug_print_plan prints the plan of every statement, on a DETAIL
+//     line at LOG, and a plan made for the values given holds them;
 //   - auto_explain (from PostgreSQL 16, and with log_verbose on any
 //     version) and pgaudit, when loaded, have settings of their own.
 func (s *Store) ParameterLogging(ctx context.Context) (string, error) {
@@ -40,7 +42,7 @@ func (s *Store) ParameterLogging(ctx context.Context) (string, error) {
 		"log_parameter_max_length", "log_statement", "log_min_duration_statement",
 		"log_min_duration_sample", "log_statement_sample_rate", "log_transaction_sample_rate",
 		"log_parameter_max_length_on_error", "log_min_messages",
-		"log_error_verbosity", "log_destination", "logging_collector",
+		"log_error_verbosity", "log_destination", "logging_collector", "debug_print_plan",
 		"auto_explain.log_min_duration", "auto_explain.log_parameter_max_length", "auto_explain.log_verbose",
 		"pgaudit.log", "pgaudit.log_parameter",
 	}
@@ -92,6 +94,14 @@ func (s *Store) ParameterLogging(ctx context.Context) (string, error) {
 	// adds the STATEMENT only: TestParameterLoggingOnError).
 	if v := get("log_parameter_max_length_on_error", "0"); lines && v != "0" && !slices.Contains([]string{"log", "fatal", "panic"}, get("log_min_messages", "warning")) {
 		set("log_parameter_max_length_on_error", v)
+	}
+	// debug_print_plan (a debugging setting any role may set) prints each
+	// statement's plan tree, and a plan made for the values given (the
+	// unnamed statement's) holds every value a write sends as a constant,
+	// in decimal bytes, whatever log_parameter_max_length says: on the
+	// DETAIL line, at LOG (TestParameterLoggingDebugPrintPlan).
+	if lines && logged && get("debug_print_plan", "off") == "on" {
+		set("debug_print_plan", "on")
 	}
 	// auto_explain logs parameters from PostgreSQL 16 on, which has
 	// auto_explain.log_parameter_max_length; before, its plans name none

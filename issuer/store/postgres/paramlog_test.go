@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -160,6 +161,66 @@ func TestParameterLoggingAutoExplainVerbose(t *testing.T) {
 	}
 	if !bytes.Contains(b, []byte(hex.EncodeToString([]byte(secret)))) {
 		t.Error("the server's log does not hold the record: the test does not test")
+	}
+}
+
+// TestParameterLoggingDebugPrintPlan: debug_print_plan, a debugging
+// setting any role may set, prints each statement's plan tree, and the
+// plan PostgreSQL makes for the unnamed statement with the values given
+// holds every value a write sends as a constant (in decimal bytes), on
+// the DETAIL line, whatever log_parameter_max_length says. The log held
+// every record the store wrote and ParameterLogging named nothing: Caddy
+// did not warn and migrate-storage copied. terse keeps DETAIL out of a
+// text log, and the plan with it.
+func TestParameterLoggingDebugPrintPlan(t *testing.T) {
+	ctx := context.Background()
+	for _, tt := range []struct {
+		settings []string
+		want     string
+		logs     bool
+	}{
+		{[]string{"debug_print_plan = on", "log_parameter_max_length = 0"}, "debug_print_plan = on", true},
+		{[]string{"debug_print_plan = on", "log_error_verbosity = terse"}, "", false},
+	} {
+		dsn := pgtest.NewDatabase(t)
+		db := sql(t, dsn, "SELECT current_database()")
+		for _, s := range tt.settings {
+			sql(t, dsn, "ALTER DATABASE "+db+" SET "+s)
+		}
+		s := open(t, dsn, postgres.Options{})
+		if got, err := s.ParameterLogging(ctx); err != nil || got != tt.want {
+			t.Errorf("%v: ParameterLogging() = %q, %v; want %q", tt.settings, got, err, tt.want)
+		}
+		secret := "private-" + rand.Text()
+		if err := s.Update(ctx, func(tx store.Tx) error {
+			return tx.Put("keys", "kid", []byte(`{"d":"`+secret+`"}`), time.Time{})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		// Logged at LOG on a line of its own after the write's plan:
+		// once it is in the log, the plan would be.
+		marker := "after-" + rand.Text()
+		sql(t, dsn, "DO $$BEGIN RAISE LOG '"+marker+"'; END$$")
+		var b []byte
+		for deadline := time.Now().Add(5 * time.Second); !bytes.Contains(b, []byte(marker)); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%v: the marker is not in the log: the test does not test", tt.settings)
+			}
+			var err error
+			if b, err = os.ReadFile(pgtest.Shared(t).LogFile()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// The plan dump writes a constant's bytes in decimal, its lines
+		// wrapped (within a number too) and indented.
+		var dec strings.Builder
+		for _, c := range []byte(secret) {
+			dec.WriteString(strconv.Itoa(int(c)))
+		}
+		flat := strings.Join(strings.Fields(string(b)), "")
+		if logged := strings.Contains(flat, dec.String()); logged != tt.logs {
+			t.Errorf("%v: the server's log holds the record: %v, want %v", tt.settings, logged, tt.logs)
+		}
 	}
 }
 
