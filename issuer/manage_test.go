@@ -1024,7 +1024,10 @@ func TestUsableName(t *testing.T) {
 		{"al\u034fice", false},     // combining grapheme joiner
 		{"alice\u2800", false},     // blank Braille pattern, drawn as a space
 		{"\u2800", false},
-		{"\u2801\u2803", true}, // Braille that shows dots
+		{"alice\U0001D159admin", false}, // musical null notehead, drawn as a space
+		{"\U0001D159", false},
+		{"\U0001D158\U0001D15A", true}, // noteheads that show
+		{"\u2801\u2803", true},         // Braille that shows dots
 		// Marks that show nothing and that collations (UCA: ICU, MySQL's
 		// utf8mb4_0900_*) and IDNA ignore, as they do U+034F:
 		// "alice\ufe0f" sorts equal to alice, even accent- and
