@@ -135,15 +135,19 @@ func (g *Gateway) checkParams(x *exchange) *refusal {
 		return &refusal{status: http.StatusBadRequest, code: codeHeaderMismatch, id: singleID(x),
 			message: "Header mismatch: " + name + ": " + err.Error()}
 	}
+	var args argObject // the arguments, read once for every header
+	if len(x.msgs) == 1 {
+		args.raw = x.msgs[0].Arguments
+	}
 	for name, values := range x.r.Header {
 		if !isParamHeader(name) {
 			continue
 		}
-		if err := g.checkParam(x, name, values); err != nil {
+		if err := g.checkParam(x, &args, name, values); err != nil {
 			return mismatch(name, err)
 		}
 	}
-	if name, err := g.missingParam(x); err != nil {
+	if name, err := g.missingParam(x, &args); err != nil {
 		return mismatch(name, err)
 	}
 	return nil
@@ -156,8 +160,9 @@ func (g *Gateway) checkParams(x *exchange) *refusal {
 // the upstream that acts on the header would otherwise act on its
 // absence (a default region or tenant) while the gateway and the server
 // read the body's value. Without pinning the gateway knows no
-// definitions, so nothing is required there.
-func (g *Gateway) missingParam(x *exchange) (string, error) {
+// definitions, so nothing is required there. args holds the call's
+// arguments (x.msgs[0].Arguments).
+func (g *Gateway) missingParam(x *exchange, args *argObject) (string, error) {
 	if g.pins == nil || len(x.msgs) != 1 || !isToolCall(&x.msgs[0]) {
 		return "", nil
 	}
@@ -171,7 +176,7 @@ func (g *Gateway) missingParam(x *exchange) (string, error) {
 		if sent[header] {
 			continue // checked by checkParam
 		}
-		arg, err := argumentAt(m.Arguments, path)
+		arg, err := args.at(path)
 		if err == nil && len(arg) != 0 && string(arg) != "null" {
 			err = fmt.Errorf("missing: the body has a value at /%s, which tool %q mirrors into it", strings.Join(path, "/"), m.Name)
 		}
@@ -199,7 +204,7 @@ func sentParams(h http.Header) map[string]bool {
 	return sent
 }
 
-func (g *Gateway) checkParam(x *exchange, name string, values []string) error {
+func (g *Gateway) checkParam(x *exchange, args *argObject, name string, values []string) error {
 	if len(x.msgs) != 1 || !isToolCall(&x.msgs[0]) {
 		return errors.New("Mcp-Param headers belong to tools/call only")
 	}
@@ -218,7 +223,7 @@ func (g *Gateway) checkParam(x *exchange, name string, values []string) error {
 	if err != nil {
 		return err
 	}
-	arg, err := argumentAt(m.Arguments, path)
+	arg, err := args.at(path)
 	if err != nil {
 		return err
 	}
@@ -228,29 +233,69 @@ func (g *Gateway) checkParam(x *exchange, name string, values []string) error {
 	return nil
 }
 
-// argumentAt returns the value at path (properties keys) in a tools/call's
-// arguments, nil when absent. A key present in another case or with
-// other '-' and '_', alone or beside its exact spelling, is refused: an
-// upstream that matches names that way would read it (looseMember).
-func argumentAt(args []byte, path []string) (json.RawMessage, error) {
-	cur := json.RawMessage(args)
+// argObject is a tools/call's arguments, or an object in them, read at
+// the paths of the called tool's parameter headers: each object on the
+// way is decoded, and its member names folded, once for all the paths
+// that pass it. Reading the whole arguments again for each path, and
+// comparing each key with every member name, made a hostile server's
+// definition declaring thousands of headers cost seconds of the
+// gateway's time per ordinary call (BenchmarkParamsManyDeclared).
+type argObject struct {
+	raw     json.RawMessage
+	decoded bool
+	members map[string]json.RawMessage // nil: not an object
+	loose   map[string]int             // members per mcpparse.LooseFold form
+	inner   map[string]*argObject
+}
+
+// at returns the value at path (properties keys), nil when absent. A key
+// present in another case or with '-' or '_' added or left out (which
+// an upstream may read as it), or present twice so, is an error: the
+// header cannot be checked against a value the upstream may read
+// otherwise.
+func (o *argObject) at(path []string) (json.RawMessage, error) {
+	cur := o
 	for _, key := range path {
-		var obj map[string]json.RawMessage
-		if len(cur) == 0 || json.Unmarshal(cur, &obj) != nil {
+		cur.decode()
+		if cur.members == nil {
 			return nil, nil
 		}
-		v, ok := obj[key]
-		if _, loose, err := looseMember(obj, key); err != nil {
-			return nil, err
-		} else if !ok {
-			if loose {
-				return nil, fmt.Errorf("the body has %q only in another spelling", key)
+		v, ok := cur.members[key]
+		switch n := cur.loose[mcpparse.LooseFold(key)]; {
+		case n > 1:
+			return nil, fmt.Errorf("member %q is spelled twice, in case or with '-' or '_'", key)
+		case !ok && n > 0:
+			return nil, fmt.Errorf("the body has %q only in another spelling", key)
+		case !ok:
+			return nil, nil
+		}
+		next := cur.inner[key]
+		if next == nil {
+			if cur.inner == nil {
+				cur.inner = map[string]*argObject{}
 			}
-			return nil, nil
+			next = &argObject{raw: v}
+			cur.inner[key] = next
 		}
-		cur = v
+		cur = next
 	}
-	return cur, nil
+	return cur.raw, nil
+}
+
+func (o *argObject) decode() {
+	if o.decoded {
+		return
+	}
+	o.decoded = true
+	var m map[string]json.RawMessage
+	if len(o.raw) == 0 || json.Unmarshal(o.raw, &m) != nil || m == nil {
+		return
+	}
+	o.members = m
+	o.loose = make(map[string]int, len(o.members))
+	for k := range o.members {
+		o.loose[mcpparse.LooseFold(k)]++
+	}
 }
 
 // paramMatches compares a decoded header value with the body value it

@@ -69,6 +69,14 @@ func SameLooseName(a, b string) bool {
 	return bytes.Equal(appendLooseFolded(x[:0], []byte(a)), appendLooseFolded(y[:0], []byte(b)))
 }
 
+// LooseFold is the form SameLooseName compares: a and b are the same
+// loose name exactly when LooseFold(a) == LooseFold(b), so a reader
+// comparing one name with many members folds each member once.
+func LooseFold(name string) string {
+	var x [64]byte
+	return string(appendLooseFolded(x[:0], []byte(name)))
+}
+
 // SameName reports whether a JSON decoder may read member names a and b
 // as one: equal once case-folded as encoding/json folds them (see
 // appendFolded), "tasks" and "Taſks" say.

@@ -722,12 +722,17 @@ func TestSameLooseName(t *testing.T) {
 		{"requestState", "Request-State", true},
 		{"name", "Na_me\x00x", true}, // up to the NUL, as C strings end
 		{"name", "naſme", false},
+		{"Kelvin", "\u212aelvin", true},
+		{"ſtate", "STATE", true},
 		{"name", "names", false},
 		{"name", "na_me_s", false},
 		{"name", "", false},
 	} {
 		if got := SameLooseName(tt.a, tt.b); got != tt.want {
 			t.Errorf("SameLooseName(%q, %q) = %v, want %v", tt.a, tt.b, got, tt.want)
+		}
+		if got := LooseFold(tt.a) == LooseFold(tt.b); got != tt.want {
+			t.Errorf("LooseFold(%q) == LooseFold(%q) = %v, want %v", tt.a, tt.b, got, tt.want)
 		}
 	}
 }
