@@ -797,7 +797,7 @@ func distinctBytes(b []byte) int {
 // only for requests it authorized; next's error is returned to Caddy.
 func (h *GatewayHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	if h.app != nil && !h.app.started(r.Context()) {
-		return caddyhttp.Error(http.StatusServiceUnavailable, errNotRunning)
+		return notRunning(w)
 	}
 	if r.Host == h.gw.Host() && placeholderHostport(r) == h.gw.Host() {
 		// As a client that names the resource sends it: the

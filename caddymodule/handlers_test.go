@@ -211,6 +211,42 @@ func TestHandlersWithoutApp(t *testing.T) {
 	}
 }
 
+// TestHandlersAfterFailedStart: while a configuration whose mcp_auth app
+// failed to start is taken down (Caddy keeps the running one), its
+// handlers answer the requests that reached them 503 with Retry-After,
+// as the gateway's and the issuer's other 503s: the running
+// configuration answers a retry.
+func TestHandlersAfterFailedStart(t *testing.T) {
+	app := testApp(t)
+	app.Clients[0].Resources = []string{"http://127.0.0.1:8080/elsewhere"}
+	ctx := caddyContext(t, app)
+	handlers := []caddyhttp.MiddlewareHandler{new(IssuerHandler), &GatewayHandler{Resource: gatewayResource}}
+	for _, h := range handlers {
+		if err := h.(caddy.Provisioner).Provision(ctx); err != nil {
+			t.Fatalf("%T.Provision() = %v", h, err)
+		}
+	}
+	v, err := ctx.App("mcp_auth")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.(*App).Start(); err == nil || !strings.Contains(err.Error(), "no mcp_gateway or resource declares") {
+		t.Fatalf("Start() = %v, want the undeclared resource refused", err)
+	}
+	for _, h := range handlers {
+		rec := httptest.NewRecorder()
+		next := &recordingNext{}
+		err := h.ServeHTTP(rec, mcpRequest(""), next)
+		var he caddyhttp.HandlerError
+		if !errors.As(err, &he) || he.StatusCode != http.StatusServiceUnavailable || next.called {
+			t.Errorf("%T.ServeHTTP() = %v, next called %v; want a 503 error, next not called", h, err, next.called)
+		}
+		if got := rec.Header().Get("Retry-After"); got != "1" {
+			t.Errorf("%T: Retry-After = %q, want 1", h, got)
+		}
+	}
+}
+
 // token gets a client_credentials access token for the gateway's resource.
 func token(t *testing.T, ctx caddy.Context, scope string) (int, string) {
 	t.Helper()

@@ -49,6 +49,14 @@ func (h *IssuerHandler) Provision(ctx caddy.Context) error {
 // start: the config failed to load and is being taken down.
 var errNotRunning = errors.New("the mcp_auth app is not running")
 
+// notRunning answers such a request 503 with Retry-After, as the issuer's
+// and the gateway's other 503s: Caddy keeps the running configuration,
+// which answers a retry.
+func notRunning(w http.ResponseWriter) error {
+	w.Header().Set("Retry-After", "1")
+	return caddyhttp.Error(http.StatusServiceUnavailable, errNotRunning)
+}
+
 // authApp returns the config's mcp_auth app, explaining how to add it when
 // it is missing.
 func authApp(ctx caddy.Context, who string) (*App, error) {
@@ -66,7 +74,7 @@ func authApp(ctx caddy.Context, who string) (*App, error) {
 func (h *IssuerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	// Caddy starts apps in no particular order: wait for the issuer.
 	if !h.app.started(r.Context()) {
-		return caddyhttp.Error(http.StatusServiceUnavailable, errNotRunning)
+		return notRunning(w)
 	}
 	if h.app.iss.Match(r) {
 		h.app.iss.ServeHTTP(w, clientAddress(r))
