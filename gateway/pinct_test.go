@@ -397,7 +397,10 @@ func pinnedReadFile(t *testing.T) *Gateway {
 // and requests' json() do), and httpx, under the Python SDK client's
 // event streams (httpx-sse), and requests decode text in the charset the
 // Content-Type names: in UTF-7 "+AHQ-ools" is "tools" and "+AHI-esource"
-// "resource". An answer labelled charset=utf-8 is read as before.
+// "resource". So is a type with any parameter but charset, which requests
+// reads by splitting at every ';' and stripping quotes ("'charset'=utf-7"
+// is UTF-7 to it, no charset to Go). An answer labelled charset=utf-8 is
+// read as before.
 func TestAnswerInAnotherCharset(t *testing.T) {
 	utf16 := func(s string, bom bool) string {
 		var b strings.Builder
@@ -441,7 +444,15 @@ func TestAnswerInAnotherCharset(t *testing.T) {
 		{"events, charset* utf-7", "text/event-stream; charset=utf-8; charset*=utf-8''utf-7", func(_, u string) string { return events(u) }, 502},
 		{"events, charset*", "text/event-stream; charset*=utf-8''utf-8", func(_, u string) string { return events(u) }, 502},
 		{"events in UTF-16", "text/event-stream; charset=utf-16", func(j, _ string) string { return utf16(events(j), true) }, 502},
+		// requests splits the type at every ';', strips quotes from
+		// names and values, and takes the last charset: UTF-7 to it,
+		// no charset or UTF-8 to Go.
+		{"JSON, 'charset'=utf-7", "application/json; 'charset'=utf-7", func(_, u string) string { return u }, 502},
+		{"JSON, charset=utf-7 quoted in another parameter", `application/json; x="; charset=utf-7"`, func(_, u string) string { return u }, 502},
+		{"JSON, charset=utf-8 beside charset=utf-7 quoted", `application/json; charset=utf-8; x="a;charset=utf-7"`, func(_, u string) string { return u }, 502},
+		{"events, 'charset'=utf-7", "text/event-stream; 'charset'=utf-7", func(_, u string) string { return events(u) }, 502},
 		{"JSON, charset=utf-8", "application/json; charset=utf-8", func(j, _ string) string { return j }, 200},
+		{"JSON, charset=\"utf-8\"", `application/json; charset="utf-8"`, func(j, _ string) string { return j }, 200},
 		{"events, charset=UTF-8", "text/event-stream; charset=UTF-8", func(j, _ string) string { return events(j) }, 200},
 	}
 	for _, tt := range tests {

@@ -634,7 +634,12 @@ func (rw *responseWriter) WriteHeader(code int) {
 // and requests' json() decode UTF-7, in which "+AHQ-ools" is "tools",
 // so a tools list or an embedded resource would pass unread. A type
 // strictMediaType refuses (an RFC 2231 charset*) is refused as in a
-// request's type (checkContentHeaders).
+// request's type (checkContentHeaders), and so is any parameter but
+// charset, as there: requests splits the type at every ';' and strips
+// quotes from names and values, the last charset winning, so that
+// "'charset'=utf-7", `x="; charset=utf-7"` or `charset=utf-8;
+// x="a;charset=utf-7"`, which hold no charset or UTF-8 to Go, are UTF-7
+// to its text and json().
 func utf8Type(ct string) bool {
 	switch ct {
 	case "application/json", "text/event-stream":
@@ -644,8 +649,12 @@ func utf8Type(ct string) bool {
 	if !ok {
 		return false
 	}
-	cs, ok := params["charset"]
-	return !ok || strings.EqualFold(cs, "utf-8")
+	for k, v := range params {
+		if k != "charset" || !strings.EqualFold(v, "utf-8") {
+			return false
+		}
+	}
+	return true
 }
 
 // anyEventStream reports whether any of the Content-Type values may be
