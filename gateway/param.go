@@ -172,7 +172,14 @@ func (g *Gateway) missingParam(x *exchange, args *argObject) (string, error) {
 		return "", nil
 	}
 	sent := sentParams(x.r.Header)
+	var top map[string]json.RawMessage
+	if len(m.Arguments) != 0 && json.Unmarshal(m.Arguments, &top) != nil {
+		top = nil // not an object: checkParam and argumentAt say so
+	}
 	for header, path := range declared {
+		if err := jsonTextParam(top[path[0]], path); err != nil {
+			return http.CanonicalHeaderKey(paramHeaderPrefix + header), err
+		}
 		if sent[header] {
 			continue // checked by checkParam
 		}
@@ -187,6 +194,36 @@ func (g *Gateway) missingParam(x *exchange, args *argObject) (string, error) {
 		}
 	}
 	return "", nil
+}
+
+// jsonTextParam refuses a call whose argument arg, at the top of a
+// declared header's path, is a string of JSON text for an array, an
+// object or null: servers on the Python SDK decode such a string into
+// the value it spells before the tool runs (pre_parse_json, as the
+// argument rules read it: decodedRefusal), others keep the string. So
+// the header is the string's to one and the decoded value's, or absent,
+// to the other ("scope": "{\"tenant\":\"acme\"}" sends tenant acme to a
+// Python server, while a header-less request passes as having none),
+// and no header can agree with both. Where the decoded value leaves the
+// argument out or null, both readings send no header, and that passes.
+func jsonTextParam(arg json.RawMessage, path []string) error {
+	if len(arg) == 0 || arg[0] != '"' {
+		return nil
+	}
+	var text string
+	if json.Unmarshal(arg, &text) != nil || !mayDecode([]byte(text)) {
+		return nil
+	}
+	if err := mcpparse.CheckValue([]byte(text), 0); err != nil {
+		if errors.Is(err, mcpparse.ErrInvalidJSON) && !pythonJSONOnly([]byte(text)) {
+			return nil // no JSON decoder reads it: a string to every server
+		}
+	} else if len(path) > 1 {
+		if v, err := argumentAt([]byte(text), path[1:]); err == nil && (len(v) == 0 || string(v) == "null") {
+			return nil
+		}
+	}
+	return fmt.Errorf("the body has at /%s a string of JSON text, which some servers decode: its header cannot agree with both readings", path[0])
 }
 
 // sentParams is the set of the Mcp-Param-* names h carries, in lower

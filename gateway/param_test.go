@@ -119,6 +119,17 @@ func TestParamHeaders(t *testing.T) {
 		{"header on another method", true, `{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{` + meta + `}}`, map[string]string{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/list", "Mcp-Param-Region": "us-west1"}, 400, codeHeaderMismatch, nil},
 		{"without pinning nothing to check against", false, call26("read_a", `{"region":"us-west1"}`), h26("read_a", map[string]string{"Region": "us-west1"}), 400, codeHeaderMismatch, nil},
 		{"without pinning and without headers", false, call26("read_a", `{"region":"us-west1"}`), h26("read_a", nil), 0, 0, nil},
+		// Servers on the Python SDK decode a top-level string argument
+		// of JSON text (pre_parse_json): tenant acme to them, a string to
+		// the others, so no header agrees with both readings.
+		{"nested left out, its parent JSON text", true, call26("read_a", `{"scope":"{\"tenant\":\"acme\"}"}`), h26("read_a", nil), 400, codeHeaderMismatch, nil},
+		{"nested sent, its parent JSON text", true, call26("read_a", `{"scope":"{\"tenant\":\"acme\"}"}`), h26("read_a", map[string]string{"Tenant": "acme"}), 400, codeHeaderMismatch, nil},
+		{"nested, its parent JSON text Python reads", true, call26("read_a", `{"scope":"{\"tenant\":NaN}"}`), h26("read_a", nil), 400, codeHeaderMismatch, nil},
+		{"the value JSON text for null", true, call26("read_a", `{"count":"null"}`), h26("read_a", map[string]string{"Count": "null"}), 400, codeHeaderMismatch, nil},
+		{"the value JSON text for an object", true, call26("read_a", `{"region":"{\"a\":1}"}`), h26("read_a", map[string]string{"Region": `{"a":1}`}), 400, codeHeaderMismatch, nil},
+		{"nested absent from its parent's JSON text", true, call26("read_a", `{"scope":"{\"other\":\"acme\"}"}`), h26("read_a", nil), 0, 0, nil},
+		{"nested null in its parent's JSON text", true, call26("read_a", `{"scope":"{\"tenant\":null}"}`), h26("read_a", nil), 0, 0, nil},
+		{"the value text no decoder reads", true, call26("read_a", `{"region":"[eu]"}`), h26("read_a", map[string]string{"Region": "[eu]"}), 0, 0, map[string]string{"Region": "[eu]"}},
 		{"2025 request: not forwarded", true, toolCall("read_a"), map[string]string{"MCP-Protocol-Version": "2025-11-25", "Mcp-Param-Region": "us-east1"}, 0, 0, nil},
 	}
 	for _, tt := range tests {
