@@ -300,6 +300,60 @@ func TestLooseNameAllocs(t *testing.T) {
 	}
 }
 
+// TestCompletionTemplateValues: a completion of a resource template is
+// decided by the rules its expansions fall under, so the values it gives
+// the template's variables may not take an expansion out of them: with
+// file:///secret/{name}, the value "../etc/" expands to
+// file:///secret/../etc/, file:///etc/ to every URL parser, whose rule
+// (file:///, files:read) the caller, holding files:secret alone, lacks;
+// a server completing the value as a path would list /etc. Such values
+// are refused as dot segments in a resource URI are.
+func TestCompletionTemplateValues(t *testing.T) {
+	complete := func(uri, rest string) string {
+		return `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":"` + uri + `"},` + rest + `}}`
+	}
+	const tmpl = "file:///secret/{dir}/{name}"
+	tests := []struct {
+		name   string
+		body   string
+		status int // 0: forwarded
+	}{
+		{"a name", complete(tmpl, `"argument":{"name":"name","value":"notes.txt"}`), 0},
+		{"a hidden file's name", complete(tmpl, `"argument":{"name":"name","value":".bashrc"}`), 0},
+		{"a path", complete(tmpl, `"argument":{"name":"name","value":"a.b/c..d/"},"context":{"arguments":{"dir":"x"}}`), 0},
+		{"nothing typed yet", complete(tmpl, `"argument":{"name":"name","value":""}`), 0},
+		{"parent directory", complete(tmpl, `"argument":{"name":"name","value":"../etc/"}`), 400},
+		{"parent directory alone", complete(tmpl, `"argument":{"name":"name","value":".."}`), 400},
+		{"parent directory inside", complete(tmpl, `"argument":{"name":"name","value":"a/../../etc"}`), 400},
+		{"current directory", complete(tmpl, `"argument":{"name":"name","value":"./x"}`), 400},
+		{"three dots", complete(tmpl, `"argument":{"name":"name","value":".../x"}`), 400},
+		{"backslashes", complete(tmpl, `"argument":{"name":"name","value":"..\\etc"}`), 400},
+		{"before path parameters", complete(tmpl, `"argument":{"name":"name","value":"..;/etc"}`), 400},
+		{"percent-encoded dots", complete(tmpl, `"argument":{"name":"name","value":"%2e%2E/etc"}`), 400},
+		{"dots beside spaces", complete(tmpl, `"argument":{"name":"name","value":". ./etc"}`), 400},
+		{"in the context", complete(tmpl, `"argument":{"name":"name","value":"p"},"context":{"arguments":{"dir":".."}}`), 400},
+		{"value not a string", complete(tmpl, `"argument":{"name":"name","value":[".."]}`), 400},
+		{"context arguments not an object", complete(tmpl, `"argument":{"name":"name","value":"p"},"context":{"arguments":[".."]}`), 400},
+		{"value spelt otherwise", complete(tmpl, `"argument":{"name":"name","Va_lue":".."}`), 400},
+		{"value spelt twice", complete(tmpl, `"argument":{"name":"name","value":"p","va-lue":".."}`), 400},
+		// Without variables there is nothing to expand.
+		{"a resource, not a template", complete("file:///secret/a", `"argument":{"name":"name","value":".."}`), 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, testConfig(t), nil)
+			c := claims()
+			c["scope"] = "mcp files:secret"
+			resp := h.do(t, call{body: tt.body, token: mint(t, c)})
+			code := 0
+			if tt.status != 0 {
+				code = codeInvalidParams
+			}
+			checkAnswer(t, h, resp, tt.status, code, "1")
+		})
+	}
+}
+
 // TestCompletionRef: completion/complete is decided by the rules of the
 // prompt or resource its params.ref names, as prompts/get or
 // resources/read of it would be: completions can reveal what the prompt

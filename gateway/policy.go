@@ -743,9 +743,104 @@ func (p *policy) decideCompletion(pr *principal, raw []byte) (decision, error) {
 	case ref.Type == "ref/prompt" && ref.Name != nil && ref.URI == nil:
 		return p.decidePrompt(pr, *ref.Name)
 	case ref.Type == "ref/resource" && ref.URI != nil && ref.Name == nil:
+		if strings.Contains(*ref.URI, "{") {
+			if err := completionValues(raw); err != nil {
+				return decision{}, err
+			}
+		}
 		return p.decideTemplate(pr, *ref.URI)
 	}
 	return decision{}, errors.New(`params.ref must be {"type":"ref/prompt","name":...} or {"type":"ref/resource","uri":...}`)
+}
+
+// completionValues checks the values a completion of a resource template
+// gives its variables (params.argument.value and the values of
+// params.context.arguments), each found as looseMember finds it. An
+// expansion puts them after the template's literal, whose rules decide
+// the completion (decideTemplate), so a value with a dot segment
+// ("../etc/", "%2e%2e", which a reserved expansion keeps) makes of
+// file:///secret/{name} a URI outside every rule the template needs:
+// file:///secret/../etc/ is file:///etc/ to every URL parser and file
+// system, and a server that completes the value as a path lists what the
+// caller may not read there. Such a value is refused, as a dot segment
+// in a resource URI is (checkSegments); so is a value that is not a
+// string, which a server could turn into one ([".."] is ".." to
+// JavaScript).
+func completionValues(raw []byte) error {
+	var msg struct {
+		Params map[string]json.RawMessage `json:"params"`
+	}
+	if err := json.Unmarshal(raw, &msg); err != nil {
+		return errors.New("params is not an object")
+	}
+	object := func(m map[string]json.RawMessage, name, what string) (map[string]json.RawMessage, error) {
+		v, ok, err := looseMember(m, name)
+		if err != nil || !ok {
+			return nil, err
+		}
+		var obj map[string]json.RawMessage
+		if json.Unmarshal(v, &obj) != nil {
+			return nil, errors.New(what + " is not an object")
+		}
+		return obj, nil
+	}
+	check := func(v json.RawMessage, what string) error {
+		var s string
+		if len(v) == 0 || v[0] != '"' || json.Unmarshal(v, &s) != nil {
+			return errors.New(what + " is not a string")
+		}
+		if dotSegmentValue(s) {
+			return fmt.Errorf("%s %q has a dot segment, which expands the template outside its rules", what, s)
+		}
+		return nil
+	}
+	arg, err := object(msg.Params, "argument", "params.argument")
+	if err != nil {
+		return err
+	}
+	if v, ok, err := looseMember(arg, "value"); err != nil {
+		return err
+	} else if ok {
+		if err := check(v, "params.argument.value"); err != nil {
+			return err
+		}
+	}
+	ctx, err := object(msg.Params, "context", "params.context")
+	if err != nil {
+		return err
+	}
+	args, err := object(ctx, "arguments", "params.context.arguments")
+	if err != nil {
+		return err
+	}
+	for name, v := range args {
+		if err := check(v, "params.context.arguments["+strconv.Quote(name)+"]"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dotSegmentValue reports whether a variable's value holds a segment of
+// dots only, as checkSegments splits a path (and at '\', a separator to
+// Windows): "..", "../x", "a/./b", "..;", dots written "%2e" and dots
+// beside spaces (Windows trims them: ". ." is "..").
+func dotSegmentValue(v string) bool {
+	if strings.Contains(v, "%") {
+		v = strings.NewReplacer("%2e", ".", "%2E", ".", "%20", " ").Replace(v)
+	}
+	start := 0
+	for i := 0; i <= len(v); i++ {
+		if i < len(v) && strings.IndexByte("/\\?#;", v[i]) < 0 {
+			continue
+		}
+		seg := v[start:i]
+		start = i + 1
+		if strings.IndexByte(seg, '.') >= 0 && strings.Trim(seg, ". ") == "" {
+			return true
+		}
+	}
+	return false
 }
 
 // decideTemplate decides a resource URI or template (RFC 6570) by every
