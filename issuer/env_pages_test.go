@@ -36,7 +36,12 @@ const (
 func newBrowserEnv(t *testing.T, mutate func(*Config)) *testEnv {
 	t.Helper()
 	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
-	st := memory.New(memory.Options{Now: clock.Now, RunTwice: true})
+	return newBrowserEnvStore(t, memory.New(memory.Options{Now: clock.Now, RunTwice: true}), clock, mutate)
+}
+
+// newBrowserEnvStore is newBrowserEnv on store st and clock.
+func newBrowserEnvStore(t *testing.T, st store.Store, clock *storetest.Clock, mutate func(*Config)) *testEnv {
+	t.Helper()
 	e := newEnv(t, st, clock)
 	hash, err := bcrypt.GenerateFromPassword([]byte(bPassword), bcrypt.MinCost)
 	if err != nil {

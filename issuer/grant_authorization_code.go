@@ -169,6 +169,16 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 			case err != nil:
 				return err
 			}
+			// The stored user was disabled or removed since it was read
+			// above: the stamp may not be after the login either.
+			if u.Source != sourceConfig {
+				switch err := storedUserCurrent(tx, ac.Subject); {
+				case errors.Is(err, errSignedOut):
+					return refuse(errPrincipalRevoked)
+				case err != nil:
+					return err
+				}
+			}
 			// The user revoked the connection after the code's issue,
 			// which may have begun after the revocation's stamp.
 			if ac.Connection != nil {

@@ -63,6 +63,25 @@ func passwordCurrent(tx store.Tx, user, tag string) error {
 	return nil
 }
 
+// storedUserCurrent is errSignedOut when user, a stored user (the admin
+// API's, an identity provider's), is gone from tx or disabled there. A
+// request that read the user enabled before a disabling committed, and
+// records after it, is refused by the disabling's time stamp only by
+// the clocks (record_epochs.go: at an instance whose clock is ahead,
+// the user's sign-in is after it), and a user of an identity provider
+// has no password whose tag passwordCurrent reads.
+func storedUserCurrent(tx store.Tx, user string) error {
+	switch u, err := usersIn(tx).get(user); {
+	case errors.Is(err, store.ErrNotFound):
+		return errSignedOut
+	case err != nil:
+		return err
+	case u.Disabled:
+		return errSignedOut
+	}
+	return nil
+}
+
 // signedIn is when a user who last authenticated at authTime signed in
 // here, of a session or of a code from one: signedInAt, or authTime when
 // that is zero.

@@ -3,6 +3,7 @@ package issuer
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -721,4 +722,102 @@ func errorCodeOnly(status int, got string) string {
 		return "(a token)"
 	}
 	return got
+}
+
+// TestIdPCodeRedeemedWhileUserDisabledAcrossInstances: a user of an
+// identity provider signs in at B, whose clock is 2 s ahead of A's
+// (within the 5 s README asks instances to agree to), and gets a code;
+// B's redemption has read the user, still enabled, when the operator
+// disables the user at A, and records its grant after the disable
+// commits. The disable's time stamp, by A's clock, is before the
+// sign-in, by B's, so it did not refuse the code, and the grant,
+// recorded after the disable revoked the user's grants, gave tokens
+// to a disabled user. Such a user has no password whose tag the code
+// could record (TestCodeOfLoginBeforePasswordChangeAcrossInstances):
+// the redemption reads the stored user again in its transaction.
+func TestIdPCodeRedeemedWhileUserDisabledAcrossInstances(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	open := func() store.Store {
+		t.Helper()
+		pg, err := postgres.Open(t.Context(), dsn, postgres.Options{Now: clock.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = pg.Close() })
+		return pg
+	}
+	a := newBrowserEnvStore(t, open(), clock, nil)
+	st := &slowUpdateStore{Store: open(), entered: make(chan struct{}), release: make(chan struct{})}
+	b := newBrowserEnvStore(t, st, clock, func(c *Config) {
+		c.Now = func() time.Time { return clock.Now().Add(2 * time.Second) }
+		stub := newStubIdP(t, c.Now)
+		c.IdentityProviders = []IdentityProvider{{Name: stubIdPName, Issuer: stub.srv.URL, ClientID: "mcp-auth", ClientSecret: "stub-secret",
+			GroupMap: map[string][]string{"eng": {"staff"}}, AllowedEmailDomains: []string{"corp.example"}}}
+	})
+	const name = stubIdPName + ":u-1"
+	clock.Advance(time.Minute)
+	codeAt := func() (code, verifier string) {
+		t.Helper()
+		verifier = oauth2.GenerateVerifier()
+		c := b.browser()
+		res := b.idpSignInWith(t, c, url.Values{"code_challenge": {oauth2.S256ChallengeFromVerifier(verifier)}})
+		if res.status != http.StatusSeeOther {
+			t.Fatalf("sign-in at B = %d %q, want 303", res.status, res.body)
+		}
+		to, err := b.robot(c, b.srv.URL+res.location, bRedirect, "", "", "approve")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code = to.Query().Get("code"); code == "" {
+			t.Fatalf("redirect %s carries no code", to)
+		}
+		return code, verifier
+	}
+	redeem := func(code, verifier string) *http.Response {
+		form := url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {bRedirect},
+			"client_id": {bClientID}, "code_verifier": {verifier}}
+		resp, err := http.PostForm(b.srv.URL+pathToken, form)
+		if err != nil {
+			t.Error(err)
+			return nil
+		}
+		return resp
+	}
+	code, verifier := codeAt()
+
+	// B's next write is the redemption's: the user is read by then.
+	st.armed.Store(true)
+	answered := make(chan *http.Response, 1)
+	go func() { answered <- redeem(code, verifier) }()
+	<-st.entered
+	clock.Advance(500 * time.Millisecond)
+	if err := a.iss.DisableUser(t.Context(), name); err != nil {
+		t.Fatal(err)
+	}
+	close(st.release)
+	resp := <-answered
+	if resp == nil {
+		t.FailNow()
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "invalid_grant") {
+		t.Errorf("code of %s redeemed at B while A disabled the user = %d %s, want 400 invalid_grant", name, resp.StatusCode, body)
+	}
+	var grants int
+	err := b.store.View(t.Context(), func(tx store.Tx) error {
+		return grantsIn(tx).t.list("", func(_ string, g *grant) error {
+			if g.Subject == name && !g.Revoked {
+				grants++
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if grants != 0 {
+		t.Errorf("grants of the disabled user = %d, want none", grants)
+	}
 }
