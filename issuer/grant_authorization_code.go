@@ -84,7 +84,7 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 	case f.Get("redirect_uri") != ac.RedirectURI:
 		return nil, ErrInvalidGrant.WithDescription("redirect_uri does not match the authorization request")
 	case !sentToRegistered(c, ac):
-		return nil, ErrInvalidGrant.WithDescription("the code was sent to a redirect URI the client no longer registers")
+		return nil, errNotSentToRegistered
 	}
 	if ac.DPoPJKT != "" && req.jkt != ac.DPoPJKT {
 		return nil, codeKeyNeeded()
@@ -175,6 +175,17 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 				switch err := storedUserCurrent(tx, ac.Subject); {
 				case errors.Is(err, errSignedOut):
 					return refuse(errPrincipalRevoked)
+				case err != nil:
+					return err
+				}
+			}
+			// A redirect URI taken from the client's registration since
+			// it was read: the update's stamp may not be after the
+			// code's issue either.
+			if to := cmp.Or(ac.SentTo, ac.RedirectURI); to != "" {
+				switch err := stillRegistered(tx, c, to); {
+				case errors.Is(err, errClientChanged):
+					return refuse(errNotSentToRegistered)
 				case err != nil:
 					return err
 				}
@@ -335,11 +346,16 @@ func ownAgentToken(c *accesstoken.Claims) bool {
 	return c.PrincipalType == principalAgent && c.Subject == c.ClientID && c.Actor == nil
 }
 
+// errNotSentToRegistered: the code went to a redirect URI its client no
+// longer registers.
+var errNotSentToRegistered = ErrInvalidGrant.WithDescription("the code was sent to a redirect URI the client no longer registers")
+
 // sentToRegistered reports whether the redirect URI code ac was sent to is
 // still one of client c's: a configuration reload, or a client metadata
 // document, may have dropped it since (review s17-as F4). The
-// management API's change stamps the client instead
-// (redirectsPrincipal), which also refuses codes still being issued.
+// management API's change stamps the client too (redirectsPrincipal),
+// which also refuses codes still being issued, and the redemption reads
+// a stored client's redirect URIs again as it records (stillRegistered).
 func sentToRegistered(c *Client, ac *authCode) bool {
 	to := cmp.Or(ac.SentTo, ac.RedirectURI)
 	return to == "" || matchRedirectURI(c.RedirectURIs, to)

@@ -821,3 +821,68 @@ func TestIdPCodeRedeemedWhileUserDisabledAcrossInstances(t *testing.T) {
 		t.Errorf("grants of the disabled user = %d, want none", grants)
 	}
 }
+
+// TestCodeToRemovedRedirectURIAcrossInstances: a code is issued at B,
+// whose clock is 2 s ahead of A's (within the 5 s README asks instances
+// to agree to), to a redirect URI the client's registration loses at A
+// while B redeems the code: B's redemption read the client before the
+// update committed and records after it. The update's time stamp, by
+// A's clock, is before the code's issue, by B's, so it did not refuse
+// the code: a code sent to the redirect URI the operator took away
+// (its host lost, say) gave tokens. The redemption's transaction reads
+// the stored client's redirect URIs again.
+func TestCodeToRemovedRedirectURIAcrossInstances(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	a := postgresEnv(t, dsn, clock)
+	pg, err := postgres.Open(t.Context(), dsn, postgres.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pg.Close() })
+	st := &slowUpdateStore{Store: pg, entered: make(chan struct{}), release: make(chan struct{})}
+	b := newTokEnvStore(t, st, clock, func(c *Config) { c.Now = func() time.Time { return clock.Now().Add(2 * time.Second) } })
+	ctx := t.Context()
+	for _, err := range []error{
+		a.iss.PutClient(ctx, Client{ID: "app", TokenEndpointAuthMethod: authNone, RedirectURIs: []string{tRedirect, appRedirect}, Scopes: []string{"read"}}),
+		a.iss.PutUser(ctx, User{Username: "dave", PasswordHash: passwordHash(), Groups: []string{"staff"}}),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Advance(time.Minute)
+	verifier := oauth2.GenerateVerifier()
+	p := url.Values{"response_type": {"code"}, "client_id": {"app"}, "redirect_uri": {tRedirect},
+		"code_challenge": {oauth2.S256ChallengeFromVerifier(verifier)}, "code_challenge_method": {"S256"},
+		"resource": {tResource}, "scope": {"read"}, "state": {"s"}}
+	to, err := b.robot(b.browser(), b.url(pathAuthorize, p), tRedirect, "dave", tPassword, "approve")
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := to.Query().Get("code")
+	if code == "" {
+		t.Fatalf("redirect %s carries no code", to)
+	}
+
+	// B's next write is the redemption's: the client is read by then.
+	st.armed.Store(true)
+	type result struct {
+		tok *oauth2.Token
+		err error
+	}
+	redeemed := make(chan result, 1)
+	go func() {
+		tok, err := b.exchange(t, "app", "", code, verifier)
+		redeemed <- result{tok, err}
+	}()
+	<-st.entered
+	clock.Advance(500 * time.Millisecond)
+	runAPI(t, adminServer(t, a.iss), apiCase{"update", "PUT", "/mcp-auth/clients/app",
+		`{"public":true,"client_name":"App","redirect_uris":["` + appRedirect + `"],"scopes":["read"]}`, http.StatusOK, ""})
+	close(st.release)
+	r := <-redeemed
+	if status, got := tokenAnswer(r.tok, r.err); status != http.StatusBadRequest || got != "invalid_grant" {
+		t.Errorf("code sent to %s, redeemed at B while A removed it = %d %s, want 400 invalid_grant", tRedirect, status, errorCodeOnly(status, got))
+	}
+}
