@@ -396,13 +396,26 @@ func (d *directory) lookupUser(ctx context.Context, username string) (*User, err
 	if u.Disabled {
 		return nil, fmt.Errorf("user %q disabled: %w", username, store.ErrNotFound)
 	}
-	if p := d.identityProvider(u.IdentityProvider); p != nil && !d.now().Before(u.LastLogin.Add(p.Recheck)) {
+	p := d.identityProvider(u.IdentityProvider)
+	switch {
+	case p == nil:
+	case !d.now().Before(u.LastLogin.Add(p.Recheck)):
 		// The provider has not vouched for the user within recheck: the
 		// user signs in there again, which re-reads the groups.
 		return nil, fmt.Errorf("user %q: %w", username, errSignInAgain)
+	case !p.emailAdmitted(u.Email):
+		// Today's allowed_email_domains, as today's group mapping
+		// (storedUser): a reload that took the user's domain out (or
+		// listed domains where there were none) admits the user no
+		// more, as a sign-in would not.
+		return nil, fmt.Errorf("user %q: %w", username, errDomainNotAllowed)
 	}
 	return u, nil
 }
+
+// errDomainNotAllowed: an identity provider's user whose address is
+// outside its allowed_email_domains as configured now.
+var errDomainNotAllowed = fmt.Errorf("email domain not allowed by the identity provider's allowed_email_domains: %w", store.ErrNotFound)
 
 // errSignInAgain: an identity provider's user whose last sign-in there
 // is older than the provider's recheck interval.

@@ -534,16 +534,8 @@ func (p *IdentityProvider) identity(claims map[string]any, subject string) (*idp
 		// address the provider has not verified could be anyone's.
 		return nil, fmt.Errorf("%w: claim email names the user and the provider does not say it is verified", errIdPRefused)
 	}
-	if len(p.AllowedEmailDomains) > 0 {
-		// ASCII case only: Unicode case folding maps other domains onto
-		// allowed ones (U+0130 to "i", the Kelvin sign to "k"; review
-		// s16-idp F4), and an address in a domain's Unicode form is
-		// refused rather than guessed at.
-		_, domain, ok := strings.Cut(id.email, "@")
-		domain, ascii := asciiLower(domain)
-		if !ok || !ascii || !slices.Contains(p.AllowedEmailDomains, domain) {
-			return nil, fmt.Errorf("%w: email domain not allowed", errIdPRefused)
-		}
+	if !p.emailAdmitted(id.email) {
+		return nil, fmt.Errorf("%w: email domain not allowed", errIdPRefused)
 	}
 	switch g := claims[p.GroupsClaim].(type) {
 	case string:
@@ -561,6 +553,20 @@ func (p *IdentityProvider) identity(claims map[string]any, subject string) (*idp
 		return nil, fmt.Errorf("%w: no mapped group", errIdPRefused)
 	}
 	return id, nil
+}
+
+// emailAdmitted reports whether allowed_email_domains admits address (any
+// address when it lists none). ASCII case only: Unicode case folding maps
+// other domains onto allowed ones (U+0130 to "i", the Kelvin sign to "k";
+// review s16-idp F4), and an address in a domain's Unicode form is
+// refused rather than guessed at.
+func (p *IdentityProvider) emailAdmitted(address string) bool {
+	if len(p.AllowedEmailDomains) == 0 {
+		return true
+	}
+	_, domain, ok := strings.Cut(address, "@")
+	domain, ascii := asciiLower(domain)
+	return ok && ascii && slices.Contains(p.AllowedEmailDomains, domain)
 }
 
 // Bounds of the claims kept from a provider: an address past RFC 5321's

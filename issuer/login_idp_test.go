@@ -2140,3 +2140,99 @@ func TestIdPDisabledUserAfterUserClaimSub(t *testing.T) {
 		t.Errorf("the person's sign-in by email with its sub account disabled = %d %q, want 403", res.status, res.body)
 	}
 }
+
+// TestIdPEmailDomainNarrowed: allowed_email_domains is today's rule, as
+// the group mapping is: after a reload takes a user's domain out of it
+// (or lists domains where there were none), the user gets no new token,
+// from a refresh, a code issued before the reload or the signed-in
+// session, as for a user the provider would not let in now; a sign-in
+// is refused too. The users of a domain still listed keep theirs.
+func TestIdPEmailDomainNarrowed(t *testing.T) {
+	e, stub, _ := newIdPEnv(t, nil)
+	ctx := t.Context()
+	base := e.iss.cfg
+	apply := func(domains ...string) {
+		t.Helper()
+		cfg := base
+		p := base.IdentityProviders[0]
+		p.AllowedEmailDomains = domains
+		cfg.IdentityProviders = []IdentityProvider{p}
+		e.serve(cfg)
+		if err := e.iss.ApplyConfigChanges(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply("corp.example")
+	const alice, bob = stubIdPName + ":u-1", stubIdPName + ":u-2"
+	aliceBrowser := e.browser()
+	if res := e.idpSignIn(t, aliceBrowser); res.status != http.StatusSeeOther {
+		t.Fatalf("sign-in = %d %q, want 303", res.status, res.body)
+	}
+	stub.set(func(s *stubIdP) { s.claims["sub"], s.claims["email"] = "u-2", "bob@lab.example" })
+	apply("corp.example", "lab.example")
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+		t.Fatalf("sign-in of bob = %d %q, want 303", res.status, res.body)
+	}
+	grantOf := func(user string) *oauth2.Token {
+		t.Helper()
+		code, verifier := e.issueCode(t, codeSpec{client: bClientID, user: user, redirect: bRedirect, resource: bResource, scopes: []string{"openid", "files:read", "offline_access"}})
+		tok, err := e.exchange(t, bClientID, "", code, verifier, oauth2.SetAuthURLParam("redirect_uri", bRedirect))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	refresh := func(tok *oauth2.Token) answer {
+		t.Helper()
+		a := e.post(t, pathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok.RefreshToken}, "client_id": {bClientID}}, "")
+		if rt := a.str("refresh_token"); rt != "" {
+			tok.RefreshToken = rt
+		}
+		return a
+	}
+	aliceTok, bobTok := grantOf(alice), grantOf(bob)
+	code, verifier := e.issueCode(t, codeSpec{client: bClientID, user: bob, redirect: bRedirect, resource: bResource, scopes: []string{"files:read"}})
+
+	apply("corp.example") // lab.example taken out
+	if a := refresh(bobTok); a.status != http.StatusBadRequest || a.str("error") != "invalid_grant" {
+		t.Errorf("refresh of a user whose domain was taken out = %d %s, want 400 invalid_grant", a.status, a.raw)
+	}
+	if _, err := e.exchange(t, bClientID, "", code, verifier, oauth2.SetAuthURLParam("redirect_uri", bRedirect)); err == nil {
+		t.Errorf("a code issued before the domain was taken out was redeemed")
+	}
+	if a := refresh(aliceTok); a.status != http.StatusOK {
+		t.Errorf("refresh of a user whose domain is still allowed = %d %s, want 200", a.status, a.raw)
+	}
+	userinfo := func(tok *oauth2.Token) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, e.iss.endpoint(pathUserinfo), nil)
+		req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+		return e.do(t, req).status
+	}
+	if got := userinfo(bobTok); got != http.StatusUnauthorized {
+		t.Errorf("userinfo of a user whose domain was taken out = %d, want 401", got)
+	}
+	if got := userinfo(aliceTok); got != http.StatusOK {
+		t.Errorf("userinfo of a user whose domain is still allowed = %d, want 200", got)
+	}
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusForbidden {
+		t.Errorf("sign-in of a user whose domain was taken out = %d %q, want 403", res.status, res.body)
+	}
+
+	apply("lab.example") // and corp.example taken out: alice's signed-in session authorizes nothing
+	resp, err := aliceBrowser.Get(e.url(pathAuthorize, authParams(testChallenge)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc := resp.Header.Get("Location"); !strings.Contains(loc, "error=access_denied") {
+		t.Errorf("authorization in the session of a user whose domain was taken out: %d %q, want an access_denied redirect", resp.StatusCode, loc)
+	}
+	if a := refresh(aliceTok); a.status != http.StatusBadRequest || a.str("error") != "invalid_grant" {
+		t.Errorf("refresh of alice after her domain was taken out = %d %s, want 400 invalid_grant", a.status, a.raw)
+	}
+	apply("corp.example", "lab.example") // put back: nothing was revoked
+	if a := refresh(aliceTok); a.status != http.StatusOK {
+		t.Errorf("refresh of alice after her domain was put back = %d %s, want 200", a.status, a.raw)
+	}
+}
