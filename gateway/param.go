@@ -172,12 +172,8 @@ func (g *Gateway) missingParam(x *exchange, args *argObject) (string, error) {
 		return "", nil
 	}
 	sent := sentParams(x.r.Header)
-	var top map[string]json.RawMessage
-	if len(m.Arguments) != 0 && json.Unmarshal(m.Arguments, &top) != nil {
-		top = nil // not an object: checkParam and argumentAt say so
-	}
 	for header, path := range declared {
-		if err := jsonTextParam(top[path[0]], path); err != nil {
+		if err := jsonTextParam(args, path); err != nil {
 			return http.CanonicalHeaderKey(paramHeaderPrefix + header), err
 		}
 		if sent[header] {
@@ -196,30 +192,23 @@ func (g *Gateway) missingParam(x *exchange, args *argObject) (string, error) {
 	return "", nil
 }
 
-// jsonTextParam refuses a call whose argument arg, at the top of a
-// declared header's path, is a string of JSON text for an array, an
-// object or null: servers on the Python SDK decode such a string into
-// the value it spells before the tool runs (pre_parse_json, as the
-// argument rules read it: decodedRefusal), others keep the string. So
-// the header is the string's to one and the decoded value's, or absent,
-// to the other ("scope": "{\"tenant\":\"acme\"}" sends tenant acme to a
-// Python server, while a header-less request passes as having none),
-// and no header can agree with both. Where the decoded value leaves the
+// jsonTextParam refuses a call whose argument at the top of a declared
+// header's path is a string of JSON text for an array, an object or
+// null: servers on the Python SDK decode such a string into the value it
+// spells before the tool runs (pre_parse_json, as the argument rules
+// read it: decodedRefusal), others keep the string. So the header is the
+// string's to one and the decoded value's, or absent, to the other
+// ("scope": "{\"tenant\":\"acme\"}" sends tenant acme to a Python
+// server, while a header-less request passes as having none), and no
+// header can agree with both. Where the decoded value leaves the
 // argument out or null, both readings send no header, and that passes.
-func jsonTextParam(arg json.RawMessage, path []string) error {
-	if len(arg) == 0 || arg[0] != '"' {
+func jsonTextParam(args *argObject, path []string) error {
+	text, decodes := args.jsonText(path[0])
+	if !decodes {
 		return nil
 	}
-	var text string
-	if json.Unmarshal(arg, &text) != nil || !mayDecode([]byte(text)) {
-		return nil
-	}
-	if err := mcpparse.CheckValue([]byte(text), 0); err != nil {
-		if errors.Is(err, mcpparse.ErrInvalidJSON) && !pythonJSONOnly([]byte(text)) {
-			return nil // no JSON decoder reads it: a string to every server
-		}
-	} else if len(path) > 1 {
-		if v, err := argumentAt([]byte(text), path[1:]); err == nil && (len(v) == 0 || string(v) == "null") {
+	if text != nil && len(path) > 1 {
+		if v, err := text.at(path[1:]); err == nil && (len(v) == 0 || string(v) == "null") {
 			return nil
 		}
 	}
@@ -283,6 +272,39 @@ type argObject struct {
 	members map[string]json.RawMessage // nil: not an object
 	loose   map[string]int             // members per mcpparse.LooseFold form
 	inner   map[string]*argObject
+	texts   map[string]jsonTextArg // members read by jsonText
+}
+
+// jsonTextArg is what jsonText found in a member.
+type jsonTextArg struct {
+	text    *argObject // the JSON text, nil if only Python's decoder reads it
+	decodes bool
+}
+
+// jsonText reports whether the member key is a string of text that a
+// server may decode into an array, an object or null (jsonTextParam),
+// and that text as an argObject when it is JSON; read once per call for
+// all the headers under key.
+func (o *argObject) jsonText(key string) (*argObject, bool) {
+	if a, ok := o.texts[key]; ok {
+		return a.text, a.decodes
+	}
+	o.decode()
+	var a jsonTextArg
+	var s string
+	if arg := o.members[key]; len(arg) != 0 && arg[0] == '"' && json.Unmarshal(arg, &s) == nil && mayDecode([]byte(s)) {
+		if err := mcpparse.CheckValue([]byte(s), 0); err == nil {
+			a = jsonTextArg{text: &argObject{raw: json.RawMessage(s)}, decodes: true}
+		} else {
+			// Text no JSON decoder reads is a string to every server.
+			a.decodes = !errors.Is(err, mcpparse.ErrInvalidJSON) || pythonJSONOnly([]byte(s))
+		}
+	}
+	if o.texts == nil {
+		o.texts = map[string]jsonTextArg{}
+	}
+	o.texts[key] = a
+	return a.text, a.decodes
 }
 
 // at returns the value at path (properties keys), nil when absent. A key
