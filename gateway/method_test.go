@@ -32,6 +32,60 @@ func methodConfig(t testing.TB) Config {
 	return cfg
 }
 
+// TestPromptNameCutWhereAURLPathEnds: a server that puts a prompt's name
+// in a URL, as the dot-segment refusals have it, ends the URL's path at
+// "?" or "#" ("report?x" is the prompt report there), and a servlet
+// container drops ";" and what follows: a name is refused where it falls
+// under another rule than its text up to such a character does, in
+// prompts/get, in a completion and in a prompts/list answer; other names
+// holding them pass.
+func TestPromptNameCutWhereAURLPathEnds(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Prompts = []Rule{
+		{Pattern: "report", Scopes: []string{"admin"}},
+		{Pattern: "*_admin", Scopes: []string{"admin"}},
+		{Pattern: "*", Scopes: []string{"prompts:read"}},
+	}
+	get := func(name string) string {
+		return `{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":` + quote(name) + `}}`
+	}
+	tests := []struct {
+		name, body string
+		status     int // 0: forwarded
+		code       int
+	}{
+		{"query", get("report?x"), 400, codeInvalidParams},
+		{"empty query", get("report?"), 400, codeInvalidParams},
+		{"fragment", get("report#x"), 400, codeInvalidParams},
+		{"path parameter", get("report;x"), 400, codeInvalidParams},
+		{"under a suffix glob", get("team_admin?x"), 400, codeInvalidParams},
+		{"in another case", get("Report?x"), 400, codeInvalidParams},
+		{"completion", `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"report#x"},"argument":{"name":"a","value":""}}}`, 400, codeInvalidParams},
+		{"the prompt itself", get("report"), 403, codeRefused},
+		{"under the same rule", get("c#_tips"), 0, 0},
+		{"a question", get("what?"), 0, 0},
+		{"from the start", get("#general"), 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, cfg, nil)
+			c := claims()
+			c["scope"] = "mcp prompts:read"
+			resp := h.do(t, call{body: tt.body, token: mint(t, c)})
+			checkAnswer(t, h, resp, tt.status, tt.code, "1")
+		})
+	}
+	t.Run("list", func(t *testing.T) {
+		h := newHarness(t, cfg, answerAs("json", `{"jsonrpc":"2.0","id":1,"result":{"prompts":[{"name":"report?x"},{"name":"c#_tips"}]}}`))
+		c := claims()
+		c["scope"] = "mcp prompts:read"
+		resp := h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"prompts/list"}`, token: mint(t, c)})
+		if body := readBody(t, resp); resp.StatusCode != 200 || strings.Contains(body, "report") || !strings.Contains(body, "c#_tips") {
+			t.Fatalf("prompts/list = %d %s, want c#_tips alone", resp.StatusCode, body)
+		}
+	})
+}
+
 // TestMethodVariants: a method the request's revision does not define is
 // refused with -32601 (404 in 2026-07-28, 400 before) and the upstream sees
 // nothing; defined methods and methods a method rule names reach it byte

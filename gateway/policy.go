@@ -726,6 +726,18 @@ func (p *policy) decidePrompt(pr *principal, name string) (decision, error) {
 	if !validPromptName(name) {
 		return decision{}, fmt.Errorf("prompt name %q has whitespace, control, invisible or compatibility characters, characters that a full case mapping reads beyond simple case folding, or empty or dot-only segments between slashes", name)
 	}
+	if j := strings.IndexAny(name, "?#;"); j >= 0 {
+		// A server that puts the name in a URL, as pathSafeName has it,
+		// ends the path there ("admin_x?" is admin_x; a servlet
+		// container drops ";" and what follows), so the name up to it
+		// must fall under the name's own rule, as the loose form must
+		// (stableRule).
+		cut := name[:j]
+		i, _ := stableRule(p.prompts, name)
+		if k, stable := stableRule(p.prompts, cut); k != i || !stable {
+			return decision{}, fmt.Errorf("prompt name %q falls under another rule when read up to its %q, where a URL's path ends", name, name[j])
+		}
+	}
 	return p.decideCaseless(pr, kindPrompt, p.prompts, name)
 }
 
