@@ -513,6 +513,58 @@ func TestAdminUnknownScopes(t *testing.T) {
 	}
 }
 
+// TestAdminUnknownResources: a client the admin API adds or replaces may
+// be restricted only to resources this issuer issues tokens for (a
+// `resource`, or one an mcp_gateway registered), compared as a token
+// request's resource is: one written wrong would allow nothing, as a
+// configured client's does not load (TestConfigErrorsAtLoad). Another
+// spelling of a declared resource (a trailing slash, the case of the
+// scheme and host) is that resource. A refusal names the resource and
+// those declared, and stores nothing.
+func TestAdminUnknownResources(t *testing.T) {
+	iss, _ := newAdminIssuer(t, nil)
+	iss.AddResource(Resource{URL: "https://gw.example.com/mcp", Scopes: []string{"tools:call"}})
+	srv := adminServer(t, iss)
+	for _, tt := range []struct {
+		name       string
+		resources  string
+		wantStatus int
+	}{
+		{"a configured resource", `["` + adminResource + `"]`, 201},
+		{"a registered resource", `["https://gw.example.com/mcp"]`, 201},
+		{"another spelling", `["HTTPS://MCP.example.com:443/mcp/"]`, 201},
+		{"a typo", `["` + adminResource + `", "https://mcp.example.com/mpc"]`, 400},
+		{"another host", `["https://gw.example.org/mcp"]`, 400},
+		{"another path", `["https://gw.example.com/mcp/x"]`, 400},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			id := strings.ReplaceAll(tt.name, " ", "-")
+			want := ""
+			if tt.wantStatus == 400 {
+				want = "is no resource of this issuer (resources: https://gw.example.com/mcp https://mcp.example.com/mcp)"
+			}
+			body := `{"client_id":"` + id + `","grant_types":["client_credentials"],"resources":` + tt.resources + `}`
+			runAPI(t, srv, apiCase{tt.name, "POST", "/mcp-auth/clients", body, tt.wantStatus, want})
+			status := http.StatusOK
+			if tt.wantStatus != 201 {
+				status = http.StatusNotFound
+			}
+			runAPI(t, srv, apiCase{"show", "GET", "/mcp-auth/clients/" + id, "", status, ""})
+			// A replacement is checked alike, and leaves the client as it was.
+			runAPI(t, srv, apiCase{"add plain", "POST", "/mcp-auth/clients", `{"client_id":"put-` + id + `","grant_types":["client_credentials"]}`, 201, ""})
+			runAPI(t, srv, apiCase{tt.name + " by PUT", "PUT", "/mcp-auth/clients/put-" + id,
+				`{"grant_types":["client_credentials"],"resources":` + tt.resources + `}`, map[int]int{201: 200, 400: 400}[tt.wantStatus], want})
+			c, err := iss.dir.lookupClient(context.Background(), "put-"+id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := len(c.Resources) > 0; got != (tt.wantStatus == 201) {
+				t.Errorf("after PUT, client resources = %q", c.Resources)
+			}
+		})
+	}
+}
+
 // clientCredentialsStatus asks iss for a token and returns the status.
 func clientCredentialsStatus(t *testing.T, iss *Issuer, id, secret string) int {
 	t.Helper()

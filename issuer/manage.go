@@ -679,6 +679,9 @@ func (i *Issuer) checkClient(c *Client, keepsSecret bool) error {
 		if err := validateResourceURL(r); err != nil {
 			return invalidEntry("client %q: %v", c.ID, err)
 		}
+		if err := i.policy.checkResource(r); err != nil {
+			return invalidEntry("client %q: %v", c.ID, err)
+		}
 	}
 	if err := i.policy.checkScopes(c.Scopes); err != nil {
 		return invalidEntry("client %q: %v", c.ID, err)

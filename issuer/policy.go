@@ -77,6 +77,24 @@ func (p *policy) checkScopes(scopes []string) error {
 	return nil
 }
 
+// checkResource refuses res unless it is a resource this issuer issues
+// tokens for (configured, or an mcp_gateway's), compared as a token
+// request's resource is (sameResource): a client restricted to it would
+// get no token for it, and the operator who wrote it meant another (the
+// scheme, host or path got wrong), as a configured client's resources
+// are checked when the configuration starts.
+func (p *policy) checkResource(res string) error {
+	var declared []string
+	for _, r := range p.resources() {
+		if sameResource(r.URL, res) {
+			return nil
+		}
+		declared = append(declared, r.URL)
+	}
+	slices.Sort(declared)
+	return fmt.Errorf("resource %q is no resource of this issuer (resources: %s)", res, strings.Join(slices.Compact(declared), " "))
+}
+
 // CanonicalResource is the form resource and issuer URLs are compared in:
 // scheme and host in ASCII lower case, without the scheme's default port
 // (RFC 3986 section 6.2.3), no trailing slash, the path's escapes
