@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/go-json-experiment/json/jsontext"
@@ -590,16 +591,35 @@ func validateClientKeys(method string, jwks json.RawMessage, jwksURI string) ([]
 	return bytes.Clone(jwks), "", nil
 }
 
+// maxMarksInARow is how many combining marks (Mn, Me) one character of a
+// self-registered client's name may carry. Each stacks on the one before
+// it, outside the line: a letter under fifty of them, which fit in
+// client_name's 100 bytes, paints a column across the consent page's
+// heading and the lines around the name (the client id, the note that
+// the name is the client's own claim, the redirect host), and enclosing
+// marks drawn side by side run past the page's edge, where no line break
+// can come (a character and its marks are not broken apart). Written
+// languages put no more than four on one letter (Tibetan stacks, Hebrew
+// points with cantillation, Vietnamese decomposed).
+const maxMarksInARow = 4
+
 // validateClientName refuses names that could mislead on the consent page
-// (control and bidirectional-override characters) or bloat it.
+// (control and bidirectional-override characters, stacked combining
+// marks) or bloat it.
 func validateClientName(name string) (string, error) {
 	name = strings.TrimSpace(name)
 	if len(name) > maxClientNameLen {
 		return "", ErrInvalidClientMetadata.WithDescription("client_name too long")
 	}
+	marks := 0
 	for _, r := range name {
 		if misleading(r) {
 			return "", ErrInvalidClientMetadata.WithDescription("client_name contains control characters")
+		}
+		if !unicode.In(r, unicode.Mn, unicode.Me) {
+			marks = 0
+		} else if marks++; marks > maxMarksInARow {
+			return "", ErrInvalidClientMetadata.WithDescription(fmt.Sprintf("client_name stacks more than %d combining marks on one character", maxMarksInARow))
 		}
 	}
 	return name, nil

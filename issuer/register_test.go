@@ -280,6 +280,43 @@ func TestRegisterDefaultMaxAge(t *testing.T) {
 	}
 }
 
+// TestRegisterClientNameMarks: a self-registered client's name may put
+// at most four combining marks on one character, as written languages
+// do; more stack outside the line, and a letter under the fifty that
+// fit in client_name's 100 bytes paints a column across the consent
+// page's heading and the lines around the name (the note that the name
+// is the client's own claim, the redirect host), or, enclosing marks,
+// runs past the page's edge, where no line break can come.
+func TestRegisterClientNameMarks(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	for _, tt := range []struct {
+		name, clientName string
+		ok               bool
+	}{
+		{"Vietnamese decomposed", "Vie\u0323\u0302t Notes", true},
+		{"Tibetan stack", "\u0f56\u0f66\u0f92\u0fb2\u0f74\u0f56", true},
+		{"keycap emoji", "Notes 1\ufe0f\u20e3", true},
+		{"four marks", "N\u0300\u0301\u0302\u0303otes", true},
+		{"five marks above", "N\u0300\u0301\u0302\u0303\u0304otes", false},
+		{"marks below under a letter", "Notes" + strings.Repeat("\u0316", 40), false},
+		{"enclosing marks", "W" + strings.Repeat("\u20dd\u0489", 3), false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, out := e.register(t, `{"client_name":"`+tt.clientName+`","redirect_uris":["https://a.example/cb"]}`)
+			if tt.ok {
+				if resp.StatusCode != http.StatusCreated {
+					t.Errorf("register %q = %d %v, want 201", tt.clientName, resp.StatusCode, out)
+				}
+				return
+			}
+			if resp.StatusCode != http.StatusBadRequest || out["error"] != "invalid_client_metadata" ||
+				!strings.Contains(fmt.Sprint(out["error_description"]), "combining marks") {
+				t.Errorf("register %q = %d %v, want 400 invalid_client_metadata naming the combining marks", tt.clientName, resp.StatusCode, out)
+			}
+		})
+	}
+}
+
 func TestRegisterValidation(t *testing.T) {
 	e := newBrowserEnv(t, nil)
 	tests := []struct {
