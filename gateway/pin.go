@@ -394,6 +394,9 @@ func (s *pinSet) listed(ctx context.Context, tool string, raw []byte) (keep bool
 				s.audit("tool pins full: new tools are hidden until pins are forgotten", tool, false, zap.Int("pins", v.stored.len()), zap.Int64("bytes", v.bytes))
 			}
 			s.g.metrics.ToolPin("hidden")
+			// A pinned tool's changed definition: its calls must not
+			// pass under the pinned one the server no longer offers.
+			s.forget(tool)
 			return false, hash, nil
 		}
 		s.full.Store(false) // pins were forgotten: a fill again is audited again
