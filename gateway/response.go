@@ -610,6 +610,17 @@ func (rw *responseWriter) WriteHeader(code int) {
 			if rw.filter != nil {
 				markPrivate(h)
 			}
+			if len(cts) == 1 && !namesCharset(ct) {
+				// The stream is read, and written (WriteEvent), as
+				// UTF-8: say so, as clients decode a text type that
+				// names no charset otherwise. requests decodes it as
+				// ISO-8859-1, where the second byte of "ą" (C4 85) is
+				// NEL, and its iter_lines splits lines as
+				// str.splitlines does, at NEL: an event's id, type or
+				// comment holding one would carry a line, a whole
+				// event, that the gateway reads as part of a field.
+				h[hContentType] = []string{"text/event-stream; charset=utf-8"}
+			}
 			h.Del("Content-Length")
 			rw.w.WriteHeader(code)
 			http.NewResponseController(rw.w).Flush()
@@ -655,6 +666,20 @@ func utf8Type(ct string) bool {
 		}
 	}
 	return true
+}
+
+// namesCharset reports whether a Content-Type has a charset parameter
+// (or one that cannot be parsed, which is left as it is).
+func namesCharset(ct string) bool {
+	if ct == "text/event-stream" {
+		return false
+	}
+	_, params, ok := strictMediaType(ct)
+	if !ok {
+		return true
+	}
+	_, named := params["charset"]
+	return named
 }
 
 // anyEventStream reports whether any of the Content-Type values may be

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"io"
+	"mime"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -69,6 +70,53 @@ func TestSSEFieldsCannotCarryLines(t *testing.T) {
 			for _, ev := range splitlinesEvents(t, w.Body.String()) {
 				if strings.Contains(ev.Data, `"tools"`) && strings.Contains(ev.Data, "delete_all") {
 					t.Errorf("%q in the %s: a client splitting lines on it reads the unfiltered list from %.80q...", nl, name, w.Body.String())
+				}
+			}
+		}
+	}
+}
+
+// requestsText is an event stream's body as requests decodes it for
+// iter_lines(decode_unicode=True): in the charset the Content-Type names,
+// and a text type that names none as ISO-8859-1, each byte a character.
+func requestsText(ct, body string) string {
+	if _, params, _ := mime.ParseMediaType(ct); strings.EqualFold(params["charset"], "utf-8") {
+		return body
+	}
+	r := make([]rune, len(body))
+	for i := 0; i < len(body); i++ {
+		r[i] = rune(body[i])
+	}
+	return string(r)
+}
+
+// TestSSEFieldsCannotCarryLinesInLatin1: a client on requests decodes an
+// event stream whose type names no charset as ISO-8859-1, in which the
+// second byte of "ą" (C4 85), and of any UTF-8 character ending in 0x85,
+// is NEL, and its iter_lines ends lines there, as str.splitlines does. An
+// upstream's event id, type or comment holding one would then carry a
+// line, a whole event, that the gateway reads as part of the field: the
+// gateway says the stream is UTF-8, as it reads and writes it.
+func TestSSEFieldsCannotCarryLinesInLatin1(t *testing.T) {
+	hidden := `data: {"jsonrpc":"2.0","id":1,"result":{"tools":` + toolsJSON + `}}`
+	real := "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":" + toolsJSON + "}}\n\n"
+	for _, ct := range []string{"text/event-stream", "Text/Event-Stream", "text/event-stream; charset=utf-8"} {
+		for name, stream := range map[string]string{
+			"comment": ":\u0105" + hidden + "\n\n" + real,
+			"id":      "id: 1\u0105" + hidden + "\n\n" + real,
+			"event":   "event: x\u0105" + hidden + "\n\n" + real,
+		} {
+			g := newGateway(t, pinnedConfig(t))
+			w := serveDirect(t, g, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, func(w http.ResponseWriter, r *http.Request) error {
+				w.Header().Set("Content-Type", ct)
+				w.WriteHeader(http.StatusOK)
+				_, err := io.WriteString(w, stream)
+				return err
+			})
+			got := w.Header().Get("Content-Type")
+			for _, ev := range splitlinesEvents(t, requestsText(got, w.Body.String())) {
+				if strings.Contains(ev.Data, `"tools"`) && strings.Contains(ev.Data, "delete_all") {
+					t.Errorf("%q, \"ą\" in the %s: answered as %q, a client on requests reads the unfiltered list from %.80q...", ct, name, got, w.Body.String())
 				}
 			}
 		}

@@ -271,8 +271,12 @@ func TestSSEStreaming(t *testing.T) {
 			body := `{"jsonrpc":"2.0","id":1,"method":"` + method + `","params":{"name":"read_a"}}`
 			resp := h.do(t, call{body: body, token: mint(t, claims())})
 			defer resp.Body.Close()
-			if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
-				t.Fatalf("Content-Type = %q", ct)
+			// A stream the gateway reads (both here: testConfig has
+			// resource rules) says it is UTF-8, as the gateway reads it
+			// (TestSSEFieldsCannotCarryLinesInLatin1).
+			const want = "text/event-stream; charset=utf-8"
+			if ct := resp.Header.Get("Content-Type"); ct != want {
+				t.Fatalf("Content-Type = %q, want %q", ct, want)
 			}
 			br := bufio.NewReader(resp.Body)
 			first := make(chan string, 1)
