@@ -52,6 +52,14 @@ func TestPinUnsolicitedToolsListAnyContentType(t *testing.T) {
 		{"tools/call, 307 JSON", http.MethodPost, http.StatusTemporaryRedirect, []string{"application/json"}, changed},
 		{"tools/call, 308 event stream", http.MethodPost, http.StatusPermanentRedirect, []string{"text/event-stream"}, sse},
 		{"tools/call, 300, two types", http.MethodPost, http.StatusMultipleChoices, []string{"text/plain", "application/json"}, changed},
+		// Types no SDK reads as JSON, but a client that reads every
+		// answer that is not an event stream as JSON does (requests'
+		// json(), whatever the type).
+		{"tools/call, text/plain", http.MethodPost, 0, []string{"text/plain"}, changed},
+		{"tools/call, text/html", http.MethodPost, 0, []string{"text/html"}, changed},
+		{"tools/call, octet-stream", http.MethodPost, 0, []string{"application/octet-stream"}, changed},
+		{"tools/call, no type", http.MethodPost, 0, nil, changed},
+		{"tools/call, 202 text/plain", http.MethodPost, http.StatusAccepted, []string{"text/plain"}, changed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

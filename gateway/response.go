@@ -593,9 +593,15 @@ func (rw *responseWriter) WriteHeader(code int) {
 			rw.mode = modeRefuse
 			return
 		case rw.filter == nil && !rw.rewritesOther() && mt != "text/event-stream" && mt != "application/json":
-			// Only watching for tools lists or resources: an answer that
-			// is neither JSON nor an event stream (a notification's 202)
-			// carries no message a client reads.
+			// Only watching for tools lists or resources, in an answer
+			// that is neither JSON nor an event stream (a notification's
+			// 202 "Accepted"): the SDKs' clients read no message from it,
+			// but a client that reads every answer that is not an event
+			// stream as JSON (requests' json() reads any type) does. It
+			// is read as a JSON answer: passed as it came when it can
+			// name no list or resource, refused when it may and cannot
+			// be read.
+			fallthrough
 		case mt == "application/json":
 			rw.mode = modeJSON
 			rw.length = -1

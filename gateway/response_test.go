@@ -232,6 +232,46 @@ func TestReadContentsFilteredOnResume(t *testing.T) {
 	}
 }
 
+// TestEmbeddedResourcesAnyType: an answer of a type no SDK reads as JSON
+// (text/plain, none) is read by a client that takes every answer that is
+// not an event stream for JSON (requests' json() reads any type): with
+// resource rules, its embedded resources are checked as a JSON answer's,
+// and one that may carry them but is not JSON is refused; one that names
+// none, a notification's 202 "Accepted", passes as it came.
+func TestEmbeddedResourcesAnyType(t *testing.T) {
+	const answer = `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"resource","resource":{"uri":"file:///secret/key","text":"TOPSECRET"}}]}}`
+	tests := []struct {
+		ct           []string
+		status       int
+		body         string
+		wantStatus   int
+		want, refuse string
+	}{
+		{[]string{"text/plain"}, 200, answer, 200, "withheld", "TOPSECRET"},
+		{[]string{"text/html"}, 200, answer, 200, "withheld", "TOPSECRET"},
+		{[]string{"application/octet-stream"}, 200, answer, 200, "withheld", "TOPSECRET"},
+		{nil, 200, answer, 200, "withheld", "TOPSECRET"},
+		{[]string{"text/plain"}, 202, answer, 202, "withheld", "TOPSECRET"},
+		{[]string{"text/plain"}, 200, "resource: " + answer, 502, "", "TOPSECRET"},
+		{[]string{"text/plain; charset=utf-8"}, 202, "Accepted", 202, "Accepted", ""},
+		{nil, 200, "", 200, "", ""},
+	}
+	for _, tt := range tests {
+		h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+			w.Header()["Content-Type"] = tt.ct
+			w.WriteHeader(tt.status)
+			io.WriteString(w, tt.body)
+		})
+		c := claims()
+		c["scope"] = "mcp tools:read files:read"
+		resp := h.do(t, call{body: toolCall("read_a"), token: mint(t, c), headers: map[string]string{"MCP-Protocol-Version": "2025-11-25"}})
+		body := readBody(t, resp)
+		if resp.StatusCode != tt.wantStatus || !strings.Contains(body, tt.want) || tt.refuse != "" && strings.Contains(body, tt.refuse) {
+			t.Errorf("%d %q %.40q = %d %.160q, want %d with %q", tt.status, tt.ct, tt.body, resp.StatusCode, body, tt.wantStatus, tt.want)
+		}
+	}
+}
+
 // TestEmbeddedResourcesChecked: with resource rules configured, the
 // resources an answer embeds are checked as a resources/read of their
 // URI would be. A tool's or prompt's result may embed a resource's
