@@ -113,8 +113,14 @@ func writeError(w http.ResponseWriter, err error) {
 	if status == http.StatusUnauthorized {
 		h.Set("WWW-Authenticate", `Basic realm="token", charset="UTF-8"`)
 	}
-	if e.RetryAfter > 0 {
+	switch {
+	case e.RetryAfter > 0:
 		h.Set("Retry-After", retryAfter(e.RetryAfter))
+	case status == http.StatusServiceUnavailable:
+		// A retry may get past every 503 (a key withdrawn while the
+		// token was signed, a replay check that could not be made):
+		// say when, as for a busy store.
+		h.Set("Retry-After", retryAfter(storeRetryAfter))
 	}
 	body := map[string]string{"error": e.Code}
 	if e.Description != "" {

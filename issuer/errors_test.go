@@ -179,6 +179,43 @@ func TestStoreUnavailable(t *testing.T) {
 	}
 }
 
+// TestUnavailableAnswersRetryAfter: every 503 the issuer answers says
+// when to retry, not only a busy store's: a code redeemed at an instance
+// that signed with a key another instance withdrew meanwhile (nothing is
+// spent, and the retry gets a token of the new key), and the pages'
+// "Temporarily unavailable" (a self-registered client's authorization
+// request whose session cannot be stored: an error page, not a redirect).
+func TestUnavailableAnswersRetryAfter(t *testing.T) {
+	t.Run("key withdrawn while signing", func(t *testing.T) {
+		a, b, _ := twoOnMemory(t)
+		if _, err := a.iss.WithdrawSigningKeys(t.Context(), b.signedWith(t)); err != nil {
+			t.Fatal(err)
+		}
+		code, verifier := b.issueCode(t, codeSpec{scopes: []string{"read"}})
+		r := b.post(t, pathToken, url.Values{"grant_type": {"authorization_code"}, "code": {code}, "code_verifier": {verifier},
+			"client_id": {tPublic}, "redirect_uri": {tRedirect}}, "")
+		if r.status != http.StatusServiceUnavailable || r.str("error") != "temporarily_unavailable" || r.header.Get("Retry-After") != "1" {
+			t.Errorf("code redeemed at B after A withdrew B's key = %d %s (Retry-After %q), want 503 temporarily_unavailable, Retry-After 1",
+				r.status, r.raw, r.header.Get("Retry-After"))
+		}
+	})
+	t.Run("page", func(t *testing.T) {
+		clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+		st := &unavailableStore{Store: memory.New(memory.Options{Now: clock.Now, RunTwice: true})}
+		e := newTokEnvStore(t, st, clock)
+		_, reg := e.register(t, `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"none"}`)
+		id, _ := reg["client_id"].(string)
+		st.down.Store(true)
+		rec := httptest.NewRecorder()
+		e.iss.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, e.url(pathAuthorize, url.Values{"response_type": {"code"}, "client_id": {id},
+			"code_challenge": {testChallenge}, "code_challenge_method": {"S256"}, "resource": {tResource}, "scope": {"read"}}), nil))
+		if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") != "1" {
+			t.Errorf("self-registered client's authorization request while the store is down = %d (Retry-After %q) %.300s, want 503, Retry-After 1",
+				rec.Code, rec.Header().Get("Retry-After"), rec.Body)
+		}
+	})
+}
+
 // TestJSONAnswersNoSniff: every JSON answer, success or error, tells the
 // browser its type is final, so none that reflects a caller's input is
 // ever read as script or a page.

@@ -100,6 +100,11 @@ func (p *pages) renderPage(w http.ResponseWriter, status int, name string, pg pa
 		buf.WriteString("internal error\n")
 	}
 	pageHeaders(w, formTargets...)
+	if status == http.StatusServiceUnavailable && w.Header().Get("Retry-After") == "" {
+		// "Temporarily unavailable": when to retry, as the JSON
+		// endpoints' 503s say (writeError).
+		w.Header().Set("Retry-After", retryAfter(storeRetryAfter))
+	}
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
 }
