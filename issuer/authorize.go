@@ -219,7 +219,11 @@ func (i *Issuer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 
 	omitEmptyParams(params)
-	c, params, usedPAR, msg := i.authorizeClient(ctx, params)
+	c, params, usedPAR, msg, err := i.authorizeClient(ctx, params)
+	if err != nil {
+		i.pages.serverErrorPage(w, err)
+		return
+	}
 	if msg != "" {
 		i.pages.errorPage(w, http.StatusBadRequest, "Invalid request", msg)
 		return
@@ -296,47 +300,56 @@ func (i *Issuer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 
 // authorizeClient resolves the client and, for a pushed request, replaces
 // params by the pushed ones. A non-empty message means the request cannot
-// be answered at any redirect URI and gets an error page.
-func (i *Issuer) authorizeClient(ctx context.Context, params url.Values) (*Client, url.Values, bool, string) {
+// be answered at any redirect URI and gets an error page. An error is a
+// store that could not tell (storeBusy): not an unknown client or pushed
+// request, which the user would give up on, but "Temporarily
+// unavailable".
+func (i *Issuer) authorizeClient(ctx context.Context, params url.Values) (*Client, url.Values, bool, string, error) {
 	ids := params["client_id"]
 	if len(ids) != 1 || ids[0] == "" {
-		return nil, nil, false, "The request has no valid client_id."
+		return nil, nil, false, "The request has no valid client_id.", nil
 	}
 	c, err := i.dir.lookupClient(ctx, ids[0])
+	if storeBusy(err) {
+		return nil, nil, false, "", err
+	}
 	if err != nil {
 		var e *Error
 		if !errors.Is(err, ErrInvalidClient) {
 			i.log.Error("authorize: look up client", zap.Error(err))
 		}
 		if errors.As(err, &e) && e.Description != "" && i.cimd.isClientID(ids[0]) {
-			return nil, nil, false, "The application could not be identified: " + e.Description + "."
+			return nil, nil, false, "The application could not be identified: " + e.Description + ".", nil
 		}
-		return nil, nil, false, "The application (client_id) is not known to this server."
+		return nil, nil, false, "The application (client_id) is not known to this server.", nil
 	}
 	uris := params["request_uri"]
 	if len(uris) == 0 {
-		return c, params, false, ""
+		return c, params, false, "", nil
 	}
 	if len(uris) != 1 {
-		return nil, nil, false, "The request_uri parameter is repeated."
+		return nil, nil, false, "The request_uri parameter is repeated.", nil
 	}
 	if !strings.HasPrefix(uris[0], requestURIPrefix) {
 		// No pushed request's: a request object to fetch, which
 		// parseAuthorize answers with request_uri_not_supported at the
 		// redirect URI the query names.
-		return c, params, false, ""
+		return c, params, false, "", nil
 	}
 	pr, err := i.consumePAR(ctx, c, uris[0])
+	if storeBusy(err) {
+		return nil, nil, false, "", err
+	}
 	if err != nil {
 		if !errors.Is(err, store.ErrNotFound) {
 			i.log.Error("authorize: consume pushed request", zap.Error(err))
 		}
-		return nil, nil, false, "The pushed authorization request is unknown, expired, already used, or belongs to another application."
+		return nil, nil, false, "The pushed authorization request is unknown, expired, already used, or belongs to another application.", nil
 	}
 	// RFC 9126 section 4: only the pushed parameters count; client_id and
 	// request_uri in the query only find them. handlePAR omitted the
 	// empty ones.
-	return c, pr.Params, true, ""
+	return c, pr.Params, true, "", nil
 }
 
 // consumePAR redeems a pushed request for client c: read, checked and

@@ -142,7 +142,10 @@ func TestRevokeDerivedChainBatched(t *testing.T) {
 // accepted; a reload that moves the bbolt file closes the old one) is
 // answered 503 temporarily_unavailable with Retry-After, as for a store
 // that cannot write now, where it was a 500 server_error; the client's
-// retry reaches the new configuration. Nothing was written.
+// retry reaches the new configuration. Nothing was written. A page says
+// "Temporarily unavailable", also where the store was to tell whether a
+// client or pushed request exists (it told the user the application was
+// unknown).
 func TestStoreClosedAnswersUnavailable(t *testing.T) {
 	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
 	st, err := bolt.Open(filepath.Join(t.TempDir(), "auth.db"), bolt.Options{Now: clock.Now})
@@ -154,8 +157,32 @@ func TestStoreClosedAnswersUnavailable(t *testing.T) {
 	if tok == "" {
 		t.Fatal("no access token before the store closed")
 	}
+	// A self-registered client's authorization request and sign-out
+	// request, and a pushed authorization request: the application and
+	// the pushed request are not unknown, the store could not tell.
+	_, reg := e.register(t, `{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"none"}`)
+	self, _ := reg["client_id"].(string)
+	authz := url.Values{"response_type": {"code"}, "client_id": {self}, "code_challenge": {testChallenge},
+		"code_challenge_method": {"S256"}, "resource": {tResource}, "scope": {"read"}}
+	pushed := e.post(t, pathPAR, url.Values{"response_type": {"code"}, "client_id": {tPublic}, "code_challenge": {testChallenge},
+		"code_challenge_method": {"S256"}, "resource": {tResource}, "scope": {"read"}}, "").str("request_uri")
+	if pushed == "" {
+		t.Fatal("no pushed request before the store closed")
+	}
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
+	}
+	for _, target := range []string{
+		e.url(pathAuthorize, authz),
+		e.url(pathAuthorize, url.Values{"client_id": {tPublic}, "request_uri": {pushed}}),
+		e.url(pathLogout, url.Values{"client_id": {self}}),
+	} {
+		rec := httptest.NewRecorder()
+		e.iss.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, target, nil))
+		if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") != "1" || !strings.Contains(rec.Body.String(), "Temporarily unavailable") {
+			t.Errorf("%s on a closed store = %d (Retry-After %q) %.400s, want 503 Temporarily unavailable, Retry-After 1",
+				target, rec.Code, rec.Header().Get("Retry-After"), rec.Body)
+		}
 	}
 	// The revocation check of a valid access token cannot be made: not
 	// "inactive" (a resource server would refuse, and cache that, and

@@ -32,16 +32,17 @@ type logoutRequest struct {
 
 // parseLogout validates a logout request (RP-Initiated Logout 1.0
 // sections 2 to 4). A non-empty message refuses it: the browser gets an
-// error page, never a redirect, and nothing changes.
-func (i *Issuer) parseLogout(ctx context.Context, params url.Values) (*logoutRequest, string) {
+// error page, never a redirect, and nothing changes. An error is a store
+// that could not tell whether the application exists (storeBusy).
+func (i *Issuer) parseLogout(ctx context.Context, params url.Values) (*logoutRequest, string, error) {
 	omitEmptyParams(params)
 	if k := repeatedParam(params); k != "" {
-		return nil, repeatedMessage(k, true)
+		return nil, repeatedMessage(k, true), nil
 	}
 	lr := &logoutRequest{params: url.Values{}}
 	for _, k := range logoutParams {
 		if v := params.Get(k); len(v) > maxAuthorizeParam {
-			return nil, fmt.Sprintf("The parameter %s is too long.", k)
+			return nil, fmt.Sprintf("The parameter %s is too long.", k), nil
 		} else if v != "" {
 			lr.params.Set(k, v)
 		}
@@ -53,11 +54,11 @@ func (i *Issuer) parseLogout(ctx context.Context, params url.Values) (*logoutReq
 		claims := i.idTokenHint(ctx, hint)
 		switch {
 		case claims == nil:
-			return nil, "The id_token_hint is not an ID token this server issued."
+			return nil, "The id_token_hint is not an ID token this server issued.", nil
 		case clientID != "" && !slices.Contains(claims.Audience, clientID):
-			return nil, "The id_token_hint was not issued to the application client_id names."
+			return nil, "The id_token_hint was not issued to the application client_id names.", nil
 		case clientID == "" && len(claims.Audience) != 1:
-			return nil, "The id_token_hint names several applications: say which with client_id."
+			return nil, "The id_token_hint names several applications: say which with client_id.", nil
 		case clientID == "":
 			clientID = claims.Audience[0]
 		}
@@ -65,11 +66,15 @@ func (i *Issuer) parseLogout(ctx context.Context, params url.Values) (*logoutReq
 	}
 	if clientID != "" {
 		c, err := i.dir.lookupClient(ctx, clientID)
+		if storeBusy(err) {
+			// The store could not tell: not an unknown application.
+			return nil, "", err
+		}
 		if err != nil {
 			if !errors.Is(err, ErrInvalidClient) {
 				i.log.Error("logout: look up client", zap.Error(err))
 			}
-			return nil, "The application (client_id) is not known to this server."
+			return nil, "The application (client_id) is not known to this server.", nil
 		}
 		lr.client = c
 	}
@@ -78,13 +83,13 @@ func (i *Issuer) parseLogout(ctx context.Context, params url.Values) (*logoutReq
 		// its redirect_uris; without a client, none is.
 		switch {
 		case lr.client == nil:
-			return nil, "A post_logout_redirect_uri needs an id_token_hint or a client_id naming the application."
+			return nil, "A post_logout_redirect_uri needs an id_token_hint or a client_id naming the application.", nil
 		case !slices.Contains(lr.client.PostLogoutRedirectURIs, uri):
-			return nil, "The post_logout_redirect_uri is not registered for this application."
+			return nil, "The post_logout_redirect_uri is not registered for this application.", nil
 		}
 		lr.redirect = uri
 	}
-	return lr, ""
+	return lr, "", nil
 }
 
 type logoutView struct {
@@ -150,7 +155,11 @@ func (i *Issuer) handleLogout(w http.ResponseWriter, r *http.Request) {
 // what the GET needs of it (what it loses is the warning that the hint
 // names another user than the one signed in).
 func (i *Issuer) logoutAgain(w http.ResponseWriter, r *http.Request) {
-	lr, msg := i.parseLogout(r.Context(), r.PostForm)
+	lr, msg, err := i.parseLogout(r.Context(), r.PostForm)
+	if err != nil {
+		i.pages.serverErrorPage(w, err)
+		return
+	}
 	if msg != "" {
 		i.pages.errorPage(w, http.StatusBadRequest, "Sign-out request not accepted", msg)
 		return
@@ -167,7 +176,11 @@ func (i *Issuer) logoutAgain(w http.ResponseWriter, r *http.Request) {
 // signed-in user; for no one, there is no session to end (section 4:
 // not an error), so the browser goes on as after a sign-out.
 func (i *Issuer) logoutAsk(w http.ResponseWriter, r *http.Request, params url.Values) {
-	lr, msg := i.parseLogout(r.Context(), params)
+	lr, msg, err := i.parseLogout(r.Context(), params)
+	if err != nil {
+		i.pages.serverErrorPage(w, err)
+		return
+	}
 	if msg != "" {
 		i.pages.errorPage(w, http.StatusBadRequest, "Sign-out request not accepted", msg)
 		return
@@ -230,7 +243,11 @@ func (i *Issuer) logoutConfirmed(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	lr, msg := i.parseLogout(r.Context(), r.PostForm)
+	lr, msg, err := i.parseLogout(r.Context(), r.PostForm)
+	if err != nil {
+		i.pages.serverErrorPage(w, err)
+		return
+	}
 	if msg != "" {
 		i.pages.errorPage(w, http.StatusBadRequest, "Sign-out request not accepted", msg)
 		return
