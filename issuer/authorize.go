@@ -190,7 +190,7 @@ func (i *Issuer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	case http.MethodPost:
 		r.Body = http.MaxBytesReader(w, r.Body, maxPageFormBytes)
 		if err := r.ParseForm(); err != nil {
-			i.pages.errorPage(w, http.StatusBadRequest, "Invalid request", "The authorization request could not be read.")
+			i.pages.unreadableForm(w, err, "The authorization request could not be read.")
 			return
 		}
 		params = r.PostForm

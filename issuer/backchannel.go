@@ -36,8 +36,7 @@ func readForm(r *http.Request) (url.Values, error) {
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxFormBytes))
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		if bodyTooLarge(err) {
 			return nil, (&Error{Code: "invalid_request", Status: http.StatusRequestEntityTooLarge}).WithDescription("request body too large")
 		}
 		return nil, ErrInvalidRequest.WithDescription("unreadable body").Wrap(err)
@@ -66,6 +65,13 @@ func readForm(r *http.Request) (url.Values, error) {
 		}
 	}
 	return vals, nil
+}
+
+// bodyTooLarge reports whether err is a read of a body past a bound
+// (http.MaxBytesReader, here or in a request_body in front).
+func bodyTooLarge(err error) bool {
+	_, ok := errors.AsType[*http.MaxBytesError](err)
+	return ok
 }
 
 func writeNoStoreJSON(w http.ResponseWriter, status int, v any) {

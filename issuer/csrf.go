@@ -113,7 +113,7 @@ func defaultPort(scheme, port string) bool {
 func (i *Issuer) postedForm(w http.ResponseWriter, r *http.Request, needUser bool) (s *session, sid string, ok bool) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxPageFormBytes)
 	if err := r.ParseForm(); err != nil {
-		i.pages.errorPage(w, http.StatusBadRequest, "Invalid request", "The form could not be read.")
+		i.pages.unreadableForm(w, err, "The form could not be read.")
 		return nil, "", false
 	}
 	s, sid, err := i.sessions.current(r)

@@ -126,7 +126,7 @@ func (i *Issuer) handleLogout(w http.ResponseWriter, r *http.Request) {
 	case http.MethodPost:
 		r.Body = http.MaxBytesReader(w, r.Body, maxPageFormBytes)
 		if err := r.ParseForm(); err != nil {
-			i.pages.errorPage(w, http.StatusBadRequest, "Invalid request", "The sign-out request could not be read.")
+			i.pages.unreadableForm(w, err, "The sign-out request could not be read.")
 			return
 		}
 		if r.PostForm.Has(csrfField) {

@@ -133,6 +133,18 @@ func (p *pages) errorPage(w http.ResponseWriter, status int, heading, message st
 	p.render(w, status, "error", heading, struct{ Heading, Message string }{heading, message})
 }
 
+// unreadableForm answers a page's form POST that r.ParseForm refused:
+// 413 when the body passed a bound (the page's maxPageFormBytes, or a
+// request_body max_size in front), as the back-channel endpoints answer
+// it; else 400, with message.
+func (p *pages) unreadableForm(w http.ResponseWriter, err error, message string) {
+	if bodyTooLarge(err) {
+		p.errorPage(w, http.StatusRequestEntityTooLarge, "Request too large", "The form was larger than this server accepts.")
+		return
+	}
+	p.errorPage(w, http.StatusBadRequest, "Invalid request", message)
+}
+
 // cspSourceChars is what a CSP source expression built from a URL may
 // contain; anything else is dropped rather than risk injecting directives.
 var cspSourceChars = regexp.MustCompile(`^[a-z][a-z0-9+.-]*:(//[A-Za-z0-9.\-\[\]:]+)?$`)

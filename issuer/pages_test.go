@@ -152,3 +152,36 @@ func TestCIMDErrorPageBoundsDocumentText(t *testing.T) {
 		}
 	}
 }
+
+// TestPageFormTooLarge: a form POST to a page over the pages' 32 KiB,
+// and a form body at /userinfo over it, are answered 413, as the
+// back-channel endpoints answer theirs (and as Caddy answers a body over
+// a request_body max_size in front: TestIssuerRequestBodyMaxSize), not
+// 400 "could not be read"; one within it is read as before.
+func TestPageFormTooLarge(t *testing.T) {
+	e := newBrowserEnv(t, nil)
+	over := "x=" + strings.Repeat("a", maxPageFormBytes)
+	post := func(path, body string) (*http.Response, string) {
+		t.Helper()
+		resp, err := http.Post(e.srv.URL+path, "application/x-www-form-urlencoded", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, readBody(t, resp)
+	}
+	for _, path := range []string{pathLogin, pathConsent, pathLogout, pathApps, pathAuthorize} {
+		if resp, page := post(path, over); resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(page, "Request too large") {
+			t.Errorf("POST %s of %d bytes = %d, want 413 saying the request is too large: %s", path, len(over), resp.StatusCode, page)
+		}
+		if resp, page := post(path, "x=1"); resp.StatusCode == http.StatusRequestEntityTooLarge || strings.Contains(page, "Request too large") {
+			t.Errorf("POST %s of 3 bytes = %d, want it read", path, resp.StatusCode)
+		}
+	}
+	resp, _ := post(pathUserinfo, over)
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(resp.Header.Get("WWW-Authenticate"), `error="invalid_request"`) {
+		t.Errorf("POST /userinfo of %d bytes = %d %q, want 413 invalid_request", len(over), resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+	}
+	if resp, _ := post(pathUserinfo, "access_token=x"); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("POST /userinfo with access_token = %d, want 400", resp.StatusCode)
+	}
+}

@@ -156,7 +156,7 @@ func (i *Issuer) handleRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxRegistrationBytes+1))
-	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+	if bodyTooLarge(err) {
 		// A handler in front bounds the body tighter (Caddy's
 		// request_body max_size, a chunked body over it): too large, as
 		// Caddy answers it when Content-Length says so and readForm

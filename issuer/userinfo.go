@@ -15,25 +15,31 @@ import (
 // tokenOutsideHeader names what makes r carry an access token other than
 // in its one Authorization header: two such headers, or access_token in
 // the query or a form body (RFC 6750 sections 2.2 and 2.3, which this
-// endpoint does not read); "" for none.
-func tokenOutsideHeader(w http.ResponseWriter, r *http.Request) string {
+// endpoint does not read); "" for none. A form body that cannot be read
+// is named too, with status 413 when it passed a bound (this endpoint's,
+// or a request_body max_size in front), as the back-channel endpoints
+// answer it; status is 400 otherwise.
+func tokenOutsideHeader(w http.ResponseWriter, r *http.Request) (status int, msg string) {
 	if len(r.Header.Values("Authorization")) > 1 {
-		return "more than one Authorization header"
+		return http.StatusBadRequest, "more than one Authorization header"
 	}
 	if namesAccessToken(r.URL.RawQuery) {
-		return "access tokens are accepted in the Authorization header only"
+		return http.StatusBadRequest, "access tokens are accepted in the Authorization header only"
 	}
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); r.Method != http.MethodPost || mt != "application/x-www-form-urlencoded" {
-		return ""
+		return 0, ""
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxPageFormBytes))
+	if bodyTooLarge(err) {
+		return http.StatusRequestEntityTooLarge, "request body too large"
+	}
 	if err != nil {
-		return "the request body could not be read"
+		return http.StatusBadRequest, "the request body could not be read"
 	}
 	if namesAccessToken(string(body)) {
-		return "access tokens are accepted in the Authorization header only"
+		return http.StatusBadRequest, "access tokens are accepted in the Authorization header only"
 	}
-	return ""
+	return 0, ""
 }
 
 // namesAccessToken reports whether the query or form body q has an
@@ -84,8 +90,8 @@ func (i *Issuer) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 	// A token sent another way too, or in two headers, is a malformed
 	// request (RFC 6750 section 3.1), as at the gateway: served beside
 	// the header, it would keep landing in logs unnoticed.
-	if msg := tokenOutsideHeader(w, r); msg != "" {
-		challenge(http.StatusBadRequest, "invalid_request", msg, "")
+	if status, msg := tokenOutsideHeader(w, r); msg != "" {
+		challenge(status, "invalid_request", msg, "")
 		return
 	}
 	if !ok || !(strings.EqualFold(scheme, "Bearer") || dpopScheme) || raw == "" {
