@@ -463,16 +463,21 @@ type issuerMetadata struct {
 }
 
 // logKid is the log's field for a kid the issuer's key set names, cut
-// to maxLoggedIssuer bytes: the set may be maxBytes of one kid, logged
+// to maxLoggedKid bytes: the set may be maxBytes of one kid, logged
 // with each fetch.
 func logKid(kid string) zap.Field {
-	kid, _ = auditBound(kid, maxLoggedIssuer)
+	kid, _ = auditBound(kid, maxLoggedKid)
 	return zap.String("kid", kid)
 }
 
-// maxLoggedIssuer bounds the bytes of a mismatched metadata issuer
-// that discover's error quotes.
-const maxLoggedIssuer = 100
+const (
+	// maxLoggedKid bounds the bytes of a kid logKid logs; kids are
+	// short (a thumbprint is 43 characters).
+	maxLoggedKid = 100
+	// maxLoggedIssuer bounds the bytes of a mismatched metadata issuer
+	// that discover's error quotes.
+	maxLoggedIssuer = 100
+)
 
 // discover reads issuer's metadata: RFC 8414 path-inserted first, then
 // OpenID Connect Discovery (path-appended). The document's issuer must
