@@ -394,9 +394,19 @@ func (s *pinSet) listed(ctx context.Context, tool string, raw []byte) (keep bool
 				s.audit("tool pins full: new tools are hidden until pins are forgotten", tool, false, zap.Int("pins", v.stored.len()), zap.Int64("bytes", v.bytes))
 			}
 			s.g.metrics.ToolPin("hidden")
-			// A pinned tool's changed definition: its calls must not
-			// pass under the pinned one the server no longer offers.
-			s.forget(tool)
+			if p != (Pin{}) && cur != hash {
+				// A tool with a pin, listed otherwise: judged by what
+				// was listed, as when the change is recorded, so its
+				// calls are refused as a changed tool's rather than
+				// passing under the definition listed before. Audited
+				// once per definition offered, by each instance (nothing
+				// is recorded to say another saw it), and not counted
+				// as changed, which the recording instance counts.
+				s.auditEvent("tool definition changed", tool, false,
+					zap.String("pinned_hash", p.Pinned), zap.String("offered_hash", hash),
+					zap.Bool("recorded", false))
+				s.update(func(v *pinView) { v.current.set(tool, hash) })
+			}
 			return false, hash, nil
 		}
 		s.full.Store(false) // pins were forgotten: a fill again is audited again
@@ -503,6 +513,11 @@ func (s *pinSet) auditChange(tool, pinned, offered string, pinnedDef, offeredDef
 // the request events (auditBound); cut: a field of fields was cut so.
 func (s *pinSet) audit(msg, tool string, cut bool, fields ...zap.Field) {
 	s.g.metrics.ToolPin("changed")
+	s.auditEvent(msg, tool, cut, fields...)
+}
+
+// auditEvent is audit without the count.
+func (s *pinSet) auditEvent(msg, tool string, cut bool, fields ...zap.Field) {
 	tool, toolCut := auditBound(tool, maxAuditName)
 	cut = cut || toolCut
 	fields = append([]zap.Field{zap.String("resource", s.resource), zap.String("tool", tool), zap.String("pin_mode", s.mode.String())}, fields...)
