@@ -38,25 +38,13 @@ func TestParameterLogging(t *testing.T) {
 			t.Errorf("after %q: ParameterLogging() = %q, %v; want %q", settings, got, err, want)
 		}
 		// What the server logs of a record written now.
-		secret := "private-" + rand.Text()
-		if err := s.Update(ctx, func(tx store.Tx) error {
-			return tx.Put("keys", "kid", []byte(`{"d":"`+secret+`"}`), time.Time{})
-		}); err != nil {
-			t.Fatal(err)
-		}
+		secret := writeSecret(t, s)
 		_ = s.Close()
-		var logged bool
-		for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-			b, err := os.ReadFile(pgtest.Shared(t).LogFile())
-			if err != nil {
-				t.Fatal(err)
-			}
-			logged = bytes.Contains(b, []byte(hex.EncodeToString([]byte(secret))))
-			if logged || !logs || time.Now().After(deadline) {
-				break
-			}
+		wait := 2 * time.Second
+		if !logs {
+			wait = 0 // as before: read once where none is expected
 		}
-		if logged != logs {
+		if logged := recordLogged(t, secret, wait); logged != logs {
 			t.Errorf("after %q: the server's log holds the record: %v, want %v", settings, logged, logs)
 		}
 	}
@@ -92,26 +80,12 @@ func TestParameterLoggingAutoExplain(t *testing.T) {
 	if got, err := s.ParameterLogging(ctx); err != nil || got != want {
 		t.Errorf("ParameterLogging() = %q, %v; want %q", got, err, want)
 	}
-	secret := "private-" + rand.Text()
-	if err := s.Update(ctx, func(tx store.Tx) error {
-		return tx.Put("keys", "kid", []byte(`{"d":"`+secret+`"}`), time.Time{})
-	}); err != nil {
-		t.Fatal(err)
-	}
+	secret := writeSecret(t, s)
 	// auto_explain writes its plan of the write before the write returns:
 	// once a later statement's plan is in the log, the write's is too.
 	marker := "after-" + rand.Text()
 	sql(t, dsn, "SELECT '"+marker+"'")
-	var b []byte
-	for deadline := time.Now().Add(5 * time.Second); !bytes.Contains(b, []byte(marker)); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("auto_explain explained nothing: the test does not test")
-		}
-		var err error
-		if b, err = os.ReadFile(pgtest.Shared(t).LogFile()); err != nil {
-			t.Fatal(err)
-		}
-	}
+	b := logAfter(t, marker)
 	if logged := bytes.Contains(b, []byte(hex.EncodeToString([]byte(secret)))); logged != logsParameters {
 		t.Errorf("the server's log holds the record: %v, want %v", logged, logsParameters)
 	}
@@ -139,26 +113,12 @@ func TestParameterLoggingAutoExplainVerbose(t *testing.T) {
 	if got, err := s.ParameterLogging(ctx); err != nil || got != "auto_explain.log_min_duration = 0, auto_explain.log_verbose = on" {
 		t.Errorf("ParameterLogging() = %q, %v; want auto_explain.log_min_duration and log_verbose named", got, err)
 	}
-	secret := "private-" + rand.Text()
-	if err := s.Update(ctx, func(tx store.Tx) error {
-		return tx.Put("keys", "kid", []byte(`{"d":"`+secret+`"}`), time.Time{})
-	}); err != nil {
-		t.Fatal(err)
-	}
+	secret := writeSecret(t, s)
 	// As in TestParameterLoggingAutoExplain: once a later statement's
 	// plan is in the log, the write's is too.
 	marker := "after-" + rand.Text()
 	sql(t, dsn, "SELECT '"+marker+"'")
-	var b []byte
-	for deadline := time.Now().Add(5 * time.Second); !bytes.Contains(b, []byte(marker)); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("auto_explain explained nothing: the test does not test")
-		}
-		var err error
-		if b, err = os.ReadFile(pgtest.Shared(t).LogFile()); err != nil {
-			t.Fatal(err)
-		}
-	}
+	b := logAfter(t, marker)
 	if !bytes.Contains(b, []byte(hex.EncodeToString([]byte(secret)))) {
 		t.Error("the server's log does not hold the record: the test does not test")
 	}
@@ -263,16 +223,7 @@ func TestParameterLoggingOnError(t *testing.T) {
 		_ = conn.Close(ctx)
 		// The server writes its log a moment later (none expected: a
 		// moment is waited for all the same).
-		var b []byte
-		for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-			if b, err = os.ReadFile(pgtest.Shared(t).LogFile()); err != nil {
-				t.Fatal(err)
-			}
-			if bytes.Contains(b, []byte(secret)) || time.Now().After(deadline) {
-				break
-			}
-		}
-		if logged := bytes.Contains(b, []byte(secret)); logged != tt.logs {
+		if logged := logHolds(t, []byte(secret), 2*time.Second); logged != tt.logs {
 			t.Errorf("%v: the server's log holds the parameter: %v, want %v", tt.settings, logged, tt.logs)
 		}
 	}
@@ -299,12 +250,7 @@ func TestParameterLoggingTerse(t *testing.T) {
 		}
 		// A record written, and a statement that fails, as the store's
 		// may (a serialization failure).
-		written, failed := "private-"+rand.Text(), "private-"+rand.Text()
-		if err := s.Update(ctx, func(tx store.Tx) error {
-			return tx.Put("keys", "kid", []byte(`{"d":"`+written+`"}`), time.Time{})
-		}); err != nil {
-			t.Fatal(err)
-		}
+		written, failed := writeSecret(t, s), "private-"+rand.Text()
 		_ = s.Close()
 		conn, err := pgx.Connect(ctx, dsn)
 		if err != nil {
@@ -373,16 +319,9 @@ func TestOpenRefusesSimpleProtocol(t *testing.T) {
 	for _, d := range []string{dsn + " default_query_exec_mode=simple_protocol", dsn + " default_query_exec_mode='simple_protocol'"} {
 		s, err := postgres.Open(ctx, d, postgres.Options{})
 		if err == nil {
-			secret := "private-" + rand.Text()
-			if err := s.Update(ctx, func(tx store.Tx) error {
-				return tx.Put("keys", "kid", []byte(`{"d":"`+secret+`"}`), time.Time{})
-			}); err != nil {
-				t.Error(err)
-			}
+			secret := writeSecret(t, s)
 			_ = s.Close()
-			b, _ := os.ReadFile(pgtest.Shared(t).LogFile())
-			t.Fatalf("Open(simple_protocol) = nil, want an error; the server's log holds the record: %v",
-				bytes.Contains(b, []byte(hex.EncodeToString([]byte(secret)))))
+			t.Fatalf("Open(simple_protocol) = nil, want an error; the server's log holds the record: %v", recordLogged(t, secret, 0))
 		}
 		if !strings.Contains(err.Error(), "default_query_exec_mode simple_protocol") {
 			t.Errorf("Open(simple_protocol) = %v, want it named", err)
@@ -392,19 +331,10 @@ func TestOpenRefusesSimpleProtocol(t *testing.T) {
 	if got, err := s.ParameterLogging(ctx); got != "" || err != nil {
 		t.Errorf("ParameterLogging() = %q, %v; want none", got, err)
 	}
-	secret := "private-" + rand.Text()
-	if err := s.Update(ctx, func(tx store.Tx) error {
-		return tx.Put("keys", "kid", []byte(`{"d":"`+secret+`"}`), time.Time{})
-	}); err != nil {
-		t.Fatal(err)
-	}
+	secret := writeSecret(t, s)
 	_ = s.Close()
-	time.Sleep(time.Second) // the server writes its log line
-	b, err := os.ReadFile(pgtest.Shared(t).LogFile())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if bytes.Contains(b, []byte(hex.EncodeToString([]byte(secret)))) {
+	// The server writes its log line a moment later.
+	if recordLogged(t, secret, time.Second) {
 		t.Error("with default_query_exec_mode exec the server's log holds the record")
 	}
 }
@@ -432,28 +362,68 @@ func TestParameterLoggingMinMessages(t *testing.T) {
 		if got, err := s.ParameterLogging(ctx); err != nil || got != tt.want {
 			t.Errorf("log_min_messages = %s: ParameterLogging() = %q, %v; want %q", tt.level, got, err, tt.want)
 		}
-		secret := "private-" + rand.Text()
-		if err := s.Update(ctx, func(tx store.Tx) error {
-			return tx.Put("keys", "kid", []byte(`{"d":"`+secret+`"}`), time.Time{})
-		}); err != nil {
-			t.Fatal(err)
-		}
+		secret := writeSecret(t, s)
 		_ = s.Close()
 		// The server writes its log a moment later (none expected: a
 		// moment is waited for all the same).
-		var logged bool
-		for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-			b, err := os.ReadFile(pgtest.Shared(t).LogFile())
-			if err != nil {
-				t.Fatal(err)
-			}
-			logged = bytes.Contains(b, []byte(hex.EncodeToString([]byte(secret))))
-			if logged || time.Now().After(deadline) {
-				break
-			}
-		}
-		if logged != tt.logs {
+		if logged := recordLogged(t, secret, 2*time.Second); logged != tt.logs {
 			t.Errorf("log_min_messages = %s: the server's log holds the record: %v, want %v", tt.level, logged, tt.logs)
+		}
+	}
+}
+
+// writeSecret writes a record holding a fresh secret through s, as the
+// store writes a signing key, and returns the secret.
+func writeSecret(t *testing.T, s store.Store) string {
+	t.Helper()
+	secret := "private-" + rand.Text()
+	if err := s.Update(context.Background(), func(tx store.Tx) error {
+		return tx.Put("keys", "kid", []byte(`{"d":"`+secret+`"}`), time.Time{})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return secret
+}
+
+// recordLogged reports whether the shared server's log holds the record
+// writeSecret wrote (as the hex of a bytea parameter). The server writes
+// its log a moment after the statement: it is read again until it holds
+// the record or wait has passed (waited out whole where none is
+// expected).
+func recordLogged(t *testing.T, secret string, wait time.Duration) bool {
+	t.Helper()
+	return logHolds(t, []byte(hex.EncodeToString([]byte(secret))), wait)
+}
+
+// logHolds reports whether the shared server's log holds b within wait.
+func logHolds(t *testing.T, b []byte, wait time.Duration) bool {
+	t.Helper()
+	for deadline := time.Now().Add(wait); ; time.Sleep(20 * time.Millisecond) {
+		l, err := os.ReadFile(pgtest.Shared(t).LogFile())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(l, b) || time.Now().After(deadline) {
+			return bytes.Contains(l, b)
+		}
+	}
+}
+
+// logAfter is the shared server's log once it holds marker, which a
+// statement run after the ones a test looks for wrote: what they log is
+// in it then. It fails the test when marker is not there within 5 s.
+func logAfter(t *testing.T, marker string) []byte {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		b, err := os.ReadFile(pgtest.Shared(t).LogFile())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(b, []byte(marker)) {
+			return b
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the statement after is not in the log: the test does not test")
 		}
 	}
 }
