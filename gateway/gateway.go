@@ -421,13 +421,15 @@ func (g *Gateway) isEndpoint(u *url.URL) bool {
 func parseHTTPSURL(s string) (*url.URL, error) {
 	u, err := url.Parse(s)
 	if err != nil {
-		return nil, err
+		// Cut: the URL may be a remote issuer's (metadataEndpoint), as
+		// long as its metadata, and logged with each failed fetch.
+		return nil, cutURLError(err)
 	}
 	if u.Host == "" || u.User != nil {
 		return nil, errors.New("must be an absolute URL with a host and no user info")
 	}
 	if p := u.Port(); !accesstoken.ValidPort(p) {
-		return nil, fmt.Errorf("port %q: want 1 to 65535, without leading zeros", p)
+		return nil, fmt.Errorf("port %q: want 1 to 65535, without leading zeros", cutURL(p))
 	}
 	switch u.Scheme {
 	case "https":

@@ -524,11 +524,16 @@ func cutURL(s string) string {
 	return s
 }
 
-// cutURLError cuts the URL that an error of http.Client.Do quotes to
-// maxLoggedURL bytes, as loggedURL does.
+// cutURLError cuts the URL that an error of http.Client.Do or url.Parse
+// quotes to maxLoggedURL bytes, as loggedURL does, and the error it
+// wraps when that is longer: it may quote part of the URL too (a DNS
+// lookup's host, url.Parse's "invalid port").
 func cutURLError(err error) error {
 	if ue, ok := errors.AsType[*url.Error](err); ok {
 		ue.URL = cutURL(ue.URL)
+		if s := ue.Err.Error(); len(s) > maxLoggedURL {
+			ue.Err = errors.New(cutURL(s))
+		}
 	}
 	return err
 }

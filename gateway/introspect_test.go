@@ -1255,3 +1255,34 @@ func TestIntrospectionPrincipalTypeRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestIntrospectionRefusedEndpointCut: an introspection_endpoint the
+// gateway refuses to call (one Go cannot parse, a port out of range)
+// is the issuer's value, as long as its metadata; the error, logged
+// with every request whose token is not cached while it stays, names it
+// cut, not as the half megabyte a hostile or broken server may put
+// there.
+func TestIntrospectionRefusedEndpointCut(t *testing.T) {
+	long := strings.Repeat("x", 48<<10) // the metadata is read within 64 KiB here
+	for name, endpoint := range map[string]func(base string) string{
+		"bad escape": func(base string) string { return base + "/" + long + "%zz" },
+		"bad port":   func(base string) string { return "https://h.example:1" + long + "/introspect" },
+		"long port":  func(base string) string { return "https://h.example:" + strings.Repeat("1", 48<<10) + "/introspect" },
+	} {
+		t.Run(name, func(t *testing.T) {
+			var srv *httptest.Server
+			srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				json.NewEncoder(w).Encode(map[string]any{"issuer": srv.URL, "introspection_endpoint": endpoint(srv.URL)})
+			}))
+			t.Cleanup(srv.Close)
+			ri, err := NewRemoteIntrospection(srv.URL, "", gwClientID, gwClientSecret, srv.Client())
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = ri.Introspect(t.Context(), "tok")
+			if err == nil || !strings.Contains(err.Error(), "introspection_endpoint") || len(err.Error()) > 2<<10 {
+				t.Errorf("Introspect = error of %d bytes (%.200v…), want the refusal with the endpoint cut", len(fmt.Sprint(err)), err)
+			}
+		})
+	}
+}

@@ -1308,3 +1308,65 @@ func TestRemoteKeysLongKidCut(t *testing.T) {
 		}
 	}
 }
+
+// TestRemoteKeysRefusedValuesCut: a jwks_uri the gateway refuses to
+// call (one Go cannot parse, a port out of range) or cannot reach (a
+// host no lookup finds, which the lookup's error names) and a key it
+// skips (a key type or curve it does not know) are the issuer's
+// values, as long as the documents; the logged errors name them cut,
+// not as the half megabyte a hostile or broken server may put there,
+// with each fetch (the skipped key at DEBUG).
+func TestRemoteKeysRefusedValuesCut(t *testing.T) {
+	long := strings.Repeat("x", 512<<10)
+	a, _, _ := ed25519.GenerateKey(nil)
+	for _, tt := range []struct {
+		name string
+		md   func(base string) map[string]any
+		keys []any
+		msg  string
+	}{
+		{"bad escape", func(base string) map[string]any {
+			return map[string]any{"issuer": base, "jwks_uri": base + "/" + long + "%zz"}
+		}, nil, "fetching issuer keys"},
+		{"long port", func(base string) map[string]any {
+			return map[string]any{"issuer": base, "jwks_uri": "https://h.example:" + strings.Repeat("1", 512<<10) + "/jwks"}
+		}, nil, "fetching issuer keys"},
+		{"bad port", func(base string) map[string]any {
+			return map[string]any{"issuer": base, "jwks_uri": "https://h.example:1" + long + "/jwks"}
+		}, nil, "fetching issuer keys"},
+		{"long host", func(base string) map[string]any {
+			return map[string]any{"issuer": base, "jwks_uri": "https://" + strings.Repeat("a.", 256<<10) + "example/jwks"}
+		}, nil, "fetching issuer keys"},
+		{"key type", nil, []any{map[string]any{"kid": "k1", "kty": long}, edJWK("k2", a)}, "skipping JWK"},
+		{"curve", nil, []any{map[string]any{"kid": "k1", "kty": "EC", "crv": long}, edJWK("k2", a)}, "skipping JWK"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var srv *httptest.Server
+			srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/jwks" {
+					json.NewEncoder(w).Encode(map[string]any{"keys": tt.keys})
+					return
+				}
+				md := map[string]any{"issuer": srv.URL, "jwks_uri": srv.URL + "/jwks"}
+				if tt.md != nil {
+					md = tt.md(srv.URL)
+				}
+				json.NewEncoder(w).Encode(md)
+			}))
+			t.Cleanup(srv.Close)
+			core, logs := observer.New(zap.DebugLevel)
+			rk := NewRemoteKeys(srv.URL, srv.Client(), zap.New(core))
+			t.Cleanup(rk.Close)
+			rk.PublicKey(t.Context(), "k1")
+			entries := logs.FilterMessage(tt.msg).All()
+			if len(entries) == 0 {
+				t.Fatalf("nothing logged as %q", tt.msg)
+			}
+			for _, e := range entries {
+				if msg := fmt.Sprint(e.ContextMap()["error"]); len(msg) > 2<<10 {
+					t.Errorf("logged error of %d bytes (%.200s…), want the issuer's value cut", len(msg), msg)
+				}
+			}
+		})
+	}
+}

@@ -129,7 +129,9 @@ func (j JWK) Verifier() (crypto.PublicKey, error) {
 // PublicKey decodes the key: EC P-256/384/521, RSA of MinRSABits to
 // MaxRSABits with an odd exponent, or OKP Ed25519, in strict base64url.
 // Symmetric keys, other curves and keys carrying private material are
-// refused.
+// refused. An error quotes at most 64 characters of a value: keys come
+// from anyone, and a remote issuer's key set, logged with each fetch,
+// may be a megabyte of one kty.
 func (j JWK) PublicKey() (crypto.PublicKey, error) {
 	if j.D != "" {
 		return nil, errors.New("private key material published")
@@ -146,7 +148,7 @@ func (j JWK) PublicKey() (crypto.PublicKey, error) {
 		case "P-521":
 			curve = elliptic.P521()
 		default:
-			return nil, fmt.Errorf("unsupported curve %q", j.Crv)
+			return nil, fmt.Errorf("unsupported curve %.64q", j.Crv)
 		}
 		x, errX := dec(j.X)
 		y, errY := dec(j.Y)
@@ -173,7 +175,7 @@ func (j JWK) PublicKey() (crypto.PublicKey, error) {
 		}
 		return ed25519.PublicKey(x), nil
 	}
-	return nil, fmt.Errorf("unsupported key type %q", j.Kty)
+	return nil, fmt.Errorf("unsupported key type %.64q", j.Kty)
 }
 
 // Thumbprint is the RFC 7638 JWK thumbprint (SHA-256, base64url): the hash
