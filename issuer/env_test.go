@@ -216,6 +216,7 @@ type codeSpec struct {
 	challengeMethod                                string // default S256
 	noChallenge                                    bool
 	dpopJKT                                        string
+	at                                             time.Time // the issue; default the clock's now
 }
 
 // issueCode stores an authorization code and returns it with its PKCE
@@ -243,12 +244,15 @@ func (e *testEnv) issueCode(t testing.TB, s codeSpec) (code, verifier string) {
 	if s.challengeMethod == "" {
 		s.challengeMethod = "S256"
 	}
+	if s.at.IsZero() {
+		s.at = e.clock.Now()
+	}
 	code = rand.Text()
 	verifier = oauth2.GenerateVerifier()
 	ac := authCode{
 		ClientID: s.client, RedirectURI: s.redirect, Subject: s.user, Scopes: s.scopes,
-		Resource: s.resource, Nonce: s.nonce, Actor: s.actor, AuthTime: e.clock.Now().Add(-time.Minute),
-		IssuedAt: e.clock.Now(), Issuer: e.iss.URL(), ExpiresAt: e.clock.Now().Add(s.ttl),
+		Resource: s.resource, Nonce: s.nonce, Actor: s.actor, AuthTime: s.at.Add(-time.Minute),
+		IssuedAt: s.at, Issuer: e.iss.URL(), ExpiresAt: s.at.Add(s.ttl),
 		CodeChallengeMethod: s.challengeMethod, DPoPJKT: s.dpopJKT,
 	}
 	if !s.noChallenge {

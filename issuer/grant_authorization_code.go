@@ -99,7 +99,7 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 	if err != nil {
 		return nil, ErrInvalidGrant.WithDescription("user is unknown or disabled").Wrap(err)
 	}
-	agent, err := g.checkActorToken(ctx, f, ac.Actor, c.ID, ac.Resource, req.jkt)
+	agent, actorTok, err := g.checkActorToken(ctx, f, ac.Actor, c.ID, ac.Resource, req.jkt)
 	if err != nil {
 		return nil, err
 	}
@@ -188,6 +188,17 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 					return refuse(errNotSentToRegistered)
 				case err != nil:
 					return err
+				}
+			}
+			// The agent's own token was revoked since it was verified
+			// above (the agent disabled, removed or re-keyed): the
+			// change's stamp may not be after the code's issue either.
+			if actorTok != nil {
+				switch revoked, err := revocationsIn(tx).revoked(actorTok.ID, actorTok.GrantID); {
+				case err != nil:
+					return err
+				case revoked:
+					return refuse(ErrInvalidGrant.WithDescription("actor_token is not a valid token of the requested actor"))
 				}
 			}
 			// The user revoked the connection after the code's issue,
@@ -307,37 +318,44 @@ func isUnreserved(b byte) bool {
 // (clients send it or not); when sent it must name an access token or a
 // JWT, else invalid_request. A code without an actor refuses actor_token
 // (invalid_request) rather than ignore a delegation the user never saw.
-func (g authorizationCode) checkActorToken(ctx context.Context, f url.Values, actor, clientID, resource, jkt string) (*Agent, error) {
+// It returns the agent and the actor token's claims, whose revocation
+// the redemption's transaction reads again; nil for a code without an
+// actor.
+func (g authorizationCode) checkActorToken(ctx context.Context, f url.Values, actor, clientID, resource, jkt string) (*Agent, *accesstoken.Claims, error) {
 	i := g.iss
 	raw, typ := f.Get("actor_token"), f.Get("actor_token_type")
 	if actor == "" {
 		if raw != "" || typ != "" {
-			return nil, ErrInvalidRequest.WithDescription("actor_token is only accepted for a requested_actor authorization")
+			return nil, nil, ErrInvalidRequest.WithDescription("actor_token is only accepted for a requested_actor authorization")
 		}
-		return nil, nil
+		return nil, nil, nil
 	}
 	if raw == "" {
-		return nil, ErrInvalidGrant.WithDescription("actor_token is required: the authorization names an actor")
+		return nil, nil, ErrInvalidGrant.WithDescription("actor_token is required: the authorization names an actor")
 	}
 	if typ != "" && typ != tokenTypeAccessToken && typ != tokenTypeJWT {
-		return nil, ErrInvalidRequest.WithDescription("unsupported actor_token_type")
+		return nil, nil, ErrInvalidRequest.WithDescription("unsupported actor_token_type")
 	}
 	claims, err := i.verifyAccessToken(ctx, raw)
 	if storeBusy(err) {
-		return nil, err
+		return nil, nil, err
 	}
 	if err != nil || !ownAgentToken(claims) || claims.Subject != actor || !sameResource(claims.Audience[0], resource) {
-		return nil, ErrInvalidGrant.WithDescription("actor_token is not a valid token of the requested actor")
+		return nil, nil, ErrInvalidGrant.WithDescription("actor_token is not a valid token of the requested actor")
 	}
 	if err := possessed(claims.BoundKey(), jkt, "actor_token"); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// An agent's token a lagging instance issued under its replaced
 	// secret, as in a token exchange (review s16c F2).
 	if err := i.notReplaced(ctx, claims.GrantID, ErrInvalidGrant.WithDescription("actor_token is not a valid token of the requested actor")); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return i.dir.agentFor(ctx, actor, clientID)
+	agent, err := i.dir.agentFor(ctx, actor, clientID)
+	if err != nil {
+		return nil, nil, err
+	}
+	return agent, claims, nil
 }
 
 // ownAgentToken reports whether c is an agent's token for itself: not a

@@ -886,3 +886,58 @@ func TestCodeToRemovedRedirectURIAcrossInstances(t *testing.T) {
 		t.Errorf("code sent to %s, redeemed at B while A removed it = %d %s, want 400 invalid_grant", tRedirect, status, errorCodeOnly(status, got))
 	}
 }
+
+// TestDelegatedCodeWhileAgentDisabledAcrossInstances: a code delegating
+// to a stored agent (requested_actor) is issued at B, whose clock is 2 s
+// ahead of A's (within the 5 s README asks instances to agree to), and
+// redeemed at B with the agent's own token as actor_token while the
+// operator disables the agent at A: B's redemption verified the actor
+// token and read the agent before the disable committed, and records
+// after it. The disable's time stamp, by A's clock, is before the
+// code's issue, by B's, so it did not refuse the code, and the user's
+// delegation to the disabled agent was created after the disable's
+// scan revoked the agent's. The redemption's transaction reads the
+// actor token's revocation (the disable revoked the agent's own
+// tokens) again.
+func TestDelegatedCodeWhileAgentDisabledAcrossInstances(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	a := postgresEnv(t, dsn, clock)
+	pg, err := postgres.Open(t.Context(), dsn, postgres.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pg.Close() })
+	st := &slowUpdateStore{Store: pg, entered: make(chan struct{}), release: make(chan struct{})}
+	b := newTokEnvStore(t, st, clock, func(c *Config) { c.Now = func() time.Time { return clock.Now().Add(2 * time.Second) } })
+	if err := a.iss.PutAgent(t.Context(), Agent{ID: "rt", SecretHash: hashClientSecret("first"), Scopes: []string{"read"}}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Minute)
+	actor := b.agentToken(t, "rt", "first")
+	code, verifier := b.issueCode(t, codeSpec{actor: "rt", scopes: []string{"read"}, at: b.iss.now()})
+
+	// B's next write is the redemption's: the actor token and the agent
+	// are read by then.
+	st.armed.Store(true)
+	type result struct {
+		tok *oauth2.Token
+		err error
+	}
+	redeemed := make(chan result, 1)
+	go func() {
+		tok, err := b.exchange(t, tPublic, "", code, verifier,
+			oauth2.SetAuthURLParam("actor_token", actor), oauth2.SetAuthURLParam("actor_token_type", tokenTypeAccessToken))
+		redeemed <- result{tok, err}
+	}()
+	<-st.entered
+	clock.Advance(500 * time.Millisecond)
+	if err := a.iss.DisableAgent(t.Context(), "rt"); err != nil {
+		t.Fatal(err)
+	}
+	close(st.release)
+	r := <-redeemed
+	if status, got := tokenAnswer(r.tok, r.err); status != http.StatusBadRequest || got != "invalid_grant" {
+		t.Errorf("code delegating to rt, redeemed at B while A disabled rt = %d %s, want 400 invalid_grant", status, errorCodeOnly(status, got))
+	}
+}
