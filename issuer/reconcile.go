@@ -152,6 +152,13 @@ func (c *credentialTags) mayIssue(tx store.Tx, s tokenSubject, authenticated *Cl
 	}
 	if s.user != nil {
 		ok = ok && same(principalUser, s.subject)
+		// A provider's user carries no credential tag: the newest
+		// configuration removed or re-pointed the provider, and
+		// signed its users out, by a stamp another instance's clock
+		// may not order after this user's sign-in (as mayProvision).
+		if p := s.user.IdentityProvider; p != "" {
+			ok = ok && samePoint(applied, &c.declared, p)
+		}
 	}
 	for _, a := range s.act.Chain() {
 		ok = ok && agent(a)

@@ -941,3 +941,71 @@ func TestDelegatedCodeWhileAgentDisabledAcrossInstances(t *testing.T) {
 		t.Errorf("code delegating to rt, redeemed at B while A disabled rt = %d %s, want 400 invalid_grant", status, errorCodeOnly(status, got))
 	}
 }
+
+// TestIdPRemovedAtAnotherInstanceCodeRefused: a reload that removes an
+// identity provider reaches A first, in a cluster whose instances share
+// one issuer URL; B, whose clock is 2 s ahead of A's (within the 5 s
+// README asks instances to agree to), still runs the configuration with
+// the provider. A code of the provider's user, from a sign-in at B a
+// moment before the reload, redeemed at B after it, was not refused: the
+// reload's stamp of the provider's users, by A's clock, is before the
+// sign-in, by B's, and B's configuration still declares the provider,
+// which nothing compared with the configuration applied (as a lagging
+// instance's sign-ins are: mayProvision). The grant, recorded after the
+// reload revoked the users' grants, outlived the provider's removal, and
+// B's own reload, which takes nothing more away, would not revoke it.
+func TestIdPRemovedAtAnotherInstanceCodeRefused(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	open := func() store.Store {
+		t.Helper()
+		pg, err := postgres.Open(t.Context(), dsn, postgres.Options{Now: clock.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = pg.Close() })
+		return pg
+	}
+	ctx := t.Context()
+	stub := newStubIdP(t, clock.Now)
+	var declared Config
+	b := newBrowserEnvStore(t, open(), clock, func(c *Config) {
+		c.Now = func() time.Time { return clock.Now().Add(2 * time.Second) }
+		c.IdentityProviders = []IdentityProvider{{Name: stubIdPName, Issuer: stub.srv.URL, ClientID: "mcp-auth", ClientSecret: "stub-secret",
+			GroupMap: map[string][]string{"eng": {"staff"}}, AllowedEmailDomains: []string{"corp.example"}}}
+		declared = *c
+	})
+	if err := b.iss.ApplyConfigChanges(ctx); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Minute)
+	verifier := oauth2.GenerateVerifier()
+	c := b.browser()
+	res := b.idpSignInWith(t, c, url.Values{"code_challenge": {oauth2.S256ChallengeFromVerifier(verifier)}})
+	if res.status != http.StatusSeeOther {
+		t.Fatalf("sign-in at B = %d %q, want 303", res.status, res.body)
+	}
+	to, err := b.robot(c, b.srv.URL+res.location, bRedirect, "", "", "approve")
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := to.Query().Get("code")
+	if code == "" {
+		t.Fatalf("redirect %s carries no code", to)
+	}
+
+	// The reload reaches A: the same configuration, without the provider.
+	clock.Advance(500 * time.Millisecond)
+	reloaded := declared
+	reloaded.Now, reloaded.IdentityProviders = clock.Now, nil
+	a := newEnv(t, open(), clock)
+	a.serve(reloaded)
+	if err := a.iss.ApplyConfigChanges(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a2 := b.post(t, pathToken, url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {bRedirect},
+		"client_id": {bClientID}, "code_verifier": {verifier}}, "")
+	if a2.status != http.StatusBadRequest || a2.str("error") != "invalid_grant" {
+		t.Errorf("code of the removed provider's user, redeemed at B = %d %s, want 400 invalid_grant", a2.status, a2.str("error"))
+	}
+}
