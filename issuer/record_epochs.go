@@ -68,10 +68,13 @@ type epochRecords struct{ t table[epoch] }
 
 func epochsIn(tx store.Tx) epochRecords { return epochRecords{table[epoch]{tx, bucketEpochs}} }
 
-// stamp records that what the principal key held ended at rv.at.
+// stamp records that what the principal key held ended at rv.at. A
+// stamp already later (another instance's, whose clock is ahead) moves
+// on by a nanosecond rather than stay as it was: what recorded the stamp
+// it read (a code's conn) must see it changed.
 func (r epochRecords) stamp(key string, rv revocation) error {
 	if old, err := r.t.get(key); err == nil && !rv.at.After(old.At) {
-		return nil
+		rv.at = old.At.Add(time.Nanosecond)
 	} else if ignoreNotFound(err) != nil {
 		return err
 	}

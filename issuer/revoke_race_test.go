@@ -1009,3 +1009,56 @@ func TestIdPRemovedAtAnotherInstanceCodeRefused(t *testing.T) {
 		t.Errorf("code of the removed provider's user, redeemed at B = %d %s, want 400 invalid_grant", a2.status, a2.str("error"))
 	}
 }
+
+// TestConnectionRevokedAgainAtInstanceBehind: the user revokes an app's
+// connection at B, approves the app again there, and revokes it again a
+// moment later at A, whose clock is 2 s behind B's (within the 5 s
+// README asks instances to agree to). The second revocation's time, by
+// A's clock, was not after the first's, by B's, so it left the
+// connection's stamp as it was: the code of the approval in between,
+// which recorded that stamp (conn) and was issued after it, was
+// redeemed, and the app reconnected itself after the user cut it off
+// again. A revocation now always changes the stamp.
+func TestConnectionRevokedAgainAtInstanceBehind(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	a := postgresEnv(t, dsn, clock)
+	b := postgresEnv(t, dsn, clock, func(c *Config) { c.Now = func() time.Time { return clock.Now().Add(2 * time.Second) } })
+	ctx := t.Context()
+	clock.Advance(time.Minute)
+	c, err := b.iss.dir.lookupClient(ctx, tConf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifier := oauth2.GenerateVerifier()
+	ar := &authRequest{ClientID: tConf, RedirectURI: tRedirect, RedirectParam: tRedirect,
+		CodeChallenge: oauth2.S256ChallengeFromVerifier(verifier), CodeChallengeMethod: "S256"}
+	s := &session{Browser: "b", User: tUser, AuthTime: b.iss.now()}
+	if _, err := b.iss.issueCode(ctx, s, c, ar, "", tResource, []string{"read"}, true); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(100 * time.Millisecond)
+	if err := b.iss.revokeConnection(ctx, tUser, tConf, tResource, ""); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(100 * time.Millisecond)
+	code, err := b.iss.issueCode(ctx, s, c, ar, "", tResource, []string{"read"}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(100 * time.Millisecond)
+	if err := a.iss.revokeConnection(ctx, tUser, tConf, tResource, ""); err != nil {
+		t.Fatal(err)
+	}
+	if status, got := tokenAnswer(b.exchange(t, tConf, tSecret, code, verifier)); status != http.StatusBadRequest || got != "invalid_grant" {
+		t.Errorf("code of an approval between two revocations of the connection = %d %s, want 400 invalid_grant", status, errorCodeOnly(status, got))
+	}
+	// The user approves the app again: that code redeems.
+	clock.Advance(time.Second)
+	if code, err = b.iss.issueCode(ctx, s, c, ar, "", tResource, []string{"read"}, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.exchange(t, tConf, tSecret, code, verifier); err != nil {
+		t.Errorf("code of an approval after the revocations: %v", err)
+	}
+}
