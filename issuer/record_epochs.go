@@ -71,12 +71,17 @@ func epochsIn(tx store.Tx) epochRecords { return epochRecords{table[epoch]{tx, b
 // stamp records that what the principal key held ended at rv.at. A
 // stamp already later (another instance's, whose clock is ahead) moves
 // on by a nanosecond rather than stay as it was: what recorded the stamp
-// it read (a code's conn) must see it changed.
+// it read (a code's conn) must see it changed. One of the same instant
+// (a coarse clock) stays: an issuance of that instant is allowed (ended).
 func (r epochRecords) stamp(key string, rv revocation) error {
-	if old, err := r.t.get(key); err == nil && !rv.at.After(old.At) {
-		rv.at = old.At.Add(time.Nanosecond)
-	} else if ignoreNotFound(err) != nil {
+	old, err := r.t.get(key)
+	switch {
+	case ignoreNotFound(err) != nil:
 		return err
+	case err == nil && rv.at.Equal(old.At):
+		return nil
+	case err == nil && rv.at.Before(old.At):
+		rv.at = old.At.Add(time.Nanosecond)
 	}
 	return r.t.put(key, &epoch{At: rv.at}, rv.until.Add(epochKeep))
 }
