@@ -31,7 +31,10 @@ import (
 //   - debug_print_plan prints the plan of every statement, on a DETAIL
 //     line at LOG, and a plan made for the values given holds them;
 //   - auto_explain (from PostgreSQL 16, and with log_verbose on any
-//     version) and pgaudit, when loaded, have settings of their own.
+//     version) and pgaudit, when loaded, have settings of their own;
+//     pgaudit's object audit logging (pgaudit.role) logs the statements
+//     on a table its role has any privilege on, whatever pgaudit.log
+//     says.
 func (s *Store) ParameterLogging(ctx context.Context) (string, error) {
 	if err := s.begin(ctx); err != nil {
 		return "", fmt.Errorf("postgres: read logging settings: %w", err)
@@ -44,7 +47,7 @@ func (s *Store) ParameterLogging(ctx context.Context) (string, error) {
 		"log_parameter_max_length_on_error", "log_min_messages",
 		"log_error_verbosity", "log_destination", "logging_collector", "debug_print_plan",
 		"auto_explain.log_min_duration", "auto_explain.log_parameter_max_length", "auto_explain.log_verbose",
-		"pgaudit.log", "pgaudit.log_parameter",
+		"pgaudit.log", "pgaudit.log_parameter", "pgaudit.role",
 	}
 	vals := make([]*string, len(names))
 	dst := make([]any, len(names))
@@ -120,11 +123,34 @@ func (s *Store) ParameterLogging(ctx context.Context) (string, error) {
 			set("auto_explain.log_verbose", "on")
 		}
 	}
-	if v := get("pgaudit.log_parameter", "off"); v == "on" && get("pgaudit.log", "none") != "none" {
-		set("pgaudit.log_parameter", v)
+	if v := get("pgaudit.log_parameter", "off"); v == "on" {
+		// Session audit logging (pgaudit.log) logs the statements of its
+		// classes; object audit logging logs every statement on a table
+		// the role pgaudit.role names may read or write (a column of it
+		// too), with pgaudit.log none (TestParameterLoggingPgauditRole).
+		if get("pgaudit.log", "none") != "none" {
+			set("pgaudit.log_parameter", v)
+		} else if role := get("pgaudit.role", ""); role != "" {
+			var audited bool
+			if err := s.pool.QueryRow(bctx, auditedByRole, role).Scan(&audited); err != nil {
+				return "", s.beginErr(ctx, "read logging settings", unavailable(ctx, bctx, err))
+			}
+			if audited {
+				set("pgaudit.role", role)
+				set("pgaudit.log_parameter", v)
+			}
+		}
 	}
 	return strings.Join(why, ", "), nil
 }
+
+// auditedByRole reports whether the role named $1 (pgaudit.role, a role
+// name as pgaudit looks it up, not an identifier) has a privilege on the
+// store's table, or on a column of it, that a statement of the store
+// uses: pgaudit then logs those statements as object audit events.
+const auditedByRole = `SELECT EXISTS (SELECT FROM pg_roles r, (SELECT to_regclass('mcp_auth_entries') AS t) e
+	WHERE r.rolname = $1 AND e.t IS NOT NULL
+	AND (has_any_column_privilege(r.oid, e.t, 'SELECT, INSERT, UPDATE') OR has_table_privilege(r.oid, e.t, 'DELETE')))`
 
 // structuredLog reports whether the server writes a log that keeps every
 // field of a message whatever log_error_verbosity says: csvlog or jsonlog

@@ -427,3 +427,48 @@ func logAfter(t *testing.T, marker string) []byte {
 		}
 	}
 }
+
+// TestParameterLoggingPgauditRole: pgaudit's object audit logging logs
+// every statement on a table the role pgaudit.role names has a privilege
+// on (a column's too), with its parameters under pgaudit.log_parameter,
+// though pgaudit.log is none: with pgaudit 1.7 on PostgreSQL 15, a role
+// granted INSERT on mcp_auth_entries put each record the store wrote,
+// in hex, on an AUDIT line of the server's log, and ParameterLogging
+// named nothing. It names the role where it has such a privilege, and
+// only there. (The server here need not load pgaudit: its settings are
+// then placeholders, which the store's sessions read all the same.)
+func TestParameterLoggingPgauditRole(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.NewDatabase(t)
+	db := sql(t, dsn, "SELECT current_database()")
+	// A role name as pgaudit reads it: exact, not an identifier.
+	role := "Auditor " + strings.ToLower(rand.Text())
+	quoted := `"` + role + `"`
+	sql(t, dsn, "CREATE ROLE "+quoted+" NOLOGIN")
+	t.Cleanup(func() {
+		sql(t, dsn, "DROP OWNED BY "+quoted)
+		sql(t, dsn, "DROP ROLE "+quoted)
+	})
+	sql(t, dsn, "ALTER DATABASE "+db+" SET pgaudit.log_parameter = on")
+	sql(t, dsn, "ALTER DATABASE "+db+" SET pgaudit.role = '"+role+"'")
+	check := func(grant, want string) {
+		t.Helper()
+		if grant != "" {
+			sql(t, dsn, grant)
+		}
+		s := open(t, dsn, postgres.Options{})
+		if got, err := s.ParameterLogging(ctx); err != nil || got != want {
+			t.Errorf("after %q: ParameterLogging() = %q, %v; want %q", grant, got, err, want)
+		}
+		_ = s.Close()
+	}
+	open(t, dsn, postgres.Options{}).Close() // the table
+	check("", "")
+	check("GRANT SELECT ON mcp_auth_schema TO "+quoted, "")
+	audited := "pgaudit.role = " + role + ", pgaudit.log_parameter = on"
+	check("GRANT INSERT (value) ON mcp_auth_entries TO "+quoted, audited)
+	check("REVOKE ALL ON mcp_auth_entries FROM "+quoted, "")
+	check("GRANT DELETE ON mcp_auth_entries TO "+quoted, audited)
+	check("REVOKE ALL ON mcp_auth_entries FROM "+quoted+"; GRANT SELECT ON mcp_auth_entries TO PUBLIC", audited)
+	check("ALTER DATABASE "+db+" SET pgaudit.log_parameter = off", "")
+}
