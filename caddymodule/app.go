@@ -580,6 +580,10 @@ func (a *App) Start() error {
 			return err
 		}
 	}
+	// Once the gateways have registered the scopes their rules name.
+	if err := a.iss.CheckConfiguredScopes(); err != nil {
+		return err
+	}
 	if err := a.iss.ApplyConfigChanges(context.Background()); err != nil {
 		return err
 	}

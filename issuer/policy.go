@@ -59,6 +59,26 @@ func (p *policy) resources() []Resource {
 	return out
 }
 
+// CheckConfiguredScopes refuses a configured client's or agent's scope
+// that no resource offers (nor OpenID Connect), as the admin API refuses
+// one (checkScopes): "notes:raed" for notes:read, or "*" written for
+// every scope, loaded and allowed nothing. The gateways of the
+// configuration register their resources after New, so the caller
+// checks once they have (App.Start), before anything is applied.
+func (i *Issuer) CheckConfiguredScopes() error {
+	for _, c := range i.cfg.Clients {
+		if err := i.policy.checkScopes(c.Scopes); err != nil {
+			return fmt.Errorf("client %q: %w", c.ID, err)
+		}
+	}
+	for _, a := range i.cfg.Agents {
+		if err := i.policy.checkScopes(a.Scopes); err != nil {
+			return fmt.Errorf("agent %q: %w", a.ID, err)
+		}
+	}
+	return nil
+}
+
 // checkScopes refuses a scope in scopes that no resource offers (nor
 // OpenID Connect): a client or agent allowed it would hold nothing by
 // it, and the operator who wrote it meant another (a typo, a resource's
@@ -70,6 +90,9 @@ func (p *policy) checkScopes(scopes []string) error {
 	}
 	for _, s := range scopes {
 		if !slices.Contains(offered, s) && !slices.Contains(oidcScopes, s) {
+			if len(offered) == 0 {
+				return fmt.Errorf("scope %q is offered by no resource (none offers any: an mcp_gateway's rules, or a resource's scopes, name them)", s)
+			}
 			slices.Sort(offered)
 			return fmt.Errorf("scope %q is offered by no resource (offered: %s)", s, strings.Join(slices.Compact(offered), " "))
 		}

@@ -276,7 +276,7 @@ var agentsCaddyfile = template.Must(template.New("Caddyfile").Parse(`{
 		agent {{.AgentB}} {
 			name "{{.AgentBName}}"
 			secret {{.AgentBHash}}
-			scopes {{.Tools}} {{.Read}}
+			scopes {{.Tools}}
 			max_depth 2
 		}
 {{- with .Extra}}

@@ -53,6 +53,12 @@ func TestConfigErrorsAtLoad(t *testing.T) {
 	withClient := func(res string) string {
 		return strings.Replace(good, "\t\tgroup staff {", "\t\tclient app {\n\t\t\tpublic\n\t\t\tredirect_uri http://127.0.0.1:9/cb\n\t\t\tresources "+res+"\n\t\t}\n\t\tgroup staff {", 1)
 	}
+	// withScopes is good with a client or agent (head: its first lines)
+	// allowed scopes.
+	agentSecret := "sha256:" + strings.Repeat("ab", 32)
+	withScopes := func(head, scopes string) string {
+		return strings.Replace(good, "\t\tgroup staff {", "\t\t"+head+"\n\t\t\tscopes "+scopes+"\n\t\t}\n\t\tgroup staff {", 1)
+	}
 	tests := []struct {
 		name      string
 		caddyfile string
@@ -72,6 +78,14 @@ func TestConfigErrorsAtLoad(t *testing.T) {
 			fmt.Sprintf(`client "app": resources names https://%[1]s/mcp, which no mcp_gateway or resource declares; did you mean http://%[1]s/mcp?`, local)},
 		{"client resource elsewhere", withClient("https://other.example/mcp"),
 			fmt.Sprintf("client \"app\": resources names https://other.example/mcp, which no mcp_gateway or resource declares (declared: http://%s/mcp): add `resource https://other.example/mcp` to mcp_auth if another Caddy serves it", local)},
+		// A configured client's or agent's scope no resource offers
+		// allowed nothing (the admin API refuses one already).
+		{"client scope no resource offers", withScopes("client app {\n\t\t\tpublic\n\t\t\tredirect_uri http://127.0.0.1:9/cb", "raed"),
+			`client "app": scope "raed" is offered by no resource (offered: read)`},
+		{"client scope star", withScopes("client app {\n\t\t\tpublic\n\t\t\tredirect_uri http://127.0.0.1:9/cb", "read *"),
+			`client "app": scope "*" is offered by no resource (offered: read)`},
+		{"agent scope no resource offers", withScopes("agent bot {\n\t\t\tsecret "+agentSecret, "openid raed"),
+			`agent "bot": scope "raed" is offered by no resource (offered: read)`},
 		{"group resource elsewhere", render("http://"+local, "http://"+local, "https://other.example/mcp", "mcp_issuer"),
 			fmt.Sprintf("(declared: http://%s/mcp): add `resource https://other.example/mcp` to mcp_auth if another Caddy serves it", local)},
 		{"issuer site without mcp_issuer", render("http://"+local, "http://"+local, "*", ""),
@@ -105,7 +119,11 @@ func TestConfigErrorsAtLoad(t *testing.T) {
 	// has a trailing slash, which the issuer reads as the declared
 	// resource (issuer.CanonicalResource), so it allows that resource's
 	// tokens and loads.
-	harness.Start(t, withClient("http://"+local+"/mcp/"))
+	// Its client and agent are allowed a scope the gateway offers, and
+	// OpenID Connect's.
+	fixed := strings.Replace(withClient("http://"+local+"/mcp/"), "\t\t\tresources ", "\t\t\tscopes read openid\n\t\t\tresources ", 1)
+	fixed = strings.Replace(fixed, "\t\tgroup staff {", "\t\tagent bot {\n\t\t\tsecret "+agentSecret+"\n\t\t\tscopes read offline_access\n\t\t}\n\t\tgroup staff {", 1)
+	harness.Start(t, fixed)
 }
 
 // A placeholder that resolves to nothing is named, not its value, already

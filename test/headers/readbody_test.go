@@ -198,7 +198,9 @@ http://:%[3]d {
 func TestIssuerRequestBodyMaxSize(t *testing.T) {
 	issuerPort := harness.FreePort(t)
 	issuer := fmt.Sprintf("http://127.0.0.1:%d", issuerPort)
-	harness.Start(t, globalOptions(t, issuer, "")+fmt.Sprintf(`
+	// No gateway here: a resource offers the probe client's scope.
+	global := strings.Replace(globalOptions(t, issuer, ""), "\t\tclient probe-bot {", "\t\tresource "+issuer+"/mcp {\n\t\t\tscopes "+scope+"\n\t\t}\n\t\tclient probe-bot {", 1)
+	harness.Start(t, global+fmt.Sprintf(`
 http://:%[1]d {
 	bind 127.0.0.1
 	request_body {
