@@ -2162,17 +2162,6 @@ func TestIdPEmailDomainNarrowed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	apply("corp.example")
-	const alice, bob = stubIdPName + ":u-1", stubIdPName + ":u-2"
-	aliceBrowser := e.browser()
-	if res := e.idpSignIn(t, aliceBrowser); res.status != http.StatusSeeOther {
-		t.Fatalf("sign-in = %d %q, want 303", res.status, res.body)
-	}
-	stub.set(func(s *stubIdP) { s.claims["sub"], s.claims["email"] = "u-2", "bob@lab.example" })
-	apply("corp.example", "lab.example")
-	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
-		t.Fatalf("sign-in of bob = %d %q, want 303", res.status, res.body)
-	}
 	grantOf := func(user string) *oauth2.Token {
 		t.Helper()
 		code, verifier := e.issueCode(t, codeSpec{client: bClientID, user: user, redirect: bRedirect, resource: bResource, scopes: []string{"openid", "files:read", "offline_access"}})
@@ -2190,6 +2179,36 @@ func TestIdPEmailDomainNarrowed(t *testing.T) {
 		}
 		return a
 	}
+	// Before any domain is listed, carol signs in with an address her
+	// provider did not verify: none is kept for her.
+	apply()
+	const carol = stubIdPName + ":u-3"
+	stub.set(func(s *stubIdP) {
+		s.claims["sub"], s.claims["email"], s.claims["email_verified"] = "u-3", "carol@corp.example", false
+	})
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+		t.Fatalf("sign-in of carol = %d %q, want 303", res.status, res.body)
+	}
+	carolTok := grantOf(carol)
+	stub.set(func(s *stubIdP) {
+		s.claims["sub"], s.claims["email"], s.claims["email_verified"] = "u-1", "alice@corp.example", true
+	})
+	apply("corp.example")
+	// Listing domains where there were none cut carol off: no address
+	// of hers is kept, and none is inside a list.
+	if a := refresh(carolTok); a.status != http.StatusBadRequest || a.str("error") != "invalid_grant" {
+		t.Errorf("refresh of a user without a kept address once domains are listed = %d %s, want 400 invalid_grant", a.status, a.raw)
+	}
+	const alice, bob = stubIdPName + ":u-1", stubIdPName + ":u-2"
+	aliceBrowser := e.browser()
+	if res := e.idpSignIn(t, aliceBrowser); res.status != http.StatusSeeOther {
+		t.Fatalf("sign-in = %d %q, want 303", res.status, res.body)
+	}
+	stub.set(func(s *stubIdP) { s.claims["sub"], s.claims["email"] = "u-2", "bob@lab.example" })
+	apply("corp.example", "lab.example")
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+		t.Fatalf("sign-in of bob = %d %q, want 303", res.status, res.body)
+	}
 	aliceTok, bobTok := grantOf(alice), grantOf(bob)
 	code, verifier := e.issueCode(t, codeSpec{client: bClientID, user: bob, redirect: bRedirect, resource: bResource, scopes: []string{"files:read"}})
 
@@ -2197,8 +2216,9 @@ func TestIdPEmailDomainNarrowed(t *testing.T) {
 	if a := refresh(bobTok); a.status != http.StatusBadRequest || a.str("error") != "invalid_grant" {
 		t.Errorf("refresh of a user whose domain was taken out = %d %s, want 400 invalid_grant", a.status, a.raw)
 	}
-	if _, err := e.exchange(t, bClientID, "", code, verifier, oauth2.SetAuthURLParam("redirect_uri", bRedirect)); err == nil {
-		t.Errorf("a code issued before the domain was taken out was redeemed")
+	var re *oauth2.RetrieveError
+	if _, err := e.exchange(t, bClientID, "", code, verifier, oauth2.SetAuthURLParam("redirect_uri", bRedirect)); !errors.As(err, &re) || re.ErrorCode != "invalid_grant" {
+		t.Errorf("a code issued before the domain was taken out: %v, want invalid_grant", err)
 	}
 	if a := refresh(aliceTok); a.status != http.StatusOK {
 		t.Errorf("refresh of a user whose domain is still allowed = %d %s, want 200", a.status, a.raw)
