@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -410,6 +411,74 @@ func TestCSRFTokenMaskedPerPage(t *testing.T) {
 	if got := signIn(raw); got != http.StatusSeeOther {
 		t.Errorf("sign-in with the session's token unmasked = %d, want 303", got)
 	}
+
+	// The other pages of a signed-in session: consent, connected apps
+	// and the sign-out confirmation, each loaded twice.
+	c = e.browser()
+	p := authParams(testChallenge)
+	p.Set("scope", "openid files:read offline_access")
+	resp, err = c.Get(e.url(pathAuthorize, p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	resp = e.signIn(t, c, e.srv.URL+resp.Header.Get("Location"), bUser)
+	consent := resp.Header.Get("Location")
+	if !strings.HasPrefix(consent, pathConsent) {
+		t.Fatalf("after sign-in: Location %q, want the consent step", consent)
+	}
+	var raws []string // every session's token, this browser's among them
+	_ = e.store.View(context.Background(), func(tx store.Tx) error {
+		return tx.List(bucketSessions, "", func(_ string, v []byte) error {
+			var s session
+			if json.Unmarshal(v, &s) == nil && s.CSRF != "" {
+				raws = append(raws, s.CSRF)
+			}
+			return nil
+		})
+	})
+	if len(raws) == 0 {
+		t.Fatal("no session")
+	}
+	csrfValue := regexp.MustCompile(`name="csrf_token" value="([^"]*)"`)
+	load := func(page string) (string, []string) {
+		t.Helper()
+		resp, err := c.Get(e.srv.URL + page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := readBody(t, resp)
+		var vals []string
+		for _, m := range csrfValue.FindAllStringSubmatch(body, -1) {
+			vals = append(vals, m[1])
+		}
+		if resp.StatusCode != http.StatusOK || len(vals) == 0 {
+			t.Fatalf("GET %s = %d with CSRF values %q, want 200 with a form", page, resp.StatusCode, vals)
+		}
+		return body, vals
+	}
+	check := func(page string) {
+		t.Helper()
+		body1, first := load(page)
+		body2, second := load(page)
+		for _, raw := range raws {
+			if strings.Contains(body1+body2, raw) {
+				t.Errorf("%s holds the session's CSRF token itself", page)
+			}
+		}
+		if first[0] == second[0] {
+			t.Errorf("%s loaded twice carries CSRF value %q both times, want a fresh mask each", page, first[0])
+		}
+	}
+	check(consent)
+	body, _ = load(consent)
+	cf := findForm(t, body, "consent")
+	cf.hidden.Set("decision", "approve")
+	if resp, _ := e.postPage(t, c, cf.action, cf.hidden); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("approve = %d, want 303", resp.StatusCode)
+	}
+	check(pathApps)
+	check(pathLogout)
 }
 
 func TestCSRFRequired(t *testing.T) {
