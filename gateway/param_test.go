@@ -127,6 +127,7 @@ func TestParamHeaders(t *testing.T) {
 		{"nested, its parent JSON text Python reads", true, call26("read_a", `{"scope":"{\"tenant\":NaN}"}`), h26("read_a", nil), 400, codeHeaderMismatch, nil},
 		{"the value JSON text for null", true, call26("read_a", `{"count":"null"}`), h26("read_a", map[string]string{"Count": "null"}), 400, codeHeaderMismatch, nil},
 		{"the value JSON text for an object", true, call26("read_a", `{"region":"{\"a\":1}"}`), h26("read_a", map[string]string{"Region": `{"a":1}`}), 400, codeHeaderMismatch, nil},
+		{"the value JSON text for an array", true, call26("read_a", `{"region":"[\"eu\"]"}`), h26("read_a", map[string]string{"Region": `["eu"]`}), 400, codeHeaderMismatch, nil},
 		{"nested absent from its parent's JSON text", true, call26("read_a", `{"scope":"{\"other\":\"acme\"}"}`), h26("read_a", nil), 0, 0, nil},
 		{"nested null in its parent's JSON text", true, call26("read_a", `{"scope":"{\"tenant\":null}"}`), h26("read_a", nil), 0, 0, nil},
 		{"the value text no decoder reads", true, call26("read_a", `{"region":"[eu]"}`), h26("read_a", map[string]string{"Region": "[eu]"}), 0, 0, map[string]string{"Region": "[eu]"}},
