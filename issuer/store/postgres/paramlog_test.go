@@ -131,9 +131,13 @@ func TestParameterLoggingAutoExplainVerbose(t *testing.T) {
 // the DETAIL line, whatever log_parameter_max_length says. The log held
 // every record the store wrote and ParameterLogging named nothing: Caddy
 // did not warn and migrate-storage copied. terse keeps DETAIL out of a
-// text log, and the plan with it.
+// text log, and the plan with it; log_min_messages fatal keeps its LOG
+// line out.
 func TestParameterLoggingDebugPrintPlan(t *testing.T) {
 	ctx := context.Background()
+	// The marker is raised in a database of its own: log_min_messages
+	// fatal would keep it out of the log too.
+	markerDSN := pgtest.NewDatabase(t)
 	for _, tt := range []struct {
 		settings []string
 		want     string
@@ -141,6 +145,7 @@ func TestParameterLoggingDebugPrintPlan(t *testing.T) {
 	}{
 		{[]string{"debug_print_plan = on", "log_parameter_max_length = 0"}, "debug_print_plan = on", true},
 		{[]string{"debug_print_plan = on", "log_error_verbosity = terse"}, "", false},
+		{[]string{"debug_print_plan = on", "log_min_messages = fatal"}, "", false},
 	} {
 		dsn := pgtest.NewDatabase(t)
 		db := sql(t, dsn, "SELECT current_database()")
@@ -160,7 +165,7 @@ func TestParameterLoggingDebugPrintPlan(t *testing.T) {
 		// Logged at LOG on a line of its own after the write's plan:
 		// once it is in the log, the plan would be.
 		marker := "after-" + rand.Text()
-		sql(t, dsn, "DO $$BEGIN RAISE LOG '"+marker+"'; END$$")
+		sql(t, markerDSN, "DO $$BEGIN RAISE LOG '"+marker+"'; END$$")
 		var b []byte
 		for deadline := time.Now().Add(5 * time.Second); !bytes.Contains(b, []byte(marker)); time.Sleep(20 * time.Millisecond) {
 			if time.Now().After(deadline) {
