@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"math/big"
 	"testing"
@@ -202,6 +203,68 @@ func TestThumbprint(t *testing.T) {
 	for _, tt := range tests {
 		if got := tt.jwk.Thumbprint(); got != tt.want {
 			t.Errorf("%s: Thumbprint() = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
+
+// smallOrderKeys are the encodings of Ed25519's eight points of small
+// order, and non-canonical ones crypto/ed25519 reads as such points (y
+// of p+1 and p, the identity with the sign bit set): keys with no
+// private key, anyone signing for them.
+var smallOrderKeys = []string{
+	"0100000000000000000000000000000000000000000000000000000000000000", // identity
+	"ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // order 2
+	"0000000000000000000000000000000000000000000000000000000000000000", // order 4
+	"0000000000000000000000000000000000000000000000000000000000000080", // order 4
+	"26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05", // order 8
+	"26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85", // order 8
+	"c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a", // order 8
+	"c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa", // order 8
+	"eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // y = p+1: the identity
+	"edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // y = p: order 4
+	"0100000000000000000000000000000000000000000000000000000000000080", // the identity, x "negative"
+}
+
+// forgeSmallOrder finds a message and a signature that crypto/ed25519
+// accepts for pub without any private key: with S = 0 the signature
+// holds when R = -[k]A, a point of small order like A, so one of the
+// small-order points as R fits about one message in eight.
+func forgeSmallOrder(pub ed25519.PublicKey) (msg, sig []byte, ok bool) {
+	for n := range 64 {
+		msg = []byte("message " + string(rune('A'+n)))
+		for _, r := range smallOrderKeys[:8] {
+			sig = make([]byte, ed25519.SignatureSize)
+			rb, _ := hex.DecodeString(r)
+			copy(sig, rb)
+			if ed25519.Verify(pub, msg, sig) {
+				return msg, sig, true
+			}
+		}
+	}
+	return nil, nil, false
+}
+
+// TestJWKSmallOrderEd25519 refuses an Ed25519 key of small order, one
+// anyone can sign for (shown here with crypto/ed25519 itself), as weak
+// RSA keys are refused: a DPoP-bound token bound to one would be a
+// bearer token, and a client's or agent's key anyone's to use.
+func TestJWKSmallOrderEd25519(t *testing.T) {
+	for _, h := range smallOrderKeys {
+		raw, _ := hex.DecodeString(h)
+		if _, _, ok := forgeSmallOrder(raw); !ok {
+			t.Fatalf("found no forgery for %s: not a key of small order as crypto/ed25519 reads it", h)
+		}
+		if got, err := (JWK{Kty: "OKP", Crv: "Ed25519", X: b64(raw)}).PublicKey(); err == nil {
+			t.Errorf("PublicKey(Ed25519 %s, small order) = %v, want refused", h, got)
+		}
+	}
+	for range 2000 {
+		pub, _, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := (JWK{Kty: "OKP", Crv: "Ed25519", X: b64(pub)}).PublicKey(); err != nil {
+			t.Fatalf("PublicKey(a generated Ed25519 key) = %v, want it read", err)
 		}
 	}
 }

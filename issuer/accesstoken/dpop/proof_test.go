@@ -817,3 +817,27 @@ func TestProofAheadOfTheMemory(t *testing.T) {
 		t.Errorf("Verify(that proof after the start) = %v: the limit README states no longer holds, update it", err)
 	}
 }
+
+// TestProofSmallOrderKeyRefused: a proof whose jwk is the Ed25519
+// identity point, "signed" by no one (the identity as R, S zero, which
+// crypto/ed25519 accepts for every message under that key), is refused,
+// so that a token cannot be bound to a key anyone can sign for.
+func TestProofSmallOrderKeyRefused(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	v := New(Options{Now: func() time.Time { return now }})
+	identity := make([]byte, ed25519.PublicKeySize)
+	identity[0] = 1
+	header, _ := json.Marshal(map[string]any{"typ": Type, "alg": "EdDSA", "jwk": map[string]any{"kty": "OKP", "crv": "Ed25519", "x": b64(identity)}})
+	claims, _ := json.Marshal(map[string]any{"jti": "j1", "htm": "POST", "htu": "https://mcp.example.com/mcp", "iat": now.Unix()})
+	sig := make([]byte, ed25519.SignatureSize)
+	sig[0] = 1
+	signing := b64(header) + "." + b64(claims)
+	if !ed25519.Verify(identity, []byte(signing), sig) {
+		t.Fatal("the forged signature does not verify: the test no longer shows a forgery")
+	}
+	_, err := v.Verify(t.Context(), []string{signing + "." + b64(sig)}, Request{Method: "POST", URI: "https://mcp.example.com/mcp"})
+	var e *Error
+	if !errors.As(err, &e) || e.Code != CodeInvalidProof {
+		t.Fatalf("Verify(a proof of the Ed25519 identity key, forged) = %v, want invalid_dpop_proof", err)
+	}
+}
