@@ -1286,8 +1286,17 @@ func (rw *responseWriter) filterMessage(m *mcpparse.Message, anyList bool) ([]by
 // depend on to be safe: the gateway refuses task requests there anyway.
 //
 // With resource rules its resources are checked as encoding/json reads
-// it (checkLeniently): nil, nil when every message of it is dropped.
+// it (checkLeniently): nil, nil when every message of it is dropped, and
+// and, where task ids are bound, for a notifications/tasks and on a
+// subscriptions/listen stream always.
 func (rw *responseWriter) leniently(msg []byte) ([]byte, error) {
+	if rw.tasks && (rw.x.listen || isTaskStatus(msg)) {
+		// Whose task a notifications/tasks the strict read refused
+		// names cannot be told (wrapTaskIDs drops those of others),
+		// and on a subscriptions/listen stream none is the caller's
+		// and any message may be one as some client reads it: dropped.
+		return nil, nil
+	}
 	if rw.embedded && mayCarryResources(msg) {
 		var err error
 		if msg, err = rw.g.checkLeniently(rw.x.p, msg); msg == nil || err != nil {
@@ -1309,6 +1318,29 @@ func (rw *responseWriter) leniently(msg []byte) ([]byte, error) {
 		return out, nil
 	}
 	return msg, nil
+}
+
+// isTaskStatus reports whether msg, read as encoding/json reads it (its
+// first JSON value, as the Go SDK's client reads a message; a member
+// named in any case), is or holds a notifications/tasks.
+func isTaskStatus(msg []byte) bool {
+	var v json.RawMessage
+	if json.NewDecoder(bytes.NewReader(msg)).Decode(&v) != nil {
+		return false
+	}
+	var batch []json.RawMessage
+	if json.Unmarshal(v, &batch) != nil {
+		batch = []json.RawMessage{v}
+	}
+	for _, raw := range batch {
+		var m struct {
+			Method string `json:"method"`
+		}
+		if json.Unmarshal(raw, &m) == nil && m.Method == "notifications/tasks" {
+			return true
+		}
+	}
+	return false
 }
 
 // checkLeniently is checkResources for an answer (one message or a batch)

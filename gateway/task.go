@@ -506,9 +506,18 @@ func exactMember(m map[string]json.RawMessage, name string) (json.RawMessage, bo
 // subscriptions/listen carry none the caller asked for (task
 // subscriptions are refused), so nothing there is wrapped. An id left
 // unwrapped names no task through the gateway.
+//
+// A notifications/tasks naming a task that is not the caller's is
+// dropped (nil, nil), not passed unwrapped: it carries the task's status
+// and may carry its final result (another caller's tool output), which
+// an upstream broadcasting every task's status would hand to whoever
+// listens. On a subscriptions/listen stream none is the caller's.
 func (g *Gateway) wrapTaskIDs(x *exchange, m *mcpparse.Message, msg []byte) ([]byte, error) {
 	req := &x.msgs[0]
 	if req.Method == "subscriptions/listen" {
+		if m.Kind == mcpparse.KindNotification && m.Method == "notifications/tasks" {
+			return nil, nil
+		}
 		return msg, nil
 	}
 	var path [2]string
@@ -554,7 +563,7 @@ func (g *Gateway) wrapTaskIDs(x *exchange, m *mcpparse.Message, msg []byte) ([]b
 		if x.task == nil || span.Value != req.Name {
 			// Not the task this caller asked about (or a request
 			// that named none: mcpparse refuses it).
-			return msg, nil
+			return othersTask(m, msg)
 		}
 		tool = x.task.tool
 	case created:
@@ -562,12 +571,25 @@ func (g *Gateway) wrapTaskIDs(x *exchange, m *mcpparse.Message, msg []byte) ([]b
 	case span.Value != x.createdTask:
 		// A status of a task this call did not create (an upstream that
 		// broadcasts every task's status), or of its own before its
-		// answer named it: left unwrapped, a handle to nothing.
-		return msg, nil
+		// answer named it: a response left unwrapped, a handle to
+		// nothing; a notification dropped.
+		return othersTask(m, msg)
 	}
 	wrapped, err := g.wrapTask(x.p, tool, span.Value)
 	if err != nil {
 		return nil, err
 	}
 	return mcpparse.ReplaceString(msg, span, wrapped)
+}
+
+// othersTask is what goes out of a message naming a task that is not the
+// caller's: a response unchanged (its id unwrapped names no task through
+// the gateway, and dropping it could leave the caller's request
+// unanswered), a notifications/tasks not at all, since its status and
+// result are another caller's.
+func othersTask(m *mcpparse.Message, msg []byte) ([]byte, error) {
+	if m.Kind == mcpparse.KindNotification {
+		return nil, nil
+	}
+	return msg, nil
 }

@@ -278,7 +278,8 @@ func TestTaskBindingRefusals(t *testing.T) {
 // TestTaskAnswersUnreadable: an answer whose task ids cannot be wrapped
 // with certainty reaches the client unchanged (an unwrapped id names no
 // task through the gateway), rather than breaking tools with unusual
-// output.
+// output; a notifications/tasks naming no task is dropped, as no one's
+// the gateway can tell (TestTaskStatusOfOthersDropped).
 func TestTaskAnswersUnreadable(t *testing.T) {
 	for _, tt := range []struct {
 		name, contentType, body string
@@ -290,7 +291,6 @@ func TestTaskAnswersUnreadable(t *testing.T) {
 		{"case-variant keys in tool output", "application/json", `{"jsonrpc":"2.0","id":1,"result":{"content":[],"structuredContent":{"id":1,"ID":2}}}`},
 		{"larger than held for task ids", "application/json", `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"` + strings.Repeat("x", maxTaskBody) + `"}]}}`},
 		{"event that is not JSON", "text/event-stream", "data: hello\n\n"},
-		{"notification without task id", "text/event-stream", "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tasks\",\"params\":{\"status\":\"working\"}}\n\n"},
 		{"acknowledgement with task ids", "text/event-stream", "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/subscriptions/acknowledged\",\"params\":{\"notifications\":{\"taskIds\":[\"up\"]}}}\n\n"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -384,8 +384,10 @@ func TestTaskIDsOnlyForTheCaller(t *testing.T) {
 	token := mint(t, claims())
 	body := `{"jsonrpc":"2.0","id":3,"method":"subscriptions/listen","params":{"notifications":{},` + meta2026 + `}}`
 	resp := h.do(t, call{body: body, token: token, headers: taskHeaders("subscriptions/listen", "")})
-	if got := readBody(t, resp); !strings.Contains(got, quote(other)) {
-		t.Errorf("subscriptions/listen stream = %q, want the foreign id %q left unwrapped", got, other)
+	if got := readBody(t, resp); strings.Contains(got, "notifications/tasks") {
+		// Dropped, not only left unwrapped: its status is another
+		// caller's (TestTaskStatusOfOthersDropped).
+		t.Errorf("subscriptions/listen stream = %q, want the foreign task's status %q dropped", got, other)
 	}
 	wrapped := wrapFor(t, h, token, mine)
 	resp = h.do(t, call{body: taskRequestBody("2", "tasks/get", wrapped), token: token, headers: taskHeaders("tasks/get", wrapped)})
@@ -936,5 +938,61 @@ func TestTaskFollowUpsKeepTheToolsRule(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestTaskStatusOfOthersDropped: a notifications/tasks the gateway cannot
+// attribute to the caller carries another caller's task status and final
+// result (tool output), so it is dropped, not passed with its id
+// unwrapped: on a 2026-07-28 subscriptions/listen stream (task
+// subscriptions are refused, so none there is the caller's), also when
+// the strict read refuses it (a member twice), and on a tools/call's
+// stream for a task its answer did not create.
+func TestTaskStatusOfOthersDropped(t *testing.T) {
+	const bobs = "task-bob"
+	leak := `{"jsonrpc":"2.0","method":"notifications/tasks","params":{"taskId":` + quote(bobs) + `,"status":"completed","result":{"content":[{"type":"text","text":"secret of bob"}]}}}`
+	leakTwice := `{"jsonrpc":"2.0","method":"notifications/tasks","params":{"taskId":` + quote(bobs) + `,"status":"completed","status":"completed","result":{"content":[{"type":"text","text":"secret of bob"}]}}}`
+	noID := `{"jsonrpc":"2.0","method":"notifications/tasks","params":{"status":"completed","result":{"content":[{"type":"text","text":"secret of bob"}]}}}`
+	changed := `{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}`
+	for _, tt := range []struct {
+		name, body string
+		headers    map[string]string
+		want       []string // in the answer
+	}{
+		{"listen", `{"jsonrpc":"2.0","id":7,"method":"subscriptions/listen","params":{"notifications":{"toolsListChanged":true},` + meta2026 + `}}`,
+			map[string]string{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "subscriptions/listen"}, []string{changed}},
+		{"tools/call", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a","arguments":{},` + meta2026Tasks + `}}`,
+			taskHeaders("tools/call", "read_a"), []string{changed, `"resultType":"task"`}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+				var req struct {
+					ID     json.RawMessage `json:"id"`
+					Method string          `json:"method"`
+				}
+				body, _ := io.ReadAll(r.Body)
+				json.Unmarshal(body, &req)
+				w.Header().Set("Content-Type", "text/event-stream")
+				for _, m := range []string{leak, leakTwice, noID, changed} {
+					io.WriteString(w, "data: "+m+"\n\n")
+				}
+				if req.Method == "tools/call" {
+					io.WriteString(w, `data: {"jsonrpc":"2.0","id":`+string(req.ID)+`,"result":{"resultType":"task","taskId":"task-alice","status":"working"}}`+"\n\n")
+				}
+			})
+			resp := h.do(t, call{body: tt.body, token: mint(t, claims()), headers: tt.headers})
+			got := readBody(t, resp)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("answer = %d %s, want 200", resp.StatusCode, got)
+			}
+			if strings.Contains(got, "secret of bob") || strings.Contains(got, bobs) {
+				t.Errorf("alice's %s stream carries bob's task status and result: %s", tt.name, got)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("answer lacks %s: %s", w, got)
+				}
+			}
+		})
 	}
 }
