@@ -495,7 +495,11 @@ func exactMember(m map[string]json.RawMessage, name string) (json.RawMessage, bo
 // wrapTaskIDs wraps the task ids of one message of the upstream's answer:
 // result.taskId of a response (CreateTaskResult, tasks/get) and
 // params.taskId of notifications/tasks. An acknowledgement listing task
-// ids cannot be rewritten with certainty and fails the answer.
+// ids cannot be rewritten with certainty: it is an error, so the answer
+// passes unchanged where it may (passUnwrapped) and is refused where it
+// must be read; on a subscriptions/listen stream it passes as it came
+// (the caller asked for no task, and an id unwrapped names none through
+// the gateway: the acknowledgement carries no status or result).
 //
 // Only ids the caller is entitled to are wrapped, so an upstream that
 // leaks another caller's task never turns it into a usable handle: ids
