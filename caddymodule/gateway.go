@@ -857,13 +857,14 @@ func (n hostNext) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
 // period is over, and the process exits right after: every request
 // still in flight is ended now, and waited for until audited (at most
 // gateway.StopWait), or its audit event would be lost although the
-// upstream had it.
+// upstream had it; those of configurations reloaded away too (unloaded).
 func (h *GatewayHandler) Cleanup() error {
 	if h.gw != nil {
 		if caddy.Exiting() {
-			h.gw.Stop(gateway.StopWait)
+			stopUnloaded(h.gw)
 		} else {
 			h.gw.Close()
+			unloaded.add(h.gw)
 		}
 	}
 	if h.keys != nil {
@@ -871,6 +872,52 @@ func (h *GatewayHandler) Cleanup() error {
 	}
 	h.leaveAppless()
 	return nil
+}
+
+// unloaded holds the gateways of configurations a reload unloaded whose
+// requests were still in flight: a call answered in JSON runs on to its
+// end past a reload (gateway.Gateway.Close ends only event streams), so
+// if the process exits first, it must be ended and audited as the
+// current configuration's requests are, or its audit event is lost
+// though the upstream had it. Entries go once nothing is in flight.
+var unloaded = unloadedGateways{m: make(map[*gateway.Gateway]struct{})}
+
+type unloadedGateways struct {
+	mu sync.Mutex
+	m  map[*gateway.Gateway]struct{}
+}
+
+// add keeps gw if it has requests in flight, and lets go of those that
+// have none left.
+func (u *unloadedGateways) add(gw *gateway.Gateway) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.m[gw] = struct{}{}
+	for g := range u.m {
+		if !g.InFlight() {
+			delete(u.m, g)
+		}
+	}
+}
+
+// take returns the gateways kept, and keeps none.
+func (u *unloadedGateways) take() []*gateway.Gateway {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	gws := slices.Collect(maps.Keys(u.m))
+	clear(u.m)
+	return gws
+}
+
+// stopUnloaded stops gw and, at once, the gateways of configurations
+// unloaded earlier that still have requests in flight, each waiting at
+// most gateway.StopWait: the process is exiting.
+func stopUnloaded(gw *gateway.Gateway) {
+	var wg sync.WaitGroup
+	for _, g := range append(unloaded.take(), gw) {
+		wg.Go(func() { g.Stop(gateway.StopWait) })
+	}
+	wg.Wait()
 }
 
 // errorStatus is the status Caddy answers a handler error with.

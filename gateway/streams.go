@@ -263,6 +263,16 @@ func (s *streamSet) stop(wait time.Duration) bool {
 // ends, would be lost.
 func (g *Gateway) Stop(wait time.Duration) bool { return g.streams.stop(wait) }
 
+// InFlight reports whether a request the gateway admitted has not ended
+// yet (its audit event not written): after Close, a call runs on to its
+// end, and must be stopped if the process exits first.
+func (g *Gateway) InFlight() bool {
+	s := g.streams
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.by) > 0
+}
+
 // StopWait is the wait to give Stop: a request it ends whose client has
 // stopped reading returns once its writes are given up (endWriteGrace
 // after), and is audited just after; a wait of no more than that gives

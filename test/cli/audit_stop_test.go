@@ -24,7 +24,16 @@ import (
 // has exited, through the buffered writer as well (whose timer never
 // fires here). They were lost: the process exited while the gateway still
 // held them, and the buffer was written out before their events came.
-func TestStopAuditsRequestsInFlight(t *testing.T) {
+func TestStopAuditsRequestsInFlight(t *testing.T) { stopAuditsRequestsInFlight(t, false) }
+
+// TestStopAuditsRequestsInFlightAfterReload: the same, with a reload
+// between the call's start and the stop. The reload ends the GET stream
+// (audited then); the call, answered in JSON, runs on under the unloaded
+// configuration, whose gateway was not stopped at the exit: the process
+// exited with the call unaudited, though the upstream had it.
+func TestStopAuditsRequestsInFlightAfterReload(t *testing.T) { stopAuditsRequestsInFlight(t, true) }
+
+func stopAuditsRequestsInFlight(t *testing.T, reload bool) {
 	e := newEnv(t)
 	port, adminPort := harness.FreePort(t), harness.FreePort(t)
 	auditLog := filepath.Join(e.Home, "audit.log")
@@ -66,7 +75,7 @@ func TestStopAuditsRequestsInFlight(t *testing.T) {
 	}))
 	defer upstream.Close()
 	secret := "stop audit client secret"
-	config := e.Write(t, "Caddyfile", fmt.Sprintf(`{
+	caddyfile := fmt.Sprintf(`{
 	admin localhost:%[1]d
 	grace_period 500ms
 	mcp_auth {
@@ -98,7 +107,8 @@ http://127.0.0.1:%[2]d {
 		flush_interval -1
 	}
 }
-`, adminPort, port, harness.HashPassword(t, secret), auditLog, strings.TrimPrefix(upstream.URL, "http://")))
+`, adminPort, port, harness.HashPassword(t, secret), auditLog, strings.TrimPrefix(upstream.URL, "http://"))
+	config := e.Write(t, "Caddyfile", caddyfile)
 	p := e.Run(t, config, fmt.Sprintf("http://127.0.0.1:%d/.well-known/oauth-authorization-server", port))
 
 	ctx := t.Context()
@@ -151,6 +161,23 @@ http://127.0.0.1:%[2]d {
 		}
 	}
 
+	if reload {
+		// The same configuration, loaded again (must-revalidate: Caddy
+		// skips a configuration it runs already).
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, fmt.Sprintf("http://localhost:%d/load", adminPort), strings.NewReader(caddyfile))
+		req.Header.Set("Content-Type", "text/caddyfile")
+		req.Header.Set("Cache-Control", "must-revalidate")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("reload = %d", resp.StatusCode)
+		}
+		// Past the old servers' grace_period: the call runs on.
+		time.Sleep(time.Second)
+	}
 	p.Stop()
 	b, err := os.ReadFile(auditLog)
 	if err != nil && !os.IsNotExist(err) {
@@ -173,7 +200,11 @@ http://127.0.0.1:%[2]d {
 		switch {
 		case ev.HTTPMethod == http.MethodGet && ev.Decision == "allow" && ev.Principal == "bot":
 			// The stream had begun: it was cut, saying why.
-			sawGET = ev.Status == http.StatusOK && strings.Contains(ev.Reason, "stopping")
+			why := "stopping"
+			if reload {
+				why = "reloaded"
+			}
+			sawGET = ev.Status == http.StatusOK && strings.Contains(ev.Reason, why)
 		case ev.Method == "tools/call" && ev.Tool == "delete_everything" && ev.Decision == "allow" && ev.Principal == "bot":
 			// Not answered yet: the client got 503, and so says the event.
 			sawCall = ev.Status == http.StatusServiceUnavailable && strings.Contains(ev.Reason, "stopping")
