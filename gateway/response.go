@@ -1286,9 +1286,9 @@ func (rw *responseWriter) filterMessage(m *mcpparse.Message, anyList bool) ([]by
 // depend on to be safe: the gateway refuses task requests there anyway.
 //
 // With resource rules its resources are checked as encoding/json reads
-// it (checkLeniently): nil, nil when every message of it is dropped, and
-// and, where task ids are bound, for a notifications/tasks and on a
-// subscriptions/listen stream always.
+// it (checkLeniently): nil, nil when every message of it is dropped;
+// and, where task ids are bound, nil, nil for a notifications/tasks, and
+// for any message on a subscriptions/listen stream.
 func (rw *responseWriter) leniently(msg []byte) ([]byte, error) {
 	if rw.tasks && (rw.x.listen || isTaskStatus(msg)) {
 		// Whose task a notifications/tasks the strict read refused
