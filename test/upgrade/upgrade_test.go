@@ -241,7 +241,10 @@ func testUpgradeFrom(t *testing.T, rev string) {
 // release's (oldAddr), as a balancer may send them: the previous release
 // signs him in and shows the consent page; the legacy one, which compares
 // the token as stored, refuses the form 403 "Form expired" (README,
-// Upgrading).
+// Upgrading). From the previous release, the three other pages README
+// says carry it masked, each served by this release, are posted to the
+// previous one too: the consent page approves (a code), the connected
+// apps page revokes bob's connection, the sign-out page signs him out.
 func maskedFormAtOld(t *testing.T, d *deployment, oldAddr, newAddr string, legacy bool) {
 	t.Helper()
 	cfg := d.md.Config("app", redirectURI, "notes:read", "offline_access")
@@ -268,7 +271,63 @@ func maskedFormAtOld(t *testing.T, d *deployment, oldAddr, newAddr string, legac
 	case legacy && (got.Status != http.StatusForbidden || !strings.Contains(got.Text(), "Form expired")):
 		t.Errorf("this release's sign-in form posted to %s = %d %.200s, want 403 Form expired", legacyRelease, got.Status, got.Text())
 	case !legacy && (got.Status != http.StatusOK || got.Form("consent") == nil):
-		t.Errorf("this release's sign-in form posted to %s = %d %.200s, want its consent page", previousRelease, got.Status, got.Text())
+		t.Fatalf("this release's sign-in form posted to %s = %d %.200s, want its consent page", previousRelease, got.Status, got.Text())
+	}
+	if legacy {
+		return
+	}
+	// The other three pages README names, each served by this release
+	// (the token masked with a pad of its own) and posted to the
+	// previous release: consent, connected apps, sign-out.
+	fromNew := func(u string) *harness.Page {
+		t.Helper()
+		r.Client.Transport = &alternate{addrs: []string{newAddr}}
+		p, err := r.Get(d.ctx, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Client.Transport = &alternate{addrs: []string{oldAddr}}
+		return p
+	}
+	page = fromNew(harness.NewAuthRequest(cfg, d.resource).URL)
+	if form = page.Form("consent"); form == nil {
+		t.Fatalf("this release's consent page (status %d) has no consent form: %.300s", page.Status, page.Text())
+	}
+	if resp, err = r.Submit(d.ctx, page, form, url.Values{"decision": {"approve"}}); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc, _ := url.Parse(resp.Header.Get("Location")); resp.StatusCode != http.StatusSeeOther || loc == nil || loc.Query().Get("code") == "" {
+		t.Errorf("this release's consent form posted to %s = %d, Location %q, want 303 with a code", previousRelease, resp.StatusCode, resp.Header.Get("Location"))
+	}
+	page = fromNew(d.issuer + "/apps")
+	if page.Status != http.StatusOK || len(page.Forms) == 0 {
+		t.Fatalf("this release's connected apps page = %d with %d forms, want bob's connection: %.300s", page.Status, len(page.Forms), page.Text())
+	}
+	if resp, err = r.Submit(d.ctx, page, &page.Forms[0], url.Values{"action": {"revoke"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err = harness.ReadPage(resp); err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != http.StatusOK || got.URL.Query().Get("revoked") != "1" {
+		t.Errorf("this release's connected apps form posted to %s = %d at %s %.200s, want the connection revoked", previousRelease, got.Status, got.URL, got.Text())
+	}
+	page = fromNew(d.issuer + "/logout")
+	if form = page.Form("logout"); form == nil {
+		t.Fatalf("this release's sign-out page (status %d) has no sign-out form: %.300s", page.Status, page.Text())
+	}
+	if resp, err = r.Submit(d.ctx, page, form, url.Values{"action": {"logout"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err = harness.ReadPage(resp); err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != http.StatusOK || strings.Contains(got.Text(), "expired") {
+		t.Errorf("this release's sign-out form posted to %s = %d %.200s, want bob signed out", previousRelease, got.Status, got.Text())
+	}
+	if page = fromNew(d.issuer + "/logout"); page.Form("logout") != nil {
+		t.Errorf("after the sign-out at %s, this release still asks bob to sign out: %.200s", previousRelease, page.Text())
 	}
 }
 
