@@ -838,6 +838,8 @@ func (a *admin) writeError(w http.ResponseWriter, err error) {
 	case http.StatusServiceUnavailable:
 		a.iss.log.Error("admin API", zap.Int("status", status), zap.Error(err))
 		msg = `storage temporarily unavailable, nothing was changed; retry later (details in Caddy's log, message "admin API")`
+		// When to retry, as every other 503 of the issuer says.
+		w.Header().Set("Retry-After", retryAfter(storeRetryAfter))
 	}
 	_ = writeAdminJSON(w, status, map[string]string{"error": msg})
 }

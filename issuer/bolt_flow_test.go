@@ -210,13 +210,13 @@ func TestStoreClosedAnswersUnavailable(t *testing.T) {
 	}
 	rec = httptest.NewRecorder()
 	e.iss.AdminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodDelete, "/users/nobody", nil))
-	if rec.Code != http.StatusServiceUnavailable {
-		t.Errorf("admin DELETE on a closed store = %d %s, want 503", rec.Code, rec.Body)
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") != "1" {
+		t.Errorf("admin DELETE on a closed store = %d %s (Retry-After %q), want 503, Retry-After 1", rec.Code, rec.Body, rec.Header().Get("Retry-After"))
 	}
 	// A sign-in page's lookup: the page says to try again (README).
 	rec = httptest.NewRecorder()
 	e.iss.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, pathLogin+"?request=abc", nil))
-	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "Temporarily unavailable") {
-		t.Errorf("sign-in page on a closed store = %d %.300s, want 503 Temporarily unavailable", rec.Code, rec.Body)
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") != "1" || !strings.Contains(rec.Body.String(), "Temporarily unavailable") {
+		t.Errorf("sign-in page on a closed store = %d %.300s (Retry-After %q), want 503 Temporarily unavailable, Retry-After 1", rec.Code, rec.Body, rec.Header().Get("Retry-After"))
 	}
 }
