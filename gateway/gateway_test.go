@@ -756,6 +756,17 @@ func TestOriginAndMethods(t *testing.T) {
 		if got := resp.Header.Get("Access-Control-Expose-Headers"); !strings.Contains(got, "Mcp-Session-Id") {
 			t.Errorf("Access-Control-Expose-Headers = %q, want Mcp-Session-Id listed", got)
 		}
+		// A refusal a page's script may retry or step up from: the
+		// headers that say how are not CORS-safelisted, so they must be
+		// exposed, Retry-After (429, 503) as the issuer exposes it.
+		resp = h.do(t, call{body: toolCall("read_x"), token: "not a token", headers: map[string]string{"Origin": "https://app.example.com"}})
+		readBody(t, resp)
+		exposed := strings.Split(resp.Header.Get("Access-Control-Expose-Headers"), ", ")
+		for _, name := range []string{"Mcp-Session-Id", "WWW-Authenticate", "DPoP-Nonce", "Retry-After"} {
+			if resp.StatusCode != http.StatusUnauthorized || !slices.Contains(exposed, name) {
+				t.Errorf("refused with Origin: %d, Access-Control-Expose-Headers %q; want 401, %s listed", resp.StatusCode, exposed, name)
+			}
+		}
 	})
 }
 

@@ -263,7 +263,9 @@ func (g *Gateway) checkOrigin(w http.ResponseWriter, r *http.Request) (bool, *re
 	h := w.Header()
 	h[hAllowOrigin] = values[:1:1]
 	h.Add("Vary", "Origin")
-	h.Set("Access-Control-Expose-Headers", "Mcp-Session-Id, WWW-Authenticate, DPoP-Nonce")
+	// None is CORS-safelisted: without them a page's script reads no
+	// session, no challenge, no nonce and no Retry-After (429, 503).
+	h.Set("Access-Control-Expose-Headers", "Mcp-Session-Id, WWW-Authenticate, DPoP-Nonce, Retry-After")
 	return true, nil
 }
 
