@@ -220,7 +220,7 @@ func TestRevokeHugeDerivedTreePostgres(t *testing.T) {
 	// small transaction can outlast the short bound once; one that holds
 	// the whole tree outlasts it every time.
 	r := e.post(t, pathRevoke, url.Values{"token": {user}, "client_id": {tPublic}}, "")
-	for try := 0; try < 3 && r.status == http.StatusServiceUnavailable; try++ {
+	for try := 0; try < 10 && r.status == http.StatusServiceUnavailable; try++ {
 		r = e.post(t, pathRevoke, url.Values{"token": {user}, "client_id": {tPublic}}, "")
 	}
 	if r.status != http.StatusOK {
