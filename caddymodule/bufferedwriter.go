@@ -98,6 +98,7 @@ func (b *BufferedWriter) Provision(ctx caddy.Context) error {
 		return err
 	}
 	b.lb = v.(*logBuffer)
+	b.lb.use()
 	return nil
 }
 
@@ -106,12 +107,16 @@ func (b *BufferedWriter) Provision(ctx caddy.Context) error {
 // the writer also stops buffering: what other modules' Cleanup log
 // after this one ran (the gateway's audit events of the requests it
 // ends then) goes straight to the output, since the process exits
-// before a timer could write it.
+// before a timer could write it. So it does when a reload leaves no
+// configuration using the buffer (its settings changed): the loggers of
+// the unloaded configuration still write to it (the gateway's events of
+// the streams it ends, of calls still running, the access log of
+// requests still in flight), and no later Cleanup would write it out.
 func (b *BufferedWriter) Cleanup() error {
 	if b.lb == nil {
 		return nil
 	}
-	if caddy.Exiting() {
+	if b.lb.release() || caddy.Exiting() {
 		return b.lb.unbuffer()
 	}
 	return b.lb.Sync()
@@ -217,6 +222,28 @@ type logBuffer struct {
 	interval time.Duration
 	timer    *time.Timer // armed while buf holds entries
 	closed   bool
+	users    int // configurations provisioned with the buffer, not unloaded yet
+}
+
+// use records a configuration provisioned with the buffer, which buffers
+// again if a reload had left it unused (unbuffer).
+func (lb *logBuffer) use() {
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	lb.users++
+	if lb.users == 1 && lb.out != nil {
+		lb.closed = false
+	}
+}
+
+// release records a configuration using the buffer unloaded, and reports
+// whether none is left. A reload provisions the new configuration before
+// it unloads the old one, so a buffer the new one uses is never left.
+func (lb *logBuffer) release() bool {
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	lb.users--
+	return lb.users == 0
 }
 
 func newLogBuffer(size int, interval time.Duration) *logBuffer {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -432,6 +433,93 @@ func TestBufferedWriterReloadAndStop(t *testing.T) {
 	stopped = true
 	if n := lines(); n != 8 {
 		t.Errorf("%d access log lines after the stop, want 8 (5 before the reload, 3 after)", n)
+	}
+}
+
+// TestBufferedWriterReloadChangingSettings: a reload that changes the
+// writer's settings (flush_interval 1h to 2h) gives the new configuration
+// another buffer; the loggers of the unloaded one still write to the old
+// buffer for the requests still in flight (the gateway's events of the
+// streams it ends and of calls still running, the access log here), and
+// those entries reach the file, not a buffer no configuration writes out.
+func TestBufferedWriterReloadChangingSettings(t *testing.T) {
+	dir := t.TempDir()
+	logFile := filepath.Join(dir, "access.log")
+	release := make(chan struct{})
+	arrived := make(chan struct{}, 1)
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-release
+		_, _ = io.WriteString(w, "slow")
+	}))
+	defer upstream.Close()
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	var addr string
+	config := func(interval string) []byte {
+		return fmt.Appendf(nil, `{
+	"admin": {"disabled": true, "config": {"persist": false}},
+	"logging": {"logs": {"access": {
+		"writer": {"output": "buffered", "flush_interval": %q,
+			"writer": {"output": "file", "filename": %q}},
+		"encoder": {"format": "json"},
+		"include": ["http.log.access"]
+	}, "default": {"exclude": ["http.log.access"]}}},
+	"apps": {"http": {"servers": {"srv": {
+		"listen": [%q],
+		"logs": {},
+		"routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": %q}]}]}]
+	}}}}
+}`, interval, logFile, addr, strings.TrimPrefix(upstream.URL, "http://"))
+	}
+	addr = loadFree(t, func(a string) error {
+		addr = a
+		return caddy.Load(config("1h"), true)
+	})
+	defer func() { _ = caddy.Stop() }()
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	done := make(chan error, 1)
+	go func() {
+		resp, err := client.Get("http://" + addr + "/slow")
+		if err == nil {
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	select {
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request never reached the upstream")
+	}
+	if err := caddy.Load(config("2h"), true); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatalf("the request in flight at the reload: %v", err)
+	}
+	// Caddy logs the request after answering it.
+	lines := func() int {
+		b, err := os.ReadFile(logFile)
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		return bytes.Count(b, []byte("\n"))
+	}
+	for deadline := time.Now().Add(5 * time.Second); lines() < 1 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := caddy.Stop(); err != nil {
+		t.Fatalf("caddy.Stop: %v", err)
+	}
+	if n := lines(); n != 1 {
+		t.Errorf("%d access log lines after the stop, want 1 (the request in flight at the reload)", n)
 	}
 }
 
