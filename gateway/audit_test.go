@@ -364,12 +364,22 @@ func TestPinWarningToolBounded(t *testing.T) {
 func TestPinAuditToolBounded(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.PinTools, cfg.Pins = PinApproved, newMemPins()
+	m := &countingMetrics{counts: map[string]int{}}
+	cfg.Metrics = m
 	name := "read_" + strings.Repeat("t", 300)
 	h := newHarness(t, cfg, pinUpstream(func() string { return `{"name":"` + name + `","inputSchema":{"type":"object"}}` }))
 	readBody(t, h.do(t, call{body: toolCall("read_file"), token: mint(t, claims())}))
 	events := h.logs.FilterMessage("tool definition changed").All()
 	if len(events) != 1 {
 		t.Fatalf("pin events = %d, want 1", len(events))
+	}
+	// A tool not approved yet is a definition to review (README,
+	// Monitoring: the metric's "changed").
+	m.mu.Lock()
+	changed := m.counts["tool pin changed"]
+	m.mu.Unlock()
+	if changed != 1 {
+		t.Errorf("tool pin changed count of a tool not approved yet = %d, want 1", changed)
 	}
 	ev := events[0].ContextMap()
 	if want := name[:maxAuditName] + auditCut; ev["tool"] != want || ev["truncated"] != true {

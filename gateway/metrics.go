@@ -22,8 +22,10 @@ type Metrics interface {
 	Upstream(d time.Duration)
 	// TokenCache counts a verified-claims cache lookup.
 	TokenCache(hit bool)
-	// ToolPin counts a pinning event: "changed" (a definition other than
-	// the pinned one was offered, counted once per definition), "hidden"
+	// ToolPin counts a pinning event: "changed" (a definition held for
+	// review was offered: one other than the pinned one, a tool not
+	// approved yet in approved mode, a new name resembling a pinned
+	// tool's; counted once per definition), "hidden"
 	// (a tool left out of a tools/list answer) or "refused" (a call
 	// refused).
 	ToolPin(event string)

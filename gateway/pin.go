@@ -391,7 +391,8 @@ func (s *pinSet) listed(ctx context.Context, tool string, raw []byte) (keep bool
 	if !known && (p == (Pin{}) || p.Pinned != hash && v.bytes+int64(len(canon)) > s.maxBytes) {
 		if v.stored.len() >= s.max || v.bytes+int64(len(canon)) > s.maxBytes {
 			if s.full.CompareAndSwap(false, true) {
-				s.audit("tool pins full: new tools are hidden until pins are forgotten", tool, false, zap.Int("pins", v.stored.len()), zap.Int64("bytes", v.bytes))
+				// Not a definition to review: counted as hidden below.
+				s.auditEvent("tool pins full: new tools are hidden until pins are forgotten", tool, false, zap.Int("pins", v.stored.len()), zap.Int64("bytes", v.bytes))
 			}
 			s.g.metrics.ToolPin("hidden")
 			if p != (Pin{}) && cur != hash {
@@ -508,9 +509,11 @@ func (s *pinSet) auditChange(tool, pinned, offered string, pinnedDef, offeredDef
 	)
 }
 
-// audit records, and counts, a definition that needs an operator's
-// review. The tool's name is the server's, bounded as a caller's is in
-// the request events (auditBound); cut: a field of fields was cut so.
+// audit records, and counts as "changed", a definition that needs an
+// operator's review: one other than the pinned one, a tool no one
+// approved yet in approved mode, a new name resembling a pinned tool's.
+// The tool's name is the server's, bounded as a caller's is in the
+// request events (auditBound); cut: a field of fields was cut so.
 func (s *pinSet) audit(msg, tool string, cut bool, fields ...zap.Field) {
 	s.g.metrics.ToolPin("changed")
 	s.auditEvent(msg, tool, cut, fields...)

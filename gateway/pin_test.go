@@ -380,6 +380,8 @@ func TestPinLookalikeName(t *testing.T) {
 			cfg.Tools = []Rule{{Pattern: "*", Scopes: []string{"tools:read"}}}
 			pins := newMemPins()
 			cfg.PinTools, cfg.Pins = PinFirstUse, pins
+			m := &countingMetrics{counts: map[string]int{}}
+			cfg.Metrics = m
 			tools := `{"name":` + quote(tt.pinned) + `,"inputSchema":{"type":"object"}}`
 			h := newHarness(t, cfg, pinUpstream(func() string { return tools }))
 			token := mint(t, claims())
@@ -408,6 +410,14 @@ func TestPinLookalikeName(t *testing.T) {
 			events := h.logs.FilterMessage("tool name resembles a pinned tool's").All()
 			if len(events) != 1 || events[0].ContextMap()["tool"] != name || events[0].ContextMap()["pinned_tool"] != tt.pinned {
 				t.Fatalf("audit events = %v, want one naming %q and %s", events, name, tt.pinned)
+			}
+			// Held for an operator's approval, as a new tool is in
+			// approved mode: counted as a definition to review.
+			m.mu.Lock()
+			changed := m.counts["tool pin changed"]
+			m.mu.Unlock()
+			if changed != 1 {
+				t.Fatalf("tool pin changed count = %d, want 1", changed)
 			}
 			if v := h.g.pins.callVerdict(t.Context(), name); v != pinUnapproved {
 				t.Fatalf("callVerdict(%q) = %v, want not approved", name, v)
@@ -1080,6 +1090,8 @@ func TestPinStoreBounded(t *testing.T) {
 	pins := newMemPins()
 	cfg := testConfig(t)
 	cfg.PinTools, cfg.Pins = PinFirstUse, pins
+	m := &countingMetrics{counts: map[string]int{}}
+	cfg.Metrics = m
 	var round atomic.Int64
 	h := newHarness(t, cfg, pinUpstream(func() string {
 		n := round.Add(1)
@@ -1121,6 +1133,14 @@ func TestPinStoreBounded(t *testing.T) {
 	}
 	if n := len(h.logs.FilterMessage("tool pins full: new tools are hidden until pins are forgotten").All()); n != 1 {
 		t.Errorf("audit events of the full pins = %d, want 1", n)
+	}
+	// The metric's "changed" is a definition to review; the full pins
+	// are counted as the tools they hide.
+	m.mu.Lock()
+	changed, hidden := m.counts["tool pin changed"], m.counts["tool pin hidden"]
+	m.mu.Unlock()
+	if changed != 0 || hidden == 0 {
+		t.Errorf("tool pin metrics with the pins full = changed %d, hidden %d; want changed 0, hidden counted", changed, hidden)
 	}
 }
 
