@@ -24,16 +24,27 @@ import (
 // has exited, through the buffered writer as well (whose timer never
 // fires here). They were lost: the process exited while the gateway still
 // held them, and the buffer was written out before their events came.
-func TestStopAuditsRequestsInFlight(t *testing.T) { stopAuditsRequestsInFlight(t, false) }
+func TestStopAuditsRequestsInFlight(t *testing.T) { stopAuditsRequestsInFlight(t, false, false) }
 
 // TestStopAuditsRequestsInFlightAfterReload: the same, with a reload
 // between the call's start and the stop. The reload ends the GET stream
 // (audited then); the call, answered in JSON, runs on under the unloaded
 // configuration, whose gateway was not stopped at the exit: the process
 // exited with the call unaudited, though the upstream had it.
-func TestStopAuditsRequestsInFlightAfterReload(t *testing.T) { stopAuditsRequestsInFlight(t, true) }
+func TestStopAuditsRequestsInFlightAfterReload(t *testing.T) {
+	stopAuditsRequestsInFlight(t, true, false)
+}
 
-func stopAuditsRequestsInFlight(t *testing.T, reload bool) {
+// TestStopAuditsRequestsInFlightAfterReloadChangingWriter: the same, the
+// reload changing the buffered audit writer's flush_interval (1h to 2h):
+// the new configuration gets another buffer, and the unloaded one's
+// gateway audited the GET stream it ended and the call still running
+// into the old buffer, which nothing wrote out.
+func TestStopAuditsRequestsInFlightAfterReloadChangingWriter(t *testing.T) {
+	stopAuditsRequestsInFlight(t, true, true)
+}
+
+func stopAuditsRequestsInFlight(t *testing.T, reload, changeWriter bool) {
 	e := newEnv(t)
 	port, adminPort := harness.FreePort(t), harness.FreePort(t)
 	auditLog := filepath.Join(e.Home, "audit.log")
@@ -164,7 +175,11 @@ http://127.0.0.1:%[2]d {
 	if reload {
 		// The same configuration, loaded again (must-revalidate: Caddy
 		// skips a configuration it runs already).
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, fmt.Sprintf("http://localhost:%d/load", adminPort), strings.NewReader(caddyfile))
+		next := caddyfile
+		if changeWriter {
+			next = strings.Replace(caddyfile, "flush_interval 1h", "flush_interval 2h", 1)
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, fmt.Sprintf("http://localhost:%d/load", adminPort), strings.NewReader(next))
 		req.Header.Set("Content-Type", "text/caddyfile")
 		req.Header.Set("Cache-Control", "must-revalidate")
 		resp, err := http.DefaultClient.Do(req)
