@@ -44,6 +44,7 @@ func TestPromptNameCutWhereAURLPathEnds(t *testing.T) {
 	cfg.Prompts = []Rule{
 		{Pattern: "report", Scopes: []string{"admin"}},
 		{Pattern: "*_admin", Scopes: []string{"admin"}},
+		{Pattern: "team/secrets", Scopes: []string{"admin"}},
 		{Pattern: "*", Scopes: []string{"prompts:read"}},
 	}
 	get := func(name string) string {
@@ -61,7 +62,12 @@ func TestPromptNameCutWhereAURLPathEnds(t *testing.T) {
 		{"under a suffix glob", get("team_admin?x"), 400, codeInvalidParams},
 		{"in another case", get("Report?x"), 400, codeInvalidParams},
 		{"completion", `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"report#x"},"argument":{"name":"a","value":""}}}`, 400, codeInvalidParams},
+		{"path parameter in a segment", get("team;x/secrets"), 400, codeInvalidParams},
+		{"path parameters in two segments", get("team;x/secrets;y"), 400, codeInvalidParams},
+		{"dot segment with a path parameter", get("x/..;/report"), 400, codeInvalidParams},
 		{"the prompt itself", get("report"), 403, codeRefused},
+		{"the team's prompt", get("team/secrets"), 403, codeRefused},
+		{"a path parameter under the same rule", get("c;x/tips"), 0, 0},
 		{"under the same rule", get("c#_tips"), 0, 0},
 		{"a question", get("what?"), 0, 0},
 		{"from the start", get("#general"), 0, 0},

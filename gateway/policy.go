@@ -728,14 +728,19 @@ func (p *policy) decidePrompt(pr *principal, name string) (decision, error) {
 	}
 	if j := strings.IndexAny(name, "?#;"); j >= 0 {
 		// A server that puts the name in a URL, as pathSafeName has it,
-		// ends the path there ("admin_x?" is admin_x; a servlet
-		// container drops ";" and what follows), so the name up to it
-		// must fall under the name's own rule, as the loose form must
-		// (stableRule).
-		cut := name[:j]
+		// ends the path there ("admin_x?" is admin_x), and a servlet
+		// container drops ";" and what follows up to the segment's end
+		// ("team;x/admin" is team/admin), so the name up to it, and
+		// without its path parameters, must fall under the name's own
+		// rule, as the loose form must (stableRule).
+		// Without them a segment may be a dot segment ("x/..;/admin" is
+		// admin to Tomcat), which the name is refused for.
 		i, _ := stableRule(p.prompts, name)
-		if k, stable := stableRule(p.prompts, cut); k != i || !stable {
-			return decision{}, fmt.Errorf("prompt name %q falls under another rule when read up to its %q, where a URL's path ends", name, name[j])
+		plain, dots := withoutPathParams(name)
+		for _, cut := range [2]string{name[:j], plain} {
+			if k, stable := stableRule(p.prompts, cut); k != i || !stable || dots {
+				return decision{}, fmt.Errorf("prompt name %q falls under another rule, or has a dot segment, when read up to its %q or without its path parameters, as a URL's path is read", name, name[j])
+			}
 		}
 	}
 	return p.decideCaseless(pr, kindPrompt, p.prompts, name)
@@ -1048,6 +1053,26 @@ func (p *policy) decideCaseless(pr *principal, kind string, rules []compiledRule
 func stableRule(rules []compiledRule, name string) (int, bool) {
 	i := firstRule(rules, name, false)
 	return i, i == firstRule(rules, looseName(name), true)
+}
+
+// withoutPathParams is name read as a servlet container reads a URL's
+// path: ended at its first "?" or "#", each segment between "/" without
+// its ";" and what follows. dots reports a segment that is then "." or
+// "..", which the container resolves.
+func withoutPathParams(name string) (plain string, dots bool) {
+	if j := strings.IndexAny(name, "?#"); j >= 0 {
+		name = name[:j]
+	}
+	segs := strings.Split(name, "/")
+	for i, seg := range segs {
+		if j := strings.IndexByte(seg, ';'); j >= 0 {
+			segs[i] = seg[:j]
+		}
+		if segs[i] != "" && strings.Trim(segs[i], ".") == "" {
+			dots = true
+		}
+	}
+	return strings.Join(segs, "/"), dots
 }
 
 // looseName folds the case of s and turns '-', '.' and '/' into '_'. It returns
