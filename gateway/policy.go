@@ -10,6 +10,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"golang.org/x/text/unicode/norm"
+
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/mcpparse"
 )
@@ -840,11 +842,28 @@ func completionValues(raw []byte) error {
 
 // dotSegmentValue reports whether a variable's value holds a segment of
 // dots only, as checkSegments splits a path (and at '\', a separator to
-// Windows): "..", "../x", "a/./b", "..;", dots written "%2e" and dots
-// beside spaces (Windows trims them: ". ." is "..").
+// Windows): "..", "../x", "a/./b", "..;", dots beside spaces (Windows
+// trims them: ". ." is ".."). The value is read as a server that decodes
+// the expanded URI may read it, since a reserved expansion keeps its
+// escapes: escapes decoded, twice ("%2e%2e%2fetc" and "..%252f" are
+// "../etc" to a server that decodes once more), tabs and line breaks
+// dropped (a WHATWG URL parser drops them anywhere: ".\t." is ".."), and
+// in NFKC ("\uff0e\uff0e" is "..").
 func dotSegmentValue(v string) bool {
-	if strings.Contains(v, "%") {
-		v = strings.NewReplacer("%2e", ".", "%2E", ".", "%20", " ").Replace(v)
+	for range 2 {
+		if strings.IndexByte(v, '%') < 0 {
+			break
+		}
+		v = percentDecoded(v)
+	}
+	if strings.ContainsAny(v, "\t\n\r") {
+		v = strings.NewReplacer("\t", "", "\n", "", "\r", "").Replace(v)
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] >= utf8.RuneSelf {
+			v = norm.NFKC.String(v)
+			break
+		}
 	}
 	start := 0
 	for i := 0; i <= len(v); i++ {
@@ -858,6 +877,21 @@ func dotSegmentValue(v string) bool {
 		}
 	}
 	return false
+}
+
+// percentDecoded is s with each "%" and two hex digits (either case)
+// decoded; other text, a stray "%" among it, is kept.
+func percentDecoded(s string) string {
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) && unhex(s[i+1]) >= 0 && unhex(s[i+2]) >= 0 {
+			b = append(b, byte(unhex(s[i+1])<<4|unhex(s[i+2])))
+			i += 2
+			continue
+		}
+		b = append(b, s[i])
+	}
+	return string(b)
 }
 
 // decideTemplate decides a resource URI or template (RFC 6570) by every
