@@ -212,6 +212,11 @@ type responseWriter struct {
 	wrapped string // the session id set by rewriteSession
 	buf     bytes.Buffer
 	sse     *mcpparse.Splitter
+	// otherCharset: an answer read as JSON though its type is neither
+	// JSON nor an event stream names a charset other than UTF-8 (or
+	// another parameter), in which a client may read what the gateway
+	// does not see; refused unless empty.
+	otherCharset bool
 	// trailers are the fields the upstream announced as trailers, and
 	// trailerHeld what the header held under those names when it was
 	// written by next (nil unless any): see dropTrailers.
@@ -600,7 +605,11 @@ func (rw *responseWriter) WriteHeader(code int) {
 			// stream as JSON (requests' json() reads any type) does. It
 			// is read as a JSON answer: passed as it came when it can
 			// name no list or resource, refused when it may and cannot
-			// be read.
+			// be read. Such a client decodes it in the charset its type
+			// names (requests' json() reads "text/plain; charset=utf-7"
+			// as UTF-7, where "+AHQ-ools" is "tools"), as for JSON
+			// (utf8Type).
+			rw.otherCharset = ct != "" && !utf8Type(ct)
 			fallthrough
 		case mt == "application/json":
 			rw.mode = modeJSON
@@ -725,7 +734,7 @@ func (rw *responseWriter) Write(b []byte) (int, error) {
 	switch rw.mode {
 	case modeJSON:
 		if rw.buf.Len() == 0 && len(b) > 0 && int64(len(b)) == rw.length && len(b) <= maxFilteredBody &&
-			rw.filter == nil && !rw.rewritesJSON(b) && !(rw.watchesLists() && mayList(unsafeString(b))) {
+			rw.filter == nil && !rw.otherCharset && !rw.rewritesJSON(b) && !(rw.watchesLists() && mayList(unsafeString(b))) {
 			// The whole answer in one write, held only to be looked at
 			// for a list (watchesLists), and it holds none: write it
 			// now, as finish would, without keeping a copy.
@@ -977,6 +986,11 @@ func (rw *responseWriter) finish() {
 	rw.dropTrailers()
 	switch rw.mode {
 	case modeJSON:
+		if rw.otherCharset && rw.buf.Len() > 0 {
+			rw.g.log.Warn("response not filterable", zap.String("reason", "a type that is not JSON names a charset other than utf-8"))
+			rw.badGateway()
+			return
+		}
 		// Watching only (watchesLists): a list answer may come as the
 		// answer to another request, which clients match by id.
 		anyList := rw.watchesLists() && mayList(unsafeString(rw.buf.Bytes()))

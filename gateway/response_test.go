@@ -240,6 +240,7 @@ func TestReadContentsFilteredOnResume(t *testing.T) {
 // none, a notification's 202 "Accepted", passes as it came.
 func TestEmbeddedResourcesAnyType(t *testing.T) {
 	const answer = `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"resource","resource":{"uri":"file:///secret/key","text":"TOPSECRET"}}]}}`
+	const utf7Answer = `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"+AHI-esource","+AHI-esource":{"uri":"file:///secret/key","text":"TOPSECRET"}}]}}`
 	tests := []struct {
 		ct           []string
 		status       int
@@ -254,6 +255,12 @@ func TestEmbeddedResourcesAnyType(t *testing.T) {
 		{[]string{"text/plain"}, 202, answer, 202, "withheld", "TOPSECRET"},
 		{[]string{"text/plain"}, 200, "resource: " + answer, 502, "", "TOPSECRET"},
 		{[]string{"text/plain; charset=utf-8"}, 202, "Accepted", 202, "Accepted", ""},
+		// requests' json() decodes the body in the charset the type
+		// names: in UTF-7 "+AHI-esource" is "resource".
+		{[]string{"text/plain; charset=utf-7"}, 200, utf7Answer, 502, "", "TOPSECRET"},
+		{[]string{"application/octet-stream; charset=UTF-7"}, 200, utf7Answer, 502, "", "TOPSECRET"},
+		{[]string{`text/plain; x="; charset=utf-7"`}, 200, utf7Answer, 502, "", "TOPSECRET"},
+		{[]string{"text/plain; charset=iso-8859-1"}, 202, "", 202, "", ""},
 		{nil, 200, "", 200, "", ""},
 	}
 	for _, tt := range tests {
