@@ -616,10 +616,18 @@ func validateClientName(name string) (string, error) {
 		if misleading(r) {
 			return "", ErrInvalidClientMetadata.WithDescription("client_name contains control characters")
 		}
-		if !unicode.In(r, unicode.Mn, unicode.Me) {
+		switch {
+		case unicode.Is(unicode.Cf, r):
+			// A zero-width joiner, non-joiner or space between marks
+			// shows nothing: the marks after it stack on the same
+			// character (Chromium draws "N" and four marks, then a
+			// ZWNJ, twelve times over as one column).
+		case !unicode.In(r, unicode.Mn, unicode.Me):
 			marks = 0
-		} else if marks++; marks > maxMarksInARow {
+		case marks >= maxMarksInARow:
 			return "", ErrInvalidClientMetadata.WithDescription(fmt.Sprintf("client_name stacks more than %d combining marks on one character", maxMarksInARow))
+		default:
+			marks++
 		}
 	}
 	return name, nil

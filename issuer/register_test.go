@@ -300,6 +300,11 @@ func TestRegisterClientNameMarks(t *testing.T) {
 		{"five marks above", "N\u0300\u0301\u0302\u0303\u0304otes", false},
 		{"marks below under a letter", "Notes" + strings.Repeat("\u0316", 40), false},
 		{"enclosing marks", "W" + strings.Repeat("\u20dd\u0489", 3), false},
+		{"marks between zero-width non-joiners", "N" + strings.Repeat("\u0301\u0302\u0303\u0304\u200c", 8), false},
+		{"marks between zero-width joiners", "N\u0301\u0302\u0303\u200d\u0304\u0305", false},
+		{"marks between zero-width spaces", "N\u0301\u0302\u0303\u200b\u0304\u0305", false},
+		{"an emoji sequence", "Notes \u2764\ufe0f\u200d\U0001f525 \U0001f468\u200d\U0001f469\u200d\U0001f467", true},
+		{"Persian with a non-joiner", "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			resp, out := e.register(t, `{"client_name":"`+tt.clientName+`","redirect_uris":["https://a.example/cb"]}`)
