@@ -90,6 +90,27 @@ func forgeIDToken(t *testing.T, valid string, claims jwt.MapClaims) string {
 	return s
 }
 
+// signIDTokenLike signs claims with the key that signs e's ID tokens for
+// the web client, typed as an ID token is.
+func signIDTokenLike(t *testing.T, e *testEnv, claims jwt.MapClaims) string {
+	t.Helper()
+	c, err := e.iss.dir.lookupClient(t.Context(), bWebClientID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := e.iss.idTokenSigner(t.Context(), c, time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := jwt.NewWithClaims(k.method, claims)
+	tok.Header["kid"] = k.kid
+	s, err := tok.SignedString(k.private)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // TestLogoutRefused: a logout request with any invalid parameter gets an
 // error page (400), never a redirect, and the session stays, whether it
 // came by GET, by an application's POST, or in the confirmation form
@@ -109,6 +130,10 @@ func TestLogoutRefused(t *testing.T) {
 	foreign := forgeIDToken(t, hint, jwt.MapClaims{"iss": "https://other.example.com", "sub": bUser, "aud": bWebClientID})
 	_, body, _ := strings.Cut(testApp.str("id_token"), ".")
 	payloadSwapped := head + "." + body + "." + strings.Split(hint, ".")[2]
+	// Another issuer's ID token signed with this issuer's own key, as
+	// another mcp_issuer site on the same database would sign it: refused
+	// for its iss, not its signature.
+	otherIssuer := signIDTokenLike(t, e, jwt.MapClaims{"iss": "https://other.example.com", "sub": bUser, "aud": bWebClientID, "exp": time.Now().Add(time.Hour).Unix()})
 
 	tests := []struct {
 		name string
@@ -127,6 +152,7 @@ func TestLogoutRefused(t *testing.T) {
 		{"hint an access token", url.Values{"id_token_hint": {tok.str("access_token")}}, "not an ID token this server issued"},
 		{"hint forged", url.Values{"id_token_hint": {forged}, "post_logout_redirect_uri": {logoutURI}}, "not an ID token this server issued"},
 		{"hint of another issuer", url.Values{"id_token_hint": {foreign}, "post_logout_redirect_uri": {logoutURI}}, "not an ID token this server issued"},
+		{"hint of another issuer, signed with this issuer's key", url.Values{"id_token_hint": {otherIssuer}, "post_logout_redirect_uri": {logoutURI}}, "not an ID token this server issued"},
 		{"hint with another token's payload", url.Values{"id_token_hint": {payloadSwapped}}, "not an ID token this server issued"},
 		{"hint for another client than client_id", url.Values{"id_token_hint": {testApp.str("id_token")}, "client_id": {bWebClientID}, "post_logout_redirect_uri": {logoutURI}}, "not issued to the application"},
 		{"unknown client_id", url.Values{"client_id": {"nobody"}}, "not known"},
