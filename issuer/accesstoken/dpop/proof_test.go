@@ -534,6 +534,40 @@ func TestNonce(t *testing.T) {
 	if err := try(n); !useNonce(err) {
 		t.Errorf("nonce two periods old: %v, want %s", err, CodeUseNonce)
 	}
+	// The next period's nonce is taken from accesstoken.Leeway (README:
+	// "the 5 s") before it begins, not earlier.
+	next := time.Unix(1_800_000_000, 0).Add(time.Minute)
+	now = next.Add(-accesstoken.Leeway)
+	if err := try(nonces.Current(next)); err != nil {
+		t.Errorf("nonce of the next period, %v before it: %v", accesstoken.Leeway, err)
+	}
+	now = next.Add(-accesstoken.Leeway - time.Millisecond)
+	if err := try(nonces.Current(next)); !useNonce(err) {
+		t.Errorf("nonce of the next period, %v before it: %v, want %s", accesstoken.Leeway+time.Millisecond, err, CodeUseNonce)
+	}
+
+	// What the issuer and the gateway use (period 0): README's
+	// "five-minute time slot, valid in its slot and the next", and
+	// another instance under the same key (another Nonces) accepts it.
+	start := time.Unix(1_800_000_000, 0) // a slot's start
+	n = NewNonces([]byte(strings.Repeat("k", 32)), 0).Current(start)
+	v = New(Options{Now: func() time.Time { return now }, Nonces: NewNonces([]byte(strings.Repeat("k", 32)), 0)})
+	for _, tc := range []struct {
+		at   time.Duration
+		want bool
+	}{
+		{0, true}, {5*time.Minute - time.Nanosecond, true}, {5 * time.Minute, true},
+		{10*time.Minute - time.Nanosecond, true}, {10 * time.Minute, false},
+	} {
+		now = start.Add(tc.at)
+		if err := try(n); (err == nil) != tc.want {
+			t.Errorf("default period: nonce of the slot at %v, %v later: %v, want accepted %v", start, tc.at, err, tc.want)
+		}
+	}
+	now = start.Add(-5 * time.Minute)
+	if err := try(NewNonces([]byte(strings.Repeat("k", 32)), 0).Current(start.Add(-time.Nanosecond))); err != nil {
+		t.Errorf("default period: the previous slot's last nonce at its start: %v", err)
+	}
 }
 
 func TestSameURI(t *testing.T) {
