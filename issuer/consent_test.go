@@ -342,6 +342,7 @@ func TestConsentEveryTimeForLocalPublicClients(t *testing.T) {
 		{ID: "admin-dot", RedirectURIs: []string{"https://localhost./cb"}, TokenEndpointAuthMethod: "none"},
 		{ID: "admin-sub", RedirectURIs: []string{"https://app.localhost/cb"}, TokenEndpointAuthMethod: "none"},
 		{ID: "admin-ipdot", RedirectURIs: []string{"https://127.0.0.1./cb"}, TokenEndpointAuthMethod: "none"},
+		{ID: "admin-ipv6", RedirectURIs: []string{"https://[::1]/cb"}, TokenEndpointAuthMethod: "none"},
 	} {
 		if err := e.iss.PutClient(t.Context(), c); err != nil {
 			t.Fatal(err)
@@ -364,6 +365,7 @@ func TestConsentEveryTimeForLocalPublicClients(t *testing.T) {
 	custom := register(`{"client_name":"App","redirect_uris":["com.example.app:/cb"],"token_endpoint_auth_method":"none"}`)
 	web := register(`{"client_name":"Web","redirect_uris":["https://app.example.com/dcr"],"token_endpoint_auth_method":"none"}`)
 	dcrSub := register(`{"client_name":"Sub","redirect_uris":["https://App.Localhost/cb"],"token_endpoint_auth_method":"none"}`)
+	dcrIPv6 := register(`{"client_name":"IPv6","redirect_uris":["http://[::1]/cb"],"token_endpoint_auth_method":"none"}`)
 	cimdLoopback := host.doc("/loopback.json", "", validDoc)
 	cimdWeb := host.doc("/web.json", "", func(id string) string {
 		return `{"client_id":"` + id + `","client_name":"Web Doc","redirect_uris":["https://app.example.com/cimd"],"token_endpoint_auth_method":"none"}`
@@ -385,7 +387,9 @@ func TestConsentEveryTimeForLocalPublicClients(t *testing.T) {
 		{"admin localhost.", "admin-dot", "https://localhost./cb", "https://localhost./cb", false, false},
 		{"admin *.localhost", "admin-sub", "https://app.localhost/cb", "https://app.localhost/cb", false, false},
 		{"admin 127.0.0.1.", "admin-ipdot", "https://127.0.0.1./cb", "https://127.0.0.1./cb", false, false},
+		{"admin [::1]", "admin-ipv6", "https://[::1]/cb", "https://[::1]/cb", false, false},
 		{"dcr *.localhost", dcrSub, "https://App.Localhost/cb", "https://App.Localhost/cb", false, true},
+		{"dcr IPv6 loopback", dcrIPv6, "http://[::1]:4567/cb", "http://[::1]:4568/cb", false, true},
 		{"dcr loopback", loopback, "http://127.0.0.1:4567/cb", "http://127.0.0.1:4568/cb", false, true},
 		{"dcr private-use scheme", custom, "com.example.app:/cb", "com.example.app:/cb", false, true},
 		{"dcr web", web, "https://app.example.com/dcr", "https://app.example.com/dcr", true, true},
