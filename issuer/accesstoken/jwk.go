@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"math/big"
 	"slices"
+
+	"filippo.io/edwards25519"
 )
 
 // MinRSABits and MaxRSABits bound the RSA modulus accepted for a
@@ -173,7 +175,11 @@ func (j JWK) PublicKey() (crypto.PublicKey, error) {
 		if j.Crv != "Ed25519" || err != nil || len(x) != ed25519.PublicKeySize {
 			return nil, errors.New("unsupported or malformed OKP key")
 		}
-		if smallOrderEd25519(x) {
+		p, err := new(edwards25519.Point).SetBytes(x)
+		if err != nil {
+			return nil, errors.New("malformed OKP key: not a point of Ed25519")
+		}
+		if smallOrder(p) {
 			return nil, errors.New("Ed25519 key of small order: anyone can sign for it")
 		}
 		return ed25519.PublicKey(x), nil
@@ -181,51 +187,17 @@ func (j JWK) PublicKey() (crypto.PublicKey, error) {
 	return nil, fmt.Errorf("unsupported key type %.64q", j.Kty)
 }
 
-// p25519 is the field prime of Curve25519 and Ed25519, 2^255 - 19.
-var p25519 = new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 255), big.NewInt(19))
-
-// smallOrderU are the Montgomery u-coordinates of Curve25519's points of
-// order 1, 2, 4 and 8 but the point at infinity, the list libsodium and
-// RFC 7748 section 6.1 implementations refuse: 0, 1, p-1 and the two of
-// order 8.
-var smallOrderU = func() []*big.Int {
-	u1, _ := new(big.Int).SetString("325606250916557431795983626356110631294008115727848805560023387167927233504", 10)
-	u2, _ := new(big.Int).SetString("39382357235489614581723060781553021112529911719440698176882885853963445705823", 10)
-	return []*big.Int{big.NewInt(0), big.NewInt(1), new(big.Int).Sub(p25519, big.NewInt(1)), u1, u2}
-}()
-
-// smallOrderEd25519 reports whether the Ed25519 public key x (32 bytes)
-// encodes a point of small order (dividing 8). Such a "key" has no
-// private key to guard: with the identity point, a signature of 32 bytes
-// of the identity and 32 zero bytes verifies for every message under
-// crypto/ed25519, and the other seven points' signatures are found in a
-// few tries. A token bound to one (DPoP) would be a bearer token, a
-// client or agent registering one anyone's to use. The point is mapped
-// to Curve25519 (u = (1+y)/(1-y), RFC 7748 section 4.1), which keeps
-// the order, y read as crypto/ed25519 reads it (sign bit aside,
-// non-canonical values reduced).
-func smallOrderEd25519(x []byte) bool {
-	le := make([]byte, len(x))
-	for i, b := range x {
-		le[len(x)-1-i] = b
-	}
-	le[0] &= 0x7f // the sign of x
-	y := new(big.Int).SetBytes(le)
-	y.Mod(y, p25519)
-	den := new(big.Int).Sub(big.NewInt(1), y)
-	den.Mod(den, p25519)
-	if den.Sign() == 0 {
-		return true // y = 1: the identity
-	}
-	u := new(big.Int).Add(big.NewInt(1), y)
-	u.Mul(u, den.ModInverse(den, p25519))
-	u.Mod(u, p25519)
-	for _, s := range smallOrderU {
-		if u.Cmp(s) == 0 {
-			return true
-		}
-	}
-	return false
+// smallOrder reports whether the Ed25519 point p, a public key, is of
+// small order (dividing 8). Such a "key" has no private key to guard:
+// with the identity point, a signature of 32 bytes of the identity and
+// 32 zero bytes verifies for every message under crypto/ed25519, and the
+// other seven points' signatures are found in a few tries. A token bound
+// to one (DPoP) would be a bearer token, a client or agent registering
+// one anyone's to use. p is decoded as crypto/ed25519 decodes a key
+// (filippo.io/edwards25519, its own arithmetic, non-canonical y
+// accepted); times the cofactor, a point of small order is the identity.
+func smallOrder(p *edwards25519.Point) bool {
+	return new(edwards25519.Point).MultByCofactor(p).Equal(edwards25519.NewIdentityPoint()) == 1
 }
 
 // Thumbprint is the RFC 7638 JWK thumbprint (SHA-256, base64url): the hash
