@@ -212,11 +212,6 @@ type responseWriter struct {
 	wrapped string // the session id set by rewriteSession
 	buf     bytes.Buffer
 	sse     *mcpparse.Splitter
-	// otherCharset: an answer read as JSON though its type is neither
-	// JSON nor an event stream names a charset other than UTF-8 (or
-	// another parameter), in which a client may read what the gateway
-	// does not see; refused unless empty.
-	otherCharset bool
 	// trailers are the fields the upstream announced as trailers, and
 	// trailerHeld what the header held under those names when it was
 	// written by next (nil unless any): see dropTrailers.
@@ -609,7 +604,7 @@ func (rw *responseWriter) WriteHeader(code int) {
 			// names (requests' json() reads "text/plain; charset=utf-7"
 			// as UTF-7, where "+AHQ-ools" is "tools"), as for JSON
 			// (utf8Type).
-			rw.otherCharset = ct != "" && !utf8Type(ct)
+			rw.x.otherCharset = ct != "" && !utf8Type(ct)
 			fallthrough
 		case mt == "application/json":
 			rw.mode = modeJSON
@@ -734,7 +729,7 @@ func (rw *responseWriter) Write(b []byte) (int, error) {
 	switch rw.mode {
 	case modeJSON:
 		if rw.buf.Len() == 0 && len(b) > 0 && int64(len(b)) == rw.length && len(b) <= maxFilteredBody &&
-			rw.filter == nil && !rw.otherCharset && !rw.rewritesJSON(b) && !(rw.watchesLists() && mayList(unsafeString(b))) {
+			rw.filter == nil && !rw.x.otherCharset && !rw.rewritesJSON(b) && !(rw.watchesLists() && mayList(unsafeString(b))) {
 			// The whole answer in one write, held only to be looked at
 			// for a list (watchesLists), and it holds none: write it
 			// now, as finish would, without keeping a copy.
@@ -986,7 +981,7 @@ func (rw *responseWriter) finish() {
 	rw.dropTrailers()
 	switch rw.mode {
 	case modeJSON:
-		if rw.otherCharset && rw.buf.Len() > 0 {
+		if rw.x.otherCharset && rw.buf.Len() > 0 {
 			rw.g.log.Warn("response not filterable", zap.String("reason", "a type that is not JSON names a charset other than utf-8"))
 			rw.badGateway()
 			return

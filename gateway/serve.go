@@ -25,15 +25,22 @@ const corsAllowHeaders = "Authorization, DPoP, Content-Type, Accept, Mcp-Session
 
 // exchange is one request on its way through the gateway.
 type exchange struct {
-	r       *http.Request
-	start   time.Time
-	rev     revision
-	upStart time.Time // when next was called
-	p       *principal
-	body    []byte
-	msgs    []mcpparse.Message
-	dec     []decision
-	session string // upstream session id, "" when none
+	r     *http.Request
+	start time.Time
+	rev   revision
+	// otherCharset: the upstream's answer, read as JSON though its type
+	// is neither JSON nor an event stream, names a charset other than
+	// UTF-8 (or another parameter), in which a client may read what the
+	// gateway does not see; refused unless empty (responseWriter). Here,
+	// in rev's padding: the writer's flags fill their word, and the
+	// exchange is at the edge of its size class (TestExchangeSizeClass).
+	otherCharset bool
+	upStart      time.Time // when next was called
+	p            *principal
+	body         []byte
+	msgs         []mcpparse.Message
+	dec          []decision
+	session      string // upstream session id, "" when none
 	// ownNonce: the DPoP-Nonce Serve set, the only one the client gets.
 	ownNonce string
 	// task: the task a task request names, once verified (see task.go);
