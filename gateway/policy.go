@@ -865,18 +865,9 @@ func dotSegmentValue(v string) bool {
 			break
 		}
 	}
-	start := 0
-	for i := 0; i <= len(v); i++ {
-		if i < len(v) && strings.IndexByte("/\\?#;", v[i]) < 0 {
-			continue
-		}
-		seg := v[start:i]
-		start = i + 1
-		if strings.IndexByte(seg, '.') >= 0 && strings.Trim(seg, ". ") == "" {
-			return true
-		}
-	}
-	return false
+	// Split and judged as a resource URI's path is (checkSegments), '\'
+	// a separator too and a space as the escape it stands for.
+	return checkSegments(strings.NewReplacer("\\", "/", " ", "%20").Replace(v)) != nil
 }
 
 // percentDecoded is s with each "%" and two hex digits (either case)
