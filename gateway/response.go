@@ -1993,12 +1993,16 @@ func (rw *responseWriter) writeEvents(b []byte) (int, error) {
 		return rw.writeEvent(ev)
 	})
 	fits := err == nil && rw.hold(rw.sse.Held())
-	if !fits && rw.optional() {
+	if !fits && rw.optional() && !rw.tasks {
+		// Where task ids are bound, the rest of the stream is read
+		// all the same: it may carry other callers' notifications/tasks,
+		// which are dropped (leniently), with their status and final
+		// result.
 		if rest, ok := rw.sse.Detach(); ok {
 			// An event the gateway cannot read (over maxFilteredBody,
 			// not UTF-8) or hold (past the caller's share) in a stream
-			// read only to wrap task ids or a request state: the rest
-			// of the stream passes unread, as a large JSON answer does.
+			// read only to wrap a request state: the rest of the stream
+			// passes unread, as a large JSON answer does.
 			rw.mode = modePass
 			rw.dropHeld()
 			if _, err := rw.w.Write(rest); err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -992,6 +993,61 @@ func TestTaskStatusOfOthersDropped(t *testing.T) {
 				if !strings.Contains(got, w) {
 					t.Errorf("answer lacks %s: %s", w, got)
 				}
+			}
+		})
+	}
+}
+
+// TestTaskStatusOfOthersDroppedPastUnreadEvent: a stream whose task ids
+// are bound, read for nothing else (pinning off, no resource rules), is
+// still read for other callers' notifications/tasks past an event the
+// gateway cannot read (not UTF-8, over maxFilteredBody) or hold (past
+// the caller's share of what is held): the stream ends there rather
+// than passing its rest unread, bob's task status and result with it.
+func TestTaskStatusOfOthersDroppedPastUnreadEvent(t *testing.T) {
+	leak := `data: {"jsonrpc":"2.0","method":"notifications/tasks","params":{"taskId":"task-bob","status":"completed","result":{"content":[{"type":"text","text":"secret of bob"}]}}}` + "\n\n"
+	changed := `data: {"jsonrpc":"2.0","method":"notifications/tools/list_changed"}` + "\n\n"
+	logged := func(data string) string {
+		return `data: {"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"` + data + `"}}` + "\n\n"
+	}
+	listen := `{"jsonrpc":"2.0","id":7,"method":"subscriptions/listen","params":{"notifications":{"toolsListChanged":true},` + meta2026 + `}}`
+	listenHeaders := map[string]string{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "subscriptions/listen"}
+	toolCall := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a","arguments":{},` + meta2026Tasks + `}}`
+	for _, tt := range []struct {
+		name, body string
+		headers    map[string]string
+		event      string // before bob's status
+		held       int64  // the held bound, 0 for maxHeldBytes
+	}{
+		{"listen, not UTF-8", listen, listenHeaders, logged("\xff"), 0},
+		{"listen, over maxFilteredBody", listen, listenHeaders, logged(strings.Repeat("a", maxFilteredBody)), 0},
+		{"listen, past the held share", listen, listenHeaders, logged(strings.Repeat("a", 256<<10)), 128 << 10},
+		{"tools/call, not UTF-8", toolCall, taskHeaders("tools/call", "read_a"), logged("\xff"), 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.ResourceRules = nil
+			h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				io.WriteString(w, changed)
+				io.WriteString(w, tt.event)
+				io.WriteString(w, leak)
+			})
+			if tt.held > 0 {
+				h.g.held = newHeldShares(tt.held)
+			}
+			resp := h.do(t, call{body: tt.body, token: mint(t, claims()), headers: tt.headers})
+			b, err := io.ReadAll(resp.Body) // the stream ends, unfinished
+			resp.Body.Close()
+			if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Fatalf("reading the stream: %v", err)
+			}
+			got := string(b)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("answer = %d %.300s, want 200", resp.StatusCode, got)
+			}
+			if strings.Contains(got, "secret of bob") || strings.Contains(got, "task-bob") {
+				t.Errorf("alice's %s stream carries bob's task status and result: %.300s", tt.name, got[max(0, len(got)-300):])
 			}
 		})
 	}
