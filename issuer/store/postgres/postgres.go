@@ -24,6 +24,7 @@ package postgres
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"math"
@@ -432,7 +433,7 @@ func (s *Store) attempt(ctx, commitCtx context.Context, fn func(store.Tx) error,
 		if errors.As(err, &pe) && pe.Severity != "FATAL" && pe.Severity != "PANIC" || commitCtx.Err() != nil {
 			return t.alone, fmt.Errorf("postgres: commit: %w", err)
 		}
-		err = s.outcome(commitCtx, t.xid, err)
+		err = s.outcome(commitCtx, t.xid, t.wrote, err)
 		committed = err == nil
 		return t.alone, err
 	}
@@ -455,7 +456,16 @@ var errCommitUnknown = errors.New("postgres: the commit's outcome is unknown")
 // waited for up to twice the timeout; past that, or when the database
 // cannot be asked, the error wraps store.ErrUnavailable too (503, retry)
 // and errCommitUnknown: the write may have landed.
-func (s *Store) outcome(ctx context.Context, xid int64, err error) error {
+//
+// txid_status alone is not the answer: a database that crashed before
+// any of the transaction's write-ahead log reached its disk (a crash
+// of the server, or of one of its sessions, which restarts them all;
+// a failover to a standby the log had not reached) gives its id again
+// after the restart, and another instance's transaction under that id
+// reads as this one's. So "committed" counts only when the rows the
+// transaction wrote (wrote, some of them) hold what it wrote, as rows
+// of its id (landed); otherwise the write may have landed or not.
+func (s *Store) outcome(ctx context.Context, xid int64, wrote []written, err error) error {
 	if xid == 0 {
 		return fmt.Errorf("postgres: commit: %w: %w", store.ErrUnavailable, err)
 	}
@@ -465,6 +475,12 @@ func (s *Store) outcome(ctx context.Context, xid int64, err error) error {
 	for {
 		var status *string
 		asking = s.pool.QueryRow(ctx, "SELECT txid_status($1)", xid).Scan(&status)
+		if asking == nil && status != nil && *status == "committed" {
+			var ours bool
+			if ours, asking = s.landed(ctx, xid, wrote); asking == nil && !ours {
+				return fmt.Errorf("postgres: commit: %w: %w: %w (its transaction id was given again)", store.ErrUnavailable, errCommitUnknown, err)
+			}
+		}
 		switch {
 		case asking != nil: // the database not reachable yet: again
 		case status == nil: // too old to tell, which a transaction of now is not
@@ -480,6 +496,49 @@ func (s *Store) outcome(ctx context.Context, xid int64, err error) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// written is a row a transaction changed, as it left it: the hash of
+// the value it wrote, or deleted.
+type written struct {
+	bucket, key string
+	sum         [sha256.Size]byte
+	deleted     bool
+}
+
+// maxWritten bounds the rows a transaction keeps (tx.wrote) for landed:
+// a few rows of its own are evidence enough, and an import writes a
+// whole store.
+const maxWritten = 16
+
+// landed reports whether the rows wrote still hold what the transaction
+// xid left there: each value written is there, as a row whose xmin (a
+// transaction id's low 32 bits) is xid's, and each row deleted is gone.
+// Another transaction under the same id, given again after a crash,
+// wrote rows of its own. A row changed since by a later transaction
+// makes it false too, though the commit landed: the outcome is then
+// unknown.
+func (s *Store) landed(ctx context.Context, xid int64, wrote []written) (bool, error) {
+	if len(wrote) == 0 {
+		return false, nil
+	}
+	for _, w := range wrote {
+		var value []byte
+		var xmin int64
+		err := s.pool.QueryRow(ctx, `SELECT value, xmin::text::bigint FROM mcp_auth_entries WHERE bucket = $1 AND key = $2`,
+			[]byte(w.bucket), []byte(w.key)).Scan(&value, &xmin)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			if !w.deleted {
+				return false, nil
+			}
+		case err != nil:
+			return false, err
+		case w.deleted || xmin != xid&math.MaxUint32 || sha256.Sum256(value) != w.sum:
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // Purge implements store.Store. It deletes entries expired for
@@ -643,6 +702,27 @@ type tx struct {
 	// xid is the transaction's id, read with the first write that
 	// changed a row (xidReturning), for outcome; 0 before.
 	xid int64
+	// wrote are the first rows it changed, up to maxWritten, as it left
+	// them (outcome's evidence: landed).
+	wrote []written
+}
+
+// changed records that the transaction left the row bucket/key holding
+// value, or deleted it.
+func (t *tx) changed(bucket, key string, value []byte, deleted bool) {
+	w := written{bucket: bucket, key: key, deleted: deleted}
+	if !deleted {
+		w.sum = sha256.Sum256(value)
+	}
+	for k := range t.wrote {
+		if t.wrote[k].bucket == bucket && t.wrote[k].key == key {
+			t.wrote[k] = w
+			return
+		}
+	}
+	if len(t.wrote) < maxWritten {
+		t.wrote = append(t.wrote, w)
+	}
 }
 
 // xidReturning ends a write statement: it returns the transaction's id
@@ -731,6 +811,7 @@ func (t *tx) Put(bucket, key string, value []byte, expires time.Time) error {
 	if err != nil {
 		return t.fail("put", bucket, key, err)
 	}
+	t.changed(bucket, key, value, false)
 	return nil
 }
 
@@ -754,6 +835,7 @@ func (t *tx) Create(bucket, key string, value []byte, expires time.Time) error {
 	if !changed {
 		return fmt.Errorf("postgres: create %s/%q: %w", bucket, key, store.ErrAlreadyExists)
 	}
+	t.changed(bucket, key, value, false)
 	return nil
 }
 
@@ -761,9 +843,12 @@ func (t *tx) Delete(bucket, key string) error {
 	if err := t.check(bucket, key, true); err != nil {
 		return err
 	}
-	_, err := t.write(`DELETE FROM mcp_auth_entries WHERE bucket = $1 AND key = $2`+xidReturning, []byte(bucket), []byte(key))
+	deleted, err := t.write(`DELETE FROM mcp_auth_entries WHERE bucket = $1 AND key = $2`+xidReturning, []byte(bucket), []byte(key))
 	if err != nil {
 		return t.fail("delete", bucket, key, err)
+	}
+	if deleted {
+		t.changed(bucket, key, nil, true)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -675,5 +676,76 @@ func TestCommitCutOff(t *testing.T) {
 				t.Errorf("Get after the cut = %q, %v; want %q", v, err, want)
 			}
 		})
+	}
+}
+
+// TestCommitLostInCrashNotTakenForAnother: a database that crashes while
+// a transaction ends, before any of its write-ahead log is on disk (here
+// a server stopped with -m immediate between its last statement and its
+// COMMIT, the log writer held off), has lost the transaction, and after
+// the restart gives its id to the next transaction that writes (another
+// instance's). The store, asking txid_status on a new connection
+// (TestCommitCutOff), found that one committed and reported the lost
+// write made: a refresh token handed out that was never stored, a user's
+// removal or a key's withdrawal answered done and not done. It now
+// checks that the rows the transaction wrote hold what it wrote, as its
+// own, and else answers that the outcome is unknown (503).
+func TestCommitLostInCrashNotTakenForAnother(t *testing.T) {
+	srv, dsn := pgtest.Own(t, pgtest.Options{Durable: true})
+	psql := func(q string) string {
+		t.Helper()
+		out, err := srv.Psql(dsn, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	// No log written but at commits; no transaction of the server's own
+	// takes the id first.
+	psql("ALTER SYSTEM SET wal_writer_delay = '10s'")
+	psql("ALTER SYSTEM SET autovacuum = off")
+	psql("SELECT pg_reload_conf()")
+	s := open(t, dsn+patient, postgres.Options{Timeout: 5 * time.Second})
+	if err := put(s, "k", "before"); err != nil {
+		t.Fatal(err)
+	}
+	psql("CHECKPOINT")
+	var ours string
+	other := make(chan string, 1)
+	err := s.Update(context.Background(), func(tx store.Tx) error {
+		if err := tx.Put("b", "k", []byte("lost"), time.Time{}); err != nil {
+			return err
+		}
+		ours = psql("SELECT backend_xid FROM pg_stat_activity WHERE datname = current_database() AND backend_xid IS NOT NULL")
+		if err := srv.Exec("pg_ctl", "-D", srv.DataDir(), "-m", "immediate", "-w", "stop"); err != nil {
+			t.Error(err)
+		}
+		go func() { // another instance, writing as soon as the database is back
+			var xid int64
+			err := srv.Resume()
+			if err == nil {
+				ctx := context.Background()
+				var c *pgx.Conn
+				if c, err = pgx.Connect(ctx, dsn); err == nil {
+					defer c.Close(ctx)
+					err = c.QueryRow(ctx, `INSERT INTO mcp_auth_entries (bucket, key, value) VALUES ('b', 'other', 'v') RETURNING txid_current() % 4294967296`).Scan(&xid)
+				}
+			}
+			if err != nil {
+				t.Error(err)
+			}
+			other <- strconv.FormatInt(xid, 10)
+		}()
+		return nil
+	})
+	if o := <-other; o != ours {
+		t.Fatalf("the transaction after the restart has id %s, the one lost %s: the crash kept the lost one's log", o, ours)
+	}
+	v, gerr := get(s, "k")
+	if gerr != nil || v != "before" {
+		t.Fatalf("Get after the crash = %q, %v; want before (the write was lost)", v, gerr)
+	}
+	if !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("Update whose write the crash lost = %v, want store.ErrUnavailable (the id's transaction after the restart is another's)", err)
 	}
 }
