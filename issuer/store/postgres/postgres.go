@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -142,6 +143,16 @@ type Store struct {
 // returns the Store. It refuses a database whose schema is newer than
 // this build knows. Several instances may Open the same database at once.
 // Errors never contain the DSN's password.
+//
+// It connects only to a server that is not in recovery, as
+// target_session_attrs=primary does, unless the DSN or
+// PGTARGETSESSIONATTRS chooses (any, pgx's default, included): a DSN
+// naming a primary and
+// its standby names, after a failover, the old primary back as a
+// standby, often first; connected there, the store would read the
+// standby's data as far as it has replayed (a revocation log behind the
+// primary's counting as current) and could write nothing
+// (TestStandbyNotUsed).
 func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
@@ -149,6 +160,9 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	}
 	if cfg.ConnConfig.DefaultQueryExecMode == pgx.QueryExecModeSimpleProtocol {
 		return nil, errSimpleProtocol
+	}
+	if cfg.ConnConfig.ValidateConnect == nil && !statesTargetSessionAttrs(dsn) {
+		cfg.ConnConfig.ValidateConnect = pgconn.ValidateConnectTargetSessionAttrsPrimary
 	}
 	timeout := opts.Timeout
 	if timeout <= 0 {
@@ -201,6 +215,17 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// statesTargetSessionAttrs reports whether the DSN, or the environment,
+// chooses target_session_attrs (any included): otherwise Open connects
+// only to a primary.
+func statesTargetSessionAttrs(dsn string) bool {
+	if os.Getenv("PGTARGETSESSIONATTRS") != "" {
+		return true
+	}
+	keys, err := DSNKeys(dsn)
+	return err == nil && keys["target_session_attrs"]
 }
 
 // errSimpleProtocol refuses a DSN whose default_query_exec_mode is

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -427,5 +429,82 @@ func TestUpdateNoSync(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestStandbyNotUsed: a DSN naming two hosts, as one of a primary and its
+// standby does, names after a failover first the old primary, back as
+// the new one's standby. The store connected to the first that answered,
+// the standby: its reads were the standby's, as far as it had replayed
+// (a revocation the primary took was not seen, the instance's gateways
+// honouring tokens the others refuse, while its read of the revocation
+// log counted as current), and every write failed. It now connects only
+// to a server that is not in recovery (target_session_attrs=primary,
+// unless the DSN sets it), here the second host.
+func TestStandbyNotUsed(t *testing.T) {
+	srv, dsn := pgtest.Own(t, pgtest.Options{Durable: true})
+	a := open(t, dsn+patient, postgres.Options{})
+	if err := put(a, "k", "before"); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Dir(srv.DataDir())
+	standby := filepath.Join(dir, "standby")
+	if err := srv.Exec("pg_basebackup", "-h", dir, "-p", "5432", "-U", "postgres", "-D", standby, "-R", "-X", "stream"); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Exec("pg_ctl", "-D", standby, "-l", filepath.Join(standby, "log"), "-w", "-t", "60",
+		"-o", "-k "+standby+" -p 5432 -c listen_addresses='' -c max_connections=300", "start"); err != nil {
+		log, _ := os.ReadFile(filepath.Join(standby, "log"))
+		t.Fatalf("%v\n%s", err, log)
+	}
+	t.Cleanup(func() { _ = srv.Exec("pg_ctl", "-D", standby, "-m", "immediate", "-w", "stop") })
+	standbyDSN := strings.Replace(dsn, "host="+dir, "host="+standby, 1)
+	psql := func(dsn, q string) string {
+		t.Helper()
+		out, err := srv.Psql(dsn, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	if got := psql(standbyDSN, "SELECT pg_is_in_recovery()"); got != "t" {
+		t.Fatalf("standby in recovery = %q, want t", got)
+	}
+	// Its replay stopped: what the primary takes from now on is not there.
+	psql(standbyDSN, "SELECT pg_wal_replay_pause()")
+	if err := put(a, "k", "after"); err != nil {
+		t.Fatal(err)
+	}
+	both := strings.Replace(dsn, "host="+dir+" port=5432", "host="+standby+","+dir+" port=5432,5432", 1)
+	if both == dsn {
+		t.Fatalf("no host in %q", dsn)
+	}
+	b, err := postgres.Open(context.Background(), both+patient, postgres.Options{})
+	if err != nil {
+		t.Fatalf("Open(the standby, then the primary) = %v, want the primary", err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	if v, err := get(b, "k"); err != nil || v != "after" {
+		t.Errorf("Get = %q, %v; want after (the primary's)", v, err)
+	}
+	if err := put(b, "k", "b's"); err != nil {
+		t.Errorf("Update = %v, want nil (on the primary)", err)
+	}
+	if v, err := get(a, "k"); err != nil || v != "b's" {
+		t.Errorf("Get on the primary = %q, %v; want b's", v, err)
+	}
+	// With only the standby, nothing: 503 rather than its reads.
+	if s, err := postgres.Open(context.Background(), standbyDSN+patient, postgres.Options{}); err == nil {
+		_ = s.Close()
+		t.Errorf("Open(the standby alone) = nil, want an error")
+	}
+	// Unless the DSN chooses.
+	s, err := postgres.Open(context.Background(), standbyDSN+patient+" target_session_attrs=any", postgres.Options{})
+	if err != nil {
+		t.Fatalf("Open(the standby, target_session_attrs=any) = %v, want nil", err)
+	}
+	defer s.Close()
+	if v, err := get(s, "k"); err != nil || v != "before" {
+		t.Errorf("Get on the standby = %q, %v; want before (its replay paused)", v, err)
 	}
 }
