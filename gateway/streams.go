@@ -115,7 +115,10 @@ func (s *streamSet) add(x *exchange) {
 		x.end(why)
 		return
 	}
-	s.open[x] = x.r.Method == http.MethodGet // a GET is a stream
+	// A GET is a stream, and so is a subscriptions/listen (listens) from
+	// the start: one its server has not answered yet ends at its token's
+	// expiry as a GET does, not only on revocation as a pending call.
+	s.open[x] = x.listens()
 	if !s.running {
 		s.running = true
 		go s.check()

@@ -1486,6 +1486,39 @@ func TestRevocationDuringPinFetch(t *testing.T) {
 	}
 }
 
+// TestListenUnansweredEndsAtExpiry: a 2026-07-28 subscriptions/listen
+// is that revision's GET stream from the moment it is sent, as a GET
+// is: one whose server has not answered yet ends when its token expires
+// (the client gets the 401 a new request would get, and its
+// max_in_flight slot back), rather than waiting, past the expiry, on a
+// server that may answer later and whose first events would then reach
+// the expired token's holder before the next check.
+func TestListenUnansweredEndsAtExpiry(t *testing.T) {
+	var clock atomic.Int64 // seconds after testNow
+	cfg := testConfig(t)
+	cfg.Now = func() time.Time { return testNow.Add(time.Duration(clock.Load()) * time.Second) }
+	cfg.StreamCheckInterval = 10 * time.Millisecond
+	server := newSlowTool("listen answered")
+	h := newHarness(t, cfg, server.serve)
+	token := mint(t, claims())
+	got := slowTry(h, call{token: token,
+		body:    `{"jsonrpc":"2.0","id":7,"method":"subscriptions/listen","params":{"notifications":{"toolsListChanged":true},` + meta2026 + `}}`,
+		headers: map[string]string{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "subscriptions/listen"}})
+	<-server.started
+	clock.Store(3600)
+	select {
+	case <-server.cancelled:
+	case <-time.After(3 * time.Second):
+		t.Fatal("an unanswered subscriptions/listen still sent upstream 3 s after its token expired")
+	}
+	if r := <-got; r.status != http.StatusUnauthorized || !strings.Contains(r.body, "expired") {
+		t.Errorf("client got %d %s, want 401: the access token has expired", r.status, r.body)
+	}
+	if n := h.g.streams.len(); n != 0 {
+		t.Errorf("open streams after expiry = %d, want 0", n)
+	}
+}
+
 // TestCloseEndsListenStreams: a 2026-07-28 subscriptions/listen is that
 // revision's GET stream (its server's notifications, for as long as the
 // client keeps it) and carries no result a cut would lose: a reload
