@@ -199,6 +199,20 @@ func TestUnavailableAnswersRetryAfter(t *testing.T) {
 				r.status, r.raw, r.header.Get("Retry-After"))
 		}
 	})
+	t.Run("health", func(t *testing.T) {
+		e := newTokEnv(t)
+		if err := e.store.Close(); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := e.srv.Client().Get(e.iss.endpoint(pathHealth))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "1" {
+			t.Errorf("healthz with the store closed = %d (Retry-After %q), want 503, Retry-After 1", resp.StatusCode, resp.Header.Get("Retry-After"))
+		}
+	})
 	t.Run("page", func(t *testing.T) {
 		clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
 		st := &unavailableStore{Store: memory.New(memory.Options{Now: clock.Now, RunTwice: true})}

@@ -30,8 +30,8 @@ const maxClockOffset = accesstoken.Leeway
 // handleHealth answers an orchestrator's probe: 200 {"status":"ok"} when
 // the store answers a read, this instance's clock agrees with the store
 // server's (a store shared by several instances) and a signing key is
-// loaded, otherwise 503 with a short reason; the details go to the log,
-// not to the caller.
+// loaded, otherwise 503 with a short reason and Retry-After; the details
+// go to the log, not to the caller.
 func (i *Issuer) handleHealth(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		methodNotAllowed(w, http.MethodGet, http.MethodHead)
@@ -40,6 +40,12 @@ func (i *Issuer) handleHealth(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), healthTimeout)
 	defer cancel()
 	v, status := i.health.share(ctx, i.checkHealth)
+	if status == http.StatusServiceUnavailable {
+		// As every 503 of the issuer: a client that waits on the
+		// instance (a deploy script, a probe that honours it) tries
+		// again in a second rather than at once.
+		w.Header().Set("Retry-After", retryAfter(storeRetryAfter))
+	}
 	writeNoStoreJSON(w, status, v)
 }
 
