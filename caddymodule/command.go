@@ -832,13 +832,39 @@ func (c *cli) migrateStorage() *cobra.Command {
 // (localhost:2019, unix//path) or as a URL (http://localhost:2019).
 func adminAddress(s string) (string, error) {
 	if !strings.Contains(s, "://") {
+		if at := strings.LastIndex(s, "@"); at >= 0 && !strings.HasPrefix(s, "unix") {
+			// user:password@host:port: no host name holds an "@" (a
+			// socket's path may).
+			return "", fmt.Errorf("--address %q: want host:port or http://host:port (the admin API speaks plain http)", "…"+s[at:])
+		}
 		return s, nil
 	}
 	u, err := url.Parse(s)
 	if err != nil || u.Scheme != "http" || u.Host == "" || strings.Trim(u.Path, "/") != "" || u.RawQuery != "" || u.User != nil {
-		return "", fmt.Errorf("--address %q: want host:port or http://host:port (the admin API speaks plain http)", s)
+		return "", fmt.Errorf("--address %q: want host:port or http://host:port (the admin API speaks plain http)", withoutUserinfo(s))
 	}
 	return u.Host, nil
+}
+
+// withoutUserinfo is the URL s with what precedes an "@" in its
+// authority replaced by "…": the refusal of an address that names a user
+// and password (refused: the admin API takes none) is printed, and may
+// be kept in a script's log, without the password.
+func withoutUserinfo(s string) string {
+	i := strings.Index(s, "://")
+	if i < 0 {
+		return s
+	}
+	rest := s[i+3:]
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	at := strings.LastIndex(rest[:end], "@")
+	if at < 0 {
+		return s
+	}
+	return s[:i+3] + "…" + rest[at:]
 }
 
 // print writes v as indented JSON, with every rune a terminal would act
