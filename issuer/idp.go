@@ -505,6 +505,14 @@ func (p *IdentityProvider) identity(claims map[string]any, subject string) (*idp
 	if !usableName(value, 200) {
 		return nil, fmt.Errorf("%w: claim %s is missing or not a usable name", errIdPRefused, p.UserClaim)
 	}
+	if (p.Name == "http" || p.Name == "https") && strings.HasPrefix(value, "//") {
+		// "https://app.example/client" is a Client ID Metadata
+		// Document's client id (cimdFetcher.isClientID): the user's
+		// tokens for that client would hold sub equal to client_id, a
+		// client's own token to a resource server (configured clients
+		// and agents are kept out of providers' namespaces likewise).
+		return nil, fmt.Errorf("%w: claim %s would make the user's name a URL, a client's id", errIdPRefused, p.UserClaim)
+	}
 	if subject == "" || len(subject) > maxSubject || strings.ContainsFunc(subject, misleading) {
 		// Kept as the account's idp_subject, which tells its later
 		// sign-ins from another subject's with the same name: one without

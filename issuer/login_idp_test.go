@@ -363,6 +363,44 @@ func loginFailures(logs *observer.ObservedLogs) []string {
 	return out
 }
 
+// TestIdPUserNameNotAClientID: a provider's user is named
+// "<name>:<claim>", and a Client ID Metadata Document's client is named
+// by its https (or, for development, http) URL: a provider named https
+// (or http) whose user may choose a claim starting with "//" would make
+// a user of a client's id, whose tokens for that client hold sub equal
+// to client_id, which a resource server reads as the client's own token
+// (as the gateway does, with no principal_type: clientOwnToken). Such a
+// name is refused; the provider's other users sign in.
+func TestIdPUserNameNotAClientID(t *testing.T) {
+	for _, tt := range []struct {
+		name, provider, sub string
+		wantStatus          int
+	}{
+		{"https, an ordinary name", "https", "u-1", http.StatusSeeOther},
+		{"https, a URL's authority", "https", "//app.example/client", http.StatusForbidden},
+		{"http, a URL's authority", "http", "//127.0.0.1:8080/client", http.StatusForbidden},
+		{"corp, a URL's authority", "corp", "//app.example/client", http.StatusSeeOther},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e, stub, logs := newIdPEnv(t, func(p *IdentityProvider) { p.Name = tt.provider })
+			stub.set(func(s *stubIdP) { s.claims["sub"] = tt.sub })
+			res := e.idpSignInAt(t, e.browser(), tt.provider, nil, "")
+			if res.status != tt.wantStatus {
+				t.Fatalf("sign-in of %q at provider %s = %d %q, want %d", tt.sub, tt.provider, res.status, res.body, tt.wantStatus)
+			}
+			var u User
+			err := e.get(bucketUsers, tt.provider+":"+tt.sub, &u)
+			if tt.wantStatus == http.StatusForbidden {
+				if !errors.Is(err, store.ErrNotFound) || !slices.Equal(loginFailures(logs), []string{idpReasonRefused}) {
+					t.Errorf("refused sign-in: user stored %v, login failures %v; want none stored, [%s]", err, loginFailures(logs), idpReasonRefused)
+				}
+			} else if err != nil {
+				t.Errorf("admitted sign-in: user %s:%s not stored: %v", tt.provider, tt.sub, err)
+			}
+		})
+	}
+}
+
 // TestIdPSignInAnswers: what the provider answers decides the sign-in:
 // an answer naming another issuer, or naming none from a provider whose
 // metadata says its answers do (RFC 9207), an error, an ID token that
