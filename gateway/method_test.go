@@ -65,6 +65,13 @@ func TestPromptNameCutWhereAURLPathEnds(t *testing.T) {
 		{"path parameter in a segment", get("team;x/secrets"), 400, codeInvalidParams},
 		{"path parameters in two segments", get("team;x/secrets;y"), 400, codeInvalidParams},
 		{"dot segment with a path parameter", get("x/..;/report"), 400, codeInvalidParams},
+		// A WHATWG URL parser (Node's URL and fetch) reads "\\" in an
+		// http URL's path as "/".
+		{"backslash for a slash", get(`team\secrets`), 400, codeInvalidParams},
+		{"backslash for a slash, in another case", get(`Team\Secrets`), 400, codeInvalidParams},
+		{"backslash and a path parameter", get(`team;x\secrets`), 400, codeInvalidParams},
+		{"backslash after a path parameter", get(`team\secrets;x`), 400, codeInvalidParams},
+		{"a backslash under the same rule", get(`c\tips`), 0, 0},
 		{"the prompt itself", get("report"), 403, codeRefused},
 		{"the team's prompt", get("team/secrets"), 403, codeRefused},
 		{"a path parameter under the same rule", get("c;x/tips"), 0, 0},

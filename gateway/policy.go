@@ -728,20 +728,22 @@ func (p *policy) decidePrompt(pr *principal, name string) (decision, error) {
 	if !validPromptName(name) {
 		return decision{}, fmt.Errorf("prompt name %q has whitespace, control, invisible or compatibility characters, characters that a full case mapping reads beyond simple case folding, or empty or dot-only segments between slashes", name)
 	}
-	if j := strings.IndexAny(name, "?#;"); j >= 0 {
+	if strings.ContainsAny(name, `?#;\`) {
 		// A server that puts the name in a URL, as pathSafeName has it,
-		// ends the path there ("admin_x?" is admin_x), and a servlet
+		// ends the path at "?" or "#" ("admin_x?" is admin_x), a servlet
 		// container drops ";" and what follows up to the segment's end
-		// ("team;x/admin" is team/admin), so the name up to it, and
-		// without its path parameters, must fall under the name's own
-		// rule, as the loose form must (stableRule).
-		// Without them a segment may be a dot segment ("x/..;/admin" is
-		// admin to Tomcat), which the name is refused for.
+		// ("team;x/admin" is team/admin), and a WHATWG URL parser
+		// (Node's URL and fetch) reads "\" as "/" ("team\admin" is
+		// team/admin), so each of those readings must fall under the
+		// name's own rule, as the loose form must (stableRule).
+		// Without its path parameters a segment may be a dot segment
+		// ("x/..;/admin" is admin to Tomcat), which the name is refused
+		// for.
 		i, _ := stableRule(p.prompts, name)
-		plain, dots := withoutPathParams(name)
-		for _, cut := range [2]string{name[:j], plain} {
-			if k, stable := stableRule(p.prompts, cut); k != i || !stable || dots {
-				return decision{}, fmt.Errorf("prompt name %q falls under another rule, or has a dot segment, when read up to its %q or without its path parameters, as a URL's path is read", name, name[j])
+		reads, dots := urlPathReadings(name)
+		for _, read := range reads {
+			if k, stable := stableRule(p.prompts, read); k != i || !stable || dots {
+				return decision{}, fmt.Errorf("prompt name %q falls under another rule, or has a dot segment, when read as a URL's path is read (up to a ?, # or ;, without path parameters, or with \\ for /)", name)
 			}
 		}
 	}
@@ -1078,6 +1080,26 @@ func (p *policy) decideCaseless(pr *principal, kind string, rules []compiledRule
 func stableRule(rules []compiledRule, name string) (int, bool) {
 	i := firstRule(rules, name, false)
 	return i, i == firstRule(rules, looseName(name), true)
+}
+
+// urlPathReadings are the names a server that puts name in a URL's path
+// may read (see decidePrompt): up to its first "?", "#" or ";", and
+// without its path parameters (withoutPathParams), each also with "\"
+// read as "/" when name holds one. dots reports a reading with a dot
+// segment.
+func urlPathReadings(name string) (reads []string, dots bool) {
+	for _, n := range [2]string{name, strings.ReplaceAll(name, `\`, "/")} {
+		if n == name && len(reads) > 0 {
+			break
+		}
+		cut := n
+		if j := strings.IndexAny(n, "?#;"); j >= 0 {
+			cut = n[:j]
+		}
+		plain, d := withoutPathParams(n)
+		reads, dots = append(reads, cut, plain), dots || d
+	}
+	return reads, dots
 }
 
 // withoutPathParams is name read as a servlet container reads a URL's
