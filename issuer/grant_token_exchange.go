@@ -181,6 +181,13 @@ func (x tokenExchange) grant(ctx context.Context, req *clientRequest) (*issuance
 		client: app, user: u, subject: subj.Subject, resource: res.URL, scopes: scopes, act: act,
 		grantID: subj.GrantID, principalType: subj.PrincipalType, notAfter: subj.ExpiresAt.Time,
 	}
+	if actorTok != nil && actorTok.ExpiresAt.Before(s.notAfter) {
+		// It ends with the actor token too: revoking that token ends
+		// it (endsWith below), and an expired token can no longer be
+		// revoked, so one outliving it would name the agent until the
+		// subject token expired.
+		s.notAfter = actorTok.ExpiresAt.Time
+	}
 	if u != nil && subj.AuthTime != nil {
 		s.authTime = subj.AuthTime.Time
 	}
@@ -265,7 +272,9 @@ func (x tokenExchange) actor(ctx context.Context, raw string, subj *accesstoken.
 	if storeBusy(err) {
 		return nil, nil, err
 	}
-	if err != nil || !ownAgentToken(ac) {
+	if err != nil || !ownAgentToken(ac) || ac.ExpiresAt.Sub(i.now()) < time.Second {
+		// The new token expires with it too, as with the subject
+		// token's last second.
 		return nil, nil, invalid("actor_token is not a valid, unrevoked token of an agent acting for itself")
 	}
 	if err := possessed(ac.BoundKey(), jkt, "actor_token"); err != nil {

@@ -751,6 +751,46 @@ func TestRevokeRetryAfterPartialFailure(t *testing.T) {
 	}
 }
 
+// TestExchangedTokenEndsWithActorToken: a token exchanged with an
+// agent's own token as actor_token expires no later than that token, as
+// no later than its subject token: revoking the actor token ends what was
+// exchanged with it (TestRevokeActorTokenRevokesExchanged), and an
+// expired token can no longer be revoked, so a token that outlived it
+// would name the agent, leaked or not, until its subject token expired.
+func TestExchangedTokenEndsWithActorToken(t *testing.T) {
+	e := newTokEnv(t)
+	agent1 := tAgent1 + ":" + tAgentSecret
+	a1 := e.agentToken(t, tAgent1, tAgentSecret)
+	e.clock.Advance(e.iss.cfg.AccessTokenTTL / 2)
+	user := e.userToken(t, tPublic, "read").AccessToken
+	x := e.tokenExchange(t, agent1, exchangeForm(user, a1))
+	child := x.str("access_token")
+	if x.status != http.StatusOK || child == "" {
+		t.Fatalf("exchange = %d %s, want 200", x.status, x.raw)
+	}
+	if in, _ := x.body["expires_in"].(float64); time.Duration(in)*time.Second > e.iss.cfg.AccessTokenTTL/2 {
+		t.Errorf("exchanged token expires_in = %v s, want at most the actor token's remaining %v", in, e.iss.cfg.AccessTokenTTL/2)
+	}
+	e.clock.Advance(e.iss.cfg.AccessTokenTTL/2 + accesstoken.Leeway + time.Second)
+	if e.active(t, a1) {
+		t.Fatal("the actor token is still active past its expiry")
+	}
+	if e.active(t, child) {
+		t.Error("the token exchanged with the actor token is active past the actor token's expiry, where it can no longer be revoked")
+	}
+	if !e.active(t, user) {
+		t.Error("the subject token expired with the actor token")
+	}
+	// An actor token with under a second left is refused, as such a
+	// subject token is: the new token's expires_in would be 0.
+	a1 = e.agentToken(t, tAgent1, tAgentSecret)
+	e.clock.Advance(e.iss.cfg.AccessTokenTTL - 500*time.Millisecond)
+	user = e.userToken(t, tPublic, "read").AccessToken
+	if a := e.tokenExchange(t, agent1, exchangeForm(user, a1)); a.status != http.StatusBadRequest || a.str("error") != "invalid_request" {
+		t.Errorf("exchange with an actor token half a second from expiry = %d %s, want 400 invalid_request", a.status, a.raw)
+	}
+}
+
 // TestRevokeActorTokenRevokesExchanged: revoking (RFC 7009) the agent's
 // own token that was the actor_token of an exchange revokes the token
 // exchanged with it, and what was exchanged from that in turn, and
