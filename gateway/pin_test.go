@@ -777,6 +777,64 @@ func TestPinFetchSlotsPerPrincipal(t *testing.T) {
 	}
 }
 
+// TestPinFetchSlotsOverall: however many principals make them, at most
+// maxPinFetches tools/list fetches of the gateway's own run at once (the
+// README's "at most 4 such fetches at once"): three principals' six
+// fetches, each principal within its own two, meet an upstream that
+// answers none until released; four reach it, the other two wait for a
+// slot, and every call is answered once the upstream answers.
+func TestPinFetchSlotsOverall(t *testing.T) {
+	if maxPinFetches != 4 || maxPinFetchesPerPrincipal != 2 {
+		t.Fatalf("maxPinFetches, maxPinFetchesPerPrincipal = %d, %d; README (Tool pinning) says at most 4 fetches at once, 2 for one principal", maxPinFetches, maxPinFetchesPerPrincipal)
+	}
+	cfg := pinnedConfig(t)
+	cfg.ForwardIdentity = true
+	g := newGateway(t, cfg)
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	unblock := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(unblock)
+	var now, most atomic.Int32
+	next := listUpstream(func(r *http.Request) (string, error) {
+		n := now.Add(1)
+		defer now.Add(-1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		<-release
+		return `{"name":"read_file","inputSchema":{"type":"object"}}`, nil
+	})
+	principals := []string{"alice", "bob", "carol"}
+	calls := make(chan *httptest.ResponseRecorder, len(principals)*maxPinFetchesPerPrincipal)
+	for _, sub := range principals {
+		for i := range maxPinFetchesPerPrincipal {
+			go func() {
+				c := claims()
+				c["sub"], c["client_id"], c["jti"] = sub, fmt.Sprintf("client-%d", i), fmt.Sprintf("jti-%s-%d", sub, i)
+				r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(toolCall("read_file")))
+				r.Header.Set("Content-Type", "application/json")
+				r.Header.Set("Authorization", "Bearer "+mint(t, c))
+				w := httptest.NewRecorder()
+				g.Serve(w, r, next)
+				calls <- w
+			}()
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for now.Load() < maxPinFetches && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // the other fetches take what slots they may
+	if n := most.Load(); n != maxPinFetches {
+		t.Errorf("fetches at the upstream at once = %d, want %d", n, maxPinFetches)
+	}
+	unblock()
+	for range cap(calls) {
+		if w := <-calls; w.Code != http.StatusOK {
+			t.Errorf("call = %d %s, want 200 once the upstream answers", w.Code, w.Body)
+		}
+	}
+}
+
 // TestPinFetchSlotGivenBack: a fetch's slots (its principal's and the
 // shared one) are given back however it ends, a panic in it included
 // (one that is not http.ErrAbortHandler passes serveCaptured on to the
