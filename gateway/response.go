@@ -372,7 +372,7 @@ func (rw *responseWriter) rewritesOther() bool {
 // private, must be named in it.
 func (rw *responseWriter) rewritesJSON(b []byte) bool {
 	switch {
-	case rw.tasks || rw.initIDs != nil:
+	case rw.tasks || rw.initIDs != nil || rw.mayBeTaskStatus(b):
 		return true
 	case !rw.resources() && !rw.states && !rw.cache:
 		return false
@@ -1284,7 +1284,24 @@ func (rw *responseWriter) filterMessage(m *mcpparse.Message, anyList bool) ([]by
 	if rw.tasks {
 		return rw.g.wrapTaskIDs(rw.x, m, out)
 	}
+	if m.Kind == mcpparse.KindNotification && m.Method == "notifications/tasks" && rw.x.rev.bindsTaskIDs() {
+		// The request can have no task of the caller's (rewritesTasks),
+		// so the task this names is another's: dropped, as wrapTaskIDs
+		// drops those on the streams it reads.
+		return nil, nil
+	}
 	return out, nil
+}
+
+// mayBeTaskStatus reports whether b, an answer (or an event's data) to
+// a 2026-07-28 request that can have no task of the caller's (not a
+// tools/call declaring the Tasks extension, a task request or a
+// subscriptions/listen, whose answers wrapTaskIDs reads), may hold a
+// notifications/tasks, which is then another caller's (filterMessage):
+// an upstream that broadcasts every task's status sends them on every
+// stream, the status and final result of another caller's call.
+func (rw *responseWriter) mayBeTaskStatus(b []byte) bool {
+	return !rw.tasks && rw.x.rev.bindsTaskIDs() && mayName(b, "tasks")
 }
 
 // leniently is an answer the strict read refused (duplicate members, say),
@@ -1299,10 +1316,11 @@ func (rw *responseWriter) filterMessage(m *mcpparse.Message, anyList bool) ([]by
 // and, where task ids are bound, nil, nil for a notifications/tasks, and
 // for any message on a subscriptions/listen stream.
 func (rw *responseWriter) leniently(msg []byte) ([]byte, error) {
-	if rw.tasks && (rw.x.listen || isTaskStatus(msg)) {
+	if rw.tasks && rw.x.listen || rw.x.rev.bindsTaskIDs() && isTaskStatus(msg) {
 		// Whose task a notifications/tasks the strict read refused
-		// names cannot be told (wrapTaskIDs drops those of others),
-		// and on a subscriptions/listen stream none is the caller's
+		// names cannot be told (wrapTaskIDs drops those of others, and
+		// filterMessage every one where the request can have no task
+		// of the caller's), and on a subscriptions/listen stream none is the caller's
 		// and any message may be one as some client reads it: dropped.
 		return nil, nil
 	}
@@ -2067,7 +2085,7 @@ func (rw *responseWriter) filterEvent(ev *mcpparse.Event, lists bool) error {
 	// A list answer is looked for on every stream that is read anyway,
 	// and on a resumed one (watchesLists).
 	anyList := lists && rw.watchesLists() && mayList(ev.Data)
-	if rw.filter == nil && !rw.rewritesOther() && !(rw.resources() && mayCarryResources(unsafeBytes(ev.Data))) && !anyList && !mayChangeList(ev.Data) {
+	if rw.filter == nil && !rw.rewritesOther() && !(rw.resources() && mayCarryResources(unsafeBytes(ev.Data))) && !anyList && !mayChangeList(ev.Data) && !rw.mayBeTaskStatus(unsafeBytes(ev.Data)) {
 		return nil // watching only, and no list_changed or tools here
 	}
 	msgs, batch, err := mcpparse.Parse([]byte(ev.Data), mcpparse.Limits{AllowBatches: true})

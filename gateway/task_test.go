@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -954,31 +955,63 @@ func TestTaskStatusOfOthersDropped(t *testing.T) {
 	leak := `{"jsonrpc":"2.0","method":"notifications/tasks","params":{"taskId":` + quote(bobs) + `,"status":"completed","result":{"content":[{"type":"text","text":"secret of bob"}]}}}`
 	leakTwice := `{"jsonrpc":"2.0","method":"notifications/tasks","params":{"taskId":` + quote(bobs) + `,"status":"completed","status":"completed","result":{"content":[{"type":"text","text":"secret of bob"}]}}}`
 	noID := `{"jsonrpc":"2.0","method":"notifications/tasks","params":{"status":"completed","result":{"content":[{"type":"text","text":"secret of bob"}]}}}`
+	escaped := `{"jsonrpc":"2.0","method":"notifications/\u0074asks","params":{"taskId":` + quote(bobs) + `,"status":"completed","result":{"content":[{"type":"text","text":"secret of bob"}]}}}`
 	changed := `{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}`
+	plainCall := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a","arguments":{},` + meta2026 + `}}`
 	for _, tt := range []struct {
 		name, body string
 		headers    map[string]string
 		want       []string // in the answer
+		// json: the upstream answers in JSON, a batch of its
+		// notifications and the answer, which the TypeScript SDK's
+		// client reads message by message; noResources: no
+		// resource_rule, so the answer is read for nothing else.
+		json, noResources bool
 	}{
-		{"listen", `{"jsonrpc":"2.0","id":7,"method":"subscriptions/listen","params":{"notifications":{"toolsListChanged":true},` + meta2026 + `}}`,
-			map[string]string{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "subscriptions/listen"}, []string{changed}},
-		{"tools/call", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a","arguments":{},` + meta2026Tasks + `}}`,
-			taskHeaders("tools/call", "read_a"), []string{changed, `"resultType":"task"`}},
+		{name: "listen", body: `{"jsonrpc":"2.0","id":7,"method":"subscriptions/listen","params":{"notifications":{"toolsListChanged":true},` + meta2026 + `}}`,
+			headers: map[string]string{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "subscriptions/listen"}, want: []string{changed}},
+		{name: "tools/call", body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a","arguments":{},` + meta2026Tasks + `}}`,
+			headers: taskHeaders("tools/call", "read_a"), want: []string{changed, `"resultType":"task"`}},
+		// A call that does not declare the Tasks extension can have no
+		// task: every notifications/tasks on its answer is another's.
+		{name: "tools/call without tasks", body: plainCall, headers: taskHeaders("tools/call", "read_a"), want: []string{changed, `"text":"done"`}},
+		{name: "tools/call without tasks, no resource rules", body: plainCall, headers: taskHeaders("tools/call", "read_a"), want: []string{changed, `"text":"done"`}, noResources: true},
+		{name: "tools/call without tasks, JSON", body: plainCall, headers: taskHeaders("tools/call", "read_a"), want: []string{changed, `"text":"done"`}, json: true},
+		{name: "tools/call without tasks, JSON, no resource rules", body: plainCall, headers: taskHeaders("tools/call", "read_a"), want: []string{changed, `"text":"done"`}, json: true, noResources: true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
+			cfg := testConfig(t)
+			if tt.noResources {
+				cfg.ResourceRules = nil
+			}
+			h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
 				var req struct {
 					ID     json.RawMessage `json:"id"`
 					Method string          `json:"method"`
+					Params struct {
+						Meta map[string]json.RawMessage `json:"_meta"`
+					} `json:"params"`
 				}
 				body, _ := io.ReadAll(r.Body)
 				json.Unmarshal(body, &req)
-				w.Header().Set("Content-Type", "text/event-stream")
-				for _, m := range []string{leak, leakTwice, noID, changed} {
-					io.WriteString(w, "data: "+m+"\n\n")
-				}
+				msgs := []string{leak, leakTwice, noID, escaped, changed}
 				if req.Method == "tools/call" {
-					io.WriteString(w, `data: {"jsonrpc":"2.0","id":`+string(req.ID)+`,"result":{"resultType":"task","taskId":"task-alice","status":"working"}}`+"\n\n")
+					result := `{"content":[{"type":"text","text":"done"}]}`
+					if _, tasks := req.Params.Meta["io.modelcontextprotocol/clientCapabilities"]; tasks {
+						result = `{"resultType":"task","taskId":"task-alice","status":"working"}`
+					}
+					msgs = append(msgs, `{"jsonrpc":"2.0","id":`+string(req.ID)+`,"result":`+result+`}`)
+				}
+				if tt.json {
+					// Without leakTwice: a batch the strict read refuses
+					// is refused whole.
+					w.Header().Set("Content-Type", "application/json")
+					io.WriteString(w, "["+strings.Join(slices.DeleteFunc(msgs, func(m string) bool { return m == leakTwice }), ",")+"]")
+					return
+				}
+				w.Header().Set("Content-Type", "text/event-stream")
+				for _, m := range msgs {
+					io.WriteString(w, "data: "+m+"\n\n")
 				}
 			})
 			resp := h.do(t, call{body: tt.body, token: mint(t, claims()), headers: tt.headers})
@@ -987,7 +1020,7 @@ func TestTaskStatusOfOthersDropped(t *testing.T) {
 				t.Fatalf("answer = %d %s, want 200", resp.StatusCode, got)
 			}
 			if strings.Contains(got, "secret of bob") || strings.Contains(got, bobs) {
-				t.Errorf("alice's %s stream carries bob's task status and result: %s", tt.name, got)
+				t.Errorf("alice's %s answer carries bob's task status and result: %s", tt.name, got)
 			}
 			for _, w := range tt.want {
 				if !strings.Contains(got, w) {
