@@ -565,7 +565,7 @@ func TestMayName(t *testing.T) {
 // with '_' or '-' between its letters as json/v2 reads them.
 func TestRewritesJSONMissesNoWord(t *testing.T) {
 	pieces := []string{"r", "R", "e", "s", "o", "u", "c", "C", "n", "t", "q", "a", "h", "p", "l", "m", "x", `"`,
-		"resour", "ce", "conten", "ts", "request", "state", "cachesc", "ope", "ttl", "Ms", "ſ", "\u212a",
+		"resour", "ce", "conten", "ts", "request", "state", "cachesc", "ope", "ttl", "Ms", "ſ", "\u212a", "k", "tas", "ks", `\u006b`,
 		`\u`, `\u0072`, `\u0052`, `\u017f`, `\u003c`, `\u0026`, `\u00`, `\uzz`, `\u006d`, "_", "-", `\u005f`, `\u002d`}
 	rng := rand.New(rand.NewPCG(3, 4))
 	any := func(raw []byte, words ...string) bool {
@@ -587,9 +587,11 @@ func TestRewritesJSONMissesNoWord(t *testing.T) {
 		if any(raw, "cachescope", "ttlms") && !cachingHints(raw) {
 			t.Fatalf("cachingHints(%q) = false, maySpell finds a word", raw)
 		}
-		for _, rw := range []*responseWriter{{contents: true}, {embedded: true}, {states: true}, {cache: true}} {
+		x, x2026 := &exchange{}, &exchange{rev: rev20260728}
+		for _, rw := range []*responseWriter{{x: x, contents: true}, {x: x, embedded: true}, {x: x, states: true}, {x: x, cache: true}, {x: x2026}} {
 			want := rw.resources() && any(raw, "resource", "contents") || rw.states && any(raw, "requeststate") ||
-				rw.cache && any(raw, "cachescope", "ttlms")
+				rw.cache && any(raw, "cachescope", "ttlms") ||
+				rw.x.rev.bindsTaskIDs() && maySpell(raw, "tasks", "") // a notifications/tasks, dropped there
 			if want && !rw.rewritesJSON(raw) {
 				t.Fatalf("rewritesJSON(%q) with %+v = false, maySpell finds a word", raw, rw)
 			}
