@@ -247,8 +247,9 @@ func spells(b []byte, word, seps string) bool {
 
 // declaresTasks reports whether a request may be answered with a task: a
 // server must never return one to a request that does not declare the
-// Tasks extension, so the answer to any other tools/call passes through
-// unread. Should an upstream return a task all the same, its id reaches
+// Tasks extension, so the answer to any other tools/call is not read for
+// task ids to wrap (a notifications/tasks there, another caller's, is
+// dropped: filterMessage). Should an upstream return a task all the same, its id reaches
 // the client unwrapped, and an unwrapped id names no task through the
 // gateway (rewriteTaskRequest refuses it): the client loses a usable
 // id, never gains another caller's task. Anything unclear counts as
