@@ -559,7 +559,10 @@ func (rw *responseWriter) WriteHeader(code int) {
 	// watch: the answer is read for a tools list (a filter, or pinning);
 	// with task ids to wrap only, an answer that cannot be read passes.
 	watch := rw.filter != nil || rw.x.pinned || rw.resources()
-	if (watch || rw.rewrites()) && read {
+	// Every 2026-07-28 event stream is read, if only for other callers'
+	// notifications/tasks (mayBeTaskStatus): a completion/complete's,
+	// which nothing else reads without pinning or resource rules.
+	if (watch || rw.rewrites() || rw.x.rev.bindsTaskIDs() && isEventStream(ct)) && read {
 		mt := mediaType(ct)
 		switch {
 		case encoded(h) && watch:

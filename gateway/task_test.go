@@ -969,6 +969,7 @@ func TestTaskStatusOfOthersDropped(t *testing.T) {
 		// client reads message by message; noResources: no
 		// resource_rule, so the answer is read for nothing else.
 		json, noResources bool
+		scope             string // the token's, when not claims()'
 	}{
 		{name: "listen", body: `{"jsonrpc":"2.0","id":7,"method":"subscriptions/listen","params":{"notifications":{"toolsListChanged":true},` + meta2026 + `}}`,
 			headers: map[string]string{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "subscriptions/listen"}, want: []string{changed}},
@@ -980,6 +981,9 @@ func TestTaskStatusOfOthersDropped(t *testing.T) {
 		{name: "tools/call without tasks, no resource rules", body: plainCall, headers: taskHeaders("tools/call", "read_a"), want: []string{changed, `"text":"done"`}, noResources: true},
 		{name: "tools/call without tasks, JSON", body: plainCall, headers: taskHeaders("tools/call", "read_a"), want: []string{changed, `"text":"done"`}, json: true},
 		{name: "tools/call without tasks, JSON, no resource rules", body: plainCall, headers: taskHeaders("tools/call", "read_a"), want: []string{changed, `"text":"done"`}, json: true, noResources: true},
+		// Read for nothing else without resource rules (nor pinning).
+		{name: "completion/complete, no resource rules", body: `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"summary"},"argument":{"name":"a","value":""},` + meta2026 + `}}`,
+			headers: taskHeaders("completion/complete", ""), want: []string{changed}, noResources: true, scope: "mcp prompts:read"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := testConfig(t)
@@ -1016,7 +1020,11 @@ func TestTaskStatusOfOthersDropped(t *testing.T) {
 					io.WriteString(w, "data: "+m+"\n\n")
 				}
 			})
-			resp := h.do(t, call{body: tt.body, token: mint(t, claims()), headers: tt.headers})
+			c := claims()
+			if tt.scope != "" {
+				c["scope"] = tt.scope
+			}
+			resp := h.do(t, call{body: tt.body, token: mint(t, c), headers: tt.headers})
 			got := readBody(t, resp)
 			if resp.StatusCode != http.StatusOK {
 				t.Fatalf("answer = %d %s, want 200", resp.StatusCode, got)
