@@ -1323,8 +1323,9 @@ func (rw *responseWriter) leniently(msg []byte) ([]byte, error) {
 		// Whose task a notifications/tasks the strict read refused
 		// names cannot be told (wrapTaskIDs drops those of others, and
 		// filterMessage every one where the request can have no task
-		// of the caller's), and on a subscriptions/listen stream none is the caller's
-		// and any message may be one as some client reads it: dropped.
+		// of the caller's), and on a subscriptions/listen stream none
+		// is the caller's and any message may be one as some client
+		// reads it: dropped.
 		return nil, nil
 	}
 	if rw.embedded && mayCarryResources(msg) {

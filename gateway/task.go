@@ -249,10 +249,11 @@ func spells(b []byte, word, seps string) bool {
 // server must never return one to a request that does not declare the
 // Tasks extension, so the answer to any other tools/call is not read for
 // task ids to wrap (a notifications/tasks there, another caller's, is
-// dropped: filterMessage). Should an upstream return a task all the same, its id reaches
-// the client unwrapped, and an unwrapped id names no task through the
-// gateway (rewriteTaskRequest refuses it): the client loses a usable
-// id, never gains another caller's task. Anything unclear counts as
+// dropped: filterMessage). Should an upstream return a task all the
+// same, its id reaches the client unwrapped, and an unwrapped id names
+// no task through the gateway (rewriteTaskRequest refuses it): the
+// client loses a usable id, never gains another caller's task. Anything
+// unclear counts as
 // declared.
 func declaresTasks(raw []byte) bool { return hasMember(raw, tasksExtension, "tasks") }
 
