@@ -253,8 +253,7 @@ func spells(b []byte, word, seps string) bool {
 // same, its id reaches the client unwrapped, and an unwrapped id names
 // no task through the gateway (rewriteTaskRequest refuses it): the
 // client loses a usable id, never gains another caller's task. Anything
-// unclear counts as
-// declared.
+// unclear counts as declared.
 func declaresTasks(raw []byte) bool { return hasMember(raw, tasksExtension, "tasks") }
 
 // bindTasks checks the task ids of an authorized 2026-07-28 request and
