@@ -1105,7 +1105,11 @@ func urlPathReadings(name string) (reads []string, dots bool) {
 // withoutPathParams is name read as a servlet container reads a URL's
 // path: ended at its first "?" or "#", each segment between "/" without
 // its ";" and what follows. dots reports a segment that is then "." or
-// "..", which the container resolves.
+// "..", which the container resolves, or empty (of a name not empty
+// altogether), which it merges with its neighbour: Tomcat reads
+// "team//secrets" (from "team/;x/secrets") as team/secrets, and Spring
+// MVC's trailing-slash match "report/" (from "report/;x" or "report/?x")
+// as report.
 func withoutPathParams(name string) (plain string, dots bool) {
 	if j := strings.IndexAny(name, "?#"); j >= 0 {
 		name = name[:j]
@@ -1115,7 +1119,7 @@ func withoutPathParams(name string) (plain string, dots bool) {
 		if j := strings.IndexByte(seg, ';'); j >= 0 {
 			segs[i] = seg[:j]
 		}
-		if segs[i] != "" && strings.Trim(segs[i], ".") == "" {
+		if strings.Trim(segs[i], ".") == "" && (segs[i] != "" || len(segs) > 1) {
 			dots = true
 		}
 	}
