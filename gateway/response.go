@@ -595,8 +595,10 @@ func (rw *responseWriter) WriteHeader(code int) {
 			// JSON is read as JSON or refused, never passed unread.
 			rw.mode = modeRefuse
 			return
-		case rw.filter == nil && !rw.rewritesOther() && mt != "text/event-stream" && mt != "application/json":
-			// Only watching for tools lists or resources, in an answer
+		case watch && rw.filter == nil && mt != "text/event-stream" && mt != "application/json":
+			// Watching for tools lists or resources (with task ids or a
+			// request state to wrap too, as in a 2026-07-28 tools/call's
+			// answer), in an answer
 			// that is neither JSON nor an event stream (a notification's
 			// 202 "Accepted"): the SDKs' clients read no message from it,
 			// but a client that reads every answer that is not an event
