@@ -743,7 +743,7 @@ func (p *policy) decidePrompt(pr *principal, name string) (decision, error) {
 		reads, dots := urlPathReadings(name)
 		for _, read := range reads {
 			if k, stable := stableRule(p.prompts, read); k != i || !stable || dots {
-				return decision{}, fmt.Errorf("prompt name %q falls under another rule, or has a dot segment, when read as a URL's path is read (up to a ?, # or ;, without path parameters, or with \\ for /)", name)
+				return decision{}, fmt.Errorf("prompt name %q falls under another rule, or has a dot or empty segment, when read as a URL's path is read (up to a ?, # or ;, without path parameters, or with \\ for /)", name)
 			}
 		}
 	}
