@@ -885,11 +885,17 @@ var unloaded = unloadedGateways{m: make(map[*gateway.Gateway]struct{})}
 type unloadedGateways struct {
 	mu sync.Mutex
 	m  map[*gateway.Gateway]struct{}
+	// exit registers, once for the process, the stop of the gateways
+	// kept at its exit: the configuration running then may have no
+	// mcp_gateway, whose Cleanup would stop them (a reload took it
+	// out), and they were never stopped.
+	exit sync.Once
 }
 
 // add keeps gw if it has requests in flight, and lets go of those that
 // have none left.
 func (u *unloadedGateways) add(gw *gateway.Gateway) {
+	u.exit.Do(func() { caddy.OnExit(func(context.Context) { stopUnloaded(nil) }) })
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.m[gw] = struct{}{}
@@ -909,12 +915,16 @@ func (u *unloadedGateways) take() []*gateway.Gateway {
 	return gws
 }
 
-// stopUnloaded stops gw and, at once, the gateways of configurations
-// unloaded earlier that still have requests in flight, each waiting at
-// most gateway.StopWait: the process is exiting.
+// stopUnloaded stops gw (if any) and, at once, the gateways of
+// configurations unloaded earlier that still have requests in flight,
+// each waiting at most gateway.StopWait: the process is exiting.
 func stopUnloaded(gw *gateway.Gateway) {
+	gws := unloaded.take()
+	if gw != nil {
+		gws = append(gws, gw)
+	}
 	var wg sync.WaitGroup
-	for _, g := range append(unloaded.take(), gw) {
+	for _, g := range gws {
 		wg.Go(func() { g.Stop(gateway.StopWait) })
 	}
 	wg.Wait()

@@ -24,7 +24,7 @@ import (
 // has exited, through the buffered writer as well (whose timer never
 // fires here). They were lost: the process exited while the gateway still
 // held them, and the buffer was written out before their events came.
-func TestStopAuditsRequestsInFlight(t *testing.T) { stopAuditsRequestsInFlight(t, false, false) }
+func TestStopAuditsRequestsInFlight(t *testing.T) { stopAuditsRequestsInFlight(t, false, false, false) }
 
 // TestStopAuditsRequestsInFlightAfterReload: the same, with a reload
 // between the call's start and the stop. The reload ends the GET stream
@@ -32,7 +32,7 @@ func TestStopAuditsRequestsInFlight(t *testing.T) { stopAuditsRequestsInFlight(t
 // configuration, whose gateway was not stopped at the exit: the process
 // exited with the call unaudited, though the upstream had it.
 func TestStopAuditsRequestsInFlightAfterReload(t *testing.T) {
-	stopAuditsRequestsInFlight(t, true, false)
+	stopAuditsRequestsInFlight(t, true, false, false)
 }
 
 // TestStopAuditsRequestsInFlightAfterReloadChangingWriter: the same, the
@@ -41,10 +41,19 @@ func TestStopAuditsRequestsInFlightAfterReload(t *testing.T) {
 // gateway audited the GET stream it ended and the call still running
 // into the old buffer, which nothing wrote out.
 func TestStopAuditsRequestsInFlightAfterReloadChangingWriter(t *testing.T) {
-	stopAuditsRequestsInFlight(t, true, true)
+	stopAuditsRequestsInFlight(t, true, true, false)
 }
 
-func stopAuditsRequestsInFlight(t *testing.T, reload, changeWriter bool) {
+// TestStopAuditsRequestsInFlightAfterReloadWithoutGateway: the same, the
+// reload taking the mcp_gateway out of the configuration: the unloaded
+// gateways were stopped at the exit only from the Cleanup of a gateway
+// of the configuration running then, and there was none, so the call
+// running on under the unloaded one went unaudited.
+func TestStopAuditsRequestsInFlightAfterReloadWithoutGateway(t *testing.T) {
+	stopAuditsRequestsInFlight(t, true, false, true)
+}
+
+func stopAuditsRequestsInFlight(t *testing.T, reload, changeWriter, dropGateway bool) {
 	e := newEnv(t)
 	port, adminPort := harness.FreePort(t), harness.FreePort(t)
 	auditLog := filepath.Join(e.Home, "audit.log")
@@ -178,6 +187,10 @@ http://127.0.0.1:%[2]d {
 		next := caddyfile
 		if changeWriter {
 			next = strings.Replace(caddyfile, "flush_interval 1h", "flush_interval 2h", 1)
+		}
+		if dropGateway {
+			i, j := strings.Index(next, "\tmcp_gateway {"), strings.Index(next, "\treverse_proxy")
+			next = next[:i] + next[j:]
 		}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, fmt.Sprintf("http://localhost:%d/load", adminPort), strings.NewReader(next))
 		req.Header.Set("Content-Type", "text/caddyfile")
