@@ -807,14 +807,16 @@ func spaceOrMisleading(r rune) bool { return unicode.IsSpace(r) || misleading(r)
 // (UCA: ICU, MySQL's utf8mb4_0900_*) and IDNA ignore them all, so that
 // "alice\ufe0f" equals alice to a database even case- and accent-
 // sensitively. And the symbols fonts draw as a space, the blank Braille
-// pattern and the musical null notehead (U+1D159, a notehead meant to
-// show nothing): "alice\u2800admin" reads as "alice admin", a name with
-// a space, which names cannot have.
+// pattern, the musical null notehead (U+1D159, a notehead meant to
+// show nothing) and the Egyptian hieroglyph full and half blanks
+// (U+13441, U+13442: the empty space of a quadrat, letters to Unicode):
+// "alice\u2800admin" reads as "alice admin", a name with a space, which
+// names cannot have.
 func invisible(r rune) bool {
 	switch r {
 	case '\u200c', '\u200d':
 		return false
-	case '\u2800', '\U0001D159':
+	case '\u2800', '\U0001D159', '\U00013441', '\U00013442':
 		return true
 	}
 	// The Hangul fillers and U+034F are Other_Default_Ignorable_Code_Point.

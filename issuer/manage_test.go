@@ -1026,8 +1026,11 @@ func TestUsableName(t *testing.T) {
 		{"\u2800", false},
 		{"alice\U0001D159admin", false}, // musical null notehead, drawn as a space
 		{"\U0001D159", false},
-		{"\U0001D158\U0001D15A", true}, // noteheads that show
-		{"\u2801\u2803", true},         // Braille that shows dots
+		{"\U0001D158\U0001D15A", true},  // noteheads that show
+		{"alice\U00013441admin", false}, // Egyptian hieroglyph full blank, a blank space
+		{"alice\U00013442admin", false}, // and half blank
+		{"\U00013000\U00013443", true},  // hieroglyphs that show, a lost sign among them
+		{"\u2801\u2803", true},          // Braille that shows dots
 		// Marks that show nothing and that collations (UCA: ICU, MySQL's
 		// utf8mb4_0900_*) and IDNA ignore, as they do U+034F:
 		// "alice\ufe0f" sorts equal to alice, even accent- and
