@@ -412,6 +412,18 @@ func TestCompletionTemplateValues(t *testing.T) {
 		{"percent-encoded twice", complete(tmpl, `"argument":{"name":"name","value":"%252e%252e/etc"}`), 400},
 		{"a tab between dots", complete(tmpl, `"argument":{"name":"name","value":".\t./etc"}`), 400},
 		{"fullwidth dots", complete(tmpl, `"argument":{"name":"name","value":"\uff0e\uff0e/etc"}`), 400},
+		// A reader of C strings stops at a NUL ("..\u0000x" is ".."), and
+		// IDNA mapping, NFKC_Casefold and HFS+ drop default-ignorable
+		// characters (".\u200c." is ".."), which a resource URI may not
+		// hold either (checkEscape).
+		{"a NUL after dots", complete(tmpl, `"argument":{"name":"name","value":"..\u0000x/etc"}`), 400},
+		{"a percent-encoded NUL after dots", complete(tmpl, `"argument":{"name":"name","value":"..%00x/etc"}`), 400},
+		{"a NUL before a parent directory", complete(tmpl, `"argument":{"name":"name","value":"a\u0000/../../etc"}`), 400},
+		{"a zero-width non-joiner between dots", complete(tmpl, `"argument":{"name":"name","value":".\u200c./etc"}`), 400},
+		{"a percent-encoded zero-width space after dots", complete(tmpl, `"argument":{"name":"name","value":"..%E2%80%8B/etc"}`), 400},
+		{"a soft hyphen after dots", complete(tmpl, `"argument":{"name":"name","value":"..\u00ad/etc"}`), 400},
+		{"a byte order mark before dots", complete(tmpl, `"argument":{"name":"name","value":"\ufeff../etc"}`), 400},
+		{"a zero-width joiner in a name", complete(tmpl, `"argument":{"name":"name","value":"\u0915\u094d\u200d\u0937.txt"}`), 0},
 		{"an escaped slash in a name", complete(tmpl, `"argument":{"name":"name","value":"a%2Fb.txt"}`), 0},
 		{"a percent sign", complete(tmpl, `"argument":{"name":"name","value":"100%.txt"}`), 0},
 		{"in the context", complete(tmpl, `"argument":{"name":"name","value":"p"},"context":{"arguments":{"dir":".."}}`), 400},

@@ -848,9 +848,13 @@ func completionValues(raw []byte) error {
 // trims them: ". ." is ".."). The value is read as a server that decodes
 // the expanded URI may read it, since a reserved expansion keeps its
 // escapes: escapes decoded, twice ("%2e%2e%2fetc" and "..%252f" are
-// "../etc" to a server that decodes once more), tabs and line breaks
-// dropped (a WHATWG URL parser drops them anywhere: ".\t." is ".."), and
-// in NFKC ("\uff0e\uff0e" is "..").
+// "../etc" to a server that decodes once more), in NFKC ("\uff0e\uff0e"
+// is ".."), without the characters that readers drop and a resource URI
+// may not hold (checkEscape): tabs and line breaks (a WHATWG URL parser
+// drops them anywhere: ".\t." is ".."), other controls, and invisible
+// characters (IDNA mapping, NFKC_Casefold and HFS+ drop default-ignorable
+// ones: ".\u200c." is ".."); and also up to a NUL, where a reader of C
+// strings stops ("..\x00x" is "..").
 func dotSegmentValue(v string) bool {
 	for range 2 {
 		if strings.IndexByte(v, '%') < 0 {
@@ -858,15 +862,26 @@ func dotSegmentValue(v string) bool {
 		}
 		v = percentDecoded(v)
 	}
-	if strings.ContainsAny(v, "\t\n\r") {
-		v = strings.NewReplacer("\t", "", "\n", "", "\r", "").Replace(v)
+	if cut, _, nul := strings.Cut(v, "\x00"); nul && dotSegmentText(cut) {
+		return true
 	}
+	return dotSegmentText(v)
+}
+
+// dotSegmentText is dotSegmentValue for decoded text.
+func dotSegmentText(v string) bool {
 	for i := 0; i < len(v); i++ {
 		if v[i] >= utf8.RuneSelf {
 			v = norm.NFKC.String(v)
 			break
 		}
 	}
+	v = strings.Map(func(r rune) rune {
+		if r != ' ' && !visibleRune(r) {
+			return -1 // dropped, as safeURIRune refuses it in a URI
+		}
+		return r
+	}, v)
 	// Split and judged as a resource URI's path is (checkSegments), '\'
 	// a separator too and a space as the escape it stands for.
 	return checkSegments(strings.NewReplacer("\\", "/", " ", "%20").Replace(v)) != nil
