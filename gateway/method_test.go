@@ -413,7 +413,7 @@ func TestCompletionTemplateValues(t *testing.T) {
 		{"a tab between dots", complete(tmpl, `"argument":{"name":"name","value":".\t./etc"}`), 400},
 		{"fullwidth dots", complete(tmpl, `"argument":{"name":"name","value":"\uff0e\uff0e/etc"}`), 400},
 		// A reader of C strings stops at a NUL ("..\u0000x" is ".."), and
-		// IDNA mapping, NFKC_Casefold and HFS+ drop default-ignorable
+		// IDNA mapping and NFKC_Casefold drop default-ignorable
 		// characters (".\u200c." is ".."), which a resource URI may not
 		// hold either (checkEscape).
 		{"a NUL after dots", complete(tmpl, `"argument":{"name":"name","value":"..\u0000x/etc"}`), 400},

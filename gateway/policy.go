@@ -852,7 +852,7 @@ func completionValues(raw []byte) error {
 // is ".."), without the characters that readers drop and a resource URI
 // may not hold (checkEscape): tabs and line breaks (a WHATWG URL parser
 // drops them anywhere: ".\t." is ".."), other controls, and invisible
-// characters (IDNA mapping, NFKC_Casefold and HFS+ drop default-ignorable
+// characters (IDNA mapping and NFKC_Casefold drop default-ignorable
 // ones: ".\u200c." is ".."); and also up to a NUL, where a reader of C
 // strings stops ("..\x00x" is "..").
 func dotSegmentValue(v string) bool {
