@@ -906,12 +906,16 @@ func percentDecoded(s string) string {
 // rule an expansion could fall under: the rule of its literal prefix
 // (the text before the first '{'), every rule whose prefix extends that
 // prefix when case is ignored (hasTextPrefixFold), and the rule of each
-// way an expansion can continue the prefix (continuations, continuedRule).
+// way an expansion can continue the prefix (continuations, continuedRule);
+// its text after the prefix may not lead out of them (checkTemplateText).
 // A URI without '{' is decided as a resources/read of it.
 func (p *policy) decideTemplate(pr *principal, uri string) (decision, error) {
 	literal, _, template := strings.Cut(uri, "{")
 	if !template {
 		return p.decideURI(pr, uri)
+	}
+	if err := checkTemplateText(uri); err != nil {
+		return decision{}, err
 	}
 	uris := []string{literal}
 	for i := range p.resources {
@@ -936,6 +940,53 @@ func (p *policy) decideTemplate(pr *principal, uri string) (decision, error) {
 		d.required = required
 	}
 	return d, nil
+}
+
+// checkTemplateText refuses a resource template whose text after its
+// first expression can take an expansion out of the rules its literal
+// prefix is decided by (decideTemplate): "file:///secret/{name}/../../etc/{x}"
+// expands to a URI under file:///, whatever the values. Read with each
+// expression expanded to a letter, the template must be a URI checkURI
+// accepts, so its text has no dot segment in any spelling ("/../",
+// "/%2e%2e/") nor anything else a server resolves or rewrites; and read
+// with each expression expanded to nothing (an undefined variable) but a
+// '.' expression to its '.' (an empty value), no segment may be two or
+// more dots ("/secret/{a}.{b}./etc" is /etc then). A single dot stays in
+// its directory, which the rules that extend the literal cover.
+func checkTemplateText(t string) error {
+	var letter, empty strings.Builder
+	for rest := t; rest != ""; {
+		i := strings.IndexByte(rest, '{')
+		if i < 0 {
+			letter.WriteString(rest)
+			empty.WriteString(rest)
+			break
+		}
+		letter.WriteString(rest[:i])
+		empty.WriteString(rest[:i])
+		// An expression without its '}' runs to the end, as
+		// continuations reads it.
+		expr, after, _ := strings.Cut(rest[i+1:], "}")
+		letter.WriteByte('x')
+		if strings.HasPrefix(expr, ".") {
+			empty.WriteByte('.')
+		}
+		rest = after
+	}
+	if err := checkURI(letter.String()); err != nil {
+		return fmt.Errorf("resource template %q, its expressions read as a letter: %w", t, err)
+	}
+	start, e := 0, empty.String()
+	for i := 0; i <= len(e); i++ {
+		if i < len(e) && strings.IndexByte("/?#;", e[i]) < 0 {
+			continue
+		}
+		if seg := strings.ReplaceAll(e[start:i], "%20", ""); len(seg) >= 2 && strings.Trim(seg, ".") == "" {
+			return fmt.Errorf("resource template %q has a dot segment when its variables expand to nothing", t)
+		}
+		start = i + 1
+	}
+	return nil
 }
 
 // continuations returns the characters an expansion of template (the

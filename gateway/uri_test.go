@@ -753,6 +753,36 @@ func TestTemplateOperatorEndingItsLiteral(t *testing.T) {
 	}
 }
 
+// TestTemplateTextAfterItsFirstExpression: a resource template is
+// decided by the rules of its text before the first '{' and those that
+// extend it, so its text after an expression may not take an expansion
+// out of them: file:///srv/secret/{name}/../../etc/{x} expands to a URI
+// under file:///srv/ (files:read), whatever the values, and a server
+// completing it lists what a caller holding files:secret alone may not
+// read. Such a template is refused in a completion (400, whatever the
+// caller's scopes) and left out of resources/templates/list for every
+// caller: a dot segment in any spelling, or one that expressions expanding
+// to nothing (or a '.' expression to its '.') leave. Before, the text
+// after the first '{' was not read at all.
+func TestTemplateTextAfterItsFirstExpression(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.ResourceRules = []Rule{
+		{Pattern: "file:///srv/secret/", Scopes: []string{"files:secret"}},
+		{Pattern: "file:///srv/", Scopes: []string{"files:read"}},
+	}
+	fine := []string{"file:///srv/secret/{dir}/{name}", "file:///srv/secret/{name}.{ext}", "file:///srv/secret/{name}{.ext}",
+		"file:///srv/secret/{a}.{b}/x", "file:///srv/secret/{+path}", "file:///srv/secret/{name}/.hidden", "file:///srv/secret/{a}..b"}
+	leaving := []string{"file:///srv/secret/{name}/../../x", "file:///srv/secret/{name}/..", "file:///srv/secret/{name}/%2e%2e/x",
+		"file:///srv/secret/{name}/.%2E/x", "file:///srv/secret/{name}/./x", "file:///srv/secret/{a}..{b}/x",
+		"file:///srv/secret/{a}.{b}./x", "file:///srv/secret/{a}{.b}{.c}/x", "file:///srv/secret/{a};/../x"}
+	templates := append(slices.Clone(fine), leaving...)
+	for _, scope := range []string{"mcp files:secret", "mcp files:secret files:read"} {
+		t.Run(scope, func(t *testing.T) {
+			templatesHarness(t, cfg, scope, templates, fine)
+		})
+	}
+}
+
 // TestTemplateBeforeACaseVariantOfARule: a resource template whose text
 // before the first '{' a rule's prefix extends when case is ignored
 // needs that rule too, for non-ASCII characters as for ASCII letters: a
