@@ -946,7 +946,8 @@ func (p *policy) decideTemplate(pr *principal, uri string) (decision, error) {
 // first expression can take an expansion out of the rules its literal
 // prefix is decided by (decideTemplate): "file:///secret/{name}/../../etc/{x}"
 // expands to a URI under file:///, whatever the values. Read with each
-// expression expanded to a letter, the template must be a URI checkURI
+// expression expanded to a letter (a digit where it is a port:
+// "postgres://{host}:{port}/{db}"), the template must be a URI checkURI
 // accepts, so its text has no dot segment in any spelling ("/../",
 // "/%2e%2e/") nor anything else a server resolves or rewrites; and read
 // with each expression expanded to nothing (an undefined variable) but a
@@ -967,14 +968,14 @@ func checkTemplateText(t string) error {
 		// An expression without its '}' runs to the end, as
 		// continuations reads it.
 		expr, after, _ := strings.Cut(rest[i+1:], "}")
-		letter.WriteByte('x')
+		letter.WriteByte(templateStandIn(letter.String()))
 		if strings.HasPrefix(expr, ".") {
 			empty.WriteByte('.')
 		}
 		rest = after
 	}
 	if err := checkURI(letter.String()); err != nil {
-		return fmt.Errorf("resource template %q, its expressions read as a letter: %w", t, err)
+		return fmt.Errorf("resource template %q, its expressions read as text: %w", t, err)
 	}
 	start, e := 0, empty.String()
 	for i := 0; i <= len(e); i++ {
@@ -987,6 +988,16 @@ func checkTemplateText(t string) error {
 		start = i + 1
 	}
 	return nil
+}
+
+// templateStandIn is what checkTemplateText reads an expression after
+// the text before as: a digit where it is a port (after a ':' in the
+// authority), a letter elsewhere.
+func templateStandIn(before string) byte {
+	if _, auth, ok := strings.Cut(before, "//"); ok && strings.HasSuffix(auth, ":") && !strings.ContainsAny(auth, "/?#") {
+		return '1'
+	}
+	return 'x'
 }
 
 // continuations returns the characters an expansion of template (the

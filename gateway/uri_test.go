@@ -771,14 +771,25 @@ func TestTemplateTextAfterItsFirstExpression(t *testing.T) {
 		{Pattern: "file:///srv/", Scopes: []string{"files:read"}},
 	}
 	fine := []string{"file:///srv/secret/{dir}/{name}", "file:///srv/secret/{name}.{ext}", "file:///srv/secret/{name}{.ext}",
-		"file:///srv/secret/{a}.{b}/x", "file:///srv/secret/{+path}", "file:///srv/secret/{name}/.hidden", "file:///srv/secret/{a}..b"}
+		"file:///srv/secret/{a}.{b}/x", "file:///srv/secret/{+path}", "file:///srv/secret/{name}/.hidden", "file:///srv/secret/{a}..b",
+		"file:///srv/secret/{name}.{v}/{x}"}
+	// Under a rule of their own, which the caller's scopes do not reach.
+	others := []string{"postgres://{host}:{port}/{db}"}
 	leaving := []string{"file:///srv/secret/{name}/../../x", "file:///srv/secret/{name}/..", "file:///srv/secret/{name}/%2e%2e/x",
 		"file:///srv/secret/{name}/.%2E/x", "file:///srv/secret/{name}/./x", "file:///srv/secret/{a}..{b}/x",
 		"file:///srv/secret/{a}.{b}./x", "file:///srv/secret/{a}{.b}{.c}/x", "file:///srv/secret/{a};/../x"}
-	templates := append(slices.Clone(fine), leaving...)
-	for _, scope := range []string{"mcp files:secret", "mcp files:secret files:read"} {
-		t.Run(scope, func(t *testing.T) {
-			templatesHarness(t, cfg, scope, templates, fine)
+	cfg.ResourceRules = append(cfg.ResourceRules, Rule{Pattern: "postgres://", Scopes: []string{"db:read"}})
+	templates := append(append(slices.Clone(fine), leaving...), others...)
+	for _, tt := range []struct {
+		scope string
+		want  []string
+	}{
+		{"mcp files:secret", fine},
+		{"mcp files:secret files:read", fine},
+		{"mcp files:secret db:read", append(slices.Clone(fine), others...)},
+	} {
+		t.Run(tt.scope, func(t *testing.T) {
+			templatesHarness(t, cfg, tt.scope, templates, tt.want)
 		})
 	}
 }
