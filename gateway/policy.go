@@ -951,9 +951,12 @@ func (p *policy) decideTemplate(pr *principal, uri string) (decision, error) {
 // accepts, so its text has no dot segment in any spelling ("/../",
 // "/%2e%2e/") nor anything else a server resolves or rewrites; and read
 // with each expression expanded to nothing (an undefined variable) but a
-// '.' expression to its '.' (an empty value), no segment may be two or
-// more dots ("/secret/{a}.{b}./etc" is /etc then). A single dot stays in
-// its directory, which the rules that extend the literal cover.
+// '.' expression to its '.' (an empty value), no segment may be ".."
+// ("/secret/{a}.{b}./etc" is /etc then), which every resolver reads as
+// the parent. A single dot stays in its directory, which the rules that
+// extend the literal cover; three dots or more are a name but to
+// Windows, and "compare/{base}...{head}" (a range of commits) is a
+// template servers publish.
 func checkTemplateText(t string) error {
 	var letter, empty strings.Builder
 	for rest := t; rest != ""; {
@@ -982,7 +985,7 @@ func checkTemplateText(t string) error {
 		if i < len(e) && strings.IndexByte("/?#;", e[i]) < 0 {
 			continue
 		}
-		if seg := strings.ReplaceAll(e[start:i], "%20", ""); len(seg) >= 2 && strings.Trim(seg, ".") == "" {
+		if strings.ReplaceAll(e[start:i], "%20", "") == ".." {
 			return fmt.Errorf("resource template %q has a dot segment when its variables expand to nothing", t)
 		}
 		start = i + 1

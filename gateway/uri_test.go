@@ -772,7 +772,7 @@ func TestTemplateTextAfterItsFirstExpression(t *testing.T) {
 	}
 	fine := []string{"file:///srv/secret/{dir}/{name}", "file:///srv/secret/{name}.{ext}", "file:///srv/secret/{name}{.ext}",
 		"file:///srv/secret/{a}.{b}/x", "file:///srv/secret/{+path}", "file:///srv/secret/{name}/.hidden", "file:///srv/secret/{a}..b",
-		"file:///srv/secret/{name}.{v}/{x}"}
+		"file:///srv/secret/{name}.{v}/{x}", "file:///srv/secret/{base}...{head}"}
 	// Under a rule of their own, which the caller's scopes do not reach.
 	others := []string{"postgres://{host}:{port}/{db}"}
 	leaving := []string{"file:///srv/secret/{name}/../../x", "file:///srv/secret/{name}/..", "file:///srv/secret/{name}/%2e%2e/x",
