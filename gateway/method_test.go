@@ -449,6 +449,57 @@ func TestCompletionTemplateValues(t *testing.T) {
 	}
 }
 
+// TestCompletionValueMovingTheHost: a template whose text before the
+// first '{' ends inside its authority ("notes://all{+x}") is decided as
+// if an expansion continued the host name, by the broader rule of
+// "notes://"; a value with '@' makes what the literal held user
+// information and puts the host after it, "notes://all@other/x" being on
+// host other to a URL parser, under a rule of its own that the
+// completion did not need (and a URI the gateway refuses to read, user
+// information in its authority). Such a value is refused, in any
+// encoding, as dot segments are; where the literal names no host yet,
+// every rule of the scheme is needed anyway, and after the authority an
+// address is a value like any other.
+func TestCompletionValueMovingTheHost(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.ResourceRules = []Rule{
+		{Pattern: "notes://all", Scopes: []string{"notes:all"}},
+		{Pattern: "notes://other/", Scopes: []string{"notes:other"}},
+		{Pattern: "notes://", Scopes: []string{"notes:any"}},
+	}
+	complete := func(uri, value string) string {
+		return `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":"` + uri + `"},"argument":{"name":"x","value":"` + value + `"}}}`
+	}
+	const tmpl = "notes://all{+x}"
+	for _, tt := range []struct {
+		name, scope, body string
+		status            int // 0: forwarded
+	}{
+		{"a path", "notes:all notes:any", complete(tmpl, "/docs/a"), 0},
+		{"a port", "notes:all notes:any", complete(tmpl, ":8443/docs"), 0},
+		{"a longer host", "notes:all notes:any", complete(tmpl, ".evil.example/x"), 0},
+		{"user information", "notes:all notes:any", complete(tmpl, "@other/x"), 400},
+		{"user information, percent-encoded", "notes:all notes:any", complete(tmpl, "%40other/x"), 400},
+		{"user information, percent-encoded twice", "notes:all notes:any", complete("notes://all{x}", "%2540other/x"), 400},
+		{"user information in the context", "notes:all notes:any", `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":"` + tmpl + `"},"argument":{"name":"q","value":""},"context":{"arguments":{"x":"@other/x"}}}}`, 400},
+		{"user information, every scope", "notes:all notes:any notes:other", complete(tmpl, "@other/x"), 400},
+		{"an address after the authority", "notes:all notes:any", complete("notes://all/users/{email}", "bob@example.com"), 0},
+		{"an address where no host is named yet", "notes:all notes:any notes:other", complete("notes://{host}/x", "bob@other"), 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, cfg, nil)
+			c := claims()
+			c["scope"] = "mcp " + tt.scope
+			resp := h.do(t, call{body: tt.body, token: mint(t, c)})
+			code := 0
+			if tt.status != 0 {
+				code = codeInvalidParams
+			}
+			checkAnswer(t, h, resp, tt.status, code, "1")
+		})
+	}
+}
+
 // TestCompletionRef: completion/complete is decided by the rules of the
 // prompt or resource its params.ref names, as prompts/get or
 // resources/read of it would be: completions can reveal what the prompt

@@ -764,8 +764,8 @@ func (p *policy) decideCompletion(pr *principal, raw []byte) (decision, error) {
 	case ref.Type == "ref/prompt" && ref.Name != nil && ref.URI == nil:
 		return p.decidePrompt(pr, *ref.Name)
 	case ref.Type == "ref/resource" && ref.URI != nil && ref.Name == nil:
-		if strings.Contains(*ref.URI, "{") {
-			if err := completionValues(raw); err != nil {
+		if literal, _, template := strings.Cut(*ref.URI, "{"); template {
+			if err := completionValues(raw, inHost(literal)); err != nil {
 				return decision{}, err
 			}
 		}
@@ -786,8 +786,13 @@ func (p *policy) decideCompletion(pr *principal, raw []byte) (decision, error) {
 // caller may not read there. Such a value is refused, as a dot segment
 // in a resource URI is (checkSegments); so is a value that is not a
 // string, which a server could turn into one ([".."] is ".." to
-// JavaScript).
-func completionValues(raw []byte) error {
+// JavaScript). With host (the template's literal ends inside its host:
+// "notes://all{+x}", decided as if the expansion continued the host's
+// name), a value with '@' in any encoding is refused too: it makes the
+// literal user information and moves the host after it
+// ("notes://all@other/x" is on host other, whose rule the completion did
+// not need; the gateway reads no URI with user information either).
+func completionValues(raw []byte, host bool) error {
 	var msg struct {
 		Params map[string]json.RawMessage `json:"params"`
 	}
@@ -812,6 +817,9 @@ func completionValues(raw []byte) error {
 		}
 		if dotSegmentValue(s) {
 			return fmt.Errorf("%s %q has a dot segment, which expands the template outside its rules", what, s)
+		}
+		if host && strings.IndexByte(percentDecoded(percentDecoded(s)), '@') >= 0 {
+			return fmt.Errorf("%s %q has '@', which makes the template's host user information and names another host", what, s)
 		}
 		return nil
 	}
@@ -885,6 +893,14 @@ func dotSegmentText(v string) bool {
 	// Split and judged as a resource URI's path is (checkSegments), '\'
 	// a separator too and a space as the escape it stands for.
 	return checkSegments(strings.NewReplacer("\\", "/", " ", "%20").Replace(v)) != nil
+}
+
+// inHost reports whether a template's literal (its text before the first
+// '{') ends inside a host it has begun to name: "notes://all" does,
+// "notes://" (no host yet) and "notes://all/" do not.
+func inHost(literal string) bool {
+	_, auth, ok := strings.Cut(literal, "//")
+	return ok && auth != "" && !strings.ContainsAny(auth, "/?#")
 }
 
 // percentDecoded is s with each "%" and two hex digits (either case)
