@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/text/unicode/norm"
 )
@@ -61,7 +62,7 @@ func argConfig(t testing.TB) Config {
 
 func argToken(t testing.TB) string {
 	c := claims()
-	c["email"] = "alice@example.com"
+	c["email"], c["email_verified"] = "alice@example.com", true
 	c["org"] = map[string]any{"id": "acme*"} // a glob metacharacter matches only itself
 	return mint(t, c)
 }
@@ -753,6 +754,99 @@ func TestArgRuleEmptyClaim(t *testing.T) {
 			t.Errorf("email %s: one_of public: status %d, want 200 (the literal value still holds)", name, resp.StatusCode)
 		}
 	}
+}
+
+// TestArgRuleEmailUnverified: {token.email} holds only for an address
+// the issuer says it verified (email_verified true, or "true"), in a JWT
+// and in an introspection answer alike: a Keycloak user who registered
+// with someone else's address, unverified, gets a token saying so, and
+// must not send mail as that address nor reach its files. Other claims
+// are taken as they come.
+func TestArgRuleEmailUnverified(t *testing.T) {
+	rules := []Rule{
+		{Pattern: "send_mail", Args: []ArgRule{{Pointer: "/from", Predicate: "equals", Values: []string{"{token.email}"}}}},
+		{Pattern: "read_file", Args: []ArgRule{{Pointer: "/path", Predicate: "prefix", Values: []string{"/home/{token.email}/"}}}},
+		{Pattern: "org", Args: []ArgRule{{Pointer: "/org", Predicate: "equals", Values: []string{"{token.org}"}}}},
+		{Pattern: "*"},
+	}
+	const victim = "ceo@example.com"
+	calls := map[string]string{
+		"send_mail": `{"from":"` + victim + `"}`,
+		"read_file": `{"path":"/home/` + victim + `/payroll.xlsx"}`,
+	}
+	call200 := func(t *testing.T, h *harness, token, tool, args string) int {
+		t.Helper()
+		before := len(h.up.requests())
+		body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":` + quote(tool) + `,"arguments":` + args + `}}`
+		resp := h.do(t, call{body: body, token: token})
+		got := readBody(t, resp)
+		if forwarded := len(h.up.requests()) != before; forwarded != (resp.StatusCode == http.StatusOK) {
+			t.Fatalf("%s: status %d but forwarded %v (%s)", tool, resp.StatusCode, forwarded, got)
+		}
+		return resp.StatusCode
+	}
+	verified := map[string]any{
+		"absent": nil, "false": false, `"false"`: "false", "1": 1, "null": "null",
+		`"yes"`: "yes", `"True"`: "True", "true": true, `"true"`: "true",
+	}
+	want := func(name string) int {
+		if name == "true" || name == `"true"` {
+			return http.StatusOK
+		}
+		return http.StatusForbidden
+	}
+
+	t.Run("jwt", func(t *testing.T) {
+		cfg := testConfig(t)
+		cfg.Tools = rules
+		h := newHarness(t, cfg, nil)
+		for name, v := range verified {
+			c := claims()
+			c["email"], c["org"], c["jti"] = victim, "acme", "jti-"+name
+			switch v {
+			case nil:
+			case "null":
+				c["email_verified"] = nil
+			default:
+				c["email_verified"] = v
+			}
+			token := mint(t, c)
+			for tool, args := range calls {
+				if got := call200(t, h, token, tool, args); got != want(name) {
+					t.Errorf("email_verified %s: %s: status %d, want %d", name, tool, got, want(name))
+				}
+			}
+			if got := call200(t, h, token, "org", `{"org":"acme"}`); got != http.StatusOK {
+				t.Errorf("email_verified %s: {token.org}: status %d, want 200 (other claims as they come)", name, got)
+			}
+		}
+	})
+
+	t.Run("introspection", func(t *testing.T) {
+		f := newFakeIntrospection(t)
+		cfg := introspectionConfig(t, f, nil)
+		cfg.Now = func() time.Time { return testNow }
+		cfg.Tools = rules
+		h := newHarness(t, cfg, nil)
+		for name, v := range verified {
+			answer := active()
+			answer["email"] = victim
+			switch v {
+			case nil:
+			case "null":
+				answer["email_verified"] = nil
+			default:
+				answer["email_verified"] = v
+			}
+			token := "opaque-" + strings.NewReplacer(`"`, "q").Replace(name)
+			f.set(token, answer)
+			for tool, args := range calls {
+				if got := call200(t, h, token, tool, args); got != want(name) {
+					t.Errorf("email_verified %s: %s: status %d, want %d", name, tool, got, want(name))
+				}
+			}
+		}
+	})
 }
 
 // TestArgRulePrefixNameWithSlash backs README's argument rules: a claim

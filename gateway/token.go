@@ -95,7 +95,8 @@ func (p *principal) claim(path string) string {
 // stringClaims reads the string claims at paths from a verified token's
 // claims (a JWT payload or an introspection answer), by exact member names
 // (as accesstoken reads the claims it knows). Claims absent or of another
-// type are left out, so rules that need them fail.
+// type are left out, so rules that need them fail, and so is email unless
+// email_verified says the issuer verified it (emailVerified).
 func stringClaims(payload []byte, paths []string) map[string]string {
 	if len(paths) == 0 {
 		return nil
@@ -125,7 +126,23 @@ func stringClaims(payload []byte, paths []string) map[string]string {
 			}
 		}
 	}
+	if _, ok := out["email"]; ok && !emailVerified(top["email_verified"]) {
+		delete(out, "email")
+	}
 	return out
+}
+
+// emailVerified reports whether an email_verified claim says the address
+// in email was verified: true, or the string "true" that some providers
+// send (as the issuer reads an identity provider's). An address nobody
+// verified names no one: Keycloak's users set their own when they
+// register or edit their profile (its access tokens carry both claims),
+// Entra ID's optional email claim is the account's to change (nOAuth), so
+// {token.email} holding for it would let anyone write as, or reach the
+// files of, whoever's address they typed.
+func emailVerified(raw json.RawMessage) bool {
+	s := string(raw)
+	return s == "true" || s == `"true"`
 }
 
 // jwtPayload is the decoded payload of a compact JWT, nil if it has none.
