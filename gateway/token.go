@@ -137,7 +137,8 @@ func stringClaims(payload []byte, paths []string) map[string]string {
 // send (as the issuer reads an identity provider's). An address nobody
 // verified names no one: Keycloak's users set their own when they
 // register or edit their profile (its access tokens carry both claims),
-// Entra ID's optional email claim is the account's to change (nOAuth), so
+// Entra ID's optional email claim is whatever the account's own tenant
+// set, unverified (nOAuth), so
 // {token.email} holding for it would let anyone write as, or reach the
 // files of, whoever's address they typed.
 func emailVerified(raw json.RawMessage) bool {
