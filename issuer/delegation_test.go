@@ -79,6 +79,52 @@ func TestOnBehalfOf(t *testing.T) {
 	}
 }
 
+// TestRevokeActorTokenRevokesDelegatedGrant: the agent's own token proves
+// a delegated code's actor (requested_actor), as it proves a token
+// exchange's. An agent that finds that token leaked and revokes it at
+// /revoke ends the delegations redeemed with it, refresh tokens and the
+// tokens exchanged from them included, as it ends the tokens exchanged
+// with it (TestRevokeActorTokenRevokesExchanged); the user's own grant
+// of the client, and a delegation redeemed with another of the agent's
+// tokens, stay.
+func TestRevokeActorTokenRevokesDelegatedGrant(t *testing.T) {
+	e := newTokEnv(t)
+	agent1 := tAgent1 + ":" + tAgentSecret
+	leaked := e.agentToken(t, tAgent1, tAgentSecret)
+	other := e.agentToken(t, tAgent1, tAgentSecret)
+	delegated := e.delegated(t, tAgent1, leaked, "read", "offline_access")
+	kept := e.delegated(t, tAgent1, other, "read", "offline_access")
+	own := e.userToken(t, tPublic, "read", "offline_access")
+	x := e.tokenExchange(t, agent1, exchangeForm(delegated.AccessToken, ""))
+	if x.status != http.StatusOK {
+		t.Fatalf("the agent exchanging its delegated token = %d %s, want 200", x.status, x.raw)
+	}
+	exchanged := x.str("access_token")
+
+	if r := e.post(t, pathRevoke, url.Values{"token": {leaked}}, agent1); r.status != http.StatusOK {
+		t.Fatalf("revoke the actor token = %d %s, want 200", r.status, r.raw)
+	}
+	for name, tok := range map[string]string{"delegated access token": delegated.AccessToken, "token exchanged from it": exchanged} {
+		if !e.revokedToken(t, tok) || e.active(t, tok) {
+			t.Errorf("%s of the revoked actor token: not revoked", name)
+		}
+	}
+	refresh := func(rt string) answer {
+		return e.post(t, pathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {tPublic}}, "")
+	}
+	if a := refresh(delegated.RefreshToken); a.status != http.StatusBadRequest || a.str("error") != "invalid_grant" {
+		t.Errorf("refresh of the delegation made with the revoked actor token = %d %s, want 400 invalid_grant", a.status, a.raw)
+	}
+	for name, tok := range map[string]*oauth2.Token{"delegation made with another token of the agent": kept, "the user's own grant": own} {
+		if e.revokedToken(t, tok.AccessToken) || !e.active(t, tok.AccessToken) {
+			t.Errorf("%s: revoked with the agent's token", name)
+		}
+		if a := refresh(tok.RefreshToken); a.status != http.StatusOK {
+			t.Errorf("refresh of %s = %d %s, want 200", name, a.status, a.raw)
+		}
+	}
+}
+
 func TestOnBehalfOfFailures(t *testing.T) {
 	e := newTokEnv(t)
 	ctx := t.Context()

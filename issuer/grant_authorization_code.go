@@ -236,6 +236,14 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 			if err := grants.create(gr); err != nil {
 				return err
 			}
+			if actorTok != nil {
+				// The agent's own token proved the delegation: the agent
+				// revoking it (leaked) ends the grant, as it ends the
+				// tokens exchanged with it as actor_token.
+				if err := derivedIn(tx).addGrant(actorTok.ID, gid, actorTok.ExpiresAt.Time); err != nil {
+					return err
+				}
+			}
 			if t.refreshToken == "" {
 				return nil
 			}

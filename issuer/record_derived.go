@@ -14,8 +14,20 @@ import (
 // exchanged from it (RFC 8693) -> the latter's marker end, until it
 // expires. Revoking the former revokes the latter, and what was exchanged
 // from that in turn: an exchanged token never outlives its subject token,
-// revocation included. (jtis are base64url: no "/".)
+// revocation included. (jtis are base64url: no "/".) The child may also
+// be grantChild and a grant id: the grant of a delegated code
+// (requested_actor) that the token, the agent's own, proved as its
+// actor_token; revoking the token revokes that grant, as it revokes the
+// tokens exchanged with it as actor_token.
 const bucketDerived = "derived"
+
+// grantChild begins the child of a derived record that names a grant.
+// Neither jtis nor grant ids (base64url) hold a ':', so no token's record
+// reads as one. It is the prefix of a grant's revocation marker
+// (grantKeyPrefix): an earlier release walking the tree revokes it as a
+// jti, which refuses the grant's access tokens until the actor token's
+// end, though not its refresh token.
+const grantChild = "grant:"
 
 type derivedRecords struct{ t table[marker] }
 
@@ -28,12 +40,19 @@ func (r derivedRecords) add(parent, child string, until time.Time) error {
 	return r.t.put(parent+"/"+child, &marker{Until: until}, until.Add(accesstoken.Leeway+2*time.Second))
 }
 
+// addGrant records that grant gid was made with parent, a token valid
+// until until: revoking parent (possible until it expires) revokes gid.
+func (r derivedRecords) addGrant(parent, gid string, until time.Time) error {
+	return r.add(parent, grantChild+gid, until)
+}
+
 // derivedBatch is how many tokens revokeTokenTree revokes per
 // transaction after the first.
 const derivedBatch = 128
 
 // revokeTokenTree refuses the access token jti until exp, and every token
-// exchanged from it, directly or not. An agent may exchange at its
+// exchanged from it, directly or not, and revokes the grants made with
+// one of them (addGrant). An agent may exchange at its
 // client's rate for as long as the token lives, tens of thousands: in one
 // transaction they would outlast the store's bound and the token itself
 // would stay valid. So the token is revoked in a transaction of its own
@@ -62,6 +81,14 @@ func revokeTokenTree(ctx context.Context, st store.Store, jti string, exp time.T
 				}
 				tok := pending[len(pending)-1]
 				pending = pending[:len(pending)-1]
+				if gid, ok := strings.CutPrefix(tok.jti, grantChild); ok {
+					// Its tokens are refused by the grant's id, those
+					// exchanged from them included (they carry it).
+					if err := grantsIn(tx).revoke(gid, tok.until); err != nil {
+						return err
+					}
+					continue
+				}
 				if err := revs.revokeToken(tok.jti, tok.until); err != nil {
 					return err
 				}
