@@ -344,7 +344,7 @@ func (g authorizationCode) checkActorToken(ctx context.Context, f url.Values, ac
 	if typ != "" && typ != tokenTypeAccessToken && typ != tokenTypeJWT {
 		return nil, nil, ErrInvalidRequest.WithDescription("unsupported actor_token_type")
 	}
-	claims, err := i.verifyAccessToken(ctx, raw)
+	claims, err := i.verifyAccessTokenReading(ctx, raw)
 	if storeBusy(err) {
 		return nil, nil, err
 	}

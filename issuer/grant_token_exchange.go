@@ -76,7 +76,7 @@ func (x tokenExchange) grant(ctx context.Context, req *clientRequest) (*issuance
 	if err != nil {
 		return nil, err
 	}
-	subj, err := i.verifyAccessToken(ctx, f.Get("subject_token"))
+	subj, err := i.verifyAccessTokenReading(ctx, f.Get("subject_token"))
 	if err != nil {
 		return nil, invalid("subject_token is invalid, expired or revoked").Wrap(err)
 	}
@@ -268,7 +268,7 @@ func (x tokenExchange) parties(ctx context.Context, subj *accesstoken.Claims) (*
 func (x tokenExchange) actor(ctx context.Context, raw string, subj *accesstoken.Claims, jkt string) (a *Agent, ac *accesstoken.Claims, err error) {
 	i := x.iss
 	invalid := func(d string) *Error { return ErrInvalidRequest.WithDescription(d) }
-	ac, err = i.verifyAccessToken(ctx, raw)
+	ac, err = i.verifyAccessTokenReading(ctx, raw)
 	if storeBusy(err) {
 		return nil, nil, err
 	}

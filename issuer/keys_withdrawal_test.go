@@ -898,3 +898,81 @@ func TestIntrospectTokenOfKeyNotYetRead(t *testing.T) {
 		t.Errorf("introspection at B of a token of no key = %d %s, want inactive", r.status, r.raw)
 	}
 }
+
+// TestTokenEndpointTokenOfKeyNotYetRead: right after a withdrawal at A,
+// A signs with a new key that B, which read the keys less than
+// keyMinReload ago, does not hold. A token of A's given to B's token
+// endpoint as a token exchange's subject_token or actor_token, or as a
+// delegated code's actor_token, was refused as invalid (invalid_request,
+// invalid_grant: a client does not retry those, and the delegated code's
+// user had to sign in and consent again). B reads the keys then, as its
+// introspection and revocation endpoints do
+// (TestIntrospectTokenOfKeyNotYetRead): the caller authenticated, or
+// holds a code and its verifier, and verifying reads the store anyway. A
+// token of no key the store holds stays refused.
+func TestTokenEndpointTokenOfKeyNotYetRead(t *testing.T) {
+	// withdrawn starts two instances behind one URL; A withdraws its key
+	// after B read the keys and before B's next read (the fixed clock).
+	withdrawn := func(t *testing.T) (a, b *testEnv) {
+		t.Helper()
+		a, b, _ = twoOnMemory(t, func(c *Config) { c.Issuer = "http://localhost:9" }, func(c *Config) { c.Issuer = "http://localhost:9" })
+		behindOneURL([]*testEnv{a, b})
+		b.signedWith(t) // B has just read the keys
+		res, err := a.iss.WithdrawSigningKeys(t.Context(), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if kid := tokenKID(t, a.clientToken(t)); kid != res.KID {
+			t.Fatalf("A signed with %s, want the new key %s", kid, res.KID)
+		}
+		return a, b
+	}
+	agent1 := tAgent1 + ":" + tAgentSecret
+
+	t.Run("subject_token", func(t *testing.T) {
+		a, b := withdrawn(t)
+		tok, _, _ := clientTokenOf(t, a)
+		if x := b.tokenExchange(t, tConf+":"+tSecret, exchangeForm(tok, "")); x.status != http.StatusOK {
+			t.Errorf("exchange at B of A's token of its new key = %d %s, want 200", x.status, x.raw)
+		}
+		parts := strings.Split(tok, ".")
+		parts[0] = base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"ES256","typ":"at+jwt","kid":"no-such-key"}`))
+		if x := b.tokenExchange(t, tConf+":"+tSecret, exchangeForm(strings.Join(parts, "."), "")); x.str("error") != "invalid_request" {
+			t.Errorf("exchange at B of a token of no key = %d %s, want invalid_request", x.status, x.raw)
+		}
+	})
+	t.Run("exchange actor_token", func(t *testing.T) {
+		// The subject token of a key B holds, the actor token of the key
+		// A's withdrawal of the one before makes: the subject's key, which
+		// had taken over from it, retires, published for its tokens.
+		a, b, clock := twoOnMemory(t, func(c *Config) { c.Issuer = "http://localhost:9" }, func(c *Config) { c.Issuer = "http://localhost:9" })
+		behindOneURL([]*testEnv{a, b})
+		old := a.signedWith(t)
+		if _, err := a.iss.RotateSigningKey(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		clock.Advance(keyPublishDelay + time.Second)
+		user := a.userToken(t, tPublic, "read").AccessToken
+		b.signedWith(t) // B has just read the keys
+		res, err := a.iss.WithdrawSigningKeys(t.Context(), old)
+		if err != nil {
+			t.Fatal(err)
+		}
+		actor := a.agentToken(t, tAgent1, tAgentSecret)
+		if kid := tokenKID(t, actor); kid != res.KID || kid == tokenKID(t, user) {
+			t.Fatalf("A signed the actor token with %s, want the new key %s", kid, res.KID)
+		}
+		if x := b.tokenExchange(t, agent1, exchangeForm(user, actor)); x.status != http.StatusOK {
+			t.Errorf("exchange at B with A's agent token of its new key = %d %s, want 200", x.status, x.raw)
+		}
+	})
+	t.Run("delegated code actor_token", func(t *testing.T) {
+		a, b := withdrawn(t)
+		actor := a.agentToken(t, tAgent1, tAgentSecret)
+		code, verifier := b.issueCode(t, codeSpec{actor: tAgent1})
+		if _, err := b.exchange(t, tPublic, "", code, verifier,
+			oauth2.SetAuthURLParam("actor_token", actor), oauth2.SetAuthURLParam("actor_token_type", tokenTypeAccessToken)); err != nil {
+			t.Errorf("delegated code at B with A's agent token of its new key: %v, want tokens", err)
+		}
+	})
+}

@@ -238,6 +238,25 @@ func (i *Issuer) verifyAccessToken(ctx context.Context, raw string) (*accesstoke
 	return c, nil
 }
 
+// verifyAccessTokenReading is verifyAccessToken for a caller that may
+// have the store read: a token of a key this instance's copy lacks is
+// verified against the keys read again rather than refused. The copy is
+// re-read for an unknown kid at most every keyMinReload, and another
+// instance's key may be newer than it (a withdrawal's new key signs at
+// once). For introspection and the token endpoint's subject and actor
+// tokens, whose callers authenticated (or hold a code and its verifier)
+// and whose verification reads the store anyway; not for /userinfo or
+// the gateways, which anyone may send a made-up kid.
+func (i *Issuer) verifyAccessTokenReading(ctx context.Context, raw string) (*accesstoken.Claims, error) {
+	c, err := i.verifyAccessToken(ctx, raw)
+	if missing := (notInCopy{}); errors.As(err, &missing) {
+		if err = i.keys.load(ctx); err == nil {
+			c, err = i.verifyAccessToken(ctx, raw)
+		}
+	}
+	return c, err
+}
+
 // headerKID is the kid in the header of raw, a JWT verified already.
 func headerKID(raw string) string {
 	t, _, err := jwt.NewParser().ParseUnverified(raw, jwt.MapClaims{})
