@@ -36,3 +36,34 @@ func TestParseAllocations(t *testing.T) {
 		}
 	}
 }
+
+// TestLocateStringAllocations: finding a task id or request state in a
+// small message reuses a pooled tokenizer (part of the design: the
+// gateway does it for every answer to a request that declares the Tasks
+// extension); what it allocates is the value it returns.
+func TestLocateStringAllocations(t *testing.T) {
+	for _, tt := range []struct {
+		name, msg string
+		path      []string
+		want      float64
+	}{
+		{"task id", `{"jsonrpc":"2.0","id":1,"result":{"content":[],"taskId":"t-1"}}`, []string{"result", "taskId"}, 1},
+		{"escaped", `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"x"}],"taskId":"t\u002d1"}}`, []string{"result", "taskId"}, 1},
+		{"absent", `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"x"}]}}`, []string{"result", "taskId"}, 0},
+	} {
+		msg := []byte(tt.msg)
+		var s Span
+		got := testing.AllocsPerRun(100, func() {
+			var err error
+			if s, _, err = LocateString(msg, tt.path...); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if got != tt.want {
+			t.Errorf("%s: LocateString allocates %v times, want %v", tt.name, got, tt.want)
+		}
+		if tt.want > 0 && s.Value != "t-1" {
+			t.Errorf("%s: LocateString = %q, want t-1", tt.name, s.Value)
+		}
+	}
+}

@@ -1,7 +1,6 @@
 package mcpparse
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -33,7 +32,9 @@ func LocateString(msg []byte, path ...string) (s Span, found bool, err error) {
 	if len(path) == 0 {
 		return Span{}, false, errors.New("mcpparse: empty path")
 	}
-	dec := jsontext.NewDecoder(bytes.NewReader(msg), jsontext.AllowDuplicateNames(false), jsontext.AllowInvalidUTF8(false))
+	p := newLocator(msg)
+	defer p.free()
+	dec := &p.dec
 	if err := enterObject(dec, "message"); err != nil {
 		return Span{}, false, err
 	}
@@ -65,15 +66,25 @@ func LocateString(msg []byte, path ...string) (s Span, found bool, err error) {
 			if v.Kind() != '"' {
 				return Span{}, false, fmt.Errorf("%w: %s is not a string", ErrNotString, name)
 			}
-			text, err := jsontext.AppendUnquote(nil, v)
-			if err != nil {
+			if p.unq, err = jsontext.AppendUnquote(p.unq[:0], v); err != nil {
 				return Span{}, false, fmt.Errorf("%w: %v", ErrInvalidJSON, err)
 			}
 			end := int(dec.InputOffset())
-			return Span{Start: end - len(v), End: end, Value: string(text)}, true, nil
+			return Span{Start: end - len(v), End: end, Value: string(p.unq)}, true, nil
 		}
 	}
 	panic("unreachable")
+}
+
+// newLocator is newParser for LocateString, which reads with the
+// tokenizer alone: a pooled one, since a fresh one allocates its input
+// buffer and stacks anew (a dozen objects for a small answer, on every
+// answer read for a task id or request state). It refuses duplicate
+// names itself, as LocateString's reading always has.
+func newLocator(msg []byte) *parser {
+	p := newParser(msg, 0)
+	p.dec.Reset(&p.src, jsontext.AllowDuplicateNames(false), jsontext.AllowInvalidUTF8(false))
+	return p
 }
 
 // enterObject reads the '{' that must come next.
