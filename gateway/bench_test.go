@@ -321,6 +321,42 @@ func TestSessionMemo(t *testing.T) {
 	}
 }
 
+// usualFields are the request header fields an SDK client and a proxy in
+// front send.
+var usualFields = []string{"Accept", "Accept-Encoding", "Authorization", "Content-Length", "Content-Type", "Mcp-Method", "Mcp-Name",
+	"Mcp-Protocol-Version", "Mcp-Session-Id", "User-Agent", "X-Forwarded-For", "X-Forwarded-Proto", "Traceparent"}
+
+// BenchmarkClientHeaderRule: the rule lookup editHeader makes for each
+// field of a request, over usualFields.
+func BenchmarkClientHeaderRule(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, name := range usualFields {
+			clientHeaderRule(name)
+		}
+	}
+}
+
+// TestClientHeaderRuleCandidates: the rule lookup compares each of
+// usualFields, in any case, with at most one other rule's name than its
+// own (part of the design: it runs for every field of every request,
+// and each comparison is an EqualFold).
+func TestClientHeaderRuleCandidates(t *testing.T) {
+	for _, name := range usualFields {
+		for _, spelling := range []string{name, strings.ToLower(name)} {
+			others := 0
+			for _, i := range clientHeaderRulesByLen[len(spelling)][spelling[len(spelling)-1]&0x1f] {
+				if !strings.EqualFold(clientHeaderRules[i].name, spelling) {
+					others++
+				}
+			}
+			if others > 1 {
+				t.Errorf("clientHeaderRule(%q) compares %d other rules' names, want at most 1", spelling, others)
+			}
+		}
+	}
+}
+
 // TestClientHeaderRule: a header name in any ASCII case gets the rule of
 // its canonical form, and a name that only looks like one (non-ASCII
 // letters that fold to ASCII ones) gets none.
