@@ -124,6 +124,17 @@ func BenchmarkServe2026Tasks(b *testing.B) {
 	benchmarkServe2026(b, meta2026Tasks)
 }
 
+// BenchmarkServe2026SSE: as BenchmarkServe2026, answered with an event
+// stream (the Python and TypeScript SDK servers' default), which is read
+// for a request state to wrap; without resource rules, as the load test
+// configures the gateway.
+func BenchmarkServe2026SSE(b *testing.B) {
+	body := []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/etc/motd"},` + meta2026 + `}}`)
+	benchmarkServeBody(b, newGateway(b, unreadConfig(b)), "Bearer "+mint(b, claims()), nil, body,
+		map[string]string{"Mcp-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "read_file"},
+		"text/event-stream", []byte("event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"content\":[]}}\n\n"))
+}
+
 // BenchmarkServe2026Escaped: as BenchmarkServe2026, the answer a 4 KiB
 // text with the escapes Go's encoding/json writes for < > &, which spell
 // no requestState: it passes unparsed.

@@ -5,7 +5,11 @@
 
 package mcpparse
 
-import "testing"
+import (
+	"io"
+	"strings"
+	"testing"
+)
 
 // TestParseAllocations: reading a usual tools/call allocates the message
 // slice and the tool's name, nothing per member (part of the design: the
@@ -64,6 +68,29 @@ func TestLocateStringAllocations(t *testing.T) {
 		}
 		if tt.want > 0 && s.Value != "t-1" {
 			t.Errorf("%s: LocateString = %q, want t-1", tt.name, s.Value)
+		}
+	}
+}
+
+// TestWriteEventAllocations: writing an event makes one buffer, whatever
+// its size (part of the design: the gateway writes every event of every
+// event stream it reads).
+func TestWriteEventAllocations(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		ev   Event
+	}{
+		{"small answer", Event{Event: "message", ID: "1", HasID: true, Data: `{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`, HasData: true}},
+		{"64 KiB text", Event{Event: "message", Data: `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"` + strings.Repeat("ab", 32<<10) + `"}]}}`, HasData: true}},
+		{"lines and a comment", Event{Comment: "keep\nalive", HasComment: true, Retry: "1000", Data: "a\nb\n\nc", HasData: true}},
+	} {
+		got := testing.AllocsPerRun(100, func() {
+			if err := WriteEvent(io.Discard, tt.ev); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if got != 1 {
+			t.Errorf("%s: WriteEvent allocates %v times, want 1", tt.name, got)
 		}
 	}
 }

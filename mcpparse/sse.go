@@ -401,7 +401,10 @@ func WriteEvent(w io.Writer, ev Event) error {
 		strings.ContainsRune(ev.Comment, '\r'):
 		return fmt.Errorf("%w: a field cannot be written as is", ErrInvalidEvent)
 	}
-	var b []byte
+	if strings.ContainsAny(ev.Data, splitlinesUnicode) {
+		ev.Data = jsonLineEscapes.Replace(ev.Data)
+	}
+	b := make([]byte, 0, eventSize(&ev))
 	if ev.HasComment || ev.Comment != "" {
 		for line := range strings.SplitSeq(ev.Comment, "\n") {
 			b = append(b, ':')
@@ -410,9 +413,6 @@ func WriteEvent(w io.Writer, ev Event) error {
 			}
 			b = append(b, '\n')
 		}
-	}
-	if strings.ContainsAny(ev.Data, splitlinesUnicode) {
-		ev.Data = jsonLineEscapes.Replace(ev.Data)
 	}
 	if ev.Event != "" {
 		b = appendField(b, "event", ev.Event)
@@ -431,6 +431,21 @@ func WriteEvent(w io.Writer, ev Event) error {
 	b = append(b, '\n')
 	_, err := w.Write(b)
 	return err
+}
+
+// eventSize is at least the length of ev as WriteEvent writes it, so
+// that it writes from one buffer made once: grown by append, a small
+// event's took three or four, a large one's copied its data as often.
+func eventSize(ev *Event) int {
+	n := 1 // the blank line
+	if ev.HasComment || ev.Comment != "" {
+		n += len(ev.Comment) + 2*(strings.Count(ev.Comment, "\n")+1) // ':', '\n'
+	}
+	n += len("event: \n") + len(ev.Event) + len("id: \n") + len(ev.ID) + len("retry: \n") + len(ev.Retry)
+	if ev.HasData || ev.Data != "" {
+		n += len(ev.Data) + len("data: \n")*(strings.Count(ev.Data, "\n")+1)
+	}
+	return n
 }
 
 // Line ends of str.splitlines beyond CR and LF (see WriteEvent): the
