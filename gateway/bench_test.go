@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -57,12 +58,19 @@ func benchmarkClassify(b *testing.B, cfg Config) {
 	}
 }
 
-// nopWriter is a ResponseWriter that keeps nothing.
+// nopWriter is a ResponseWriter that keeps nothing. It flushes and
+// takes write deadlines, as the writer Caddy hands the gateway does
+// (net/http's, through Caddy's wrappers): without them every flush of an
+// event stream and every held answer's deadline made an error
+// (http.ResponseController's errNotSupported), which production never
+// makes, and the benchmarks counted its allocations.
 type nopWriter struct{ h http.Header }
 
-func (w *nopWriter) Header() http.Header         { return w.h }
-func (w *nopWriter) Write(b []byte) (int, error) { return len(b), nil }
-func (w *nopWriter) WriteHeader(int)             {}
+func (w *nopWriter) Header() http.Header              { return w.h }
+func (w *nopWriter) Write(b []byte) (int, error)      { return len(b), nil }
+func (w *nopWriter) WriteHeader(int)                  {}
+func (w *nopWriter) Flush()                           {}
+func (w *nopWriter) SetWriteDeadline(time.Time) error { return nil }
 
 // BenchmarkServe: the full Serve path with a cached token and a no-op
 // upstream, audit events off.
