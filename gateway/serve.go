@@ -1401,7 +1401,7 @@ var clientHeaderRules = [...]struct {
 // the cost of canonicalizing every name of every request.
 func clientHeaderRule(name string) headerRule {
 	if len(name) == 0 || len(name) >= len(clientHeaderRulesByLen) {
-		return headerForward // longer than every rule's name
+		return headerForward // empty, or longer than every rule's name
 	}
 	for _, i := range clientHeaderRulesByLen[len(name)][name[len(name)-1]&0x1f] {
 		if r := &clientHeaderRules[i]; name == r.name || strings.EqualFold(name, r.name) {
@@ -1417,7 +1417,8 @@ func clientHeaderRule(name string) headerRule {
 // length and last letter (one, mostly none) rather than every name of
 // its length: Content-Length had twelve, each an EqualFold per request.
 // (Other bytes that share the bits only cost a comparison.) The last
-// byte tells apart more names than the first: many rules' begin "X-".
+// byte tells apart more names than the first: many rules' names begin
+// "X-".
 var clientHeaderRulesByLen = func() [][32][]uint8 {
 	var byLen [][32][]uint8
 	for i, r := range clientHeaderRules {
