@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // TestPinUnsolicitedToolsListAnyContentType: an unsolicited tools/list
@@ -489,6 +492,42 @@ func TestAnswerInAnotherCharset(t *testing.T) {
 			resp.Body.Close()
 			if resp.StatusCode != tt.status || strings.Contains(strings.ReplaceAll(string(b), "\x00", ""), "TOPSECRET") {
 				t.Fatalf("answered %d %.160q, want %d without file:///secret/key's contents", resp.StatusCode, b, tt.status)
+			}
+		})
+	}
+}
+
+// TestRefusedAnswerTypeLoggedCut: the type of an answer the gateway
+// refuses (502) is the upstream's, as long as its header may be (10 MiB
+// under reverse_proxy), and is logged with every such answer: a server
+// turned malicious must not write megabytes to the log per request, so
+// it is cut as a name in an audit event is.
+func TestRefusedAnswerTypeLoggedCut(t *testing.T) {
+	long := strings.Repeat("x", 512<<10)
+	for _, ct := range []string{
+		"application/json; charset=utf-7; x=" + long,
+		"text/html; x=" + long,
+	} {
+		t.Run(ct[:16], func(t *testing.T) {
+			core, logs := observer.New(zap.InfoLevel)
+			cfg := pinnedConfig(t)
+			cfg.Logger = zap.New(core)
+			h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", ct)
+				io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}`)
+			})
+			resp := h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, token: mint(t, claims()), headers: map[string]string{"MCP-Protocol-Version": "2025-06-18"}})
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadGateway {
+				t.Fatalf("answered %d, want 502", resp.StatusCode)
+			}
+			entries := logs.FilterMessage("response not filterable").All()
+			if len(entries) != 1 {
+				t.Fatalf("%d entries \"response not filterable\", want 1", len(entries))
+			}
+			got, _ := entries[0].ContextMap()["content_type"].(string)
+			if want, _ := auditBound(ct, maxAuditName); got != want {
+				t.Errorf("content_type logged %d bytes (%.60q…), want %d, cut", len(got), got, len(want))
 			}
 		})
 	}

@@ -1043,7 +1043,10 @@ func (rw *responseWriter) finish() {
 			rw.g.log.Debug("event stream ended", zap.Error(err))
 		}
 	case modeRefuse:
-		rw.g.log.Warn("response not filterable", zap.String("content_type", rw.w.Header().Get("Content-Type")))
+		// The type is the upstream's, as long as its header may be (10
+		// MiB under reverse_proxy): cut as a name in an audit event is.
+		ct, _ := auditBound(rw.w.Header().Get("Content-Type"), maxAuditName)
+		rw.g.log.Warn("response not filterable", zap.String("content_type", ct))
 		rw.badGateway()
 	case modeRedirect:
 		rw.g.log.Warn("upstream redirect refused", zap.Int("status", rw.status))
