@@ -519,3 +519,47 @@ func TestAuditMessagesRefusedUndecided(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditCompletionNamesTemplate: the event of a completion/complete of
+// a resource template names the template the request completes as its
+// uri, as a resources/read's names its URI, whatever rules decided it:
+// it named the rules' prefixes (joined by spaces when allowed, the
+// refusing one when refused), so the log said a caller asked about
+// file:///secret/ and never what it sent.
+func TestAuditCompletionNamesTemplate(t *testing.T) {
+	h := newHarness(t, testConfig(t), nil)
+	complete := func(uri string) string {
+		return `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":"` + uri + `"},"argument":{"name":"name","value":"x"}}}`
+	}
+	for _, tt := range []struct {
+		name, scope, uri string
+		status           int64
+		rule             any // nil: none
+	}{
+		{"allowed by two rules", "mcp files:read files:secret", "file:///{name}", 200, nil},
+		{"allowed by one rule", "mcp files:read files:secret", "file:///pub/{name}", 200, nil},
+		{"refused by the longer rule", "mcp files:read", "file:///{name}", 403, "file:///secret/"},
+		{"refused by no rule", "mcp files:read files:secret", "notes://{name}", 403, nil},
+		{"not a template", "mcp files:read", "file:///pub/a", 200, "file:///"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := h.logs.Len()
+			c := claims()
+			c["scope"] = tt.scope
+			readBody(t, h.do(t, call{body: complete(tt.uri), token: mint(t, c), headers: map[string]string{"MCP-Protocol-Version": "2025-11-25"}}))
+			// A forwarded request's event is written once its answer
+			// has gone out.
+			for deadline := time.Now().Add(5 * time.Second); h.logs.Len() == before && time.Now().Before(deadline); {
+				time.Sleep(time.Millisecond)
+			}
+			entries := h.logs.All()[before:]
+			if len(entries) != 1 {
+				t.Fatalf("audit events = %d, want 1", len(entries))
+			}
+			m := entries[0].ContextMap()
+			if m["uri"] != tt.uri || m["status"] != tt.status || m["rule"] != tt.rule {
+				t.Errorf("event = %v, want uri %q, status %d, rule %v", m, tt.uri, tt.status, tt.rule)
+			}
+		})
+	}
+}

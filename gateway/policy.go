@@ -769,7 +769,14 @@ func (p *policy) decideCompletion(pr *principal, raw []byte) (decision, error) {
 				return decision{}, err
 			}
 		}
-		return p.decideTemplate(pr, *ref.URI)
+		d, err := p.decideTemplate(pr, *ref.URI)
+		if err == nil {
+			// The decision's target is what the audit event names: the
+			// template the request completes, not the prefixes of the
+			// rules it was decided by (the refusing one is its rule).
+			d.target = *ref.URI
+		}
+		return d, err
 	}
 	return decision{}, errors.New(`params.ref must be {"type":"ref/prompt","name":...} or {"type":"ref/resource","uri":...}`)
 }
