@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -528,6 +529,40 @@ func TestRefusedAnswerTypeLoggedCut(t *testing.T) {
 			got, _ := entries[0].ContextMap()["content_type"].(string)
 			if want, _ := auditBound(ct, maxAuditName); got != want {
 				t.Errorf("content_type logged %d bytes (%.60q…), want %d, cut", len(got), got, len(want))
+			}
+		})
+	}
+}
+
+// TestPinFetchErrorLoggedCut: what the gateway's own tools/list fetch
+// fails on is logged with each call that made it fetch; the upstream's
+// JSON-RPC error and its answer's type are the upstream's, as long as
+// an answer (16 MiB) or a header (10 MiB under reverse_proxy) may be,
+// and are cut as a reason in an audit event is.
+func TestPinFetchErrorLoggedCut(t *testing.T) {
+	long := strings.Repeat("x", 512<<10)
+	for _, tt := range []struct{ name, ct, body string }{
+		{"error", "application/json", `{"jsonrpc":"2.0","id":"x","error":{"code":-32000,"message":"` + long + `"}}`},
+		{"type", "application/" + long, `{}`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			core, logs := observer.New(zap.InfoLevel)
+			cfg := pinnedConfig(t)
+			cfg.Logger = zap.New(core)
+			h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", tt.ct)
+				io.WriteString(w, tt.body)
+			})
+			resp := h.do(t, call{body: toolCall("read_new"), token: mint(t, claims()), headers: map[string]string{"MCP-Protocol-Version": "2025-06-18"}})
+			resp.Body.Close()
+			entries := logs.FilterMessage("tool definitions not learned").All()
+			if len(entries) == 0 {
+				t.Fatalf("nothing logged as \"tool definitions not learned\" (answered %d)", resp.StatusCode)
+			}
+			for _, e := range entries {
+				if msg := fmt.Sprint(e.ContextMap()["error"]); len(msg) > maxAuditText+len(auditCut) {
+					t.Errorf("logged error of %d bytes (%.80q…), want the upstream's value cut", len(msg), msg)
+				}
 			}
 		})
 	}

@@ -75,7 +75,11 @@ func (g *Gateway) checkPins(x *exchange, next Next) *refusal {
 				v = g.pins.callVerdict(ctx, m.Name)
 			}
 			if err != nil {
-				g.log.Warn("tool definitions not learned", zap.String("resource", g.cfg.Resource), zap.Error(err))
+				// It may quote the upstream's answer (its JSON-RPC error,
+				// its type), as long as an answer or a header may be:
+				// cut as a reason in an audit event is.
+				msg, _ := auditBound(err.Error(), maxAuditText)
+				g.log.Warn("tool definitions not learned", zap.String("resource", g.cfg.Resource), zap.String("error", msg))
 			}
 			// The fetch may have taken seconds (pinFetchTimeout a try),
 			// and the call is registered with the streams only once
