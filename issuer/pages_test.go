@@ -124,17 +124,27 @@ func reverse(s string) string {
 // cannot be used in at most 40 bytes, as it does for a grant_type. An
 // application_type was quoted whole: the document's author put a
 // paragraph of their words (up to the document's 5 KiB) on the issuer's
-// page.
+// page; a redirect URI, and a post-logout one, in 100 bytes, their words
+// twice over.
 func TestCIMDErrorPageBoundsDocumentText(t *testing.T) {
 	e, host := newCIMDEnv(t, true, nil)
 	words := strings.Repeat("Your account is locked; call 555-0100 to restore access. ", 20)
-	for _, member := range []string{"application_type", "grant_types", "response_types"} {
-		value := `"` + words + `"`
-		if member != "application_type" {
-			value = "[" + value + "]"
-		}
-		id := host.doc("/"+member+".json", "", func(id string) string {
-			return strings.TrimSuffix(validDoc(id), "}") + `,"` + member + `":` + value + "}"
+	// A URI that passes every rule but a web client's.
+	webURI := "http://127.0.0.1/" + strings.NewReplacer(" ", "-", ";", "").Replace(words)
+	for _, tt := range []struct {
+		member string
+		quoted string // what the reason quotes
+		extra  string // the document's members but client_id and client_name
+	}{
+		{"application_type", words, `"redirect_uris":["http://127.0.0.1:3000/callback"],"application_type":"` + words + `"`},
+		{"grant_types", words, `"redirect_uris":["http://127.0.0.1:3000/callback"],"grant_types":["` + words + `"]`},
+		{"response_types", words, `"redirect_uris":["http://127.0.0.1:3000/callback"],"response_types":["` + words + `"]`},
+		{"redirect_uris", words, `"redirect_uris":["` + words + `"]`},
+		{"post_logout_redirect_uris", words, `"redirect_uris":["http://127.0.0.1:3000/callback"],"post_logout_redirect_uris":["` + words + `"]`},
+		{"web redirect_uris", webURI, `"redirect_uris":["` + webURI + `"],"application_type":"web"`},
+	} {
+		id := host.doc("/"+strings.ReplaceAll(tt.member, " ", "-")+".json", "", func(id string) string {
+			return `{"client_id":"` + id + `","client_name":"Doc Client",` + tt.extra + `}`
 		})
 		p := authParams(testChallenge)
 		p.Set("client_id", id)
@@ -144,11 +154,11 @@ func TestCIMDErrorPageBoundsDocumentText(t *testing.T) {
 			t.Fatal(err)
 		}
 		body := readBody(t, resp)
-		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "could not be identified") {
-			t.Fatalf("%s: authorize = %d, want a 400 page: %s", member, resp.StatusCode, body)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "could not be identified") || !strings.Contains(body, tt.quoted[:30]) {
+			t.Fatalf("%s: authorize = %d, want a 400 page quoting the document's value: %s", tt.member, resp.StatusCode, body)
 		}
-		if n := strings.Count(body, "555-0100"); n > 1 {
-			t.Errorf("%s: the page quotes the document's %s %d times over: %s", member, member, n, body)
+		if strings.Contains(body, tt.quoted[:41]) {
+			t.Errorf("%s: the page quotes more than 40 bytes of the document's %s: %s", tt.member, tt.member, body)
 		}
 	}
 }

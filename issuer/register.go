@@ -668,7 +668,10 @@ var browserSchemes = map[string]bool{
 // scheme be other than a reverse domain name.
 func classifyRedirect(s string, anyScheme bool) (redirectKind, error) {
 	bad := func(why string) (redirectKind, error) {
-		return 0, ErrInvalidRedirectURI.WithDescription(fmt.Sprintf("redirect URI %q: %s", truncate(s, 100), why))
+		// At most 40 bytes of it, as of every value a client chose: a
+		// client metadata document's reason is shown on /authorize's
+		// error page, where anyone's link may lead.
+		return 0, ErrInvalidRedirectURI.WithDescription(fmt.Sprintf("redirect URI %q: %s", truncate(s, 40), why))
 	}
 	if len(s) > maxRedirectURILen {
 		return bad("too long")
@@ -831,7 +834,7 @@ func validateRedirectURIs(uris []string, appType string, required bool) ([]strin
 	if appType == "web" {
 		for n, k := range kinds {
 			if k != redirectWeb {
-				return nil, "", ErrInvalidRedirectURI.WithDescription(fmt.Sprintf("redirect URI %q: web clients must use https on a non-loopback host (register as application_type native)", truncate(uris[n], 100)))
+				return nil, "", ErrInvalidRedirectURI.WithDescription(fmt.Sprintf("redirect URI %q: web clients must use https on a non-loopback host (register as application_type native)", truncate(uris[n], 40)))
 			}
 		}
 	}
