@@ -69,10 +69,11 @@ func (i *Issuer) appsGet(w http.ResponseWriter, r *http.Request) {
 }
 
 func (i *Issuer) appsPost(w http.ResponseWriter, r *http.Request) {
-	s, _, ok := i.postedForm(w, r, true)
+	s, sid, ok := i.postedForm(w, r, true)
 	if !ok {
 		return
 	}
+	i.sessions.touch(w, sid, s)
 	f := r.PostForm
 	if f.Get("action") != "revoke" || f.Get("client_id") == "" {
 		i.pages.errorPage(w, http.StatusBadRequest, "Invalid request", "Nothing to do.")

@@ -77,6 +77,7 @@ func (i *Issuer) consentPost(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	i.sessions.touch(w, sid, s)
 	ctx := r.Context()
 	id := r.PostForm.Get("req")
 	p, err := i.pending.load(ctx, id, s)

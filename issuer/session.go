@@ -194,6 +194,18 @@ func (ss *sessions) end(ctx context.Context, w http.ResponseWriter, id string) e
 	return nil
 }
 
+// touch sets the session's cookie again, as it is but for its Max-Age,
+// when a form changed what the pages show (a consent decision, a
+// revoked connection). Chromium keeps a page in its back-forward cache,
+// Cache-Control: no-store notwithstanding, unless a cookie of its origin
+// changed since it was shown: Back after Allow showed the consent page
+// again, its buttons live, for a request already answered (a Deny there
+// said "Request expired", the access granted), and after Revoke access
+// the apps page with the connection still listed.
+func (ss *sessions) touch(w http.ResponseWriter, id string, s *session) {
+	ss.setCookie(w, id, s.ExpiresAt)
+}
+
 // setCookie sets (or, for an empty value, clears) the session
 // cookie. SameSite=Lax keeps it on the top-level GET navigations of the
 // authorization flow and off cross-site POSTs.

@@ -700,3 +700,57 @@ func TestConsentDoubleClick(t *testing.T) {
 		t.Fatalf("Exchange: %v", err)
 	}
 }
+
+// TestBackAfterDecisionLoadsAgain: Back after a consent decision, and
+// after Revoke access, loads the page again rather than showing it as it
+// was. Chromium (156) keeps a page in its back-forward cache, its
+// Cache-Control: no-store notwithstanding, unless a cookie of the
+// page's origin changed since: Back from the client showed the consent
+// page as before Allow, its buttons live, for a request already
+// answered (a Deny there then said "Request expired", the access
+// granted), and Back from the apps page after Revoke access showed the
+// connection still listed. A page kept in that cache keeps its scripts'
+// state: a mark set on the page shown must be gone after Back.
+func TestBackAfterDecisionLoadsAgain(t *testing.T) {
+	e := setup(t)
+	var ctx context.Context
+	const mark = `window.shownBefore = true`
+	// back goes back from the page at from, and reports whether the
+	// page it gets to is the one kept from before.
+	back := func(from string) bool {
+		t.Helper()
+		run(t, ctx, "back", chromedp.Evaluate[bool](`history.back(), true`))
+		waitFor(t, func() bool {
+			left, err := chromedp.Run(ctx, chromedp.Evaluate[bool](fmt.Sprintf(`document.readyState === "complete" && location.href !== %q`, from)))
+			return err == nil && left
+		})
+		return run(t, ctx, "read the mark", chromedp.Evaluate[bool](`!!window.shownBefore`))
+	}
+	for _, decision := range []string{"approve", "deny"} {
+		ctx = newBrowser(t)
+		ar := harness.NewAuthRequest(e.cfg, e.resource)
+		requireConsent(t, ctx, login(t, ctx, ar.URL, password))
+		run(t, ctx, "mark the consent page", chromedp.Evaluate[bool](mark))
+		consentDecision(t, ctx, decision)
+		e.callback.wait(t)
+		settledAt(t, ctx, e.callback.srv.URL)
+		kept := back(run(t, ctx, "where", chromedp.Evaluate[string](`location.href`)))
+		if text := bodyText(t, ctx); kept || !strings.Contains(text, "Request expired") {
+			t.Errorf("Back after %s shows %q (the page kept from before: %v), want the consent page loaded again (Request expired)", decision, text, kept)
+		}
+	}
+
+	ctx = newBrowser(t)
+	signedInToken(t, e, ctx, scopeRead, "offline_access")
+	do(t, ctx, "open apps page", chromedp.Navigate(e.issuer+"/apps"), chromedp.WaitVisible(chromedp.CSS(`button[name=action][value=revoke]`)))
+	run(t, ctx, "mark the apps page", chromedp.Evaluate[bool](mark))
+	restingClick(t, ctx, `button[name=action][value=revoke]`)
+	waitFor(t, func() bool {
+		at, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`location.search === "?revoked=1" && document.readyState === "complete"`))
+		return err == nil && at
+	})
+	kept := back(e.issuer + "/apps?revoked=1")
+	if text := bodyText(t, ctx); kept || strings.Contains(text, clientName) {
+		t.Errorf("Back after Revoke access shows %q (the page kept from before: %v), want the apps page loaded again, without the connection", text, kept)
+	}
+}
