@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -496,6 +497,54 @@ func TestCompletionValueMovingTheHost(t *testing.T) {
 				code = codeInvalidParams
 			}
 			checkAnswer(t, h, resp, tt.status, code, "1")
+		})
+	}
+}
+
+// TestCompletionRefusalNamesNoValue: a completion value refused for a
+// dot segment or an '@' is an argument's value (what is typed, or what
+// the other variables hold), which may be a secret: the refusal, which
+// is the client's answer and the audit event's reason, names where the
+// value is and not the value, as argument rules name only a pointer
+// (audit_arguments off).
+func TestCompletionRefusalNamesNoValue(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.ResourceRules = append(cfg.ResourceRules, Rule{Pattern: "notes://all", Scopes: []string{"files:secret"}}, Rule{Pattern: "notes://", Scopes: []string{"files:secret"}})
+	const secret = "pw-7f3K9qLm2xVb8Rt4"
+	complete := func(uri, rest string) string {
+		return `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":"` + uri + `"},` + rest + `}}`
+	}
+	for _, tt := range []struct{ name, body, place string }{
+		{"dot segment typed", complete("file:///secret/{dir}/{name}", `"argument":{"name":"name","value":"../`+secret+`"}`), "params.argument.value"},
+		{"dot segment in the context", complete("file:///secret/{dir}/{name}", `"argument":{"name":"name","value":"p"},"context":{"arguments":{"dir":"`+secret+`/.."}}`), `params.context.arguments["dir"]`},
+		{"'@' typed", complete("notes://all{+x}", `"argument":{"name":"x","value":"`+secret+`@other/x"}`), "params.argument.value"},
+		{"'@' in the context", complete("notes://all{+x}", `"argument":{"name":"q","value":""},"context":{"arguments":{"x":"`+secret+`%40other"}}`), `params.context.arguments["x"]`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, cfg, nil)
+			c := claims()
+			c["scope"] = "mcp files:secret"
+			resp := h.do(t, call{body: tt.body, token: mint(t, c)})
+			body := readBody(t, resp)
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, strings.ReplaceAll(tt.place, `"`, `\"`)) {
+				t.Fatalf("answer %d %s; want 400 naming %s", resp.StatusCode, body, tt.place)
+			}
+			if strings.Contains(body, secret) {
+				t.Errorf("the answer holds the value: %s", body)
+			}
+			entries := h.logs.All()
+			if len(entries) == 0 {
+				t.Fatal("no audit event")
+			}
+			for _, e := range entries {
+				line := fmt.Sprint(e.Message, e.ContextMap())
+				if strings.Contains(line, secret) {
+					t.Errorf("the log holds the value: %s", line)
+				}
+			}
+			if reason := fmt.Sprint(entries[len(entries)-1].ContextMap()["reason"]); !strings.Contains(reason, tt.place) {
+				t.Errorf("audit reason %q; want it to name %s", reason, tt.place)
+			}
 		})
 	}
 }

@@ -822,11 +822,14 @@ func completionValues(raw []byte, host bool) error {
 		if len(v) == 0 || v[0] != '"' || json.Unmarshal(v, &s) != nil {
 			return errors.New(what + " is not a string")
 		}
+		// The refusal names the value's place, not the value: it is an
+		// argument's, which may be a secret, and the refusal is the audit
+		// event's reason (as argument rules name only a pointer).
 		if dotSegmentValue(s) {
-			return fmt.Errorf("%s %q has a dot segment, which expands the template outside its rules", what, s)
+			return errors.New(what + " has a dot segment, which expands the template outside its rules")
 		}
 		if host && strings.IndexByte(percentDecoded(percentDecoded(s)), '@') >= 0 {
-			return fmt.Errorf("%s %q has '@', which makes the template's host user information and names another host", what, s)
+			return errors.New(what + " has '@', which makes the template's host user information and names another host")
 		}
 		return nil
 	}
