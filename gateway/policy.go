@@ -1004,7 +1004,7 @@ func checkTemplateText(t string) error {
 		rest = after
 	}
 	if err := checkURI(letter.String()); err != nil {
-		return fmt.Errorf("resource template %q, its expressions read as text: %w", t, err)
+		return fmt.Errorf("resource template %q, its expressions read as text: %w", shownURI(t), err)
 	}
 	start, e := 0, empty.String()
 	for i := 0; i <= len(e); i++ {

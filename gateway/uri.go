@@ -79,9 +79,26 @@ func validScheme(s string) bool {
 // its text (see above).
 func checkURI(uri string) error {
 	if err := checkURIText(uri); err != nil {
-		return fmt.Errorf("resource URI %q: %w", uri, err)
+		return fmt.Errorf("resource URI %q: %w", shownURI(uri), err)
 	}
 	return nil
+}
+
+// shownURI is uri as a refusal, and so the audit event's reason, names
+// it: with the user information of its authority, up to the last '@' or
+// "%40" there, left out ("postgres://…@db/x"), since it may hold a
+// password (which checkURI refuses it for).
+func shownURI(uri string) string {
+	_, start, end, err := splitURI(uri)
+	if err != nil || start < 0 {
+		return uri
+	}
+	auth := uri[start:end]
+	at := max(strings.LastIndexByte(auth, '@'), strings.LastIndex(strings.ToLower(auth), "%40"))
+	if at < 0 {
+		return uri
+	}
+	return uri[:start] + "…" + uri[start+at:]
 }
 
 func checkURIText(uri string) error {

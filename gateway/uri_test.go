@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -860,4 +861,42 @@ func templatesHarness(t *testing.T, cfg Config, scope string, templates, want []
 		}
 	}
 	return h, token
+}
+
+// TestResourceURIRefusalHidesUserInfo: a resource URI with user
+// information is refused, and the refusal, which is the client's answer
+// and the audit event's reason, names the URI without it: it may hold a
+// password ("postgres://bob:pw@db/x"), which the audit log would keep.
+func TestResourceURIRefusalHidesUserInfo(t *testing.T) {
+	const pw = "pw-Qx7Lm2Vb9Rt4Kz8"
+	for _, tt := range []struct{ name, body, shown string }{
+		{"read", `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"postgres://bob:` + pw + `@db.example/x"}}`, "postgres://…@db.example/x"},
+		{"file URI", `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file://bob:` + pw + `@host/secret/a"}}`, "file://…@host/secret/a"},
+		{"encoded '@'", `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"https://bob:` + pw + `%40db.example/x"}}`, "https://…%40db.example/x"},
+		{"two '@'", `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"https://bob:` + pw + `@x@db.example/x"}}`, "https://…@db.example/x"},
+		{"template", `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":"notes://bob:` + pw + `@{x}/a"},"argument":{"name":"x","value":""}}}`, "notes://…@{x}/a"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, testConfig(t), nil)
+			c := claims()
+			c["scope"] = "mcp files:secret"
+			resp := h.do(t, call{body: tt.body, token: mint(t, c)})
+			body := readBody(t, resp)
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, tt.shown) {
+				t.Fatalf("answer %d %s; want 400 naming %s", resp.StatusCode, body, tt.shown)
+			}
+			if strings.Contains(body, pw) {
+				t.Errorf("the answer holds the password: %s", body)
+			}
+			entries := h.logs.All()
+			if len(entries) == 0 {
+				t.Fatal("no audit event")
+			}
+			for _, e := range entries {
+				if line := fmt.Sprint(e.Message, e.ContextMap()); strings.Contains(line, pw) {
+					t.Errorf("the log holds the password: %s", line)
+				}
+			}
+		})
+	}
 }
