@@ -283,7 +283,11 @@ func (g jwtBearer) grant(ctx context.Context, req *clientRequest) (*issuance, er
 			return grantsIn(tx).create(gr)
 		},
 		recording: "redeem ID-JAG",
-		bases:     s.principals(req.basis, req.basis),
+		// The user rests on the login the ID-JAG vouches for, at its
+		// iat, as a code rests on its sign-in: a removal or disabling
+		// of the user since refuses it (signOutUser), even once the user
+		// is enabled again.
+		bases: s.principals(req.basis, loginAt),
 	}, nil
 }
 

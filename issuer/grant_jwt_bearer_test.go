@@ -1161,3 +1161,58 @@ func TestIDJAGDisabledAtSiblingProvider(t *testing.T) {
 		t.Errorf("once enabled: redeem = %d %s, want 200", a.status, a.raw)
 	}
 }
+
+// TestIDJAGIssuedBeforeSignOut: an ID-JAG counts as a sign-in at its
+// identity provider made at its iat, so what signs the user out here
+// (removing the user, disabling it) ends the ID-JAGs issued before, as
+// it ends a code of a sign-in before: redeemed after, even once the user
+// is enabled again, they are invalid_grant and provision nobody, for as
+// long as they live (an hour), however short access_token_ttl is. An
+// ID-JAG issued after is redeemed, as the next sign-in creates the
+// removed user again.
+func TestIDJAGIssuedBeforeSignOut(t *testing.T) {
+	idp := newTestIdP(t)
+	e := newTokEnv(t, withTrustedIdP(idp), func(c *Config) { c.AccessTokenTTL = 5 * time.Minute })
+	conf := tConf + ":" + tSecret
+	// Lives 55 minutes: within the hour an ID-JAG may live, and recheck.
+	issued := func() string {
+		return idp.idJAG(t, e, func(c jwt.MapClaims, _ *jwt.Token) { c["exp"] = e.clock.Now().Add(55 * time.Minute).Unix() })
+	}
+	refused := func(what string, a answer) {
+		t.Helper()
+		if a.status != http.StatusBadRequest || a.str("error") != "invalid_grant" || a.str("access_token") != "" {
+			t.Errorf("%s: redeem = %d %s, want invalid_grant", what, a.status, a.raw)
+		}
+	}
+	redeemed := func(what string, a answer) {
+		t.Helper()
+		if a.status != http.StatusOK {
+			t.Fatalf("%s: redeem = %d %s, want 200", what, a.status, a.raw)
+		}
+	}
+	redeemed("first", e.redeem(t, conf, issued(), nil))
+
+	before := issued()
+	e.clock.Advance(time.Minute)
+	if err := e.iss.DeleteUser(e.ctx(), "corp:u1"); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(30 * time.Minute) // past the removal's access tokens, and its stamp's first keep
+	refused("an ID-JAG issued before the user was removed", e.redeem(t, conf, before, nil))
+	if _, err := e.iss.dir.findUser(e.ctx(), "corp:u1"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("after the refusal: findUser = %v, want not found (nothing provisioned)", err)
+	}
+	redeemed("an ID-JAG issued after the removal", e.redeem(t, conf, issued(), nil))
+
+	before = issued()
+	e.clock.Advance(time.Minute)
+	if err := e.iss.DisableUser(e.ctx(), "corp:u1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.iss.EnableUser(e.ctx(), "corp:u1"); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(time.Minute)
+	refused("an ID-JAG issued before the user was disabled, enabled since", e.redeem(t, conf, before, nil))
+	redeemed("an ID-JAG issued after", e.redeem(t, conf, issued(), nil))
+}

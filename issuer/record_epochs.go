@@ -27,6 +27,12 @@ const bucketEpochs = "epochs"
 // a code issued before the stamp cannot outlive it.
 const epochKeep = 10 * time.Minute
 
+// epochKeepAssertion is how long after the revocation a stamp lasts at
+// least: an ID-JAG issued before it, which rests on the login it vouches
+// for, lives up to maxAssertionLifetime (and the leeway) from its iat,
+// however short access_token_ttl makes until.
+const epochKeepAssertion = maxAssertionLifetime + idJAGLeeway
+
 type epoch struct {
 	At time.Time `json:"at"`
 }
@@ -83,7 +89,11 @@ func (r epochRecords) stamp(key string, rv revocation) error {
 	case err == nil && rv.at.Before(old.At):
 		rv.at = old.At.Add(time.Nanosecond)
 	}
-	return r.t.put(key, &epoch{At: rv.at}, rv.until.Add(epochKeep))
+	keep := rv.until.Add(epochKeep)
+	if k := rv.at.Add(epochKeepAssertion); k.After(keep) {
+		keep = k
+	}
+	return r.t.put(key, &epoch{At: rv.at}, keep)
 }
 
 // tokenHorizon is the key of the epochs bucket that holds a time no access
