@@ -76,6 +76,54 @@ func (i *Issuer) CheckConfiguredScopes() error {
 			return fmt.Errorf("agent %q: %w", a.ID, err)
 		}
 	}
+	for _, g := range i.cfg.Groups {
+		if err := i.policy.checkGroupScopes(g); err != nil {
+			return fmt.Errorf("group %q: %w", g.Name, err)
+		}
+	}
+	return nil
+}
+
+// checkGroupScopes refuses a group's scope that the resource it is
+// listed for does not offer (for "*", that no resource offers): the
+// group grants a member only what the resource offers
+// (groupScopes), so "notes:raed", or a scope of another resource,
+// granted nothing, and the members were refused at sign-in with no
+// word to the operator. "*" (every scope of the resource) and the
+// OpenID Connect scopes, which groups do not grant, are left to load.
+// A target no resource declares is the caller's to refuse
+// (checkGroupResources in caddymodule names the near miss).
+func (p *policy) checkGroupScopes(g Group) error {
+	targets := make([]string, 0, len(g.Scopes))
+	for target := range g.Scopes {
+		targets = append(targets, target)
+	}
+	slices.Sort(targets)
+	for _, target := range targets {
+		scopes := slices.DeleteFunc(slices.Clone(g.Scopes[target]), func(s string) bool { return s == "*" || slices.Contains(oidcScopes, s) })
+		if target == "*" {
+			if err := p.checkScopes(scopes); err != nil {
+				return fmt.Errorf("scopes for *: %w", err)
+			}
+			continue
+		}
+		for _, r := range p.resources() {
+			if !sameResource(r.URL, target) {
+				continue
+			}
+			for _, s := range scopes {
+				if slices.Contains(r.Scopes, s) {
+					continue
+				}
+				if len(r.Scopes) == 0 {
+					return fmt.Errorf("scope %q for %s: the resource offers no scope", s, target)
+				}
+				offered := slices.Clone(r.Scopes)
+				slices.Sort(offered)
+				return fmt.Errorf("scope %q for %s: the resource does not offer it (offered: %s)", s, target, strings.Join(slices.Compact(offered), " "))
+			}
+		}
+	}
 	return nil
 }
 

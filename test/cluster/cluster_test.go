@@ -172,7 +172,7 @@ func caddyfile(adminPort, port int, issuer, hash, legacyUp, modernUp string, o o
 			groups users
 		}
 		group users {
-			scopes * notes:read notes:write
+			scopes * notes:read
 		}
 		client %[6]s {
 			name "Cluster App"

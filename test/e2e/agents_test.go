@@ -244,7 +244,7 @@ var agentsCaddyfile = template.Must(template.New("Caddyfile").Parse(`{
 			groups writers
 		}
 		group writers {
-			scopes * {{.Tools}} {{.Read}} {{.Write}}
+			scopes * {{.Tools}} {{.Write}}
 		}
 		client {{.HostID}} {
 			name "{{.HostName}}"

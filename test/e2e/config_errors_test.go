@@ -86,6 +86,12 @@ func TestConfigErrorsAtLoad(t *testing.T) {
 			`client "app": scope "*" is offered by no resource (offered: read)`},
 		{"agent scope no resource offers", withScopes("agent bot {\n\t\t\tsecret "+agentSecret, "openid raed"),
 			`agent "bot": scope "raed" is offered by no resource (offered: read)`},
+		// A group's scope the resource does not offer granted nothing:
+		// its members were refused at sign-in.
+		{"group scope the resource does not offer", strings.Replace(good, "/mcp read\n", "/mcp read raed\n", 1),
+			fmt.Sprintf(`group "staff": scope "raed" for http://%s/mcp: the resource does not offer it (offered: read)`, local)},
+		{"group scope for star no resource offers", render("http://"+local, "http://"+local, "* raed", "mcp_issuer"),
+			`group "staff": scopes for *: scope "raed" is offered by no resource (offered: read)`},
 		{"group resource elsewhere", render("http://"+local, "http://"+local, "https://other.example/mcp", "mcp_issuer"),
 			fmt.Sprintf("(declared: http://%s/mcp): add `resource https://other.example/mcp` to mcp_auth if another Caddy serves it", local)},
 		{"issuer site without mcp_issuer", render("http://"+local, "http://"+local, "*", ""),
@@ -123,6 +129,9 @@ func TestConfigErrorsAtLoad(t *testing.T) {
 	// OpenID Connect's.
 	fixed := strings.Replace(withClient("http://"+local+"/mcp/"), "\t\t\tresources ", "\t\t\tscopes read openid\n\t\t\tresources ", 1)
 	fixed = strings.Replace(fixed, "\t\tgroup staff {", "\t\tagent bot {\n\t\t\tsecret "+agentSecret+"\n\t\t\tscopes read offline_access\n\t\t}\n\t\tgroup staff {", 1)
+	// Its group lists "*" and OpenID Connect's scopes beside the
+	// resource's, and every resource's scopes ("*") too.
+	fixed = strings.Replace(fixed, "/mcp read\n", "/mcp read * openid\n\t\t\tscopes * read\n", 1)
 	harness.Start(t, fixed)
 }
 

@@ -435,7 +435,7 @@ func TestReloadNarrowingGroupRevokes(t *testing.T) {
 			editors := func(scopes string) string {
 				return fmt.Sprintf("\t\tuser gina %s {\n\t\t\tgroups editors\n\t\t}\n\t\tgroup editors {\n\t\t\tscopes * %s\n\t\t}", hash, scopes)
 			}
-			o.extra = editors(scopeTools + " " + scopeRead + " " + scopeWrite)
+			o.extra = editors(scopeTools + " " + scopeWrite)
 			e := setupAgents(t, o)
 			e.client = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 			ctx := ctxTimeout(t, agentsTestLimit)
@@ -463,7 +463,7 @@ func TestReloadNarrowingGroupRevokes(t *testing.T) {
 			call("gina's write token after the same configuration", ginaWrite.AccessToken, toolUserOnly, http.StatusOK)
 			e.requireLive(ctx, t, []held{{what: "gina's tools token", access: ginaTools.AccessToken}, {what: "alice's write token", access: aliceWrite.AccessToken}})
 
-			reload(t, editors(scopeTools+" "+scopeRead)) // notes:write taken from editors
+			reload(t, editors(scopeTools)) // notes:write taken from editors
 			e.requireRevoked(ctx, t, []held{{what: "gina's write token", access: ginaWrite.AccessToken, refresh: ginaWrite.RefreshToken, client: hostID}})
 			e.requireLive(ctx, t, []held{{what: "gina's tools token", access: ginaTools.AccessToken}, {what: "alice's write token", access: aliceWrite.AccessToken}})
 			call("alice's write token", aliceWrite.AccessToken, toolUserOnly, http.StatusOK)

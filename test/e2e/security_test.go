@@ -61,7 +61,9 @@ func TestBaseScopeKeepsOutUsersWithoutAGrant(t *testing.T) {
 		group guests {
 			scopes https://mcp.example.com/other notes:read
 		}
-		resource https://mcp.example.com/other
+		resource https://mcp.example.com/other {
+			scopes notes:read
+		}
 	}
 }
 
