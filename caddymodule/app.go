@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -317,9 +318,15 @@ func (a *App) issuerConfig() (issuer.Config, error) {
 	// hints for mistakes that are easy to make in a Caddyfile.
 	groups := make(map[string]bool, len(a.Groups))
 	for _, g := range a.Groups {
+		if err := notReplaced("group", g.Name, "name", g.Name); err != nil {
+			return cfg, err
+		}
 		groups[g.Name] = true
 	}
 	for _, u := range a.Users {
+		if err := cmp.Or(notReplaced("user", u.Username, "name", u.Username), notReplaced("user", u.Username, "email", u.Email)); err != nil {
+			return cfg, err
+		}
 		hash, err := expandSecret(repl, u.PasswordHash)
 		if err == nil {
 			err = issuer.CheckPasswordHash(hash)
@@ -357,6 +364,9 @@ func (a *App) issuerConfig() (issuer.Config, error) {
 	}
 	cfg.TrustedIdPs = a.TrustedIdPs
 	for _, c := range a.Clients {
+		if err := notReplaced("client", c.ID, "id", c.ID); err != nil {
+			return cfg, err
+		}
 		ic, err := c.issuerClient(repl)
 		if err != nil {
 			return cfg, fmt.Errorf("client %q: %w", c.ID, err)
@@ -364,6 +374,9 @@ func (a *App) issuerConfig() (issuer.Config, error) {
 		cfg.Clients = append(cfg.Clients, ic)
 	}
 	for _, ag := range a.Agents {
+		if err := notReplaced("agent", ag.ID, "id", ag.ID); err != nil {
+			return cfg, err
+		}
 		ia, err := ag.issuerAgent(repl)
 		if err != nil {
 			return cfg, fmt.Errorf("agent %q: %w", ag.ID, err)
@@ -460,6 +473,20 @@ func (ag Agent) issuerAgent(repl *caddy.Replacer) (issuer.Agent, error) {
 		}
 	}
 	return ia, nil
+}
+
+// notReplaced refuses a placeholder in a name or address of the
+// directory (field of the kind entry name): only hashes and secrets have
+// theirs replaced, so `user {env.ADMIN_USER} ...` made a user named
+// "{env.ADMIN_USER}", `client {env.CLIENT_ID}` a client of that id, and
+// the operator's own was never declared, as a storage path's is refused
+// (BoltStorage.Provision).
+func notReplaced(kind, name, field, v string) error {
+	ph := placeholder.FindString(v)
+	if ph == "" {
+		return nil
+	}
+	return fmt.Errorf("%s %q: the %s holds the placeholder %s, which is not replaced there (only hashes and secrets take placeholders): write the %s itself (in a Caddyfile {$NAME} is replaced when the file is adapted)", kind, name, field, ph, field)
 }
 
 // expandSecret replaces the placeholders ({env.NAME}, {file.PATH}) of a

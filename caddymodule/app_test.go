@@ -115,6 +115,13 @@ func TestIssuerConfig(t *testing.T) {
 		{"argon2 hash from env", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: "{env.TEST_ARGON_HASH}"}}}, "an argon2 hash; only bcrypt is accepted"},
 		{"user hash of cost 20", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: "$2a$20$" + strings.Repeat("a", 53)}}}, `user "u": password hash: bcrypt cost 20 is above the most accepted, 16`},
 		{"agent secret of cost 17", App{IssuerURL: "https://a.example", Agents: []Agent{{ID: "a", SecretHash: "$2a$17$" + strings.Repeat("a", 53)}}}, `agent "a": secret: bcrypt cost 17 is above the most accepted, 16`},
+		// Only hashes and secrets take placeholders: a name or address
+		// holding one was taken as written.
+		{"placeholder user name", App{IssuerURL: "https://a.example", Users: []User{{Username: "{env.TEST_USER}", PasswordHash: testHash}}}, `user "{env.TEST_USER}": the name holds the placeholder {env.TEST_USER}, which is not replaced there`},
+		{"placeholder user email", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: testHash, Email: "{env.TEST_EMAIL}"}}}, `user "u": the email holds the placeholder {env.TEST_EMAIL}`},
+		{"placeholder group name", App{IssuerURL: "https://a.example", Groups: []issuer.Group{{Name: "team-{file./run/team}"}}}, `group "team-{file./run/team}": the name holds the placeholder {file./run/team}`},
+		{"placeholder client id", App{IssuerURL: "https://a.example", Clients: []Client{{ID: "{env.TEST_CLIENT_ID}", Public: true, RedirectURIs: []string{"http://127.0.0.1/cb"}}}}, `client "{env.TEST_CLIENT_ID}": the id holds the placeholder {env.TEST_CLIENT_ID}`},
+		{"placeholder agent id", App{IssuerURL: "https://a.example", Agents: []Agent{{ID: "{env.TEST_AGENT}", SecretHash: "sha256:" + strings.Repeat("ab", 32)}}}, `agent "{env.TEST_AGENT}": the id holds the placeholder {env.TEST_AGENT}`},
 		{"unreadable file hash", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: "{file./nonexistent/hash}"}}}, "{file./nonexistent/hash} resolves to nothing"},
 		{"unknown group", App{IssuerURL: "https://a.example", Groups: []issuer.Group{{Name: "staff"}, {Name: "ops"}}, Users: []User{{Username: "u", PasswordHash: testHash, Groups: []string{"admins"}}}}, `user "u": group "admins" is not declared (groups: staff, ops)`},
 		{"no groups", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: testHash, Groups: []string{"staff"}}}}, `group "staff" is not declared (no group is)`},
