@@ -559,10 +559,11 @@ func (rw *responseWriter) WriteHeader(code int) {
 	// watch: the answer is read for a tools list (a filter, or pinning);
 	// with task ids to wrap only, an answer that cannot be read passes.
 	watch := rw.filter != nil || rw.x.pinned || rw.resources()
-	// Every 2026-07-28 event stream is read, if only for other callers'
-	// notifications/tasks (mayBeTaskStatus): a completion/complete's,
-	// which nothing else reads without pinning or resource rules.
-	if (watch || rw.rewrites() || rw.x.rev.bindsTaskIDs() && isEventStream(ct)) && read {
+	// Every 2026-07-28 event stream or JSON answer is read, if only for
+	// other callers' notifications/tasks (mayBeTaskStatus): a
+	// completion/complete's, which nothing else reads without pinning or
+	// resource rules, and one of a type clients read as JSON.
+	if (watch || rw.rewrites() || rw.x.rev.bindsTaskIDs() && (isEventStream(ct) || containsFold(ct, "json"))) && read {
 		mt := mediaType(ct)
 		switch {
 		case encoded(h) && watch:
@@ -588,11 +589,13 @@ func (rw *responseWriter) WriteHeader(code int) {
 			// read as the client will read it.
 			rw.mode = modeRefuse
 			return
-		case mt != "application/json" && containsFold(ct, "json") && watch:
+		case mt != "application/json" && containsFold(ct, "json") && (watch || rw.x.rev.bindsTaskIDs()):
 			// Likewise for JSON: the Python SDK reads any type starting
 			// with "application/json" as JSON ("application/json-rpc"),
 			// the TypeScript SDK any that contains it. A type that names
-			// JSON is read as JSON or refused, never passed unread.
+			// JSON is read as JSON or refused, never passed unread, and
+			// so in 2026-07-28, where any answer may carry another
+			// caller's notifications/tasks.
 			rw.mode = modeRefuse
 			return
 		case watch && rw.filter == nil && mt != "text/event-stream" && mt != "application/json":
@@ -742,12 +745,15 @@ func (rw *responseWriter) Write(b []byte) (int, error) {
 			rw.w.WriteHeader(rw.status)
 			return rw.w.Write(b)
 		}
-		if rw.optional() && (rw.buf.Len()+len(b) > maxTaskBody || !rw.hold(rw.heldCap(len(b)))) {
+		if rw.optional() && !rw.tasks && (rw.buf.Len()+len(b) > maxTaskBody || !rw.hold(rw.heldCap(len(b)))) {
 			// Too large to hold for task ids or a request state (a
 			// completed task's result, say), or past the caller's share
 			// of what is held: stream it unchanged from here on. With
 			// pinning it is held up to maxFilteredBody all the same, to
-			// be looked at for a tools list.
+			// be looked at for a tools list, and so is a 2026-07-28
+			// answer whose task ids are read, as its stream is not
+			// detached (writeEvents): it may carry other callers'
+			// notifications/tasks, whose final result makes it large.
 			rw.mode = modePass
 			rw.recheckHeader()
 			rw.w.WriteHeader(rw.status)

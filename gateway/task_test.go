@@ -1041,6 +1041,66 @@ func TestTaskStatusOfOthersDropped(t *testing.T) {
 	}
 }
 
+// TestTaskStatusOfOthersDroppedInJSON: a JSON answer whose task ids are
+// read (a subscriptions/listen's, a tools/call's declaring the Tasks
+// extension), read for nothing else (pinning off, no resource rules), is
+// held and read for other callers' notifications/tasks past the size up
+// to which task ids are wrapped (maxTaskBody: bob's final result is what
+// makes it large) and past the caller's share of what is held, where it
+// passed unread; and a 2026-07-28 answer of a type the SDKs' clients read
+// as JSON ("application/json-rpc": the Python SDK by prefix, the
+// TypeScript SDK anywhere) is refused, where it passed unread.
+func TestTaskStatusOfOthersDroppedInJSON(t *testing.T) {
+	leak := func(n int) string {
+		return `{"jsonrpc":"2.0","method":"notifications/tasks","params":{"taskId":"task-bob","status":"completed","result":{"content":[{"type":"text","text":"secret of bob` + strings.Repeat("a", n) + `"}]}}}`
+	}
+	listen := `{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"toolsListChanged":true},` + meta2026 + `}}`
+	listenHeaders := map[string]string{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "subscriptions/listen"}
+	toolCall := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a","arguments":{},` + meta2026Tasks + `}}`
+	plainCall := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a","arguments":{},` + meta2026 + `}}`
+	prompt := `{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"summary",` + meta2026 + `}}`
+	for _, tt := range []struct {
+		name, body string
+		headers    map[string]string
+		scope, ct  string
+		leak       string
+		held       int64 // the held bound, 0 for maxHeldBytes
+		status     int   // 200: the answer without bob's status; else refused
+	}{
+		{"listen, over maxTaskBody", listen, listenHeaders, "", "application/json", leak(maxTaskBody), 0, 200},
+		{"tools/call, over maxTaskBody", toolCall, taskHeaders("tools/call", "read_a"), "", "application/json", leak(maxTaskBody), 0, 200},
+		{"listen, past the held share", listen, listenHeaders, "", "application/json", leak(256 << 10), 128 << 10, 502},
+		{"listen, application/json-rpc", listen, listenHeaders, "", "application/json-rpc", leak(0), 0, 502},
+		{"tools/call, application/json-rpc", toolCall, taskHeaders("tools/call", "read_a"), "", "application/json-rpc", leak(0), 0, 502},
+		{"tools/call without tasks, application/json-rpc", plainCall, taskHeaders("tools/call", "read_a"), "", "application/json-rpc", leak(0), 0, 502},
+		{"prompts/get, application/json-rpc", prompt, taskHeaders("prompts/get", "summary"), "mcp prompts:read", "application/json-rpc", leak(0), 0, 502},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.ResourceRules = nil
+			h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", tt.ct)
+				io.WriteString(w, "["+tt.leak+`,{"jsonrpc":"2.0","id":1,"result":{"content":[]}}]`)
+			})
+			if tt.held > 0 {
+				h.g.held = newHeldShares(tt.held)
+			}
+			c := claims()
+			if tt.scope != "" {
+				c["scope"] = tt.scope
+			}
+			resp := h.do(t, call{body: tt.body, token: mint(t, c), headers: tt.headers})
+			got := readBody(t, resp)
+			if resp.StatusCode != tt.status {
+				t.Errorf("answer = %d %.300s, want %d", resp.StatusCode, got, tt.status)
+			}
+			if strings.Contains(got, "secret of bob") || strings.Contains(got, "task-bob") {
+				t.Errorf("alice's %s answer carries bob's task status and result: %.300s", tt.name, got)
+			}
+		})
+	}
+}
+
 // TestTaskStatusOfOthersDroppedPastUnreadEvent: a stream whose task ids
 // are bound, read for nothing else (pinning off, no resource rules), is
 // still read for other callers' notifications/tasks past an event the
