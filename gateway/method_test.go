@@ -72,6 +72,11 @@ func TestPromptNameCutWhereAURLPathEnds(t *testing.T) {
 		{"backslash for a slash, in another case", get(`Team\Secrets`), 400, codeInvalidParams},
 		{"backslash and a path parameter", get(`team;x\secrets`), 400, codeInvalidParams},
 		{"backslash after a path parameter", get(`team\secrets;x`), 400, codeInvalidParams},
+		// Each reading also with "\" for "/": the text up to ";" (the
+		// path-parameter reading is team/secrets/y, under "*"), and a
+		// dot segment once the path parameter is dropped.
+		{"backslash, cut at a path parameter", get(`team\secrets;x\y`), 400, codeInvalidParams},
+		{"backslash, dot segment with a path parameter", get(`x\..;\report`), 400, codeInvalidParams},
 		{"a backslash under the same rule", get(`c\tips`), 0, 0},
 		{"a segment of path parameters only", get("team/;x/secrets"), 400, codeInvalidParams},
 		{"a first segment of path parameters only", get(";x/team/secrets"), 400, codeInvalidParams},
