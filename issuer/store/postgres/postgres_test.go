@@ -507,4 +507,14 @@ func TestStandbyNotUsed(t *testing.T) {
 	if v, err := get(s, "k"); err != nil || v != "before" {
 		t.Errorf("Get on the standby = %q, %v; want before (its replay paused)", v, err)
 	}
+	// Or the environment, as libpq reads it.
+	t.Setenv("PGTARGETSESSIONATTRS", "any")
+	e, err := postgres.Open(context.Background(), standbyDSN+patient, postgres.Options{})
+	if err != nil {
+		t.Fatalf("Open(the standby, PGTARGETSESSIONATTRS=any) = %v, want nil", err)
+	}
+	defer e.Close()
+	if v, err := get(e, "k"); err != nil || v != "before" {
+		t.Errorf("Get on the standby (PGTARGETSESSIONATTRS=any) = %q, %v; want before", v, err)
+	}
 }
