@@ -399,6 +399,32 @@ func TestIdPUserNameNotAClientID(t *testing.T) {
 			}
 		})
 	}
+	// A trusted IdP's ID-JAG names its user through the same provider.
+	for _, tt := range []struct {
+		name, sub  string
+		wantStatus int
+	}{
+		{"ID-JAG, an ordinary name", "u-1", http.StatusOK},
+		{"ID-JAG, a URL's authority", "//app.example/client", http.StatusBadRequest},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			idp := newTestIdP(t)
+			e := newTokEnv(t, withTrustedIdP(idp), func(c *Config) { c.IdentityProviders[0].Name = "https" })
+			a := e.redeem(t, tConf+":"+tSecret, idp.idJAG(t, e, func(c jwt.MapClaims, _ *jwt.Token) { c["sub"] = tt.sub }), nil)
+			if a.status != tt.wantStatus {
+				t.Fatalf("ID-JAG of %q at provider https = %d %s, want %d", tt.sub, a.status, a.raw, tt.wantStatus)
+			}
+			var u User
+			err := e.get(bucketUsers, "https:"+tt.sub, &u)
+			if tt.wantStatus != http.StatusOK {
+				if a.str("access_token") != "" || !errors.Is(err, store.ErrNotFound) {
+					t.Errorf("refused ID-JAG: token %q, user stored %v; want neither", a.str("access_token"), err)
+				}
+			} else if err != nil {
+				t.Errorf("admitted ID-JAG: user https:%s not stored: %v", tt.sub, err)
+			}
+		})
+	}
 }
 
 // TestIdPSignInAnswers: what the provider answers decides the sign-in:
