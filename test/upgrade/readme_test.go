@@ -25,3 +25,34 @@ func TestREADMENamesPreviousRelease(t *testing.T) {
 		}
 	}
 }
+
+// TestREADMEUpgradingParagraphsOnce: no change is described twice in
+// README's Upgrading list. A fix that rewrites a paragraph of its
+// release, picked where the paragraph it rewrote had been picked too,
+// left both, the outdated one first ("HFS+ drop default-ignorable
+// characters" beside the paragraph that took HFS+ back out), so an
+// operator read two answers to one question.
+func TestREADMEUpgradingParagraphsOnce(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, upgrading, ok := strings.Cut(string(b), "\n## Upgrading\n")
+	if !ok {
+		t.Fatal("README has no Upgrading section")
+	}
+	upgrading, _, _ = strings.Cut(upgrading, "\n## ")
+	// Paragraphs of one change begin alike past their release's words
+	// and the refusal they name; two changes part well before this.
+	const same = 200
+	seen := map[string]int{}
+	for i, p := range strings.Split(upgrading, "\n\n") {
+		if !strings.HasPrefix(p, "**Since ") || len(p) < same {
+			continue
+		}
+		if j, dup := seen[p[:same]]; dup {
+			t.Errorf("Upgrading paragraphs %d and %d begin alike, one change described twice:\n%s", j, i, p[:same])
+		}
+		seen[p[:same]] = i
+	}
+}
