@@ -258,3 +258,50 @@ func hasAll(list []string, want ...string) bool {
 	}
 	return true
 }
+
+// TestRefreshDelegationActorRevokedByEarlierRelease: an instance of
+// 1370cef, beside this release on one database or after a downgrade,
+// revoking the agent token a delegated code was redeemed with walks the
+// derived records this release wrote and takes the grant's (grantChild)
+// for a token's: it writes the grant's marker alone, as it writes it
+// here, and leaves the grant and its refresh token. The delegation then
+// refreshed, at both releases, into access tokens refused until the
+// agent token's end and taken again after it. This release's refresh
+// now ends it as its own revocation does (the upgrade test runs it with
+// 1370cef's binary: TestUpgradeFromPreviousRelease).
+func TestRefreshDelegationActorRevokedByEarlierRelease(t *testing.T) {
+	e := newTokEnv(t)
+	leaked := e.agentToken(t, tAgent1, tAgentSecret)
+	delegated := e.delegated(t, tAgent1, leaked, "read", "offline_access")
+	_, ac := claimsOf(t, leaked)
+	_, dc := claimsOf(t, delegated.AccessToken)
+	gid, _ := dc["gid"].(string)
+	exp := time.Unix(int64(ac["exp"].(float64)), 0)
+	// What 1370cef's revokeTokenTree writes for the actor token and its
+	// derived child grantChild+gid.
+	err := e.store.Update(t.Context(), func(tx store.Tx) error {
+		revs := revocationsIn(tx)
+		if err := revs.revokeToken(ac["jti"].(string), exp); err != nil {
+			return err
+		}
+		return revs.revokeToken(grantChild+gid, exp)
+	})
+	if err != nil || gid == "" {
+		t.Fatalf("the earlier release's revocation (grant %q): %v", gid, err)
+	}
+	refresh := func() answer {
+		return e.post(t, pathToken, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {delegated.RefreshToken}, "client_id": {tPublic}}, "")
+	}
+	if a := refresh(); a.status != http.StatusBadRequest || a.str("error") != "invalid_grant" {
+		t.Fatalf("refresh of the delegation whose actor token 1370cef revoked = %d %s, want 400 invalid_grant", a.status, a.raw)
+	}
+	var g *grant
+	if err := e.store.View(t.Context(), func(tx store.Tx) (err error) { g, err = grantsIn(tx).get(gid); return err }); err != nil || !g.Revoked {
+		t.Fatalf("the delegation after its refresh was refused: %+v, %v; want revoked", g, err)
+	}
+	// Past the agent token's end, its marker gone, still ended.
+	e.clock.Advance(exp.Sub(e.clock.Now()) + time.Hour)
+	if a := refresh(); a.status != http.StatusBadRequest || a.str("error") != "invalid_grant" {
+		t.Errorf("refresh past the actor token's end = %d %s, want 400 invalid_grant", a.status, a.raw)
+	}
+}

@@ -27,13 +27,16 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 	}
 	var rec *refreshToken
 	var g *grant
-	var current bool
+	var current, marked bool
 	err := i.store.View(ctx, func(tx store.Tx) error {
 		var err error
 		if rec, g, err = refreshIn(tx).family(rt); err != nil {
 			return err
 		}
-		current, err = i.creds.grantCurrent(tx, g)
+		if current, err = i.creds.grantCurrent(tx, g); err != nil || g.Actor == "" || g.Revoked {
+			return err
+		}
+		marked, err = revocationsIn(tx).revoked("", g.ID)
 		return err
 	})
 	if errors.Is(err, store.ErrNotFound) {
@@ -76,6 +79,20 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 	// family would give an access token already expired (exp is whole
 	// seconds, capped at the grant's end): it counts as ended.
 	if g.Revoked || g.ExpiresAt.Sub(now) < time.Second || !now.Before(rec.ExpiresAt) || !i.issued(g.Issuer) {
+		return nil, ErrInvalidGrant.WithDescription("invalid, expired or revoked refresh token")
+	}
+	if marked {
+		// A delegation whose tokens are refused by its grant's marker but
+		// which is not revoked: an instance of an earlier release
+		// (1370cef) revoked the agent token it was redeemed with, walking
+		// the derived records, and took the grant's record there
+		// (grantChild) for a token's, writing its marker alone. Ended
+		// here as this release ends it, refresh token and all, rather
+		// than refreshing into tokens refused until the agent token's
+		// end and taken again after it.
+		if err := i.store.Update(ctx, func(tx store.Tx) error { return grantsIn(tx).revoke(g.ID, i.revokeUntil()) }); err != nil {
+			return nil, fmt.Errorf("revoke the delegation of a revoked actor token: %w", err)
+		}
 		return nil, ErrInvalidGrant.WithDescription("invalid, expired or revoked refresh token")
 	}
 	if !current {

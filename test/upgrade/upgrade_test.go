@@ -157,6 +157,7 @@ func testUpgradeFrom(t *testing.T, rev string) {
 		// an access token ended that token alone.)
 		if !legacy {
 			revokeActorAtOld(t, d, atNew, userAT)
+			revokeDelegationActorAtOld(t, d, atNew)
 		}
 		for _, gw := range []string{d.issuer, atNew} {
 			if code := call(t, d.ctx, gw+"/mcp", d.cc); code != http.StatusOK {
@@ -362,6 +363,49 @@ func revokeActorAtOld(t *testing.T, d *deployment, atNew, userAT string) {
 	}
 	if code := call(t, d.ctx, atNew+"/mcp", userAT); code != http.StatusOK {
 		t.Errorf("the subject token after its exchange's actor token was revoked = %d, want 200", code)
+	}
+}
+
+// revokeDelegationActorAtOld: a delegated code (requested_actor)
+// redeemed at this release's instance with the agent's own token as
+// actor_token, recorded under that token (derived, grantChild), which the
+// agent then revokes at the previous release's instance. That one takes
+// the grant's record for a token's and writes the grant's marker alone:
+// the delegation's access tokens are refused at once, and its refresh
+// token is refused by this release's refresh, which ends the grant, so
+// that the previous release refuses it too (README, Upgrading).
+func revokeDelegationActorAtOld(t *testing.T, d *deployment, atNew string) {
+	t.Helper()
+	ctx := d.ctx
+	actor := clientCredentials(t, ctx, atNew+"/token", "a-empty", d.agentSecret, d.resource)
+	cfg := d.md.Config("app", redirectURI, "notes:read", "offline_access")
+	cfg.Endpoint.TokenURL = atNew + "/token"
+	ar := harness.NewAuthRequest(cfg, d.resource)
+	q, err := d.robot.Authorize(ctx, ar.URL+"&requested_actor=a-empty")
+	if err != nil || q.Get("code") == "" {
+		t.Fatalf("authorize with requested_actor = %v, %v", q, err)
+	}
+	tok, err := cfg.Exchange(ctx, q.Get("code"), oauth2.VerifierOption(ar.Verifier),
+		oauth2.SetAuthURLParam("resource", d.resource), oauth2.SetAuthURLParam("actor_token", actor))
+	if err != nil || tok.RefreshToken == "" {
+		t.Fatalf("delegated code redeemed at this release's instance: %v, %v", tok, err)
+	}
+	revokeAs(t, ctx, d.issuer+"/revoke", "a-empty", d.agentSecret, actor)
+	for _, gw := range []string{d.issuer, atNew} {
+		code := 0
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			if code = call(t, ctx, gw+"/mcp", tok.AccessToken); code == http.StatusUnauthorized {
+				break
+			}
+		}
+		if code != http.StatusUnauthorized {
+			t.Errorf("a delegation redeemed at this release with an actor token revoked at the previous release: its access token at the gateway of %s = %d, want 401", gw, code)
+		}
+	}
+	for _, at := range []string{atNew, d.issuer} {
+		if r := refresh(t, ctx, at, "app", tok.RefreshToken, d.resource); r.Status != http.StatusBadRequest || r.Error != "invalid_grant" {
+			t.Errorf("refresh at %s of a delegation whose actor token the previous release revoked = %d %s, want 400 invalid_grant", at, r.Status, r.Error)
+		}
 	}
 }
 
