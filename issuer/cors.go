@@ -8,7 +8,11 @@ import "net/http"
 // userinfo). A wildcard origin is safe there: none of them uses cookies,
 // and browsers never send credentials to a wildcard-origin response.
 // The cookie-based pages (authorize, login, consent) are not wrapped.
-func cors(h http.HandlerFunc) http.HandlerFunc {
+// allow is what the handler serves, the Allow of its 405 (RFC 9110
+// section 10.2.1: the methods the target resource supports); the
+// preflight's Allow is it and OPTIONS.
+func cors(h http.HandlerFunc, allow string) http.HandlerFunc {
+	allow += ", OPTIONS"
 	return func(w http.ResponseWriter, r *http.Request) {
 		hd := w.Header()
 		hd.Set("Access-Control-Allow-Origin", "*")
@@ -17,7 +21,7 @@ func cors(h http.HandlerFunc) http.HandlerFunc {
 			// Authorization is never covered by a wildcard; list it.
 			hd.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, MCP-Protocol-Version, DPoP")
 			hd.Set("Access-Control-Max-Age", "86400")
-			hd.Set("Allow", "GET, POST, OPTIONS")
+			hd.Set("Allow", allow)
 			w.WriteHeader(http.StatusNoContent)
 			return
 		}
@@ -25,3 +29,9 @@ func cors(h http.HandlerFunc) http.HandlerFunc {
 		h(w, r)
 	}
 }
+
+// The methods of the back-channel endpoints, as their 405s list them.
+const (
+	allowPost = "POST"      // token, PAR, registration, revocation, introspection
+	allowGet  = "GET, HEAD" // metadata, JWKS
+)

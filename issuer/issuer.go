@@ -177,13 +177,13 @@ func New(cfg Config, st store.Store) (*Issuer, error) {
 	}
 	i.routes = map[string]http.HandlerFunc{
 		i.base + pathAuthorize:  i.handleAuthorize,
-		i.base + pathToken:      cors(i.handleToken),
-		i.base + pathPAR:        cors(i.handlePAR),
-		i.base + pathRegister:   cors(i.handleRegister),
-		i.base + pathRevoke:     cors(i.handleRevoke),
-		i.base + pathIntrospect: cors(i.handleIntrospect),
-		i.base + pathUserinfo:   cors(i.handleUserinfo),
-		i.base + pathJWKS:       cors(i.handleJWKS),
+		i.base + pathToken:      cors(i.handleToken, allowPost),
+		i.base + pathPAR:        cors(i.handlePAR, allowPost),
+		i.base + pathRegister:   cors(i.handleRegister, allowPost),
+		i.base + pathRevoke:     cors(i.handleRevoke, allowPost),
+		i.base + pathIntrospect: cors(i.handleIntrospect, allowPost),
+		i.base + pathUserinfo:   cors(i.handleUserinfo, "GET, POST"),
+		i.base + pathJWKS:       cors(i.handleJWKS, allowGet),
 		i.base + pathLogin:      i.handleLogin,
 		i.base + pathConsent:    i.handleConsent,
 		i.base + pathLogout:     i.handleLogout,
@@ -195,7 +195,7 @@ func New(cfg Config, st store.Store) (*Issuer, error) {
 		i.routes[i.base+pathLogin+"/"+name+"/callback"] = i.idpCallback(p)
 	}
 	tail := i.base // "" or "/t1"
-	meta := cors(i.handleMetadata)
+	meta := cors(i.handleMetadata, allowGet)
 	i.wellKnown = map[string]http.HandlerFunc{
 		"/.well-known/oauth-authorization-server" + tail: meta,
 		"/.well-known/openid-configuration" + tail:       meta,

@@ -167,3 +167,35 @@ func TestCORSPreflight(t *testing.T) {
 		t.Error("authorize answers CORS")
 	}
 }
+
+// TestCORSPreflightAllow: a preflight's Allow lists what the endpoint
+// serves (the Allow of its own 405) and OPTIONS; it said GET, POST,
+// OPTIONS everywhere, POST where metadata and JWKS refuse it, GET where
+// the token endpoint refuses it, and not HEAD, which they serve.
+func TestCORSPreflightAllow(t *testing.T) {
+	e := newTokEnv(t, withPath("/t1"))
+	for p, want := range map[string]string{
+		"/.well-known/oauth-authorization-server/t1": "GET, HEAD",
+		"/.well-known/openid-configuration/t1":       "GET, HEAD",
+		"/t1/jwks":                                   "GET, HEAD",
+		"/t1/token":                                  "POST",
+		"/t1/par":                                    "POST",
+		"/t1/register":                               "POST",
+		"/t1/revoke":                                 "POST",
+		"/t1/introspect":                             "POST",
+		"/t1/userinfo":                               "GET, POST",
+	} {
+		req, _ := http.NewRequest(http.MethodPut, e.srv.URL+p, nil)
+		a := e.do(t, req)
+		if a.status != http.StatusMethodNotAllowed || a.header.Get("Allow") != want {
+			t.Errorf("PUT %s = %d, Allow %q; want 405, %q", p, a.status, a.header.Get("Allow"), want)
+		}
+		req, _ = http.NewRequest(http.MethodOptions, e.srv.URL+p, nil)
+		req.Header.Set("Origin", "https://app.example.com")
+		req.Header.Set("Access-Control-Request-Method", "POST")
+		a = e.do(t, req)
+		if got := a.header.Get("Allow"); a.status != http.StatusNoContent || got != want+", OPTIONS" {
+			t.Errorf("OPTIONS %s = %d, Allow %q; want 204, %q", p, a.status, got, want+", OPTIONS")
+		}
+	}
+}
