@@ -179,7 +179,6 @@ func New(cfg Config, st store.Store) (*Issuer, error) {
 		i.base + pathAuthorize:  i.handleAuthorize,
 		i.base + pathToken:      cors(i.handleToken, allowPost),
 		i.base + pathPAR:        cors(i.handlePAR, allowPost),
-		i.base + pathRegister:   cors(i.handleRegister, allowPost),
 		i.base + pathRevoke:     cors(i.handleRevoke, allowPost),
 		i.base + pathIntrospect: cors(i.handleIntrospect, allowPost),
 		i.base + pathUserinfo:   cors(i.handleUserinfo, "GET, POST"),
@@ -189,6 +188,13 @@ func New(cfg Config, st store.Store) (*Issuer, error) {
 		i.base + pathLogout:     i.handleLogout,
 		i.base + pathApps:       i.handleApps,
 		i.base + pathHealth:     i.handleHealth,
+	}
+	// Registration turned off answers 404 to every method, a preflight
+	// too: not 204 saying POST is allowed where POST is not found. The
+	// route stays the issuer's (Match), so nothing behind it answers.
+	i.routes[i.base+pathRegister] = i.handleRegister
+	if !i.cfg.DisableRegistration {
+		i.routes[i.base+pathRegister] = cors(i.handleRegister, allowPost)
 	}
 	for name, p := range i.idps {
 		i.routes[i.base+pathLogin+"/"+name] = i.idpStart(p)

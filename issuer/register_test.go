@@ -553,6 +553,19 @@ func TestRegisterDisabled(t *testing.T) {
 	if n := e.count(bucketClients); n != 0 {
 		t.Errorf("clients = %d, want 0", n)
 	}
+	// A browser's preflight is not told POST is allowed there.
+	req, _ := http.NewRequest(http.MethodOptions, e.url(pathRegister, nil), nil)
+	req.Header.Set("Origin", "https://app.example.com")
+	req.Header.Set("Access-Control-Request-Method", "POST")
+	req.Header.Set("Access-Control-Request-Headers", "content-type")
+	resp, err = e.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound || resp.Header.Get("Access-Control-Allow-Origin") != "" || resp.Header.Get("Allow") != "" {
+		t.Errorf("OPTIONS = %d, %v; want 404 without CORS or Allow", resp.StatusCode, resp.Header)
+	}
 }
 
 func TestIsLoopbackHost(t *testing.T) {
