@@ -985,6 +985,7 @@ func (p *policy) decideTemplate(pr *principal, uri string) (decision, error) {
 // template servers publish.
 func checkTemplateText(t string) error {
 	var letter, empty strings.Builder
+	var in standIn
 	for rest := t; rest != ""; {
 		i := strings.IndexByte(rest, '{')
 		if i < 0 {
@@ -994,10 +995,13 @@ func checkTemplateText(t string) error {
 		}
 		letter.WriteString(rest[:i])
 		empty.WriteString(rest[:i])
+		in.read(rest[:i])
 		// An expression without its '}' runs to the end, as
 		// continuations reads it.
 		expr, after, _ := strings.Cut(rest[i+1:], "}")
-		letter.WriteByte(templateStandIn(letter.String()))
+		c := in.next()
+		letter.WriteByte(c)
+		in.readByte(c)
 		if strings.HasPrefix(expr, ".") {
 			empty.WriteByte('.')
 		}
@@ -1019,11 +1023,39 @@ func checkTemplateText(t string) error {
 	return nil
 }
 
-// templateStandIn is what checkTemplateText reads an expression after
-// the text before as: a digit where it is a port (after a ':' in the
-// authority), a letter elsewhere.
-func templateStandIn(before string) byte {
-	if _, auth, ok := strings.Cut(before, "//"); ok && strings.HasSuffix(auth, ":") && !strings.ContainsAny(auth, "/?#") {
+// standIn is what checkTemplateText reads an expression as after the
+// text before it: a digit where it is a port (after a ':' in the
+// authority, the text after the first "//" up to a '/', '?' or '#'), a
+// letter elsewhere. It follows that text as it is read, so each
+// expression costs nothing more: looking through the whole text before
+// each made a template of many expressions ("x:{}{}…", 1 MiB) cost
+// seconds.
+type standIn struct {
+	state int  // 0 before the first "//", 1 in the authority it begins, 2 after
+	last  byte // the last byte read
+}
+
+// read follows text, the next bytes of the template as read.
+func (s *standIn) read(text string) {
+	for i := 0; i < len(text); i++ {
+		s.readByte(text[i])
+	}
+}
+
+// readByte follows the next byte of the template as read.
+func (s *standIn) readByte(c byte) {
+	switch {
+	case s.state == 0 && c == '/' && s.last == '/':
+		s.state = 1
+	case s.state == 1 && (c == '/' || c == '?' || c == '#'):
+		s.state = 2
+	}
+	s.last = c
+}
+
+// next is the stand-in for an expression after the text read so far.
+func (s *standIn) next() byte {
+	if s.state == 1 && s.last == ':' {
 		return '1'
 	}
 	return 'x'

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -898,5 +899,47 @@ func TestResourceURIRefusalHidesUserInfo(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestTemplateManyExpressionsCostLinear: checkTemplateText costs a
+// template's length, whatever its number of expressions. It read the
+// whole text before each expression again to tell a port from a name, so
+// a completion/complete of a 1 MiB template (any caller, whatever its
+// scopes) cost seconds to minutes of CPU, and a server's
+// resources/templates/list as much per template: "x:{}{}…" 7 s,
+// "x:/{a}/{a}/…" 25 s, "x://a:{}:{}…" about 6 minutes. Each takes well
+// under a second now (up to 500 ms under the race detector); one still
+// running after 5 s fails the test.
+func TestTemplateManyExpressionsCostLinear(t *testing.T) {
+	const size = 1 << 20
+	for _, tmpl := range []string{
+		"x:" + strings.Repeat("{}", size/2),      // no "//": each expression looked for one
+		"x://a" + strings.Repeat(":{}", size/12), // the authority read to its end before each port (21 s at 256 KiB)
+		"x:/" + strings.Repeat("{a}/", size/4),   // no "//" either
+		"x://a" + strings.Repeat("{}", size/2),
+	} {
+		done := make(chan time.Duration, 1)
+		go func() {
+			start := time.Now()
+			checkTemplateText(tmpl)
+			done <- time.Since(start)
+		}()
+		select {
+		case took := <-done:
+			t.Logf("checkTemplateText of %q… (%d bytes): %v", tmpl[:12], len(tmpl), took)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("checkTemplateText of %q… (%d bytes) still running after 5 s", tmpl[:12], len(tmpl))
+		}
+	}
+}
+
+// BenchmarkTemplateManyExpressions: a 1 MiB template of empty
+// expressions, the most a completion/complete may carry (7 s when each
+// expression read the text before it again).
+func BenchmarkTemplateManyExpressions(b *testing.B) {
+	tmpl := "x:" + strings.Repeat("{}", 1<<19-1)
+	for b.Loop() {
+		checkTemplateText(tmpl)
 	}
 }
