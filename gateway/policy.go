@@ -975,52 +975,84 @@ func (p *policy) decideTemplate(pr *principal, uri string) (decision, error) {
 // expression expanded to a letter (a digit where it is a port:
 // "postgres://{host}:{port}/{db}"), the template must be a URI checkURI
 // accepts, so its text has no dot segment in any spelling ("/../",
-// "/%2e%2e/") nor anything else a server resolves or rewrites; and read
-// with each expression expanded to nothing (an undefined variable) but a
-// '.' expression to its '.' (an empty value), no segment may be ".."
-// ("/secret/{a}.{b}./etc" is /etc then), which every resolver reads as
-// the parent. A single dot stays in its directory, which the rules that
-// extend the literal cover; three dots or more are a name but to
-// Windows, and "compare/{base}...{head}" (a range of commits) is a
-// template servers publish.
+// "/%2e%2e/") nor anything else a server resolves or rewrites; and no
+// segment may be ".." ("/secret/{a}.{b}./etc" is /etc then), which every
+// resolver reads as the parent, when each expression expands to nothing
+// (its variables undefined) but a '.' expression to a '.' for each of its
+// variables that is an empty value, as many as it likes when exploded
+// ("{.a,b}" and "{.list*}" are ".." then, "..{.a}" is ".." with a
+// undefined: dotSegmentByEmpties). A single dot stays in its directory,
+// which the rules that extend the literal cover; three dots or more are
+// a name but to Windows, and "compare/{base}...{head}" (a range of
+// commits) is a template servers publish.
 func checkTemplateText(t string) error {
-	var letter, empty strings.Builder
+	var letter strings.Builder
 	var in standIn
 	for rest := t; rest != ""; {
 		i := strings.IndexByte(rest, '{')
 		if i < 0 {
 			letter.WriteString(rest)
-			empty.WriteString(rest)
 			break
 		}
 		letter.WriteString(rest[:i])
-		empty.WriteString(rest[:i])
 		in.read(rest[:i])
 		// An expression without its '}' runs to the end, as
 		// continuations reads it.
-		expr, after, _ := strings.Cut(rest[i+1:], "}")
+		_, after, _ := strings.Cut(rest[i+1:], "}")
 		c := in.next()
 		letter.WriteByte(c)
 		in.readByte(c)
-		if strings.HasPrefix(expr, ".") {
-			empty.WriteByte('.')
-		}
 		rest = after
 	}
 	if err := checkURI(letter.String()); err != nil {
 		return fmt.Errorf("resource template %q, its expressions read as text: %w", shownURI(t), err)
 	}
-	start, e := 0, empty.String()
-	for i := 0; i <= len(e); i++ {
-		if i < len(e) && strings.IndexByte("/?#;", e[i]) < 0 {
-			continue
-		}
-		if strings.ReplaceAll(e[start:i], "%20", "") == ".." {
-			return fmt.Errorf("resource template %q has a dot segment when its variables expand to nothing", t)
-		}
-		start = i + 1
+	if dotSegmentByEmpties(t) {
+		return fmt.Errorf("resource template %q has a dot segment when its variables are undefined or empty", shownURI(t))
 	}
 	return nil
+}
+
+// dotSegmentByEmpties reports whether a segment of template t (between
+// '/', '?', '#' and ';') can expand to ".." (" %20" dropped) with its
+// variables undefined or empty: a segment of literal dots and
+// expressions only, its literal dots at most two, and its '.'
+// expressions able to add the rest, one dot per variable ("{.a,b}" adds
+// none, one or two), any number when exploded ("{.list*}").
+func dotSegmentByEmpties(t string) bool {
+	// lit counts the segment's literal dots, more the dots its '.'
+	// expressions can add (-1: any number), other whether it has
+	// anything else.
+	lit, more, other := 0, 0, false
+	for i := 0; i <= len(t); i++ {
+		switch {
+		case i == len(t) || strings.IndexByte("/?#;", t[i]) >= 0:
+			if !other && lit <= 2 && (more < 0 || lit+more >= 2) {
+				return true
+			}
+			lit, more, other = 0, 0, false
+		case t[i] == '{':
+			expr, _, ok := strings.Cut(t[i+1:], "}")
+			if !ok {
+				return false // runs to the end; checkURI refused it
+			}
+			if strings.HasPrefix(expr, ".") && more >= 0 {
+				if strings.Contains(expr, "*") {
+					more = -1
+				} else {
+					more += strings.Count(expr, ",") + 1
+				}
+			}
+			i += len(expr) + 1
+		case t[i] == '.':
+			lit++
+		case strings.HasPrefix(t[i:], "%20"):
+			i += 2
+		default:
+			other = true
+		}
+	}
+	return false
 }
 
 // standIn is what checkTemplateText reads an expression as after the

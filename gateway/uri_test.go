@@ -796,6 +796,37 @@ func TestTemplateTextAfterItsFirstExpression(t *testing.T) {
 	}
 }
 
+// TestTemplateTextDotsOfEmptyValues: a '.' expression of several
+// variables expands to a '.' for each that is an empty string, and an
+// exploded one to a '.' for each empty item (RFC 6570 3.2.5), and an
+// undefined variable adds nothing: file:///srv/secret/{.a,b}/x with a
+// and b empty, or {.list*} with two empty items, or ..{.a} with a
+// undefined, expands to file:///srv/secret/../x, under file:///srv/.
+// 6673d93 read each '.' expression as a single '.', so these passed
+// under files:secret alone; they are refused as {a}{.b}{.c} is.
+func TestTemplateTextDotsOfEmptyValues(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.ResourceRules = []Rule{
+		{Pattern: "file:///srv/secret/", Scopes: []string{"files:secret"}},
+		{Pattern: "file:///srv/", Scopes: []string{"files:read"}},
+	}
+	fine := []string{"file:///srv/secret/x{.list*}/y", "file:///srv/secret/{.a}/y", "file:///srv/secret/{name}{.a,b}.gz",
+		"file:///srv/secret/{name}.{.a,b}{.c}x"}
+	leaving := []string{"file:///srv/secret/{.a,b}/x", "file:///srv/secret/{.list*}/x", "file:///srv/secret/..{.a}/x",
+		"file:///srv/secret/{/d}{.a,b,c}/x", "file:///srv/secret/{x}{.a}{.list*}/x", "file:///srv/secret/{.a,b}", "file:///srv/secret/{name}{.a,b}"}
+	for _, tpl := range leaving {
+		if err := checkTemplateText(tpl); err == nil {
+			t.Errorf("checkTemplateText(%q) passed", tpl)
+		}
+	}
+	templates := append(slices.Clone(fine), leaving...)
+	for _, scope := range []string{"mcp files:secret", "mcp files:secret files:read"} {
+		t.Run(scope, func(t *testing.T) {
+			templatesHarness(t, cfg, scope, templates, fine)
+		})
+	}
+}
+
 // TestTemplateBeforeACaseVariantOfARule: a resource template whose text
 // before the first '{' a rule's prefix extends when case is ignored
 // needs that rule too, for non-ASCII characters as for ASCII letters: a
