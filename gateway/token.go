@@ -601,8 +601,12 @@ func clientOwnToken(p *principal, payload []byte) bool {
 			return true // not a string: nothing says user
 		}
 	}
+	// Keycloak names a client's service account "service-account-" and
+	// the client id, lower-cased: compared as that, not by Unicode's
+	// folding, under which a user named "\u017fervice-account-app" (long
+	// s) would be the client's service account.
 	return gty == "client-credentials" || idtyp == "app" ||
-		strings.EqualFold(username, "service-account-"+p.clientID)
+		username == "service-account-"+strings.ToLower(p.clientID)
 }
 
 // describeTokenError maps a validation failure to a fixed description.

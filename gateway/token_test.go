@@ -168,6 +168,11 @@ func TestForeignClientTokens(t *testing.T) {
 		{"a user (Entra ID)", map[string]any{"sub": "alice-oid", "client_id": "svc-app", "idtyp": "user"}, false},
 		{"a user (Keycloak)", map[string]any{"sub": "a1-uuid", "client_id": "svc-app", "preferred_username": "alice"}, false},
 		{"a user named like a service account of another client", map[string]any{"sub": "a2-uuid", "client_id": "svc-app", "preferred_username": "service-account-other"}, false},
+		// Keycloak names a service account "service-account-" and the
+		// client id, lower-cased; a user whose name folds to it under
+		// Unicode's simple folding (U+017F, long s, folds to s) is a user.
+		{"a user named like a service account in another case", map[string]any{"sub": "a3-uuid", "client_id": "svc-app", "preferred_username": "\u017fervice-account-svc-app"}, false},
+		{"a user named like a service account with a Kelvin sign", map[string]any{"sub": "a4-uuid", "client_id": "k-app", "preferred_username": "service-account-\u212a-app"}, false},
 		// Claim names are case-sensitive (RFC 7519 section 4): a lone
 		// variant is another claim, which an issuer that lets users name
 		// claims of their own would sign for a user.
