@@ -89,7 +89,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // rewrite keeps token_endpoint_auth_signing_alg.
 const (
 	// previousRelease is the commit of the last release: move it on at each.
-	previousRelease = "1370cef"
+	previousRelease = "561ca81"
 	// legacyRelease stored [] as no list and kept neither alg member.
 	legacyRelease = "0c11651"
 )
