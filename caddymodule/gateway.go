@@ -298,10 +298,15 @@ func (l localIssuer) PublicKey(ctx context.Context, kid string) (any, error) {
 // published, whatever exp it carries.
 // Like Revoked, they ask the issuers of the apps that replaced this one
 // too (App.next), which alone see a key withdrawn after the reload.
+// Each app of the chain counts one besides its withdrawals: an app
+// that replaced this one read the keys when it started, and a key
+// withdrawn at another instance before then, which this app had not
+// read yet, is missing there without being counted as a withdrawal;
+// its joining the chain is one.
 func (l localIssuer) Withdrawals() uint64 {
 	var n uint64
 	for a := l.app; a != nil; a = a.next.Load() {
-		n += a.iss.Withdrawals()
+		n += a.iss.Withdrawals() + 1
 	}
 	return n
 }

@@ -917,6 +917,70 @@ func TestGatewayHandlerLocalKeyWithdrawn(t *testing.T) {
 	}
 }
 
+// TestGatewayHandlerKeyWithdrawnBeforeReload: a key withdrawn at
+// another instance on the same store, seen by the configuration a
+// reload starts when it reads the keys, ends the event streams of the
+// tokens it signed at the gateways of the configuration replaced too,
+// whose requests still in flight (a call runs on, an event-stream answer
+// for up to 30 s) ask the issuers that replaced theirs (App.next). The
+// replaced app stops reading the keys at the reload, having read them
+// last before the withdrawal, and the replacing one does not count a
+// withdrawal it did not see happen: the apps' withdrawals added up as
+// before, and the stream went on without its key being looked up again.
+func TestGatewayHandlerKeyWithdrawnBeforeReload(t *testing.T) {
+	cfg := testApp(t)
+	ctx := caddyContext(t, cfg)
+	h := &GatewayHandler{Resource: gatewayResource, Scopes: []string{"mcp"}, Tools: []Rule{{Match: "*"}}}
+	if err := h.Provision(ctx); err != nil {
+		t.Fatalf("Provision() = %v", err)
+	}
+	replaced := startApp(t, ctx)
+	code, tok := token(t, ctx, "mcp")
+	if code != http.StatusOK {
+		t.Fatalf("token = %d", code)
+	}
+	opened, ended := make(chan struct{}), make(chan struct{})
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		close(opened)
+		<-r.Context().Done() // as reverse_proxy does when its request is cancelled
+		close(ended)
+		return nil
+	})
+	served := make(chan error, 1)
+	go func() { served <- h.ServeHTTP(httptest.NewRecorder(), mcpRequest(tok), next) }()
+	<-opened
+	parsed, _, err := jwt.NewParser().ParseUnverified(tok, jwt.MapClaims{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kid, _ := parsed.Header["kid"].(string)
+	// The reload stops the replaced app's watch, which read the keys
+	// last before the withdrawal.
+	replaced.stop()
+	<-replaced.done
+	other := startApp(t, caddyContext(t, cfg))
+	if _, err := other.Issuer().WithdrawSigningKeys(t.Context(), kid); err != nil {
+		t.Fatalf("WithdrawSigningKeys() = %v", err)
+	}
+	running := startApp(t, caddyContext(t, cfg))
+	if _, err := running.Issuer().PublicKey(t.Context(), kid); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the replacing app's PublicKey(withdrawn kid) = %v, want store.ErrNotFound", err)
+	}
+	replaced.next.Store(running)
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		h.gw.Stop(gateway.StopWait)
+		<-ended
+		t.Fatal("event stream of a token whose key was withdrawn before the reload still open 5 s after the replacing app took over")
+	}
+	if err := <-served; err != nil {
+		t.Errorf("ServeHTTP() = %v", err)
+	}
+}
+
 // TestGatewayHandlerLocalKeysUnreadable: a token whose kid the local
 // issuer has not loaded, met while its store cannot be read (closed
 // here; PostgreSQL down in production), is answered 503 with no Bearer
