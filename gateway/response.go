@@ -559,30 +559,34 @@ func (rw *responseWriter) WriteHeader(code int) {
 	// watch: the answer is read for a tools list (a filter, or pinning);
 	// with task ids to wrap only, an answer that cannot be read passes.
 	watch := rw.filter != nil || rw.x.pinned || rw.resources()
-	// Every 2026-07-28 event stream or JSON answer is read, if only for
-	// other callers' notifications/tasks (mayBeTaskStatus): a
-	// completion/complete's, which nothing else reads without pinning or
-	// resource rules, and one of a type clients read as JSON.
-	if (watch || rw.rewrites() || rw.x.rev.bindsTaskIDs() && (isEventStream(ct) || containsFold(ct, "json"))) && read {
+	// statuses: every 2026-07-28 answer a client may read as events or
+	// JSON (by any of its types, as anyEventStream and anyJSON look) is
+	// read, if only for other callers' notifications/tasks
+	// (mayBeTaskStatus): a completion/complete's, which nothing else
+	// reads without pinning or resource rules, and one of a type
+	// clients read as JSON. So it must be read as the client reads it,
+	// as a watched answer is: uncompressed, of one type, in UTF-8.
+	statuses := rw.x.rev.bindsTaskIDs() && (anyEventStream(cts) || anyJSON(cts))
+	if (watch || rw.rewrites() || statuses) && read {
 		mt := mediaType(ct)
 		switch {
-		case encoded(h) && watch:
+		case encoded(h) && (watch || statuses):
 			// The gateway asks for answers it can read uncompressed; an
 			// upstream that compresses all the same cannot be read.
 			rw.mode = modeRefuse
 			return
-		case len(cts) > 1 && watch:
+		case len(cts) > 1 && (watch || statuses):
 			// Clients join the values or take either one: the type the
 			// client reads is not known.
 			rw.mode = modeRefuse
 			return
-		case watch && (mt == "application/json" || mt == "text/event-stream") && !utf8Type(ct):
+		case (watch || statuses) && (mt == "application/json" || mt == "text/event-stream") && !utf8Type(ct):
 			// A client may decode the body in the charset the type
 			// names (utf8Type), and read in it what the gateway,
 			// reading UTF-8, does not see.
 			rw.mode = modeRefuse
 			return
-		case mt != "text/event-stream" && (code < 300 && rw.x.r.Method == http.MethodGet || containsFold(ct, "text/event-stream")) && (watch || rw.tasks || rw.states):
+		case mt != "text/event-stream" && (code < 300 && rw.x.r.Method == http.MethodGet || containsFold(ct, "text/event-stream")) && (watch || rw.tasks || rw.states || statuses):
 			// Clients read a GET's body as events whatever its type, and
 			// take "text/event-stream" anywhere in the type for a stream
 			// (the TypeScript SDK's includes()): such an answer cannot be
@@ -707,6 +711,18 @@ func namesCharset(ct string) bool {
 func anyEventStream(cts []string) bool {
 	for _, ct := range cts {
 		if containsFold(ct, "text/event-stream") {
+			return true
+		}
+	}
+	return false
+}
+
+// anyJSON reports whether any of the Content-Type values names JSON,
+// as clients look for it (the Python SDK by prefix, the TypeScript SDK
+// anywhere).
+func anyJSON(cts []string) bool {
+	for _, ct := range cts {
+		if containsFold(ct, "json") {
 			return true
 		}
 	}

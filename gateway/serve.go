@@ -1222,10 +1222,11 @@ func (x *exchange) forwardsHeader(name string) bool {
 		// A compressed answer could not be read (list filters, task
 		// ids, request states, an initialize result's capabilities, caching
 		// hints, a resources/read's contents, and with pinning every
-		// answer): the upstream answers
+		// answer, and in 2026-07-28 every answer, for other callers'
+		// notifications/tasks): the upstream answers
 		// uncompressed, or the transport decodes.
 		// (x.rw is made before the upstream request.)
-		return !x.pinned && !x.asksLists() && !x.rewritesTasks() && !x.rewritesStates() && !x.rewritesCache() && !x.rw.resources() && x.initializeIDs() == nil
+		return !x.pinned && !x.rev.bindsTaskIDs() && !x.asksLists() && !x.rewritesTasks() && !x.rewritesStates() && !x.rewritesCache() && !x.rw.resources() && x.initializeIDs() == nil
 	case headerChecked:
 		return x.headerChecked
 	case headerLastEventID:

@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"bytes"
+	"compress/gzip"
+	"compress/zlib"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -1096,6 +1098,112 @@ func TestTaskStatusOfOthersDroppedInJSON(t *testing.T) {
 			}
 			if strings.Contains(got, "secret of bob") || strings.Contains(got, "task-bob") {
 				t.Errorf("alice's %s answer carries bob's task status and result: %.300s", tt.name, got)
+			}
+		})
+	}
+}
+
+// TestTaskStatusOfOthersDroppedAsClientsRead: a 2026-07-28 answer read
+// for other callers' notifications/tasks only (a completion/complete's, a
+// tools/call's that does not declare the Tasks extension, with pinning
+// off and no resource rules) is read as clients read it, as a watched
+// answer is: the client's Accept-Encoding is not forwarded, so that a
+// compressing upstream's answer arrives readable (it was, and the
+// compressed answer passed unread); and an answer compressed all the
+// same, of two types (the TypeScript SDK's client reads the values
+// joined, and takes "text/event-stream" anywhere in them for a stream),
+// of a type naming "text/event-stream" elsewhere, or in a charset other
+// than UTF-8 (requests and httpx decode UTF-7, where "+AHQ-asks" is
+// "tasks") is refused (502), where it passed unread, bob's task status
+// and final result with it.
+func TestTaskStatusOfOthersDroppedAsClientsRead(t *testing.T) {
+	leak := `{"jsonrpc":"2.0","method":"notifications/tasks","params":{"taskId":"task-bob","status":"completed","result":{"content":[{"type":"text","text":"secret of bob"}]}}}`
+	leakUTF7 := strings.ReplaceAll(strings.ReplaceAll(leak, "tasks", "+AHQ-asks"), "secret of bob", "+AHM-ecret of bob")
+	complete := `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"summary"},"argument":{"name":"a","value":""},` + meta2026 + `}}`
+	plainCall := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a","arguments":{},` + meta2026 + `}}`
+	answer := `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"done"}],"completion":{"values":[]}}}`
+	events := func(msgs ...string) string {
+		var b strings.Builder
+		for _, m := range msgs {
+			b.WriteString("data: " + m + "\n\n")
+		}
+		return b.String()
+	}
+	batch := "[" + leak + "," + answer + "]"
+	for _, tt := range []struct {
+		name      string
+		cts       []string
+		body      string
+		encoding  string // the upstream's Content-Encoding: gzip only when asked, deflate always
+		status    int    // 200: the answer without bob's status
+		want      string // in a 200 answer
+		toolCall  bool   // a tools/call without tasks, not a completion/complete
+	}{
+		{name: "JSON, gzip when asked", cts: []string{"application/json"}, body: batch, encoding: "gzip", status: 200, want: `"values":[]`},
+		{name: "events, gzip when asked", cts: []string{"text/event-stream"}, body: events(leak, answer), encoding: "gzip", status: 200, want: `"values":[]`},
+		{name: "tools/call, JSON, gzip when asked", cts: []string{"application/json"}, body: batch, encoding: "gzip", status: 200, want: `"text":"done"`, toolCall: true},
+		{name: "JSON, deflate though not asked", cts: []string{"application/json"}, body: batch, encoding: "deflate", status: 502},
+		{name: "events, deflate though not asked", cts: []string{"text/event-stream"}, body: events(leak, answer), encoding: "deflate", status: 502},
+		{name: "JSON and events", cts: []string{"application/json", "text/event-stream"}, body: events(leak, answer), status: 502},
+		{name: "tools/call, JSON and events", cts: []string{"application/json", "text/event-stream"}, body: events(leak, answer), status: 502, toolCall: true},
+		{name: "text and events", cts: []string{"text/plain", "text/event-stream"}, body: events(leak, answer), status: 502},
+		{name: "text and JSON", cts: []string{"text/plain", "application/json"}, body: batch, status: 502},
+		{name: "events named in a parameter", cts: []string{"text/plain; x=text/event-stream"}, body: events(leak, answer), status: 502},
+		{name: "JSON in UTF-7", cts: []string{"application/json; charset=utf-7"}, body: "[" + leakUTF7 + "," + answer + "]", status: 502},
+		{name: "events in UTF-7", cts: []string{"text/event-stream; charset=utf-7"}, body: events(leakUTF7, answer), status: 502},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.ResourceRules = nil
+			h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+				w.Header()["Content-Type"] = tt.cts
+				var out io.Writer = w
+				switch {
+				case tt.encoding == "gzip" && strings.Contains(r.Header.Get("Accept-Encoding"), "gzip"):
+					w.Header().Set("Content-Encoding", "gzip")
+					zw := gzip.NewWriter(w)
+					defer zw.Close()
+					out = zw
+				case tt.encoding == "deflate":
+					w.Header().Set("Content-Encoding", "deflate")
+					zw := zlib.NewWriter(w)
+					defer zw.Close()
+					out = zw
+				}
+				io.WriteString(out, tt.body)
+			})
+			c := claims()
+			c["scope"] = "mcp prompts:read"
+			body, hd := complete, taskHeaders("completion/complete", "")
+			if tt.toolCall {
+				c["scope"] = "mcp tools:read"
+				body, hd = plainCall, taskHeaders("tools/call", "read_a")
+			}
+			hd["Accept-Encoding"] = "gzip, deflate"
+			resp := h.do(t, call{body: body, token: mint(t, c), headers: hd})
+			b, _ := io.ReadAll(resp.Body) // a refused stream may end unfinished
+			resp.Body.Close()
+			got := string(b)
+			switch resp.Header.Get("Content-Encoding") {
+			case "gzip":
+				if zr, err := gzip.NewReader(bytes.NewReader(b)); err == nil {
+					d, _ := io.ReadAll(zr)
+					got = string(d)
+				}
+			case "deflate":
+				if zr, err := zlib.NewReader(bytes.NewReader(b)); err == nil {
+					d, _ := io.ReadAll(zr)
+					got = string(d)
+				}
+			}
+			if strings.Contains(got, "secret of bob") || strings.Contains(got, "task-bob") || strings.Contains(got, "ecret of bob") {
+				t.Errorf("alice's answer carries bob's task status and result: %d %.300s", resp.StatusCode, got)
+			}
+			if resp.StatusCode != tt.status || tt.status == 200 && !strings.Contains(got, tt.want) {
+				t.Errorf("answer = %d %.300s, want %d with %s", resp.StatusCode, got, tt.status, tt.want)
+			}
+			if forwarded := h.up.requests()[0].Header.Get("Accept-Encoding"); strings.Contains(forwarded, "deflate") {
+				t.Errorf("upstream got the client's Accept-Encoding %q", forwarded)
 			}
 		})
 	}
