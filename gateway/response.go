@@ -1379,23 +1379,33 @@ func (rw *responseWriter) leniently(msg []byte) ([]byte, error) {
 }
 
 // isTaskStatus reports whether msg, read as encoding/json reads it (its
-// first JSON value, as the Go SDK's client reads a message; a member
-// named in any case), is or holds a notifications/tasks.
+// first JSON value, as the Go SDK's client reads a message), is or holds
+// a notifications/tasks under any member a client may read as method
+// (its exact name, as the TypeScript and Python SDKs read it, beside a
+// variant encoding/json would take instead: SameLooseName). Text
+// encoding/json cannot read that may name tasks counts as one: clients
+// read what it refuses, the TypeScript SDK's a JSON answer after a BOM
+// (fetch's json() drops it), the Python SDK's NaN and Infinity (pydantic
+// reads them).
 func isTaskStatus(msg []byte) bool {
 	var v json.RawMessage
 	if json.NewDecoder(bytes.NewReader(msg)).Decode(&v) != nil {
-		return false
+		return mayName(msg, "tasks")
 	}
 	var batch []json.RawMessage
 	if json.Unmarshal(v, &batch) != nil {
 		batch = []json.RawMessage{v}
 	}
 	for _, raw := range batch {
-		var m struct {
-			Method string `json:"method"`
+		var m map[string]json.RawMessage
+		if json.Unmarshal(raw, &m) != nil {
+			continue
 		}
-		if json.Unmarshal(raw, &m) == nil && m.Method == "notifications/tasks" {
-			return true
+		for name, value := range m {
+			var method string
+			if mcpparse.SameLooseName(name, "method") && json.Unmarshal(value, &method) == nil && method == "notifications/tasks" {
+				return true
+			}
 		}
 	}
 	return false

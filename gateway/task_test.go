@@ -1131,13 +1131,13 @@ func TestTaskStatusOfOthersDroppedAsClientsRead(t *testing.T) {
 	}
 	batch := "[" + leak + "," + answer + "]"
 	for _, tt := range []struct {
-		name      string
-		cts       []string
-		body      string
-		encoding  string // the upstream's Content-Encoding: gzip only when asked, deflate always
-		status    int    // 200: the answer without bob's status
-		want      string // in a 200 answer
-		toolCall  bool   // a tools/call without tasks, not a completion/complete
+		name     string
+		cts      []string
+		body     string
+		encoding string // the upstream's Content-Encoding: gzip only when asked, deflate always
+		status   int    // 200: the answer without bob's status
+		want     string // in a 200 answer
+		toolCall bool   // a tools/call without tasks, not a completion/complete
 	}{
 		{name: "JSON, gzip when asked", cts: []string{"application/json"}, body: batch, encoding: "gzip", status: 200, want: `"values":[]`},
 		{name: "events, gzip when asked", cts: []string{"text/event-stream"}, body: events(leak, answer), encoding: "gzip", status: 200, want: `"values":[]`},
@@ -1206,6 +1206,68 @@ func TestTaskStatusOfOthersDroppedAsClientsRead(t *testing.T) {
 				t.Errorf("upstream got the client's Accept-Encoding %q", forwarded)
 			}
 		})
+	}
+}
+
+// TestTaskStatusOfOthersDroppedAsClientsParse: a notifications/tasks the
+// strict read refuses is read again as encoding/json reads it
+// (isTaskStatus) for whether it is one; where clients read it otherwise
+// it is dropped all the same: a JSON answer after a BOM, which the
+// TypeScript SDK's client reads (fetch's json() drops it), NaN or
+// Infinity in it, which the Python SDK's reads (pydantic), and a method
+// given twice in two cases, which encoding/json reads as the last and the
+// SDKs as the exactly spelt one. Each passed unread, bob's task status
+// and final result with it.
+func TestTaskStatusOfOthersDroppedAsClientsParse(t *testing.T) {
+	leak := `{"jsonrpc":"2.0","method":"notifications/tasks","params":{"taskId":"task-bob","status":"completed","result":{"content":[{"type":"text","text":"secret of bob"}]}}}`
+	with := func(extra string) string {
+		return strings.Replace(leak, `"status":"completed"`, `"status":"completed",`+extra, 1)
+	}
+	caseTwice := strings.Replace(leak, `"method":"notifications/tasks"`, `"method":"notifications/tasks","Method":"ping"`, 1)
+	answer := `{"jsonrpc":"2.0","id":1,"result":{"completion":{"values":["kept"]}}}`
+	complete := `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"summary"},"argument":{"name":"a","value":""},` + meta2026 + `}}`
+	for _, tt := range []struct {
+		name, leak string
+		bom        bool // before the JSON answer
+	}{
+		{"BOM", leak, true},
+		{"NaN", with(`"n":NaN`), false},
+		{"Infinity", with(`"n":-Infinity`), false},
+		{"method in two cases", caseTwice, false},
+	} {
+		for _, as := range []string{"json", "events"} {
+			if tt.bom && as == "events" {
+				continue // eventsource parsers drop a BOM at the stream's start only, the gateway too
+			}
+			t.Run(tt.name+"/"+as, func(t *testing.T) {
+				cfg := testConfig(t)
+				cfg.ResourceRules = nil
+				h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+					if as == "events" {
+						w.Header().Set("Content-Type", "text/event-stream")
+						io.WriteString(w, "data: "+tt.leak+"\n\ndata: "+answer+"\n\n")
+						return
+					}
+					w.Header().Set("Content-Type", "application/json")
+					if tt.bom {
+						io.WriteString(w, "\ufeff")
+					}
+					io.WriteString(w, "["+tt.leak+","+answer+"]")
+				})
+				c := claims()
+				c["scope"] = "mcp prompts:read"
+				resp := h.do(t, call{body: complete, token: mint(t, c), headers: taskHeaders("completion/complete", "")})
+				got := readBody(t, resp)
+				if strings.Contains(got, "secret of bob") || strings.Contains(got, "task-bob") {
+					t.Errorf("alice's answer carries bob's task status and result: %d %.300s", resp.StatusCode, got)
+				}
+				// A JSON answer is one read: refused whole. An event
+				// stream loses that event.
+				if want := map[string]int{"json": 502, "events": 200}[as]; resp.StatusCode != want || as == "events" && !strings.Contains(got, `"kept"`) {
+					t.Errorf("answer = %d %.300s, want %d", resp.StatusCode, got, want)
+				}
+			})
+		}
 	}
 }
 
