@@ -56,3 +56,49 @@ func TestREADMEUpgradingParagraphsOnce(t *testing.T) {
 		seen[p[:same]] = i
 	}
 }
+
+// TestREADMETablesWhole: every table of README (a run of lines starting
+// with "|", outside code blocks) has its header and delimiter rows, and
+// names each row once. A cherry-pick's conflict resolution left a blank
+// line inside the mcp_auth options table followed by second copies of
+// its user and group rows, one of each outdated: the rows after the
+// blank line (client, agent, resource, identity_provider, ...) were no
+// table to a Markdown reader, and an operator read two answers to
+// which names and which group scopes load.
+func TestREADMETablesWhole(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(b), "\n")
+	fenced := false
+	for i := 0; i < len(lines); i++ {
+		if strings.HasPrefix(lines[i], "```") {
+			fenced = !fenced
+		}
+		if fenced || !strings.HasPrefix(lines[i], "|") {
+			continue
+		}
+		start := i
+		for i < len(lines) && strings.HasPrefix(lines[i], "|") {
+			i++
+		}
+		rows := lines[start:i]
+		if len(rows) < 2 || strings.Trim(rows[1], "|-: ") != "" {
+			t.Errorf("README line %d: a table without its header and delimiter rows (a blank line inside a table?): %.60s", start+1, rows[0])
+			continue
+		}
+		seen := map[string]int{}
+		for n, r := range rows[2:] {
+			cells := strings.Split(r, "|")
+			if len(cells) < 3 {
+				continue
+			}
+			name := strings.TrimSpace(cells[1])
+			if prev, dup := seen[name]; dup {
+				t.Errorf("README lines %d and %d: row %s twice in one table", prev, start+3+n, name)
+			}
+			seen[name] = start + 3 + n
+		}
+	}
+}
