@@ -816,6 +816,13 @@ func TestPrincipalNamesApart(t *testing.T) {
 		{"user named as a stored client", "POST", "/mcp-auth/users", `{"username":"ci","password":"a password"}`, 400, "a client or agent has this id"},
 		{"add agent planner", "POST", "/mcp-auth/agents", `{"agent_id":"planner"}`, 201, ""},
 		{"user named as a stored agent", "POST", "/mcp-auth/users", `{"username":"planner","password":"a password"}`, 400, "a client or agent has this id"},
+		// A client metadata document's client id is a client's for
+		// whoever publishes a document there; it is never stored.
+		{"user named as a client metadata document", "POST", "/mcp-auth/users", `{"username":"https://app.example/client","password":"a password"}`, 400, "a client metadata document has this id"},
+		{"user named as an http client metadata document", "POST", "/mcp-auth/users", `{"username":"HTTP://127.0.0.1:3000/client","password":"a password"}`, 400, "a client metadata document has this id"},
+		{"user named as a URL without a path", "POST", "/mcp-auth/users", `{"username":"https://app.example","password":"a password"}`, 201, ""},
+		{"user named as a URL without a path stored", "GET", "/mcp-auth/users/https:%2F%2Fapp.example", "", 200, `"username":"https://app.example"`},
+		{"no user named as a client metadata document", "GET", "/mcp-auth/users/https:%2F%2Fapp.example%2Fclient", "", 404, ""},
 		{"bob unchanged", "GET", "/mcp-auth/users/bob", "", 200, `"username":"bob"`},
 		{"no client bob", "GET", "/mcp-auth/clients/bob", "", 404, ""},
 		{"no user ci", "GET", "/mcp-auth/users/ci", "", 404, ""},
@@ -843,6 +850,9 @@ func TestPrincipalNamesApart(t *testing.T) {
 		},
 		"user named as a stored agent": func(c *Config) {
 			c.Users = append(slices.Clone(c.Users), User{Username: "planner", PasswordHash: string(h)})
+		},
+		"user named as a client metadata document": func(c *Config) {
+			c.Users = append(slices.Clone(c.Users), User{Username: "https://app.example/client", PasswordHash: string(h)})
 		},
 	} {
 		cfg := base

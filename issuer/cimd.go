@@ -89,15 +89,27 @@ func newCIMDFetcher(cfg *Config, st store.Store, log *zap.Logger, now func() tim
 // Document: an https URL with a path (http too when private targets are
 // allowed, for development).
 func (f *cimdFetcher) isClientID(id string) bool {
-	u, err := url.Parse(id)
-	if err != nil || u.Host == "" {
-		return false
-	}
-	if u.Scheme != "https" && (u.Scheme != "http" || !f.cfg.CIMDAllowPrivate) {
-		return false
-	}
-	return u.Path != "" && u.Path != "/"
+	u, ok := documentURL(id)
+	return ok && (u.Scheme == "https" || f.cfg.CIMDAllowPrivate)
 }
+
+// documentURL parses id when it has a Client ID Metadata Document's
+// shape, whatever cimd_allow_private says: an http or https URL (in any
+// case of the scheme, which url.Parse lowers) with a host and a path.
+// Such an id is a client's for whoever publishes a document at it, so
+// no user may have it for a name (a token whose sub equals its
+// client_id is a client's own).
+func documentURL(id string) (*url.URL, bool) {
+	u, err := url.Parse(id)
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return nil, false
+	}
+	return u, u.Path != "" && u.Path != "/"
+}
+
+// errDocumentName refuses a user name that is a client metadata
+// document's client id (documentURL).
+const errDocumentName = "a client metadata document has this id (an http or https URL with a host and a path)"
 
 // fetch fetches, validates and caches a Client ID Metadata Document
 // (SSRF-protected, size/time limited, HTTP caching honoured, errors never

@@ -128,6 +128,9 @@ func (d *directory) validateConfig() error {
 		if !usableName(u.Username, 200) {
 			return fmt.Errorf("user %q: %s", u.Username, nameRule("username", 200))
 		}
+		if _, ok := documentURL(u.Username); ok {
+			return fmt.Errorf("user %q: %s", u.Username, errDocumentName)
+		}
 		seen[u.Username] = true
 		if err := CheckPasswordHash(u.PasswordHash); err != nil {
 			return fmt.Errorf("user %q: password hash: %w", u.Username, err)

@@ -75,6 +75,9 @@ func (i *Issuer) PutUser(ctx context.Context, u User) error {
 	if !usableName(u.Username, 200) {
 		return invalidEntry("%s", nameRule("username", 200))
 	}
+	if _, ok := documentURL(u.Username); ok {
+		return invalidEntry("user %q: %s", u.Username, errDocumentName)
+	}
 	if i.dir.configuredUser(u.Username) {
 		return entryErr("user", u.Username, ErrConfigured)
 	}
