@@ -112,10 +112,13 @@ type App struct {
 	purgeEvery time.Duration
 	stop       context.CancelFunc // ends the purge loop and the revocation watch
 	done       chan struct{}      // closed when both have returned
-	// next is the app of the configuration that replaced this one on
-	// the same store, set by Stop: this app's revocation set and signing
-	// keys are no longer kept current, and its gateways' calls still in
-	// flight ask next too (localIssuer).
+	// next is the app of the configuration that replaced this one, set
+	// by Stop: this app's revocation set and signing keys are no longer
+	// kept current, and its gateways' calls still in flight ask next too
+	// (localIssuer). On another store too: a DSN spelt otherwise (a
+	// password read from a rotated file, a pool size) opens a store of
+	// its own on the same database, where next alone sees what is
+	// revoked or withdrawn after the reload.
 	// Made by Provision (a pointer: App is copied by value).
 	next *atomic.Pointer[App]
 }
@@ -697,9 +700,7 @@ func (a *App) Stop() error {
 	}
 	if v, err := caddy.ActiveContext().AppIfConfigured("mcp_auth"); err == nil {
 		if running, ok := v.(*App); ok && running != a && running.iss != nil {
-			if running.st == a.st {
-				a.next.Store(running)
-			}
+			a.next.Store(running)
 			if err := running.iss.RecordConfig(context.Background()); err != nil {
 				a.log.Error("recording the running configuration again", zap.Error(err))
 			}

@@ -321,18 +321,21 @@ func (l localIssuer) Published(kid string, key any) bool {
 }
 
 // Revoked asks the app's issuer and, once a reload has replaced the app,
-// the issuers of the apps that replaced it on the same store (App.next):
-// a request still in flight on this configuration (a call runs on for up
-// to 30 s) ends when its token is revoked after the reload, which only
-// they see. A replaced app's set no longer catches up with the store and
-// goes stale revocation_max_stale after the reload: that is no reason to
-// end the request while its successor's set, loaded from the same store,
-// is current; the last app's answer, stale or not, stands.
+// the issuers of the apps that replaced it (App.next): a request still in
+// flight on this configuration (a call runs on for up to 30 s) ends when
+// its token is revoked after the reload, which only they see. A replaced
+// app's set no longer catches up with the store and goes stale
+// revocation_max_stale after the reload: that is no reason to end the
+// request while its successor's set, loaded from the same store, is
+// current; the last app's answer, stale or not, stands. A successor on
+// another store (a DSN spelt otherwise, or another database) may lack
+// what was revoked in this one's: it adds its revocations, and a stale
+// set here stays the answer.
 func (l localIssuer) Revoked(ctx context.Context, jti, grantID string) (bool, error) {
 	for a := l.app; ; {
 		revoked, err := a.iss.Revoked(ctx, jti, grantID)
 		next := a.next.Load()
-		if next == nil || revoked && err == nil || err != nil && !errors.Is(err, issuer.ErrRevocationsStale) {
+		if next == nil || revoked && err == nil || err != nil && (!errors.Is(err, issuer.ErrRevocationsStale) || next.st != a.st) {
 			return revoked, err
 		}
 		a = next

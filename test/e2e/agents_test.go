@@ -104,6 +104,9 @@ type agentOpts struct {
 	// level; accessLog a `log` block for the site.
 	defaultLog, accessLog string
 	dsn                   string // storage postgres on it; bolt when ""
+	// reloadDSN, when set, is the DSN callOverReload's reload switches
+	// to: the same database under another spelling, say.
+	reloadDSN string
 }
 
 func setupAgents(t *testing.T, o agentOpts) *agentEnv {

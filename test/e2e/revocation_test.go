@@ -406,6 +406,38 @@ func TestKeyWithdrawnAfterReloadEndsPendingCall(t *testing.T) {
 	})
 }
 
+// TestRevocationAfterReloadChangingDSNEndsPendingCall: the same when
+// the reload changes the DSN's text but not its database (a password
+// read from a file that was rotated, a pool size, a timeout): the new
+// configuration opens a store of its own on the same database, and the
+// calls still running on the old one end on a revocation, or a key's
+// withdrawal, made at the new one after the reload, as they do when the
+// DSN stays the same.
+func TestRevocationAfterReloadChangingDSNEndsPendingCall(t *testing.T) {
+	for _, c := range []struct {
+		what string
+		end  func(ctx context.Context, e *agentEnv, tok string)
+	}{
+		{"its token was revoked", func(ctx context.Context, e *agentEnv, tok string) {
+			e.revoke(ctx, t, svcID, svcSecret, tok)
+		}},
+		{"its signing key was withdrawn", func(ctx context.Context, e *agentEnv, _ string) {
+			v, err := caddy.ActiveContext().App("mcp_auth")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := v.(*caddymodule.App).Issuer().WithdrawSigningKeys(ctx, ""); err != nil {
+				t.Fatalf("withdraw the signing keys: %v", err)
+			}
+		}},
+	} {
+		t.Run(c.what, func(t *testing.T) {
+			dsn := pgtest.NewDatabase(t)
+			endedAfterReloadOn(t, agentOpts{dsn: dsn, reloadDSN: dsn + " pool_max_conns=3"}, c.what, c.end)
+		})
+	}
+}
+
 // endedAfterReload begins a call of wait with a token of its own, reloads
 // the same configuration, runs end, and wants the call's request to the
 // MCP server ended within 5 s, on bbolt and on PostgreSQL.
@@ -484,6 +516,9 @@ func callOverReload(t *testing.T, o agentOpts) *pendingCall {
 		}
 	})
 	c.e.client = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	if o.reloadDSN != "" {
+		c.e.logs.dsn = o.reloadDSN
+	}
 	if err := harness.Load(t, c.e.caddyfile("")); err != nil {
 		t.Fatalf("reload: %v", err)
 	}
@@ -522,6 +557,25 @@ func TestReloadWithShortMaxStaleKeepsPendingCall(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestReloadToAnotherDatabaseEndsPendingCallWhenStale: a reload to
+// another database leaves the calls still running on the old one
+// checked against the old configuration's revocation set, which no
+// longer catches up with that store: once it is stale they end, as they
+// did before the reload asked its successor, whose store knows nothing
+// of what other instances on the old one revoke.
+func TestReloadToAnotherDatabaseEndsPendingCallWhenStale(t *testing.T) {
+	c := callOverReload(t, agentOpts{extra: "\t\trevocation_max_stale 2s", dsn: pgtest.NewDatabase(t), reloadDSN: pgtest.NewDatabase(t)})
+	select {
+	case <-waiting.ended:
+	case <-time.After(8 * time.Second):
+		waiting.release <- struct{}{}
+		c.released = true
+		<-waiting.ended
+		t.Fatal("the call of wait, begun before a reload to another database, is still open upstream 8 s after it (revocation_max_stale 2s)")
+	}
+	<-c.got
 }
 
 // TestRevocationDuringPinFetch: a tools/call of a tool the gateway has
