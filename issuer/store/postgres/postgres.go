@@ -18,8 +18,10 @@
 // Durability: an Update returns nil once PostgreSQL has committed, which
 // with the default synchronous_commit=on means the commit is flushed to
 // its write-ahead log (and, with synchronous replication configured, to
-// the standbys that setting names). Do not turn synchronous_commit off for
-// this database.
+// the standbys that setting names). Where the server, the database or
+// the role turned synchronous_commit off, an Update that writes sets it
+// on for its own transaction (tx.write), so what it reports made
+// survives a crash; UpdateNoSync's commits do not wait.
 package postgres
 
 import (
@@ -410,7 +412,7 @@ func (s *Store) attempt(ctx, commitCtx context.Context, fn func(store.Tx) error,
 	if err != nil {
 		return false, s.beginErr(ctx, "update", err)
 	}
-	t := &tx{ctx: ctx, ptx: ptx, now: nanos(s.now()), writable: true}
+	t := &tx{ctx: ctx, ptx: ptx, now: nanos(s.now()), writable: true, durable: sync}
 	committed := false
 	defer func() {
 		t.done = true
@@ -727,6 +729,10 @@ type tx struct {
 	// xid is the transaction's id, read with the first write that
 	// changed a row (xidReturning), for outcome; 0 before.
 	xid int64
+	// durable: its commit must be on disk when Update returns (not
+	// UpdateNoSync's); synced: the first write found synchronous_commit
+	// off for the connection and set it on for this transaction.
+	durable, synced bool
 	// wrote are the first rows it changed, up to maxWritten, as it left
 	// them (outcome's evidence: landed).
 	wrote []written
@@ -751,22 +757,35 @@ func (t *tx) changed(bucket, key string, value []byte, deleted bool) {
 }
 
 // xidReturning ends a write statement: it returns the transaction's id
-// for each row changed, which costs no round trip of its own.
+// for each row changed, and whether synchronous_commit is off, which
+// costs no round trip of its own.
 // (txid_current and txid_status rather than their PostgreSQL 13 names,
 // pg_current_xact_id and pg_xact_status: PostgreSQL 10 has them.)
-const xidReturning = " RETURNING txid_current()"
+const xidReturning = " RETURNING txid_current(), current_setting('synchronous_commit') = 'off'"
 
 // write runs the write statement sql (ending with xidReturning) and
 // reports whether it changed a row.
 func (t *tx) write(sql string, args ...any) (bool, error) {
 	var xid int64
-	switch err := t.ptx.QueryRow(t.ctx, sql, args...).Scan(&xid); {
+	var async bool
+	switch err := t.ptx.QueryRow(t.ctx, sql, args...).Scan(&xid, &async); {
 	case errors.Is(err, pgx.ErrNoRows):
 		return false, nil
 	case err != nil:
 		return false, err
 	}
 	t.xid = xid
+	if async && t.durable && !t.synced {
+		// synchronous_commit off for the server, the database or the
+		// role: the commit would be answered before its log is on
+		// disk, and a crash then loses what Update reported made. Set
+		// here, at the first write, rather than before the commit,
+		// which stays the transaction's last statement.
+		if _, err := t.ptx.Exec(t.ctx, "SET LOCAL synchronous_commit = on"); err != nil {
+			return true, err
+		}
+		t.synced = true
+	}
 	return true, nil
 }
 

@@ -749,3 +749,47 @@ func TestCommitLostInCrashNotTakenForAnother(t *testing.T) {
 		t.Errorf("Update whose write the crash lost = %v, want store.ErrUnavailable (the id's transaction after the restart is another's)", err)
 	}
 }
+
+// TestCommitDurableWhereSynchronousCommitOff: an Update returns once its
+// commit is on the database's disk (store.Store's contract: a write a
+// client was told about survives a crash), whatever synchronous_commit
+// the server, the database or the role set. With it off (a tuning
+// PostgreSQL's documentation offers for speed) PostgreSQL answers a
+// COMMIT before its log is written, and a crash within the WAL writer's
+// delay lost writes the store had reported made: a revocation, a key's
+// withdrawal, a code's redemption (its code usable again).
+func TestCommitDurableWhereSynchronousCommitOff(t *testing.T) {
+	srv, dsn := pgtest.Own(t, pgtest.Options{Durable: true})
+	psql := func(q string) string {
+		t.Helper()
+		out, err := srv.Psql(dsn, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	// No log written but at commits that wait for it.
+	psql("ALTER SYSTEM SET wal_writer_delay = '10s'")
+	psql("ALTER SYSTEM SET autovacuum = off")
+	psql("ALTER SYSTEM SET synchronous_commit = off")
+	psql("SELECT pg_reload_conf()")
+	s := open(t, dsn+patient, postgres.Options{Timeout: 5 * time.Second})
+	if err := put(s, "k", "before"); err != nil {
+		t.Fatal(err)
+	}
+	psql("CHECKPOINT")
+	if err := put(s, "k", "after"); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Exec("pg_ctl", "-D", srv.DataDir(), "-m", "immediate", "-w", "stop"); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := get(s, "k"); err != nil || v != "after" {
+		t.Errorf("Get after a crash = %q, %v; want after (the write Update reported made)", v, err)
+	}
+	// The store's own writes that need no durability (store.NoSyncUpdater)
+	// still do not wait for the disk: not asserted, a crash would tell.
+}
