@@ -11,6 +11,8 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
 )
 
 // delegated redeems a code bound to actor with actorTok, as the MCP client
@@ -121,6 +123,59 @@ func TestRevokeActorTokenRevokesDelegatedGrant(t *testing.T) {
 		}
 		if a := refresh(tok.RefreshToken); a.status != http.StatusOK {
 			t.Errorf("refresh of %s = %d %s, want 200", name, a.status, a.raw)
+		}
+	}
+}
+
+// TestDelegatedCodeAtInstanceOnOldAgentScopes: during a rolling reload
+// that gives an agent a scope, a user's delegation to it authorized at an
+// instance already on the new configuration may be redeemed at one still
+// on the old, where the agent may hold none of the code's scopes. That is
+// invalid_scope, as the same delegation's refresh there is, never a token
+// with an empty scope (which every method that needs no scope accepts);
+// a code the agent may hold some of is narrowed to them, as before.
+func TestDelegatedCodeAtInstanceOnOldAgentScopes(t *testing.T) {
+	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	st := memory.New(memory.Options{Now: clock.Now, RunTwice: true})
+	oneURL := func(c *Config) { c.Issuer = "http://localhost:9" }
+	agent1 := func(scopes ...string) envOption {
+		return withEntry(func(c *Config) *[]Agent { return &c.Agents }, func(a *Agent) bool { return a.ID == tAgent1 },
+			func(a *Agent) { a.Scopes = scopes })
+	}
+	a, b := newTokEnvStore(t, st, clock, oneURL, agent1("read")), newTokEnvStore(t, st, clock, oneURL, agent1("read"))
+	behindOneURL([]*testEnv{a, b})
+	a.applyConfig(t, oneURL, agent1("read"))
+	a.applyConfig(t, oneURL, agent1("read", "write"))
+	redeem := func(at *testEnv, scopes ...string) answer {
+		t.Helper()
+		code, verifier := a.issueCode(t, codeSpec{actor: tAgent1, scopes: scopes})
+		return at.post(t, pathToken, url.Values{"grant_type": {grantAuthorizationCode}, "code": {code}, "code_verifier": {verifier},
+			"redirect_uri": {tRedirect}, "client_id": {tPublic}, "actor_token": {at.agentToken(t, tAgent1, tAgentSecret)},
+			"actor_token_type": {tokenTypeAccessToken}}, "")
+	}
+	for _, tt := range []struct {
+		at        *testEnv
+		name      string
+		scopes    []string
+		wantScope string // "" for invalid_scope
+	}{
+		{a, "new configuration", []string{"write"}, "write"},
+		{b, "old configuration", []string{"write"}, ""},
+		{b, "old configuration", []string{"read", "write", "offline_access"}, "read offline_access"},
+	} {
+		r := redeem(tt.at, tt.scopes...)
+		if tt.wantScope == "" {
+			if r.status != http.StatusBadRequest || r.str("error") != "invalid_scope" || r.str("access_token") != "" {
+				t.Errorf("code for %v redeemed at the instance on the %s = %d %s, want 400 invalid_scope", tt.scopes, tt.name, r.status, r.raw)
+			}
+			continue
+		}
+		if r.status != http.StatusOK {
+			t.Errorf("code for %v redeemed at the instance on the %s = %d %s, want 200", tt.scopes, tt.name, r.status, r.raw)
+			continue
+		}
+		if _, c := claimsOf(t, r.str("access_token")); c["scope"] != tt.wantScope {
+			t.Errorf("code for %v redeemed at the instance on the %s: scope = %v, want %q", tt.scopes, tt.name, c["scope"], tt.wantScope)
 		}
 	}
 }

@@ -115,8 +115,15 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 	}
 	if agent != nil {
 		signedBy = []signedToken{{headerKID(f.Get("actor_token")), ErrInvalidGrant.WithDescription("actor_token is not a valid token of the requested actor")}}
-		// The user delegated no more than the agent may ever hold.
-		scopes = agent.limitScopes(scopes)
+		// The user delegated no more than the agent may ever hold. None
+		// of it, at an instance whose configuration the agent's new
+		// scopes have not reached yet, is refused as the refresh is:
+		// never a token with an empty scope.
+		held := agent.limitScopes(scopes)
+		if len(held) == 0 && len(scopes) > 0 {
+			return nil, ErrInvalidScope.WithDescription("the actor may hold none of the granted scopes")
+		}
+		scopes = held
 	}
 	if !clientMayUse(c, grantRefreshToken) {
 		// The client could never use a refresh token; say so in scope.
