@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/oauth2"
+
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres/pgtest"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/demo/mcpdemo"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/test/e2e/harness"
@@ -220,6 +222,86 @@ mcp.example.com {
 			l.authorizedReaches(t)
 		})
 	}
+}
+
+// TestForwardAuthAroundGateway: Caddy orders forward_auth before
+// mcp_gateway in a block, so the auth service gets the client's request
+// header, its Authorization (the access token) included, before the
+// gateway checked anything, and Caddy warns of it at start as a
+// reverse_proxy the gateway does not guard. In a route after the gateway
+// it is asked only about requests the gateway let through, with the
+// header the upstream gets: no token, no warning.
+func TestForwardAuthAroundGateway(t *testing.T) {
+	const global = `{
+	mcp_auth {
+		issuer https://mcp.example.com
+		user alice {env.ALICE_HASH} {
+			groups staff
+		}
+		group staff {
+			scopes * notes:read
+		}
+	}
+}
+`
+	const gateway = `mcp_gateway {
+				resource https://mcp.example.com/notes/mcp
+				scope notes:read
+				tool * notes:read
+			}`
+	const forwardAuth = `forward_auth 127.0.0.1:3002 {
+				uri /check
+			}`
+	site := func(handlers string) string {
+		return global + `
+mcp.example.com {
+	mcp_issuer
+	@notes path /notes/mcp /.well-known/oauth-protected-resource/notes/mcp
+	handle @notes {
+		` + handlers + `
+	}
+}
+`
+	}
+	post := func(t *testing.T, l *layout, token string) {
+		t.Helper()
+		head := "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
+		if token != "" {
+			head += "Authorization: Bearer " + token + "\r\n"
+		}
+		u, _ := url.Parse(l.gateways[0].resource)
+		if err := rawRequest(u.Host, http.MethodPost, u.Path, head, probeInitialize); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Run("before the gateway", func(t *testing.T) {
+		// Written first, run first: as Caddy orders the directives.
+		l := startLayout(t, site(forwardAuth+"\n\t\t"+gateway+"\n\t\treverse_proxy 127.0.0.1:3001"))
+		auth := l.upstreams[0]
+		post(t, l, "not-a-token")
+		if seen := auth.take(); !slices.Contains(seen, "GET /check token") {
+			t.Errorf("the auth service saw %q, want GET /check with the client's Authorization", seen)
+		}
+		if warns := l.warnings(t); len(warns) != 1 {
+			t.Errorf("warnings %q, want one %q", warns, bypassWarning)
+		}
+	})
+	t.Run("in a route after the gateway", func(t *testing.T) {
+		l := startLayout(t, site("route {\n\t\t\t"+gateway+"\n\t\t\t"+forwardAuth+"\n\t\t\treverse_proxy 127.0.0.1:3001\n\t\t}"))
+		auth := l.upstreams[0]
+		post(t, l, "not-a-token")
+		post(t, l, "")
+		if seen := l.upstreamHits(); len(seen) > 0 {
+			t.Errorf("without a valid token the auth service and upstream saw %q, want nothing", seen)
+		}
+		post(t, l, l.tokens(t)[l.gateways[0].resource].AccessToken)
+		if seen := auth.take(); !slices.Equal(seen, []string{"GET /check no-token"}) {
+			t.Errorf("with a valid token the auth service saw %q, want GET /check without the token", seen)
+		}
+		if warns := l.warnings(t); len(warns) > 0 {
+			t.Errorf("warnings %q, want none", warns)
+		}
+	})
 }
 
 func slicesContain(list []string, prefix string) bool {
@@ -607,10 +689,9 @@ func (l *layout) warnings(t *testing.T) []string {
 	return w
 }
 
-// authorizedReaches gets a token for each gateway's resource (Dynamic
-// Client Registration, login and consent as alice) and checks that an
-// initialize with it reaches an upstream.
-func (l *layout) authorizedReaches(t *testing.T) {
+// tokens gets a token for each gateway's resource (Dynamic Client
+// Registration, login and consent as alice), by resource.
+func (l *layout) tokens(t *testing.T) map[string]*oauth2.Token {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -629,6 +710,7 @@ func (l *layout) authorizedReaches(t *testing.T) {
 	if err != nil || status != http.StatusCreated || id == "" {
 		t.Fatalf("register: %d %v %v", status, reg, err)
 	}
+	toks := map[string]*oauth2.Token{}
 	for _, g := range l.gateways {
 		cfg := md.Config(id, redirectURI, g.scopes...)
 		ar := harness.NewAuthRequest(cfg, g.resource)
@@ -640,6 +722,21 @@ func (l *layout) authorizedReaches(t *testing.T) {
 		if err != nil {
 			t.Fatalf("exchange for %s: %v", g.resource, err)
 		}
+		toks[g.resource] = tok
+	}
+	return toks
+}
+
+// authorizedReaches gets a token for each gateway's resource (Dynamic
+// Client Registration, login and consent as alice) and checks that an
+// initialize with it reaches an upstream.
+func (l *layout) authorizedReaches(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	toks := l.tokens(t)
+	for _, g := range l.gateways {
+		tok := toks[g.resource]
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.resource, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"probe","version":"1"}}}`))
 		if err != nil {
 			t.Fatal(err)
