@@ -304,6 +304,105 @@ mcp.example.com {
 	})
 }
 
+// TestLoadBalancedSessions: behind the gateway, reverse_proxy's
+// lb_policy cookie keeps no session on one upstream: the gateway drops
+// the upstream side's Set-Cookie, the balancer's cookie among them, and
+// the client's Cookie, so every request is balanced anew and a stateful
+// server that did not start the session refuses it. lb_policy client_ip
+// keeps a client's requests, and so its sessions, on one upstream.
+func TestLoadBalancedSessions(t *testing.T) {
+	caddyfile := func(policy string) string {
+		return `{
+	mcp_auth {
+		issuer https://mcp.example.com
+		user alice {env.ALICE_HASH} {
+			groups staff
+		}
+		group staff {
+			scopes * notes:read
+		}
+	}
+}
+
+mcp.example.com {
+	mcp_issuer
+	@notes path /notes/mcp /.well-known/oauth-protected-resource/notes/mcp
+	handle @notes {
+		mcp_gateway {
+			resource https://mcp.example.com/notes/mcp
+			scope notes:read
+			tool * notes:read
+		}
+		reverse_proxy 127.0.0.1:3001 127.0.0.1:3003 {
+			lb_policy ` + policy + `
+		}
+	}
+}
+`
+	}
+	// pings starts a session and pings in it n times; it returns the
+	// statuses and the initialize answer's Set-Cookie.
+	pings := func(t *testing.T, l *layout, n int) (statuses []int, cookies []string) {
+		t.Helper()
+		resource := l.gateways[0].resource
+		tok := l.tokens(t)[resource].AccessToken
+		post := func(session, body string) *http.Response {
+			t.Helper()
+			req, err := http.NewRequest(http.MethodPost, resource, strings.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json, text/event-stream")
+			req.Header.Set("Authorization", "Bearer "+tok)
+			if session != "" {
+				req.Header.Set("Mcp-Session-Id", session)
+				req.Header.Set("MCP-Protocol-Version", "2025-11-25")
+			}
+			for _, c := range cookies {
+				// As a browser client would send the balancer's cookie back.
+				if name, value, ok := strings.Cut(strings.SplitN(c, ";", 2)[0], "="); ok {
+					req.AddCookie(&http.Cookie{Name: name, Value: value})
+				}
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			return resp
+		}
+		resp := post("", probeInitialize)
+		session := resp.Header.Get("Mcp-Session-Id")
+		if resp.StatusCode != http.StatusOK || session == "" {
+			t.Fatalf("initialize = %d, session %q", resp.StatusCode, session)
+		}
+		cookies = resp.Header.Values("Set-Cookie")
+		for i := range n {
+			statuses = append(statuses, post(session, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"ping"}`, i+2)).StatusCode)
+		}
+		return statuses, cookies
+	}
+	t.Run("cookie", func(t *testing.T) {
+		// Each ping goes to either upstream: all 16 to the session's
+		// one by chance once in 65536 runs.
+		statuses, cookies := pings(t, startLayout(t, caddyfile("cookie")), 16)
+		if len(cookies) > 0 {
+			t.Errorf("Set-Cookie %q reached the client through the gateway", cookies)
+		}
+		if !slices.ContainsFunc(statuses, func(s int) bool { return s != http.StatusOK }) {
+			t.Errorf("pings in the session = %v, want some refused by the upstream that did not start it", statuses)
+		}
+	})
+	t.Run("client_ip_hash", func(t *testing.T) {
+		statuses, _ := pings(t, startLayout(t, caddyfile("client_ip_hash")), 16)
+		if slices.ContainsFunc(statuses, func(s int) bool { return s != http.StatusOK }) {
+			t.Errorf("pings in the session = %v, want all 200", statuses)
+		}
+	})
+}
+
 func slicesContain(list []string, prefix string) bool {
 	for _, s := range list {
 		if strings.HasPrefix(s, prefix+" ") || s == prefix {
