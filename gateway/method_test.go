@@ -33,6 +33,70 @@ func methodConfig(t testing.TB) Config {
 	return cfg
 }
 
+// TestNameWithTrailingDots: Windows drops the dots a path segment ends
+// with ("secret." is the file or URL path secret), so a server there that
+// puts a tool's or prompt's name in a path reads "delete_db." as
+// delete_db. Such a name is refused where it falls under another rule
+// than its reading without them (as a resource URI's segment ending in
+// "." is: TestResourceURIs); other names ending in dots pass.
+func TestNameWithTrailingDots(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Tools = []Rule{
+		{Pattern: "delete_db", Scopes: []string{"admin"}},
+		{Pattern: "*", Scopes: []string{"tools:read"}},
+	}
+	cfg.Prompts = []Rule{
+		{Pattern: "report", Scopes: []string{"admin"}},
+		{Pattern: "team/secrets", Scopes: []string{"admin"}},
+		{Pattern: "*", Scopes: []string{"prompts:read"}},
+	}
+	invoke := func(name string) string {
+		return `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":` + quote(name) + `,"arguments":{}}}`
+	}
+	get := func(name string) string {
+		return `{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":` + quote(name) + `}}`
+	}
+	for _, tt := range []struct {
+		name, body string
+		status     int // 0: forwarded
+		code       int
+	}{
+		{"tool", invoke("delete_db."), 400, codeInvalidParams},
+		{"tool, two dots", invoke("delete_db.."), 400, codeInvalidParams},
+		{"tool itself", invoke("delete_db"), 403, codeRefused},
+		{"tool under the same rule", invoke("notes."), 0, 0},
+		{"prompt", get("report."), 400, codeInvalidParams},
+		{"prompt, last segment", get("team/secrets."), 400, codeInvalidParams},
+		{"prompt, inner segment", get("team./secrets"), 400, codeInvalidParams},
+		{"prompt, backslash", get(`team.\secrets`), 400, codeInvalidParams},
+		{"prompt completion", `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"report."},"argument":{"name":"a","value":""}}}`, 400, codeInvalidParams},
+		{"prompt under the same rule", get("tips."), 0, 0},
+		{"prompt with inner dots", get("v1.2/notes"), 0, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, cfg, nil)
+			c := claims()
+			c["scope"] = "mcp tools:read prompts:read"
+			resp := h.do(t, call{body: tt.body, token: mint(t, c)})
+			checkAnswer(t, h, resp, tt.status, tt.code, "1")
+		})
+	}
+	for _, tt := range []struct{ method, answer, kept string }{
+		{"tools/list", `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"delete_db.","inputSchema":{"type":"object"}},{"name":"notes.","inputSchema":{"type":"object"}}]}}`, "notes."},
+		{"prompts/list", `{"jsonrpc":"2.0","id":1,"result":{"prompts":[{"name":"report."},{"name":"tips."}]}}`, "tips."},
+	} {
+		t.Run(tt.method, func(t *testing.T) {
+			h := newHarness(t, cfg, answerAs("json", tt.answer))
+			c := claims()
+			c["scope"] = "mcp tools:read prompts:read"
+			resp := h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"` + tt.method + `"}`, token: mint(t, c)})
+			if body := readBody(t, resp); resp.StatusCode != 200 || !strings.Contains(body, quote(tt.kept)) || strings.Count(body, `."`) != 1 {
+				t.Fatalf("%s = %d %s, want %s alone", tt.method, resp.StatusCode, body, tt.kept)
+			}
+		})
+	}
+}
+
 // TestPromptNameCutWhereAURLPathEnds: a server that puts a prompt's name
 // in a URL, as the dot-segment refusals have it, ends the URL's path at
 // "?" or "#" ("report?x" is the prompt report there), and a servlet

@@ -1242,7 +1242,27 @@ func (p *policy) decideCaseless(pr *principal, kind string, rules []compiledRule
 	if !stable {
 		return decision{}, fmt.Errorf("%s name %q falls under another rule when case and the separators - . / _ are ignored", kind, name)
 	}
+	if read, ok := withoutTrailingDots(name); ok {
+		if k, stable := stableRule(rules, read); k != i || !stable {
+			return decision{}, fmt.Errorf("%s name %q falls under another rule when its segments' trailing dots are dropped, as Windows drops them", kind, name)
+		}
+	}
 	return p.decideRule(pr, kind, rules, name, i), nil
+}
+
+// withoutTrailingDots is name as Windows reads it in a file or URL path
+// (a server putting the name in one): each segment between "/" or "\"
+// without the dots it ends with ("delete_db." is delete_db), "\" read as
+// "/". ok is false, and nothing allocated, when no segment ends in a dot.
+func withoutTrailingDots(name string) (read string, ok bool) {
+	if !strings.HasSuffix(name, ".") && !strings.Contains(name, "./") && !strings.Contains(name, `.\`) {
+		return "", false
+	}
+	segs := strings.FieldsFunc(name, func(r rune) bool { return r == '/' || r == '\\' })
+	for i, seg := range segs {
+		segs[i] = strings.TrimRight(seg, ".")
+	}
+	return strings.Join(segs, "/"), true
 }
 
 // stableRule is name's first rule, and whether name and its loose form
@@ -1428,8 +1448,8 @@ func (p *policy) allowTool(pr *principal, name string) bool {
 	if !validToolName(name) {
 		return false
 	}
-	i, stable := stableRule(p.tools, name)
-	return stable && p.decideRule(pr, kindTool, p.tools, name, i).allow
+	d, err := p.decideCaseless(pr, kindTool, p.tools, name)
+	return err == nil && d.allow
 }
 
 // allowPrompt reports whether the principal may get the named prompt; it
