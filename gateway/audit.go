@@ -16,8 +16,8 @@ import (
 // logged after the upstream answered so the upstream status is part of it;
 // with Config.AuditDenialsOnly, for refused requests only.
 // Fields: principal, client, act (full chain, outermost first),
-// principal_type, resource, http_method, method, tool | prompt | uri,
-// jsonrpc_id, rule, argument (the pointer of a refusing argument rule),
+// principal_type, resource, http_method, method, tool | prompt | uri
+// (for tasks/*, the tool whose call created the task), jsonrpc_id, rule, argument (the pointer of a refusing argument rule),
 // arguments (a tools/call's arguments, only with Config.AuditArguments;
 // past maxAuditArguments bytes the JSON text cut, as a string),
 // decision, reason, status, latency, request_id, remote_addr, truncated.
@@ -194,12 +194,18 @@ func (e *auditEvent) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 		}
 	}
 	if d := e.d; d != nil {
-		if d.target != "" {
+		switch {
+		case d.target != "":
 			max := maxAuditName
 			if d.kind == kindResource {
 				max = maxAuditText
 			}
 			add(d.kind, d.target, max)
+		case e.x.task != nil:
+			// A tasks/* request passed the rule of the tool that
+			// created its task (rewriteTaskRequest): named as a refusal
+			// by that rule names it.
+			add(kindTool, e.x.task.tool, maxAuditName)
 		}
 		if d.rule != "" {
 			enc.AddString("rule", d.rule)

@@ -563,3 +563,41 @@ func TestAuditCompletionNamesTemplate(t *testing.T) {
 		})
 	}
 }
+
+// TestAuditTaskRequestNamesTool: a tasks/* request is decided by the rule
+// of the tool whose call created its task (the task id names it), and
+// its audit event names that tool, allowed or refused, as the call's
+// did: an operator following a tool's use reads its tasks' follow-ups
+// too, where an allowed one named no tool at all.
+func TestAuditTaskRequestNamesTool(t *testing.T) {
+	h := newHarness(t, testConfig(t), taskUpstream("786512e2-9e0d-44bd-8f29-789f320fe840", false))
+	wrapped := createTask(t, h, mint(t, claims()), false)
+	for deadline := time.Now().Add(5 * time.Second); h.logs.Len() == 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond) // the call's event, written once its answer has gone out
+	}
+	for _, tt := range []struct {
+		method, scope string
+		status        int64
+	}{
+		{"tasks/get", "", 200},
+		{"tasks/cancel", "", 200},
+		{"tasks/get", "mcp", 403}, // read_a needs files:read
+	} {
+		before := h.logs.Len()
+		c := claims()
+		if tt.scope != "" {
+			c["scope"] = tt.scope
+		}
+		readBody(t, h.do(t, call{body: taskRequestBody("7", tt.method, wrapped), token: mint(t, c), headers: taskHeaders(tt.method, wrapped)}))
+		for deadline := time.Now().Add(5 * time.Second); h.logs.Len() == before && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+		entries := h.logs.All()[before:]
+		if len(entries) != 1 {
+			t.Fatalf("%s: audit events = %d, want 1", tt.method, len(entries))
+		}
+		if m := entries[0].ContextMap(); m["method"] != tt.method || m["tool"] != "read_a" || m["status"] != tt.status {
+			t.Errorf("%s event = %v, want method %s, tool read_a, status %d", tt.method, m, tt.method, tt.status)
+		}
+	}
+}
