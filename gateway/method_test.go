@@ -142,6 +142,21 @@ func TestPromptNameCutWhereAURLPathEnds(t *testing.T) {
 		{"backslash, cut at a path parameter", get(`team\secrets;x\y`), 400, codeInvalidParams},
 		{"backslash, dot segment with a path parameter", get(`x\..;\report`), 400, codeInvalidParams},
 		{"a backslash under the same rule", get(`c\tips`), 0, 0},
+		// A server that resolves the name against a base URL of the
+		// name's scheme (new URL(name, base), Python's urljoin) drops
+		// the scheme: "http:team/secrets" is team/secrets there, and
+		// "file:/report" the absolute path /report.
+		{"a scheme a base URL drops", get("http:team/secrets"), 400, codeInvalidParams},
+		{"a scheme in another case", get("HTTP:team/secrets"), 400, codeInvalidParams},
+		{"a file scheme", get("file:team/secrets"), 400, codeInvalidParams},
+		{"a scheme and a query", get("https:report?x"), 400, codeInvalidParams},
+		{"a scheme and an absolute path", get("http:/c_tips"), 400, codeInvalidParams},
+		{"a file scheme and an absolute path", get("file:/etc/passwd"), 400, codeInvalidParams},
+		{"a scheme and a backslash", get(`http:\c_tips`), 400, codeInvalidParams},
+		{"a scheme, completed", `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"ws:report"},"argument":{"name":"a","value":""}}}`, 400, codeInvalidParams},
+		{"a scheme under the same rule", get("http:c_tips"), 0, 0},
+		{"a colon after no such scheme", get("notes:report"), 0, 0},
+		{"a colon after a path", get("team/http:secrets"), 0, 0},
 		{"a segment of path parameters only", get("team/;x/secrets"), 400, codeInvalidParams},
 		{"a first segment of path parameters only", get(";x/team/secrets"), 400, codeInvalidParams},
 		{"a last segment of path parameters only", get("report/;x"), 400, codeInvalidParams},
@@ -164,7 +179,7 @@ func TestPromptNameCutWhereAURLPathEnds(t *testing.T) {
 		})
 	}
 	t.Run("list", func(t *testing.T) {
-		h := newHarness(t, cfg, answerAs("json", `{"jsonrpc":"2.0","id":1,"result":{"prompts":[{"name":"report?x"},{"name":"c#_tips"}]}}`))
+		h := newHarness(t, cfg, answerAs("json", `{"jsonrpc":"2.0","id":1,"result":{"prompts":[{"name":"report?x"},{"name":"http:report"},{"name":"c#_tips"}]}}`))
 		c := claims()
 		c["scope"] = "mcp prompts:read"
 		resp := h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"prompts/list"}`, token: mint(t, c)})

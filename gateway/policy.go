@@ -728,7 +728,8 @@ func (p *policy) decidePrompt(pr *principal, name string) (decision, error) {
 	if !validPromptName(name) {
 		return decision{}, fmt.Errorf("prompt name %q has whitespace, control, invisible or compatibility characters, characters that a full case mapping reads beyond simple case folding, or empty or dot-only segments between slashes", name)
 	}
-	if strings.ContainsAny(name, `?#;\`) {
+	rest, relative := schemeRelative(name)
+	if relative || strings.ContainsAny(name, `?#;\`) {
 		// A server that puts the name in a URL, as pathSafeName has it,
 		// ends the path at "?" or "#" ("admin_x?" is admin_x), a servlet
 		// container drops ";" and what follows up to the segment's end
@@ -738,16 +739,48 @@ func (p *policy) decidePrompt(pr *principal, name string) (decision, error) {
 		// name's own rule, as the loose form must (stableRule).
 		// Without its path parameters a segment may be a dot segment
 		// ("x/..;/admin" is admin to Tomcat), which the name is refused
-		// for.
+		// for. A server that resolves the name against a base URL
+		// drops a scheme before it (schemeRelative): "http:team/admin"
+		// is team/admin there, and "file:/etc/x" the absolute path
+		// /etc/x, which the name is refused for as "/etc/x" is.
 		i, _ := stableRule(p.prompts, name)
 		reads, dots := urlPathReadings(name)
+		if relative {
+			more, d := urlPathReadings(rest)
+			reads, dots = append(reads, more...), dots || d || strings.HasPrefix(rest, "/") || strings.HasPrefix(rest, `\`)
+		}
 		for _, read := range reads {
 			if k, stable := stableRule(p.prompts, read); k != i || !stable || dots {
-				return decision{}, fmt.Errorf("prompt name %q falls under another rule, or has a dot or empty segment, when read as a URL's path is read (up to a ?, # or ;, without path parameters, or with \\ for /)", name)
+				return decision{}, fmt.Errorf("prompt name %q falls under another rule, or has a dot or empty segment, when read as a URL's path is read (up to a ?, # or ;, without path parameters, with \\ for /, or resolved against a base URL, without the scheme before its first colon)", name)
 			}
 		}
 	}
 	return p.decideCaseless(pr, kindPrompt, p.prompts, name)
+}
+
+// relativeSchemes are the schemes a URL parser drops from a reference it
+// resolves against a base URL of the same scheme, reading the rest as a
+// path relative to the base: a WHATWG URL parser (Node's URL and fetch)
+// for its special schemes, Python's urljoin for those of its
+// uses_relative. new URL("http:team/admin", "http://store/prompts/") is
+// http://store/prompts/team/admin, and urljoin reads it alike.
+var relativeSchemes = map[string]bool{
+	"file": true, "ftp": true, "http": true, "https": true, "ws": true, "wss": true,
+	"gopher": true, "imap": true, "mms": true, "nntp": true, "prospero": true, "rtsp": true,
+	"rtsps": true, "rtspu": true, "sftp": true, "shttp": true, "svn": true, "svn+ssh": true, "wais": true,
+}
+
+// schemeRelative returns what a name that begins with one of the
+// relativeSchemes and a colon is read as when a server resolves it
+// against a base URL of that scheme (the rest after the colon), and
+// whether it begins so. Schemes are read without regard to ASCII case,
+// as both parsers read them.
+func schemeRelative(name string) (string, bool) {
+	scheme, rest, ok := strings.Cut(name, ":")
+	if !ok || !visibleASCII(scheme) || !relativeSchemes[strings.ToLower(scheme)] {
+		return "", false
+	}
+	return rest, true
 }
 
 // decideCompletion decides a completion/complete by the prompt or
