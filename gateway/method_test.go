@@ -153,6 +153,13 @@ func TestPromptNameCutWhereAURLPathEnds(t *testing.T) {
 		{"a scheme and an absolute path", get("http:/c_tips"), 400, codeInvalidParams},
 		{"a file scheme and an absolute path", get("file:/etc/passwd"), 400, codeInvalidParams},
 		{"a scheme and a backslash", get(`http:\c_tips`), 400, codeInvalidParams},
+		// After "file:" a Windows drive letter begins an absolute path
+		// too: "file:C:/x" is file:///C:/x whatever the base.
+		{"a file scheme and a drive letter", get("file:C:/c_tips"), 400, codeInvalidParams},
+		{"a file scheme and a drive letter with a bar", get("File:c|/c_tips"), 400, codeInvalidParams},
+		{"a file scheme and a drive letter alone", get("file:C:"), 400, codeInvalidParams},
+		{"a file scheme and a name with a colon", get("file:c:tips"), 0, 0},
+		{"a drive letter after another scheme", get("http:C:/c_tips"), 0, 0},
 		{"a scheme, completed", `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"ws:report"},"argument":{"name":"a","value":""}}}`, 400, codeInvalidParams},
 		{"a scheme under the same rule", get("http:c_tips"), 0, 0},
 		{"a colon after no such scheme", get("notes:report"), 0, 0},

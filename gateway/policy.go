@@ -742,12 +742,13 @@ func (p *policy) decidePrompt(pr *principal, name string) (decision, error) {
 		// for. A server that resolves the name against a base URL
 		// drops a scheme before it (schemeRelative): "http:team/admin"
 		// is team/admin there, and "file:/etc/x" the absolute path
-		// /etc/x, which the name is refused for as "/etc/x" is.
+		// /etc/x (absolutePath), which the name is refused for as
+		// "/etc/x" is.
 		i, _ := stableRule(p.prompts, name)
 		reads, dots := urlPathReadings(name)
 		if relative {
 			more, d := urlPathReadings(rest)
-			reads, dots = append(reads, more...), dots || d || strings.HasPrefix(rest, "/") || strings.HasPrefix(rest, `\`)
+			reads, dots = append(reads, more...), dots || d || absolutePath(name, rest)
 		}
 		for _, read := range reads {
 			if k, stable := stableRule(p.prompts, read); k != i || !stable || dots {
@@ -768,6 +769,23 @@ var relativeSchemes = map[string]bool{
 	"file": true, "ftp": true, "http": true, "https": true, "ws": true, "wss": true,
 	"gopher": true, "imap": true, "mms": true, "nntp": true, "prospero": true, "rtsp": true,
 	"rtsps": true, "rtspu": true, "sftp": true, "shttp": true, "svn": true, "svn+ssh": true, "wais": true,
+}
+
+// absolutePath reports whether rest, the text after the scheme of a name
+// schemeRelative reads, is an absolute path where the name is resolved
+// against a base URL: it begins with "/" or "\", or, after "file:", with
+// a Windows drive letter ("file:C:/x" and "file:C|/x" are file:///C:/x to
+// a WHATWG URL parser, whatever the base's path: a letter, ':' or '|',
+// then the end, '/', '\', '?' or '#').
+func absolutePath(name, rest string) bool {
+	if strings.HasPrefix(rest, "/") || strings.HasPrefix(rest, `\`) {
+		return true
+	}
+	if len(rest) < 2 || !strings.EqualFold(name[:len(name)-len(rest)], "file:") {
+		return false
+	}
+	c := rest[0] | 0x20
+	return 'a' <= c && c <= 'z' && (rest[1] == ':' || rest[1] == '|') && (len(rest) == 2 || strings.IndexByte(`/\?#`, rest[2]) >= 0)
 }
 
 // schemeRelative returns what a name that begins with one of the
