@@ -159,7 +159,13 @@ func TestPromptNameCutWhereAURLPathEnds(t *testing.T) {
 		{"a file scheme and a drive letter with a bar", get("File:c|/c_tips"), 400, codeInvalidParams},
 		{"a file scheme and a drive letter alone", get("file:C:"), 400, codeInvalidParams},
 		{"a file scheme and a name with a colon", get("file:c:tips"), 0, 0},
-		{"a drive letter after another scheme", get("http:C:/c_tips"), 0, 0},
+		// Against a base of another scheme, WHATWG reads the text after
+		// a special scheme up to its first '/' as a host, the rest as
+		// an absolute path: "https:store/prompts/c_tips" is
+		// https://store/prompts/c_tips against http://store/prompts/.
+		{"a host and a path after a special scheme", get("https:store/prompts/c_tips"), 400, codeInvalidParams},
+		{"a host and a path after a special scheme, with a backslash", get(`WS:store\c_tips`), 400, codeInvalidParams},
+		{"a drive letter after another scheme, read as a host", get("http:C:/c_tips"), 400, codeInvalidParams},
 		{"a scheme, completed", `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"ws:report"},"argument":{"name":"a","value":""}}}`, 400, codeInvalidParams},
 		{"a scheme under the same rule", get("http:c_tips"), 0, 0},
 		{"a colon after no such scheme", get("notes:report"), 0, 0},

@@ -773,15 +773,26 @@ var relativeSchemes = map[string]bool{
 
 // absolutePath reports whether rest, the text after the scheme of a name
 // schemeRelative reads, is an absolute path where the name is resolved
-// against a base URL: it begins with "/" or "\", or, after "file:", with
-// a Windows drive letter ("file:C:/x" and "file:C|/x" are file:///C:/x to
+// against a base URL: it begins with "/" or "\"; after "file:", with a
+// Windows drive letter ("file:C:/x" and "file:C|/x" are file:///C:/x to
 // a WHATWG URL parser, whatever the base's path: a letter, ':' or '|',
-// then the end, '/', '\', '?' or '#').
+// then the end, '/', '\', '?' or '#'); after another of WHATWG's special
+// schemes, it holds a '/' or '\': against a base of another scheme the
+// parser reads the text up to it as a host and the rest as that host's
+// absolute path ("https:store/prompts/admin" is
+// https://store/prompts/admin against http://store/prompts/).
 func absolutePath(name, rest string) bool {
 	if strings.HasPrefix(rest, "/") || strings.HasPrefix(rest, `\`) {
 		return true
 	}
-	if len(rest) < 2 || !strings.EqualFold(name[:len(name)-len(rest)], "file:") {
+	switch strings.ToLower(name[:len(name)-len(rest)]) {
+	case "http:", "https:", "ws:", "wss:", "ftp:":
+		return strings.ContainsAny(rest, `/\`)
+	case "file:":
+	default:
+		return false
+	}
+	if len(rest) < 2 {
 		return false
 	}
 	c := rest[0] | 0x20
