@@ -531,6 +531,19 @@ func TestCompletionTemplateValues(t *testing.T) {
 		{"value spelt twice", complete(tmpl, `"argument":{"name":"name","value":"p","va-lue":".."}`), 400},
 		// Without variables there is nothing to expand.
 		{"a resource, not a template", complete("file:///secret/a", `"argument":{"name":"name","value":".."}`), 0},
+		// After a '/' of the template's path, a value that begins with a
+		// slash is an absolute path to a server that joins it to the
+		// template's directory (os.path.join("/srv/secret", "/etc/") is
+		// /etc/), outside file:///secret/.
+		{"an absolute path", complete(tmpl, `"argument":{"name":"name","value":"/etc/"}`), 400},
+		{"an absolute path with a backslash", complete(tmpl, `"argument":{"name":"name","value":"\\etc"}`), 400},
+		{"a percent-encoded absolute path", complete(tmpl, `"argument":{"name":"name","value":"%2Fetc"}`), 400},
+		{"a fullwidth solidus", complete(tmpl, `"argument":{"name":"name","value":"\uff0fetc"}`), 400},
+		{"an absolute path after an invisible character", complete(tmpl, `"argument":{"name":"name","value":"\u200b/etc"}`), 400},
+		{"an absolute path in the context", complete(tmpl, `"argument":{"name":"name","value":"p"},"context":{"arguments":{"dir":"/etc"}}`), 400},
+		{"an absolute path after a path-segment expression", complete("file:///secret{/dir}", `"argument":{"name":"dir","value":"/etc"}`), 400},
+		{"a slash inside a name", complete(tmpl, `"argument":{"name":"name","value":"a/b"}`), 0},
+		{"a slash after no '/'", complete("file:///secret/x{+name}", `"argument":{"name":"name","value":"/etc"}`), 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -827,7 +827,7 @@ func (p *policy) decideCompletion(pr *principal, raw []byte) (decision, error) {
 		return p.decidePrompt(pr, *ref.Name)
 	case ref.Type == "ref/resource" && ref.URI != nil && ref.Name == nil:
 		if literal, _, template := strings.Cut(*ref.URI, "{"); template {
-			if err := completionValues(raw, inHost(literal)); err != nil {
+			if err := completionValues(raw, inHost(literal), slashBeforeExpression(*ref.URI)); err != nil {
 				return decision{}, err
 			}
 		}
@@ -860,8 +860,15 @@ func (p *policy) decideCompletion(pr *principal, raw []byte) (decision, error) {
 // name), a value with '@' in any encoding is refused too: it makes the
 // literal user information and moves the host after it
 // ("notes://all@other/x" is on host other, whose rule the completion did
-// not need; the gateway reads no URI with user information either).
-func completionValues(raw []byte, host bool) error {
+// not need; the gateway reads no URI with user information either). With
+// slashed (an expression follows a '/' of the template's path:
+// slashBeforeExpression), a value that begins with '/' or '\' in any of
+// those readings (absoluteValue) is refused too: a server that joins the
+// value to the template's directory as a path (Python's os.path.join and
+// pathlib, Java's Path.resolve, Node's path.resolve) reads "/etc/" as
+// /etc/, not as file:///secret/etc/, and the expansion has an empty
+// segment, which a resource URI may not have.
+func completionValues(raw []byte, host, slashed bool) error {
 	var msg struct {
 		Params map[string]json.RawMessage `json:"params"`
 	}
@@ -889,6 +896,9 @@ func completionValues(raw []byte, host bool) error {
 		// event's reason (as argument rules name only a pointer).
 		if dotSegmentValue(s) {
 			return errors.New(what + " has a dot segment, which expands the template outside its rules")
+		}
+		if slashed && absoluteValue(s) {
+			return errors.New(what + " begins with a slash after the template's '/', which a server joining it to the template's directory reads as an absolute path outside its rules")
 		}
 		if host && strings.IndexByte(percentDecoded(percentDecoded(s)), '@') >= 0 {
 			return errors.New(what + " has '@', which makes the template's host user information and names another host")
@@ -946,6 +956,51 @@ func dotSegmentValue(v string) bool {
 		return true
 	}
 	return dotSegmentText(v)
+}
+
+// absoluteValue reports whether a variable's value, read as
+// dotSegmentValue reads it (escapes decoded twice, in NFKC, without the
+// characters readers drop), begins with '/' or '\': "/etc",
+// "%2Fetc", "\uff0fetc" (a fullwidth solidus) and "\u200b/etc" all do.
+func absoluteValue(v string) bool {
+	for range 2 {
+		if strings.IndexByte(v, '%') < 0 {
+			break
+		}
+		v = percentDecoded(v)
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] >= utf8.RuneSelf || !visibleRune(rune(v[i])) {
+			v = strings.Map(func(r rune) rune {
+				if r != ' ' && !visibleRune(r) {
+					return -1
+				}
+				return r
+			}, norm.NFKC.String(v))
+			break
+		}
+	}
+	return strings.HasPrefix(v, "/") || strings.HasPrefix(v, `\`)
+}
+
+// slashBeforeExpression reports whether an expression of template t
+// follows a '/' of its path (not the "//" that begins its authority:
+// "file://{path}" names the whole path), or expands to path segments
+// ("{/x}"), so that its value is a name below a directory.
+func slashBeforeExpression(t string) bool {
+	authority := -1 // where the authority begins, after "scheme://"
+	if i := strings.Index(t, "//"); i > 0 && !strings.ContainsAny(t[:i], "/?#{") {
+		authority = i + 2
+	}
+	for i := 0; i < len(t); i++ {
+		if t[i] != '{' {
+			continue
+		}
+		if i+1 < len(t) && t[i+1] == '/' || i > 0 && t[i-1] == '/' && i != authority {
+			return true
+		}
+	}
+	return false
 }
 
 // dotSegmentText is dotSegmentValue for decoded text.
