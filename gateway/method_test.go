@@ -159,6 +159,11 @@ func TestPromptNameCutWhereAURLPathEnds(t *testing.T) {
 		{"a file scheme and a drive letter with a bar", get("File:c|/c_tips"), 400, codeInvalidParams},
 		{"a file scheme and a drive letter alone", get("file:C:"), 400, codeInvalidParams},
 		{"a file scheme and a name with a colon", get("file:c:tips"), 0, 0},
+		// Without a scheme too: new URL("C|/x", "file:///srv/prompts/")
+		// is file:///C:/x.
+		{"a drive letter with a bar", get("C|/c_tips"), 400, codeInvalidParams},
+		{"a drive letter with a bar alone", get("c|"), 400, codeInvalidParams},
+		{"a bar after a letter and more", get("c|tips"), 0, 0},
 		// Against a base of another scheme, WHATWG reads the text after
 		// a special scheme up to its first '/' as a host, the rest as
 		// an absolute path: "https:store/prompts/c_tips" is

@@ -729,7 +729,7 @@ func (p *policy) decidePrompt(pr *principal, name string) (decision, error) {
 		return decision{}, fmt.Errorf("prompt name %q has whitespace, control, invisible or compatibility characters, characters that a full case mapping reads beyond simple case folding, or empty or dot-only segments between slashes", name)
 	}
 	rest, relative := schemeRelative(name)
-	if relative || strings.ContainsAny(name, `?#;\`) {
+	if relative || strings.ContainsAny(name, `?#;\|`) {
 		// A server that puts the name in a URL, as pathSafeName has it,
 		// ends the path at "?" or "#" ("admin_x?" is admin_x), a servlet
 		// container drops ";" and what follows up to the segment's end
@@ -746,6 +746,10 @@ func (p *policy) decidePrompt(pr *principal, name string) (decision, error) {
 		// "/etc/x" is.
 		i, _ := stableRule(p.prompts, name)
 		reads, dots := urlPathReadings(name)
+		// Against a file URL a Windows drive letter with '|' begins an
+		// absolute path: new URL("C|/x", "file:///srv/prompts/") is
+		// file:///C:/x. (With ':' the letter is a scheme to WHATWG.)
+		dots = dots || windowsDrive(name) && name[1] == '|'
 		if relative {
 			more, d := urlPathReadings(rest)
 			reads, dots = append(reads, more...), dots || d || absolutePath(name, rest)
@@ -792,11 +796,18 @@ func absolutePath(name, rest string) bool {
 	default:
 		return false
 	}
-	if len(rest) < 2 {
+	return windowsDrive(rest)
+}
+
+// windowsDrive reports whether s starts with a Windows drive letter as
+// the WHATWG URL standard has it: an ASCII letter, ':' or '|', then the
+// end, '/', '\', '?' or '#'.
+func windowsDrive(s string) bool {
+	if len(s) < 2 {
 		return false
 	}
-	c := rest[0] | 0x20
-	return 'a' <= c && c <= 'z' && (rest[1] == ':' || rest[1] == '|') && (len(rest) == 2 || strings.IndexByte(`/\?#`, rest[2]) >= 0)
+	c := s[0] | 0x20
+	return 'a' <= c && c <= 'z' && (s[1] == ':' || s[1] == '|') && (len(s) == 2 || strings.IndexByte(`/\?#`, s[2]) >= 0)
 }
 
 // schemeRelative returns what a name that begins with one of the
