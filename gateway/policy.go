@@ -1141,46 +1141,105 @@ func checkTemplateText(t string) error {
 	return nil
 }
 
-// dotSegmentByEmpties reports whether a segment of template t (between
-// '/', '?', '#' and ';') can expand to ".." (" %20" dropped) with its
-// variables undefined or empty: a segment of literal dots and
-// expressions only, its literal dots at most two, and its '.'
-// expressions able to add the rest, one dot per variable ("{.a,b}" adds
-// none, one or two), any number when exploded ("{.list*}").
+// dotSegmentByEmpties reports whether a segment of template t can expand
+// to ".." (" %20" dropped) with its variables undefined or empty: a
+// segment of literal dots and expressions only, its literal dots at most
+// two, and its '.' expressions able to add the rest, one dot per
+// variable ("{.a,b}" adds none, one or two), any number when exploded
+// ("{.list*}"). A segment ends at a '/', '?', '#' or ';' of the text,
+// and may end or begin at a '/', '?' or '#' expression, which expands to
+// nothing (undefined) or to its operator first ("{/a}" with a empty is
+// "/"): "d{/a}..{/b}..{/c}x" is "d/../../x" then, so each segment a
+// segment may begin there is followed too (segments).
 func dotSegmentByEmpties(t string) bool {
-	// lit counts the segment's literal dots, more the dots its '.'
-	// expressions can add (-1: any number), other whether it has
-	// anything else.
-	lit, more, other := 0, 0, false
+	var segs segments
+	segs.begin()
 	for i := 0; i <= len(t); i++ {
 		switch {
 		case i == len(t) || strings.IndexByte("/?#;", t[i]) >= 0:
-			if !other && lit <= 2 && (more < 0 || lit+more >= 2) {
+			if segs.dots() {
 				return true
 			}
-			lit, more, other = 0, 0, false
+			segs.begin()
 		case t[i] == '{':
 			expr, _, ok := strings.Cut(t[i+1:], "}")
 			if !ok {
 				return false // runs to the end; checkURI refused it
 			}
-			if strings.HasPrefix(expr, ".") && more >= 0 {
-				if strings.Contains(expr, "*") {
-					more = -1
-				} else {
-					more += strings.Count(expr, ",") + 1
+			switch {
+			case strings.HasPrefix(expr, "."):
+				segs.addDots(strings.Count(expr, ",")+1, strings.Contains(expr, "*"))
+			case expr != "" && strings.IndexByte("/?#", expr[0]) >= 0:
+				if segs.dots() {
+					return true
 				}
+				segs.add(segment{})
 			}
 			i += len(expr) + 1
 		case t[i] == '.':
-			lit++
+			segs.addDot()
 		case strings.HasPrefix(t[i:], "%20"):
 			i += 2
 		default:
-			other = true
+			segs.other()
 		}
 	}
 	return false
+}
+
+// segment is what dotSegmentByEmpties knows of a segment read so far,
+// when it is of dots and expressions only: lit its literal dots, more the
+// dots its '.' expressions can add (-1: any number).
+type segment struct{ lit, more int }
+
+// dots reports whether the segment can be "..".
+func (s segment) dots() bool { return s.lit <= 2 && (s.more < 0 || s.lit+s.more >= 2) }
+
+// segments are the segments a template's text read so far may end with,
+// one for each place it may have begun, those that hold anything but dots
+// and expressions or more than two literal dots left out (they cannot be
+// ".."). There are at most a dozen apart (lit 0 to 2, more -1 to 2), so
+// reading a template costs its length.
+type segments struct{ s []segment }
+
+func (g *segments) begin() { g.s = append(g.s[:0], segment{}) }
+
+func (g *segments) add(s segment) {
+	if !slices.Contains(g.s, s) {
+		g.s = append(g.s, s)
+	}
+}
+
+func (g *segments) dots() bool {
+	return slices.ContainsFunc(g.s, segment.dots)
+}
+
+func (g *segments) other() { g.s = g.s[:0] }
+
+func (g *segments) addDot() { g.update(func(s segment) segment { s.lit++; return s }) }
+
+func (g *segments) addDots(n int, exploded bool) {
+	g.update(func(s segment) segment {
+		switch {
+		case exploded:
+			s.more = -1
+		case s.more >= 0:
+			s.more = min(s.more+n, 2)
+		}
+		return s
+	})
+}
+
+// update applies f to each segment, keeping those that may still be ".."
+// and each once.
+func (g *segments) update(f func(segment) segment) {
+	old := g.s
+	g.s = g.s[:0]
+	for _, s := range old {
+		if s = f(s); s.lit <= 2 {
+			g.add(s)
+		}
+	}
 }
 
 // standIn is what checkTemplateText reads an expression as after the

@@ -827,6 +827,41 @@ func TestTemplateTextDotsOfEmptyValues(t *testing.T) {
 	}
 }
 
+// TestTemplateTextSegmentsOfSlashExpressions: a '/', '?' or '#'
+// expression (RFC 6570 3.2.6 to 3.2.9) expands to nothing when its
+// variables are undefined and to its operator first when one is an empty
+// string ("{/a}" is "/"), so it may end a segment and begin another:
+// file:///srv/secret/d{/a}..{/b}..{/c}x with a, b and c empty expands
+// to file:///srv/secret/d/../../x, under file:///srv/, and
+// .{/a}.{/b}.{/c}x with a undefined and b and c empty to .././x.
+// 1018d6c read segments between the text's own '/', '?', '#' and ';'
+// only ("d{/a}..{/b}..{/c}x" one segment, not dots alone), so these
+// were listed and completed for a caller holding the secret rule's
+// scope alone.
+func TestTemplateTextSegmentsOfSlashExpressions(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.ResourceRules = []Rule{
+		{Pattern: "file:///srv/secret/", Scopes: []string{"files:secret"}},
+		{Pattern: "file:///srv/", Scopes: []string{"files:read"}},
+	}
+	fine := []string{"file:///srv/secret/d{/a}.{/b}x", "file:///srv/secret/{name}{/v}...{/w}", "file:///srv/secret/v{/a}.b{?q}",
+		"file:///srv/secret/x{/a}{/b}{?q}{#f}", "file:///srv/secret/x{.a}{/b}y"}
+	leaving := []string{"file:///srv/secret/d{/a}..{/b}..{/c}x", "file:///srv/secret/d{/a}..{/b}..{?q}", "file:///srv/secret/d{/a}..{/b}..{#f}",
+		"file:///srv/secret/{/list*}..{/c}x", "file:///srv/secret/.{/a}.{/b}.{/c}x", "file:///srv/secret/d{/a}{.b,c}{/e}x",
+		"file:///srv/secret/d{/a}.{.b}{/c}x"}
+	for _, tpl := range leaving {
+		if err := checkTemplateText(tpl); err == nil {
+			t.Errorf("checkTemplateText(%q) passed", tpl)
+		}
+	}
+	templates := append(slices.Clone(fine), leaving...)
+	for _, scope := range []string{"mcp files:secret", "mcp files:secret files:read"} {
+		t.Run(scope, func(t *testing.T) {
+			templatesHarness(t, cfg, scope, templates, fine)
+		})
+	}
+}
+
 // TestTemplateBeforeACaseVariantOfARule: a resource template whose text
 // before the first '{' a rule's prefix extends when case is ignored
 // needs that rule too, for non-ASCII characters as for ASCII letters: a
