@@ -846,21 +846,20 @@ func adminAddress(s string) (string, error) {
 	return u.Host, nil
 }
 
-// withoutUserinfo is the URL s with what precedes an "@" in its
-// authority replaced by "…": the refusal of an address that names a user
+// withoutUserinfo is the URL s with what precedes its last "@" after the
+// scheme replaced by "…": the refusal of an address that names a user
 // and password (refused: the admin API takes none) is printed, and may
-// be kept in a script's log, without the password.
+// be kept in a script's log, without the password. Not only up to the
+// authority's end as a URL parser finds it: a password typed with a "/",
+// "?" or "#" ("http://admin:pa#ss@host", which should be escaped) ends
+// the authority there for the parser, and would be printed whole.
 func withoutUserinfo(s string) string {
 	i := strings.Index(s, "://")
 	if i < 0 {
 		return s
 	}
 	rest := s[i+3:]
-	end := strings.IndexAny(rest, "/?#")
-	if end < 0 {
-		end = len(rest)
-	}
-	at := strings.LastIndex(rest[:end], "@")
+	at := strings.LastIndex(rest, "@")
 	if at < 0 {
 		return s
 	}

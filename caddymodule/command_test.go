@@ -157,7 +157,8 @@ func TestCommand(t *testing.T) {
 	}
 	// One naming a user and password is refused, and the refusal, printed
 	// and perhaps kept in a script's log, does not repeat the password.
-	for _, a := range []string{"http://admin:s3cret-pw@" + addr, "http://admin:s3cret-pw@" + addr + "/config", "http://admin:s3cret-pw%zz@" + addr, "admin:s3cret-pw@" + addr, "tcp/admin:s3cret-pw@" + addr} {
+	for _, a := range []string{"http://admin:s3cret-pw@" + addr, "http://admin:s3cret-pw@" + addr + "/config", "http://admin:s3cret-pw%zz@" + addr, "admin:s3cret-pw@" + addr, "tcp/admin:s3cret-pw@" + addr,
+		"http://admin:s3cret#pw@" + addr, "http://admin:s3cret/pw@" + addr, "http://admin:s3cret?pw@" + addr} {
 		_, _, err := runCLI(t, a, "", "user", "list")
 		if err == nil || !strings.Contains(err.Error(), "want host:port or http://host:port") || strings.Contains(err.Error(), "s3cret") {
 			t.Errorf("mcp-auth user list --address %s = %v, want an error explaining the address forms, without the password", a, err)
