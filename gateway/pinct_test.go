@@ -567,3 +567,52 @@ func TestPinFetchErrorLoggedCut(t *testing.T) {
 		})
 	}
 }
+
+// TestAnswerMemberVariantLoggedCut: an answer refused (502) for a member
+// a client may read as one the gateway checks ("Resource", or "resource"
+// cut at a NUL: exactMember) names that member in the error it logs, and
+// after a NUL the name may run on for as long as the answer may
+// (maxFilteredBody): it is cut as a name in an audit event is. Before,
+// one small request had 512 KiB written to the log.
+func TestAnswerMemberVariantLoggedCut(t *testing.T) {
+	long := strings.Repeat("x", 512<<10)
+	for _, tt := range []struct{ name, answer string }{
+		{"resource", `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"resource","resource":{"uri":"notes://a","text":"a"},"Resource\u0000` + long + `":1}]}}`},
+		{"uri", `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"resource","resource":{"uri":"notes://a","URI\u0000` + long + `":"x","text":"a"}}]}}`},
+		{"contents", `{"jsonrpc":"2.0","id":1,"result":{"contents":[{"uri":"notes://a","text":"a"}],"Contents\u0000` + long + `":1}}`},
+	} {
+		for _, ct := range []string{"application/json", "text/event-stream"} {
+			t.Run(tt.name+" "+ct, func(t *testing.T) {
+				core, logs := observer.New(zap.DebugLevel)
+				cfg := testConfig(t)
+				cfg.Logger = zap.New(core)
+				h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+					w.Header().Set("Content-Type", ct)
+					if ct == "text/event-stream" {
+						io.WriteString(w, "data: "+tt.answer+"\n\n")
+						return
+					}
+					io.WriteString(w, tt.answer)
+				})
+				resp := h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a","arguments":{}}}`, token: mint(t, claims())})
+				got, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if strings.Contains(string(got), "notes://a") {
+					t.Errorf("answered %d %.100q, want the resource refused", resp.StatusCode, got)
+				}
+				var n int
+				for _, e := range logs.All() {
+					for _, f := range e.Context {
+						if err, ok := f.Interface.(error); ok && len(err.Error()) > maxAuditText {
+							t.Errorf("%q logged %s of %d bytes: %.80q…", e.Message, f.Key, len(err.Error()), err.Error())
+						}
+					}
+					n++
+				}
+				if n == 0 {
+					t.Error("nothing logged, want the refusal")
+				}
+			})
+		}
+	}
+}

@@ -482,11 +482,15 @@ func looseMember(n map[string]json.RawMessage, name string) (json.RawMessage, bo
 
 // exactMember is m's member name, refusing one a client may read as it
 // but spelt otherwise (in case, with '-' or '_', cut at a NUL:
-// mcpparse.SameLooseName), where looseMember would read it as name.
+// mcpparse.SameLooseName), where looseMember would read it as name. The
+// refusal names that member cut as an audit event's name is: in an
+// upstream's answer it is logged, and after a NUL it may run on for
+// megabytes ("Resource\x00…").
 func exactMember(m map[string]json.RawMessage, name string) (json.RawMessage, bool, error) {
 	for k := range m {
 		if k != name && mcpparse.SameLooseName(k, name) {
-			return nil, false, fmt.Errorf("member %q may be read as %s", k, name)
+			shown, _ := auditBound(k, maxAuditName)
+			return nil, false, fmt.Errorf("member %q may be read as %s", shown, name)
 		}
 	}
 	v, ok := m[name]
