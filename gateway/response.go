@@ -1382,12 +1382,15 @@ func (rw *responseWriter) leniently(msg []byte) ([]byte, error) {
 // first JSON value, as the Go SDK's client reads a message), is or holds
 // a notifications/tasks under any member a client may read as method
 // (its exact name, as the TypeScript and Python SDKs read it, beside a
-// variant encoding/json would take instead: SameLooseName). Text
-// encoding/json cannot read that may name tasks counts as one: clients
-// read what it refuses, the TypeScript SDK's a JSON answer after a BOM
-// (fetch's json() drops it), the Python SDK's NaN and Infinity (pydantic
-// reads them).
+// variant encoding/json would take instead: SameLooseName). A leading
+// UTF-8 byte order mark is dropped first, as the TypeScript SDK's
+// client drops it (fetch's json()). Text encoding/json still cannot read
+// that may name tasks counts as one (mayName, which a NUL byte, as UTF-16
+// and UTF-32 text holds, always satisfies): clients read what it
+// refuses, the Python SDK's NaN and Infinity (pydantic reads them),
+// UTF-16 and UTF-32 text (Python's json.loads).
 func isTaskStatus(msg []byte) bool {
+	msg = bytes.TrimPrefix(msg, []byte("\ufeff"))
 	var v json.RawMessage
 	if json.NewDecoder(bytes.NewReader(msg)).Decode(&v) != nil {
 		return mayName(msg, "tasks")

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"unicode/utf16"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -1323,5 +1324,132 @@ func TestTaskStatusOfOthersDroppedPastUnreadEvent(t *testing.T) {
 				t.Errorf("alice's %s stream carries bob's task status and result: %.300s", tt.name, got[max(0, len(got)-300):])
 			}
 		})
+	}
+}
+
+// TestTaskStatusOfOthersDroppedInJSONOtherEncodings: a 2026-07-28 JSON
+// answer that the gateway's strict read refuses is read leniently for
+// other callers' notifications/tasks, as encoding/json reads it; clients
+// read more: after a UTF-8 byte order mark (fetch's json(), the
+// TypeScript SDK client's reader, drops it) and in UTF-16 or UTF-32
+// (Python's json.loads on bytes, as httpx's json() reads it). Such an
+// answer carried bob's task status and result to alice, on a tools/call
+// with or without the Tasks extension. It is refused now (502), or read
+// past its byte order mark; one without another's task status passes
+// as before.
+func TestTaskStatusOfOthersDroppedInJSONOtherEncodings(t *testing.T) {
+	leak := `{"jsonrpc":"2.0","method":"notifications/tasks","params":{"taskId":"task-bob","status":"completed","result":{"content":[{"type":"text","text":"secret of bob"}]}}}`
+	answer := `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"your tasks"}]}}`
+	utf16le := func(s string) string {
+		var b strings.Builder
+		for _, u := range utf16.Encode([]rune(s)) {
+			b.WriteByte(byte(u))
+			b.WriteByte(byte(u >> 8))
+		}
+		return b.String()
+	}
+	plainCall := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a","arguments":{},` + meta2026 + `}}`
+	toolCall := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_a","arguments":{},` + meta2026Tasks + `}}`
+	for _, tt := range []struct {
+		name, body, answer string
+		status             int // 200: passed as sent
+	}{
+		{"tools/call without tasks, byte order mark", plainCall, "\ufeff[" + leak + "," + answer + "]", 502},
+		{"tools/call without tasks, byte order mark, alone", plainCall, "\ufeff" + leak, 502},
+		{"tools/call without tasks, UTF-16", plainCall, utf16le("[" + leak + "," + answer + "]"), 502},
+		{"tools/call, byte order mark", toolCall, "\ufeff[" + leak + "," + answer + "]", 502},
+		{"tools/call, UTF-16", toolCall, utf16le("[" + leak + "," + answer + "]"), 502},
+		{"tools/call without tasks, byte order mark, no task status", plainCall, "\ufeff" + answer, 200},
+		{"tools/call, byte order mark, no task status", toolCall, "\ufeff" + answer, 200},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.ResourceRules = nil
+			h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				io.WriteString(w, tt.answer)
+			})
+			resp := h.do(t, call{body: tt.body, token: mint(t, claims()), headers: taskHeaders("tools/call", "read_a")})
+			got := readBody(t, resp)
+			if resp.StatusCode != tt.status || tt.status == 200 && got != tt.answer {
+				t.Errorf("answer = %d %.300q, want %d", resp.StatusCode, got, tt.status)
+			}
+			if strings.Contains(got, "task-bob") || strings.Contains(got, utf16le("task-bob")) {
+				t.Errorf("alice's %s answer carries bob's task status and result: %.300q", tt.name, got)
+			}
+		})
+	}
+}
+
+// TestTaskStatusOfOthersDroppedInCompressedAnswers: every 2026-07-28
+// JSON or event-stream answer is read for other callers'
+// notifications/tasks, so its request no longer carries the client's
+// Accept-Encoding (the transport asks for gzip and decodes it), and an
+// answer compressed all the same is refused (502), as where the gateway
+// watches answers. Before, a completion/complete (read for nothing else
+// without pinning or resource rules) forwarded "deflate, gzip": a
+// server compressing as asked had its event stream pass unread, bob's
+// task status and result with it, and its JSON answer refused 502 or
+// passed unread by whether the compressed bytes could spell "tasks".
+func TestTaskStatusOfOthersDroppedInCompressedAnswers(t *testing.T) {
+	leak := `{"jsonrpc":"2.0","method":"notifications/tasks","params":{"taskId":"task-bob","status":"completed","result":{"content":[{"type":"text","text":"secret of bob"}]}}}`
+	answer := `{"jsonrpc":"2.0","id":1,"result":{"completion":{"values":["alice's value"]}}}`
+	complete := `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"summary"},"argument":{"name":"x","value":""},` + meta2026 + `}}`
+	for _, ct := range []string{"application/json", "text/event-stream"} {
+		for _, always := range []bool{false, true} { // true: deflate, whatever was asked
+			t.Run(fmt.Sprintf("%s, deflate always %v", ct, always), func(t *testing.T) {
+				cfg := testConfig(t)
+				cfg.ResourceRules = nil
+				cfg.Prompts = []Rule{{Pattern: "*", Scopes: []string{"mcp"}}}
+				var asked string
+				h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+					asked = r.Header.Get("Accept-Encoding")
+					body := "[" + leak + "," + answer + "]"
+					if ct == "text/event-stream" {
+						body = "data: " + leak + "\n\ndata: " + answer + "\n\n"
+					}
+					var b bytes.Buffer
+					var zw io.WriteCloser
+					switch {
+					case always || strings.Contains(asked, "deflate"):
+						w.Header().Set("Content-Encoding", "deflate")
+						zw = zlib.NewWriter(&b)
+					case strings.Contains(asked, "gzip"):
+						w.Header().Set("Content-Encoding", "gzip")
+						zw = gzip.NewWriter(&b)
+					}
+					if zw != nil {
+						io.WriteString(zw, body)
+						zw.Close()
+						body = b.String()
+					}
+					w.Header().Set("Content-Type", ct)
+					io.WriteString(w, body)
+				})
+				headers := map[string]string{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "completion/complete", "Accept-Encoding": "deflate, gzip"}
+				resp := h.do(t, call{body: complete, token: mint(t, claims()), headers: headers})
+				raw, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				got := string(raw)
+				if strings.Contains(resp.Header.Get("Content-Encoding"), "deflate") {
+					if zr, err := zlib.NewReader(bytes.NewReader(raw)); err == nil {
+						plain, _ := io.ReadAll(zr)
+						got = string(plain)
+					}
+				}
+				if strings.Contains(asked, "deflate") {
+					t.Errorf("the client's Accept-Encoding was forwarded (%q)", asked)
+				}
+				if strings.Contains(got, "task-bob") {
+					t.Errorf("alice's answer carries bob's task status and result: %d %.300q", resp.StatusCode, got)
+				}
+				if want := !always; want != (resp.StatusCode == 200 && strings.Contains(got, "alice's value")) {
+					t.Errorf("answer = %d %.300q, want alice's answer %v (else 502)", resp.StatusCode, got, want)
+				}
+				if always && resp.StatusCode != http.StatusBadGateway {
+					t.Errorf("answer = %d, want 502", resp.StatusCode)
+				}
+			})
+		}
 	}
 }
