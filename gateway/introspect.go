@@ -388,6 +388,11 @@ type RemoteIntrospection struct {
 	// call is reading the metadata again.
 	read              time.Time
 	failed, rereading bool
+	// unread is when a read of the metadata, endpoint still unknown,
+	// last failed, and unreadErr its error: each call of the
+	// rereadInterval after it fails with that error, unread.
+	unread    time.Time
+	unreadErr error
 }
 
 // rereadInterval is the least time between two reads of the issuer's
@@ -460,9 +465,16 @@ func (ri *RemoteIntrospection) called(endpoint string, ok bool) {
 
 // introspectionEndpoint is the configured endpoint, or the one the
 // issuer's metadata names: read until it succeeds once, and again while
-// calls of the endpoint it named fail (an issuer that moved it), at most
-// once per rereadInterval, by one call while the others use the endpoint
-// known.
+// calls of the endpoint it named fail (an issuer that moved it), each at
+// most once per rereadInterval, by one call while the others use the
+// endpoint known. Until it is known, a call made within rereadInterval
+// of a failed read fails as that read did: each made-up token costs a
+// call, and would otherwise cost a read of the metadata too, as many as
+// anyone sends while the issuer's metadata fails (RemoteKeys reads it
+// as seldom). That read is the issuer's, not the call's: it runs on
+// (for at most the call's timeout) when every request waiting for the
+// call has left, so a request that left is not taken for the issuer
+// failing.
 func (ri *RemoteIntrospection) introspectionEndpoint(ctx context.Context) (string, error) {
 	ri.mu.Lock()
 	if endpoint := ri.endpoint; endpoint != "" {
@@ -482,8 +494,14 @@ func (ri *RemoteIntrospection) introspectionEndpoint(ctx context.Context) (strin
 		return ri.endpoint, nil
 	}
 	defer ri.mu.Unlock()
-	u, err := ri.readEndpoint(ctx)
+	if !ri.unread.IsZero() && ri.now().Sub(ri.unread) < rereadInterval {
+		return "", ri.unreadErr
+	}
+	readCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ri.timeout)
+	defer cancel()
+	u, err := ri.readEndpoint(readCtx)
 	if err != nil {
+		ri.unread, ri.unreadErr = ri.now(), err
 		return "", err
 	}
 	ri.endpoint, ri.read = u, ri.now()

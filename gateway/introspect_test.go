@@ -826,6 +826,59 @@ func TestIntrospectionDiscovery(t *testing.T) {
 	}
 }
 
+// TestIntrospectionDiscoveryFailureThrottled: while the issuer's
+// metadata cannot be read and the introspection endpoint is not known
+// yet (a gateway started or reloaded while the issuer is down), made-up
+// opaque tokens, each a call, cost one read of the metadata per refetch
+// interval, not one each; the read after it finds the endpoint. A
+// request that leaves during the read does not end it.
+func TestIntrospectionDiscoveryFailureThrottled(t *testing.T) {
+	f := newFakeIntrospection(t)
+	f.set("tok", active())
+	var up atomic.Bool
+	var reads atomic.Int32
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reads.Add(1)
+		if !up.Load() {
+			http.Error(w, "unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]any{"issuer": srv.URL, "introspection_endpoint": f.srv.URL + "/introspect"})
+	}))
+	t.Cleanup(srv.Close)
+	ri, err := NewRemoteIntrospection(srv.URL, "", gwClientID, gwClientSecret, srv.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	now := testNow
+	ri.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); defer mu.Unlock(); now = now.Add(d) }
+	for i := range 20 {
+		if _, err := ri.Introspect(t.Context(), fmt.Sprint("made-up-", i)); err == nil {
+			t.Fatal("Introspect succeeded with the metadata unreadable")
+		}
+	}
+	// The two places of the metadata (RFC 8414, OpenID Connect), once.
+	if n := reads.Load(); n != 2 {
+		t.Errorf("metadata reads for 20 tokens = %d, want 2 (one read)", n)
+	}
+	up.Store(true)
+	advance(rereadInterval - time.Second)
+	if _, err := ri.Introspect(t.Context(), "tok"); err == nil || reads.Load() != 2 {
+		t.Errorf("Introspect within the interval = %v after %d reads, want the read's failure and no read", err, reads.Load())
+	}
+	advance(time.Second)
+	// A caller that has left already: the read goes on for the others.
+	gone, cancel := context.WithCancel(t.Context())
+	cancel()
+	ri.Introspect(gone, "tok")
+	if body, err := ri.Introspect(t.Context(), "tok"); err != nil || !strings.Contains(string(body), `"active":true`) || reads.Load() != 3 {
+		t.Errorf("Introspect once the interval passed = %s, %v after %d reads, want the answer after 3", body, err, reads.Load())
+	}
+}
+
 // TestIntrospectionEndpointMoved: an issuer whose metadata comes to name
 // another introspection_endpoint, the old one failing, has its tokens
 // introspected at the new one once the refetch interval has passed since
