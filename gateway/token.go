@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 	"unsafe"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -601,12 +603,44 @@ func clientOwnToken(p *principal, payload []byte) bool {
 			return true // not a string: nothing says user
 		}
 	}
-	// Keycloak names a client's service account "service-account-" and
-	// the client id, lower-cased: compared as that, not by Unicode's
-	// folding, under which a user named "\u017fervice-account-app" (long
-	// s) would be the client's service account.
 	return gty == "client-credentials" || idtyp == "app" ||
-		username == "service-account-"+strings.ToLower(p.clientID)
+		keycloakServiceAccount(username, p.clientID)
+}
+
+// keycloakServiceAccount reports whether username is the name Keycloak
+// gives clientID's service account: "service-account-" and the client
+// id lower-cased by Java's String.toLowerCase. Not by Unicode's folding,
+// under which a user named "\u017fervice-account-app" (long s) would be
+// the client's service account; nor by strings.ToLower alone, whose
+// one-to-one mapping is not Java's where it differs: U+0130 (capital I
+// with dot) is "i\u0307" in Java, and a capital sigma ending a word (by
+// Java's own rule of where words end) is final sigma, U+03C2. A client
+// id holding either (a Turkish "İK-PORTAL", a Greek one ending in Σ) had
+// its service account's tokens read as a user's, passing require_user
+// and user_only; sigma is taken in either form.
+func keycloakServiceAccount(username, clientID string) bool {
+	rest, ok := strings.CutPrefix(username, "service-account-")
+	if !ok {
+		return false
+	}
+	for _, r := range clientID {
+		var taken bool
+		switch r {
+		case '\u0130':
+			rest, taken = strings.CutPrefix(rest, "i\u0307")
+		case '\u03a3':
+			if rest, taken = strings.CutPrefix(rest, "\u03c3"); !taken {
+				rest, taken = strings.CutPrefix(rest, "\u03c2")
+			}
+		default:
+			l, n := utf8.DecodeRuneInString(rest)
+			rest, taken = rest[n:], n > 0 && l == unicode.ToLower(r)
+		}
+		if !taken {
+			return false
+		}
+	}
+	return rest == ""
 }
 
 // describeTokenError maps a validation failure to a fixed description.

@@ -168,6 +168,14 @@ func TestForeignClientTokens(t *testing.T) {
 		{"a user (Entra ID)", map[string]any{"sub": "alice-oid", "client_id": "svc-app", "idtyp": "user"}, false},
 		{"a user (Keycloak)", map[string]any{"sub": "a1-uuid", "client_id": "svc-app", "preferred_username": "alice"}, false},
 		{"a user named like a service account of another client", map[string]any{"sub": "a2-uuid", "client_id": "svc-app", "preferred_username": "service-account-other"}, false},
+		// Keycloak lower-cases with Java's String.toLowerCase, whose full
+		// mapping makes U+0130 two characters and a word's last capital
+		// sigma final sigma, where strings.ToLower makes "i" and sigma.
+		{"Keycloak service account, dotted capital I", map[string]any{"sub": "6d1f-uuid", "client_id": "\u0130K-PORTAL", "preferred_username": "service-account-i\u0307k-portal"}, true},
+		{"Keycloak service account, final sigma", map[string]any{"sub": "6d1f-uuid", "client_id": "\u039b\u039f\u0393\u0399\u03a3\u03a4\u0397\u03a3", "preferred_username": "service-account-\u03bb\u03bf\u03b3\u03b9\u03c3\u03c4\u03b7\u03c2"}, true},
+		{"Keycloak service account, sigma before a hyphen", map[string]any{"sub": "6d1f-uuid", "client_id": "\u0391\u03a3-\u0392", "preferred_username": "service-account-\u03b1\u03c3-\u03b2"}, true},
+		{"a user named like a service account with one character more", map[string]any{"sub": "a5-uuid", "client_id": "\u0130K", "preferred_username": "service-account-i\u0307kx"}, false},
+		{"a user named like a service account with one character less", map[string]any{"sub": "a6-uuid", "client_id": "\u0130K", "preferred_username": "service-account-i\u0307"}, false},
 		// Keycloak names a service account "service-account-" and the
 		// client id, lower-cased; a user whose name folds to it under
 		// Unicode's simple folding (U+017F, long s, folds to s) is a user.
