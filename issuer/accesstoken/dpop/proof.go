@@ -102,6 +102,7 @@ type Verifier struct {
 	replay *Replay
 	ledger Ledger
 	parser *jwt.Parser
+	keys   keyCache
 }
 
 // New returns a Verifier.
@@ -242,6 +243,8 @@ func (v *Verifier) Check(values []string, req Request) (*Proof, error) {
 		return nil, invalid("the DPoP proof is malformed: " + err.Error())
 	}
 	var jwk accesstoken.JWK
+	var decoded decodedKey
+	var fresh bool
 	var claims proofClaims
 	_, err := v.parser.ParseWithClaims(values[0], &claims, func(t *jwt.Token) (any, error) {
 		if err := accesstoken.RefuseCritical(t); err != nil {
@@ -257,17 +260,19 @@ func (v *Verifier) Check(values []string, req Request) (*Proof, error) {
 		if jwk, err = headerKey(t.Header["jwk"]); err != nil {
 			return nil, err
 		}
-		key, err := jwk.PublicKey()
-		if err != nil {
+		if decoded, fresh, err = v.keys.decode(jwk); err != nil {
 			return nil, err
 		}
-		if err := accesstoken.KeyFitsAlg(t.Method.Alg(), key); err != nil {
+		if err := accesstoken.KeyFitsAlg(t.Method.Alg(), decoded.key); err != nil {
 			return nil, err
 		}
-		return key, nil
+		return decoded.key, nil
 	})
 	if err != nil {
 		return nil, invalid("the DPoP proof is malformed, not of typ dpop+jwt, or not validly signed with an asymmetric algorithm by the public key in its jwk header")
+	}
+	if fresh {
+		v.keys.add(jwk, decoded)
 	}
 	now := v.now()
 	switch {
@@ -296,8 +301,7 @@ func (v *Verifier) Check(values []string, req Request) (*Proof, error) {
 	if v.nonces != nil && !v.nonces.valid(claims.nonce, now) {
 		return nil, &Error{Code: CodeUseNonce, Description: "the DPoP proof must carry the nonce of the DPoP-Nonce header"}
 	}
-	jkt := jwk.Thumbprint()
-	return &Proof{JKT: jkt, v: v, jti: claims.jti, iat: claims.iat, holder: cmp.Or(req.Holder, jkt)}, nil
+	return &Proof{JKT: decoded.jkt, v: v, jti: claims.jti, iat: claims.iat, holder: cmp.Or(req.Holder, decoded.jkt)}, nil
 }
 
 // ProofChecked reports whether Bound reads the proof and the request for a

@@ -222,38 +222,62 @@ func TestVerify(t *testing.T) {
 		{name: "token endpoint needs no ath", edit: func(p *proof) { delete(p.claims, "ath") },
 			req: &Request{Method: "POST", URI: uri}},
 	}
+	// Each case on a Verifier that has seen none of the keys, and on one
+	// that remembers every key of the table (keyCache): a remembered
+	// key's proofs are checked as any others.
+	warmed := func(t *testing.T) *Verifier {
+		v := New(Options{Now: func() time.Time { return now }})
+		for _, k := range []struct {
+			key    crypto.Signer
+			method jwt.SigningMethod
+		}{{p256, jwt.SigningMethodES256}, {other, jwt.SigningMethodES256}, {p384, jwt.SigningMethodES384}, {rsaKey, jwt.SigningMethodRS256}, {edKey, jwt.SigningMethodEdDSA}} {
+			p := newProof(t, k.key, k.method, "POST", uri, now)
+			if _, err := v.Check([]string{p.sign(t)}, Request{Method: "POST", URI: uri}); err != nil {
+				t.Fatalf("Check(a proof of a %T) = %v", k.key, err)
+			}
+		}
+		if n := v.keys.len(); n != 5 {
+			t.Fatalf("the Verifier remembers %d keys, want 5", n)
+		}
+		return v
+	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			v := New(Options{Now: func() time.Time { return now }})
-			var values []string
-			p := good()
-			if tt.edit != nil {
-				tt.edit(p)
-			}
-			if tt.values != nil {
-				values = tt.values(p.sign(t))
-			} else {
-				values = []string{p.sign(t)}
-			}
-			r := req
-			if tt.req != nil {
-				r = *tt.req
-			}
-			jkt, err := v.Verify(t.Context(), values, r)
-			if tt.want == "" {
-				if err != nil {
-					t.Fatalf("Verify() error = %v, want success", err)
+		for _, remembered := range []bool{false, true} {
+			t.Run(tt.name+map[bool]string{false: "", true: "/key remembered"}[remembered], func(t *testing.T) {
+				v := New(Options{Now: func() time.Time { return now }})
+				if remembered {
+					v = warmed(t)
 				}
-				if want := thumbprintOf(t, p.key.Public()); jkt != want {
-					t.Errorf("Verify() = %q, want the key's thumbprint %q", jkt, want)
+				var values []string
+				p := good()
+				if tt.edit != nil {
+					tt.edit(p)
 				}
-				return
-			}
-			var e *Error
-			if !errors.As(err, &e) || e.Code != CodeInvalidProof || !strings.Contains(e.Description, tt.want) {
-				t.Errorf("Verify() = %q, %v; want %s error naming %q", jkt, err, CodeInvalidProof, tt.want)
-			}
-		})
+				if tt.values != nil {
+					values = tt.values(p.sign(t))
+				} else {
+					values = []string{p.sign(t)}
+				}
+				r := req
+				if tt.req != nil {
+					r = *tt.req
+				}
+				jkt, err := v.Verify(t.Context(), values, r)
+				if tt.want == "" {
+					if err != nil {
+						t.Fatalf("Verify() error = %v, want success", err)
+					}
+					if want := thumbprintOf(t, p.key.Public()); jkt != want {
+						t.Errorf("Verify() = %q, want the key's thumbprint %q", jkt, want)
+					}
+					return
+				}
+				var e *Error
+				if !errors.As(err, &e) || e.Code != CodeInvalidProof || !strings.Contains(e.Description, tt.want) {
+					t.Errorf("Verify() = %q, %v; want %s error naming %q", jkt, err, CodeInvalidProof, tt.want)
+				}
+			})
+		}
 	}
 }
 
