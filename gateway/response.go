@@ -429,12 +429,7 @@ func (rw *responseWriter) Header() http.Header { return rw.w.Header() }
 // announced, which net/http sends as trailers; those forms go too).
 func (rw *responseWriter) recheckHeader() {
 	h := rw.w.Header()
-	for _, k := range upstreamDropped {
-		delete(h, k)
-	}
-	for _, k := range upstreamTrailersDropped {
-		delete(h, k)
-	}
+	rw.dropFields(h, true)
 	rw.keepPrior(h)
 	rw.keepOwnNonce(h)
 	if v := h[hSessionID]; len(v) > 1 || len(v) == 1 && v[0] != rw.wrapped {
@@ -1160,9 +1155,7 @@ var upstreamTrailersDropped = func() []string {
 // (resource_metadata) would send them to another authorization server.
 func (rw *responseWriter) upstreamHeaders() {
 	h := rw.w.Header()
-	for _, k := range upstreamDropped {
-		delete(h, k)
-	}
+	rw.dropFields(h, false)
 	if origin := rw.x.r.Header[hOrigin]; len(origin) != 0 {
 		// An upstream answering CORS itself (Access-Control-Allow-Origin:
 		// *) has its value added to the gateway's, and a browser reads
@@ -1192,20 +1185,54 @@ const (
 	hAltSvc = "Alt-Svc"
 )
 
+// dropFields deletes from h, in one pass over its fields, what the
+// upstream may not set: the upstreamDropped fields, with trailers the
+// upstreamTrailersDropped forms, and the fields keepPrior and
+// keepOwnNonce then set where the gateway has values of its own (a
+// hostFields field held before next, the gateway's DPoP-Nonce). An
+// answer's header holds a few fields, while a deletion per name to drop,
+// most of them absent, hashed some twenty names on every answer.
+func (rw *responseWriter) dropFields(h http.Header, trailers bool) {
+	for k := range h {
+		if rw.drops(k, trailers) {
+			delete(h, k)
+		}
+	}
+}
+
+// drops reports whether dropFields deletes the field named k.
+func (rw *responseWriter) drops(k string, trailers bool) bool {
+	switch {
+	case slices.Contains(upstreamDropped[:], k):
+		return true
+	case k == hDPoPNonce:
+		return rw.x.ownNonce == ""
+	case trailers && strings.HasPrefix(k, http.TrailerPrefix):
+		return slices.Contains(upstreamTrailersDropped, k)
+	}
+	for i, f := range hostFields {
+		if k == f {
+			return rw.prior == nil || len(rw.prior[i]) == 0
+		}
+	}
+	return false
+}
+
 // keepPrior leaves each hostFields field with the values it had before
 // next wrote to the header, put back rather than counted: after a 1xx
 // httputil.ReverseProxy clears the whole header and reverse_proxy puts
 // back what it held before the 1xx's fields, so the values the header
 // holds by the final answer are not the operator's followed by the
-// upstream's (review s17-fresh3 F1).
+// upstream's (review s17-fresh3 F1). Those it held none of went in
+// dropFields.
 func (rw *responseWriter) keepPrior(h http.Header) {
+	if rw.prior == nil {
+		return
+	}
 	for i, k := range hostFields {
-		if rw.prior == nil || len(rw.prior[i]) == 0 {
-			delete(h, k)
-			continue
+		if v := rw.prior[i]; len(v) > 0 {
+			h[k] = v[:len(v):len(v)] // an Add after copies, never writes into prior
 		}
-		v := rw.prior[i]
-		h[k] = v[:len(v):len(v)] // an Add after copies, never writes into prior
 	}
 }
 
@@ -1213,13 +1240,13 @@ func (rw *responseWriter) keepPrior(h http.Header) {
 // set (x.ownNonce, set again here: httputil.ReverseProxy clears the
 // header after a 1xx): the gateway checks the proofs, and an upstream's
 // nonce beside or instead of its own would spoil the client's next
-// proof.
+// proof. Without one of its own, the upstream's went in dropFields.
 func (rw *responseWriter) keepOwnNonce(h http.Header) {
-	own, v := rw.x.ownNonce, h[hDPoPNonce]
-	switch {
-	case own == "":
-		delete(h, hDPoPNonce)
-	case len(v) != 1 || v[0] != own:
+	own := rw.x.ownNonce
+	if own == "" {
+		return
+	}
+	if v := h[hDPoPNonce]; len(v) != 1 || v[0] != own {
 		h[hDPoPNonce] = []string{own}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -1160,5 +1161,63 @@ func TestRewriteOnlyAnswerPasses(t *testing.T) {
 				t.Errorf("held bytes after the answer = %d, want 0", n)
 			}
 		})
+	}
+}
+
+// TestDropFieldsAsEachName: the one pass of dropFields, keepPrior and
+// keepOwnNonce leaves the header as deleting each name to drop, then
+// putting back the gateway's own values, does, for every field it may
+// drop, spelt as net/http stores it and otherwise, with and without
+// values held before next and a nonce of the gateway's own.
+func TestDropFieldsAsEachName(t *testing.T) {
+	names := []string{"Content-Type", "Content-Length", "Date", "Set-Cookie", "set-cookie", "Trailer:Set-Cookie", "Trailer:Content-Type", "Trailer:Alt-Svc", "Trailer:Mcp-Session-Id"}
+	names = append(names, upstreamDropped[:]...)
+	names = append(names, upstreamTrailersDropped...)
+	names = append(names, hostFields[:]...)
+	names = append(names, hDPoPNonce, "Dpop-Nonce", hSessionID)
+	var prior [len(hostFields)][]string
+	prior[1] = []string{"h3=\":443\""}
+	for _, own := range []string{"", "own-nonce"} {
+		for _, withPrior := range []bool{false, true} {
+			for _, trailers := range []bool{false, true} {
+				h := http.Header{}
+				for _, k := range names {
+					h[k] = []string{"upstream " + k}
+				}
+				want := h.Clone()
+				// The deletions dropFields replaced.
+				for _, k := range upstreamDropped {
+					delete(want, k)
+				}
+				if trailers {
+					for _, k := range upstreamTrailersDropped {
+						delete(want, k)
+					}
+				}
+				for i, k := range hostFields {
+					if !withPrior || len(prior[i]) == 0 {
+						delete(want, k)
+					} else {
+						want[k] = prior[i]
+					}
+				}
+				if own == "" {
+					delete(want, hDPoPNonce)
+				} else {
+					want[hDPoPNonce] = []string{own}
+				}
+
+				rw := &responseWriter{x: &exchange{ownNonce: own}}
+				if withPrior {
+					rw.prior = &prior
+				}
+				rw.dropFields(h, trailers)
+				rw.keepPrior(h)
+				rw.keepOwnNonce(h)
+				if !reflect.DeepEqual(h, want) {
+					t.Errorf("own nonce %q, prior %v, trailers %v: header\n%v\nwant\n%v", own, withPrior, trailers, h, want)
+				}
+			}
+		}
 	}
 }
