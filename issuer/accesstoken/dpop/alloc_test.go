@@ -46,3 +46,19 @@ func TestCheckRememberedKeyAllocations(t *testing.T) {
 		t.Errorf("Check of a remembered key's proof allocates %v times, of a new key's %v: want at least 12 fewer", warm, cold)
 	}
 }
+
+// TestProofClaimsAllocations: the claims are read with a pooled
+// tokenizer; what reading them allocates is the strings they hold (here
+// jti, htm, htu and ath), not a map of every member.
+func TestProofClaimsAllocations(t *testing.T) {
+	b := []byte(`{"jti":"3f2a9c1e5b7d4e8f","htm":"POST","htu":"https://mcp.example.com/mcp","iat":1800000000,"ath":"fUHyO2r2Z3DZ53EsNrWBb0xWXoaNy59IiKCAqksmQEo"}`)
+	var c proofClaims
+	if n := testing.AllocsPerRun(100, func() {
+		c = proofClaims{}
+		if err := c.UnmarshalJSON(b); err != nil {
+			t.Fatal(err)
+		}
+	}); n > 4 {
+		t.Errorf("reading a proof's claims allocates %v times, want at most 4", n)
+	}
+}

@@ -5,19 +5,22 @@
 package dpop
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
@@ -376,32 +379,111 @@ type proofClaims struct {
 	hasIAT                    bool
 }
 
+// UnmarshalJSON reads the claims in one pass of the tokenizer, without
+// the map of every member and the reflection of encoding/json: a
+// quarter of a proof's allocations went there. Members are matched by
+// their exact (unescaped) names; jti, htm, htu, ath and nonce must be
+// strings, iat a number; others are skipped. CheckMembers has already
+// refused a member named twice or in two cases.
 func (c *proofClaims) UnmarshalJSON(b []byte) error {
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(b, &m); err != nil {
+	r := claimReaders.Get().(*claimReader)
+	defer r.free()
+	r.src = *bytes.NewBuffer(b)
+	r.dec.Reset(&r.src, jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(false))
+	switch r.dec.PeekKind() {
+	case 'n': // null: no claims, as encoding/json reads it into a map
+		_, err := r.dec.ReadValue()
+		return err
+	case '{':
+	default:
+		return errors.New("claims are not an object")
+	}
+	if _, err := r.dec.ReadToken(); err != nil {
 		return err
 	}
-	for name, dst := range map[string]*string{"jti": &c.jti, "htm": &c.htm, "htu": &c.htu, "ath": &c.ath, "nonce": &c.nonce} {
-		raw, ok := m[name]
-		if !ok {
+	for r.dec.PeekKind() != '}' {
+		name, err := r.name()
+		if err != nil {
+			return err
+		}
+		var dst *string
+		switch string(name) {
+		case "jti":
+			dst = &c.jti
+		case "htm":
+			dst = &c.htm
+		case "htu":
+			dst = &c.htu
+		case "ath":
+			dst = &c.ath
+		case "nonce":
+			dst = &c.nonce
+		case "iat":
+			v, err := r.dec.ReadValue()
+			if err != nil || v.Kind() != '0' {
+				return errors.New("malformed iat")
+			}
+			f, err := strconv.ParseFloat(string(v), 64)
+			if err != nil {
+				return errors.New("malformed iat")
+			}
+			c.iat, c.hasIAT = time.Unix(int64(f), 0), true
+			continue
+		default:
+			if err := r.dec.SkipValue(); err != nil {
+				return err
+			}
 			continue
 		}
-		if len(raw) == 0 || raw[0] != '"' || json.Unmarshal(raw, dst) != nil {
-			return errors.New("malformed " + name)
+		v, err := r.dec.ReadValue()
+		if err == nil && v.Kind() == '"' {
+			r.unq, err = jsontext.AppendUnquote(r.unq[:0], v)
 		}
+		if err != nil || v.Kind() != '"' {
+			return errors.New("malformed string claim")
+		}
+		*dst = string(r.unq)
 	}
-	if raw, ok := m["iat"]; ok {
-		var n json.Number
-		if len(raw) == 0 || raw[0] == '"' || json.Unmarshal(raw, &n) != nil {
-			return errors.New("malformed iat")
-		}
-		f, err := n.Float64()
-		if err != nil {
-			return errors.New("malformed iat")
-		}
-		c.iat, c.hasIAT = time.Unix(int64(f), 0), true
+	if _, err := r.dec.ReadToken(); err != nil {
+		return err
+	}
+	_, err := r.dec.ReadToken()
+	if err != io.EOF {
+		return errors.New("claims are not one JSON object")
 	}
 	return nil
+}
+
+// claimReader is the tokenizer and scratch of UnmarshalJSON, pooled:
+// setting up a tokenizer costs as much as reading the claims.
+type claimReader struct {
+	src bytes.Buffer // the claims, read in place
+	dec jsontext.Decoder
+	unq []byte
+}
+
+var claimReaders = sync.Pool{New: func() any { return new(claimReader) }}
+
+// name reads an object member's name, unescaped into r.unq (the bytes
+// are valid until the next read).
+func (r *claimReader) name() ([]byte, error) {
+	v, err := r.dec.ReadValue()
+	if err != nil {
+		return nil, err
+	}
+	if r.unq, err = jsontext.AppendUnquote(r.unq[:0], v); err != nil {
+		return nil, err
+	}
+	return r.unq, nil
+}
+
+func (r *claimReader) free() {
+	r.src = bytes.Buffer{}
+	r.dec.Reset(&r.src) // forgets the claims
+	if cap(r.unq) > maxProofLen {
+		r.unq = nil
+	}
+	claimReaders.Put(r)
 }
 
 // The jwt.Claims methods; the parser is told not to validate them.
