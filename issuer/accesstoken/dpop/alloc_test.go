@@ -62,3 +62,26 @@ func TestProofClaimsAllocations(t *testing.T) {
 		t.Errorf("reading a proof's claims allocates %v times, want at most 4", n)
 	}
 }
+
+// TestCheckAllocations: a proof is read without golang-jwt's map of its
+// header and without its token: Check of an ES256 proof whose key is
+// remembered allocates the signature check's objects (golang-jwt's and
+// crypto/ecdsa's, about 23), the three parts decoded, the strings of the
+// header and claims, the htu comparison's and the Proof: at most 48.
+func TestCheckAllocations(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	const uri = "https://mcp.example.com/mcp"
+	req := Request{Method: "POST", URI: uri, AccessToken: "the-access-token"}
+	p := newProof(t, key, jwt.SigningMethodES256, "POST", uri, now)
+	p.claims["ath"] = ath(req.AccessToken)
+	values := []string{p.sign(t)}
+	v := New(Options{Now: func() time.Time { return now }})
+	if n := testing.AllocsPerRun(50, func() {
+		if _, err := v.Check(values, req); err != nil {
+			t.Fatal(err)
+		}
+	}); n > 48 {
+		t.Errorf("Check of a remembered key's proof allocates %v times, want at most 48", n)
+	}
+}

@@ -5,7 +5,6 @@
 package dpop
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
@@ -14,14 +13,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"strconv"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/go-json-experiment/json/jsontext"
-	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 )
@@ -104,7 +99,6 @@ type Verifier struct {
 	now    func() time.Time
 	replay *Replay
 	ledger Ledger
-	parser *jwt.Parser
 	keys   keyCache
 }
 
@@ -131,8 +125,6 @@ func New(o Options) *Verifier {
 		now:    o.Now,
 		replay: replay,
 		ledger: o.Ledger,
-		// The claims are checked here, with the window, not by jwt.
-		parser: jwt.NewParser(jwt.WithValidMethods(accesstoken.Algorithms()), jwt.WithoutClaimsValidation()),
 	}
 }
 
@@ -245,32 +237,8 @@ func (v *Verifier) Check(values []string, req Request) (*Proof, error) {
 	if err := accesstoken.CheckMembers(values[0]); err != nil {
 		return nil, invalid("the DPoP proof is malformed: " + err.Error())
 	}
-	var jwk accesstoken.JWK
-	var decoded decodedKey
-	var fresh bool
 	var claims proofClaims
-	_, err := v.parser.ParseWithClaims(values[0], &claims, func(t *jwt.Token) (any, error) {
-		if err := accesstoken.RefuseCritical(t); err != nil {
-			return nil, err
-		}
-		// A media type, read as RFC 7515 section 4.1.9 says: without
-		// case, and "application/" implied when absent (as accesstoken
-		// reads at+jwt).
-		if typ, _ := t.Header["typ"].(string); !strings.EqualFold(typ, Type) && !strings.EqualFold(typ, "application/"+Type) {
-			return nil, errors.New("typ")
-		}
-		var err error
-		if jwk, err = headerKey(t.Header["jwk"]); err != nil {
-			return nil, err
-		}
-		if decoded, fresh, err = v.keys.decode(jwk); err != nil {
-			return nil, err
-		}
-		if err := accesstoken.KeyFitsAlg(t.Method.Alg(), decoded.key); err != nil {
-			return nil, err
-		}
-		return decoded.key, nil
-	})
+	jwk, decoded, fresh, err := v.readProof(values[0], &claims)
 	if err != nil {
 		return nil, invalid("the DPoP proof is malformed, not of typ dpop+jwt, or not validly signed with an asymmetric algorithm by the public key in its jwk header")
 	}
@@ -341,37 +309,6 @@ func (v *Verifier) Bound(ctx context.Context, values []string, req Request, jkt 
 	return p.Use(ctx)
 }
 
-// headerKey reads the jwk header: string members only, and no private
-// key member of any key type (RFC 9449 §4.3 step 7).
-func headerKey(v any) (accesstoken.JWK, error) {
-	m, ok := v.(map[string]any)
-	if !ok {
-		return accesstoken.JWK{}, errors.New("no jwk")
-	}
-	for _, private := range [...]string{"d", "p", "q", "dp", "dq", "qi", "oth", "k"} {
-		if _, ok := m[private]; ok {
-			return accesstoken.JWK{}, errors.New("private key in jwk")
-		}
-	}
-	str := func(name string) (string, bool) {
-		v, present := m[name]
-		s, ok := v.(string)
-		return s, ok || !present
-	}
-	var j accesstoken.JWK
-	var ok1, ok2, ok3, ok4, ok5, ok6 bool
-	j.Kty, ok1 = str("kty")
-	j.Crv, ok2 = str("crv")
-	j.X, ok3 = str("x")
-	j.Y, ok4 = str("y")
-	j.N, ok5 = str("n")
-	j.E, ok6 = str("e")
-	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) {
-		return accesstoken.JWK{}, errors.New("malformed jwk")
-	}
-	return j, nil
-}
-
 // proofClaims are the proof's claims, read by exact name.
 type proofClaims struct {
 	jti, htm, htu, ath, nonce string
@@ -386,10 +323,8 @@ type proofClaims struct {
 // strings, iat a number; others are skipped. CheckMembers has already
 // refused a member named twice or in two cases.
 func (c *proofClaims) UnmarshalJSON(b []byte) error {
-	r := claimReaders.Get().(*claimReader)
+	r := newJSONReader(b)
 	defer r.free()
-	r.src = *bytes.NewBuffer(b)
-	r.dec.Reset(&r.src, jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(false))
 	switch r.dec.PeekKind() {
 	case 'n': // null: no claims, as encoding/json reads it into a map
 		_, err := r.dec.ReadValue()
@@ -447,52 +382,5 @@ func (c *proofClaims) UnmarshalJSON(b []byte) error {
 	if _, err := r.dec.ReadToken(); err != nil {
 		return err
 	}
-	_, err := r.dec.ReadToken()
-	if err != io.EOF {
-		return errors.New("claims are not one JSON object")
-	}
-	return nil
+	return r.end()
 }
-
-// claimReader is the tokenizer and scratch of UnmarshalJSON, pooled:
-// setting up a tokenizer costs as much as reading the claims.
-type claimReader struct {
-	src bytes.Buffer // the claims, read in place
-	dec jsontext.Decoder
-	unq []byte
-}
-
-var claimReaders = sync.Pool{New: func() any { return new(claimReader) }}
-
-// name reads an object member's name, unescaped into r.unq (the bytes
-// are valid until the next read).
-func (r *claimReader) name() ([]byte, error) {
-	v, err := r.dec.ReadValue()
-	if err != nil {
-		return nil, err
-	}
-	if r.unq, err = jsontext.AppendUnquote(r.unq[:0], v); err != nil {
-		return nil, err
-	}
-	return r.unq, nil
-}
-
-func (r *claimReader) free() {
-	r.src = bytes.Buffer{}
-	r.dec.Reset(&r.src) // forgets the claims
-	if cap(r.unq) > maxProofLen {
-		r.unq = nil
-	}
-	claimReaders.Put(r)
-}
-
-// The jwt.Claims methods; the parser is told not to validate them.
-
-func (c *proofClaims) GetExpirationTime() (*jwt.NumericDate, error) { return nil, nil }
-func (c *proofClaims) GetIssuedAt() (*jwt.NumericDate, error)       { return nil, nil }
-func (c *proofClaims) GetNotBefore() (*jwt.NumericDate, error)      { return nil, nil }
-func (c *proofClaims) GetIssuer() (string, error)                   { return "", nil }
-func (c *proofClaims) GetSubject() (string, error)                  { return "", nil }
-func (c *proofClaims) GetAudience() (jwt.ClaimStrings, error)       { return nil, nil }
-
-var _ jwt.Claims = (*proofClaims)(nil)

@@ -283,7 +283,7 @@ func TestVerify(t *testing.T) {
 
 func thumbprintOf(t testing.TB, pub crypto.PublicKey) string {
 	t.Helper()
-	j, err := headerKey(publicJWK(t, pub))
+	j, err := headerKeyByMap(publicJWK(t, pub))
 	if err != nil {
 		t.Fatal(err)
 	}
