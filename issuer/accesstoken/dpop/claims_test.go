@@ -87,3 +87,15 @@ func checkClaimsAgree(t *testing.T, b []byte) {
 		t.Errorf("claims %q: read %+v, encoding/json %+v", b, got, want)
 	}
 }
+
+// TestProofClaimsOneText: the reader refuses claims that are not one
+// JSON text, as encoding/json does, also where CheckMembers (which
+// refuses them first in Check) is not in front of it.
+func TestProofClaimsOneText(t *testing.T) {
+	for _, s := range []string{`null x`, `null null`, `{"jti":"a"} x`, `{"jti":"a"}{}`, `{} []`, ``, ` `} {
+		var c proofClaims
+		if err := c.UnmarshalJSON([]byte(s)); err == nil {
+			t.Errorf("UnmarshalJSON(%q) = nil, want an error", s)
+		}
+	}
+}

@@ -327,8 +327,10 @@ func (c *proofClaims) UnmarshalJSON(b []byte) error {
 	defer r.free()
 	switch r.dec.PeekKind() {
 	case 'n': // null: no claims, as encoding/json reads it into a map
-		_, err := r.dec.ReadValue()
-		return err
+		if _, err := r.dec.ReadValue(); err != nil {
+			return err
+		}
+		return r.end()
 	case '{':
 	default:
 		return errors.New("claims are not an object")
