@@ -27,13 +27,7 @@ func (ss *sessions) checkCSRF(r *http.Request, s *session) bool {
 	// in ASCII only: browsers send them in lower case, whatever case the
 	// issuer URL has (webOrigin lowers it), and strings.EqualFold would
 	// take "ſ" for "s".
-	site := r.Header.Get("Sec-Fetch-Site")
-	if o := r.Header.Get("Origin"); o != "" && !sameOrigin(o, ss.origin) && (o != "null" || site != "same-origin") {
-		return false
-	}
-	switch site {
-	case "", "same-origin", "none":
-	default:
+	if !ss.fromOwnPage(r) {
 		return false
 	}
 	vals := r.PostForm[csrfField]
@@ -43,6 +37,20 @@ func (ss *sessions) checkCSRF(r *http.Request, s *session) bool {
 	token := []byte(s.CSRF)
 	return subtle.ConstantTimeCompare(unmaskCSRF(vals[0]), token) == 1 ||
 		subtle.ConstantTimeCompare([]byte(vals[0]), token) == 1
+}
+
+// fromOwnPage reports whether the browser's own cross-origin signals,
+// when sent, say a request comes from a page of the issuer's origin.
+func (ss *sessions) fromOwnPage(r *http.Request) bool {
+	site := r.Header.Get("Sec-Fetch-Site")
+	if o := r.Header.Get("Origin"); o != "" && !sameOrigin(o, ss.origin) && (o != "null" || site != "same-origin") {
+		return false
+	}
+	switch site {
+	case "", "same-origin", "none":
+		return true
+	}
+	return false
 }
 
 // maskCSRF is the session's CSRF token as one page carries it: a fresh
@@ -111,6 +119,21 @@ func defaultPort(scheme, port string) bool {
 // requires a signed-in session. On failure it has answered the request
 // and ok is false.
 func (i *Issuer) postedForm(w http.ResponseWriter, r *http.Request, needUser bool) (s *session, sid string, ok bool) {
+	s, sid, ok = i.readForm(w, r)
+	if !ok {
+		return nil, "", false
+	}
+	if !i.sessions.checkCSRF(r, s) || (needUser && s.User == "") {
+		i.pages.csrfPage(w)
+		return nil, "", false
+	}
+	return s, sid, true
+}
+
+// readForm reads the form POST of one of the issuer's pages and the
+// browser's session (nil for none), unchecked. On failure it has
+// answered the request and ok is false.
+func (i *Issuer) readForm(w http.ResponseWriter, r *http.Request) (s *session, sid string, ok bool) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxPageFormBytes)
 	if err := r.ParseForm(); err != nil {
 		i.pages.unreadableForm(w, err, "The form could not be read.")
@@ -119,10 +142,6 @@ func (i *Issuer) postedForm(w http.ResponseWriter, r *http.Request, needUser boo
 	s, sid, err := i.sessions.current(r)
 	if err != nil {
 		i.pages.serverErrorPage(w, err)
-		return nil, "", false
-	}
-	if !i.sessions.checkCSRF(r, s) || (needUser && s.User == "") {
-		i.pages.csrfPage(w)
 		return nil, "", false
 	}
 	return s, sid, true

@@ -149,12 +149,28 @@ func (l *localUsers) forget() {
 }
 
 func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
-	s, sid, ok := i.postedForm(w, r, false)
+	s, sid, ok := i.readForm(w, r)
 	if !ok {
 		return
 	}
 	ctx := r.Context()
 	id := r.PostForm.Get("req")
+	if !i.sessions.checkCSRF(r, s) {
+		if s != nil && s.User != "" && strings.TrimSpace(r.PostForm.Get("username")) == s.User && i.sessions.fromOwnPage(r) {
+			// A sign-in form shown before this browser signed in, in
+			// another tab (an MCP host connecting two servers opens
+			// two): it carries the token of the session that sign-in
+			// replaced. The same user is signed in now: the request goes
+			// on as a GET of its consent page would take it, which any
+			// link can ask for. The password is not checked (the
+			// session's own sign-in was); another account's sign-in
+			// still gets "Form expired".
+			i.pages.seeOther(w, r, i.signedInNext(id))
+			return
+		}
+		i.pages.csrfPage(w)
+		return
+	}
 	v := loginView{Action: i.base + pathLogin, CSRF: maskCSRF(s.CSRF), Req: id}
 	target, ok := i.loginContext(w, r, s, id, &v)
 	if !ok {
@@ -251,7 +267,16 @@ func (i *Issuer) loginPost(w http.ResponseWriter, r *http.Request) {
 	}
 	pageHeaders(w, target)
 	w.Header().Del("Content-Type")
-	http.Redirect(w, r, i.base+pathConsent+"?req="+url.QueryEscape(id), http.StatusSeeOther)
+	http.Redirect(w, r, i.signedInNext(id), http.StatusSeeOther)
+}
+
+// signedInNext is where a sign-in for pending request id (none: "") goes
+// on once the browser is signed in.
+func (i *Issuer) signedInNext(id string) string {
+	if id == "" {
+		return i.base + pathApps
+	}
+	return i.base + pathConsent + "?req=" + url.QueryEscape(id)
 }
 
 type messageView struct {

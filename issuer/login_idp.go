@@ -38,12 +38,24 @@ func (i *Issuer) idpStart(p *idpClient) http.HandlerFunc {
 		if !i.pages.method(w, r, http.MethodPost, "Use the sign-in page.") {
 			return
 		}
-		s, _, ok := i.postedForm(w, r, false)
+		s, _, ok := i.readForm(w, r)
 		if !ok {
 			return
 		}
 		ctx := r.Context()
 		req := r.PostForm.Get("req")
+		if !i.sessions.checkCSRF(r, s) {
+			// A "Continue with" form shown before this browser signed
+			// in through the same provider in another tab (loginPost).
+			if s != nil && s.User != "" && i.sessions.fromOwnPage(r) {
+				if u, err := i.dir.lookupUser(ctx, s.User); err == nil && u.IdentityProvider == p.cfg.Name {
+					i.pages.seeOther(w, r, i.signedInNext(req))
+					return
+				}
+			}
+			i.pages.csrfPage(w)
+			return
+		}
 		var pa *pendingAuth
 		if req != "" {
 			var err error

@@ -2320,3 +2320,67 @@ func TestIdPEmailDomainNarrowed(t *testing.T) {
 		t.Errorf("refresh of alice after her domain was put back = %d %s, want 200", a.status, a.raw)
 	}
 }
+
+// TestIdPButtonShownBeforeSignInElsewhere: a "Continue with" button on a
+// sign-in page shown before the browser signed in through that provider
+// in another tab carries the token of the session the sign-in replaced.
+// It goes on to its request's consent page, as a GET of it would, rather
+// than "Form expired"; not in a browser signed in otherwise (a local
+// user's password), nor from another site.
+func TestIdPButtonShownBeforeSignInElsewhere(t *testing.T) {
+	e, _, _ := newIdPEnv(t, nil)
+	stalePage := func(c *http.Client) (form, string) {
+		t.Helper()
+		resp, err := c.Get(e.url(pathAuthorize, authParams(testChallenge)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		loc := resp.Header.Get("Location")
+		resp.Body.Close()
+		if resp, err = c.Get(e.srv.URL + loc); err != nil {
+			t.Fatal(err)
+		}
+		return findForm(t, readBody(t, resp), "idp-"+stubIdPName), loc
+	}
+	press := func(c *http.Client, f form, origin string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+f.action, strings.NewReader(f.hidden.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Origin", origin)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, onward(t, resp)
+	}
+
+	c := e.browser()
+	button, _ := stalePage(c)
+	if res := e.idpSignIn(t, c); res.status != http.StatusSeeOther {
+		t.Fatalf("sign-in in the other tab = %d %q, want 303", res.status, res.body)
+	}
+	if code, loc := press(c, button, "https://evil.example"); code != http.StatusForbidden || loc != "" {
+		t.Errorf("stale button from another site = %d to %q, want 403", code, loc)
+	}
+	want := pathConsent + "?req=" + url.QueryEscape(button.hidden.Get("req"))
+	if code, loc := press(c, button, e.srv.URL); code != http.StatusSeeOther || loc != want {
+		t.Errorf("stale button, signed in through the provider = %d to %q, want 303 to %q", code, loc, want)
+	}
+
+	// Signed in with a local user's password in the other tab.
+	c = e.browser()
+	button, _ = stalePage(c)
+	resp, err := c.Get(e.url(pathLogin, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lf := findForm(t, readBody(t, resp), "login")
+	lf.hidden.Set("username", bUser)
+	lf.hidden.Set("password", bPassword)
+	if resp, _ := e.postPage(t, c, lf.action, lf.hidden); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("password sign-in in the other tab = %d, want 303", resp.StatusCode)
+	}
+	if code, loc := press(c, button, e.srv.URL); code != http.StatusForbidden || loc != "" {
+		t.Errorf("stale button, signed in with a password = %d to %q, want 403", code, loc)
+	}
+}

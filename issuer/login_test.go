@@ -573,6 +573,54 @@ func TestCSRFRequired(t *testing.T) {
 			}
 		})
 	}
+
+	// The sign-in form shown before the sign-in (another tab's) carries
+	// the token of the session it replaced: the same user's goes on to
+	// the consent page, as a GET of it would, without a new session;
+	// another account's, or one from another site, is still refused.
+	sessions = e.count(bucketSessions)
+	stale := []struct {
+		name, user, origin string
+		want               int
+	}{
+		{"stale sign-in form, same user", bUser, "", http.StatusSeeOther},
+		{"stale sign-in form, same user, same origin", bUser, e.srv.URL, http.StatusSeeOther},
+		{"stale sign-in form, another account", "mallory", "", http.StatusForbidden},
+		{"stale sign-in form, no user name", "", "", http.StatusForbidden},
+		{"stale sign-in form, cross-site origin", bUser, "https://evil.example", http.StatusForbidden},
+		{"stale sign-in form, cross-site fetch", bUser, "cross-site", http.StatusForbidden},
+	}
+	for _, tt := range stale {
+		t.Run(tt.name, func(t *testing.T) {
+			v := good()
+			v.Set("username", tt.user)
+			v.Set("password", "not checked")
+			req, _ := http.NewRequest(http.MethodPost, e.srv.URL+f.action, strings.NewReader(v.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			switch tt.origin {
+			case "":
+			case "cross-site":
+				req.Header.Set("Sec-Fetch-Site", "cross-site")
+			default:
+				req.Header.Set("Origin", tt.origin)
+			}
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			wantLoc := ""
+			if tt.want == http.StatusSeeOther {
+				wantLoc = "/consent?req=" + url.QueryEscape(f.hidden.Get("req"))
+			}
+			if resp.StatusCode != tt.want || resp.Header.Get("Location") != wantLoc || len(resp.Cookies()) != 0 {
+				t.Fatalf("status %d Location %q cookies %v, want %d, Location %q and no cookie", resp.StatusCode, resp.Header.Get("Location"), resp.Cookies(), tt.want, wantLoc)
+			}
+			if n := e.count(bucketSessions); n != sessions {
+				t.Errorf("sessions = %d, want %d (nothing written)", n, sessions)
+			}
+		})
+	}
 }
 
 func TestLogout(t *testing.T) {

@@ -317,3 +317,50 @@ func TestConsentCallbackRedirectsOn(t *testing.T) {
 	login(t, bctx, harness.NewAuthRequest(&cfg, e.resource).URL, password)
 	atApp("sign-in with a remembered consent", "code")
 }
+
+// TestTwoTabsSignIn: an MCP host connecting two servers opens two
+// authorization requests, each in a tab of the same browser, both at the
+// sign-in page. Signing in in one tab starts a new session (a new id and
+// CSRF token, against fixation), which left the other tab's sign-in form
+// with the old token: it was refused "Form expired", and signing in
+// there again would have done the same to the first tab's consent page.
+// The browser is signed in by then; the other tab's form goes on to its
+// request's consent page, and both requests are answered.
+func TestTwoTabsSignIn(t *testing.T) {
+	e := setup(t)
+	tabA := newBrowser(t)
+	arA := harness.NewAuthRequest(e.cfg, e.resource)
+	arB := harness.NewAuthRequest(e.cfg, e.resource)
+	do(t, tabA, "open the first request", chromedp.Navigate(arA.URL), chromedp.WaitVisible(chromedp.CSS(`form#login`)))
+	tabB, cancel := chromedp.NewContext(tabA)
+	t.Cleanup(cancel)
+	do(t, tabB, "open the second request in another tab", chromedp.Navigate(arB.URL), chromedp.WaitVisible(chromedp.CSS(`form#login`)))
+
+	requireConsent(t, tabA, navigate(t, tabA, "sign in in the first tab",
+		chromedp.SendKeys(chromedp.CSS(`form#login input[name=username]`), username),
+		chromedp.SendKeys(chromedp.CSS(`form#login input[name=password]`), password),
+		chromedp.Submit(chromedp.CSS(`form#login`)),
+	))
+	requireConsent(t, tabB, navigate(t, tabB, "sign in in the second tab",
+		chromedp.SendKeys(chromedp.CSS(`form#login input[name=username]`), username),
+		chromedp.SendKeys(chromedp.CSS(`form#login input[name=password]`), password),
+		chromedp.Submit(chromedp.CSS(`form#login`)),
+	))
+
+	for _, tab := range []struct {
+		ctx context.Context
+		ar  harness.AuthRequest
+	}{{tabB, arB}, {tabA, arA}} {
+		consentDecision(t, tab.ctx, "approve")
+		q := e.callback.wait(t)
+		if q.Get("code") == "" || q.Get("state") != tab.ar.State {
+			t.Fatalf("callback %v, want a code and state %s", q.Encode(), tab.ar.State)
+		}
+		tctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := tab.ar.Exchange(tctx, e.cfg, q.Get("code"))
+		cancel()
+		if err != nil {
+			t.Fatalf("Exchange: %v", err)
+		}
+	}
+}
