@@ -2,6 +2,7 @@ package dpop
 
 import (
 	"crypto"
+	"encoding/base64"
 	"sync"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
@@ -58,8 +59,36 @@ func (c *keyCache) decode(j accesstoken.JWK) (d decodedKey, fresh bool, err erro
 	return decodedKey{key: key, jkt: j.Thumbprint()}, true, nil
 }
 
-// add remembers the decoding of j, once a proof signed by it verified.
+// maxModulusLen is the longest n of an RSA key PublicKey accepts, without
+// leading zero bytes: MaxRSABits in base64url.
+var maxModulusLen = base64.RawURLEncoding.EncodedLen(accesstoken.MaxRSABits / 8)
+
+// rememberable reports whether j is a key the cache may hold: one of no
+// members beside those its key type decodes, and an RSA modulus no longer
+// than MaxRSABits spell it (PublicKey reads past leading zero bytes), so
+// that an entry stays the size of the largest key. Anyone can sign
+// proofs with keys of other members (a P-256 key with a 4 KB "n"), each
+// a new entry: remembered, 1,024 of them held about 5.5 MB where keys as
+// clients send them hold 0.7 MB. Such a key is still accepted, decoded
+// for every proof.
+func rememberable(j accesstoken.JWK) bool {
+	switch j.Kty {
+	case "EC": // x and y of the curve's size: PublicKey
+		return j.N == "" && j.E == ""
+	case "OKP": // x of 32 bytes: PublicKey
+		return j.Y == "" && j.N == "" && j.E == ""
+	case "RSA": // e of at most 4 bytes: PublicKey
+		return j.Crv == "" && j.X == "" && j.Y == "" && len(j.N) <= maxModulusLen
+	}
+	return false
+}
+
+// add remembers the decoding of j, once a proof signed by it verified,
+// when j is rememberable.
 func (c *keyCache) add(j accesstoken.JWK, d decodedKey) {
+	if !rememberable(j) {
+		return
+	}
 	m := membersOf(j)
 	c.mu.Lock()
 	defer c.mu.Unlock()

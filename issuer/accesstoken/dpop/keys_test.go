@@ -1,12 +1,15 @@
 package dpop
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"encoding/json"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -119,4 +122,63 @@ func TestKeyCacheBounded(t *testing.T) {
 // jwkOf is a distinct made-up key for the cache's own tests.
 func jwkOf(i int) accesstoken.JWK {
 	return accesstoken.JWK{Kty: "EC", Crv: "P-256", X: strconv.Itoa(i), Y: "y"}
+}
+
+// TestRememberedKeysOfClientSize: a key whose jwk carries members its
+// type does not decode (a P-256 key with a 4 KB "n"), or an RSA modulus
+// spelled longer than MaxRSABits with leading zero bytes, is accepted but
+// not remembered: anyone can sign proofs with such keys, each a new
+// entry, and 1,024 of them held some 5.5 MB instead of 0.7 MB. Keys as
+// clients send them are remembered, however large.
+func TestRememberedKeysOfClientSize(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	const uri = "https://mcp.example.com/mcp"
+	req := Request{Method: "POST", URI: uri}
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	_, ed, _ := ed25519.GenerateKey(rand.Reader)
+	rk, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	junk := strings.Repeat("A", 4000)
+	zeros := func(n int) string { return b64(append(make([]byte, n), rk.N.Bytes()...)) }
+	for _, tt := range []struct {
+		name     string
+		key      crypto.Signer
+		method   jwt.SigningMethod
+		edit     map[string]any
+		remember bool
+	}{
+		{"P-256", ec, jwt.SigningMethodES256, nil, true},
+		{"P-256 with n", ec, jwt.SigningMethodES256, map[string]any{"n": junk}, false},
+		{"P-256 with e", ec, jwt.SigningMethodES256, map[string]any{"e": junk}, false},
+		{"Ed25519", ed, jwt.SigningMethodEdDSA, nil, true},
+		{"Ed25519 with y", ed, jwt.SigningMethodEdDSA, map[string]any{"y": junk}, false},
+		{"Ed25519 with n", ed, jwt.SigningMethodEdDSA, map[string]any{"n": junk}, false},
+		{"RSA", rk, jwt.SigningMethodRS256, nil, true},
+		{"RSA with x", rk, jwt.SigningMethodPS256, map[string]any{"x": junk}, false},
+		{"RSA with crv", rk, jwt.SigningMethodPS256, map[string]any{"crv": junk}, false},
+		{"RSA with y", rk, jwt.SigningMethodPS256, map[string]any{"y": junk}, false},
+		{"RSA spelled as 4096 bits", rk, jwt.SigningMethodRS256, map[string]any{"n": zeros(256)}, true},
+		{"RSA spelled longer", rk, jwt.SigningMethodRS256, map[string]any{"n": zeros(2000)}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			v := New(Options{Now: func() time.Time { return now }})
+			p := newProof(t, tt.key, tt.method, "POST", uri, now)
+			for k, val := range tt.edit {
+				p.header["jwk"].(map[string]any)[k] = val
+			}
+			if _, err := v.Check([]string{p.sign(t)}, req); err != nil {
+				t.Fatalf("Check(a proof with jwk %.80v) = %v", p.header["jwk"], err)
+			}
+			if n := v.keys.len(); (n == 1) != tt.remember {
+				t.Errorf("the Verifier remembers %d keys, want remembered %v", n, tt.remember)
+			}
+			for m := range v.keys.keys {
+				if size := len(m.kty + m.crv + m.x + m.y + m.n + m.e); size > 700 {
+					t.Errorf("a remembered key of %d characters, more than an RSA-4096 key spells", size)
+				}
+			}
+		})
+	}
 }
