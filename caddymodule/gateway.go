@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -830,13 +831,15 @@ func placeholderHostport(r *http.Request) string {
 }
 
 // hostNext is next with Caddy's host placeholders ({host},
-// {http.request.host}, {http.request.hostport}) reading the Host of the
-// request the gateway forwards, the resource's, until next returns: they
-// read the request Caddy began with, whose Host the client chose, so
-// `header_up Host {host}`, or an upstream address made of it, would send
-// a request authorized for this resource to the host the client named.
-// Error routes and logs afterwards see the Host as it came, as they see
-// the client's header.
+// {http.request.host}, {http.request.hostport}, {http.request.port} and
+// the labels {http.request.host.labels.N}, {labels.N} in a Caddyfile)
+// reading the Host of the request the gateway forwards, the resource's,
+// until next returns: they read the request Caddy began with, whose Host
+// the client chose, so `header_up Host {host}`, or an upstream address
+// made of them (a wildcard site's `reverse_proxy {labels.2}.internal`),
+// would send a request authorized for this resource to the host the
+// client named. Error routes and logs afterwards see the Host as it
+// came, as they see the client's header.
 type hostNext struct{ next caddyhttp.Handler }
 
 func (n hostNext) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
@@ -844,18 +847,48 @@ func (n hostNext) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return n.next.ServeHTTP(w, r)
 	}
-	host, _, err := net.SplitHostPort(r.Host)
+	// Labels past the resource's last one read empty, as Caddy reads
+	// them past a host's: set as many as the client's host has, up to
+	// a DNS name's most.
+	clientHost, _ := repl.GetString("http.request.host")
+	host, port, err := net.SplitHostPort(r.Host)
 	if err != nil {
-		host = r.Host // no port, as Caddy reads it
+		host, port = r.Host, "" // no port, as Caddy reads it
 	}
+	labels := strings.Split(host, ".")
+	count := min(max(len(labels), strings.Count(clientHost, ".")+1), maxHostLabels)
 	repl.Set("http.request.host", host)
 	repl.Set("http.request.hostport", r.Host)
+	if p, err := strconv.Atoi(port); err == nil {
+		repl.Set("http.request.port", p) // as Caddy gives it
+	} else {
+		repl.Set("http.request.port", port)
+	}
+	for i := range count {
+		var label string
+		if i < len(labels) {
+			label = strings.ToLower(labels[len(labels)-i-1])
+		}
+		repl.Set(hostLabelPlaceholder+strconv.Itoa(i), label)
+	}
 	defer func() {
 		repl.Delete("http.request.host")
 		repl.Delete("http.request.hostport")
+		repl.Delete("http.request.port")
+		for i := range count {
+			repl.Delete(hostLabelPlaceholder + strconv.Itoa(i))
+		}
 	}()
 	return n.next.ServeHTTP(w, r)
 }
+
+// hostLabelPlaceholder is the prefix of Caddy's host label
+// placeholders; maxHostLabels is the most labels a DNS name has (253
+// characters).
+const (
+	hostLabelPlaceholder = "http.request.host.labels."
+	maxHostLabels        = 127
+)
 
 // Cleanup implements caddy.CleanerUpper: when the configuration is
 // unloaded (a reload, a stop), the gateway's open event streams end, so

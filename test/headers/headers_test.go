@@ -135,6 +135,8 @@ http://:%[3]d {
 			header_up X-Seen-Session {http.request.header.Mcp-Session-Id}
 			header_up X-Seen-Host {host}
 			header_up X-Seen-Hostport {http.request.hostport}
+			header_up X-Seen-Port {http.request.port}
+			header_up X-Seen-Labels "{labels.5}|{labels.4}|{labels.3}.{labels.2}.{labels.1}.{labels.0}"
 		}
 	}
 	handle_errors {
@@ -337,6 +339,7 @@ func TestHeaderProbe(t *testing.T) {
 			{"Host field", u.Path, "admin.internal"},
 			{"Host field with the port", u.Path, "admin.internal:" + u.Port()},
 			{"absolute form", "http://admin.internal" + u.Path, host},
+			{"Host field of more labels than the resource's", u.Path, "d.c.b.a.admin.internal"},
 		} {
 			conn, err := net.Dial("tcp", u.Host)
 			if err != nil {
@@ -369,6 +372,15 @@ func TestHeaderProbe(t *testing.T) {
 			}
 			if v := got.Get("X-Seen-Hostport"); v != host {
 				t.Errorf("%s: {http.request.hostport} during proxying = %q, want the resource's %q", c.name, v, host)
+			}
+			// So do the host's labels ({labels.N}, as in a wildcard
+			// site's `reverse_proxy {labels.2}.internal:8080`) and
+			// port, also past the resource's last label.
+			if v, want := got.Get("X-Seen-Labels"), "||"+u.Hostname(); v != want {
+				t.Errorf("%s: {labels.5}|{labels.4}|{labels.3}.{labels.2}.{labels.1}.{labels.0} during proxying = %q, want the resource's %q", c.name, v, want)
+			}
+			if v := got.Get("X-Seen-Port"); v != u.Port() {
+				t.Errorf("%s: {http.request.port} during proxying = %q, want the resource's %q", c.name, v, u.Port())
 			}
 		}
 		h2cListing(t, u.Host, "http://admin.internal"+u.Path, http.Header{
