@@ -190,8 +190,12 @@ const (
 
 // DefaultMaxInFlightPerClient is Config.MaxInFlightPerClient's default
 // for a MaxInFlight of max: three quarters of it (rounded up), so that
-// one client of a principal leaves the others a quarter.
-func DefaultMaxInFlightPerClient(max int) int { return (3*max + 3) / 4 }
+// one client of a principal leaves the others a quarter. Written as max
+// less a quarter rounded down, not (3*max+3)/4, which overflows for a
+// max above a third of the largest int (a "max_in_flight
+// 4000000000000000000" written for no limit): negative, it refused
+// every request 429.
+func DefaultMaxInFlightPerClient(max int) int { return max - max/4 }
 
 // New validates cfg and builds a Gateway.
 func New(cfg Config) (*Gateway, error) {

@@ -804,6 +804,37 @@ func TestPendingGetAtReload(t *testing.T) {
 // clients keep some: one more from that client is refused 429 naming the
 // client's bound, while another client of the principal is served up to
 // the principal's bound, and another principal is not affected.
+// TestInFlightPerClientDefaultOfLargeMax: the per-client default of a
+// max_in_flight written for no limit is three quarters of it, not a
+// negative number from an overflow that refused every request 429
+// ("at most -1611686018427387903" on the binary).
+func TestInFlightPerClientDefaultOfLargeMax(t *testing.T) {
+	for max := 1; max <= 400; max++ {
+		if got, want := DefaultMaxInFlightPerClient(max), (3*max+3)/4; got != want {
+			t.Fatalf("DefaultMaxInFlightPerClient(%d) = %d, want %d (three quarters, rounded up)", max, got, want)
+		}
+	}
+	cfg := testConfig(t)
+	cfg.MaxInFlight = 4_000_000_000_000_000_000
+	g := newGateway(t, cfg)
+	if got, want := g.cfg.MaxInFlightPerClient, 3_000_000_000_000_000_000; got != want {
+		t.Fatalf("default max in flight per client for %d = %d, want %d", cfg.MaxInFlight, got, want)
+	}
+	r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(toolCall("read_a")))
+	r.Header.Set("Content-Type", "application/json")
+	r.Header.Set("Authorization", "Bearer "+mint(t, claims()))
+	w := httptest.NewRecorder()
+	reached := false
+	g.Serve(w, r, NextFunc(func(w http.ResponseWriter, r *http.Request) error {
+		reached = true
+		writeJSONAnswer(w, r, `{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`)
+		return nil
+	}))
+	if !reached || w.Code != http.StatusOK {
+		t.Fatalf("call with max_in_flight %d: %d %s, want it forwarded", cfg.MaxInFlight, w.Code, w.Body)
+	}
+}
+
 func TestInFlightPerClient(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.MaxInFlight = 4
