@@ -296,6 +296,9 @@ func (a *App) issuerConfig() (issuer.Config, error) {
 			return issuer.Config{}, err
 		}
 	}
+	if err := a.addressesNotReplaced(); err != nil {
+		return issuer.Config{}, err
+	}
 	repl := caddy.NewReplacer()
 	cfg := issuer.Config{
 		Issuer:              a.IssuerURL,
@@ -489,7 +492,56 @@ func notReplaced(kind, name, field, v string) error {
 	if ph == "" {
 		return nil
 	}
-	return fmt.Errorf("%s %q: the %s holds the placeholder %s, which is not replaced there (only hashes and secrets take placeholders): write the %s itself (in a Caddyfile {$NAME} is replaced when the file is adapted)", kind, name, field, ph, field)
+	entry := kind
+	if name != "" {
+		entry = fmt.Sprintf("%s %q", kind, name)
+	}
+	return fmt.Errorf("%s: the %s holds the placeholder %s, which is not replaced there (only hashes and secrets take placeholders): write the %s itself (in a Caddyfile {$NAME} is replaced when the file is adapted)", entry, field, ph, field)
+}
+
+// notReplacedIn is notReplaced for each of vs.
+func notReplacedIn(kind, name, field string, vs []string) error {
+	for _, v := range vs {
+		if err := notReplaced(kind, name, field, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addressesNotReplaced refuses a placeholder in a URL or id the issuer
+// reads (see notReplaced): an identity provider's issuer or client_id
+// (`https://login.microsoftonline.com/{env.TENANT_ID}/v2.0`, written
+// beside a client_secret that is replaced), a redirect URI, a key set's
+// URL, the issuer's own URL. Each loaded as written, and the sign-ins,
+// redirects or key reads that needed the value failed at run time,
+// with nothing said at load.
+func (a *App) addressesNotReplaced() error {
+	errs := []error{notReplaced("mcp_auth", "", "issuer", a.IssuerURL)}
+	for _, r := range a.Resources {
+		errs = append(errs, notReplaced("resource", r.URL, "URL", r.URL))
+	}
+	for _, p := range a.IdentityProviders {
+		errs = append(errs, notReplaced("identity_provider", p.Name, "issuer", p.Issuer),
+			notReplaced("identity_provider", p.Name, "client_id", p.ClientID),
+			notReplaced("identity_provider", p.Name, "tenant", p.Tenant))
+	}
+	for _, t := range a.TrustedIdPs {
+		errs = append(errs, notReplaced("trusted_idp", t.Issuer, "issuer", t.Issuer),
+			notReplaced("trusted_idp", t.Issuer, "jwks_uri", t.JWKSURI),
+			notReplaced("trusted_idp", t.Issuer, "identity_provider", t.IdentityProvider))
+	}
+	for _, c := range a.Clients {
+		errs = append(errs, notReplacedIn("client", c.ID, "redirect_uri", c.RedirectURIs),
+			notReplacedIn("client", c.ID, "post_logout_redirect_uri", c.PostLogoutRedirectURIs),
+			notReplaced("client", c.ID, "jwks_uri", c.JWKSURI),
+			notReplacedIn("client", c.ID, "resources entry", c.Resources))
+	}
+	for _, ag := range a.Agents {
+		errs = append(errs, notReplaced("agent", ag.ID, "jwks_uri", ag.JWKSURI),
+			notReplacedIn("agent", ag.ID, "allowed_clients entry", ag.AllowedClients))
+	}
+	return cmp.Or(errs...)
 }
 
 // expandSecret replaces the placeholders ({env.NAME}, {file.PATH}) of a

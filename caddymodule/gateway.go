@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -368,6 +369,9 @@ func (h *GatewayHandler) Provision(ctx caddy.Context) error {
 	if h.Resource == "" {
 		return errors.New("mcp_gateway: resource URL is required")
 	}
+	if err := h.addressesNotReplaced(); err != nil {
+		return err
+	}
 	cfg := h.rulesConfig()
 	cfg.Resource = h.Resource
 	cfg.MaxBodySize = h.MaxBodySize
@@ -527,6 +531,20 @@ func (h *GatewayHandler) leaveAppless() {
 		delete(g.byConfig, h.config)
 	}
 	h.config = nil
+}
+
+// addressesNotReplaced refuses a placeholder in the gateway's URLs and
+// its introspection client_id (see notReplaced): only the session_key
+// and the introspection client_secret have theirs replaced, so
+// `issuer https://kc.example.com/realms/{env.REALM}` loaded as written
+// and every token was refused, the realm's keys never found.
+func (h *GatewayHandler) addressesNotReplaced() error {
+	errs := []error{notReplaced("mcp_gateway", "", "resource", h.Resource), notReplaced("mcp_gateway", "", "issuer", h.Issuer),
+		notReplaced("mcp_gateway", "", "audience", h.Audience)}
+	if in := h.Introspection; in != nil {
+		errs = append(errs, notReplaced("mcp_gateway", "", "introspection endpoint", in.Endpoint), notReplaced("mcp_gateway", "", "introspection client_id", in.ClientID))
+	}
+	return cmp.Or(errs...)
 }
 
 // errLocalRemoteOptions: options for a remote issuer's tokens given to a

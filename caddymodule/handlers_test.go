@@ -730,6 +730,14 @@ func TestGatewayHandlerErrors(t *testing.T) {
 		{"contradictory rule", GatewayHandler{Resource: gatewayResource, Tools: []Rule{{Match: "x", RequireAgent: true, UserOnly: true}}}, "mcp_gateway " + gatewayResource + ": tools rule"},
 		{"unknown placeholder", GatewayHandler{Resource: gatewayResource, Tools: []Rule{{Match: "x", Args: []ArgRule{{Pointer: "/a", Predicate: "equals", Values: []string{"{http.request.host}"}}}}}}, "unknown placeholder {http.request.host}"},
 		{"bad pointer", GatewayHandler{Resource: gatewayResource, Tools: []Rule{{Match: "x", Args: []ArgRule{{Pointer: "a", Predicate: "present"}}}}}, `arg "a" present`},
+		// Only the session_key and the introspection client_secret have
+		// their placeholders replaced: a URL or id holding one loaded as
+		// written, and every token was refused.
+		{"placeholder resource", GatewayHandler{Resource: "http://127.0.0.1:8080/{env.TEST_MCP_PATH}"}, "mcp_gateway: the resource holds the placeholder {env.TEST_MCP_PATH}, which is not replaced there"},
+		{"placeholder remote issuer", GatewayHandler{Resource: gatewayResource, Issuer: "https://kc.example.com/realms/{env.TEST_REALM}"}, "mcp_gateway: the issuer holds the placeholder {env.TEST_REALM}"},
+		{"placeholder audience", GatewayHandler{Resource: gatewayResource, Issuer: "https://kc.example.com/realms/r", Audience: "{env.TEST_AUDIENCE}"}, "mcp_gateway: the audience holds the placeholder {env.TEST_AUDIENCE}"},
+		{"placeholder introspection client_id", GatewayHandler{Resource: gatewayResource, Issuer: "https://kc.example.com/realms/r", Introspection: &Introspection{ClientID: "{env.TEST_CLIENT_ID}", ClientSecret: "s"}}, "mcp_gateway: the introspection client_id holds the placeholder {env.TEST_CLIENT_ID}"},
+		{"placeholder introspection endpoint", GatewayHandler{Resource: gatewayResource, Issuer: "https://kc.example.com/realms/r", Introspection: &Introspection{Endpoint: "https://{env.TEST_HOST}/introspect", ClientID: "c", ClientSecret: "s"}}, "mcp_gateway: the introspection endpoint holds the placeholder {env.TEST_HOST}"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
