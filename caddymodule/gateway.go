@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -544,8 +545,23 @@ func (h *GatewayHandler) addressesNotReplaced() error {
 	if in := h.Introspection; in != nil {
 		errs = append(errs, notReplaced("mcp_gateway", "", "introspection endpoint", in.Endpoint), notReplaced("mcp_gateway", "", "introspection client_id", in.ClientID))
 	}
+	// A prompt's name may hold braces ("summarize_{topic}"), a tool's and
+	// a resource rule's may not (gateway.CheckRules): only Caddy's own
+	// placeholders are refused in a prompt pattern. `prompt
+	// {env.ADMIN_PROMPT} admin` before `prompt * read` matched no prompt
+	// of the name meant, which fell to the rule after it: less than the
+	// rule said it needed.
+	for _, r := range h.Prompts {
+		if ph := caddyPlaceholder.FindString(r.Match); ph != "" {
+			errs = append(errs, fmt.Errorf("mcp_gateway: prompt %q: the pattern holds the placeholder %s, which is not replaced there: it would match no prompt of the name meant, leaving that prompt to the rules after it; write the name itself (in a Caddyfile {$NAME} is replaced when the file is adapted)", r.Match, ph))
+		}
+	}
 	return cmp.Or(errs...)
 }
+
+// caddyPlaceholder matches Caddy's global placeholders ({env.NAME},
+// {file.PATH}), which replace nothing where they are not replaced.
+var caddyPlaceholder = regexp.MustCompile(`\{(?:env|file)\.[^{}]*\}`)
 
 // errLocalRemoteOptions: options for a remote issuer's tokens given to a
 // gateway of the local issuer.

@@ -737,6 +737,7 @@ func TestGatewayHandlerErrors(t *testing.T) {
 		{"placeholder remote issuer", GatewayHandler{Resource: gatewayResource, Issuer: "https://kc.example.com/realms/{env.TEST_REALM}"}, "mcp_gateway: the issuer holds the placeholder {env.TEST_REALM}"},
 		{"placeholder audience", GatewayHandler{Resource: gatewayResource, Issuer: "https://kc.example.com/realms/r", Audience: "{env.TEST_AUDIENCE}"}, "mcp_gateway: the audience holds the placeholder {env.TEST_AUDIENCE}"},
 		{"placeholder introspection client_id", GatewayHandler{Resource: gatewayResource, Issuer: "https://kc.example.com/realms/r", Introspection: &Introspection{ClientID: "{env.TEST_CLIENT_ID}", ClientSecret: "s"}}, "mcp_gateway: the introspection client_id holds the placeholder {env.TEST_CLIENT_ID}"},
+		{"placeholder prompt pattern", GatewayHandler{Resource: gatewayResource, Scopes: []string{"mcp"}, Prompts: []Rule{{Match: "{env.TEST_ADMIN_PROMPT}", Scopes: []string{"admin"}}, {Match: "*"}}}, `mcp_gateway: prompt "{env.TEST_ADMIN_PROMPT}": the pattern holds the placeholder {env.TEST_ADMIN_PROMPT}`},
 		{"placeholder introspection endpoint", GatewayHandler{Resource: gatewayResource, Issuer: "https://kc.example.com/realms/r", Introspection: &Introspection{Endpoint: "https://{env.TEST_HOST}/introspect", ClientID: "c", ClientSecret: "s"}}, "mcp_gateway: the introspection endpoint holds the placeholder {env.TEST_HOST}"},
 	}
 	for _, tt := range tests {
