@@ -80,7 +80,7 @@ func (h *IssuerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next c
 		h.app.iss.ServeHTTP(w, clientAddress(r))
 		return nil
 	}
-	return next.ServeHTTP(w, r)
+	return next.ServeHTTP(w, h.app.iss.PassedOn(r))
 }
 
 // clientAddress returns r, or a shallow copy whose RemoteAddr is

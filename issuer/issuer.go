@@ -308,6 +308,18 @@ func (i *Issuer) Match(r *http.Request) bool {
 	return strings.HasPrefix(p, i.base+pathAssets)
 }
 
+// PassedOn is r as a host handler passes it on to the handlers after it
+// (Match false): without the issuer's session cookie, which the browser
+// sends to every path of the issuer's host. An application served
+// there (a reverse_proxy in the issuer's site, forward_auth) would
+// otherwise get the signed-in user's session, and with it sign in here
+// as the user and approve its own client on the consent page (the CSRF
+// check reads Origin and Sec-Fetch-Site, which a server sets as it
+// likes). r itself is left as it is, for the access log.
+func (i *Issuer) PassedOn(r *http.Request) *http.Request {
+	return i.sessions.withoutCookie(r)
+}
+
 // ServeHTTP serves the issuer's endpoints and answers 404 for anything else.
 func (i *Issuer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path

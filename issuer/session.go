@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/textproto"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -61,6 +63,55 @@ func (ss *sessions) cookieName() string {
 		return "__Host-mcp_session"
 	}
 	return "mcp_session"
+}
+
+// withoutCookie is r, or a copy of it whose Cookie headers leave out
+// every cookie that net/http reads as the session cookie (r.Cookie,
+// readCookies: each part between ";" trimmed, and its name up to "=",
+// compared exactly), the others kept as they came.
+func (ss *sessions) withoutCookie(r *http.Request) *http.Request {
+	name := ss.cookieName()
+	values := r.Header["Cookie"]
+	if !slices.ContainsFunc(values, func(v string) bool { return holdsCookie(v, name) }) {
+		return r
+	}
+	kept := make([]string, 0, len(values))
+	for _, v := range values {
+		var parts []string
+		for part := range strings.SplitSeq(v, ";") {
+			if part = textproto.TrimString(part); part != "" && !isCookie(part, name) {
+				parts = append(parts, part)
+			}
+		}
+		if len(parts) > 0 {
+			kept = append(kept, strings.Join(parts, "; "))
+		}
+	}
+	c := *r
+	c.Header = r.Header.Clone()
+	delete(c.Header, "Cookie")
+	if len(kept) > 0 {
+		c.Header["Cookie"] = kept
+	}
+	return &c
+}
+
+// holdsCookie reports whether the Cookie header value v has a cookie
+// named name.
+func holdsCookie(v, name string) bool {
+	for part := range strings.SplitSeq(v, ";") {
+		if isCookie(textproto.TrimString(part), name) {
+			return true
+		}
+	}
+	return false
+}
+
+// isCookie reports whether one trimmed part of a Cookie header is the
+// cookie named name.
+func isCookie(part, name string) bool {
+	n, _, _ := strings.Cut(part, "=")
+	return textproto.TrimString(n) == name
 }
 
 // hasCookie reports whether the request carries a session cookie, live
