@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -380,4 +381,82 @@ func TestKnownPairForgottenWithCredential(t *testing.T) {
 	release()
 	// Signed in with the new password, the pair is known again.
 	defer signInAgainGateFull(t, e, owner, user, newPassword)()
+}
+
+// TestKnownPairKeptAcrossReloadThirtyDays: README (Limits, brute-force
+// limits) says a pair whose password checked right keeps its slot of
+// its own for 30 days after its last right check, in the process's
+// memory, kept across configuration reloads (Config.Limits), at most
+// 100,000 pairs: a reload with no memory of its own forgets the pair, a
+// reload on the process's keeps it, a right check renews it, and 30
+// days after the last one the address waits with the rest again.
+func TestKnownPairKeptAcrossReloadThirtyDays(t *testing.T) {
+	const owner = "198.51.100.7:4000"
+	e := newBrowserEnv(t, func(c *Config) { c.Limits = newLimitMemory(c.Now) })
+	if got := e.iss.limiter.known.max; got != 100_000 {
+		t.Errorf("known pairs kept at most = %d, README says 100,000", got)
+	}
+	cfg := e.iss.cfg
+	gateFull := func(want int, what string) {
+		t.Helper()
+		release := fillHashGate(e.iss)
+		defer release()
+		if w := e.submit(e.prepareLogin(t, owner), bUser, bPassword); w.Code != want {
+			t.Errorf("%s, gate full = %d, want %d", what, w.Code, want)
+		}
+	}
+	if w := e.submit(e.prepareLogin(t, owner), bUser, bPassword); w.Code != http.StatusSeeOther {
+		t.Fatalf("first sign-in = %d, want 303", w.Code)
+	}
+	own := cfg
+	own.Limits = nil
+	e.serve(own)
+	gateFull(http.StatusServiceUnavailable, "after a reload with memory of its own (the test's control)")
+	e.serve(cfg)
+	gateFull(http.StatusSeeOther, "after a reload on the process's memory")
+	e.clock.Advance(30*24*time.Hour - time.Minute)
+	gateFull(http.StatusSeeOther, "a minute less than 30 days after the last right check")
+	e.clock.Advance(30*24*time.Hour + time.Minute)
+	gateFull(http.StatusServiceUnavailable, "a minute more than 30 days after the last right check")
+}
+
+// TestHashGateOnePerCPUWaitsTwoSeconds: README (Limits, brute-force
+// limits) says at most one bcrypt check per CPU runs at once and the
+// rest wait up to 2 s for a slot, then get 503 with Retry-After: a
+// sign-in whose slot frees within the 2 s is checked, not refused, and
+// one whose slot does not is refused only once the 2 s have passed.
+func TestHashGateOnePerCPUWaitsTwoSeconds(t *testing.T) {
+	const from = "203.0.113.9:4000"
+	e := newBrowserEnv(t, nil)
+	g := e.iss.hashes
+	if got, want := cap(g.slots), runtime.GOMAXPROCS(0); got != want {
+		t.Errorf("bcrypt checks at once = %d, want one per CPU (%d)", got, want)
+	}
+	if g.wait != 2*time.Second {
+		t.Errorf("wait for a slot = %v, want 2s", g.wait)
+	}
+	fill := func() {
+		for range cap(g.slots) {
+			g.slots <- struct{}{}
+		}
+	}
+	fill()
+	time.AfterFunc(time.Second, func() { <-g.slots })
+	if w := e.submit(e.prepareLogin(t, from), bUser, bPassword); w.Code != http.StatusSeeOther {
+		t.Errorf("sign-in whose slot frees after 1 s = %d, want 303 (waited for it)", w.Code)
+	}
+	for range cap(g.slots) - 1 {
+		<-g.slots
+	}
+	fill()
+	defer func() {
+		for range cap(g.slots) {
+			<-g.slots
+		}
+	}()
+	start := time.Now()
+	w := e.submit(e.prepareLogin(t, from), "someone-else", "guess")
+	if waited := time.Since(start); w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" || waited < 2*time.Second {
+		t.Errorf("sign-in with no slot freed = %d after %v, Retry-After %q; want 503 with Retry-After after 2 s", w.Code, waited, w.Header().Get("Retry-After"))
+	}
 }
