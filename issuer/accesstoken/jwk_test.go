@@ -103,6 +103,13 @@ func oversizedRSA() *rsa.PublicKey {
 	return &rsa.PublicKey{N: n.Add(n, big.NewInt(1)), E: 65537}
 }
 
+// rsaOfBits is an RSA public key whose modulus has exactly bits bits:
+// not a real key, but parsing checks only the size and the exponent.
+func rsaOfBits(bits int) *rsa.PublicKey {
+	n := new(big.Int).Lsh(big.NewInt(1), uint(bits-1))
+	return &rsa.PublicKey{N: n.Add(n, big.NewInt(1)), E: 65537}
+}
+
 func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
 
 func ecJWK(k *ecdsa.PrivateKey) JWK {
@@ -129,6 +136,12 @@ func TestJWKPublicKey(t *testing.T) {
 		{"OKP Ed25519", JWK{Kty: "OKP", Crv: "Ed25519", X: b64(k.ed.Public().(ed25519.PublicKey))}, k.ed.Public()},
 		{"RSA 1024", rsaJWK(&k.rsaSmall.PublicKey), nil},
 		{"RSA modulus over MaxRSABits", rsaJWK(oversizedRSA()), nil},
+		// README (DPoP): RSA keys of 2048 to 4096 bits, the numbers
+		// themselves rather than the constants.
+		{"RSA of 2048 bits", rsaJWK(rsaOfBits(2048)), rsaOfBits(2048)},
+		{"RSA of 4096 bits", rsaJWK(rsaOfBits(4096)), rsaOfBits(4096)},
+		{"RSA of 2047 bits", rsaJWK(rsaOfBits(2047)), nil},
+		{"RSA of 4097 bits", rsaJWK(rsaOfBits(4097)), nil},
 		{"RSA even exponent", mod(rsaJWK(&k.rsa.PublicKey), func(j *JWK) { j.E = b64([]byte{1, 0, 0}) }), nil},
 		{"RSA exponent too long", mod(rsaJWK(&k.rsa.PublicKey), func(j *JWK) { j.E = b64([]byte{1, 0, 0, 0, 1}) }), nil},
 		{"private key material", mod(ecJWK(k.p256), func(j *JWK) { j.D = b64(k.p256.D.Bytes()) }), nil},
