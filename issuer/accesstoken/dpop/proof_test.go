@@ -157,6 +157,12 @@ func TestVerify(t *testing.T) {
 			p.claims["htu"] = "HTTPS://MCP.example.com:443/mcp?x=1#f"
 		}},
 		{name: "iat at the window's edge", edit: func(p *proof) { p.claims["iat"] = now.Add(-DefaultWindow).Unix() }},
+		// README (DPoP): iat within 60 seconds of the clock either way,
+		// the number itself rather than the constant.
+		{name: "iat 60 s behind", edit: func(p *proof) { p.claims["iat"] = now.Add(-60 * time.Second).Unix() }},
+		{name: "iat 60 s ahead", edit: func(p *proof) { p.claims["iat"] = now.Add(60 * time.Second).Unix() }},
+		{name: "iat 61 s behind", edit: func(p *proof) { p.claims["iat"] = now.Add(-61 * time.Second).Unix() }, want: "iat"},
+		{name: "iat 61 s ahead", edit: func(p *proof) { p.claims["iat"] = now.Add(61 * time.Second).Unix() }, want: "iat"},
 		{name: "no header", values: func(string) []string { return nil }, want: "missing"},
 		{name: "two headers", values: func(s string) []string { return []string{s, s} }, want: "more than one"},
 		{name: "not a JWT", values: func(string) []string { return []string{"abc"} }, want: "malformed"},
@@ -739,7 +745,9 @@ func TestLedger(t *testing.T) {
 		t.Fatalf("first use at A: %v", err)
 	}
 	for k, until := range l.until {
-		if want := iat.Add(DefaultWindow + ledgerSkew); !until.Equal(want) || len(k) != 32 {
+		// README (limits): until its iat leaves the 60 s window, plus 10
+		// seconds for clocks.
+		if want := iat.Add(70 * time.Second); !until.Equal(want) || len(k) != 32 {
 			t.Errorf("ledger entry %q until %v, want 32 hex digits until %v", k, until, want)
 		}
 	}
