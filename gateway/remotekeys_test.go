@@ -156,9 +156,14 @@ func TestRemoteKeysRotation(t *testing.T) {
 	if _, err := rk.PublicKey(ctx, "ed1"); !errors.Is(err, ErrUnknownKey) {
 		t.Fatalf("Key(ed1) within the refetch interval = %v, want ErrUnknownKey", err)
 	}
-	now = now.Add(time.Minute)
+	// README: at most one refetch per 30 s.
+	now = testNow.Add(29 * time.Second)
+	if _, err := rk.PublicKey(ctx, "ed1"); !errors.Is(err, ErrUnknownKey) {
+		t.Fatalf("Key(ed1) 29 s after the last fetch = %v, want ErrUnknownKey", err)
+	}
+	now = testNow.Add(30 * time.Second)
 	if _, err := rk.PublicKey(ctx, "ed1"); err != nil {
-		t.Fatalf("Key(ed1) after the interval = %v, want the new key", err)
+		t.Fatalf("Key(ed1) 30 s after the last fetch = %v, want the new key", err)
 	}
 	if n := f.jwksHits.Load(); n != 2 {
 		t.Errorf("JWKS fetches = %d, want 2", n)
@@ -181,6 +186,18 @@ func TestRemoteKeysRotation(t *testing.T) {
 	}
 	if _, err := rk.PublicKey(ctx, "ed1"); err != nil {
 		t.Errorf("Key(ed1) = %v", err)
+	}
+	// README: known keys are reused for an hour after the fetch that got
+	// them; a key withdrawn meanwhile is still known until then.
+	fetched, hits := now, f.jwksHits.Load()
+	f.jwks.Store([]map[string]any{ecJWK("ec1", &k.ec.PublicKey)})
+	now = fetched.Add(time.Hour - time.Second)
+	if _, err := rk.PublicKey(ctx, "ed1"); err != nil || f.jwksHits.Load() != hits {
+		t.Errorf("Key(ed1) withdrawn, a second short of an hour after the fetch = %v after %d more fetches, want the known key and none", err, f.jwksHits.Load()-hits)
+	}
+	now = fetched.Add(time.Hour)
+	if _, err := rk.PublicKey(ctx, "ed1"); !errors.Is(err, ErrUnknownKey) {
+		t.Errorf("Key(ed1) withdrawn, an hour after the fetch = %v, want ErrUnknownKey", err)
 	}
 }
 
