@@ -102,3 +102,63 @@ func TestREADMETablesWhole(t *testing.T) {
 		}
 	}
 }
+
+// TestREADMEParagraphsWhole: no paragraph of README's prose stops in the
+// middle of a sentence, and none begins in one, but where a code block
+// or a list between them carries the sentence on ("Point an MCP client
+// at", the URL, "and sign in as"). A cherry-pick's conflict resolution left a
+// sentence of the gateway's prompt-name rules ending on "Names", a blank
+// line, and the other side's version of its end ("is `report` to
+// Tomcat) or an empty one ...") as a paragraph of its own: a reader met
+// half a sentence twice, and the rule for empty segments in neither.
+func TestREADMEParagraphsWhole(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Blocks are separated by blank lines; a fenced or indented code
+	// block is one block whatever it holds.
+	type block struct {
+		line        int
+		first, last string
+		code        bool
+	}
+	var blocks []block
+	var cur *block
+	fenced := false
+	for i, l := range strings.Split(string(b), "\n") {
+		fence := strings.HasPrefix(l, "```")
+		code := fence || fenced || strings.HasPrefix(l, "    ") || strings.HasPrefix(l, "\t")
+		if fence {
+			fenced = !fenced
+		}
+		if cur != nil && (cur.code != code || !code && strings.TrimSpace(l) == "") {
+			blocks, cur = append(blocks, *cur), nil
+		}
+		if cur == nil && strings.TrimSpace(l) == "" && !code {
+			continue
+		}
+		if cur == nil {
+			cur = &block{line: i + 1, first: l, code: code}
+		}
+		cur.last = l
+	}
+	if cur != nil {
+		blocks = append(blocks, *cur)
+	}
+	prose := func(b block) bool {
+		return !b.code && !strings.HasPrefix(b.first, "#") && !strings.HasPrefix(b.first, "|") && !strings.HasPrefix(b.first, "- ")
+	}
+	for n, p := range blocks {
+		if !prose(p) {
+			continue
+		}
+		if c := p.first[0]; c >= 'a' && c <= 'z' && n > 0 && prose(blocks[n-1]) {
+			t.Errorf("README line %d: a paragraph begins in the middle of a sentence (a merge's leftover?): %.60s", p.line, p.first)
+		}
+		last := strings.TrimRight(p.last, " ")
+		if !strings.ContainsAny(last[len(last)-1:], ".:)!?`*|") && (n+1 == len(blocks) || !blocks[n+1].code && !strings.HasPrefix(blocks[n+1].first, "- ")) {
+			t.Errorf("README paragraph at line %d stops in the middle of a sentence (a merge's leftover?): …%s", p.line, last[max(0, len(last)-60):])
+		}
+	}
+}
