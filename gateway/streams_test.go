@@ -898,6 +898,83 @@ func TestInFlightPerClient(t *testing.T) {
 	want("bob's call through app", code, body, 200, "")
 }
 
+// TestInFlightRefusalAnswer: the request past max_in_flight gets what
+// README's max_in_flight promises: 429 with "Retry-After: 1", a JSON-RPC
+// error -32000 without an id (it is refused before its body is read, so
+// the id of a request it never read is not named), an audit event of the
+// refusal with its status, and the refusals metric's too_many_requests;
+// and it reaches no server.
+func TestInFlightRefusalAnswer(t *testing.T) {
+	m := &countingMetrics{counts: map[string]int{}}
+	cfg := testConfig(t)
+	cfg.MaxInFlight = 1
+	cfg.Metrics = m
+	arrived, release := make(chan struct{}), make(chan struct{})
+	h := newHarness(t, cfg, func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
+		<-release
+		writeJSONAnswer(w, r, `{"jsonrpc":"2.0","id":1,"result":{"content":[]}}`)
+	})
+	token := mint(t, claims())
+	first := make(chan *http.Response, 1)
+	go func() {
+		resp, err := h.try(call{body: toolCall("read_a"), token: token})
+		if err != nil {
+			t.Error(err)
+		}
+		first <- resp
+	}()
+	select {
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first call did not reach the upstream")
+	}
+	resp := h.do(t, call{body: strings.Replace(toolCall("read_a"), `"id":1`, `"id":"second"`, 1), token: token})
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	close(release)
+	if r := <-first; r != nil {
+		r.Body.Close()
+	}
+	var got struct {
+		ID    *json.RawMessage `json:"id"`
+		Error struct {
+			Code    int    `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(body, &got); err != nil || resp.StatusCode != http.StatusTooManyRequests ||
+		resp.Header.Get("Retry-After") != "1" || got.ID != nil || got.Error.Code != -32000 ||
+		!strings.Contains(got.Error.Message, "too many requests in flight") {
+		t.Errorf("the call past max_in_flight = %d, Retry-After %q, %s; want 429, Retry-After 1 and a JSON-RPC error -32000 without an id",
+			resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+	if n := len(h.up.requests()); n != 1 {
+		t.Errorf("requests at the upstream = %d, want 1: the refused one reached it", n)
+	}
+	var refusals []map[string]any
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		refusals = nil
+		for _, e := range h.logs.All() {
+			if c := e.ContextMap(); c["status"] == int64(http.StatusTooManyRequests) {
+				refusals = append(refusals, c)
+			}
+		}
+		m.mu.Lock()
+		n := m.counts["refusal too_many_requests"]
+		m.mu.Unlock()
+		if len(refusals) == 1 && n == 1 || time.Now().After(deadline) {
+			if n != 1 {
+				t.Errorf("refusals metric too_many_requests = %d, want 1 (metrics %v)", n, m.counts)
+			}
+			break
+		}
+	}
+	if len(refusals) != 1 || refusals[0]["decision"] != "deny" || !strings.Contains(fmt.Sprint(refusals[0]["reason"]), "too many requests in flight") {
+		t.Errorf("audit events of the refusal = %v, want one, decision deny, naming why", refusals)
+	}
+}
+
 // TestInFlightReleased: whatever ends a request (an answer, an upstream
 // error, a panic in the proxy, the client going away, a revocation, a
 // refused answer, a 429), the slot it took of its principal's
