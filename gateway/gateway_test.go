@@ -626,12 +626,23 @@ func TestForwarding(t *testing.T) {
 		}
 	}
 
-	// Without ForwardIdentity the client's copies are still removed.
+	// Without ForwardIdentity the client's copies are still removed,
+	// every one of the five (README: "client-sent copies are always
+	// removed"): an upstream that reads X-MCP-Principal-Type would
+	// otherwise take an agent's own token for a user's.
 	h2 := newHarness(t, testConfig(t), nil)
-	resp = h2.do(t, call{body: toolCall("read_x"), token: token, headers: map[string]string{"X-MCP-Subject": "mallory"}})
+	spoofed := map[string]string{"X-MCP-Subject": "mallory", "X-MCP-Client": "evil", "X-MCP-Actor": "root", "X-MCP-Scope": "admin", "X-MCP-Principal-Type": "user"}
+	agentOwn := claims()
+	agentOwn["principal_type"] = "agent"
+	resp = h2.do(t, call{body: toolCall("read_x"), token: mint(t, agentOwn), headers: spoofed})
 	readBody(t, resp)
-	if v := h2.up.requests()[0].Header.Values("X-Mcp-Subject"); len(v) != 0 {
-		t.Errorf("upstream X-Mcp-Subject = %q, want none", v)
+	if got := h2.up.requests(); len(got) != 1 {
+		t.Fatalf("without ForwardIdentity: upstream saw %d requests, want 1", len(got))
+	}
+	for k := range spoofed {
+		if v := h2.up.requests()[0].Header.Values(k); len(v) != 0 {
+			t.Errorf("without ForwardIdentity: upstream %s = %q, want none", k, v)
+		}
 	}
 }
 
