@@ -409,6 +409,8 @@ func TestGatewaySessionKey(t *testing.T) {
 		{"8 values repeated", base64.StdEncoding.EncodeToString([]byte(strings.Repeat("abcdefgh", 4))), app, []byte(strings.Repeat("abcdefgh", 4)), "", true},
 		{"unset env", "{env.TEST_SESSION_KEY_UNSET}", app, nil, "session_key: {env.TEST_SESSION_KEY_UNSET} resolves to nothing", false},
 		{"too short", "c2hvcnQ=", app, nil, "want at least 32", false},
+		// README: at least 32 bytes; one fewer of a random key is short.
+		{"31 bytes", base64.StdEncoding.EncodeToString(key[:31]), app, nil, "31 bytes, want at least 32", false},
 		{"from the app's store", "", app, nil, "", false},
 		{"no app", "", nil, nil, "", true},
 	}
