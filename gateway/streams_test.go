@@ -898,6 +898,18 @@ func TestInFlightPerClient(t *testing.T) {
 	want("bob's call through app", code, body, 200, "")
 }
 
+// TestDefaultMaxInFlightPerClient: README's max_in_flight_per_client,
+// "default three quarters of max_in_flight, rounded up (75 of 100), at
+// least 1": rounded down, max_in_flight 2 would leave one client of the
+// caller a single request in flight, and 1 none at all.
+func TestDefaultMaxInFlightPerClient(t *testing.T) {
+	for _, tt := range []struct{ max, want int }{{1, 1}, {2, 2}, {3, 3}, {4, 3}, {5, 4}, {6, 5}, {100, 75}, {101, 76}} {
+		if got := DefaultMaxInFlightPerClient(tt.max); got != tt.want {
+			t.Errorf("DefaultMaxInFlightPerClient(%d) = %d, want %d", tt.max, got, tt.want)
+		}
+	}
+}
+
 // TestInFlightRefusalAnswer: the request past max_in_flight gets what
 // README's max_in_flight promises: 429 with "Retry-After: 1", a JSON-RPC
 // error -32000 without an id (it is refused before its body is read, so
