@@ -231,7 +231,7 @@ func (d *directory) validateConfig() error {
 		// The first would win, silently: an imported snippet's scopes
 		// undone by a later declaration (or ignored where it came first).
 		if resources[CanonicalResource(r.URL)] {
-			return fmt.Errorf("resource %q: declared more than once (also as the same URL with another case of scheme or host, or a trailing slash)", r.URL)
+			return fmt.Errorf("resource %q: declared more than once (also as the same URL with another case of scheme or host, its default port, or a trailing slash)", r.URL)
 		}
 		resources[CanonicalResource(r.URL)] = true
 		for _, sc := range r.Scopes {

@@ -330,6 +330,11 @@ func TestConfigValidation(t *testing.T) {
 		{"resource declared twice", func(c *Config) {
 			c.Resources = []Resource{{URL: "https://mcp.example.com/mcp", Scopes: []string{"a"}}, {URL: "https://MCP.example.com/mcp/", Scopes: []string{"b"}}}
 		}},
+		// A token request's resource is matched with the default port
+		// aside too (sameResource): the same resource to the issuer.
+		{"resource declared twice, once with its default port", func(c *Config) {
+			c.Resources = []Resource{{URL: "https://mcp.example.com/mcp", Scopes: []string{"a"}}, {URL: "https://mcp.example.com:443/mcp", Scopes: []string{"b"}}}
+		}},
 		// A scope is one RFC 6749 scope-token: one with a space would be
 		// issued as one entry of the token's scope claim, which every
 		// resource server reads as two scopes ("read admin" grants admin).
