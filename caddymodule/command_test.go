@@ -187,6 +187,53 @@ func TestCommand(t *testing.T) {
 	}
 }
 
+// TestCommandPasswordLengthOfRunningConfig: README (min_password_length)
+// says the CLI, which sends only a hash, refuses a shorter password
+// itself, reading the length from the running configuration: lower than
+// the default as well as higher, and the default where the running
+// configuration names none. Against an admin endpoint that answers the
+// configuration's value and takes any user.
+func TestCommandPasswordLengthOfRunningConfig(t *testing.T) {
+	for _, tt := range []struct {
+		name, configured, password, wantErr string
+	}{
+		{"lower than the default, longer", "4", "abcde", ""},
+		{"lower than the default, shorter", "4", "abc", "at least 4 characters"},
+		{"higher than the default, shorter", "12", "elevenchars", "at least 12 characters"},
+		{"higher than the default, as long", "12", "twelve chars", ""},
+		{"none configured", "null", "1234567", "at least 8 characters"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var added bool
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				switch {
+				case r.Method == http.MethodGet && r.URL.Path == "/config/apps/mcp_auth/min_password_length":
+					w.Header().Set("Content-Type", "application/json")
+					io.WriteString(w, tt.configured+"\n")
+				case r.Method == http.MethodPost && r.URL.Path == "/mcp-auth/users":
+					added = true
+					w.Header().Set("Content-Type", "application/json")
+					w.WriteHeader(http.StatusCreated)
+					io.WriteString(w, `{"username": "eve", "groups": [], "source": "admin"}`)
+				default:
+					http.NotFound(w, r)
+				}
+			}))
+			t.Cleanup(srv.Close)
+			_, _, err := runCLI(t, strings.TrimPrefix(srv.URL, "http://"), tt.password+"\n", "user", "add", "eve")
+			if tt.wantErr == "" {
+				if err != nil || !added {
+					t.Errorf("user add with a %d-character password, min_password_length %s = %v (sent %v), want it sent", len(tt.password), tt.configured, err, added)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || added {
+				t.Errorf("user add with a %d-character password, min_password_length %s = %v (sent %v), want %q and nothing sent", len(tt.password), tt.configured, err, added, tt.wantErr)
+			}
+		})
+	}
+}
+
 // TestCommandSendsOnlyTheHash: README (CLI) says passwords are hashed
 // with bcrypt by the CLI and only the hash is sent: the bodies of `user
 // add` and `user set-password` reaching the admin endpoint name a
