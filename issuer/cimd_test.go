@@ -17,6 +17,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/oauth2"
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
@@ -1227,5 +1229,47 @@ func TestCIMDURLEscapeDepthBounded(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(5, func() { _ = f.checkURL(id) }); n > 50 {
 		t.Errorf("checking an id escaped 300 deep made %.0f allocations, want a few (a bounded number of decodings)", n)
+	}
+}
+
+// TestUserNamedAsDocumentClientGetsNoToken: a user the store holds
+// under a client metadata document's client id (added by an earlier
+// release's admin API, which took such names; this release refuses them
+// but keeps the ones stored) is not issued a token for that client: its
+// sub would equal its client_id, a client's own token to a resource
+// server. For another client, the user signs in and gets tokens as before.
+func TestUserNamedAsDocumentClientGetsNoToken(t *testing.T) {
+	const verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk" // testChallenge's
+	e, host := newCIMDEnv(t, true, nil)
+	id := host.doc("/client.json", "", validDoc)
+	other := host.doc("/other.json", "", validDoc)
+	// As an earlier release's POST /mcp-auth/users stored it.
+	hash, err := bcrypt.GenerateFromPassword([]byte(bPassword), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.put(bucketUsers, id, &User{Username: id, PasswordHash: string(hash), Groups: []string{"staff"}, Source: sourceAdmin}, time.Time{})
+	for _, tt := range []struct {
+		client string
+		want   bool
+	}{{id, false}, {other, true}} {
+		p := authParams(testChallenge)
+		p.Set("client_id", tt.client)
+		p.Set("redirect_uri", "http://127.0.0.1:3000/callback")
+		cb, err := e.robot(e.browser(), e.url(pathAuthorize, p), "http://127.0.0.1:3000/callback", id, bPassword, "approve")
+		if err != nil {
+			t.Fatalf("%s: authorize as %s: %v", tt.client, id, err)
+		}
+		tok, err := e.exchange(t, tt.client, "", cb.Query().Get("code"), verifier,
+			oauth2.SetAuthURLParam("redirect_uri", "http://127.0.0.1:3000/callback"), oauth2.SetAuthURLParam("resource", bResource))
+		switch {
+		case !tt.want && err == nil:
+			_, c := claimsOf(t, tok.AccessToken)
+			t.Errorf("user %s for the client of that id: a token (sub %v, client_id %v), want refused", id, c["sub"], c["client_id"])
+		case !tt.want && !strings.Contains(err.Error(), "invalid_grant"):
+			t.Errorf("user %s for the client of that id: %v, want invalid_grant", id, err)
+		case tt.want && err != nil:
+			t.Errorf("user %s for another client (%s): %v, want a token", id, tt.client, err)
+		}
 	}
 }

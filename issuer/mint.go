@@ -146,6 +146,10 @@ func (s tokenSubject) principals(clientBasis, userBasis time.Time) []principalBa
 // agent committed while the request ran.
 var errPrincipalRevoked = ErrInvalidGrant.WithDescription("the client, user or agent of this request was revoked")
 
+// errUserNamedAsClient refuses a user's token whose sub would be its
+// client_id (minter.issue).
+var errUserNamedAsClient = ErrInvalidGrant.WithDescription("the user's name is this client's id: no token is issued to the user for it")
+
 // sameCredentials reports whether a stored client or agent c, as it
 // authenticated, is still stored with the same credentials in tx (for a
 // client, with a registration no narrower: registrationNarrowed). A
@@ -215,6 +219,14 @@ type minter struct {
 // tokens are returned only when record committed.
 func (m minter) issue(ctx context.Context, is *issuance) (*tokenResponse, error) {
 	i, s := m.iss, is.subject
+	if s.user != nil && s.client != nil && s.subject == s.client.ID {
+		// A user named as the client's id: its sub would equal its
+		// client_id, a client's own token to a resource server. Names
+		// are kept apart (a client metadata document's id too), but a
+		// store may hold a user an earlier release took under such a
+		// name (its admin API, an identity provider named https).
+		return nil, errUserNamedAsClient
+	}
 	exp := i.expiry(s)
 	at, jti, kid, err := i.signAccessToken(ctx, s, exp)
 	if err != nil {

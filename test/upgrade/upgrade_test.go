@@ -432,6 +432,10 @@ type deployment struct {
 	pins               []map[string]any
 	delegated          *oauth2.Token
 	withdrawn          []string
+	// named is a user the previous release's admin API added under a
+	// client metadata document's id, and namedRT the refresh token it
+	// issued the user for that client.
+	named, namedRT string
 	// pending is a code the previous release issued last, for this
 	// release to redeem.
 	pending     string
@@ -465,6 +469,9 @@ func deploy(t *testing.T, old string, legacy bool, storage func(home string) str
 		switch r.URL.Path {
 		case "/plain.json":
 			w.Header().Set("Cache-Control", "max-age=60")
+		case "/named.json":
+			w.Header().Set("Cache-Control", "max-age=60")
+			doc["grant_types"] = []string{"authorization_code", "refresh_token"}
 		case "/userinfo.json":
 			// Read again at each use, as after its cache's end.
 			w.Header().Set("Cache-Control", "no-store")
@@ -552,6 +559,19 @@ func (d *deployment) before(t *testing.T) {
 		t.Fatal(err)
 	}
 	adminDo(t, ctx, "POST", adminURL+"/users", `{"username":"bob","password":"`+password+`","groups":["users"]}`, http.StatusCreated, nil)
+	// A user named as a client metadata document's id, which the
+	// previous release took, and its tokens for that client: sub equal
+	// to client_id, a client's own token to a resource server. (From the
+	// previous release only, though the legacy one took it too.)
+	if !d.legacy {
+		d.named = d.docs + "/named.json"
+		adminDo(t, ctx, "POST", adminURL+"/users", `{"username":"`+d.named+`","password":"`+password+`","groups":["users"]}`, http.StatusCreated, nil)
+		named := authorize(t, ctx, harness.NewRobot(d.named, password, redirectURI), d.md.Config(d.named, redirectURI, "notes:read", "offline_access"), d.resource)
+		if c, err := harness.Claims(named.AccessToken); err != nil || c["sub"] != d.named || c["client_id"] != d.named || named.RefreshToken == "" {
+			t.Fatalf("previous release: user %s's token for the client of that id: sub %v, client_id %v, refresh token %t, %v", d.named, c["sub"], c["client_id"], named.RefreshToken != "", err)
+		}
+		d.namedRT = named.RefreshToken
+	}
 	var cEmpty struct {
 		Secret string `json:"client_secret"`
 	}
@@ -715,6 +735,21 @@ func (d *deployment) after(t *testing.T) {
 			text = d.robot.Pages[len(d.robot.Pages)-1].Text()
 		}
 		t.Errorf("after the upgrade: a metadata document with userinfo_signed_response_alg = %v, %v, page %.300q; want refused naming it", q, err, text)
+	}
+	// The user named as the client metadata document's id gets no more
+	// tokens for it: neither by refreshing the previous release's grant
+	// nor by a new code (README, Upgrading).
+	if d.named != "" {
+		if r := refresh(t, ctx, d.issuer, d.named, d.namedRT, d.resource); r.Status != http.StatusBadRequest || r.Error != "invalid_grant" {
+			t.Errorf("after the upgrade: refresh of user %s's grant for the client of that id = %d %s, want 400 invalid_grant", d.named, r.Status, r.Error)
+		}
+		namedCfg := d.md.Config(d.named, redirectURI, "notes:read")
+		nar := harness.NewAuthRequest(namedCfg, d.resource)
+		if q, err := harness.NewRobot(d.named, password, redirectURI).Authorize(ctx, nar.URL); err != nil || q.Get("code") == "" {
+			t.Errorf("after the upgrade: user %s authorizing the client of that id = %v, %v; want a code (refused at the token endpoint)", d.named, q, err)
+		} else if _, err := nar.Exchange(ctx, namedCfg, q.Get("code")); err == nil || !strings.Contains(err.Error(), "invalid_grant") {
+			t.Errorf("after the upgrade: user %s's code for the client of that id = %v; want invalid_grant", d.named, err)
+		}
 	}
 	// The previous release's private_key_jwt registration authenticates.
 	d.keyed.token(t, d, d.issuer)
