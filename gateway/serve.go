@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"mime"
 	"net/http"
 	"net/url"
@@ -712,7 +713,9 @@ func (g *Gateway) readBody(x *exchange) *refusal {
 		x.body = body
 		return nil
 	}
-	body, err := io.ReadAll(io.LimitReader(x.r.Body, limit+1))
+	// One byte past the limit tells a body over it; a limit of the
+	// largest int64 has no byte past it (limit+1 would read nothing).
+	body, err := io.ReadAll(io.LimitReader(x.r.Body, min(limit, math.MaxInt64-1)+1))
 	if err != nil {
 		return unreadable(err)
 	}

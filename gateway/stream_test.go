@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -687,6 +688,39 @@ func TestBodyLimit(t *testing.T) {
 					t.Errorf("upstream got %d requests, want the body forwarded as sent", len(reqs)-before)
 				}
 			})
+		}
+	}
+}
+
+// TestBodyLimitLargest: a max_body_size as large as an int64 (an
+// operator's "unlimited", which the JSON configuration takes) bounds
+// nothing, and a chunked body is read in full: reading it up to one byte
+// past the limit overflowed there, read none of it, and the call was
+// refused as an empty body.
+func TestBodyLimitLargest(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.MaxBodySize = math.MaxInt64
+	h := newHarness(t, cfg, nil)
+	for _, chunked := range []bool{false, true} {
+		body := toolCall("read_a")
+		var rd io.Reader = strings.NewReader(body)
+		if chunked {
+			pr, pw := io.Pipe()
+			go func() { io.WriteString(pw, body); pw.Close() }()
+			rd = pr
+		}
+		before := len(h.up.requests())
+		req, _ := http.NewRequest(http.MethodPost, h.front.URL+"/mcp", rd)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+mint(t, claims()))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := readBody(t, resp)
+		reqs := h.up.requests()
+		if resp.StatusCode != http.StatusOK || len(reqs) != before+1 || string(reqs[len(reqs)-1].Body) != body {
+			t.Errorf("chunked %v: status %d (%s), upstream got %d requests; want 200 and the body forwarded as sent", chunked, resp.StatusCode, got, len(reqs)-before)
 		}
 	}
 }
