@@ -70,7 +70,16 @@ func TestNameWithTrailingDots(t *testing.T) {
 		{"prompt, inner segment", get("team./secrets"), 400, codeInvalidParams},
 		{"prompt, backslash", get(`team.\secrets`), 400, codeInvalidParams},
 		{"prompt completion", `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"report."},"argument":{"name":"a","value":""}}}`, 400, codeInvalidParams},
+		{"prompt, data stream", get("team/secrets::$DATA"), 400, codeInvalidParams},
+		{"prompt, data stream in lower case", get("report::$data"), 400, codeInvalidParams},
+		{"prompt, dot and data stream", get("report.::$DATA"), 400, codeInvalidParams},
+		{"prompt, data stream and dot", get("report::$DATA."), 400, codeInvalidParams},
+		{"prompt, directory stream", get(`team::$INDEX_ALLOCATION\secrets`), 400, codeInvalidParams},
+		{"prompt, named directory stream", get("team:$I30:$INDEX_ALLOCATION/secrets"), 400, codeInvalidParams},
+		{"prompt completion, data stream", `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"report::$DATA"},"argument":{"name":"a","value":""}}}`, 400, codeInvalidParams},
 		{"prompt under the same rule", get("tips."), 0, 0},
+		{"prompt's data stream under the same rule", get("tips::$DATA"), 0, 0},
+		{"prompt with another stream", get("report:notes"), 0, 0},
 		{"prompt with inner dots", get("v1.2/notes"), 0, 0},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1429,24 +1429,39 @@ func (p *policy) decideCaseless(pr *principal, kind string, rules []compiledRule
 	if !stable {
 		return decision{}, fmt.Errorf("%s name %q falls under another rule when case and the separators - . / _ are ignored", kind, name)
 	}
-	if read, ok := withoutTrailingDots(name); ok {
+	if read, ok := windowsName(name); ok {
 		if k, stable := stableRule(rules, read); k != i || !stable {
-			return decision{}, fmt.Errorf("%s name %q falls under another rule when its segments' trailing dots are dropped, as Windows drops them", kind, name)
+			return decision{}, fmt.Errorf("%s name %q falls under another rule when read as Windows reads a file name (a segment's trailing dots and ::$DATA or ::$INDEX_ALLOCATION stream suffix dropped)", kind, name)
 		}
 	}
 	return p.decideRule(pr, kind, rules, name, i), nil
 }
 
-// withoutTrailingDots is name as Windows reads it in a file or URL path
-// (a server putting the name in one): each segment between "/" or "\"
-// without the dots it ends with ("delete_db." is delete_db), "\" read as
-// "/". ok is false, and nothing allocated, when no segment ends in a dot.
-func withoutTrailingDots(name string) (read string, ok bool) {
-	if !strings.HasSuffix(name, ".") && !strings.Contains(name, "./") && !strings.Contains(name, `.\`) {
+// windowsStreams are the stream suffixes by which NTFS names a file's or
+// directory's own contents ("secrets::$DATA" is the file secrets,
+// "team::$INDEX_ALLOCATION" the directory team), in any case.
+var windowsStreams = [...]string{"::$DATA", "::$INDEX_ALLOCATION", ":$I30:$INDEX_ALLOCATION"}
+
+// windowsName is name as Windows reads it in a file or URL path (a
+// server putting the name in one): each segment between "/" or "\"
+// without the dots it ends with and a stream suffix naming its own
+// contents (windowsStreams), in either order ("delete_db.",
+// "delete_db::$DATA" and "delete_db.::$DATA" are delete_db), "\" read
+// as "/". ok is false, and nothing allocated, when no segment ends in a
+// dot and the name holds no ":$" (tool names hold no colon).
+func windowsName(name string) (read string, ok bool) {
+	if !strings.HasSuffix(name, ".") && !strings.Contains(name, "./") && !strings.Contains(name, `.\`) && !strings.Contains(name, ":$") {
 		return "", false
 	}
 	segs := strings.FieldsFunc(name, func(r rune) bool { return r == '/' || r == '\\' })
 	for i, seg := range segs {
+		seg = strings.TrimRight(seg, ".")
+		for _, suffix := range windowsStreams {
+			if len(seg) >= len(suffix) && strings.EqualFold(seg[len(seg)-len(suffix):], suffix) {
+				seg = seg[:len(seg)-len(suffix)]
+				break
+			}
+		}
 		segs[i] = strings.TrimRight(seg, ".")
 	}
 	return strings.Join(segs, "/"), true
