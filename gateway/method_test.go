@@ -556,6 +556,18 @@ func TestCompletionTemplateValues(t *testing.T) {
 		{"an absolute path after an invisible character", complete(tmpl, `"argument":{"name":"name","value":"\u200b/etc"}`), 400},
 		{"an absolute path in the context", complete(tmpl, `"argument":{"name":"name","value":"p"},"context":{"arguments":{"dir":"/etc"}}`), 400},
 		{"an absolute path after a path-segment expression", complete("file:///secret{/dir}", `"argument":{"name":"dir","value":"/etc"}`), 400},
+		// On Windows a value that begins with a drive letter is a path
+		// on that drive: os.path.join("C:\\srv\\secret", "C:/x"),
+		// Path.resolve and path.resolve discard the directory.
+		{"a drive letter", complete(tmpl, `"argument":{"name":"name","value":"C:/Windows"}`), 400},
+		{"a drive letter with a backslash", complete(tmpl, `"argument":{"name":"name","value":"d:\\x"}`), 400},
+		{"a drive letter alone", complete(tmpl, `"argument":{"name":"name","value":"D:"}`), 400},
+		{"a drive-relative path", complete(tmpl, `"argument":{"name":"name","value":"D:x"}`), 400},
+		{"a percent-encoded drive letter", complete(tmpl, `"argument":{"name":"name","value":"C%3A%5Cx"}`), 400},
+		{"a fullwidth drive letter", complete(tmpl, `"argument":{"name":"name","value":"\uff23\uff1a/x"}`), 400},
+		{"a drive letter in the context", complete(tmpl, `"argument":{"name":"name","value":"p"},"context":{"arguments":{"dir":"C:"}}`), 400},
+		{"a colon after a word", complete(tmpl, `"argument":{"name":"name","value":"ab:c"}`), 0},
+		{"a drive letter after no '/'", complete("file:///secret/x{+name}", `"argument":{"name":"name","value":"C:/x"}`), 0},
 		{"a slash inside a name", complete(tmpl, `"argument":{"name":"name","value":"a/b"}`), 0},
 		{"a slash after no '/'", complete("file:///secret/x{+name}", `"argument":{"name":"name","value":"/etc"}`), 0},
 	}

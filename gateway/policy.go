@@ -909,7 +909,7 @@ func completionValues(raw []byte, host, slashed bool) error {
 			return errors.New(what + " has a dot segment, which expands the template outside its rules")
 		}
 		if slashed && absoluteValue(s) {
-			return errors.New(what + " begins with a slash after the template's '/', which a server joining it to the template's directory reads as an absolute path outside its rules")
+			return errors.New(what + " begins with a slash or a Windows drive after the template's '/', which a server joining it to the template's directory reads as an absolute path outside its rules")
 		}
 		if host && strings.IndexByte(percentDecoded(percentDecoded(s)), '@') >= 0 {
 			return errors.New(what + " has '@', which makes the template's host user information and names another host")
@@ -971,8 +971,9 @@ func dotSegmentValue(v string) bool {
 
 // absoluteValue reports whether a variable's value, read as
 // dotSegmentValue reads it (escapes decoded twice, in NFKC, without the
-// characters readers drop), begins with '/' or '\': "/etc",
-// "%2Fetc", "\uff0fetc" (a fullwidth solidus) and "\u200b/etc" all do.
+// characters readers drop), begins with '/' or '\' or a Windows drive
+// (driveValue): "/etc", "%2Fetc", "\uff0fetc" (a fullwidth solidus),
+// "\u200b/etc" and "C:/x" all do.
 func absoluteValue(v string) bool {
 	for range 2 {
 		if strings.IndexByte(v, '%') < 0 {
@@ -991,7 +992,16 @@ func absoluteValue(v string) bool {
 			break
 		}
 	}
-	return strings.HasPrefix(v, "/") || strings.HasPrefix(v, `\`)
+	return strings.HasPrefix(v, "/") || strings.HasPrefix(v, `\`) || driveValue(v)
+}
+
+// driveValue reports whether v begins with a Windows drive: an ASCII
+// letter and ':'. Joined to a directory on Windows such a value is a path
+// on that drive ("C:/x", "C:\x"), or on another drive's current
+// directory ("D:x"): os.path.join, Path.resolve and path.resolve discard
+// the directory as they do before "/x".
+func driveValue(v string) bool {
+	return len(v) >= 2 && v[1] == ':' && ('a' <= v[0]|0x20 && v[0]|0x20 <= 'z')
 }
 
 // slashBeforeExpression reports whether an expression of template t
