@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -634,6 +635,44 @@ func TestCompletionValueMovingTheHost(t *testing.T) {
 			}
 			checkAnswer(t, h, resp, tt.status, code, "1")
 		})
+	}
+}
+
+// TestCompletionValuesCostPerValue: checking a completion's values
+// costs each value a few hundred bytes, whatever its text. Each value's
+// dot-segment check built a strings.Replacer (a 256-entry table, some
+// 6 KB) to read '\' as '/': a 1 MiB completion/complete of 95,000
+// context arguments, which any token holder allowed to complete a
+// template may send, allocated 580 MB and took half a second to a
+// second of CPU, ten times a tools/call of the same size. Bytes
+// allocated rather than time, so that a loaded machine does not decide.
+func TestCompletionValuesCostPerValue(t *testing.T) {
+	const n = 20000
+	var args strings.Builder
+	for i := range n {
+		if i > 0 {
+			args.WriteByte(',')
+		}
+		fmt.Fprintf(&args, `"a%d":"x y\\\\z"`, i)
+	}
+	body := `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":"file:///secret/{dir}/{name}"},` +
+		`"argument":{"name":"name","value":"p"},"context":{"arguments":{` + args.String() + `}}}}`
+	h := newHarness(t, testConfig(t), nil)
+	c := claims()
+	c["scope"] = "mcp files:secret"
+	token := mint(t, c)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	resp := h.do(t, call{body: body, token: token})
+	runtime.ReadMemStats(&after)
+	checkAnswer(t, h, resp, 0, 0, "1")
+	perValue := (after.TotalAlloc - before.TotalAlloc) / n
+	if perValue > 2048 {
+		t.Errorf("a completion of %d context arguments allocated %d bytes per argument, want at most 2048", n, perValue)
+	}
+	if testing.Verbose() {
+		t.Logf("%d bytes per context argument (%d bytes of body each)", perValue, len(body)/n)
 	}
 }
 

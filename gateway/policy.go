@@ -1039,8 +1039,10 @@ func dotSegmentText(v string) bool {
 		return r
 	}, v)
 	// Split and judged as a resource URI's path is (checkSegments), '\'
-	// a separator too and a space as the escape it stands for.
-	return checkSegments(strings.NewReplacer("\\", "/", " ", "%20").Replace(v)) != nil
+	// a separator too and a space as the escape it stands for. (Neither
+	// replacement makes what the other replaces; a strings.Replacer built
+	// here cost some 6 KB and 10 µs per value, a body of values seconds.)
+	return checkSegments(strings.ReplaceAll(strings.ReplaceAll(v, `\`, "/"), " ", "%20")) != nil
 }
 
 // inHost reports whether a template's literal (its text before the first
