@@ -567,7 +567,7 @@ func diffValues(out *[]string, path string, a, b any) {
 		}
 		slices.Sort(keys)
 		for _, k := range keys {
-			p := path + "/" + strings.NewReplacer("~", "~0", "/", "~1").Replace(k)
+			p := path + "/" + pointerEscaper.Replace(k)
 			va, inA := ma[k]
 			vb, inB := mb[k]
 			switch {

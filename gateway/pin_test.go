@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -1487,6 +1488,51 @@ func TestPinListingCostPerTool(t *testing.T) {
 		if testing.Verbose() {
 			t.Logf("%s: %d bytes per tool with 500 tools, %d with 2000", what, small[r], large[r])
 		}
+	}
+}
+
+// TestPinChangeAuditCostPerMember: a listing that changes a pinned
+// definition costs about 3 KB per member of it, its audit event
+// included. Listing the members that differ built a strings.Replacer (a
+// 256-entry table, some 6 KB) for each member's pointer, 9.9 KB in all: a server turned hostile
+// changing a 1 MiB definition of 90,000 members at each tools/list made
+// every listing allocate 640 MB and take seconds of CPU per such tool,
+// whoever asked. Bytes allocated rather than time, so that a loaded
+// machine does not decide.
+func TestPinChangeAuditCostPerMember(t *testing.T) {
+	const n = 20000
+	var props strings.Builder
+	for k := range n {
+		if k > 0 {
+			props.WriteByte(',')
+		}
+		fmt.Fprintf(&props, `"p/%d":{}`, k)
+	}
+	cfg := testConfig(t)
+	cfg.PinTools, cfg.Pins = PinFirstUse, newMemPins()
+	var round atomic.Int64
+	h := newHarness(t, cfg, pinUpstream(func() string {
+		return fmt.Sprintf(`{"name":"read_a","description":"round %d","inputSchema":{"type":"object","properties":{%s}}}`, round.Load(), props.String())
+	}))
+	token := mint(t, claims())
+	list := `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
+	readBody(t, h.do(t, call{body: list, token: token})) // pinned
+	round.Store(1)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	readBody(t, h.do(t, call{body: list, token: token}))
+	runtime.ReadMemStats(&after)
+	events := h.logs.FilterMessage("tool definition changed").All()
+	if len(events) != 1 || !slices.Equal(toStrings(events[0].ContextMap()["changes"]), []string{"~/description"}) {
+		t.Fatalf("change events = %v, want one naming ~/description", events)
+	}
+	perMember := (after.TotalAlloc - before.TotalAlloc) / n
+	if perMember > 5120 {
+		t.Errorf("a listing changing a definition of %d members allocated %d bytes per member, want at most 5120", n, perMember)
+	}
+	if testing.Verbose() {
+		t.Logf("%d bytes per member", perMember)
 	}
 }
 
