@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -1106,6 +1107,37 @@ func TestArgRuleOptionalDefault(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestReadDefaultsReferencesBounded: reading where a tool's schema may
+// give defaults follows $refs and branches, and reads a schema again
+// for each path that reaches it: a definition of about a kilobyte whose
+// sixteen definitions each name the next four times over
+// ({"anyOf":[{"$ref":"#/$defs/d1"},…]}) was read 4^16 times, hours of
+// CPU in the gateway for each such definition a server lists (any
+// caller's tools/list, pinning on). The reading is bounded now; past
+// the bound a schema may give a default only if the input schema has
+// one anywhere (as for a $ref not followed), and this one has none
+// (its chain of $refs, deeper than 16, counts as giving tuple defaults,
+// as before).
+func TestReadDefaultsReferencesBounded(t *testing.T) {
+	var defs []string
+	for d := range 16 {
+		ref := fmt.Sprintf(`{"$ref":"#/$defs/d%d"}`, d+1)
+		defs = append(defs, fmt.Sprintf(`"d%d":{"anyOf":[%s,%s,%s,%s]}`, d, ref, ref, ref, ref))
+	}
+	defs = append(defs, `"d16":{"type":"string"}`)
+	def := `{"inputSchema":{"$defs":{` + strings.Join(defs, ",") + `},"anyOf":[{"$ref":"#/$defs/d0"}],"type":"object"},"name":"t"}`
+	done := make(chan *schemaDefaults, 1)
+	go func() { done <- readDefaults([]byte(def)) }()
+	select {
+	case d := <-done:
+		if len(d.opaque) > 0 || len(d.mapValues) > 0 {
+			t.Errorf("readDefaults of a schema without defaults: opaque %v, map values %v, want none", d.opaque, d.mapValues)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("readDefaults of a %d-byte definition still running after 60 s", len(def))
 	}
 }
 

@@ -140,8 +140,14 @@ func (d *schemaDefaults) read(key string, schema json.RawMessage, r *refReader) 
 // items as an array) with a default among them.
 func (r *refReader) tupleDefault(schema []byte, depth int) bool {
 	var m map[string]json.RawMessage
-	if depth > maxRefDepth || json.Unmarshal(schema, &m) != nil {
-		return depth > maxRefDepth
+	if depth > maxRefDepth {
+		return true
+	}
+	if !r.spend(len(schema)) {
+		return r.anyDefault()
+	}
+	if json.Unmarshal(schema, &m) != nil {
+		return false
 	}
 	if hasDefault(m["prefixItems"]) || (bytes.HasPrefix(m["items"], []byte("[")) && hasDefault(m["items"])) {
 		return true
@@ -185,6 +191,9 @@ func (r *refReader) branchDefault(members map[string]json.RawMessage, depth int)
 		return true
 	}
 	return r.eachBranch(members, func(b []byte) bool {
+		if !r.spend(len(b)) {
+			return r.anyDefault()
+		}
 		var m map[string]json.RawMessage
 		if json.Unmarshal(b, &m) != nil {
 			return false // true, false: no default
@@ -238,10 +247,45 @@ func (r *refReader) eachBranch(members map[string]json.RawMessage, test func(bra
 // following $refs into the schema.
 type refReader struct {
 	root json.RawMessage
+	// read counts the bytes of schemas read following $refs and
+	// branches, bounded by maxRefReading (spend).
+	read int
+	// rootDefault caches hasDefault(root): 0 not read yet, 1 no, 2 yes.
+	rootDefault int8
 }
 
 // maxRefDepth bounds the chain of $refs followed.
 const maxRefDepth = 16
+
+// maxRefReading bounds the bytes of schemas a definition's refReader
+// reads following $refs and branches. Every path is followed, none
+// remembered: a schema whose definitions each name the next one three
+// times over ("d0": {"anyOf": [{"$ref": "#/$defs/d1"}, …×3]}, …) is
+// read 3^16 times at depth 16, a definition of a kilobyte costing
+// hours of CPU; and many properties naming one large definition read it
+// once each. The bound allows some 16,000 small schemas. Past it a
+// schema may hold a default if the input schema has one anywhere
+// (anyDefault), as a $ref not followed.
+const maxRefReading = 64 << 20
+
+// spend counts a schema of n bytes read, at least 4 KiB each (what
+// decoding a small one costs), reporting whether the reading is still
+// within maxRefReading.
+func (r *refReader) spend(n int) bool {
+	r.read += max(n, 4<<10)
+	return r.read <= maxRefReading
+}
+
+// anyDefault is hasDefault of the input schema, read once.
+func (r *refReader) anyDefault() bool {
+	if r.rootDefault == 0 {
+		r.rootDefault = 1
+		if hasDefault(r.root) {
+			r.rootDefault = 2
+		}
+	}
+	return r.rootDefault == 2
+}
 
 // mayDefault reports whether schema (canonical JSON) has a default, or a
 // $ref that may lead to one: a local JSON pointer is followed, and
@@ -254,12 +298,15 @@ func (r *refReader) follow(schema []byte, depth int) bool {
 	if hasDefault(schema) {
 		return true
 	}
+	if !r.spend(len(schema)) {
+		return r.anyDefault()
+	}
 	for rest := schema; ; {
 		i := bytes.Index(rest, []byte(`"$ref":`))
 		j := bytes.Index(rest, []byte(`"$dynamicRef":`))
 		k := bytes.Index(rest, []byte(`"$recursiveRef":`))
 		if i < 0 && (j >= 0 || k >= 0) {
-			return hasDefault(r.root) // not followed
+			return r.anyDefault() // not followed
 		}
 		if i < 0 {
 			return false
@@ -267,7 +314,7 @@ func (r *refReader) follow(schema []byte, depth int) bool {
 		rest = rest[i+len(`"$ref":`):]
 		var ref json.RawMessage
 		if json.NewDecoder(bytes.NewReader(rest)).Decode(&ref) != nil || depth >= maxRefDepth {
-			return hasDefault(r.root)
+			return r.anyDefault()
 		}
 		if found, unknown := r.refTo(ref, func(t []byte) bool { return r.follow(t, depth+1) }); found || unknown {
 			return true
@@ -285,7 +332,7 @@ func (r *refReader) refTo(v json.RawMessage, test func(target []byte) bool) (fou
 	}
 	target, ok := r.resolve(ref)
 	if !ok {
-		return false, hasDefault(r.root)
+		return false, r.anyDefault()
 	}
 	return test(target), false
 }
