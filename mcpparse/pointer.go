@@ -52,7 +52,11 @@ func ParsePointer(s string) (Pointer, error) {
 		if raw == "-" {
 			return Pointer{}, errors.New(`the JSON pointer token "-" names no existing element`)
 		}
-		tokens = append(tokens, strings.NewReplacer("~1", "/", "~0", "~").Replace(raw))
+		// "~1" first, then "~0", as RFC 6901 section 4 has it (every '~'
+		// begins one of the two, as checked above). A strings.Replacer
+		// built per token cost some 900 bytes each: a schema's $ref of a
+		// megabyte of tokens, 450 MB.
+		tokens = append(tokens, strings.ReplaceAll(strings.ReplaceAll(raw, "~1", "/"), "~0", "~"))
 	}
 	folded := make([]string, len(tokens))
 	for i, t := range tokens {

@@ -2,6 +2,8 @@ package mcpparse
 
 import (
 	"errors"
+	"runtime"
+	"strings"
 	"testing"
 )
 
@@ -32,6 +34,27 @@ func TestParsePointer(t *testing.T) {
 		if _, err := ParsePointer(in); err == nil {
 			t.Errorf("ParsePointer(%q) accepted", in)
 		}
+	}
+}
+
+// TestParsePointerCostPerToken: a pointer's tokens cost what they hold,
+// not a strings.Replacer each (935 bytes per token before; a gateway
+// resolves the $refs of a tool
+// schema its upstream lists: "#/a/a/…" of a megabyte built half a
+// million of them).
+func TestParsePointerCostPerToken(t *testing.T) {
+	const n = 20000
+	s := strings.Repeat("/a~1b~0", n)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	p, err := ParsePointer(s)
+	runtime.ReadMemStats(&after)
+	if err != nil || p.Len() != n || p.Tokens()[0] != "a/b~" {
+		t.Fatalf("ParsePointer = %d tokens (%q…), %v; want %d of a/b~", p.Len(), p.Tokens()[:1], err, n)
+	}
+	if per := (after.TotalAlloc - before.TotalAlloc) / n; per > 256 {
+		t.Errorf("ParsePointer allocated %d bytes per token, want at most 256", per)
 	}
 }
 
