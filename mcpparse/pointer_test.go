@@ -39,9 +39,8 @@ func TestParsePointer(t *testing.T) {
 
 // TestParsePointerCostPerToken: a pointer's tokens cost what they hold,
 // not a strings.Replacer each (935 bytes per token before; a gateway
-// resolves the $refs of a tool
-// schema its upstream lists: "#/a/a/…" of a megabyte built half a
-// million of them).
+// resolves the $refs of a tool schema its upstream lists: "#/a/a/…" of
+// a megabyte built half a million of them).
 func TestParsePointerCostPerToken(t *testing.T) {
 	const n = 20000
 	s := strings.Repeat("/a~1b~0", n)
