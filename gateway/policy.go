@@ -911,7 +911,7 @@ func completionValues(raw []byte, host, slashed bool) error {
 		if slashed && absoluteValue(s) {
 			return errors.New(what + " begins with a slash or a Windows drive after the template's '/', which a server joining it to the template's directory reads as an absolute path outside its rules")
 		}
-		if host && strings.IndexByte(percentDecoded(percentDecoded(s)), '@') >= 0 {
+		if host && strings.IndexByte(decodedTwice(s), '@') >= 0 {
 			return errors.New(what + " has '@', which makes the template's host user information and names another host")
 		}
 		return nil
@@ -957,16 +957,24 @@ func completionValues(raw []byte, host, slashed bool) error {
 // ones: ".\u200c." is ".."); and also up to a NUL, where a reader of C
 // strings stops ("..\x00x" is "..").
 func dotSegmentValue(v string) bool {
+	v = decodedTwice(v)
+	if cut, _, nul := strings.Cut(v, "\x00"); nul && dotSegmentText(cut) {
+		return true
+	}
+	return dotSegmentText(v)
+}
+
+// decodedTwice is v with its percent escapes decoded twice, as a server
+// that decodes a value once more than the gateway expects reads it
+// (percentDecoded keeps a bad escape as text).
+func decodedTwice(v string) string {
 	for range 2 {
 		if strings.IndexByte(v, '%') < 0 {
 			break
 		}
 		v = percentDecoded(v)
 	}
-	if cut, _, nul := strings.Cut(v, "\x00"); nul && dotSegmentText(cut) {
-		return true
-	}
-	return dotSegmentText(v)
+	return v
 }
 
 // absoluteValue reports whether a variable's value, read as
@@ -975,12 +983,7 @@ func dotSegmentValue(v string) bool {
 // (driveValue): "/etc", "%2Fetc", "\uff0fetc" (a fullwidth solidus),
 // "\u200b/etc" and "C:/x" all do.
 func absoluteValue(v string) bool {
-	for range 2 {
-		if strings.IndexByte(v, '%') < 0 {
-			break
-		}
-		v = percentDecoded(v)
-	}
+	v = decodedTwice(v)
 	for i := 0; i < len(v); i++ {
 		if v[i] >= utf8.RuneSelf || !visibleRune(rune(v[i])) {
 			v = strings.Map(func(r rune) rune {
