@@ -89,7 +89,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // rewrite keeps token_endpoint_auth_signing_alg.
 const (
 	// previousRelease is the commit of the last release: move it on at each.
-	previousRelease = "561ca81"
+	previousRelease = "5faccfa"
 	// legacyRelease stored [] as no list and kept neither alg member.
 	legacyRelease = "0c11651"
 )
@@ -559,11 +559,13 @@ func (d *deployment) before(t *testing.T) {
 		t.Fatal(err)
 	}
 	adminDo(t, ctx, "POST", adminURL+"/users", `{"username":"bob","password":"`+password+`","groups":["users"]}`, http.StatusCreated, nil)
-	// A user named as a client metadata document's id, which the
-	// previous release took, and its tokens for that client: sub equal
-	// to client_id, a client's own token to a resource server. (From the
-	// previous release only, though the legacy one took it too.)
+	// A user named as a client metadata document's id, which the legacy
+	// release took (so did 561ca81), and its tokens for that client: sub
+	// equal to client_id, a client's own token to a resource server. The
+	// previous release refuses the name.
 	if !d.legacy {
+		adminDo(t, ctx, "POST", adminURL+"/users", `{"username":"`+d.docs+`/named.json","password":"`+password+`","groups":["users"]}`, http.StatusBadRequest, nil)
+	} else {
 		d.named = d.docs + "/named.json"
 		adminDo(t, ctx, "POST", adminURL+"/users", `{"username":"`+d.named+`","password":"`+password+`","groups":["users"]}`, http.StatusCreated, nil)
 		named := authorize(t, ctx, harness.NewRobot(d.named, password, redirectURI), d.md.Config(d.named, redirectURI, "notes:read", "offline_access"), d.resource)
