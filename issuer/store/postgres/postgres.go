@@ -20,8 +20,10 @@
 // its write-ahead log (and, with synchronous replication configured, to
 // the standbys that setting names). Where the server, the database or
 // the role turned synchronous_commit off, an Update that writes sets it
-// on for its own transaction (tx.write), so what it reports made
-// survives a crash; UpdateNoSync's commits do not wait.
+// to local for its own transaction (tx.write), so what it reports made
+// is on the server's disk and survives a crash, without waiting for
+// standbys the setting did not wait for; UpdateNoSync's commits do not
+// wait.
 package postgres
 
 import (
@@ -430,7 +432,7 @@ func (s *Store) attempt(ctx, commitCtx context.Context, fn func(store.Tx) error,
 		}
 	}
 	if !sync {
-		if _, err := ptx.Exec(ctx, "SET LOCAL synchronous_commit = off"); err != nil {
+		if _, err := ptx.Exec(ctx, "SET LOCAL synchronous_commit = local"); err != nil {
 			return t.alone, fmt.Errorf("postgres: update: %w", err)
 		}
 	}
@@ -780,8 +782,13 @@ func (t *tx) write(sql string, args ...any) (bool, error) {
 		// role: the commit would be answered before its log is on
 		// disk, and a crash then loses what Update reported made. Set
 		// here, at the first write, rather than before the commit,
-		// which stays the transaction's last statement.
-		if _, err := t.ptx.Exec(t.ctx, "SET LOCAL synchronous_commit = on"); err != nil {
+		// which stays the transaction's last statement. local, not on:
+		// the log on this server's disk is what the store needs, and
+		// on would also wait for the synchronous standbys
+		// (synchronous_standby_names), which the setting kept these
+		// commits from waiting for, so a standby that is down would
+		// hold every write.
+		if _, err := t.ptx.Exec(t.ctx, "SET LOCAL synchronous_commit = local"); err != nil {
 			return true, err
 		}
 		t.synced = true

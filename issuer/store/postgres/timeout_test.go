@@ -800,3 +800,61 @@ func TestCommitDurableWhereSynchronousCommitOff(t *testing.T) {
 	// The store's own writes that need no durability (store.NoSyncUpdater)
 	// still do not wait for the disk: not asserted, a crash would tell.
 }
+
+// TestSynchronousCommitOffWaitsForNoStandby: where synchronous_commit is
+// off and synchronous_standby_names names a standby (here one that is
+// not connected), an Update's commit waits for the database's own disk
+// (synchronous_commit local) and survives a crash, but not for the
+// standby, which the setting kept the store's commits from waiting for
+// before the store turned it on for its writes: set `on`, every write
+// waited for the standby, and an instance upgraded beside one that was
+// down neither started nor wrote anything.
+func TestSynchronousCommitOffWaitsForNoStandby(t *testing.T) {
+	srv, dsn := pgtest.Own(t, pgtest.Options{Durable: true})
+	psql := func(q string) string {
+		t.Helper()
+		out, err := srv.Psql(dsn, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	psql("ALTER SYSTEM SET wal_writer_delay = '10s'")
+	psql("ALTER SYSTEM SET autovacuum = off")
+	psql("ALTER SYSTEM SET synchronous_commit = off")
+	psql("SELECT pg_reload_conf()")
+	s := open(t, dsn+patient, postgres.Options{Timeout: 5 * time.Second})
+	if err := put(s, "k", "before"); err != nil {
+		t.Fatal(err)
+	}
+	psql("CHECKPOINT")
+	// The store's connections read the setting before their next
+	// statement once a new connection sees it (syncStandbyServer).
+	psql("ALTER SYSTEM SET synchronous_standby_names = 'standby1'")
+	psql("SELECT pg_reload_conf()")
+	for deadline := time.Now().Add(10 * time.Second); psql("SHOW synchronous_standby_names") != "standby1"; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("synchronous_standby_names not standby1 10 s after pg_reload_conf")
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := s.Update(ctx, func(tx store.Tx) error { return tx.Put("b", "k", []byte("after"), time.Time{}) }); err != nil {
+		t.Fatalf("Update with synchronous_commit off and a synchronous standby absent = %v after %v, want nil without waiting for the standby", err, time.Since(start))
+	}
+	if err := srv.Exec("pg_ctl", "-D", srv.DataDir(), "-m", "immediate", "-w", "stop"); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	v, err := get(s, "k")
+	for deadline := time.Now().Add(10 * time.Second); err != nil && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		v, err = get(s, "k")
+	}
+	if err != nil || v != "after" {
+		t.Errorf("Get after a crash = %q, %v; want after (the write Update reported made)", v, err)
+	}
+}
