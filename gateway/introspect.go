@@ -81,8 +81,9 @@ var (
 // returns its principal and how long it may be cached. The answer must
 // say active true, and carry what a JWT access token must: iss equal to
 // the issuer, the audience in aud, exp in the future, sub and client_id
-// (or azp); token_type, when given, must be Bearer or DPoP (then with
-// cnf.jkt), as must typ, and token_use access_token (accessTokenAnswer).
+// (or azp); token_type, when given, must be Bearer, DPoP (then with
+// cnf.jkt) or access_token (Duende's word), typ Bearer or DPoP, and
+// token_use access_token (accessTokenAnswer).
 // An answer that is not RFC 7662 JSON fails closed like an unreachable
 // endpoint, as does one naming a member twice. key is the token's SHA-256: requests presenting the same
 // token at once share one call (introspections), and each checks the
@@ -116,7 +117,10 @@ func (g *Gateway) introspect(ctx context.Context, r *http.Request, key [sha256.S
 	}
 	var tt string
 	if raw, ok := head["token_type"]; ok {
-		if json.Unmarshal(raw, &tt) != nil || !strings.EqualFold(tt, schemeBearer) && !strings.EqualFold(tt, schemeDPoP) {
+		// Duende IdentityServer names the kind of token there
+		// ("access_token", "refresh_token") rather than its scheme; a
+		// bound one still carries cnf.jkt, which decides its binding.
+		if json.Unmarshal(raw, &tt) != nil || !strings.EqualFold(tt, schemeBearer) && !strings.EqualFold(tt, schemeDPoP) && tt != "access_token" {
 			return nil, time.Time{}, invalidToken("the token is not an access token")
 		}
 	}

@@ -168,6 +168,13 @@ func TestIntrospectionAnswers(t *testing.T) {
 		{"no issuer", with(func(a map[string]any) { delete(a, "iss") }), nil, "read_a", 401, "lacks a required claim"},
 		{"refresh token", with(func(a map[string]any) { a["token_type"] = "refresh_token" }), nil, "read_a", 401, "not an access token"},
 		{"no token_type", with(func(a map[string]any) { delete(a, "token_type") }), nil, "read_a", 200, ""},
+		// Duende IdentityServer's words for what the token is.
+		{"token_type access_token", with(func(a map[string]any) { a["token_type"] = "access_token" }), nil, "read_a", 200, ""},
+		{"token_type access_token, bound, sent as Bearer", with(func(a map[string]any) {
+			a["token_type"] = "access_token"
+			a["cnf"] = map[string]any{"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}
+		}), nil, "read_a", 401, "DPoP-bound"},
+		{"token_type id_token", with(func(a map[string]any) { a["token_type"] = "id_token" }), nil, "read_a", 401, "not an access token"},
 		// Other servers' words for a refresh or ID token (Hydra, Keycloak).
 		{"token_use refresh_token", with(func(a map[string]any) { a["token_use"] = "refresh_token" }), nil, "read_a", 401, "not an access token"},
 		{"token_use access_token", with(func(a map[string]any) { a["token_use"] = "access_token" }), nil, "read_a", 200, ""},
