@@ -567,6 +567,25 @@ func TestCompletionTemplateValues(t *testing.T) {
 		{"a percent-encoded drive letter", complete(tmpl, `"argument":{"name":"name","value":"C%3A%5Cx"}`), 400},
 		{"a fullwidth drive letter", complete(tmpl, `"argument":{"name":"name","value":"\uff23\uff1a/x"}`), 400},
 		{"a drive letter in the context", complete(tmpl, `"argument":{"name":"name","value":"p"},"context":{"arguments":{"dir":"C:"}}`), 400},
+		// A server that resolves the value against the template's
+		// directory as a URL reference (new URL(value, base), urljoin)
+		// reads a URL, or a path after a scheme it drops, as what it
+		// names, outside file:///secret/.
+		{"a whole URL", complete(tmpl, `"argument":{"name":"name","value":"file:///etc/"}`), 400},
+		{"a URL of another host", complete(tmpl, `"argument":{"name":"name","value":"https://other.example/x"}`), 400},
+		{"a URL of another scheme", complete(tmpl, `"argument":{"name":"name","value":"db://main/salaries"}`), 400},
+		{"a URL with an absolute path only", complete(tmpl, `"argument":{"name":"name","value":"FILE:/etc"}`), 400},
+		{"a URL with a backslash", complete(tmpl, `"argument":{"name":"name","value":"file:\\etc"}`), 400},
+		{"a URL after a space", complete(tmpl, `"argument":{"name":"name","value":" file:/etc"}`), 400},
+		{"a URL with a tab in its scheme", complete(tmpl, `"argument":{"name":"name","value":"fi\tle:/etc"}`), 400},
+		{"a percent-encoded URL", complete(tmpl, `"argument":{"name":"name","value":"file%3A%2F%2F%2Fetc"}`), 400},
+		{"a URL in the context", complete(tmpl, `"argument":{"name":"name","value":"p"},"context":{"arguments":{"dir":"file:///etc"}}`), 400},
+		{"a parent directory after a scheme", complete(tmpl, `"argument":{"name":"name","value":"file:../etc"}`), 400},
+		{"a drive letter after a scheme", complete(tmpl, `"argument":{"name":"name","value":"file:C:/x"}`), 400},
+		{"a host after a scheme", complete(tmpl, `"argument":{"name":"name","value":"https:other.example/x"}`), 400},
+		{"a relative path after a scheme", complete(tmpl, `"argument":{"name":"name","value":"file:notes.txt"}`), 0},
+		{"a word and a colon before a path", complete(tmpl, `"argument":{"name":"name","value":"ab:c/d"}`), 0},
+		{"a URL after no '/'", complete("file:///secret/x{+name}", `"argument":{"name":"name","value":"file:///etc"}`), 0},
 		{"a colon after a word", complete(tmpl, `"argument":{"name":"name","value":"ab:c"}`), 0},
 		{"a drive letter after no '/'", complete("file:///secret/x{+name}", `"argument":{"name":"name","value":"C:/x"}`), 0},
 		{"a slash inside a name", complete(tmpl, `"argument":{"name":"name","value":"a/b"}`), 0},

@@ -874,11 +874,13 @@ func (p *policy) decideCompletion(pr *principal, raw []byte) (decision, error) {
 // not need; the gateway reads no URI with user information either). With
 // slashed (an expression follows a '/' of the template's path:
 // slashBeforeExpression), a value that begins with '/' or '\' in any of
-// those readings (absoluteValue) is refused too: a server that joins the
-// value to the template's directory as a path (Python's os.path.join and
-// pathlib, Java's Path.resolve, Node's path.resolve) reads "/etc/" as
-// /etc/, not as file:///secret/etc/, and the expansion has an empty
-// segment, which a resource URI may not have.
+// those readings, or is a URL of its own (absoluteValue), is refused too:
+// a server that joins the value to the template's directory as a path
+// (Python's os.path.join and pathlib, Java's Path.resolve, Node's
+// path.resolve) reads "/etc/" as /etc/, not as file:///secret/etc/, and
+// the expansion has an empty segment, which a resource URI may not have;
+// one that resolves it as a URL reference reads "file:///etc/" as
+// file:///etc/.
 func completionValues(raw []byte, host, slashed bool) error {
 	var msg struct {
 		Params map[string]json.RawMessage `json:"params"`
@@ -909,7 +911,7 @@ func completionValues(raw []byte, host, slashed bool) error {
 			return errors.New(what + " has a dot segment, which expands the template outside its rules")
 		}
 		if slashed && absoluteValue(s) {
-			return errors.New(what + " begins with a slash or a Windows drive after the template's '/', which a server joining it to the template's directory reads as an absolute path outside its rules")
+			return errors.New(what + " begins with a slash, a Windows drive or a URL after the template's '/', which a server joining it to the template's directory, as a path or as a URL reference, reads as an absolute path or another URL outside its rules")
 		}
 		if host && strings.IndexByte(decodedTwice(s), '@') >= 0 {
 			return errors.New(what + " has '@', which makes the template's host user information and names another host")
@@ -980,8 +982,9 @@ func decodedTwice(v string) string {
 // absoluteValue reports whether a variable's value, read as
 // dotSegmentValue reads it (escapes decoded twice, in NFKC, without the
 // characters readers drop), begins with '/' or '\' or a Windows drive
-// (driveValue): "/etc", "%2Fetc", "\uff0fetc" (a fullwidth solidus),
-// "\u200b/etc" and "C:/x" all do.
+// (driveValue), or is a URL outside the template's directory
+// (urlValue): "/etc", "%2Fetc", "\uff0fetc" (a fullwidth solidus),
+// "\u200b/etc", "C:/x" and "file:///etc" all do.
 func absoluteValue(v string) bool {
 	v = decodedTwice(v)
 	for i := 0; i < len(v); i++ {
@@ -995,7 +998,29 @@ func absoluteValue(v string) bool {
 			break
 		}
 	}
-	return strings.HasPrefix(v, "/") || strings.HasPrefix(v, `\`) || driveValue(v)
+	return strings.HasPrefix(v, "/") || strings.HasPrefix(v, `\`) || driveValue(v) || urlValue(v)
+}
+
+// urlValue reports whether v (read as absoluteValue reads it) is, to a
+// server that resolves it against the template's directory as a URL
+// reference (Node's new URL(v, base), Python's urljoin), a URL outside
+// that directory: a scheme and ':' then '/' or '\' ("file:///etc/",
+// "https://other/x", "file:/etc": the reference is absolute, whatever
+// the base), or after a scheme the parser drops before a relative path
+// (relativeSchemes) a path that absolutePath reads as absolute
+// ("file:C:/x", "https:other/x") or that has a dot segment ("file:../x"
+// is file:///etc/x against file:///secret/a/). A parser skips the
+// spaces before a URL.
+func urlValue(v string) bool {
+	v = strings.TrimLeft(v, " ")
+	scheme, rest, ok := strings.Cut(v, ":")
+	if !ok || !validScheme(scheme) {
+		return false
+	}
+	if strings.HasPrefix(rest, "/") || strings.HasPrefix(rest, `\`) {
+		return true
+	}
+	return relativeSchemes[strings.ToLower(scheme)] && (absolutePath(v, rest) || dotSegmentValue(rest))
 }
 
 // driveValue reports whether v begins with a Windows drive: an ASCII
