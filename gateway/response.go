@@ -554,14 +554,16 @@ func (rw *responseWriter) WriteHeader(code int) {
 	// watch: the answer is read for a tools list (a filter, or pinning);
 	// with task ids to wrap only, an answer that cannot be read passes.
 	watch := rw.filter != nil || rw.x.pinned || rw.resources()
-	// statuses: every 2026-07-28 answer a client may read as events or
-	// JSON (by any of its types, as anyEventStream and anyJSON look) is
-	// read, if only for other callers' notifications/tasks
-	// (mayBeTaskStatus): a completion/complete's, which nothing else
-	// reads without pinning or resource rules, and one of a type
-	// clients read as JSON. So it must be read as the client reads it,
-	// as a watched answer is: uncompressed, of one type, in UTF-8.
-	statuses := rw.x.rev.bindsTaskIDs() && (anyEventStream(cts) || anyJSON(cts))
+	// statuses: every 2026-07-28 answer is read, if only for other
+	// callers' notifications/tasks (mayBeTaskStatus): a
+	// completion/complete's, which nothing else reads without pinning or
+	// resource rules, one of a type clients read as JSON, and one of a
+	// type no SDK reads (text/plain, none), which a client that reads
+	// every answer that is not an event stream as JSON (requests'
+	// json()) reads, as a watched answer is read for that. So it must
+	// be read as the client reads it, as a watched answer is:
+	// uncompressed, of one type, in UTF-8.
+	statuses := rw.x.rev.bindsTaskIDs()
 	if (watch || rw.rewrites() || statuses) && read {
 		mt := mediaType(ct)
 		switch {
@@ -597,17 +599,18 @@ func (rw *responseWriter) WriteHeader(code int) {
 			// caller's notifications/tasks.
 			rw.mode = modeRefuse
 			return
-		case watch && rw.filter == nil && mt != "text/event-stream" && mt != "application/json":
+		case (watch || statuses) && rw.filter == nil && mt != "text/event-stream" && mt != "application/json":
 			// Watching for tools lists or resources (with task ids or a
 			// request state to wrap too, as in a 2026-07-28 tools/call's
-			// answer), in an answer
-			// that is neither JSON nor an event stream (a notification's
+			// answer), or for other callers' notifications/tasks
+			// (statuses), in an answer that is neither JSON nor an
+			// event stream (a notification's
 			// 202 "Accepted"): the SDKs' clients read no message from it,
 			// but a client that reads every answer that is not an event
 			// stream as JSON (requests' json() reads any type) does. It
 			// is read as a JSON answer: passed as it came when it can
-			// name no list or resource, refused when it may and cannot
-			// be read. Such a client decodes it in the charset its type
+			// name no list, resource or task, refused when it may and
+			// cannot be read. Such a client decodes it in the charset its type
 			// names (requests' json() reads "text/plain; charset=utf-7"
 			// as UTF-7, where "+AHQ-ools" is "tools"), as for JSON
 			// (utf8Type).

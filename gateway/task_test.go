@@ -1116,7 +1116,10 @@ func TestTaskStatusOfOthersDroppedInJSON(t *testing.T) {
 // of a type naming "text/event-stream" elsewhere, or in a charset other
 // than UTF-8 (requests and httpx decode UTF-7, where "+AHQ-asks" is
 // "tasks") is refused (502), where it passed unread, bob's task status
-// and final result with it.
+// and final result with it. An answer of a type no SDK reads as JSON
+// (text/plain, application/octet-stream, none), which requests' json()
+// reads whatever its type, is read as JSON for them too: it passed
+// unread.
 func TestTaskStatusOfOthersDroppedAsClientsRead(t *testing.T) {
 	leak := `{"jsonrpc":"2.0","method":"notifications/tasks","params":{"taskId":"task-bob","status":"completed","result":{"content":[{"type":"text","text":"secret of bob"}]}}}`
 	leakUTF7 := strings.ReplaceAll(strings.ReplaceAll(leak, "tasks", "+AHQ-asks"), "secret of bob", "+AHM-ecret of bob")
@@ -1152,6 +1155,11 @@ func TestTaskStatusOfOthersDroppedAsClientsRead(t *testing.T) {
 		{name: "events named in a parameter", cts: []string{"text/plain; x=text/event-stream"}, body: events(leak, answer), status: 502},
 		{name: "JSON in UTF-7", cts: []string{"application/json; charset=utf-7"}, body: "[" + leakUTF7 + "," + answer + "]", status: 502},
 		{name: "events in UTF-7", cts: []string{"text/event-stream; charset=utf-7"}, body: events(leakUTF7, answer), status: 502},
+		{name: "JSON typed as text", cts: []string{"text/plain"}, body: batch, status: 200, want: `"values":[]`},
+		{name: "tools/call, JSON typed as text", cts: []string{"text/plain; charset=utf-8"}, body: batch, status: 200, want: `"text":"done"`, toolCall: true},
+		{name: "JSON typed as bytes", cts: []string{"application/octet-stream"}, body: batch, status: 200, want: `"values":[]`},
+		{name: "JSON untyped", body: batch, status: 200, want: `"values":[]`},
+		{name: "JSON typed as text in UTF-7", cts: []string{"text/plain; charset=utf-7"}, body: "[" + leakUTF7 + "," + answer + "]", status: 502},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := testConfig(t)
