@@ -1160,6 +1160,8 @@ func TestTaskStatusOfOthersDroppedAsClientsRead(t *testing.T) {
 		{name: "JSON typed as bytes", cts: []string{"application/octet-stream"}, body: batch, status: 200, want: `"values":[]`},
 		{name: "JSON untyped", body: batch, status: 200, want: `"values":[]`},
 		{name: "JSON typed as text in UTF-7", cts: []string{"text/plain; charset=utf-7"}, body: "[" + leakUTF7 + "," + answer + "]", status: 502},
+		{name: "JSON typed as text twice", cts: []string{"text/plain", "application/octet-stream"}, body: batch, status: 502},
+		{name: "JSON typed as text, deflate though not asked", cts: []string{"text/plain"}, body: batch, encoding: "deflate", status: 502},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := testConfig(t)
