@@ -2,9 +2,11 @@ package issuer
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -15,11 +17,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/oauth2"
 
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 )
 
@@ -169,6 +173,116 @@ func TestCIMDAuthorizeFlow(t *testing.T) {
 	}
 	if host.count("/client.json") != 1 {
 		t.Errorf("document fetched %d times, want 1 (cached)", host.count("/client.json"))
+	}
+}
+
+// TestCIMDMadePublicRefreshRefused: a refresh token issued to a client
+// metadata document's private_key_jwt client is bound to the client's
+// keys. Once the document says token_endpoint_auth_method none, which
+// its publisher may write at any time, a copy of the token (taken from
+// the app's storage while only the key made it usable) is refused
+// without client authentication, and its grant ends, as an admin API
+// client changed to another kind of authentication loses its grants. A
+// client public from the start refreshes without authentication as ever.
+func TestCIMDMadePublicRefreshRefused(t *testing.T) {
+	e, host := newCIMDEnv(t, true, nil)
+	key := jwtTestKey()
+	pub, err := publicJWK(key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub.Kid = "k1"
+	jwks, _ := json.Marshal(map[string][]accesstoken.JWK{"keys": {pub}})
+	const redirect = "http://127.0.0.1:3000/callback"
+	var madePublic atomic.Bool
+	doc := func(public bool) func(id string) string {
+		return func(id string) string {
+			method := `"private_key_jwt","jwks":` + string(jwks)
+			if public || madePublic.Load() {
+				method = `"none"`
+			}
+			return `{"client_id":"` + id + `","client_name":"Doc App","redirect_uris":["` + redirect + `"],
+				"grant_types":["authorization_code","refresh_token"],"token_endpoint_auth_method":` + method + `}`
+		}
+	}
+	// Read anew at every request (no-store): the switch applies at once.
+	confidential := host.doc("/confidential.json", "no-store", doc(false))
+	public := host.doc("/public.json", "no-store", doc(true))
+	assertion := func(id string) url.Values {
+		now := e.clock.Now()
+		tok := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{
+			"iss": id, "sub": id, "aud": e.iss.URL(), "exp": now.Add(time.Minute).Unix(), "iat": now.Unix(), "jti": rand.Text(),
+		})
+		tok.Header["kid"] = "k1"
+		raw, err := tok.SignedString(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return url.Values{"client_assertion_type": {jwtBearerAssertion}, "client_assertion": {raw}}
+	}
+	redeem := func(id string, auth url.Values) string {
+		t.Helper()
+		code, verifier := e.issueCode(t, codeSpec{client: id, user: bUser, redirect: redirect, resource: bResource,
+			scopes: []string{"files:read", scopeOfflineAccess}})
+		f := url.Values{"grant_type": {grantAuthorizationCode}, "code": {code}, "redirect_uri": {redirect}, "code_verifier": {verifier}}
+		maps.Copy(f, auth)
+		a := e.post(t, pathToken, f, "")
+		if a.status != http.StatusOK || a.str("refresh_token") == "" {
+			t.Fatalf("%s: code = %d %s, want 200 with a refresh token", id, a.status, a.raw)
+		}
+		return a.str("refresh_token")
+	}
+	refresh := func(rt string, auth url.Values) answer {
+		f := url.Values{"grant_type": {grantRefreshToken}, "refresh_token": {rt}}
+		maps.Copy(f, auth)
+		return e.post(t, pathToken, f, "")
+	}
+
+	// A public document client: no authentication, ever.
+	rt := redeem(public, url.Values{"client_id": {public}})
+	if a := refresh(rt, url.Values{"client_id": {public}}); a.status != http.StatusOK {
+		t.Fatalf("public document client: refresh = %d %s, want 200", a.status, a.raw)
+	}
+
+	// The confidential one: a grant made with its key, and one whose
+	// refresh token the client then rotated with it, made by an earlier
+	// release, which did not record the authentication (the rotation
+	// does).
+	copied := redeem(confidential, assertion(confidential))
+	rotated := redeem(confidential, assertion(confidential))
+	err = e.store.Update(t.Context(), func(tx store.Tx) error {
+		_, g, err := refreshIn(tx).family(rotated)
+		if err != nil {
+			return err
+		}
+		g.ClientAuthenticated = false
+		return grantsIn(tx).put(g)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := refresh(rotated, assertion(confidential))
+	if a.status != http.StatusOK {
+		t.Fatalf("confidential document client: refresh = %d %s, want 200", a.status, a.raw)
+	}
+	rotated = a.str("refresh_token")
+	if a := refresh(copied, url.Values{"client_id": {confidential}}); a.status != http.StatusUnauthorized {
+		t.Fatalf("refresh without authentication while the document says private_key_jwt = %d %s, want 401", a.status, a.raw)
+	}
+
+	madePublic.Store(true)
+	for name, rt := range map[string]string{"as issued": copied, "of an earlier release, rotated with the key": rotated} {
+		a := refresh(rt, url.Values{"client_id": {confidential}})
+		if a.status != http.StatusBadRequest || a.str("error") != "invalid_grant" {
+			t.Errorf("%s: refresh without authentication once the document says none = %d %s, want 400 invalid_grant", name, a.status, a.raw)
+		}
+	}
+	// The grants ended: the key does not bring them back.
+	madePublic.Store(false)
+	for name, rt := range map[string]string{"as issued": copied, "of an earlier release, rotated with the key": rotated} {
+		if a := refresh(rt, assertion(confidential)); a.status != http.StatusBadRequest || a.str("error") != "invalid_grant" {
+			t.Errorf("%s: refresh with the key after the refusal = %d %s, want 400 invalid_grant (grant revoked)", name, a.status, a.raw)
+		}
 	}
 }
 

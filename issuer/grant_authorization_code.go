@@ -139,6 +139,7 @@ func (g authorizationCode) grant(ctx context.Context, req *clientRequest) (*issu
 		ID: gid, Subject: ac.Subject, ClientID: c.ID, Actor: ac.Actor, Resource: ac.Resource,
 		Scopes: scopes, Issuer: i.URL(), AuthTime: ac.AuthTime, CreatedAt: now, LastUsed: now,
 		ExpiresAt: now.Add(i.cfg.AccessTokenTTL), Credential: ac.Credential, ClientCredential: i.creds.client(c),
+		ClientAuthenticated: !c.Public(),
 	}
 	if offline {
 		gr.ExpiresAt = now.Add(i.cfg.RefreshTokenTTL)

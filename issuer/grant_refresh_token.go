@@ -70,6 +70,17 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 		// token does not even tell whether its grant still lives.
 		return nil, keyNeeded
 	}
+	if g.ClientAuthenticated && c.Public() {
+		// Issued to the client as a confidential one, and so bound to
+		// its credentials (RFC 9449 section 5), now presented without
+		// them: the client id's registration says none since (a client
+		// metadata document, which its publisher may change at any
+		// time). A copy of the token taken while it was bound to the
+		// client's key must not become a bearer token then; the grant
+		// ends, as a registration changed to another kind of
+		// authentication ends the client's grants.
+		return nil, rg.unbound(ctx, g)
+	}
 	now := i.now()
 	// A family is this issuer URL's: one an issuer at another URL of the
 	// same store created (or this one before its URL changed) is not, and
@@ -189,14 +200,29 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 				return err
 			case refused:
 				return refuse(invalid)
-			case clientTag != g.ClientCredential:
-				return grantsIn(tx).setClientCredential(g.ID, clientTag)
+			case clientTag != g.ClientCredential || !c.Public() && !g.ClientAuthenticated:
+				return grantsIn(tx).setClientCredential(g.ID, clientTag, !c.Public())
 			}
 			return nil
 		},
 		recording: "rotate refresh token",
 		gone:      invalid,
 	}, nil
+}
+
+// unbound revokes grant g, whose refresh token its client, once
+// confidential, presented without authenticating (see the grant's
+// ClientAuthenticated). The event names the grant, its client and its
+// subject.
+func (rg refreshTokenGrant) unbound(ctx context.Context, g *grant) error {
+	i := rg.iss
+	err := i.store.Update(ctx, func(tx store.Tx) error { return grantsIn(tx).revoke(g.ID, i.revokeUntil()) })
+	if err != nil {
+		return fmt.Errorf("revoke grant of a refresh token presented without client authentication: %w", err)
+	}
+	i.securityEvent(ctx, zap.WarnLevel, "refresh token of a confidential client presented without client authentication; its grant is revoked",
+		zap.String("client_id", g.ClientID), zap.String("sub", g.Subject), zap.String("grant", g.ID))
+	return ErrInvalidGrant.WithDescription("invalid, expired or revoked refresh token")
 }
 
 // reused revokes the family of a rotated refresh token that was

@@ -60,6 +60,13 @@ type grant struct {
 	// for public, DCR, CIMD and runtime clients, and in grants from
 	// before it was recorded.
 	ClientCredential string `json:"client_cred,omitempty"`
+	// ClientAuthenticated: a confidential client authenticated when the
+	// grant was made or its refresh token last rotated, so its refresh
+	// tokens are bound to the client's credentials (RFC 9449 section 5).
+	// A refresh without them, the client id's registration since made
+	// public (a client metadata document that now says none), is refused
+	// and ends the grant. false in grants from before it was recorded.
+	ClientAuthenticated bool `json:"client_auth,omitempty"`
 }
 
 // principal is the principal type of the grant's subject, the kind of
@@ -172,12 +179,15 @@ func (r grantRecords) touch(id string, now time.Time, delegate string) error {
 
 // setClientCredential records tag as the grant's ClientCredential: the
 // client authenticated with that credential to rotate its refresh token.
-func (r grantRecords) setClientCredential(id, tag string) error {
+// authenticated (a confidential client's refresh) sets
+// ClientAuthenticated, which nothing clears.
+func (r grantRecords) setClientCredential(id, tag string, authenticated bool) error {
 	g, err := r.get(id)
-	if err != nil || g.ClientCredential == tag {
+	if err != nil || g.ClientCredential == tag && (g.ClientAuthenticated || !authenticated) {
 		return err
 	}
 	g.ClientCredential = tag
+	g.ClientAuthenticated = g.ClientAuthenticated || authenticated
 	return r.put(g)
 }
 
