@@ -906,10 +906,13 @@ func (k *keyRing) readWithin(ctx context.Context, d time.Duration) error {
 }
 
 // age is how long ago the key set was read from the store.
-func (k *keyRing) age() time.Duration {
+func (k *keyRing) age() time.Duration { return k.ageAt(k.now()) }
+
+// ageAt is how long before now the key set was read from the store.
+func (k *keyRing) ageAt(now time.Time) time.Duration {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
-	return k.now().Sub(k.loadedAt)
+	return now.Sub(k.loadedAt)
 }
 
 // publishedJWKS returns the public keys to publish, current first. A

@@ -2,8 +2,13 @@ package issuer
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +26,7 @@ import (
 
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/gateway"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/accesstoken"
+	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/memory"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/postgres/pgtest"
 	"github.com/caddy-mcp-auth/caddy-mcp-auth/issuer/store/storetest"
@@ -567,6 +573,67 @@ func TestKeyWithdrawalAcrossInstances(t *testing.T) {
 				t.Errorf("B's gateway: a token of the new key = %d %s, want 200", status, body)
 			}
 		})
+	}
+}
+
+// TestGatewayFailsClosedWhileKeysUnread: a key withdrawn at another
+// instance is refused at this one's gateway once its re-read of the keys
+// (keyReload) sees it gone; while that re-read fails and the revocation
+// catch-up beside it does not, the gateway went on honouring the
+// withdrawn key's tokens, cached and new, without end: its only bound on
+// what the store may have refused meanwhile was the revocation set's
+// age. Here B cannot read a key record a later release wrote (an
+// algorithm this build does not know); the same happens where the
+// database answers in more than the key read's 5 s and less than the
+// revocation read's 20 s. B's gateway now fails closed (503, its stream
+// ends) once the keys were last read RevocationMaxStale and keyReload
+// ago, as its JWKS does.
+func TestGatewayFailsClosedWhileKeysUnread(t *testing.T) {
+	const maxStale = 30 * time.Second
+	envs, _ := clusterEnvs(t, 2, func(c *Config) { c.RevocationResync, c.RevocationMaxStale = 10*time.Millisecond, maxStale })
+	a, b := envs[0], envs[1]
+	g, stolen, forged, stream := forgedAndCached(t, b)
+	if _, err := a.iss.WithdrawSigningKeys(t.Context(), stolen.kid); err != nil {
+		t.Fatal(err)
+	}
+	later, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(later)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := signingKey{KID: "key-of-a-later-release", Alg: "ES384", CreatedAt: a.clock.Now(),
+		PrivatePEM: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})}
+	if err := a.store.Update(t.Context(), func(tx store.Tx) error { return keysIn(tx).t.put(rec.KID, &rec, time.Time{}) }); err != nil {
+		t.Fatal(err)
+	}
+	b.clock.Advance(keyReload)
+	if err := b.iss.keys.load(t.Context()); err == nil {
+		t.Fatal("B read the key set with a record it cannot parse: the test's premise is gone")
+	}
+	// B's revocation reads go on: a token revoked at A is refused at B.
+	tok, jti, gid := clientTokenOf(t, a)
+	revokeAndWait(t, a, b, tok, jti, gid, 5*time.Second)
+
+	b.clock.Advance(maxStale + time.Second)
+	waitSynced(t, b.iss, b.clock.Now())
+	if status, body := pingVia(t, g, forged); status != http.StatusServiceUnavailable {
+		t.Errorf("B's gateway: a token of the key withdrawn at A, B's keys last read %s ago = %d %s, want 503",
+			keyReload+maxStale+time.Second, status, body)
+	}
+	endsSoon(t, "forged", stream)
+}
+
+// waitSynced waits until iss's revocation set has caught up with the
+// store at at (its clock's reading), failing t after 5 s.
+func waitSynced(t *testing.T, iss *Issuer, at time.Time) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); iss.revs.synced.Load() < at.UnixNano(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the revocation set did not catch up within 5 s")
+		}
 	}
 }
 

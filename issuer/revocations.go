@@ -34,7 +34,9 @@ const (
 )
 
 // ErrRevocationsStale is Revoked's error when the revocation set has not
-// caught up with the store for longer than Config.RevocationMaxStale.
+// caught up with the store for longer than Config.RevocationMaxStale, or
+// the access-token keys have not been read for that long past their
+// re-read interval.
 var ErrRevocationsStale = errors.New("revocations unknown: the authorization server's store has not been read for too long")
 
 // Revoked reports whether an access token must be refused because its jti
@@ -44,14 +46,24 @@ var ErrRevocationsStale = errors.New("revocations unknown: the authorization ser
 // catches up with the store's revocation log (other instances'
 // revocations) in WatchRevocations. When it has not caught up for longer
 // than Config.RevocationMaxStale, Revoked returns ErrRevocationsStale (and
-// true): the caller fails closed.
+// true): the caller fails closed. So it does when the access-token keys
+// were last read longer ago than that past their re-read interval
+// (keyReload): the caller's key source is this issuer, which would go on
+// publishing a key another instance withdrew (it leaked) for as long as
+// its reads of the keys fail while those of the revocations succeed (a
+// key record it cannot read, a database answering the key read's bound
+// too late), as its JWKS does not (keyRing.readWithin).
 //
 // Tokens derived by token exchange carry their subject's gid, so revoking
 // a user's grant ends them too; a client's or an agent's own tokens
 // (client credentials) carry a grant of their own, so every access token
 // has a gid.
 func (i *Issuer) Revoked(_ context.Context, jti, grantID string) (bool, error) {
-	return i.revs.revoked(jti, grantID, i.now())
+	now := i.now()
+	if i.keys.ageAt(now)-keyReload > i.cfg.RevocationMaxStale {
+		return true, ErrRevocationsStale
+	}
+	return i.revs.revoked(jti, grantID, now)
 }
 
 // SyncRevocations brings the revocation set up to date with the store now
