@@ -99,9 +99,11 @@ func lmode(path string) (os.FileMode, error) {
 // TestBoltStorageFileOwnerOnly: a store restored with cp, or written by
 // `curl -o` (the README's other way to take a backup), has the umask's
 // mode; opened, it is made readable by its owner only, as bbolt creates
-// it, since it holds the signing keys (review s17-ops F5).
+// it, since it holds the signing keys (review s17-ops F5). A file only
+// its group may read (install -m 640 -g caddy, a umask of 027) is one
+// other users can read too: the group's other members.
 func TestBoltStorageFileOwnerOnly(t *testing.T) {
-	for _, mode := range []os.FileMode{0o644, 0o755, 0o666} { // as cp or curl -o leave it
+	for _, mode := range []os.FileMode{0o644, 0o755, 0o666, 0o640, 0o660} { // as cp, curl -o or install leave it
 		t.Run(mode.String(), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "mcp-auth.db")
 			st, err := bolt.Open(path, bolt.Options{})
