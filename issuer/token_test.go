@@ -707,6 +707,53 @@ func TestTokenEndsWithItsGrant(t *testing.T) {
 	}
 }
 
+// TestDefaultLifetimes: the defaults README gives (mcp_auth's
+// access_token_ttl ... id_token_ttl, revocation_resync and
+// revocation_max_stale): an access and an ID token live an hour, and a
+// refresh family 720 hours, rotations or not; the store's revocations
+// are read every second and may go unread for 30. (A code's 5 minutes:
+// TestAuthorizeFlowIssuesCode.)
+func TestDefaultLifetimes(t *testing.T) {
+	e := newTokEnv(t)
+	start := e.clock.Now()
+	code, verifier := e.issueCode(t, codeSpec{scopes: []string{"openid", "read", "offline_access"}})
+	tok, err := e.exchange(t, tPublic, "", code, verifier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, c := claimsOf(t, tok.AccessToken)
+	idt, _ := tok.Extra("id_token").(string)
+	_, ic := claimsOf(t, idt)
+	if exp, iexp := int64(c["exp"].(float64)), int64(ic["exp"].(float64)); exp != start.Add(time.Hour).Unix() || iexp != exp {
+		t.Errorf("access token exp %d, ID token exp %d, want both %d (1h)", exp, iexp, start.Add(time.Hour).Unix())
+	}
+	if g := e.grantOf(t, c["gid"].(string)); !g.ExpiresAt.Equal(start.Add(720 * time.Hour)) {
+		t.Errorf("grant expires %v, want %v (refresh_token_ttl 720h)", g.ExpiresAt, start.Add(720*time.Hour))
+	}
+	refresh := func(rt string) answer {
+		return e.post(t, pathToken, url.Values{"grant_type": {grantRefreshToken}, "refresh_token": {rt}, "client_id": {tPublic}}, "")
+	}
+	rt := tok.RefreshToken
+	for _, step := range []time.Duration{300 * time.Hour, 300 * time.Hour, 120*time.Hour - time.Minute} {
+		e.clock.Advance(step)
+		a := refresh(rt)
+		if a.status != 200 {
+			t.Fatalf("refresh %v after the sign-in = %d %s, want 200", e.clock.Now().Sub(start), a.status, a.raw)
+		}
+		rt = a.str("refresh_token")
+	}
+	e.clock.Advance(2 * time.Minute)
+	if a := refresh(rt); a.status != 400 || a.str("error") != "invalid_grant" {
+		t.Errorf("refresh past 720h = %d %s, want 400 invalid_grant", a.status, a.str("error"))
+	}
+
+	cfg := Config{}
+	applyDefaults(&cfg)
+	if cfg.RevocationResync != time.Second || cfg.RevocationMaxStale != 30*time.Second {
+		t.Errorf("revocation_resync, revocation_max_stale defaults = %v, %v, want 1s, 30s", cfg.RevocationResync, cfg.RevocationMaxStale)
+	}
+}
+
 // TestRefreshFamilyStaysOneRecord (review s15-token F1): a client
 // refreshing in a loop kept one record per rotation until its family's
 // end (30 days), 300 bytes a refresh without bound. A family is one
