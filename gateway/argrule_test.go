@@ -1141,6 +1141,50 @@ func TestReadDefaultsReferencesBounded(t *testing.T) {
 	}
 }
 
+// TestReadDefaultsLookupsBounded: finding a $ref's target reads the
+// whole input schema (Lookup reads each object on its path to its end),
+// which maxRefReading did not count: a definition of a megabyte whose
+// properties each name a definition of their own ("p5": {"$ref":
+// "#/zzz/d5"}) read it once per property (23 s at 225 KB, growing with
+// the square of the size), and one whose definitions name each other four
+// times over read a padded input schema at each of the bound's 16,000
+// readings (19 s at 80 KB). Each reference is now looked up once, and each
+// lookup counts the input schema's length; the answers stay as the
+// unbounded reading gives them while the bound is not reached.
+func TestReadDefaultsLookupsBounded(t *testing.T) {
+	var props, targets []string
+	for i := range 16000 {
+		props = append(props, fmt.Sprintf(`"p%d":{"$ref":"#/zzz/d%d"}`, i, i))
+		targets = append(targets, fmt.Sprintf(`"d%d":{"type":"string"}`, i))
+	}
+	distinct := `{"inputSchema":{"properties":{` + strings.Join(props, ",") + `},"type":"object","zzz":{` + strings.Join(targets, ",") + `}},"name":"t"}`
+	var defs []string
+	for d := range 16 {
+		ref := fmt.Sprintf(`{"$ref":"#/zzz/d%d"}`, d+1)
+		defs = append(defs, fmt.Sprintf(`"d%d":{"anyOf":[%s,%s,%s,%s]}`, d, ref, ref, ref, ref))
+	}
+	defs = append(defs, `"d16":{"type":"string"}`)
+	padded := `{"inputSchema":{"aaa":[` + strings.Repeat(`{"a":1},`, 100000) + `{"a":1}],"anyOf":[{"$ref":"#/zzz/d0"}],"type":"object","zzz":{` + strings.Join(defs, ",") + `}},"name":"t"}`
+	for name, def := range map[string]string{"distinct references": distinct, "padded references": padded} {
+		done := make(chan *schemaDefaults, 1)
+		go func() { done <- readDefaults([]byte(def)) }()
+		select {
+		case d := <-done:
+			if len(d.opaque) > 0 || len(d.selfDefault) > 0 || len(d.mapValues) > 0 {
+				t.Errorf("%s: readDefaults of a schema without defaults: opaque %v, self %v, map values %v, want none", name, d.opaque, d.selfDefault, d.mapValues)
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatalf("%s: readDefaults of a %d-byte definition still running after 60 s", name, len(def))
+		}
+	}
+	// Within the bound, a reference is followed as before: its target's
+	// default is found, and one that names nothing is not.
+	d := readDefaults([]byte(`{"inputSchema":{"$defs":{"a":{"default":1},"b":{"type":"string"}},"properties":{"x":{"$ref":"#/$defs/a"},"y":{"$ref":"#/$defs/a"},"z":{"$ref":"#/$defs/b"}},"type":"object"},"name":"t"}`))
+	if !d.selfDefault["/x"] || !d.selfDefault["/y"] || d.selfDefault["/z"] {
+		t.Errorf("readDefaults self defaults = %v, want /x and /y (a $ref to a default), not /z", d.selfDefault)
+	}
+}
+
 // A schema whose properties nest deeper than the gateway reads them (a
 // tools/list answer that deep is refused whole, so only a definition
 // read otherwise gets here) has unknown defaults: an optional argument

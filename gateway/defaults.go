@@ -252,6 +252,11 @@ type refReader struct {
 	read int
 	// rootDefault caches hasDefault(root): 0 not read yet, 1 no, 2 yes.
 	rootDefault int8
+	// targets are the schemas resolve found, by reference (nil: not
+	// found). Finding one reads the whole input schema (Lookup reads
+	// each object on its path to its end), so each reference is looked
+	// up once and spends the input schema's length.
+	targets map[string][]byte
 }
 
 // maxRefDepth bounds the chain of $refs followed.
@@ -263,9 +268,11 @@ const maxRefDepth = 16
 // times over ("d0": {"anyOf": [{"$ref": "#/$defs/d1"}, …×3]}, …) is
 // read 3^16 times at depth 16, a definition of a kilobyte costing
 // hours of CPU; and many properties naming one large definition read it
-// once each. The bound allows some 16,000 small schemas. Past it a
-// schema may hold a default if the input schema has one anywhere
-// (anyDefault), as a $ref not followed.
+// once each. The bound allows some 16,000 small schemas. Finding a
+// $ref's target reads the whole input schema, so each lookup counts its
+// length too (resolve: once per reference). Past the bound a schema may
+// hold a default if the input schema has one anywhere (anyDefault), as a
+// $ref not followed.
 const maxRefReading = 64 << 20
 
 // spend counts a schema of n bytes read, at least 4 KiB each (what
@@ -338,8 +345,25 @@ func (r *refReader) refTo(v json.RawMessage, test func(target []byte) bool) (fou
 }
 
 // resolve finds the schema a local JSON pointer reference names
-// ("#/$defs/Filter", "#/properties/a").
+// ("#/$defs/Filter", "#/properties/a"). Past maxRefReading it finds
+// none, which refTo reads as a reference that may lead to a default.
 func (r *refReader) resolve(ref string) ([]byte, bool) {
+	if target, ok := r.targets[ref]; ok {
+		return target, target != nil
+	}
+	target, ok := r.lookup(ref)
+	if r.read > maxRefReading {
+		return nil, false // nothing more is looked up, or kept
+	}
+	if r.targets == nil {
+		r.targets = map[string][]byte{}
+	}
+	r.targets[ref] = target
+	return target, ok
+}
+
+// lookup is resolve without its cache.
+func (r *refReader) lookup(ref string) ([]byte, bool) {
 	frag, ok := strings.CutPrefix(ref, "#")
 	if !ok {
 		return nil, false
@@ -349,7 +373,7 @@ func (r *refReader) resolve(ref string) ([]byte, bool) {
 		return nil, false
 	}
 	ptr, err := mcpparse.ParsePointer(frag)
-	if err != nil {
+	if err != nil || !r.spend(len(r.root)) {
 		return nil, false
 	}
 	v, found, err := ptr.Lookup(r.root)
