@@ -432,7 +432,7 @@ func (s *Store) attempt(ctx, commitCtx context.Context, fn func(store.Tx) error,
 		}
 	}
 	if !sync {
-		if _, err := ptx.Exec(ctx, "SET LOCAL synchronous_commit = local"); err != nil {
+		if _, err := ptx.Exec(ctx, "SET LOCAL synchronous_commit = off"); err != nil {
 			return t.alone, fmt.Errorf("postgres: update: %w", err)
 		}
 	}
