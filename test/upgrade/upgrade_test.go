@@ -79,7 +79,10 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // revokes that token at the previous release. Back on the bbolt file
 // (a downgrade after a failed upgrade), the previous release redeems a
 // code this one issued (with its password tag and connection stamp),
-// refreshes its refresh token and takes its session.
+// refreshes its refresh token and takes its session. On the way, each
+// release's bbolt file is copied into PostgreSQL by the other's
+// migrate-storage (this release's of the previous release's file, and
+// back), and the copy serves the other's tokens, keys and users.
 //
 // The test runs from two releases: the previous one, and 0c11651, the
 // last before a release that changed what such a store means (empty
@@ -120,10 +123,17 @@ func testUpgradeFrom(t *testing.T, rev string) {
 		d := deploy(t, old, legacy, func(home string) string { return "bolt " + filepath.Join(home, "store.db") })
 		d.before(t)
 		d.p.Stop()
+		// The previous release's file, copied into PostgreSQL by this
+		// release's migrate-storage, and this release's, by the
+		// previous release's (moving while going back).
+		d.migrated(t, bin, bin)
 		d.p = d.start(t, bin, d.port, d.admin)
 		d.after(t)
 		d.privateCacheDropped(t, bin)
 		if !legacy {
+			d.p.Stop()
+			d.migrated(t, old, old)
+			d.p = d.start(t, bin, d.port, d.admin)
 			d.downgrade(t, old)
 		}
 	})
@@ -800,6 +810,57 @@ func (d *deployment) after(t *testing.T) {
 				t.Errorf("after the upgrade: %s shows %s = %v; the previous release stored [] as no list", u, list, v)
 			}
 		}
+	}
+}
+
+// migrated copies the deployment's bbolt file (Caddy stopped) into a new
+// PostgreSQL database with migrateBin's `caddy mcp-auth migrate-storage`
+// and runs runBin on the copy: the access tokens issued on the file pass
+// its gateway (the signing keys came along), the withdrawn keys stay
+// unpublished, the revoked grant stays revoked, the admin API lists bob,
+// who signs in with his password and gets a token that passes, and a
+// second copy into the same database is refused, copying nothing. The
+// file is left as it was.
+func (d *deployment) migrated(t *testing.T, migrateBin, runBin string) {
+	t.Helper()
+	ctx := d.ctx
+	dsn := pgtest.NewDatabase(t)
+	from := filepath.Join(d.env.Home, "store.db")
+	cli := &harness.Env{Bin: migrateBin, Home: d.env.Home, Vars: d.env.Vars}
+	if out, err := cli.Caddy(t, time.Minute, "mcp-auth", "migrate-storage", "--from", from, "--to", dsn); err != nil || !strings.Contains(out, "copied") {
+		t.Fatalf("migrate-storage of %s = %v:\n%s", from, err, out)
+	}
+	if out, err := cli.Caddy(t, time.Minute, "mcp-auth", "migrate-storage", "--from", from, "--to", dsn); err == nil || !strings.Contains(out, "nothing was copied") {
+		t.Errorf("migrate-storage into a database holding the copy = %v:\n%s; want refused, nothing copied", err, out)
+	}
+	storage := d.storage
+	d.storage = func(string) string { return "postgres \"" + dsn + "\"" }
+	defer func() { d.storage = storage }()
+	p := d.start(t, runBin, d.port, d.admin)
+	defer p.Stop()
+	for name, at := range map[string]string{"user's": d.tok.AccessToken, "client credentials": d.cc, "delegated": d.delegated.AccessToken} {
+		if code := call(t, ctx, d.resource, at); code != http.StatusOK {
+			t.Errorf("migrated: the %s access token at the gateway = %d, want 200", name, code)
+		}
+	}
+	if r := refresh(t, ctx, d.issuer, "app", d.revokedRT, d.resource); r.Status != http.StatusBadRequest || r.Error != "invalid_grant" {
+		t.Errorf("migrated: refresh of a revoked grant = %+v, want 400 invalid_grant", r)
+	}
+	var jwks struct {
+		Keys []struct {
+			Kid string `json:"kid"`
+		} `json:"keys"`
+	}
+	getJSON(t, ctx, d.issuer+"/jwks", &jwks)
+	for _, k := range jwks.Keys {
+		if slices.Contains(d.withdrawn, k.Kid) {
+			t.Errorf("migrated: withdrawn key %s is published again", k.Kid)
+		}
+	}
+	adminDo(t, ctx, "GET", d.adminURL()+"/users/bob", "", http.StatusOK, nil)
+	tok := authorize(t, ctx, harness.NewRobot("bob", password, redirectURI), d.md.Config("app", redirectURI, "notes:read"), d.resource)
+	if code := call(t, ctx, d.resource, tok.AccessToken); code != http.StatusOK {
+		t.Errorf("migrated: bob's new token at the gateway = %d, want 200", code)
 	}
 }
 
