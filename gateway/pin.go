@@ -482,10 +482,16 @@ func (v *pinView) resembling(tool string) string {
 
 // pinKey folds a tool name as the policy reads names loosely (looseName:
 // case, Unicode case folding, the separators - . / _), cut at a NUL, as
-// C-string decoders read it.
+// C-string decoders read it, and as Windows reads a file name
+// (windowsName: a segment's trailing dots dropped), as decideCaseless
+// reads it too: a server that puts tool names in paths runs the pinned
+// read_file for a new "read_file.", whose definition no one reviewed.
 func pinKey(name string) string {
 	if i := strings.IndexByte(name, 0); i >= 0 {
 		name = name[:i]
+	}
+	if read, ok := windowsName(name); ok {
+		name = read
 	}
 	return looseName(name)
 }

@@ -371,6 +371,13 @@ func TestPinLookalikeName(t *testing.T) {
 		{"read_file", "read/file"},
 		{"list_keys", "li\u017ft_\u212aeys"}, // long s, Kelvin sign
 		{"read_file", "read_file\u0000x"},
+		// Windows drops a segment's trailing dots from a file name, as
+		// the policy reads names (windowsName): a server that puts tool
+		// names in paths runs read_file for "read_file.".
+		{"read_file", "read_file."},
+		{"read_file", "Read_File.."},
+		{"docs/read_file", "docs./read_file"},
+		{"read_file.", "read_file"},
 	}
 	for _, tt := range tests {
 		name := tt.name
