@@ -185,7 +185,8 @@ func TestCIMDAuthorizeFlow(t *testing.T) {
 // client changed to another kind of authentication loses its grants. A
 // client public from the start refreshes without authentication as ever.
 func TestCIMDMadePublicRefreshRefused(t *testing.T) {
-	e, host := newCIMDEnv(t, true, nil)
+	core, logs := observer.New(zap.InfoLevel)
+	e, host := newCIMDEnv(t, true, func(c *Config) { c.Logger = zap.New(core) })
 	key := jwtTestKey()
 	pub, err := publicJWK(key.Public())
 	if err != nil {
@@ -272,10 +273,18 @@ func TestCIMDMadePublicRefreshRefused(t *testing.T) {
 
 	madePublic.Store(true)
 	for name, rt := range map[string]string{"as issued": copied, "of an earlier release, rotated with the key": rotated} {
-		a := refresh(rt, url.Values{"client_id": {confidential}})
-		if a.status != http.StatusBadRequest || a.str("error") != "invalid_grant" {
-			t.Errorf("%s: refresh without authentication once the document says none = %d %s, want 400 invalid_grant", name, a.status, a.raw)
+		for range 2 {
+			a := refresh(rt, url.Values{"client_id": {confidential}})
+			if a.status != http.StatusBadRequest || a.str("error") != "invalid_grant" {
+				t.Errorf("%s: refresh without authentication once the document says none = %d %s, want 400 invalid_grant", name, a.status, a.raw)
+			}
 		}
+	}
+	// Each grant ended once: presented again, an ended grant is refused
+	// as any, with nothing written.
+	const event = "refresh token of a confidential client presented without client authentication; its grant is revoked"
+	if n := logs.FilterMessage(event).Len(); n != 2 {
+		t.Errorf("%d security events %q, want 2 (one per grant)", n, event)
 	}
 	// The grants ended: the key does not bring them back.
 	madePublic.Store(false)

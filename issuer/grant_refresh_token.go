@@ -70,17 +70,6 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 		// token does not even tell whether its grant still lives.
 		return nil, keyNeeded
 	}
-	if g.ClientAuthenticated && c.Public() {
-		// Issued to the client as a confidential one, and so bound to
-		// its credentials (RFC 9449 section 5), now presented without
-		// them: the client id's registration says none since (a client
-		// metadata document, which its publisher may change at any
-		// time). A copy of the token taken while it was bound to the
-		// client's key must not become a bearer token then; the grant
-		// ends, as a registration changed to another kind of
-		// authentication ends the client's grants.
-		return nil, rg.unbound(ctx, g)
-	}
 	now := i.now()
 	// A family is this issuer URL's: one an issuer at another URL of the
 	// same store created (or this one before its URL changed) is not, and
@@ -91,6 +80,18 @@ func (rg refreshTokenGrant) grant(ctx context.Context, req *clientRequest) (*iss
 	// seconds, capped at the grant's end): it counts as ended.
 	if g.Revoked || g.ExpiresAt.Sub(now) < time.Second || !now.Before(rec.ExpiresAt) || !i.issued(g.Issuer) {
 		return nil, ErrInvalidGrant.WithDescription("invalid, expired or revoked refresh token")
+	}
+	if g.ClientAuthenticated && c.Public() {
+		// Issued to the client as a confidential one, and so bound to
+		// its credentials (RFC 9449 section 5), now presented without
+		// them: the client id's registration says none since (a client
+		// metadata document, which its publisher may change at any
+		// time). A copy of the token taken while it was bound to the
+		// client's key must not become a bearer token then; the grant
+		// ends, as a registration changed to another kind of
+		// authentication ends the client's grants: once (an ended
+		// grant is refused above, writing nothing).
+		return nil, rg.unbound(ctx, g)
 	}
 	if marked {
 		// A delegation whose tokens are refused by its grant's marker but
