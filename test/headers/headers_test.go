@@ -524,6 +524,74 @@ http://:%[3]d {
 	}
 }
 
+// TestHostCopiedBeforeGateway: what a handler before the gateway copied
+// from the request (vars, request_header, both ordered before
+// mcp_gateway) holds the Host the client sent, in a site answering any
+// host: the gateway cannot reach it. A map reads its source when the
+// upstream request is made, so it reads the resource's host, as the host
+// placeholders do. README (What the upstream receives) says so.
+func TestHostCopiedBeforeGateway(t *testing.T) {
+	up := &recorder{}
+	srv := httptest.NewServer(up)
+	t.Cleanup(srv.Close)
+	port := harness.FreePort(t)
+	issuer := fmt.Sprintf("http://127.0.0.1:%d", port)
+	harness.Start(t, globalOptions(t, issuer, "")+fmt.Sprintf(`
+http://:%[3]d {
+	bind 127.0.0.1
+	vars copied {labels.0}
+	request_header X-Tenant {labels.0}
+	map {labels.0} {mapped} {
+		default {labels.0}
+	}
+	mcp_issuer
+	mcp_gateway {
+		resource %[1]s/mcp
+		scope %[2]s
+		tool * %[2]s
+	}
+	reverse_proxy %[4]s {
+		header_up X-Seen-Vars {vars.copied}
+		header_up X-Seen-Map {mapped}
+	}
+}
+`, issuer, scope, port, srv.Listener.Addr().String()))
+	harness.WaitReady(t, issuer+"/.well-known/oauth-authorization-server")
+	s := &probeStack{resource: issuer + "/mcp", issuer: issuer, up: up}
+	tok := s.tokenFor(t, s.resource)
+	status, h, body := raw(t, s.resource, base+"Authorization: Bearer "+tok+"\r\n", initBody)
+	if status != http.StatusOK {
+		t.Fatalf("initialize = %d %s", status, body)
+	}
+	head := base + "MCP-Protocol-Version: 2025-11-25\r\nAuthorization: Bearer " + tok + "\r\nMcp-Session-Id: " + h.Get("Mcp-Session-Id") + "\r\n"
+	conn, err := net.Dial("tcp", strings.TrimPrefix(issuer, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /mcp HTTP/1.1\r\nHost: admin.internal\r\nConnection: close\r\nContent-Length: %d\r\n%s\r\n%s", len(listBody), head, listBody)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("tools/list = %d %s", resp.StatusCode, b)
+	}
+	got := up.last(t)
+	// The resource's host is 127.0.0.1: its last label is "1".
+	if v := got.Get("X-Seen-Map"); v != "1" {
+		t.Errorf("map of {labels.0} during proxying = %q, want the resource's %q", v, "1")
+	}
+	if v := got.Get("X-Seen-Vars"); v != "internal" {
+		t.Errorf("vars copied before the gateway = %q, want the client's %q (README says so)", v, "internal")
+	}
+	if v := got.Get("X-Tenant"); v != "internal" {
+		t.Errorf("request_header set before the gateway = %q, want the client's %q (README says so)", v, "internal")
+	}
+}
+
 // h2cListing sends a tools/list to target over h2c (prior knowledge) on a
 // connection to addr, with header as given, and wants 200 over HTTP/2.
 func h2cListing(t *testing.T, addr, target string, header http.Header) {
