@@ -1141,6 +1141,39 @@ func TestReadDefaultsReferencesBounded(t *testing.T) {
 	}
 }
 
+// TestReadDefaultsReferencesRemembered: under maxRefReading alone, a
+// definition of 1.8 KB whose definitions name the next four times over
+// was read to the bound, 16,000 schemas (57 ms of CPU), and a listing
+// of a megabyte holds some 570 such definitions, each new one read at
+// the caller's tools/list: half a minute of CPU per listing. refTo keeps
+// each reference's answer per reading and depth, so such a schema is
+// read once per depth, far below the bound, with the same answers.
+func TestReadDefaultsReferencesRemembered(t *testing.T) {
+	var defs []string
+	for d := range 16 {
+		ref := fmt.Sprintf(`{"$ref":"#/$defs/d%d"}`, d+1)
+		defs = append(defs, fmt.Sprintf(`"d%d":{"anyOf":[%s,%s,%s,%s]}`, d, ref, ref, ref, ref))
+	}
+	for _, last := range []string{`{"type":"string"}`, `{"type":"string","default":"x"}`, `{"prefixItems":[{"default":1}]}`} {
+		schema := `{"$defs":{` + strings.Join(defs, ",") + `,"d16":` + last + `},"anyOf":[{"$ref":"#/$defs/d0"}],"type":"object"}`
+		var members map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(schema), &members); err != nil {
+			t.Fatal(err)
+		}
+		r := refReader{root: json.RawMessage(schema)}
+		own, tuple, follow := r.branchDefault(members, 0), r.tupleDefault([]byte(schema), 0), r.mayDefault([]byte(`{"anyOf":[{"$ref":"#/$defs/d0"}]}`))
+		// d16 is reached at depth 17 through anyOf and $ref alternately,
+		// past maxRefDepth: a default may be there, as for any schema that
+		// deep.
+		if !own || !tuple || follow != strings.Contains(last, "default") {
+			t.Errorf("last %s: own %v, tuple %v, follow %v, want true, true, %v", last, own, tuple, follow, strings.Contains(last, "default"))
+		}
+		if r.read > maxRefReading/64 {
+			t.Errorf("last %s: %d bytes counted read for a %d-byte schema, want at most %d", last, r.read, len(schema), maxRefReading/64)
+		}
+	}
+}
+
 // TestReadDefaultsLookupsBounded: finding a $ref's target reads the
 // whole input schema (Lookup reads each object on its path to its end),
 // which maxRefReading did not count: a definition of a megabyte whose

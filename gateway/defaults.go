@@ -152,7 +152,7 @@ func (r *refReader) tupleDefault(schema []byte, depth int) bool {
 	if hasDefault(m["prefixItems"]) || (bytes.HasPrefix(m["items"], []byte("[")) && hasDefault(m["items"])) {
 		return true
 	}
-	return r.eachBranch(m, func(b []byte) bool { return r.tupleDefault(b, depth+1) })
+	return r.eachBranch(m, readTuple, depth, func(b []byte) bool { return r.tupleDefault(b, depth+1) })
 }
 
 // valueDefault reports whether a schema, or a schema of schemas
@@ -190,7 +190,7 @@ func (r *refReader) branchDefault(members map[string]json.RawMessage, depth int)
 	if depth > maxRefDepth {
 		return true
 	}
-	return r.eachBranch(members, func(b []byte) bool {
+	return r.eachBranch(members, readOwn, depth, func(b []byte) bool {
 		if !r.spend(len(b)) {
 			return r.anyDefault()
 		}
@@ -207,11 +207,12 @@ func (r *refReader) branchDefault(members map[string]json.RawMessage, depth int)
 // allOf, if, then, else, and each of dependentSchemas, until test holds.
 // It holds, too, for a branch it cannot read: a $ref it cannot follow
 // while the input schema has a default somewhere, a malformed list.
-func (r *refReader) eachBranch(members map[string]json.RawMessage, test func(branch []byte) bool) bool {
+// kind and depth name test's reading for refTo's answers.
+func (r *refReader) eachBranch(members map[string]json.RawMessage, kind refReading, depth int, test func(branch []byte) bool) bool {
 	for k, v := range members {
 		switch k {
 		case "$ref", "$dynamicRef", "$recursiveRef":
-			if found, unknown := r.refTo(v, test); found || unknown {
+			if found, unknown := r.refTo(v, kind, depth, test); found || unknown {
 				return true
 			}
 		case "anyOf", "oneOf", "allOf":
@@ -252,6 +253,8 @@ type refReader struct {
 	read int
 	// rootDefault caches hasDefault(root): 0 not read yet, 1 no, 2 yes.
 	rootDefault int8
+	// answers are refTo's, by reference, reading and depth.
+	answers map[refAnswer]bool
 	// targets are the schemas resolve found, by reference (nil: not
 	// found). Finding one reads the whole input schema (Lookup reads
 	// each object on its path to its end), so each reference is looked
@@ -263,12 +266,12 @@ type refReader struct {
 const maxRefDepth = 16
 
 // maxRefReading bounds the bytes of schemas a definition's refReader
-// reads following $refs and branches. Every path is followed, none
-// remembered: a schema whose definitions each name the next one three
-// times over ("d0": {"anyOf": [{"$ref": "#/$defs/d1"}, …×3]}, …) is
-// read 3^16 times at depth 16, a definition of a kilobyte costing
-// hours of CPU; and many properties naming one large definition read it
-// once each. The bound allows some 16,000 small schemas. Finding a
+// reads following $refs and branches. A reference's answer is kept per
+// depth (refTo), so a schema whose definitions each name the next one
+// three times over ("d0": {"anyOf": [{"$ref": "#/$defs/d1"}, …×3]}, …)
+// is no longer read 3^16 times at depth 16, but inline branches are
+// read along each path still. The bound allows some 16,000 small
+// schemas. Finding a
 // $ref's target reads the whole input schema, so each lookup counts its
 // length too (resolve: once per reference). Past the bound a schema may
 // hold a default if the input schema has one anywhere (anyDefault), as a
@@ -323,7 +326,7 @@ func (r *refReader) follow(schema []byte, depth int) bool {
 		if json.NewDecoder(bytes.NewReader(rest)).Decode(&ref) != nil || depth >= maxRefDepth {
 			return r.anyDefault()
 		}
-		if found, unknown := r.refTo(ref, func(t []byte) bool { return r.follow(t, depth+1) }); found || unknown {
+		if found, unknown := r.refTo(ref, readFollow, depth, func(t []byte) bool { return r.follow(t, depth+1) }); found || unknown {
 			return true
 		}
 	}
@@ -331,17 +334,51 @@ func (r *refReader) follow(schema []byte, depth int) bool {
 
 // refTo applies test to the schema a $ref member's value names; unknown
 // is set when that schema cannot be found and the input schema holds a
-// default somewhere (so the reference may lead to one).
-func (r *refReader) refTo(v json.RawMessage, test func(target []byte) bool) (found, unknown bool) {
+// default somewhere (so the reference may lead to one). test's answer
+// for a reference is kept by the reading it is (kind) and the depth it
+// was reached at: definitions that name each other several times over
+// are then read once per depth, not once per path (3^16 paths at depth
+// 16 for three names of the next each). An answer given past
+// maxRefReading is kept too: true where the input schema has a default
+// anywhere, and false where it has none, which is then the answer.
+func (r *refReader) refTo(v json.RawMessage, kind refReading, depth int, test func(target []byte) bool) (found, unknown bool) {
 	var ref string
 	if json.Unmarshal(v, &ref) != nil {
 		return false, true
+	}
+	key := refAnswer{ref: ref, kind: kind, depth: depth}
+	if found, ok := r.answers[key]; ok {
+		return found, false
 	}
 	target, ok := r.resolve(ref)
 	if !ok {
 		return false, r.anyDefault()
 	}
-	return test(target), false
+	found = test(target)
+	if r.answers == nil {
+		r.answers = map[refAnswer]bool{}
+	}
+	r.answers[key] = found
+	return found, false
+}
+
+// refReading names what refTo's test reads of a reference's target:
+// positional items with a default (tupleDefault), a default of the
+// target's own value (branchDefault), or a default anywhere in it
+// (follow).
+type refReading uint8
+
+const (
+	readTuple refReading = iota
+	readOwn
+	readFollow
+)
+
+// refAnswer is the key of an answer refTo keeps.
+type refAnswer struct {
+	ref   string
+	kind  refReading
+	depth int
 }
 
 // resolve finds the schema a local JSON pointer reference names
