@@ -545,15 +545,22 @@ func (h *GatewayHandler) addressesNotReplaced() error {
 	if in := h.Introspection; in != nil {
 		errs = append(errs, notReplaced("mcp_gateway", "", "introspection endpoint", in.Endpoint), notReplaced("mcp_gateway", "", "introspection client_id", in.ClientID))
 	}
-	// A prompt's name may hold braces ("summarize_{topic}"), a tool's and
-	// a resource rule's may not (gateway.CheckRules): only Caddy's own
-	// placeholders are refused in a prompt pattern. `prompt
-	// {env.ADMIN_PROMPT} admin` before `prompt * read` matched no prompt
-	// of the name meant, which fell to the rule after it: less than the
-	// rule said it needed.
-	for _, r := range h.Prompts {
-		if ph := caddyPlaceholder.FindString(r.Match); ph != "" {
-			errs = append(errs, fmt.Errorf("mcp_gateway: prompt %q: the pattern holds the placeholder %s, which is not replaced there: it would match no prompt of the name meant, leaving that prompt to the rules after it; write the name itself (in a Caddyfile {$NAME} is replaced when the file is adapted)", r.Match, ph))
+	// A prompt's name may hold braces ("summarize_{topic}"), and so may
+	// a method pattern (visible ASCII); a tool's and a resource rule's
+	// may not (gateway.CheckRules): only Caddy's own placeholders are
+	// refused in a prompt or method pattern. `prompt {env.ADMIN_PROMPT}
+	// admin` before `prompt * read` (or `method {env.ADMIN_METHOD} admin`
+	// before `method acme/* read`) matched no prompt (method) of the name
+	// meant, which fell to the rule after it: less than the rule said it
+	// needed.
+	for _, k := range []struct {
+		kind  string
+		rules []Rule
+	}{{"prompt", h.Prompts}, {"method", h.Methods}} {
+		for _, r := range k.rules {
+			if ph := caddyPlaceholder.FindString(r.Match); ph != "" {
+				errs = append(errs, fmt.Errorf("mcp_gateway: %s %q: the pattern holds the placeholder %s, which is not replaced there: it would match no %s of the name meant, leaving it to the rules after it; write the name itself (in a Caddyfile {$NAME} is replaced when the file is adapted)", k.kind, r.Match, ph, k.kind))
+			}
 		}
 	}
 	return cmp.Or(errs...)
