@@ -844,3 +844,67 @@ func raceCopies(t *testing.T, envs []*testEnv, round int, what string, form url.
 	}
 	return issued
 }
+
+// TestRevocationsKeptAcrossClockStepBack: an instance whose clock a
+// wrong time source steps ahead reads the revocations that end before
+// its reading as expired (the store compares expiry with its clock): it
+// prunes those it held and skips those logged meanwhile, its gateways
+// refusing their tokens as expired anyway. Once the clock is stepped
+// back, those tokens are live again, and the store still holds their
+// markers (Purge waits for the database server's clock too); but the
+// instance had read past them in the log, and unless the entry it last
+// read had expired too (which made it load the markers again), it
+// refused them no more, while every other instance did. It now loads
+// the markers again whenever its clock reads earlier than at its last
+// catch-up.
+func TestRevocationsKeptAcrossClockStepBack(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	start := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	a := postgresEnv(t, dsn, storetest.NewClock(start))
+	b := postgresEnv(t, dsn, storetest.NewClock(start))
+	ctx := t.Context()
+	sync := func() {
+		t.Helper()
+		if err := b.iss.SyncRevocations(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	revoke := func(tok string) {
+		t.Helper()
+		if r := a.post(t, pathRevoke, url.Values{"token": {tok}}, tConf+":"+tSecret); r.status != 200 {
+			t.Fatalf("revoke on A = %d %s", r.status, r.raw)
+		}
+		sync()
+	}
+	// Two tokens of an hour, revoked 40 minutes on: one before B's clock
+	// goes 30 minutes ahead, one while it is.
+	before, jtiBefore, gidBefore := clientTokenOf(t, a)
+	during, jtiDuring, gidDuring := clientTokenOf(t, a)
+	a.clock.Advance(40 * time.Minute)
+	b.clock.Advance(40 * time.Minute)
+	revoke(before)
+	if got, err := b.iss.Revoked(ctx, jtiBefore, gidBefore); !got || err != nil {
+		t.Fatalf("B: Revoked(token revoked on A) = %v, %v, want true, nil", got, err)
+	}
+
+	b.clock.Advance(30 * time.Minute)
+	sync()
+	revoke(during)
+	// The last revocation B reads while ahead is one it reads as live.
+	fresh, jtiFresh, gidFresh := clientTokenOf(t, a)
+	revoke(fresh)
+	b.clock.Advance(-30 * time.Minute)
+	sync()
+	for _, tok := range []struct{ name, jti, gid string }{
+		{"revoked before the clock went ahead", jtiBefore, gidBefore},
+		{"revoked while it was ahead", jtiDuring, gidDuring},
+		{"revoked last", jtiFresh, gidFresh},
+	} {
+		if got, err := a.iss.Revoked(ctx, tok.jti, tok.gid); !got || err != nil {
+			t.Fatalf("A: Revoked(token %s) = %v, %v, want true, nil", tok.name, got, err)
+		}
+		if got, err := b.iss.Revoked(ctx, tok.jti, tok.gid); !got || err != nil {
+			t.Errorf("B, its clock back: Revoked(token %s) = %v, %v, want true, nil", tok.name, got, err)
+		}
+	}
+}

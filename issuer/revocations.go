@@ -232,8 +232,8 @@ func (s *revocationSet) add(es []logEntry) {
 // sync catches up with the store view reads: the first time (or when
 // the log's sequence went back, as after a restore from backup, or its
 // entry at the last one read changed, as when it went back and forward
-// again between two catch-ups) by loading every marker, then by reading
-// the log entries after the last one read.
+// again between two catch-ups, or the clock went back) by loading every
+// marker, then by reading the log entries after the last one read.
 func (s *revocationSet) sync(ctx context.Context, view func(context.Context, func(store.Tx) error) error) error {
 	s.syncMu.Lock()
 	defer s.syncMu.Unlock()
@@ -253,7 +253,11 @@ func (s *revocationSet) sync(ctx context.Context, view func(context.Context, fun
 		if atLast, err = log.at(last); err != nil { // the entry at s.seq next time
 			return err
 		}
-		reload := !s.loaded || last < s.seq
+		// A clock that reads earlier than at the last catch-up was
+		// stepped back: what it read before as expired (pruned, or
+		// skipped in the log) may be live again, and the markers are
+		// read afresh.
+		reload := !s.loaded || last < s.seq || start.UnixNano() < s.synced.Load()
 		if !reload && s.seq > 0 {
 			at := atLast // nothing logged since: one read
 			if last != s.seq {
