@@ -596,19 +596,7 @@ func TestGatewayFailsClosedWhileKeysUnread(t *testing.T) {
 	if _, err := a.iss.WithdrawSigningKeys(t.Context(), stolen.kid); err != nil {
 		t.Fatal(err)
 	}
-	later, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(later)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := signingKey{KID: "key-of-a-later-release", Alg: "ES384", CreatedAt: a.clock.Now(),
-		PrivatePEM: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})}
-	if err := a.store.Update(t.Context(), func(tx store.Tx) error { return keysIn(tx).t.put(rec.KID, &rec, time.Time{}) }); err != nil {
-		t.Fatal(err)
-	}
+	storeUnreadableKey(t, a)
 	b.clock.Advance(keyReload)
 	if err := b.iss.keys.load(t.Context()); err == nil {
 		t.Fatal("B read the key set with a record it cannot parse: the test's premise is gone")
@@ -624,6 +612,60 @@ func TestGatewayFailsClosedWhileKeysUnread(t *testing.T) {
 			keyReload+maxStale+time.Second, status, body)
 	}
 	endsSoon(t, "forged", stream)
+}
+
+// storeUnreadableKey stores, through e, a signing key record that no
+// instance of this build can parse (an algorithm a later release might
+// sign with), so that from then on every read of the key set fails.
+func storeUnreadableKey(t *testing.T, e *testEnv) {
+	t.Helper()
+	later, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(later)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := signingKey{KID: "key-of-a-later-release", Alg: "ES384", CreatedAt: e.clock.Now(),
+		PrivatePEM: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})}
+	if err := e.store.Update(t.Context(), func(tx store.Tx) error { return keysIn(tx).t.put(rec.KID, &rec, time.Time{}) }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestEndpointsRefuseKeyWithdrawnElsewhere: /introspect and /userinfo
+// verified a token with the instance's copy of the keys and read the
+// store for its revocation only, so a token of a key withdrawn at
+// another instance was active, and its user's claims answered, until
+// this instance re-read its keys (5 s), and for as long as that re-read
+// failed (here: a key record it cannot parse) where its revocation
+// reads did not. The same read of the store now finds the key gone.
+func TestEndpointsRefuseKeyWithdrawnElsewhere(t *testing.T) {
+	envs, _ := clusterEnvs(t, 2, watchedKeys)
+	a, b := envs[0], envs[1]
+	watchRevocations(t, b.iss)
+	tok := b.userToken(t, tConf, "read", "openid").AccessToken
+	if !b.active(t, tok) {
+		t.Fatal("B: a token of its key before the withdrawal is inactive")
+	}
+	if status := userinfoStatus(t, b, tok); status != http.StatusOK {
+		t.Fatalf("B: /userinfo before the withdrawal = %d, want 200", status)
+	}
+	if _, err := a.iss.WithdrawSigningKeys(t.Context(), signing(t, b).kid); err != nil {
+		t.Fatal(err)
+	}
+	if b.active(t, tok) {
+		t.Error("B: /introspect right after the withdrawal at A: active")
+	}
+	storeUnreadableKey(t, a)
+	b.clock.Advance(keyReload + time.Minute)
+	if b.active(t, tok) {
+		t.Errorf("B, its key reads failing, %s after the withdrawal at A: /introspect answers the withdrawn key's token active", keyReload+time.Minute)
+	}
+	if status := userinfoStatus(t, b, tok); status != http.StatusUnauthorized {
+		t.Errorf("B, its key reads failing: /userinfo with the withdrawn key's token = %d, want 401", status)
+	}
 }
 
 // waitSynced waits until iss's revocation set has caught up with the
@@ -922,7 +964,7 @@ func TestRevokeTokenOfKeyNotYetRead(t *testing.T) {
 	r := b.post(t, pathRevoke, url.Values{"token": {tok}}, tConf+":"+tSecret)
 	switch r.status {
 	case http.StatusOK:
-		if revoked, err := a.iss.revokedInStore(t.Context(), jti, gid); !revoked || err != nil {
+		if revoked, err := a.iss.revokedInStore(t.Context(), "", jti, gid); !revoked || err != nil {
 			t.Errorf("revoke at B = 200, but the token is not revoked (%v, %v)", revoked, err)
 		}
 	case http.StatusServiceUnavailable:

@@ -339,7 +339,7 @@ func BenchmarkRevoked(b *testing.B) {
 	b.Run("InStore", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			iss.revokedInStore(ctx, "some-jti", "some-gid")
+			iss.revokedInStore(ctx, "", "some-jti", "some-gid")
 		}
 	})
 }
@@ -437,7 +437,7 @@ func TestRevocationLogGoneBackAndForth(t *testing.T) {
 // revokedIn is what i's store says of jti and gid; a failed read fails t.
 func revokedIn(t *testing.T, i *Issuer, jti, gid string) bool {
 	t.Helper()
-	revoked, err := i.revokedInStore(t.Context(), jti, gid)
+	revoked, err := i.revokedInStore(t.Context(), "", jti, gid)
 	if err != nil {
 		t.Fatalf("revokedInStore = %v", err)
 	}

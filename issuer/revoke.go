@@ -17,12 +17,19 @@ import (
 // what resource servers elsewhere rely on, so they see a revocation
 // committed by any instance at once, not at the set's next catch-up, and
 // a store they cannot read fails them anyway. A store error counts as
-// revoked (fail closed).
-func (i *Issuer) revokedInStore(ctx context.Context, jti, grantID string) (bool, error) {
+// revoked (fail closed). So does, with kid (not ""), a token of a key
+// the store no longer holds: withdrawn at another instance (it leaked)
+// since this one last read its keys, or while its reads of them fail,
+// its copy still holding the key.
+func (i *Issuer) revokedInStore(ctx context.Context, kid, jti, grantID string) (bool, error) {
 	var revoked bool
 	err := i.store.View(ctx, func(tx store.Tx) error {
 		var err error
-		revoked, err = revocationsIn(tx).revoked(jti, grantID)
+		if revoked, err = revocationsIn(tx).revoked(jti, grantID); err != nil || revoked || kid == "" {
+			return err
+		}
+		published, err := keySetIn(tx, i.keys.bucket).t.has(kid)
+		revoked = !published
 		return err
 	})
 	if err != nil {

@@ -220,14 +220,15 @@ func (i *Issuer) signAccessToken(ctx context.Context, s tokenSubject, exp time.T
 }
 
 // verifyAccessToken verifies an access token this issuer signed, for any
-// audience, and refuses revoked ones. Used by introspection, userinfo,
-// revocation and actor tokens.
+// audience, and refuses revoked ones and those of a key withdrawn since
+// this instance read its keys (revokedInStore). Used by introspection,
+// userinfo, revocation and actor tokens.
 func (i *Issuer) verifyAccessToken(ctx context.Context, raw string) (*accesstoken.Claims, error) {
 	c, err := i.parseAccessToken(ctx, raw, 0)
 	if err != nil {
 		return nil, err
 	}
-	switch revoked, err := i.revokedInStore(ctx, c.ID, c.GrantID); {
+	switch revoked, err := i.revokedInStore(ctx, headerKID(raw), c.ID, c.GrantID); {
 	case err != nil:
 		// Not known to be live: refused, and a store that cannot
 		// answer now is told as such (storeBusy), not as a bad token.
