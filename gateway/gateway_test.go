@@ -251,7 +251,7 @@ func TestMetadata(t *testing.T) {
 					"scopes_supported":                  []any{"admin", "files:read", "files:secret", "mcp", "prompts:read", "tools:read", "tools:write"},
 					"bearer_methods_supported":          []any{"header"},
 					"resource_name":                     "Example MCP",
-					"dpop_signing_alg_values_supported": []any{"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA"},
+					"dpop_signing_alg_values_supported": []any{"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA", "Ed25519"},
 					"dpop_bound_access_tokens_required": false,
 				}
 				if diff := cmp.Diff(want, md); diff != "" {

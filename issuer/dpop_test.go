@@ -91,7 +91,7 @@ func wantRefused(t *testing.T, what string, a answer, code string) {
 func TestDPoPMetadata(t *testing.T) {
 	e := newTokEnv(t)
 	md := e.iss.metadataDocument()
-	want := []string{"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA"}
+	want := []string{"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA", "Ed25519"}
 	if !slices.Equal(md.DPoPSigningAlgValuesSupported, want) {
 		t.Errorf("dpop_signing_alg_values_supported = %v, want %v (asymmetric only)", md.DPoPSigningAlgValuesSupported, want)
 	}

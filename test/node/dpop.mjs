@@ -1,6 +1,7 @@
 // DPoP (RFC 9449) end to end with an independent client library,
-// oauth4webapi: discovery, an access token bound to a fresh ES256 key
-// (nonce round trip included when the server asks), refresh-free MCP
+// oauth4webapi: discovery, an access token bound to a fresh key (ES256,
+// or of --alg: Ed25519 is a WebCrypto Ed25519 key, whose proofs name
+// Ed25519) (nonce round trip included when the server asks), refresh-free MCP
 // calls through the gateway with a proof per request, then the same token
 // without its key: as Bearer, and with another key's proofs.
 // Prints one JSON report (challenges and claims, never tokens).
@@ -10,7 +11,7 @@
 // caller) with its PKCE verifier, state and ID token nonce.
 //
 //   node dpop.mjs --issuer URL --resource URL --client-id ID --client-secret S --tool NAME
-//     [--scope S] [--callback URL --redirect-uri URL --state S --code-verifier V --nonce N]
+//     [--alg ES256|Ed25519|...] [--scope S] [--callback URL --redirect-uri URL --state S --code-verifier V --nonce N]
 import * as oauth from 'oauth4webapi';
 import { parseArgs } from 'node:util';
 
@@ -22,6 +23,7 @@ const { values: args } = parseArgs({
     'client-secret': { type: 'string' },
     scope: { type: 'string', default: '' },
     tool: { type: 'string' },
+    alg: { type: 'string', default: 'ES256' },
     callback: { type: 'string' },
     'redirect-uri': { type: 'string' },
     state: { type: 'string' },
@@ -30,8 +32,19 @@ const { values: args } = parseArgs({
   },
 });
 
-const report = { ok: false, token_requests: [], token_type: '', cnf_jkt: '', calls: [] };
-const insecure = { [oauth.allowInsecureRequests]: true }; // loopback http in tests
+const report = { ok: false, token_requests: [], token_type: '', cnf_jkt: '', calls: [], proof_algs: [] };
+// recordingFetch notes the alg of each DPoP proof sent (the key's, as the
+// library names it).
+async function recordingFetch(url, init) {
+  const proof = new Headers(init?.headers).get('dpop');
+  if (proof) {
+    const { alg } = JSON.parse(Buffer.from(proof.split('.')[0], 'base64url').toString());
+    if (!report.proof_algs.includes(alg)) report.proof_algs.push(alg);
+  }
+  return fetch(url, init);
+}
+// Loopback http in tests.
+const insecure = { [oauth.allowInsecureRequests]: true, [oauth.customFetch]: recordingFetch };
 
 // withNonce retries once when the server asks for a (fresh) DPoP nonce;
 // the DPoP handle has remembered it from the answer.
@@ -95,7 +108,7 @@ try {
   const client = { client_id: args['client-id'] };
   const auth = oauth.ClientSecretBasic(args['client-secret']);
 
-  const keys = await oauth.generateKeyPair('ES256');
+  const keys = await oauth.generateKeyPair(args.alg);
   const dpop = oauth.DPoP(client, keys);
   const tok = await withNonce('token', async () => {
     const record = (resp) => {
@@ -139,7 +152,7 @@ try {
 
   // The token without its key.
   await mcp('as Bearer', tok.access_token, null, { jsonrpc: '2.0', id: 4, method: 'tools/list' }, session);
-  const thief = oauth.DPoP(client, await oauth.generateKeyPair('ES256'));
+  const thief = oauth.DPoP(client, await oauth.generateKeyPair(args.alg));
   await mcp('with another key', tok.access_token, thief, { jsonrpc: '2.0', id: 5, method: 'tools/list' }, session);
   report.ok = true;
 } catch (err) {

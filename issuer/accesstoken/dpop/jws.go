@@ -26,15 +26,22 @@ type proofHeader struct {
 	jwkOK    bool // jwk is an object of string kty, crv, x, y, n, e (each when present) and no private member
 }
 
+// algEd25519 is RFC 9864's fully-specified name for EdDSA with an
+// Ed25519 key, which WebCrypto names such a key and oauth4webapi signs
+// its proofs with; a proof naming it is read as EdDSA, whose key must be
+// an Ed25519 one (accesstoken.KeyFitsAlg).
+const algEd25519 = "Ed25519"
+
 // readProof reads and verifies a proof as golang-jwt's Parser read it
 // (the header into a map, the claims with proofClaims.UnmarshalJSON,
 // then the key function and the signature), in one pass over each part
 // and without the map: compact serialization of three base64url parts
-// (unpadded, as jwt.Parser decodes them), an allowed asymmetric alg,
-// no crit, typ dpop+jwt, a public jwk (decoded, or remembered: keyCache)
-// of a type and size that fit alg, and the signature of the first two
-// parts by that key, checked by golang-jwt's signing method. It returns
-// the key's decoding, and fresh when it was decoded now.
+// (unpadded, as jwt.Parser decodes them), an allowed asymmetric alg
+// (Ed25519 read as EdDSA), no crit, typ dpop+jwt, a public jwk (decoded,
+// or remembered: keyCache) of a type and size that fit alg, and the
+// signature of the first two parts by that key, checked by golang-jwt's
+// signing method. It returns the key's decoding, and fresh when it was
+// decoded now.
 func (v *Verifier) readProof(s string, claims *proofClaims) (jwk accesstoken.JWK, d decodedKey, fresh bool, err error) {
 	head, rest, ok := strings.Cut(s, ".")
 	payload, sig, ok2 := strings.Cut(rest, ".")
@@ -57,8 +64,12 @@ func (v *Verifier) readProof(s string, claims *proofClaims) (jwk accesstoken.JWK
 	if err != nil {
 		return jwk, d, false, errMalformed
 	}
-	method := jwt.GetSigningMethod(h.alg)
-	if method == nil || !accesstoken.Supported(h.alg) || h.crit {
+	alg := h.alg
+	if alg == algEd25519 {
+		alg = "EdDSA"
+	}
+	method := jwt.GetSigningMethod(alg)
+	if method == nil || !accesstoken.Supported(alg) || h.crit {
 		return jwk, d, false, errMalformed
 	}
 	// A media type, read as RFC 7515 section 4.1.9 says: without case,
@@ -73,7 +84,7 @@ func (v *Verifier) readProof(s string, claims *proofClaims) (jwk accesstoken.JWK
 	if d, fresh, err = v.keys.decode(h.jwk); err != nil {
 		return jwk, d, false, err
 	}
-	if err := accesstoken.KeyFitsAlg(h.alg, d.key); err != nil {
+	if err := accesstoken.KeyFitsAlg(alg, d.key); err != nil {
 		return jwk, d, false, err
 	}
 	if err := method.Verify(s[:len(head)+1+len(payload)], sb, d.key); err != nil {

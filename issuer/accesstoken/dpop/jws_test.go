@@ -2,11 +2,13 @@ package dpop
 
 import (
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -60,11 +62,24 @@ func headerKeyByMap(v any) (accesstoken.JWK, error) {
 	return j, nil
 }
 
-// proofByJWT reads and verifies a proof as Check did with golang-jwt.
+// ed25519Method is golang-jwt's EdDSA under RFC 9864's name, Ed25519,
+// which readProof reads as EdDSA: registered for proofByJWT only (readProof
+// asks golang-jwt for EdDSA's method by that name).
+type ed25519Method struct{ *jwt.SigningMethodEd25519 }
+
+func (ed25519Method) Alg() string { return algEd25519 }
+
+var registerEd25519 sync.Once
+
+// proofByJWT reads and verifies a proof as Check did with golang-jwt,
+// and a proof naming Ed25519 as one naming EdDSA.
 func proofByJWT(s string) (accesstoken.JWK, proofClaims, error) {
+	registerEd25519.Do(func() {
+		jwt.RegisterSigningMethod(algEd25519, func() jwt.SigningMethod { return ed25519Method{jwt.SigningMethodEdDSA} })
+	})
 	var jwk accesstoken.JWK
 	var claims proofClaims
-	parser := jwt.NewParser(jwt.WithValidMethods(accesstoken.Algorithms()), jwt.WithoutClaimsValidation())
+	parser := jwt.NewParser(jwt.WithValidMethods(append(accesstoken.Algorithms(), algEd25519)), jwt.WithoutClaimsValidation())
 	_, err := parser.ParseWithClaims(s, &jwtClaims{&claims}, func(t *jwt.Token) (any, error) {
 		if err := accesstoken.RefuseCritical(t); err != nil {
 			return nil, err
@@ -80,7 +95,11 @@ func proofByJWT(s string) (accesstoken.JWK, proofClaims, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := accesstoken.KeyFitsAlg(t.Method.Alg(), key); err != nil {
+		alg := t.Method.Alg()
+		if alg == algEd25519 {
+			alg = "EdDSA"
+		}
+		if err := accesstoken.KeyFitsAlg(alg, key); err != nil {
 			return nil, err
 		}
 		return key, nil
@@ -213,6 +232,7 @@ func proofSeeds(t testing.TB, key *ecdsa.PrivateKey, now time.Time) []string {
 		func(p *proof) { delete(p.header, "jwk") },
 		func(p *proof) { p.claims["iat"] = "x" },
 		func(p *proof) { p.claims["extra"] = map[string]any{"jti": 1} },
+		func(p *proof) { p.header["alg"] = algEd25519 },
 	} {
 		p := newProof(t, key, jwt.SigningMethodES256, "POST", uri, now)
 		edit(p)
@@ -220,6 +240,12 @@ func proofSeeds(t testing.TB, key *ecdsa.PrivateKey, now time.Time) []string {
 			seeds = append(seeds, p.signWith(t, key))
 			continue
 		}
+		seeds = append(seeds, p.sign(t))
+	}
+	_, ed, _ := ed25519.GenerateKey(rand.Reader)
+	for _, alg := range []string{"EdDSA", algEd25519, "ed25519", "Ed448"} {
+		p := newProof(t, ed, jwt.SigningMethodEdDSA, "POST", uri, now)
+		p.header["alg"] = alg
 		seeds = append(seeds, p.sign(t))
 	}
 	return seeds

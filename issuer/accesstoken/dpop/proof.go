@@ -130,8 +130,9 @@ func New(o Options) *Verifier {
 }
 
 // Algorithms are the proof algorithms accepted (asymmetric only), for
-// dpop_signing_alg_values_supported and the algs challenge parameter.
-func Algorithms() []string { return accesstoken.Algorithms() }
+// dpop_signing_alg_values_supported and the algs challenge parameter:
+// those of access tokens, and Ed25519 (RFC 9864).
+func Algorithms() []string { return append(accesstoken.Algorithms(), algEd25519) }
 
 // Nonces returns the Verifier's nonce source, nil when none is required.
 func (v *Verifier) Nonces() *Nonces { return v.nonces }

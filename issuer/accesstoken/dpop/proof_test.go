@@ -153,6 +153,21 @@ func TestVerify(t *testing.T) {
 		{name: "valid EdDSA", edit: func(p *proof) {
 			p.method, p.key, p.header["jwk"] = jwt.SigningMethodEdDSA, edKey, publicJWK(t, edKey.Public())
 		}},
+		// RFC 9864's fully-specified name, which oauth4webapi signs a
+		// WebCrypto Ed25519 key's proofs with; still EdDSA's key only.
+		{name: "valid Ed25519", edit: func(p *proof) {
+			p.method, p.key, p.header["jwk"] = jwt.SigningMethodEdDSA, edKey, publicJWK(t, edKey.Public())
+			p.header["alg"] = "Ed25519"
+		}},
+		{name: "Ed25519 over an EC key", edit: func(p *proof) { p.header["alg"] = "Ed25519" }, want: "malformed"},
+		{name: "Ed25519 in another case", edit: func(p *proof) {
+			p.method, p.key, p.header["jwk"] = jwt.SigningMethodEdDSA, edKey, publicJWK(t, edKey.Public())
+			p.header["alg"] = "ed25519"
+		}, want: "malformed"},
+		{name: "Ed448", edit: func(p *proof) {
+			p.method, p.key, p.header["jwk"] = jwt.SigningMethodEdDSA, edKey, publicJWK(t, edKey.Public())
+			p.header["alg"] = "Ed448"
+		}, want: "malformed"},
 		{name: "htu with default port, upper-case host and a query", edit: func(p *proof) {
 			p.claims["htu"] = "HTTPS://MCP.example.com:443/mcp?x=1#f"
 		}},

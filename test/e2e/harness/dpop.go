@@ -20,6 +20,7 @@ type DPoPReport struct {
 	Opaque        bool     `json:"opaque"`
 	CnfJKT        string   `json:"cnf_jkt"` // of a JWT access token
 	OwnJKT        string   `json:"own_jkt"`
+	ProofAlgs     []string `json:"proof_algs"` // the alg of each proof sent, once each
 	NonceRetries  int      `json:"nonce_retries"`
 	TokenNonce    bool     `json:"token_nonce_challenge"`
 	TokenRequests []struct {
