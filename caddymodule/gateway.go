@@ -849,12 +849,14 @@ func (h *GatewayHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next 
 	if h.app != nil && !h.app.started(r.Context()) {
 		return notRunning(w)
 	}
-	if r.Host == h.gw.Host() && placeholderHostport(r) == h.gw.Host() {
+	if r.Host == h.gw.Host() && placeholderHostport(r) == h.gw.Host() && (r.TLS == nil || r.TLS.ServerName == resourceSNI(r.Host)) {
 		// As a client that names the resource sends it: the
 		// placeholders already read the resource's host. They read the
 		// request Caddy began with, which a handler before this one may
 		// have passed on a copy of and set the copy's Host (tracing, then
-		// request_header): r.Host alone does not say what they read.
+		// request_header): r.Host alone does not say what they read. Nor
+		// does it say what the client named in TLS (SNI), which Caddy
+		// lets differ from Host.
 		return h.gw.Serve(w, r, next)
 	}
 	return h.gw.Serve(w, r, hostNext{next})
@@ -880,8 +882,32 @@ func placeholderHostport(r *http.Request) string {
 // made of them (a wildcard site's `reverse_proxy {labels.2}.internal`),
 // would send a request authorized for this resource to the host the
 // client named. Error routes and logs afterwards see the Host as it
-// came, as they see the client's header.
+// came, as they see the client's header. Over TLS the server name the
+// client sent (SNI, {http.request.tls.server_name}), which Caddy lets
+// differ from Host unless strict_sni_host is on, reads the resource's
+// host too (resourceSNI): a transport's `tls_server_name` or an
+// upstream address made of it would send the request where the client's
+// TLS handshake named.
 type hostNext struct{ next caddyhttp.Handler }
+
+// tlsServerNamePlaceholder is Caddy's placeholder of the server name the
+// client sent in its TLS handshake.
+const tlsServerNamePlaceholder = "http.request.tls.server_name"
+
+// resourceSNI is the server name a client that names the resource at
+// hostport sends in its TLS handshake: its host in lower case, none for
+// an IP address (RFC 6066 allows only DNS names).
+func resourceSNI(hostport string) string {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = hostport
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if net.ParseIP(host) != nil {
+		return ""
+	}
+	return strings.ToLower(host)
+}
 
 func (n hostNext) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
 	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
@@ -912,7 +938,13 @@ func (n hostNext) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
 		}
 		repl.Set(hostLabelPlaceholder+strconv.Itoa(i), label)
 	}
+	if r.TLS != nil {
+		repl.Set(tlsServerNamePlaceholder, resourceSNI(r.Host))
+	}
 	defer func() {
+		if r.TLS != nil {
+			repl.Delete(tlsServerNamePlaceholder)
+		}
 		repl.Delete("http.request.host")
 		repl.Delete("http.request.hostport")
 		repl.Delete("http.request.port")
