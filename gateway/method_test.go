@@ -107,6 +107,67 @@ func TestNameWithTrailingDots(t *testing.T) {
 	}
 }
 
+// TestNameLikeAShortName: on a Windows volume with 8.3 names, a server
+// that puts a prompt's name in a file path reads "REPORT~1" as the file
+// whose short name it is, report_q3 (or "REPORT~1.MD" as report_q3.md),
+// which the gateway cannot tell from the name. Such a name is refused
+// where another rule than its own exists, which the longer name could
+// fall under (as a resource URI's "~" and digit are: TestResourceURIs),
+// and left out of lists; under its own rule alone it passes. (Tool names
+// hold no '~'.)
+func TestNameLikeAShortName(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Prompts = []Rule{
+		{Pattern: "report_*", Scopes: []string{"admin"}},
+		{Pattern: "*", Scopes: []string{"prompts:read"}},
+	}
+	get := func(name string) string {
+		return `{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":` + quote(name) + `}}`
+	}
+	for _, tt := range []struct {
+		name, body string
+		status     int // 0: forwarded
+		code       int
+	}{
+		{"prompt", get("REPORT~1"), 400, codeInvalidParams},
+		{"prompt with an extension", get("report~1.md"), 400, codeInvalidParams},
+		{"prompt, a later number", get("REPORT~12"), 400, codeInvalidParams},
+		{"prompt in a directory", get(`team\SECRET~1\x`), 400, codeInvalidParams},
+		{"prompt completion", `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"REPORT~1"},"argument":{"name":"a","value":""}}}`, 400, codeInvalidParams},
+		{"a tilde alone", get("notes~"), 0, 0},
+		{"a tilde and a letter", get("notes~x"), 0, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, cfg, nil)
+			c := claims()
+			c["scope"] = "mcp prompts:read"
+			resp := h.do(t, call{body: tt.body, token: mint(t, c)})
+			checkAnswer(t, h, resp, tt.status, tt.code, "1")
+		})
+	}
+	t.Run("prompts/list", func(t *testing.T) {
+		answer := `{"jsonrpc":"2.0","id":1,"result":{"prompts":[{"name":"REPORT~1"},{"name":"notes"}]}}`
+		h := newHarness(t, cfg, answerAs("json", answer))
+		c := claims()
+		c["scope"] = "mcp prompts:read"
+		resp := h.do(t, call{body: `{"jsonrpc":"2.0","id":1,"method":"prompts/list"}`, token: mint(t, c)})
+		if body := readBody(t, resp); resp.StatusCode != 200 || !strings.Contains(body, `"notes"`) || strings.Contains(body, "~1") {
+			t.Fatalf("prompts/list = %d %s, want notes alone", resp.StatusCode, body)
+		}
+	})
+	// Under its own rule alone every longer name is decided as the
+	// short one is.
+	t.Run("its own rule alone", func(t *testing.T) {
+		cfg := cfg
+		cfg.Prompts = []Rule{{Pattern: "*", Scopes: []string{"prompts:read"}}}
+		h := newHarness(t, cfg, nil)
+		c := claims()
+		c["scope"] = "mcp prompts:read"
+		resp := h.do(t, call{body: get("REPORT~1"), token: mint(t, c)})
+		checkAnswer(t, h, resp, 0, 0, "1")
+	})
+}
+
 // TestPromptNameCutWhereAURLPathEnds: a server that puts a prompt's name
 // in a URL, as the dot-segment refusals have it, ends the URL's path at
 // "?" or "#" ("report?x" is the prompt report there), and a servlet

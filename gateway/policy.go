@@ -1474,7 +1474,25 @@ func (p *policy) decideCaseless(pr *principal, kind string, rules []compiledRule
 			return decision{}, fmt.Errorf("%s name %q falls under another rule when read as Windows reads a file name (a segment's trailing dots and ::$DATA or ::$INDEX_ALLOCATION stream suffix dropped)", kind, name)
 		}
 	}
+	if others := len(rules) - min(i+1, 1); others > 0 && shortName(name) {
+		return decision{}, fmt.Errorf("%s name %q may be a Windows 8.3 short name ('~' and a digit), which names a file of a longer name that may fall under another rule", kind, name)
+	}
 	return p.decideRule(pr, kind, rules, name, i), nil
+}
+
+// shortName reports whether name holds '~' and a digit, as the 8.3 short
+// names Windows gives files do: "REPORT~1" (or "REPORT~1.MD") is
+// report_q3 (or report_q3.md) to a server there that puts the name in a
+// file path, and which longer name it is the gateway cannot know. Such a name is refused when some other rule than its own exists,
+// which that longer name could fall under (as a resource URI's path may
+// hold no '~' and digit: checkFilePath).
+func shortName(name string) bool {
+	for i := strings.IndexByte(name, '~'); i >= 0 && i+1 < len(name); i++ {
+		if name[i] == '~' && '0' <= name[i+1] && name[i+1] <= '9' {
+			return true
+		}
+	}
+	return false
 }
 
 // windowsStreams are the stream suffixes by which NTFS names a file's or
