@@ -29,9 +29,11 @@ const maxClockOffset = accesstoken.Leeway
 
 // handleHealth answers an orchestrator's probe: 200 {"status":"ok"} when
 // the store answers a read, this instance's clock agrees with the store
-// server's (a store shared by several instances) and a signing key is
-// loaded, otherwise 503 with a short reason and Retry-After; the details
-// go to the log, not to the caller.
+// server's (a store shared by several instances), a signing key is
+// loaded and the revocation set has caught up with the store within
+// Config.RevocationMaxStale (past it the gateways of this process refuse
+// every token), otherwise 503 with a short reason and Retry-After; the
+// details go to the log, not to the caller.
 func (i *Issuer) handleHealth(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		methodNotAllowed(w, http.MethodGet, http.MethodHead)
@@ -110,6 +112,11 @@ func (i *Issuer) checkHealth(ctx context.Context) (healthView, int) {
 	} else if _, err := i.keys.current(ctx); err != nil {
 		i.log.Error("health check: signing key", zap.Error(err))
 		v, status = healthView{Status: "unavailable", Reason: "no signing key"}, http.StatusServiceUnavailable
+	} else if i.revs.stale(i.now()) {
+		// The gateways of this process refuse every token (fail
+		// closed) while the store answers other reads.
+		i.log.Error("health check: revocations", zap.Duration("max_stale", i.cfg.RevocationMaxStale), zap.Error(ErrRevocationsStale))
+		v, status = healthView{Status: "unavailable", Reason: "revocations stale"}, http.StatusServiceUnavailable
 	}
 	return v, status
 }

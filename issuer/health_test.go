@@ -228,3 +228,38 @@ func TestHealthChecksReadsNotWrites(t *testing.T) {
 	}
 	t.Logf("client_credentials on a read-only database: %d %s", a.status, a.raw)
 }
+
+// TestHealthRevocationsStale: an instance whose revocation set has not
+// caught up with the store for longer than RevocationMaxStale (its
+// catch-ups failing or stuck while the store answers other reads) has
+// its gateways refuse every token (ErrRevocationsStale), and its probe
+// says so: 503 "revocations stale", so that an orchestrator takes it out
+// of service rather than sending it requests it refuses; 200 again once
+// it has caught up.
+func TestHealthRevocationsStale(t *testing.T) {
+	e := newTokEnv(t, func(c *Config) { c.RevocationMaxStale = DefaultRevocationMaxStale })
+	get := func() (int, string) {
+		t.Helper()
+		resp, err := e.srv.Client().Get(e.iss.endpoint(pathHealth))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, strings.TrimSpace(readBody(t, resp))
+	}
+	if status, body := get(); status != http.StatusOK {
+		t.Fatalf("GET healthz = %d %s, want 200", status, body)
+	}
+	e.clock.Advance(DefaultRevocationMaxStale + time.Second) // since the set was loaded, at New
+	if _, err := e.iss.Revoked(t.Context(), "jti", "gid"); err != ErrRevocationsStale {
+		t.Fatalf("Revoked = %v, want ErrRevocationsStale", err)
+	}
+	if status, body := get(); status != http.StatusServiceUnavailable || body != `{"status":"unavailable","reason":"revocations stale"}` {
+		t.Errorf("GET healthz with the revocations stale = %d %s, want 503 revocations stale", status, body)
+	}
+	if err := e.iss.SyncRevocations(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if status, body := get(); status != http.StatusOK {
+		t.Errorf("GET healthz after catching up = %d %s, want 200", status, body)
+	}
+}

@@ -198,9 +198,15 @@ func newRevocationSet(now func() time.Time, legacyKeep, maxStale time.Duration) 
 	}
 }
 
+// stale reports whether the set has not caught up with the store for
+// longer than maxStale at now.
+func (s *revocationSet) stale(now time.Time) bool {
+	return now.UnixNano()-s.synced.Load() > int64(s.maxStale)
+}
+
 // revoked is Issuer.Revoked at now.
 func (s *revocationSet) revoked(jti, grantID string, now time.Time) (bool, error) {
-	if now.UnixNano()-s.synced.Load() > int64(s.maxStale) {
+	if s.stale(now) {
 		return true, ErrRevocationsStale
 	}
 	s.mu.RLock()
