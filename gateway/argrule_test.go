@@ -1330,3 +1330,31 @@ func TestSchemaParseBounded(t *testing.T) {
 		t.Errorf("the same bytes 2 deep: unreadable %v, headers %v; want read, one header", d.unreadable, paramHeaders(shallow))
 	}
 }
+
+// TestArgRulesHoldOnArgumentsOnly: `arg` lines read params.arguments and
+// nothing else (README, Argument rules): what a 2026-07-28 client answers
+// a server's input request with, in a retried tools/call's
+// inputResponses, reaches the server unchecked, whatever it holds, while
+// the same value in the arguments is refused.
+func TestArgRulesHoldOnArgumentsOnly(t *testing.T) {
+	h := newHarness(t, argConfig(t), nil)
+	token := argToken(t)
+	call2026 := func(args, responses string) string {
+		return `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"prefix","arguments":` + args +
+			`,"inputResponses":{"where":{"action":"accept","content":{"path":` + quote(responses) + `}}},` + meta2026 + `}}`
+	}
+	for _, tt := range []struct {
+		name, body string
+		status     int
+	}{
+		{"a path outside the rule in inputResponses", call2026(`{"path":"/home/alice/notes"}`, "/etc/passwd"), http.StatusOK},
+		{"the same path in the arguments", call2026(`{"path":"/etc/passwd"}`, "/home/alice/notes"), http.StatusForbidden},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := h.do(t, call{body: tt.body, token: token, headers: taskHeaders("tools/call", "prefix")})
+			if body := readBody(t, resp); resp.StatusCode != tt.status {
+				t.Errorf("tools/call = %d %s, want %d", resp.StatusCode, body, tt.status)
+			}
+		})
+	}
+}
