@@ -545,6 +545,9 @@ func (p *IdentityProvider) identity(claims map[string]any, subject string) (*idp
 	if !p.emailAdmitted(id.email) {
 		return nil, fmt.Errorf("%w: email domain not allowed", errIdPRefused)
 	}
+	if len(p.AllowedEmailDomains) > 0 && p.googleAccounts() && !googleVouchesForDomain(claims, id.email) {
+		return nil, fmt.Errorf("%w: Google does not vouch for the address's domain: a personal account (no hd claim)", errIdPRefused)
+	}
 	switch g := claims[p.GroupsClaim].(type) {
 	case string:
 		id.groups = p.mappedGroups([]string{g})
@@ -575,6 +578,34 @@ func (p *IdentityProvider) emailAdmitted(address string) bool {
 	_, domain, ok := strings.Cut(address, "@")
 	domain, ascii := asciiLower(domain)
 	return ok && ascii && slices.Contains(p.AllowedEmailDomains, domain)
+}
+
+// googleIssuer is Google's issuer: its accounts are anyone's.
+const googleIssuer = "https://accounts.google.com"
+
+// googleAccounts reports whether p signs in Google accounts.
+func (p *IdentityProvider) googleAccounts() bool {
+	return strings.TrimSuffix(p.Issuer, "/") == googleIssuer
+}
+
+// googleVouchesForDomain reports whether Google is authoritative for the
+// domain of address, a verified email claim of its ID token: an address
+// at gmail.com, or one of a Workspace or Cloud Identity account, which
+// carries the organization's domain as hd. A personal Google account
+// can be made with any address its maker could receive mail at once,
+// and email_verified stays true after the mailbox has gone to someone
+// else or away (a former employee's), so allowed_email_domains, read
+// on the address alone, would admit it as the domain's (Google's
+// OpenID Connect guide: check hd to restrict access to a domain's
+// members; without hd and outside gmail.com, Google is not
+// authoritative for the address).
+func googleVouchesForDomain(claims map[string]any, address string) bool {
+	if hd, _ := claims["hd"].(string); hd != "" {
+		return true
+	}
+	_, domain, _ := strings.Cut(address, "@")
+	domain, _ = asciiLower(domain)
+	return domain == "gmail.com" || domain == "googlemail.com"
 }
 
 // Bounds of the claims kept from a provider: an address past RFC 5321's

@@ -14,6 +14,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"io"
+	"maps"
 	"math/big"
 	"net"
 	"net/http"
@@ -260,6 +261,69 @@ func TestIdPEmailDomainASCIIOnly(t *testing.T) {
 		GroupMap: map[string][]string{"*": {"staff"}}}
 	if err := p.validate(map[string]bool{"staff": true}); err == nil || !strings.Contains(err.Error(), "xn--") {
 		t.Errorf("validate(allowed_email_domains with a non-ASCII domain) = %v, want an error naming the xn-- form", err)
+	}
+}
+
+// TestIdPGoogleAddressWithoutHostedDomain: a personal Google account can
+// be made with any address its maker once received mail at, and Google
+// keeps saying email_verified after the mailbox has gone (a former
+// employee's, a reassigned one): Google vouches for an address's domain
+// only for a Workspace or Cloud Identity account (hd) and at gmail.com.
+// So with Google, allowed_email_domains admits an address in a listed
+// domain only from such an account; another provider, or Google without
+// allowed_email_domains (which loads with a warning), is read as before.
+// The check is the one a sign-in and an ID-JAG share (identity).
+func TestIdPGoogleAddressWithoutHostedDomain(t *testing.T) {
+	for _, tt := range []struct {
+		name, issuer string
+		domains      []string
+		claims       map[string]any
+		admitted     bool
+	}{
+		{"google, workspace account", "https://accounts.google.com", []string{"corp.example"},
+			map[string]any{"email": "alice@corp.example", "email_verified": true, "hd": "corp.example"}, true},
+		{"google, workspace account of a secondary domain", "https://accounts.google.com", []string{"eu.corp.example"},
+			map[string]any{"email": "alice@eu.corp.example", "email_verified": true, "hd": "corp.example"}, true},
+		{"google, personal account with the domain's address", "https://accounts.google.com", []string{"corp.example"},
+			map[string]any{"email": "alice@corp.example", "email_verified": true}, false},
+		{"google, personal account, hd empty", "https://accounts.google.com", []string{"corp.example"},
+			map[string]any{"email": "alice@corp.example", "email_verified": true, "hd": ""}, false},
+		{"google, personal account, hd not a string", "https://accounts.google.com", []string{"corp.example"},
+			map[string]any{"email": "alice@corp.example", "email_verified": "true", "hd": true}, false},
+		{"google with a slash, personal account", "https://accounts.google.com/", []string{"corp.example"},
+			map[string]any{"email": "alice@corp.example", "email_verified": true}, false},
+		{"google, gmail listed", "https://accounts.google.com", []string{"gmail.com"},
+			map[string]any{"email": "Alice@GMail.com", "email_verified": true}, true},
+		{"google, googlemail listed", "https://accounts.google.com", []string{"googlemail.com"},
+			map[string]any{"email": "alice@googlemail.com", "email_verified": true}, true},
+		{"google, no allowed_email_domains", "https://accounts.google.com", nil,
+			map[string]any{"email": "alice@corp.example", "email_verified": true}, true},
+		{"another provider, no hd", "https://idp.example", []string{"corp.example"},
+			map[string]any{"email": "alice@corp.example", "email_verified": true}, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := IdentityProvider{Name: "corp", Issuer: tt.issuer, ClientID: "c", AllowedEmailDomains: tt.domains,
+				GroupMap: map[string][]string{"*": {"staff"}}}
+			if err := p.validate(map[string]bool{"staff": true}); err != nil {
+				t.Fatal(err)
+			}
+			claims := map[string]any{"sub": "u-1"}
+			maps.Copy(claims, tt.claims)
+			id, err := p.identity(claims, "u-1")
+			if admitted := err == nil; admitted != tt.admitted {
+				t.Fatalf("identity(%v) = %v, %v; want admitted %v", tt.claims, id, err, tt.admitted)
+			}
+			if err != nil && !errors.Is(err, errIdPRefused) {
+				t.Errorf("identity(%v) = %v, want %v", tt.claims, err, errIdPRefused)
+			}
+		})
+	}
+	// Another provider's sign-in, as it comes to the callback, without hd:
+	// admitted as before.
+	e, stub, _ := newIdPEnv(t, nil)
+	stub.set(func(s *stubIdP) { s.claims["email"], s.claims["email_verified"] = "alice@corp.example", true })
+	if res := e.idpSignIn(t, e.browser()); res.status != http.StatusSeeOther {
+		t.Fatalf("sign-in at another provider without hd = %d %q, want 303", res.status, res.body)
 	}
 }
 
