@@ -268,6 +268,9 @@ func TestAuditReasonOfLoneRequest(t *testing.T) {
 // request. Values that fit are written as they are, with no truncated
 // field.
 func TestAuditFieldsBounded(t *testing.T) {
+	if maxAuditArguments != 4<<10 {
+		t.Fatalf("maxAuditArguments = %d, README (audit_arguments) says arguments past 4 KiB are cut to 4 KiB", maxAuditArguments)
+	}
 	long := func(prefix string, n int) string { return prefix + strings.Repeat("a", n-len(prefix)) }
 	// A two-byte character across byte 256: cut before it.
 	straddling := long("p", 255) + "é" + strings.Repeat("b", 100)

@@ -1153,6 +1153,9 @@ func TestFetchKeyPrincipalKind(t *testing.T) {
 // maxPinnedTools pins of the resource, a new name is hidden and not
 // recorded, and its calls are refused; the tools pinned before stay.
 func TestPinStoreBounded(t *testing.T) {
+	if maxPinnedTools != 10000 {
+		t.Fatalf("maxPinnedTools = %d, README (Tool pinning) says a resource holds at most 10,000 pins", maxPinnedTools)
+	}
 	pins := newMemPins()
 	cfg := testConfig(t)
 	cfg.PinTools, cfg.Pins = PinFirstUse, pins
@@ -1218,6 +1221,9 @@ func TestPinStoreBounded(t *testing.T) {
 // the resource's maxPinnedBytes a new definition is hidden as past the
 // count, audited once.
 func TestPinStoreBytesBounded(t *testing.T) {
+	if maxToolDefinition != 1<<20 {
+		t.Fatalf("maxToolDefinition = %d, README (Tool pinning) says a definition is at most 1 MiB", maxToolDefinition)
+	}
 	pins := newMemPins()
 	cfg := testConfig(t)
 	cfg.PinTools, cfg.Pins = PinFirstUse, pins

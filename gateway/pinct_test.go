@@ -245,6 +245,9 @@ func TestRefusedAnswerNotReadToItsEnd(t *testing.T) {
 // written in reverse_proxy's 32 KiB pieces, or in one write as long as its
 // Content-Length (which a smaller answer may pass unheld).
 func TestPinJSONAnswerTooLarge(t *testing.T) {
+	if maxFilteredBody != 16<<20 {
+		t.Fatalf("maxFilteredBody = %d, README (Tool pinning, resource_rule) says a held answer is read up to 16 MiB", maxFilteredBody)
+	}
 	for _, size := range []int{maxTaskBody + 1, maxFilteredBody + 1} {
 		for _, whole := range []bool{false, true} {
 			g := pinnedReadFile(t)

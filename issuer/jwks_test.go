@@ -206,6 +206,9 @@ func TestJWKSCacheBounded(t *testing.T) {
 // tried in turn, which let a published set of 300 P-521 keys cost half a
 // second of CPU per request (review s13-dos F1).
 func TestJWKSKeyChoice(t *testing.T) {
+	if maxJWKSKeys != 32 {
+		t.Fatalf("maxJWKSKeys = %d, README (mcp_auth, client) says at most 32 keys", maxJWKSKeys)
+	}
 	ec := func(kid string) accesstoken.JWK {
 		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {

@@ -241,6 +241,9 @@ func TestManageClients(t *testing.T) {
 // (maxRedirectURIs), in the configuration (refused at load, naming the
 // client and the list) and through the admin API (400).
 func TestClientRedirectURIsBounded(t *testing.T) {
+	if maxRedirectURIs != 20 {
+		t.Fatalf("maxRedirectURIs = %d, README (mcp_auth, client) says at most 20 redirect URIs and 20 post-logout redirect URIs", maxRedirectURIs)
+	}
 	e := newTokEnv(t)
 	uris := func(n int, path string) []string {
 		out := make([]string, n)
