@@ -185,6 +185,12 @@ func testPinFirstUse(t *testing.T, jsonResponse bool) {
 	if cfgB.Resource == "" {
 		t.Fatal("the handler's config was not kept")
 	}
+	// README (Tool pinning): pins are reloaded every 5 seconds, so an
+	// approval applies within 5 seconds on the other instances; this
+	// test's other instance reloads sooner.
+	if h.cfg.PinReload != 0 || gateway.DefaultPinReload != 5*time.Second {
+		t.Fatalf("the handler's PinReload %v, the default %v; README says pins are reloaded every 5 seconds", h.cfg.PinReload, gateway.DefaultPinReload)
+	}
 	cfgB.Pins = toolPins{app.iss.ToolPins()}
 	cfgB.PinReload = 50 * time.Millisecond
 	pinEventsB := &pinEvents{counts: map[string]int{}}

@@ -271,6 +271,9 @@ func TestAuditFieldsBounded(t *testing.T) {
 	if maxAuditArguments != 4<<10 {
 		t.Fatalf("maxAuditArguments = %d, README (audit_arguments) says arguments past 4 KiB are cut to 4 KiB", maxAuditArguments)
 	}
+	if maxAuditName != 256 || maxAuditText != 2<<10 {
+		t.Fatalf("maxAuditName, maxAuditText = %d, %d; README (Audit) says names at 256 bytes, uri and reason at 2 KiB", maxAuditName, maxAuditText)
+	}
 	long := func(prefix string, n int) string { return prefix + strings.Repeat("a", n-len(prefix)) }
 	// A two-byte character across byte 256: cut before it.
 	straddling := long("p", 255) + "é" + strings.Repeat("b", 100)
