@@ -1260,6 +1260,14 @@ func TestReadDefaults(t *testing.T) {
 // headers none, as for one nested too deep; a definition's paths, as
 // kept, stay within the budget.
 func TestSchemaPathsBounded(t *testing.T) {
+	// README (2026-07-28 parameter headers): deeper than 32, paths past
+	// four times the definition's size and 4 KiB, property schemas past
+	// eight times its size and 64 KiB.
+	for _, n := range []int{0, 1000, 1 << 20} {
+		if maxSchemaDepth != 32 || pathBudget(n) != 4*n+4<<10 || parseBudget(n) != 8*n+64<<10 {
+			t.Fatalf("maxSchemaDepth %d, pathBudget(%d) %d, parseBudget(%d) %d; README says 32, 4×%[2]d + 4 KiB, 8×%[2]d + 64 KiB", maxSchemaDepth, n, pathBudget(n), n, parseBudget(n))
+		}
+	}
 	name := strings.Repeat("n", 4<<10)
 	var b strings.Builder
 	b.WriteString(`{"name":"t","inputSchema":{"type":"object","properties":{"owner":{"type":"string"},"x":`)
