@@ -280,6 +280,10 @@ func TestLogBufferConcurrent(t *testing.T) {
 }
 
 func TestBufferedWriterCaddyfile(t *testing.T) {
+	// Left out (as in "defaults" below), Provision applies these.
+	if defaultFlushInterval != 100*time.Millisecond || defaultBufferSize != 64<<10 {
+		t.Fatalf("defaults flush_interval %v, size %d; README (Buffered log writer) says 100ms and 64KiB", defaultFlushInterval, defaultBufferSize)
+	}
 	tests := []struct {
 		name    string
 		input   string
