@@ -342,6 +342,9 @@ func TestAppSessionKeyPersisted(t *testing.T) {
 
 func TestAppStartStop(t *testing.T) {
 	a := provisionApp(t, &App{IssuerURL: "http://127.0.0.1:8080"})
+	if a.purgeEvery != 5*time.Minute {
+		t.Fatalf("purgeEvery = %v, README (Backup and restore, Size; Running on PostgreSQL, Purging) says every 5 minutes", a.purgeEvery)
+	}
 	a.purgeEvery = time.Millisecond
 	if err := a.Start(); err != nil {
 		t.Fatalf("Start() = %v", err)

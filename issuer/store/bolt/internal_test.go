@@ -80,6 +80,9 @@ func TestLive(t *testing.T) {
 // whole length (300,000 entries: about a second). Writers go on between
 // batches.
 func TestPurgeBatches(t *testing.T) {
+	if DefaultPurgeBatch != 10000 {
+		t.Fatalf("DefaultPurgeBatch = %d, README (Backup and restore, Size) says 10,000 per write transaction", DefaultPurgeBatch)
+	}
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	s, err := Open(filepath.Join(t.TempDir(), "store.db"), Options{Now: func() time.Time { return now }, PurgeBatch: 3})
 	if err != nil {

@@ -18,6 +18,9 @@ import (
 // often it fails, so that a fight over one hot entry never stalls every
 // writer (review s15-fresh F5).
 func TestRunAloneOnlyWhenAsked(t *testing.T) {
+	if lockAfter != 4 {
+		t.Fatalf("lockAfter = %d, README (Running on PostgreSQL, Consistency) says it runs alone from the fifth time on", lockAfter)
+	}
 	ctx := context.Background()
 	s, err := Open(ctx, pgtest.NewDatabase(t), Options{})
 	if err != nil {

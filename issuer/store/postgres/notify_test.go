@@ -16,6 +16,9 @@ import (
 // rolls back (or a read-only one) notifies nothing. Watch first reports
 // every topic, for what it missed before it listened.
 func TestNotify(t *testing.T) {
+	if postgres.MinListenBackoff != 100*time.Millisecond || postgres.MaxListenBackoff != 5*time.Second {
+		t.Fatalf("listen backoff %v to %v; README (Running several instances) says 0.1 s to 5 s", postgres.MinListenBackoff, postgres.MaxListenBackoff)
+	}
 	dsn := pgtest.NewDatabase(t)
 	writer, watcher := open(t, dsn, postgres.Options{}), open(t, dsn, postgres.Options{})
 	got := make(chan string, 16)

@@ -252,6 +252,9 @@ func conflict(t *testing.T, s *postgres.Store) (error, int) {
 }
 
 func TestRetry(t *testing.T) {
+	if postgres.DefaultMaxAttempts != 20 || postgres.MaxBackoff != 50*time.Millisecond {
+		t.Fatalf("DefaultMaxAttempts %d, MaxBackoff %v; README (Running on PostgreSQL, Consistency) says up to 20 times with a backoff of at most 50 ms", postgres.DefaultMaxAttempts, postgres.MaxBackoff)
+	}
 	t.Run("retried", func(t *testing.T) {
 		s := open(t, pgtest.NewDatabase(t), postgres.Options{MaxAttempts: 2})
 		if err := s.Update(context.Background(), func(tx store.Tx) error { return tx.Put("b", "k", []byte("first"), time.Time{}) }); err != nil {
@@ -297,6 +300,9 @@ func TestRetry(t *testing.T) {
 
 // TestPurgeBatches purges more expired entries than one batch holds.
 func TestPurgeBatches(t *testing.T) {
+	if postgres.DefaultPurgeBatch != 500 || postgres.DefaultPurgeGrace != time.Minute {
+		t.Fatalf("DefaultPurgeBatch %d, DefaultPurgeGrace %v; README (Running on PostgreSQL, Purging) says batches of 500 rows, a minute after expiry", postgres.DefaultPurgeBatch, postgres.DefaultPurgeGrace)
+	}
 	// Before the server's clock: Purge also waits for that (TestPurgeGrace).
 	clock := storetest.NewClock(time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC))
 	s := open(t, pgtest.NewDatabase(t), postgres.Options{Now: clock.Now, PurgeBatch: 3})

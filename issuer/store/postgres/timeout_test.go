@@ -70,6 +70,9 @@ func readAndWrite(s *postgres.Store, check func(name string, err error, took tim
 // store.ErrUnavailable, which the issuer answers with 503, write nothing,
 // and work again once the lock is gone.
 func TestLockWaitEndsAtTimeout(t *testing.T) {
+	if postgres.DefaultTimeout != 10*time.Second {
+		t.Fatalf("DefaultTimeout = %v, README (Running on PostgreSQL) says statements are cancelled after 10 s, transactions abandoned after 20 s", postgres.DefaultTimeout)
+	}
 	dsn := pgtest.NewDatabase(t)
 	const timeout = 300 * time.Millisecond
 	s := open(t, dsn+patient, postgres.Options{Timeout: timeout})
