@@ -16,8 +16,11 @@ func init() {
 	caddy.RegisterModule(IssuerHandler{})
 	httpcaddyfile.RegisterHandlerDirective("mcp_issuer", parseIssuerHandler)
 	// OAuth endpoints must stay reachable without other credentials, so the
-	// issuer answers before any authentication directive.
-	httpcaddyfile.RegisterDirectiveOrder("mcp_issuer", httpcaddyfile.Before, "basic_auth")
+	// issuer answers before any authentication directive: before
+	// basicauth, the deprecated spelling of basic_auth, which Caddy still
+	// reads and orders first (before basic_auth alone, a site writing it
+	// put every OAuth endpoint behind its password).
+	httpcaddyfile.RegisterDirectiveOrder("mcp_issuer", httpcaddyfile.Before, "basicauth")
 }
 
 // IssuerHandler serves the mcp_auth app's authorization server endpoints

@@ -114,6 +114,46 @@ func TestLenientProxiesWarnAtStart(t *testing.T) {
 	}
 }
 
+// TestIssuerBeforeBasicAuth: mcp_issuer's default order puts it before
+// basic_auth, and before basicauth, the deprecated spelling Caddy still
+// reads (and orders before basic_auth), so the OAuth endpoints stay
+// reachable without the site's other credentials, while the rest of the
+// site keeps asking for them.
+func TestIssuerBeforeBasicAuth(t *testing.T) {
+	for _, directive := range []string{"basic_auth", "basicauth"} {
+		t.Run(directive, func(t *testing.T) {
+			l := startDocumented(t, `{
+	mcp_auth {
+		issuer https://auth.example.com
+	}
+}
+
+auth.example.com {
+	respond "the site"
+	`+directive+` {
+		alice {$ALICE_HASH}
+	}
+	mcp_issuer
+}
+`)
+			for path, want := range map[string]int{
+				"/.well-known/oauth-authorization-server": http.StatusOK,
+				"/jwks": http.StatusOK,
+				"/app":  http.StatusUnauthorized,
+			} {
+				resp, err := http.Get(l.issuer + path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != want {
+					t.Errorf("GET %s without credentials = %d, want %d", path, resp.StatusCode, want)
+				}
+			}
+		})
+	}
+}
+
 // TestUnsafeLayoutsBypassAndWarn is the other side: a gateway under a
 // path matcher with the proxy outside it lets path spellings through,
 // which the same table detects, and Caddy warns about it at load. The
