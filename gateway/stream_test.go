@@ -582,6 +582,7 @@ func TestCacheableResultsPrivate(t *testing.T) {
 				h := newHarness(t, testConfig(t), func(w http.ResponseWriter, r *http.Request) {
 					w.Header().Set("Cache-Control", "public, max-age=300")
 					w.Header().Set("ETag", `"v1"`)
+					w.Header().Set("Last-Modified", "Mon, 07 Dec 2026 12:00:00 GMT")
 					answerAs(as, answer)(w, r)
 				})
 				body := `{"jsonrpc":"2.0","id":1,"method":"` + tt.method + `","params":{` + tt.params + `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`
@@ -600,8 +601,8 @@ func TestCacheableResultsPrivate(t *testing.T) {
 					t.Fatalf("the answer came compressed: the gateway could not read it")
 				}
 				// The upstream's HTTP caching headers say public too.
-				if cc, etag := resp.Header.Values("Cache-Control"), resp.Header.Get("ETag"); !slices.Equal(cc, []string{"private"}) || etag != "" {
-					t.Errorf("Cache-Control %q, ETag %q; want private and none", cc, etag)
+				if cc, etag, lm := resp.Header.Values("Cache-Control"), resp.Header.Get("ETag"), resp.Header.Get("Last-Modified"); !slices.Equal(cc, []string{"private"}) || etag != "" || lm != "" {
+					t.Errorf("Cache-Control %q, ETag %q, Last-Modified %q; want private and none", cc, etag, lm)
 				}
 				if as == "events" {
 					got = eventData(t, got)
