@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 
@@ -83,7 +84,19 @@ func (h *IssuerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next c
 		h.app.iss.ServeHTTP(w, clientAddress(r))
 		return nil
 	}
-	return next.ServeHTTP(w, h.app.iss.PassedOn(r))
+	passed := h.app.iss.PassedOn(r)
+	err := next.ServeHTTP(w, passed)
+	if err != nil && passed != r {
+		// Caddy runs the site's error routes (handle_errors) on r, not
+		// on the copy next got without the session cookie: a route that
+		// proxies to an error-page service would get the cookie, and the
+		// credentials a gateway after this one took out of the copy's
+		// header for the same reason (the access token, its DPoP proof).
+		// They see the header next left (TestErrorRoutesGetNoCredentials).
+		clear(r.Header)
+		maps.Copy(r.Header, passed.Header)
+	}
+	return err
 }
 
 // clientAddress returns r, or a shallow copy whose RemoteAddr is

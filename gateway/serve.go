@@ -174,6 +174,12 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next Next) (err 
 	up := g.upstreamRequest(x, ctx)
 	x.listen = len(x.msgs) == 1 && x.msgs[0].Kind == mcpparse.KindRequest && x.msgs[0].Method == "subscriptions/listen"
 	g.streams.add(x)
+	// Registered first, so it runs last, once err is final.
+	defer func() {
+		if err != nil {
+			dropCredentials(r.Header)
+		}
+	}()
 	defer func() {
 		x.hdr.restore()
 		g.streams.remove(x)
@@ -1112,6 +1118,24 @@ func (g *Gateway) editHeader(x *exchange) *headerEdit {
 
 // headerEdit is upstreamRequest's change of the client's header in place:
 // the fields it removed or replaced, and which of setNames it set, so that
+// credentialFields are the client's credentials for this request, which
+// upstreamRequest keeps from next.
+var credentialFields = [...]string{"Authorization", "Cookie", "Dpop"}
+
+// dropCredentials takes the client's credentials out of the header of a
+// request next failed: Serve returns next's error, and Caddy then runs the
+// site's error routes (handle_errors) on the client's request, whose
+// header restore has put back as it came. A route that proxies to an
+// error-page service (`handle_errors { reverse_proxy error-pages:8080 }`)
+// would forward the access token, its DPoP proof and the issuer's session
+// cookie there, which the MCP server itself never gets
+// (TestErrorRoutesGetNoCredentials).
+func dropCredentials(h http.Header) {
+	for _, name := range credentialFields {
+		delete(h, name)
+	}
+}
+
 // restore puts the header back as it came.
 type headerEdit struct {
 	h        http.Header // nil until begin

@@ -191,8 +191,9 @@ func TestRequestTrailers(t *testing.T) {
 // TestClientHeaderRestored: whatever the gateway removed, replaced or
 // added for next (credentials, the client's stand-ins for identity
 // headers in any spelling, the session id) is back as the client sent it
-// once Serve returns, also when next fails; while next runs, it sees the
-// gateway's values only.
+// once Serve returns, also when next fails, but for the credentials
+// then (Authorization, Cookie, DPoP), which Caddy's error routes would
+// get; while next runs, it sees the gateway's values only.
 func TestClientHeaderRestored(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.ForwardIdentity = true
@@ -237,8 +238,14 @@ func TestClientHeaderRestored(t *testing.T) {
 		if diff := cmp.Diff(want, during); diff != "" {
 			t.Errorf("failing=%v: header next saw (-want +got):\n%s", failing, diff)
 		}
+		if failing {
+			// Caddy's error routes get it next: not the credentials
+			// (TestErrorRoutesGetNoCredentials).
+			before.Del("Authorization")
+			before.Del("Cookie")
+		}
 		if diff := cmp.Diff(before, r.Header); diff != "" {
-			t.Errorf("failing=%v: client header after Serve (-before +after):\n%s", failing, diff)
+			t.Errorf("failing=%v: client header after Serve (-want +got):\n%s", failing, diff)
 		}
 	}
 }
