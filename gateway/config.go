@@ -294,8 +294,10 @@ type keyWithdrawals interface {
 // asks for the keys again (Renewed), as an unknown kid does.
 type keyRenewals interface {
 	// Renewed fetches the keys again unless that was tried lately, and
-	// reports whether kid names another key than stale now.
-	Renewed(ctx context.Context, kid string, stale any) bool
+	// reports whether kid names another key than stale now; an error
+	// wrapping ErrKeysUnavailable when it cannot tell (the keys cannot
+	// be fetched).
+	Renewed(ctx context.Context, kid string, stale any) (bool, error)
 }
 
 // Revocations knows which access tokens were revoked before they expired.

@@ -126,15 +126,24 @@ func (k *RemoteKeys) PublicKey(ctx context.Context, kid string) (any, error) {
 // be signed by a key the issuer now publishes under the same kid (a kid
 // such as "default" naming whichever key signs). The fetch is refresh's,
 // at most one per refetch interval, so a made-up signature costs the
-// issuer no more than a made-up kid.
-func (k *RemoteKeys) Renewed(ctx context.Context, kid string, stale any) bool {
-	if k.refresh(ctx) != nil {
-		return false
+// issuer no more than a made-up kid. While the last fetch failed, kid
+// still naming stale cannot be told from the issuer having renewed it:
+// errFetchFailed, as PublicKey answers for a kid it does not know then.
+func (k *RemoteKeys) Renewed(ctx context.Context, kid string, stale any) (bool, error) {
+	if err := k.refresh(ctx); err != nil {
+		return false, err
 	}
 	k.mu.RLock()
 	cur, ok := k.keys[kid]
+	failed := k.failed
 	k.mu.RUnlock()
-	return ok && !stillVerifies(stale, cur)
+	switch {
+	case ok && !stillVerifies(stale, cur):
+		return true, nil
+	case failed:
+		return false, errFetchFailed
+	}
+	return false, nil
 }
 
 // refresh refetches the keys unless that was tried within the refetch

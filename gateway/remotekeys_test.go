@@ -1079,6 +1079,56 @@ func TestRemoteKeyRenewedUnderItsKidOtherType(t *testing.T) {
 	}
 }
 
+// TestRemoteKeyRenewedWhileIssuerDown: a token whose kid the gateway
+// knows but whose signature that key does not verify, while the
+// issuer's keys cannot be fetched, may be signed by a key the issuer
+// has since published under that kid (a same-kid rotation the gateway
+// could not read): it is refused 503 without a challenge, as a token
+// of an unknown kid is then, not 401 invalid_token, which had its
+// client drop a good token and sign in again at every try until a
+// fetch succeeded. Once the issuer answers, the renewed key's token is
+// accepted, and a token the known key does not verify is 401.
+func TestRemoteKeyRenewedWhileIssuerDown(t *testing.T) {
+	k, f, h := remoteGateway(t)
+	var mu sync.Mutex
+	now := testNow
+	h.g.cfg.Keys.(*RemoteKeys).now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func() { mu.Lock(); now = now.Add(time.Minute); mu.Unlock() }
+	c := claims()
+	c["iss"] = f.issuer
+	check := func(name string, key ed25519.PrivateKey, want int) {
+		t.Helper()
+		c["jti"] = name
+		resp := h.do(t, call{body: toolCall("read_a"), token: mintWith(t, jwt.SigningMethodEdDSA, key, "ed1", c, nil)})
+		body := readBody(t, resp)
+		www := resp.Header.Get("WWW-Authenticate")
+		switch {
+		case resp.StatusCode != want:
+			t.Errorf("%s: status %d (%s), want %d", name, resp.StatusCode, body, want)
+		case want == http.StatusServiceUnavailable && (www != "" || !strings.Contains(body, "retry")):
+			t.Errorf("%s: challenge %q, body %s; want no challenge and a retry", name, www, body)
+		case want == http.StatusUnauthorized && !strings.Contains(www, `error="invalid_token"`):
+			t.Errorf("%s: challenge %q, want invalid_token", name, www)
+		}
+	}
+	check("published key", k.ed, http.StatusOK)
+
+	_, next, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.jwks.Store([]map[string]any{edJWK("ed1", next.Public().(ed25519.PublicKey))})
+	f.down.Store(true)
+	advance()
+	check("issuer down, key renewed under its kid", next, http.StatusServiceUnavailable)
+	check("issuer down, old key still known", k.ed, http.StatusOK)
+
+	f.down.Store(false)
+	advance()
+	check("issuer back, key renewed under its kid", next, http.StatusOK)
+	check("issuer back, old key rotated out", k.ed, http.StatusUnauthorized)
+}
+
 // renewalGateway is a gateway of a remote issuer publishing k.ed as
 // "ed1" on a clock advance moves, whose token was accepted once: status
 // answers a tool call with a token, c are claims of the issuer's.

@@ -479,9 +479,16 @@ func (g *Gateway) verify(ctx context.Context, token string) (*principal, *authEr
 	if err != nil && key != nil && (errors.Is(err, jwt.ErrTokenSignatureInvalid) ||
 		errors.Is(err, accesstoken.ErrKeyType) || errors.Is(err, accesstoken.ErrKeyAlg)) {
 		// The issuer may have given the kid another key, of another
-		// type or algorithm too.
-		if r, ok := g.cfg.Keys.(keyRenewals); ok && r.Renewed(ctx, kid, key) {
-			c, err = accesstoken.ParseWith(ctx, g.parser, token, keyOf, opts)
+		// type or algorithm too; while its keys cannot be fetched, that
+		// cannot be told, and the token is not found bad (503, as for
+		// a kid not known then).
+		if r, ok := g.cfg.Keys.(keyRenewals); ok {
+			switch renewed, rerr := r.Renewed(ctx, kid, key); {
+			case renewed:
+				c, err = accesstoken.ParseWith(ctx, g.parser, token, keyOf, opts)
+			case errors.Is(rerr, ErrKeysUnavailable):
+				err = rerr
+			}
 		}
 	}
 	switch {
