@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -225,6 +226,12 @@ func (d *directory) validateConfig() error {
 	}
 	resources := map[string]bool{}
 	for _, r := range d.cfg.Resources {
+		// First: the errors below quote the URL as written.
+		if u, err := url.Parse(r.URL); err == nil {
+			if err := configuredResourcePath(u); err != nil {
+				return err
+			}
+		}
 		if err := validateResourceURL(r.URL); err != nil {
 			return err
 		}
@@ -243,6 +250,28 @@ func (d *directory) validateConfig() error {
 		// refuses to be (review s17-ops F2).
 		if u, _ := url.Parse(r.URL); u.Scheme != "https" && (u.Scheme != "http" || !isLoopbackHost(u.Hostname())) {
 			return fmt.Errorf("resource %q: want an https URL (http only for loopback hosts)", r.URL)
+		}
+	}
+	return nil
+}
+
+// configuredResourcePath refuses a configured resource URL that names
+// the resource otherwise than clients do, as a gateway's resource is
+// refused (gateway.Config.Resource): userinfo ("https://deploy:pw@h/mcp"),
+// which no client sends, since a resource's metadata names it without,
+// and which every token's aud would carry to its clients and the consent
+// page would show (the error names the URL without it); a dot segment,
+// which every client resolves ("/x/../mcp" is /mcp to them). Either
+// loaded, and the resource's clients got invalid_target.
+func configuredResourcePath(u *url.URL) error {
+	if u.User != nil {
+		bare := *u
+		bare.User = nil
+		return fmt.Errorf("resource %s: written with userinfo (name@ or name:password@), which no client sends and every token's aud would carry: write it without", bare.String())
+	}
+	for _, seg := range strings.FieldsFunc(u.Path, func(r rune) bool { return r == '/' || r == '\\' }) {
+		if seg == "." || seg == ".." {
+			return fmt.Errorf("resource %q: dot segments are not allowed in the path (every client resolves them, naming another resource)", u.String())
 		}
 	}
 	return nil

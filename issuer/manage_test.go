@@ -280,6 +280,23 @@ func TestClientRedirectURIsBounded(t *testing.T) {
 	}
 }
 
+// TestConfiguredResourceUserinfoNotShown: a configured resource with
+// userinfo is refused naming the URL without it (the password is no
+// configuration error's to print), and one without loads.
+func TestConfiguredResourceUserinfoNotShown(t *testing.T) {
+	e := newTokEnv(t)
+	cfg := e.config()
+	cfg.Resources = append(cfg.Resources, Resource{URL: "https://deploy:hunter2@api.example.com/mcp", Scopes: []string{"read"}})
+	_, err := New(cfg, e.store)
+	if err == nil || strings.Contains(err.Error(), "hunter2") || !strings.Contains(err.Error(), "https://api.example.com/mcp") {
+		t.Errorf("New() error = %v, want one naming https://api.example.com/mcp, without the password", err)
+	}
+	cfg.Resources[len(cfg.Resources)-1].URL = "https://api.example.com/mcp"
+	if _, err := New(cfg, e.store); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestConfigValidation(t *testing.T) {
 	e := newTokEnv(t)
 	for _, tt := range []struct {
@@ -329,6 +346,14 @@ func TestConfigValidation(t *testing.T) {
 		// Tokens for it would travel in clear (review s17-ops F2).
 		{"resource plain http off loopback", func(c *Config) { c.Resources = []Resource{{URL: "http://mcp.example.com/mcp"}} }},
 		{"resource not http", func(c *Config) { c.Resources = []Resource{{URL: "ftp://mcp.example.com/mcp"}} }},
+		// As a gateway's resource: no client sends the userinfo (the
+		// resource's metadata names it without), and every token's aud
+		// would carry it; clients resolve a dot segment.
+		{"resource with userinfo", func(c *Config) { c.Resources = []Resource{{URL: "https://deploy:hunter2@api.example.com/mcp"}} }},
+		{"resource with a user name", func(c *Config) { c.Resources = []Resource{{URL: "https://api.example.com@evil.example/mcp"}} }},
+		{"resource with a dot segment", func(c *Config) { c.Resources = []Resource{{URL: "https://api.example.com/x/../mcp"}} }},
+		{"resource with an escaped dot segment", func(c *Config) { c.Resources = []Resource{{URL: "https://api.example.com/%2e%2e/mcp"}} }},
+		{"resource ending in a dot segment", func(c *Config) { c.Resources = []Resource{{URL: "https://api.example.com/mcp/."}} }},
 		// Only the first declaration's scopes would count.
 		{"resource declared twice", func(c *Config) {
 			c.Resources = []Resource{{URL: "https://mcp.example.com/mcp", Scopes: []string{"a"}}, {URL: "https://MCP.example.com/mcp/", Scopes: []string{"b"}}}
