@@ -32,6 +32,7 @@ type testIdP struct {
 	srv     *httptest.Server
 	key     *ecdsa.PrivateKey
 	fetches atomic.Int32
+	lastURI atomic.Pointer[string] // of the last key set fetch
 }
 
 func newTestIdP(t *testing.T) *testIdP {
@@ -49,6 +50,8 @@ func newTestIdP(t *testing.T) *testIdP {
 	set, _ := json.Marshal(map[string][]accesstoken.JWK{"keys": {pub}})
 	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.fetches.Add(1)
+		uri := r.URL.RequestURI()
+		p.lastURI.Store(&uri)
 		_, _ = w.Write(set)
 	}))
 	t.Cleanup(p.srv.Close)
@@ -504,6 +507,15 @@ func TestTrustedIdPConfig(t *testing.T) {
 			c.TrustedIdPs[0].Issuer, c.TrustedIdPs[0].IdentityProvider = "https://other.example.com", "corp"
 		}, "has issuer"},
 		{"http jwks_uri", func(c *Config) { c.TrustedIdPs[0].JWKSURI = "http://idp.example.com/keys" }, "jwks_uri must be an https URL"},
+		// Microsoft Entra ID's keys of an application with its own
+		// signing key (TestTrustedIdPKeySetURLWithQuery).
+		{"jwks_uri with a query", func(c *Config) {
+			c.TrustedIdPs[0].JWKSURI = "https://idp.example.com/discovery/v2.0/keys?appid=6731de76-14a6-49ae-97bc-6eba6914391e"
+		}, ""},
+		{"jwks_uri with userinfo", func(c *Config) { c.TrustedIdPs[0].JWKSURI = "https://u:p@idp.example.com/keys" }, "jwks_uri must be an https URL"},
+		{"jwks_uri with a fragment", func(c *Config) { c.TrustedIdPs[0].JWKSURI = "https://idp.example.com/keys?a=1#k" }, "jwks_uri must be an https URL"},
+		{"jwks_uri with an empty fragment", func(c *Config) { c.TrustedIdPs[0].JWKSURI = "https://idp.example.com/keys#" }, "jwks_uri must be an https URL"},
+		{"jwks_uri on port 0443", func(c *Config) { c.TrustedIdPs[0].JWKSURI = "https://idp.example.com:0443/keys?a=1" }, "jwks_uri must be an https URL"},
 		{"repeated", func(c *Config) { c.TrustedIdPs = append(c.TrustedIdPs, c.TrustedIdPs[0]) }, "unique"},
 	}
 	for _, tt := range tests {
@@ -512,6 +524,23 @@ func TestTrustedIdPConfig(t *testing.T) {
 			tt.edit(&cfg)
 			checkConfigErr(t, cfg, tt.wantErr)
 		})
+	}
+}
+
+// TestTrustedIdPKeySetURLWithQuery: a trusted IdP's jwks_uri may carry a
+// query, as Microsoft Entra ID's keys of an application with its own
+// signing key do (.../discovery/v2.0/keys?appid=<id>): it loads, the
+// keys are fetched with the query, and the IdP's ID-JAG is redeemed. It
+// was refused as "not an https URL".
+func TestTrustedIdPKeySetURLWithQuery(t *testing.T) {
+	idp := newTestIdP(t)
+	const path = "/discovery/v2.0/keys?appid=6731de76-14a6-49ae-97bc-6eba6914391e"
+	e := newTokEnv(t, withTrustedIdP(idp), func(c *Config) { c.TrustedIdPs[0].JWKSURI = idp.srv.URL + path })
+	if a := e.redeem(t, tConf+":"+tSecret, idp.idJAG(t, e, nil), nil); a.status != http.StatusOK {
+		t.Fatalf("redeem = %d %s, want 200", a.status, a.raw)
+	}
+	if uri := idp.lastURI.Load(); uri == nil || *uri != path {
+		t.Errorf("key set fetched at %v, want %s", uri, path)
 	}
 }
 

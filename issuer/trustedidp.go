@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -19,14 +20,33 @@ func validateTrustedIdPs(cfg *Config) error {
 			return fmt.Errorf("trusted_idp %q: want a unique https issuer URL", t.Issuer)
 		}
 		seen[t.Issuer] = true
-		if _, err := parseIssuerURL(t.JWKSURI); err != nil {
-			return fmt.Errorf("trusted_idp %q: jwks_uri must be an https URL (http only for loopback hosts)", t.Issuer)
+		if err := checkKeySetURL(t.JWKSURI); err != nil {
+			return fmt.Errorf("trusted_idp %q: jwks_uri %w", t.Issuer, err)
 		}
 		p, err := t.provider(cfg.IdentityProviders)
 		if err != nil {
 			return fmt.Errorf("trusted_idp %q: %w", t.Issuer, err)
 		}
 		t.IdentityProvider = p.Name
+	}
+	return nil
+}
+
+// checkKeySetURL checks a trusted IdP's jwks_uri: read as an issuer URL
+// is (parseIssuerURL: https, http for loopback hosts only, no fragment or
+// userinfo, a port a client can reach) but for a query, which a key set's
+// URL may have and an issuer's may not: Microsoft Entra ID serves the
+// keys of an application with its own signing key at
+// .../discovery/v2.0/keys?appid=<id>, which was refused as "not an https
+// URL".
+func checkKeySetURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return errors.New("must be an https URL (http only for loopback hosts), absolute, without fragment or userinfo")
+	}
+	u.RawQuery, u.ForceQuery = "", false
+	if _, err := parseIssuerURL(u.String()); err != nil || strings.Contains(s, "#") {
+		return errors.New("must be an https URL (http only for loopback hosts), absolute, without fragment or userinfo")
 	}
 	return nil
 }
