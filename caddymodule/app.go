@@ -280,6 +280,11 @@ func (a *App) issuerConfig() (issuer.Config, error) {
 	if a.MinPasswordLength < 0 {
 		return issuer.Config{}, fmt.Errorf("min_password_length %d: want a non-negative integer", a.MinPasswordLength)
 	}
+	// bcrypt refuses a longer password: above it, every password the
+	// admin API or the CLI was given was refused, too short or too long.
+	if a.MinPasswordLength > issuer.MaxPasswordBytes {
+		return issuer.Config{}, fmt.Errorf("min_password_length %d: no password could be set, since bcrypt takes at most %d bytes: want at most %d", a.MinPasswordLength, issuer.MaxPasswordBytes, issuer.MaxPasswordBytes)
+	}
 	// A negative duration would read as unset, the default (the
 	// Caddyfile refuses it already).
 	for _, d := range []struct {

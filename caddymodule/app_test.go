@@ -109,6 +109,10 @@ func TestIssuerConfig(t *testing.T) {
 		{"bad alg", App{IssuerURL: "https://a.example", SigningAlg: "HS256"}, `signing_alg "HS256"`},
 		{"revocation_max_stale", App{IssuerURL: "https://a.example", RevocationMaxStale: caddy.Duration(5 * time.Second)}, ""},
 		{"negative min_password_length", App{IssuerURL: "https://a.example", MinPasswordLength: -1}, "min_password_length -1"},
+		// bcrypt refuses a password over 72 bytes: above 72, the admin
+		// API and the CLI refused every password (TestMaxPasswordBytes).
+		{"min_password_length 72", App{IssuerURL: "https://a.example", MinPasswordLength: 72}, ""},
+		{"min_password_length 73", App{IssuerURL: "https://a.example", MinPasswordLength: 73}, "min_password_length 73: no password could be set"},
 		{"env user hash", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: "{env.TEST_USER_HASH}"}}}, ""},
 		{"unset env user hash", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: "{env.TEST_NOT_SET}"}}}, `user "u": password hash: {env.TEST_NOT_SET} resolves to nothing`},
 		{"argon2 user hash", App{IssuerURL: "https://a.example", Users: []User{{Username: "u", PasswordHash: argon}}}, "user \"u\": password hash: an argon2 hash; only bcrypt is accepted: make one with `caddy hash-password`"},

@@ -35,6 +35,10 @@ func CheckPassword(password string, minLength int) error {
 	return nil
 }
 
+// MaxPasswordBytes is the longest password bcrypt hashes (it refuses a
+// longer one), in bytes: Config.MinPasswordLength may not be more.
+const MaxPasswordBytes = 72
+
 // MaxPasswordCost is the highest bcrypt cost a hash may have (`caddy
 // hash-password` makes cost 14, about a second). Each step doubles a
 // check's time, and every check holds a slot of the hash gate (as long,
