@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"sync"
 
@@ -173,8 +174,24 @@ type span struct{ start, end int }
 type frame struct {
 	firstName int
 	foldMark  int
-	set       map[string]struct{} // folded names, once there are many
+	open      int64 // the input offset just past the object's '{'
+	// reuse is where the folded name last read sits in parser.fold once
+	// set holds the names: the next name overwrites it.
+	reuse int
+	// set holds the hashes of the folded names once there are more than
+	// linearNames (nameHash), and the names are then kept neither in
+	// parser.names nor in parser.fold: the names as strings beside their
+	// spans took some 190 bytes a member, so that a 1 MiB body of short
+	// names allocated 19 MB while it was read, and a token's
+	// max_in_flight such bodies at once held a gigabyte.
+	set map[uint64]struct{}
 }
+
+// nameHash hashes a big object's folded names, with a seed random per
+// process, so no input can be made to collide (a variable for tests).
+var nameHash = func(seed maphash.Seed) func([]byte) uint64 {
+	return func(b []byte) uint64 { return maphash.Bytes(seed, b) }
+}(maphash.MakeSeed())
 
 // parsers recycles parsers: for a small message, setting up the tokenizer
 // and its stacks costs about as much as the reading. A parser holds
@@ -283,7 +300,7 @@ func (p *parser) enter() (frame, error) {
 	if err := p.checkDepth(); err != nil {
 		return frame{}, err
 	}
-	return frame{firstName: len(p.names), foldMark: len(p.fold)}, nil
+	return frame{firstName: len(p.names), foldMark: len(p.fold), open: p.dec.InputOffset()}, nil
 }
 
 // next reads the next member name of the object f, or reports ok == false
@@ -293,6 +310,10 @@ func (p *parser) enter() (frame, error) {
 // this is the only duplicate check. name and folded are valid until the
 // next call.
 func (p *parser) next(f *frame) (name, folded []byte, ok bool, err error) {
+	if f.set != nil {
+		// The name read last is no longer valid, and set holds its hash.
+		p.fold = p.fold[:f.reuse]
+	}
 	before := p.dec.InputOffset()
 	tok, err := p.read()
 	if err != nil {
@@ -320,21 +341,57 @@ func (p *parser) next(f *frame) (name, folded []byte, ok bool, err error) {
 				return nil, nil, false, fmt.Errorf("%w at byte %d", ErrDuplicateName, before)
 			}
 		}
-		if len(p.names)-f.firstName == linearNames {
-			f.set = make(map[string]struct{}, 2*linearNames)
-			for _, s := range p.names[f.firstName:] {
-				f.set[string(p.fold[s.start:s.end])] = struct{}{}
-			}
+		if len(p.names)-f.firstName < linearNames {
+			p.names = append(p.names, span{start, len(p.fold)})
+			return name, folded, true, nil
+		}
+		f.set = make(map[uint64]struct{}, 2*linearNames)
+		for _, s := range p.names[f.firstName:] {
+			f.set[nameHash(p.fold[s.start:s.end])] = struct{}{}
 		}
 	}
-	if f.set != nil {
-		if _, dup := f.set[string(folded)]; dup {
+	h := nameHash(folded)
+	if _, seen := f.set[h]; seen {
+		// Equal hashes: an equal name, or (rarely) another name; the
+		// object's names read again tell which.
+		if p.nameBefore(f, before, folded) {
 			return nil, nil, false, fmt.Errorf("%w at byte %d", ErrDuplicateName, before)
 		}
-		f.set[string(folded)] = struct{}{}
 	}
-	p.names = append(p.names, span{start, len(p.fold)})
+	f.set[h] = struct{}{}
+	f.reuse = start
 	return name, folded, true, nil
+}
+
+// nameBefore reports whether a member of the object f that ends before
+// offset end has a name that folds to folded: the exact check behind
+// equal hashes in f.set. It reads the object's members again, from its
+// '{' to end, which the parser has read already (valid JSON, within the
+// depth limit).
+func (p *parser) nameBefore(f *frame, end int64, folded []byte) bool {
+	if f.open < 1 || end > int64(len(p.body)) || p.body[f.open-1] != '{' {
+		// Not where an object began: say the name was seen (refusing
+		// the message) rather than miss a duplicate.
+		return true
+	}
+	d := jsontext.NewDecoder(bytes.NewReader(p.body[f.open-1:end]), jsontext.AllowDuplicateNames(true))
+	if tok, err := d.ReadToken(); err != nil || tok.Kind() != '{' {
+		return true
+	}
+	var buf []byte
+	for {
+		tok, err := d.ReadToken()
+		if err != nil {
+			// The end of what was read: past the last member before end.
+			return false
+		}
+		if buf = appendFolded(buf[:0], []byte(tok.String())); bytes.Equal(buf, folded) {
+			return true
+		}
+		if d.SkipValue() != nil {
+			return false
+		}
+	}
 }
 
 // unquoted returns the value of the string token just read, which began

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -788,5 +789,74 @@ func TestProtoNameRefused(t *testing.T) {
 	list := `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"t","inputSchema":{"type":"object","properties":{"__proto__":{"type":"object"}}}}]}}`
 	if _, err := FilterToolsList([]byte(list), func(string) bool { return true }); err != nil {
 		t.Fatalf("FilterToolsList of a schema naming __proto__ = %v", err)
+	}
+}
+
+// TestBigObjectNamesMemory: the duplicate check of an object with many
+// names keeps a hash of each name, not the name again as a string beside
+// its span: a 1 MiB body of 100,000 short names allocated 19 MB while it
+// was read (about 190 bytes a member), and a token's max_in_flight such
+// requests at once (100 by default) took the gateway process past a
+// gigabyte (60 of them: 157 MiB to 951 MiB of RSS, on the binary).
+func TestBigObjectNamesMemory(t *testing.T) {
+	const n = 100000
+	var b strings.Builder
+	b.WriteString(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{`)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(`"k` + strconv.Itoa(i) + `":1`)
+	}
+	b.WriteString(`}}}`)
+	body := []byte(b.String())
+	if _, _, err := Parse(body, Limits{}); err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	if _, _, err := Parse(body, Limits{}); err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	runtime.ReadMemStats(&after)
+	perMember := (after.TotalAlloc - before.TotalAlloc) / n
+	if perMember > 64 {
+		t.Errorf("Parse of an object of %d names (%d bytes) allocated %d bytes per member, want at most 64", n, len(body), perMember)
+	}
+	if testing.Verbose() {
+		t.Logf("%d bytes per member", perMember)
+	}
+}
+
+// TestBigObjectHashCollisions: where two names of a big object hash
+// alike, the names themselves decide: with every name hashing alike,
+// distinct names (plain, escaped, nested objects between them) pass, and
+// a duplicate or case variant anywhere is refused.
+func TestBigObjectHashCollisions(t *testing.T) {
+	saved := nameHash
+	nameHash = func([]byte) uint64 { return 7 }
+	t.Cleanup(func() { nameHash = saved })
+	var many strings.Builder
+	for i := range 3 * linearNames {
+		fmt.Fprintf(&many, `"n%d":{"x":[1,{"n%d":2}],"y":"\"}"},`, i, i)
+	}
+	for _, tt := range []struct {
+		members string
+		want    error
+	}{
+		{many.String() + `"k":1,"j":2`, nil},
+		{many.String() + `"k":1,"\u006a":2`, nil},
+		{`"k":1,` + many.String() + `"j":2`, nil},
+		{many.String() + `"k":1,"k":2`, ErrDuplicateName},
+		{many.String() + `"k":1,"\u006b":2`, ErrDuplicateName},
+		{`"k":1,` + many.String() + `"K":2`, ErrDuplicateName},
+		{many.String() + `"N3":2`, ErrDuplicateName},
+		{many.String() + `"n0":2`, ErrDuplicateName},
+	} {
+		body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{` + tt.members + `}}}`
+		if _, _, err := Parse([]byte(body), Limits{}); !errors.Is(err, tt.want) && (tt.want != nil || err != nil) {
+			t.Errorf("Parse(%.60s…%s) error = %v, want %v", tt.members, tt.members[max(0, len(tt.members)-20):], err, tt.want)
+		}
 	}
 }
