@@ -1047,6 +1047,37 @@ func TestSessionCookiePathOfAPathIssuer(t *testing.T) {
 	}
 }
 
+// TestCookiePathAsBrowsersMatch: the session cookie's Path is one a
+// browser finds at the start of every path it requests under the
+// issuer's, escapes and all (TestSignInIssuerPathEscaped in Chromium):
+// a path holding an escape, or a byte a cookie cannot carry, is cut back
+// to the segments before it.
+func TestCookiePathAsBrowsersMatch(t *testing.T) {
+	for issuer, want := range map[string]string{
+		"http://127.0.0.1:8080":               "/",
+		"http://127.0.0.1:8080/":              "/",
+		"http://127.0.0.1:8080/t1":            "/t1",
+		"http://127.0.0.1:8080/t1/":           "/t1",
+		"http://127.0.0.1:8080/x/t-1_a.b~c":   "/x/t-1_a.b~c",
+		"http://127.0.0.1:8080/a%20b":         "/",
+		"http://127.0.0.1:8080/x/a%20b":       "/x",
+		"http://127.0.0.1:8080/x/y/%C3%A9t/z": "/x/y",
+		"http://127.0.0.1:8080/a;b":           "/",
+		"http://127.0.0.1:8080/x/a%41b":       "/x",
+		"http://127.0.0.1:8080/x/a(b)":        "/x",
+		"https://issuer.example/t1":           "/",
+		"https://issuer.example/a%20b":        "/",
+	} {
+		u, err := parseIssuerURL(issuer)
+		if err != nil {
+			t.Fatalf("%s: %v", issuer, err)
+		}
+		if got := cookiePath(u); got != want {
+			t.Errorf("cookiePath(%s) = %q, want %q", issuer, got, want)
+		}
+	}
+}
+
 // TestLoginNamesCompareExactly: a user name is compared exactly (README,
 // Limits: Names compare exactly): another case or a compatibility form of
 // it signs nobody in, even with the user's password. (Spaces around the

@@ -48,11 +48,34 @@ func newSessions(st store.Store, cfg *Config, issuer *url.URL, anonWrites *rateL
 // client's loopback redirect listener among them; every page that reads
 // the session lives under the issuer's path. A __Host- cookie (https)
 // must have Path=/, and is Secure.
+//
+// A browser compares a cookie's Path with the path it requests, escapes
+// and all, and net/http drops from a Path what a cookie cannot carry
+// (";", bytes past ASCII): a path holding an escape ("/a%20b") or such
+// a byte is cut back to its segments before it, which every spelling
+// of the issuer's URLs starts with. Its decoded form ("/a b") was sent,
+// which no request path matched: the cookie never came back, and no one
+// could sign in.
 func cookiePath(issuer *url.URL) string {
-	if p := strings.TrimSuffix(issuer.Path, "/"); p != "" && issuer.Scheme != "https" {
-		return p
+	if issuer.Scheme == "https" {
+		return "/"
 	}
-	return "/"
+	p := strings.TrimSuffix(issuer.EscapedPath(), "/")
+	if i := strings.IndexFunc(p, func(r rune) bool { return !cookiePathRune(r) }); i >= 0 {
+		p = strings.TrimSuffix(p[:strings.LastIndexByte(p[:i], '/')+1], "/")
+	}
+	if p == "" {
+		return "/"
+	}
+	return p
+}
+
+// cookiePathRune reports whether r stands for itself in every spelling
+// of a URL path a browser may request: RFC 3986's unreserved characters
+// and "/".
+func cookiePathRune(r rune) bool {
+	return r == '/' || r == '-' || r == '.' || r == '_' || r == '~' ||
+		'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9'
 }
 
 // cookieName is __Host- prefixed (Secure, host-only, Path=/) when the

@@ -499,6 +499,54 @@ func TestSignInIssuerHostNotLowercase(t *testing.T) {
 	}
 }
 
+// TestSignInIssuerPathEscaped: a plain-http issuer whose path holds an
+// escape (http://127.0.0.1:port/a%20b, as its URL must be written) signs
+// in. Its session cookie's Path was the decoded path ("/a b"), which a
+// browser compares with the path as requested ("/a%20b/login"): the
+// cookie set at /authorize never came back, and every sign-in ended
+// "Request expired". (A Path of non-ASCII bytes, "/%C3%A9t", lost them to
+// net/http: "/t".)
+func TestSignInIssuerPathEscaped(t *testing.T) {
+	cb := newCallback(t)
+	dir := t.TempDir()
+	hash := harness.HashPassword(t, password)
+	e := &env{callback: cb}
+	harness.StartFree(t, func(port int) string {
+		host := fmt.Sprintf("http://127.0.0.1:%d", port)
+		e.issuer, e.resource = host+"/a%20b", host+"/mcp"
+		// The site is the host's: a site address's path matches only
+		// that path.
+		return strings.Replace(caddyfile(e, dir, hash, ""), "\n"+e.issuer+" {", "\n"+host+" {", 1)
+	})
+	harness.WaitReady(t, e.issuer+"/.well-known/oauth-authorization-server")
+	dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	md, err := harness.Discover(dctx, e.issuer)
+	if err != nil {
+		t.Fatalf("Discover(%s): %v", e.issuer, err)
+	}
+	e.md = md
+	e.cfg = md.Config(clientID, cb.uri(), scopeRead, scopeWrite)
+	ctx := newBrowser(t)
+	ar := harness.NewAuthRequest(e.cfg, e.resource)
+
+	do(t, ctx, "open authorize", chromedp.Navigate(ar.URL))
+	if n := run(t, ctx, "find login form", chromedp.Evaluate[int](`document.querySelectorAll("form#login").length`)); n != 1 {
+		screenshot(t, ctx, "not-login")
+		t.Fatalf("authorize: no sign-in form; page: %s", bodyText(t, ctx))
+	}
+	status := navigate(t, ctx, "sign in",
+		chromedp.SendKeys(chromedp.CSS(`form#login input[name=username]`), username),
+		chromedp.SendKeys(chromedp.CSS(`form#login input[name=password]`), password),
+		chromedp.Submit(chromedp.CSS(`form#login`)),
+	)
+	requireConsent(t, ctx, status)
+	consentDecision(t, ctx, "approve")
+	if q := e.callback.wait(t); q.Get("code") == "" || q.Get("iss") != e.issuer {
+		t.Fatalf("callback = %v, want a code and iss %s", q.Encode(), e.issuer)
+	}
+}
+
 func TestLoginWrongPassword(t *testing.T) {
 	e := setup(t)
 	ctx := newBrowser(t)
