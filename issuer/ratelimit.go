@@ -589,15 +589,23 @@ func (l *rateLimiter) takeOne(ctx context.Context, key string) (time.Duration, e
 		if !ok {
 			b = counter{N: l.burst, At: now}
 		}
-		b.N = min(l.burst, b.N+float64(now.Sub(b.At))*perNanosecond)
-		b.At = now
+		// At is the latest clock reading that took from the bucket.
+		// A clock behind it (another instance's on the store, or this
+		// one's stepped back) refills nothing until it passes At: read
+		// as time running backwards, the difference would be tokens
+		// spent, driving the bucket below zero and refusing every take
+		// for as long as the clocks differ.
+		if now.After(b.At) {
+			b.N = min(l.burst, b.N+float64(now.Sub(b.At))*perNanosecond)
+			b.At = now
+		}
 		if b.N < 1 {
-			d = time.Duration((1 - b.N) / perNanosecond)
+			d = b.At.Sub(now) + time.Duration((1-b.N)/perNanosecond)
 			return nil
 		}
 		b.N--
 		// A bucket full again is the same as none.
-		if !t.put(key, b, now.Add(time.Duration((l.burst-b.N)/perNanosecond))) {
+		if !t.put(key, b, b.At.Add(time.Duration((l.burst-b.N)/perNanosecond))) {
 			d = l.period
 			return nil
 		}

@@ -186,6 +186,52 @@ func TestRateBucketsFullRefuse(t *testing.T) {
 	}
 }
 
+// TestRateBucketsClockBehind: instances sharing a store take from one
+// bucket, each by its own clock, read back from the store without a
+// monotonic reading. An instance whose clock is behind the bucket's last
+// take (within the allowed skew, or an hour after another's clock ran
+// ahead and was set right) read the difference as tokens spent: the
+// bucket went below zero, and every take was refused for as long as the
+// clocks differed. Ahead or behind, the instances together still take no
+// more than the bucket holds.
+func TestRateBucketsClockBehind(t *testing.T) {
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, ahead := range []time.Duration{5 * time.Second, time.Hour} {
+		t.Run(ahead.String(), func(t *testing.T) {
+			clockA, clockB := storetest.NewClock(start.Add(ahead)), storetest.NewClock(start)
+			st := memory.New(memory.Options{Now: clockB.Now})
+			a := newRateLimiter(clockA.Now, 3, time.Minute, storeCounters{st, limitsUserWrites})
+			b := newRateLimiter(clockB.Now, 3, time.Minute, storeCounters{st, limitsUserWrites})
+			if d, err := a.take(t.Context(), "alice"); err != nil || d != 0 {
+				t.Fatalf("take at the instance ahead = %v, %v; want 0", d, err)
+			}
+			for i := range 2 {
+				if d, err := b.take(t.Context(), "alice"); err != nil || d != 0 {
+					t.Fatalf("take %d at the instance %v behind, the bucket holding %d more = %v, %v; want 0", i+1, ahead, 2-i, d, err)
+				}
+			}
+			for _, l := range []*rateLimiter{a, b} {
+				if d, err := l.take(t.Context(), "alice"); err != nil || d == 0 {
+					t.Errorf("take with the bucket spent = %v, %v; want a wait", d, err)
+				}
+			}
+			// A minute refills the whole bucket at the instance ahead;
+			// at the one behind, a minute after its clock passes the
+			// last take's.
+			clockA.Advance(time.Minute)
+			clockB.Advance(time.Minute + ahead)
+			for i, l := range []*rateLimiter{a, b, a} {
+				if d, err := l.take(t.Context(), "alice"); err != nil || d != 0 {
+					t.Errorf("take %d a minute on = %v, %v; want 0", i+1, d, err)
+				}
+			}
+			if d, err := b.take(t.Context(), "alice"); err != nil || d == 0 {
+				t.Errorf("fourth take a minute on = %v, %v; want a wait", d, err)
+			}
+		})
+	}
+}
+
 // TestLimitsKeptAcrossReload: on a store no other instance shares, the
 // brute-force scores live in the process's LimitMemory, so the issuer a
 // configuration reload builds keeps blocking what the previous one
