@@ -600,7 +600,10 @@ func (l *rateLimiter) takeOne(ctx context.Context, key string) (time.Duration, e
 			b.At = now
 		}
 		if b.N < 1 {
-			d = b.At.Sub(now) + time.Duration((1-b.N)/perNanosecond)
+			// Sub saturates; the sum must too, or a bucket taken
+			// from by a clock centuries ahead would wrap to no wait.
+			d = time.Duration((1 - b.N) / perNanosecond)
+			d += min(b.At.Sub(now), math.MaxInt64-d)
 			return nil
 		}
 		b.N--
