@@ -147,7 +147,13 @@ func errorDescription(s string) string {
 	}, s)
 }
 
-// retryAfter is a Retry-After value: d in whole seconds, rounded up.
+// retryAfter is a Retry-After value: d in whole seconds, rounded up
+// (without adding to d, which may be the largest Duration: a rate
+// bucket's wait saturates).
 func retryAfter(d time.Duration) string {
-	return strconv.Itoa(int((d + time.Second - 1) / time.Second))
+	s := d / time.Second
+	if d%time.Second > 0 {
+		s++
+	}
+	return strconv.FormatInt(int64(s), 10)
 }

@@ -3,6 +3,7 @@ package issuer
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -89,6 +90,27 @@ func (s *unavailableStore) Update(ctx context.Context, fn func(store.Tx) error) 
 // server_error) with Retry-After, the authorization endpoint sends the
 // client temporarily_unavailable, the admin API 503, and nothing is
 // issued, rotated or revoked; afterwards the same requests succeed.
+// TestRetryAfterSeconds: Retry-After is d rounded up to whole seconds,
+// for the largest Duration too (a rate bucket's saturated wait), which
+// rounding by adding a second less a nanosecond wrapped to a negative
+// value, an invalid header.
+func TestRetryAfterSeconds(t *testing.T) {
+	for _, tc := range []struct {
+		d    time.Duration
+		want string
+	}{
+		{time.Nanosecond, "1"},
+		{time.Second, "1"},
+		{1500 * time.Millisecond, "2"},
+		{time.Hour, "3600"},
+		{math.MaxInt64, "9223372037"},
+	} {
+		if got := retryAfter(tc.d); got != tc.want {
+			t.Errorf("retryAfter(%v) = %q, want %q", tc.d, got, tc.want)
+		}
+	}
+}
+
 func TestStoreUnavailable(t *testing.T) {
 	clock := storetest.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
 	st := &unavailableStore{Store: memory.New(memory.Options{Now: clock.Now, RunTwice: true})}
