@@ -656,12 +656,16 @@ func TestRememberedConsentsBounded(t *testing.T) {
 	if _, err := e.robot(c, e.url(pathAuthorize, p), "https://app.example.com/cb", bUser, bPassword, "approve"); err != nil {
 		t.Fatalf("authorization: %v", err)
 	}
+	// Only the oldest is forgotten: the user keeps 1000, not fewer
+	// (the second oldest is still remembered).
+	second := "https://seed.example.com/1.json"
 	var n int
-	var kept, newest bool
+	var kept, keptSecond, newest bool
 	err = e.store.View(ctx, func(tx store.Tx) error {
 		return consentsIn(tx).ofUser(bUser, func(clientID, _, _ string, _ *consent) error {
 			n++
 			kept = kept || clientID == oldest
+			keptSecond = keptSecond || clientID == second
 			newest = newest || clientID == id
 			return nil
 		})
@@ -669,9 +673,9 @@ func TestRememberedConsentsBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n > perUser || kept || !newest {
-		t.Errorf("after one more approval: %d consents, oldest kept %v, new one kept %v; want at most %d, the oldest forgotten, the new one kept",
-			n, kept, newest, perUser)
+	if n != perUser || kept || !keptSecond || !newest {
+		t.Errorf("after one more approval: %d consents, oldest kept %v, second oldest kept %v, new one kept %v; want %d, the oldest forgotten, the second oldest and the new one kept",
+			n, kept, keptSecond, newest, perUser)
 	}
 	// The new consent is remembered: the next request gets its code at once.
 	resp, err := c.Get(e.url(pathAuthorize, p))
