@@ -280,6 +280,33 @@ func TestIDJAGRefused(t *testing.T) {
 			}
 		})
 	}
+	// README: exp and iat valid with 30 s leeway, exp at most an hour
+	// ahead (written out, not read from idJAGLeeway or
+	// maxAssertionLifetime): each bound from both sides.
+	t.Run("clock bounds", func(t *testing.T) {
+		e := newTokEnv(t, withTrustedIdP(idp))
+		now := e.clock.Now()
+		for _, tt := range []struct {
+			name     string
+			exp, iat time.Duration // from now
+			status   int
+		}{
+			{"expired 25 s ago, within the leeway", -25 * time.Second, -time.Minute, 200},
+			{"expired 35 s ago, past the leeway", -35 * time.Second, -time.Minute, 400},
+			{"issued 25 s ahead, within the leeway", 10 * time.Minute, 25 * time.Second, 200},
+			{"issued 35 s ahead, past the leeway", 10 * time.Minute, 35 * time.Second, 400},
+			{"expiring an hour ahead", time.Hour, 0, 200},
+			{"expiring an hour and 5 s ahead", time.Hour + 5*time.Second, 0, 400},
+		} {
+			raw := idp.idJAG(t, e, func(c jwt.MapClaims, _ *jwt.Token) {
+				c["exp"] = now.Add(tt.exp).Unix()
+				c["iat"] = now.Add(tt.iat).Unix()
+			})
+			if a := e.redeem(t, conf, raw, nil); a.status != tt.status || tt.status == 400 && a.str("error") != "invalid_grant" {
+				t.Errorf("%s: redeem = %d %s, want %d", tt.name, a.status, a.raw, tt.status)
+			}
+		}
+	})
 }
 
 // TestIDJAGTenant: a multi-tenant IdP's subjects are unique within
