@@ -120,6 +120,9 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next Next) (err 
 		g.serveMetadata(w, r)
 		return nil
 	}
+	// Registered first, so it runs last, after restore: whatever the
+	// answer, the handlers around the gateway run on r once it returns.
+	defer dropCredentials(r.Header)
 	x := &exchange{r: r, start: g.now(), pinned: g.pins != nil}
 	if !g.isEndpoint(r.URL) {
 		f := &refusal{status: http.StatusNotFound, code: codeRefused, message: "not found: the MCP endpoint is " + g.endpointEscaped}
@@ -174,12 +177,6 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request, next Next) (err 
 	up := g.upstreamRequest(x, ctx)
 	x.listen = len(x.msgs) == 1 && x.msgs[0].Kind == mcpparse.KindRequest && x.msgs[0].Method == "subscriptions/listen"
 	g.streams.add(x)
-	// Registered first, so it runs last, once err is final.
-	defer func() {
-		if err != nil {
-			dropCredentials(r.Header)
-		}
-	}()
 	defer func() {
 		x.hdr.restore()
 		g.streams.remove(x)
@@ -1116,26 +1113,29 @@ func (g *Gateway) editHeader(x *exchange) *headerEdit {
 	return e
 }
 
-// headerEdit is upstreamRequest's change of the client's header in place:
-// the fields it removed or replaced, and which of setNames it set, so that
 // credentialFields are the client's credentials for this request, which
 // upstreamRequest keeps from next.
 var credentialFields = [...]string{"Authorization", "Cookie", "Dpop"}
 
 // dropCredentials takes the client's credentials out of the header of a
-// request next failed: Serve returns next's error, and Caddy then runs the
-// site's error routes (handle_errors) on the client's request, whose
-// header restore has put back as it came. A route that proxies to an
-// error-page service (`handle_errors { reverse_proxy error-pages:8080 }`)
-// would forward the access token, its DPoP proof and the issuer's session
-// cookie there, which the MCP server itself never gets
-// (TestErrorRoutesGetNoCredentials).
+// request Serve is done with, whose header restore has put back as it
+// came. Caddy runs handlers on the client's request after the gateway:
+// the site's error routes (handle_errors) when next fails, and the
+// handle_response routes of an intercept (ordered before mcp_gateway)
+// matching the gateway's answer, a refusal or the MCP server's own. A
+// route that proxies to an error-page service (`handle_errors {
+// reverse_proxy error-pages:8080 }`, or the same in an intercept's
+// handle_response) would forward the access token, its DPoP proof and the
+// issuer's session cookie there, which the MCP server itself never gets
+// (TestErrorRoutesGetNoCredentials, TestInterceptRoutesGetNoCredentials).
 func dropCredentials(h http.Header) {
 	for _, name := range credentialFields {
 		delete(h, name)
 	}
 }
 
+// headerEdit is upstreamRequest's change of the client's header in place:
+// the fields it removed or replaced, and which of setNames it set, so that
 // restore puts the header back as it came.
 type headerEdit struct {
 	h        http.Header // nil until begin

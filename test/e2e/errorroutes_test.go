@@ -192,3 +192,154 @@ func TestErrorRoutesGetNoCredentials(t *testing.T) {
 		})
 	}
 }
+
+// TestInterceptRoutesGetNoCredentials: Caddy orders `intercept` before
+// mcp_gateway, and runs the handle_response routes it matches on the
+// client's request once the gateway has returned: an intercept that sends
+// the gateway's refusals, or the MCP server's failures, to an error-page
+// service (README: "an intercept before the gateway handles its
+// refusals") got the caller's access token, valid where the refusal was
+// insufficient_scope, and its DPoP proof, which the MCP server never
+// gets, as the error routes did (TestErrorRoutesGetNoCredentials). They
+// now get the request without them, its other fields as they came.
+func TestInterceptRoutesGetNoCredentials(t *testing.T) {
+	var mu sync.Mutex
+	var seen []http.Header
+	errorPages := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Header.Clone())
+		mu.Unlock()
+		w.WriteHeader(http.StatusTeapot)
+	}))
+	t.Cleanup(errorPages.Close)
+	// The MCP server fails every call.
+	failing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusInternalServerError)
+		w.Write([]byte(`{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"down"}}`))
+	}))
+	t.Cleanup(failing.Close)
+	const secret = "intercept-routes-client-secret-0123456789ab"
+	dir := t.TempDir()
+	var issuer string
+	harness.StartFree(t, func(port int) string {
+		issuer = fmt.Sprintf("http://127.0.0.1:%d", port)
+		return fmt.Sprintf(`{
+	admin off
+	persist_config off
+	storage file_system %[1]s/caddy
+	mcp_auth {
+		issuer %[2]s
+		storage memory
+		client svc {
+			secret sha256:%[3]x
+			grant_types client_credentials
+		}
+	}
+}
+
+%[2]s {
+	mcp_issuer
+	@mcp path /mcp /.well-known/oauth-protected-resource/mcp
+	handle @mcp {
+		intercept {
+			@err status 4xx 5xx
+			handle_response @err {
+				request_body {
+					set "error page"
+				}
+				reverse_proxy %[5]s
+			}
+		}
+		mcp_gateway {
+			resource %[2]s/mcp
+			scope read
+			tool admin write
+			tool * read
+			pin_tools off
+		}
+		reverse_proxy %[4]s
+	}
+}
+`, dir, issuer, sha256.Sum256([]byte(secret)), failing.Listener.Addr(), errorPages.Listener.Addr())
+	})
+	harness.WaitReady(t, issuer+"/.well-known/oauth-authorization-server")
+	resource := issuer + "/mcp"
+	token := func(proof string) string {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, issuer+"/token", strings.NewReader(url.Values{
+			"grant_type": {"client_credentials"}, "resource": {resource}, "scope": {"read"}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth("svc", secret)
+		if proof != "" {
+			req.Header.Set("DPoP", proof)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var a struct {
+			AccessToken string `json:"access_token"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&a); err != nil || resp.StatusCode != http.StatusOK || a.AccessToken == "" {
+			t.Fatalf("client_credentials = %d %v, want a token", resp.StatusCode, err)
+		}
+		return a.AccessToken
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	bearer := token("")
+	bound := token(logProof(t, key, issuer+"/token", ""))
+	const (
+		listing = `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
+		// admin needs write, which the token does not hold: 403.
+		adminCall = `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"admin","arguments":{}}}`
+	)
+	for _, tt := range []struct {
+		name, body string
+		header     func() map[string]string
+	}{
+		{"the MCP server's failure, bearer", listing, func() map[string]string { return map[string]string{"Authorization": "Bearer " + bearer} }},
+		{"the MCP server's failure, DPoP", listing, func() map[string]string {
+			return map[string]string{"Authorization": "DPoP " + bound, "DPoP": logProof(t, key, resource, bound)}
+		}},
+		{"the gateway's insufficient_scope, bearer", adminCall, func() map[string]string { return map[string]string{"Authorization": "Bearer " + bearer} }},
+		{"the gateway's insufficient_scope, DPoP", adminCall, func() map[string]string {
+			return map[string]string{"Authorization": "DPoP " + bound, "DPoP": logProof(t, key, resource, bound)}
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			mu.Lock()
+			seen = nil
+			mu.Unlock()
+			req, _ := http.NewRequest(http.MethodPost, resource, strings.NewReader(tt.body))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json, text/event-stream")
+			req.Header.Set("MCP-Protocol-Version", "2025-11-25")
+			req.Header.Set("Cookie", "mcp_session=issuer-session-cookie-value-5f2e; theme=dark")
+			for k, v := range tt.header() {
+				req.Header.Set(k, v)
+			}
+			// What the client then gets is Caddy's (intercept keeps the
+			// first answer's Content-Length beside the error page's): only
+			// what the error-page service got is read here.
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				resp.Body.Close()
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(seen) != 1 {
+				t.Fatalf("%s: intercept's routes ran %d times, want once", tt.body, len(seen))
+			}
+			h := seen[0]
+			for _, name := range []string{"Authorization", "Dpop", "Cookie"} {
+				if v := h.Values(name); len(v) != 0 {
+					t.Errorf("the error-page service got %s: %.60q", name, v)
+				}
+			}
+			if h.Get("Mcp-Protocol-Version") != "2025-11-25" {
+				t.Errorf("the error-page service got no Mcp-Protocol-Version: the client's other headers are kept")
+			}
+		})
+	}
+}
