@@ -2,7 +2,10 @@ package gateway
 
 import (
 	"encoding/json"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf16"
 	"unicode/utf8"
 
 	"go.uber.org/zap"
@@ -20,7 +23,8 @@ import (
 // (for tasks/*, the tool whose call created the task), jsonrpc_id, rule, argument (the pointer of a refusing argument rule),
 // arguments (a tools/call's arguments, only with Config.AuditArguments;
 // past maxAuditArguments bytes the JSON text cut, as a string),
-// decision, reason, status, latency, request_id, remote_addr, truncated.
+// decision, reason, status, latency, request_id, remote_addr, truncated,
+// escaped (a field holds characters written as JSON escapes: auditText).
 // Never a token or session id. What the request names (http_method,
 // method, jsonrpc_id, the tool, prompt or uri, the arguments, and the
 // reason, which may quote them) is cut to maxAuditName or maxAuditText bytes, marked with
@@ -53,6 +57,73 @@ func auditBound(s string, max int) (string, bool) {
 		n--
 	}
 	return s[:n] + auditCut, true
+}
+
+// shownAsIs reports whether a terminal shows r as it is: not a C1
+// control (U+009B is CSI), DEL, a bidirectional or other format character
+// (U+202E writes what follows backwards, U+200B shows nothing), a line or
+// paragraph separator, a private-use or unassigned code point. zap writes
+// such characters raw, escaping only C0 controls.
+func shownAsIs(r rune) bool {
+	return r < utf8.RuneSelf && r != 0x7f || unicode.IsGraphic(r) && !unicode.Is(unicode.Cf, r)
+}
+
+// auditText is s bounded as auditBound bounds it, with every character
+// shownAsIs refuses written as a JSON escape (\u009b; beyond the BMP
+// as its surrogate pair), so that what a caller sends cannot act on the
+// terminal of an operator who follows the audit log or hide what it
+// says; escaped reports it. In text (json false) a backslash is then
+// written \\ too, so that the field reads as JSON string text; JSON text
+// (json true: an id, arguments) keeps its backslashes, which are its
+// escapes, and reads as the same value. Characters below U+007F are
+// zap's (it escapes C0 controls). s itself, allocating nothing, when no
+// character needs escaping and it fits.
+func auditText(s string, max int, json bool) (out string, cut, escaped bool) {
+	if shownWhole(s) {
+		out, cut = auditBound(s, max)
+		return out, cut, false
+	}
+	var b strings.Builder
+	b.Grow(min(len(s), max) + len(auditCut))
+	var esc [12]byte
+	for _, r := range s {
+		piece := esc[:0]
+		switch {
+		case r == '\\' && !json:
+			piece = append(piece, `\\`...)
+		case r == utf8.RuneError || shownAsIs(r):
+			piece = utf8.AppendRune(piece, r)
+		default:
+			for _, u := range utf16.Encode([]rune{r}) {
+				piece = append(piece, '\\', 'u', hexDigit[u>>12], hexDigit[u>>8&15], hexDigit[u>>4&15], hexDigit[u&15])
+			}
+		}
+		if b.Len()+len(piece) > max {
+			b.WriteString(auditCut)
+			return b.String(), true, true
+		}
+		b.Write(piece)
+	}
+	return b.String(), false, true
+}
+
+const hexDigit = "0123456789abcdef"
+
+// shownWhole reports whether auditText would escape nothing in s.
+func shownWhole[T ~string | ~[]byte](s T) bool {
+	for i := 0; i < len(s); {
+		if s[i] < utf8.RuneSelf && s[i] != 0x7f {
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(string(s[i:min(i+utf8.UTFMax, len(s))]))
+		if r == utf8.RuneError && n == 1 || shownAsIs(r) {
+			i += n // invalid UTF-8: zap writes \ufffd
+			continue
+		}
+		return false
+	}
+	return true
 }
 
 // auditForwarded counts and logs the decisions of a forwarded request
@@ -143,6 +214,7 @@ type auditEvent struct {
 	requestID string
 	addr      string       // the client's (Config.ClientAddr)
 	field     [1]zap.Field // the event as ce.Write's argument
+	act       auditNames   // the act chain, as MarshalLogObject writes it
 }
 
 // auditOne writes one event, made only when the audit logger takes it;
@@ -169,28 +241,34 @@ func (g *Gateway) auditOne(x *exchange, d *decision, m *mcpparse.Message, allowe
 // MarshalLogObject writes the event's fields, in the order of the list
 // above; request_id only when Config.RequestID is set.
 func (e *auditEvent) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	truncated, escaped := false, false
+	text := func(s string, max int, json bool) string {
+		s, cut, esc := auditText(s, max, json)
+		truncated, escaped = truncated || cut, escaped || esc
+		return s
+	}
+	add := func(key, s string, max int) { enc.AddString(key, text(s, max, false)) }
 	if p := e.x.p; p != nil {
-		enc.AddString("principal", p.subject)
-		enc.AddString("client", p.clientID)
-		if err := enc.AddArray("act", (*stringArray)(&p.actors)); err != nil {
+		// The token's names: a remote issuer's may hold anything.
+		add("principal", p.subject, len(p.subject))
+		add("client", p.clientID, len(p.clientID))
+		e.act = auditNames{names: p.actors}
+		if err := enc.AddArray("act", &e.act); err != nil {
 			return err
 		}
+		escaped = escaped || e.act.escaped
 		enc.AddString("principal_type", p.principalType)
 	}
 	enc.AddString("resource", e.g.cfg.Resource)
-	truncated := false
-	add := func(key, s string, max int) {
-		s, cut := auditBound(s, max)
-		truncated = truncated || cut
-		enc.AddString(key, s)
-	}
 	add("http_method", e.x.r.Method, maxAuditName) // any token net/http reads
 	if m := e.m; m != nil {
 		add("method", m.Method, maxAuditName)
-		if len(m.ID) > maxAuditName {
-			add("jsonrpc_id", string(m.ID), maxAuditName)
-		} else if m.ID != nil {
+		switch {
+		case m.ID == nil:
+		case len(m.ID) <= maxAuditName && shownWhole(m.ID):
 			enc.AddByteString("jsonrpc_id", m.ID)
+		default:
+			enc.AddString("jsonrpc_id", text(string(m.ID), maxAuditName, true))
 		}
 	}
 	if d := e.d; d != nil {
@@ -215,10 +293,18 @@ func (e *auditEvent) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 		}
 	}
 	if m := e.m; m != nil && e.g.cfg.AuditArguments && m.Method == "tools/call" && m.Arguments != nil {
-		if len(m.Arguments) > maxAuditArguments {
-			add("arguments", string(m.Arguments), maxAuditArguments)
-		} else if err := enc.AddReflected("arguments", json.RawMessage(m.Arguments)); err != nil {
-			return err
+		switch {
+		case len(m.Arguments) <= maxAuditArguments && shownWhole(m.Arguments):
+			if err := enc.AddReflected("arguments", json.RawMessage(m.Arguments)); err != nil {
+				return err
+			}
+		default:
+			// Escaped, the JSON text reads as the same value.
+			if args := text(string(m.Arguments), maxAuditArguments, true); len(m.Arguments) > maxAuditArguments || len(args) > maxAuditArguments {
+				enc.AddString("arguments", args)
+			} else if err := enc.AddReflected("arguments", json.RawMessage(args)); err != nil {
+				return err
+			}
 		}
 	}
 	decision := "deny"
@@ -238,15 +324,23 @@ func (e *auditEvent) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	if truncated {
 		enc.AddBool("truncated", true)
 	}
+	if escaped {
+		enc.AddBool("escaped", true)
+	}
 	return nil
 }
 
-// stringArray encodes a []string as an array (a pointer, so that passing
-// it to zap allocates nothing).
-type stringArray []string
+// auditNames encodes the act chain's names as an array, each escaped as
+// auditText escapes text.
+type auditNames struct {
+	names   []string
+	escaped bool // a name was escaped
+}
 
-func (a *stringArray) MarshalLogArray(enc zapcore.ArrayEncoder) error {
-	for _, s := range *a {
+func (a *auditNames) MarshalLogArray(enc zapcore.ArrayEncoder) error {
+	for _, s := range a.names {
+		s, _, esc := auditText(s, len(s), false)
+		a.escaped = a.escaped || esc
 		enc.AppendString(s)
 	}
 	return nil

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,11 +11,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 )
 
@@ -605,5 +608,82 @@ func TestAuditTaskRequestNamesTool(t *testing.T) {
 		if m := entries[0].ContextMap(); m["method"] != tt.method || m["tool"] != "read_a" || m["status"] != tt.status {
 			t.Errorf("%s event = %v, want method %s, tool read_a, status %d", tt.method, m, tt.method, tt.status)
 		}
+	}
+}
+
+// TestAuditFieldsTerminalSafe: what the request names reaches the audit
+// log with no character a terminal acts on or that hides or reorders what
+// follows (C1 controls such as CSI, DEL, bidirectional and other format
+// characters, line and paragraph separators): zap escapes only C0
+// controls, so a caller's JSON-RPC id (a call forwarded as allowed), a
+// method or, with audit_arguments, an argument holding U+009B "2K" erased
+// the line of its own event on the terminal of an operator following the
+// log (tail -f), or U+202E made it read backwards. Such a character is
+// written escaped as in JSON text, the event carrying "escaped": true;
+// the JSON values (jsonrpc_id, arguments) read the same.
+func TestAuditFieldsTerminalSafe(t *testing.T) {
+	const csi, rlo = "\u009b", "\u202e"
+	tests := []struct {
+		name    string
+		body    string
+		methods bool
+		args    bool
+		field   string
+		want    string // the field as a JSON reader of the log gets it
+		allowed bool
+	}{
+		{"jsonrpc id of an allowed call", `{"jsonrpc":"2.0","id":"a` + csi + `1A` + csi + `2K","method":"tools/call","params":{"name":"read_file","arguments":{}}}`, false, false, "jsonrpc_id", `"a\u009b1A\u009b2K"`, true},
+		{"jsonrpc id, bidi", `{"jsonrpc":"2.0","id":"` + rlo + `wolla","method":"tools/call","params":{"name":"read_file","arguments":{}}}`, false, false, "jsonrpc_id", `"\u202ewolla"`, true},
+		{"method refused", `{"jsonrpc":"2.0","id":1,"method":"x/` + csi + `2K\\u2028\u2029"}`, false, false, "method", `x/\u009b2K\\u2028\u2029`, false},
+		{"method with backslashes", `{"jsonrpc":"2.0","id":1,"method":"x/` + rlo + `\\\\\u007f"}`, true, false, "method", `x/\u202e\\\\\u007f`, false},
+		{"arguments", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"` + csi + `2K\u00ad"}}}`, false, true, "arguments", `{"path":"\u009b2K\u00ad"}`, true},
+	}
+	// Escaped, a field stays within its bound.
+	if got, cut, esc := auditText(strings.Repeat(csi, 100_000), maxAuditName, false); len(got) > maxAuditName+len(auditCut) || !cut || !esc || !strings.HasPrefix(got, `\u009b\u009b`) {
+		t.Errorf("100,000 CSI cut to %d: %d bytes %q, cut %v, escaped %v", maxAuditName, len(got), got[:min(len(got), 20)], cut, esc)
+	}
+	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			if tt.methods {
+				cfg.Methods = []Rule{{Pattern: "x/*"}}
+			}
+			cfg.AuditArguments = tt.args
+			h := newHarness(t, cfg, nil)
+			readBody(t, h.do(t, call{body: tt.body, token: mint(t, claims())}))
+			for deadline := time.Now().Add(5 * time.Second); h.logs.Len() == 0 && time.Now().Before(deadline); {
+				time.Sleep(5 * time.Millisecond)
+			}
+			entries := h.logs.All()
+			if len(entries) != 1 {
+				t.Fatalf("audit events = %d, want 1", len(entries))
+			}
+			buf, err := enc.EncodeEntry(entries[0].Entry, entries[0].Context)
+			if err != nil {
+				t.Fatal(err)
+			}
+			line := buf.String()
+			for _, r := range line {
+				if r != '\n' && (!unicode.IsGraphic(r) || unicode.Is(unicode.Cf, r)) {
+					t.Errorf("the event's line holds %U: %s", r, line)
+				}
+			}
+			var ev map[string]any
+			if err := json.Unmarshal(buf.Bytes(), &ev); err != nil {
+				t.Fatal(err)
+			}
+			got := ev[tt.field]
+			want := any(tt.want)
+			if tt.args {
+				// The same value as the request's.
+				if err := json.Unmarshal([]byte(tt.want), &want); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if !cmp.Equal(got, want) || ev["escaped"] != true || (ev["decision"] == "allow") != tt.allowed {
+				t.Errorf("%s = %q, escaped %v, decision %v; want %q, escaped, allowed %v", tt.field, got, ev["escaped"], ev["decision"], want, tt.allowed)
+			}
+		})
 	}
 }
